@@ -1,0 +1,31 @@
+/* registry.h - the workers a broker can see, their heartbeats, and who owns which partition */
+#ifndef FERRULE_REGISTRY_H
+#define FERRULE_REGISTRY_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define REGISTRY_MAX_WORKER_ID 128
+
+typedef struct registry registry_t;
+
+registry_t *registry_new (uint32_t partitions, int64_t heartbeat_timeout_ms);
+void registry_destroy (registry_t **r_p);
+
+/* A HELLO from a worker: adds it (returns 1: the partition map changed) or refreshes it (0).
+ * A draining worker keeps its in-flight requests but owns no partitions. */
+int registry_seen (registry_t *r, const char *worker_id, int draining, int64_t now_ms);
+/* Removes a worker (BYE with nothing in flight, heartbeat expired, or unreachable). Returns 1 if it existed. */
+int registry_remove (registry_t *r, const char *worker_id);
+/* Worker ids whose heartbeat expired at now_ms; caller removes them. Returns the count, ids into out. */
+size_t registry_expired (const registry_t *r, int64_t now_ms, char out [][REGISTRY_MAX_WORKER_ID + 1], size_t max);
+
+/* Owner of a partition, or NULL when no live worker exists. */
+const char *registry_owner (const registry_t *r, uint32_t partition);
+uint32_t registry_partitions (const registry_t *r);
+uint32_t registry_partitions_owned (const registry_t *r);
+size_t registry_live_count (const registry_t *r);         /* not draining */
+size_t registry_count (const registry_t *r);              /* all known */
+/* Worker i (0..registry_count-1): id and whether it is draining. */
+const char *registry_worker_at (const registry_t *r, size_t i, int *draining);
+int registry_known (const registry_t *r, const char *worker_id);
+#endif

@@ -1,0 +1,82 @@
+/* frames.c - multipart helpers shared by broker, worker and client */
+#include "frames.h"
+#include <errno.h>
+#include <string.h>
+
+int
+frames_recv (void *socket, frames_t *f, int flags)
+{
+    f->count = 0;
+    f->total = 0;
+    int more = 1;
+    while (more) {
+        zmq_msg_t *m;
+        zmq_msg_t scratch;
+        m = f->count < FRAMES_MAX ? &f->part [f->count] : &scratch;
+        zmq_msg_init (m);
+        /* only the first part may fail with EAGAIN: the rest of a message arrives with it */
+        if (zmq_msg_recv (m, socket, f->total == 0 ? flags : 0) < 0) {
+            int e = errno;
+            zmq_msg_close (m);
+            frames_close (f);
+            errno = e;
+            return -1;
+        }
+        more = zmq_msg_more (m);
+        if (m == &scratch)
+            zmq_msg_close (m);
+        else
+            f->count++;
+        f->total++;
+    }
+    return 0;
+}
+
+void
+frames_close (frames_t *f)
+{
+    for (int i = 0; i < f->count; i++)
+        zmq_msg_close (&f->part [i]);
+    f->count = 0;
+}
+
+const void *
+frames_data (frames_t *f, int i)
+{
+    return i < f->count ? zmq_msg_data (&f->part [i]) : NULL;
+}
+
+size_t
+frames_size (frames_t *f, int i)
+{
+    return i < f->count ? zmq_msg_size (&f->part [i]) : 0;
+}
+
+int
+frames_is (frames_t *f, int i, const char *s)
+{
+    size_t n = strlen (s);
+    return i < f->count && frames_size (f, i) == n && memcmp (frames_data (f, i), s, n) == 0;
+}
+
+int
+frames_send (void *socket, const void *const *data, const size_t *size, int n, int flags)
+{
+    for (int i = 0; i < n; i++) {
+        int fl = flags | (i < n - 1 ? ZMQ_SNDMORE : 0);
+        if (zmq_send (socket, data [i], size [i], fl) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+void
+frames_socket_defaults (void *socket, int hwm, int max_msg_size)
+{
+    int zero = 0;
+    int64_t maxsize = max_msg_size;
+    zmq_setsockopt (socket, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (socket, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    zmq_setsockopt (socket, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    zmq_setsockopt (socket, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
+}

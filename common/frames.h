@@ -1,0 +1,28 @@
+/* frames.h - receiving and sending whole ZeroMQ multipart messages with a cap on frame count */
+#ifndef FERRULE_FRAMES_H
+#define FERRULE_FRAMES_H
+#include <stddef.h>
+#include <zmq.h>
+
+#define FRAMES_MAX 8
+
+typedef struct {
+    zmq_msg_t part [FRAMES_MAX];
+    int count;          /* frames kept */
+    int total;          /* frames received: more than FRAMES_MAX means the rest were discarded */
+} frames_t;
+
+/* Receives one whole message (every part). 0 ok, -1 with errno (EAGAIN with ZMQ_DONTWAIT). */
+int frames_recv (void *socket, frames_t *f, int flags);
+void frames_close (frames_t *f);
+const void *frames_data (frames_t *f, int i);
+size_t frames_size (frames_t *f, int i);
+/* 1 when frame i holds exactly the NUL-terminated text s. */
+int frames_is (frames_t *f, int i, const char *s);
+
+/* Sends n parts as one message; 0 ok, -1 with errno (nothing was sent, or the rest was dropped). */
+int frames_send (void *socket, const void *const *data, const size_t *size, int n, int flags);
+
+/* Common socket options: no linger, bounded queues, frame size cap. */
+void frames_socket_defaults (void *socket, int hwm, int max_msg_size);
+#endif
