@@ -37,7 +37,8 @@ CREATE TABLE token_chain (
     worker                text NOT NULL,
     outcome               text NOT NULL
                           CHECK (outcome IN ('imported', 'refreshed', 'adopted', 'invalid_grant', 'transient',
-                                             'invalid_client', 'bad_response', 'conflict', 'disconnected')),
+                                             'invalid_client', 'bad_response', 'conflict', 'configuration',
+                                             'error', 'disconnected')),
     refresh_fingerprint   text,
     rotated               boolean NOT NULL DEFAULT false,
     detail                text

@@ -1,0 +1,34 @@
+/* db.h - ferrule-migrate's PostgreSQL sessions: connecting within a deadline, describing the
+ * target without its password, and carrying a server error's fields to the report */
+#ifndef FERRULE_DB_H
+#define FERRULE_DB_H
+#include "result.h"
+#include <libpq-fe.h>
+#include <stddef.h>
+
+#define DB_DEFAULT_CONNECT_TIMEOUT_MS 10000
+
+typedef struct {
+    char sqlstate [6];          /* "" when the error did not come from the server */
+    char message [1024];        /* primary message, one line */
+    char detail [1024];
+    char hint [512];
+    char context [1024];
+    int position;               /* 1-based character in the statement, 0 when unknown */
+    int lost;                   /* the session is gone: the database is unreachable */
+} db_error_t;
+
+/* "user@host:port/dbname" for messages, never the password; NULL when url does not parse.
+ * The caller frees it with mem_free. */
+char *db_describe (const char *url);
+/* connect_timeout from url in milliseconds, or DB_DEFAULT_CONNECT_TIMEOUT_MS. */
+int db_connect_timeout_ms (const char *url);
+/* Opens a session within timeout_ms. NULL with err set (err->lost is 1) on failure. */
+PGconn *db_connect (const char *url, int timeout_ms, db_error_t *err) FR_MUSTCHECK;
+/* Fills err from a failed result (res may be NULL: then from the session's last error). */
+void db_error_from_result (db_error_t *err, const PGresult *res, PGconn *conn);
+/* An error of ferrule-migrate's own, not the server's. */
+void db_error_printf (db_error_t *err, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+/* Runs a statement that returns no rows. FR_OK, or FR_DATABASE_UNAVAILABLE / FR_INTERNAL with err set. */
+fr_status_t db_exec (PGconn *conn, const char *sql, db_error_t *err) FR_MUSTCHECK;
+#endif

@@ -1,0 +1,286 @@
+/* ledger.c - schema_migrations and the migration lock */
+#include "ledger.h"
+#include "mem.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct ledger_t {
+    ledger_row_t *rows;
+    size_t size;
+    int exists;
+};
+
+static fr_status_t
+ledger_failed (db_error_t *err, const PGresult *res, PGconn *conn)
+{
+    db_error_from_result (err, res, conn);
+    return err->lost ? FR_DATABASE_UNAVAILABLE : FR_INTERNAL;
+}
+
+void
+ledger_destroy (ledger_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    ledger_t *self = *self_p;
+    for (size_t i = 0; i < self->size; i++) {
+        mem_free (self->rows [i].name);
+        mem_free (self->rows [i].checksum);
+        mem_free (self->rows [i].applied_at);
+        mem_free (self->rows [i].applied_by);
+    }
+    mem_free (self->rows);
+    mem_free (self);
+    *self_p = NULL;
+}
+
+/* An int column; -1 for NULL or anything that is not a non-negative int. */
+static int
+ledger_int (const PGresult *res, int row, int col)
+{
+    if (PQgetisnull (res, row, col))
+        return -1;
+    char *end;
+    errno = 0;
+    long value = strtol (PQgetvalue (res, row, col), &end, 10);
+    if (errno || *end || value < 0 || value > 2147483647L)
+        return -1;
+    return (int) value;
+}
+
+fr_status_t
+ledger_read (PGconn *conn, ledger_t **ledger_p, db_error_t *err)
+{
+    ledger_t *self = mem_alloc (sizeof *self);
+    PGresult *res = NULL;
+    fr_status_t st = FR_OK;
+
+    res = PQexec (conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
+        st = ledger_failed (err, res, conn);
+        goto out;
+    }
+    self->exists = strcmp (PQgetvalue (res, 0, 0), "t") == 0;
+    PQclear (res);
+    res = NULL;
+    if (!self->exists)
+        goto out;
+
+    res = PQexec (conn,
+        "SELECT version, name, checksum,"
+        "       to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        "       applied_by, execution_ms"
+        "  FROM schema_migrations ORDER BY version");
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        st = ledger_failed (err, res, conn);
+        if (strcmp (err->sqlstate, "42703") == 0) {
+            /* a table of the same name from another migration tool */
+            static const char prefix [] = "table \"schema_migrations\" exists but was not created by ferrule-migrate: ";
+            size_t plen = sizeof prefix - 1;
+            size_t mlen = strnlen (err->message, sizeof err->message - 1 - plen);
+            memmove (err->message + plen, err->message, mlen);
+            memcpy (err->message, prefix, plen);
+            err->message [plen + mlen] = '\0';
+            snprintf (err->hint, sizeof err->hint,
+                      "give ferrule a database of its own, or a search_path whose first schema has no such table");
+            st = FR_CONFIGURATION;
+        }
+        goto out;
+    }
+    int n = PQntuples (res);
+    self->rows = mem_alloc ((size_t) (n ? n : 1) * sizeof *self->rows);
+    for (int i = 0; i < n; i++) {
+        ledger_row_t *row = &self->rows [self->size++];
+        row->version = ledger_int (res, i, 0);
+        row->name = mem_strdup (PQgetvalue (res, i, 1));
+        row->checksum = mem_strdup (PQgetvalue (res, i, 2));
+        row->applied_at = mem_strdup (PQgetvalue (res, i, 3));
+        row->applied_by = mem_strdup (PQgetvalue (res, i, 4));
+        row->execution_ms = ledger_int (res, i, 5);
+    }
+out:
+    PQclear (res);
+    if (st != FR_OK)
+        ledger_destroy (&self);
+    *ledger_p = self;
+    return st;
+}
+
+int
+ledger_exists (const ledger_t *self)
+{
+    return self->exists;
+}
+
+size_t
+ledger_size (const ledger_t *self)
+{
+    return self->size;
+}
+
+const ledger_row_t *
+ledger_at (const ledger_t *self, size_t index)
+{
+    return index < self->size ? &self->rows [index] : NULL;
+}
+
+const ledger_row_t *
+ledger_find (const ledger_t *self, int version)
+{
+    for (size_t i = 0; i < self->size; i++)
+        if (self->rows [i].version == version)
+            return &self->rows [i];
+    return NULL;
+}
+
+int
+ledger_highest (const ledger_t *self)
+{
+    int highest = 0;
+    for (size_t i = 0; i < self->size; i++)
+        if (self->rows [i].version > highest)
+            highest = self->rows [i].version;
+    return highest;
+}
+
+fr_status_t
+ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err)
+{
+    const char *params [] = { LEDGER_LOCK_KEY };
+    fr_status_t st = FR_OK;
+    PGresult *res = PQexecParams (conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, params, NULL, NULL, 0);
+
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
+        st = ledger_failed (err, res, conn);
+        goto out;
+    }
+    if (strcmp (PQgetvalue (res, 0, 0), "t") == 0)
+        goto out;
+    if (on_wait)
+        on_wait ();
+    PQclear (res);
+    res = PQexecParams (conn, "SELECT pg_advisory_lock($1::bigint)", 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK)
+        st = ledger_failed (err, res, conn);
+out:
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
+ledger_unlock (PGconn *conn, db_error_t *err)
+{
+    const char *params [] = { LEDGER_LOCK_KEY };
+    fr_status_t st = FR_OK;
+    PGresult *res = PQexecParams (conn, "SELECT pg_advisory_unlock($1::bigint)", 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK)
+        st = ledger_failed (err, res, conn);
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
+ledger_create (PGconn *conn, db_error_t *err)
+{
+    /* look first: CREATE TABLE IF NOT EXISTS would send a notice on every run */
+    PGresult *res = PQexec (conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
+    fr_status_t st = FR_OK;
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
+        st = ledger_failed (err, res, conn);
+        goto out;
+    }
+    if (strcmp (PQgetvalue (res, 0, 0), "t") == 0)
+        goto out;
+    st = db_exec (conn,
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        "    version      integer PRIMARY KEY,"
+        "    name         text NOT NULL,"
+        "    checksum     text NOT NULL,"          /* sha-256 hex of the file's bytes */
+        "    applied_at   timestamptz NOT NULL DEFAULT now(),"
+        "    applied_by   text NOT NULL,"          /* hostname:pid */
+        "    execution_ms integer"
+        ")", err);
+out:
+    PQclear (res);
+    return st;
+}
+
+static long
+ledger_elapsed_ms (const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (long) ((now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000);
+}
+
+fr_status_t
+ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
+              long *elapsed_ms, db_error_t *err)
+{
+    PGresult *res = NULL;
+    fr_status_t st = FR_OK;
+    int in_transaction = 0;
+    struct timespec start;
+    char version [16], ms [24];
+
+    st = db_exec (conn, "BEGIN", err);
+    if (st != FR_OK)
+        goto out;
+    in_transaction = 1;
+
+    clock_gettime (CLOCK_MONOTONIC, &start);
+    res = PQexec (conn, migration->sql);
+    *elapsed_ms = ledger_elapsed_ms (&start);
+    ExecStatusType rs = PQresultStatus (res);
+    if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
+        /* the next command on the session ends the COPY; closing it rolls the transaction back */
+        db_error_printf (err, "it runs COPY with STDIN or STDOUT, which ferrule-migrate cannot feed");
+        snprintf (err->hint, sizeof err->hint, "load data with INSERT statements instead");
+        st = FR_INTERNAL;
+        goto out;
+    }
+    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK && rs != PGRES_EMPTY_QUERY) {
+        st = ledger_failed (err, res, conn);
+        goto out;
+    }
+    PQclear (res);
+    res = NULL;
+    if (PQtransactionStatus (conn) != PQTRANS_INTRANS) {
+        db_error_printf (err, "it ended the transaction ferrule-migrate runs it in (BEGIN, COMMIT or ROLLBACK in the file)");
+        snprintf (err->detail, sizeof err->detail,
+                  "its changes may have been committed without a row in schema_migrations");
+        snprintf (err->hint, sizeof err->hint,
+                  "remove the transaction statements from the file; check the schema by hand before running up again");
+        in_transaction = PQtransactionStatus (conn) == PQTRANS_INERROR;
+        st = FR_CONFIGURATION;
+        goto out;
+    }
+
+    snprintf (version, sizeof version, "%d", migration->version);
+    snprintf (ms, sizeof ms, "%ld", *elapsed_ms);
+    const char *params [] = { version, migration->name, migration->checksum, applied_by, ms };
+    res = PQexecParams (conn,
+        "INSERT INTO schema_migrations (version, name, checksum, applied_by, execution_ms)"
+        " VALUES ($1::integer, $2, $3, $4, $5::integer)", 5, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_COMMAND_OK) {
+        st = ledger_failed (err, res, conn);
+        goto out;
+    }
+    PQclear (res);
+    res = NULL;
+
+    in_transaction = 0;
+    st = db_exec (conn, "COMMIT", err);
+out:
+    PQclear (res);
+    if (in_transaction && PQstatus (conn) == CONNECTION_OK) {
+        /* a failed ROLLBACK leaves the session to end the transaction when it closes */
+        db_error_t ignored;
+        if (db_exec (conn, "ROLLBACK", &ignored) != FR_OK)
+            in_transaction = 0;
+    }
+    return st;
+}

@@ -1,0 +1,52 @@
+/* ledger.h - schema_migrations, the record of the migrations a database has applied, and the
+ * advisory lock that lets only one ferrule-migrate write it at a time */
+#ifndef FERRULE_LEDGER_H
+#define FERRULE_LEDGER_H
+#include "catalog.h"
+#include "db.h"
+#include "result.h"
+#include <libpq-fe.h>
+#include <stddef.h>
+
+/* FNV-1a 64 of "ferrule-migrate": the pg_advisory_lock key every ferrule-migrate up takes. */
+#define LEDGER_LOCK_KEY "9178084749648434160"
+
+typedef struct {
+    int version;
+    char *name;
+    char *checksum;             /* as recorded: normally sha-256 hex, but anything may be there */
+    char *applied_at;           /* UTC, "2024-05-01T12:00:00Z" */
+    char *applied_by;           /* hostname:pid of the ferrule-migrate that applied it */
+    int execution_ms;           /* -1 when not recorded */
+} ledger_row_t;
+
+typedef struct ledger_t ledger_t;
+
+/* Reads the applied migrations, sorted by version. A database without schema_migrations gives an
+ * empty ledger. FR_DATABASE_UNAVAILABLE when the session is lost, FR_CONFIGURATION when the table
+ * is not ferrule's, FR_INTERNAL otherwise. */
+fr_status_t ledger_read (PGconn *conn, ledger_t **ledger_p, db_error_t *err) FR_MUSTCHECK;
+void ledger_destroy (ledger_t **self_p);
+
+/* 1 when schema_migrations existed when the ledger was read. */
+int ledger_exists (const ledger_t *self);
+size_t ledger_size (const ledger_t *self);
+const ledger_row_t *ledger_at (const ledger_t *self, size_t index);
+/* NULL when the version was not applied. */
+const ledger_row_t *ledger_find (const ledger_t *self, int version);
+/* The highest applied version, 0 when none. */
+int ledger_highest (const ledger_t *self);
+
+/* Takes the advisory lock on this session. When another session holds it, calls on_wait (may be
+ * NULL) and then waits as long as it takes. */
+fr_status_t ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err) FR_MUSTCHECK;
+fr_status_t ledger_unlock (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
+/* Creates schema_migrations when it is missing. Call with the lock held. */
+fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
+/* Runs the migration and records it in one transaction; on failure rolls back. elapsed_ms is the
+ * time the migration's SQL took. A server error from the migration itself keeps its position, which
+ * counts characters from the start of the file. FR_CONFIGURATION when the file ended the transaction
+ * itself: then its changes may be committed without their row. */
+fr_status_t ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
+                          long *elapsed_ms, db_error_t *err) FR_MUSTCHECK;
+#endif

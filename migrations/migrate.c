@@ -1,0 +1,769 @@
+/* migrate.c - ferrule-migrate: applies the schema, reports on it, and waits for it */
+#include "catalog.h"
+#include "db.h"
+#include "ledger.h"
+#include "log.h"
+#include "mem.h"
+#include "plan.h"
+#include "schema.h"
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Exit codes: scripts and init containers test these. */
+enum {
+    EXIT_OK = 0,
+    EXIT_OTHER = 1,
+    EXIT_USAGE = 2,
+    EXIT_UNREACHABLE = 5,
+    EXIT_DRIFT = 6,         /* also: up refused to run */
+    EXIT_PENDING = 7,
+};
+
+#define WAIT_POLL_MS 500
+#define WAIT_DEFAULT_TIMEOUT_S 60.0
+#define WAIT_MAX_TIMEOUT_S (7 * 86400.0)
+
+typedef struct {
+    const char *command;
+    char *database_url;         /* a secret: it may hold the password */
+    char *target;               /* the URL without its password, for messages */
+    const char *dir;            /* NULL: the migrations compiled in */
+    int json;
+    double timeout_s;
+    int timeout_given;
+} options_t;
+
+static void
+report (const char *level, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+
+/* One line on stderr in the style of PostgreSQL's own tools: "ferrule-migrate: error: ..." */
+static void
+report (const char *level, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf (stderr, "ferrule-migrate: %s%s", level ? level : "", level ? ": " : "");
+    va_start (ap, fmt);
+    vfprintf (stderr, fmt, ap);
+    va_end (ap);
+    fputc ('\n', stderr);
+}
+
+/* The server's words after ours: "<what>: <message>", then its detail, hint and context. */
+static void
+report_db_error (const char *what, const db_error_t *err)
+{
+    report ("error", "%s: %s", what, err->message);
+    if (*err->detail)
+        report ("detail", "%s", err->detail);
+    if (*err->hint)
+        report ("hint", "%s", err->hint);
+    if (*err->context)
+        report ("context", "%s", err->context);
+}
+
+/* Exit code for a failed database call: unreachable, refused, or anything else. */
+static int
+exit_code_for (fr_status_t st)
+{
+    if (st == FR_DATABASE_UNAVAILABLE)
+        return EXIT_UNREACHABLE;
+    return st == FR_OK ? EXIT_OK : EXIT_OTHER;
+}
+
+static long long
+now_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+sleep_ms (long long ms)
+{
+    struct timespec ts = { .tv_sec = (time_t) (ms / 1000), .tv_nsec = (long) (ms % 1000) * 1000000 };
+    while (nanosleep (&ts, &ts) < 0 && errno == EINTR)
+        ;
+}
+
+/* "host:pid", recorded as applied_by. */
+static void
+applier_id (char *out, size_t size)
+{
+    char host [256] = "";
+    if (gethostname (host, sizeof host) < 0 || !*host)
+        snprintf (host, sizeof host, "unknown-host");
+    host [sizeof host - 1] = '\0';
+    snprintf (out, size, "%s:%d", host, (int) getpid ());
+}
+
+/* 1-based line of the 1-based character position in sql (UTF-8), 0 when out of range. */
+static int
+line_of_position (const char *sql, size_t len, int position)
+{
+    int chars = 0, line = 1;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) sql [i];
+        if ((c & 0xc0) == 0x80)
+            continue;                       /* a UTF-8 continuation byte */
+        if (++chars == position)
+            return line;
+        if (c == '\n')
+            line++;
+    }
+    return 0;
+}
+
+static PGconn *
+connect_or_report (const options_t *opts, int *exit_code)
+{
+    db_error_t err;
+    PGconn *conn = db_connect (opts->database_url, db_connect_timeout_ms (opts->database_url), &err);
+    if (!conn) {
+        char what [512];
+        snprintf (what, sizeof what, "could not connect to the database \"%s\"", opts->target);
+        report_db_error (what, &err);
+        if (!*err.hint)
+            report ("hint", "check that PostgreSQL is running and that --database-url or FERRULE_DATABASE_URL is right");
+        *exit_code = EXIT_UNREACHABLE;
+    }
+    return conn;
+}
+
+/* Reads the ledger and sets it against the catalog. EXIT_OK, or the exit code after reporting. */
+static int
+read_plan (PGconn *conn, const catalog_t *catalog, ledger_t **ledger_p, plan_t **plan_p)
+{
+    db_error_t err;
+    fr_status_t st = ledger_read (conn, ledger_p, &err);
+    if (st != FR_OK) {
+        report_db_error ("could not read the applied migrations", &err);
+        return exit_code_for (st);
+    }
+    *plan_p = plan_new (catalog, *ledger_p);
+    return EXIT_OK;
+}
+
+static const char *
+short_checksum (const char *checksum, char out [13])
+{
+    snprintf (out, 13, "%s", checksum);
+    return out;
+}
+
+/* One sentence on what is wrong with an item, for status, verify and wait; "" when nothing is. */
+static void
+describe_problem (const plan_item_t *item, char *out, size_t size)
+{
+    char recorded [13], file [13];
+    *out = '\0';
+    switch (item->state) {
+    case PLAN_DRIFT:
+        snprintf (out, size, "migration %s was applied with checksum %s but its file now has checksum %s",
+                  item->migration->label, short_checksum (item->row->checksum, recorded),
+                  short_checksum (item->migration->checksum, file));
+        break;
+    case PLAN_MISSING:
+        snprintf (out, size, "version %03d (\"%s\") is applied but this build has no such migration",
+                  item->version, item->row->name);
+        break;
+    case PLAN_PENDING:
+        if (item->out_of_order)
+            snprintf (out, size, "migration %s is not applied, yet a higher version is", item->migration->label);
+        else
+            snprintf (out, size, "migration %s is not applied", item->migration->label);
+        break;
+    case PLAN_APPLIED:
+    case PLAN_NEWER:
+        break;
+    }
+}
+
+/* Reports every drifted or missing item with the way out. */
+static void
+report_drift (const plan_t *plan)
+{
+    char problem [1024];
+    for (size_t i = 0; i < plan_size (plan); i++) {
+        const plan_item_t *item = plan_at (plan, i);
+        if (item->state != PLAN_DRIFT && item->state != PLAN_MISSING)
+            continue;
+        describe_problem (item, problem, sizeof problem);
+        report ("error", "%s", problem);
+        if (item->state == PLAN_DRIFT)
+            report ("hint", "restore the original %s, or undo the edit and put the change in a new migration",
+                    item->migration->file);
+        else
+            report ("hint", "run the ferrule-migrate of the build that applied it, or restore %03d_%s.sql",
+                    item->version, item->row->name);
+    }
+}
+
+static void
+on_lock_wait (void)
+{
+    report (NULL, "another ferrule-migrate is applying migrations: waiting for it to finish");
+}
+
+/* The highest applied version after up: what the database now holds. */
+static int
+database_version (const plan_t *plan)
+{
+    int version = 0;
+    for (size_t i = 0; i < plan_size (plan); i++) {
+        const plan_item_t *item = plan_at (plan, i);
+        if (item->state != PLAN_PENDING && item->version > version)
+            version = item->version;
+    }
+    return version;
+}
+
+static int
+cmd_up (const options_t *opts, const catalog_t *catalog)
+{
+    ledger_t *ledger = NULL;
+    plan_t *plan = NULL;
+    db_error_t err;
+    fr_status_t st;
+    int rc = EXIT_OK, applied = 0, locked = 0;
+    char applied_by [300];
+    PGconn *conn = connect_or_report (opts, &rc);
+    if (!conn)
+        goto out;
+
+    st = ledger_lock (conn, on_lock_wait, &err);
+    if (st != FR_OK) {
+        report_db_error ("could not take the migration lock", &err);
+        rc = exit_code_for (st);
+        goto out;
+    }
+    locked = 1;
+    st = ledger_create (conn, &err);
+    if (st != FR_OK) {
+        report_db_error ("could not create table \"schema_migrations\"", &err);
+        if (strcmp (err.sqlstate, "42501") == 0)
+            report ("hint", "run ferrule-migrate as a role that may create tables in the database's first schema");
+        rc = exit_code_for (st);
+        goto out;
+    }
+    rc = read_plan (conn, catalog, &ledger, &plan);
+    if (rc != EXIT_OK)
+        goto out;
+
+    if (plan_verdict (plan) == PLAN_DRIFTED) {
+        report_drift (plan);
+        report (NULL, "nothing was applied");
+        rc = EXIT_DRIFT;
+        goto out;
+    }
+    for (size_t i = 0; i < plan_size (plan); i++) {
+        const plan_item_t *item = plan_at (plan, i);
+        if (item->state == PLAN_PENDING && item->out_of_order) {
+            report ("error", "migration %s is not applied, yet a higher version is: it would run out of order",
+                    item->migration->label);
+            report ("detail", "nothing was applied");
+            report ("hint", "move its change into a new migration numbered above %03d", ledger_highest (ledger));
+            rc = EXIT_DRIFT;
+            goto out;
+        }
+    }
+
+    applier_id (applied_by, sizeof applied_by);
+    for (size_t i = 0; i < plan_size (plan); i++) {
+        const plan_item_t *item = plan_at (plan, i);
+        if (item->state != PLAN_PENDING)
+            continue;
+        long ms = 0;
+        st = ledger_apply (conn, item->migration, applied_by, &ms, &err);
+        if (st != FR_OK) {
+            char what [512];
+            int line = err.position ? line_of_position (item->migration->sql, item->migration->len, err.position) : 0;
+            if (line)
+                snprintf (what, sizeof what, "migration %s failed at line %d", item->migration->file, line);
+            else
+                snprintf (what, sizeof what, "migration %s failed", item->migration->file);
+            report_db_error (what, &err);
+            if (st == FR_DATABASE_UNAVAILABLE)
+                report ("hint", "the connection was lost: check the database, then run ferrule-migrate up again");
+            else if (st == FR_CONFIGURATION)
+                ;                                   /* not rolled back: the hint already says what to do */
+            else
+                report (NULL, "%s was rolled back%s: fix it, then run ferrule-migrate up again", item->migration->label,
+                        applied ? ", the migrations before it stay applied" : "");
+            rc = exit_code_for (st);
+            goto out;
+        }
+        applied++;
+        printf ("applied %s (%ld ms)\n", item->migration->label, ms);
+        fflush (stdout);
+        log_info (NULL, NULL, "applied migration %s in %ld ms, checksum %.12s",
+                  item->migration->label, ms, item->migration->checksum);
+    }
+
+    int version = applied ? catalog_highest (catalog) : database_version (plan);
+    if (version < database_version (plan))
+        version = database_version (plan);
+    if (applied)
+        printf ("schema is now at version %d\n", version);
+    else if (version > catalog_highest (catalog))
+        printf ("schema is up to date at version %d (newer than this build's %d)\n", version,
+                catalog_highest (catalog));
+    else
+        printf ("schema is up to date at version %d\n", version);
+out:
+    /* a failed unlock needs no report: closing the session releases the lock anyway */
+    if (locked && conn && PQstatus (conn) == CONNECTION_OK && ledger_unlock (conn, &err) != FR_OK)
+        locked = 0;
+    plan_destroy (&plan);
+    ledger_destroy (&ledger);
+    if (conn)
+        PQfinish (conn);
+    return rc;
+}
+
+static const char *
+state_name (plan_state_t state)
+{
+    switch (state) {
+    case PLAN_APPLIED: return "applied";
+    case PLAN_PENDING: return "pending";
+    case PLAN_DRIFT:   return "drift";
+    case PLAN_NEWER:   return "newer";
+    case PLAN_MISSING: return "missing";
+    }
+    return "unknown";
+}
+
+static int
+verdict_exit_code (plan_verdict_t verdict)
+{
+    return verdict == PLAN_DRIFTED ? EXIT_DRIFT : verdict == PLAN_BEHIND ? EXIT_PENDING : EXIT_OK;
+}
+
+static void
+status_print_json (const options_t *opts, const catalog_t *catalog, const ledger_t *ledger, const plan_t *plan)
+{
+    static const char *verdicts [] = { "up_to_date", "pending", "drift" };
+    json_t *root = json_object ();
+    json_t *items = json_array ();
+
+    json_object_set_new (root, "database", json_string (opts->target));
+    json_object_set_new (root, "migrations_from", json_string (catalog_origin (catalog)));
+    json_object_set_new (root, "build_version", json_integer (catalog_highest (catalog)));
+    json_object_set_new (root, "database_version", json_integer (ledger_highest (ledger)));
+    json_object_set_new (root, "state", json_string (verdicts [plan_verdict (plan)]));
+    for (size_t i = 0; i < plan_size (plan); i++) {
+        const plan_item_t *item = plan_at (plan, i);
+        json_t *o = json_object ();
+        json_object_set_new (o, "version", json_integer (item->version));
+        json_object_set_new (o, "name", json_string (item->migration ? item->migration->name : item->row->name));
+        json_object_set_new (o, "state", json_string (state_name (item->state)));
+        if (item->migration)
+            json_object_set_new (o, "file_checksum", json_string (item->migration->checksum));
+        if (item->row) {
+            json_object_set_new (o, "checksum", json_string (item->row->checksum));
+            json_object_set_new (o, "applied_at", json_string (item->row->applied_at));
+            json_object_set_new (o, "applied_by", json_string (item->row->applied_by));
+            json_object_set_new (o, "execution_ms", item->row->execution_ms >= 0
+                                 ? json_integer (item->row->execution_ms) : json_null ());
+        }
+        if (item->state == PLAN_PENDING)
+            json_object_set_new (o, "out_of_order", json_boolean (item->out_of_order));
+        json_array_append_new (items, o);
+    }
+    json_object_set_new (root, "migrations", items);
+    char *text = json_dumps (root, JSON_INDENT (2) | JSON_PRESERVE_ORDER);
+    if (text)
+        printf ("%s\n", text);
+    free (text);
+    json_decref (root);
+}
+
+static void
+status_print_text (const options_t *opts, const catalog_t *catalog, const ledger_t *ledger, const plan_t *plan)
+{
+    char recorded [13], file [13];
+    printf ("database %s: schema version %d; this build needs %d (migrations %s)\n", opts->target,
+            ledger_highest (ledger), catalog_highest (catalog), catalog_origin (catalog));
+    for (size_t i = 0; i < plan_size (plan); i++) {
+        const plan_item_t *item = plan_at (plan, i);
+        char label [300];
+        if (item->migration)
+            snprintf (label, sizeof label, "%s", item->migration->label);
+        else
+            snprintf (label, sizeof label, "%03d_%s", item->version, item->row->name);
+        switch (item->state) {
+        case PLAN_APPLIED:
+            printf ("  %-32s applied %s by %s\n", label, item->row->applied_at, item->row->applied_by);
+            break;
+        case PLAN_PENDING:
+            printf ("  %-32s pending%s\n", label, item->out_of_order ? " (a higher version is already applied)" : "");
+            break;
+        case PLAN_DRIFT:
+            printf ("  %-32s drift: applied %s with checksum %s, the file has %s\n", label, item->row->applied_at,
+                    short_checksum (item->row->checksum, recorded), short_checksum (item->migration->checksum, file));
+            break;
+        case PLAN_NEWER:
+            printf ("  %-32s applied %s by a newer build\n", label, item->row->applied_at);
+            break;
+        case PLAN_MISSING:
+            printf ("  %-32s applied %s, but this build has no such migration\n", label, item->row->applied_at);
+            break;
+        }
+    }
+    size_t pending = plan_count (plan, PLAN_PENDING);
+    switch (plan_verdict (plan)) {
+    case PLAN_UP_TO_DATE:
+        printf ("schema is up to date at version %d\n", ledger_highest (ledger));
+        break;
+    case PLAN_BEHIND:
+        printf ("%zu migration%s pending: run \"ferrule-migrate up\"\n", pending, pending == 1 ? "" : "s");
+        break;
+    case PLAN_DRIFTED:
+        printf ("applied migrations differ from this build's files: run \"ferrule-migrate verify\" for details\n");
+        break;
+    }
+}
+
+static int
+cmd_status (const options_t *opts, const catalog_t *catalog)
+{
+    ledger_t *ledger = NULL;
+    plan_t *plan = NULL;
+    int rc = EXIT_OK;
+    PGconn *conn = connect_or_report (opts, &rc);
+    if (!conn)
+        goto out;
+    rc = read_plan (conn, catalog, &ledger, &plan);
+    if (rc != EXIT_OK)
+        goto out;
+    if (opts->json)
+        status_print_json (opts, catalog, ledger, plan);
+    else
+        status_print_text (opts, catalog, ledger, plan);
+    rc = verdict_exit_code (plan_verdict (plan));
+out:
+    plan_destroy (&plan);
+    ledger_destroy (&ledger);
+    if (conn)
+        PQfinish (conn);
+    return rc;
+}
+
+static int
+cmd_verify (const options_t *opts, const catalog_t *catalog)
+{
+    ledger_t *ledger = NULL;
+    plan_t *plan = NULL;
+    int rc = EXIT_OK;
+    char problem [1024];
+    PGconn *conn = connect_or_report (opts, &rc);
+    if (!conn)
+        goto out;
+    rc = read_plan (conn, catalog, &ledger, &plan);
+    if (rc != EXIT_OK)
+        goto out;
+
+    plan_verdict_t verdict = plan_verdict (plan);
+    if (verdict == PLAN_DRIFTED)
+        report_drift (plan);
+    for (size_t i = 0; i < plan_size (plan); i++) {
+        const plan_item_t *item = plan_at (plan, i);
+        if (item->state != PLAN_PENDING)
+            continue;
+        describe_problem (item, problem, sizeof problem);
+        report ("error", "%s", problem);
+    }
+    if (verdict == PLAN_BEHIND)
+        report ("hint", "run \"ferrule-migrate up\"");
+    if (verdict == PLAN_UP_TO_DATE)
+        printf ("schema matches this build at version %d\n", ledger_highest (ledger));
+    rc = verdict_exit_code (verdict);
+out:
+    plan_destroy (&plan);
+    ledger_destroy (&ledger);
+    if (conn)
+        PQfinish (conn);
+    return rc;
+}
+
+/* One look at the database for wait: 1 when ready, else 0 with the reason in why. */
+static int
+wait_check (const options_t *opts, const catalog_t *catalog, PGconn **conn_p, long long deadline,
+            char *why, size_t whylen, int *version)
+{
+    ledger_t *ledger = NULL;
+    plan_t *plan = NULL;
+    db_error_t err;
+    int ready = 0;
+
+    if (!*conn_p) {
+        long long left = deadline - now_ms ();
+        int timeout = db_connect_timeout_ms (opts->database_url);
+        if (left < timeout)
+            timeout = left > 100 ? (int) left : 100;
+        *conn_p = db_connect (opts->database_url, timeout, &err);
+        if (!*conn_p) {
+            snprintf (why, whylen, "could not connect to the database \"%s\": %s", opts->target, err.message);
+            goto out;
+        }
+    }
+    fr_status_t st = ledger_read (*conn_p, &ledger, &err);
+    if (st != FR_OK) {
+        snprintf (why, whylen, "could not read the applied migrations: %s", err.message);
+        if (st == FR_DATABASE_UNAVAILABLE || PQstatus (*conn_p) != CONNECTION_OK) {
+            PQfinish (*conn_p);
+            *conn_p = NULL;
+        }
+        goto out;
+    }
+    plan = plan_new (catalog, ledger);
+    *version = ledger_highest (ledger);
+    *why = '\0';
+    for (size_t i = 0; i < plan_size (plan); i++) {
+        const plan_item_t *item = plan_at (plan, i);
+        /* a migration missing from this build does not stop it from running: wait only for its own */
+        if (item->state != PLAN_PENDING && item->state != PLAN_DRIFT)
+            continue;
+        describe_problem (item, why, whylen);
+        if (!ledger_exists (ledger))
+            snprintf (why, whylen, "the database has no schema yet (no table \"schema_migrations\")");
+        break;
+    }
+    ready = *why == '\0';
+out:
+    plan_destroy (&plan);
+    ledger_destroy (&ledger);
+    return ready;
+}
+
+static int
+cmd_wait (const options_t *opts, const catalog_t *catalog)
+{
+    PGconn *conn = NULL;
+    long long start = now_ms ();
+    long long deadline = start + (long long) (opts->timeout_s * 1000.0);
+    char why [1024] = "", last [1024] = "";
+    int rc = EXIT_OK, version = 0;
+
+    for (;;) {
+        if (wait_check (opts, catalog, &conn, deadline, why, sizeof why, &version)) {
+            printf ("schema is ready at version %d\n", version);
+            goto out;
+        }
+        if (strcmp (why, last) != 0) {
+            report (NULL, "waiting: %s", why);
+            snprintf (last, sizeof last, "%s", why);
+        }
+        long long left = deadline - now_ms ();
+        if (left <= 0)
+            break;
+        sleep_ms (left < WAIT_POLL_MS ? left : WAIT_POLL_MS);
+    }
+    report ("error", "the schema was not ready after %.1f seconds: %s", (double) (now_ms () - start) / 1000.0, why);
+    if (strncmp (why, "could not connect", 17) == 0)
+        report ("hint", "check that PostgreSQL is running and that --database-url or FERRULE_DATABASE_URL is right, "
+                "then run \"ferrule-migrate up\"");
+    else if (strstr (why, "checksum"))
+        report ("hint", "the applied schema differs from this build's: run \"ferrule-migrate verify\"");
+    else
+        report ("hint", "run \"ferrule-migrate up\" (schema version %d is needed)", catalog_highest (catalog));
+    rc = EXIT_UNREACHABLE;
+out:
+    if (conn)
+        PQfinish (conn);
+    return rc;
+}
+
+static void
+print_usage (FILE *out)
+{
+    fprintf (out,
+        "ferrule-migrate applies Ferrule's database schema and reports on it.\n"
+        "\n"
+        "Usage:\n"
+        "  ferrule-migrate [OPTION]... COMMAND\n"
+        "\n"
+        "Commands:\n"
+        "  up              apply every pending migration, each in its own transaction; concurrent\n"
+        "                  runs take turns on an advisory lock, so all of them succeed\n"
+        "  status [--json] list the migrations and whether each is applied\n"
+        "  verify          check that every migration is applied and unchanged\n"
+        "  wait            wait until every migration of this build is applied (for init containers)\n"
+        "  version         print the schema version this build needs (%d)\n"
+        "  help            show this help\n"
+        "\n"
+        "Options:\n"
+        "  -d, --database-url=URL  libpq connection string or postgresql:// URI\n"
+        "                          (default: $FERRULE_DATABASE_URL, which keeps the password out of ps)\n"
+        "      --dir=DIR           read NNN_name.sql from DIR instead of the migrations compiled in\n"
+        "                          (default: $FERRULE_MIGRATIONS_DIR; for development)\n"
+        "      --json              status: print JSON\n"
+        "      --timeout=SECONDS   wait: give up after this long (default %.0f)\n"
+        "  -h, --help              show this help\n"
+        "\n"
+        "Connect directly or through a session-pooling proxy: the advisory lock needs one session.\n"
+        "\n"
+        "Exit status:\n"
+        "  0 done or up to date, 1 other failure, 2 usage, 5 database unreachable (wait: timed out),\n"
+        "  6 applied migrations differ from the files (up refuses), 7 migrations pending\n",
+        FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S);
+}
+
+static int
+usage_error (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+
+static int
+usage_error (const char *fmt, ...)
+{
+    va_list ap;
+    fprintf (stderr, "ferrule-migrate: error: ");
+    va_start (ap, fmt);
+    vfprintf (stderr, fmt, ap);
+    va_end (ap);
+    fprintf (stderr, "\nferrule-migrate: hint: try \"ferrule-migrate --help\"\n");
+    return EXIT_USAGE;
+}
+
+/* Fills opts from argv and the environment. EXIT_OK, or EXIT_USAGE after reporting. */
+static int
+parse_options (int argc, char **argv, options_t *opts)
+{
+    static const struct option longopts [] = {
+        { "database-url", required_argument, NULL, 'd' },
+        { "dir",          required_argument, NULL, 'D' },
+        { "json",         no_argument,       NULL, 'j' },
+        { "timeout",      required_argument, NULL, 't' },
+        { "help",         no_argument,       NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+    int c;
+
+    opterr = 0;
+    while ((c = getopt_long (argc, argv, ":d:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            mem_free_secret (&opts->database_url);
+            opts->database_url = mem_strdup (optarg);
+            /* hide the password from ps and /proc/PID/cmdline */
+            memset (optarg, 'x', strlen (optarg));
+            break;
+        case 'D':
+            opts->dir = optarg;
+            break;
+        case 'j':
+            opts->json = 1;
+            break;
+        case 't': {
+            char *end;
+            errno = 0;
+            double value = strtod (optarg, &end);
+            if (errno || end == optarg || *end || !isfinite (value) || value < 0 || value > WAIT_MAX_TIMEOUT_S)
+                return usage_error ("invalid --timeout \"%s\": give seconds from 0 to %.0f", optarg, WAIT_MAX_TIMEOUT_S);
+            opts->timeout_s = value;
+            opts->timeout_given = 1;
+            break;
+        }
+        case 'h':
+            opts->command = "help";
+            return EXIT_OK;
+        case ':':
+            return usage_error ("option \"%s\" needs a value", argv [optind - 1]);
+        default:
+            return usage_error ("unknown option \"%s\"", argv [optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return usage_error ("no command given: use up, status, verify, wait or version");
+    opts->command = argv [optind++];
+    if (optind < argc)
+        return usage_error ("unexpected argument \"%s\" after command \"%s\"", argv [optind], opts->command);
+
+    if (strcmp (opts->command, "up") && strcmp (opts->command, "status") && strcmp (opts->command, "verify")
+     && strcmp (opts->command, "wait") && strcmp (opts->command, "version") && strcmp (opts->command, "help"))
+        return usage_error ("unknown command \"%s\": use up, status, verify, wait or version", opts->command);
+    if (opts->json && strcmp (opts->command, "status") != 0)
+        return usage_error ("--json applies to status only");
+    if (opts->timeout_given && strcmp (opts->command, "wait") != 0)
+        return usage_error ("--timeout applies to wait only");
+    if (!opts->timeout_given)
+        opts->timeout_s = WAIT_DEFAULT_TIMEOUT_S;
+
+    if (!opts->dir && getenv ("FERRULE_MIGRATIONS_DIR") && *getenv ("FERRULE_MIGRATIONS_DIR"))
+        opts->dir = getenv ("FERRULE_MIGRATIONS_DIR");
+    if (!opts->database_url && getenv ("FERRULE_DATABASE_URL"))
+        opts->database_url = mem_strdup (getenv ("FERRULE_DATABASE_URL"));
+    return EXIT_OK;
+}
+
+int
+main (int argc, char **argv)
+{
+    options_t opts = { 0 };
+    catalog_t *catalog = NULL;
+    char err [1024];
+    int rc = parse_options (argc, argv, &opts);
+
+    if (rc != EXIT_OK)
+        goto out;
+    if (strcmp (opts.command, "help") == 0) {
+        print_usage (stdout);
+        goto out;
+    }
+    if (strcmp (opts.command, "version") == 0) {
+        printf ("%d\n", FERRULE_SCHEMA_VERSION);
+        goto out;
+    }
+
+    catalog = opts.dir ? catalog_new_from_dir (opts.dir, err, sizeof err) : catalog_new_embedded (err, sizeof err);
+    if (!catalog) {
+        report ("error", "%s", err);
+        rc = EXIT_OTHER;
+        goto out;
+    }
+    if (catalog_size (catalog) == 0) {
+        report ("error", "this ferrule-migrate was built without migrations");
+        report ("hint", "rebuild it with migrations/NNN_name.sql in place, or pass --dir");
+        rc = EXIT_OTHER;
+        goto out;
+    }
+    if (opts.dir && catalog_highest (catalog) < FERRULE_SCHEMA_VERSION)
+        report ("warning", "\"%s\" goes up to version %d only, but this build's services need version %d",
+                opts.dir, catalog_highest (catalog), FERRULE_SCHEMA_VERSION);
+
+    if (!opts.database_url || !*opts.database_url) {
+        rc = usage_error ("no database given: pass --database-url or set FERRULE_DATABASE_URL");
+        goto out;
+    }
+    opts.target = db_describe (opts.database_url);
+    if (!opts.target) {
+        report ("error", "the database URL is neither a \"postgresql://\" URI nor a \"key=value\" connection string");
+        report ("detail", "the parser's detail is not shown because it may quote the password");
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    log_init ("ferrule-migrate", opts.target);
+
+    if (strcmp (opts.command, "up") == 0)
+        rc = cmd_up (&opts, catalog);
+    else if (strcmp (opts.command, "status") == 0)
+        rc = cmd_status (&opts, catalog);
+    else if (strcmp (opts.command, "verify") == 0)
+        rc = cmd_verify (&opts, catalog);
+    else
+        rc = cmd_wait (&opts, catalog);
+out:
+    catalog_destroy (&catalog);
+    mem_free_secret (&opts.database_url);
+    mem_free (opts.target);
+    fflush (stdout);
+    return rc;
+}

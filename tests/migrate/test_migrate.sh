@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# test_migrate.sh - ferrule-migrate against a real PostgreSQL, in a database made for the run.
+#
+#   FERRULE_TEST_PG_ADMIN_URL  conninfo or URI to the "postgres" database; the role may CREATE DATABASE
+#                              (unset: the test is skipped with exit 77)
+#   FERRULE_BIN_DIR            folder holding ferrule-migrate
+#   FERRULE_SCHEMA_PROBE       optional: the migrate_schema_probe program, to test schema_check too
+#   FERRULE_PSQL               optional: the psql to use
+set -u
+
+if [ -z "${FERRULE_TEST_PG_ADMIN_URL:-}" ]; then
+    echo "skipped: set FERRULE_TEST_PG_ADMIN_URL to a conninfo for the postgres database of a test cluster"
+    exit 77
+fi
+: "${FERRULE_BIN_DIR:?set FERRULE_BIN_DIR to the folder holding ferrule-migrate}"
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+MIGRATIONS_SRC="$HERE/../../migrations"
+MIGRATE="$FERRULE_BIN_DIR/ferrule-migrate"
+PROBE="${FERRULE_SCHEMA_PROBE:-}"
+LOCK_KEY=9178084749648434160        # LEDGER_LOCK_KEY in migrations/ledger.h
+ADMIN="$FERRULE_TEST_PG_ADMIN_URL"
+
+PSQL="${FERRULE_PSQL:-$(command -v psql || ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | tail -n 1)}"
+if [ -z "$PSQL" ] || [ ! -x "$PSQL" ]; then
+    echo "error: no psql found: install postgresql-client or set FERRULE_PSQL" >&2
+    exit 1
+fi
+if [ ! -x "$MIGRATE" ]; then
+    echo "error: \"$MIGRATE\" is not an executable: build the ferrule-migrate target first" >&2
+    exit 1
+fi
+
+DB="ferrule_migrate_test_$$_$RANDOM"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrule-migrate-test.XXXXXX")
+FAILURES=0
+
+# The admin URL with its database replaced by $1 (a URI's path, or a later dbname= keyword).
+url_for () {
+    local re='^(postgres(ql)?://[^/?]*)(/[^?]*)?(\?.*)?$'
+    if [[ "$ADMIN" =~ $re ]]; then
+        printf '%s/%s%s' "${BASH_REMATCH[1]}" "$1" "${BASH_REMATCH[4]}"
+    else
+        printf '%s dbname=%s' "$ADMIN" "$1"
+    fi
+}
+DB_URL=$(url_for "$DB")
+
+psql_admin () { "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -d "$ADMIN" "$@"; }
+psql_db () { "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -d "$DB_URL" "$@"; }
+
+cleanup () {
+    local pid
+    for pid in $(jobs -p); do kill "$pid" 2>/dev/null; done
+    wait 2>/dev/null
+    psql_admin -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail () {
+    echo "FAIL: $*" >&2
+    FAILURES=$((FAILURES + 1))
+}
+pass () {
+    echo "ok: $*"
+}
+
+# expect_exit CODE DESCRIPTION COMMAND...: runs it with output in $WORK/out and $WORK/err.
+expect_exit () {
+    local want=$1 what=$2
+    shift 2
+    "$@" >"$WORK/out" 2>"$WORK/err"
+    local got=$?
+    if [ "$got" -eq "$want" ]; then
+        pass "$what (exit $got)"
+    else
+        fail "$what: exit $got, expected $want"
+        sed 's/^/    stdout: /' "$WORK/out" >&2
+        sed 's/^/    stderr: /' "$WORK/err" >&2
+    fi
+}
+
+# expect_in FILE PATTERN DESCRIPTION: grep -E PATTERN in FILE.
+expect_in () {
+    if grep -Eq -- "$2" "$1"; then
+        pass "$3"
+    else
+        fail "$3: no \"$2\" in $(basename "$1")"
+        sed 's/^/    /' "$1" >&2
+    fi
+}
+
+migrate () { "$MIGRATE" --database-url "$DB_URL" "$@"; }
+
+FILES=("$MIGRATIONS_SRC"/[0-9][0-9][0-9]_*.sql)
+NFILES=${#FILES[@]}
+FIRST=$(basename "${FILES[0]}" .sql)
+HIGHEST=$(basename "${FILES[$((NFILES - 1))]}" | cut -c1-3)
+HIGHEST=$((10#$HIGHEST))
+
+psql_admin -c "CREATE DATABASE \"$DB\"" >/dev/null || { echo "error: could not create database $DB" >&2; exit 1; }
+echo "database $DB, $NFILES migration(s) up to version $HIGHEST"
+
+# --- an empty database
+expect_exit 0 "version" "$MIGRATE" version
+expect_in "$WORK/out" "^$HIGHEST\$" "version prints the schema version this build needs"
+expect_exit 7 "status before up" migrate status
+expect_in "$WORK/out" "pending" "status lists pending migrations"
+expect_exit 7 "verify before up" migrate verify
+expect_exit 5 "wait --timeout 1 on an empty database" migrate wait --timeout 1
+expect_in "$WORK/err" "ferrule-migrate up" "wait says to run up"
+if [ -n "$PROBE" ]; then
+    expect_exit 1 "schema_check before up" "$PROBE" "$DB_URL"
+    expect_in "$WORK/out" "^configuration database schema is at version 0, this build needs version $HIGHEST: run \"ferrule-migrate up\"" \
+        "schema_check names both versions and the fix"
+fi
+
+# --- a waiter started before the schema exists sees it arrive
+migrate wait --timeout 30 >"$WORK/wait.out" 2>"$WORK/wait.err" &
+WAITER=$!
+
+# --- two concurrent ups: hold the migration lock so both are waiting when it is released
+psql_db -c "SELECT pg_advisory_lock($LOCK_KEY); SELECT pg_sleep(1.5)" >/dev/null 2>&1 &
+HOLDER=$!
+for _ in $(seq 50); do
+    held=$(psql_db -c "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                       WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()")
+    [ "$held" = "1" ] && break
+    sleep 0.1
+done
+[ "$held" = "1" ] || fail "the test could not take the migration lock"
+migrate up >"$WORK/up1.out" 2>"$WORK/up1.err" &
+UP1=$!
+migrate up >"$WORK/up2.out" 2>"$WORK/up2.err" &
+UP2=$!
+wait "$UP1"; RC1=$?
+wait "$UP2"; RC2=$?
+wait "$HOLDER"
+if [ "$RC1" -eq 0 ] && [ "$RC2" -eq 0 ]; then
+    pass "two concurrent ups both exit 0"
+else
+    fail "concurrent ups exited $RC1 and $RC2"
+    cat "$WORK"/up1.* "$WORK"/up2.* >&2
+fi
+APPLIERS=$(grep -l "^applied $FIRST " "$WORK/up1.out" "$WORK/up2.out" | wc -l)
+UPTODATE=$(grep -l "^schema is up to date at version $HIGHEST" "$WORK/up1.out" "$WORK/up2.out" | wc -l)
+[ "$APPLIERS" -eq 1 ] && [ "$UPTODATE" -eq 1 ] \
+    && pass "one up applied, the other found the schema up to date" \
+    || { fail "expected one applier and one up to date, got $APPLIERS and $UPTODATE"; cat "$WORK"/up?.out >&2; }
+WAITED=$(grep -l "waiting for it to finish" "$WORK/up1.err" "$WORK/up2.err" | wc -l)
+[ "$WAITED" -eq 2 ] && pass "both ups waited for the lock" || fail "$WAITED of 2 ups said they waited for the lock"
+ROWS=$(psql_db -c "SELECT count(*) FROM schema_migrations")
+[ "$ROWS" = "$NFILES" ] && pass "schema_migrations has one row per file ($ROWS)" \
+    || fail "schema_migrations has $ROWS rows for $NFILES files"
+CHECKSUM=$(psql_db -c "SELECT checksum FROM schema_migrations ORDER BY version LIMIT 1")
+FILE_SUM=$(sha256sum "${FILES[0]}" | cut -d' ' -f1)
+[ "$CHECKSUM" = "$FILE_SUM" ] && pass "the recorded checksum is the file's sha-256" \
+    || fail "recorded checksum $CHECKSUM, file's sha-256 $FILE_SUM"
+cat "$WORK/up1.err" "$WORK/up2.err" >"$WORK/up.err"
+expect_in "$WORK/up.err" "^\\{.*\"msg\":\"applied migration $FIRST in [0-9]+ ms" "up logs a JSON line per applied migration"
+
+wait "$WAITER"; RCW=$?
+[ "$RCW" -eq 0 ] && pass "a waiting wait returns once the schema is applied" \
+    || { fail "the waiting wait exited $RCW"; cat "$WORK"/wait.* >&2; }
+
+# --- an up-to-date database
+expect_exit 0 "status after up" migrate status
+expect_in "$WORK/out" "up to date at version $HIGHEST" "status says up to date"
+expect_exit 0 "status --json after up" migrate status --json
+expect_in "$WORK/out" '"state": "up_to_date"' "status --json gives the state"
+expect_exit 0 "verify after up" migrate verify
+expect_exit 0 "wait --timeout 5 after up" migrate wait --timeout 5
+expect_exit 0 "a third up" migrate up
+expect_in "$WORK/out" "^schema is up to date at version $HIGHEST" "a third up has nothing to do"
+if [ -n "$PROBE" ]; then
+    expect_exit 0 "schema_check after up" "$PROBE" "$DB_URL"
+fi
+
+# --- a migration that fails rolls back, names its file and the server's error
+mkdir -p "$WORK/dir"
+cp "${FILES[@]}" "$WORK/dir/"
+BROKEN=$(printf '%03d_broken' $((HIGHEST + 1)))
+printf 'CREATE TABLE migrate_test_partial (a int);\nCREATE TABEL oops (a int);\n' >"$WORK/dir/$BROKEN.sql"
+expect_exit 1 "up with a broken migration" migrate --dir "$WORK/dir" up
+expect_in "$WORK/err" "$BROKEN\\.sql failed at line 2: syntax error at or near \"TABEL\"" \
+    "the failure names the file, the line and the server's message"
+PARTIAL=$(psql_db -c "SELECT to_regclass('migrate_test_partial') IS NULL")
+[ "$PARTIAL" = "t" ] && pass "the broken migration was rolled back" || fail "the broken migration left a table"
+ROWS=$(psql_db -c "SELECT count(*) FROM schema_migrations")
+[ "$ROWS" = "$NFILES" ] && pass "the broken migration was not recorded" || fail "schema_migrations has $ROWS rows"
+expect_exit 7 "status --dir with the broken migration pending" migrate --dir "$WORK/dir" status
+rm "$WORK/dir/$BROKEN.sql"
+
+# --- an edited file is drift
+printf -- '-- an edit\n' >>"$WORK/dir/$FIRST.sql"
+expect_exit 6 "verify --dir with an edited file" migrate --dir "$WORK/dir" verify
+expect_exit 6 "up --dir with an edited file" migrate --dir "$WORK/dir" up
+expect_in "$WORK/err" "restore the original $FIRST\\.sql" "up's refusal says how to get out"
+
+# --- a tampered checksum row is drift
+psql_db -c "UPDATE schema_migrations SET checksum = 'x' WHERE version = (SELECT min(version) FROM schema_migrations)" >/dev/null
+expect_exit 6 "up after tampering" migrate up
+expect_in "$WORK/err" "applied with checksum x but its file now has checksum ${FILE_SUM:0:12}\$" \
+    "up names both checksums' first 12 characters"
+expect_exit 6 "verify after tampering" migrate verify
+expect_exit 6 "status after tampering" migrate status
+expect_exit 5 "wait after tampering times out" migrate wait --timeout 1
+
+# --- an unreachable database, and a password that must never be printed
+SECRET_URL="postgresql://ferrule:Sup3rSecretPw@127.0.0.1:1/nowhere"
+expect_exit 5 "status against a closed port" "$MIGRATE" --database-url "$SECRET_URL" status
+if grep -q Sup3rSecretPw "$WORK/out" "$WORK/err"; then fail "the password was printed"; else pass "the password was not printed"; fi
+expect_exit 5 "wait against a closed port" "$MIGRATE" --database-url "$SECRET_URL" wait --timeout 1
+if grep -q Sup3rSecretPw "$WORK/out" "$WORK/err"; then fail "wait printed the password"; else pass "wait did not print the password"; fi
+expect_exit 2 "an unparsable URL" "$MIGRATE" --database-url "postgresql://u:Sup3r%zzSecretPw@host/db" status
+if grep -q Sup3r "$WORK/out" "$WORK/err"; then fail "the password was printed"; else pass "a bad URL's password was not printed"; fi
+if [ -n "$PROBE" ]; then
+    expect_exit 1 "schema_check against a closed port" "$PROBE" "$SECRET_URL"
+    expect_in "$WORK/out" "^database_unavailable " "schema_check says the database is unavailable"
+fi
+
+# --- usage
+expect_exit 2 "an unknown command" "$MIGRATE" frobnicate
+expect_exit 0 "--help" "$MIGRATE" --help
+
+if [ "$FAILURES" -ne 0 ]; then
+    echo "$FAILURES check(s) failed" >&2
+    exit 1
+fi
+echo "all checks passed"
