@@ -1,0 +1,183 @@
+/* cache.c - a chained hash of integration entries. Entries are small: the id is stored inline,
+ * tokens and names are exact-size strings. */
+#include "cache.h"
+#include "mem.h"
+#include "ring.h"
+#include <string.h>
+
+struct cache {
+    cache_entry_t **buckets;
+    size_t nbuckets;             /* power of two */
+    size_t count;
+};
+
+cache_t *
+cache_new (void)
+{
+    cache_t *c = mem_alloc (sizeof *c);
+    c->nbuckets = 1024;
+    c->buckets = mem_alloc (c->nbuckets * sizeof *c->buckets);
+    return c;
+}
+
+static void
+entry_free (cache_entry_t *e)
+{
+    mem_free_secret (&e->access_token);
+    mem_free (e->provider);
+    mem_free (e->scopes);
+    mem_free (e);
+}
+
+void
+cache_destroy (cache_t **c_p)
+{
+    if (c_p && *c_p) {
+        cache_t *c = *c_p;
+        for (size_t i = 0; i < c->nbuckets; i++) {
+            cache_entry_t *e = c->buckets [i];
+            while (e) {
+                cache_entry_t *next = e->hnext;
+                entry_free (e);
+                e = next;
+            }
+        }
+        mem_free (c->buckets);
+        mem_free (c);
+        *c_p = NULL;
+    }
+}
+
+static size_t
+bucket_of (const cache_t *c, const char *id)
+{
+    return (size_t) (ring_hash (id, strlen (id)) & (c->nbuckets - 1));
+}
+
+cache_entry_t *
+cache_get (const cache_t *c, const char *id)
+{
+    for (cache_entry_t *e = c->buckets [bucket_of (c, id)]; e; e = e->hnext)
+        if (strcmp (e->id, id) == 0)
+            return e;
+    return NULL;
+}
+
+static void
+cache_grow (cache_t *c)
+{
+    size_t n = c->nbuckets * 2;
+    cache_entry_t **b = mem_alloc (n * sizeof *b);
+    for (size_t i = 0; i < c->nbuckets; i++) {
+        cache_entry_t *e = c->buckets [i];
+        while (e) {
+            cache_entry_t *next = e->hnext;
+            size_t j = (size_t) (ring_hash (e->id, strlen (e->id)) & (n - 1));
+            e->hnext = b [j];
+            b [j] = e;
+            e = next;
+        }
+    }
+    mem_free (c->buckets);
+    c->buckets = b;
+    c->nbuckets = n;
+}
+
+cache_entry_t *
+cache_put (cache_t *c, const char *id)
+{
+    cache_entry_t *e = cache_get (c, id);
+    if (e)
+        return e;
+    if (c->count >= c->nbuckets)
+        cache_grow (c);
+    size_t len = strlen (id);
+    e = mem_alloc (sizeof *e + len + 1);
+    memcpy (e->id, id, len + 1);
+    size_t b = bucket_of (c, id);
+    e->hnext = c->buckets [b];
+    c->buckets [b] = e;
+    c->count++;
+    return e;
+}
+
+void
+cache_drop (cache_t *c, const char *id)
+{
+    cache_entry_t **pp = &c->buckets [bucket_of (c, id)];
+    while (*pp && strcmp ((*pp)->id, id) != 0)
+        pp = &(*pp)->hnext;
+    if (!*pp)
+        return;
+    cache_entry_t *e = *pp;
+    if (e->refresh) {
+        e->stale = 1;
+        return;
+    }
+    *pp = e->hnext;
+    c->count--;
+    entry_free (e);
+}
+
+void
+cache_clear (cache_t *c)
+{
+    for (size_t i = 0; i < c->nbuckets; i++) {
+        cache_entry_t **pp = &c->buckets [i];
+        while (*pp) {
+            cache_entry_t *e = *pp;
+            if (e->refresh) {
+                e->stale = 1;
+                pp = &e->hnext;
+                continue;
+            }
+            *pp = e->hnext;
+            c->count--;
+            entry_free (e);
+        }
+    }
+}
+
+size_t
+cache_count (const cache_t *c)
+{
+    return c->count;
+}
+
+void
+cache_set_text (char **field, const char *value)
+{
+    if (*field && value && strcmp (*field, value) == 0)
+        return;
+    mem_free (*field);
+    *field = value ? mem_strdup (value) : NULL;
+}
+
+void
+cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation)
+{
+    mem_free_secret (&e->access_token);
+    e->access_token = access_token ? mem_strdup (access_token) : NULL;
+    e->access_expires_at = expires_at;
+    e->generation = generation;
+}
+
+integ_status_t
+cache_status_from_text (const char *status)
+{
+    if (status && strcmp (status, "needs_reconnect") == 0)
+        return INTEG_NEEDS_RECONNECT;
+    if (status && strcmp (status, "disconnected") == 0)
+        return INTEG_DISCONNECTED;
+    return INTEG_ACTIVE;
+}
+
+const char *
+cache_status_text (integ_status_t status)
+{
+    switch (status) {
+        case INTEG_NEEDS_RECONNECT: return "needs_reconnect";
+        case INTEG_DISCONNECTED:    return "disconnected";
+        default:                    return "active";
+    }
+}

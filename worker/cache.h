@@ -1,0 +1,44 @@
+/* cache.h - the integrations a worker has seen, with their decrypted access tokens, so that a
+ * cache hit answers without touching the database */
+#ifndef FERRULE_CACHE_H
+#define FERRULE_CACHE_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { INTEG_ACTIVE = 0, INTEG_NEEDS_RECONNECT, INTEG_DISCONNECTED } integ_status_t;
+
+struct refresh;
+
+typedef struct cache_entry cache_entry_t;
+struct cache_entry {
+    cache_entry_t *hnext;
+    char    *provider;
+    char    *access_token;        /* plaintext in memory only; NULL when none */
+    int64_t  access_expires_at;   /* epoch seconds */
+    int64_t  generation;
+    char    *scopes;              /* space-separated */
+    struct refresh *refresh;      /* the refresh in flight: requests join it (single flight) */
+    uint8_t  status;              /* integ_status_t */
+    uint8_t  stale;               /* changed elsewhere while a refresh ran: drop when it ends */
+    char     id [];
+};
+
+typedef struct cache cache_t;
+
+cache_t *cache_new (void);
+void cache_destroy (cache_t **c_p);
+cache_entry_t *cache_get (const cache_t *c, const char *id);
+/* Returns the entry for id, creating an empty one. */
+cache_entry_t *cache_put (cache_t *c, const char *id);
+/* Forgets an entry (when a refresh is in flight it is only marked stale). */
+void cache_drop (cache_t *c, const char *id);
+/* Forgets every entry without a refresh in flight. */
+void cache_clear (cache_t *c);
+size_t cache_count (const cache_t *c);
+
+/* Replaces the access token (takes a copy) and its expiry and generation. */
+void cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation);
+void cache_set_text (char **field, const char *value);
+integ_status_t cache_status_from_text (const char *status);
+const char *cache_status_text (integ_status_t status);
+#endif

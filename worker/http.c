@@ -1,0 +1,297 @@
+/* http.c - curl multi with the socket interface: curl tells us which sockets to watch, the
+ * worker's zmq_poll watches them next to its ZeroMQ sockets. */
+#include "http.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+#include <curl/curl.h>
+#include <string.h>
+#include <strings.h>
+
+#define HTTP_MAX_SOCKETS 1024
+
+typedef struct {
+    curl_socket_t fd;
+    int what;                        /* CURL_POLL_IN/OUT/INOUT */
+} http_socket_t;
+
+typedef struct http_call {
+    CURL *easy;
+    struct curl_slist *headers;
+    mem_buf_t body;
+    int too_large;
+    char retry_after [64];
+    char error [CURL_ERROR_SIZE];
+    char *post;                      /* owned copy of the request body (holds a secret) */
+    http_done_fn *done;
+    void *arg;
+    struct http_call *prev, *next;   /* every call in flight, so shutdown can free them */
+} http_call_t;
+
+struct http {
+    CURLM *multi;
+    int64_t connect_timeout_ms;
+    int64_t total_timeout_ms;
+    size_t max_body;
+    http_socket_t sockets [HTTP_MAX_SOCKETS];
+    size_t nsockets;
+    int64_t timer_due_ms;            /* when curl's timer fires (monotonic); -1 none */
+    size_t in_flight;
+    http_call_t *calls;
+};
+
+static int
+on_socket (CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    http_t *h = userp;
+    size_t i;
+    for (i = 0; i < h->nsockets; i++)
+        if (h->sockets [i].fd == fd)
+            break;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < h->nsockets)
+            h->sockets [i] = h->sockets [--h->nsockets];
+        return 0;
+    }
+    if (i == h->nsockets) {
+        if (h->nsockets == HTTP_MAX_SOCKETS)
+            return -1;            /* curl fails that transfer; it is reported as a transport error */
+        h->nsockets++;
+    }
+    h->sockets [i].fd = fd;
+    h->sockets [i].what = what;
+    return 0;
+}
+
+static int
+on_timer (CURLM *multi, long timeout_ms, void *userp)
+{
+    http_t *h = userp;
+    h->timer_due_ms = timeout_ms < 0 ? -1 : clock_mono_ms () + timeout_ms;
+    return 0;
+}
+
+http_t *
+http_new (int64_t connect_timeout_ms, int64_t total_timeout_ms, size_t max_body)
+{
+    http_t *h = mem_alloc (sizeof *h);
+    h->multi = curl_multi_init ();
+    h->connect_timeout_ms = connect_timeout_ms;
+    h->total_timeout_ms = total_timeout_ms;
+    h->max_body = max_body;
+    h->timer_due_ms = -1;
+    curl_multi_setopt (h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+    curl_multi_setopt (h->multi, CURLMOPT_SOCKETDATA, h);
+    curl_multi_setopt (h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+    curl_multi_setopt (h->multi, CURLMOPT_TIMERDATA, h);
+    return h;
+}
+
+static void
+http_call_free (http_call_t *c)
+{
+    if (c->easy)
+        curl_easy_cleanup (c->easy);
+    curl_slist_free_all (c->headers);   /* holds the Authorization header */
+    mem_buf_free (&c->body);
+    mem_free_secret (&c->post);
+    mem_free (c);
+}
+
+void
+http_destroy (http_t **h_p)
+{
+    if (h_p && *h_p) {
+        http_t *h = *h_p;
+        /* abandon transfers still running: only at exit, after the drain gave up on them */
+        while (h->calls) {
+            http_call_t *c = h->calls;
+            h->calls = c->next;
+            curl_multi_remove_handle (h->multi, c->easy);
+            http_call_free (c);
+        }
+        curl_multi_cleanup (h->multi);
+        mem_free (h);
+        *h_p = NULL;
+    }
+}
+
+static size_t
+on_body (char *data, size_t size, size_t nmemb, void *userp)
+{
+    http_call_t *c = userp;
+    size_t n = size * nmemb;
+    if (mem_buf_append (&c->body, data, n) != 0) {
+        c->too_large = 1;
+        return 0;               /* makes curl stop with CURLE_WRITE_ERROR */
+    }
+    return n;
+}
+
+static size_t
+on_header (char *data, size_t size, size_t nitems, void *userp)
+{
+    http_call_t *c = userp;
+    size_t n = size * nitems;
+    static const char name [] = "retry-after:";
+    if (n > sizeof name && strncasecmp (data, name, sizeof name - 1) == 0) {
+        size_t start = sizeof name - 1;
+        while (start < n && (data [start] == ' ' || data [start] == '\t'))
+            start++;
+        size_t end = n;
+        while (end > start && (data [end - 1] == '\r' || data [end - 1] == '\n' || data [end - 1] == ' '))
+            end--;
+        size_t len = end - start < sizeof c->retry_after - 1 ? end - start : sizeof c->retry_after - 1;
+        memcpy (c->retry_after, data + start, len);
+        c->retry_after [len] = '\0';
+    }
+    return n;
+}
+
+int
+http_post (http_t *h, const char *url, const char *body, const char *authorization,
+           http_done_fn *done, void *arg)
+{
+    http_call_t *c = mem_alloc (sizeof *c);
+    c->easy = curl_easy_init ();
+    if (!c->easy) {
+        http_call_free (c);
+        return -1;
+    }
+    mem_buf_init (&c->body, h->max_body);
+    c->post = mem_strdup (body);
+    c->done = done;
+    c->arg = arg;
+    c->headers = curl_slist_append (c->headers, "Content-Type: application/x-www-form-urlencoded");
+    c->headers = curl_slist_append (c->headers, "Accept: application/json");
+    c->headers = curl_slist_append (c->headers, "Expect:");
+    if (authorization) {
+        size_t len = strlen ("Authorization: ") + strlen (authorization) + 1;
+        char *line = mem_alloc (len);
+        snprintf (line, len, "Authorization: %s", authorization);
+        c->headers = curl_slist_append (c->headers, line);
+        mem_wipe (line, len);
+        mem_free (line);
+    }
+    CURL *e = c->easy;
+    curl_easy_setopt (e, CURLOPT_URL, url);
+    curl_easy_setopt (e, CURLOPT_POSTFIELDS, c->post);
+    curl_easy_setopt (e, CURLOPT_POSTFIELDSIZE, (long) strlen (c->post));
+    curl_easy_setopt (e, CURLOPT_HTTPHEADER, c->headers);
+    curl_easy_setopt (e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt (e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt (e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt (e, CURLOPT_HEADERDATA, c);
+    curl_easy_setopt (e, CURLOPT_ERRORBUFFER, c->error);
+    curl_easy_setopt (e, CURLOPT_PRIVATE, c);
+    curl_easy_setopt (e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt (e, CURLOPT_CONNECTTIMEOUT_MS, (long) h->connect_timeout_ms);
+    curl_easy_setopt (e, CURLOPT_TIMEOUT_MS, (long) h->total_timeout_ms);
+    /* a token endpoint that redirects is misconfigured: following it would resend the secret */
+    curl_easy_setopt (e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt (e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt (e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt (e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt (e, CURLOPT_USERAGENT, "ferrule/0.1");
+    curl_easy_setopt (e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) h->max_body);
+    if (curl_multi_add_handle (h->multi, e) != CURLM_OK) {
+        http_call_free (c);
+        return -1;
+    }
+    c->next = h->calls;
+    if (h->calls)
+        h->calls->prev = c;
+    h->calls = c;
+    h->in_flight++;
+    return 0;
+}
+
+size_t
+http_pollitems (http_t *h, zmq_pollitem_t *items, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < h->nsockets && n < max; i++) {
+        items [n].socket = NULL;
+        items [n].fd = h->sockets [i].fd;
+        items [n].events = (short) (((h->sockets [i].what & CURL_POLL_IN) ? ZMQ_POLLIN : 0)
+                                  | ((h->sockets [i].what & CURL_POLL_OUT) ? ZMQ_POLLOUT : 0));
+        items [n].revents = 0;
+        n++;
+    }
+    return n;
+}
+
+long
+http_timeout_ms (http_t *h)
+{
+    if (!h->in_flight || h->timer_due_ms < 0)
+        return -1;
+    int64_t left = h->timer_due_ms - clock_mono_ms ();
+    return left < 0 ? 0 : (long) left;
+}
+
+static void
+http_complete (http_t *h)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read (h->multi, &left))) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        CURL *e = m->easy_handle;
+        CURLcode cc = m->data.result;
+        http_call_t *c = NULL;
+        curl_easy_getinfo (e, CURLINFO_PRIVATE, (char **) &c);
+        curl_multi_remove_handle (h->multi, e);
+        h->in_flight--;
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            h->calls = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+
+        http_response_t r;
+        memset (&r, 0, sizeof r);
+        curl_easy_getinfo (e, CURLINFO_RESPONSE_CODE, &r.status);
+        mem_buf_append (&c->body, "", 0);      /* ensures a NUL-terminated buffer */
+        r.body = c->body.data ? c->body.data : "";
+        r.body_len = c->body.len;
+        r.retry_after = c->retry_after [0] ? c->retry_after : NULL;
+        r.too_large = c->too_large || cc == CURLE_FILESIZE_EXCEEDED;
+        if (cc != CURLE_OK && !r.too_large) {
+            r.status = 0;
+            r.timed_out = cc == CURLE_OPERATION_TIMEDOUT;
+            r.error = c->error [0] ? c->error : curl_easy_strerror (cc);
+        }
+        c->done (c->arg, &r);
+        http_call_free (c);
+    }
+}
+
+void
+http_process (http_t *h, const zmq_pollitem_t *items, size_t n)
+{
+    int running;
+    for (size_t i = 0; i < n; i++) {
+        if (!items [i].revents)
+            continue;
+        int ev = ((items [i].revents & ZMQ_POLLIN) ? CURL_CSELECT_IN : 0)
+               | ((items [i].revents & ZMQ_POLLOUT) ? CURL_CSELECT_OUT : 0)
+               | ((items [i].revents & ZMQ_POLLERR) ? CURL_CSELECT_ERR : 0);
+        curl_multi_socket_action (h->multi, items [i].fd, ev, &running);
+    }
+    /* curl's timer drives connects, timeouts and newly added transfers */
+    if (h->in_flight && h->timer_due_ms >= 0 && clock_mono_ms () >= h->timer_due_ms) {
+        h->timer_due_ms = -1;
+        curl_multi_socket_action (h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    }
+    if (h->in_flight || n)
+        http_complete (h);
+}
+
+size_t
+http_in_flight (const http_t *h)
+{
+    return h->in_flight;
+}

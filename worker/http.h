@@ -1,0 +1,36 @@
+/* http.h - provider calls through curl multi, driven by the worker's own poll loop, so a slow
+ * provider never stalls other integrations on the same worker */
+#ifndef FERRULE_HTTP_H
+#define FERRULE_HTTP_H
+#include <stddef.h>
+#include <stdint.h>
+#include <zmq.h>
+
+typedef struct {
+    long   status;              /* HTTP status, 0 when no answer arrived */
+    const char *body;           /* NUL-terminated, may contain anything */
+    size_t body_len;
+    const char *retry_after;    /* the Retry-After header or NULL */
+    int    too_large;           /* the body passed the cap and was cut off */
+    const char *error;          /* transport failure text (connect, timeout, TLS), NULL on an answer */
+    int    timed_out;
+} http_response_t;
+
+typedef void (http_done_fn) (void *arg, const http_response_t *response);
+
+typedef struct http http_t;
+
+http_t *http_new (int64_t connect_timeout_ms, int64_t total_timeout_ms, size_t max_body);
+void http_destroy (http_t **h_p);
+/* Starts a POST of an application/x-www-form-urlencoded body. authorization may be NULL.
+ * done is called exactly once from http_process (never from inside http_post). 0 or -1. */
+int http_post (http_t *h, const char *url, const char *body, const char *authorization,
+               http_done_fn *done, void *arg);
+/* Adds the sockets curl waits on to items (at most max); returns how many were added. */
+size_t http_pollitems (http_t *h, zmq_pollitem_t *items, size_t max);
+/* How long the caller may sleep before curl needs a call, in ms (-1: no limit). */
+long http_timeout_ms (http_t *h);
+/* After poll: drives transfers on the ready sockets and timers, and completes finished ones. */
+void http_process (http_t *h, const zmq_pollitem_t *items, size_t n);
+size_t http_in_flight (const http_t *h);
+#endif

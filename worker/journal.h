@@ -1,0 +1,24 @@
+/* journal.h - a local write-ahead file for rotated tokens: once a provider has rotated a refresh
+ * token, the new one is on disk (sealed, fsync'd) before the database commit is tried, so neither
+ * a failed commit nor a crash can lose it. Replayed at start. */
+#ifndef FERRULE_JOURNAL_H
+#define FERRULE_JOURNAL_H
+#include <stddef.h>
+#include <stdint.h>
+#include "store.h"
+
+typedef struct journal journal_t;
+
+/* Opens (creating, mode 0600) the journal at path. NULL with a reason on failure. */
+journal_t *journal_open (const char *path, char *err, size_t errlen);
+void journal_close (journal_t **j_p);
+/* Appends a commit that is not yet in the database and fsyncs. Returns its sequence (> 0), or -1. */
+int64_t journal_append (journal_t *j, const store_commit_t *c);
+/* Marks a record settled (committed, or superseded). Rewrites the file empty once nothing is
+ * outstanding. */
+void journal_done (journal_t *j, int64_t seq);
+typedef void (journal_replay_fn) (void *arg, int64_t seq, const store_commit_t *c);
+/* Calls fn for every record not yet settled, oldest first. Returns how many, or -1 on a read error. */
+int journal_replay (journal_t *j, journal_replay_fn *fn, void *arg);
+size_t journal_outstanding (const journal_t *j);
+#endif

@@ -1,0 +1,115 @@
+/* ferrule-worker: serves the partitions the brokers route to it */
+#include "worker.h"
+#include "config.h"
+#include "ident.h"
+#include "log.h"
+#include "mem.h"
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_requested = 0;
+
+/* First SIGTERM drains, a second one stops at once. */
+static void
+on_signal (int sig)
+{
+    (void) sig;
+    stop_requested = stop_requested < 2 ? stop_requested + 1 : 2;
+}
+
+int
+main (int argc, char **argv)
+{
+    char *worker_id = NULL, *database_url = NULL, *backends = NULL, *providers = NULL, *key = NULL,
+         *old_keys = NULL, *journal = NULL, *log_level = NULL;
+    int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
+    const config_entry_t table [] = {
+        { "worker-id", "FERRULE_WORKER_ID", CONFIG_STRING, &worker_id, NULL, 0, 0, 0, "stable id of this worker (default: hostname)" },
+        { "database-url", "FERRULE_DATABASE_URL", CONFIG_STRING, &database_url, NULL, 0, 0, 1, "PostgreSQL connection string" },
+        { "brokers", "FERRULE_BROKER_BACKENDS", CONFIG_STRING, &backends, "tcp://127.0.0.1:5556", 0, 0, 0, "comma-separated broker backend endpoints" },
+        { "providers", "FERRULE_PROVIDERS_FILE", CONFIG_STRING, &providers, NULL, 0, 0, 0, "JSON file adding or overriding provider entries" },
+        { "encryption-key", "FERRULE_ENCRYPTION_KEY", CONFIG_STRING, &key, NULL, 0, 0, 1, "base64 of 32 bytes: seals tokens at rest" },
+        { "old-encryption-keys", "FERRULE_ENCRYPTION_OLD_KEYS", CONFIG_STRING, &old_keys, NULL, 0, 0, 1, "comma-separated retired keys, still accepted for reading" },
+        { "journal", "FERRULE_JOURNAL_PATH", CONFIG_STRING, &journal, NULL, 0, 0, 0, "local journal of rotated tokens (default: ferrule-<worker id>.journal)" },
+        { "partitions", "FERRULE_PARTITIONS", CONFIG_INT, &partitions, "256", 1, 65536, 0, "number of partitions (the brokers' value is the one used)" },
+        { "heartbeat-ms", "FERRULE_HEARTBEAT_MS", CONFIG_INT, &heartbeat_ms, "1000", 50, 60000, 0, "heartbeat interval" },
+        { "min-valid", "FERRULE_MIN_VALID", CONFIG_INT, &min_valid, "60", 0, 86400, 0, "default seconds a served token must stay valid" },
+        { "provider-connect-timeout-ms", "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", CONFIG_INT, &connect_ms, "5000", 100, 60000, 0, "provider connect timeout" },
+        { "provider-timeout-ms", "FERRULE_PROVIDER_TIMEOUT_MS", CONFIG_INT, &timeout_ms, "15000", 100, 120000, 0, "provider call timeout, all included" },
+        { "lease-ms", "FERRULE_LEASE_MS", CONFIG_INT, &lease_ms, "45000", 1000, 600000, 0, "refresh lease; must exceed the provider timeout" },
+        { "max-provider-body", "FERRULE_MAX_PROVIDER_BODY", CONFIG_INT, &max_body, "65536", 1024, 1048576, 0, "largest provider answer read" },
+        { "drain-ms", "FERRULE_DRAIN_MS", CONFIG_INT, &drain_ms, "25000", 0, 600000, 0, "how long SIGTERM waits for refreshes in flight" },
+        { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
+        { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
+        CONFIG_END
+    };
+    char err [1024];
+    int rc = config_load (table, "ferrule-worker", argc, argv, err, sizeof err);
+    if (rc == 1)
+        return 0;
+    log_init ("worker", NULL);
+    if (rc < 0 || log_set_level_name (log_level) != 0) {
+        log_error (NULL, NULL, "%s", rc < 0 ? err : "invalid log level: use debug, info, warning or error");
+        rc = 2;
+        goto out;
+    }
+    if (!worker_id) {
+        char host [256] = "worker";
+        gethostname (host, sizeof host - 1);
+        worker_id = mem_strdup (host);
+    }
+    if (!ident_valid (worker_id, strlen (worker_id))) {
+        log_error (NULL, NULL, "worker id \"%s\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", worker_id);
+        rc = 2;
+        goto out;
+    }
+    log_init ("worker", worker_id);
+    if (!database_url || !key) {
+        log_error (NULL, NULL, "%s is not set", !database_url ? "FERRULE_DATABASE_URL" : "FERRULE_ENCRYPTION_KEY");
+        rc = 2;
+        goto out;
+    }
+    if (lease_ms <= timeout_ms + connect_ms) {
+        log_error (NULL, NULL, "FERRULE_LEASE_MS (%lld) must exceed the provider timeouts (%lld ms in all): "
+                   "a lease that expires during a live call lets another worker spend the same refresh token",
+                   (long long) lease_ms, (long long) (timeout_ms + connect_ms));
+        rc = 2;
+        goto out;
+    }
+    if (!journal) {
+        char path [300];
+        snprintf (path, sizeof path, "ferrule-%s.journal", worker_id);
+        journal = mem_strdup (path);
+    }
+    config_log (table);
+
+    struct sigaction sa;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction (SIGTERM, &sa, NULL);
+    sigaction (SIGINT, &sa, NULL);
+    signal (SIGPIPE, SIG_IGN);
+    curl_global_init (CURL_GLOBAL_DEFAULT);
+    srandom ((unsigned) (time (NULL) ^ getpid ()));
+
+    worker_config_t cfg = { worker_id, database_url, backends, providers, key, old_keys, journal,
+                            heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm };
+    worker_t *w = worker_new (&cfg, err, sizeof err);
+    if (!w) {
+        log_error (NULL, NULL, "%s", err);
+        rc = strstr (err, "ferrule-migrate") ? 6 : 1;
+        curl_global_cleanup ();
+        goto out;
+    }
+    rc = worker_run (w, &stop_requested) == 0 ? 0 : 1;
+    worker_destroy (&w);
+    curl_global_cleanup ();
+out:
+    config_free (table);
+    return rc;
+}

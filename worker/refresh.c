@@ -1,0 +1,497 @@
+/* refresh.c - the refresh protocol (docs/architecture.md):
+ *   1. claim: a short transaction locks the row; if someone already refreshed, use their token;
+ *      if another holder's lease is live, wait; else take the lease (owner, id, expiry).
+ *   2. call the provider with no transaction open (curl multi: other work goes on meanwhile).
+ *   3. a rotated refresh token goes to the local journal (fsync) before anything else.
+ *   4. commit: compare-and-set on the generation; the chain row commits with it.
+ *   5. only then answer every request that waited on this refresh. */
+#include "refresh.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+#include "oauth.h"
+#include <stdio.h>
+#include <string.h>
+
+#define BUSY_RETRY_MS   100          /* re-claim interval while another holder's lease is live */
+#define COMMIT_RETRY_MS 500          /* database retry interval for a commit that failed */
+#define DEFAULT_EXPIRES_IN 3600      /* when a provider omits expires_in */
+
+typedef enum {
+    REFRESH_CLAIMING,                /* waiting to claim (again) at due_ms */
+    REFRESH_CALLING,                 /* provider call in flight */
+    REFRESH_COMMITTING,              /* commit failed; retrying at due_ms, tokens in the journal */
+} refresh_state_t;
+
+struct refresh {
+    refresh_t *next;
+    worker_t *w;                     /* for the provider-call callback */
+    cache_entry_t *entry;
+    job_t *waiters;
+    refresh_state_t state;
+    int forced;
+    int64_t known_generation;        /* the generation the first waiter saw */
+    int64_t valid_until;             /* epoch s: what the waiters need the token to last until */
+    int64_t due_ms;
+    int64_t lease_id;
+    int64_t expected_generation;
+    char *refresh_token;             /* plaintext, only while calling */
+    const catalog_provider_t *provider;
+    int called;                      /* this refresh made a provider call */
+    /* a commit waiting for the database */
+    store_commit_t commit;
+    unsigned char *access_ct, *refresh_ct;
+    char *access_plain;
+    char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
+    char *scopes;
+    int64_t journal_seq;
+};
+
+static void refresh_attempt (worker_t *w, refresh_t *r);
+
+size_t
+refresh_count (const worker_t *w)
+{
+    size_t n = 0;
+    for (const refresh_t *r = w->refreshes; r; r = r->next)
+        n++;
+    return n;
+}
+
+static void
+refresh_free (worker_t *w, refresh_t *r)
+{
+    refresh_t **pp = &w->refreshes;
+    while (*pp && *pp != r)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = r->next;
+    while (r->waiters) {
+        job_t *j = r->waiters;
+        r->waiters = j->next;
+        mem_free (j);
+    }
+    if (r->entry) {
+        r->entry->refresh = NULL;
+        if (r->entry->stale)
+            cache_drop (w->cache, r->entry->id);
+    }
+    mem_free_secret (&r->refresh_token);
+    mem_free_secret (&r->access_plain);
+    mem_free (r->access_ct);
+    mem_free (r->refresh_ct);
+    mem_free (r->scopes);
+    mem_free (r);
+}
+
+/* Answers every waiter with the entry's token. */
+static void
+refresh_finish_ok (worker_t *w, refresh_t *r)
+{
+    for (job_t *j = r->waiters; j; j = j->next)
+        worker_reply_token (w, j, r->entry, r->called);
+    refresh_free (w, r);
+}
+
+static void
+refresh_finish_error (worker_t *w, refresh_t *r, fr_status_t st, const char *message, const char *hint,
+                      int64_t retry_after)
+{
+    for (job_t *j = r->waiters; j; j = j->next)
+        worker_reply_error (w, j, st, message, hint, retry_after);
+    refresh_free (w, r);
+}
+
+void
+refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
+{
+    int64_t valid_until = clock_wall_ms () / 1000 + job->min_valid;
+    refresh_t *r = e->refresh;
+    if (r && r->state == REFRESH_COMMITTING) {
+        worker_reply_error (w, job, FR_DATABASE_UNAVAILABLE,
+                            "the last refresh is saved locally but not yet in the database", NULL, 1);
+        return;
+    }
+    job_t *copy = mem_alloc (sizeof *copy);
+    *copy = *job;
+    if (r) {
+        copy->next = r->waiters;
+        r->waiters = copy;
+        if (valid_until > r->valid_until)
+            r->valid_until = valid_until;
+        return;
+    }
+    r = mem_alloc (sizeof *r);
+    r->w = w;
+    r->entry = e;
+    r->waiters = copy;
+    r->forced = job->forced;
+    r->known_generation = e->generation;
+    r->valid_until = valid_until;
+    r->state = REFRESH_CLAIMING;
+    r->next = w->refreshes;
+    w->refreshes = r;
+    e->refresh = r;
+    refresh_attempt (w, r);
+}
+
+/* Takes a decrypted access token from a row into the cache entry. */
+static fr_status_t
+refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *err, size_t errlen)
+{
+    char *plain = NULL;
+    if (row->access_ct) {
+        fr_status_t st = crypto_open (w->keyring, row->key_id, e->id, "access_token", row->access_ct,
+                                      row->access_ct_len, &plain, err, errlen);
+        if (st != FR_OK)
+            return st;
+    }
+    cache_set_token (e, plain, row->access_expires_at, row->generation);
+    cache_set_text (&e->provider, row->provider);
+    cache_set_text (&e->scopes, row->scopes);
+    e->status = (uint8_t) cache_status_from_text (row->status);
+    mem_free_secret (&plain);
+    return FR_OK;
+}
+
+static void
+refresh_on_response (void *arg, const http_response_t *resp);
+
+/* Step 1: claim. Called first and again after a busy lease. */
+static void
+refresh_attempt (worker_t *w, refresh_t *r)
+{
+    cache_entry_t *e = r->entry;
+    char err [512];
+    store_row_t row;
+    store_claim_t outcome;
+    oauth_request_t *req = NULL;
+
+    fr_status_t st = store_claim (w->store, e->id, r->known_generation, r->valid_until, r->forced,
+                                  w->cfg.lease_ms, &outcome, &row, err, sizeof err);
+    if (st != FR_OK) {
+        if (st == FR_NOT_FOUND)
+            e->stale = 1;
+        log_warning (e->id, r->waiters->rid, "could not claim the refresh: %s", err);
+        refresh_finish_error (w, r, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        return;
+    }
+    switch (outcome) {
+        case CLAIM_INACTIVE: {
+            refresh_adopt_row (w, e, &row, err, sizeof err);
+            fr_status_t code = e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT;
+            snprintf (err, sizeof err, "integration \"%s\" is %s%s%s", e->id, cache_status_text (e->status),
+                      row.last_error_message ? ": " : "", row.last_error_message ? row.last_error_message : "");
+            store_row_clear (&row);
+            refresh_finish_error (w, r, code, err, NULL, -1);
+            return;
+        }
+        case CLAIM_FRESH:
+            st = refresh_adopt_row (w, e, &row, err, sizeof err);
+            store_row_clear (&row);
+            log_debug (e->id, r->waiters->rid, "another worker already refreshed (generation %lld)",
+                       (long long) e->generation);
+            if (st != FR_OK)
+                refresh_finish_error (w, r, st, err, NULL, -1);
+            else
+                refresh_finish_ok (w, r);
+            return;
+        case CLAIM_BUSY: {
+            int64_t wait = row.lease_ms_left < BUSY_RETRY_MS ? row.lease_ms_left + 1 : BUSY_RETRY_MS;
+            log_debug (e->id, r->waiters->rid, "refresh lease held by \"%s\" for %lld ms more; waiting",
+                       row.lease_owner ? row.lease_owner : "?", (long long) row.lease_ms_left);
+            store_row_clear (&row);
+            r->state = REFRESH_CLAIMING;
+            r->due_ms = clock_mono_ms () + wait;
+            return;
+        }
+        case CLAIM_ACQUIRED:
+            break;
+    }
+
+    /* Step 2: the lease is ours until lease_ms passes; call the provider. */
+    r->lease_id = row.lease_id;
+    r->expected_generation = row.generation;
+    cache_set_text (&e->provider, row.provider);
+    r->provider = catalog_find (w->catalog, row.provider);
+    fr_status_t fail = FR_OK;
+    if (!r->provider) {
+        snprintf (err, sizeof err, "integration \"%s\" uses provider \"%s\", which is not in the catalog",
+                  e->id, row.provider);
+        fail = FR_CONFIGURATION;
+    }
+    else
+    if ((fail = catalog_check_credentials (r->provider, err, sizeof err)) != FR_OK)
+        ;
+    else
+    if ((fail = crypto_open (w->keyring, row.key_id, e->id, "refresh_token", row.refresh_ct,
+                             row.refresh_ct_len, &r->refresh_token, err, sizeof err)) != FR_OK)
+        ;
+    else
+    if (!(req = oauth_refresh_request_new (r->provider, r->refresh_token))) {
+        snprintf (err, sizeof err, "could not build the refresh request for provider \"%s\"", row.provider);
+        fail = FR_CONFIGURATION;
+    }
+    else
+    if (http_post (w->http, req->url, req->body, req->authorization, refresh_on_response, r) != 0) {
+        snprintf (err, sizeof err, "could not start the provider call");
+        fail = FR_INTERNAL;
+    }
+    oauth_request_destroy (&req);
+    store_row_clear (&row);
+    if (fail != FR_OK) {
+        int stale = 0;
+        char err2 [256];
+        log_error (e->id, r->waiters->rid, "could not refresh integration \"%s\": %s", e->id, err);
+        if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_id,
+                                  fail == FR_CONFIGURATION ? "configuration" : "error", NULL, result_code (fail),
+                                  err, NULL, &stale, err2, sizeof err2) != FR_OK)
+            log_warning (e->id, NULL, "could not record the failure: %s", err2);
+        refresh_finish_error (w, r, fail, err, NULL, -1);
+        return;
+    }
+    r->state = REFRESH_CALLING;
+    r->called = 1;
+    log_debug (e->id, r->waiters->rid, "calling provider \"%s\" (generation %lld)", r->provider->name,
+               (long long) r->expected_generation);
+}
+
+/* Step 4: the compare-and-set commit. Returns 1 when settled (committed or conflict), 0 to retry. */
+static int
+refresh_commit (worker_t *w, refresh_t *r)
+{
+    cache_entry_t *e = r->entry;
+    char err [512];
+    int conflict = 0;
+    fr_status_t st = store_commit_refresh (w->store, &r->commit, &conflict, err, sizeof err);
+    if (st == FR_DATABASE_UNAVAILABLE) {
+        log_warning (e->id, NULL, "could not commit the refresh, will retry: %s", err);
+        return 0;
+    }
+    if (r->journal_seq > 0)
+        journal_done (w->journal, r->journal_seq);
+    r->journal_seq = 0;
+    if (st != FR_OK) {
+        log_error (e->id, NULL, "could not commit the refresh: %s", err);
+        refresh_finish_error (w, r, st, err, NULL, -1);
+        return 1;
+    }
+    if (conflict) {
+        /* someone committed first: serve what is stored now */
+        store_row_t row;
+        log_warning (e->id, NULL, "refresh of generation %lld lost to a concurrent change; using the stored tokens",
+                     (long long) r->expected_generation);
+        st = store_load (w->store, e->id, &row, err, sizeof err);
+        if (st == FR_OK) {
+            st = refresh_adopt_row (w, e, &row, err, sizeof err);
+            store_row_clear (&row);
+        }
+        if (st != FR_OK)
+            refresh_finish_error (w, r, st, err, NULL, -1);
+        else
+        if (e->status != INTEG_ACTIVE)
+            refresh_finish_error (w, r, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
+                                  "the integration changed while it was being refreshed", NULL, -1);
+        else
+            refresh_finish_ok (w, r);
+        return 1;
+    }
+    cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
+    if (r->scopes)
+        cache_set_text (&e->scopes, r->scopes);
+    e->status = INTEG_ACTIVE;
+    log_info (e->id, r->waiters ? r->waiters->rid : NULL, "refreshed: generation %lld, refresh token %s",
+              (long long) e->generation, r->commit.rotated ? "rotated" : "kept");
+    refresh_finish_ok (w, r);
+    return 1;
+}
+
+/* Step 3 on success: seal, journal when rotated, commit. */
+static void
+refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
+{
+    cache_entry_t *e = r->entry;
+    char err [256];
+    int32_t key_id = 0;
+    size_t at_len = 0, rt_len = 0;
+    const char *keep = res->refresh_token ? res->refresh_token : r->refresh_token;
+    int64_t expires_in = res->expires_in >= 0 ? res->expires_in : DEFAULT_EXPIRES_IN;
+
+    if (crypto_seal (w->keyring, e->id, "access_token", res->access_token, &r->access_ct, &at_len, &key_id,
+                     err, sizeof err) != FR_OK
+    ||  crypto_seal (w->keyring, e->id, "refresh_token", keep, &r->refresh_ct, &rt_len, &key_id,
+                     err, sizeof err) != FR_OK) {
+        /* cannot happen with a loaded keyring; if it does, the rotated token is only in memory */
+        log_error (e->id, NULL, "could not seal the new tokens: %s", err);
+        refresh_finish_error (w, r, FR_INTERNAL, "could not seal the new tokens", NULL, -1);
+        return;
+    }
+    crypto_fingerprint (w->keyring, keep, r->fingerprint);
+    r->access_plain = mem_strdup (res->access_token);
+    if (res->scope) {
+        /* providers separate granted scopes with their own separator; store them space-separated */
+        r->scopes = mem_strdup (res->scope);
+        for (char *p = r->scopes; *p; p++)
+            if (*p == ',')
+                *p = ' ';
+    }
+    r->commit.id = e->id;
+    r->commit.expected_generation = r->expected_generation;
+    r->commit.lease_id = r->lease_id;
+    r->commit.key_id = key_id;
+    r->commit.access_ct = r->access_ct;
+    r->commit.access_ct_len = at_len;
+    r->commit.access_expires_at = clock_wall_ms () / 1000 + expires_in;
+    r->commit.refresh_ct = r->refresh_ct;
+    r->commit.refresh_ct_len = rt_len;
+    r->commit.refresh_fingerprint = r->fingerprint;
+    r->commit.rotated = res->refresh_token != NULL;
+    r->commit.scopes = r->scopes;
+    mem_free_secret (&r->refresh_token);
+
+    if (r->commit.rotated && w->journal) {
+        r->journal_seq = journal_append (w->journal, &r->commit);
+        if (r->journal_seq < 0)
+            log_error (e->id, NULL, "the rotated refresh token is not journaled; committing it directly");
+    }
+    if (!refresh_commit (w, r)) {
+        r->state = REFRESH_COMMITTING;
+        r->due_ms = clock_mono_ms () + COMMIT_RETRY_MS;
+        /* callers are told now; the tokens stay in memory and in the journal until committed */
+        for (job_t *j = r->waiters; j; j = j->next)
+            worker_reply_error (w, j, FR_DATABASE_UNAVAILABLE,
+                                "the provider answered but the database did not: the new tokens are kept and the commit retried",
+                                NULL, 1);
+        while (r->waiters) {
+            job_t *j = r->waiters;
+            r->waiters = j->next;
+            mem_free (j);
+        }
+    }
+}
+
+static void
+refresh_on_response (void *arg, const http_response_t *resp)
+{
+    refresh_t *r = arg;
+    worker_t *w = r->w;
+    cache_entry_t *e = r->entry;
+    oauth_result_t res;
+    char message [512];
+    memset (&res, 0, sizeof res);
+
+    if (resp->status == 0) {
+        res.kind = OAUTH_TRANSIENT;
+        res.retry_after = -1;
+        snprintf (res.detail, sizeof res.detail, "%s: %s", resp->timed_out ? "provider call timed out" : "provider unreachable",
+                  resp->error ? resp->error : "no answer");
+    }
+    else
+    if (resp->too_large) {
+        res.kind = OAUTH_BAD_RESPONSE;
+        snprintf (res.detail, sizeof res.detail, "provider answer is larger than %lld bytes",
+                  (long long) w->cfg.max_provider_body);
+    }
+    else
+        oauth_parse_token_response (r->provider, resp->status, resp->retry_after, resp->body, resp->body_len, &res);
+
+    if (res.kind == OAUTH_OK) {
+        refresh_succeeded (w, r, &res);
+        oauth_result_clear (&res);
+        return;
+    }
+
+    const char *outcome = "error";
+    const char *new_status = NULL;
+    fr_status_t st = FR_CONFIGURATION;
+    switch (res.kind) {
+        case OAUTH_INVALID_GRANT:  outcome = "invalid_grant"; new_status = "needs_reconnect"; st = FR_NEEDS_RECONNECT; break;
+        case OAUTH_TRANSIENT:      outcome = "transient"; st = FR_PROVIDER_UNAVAILABLE; break;
+        case OAUTH_BAD_RESPONSE:   outcome = "bad_response"; st = FR_PROVIDER_BAD_RESPONSE; break;
+        case OAUTH_INVALID_CLIENT: outcome = "invalid_client"; st = FR_INVALID_CLIENT; break;
+        case OAUTH_INVALID_SCOPE:  outcome = "configuration"; st = FR_INVALID_SCOPE; break;
+        default:                   outcome = "configuration"; st = FR_CONFIGURATION; break;
+    }
+    if (res.kind == OAUTH_INVALID_GRANT || res.kind == OAUTH_INVALID_CLIENT || res.error)
+        snprintf (message, sizeof message, "could not refresh integration \"%s\": provider \"%s\" answered %s%s%s",
+                  e->id, r->provider->name, res.error ? res.error : oauth_kind_name (res.kind),
+                  res.error_description ? ": " : "", res.error_description ? res.error_description : "");
+    else
+        snprintf (message, sizeof message, "could not refresh integration \"%s\": %s", e->id, res.detail);
+    log_warning (e->id, r->waiters ? r->waiters->rid : NULL, "%s", message);
+
+    char err [256];
+    int stale = 0;
+    mem_free_secret (&r->refresh_token);
+    if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_id, outcome, new_status,
+                              result_code (st), message, NULL, &stale, err, sizeof err) != FR_OK)
+        log_warning (e->id, NULL, "could not record the failed refresh: %s", err);
+    if (stale && res.kind == OAUTH_INVALID_GRANT) {
+        /* the refresh token was replaced while we called: this rejection says nothing about the
+         * integration; claim again and find the new token */
+        log_info (e->id, NULL, "invalid_grant was for a superseded refresh token; claiming again");
+        r->state = REFRESH_CLAIMING;
+        r->known_generation = r->expected_generation;
+        r->forced = 0;
+        oauth_result_clear (&res);
+        refresh_attempt (w, r);
+        return;
+    }
+    if (new_status && !stale)
+        e->status = (uint8_t) cache_status_from_text (new_status);
+    const char *hint = NULL;
+    if (st == FR_NEEDS_RECONNECT)
+        hint = "the provider no longer accepts the stored refresh token (revoked, expired, or used twice): "
+               "disconnect the integration, then connect it again";
+    refresh_finish_error (w, r, st, message, hint, st == FR_PROVIDER_UNAVAILABLE ? res.retry_after : -1);
+    oauth_result_clear (&res);
+}
+
+void
+refresh_tick (worker_t *w, int64_t now_ms)
+{
+    refresh_t *r = w->refreshes;
+    while (r) {
+        refresh_t *next = r->next;
+        if (r->state == REFRESH_CLAIMING && now_ms >= r->due_ms) {
+            /* forget waiters the broker has already answered with a timeout */
+            job_t **pp = &r->waiters;
+            while (*pp) {
+                if ((*pp)->deadline_ms <= now_ms) {
+                    job_t *j = *pp;
+                    *pp = j->next;
+                    mem_free (j);
+                }
+                else
+                    pp = &(*pp)->next;
+            }
+            if (!r->waiters)
+                refresh_free (w, r);
+            else
+                refresh_attempt (w, r);
+        }
+        else
+        if (r->state == REFRESH_COMMITTING && now_ms >= r->due_ms) {
+            if (!refresh_commit (w, r))
+                r->due_ms = now_ms + COMMIT_RETRY_MS;
+        }
+        r = next;
+    }
+}
+
+int64_t
+refresh_next_due (const worker_t *w)
+{
+    int64_t due = -1;
+    for (const refresh_t *r = w->refreshes; r; r = r->next)
+        if (r->state != REFRESH_CALLING && (due < 0 || r->due_ms < due))
+            due = r->due_ms;
+    return due;
+}
+
+void
+refresh_abandon_all (worker_t *w)
+{
+    while (w->refreshes)
+        refresh_free (w, w->refreshes);
+}

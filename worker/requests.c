@@ -1,0 +1,390 @@
+/* requests.c - the operations a worker serves: import, token, refresh, status, history, ping */
+#include "worker.h"
+#include "clock.h"
+#include "ident.h"
+#include "log.h"
+#include "mem.h"
+#include "refresh.h"
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_TOKEN_LEN   (16 * 1024)  /* real access tokens reach a few KiB (JWTs) */
+#define MAX_SCOPES      256
+#define MAX_SCOPE_LEN   512
+#define MAX_MIN_VALID   86400
+#define MAX_HISTORY     1000
+
+/* Reads an optional string field; 0 missing, 1 present (copied), -1 refused (reply sent). */
+static int
+field_str (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, size_t max, char **out)
+{
+    const char *s;
+    size_t len;
+    char message [160];
+    int r = codec_get_str (root, key, &s, &len);
+    if (r == 0)
+        return 0;
+    if (r < 0 || len == 0 || len > max || memchr (s, '\0', len)) {
+        snprintf (message, sizeof message, "\"%s\" must be a string of 1 to %zu bytes", key, max);
+        worker_reply_error (w, job, r < 0 || len == 0 ? FR_BAD_REQUEST : FR_TOO_LARGE, message, NULL, -1);
+        return -1;
+    }
+    *out = mem_strndup (s, len);
+    return 1;
+}
+
+/* Reads an optional integer field within bounds; 0 missing, 1 present, -1 refused (reply sent). */
+static int
+field_int (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, int64_t min, int64_t max,
+           int64_t *out)
+{
+    char message [160];
+    int r = codec_get_int (root, key, out);
+    if (r == 0)
+        return 0;
+    if (r < 0 || *out < min || *out > max) {
+        snprintf (message, sizeof message, "\"%s\" must be an integer from %lld to %lld", key,
+                  (long long) min, (long long) max);
+        worker_reply_error (w, job, FR_BAD_REQUEST, message, NULL, -1);
+        return -1;
+    }
+    return 1;
+}
+
+/* Scopes as an array of strings joined by spaces; NULL when absent. -1 refused (reply sent). */
+static int
+field_scopes (worker_t *w, const job_t *job, const msgpack_object *root, char **out)
+{
+    const msgpack_object *o = codec_get (root, "scopes");
+    *out = NULL;
+    if (!o || o->type == MSGPACK_OBJECT_NIL)
+        return 0;
+    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > MAX_SCOPES)
+        goto bad;
+    mem_buf_t b;
+    mem_buf_init (&b, MAX_SCOPES * (MAX_SCOPE_LEN + 1));
+    for (uint32_t i = 0; i < o->via.array.size; i++) {
+        const msgpack_object *s = &o->via.array.ptr [i];
+        if (s->type != MSGPACK_OBJECT_STR || s->via.str.size == 0 || s->via.str.size > MAX_SCOPE_LEN)
+            goto bad_buf;
+        for (uint32_t k = 0; k < s->via.str.size; k++) {
+            unsigned char c = (unsigned char) s->via.str.ptr [k];
+            if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\')    /* RFC 6749 scope-token */
+                goto bad_buf;
+        }
+        if ((i && mem_buf_append (&b, " ", 1) != 0) || mem_buf_append (&b, s->via.str.ptr, s->via.str.size) != 0)
+            goto bad_buf;
+    }
+    *out = b.data ? b.data : mem_strdup ("");
+    return 1;
+bad_buf:
+    mem_buf_free (&b);
+bad:
+    worker_reply_error (w, job, FR_BAD_REQUEST,
+                        "\"scopes\" must be an array of at most 256 scope names without spaces or quotes", NULL, -1);
+    return -1;
+}
+
+/* Loads an integration into the cache when it is not there. NULL when a reply was sent. */
+static cache_entry_t *
+entry_for (worker_t *w, const job_t *job, const char *id)
+{
+    cache_entry_t *e = cache_get (w->cache, id);
+    if (e && !e->stale)
+        return e;
+    if (e && e->refresh)
+        return e;        /* stale but busy: the refresh in flight reloads it */
+    char err [512];
+    store_row_t row;
+    fr_status_t st = store_load (w->store, id, &row, err, sizeof err);
+    if (st != FR_OK) {
+        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        return NULL;
+    }
+    char *plain = NULL;
+    if (row.access_ct)
+        st = crypto_open (w->keyring, row.key_id, id, "access_token", row.access_ct, row.access_ct_len,
+                          &plain, err, sizeof err);
+    if (st != FR_OK) {
+        log_error (id, job->rid, "could not decrypt the access token: %s", err);
+        worker_reply_error (w, job, st, err, NULL, -1);
+        store_row_clear (&row);
+        return NULL;
+    }
+    if (e)
+        cache_drop (w->cache, id);
+    e = cache_put (w->cache, id);
+    cache_set_token (e, plain, row.access_expires_at, row.generation);
+    cache_set_text (&e->provider, row.provider);
+    cache_set_text (&e->scopes, row.scopes);
+    e->status = (uint8_t) cache_status_from_text (row.status);
+    e->stale = 0;
+    mem_free_secret (&plain);
+    store_row_clear (&row);
+    return e;
+}
+
+static void
+reply_inactive (worker_t *w, const job_t *job, const cache_entry_t *e)
+{
+    char message [300];
+    snprintf (message, sizeof message, "integration \"%s\" is %s", e->id, cache_status_text (e->status));
+    worker_reply_error (w, job, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
+                        message, NULL, -1);
+}
+
+static void
+op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, int forced)
+{
+    int64_t min_valid = w->cfg.default_min_valid;
+    if (!forced && field_int (w, job, root, "min_valid", 0, MAX_MIN_VALID, &min_valid) < 0)
+        return;
+    job->min_valid = min_valid;
+    job->forced = forced;
+    cache_entry_t *e = entry_for (w, job, id);
+    if (!e)
+        return;
+    if (e->status != INTEG_ACTIVE && !e->refresh) {
+        reply_inactive (w, job, e);      /* no provider call: the user must act first */
+        return;
+    }
+    /* the hot path: a cached token that lasts long enough */
+    if (!forced && e->access_token && e->access_expires_at >= clock_wall_ms () / 1000 + min_valid) {
+        worker_reply_token (w, job, e, 0);
+        return;
+    }
+    refresh_join (w, e, job);
+}
+
+static void
+pack_time (codec_builder_t *o, const char *key, int64_t epoch)
+{
+    char buf [32];
+    codec_str (o, key);
+    if (epoch > 0)
+        codec_str (o, clock_rfc3339 (epoch, buf, sizeof buf));
+    else
+        codec_nil (o);
+}
+
+/* The "integration" map of status and import replies. */
+static void
+pack_integration (codec_builder_t *o, const store_row_t *row)
+{
+    codec_map (o, 11);
+    codec_kv_str (o, "id", row->id);
+    codec_kv_str (o, "provider", row->provider);
+    codec_kv_str (o, "status", row->status);
+    codec_kv_int (o, "generation", row->generation);
+    pack_time (o, "access_expires_at", row->access_ct ? row->access_expires_at : 0);
+    codec_str (o, "scopes");
+    uint32_t n = 0;
+    const char *p = row->scopes ? row->scopes : "";
+    for (const char *q = p; *q; q++)
+        if (*q != ' ' && (q == p || q [-1] == ' '))
+            n++;
+    codec_array (o, n);
+    while (*p) {
+        while (*p == ' ')
+            p++;
+        size_t len = strcspn (p, " ");
+        if (len)
+            codec_strn (o, p, len);
+        p += len;
+    }
+    codec_str (o, "last_error");
+    if (row->last_error_code) {
+        codec_map (o, 3);
+        codec_kv_str (o, "code", row->last_error_code);
+        codec_kv_str (o, "message", row->last_error_message ? row->last_error_message : "");
+        pack_time (o, "at", row->last_error_at);
+    }
+    else
+        codec_nil (o);
+    pack_time (o, "last_refresh_at", row->last_refresh_at);
+    codec_kv_str (o, "refresh_token_fingerprint", row->refresh_fingerprint);
+    pack_time (o, "created_at", row->created_at);
+    pack_time (o, "updated_at", row->updated_at);
+}
+
+static void
+reply_integration (worker_t *w, const job_t *job, const char *id)
+{
+    char err [512];
+    store_row_t row;
+    fr_status_t st = store_load (w->store, id, &row, err, sizeof err);
+    if (st != FR_OK) {
+        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        return;
+    }
+    codec_builder_t *o = w->out;
+    codec_builder_reset (o);
+    codec_map (o, job->rid [0] ? 3 : 2);
+    if (job->rid [0])
+        codec_kv_str (o, "rid", job->rid);
+    codec_kv_bool (o, "ok", 1);
+    codec_str (o, "integration");
+    pack_integration (o, &row);
+    store_row_clear (&row);
+    worker_reply (w, job);
+}
+
+static void
+op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
+{
+    char *provider = NULL, *refresh_token = NULL, *access_token = NULL, *scopes = NULL;
+    unsigned char *at_ct = NULL, *rt_ct = NULL;
+    size_t at_len = 0, rt_len = 0;
+    int64_t expires_in = 0;
+    int32_t key_id = 0;
+    char err [512], fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
+    int r;
+
+    if ((r = field_str (w, job, root, "provider", 64, &provider)) < 0)
+        goto out;
+    if (r == 0 || !catalog_find (w->catalog, provider)) {
+        snprintf (err, sizeof err, r == 0 ? "\"provider\" is required"
+                                          : "provider \"%s\" is not in the catalog", provider ? provider : "");
+        worker_reply_error (w, job, r == 0 ? FR_BAD_REQUEST : FR_CONFIGURATION, err,
+                            r == 0 ? NULL : "use a provider name from the catalog, or add it with FERRULE_PROVIDERS_FILE", -1);
+        goto out;
+    }
+    if ((r = field_str (w, job, root, "refresh_token", MAX_TOKEN_LEN, &refresh_token)) <= 0) {
+        if (r == 0)
+            worker_reply_error (w, job, FR_BAD_REQUEST, "\"refresh_token\" is required", NULL, -1);
+        goto out;
+    }
+    if ((r = field_str (w, job, root, "access_token", MAX_TOKEN_LEN, &access_token)) < 0)
+        goto out;
+    if ((r = field_int (w, job, root, "expires_in", 0, 10LL * 365 * 86400, &expires_in)) < 0)
+        goto out;
+    if (access_token && r == 0) {
+        worker_reply_error (w, job, FR_BAD_REQUEST, "\"expires_in\" is required with \"access_token\"", NULL, -1);
+        goto out;
+    }
+    if (field_scopes (w, job, root, &scopes) < 0)
+        goto out;
+
+    fr_status_t st = crypto_seal (w->keyring, id, "refresh_token", refresh_token, &rt_ct, &rt_len, &key_id,
+                                  err, sizeof err);
+    if (st == FR_OK && access_token)
+        st = crypto_seal (w->keyring, id, "access_token", access_token, &at_ct, &at_len, &key_id, err, sizeof err);
+    if (st != FR_OK) {
+        worker_reply_error (w, job, st, err, NULL, -1);
+        goto out;
+    }
+    crypto_fingerprint (w->keyring, refresh_token, fingerprint);
+    store_import_t imp = { id, provider, key_id, at_ct, at_len,
+                           access_token ? clock_wall_ms () / 1000 + expires_in : 0,
+                           rt_ct, rt_len, fingerprint, scopes };
+    st = store_import (w->store, &imp, err, sizeof err);
+    if (st != FR_OK) {
+        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        goto out;
+    }
+    cache_drop (w->cache, id);
+    log_info (id, job->rid, "imported integration for provider \"%s\"", provider);
+    reply_integration (w, job, id);
+out:
+    mem_free (provider);
+    mem_free_secret (&refresh_token);
+    mem_free_secret (&access_token);
+    mem_free (scopes);
+    mem_free (at_ct);
+    mem_free (rt_ct);
+}
+
+static void
+op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
+{
+    int64_t limit = 20;
+    store_chain_t *rows = NULL;
+    size_t n = 0;
+    char err [512];
+    if (field_int (w, job, root, "limit", 1, MAX_HISTORY, &limit) < 0)
+        return;
+    store_row_t row;
+    fr_status_t st = store_load (w->store, id, &row, err, sizeof err);   /* not_found for unknown ids */
+    if (st == FR_OK) {
+        store_row_clear (&row);
+        st = store_history (w->store, id, limit, &rows, &n, err, sizeof err);
+    }
+    if (st != FR_OK) {
+        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        return;
+    }
+    codec_builder_t *o = w->out;
+    codec_builder_reset (o);
+    codec_map (o, job->rid [0] ? 3 : 2);
+    if (job->rid [0])
+        codec_kv_str (o, "rid", job->rid);
+    codec_kv_bool (o, "ok", 1);
+    codec_str (o, "chain");
+    codec_array (o, (uint32_t) n);
+    for (size_t i = 0; i < n; i++) {
+        codec_map (o, 7);
+        codec_kv_int (o, "generation", rows [i].generation);
+        pack_time (o, "at", rows [i].at);
+        codec_kv_str (o, "outcome", rows [i].outcome);
+        codec_kv_str (o, "worker", rows [i].worker);
+        codec_kv_str (o, "refresh_token_fingerprint", rows [i].refresh_fingerprint);
+        codec_kv_bool (o, "rotated", rows [i].rotated);
+        codec_kv_str (o, "detail", rows [i].detail);
+    }
+    store_chain_free (&rows, n);
+    worker_reply (w, job);
+}
+
+void
+requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    const char *op, *s;
+    size_t op_len, len;
+    char id [IDENT_MAX + 1];
+
+    if (codec_get_str (root, "rid", &s, &len) == 1 && len <= 64) {
+        memcpy (job->rid, s, len);
+        job->rid [len] = '\0';
+    }
+    if (codec_get_str (root, "op", &op, &op_len) != 1) {
+        worker_reply_error (w, job, FR_BAD_REQUEST, "\"op\" is required and must be a string", NULL, -1);
+        return;
+    }
+    if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
+        worker_reply_error (w, job, FR_BAD_REQUEST,
+                            "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", NULL, -1);
+        return;
+    }
+    memcpy (id, s, len);
+    id [len] = '\0';
+
+#define IS(name) (op_len == strlen (name) && memcmp (op, name, op_len) == 0)
+    if (IS ("token"))
+        op_token (w, job, root, id, 0);
+    else if (IS ("refresh"))
+        op_token (w, job, root, id, 1);
+    else if (IS ("status"))
+        reply_integration (w, job, id);
+    else if (IS ("import"))
+        op_import (w, job, root, id);
+    else if (IS ("history"))
+        op_history (w, job, root, id);
+    else if (IS ("ping")) {
+        codec_builder_t *o = w->out;
+        codec_builder_reset (o);
+        codec_map (o, job->rid [0] ? 5 : 4);
+        if (job->rid [0])
+            codec_kv_str (o, "rid", job->rid);
+        codec_kv_bool (o, "ok", 1);
+        codec_kv_str (o, "service", "ferrule");
+        codec_kv_str (o, "role", "worker");
+        codec_kv_str (o, "worker", w->cfg.worker_id);
+        worker_reply (w, job);
+    }
+    else {
+        char message [120];
+        snprintf (message, sizeof message, "unknown operation \"%.*s\"", (int) (op_len > 32 ? 32 : op_len), op);
+        worker_reply_error (w, job, FR_UNKNOWN_OPERATION, message, NULL, -1);
+    }
+#undef IS
+}

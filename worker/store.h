@@ -1,0 +1,117 @@
+/* store.h - the token chain in PostgreSQL: short locked transactions, never one held open
+ * across a provider call */
+#ifndef FERRULE_STORE_H
+#define FERRULE_STORE_H
+#include <stddef.h>
+#include <stdint.h>
+#include "result.h"
+
+typedef struct store store_t;
+
+/* One integrations row, tokens still sealed. */
+typedef struct {
+    char    *id;
+    char    *provider;
+    char    *status;                 /* active, needs_reconnect, disconnected */
+    int32_t  key_id;
+    unsigned char *access_ct;        /* NULL when none */
+    size_t   access_ct_len;
+    int64_t  access_expires_at;      /* epoch seconds, 0 when unknown */
+    unsigned char *refresh_ct;
+    size_t   refresh_ct_len;
+    char    *refresh_fingerprint;
+    int64_t  generation;
+    char    *scopes;                 /* space-separated */
+    char    *last_error_code;
+    char    *last_error_message;
+    int64_t  last_error_at;
+    int64_t  last_refresh_at;
+    int64_t  created_at;
+    int64_t  updated_at;
+    char    *lease_owner;
+    int64_t  lease_id;
+    int64_t  lease_ms_left;          /* > 0 while someone holds a live lease */
+} store_row_t;
+
+typedef struct {
+    int64_t generation;
+    int64_t at;
+    char   *outcome;
+    char   *worker;
+    char   *refresh_fingerprint;
+    int     rotated;
+    char   *detail;
+} store_chain_t;
+
+typedef enum {
+    CLAIM_ACQUIRED,          /* the lease is ours: call the provider */
+    CLAIM_FRESH,             /* someone already refreshed: use row's token, call nobody */
+    CLAIM_BUSY,              /* another holder's lease is live: wait and claim again */
+    CLAIM_INACTIVE,          /* not active (needs_reconnect, disconnected): answer from row */
+} store_claim_t;
+
+/* What a successful refresh writes, sealed by the caller. */
+typedef struct {
+    const char *id;
+    int64_t expected_generation;
+    int64_t lease_id;
+    int32_t key_id;
+    const unsigned char *access_ct;
+    size_t access_ct_len;
+    int64_t access_expires_at;
+    const unsigned char *refresh_ct;      /* the refresh token to keep (new, or old re-sealed) */
+    size_t refresh_ct_len;
+    const char *refresh_fingerprint;
+    int rotated;
+    const char *scopes;                   /* NULL keeps the stored scopes */
+} store_commit_t;
+
+typedef struct {
+    const char *id;
+    const char *provider;
+    int32_t key_id;
+    const unsigned char *access_ct;       /* may be NULL */
+    size_t access_ct_len;
+    int64_t access_expires_at;
+    const unsigned char *refresh_ct;
+    size_t refresh_ct_len;
+    const char *refresh_fingerprint;
+    const char *scopes;
+} store_import_t;
+
+store_t *store_new (const char *conninfo, const char *worker_id);
+void store_destroy (store_t **s_p);
+/* Connects when not connected: sets UTC, listens for changes, checks the schema version.
+ * FR_OK, FR_DATABASE_UNAVAILABLE, or FR_CONFIGURATION (schema too old). */
+fr_status_t store_connect (store_t *s, char *err, size_t errlen) FR_MUSTCHECK;
+int store_connected (const store_t *s);
+/* The connection's socket for the poll loop, -1 when disconnected. */
+int store_socket (const store_t *s);
+/* Reads notifications: cb gets the worker that made each change and the integration id (both NULL
+ * when the connection broke and anything cached may be stale). */
+void store_read_notifies (store_t *s, void (*cb) (void *arg, const char *worker, const char *integration), void *arg);
+
+fr_status_t store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errlen) FR_MUSTCHECK;
+/* The claim: locks the row, decides fresh / busy / inactive / acquired, and takes the lease.
+ * Fresh means the access token lasts until valid_until (epoch s), or, when forced, that the
+ * generation moved past known_generation. */
+fr_status_t store_claim (store_t *s, const char *id, int64_t known_generation, int64_t valid_until,
+                         int forced, int64_t lease_ms, store_claim_t *outcome, store_row_t *row,
+                         char *err, size_t errlen) FR_MUSTCHECK;
+/* Commits a refresh if the generation is still the expected one (compare-and-set). *conflict
+ * is set when it was not: nothing was written but a "conflict" chain row. */
+fr_status_t store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict,
+                                  char *err, size_t errlen) FR_MUSTCHECK;
+/* Records a failed attempt: a chain row, last_error, the lease released; new_status (may be NULL)
+ * is applied only if the generation is still the expected one (*stale set otherwise). */
+fr_status_t store_record_failure (store_t *s, const char *id, int64_t expected_generation, int64_t lease_id,
+                                  const char *outcome, const char *new_status, const char *error_code,
+                                  const char *error_message, const char *fingerprint, int *stale,
+                                  char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_import (store_t *s, const store_import_t *imp, char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, size_t *count,
+                           char *err, size_t errlen) FR_MUSTCHECK;
+
+void store_row_clear (store_row_t *row);
+void store_chain_free (store_chain_t **rows, size_t count);
+#endif

@@ -1,0 +1,376 @@
+/* worker.c - the worker's one poll loop: broker links, provider sockets, the database's
+ * notification socket, and one housekeeping tick */
+#include "worker.h"
+#include "clock.h"
+#include "frames.h"
+#include "log.h"
+#include "mem.h"
+#include "refresh.h"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define MAX_LINKS 64
+#define POLL_MAX  (MAX_LINKS + 1 + 256)
+
+struct link {
+    void *socket;
+    char endpoint [256];
+    int64_t last_ping_ms;
+};
+
+static void
+on_replay (void *arg, int64_t seq, const store_commit_t *c)
+{
+    worker_t *w = arg;
+    char err [512];
+    store_row_t row;
+    /* already committed before the crash? then only the marker was lost */
+    if (store_load (w->store, c->id, &row, err, sizeof err) == FR_OK) {
+        int settled = row.generation > c->expected_generation && row.refresh_fingerprint
+                   && c->refresh_fingerprint && strcmp (row.refresh_fingerprint, c->refresh_fingerprint) == 0;
+        store_row_clear (&row);
+        if (settled) {
+            journal_done (w->journal, seq);
+            return;
+        }
+    }
+    int conflict = 0;
+    fr_status_t st = store_commit_refresh (w->store, c, &conflict, err, sizeof err);
+    if (st == FR_OK) {
+        log_info (c->id, NULL, "journal replay: %s generation %lld", conflict ? "superseded" : "committed",
+                  (long long) c->expected_generation + 1);
+        journal_done (w->journal, seq);
+    }
+    else
+        log_warning (c->id, NULL, "journal replay failed, will retry at next start: %s", err);
+}
+
+worker_t *
+worker_new (const worker_config_t *cfg, char *err, size_t errlen)
+{
+    worker_t *w = mem_alloc (sizeof *w);
+    w->cfg = *cfg;
+    w->keyring = crypto_keyring_new (cfg->encryption_key, cfg->old_keys, err, errlen);
+    if (!w->keyring)
+        goto fail;
+    w->catalog = catalog_new (cfg->providers_file, err, errlen);
+    if (!w->catalog)
+        goto fail;
+    w->journal = journal_open (cfg->journal_path, err, errlen);
+    if (!w->journal)
+        goto fail;
+    w->store = store_new (cfg->database_url, cfg->worker_id);
+    w->cache = cache_new ();
+    w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body);
+    w->out = codec_builder_new ();
+    w->ctx = zmq_ctx_new ();
+
+    /* one DEALER per broker: a DEALER connected to several endpoints would round-robin its sends */
+    char list [4096];
+    snprintf (list, sizeof list, "%s", cfg->backends);
+    w->links = mem_alloc (MAX_LINKS * sizeof *w->links);
+    for (char *save = NULL, *ep = strtok_r (list, ",", &save); ep; ep = strtok_r (NULL, ",", &save)) {
+        while (*ep == ' ')
+            ep++;
+        if (!*ep)
+            continue;
+        if (w->nlinks == MAX_LINKS) {
+            snprintf (err, errlen, "more than %d broker endpoints in FERRULE_BROKER_BACKENDS", MAX_LINKS);
+            goto fail;
+        }
+        link_t *l = &w->links [w->nlinks];
+        l->socket = zmq_socket (w->ctx, ZMQ_DEALER);
+        frames_socket_defaults (l->socket, (int) cfg->hwm, CODEC_MAX_BODY + 1024);
+        zmq_setsockopt (l->socket, ZMQ_ROUTING_ID, cfg->worker_id, strlen (cfg->worker_id));
+        snprintf (l->endpoint, sizeof l->endpoint, "%s", ep);
+        w->nlinks++;
+        if (zmq_connect (l->socket, ep) != 0) {
+            snprintf (err, errlen, "could not connect to broker \"%s\": %s", ep, zmq_strerror (errno));
+            goto fail;
+        }
+    }
+    if (w->nlinks == 0) {
+        snprintf (err, errlen, "no broker endpoints: set FERRULE_BROKER_BACKENDS");
+        goto fail;
+    }
+    fr_status_t st = store_connect (w->store, err, errlen);
+    if (st == FR_CONFIGURATION)
+        goto fail;              /* schema too old: refusing to start is the only safe answer */
+    if (st != FR_OK)
+        log_warning (NULL, NULL, "%s; will keep trying", err);
+    else {
+        int n = journal_replay (w->journal, on_replay, w);
+        if (n > 0)
+            log_info (NULL, NULL, "replayed %d journal records", n);
+    }
+    return w;
+fail:
+    worker_destroy (&w);
+    return NULL;
+}
+
+void
+worker_destroy (worker_t **w_p)
+{
+    if (w_p && *w_p) {
+        worker_t *w = *w_p;
+        if (w->cache)
+            refresh_abandon_all (w);
+        for (size_t i = 0; i < w->nlinks; i++)
+            zmq_close (w->links [i].socket);
+        mem_free (w->links);
+        if (w->ctx)
+            zmq_ctx_term (w->ctx);
+        http_destroy (&w->http);
+        cache_destroy (&w->cache);
+        store_destroy (&w->store);
+        journal_close (&w->journal);
+        catalog_destroy (&w->catalog);
+        crypto_keyring_destroy (&w->keyring);
+        codec_builder_destroy (&w->out);
+        mem_free (w);
+        *w_p = NULL;
+    }
+}
+
+static void
+worker_send (worker_t *w, const job_t *job, const char *body, size_t len)
+{
+    if (job->link < 0 || (size_t) job->link >= w->nlinks)
+        return;
+    const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body };
+    size_t sizes [] = { 4, 3, job->client_len, 8, len };
+    if (frames_send (w->links [job->link].socket, parts, sizes, 5, ZMQ_DONTWAIT) != 0)
+        log_warning (NULL, job->rid, "could not send a reply to broker \"%s\": %s",
+                     w->links [job->link].endpoint, zmq_strerror (errno));
+}
+
+void
+worker_reply (worker_t *w, const job_t *job)
+{
+    size_t len;
+    if (codec_builder_failed (w->out)) {
+        worker_reply_error (w, job, FR_TOO_LARGE, "the reply does not fit in a frame; ask for less (for example a lower limit)",
+                            NULL, -1);
+        return;
+    }
+    const char *data = codec_builder_data (w->out, &len);
+    worker_send (w, job, data, len);
+}
+
+void
+worker_reply_error (worker_t *w, const job_t *job, fr_status_t st, const char *message, const char *hint,
+                    int64_t retry_after)
+{
+    codec_builder_t *o = w->out;
+    codec_builder_reset (o);
+    codec_error_reply (o, job->rid [0] ? job->rid : NULL, strlen (job->rid), st, message, hint, retry_after);
+    size_t len;
+    const char *data = codec_builder_data (o, &len);
+    worker_send (w, job, data, len);
+}
+
+void
+worker_reply_token (worker_t *w, const job_t *job, const cache_entry_t *e, int refreshed)
+{
+    char when [32];
+    codec_builder_t *o = w->out;
+    codec_builder_reset (o);
+    codec_map (o, job->rid [0] ? 6 : 5);
+    if (job->rid [0])
+        codec_kv_str (o, "rid", job->rid);
+    codec_kv_bool (o, "ok", 1);
+    codec_kv_str (o, "access_token", e->access_token);
+    codec_kv_str (o, "expires_at", clock_rfc3339 (e->access_expires_at, when, sizeof when));
+    codec_kv_int (o, "generation", e->generation);
+    codec_kv_bool (o, "refreshed", refreshed);
+    worker_reply (w, job);
+}
+
+static void
+worker_hello (worker_t *w, int draining)
+{
+    char body [256];
+    codec_builder_t *o = w->out;
+    codec_builder_reset (o);
+    codec_map (o, 3);
+    codec_kv_str (o, "worker", w->cfg.worker_id);
+    codec_kv_int (o, "pid", (int64_t) getpid ());
+    codec_kv_bool (o, "draining", draining);
+    size_t len;
+    const char *data = codec_builder_data (o, &len);
+    memcpy (body, data, len < sizeof body ? len : sizeof body);
+    for (size_t i = 0; i < w->nlinks; i++) {
+        const void *parts [] = { CODEC_WORKER_PROTOCOL, "HELLO", body };
+        size_t sizes [] = { 4, 5, len };
+        frames_send (w->links [i].socket, parts, sizes, 3, ZMQ_DONTWAIT);   /* best effort: next beat retries */
+    }
+}
+
+static void
+worker_bye (worker_t *w)
+{
+    for (size_t i = 0; i < w->nlinks; i++) {
+        const void *parts [] = { CODEC_WORKER_PROTOCOL, "BYE" };
+        size_t sizes [] = { 4, 3 };
+        frames_send (w->links [i].socket, parts, sizes, 2, ZMQ_DONTWAIT);
+    }
+}
+
+static void
+worker_handle_link (worker_t *w, int li)
+{
+    link_t *l = &w->links [li];
+    frames_t f;
+    codec_msg_t *msg = NULL;
+    char err [256];
+    if (frames_recv (l->socket, &f, ZMQ_DONTWAIT) != 0)
+        return;
+    if (!frames_is (&f, 0, CODEC_WORKER_PROTOCOL) || f.count < 2) {
+        log_warning (NULL, NULL, "ignoring a malformed message from broker \"%s\"", l->endpoint);
+        goto out;
+    }
+    if (frames_is (&f, 1, "PING")) {
+        l->last_ping_ms = clock_mono_ms ();
+        goto out;
+    }
+    if (!frames_is (&f, 1, "REQ") || f.total != 6 || frames_size (&f, 2) > 255 || frames_size (&f, 3) != 8
+    ||  frames_size (&f, 4) != 4) {
+        log_warning (NULL, NULL, "ignoring a malformed message from broker \"%s\" (%d frames)", l->endpoint, f.total);
+        goto out;
+    }
+    job_t job;
+    memset (&job, 0, sizeof job);
+    job.link = li;
+    job.client_len = frames_size (&f, 2);
+    memcpy (job.client, frames_data (&f, 2), job.client_len);
+    memcpy (job.seq, frames_data (&f, 3), 8);
+    const unsigned char *rem = frames_data (&f, 4);
+    int64_t remaining = ((int64_t) rem [0] << 24) | ((int64_t) rem [1] << 16) | ((int64_t) rem [2] << 8) | rem [3];
+    job.deadline_ms = clock_mono_ms () + remaining;
+    fr_status_t st = codec_decode (frames_data (&f, 5), frames_size (&f, 5), &msg, err, sizeof err);
+    if (st != FR_OK) {
+        worker_reply_error (w, &job, st, err, NULL, -1);
+        goto out;
+    }
+    requests_handle (w, &job, codec_msg_root (msg));
+out:
+    codec_msg_destroy (&msg);
+    frames_close (&f);
+}
+
+static void
+on_notify (void *arg, const char *worker, const char *integration)
+{
+    worker_t *w = arg;
+    if (!integration) {
+        cache_clear (w->cache);             /* connection lost: we may have missed changes */
+        return;
+    }
+    if (worker && strcmp (worker, w->cfg.worker_id) == 0)
+        return;                              /* our own change is in the cache already */
+    cache_drop (w->cache, integration);
+}
+
+/* Periodic work: heartbeats, database reconnects, refresh retries. */
+static void
+worker_tick (worker_t *w, int64_t now)
+{
+    if (now >= w->next_hello_ms) {
+        worker_hello (w, w->draining);
+        w->next_hello_ms = now + w->cfg.heartbeat_ms;
+    }
+    if (!store_connected (w->store) && now >= w->next_db_retry_ms) {
+        char err [512];
+        w->next_db_retry_ms = now + 1000;
+        if (store_connect (w->store, err, sizeof err) == FR_OK) {
+            cache_clear (w->cache);          /* changes made while we were away were not notified */
+            if (journal_outstanding (w->journal) > 0)
+                journal_replay (w->journal, on_replay, w);
+        }
+        else
+            log_debug (NULL, NULL, "%s", err);
+    }
+    refresh_tick (w, now);
+}
+
+int
+worker_run (worker_t *w, volatile sig_atomic_t *stop)
+{
+    int64_t drain_until = 0;
+    log_info (NULL, NULL, "worker \"%s\" serving %zu brokers", w->cfg.worker_id, w->nlinks);
+    worker_hello (w, 0);
+    w->next_hello_ms = clock_mono_ms () + w->cfg.heartbeat_ms;
+    while (*stop < 2) {
+        int64_t now = clock_mono_ms ();
+        if (*stop == 1 && !w->draining) {
+            /* leave the partition map at once; finish what is in flight */
+            w->draining = 1;
+            drain_until = now + w->cfg.drain_ms;
+            worker_hello (w, 1);
+            log_info (NULL, NULL, "draining: %zu refreshes in flight", refresh_count (w));
+        }
+        if (w->draining && (refresh_count (w) == 0 || now >= drain_until)) {
+            if (refresh_count (w))
+                log_warning (NULL, NULL, "drain timed out with %zu refreshes in flight", refresh_count (w));
+            break;
+        }
+        zmq_pollitem_t items [POLL_MAX];
+        size_t n = 0;
+        for (size_t i = 0; i < w->nlinks; i++) {
+            items [n].socket = w->links [i].socket;
+            items [n].fd = 0;
+            items [n].events = ZMQ_POLLIN;
+            items [n].revents = 0;
+            n++;
+        }
+        int db_fd = store_socket (w->store);
+        size_t db_item = n;
+        if (db_fd >= 0) {
+            items [n].socket = NULL;
+            items [n].fd = db_fd;
+            items [n].events = ZMQ_POLLIN;
+            items [n].revents = 0;
+            n++;
+        }
+        size_t http_first = n;
+        n += http_pollitems (w->http, items + n, POLL_MAX - n);
+
+        int64_t timeout = w->next_hello_ms - now;
+        long ht = http_timeout_ms (w->http);
+        if (ht >= 0 && ht < timeout)
+            timeout = ht;
+        int64_t due = refresh_next_due (w);
+        if (due >= 0 && due - now < timeout)
+            timeout = due - now;
+        if (timeout > 100)
+            timeout = 100;
+        if (timeout < 0)
+            timeout = 0;
+        if (zmq_poll (items, (int) n, (long) timeout) < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error (NULL, NULL, "poll failed: %s", zmq_strerror (errno));
+            return -1;
+        }
+        http_process (w->http, items + http_first, n - http_first);
+        if (db_fd >= 0 && items [db_item].revents)
+            store_read_notifies (w->store, on_notify, w);
+        for (size_t i = 0; i < w->nlinks; i++)
+            for (int k = 0; k < 256 && (items [i].revents & ZMQ_POLLIN); k++) {
+                int ev = 0;
+                size_t evlen = sizeof ev;
+                worker_handle_link (w, (int) i);
+                zmq_getsockopt (w->links [i].socket, ZMQ_EVENTS, &ev, &evlen);
+                if (!(ev & ZMQ_POLLIN))
+                    break;
+            }
+        worker_tick (w, clock_mono_ms ());
+    }
+    worker_bye (w);
+    log_info (NULL, NULL, "worker \"%s\" stopped", w->cfg.worker_id);
+    return 0;
+}

@@ -1,0 +1,81 @@
+/* worker.h - the worker process's state, shared by its modules (private to worker/) */
+#ifndef FERRULE_WORKER_H
+#define FERRULE_WORKER_H
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "cache.h"
+#include "catalog.h"
+#include "codec.h"
+#include "crypto.h"
+#include "http.h"
+#include "journal.h"
+#include "store.h"
+
+typedef struct {
+    const char *worker_id;
+    const char *database_url;
+    const char *backends;           /* comma-separated broker backend endpoints */
+    const char *providers_file;
+    const char *encryption_key;     /* secret */
+    const char *old_keys;           /* secret */
+    const char *journal_path;
+    int64_t heartbeat_ms;
+    int64_t default_min_valid;      /* seconds */
+    int64_t lease_ms;               /* must outlive a provider call: > http_timeout_ms */
+    int64_t http_connect_ms;
+    int64_t http_timeout_ms;
+    int64_t max_provider_body;
+    int64_t drain_ms;               /* how long a drain may take before exiting anyway */
+    int64_t hwm;
+} worker_config_t;
+
+/* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
+typedef struct job {
+    struct job *next;
+    int      link;
+    unsigned char client [256];
+    size_t   client_len;
+    unsigned char seq [8];
+    char     rid [65];
+    int64_t  deadline_ms;           /* monotonic */
+    int64_t  min_valid;             /* seconds, for token */
+    int      forced;                /* refresh: whatever the token's remaining life */
+} job_t;
+
+typedef struct link link_t;
+typedef struct refresh refresh_t;
+
+typedef struct worker {
+    worker_config_t cfg;
+    void *ctx;
+    link_t *links;
+    size_t nlinks;
+    crypto_keyring_t *keyring;
+    catalog_t *catalog;
+    store_t *store;
+    cache_t *cache;
+    http_t *http;
+    journal_t *journal;
+    codec_builder_t *out;
+    refresh_t *refreshes;           /* every refresh in progress */
+    int draining;
+    int64_t next_hello_ms;
+    int64_t next_db_retry_ms;
+} worker_t;
+
+worker_t *worker_new (const worker_config_t *cfg, char *err, size_t errlen);
+void worker_destroy (worker_t **w_p);
+int worker_run (worker_t *w, volatile sig_atomic_t *stop);
+
+/* Sends the body in w->out as the reply to job. */
+void worker_reply (worker_t *w, const job_t *job);
+/* Sends an error reply to job. */
+void worker_reply_error (worker_t *w, const job_t *job, fr_status_t st, const char *message,
+                         const char *hint, int64_t retry_after);
+/* Sends {"ok":true, access_token, expires_at, generation, refreshed} for an entry. */
+void worker_reply_token (worker_t *w, const job_t *job, const cache_entry_t *e, int refreshed);
+
+/* requests.c: decodes one request and runs its operation. */
+void requests_handle (worker_t *w, job_t *job, const msgpack_object *root);
+#endif
