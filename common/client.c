@@ -1,0 +1,732 @@
+/* client.c - the C client of the broker protocol: one DEALER per broker, rid matching, retries
+ *
+ * A call picks a broker round robin (from a random one), sends [""]["FRL1"][body] and polls
+ * every broker socket until the reply carrying its rid arrives. All attempts of one call share
+ * the rid, so a late reply to an earlier attempt still answers the call, and the service's log
+ * lines of every attempt can be found with one id. Replies with any other rid are stale
+ * (from calls that gave up) and are dropped. The retry policy is described in
+ * docs/ferrulectl.md, "Retries".
+ */
+#include "client.h"
+#include "codec.h"
+#include "frames.h"
+#include "mem.h"
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define CLIENT_HWM             100    /* messages queued per socket and direction */
+#define CLIENT_PREFER_WAIT_MS  100    /* an attempt waits this long for its chosen broker before
+                                         taking any connected one */
+#define CLIENT_DRAIN_MAX       64     /* messages read per socket per wakeup, so a flood of stale
+                                         replies cannot keep the call from seeing its deadline */
+#define CLIENT_MAX_ATTEMPTS    3      /* attempts of an idempotent call, whatever the broker count */
+#define CLIENT_BACKOFF_MS      100    /* pause after a retryable error reply, times the attempt */
+#define CLIENT_RID_BYTES       16     /* random bytes in a request id (32 hex digits) */
+#define CLIENT_MAX_DEADLINE_MARGIN_MS 250 /* deadline_ms is set this much (at most a tenth of the
+                                         attempt) below the attempt's end, so that the broker's own
+                                         "timeout" reply arrives before the client gives up */
+
+struct client {
+    void *ctx;
+    size_t count;
+    char *endpoints [CLIENT_MAX_ENDPOINTS];
+    void *sockets [CLIENT_MAX_ENDPOINTS];
+    size_t next;                            /* endpoint the next request goes to first */
+};
+
+/* One call in progress. */
+typedef struct {
+    client_t *c;
+    const char *op;
+    const json_t *args;
+    char rid [2 * CLIENT_RID_BYTES + 1];
+    codec_builder_t *builder;
+    int sent_any;                           /* a request of this call went out */
+    size_t last_socket;                     /* where the last one went */
+    json_t *reply;                          /* the answer, once there is one */
+} call_t;
+
+typedef enum {
+    ATTEMPT_REPLY,                          /* call->reply is set */
+    ATTEMPT_TIMEOUT,                        /* sent, no reply in time */
+    ATTEMPT_NOT_SENT                        /* no broker could take the request in time */
+} attempt_t;
+
+static int64_t
+now_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Random bytes for request ids and the first broker; falls back to a clock and pid mix,
+ * because a request id only has to be unlikely to repeat, not secret. */
+static void
+random_bytes (unsigned char *buf, size_t len)
+{
+    ssize_t got = getrandom (buf, len, GRND_NONBLOCK);
+    if (got == (ssize_t) len)
+        return;
+    static uint64_t counter;
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t) ts.tv_nsec ^ ((uint64_t) ts.tv_sec << 20) ^ ((uint64_t) getpid () << 40)
+               ^ (++counter * 0x9e3779b97f4a7c15ULL);
+    for (size_t i = 0; i < len; i++) {
+        x += 0x9e3779b97f4a7c15ULL;                     /* splitmix64 */
+        uint64_t z = x;
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        buf [i] = (unsigned char) (z ^ (z >> 31));
+    }
+}
+
+/* Copies s for a message: printable ASCII only, at most max bytes, "..." when cut. */
+static void
+safe_copy (char *dst, size_t dstlen, const char *s, size_t len, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len && i < max && n + 1 < dstlen; i++) {
+        unsigned char ch = (unsigned char) s [i];
+        dst [n++] = (ch >= 0x20 && ch < 0x7f) ? (char) ch : '?';
+    }
+    if (len > max && n + 4 < dstlen) {
+        memcpy (dst + n, "...", 3);
+        n += 3;
+    }
+    dst [n] = '\0';
+}
+
+static json_t *
+json_checked (json_t *j)
+{
+    if (!j) {
+        fputs ("{\"level\":\"fatal\",\"msg\":\"out of memory building a JSON value\"}\n", stderr);
+        abort ();
+    }
+    return j;
+}
+
+/* A reply synthesized on this side: {"rid", "ok": false, "error": {"code", "message", "hint"}}. */
+static json_t *
+error_reply (const char *rid, fr_status_t st, const char *message, const char *hint)
+{
+    char safe [1024];
+    safe_copy (safe, sizeof safe, message, strlen (message), sizeof safe - 4);
+    json_t *error = json_checked (json_object ());
+    json_object_set_new (error, "code", json_checked (json_string (result_code (st))));
+    json_object_set_new (error, "message", json_checked (json_string (safe)));
+    json_object_set_new (error, "hint", json_checked (json_string (hint ? hint : result_default_hint (st))));
+    json_t *reply = json_checked (json_object ());
+    if (rid && *rid)
+        json_object_set_new (reply, "rid", json_checked (json_string (rid)));
+    json_object_set_new (reply, "ok", json_false ());
+    json_object_set_new (reply, "error", error);
+    return reply;
+}
+
+/* Checks one endpoint of a list; item is not NUL-terminated. */
+static fr_status_t
+check_endpoint (const char *item, size_t len, char *err, size_t errlen)
+{
+    char shown [80];
+    safe_copy (shown, sizeof shown, item, len, 60);
+    if (len > CLIENT_MAX_ENDPOINT_LEN) {
+        snprintf (err, errlen, "broker endpoint \"%s\" is too long (%zu bytes; the limit is %d)",
+                  shown, len, CLIENT_MAX_ENDPOINT_LEN);
+        return FR_BAD_REQUEST;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char) item [i];
+        if (ch <= 0x20 || ch >= 0x7f) {
+            snprintf (err, errlen, "broker endpoint \"%s\" contains a space, a control or a non-ASCII character", shown);
+            return FR_BAD_REQUEST;
+        }
+    }
+    if (len > 6 && memcmp (item, "tcp://", 6) == 0) {
+        const char *hostport = item + 6;
+        size_t hplen = len - 6;
+        const char *colon = NULL;
+        for (size_t i = 0; i < hplen; i++)
+            if (hostport [i] == ':')
+                colon = hostport + i;
+        size_t hostlen = colon ? (size_t) (colon - hostport) : 0;
+        size_t portlen = colon ? hplen - hostlen - 1 : 0;
+        long port = 0;
+        int digits_ok = portlen >= 1 && portlen <= 5;
+        for (size_t i = 0; digits_ok && i < portlen; i++) {
+            if (colon [1 + i] < '0' || colon [1 + i] > '9')
+                digits_ok = 0;
+            else
+                port = port * 10 + (colon [1 + i] - '0');
+        }
+        if (!colon || hostlen == 0 || !digits_ok || port < 1 || port > 65535) {
+            snprintf (err, errlen, "broker endpoint \"%s\" is not tcp://HOST:PORT with a port from 1 to 65535", shown);
+            return FR_BAD_REQUEST;
+        }
+        return FR_OK;
+    }
+    if (len > 6 && memcmp (item, "ipc://", 6) == 0)
+        return FR_OK;
+    snprintf (err, errlen, "broker endpoint \"%s\" is neither tcp://HOST:PORT nor ipc://PATH", shown);
+    return FR_BAD_REQUEST;
+}
+
+/* Splits and checks a list; fills out[] with NUL-terminated copies when out is not NULL. */
+static fr_status_t
+parse_endpoints (const char *endpoints, char out [][CLIENT_MAX_ENDPOINT_LEN + 1], size_t *count,
+                 char *err, size_t errlen)
+{
+    size_t n = 0;
+    const char *p = endpoints;
+    *count = 0;
+    if (!endpoints) {
+        snprintf (err, errlen, "no broker endpoint given");
+        return FR_BAD_REQUEST;
+    }
+    for (;;) {
+        const char *end = strchr (p, ',');
+        if (!end)
+            end = p + strlen (p);
+        const char *a = p, *b = end;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b [-1] == ' ' || b [-1] == '\t'))
+            b--;
+        if (a == b) {
+            snprintf (err, errlen, n == 0 && *end == '\0' ? "no broker endpoint given"
+                                                          : "the broker list has an empty entry");
+            return FR_BAD_REQUEST;
+        }
+        if (n == CLIENT_MAX_ENDPOINTS) {
+            snprintf (err, errlen, "too many broker endpoints (the limit is %d)", CLIENT_MAX_ENDPOINTS);
+            return FR_BAD_REQUEST;
+        }
+        fr_status_t st = check_endpoint (a, (size_t) (b - a), err, errlen);
+        if (st != FR_OK)
+            return st;
+        if (out) {
+            memcpy (out [n], a, (size_t) (b - a));
+            out [n][b - a] = '\0';
+            for (size_t i = 0; i < n; i++)
+                if (strcmp (out [i], out [n]) == 0) {
+                    snprintf (err, errlen, "broker endpoint \"%s\" is listed twice", out [n]);
+                    return FR_BAD_REQUEST;
+                }
+        }
+        n++;
+        if (*end == '\0')
+            break;
+        p = end + 1;
+    }
+    *count = n;
+    return FR_OK;
+}
+
+fr_status_t
+client_check_endpoints (const char *endpoints, char *err, size_t errlen)
+{
+    char (*list) [CLIENT_MAX_ENDPOINT_LEN + 1] = mem_alloc (CLIENT_MAX_ENDPOINTS * sizeof *list);
+    size_t count;
+    fr_status_t st = parse_endpoints (endpoints, list, &count, err, errlen);
+    mem_free (list);
+    return st;
+}
+
+static void *
+open_socket (void *ctx, const char *endpoint)
+{
+    void *sock = zmq_socket (ctx, ZMQ_DEALER);
+    if (!sock)
+        return NULL;
+    int one = 1;
+    frames_socket_defaults (sock, CLIENT_HWM, CODEC_MAX_BODY);   /* linger 0, hwm, frame cap */
+    /* a request must not wait in a queue for a broker that is not there */
+    if (zmq_setsockopt (sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0
+    ||  zmq_connect (sock, endpoint) != 0) {
+        zmq_close (sock);
+        return NULL;
+    }
+    return sock;
+}
+
+client_t *
+client_new (const char *endpoints)
+{
+    char err [256];
+    char (*list) [CLIENT_MAX_ENDPOINT_LEN + 1] = mem_alloc (CLIENT_MAX_ENDPOINTS * sizeof *list);
+    client_t *c = NULL;
+    size_t count = 0;
+
+    if (parse_endpoints (endpoints, list, &count, err, sizeof err) != FR_OK)
+        goto out;
+    c = mem_alloc (sizeof *c);
+    c->ctx = zmq_ctx_new ();
+    if (!c->ctx)
+        goto fail;
+    for (size_t i = 0; i < count; i++) {
+        c->endpoints [i] = mem_strdup (list [i]);
+        c->sockets [i] = open_socket (c->ctx, list [i]);
+        c->count = i + 1;
+        if (!c->sockets [i])
+            goto fail;
+    }
+    unsigned char r [4];
+    random_bytes (r, sizeof r);
+    c->next = (((size_t) r [0] << 24) | ((size_t) r [1] << 16) | ((size_t) r [2] << 8) | r [3]) % count;
+    goto out;
+fail:
+    client_destroy (&c);
+out:
+    mem_free (list);
+    return c;
+}
+
+void
+client_destroy (client_t **c_p)
+{
+    if (!c_p || !*c_p)
+        return;
+    client_t *c = *c_p;
+    for (size_t i = 0; i < c->count; i++) {
+        if (c->sockets [i])
+            zmq_close (c->sockets [i]);
+        mem_free (c->endpoints [i]);
+    }
+    if (c->ctx)
+        zmq_ctx_term (c->ctx);
+    mem_free (c);
+    *c_p = NULL;
+}
+
+size_t
+client_endpoints (const client_t *c)
+{
+    return c ? c->count : 0;
+}
+
+const char *
+client_endpoint (const client_t *c, size_t i)
+{
+    return c && i < c->count ? c->endpoints [i] : NULL;
+}
+
+void
+client_set_next (client_t *c, size_t i)
+{
+    if (c && c->count)
+        c->next = i % c->count;
+}
+
+int
+client_op_is_idempotent (const char *op)
+{
+    static const char *const ops [] = { "ping", "token", "status", "history" };
+    for (size_t i = 0; op && i < sizeof ops / sizeof ops [0]; i++)
+        if (strcmp (op, ops [i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+is_reserved_key (const char *key)
+{
+    return strcmp (key, "op") == 0 || strcmp (key, "rid") == 0 || strcmp (key, "deadline_ms") == 0;
+}
+
+/* Encodes the request body; FR_OK, or a status and a reason. */
+static fr_status_t
+build_body (call_t *call, int64_t deadline_ms, char *err, size_t errlen)
+{
+    codec_builder_t *b = call->builder;
+    const char *key;
+    json_t *value;
+    uint32_t entries = 3;
+
+    codec_builder_reset (b);                    /* wipes: a body may carry a refresh token */
+    if (call->args)
+        json_object_foreach ((json_t *) call->args, key, value)
+            if (!is_reserved_key (key))
+                entries++;
+    codec_map (b, entries);
+    codec_kv_str (b, "op", call->op);
+    codec_kv_str (b, "rid", call->rid);
+    codec_kv_int (b, "deadline_ms", deadline_ms);
+    if (call->args)
+        json_object_foreach ((json_t *) call->args, key, value)
+            if (!is_reserved_key (key)) {
+                codec_str (b, key);
+                codec_json (b, value);
+            }
+    size_t len = 0;
+    /* the builder packs every JSON type; it fails only on its size limits */
+    if (codec_builder_failed (b) || !codec_builder_data (b, &len) || len > CODEC_MAX_BODY) {
+        snprintf (err, errlen, "the \"%s\" request is too large: a value is over %d bytes or the whole request over %d",
+                  call->op, CODEC_MAX_STRING, CODEC_MAX_BODY);
+        return FR_TOO_LARGE;
+    }
+    return FR_OK;
+}
+
+/* Sends the three frames; 0, or -1 when the socket cannot take them now. */
+static int
+send_body (void *sock, codec_builder_t *b)
+{
+    size_t len = 0;
+    const char *data = codec_builder_data (b, &len);
+    const void *parts [3] = { "", CODEC_CLIENT_PROTOCOL, data };
+    size_t sizes [3] = { 0, 4, len };
+    /* ZeroMQ delivers all parts of a message or none; only the first can meet a full queue */
+    return frames_send (sock, parts, sizes, 3, ZMQ_DONTWAIT);
+}
+
+typedef enum { RX_NONE, RX_STALE, RX_REPLY } rx_t;
+
+/* Checks one received message; sets *reply for ours (possibly a synthesized malformed_frame). */
+static rx_t
+check_reply (call_t *call, size_t socket, frames_t *f, json_t **reply)
+{
+    const char *endpoint = call->c->endpoints [socket];
+    codec_msg_t *msg = NULL;
+    char reason [256] = "";
+    char message [512];
+    fr_status_t st = FR_MALFORMED_FRAME;
+    rx_t rx = RX_STALE;
+
+    if (f->total != 3) {
+        snprintf (reason, sizeof reason, "%d frames instead of 3", f->total);
+        goto malformed;
+    }
+    if (frames_size (f, 0) != 0) {
+        snprintf (reason, sizeof reason, "the first frame is not an empty delimiter");
+        goto malformed;
+    }
+    if (!frames_is (f, 1, CODEC_CLIENT_PROTOCOL)) {
+        char tag [40];
+        safe_copy (tag, sizeof tag, frames_data (f, 1), frames_size (f, 1), 16);
+        snprintf (reason, sizeof reason, "protocol \"%s\" instead of \"%s\"", tag, CODEC_CLIENT_PROTOCOL);
+        st = FR_UNSUPPORTED_VERSION;
+        goto malformed;
+    }
+    st = codec_decode (frames_data (f, 2), frames_size (f, 2), &msg, reason, sizeof reason);
+    if (st != FR_OK)
+        goto malformed;
+    st = FR_MALFORMED_FRAME;
+    const msgpack_object *root = codec_msg_root (msg);
+    if (!root || root->type != MSGPACK_OBJECT_MAP) {
+        snprintf (reason, sizeof reason, "the body is not a map");
+        goto malformed;
+    }
+    const char *rid = NULL;
+    size_t rid_len = 0;
+    int ok = 0;
+    int has_rid = codec_get_str (root, "rid", &rid, &rid_len);
+    int has_ok = codec_get_bool (root, "ok", &ok);
+    if (has_rid < 0) {
+        snprintf (reason, sizeof reason, "\"rid\" is not a string");
+        goto malformed;
+    }
+    if (has_rid == 1 && (rid_len != strlen (call->rid) || memcmp (rid, call->rid, rid_len) != 0))
+        goto out;                                   /* stale: a call that gave up */
+    if (has_ok != 1) {
+        snprintf (reason, sizeof reason, "\"ok\" is missing or not a boolean");
+        goto malformed;
+    }
+    /* A broker that could not read a request cannot echo its rid; such an error answers
+     * the request in flight. A success without our rid is not ours. */
+    if (has_rid == 0 && ok)
+        goto out;
+    *reply = codec_to_json (root);
+    if (!*reply || !json_is_object (*reply)) {
+        json_decref (*reply);
+        *reply = NULL;
+        snprintf (reason, sizeof reason, "the body cannot be represented as JSON");
+        goto malformed;
+    }
+    rx = RX_REPLY;
+    goto out;
+malformed:
+    if (call->sent_any) {
+        snprintf (message, sizeof message, "broker \"%s\" sent a malformed reply: %s", endpoint, reason);
+        *reply = error_reply (call->rid, st, message,
+                              "the broker does not speak this client's protocol (FRL1): check that the endpoint is a Ferrule broker's frontend and that versions match");
+        rx = RX_REPLY;
+    }
+out:
+    codec_msg_destroy (&msg);
+    return rx;
+}
+
+/* Reads one message from a socket without blocking. */
+static rx_t
+receive_one (call_t *call, size_t socket, json_t **reply)
+{
+    frames_t f;
+    if (frames_recv (call->c->sockets [socket], &f, ZMQ_DONTWAIT) != 0)
+        return RX_NONE;
+    rx_t rx = check_reply (call, socket, &f, reply);
+    frames_close (&f);
+    return rx;
+}
+
+/* One attempt: send to the next broker that can take the request (when send is set), then
+ * wait until `until` for the reply on every socket. */
+static attempt_t
+attempt (call_t *call, int send, int64_t send_until, int64_t until)
+{
+    client_t *c = call->c;
+    zmq_pollitem_t items [CLIENT_MAX_ENDPOINTS];
+    int need_send = send;
+    int64_t started = now_ms ();
+    size_t preferred = c->next;
+
+    for (;;) {
+        int64_t now = now_ms ();
+        if (now >= until || (need_send && now >= send_until))
+            return need_send ? ATTEMPT_NOT_SENT : ATTEMPT_TIMEOUT;
+        int64_t wake = until;
+        if (need_send && send_until < wake)
+            wake = send_until;
+        /* at first only the chosen broker; a busy loop on the others' POLLOUT is avoided */
+        int any_broker = now - started >= CLIENT_PREFER_WAIT_MS;
+        if (need_send && !any_broker && started + CLIENT_PREFER_WAIT_MS < wake)
+            wake = started + CLIENT_PREFER_WAIT_MS;
+        for (size_t i = 0; i < c->count; i++) {
+            items [i].socket = c->sockets [i];
+            items [i].fd = 0;
+            items [i].events = ZMQ_POLLIN;
+            if (need_send && (any_broker || i == preferred))
+                items [i].events |= ZMQ_POLLOUT;
+            items [i].revents = 0;
+        }
+        int rc = zmq_poll (items, (int) c->count, (long) (wake - now));
+        if (rc < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            char message [256];
+            snprintf (message, sizeof message, "could not wait for the broker's reply: %s", zmq_strerror (errno));
+            call->reply = error_reply (call->rid, FR_INTERNAL, message, NULL);
+            return ATTEMPT_REPLY;
+        }
+        for (size_t i = 0; i < c->count; i++) {
+            if (!(items [i].revents & ZMQ_POLLIN))
+                continue;
+            for (int n = 0; n < CLIENT_DRAIN_MAX; n++) {
+                json_t *reply = NULL;
+                rx_t rx = receive_one (call, i, &reply);
+                if (rx == RX_NONE)
+                    break;
+                if (rx == RX_REPLY) {
+                    call->reply = reply;
+                    return ATTEMPT_REPLY;
+                }
+            }
+        }
+        if (!need_send)
+            continue;
+        for (size_t k = 0; k < c->count; k++) {
+            size_t i = (preferred + k) % c->count;
+            if (!(items [i].revents & ZMQ_POLLOUT))
+                continue;
+            now = now_ms ();
+            int64_t left = until - now;
+            int64_t margin = left / 10 < CLIENT_MAX_DEADLINE_MARGIN_MS ? left / 10 : CLIENT_MAX_DEADLINE_MARGIN_MS;
+            int64_t deadline_ms = left - margin;
+            if (deadline_ms < 1)
+                deadline_ms = 1;
+            if (deadline_ms > CLIENT_MAX_TIMEOUT_MS)
+                deadline_ms = CLIENT_MAX_TIMEOUT_MS;
+            char err [256];
+            if (build_body (call, deadline_ms, err, sizeof err) != FR_OK)
+                continue;                           /* checked before the first attempt */
+            if (send_body (c->sockets [i], call->builder) == 0) {
+                need_send = 0;
+                call->sent_any = 1;
+                call->last_socket = i;
+                c->next = (i + 1) % c->count;
+                break;
+            }
+        }
+    }
+}
+
+/* Worth another broker: the broker or the worker behind it could not answer, nothing was done. */
+static int
+is_retryable_reply (const json_t *reply, int64_t *retry_after_ms)
+{
+    const char *code = client_error_code (reply);
+    json_t *after = json_object_get (json_object_get (reply, "error"), "retry_after");
+    *retry_after_ms = json_is_integer (after) && json_integer_value (after) >= 0
+                    ? json_integer_value (after) * 1000 : -1;
+    return strcmp (code, "unavailable") == 0 || strcmp (code, "overloaded") == 0
+        || strcmp (code, "timeout") == 0;
+}
+
+/* The synthesized answer when no reply came. */
+static json_t *
+no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
+{
+    client_t *c = call->c;
+    char message [768];
+    char hint [512];
+
+    if (!call->sent_any) {
+        if (c->count == 1)
+            snprintf (message, sizeof message, "could not connect to broker \"%s\": the \"%s\" request was not sent",
+                      c->endpoints [0], call->op);
+        else {
+            size_t n = (size_t) snprintf (message, sizeof message, "could not connect to any of %zu brokers (", c->count);
+            for (size_t i = 0; i < c->count && n < sizeof message; i++)
+                n += (size_t) snprintf (message + n, sizeof message - n, "%s\"%s\"", i ? ", " : "", c->endpoints [i]);
+            if (n < sizeof message)
+                snprintf (message + n, sizeof message - n, "): the \"%s\" request was not sent", call->op);
+        }
+        return error_reply (call->rid, FR_UNAVAILABLE, message,
+                            "check that a broker is running and listening on that address (--broker or FERRULE_BROKER_URL)");
+    }
+    if (idempotent) {
+        snprintf (message, sizeof message, "no reply to the \"%s\" request within %.1f s (%d %s)",
+                  call->op, timeout_ms / 1000.0, attempts, attempts == 1 ? "attempt" : "attempts");
+        return error_reply (call->rid, FR_TIMEOUT, message, NULL);
+    }
+    snprintf (message, sizeof message, "no reply from broker \"%s\" within %.1f s: the outcome of the \"%s\" request is unknown",
+              c->endpoints [call->last_socket], timeout_ms / 1000.0, call->op);
+    json_t *integration = call->args ? json_object_get (call->args, "integration") : NULL;
+    if (json_is_string (integration)) {
+        char id [160];
+        const char *s = json_string_value (integration);
+        safe_copy (id, sizeof id, s, strlen (s), 128);
+        snprintf (hint, sizeof hint, "the request may have been carried out: check with \"ferrulectl status --integration %s\" before retrying", id);
+    }
+    else
+        snprintf (hint, sizeof hint, "the request may have been carried out: check the service's state before retrying");
+    return error_reply (call->rid, FR_TIMEOUT, message, hint);
+}
+
+json_t *
+client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int flags)
+{
+    call_t call = { .c = c, .op = op, .args = args };
+    int idempotent = (flags & CLIENT_IDEMPOTENT) != 0;
+    json_t *last_error = NULL;                  /* a retryable error reply, kept for the end */
+    json_t *result = NULL;
+    char err [256];
+    int attempts = 0;
+
+    unsigned char r [CLIENT_RID_BYTES];
+    random_bytes (r, sizeof r);
+    for (size_t i = 0; i < sizeof r; i++)
+        snprintf (call.rid + 2 * i, 3, "%02x", r [i]);
+
+    if (!c || !op || !*op) {
+        result = error_reply (call.rid, FR_BAD_REQUEST, "no client or no operation given", NULL);
+        goto out;
+    }
+    if (args && !json_is_object (args)) {
+        result = error_reply (call.rid, FR_BAD_REQUEST, "the request's arguments are not a JSON object", NULL);
+        goto out;
+    }
+    if (timeout_ms < 1)
+        timeout_ms = 1;
+    if (timeout_ms > CLIENT_MAX_TIMEOUT_MS)
+        timeout_ms = CLIENT_MAX_TIMEOUT_MS;
+    call.builder = codec_builder_new ();
+    fr_status_t st = build_body (&call, timeout_ms, err, sizeof err);
+    if (st != FR_OK) {
+        result = error_reply (call.rid, st, err, NULL);
+        goto out;
+    }
+
+    int64_t start = now_ms ();
+    int64_t deadline = start + timeout_ms;
+    int max_attempts = 1;
+    if (idempotent)
+        max_attempts = c->count < 2 ? 2 : c->count > CLIENT_MAX_ATTEMPTS ? CLIENT_MAX_ATTEMPTS : (int) c->count;
+
+    while (attempts < max_attempts) {
+        int64_t now = now_ms ();
+        int64_t remaining = deadline - now;
+        if (remaining <= 0)
+            break;
+        int64_t budget = remaining / (max_attempts - attempts);
+        if (budget < CLIENT_MIN_ATTEMPT_MS)
+            budget = CLIENT_MIN_ATTEMPT_MS;
+        if (budget > remaining)
+            budget = remaining;
+        /* until one broker has taken a request, a dead list fails fast */
+        int64_t send_until = now + budget;
+        if (!call.sent_any && start + CLIENT_CONNECT_WAIT_MS < send_until)
+            send_until = start + CLIENT_CONNECT_WAIT_MS;
+        attempts++;
+        attempt_t a = attempt (&call, 1, send_until, now + budget);
+        if (a == ATTEMPT_NOT_SENT) {
+            if (!call.sent_any)
+                break;                          /* no broker connected at all */
+            continue;
+        }
+        if (a == ATTEMPT_TIMEOUT)
+            continue;
+        /* a reply */
+        int64_t retry_after_ms;
+        if (!idempotent || json_is_true (json_object_get (call.reply, "ok"))
+        ||  !is_retryable_reply (call.reply, &retry_after_ms) || attempts >= max_attempts) {
+            result = call.reply;
+            call.reply = NULL;
+            goto out;
+        }
+        json_decref (last_error);
+        last_error = call.reply;
+        call.reply = NULL;
+        int64_t pause = retry_after_ms >= 0 ? retry_after_ms : (int64_t) CLIENT_BACKOFF_MS * attempts;
+        if (now_ms () + pause >= deadline)
+            break;                              /* no time left to wait that long */
+        /* pause, still taking a late reply to an earlier attempt */
+        if (pause > 0 && attempt (&call, 0, 0, now_ms () + pause) == ATTEMPT_REPLY) {
+            result = call.reply;
+            call.reply = NULL;
+            goto out;
+        }
+    }
+    if (last_error) {
+        result = last_error;
+        last_error = NULL;
+    }
+    else
+        result = no_reply (&call, idempotent, attempts, timeout_ms);
+out:
+    json_decref (last_error);
+    json_decref (call.reply);
+    codec_builder_destroy (&call.builder);
+    return result;
+}
+
+json_t *
+client_call (client_t *c, const char *op, json_t *args, int timeout_ms)
+{
+    return client_call_ex (c, op, args, timeout_ms, client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0);
+}
+
+const char *
+client_error_code (const json_t *reply)
+{
+    if (json_is_true (json_object_get (reply, "ok")))
+        return "ok";
+    const char *code = json_string_value (json_object_get (json_object_get (reply, "error"), "code"));
+    return code ? code : "internal";
+}
+
+int
+client_exit_code (const json_t *reply)
+{
+    if (json_is_true (json_object_get (reply, "ok")))
+        return 0;
+    return result_exit_code (result_from_code (client_error_code (reply)));
+}

@@ -1,0 +1,518 @@
+/* ferrulectl.c - the operators' command line: one table of commands, one request per run
+ *
+ * ferrulectl [global options] COMMAND [options]. A command is a row of `commands`: its name,
+ * the wire operation, whether it may be retried, its option specs (opts.h) and its printer
+ * (output.h). Adding a command is adding a row. docs/ferrulectl.md is the manual.
+ */
+#include "client.h"
+#include "codec.h"
+#include "mem.h"
+#include "opts.h"
+#include "output.h"
+#include "result.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef FERRULE_VERSION
+#define FERRULE_VERSION "unknown"
+#endif
+
+#define CTL_DEFAULT_BROKER      "tcp://127.0.0.1:5555"
+#define CTL_DEFAULT_TIMEOUT_MS  10000
+#define CTL_MAX_TIMEOUT_S       300.0         /* the protocol's largest deadline */
+#define CTL_MIN_TIMEOUT_S       0.001
+#define CTL_MAX_BROKER_LIST     4096          /* bytes of all --broker values together */
+#define CTL_EXIT_USAGE          2
+#define CTL_EXIT_CONFIGURATION  6
+#define CTL_EXIT_INTERNAL       1
+
+typedef struct {
+    const char *name;
+    const char *op;             /* wire operation; NULL for local commands (help) */
+    int idempotent;             /* retried on another broker when it times out */
+    const char *summary;
+    const opt_spec_t *opts;
+    output_fn print;
+    const char *example;
+} command_t;
+
+#define OPT_INTEGRATION { .name = "integration", .metavar = "ID", .kind = OPT_STRING, .key = "integration", \
+                          .required = 1, .check = opts_check_integration,                                  \
+                          .help = "the integration: 1 to 128 of A-Z a-z 0-9 . _ : -" }
+
+static const opt_spec_t opts_none [] = { { NULL } };
+
+static const opt_spec_t opts_integration [] = { OPT_INTEGRATION, { NULL } };
+
+static const opt_spec_t opts_import [] = {
+    OPT_INTEGRATION,
+    { .name = "provider", .metavar = "NAME", .kind = OPT_STRING, .key = "provider", .required = 1,
+      .check = opts_check_name, .help = "a provider of the service's catalog (box, google, ...)" },
+    { .name = "refresh-token", .metavar = "RT", .kind = OPT_SECRET, .key = "refresh_token", .required = 1,
+      .help = "the refresh token (other users can see a command line: prefer --refresh-token-file)" },
+    { .name = "refresh-token-file", .metavar = "PATH", .kind = OPT_SECRET_FILE, .key = "refresh_token", .required = 1,
+      .help = "read the refresh token from a file, or from standard input with \"-\"" },
+    { .name = "access-token", .metavar = "AT", .kind = OPT_SECRET, .key = "access_token", .needs = "expires_in",
+      .help = "a current access token, so the first \"token\" need not refresh" },
+    { .name = "access-token-file", .metavar = "PATH", .kind = OPT_SECRET_FILE, .key = "access_token", .needs = "expires_in",
+      .help = "read the access token from a file, or from standard input with \"-\"" },
+    { .name = "expires-in", .metavar = "S", .kind = OPT_INT, .key = "expires_in", .needs = "access_token",
+      .min = 1, .max = 31536000, .help = "seconds the access token stays valid from now (1 to 31536000)" },
+    { .name = "scopes", .metavar = "\"A B\"", .kind = OPT_WORDS, .key = "scopes",
+      .help = "the scopes granted, separated by spaces or commas" },
+    { NULL }
+};
+
+static const opt_spec_t opts_token [] = {
+    OPT_INTEGRATION,
+    { .name = "min-valid", .metavar = "S", .kind = OPT_INT, .key = "min_valid", .min = 0, .max = 86400,
+      .help = "the token stays valid at least this many seconds (0 to 86400; the service's default is 60)" },
+    { NULL }
+};
+
+static const opt_spec_t opts_history [] = {
+    OPT_INTEGRATION,
+    { .name = "limit", .metavar = "N", .kind = OPT_INT, .key = "limit", .min = 1, .max = 1000,
+      .help = "how many entries, newest first (1 to 1000; the service's default is 20)" },
+    { NULL }
+};
+
+static const command_t commands [] = {
+    { "ping", "ping", 1, "check that a broker answers, and how many workers it sees",
+      opts_none, output_ping, "ferrulectl ping" },
+    { "import", "import", 0, "store tokens obtained elsewhere (replaces the tokens of an existing integration)",
+      opts_import, output_integration,
+      "ferrulectl import --integration acct42:box --provider box --refresh-token-file rt.txt" },
+    { "token", "token", 1, "print a valid access token, refreshing it first when needed",
+      opts_token, output_token, "TOKEN=$(ferrulectl token --integration acct42:box --min-valid 300)" },
+    { "refresh", "refresh", 0, "refresh the access token now, whatever its remaining life",
+      opts_integration, output_refresh, "ferrulectl refresh --integration acct42:box" },
+    { "status", "status", 1, "show an integration: provider, status, generation, expiry, last error",
+      opts_integration, output_integration, "ferrulectl status --integration acct42:box" },
+    { "history", "history", 1, "show the refresh chain, newest first",
+      opts_history, output_history, "ferrulectl history --integration acct42:box --limit 5" },
+    { "help", NULL, 0, "show help for ferrulectl or for a command",
+      opts_none, NULL, "ferrulectl help import" },
+    { NULL }
+};
+
+typedef enum { G_BROKER, G_TIMEOUT, G_JSON, G_VERBOSE, G_HELP, G_VERSION } global_id_t;
+
+static const struct {
+    const char *name;
+    const char *metavar;        /* NULL: a flag */
+    global_id_t id;
+    const char *help;
+} globals [] = {
+    { "broker", "ENDPOINTS", G_BROKER, "broker frontends, comma-separated; repeat to add more "
+                                       "(default: $FERRULE_BROKER_URL, else " CTL_DEFAULT_BROKER ")" },
+    { "timeout", "SECONDS", G_TIMEOUT, "give up after this long, retries included (default 10; fractions allowed; at most 300)" },
+    { "json", NULL, G_JSON, "print the reply as one JSON object on one line, errors included" },
+    { "verbose", NULL, G_VERBOSE, "print details on standard error (token expiry, request id)" },
+    { "help", NULL, G_HELP, "show help (also -h)" },
+    { "version", NULL, G_VERSION, "print the version" },
+    { NULL, NULL, 0, NULL }
+};
+
+/* Everything one run decided from its command line. */
+typedef struct {
+    output_mode_t mode;
+    const command_t *cmd;
+    const char *help_topic;     /* "help COMMAND" */
+    int help;
+    int version;
+    mem_buf_t brokers;          /* --broker values, comma-joined */
+    int brokers_given;
+    int timeout_ms;
+    opts_state_t opts;
+    char err [512];             /* the first usage error */
+    char hint [256];
+} ctl_t;
+
+static const command_t *
+find_command (const char *name)
+{
+    for (const command_t *cmd = commands; cmd->name; cmd++)
+        if (strcmp (cmd->name, name) == 0)
+            return cmd;
+    return NULL;
+}
+
+static int
+find_global (const char *name)
+{
+    for (int i = 0; globals [i].name; i++)
+        if (strcmp (globals [i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* Records the first usage error; later ones are not reported. */
+static void
+usage_error (ctl_t *ctl, const char *hint, const char *fmt, const char *a, const char *b)
+{
+    if (ctl->err [0])
+        return;
+    snprintf (ctl->err, sizeof ctl->err, fmt, a, b);
+    if (hint)
+        snprintf (ctl->hint, sizeof ctl->hint, "%s", hint);
+    else
+    if (ctl->cmd && ctl->cmd->op)
+        snprintf (ctl->hint, sizeof ctl->hint, "run \"ferrulectl %s --help\" for its options", ctl->cmd->name);
+    else
+        snprintf (ctl->hint, sizeof ctl->hint, "run \"ferrulectl help\" for the commands and global options");
+}
+
+/* Prints a local failure like a service error, and returns its exit code. */
+static int
+fail (const ctl_t *ctl, const char *code, const char *message, const char *hint, int exit_code)
+{
+    json_t *reply = output_local_error (code, message, hint);
+    if (ctl->mode.json)
+        output_json (reply);
+    else
+        output_error (reply);
+    json_decref (reply);
+    return exit_code;
+}
+
+static void
+print_version (void)
+{
+    printf ("ferrulectl %s (protocol %s)\n", FERRULE_VERSION, CODEC_CLIENT_PROTOCOL);
+}
+
+static void
+print_globals (FILE *f)
+{
+    fputs ("global options (before or after the command):\n", f);
+    for (int i = 0; globals [i].name; i++) {
+        char left [64];
+        snprintf (left, sizeof left, "--%s%s%s", globals [i].name, globals [i].metavar ? " " : "",
+                  globals [i].metavar ? globals [i].metavar : "");
+        fprintf (f, "  %-26s %s\n", left, globals [i].help);
+    }
+}
+
+static void
+print_help (FILE *f)
+{
+    fputs ("ferrulectl - operate a Ferrule OAuth token service\n\n"
+           "usage: ferrulectl [global options] COMMAND [options]\n\ncommands:\n", f);
+    for (const command_t *cmd = commands; cmd->name; cmd++)
+        fprintf (f, "  %-10s %s\n", cmd->name, cmd->summary);
+    fputc ('\n', f);
+    print_globals (f);
+    fputs ("\nexit status: 0 ok, 2 bad usage or input, 3 not found, 4 needs user action,\n"
+           "5 transient or unavailable, 6 configuration, 1 internal\n\n"
+           "Run \"ferrulectl COMMAND --help\" for a command's options; docs/ferrulectl.md is the manual.\n", f);
+}
+
+static void
+print_command_help (FILE *f, const command_t *cmd)
+{
+    char usage [1024];
+    opts_usage (cmd->opts, usage, sizeof usage);
+    if (!cmd->op) {
+        fputs ("usage: ferrulectl help [COMMAND]\n\nShow help for ferrulectl or for a command.\n", f);
+        return;
+    }
+    fprintf (f, "usage: ferrulectl [global options] %s%s%s\n\n%c%s.\n", cmd->name, usage [0] ? " " : "", usage,
+             cmd->summary [0] - 'a' + 'A', cmd->summary + 1);
+    if (cmd->opts [0].name) {
+        fputs ("\noptions:\n", f);
+        for (const opt_spec_t *spec = cmd->opts; spec->name; spec++) {
+            char left [64];
+            snprintf (left, sizeof left, "--%s%s%s", spec->name, spec->metavar ? " " : "",
+                      spec->metavar ? spec->metavar : "");
+            fprintf (f, "  %-26s %s\n", left, spec->help);
+        }
+    }
+    fputc ('\n', f);
+    print_globals (f);
+    fprintf (f, "\nexample:\n  %s\n", cmd->example);
+}
+
+/* The value of an option: after "=" or the next argument. NULL (and a usage error) if none. */
+static char *
+option_value (ctl_t *ctl, int argc, char **argv, int *i, const char *name, char *inline_value)
+{
+    if (inline_value)
+        return inline_value;
+    if (*i + 1 < argc && strncmp (argv [*i + 1], "--", 2) != 0)
+        return argv [++*i];
+    usage_error (ctl, NULL, "option \"--%s\" needs a value%s", name, "");
+    return NULL;
+}
+
+static void
+apply_global (ctl_t *ctl, int g, const char *name, char *value)
+{
+    switch (globals [g].id) {
+        case G_BROKER:
+            ctl->brokers_given = 1;
+            if ((ctl->brokers.len && mem_buf_append (&ctl->brokers, ",", 1) != 0)
+            ||  mem_buf_append (&ctl->brokers, value, strlen (value)) != 0) {
+                char limit [32];
+                snprintf (limit, sizeof limit, "%d", CTL_MAX_BROKER_LIST);
+                usage_error (ctl, NULL, "the broker list is too long (more than %s bytes)%s", limit, "");
+            }
+            break;
+        case G_TIMEOUT: {
+            char err [256];
+            if (opts_parse_seconds (name, value, CTL_MIN_TIMEOUT_S, CTL_MAX_TIMEOUT_S, &ctl->timeout_ms,
+                                    err, sizeof err) != 0)
+                usage_error (ctl, NULL, "%s%s", err, "");
+            break;
+        }
+        case G_JSON:    ctl->mode.json = 1; break;
+        case G_VERBOSE: ctl->mode.verbose = 1; break;
+        case G_HELP:    ctl->help = 1; break;
+        case G_VERSION: ctl->version = 1; break;
+    }
+}
+
+/* Is name an option of any command? For a better hint when it comes before the command. */
+static int
+command_with_option (const char *name)
+{
+    for (const command_t *cmd = commands; cmd->name; cmd++)
+        if (opts_find (cmd->opts, name))
+            return 1;
+    return 0;
+}
+
+static void
+parse_long_option (ctl_t *ctl, int argc, char **argv, int *i)
+{
+    char *arg = argv [*i] + 2;
+    char name [64];
+    char *eq = strchr (arg, '=');
+    size_t len = eq ? (size_t) (eq - arg) : strlen (arg);
+    char shown [80];
+    opts_quote (shown, sizeof shown, argv [*i], 60);
+    if (len == 0 || len >= sizeof name) {
+        usage_error (ctl, NULL, "unrecognized option \"%s\"%s", shown, "");
+        return;
+    }
+    memcpy (name, arg, len);
+    name [len] = '\0';
+    char *inline_value = eq ? eq + 1 : NULL;
+
+    int g = find_global (name);
+    if (g >= 0) {
+        if (!globals [g].metavar) {
+            if (inline_value)
+                usage_error (ctl, NULL, "option \"--%s\" takes no value%s", name, "");
+            else
+                apply_global (ctl, g, name, NULL);
+            return;
+        }
+        char *value = option_value (ctl, argc, argv, i, name, inline_value);
+        if (value)
+            apply_global (ctl, g, name, value);
+        return;
+    }
+    const opt_spec_t *spec = ctl->cmd ? opts_find (ctl->cmd->opts, name) : NULL;
+    if (!spec) {
+        char hint [200];
+        if (!ctl->cmd && command_with_option (name)) {
+            snprintf (hint, sizeof hint, "give a command's options after it: ferrulectl COMMAND --%s ...", name);
+            usage_error (ctl, hint, "option \"--%s\" comes before the command%s", name, "");
+        }
+        else
+            usage_error (ctl, NULL, "unrecognized option \"%s\"%s", shown, "");
+        return;
+    }
+    char *value = NULL;
+    if (spec->kind != OPT_FLAG) {
+        value = option_value (ctl, argc, argv, i, name, inline_value);
+        if (!value)
+            return;
+    }
+    else
+    if (inline_value) {
+        usage_error (ctl, NULL, "option \"--%s\" takes no value%s", name, "");
+        return;
+    }
+    char err [512];
+    /* with --help, read nothing (no secret file, no standard input) */
+    if (!ctl->err [0] && !ctl->help && opts_apply (&ctl->opts, spec, value, err, sizeof err) != 0)
+        usage_error (ctl, NULL, "%s%s", err, "");
+}
+
+static void
+parse (ctl_t *ctl, int argc, char **argv)
+{
+    int options_done = 0;
+
+    /* --help and --json count wherever they are, even after an error (no value starts with "--") */
+    for (int i = 1; i < argc && strcmp (argv [i], "--") != 0; i++) {
+        if (strcmp (argv [i], "--help") == 0)
+            ctl->help = 1;
+        if (strcmp (argv [i], "--json") == 0)
+            ctl->mode.json = 1;
+    }
+    for (int i = 1; i < argc; i++) {
+        char *arg = argv [i];
+        if (!options_done && strcmp (arg, "--") == 0) {
+            options_done = 1;
+            continue;
+        }
+        if (!options_done && arg [0] == '-' && arg [1] != '\0') {
+            if (strcmp (arg, "-h") == 0)
+                ctl->help = 1;
+            else
+            if (arg [1] == '-')
+                parse_long_option (ctl, argc, argv, &i);
+            else {
+                char shown [80];
+                opts_quote (shown, sizeof shown, arg, 60);
+                usage_error (ctl, NULL, "unrecognized option \"%s\"%s", shown, "");
+            }
+            continue;
+        }
+        char shown [80];
+        opts_quote (shown, sizeof shown, arg, 60);
+        if (!ctl->cmd) {
+            ctl->cmd = find_command (arg);
+            if (!ctl->cmd)
+                usage_error (ctl, "run \"ferrulectl help\" for the list of commands", "unknown command \"%s\"%s", shown, "");
+        }
+        else
+        if (!ctl->cmd->op && !ctl->help_topic)
+            ctl->help_topic = arg;
+        else
+            usage_error (ctl, NULL, "unexpected argument \"%s\"%s", shown, "");
+    }
+}
+
+/* The broker list: --broker, else $FERRULE_BROKER_URL, else the default. */
+static int
+broker_list (ctl_t *ctl, const char **list)
+{
+    char err [512];
+    const char *env = getenv ("FERRULE_BROKER_URL");
+
+    if (ctl->brokers_given) {
+        *list = ctl->brokers.data ? ctl->brokers.data : "";
+        if (client_check_endpoints (*list, err, sizeof err) != FR_OK)
+            return fail (ctl, "bad_request", err, "give --broker tcp://HOST:PORT, several separated by commas", CTL_EXIT_USAGE);
+        return 0;
+    }
+    if (env && *env) {
+        *list = env;
+        if (client_check_endpoints (*list, err, sizeof err) != FR_OK) {
+            char message [600];
+            snprintf (message, sizeof message, "FERRULE_BROKER_URL is invalid: %s", err);
+            return fail (ctl, "configuration", message,
+                         "set FERRULE_BROKER_URL to tcp://HOST:PORT (several separated by commas), or give --broker",
+                         CTL_EXIT_CONFIGURATION);
+        }
+        return 0;
+    }
+    *list = CTL_DEFAULT_BROKER;
+    return 0;
+}
+
+/* Clears the access token of a reply before it is freed. */
+static void
+wipe_reply (json_t *reply)
+{
+    json_t *token = json_object_get (reply, "access_token");
+    if (json_is_string (token))
+        mem_wipe ((char *) json_string_value (token), json_string_length (token));
+}
+
+int
+main (int argc, char **argv)
+{
+    ctl_t ctl = { .timeout_ms = CTL_DEFAULT_TIMEOUT_MS };
+    client_t *client = NULL;
+    json_t *reply = NULL;
+    const char *brokers = NULL;
+    int rc = CTL_EXIT_INTERNAL;
+
+    mem_buf_init (&ctl.brokers, CTL_MAX_BROKER_LIST);
+    opts_state_init (&ctl.opts);
+    parse (&ctl, argc, argv);
+
+    if (ctl.version) {
+        print_version ();
+        rc = 0;
+        goto out;
+    }
+    if (ctl.help || (ctl.cmd && !ctl.cmd->op)) {
+        const command_t *topic = ctl.help_topic ? find_command (ctl.help_topic) : ctl.cmd;
+        if (ctl.help_topic && !topic) {
+            char shown [80], message [160];
+            opts_quote (shown, sizeof shown, ctl.help_topic, 60);
+            snprintf (message, sizeof message, "unknown command \"%s\"", shown);
+            rc = fail (&ctl, "bad_request", message, "run \"ferrulectl help\" for the list of commands", CTL_EXIT_USAGE);
+            goto out;
+        }
+        if (topic && topic->op)
+            print_command_help (stdout, topic);
+        else
+            print_help (stdout);
+        rc = 0;
+        goto out;
+    }
+    if (ctl.err [0]) {
+        rc = fail (&ctl, "bad_request", ctl.err, ctl.hint, CTL_EXIT_USAGE);
+        goto out;
+    }
+    if (!ctl.cmd) {
+        rc = fail (&ctl, "bad_request", "no command given", "run \"ferrulectl help\" for the list of commands", CTL_EXIT_USAGE);
+        goto out;
+    }
+    char err [512];
+    if (opts_finish (&ctl.opts, ctl.cmd->opts, err, sizeof err) != 0) {
+        char hint [128];
+        snprintf (hint, sizeof hint, "run \"ferrulectl %s --help\" for its options", ctl.cmd->name);
+        rc = fail (&ctl, "bad_request", err, hint, CTL_EXIT_USAGE);
+        goto out;
+    }
+    rc = broker_list (&ctl, &brokers);
+    if (rc != 0)
+        goto out;
+    client = client_new (brokers);
+    if (!client) {
+        rc = fail (&ctl, "internal", "could not set up the connections to the brokers",
+                   "check that the broker endpoints are valid ZeroMQ addresses", CTL_EXIT_INTERNAL);
+        goto out;
+    }
+
+    reply = client_call_ex (client, ctl.cmd->op, ctl.opts.args, ctl.timeout_ms,
+                            ctl.cmd->idempotent ? CLIENT_IDEMPOTENT : 0);
+    rc = client_exit_code (reply);
+    if (ctl.mode.json)
+        output_json (reply);
+    else
+    if (rc == 0) {
+        if (ctl.cmd->print (reply, &ctl.mode) != 0)
+            rc = CTL_EXIT_INTERNAL;
+    }
+    else
+        output_error (reply);
+    if (ctl.mode.verbose && !ctl.mode.json && rc == 0) {
+        const char *rid = json_string_value (json_object_get (reply, "rid"));
+        if (rid) {
+            fputs ("request: ", stderr);
+            output_safe (stderr, rid);
+            fputc ('\n', stderr);
+        }
+    }
+out:
+    if (fflush (stdout) != 0 || ferror (stdout)) {
+        fputs ("ferrulectl: error: could not write to standard output\n", stderr);
+        rc = CTL_EXIT_INTERNAL;
+    }
+    wipe_reply (reply);
+    json_decref (reply);
+    client_destroy (&client);
+    opts_state_clear (&ctl.opts, ctl.cmd ? ctl.cmd->opts : NULL);
+    mem_buf_free (&ctl.brokers);
+    return rc;
+}

@@ -1,0 +1,409 @@
+/* opts.c - option specs to request arguments: values parsed, range-checked and capped */
+#include "opts.h"
+#include "codec.h"
+#include "mem.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define OPTS_MAX_WORDS      256     /* scopes in one list */
+#define OPTS_MAX_WORD       1024    /* one scope (Google's are URLs) */
+
+void
+opts_quote (char *dst, size_t dstlen, const char *s, size_t max)
+{
+    size_t n = 0, i = 0;
+    for (; s [i] && i < max && n + 1 < dstlen; i++) {
+        unsigned char ch = (unsigned char) s [i];
+        dst [n++] = (ch >= 0x20 && ch < 0x7f) ? (char) ch : '?';
+    }
+    if (s [i] && n + 4 < dstlen) {
+        memcpy (dst + n, "...", 3);
+        n += 3;
+    }
+    dst [n] = '\0';
+}
+
+void
+opts_state_init (opts_state_t *s)
+{
+    memset (s, 0, sizeof *s);
+    s->args = json_object ();
+}
+
+void
+opts_state_clear (opts_state_t *s, const opt_spec_t *specs)
+{
+    if (!s->args)
+        return;
+    /* jansson frees strings without clearing them: clear the secrets first */
+    for (const opt_spec_t *spec = specs; spec && spec->name; spec++) {
+        if (spec->kind != OPT_SECRET && spec->kind != OPT_SECRET_FILE)
+            continue;
+        json_t *v = json_object_get (s->args, spec->key);
+        if (json_is_string (v))
+            mem_wipe ((char *) json_string_value (v), json_string_length (v));
+    }
+    json_decref (s->args);
+    s->args = NULL;
+}
+
+const opt_spec_t *
+opts_find (const opt_spec_t *specs, const char *name)
+{
+    for (const opt_spec_t *spec = specs; spec && spec->name; spec++)
+        if (strcmp (spec->name, name) == 0)
+            return spec;
+    return NULL;
+}
+
+int
+opts_parse_long (const char *option, const char *value, long min, long max, long *out,
+                 char *err, size_t errlen)
+{
+    char shown [48];
+    char *end = NULL;
+    opts_quote (shown, sizeof shown, value, 32);
+    errno = 0;
+    long v = strtol (value, &end, 10);
+    if (!*value || *end || errno == ERANGE || v < min || v > max) {
+        snprintf (err, errlen, "invalid value \"%s\" for \"--%s\": give a whole number from %ld to %ld",
+                  shown, option, min, max);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int
+opts_parse_seconds (const char *option, const char *value, double min, double max, int *ms,
+                    char *err, size_t errlen)
+{
+    char shown [48];
+    char *end = NULL;
+    opts_quote (shown, sizeof shown, value, 32);
+    errno = 0;
+    double v = strtod (value, &end);
+    if (!*value || *end || errno == ERANGE || !isfinite (v) || v < min || v > max
+    ||  (int) lround (v * 1000.0) < 1) {
+        snprintf (err, errlen, "invalid value \"%s\" for \"--%s\": give seconds (fractions allowed), at least %g and at most %g",
+                  shown, option, min, max);
+        return -1;
+    }
+    *ms = (int) lround (v * 1000.0);
+    return 0;
+}
+
+int
+opts_check_integration (const char *option, const char *value, char *err, size_t errlen)
+{
+    size_t len = strlen (value);
+    int ok = len >= 1 && len <= 128;
+    for (size_t i = 0; ok && i < len; i++) {
+        char ch = value [i];
+        ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')
+          || ch == '.' || ch == '_' || ch == ':' || ch == '-';
+    }
+    if (!ok) {
+        char shown [160];
+        opts_quote (shown, sizeof shown, value, 128);
+        snprintf (err, errlen, "invalid integration id \"%s\" for \"--%s\": use 1 to 128 of the characters A-Z a-z 0-9 . _ : -",
+                  shown, option);
+        return -1;
+    }
+    return 0;
+}
+
+/* Provider names: the catalog decides which exist; here only their shape. */
+int
+opts_check_name (const char *option, const char *value, char *err, size_t errlen)
+{
+    size_t len = strlen (value);
+    int ok = len >= 1 && len <= 64;
+    for (size_t i = 0; ok && i < len; i++) {
+        char ch = value [i];
+        ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')
+          || ch == '.' || ch == '_' || ch == '-';
+    }
+    if (!ok) {
+        char shown [96];
+        opts_quote (shown, sizeof shown, value, 64);
+        snprintf (err, errlen, "invalid name \"%s\" for \"--%s\": use 1 to 64 of the characters A-Z a-z 0-9 . _ -",
+                  shown, option);
+        return -1;
+    }
+    return 0;
+}
+
+/* Trims spaces and line ends, then checks that a token is printable ASCII without spaces.
+ * The message never contains the secret. */
+static int
+check_secret (const opt_spec_t *spec, const char *from, char **s, size_t *len, char *err, size_t errlen)
+{
+    while (*len && (unsigned char) (*s) [*len - 1] <= 0x20)
+        (*len)--;
+    while (*len && (unsigned char) (*s) [0] <= 0x20) {
+        (*s)++;
+        (*len)--;
+    }
+    if (*len == 0) {
+        snprintf (err, errlen, "the value of \"--%s\"%s%s is empty", spec->name, from ? " read from " : "", from ? from : "");
+        return -1;
+    }
+    if (*len > CODEC_MAX_STRING) {
+        snprintf (err, errlen, "the value of \"--%s\"%s%s is too large (more than %d bytes)",
+                  spec->name, from ? " read from " : "", from ? from : "", CODEC_MAX_STRING);
+        return -1;
+    }
+    for (size_t i = 0; i < *len; i++) {
+        unsigned char ch = (unsigned char) (*s) [i];
+        if (ch <= 0x20 || ch >= 0x7f) {
+            snprintf (err, errlen, "the value of \"--%s\"%s%s contains a space, a control or a non-ASCII character; a token is printable ASCII",
+                      spec->name, from ? " read from " : "", from ? from : "");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Reads a secret from a file or standard input into buf (capped). */
+static int
+read_secret (opts_state_t *st, const opt_spec_t *spec, const char *path, mem_buf_t *buf,
+             char *shown, size_t shownlen, char *err, size_t errlen)
+{
+    int fd = -1;
+    int rc = -1;
+    char chunk [4096];
+    int from_stdin = strcmp (path, "-") == 0;
+
+    if (from_stdin) {
+        snprintf (shown, shownlen, "standard input");
+        if (st->stdin_used) {
+            snprintf (err, errlen, "only one option can read standard input (\"--%s -\")", spec->name);
+            goto out;
+        }
+        st->stdin_used = 1;
+        fd = STDIN_FILENO;
+    }
+    else {
+        char q [200];
+        opts_quote (q, sizeof q, path, 160);
+        snprintf (shown, shownlen, "\"%s\"", q);
+        fd = open (path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            snprintf (err, errlen, "could not open %s for \"--%s\": %s", shown, spec->name, strerror (errno));
+            goto out;
+        }
+    }
+    for (;;) {
+        ssize_t n = read (fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            snprintf (err, errlen, "could not read %s for \"--%s\": %s", shown, spec->name, strerror (errno));
+            goto out;
+        }
+        if (n == 0)
+            break;
+        if (mem_buf_append (buf, chunk, (size_t) n) != 0) {
+            snprintf (err, errlen, "%s is too large for \"--%s\" (more than %zu bytes)", shown, spec->name, buf->max);
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    mem_wipe (chunk, sizeof chunk);
+    if (fd >= 0 && !from_stdin)
+        close (fd);
+    return rc;
+}
+
+/* Splits "a b,c" into ["a","b","c"]. */
+static json_t *
+split_words (const opt_spec_t *spec, const char *value, char *err, size_t errlen)
+{
+    json_t *words = json_array ();
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (!*p)
+            break;
+        const char *start = p;
+        while (*p && *p != ' ' && *p != ',' && *p != '\t')
+            p++;
+        size_t len = (size_t) (p - start);
+        int printable = 1;
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char) start [i] < 0x20 || (unsigned char) start [i] >= 0x7f)
+                printable = 0;
+        if (len > OPTS_MAX_WORD || !printable || json_array_size (words) >= OPTS_MAX_WORDS) {
+            snprintf (err, errlen, "invalid value for \"--%s\": give at most %d words of printable ASCII, each at most %d bytes",
+                      spec->name, OPTS_MAX_WORDS, OPTS_MAX_WORD);
+            json_decref (words);
+            return NULL;
+        }
+        json_array_append_new (words, json_stringn (start, len));
+    }
+    return words;
+}
+
+/* The option that filled key, or NULL. */
+static const opt_spec_t *
+filled_by (const opts_state_t *s, const char *key)
+{
+    for (int i = 0; i < s->count; i++)
+        if (strcmp (s->keys [i], key) == 0)
+            return s->from [i];
+    return NULL;
+}
+
+int
+opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err, size_t errlen)
+{
+    const opt_spec_t *before = filled_by (s, spec->key);
+    json_t *v = NULL;
+    mem_buf_t buf;
+    int rc = -1;
+
+    mem_buf_init (&buf, (size_t) CODEC_MAX_STRING + 1024);
+    if (before == spec) {
+        snprintf (err, errlen, "option \"--%s\" is given twice", spec->name);
+        goto out;
+    }
+    if (before) {
+        snprintf (err, errlen, "options \"--%s\" and \"--%s\" cannot be used together", before->name, spec->name);
+        goto out;
+    }
+    if (s->count == OPTS_MAX_KEYS) {
+        snprintf (err, errlen, "too many options");
+        goto out;
+    }
+    switch (spec->kind) {
+        case OPT_FLAG:
+            v = json_true ();
+            break;
+        case OPT_STRING:
+            if (spec->check && spec->check (spec->name, value, err, errlen) != 0)
+                goto out;
+            if (strlen (value) > CODEC_MAX_STRING) {
+                snprintf (err, errlen, "the value of \"--%s\" is too large (more than %d bytes)", spec->name, CODEC_MAX_STRING);
+                goto out;
+            }
+            v = json_string (value);
+            if (!v) {
+                snprintf (err, errlen, "the value of \"--%s\" is not valid UTF-8", spec->name);
+                goto out;
+            }
+            break;
+        case OPT_INT: {
+            long n;
+            if (opts_parse_long (spec->name, value, spec->min, spec->max, &n, err, errlen) != 0)
+                goto out;
+            v = json_integer (n);
+            break;
+        }
+        case OPT_WORDS:
+            v = split_words (spec, value, err, errlen);
+            if (!v)
+                goto out;
+            break;
+        case OPT_SECRET: {
+            char *p = value;
+            size_t len = strlen (value);
+            int bad = check_secret (spec, NULL, &p, &len, err, errlen);
+            if (!bad)
+                v = json_stringn (p, len);
+            /* keep it out of the process list from now on (it was visible until here) */
+            mem_wipe (value, strlen (value));
+            if (bad)
+                goto out;
+            break;
+        }
+        case OPT_SECRET_FILE: {
+            char shown [220];
+            if (read_secret (s, spec, value, &buf, shown, sizeof shown, err, errlen) != 0)
+                goto out;
+            char *p = buf.data ? buf.data : "";
+            size_t len = buf.len;
+            if (check_secret (spec, shown, &p, &len, err, errlen) != 0)
+                goto out;
+            v = json_stringn (p, len);
+            break;
+        }
+    }
+    json_object_set_new (s->args, spec->key, v);
+    s->keys [s->count] = spec->key;
+    s->from [s->count++] = spec;
+    rc = 0;
+out:
+    mem_buf_free (&buf);                                /* wipes */
+    return rc;
+}
+
+/* "--a" or "--a" or "--b" for every option that fills key. */
+static void
+options_for_key (const opt_spec_t *specs, const char *key, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf [0] = '\0';
+    for (const opt_spec_t *spec = specs; spec->name && n < len; spec++)
+        if (strcmp (spec->key, key) == 0)
+            n += (size_t) snprintf (buf + n, len - n, "%s\"--%s\"", n ? " or " : "", spec->name);
+}
+
+int
+opts_finish (opts_state_t *s, const opt_spec_t *specs, char *err, size_t errlen)
+{
+    char names [160];
+    for (const opt_spec_t *spec = specs; spec && spec->name; spec++) {
+        if (spec->required && !filled_by (s, spec->key)) {
+            options_for_key (specs, spec->key, names, sizeof names);
+            snprintf (err, errlen, "missing option %s", names);
+            return -1;
+        }
+        const opt_spec_t *by = filled_by (s, spec->key);
+        if (by == spec && spec->needs && !filled_by (s, spec->needs)) {
+            options_for_key (specs, spec->needs, names, sizeof names);
+            snprintf (err, errlen, "option \"--%s\" needs %s as well", spec->name, names);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void
+opts_usage (const opt_spec_t *specs, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf [0] = '\0';
+    for (const opt_spec_t *spec = specs; spec && spec->name && n < len; spec++) {
+        /* options filling the same key are alternatives: group them once */
+        int first = 1;
+        for (const opt_spec_t *p = specs; p != spec; p++)
+            if (strcmp (p->key, spec->key) == 0)
+                first = 0;
+        if (!first)
+            continue;
+        int alternatives = 0;
+        for (const opt_spec_t *p = spec; p->name; p++)
+            if (strcmp (p->key, spec->key) == 0)
+                alternatives++;
+        n += (size_t) snprintf (buf + n, n < len ? len - n : 0, "%s%s", n ? " " : "",
+                                spec->required ? (alternatives > 1 ? "(" : "") : "[");
+        int k = 0;
+        for (const opt_spec_t *p = spec; p->name && n < len; p++) {
+            if (strcmp (p->key, spec->key) != 0)
+                continue;
+            n += (size_t) snprintf (buf + n, len - n, "%s--%s%s%s", k++ ? " | " : "", p->name,
+                                    p->metavar ? " " : "", p->metavar ? p->metavar : "");
+        }
+        if (n < len)
+            n += (size_t) snprintf (buf + n, len - n, "%s",
+                                    spec->required ? (alternatives > 1 ? ")" : "") : "]");
+    }
+}

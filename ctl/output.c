@@ -1,0 +1,310 @@
+/* output.c - replies as one JSON line or as readable text; every service string is made safe */
+#include "output.h"
+#include "mem.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define OUTPUT_MAX_ROWS    1000    /* history entries printed (the protocol's largest limit) */
+#define OUTPUT_MAX_WIDTH   40      /* a column wider than this is not padded further */
+
+void
+output_safe (FILE *f, const char *s)
+{
+    const unsigned char *p = (const unsigned char *) (s ? s : "");
+    for (; *p; p++) {
+        /* C0 controls, DEL, and C1 controls (U+0080..U+009F, UTF-8 C2 80..C2 9F) */
+        if (*p < 0x20 || *p == 0x7f)
+            fputc ('?', f);
+        else
+        if (*p == 0xc2 && p [1] >= 0x80 && p [1] <= 0x9f) {
+            fputc ('?', f);
+            p++;
+        }
+        else
+            fputc (*p, f);
+    }
+}
+
+void
+output_json (const json_t *reply)
+{
+    char *line = json_dumps (reply, JSON_COMPACT);
+    if (line) {
+        fputs (line, stdout);
+        fputc ('\n', stdout);
+        mem_wipe (line, strlen (line));          /* may hold an access token */
+        free (line);
+    }
+    else
+        fputs ("{\"ok\":false,\"error\":{\"code\":\"internal\",\"message\":\"could not format the reply\",\"hint\":\"\"}}\n", stdout);
+}
+
+json_t *
+output_local_error (const char *code, const char *message, const char *hint)
+{
+    json_t *reply = json_object ();
+    json_t *error = json_object ();
+    json_object_set_new (error, "code", json_string (code));
+    json_object_set_new (error, "message", json_string (message));
+    json_object_set_new (error, "hint", json_string (hint ? hint : ""));
+    json_object_set_new (reply, "ok", json_false ());
+    json_object_set_new (reply, "error", error);
+    return reply;
+}
+
+void
+output_error (const json_t *reply)
+{
+    const json_t *error = json_object_get (reply, "error");
+    const char *message = json_string_value (json_object_get (error, "message"));
+    const char *hint = json_string_value (json_object_get (error, "hint"));
+    const char *code = json_string_value (json_object_get (error, "code"));
+    const json_t *retry_after = json_object_get (error, "retry_after");
+    const char *rid = json_string_value (json_object_get (reply, "rid"));
+
+    fputs ("ferrulectl: error: ", stderr);
+    output_safe (stderr, message && *message ? message : "the service answered with an error but gave no message");
+    fputc ('\n', stderr);
+    if (hint && *hint) {
+        fputs ("hint: ", stderr);
+        output_safe (stderr, hint);
+        fputc ('\n', stderr);
+    }
+    fputs ("code: ", stderr);
+    output_safe (stderr, code ? code : "internal");
+    fputc ('\n', stderr);
+    if (json_is_integer (retry_after))
+        fprintf (stderr, "retry after: %lld s\n", (long long) json_integer_value (retry_after));
+    if (rid) {
+        fputs ("request: ", stderr);
+        output_safe (stderr, rid);
+        fputc ('\n', stderr);
+    }
+}
+
+/* last_error: "code: message (at time)". */
+static void
+print_last_error (FILE *f, const json_t *e)
+{
+    const char *code = json_string_value (json_object_get (e, "code"));
+    const char *message = json_string_value (json_object_get (e, "message"));
+    const char *at = json_string_value (json_object_get (e, "at"));
+    output_safe (f, code ? code : "?");
+    if (message) {
+        fputs (": ", f);
+        output_safe (f, message);
+    }
+    if (at) {
+        fputs (" (at ", f);
+        output_safe (f, at);
+        fputc (')', f);
+    }
+}
+
+/* One value in text: "-" for nothing, yes/no, words for arrays, compact JSON for the rest. */
+static void
+print_value (FILE *f, const json_t *v)
+{
+    if (!v || json_is_null (v))
+        fputs ("-", f);
+    else
+    if (json_is_string (v))
+        output_safe (f, json_string_value (v));
+    else
+    if (json_is_integer (v))
+        fprintf (f, "%lld", (long long) json_integer_value (v));
+    else
+    if (json_is_real (v))
+        fprintf (f, "%g", json_real_value (v));
+    else
+    if (json_is_boolean (v))
+        fputs (json_is_true (v) ? "yes" : "no", f);
+    else
+    if (json_is_array (v) && json_array_size (v) == 0)
+        fputs ("-", f);
+    else
+    if (json_is_array (v)) {
+        size_t i;
+        json_t *item;
+        json_array_foreach (v, i, item) {
+            if (i)
+                fputc (' ', f);
+            print_value (f, item);
+        }
+    }
+    else {
+        char *s = json_dumps (v, JSON_COMPACT);
+        output_safe (f, s ? s : "?");
+        free (s);
+    }
+}
+
+/* print_value into a new string. */
+static char *
+value_string (const json_t *v)
+{
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream (&s, &len);
+    if (!f)
+        return mem_strdup ("?");
+    print_value (f, v);
+    fclose (f);
+    return s ? s : mem_strdup ("");
+}
+
+int
+output_ping (const json_t *reply, const output_mode_t *mode)
+{
+    const json_t *workers = json_object_get (reply, "workers");
+    const json_t *partitions = json_object_get (reply, "partitions");
+    const json_t *owned = json_object_get (reply, "partitions_owned");
+    const char *worker = json_string_value (json_object_get (reply, "worker"));
+    const char *sep = ": ";
+
+    fputs ("ok", stdout);
+    if (json_is_integer (workers) || json_is_array (workers)) {
+        long long n = json_is_array (workers) ? (long long) json_array_size (workers) : (long long) json_integer_value (workers);
+        printf ("%s%lld %s", sep, n, n == 1 ? "worker" : "workers");
+        sep = ", ";
+    }
+    if (json_is_integer (partitions) && json_is_integer (owned)) {
+        printf ("%s%lld/%lld partitions owned", sep, (long long) json_integer_value (owned),
+                (long long) json_integer_value (partitions));
+        sep = ", ";
+    }
+    else
+    if (json_is_integer (partitions)) {
+        printf ("%s%lld partitions", sep, (long long) json_integer_value (partitions));
+        sep = ", ";
+    }
+    if (worker) {
+        printf ("%sanswered by worker ", sep);
+        output_safe (stdout, worker);
+    }
+    fputc ('\n', stdout);
+    return 0;
+}
+
+/* "expires at T, generation N" plus whether this request refreshed. */
+static void
+print_token_details (FILE *f, const json_t *reply)
+{
+    fputs ("expires at ", f);
+    print_value (f, json_object_get (reply, "expires_at"));
+    fputs (", generation ", f);
+    print_value (f, json_object_get (reply, "generation"));
+    if (json_is_true (json_object_get (reply, "refreshed")))
+        fputs (", refreshed by this request", f);
+    fputc ('\n', f);
+}
+
+/* The token alone on stdout, so that $(ferrulectl token ...) is the token. */
+int
+output_token (const json_t *reply, const output_mode_t *mode)
+{
+    const char *token = json_string_value (json_object_get (reply, "access_token"));
+    if (!token || !*token) {
+        fputs ("ferrulectl: error: the service's reply has no access token\n"
+               "hint: report this with the output of the same command run with --json\n"
+               "code: internal\n", stderr);
+        return 1;
+    }
+    output_safe (stdout, token);
+    fputc ('\n', stdout);
+    if (mode->verbose)
+        print_token_details (stderr, reply);
+    return 0;
+}
+
+/* An operator's refresh: what changed, not the token (ask "token" or --json for it). */
+int
+output_refresh (const json_t *reply, const output_mode_t *mode)
+{
+    fputs ("refreshed: ", stdout);
+    print_token_details (stdout, reply);
+    return 0;
+}
+
+int
+output_integration (const json_t *reply, const output_mode_t *mode)
+{
+    static const char *const order [] = {
+        "id", "provider", "status", "generation", "access_expires_at", "scopes", "last_refresh_at",
+        "last_error", "refresh_token_fingerprint", "created_at", "updated_at", NULL
+    };
+    const json_t *integration = json_object_get (reply, "integration");
+    const char *key;
+    json_t *value;
+
+    for (int i = 0; order [i]; i++) {
+        printf ("%s: ", order [i]);
+        value = json_object_get (integration, order [i]);
+        if (strcmp (order [i], "last_error") == 0 && json_is_object (value))
+            print_last_error (stdout, value);
+        else
+            print_value (stdout, value);
+        fputc ('\n', stdout);
+    }
+    /* keys a newer service adds */
+    json_object_foreach ((json_t *) integration, key, value) {
+        int known = 0;
+        for (int i = 0; order [i]; i++)
+            if (strcmp (order [i], key) == 0)
+                known = 1;
+        if (known)
+            continue;
+        output_safe (stdout, key);
+        fputs (": ", stdout);
+        print_value (stdout, value);
+        fputc ('\n', stdout);
+    }
+    return 0;
+}
+
+/* A table cell, padded; the last one of a row ends the line. */
+static void
+print_cell (const char *s, size_t width, int last)
+{
+    if (last)
+        printf ("%s\n", s);
+    else
+        printf ("%-*s  ", (int) width, s);
+}
+
+/* The chain as the service sends it, newest first. */
+int
+output_history (const json_t *reply, const output_mode_t *mode)
+{
+    static const char *const heads [] = { "GENERATION", "AT", "OUTCOME", "WORKER", "FINGERPRINT", "ROTATED", "DETAIL" };
+    static const char *const keys [] = { "generation", "at", "outcome", "worker", "refresh_token_fingerprint", "rotated", "detail" };
+    enum { COLUMNS = 7 };
+    const json_t *chain = json_object_get (reply, "chain");
+    size_t rows = json_is_array (chain) ? json_array_size (chain) : 0;
+    if (rows > OUTPUT_MAX_ROWS)
+        rows = OUTPUT_MAX_ROWS;
+    char **cells = mem_alloc ((rows ? rows : 1) * COLUMNS * sizeof *cells);
+    size_t width [COLUMNS];
+
+    for (int c = 0; c < COLUMNS; c++)
+        width [c] = strlen (heads [c]);
+    for (size_t r = 0; r < rows; r++) {
+        const json_t *entry = json_array_get (chain, r);
+        for (int c = 0; c < COLUMNS; c++) {
+            char *s = value_string (json_object_get (entry, keys [c]));
+            cells [r * COLUMNS + c] = s;
+            size_t len = strlen (s);
+            if (len > width [c])
+                width [c] = len > OUTPUT_MAX_WIDTH ? OUTPUT_MAX_WIDTH : len;
+        }
+    }
+    for (int c = 0; c < COLUMNS; c++)
+        print_cell (heads [c], width [c], c == COLUMNS - 1);
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < COLUMNS; c++)
+            print_cell (cells [r * COLUMNS + c], width [c], c == COLUMNS - 1);
+    for (size_t i = 0; i < rows * COLUMNS; i++)
+        free (cells [i]);
+    mem_free (cells);
+    return 0;
+}

@@ -1,0 +1,31 @@
+/* output.h - ferrulectl's output: one JSON line, or readable lines and tables */
+#ifndef FERRULE_CTL_OUTPUT_H
+#define FERRULE_CTL_OUTPUT_H
+#include <stdio.h>
+#include <jansson.h>
+
+typedef struct {
+    int json;           /* --json: the reply as one compact line */
+    int verbose;        /* --verbose: details on stderr */
+} output_mode_t;
+
+/* A success printer of a command (human mode): 0, or 1 when the reply lacks what it needs. */
+typedef int (*output_fn) (const json_t *reply, const output_mode_t *mode);
+
+/* Writes s with control characters replaced, so a reply cannot drive the terminal. */
+void output_safe (FILE *f, const char *s);
+
+/* The whole reply as one JSON line on stdout. */
+void output_json (const json_t *reply);
+/* An error reply in human form on stderr: error, hint, code, retry after, request id. */
+void output_error (const json_t *reply);
+/* A local failure (bad usage, configuration): a reply-shaped object, so --json stays one object. */
+json_t *output_local_error (const char *code, const char *message, const char *hint);
+
+/* Success printers. */
+int output_ping (const json_t *reply, const output_mode_t *mode);
+int output_token (const json_t *reply, const output_mode_t *mode);
+int output_refresh (const json_t *reply, const output_mode_t *mode);
+int output_integration (const json_t *reply, const output_mode_t *mode);
+int output_history (const json_t *reply, const output_mode_t *mode);
+#endif
