@@ -1,0 +1,635 @@
+/* test_oauth.c - token requests on the wire and the classification of provider answers */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <cmocka.h>
+#include "catalog.h"
+#include "mem.h"
+#include "oauth.h"
+
+static catalog_t *catalog;
+
+static int
+setup (void **state)
+{
+    char err [512];
+    static const char *const names [] = { "BOX", "GOOGLE", "MICROSOFT", "SLACK", "ZOOM",
+                                          "HUBSPOT", "GITHUB", "ATLASSIAN", NULL };
+    for (int i = 0; names [i]; i++) {
+        char var [64], value [64];
+        snprintf (var, sizeof var, "FERRULE_%s_CLIENT_ID", names [i]);
+        snprintf (value, sizeof value, "%s-client-id", names [i]);
+        setenv (var, value, 1);
+        snprintf (var, sizeof var, "FERRULE_%s_CLIENT_SECRET", names [i]);
+        snprintf (value, sizeof value, "%s-client-secret", names [i]);
+        setenv (var, value, 1);
+    }
+    unsetenv ("FERRULE_DROPBOX_CLIENT_ID");
+    unsetenv ("FERRULE_DROPBOX_CLIENT_SECRET");
+    catalog = catalog_new (NULL, err, sizeof err);
+    if (!catalog)
+        fprintf (stderr, "%s\n", err);
+    return catalog ? 0 : -1;
+}
+
+static int
+teardown (void **state)
+{
+    catalog_destroy (&catalog);
+    return 0;
+}
+
+static const catalog_provider_t *
+provider (const char *name)
+{
+    const catalog_provider_t *p = catalog_find (catalog, name);
+    assert_non_null (p);
+    return p;
+}
+
+/* Parses body (a C string, or NULL) as the answer of provider name. */
+static void
+parse (const char *name, long status, const char *retry_after, const char *body,
+       oauth_result_t *r)
+{
+    oauth_parse_token_response (provider (name), status, retry_after, body,
+                                body ? strlen (body) : 0, r);
+}
+
+static void
+test_box_rotation (void **state)
+{
+    oauth_result_t r;
+    parse ("box", 200, NULL,
+           "{\"access_token\":\"T9cE5asGnuyYCCqIZFoWjFHvNbvVqHjl\",\"expires_in\":3600,"
+           "\"restricted_to\":[],\"refresh_token\":\"J7rxTiWOHMoSC1isKZKBZWizoRXjkQzig5C6jFgCVJ9bU"
+           "nsUfGMinKBDLZWP9BgR\",\"token_type\":\"bearer\"}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_int_equal (r.http_status, 200);
+    assert_string_equal (r.access_token, "T9cE5asGnuyYCCqIZFoWjFHvNbvVqHjl");
+    assert_string_equal (r.refresh_token,
+                         "J7rxTiWOHMoSC1isKZKBZWizoRXjkQzig5C6jFgCVJ9bUnsUfGMinKBDLZWP9BgR");
+    assert_int_equal (r.expires_in, 3600);
+    assert_string_equal (r.token_type, "bearer");
+    assert_null (r.error);
+    assert_int_equal (r.retry_after, -1);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_OK);
+    oauth_result_clear (&r);
+    assert_null (r.access_token);
+    assert_null (r.refresh_token);
+    assert_int_equal (r.expires_in, -1);
+    oauth_result_clear (&r);
+}
+
+static void
+test_google_without_refresh_token (void **state)
+{
+    oauth_result_t r;
+    parse ("google", 200, NULL,
+           "{\n  \"access_token\": \"ya29.a0AfH6SMBx\",\n  \"expires_in\": 3599,\n"
+           "  \"scope\": \"https://www.googleapis.com/auth/drive.readonly openid\",\n"
+           "  \"token_type\": \"Bearer\",\n  \"id_token\": \"eyJhbGciOiJSUzI1NiJ9.e30.sig\"\n}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_string_equal (r.access_token, "ya29.a0AfH6SMBx");
+    assert_null (r.refresh_token);
+    assert_int_equal (r.expires_in, 3599);
+    assert_string_equal (r.scope, "https://www.googleapis.com/auth/drive.readonly openid");
+    oauth_result_clear (&r);
+
+    /* an empty refresh_token means the same: keep the old one */
+    parse ("google", 200, NULL, "{\"access_token\":\"a\",\"refresh_token\":\"\"}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_null (r.refresh_token);
+    assert_int_equal (r.expires_in, -1);
+    oauth_result_clear (&r);
+    parse ("google", 200, NULL, "{\"access_token\":\"a\",\"refresh_token\":null,\"expires_in\":null}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_null (r.refresh_token);
+    assert_int_equal (r.expires_in, -1);
+    oauth_result_clear (&r);
+}
+
+static void
+test_google_invalid_grant (void **state)
+{
+    oauth_result_t r;
+    parse ("google", 400, NULL,
+           "{\n  \"error\": \"invalid_grant\",\n  \"error_description\": \"Token has been expired or revoked.\"\n}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_string_equal (r.error, "invalid_grant");
+    assert_string_equal (r.error_description, "Token has been expired or revoked.");
+    assert_null (r.access_token);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_NEEDS_RECONNECT);
+    assert_int_equal (oauth_kind_status (r.kind, 1), FR_CODE_EXPIRED_OR_USED);
+    assert_string_equal (oauth_kind_name (r.kind), "invalid_grant");
+    assert_non_null (strstr (r.detail, "invalid_grant"));
+    oauth_result_clear (&r);
+
+    /* Atlassian answers 403 */
+    parse ("atlassian", 403, NULL, "{\"error\":\"invalid_grant\",\"error_description\":\"Unknown or invalid refresh token.\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    oauth_result_clear (&r);
+}
+
+static void
+test_microsoft_inactivity (void **state)
+{
+    oauth_result_t r;
+    parse ("microsoft", 400, NULL,
+           "{\"error\":\"invalid_grant\",\"error_description\":\"AADSTS700082: The refresh token has "
+           "expired due to inactivity. The token was issued on 2026-01-05T10:00:00.0000000Z and was "
+           "inactive for 90.00:00:00.\\r\\nTrace ID: 0b7e5a2c-1f3d-4a5e-9c8b-7d6e5f4a3b2c\\r\\n"
+           "Correlation ID: 1c2d3e4f-5a6b-7c8d-9e0f-a1b2c3d4e5f6\\r\\nTimestamp: 2026-04-05 10:00:01Z\","
+           "\"error_codes\":[700082],\"timestamp\":\"2026-04-05 10:00:01Z\","
+           "\"trace_id\":\"0b7e5a2c-1f3d-4a5e-9c8b-7d6e5f4a3b2c\","
+           "\"correlation_id\":\"1c2d3e4f-5a6b-7c8d-9e0f-a1b2c3d4e5f6\","
+           "\"error_uri\":\"https://login.microsoftonline.com/error?code=700082\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_string_equal (r.error, "invalid_grant");
+    assert_non_null (r.error_description);
+    assert_true (strlen (r.error_description) <= OAUTH_MAX_DESCRIPTION);
+    assert_int_equal (strncmp (r.error_description, "AADSTS700082: The refresh token has expired", 43), 0);
+    for (const char *c = r.error_description; *c; c++)
+        assert_true ((unsigned char) *c >= 0x20 && *c != 0x7f);
+    oauth_result_clear (&r);
+
+    /* a redirect URI mismatch at a code exchange is the operator's to fix, not the user's */
+    parse ("microsoft", 400, NULL,
+           "{\"error\":\"invalid_grant\",\"error_description\":\"AADSTS50011: The redirect URI "
+           "'https://app.test/cb' specified in the request does not match the redirect URIs "
+           "configured for the application.\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REDIRECT_MISMATCH);
+    assert_int_equal (oauth_kind_status (r.kind, 1), FR_REDIRECT_URI_MISMATCH);
+    oauth_result_clear (&r);
+    parse ("google", 400, NULL, "{\"error\":\"redirect_uri_mismatch\",\"error_description\":\"Bad Request\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REDIRECT_MISMATCH);
+    oauth_result_clear (&r);
+}
+
+static void
+test_slack (void **state)
+{
+    oauth_result_t r;
+    parse ("slack", 200, NULL, "{\"ok\":false,\"error\":\"invalid_refresh_token\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_string_equal (r.error, "invalid_refresh_token");
+    oauth_result_clear (&r);
+
+    parse ("slack", 200, NULL,
+           "{\"ok\":true,\"app_id\":\"A0KRD7HC3\",\"access_token\":\"xoxe.xoxb-1-MS0yLTIyMTU\","
+           "\"expires_in\":43200,\"refresh_token\":\"xoxe-1-My0xLTIyMTU\",\"token_type\":\"bot\","
+           "\"scope\":\"chat:write,channels:read\",\"bot_user_id\":\"U0KRQLJ9H\","
+           "\"team\":{\"name\":\"Slack Softball Team\",\"id\":\"T9TK3CUKW\"}}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_string_equal (r.access_token, "xoxe.xoxb-1-MS0yLTIyMTU");
+    assert_string_equal (r.refresh_token, "xoxe-1-My0xLTIyMTU");
+    assert_int_equal (r.expires_in, 43200);
+    assert_string_equal (r.scope, "chat:write,channels:read");
+    oauth_result_clear (&r);
+
+    /* "ok": false without an error code is still an error */
+    parse ("slack", 200, NULL, "{\"ok\":false,\"access_token\":\"x\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REJECTED);
+    assert_null (r.access_token);
+    oauth_result_clear (&r);
+}
+
+static void
+test_transient_retry_after (void **state)
+{
+    oauth_result_t r;
+    parse ("box", 503, "7", "<html><body>Service Unavailable</body></html>", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_int_equal (r.retry_after, 7);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_PROVIDER_UNAVAILABLE);
+    oauth_result_clear (&r);
+
+    char date [64];
+    time_t when = time (NULL) + 120;
+    struct tm tm;
+    gmtime_r (&when, &tm);
+    strftime (date, sizeof date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    parse ("box", 503, date, "", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_true (r.retry_after >= 115 && r.retry_after <= 120);
+    oauth_result_clear (&r);
+
+    parse ("box", 503, NULL, NULL, &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_int_equal (r.retry_after, -1);
+    oauth_result_clear (&r);
+
+    parse ("box", 429, "120", "{\"error\":\"rate_limited\"}", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_int_equal (r.retry_after, 120);
+    oauth_result_clear (&r);
+
+    parse ("slack", 429, "30", "{\"ok\":false,\"error\":\"ratelimited\"}", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_int_equal (r.retry_after, 30);
+    oauth_result_clear (&r);
+
+    /* a 5xx is the server failing, whatever its body claims */
+    parse ("box", 500, NULL, "{\"error\":\"invalid_grant\"}", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_string_equal (r.error, "invalid_grant");
+    oauth_result_clear (&r);
+
+    parse ("google", 400, "5", "{\"error\":\"temporarily_unavailable\"}", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_int_equal (r.retry_after, 5);
+    oauth_result_clear (&r);
+
+    parse ("google", 200, NULL, "{\"error\":\"server_error\"}", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    oauth_result_clear (&r);
+}
+
+static void
+test_retry_after_values (void **state)
+{
+    const time_t date = 784111777;      /* Sun, 06 Nov 1994 08:49:37 GMT */
+    assert_int_equal (oauth_parse_retry_after ("Sun, 06 Nov 1994 08:49:37 GMT", date - 30), 30);
+    assert_int_equal (oauth_parse_retry_after ("Sunday, 06-Nov-94 08:49:37 GMT", date - 30), 30);
+    assert_int_equal (oauth_parse_retry_after ("Sun Nov  6 08:49:37 1994", date - 30), 30);
+    assert_int_equal (oauth_parse_retry_after ("Sun, 06 Nov 1994 08:49:37 GMT", date + 30), 0);
+    assert_int_equal (oauth_parse_retry_after ("Sun, 06 Nov 1994 08:49:37 GMT", date - 86400), 3600);
+    assert_int_equal (oauth_parse_retry_after (" 42 ", 0), 42);
+    assert_int_equal (oauth_parse_retry_after ("0", 0), 0);
+    assert_int_equal (oauth_parse_retry_after ("86400", 0), 3600);
+    assert_int_equal (oauth_parse_retry_after ("99999999999999999999999999", 0), 3600);
+    assert_int_equal (oauth_parse_retry_after ("-5", 0), -1);
+    assert_int_equal (oauth_parse_retry_after ("1.5", 0), -1);
+    assert_int_equal (oauth_parse_retry_after ("soon", 0), -1);
+    assert_int_equal (oauth_parse_retry_after ("", 0), -1);
+    assert_int_equal (oauth_parse_retry_after (NULL, 0), -1);
+    assert_int_equal (oauth_parse_retry_after ("Sun, 32 Nov 1994 08:49:37 GMT", 0), -1);
+    assert_int_equal (oauth_parse_retry_after ("Sun, 06 Foo 1994 08:49:37 GMT", 0), -1);
+    assert_int_equal (oauth_parse_retry_after ("Sun, 06 Nov 1994 08:49:37 GMT junk", 0), -1);
+}
+
+static void
+test_bad_responses (void **state)
+{
+    oauth_result_t r;
+    parse ("box", 200, NULL, "{\"access_token\": \"abc\", ", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_null (r.access_token);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_PROVIDER_BAD_RESPONSE);
+    oauth_result_clear (&r);
+
+    parse ("box", 200, NULL, "<!DOCTYPE html><html><head><title>Sign in</title></head></html>", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_non_null (strstr (r.detail, "HTML"));
+    oauth_result_clear (&r);
+
+    parse ("box", 200, NULL, "", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_non_null (strstr (r.detail, "empty"));
+    oauth_result_clear (&r);
+    parse ("box", 200, NULL, NULL, &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    oauth_result_clear (&r);
+
+    parse ("github", 200, NULL, "access_token=gho_16C7e42F292c6912E7710c838347Ae178B4a&scope=repo&token_type=bearer", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_non_null (strstr (r.detail, "Accept: application/json"));
+    assert_null (strstr (r.detail, "gho_"));
+    oauth_result_clear (&r);
+
+    static const char *const bad [] = {
+        "[\"access_token\"]",
+        "\"access_token\"",
+        "{}",
+        "{\"token_type\":\"bearer\"}",
+        "{\"access_token\":\"\"}",
+        "{\"access_token\":12345}",
+        "{\"access_token\":\"abc\\r\\nX-Injected: 1\"}",
+        "{\"access_token\":\"has space\"}",
+        "{\"access_token\":\"a\\u0000b\"}",
+        "{\"access_token\":\"a\",\"refresh_token\":42}",
+        "{\"access_token\":\"a\",\"refresh_token\":\"r\\n\"}",
+        "{\"access_token\":\"a\",\"expires_in\":999999999999}",
+        "{\"access_token\":\"a\",\"expires_in\":-1}",
+        "{\"access_token\":\"a\",\"expires_in\":\"-1\"}",
+        "{\"access_token\":\"a\",\"expires_in\":\"36a\"}",
+        "{\"access_token\":\"a\",\"expires_in\":\"\"}",
+        "{\"access_token\":\"a\",\"expires_in\":true}",
+        "{\"access_token\":\"a\",\"expires_in\":1e300}",
+        "{\"access_token\":\"a\",\"access_token\":\"b\"}",
+        NULL
+    };
+    for (int i = 0; bad [i]; i++) {
+        parse ("box", 200, NULL, bad [i], &r);
+        if (r.kind != OAUTH_BAD_RESPONSE)
+            fail_msg ("%s: kind %s", bad [i], oauth_kind_name (r.kind));
+        assert_null (r.access_token);
+        assert_null (r.refresh_token);
+        oauth_result_clear (&r);
+    }
+
+    /* redirects and other statuses without an OAuth error */
+    parse ("box", 302, NULL, "", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    oauth_result_clear (&r);
+    parse ("box", 404, NULL, "<html>Not Found</html>", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    oauth_result_clear (&r);
+
+    /* a body over the cap is not parsed */
+    size_t big = OAUTH_MAX_BODY + 1;
+    char *body = mem_alloc (big + 1);
+    memset (body, ' ', big);
+    body [0] = '{';
+    oauth_parse_token_response (provider ("box"), 200, NULL, body, big, &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    oauth_result_clear (&r);
+    mem_free (body);
+}
+
+static void
+test_expires_in_forms (void **state)
+{
+    oauth_result_t r;
+    parse ("box", 200, NULL, "{\"access_token\":\"a\",\"expires_in\":\"3600\"}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_int_equal (r.expires_in, 3600);
+    oauth_result_clear (&r);
+    parse ("box", 200, NULL, "{\"access_token\":\"a\",\"expires_in\":3599.0}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_int_equal (r.expires_in, 3599);
+    oauth_result_clear (&r);
+    parse ("box", 200, NULL, "{\"access_token\":\"a\",\"expires_in\":0}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_int_equal (r.expires_in, 0);
+    oauth_result_clear (&r);
+    parse ("box", 200, NULL, "{\"access_token\":\"a\",\"expires_in\":315360000}", &r);  /* 10 years */
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_int_equal (r.expires_in, 315360000);
+    oauth_result_clear (&r);
+}
+
+static void
+test_errors_with_200_and_clients (void **state)
+{
+    oauth_result_t r;
+    parse ("google", 200, NULL, "{\"error\":\"invalid_client\",\"error_description\":\"The OAuth client was not found.\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
+    oauth_result_clear (&r);
+
+    parse ("github", 200, NULL,
+           "{\"error\":\"bad_refresh_token\",\"error_description\":\"The refresh token passed is "
+           "incorrect or expired.\",\"error_uri\":\"https://docs.github.com\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    oauth_result_clear (&r);
+
+    /* bad_refresh_token means nothing special to a provider that does not list it */
+    parse ("google", 400, NULL, "{\"error\":\"bad_refresh_token\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REJECTED);
+    oauth_result_clear (&r);
+
+    parse ("hubspot", 400, NULL,
+           "{\"status\":\"BAD_REFRESH_TOKEN\",\"message\":\"missing or unknown refresh token\","
+           "\"correlationId\":\"6b0e0b4c-9e0e-4f57-8c8e-0d2c1f0b5d3a\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_string_equal (r.error, "BAD_REFRESH_TOKEN");
+    assert_string_equal (r.error_description, "missing or unknown refresh token");
+    oauth_result_clear (&r);
+
+    parse ("box", 401, NULL, "{\"error\":\"invalid_client\",\"error_description\":\"The client credentials are invalid\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_INVALID_CLIENT);
+    oauth_result_clear (&r);
+    parse ("box", 400, NULL, "{\"error\":\"unauthorized_client\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
+    oauth_result_clear (&r);
+    parse ("box", 401, NULL, "", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
+    oauth_result_clear (&r);
+    parse ("box", 401, NULL, "<html>Unauthorized</html>", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
+    oauth_result_clear (&r);
+
+    parse ("box", 400, NULL, "{\"error\":\"invalid_scope\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_SCOPE);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_INVALID_SCOPE);
+    oauth_result_clear (&r);
+    parse ("box", 400, NULL, "{\"error\":\"invalid_request\",\"error_description\":\"Missing parameter\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REJECTED);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_CONFIGURATION);
+    oauth_result_clear (&r);
+    parse ("box", 400, NULL, "{\"error\":\"unsupported_grant_type\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REJECTED);
+    oauth_result_clear (&r);
+    parse ("box", 400, NULL, "{\"error\":{\"code\":\"invalid_grant\",\"message\":\"gone\"}}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_string_equal (r.error_description, "gone");
+    oauth_result_clear (&r);
+}
+
+static void
+test_error_sanitized (void **state)
+{
+    oauth_result_t r;
+    char body [2048];
+    char longdesc [601];
+    memset (longdesc, 'd', 600);
+    longdesc [600] = '\0';
+    snprintf (body, sizeof body,
+              "{\"error\":\"weird\\u0001code\\nwith\\u00e9 control and a very long tail that goes past "
+              "sixty-four characters\",\"error_description\":\"caf\\u00e9\\u0085 \\u001b[31m%s\"}", longdesc);
+    parse ("box", 400, NULL, body, &r);
+    assert_int_equal (r.kind, OAUTH_REJECTED);
+    assert_true (strlen (r.error) <= OAUTH_MAX_ERROR);
+    for (const char *c = r.error; *c; c++)
+        assert_true (*c >= 0x20 && *c < 0x7f);
+    assert_int_equal (strncmp (r.error, "weirdcodewith control", 21), 0);
+    assert_true (strlen (r.error_description) <= OAUTH_MAX_DESCRIPTION);
+    assert_int_equal (strncmp (r.error_description, "caf\xc3\xa9 [31mddd", 13), 0);
+    oauth_result_clear (&r);
+}
+
+static catalog_provider_t
+manual_provider (catalog_auth_method_t method)
+{
+    static catalog_param_t token_params [] = { { "audience", "api://x y" } };
+    static catalog_param_t refresh_params [] = { { "scope", "a b" } };
+    catalog_provider_t p;
+    memset (&p, 0, sizeof p);
+    p.name = "acme";
+    p.authorization_url = "https://id.acme.test/authorize";
+    p.token_url = "https://id.acme.test/token";
+    p.revocation_url = "https://id.acme.test/revoke";
+    p.auth_method = method;
+    p.scope_separator = " ";
+    p.token_params = token_params;
+    p.token_param_count = 1;
+    p.refresh_params = refresh_params;
+    p.refresh_param_count = 1;
+    p.client_id = "my client";
+    p.client_secret = "s3cr/t+&=:%";
+    return p;
+}
+
+static void
+test_request_encoding (void **state)
+{
+    catalog_provider_t post = manual_provider (CATALOG_AUTH_POST);
+    catalog_provider_t basic = manual_provider (CATALOG_AUTH_BASIC);
+    oauth_request_t *r;
+
+    r = oauth_refresh_request_new (&post, "1//0g+x/y=z~_.-");
+    assert_non_null (r);
+    assert_string_equal (r->url, "https://id.acme.test/token");
+    assert_string_equal (r->body,
+        "grant_type=refresh_token&refresh_token=1%2F%2F0g%2Bx%2Fy%3Dz~_.-"
+        "&audience=api%3A%2F%2Fx%20y&scope=a%20b"
+        "&client_id=my%20client&client_secret=s3cr%2Ft%2B%26%3D%3A%25");
+    assert_null (r->authorization);
+    oauth_request_destroy (&r);
+    assert_null (r);
+    oauth_request_destroy (&r);
+
+    r = oauth_refresh_request_new (&basic, "1//0g+x/y=z~_.-");
+    assert_non_null (r);
+    assert_string_equal (r->body,
+        "grant_type=refresh_token&refresh_token=1%2F%2F0g%2Bx%2Fy%3Dz~_.-"
+        "&audience=api%3A%2F%2Fx%20y&scope=a%20b&client_id=my%20client");
+    /* base64 ("my%20client:s3cr%2Ft%2B%26%3D%3A%25") */
+    assert_string_equal (r->authorization, "Basic bXklMjBjbGllbnQ6czNjciUyRnQlMkIlMjYlM0QlM0ElMjU=");
+    assert_null (strstr (r->body, "client_secret"));
+    assert_null (strstr (r->body, "s3cr"));
+    oauth_request_destroy (&r);
+
+    r = oauth_code_request_new (&post, "c0de/1", "https://app.test/cb?x=1", "verifier-~._");
+    assert_non_null (r);
+    assert_string_equal (r->body,
+        "grant_type=authorization_code&code=c0de%2F1&redirect_uri=https%3A%2F%2Fapp.test%2Fcb%3Fx%3D1"
+        "&code_verifier=verifier-~._&audience=api%3A%2F%2Fx%20y"
+        "&client_id=my%20client&client_secret=s3cr%2Ft%2B%26%3D%3A%25");
+    oauth_request_destroy (&r);
+
+    r = oauth_code_request_new (&basic, "abc", "https://app.test/cb", NULL);
+    assert_non_null (r);
+    assert_string_equal (r->body,
+        "grant_type=authorization_code&code=abc&redirect_uri=https%3A%2F%2Fapp.test%2Fcb"
+        "&audience=api%3A%2F%2Fx%20y&client_id=my%20client");
+    assert_non_null (r->authorization);
+    oauth_request_destroy (&r);
+
+    r = oauth_revocation_request_new (&basic, "tok", "refresh_token");
+    assert_non_null (r);
+    assert_string_equal (r->url, "https://id.acme.test/revoke");
+    assert_string_equal (r->body, "token=tok&token_type_hint=refresh_token&client_id=my%20client");
+    assert_non_null (r->authorization);
+    oauth_request_destroy (&r);
+
+    /* bytes outside ASCII are percent-encoded one by one, whatever the locale */
+    r = oauth_revocation_request_new (&post, "t\xc3\xb6k n", NULL);
+    assert_non_null (r);
+    assert_string_equal (r->body, "token=t%C3%B6k%20n&client_id=my%20client"
+                         "&client_secret=s3cr%2Ft%2B%26%3D%3A%25");
+    oauth_request_destroy (&r);
+
+    /* what cannot be built is refused */
+    assert_null (oauth_refresh_request_new (&post, ""));
+    assert_null (oauth_refresh_request_new (&post, NULL));
+    post.client_secret = NULL;
+    assert_null (oauth_refresh_request_new (&post, "x"));
+    basic.revocation_url = NULL;
+    assert_null (oauth_revocation_request_new (&basic, "tok", NULL));
+    char *huge = mem_alloc (OAUTH_MAX_INPUT + 2);
+    memset (huge, 'x', OAUTH_MAX_INPUT + 1);
+    assert_null (oauth_refresh_request_new (&basic, huge));
+    mem_free (huge);
+}
+
+static void
+test_builtin_requests (void **state)
+{
+    oauth_request_t *r = oauth_refresh_request_new (provider ("box"), "rt");
+    assert_non_null (r);
+    assert_string_equal (r->url, "https://api.box.com/oauth2/token");
+    assert_string_equal (r->body, "grant_type=refresh_token&refresh_token=rt"
+                         "&client_id=BOX-client-id&client_secret=BOX-client-secret");
+    oauth_request_destroy (&r);
+
+    r = oauth_refresh_request_new (provider ("zoom"), "rt");
+    assert_non_null (r);
+    assert_string_equal (r->body, "grant_type=refresh_token&refresh_token=rt&client_id=ZOOM-client-id");
+    assert_int_equal (strncmp (r->authorization, "Basic ", 6), 0);
+    oauth_request_destroy (&r);
+
+    /* no credentials configured for dropbox in this test */
+    assert_null (oauth_refresh_request_new (provider ("dropbox"), "rt"));
+}
+
+static void
+test_authorization_url (void **state)
+{
+    char *challenge_url = oauth_authorization_url (provider ("google"), NULL,
+                                                   "https://app.test/oauth/callback", "st4te",
+                                                   NULL, 0,
+                                                   "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+    assert_non_null (challenge_url);
+    assert_int_equal (strncmp (challenge_url, "https://accounts.google.com/o/oauth2/v2/auth?", 45), 0);
+    assert_non_null (strstr (challenge_url, "&access_type=offline"));
+    assert_non_null (strstr (challenge_url, "&prompt=consent"));
+    assert_non_null (strstr (challenge_url, "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+    assert_non_null (strstr (challenge_url, "&code_challenge_method=S256"));
+    assert_non_null (strstr (challenge_url, "response_type=code"));
+    assert_non_null (strstr (challenge_url, "&client_id=GOOGLE-client-id"));
+    assert_non_null (strstr (challenge_url, "&redirect_uri=https%3A%2F%2Fapp.test%2Foauth%2Fcallback"));
+    assert_non_null (strstr (challenge_url, "&scope=openid%20email"));
+    assert_non_null (strstr (challenge_url, "&state=st4te"));
+    assert_null (strstr (challenge_url, "secret"));
+    mem_free (challenge_url);
+
+    static const char *const scopes [] = { "channels:read", "chat:write" };
+    char *url = oauth_authorization_url (provider ("slack"), "explicit-id", "https://app.test/cb",
+                                         "s", scopes, 2, NULL);
+    assert_string_equal (url, "https://slack.com/oauth/v2/authorize?response_type=code"
+                         "&client_id=explicit-id&redirect_uri=https%3A%2F%2Fapp.test%2Fcb"
+                         "&scope=channels%3Aread%2Cchat%3Awrite&state=s");
+    mem_free (url);
+
+    catalog_provider_t p = manual_provider (CATALOG_AUTH_POST);
+    catalog_param_t extra [] = { { "audience", "api.example" } };
+    p.authorization_url = "https://id.acme.test/authorize?tenant=t1";
+    p.authorization_params = extra;
+    p.authorization_param_count = 1;
+    url = oauth_authorization_url (&p, NULL, "https://app.test/cb", "s", NULL, 0, NULL);
+    assert_string_equal (url, "https://id.acme.test/authorize?tenant=t1&response_type=code"
+                         "&client_id=my%20client&redirect_uri=https%3A%2F%2Fapp.test%2Fcb&state=s"
+                         "&audience=api.example");
+    mem_free (url);
+    p.client_id = NULL;
+    assert_null (oauth_authorization_url (&p, NULL, "https://app.test/cb", "s", NULL, 0, NULL));
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_box_rotation),
+        cmocka_unit_test (test_google_without_refresh_token),
+        cmocka_unit_test (test_google_invalid_grant),
+        cmocka_unit_test (test_microsoft_inactivity),
+        cmocka_unit_test (test_slack),
+        cmocka_unit_test (test_transient_retry_after),
+        cmocka_unit_test (test_retry_after_values),
+        cmocka_unit_test (test_bad_responses),
+        cmocka_unit_test (test_expires_in_forms),
+        cmocka_unit_test (test_errors_with_200_and_clients),
+        cmocka_unit_test (test_error_sanitized),
+        cmocka_unit_test (test_request_encoding),
+        cmocka_unit_test (test_builtin_requests),
+        cmocka_unit_test (test_authorization_url),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

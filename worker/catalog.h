@@ -1,0 +1,92 @@
+/* catalog.h - the provider catalog: how each OAuth provider issues, rotates and revokes tokens.
+ * Built-in entries come from providers.json compiled into the binary; FERRULE_PROVIDERS_FILE
+ * may add providers or override fields of built-in ones. */
+#ifndef FERRULE_CATALOG_H
+#define FERRULE_CATALOG_H
+#include <stddef.h>
+#include "result.h"
+
+#define CATALOG_MAX_FILE       (1024 * 1024)   /* override file size */
+#define CATALOG_MAX_PROVIDERS  256
+#define CATALOG_MAX_NAME       64              /* provider name: [a-z0-9_-], starting alphanumeric */
+#define CATALOG_MAX_URL        2048
+#define CATALOG_MAX_STRING     8192            /* notes, client secrets and other free text */
+#define CATALOG_MAX_ITEMS      64              /* scopes, params, error codes per list */
+
+typedef enum {
+    CATALOG_AUTH_BASIC = 0,        /* client_secret_basic: HTTP Basic header (RFC 6749 2.3.1) */
+    CATALOG_AUTH_POST              /* client_secret_post: client_id and client_secret in the body */
+} catalog_auth_method_t;
+
+typedef enum {
+    CATALOG_ROTATION_SINGLE_USE = 0,   /* a refresh spends the old refresh token */
+    CATALOG_ROTATION_REUSABLE          /* the refresh token survives refreshes */
+} catalog_rotation_t;
+
+typedef struct {
+    char *name;
+    char *value;
+} catalog_param_t;
+
+typedef struct {
+    char *name;                         /* catalog key, e.g. "box" */
+    char *authorization_url;
+    char *token_url;
+    char *revocation_url;               /* RFC 7009 endpoint, or NULL */
+    catalog_auth_method_t auth_method;
+    char *scope_separator;              /* joins scopes in requests; " " unless the provider differs */
+    char **default_scopes;
+    size_t default_scope_count;
+    catalog_param_t *authorization_params;   /* added to the authorization URL */
+    size_t authorization_param_count;
+    catalog_param_t *token_params;      /* added to every token request */
+    size_t token_param_count;
+    catalog_param_t *refresh_params;    /* added to refresh requests only */
+    size_t refresh_param_count;
+    int pkce;                           /* send an S256 code challenge */
+    catalog_rotation_t refresh_token_rotation;
+    int reuse_grace_seconds;            /* how long a spent refresh token still works; 0 none */
+    int refresh_token_idle_days;        /* provider expires an unused refresh token; 0 none known */
+    int errors_with_200;                /* errors may come with HTTP 200 (Slack's "ok": false) */
+    char **invalid_grant_codes;         /* error codes besides invalid_grant meaning a dead token */
+    size_t invalid_grant_code_count;
+    char *client_id;                    /* NULL when not configured */
+    char *client_secret;                /* NULL when not configured; never log it */
+    char *client_id_env;                /* where client_id is read when the entry gives none */
+    char *client_secret_env;
+    int access_token_lifetime_hint;     /* seconds, documentation only; 0 unknown */
+    char *docs_url;                     /* may be NULL */
+    char *notes;                        /* may be NULL */
+} catalog_provider_t;
+
+typedef struct catalog catalog_t;
+
+/* Loads the built-in entries, then the override file when override_file is neither NULL
+ * nor empty: its entries add providers or replace, field by field, the fields of the
+ * built-in entry of the same name ("field": null removes an optional field). Every
+ * entry is then validated. Client credentials are read at load time: a direct
+ * client_id / client_secret in the entry wins, otherwise the environment variable named by
+ * client_id_env / client_secret_env (default FERRULE_<NAME>_CLIENT_ID / _CLIENT_SECRET).
+ * Missing credentials are not an error here (see catalog_check_credentials).
+ * Returns NULL with the reason in err on any invalid entry or unreadable file. */
+catalog_t *catalog_new (const char *override_file, char *err, size_t errlen);
+void catalog_destroy (catalog_t **catalog_p);
+
+/* The entry named name, or NULL. */
+const catalog_provider_t *catalog_find (const catalog_t *catalog, const char *name);
+size_t catalog_count (const catalog_t *catalog);
+/* Entries sorted by name; i < catalog_count. */
+const catalog_provider_t *catalog_at (const catalog_t *catalog, size_t i);
+
+/* FR_OK when p has a client id and secret; otherwise FR_CONFIGURATION with err naming the
+ * environment variable to set. */
+fr_status_t catalog_check_credentials (const catalog_provider_t *p, char *err, size_t errlen)
+    FR_MUSTCHECK;
+
+/* "client_secret_basic" / "single_use" and back. */
+const char *catalog_auth_method_name (catalog_auth_method_t m);
+const char *catalog_rotation_name (catalog_rotation_t r);
+
+/* The compiled-in providers.json (NUL-terminated), for tests and for printing defaults. */
+const char *catalog_builtin_json (size_t *len);
+#endif

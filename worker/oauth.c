@@ -1,0 +1,789 @@
+/* oauth.c - token endpoint requests and the classification of their answers */
+#include "oauth.h"
+#include "crypto.h"
+#include "mem.h"
+#include <assert.h>
+#include <ctype.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define OAUTH_MAX_BUILT   (256 * 1024)    /* longest URL or body built */
+#define OAUTH_MAX_SCOPE   8192            /* longest granted scope string kept */
+
+/* A growable string for secrets: growing wipes the old block, and the first failure
+ * (over OAUTH_MAX_BUILT) sticks until the caller checks it once at the end. */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+    int params;         /* parameters appended so far: the next one needs '&' */
+    int failed;
+} sb_t;
+
+static void
+sb_append (sb_t *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (n > OAUTH_MAX_BUILT - b->len) {
+        b->failed = 1;
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *data = mem_alloc (cap);
+        if (b->data) {
+            memcpy (data, b->data, b->len);
+            mem_wipe (b->data, b->cap);
+            mem_free (b->data);
+        }
+        b->data = data;
+        b->cap = cap;
+    }
+    memcpy (b->data + b->len, s, n);
+    b->len += n;
+    b->data [b->len] = '\0';
+}
+
+static void
+sb_puts (sb_t *b, const char *s)
+{
+    sb_append (b, s, strlen (s));
+}
+
+/* Appends s percent-encoded: RFC 3986 unreserved characters stay, every other byte is %XX. */
+static void
+sb_encode (sb_t *b, const char *s)
+{
+    static const char hex [] = "0123456789ABCDEF";
+    for (; *s && !b->failed; s++) {
+        unsigned char c = (unsigned char) *s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9')
+        ||  c == '-' || c == '.' || c == '_' || c == '~')   /* not isalnum: locale-free */
+            sb_append (b, (const char *) &c, 1);
+        else {
+            char esc [3] = { '%', hex [c >> 4], hex [c & 15] };
+            sb_append (b, esc, 3);
+        }
+    }
+}
+
+/* Appends "&name=value" (no '&' for the first parameter), both percent-encoded. */
+static void
+sb_param (sb_t *b, const char *name, const char *value)
+{
+    if (b->params++)
+        sb_append (b, "&", 1);
+    sb_encode (b, name);
+    sb_append (b, "=", 1);
+    sb_encode (b, value);
+}
+
+static void
+sb_params (sb_t *b, const catalog_param_t *params, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        sb_param (b, params [i].name, params [i].value);
+}
+
+/* Hands the string over, or wipes it and returns NULL when the builder failed. */
+static char *
+sb_take (sb_t *b)
+{
+    char *s = b->data;
+    if (b->failed || !s) {
+        if (s) {
+            mem_wipe (s, b->cap);
+            mem_free (s);
+        }
+        s = NULL;
+    }
+    memset (b, 0, sizeof *b);
+    return s;
+}
+
+static void
+sb_wipe (sb_t *b)
+{
+    if (b->data) {
+        mem_wipe (b->data, b->cap);
+        mem_free (b->data);
+    }
+    memset (b, 0, sizeof *b);
+}
+
+static int
+input_ok (const char *s)
+{
+    return s && *s && strnlen (s, OAUTH_MAX_INPUT + 1) <= OAUTH_MAX_INPUT;
+}
+
+/* "Basic " base64(urlencode(id) ":" urlencode(secret)), as RFC 6749 2.3.1 asks. */
+static char *
+basic_credentials (const char *client_id, const char *client_secret)
+{
+    sb_t pair = { 0 };
+    sb_t header = { 0 };
+    char *b64 = NULL;
+
+    sb_encode (&pair, client_id);
+    sb_append (&pair, ":", 1);
+    sb_encode (&pair, client_secret);
+    if (!pair.failed) {
+        b64 = crypto_b64_encode (pair.data, pair.len);
+        sb_puts (&header, "Basic ");
+        sb_puts (&header, b64);
+        mem_free_secret (&b64);
+    }
+    sb_wipe (&pair);
+    return sb_take (&header);
+}
+
+/* Adds client authentication: client_id always, client_secret in the body for
+ * client_secret_post, or the Basic header for client_secret_basic. */
+static void
+add_client_auth (const catalog_provider_t *p, sb_t *body, oauth_request_t *r)
+{
+    sb_param (body, "client_id", p->client_id);
+    if (p->auth_method == CATALOG_AUTH_POST)
+        sb_param (body, "client_secret", p->client_secret);
+    else
+        r->authorization = basic_credentials (p->client_id, p->client_secret);
+}
+
+/* Finishes a request: NULL (and everything wiped) when any part failed. */
+static oauth_request_t *
+request_finish (const catalog_provider_t *p, oauth_request_t *r, sb_t *body, const char *url)
+{
+    r->body = sb_take (body);
+    r->url = mem_strdup (url);
+    if (!r->body || (p->auth_method == CATALOG_AUTH_BASIC && !r->authorization))
+        oauth_request_destroy (&r);
+    return r;
+}
+
+oauth_request_t *
+oauth_refresh_request_new (const catalog_provider_t *p, const char *refresh_token)
+{
+    oauth_request_t *r = NULL;
+    sb_t body = { 0 };
+
+    assert (p);
+    if (!p->client_id || !p->client_secret || !input_ok (refresh_token))
+        return NULL;
+    r = mem_alloc (sizeof *r);
+    sb_param (&body, "grant_type", "refresh_token");
+    sb_param (&body, "refresh_token", refresh_token);
+    sb_params (&body, p->token_params, p->token_param_count);
+    sb_params (&body, p->refresh_params, p->refresh_param_count);
+    add_client_auth (p, &body, r);
+    return request_finish (p, r, &body, p->token_url);
+}
+
+oauth_request_t *
+oauth_code_request_new (const catalog_provider_t *p, const char *code, const char *redirect_uri,
+                        const char *code_verifier)
+{
+    oauth_request_t *r = NULL;
+    sb_t body = { 0 };
+
+    assert (p);
+    if (!p->client_id || !p->client_secret || !input_ok (code) || !input_ok (redirect_uri)
+    ||  (code_verifier && !input_ok (code_verifier)))
+        return NULL;
+    r = mem_alloc (sizeof *r);
+    sb_param (&body, "grant_type", "authorization_code");
+    sb_param (&body, "code", code);
+    sb_param (&body, "redirect_uri", redirect_uri);
+    if (code_verifier)
+        sb_param (&body, "code_verifier", code_verifier);
+    sb_params (&body, p->token_params, p->token_param_count);
+    add_client_auth (p, &body, r);
+    return request_finish (p, r, &body, p->token_url);
+}
+
+oauth_request_t *
+oauth_revocation_request_new (const catalog_provider_t *p, const char *token, const char *hint)
+{
+    oauth_request_t *r = NULL;
+    sb_t body = { 0 };
+
+    assert (p);
+    if (!p->revocation_url || !p->client_id || !p->client_secret || !input_ok (token)
+    ||  (hint && !input_ok (hint)))
+        return NULL;
+    r = mem_alloc (sizeof *r);
+    sb_param (&body, "token", token);
+    if (hint)
+        sb_param (&body, "token_type_hint", hint);
+    add_client_auth (p, &body, r);
+    return request_finish (p, r, &body, p->revocation_url);
+}
+
+void
+oauth_request_destroy (oauth_request_t **r_p)
+{
+    if (r_p && *r_p) {
+        oauth_request_t *r = *r_p;
+        mem_free (r->url);
+        mem_free_secret (&r->body);
+        mem_free_secret (&r->authorization);
+        mem_free (r);
+        *r_p = NULL;
+    }
+}
+
+char *
+oauth_authorization_url (const catalog_provider_t *p, const char *client_id,
+                         const char *redirect_uri, const char *state,
+                         const char *const *scopes, size_t n_scopes, const char *code_challenge)
+{
+    sb_t url = { 0 };
+    sb_t scope = { 0 };
+    const char *const *list = scopes;
+    size_t n = n_scopes;
+
+    assert (p);
+    if (!client_id)
+        client_id = p->client_id;
+    if (!input_ok (client_id) || !input_ok (redirect_uri) || !input_ok (state)
+    ||  (code_challenge && !input_ok (code_challenge)))
+        return NULL;
+    if (n == 0 || !list) {
+        list = (const char *const *) p->default_scopes;
+        n = p->default_scope_count;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (!list [i] || !*list [i])
+            continue;
+        if (scope.len)
+            sb_puts (&scope, p->scope_separator);
+        sb_puts (&scope, list [i]);
+    }
+    sb_puts (&url, p->authorization_url);
+    if (!strchr (p->authorization_url, '?'))
+        sb_append (&url, "?", 1);
+    else
+    if (url.len && url.data [url.len - 1] != '?' && url.data [url.len - 1] != '&')
+        url.params = 1;
+    sb_param (&url, "response_type", "code");
+    sb_param (&url, "client_id", client_id);
+    sb_param (&url, "redirect_uri", redirect_uri);
+    if (scope.len)
+        sb_param (&url, "scope", scope.data);
+    sb_param (&url, "state", state);
+    if (code_challenge) {
+        sb_param (&url, "code_challenge", code_challenge);
+        sb_param (&url, "code_challenge_method", "S256");
+    }
+    sb_params (&url, p->authorization_params, p->authorization_param_count);
+    if (scope.failed)
+        url.failed = 1;
+    sb_wipe (&scope);
+    return sb_take (&url);
+}
+
+/* --- classifying answers ------------------------------------------------------------------ */
+
+const char *
+oauth_kind_name (oauth_kind_t kind)
+{
+    switch (kind) {
+        case OAUTH_OK:                return "ok";
+        case OAUTH_INVALID_GRANT:     return "invalid_grant";
+        case OAUTH_INVALID_CLIENT:    return "invalid_client";
+        case OAUTH_INVALID_SCOPE:     return "invalid_scope";
+        case OAUTH_REDIRECT_MISMATCH: return "redirect_uri_mismatch";
+        case OAUTH_TRANSIENT:         return "transient";
+        case OAUTH_BAD_RESPONSE:      return "bad_response";
+        case OAUTH_REJECTED:          return "rejected";
+    }
+    return "unknown";
+}
+
+fr_status_t
+oauth_kind_status (oauth_kind_t kind, int code_exchange)
+{
+    switch (kind) {
+        case OAUTH_OK:                return FR_OK;
+        case OAUTH_INVALID_GRANT:     return code_exchange ? FR_CODE_EXPIRED_OR_USED
+                                                           : FR_NEEDS_RECONNECT;
+        case OAUTH_INVALID_CLIENT:    return FR_INVALID_CLIENT;
+        case OAUTH_INVALID_SCOPE:     return FR_INVALID_SCOPE;
+        case OAUTH_REDIRECT_MISMATCH: return FR_REDIRECT_URI_MISMATCH;
+        case OAUTH_TRANSIENT:         return FR_PROVIDER_UNAVAILABLE;
+        case OAUTH_BAD_RESPONSE:      return FR_PROVIDER_BAD_RESPONSE;
+        case OAUTH_REJECTED:          return FR_CONFIGURATION;
+    }
+    return FR_INTERNAL;
+}
+
+/* Error codes beyond RFC 6749 that providers use, by what they mean. */
+static const char *const grant_codes [] = {
+    "invalid_grant", "bad_verification_code" /* GitHub */, "invalid_code" /* Slack */,
+    "code_already_used" /* Slack */, "interaction_required", "consent_required",
+    "login_required" /* OpenID Connect: the user has to sign in again */,
+    "access_denied" /* at a token endpoint: the user withdrew the grant */, NULL
+};
+static const char *const client_codes [] = {
+    "invalid_client", "unauthorized_client", "incorrect_client_credentials" /* GitHub */,
+    "invalid_client_id", "bad_client_secret" /* Slack */, NULL
+};
+static const char *const redirect_codes [] = {
+    "redirect_uri_mismatch", "bad_redirect_uri" /* Slack */, "invalid_redirect_uri", NULL
+};
+static const char *const scope_codes [] = { "invalid_scope", NULL };
+static const char *const transient_codes [] = {
+    "temporarily_unavailable", "server_error", "slow_down", "ratelimited", "rate_limited",
+    "internal_error", NULL
+};
+
+static int
+code_in (const char *code, const char *const *list)
+{
+    for (; *list; list++)
+        if (strcasecmp (code, *list) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+code_in_provider (const char *code, const catalog_provider_t *p)
+{
+    for (size_t i = 0; p && i < p->invalid_grant_code_count; i++)
+        if (strcasecmp (code, p->invalid_grant_codes [i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* 1 when a description says the redirect URI does not match the registered one. */
+static int
+mentions_redirect_mismatch (const char *desc)
+{
+    char lower [OAUTH_MAX_DESCRIPTION + 1];
+    size_t i = 0;
+    if (!desc)
+        return 0;
+    for (; desc [i] && i < OAUTH_MAX_DESCRIPTION; i++)
+        lower [i] = (char) tolower ((unsigned char) desc [i]);
+    lower [i] = '\0';
+    if (strstr (lower, "aadsts50011"))
+        return 1;
+    return (strstr (lower, "redirect") || strstr (lower, "reply url")
+            || strstr (lower, "reply address"))
+        && strstr (lower, "match");
+}
+
+/* Printable ASCII only, at most max bytes; NULL when nothing is left. */
+static char *
+sanitize_code (const char *s, size_t max)
+{
+    char *out;
+    size_t o = 0;
+    if (!s)
+        return NULL;
+    out = mem_alloc (max + 1);
+    for (; *s && o < max; s++)
+        if ((unsigned char) *s >= 0x20 && (unsigned char) *s < 0x7f)
+            out [o++] = *s;
+    out [o] = '\0';
+    if (o == 0)
+        mem_free_secret (&out);
+    return out;
+}
+
+/* UTF-8 text without control characters (tabs and newlines become spaces), cut at a
+ * character boundary within max bytes; NULL when nothing is left. */
+static char *
+sanitize_text (const char *s, size_t max)
+{
+    const unsigned char *u = (const unsigned char *) s;
+    char *out;
+    size_t o = 0;
+    if (!s)
+        return NULL;
+    out = mem_alloc (max + 1);
+    while (*u) {
+        size_t n = *u < 0x80 ? 1 : (*u >> 5) == 0x6 ? 2 : (*u >> 4) == 0xe ? 3
+                 : (*u >> 3) == 0x1e ? 4 : 0;
+        if (n == 0) {               /* not a lead byte: jansson gives valid UTF-8, but be safe */
+            u++;
+            continue;
+        }
+        for (size_t k = 1; k < n; k++)
+            if ((u [k] & 0xc0) != 0x80) {
+                n = 0;
+                break;
+            }
+        if (n == 0) {
+            u++;
+            continue;
+        }
+        if (n == 1 && (*u < 0x20 || *u == 0x7f)) {
+            if ((*u == '\t' || *u == '\n' || *u == '\r') && o && out [o - 1] != ' ' && o < max)
+                out [o++] = ' ';
+            u++;
+            continue;
+        }
+        if (n == 2 && u [0] == 0xc2 && u [1] < 0xa0) {     /* C1 controls U+0080..U+009F */
+            u += 2;
+            continue;
+        }
+        if (o + n > max)
+            break;
+        memcpy (out + o, u, n);
+        o += n;
+        u += n;
+    }
+    while (o && out [o - 1] == ' ')
+        o--;
+    out [o] = '\0';
+    if (o == 0)
+        mem_free_secret (&out);
+    return out;
+}
+
+/* 1 when s is a plausible token: 1..OAUTH_MAX_TOKEN visible ASCII characters. Anything
+ * else could inject into a header downstream. */
+static int
+token_ok (json_t *v)
+{
+    const char *s = json_string_value (v);
+    size_t len = json_string_length (v);
+    if (!s || len == 0 || len > OAUTH_MAX_TOKEN || strlen (s) != len)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char) s [i] <= 0x20 || (unsigned char) s [i] >= 0x7f)
+            return 0;
+    return 1;
+}
+
+/* expires_in as a JSON integer, an integral real, or a string of digits. 0 ok, -1 invalid. */
+static int
+parse_expires_in (json_t *v, int64_t *out)
+{
+    int64_t value = 0;
+    if (json_is_integer (v))
+        value = json_integer_value (v);
+    else
+    if (json_is_real (v)) {
+        double d = json_real_value (v);
+        if (!(d >= 0 && d <= (double) OAUTH_MAX_EXPIRES_IN))
+            return -1;
+        value = (int64_t) d;
+    }
+    else
+    if (json_is_string (v)) {
+        const char *s = json_string_value (v);
+        size_t len = json_string_length (v);
+        if (len == 0 || len > 18 || strspn (s, "0123456789") != len)
+            return -1;
+        for (size_t i = 0; i < len; i++)
+            value = value * 10 + (s [i] - '0');
+    }
+    else
+        return -1;
+    if (value < 0 || value > OAUTH_MAX_EXPIRES_IN)
+        return -1;
+    *out = value;
+    return 0;
+}
+
+static int
+month_of (const char *m)
+{
+    static const char *const months [] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                           "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    for (int i = 0; i < 12; i++)
+        if (strcasecmp (m, months [i]) == 0)
+            return i + 1;
+    return 0;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static int64_t
+days_from_civil (int64_t y, int64_t m, int64_t d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* Parses the three HTTP-date forms of RFC 9110 5.6.7 into seconds since the epoch. */
+static int
+parse_http_date (const char *s, int64_t *t)
+{
+    char mon [4] = "";
+    int day = 0, year = 0, h = 0, mi = 0, sec = 0, n = 0;
+    int ok = 0;
+
+    if (sscanf (s, "%*[A-Za-z], %2d %3[A-Za-z] %4d %2d:%2d:%2d GMT%n",
+                &day, mon, &year, &h, &mi, &sec, &n) == 6 && n > 0 && s [n] == '\0')
+        ok = 1;     /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
+    else {
+        n = 0;
+        if (sscanf (s, "%*[A-Za-z], %2d-%3[A-Za-z]-%2d %2d:%2d:%2d GMT%n",
+                    &day, mon, &year, &h, &mi, &sec, &n) == 6 && n > 0 && s [n] == '\0') {
+            year += year < 70 ? 2000 : 1900;   /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT */
+            ok = 1;
+        }
+        else {
+            n = 0;
+            if (sscanf (s, "%*[A-Za-z] %3[A-Za-z] %2d %2d:%2d:%2d %4d%n",
+                        mon, &day, &h, &mi, &sec, &year, &n) == 6 && n > 0 && s [n] == '\0')
+                ok = 1;     /* asctime: Sun Nov  6 08:49:37 1994 */
+        }
+    }
+    int m = month_of (mon);
+    if (!ok || !m || day < 1 || day > 31 || h < 0 || h > 23 || mi < 0 || mi > 59
+    ||  sec < 0 || sec > 60 || year < 1970 || year > 9999)
+        return -1;
+    *t = days_from_civil (year, m, day) * 86400 + h * 3600 + mi * 60 + sec;
+    return 0;
+}
+
+int64_t
+oauth_parse_retry_after (const char *value, time_t now)
+{
+    char buf [64];
+    size_t len;
+    int64_t seconds = -1;
+
+    if (!value)
+        return -1;
+    while (*value == ' ' || *value == '\t')
+        value++;
+    len = strnlen (value, sizeof buf);
+    if (len == sizeof buf)
+        return -1;
+    memcpy (buf, value, len + 1);
+    while (len && (buf [len - 1] == ' ' || buf [len - 1] == '\t' || buf [len - 1] == '\r'
+                   || buf [len - 1] == '\n'))
+        buf [--len] = '\0';
+    if (len == 0)
+        return -1;
+    if (strspn (buf, "0123456789") == len) {
+        seconds = 0;
+        for (size_t i = 0; i < len && seconds <= OAUTH_MAX_RETRY_AFTER; i++)
+            seconds = seconds * 10 + (buf [i] - '0');
+    }
+    else {
+        int64_t t;
+        if (parse_http_date (buf, &t) != 0)
+            return -1;
+        seconds = t - (int64_t) now;
+        if (seconds < 0)
+            seconds = 0;
+    }
+    return seconds > OAUTH_MAX_RETRY_AFTER ? OAUTH_MAX_RETRY_AFTER : seconds;
+}
+
+static const char *
+string_field (json_t *obj, const char *name)
+{
+    return json_string_value (json_object_get (obj, name));
+}
+
+/* Classifies an OAuth error answer by its code, description and status. */
+static oauth_kind_t
+classify_error (const catalog_provider_t *p, long status, const char *code, const char *desc)
+{
+    if ((status >= 500 && status <= 599) || status == 429 || status == 408)
+        return OAUTH_TRANSIENT;         /* whatever the body says, the server failed */
+    if (code) {
+        if (code_in (code, redirect_codes))
+            return OAUTH_REDIRECT_MISMATCH;
+        if (code_in (code, grant_codes) || code_in_provider (code, p))
+            return mentions_redirect_mismatch (desc) ? OAUTH_REDIRECT_MISMATCH
+                                                     : OAUTH_INVALID_GRANT;
+        if (code_in (code, client_codes))
+            return OAUTH_INVALID_CLIENT;
+        if (code_in (code, scope_codes))
+            return OAUTH_INVALID_SCOPE;
+        if (code_in (code, transient_codes))
+            return OAUTH_TRANSIENT;
+    }
+    if (mentions_redirect_mismatch (desc))
+        return OAUTH_REDIRECT_MISMATCH;
+    return status == 401 ? OAUTH_INVALID_CLIENT : OAUTH_REJECTED;
+}
+
+static int
+contains (const char *hay, size_t len, const char *needle)
+{
+    size_t n = strlen (needle);
+    for (size_t i = 0; n <= len && i <= len - n; i++)
+        if (memcmp (hay + i, needle, n) == 0)
+            return 1;
+    return 0;
+}
+
+/* Says why a body that should be a token response is not one. */
+static const char *
+describe_non_json (const char *body, size_t len)
+{
+    size_t i = 0;
+    while (i < len && isspace ((unsigned char) body [i]))
+        i++;
+    if (i == len)
+        return "the response body is empty";
+    if (body [i] == '<')
+        return "the response is HTML, not JSON";
+    if (contains (body, len, "access_token=") || contains (body, len, "error="))
+        return "the response is form-encoded, not JSON (the request should send "
+               "Accept: application/json)";
+    return "the response is not a JSON object";
+}
+
+void
+oauth_parse_token_response (const catalog_provider_t *p, long http_status,
+                            const char *retry_after_header, const char *body, size_t body_len,
+                            oauth_result_t *out)
+{
+    json_t *root = NULL;
+    json_t *v;
+    const char *code = NULL;
+    const char *desc = NULL;
+    int is_error = 0;
+    int transient_status = (http_status >= 500 && http_status <= 599) || http_status == 429
+                        || http_status == 408;
+
+    assert (out);
+    memset (out, 0, sizeof *out);
+    out->http_status = http_status;
+    out->expires_in = -1;
+    out->retry_after = -1;
+    if (!body)
+        body_len = 0;
+
+    if (body_len > OAUTH_MAX_BODY) {
+        out->kind = transient_status ? OAUTH_TRANSIENT : OAUTH_BAD_RESPONSE;
+        snprintf (out->detail, sizeof out->detail, "HTTP %ld with a %zu-byte body, over the "
+                  "%d-byte limit", http_status, body_len, OAUTH_MAX_BODY);
+        goto out;
+    }
+    if (body_len) {
+        root = json_loadb (body, body_len, JSON_REJECT_DUPLICATES, NULL);
+        if (root && !json_is_object (root)) {
+            json_decref (root);
+            root = NULL;
+        }
+    }
+    if (root) {
+        v = json_object_get (root, "error");
+        if (json_is_string (v)) {
+            is_error = 1;
+            code = json_string_value (v);
+        }
+        else
+        if (json_is_object (v)) {       /* {"error": {"code": ..., "message": ...}} */
+            is_error = 1;
+            code = string_field (v, "code") ? string_field (v, "code") : string_field (v, "status");
+            desc = string_field (v, "message");
+        }
+        else
+        if (v && !json_is_null (v) && !json_is_false (v))
+            is_error = 1;
+        if (json_is_false (json_object_get (root, "ok")))
+            is_error = 1;               /* Slack: {"ok": false, "error": "..."} */
+        if (!is_error && (http_status < 200 || http_status > 299)
+        &&  json_is_string (json_object_get (root, "status"))) {
+            is_error = 1;               /* HubSpot: {"status": "BAD_REFRESH_TOKEN", "message": ...} */
+            code = string_field (root, "status");
+        }
+        if (!desc)
+            desc = string_field (root, "error_description");
+        if (!desc)
+            desc = string_field (root, "message");
+    }
+
+    if (is_error) {
+        out->error = sanitize_code (code, OAUTH_MAX_ERROR);
+        out->error_description = sanitize_text (desc, OAUTH_MAX_DESCRIPTION);
+        out->kind = classify_error (p, http_status, out->error, out->error_description);
+        snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld with error \"%s\"",
+                  http_status, out->error ? out->error : "(no code)");
+        goto out;
+    }
+    if (transient_status) {
+        out->kind = OAUTH_TRANSIENT;
+        snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld", http_status);
+        goto out;
+    }
+    if (http_status == 401) {
+        out->kind = OAUTH_INVALID_CLIENT;
+        snprintf (out->detail, sizeof out->detail, "provider answered HTTP 401 without an OAuth "
+                  "error: client authentication failed");
+        goto out;
+    }
+    if (http_status < 200 || http_status > 299) {
+        out->kind = OAUTH_BAD_RESPONSE;
+        snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld without an OAuth "
+                  "error%s%s", http_status, root ? "" : ": ",
+                  root ? "" : describe_non_json (body, body_len));
+        goto out;
+    }
+    out->kind = OAUTH_BAD_RESPONSE;
+    if (!root) {
+        snprintf (out->detail, sizeof out->detail, "%s", describe_non_json (body, body_len));
+        goto out;
+    }
+    v = json_object_get (root, "access_token");
+    if (!v || json_is_null (v)) {
+        snprintf (out->detail, sizeof out->detail, "the response has no access_token");
+        goto out;
+    }
+    if (!token_ok (v)) {
+        snprintf (out->detail, sizeof out->detail, "the response's access_token is not a string "
+                  "of 1 to %d visible ASCII characters", OAUTH_MAX_TOKEN);
+        goto out;
+    }
+    v = json_object_get (root, "refresh_token");
+    if (v && !json_is_null (v) && !(json_is_string (v) && json_string_length (v) == 0)
+    &&  !token_ok (v)) {
+        snprintf (out->detail, sizeof out->detail, "the response's refresh_token is not a string "
+                  "of 1 to %d visible ASCII characters", OAUTH_MAX_TOKEN);
+        goto out;
+    }
+    v = json_object_get (root, "expires_in");
+    if (v && !json_is_null (v) && parse_expires_in (v, &out->expires_in) != 0) {
+        snprintf (out->detail, sizeof out->detail, "the response's expires_in is not a number of "
+                  "seconds from 0 to 10 years");
+        out->expires_in = -1;
+        goto out;
+    }
+    out->access_token = mem_strdup (string_field (root, "access_token"));
+    v = json_object_get (root, "refresh_token");
+    if (json_is_string (v) && json_string_length (v) > 0)
+        out->refresh_token = mem_strdup (json_string_value (v));
+    out->scope = sanitize_text (string_field (root, "scope"), OAUTH_MAX_SCOPE);
+    out->token_type = sanitize_code (string_field (root, "token_type"), OAUTH_MAX_ERROR);
+    out->kind = OAUTH_OK;
+out:
+    if (out->kind == OAUTH_TRANSIENT)
+        out->retry_after = oauth_parse_retry_after (retry_after_header, time (NULL));
+    json_decref (root);
+}
+
+void
+oauth_result_clear (oauth_result_t *r)
+{
+    if (!r)
+        return;
+    mem_free_secret (&r->access_token);
+    mem_free_secret (&r->refresh_token);
+    mem_free (r->scope);
+    mem_free (r->token_type);
+    mem_free (r->error);
+    mem_free (r->error_description);
+    memset (r, 0, sizeof *r);
+    r->expires_in = -1;
+    r->retry_after = -1;
+}

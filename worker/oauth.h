@@ -1,0 +1,94 @@
+/* oauth.h - token endpoint requests and responses (RFC 6749, 7009, 7636): building requests
+ * and classifying what the provider answered. Pure logic: the HTTP layer does the I/O. */
+#ifndef FERRULE_OAUTH_H
+#define FERRULE_OAUTH_H
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include "catalog.h"
+#include "result.h"
+
+#define OAUTH_MAX_BODY          (256 * 1024)   /* longest response body classified */
+#define OAUTH_MAX_TOKEN         (16 * 1024)    /* longest access or refresh token accepted */
+#define OAUTH_MAX_INPUT         (16 * 1024)    /* longest code, token, URI or state sent */
+#define OAUTH_MAX_ERROR         64             /* error code kept from a response */
+#define OAUTH_MAX_DESCRIPTION   200            /* error_description kept from a response */
+#define OAUTH_MAX_RETRY_AFTER   3600           /* Retry-After is capped to this many seconds */
+#define OAUTH_MAX_EXPIRES_IN    (10LL * 366 * 86400)   /* ten years */
+
+/* One HTTP POST to a token or revocation endpoint. body and authorization hold secrets. */
+typedef struct {
+    char *url;
+    char *body;             /* application/x-www-form-urlencoded, RFC 3986 percent-encoding */
+    char *authorization;    /* "Basic ..." header value for client_secret_basic, else NULL */
+} oauth_request_t;
+
+/* grant_type=refresh_token with the entry's token_params and refresh_params. NULL when the
+ * provider has no client credentials (check catalog_check_credentials first) or the token
+ * is empty or longer than OAUTH_MAX_INPUT. */
+oauth_request_t *oauth_refresh_request_new (const catalog_provider_t *p, const char *refresh_token);
+/* grant_type=authorization_code with redirect_uri and, when not NULL, the PKCE code_verifier.
+ * NULL on the same conditions as oauth_refresh_request_new. */
+oauth_request_t *oauth_code_request_new (const catalog_provider_t *p, const char *code,
+                                         const char *redirect_uri, const char *code_verifier);
+/* RFC 7009 revocation of token; hint ("refresh_token", "access_token") may be NULL. NULL when
+ * the provider has no revocation_url or no client credentials. */
+oauth_request_t *oauth_revocation_request_new (const catalog_provider_t *p, const char *token,
+                                               const char *hint);
+/* Wipes the body and the Authorization value, frees, nulls the pointer; safe on NULL. */
+void oauth_request_destroy (oauth_request_t **r_p);
+
+/* The URL to send the user to: response_type=code, client_id (client_id, or the entry's when
+ * NULL), redirect_uri, scope (scopes joined with the entry's separator; the entry's default
+ * scopes when n_scopes is 0), state, code_challenge with method S256 when code_challenge is not
+ * NULL, then the entry's authorization_params. Caller frees; NULL without a client id. */
+char *oauth_authorization_url (const catalog_provider_t *p, const char *client_id,
+                               const char *redirect_uri, const char *state,
+                               const char *const *scopes, size_t n_scopes,
+                               const char *code_challenge);
+
+typedef enum {
+    OAUTH_OK = 0,
+    OAUTH_INVALID_GRANT,        /* the refresh token or code is dead: the user must connect again */
+    OAUTH_INVALID_CLIENT,       /* client id or secret rejected */
+    OAUTH_INVALID_SCOPE,
+    OAUTH_REDIRECT_MISMATCH,    /* redirect URI not registered with the provider's app */
+    OAUTH_TRANSIENT,            /* 5xx, 429, temporarily_unavailable, server_error: retry later */
+    OAUTH_BAD_RESPONSE,         /* not a token response (HTML, empty, malformed, out of range) */
+    OAUTH_REJECTED              /* another OAuth error: invalid_request, unsupported_grant_type, ... */
+} oauth_kind_t;
+
+typedef struct {
+    oauth_kind_t kind;
+    long http_status;
+    char *access_token;         /* secret */
+    char *refresh_token;        /* secret; NULL when absent or empty: keep the old one */
+    int64_t expires_in;         /* seconds; -1 when absent */
+    char *scope;                /* as granted, or NULL */
+    char *token_type;           /* or NULL */
+    char *error;                /* provider's error code: printable ASCII, at most 64 */
+    char *error_description;    /* control characters removed, at most 200 bytes */
+    int64_t retry_after;        /* seconds for OAUTH_TRANSIENT, capped; -1 unknown */
+    char detail [160];          /* why this kind, for logs and the chain; never holds a token */
+} oauth_result_t;
+
+/* Classifies a token endpoint answer into out, which is overwritten (clear it first when
+ * reusing it). http_status must be a real HTTP status: status 0 (no answer) is the caller's.
+ * An "error" field makes an answer an error whatever the status; so does "ok": false. */
+void oauth_parse_token_response (const catalog_provider_t *p, long http_status,
+                                 const char *retry_after_header, const char *body,
+                                 size_t body_len, oauth_result_t *out);
+/* Wipes the tokens, frees the strings and resets the fields (expires_in, retry_after -1). */
+void oauth_result_clear (oauth_result_t *r);
+
+/* Seconds to wait from a Retry-After value (delta-seconds or HTTP-date) relative to now,
+ * capped at OAUTH_MAX_RETRY_AFTER; -1 when value is NULL or not parsable. */
+int64_t oauth_parse_retry_after (const char *value, time_t now);
+
+/* "ok", "invalid_grant", ... for logs and the token chain. */
+const char *oauth_kind_name (oauth_kind_t kind);
+/* The service's status for a classified answer. code_exchange: the request exchanged an
+ * authorization code (invalid_grant then means the code expired or was used) rather than a
+ * refresh token (invalid_grant: needs reconnect). */
+fr_status_t oauth_kind_status (oauth_kind_t kind, int code_exchange);
+#endif
