@@ -16,6 +16,7 @@ struct cache_entry {
     char    *access_token;        /* plaintext in memory only; NULL when none */
     int64_t  access_expires_at;   /* epoch seconds */
     int64_t  generation;
+    int64_t  refreshed_ms;        /* monotonic time this worker last refreshed it, 0 never */
     char    *scopes;              /* space-separated */
     struct refresh *refresh;      /* the refresh in flight: requests join it (single flight) */
     uint8_t  status;              /* integ_status_t */

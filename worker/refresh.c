@@ -297,6 +297,7 @@ refresh_commit (worker_t *w, refresh_t *r)
         return 1;
     }
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
+    e->refreshed_ms = clock_mono_ms ();
     if (r->scopes)
         cache_set_text (&e->scopes, r->scopes);
     e->status = INTEG_ACTIVE;

@@ -13,6 +13,7 @@
 #define MAX_SCOPE_LEN   512
 #define MAX_MIN_VALID   86400
 #define MAX_HISTORY     1000
+#define FRESH_ENOUGH_MS 10000       /* a token this young is never refreshed again by "token" */
 
 /* Reads an optional string field; 0 missing, 1 present (copied), -1 refused (reply sent). */
 static int
@@ -149,7 +150,15 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         return;
     }
     /* the hot path: a cached token that lasts long enough */
-    if (!forced && e->access_token && e->access_expires_at >= clock_wall_ms () / 1000 + min_valid) {
+    int64_t now = clock_wall_ms () / 1000;
+    if (!forced && e->access_token && e->access_expires_at >= now + min_valid) {
+        worker_reply_token (w, job, e, 0);
+        return;
+    }
+    /* a min_valid longer than the provider's token lifetime can never be met: serve a token
+     * refreshed moments ago rather than refreshing in a loop */
+    if (!forced && e->access_token && e->access_expires_at > now && e->refreshed_ms
+    &&  clock_mono_ms () - e->refreshed_ms < FRESH_ENOUGH_MS) {
         worker_reply_token (w, job, e, 0);
         return;
     }

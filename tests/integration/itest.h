@@ -1,0 +1,22 @@
+/* itest.h - small helpers shared by the integration tests (on top of harness.h) */
+#ifndef FERRULE_ITEST_H
+#define FERRULE_ITEST_H
+#include <jansson.h>
+#include "harness.h"
+
+/* Creates a grant at the fake provider and returns its refresh token (caller frees). */
+char *itest_grant (harness_t *h, const char *provider, const char *scopes_json);
+/* Imports an integration through ferrulectl; returns ferrulectl's exit code. */
+int itest_import (harness_t *h, const char *id, const char *provider, const char *refresh_token);
+/* Makes the stored access token expired and tells every worker's cache (as a change would). */
+void itest_expire (harness_t *h, const char *id);
+/* A counter from the fake provider's /admin/stats for a provider, e.g. "refresh_calls". */
+long long itest_stat (harness_t *h, const char *provider, const char *counter);
+/* Queues a fault at the fake provider: kind, count, and optional status / retry_after / delay_ms (-1: unset). */
+void itest_fault (harness_t *h, const char *provider, const char *kind, int count, int status, int retry_after,
+                  int delay_ms);
+/* The error code of a ferrulectl JSON reply, or "" when ok. */
+const char *itest_code (const json_t *reply);
+/* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
+int itest_workdir_contains (harness_t *h, const char *needle);
+#endif

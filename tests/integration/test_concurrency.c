@@ -1,0 +1,149 @@
+/* test_concurrency.c - 50 concurrent token requests for one expired integration make exactly
+ * one provider call (single flight), and all of them get the same new token */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <cmocka.h>
+#include "client.h"
+#include "itest.h"
+
+#define CALLERS 50
+
+static harness_t *h;
+
+typedef struct {
+    const char *id;
+    json_t *reply;
+    pthread_barrier_t *start;
+} caller_t;
+
+static void *
+caller (void *arg)
+{
+    caller_t *c = arg;
+    client_t *cl = client_new (harness_brokers (h));
+    json_t *args = json_pack ("{s:s}", "integration", c->id);
+    pthread_barrier_wait (c->start);
+    c->reply = client_call (cl, "token", args, 20000);
+    json_decref (args);
+    client_destroy (&cl);
+    return NULL;
+}
+
+static int
+setup (void **state)
+{
+    h = harness_new ("concurrency");
+    if (!h || harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0
+    ||  harness_start_worker (h, "w2") != 0 || harness_wait_ready (h, 2, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 0 ? 0 : -1;
+}
+
+static void
+storm (const char *id, const char *provider)
+{
+    char *rt = itest_grant (h, provider, NULL);
+    assert_int_equal (itest_import (h, id, provider, rt), 0);
+    /* slow the provider a little so that every request arrives while the refresh is in flight */
+    json_t *cfg = json_pack ("{s:i}", "latency_ms", 300);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+    long long before = itest_stat (h, provider, "refresh_calls");
+
+    pthread_t threads [CALLERS];
+    caller_t callers [CALLERS];
+    pthread_barrier_t start;
+    pthread_barrier_init (&start, NULL, CALLERS);
+    for (int i = 0; i < CALLERS; i++) {
+        callers [i].id = id;
+        callers [i].reply = NULL;
+        callers [i].start = &start;
+        pthread_create (&threads [i], NULL, caller, &callers [i]);
+    }
+    for (int i = 0; i < CALLERS; i++)
+        pthread_join (threads [i], NULL);
+    pthread_barrier_destroy (&start);
+
+    const char *token = NULL;
+    for (int i = 0; i < CALLERS; i++) {
+        json_t *r = callers [i].reply;
+        if (!json_is_true (json_object_get (r, "ok")))
+            fail_msg ("caller %d got %s", i, itest_code (r));
+        const char *t = json_string_value (json_object_get (r, "access_token"));
+        if (!token)
+            token = t;
+        assert_string_equal (t, token);
+        assert_int_equal (json_integer_value (json_object_get (r, "generation")), 2);
+    }
+    assert_int_equal (itest_stat (h, provider, "refresh_calls") - before, 1);
+    assert_int_equal (itest_stat (h, provider, "reuse_detections"), 0);
+    for (int i = 0; i < CALLERS; i++)
+        json_decref (callers [i].reply);
+    cfg = json_pack ("{s:i}", "latency_ms", 0);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+    free (rt);
+}
+
+static void
+test_storm_on_new_integration (void **state)
+{
+    storm ("storm1:box", "fakebox");
+}
+
+static void
+test_storm_after_expiry (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "storm2:box", "fakebox", rt), 0);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", "storm2:box", NULL));
+    assert_int_equal (rc, 0);
+    itest_expire (h, "storm2:box");
+    long long before = itest_stat (h, "fakebox", "refresh_calls");
+
+    pthread_t threads [CALLERS];
+    caller_t callers [CALLERS];
+    pthread_barrier_t start;
+    pthread_barrier_init (&start, NULL, CALLERS);
+    for (int i = 0; i < CALLERS; i++) {
+        callers [i] = (caller_t) { "storm2:box", NULL, &start };
+        pthread_create (&threads [i], NULL, caller, &callers [i]);
+    }
+    for (int i = 0; i < CALLERS; i++)
+        pthread_join (threads [i], NULL);
+    pthread_barrier_destroy (&start);
+    for (int i = 0; i < CALLERS; i++) {
+        if (!json_is_true (json_object_get (callers [i].reply, "ok")))
+            fail_msg ("caller %d got %s", i, itest_code (callers [i].reply));
+        assert_int_equal (json_integer_value (json_object_get (callers [i].reply, "generation")), 3);
+        json_decref (callers [i].reply);
+    }
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls") - before, 1);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    free (rt);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_storm_on_new_integration),
+        cmocka_unit_test (test_storm_after_expiry),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

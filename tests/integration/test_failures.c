@@ -1,0 +1,246 @@
+/* test_failures.c - what the provider says when things go wrong, and what callers are told:
+ * invalid_grant stops all provider calls, transient failures keep the integration active,
+ * garbage answers are reported, not crashed on */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "itest.h"
+
+static harness_t *h;
+
+static int
+setup (void **state)
+{
+    h = harness_new ("failures");
+    if (!h)
+        return -1;
+    /* short provider timeouts so the slow-provider case stays quick */
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "1500");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_LEASE_MS", "5000");
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 0 ? 0 : -1;
+}
+
+static json_t *
+token (const char *id, int *rc)
+{
+    return harness_ctl (h, rc, "token", "--integration", id, NULL);
+}
+
+static const char *
+status_of (const char *id, json_t **keep)
+{
+    int rc;
+    *keep = harness_ctl (h, &rc, "status", "--integration", id, NULL);
+    return json_string_value (json_object_get (json_object_get (*keep, "integration"), "status"));
+}
+
+static void
+test_invalid_grant_needs_reconnect (void **state)
+{
+    int rc;
+    /* a refresh token the provider never issued (or revoked): invalid_grant */
+    assert_int_equal (itest_import (h, "dead:box", "fakebox", "fake-rt-00000000000000000000000000000000"), 0);
+    long long before = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *t = token ("dead:box", &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t), "needs_reconnect");
+    const char *msg = json_string_value (json_object_get (json_object_get (t, "error"), "message"));
+    const char *hint = json_string_value (json_object_get (json_object_get (t, "error"), "hint"));
+    assert_non_null (strstr (msg, "invalid_grant"));
+    assert_non_null (strstr (msg, "dead:box"));
+    assert_non_null (strstr (hint, "connect"));
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), before + 1);
+
+    json_t *s;
+    assert_string_equal (status_of ("dead:box", &s), "needs_reconnect");
+    assert_string_equal (json_string_value (json_object_get (json_object_get (json_object_get (s, "integration"), "last_error"), "code")),
+                         "needs_reconnect");
+
+    /* from now on: answered at once, and the provider is never called again */
+    for (int i = 0; i < 5; i++) {
+        json_t *again = token ("dead:box", &rc);
+        assert_int_equal (rc, 4);
+        assert_string_equal (itest_code (again), "needs_reconnect");
+        json_decref (again);
+    }
+    json_t *forced = harness_ctl (h, &rc, "refresh", "--integration", "dead:box", NULL);
+    assert_int_equal (rc, 4);
+    json_decref (forced);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), before + 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'dead:box' AND outcome = 'invalid_grant'"), 1);
+
+    /* reconnecting (a new import) makes it active again */
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "dead:box", "fakebox", rt), 0);
+    json_t *ok = token ("dead:box", &rc);
+    assert_int_equal (rc, 0);
+    json_t *s2;
+    assert_string_equal (status_of ("dead:box", &s2), "active");
+    free (rt);
+    json_decref (ok);
+    json_decref (t);
+    json_decref (s);
+    json_decref (s2);
+}
+
+static void
+test_transient_stays_active (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "flaky:box", "fakebox", rt), 0);
+
+    itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
+    json_t *t = token ("flaky:box", &rc);
+    assert_int_equal (rc, 5);
+    assert_string_equal (itest_code (t), "provider_unavailable");
+    json_t *s;
+    assert_string_equal (status_of ("flaky:box", &s), "active");
+
+    itest_fault (h, "fakebox", "retry_after", 1, 429, 7, -1);
+    json_t *t2 = token ("flaky:box", &rc);
+    assert_int_equal (rc, 5);
+    assert_string_equal (itest_code (t2), "provider_unavailable");
+    assert_int_equal (json_integer_value (json_object_get (json_object_get (t2, "error"), "retry_after")), 7);
+
+    /* the faults spent nothing: the same refresh token works once the provider recovers */
+    json_t *t3 = token ("flaky:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'flaky:box' AND outcome = 'transient'"), 2);
+    free (rt);
+    json_decref (t);
+    json_decref (t2);
+    json_decref (t3);
+    json_decref (s);
+}
+
+static void
+test_garbage_answers (void **state)
+{
+    static const struct { const char *kind; const char *code; int exit_code; } cases [] = {
+        { "malformed", "provider_bad_response", 5 },
+        { "html", "provider_bad_response", 5 },
+        { "empty", "provider_bad_response", 5 },
+        { "huge", "provider_bad_response", 5 },
+        { "drop", "provider_unavailable", 5 },
+        { "slow", "provider_unavailable", 5 },      /* slower than the 1.5 s provider timeout */
+        { "invalid_client", "invalid_client", 6 },
+    };
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "garbage:box", "fakebox", rt), 0);
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        itest_fault (h, "fakebox", cases [i].kind, 1, -1, -1, strcmp (cases [i].kind, "slow") == 0 ? 3000 : -1);
+        json_t *t = token ("garbage:box", &rc);
+        if (strcmp (itest_code (t), cases [i].code) != 0 || rc != cases [i].exit_code)
+            fail_msg ("fault \"%s\": expected %s (exit %d), got \"%s\" (exit %d)", cases [i].kind, cases [i].code,
+                      cases [i].exit_code, itest_code (t), rc);
+        json_t *s;
+        assert_string_equal (status_of ("garbage:box", &s), "active");
+        json_decref (s);
+        json_decref (t);
+    }
+    /* a slow answer arrives after the timeout: the refresh token it spent is lost at the
+     * provider, so only a reconnect can help; everything else left the chain intact */
+    char *rt2 = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "garbage:box", "fakebox", rt2), 0);
+    json_t *ok = token ("garbage:box", &rc);
+    assert_int_equal (rc, 0);
+    json_decref (ok);
+    free (rt);
+    free (rt2);
+}
+
+static void
+test_not_found_and_bad_input (void **state)
+{
+    int rc;
+    json_t *t = token ("nobody:box", &rc);
+    assert_int_equal (rc, 3);
+    assert_string_equal (itest_code (t), "not_found");
+    json_decref (t);
+    t = harness_ctl (h, &rc, "status", "--integration", "nobody:box", NULL);
+    assert_int_equal (rc, 3);
+    json_decref (t);
+    t = harness_ctl (h, &rc, "import", "--integration", "x:y", "--provider", "no-such-provider", "--refresh-token", "abc", NULL);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (t), "configuration");
+    json_decref (t);
+    t = harness_ctl (h, &rc, "token", "--integration", "bad id!", NULL);
+    assert_int_equal (rc, 2);
+    json_decref (t);
+}
+
+static void
+test_slow_provider_does_not_stall_others (void **state)
+{
+    int rc;
+    char *a = itest_grant (h, "fakebox", NULL);
+    char *b = itest_grant (h, "fakegoogle", NULL);
+    assert_int_equal (itest_import (h, "slow:box", "fakebox", a), 0);
+    assert_int_equal (itest_import (h, "fast:google", "fakegoogle", b), 0);
+    /* every fakebox answer takes 1 s; fakegoogle answers at once */
+    json_t *cfg = json_pack ("{s:i}", "latency_ms", 1000);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+
+    pid_t child = fork ();
+    if (child == 0) {
+        int crc;
+        json_t *r = harness_ctl (h, &crc, "token", "--integration", "slow:box", NULL);
+        json_decref (r);
+        _exit (crc == 0 ? 0 : 1);
+    }
+    /* while the slow call is in flight on the same worker, the other integration refreshes */
+    for (int i = 0; i < 100 && itest_stat (h, "fakebox", "max_concurrent_refresh") < 1; i++)
+        usleep (20000);
+    json_t *t = token ("fast:google", &rc);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (t, "refreshed")));
+    json_t *hist = harness_ctl (h, &rc, "history", "--integration", "slow:box", "--limit", "1", NULL);
+    /* the slow one had not finished when the fast one did */
+    assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (hist, "chain"), 0), "outcome")),
+                         "imported");
+    int status = 0;
+    waitpid (child, &status, 0);
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+    cfg = json_pack ("{s:i}", "latency_ms", 0);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+    free (a);
+    free (b);
+    json_decref (t);
+    json_decref (hist);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_invalid_grant_needs_reconnect),
+        cmocka_unit_test (test_transient_stays_active),
+        cmocka_unit_test (test_garbage_answers),
+        cmocka_unit_test (test_not_found_and_bad_input),
+        cmocka_unit_test (test_slow_provider_does_not_stall_others),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

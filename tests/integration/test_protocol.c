@@ -1,0 +1,225 @@
+/* test_protocol.c - bad input at the broker's front door: every malformed request gets an error
+ * reply with a code and a hint, nothing crashes, and the service keeps serving */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <msgpack.h>
+#include <zmq.h>
+#include "codec.h"
+#include "itest.h"
+
+static harness_t *h;
+static void *ctx;
+
+static int
+setup (void **state)
+{
+    h = harness_new ("protocol");
+    if (!h || harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    ctx = zmq_ctx_new ();
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    zmq_ctx_term (ctx);
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 0 ? 0 : -1;
+}
+
+static void *
+dealer (void)
+{
+    void *s = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal (zmq_connect (s, harness_broker_frontend (h, 0)), 0);
+    return s;
+}
+
+/* Sends the frames, waits up to 5 s for a reply, returns the decoded body as JSON (NULL: none). */
+static json_t *
+exchange (void *s, int n, const void *const *data, const size_t *size)
+{
+    for (int i = 0; i < n; i++)
+        assert_true (zmq_send (s, data [i], size [i], i < n - 1 ? ZMQ_SNDMORE : 0) >= 0);
+    zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll (&item, 1, 5000) != 1)
+        return NULL;
+    zmq_msg_t parts [4];
+    int count = 0, more = 1;
+    while (more) {
+        zmq_msg_t m;
+        zmq_msg_init (&m);
+        zmq_msg_recv (&m, s, 0);
+        more = zmq_msg_more (&m);
+        if (count < 4)
+            parts [count++] = m;
+        else
+            zmq_msg_close (&m);
+    }
+    json_t *out = NULL;
+    if (count == 3 && zmq_msg_size (&parts [0]) == 0 && zmq_msg_size (&parts [1]) == 4
+    &&  memcmp (zmq_msg_data (&parts [1]), "FRL1", 4) == 0) {
+        codec_msg_t *msg = NULL;
+        char err [256];
+        if (codec_decode (zmq_msg_data (&parts [2]), zmq_msg_size (&parts [2]), &msg, err, sizeof err) == FR_OK)
+            out = codec_to_json (codec_msg_root (msg));
+        codec_msg_destroy (&msg);
+    }
+    for (int i = 0; i < count; i++)
+        zmq_msg_close (&parts [i]);
+    return out;
+}
+
+static void
+expect_error (void *s, int n, const void *const *data, const size_t *size, const char *code)
+{
+    json_t *r = exchange (s, n, data, size);
+    if (!r)
+        fail_msg ("no reply where \"%s\" was expected", code);
+    assert_true (json_is_false (json_object_get (r, "ok")));
+    json_t *e = json_object_get (r, "error");
+    if (strcmp (json_string_value (json_object_get (e, "code")), code) != 0)
+        fail_msg ("expected \"%s\", got \"%s\": %s", code, json_string_value (json_object_get (e, "code")),
+                  json_string_value (json_object_get (e, "message")));
+    assert_true (strlen (json_string_value (json_object_get (e, "message"))) > 0);
+    assert_true (strlen (json_string_value (json_object_get (e, "hint"))) > 0);
+    json_decref (r);
+}
+
+static void
+expect_body_error (void *s, const void *body, size_t len, const char *code)
+{
+    const void *data [] = { "", "FRL1", body };
+    size_t size [] = { 0, 4, len };
+    expect_error (s, 3, data, size, code);
+}
+
+/* A body built from a JSON text. */
+static void
+expect_json_error (void *s, const char *json, const char *code)
+{
+    json_error_t jerr;
+    json_t *j = json_loads (json, 0, &jerr);
+    assert_non_null (j);
+    codec_builder_t *b = codec_builder_new ();
+    codec_json (b, j);
+    size_t len;
+    const char *data = codec_builder_data (b, &len);
+    expect_body_error (s, data, len, code);
+    codec_builder_destroy (&b);
+    json_decref (j);
+}
+
+static void
+test_frame_errors (void **state)
+{
+    void *s = dealer ();
+    const void *one [] = { "" };
+    size_t one_size [] = { 0 };
+    expect_error (s, 1, one, one_size, "malformed_frame");
+    const void *two [] = { "", "FRL1" };
+    size_t two_size [] = { 0, 4 };
+    expect_error (s, 2, two, two_size, "malformed_frame");
+    const void *nodelim [] = { "x", "FRL1", "\x80" };
+    size_t nodelim_size [] = { 1, 4, 1 };
+    expect_error (s, 3, nodelim, nodelim_size, "malformed_frame");
+    const void *version [] = { "", "FRL9", "\x80" };
+    size_t version_size [] = { 0, 4, 1 };
+    expect_error (s, 3, version, version_size, "unsupported_version");
+    const void *many [] = { "", "FRL1", "\x80", "extra", "more" };
+    size_t many_size [] = { 0, 4, 1, 5, 4 };
+    expect_error (s, 5, many, many_size, "malformed_frame");
+    zmq_close (s);
+}
+
+static void
+test_body_errors (void **state)
+{
+    void *s = dealer ();
+    expect_body_error (s, "", 0, "malformed_frame");
+    expect_body_error (s, "not msgpack at all", 18, "malformed_frame");
+    /* five bytes declaring a map of four billion entries: refused before any allocation */
+    expect_body_error (s, "\xdf\xff\xff\xff\xff", 5, "malformed_frame");
+    expect_body_error (s, "\xdd\xff\xff\xff\xff", 5, "malformed_frame");
+    expect_body_error (s, "\x92\x01\x02", 3, "malformed_frame");           /* not a map */
+    expect_body_error (s, "\x81\x01\x02", 3, "malformed_frame");           /* integer key */
+    unsigned char deep [32] = { 0x81, 0xa1, 'k' };
+    for (int i = 0; i < 12; i++)
+        deep [3 + i] = 0x91;
+    deep [15] = 0x01;
+    expect_body_error (s, deep, 16, "too_large");
+
+    expect_json_error (s, "{}", "bad_request");
+    expect_json_error (s, "{\"op\": 7}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"has space\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"a\", \"deadline_ms\": 0}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"a\", \"deadline_ms\": \"soon\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"a\", \"rid\": \"\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"frobnicate\", \"integration\": \"a\"}", "unknown_operation");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"a\", \"min_valid\": -5}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"a\", \"min_valid\": \"x\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"import\", \"integration\": \"a\", \"provider\": \"fakebox\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"import\", \"integration\": \"a\", \"provider\": \"fakebox\", \"refresh_token\": \"r\","
+                          " \"scopes\": [\"ok\", \"has space\"]}", "bad_request");
+    expect_json_error (s, "{\"op\": \"import\", \"integration\": \"a\", \"provider\": \"fakebox\", \"refresh_token\": \"r\","
+                          " \"access_token\": \"a\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"history\", \"integration\": \"a\", \"limit\": 100000}", "bad_request");
+
+    /* an oversized token value */
+    char *big = malloc (40000);
+    memset (big, 'x', 39999);
+    big [39999] = '\0';
+    json_t *j = json_pack ("{s:s, s:s, s:s, s:s}", "op", "import", "integration", "big", "provider", "fakebox",
+                           "refresh_token", big);
+    char *text = json_dumps (j, 0);
+    expect_json_error (s, text, "too_large");
+    free (text);
+    json_decref (j);
+    free (big);
+
+    /* after all that, the same socket still gets real answers */
+    expect_json_error (s, "{\"op\": \"status\", \"integration\": \"nobody\", \"rid\": \"r1\"}", "not_found");
+    zmq_close (s);
+}
+
+static void
+test_oversized_frame_disconnects_only_that_client (void **state)
+{
+    void *s = dealer ();
+    size_t len = CODEC_MAX_BODY + 4096;
+    char *huge = calloc (1, len);
+    const void *data [] = { "", "FRL1", huge };
+    size_t size [] = { 0, 4, len };
+    /* ZeroMQ drops a message over ZMQ_MAXMSGSIZE and the connection with it: no reply can go back */
+    json_t *r = exchange (s, 3, data, size);
+    assert_null (r);
+    free (huge);
+    zmq_close (s);
+    int rc;
+    json_t *p = harness_ctl (h, &rc, "ping", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_integer_value (json_object_get (p, "workers")), 1);
+    json_decref (p);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_frame_errors),
+        cmocka_unit_test (test_body_errors),
+        cmocka_unit_test (test_oversized_frame_disconnects_only_that_client),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

@@ -1,0 +1,184 @@
+/* test_token_flow.c - import, token, expiry, a refresh that rotates, then tokens served from
+ * the cache; the reusable (Google-style) variant; and no secret anywhere in the logs */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include "itest.h"
+
+static harness_t *h;
+
+static int
+setup (void **state)
+{
+    h = harness_new ("token_flow");
+    if (!h || harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0
+    ||  harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 0 ? 0 : -1;      /* every process exits 0 on SIGTERM (and leak-free under ASan) */
+}
+
+static json_t *
+token (const char *id, int *rc)
+{
+    return harness_ctl (h, rc, "token", "--integration", id, NULL);
+}
+
+static void
+test_rotation (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", "[\"files.read\"]");
+    assert_non_null (rt);
+    assert_int_equal (itest_import (h, "acct1:box", "fakebox", rt), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 0);
+
+    /* imported without an access token: the first request refreshes, exactly once */
+    json_t *t1 = token ("acct1:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (t1, "refreshed")));
+    assert_int_equal (json_integer_value (json_object_get (t1, "generation")), 2);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 1);
+    char *at1 = strdup (json_string_value (json_object_get (t1, "access_token")));
+    assert_true (strncmp (at1, "fake-at-", 8) == 0);
+    assert_non_null (json_string_value (json_object_get (t1, "expires_at")));
+
+    /* a second request is a cache hit: same token, no provider call */
+    json_t *t2 = token ("acct1:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_string_equal (json_string_value (json_object_get (t2, "access_token")), at1);
+    assert_true (json_is_false (json_object_get (t2, "refreshed")));
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 1);
+
+    /* expiry: the next request refreshes once more, and the provider rotates the refresh token */
+    json_t *st = harness_ctl (h, &rc, "status", "--integration", "acct1:box", NULL);
+    char *fp1 = strdup (json_string_value (json_object_get (json_object_get (st, "integration"), "refresh_token_fingerprint")));
+    itest_expire (h, "acct1:box");
+    json_t *t3 = token ("acct1:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (t3, "refreshed")));
+    assert_int_equal (json_integer_value (json_object_get (t3, "generation")), 3);
+    assert_string_not_equal (json_string_value (json_object_get (t3, "access_token")), at1);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 2);
+
+    json_t *t4 = token ("acct1:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_false (json_object_get (t4, "refreshed")));
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 2);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+
+    json_t *st2 = harness_ctl (h, &rc, "status", "--integration", "acct1:box", NULL);
+    json_t *integ = json_object_get (st2, "integration");
+    assert_string_equal (json_string_value (json_object_get (integ, "status")), "active");
+    assert_int_equal (json_integer_value (json_object_get (integ, "generation")), 3);
+    assert_string_not_equal (json_string_value (json_object_get (integ, "refresh_token_fingerprint")), fp1);
+    assert_string_equal (json_string_value (json_array_get (json_object_get (integ, "scopes"), 0)), "files.read");
+
+    /* the chain: newest first, every rotation recorded with a fingerprint, never the token */
+    json_t *hist = harness_ctl (h, &rc, "history", "--integration", "acct1:box", NULL);
+    assert_int_equal (rc, 0);
+    json_t *chain = json_object_get (hist, "chain");
+    assert_int_equal (json_array_size (chain), 3);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (chain, 0), "outcome")), "refreshed");
+    assert_true (json_is_true (json_object_get (json_array_get (chain, 0), "rotated")));
+    assert_int_equal (json_integer_value (json_object_get (json_array_get (chain, 0), "generation")), 3);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (chain, 0), "worker")), "w1");
+    assert_string_equal (json_string_value (json_object_get (json_array_get (chain, 2), "outcome")), "imported");
+
+    /* the database holds ciphertexts only: neither token appears in the row */
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM integrations WHERE position(convert_to('%s', 'UTF8') IN access_token) > 0"
+              " OR position(convert_to('%s', 'UTF8') IN refresh_token) > 0 OR position(convert_to('%s', 'UTF8') IN access_token) > 0",
+              json_string_value (json_object_get (t3, "access_token")), rt, at1);
+    assert_int_equal (harness_sql_int (h, sql), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE key_id IS NULL OR length(refresh_token) < 28"), 0);
+
+    /* no token in any log line */
+    assert_false (itest_workdir_contains (h, rt));
+    assert_false (itest_workdir_contains (h, at1));
+    assert_false (itest_workdir_contains (h, json_string_value (json_object_get (t3, "access_token"))));
+    assert_false (itest_workdir_contains (h, "ferrule-test-secret"));
+
+    free (rt);
+    free (at1);
+    free (fp1);
+    json_decref (t1);
+    json_decref (t2);
+    json_decref (t3);
+    json_decref (t4);
+    json_decref (st);
+    json_decref (st2);
+    json_decref (hist);
+}
+
+static void
+test_reusable_keeps_refresh_token (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakegoogle", "[\"drive.readonly\"]");
+    assert_int_equal (itest_import (h, "acct2:google", "fakegoogle", rt), 0);
+    json_t *t1 = token ("acct2:google", &rc);
+    assert_int_equal (rc, 0);
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "acct2:google", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (r, "refreshed")));
+    assert_int_equal (json_integer_value (json_object_get (r, "generation")), 3);
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), 2);
+
+    /* no refresh_token in the answer: the old one is kept, and it still works */
+    json_t *hist = harness_ctl (h, &rc, "history", "--integration", "acct2:google", NULL);
+    json_t *chain = json_object_get (hist, "chain");
+    assert_true (json_is_false (json_object_get (json_array_get (chain, 0), "rotated")));
+    assert_string_equal (json_string_value (json_object_get (json_array_get (chain, 0), "refresh_token_fingerprint")),
+                         json_string_value (json_object_get (json_array_get (chain, 2), "refresh_token_fingerprint")));
+    json_t *r2 = harness_ctl (h, &rc, "refresh", "--integration", "acct2:google", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_integer_value (json_object_get (r2, "generation")), 4);
+    free (rt);
+    json_decref (t1);
+    json_decref (r);
+    json_decref (r2);
+    json_decref (hist);
+}
+
+static void
+test_reimport_keeps_history (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "acct3:box", "fakebox", rt), 0);
+    json_decref (token ("acct3:box", &rc));
+    assert_int_equal (rc, 0);
+    char *rt2 = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "acct3:box", "fakebox", rt2), 0);
+    json_t *t = token ("acct3:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_integer_value (json_object_get (t, "generation")), 4);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'acct3:box'"), 4);
+    free (rt);
+    free (rt2);
+    json_decref (t);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_rotation),
+        cmocka_unit_test (test_reusable_keeps_refresh_token),
+        cmocka_unit_test (test_reimport_keeps_history),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
