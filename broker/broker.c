@@ -266,12 +266,27 @@ broker_handle_client (broker_t *b)
         broker_ping_reply (b, client, client_len, rid, rid_len);
         goto out;
     }
-    const char *integ;
-    size_t integ_len;
+    const char *integ = NULL;
+    size_t integ_len = 0;
+    const char *route = NULL;     /* what the partition is computed from */
+    size_t route_len = 0;
+    if (op_len == 8 && memcmp (op, "callback", 8) == 0 && !codec_get (root, "integration")) {
+        /* a callback knows only its state: route by it (any worker can finish a connect) */
+        if (codec_get_str (root, "state", &route, &route_len) != 1 || route_len == 0 || route_len > 256) {
+            broker_reply_error (b, client, client_len, rid, rid_len, FR_BAD_REQUEST,
+                                "\"state\" must be a string of 1 to 256 bytes");
+            goto out;
+        }
+    }
+    else
     if (codec_get_str (root, "integration", &integ, &integ_len) != 1 || !ident_valid (integ, integ_len)) {
         broker_reply_error (b, client, client_len, rid, rid_len, FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
         goto out;
+    }
+    else {
+        route = integ;
+        route_len = integ_len;
     }
     if (b->draining) {
         broker_reply_error (b, client, client_len, rid, rid_len, FR_UNAVAILABLE,
@@ -287,8 +302,9 @@ broker_handle_client (broker_t *b)
                                 clock_mono_ms () + deadline);
     memcpy (p->rid, rid ? rid : "", rid ? rid_len : 0);
     p->rid_len = rid ? rid_len : 0;
-    memcpy (p->integration, integ, integ_len);
-    p->partition = ring_partition (p->integration, registry_partitions (b->registry));
+    if (integ)
+        memcpy (p->integration, integ, integ_len);
+    p->partition = (uint32_t) (ring_hash (route, route_len) % registry_partitions (b->registry));
     broker_route (b, p);
 out:
     codec_msg_destroy (&msg);

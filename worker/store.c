@@ -169,6 +169,20 @@ store_run (store_t *s, const char *sql, int n, const char *const *values, const 
     return NULL;
 }
 
+PGresult *
+store_exec (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
+            const int *formats, int want_tuples, fr_status_t *st, char *err, size_t errlen)
+{
+    return store_run (s, sql, n, values, lengths, formats, want_tuples ? PGRES_TUPLES_OK : PGRES_COMMAND_OK,
+                      st, err, errlen);
+}
+
+const char *
+store_worker_id (const store_t *s)
+{
+    return s->worker_id;
+}
+
 static fr_status_t
 store_simple (store_t *s, const char *sql, char *err, size_t errlen)
 {

@@ -112,6 +112,14 @@ fr_status_t store_import (store_t *s, const store_import_t *imp, char *err, size
 fr_status_t store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, size_t *count,
                            char *err, size_t errlen) FR_MUSTCHECK;
 
+/* For modules with statements of their own (the connect flow): runs one statement,
+ * reconnecting first if needed. want_tuples: 1 for a query, 0 for a command. NULL with *st and
+ * err set on failure; the caller PQclear()s the result. */
+struct pg_result;
+struct pg_result *store_exec (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
+                              const int *formats, int want_tuples, fr_status_t *st, char *err, size_t errlen);
+const char *store_worker_id (const store_t *s);
+
 void store_row_clear (store_row_t *row);
 void store_chain_free (store_chain_t **rows, size_t count);
 #endif
