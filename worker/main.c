@@ -28,6 +28,8 @@ main (int argc, char **argv)
     char *worker_id = NULL, *database_url = NULL, *backends = NULL, *providers = NULL, *key = NULL,
          *old_keys = NULL, *journal = NULL, *log_level = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
+    int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
+    int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open;
     const config_entry_t table [] = {
         { "worker-id", "FERRULE_WORKER_ID", CONFIG_STRING, &worker_id, NULL, 0, 0, 0, "stable id of this worker (default: hostname)" },
         { "database-url", "FERRULE_DATABASE_URL", CONFIG_STRING, &database_url, NULL, 0, 0, 1, "PostgreSQL connection string" },
@@ -44,6 +46,15 @@ main (int argc, char **argv)
         { "lease-ms", "FERRULE_LEASE_MS", CONFIG_INT, &lease_ms, "45000", 1000, 600000, 0, "refresh lease; must exceed the provider timeout" },
         { "max-provider-body", "FERRULE_MAX_PROVIDER_BODY", CONFIG_INT, &max_body, "65536", 1024, 1048576, 0, "largest provider answer read" },
         { "drain-ms", "FERRULE_DRAIN_MS", CONFIG_INT, &drain_ms, "25000", 0, 600000, 0, "how long SIGTERM waits for refreshes in flight" },
+        { "backoff-base-ms", "FERRULE_BACKOFF_BASE_MS", CONFIG_INT, &backoff_base, "1000", 0, 3600000, 0, "first wait after a transient provider failure; doubles per failure, with jitter" },
+        { "backoff-max-ms", "FERRULE_BACKOFF_MAX_MS", CONFIG_INT, &backoff_max, "300000", 0, 86400000, 0, "longest wait between attempts for one integration" },
+        { "breaker-min-failures", "FERRULE_BREAKER_MIN_FAILURES", CONFIG_INT, &breaker_min, "5", 1, 1000000, 0, "failures in the window that open a provider's circuit (if also half the calls)" },
+        { "breaker-window-ms", "FERRULE_BREAKER_WINDOW_MS", CONFIG_INT, &breaker_window, "30000", 100, 3600000, 0, "window over which provider failures are counted" },
+        { "breaker-open-ms", "FERRULE_BREAKER_OPEN_MS", CONFIG_INT, &breaker_open, "30000", 100, 3600000, 0, "how long an open circuit refuses calls before one probe" },
+        { "sweep-ms", "FERRULE_SWEEP_MS", CONFIG_INT, &sweep_ms, "30000", 100, 3600000, 0, "how often the background sweep runs" },
+        { "sweep-horizon-s", "FERRULE_SWEEP_HORIZON_S", CONFIG_INT, &sweep_horizon, "300", 0, 86400, 0, "the sweep refreshes tokens expiring within this" },
+        { "sweep-rate", "FERRULE_SWEEP_RATE", CONFIG_INT, &sweep_rate, "10", 1, 10000, 0, "provider calls per second per provider the sweep may start" },
+        { "sweep-batch", "FERRULE_SWEEP_BATCH", CONFIG_INT, &sweep_batch, "500", 1, 100000, 0, "candidates read per sweep query" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
         CONFIG_END
@@ -98,7 +109,9 @@ main (int argc, char **argv)
     srandom ((unsigned) (time (NULL) ^ getpid ()));
 
     worker_config_t cfg = { worker_id, database_url, backends, providers, key, old_keys, journal,
-                            heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm };
+                            heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm,
+                            backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
+                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch } };
     worker_t *w = worker_new (&cfg, err, sizeof err);
     if (!w) {
         log_error (NULL, NULL, "%s", err);

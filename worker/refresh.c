@@ -17,6 +17,7 @@
 #define COMMIT_RETRY_MS 500          /* database retry interval for a commit that failed */
 #define DEFAULT_EXPIRES_IN 3600      /* when a provider omits expires_in */
 
+
 typedef enum {
     REFRESH_CLAIMING,                /* waiting to claim (again) at due_ms */
     REFRESH_CALLING,                 /* provider call in flight */
@@ -38,6 +39,7 @@ struct refresh {
     char *refresh_token;             /* plaintext, only while calling */
     const catalog_provider_t *provider;
     int called;                      /* this refresh made a provider call */
+    int background;                  /* started by refresh-ahead or the sweep, not by a request */
     /* a commit waiting for the database */
     store_commit_t commit;
     unsigned char *access_ct, *refresh_ct;
@@ -48,6 +50,12 @@ struct refresh {
 };
 
 static void refresh_attempt (worker_t *w, refresh_t *r);
+
+static const char *
+rid_of (const refresh_t *r)
+{
+    return r->waiters ? r->waiters->rid : NULL;
+}
 
 size_t
 refresh_count (const worker_t *w)
@@ -73,6 +81,7 @@ refresh_free (worker_t *w, refresh_t *r)
     }
     if (r->entry) {
         r->entry->refresh = NULL;
+        r->entry->refresh_rejecting = 0;
         if (r->entry->stale)
             cache_drop (w->cache, r->entry->id);
     }
@@ -105,18 +114,50 @@ refresh_finish_error (worker_t *w, refresh_t *r, fr_status_t st, const char *mes
 void
 refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
 {
-    int64_t valid_until = clock_wall_ms () / 1000 + job->min_valid;
+    int64_t now_s = clock_wall_ms () / 1000;
+    int64_t now_ms = clock_mono_ms ();
     refresh_t *r = e->refresh;
     if (r && r->state == REFRESH_COMMITTING) {
-        worker_reply_error (w, job, FR_DATABASE_UNAVAILABLE,
-                            "the last refresh is saved locally but not yet in the database", NULL, 1);
+        if (job)
+            worker_reply_error (w, job, FR_DATABASE_UNAVAILABLE,
+                                "the last refresh is saved locally but not yet in the database", NULL, 1);
         return;
     }
-    job_t *copy = mem_alloc (sizeof *copy);
-    *copy = *job;
+    if (!r) {
+        /* no provider call while this integration backs off or its provider's circuit is open */
+        int64_t retry = 0;
+        char message [300];
+        message [0] = '\0';
+        if (now_ms < e->backoff_until_ms) {
+            retry = (e->backoff_until_ms - now_ms + 999) / 1000;
+            snprintf (message, sizeof message, "the provider failed %u times in a row for integration \"%s\"; "
+                      "next attempt in %lld s", e->failures, e->id, (long long) retry);
+        }
+        else
+        if (e->provider && breaker_blocked (w->breaker, e->provider, now_ms, &retry))
+            snprintf (message, sizeof message, "provider \"%s\" is failing for many integrations; calls resume in %lld s",
+                      e->provider, (long long) retry);
+        if (message [0]) {
+            if (!job)
+                return;
+            if (!job->forced && e->access_token && e->access_expires_at > now_s)
+                worker_reply_token (w, job, e, 0);     /* still valid: better than an error */
+            else
+                worker_reply_error (w, job, FR_PROVIDER_UNAVAILABLE, message, NULL, retry);
+            return;
+        }
+    }
+    int64_t valid_until = now_s + (job ? job->min_valid : 0);
+    job_t *copy = NULL;
+    if (job) {
+        copy = mem_alloc (sizeof *copy);
+        *copy = *job;
+    }
     if (r) {
-        copy->next = r->waiters;
-        r->waiters = copy;
+        if (copy) {
+            copy->next = r->waiters;
+            r->waiters = copy;
+        }
         if (valid_until > r->valid_until)
             r->valid_until = valid_until;
         return;
@@ -125,14 +166,29 @@ refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
     r->w = w;
     r->entry = e;
     r->waiters = copy;
-    r->forced = job->forced;
+    r->background = job == NULL;
+    r->forced = job ? job->forced : 0;
     r->known_generation = e->generation;
-    r->valid_until = valid_until;
+    r->valid_until = job ? valid_until : e->access_expires_at + 1;   /* background: anything newer */
     r->state = REFRESH_CLAIMING;
     r->next = w->refreshes;
     w->refreshes = r;
     e->refresh = r;
     refresh_attempt (w, r);
+}
+
+void
+refresh_keepalive (worker_t *w, cache_entry_t *e)
+{
+    if (e->refresh)
+        return;
+    job_t job;
+    memset (&job, 0, sizeof job);
+    job.link = -1;
+    job.forced = 1;
+    job.deadline_ms = clock_mono_ms () + 60000;
+    refresh_join (w, e, &job);
+    /* the one waiter has nowhere to reply to: it only makes the refresh forced */
 }
 
 /* Takes a decrypted access token from a row into the cache entry. */
@@ -147,6 +203,8 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
             return st;
     }
     cache_set_token (e, plain, row->access_expires_at, row->generation);
+    if (row->last_refresh_at > 0 && row->access_expires_at > row->last_refresh_at)
+        e->lifetime_s = (int32_t) (row->access_expires_at - row->last_refresh_at);
     cache_set_text (&e->provider, row->provider);
     cache_set_text (&e->scopes, row->scopes);
     e->status = (uint8_t) cache_status_from_text (row->status);
@@ -166,13 +224,14 @@ refresh_attempt (worker_t *w, refresh_t *r)
     store_row_t row;
     store_claim_t outcome;
     oauth_request_t *req = NULL;
+    int64_t retry_after = 0;
 
     fr_status_t st = store_claim (w->store, e->id, r->known_generation, r->valid_until, r->forced,
                                   w->cfg.lease_ms, &outcome, &row, err, sizeof err);
     if (st != FR_OK) {
         if (st == FR_NOT_FOUND)
             e->stale = 1;
-        log_warning (e->id, r->waiters->rid, "could not claim the refresh: %s", err);
+        log_warning (e->id, rid_of (r), "could not claim the refresh: %s", err);
         refresh_finish_error (w, r, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
         return;
     }
@@ -189,7 +248,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
         case CLAIM_FRESH:
             st = refresh_adopt_row (w, e, &row, err, sizeof err);
             store_row_clear (&row);
-            log_debug (e->id, r->waiters->rid, "another worker already refreshed (generation %lld)",
+            log_debug (e->id, rid_of (r), "another worker already refreshed (generation %lld)",
                        (long long) e->generation);
             if (st != FR_OK)
                 refresh_finish_error (w, r, st, err, NULL, -1);
@@ -197,8 +256,13 @@ refresh_attempt (worker_t *w, refresh_t *r)
                 refresh_finish_ok (w, r);
             return;
         case CLAIM_BUSY: {
+            if (!r->waiters) {           /* a background refresh: whoever holds the lease is doing it */
+                store_row_clear (&row);
+                refresh_free (w, r);
+                return;
+            }
             int64_t wait = row.lease_ms_left < BUSY_RETRY_MS ? row.lease_ms_left + 1 : BUSY_RETRY_MS;
-            log_debug (e->id, r->waiters->rid, "refresh lease held by \"%s\" for %lld ms more; waiting",
+            log_debug (e->id, rid_of (r), "refresh lease held by \"%s\" for %lld ms more; waiting",
                        row.lease_owner ? row.lease_owner : "?", (long long) row.lease_ms_left);
             store_row_clear (&row);
             r->state = REFRESH_CLAIMING;
@@ -224,6 +288,18 @@ refresh_attempt (worker_t *w, refresh_t *r)
     if ((fail = catalog_check_credentials (r->provider, err, sizeof err)) != FR_OK)
         ;
     else
+    if (!breaker_allow (w->breaker, r->provider->name, clock_mono_ms (), &retry_after)) {
+        /* another integration's call is the half-open probe: give the lease back untouched */
+        char err2 [256];
+        if (store_release_lease (w->store, e->id, row.lease_id, err2, sizeof err2) != FR_OK)
+            log_warning (e->id, NULL, "could not release the lease: %s", err2);
+        snprintf (err, sizeof err, "provider \"%s\" is failing for many integrations; calls resume in %lld s",
+                  r->provider->name, (long long) retry_after);
+        store_row_clear (&row);
+        refresh_finish_error (w, r, FR_PROVIDER_UNAVAILABLE, err, NULL, retry_after);
+        return;
+    }
+    else
     if ((fail = crypto_open (w->keyring, row.key_id, e->id, "refresh_token", row.refresh_ct,
                              row.refresh_ct_len, &r->refresh_token, err, sizeof err)) != FR_OK)
         ;
@@ -242,7 +318,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
     if (fail != FR_OK) {
         int stale = 0;
         char err2 [256];
-        log_error (e->id, r->waiters->rid, "could not refresh integration \"%s\": %s", e->id, err);
+        log_error (e->id, rid_of (r), "could not refresh integration \"%s\": %s", e->id, err);
         if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_id,
                                   fail == FR_CONFIGURATION ? "configuration" : "error", NULL, result_code (fail),
                                   err, NULL, &stale, err2, sizeof err2) != FR_OK)
@@ -252,7 +328,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
     }
     r->state = REFRESH_CALLING;
     r->called = 1;
-    log_debug (e->id, r->waiters->rid, "calling provider \"%s\" (generation %lld)", r->provider->name,
+    log_debug (e->id, rid_of (r), "calling provider \"%s\" (generation %lld)", r->provider->name,
                (long long) r->expected_generation);
 }
 
@@ -298,10 +374,13 @@ refresh_commit (worker_t *w, refresh_t *r)
     }
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
     e->refreshed_ms = clock_mono_ms ();
+    e->lifetime_s = (int32_t) (r->commit.access_expires_at - clock_wall_ms () / 1000);
+    e->failures = 0;
+    e->backoff_until_ms = 0;
     if (r->scopes)
         cache_set_text (&e->scopes, r->scopes);
     e->status = INTEG_ACTIVE;
-    log_info (e->id, r->waiters ? r->waiters->rid : NULL, "refreshed: generation %lld, refresh token %s",
+    log_info (e->id, rid_of (r), "refreshed: generation %lld, refresh token %s",
               (long long) e->generation, r->commit.rotated ? "rotated" : "kept");
     refresh_finish_ok (w, r);
     return 1;
@@ -396,6 +475,26 @@ refresh_on_response (void *arg, const http_response_t *resp)
     else
         oauth_parse_token_response (r->provider, resp->status, resp->retry_after, resp->body, resp->body_len, &res);
 
+    int failed = res.kind == OAUTH_TRANSIENT || res.kind == OAUTH_BAD_RESPONSE;
+    breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
+    if (failed) {
+        /* exponential backoff with jitter, never shorter than the provider's Retry-After */
+        int shift = e->failures < 16 ? e->failures : 16;
+        int64_t delay = 0;
+        if (w->cfg.backoff_base_ms > 0) {
+            delay = w->cfg.backoff_base_ms << shift;
+            if (delay > w->cfg.backoff_max_ms || delay <= 0)
+                delay = w->cfg.backoff_max_ms;
+            delay = delay / 2 + random () % (delay / 2 + 1);
+        }
+        if (res.retry_after > 0 && res.retry_after * 1000 > delay)
+            delay = res.retry_after * 1000;
+        if (e->failures < 255)
+            e->failures++;
+        e->backoff_until_ms = clock_mono_ms () + delay;
+        if (res.retry_after < 0 && delay > 0)
+            res.retry_after = (delay + 999) / 1000;
+    }
     if (res.kind == OAUTH_OK) {
         refresh_succeeded (w, r, &res);
         oauth_result_clear (&res);
@@ -419,7 +518,7 @@ refresh_on_response (void *arg, const http_response_t *resp)
                   res.error_description ? ": " : "", res.error_description ? res.error_description : "");
     else
         snprintf (message, sizeof message, "could not refresh integration \"%s\": %s", e->id, res.detail);
-    log_warning (e->id, r->waiters ? r->waiters->rid : NULL, "%s", message);
+    log_warning (e->id, rid_of (r), "%s", message);
 
     char err [256];
     int stale = 0;
@@ -466,7 +565,7 @@ refresh_tick (worker_t *w, int64_t now_ms)
                 else
                     pp = &(*pp)->next;
             }
-            if (!r->waiters)
+            if (!r->waiters && !r->background)
                 refresh_free (w, r);
             else
                 refresh_attempt (w, r);

@@ -116,6 +116,8 @@ entry_for (worker_t *w, const job_t *job, const char *id)
         cache_drop (w->cache, id);
     e = cache_put (w->cache, id);
     cache_set_token (e, plain, row.access_expires_at, row.generation);
+    if (row.last_refresh_at > 0 && row.access_expires_at > row.last_refresh_at)
+        e->lifetime_s = (int32_t) (row.access_expires_at - row.last_refresh_at);
     cache_set_text (&e->provider, row.provider);
     cache_set_text (&e->scopes, row.scopes);
     e->status = (uint8_t) cache_status_from_text (row.status);
@@ -123,6 +125,32 @@ entry_for (worker_t *w, const job_t *job, const char *id)
     mem_free_secret (&plain);
     store_row_clear (&row);
     return e;
+}
+
+/* Compares a caller's token with ours without an early exit on the first difference. */
+static int
+secret_equal (const char *a, const char *b)
+{
+    size_t la = strlen (a), lb = strlen (b);
+    unsigned char diff = la != lb;
+    for (size_t i = 0; i < la && i < lb; i++)
+        diff |= (unsigned char) (a [i] ^ b [i]);
+    return diff == 0;
+}
+
+/* Refresh-ahead: a token served in the last part of its life (10 %, at least 60 s) is refreshed
+ * in the background, so callers never wait on the provider for it. */
+static void
+refresh_ahead (worker_t *w, cache_entry_t *e, int64_t now)
+{
+    if (e->refresh || e->status != INTEG_ACTIVE)
+        return;
+    int64_t lifetime = e->lifetime_s > 0 ? e->lifetime_s : 3600;
+    int64_t window = lifetime / 10 > 60 ? lifetime / 10 : 60;
+    if (window > lifetime / 2)
+        window = lifetime / 2;
+    if (now >= e->access_expires_at - window)
+        refresh_join (w, e, NULL);
 }
 
 static void
@@ -149,10 +177,29 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         reply_inactive (w, job, e);      /* no provider call: the user must act first */
         return;
     }
+    /* stale-token feedback: the caller's upstream call failed with 401 using this token */
+    char *reject = NULL;
+    if (!forced && field_str (w, job, root, "reject", MAX_TOKEN_LEN, &reject) < 0)
+        return;
+    if (reject) {
+        int current = e->access_token && secret_equal (e->access_token, reject);
+        mem_free_secret (&reject);
+        if (current || (e->refresh && e->refresh_rejecting)) {
+            /* only the token it names is refreshed away; a burst of rejections shares one refresh */
+            job->forced = 1;
+            e->refresh_rejecting = 1;
+            refresh_join (w, e, job);
+            if (!e->refresh)
+                e->refresh_rejecting = 0;
+            return;
+        }
+        /* the rejected token was already replaced: hand out the newer one */
+    }
     /* the hot path: a cached token that lasts long enough */
     int64_t now = clock_wall_ms () / 1000;
     if (!forced && e->access_token && e->access_expires_at >= now + min_valid) {
         worker_reply_token (w, job, e, 0);
+        refresh_ahead (w, e, now);
         return;
     }
     /* a min_valid longer than the provider's token lifetime can never be met: serve a token

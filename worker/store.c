@@ -455,6 +455,71 @@ store_record_failure (store_t *s, const char *id, int64_t expected_generation, i
 }
 
 fr_status_t
+store_release_lease (store_t *s, const char *id, int64_t lease_id, char *err, size_t errlen)
+{
+    fr_status_t st;
+    char lid [32];
+    snprintf (lid, sizeof lid, "%" PRId64, lease_id);
+    const char *values [] = { id, lid };
+    PGresult *res = store_run (s, "UPDATE integrations SET lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL"
+                                  " WHERE id = $1 AND lease_id = $2::bigint",
+                               2, values, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
+store_release_own_leases (store_t *s, int64_t *count, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { s->worker_id };
+    *count = 0;
+    PGresult *res = store_run (s, "UPDATE integrations SET lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL"
+                                  " WHERE lease_owner = $1 AND lease_expires_at > clock_timestamp()",
+                               1, values, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
+    if (res)
+        *count = strtoll (PQcmdTuples (res), NULL, 10);
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
+store_sweep_candidates (store_t *s, int64_t horizon_s, const char *provider, int64_t idle_s, int64_t limit,
+                        char ***ids, char ***providers, size_t *count, char *err, size_t errlen)
+{
+    fr_status_t st;
+    char horizon [32], idle [32], lim [32];
+    snprintf (horizon, sizeof horizon, "%" PRId64, horizon_s);
+    snprintf (idle, sizeof idle, "%" PRId64, idle_s);
+    snprintf (lim, sizeof lim, "%" PRId64, limit);
+    const char *values [] = { horizon, provider, idle, lim };
+    *ids = NULL;
+    *providers = NULL;
+    *count = 0;
+    PGresult *res = store_run (s,
+        "SELECT id, provider FROM integrations"
+        " WHERE status = 'active' AND refresh_token IS NOT NULL"
+        "   AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())"
+        "   AND CASE WHEN $2::text IS NULL"
+        "       THEN access_expires_at IS NULL OR access_expires_at < now() + $1::bigint * interval '1 second'"
+        "       ELSE provider = $2 AND COALESCE(last_refresh_at, created_at) < now() - $3::bigint * interval '1 second' END"
+        " ORDER BY access_expires_at NULLS FIRST LIMIT $4::bigint",
+        4, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
+    if (!res)
+        return st;
+    int n = PQntuples (res);
+    *ids = mem_alloc ((size_t) (n ? n : 1) * sizeof **ids);
+    *providers = mem_alloc ((size_t) (n ? n : 1) * sizeof **providers);
+    for (int i = 0; i < n; i++) {
+        (*ids) [i] = mem_strdup (PQgetvalue (res, i, 0));
+        (*providers) [i] = mem_strdup (PQgetvalue (res, i, 1));
+    }
+    *count = (size_t) n;
+    PQclear (res);
+    return FR_OK;
+}
+
+fr_status_t
 store_import (store_t *s, const store_import_t *imp, char *err, size_t errlen)
 {
     fr_status_t st;

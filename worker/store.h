@@ -108,6 +108,17 @@ fr_status_t store_record_failure (store_t *s, const char *id, int64_t expected_g
                                   const char *outcome, const char *new_status, const char *error_code,
                                   const char *error_message, const char *fingerprint, int *stale,
                                   char *err, size_t errlen) FR_MUSTCHECK;
+/* Gives a lease back without a chain row (the call it was taken for never went out). */
+fr_status_t store_release_lease (store_t *s, const char *id, int64_t lease_id, char *err, size_t errlen) FR_MUSTCHECK;
+/* At start: leases this worker id still holds belong to a dead incarnation of it; free them
+ * rather than make those integrations wait for expiry. Returns how many through *count. */
+fr_status_t store_release_own_leases (store_t *s, int64_t *count, char *err, size_t errlen) FR_MUSTCHECK;
+/* Integrations that need the sweep: active, with a refresh token, no live lease, and either
+ * expiring within horizon_s, or (provider given) not refreshed for idle_s. At most limit rows;
+ * ids and providers go into the arrays (caller frees each string and the arrays). */
+fr_status_t store_sweep_candidates (store_t *s, int64_t horizon_s, const char *provider, int64_t idle_s,
+                                    int64_t limit, char ***ids, char ***providers, size_t *count,
+                                    char *err, size_t errlen) FR_MUSTCHECK;
 fr_status_t store_import (store_t *s, const store_import_t *imp, char *err, size_t errlen) FR_MUSTCHECK;
 fr_status_t store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, size_t *count,
                            char *err, size_t errlen) FR_MUSTCHECK;

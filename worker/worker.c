@@ -64,6 +64,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
         goto fail;
     w->store = store_new (cfg->database_url, cfg->worker_id);
     w->cache = cache_new ();
+    w->breaker = breaker_new (cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms);
+    w->sweep = sweep_new (&cfg->sweep);
     w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body);
     w->out = codec_builder_new ();
     w->ctx = zmq_ctx_new ();
@@ -102,6 +104,9 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     if (st != FR_OK)
         log_warning (NULL, NULL, "%s; will keep trying", err);
     else {
+        int64_t released = 0;
+        if (store_release_own_leases (w->store, &released, err, errlen) == FR_OK && released > 0)
+            log_info (NULL, NULL, "released %lld refresh leases left by an earlier run of this worker", (long long) released);
         int n = journal_replay (w->journal, on_replay, w);
         if (n > 0)
             log_info (NULL, NULL, "replayed %d journal records", n);
@@ -126,6 +131,8 @@ worker_destroy (worker_t **w_p)
             zmq_ctx_term (w->ctx);
         http_destroy (&w->http);
         cache_destroy (&w->cache);
+        breaker_destroy (&w->breaker);
+        sweep_destroy (&w->sweep);
         store_destroy (&w->store);
         journal_close (&w->journal);
         catalog_destroy (&w->catalog);
@@ -235,6 +242,10 @@ worker_handle_link (worker_t *w, int li)
     }
     if (frames_is (&f, 1, "PING")) {
         l->last_ping_ms = clock_mono_ms ();
+        int64_t partitions = 0;
+        if (f.total == 3 && codec_decode (frames_data (&f, 2), frames_size (&f, 2), &msg, err, sizeof err) == FR_OK
+        &&  codec_get_int (codec_msg_root (msg), "partitions", &partitions) == 1)
+            sweep_set_membership (w->sweep, w->cfg.worker_id, codec_get (codec_msg_root (msg), "workers"), partitions);
         goto out;
     }
     if (!frames_is (&f, 1, "REQ") || f.total != 6 || frames_size (&f, 2) > 255 || frames_size (&f, 3) != 8
@@ -295,6 +306,7 @@ worker_tick (worker_t *w, int64_t now)
             log_debug (NULL, NULL, "%s", err);
     }
     refresh_tick (w, now);
+    sweep_tick (w, now);
 }
 
 int
@@ -344,6 +356,8 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         if (ht >= 0 && ht < timeout)
             timeout = ht;
         int64_t due = refresh_next_due (w);
+        if (sweep_next_due (w->sweep) < now + timeout)
+            timeout = sweep_next_due (w->sweep) - now;
         if (due >= 0 && due - now < timeout)
             timeout = due - now;
         if (timeout > 100)

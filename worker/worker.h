@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "breaker.h"
 #include "cache.h"
 #include "catalog.h"
 #include "codec.h"
@@ -11,6 +12,7 @@
 #include "http.h"
 #include "journal.h"
 #include "store.h"
+#include "sweep.h"
 
 typedef struct {
     const char *worker_id;
@@ -28,6 +30,12 @@ typedef struct {
     int64_t max_provider_body;
     int64_t drain_ms;               /* how long a drain may take before exiting anyway */
     int64_t hwm;
+    int64_t backoff_base_ms;        /* first delay after a transient failure; doubles, with jitter */
+    int64_t backoff_max_ms;
+    int64_t breaker_min_failures;
+    int64_t breaker_window_ms;
+    int64_t breaker_open_ms;
+    sweep_config_t sweep;
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
@@ -57,6 +65,8 @@ typedef struct worker {
     cache_t *cache;
     http_t *http;
     journal_t *journal;
+    breaker_t *breaker;
+    sweep_t *sweep;
     codec_builder_t *out;
     refresh_t *refreshes;           /* every refresh in progress */
     int draining;

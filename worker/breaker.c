@@ -1,0 +1,134 @@
+/* breaker.c - failures over a window open the breaker when they are both many and most calls */
+#include "breaker.h"
+#include "log.h"
+#include "mem.h"
+#include <string.h>
+
+typedef struct breaker_entry {
+    struct breaker_entry *next;
+    int64_t window_start_ms;
+    uint32_t calls;
+    uint32_t failures;
+    int64_t open_until_ms;          /* 0 closed */
+    int probing;                    /* half-open: a probe is out */
+    char provider [];
+} breaker_entry_t;
+
+struct breaker {
+    breaker_entry_t *entries;       /* one per provider seen: a handful */
+    int64_t min_failures;
+    int64_t window_ms;
+    int64_t open_ms;
+};
+
+breaker_t *
+breaker_new (int64_t min_failures, int64_t window_ms, int64_t open_ms)
+{
+    breaker_t *b = mem_alloc (sizeof *b);
+    b->min_failures = min_failures;
+    b->window_ms = window_ms;
+    b->open_ms = open_ms;
+    return b;
+}
+
+void
+breaker_destroy (breaker_t **b_p)
+{
+    if (b_p && *b_p) {
+        breaker_entry_t *e = (*b_p)->entries;
+        while (e) {
+            breaker_entry_t *next = e->next;
+            mem_free (e);
+            e = next;
+        }
+        mem_free (*b_p);
+        *b_p = NULL;
+    }
+}
+
+static breaker_entry_t *
+breaker_entry (breaker_t *b, const char *provider)
+{
+    for (breaker_entry_t *e = b->entries; e; e = e->next)
+        if (strcmp (e->provider, provider) == 0)
+            return e;
+    size_t len = strlen (provider);
+    breaker_entry_t *e = mem_alloc (sizeof *e + len + 1);
+    memcpy (e->provider, provider, len + 1);
+    e->next = b->entries;
+    b->entries = e;
+    return e;
+}
+
+int
+breaker_allow (breaker_t *b, const char *provider, int64_t now_ms, int64_t *retry_after_s)
+{
+    breaker_entry_t *e = breaker_entry (b, provider);
+    if (e->open_until_ms == 0)
+        return 1;
+    if (now_ms < e->open_until_ms || e->probing) {
+        int64_t left = e->open_until_ms - now_ms;
+        *retry_after_s = left > 0 ? (left + 999) / 1000 : 1;
+        return 0;
+    }
+    e->probing = 1;             /* half-open: this call is the probe */
+    return 1;
+}
+
+void
+breaker_record (breaker_t *b, const char *provider, int failed, int64_t now_ms)
+{
+    breaker_entry_t *e = breaker_entry (b, provider);
+    if (e->open_until_ms) {
+        if (!e->probing)
+            return;             /* a call started before the breaker opened */
+        e->probing = 0;
+        if (failed) {
+            e->open_until_ms = now_ms + b->open_ms;
+            log_warning (NULL, NULL, "provider \"%s\" still failing; circuit stays open for %d s",
+                         provider, (int) (b->open_ms / 1000));
+        }
+        else {
+            e->open_until_ms = 0;
+            e->calls = e->failures = 0;
+            e->window_start_ms = now_ms;
+            log_info (NULL, NULL, "provider \"%s\" answered again; circuit closed", provider);
+        }
+        return;
+    }
+    if (now_ms - e->window_start_ms > b->window_ms) {
+        e->window_start_ms = now_ms;
+        e->calls = e->failures = 0;
+    }
+    e->calls++;
+    if (failed)
+        e->failures++;
+    if (e->failures >= b->min_failures && e->failures * 2 >= e->calls) {
+        e->open_until_ms = now_ms + b->open_ms;
+        log_warning (NULL, NULL, "provider \"%s\" failed %u of %u calls; circuit open for %d s",
+                     provider, e->failures, e->calls, (int) (b->open_ms / 1000));
+    }
+}
+
+int
+breaker_blocked (const breaker_t *b, const char *provider, int64_t now_ms, int64_t *retry_after_s)
+{
+    for (const breaker_entry_t *e = b->entries; e; e = e->next)
+        if (strcmp (e->provider, provider) == 0) {
+            if (!e->open_until_ms || (now_ms >= e->open_until_ms && !e->probing))
+                return 0;
+            int64_t left = e->open_until_ms - now_ms;
+            *retry_after_s = left > 0 ? (left + 999) / 1000 : 1;
+            return 1;
+        }
+    return 0;
+}
+
+int
+breaker_is_open (const breaker_t *b, const char *provider, int64_t now_ms)
+{
+    for (const breaker_entry_t *e = b->entries; e; e = e->next)
+        if (strcmp (e->provider, provider) == 0)
+            return e->open_until_ms != 0;
+    return 0;
+}

@@ -1,0 +1,202 @@
+/* sweep.c - periodic refresh of what is about to expire, partition by partition */
+#include "sweep.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+#include "refresh.h"
+#include "ring.h"
+#include "worker.h"
+#include <string.h>
+
+#define SWEEP_MAX_PROVIDERS 128
+
+typedef struct {
+    char name [65];
+    double tokens;              /* token bucket of calls the sweep may start */
+    int64_t last_ms;
+} sweep_bucket_t;
+
+struct sweep {
+    sweep_config_t cfg;
+    uint8_t *owned;             /* per partition: 1 when ours */
+    uint32_t partitions;
+    uint32_t owned_count;
+    uint64_t membership_hash;   /* to notice changes without recomputing */
+    int64_t next_ms;
+    sweep_bucket_t buckets [SWEEP_MAX_PROVIDERS];
+    size_t nbuckets;
+};
+
+sweep_t *
+sweep_new (const sweep_config_t *cfg)
+{
+    sweep_t *s = mem_alloc (sizeof *s);
+    s->cfg = *cfg;
+    s->next_ms = clock_mono_ms () + cfg->interval_ms / 4;     /* first round soon after start */
+    return s;
+}
+
+void
+sweep_destroy (sweep_t **s_p)
+{
+    if (s_p && *s_p) {
+        mem_free ((*s_p)->owned);
+        mem_free (*s_p);
+        *s_p = NULL;
+    }
+}
+
+uint32_t
+sweep_set_membership (sweep_t *s, const char *me, const msgpack_object *workers, int64_t partitions)
+{
+    if (!workers || workers->type != MSGPACK_OBJECT_ARRAY || partitions < 1 || partitions > RING_MAX_PARTITIONS)
+        return s->owned_count;
+    uint64_t h = ring_hash (&partitions, sizeof partitions);
+    for (uint32_t i = 0; i < workers->via.array.size; i++) {
+        const msgpack_object *o = &workers->via.array.ptr [i];
+        if (o->type == MSGPACK_OBJECT_STR)
+            h = h * 31 + ring_hash (o->via.str.ptr, o->via.str.size);
+    }
+    if (h == s->membership_hash && s->owned)
+        return s->owned_count;
+    s->membership_hash = h;
+
+    size_t n = 0;
+    char **ids = mem_alloc ((workers->via.array.size + 1) * sizeof *ids);
+    for (uint32_t i = 0; i < workers->via.array.size; i++) {
+        const msgpack_object *o = &workers->via.array.ptr [i];
+        if (o->type == MSGPACK_OBJECT_STR && o->via.str.size <= 128)
+            ids [n++] = mem_strndup (o->via.str.ptr, o->via.str.size);
+    }
+    mem_free (s->owned);
+    s->partitions = (uint32_t) partitions;
+    s->owned = mem_alloc (s->partitions);
+    s->owned_count = 0;
+    for (uint32_t p = 0; p < s->partitions; p++) {
+        int o = ring_owner (p, (const char *const *) ids, n);
+        if (o >= 0 && strcmp (ids [o], me) == 0) {
+            s->owned [p] = 1;
+            s->owned_count++;
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        mem_free (ids [i]);
+    mem_free (ids);
+    log_info (NULL, NULL, "owning %u of %u partitions", s->owned_count, s->partitions);
+    return s->owned_count;
+}
+
+int
+sweep_owns (const sweep_t *s, const char *integration)
+{
+    return s->owned && s->owned [ring_partition (integration, s->partitions)];
+}
+
+uint32_t
+sweep_owned_count (const sweep_t *s)
+{
+    return s->owned_count;
+}
+
+int64_t
+sweep_next_due (const sweep_t *s)
+{
+    return s->next_ms;
+}
+
+/* One token from the provider's bucket, if any is left. */
+static int
+sweep_take (sweep_t *s, const char *provider, int64_t now_ms)
+{
+    sweep_bucket_t *b = NULL;
+    for (size_t i = 0; i < s->nbuckets; i++)
+        if (strcmp (s->buckets [i].name, provider) == 0)
+            b = &s->buckets [i];
+    if (!b) {
+        if (s->nbuckets == SWEEP_MAX_PROVIDERS)
+            return 0;
+        b = &s->buckets [s->nbuckets++];
+        snprintf (b->name, sizeof b->name, "%s", provider);
+        b->tokens = (double) s->cfg.rate_per_s;
+        b->last_ms = now_ms;
+    }
+    b->tokens += (double) (now_ms - b->last_ms) * (double) s->cfg.rate_per_s / 1000.0;
+    if (b->tokens > (double) s->cfg.rate_per_s)
+        b->tokens = (double) s->cfg.rate_per_s;     /* burst of at most one second's worth */
+    b->last_ms = now_ms;
+    if (b->tokens < 1.0)
+        return 0;
+    b->tokens -= 1.0;
+    return 1;
+}
+
+/* Loads (if needed) and starts a background refresh of one candidate. Returns 1 when started. */
+static int
+sweep_one (worker_t *w, const char *id, const char *provider, int keepalive, int64_t now_ms)
+{
+    sweep_t *s = w->sweep;
+    if (!sweep_owns (s, id))
+        return 0;
+    cache_entry_t *e = cache_get (w->cache, id);
+    if (e && e->refresh)
+        return 0;
+    if (!sweep_take (s, provider, now_ms))
+        return 0;
+    if (!e) {
+        e = cache_put (w->cache, id);
+        e->stale = 1;         /* claim reads the row; the entry is completed from it */
+        cache_set_text (&e->provider, provider);
+    }
+    if (keepalive)
+        refresh_keepalive (w, e);
+    else
+        refresh_join (w, e, NULL);
+    return 1;
+}
+
+void
+sweep_tick (worker_t *w, int64_t now_ms)
+{
+    sweep_t *s = w->sweep;
+    if (now_ms < s->next_ms || !s->owned_count || !store_connected (w->store) || w->draining)
+        return;
+    s->next_ms = now_ms + s->cfg.interval_ms;
+    char err [512];
+    char **ids = NULL, **providers = NULL;
+    size_t n = 0, started = 0, kept = 0;
+
+    if (store_sweep_candidates (w->store, s->cfg.horizon_s, NULL, 0, s->cfg.batch, &ids, &providers, &n,
+                                err, sizeof err) != FR_OK) {
+        log_warning (NULL, NULL, "sweep: %s", err);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        started += (size_t) sweep_one (w, ids [i], providers [i], 0, now_ms);
+        mem_free (ids [i]);
+        mem_free (providers [i]);
+    }
+    mem_free (ids);
+    mem_free (providers);
+
+    /* providers that expire unused refresh tokens: refresh at half the idle limit */
+    for (size_t k = 0; k < catalog_count (w->catalog); k++) {
+        const catalog_provider_t *p = catalog_at (w->catalog, k);
+        if (p->refresh_token_idle_days <= 0)
+            continue;
+        int64_t idle_s = (int64_t) p->refresh_token_idle_days * 86400 / 2;
+        if (store_sweep_candidates (w->store, 0, p->name, idle_s, s->cfg.batch, &ids, &providers, &n,
+                                    err, sizeof err) != FR_OK) {
+            log_warning (NULL, NULL, "sweep: %s", err);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            kept += (size_t) sweep_one (w, ids [i], providers [i], 1, now_ms);
+            mem_free (ids [i]);
+            mem_free (providers [i]);
+        }
+        mem_free (ids);
+        mem_free (providers);
+    }
+    if (started || kept)
+        log_info (NULL, NULL, "sweep: refreshing %zu expiring and %zu idle integrations", started, kept);
+}
