@@ -68,6 +68,10 @@ static const opt_spec_t opts_token [] = {
     OPT_INTEGRATION,
     { .name = "min-valid", .metavar = "S", .kind = OPT_INT, .key = "min_valid", .min = 0, .max = 86400,
       .help = "the token stays valid at least this many seconds (0 to 86400; the service's default is 60)" },
+    { .name = "reject", .metavar = "TOKEN", .kind = OPT_SECRET, .key = "reject",
+      .help = "the provider answered 401 to this token: refresh unless a newer token already exists" },
+    { .name = "reject-file", .metavar = "PATH", .kind = OPT_SECRET_FILE, .key = "reject",
+      .help = "read the rejected token from a file, or from standard input with \"-\"" },
     { NULL }
 };
 

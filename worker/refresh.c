@@ -111,8 +111,10 @@ refresh_finish_error (worker_t *w, refresh_t *r, fr_status_t st, const char *mes
     refresh_free (w, r);
 }
 
-void
-refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
+/* Adds a waiter (job, or none for a background refresh) to the integration's refresh, starting
+ * one if there is none. valid_until (epoch s): the token must last at least that long. */
+static void
+refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_until, int forced)
 {
     int64_t now_s = clock_wall_ms () / 1000;
     int64_t now_ms = clock_mono_ms ();
@@ -140,14 +142,13 @@ refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
         if (message [0]) {
             if (!job)
                 return;
-            if (!job->forced && e->access_token && e->access_expires_at > now_s)
+            if (!forced && e->access_token && e->access_expires_at > now_s)
                 worker_reply_token (w, job, e, 0);     /* still valid: better than an error */
             else
                 worker_reply_error (w, job, FR_PROVIDER_UNAVAILABLE, message, NULL, retry);
             return;
         }
     }
-    int64_t valid_until = now_s + (job ? job->min_valid : 0);
     job_t *copy = NULL;
     if (job) {
         copy = mem_alloc (sizeof *copy);
@@ -167,9 +168,9 @@ refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
     r->entry = e;
     r->waiters = copy;
     r->background = job == NULL;
-    r->forced = job ? job->forced : 0;
+    r->forced = forced;
     r->known_generation = e->generation;
-    r->valid_until = job ? valid_until : e->access_expires_at + 1;   /* background: anything newer */
+    r->valid_until = valid_until;
     r->state = REFRESH_CLAIMING;
     r->next = w->refreshes;
     w->refreshes = r;
@@ -178,17 +179,16 @@ refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
 }
 
 void
-refresh_keepalive (worker_t *w, cache_entry_t *e)
+refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
 {
-    if (e->refresh)
-        return;
-    job_t job;
-    memset (&job, 0, sizeof job);
-    job.link = -1;
-    job.forced = 1;
-    job.deadline_ms = clock_mono_ms () + 60000;
-    refresh_join (w, e, &job);
-    /* the one waiter has nowhere to reply to: it only makes the refresh forced */
+    refresh_start (w, e, job, clock_wall_ms () / 1000 + job->min_valid, job->forced);
+}
+
+void
+refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int forced)
+{
+    if (!e->refresh)
+        refresh_start (w, e, NULL, valid_until, forced);
 }
 
 /* Takes a decrypted access token from a row into the cache entry. */
@@ -210,6 +210,31 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
     e->status = (uint8_t) cache_status_from_text (row->status);
     mem_free_secret (&plain);
     return FR_OK;
+}
+
+cache_entry_t *
+refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen)
+{
+    store_row_t row;
+    *st = store_load (w->store, id, &row, err, errlen);
+    if (*st != FR_OK)
+        return NULL;
+    cache_entry_t *e = cache_get (w->cache, id);
+    if (e && !e->refresh) {
+        cache_drop (w->cache, id);
+        e = NULL;
+    }
+    if (!e)
+        e = cache_put (w->cache, id);
+    *st = refresh_adopt_row (w, e, &row, err, errlen);
+    store_row_clear (&row);
+    if (*st != FR_OK) {
+        if (!e->refresh)
+            cache_drop (w->cache, id);
+        return NULL;
+    }
+    e->stale = 0;
+    return e;
 }
 
 static void

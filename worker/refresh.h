@@ -4,13 +4,17 @@
 #define FERRULE_REFRESH_H
 #include "worker.h"
 
-/* Adds job to the integration's refresh in flight, starting one if there is none. job NULL starts
- * a background refresh (refresh-ahead, the sweep) that answers nobody. During a backoff or while
- * the provider's circuit is open, no call is made: job gets the token if it is still valid, else
- * provider_unavailable with retry_after. */
+/* Adds job to the integration's refresh in flight, starting one if there is none. During a
+ * backoff or while the provider's circuit is open, no call is made: job gets the token if it is
+ * still valid, else provider_unavailable with retry_after. */
 void refresh_join (worker_t *w, cache_entry_t *e, const job_t *job);
-/* A forced background refresh, to keep alive a refresh token the provider expires when unused. */
-void refresh_keepalive (worker_t *w, cache_entry_t *e);
+/* A refresh that answers nobody (refresh-ahead, the sweep): unless one is in flight already,
+ * refreshes so the token lasts until valid_until (epoch s); forced: whatever the token's life
+ * (keeping alive a refresh token the provider expires when unused). */
+void refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int forced);
+/* Reads an integration from the database into the cache (replacing a stale entry); NULL with
+ * *st and err set when it cannot (not_found, database_unavailable, a key problem). */
+cache_entry_t *refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen);
 /* Timer work: claims again where a lease was busy, retries commits, forgets expired waiters. */
 void refresh_tick (worker_t *w, int64_t now_ms);
 /* Earliest time refresh_tick has work, or -1. */

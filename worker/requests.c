@@ -96,34 +96,13 @@ entry_for (worker_t *w, const job_t *job, const char *id)
     if (e && e->refresh)
         return e;        /* stale but busy: the refresh in flight reloads it */
     char err [512];
-    store_row_t row;
-    fr_status_t st = store_load (w->store, id, &row, err, sizeof err);
-    if (st != FR_OK) {
+    fr_status_t st;
+    e = refresh_load (w, id, &st, err, sizeof err);
+    if (!e) {
+        if (st != FR_NOT_FOUND && st != FR_DATABASE_UNAVAILABLE)
+            log_error (id, job->rid, "could not load the integration: %s", err);
         worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
-        return NULL;
     }
-    char *plain = NULL;
-    if (row.access_ct)
-        st = crypto_open (w->keyring, row.key_id, id, "access_token", row.access_ct, row.access_ct_len,
-                          &plain, err, sizeof err);
-    if (st != FR_OK) {
-        log_error (id, job->rid, "could not decrypt the access token: %s", err);
-        worker_reply_error (w, job, st, err, NULL, -1);
-        store_row_clear (&row);
-        return NULL;
-    }
-    if (e)
-        cache_drop (w->cache, id);
-    e = cache_put (w->cache, id);
-    cache_set_token (e, plain, row.access_expires_at, row.generation);
-    if (row.last_refresh_at > 0 && row.access_expires_at > row.last_refresh_at)
-        e->lifetime_s = (int32_t) (row.access_expires_at - row.last_refresh_at);
-    cache_set_text (&e->provider, row.provider);
-    cache_set_text (&e->scopes, row.scopes);
-    e->status = (uint8_t) cache_status_from_text (row.status);
-    e->stale = 0;
-    mem_free_secret (&plain);
-    store_row_clear (&row);
     return e;
 }
 
@@ -150,7 +129,7 @@ refresh_ahead (worker_t *w, cache_entry_t *e, int64_t now)
     if (window > lifetime / 2)
         window = lifetime / 2;
     if (now >= e->access_expires_at - window)
-        refresh_join (w, e, NULL);
+        refresh_background (w, e, e->access_expires_at + 1, 0);    /* anything newer than this one */
 }
 
 static void

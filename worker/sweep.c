@@ -142,15 +142,15 @@ sweep_one (worker_t *w, const char *id, const char *provider, int keepalive, int
         return 0;
     if (!sweep_take (s, provider, now_ms))
         return 0;
-    if (!e) {
-        e = cache_put (w->cache, id);
-        e->stale = 1;         /* claim reads the row; the entry is completed from it */
-        cache_set_text (&e->provider, provider);
+    if (!e || e->stale) {
+        char err [512];
+        fr_status_t st;
+        if (!(e = refresh_load (w, id, &st, err, sizeof err))) {
+            log_warning (id, NULL, "sweep: %s", err);
+            return 0;
+        }
     }
-    if (keepalive)
-        refresh_keepalive (w, e);
-    else
-        refresh_join (w, e, NULL);
+    refresh_background (w, e, clock_wall_ms () / 1000 + s->cfg.horizon_s, keepalive);
     return 1;
 }
 

@@ -1,0 +1,285 @@
+/* test_resilience.c - callers never wait on a provider and failing integrations stay cheap:
+ * stale-token feedback (--reject), refresh-ahead, the background sweep and its idle keep-alive,
+ * and the per-provider circuit breaker */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "client.h"
+#include "itest.h"
+
+static harness_t *h;
+
+static int
+setup (void **state)
+{
+    h = harness_new ("resilience");
+    if (!h)
+        return -1;
+    /* providers file: the harness's, plus an idle limit on fakebox for the keep-alive case */
+    char path [4096];
+    snprintf (path, sizeof path, "%s/providers-idle.json", harness_workdir (h));
+    json_error_t jerr;
+    json_t *p = json_load_file (harness_providers_file (h), 0, &jerr);
+    if (!p)
+        return -1;
+    json_object_set_new (json_object_get (p, "fakebox"), "refresh_token_idle_days", json_integer (60));
+    if (json_dump_file (p, path, JSON_INDENT (2)) != 0)
+        return -1;
+    json_decref (p);
+    harness_set_env (h, "FERRULE_PROVIDERS_FILE", path);
+    harness_set_env (h, "FERRULE_SWEEP_MS", "300");
+    harness_set_env (h, "FERRULE_SWEEP_HORIZON_S", "120");
+    harness_set_env (h, "FERRULE_BREAKER_MIN_FAILURES", "3");
+    harness_set_env (h, "FERRULE_BREAKER_OPEN_MS", "1500");
+    harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "0");
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 0 ? 0 : -1;
+}
+
+static long long
+generation_of (const char *id)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT generation FROM integrations WHERE id = '%s'", id);
+    return harness_sql_int (h, sql);
+}
+
+/* Waits up to timeout_ms for the stored generation to reach at least want. */
+static long long
+wait_generation (const char *id, long long want, int timeout_ms)
+{
+    long long g = generation_of (id);
+    for (int waited = 0; g < want && waited < timeout_ms; waited += 100) {
+        usleep (100000);
+        g = generation_of (id);
+    }
+    return g;
+}
+
+typedef struct {
+    const char *token;
+    json_t *reply;
+    pthread_barrier_t *start;
+} rejecter_t;
+
+static void *
+rejecter (void *arg)
+{
+    rejecter_t *r = arg;
+    client_t *cl = client_new (harness_brokers (h));
+    json_t *args = json_pack ("{s:s, s:s}", "integration", "rej:box", "reject", r->token);
+    pthread_barrier_wait (r->start);
+    r->reply = client_call (cl, "token", args, 20000);
+    json_decref (args);
+    client_destroy (&cl);
+    return NULL;
+}
+
+static void
+test_reject (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "rej:box", "fakebox", rt), 0);
+    json_t *t1 = harness_ctl (h, &rc, "token", "--integration", "rej:box", NULL);
+    char *at1 = strdup (json_string_value (json_object_get (t1, "access_token")));
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+
+    /* the caller's upstream said 401 to the current token: one refresh */
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "rej:box", "--reject", at1, NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (t2, "refreshed")));
+    char *at2 = strdup (json_string_value (json_object_get (t2, "access_token")));
+    assert_string_not_equal (at1, at2);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+
+    /* rejecting a token already replaced: the newer one comes back, no provider call */
+    json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "rej:box", "--reject", at1, NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (json_string_value (json_object_get (t3, "access_token")), at2);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+
+    /* a burst of rejections of one token: exactly one refresh */
+    json_t *cfg = json_pack ("{s:i}", "latency_ms", 200);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+    enum { N = 20 };
+    pthread_t threads [N];
+    rejecter_t rs [N];
+    pthread_barrier_t start;
+    pthread_barrier_init (&start, NULL, N);
+    for (int i = 0; i < N; i++) {
+        rs [i] = (rejecter_t) { at2, NULL, &start };
+        pthread_create (&threads [i], NULL, rejecter, &rs [i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join (threads [i], NULL);
+    pthread_barrier_destroy (&start);
+    const char *at3 = json_string_value (json_object_get (rs [0].reply, "access_token"));
+    assert_non_null (at3);
+    for (int i = 0; i < N; i++) {
+        assert_true (json_is_true (json_object_get (rs [i].reply, "ok")));
+        assert_string_equal (json_string_value (json_object_get (rs [i].reply, "access_token")), at3);
+    }
+    assert_string_not_equal (at3, at2);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 2);
+    for (int i = 0; i < N; i++)
+        json_decref (rs [i].reply);
+    cfg = json_pack ("{s:i}", "latency_ms", 0);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+    assert_false (itest_workdir_contains (h, at1));
+    assert_false (itest_workdir_contains (h, at2));
+    free (rt);
+    free (at1);
+    free (at2);
+    json_decref (t1);
+    json_decref (t2);
+    json_decref (t3);
+}
+
+static void
+test_refresh_ahead (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "ahead:box", "fakebox", rt), 0);
+    json_t *t1 = harness_ctl (h, &rc, "token", "--integration", "ahead:box", NULL);
+    assert_int_equal (rc, 0);
+    long long g = json_integer_value (json_object_get (t1, "generation"));
+    /* a one-hour token with 200 s left is in its last 10 %: outside the sweep's 120 s horizon,
+     * inside refresh-ahead's window */
+    harness_sql (h, "WITH u AS (UPDATE integrations SET access_expires_at = now() + interval '200 seconds',"
+                    " last_refresh_at = now() - interval '3400 seconds' WHERE id = 'ahead:box' RETURNING id)"
+                    " SELECT pg_notify('ferrule_integrations', 'test ' || id) FROM u");
+    usleep (200000);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "ahead:box", NULL);
+    assert_int_equal (rc, 0);
+    /* served at once from the cache, without waiting on the provider ... */
+    assert_true (json_is_false (json_object_get (t2, "refreshed")));
+    assert_int_equal (json_integer_value (json_object_get (t2, "generation")), g);
+    /* ... and refreshed in the background right after */
+    assert_int_equal (wait_generation ("ahead:box", g + 1, 5000), g + 1);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+    free (rt);
+    json_decref (t1);
+    json_decref (t2);
+}
+
+static void
+test_sweep_refreshes_before_expiry (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    /* imported with an access token that expires in 90 s: nobody asks for it */
+    json_t *r = harness_ctl (h, &rc, "import", "--integration", "swept:box", "--provider", "fakebox",
+                             "--refresh-token", rt, "--access-token", "fake-at-imported", "--expires-in", "90", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    assert_int_equal (wait_generation ("swept:box", 2, 8000), 2);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'swept:box'"
+                                          " AND access_expires_at > now() + interval '3000 seconds'"), 1);
+    free (rt);
+}
+
+static void
+test_sweep_keeps_idle_tokens_alive (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    json_t *r = harness_ctl (h, &rc, "import", "--integration", "idle:box", "--provider", "fakebox",
+                             "--refresh-token", rt, "--access-token", "fake-at-imported", "--expires-in", "3600", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    usleep (800000);
+    assert_int_equal (generation_of ("idle:box"), 1);       /* a valid token is left alone ... */
+    /* ... until its refresh token has sat unused for half the provider's 60-day idle limit */
+    harness_sql (h, "UPDATE integrations SET created_at = now() - interval '31 days' WHERE id = 'idle:box'");
+    assert_int_equal (wait_generation ("idle:box", 2, 8000), 2);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'idle:box'"
+                                          " AND outcome = 'refreshed'"), 1);
+    free (rt);
+}
+
+/* Imports with an access token valid for an hour, so that the sweep leaves it alone and only
+ * an explicit refresh calls the provider. */
+static void
+import_long_lived (const char *id, const char *provider)
+{
+    int rc;
+    char *rt = itest_grant (h, provider, NULL);
+    json_t *r = harness_ctl (h, &rc, "import", "--integration", id, "--provider", provider, "--refresh-token", rt,
+                             "--access-token", "fake-at-imported", "--expires-in", "3600", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    free (rt);
+}
+
+static void
+test_circuit_breaker (void **state)
+{
+    int rc;
+    char id [32];
+    /* three integrations of one provider fail: the provider's circuit opens */
+    for (int i = 0; i < 3; i++) {
+        snprintf (id, sizeof id, "cb%d:google", i);
+        import_long_lived (id, "fakegoogle");
+        itest_fault (h, "fakegoogle", "status", 1, 502, -1, -1);
+        json_t *t = harness_ctl (h, &rc, "refresh", "--integration", id, NULL);
+        assert_string_equal (itest_code (t), "provider_unavailable");
+        json_decref (t);
+    }
+    /* a fourth integration is answered at once, without a call */
+    import_long_lived ("cb3:google", "fakegoogle");
+    long long calls = itest_stat (h, "fakegoogle", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "cb3:google", NULL);
+    assert_int_equal (rc, 5);
+    assert_string_equal (itest_code (t), "provider_unavailable");
+    assert_non_null (strstr (json_string_value (json_object_get (json_object_get (t, "error"), "message")), "many integrations"));
+    assert_true (json_integer_value (json_object_get (json_object_get (t, "error"), "retry_after")) >= 1);
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), calls);
+    json_decref (t);
+    /* a token request still gets the valid cached token while the circuit is open */
+    t = harness_ctl (h, &rc, "token", "--integration", "cb3:google", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    /* once the open period passes, one probe goes through and, answered, closes the circuit */
+    usleep (1700000);
+    t = harness_ctl (h, &rc, "refresh", "--integration", "cb3:google", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    t = harness_ctl (h, &rc, "refresh", "--integration", "cb0:google", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), calls + 2);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_reject),
+        cmocka_unit_test (test_refresh_ahead),
+        cmocka_unit_test (test_sweep_refreshes_before_expiry),
+        cmocka_unit_test (test_sweep_keeps_idle_tokens_alive),
+        cmocka_unit_test (test_circuit_breaker),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
