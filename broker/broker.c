@@ -5,6 +5,8 @@
 #include "clock.h"
 #include "codec.h"
 #include "frames.h"
+#include "health.h"
+#include "metrics.h"
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
@@ -30,6 +32,10 @@ struct broker {
     int64_t next_ping_ms;
     int waiting;                   /* some pending request has no worker yet */
     int draining;
+    metrics_t *metrics;
+    health_t *health;
+    metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
+                     *m_partitions_owned;
 };
 
 broker_t *
@@ -59,6 +65,20 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
         snprintf (err, errlen, "could not bind backend \"%s\": %s", config->backend_bind, zmq_strerror (errno));
         goto fail;
     }
+    b->metrics = metrics_new ("ferrule_");
+    b->m_routed = metrics_counter (b->metrics, "broker_requests_routed_total", "requests handed to a worker (re-dispatches included)", NULL);
+    b->m_replied = metrics_counter (b->metrics, "broker_replies_forwarded_total", "worker replies forwarded to clients", NULL);
+    b->m_redispatched = metrics_counter (b->metrics, "broker_requests_redispatched_total", "requests sent again after their worker was lost", NULL);
+    b->m_workers_lost = metrics_counter (b->metrics, "broker_workers_lost_total", "workers removed: heartbeats missed, unreachable, or goodbye", NULL);
+    b->m_pending = metrics_gauge (b->metrics, "broker_pending_requests", "requests accepted and not yet answered", NULL);
+    b->m_workers = metrics_gauge (b->metrics, "broker_workers", "live workers (not draining)", NULL);
+    b->m_partitions_owned = metrics_gauge (b->metrics, "broker_partitions_owned", "partitions with a live owner", NULL);
+    if (config->http_bind && *config->http_bind) {
+        b->health = health_new (config->http_bind, b->metrics, err, errlen);
+        if (!b->health)
+            goto fail;
+        log_info (NULL, NULL, "serving /healthz, /readyz and /metrics on port %d", health_port (b->health));
+    }
     b->registry = registry_new ((uint32_t) config->partitions, config->heartbeat_ms * 3);
     b->pending = pending_table_new ();
     b->out = codec_builder_new ();
@@ -79,6 +99,8 @@ broker_destroy (broker_t **b_p)
             zmq_close (b->backend);
         if (b->ctx)
             zmq_ctx_term (b->ctx);
+        health_destroy (&b->health);
+        metrics_destroy (&b->metrics);
         registry_destroy (&b->registry);
         pending_table_destroy (&b->pending);
         codec_builder_destroy (&b->out);
@@ -97,10 +119,20 @@ broker_send_client (broker_t *b, const void *client, size_t client_len, const ch
         log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
 }
 
+/* Counts an answer the broker gave itself, by code. */
+static void
+broker_count_error (broker_t *b, fr_status_t st)
+{
+    char labels [64];
+    snprintf (labels, sizeof labels, "code=\"%s\"", result_code (st));
+    metrics_inc (metrics_counter (b->metrics, "broker_errors_total", "requests the broker answered itself with an error", labels));
+}
+
 static void
 broker_reply_error (broker_t *b, const void *client, size_t client_len, const char *rid, size_t rid_len,
                     fr_status_t st, const char *message)
 {
+    broker_count_error (b, st);
     codec_builder_reset (b->out);
     codec_error_reply (b->out, rid, rid_len, st, message, NULL, -1);
     size_t len;
@@ -122,6 +154,7 @@ broker_worker_lost (broker_t *b, const char *worker_id, const char *why)
 {
     if (!registry_remove (b->registry, worker_id))
         return;
+    metrics_inc (b->m_workers_lost);
     log_warning (NULL, NULL, "lost worker \"%s\": %s", worker_id, why);
     for (pending_t *p = pending_first (b->pending); p; p = p->next)
         if (strcmp (p->worker, worker_id) == 0) {
@@ -154,7 +187,9 @@ broker_route (broker_t *b, pending_t *p)
         size_t sizes [] = { strlen (owner), 4, 3, p->client_len, 8, 4, p->body_len };
         if (frames_send (b->backend, parts, sizes, 7, ZMQ_DONTWAIT) == 0) {
             snprintf (p->worker, sizeof p->worker, "%s", owner);
-            p->attempts++;
+            if (p->attempts++ > 0)
+                metrics_inc (b->m_redispatched);
+            metrics_inc (b->m_routed);
             return 1;
         }
         if (errno == EHOSTUNREACH) {
@@ -341,6 +376,7 @@ broker_handle_worker (broker_t *b)
         }
         broker_send_client (b, p->client, p->client_len, frames_data (&f, 5), frames_size (&f, 5));
         pending_remove (b->pending, p);
+        metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does */
         if (registry_known (b->registry, worker))
             registry_seen (b->registry, worker, 0, clock_mono_ms ()) ;
@@ -427,6 +463,21 @@ broker_tick (broker_t *b, int64_t now)
         broker_fail_pending (b, p, p->worker [0] ? FR_TIMEOUT : FR_UNAVAILABLE, message);
     }
     broker_dispatch_waiting (b);
+
+    uint32_t owned = registry_partitions_owned (b->registry);
+    metrics_set (b->m_pending, (int64_t) pending_count (b->pending));
+    metrics_set (b->m_workers, (int64_t) registry_live_count (b->registry));
+    metrics_set (b->m_partitions_owned, owned);
+    if (b->health) {
+        /* ready: every partition has a live owner, and the broker is not shutting down */
+        char why [128] = "";
+        if (b->draining)
+            snprintf (why, sizeof why, "draining");
+        else
+        if (owned < registry_partitions (b->registry))
+            snprintf (why, sizeof why, "waiting for workers: %u of %u partitions owned", owned, registry_partitions (b->registry));
+        health_set_ready (b->health, why [0] == '\0', why);
+    }
 }
 
 int
@@ -454,6 +505,8 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop)
             timeout = 100;
         if (timeout < 0)
             timeout = 0;
+        if (b->health)
+            health_beat (b->health);
         if (zmq_poll (items, 2, (long) timeout) < 0) {
             if (errno == EINTR)
                 continue;

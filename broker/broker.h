@@ -12,6 +12,7 @@ typedef struct {
     int64_t max_pending;           /* requests accepted and not yet answered */
     int64_t default_deadline_ms;
     int64_t hwm;                   /* ZeroMQ queue bound per peer */
+    const char *http_bind;         /* /healthz, /readyz, /metrics; NULL: not served */
 } broker_config_t;
 
 typedef struct broker broker_t;

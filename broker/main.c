@@ -21,7 +21,7 @@ on_signal (int sig)
 int
 main (int argc, char **argv)
 {
-    char *frontend = NULL, *backend = NULL, *log_level = NULL;
+    char *frontend = NULL, *backend = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t partitions = 0, heartbeat_ms = 0, max_pending = 0, deadline_ms = 0, hwm = 0;
     const config_entry_t table [] = {
         { "frontend", "FERRULE_FRONTEND_BIND", CONFIG_STRING, &frontend, "tcp://127.0.0.1:5555", 0, 0, 0, "endpoint clients connect to" },
@@ -31,6 +31,7 @@ main (int argc, char **argv)
         { "max-pending", "FERRULE_MAX_PENDING", CONFIG_INT, &max_pending, "100000", 1, 10000000, 0, "requests queued before new ones get \"overloaded\"" },
         { "default-deadline-ms", "FERRULE_DEFAULT_DEADLINE_MS", CONFIG_INT, &deadline_ms, "5000", 1, 300000, 0, "deadline for requests that set none" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark per peer" },
+        { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
         CONFIG_END
     };
@@ -54,7 +55,7 @@ main (int argc, char **argv)
     sigaction (SIGINT, &sa, NULL);
     signal (SIGPIPE, SIG_IGN);
 
-    broker_config_t cfg = { frontend, backend, partitions, heartbeat_ms, max_pending, deadline_ms, hwm };
+    broker_config_t cfg = { frontend, backend, partitions, heartbeat_ms, max_pending, deadline_ms, hwm, http_bind };
     broker_t *broker = broker_new (&cfg, err, sizeof err);
     if (!broker) {
         log_error (NULL, NULL, "%s", err);

@@ -26,7 +26,7 @@ int
 main (int argc, char **argv)
 {
     char *worker_id = NULL, *database_url = NULL, *backends = NULL, *providers = NULL, *key = NULL,
-         *old_keys = NULL, *journal = NULL, *log_level = NULL;
+         *old_keys = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
     int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open;
@@ -56,6 +56,7 @@ main (int argc, char **argv)
         { "sweep-rate", "FERRULE_SWEEP_RATE", CONFIG_INT, &sweep_rate, "10", 1, 10000, 0, "provider calls per second per provider the sweep may start" },
         { "sweep-batch", "FERRULE_SWEEP_BATCH", CONFIG_INT, &sweep_batch, "500", 1, 100000, 0, "candidates read per sweep query" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
+        { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
         CONFIG_END
     };
@@ -110,7 +111,7 @@ main (int argc, char **argv)
 
     worker_config_t cfg = { worker_id, database_url, backends, providers, key, old_keys, journal,
                             heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm,
-                            backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
+                            http_bind, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch } };
     worker_t *w = worker_new (&cfg, err, sizeof err);
     if (!w) {

@@ -40,6 +40,7 @@ struct refresh {
     const catalog_provider_t *provider;
     int called;                      /* this refresh made a provider call */
     int background;                  /* started by refresh-ahead or the sweep, not by a request */
+    int64_t call_started_ms;
     /* a commit waiting for the database */
     store_commit_t commit;
     unsigned char *access_ct, *refresh_ct;
@@ -286,6 +287,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
                 refresh_free (w, r);
                 return;
             }
+            metrics_inc (w->m.lease_waits);
             int64_t wait = row.lease_ms_left < BUSY_RETRY_MS ? row.lease_ms_left + 1 : BUSY_RETRY_MS;
             log_debug (e->id, rid_of (r), "refresh lease held by \"%s\" for %lld ms more; waiting",
                        row.lease_owner ? row.lease_owner : "?", (long long) row.lease_ms_left);
@@ -353,6 +355,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
     }
     r->state = REFRESH_CALLING;
     r->called = 1;
+    r->call_started_ms = clock_mono_ms ();
     log_debug (e->id, rid_of (r), "calling provider \"%s\" (generation %lld)", r->provider->name,
                (long long) r->expected_generation);
 }
@@ -500,6 +503,9 @@ refresh_on_response (void *arg, const http_response_t *resp)
     else
         oauth_parse_token_response (r->provider, resp->status, resp->retry_after, resp->body, resp->body_len, &res);
 
+    metrics_observe (w->m.refresh_seconds, (double) (clock_mono_ms () - r->call_started_ms) / 1000.0);
+    if (res.kind != OAUTH_OK)
+        worker_count_provider_error (w, r->provider->name, oauth_kind_name (res.kind));
     int failed = res.kind == OAUTH_TRANSIENT || res.kind == OAUTH_BAD_RESPONSE;
     breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
     if (failed) {

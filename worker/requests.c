@@ -177,10 +177,12 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     /* the hot path: a cached token that lasts long enough */
     int64_t now = clock_wall_ms () / 1000;
     if (!forced && e->access_token && e->access_expires_at >= now + min_valid) {
+        metrics_inc (w->m.cache_hits);
         worker_reply_token (w, job, e, 0);
         refresh_ahead (w, e, now);
         return;
     }
+    metrics_inc (w->m.cache_misses);
     /* a min_valid longer than the provider's token lifetime can never be met: serve a token
      * refreshed moments ago rather than refreshing in a loop */
     if (!forced && e->access_token && e->access_expires_at > now && e->refreshed_ms
@@ -392,6 +394,10 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     }
     memcpy (id, s, len);
     id [len] = '\0';
+    snprintf (job->op, sizeof job->op, "%.*s", (int) (op_len < sizeof job->op - 1 ? op_len : sizeof job->op - 1), op);
+    for (char *c = job->op; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || *c == '_'))
+            *c = '_';               /* a metrics label, whatever the client sent */
 
 #define IS(name) (op_len == strlen (name) && memcmp (op, name, op_len) == 0)
     if (IS ("token"))

@@ -68,6 +68,25 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->sweep = sweep_new (&cfg->sweep);
     w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body);
     w->out = codec_builder_new ();
+    w->metrics = metrics_new ("ferrule_");
+    static const double refresh_bounds [] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
+    w->m.cache_hits = metrics_counter (w->metrics, "worker_cache_hits_total", "token requests answered from the cache", NULL);
+    w->m.cache_misses = metrics_counter (w->metrics, "worker_cache_misses_total", "token requests that needed the database or a refresh", NULL);
+    w->m.lease_waits = metrics_counter (w->metrics, "worker_lease_waits_total", "refresh claims that found another holder's live lease", NULL);
+    w->m.refresh_seconds = metrics_histogram (w->metrics, "worker_refresh_duration_seconds",
+                                              "provider call plus commit, per refresh that called the provider", NULL,
+                                              refresh_bounds, sizeof refresh_bounds / sizeof refresh_bounds [0]);
+    w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen", NULL);
+    w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
+    w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
+    w->m.cached_integrations = metrics_gauge (w->metrics, "worker_cached_integrations", "integrations in this worker's cache", NULL);
+    w->m.db_connected = metrics_gauge (w->metrics, "worker_database_connected", "1 while the database connection is up", NULL);
+    if (cfg->http_bind && *cfg->http_bind) {
+        w->health = health_new (cfg->http_bind, w->metrics, err, errlen);
+        if (!w->health)
+            goto fail;
+        log_info (NULL, NULL, "serving /healthz, /readyz and /metrics on port %d", health_port (w->health));
+    }
     w->ctx = zmq_ctx_new ();
 
     /* one DEALER per broker: a DEALER connected to several endpoints would round-robin its sends */
@@ -138,6 +157,8 @@ worker_destroy (worker_t **w_p)
         catalog_destroy (&w->catalog);
         crypto_keyring_destroy (&w->keyring);
         codec_builder_destroy (&w->out);
+        health_destroy (&w->health);
+        metrics_destroy (&w->metrics);
         mem_free (w);
         *w_p = NULL;
     }
@@ -156,6 +177,26 @@ worker_send (worker_t *w, const job_t *job, const char *body, size_t len)
 }
 
 void
+worker_count_request (worker_t *w, const job_t *job, const char *outcome)
+{
+    if (job->link < 0 || !job->op [0])
+        return;
+    char op [40], labels [128];
+    metrics_label_escape (op, sizeof op, job->op);
+    snprintf (labels, sizeof labels, "op=\"%s\",outcome=\"%s\"", op, outcome);
+    metrics_inc (metrics_counter (w->metrics, "worker_requests_total", "requests answered, by operation and outcome", labels));
+}
+
+void
+worker_count_provider_error (worker_t *w, const char *provider, const char *class_name)
+{
+    char p [140], labels [200];
+    metrics_label_escape (p, sizeof p, provider);
+    snprintf (labels, sizeof labels, "provider=\"%s\",class=\"%s\"", p, class_name);
+    metrics_inc (metrics_counter (w->metrics, "worker_provider_errors_total", "failed provider calls, by provider and class", labels));
+}
+
+void
 worker_reply (worker_t *w, const job_t *job)
 {
     size_t len;
@@ -165,6 +206,7 @@ worker_reply (worker_t *w, const job_t *job)
         return;
     }
     const char *data = codec_builder_data (w->out, &len);
+    worker_count_request (w, job, "ok");
     worker_send (w, job, data, len);
 }
 
@@ -175,6 +217,7 @@ worker_reply_error (worker_t *w, const job_t *job, fr_status_t st, const char *m
     codec_builder_t *o = w->out;
     codec_builder_reset (o);
     codec_error_reply (o, job->rid [0] ? job->rid : NULL, strlen (job->rid), st, message, hint, retry_after);
+    worker_count_request (w, job, result_code (st));
     size_t len;
     const char *data = codec_builder_data (o, &len);
     worker_send (w, job, data, len);
@@ -307,6 +350,16 @@ worker_tick (worker_t *w, int64_t now)
     }
     refresh_tick (w, now);
     sweep_tick (w, now);
+    metrics_set (w->m.partitions_owned, sweep_owned_count (w->sweep));
+    metrics_set (w->m.refreshes_in_flight, (int64_t) refresh_count (w));
+    metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));
+    metrics_set (w->m.cached_integrations, (int64_t) cache_count (w->cache));
+    metrics_set (w->m.db_connected, store_connected (w->store));
+    if (w->health) {
+        /* ready: the database answers with the right schema, and the worker is not leaving */
+        int ready = store_connected (w->store) && !w->draining;
+        health_set_ready (w->health, ready, w->draining ? "draining" : ready ? "" : "database unreachable");
+    }
 }
 
 int
@@ -370,6 +423,8 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             log_error (NULL, NULL, "poll failed: %s", zmq_strerror (errno));
             return -1;
         }
+        if (w->health)
+            health_beat (w->health);
         http_process (w->http, items + http_first, n - http_first);
         if (db_fd >= 0 && items [db_item].revents)
             store_read_notifies (w->store, on_notify, w);
