@@ -9,6 +9,8 @@
 #include "catalog.h"
 #include "codec.h"
 #include "crypto.h"
+#include "health.h"
+#include "metrics.h"
 #include "http.h"
 #include "journal.h"
 #include "store.h"
@@ -30,6 +32,7 @@ typedef struct {
     int64_t max_provider_body;
     int64_t drain_ms;               /* how long a drain may take before exiting anyway */
     int64_t hwm;
+    const char *http_bind;          /* /healthz, /readyz, /metrics; NULL: not served */
     int64_t backoff_base_ms;        /* first delay after a transient failure; doubles, with jitter */
     int64_t backoff_max_ms;
     int64_t breaker_min_failures;
@@ -49,6 +52,7 @@ typedef struct job {
     int64_t  deadline_ms;           /* monotonic */
     int64_t  min_valid;             /* seconds, for token */
     int      forced;                /* refresh: whatever the token's remaining life */
+    char     op [16];               /* for metrics */
 } job_t;
 
 typedef struct link link_t;
@@ -68,7 +72,14 @@ typedef struct worker {
     breaker_t *breaker;
     sweep_t *sweep;
     codec_builder_t *out;
+    metrics_t *metrics;
+    health_t *health;
+    struct {
+        metrics_series_t *cache_hits, *cache_misses, *lease_waits, *refresh_seconds, *partitions_owned,
+                         *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected;
+    } m;
     refresh_t *refreshes;           /* every refresh in progress */
+    struct connect_call *connects;  /* connect.c: code exchanges and revocations in flight */
     int draining;
     int64_t next_hello_ms;
     int64_t next_db_retry_ms;
@@ -86,6 +97,14 @@ void worker_reply_error (worker_t *w, const job_t *job, fr_status_t st, const ch
 /* Sends {"ok":true, access_token, expires_at, generation, refreshed} for an entry. */
 void worker_reply_token (worker_t *w, const job_t *job, const cache_entry_t *e, int refreshed);
 
+/* Counts a request's outcome ("ok" or an error code) by operation. */
+void worker_count_request (worker_t *w, const job_t *job, const char *outcome);
+/* Counts a failed provider call by provider and class. */
+void worker_count_provider_error (worker_t *w, const char *provider, const char *class_name);
+
 /* requests.c: decodes one request and runs its operation. */
 void requests_handle (worker_t *w, job_t *job, const msgpack_object *root);
+struct connect_extra;
+/* The "integration" map of status, import, connect and disconnect replies; x may be NULL. */
+void requests_pack_integration (codec_builder_t *o, const store_row_t *row, const struct connect_extra *x);
 #endif
