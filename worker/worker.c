@@ -6,8 +6,12 @@
 #include "log.h"
 #include "mem.h"
 #include "refresh.h"
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -16,10 +20,113 @@
 #define POLL_MAX  (MAX_LINKS + 1 + 256)
 
 struct link {
-    void *socket;
+    void *socket;                   /* NULL once closed: the slot keeps its index for jobs in flight */
     char endpoint [256];
     int64_t last_ping_ms;
+    int from_dns;                   /* index+1 of the dns+tcp:// name it was resolved from, 0 static */
+    int seen;                       /* scratch for a resolution round */
 };
+
+#define MAX_DNS_NAMES 8
+#define DNS_REFRESH_MS 30000
+
+/* Opens a DEALER to one broker, in a free slot; returns the link index or -1. */
+static int
+worker_link_open (worker_t *w, const char *endpoint, int from_dns, char *err, size_t errlen)
+{
+    size_t i;
+    for (i = 0; i < w->nlinks; i++)
+        if (!w->links [i].socket)
+            break;
+    if (i == w->nlinks) {
+        if (w->nlinks == MAX_LINKS) {
+            snprintf (err, errlen, "more than %d broker endpoints", MAX_LINKS);
+            return -1;
+        }
+        w->nlinks++;
+    }
+    link_t *l = &w->links [i];
+    memset (l, 0, sizeof *l);
+    l->socket = zmq_socket (w->ctx, ZMQ_DEALER);
+    frames_socket_defaults (l->socket, (int) w->cfg.hwm, CODEC_MAX_BODY + 1024);
+    zmq_setsockopt (l->socket, ZMQ_ROUTING_ID, w->cfg.worker_id, strlen (w->cfg.worker_id));
+    snprintf (l->endpoint, sizeof l->endpoint, "%s", endpoint);
+    l->from_dns = from_dns;
+    if (zmq_connect (l->socket, endpoint) != 0) {
+        snprintf (err, errlen, "could not connect to broker \"%s\": %s", endpoint, zmq_strerror (errno));
+        zmq_close (l->socket);
+        l->socket = NULL;
+        return -1;
+    }
+    log_info (NULL, NULL, "connected to broker \"%s\"", endpoint);
+    return (int) i;
+}
+
+
+/* dns+tcp://NAME:PORT: connect to every address NAME resolves to, and follow changes (a
+ * headless Kubernetes Service lists every broker pod). */
+static void
+worker_resolve (worker_t *w)
+{
+    for (size_t d = 0; d < w->ndns; d++) {
+        char host [256], port [16];
+        const char *spec = w->dns [d] + strlen ("dns+tcp://");
+        const char *colon = strrchr (spec, ':');
+        if (!colon || colon == spec || (size_t) (colon - spec) >= sizeof host || strlen (colon + 1) >= sizeof port)
+            continue;
+        memcpy (host, spec, (size_t) (colon - spec));
+        host [colon - spec] = '\0';
+        snprintf (port, sizeof port, "%s", colon + 1);
+        struct addrinfo hints, *res = NULL;
+        memset (&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        int rc = getaddrinfo (host, port, &hints, &res);
+        if (rc != 0) {
+            log_warning (NULL, NULL, "could not resolve brokers \"%s\": %s; keeping %s", w->dns [d], gai_strerror (rc),
+                         "the brokers already known");
+            continue;
+        }
+        for (size_t i = 0; i < w->nlinks; i++)
+            w->links [i].seen = 0;
+        for (struct addrinfo *a = res; a; a = a->ai_next) {
+            char ip [INET6_ADDRSTRLEN], endpoint [300];
+            if (a->ai_family == AF_INET)
+                inet_ntop (AF_INET, &((struct sockaddr_in *) a->ai_addr)->sin_addr, ip, sizeof ip);
+            else
+            if (a->ai_family == AF_INET6)
+                inet_ntop (AF_INET6, &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr, ip, sizeof ip);
+            else
+                continue;
+            snprintf (endpoint, sizeof endpoint, a->ai_family == AF_INET6 ? "tcp://[%s]:%s" : "tcp://%s:%s", ip, port);
+            int found = 0;
+            for (size_t i = 0; i < w->nlinks; i++)
+                if (w->links [i].socket && strcmp (w->links [i].endpoint, endpoint) == 0) {
+                    w->links [i].seen = 1;
+                    found = 1;
+                }
+            if (!found) {
+                char err [256];
+                int li = worker_link_open (w, endpoint, (int) d + 1, err, sizeof err);
+                if (li < 0)
+                    log_warning (NULL, NULL, "%s", err);
+                else {
+                    w->links [li].seen = 1;
+                    w->next_hello_ms = 0;       /* introduce ourselves to the new broker now */
+                }
+            }
+        }
+        freeaddrinfo (res);
+        for (size_t i = 0; i < w->nlinks; i++) {
+            link_t *l = &w->links [i];
+            if (l->socket && l->from_dns == (int) d + 1 && !l->seen) {
+                log_info (NULL, NULL, "broker \"%s\" no longer listed under \"%s\"; disconnecting", l->endpoint, w->dns [d]);
+                zmq_close (l->socket);
+                l->socket = NULL;
+            }
+        }
+    }
+}
 
 static void
 on_replay (void *arg, int64_t seq, const store_commit_t *c)
@@ -98,22 +205,22 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
             ep++;
         if (!*ep)
             continue;
-        if (w->nlinks == MAX_LINKS) {
-            snprintf (err, errlen, "more than %d broker endpoints in FERRULE_BROKER_BACKENDS", MAX_LINKS);
-            goto fail;
+        if (strncmp (ep, "dns+tcp://", 10) == 0) {
+            if (w->ndns == MAX_DNS_NAMES) {
+                snprintf (err, errlen, "more than %d dns+tcp:// names in FERRULE_BROKER_BACKENDS", MAX_DNS_NAMES);
+                goto fail;
+            }
+            w->dns [w->ndns++] = mem_strdup (ep);
         }
-        link_t *l = &w->links [w->nlinks];
-        l->socket = zmq_socket (w->ctx, ZMQ_DEALER);
-        frames_socket_defaults (l->socket, (int) cfg->hwm, CODEC_MAX_BODY + 1024);
-        zmq_setsockopt (l->socket, ZMQ_ROUTING_ID, cfg->worker_id, strlen (cfg->worker_id));
-        snprintf (l->endpoint, sizeof l->endpoint, "%s", ep);
-        w->nlinks++;
-        if (zmq_connect (l->socket, ep) != 0) {
-            snprintf (err, errlen, "could not connect to broker \"%s\": %s", ep, zmq_strerror (errno));
+        else
+        if (worker_link_open (w, ep, 0, err, errlen) < 0)
             goto fail;
-        }
     }
-    if (w->nlinks == 0) {
+    if (w->ndns) {
+        worker_resolve (w);
+        w->next_resolve_ms = clock_mono_ms () + DNS_REFRESH_MS;
+    }
+    if (w->nlinks == 0 && w->ndns == 0) {
         snprintf (err, errlen, "no broker endpoints: set FERRULE_BROKER_BACKENDS");
         goto fail;
     }
@@ -144,8 +251,11 @@ worker_destroy (worker_t **w_p)
         if (w->cache)
             refresh_abandon_all (w);
         for (size_t i = 0; i < w->nlinks; i++)
-            zmq_close (w->links [i].socket);
+            if (w->links [i].socket)
+                zmq_close (w->links [i].socket);
         mem_free (w->links);
+        for (size_t i = 0; i < w->ndns; i++)
+            mem_free (w->dns [i]);
         if (w->ctx)
             zmq_ctx_term (w->ctx);
         http_destroy (&w->http);
@@ -167,8 +277,8 @@ worker_destroy (worker_t **w_p)
 static void
 worker_send (worker_t *w, const job_t *job, const char *body, size_t len)
 {
-    if (job->link < 0 || (size_t) job->link >= w->nlinks)
-        return;
+    if (job->link < 0 || (size_t) job->link >= w->nlinks || !w->links [job->link].socket)
+        return;                 /* a background job, or the broker it came through is gone */
     const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body };
     size_t sizes [] = { 4, 3, job->client_len, 8, len };
     if (frames_send (w->links [job->link].socket, parts, sizes, 5, ZMQ_DONTWAIT) != 0)
@@ -254,6 +364,8 @@ worker_hello (worker_t *w, int draining)
     const char *data = codec_builder_data (o, &len);
     memcpy (body, data, len < sizeof body ? len : sizeof body);
     for (size_t i = 0; i < w->nlinks; i++) {
+        if (!w->links [i].socket)
+            continue;
         const void *parts [] = { CODEC_WORKER_PROTOCOL, "HELLO", body };
         size_t sizes [] = { 4, 5, len };
         frames_send (w->links [i].socket, parts, sizes, 3, ZMQ_DONTWAIT);   /* best effort: next beat retries */
@@ -264,6 +376,8 @@ static void
 worker_bye (worker_t *w)
 {
     for (size_t i = 0; i < w->nlinks; i++) {
+        if (!w->links [i].socket)
+            continue;
         const void *parts [] = { CODEC_WORKER_PROTOCOL, "BYE" };
         size_t sizes [] = { 4, 3 };
         frames_send (w->links [i].socket, parts, sizes, 2, ZMQ_DONTWAIT);
@@ -333,6 +447,10 @@ on_notify (void *arg, const char *worker, const char *integration)
 static void
 worker_tick (worker_t *w, int64_t now)
 {
+    if (w->ndns && now >= w->next_resolve_ms) {
+        worker_resolve (w);
+        w->next_resolve_ms = now + DNS_REFRESH_MS;
+    }
     if (now >= w->next_hello_ms) {
         worker_hello (w, w->draining);
         w->next_hello_ms = now + w->cfg.heartbeat_ms;
@@ -366,7 +484,8 @@ int
 worker_run (worker_t *w, volatile sig_atomic_t *stop)
 {
     int64_t drain_until = 0;
-    log_info (NULL, NULL, "worker \"%s\" serving %zu brokers", w->cfg.worker_id, w->nlinks);
+    log_info (NULL, NULL, "worker \"%s\" serving %zu brokers%s", w->cfg.worker_id, w->nlinks,
+              w->ndns ? " (and following their DNS names)" : "");
     worker_hello (w, 0);
     w->next_hello_ms = clock_mono_ms () + w->cfg.heartbeat_ms;
     while (*stop < 2) {
@@ -384,14 +503,19 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             break;
         }
         zmq_pollitem_t items [POLL_MAX];
+        int link_of [MAX_LINKS];
         size_t n = 0;
         for (size_t i = 0; i < w->nlinks; i++) {
+            if (!w->links [i].socket)
+                continue;
+            link_of [n] = (int) i;
             items [n].socket = w->links [i].socket;
             items [n].fd = 0;
             items [n].events = ZMQ_POLLIN;
             items [n].revents = 0;
             n++;
         }
+        size_t nlink_items = n;
         int db_fd = store_socket (w->store);
         size_t db_item = n;
         if (db_fd >= 0) {
@@ -428,12 +552,14 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         http_process (w->http, items + http_first, n - http_first);
         if (db_fd >= 0 && items [db_item].revents)
             store_read_notifies (w->store, on_notify, w);
-        for (size_t i = 0; i < w->nlinks; i++)
+        for (size_t i = 0; i < nlink_items; i++)
             for (int k = 0; k < 256 && (items [i].revents & ZMQ_POLLIN); k++) {
                 int ev = 0;
                 size_t evlen = sizeof ev;
-                worker_handle_link (w, (int) i);
-                zmq_getsockopt (w->links [i].socket, ZMQ_EVENTS, &ev, &evlen);
+                worker_handle_link (w, link_of [i]);
+                if (!w->links [link_of [i]].socket)
+                    break;
+                zmq_getsockopt (w->links [link_of [i]].socket, ZMQ_EVENTS, &ev, &evlen);
                 if (!(ev & ZMQ_POLLIN))
                     break;
             }

@@ -63,6 +63,9 @@ typedef struct worker {
     void *ctx;
     link_t *links;
     size_t nlinks;
+    char *dns [8];                  /* dns+tcp:// broker names, resolved again every 30 s */
+    size_t ndns;
+    int64_t next_resolve_ms;
     crypto_keyring_t *keyring;
     catalog_t *catalog;
     store_t *store;
