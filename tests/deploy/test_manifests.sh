@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Checks deploy/ without a cluster and without Docker:
+#
+#   1. renders deploy/k8s/base and every overlay with "kubectl kustomize"
+#   2. validates every rendered object offline against the Kubernetes API schema of its kind,
+#      unknown fields included (tests/deploy/validate.mjs, npm package kubernetes-models)
+#   3. checks Ferrule's policies: resources, probes, security context, the Secret template holds
+#      placeholders only, terminationGracePeriodSeconds above FERRULE_DRAIN_MS, the journal on a
+#      persistent volume, only variables the programs read, objects that refer to each other exist
+#   4. proves the checks bite: a broken copy of the base must fail them
+#   5. loads the providers ConfigMap with the worker's catalog loader (when it is built)
+#   6. reads the Dockerfile: context filter, build inputs, runtime packages for the linked libraries
+#   7. checks that docs/operations.md documents every variable of the configuration tables
+#
+# Run from the repository root (ctest does: "ctest -L deploy"). Environment:
+#   FERRULE_DEPLOY_CACHE            where the npm packages go (default build/tests/deploy/node)
+#   FERRULE_DEPLOY_CHECK_PROVIDERS  the deploy_check_providers program (ctest sets it)
+#   FERRULE_DEPLOY_BINARIES         the four programs, ':'-separated (ctest sets it)
+#
+# Exit 0 passed, 1 failed, 77 skipped (node or npm missing). The npm packages are pinned in
+# tests/deploy/package-lock.json; when they cannot be installed the test fails, it never passes
+# without having validated.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+cd "$ROOT"
+
+say () { echo "test_manifests: $*"; }
+fail () { echo "test_manifests: FAILED: $*" >&2; exit 1; }
+
+for tool in node npm; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        say "skipped: $tool is not installed (apt-get install nodejs npm)"
+        exit 77
+    fi
+done
+command -v kubectl >/dev/null 2>&1 || fail "kubectl is not installed: it renders the Kustomize manifests (kubectl kustomize)"
+command -v jq >/dev/null 2>&1 || fail "jq is not installed (apt-get install jq)"
+
+CACHE=${FERRULE_DEPLOY_CACHE:-$ROOT/build/tests/deploy/node}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrule-deploy.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+# ---- the npm packages, pinned by package-lock.json ----
+mkdir -p "$CACHE"
+stamp=$CACHE/.installed-lock.sha256
+want=$(sha256sum "$HERE/package-lock.json" | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -d "$CACHE/node_modules/kubernetes-models" ]; then
+    say "installing the pinned npm packages into $CACHE"
+    cp "$HERE/package.json" "$HERE/package-lock.json" "$CACHE/"
+    rm -f "$stamp"
+    if ! npm ci --prefix "$CACHE" --cache "$CACHE/.npm" --prefer-offline --no-audit --no-fund \
+            --loglevel=error >"$WORK/npm.log" 2>&1; then
+        cat "$WORK/npm.log" >&2
+        fail "could not install the npm packages of tests/deploy/package-lock.json (is the npm registry reachable? $(npm config get registry))"
+    fi
+    echo "$want" >"$stamp"
+fi
+MODULES=$CACHE/node_modules
+
+# ---- the variables each program reads: its configuration table ----
+names () { grep -ohE '"FERRULE_[A-Z0-9_]+"' "$@" | tr -d '"' | sort -u | jq -R . | jq -sc .; }
+# FERRULE_HTTP_BIND (/healthz, /readyz, /metrics) is being added to both tables.
+jq -n --argjson broker "$(names broker/main.c)" --argjson worker "$(names worker/main.c)" \
+      --argjson migrate "$(names migrations/migrate.c)" \
+      '{broker: ($broker + ["FERRULE_HTTP_BIND"] | unique), worker: ($worker + ["FERRULE_HTTP_BIND"] | unique), migrate: $migrate}' \
+      >"$WORK/known-env.json"
+[ "$(jq '.worker | length' "$WORK/known-env.json")" -gt 5 ] || fail "found no configuration table in worker/main.c"
+
+# ---- 1. render ----
+inputs=()
+for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
+    dir=${dir%/}
+    label=$(basename "$dir")
+    if ! kubectl kustomize "$dir" >"$WORK/$label.yaml" 2>"$WORK/$label.err"; then
+        cat "$WORK/$label.err" >&2
+        fail "kubectl kustomize $dir failed"
+    fi
+    say "rendered $dir: $(grep -c '^kind:' "$WORK/$label.yaml") objects"
+    inputs+=("$label=$WORK/$label.yaml")
+done
+[ ${#inputs[@]} -ge 2 ] || fail "expected the base and at least one overlay under deploy/k8s"
+
+# ---- 2 and 3. schemas and policies ----
+mkdir -p "$WORK/providers"
+node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json" \
+    --secret-template deploy/k8s/base/secret.template.yaml --providers-out "$WORK/providers" \
+    "${inputs[@]}" || fail "the manifests do not pass validation (lines above)"
+
+# ---- 4. the checks bite: each defect below must be reported ----
+{
+    sed -e 's/publishNotReadyAddresses: true/publishNotReadyAdresses: true/' \
+        -e 's/terminationGracePeriodSeconds: 40/terminationGracePeriodSeconds: 20/' \
+        -e 's/containerPort: 5556/containerPort: "5556"/' \
+        -e 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/' \
+        "$WORK/base.yaml"
+    printf -- '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\n  labels:\n    app.kubernetes.io/name: ferrule\nstringData:\n  FERRULE_ENCRYPTION_KEY: c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\n'
+} >"$WORK/broken.yaml"
+if node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json" broken="$WORK/broken.yaml" >"$WORK/broken.out" 2>&1; then
+    cat "$WORK/broken.out" >&2
+    fail "validate.mjs accepted a deliberately broken copy of the base"
+fi
+for expect in 'unknown field "/spec/publishNotReadyAdresses"' 'terminationGracePeriodSeconds 20 does not exceed' \
+              'containerPort must be integer' 'does not set allowPrivilegeEscalation: false' \
+              'Secret/leaked: stringData.FERRULE_ENCRYPTION_KEY is not a placeholder'; do
+    grep -qF -- "$expect" "$WORK/broken.out" || { cat "$WORK/broken.out" >&2; fail "validate.mjs did not report: $expect"; }
+done
+say "a broken copy of the base is rejected for each of its 5 defects"
+
+# ---- 5. the providers ConfigMap loads in the worker's catalog ----
+checker=${FERRULE_DEPLOY_CHECK_PROVIDERS:-}
+[ -n "$checker" ] || checker=$ROOT/build/tests/deploy/deploy_check_providers
+if [ -x "$checker" ]; then
+    for f in "$WORK"/providers/*.providers.json; do
+        "$checker" "$f" \
+            || fail "the providers ConfigMap of $(basename "$f" .providers.json) does not load in the worker's catalog"
+    done
+else
+    say "note: $checker is not built: the providers ConfigMap was not loaded by the catalog (cmake --build build)"
+fi
+
+# ---- 6. the Dockerfile ----
+# Debian packages that provide the shared libraries the programs link (libc6 is in every image).
+runtime_packages=""
+IFS=: read -r -a binaries <<<"${FERRULE_DEPLOY_BINARIES:-}"
+if [ ${#binaries[@]} -eq 0 ]; then
+    for b in build/broker/ferrule-broker build/worker/ferrule-worker build/migrations/ferrule-migrate build/ctl/ferrulectl; do
+        [ -x "$b" ] && binaries+=("$b")
+    done
+fi
+if [ ${#binaries[@]} -gt 0 ] && command -v objdump >/dev/null && command -v dpkg >/dev/null; then
+    for b in "${binaries[@]}"; do
+        if [ ! -x "$b" ]; then
+            say "note: $b is not built: its libraries were not compared with the runtime packages"
+            continue
+        fi
+        for lib in $(objdump -p "$b" | awk '$1 == "NEEDED" { print $2 }'); do
+            # ASan builds link the sanitizer runtimes, which no release image carries
+            case "$lib" in libasan.so*|libubsan.so*|libc.so*|libm.so*|libpthread.so*|libdl.so*|librt.so*|ld-linux*) continue ;; esac
+            pkg=$(dpkg -S "*/$lib" 2>/dev/null | head -n 1 | cut -d: -f1) || true
+            [ -n "$pkg" ] || fail "no Debian package provides $lib, which $b links"
+            runtime_packages="$runtime_packages $pkg"
+        done
+    done
+    runtime_packages=$(tr ' ' '\n' <<<"$runtime_packages" | sort -u | tr '\n' ' ')
+    say "the programs link libraries from:$([ -n "$runtime_packages" ] && echo " $runtime_packages")"
+else
+    say "note: no built programs (or no objdump/dpkg): the runtime packages were not compared with the linked libraries"
+fi
+node "$HERE/dockerfile.mjs" --modules "$MODULES" --root "$ROOT" --runtime-packages "$runtime_packages" \
+    || fail "deploy/docker/Dockerfile does not pass its checks (lines above)"
+
+# ---- 7. docs/operations.md documents every variable the programs read ----
+missing=""
+for v in $(jq -r '.broker[], .worker[], .migrate[]' "$WORK/known-env.json" | sort -u); do
+    grep -q "\`$v\`" docs/operations.md || missing="$missing $v"
+done
+[ -z "$missing" ] || fail "docs/operations.md does not document:$missing (its configuration reference lists every variable)"
+say "docs/operations.md documents all $(jq -r '.broker[], .worker[], .migrate[]' "$WORK/known-env.json" | sort -u | wc -l) variables"
+
+say "passed"

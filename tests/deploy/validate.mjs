@@ -1,0 +1,395 @@
+// validate.mjs - checks rendered Kubernetes manifests offline: every object against the API
+// schema of its kind (kubernetes-models), fields the schema does not know, and Ferrule's own
+// rules (resources, probes, security context, secrets, drain timing, references between objects).
+//
+//   node validate.mjs --modules DIR --known-env FILE [--secret-template FILE]
+//                     [--providers-out DIR] LABEL=RENDERED.yaml...
+//
+// --modules        a node_modules folder holding kubernetes-models and js-yaml
+// --known-env      JSON {"broker": [...], "worker": [...], "migrate": [...]}: the variables each
+//                  program reads, taken from its configuration table
+// --secret-template  the Secret template, checked to hold placeholders only
+// --providers-out  writes the providers.json of each ferrule-providers ConfigMap to
+//                  DIR/LABEL.providers.json, for the catalog loader to check
+//
+// Prints one line per problem and exits 1 when there is any.
+import { createRequire } from "node:module";
+import fs from "node:fs";
+import path from "node:path";
+
+const args = process.argv.slice(2);
+const opts = { inputs: [] };
+for (let i = 0; i < args.length; i++) {
+  const a = args[i];
+  if (["--modules", "--known-env", "--secret-template", "--providers-out"].includes(a)) {
+    if (i + 1 >= args.length) usage(`option "${a}" needs a value`);
+    opts[a.slice(2)] = args[++i];
+  } else if (/^[A-Za-z0-9_.-]+=/.test(a)) {
+    const eq = a.indexOf("=");
+    opts.inputs.push({ label: a.slice(0, eq), file: a.slice(eq + 1) });
+  } else {
+    usage(`unexpected argument "${a}"`);
+  }
+}
+if (!opts.modules || !opts["known-env"] || opts.inputs.length === 0)
+  usage("--modules, --known-env and at least one LABEL=FILE are required");
+
+function usage(msg) {
+  console.error(`validate: ${msg}`);
+  console.error("usage: node validate.mjs --modules DIR --known-env FILE [--secret-template FILE] [--providers-out DIR] LABEL=FILE...");
+  process.exit(2);
+}
+
+const require = createRequire(path.join(path.resolve(opts.modules), "noop.js"));
+const yaml = require("js-yaml");
+const core = require("kubernetes-models/v1");
+const apps = require("kubernetes-models/apps/v1");
+const batch = require("kubernetes-models/batch/v1");
+const policy = require("kubernetes-models/policy/v1");
+const networking = require("kubernetes-models/networking.k8s.io/v1");
+const autoscaling = require("kubernetes-models/autoscaling/v2");
+
+// apiVersion -> kind -> kubernetes-models class. A kind missing here fails the test: add it.
+const MODELS = {
+  "v1": {
+    Service: core.Service, ConfigMap: core.ConfigMap, Secret: core.Secret,
+    Namespace: core.Namespace, ServiceAccount: core.ServiceAccount,
+  },
+  "apps/v1": { Deployment: apps.Deployment, StatefulSet: apps.StatefulSet },
+  "batch/v1": { Job: batch.Job },
+  "policy/v1": { PodDisruptionBudget: policy.PodDisruptionBudget },
+  "networking.k8s.io/v1": { NetworkPolicy: networking.NetworkPolicy },
+  "autoscaling/v2": { HorizontalPodAutoscaler: autoscaling.HorizontalPodAutoscaler },
+};
+
+const UID = 10001;
+// Worker defaults from worker/main.c, used when a manifest does not set the variable.
+const WORKER_DEFAULTS = {
+  FERRULE_DRAIN_MS: 25000, FERRULE_LEASE_MS: 45000,
+  FERRULE_PROVIDER_TIMEOUT_MS: 15000, FERRULE_PROVIDER_CONNECT_TIMEOUT_MS: 5000,
+  FERRULE_PARTITIONS: 256,
+};
+const BROKER_DEFAULTS = { FERRULE_PARTITIONS: 256 };
+// Variables that hold secrets: they must come from a Secret, never from a literal value.
+const SECRET_VARS = /^(FERRULE_DATABASE_URL|FERRULE_ENCRYPTION_KEY|FERRULE_ENCRYPTION_OLD_KEYS|FERRULE_[A-Z0-9_]+_CLIENT_SECRET)$/;
+const PROVIDER_CREDENTIAL = /^FERRULE_[A-Z0-9_]+_CLIENT_(ID|SECRET)$/;
+const PLACEHOLDER = /^(|REPLACE_ME[A-Za-z0-9_.:/-]*)$/;
+
+const knownEnv = JSON.parse(fs.readFileSync(opts["known-env"], "utf8"));
+let problems = 0;
+
+function problem(label, obj, msg) {
+  const what = obj ? `${obj.kind || "?"}/${(obj.metadata && obj.metadata.name) || "?"}` : "";
+  console.log(`validate: ${label}: ${what}${what ? ": " : ""}${msg}`);
+  problems++;
+}
+
+// ---- schema validation, with unknown fields ------------------------------------------------
+
+// Wraps value in proxies that record which keys the validator reads. The generated validators
+// read every property their schema declares, so a key nobody read is one the schema does not
+// know: a typo, or a field of another API version, which the API server would reject.
+function track(value, where, registry) {
+  if (value === null || typeof value !== "object") return value;
+  const seen = new Set();
+  const children = new Map();
+  if (!Array.isArray(value)) registry.push({ where, target: value, seen });
+  return new Proxy(value, {
+    get(target, key, receiver) {
+      const v = Reflect.get(target, key, receiver);
+      if (typeof key !== "string") return v;
+      seen.add(key);
+      if (v === null || typeof v !== "object") return v;
+      if (!children.has(key)) children.set(key, track(v, `${where}/${key}`, registry));
+      return children.get(key);
+    },
+  });
+}
+
+function validateSchema(label, obj) {
+  const byVersion = MODELS[obj.apiVersion];
+  const Model = byVersion && byVersion[obj.kind];
+  if (!Model) {
+    problem(label, obj, `no schema for apiVersion "${obj.apiVersion}" kind "${obj.kind}": add it to MODELS in tests/deploy/validate.mjs`);
+    return;
+  }
+  const model = new Model(obj);
+  const registry = [];
+  try {
+    model.validate.call(track(model, "", registry));
+  } catch (e) {
+    problem(label, obj, `does not match the ${obj.apiVersion} ${obj.kind} schema: ${e.message}`);
+    return;
+  }
+  for (const { where, target, seen } of registry)
+    for (const key of Object.keys(target))
+      if (!seen.has(key)) problem(label, obj, `unknown field "${where}/${key}" (not in the ${obj.apiVersion} ${obj.kind} schema)`);
+}
+
+// ---- helpers --------------------------------------------------------------------------------
+
+function podSpecOf(obj) {
+  if (["Deployment", "StatefulSet", "Job"].includes(obj.kind))
+    return obj.spec && obj.spec.template && obj.spec.template.spec;
+  return null;
+}
+
+function programOf(container) {
+  const cmd = (container.command || [])[0] || "";
+  if (cmd.endsWith("ferrule-broker")) return "broker";
+  if (cmd.endsWith("ferrule-worker")) return "worker";
+  if (cmd.endsWith("ferrule-migrate")) return "migrate";
+  if (cmd.endsWith("ferrulectl")) return "ctl";
+  return null;
+}
+
+function labelsMatch(selector, labels) {
+  return Object.entries(selector || {}).every(([k, v]) => labels && labels[k] === v);
+}
+
+// The container's environment as the kubelet builds it: envFrom ConfigMaps first, then env.
+// Values from Secrets are marked, not read.
+function environment(container, configMaps) {
+  const env = {};
+  for (const from of container.envFrom || []) {
+    if (from.configMapRef) {
+      const cm = configMaps.get(from.configMapRef.name);
+      for (const [k, v] of Object.entries((cm && cm.data) || {})) env[k] = { value: v, source: "configmap" };
+    }
+  }
+  for (const e of container.env || []) {
+    if (e.valueFrom && e.valueFrom.secretKeyRef) env[e.name] = { source: "secret" };
+    else if (e.valueFrom) env[e.name] = { source: "field" };
+    else env[e.name] = { value: e.value, source: "literal" };
+  }
+  return env;
+}
+
+function number(env, name, defaults) {
+  const e = env[name];
+  if (e && e.value !== undefined) return Number(e.value);
+  return defaults[name];
+}
+
+// ---- Ferrule's rules ------------------------------------------------------------------------
+
+function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcVolumes) {
+  const where = `${isInit ? "init container" : "container"} "${c.name}"`;
+  const podSc = pod.securityContext || {};
+  const sc = c.securityContext || {};
+  const eff = (k) => (sc[k] !== undefined ? sc[k] : podSc[k]);
+
+  for (const kind of ["requests", "limits"])
+    for (const res of ["cpu", "memory"])
+      if (!c.resources || !c.resources[kind] || c.resources[kind][res] === undefined)
+        problem(label, obj, `${where} has no resources.${kind}.${res}`);
+  if (obj.kind !== "Job" && !isInit) {
+    if (!c.livenessProbe) problem(label, obj, `${where} has no livenessProbe`);
+    if (!c.readinessProbe) problem(label, obj, `${where} has no readinessProbe`);
+    for (const [probe, p] of [["livenessProbe", "/healthz"], ["readinessProbe", "/readyz"]]) {
+      const hg = c[probe] && c[probe].httpGet;
+      if (hg && hg.path !== p) problem(label, obj, `${where}: ${probe} asks "${hg.path}", the programs serve "${p}"`);
+    }
+  }
+  if (eff("runAsNonRoot") !== true) problem(label, obj, `${where} does not set runAsNonRoot: true`);
+  if (eff("runAsUser") !== UID) problem(label, obj, `${where} runs as uid ${eff("runAsUser")}, not ${UID} (the image's user)`);
+  if (sc.readOnlyRootFilesystem !== true) problem(label, obj, `${where} does not set readOnlyRootFilesystem: true`);
+  if (sc.allowPrivilegeEscalation !== false) problem(label, obj, `${where} does not set allowPrivilegeEscalation: false`);
+  if (sc.privileged === true) problem(label, obj, `${where} is privileged`);
+  const drop = (sc.capabilities && sc.capabilities.drop) || [];
+  if (!drop.includes("ALL")) problem(label, obj, `${where} does not drop ALL capabilities`);
+  if (sc.capabilities && (sc.capabilities.add || []).length) problem(label, obj, `${where} adds capabilities`);
+  const seccomp = eff("seccompProfile");
+  if (!seccomp || seccomp.type !== "RuntimeDefault") problem(label, obj, `${where} has no seccompProfile RuntimeDefault`);
+  if (!c.image || /:latest$/.test(c.image) || !/:[^/]+$/.test(c.image))
+    problem(label, obj, `${where} image "${c.image}" has no pinned tag`);
+
+  const program = programOf(c);
+  if (!program) {
+    problem(label, obj, `${where} runs "${(c.command || []).join(" ")}", not one of Ferrule's programs`);
+    return;
+  }
+  const env = environment(c, configMaps);
+  const known = new Set(knownEnv[program] || []);
+  for (const [name, e] of Object.entries(env)) {
+    if (!name.startsWith("FERRULE_")) continue;
+    if (!known.has(name) && !(program === "worker" && PROVIDER_CREDENTIAL.test(name)))
+      problem(label, obj, `${where}: ${program} reads no variable ${name} (not in its configuration table)`);
+    if (SECRET_VARS.test(name) && e.source !== "secret")
+      problem(label, obj, `${where}: ${name} is a secret and must come from a Secret, not a ${e.source}`);
+  }
+  for (const e of c.env || []) {
+    const ref = e.valueFrom && e.valueFrom.secretKeyRef;
+    if (ref && secretKeys && (ref.name !== "ferrule-secrets" || !secretKeys.has(ref.key)))
+      problem(label, obj, `${where}: ${e.name} reads key "${ref.key}" of Secret "${ref.name}", which the template does not define`);
+  }
+  for (const from of c.envFrom || []) {
+    if (from.configMapRef && !configMaps.has(from.configMapRef.name))
+      problem(label, obj, `${where} reads ConfigMap "${from.configMapRef.name}", which is not rendered`);
+    if (from.secretRef && from.secretRef.name !== "ferrule-secrets")
+      problem(label, obj, `${where} reads Secret "${from.secretRef.name}"; the template defines "ferrule-secrets"`);
+  }
+
+  if (program === "worker" && !isInit) {
+    const drain = number(env, "FERRULE_DRAIN_MS", WORKER_DEFAULTS);
+    const grace = pod.terminationGracePeriodSeconds !== undefined ? pod.terminationGracePeriodSeconds : 30;
+    if (!(grace * 1000 > drain))
+      problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed FERRULE_DRAIN_MS ${drain} ms: the kubelet would kill refreshes in flight`);
+    const lease = number(env, "FERRULE_LEASE_MS", WORKER_DEFAULTS);
+    const calls = number(env, "FERRULE_PROVIDER_TIMEOUT_MS", WORKER_DEFAULTS) + number(env, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", WORKER_DEFAULTS);
+    if (!(lease > calls))
+      problem(label, obj, `FERRULE_LEASE_MS ${lease} does not exceed the provider timeouts (${calls} ms): the worker refuses to start`);
+    const id = (c.env || []).find((e) => e.name === "FERRULE_WORKER_ID");
+    if (!id || !id.valueFrom || !id.valueFrom.fieldRef || id.valueFrom.fieldRef.fieldPath !== "metadata.name")
+      problem(label, obj, `${where}: FERRULE_WORKER_ID must come from metadata.name (a stable pod name)`);
+    const journal = env.FERRULE_JOURNAL_PATH && env.FERRULE_JOURNAL_PATH.value;
+    const mount = journal && (c.volumeMounts || []).find((m) => journal.startsWith(m.mountPath.replace(/\/?$/, "/")));
+    if (!journal) problem(label, obj, `${where}: FERRULE_JOURNAL_PATH is not set`);
+    else if (!mount || !pvcVolumes.has(mount.name))
+      problem(label, obj, `${where}: the journal "${journal}" is not on a persistent volume (a volumeClaimTemplate)`);
+    else if (mount.readOnly) problem(label, obj, `${where}: the journal volume is mounted read-only`);
+    const providers = env.FERRULE_PROVIDERS_FILE && env.FERRULE_PROVIDERS_FILE.value;
+    if (providers && !(c.volumeMounts || []).some((m) => providers.startsWith(m.mountPath.replace(/\/?$/, "/"))))
+      problem(label, obj, `${where}: FERRULE_PROVIDERS_FILE "${providers}" is on no mounted volume`);
+  }
+  return { program, env };
+}
+
+function checkObjects(label, docs) {
+  const byKind = (k) => docs.filter((d) => d.kind === k);
+  const configMaps = new Map(byKind("ConfigMap").map((d) => [d.metadata.name, d]));
+  const names = new Set();
+  const namespaces = new Set();
+  const partitions = [];
+
+  for (const obj of docs) {
+    const key = `${obj.kind}/${obj.metadata && obj.metadata.name}`;
+    if (names.has(key)) problem(label, obj, "appears twice");
+    names.add(key);
+    if (obj.kind !== "Namespace") namespaces.add((obj.metadata && obj.metadata.namespace) || "");
+    const labels = (obj.metadata && obj.metadata.labels) || {};
+    if (labels["app.kubernetes.io/name"] !== "ferrule" && obj.kind !== "Namespace")
+      problem(label, obj, 'has no label app.kubernetes.io/name: ferrule');
+    if (obj.kind === "Secret") checkSecret(label, obj);
+  }
+  if (namespaces.size > 1) problem(label, null, `objects are spread over namespaces ${[...namespaces].join(", ")}`);
+
+  for (const obj of docs) {
+    const pod = podSpecOf(obj);
+    if (!pod) continue;
+    const tlabels = (obj.spec.template.metadata && obj.spec.template.metadata.labels) || {};
+    if (obj.spec.selector && !labelsMatch(obj.spec.selector.matchLabels, tlabels))
+      problem(label, obj, "its selector does not match its pod template's labels");
+    if (pod.automountServiceAccountToken !== false)
+      problem(label, obj, "mounts a service account token it does not need");
+    const pvcVolumes = new Set(((obj.spec.volumeClaimTemplates) || []).map((v) => v.metadata.name));
+    for (const v of pod.volumes || [])
+      if (v.configMap && !configMaps.has(v.configMap.name))
+        problem(label, obj, `volume "${v.name}" uses ConfigMap "${v.configMap.name}", which is not rendered`);
+    for (const [list, isInit] of [[pod.initContainers || [], true], [pod.containers || [], false]])
+      for (const c of list) {
+        const r = checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcVolumes);
+        if (r && !isInit && (r.program === "broker" || r.program === "worker"))
+          partitions.push({ obj, program: r.program, value: number(r.env, "FERRULE_PARTITIONS", r.program === "broker" ? BROKER_DEFAULTS : WORKER_DEFAULTS) });
+      }
+    if (obj.kind === "StatefulSet" && byKind("HorizontalPodAutoscaler").some((h) => h.spec.scaleTargetRef.name === obj.metadata.name) && obj.spec.replicas !== undefined)
+      problem(label, obj, "sets spec.replicas although an autoscaler owns it: every apply would reset the count");
+  }
+  if (new Set(partitions.map((p) => p.value)).size > 1)
+    problem(label, null, `FERRULE_PARTITIONS differs between programs: ${partitions.map((p) => `${p.obj.metadata.name}=${p.value}`).join(", ")}`);
+
+  const workloads = docs.filter((d) => podSpecOf(d));
+  const podsMatching = (sel) => workloads.filter((w) => labelsMatch(sel, w.spec.template.metadata.labels));
+  for (const svc of byKind("Service")) {
+    const matched = podsMatching(svc.spec.selector);
+    if (!svc.spec.selector || matched.length === 0) { problem(label, svc, "selects no pods"); continue; }
+    for (const p of svc.spec.ports || []) {
+      if (typeof p.targetPort !== "string") continue;
+      const ok = matched.some((w) => w.spec.template.spec.containers.some((c) => (c.ports || []).some((cp) => cp.name === p.targetPort)));
+      if (!ok) problem(label, svc, `targetPort "${p.targetPort}" names no container port of the pods it selects`);
+    }
+  }
+  for (const pdb of byKind("PodDisruptionBudget"))
+    if (podsMatching(pdb.spec.selector && pdb.spec.selector.matchLabels).length === 0) problem(label, pdb, "selects no pods");
+  for (const np of byKind("NetworkPolicy"))
+    if (podsMatching(np.spec.podSelector && np.spec.podSelector.matchLabels).length === 0) problem(label, np, "selects no pods");
+  for (const hpa of byKind("HorizontalPodAutoscaler")) {
+    const t = hpa.spec.scaleTargetRef;
+    const target = docs.find((d) => d.kind === t.kind && d.metadata.name === t.name);
+    if (!target) { problem(label, hpa, `scales ${t.kind}/${t.name}, which is not rendered`); continue; }
+    const usesCpu = (hpa.spec.metrics || []).some((m) => m.type === "Resource" && m.resource.name === "cpu");
+    if (usesCpu && target.spec.template.spec.containers.some((c) => !(c.resources && c.resources.requests && c.resources.requests.cpu)))
+      problem(label, hpa, "scales on CPU, but a container of its target requests no CPU");
+  }
+
+  // The specific promises of the deployment docs.
+  const backend = docs.find((d) => d.kind === "Service" && d.metadata.name === "ferrule-broker-backend");
+  if (!backend) problem(label, null, 'no Service "ferrule-broker-backend"');
+  else if (backend.spec.clusterIP !== "None" || backend.spec.publishNotReadyAddresses !== true)
+    problem(label, backend, "must be headless (clusterIP: None) and publish not-ready brokers");
+  const frontend = docs.find((d) => d.kind === "Service" && d.metadata.name === "ferrule-broker");
+  if (!frontend || !(frontend.spec.ports || []).some((p) => p.port === 5555)) problem(label, null, 'no Service "ferrule-broker" on port 5555');
+  const brokerPolicy = byKind("NetworkPolicy").find((np) => np.spec.podSelector.matchLabels["app.kubernetes.io/component"] === "broker");
+  const rule5555 = brokerPolicy && (brokerPolicy.spec.ingress || []).filter((r) => (r.ports || []).some((p) => p.port === 5555));
+  if (!rule5555 || rule5555.length !== 1 || !rule5555[0].from || !rule5555[0].from.every((f) => f.podSelector && f.podSelector.matchLabels && f.podSelector.matchLabels["ferrule-client"] === "true"))
+    problem(label, brokerPolicy || null, 'port 5555 must be open only to pods labelled ferrule-client: "true"');
+  const worker = docs.find((d) => d.kind === "StatefulSet" && d.metadata.name === "ferrule-worker");
+  if (!worker) problem(label, null, 'no StatefulSet "ferrule-worker"');
+  else if ((worker.spec.volumeClaimTemplates || []).length === 0) problem(label, worker, "has no volumeClaimTemplates for the journal");
+  if (!byKind("Job").some((j) => j.spec.template.spec.containers.some((c) => (c.command || []).join(" ") === "ferrule-migrate up")))
+    problem(label, null, 'no Job runs "ferrule-migrate up"');
+}
+
+function checkSecret(label, obj) {
+  for (const field of ["stringData", "data"]) {
+    for (const [k, v] of Object.entries(obj[field] || {})) {
+      const text = field === "data" ? Buffer.from(String(v), "base64").toString("utf8") : String(v);
+      if (!PLACEHOLDER.test(text)) problem(label, obj, `${field}.${k} is not a placeholder ("" or REPLACE_ME...): a real secret must never be in the repository`);
+    }
+  }
+}
+
+// ---- main -----------------------------------------------------------------------------------
+
+let secretKeys = null;
+if (opts["secret-template"]) {
+  const docs = yaml.loadAll(fs.readFileSync(opts["secret-template"], "utf8")).filter(Boolean);
+  if (docs.length !== 1 || docs[0].kind !== "Secret") problem("secret-template", null, `${opts["secret-template"]} must hold exactly one Secret`);
+  for (const d of docs) {
+    validateSchema("secret-template", d);
+    checkSecret("secret-template", d);
+    if (d.metadata.name !== "ferrule-secrets") problem("secret-template", d, 'must be named "ferrule-secrets"');
+    secretKeys = new Set([...Object.keys(d.stringData || {}), ...Object.keys(d.data || {})]);
+    for (const k of ["FERRULE_DATABASE_URL", "FERRULE_ENCRYPTION_KEY", "FERRULE_ENCRYPTION_OLD_KEYS"])
+      if (!secretKeys.has(k)) problem("secret-template", d, `has no key ${k}`);
+    for (const k of secretKeys)
+      if (!(knownEnv.worker || []).includes(k) && !PROVIDER_CREDENTIAL.test(k))
+        problem("secret-template", d, `key ${k} is no variable the worker reads`);
+  }
+}
+
+for (const { label, file } of opts.inputs) {
+  let docs;
+  try {
+    docs = yaml.loadAll(fs.readFileSync(file, "utf8")).filter(Boolean);
+  } catch (e) {
+    problem(label, null, `${file} is not valid YAML: ${e.message}`);
+    continue;
+  }
+  if (docs.length === 0) { problem(label, null, `${file} holds no objects`); continue; }
+  const before = problems;
+  for (const obj of docs) {
+    if (!obj.metadata || !obj.metadata.name) { problem(label, obj, "has no metadata.name"); continue; }
+    validateSchema(label, obj);
+  }
+  checkObjects(label, docs);
+  if (opts["providers-out"]) {
+    const cm = docs.find((d) => d.kind === "ConfigMap" && /^ferrule-providers(-|$)/.test(d.metadata.name));
+    if (!cm || !cm.data || !cm.data["providers.json"]) problem(label, null, 'no ConfigMap "ferrule-providers" with providers.json');
+    else fs.writeFileSync(path.join(opts["providers-out"], `${label}.providers.json`), cm.data["providers.json"]);
+  }
+  const kinds = docs.map((d) => d.kind).sort().join(", ");
+  if (problems === before) console.log(`validate: ${label}: ${docs.length} objects valid (${kinds})`);
+}
+
+process.exit(problems ? 1 : 0);
