@@ -251,8 +251,12 @@ worker_destroy (worker_t **w_p)
         if (w->cache)
             refresh_abandon_all (w);
         for (size_t i = 0; i < w->nlinks; i++)
-            if (w->links [i].socket)
+            if (w->links [i].socket) {
+                /* let the goodbye and the last replies leave before the socket goes */
+                int linger = 500;
+                zmq_setsockopt (w->links [i].socket, ZMQ_LINGER, &linger, sizeof linger);
                 zmq_close (w->links [i].socket);
+            }
         mem_free (w->links);
         for (size_t i = 0; i < w->ndns; i++)
             mem_free (w->dns [i]);
@@ -483,7 +487,7 @@ worker_tick (worker_t *w, int64_t now)
 int
 worker_run (worker_t *w, volatile sig_atomic_t *stop)
 {
-    int64_t drain_until = 0;
+    int64_t drain_until = 0, drain_settle = 0;
     log_info (NULL, NULL, "worker \"%s\" serving %zu brokers%s", w->cfg.worker_id, w->nlinks,
               w->ndns ? " (and following their DNS names)" : "");
     worker_hello (w, 0);
@@ -494,10 +498,13 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             /* leave the partition map at once; finish what is in flight */
             w->draining = 1;
             drain_until = now + w->cfg.drain_ms;
+            drain_settle = now + (w->cfg.heartbeat_ms < 500 ? w->cfg.heartbeat_ms : 500);
             worker_hello (w, 1);
             log_info (NULL, NULL, "draining: %zu refreshes in flight", refresh_count (w));
         }
-        if (w->draining && (refresh_count (w) == 0 || now >= drain_until)) {
+        /* stay a moment after announcing the drain: requests the brokers routed before they
+         * heard it are still arriving, and are served rather than re-dispatched */
+        if (w->draining && now >= drain_settle && (refresh_count (w) == 0 || now >= drain_until)) {
             if (refresh_count (w))
                 log_warning (NULL, NULL, "drain timed out with %zu refreshes in flight", refresh_count (w));
             break;
