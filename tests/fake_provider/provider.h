@@ -1,0 +1,80 @@
+/* provider.h - one fake provider: its configuration, its fault queue and its counters */
+#ifndef FAKE_PROVIDER_H
+#define FAKE_PROVIDER_H
+#include "store.h"
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#define PROVIDER_MAX_FAULTS  256    /* queued faults per provider */
+
+typedef enum {
+    FAULT_STATUS, FAULT_RETRY_AFTER, FAULT_SLOW, FAULT_MALFORMED, FAULT_HTML,
+    FAULT_INVALID_GRANT, FAULT_INVALID_CLIENT, FAULT_DROP, FAULT_EMPTY, FAULT_HUGE
+} fault_kind_t;
+
+typedef struct {
+    fault_kind_t kind;
+    long count;                  /* token requests left to affect; -1 until cleared */
+    int  status;                 /* HTTP status for "status" and "retry_after" */
+    long retry_after;            /* seconds, for "retry_after" */
+    long delay_ms;               /* for "slow" */
+} fault_t;
+
+typedef struct {
+    bool    reusable;            /* mode "reusable": refresh tokens do not rotate */
+    long    reuse_grace_s;
+    long    access_ttl;
+    long    latency_ms;
+    char   *client_id;
+    char   *client_secret;
+    bool    errors_with_200;
+    json_t *redirect_uris;       /* array of strings */
+    json_t *grant_scopes;        /* array of strings, or NULL for "grant what is asked" */
+    char   *scope_separator;
+    long    code_ttl;
+    bool    issue_refresh_token;
+    bool    require_pkce;
+    bool    deny;
+} provider_config_t;
+
+typedef struct {
+    long refresh_calls, refresh_ok, reuse_detections, invalid_grants, code_exchanges,
+         revocations, authorize_calls, faults_served;
+    long concurrent_refresh;     /* refresh requests being handled right now */
+    long max_concurrent_refresh;
+} provider_stats_t;
+
+typedef struct provider_t {
+    char               name [STORE_NAME_MAX + 1];
+    provider_config_t  config;
+    provider_stats_t   stats;
+    fault_t            faults [PROVIDER_MAX_FAULTS];
+    size_t             nfaults;
+    struct provider_t *next;
+} provider_t;
+
+/* True when name is usable as a provider: [A-Za-z0-9_-]{1,64}, except "admin". */
+bool provider_name_valid (const char *name);
+
+provider_t *provider_new (const char *name);   /* name must be valid */
+void provider_destroy (provider_t **p);
+
+/* Applies the fields present in the JSON object config. Either every field is
+   valid and applied, or nothing changes and err holds the reason. */
+int provider_configure (provider_t *provider, const json_t *config, char *err, size_t errlen)
+    __attribute__ ((warn_unused_result));
+/* The whole configuration as a new JSON object. */
+json_t *provider_config_json (const provider_t *provider);
+json_t *provider_stats_json (const provider_t *provider);
+
+/* Queues a fault described by spec ({"kind", "count", "status", "retry_after", "delay_ms"}). */
+int provider_fault_add (provider_t *provider, const json_t *spec, char *err, size_t errlen)
+    __attribute__ ((warn_unused_result));
+/* Takes one use of the first queued fault into *fault; false when the queue is empty. */
+bool provider_fault_take (provider_t *provider, fault_t *fault);
+void provider_faults_clear (provider_t *provider);
+
+/* True when scope is in the granted-scopes list, or that list is null. */
+bool provider_scope_grantable (const provider_t *provider, const char *scope);
+#endif

@@ -1,0 +1,71 @@
+/* store.h - what the fake authorization server has issued: token chains, tokens and codes */
+#ifndef FAKE_STORE_H
+#define FAKE_STORE_H
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define STORE_NAME_MAX   64     /* provider names: [A-Za-z0-9_-]{1,64} */
+#define STORE_TOKEN_LEN  48     /* "fake-code-" + 32 hex + NUL fits */
+
+typedef enum { TOKEN_ACCESS, TOKEN_REFRESH, TOKEN_CODE } token_kind_t;
+
+typedef struct store_t store_t;
+typedef struct chain_t chain_t;
+typedef struct code_t code_t;
+
+typedef struct {
+    token_kind_t kind;
+    char     value [STORE_TOKEN_LEN];
+    chain_t *chain;              /* access and refresh tokens: the chain they belong to */
+    code_t  *code;               /* codes: the authorization request they answer (owned) */
+    int64_t  expires_ms;         /* access tokens and codes, monotonic clock */
+    int64_t  spent_ms;           /* refresh tokens: when rotated away, 0 while current */
+    bool     grace_used;         /* refresh tokens: the one replay reuse_grace_s allows is used */
+} token_t;
+
+/* One user's grant: every token minted from one code or admin grant. */
+struct chain_t {
+    long     id;
+    char     provider [STORE_NAME_MAX + 1];
+    json_t  *scopes;             /* array of granted scope strings */
+    token_t *refresh;            /* current refresh token, NULL when none was issued */
+    token_t *access;             /* newest access token */
+    long     generation;         /* successful refreshes */
+    long     refresh_calls;
+    bool     revoked;
+    bool     reuse_detected;
+};
+
+struct code_t {
+    char     provider [STORE_NAME_MAX + 1];
+    char    *redirect_uri;
+    json_t  *scopes;             /* granted */
+    char    *challenge;          /* NULL without PKCE */
+    char     challenge_method [8];
+    bool     used;
+    chain_t *chain;              /* chain issued from this code, for revocation on replay */
+};
+
+store_t *store_new (void);
+void store_destroy (store_t **p);
+
+/* A new chain for provider with a copy of scopes (an array of strings). */
+chain_t *store_chain_new (store_t *store, const char *provider, const json_t *scopes);
+chain_t *store_chain_by_id (const store_t *store, long id);
+size_t   store_chain_count (const store_t *store);
+
+/* Mints a new access token for chain, valid ttl_s seconds from now_ms; it becomes chain->access. */
+token_t *store_issue_access (store_t *store, chain_t *chain, long ttl_s, int64_t now_ms);
+/* Mints a new refresh token; it becomes chain->refresh (the caller spends the old one). */
+token_t *store_issue_refresh (store_t *store, chain_t *chain);
+/* Mints a code taking ownership of code, valid ttl_s seconds. */
+token_t *store_issue_code (store_t *store, code_t *code, long ttl_s, int64_t now_ms);
+
+/* The token with this exact value, or NULL. */
+token_t *store_lookup (const store_t *store, const char *value);
+
+code_t *store_code_new (const char *provider, const char *redirect_uri, const json_t *scopes,
+                        const char *challenge, const char *challenge_method);
+void store_code_destroy (code_t **p);
+#endif
