@@ -72,6 +72,34 @@ static const opt_spec_t opts_token [] = {
       .help = "the provider answered 401 to this token: refresh unless a newer token already exists" },
     { .name = "reject-file", .metavar = "PATH", .kind = OPT_SECRET_FILE, .key = "reject",
       .help = "read the rejected token from a file, or from standard input with \"-\"" },
+    { .name = "require-scope", .metavar = "S", .kind = OPT_LIST, .key = "require_scopes",
+      .help = "fail with insufficient_scope, without refreshing, unless the grant holds this scope (repeatable)" },
+    { NULL }
+};
+
+static const opt_spec_t opts_connect [] = {
+    OPT_INTEGRATION,
+    { .name = "provider", .metavar = "NAME", .kind = OPT_STRING, .key = "provider", .required = 1,
+      .check = opts_check_name, .help = "a provider of the service's catalog (box, google, ...)" },
+    { .name = "redirect-uri", .metavar = "URI", .kind = OPT_STRING, .key = "redirect_uri", .required = 1,
+      .check = opts_check_uri, .help = "the callback URI registered in the provider's OAuth app" },
+    { .name = "scope", .metavar = "S", .kind = OPT_LIST, .key = "scopes",
+      .help = "a scope to request (repeatable; default: the provider entry's default scopes)" },
+    { NULL }
+};
+
+static const opt_spec_t opts_callback [] = {
+    { .name = "url", .metavar = "URL", .kind = OPT_CALLBACK_URL, .key = "state", .required = 1,
+      .help = "the whole URL the provider redirected the browser to (quote it: it holds '&')" },
+    { NULL }
+};
+
+static const opt_spec_t opts_report_scope [] = {
+    OPT_INTEGRATION,
+    { .name = "scope", .metavar = "S", .kind = OPT_STRING, .key = "scope",
+      .help = "the scope the upstream API said is missing (several separated by spaces)" },
+    { .name = "www-authenticate", .metavar = "HEADER", .kind = OPT_STRING, .key = "www_authenticate",
+      .help = "the upstream 403's WWW-Authenticate header; its scope= is used when --scope is not given" },
     { NULL }
 };
 
@@ -96,6 +124,20 @@ static const command_t commands [] = {
       opts_integration, output_integration, "ferrulectl status --integration acct42:box" },
     { "history", "history", 1, "show the refresh chain, newest first",
       opts_history, output_history, "ferrulectl history --integration acct42:box --limit 5" },
+    { "connect", "connect", 0, "start the OAuth consent flow: prints the URL to open in a browser",
+      opts_connect, output_connect,
+      "ferrulectl connect --integration acct42:google --provider google --redirect-uri https://app.example.com/oauth/callback "
+      "--scope https://www.googleapis.com/auth/drive.readonly" },
+    { "callback", "callback", 0, "finish a connect with the URL the provider redirected the browser to",
+      opts_callback, output_callback,
+      "ferrulectl callback --url 'https://app.example.com/oauth/callback?code=...&state=...'" },
+    { "disconnect", "disconnect", 0, "destroy the stored tokens and revoke them at the provider (history kept)",
+      opts_integration, output_callback, "ferrulectl disconnect --integration acct42:box" },
+    { "doctor", "doctor", 1, "explain what is wrong with an integration and what to do",
+      opts_integration, output_doctor, "ferrulectl doctor --integration acct42:box" },
+    { "report-scope", "report_scope", 0, "record that an upstream API answered 403 insufficient_scope",
+      opts_report_scope, output_callback,
+      "ferrulectl report-scope --integration acct42:google --www-authenticate 'Bearer error=\"insufficient_scope\", scope=\"drive\"'" },
     { "help", NULL, 0, "show help for ferrulectl or for a command",
       opts_none, NULL, "ferrulectl help import" },
     { NULL }
@@ -205,7 +247,7 @@ print_help (FILE *f)
     fputs ("ferrulectl - operate a Ferrule OAuth token service\n\n"
            "usage: ferrulectl [global options] COMMAND [options]\n\ncommands:\n", f);
     for (const command_t *cmd = commands; cmd->name; cmd++)
-        fprintf (f, "  %-10s %s\n", cmd->name, cmd->summary);
+        fprintf (f, "  %-12s %s\n", cmd->name, cmd->summary);
     fputc ('\n', f);
     print_globals (f);
     fputs ("\nexit status: 0 ok, 2 bad usage or input, 3 not found, 4 needs user action,\n"

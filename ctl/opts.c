@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #define OPTS_MAX_WORDS      256     /* scopes in one list */
@@ -42,9 +43,10 @@ opts_state_clear (opts_state_t *s, const opt_spec_t *specs)
         return;
     /* jansson frees strings without clearing them: clear the secrets first */
     for (const opt_spec_t *spec = specs; spec && spec->name; spec++) {
-        if (spec->kind != OPT_SECRET && spec->kind != OPT_SECRET_FILE)
+        if (spec->kind != OPT_SECRET && spec->kind != OPT_SECRET_FILE && spec->kind != OPT_CALLBACK_URL)
             continue;
-        json_t *v = json_object_get (s->args, spec->key);
+        /* a callback URL's secret part is the authorization code */
+        json_t *v = json_object_get (s->args, spec->kind == OPT_CALLBACK_URL ? "code" : spec->key);
         if (json_is_string (v))
             mem_wipe ((char *) json_string_value (v), json_string_length (v));
     }
@@ -137,6 +139,123 @@ opts_check_name (const char *option, const char *value, char *err, size_t errlen
         return -1;
     }
     return 0;
+}
+
+int
+opts_check_uri (const char *option, const char *value, char *err, size_t errlen)
+{
+    size_t len = strlen (value), skip = 0;
+    int ok = len <= 2048;
+    if (strncasecmp (value, "https://", 8) == 0)
+        skip = 8;
+    else
+    if (strncasecmp (value, "http://", 7) == 0)
+        skip = 7;
+    ok = ok && skip && value [skip] && value [skip] != '/' && value [skip] != '?';
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (unsigned char) value [i] > 0x20 && (unsigned char) value [i] < 0x7f && value [i] != '#';
+    if (!ok) {
+        char shown [96];
+        opts_quote (shown, sizeof shown, value, 64);
+        snprintf (err, errlen, "invalid URI \"%s\" for \"--%s\": give an absolute http:// or https:// URI of at most "
+                  "2048 characters, without spaces or fragment", shown, option);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+hex_value (char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The query parameter name of url (form-decoded: %XX and '+'), as a new string; NULL if absent. */
+static char *
+query_param (const char *url, const char *name)
+{
+    const char *q = strchr (url, '?');
+    size_t nlen = strlen (name), end = strcspn (url, "#");
+    if (!q || (size_t) (q - url) >= end)
+        return NULL;
+    for (const char *p = q + 1; p < url + end; ) {
+        size_t plen = strcspn (p, "&#");
+        if (plen > nlen && strncmp (p, name, nlen) == 0 && p [nlen] == '=') {
+            char *out = mem_alloc (plen + 1);
+            size_t n = 0;
+            for (const char *v = p + nlen + 1; v < p + plen; v++) {
+                if (*v == '%' && v + 2 < p + plen && hex_value (v [1]) >= 0 && hex_value (v [2]) >= 0) {
+                    out [n++] = (char) (hex_value (v [1]) * 16 + hex_value (v [2]));
+                    v += 2;
+                }
+                else
+                    out [n++] = *v == '+' ? ' ' : *v;
+            }
+            out [n] = '\0';
+            return out;
+        }
+        p += plen;
+        if (*p == '&')
+            p++;
+        else
+            break;
+    }
+    return NULL;
+}
+
+/* Fills state, code, error and error_description from a redirect URL; the state is returned. */
+static json_t *
+parse_callback_url (opts_state_t *s, const opt_spec_t *spec, const char *url, char *err, size_t errlen)
+{
+    static const struct { const char *name; size_t max; int text; } params [] = {
+        { "state", 256, 0 }, { "code", 16384, 0 }, { "error", 128, 0 }, { "error_description", 2048, 1 },
+    };
+    json_t *state = NULL;
+    if (strlen (url) > CODEC_MAX_STRING || (strncasecmp (url, "http://", 7) != 0 && strncasecmp (url, "https://", 8) != 0)) {
+        snprintf (err, errlen, "the value of \"--%s\" is not an http:// or https:// URL of at most %d bytes: pass the "
+                  "whole URL the provider redirected the browser to", spec->name, CODEC_MAX_STRING);
+        return NULL;
+    }
+    for (size_t i = 0; i < sizeof params / sizeof params [0]; i++) {
+        char *v = query_param (url, params [i].name);
+        if (!v)
+            continue;
+        size_t len = strlen (v);
+        int bad = len == 0 || len > params [i].max;
+        for (size_t k = 0; k < len; k++)
+            if ((unsigned char) v [k] < 0x20 || (unsigned char) v [k] == 0x7f || (!params [i].text && (unsigned char) v [k] >= 0x7f)) {
+                if (params [i].text)
+                    v [k] = '?';
+                else
+                    bad = 1;
+            }
+        json_t *j = bad ? NULL : json_string (v);
+        if (!j && !bad && params [i].text) {       /* not UTF-8: keep the ASCII */
+            for (size_t k = 0; k < len; k++)
+                if ((unsigned char) v [k] >= 0x80)
+                    v [k] = '?';
+            j = json_string (v);
+        }
+        mem_wipe (v, len);
+        mem_free (v);
+        if (!j) {
+            snprintf (err, errlen, "the \"%s\" parameter of the URL given to \"--%s\" is empty, too long or not "
+                      "printable", params [i].name, spec->name);
+            json_decref (state);
+            return NULL;
+        }
+        if (i == 0)
+            state = j;
+        else
+            json_object_set_new (s->args, params [i].name, j);
+    }
+    if (!state || (!json_object_get (s->args, "code") && !json_object_get (s->args, "error"))) {
+        snprintf (err, errlen, "the URL given to \"--%s\" has no %s parameter: pass the whole URL the provider "
+                  "redirected the browser to, query included", spec->name, state ? "\"code\" or \"error\"" : "\"state\"");
+        json_decref (state);
+        return NULL;
+    }
+    return state;
 }
 
 /* Trims spaces and line ends, then checks that a token is printable ASCII without spaces.
@@ -271,11 +390,11 @@ opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err, siz
     int rc = -1;
 
     mem_buf_init (&buf, (size_t) CODEC_MAX_STRING + 1024);
-    if (before == spec) {
+    if (before == spec && spec->kind != OPT_LIST) {
         snprintf (err, errlen, "option \"--%s\" is given twice", spec->name);
         goto out;
     }
-    if (before) {
+    if (before && before != spec) {
         snprintf (err, errlen, "options \"--%s\" and \"--%s\" cannot be used together", before->name, spec->name);
         goto out;
     }
@@ -309,6 +428,30 @@ opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err, siz
         }
         case OPT_WORDS:
             v = split_words (spec, value, err, errlen);
+            if (!v)
+                goto out;
+            break;
+        case OPT_LIST: {
+            json_t *have = before == spec ? json_object_get (s->args, spec->key) : NULL;
+            v = split_words (spec, value, err, errlen);
+            if (!v)
+                goto out;
+            if (have) {                     /* a repeat: add to the words given before */
+                if (json_array_size (have) + json_array_size (v) > OPTS_MAX_WORDS) {
+                    snprintf (err, errlen, "too many values for \"--%s\" (at most %d)", spec->name, OPTS_MAX_WORDS);
+                    json_decref (v);
+                    goto out;
+                }
+                json_array_extend (have, v);
+                json_decref (v);
+                rc = 0;
+                goto out;
+            }
+            break;
+        }
+        case OPT_CALLBACK_URL:
+            v = parse_callback_url (s, spec, value, err, errlen);
+            mem_wipe (value, strlen (value));      /* the code: out of the process list from now on */
             if (!v)
                 goto out;
             break;

@@ -10,7 +10,10 @@ typedef enum {
     OPT_INT,            /* an integer within [min, max] */
     OPT_WORDS,          /* words split on spaces and commas, as an array of strings */
     OPT_SECRET,         /* a secret given on the command line (wiped from argv once read) */
-    OPT_SECRET_FILE     /* a secret read from a file, or from standard input for "-" */
+    OPT_SECRET_FILE,    /* a secret read from a file, or from standard input for "-" */
+    OPT_LIST,           /* repeatable: each value's words (spaces, commas) appended to one array */
+    OPT_CALLBACK_URL    /* an OAuth redirect URL: its query's state, code, error and error_description
+                           fill those keys (key names the one that must be present: "state") */
 } opt_kind_t;
 
 /* 0 when value is acceptable, else -1 with a message naming the option. */
@@ -61,6 +64,8 @@ int opts_parse_seconds (const char *option, const char *value, double min, doubl
 /* Checks for OPT_STRING values. */
 int opts_check_integration (const char *option, const char *value, char *err, size_t errlen);
 int opts_check_name (const char *option, const char *value, char *err, size_t errlen);
+/* An absolute http:// or https:// URI of at most 2048 bytes (a redirect URI). */
+int opts_check_uri (const char *option, const char *value, char *err, size_t errlen);
 
 /* Copies s for a message: printable ASCII only, cut at max bytes with "...". */
 void opts_quote (char *dst, size_t dstlen, const char *s, size_t max);

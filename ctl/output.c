@@ -7,6 +7,8 @@
 #define OUTPUT_MAX_ROWS    1000    /* history entries printed (the protocol's largest limit) */
 #define OUTPUT_MAX_WIDTH   40      /* a column wider than this is not padded further */
 
+static void print_value (FILE *f, const json_t *v);
+
 void
 output_safe (FILE *f, const char *s)
 {
@@ -75,6 +77,15 @@ output_error (const json_t *reply)
     fputc ('\n', stderr);
     if (json_is_integer (retry_after))
         fprintf (stderr, "retry after: %lld s\n", (long long) json_integer_value (retry_after));
+    /* what an operator needs to fix it, e.g. a redirect URI mismatch's provider and URI */
+    const char *dkey;
+    json_t *dvalue;
+    json_object_foreach (json_object_get (error, "detail"), dkey, dvalue) {
+        output_safe (stderr, dkey);
+        fputs (": ", stderr);
+        print_value (stderr, dvalue);
+        fputc ('\n', stderr);
+    }
     if (rid) {
         fputs ("request: ", stderr);
         output_safe (stderr, rid);
@@ -256,7 +267,15 @@ output_integration (const json_t *reply, const output_mode_t *mode)
             continue;
         output_safe (stdout, key);
         fputs (": ", stdout);
-        print_value (stdout, value);
+        if (strcmp (key, "scope_report") == 0 && json_is_object (value)) {
+            /* "SCOPE (at TIME)" */
+            json_t *shown = json_pack ("{s:O?, s:O?}", "code", json_object_get (value, "scope"),
+                                       "at", json_object_get (value, "at"));
+            print_last_error (stdout, shown);
+            json_decref (shown);
+        }
+        else
+            print_value (stdout, value);
         fputc ('\n', stdout);
     }
     return 0;
@@ -306,5 +325,82 @@ output_history (const json_t *reply, const output_mode_t *mode)
     for (size_t i = 0; i < rows * COLUMNS; i++)
         free (cells [i]);
     mem_free (cells);
+    return 0;
+}
+
+int
+output_connect (const json_t *reply, const output_mode_t *mode)
+{
+    static const char *const keys [] = { "authorization_url", "expires_at", "integration", "provider",
+                                         "redirect_uri", "scopes", NULL };
+    for (int i = 0; keys [i]; i++) {
+        printf ("%s: ", keys [i]);
+        print_value (stdout, json_object_get (reply, keys [i]));
+        fputc ('\n', stdout);
+    }
+    fputs ("next: open authorization_url in a browser, approve, then run\n"
+           "  ferrulectl callback --url 'URL THE BROWSER WAS REDIRECTED TO'\n", stdout);
+    return 0;
+}
+
+int
+output_callback (const json_t *reply, const output_mode_t *mode)
+{
+    size_t i;
+    json_t *w;
+    output_integration (reply, mode);
+    json_array_foreach (json_object_get (reply, "warnings"), i, w) {
+        const char *hint = json_string_value (json_object_get (w, "hint"));
+        fputs ("ferrulectl: warning: ", stderr);
+        output_safe (stderr, json_string_value (json_object_get (w, "message")));
+        fputs (" (", stderr);
+        output_safe (stderr, json_string_value (json_object_get (w, "code")));
+        fputs (")\n", stderr);
+        if (hint && *hint) {
+            fputs ("hint: ", stderr);
+            output_safe (stderr, hint);
+            fputc ('\n', stderr);
+        }
+    }
+    return 0;
+}
+
+int
+output_doctor (const json_t *reply, const output_mode_t *mode)
+{
+    const json_t *d = json_object_get (reply, "diagnosis");
+    size_t i;
+    json_t *item;
+    if (!json_is_object (d)) {
+        fputs ("ferrulectl: error: the service's reply has no diagnosis\n"
+               "hint: report this with the output of the same command run with --json\n"
+               "code: internal\n", stderr);
+        return 1;
+    }
+    fputs ("Integration: ", stdout);
+    output_safe (stdout, json_string_value (json_object_get (d, "integration")));
+    fputs (" (", stdout);
+    output_safe (stdout, json_string_value (json_object_get (d, "provider")));
+    fputs (", ", stdout);
+    output_safe (stdout, json_string_value (json_object_get (d, "status")));
+    fputs (")\nDiagnosis: ", stdout);
+    output_safe (stdout, json_string_value (json_object_get (d, "code")));
+    fputs ("\nSymptom: ", stdout);
+    output_safe (stdout, json_string_value (json_object_get (d, "symptom")));
+    fputs ("\nCause: ", stdout);
+    output_safe (stdout, json_string_value (json_object_get (d, "cause")));
+    fputs ("\nWhat to do:\n", stdout);
+    json_array_foreach (json_object_get (d, "what_to_do"), i, item) {
+        printf ("  %zu. ", i + 1);
+        output_safe (stdout, json_string_value (item));
+        fputc ('\n', stdout);
+    }
+    if (json_array_size (json_object_get (d, "facts")))
+        fputs ("Facts:\n", stdout);
+    json_array_foreach (json_object_get (d, "facts"), i, item) {
+        fputs ("  - ", stdout);
+        output_safe (stdout, json_string_value (item));
+        fputc ('\n', stdout);
+    }
     return 0;
 }

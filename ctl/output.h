@@ -28,4 +28,10 @@ int output_token (const json_t *reply, const output_mode_t *mode);
 int output_refresh (const json_t *reply, const output_mode_t *mode);
 int output_integration (const json_t *reply, const output_mode_t *mode);
 int output_history (const json_t *reply, const output_mode_t *mode);
+/* connect: the authorization URL, expiry and what to do next. */
+int output_connect (const json_t *reply, const output_mode_t *mode);
+/* callback, disconnect, report-scope: the integration as status prints it, warnings on stderr. */
+int output_callback (const json_t *reply, const output_mode_t *mode);
+/* doctor: Symptom, Cause, What to do (numbered), Facts. */
+int output_doctor (const json_t *reply, const output_mode_t *mode);
 #endif

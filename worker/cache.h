@@ -25,6 +25,7 @@ struct cache_entry {
     struct refresh *refresh;      /* the refresh in flight: requests join it (single flight) */
     uint8_t  status;              /* integ_status_t */
     uint8_t  stale;               /* changed elsewhere while a refresh ran: drop when it ends */
+    uint8_t  refresh_token_missing;   /* connected without a refresh token: never refreshed */
     char     id [];
 };
 

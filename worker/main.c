@@ -29,7 +29,7 @@ main (int argc, char **argv)
          *old_keys = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
     int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
-    int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open;
+    int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
     const config_entry_t table [] = {
         { "worker-id", "FERRULE_WORKER_ID", CONFIG_STRING, &worker_id, NULL, 0, 0, 0, "stable id of this worker (default: hostname)" },
         { "database-url", "FERRULE_DATABASE_URL", CONFIG_STRING, &database_url, NULL, 0, 0, 1, "PostgreSQL connection string" },
@@ -46,6 +46,7 @@ main (int argc, char **argv)
         { "lease-ms", "FERRULE_LEASE_MS", CONFIG_INT, &lease_ms, "45000", 1000, 600000, 0, "refresh lease; must exceed the provider timeout" },
         { "max-provider-body", "FERRULE_MAX_PROVIDER_BODY", CONFIG_INT, &max_body, "65536", 1024, 1048576, 0, "largest provider answer read" },
         { "drain-ms", "FERRULE_DRAIN_MS", CONFIG_INT, &drain_ms, "25000", 0, 600000, 0, "how long SIGTERM waits for refreshes in flight" },
+        { "connect-state-ttl-s", "FERRULE_CONNECT_STATE_TTL_S", CONFIG_INT, &state_ttl, "600", 60, 86400, 0, "how long a connect's authorization link stays usable" },
         { "backoff-base-ms", "FERRULE_BACKOFF_BASE_MS", CONFIG_INT, &backoff_base, "1000", 0, 3600000, 0, "first wait after a transient provider failure; doubles per failure, with jitter" },
         { "backoff-max-ms", "FERRULE_BACKOFF_MAX_MS", CONFIG_INT, &backoff_max, "300000", 0, 86400000, 0, "longest wait between attempts for one integration" },
         { "breaker-min-failures", "FERRULE_BREAKER_MIN_FAILURES", CONFIG_INT, &breaker_min, "5", 1, 1000000, 0, "failures in the window that open a provider's circuit (if also half the calls)" },
@@ -111,7 +112,7 @@ main (int argc, char **argv)
 
     worker_config_t cfg = { worker_id, database_url, backends, providers, key, old_keys, journal,
                             heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm,
-                            http_bind, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
+                            http_bind, state_ttl, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch } };
     worker_t *w = worker_new (&cfg, err, sizeof err);
     if (!w) {

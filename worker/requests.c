@@ -1,5 +1,7 @@
 /* requests.c - the operations a worker serves: import, token, refresh, status, history, ping */
 #include "worker.h"
+#include "connect.h"
+#include "doctor.h"
 #include "clock.h"
 #include "ident.h"
 #include "log.h"
@@ -98,6 +100,17 @@ entry_for (worker_t *w, const job_t *job, const char *id)
     char err [512];
     fr_status_t st;
     e = refresh_load (w, id, &st, err, sizeof err);
+    connect_extra_t x;
+    if (e && (st = connect_extra_load (w->store, id, &x, err, sizeof err)) == FR_OK) {
+        e->refresh_token_missing = (uint8_t) x.refresh_token_missing;    /* and no refresh token stored */
+        connect_extra_clear (&x);
+    }
+    else
+    if (e) {
+        if (!e->refresh)
+            cache_drop (w->cache, id);
+        e = NULL;
+    }
     if (!e) {
         if (st != FR_NOT_FOUND && st != FR_DATABASE_UNAVAILABLE)
             log_error (id, job->rid, "could not load the integration: %s", err);
@@ -156,6 +169,8 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         reply_inactive (w, job, e);      /* no provider call: the user must act first */
         return;
     }
+    if (!forced && connect_require_scopes (w, job, root, e) != 0)
+        return;                          /* insufficient_scope: checked before any refresh */
     /* stale-token feedback: the caller's upstream call failed with 401 using this token */
     char *reject = NULL;
     if (!forced && field_str (w, job, root, "reject", MAX_TOKEN_LEN, &reject) < 0)
@@ -163,6 +178,10 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     if (reject) {
         int current = e->access_token && secret_equal (e->access_token, reject);
         mem_free_secret (&reject);
+        if ((current || (e->refresh && e->refresh_rejecting)) && e->refresh_token_missing && !e->refresh) {
+            connect_reply_no_refresh_token (w, job, e);
+            return;
+        }
         if (current || (e->refresh && e->refresh_rejecting)) {
             /* only the token it names is refreshed away; a burst of rejections shares one refresh */
             job->forced = 1;
@@ -179,7 +198,8 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     if (!forced && e->access_token && e->access_expires_at >= now + min_valid) {
         metrics_inc (w->m.cache_hits);
         worker_reply_token (w, job, e, 0);
-        refresh_ahead (w, e, now);
+        if (!e->refresh_token_missing)
+            refresh_ahead (w, e, now);
         return;
     }
     metrics_inc (w->m.cache_misses);
@@ -188,6 +208,10 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     if (!forced && e->access_token && e->access_expires_at > now && e->refreshed_ms
     &&  clock_mono_ms () - e->refreshed_ms < FRESH_ENOUGH_MS) {
         worker_reply_token (w, job, e, 0);
+        return;
+    }
+    if (e->refresh_token_missing && !e->refresh) {
+        connect_reply_no_refresh_token (w, job, e);    /* nothing to refresh with: no provider call */
         return;
     }
     refresh_join (w, e, job);
@@ -204,19 +228,13 @@ pack_time (codec_builder_t *o, const char *key, int64_t epoch)
         codec_nil (o);
 }
 
-/* The "integration" map of status and import replies. */
+/* A space-separated list as an array of strings. */
 static void
-pack_integration (codec_builder_t *o, const store_row_t *row)
+pack_scopes (codec_builder_t *o, const char *key, const char *list)
 {
-    codec_map (o, 11);
-    codec_kv_str (o, "id", row->id);
-    codec_kv_str (o, "provider", row->provider);
-    codec_kv_str (o, "status", row->status);
-    codec_kv_int (o, "generation", row->generation);
-    pack_time (o, "access_expires_at", row->access_ct ? row->access_expires_at : 0);
-    codec_str (o, "scopes");
+    codec_str (o, key);
     uint32_t n = 0;
-    const char *p = row->scopes ? row->scopes : "";
+    const char *p = list ? list : "";
     for (const char *q = p; *q; q++)
         if (*q != ' ' && (q == p || q [-1] == ' '))
             n++;
@@ -229,6 +247,18 @@ pack_integration (codec_builder_t *o, const store_row_t *row)
             codec_strn (o, p, len);
         p += len;
     }
+}
+
+void
+requests_pack_integration (codec_builder_t *o, const store_row_t *row, const connect_extra_t *x)
+{
+    codec_map (o, x ? 15 : 11);
+    codec_kv_str (o, "id", row->id);
+    codec_kv_str (o, "provider", row->provider);
+    codec_kv_str (o, "status", row->status);
+    codec_kv_int (o, "generation", row->generation);
+    pack_time (o, "access_expires_at", row->access_ct ? row->access_expires_at : 0);
+    pack_scopes (o, "scopes", row->scopes);
     codec_str (o, "last_error");
     if (row->last_error_code) {
         codec_map (o, 3);
@@ -242,6 +272,25 @@ pack_integration (codec_builder_t *o, const store_row_t *row)
     codec_kv_str (o, "refresh_token_fingerprint", row->refresh_fingerprint);
     pack_time (o, "created_at", row->created_at);
     pack_time (o, "updated_at", row->updated_at);
+    if (!x)
+        return;
+    /* the connect flow's fields (migration 002) */
+    if (x->requested_scopes)
+        pack_scopes (o, "requested_scopes", x->requested_scopes);
+    else {
+        codec_str (o, "requested_scopes");
+        codec_nil (o);
+    }
+    codec_kv_bool (o, "refresh_token_missing", x->refresh_token_missing);
+    codec_str (o, "scope_report");
+    if (x->scope_report) {
+        codec_map (o, 2);
+        codec_kv_str (o, "scope", x->scope_report);
+        pack_time (o, "at", x->scope_report_at);
+    }
+    else
+        codec_nil (o);
+    pack_time (o, "disconnected_at", x->disconnected_at);
 }
 
 static void
@@ -249,7 +298,10 @@ reply_integration (worker_t *w, const job_t *job, const char *id)
 {
     char err [512];
     store_row_t row;
+    connect_extra_t x;
     fr_status_t st = store_load (w->store, id, &row, err, sizeof err);
+    if (st == FR_OK && (st = connect_extra_load (w->store, id, &x, err, sizeof err)) != FR_OK)
+        store_row_clear (&row);
     if (st != FR_OK) {
         worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
         return;
@@ -261,8 +313,9 @@ reply_integration (worker_t *w, const job_t *job, const char *id)
         codec_kv_str (o, "rid", job->rid);
     codec_kv_bool (o, "ok", 1);
     codec_str (o, "integration");
-    pack_integration (o, &row);
+    requests_pack_integration (o, &row, &x);
     store_row_clear (&row);
+    connect_extra_clear (&x);
     worker_reply (w, job);
 }
 
@@ -319,6 +372,7 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
         worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
         goto out;
     }
+    connect_note_import (w, job, id);      /* a refresh token now: clear what a connect flagged */
     cache_drop (w->cache, id);
     log_info (id, job->rid, "imported integration for provider \"%s\"", provider);
     reply_integration (w, job, id);
@@ -387,6 +441,11 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         worker_reply_error (w, job, FR_BAD_REQUEST, "\"op\" is required and must be a string", NULL, -1);
         return;
     }
+    if (op_len == 8 && memcmp (op, "callback", 8) == 0 && !codec_get (root, "integration")) {
+        snprintf (job->op, sizeof job->op, "callback");
+        connect_callback (w, job, root);        /* the state names the integration */
+        return;
+    }
     if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
         worker_reply_error (w, job, FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", NULL, -1);
@@ -410,6 +469,16 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         op_import (w, job, root, id);
     else if (IS ("history"))
         op_history (w, job, root, id);
+    else if (IS ("connect"))
+        connect_start (w, job, root, id);
+    else if (IS ("callback"))
+        connect_callback (w, job, root);
+    else if (IS ("disconnect"))
+        connect_disconnect (w, job, root, id);
+    else if (IS ("report_scope"))
+        connect_report_scope (w, job, root, id);
+    else if (IS ("doctor"))
+        doctor_run (w, job, id);
     else if (IS ("ping")) {
         codec_builder_t *o = w->out;
         codec_builder_reset (o);

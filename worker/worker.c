@@ -5,6 +5,7 @@
 #include "frames.h"
 #include "log.h"
 #include "mem.h"
+#include "connect.h"
 #include "refresh.h"
 #include <arpa/inet.h>
 #include <errno.h>
@@ -250,6 +251,7 @@ worker_destroy (worker_t **w_p)
         worker_t *w = *w_p;
         if (w->cache)
             refresh_abandon_all (w);
+        connect_abandon_all (w);
         for (size_t i = 0; i < w->nlinks; i++)
             if (w->links [i].socket) {
                 /* let the goodbye and the last replies leave before the socket goes */
@@ -504,9 +506,10 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         }
         /* stay a moment after announcing the drain: requests the brokers routed before they
          * heard it are still arriving, and are served rather than re-dispatched */
-        if (w->draining && now >= drain_settle && (refresh_count (w) == 0 || now >= drain_until)) {
-            if (refresh_count (w))
-                log_warning (NULL, NULL, "drain timed out with %zu refreshes in flight", refresh_count (w));
+        size_t busy = refresh_count (w) + connect_count (w);
+        if (w->draining && now >= drain_settle && (busy == 0 || now >= drain_until)) {
+            if (busy)
+                log_warning (NULL, NULL, "drain timed out with %zu refreshes and connect calls in flight", busy);
             break;
         }
         zmq_pollitem_t items [POLL_MAX];

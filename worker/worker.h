@@ -33,6 +33,7 @@ typedef struct {
     int64_t drain_ms;               /* how long a drain may take before exiting anyway */
     int64_t hwm;
     const char *http_bind;          /* /healthz, /readyz, /metrics; NULL: not served */
+    int64_t connect_state_ttl_s;    /* how long a connect's state stays usable */
     int64_t backoff_base_ms;        /* first delay after a transient failure; doubles, with jitter */
     int64_t backoff_max_ms;
     int64_t breaker_min_failures;

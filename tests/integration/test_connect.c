@@ -1,0 +1,810 @@
+/* test_connect.c - the connect flow end to end: ferrulectl connect, the browser's visit to the
+ * fake provider's /authorize (a libcurl GET that does not follow the redirect), ferrulectl
+ * callback with the Location it answered, and what each failure tells the user; then
+ * --require-scope, report-scope and disconnect. Replies hold tokens: they are never printed. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <unistd.h>
+#include "itest.h"
+
+#define REDIRECT    "http://127.0.0.1/callback"        /* the fake provider's registered default */
+#define GOOGLE_HINT "https://myaccount.google.com/permissions"
+
+static harness_t *h;
+
+/* --- helpers ------------------------------------------------------------------------------- */
+
+static const char *
+error_field (const json_t *reply, const char *key)
+{
+    const char *s = json_string_value (json_object_get (json_object_get (reply, "error"), key));
+    return s ? s : "";
+}
+
+static const json_t *
+integration_of (const json_t *reply)
+{
+    return json_object_get (reply, "integration");
+}
+
+static const char *
+istr (const json_t *reply, const char *key)
+{
+    const char *s = json_string_value (json_object_get (integration_of (reply), key));
+    return s ? s : "";
+}
+
+static void
+fake_config (const char *provider, json_t *settings)
+{
+    char path [128];
+    snprintf (path, sizeof path, "/admin/providers/%s", provider);
+    json_t *r = harness_fake (h, "PUT", path, settings);
+    assert_non_null (r);
+    json_decref (r);
+    json_decref (settings);
+}
+
+static size_t
+collect (char *data, size_t size, size_t nmemb, void *userdata)
+{
+    size_t n = size * nmemb;
+    char **buf = userdata;
+    size_t have = *buf ? strlen (*buf) : 0;
+    if (have + n > (1 << 20))
+        return 0;
+    *buf = realloc (*buf, have + n + 1);
+    memcpy (*buf + have, data, n);
+    (*buf) [have + n] = '\0';
+    return n;
+}
+
+/* The browser's step: GET the authorization URL without following the redirect. Returns the
+ * Location (caller frees) or NULL; *status gets the HTTP status, *body (may be NULL) the body. */
+static char *
+browse (const char *url, long *status, char **body)
+{
+    char *text = NULL, *location = NULL, *redirect = NULL;
+    CURL *curl = curl_easy_init ();
+    assert_non_null (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt (curl, CURLOPT_WRITEDATA, &text);
+    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, status);
+    if (curl_easy_getinfo (curl, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK && redirect)
+        location = strdup (redirect);
+    curl_easy_cleanup (curl);
+    if (body)
+        *body = text;
+    else
+        free (text);
+    return location;
+}
+
+/* ferrulectl connect with up to three --scope values (NULL ends them). */
+static json_t *
+connect_ (const char *id, const char *provider, const char *redirect_uri, int *rc, const char *s1, const char *s2,
+          const char *s3)
+{
+    return harness_ctl (h, rc, "connect", "--integration", id, "--provider", provider, "--redirect-uri", redirect_uri,
+                        s1 ? "--scope" : NULL, s1, s2 ? "--scope" : NULL, s2, s3 ? "--scope" : NULL, s3, NULL);
+}
+
+/* connect, then the browser; returns the Location the provider redirected to (caller frees). */
+static char *
+start_flow (const char *id, const char *provider, const char *s1, const char *s2)
+{
+    int rc;
+    long status = 0;
+    json_t *c = connect_ (id, provider, REDIRECT, &rc, s1, s2, NULL);
+    assert_int_equal (rc, 0);
+    const char *url = json_string_value (json_object_get (c, "authorization_url"));
+    assert_non_null (url);
+    char *location = browse (url, &status, NULL);
+    assert_int_equal (status, 302);
+    assert_non_null (location);
+    assert_true (strncmp (location, REDIRECT "?", strlen (REDIRECT) + 1) == 0);
+    json_decref (c);
+    return location;
+}
+
+static json_t *
+callback (const char *location, int *rc)
+{
+    return harness_ctl (h, rc, "callback", "--url", location, NULL);
+}
+
+/* The whole flow, expected to succeed; returns the callback's reply. */
+static json_t *
+connect_ok (const char *id, const char *provider, const char *s1, const char *s2)
+{
+    int rc;
+    char *location = start_flow (id, provider, s1, s2);
+    json_t *r = callback (location, &rc);
+    free (location);
+    if (rc != 0)
+        fail_msg ("callback for %s: exit %d, %s: %s", id, rc, itest_code (r), error_field (r, "message"));
+    return r;
+}
+
+/* The state of a Location, as a new string. */
+static char *
+state_of (const char *location)
+{
+    const char *s = strstr (location, "state=");
+    assert_non_null (s);
+    s += 6;
+    return strndup (s, strcspn (s, "&#"));
+}
+
+static long long
+sqlf (const char *fmt, ...)
+{
+    char sql [1024];
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (sql, sizeof sql, fmt, ap);
+    va_end (ap);
+    return harness_sql_int (h, sql);
+}
+
+/* --- setup --------------------------------------------------------------------------------- */
+
+/* The harness's providers plus: fakegoogle with Google's notes on where to revoke access,
+ * fakebad (a wrong client secret) and fakeplain (no PKCE, no revocation endpoint). */
+static int
+write_providers (void)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
+    if (!root)
+        return -1;
+    json_object_set_new (json_object_get (root, "fakegoogle"), "notes",
+                         json_string ("Like Google: a refresh token only on a full consent screen; the user revokes "
+                                      "the app at " GOOGLE_HINT ", then connects again."));
+    json_t *bad = json_deep_copy (json_object_get (root, "fakebox"));
+    json_t *plain = json_deep_copy (json_object_get (root, "fakebox"));
+    char url [256];
+    const char *names [] = { "fakebad", "fakeplain" };
+    json_t *entries [] = { bad, plain };
+    for (int i = 0; i < 2; i++) {
+        snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/authorize", harness_port (h), names [i]);
+        json_object_set_new (entries [i], "authorization_url", json_string (url));
+        snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/token", harness_port (h), names [i]);
+        json_object_set_new (entries [i], "token_url", json_string (url));
+        snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/revoke", harness_port (h), names [i]);
+        json_object_set_new (entries [i], "revocation_url", json_string (url));
+    }
+    json_object_set_new (bad, "client_secret", json_string ("not-the-secret"));
+    json_object_set_new (plain, "pkce", json_false ());
+    json_object_set_new (plain, "revocation_url", json_null ());
+    json_object_set_new (root, "fakebad", bad);
+    json_object_set_new (root, "fakeplain", plain);
+    char path [1024];
+    snprintf (path, sizeof path, "%s/providers-connect.json", harness_workdir (h));
+    int rc = json_dump_file (root, path, JSON_INDENT (2));
+    json_decref (root);
+    if (rc != 0)
+        return -1;
+    harness_set_env (h, "FERRULE_PROVIDERS_FILE", path);
+    return 0;
+}
+
+static int
+setup (void **state)
+{
+    h = harness_new ("connect");
+    if (!h || write_providers () != 0)
+        return -1;
+    /* built-in google and atlassian entries, for their authorization URLs */
+    harness_set_env (h, "FERRULE_GOOGLE_CLIENT_ID", "test-google-client");
+    harness_set_env (h, "FERRULE_GOOGLE_CLIENT_SECRET", "test-google-secret");
+    harness_set_env (h, "FERRULE_ATLASSIAN_CLIENT_ID", "test-atlassian-client");
+    harness_set_env (h, "FERRULE_ATLASSIAN_CLIENT_SECRET", "test-atlassian-secret");
+    harness_set_env (h, "FERRULE_DROPBOX_CLIENT_ID", NULL);
+    harness_set_env (h, "FERRULE_DROPBOX_CLIENT_SECRET", NULL);
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_start_worker (h, "w2") != 0
+    ||  harness_wait_ready (h, 2, 30000) != 0)
+        return -1;
+    fake_config ("fakebox", json_pack ("{s:b}", "require_pkce", 1));
+    fake_config ("fakegoogle", json_pack ("{s:b}", "require_pkce", 1));
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 0 ? 0 : -1;
+}
+
+/* --- tests --------------------------------------------------------------------------------- */
+
+static void
+test_connect_with_pkce (void **state)
+{
+    int rc;
+    long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
+    json_t *c = connect_ ("pkce:box", "fakebox", REDIRECT, &rc, "read", "write", NULL);
+    assert_int_equal (rc, 0);
+    const char *url = json_string_value (json_object_get (c, "authorization_url"));
+    const char *st = json_string_value (json_object_get (c, "state"));
+    assert_non_null (url);
+    assert_non_null (st);
+    assert_non_null (strstr (url, "code_challenge="));
+    assert_non_null (strstr (url, "code_challenge_method=S256"));
+    assert_non_null (strstr (url, "scope=read%20write"));
+    assert_non_null (json_string_value (json_object_get (c, "expires_at")));
+    /* the state is stored only as its hash; the verifier only sealed */
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM pending_authorizations WHERE state_hash = encode(sha256('%s'), 'hex')"
+              " AND length(code_verifier) > 43 AND expires_at > now() + interval '9 minutes'", st);
+    assert_int_equal (harness_sql_int (h, sql), 1);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM pending_authorizations WHERE state_hash = '%s'", st);
+    assert_int_equal (harness_sql_int (h, sql), 0);
+
+    long status;
+    char *location = browse (url, &status, NULL);
+    assert_int_equal (status, 302);
+    json_t *r = callback (location, &rc);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (r, "status"), "active");
+    assert_string_equal (istr (r, "provider"), "fakebox");
+    assert_true (json_is_false (json_object_get (integration_of (r), "refresh_token_missing")));
+    assert_true (json_is_false (json_object_get (r, "reconnected")));
+    assert_null (json_object_get (r, "warnings"));
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges + 1);
+
+    /* the fake provider saw the verifier (it requires PKCE for fakebox) */
+    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1", NULL);
+    json_t *last = json_array_get (json_object_get (reqs, "requests"), 0);
+    assert_string_equal (json_string_value (json_object_get (last, "grant_type")), "authorization_code");
+    assert_true (json_is_true (json_object_get (last, "has_code_verifier")));
+    assert_string_equal (json_string_value (json_object_get (last, "redirect_uri")), REDIRECT);
+
+    /* the token is there, without a refresh */
+    long long refreshes = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "pkce:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_false (json_object_get (t, "refreshed")));
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), refreshes);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'pkce:box' AND outcome = 'connected'"), 1);
+
+    /* reloading the callback URL: the state is spent, and nothing is exchanged again */
+    json_t *again = callback (location, &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (again), "state_invalid");
+    assert_non_null (strstr (error_field (again, "message"), "already used"));
+    assert_non_null (strstr (error_field (again, "hint"), "Connect"));
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges + 1);
+
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    json_decref (reqs);
+    json_decref (t);
+    json_decref (again);
+}
+
+static void
+test_authorization_urls_of_real_providers (void **state)
+{
+    int rc;
+    json_t *g = connect_ ("urls:google", "google", "https://app.example.com/oauth/callback", &rc,
+                          "https://www.googleapis.com/auth/drive.readonly", NULL, NULL);
+    assert_int_equal (rc, 0);
+    const char *url = json_string_value (json_object_get (g, "authorization_url"));
+    assert_true (strncmp (url, "https://accounts.google.com/o/oauth2/v2/auth?", 45) == 0);
+    assert_non_null (strstr (url, "access_type=offline"));
+    assert_non_null (strstr (url, "prompt=consent"));
+    assert_non_null (strstr (url, "code_challenge_method=S256"));
+    assert_non_null (strstr (url, "client_id=test-google-client"));
+    assert_non_null (strstr (url, "redirect_uri=https%3A%2F%2Fapp.example.com%2Foauth%2Fcallback"));
+    assert_non_null (strstr (url, "scope=https%3A%2F%2Fwww.googleapis.com%2Fauth%2Fdrive.readonly"));
+
+    json_t *a = connect_ ("urls:atlassian", "atlassian", "https://app.example.com/oauth/callback", &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 0);
+    url = json_string_value (json_object_get (a, "authorization_url"));
+    assert_true (strncmp (url, "https://auth.atlassian.com/authorize?", 37) == 0);
+    assert_non_null (strstr (url, "audience=api.atlassian.com"));
+    assert_non_null (strstr (url, "prompt=consent"));
+    assert_non_null (strstr (url, "scope=offline_access%20read%3Ame"));      /* the default scopes */
+    assert_null (strstr (url, "code_challenge"));                          /* pkce false in the catalog */
+    const json_t *scopes = json_object_get (a, "scopes");
+    assert_int_equal (json_array_size (scopes), 2);
+
+    /* no client credentials: configuration, naming the variable to set */
+    json_t *d = connect_ ("urls:dropbox", "dropbox", "https://app.example.com/oauth/callback", &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (d), "configuration");
+    assert_non_null (strstr (error_field (d, "message"), "FERRULE_DROPBOX_CLIENT_"));
+    /* unknown provider; a redirect URI that is not absolute */
+    json_t *u = connect_ ("urls:nobody", "no-such-provider", REDIRECT, &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (u), "configuration");
+    json_t *b = connect_ ("urls:bad", "fakebox", "/callback", &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 2);
+    assert_string_equal (itest_code (b), "bad_request");
+    assert_non_null (strstr (error_field (b, "message"), "--redirect-uri"));
+    json_decref (g);
+    json_decref (a);
+    json_decref (d);
+    json_decref (u);
+    json_decref (b);
+}
+
+static void
+test_expired_state (void **state)
+{
+    int rc;
+    long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
+    char *location = start_flow ("late:box", "fakebox", NULL, NULL);
+    assert_int_equal (harness_sql (h, "UPDATE pending_authorizations SET expires_at = now() - interval '1 second'"
+                                      " WHERE integration_id = 'late:box'"), 0);
+    json_t *r = callback (location, &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "state_invalid");
+    assert_non_null (strstr (error_field (r, "message"), "expired"));
+    assert_non_null (strstr (error_field (r, "message"), "late:box"));
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges);
+    /* a state nobody issued */
+    json_t *u = callback (REDIRECT "?code=abc&state=not-a-state-we-issued", &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (u), "state_invalid");
+    /* a URL without state: refused by ferrulectl before sending */
+    json_t *n = callback (REDIRECT "?code=abc", &rc);
+    assert_int_equal (rc, 2);
+    assert_non_null (strstr (error_field (n, "message"), "state"));
+    free (location);
+    json_decref (r);
+    json_decref (u);
+    json_decref (n);
+}
+
+static void
+test_code_expired_or_used (void **state)
+{
+    int rc;
+    /* expired: the fake provider's codes live 1 s */
+    fake_config ("fakebox", json_pack ("{s:i}", "code_ttl", 1));
+    char *location = start_flow ("slow:box", "fakebox", NULL, NULL);
+    sleep (2);
+    json_t *r = callback (location, &rc);
+    fake_config ("fakebox", json_pack ("{s:i}", "code_ttl", 60));
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "code_expired_or_used");
+    assert_non_null (strstr (error_field (r, "message"), "fakebox"));
+    assert_non_null (strstr (error_field (r, "message"), "expired"));
+    assert_non_null (strstr (error_field (r, "hint"), "start again from Connect"));
+    assert_non_null (strstr (error_field (r, "hint"), "reload"));
+    assert_int_equal (sqlf ("SELECT count(*) FROM pending_authorizations WHERE integration_id = 'slow:box'"
+                            " AND outcome = 'code_expired_or_used'"), 1);
+
+    /* used: a code already exchanged, brought back with another connect's state */
+    json_t *first = connect_ok ("twice:box", "fakebox", NULL, NULL);
+    json_decref (first);
+    json_t *reqs = NULL;
+    char *used = start_flow ("twice2:box", "fakebox", NULL, NULL);
+    json_t *ok = callback (used, &rc);
+    assert_int_equal (rc, 0);
+    char *other = start_flow ("twice3:box", "fakebox", NULL, NULL);
+    char *st = state_of (other);
+    const char *code = strstr (used, "code=") + 5;
+    char crafted [2048];
+    snprintf (crafted, sizeof crafted, REDIRECT "?code=%.*s&state=%s", (int) strcspn (code, "&"), code, st);
+    long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
+    json_t *u = callback (crafted, &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (u), "code_expired_or_used");
+    assert_non_null (strstr (error_field (u, "message"), "already used"));
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges);
+    free (location);
+    free (used);
+    free (other);
+    free (st);
+    json_decref (r);
+    json_decref (ok);
+    json_decref (u);
+    json_decref (reqs);
+}
+
+static void
+test_access_denied (void **state)
+{
+    int rc;
+    fake_config ("fakebox", json_pack ("{s:b}", "deny", 1));
+    char *location = start_flow ("denied:box", "fakebox", NULL, NULL);
+    fake_config ("fakebox", json_pack ("{s:b}", "deny", 0));
+    assert_non_null (strstr (location, "error=access_denied"));
+    long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
+    json_t *r = callback (location, &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "access_denied");
+    assert_non_null (strstr (error_field (r, "message"), "declined"));
+    assert_non_null (strstr (error_field (r, "hint"), "approve"));
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges);
+    free (location);
+    json_decref (r);
+}
+
+static void
+test_redirect_uri_mismatch (void **state)
+{
+    int rc;
+    long status = 0;
+    char *body = NULL;
+    /* at the authorize step the provider shows its own error page: there is no redirect, so
+     * nothing comes back to the service; the user sees the provider's error */
+    json_t *c = connect_ ("mismatch1:box", "fakebox", "http://127.0.0.1/not-registered", &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 0);
+    char *location = browse (json_string_value (json_object_get (c, "authorization_url")), &status, &body);
+    assert_int_equal (status, 400);
+    assert_null (location);
+    assert_non_null (body);
+    assert_non_null (strstr (body, "redirect_uri_mismatch"));
+
+    /* a provider that redirects with error=redirect_uri_mismatch */
+    char *loc = start_flow ("mismatch2:box", "fakebox", NULL, NULL);
+    char *st = state_of (loc);
+    char crafted [1024];
+    snprintf (crafted, sizeof crafted, REDIRECT "?error=redirect_uri_mismatch&error_description=Bad+redirect+URI&state=%s", st);
+    json_t *r = callback (crafted, &rc);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (r), "redirect_uri_mismatch");
+    assert_non_null (strstr (error_field (r, "message"), REDIRECT));
+    assert_non_null (strstr (error_field (r, "message"), "fakebox"));
+    const json_t *detail = json_object_get (json_object_get (r, "error"), "detail");
+    assert_string_equal (json_string_value (json_object_get (detail, "provider_error_description")), "Bad redirect URI");
+
+    /* at the exchange: the redirect URI sent with the code differs from the authorization's */
+    char *loc3 = start_flow ("mismatch3:box", "fakebox", NULL, NULL);
+    assert_int_equal (harness_sql (h, "UPDATE pending_authorizations SET redirect_uri = 'http://127.0.0.1/other-callback'"
+                                      " WHERE integration_id = 'mismatch3:box'"), 0);
+    json_t *x = callback (loc3, &rc);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (x), "redirect_uri_mismatch");
+    const char *msg = error_field (x, "message");
+    assert_non_null (strstr (msg, "http://127.0.0.1/other-callback"));
+    assert_non_null (strstr (msg, "fakebox"));
+    assert_non_null (strstr (msg, "registered in the provider's OAuth app"));
+    assert_non_null (strstr (error_field (x, "hint"), "register"));
+    detail = json_object_get (json_object_get (x, "error"), "detail");
+    assert_string_equal (json_string_value (json_object_get (detail, "provider")), "fakebox");
+    assert_string_equal (json_string_value (json_object_get (detail, "redirect_uri_sent")), "http://127.0.0.1/other-callback");
+    assert_string_equal (json_string_value (json_object_get (detail, "provider_error")), "invalid_grant");
+    assert_non_null (strstr (json_string_value (json_object_get (detail, "provider_error_description")), "redirect_uri"));
+    /* the operator finds it in the log, and doctor explains it */
+    assert_true (itest_workdir_contains (h, "connect failed: redirect_uri_mismatch"));
+    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", "mismatch3:box", NULL);
+    assert_int_equal (rc, 0);
+    const json_t *dg = json_object_get (d, "diagnosis");
+    assert_string_equal (json_string_value (json_object_get (dg, "code")), "redirect_uri_mismatch");
+    assert_non_null (strstr (json_string_value (json_object_get (dg, "cause")), "http://127.0.0.1/other-callback"));
+    /* it never connected: status knows nothing of it */
+    json_t *s3 = harness_ctl (h, &rc, "status", "--integration", "mismatch3:box", NULL);
+    assert_int_equal (rc, 3);
+    json_decref (s3);
+    free (location);
+    free (body);
+    free (loc);
+    free (loc3);
+    free (st);
+    json_decref (c);
+    json_decref (r);
+    json_decref (x);
+    json_decref (d);
+}
+
+static void
+test_invalid_client (void **state)
+{
+    int rc;
+    char *location = start_flow ("badsecret:box", "fakebad", NULL, NULL);
+    json_t *r = callback (location, &rc);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (r), "invalid_client");
+    assert_non_null (strstr (error_field (r, "message"), "fakebad"));
+    assert_non_null (strstr (error_field (r, "hint"), "FERRULE_FAKEBAD_CLIENT_SECRET"));
+    free (location);
+    json_decref (r);
+}
+
+static void
+test_invalid_scope (void **state)
+{
+    int rc;
+    char *loc = start_flow ("scope:box", "fakebox", "read", "no-such-scope");
+    char *st = state_of (loc);
+    char crafted [1024];
+    snprintf (crafted, sizeof crafted, REDIRECT "?error=invalid_scope&error_description=unknown%%20scope&state=%s", st);
+    json_t *r = callback (crafted, &rc);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (r), "invalid_scope");
+    assert_non_null (strstr (error_field (r, "message"), "no-such-scope"));
+    assert_non_null (strstr (error_field (r, "message"), "unknown scope"));
+    free (loc);
+    free (st);
+    json_decref (r);
+}
+
+static void
+test_no_refresh_token (void **state)
+{
+    int rc;
+    fake_config ("fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    char *location = start_flow ("offline:google", "fakegoogle", NULL, NULL);
+    json_t *r = callback (location, &rc);
+    fake_config ("fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "no_refresh_token");
+    assert_non_null (strstr (error_field (r, "message"), "offline:google"));
+    assert_non_null (strstr (error_field (r, "hint"), GOOGLE_HINT));
+    /* stored all the same, and flagged */
+    assert_string_equal (istr (r, "status"), "active");
+    assert_true (json_is_true (json_object_get (integration_of (r), "refresh_token_missing")));
+
+    long long refreshes = itest_stat (h, "fakegoogle", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "offline:google", NULL);
+    assert_int_equal (rc, 0);
+    /* once the access token is spent: no_refresh_token, and no provider call */
+    itest_expire (h, "offline:google");
+    usleep (200000);
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "offline:google", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t2), "no_refresh_token");
+    assert_non_null (strstr (error_field (t2, "hint"), GOOGLE_HINT));
+    json_t *f = harness_ctl (h, &rc, "refresh", "--integration", "offline:google", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (f), "no_refresh_token");
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), refreshes);
+
+    /* connecting again with a refresh token clears it */
+    json_t *again = connect_ok ("offline:google", "fakegoogle", NULL, NULL);
+    assert_true (json_is_true (json_object_get (again, "reconnected")));
+    assert_true (json_is_false (json_object_get (integration_of (again), "refresh_token_missing")));
+    itest_expire (h, "offline:google");
+    usleep (200000);
+    json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "offline:google", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), refreshes + 1);
+    free (location);
+    json_decref (r);
+    json_decref (t);
+    json_decref (t2);
+    json_decref (f);
+    json_decref (again);
+    json_decref (t3);
+}
+
+static void
+test_scopes_reduced_and_required (void **state)
+{
+    int rc;
+    fake_config ("fakebox", json_pack ("{s:[s]}", "grant_scopes", "read"));
+    json_t *r = connect_ok ("narrow:box", "fakebox", "read", "write");
+    fake_config ("fakebox", json_pack ("{s:n}", "grant_scopes"));
+    const json_t *w = json_array_get (json_object_get (r, "warnings"), 0);
+    assert_non_null (w);
+    assert_string_equal (json_string_value (json_object_get (w, "code")), "scopes_reduced");
+    assert_non_null (strstr (json_string_value (json_object_get (w, "message")), "\"write\""));
+    assert_non_null (strstr (json_string_value (json_object_get (w, "hint")), "accept all requested permissions"));
+    assert_int_equal (json_array_size (json_object_get (integration_of (r), "scopes")), 1);
+    assert_int_equal (json_array_size (json_object_get (integration_of (r), "requested_scopes")), 2);
+
+    /* --require-scope: answered from the grant, before any refresh */
+    itest_expire (h, "narrow:box");
+    usleep (200000);
+    long long refreshes = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "narrow:box", "--require-scope", "read",
+                             "--require-scope", "write", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t), "insufficient_scope");
+    assert_non_null (strstr (error_field (t, "message"), "\"write\""));
+    assert_null (strstr (error_field (t, "message"), "\"read\","));
+    assert_non_null (strstr (error_field (t, "hint"), "accept all requested permissions"));
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), refreshes);
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "narrow:box", "--require-scope", "read", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    json_decref (t);
+    json_decref (t2);
+}
+
+static void
+test_report_scope (void **state)
+{
+    int rc;
+    json_t *c = connect_ok ("report:box", "fakebox", "read", NULL);
+    json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
+                             "Bearer realm=\"api\", error=\"insufficient_scope\", scope=\"admin\"", NULL);
+    assert_int_equal (rc, 0);
+    const json_t *report = json_object_get (integration_of (r), "scope_report");
+    assert_string_equal (json_string_value (json_object_get (report, "scope")), "admin");
+    assert_non_null (json_string_value (json_object_get (report, "at")));
+    json_t *s = harness_ctl (h, &rc, "status", "--integration", "report:box", NULL);
+    assert_int_equal (rc, 0);
+    report = json_object_get (integration_of (s), "scope_report");
+    assert_string_equal (json_string_value (json_object_get (report, "scope")), "admin");
+    char *text = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &text, "status", "--integration", "report:box", NULL), 0);
+    assert_int_equal (rc, 0);
+    assert_non_null (strstr (text, "scope_report: admin (at "));
+    free (text);
+    /* a scope the grant already holds: recorded, with a warning */
+    json_t *r2 = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--scope", "read", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (r2, "warnings"), 0), "code")),
+                         "scope_already_granted");
+    json_t *n = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", NULL);
+    assert_int_equal (rc, 2);
+    json_t *nf = harness_ctl (h, &rc, "report-scope", "--integration", "nobody:box", "--scope", "x", NULL);
+    assert_int_equal (rc, 3);
+    json_decref (c);
+    json_decref (r);
+    json_decref (s);
+    json_decref (r2);
+    json_decref (n);
+    json_decref (nf);
+}
+
+static void
+test_reconnect_over_needs_reconnect (void **state)
+{
+    int rc;
+    json_t *c = connect_ok ("again:box", "fakebox", NULL, NULL);
+    json_t *t1 = harness_ctl (h, &rc, "token", "--integration", "again:box", NULL);
+    assert_int_equal (rc, 0);
+    char *old_token = strdup (json_string_value (json_object_get (t1, "access_token")));
+    /* the provider kills the refresh token: needs_reconnect, cached by the owning worker */
+    itest_expire (h, "again:box");
+    usleep (200000);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "again:box", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t2), "needs_reconnect");
+    long long generation = sqlf ("SELECT generation FROM integrations WHERE id = 'again:box'");
+
+    json_t *r = connect_ok ("again:box", "fakebox", NULL, NULL);
+    assert_true (json_is_true (json_object_get (r, "reconnected")));
+    assert_string_equal (istr (r, "status"), "active");
+    assert_int_equal (json_integer_value (json_object_get (integration_of (r), "generation")), generation + 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'again:box' AND outcome = 'connected'"
+                            " AND detail LIKE 'reconnected%%(was needs_reconnect)'"), 1);
+    /* history kept: connected, invalid_grant, connected again */
+    assert_true (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'again:box'") >= 3);
+
+    /* the next token request, whichever worker serves it, has the new token */
+    for (int i = 0; i < 4; i++) {
+        json_t *t = harness_ctl (h, &rc, "token", "--integration", "again:box", NULL);
+        assert_int_equal (rc, 0);
+        assert_int_equal (json_integer_value (json_object_get (t, "generation")), generation + 1);
+        assert_true (strcmp (json_string_value (json_object_get (t, "access_token")), old_token) != 0);
+        json_decref (t);
+    }
+    free (old_token);
+    json_decref (c);
+    json_decref (t1);
+    json_decref (t2);
+    json_decref (r);
+}
+
+static void
+test_disconnect (void **state)
+{
+    int rc;
+    json_t *c = connect_ok ("bye:box", "fakebox", NULL, NULL);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "bye:box", NULL);
+    assert_int_equal (rc, 0);
+    long long revocations = itest_stat (h, "fakebox", "revocations");
+    long long refreshes = itest_stat (h, "fakebox", "refresh_calls");
+    long long rows = sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'bye:box'");
+
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "bye:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (d, "status"), "disconnected");
+    assert_null (json_object_get (d, "warnings"));
+    assert_non_null (json_string_value (json_object_get (integration_of (d), "disconnected_at")));
+    assert_int_equal (itest_stat (h, "fakebox", "revocations"), revocations + 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'bye:box' AND access_token IS NULL"
+                            " AND refresh_token IS NULL AND status = 'disconnected'"), 1);
+    /* the revoked refresh token: the fake provider's chain is dead */
+    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1", NULL);
+    json_t *last = json_array_get (json_object_get (reqs, "requests"), 0);
+    assert_string_equal (json_string_value (json_object_get (last, "path")), "/fakebox/revoke");
+
+    /* from now on: disconnected, without a provider call */
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "bye:box", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t2), "disconnected");
+    json_t *f = harness_ctl (h, &rc, "refresh", "--integration", "bye:box", NULL);
+    assert_int_equal (rc, 4);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), refreshes);
+    /* history kept, with the disconnect and the revocation */
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'bye:box'"), rows + 2);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'bye:box' AND outcome = 'revoked'"), 1);
+    /* a second disconnect changes nothing */
+    json_t *d2 = harness_ctl (h, &rc, "disconnect", "--integration", "bye:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (itest_stat (h, "fakebox", "revocations"), revocations + 1);
+
+    /* connect again: active */
+    json_t *r = connect_ok ("bye:box", "fakebox", NULL, NULL);
+    assert_true (json_is_true (json_object_get (r, "reconnected")));
+    assert_string_equal (istr (r, "status"), "active");
+    assert_true (json_is_null (json_object_get (integration_of (r), "disconnected_at")));
+    json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "bye:box", NULL);
+    assert_int_equal (rc, 0);
+
+    /* a provider without a revocation endpoint: disconnected, with a warning */
+    json_t *p = connect_ok ("plain:box", "fakeplain", NULL, NULL);
+    json_t *pd = harness_ctl (h, &rc, "disconnect", "--integration", "plain:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (pd, "status"), "disconnected");
+    const json_t *w = json_array_get (json_object_get (pd, "warnings"), 0);
+    assert_string_equal (json_string_value (json_object_get (w, "code")), "not_revoked");
+    assert_non_null (strstr (json_string_value (json_object_get (w, "message")), "revocation endpoint"));
+    json_t *nf = harness_ctl (h, &rc, "disconnect", "--integration", "nobody:box", NULL);
+    assert_int_equal (rc, 3);
+    json_decref (c);
+    json_decref (t);
+    json_decref (d);
+    json_decref (reqs);
+    json_decref (t2);
+    json_decref (f);
+    json_decref (d2);
+    json_decref (r);
+    json_decref (t3);
+    json_decref (p);
+    json_decref (pd);
+    json_decref (nf);
+}
+
+static void
+test_connect_without_pkce (void **state)
+{
+    int rc;
+    json_t *c = connect_ ("nopkce:box", "fakeplain", REDIRECT, &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 0);
+    assert_null (strstr (json_string_value (json_object_get (c, "authorization_url")), "code_challenge"));
+    json_decref (c);
+    json_t *r = connect_ok ("nopkce:box", "fakeplain", NULL, NULL);
+    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakeplain&limit=1", NULL);
+    json_t *last = json_array_get (json_object_get (reqs, "requests"), 0);
+    assert_true (json_is_false (json_object_get (last, "has_code_verifier")));
+    json_decref (r);
+    json_decref (reqs);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_connect_with_pkce),
+        cmocka_unit_test (test_authorization_urls_of_real_providers),
+        cmocka_unit_test (test_connect_without_pkce),
+        cmocka_unit_test (test_expired_state),
+        cmocka_unit_test (test_code_expired_or_used),
+        cmocka_unit_test (test_access_denied),
+        cmocka_unit_test (test_redirect_uri_mismatch),
+        cmocka_unit_test (test_invalid_client),
+        cmocka_unit_test (test_invalid_scope),
+        cmocka_unit_test (test_no_refresh_token),
+        cmocka_unit_test (test_scopes_reduced_and_required),
+        cmocka_unit_test (test_report_scope),
+        cmocka_unit_test (test_reconnect_over_needs_reconnect),
+        cmocka_unit_test (test_disconnect),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

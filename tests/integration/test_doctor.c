@@ -1,0 +1,327 @@
+/* test_doctor.c - ferrulectl doctor: the diagnosis of an integration in the troubleshooting
+ * guide's form (symptom, cause, what to do, facts), for each state the service can tell apart,
+ * as JSON and as the text an operator reads. Replies hold tokens: they are never printed. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <unistd.h>
+#include "itest.h"
+
+#define REDIRECT    "http://127.0.0.1/callback"
+#define GOOGLE_HINT "https://myaccount.google.com/permissions"
+
+static harness_t *h;
+
+/* --- helpers ------------------------------------------------------------------------------- */
+
+static void
+fake_config (const char *provider, json_t *settings)
+{
+    char path [128];
+    snprintf (path, sizeof path, "/admin/providers/%s", provider);
+    json_t *r = harness_fake (h, "PUT", path, settings);
+    assert_non_null (r);
+    json_decref (r);
+    json_decref (settings);
+}
+
+static size_t
+discard (char *data, size_t size, size_t nmemb, void *userdata)
+{
+    return size * nmemb;
+}
+
+/* The browser's step: the Location the provider redirects to (caller frees). */
+static char *
+browse (const char *url)
+{
+    char *redirect = NULL, *location = NULL;
+    long status = 0;
+    CURL *curl = curl_easy_init ();
+    assert_non_null (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard);
+    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    if (curl_easy_getinfo (curl, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK && redirect)
+        location = strdup (redirect);
+    curl_easy_cleanup (curl);
+    assert_int_equal (status, 302);
+    assert_non_null (location);
+    return location;
+}
+
+/* connect + browser + callback; returns ferrulectl's exit code of the callback. */
+static int
+connect_flow (const char *id, const char *provider)
+{
+    int rc;
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", id, "--provider", provider, "--redirect-uri", REDIRECT, NULL);
+    assert_int_equal (rc, 0);
+    char *location = browse (json_string_value (json_object_get (c, "authorization_url")));
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", location, NULL);
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    return rc;
+}
+
+static json_t *
+doctor (const char *id, int *rc)
+{
+    return harness_ctl (h, rc, "doctor", "--integration", id, NULL);
+}
+
+static const char *
+dstr (const json_t *reply, const char *key)
+{
+    const char *s = json_string_value (json_object_get (json_object_get (reply, "diagnosis"), key));
+    return s ? s : "";
+}
+
+/* 1 when any string of the diagnosis's array key contains needle. */
+static int
+dlist_has (const json_t *reply, const char *key, const char *needle)
+{
+    size_t i;
+    json_t *item;
+    json_array_foreach (json_object_get (json_object_get (reply, "diagnosis"), key), i, item)
+        if (strstr (json_string_value (item), needle))
+            return 1;
+    return 0;
+}
+
+/* Every diagnosis has the guide's parts. */
+static void
+assert_shape (const json_t *reply, const char *code, const char *id)
+{
+    assert_string_equal (dstr (reply, "code"), code);
+    assert_string_equal (dstr (reply, "integration"), id);
+    assert_true (strlen (dstr (reply, "symptom")) > 10);
+    assert_true (strlen (dstr (reply, "cause")) > 10);
+    assert_true (json_array_size (json_object_get (json_object_get (reply, "diagnosis"), "what_to_do")) >= 1);
+    assert_true (json_array_size (json_object_get (json_object_get (reply, "diagnosis"), "facts")) >= 1);
+}
+
+static int
+setup (void **state)
+{
+    h = harness_new ("doctor");
+    if (!h)
+        return -1;
+    json_error_t jerr;
+    json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
+    if (!root)
+        return -1;
+    json_object_set_new (json_object_get (root, "fakegoogle"), "notes",
+                         json_string ("Like Google: revoke the app at " GOOGLE_HINT ", then connect again."));
+    char path [1024];
+    snprintf (path, sizeof path, "%s/providers-doctor.json", harness_workdir (h));
+    int rc = json_dump_file (root, path, JSON_INDENT (2));
+    json_decref (root);
+    if (rc != 0)
+        return -1;
+    harness_set_env (h, "FERRULE_PROVIDERS_FILE", path);
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 0 ? 0 : -1;
+}
+
+/* --- tests --------------------------------------------------------------------------------- */
+
+static void
+test_healthy (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("fine:box", "fakebox"), 0);
+    json_t *d = doctor ("fine:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "healthy", "fine:box");
+    assert_string_equal (dstr (d, "status"), "active");
+    assert_true (dlist_has (d, "facts", "access token valid until"));
+    assert_true (dlist_has (d, "facts", "connected at"));
+
+    char *text = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &text, "doctor", "--integration", "fine:box", NULL), 0);
+    assert_int_equal (rc, 0);
+    assert_non_null (strstr (text, "Diagnosis: healthy\n"));
+    assert_non_null (strstr (text, "\nSymptom: "));
+    assert_non_null (strstr (text, "\nCause: "));
+    assert_non_null (strstr (text, "\nWhat to do:\n  1. "));
+    free (text);
+    json_decref (d);
+}
+
+static void
+test_needs_reconnect_box_rotation (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("broken:box", "fakebox"), 0);
+    /* two refreshes that rotate the single-use refresh token, then the provider kills the chain */
+    for (int i = 0; i < 2; i++) {
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "broken:box", NULL);
+        assert_int_equal (rc, 0);
+        json_decref (r);
+    }
+    itest_expire (h, "broken:box");
+    usleep (200000);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "broken:box", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t), "needs_reconnect");
+
+    json_t *d = doctor ("broken:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "broken:box");
+    assert_string_equal (dstr (d, "status"), "needs_reconnect");
+    assert_non_null (strstr (dstr (d, "cause"), "single-use refresh tokens"));
+    assert_true (dlist_has (d, "facts", "refresh token invalidated after 2 generations"));
+    assert_true (dlist_has (d, "facts", "last successful refresh at "));
+    assert_true (dlist_has (d, "facts", "2 rotations since it was connected"));
+    assert_true (dlist_has (d, "what_to_do", "ferrulectl disconnect --integration broken:box"));
+    assert_true (dlist_has (d, "what_to_do", "ferrulectl connect --integration broken:box --provider fakebox"));
+
+    char *text = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &text, "doctor", "--integration", "broken:box", NULL), 0);
+    assert_non_null (strstr (text, "Diagnosis: needs_reconnect\n"));
+    assert_non_null (strstr (text, "What to do:\n  1. Disconnect"));
+    assert_non_null (strstr (text, "\n  2. Connect it again"));
+    assert_non_null (strstr (text, "Facts:\n  - "));
+    free (text);
+    json_decref (t);
+    json_decref (d);
+}
+
+static void
+test_needs_reconnect_revoked (void **state)
+{
+    int rc;
+    /* a refresh token the provider never issued: the generic explanation */
+    assert_int_equal (itest_import (h, "revoked:google", "fakegoogle", "fake-rt-00000000000000000000000000000000"), 0);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "revoked:google", NULL);
+    assert_int_equal (rc, 4);
+    json_t *d = doctor ("revoked:google", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "revoked:google");
+    assert_null (strstr (dstr (d, "cause"), "single-use"));
+    assert_non_null (strstr (dstr (d, "cause"), "no longer accepts the stored refresh token"));
+    assert_true (dlist_has (d, "facts", "refresh token invalidated after 0 generations"));
+    assert_true (dlist_has (d, "facts", "no successful refresh since it was imported"));
+    assert_true (dlist_has (d, "facts", "invalid_grant"));
+    json_decref (t);
+    json_decref (d);
+}
+
+static void
+test_no_refresh_token (void **state)
+{
+    int rc;
+    fake_config ("fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    int cb = connect_flow ("norefresh:google", "fakegoogle");
+    fake_config ("fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (cb, 4);
+    json_t *d = doctor ("norefresh:google", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "no_refresh_token", "norefresh:google");
+    assert_non_null (strstr (dstr (d, "cause"), "prompt=consent"));
+    assert_true (dlist_has (d, "what_to_do", GOOGLE_HINT));
+    assert_true (dlist_has (d, "facts", "connected without a refresh token"));
+    json_decref (d);
+}
+
+static void
+test_provider_unavailable (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("flaky:box", "fakebox"), 0);
+    itest_expire (h, "flaky:box");
+    usleep (200000);
+    itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "flaky:box", NULL);
+    assert_int_equal (rc, 5);
+    json_t *d = doctor ("flaky:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "provider_unavailable", "flaky:box");
+    assert_true (dlist_has (d, "facts", "1 transient failure in the last 1 attempt"));
+    assert_true (dlist_has (d, "what_to_do", "No reconnect is needed"));
+    json_decref (t);
+    json_decref (d);
+}
+
+static void
+test_insufficient_scope_and_disconnected (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("perm:box", "fakebox"), 0);
+    json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", "perm:box", "--scope", "admin", NULL);
+    assert_int_equal (rc, 0);
+    json_t *d = doctor ("perm:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "insufficient_scope", "perm:box");
+    assert_true (dlist_has (d, "facts", "missing scope \"admin\""));
+    assert_true (dlist_has (d, "what_to_do", "accept everything requested"));
+
+    json_t *x = harness_ctl (h, &rc, "disconnect", "--integration", "perm:box", NULL);
+    assert_int_equal (rc, 0);
+    json_t *d2 = doctor ("perm:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d2, "disconnected", "perm:box");
+    assert_true (dlist_has (d2, "facts", "disconnected at "));
+    json_decref (r);
+    json_decref (d);
+    json_decref (x);
+    json_decref (d2);
+}
+
+static void
+test_not_connected (void **state)
+{
+    int rc;
+    json_t *n = doctor ("nobody:box", &rc);
+    assert_int_equal (rc, 3);
+    assert_string_equal (itest_code (n), "not_found");
+    /* a connect started and not finished: waiting for the user */
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "waiting:box", "--provider", "fakebox",
+                             "--redirect-uri", REDIRECT, NULL);
+    assert_int_equal (rc, 0);
+    json_t *d = doctor ("waiting:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "connect_pending", "waiting:box");
+    assert_string_equal (dstr (d, "status"), "not_connected");
+    assert_true (dlist_has (d, "facts", REDIRECT));
+    json_decref (n);
+    json_decref (c);
+    json_decref (d);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_healthy),
+        cmocka_unit_test (test_needs_reconnect_box_rotation),
+        cmocka_unit_test (test_needs_reconnect_revoked),
+        cmocka_unit_test (test_no_refresh_token),
+        cmocka_unit_test (test_provider_unavailable),
+        cmocka_unit_test (test_insufficient_scope_and_disconnected),
+        cmocka_unit_test (test_not_connected),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

@@ -1,0 +1,594 @@
+/* doctor.c - a diagnosis from what the service knows about an integration: its status, last
+ * error and flags, its chain history, the last connect attempt and the provider's catalog entry.
+ * The rules run from the most specific to "healthy"; docs/troubleshooting.md is their manual. */
+#include "doctor.h"
+#include "clock.h"
+#include "connect.h"
+#include "log.h"
+#include "mem.h"
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_STEPS        6
+#define MAX_FACTS        14
+#define RECENT_ATTEMPTS  20         /* transient failures are counted over this many attempts */
+
+typedef struct {
+    const char *code;
+    char symptom [600];
+    char cause [1200];
+    char step [MAX_STEPS][600];
+    int nsteps;
+    char fact [MAX_FACTS][400];
+    int nfacts;
+} diagnosis_t;
+
+/* The last connect attempt of an integration (pending_authorizations). */
+typedef struct {
+    int found;
+    char *provider;
+    char *redirect_uri;
+    char *outcome;              /* a wire error code, "connected", or NULL when none yet */
+    char *outcome_detail;
+    int64_t created_at;
+    int64_t expires_at;
+    int used;
+    int expired;
+} attempt_t;
+
+/* What the chain says, newest first. */
+typedef struct {
+    int attempts;               /* refresh attempts among the rows read */
+    int recent;                 /* of which the newest RECENT_ATTEMPTS ... */
+    int recent_transient;       /* ... and how many failed transiently */
+    const store_chain_t *last_attempt;
+    const store_chain_t *origin;            /* newest imported or connected row */
+    const store_chain_t *invalid_grant;     /* newest invalid_grant */
+    const store_chain_t *connect_failed;    /* newest connect_failed, if newer than origin */
+    const store_chain_t *disconnected;
+    int rotations;              /* refreshes that rotated, since origin */
+    int reuse_suspected;        /* invalid_grant right after a rotation, a conflict, or "reuse" */
+} chain_facts_t;
+
+static void add_fact (diagnosis_t *d, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+static void add_step (diagnosis_t *d, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
+
+static void
+add_fact (diagnosis_t *d, const char *fmt, ...)
+{
+    if (d->nfacts == MAX_FACTS)
+        return;
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (d->fact [d->nfacts++], sizeof d->fact [0], fmt, ap);
+    va_end (ap);
+}
+
+static void
+add_step (diagnosis_t *d, const char *fmt, ...)
+{
+    if (d->nsteps == MAX_STEPS)
+        return;
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (d->step [d->nsteps++], sizeof d->step [0], fmt, ap);
+    va_end (ap);
+}
+
+static const char *
+at (int64_t epoch, char *buf, size_t len)
+{
+    return epoch > 0 ? clock_rfc3339 (epoch, buf, len) : "an unknown time";
+}
+
+static int
+is_attempt (const char *outcome)
+{
+    static const char *const attempts [] = { "refreshed", "invalid_grant", "transient", "invalid_client",
+                                             "bad_response", "configuration", "error", NULL };
+    for (int i = 0; outcome && attempts [i]; i++)
+        if (strcmp (outcome, attempts [i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+outcome_is (const store_chain_t *r, const char *outcome)
+{
+    return r && r->outcome && strcmp (r->outcome, outcome) == 0;
+}
+
+static void
+read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
+{
+    memset (cf, 0, sizeof *cf);
+    for (size_t i = 0; i < n; i++) {
+        const store_chain_t *r = &rows [i];
+        if (!cf->origin && (outcome_is (r, "imported") || outcome_is (r, "connected")))
+            cf->origin = r;
+        if (!cf->origin && !cf->connect_failed && outcome_is (r, "connect_failed"))
+            cf->connect_failed = r;
+        if (!cf->disconnected && outcome_is (r, "disconnected"))
+            cf->disconnected = r;
+        if (!cf->origin && outcome_is (r, "refreshed") && r->rotated)
+            cf->rotations++;
+        if (!is_attempt (r->outcome))
+            continue;
+        cf->attempts++;
+        if (!cf->last_attempt)
+            cf->last_attempt = r;
+        if (cf->recent < RECENT_ATTEMPTS) {
+            cf->recent++;
+            if (outcome_is (r, "transient"))
+                cf->recent_transient++;
+        }
+        if (!cf->invalid_grant && !cf->origin && outcome_is (r, "invalid_grant")) {
+            cf->invalid_grant = r;
+            if (r->detail && strstr (r->detail, "reuse"))
+                cf->reuse_suspected = 1;
+            /* the attempt before it, and any conflict close to it */
+            for (size_t k = i + 1; k < n && k <= i + 5; k++) {
+                if (outcome_is (&rows [k], "conflict"))
+                    cf->reuse_suspected = 1;
+                if (is_attempt (rows [k].outcome)) {
+                    if (outcome_is (&rows [k], "refreshed") && rows [k].rotated)
+                        cf->reuse_suspected = 1;
+                    break;
+                }
+                if (outcome_is (&rows [k], "imported") || outcome_is (&rows [k], "connected"))
+                    break;
+            }
+        }
+    }
+}
+
+static void
+attempt_clear (attempt_t *a)
+{
+    mem_free (a->provider);
+    mem_free (a->redirect_uri);
+    mem_free (a->outcome);
+    mem_free (a->outcome_detail);
+    memset (a, 0, sizeof *a);
+}
+
+/* The newest connect attempt for id, if any. */
+static fr_status_t
+read_attempt (worker_t *w, const char *id, attempt_t *a, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { id };
+    memset (a, 0, sizeof *a);
+    PGresult *res = store_exec (w->store,
+        "SELECT provider, redirect_uri, outcome, outcome_detail, extract(epoch FROM created_at)::bigint,"
+        " extract(epoch FROM expires_at)::bigint, used_at IS NOT NULL, expires_at <= now()"
+        " FROM pending_authorizations WHERE integration_id = $1 ORDER BY created_at DESC LIMIT 1",
+        1, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    if (PQntuples (res) == 1) {
+        a->found = 1;
+        a->provider = mem_strdup (PQgetvalue (res, 0, 0));
+        a->redirect_uri = mem_strdup (PQgetvalue (res, 0, 1));
+        a->outcome = PQgetisnull (res, 0, 2) ? NULL : mem_strdup (PQgetvalue (res, 0, 2));
+        a->outcome_detail = PQgetisnull (res, 0, 3) ? NULL : mem_strdup (PQgetvalue (res, 0, 3));
+        a->created_at = strtoll (PQgetvalue (res, 0, 4), NULL, 10);
+        a->expires_at = strtoll (PQgetvalue (res, 0, 5), NULL, 10);
+        a->used = strcmp (PQgetvalue (res, 0, 6), "t") == 0;
+        a->expired = strcmp (PQgetvalue (res, 0, 7), "t") == 0;
+    }
+    PQclear (res);
+    return FR_OK;
+}
+
+/* "ferrulectl connect ..." for the steps, with the redirect URI of the last attempt when known. */
+static void
+connect_command (char *buf, size_t len, const char *id, const char *provider, const attempt_t *a)
+{
+    snprintf (buf, len, "ferrulectl connect --integration %s --provider %s --redirect-uri %s", id,
+              provider ? provider : "PROVIDER", a->found ? a->redirect_uri : "REDIRECT_URI");
+}
+
+static int
+is_google (const catalog_provider_t *p)
+{
+    return p && p->notes && strstr (p->notes, "myaccount.google.com/permissions") != NULL;
+}
+
+/* The symptom, cause and steps of a code. ctx strings are used where the text names them. */
+static void
+explain (diagnosis_t *d, const char *code, const char *id, const char *provider, const catalog_provider_t *p,
+         const attempt_t *a, const chain_facts_t *cf)
+{
+    char cmd [600];
+    const char *name = provider ? provider : "the provider";
+    connect_command (cmd, sizeof cmd, id, provider, a);
+    d->code = code;
+
+    if (strcmp (code, "needs_reconnect") == 0) {
+        int box = p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE && cf && cf->reuse_suspected;
+        snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect after it had "
+                  "worked for a while; callers see an unauthorized or token refresh error.", id);
+        if (box)
+            snprintf (d->cause, sizeof d->cause, "%s uses single-use refresh tokens: every refresh returns a new "
+                      "refresh token and the old one stops working at once. The history shows the provider rejecting "
+                      "the chain right after a rotation, which is what happens when a refresh token is used after it "
+                      "was replaced (two refreshes racing, or a copy of the token used outside this service): the "
+                      "provider then invalidates the whole chain.", name);
+        else
+        if (is_google (p))
+            snprintf (d->cause, sizeof d->cause, "Google no longer accepts the stored refresh token: the user removed "
+                      "the app's access, the token went unused for 6 months (7 days while the app's consent screen "
+                      "is in Testing), or the account authorized the app more than 100 times, which silently drops "
+                      "the oldest tokens.");
+        else
+            snprintf (d->cause, sizeof d->cause, "%s no longer accepts the stored refresh token: the user revoked the "
+                      "app's access in the provider's settings, the provider expired the token (unused too long, "
+                      "or past its lifetime), or the integration was authorized again in a way that replaced this "
+                      "grant.", name);
+        add_step (d, "Disconnect the integration: ferrulectl disconnect --integration %s", id);
+        add_step (d, "Connect it again and approve the provider's consent screen: %s, then open the printed URL "
+                  "and pass the URL the browser lands on to ferrulectl callback --url", cmd);
+        add_step (d, "Nothing else changes for callers: they keep asking for tokens of \"%s\" and get the new ones", id);
+        if (box) {
+            add_step (d, "Do not use this account's tokens from anywhere else, and right after connecting let the "
+                      "first request finish before sending many at once");
+            add_step (d, "If it happens again under load, report it with this output: the service serializes "
+                      "refreshes per integration, so a repeat points to a second user of the same tokens");
+        }
+    }
+    else
+    if (strcmp (code, "no_refresh_token") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "\"%s\" worked right after connecting, then its token requests "
+                  "failed with no_refresh_token once the first access token expired (about an hour for Google); "
+                  "reconnecting helps only until the next expiry.", id);
+        if (is_google (p)) {
+            snprintf (d->cause, sizeof d->cause, "Google returned no refresh token when the integration was "
+                      "connected. Google issues one only for offline access, and for an account that had already "
+                      "approved the app only when the consent screen is shown again (prompt=consent); a connect "
+                      "that skips the screen comes back with an access token alone.");
+            add_step (d, "Open https://myaccount.google.com/permissions with the Google account of this integration "
+                      "and remove the app's access");
+            add_step (d, "Connect again: %s; Google now shows the full consent screen and issues a refresh token", cmd);
+            add_step (d, "Check the result: ferrulectl doctor --integration %s should say healthy", id);
+        }
+        else {
+            snprintf (d->cause, sizeof d->cause, "%s returned no refresh token when the integration was connected, so "
+                      "its access token cannot be renewed. Providers issue one only when offline access is asked "
+                      "for (a scope such as offline_access, or a parameter such as access_type=offline) and, for "
+                      "some, only on a full consent screen.", name);
+            add_step (d, "Check that the provider entry of \"%s\" asks for offline access (its scopes and "
+                      "authorization parameters)", name);
+            add_step (d, "Remove the app's access in the account's settings at the provider, then connect again: %s", cmd);
+        }
+    }
+    else
+    if (strcmp (code, "insufficient_scope") == 0 || strcmp (code, "scopes_reduced") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "\"%s\" connects and hands out tokens, but some API calls fail with "
+                  "insufficient_scope or permission denied.", id);
+        snprintf (d->cause, sizeof d->cause, "The grant lacks a permission the API needs: the user approved fewer "
+                  "permissions than were requested, or the permission was never among the requested scopes.");
+        add_step (d, "Disconnect and connect again (%s), and on the provider's permission screen accept everything "
+                  "requested; if it offers minimal or full access, choose full access", cmd);
+        add_step (d, "If the missing scope was not requested, add it to the connect with --scope");
+        add_step (d, "If you manage the OAuth app, check that its configured scopes include what the integration needs");
+    }
+    else
+    if (strcmp (code, "redirect_uri_mismatch") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" fails at once, or right after approving, with "
+                  "redirect_uri_mismatch from the provider.", id);
+        snprintf (d->cause, sizeof d->cause, "The redirect URI sent to %s%s%s%s is not one registered in the "
+                  "provider's OAuth app (developer console). Providers compare it exactly: scheme, host, port, path "
+                  "and trailing slash.", name, a->found ? " (\"" : "", a->found ? a->redirect_uri : "",
+                  a->found ? "\")" : "");
+        add_step (d, "Operator: register the exact redirect URI in the OAuth app of %s, or connect with one that "
+                  "is registered there", name);
+        add_step (d, "Users: contact support with the provider name and the exact error message; connecting again "
+                  "does not help until the app is fixed");
+        add_step (d, "Then connect again: %s", cmd);
+    }
+    else
+    if (strcmp (code, "invalid_client") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Connecting or refreshing \"%s\" fails with invalid_client, as it "
+                  "does for every integration of %s.", id, name);
+        snprintf (d->cause, sizeof d->cause, "%s rejected the OAuth client id or secret this service uses for it "
+                  "(a rotated or mistyped secret, or a deleted app).", name);
+        add_step (d, "Check the client id and secret of %s (%s and %s, or the providers file) against the "
+                  "provider's OAuth app", name, p && p->client_id_env ? p->client_id_env : "the client id variable",
+                  p && p->client_secret_env ? p->client_secret_env : "the client secret variable");
+        add_step (d, "Restart the workers after changing them");
+        add_step (d, "No reconnect is needed for this, unless the provider also rejected the refresh token");
+    }
+    else
+    if (strcmp (code, "invalid_scope") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" fails with invalid_scope.", id);
+        snprintf (d->cause, sizeof d->cause, "%s refused one of the requested scopes: it is misspelled, unknown to "
+                  "the provider, or not enabled for the OAuth app.", name);
+        add_step (d, "Compare the scopes of the connect (--scope, or the provider entry's default scopes) with the "
+                  "provider's documentation and the OAuth app's configuration");
+        add_step (d, "Connect again with the corrected scopes: %s --scope ...", cmd);
+    }
+    else
+    if (strcmp (code, "code_expired_or_used") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" fails after the redirect back from the provider "
+                  "with invalid_grant (code_expired_or_used).", id);
+        snprintf (d->cause, sizeof d->cause, "The authorization code the provider returned was already used or had "
+                  "expired before it was exchanged; most providers let a code live about a minute.");
+        add_step (d, "Start again from Connect: %s", cmd);
+        add_step (d, "Do not use the browser's back button or reload the callback URL, and approve within a minute");
+        add_step (d, "If it keeps failing, clear the browser's cookies for the provider's site and try from a fresh tab");
+    }
+    else
+    if (strcmp (code, "state_invalid") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Finishing the connect of \"%s\" fails with state_invalid.", id);
+        snprintf (d->cause, sizeof d->cause, "The callback was opened twice or reloaded, or came after the connect "
+                  "flow expired.");
+        add_step (d, "Start again from Connect: %s, and open the callback URL once", cmd);
+    }
+    else
+    if (strcmp (code, "access_denied") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" ends with access_denied.", id);
+        snprintf (d->cause, sizeof d->cause, "The user declined the request on %s's consent screen (or an "
+                  "administrator policy refused it).", name);
+        add_step (d, "Connect again and approve the requested access: %s", cmd);
+        add_step (d, "If an administrator controls the account, ask them to allow the app");
+    }
+    else
+    if (strcmp (code, "disconnected") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" answer disconnected.", id);
+        snprintf (d->cause, sizeof d->cause, "The integration was disconnected: its stored tokens were destroyed "
+                  "(and revoked at the provider where it has a revocation endpoint). Its history is kept.");
+        add_step (d, "Connect it again to use it: %s", cmd);
+        add_step (d, "See what happened before: ferrulectl history --integration %s", id);
+    }
+    else
+    if (strcmp (code, "provider_unavailable") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail now and then with "
+                  "provider_unavailable; the integration stays active.", id);
+        snprintf (d->cause, sizeof d->cause, "%s's token endpoint failed transiently: server errors, rate limits "
+                  "(429), timeouts or connection failures.", name);
+        add_step (d, "Retry later, after retry_after when the error gives it; callers should back off");
+        add_step (d, "If it lasts, check the provider's status page and the workers' network path to it");
+        add_step (d, "No reconnect is needed");
+    }
+    else
+    if (strcmp (code, "configuration") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Requests for \"%s\" fail with a configuration error.", id);
+        snprintf (d->cause, sizeof d->cause, "The service is not set up for %s: the provider is missing from the "
+                  "catalog, its client credentials are not set, or the provider refused a request the catalog "
+                  "entry describes.", name);
+        add_step (d, "Read the last error below, fix the provider entry or the workers' environment, and restart the workers");
+    }
+    else
+    if (strcmp (code, "connect_pending") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "\"%s\" has no tokens yet: its connect was started and waits for "
+                  "the user.", id);
+        snprintf (d->cause, sizeof d->cause, "The user has not come back from %s's consent screen yet.", name);
+        add_step (d, "Open the authorization URL, approve, and pass the URL the browser lands on to ferrulectl "
+                  "callback --url");
+    }
+    else
+    if (strcmp (code, "connect_incomplete") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "\"%s\" has no tokens: its last connect never finished.", id);
+        snprintf (d->cause, sizeof d->cause, "The callback never reached the service before the connect expired, or "
+                  "the code exchange was interrupted.");
+        add_step (d, "Start again from Connect: %s", cmd);
+    }
+    else {
+        d->code = "healthy";
+        snprintf (d->symptom, sizeof d->symptom, "No problem found with \"%s\".", id);
+        snprintf (d->cause, sizeof d->cause, "The integration is active, holds a refresh token, and its last "
+                  "refresh attempt (if any) succeeded.");
+        add_step (d, "Nothing to do");
+    }
+}
+
+/* The code of a "connect_failed" chain detail or a pending outcome: "code: message". */
+static void
+code_of (const char *text, char *code, size_t len)
+{
+    size_t n = text ? strcspn (text, ":") : 0;
+    if (n >= len)
+        n = len - 1;
+    memcpy (code, text ? text : "", n);
+    code [n] = '\0';
+}
+
+static void
+reply_diagnosis (worker_t *w, const job_t *job, const diagnosis_t *d, const char *id, const char *provider,
+                 const char *status)
+{
+    codec_builder_t *o = w->out;
+    codec_builder_reset (o);
+    codec_map (o, job->rid [0] ? 3 : 2);
+    if (job->rid [0])
+        codec_kv_str (o, "rid", job->rid);
+    codec_kv_bool (o, "ok", 1);
+    codec_str (o, "diagnosis");
+    codec_map (o, 8);
+    codec_kv_str (o, "code", d->code);
+    codec_kv_str (o, "integration", id);
+    codec_kv_str (o, "provider", provider);
+    codec_kv_str (o, "status", status);
+    codec_kv_str (o, "symptom", d->symptom);
+    codec_kv_str (o, "cause", d->cause);
+    codec_str (o, "what_to_do");
+    codec_array (o, (uint32_t) d->nsteps);
+    for (int i = 0; i < d->nsteps; i++)
+        codec_str (o, d->step [i]);
+    codec_str (o, "facts");
+    codec_array (o, (uint32_t) d->nfacts);
+    for (int i = 0; i < d->nfacts; i++)
+        codec_str (o, d->fact [i]);
+    worker_reply (w, job);
+}
+
+/* An id without an integration: diagnose its connect attempts, or not_found. */
+static void
+doctor_unconnected (worker_t *w, const job_t *job, const char *id, const attempt_t *a)
+{
+    diagnosis_t d;
+    char t1 [32], t2 [32], code [64];
+    memset (&d, 0, sizeof d);
+    if (!a->found) {
+        char err [300];
+        snprintf (err, sizeof err, "integration \"%s\" does not exist and no connect was started for it", id);
+        worker_reply_error (w, job, FR_NOT_FOUND, err, NULL, -1);
+        return;
+    }
+    const catalog_provider_t *p = catalog_find (w->catalog, a->provider);
+    if (a->outcome)
+        code_of (a->outcome, code, sizeof code);
+    else
+        snprintf (code, sizeof code, "%s", a->used || a->expired ? "connect_incomplete" : "connect_pending");
+    explain (&d, code, id, a->provider, p, a, NULL);
+    add_fact (&d, "never connected: no tokens are stored");
+    add_fact (&d, "last connect started at %s with redirect URI \"%s\"", at (a->created_at, t1, sizeof t1),
+              a->redirect_uri);
+    if (a->outcome_detail)
+        add_fact (&d, "its callback failed: %s: %s", a->outcome, a->outcome_detail);
+    else
+    if (!a->used)
+        add_fact (&d, "the connect %s at %s", a->expired ? "expired" : "expires", at (a->expires_at, t2, sizeof t2));
+    reply_diagnosis (w, job, &d, id, a->provider, "not_connected");
+}
+
+void
+doctor_run (worker_t *w, job_t *job, const char *id)
+{
+    store_row_t row;
+    connect_extra_t x;
+    attempt_t a;
+    store_chain_t *rows = NULL;
+    size_t n = 0;
+    chain_facts_t cf;
+    diagnosis_t d;
+    char err [512], t1 [32], t2 [32], code [64], missing [600];
+
+    memset (&row, 0, sizeof row);
+    memset (&x, 0, sizeof x);
+    memset (&d, 0, sizeof d);
+    fr_status_t st = read_attempt (w, id, &a, err, sizeof err);
+    if (st == FR_OK)
+        st = store_load (w->store, id, &row, err, sizeof err);
+    if (st == FR_NOT_FOUND) {
+        doctor_unconnected (w, job, id, &a);
+        goto out;
+    }
+    if (st == FR_OK)
+        st = connect_extra_load (w->store, id, &x, err, sizeof err);
+    if (st == FR_OK)
+        st = store_history (w->store, id, DOCTOR_HISTORY, &rows, &n, err, sizeof err);
+    if (st != FR_OK) {
+        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        goto out;
+    }
+    read_chain (rows, n, &cf);
+    const catalog_provider_t *p = catalog_find (w->catalog, row.provider);
+    int64_t now = clock_wall_ms () / 1000;
+    int nmissing = x.requested_scopes ? connect_missing_scopes (x.requested_scopes, row.scopes, missing, sizeof missing) : 0;
+    const char *failed_code = NULL;
+    if (cf.connect_failed) {
+        code_of (cf.connect_failed->detail, code, sizeof code);
+        failed_code = code;
+    }
+    int config_failure = failed_code && (strcmp (failed_code, "redirect_uri_mismatch") == 0
+                                      || strcmp (failed_code, "invalid_client") == 0
+                                      || strcmp (failed_code, "invalid_scope") == 0
+                                      || strcmp (failed_code, "configuration") == 0);
+    const char *last_attempt = cf.last_attempt ? cf.last_attempt->outcome : NULL;
+
+    /* from the most specific to healthy */
+    const char *verdict;
+    if (strcmp (row.status, "disconnected") == 0)
+        verdict = "disconnected";
+    else
+    if (failed_code && (config_failure || strcmp (row.status, "active") != 0))
+        verdict = failed_code;
+    else
+    if (strcmp (row.status, "needs_reconnect") == 0)
+        verdict = "needs_reconnect";
+    else
+    if (last_attempt && strcmp (last_attempt, "invalid_client") == 0)
+        verdict = "invalid_client";
+    else
+    if (x.refresh_token_missing)
+        verdict = "no_refresh_token";
+    else
+    if (x.scope_report)
+        verdict = "insufficient_scope";
+    else
+    if (nmissing)
+        verdict = "scopes_reduced";
+    else
+    if (last_attempt && (strcmp (last_attempt, "transient") == 0 || strcmp (last_attempt, "bad_response") == 0))
+        verdict = "provider_unavailable";
+    else
+    if (last_attempt && strcmp (last_attempt, "configuration") == 0)
+        verdict = "configuration";
+    else
+        verdict = "healthy";
+    explain (&d, verdict, id, row.provider, p, &a, &cf);
+
+    /* the facts that led there */
+    add_fact (&d, "status %s, generation %lld, provider \"%s\"", row.status, (long long) row.generation, row.provider);
+    if (cf.invalid_grant) {
+        if (cf.origin)
+            add_fact (&d, "refresh token invalidated after %lld generation%s, at %s",
+                      (long long) (cf.invalid_grant->generation - cf.origin->generation),
+                      cf.invalid_grant->generation - cf.origin->generation == 1 ? "" : "s",
+                      at (cf.invalid_grant->at, t1, sizeof t1));
+        else
+            add_fact (&d, "refresh token invalidated at generation %lld, at %s", (long long) cf.invalid_grant->generation,
+                      at (cf.invalid_grant->at, t1, sizeof t1));
+        if (cf.invalid_grant->detail && !(row.last_error_message && strcmp (row.last_error_message, cf.invalid_grant->detail) == 0))
+            add_fact (&d, "the provider said: %s", cf.invalid_grant->detail);
+    }
+    if (p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE && (cf.rotations || cf.reuse_suspected))
+        add_fact (&d, "%s rotates the refresh token on every refresh (single use%s); %d rotations since it was "
+                  "connected", row.provider, p->reuse_grace_seconds ? ", with a grace period" : ", no grace period",
+                  cf.rotations);
+    if (row.last_refresh_at)
+        add_fact (&d, "last successful refresh at %s", at (row.last_refresh_at, t1, sizeof t1));
+    else
+        add_fact (&d, "no successful refresh since it was %s", cf.origin && outcome_is (cf.origin, "connected")
+                  ? "connected" : "imported");
+    if (cf.origin)
+        add_fact (&d, "%s at %s", outcome_is (cf.origin, "connected") ? "connected" : "imported",
+                  at (cf.origin->at, t1, sizeof t1));
+    if (cf.recent_transient)
+        add_fact (&d, "%d transient failure%s in the last %d attempt%s", cf.recent_transient,
+                  cf.recent_transient == 1 ? "" : "s", cf.recent, cf.recent == 1 ? "" : "s");
+    if (row.last_error_code)
+        add_fact (&d, "last error at %s: %s: %s", at (row.last_error_at, t1, sizeof t1), row.last_error_code,
+                  row.last_error_message ? row.last_error_message : "");
+    if (x.refresh_token_missing)
+        add_fact (&d, "connected without a refresh token; the access token %s at %s",
+                  row.access_expires_at > now ? "expires" : "expired", at (row.access_expires_at, t1, sizeof t1));
+    else
+    if (row.access_ct && row.access_expires_at)
+        add_fact (&d, "access token %s at %s", row.access_expires_at > now ? "valid until" : "expired",
+                  at (row.access_expires_at, t1, sizeof t1));
+    if (x.scope_report)
+        add_fact (&d, "an upstream API reported missing scope \"%s\" at %s", x.scope_report,
+                  at (x.scope_report_at, t2, sizeof t2));
+    if (nmissing)
+        add_fact (&d, "requested but not granted: %s", missing);
+    if (row.scopes && *row.scopes)
+        add_fact (&d, "granted scopes: %s", row.scopes);
+    if (cf.connect_failed)
+        add_fact (&d, "the last connect attempt failed at %s: %s", at (cf.connect_failed->at, t1, sizeof t1),
+                  cf.connect_failed->detail ? cf.connect_failed->detail : "");
+    if (x.disconnected_at)
+        add_fact (&d, "disconnected at %s", at (x.disconnected_at, t1, sizeof t1));
+    log_debug (id, job->rid, "doctor: %s", d.code);
+    reply_diagnosis (w, job, &d, id, row.provider, row.status);
+out:
+    store_chain_free (&rows, n);
+    store_row_clear (&row);
+    connect_extra_clear (&x);
+    attempt_clear (&a);
+}
