@@ -2,6 +2,9 @@
 #define _GNU_SOURCE
 #include "itest.h"
 #include <dirent.h>
+#include <zmq.h>
+#include "clock.h"
+#include "codec.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,4 +120,101 @@ itest_workdir_contains (harness_t *h, const char *needle)
     }
     closedir (d);
     return found;
+}
+
+json_t *
+itest_storm (const char *const *endpoints, size_t nendpoints, const char *const *ids, size_t nids,
+             size_t n, int timeout_ms)
+{
+    void *ctx = zmq_ctx_new ();
+    void **socks = calloc (nendpoints, sizeof *socks);
+    json_t *replies = json_array ();
+    int zero = 0, hwm = 100000;
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new (replies, json_null ());
+    for (size_t k = 0; k < nendpoints; k++) {
+        socks [k] = zmq_socket (ctx, ZMQ_DEALER);
+        zmq_setsockopt (socks [k], ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt (socks [k], ZMQ_SNDHWM, &hwm, sizeof hwm);
+        zmq_setsockopt (socks [k], ZMQ_RCVHWM, &hwm, sizeof hwm);
+        zmq_connect (socks [k], endpoints [k]);
+    }
+    usleep (200000);        /* let the connections come up before the burst */
+    codec_builder_t *b = codec_builder_new ();
+    for (size_t i = 0; i < n; i++) {
+        char rid [32];
+        snprintf (rid, sizeof rid, "%zu", i);
+        codec_builder_reset (b);
+        codec_map (b, 4);
+        codec_kv_str (b, "op", "token");
+        codec_kv_str (b, "rid", rid);
+        codec_kv_str (b, "integration", ids [i % nids]);
+        codec_kv_int (b, "deadline_ms", timeout_ms);
+        size_t len;
+        const char *data = codec_builder_data (b, &len);
+        void *s = socks [i % nendpoints];
+        zmq_send (s, "", 0, ZMQ_SNDMORE);
+        zmq_send (s, "FRL1", 4, ZMQ_SNDMORE);
+        zmq_send (s, data, len, 0);
+    }
+    codec_builder_destroy (&b);
+    size_t got = 0;
+    int64_t until = clock_mono_ms () + timeout_ms + 2000;
+    zmq_pollitem_t *items = calloc (nendpoints, sizeof *items);
+    while (got < n && clock_mono_ms () < until) {
+        for (size_t k = 0; k < nendpoints; k++)
+            items [k] = (zmq_pollitem_t) { socks [k], 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (items, (int) nendpoints, 100) <= 0)
+            continue;
+        for (size_t k = 0; k < nendpoints; k++) {
+            while (items [k].revents & ZMQ_POLLIN) {
+                zmq_msg_t part [3];
+                int count = 0, more = 1;
+                while (more) {
+                    zmq_msg_t m;
+                    zmq_msg_init (&m);
+                    if (zmq_msg_recv (&m, socks [k], ZMQ_DONTWAIT) < 0) {
+                        zmq_msg_close (&m);
+                        break;
+                    }
+                    more = zmq_msg_more (&m);
+                    if (count < 3)
+                        part [count++] = m;
+                    else
+                        zmq_msg_close (&m);
+                }
+                if (count == 0)
+                    break;
+                if (count == 3) {
+                    codec_msg_t *msg = NULL;
+                    char err [128];
+                    if (codec_decode (zmq_msg_data (&part [2]), zmq_msg_size (&part [2]), &msg, err, sizeof err) == FR_OK) {
+                        json_t *r = codec_to_json (codec_msg_root (msg));
+                        const char *rid = json_string_value (json_object_get (r, "rid"));
+                        size_t idx = rid ? strtoul (rid, NULL, 10) : n;
+                        if (idx < n && json_is_null (json_array_get (replies, idx))) {
+                            json_array_set_new (replies, idx, r);
+                            got++;
+                        }
+                        else
+                            json_decref (r);
+                    }
+                    codec_msg_destroy (&msg);
+                }
+                for (int c = 0; c < count; c++)
+                    zmq_msg_close (&part [c]);
+                int ev = 0;
+                size_t evlen = sizeof ev;
+                zmq_getsockopt (socks [k], ZMQ_EVENTS, &ev, &evlen);
+                if (!(ev & ZMQ_POLLIN))
+                    break;
+            }
+        }
+    }
+    free (items);
+    for (size_t k = 0; k < nendpoints; k++)
+        zmq_close (socks [k]);
+    free (socks);
+    zmq_ctx_term (ctx);
+    return replies;
 }

@@ -20,3 +20,9 @@ const char *itest_code (const json_t *reply);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
 #endif
+
+/* Sends n token requests at once (pipelined over one DEALER per endpoint, round robin),
+ * request i for ids[i % nids], and collects every reply within timeout_ms. Returns the replies
+ * as a JSON array in request order (a missing reply is null); caller decrefs. */
+json_t *itest_storm (const char *const *endpoints, size_t nendpoints, const char *const *ids, size_t nids,
+                     size_t n, int timeout_ms);

@@ -1,0 +1,158 @@
+/* test_crash.c - workers killed with SIGKILL again and again under load, and a broker killed and
+ * restarted: every request is answered (ok or a transient error) within its deadline, no
+ * integration stays stuck behind a dead worker's lease, and no refresh token is reused */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "clock.h"
+#include "itest.h"
+
+#define INTEGRATIONS 30
+
+static harness_t *h;
+static char ids [INTEGRATIONS][32];
+static const char *id_list [INTEGRATIONS];
+
+static int
+setup (void **state)
+{
+    h = harness_new ("crash");
+    if (!h)
+        return -1;
+    /* leases must outlive a provider call, and dead workers' leases must expire quickly here */
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "500");
+    harness_set_env (h, "FERRULE_LEASE_MS", "3000");
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
+    harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "0");
+    if (harness_start_broker (h) != 0 || harness_start_broker (h) != 1)
+        return -1;
+    for (int i = 1; i <= 3; i++) {
+        char id [16];
+        snprintf (id, sizeof id, "w%d", i);
+        if (harness_start_worker (h, id) != 0)
+            return -1;
+    }
+    if (harness_wait_ready (h, 3, 20000) != 0)
+        return -1;
+    /* A provider that, like Atlassian or Xero, accepts a spent refresh token for a short while:
+     * a worker killed after the provider rotated and before the journal write loses that answer,
+     * and no client can prevent it with a strictly single-use provider (docs/architecture.md). */
+    json_t *cfg = json_pack ("{s:i}", "reuse_grace_s", 60);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+    for (int i = 0; i < INTEGRATIONS; i++) {
+        snprintf (ids [i], sizeof ids [i], "crash%02d:box", i);
+        id_list [i] = ids [i];
+        char *rt = itest_grant (h, "fakebox", NULL);
+        if (itest_import (h, ids [i], "fakebox", rt) != 0)
+            return -1;
+        free (rt);
+    }
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    harness_stop_all (h);
+    harness_destroy (&h);
+    return 0;
+}
+
+static void
+test_workers_killed_under_load (void **state)
+{
+    const char *endpoints [] = { harness_broker_frontend (h, 0), harness_broker_frontend (h, 1) };
+    json_t *cfg = json_pack ("{s:i}", "latency_ms", 50);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+    int answered = 0, ok = 0;
+    for (int round = 0; round < 6; round++) {
+        for (int i = 0; i < INTEGRATIONS; i++)
+            if ((i + round) % 3 == 0)
+                itest_expire (h, ids [i]);
+        /* a storm, and one worker dies while it is in flight */
+        char victim [8];
+        snprintf (victim, sizeof victim, "w%d", round % 3 + 1);
+        pid_t killer = fork ();
+        if (killer == 0) {
+            usleep (250000 + 50000 * (useconds_t) (round % 4));
+            harness_signal_worker (h, victim, SIGKILL);
+            _exit (0);
+        }
+        json_t *replies = itest_storm (endpoints, 2, id_list, INTEGRATIONS, 300, 4000);
+        waitpid (killer, NULL, 0);
+        size_t i;
+        json_t *r;
+        json_array_foreach (replies, i, r) {
+            if (json_is_null (r))
+                fail_msg ("round %d: request %zu was never answered", round, i);
+            answered++;
+            if (json_is_true (json_object_get (r, "ok")))
+                ok++;
+            else {
+                const char *code = itest_code (r);
+                if (strcmp (code, "timeout") && strcmp (code, "unavailable") && strcmp (code, "provider_unavailable")
+                &&  strcmp (code, "database_unavailable"))
+                    fail_msg ("round %d: request %zu answered \"%s\"", round, i, code);
+            }
+        }
+        json_decref (replies);
+        harness_wait_worker_exit (h, victim, 5000);
+        assert_int_equal (harness_start_worker (h, victim), 0);
+        assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    }
+    assert_int_equal (answered, 6 * 300);
+    assert_true (ok > answered / 2);
+    /* afterwards every integration works: nothing is stuck behind a dead worker's lease */
+    usleep (3500000);
+    for (int i = 0; i < INTEGRATIONS; i++) {
+        int rc;
+        json_t *t = harness_ctl (h, &rc, "refresh", "--integration", ids [i], NULL);
+        if (rc != 0)
+            fail_msg ("%s: %s", ids [i], itest_code (t));
+        json_decref (t);
+    }
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status <> 'active'"), 0);
+}
+
+static void
+test_broker_killed_and_restarted (void **state)
+{
+    int rc;
+    /* the client library retries idempotent requests on the other broker */
+    harness_signal_broker (h, 0, SIGKILL);
+    for (int i = 0; i < 10; i++) {
+        json_t *t = harness_ctl (h, &rc, "token", "--integration", ids [i], NULL);
+        if (rc != 0)
+            fail_msg ("token with broker 0 down: %s", itest_code (t));
+        json_decref (t);
+    }
+    assert_int_equal (harness_restart_broker (h, 0), 0);
+    /* workers find the restarted broker on their own (their heartbeats register them again) */
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    json_t *t = harness_ctl_at (h, harness_broker_frontend (h, 0), &rc, "token", "--integration", ids [0], NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_workers_killed_under_load),
+        cmocka_unit_test (test_broker_killed_and_restarted),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

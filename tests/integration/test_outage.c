@@ -1,0 +1,190 @@
+/* test_outage.c - PostgreSQL goes away after the provider has rotated the refresh token: the
+ * worker keeps the new tokens in its journal, commits them when the database is back (or after
+ * its own crash and restart, by replaying the journal), and the chain is never broken.
+ * This test runs its own PostgreSQL cluster, because it stops and starts it. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "itest.h"
+
+static harness_t *h;
+static char pg_dir [4096];
+
+/* Runs scripts/pg with an action; returns its first output line (the URL) for "start". */
+static int
+pg (const char *action, char *url, size_t urlsize)
+{
+    char cmd [8192];
+    snprintf (cmd, sizeof cmd, "'%s/scripts/pg' %s %s'%s' 2>>'%s.log'", FERRULE_SOURCE_DIR, action,
+              strcmp (action, "start") == 0 ? "--test " : "", pg_dir, pg_dir);
+    FILE *p = popen (cmd, "r");
+    if (!p)
+        return -1;
+    char line [1024] = "";
+    if (!fgets (line, sizeof line, p))
+        line [0] = '\0';
+    int rc = pclose (p);
+    line [strcspn (line, "\n")] = '\0';
+    if (url)
+        snprintf (url, urlsize, "%s", line);
+    return rc == 0 ? 0 : -1;
+}
+
+static int
+setup (void **state)
+{
+    if (!getenv ("FERRULE_TEST_PG_ADMIN_URL")) {
+        printf ("note: FERRULE_TEST_PG_ADMIN_URL is not set, so this integration test is skipped\n");
+        exit (HARNESS_SKIP);
+    }
+    snprintf (pg_dir, sizeof pg_dir, "%s/outage-pg-%d", FERRULE_TEST_WORK_ROOT, (int) getpid ());
+    mkdir (FERRULE_TEST_WORK_ROOT, 0755);
+    char url [1024];
+    if (pg ("start", url, sizeof url) != 0 || !*url)
+        return -1;
+    setenv ("FERRULE_TEST_PG_ADMIN_URL", url, 1);
+    h = harness_new ("outage");
+    if (!h)
+        return -1;
+    harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "0");
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    harness_stop_all (h);
+    harness_destroy (&h);
+    pg ("remove", NULL, 0);
+    return 0;
+}
+
+static void
+set_latency (int ms)
+{
+    json_t *cfg = json_pack ("{s:i}", "latency_ms", ms);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+}
+
+/* Starts a token request in a child process; the provider is slow, and while its answer is on
+ * the way the database is stopped. Returns the child. */
+static pid_t
+token_while_database_stops (const char *id)
+{
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    set_latency (2000);
+    pid_t child = fork ();
+    if (child == 0) {
+        int rc;
+        json_t *r = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+        json_decref (r);
+        _exit (rc);
+    }
+    for (int i = 0; i < 100 && itest_stat (h, "fakebox", "refresh_calls") == calls; i++)
+        usleep (20000);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+    assert_int_equal (pg ("stop", NULL, 0), 0);
+    return child;
+}
+
+static void
+assert_chain_intact (const char *id, long long generation)
+{
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT generation FROM integrations WHERE id = '%s'", id);
+    assert_int_equal (harness_sql_int (h, sql), generation);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND generation = %lld"
+              " AND outcome = 'refreshed' AND rotated", id, generation);
+    assert_int_equal (harness_sql_int (h, sql), 1);
+    /* the stored refresh token is the provider's newest: one more refresh works, no reuse */
+    itest_expire (h, id);
+    int rc;
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_integer_value (json_object_get (t, "generation")), generation + 1);
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+}
+
+static void
+test_commit_retried_when_database_returns (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "out1:box", "fakebox", rt), 0);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", "out1:box", NULL));
+    assert_int_equal (rc, 0);
+    itest_expire (h, "out1:box");
+
+    pid_t child = token_while_database_stops ("out1:box");
+    int status = 0;
+    waitpid (child, &status, 0);
+    /* the caller was told the truth: transient, database unavailable */
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 5);
+    set_latency (0);
+    assert_int_equal (pg ("start", NULL, 0), 0);
+    /* the worker retries its commit on its own */
+    char sql [] = "SELECT generation FROM integrations WHERE id = 'out1:box'";
+    long long g = -1;
+    for (int i = 0; i < 100 && g != 3; i++) {
+        usleep (100000);
+        g = harness_sql_int (h, sql);
+    }
+    assert_chain_intact ("out1:box", 3);
+    free (rt);
+}
+
+static void
+test_journal_replayed_after_crash (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "out2:box", "fakebox", rt), 0);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", "out2:box", NULL));
+    assert_int_equal (rc, 0);
+    itest_expire (h, "out2:box");
+
+    pid_t child = token_while_database_stops ("out2:box");
+    int status = 0;
+    waitpid (child, &status, 0);
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 5);
+    /* the worker dies with the rotated token only in its journal */
+    harness_signal_worker (h, "w1", SIGKILL);
+    assert_true (harness_wait_worker_exit (h, "w1", 5000) >= 0);
+    set_latency (0);
+    assert_int_equal (pg ("start", NULL, 0), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    /* start-up replays the journal before serving */
+    char sql [] = "SELECT generation FROM integrations WHERE id = 'out2:box'";
+    long long g = -1;
+    for (int i = 0; i < 100 && g != 3; i++) {
+        usleep (100000);
+        g = harness_sql_int (h, sql);
+    }
+    assert_chain_intact ("out2:box", 3);
+    free (rt);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_commit_retried_when_database_returns),
+        cmocka_unit_test (test_journal_replayed_after_crash),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
