@@ -121,9 +121,15 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
     int64_t now_ms = clock_mono_ms ();
     refresh_t *r = e->refresh;
     if (r && r->state == REFRESH_COMMITTING) {
-        if (job)
-            worker_reply_error (w, job, FR_DATABASE_UNAVAILABLE,
-                                "the last refresh is saved locally but not yet in the database", NULL, 1);
+        /* the new tokens wait for the database: try the commit again now, and answer this
+         * request with its outcome */
+        if (job) {
+            job_t *copy = mem_alloc (sizeof *copy);
+            *copy = *job;
+            copy->next = r->waiters;
+            r->waiters = copy;
+            r->due_ms = now_ms;
+        }
         return;
     }
     if (!r) {
@@ -414,6 +420,22 @@ refresh_commit (worker_t *w, refresh_t *r)
     return 1;
 }
 
+/* The commit did not reach the database: callers are told now; the tokens stay in memory and
+ * in the journal, and the commit is retried. */
+static void
+refresh_commit_failed (worker_t *w, refresh_t *r)
+{
+    for (job_t *j = r->waiters; j; j = j->next)
+        worker_reply_error (w, j, FR_DATABASE_UNAVAILABLE,
+                            "the provider answered but the database did not: the new tokens are kept and the commit retried",
+                            NULL, 1);
+    while (r->waiters) {
+        job_t *j = r->waiters;
+        r->waiters = j->next;
+        mem_free (j);
+    }
+}
+
 /* Step 3 on success: seal, journal when rotated, commit. */
 static void
 refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
@@ -466,15 +488,7 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
         r->state = REFRESH_COMMITTING;
         r->due_ms = clock_mono_ms () + COMMIT_RETRY_MS;
         /* callers are told now; the tokens stay in memory and in the journal until committed */
-        for (job_t *j = r->waiters; j; j = j->next)
-            worker_reply_error (w, j, FR_DATABASE_UNAVAILABLE,
-                                "the provider answered but the database did not: the new tokens are kept and the commit retried",
-                                NULL, 1);
-        while (r->waiters) {
-            job_t *j = r->waiters;
-            r->waiters = j->next;
-            mem_free (j);
-        }
+        refresh_commit_failed (w, r);
     }
 }
 
@@ -603,8 +617,10 @@ refresh_tick (worker_t *w, int64_t now_ms)
         }
         else
         if (r->state == REFRESH_COMMITTING && now_ms >= r->due_ms) {
-            if (!refresh_commit (w, r))
+            if (!refresh_commit (w, r)) {
+                refresh_commit_failed (w, r);
                 r->due_ms = now_ms + COMMIT_RETRY_MS;
+            }
         }
         r = next;
     }

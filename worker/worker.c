@@ -156,6 +156,23 @@ on_replay (void *arg, int64_t seq, const store_commit_t *c)
         log_warning (c->id, NULL, "journal replay failed, will retry at next start: %s", err);
 }
 
+/* Once per process, at the first database connection: what an earlier run of this worker left
+ * behind. Later reconnects skip it: the refreshes of this run retry their own commits. */
+static void
+worker_startup_db (worker_t *w)
+{
+    char err [512];
+    if (w->started_db)
+        return;
+    w->started_db = 1;
+    int64_t released = 0;
+    if (store_release_own_leases (w->store, &released, err, sizeof err) == FR_OK && released > 0)
+        log_info (NULL, NULL, "released %lld refresh leases left by an earlier run of this worker", (long long) released);
+    int n = journal_replay (w->journal, on_replay, w);
+    if (n > 0)
+        log_info (NULL, NULL, "replayed %d journal records", n);
+}
+
 worker_t *
 worker_new (const worker_config_t *cfg, char *err, size_t errlen)
 {
@@ -230,14 +247,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
         goto fail;              /* schema too old: refusing to start is the only safe answer */
     if (st != FR_OK)
         log_warning (NULL, NULL, "%s; will keep trying", err);
-    else {
-        int64_t released = 0;
-        if (store_release_own_leases (w->store, &released, err, errlen) == FR_OK && released > 0)
-            log_info (NULL, NULL, "released %lld refresh leases left by an earlier run of this worker", (long long) released);
-        int n = journal_replay (w->journal, on_replay, w);
-        if (n > 0)
-            log_info (NULL, NULL, "replayed %d journal records", n);
-    }
+    else
+        worker_startup_db (w);
     return w;
 fail:
     worker_destroy (&w);
@@ -466,8 +477,7 @@ worker_tick (worker_t *w, int64_t now)
         w->next_db_retry_ms = now + 1000;
         if (store_connect (w->store, err, sizeof err) == FR_OK) {
             cache_clear (w->cache);          /* changes made while we were away were not notified */
-            if (journal_outstanding (w->journal) > 0)
-                journal_replay (w->journal, on_replay, w);
+            worker_startup_db (w);
         }
         else
             log_debug (NULL, NULL, "%s", err);

@@ -85,6 +85,7 @@ typedef struct worker {
     refresh_t *refreshes;           /* every refresh in progress */
     struct connect_call *connects;  /* connect.c: code exchanges and revocations in flight */
     int draining;
+    int started_db;                 /* leases released and journal replayed for this run */
     int64_t next_hello_ms;
     int64_t next_db_retry_ms;
 } worker_t;
