@@ -1,0 +1,234 @@
+/* test_lifecycle.c - how processes behave in a rolling update: readiness follows what a process
+ * can really do, a worker refuses an old schema, and restarting every worker one by one under
+ * load loses no request and breaks no chain */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include "itest.h"
+
+static harness_t *h;
+
+static int
+setup (void **state)
+{
+    h = harness_new ("lifecycle");
+    if (!h)
+        return -1;
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 0 ? 0 : -1;
+}
+
+/* The HTTP port a process logged ("serving /healthz ... on port N"), or -1. */
+static int
+http_port_of (const char *log_name)
+{
+    char path [4096], line [4096];
+    snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), log_name);
+    for (int tries = 0; tries < 50; tries++) {
+        FILE *f = fopen (path, "r");
+        int port = -1;
+        while (f && fgets (line, sizeof line, f)) {
+            const char *p = strstr (line, "/metrics on port ");
+            if (p)
+                port = atoi (p + strlen ("/metrics on port "));
+        }
+        if (f)
+            fclose (f);
+        if (port > 0)
+            return port;
+        usleep (100000);
+    }
+    return -1;
+}
+
+static size_t
+sink (char *data, size_t size, size_t n, void *arg)
+{
+    return size * n;
+}
+
+static long
+http_status (int port, const char *path)
+{
+    char url [128];
+    long status = 0;
+    snprintf (url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
+    if (curl_easy_perform (c) == CURLE_OK)
+        curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup (c);
+    return status;
+}
+
+/* Polls until path answers want (or 5 s pass); returns the last status. */
+static long
+wait_status (int port, const char *path, long want)
+{
+    long st = 0;
+    for (int i = 0; i < 50 && (st = http_status (port, path)) != want; i++)
+        usleep (100000);
+    return st;
+}
+
+static void
+test_readiness_transitions (void **state)
+{
+    assert_int_equal (harness_start_broker (h), 0);
+    int broker = http_port_of ("broker0");
+    assert_true (broker > 0);
+    assert_int_equal (wait_status (broker, "/healthz", 200), 200);
+    /* no worker owns a partition yet: alive, not ready */
+    assert_int_equal (http_status (broker, "/readyz"), 503);
+
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    int worker = http_port_of ("w1");
+    assert_true (worker > 0);
+    assert_int_equal (wait_status (worker, "/readyz", 200), 200);
+    assert_int_equal (wait_status (broker, "/readyz", 200), 200);
+    assert_int_equal (http_status (broker, "/metrics"), 200);
+
+    /* a second worker, then a graceful stop of the first: the broker stays ready throughout */
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
+    assert_int_equal (harness_wait_ready (h, 2, 10000), 0);
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);      /* exit 0 on SIGTERM */
+    assert_int_equal (http_status (broker, "/readyz"), 200);
+    /* the last worker goes: nobody owns the partitions, the broker says so */
+    assert_int_equal (harness_stop_worker (h, "w2"), 0);
+    assert_int_equal (wait_status (broker, "/readyz", 503), 503);
+    assert_int_equal (http_status (broker, "/healthz"), 200);
+
+    /* a worker again: ready again */
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (wait_status (broker, "/readyz", 200), 200);
+}
+
+#define ROLL_INTEGRATIONS 20
+
+/* The load during the rolling restart, in a child process: storms over the integrations, some
+ * of them expired before each round. Exits with the number of requests not answered ok. */
+static int
+load (char ids [][32], int rounds)
+{
+    PGconn *db = PQconnectdb (harness_database_url (h));
+    const char *list [ROLL_INTEGRATIONS];
+    for (int i = 0; i < ROLL_INTEGRATIONS; i++)
+        list [i] = ids [i];
+    const char *endpoints [] = { harness_broker_frontend (h, 0) };
+    int bad = 0;
+    for (int round = 0; round < rounds; round++) {
+        char sql [256];
+        snprintf (sql, sizeof sql, "SELECT pg_notify('ferrule_integrations', 'test ' || id) FROM integrations"
+                  " WHERE id IN (SELECT id FROM integrations WHERE id LIKE 'roll%%' AND"
+                  " ('x' || substr(md5(id || '%d'), 1, 2))::bit(8)::int %% 4 = 0)", round);
+        char upd [256];
+        snprintf (upd, sizeof upd, "UPDATE integrations SET access_expires_at = now() WHERE id LIKE 'roll%%' AND"
+                  " ('x' || substr(md5(id || '%d'), 1, 2))::bit(8)::int %% 4 = 0", round);
+        PQclear (PQexec (db, upd));
+        PQclear (PQexec (db, sql));
+        json_t *replies = itest_storm (endpoints, 1, list, ROLL_INTEGRATIONS, 100, 5000);
+        size_t i;
+        json_t *r;
+        json_array_foreach (replies, i, r)
+            if (!json_is_true (json_object_get (r, "ok"))) {
+                fprintf (stderr, "round %d request %zu: %s\n", round, i, json_is_null (r) ? "no reply" : itest_code (r));
+                bad++;
+            }
+        json_decref (replies);
+        usleep (100000);
+    }
+    PQfinish (db);
+    return bad;
+}
+
+static void
+test_rolling_restart_under_load (void **state)
+{
+    static char ids [ROLL_INTEGRATIONS][32];
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
+    assert_int_equal (harness_start_worker (h, "w3"), 0);
+    assert_int_equal (harness_wait_ready (h, 3, 10000), 0);
+    for (int i = 0; i < ROLL_INTEGRATIONS; i++) {
+        snprintf (ids [i], sizeof ids [i], "roll%02d:box", i);
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+    json_t *cfg = json_pack ("{s:i}", "latency_ms", 30);
+    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
+    json_decref (cfg);
+
+    pid_t child = fork ();
+    if (child == 0)
+        _exit (load (ids, 25) > 0 ? 1 : 0);
+    /* every worker in turn: SIGTERM (drain, exit 0), then start it again */
+    const char *workers [] = { "w1", "w2", "w3" };
+    for (int i = 0; i < 3; i++) {
+        usleep (300000);
+        assert_int_equal (harness_stop_worker (h, workers [i]), 0);
+        assert_int_equal (harness_start_worker (h, workers [i]), 0);
+        assert_int_equal (harness_wait_ready (h, 3, 10000), 0);
+    }
+    int status = 0;
+    waitpid (child, &status, 0);
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 0);      /* every request answered ok */
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status <> 'active'"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'conflict'"), 0);
+}
+
+static void
+test_old_schema_refused (void **state)
+{
+    /* roll the schema back one version: the worker must refuse to start and say what to run */
+    assert_int_equal (harness_sql (h, "DELETE FROM schema_migrations WHERE version = (SELECT max(version) FROM schema_migrations)"), 0);
+    assert_int_equal (harness_start_worker (h, "old"), 0);
+    int status = harness_wait_worker_exit (h, "old", 10000);
+    assert_int_equal (status, 6);
+    char path [4096];
+    snprintf (path, sizeof path, "%s/old.log", harness_workdir (h));
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    char line [4096];
+    int named = 0;
+    while (fgets (line, sizeof line, f))
+        named |= strstr (line, "ferrule-migrate up") != NULL;
+    fclose (f);
+    assert_true (named);
+}
+
+int
+main (void)
+{
+    curl_global_init (CURL_GLOBAL_DEFAULT);
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_readiness_transitions),
+        cmocka_unit_test (test_rolling_restart_under_load),
+        cmocka_unit_test (test_old_schema_refused),
+    };
+    int rc = cmocka_run_group_tests (tests, setup, teardown);
+    curl_global_cleanup ();
+    return rc;
+}
