@@ -394,13 +394,9 @@ static void
 reply_with_integration (worker_t *w, const job_t *job, fr_status_t st, const char *message, const char *hint,
                    const store_row_t *row, const connect_extra_t *x, const warnings_t *ws, int reconnected)
 {
-    codec_builder_t *o = w->out;
     int nwarn = ws ? ws->count : 0;
-    codec_builder_reset (o);
-    codec_map (o, (uint32_t) ((job->rid [0] ? 1 : 0) + 2 + (st != FR_OK) + (nwarn > 0) + (reconnected >= 0)));
-    if (job->rid [0])
-        codec_kv_str (o, "rid", job->rid);
-    codec_kv_bool (o, "ok", st == FR_OK);
+    codec_builder_t *o = worker_reply_begin (w, job, st == FR_OK,
+                                             (uint32_t) (1 + (st != FR_OK) + (nwarn > 0) + (reconnected >= 0)));
     if (st != FR_OK) {
         codec_str (o, "error");
         codec_map (o, 3);
@@ -434,12 +430,7 @@ reply_error_detail (worker_t *w, const job_t *job, fr_status_t st, const char *m
         worker_reply_error (w, job, st, message, hint, retry_after);
         return;
     }
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_map (o, job->rid [0] ? 3 : 2);
-    if (job->rid [0])
-        codec_kv_str (o, "rid", job->rid);
-    codec_kv_bool (o, "ok", 0);
+    codec_builder_t *o = worker_reply_begin (w, job, 0, 1);
     codec_str (o, "error");
     codec_map (o, retry_after >= 0 ? 5 : 4);
     codec_kv_str (o, "code", result_code (st));
@@ -646,12 +637,7 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     log_info (id, job->rid, "connect started for provider \"%s\" with redirect URI \"%s\"%s; expires at %s",
               provider, redirect_uri, verifier ? " and PKCE" : "", clock_rfc3339 (expires_at, when, sizeof when));
 
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_map (o, job->rid [0] ? 9 : 8);
-    if (job->rid [0])
-        codec_kv_str (o, "rid", job->rid);
-    codec_kv_bool (o, "ok", 1);
+    codec_builder_t *o = worker_reply_begin (w, job, 1, 7);
     codec_kv_str (o, "authorization_url", url);
     codec_kv_str (o, "state", state);
     pack_rfc3339 (o, "expires_at", expires_at);

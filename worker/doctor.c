@@ -401,12 +401,7 @@ static void
 reply_diagnosis (worker_t *w, const job_t *job, const diagnosis_t *d, const char *id, const char *provider,
                  const char *status)
 {
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_map (o, job->rid [0] ? 3 : 2);
-    if (job->rid [0])
-        codec_kv_str (o, "rid", job->rid);
-    codec_kv_bool (o, "ok", 1);
+    codec_builder_t *o = worker_reply_begin (w, job, 1, 1);
     codec_str (o, "diagnosis");
     codec_map (o, 8);
     codec_kv_str (o, "code", d->code);

@@ -306,12 +306,7 @@ reply_integration (worker_t *w, const job_t *job, const char *id)
         worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
         return;
     }
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_map (o, job->rid [0] ? 3 : 2);
-    if (job->rid [0])
-        codec_kv_str (o, "rid", job->rid);
-    codec_kv_bool (o, "ok", 1);
+    codec_builder_t *o = worker_reply_begin (w, job, 1, 1);
     codec_str (o, "integration");
     requests_pack_integration (o, &row, &x);
     store_row_clear (&row);
@@ -404,12 +399,7 @@ op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
         worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
         return;
     }
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_map (o, job->rid [0] ? 3 : 2);
-    if (job->rid [0])
-        codec_kv_str (o, "rid", job->rid);
-    codec_kv_bool (o, "ok", 1);
+    codec_builder_t *o = worker_reply_begin (w, job, 1, 1);
     codec_str (o, "chain");
     codec_array (o, (uint32_t) n);
     for (size_t i = 0; i < n; i++) {
@@ -480,12 +470,7 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     else if (IS ("doctor"))
         doctor_run (w, job, id);
     else if (IS ("ping")) {
-        codec_builder_t *o = w->out;
-        codec_builder_reset (o);
-        codec_map (o, job->rid [0] ? 5 : 4);
-        if (job->rid [0])
-            codec_kv_str (o, "rid", job->rid);
-        codec_kv_bool (o, "ok", 1);
+        codec_builder_t *o = worker_reply_begin (w, job, 1, 3);
         codec_kv_str (o, "service", "ferrule");
         codec_kv_str (o, "role", "worker");
         codec_kv_str (o, "worker", w->cfg.worker_id);

@@ -323,6 +323,18 @@ worker_count_provider_error (worker_t *w, const char *provider, const char *clas
     metrics_inc (metrics_counter (w->metrics, "worker_provider_errors_total", "failed provider calls, by provider and class", labels));
 }
 
+codec_builder_t *
+worker_reply_begin (worker_t *w, const job_t *job, int ok, uint32_t fields)
+{
+    codec_builder_t *o = w->out;
+    codec_builder_reset (o);
+    codec_map (o, fields + 1 + (job->rid [0] ? 1 : 0));
+    if (job->rid [0])
+        codec_kv_str (o, "rid", job->rid);
+    codec_kv_bool (o, "ok", ok);
+    return o;
+}
+
 void
 worker_reply (worker_t *w, const job_t *job)
 {
@@ -354,12 +366,7 @@ void
 worker_reply_token (worker_t *w, const job_t *job, const cache_entry_t *e, int refreshed)
 {
     char when [32];
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_map (o, job->rid [0] ? 6 : 5);
-    if (job->rid [0])
-        codec_kv_str (o, "rid", job->rid);
-    codec_kv_bool (o, "ok", 1);
+    codec_builder_t *o = worker_reply_begin (w, job, 1, 4);
     codec_kv_str (o, "access_token", e->access_token);
     codec_kv_str (o, "expires_at", clock_rfc3339 (e->access_expires_at, when, sizeof when));
     codec_kv_int (o, "generation", e->generation);

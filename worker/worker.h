@@ -94,6 +94,9 @@ worker_t *worker_new (const worker_config_t *cfg, char *err, size_t errlen);
 void worker_destroy (worker_t **w_p);
 int worker_run (worker_t *w, volatile sig_atomic_t *stop);
 
+/* Starts a reply in w->out: a map of fields more entries after "rid" (when the request had one)
+ * and "ok". */
+codec_builder_t *worker_reply_begin (worker_t *w, const job_t *job, int ok, uint32_t fields);
 /* Sends the body in w->out as the reply to job. */
 void worker_reply (worker_t *w, const job_t *job);
 /* Sends an error reply to job. */
