@@ -1,6 +1,7 @@
 /* codec.c - msgpack bodies: every declared size is checked against the bytes that remain
  * before msgpack-c sees them, because msgpack-c allocates for a container's declared count. */
 #include "codec.h"
+#include "clock.h"
 #include "mem.h"
 #include <assert.h>
 #include <stdio.h>
@@ -360,6 +361,45 @@ codec_kv_bool (codec_builder_t *b, const char *key, int value)
 {
     codec_str (b, key);
     codec_bool (b, value);
+}
+
+void
+codec_kv_time (codec_builder_t *b, const char *key, int64_t epoch_seconds)
+{
+    char buf [32];
+    codec_str (b, key);
+    if (epoch_seconds > 0)
+        codec_str (b, clock_rfc3339 (epoch_seconds, buf, sizeof buf));
+    else
+        codec_nil (b);
+}
+
+const char *
+codec_next_word (const char **p, size_t *len)
+{
+    const char *s = *p;
+    while (*s == ' ' || *s == ',')
+        s++;
+    if (!*s)
+        return NULL;
+    *len = strcspn (s, " ,");
+    *p = s + *len;
+    return s;
+}
+
+void
+codec_kv_words (codec_builder_t *b, const char *key, const char *list)
+{
+    const char *p = list ? list : "", *word;
+    size_t len;
+    uint32_t n = 0;
+    codec_str (b, key);
+    while (codec_next_word (&p, &len))
+        n++;
+    codec_array (b, n);
+    p = list ? list : "";
+    while ((word = codec_next_word (&p, &len)))
+        codec_strn (b, word, len);
 }
 
 void

@@ -50,6 +50,12 @@ void codec_nil (codec_builder_t *b);
 void codec_kv_str (codec_builder_t *b, const char *key, const char *value);
 void codec_kv_int (codec_builder_t *b, const char *key, int64_t value);
 void codec_kv_bool (codec_builder_t *b, const char *key, int value);
+/* key, then the time as RFC 3339 UTC, or nil when epoch_seconds <= 0. */
+void codec_kv_time (codec_builder_t *b, const char *key, int64_t epoch_seconds);
+/* key, then the words of a list separated by spaces or commas as an array of strings. */
+void codec_kv_words (codec_builder_t *b, const char *key, const char *list);
+/* The next word of a list separated by spaces or commas (*len bytes), or NULL at the end. */
+const char *codec_next_word (const char **p, size_t *len);
 /* Copies a decoded object as it is. */
 void codec_object (codec_builder_t *b, const msgpack_object *o);
 /* Packs a JSON value (object keys as strings, integers, reals, strings, arrays, booleans, null). */

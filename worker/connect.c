@@ -192,20 +192,6 @@ bad:
     return -1;
 }
 
-/* The next word of a list separated by spaces or commas; NULL at the end. */
-static const char *
-next_word (const char **p, size_t *len)
-{
-    const char *s = *p;
-    while (*s == ' ' || *s == ',')
-        s++;
-    if (!*s)
-        return NULL;
-    *len = strcspn (s, " ,");
-    *p = s + *len;
-    return s;
-}
-
 int
 connect_scope_granted (const char *granted, const char *scope)
 {
@@ -214,7 +200,7 @@ connect_scope_granted (const char *granted, const char *scope)
     size_t slen = strlen (scope), len;
     int short_openid = strcmp (scope, "email") == 0 || strcmp (scope, "profile") == 0;
     const char *p = granted ? granted : "", *word;
-    while ((word = next_word (&p, &len))) {
+    while ((word = codec_next_word (&p, &len))) {
         if (len == slen && memcmp (word, scope, len) == 0)
             return 1;
         if (short_openid && len > alen + slen) {
@@ -234,7 +220,7 @@ connect_missing_scopes (const char *wanted, const char *granted, char *out, size
     int count = 0;
     char scope [MAX_SCOPE_LEN + 1];
     out [0] = '\0';
-    while ((word = next_word (&p, &len))) {
+    while ((word = codec_next_word (&p, &len))) {
         if (len > MAX_SCOPE_LEN)
             continue;
         memcpy (scope, word, len);
@@ -246,32 +232,6 @@ connect_missing_scopes (const char *wanted, const char *granted, char *out, size
             n += (size_t) snprintf (out + n, outlen - n, "%s\"%s\"", n ? ", " : "", scope);
     }
     return count;
-}
-
-static void
-pack_words (codec_builder_t *o, const char *key, const char *s)
-{
-    const char *p = s ? s : "", *word;
-    size_t len;
-    uint32_t n = 0;
-    codec_str (o, key);
-    while (next_word (&p, &len))
-        n++;
-    codec_array (o, n);
-    p = s ? s : "";
-    while ((word = next_word (&p, &len)))
-        codec_strn (o, word, len);
-}
-
-static void
-pack_rfc3339 (codec_builder_t *o, const char *key, int64_t epoch)
-{
-    char buf [32];
-    codec_str (o, key);
-    if (epoch > 0)
-        codec_str (o, clock_rfc3339 (epoch, buf, sizeof buf));
-    else
-        codec_nil (o);
 }
 
 static char *
@@ -640,11 +600,11 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     codec_builder_t *o = worker_reply_begin (w, job, 1, 7);
     codec_kv_str (o, "authorization_url", url);
     codec_kv_str (o, "state", state);
-    pack_rfc3339 (o, "expires_at", expires_at);
+    codec_kv_time (o, "expires_at", expires_at);
     codec_kv_str (o, "integration", id);
     codec_kv_str (o, "provider", provider);
     codec_kv_str (o, "redirect_uri", redirect_uri);
-    pack_words (o, "scopes", scopes);
+    codec_kv_words (o, "scopes", scopes);
     worker_reply (w, job);
 out:
     PQclear (res);
@@ -1058,20 +1018,7 @@ on_exchange (void *arg, const http_response_t *resp)
     const char *hint_used = NULL;
     memset (&res, 0, sizeof res);
 
-    if (resp->status == 0) {
-        res.kind = OAUTH_TRANSIENT;
-        res.retry_after = -1;
-        snprintf (res.detail, sizeof res.detail, "%s: %s", resp->timed_out ? "provider call timed out" : "provider unreachable",
-                  resp->error ? resp->error : "no answer");
-    }
-    else
-    if (resp->too_large) {
-        res.kind = OAUTH_BAD_RESPONSE;
-        snprintf (res.detail, sizeof res.detail, "provider answer is larger than %lld bytes",
-                  (long long) w->cfg.max_provider_body);
-    }
-    else
-        oauth_parse_token_response (p, resp->status, resp->retry_after, resp->body, resp->body_len, &res);
+    oauth_read_response (p, resp, w->cfg.max_provider_body, &res);
 
     if (res.kind == OAUTH_OK) {
         exchange_succeeded (w, c, &res);
@@ -1365,7 +1312,7 @@ connect_report_scope (worker_t *w, job_t *job, const msgpack_object *root, const
     int ok = scope != NULL;
     const char *p = scope ? scope : "", *word;
     size_t len, count = 0;
-    while (ok && (word = next_word (&p, &len))) {
+    while (ok && (word = codec_next_word (&p, &len))) {
         ok = scope_token_ok (word, len);
         count++;
     }

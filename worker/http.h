@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <zmq.h>
 
-typedef struct {
+typedef struct http_response {
     long   status;              /* HTTP status, 0 when no answer arrived */
     const char *body;           /* NUL-terminated, may contain anything */
     size_t body_len;

@@ -1,5 +1,6 @@
 /* oauth.c - token endpoint requests and the classification of their answers */
 #include "oauth.h"
+#include "http.h"
 #include "crypto.h"
 #include "mem.h"
 #include <assert.h>
@@ -786,4 +787,28 @@ oauth_result_clear (oauth_result_t *r)
     memset (r, 0, sizeof *r);
     r->expires_in = -1;
     r->retry_after = -1;
+}
+
+void
+oauth_read_response (const catalog_provider_t *p, const http_response_t *resp, int64_t max_body, oauth_result_t *out)
+{
+    memset (out, 0, sizeof *out);
+    if (resp->status == 0) {
+        out->kind = OAUTH_TRANSIENT;
+        out->retry_after = -1;
+        out->expires_in = -1;
+        snprintf (out->detail, sizeof out->detail, "%s: %s",
+                  resp->timed_out ? "provider call timed out" : "provider unreachable",
+                  resp->error ? resp->error : "no answer");
+    }
+    else
+    if (resp->too_large) {
+        out->kind = OAUTH_BAD_RESPONSE;
+        out->retry_after = -1;
+        out->expires_in = -1;
+        out->http_status = resp->status;
+        snprintf (out->detail, sizeof out->detail, "provider answer is larger than %lld bytes", (long long) max_body);
+    }
+    else
+        oauth_parse_token_response (p, resp->status, resp->retry_after, resp->body, resp->body_len, out);
 }

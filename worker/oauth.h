@@ -80,6 +80,11 @@ void oauth_parse_token_response (const catalog_provider_t *p, long http_status,
                                  size_t body_len, oauth_result_t *out);
 /* Wipes the tokens, frees the strings and resets the fields (expires_in, retry_after -1). */
 void oauth_result_clear (oauth_result_t *r);
+/* Classifies a finished token-endpoint call: a transport failure (no answer, timeout) is
+ * OAUTH_TRANSIENT, a body over max_body is OAUTH_BAD_RESPONSE, anything else is parsed as above. */
+struct http_response;
+void oauth_read_response (const catalog_provider_t *p, const struct http_response *resp, int64_t max_body,
+                          oauth_result_t *out);
 
 /* Seconds to wait from a Retry-After value (delta-seconds or HTTP-date) relative to now,
  * capped at OAUTH_MAX_RETRY_AFTER; -1 when value is NULL or not parsable. */

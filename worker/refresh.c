@@ -502,20 +502,7 @@ refresh_on_response (void *arg, const http_response_t *resp)
     char message [512];
     memset (&res, 0, sizeof res);
 
-    if (resp->status == 0) {
-        res.kind = OAUTH_TRANSIENT;
-        res.retry_after = -1;
-        snprintf (res.detail, sizeof res.detail, "%s: %s", resp->timed_out ? "provider call timed out" : "provider unreachable",
-                  resp->error ? resp->error : "no answer");
-    }
-    else
-    if (resp->too_large) {
-        res.kind = OAUTH_BAD_RESPONSE;
-        snprintf (res.detail, sizeof res.detail, "provider answer is larger than %lld bytes",
-                  (long long) w->cfg.max_provider_body);
-    }
-    else
-        oauth_parse_token_response (r->provider, resp->status, resp->retry_after, resp->body, resp->body_len, &res);
+    oauth_read_response (r->provider, resp, w->cfg.max_provider_body, &res);
 
     metrics_observe (w->m.refresh_seconds, (double) (clock_mono_ms () - r->call_started_ms) / 1000.0);
     if (res.kind != OAUTH_OK)

@@ -217,38 +217,6 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     refresh_join (w, e, job);
 }
 
-static void
-pack_time (codec_builder_t *o, const char *key, int64_t epoch)
-{
-    char buf [32];
-    codec_str (o, key);
-    if (epoch > 0)
-        codec_str (o, clock_rfc3339 (epoch, buf, sizeof buf));
-    else
-        codec_nil (o);
-}
-
-/* A space-separated list as an array of strings. */
-static void
-pack_scopes (codec_builder_t *o, const char *key, const char *list)
-{
-    codec_str (o, key);
-    uint32_t n = 0;
-    const char *p = list ? list : "";
-    for (const char *q = p; *q; q++)
-        if (*q != ' ' && (q == p || q [-1] == ' '))
-            n++;
-    codec_array (o, n);
-    while (*p) {
-        while (*p == ' ')
-            p++;
-        size_t len = strcspn (p, " ");
-        if (len)
-            codec_strn (o, p, len);
-        p += len;
-    }
-}
-
 void
 requests_pack_integration (codec_builder_t *o, const store_row_t *row, const connect_extra_t *x)
 {
@@ -257,26 +225,26 @@ requests_pack_integration (codec_builder_t *o, const store_row_t *row, const con
     codec_kv_str (o, "provider", row->provider);
     codec_kv_str (o, "status", row->status);
     codec_kv_int (o, "generation", row->generation);
-    pack_time (o, "access_expires_at", row->access_ct ? row->access_expires_at : 0);
-    pack_scopes (o, "scopes", row->scopes);
+    codec_kv_time (o, "access_expires_at", row->access_ct ? row->access_expires_at : 0);
+    codec_kv_words (o, "scopes", row->scopes);
     codec_str (o, "last_error");
     if (row->last_error_code) {
         codec_map (o, 3);
         codec_kv_str (o, "code", row->last_error_code);
         codec_kv_str (o, "message", row->last_error_message ? row->last_error_message : "");
-        pack_time (o, "at", row->last_error_at);
+        codec_kv_time (o, "at", row->last_error_at);
     }
     else
         codec_nil (o);
-    pack_time (o, "last_refresh_at", row->last_refresh_at);
+    codec_kv_time (o, "last_refresh_at", row->last_refresh_at);
     codec_kv_str (o, "refresh_token_fingerprint", row->refresh_fingerprint);
-    pack_time (o, "created_at", row->created_at);
-    pack_time (o, "updated_at", row->updated_at);
+    codec_kv_time (o, "created_at", row->created_at);
+    codec_kv_time (o, "updated_at", row->updated_at);
     if (!x)
         return;
     /* the connect flow's fields (migration 002) */
     if (x->requested_scopes)
-        pack_scopes (o, "requested_scopes", x->requested_scopes);
+        codec_kv_words (o, "requested_scopes", x->requested_scopes);
     else {
         codec_str (o, "requested_scopes");
         codec_nil (o);
@@ -286,11 +254,11 @@ requests_pack_integration (codec_builder_t *o, const store_row_t *row, const con
     if (x->scope_report) {
         codec_map (o, 2);
         codec_kv_str (o, "scope", x->scope_report);
-        pack_time (o, "at", x->scope_report_at);
+        codec_kv_time (o, "at", x->scope_report_at);
     }
     else
         codec_nil (o);
-    pack_time (o, "disconnected_at", x->disconnected_at);
+    codec_kv_time (o, "disconnected_at", x->disconnected_at);
 }
 
 static void
@@ -405,7 +373,7 @@ op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     for (size_t i = 0; i < n; i++) {
         codec_map (o, 7);
         codec_kv_int (o, "generation", rows [i].generation);
-        pack_time (o, "at", rows [i].at);
+        codec_kv_time (o, "at", rows [i].at);
         codec_kv_str (o, "outcome", rows [i].outcome);
         codec_kv_str (o, "worker", rows [i].worker);
         codec_kv_str (o, "refresh_token_fingerprint", rows [i].refresh_fingerprint);
