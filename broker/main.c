@@ -37,8 +37,10 @@ main (int argc, char **argv)
     };
     char err [512];
     int rc = config_load (table, "ferrule-broker", argc, argv, err, sizeof err);
-    if (rc == 1)
+    if (rc == 1) {               /* --help was printed */
+        config_free (table);
         return 0;
+    }
     log_init ("broker", NULL);
     if (rc < 0 || log_set_level_name (log_level) != 0) {
         log_error (NULL, NULL, "%s", rc < 0 ? err : "invalid log level: use debug, info, warning or error");
