@@ -459,7 +459,9 @@ on_notify (void *arg, const char *worker, const char *integration)
 {
     worker_t *w = arg;
     if (!integration) {
-        cache_clear (w->cache);             /* connection lost: we may have missed changes */
+        /* connection lost: changes may go unnoticed until it is back, and the cache is cleared on
+         * reconnect. Meanwhile cached tokens keep being served: nothing can commit a change
+         * while the database is down, and callers keep working through an outage. */
         return;
     }
     if (worker && strcmp (worker, w->cfg.worker_id) == 0)

@@ -127,9 +127,19 @@ test_commit_retried_when_database_returns (void **state)
     assert_int_equal (itest_import (h, "out1:box", "fakebox", rt), 0);
     json_decref (harness_ctl (h, &rc, "token", "--integration", "out1:box", NULL));
     assert_int_equal (rc, 0);
+    char *rt2 = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "cached:box", "fakebox", rt2), 0);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", "cached:box", NULL));
+    assert_int_equal (rc, 0);
     itest_expire (h, "out1:box");
 
     pid_t child = token_while_database_stops ("out1:box");
+    /* while the database is down, a cached token is still served */
+    json_t *cached = harness_ctl (h, &rc, "token", "--integration", "cached:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_false (json_object_get (cached, "refreshed")));
+    json_decref (cached);
+    free (rt2);
     int status = 0;
     waitpid (child, &status, 0);
     /* the caller was told the truth: transient, database unavailable */
