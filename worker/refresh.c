@@ -215,6 +215,7 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
     cache_set_text (&e->provider, row->provider);
     cache_set_text (&e->scopes, row->scopes);
     e->status = (uint8_t) cache_status_from_text (row->status);
+    e->refresh_token_missing = (uint8_t) row->refresh_token_missing;
     mem_free_secret (&plain);
     return FR_OK;
 }

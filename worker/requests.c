@@ -100,17 +100,6 @@ entry_for (worker_t *w, const job_t *job, const char *id)
     char err [512];
     fr_status_t st;
     e = refresh_load (w, id, &st, err, sizeof err);
-    connect_extra_t x;
-    if (e && (st = connect_extra_load (w->store, id, &x, err, sizeof err)) == FR_OK) {
-        e->refresh_token_missing = (uint8_t) x.refresh_token_missing;    /* and no refresh token stored */
-        connect_extra_clear (&x);
-    }
-    else
-    if (e) {
-        if (!e->refresh)
-            cache_drop (w->cache, id);
-        e = NULL;
-    }
     if (!e) {
         if (st != FR_NOT_FOUND && st != FR_DATABASE_UNAVAILABLE)
             log_error (id, job->rid, "could not load the integration: %s", err);

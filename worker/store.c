@@ -25,7 +25,8 @@ struct store {
     "generation, array_to_string(scopes, ' '), last_error_code, last_error_message, " \
     "COALESCE(extract(epoch FROM last_error_at)::bigint, 0), COALESCE(extract(epoch FROM last_refresh_at)::bigint, 0), " \
     "extract(epoch FROM created_at)::bigint, extract(epoch FROM updated_at)::bigint, lease_owner, " \
-    "COALESCE(lease_id, 0), GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0)"
+    "COALESCE(lease_id, 0), GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0), " \
+    "refresh_token_missing AND refresh_token IS NULL"
 
 store_t *
 store_new (const char *conninfo, const char *worker_id)
@@ -253,6 +254,7 @@ store_fill_row (const PGresult *res, store_row_t *row)
     row->lease_owner = dup_or_null (res, 0, 16);
     row->lease_id = int_at (res, 0, 17);
     row->lease_ms_left = int_at (res, 0, 18);
+    row->refresh_token_missing = strcmp (PQgetvalue (res, 0, 19), "t") == 0;
 }
 
 void

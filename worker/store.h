@@ -31,6 +31,7 @@ typedef struct {
     char    *lease_owner;
     int64_t  lease_id;
     int64_t  lease_ms_left;          /* > 0 while someone holds a live lease */
+    int      refresh_token_missing;  /* connected without a refresh token (no_refresh_token) */
 } store_row_t;
 
 typedef struct {
