@@ -1,0 +1,1329 @@
+/* ferrule-bench: measures a running Ferrule (one broker, its workers, the fake provider and
+ * PostgreSQL, all started by scripts/bench) next to baselines measured in the same run, and
+ * prints one table. The scenarios, their targets and how each is measured are in
+ * docs/performance.md. Performance targets live here and there, never in timed tests. */
+#define _GNU_SOURCE
+#include "bench.h"
+#include "config.h"
+#include "crypto.h"
+#include "mem.h"
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+extern char **environ;
+
+/* ---- targets (docs/performance.md) ---- */
+#define TARGET_A_RATIO      0.6      /* cache-hit throughput / bare ZeroMQ echo */
+#define TARGET_A_P99_US     2000.0   /* p99 at half the peak rate */
+#define TARGET_B_RATIO      0.5      /* committed refreshes / pgbench same-shape transactions */
+#define TARGET_C_FRACTION   0.8      /* of C / provider latency, unless (b) binds first */
+#define TARGET_E_BYTES      1024.0   /* worker RSS per cached integration */
+
+#define C_LATENCY_MS        100      /* provider latency in (c) and (d) */
+#define ACCESS_TTL_S        3600     /* the fake provider's access tokens */
+#define MAX_WORKERS         16
+
+typedef struct {
+    char *broker, *database_url, *fake_url, *worker_pids, *pgbench, *scenarios, *workdir, *key, *latency_dump;
+    int64_t broker_pid, reps, duration_ms, sockets, window_small, window_large, b_window, b_integrations,
+            c_concurrency, storm, e_integrations, token_bytes, a_integrations;
+} options_t;
+
+static options_t opt;
+static pid_t worker_pid [MAX_WORKERS];
+static int nworkers;
+static CURL *curl;
+static PGconn *db;
+
+/* ---- the result table ---- */
+
+#define MAX_ROWS 16
+typedef struct {
+    char scenario [72], ferrule [40], baseline [40], ratio [16], target [40], verdict [12];
+} row_t;
+static row_t rows [MAX_ROWS];
+static int nrows;
+static char notes [4096];
+
+/* Adds a row to the table printed at the end. */
+static void
+row_add (const char *scenario, const char *ferrule, const char *baseline, const char *ratio,
+         const char *target, const char *verdict)
+{
+    if (nrows == MAX_ROWS)
+        return;
+    row_t *r = &rows [nrows++];
+    snprintf (r->scenario, sizeof r->scenario, "%s", scenario);
+    snprintf (r->ferrule, sizeof r->ferrule, "%s", ferrule);
+    snprintf (r->baseline, sizeof r->baseline, "%s", baseline);
+    snprintf (r->ratio, sizeof r->ratio, "%s", ratio);
+    snprintf (r->target, sizeof r->target, "%s", target);
+    snprintf (r->verdict, sizeof r->verdict, "%s", verdict);
+}
+
+/* Adds a line to the notes printed under the table. */
+static void
+note (const char *format, ...)
+{
+    size_t len = strlen (notes);
+    va_list ap;
+    va_start (ap, format);
+    vsnprintf (notes + len, sizeof notes - len, format, ap);
+    va_end (ap);
+    len = strlen (notes);
+    if (len + 1 < sizeof notes) {
+        notes [len] = '\n';
+        notes [len + 1] = '\0';
+    }
+}
+
+/* Progress on stderr. */
+static void
+say (const char *format, ...)
+{
+    va_list ap;
+    va_start (ap, format);
+    fputs ("ferrule-bench: ", stderr);
+    vfprintf (stderr, format, ap);
+    fputc ('\n', stderr);
+    va_end (ap);
+}
+
+/* Says why and exits 1 (scripts/bench stops everything it started). */
+static void
+die (const char *format, ...)
+{
+    va_list ap;
+    va_start (ap, format);
+    fputs ("ferrule-bench: ", stderr);
+    vfprintf (stderr, format, ap);
+    fputc ('\n', stderr);
+    va_end (ap);
+    exit (1);
+}
+
+/* printf into one of 16 rotating buffers: for table cells and labels, used at once. */
+static char *
+fmt (const char *f, ...)
+{
+    static char ring [16][64];
+    static int next;
+    char *out = ring [next++ % 16];
+    va_list ap;
+    va_start (ap, f);
+    vsnprintf (out, 64, f, ap);
+    va_end (ap);
+    return out;
+}
+
+/* ---- the fake provider's admin API ---- */
+
+/* curl write callback: appends to a capped buffer. */
+static size_t
+curl_collect (char *data, size_t size, size_t nmemb, void *userp)
+{
+    mem_buf_t *b = userp;
+    return mem_buf_append (b, data, size * nmemb) == 0 ? size * nmemb : 0;
+}
+
+/* One admin call; the reply as JSON (caller decrefs), or NULL when it failed. */
+static json_t *
+fake_call (const char *method, const char *path, json_t *body)
+{
+    char url [512];
+    snprintf (url, sizeof url, "%s%s", opt.fake_url, path);
+    char *text = body ? json_dumps (body, JSON_COMPACT) : NULL;
+    mem_buf_t buf;
+    mem_buf_init (&buf, 1 << 20);
+    struct curl_slist *h = curl_slist_append (NULL, "Content-Type: application/json");
+    curl_easy_reset (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt (curl, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, curl_collect);
+    curl_easy_setopt (curl, CURLOPT_WRITEDATA, &buf);
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 10000L);
+    curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
+    if (text)
+        curl_easy_setopt (curl, CURLOPT_POSTFIELDS, text);
+    long status = 0;
+    CURLcode cc = curl_easy_perform (curl);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    json_t *out = NULL;
+    if (cc == CURLE_OK && status >= 200 && status < 300)
+        out = buf.len ? json_loadb (buf.data, buf.len, 0, NULL) : json_object ();
+    else
+        say ("fake provider: %s %s answered %ld%s%s", method, path, status, cc != CURLE_OK ? ": " : "",
+             cc != CURLE_OK ? curl_easy_strerror (cc) : "");
+    curl_slist_free_all (h);
+    mem_buf_free (&buf);
+    free (text);
+    return out;
+}
+
+/* Sets a provider's latency, access token lifetime and rotation mode at the fake provider. */
+static void
+fake_configure (const char *provider, int latency_ms, const char *mode)
+{
+    char path [128];
+    snprintf (path, sizeof path, "/admin/providers/%s", provider);
+    json_t *body = json_pack ("{s:i, s:i, s:s}", "latency_ms", latency_ms, "access_ttl", ACCESS_TTL_S, "mode", mode);
+    json_t *r = fake_call ("PUT", path, body);
+    json_decref (body);
+    if (!r)
+        die ("could not configure provider \"%s\" at the fake provider", provider);
+    json_decref (r);
+}
+
+/* A counter of the fake provider's /admin/stats for one provider, e.g. "refresh_calls"; -1 if none. */
+static long long
+fake_stat (const char *provider, const char *counter)
+{
+    json_t *s = fake_call ("GET", "/admin/stats", NULL);
+    json_t *p = json_object_get (json_object_get (s, "providers"), provider);
+    long long v = p ? (long long) json_integer_value (json_object_get (p, counter)) : -1;
+    json_decref (s);
+    return v;
+}
+
+/* n grants at the fake provider: their refresh tokens (caller frees). */
+static char **
+fake_grants (const char *provider, size_t n)
+{
+    char **rt = calloc (n, sizeof *rt);
+    json_t *body = json_pack ("{s:s}", "provider", provider);
+    for (size_t i = 0; i < n; i++) {
+        json_t *g = fake_call ("POST", "/admin/grants", body);
+        const char *t = json_string_value (json_object_get (g, "refresh_token"));
+        if (!t)
+            die ("the fake provider made no grant for \"%s\"", provider);
+        rt [i] = strdup (t);
+        json_decref (g);
+    }
+    json_decref (body);
+    return rt;
+}
+
+/* ---- PostgreSQL ---- */
+
+/* Runs one statement on the benchmark's own connection; any failure ends the run. */
+static void
+db_exec (const char *sql)
+{
+    PGresult *res = PQexec (db, sql);
+    ExecStatusType st = PQresultStatus (res);
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+        die ("database: %s", PQresultErrorMessage (res));
+    PQclear (res);
+}
+
+/* A query that returns one integer. */
+static long long
+db_int (const char *sql)
+{
+    PGresult *res = PQexec (db, sql);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1)
+        die ("database: %s", PQresultErrorMessage (res));
+    long long v = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+    PQclear (res);
+    return v;
+}
+
+/* Refreshes committed so far: the chain rows they wrote. */
+static long long
+committed_refreshes (void)
+{
+    return db_int ("SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'");
+}
+
+/* ---- processes ---- */
+
+/* VmRSS of a process in KiB; -1 when it is gone. */
+static long
+rss_kib (pid_t pid)
+{
+    char path [64], line [256];
+    snprintf (path, sizeof path, "/proc/%d/status", (int) pid);
+    FILE *f = fopen (path, "r");
+    long kib = -1;
+    if (!f)
+        return -1;
+    while (fgets (line, sizeof line, f))
+        if (strncmp (line, "VmRSS:", 6) == 0)
+            kib = strtol (line + 6, NULL, 10);
+    fclose (f);
+    return kib;
+}
+
+/* Starts this program again with argv (an echo broker or worker); stdout_fd, if not -1, becomes
+ * its standard output. */
+static pid_t
+spawn_self (char *const argv [], int stdout_fd)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init (&fa);
+    if (stdout_fd >= 0)
+        posix_spawn_file_actions_adddup2 (&fa, stdout_fd, STDOUT_FILENO);
+    pid_t pid = -1;
+    int rc = posix_spawn (&pid, "/proc/self/exe", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy (&fa);
+    if (rc != 0)
+        die ("could not start \"%s %s\": %s", argv [0], argv [1], strerror (rc));
+    return pid;
+}
+
+/* SIGTERM, up to 5 s to exit, then SIGKILL; reaps it. */
+static void
+stop_process (pid_t pid)
+{
+    if (pid <= 0)
+        return;
+    kill (pid, SIGTERM);
+    for (int i = 0; i < 50; i++) {
+        if (waitpid (pid, NULL, WNOHANG) == pid)
+            return;
+        usleep (100000);
+    }
+    kill (pid, SIGKILL);
+    waitpid (pid, NULL, 0);
+}
+
+/* One line from fd within timeout_ms; 0 or -1. */
+static int
+read_line (int fd, char *out, size_t size, int timeout_ms)
+{
+    size_t len = 0;
+    int64_t until = bench_now_us () + (int64_t) timeout_ms * 1000;
+    while (len + 1 < size && bench_now_us () < until) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (poll (&p, 1, 100) <= 0)
+            continue;
+        char c;
+        if (read (fd, &c, 1) != 1)
+            return -1;
+        if (c == '\n') {
+            out [len] = '\0';
+            return 0;
+        }
+        out [len++] = c;
+    }
+    return -1;
+}
+
+typedef struct {
+    pid_t broker;
+    pid_t workers [MAX_WORKERS];
+    int nworkers;
+    char frontend [256];
+} echo_t;
+
+/* Starts the echo broker and its workers and waits until every worker has said hello. */
+static void
+echo_start (echo_t *e, int workers, int token_bytes)
+{
+    int fds [2];
+    memset (e, 0, sizeof *e);
+    if (pipe2 (fds, O_CLOEXEC) != 0)
+        die ("pipe: %s", strerror (errno));
+    char n [16], tb [16];
+    snprintf (n, sizeof n, "%d", workers);
+    snprintf (tb, sizeof tb, "%d", token_bytes);
+    char *bargv [] = { "ferrule-bench", "--echo-broker", n, NULL };
+    e->broker = spawn_self (bargv, fds [1]);
+    close (fds [1]);
+    char line [600], backend [300];
+    if (read_line (fds [0], line, sizeof line, 10000) != 0 || sscanf (line, "%255s %299s", e->frontend, backend) != 2)
+        die ("the echo broker did not say where it listens");
+    for (int i = 0; i < workers; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "echo-%d", i + 1);
+        char *wargv [] = { "ferrule-bench", "--echo-worker", backend, id, tb, NULL };
+        e->workers [e->nworkers++] = spawn_self (wargv, -1);
+    }
+    if (read_line (fds [0], line, sizeof line, 10000) != 0 || strcmp (line, "ready") != 0)
+        die ("the echo workers did not reach the echo broker within 10 s");
+    close (fds [0]);
+}
+
+/* Stops the echo workers, then the echo broker. */
+static void
+echo_stop (echo_t *e)
+{
+    for (int i = 0; i < e->nworkers; i++)
+        stop_process (e->workers [i]);
+    stop_process (e->broker);
+}
+
+/* ---- Ferrule ---- */
+
+/* Waits until the broker sees every worker and every partition has an owner. */
+static void
+wait_ready (int workers)
+{
+    void *ctx = zmq_ctx_new ();
+    void *s = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_connect (s, opt.broker);
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 1);
+    codec_kv_str (b, "op", "ping");
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    int64_t until = bench_now_us () + 60 * 1000000LL;
+    int ready = 0;
+    int64_t seen_workers = -1;
+    while (!ready && bench_now_us () < until) {
+        zmq_send (s, "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        zmq_send (s, CODEC_CLIENT_PROTOCOL, 4, ZMQ_SNDMORE);
+        zmq_send (s, body, len, 0);
+        zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, 1000) > 0) {
+            zmq_msg_t m [3];
+            int n = 0, more = 1;
+            while (more && n < 3) {
+                zmq_msg_init (&m [n]);
+                if (zmq_msg_recv (&m [n], s, 0) < 0)
+                    break;
+                more = zmq_msg_more (&m [n]);
+                n++;
+            }
+            codec_msg_t *msg = NULL;
+            char err [128];
+            int64_t w = 0, parts = 0, owned = -1;
+            if (n == 3 && codec_decode (zmq_msg_data (&m [2]), zmq_msg_size (&m [2]), &msg, err, sizeof err) == FR_OK) {
+                const msgpack_object *root = codec_msg_root (msg);
+                codec_get_int (root, "workers", &w);
+                codec_get_int (root, "partitions", &parts);
+                codec_get_int (root, "partitions_owned", &owned);
+                seen_workers = w;
+                ready = w >= workers && owned == parts;
+            }
+            codec_msg_destroy (&msg);
+            for (int i = 0; i < n; i++)
+                zmq_msg_close (&m [i]);
+        }
+        if (!ready)
+            usleep (200000);
+    }
+    codec_builder_destroy (&b);
+    zmq_close (s);
+    zmq_ctx_term (ctx);
+    if (!ready)
+        die ("the broker at \"%s\" does not see %d workers after 60 s (it sees %lld)", opt.broker, workers,
+             (long long) seen_workers);
+}
+
+/* n integration ids prefix000001 ... (caller frees with free_strings). */
+static char **
+make_ids (const char *prefix, size_t n)
+{
+    char **ids = calloc (n, sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        char id [128];
+        snprintf (id, sizeof id, "%s%06zu", prefix, i + 1);     /* 1-based: pgbench's random(1, n) */
+        ids [i] = strdup (id);
+    }
+    return ids;
+}
+
+/* Frees an array of n strings and the array. */
+static void
+free_strings (char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free (v [i]);
+    free (v);
+}
+
+typedef struct {
+    const char *provider;
+    char **refresh_tokens;
+    char **access_tokens;           /* NULL: imported without an access token */
+} import_arg_t;
+
+/* The import request's own keys (load_extra_fn). */
+static void
+import_extra (codec_builder_t *b, size_t i, void *arg)
+{
+    import_arg_t *a = arg;
+    codec_kv_str (b, "provider", a->provider);
+    codec_kv_str (b, "refresh_token", a->refresh_tokens [i]);
+    if (a->access_tokens) {
+        codec_kv_str (b, "access_token", a->access_tokens [i]);
+        codec_kv_int (b, "expires_in", 86400);
+    }
+}
+
+/* A load generator on the configured number of sockets, or exit. */
+static load_t *
+client (const char *endpoint)
+{
+    load_t *l = load_new (endpoint, (int) opt.sockets);
+    if (!l)
+        exit (1);
+    return l;
+}
+
+/* Imports n integrations through the service (pipelined), every one must succeed. */
+static void
+import_all (load_t *l, char **ids, size_t n, import_arg_t *arg)
+{
+    load_spec_t spec = { .op = "import", .ids = ids, .nids = n, .window = 64, .max_requests = n,
+                         .deadline_ms = 30000, .extra = import_extra, .nextra = arg->access_tokens ? 4 : 2,
+                         .extra_arg = arg };
+    load_result_t r;
+    load_run (l, &spec, &r);
+    if (r.ok != n)
+        die ("importing %zu integrations for \"%s\": %llu ok, %llu errors (%s), %llu lost", n, arg->provider,
+             (unsigned long long) r.ok, (unsigned long long) r.errors, r.first_error, (unsigned long long) r.lost);
+    say ("imported %zu integrations for provider \"%s\" in %.1f s", n, arg->provider, r.elapsed_s);
+}
+
+/* One pass of op over every id, window in flight; returns the number of ok replies. */
+static uint64_t
+touch_all (load_t *l, const char *op, char **ids, size_t n, int window, load_result_t *r)
+{
+    load_spec_t spec = { .op = op, .ids = ids, .nids = n, .window = window, .max_requests = n,
+                         .deadline_ms = 30000, .time_limit_ms = 600000 };
+    load_run (l, &spec, r);
+    return r->ok;
+}
+
+/* 1 when --scenarios names this one. */
+static int
+want (char scenario)
+{
+    return strchr (opt.scenarios, scenario) != NULL;
+}
+
+/* The result column. */
+static const char *
+verdict (int met)
+{
+    return met ? "met" : "MISSED";
+}
+
+/* Says (and keeps for the notes) when a run had error replies or requests without an answer. */
+static void
+check_run (const char *what, const load_result_t *r)
+{
+    if (r->errors || r->lost) {
+        say ("%s: %llu errors (first: %s), %llu without an answer", what, (unsigned long long) r->errors,
+             r->first_error, (unsigned long long) r->lost);
+        note ("%s: %llu error replies (first: %s), %llu unanswered", what, (unsigned long long) r->errors,
+              r->first_error, (unsigned long long) r->lost);
+    }
+}
+
+/* ---- (a) cache-hit token requests next to a bare ZeroMQ echo ---- */
+
+/* CPU time (user + system, every thread) a process has used, in microseconds; -1 if gone. */
+static double
+cpu_us (pid_t pid)
+{
+    char path [64], buf [1024];
+    snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+    FILE *f = fopen (path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread (buf, 1, sizeof buf - 1, f);
+    fclose (f);
+    buf [n] = '\0';
+    char *p = strrchr (buf, ')');
+    unsigned long long ut = 0, st = 0;
+    /* after the command: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (!p || sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (double) (ut + st) * 1e6 / (double) sysconf (_SC_CLK_TCK);
+}
+
+/* The processes of one side of (a): its broker, its workers and this client. */
+typedef struct {
+    pid_t broker;
+    pid_t workers [MAX_WORKERS];
+    int nworkers;
+    double broker_us, workers_us, client_us;   /* summed over the measured runs */
+    double requests;
+} side_t;
+
+typedef struct {
+    double broker, workers, client;
+} cpu_mark_t;
+
+/* CPU used so far by a side's broker, its workers and this client. */
+static cpu_mark_t
+cpu_mark (const side_t *s)
+{
+    cpu_mark_t m = { cpu_us (s->broker), 0, cpu_us (getpid ()) };
+    for (int i = 0; i < s->nworkers; i++)
+        m.workers += cpu_us (s->workers [i]);
+    return m;
+}
+
+/* Adds what a side used since before, and the requests it answered, to its totals. */
+static void
+cpu_add (side_t *s, const cpu_mark_t *before, double requests)
+{
+    cpu_mark_t after = cpu_mark (s);
+    s->broker_us += after.broker - before->broker;
+    s->workers_us += after.workers - before->workers;
+    s->client_us += after.client - before->client;
+    s->requests += requests;
+}
+
+static load_t *ferrule_client;     /* (a): the client of Ferrule's broker, for sf_served */
+static uint64_t sf_served;          /* ok replies Ferrule sent in (a) */
+
+/* Closed loop, window in flight for the duration: ok replies per second within it. */
+static double
+closed_rate (load_t *l, char **ids, size_t n, int window, load_result_t *r)
+{
+    load_spec_t spec = { .op = "token", .ids = ids, .nids = n, .window = window,
+                         .duration_ms = opt.duration_ms, .deadline_ms = 5000 };
+    load_run (l, &spec, r);
+    if (l == ferrule_client)
+        sf_served += r->ok;
+    return (double) r->ok_in_time / ((double) opt.duration_ms / 1000.0);
+}
+
+/* Latency at a fixed request rate: p50 and p99 of one run. */
+static void
+paced (load_t *l, char **ids, size_t n, double rate, double *p50, double *p99, const char *what)
+{
+    static FILE *dump;
+    if (opt.latency_dump && !dump && !(dump = fopen (opt.latency_dump, "a")))
+        die ("could not open \"%s\": %s", opt.latency_dump, strerror (errno));
+    if (dump)
+        fprintf (dump, "# %s\n", what);
+    load_spec_t spec = { .op = "token", .ids = ids, .nids = n, .rate = rate, .duration_ms = opt.duration_ms,
+                         .deadline_ms = 5000, .keep_latencies = 1, .dump = dump };
+    load_result_t r;
+    load_run (l, &spec, &r);
+    if (l == ferrule_client)
+        sf_served += r.ok;
+    if (dump)
+        fflush (dump);
+    check_run (what, &r);
+    *p50 = r.p50_us;
+    *p99 = r.p99_us;
+    say ("%s: p50 %.0f us, p99 %.0f us, max %.0f us at %.0f req/s (%.0f/s answered in time)", what, r.p50_us,
+         r.p99_us, r.max_us, rate, (double) r.ok_in_time / ((double) opt.duration_ms / 1000.0));
+}
+
+/* CPUs (of the machine's) a side's processes and the client kept busy while it ran, on average. */
+static double
+cpus_busy (const side_t *s, const cpu_mark_t *before, int64_t since_us)
+{
+    cpu_mark_t after = cpu_mark (s);
+    double used = (after.broker - before->broker) + (after.workers - before->workers) + (after.client - before->client);
+    return used / (double) (bench_now_us () - since_us);
+}
+
+/* One latency row: reps of each side at its rate, alternated; medians of p50 and p99. */
+static void
+latency_row (load_t *f, load_t *e, side_t *sf, side_t *se, char **ids, size_t n, double rate_f, double rate_e,
+             const char *label_in, int with_target)
+{
+    char label [64];
+    snprintf (label, sizeof label, "%s", label_in);      /* fmt ()'s buffers are reused below */
+    int reps = (int) opt.reps;
+    double *v = calloc (6 * (size_t) reps, sizeof *v);
+    double *p50f = v, *p99f = v + reps, *p50e = v + 2 * reps, *p99e = v + 3 * reps, *cpuf = v + 4 * reps,
+           *cpue = v + 5 * reps;
+    for (int k = 0; k < reps; k++) {
+        cpu_mark_t m = cpu_mark (sf);
+        int64_t t = bench_now_us ();
+        paced (f, ids, n, rate_f, &p50f [k], &p99f [k], fmt ("(a) %s, Ferrule, rep %d", label, k + 1));
+        cpuf [k] = cpus_busy (sf, &m, t);
+        m = cpu_mark (se);
+        t = bench_now_us ();
+        paced (e, ids, n, rate_e, &p50e [k], &p99e [k], fmt ("(a) %s, echo, rep %d", label, k + 1));
+        cpue [k] = cpus_busy (se, &m, t);
+    }
+    note ("(a) %s: Ferrule's broker, workers and the client kept %.2f CPUs busy, the echo's %.2f (of %ld)", label,
+          bench_median (cpuf, (size_t) reps), bench_median (cpue, (size_t) reps), sysconf (_SC_NPROCESSORS_ONLN));
+    double p99 = bench_median (p99f, (size_t) reps);
+    row_add (fmt ("(a) p50 / p99 us, %s", label), fmt ("%.0f / %.0f", bench_median (p50f, (size_t) reps), p99),
+             fmt ("echo %.0f / %.0f", bench_median (p50e, (size_t) reps), bench_median (p99e, (size_t) reps)), "-",
+             with_target ? fmt ("p99 <= %.0f", TARGET_A_P99_US) : "-",
+             with_target ? verdict (p99 <= TARGET_A_P99_US) : "-");
+    free (v);
+}
+
+/* (a): peaks at two windows, then latency at fixed rates, Ferrule and the echo alternated. */
+static void
+scenario_a (void)
+{
+    size_t n = (size_t) opt.a_integrations;
+    char **ids = make_ids ("bench-a:acct", n);
+    char **rts = calloc (n, sizeof *rts), **ats = calloc (n, sizeof *ats);
+    for (size_t i = 0; i < n; i++) {
+        rts [i] = crypto_random_token (32);
+        char *t = crypto_random_token ((size_t) opt.token_bytes);   /* base64url: 4/3 as long */
+        t [opt.token_bytes] = '\0';
+        ats [i] = t;
+    }
+    load_t *f = client (opt.broker);
+    ferrule_client = f;
+    import_arg_t arg = { "bencha", rts, ats };
+    import_all (f, ids, n, &arg);
+    load_result_t r;
+    if (touch_all (f, "token", ids, n, 64, &r) != n)     /* loads every one into its worker's cache */
+        die ("(a) warm-up: %llu of %zu token requests failed (%s)", (unsigned long long) (n - r.ok), n, r.first_error);
+    size_t ferrule_reply = r.reply_bytes, request = r.request_bytes;
+
+    echo_t echo;
+    echo_start (&echo, nworkers, (int) opt.token_bytes);
+    load_t *e = client (echo.frontend);
+    touch_all (e, "token", ids, n, 64, &r);
+    size_t echo_reply = r.reply_bytes;
+    say ("(a) request body %zu bytes; reply body %zu bytes (Ferrule), %zu bytes (echo)", request, ferrule_reply,
+         echo_reply);
+    if (echo_reply != ferrule_reply)
+        note ("(a) the echo reply is %zu bytes, Ferrule's %zu", echo_reply, ferrule_reply);
+
+    side_t sf = { .broker = opt.broker_pid, .nworkers = nworkers }, se = { .broker = echo.broker, .nworkers = echo.nworkers };
+    memcpy (sf.workers, worker_pid, sizeof sf.workers);
+    memcpy (se.workers, echo.workers, sizeof se.workers);
+
+    uint64_t served_before = sf_served;
+    /* a short run of each first, so that neither is measured cold */
+    closed_rate (f, ids, n, (int) opt.window_large, &r);
+    closed_rate (e, ids, n, (int) opt.window_large, &r);
+
+    int windows [2] = { (int) opt.window_small, (int) opt.window_large };
+    double peak_f = 0, peak_e = 0;
+    int reps = (int) opt.reps;
+    for (int w = 0; w < 2; w++) {
+        double *rf = calloc ((size_t) reps, sizeof *rf), *re = calloc ((size_t) reps, sizeof *re);
+        for (int k = 0; k < reps; k++) {          /* alternated, so drift on a shared machine hits both */
+            cpu_mark_t m = cpu_mark (&sf);
+            rf [k] = closed_rate (f, ids, n, windows [w], &r);
+            if (w == 1)
+                cpu_add (&sf, &m, (double) r.ok);
+            check_run ("(a) Ferrule", &r);
+            m = cpu_mark (&se);
+            re [k] = closed_rate (e, ids, n, windows [w], &r);
+            if (w == 1)
+                cpu_add (&se, &m, (double) r.ok);
+            check_run ("(a) echo", &r);
+            say ("(a) %d in flight, rep %d: Ferrule %.0f/s, echo %.0f/s", windows [w], k + 1, rf [k], re [k]);
+        }
+        double mf = bench_median (rf, (size_t) reps), me = bench_median (re, (size_t) reps);
+        if (mf > peak_f)
+            peak_f = mf;
+        if (me > peak_e)
+            peak_e = me;
+        double ratio = me > 0 ? mf / me : 0;
+        row_add (fmt ("(a) cache-hit token req/s, %d in flight", windows [w]), fmt ("%.0f", mf), fmt ("echo %.0f", me),
+                 fmt ("%.2f", ratio), fmt (">= %.1f x echo", TARGET_A_RATIO), verdict (ratio >= TARGET_A_RATIO));
+        free (rf);
+        free (re);
+    }
+    if (sf.requests > 0 && se.requests > 0 && sf.broker > 0)
+        note ("(a) CPU per request at %d in flight (all threads, user + system): Ferrule broker %.1f us, workers %.1f us,"
+              " client %.1f us; echo broker %.1f us, echo workers %.1f us, client %.1f us", windows [1],
+              sf.broker_us / sf.requests, sf.workers_us / sf.requests, sf.client_us / sf.requests,
+              se.broker_us / se.requests, se.workers_us / se.requests, se.client_us / se.requests);
+
+    latency_row (f, e, &sf, &se, ids, n, peak_f / 2, peak_e / 2, "each at half its peak", 1);
+    latency_row (f, e, &sf, &se, ids, n, peak_f / 2, peak_f / 2, fmt ("both at %.0f req/s", peak_f / 2), 0);
+    latency_row (f, e, &sf, &se, ids, n, 1000, 1000, "both at 1000 req/s", 0);
+    note ("(a) %d client sockets; request body %zu B, reply body %zu B (access tokens of %lld B); half peak: Ferrule"
+          " %.0f req/s, echo %.0f req/s; latency from each request's scheduled send time", (int) opt.sockets, request,
+          ferrule_reply, (long long) opt.token_bytes, peak_f / 2, peak_e / 2);
+    say ("(a) Ferrule answered %llu token requests since the warm-up started", (unsigned long long) (sf_served - served_before));
+    load_destroy (&e);
+    echo_stop (&echo);
+    load_destroy (&f);
+    free_strings (ids, n);
+    free_strings (rts, n);
+    free_strings (ats, n);
+}
+
+/* ---- (b) committed refreshes next to pgbench, (c) with 100 ms provider latency ---- */
+
+#define ROW_COLUMNS \
+    "id, provider, status, key_id, access_token, " \
+    "COALESCE(extract(epoch FROM access_expires_at)::bigint, 0), refresh_token, refresh_fingerprint, " \
+    "generation, array_to_string(scopes, ' '), last_error_code, last_error_message, " \
+    "COALESCE(extract(epoch FROM last_error_at)::bigint, 0), COALESCE(extract(epoch FROM last_refresh_at)::bigint, 0), " \
+    "extract(epoch FROM created_at)::bigint, extract(epoch FROM updated_at)::bigint, lease_owner, " \
+    "COALESCE(lease_id, 0), GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0)"
+
+/* A copy of both tables, rows and all, in schema pgb, for pgbench. */
+static void
+pgbench_copy_tables (void)
+{
+    db_exec ("DROP SCHEMA IF EXISTS pgb CASCADE");
+    db_exec ("CREATE SCHEMA pgb");
+    db_exec ("CREATE TABLE pgb.integrations (LIKE public.integrations INCLUDING ALL)");
+    db_exec ("INSERT INTO pgb.integrations SELECT * FROM public.integrations");
+    db_exec ("CREATE TABLE pgb.token_chain (LIKE public.token_chain INCLUDING ALL)");
+    db_exec ("CREATE SEQUENCE pgb.token_chain_seq OWNED BY pgb.token_chain.seq");
+    db_exec ("ALTER TABLE pgb.token_chain ALTER COLUMN seq SET DEFAULT nextval('pgb.token_chain_seq')");
+    db_exec ("INSERT INTO pgb.token_chain SELECT * FROM public.token_chain");
+    db_exec ("SELECT setval('pgb.token_chain_seq', (SELECT COALESCE(max(seq), 0) + 1 FROM pgb.token_chain))");
+    db_exec ("ALTER TABLE pgb.token_chain ADD FOREIGN KEY (integration_id) REFERENCES pgb.integrations (id)");
+    db_exec ("CREATE TRIGGER token_chain_no_update BEFORE UPDATE OR DELETE ON pgb.token_chain"
+             " FOR EACH ROW EXECUTE FUNCTION public.token_chain_append_only()");
+    db_exec ("ANALYZE integrations");
+    db_exec ("ANALYZE token_chain");
+    db_exec ("ANALYZE pgb.integrations");
+    db_exec ("ANALYZE pgb.token_chain");
+}
+
+/* Writes a pgbench script; returns its path (caller frees). */
+static char *
+pgbench_script (const char *name, const char *text)
+{
+    char *path = mem_alloc (strlen (opt.workdir) + strlen (name) + 2);
+    sprintf (path, "%s/%s", opt.workdir, name);
+    FILE *f = fopen (path, "w");
+    if (!f || fputs (text, f) < 0 || fclose (f) != 0)
+        die ("could not write \"%s\": %s", path, strerror (errno));
+    return path;
+}
+
+/* The two pgbench scripts over the rows prefix000001 .. prefix<count>:
+ * same_shape: the one transaction of the brief (BEGIN; SELECT ... FOR UPDATE; INSERT the chain row;
+ *             UPDATE tokens and generation; COMMIT);
+ * statements: the worker's own statements for one refresh, as store.c sends them: the claim
+ *             (BEGIN; SELECT ... FOR UPDATE; UPDATE the lease; COMMIT) and the commit (one
+ *             statement: UPDATE, INSERT the chain row, pg_notify), minus the provider call. */
+static void
+pgbench_prepare (const char *prefix, size_t count, char **same_shape, char **statements)
+{
+    pgbench_copy_tables ();
+    /* the tokens as the worker stores them: nonce || ciphertext || tag of a 40-byte token */
+    char ct [2 * (40 + CRYPTO_OVERHEAD) + 1];
+    for (size_t i = 0; i < sizeof ct - 1; i++)
+        ct [i] = "0123456789abcdef" [(i * 7 + 3) % 16];
+    ct [sizeof ct - 1] = '\0';
+    char id [160];
+    snprintf (id, sizeof id, "'%s' || lpad(:n::text, 6, '0')", prefix);
+    size_t cap = 16384;
+    char *text = mem_alloc (cap);
+    snprintf (text, cap,
+              "\\set n random(1, %zu)\n"
+              "BEGIN;\n"
+              "SELECT " ROW_COLUMNS " FROM pgb.integrations WHERE id = %s FOR UPDATE;\n"
+              "INSERT INTO pgb.token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated)"
+              " VALUES (%s, 1, 'pgbench', 'refreshed', '0123456789abcdef', true);\n"
+              "UPDATE pgb.integrations SET access_token = '\\x%s'::bytea, access_expires_at = now() + interval '1 hour',"
+              " refresh_token = '\\x%s'::bytea, refresh_fingerprint = '0123456789abcdef', generation = generation + 1,"
+              " lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL, last_refresh_at = now(),"
+              " last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
+              " WHERE id = %s;\n"
+              "COMMIT;\n",
+              count, id, id, ct, ct, id);
+    *same_shape = pgbench_script ("pgbench-same-shape.sql", text);
+    snprintf (text, cap,
+              "\\set n random(1, %zu)\n"
+              "BEGIN;\n"
+              "SELECT " ROW_COLUMNS " FROM pgb.integrations WHERE id = %s FOR UPDATE;\n"
+              "UPDATE pgb.integrations SET lease_owner = 'pgbench', lease_id = :n,"
+              " lease_expires_at = clock_timestamp() + 45000 * interval '1 millisecond' WHERE id = %s;\n"
+              "COMMIT;\n"
+              "WITH u AS ("
+              "  UPDATE pgb.integrations SET key_id = key_id, access_token = '\\x%s'::bytea,"
+              "    access_expires_at = to_timestamp(extract(epoch FROM now())::bigint + 3600),"
+              "    refresh_token = '\\x%s'::bytea, refresh_fingerprint = '0123456789abcdef', generation = generation + 1,"
+              "    scopes = COALESCE(string_to_array(NULL, ' '), scopes),"
+              "    lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL, last_refresh_at = now(),"
+              "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
+              "  WHERE id = %s AND status = 'active'"
+              "  RETURNING id, generation),"
+              " c AS ("
+              "  INSERT INTO pgb.token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated)"
+              "  SELECT u.id, u.generation, 'pgbench', 'refreshed', '0123456789abcdef', true FROM u RETURNING integration_id)"
+              "SELECT pg_notify('ferrule_bench_pgbench', 'pgbench ' || integration_id) FROM c;\n",
+              count, id, id, ct, ct, id);
+    *statements = pgbench_script ("pgbench-statements.sql", text);
+    mem_free (text);
+}
+
+/* Transactions per second of one pgbench run, or -1. */
+static double
+pgbench_run (const char *script, int clients, int seconds)
+{
+    char cmd [4096];
+    snprintf (cmd, sizeof cmd, "'%s' -n -M extended -c %d -j %d -T %d -f '%s' '%s' 2>&1", opt.pgbench, clients,
+              clients, seconds, script, opt.database_url);
+    FILE *p = popen (cmd, "r");
+    if (!p)
+        die ("could not run pgbench: %s", strerror (errno));
+    char line [512];
+    double tps = -1;
+    long failed = 0;
+    while (fgets (line, sizeof line, p)) {
+        if (strncmp (line, "tps = ", 6) == 0 && tps < 0)
+            tps = strtod (line + 6, NULL);
+        if (strncmp (line, "number of failed transactions: ", 31) == 0)
+            failed = strtol (line + 31, NULL, 10);
+        if (strstr (line, "ERROR") || strstr (line, "error"))
+            say ("pgbench: %s", line);
+    }
+    int rc = pclose (p);
+    if (rc != 0 || tps < 0)
+        die ("pgbench failed (exit %d)", rc);
+    if (failed)
+        note ("(b) pgbench reported %ld failed transactions", failed);
+    return tps;
+}
+
+typedef struct {
+    const char *label;
+    const char *provider;
+    const char *mode;
+    char **ids;
+    size_t n;
+    double *rates;
+} refresh_set_t;
+
+/* n integrations with real grants at the fake provider, imported through the service. */
+static void
+refresh_set_prepare (load_t *l, refresh_set_t *s, const char *prefix, size_t n, int latency_ms)
+{
+    s->n = n;
+    s->ids = make_ids (prefix, n);
+    s->rates = calloc ((size_t) opt.reps, sizeof *s->rates);
+    fake_configure (s->provider, latency_ms, s->mode);
+    char **rts = fake_grants (s->provider, n);
+    import_arg_t arg = { s->provider, rts, NULL };
+    import_all (l, s->ids, n, &arg);
+    free_strings (rts, n);
+}
+
+/* Forced refreshes with window in flight for the duration: committed refreshes per second, as
+ * counted by the client (ok replies that refreshed, within the duration); the database's count
+ * of chain rows is the check. */
+static double
+refresh_rate (load_t *l, refresh_set_t *s, int window, const char *what)
+{
+    load_spec_t spec = { .op = "refresh", .ids = s->ids, .nids = s->n, .window = window,
+                         .duration_ms = opt.duration_ms, .deadline_ms = 30000, .keep_latencies = 1 };
+    load_result_t r;
+    long long before = committed_refreshes ();
+    load_run (l, &spec, &r);
+    long long after = committed_refreshes ();
+    check_run (what, &r);
+    if (r.refreshed != r.ok)
+        note ("%s: %llu of %llu ok replies did not refresh", what, (unsigned long long) (r.ok - r.refreshed),
+              (unsigned long long) r.ok);
+    double rate = (double) r.ok_in_time / ((double) opt.duration_ms / 1000.0);
+    say ("%s: %.0f refreshes/s (%llu replies ok in %.1f s, %lld chain rows committed; latency p50 %.1f ms,"
+         " p99 %.1f ms)", what, rate, (unsigned long long) r.ok, r.elapsed_s, after - before, r.p50_us / 1000,
+         r.p99_us / 1000);
+    return rate;
+}
+
+static double b_rotating_rate = -1;
+
+/* (b): both sets of forced refreshes and both pgbench scripts, alternated per repetition. */
+static void
+scenario_b (void)
+{
+    load_t *l = client (opt.broker);
+    refresh_set_t sets [2] = {
+        { "rotating refresh tokens", "benchb", "single_use", NULL, 0, NULL },
+        { "reusable refresh tokens", "benchbr", "reusable", NULL, 0, NULL },
+    };
+    size_t n = (size_t) opt.b_integrations;
+    refresh_set_prepare (l, &sets [0], "bench-b:", n, 0);
+    refresh_set_prepare (l, &sets [1], "bench-br:", n, 0);
+    char *script = NULL, *statements = NULL;
+    pgbench_prepare ("bench-b:", n, &script, &statements);
+    int seconds = (int) (opt.duration_ms + 999) / 1000;
+    load_result_t r;
+    for (int s = 0; s < 2; s++)                               /* warm: connections, caches, plans */
+        touch_all (l, "refresh", sets [s].ids, n < 500 ? n : 500, (int) opt.b_window, &r);
+    pgbench_run (script, nworkers, 1);
+    pgbench_run (statements, nworkers, 1);
+    int reps = (int) opt.reps;
+    double *pg = calloc ((size_t) reps, sizeof *pg), *pgs = calloc ((size_t) reps, sizeof *pgs);
+    for (int k = 0; k < reps; k++) {
+        for (int s = 0; s < 2; s++)
+            sets [s].rates [k] = refresh_rate (l, &sets [s], (int) opt.b_window, fmt ("(b) %s, rep %d", sets [s].label, k + 1));
+        pg [k] = pgbench_run (script, nworkers, seconds);
+        pgs [k] = pgbench_run (statements, nworkers, seconds);
+        say ("(b) pgbench, rep %d: %.0f same-shape transactions/s; %.0f refreshes/s with the worker's own statements",
+             k + 1, pg [k], pgs [k]);
+    }
+    double pgm = bench_median (pg, (size_t) reps), pgsm = bench_median (pgs, (size_t) reps);
+    for (int s = 0; s < 2; s++) {
+        double m = bench_median (sets [s].rates, (size_t) reps);
+        double ratio = pgm > 0 ? m / pgm : 0;
+        if (s == 0)
+            b_rotating_rate = m;
+        row_add (fmt ("(b) refreshes/s, %s, 0 ms provider", sets [s].label), fmt ("%.0f", m), fmt ("pgbench %.0f", pgm),
+                 fmt ("%.2f", ratio), fmt (">= %.1f x pgbench", TARGET_B_RATIO), verdict (ratio >= TARGET_B_RATIO));
+    }
+    row_add ("(b) diagnostic: pgbench running the worker's own SQL", "-", fmt ("pgbench %.0f", pgsm),
+             fmt ("%.2f", pgm > 0 ? pgsm / pgm : 0), "(of same-shape)", "-");
+    note ("(b) %lld forced refreshes in flight over %zu integrations per set; pgbench -M extended -c %d -j %d -T %d"
+          " (one connection per worker), same-shape transaction on a copy of the tables (schema pgb)",
+          (long long) opt.b_window, n, nworkers, nworkers, seconds);
+    for (int s = 0; s < 2; s++) {
+        free_strings (sets [s].ids, n);
+        free (sets [s].rates);
+    }
+    free (pg);
+    free (pgs);
+    unlink (script);
+    unlink (statements);
+    mem_free (script);
+    mem_free (statements);
+    load_destroy (&l);
+}
+
+/* (c): C forced refreshes in flight against a provider that takes C_LATENCY_MS. */
+static void
+scenario_c (void)
+{
+    load_t *l = client (opt.broker);
+    int c = (int) opt.c_concurrency;
+    size_t n = (size_t) (c * 10 > 1000 ? c * 10 : 1000);
+    refresh_set_t set = { "100 ms provider", "benchc", "single_use", NULL, 0, NULL };
+    refresh_set_prepare (l, &set, "bench-c:", n, C_LATENCY_MS);
+    load_result_t r;
+    touch_all (l, "refresh", set.ids, (size_t) c * 2, c, &r);
+    int reps = (int) opt.reps;
+    for (int k = 0; k < reps; k++)
+        set.rates [k] = refresh_rate (l, &set, c, fmt ("(c) %d concurrent, rep %d", c, k + 1));
+    double m = bench_median (set.rates, (size_t) reps);
+    double ideal = (double) c / (C_LATENCY_MS / 1000.0);
+    double target = TARGET_C_FRACTION * ideal;
+    const char *bound = "";
+    if (b_rotating_rate > 0 && b_rotating_rate < target) {
+        target = b_rotating_rate;
+        bound = " ((b) binds)";
+    }
+    row_add (fmt ("(c) refreshes/s, %d ms provider, %d concurrent", C_LATENCY_MS, c), fmt ("%.0f", m),
+             fmt ("ideal %.0f", ideal), fmt ("%.2f", m / ideal), fmt (">= %.0f%s", target, bound), verdict (m >= target));
+    note ("(c) %zu integrations; the fake provider saw at most %lld refresh calls at once", n,
+          fake_stat (set.provider, "max_concurrent_refresh"));
+    if (b_rotating_rate <= 0)
+        note ("(c) (b) was not run: the target is %.1f x C / %d ms alone", TARGET_C_FRACTION, C_LATENCY_MS);
+    free_strings (set.ids, n);
+    free (set.rates);
+    load_destroy (&l);
+}
+
+/* ---- (d) provider calls per expiry under a storm of token requests ---- */
+
+/* (d): storms of token requests on one expired integration; provider calls per storm. */
+static void
+scenario_d (void)
+{
+    load_t *l = client (opt.broker);
+    const char *provider = "benchd";
+    fake_configure (provider, C_LATENCY_MS, "single_use");
+    char **rts = fake_grants (provider, 1);
+    char *ids [1] = { "bench-d:storm" };
+    import_arg_t arg = { provider, rts, NULL };
+    import_all (l, ids, 1, &arg);
+    free_strings (rts, 1);
+    load_result_t r;
+    touch_all (l, "token", ids, 1, 1, &r);           /* the first token: one refresh */
+    int reps = (int) opt.reps, exact = 0;
+    double *calls = calloc ((size_t) reps, sizeof *calls);
+    char list [256] = "";
+    for (int k = 0; k < reps; k++) {
+        db_exec ("WITH u AS (UPDATE integrations SET access_expires_at = now() - interval '1 second'"
+                 " WHERE id = 'bench-d:storm' RETURNING id) SELECT pg_notify('ferrule_integrations', 'bench ' || id) FROM u");
+        usleep (200000);                               /* the notification reaches the workers */
+        long long before = fake_stat (provider, "refresh_calls");
+        load_spec_t spec = { .op = "token", .ids = ids, .nids = 1, .window = (int) opt.storm,
+                             .max_requests = (size_t) opt.storm, .deadline_ms = 10000 };
+        load_run (l, &spec, &r);
+        long long after = fake_stat (provider, "refresh_calls");
+        calls [k] = (double) (after - before);
+        exact += after - before == 1 && r.ok == (uint64_t) opt.storm;
+        check_run ("(d) storm", &r);
+        say ("(d) storm %d: %lld requests, %llu ok (%llu say refreshed), %lld provider calls, %.0f ms",
+             k + 1, (long long) opt.storm, (unsigned long long) r.ok, (unsigned long long) r.refreshed, after - before,
+             r.elapsed_s * 1000);
+        size_t len = strlen (list);
+        snprintf (list + len, sizeof list - len, "%s%lld", k ? "," : "", after - before);
+    }
+    double m = bench_median (calls, (size_t) reps);
+    row_add (fmt ("(d) provider calls per expiry, %lld-request storm", (long long) opt.storm),
+             fmt ("%.2f (%s)", m, list), "-", "-", "1.00 exactly", verdict (exact == reps));
+    free (calls);
+    load_destroy (&l);
+}
+
+/* ---- (e) worker memory per cached integration ---- */
+
+/* Sends COPY data; any failure ends the run. */
+static void
+copy_put (const char *data, size_t len)
+{
+    if (PQputCopyData (db, data, (int) len) != 1)
+        die ("database: %s", PQerrorMessage (db));
+}
+
+/* A bytea value in COPY text format: \\x and hex digits. */
+static void
+hex_append (mem_buf_t *b, const unsigned char *p, size_t n)
+{
+    static const char hex [] = "0123456789abcdef";
+    char chunk [256];
+    mem_buf_append (b, "\\\\x", 3);                    /* COPY text escapes the bytea's backslash */
+    for (size_t i = 0; i < n; i += 128) {
+        size_t k = n - i < 128 ? n - i : 128;
+        for (size_t j = 0; j < k; j++) {
+            chunk [2 * j] = hex [p [i + j] >> 4];
+            chunk [2 * j + 1] = hex [p [i + j] & 15];
+        }
+        mem_buf_append (b, chunk, 2 * k);
+    }
+}
+
+/* (e): 100k sealed integrations by COPY, each asked for once, worker RSS before and after. */
+static void
+scenario_e (void)
+{
+    size_t n = (size_t) opt.e_integrations;
+    char err [256];
+    crypto_keyring_t *kr = crypto_keyring_new (opt.key, NULL, err, sizeof err);
+    if (!kr)
+        die ("FERRULE_ENCRYPTION_KEY: %s", err);
+    char **ids = make_ids ("bench-e:acct", n);
+    int64_t t0 = bench_now_us ();
+    time_t expires = time (NULL) + 86400;
+    char when [64];
+    strftime (when, sizeof when, "%Y-%m-%d %H:%M:%S+00", gmtime (&expires));
+    db_exec ("DELETE FROM integrations WHERE provider = 'benche'");
+    PGresult *res = PQexec (db, "COPY integrations (id, provider, status, key_id, access_token, access_expires_at,"
+                                " refresh_token, refresh_fingerprint, generation, scopes, last_refresh_at) FROM STDIN");
+    if (PQresultStatus (res) != PGRES_COPY_IN)
+        die ("database: %s", PQresultErrorMessage (res));
+    PQclear (res);
+    mem_buf_t line;
+    mem_buf_init (&line, 1 << 20);
+    for (size_t i = 0; i < n; i++) {
+        char *at = crypto_random_token ((size_t) opt.token_bytes);
+        at [opt.token_bytes] = '\0';
+        char *rt = crypto_random_token (48);
+        unsigned char *at_ct = NULL, *rt_ct = NULL;
+        size_t at_len, rt_len;
+        int32_t key_id;
+        char fp [CRYPTO_FINGERPRINT_LEN + 1];
+        if (crypto_seal (kr, ids [i], "access_token", at, &at_ct, &at_len, &key_id, err, sizeof err) != FR_OK
+        ||  crypto_seal (kr, ids [i], "refresh_token", rt, &rt_ct, &rt_len, &key_id, err, sizeof err) != FR_OK)
+            die ("could not seal a token: %s", err);
+        crypto_fingerprint (kr, rt, fp);
+        char head [256];
+        snprintf (head, sizeof head, "%s\tbenche\tactive\t%d\t", ids [i], (int) key_id);
+        mem_buf_append (&line, head, strlen (head));
+        hex_append (&line, at_ct, at_len);
+        snprintf (head, sizeof head, "\t%s\t", when);
+        mem_buf_append (&line, head, strlen (head));
+        hex_append (&line, rt_ct, rt_len);
+        snprintf (head, sizeof head, "\t%s\t1\t{files.read,files.write}\tnow\n", fp);
+        mem_buf_append (&line, head, strlen (head));
+        if (line.len > (1 << 19)) {
+            copy_put (line.data, line.len);
+            mem_buf_reset (&line);
+        }
+        mem_free (at_ct);
+        mem_free (rt_ct);
+        mem_free_secret (&at);
+        mem_free_secret (&rt);
+    }
+    if (line.len)
+        copy_put (line.data, line.len);
+    mem_buf_free (&line);
+    if (PQputCopyEnd (db, NULL) != 1)
+        die ("database: %s", PQerrorMessage (db));
+    res = PQgetResult (db);
+    if (PQresultStatus (res) != PGRES_COMMAND_OK)
+        die ("database: %s", PQresultErrorMessage (res));
+    PQclear (res);
+    while ((res = PQgetResult (db)))
+        PQclear (res);
+    db_exec ("ANALYZE integrations");
+    say ("(e) inserted %zu sealed integrations in %.1f s", n, (double) (bench_now_us () - t0) / 1e6);
+
+    load_t *l = client (opt.broker);
+    long before [MAX_WORKERS], after [MAX_WORKERS], sum_before = 0, sum_after = 0;
+    for (int i = 0; i < nworkers; i++)
+        sum_before += before [i] = rss_kib (worker_pid [i]);
+    load_result_t r;
+    t0 = bench_now_us ();
+    touch_all (l, "token", ids, n, 256, &r);
+    if (r.ok != n)
+        note ("(e) %llu of %zu token requests failed (first: %s)", (unsigned long long) (n - r.ok), n, r.first_error);
+    for (int i = 0; i < nworkers; i++)
+        sum_after += after [i] = rss_kib (worker_pid [i]);
+    double per = (double) (sum_after - sum_before) * 1024.0 / (double) n;
+    say ("(e) %zu first token requests (each a database read) in %.1f s; worker RSS before %ld KiB, after %ld KiB",
+         n, (double) (bench_now_us () - t0) / 1e6, sum_before, sum_after);
+    char per_worker [256] = "";
+    for (int i = 0; i < nworkers; i++) {
+        size_t len = strlen (per_worker);
+        snprintf (per_worker + len, sizeof per_worker - len, "%s%ld -> %ld KiB", i ? ", " : "", before [i], after [i]);
+    }
+    row_add (fmt ("(e) worker RSS per cached integration, %zuk", n / 1000), fmt ("%.0f B", per), "-", "-",
+             fmt ("< %.0f B", TARGET_E_BYTES), verdict (per < TARGET_E_BYTES));
+    note ("(e) %zu integrations, %lld-byte access tokens, ids of %zu characters; VmRSS of the workers: %s",
+          n, (long long) opt.token_bytes, strlen (ids [0]), per_worker);
+    load_destroy (&l);
+    free_strings (ids, n);
+    crypto_keyring_destroy (&kr);
+}
+
+/* ---- main ---- */
+
+/* The first three fields of /proc/loadavg. */
+static void
+loadavg (char *out, size_t size)
+{
+    double a = 0, b = 0, c = 0;
+    FILE *f = fopen ("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf (f, "%lf %lf %lf", &a, &b, &c) != 3)
+            a = b = c = 0;
+        fclose (f);
+    }
+    snprintf (out, size, "%.2f %.2f %.2f", a, b, c);
+}
+
+/* The table (Markdown) and the notes, on stdout. */
+static void
+print_table (void)
+{
+    int w [6] = { 8, 7, 8, 5, 6, 6 };
+    const char *head [6] = { "scenario", "Ferrule", "baseline", "ratio", "target", "result" };
+    for (int i = 0; i < nrows; i++) {
+        const char *cells [6] = { rows [i].scenario, rows [i].ferrule, rows [i].baseline, rows [i].ratio,
+                                  rows [i].target, rows [i].verdict };
+        for (int c = 0; c < 6; c++)
+            if ((int) strlen (cells [c]) > w [c])
+                w [c] = (int) strlen (cells [c]);
+    }
+    printf ("\n| %-*s | %*s | %*s | %*s | %-*s | %-*s |\n", w [0], head [0], w [1], head [1], w [2], head [2],
+            w [3], head [3], w [4], head [4], w [5], head [5]);
+    printf ("|");
+    for (int c = 0; c < 6; c++) {
+        putchar ('-');
+        for (int k = 0; k < w [c]; k++)
+            putchar ('-');
+        putchar (c >= 1 && c <= 3 ? ':' : '-');
+        putchar ('|');
+    }
+    printf ("\n");
+    for (int i = 0; i < nrows; i++)
+        printf ("| %-*s | %*s | %*s | %*s | %-*s | %-*s |\n", w [0], rows [i].scenario, w [1], rows [i].ferrule,
+                w [2], rows [i].baseline, w [3], rows [i].ratio, w [4], rows [i].target, w [5], rows [i].verdict);
+    if (notes [0])
+        printf ("\n%s", notes);
+}
+
+int
+main (int argc, char **argv)
+{
+    if (argc >= 3 && strcmp (argv [1], "--echo-broker") == 0)
+        return echo_broker_main (atoi (argv [2]));
+    if (argc >= 5 && strcmp (argv [1], "--echo-worker") == 0)
+        return echo_worker_main (argv [2], argv [3], atoi (argv [4]));
+
+    const config_entry_t table [] = {
+        { "broker", NULL, CONFIG_STRING, &opt.broker, "tcp://127.0.0.1:5555", 0, 0, 0, "the broker's frontend" },
+        { "database-url", NULL, CONFIG_STRING, &opt.database_url, NULL, 0, 0, 0, "the workers' database" },
+        { "fake-url", NULL, CONFIG_STRING, &opt.fake_url, NULL, 0, 0, 0, "the fake provider, http://127.0.0.1:PORT" },
+        { "broker-pid", NULL, CONFIG_INT, &opt.broker_pid, "0", 0, 4194304, 0, "pid of the broker, for (a)'s CPU accounting" },
+        { "worker-pids", NULL, CONFIG_STRING, &opt.worker_pids, NULL, 0, 0, 0, "comma-separated pids of the workers" },
+        { "pgbench", NULL, CONFIG_STRING, &opt.pgbench, "/usr/lib/postgresql/15/bin/pgbench", 0, 0, 0, "pgbench to run" },
+        { "scenarios", NULL, CONFIG_STRING, &opt.scenarios, "adbce", 0, 0, 0, "which of a b c d e to run" },
+        { "workdir", NULL, CONFIG_STRING, &opt.workdir, "/tmp", 0, 0, 0, "where pgbench's script is written" },
+        { "latency-dump", NULL, CONFIG_STRING, &opt.latency_dump, NULL, 0, 0, 0, "(a) append every paced latency here: run scheduled_us latency_us" },
+        { "encryption-key", "FERRULE_ENCRYPTION_KEY", CONFIG_STRING, &opt.key, NULL, 0, 0, 1, "the workers' key, for (e)" },
+        { "reps", NULL, CONFIG_INT, &opt.reps, "5", 1, 100, 0, "repetitions of each measurement (the median is reported)" },
+        { "duration-ms", NULL, CONFIG_INT, &opt.duration_ms, "2000", 200, 60000, 0, "length of one measurement" },
+        { "sockets", NULL, CONFIG_INT, &opt.sockets, "4", 1, 64, 0, "client DEALER sockets" },
+        { "window-small", NULL, CONFIG_INT, &opt.window_small, "64", 1, 10000, 0, "(a) requests in flight, first peak" },
+        { "window-large", NULL, CONFIG_INT, &opt.window_large, "256", 1, 10000, 0, "(a) requests in flight, second peak" },
+        { "a-integrations", NULL, CONFIG_INT, &opt.a_integrations, "1000", 1, 1000000, 0, "(a) integrations cycled through" },
+        { "token-bytes", NULL, CONFIG_INT, &opt.token_bytes, "120", 16, 4096, 0, "(a), (e) access token length" },
+        { "b-window", NULL, CONFIG_INT, &opt.b_window, "64", 1, 10000, 0, "(b) refreshes in flight" },
+        { "b-integrations", NULL, CONFIG_INT, &opt.b_integrations, "2000", 100, 1000000, 0, "(b) integrations per set" },
+        { "c-concurrency", NULL, CONFIG_INT, &opt.c_concurrency, "100", 1, 10000, 0, "(c) refreshes in flight" },
+        { "storm", NULL, CONFIG_INT, &opt.storm, "1000", 1, 100000, 0, "(d) requests in one storm" },
+        { "e-integrations", NULL, CONFIG_INT, &opt.e_integrations, "100000", 1000, 10000000, 0, "(e) integrations cached" },
+        CONFIG_END
+    };
+    char err [512];
+    int rc = config_load (table, "ferrule-bench", argc, argv, err, sizeof err);
+    if (rc == 1)
+        return 0;
+    if (rc < 0)
+        die ("%s", err);
+    if (!opt.database_url || !opt.fake_url || !opt.worker_pids)
+        die ("--database-url, --fake-url and --worker-pids are required (scripts/bench passes them)");
+    if (want ('e') && !opt.key)
+        die ("(e) needs FERRULE_ENCRYPTION_KEY, the workers' key");
+    for (char *save = NULL, *p = strtok_r (opt.worker_pids, ",", &save); p && nworkers < MAX_WORKERS;
+         p = strtok_r (NULL, ",", &save))
+        worker_pid [nworkers++] = (pid_t) atoi (p);
+    for (int i = 0; i < nworkers; i++)
+        if (rss_kib (worker_pid [i]) < 0)
+            die ("no worker process %d", (int) worker_pid [i]);
+    prctl (PR_SET_TIMERSLACK, 1UL);          /* paced sends wake on time, not 50 us late */
+    signal (SIGPIPE, SIG_IGN);
+    curl_global_init (CURL_GLOBAL_DEFAULT);
+    curl = curl_easy_init ();
+    db = PQconnectdb (opt.database_url);
+    if (PQstatus (db) != CONNECTION_OK)
+        die ("could not connect to the database: %s", PQerrorMessage (db));
+    db_exec ("SET client_min_messages = warning");
+    wait_ready (nworkers);
+    fake_configure ("bencha", 0, "single_use");
+    fake_configure ("benche", 0, "single_use");
+
+    char load_start [64];
+    loadavg (load_start, sizeof load_start);
+    int64_t t0 = bench_now_us ();
+    /* (a) first: its caches are then small; (e) last: it leaves 100k rows and cache entries */
+    if (want ('a'))
+        scenario_a ();
+    if (want ('d'))
+        scenario_d ();
+    if (want ('b'))
+        scenario_b ();
+    if (want ('c'))
+        scenario_c ();
+    if (want ('e'))
+        scenario_e ();
+    say ("done in %.0f s", (double) (bench_now_us () - t0) / 1e6);
+    char load_end [64];
+    loadavg (load_end, sizeof load_end);
+    note ("load average (1, 5, 15 min) of the machine: %s at the start, %s at the end; %.0f s in all",
+          load_start, load_end, (double) (bench_now_us () - t0) / 1e6);
+
+    print_table ();
+    PQfinish (db);
+    curl_easy_cleanup (curl);
+    curl_global_cleanup ();
+    config_free (table);
+    return 0;
+}
