@@ -53,9 +53,8 @@ mem_free (void *ptr)
 void
 mem_wipe (void *ptr, size_t size)
 {
-    volatile unsigned char *p = ptr;
-    while (size--)
-        *p++ = 0;
+    /* explicit_bzero is not optimised away and runs at memset speed */
+    explicit_bzero (ptr, size);
 }
 
 void

@@ -1,6 +1,7 @@
 /* cache.c - a chained hash of integration entries. Entries are small: the id is stored inline,
  * tokens and names are exact-size strings. */
 #include "cache.h"
+#include "clock.h"
 #include "mem.h"
 #include "ring.h"
 #include <string.h>
@@ -159,6 +160,7 @@ cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at,
     mem_free_secret (&e->access_token);
     e->access_token = access_token ? mem_strdup (access_token) : NULL;
     e->access_expires_at = expires_at;
+    clock_rfc3339 (expires_at, e->expires_text, sizeof e->expires_text);
     e->generation = generation;
 }
 

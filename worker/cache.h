@@ -15,6 +15,7 @@ struct cache_entry {
     char    *provider;
     char    *access_token;        /* plaintext in memory only; NULL when none */
     int64_t  access_expires_at;   /* epoch seconds */
+    char     expires_text [21];   /* access_expires_at as RFC 3339, formatted once per token */
     int64_t  generation;
     int64_t  refreshed_ms;        /* monotonic time this worker last refreshed it, 0 never */
     int64_t  backoff_until_ms;    /* monotonic: no provider call before this after transient failures */

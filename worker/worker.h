@@ -80,7 +80,7 @@ typedef struct worker {
     health_t *health;
     struct {
         metrics_series_t *cache_hits, *cache_misses, *lease_waits, *refresh_seconds, *partitions_owned,
-                         *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected;
+                         *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok;
     } m;
     refresh_t *refreshes;           /* every refresh in progress */
     struct connect_call *connects;  /* connect.c: code exchanges and revocations in flight */
