@@ -30,6 +30,7 @@ struct broker {
     pending_table_t *pending;
     codec_builder_t *out;          /* reused for every reply the broker writes itself */
     int64_t next_ping_ms;
+    int64_t next_publish_ms;
     int waiting;                   /* some pending request has no worker yet */
     int draining;
     metrics_t *metrics;
@@ -464,6 +465,10 @@ broker_tick (broker_t *b, int64_t now)
     }
     broker_dispatch_waiting (b);
 
+    /* metrics and readiness are published ten times a second, not once per loop turn */
+    if (now < b->next_publish_ms)
+        return;
+    b->next_publish_ms = now + 100;
     uint32_t owned = registry_partitions_owned (b->registry);
     metrics_set (b->m_pending, (int64_t) pending_count (b->pending));
     metrics_set (b->m_workers, (int64_t) registry_live_count (b->registry));

@@ -500,6 +500,10 @@ worker_tick (worker_t *w, int64_t now)
     }
     refresh_tick (w, now);
     sweep_tick (w, now);
+    /* metrics and readiness are published ten times a second, not once per loop turn */
+    if (now < w->next_publish_ms)
+        return;
+    w->next_publish_ms = now + 100;
     metrics_set (w->m.partitions_owned, sweep_owned_count (w->sweep));
     metrics_set (w->m.refreshes_in_flight, (int64_t) refresh_count (w));
     metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));

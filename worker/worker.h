@@ -87,6 +87,7 @@ typedef struct worker {
     int draining;
     int started_db;                 /* leases released and journal replayed for this run */
     int64_t next_hello_ms;
+    int64_t next_publish_ms;
     int64_t next_db_retry_ms;
 } worker_t;
 
