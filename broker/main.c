@@ -1,6 +1,7 @@
 /* ferrule-broker: routes token requests to the worker that owns each integration's partition */
 #include "broker.h"
 #include "config.h"
+#include "daemon.h"
 #include "log.h"
 #include "ring.h"
 #include <signal.h>
@@ -9,14 +10,6 @@
 #include <string.h>
 
 static volatile sig_atomic_t stop_requested = 0;
-
-/* First SIGTERM drains, a second one stops at once. */
-static void
-on_signal (int sig)
-{
-    (void) sig;
-    stop_requested = stop_requested < 2 ? stop_requested + 1 : 2;
-}
 
 int
 main (int argc, char **argv)
@@ -36,26 +29,12 @@ main (int argc, char **argv)
         CONFIG_END
     };
     char err [512];
-    int rc = config_load (table, "ferrule-broker", argc, argv, err, sizeof err);
-    if (rc == 1) {               /* --help was printed */
-        config_free (table);
-        return 0;
-    }
-    log_init ("broker", NULL);
-    if (rc < 0 || log_set_level_name (log_level) != 0) {
-        log_error (NULL, NULL, "%s", rc < 0 ? err : "invalid log level: use debug, info, warning or error");
-        config_free (table);
-        return 2;
-    }
+    int rc;
+    if (!daemon_configure (table, "ferrule-broker", "broker", argc, argv, &log_level, &rc))
+        return rc;
     log_init ("broker", frontend);
     config_log (table);
-
-    struct sigaction sa;
-    memset (&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction (SIGTERM, &sa, NULL);
-    sigaction (SIGINT, &sa, NULL);
-    signal (SIGPIPE, SIG_IGN);
+    daemon_signals (&stop_requested);
 
     broker_config_t cfg = { frontend, backend, partitions, heartbeat_ms, max_pending, deadline_ms, hwm, http_bind };
     broker_t *broker = broker_new (&cfg, err, sizeof err);

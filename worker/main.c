@@ -1,6 +1,7 @@
 /* ferrule-worker: serves the partitions the brokers route to it */
 #include "worker.h"
 #include "config.h"
+#include "daemon.h"
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
@@ -13,14 +14,6 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested = 0;
-
-/* First SIGTERM drains, a second one stops at once. */
-static void
-on_signal (int sig)
-{
-    (void) sig;
-    stop_requested = stop_requested < 2 ? stop_requested + 1 : 2;
-}
 
 int
 main (int argc, char **argv)
@@ -62,17 +55,9 @@ main (int argc, char **argv)
         CONFIG_END
     };
     char err [1024];
-    int rc = config_load (table, "ferrule-worker", argc, argv, err, sizeof err);
-    if (rc == 1) {               /* --help was printed */
-        config_free (table);
-        return 0;
-    }
-    log_init ("worker", NULL);
-    if (rc < 0 || log_set_level_name (log_level) != 0) {
-        log_error (NULL, NULL, "%s", rc < 0 ? err : "invalid log level: use debug, info, warning or error");
-        rc = 2;
-        goto out;
-    }
+    int rc;
+    if (!daemon_configure (table, "ferrule-worker", "worker", argc, argv, &log_level, &rc))
+        return rc;
     if (!worker_id) {
         char host [256] = "worker";
         gethostname (host, sizeof host - 1);
@@ -103,12 +88,7 @@ main (int argc, char **argv)
     }
     config_log (table);
 
-    struct sigaction sa;
-    memset (&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction (SIGTERM, &sa, NULL);
-    sigaction (SIGINT, &sa, NULL);
-    signal (SIGPIPE, SIG_IGN);
+    daemon_signals (&stop_requested);
     curl_global_init (CURL_GLOBAL_DEFAULT);
     srandom ((unsigned) (time (NULL) ^ getpid ()));
 

@@ -1,0 +1,46 @@
+/* daemon.c - configuration, logging and signals at process start */
+#include "daemon.h"
+#include "log.h"
+#include <string.h>
+
+static volatile sig_atomic_t *daemon_stop;
+
+static void
+on_signal (int sig)
+{
+    (void) sig;
+    *daemon_stop = *daemon_stop < 2 ? *daemon_stop + 1 : 2;
+}
+
+int
+daemon_configure (const config_entry_t *table, const char *program, const char *process, int argc,
+                  char **argv, char *const *log_level, int *exit_status)
+{
+    char err [1024];
+    int rc = config_load (table, program, argc, argv, err, sizeof err);
+    log_init (process, NULL);
+    if (rc == 1) {                  /* --help was printed */
+        config_free (table);
+        *exit_status = 0;
+        return 0;
+    }
+    if (rc < 0 || log_set_level_name (*log_level) != 0) {
+        log_error (NULL, NULL, "%s", rc < 0 ? err : "invalid log level: use debug, info, warning or error");
+        config_free (table);
+        *exit_status = 2;
+        return 0;
+    }
+    return 1;
+}
+
+void
+daemon_signals (volatile sig_atomic_t *stop)
+{
+    struct sigaction sa;
+    daemon_stop = stop;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction (SIGTERM, &sa, NULL);
+    sigaction (SIGINT, &sa, NULL);
+    signal (SIGPIPE, SIG_IGN);
+}

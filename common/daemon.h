@@ -1,0 +1,15 @@
+/* daemon.h - what ferrule-broker and ferrule-worker do alike when they start */
+#ifndef FERRULE_DAEMON_H
+#define FERRULE_DAEMON_H
+#include <signal.h>
+#include "config.h"
+
+/* Fills the configuration table (environment, then flags) and sets the log level from
+ * *log_level. Returns 1 to go on; 0 when the process should exit with *exit_status (0 after
+ * --help, 2 on a bad setting, which has been logged); the table is freed then. */
+int daemon_configure (const config_entry_t *table, const char *program, const char *process, int argc,
+                      char **argv, char *const *log_level, int *exit_status);
+/* The first SIGTERM or SIGINT sets *stop to 1 (drain), a second to 2 (stop at once); SIGPIPE is
+ * ignored. The handler only sets the flag: the loop acts on it. */
+void daemon_signals (volatile sig_atomic_t *stop);
+#endif
