@@ -5,6 +5,7 @@
  *   3. a rotated refresh token goes to the local journal (fsync) before anything else.
  *   4. commit: compare-and-set on the generation; the chain row commits with it.
  *   5. only then answer every request that waited on this refresh. */
+#define _GNU_SOURCE             /* memmem */
 #include "refresh.h"
 #include "clock.h"
 #include "log.h"
@@ -544,6 +545,13 @@ refresh_on_response (void *arg, const http_response_t *resp)
         case OAUTH_INVALID_CLIENT: outcome = "invalid_client"; st = FR_INVALID_CLIENT; break;
         case OAUTH_INVALID_SCOPE:  outcome = "configuration"; st = FR_INVALID_SCOPE; break;
         default:                   outcome = "configuration"; st = FR_CONFIGURATION; break;
+    }
+    /* a provider that quotes the token back in its description must not put it in our logs */
+    if (res.error_description && r->refresh_token && r->refresh_token [0]
+    &&  memmem (res.error_description, strlen (res.error_description), r->refresh_token,
+                strlen (r->refresh_token) < 24 ? strlen (r->refresh_token) : 24)) {
+        mem_free_secret (&res.error_description);
+        res.error_description = mem_strdup ("(description withheld: it quoted the refresh token)");
     }
     if (res.kind == OAUTH_INVALID_GRANT || res.kind == OAUTH_INVALID_CLIENT || res.error)
         snprintf (message, sizeof message, "could not refresh integration \"%s\": provider \"%s\" answered %s%s%s",
