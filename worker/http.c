@@ -203,6 +203,9 @@ http_post (http_t *h, const char *url, const char *body, const char *authorizati
         h->calls->prev = c;
     h->calls = c;
     h->in_flight++;
+    /* start connecting now, not after the loop has worked through the rest of its batch */
+    int running;
+    curl_multi_socket_action (h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     return 0;
 }
 
