@@ -9,6 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+int
+itest_teardown (harness_t **h)
+{
+    int unclean = harness_stop_all (*h);
+    harness_destroy (h);
+    return unclean == 0 ? 0 : -1;
+}
+
 char *
 itest_grant (harness_t *h, const char *provider, const char *scopes_json)
 {

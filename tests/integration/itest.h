@@ -4,6 +4,9 @@
 #include <jansson.h>
 #include "harness.h"
 
+/* Stops every process (each must exit 0 on SIGTERM: a clean drain, and under ASan no leak) and
+ * destroys the harness; 0 when all stopped cleanly, -1 otherwise (a cmocka teardown result). */
+int itest_teardown (harness_t **h);
 /* Creates a grant at the fake provider and returns its refresh token (caller frees). */
 char *itest_grant (harness_t *h, const char *provider, const char *scopes_json);
 /* Imports an integration through ferrulectl; returns ferrulectl's exit code. */

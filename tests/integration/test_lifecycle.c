@@ -31,9 +31,7 @@ setup (void **state)
 static int
 teardown (void **state)
 {
-    int unclean = harness_stop_all (h);
-    harness_destroy (&h);
-    return unclean == 0 ? 0 : -1;
+    return itest_teardown (&h);
 }
 
 /* The HTTP port a process logged ("serving /healthz ... on port N"), or -1. */
