@@ -23,7 +23,7 @@ static char pg_dir [4096];
 static int
 pg (const char *action, char *url, size_t urlsize)
 {
-    char cmd [8192];
+    char cmd [16384];
     snprintf (cmd, sizeof cmd, "'%s/scripts/pg' %s %s'%s' 2>>'%s.log'", FERRULE_SOURCE_DIR, action,
               strcmp (action, "start") == 0 ? "--test " : "", pg_dir, pg_dir);
     FILE *p = popen (cmd, "r");
