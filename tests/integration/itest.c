@@ -2,6 +2,11 @@
 #define _GNU_SOURCE
 #include "itest.h"
 #include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
 #include <zmq.h>
 #include "clock.h"
 #include "codec.h"
@@ -15,6 +20,18 @@ itest_teardown (harness_t **h)
     int unclean = harness_stop_all (*h);
     harness_destroy (h);
     return unclean == 0 ? 0 : -1;
+}
+
+void
+itest_fake_config (harness_t *h, const char *provider, json_t *settings)
+{
+    char path [160];
+    snprintf (path, sizeof path, "/admin/providers/%s", provider);
+    json_t *r = harness_fake (h, "PUT", path, settings);
+    json_decref (settings);
+    if (!r)
+        fail_msg ("could not configure fake provider \"%s\"", provider);
+    json_decref (r);
 }
 
 char *

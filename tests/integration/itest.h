@@ -7,6 +7,9 @@
 /* Stops every process (each must exit 0 on SIGTERM: a clean drain, and under ASan no leak) and
  * destroys the harness; 0 when all stopped cleanly, -1 otherwise (a cmocka teardown result). */
 int itest_teardown (harness_t **h);
+/* Changes settings of a provider at the fake provider (PUT /admin/providers/P); takes settings.
+ * Fails the running cmocka test when the fake provider refuses. */
+void itest_fake_config (harness_t *h, const char *provider, json_t *settings);
 /* Creates a grant at the fake provider and returns its refresh token (caller frees). */
 char *itest_grant (harness_t *h, const char *provider, const char *scopes_json);
 /* Imports an integration through ferrulectl; returns ferrulectl's exit code. */

@@ -57,9 +57,7 @@ storm (const char *id, const char *provider)
     char *rt = itest_grant (h, provider, NULL);
     assert_int_equal (itest_import (h, id, provider, rt), 0);
     /* slow the provider a little so that every request arrives while the refresh is in flight */
-    json_t *cfg = json_pack ("{s:i}", "latency_ms", 300);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 300));
     long long before = itest_stat (h, provider, "refresh_calls");
 
     pthread_t threads [CALLERS];
@@ -91,9 +89,7 @@ storm (const char *id, const char *provider)
     assert_int_equal (itest_stat (h, provider, "reuse_detections"), 0);
     for (int i = 0; i < CALLERS; i++)
         json_decref (callers [i].reply);
-    cfg = json_pack ("{s:i}", "latency_ms", 0);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     free (rt);
 }
 

@@ -41,16 +41,6 @@ istr (const json_t *reply, const char *key)
     return s ? s : "";
 }
 
-static void
-fake_config (const char *provider, json_t *settings)
-{
-    char path [128];
-    snprintf (path, sizeof path, "/admin/providers/%s", provider);
-    json_t *r = harness_fake (h, "PUT", path, settings);
-    assert_non_null (r);
-    json_decref (r);
-    json_decref (settings);
-}
 
 static size_t
 collect (char *data, size_t size, size_t nmemb, void *userdata)
@@ -217,8 +207,8 @@ setup (void **state)
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_start_worker (h, "w2") != 0
     ||  harness_wait_ready (h, 2, 30000) != 0)
         return -1;
-    fake_config ("fakebox", json_pack ("{s:b}", "require_pkce", 1));
-    fake_config ("fakegoogle", json_pack ("{s:b}", "require_pkce", 1));
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "require_pkce", 1));
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "require_pkce", 1));
     return 0;
 }
 
@@ -376,11 +366,11 @@ test_code_expired_or_used (void **state)
 {
     int rc;
     /* expired: the fake provider's codes live 1 s */
-    fake_config ("fakebox", json_pack ("{s:i}", "code_ttl", 1));
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "code_ttl", 1));
     char *location = start_flow ("slow:box", "fakebox", NULL, NULL);
     sleep (2);
     json_t *r = callback (location, &rc);
-    fake_config ("fakebox", json_pack ("{s:i}", "code_ttl", 60));
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "code_ttl", 60));
     assert_int_equal (rc, 4);
     assert_string_equal (itest_code (r), "code_expired_or_used");
     assert_non_null (strstr (error_field (r, "message"), "fakebox"));
@@ -422,9 +412,9 @@ static void
 test_access_denied (void **state)
 {
     int rc;
-    fake_config ("fakebox", json_pack ("{s:b}", "deny", 1));
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "deny", 1));
     char *location = start_flow ("denied:box", "fakebox", NULL, NULL);
-    fake_config ("fakebox", json_pack ("{s:b}", "deny", 0));
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "deny", 0));
     assert_non_null (strstr (location, "error=access_denied"));
     long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
     json_t *r = callback (location, &rc);
@@ -541,10 +531,10 @@ static void
 test_no_refresh_token (void **state)
 {
     int rc;
-    fake_config ("fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
     char *location = start_flow ("offline:google", "fakegoogle", NULL, NULL);
     json_t *r = callback (location, &rc);
-    fake_config ("fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
     assert_int_equal (rc, 4);
     assert_string_equal (itest_code (r), "no_refresh_token");
     assert_non_null (strstr (error_field (r, "message"), "offline:google"));
@@ -590,9 +580,9 @@ static void
 test_scopes_reduced_and_required (void **state)
 {
     int rc;
-    fake_config ("fakebox", json_pack ("{s:[s]}", "grant_scopes", "read"));
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "grant_scopes", "read"));
     json_t *r = connect_ok ("narrow:box", "fakebox", "read", "write");
-    fake_config ("fakebox", json_pack ("{s:n}", "grant_scopes"));
+    itest_fake_config (h, "fakebox", json_pack ("{s:n}", "grant_scopes"));
     const json_t *w = json_array_get (json_object_get (r, "warnings"), 0);
     assert_non_null (w);
     assert_string_equal (json_string_value (json_object_get (w, "code")), "scopes_reduced");

@@ -46,9 +46,7 @@ setup (void **state)
     /* A provider that, like Atlassian or Xero, accepts a spent refresh token for a short while:
      * a worker killed after the provider rotated and before the journal write loses that answer,
      * and no client can prevent it with a strictly single-use provider (docs/architecture.md). */
-    json_t *cfg = json_pack ("{s:i}", "reuse_grace_s", 60);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "reuse_grace_s", 60));
     for (int i = 0; i < INTEGRATIONS; i++) {
         snprintf (ids [i], sizeof ids [i], "crash%02d:box", i);
         id_list [i] = ids [i];
@@ -72,9 +70,7 @@ static void
 test_workers_killed_under_load (void **state)
 {
     const char *endpoints [] = { harness_broker_frontend (h, 0), harness_broker_frontend (h, 1) };
-    json_t *cfg = json_pack ("{s:i}", "latency_ms", 50);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 50));
     int answered = 0, ok = 0;
     for (int round = 0; round < 6; round++) {
         for (int i = 0; i < INTEGRATIONS; i++)

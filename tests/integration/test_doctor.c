@@ -20,16 +20,6 @@ static harness_t *h;
 
 /* --- helpers ------------------------------------------------------------------------------- */
 
-static void
-fake_config (const char *provider, json_t *settings)
-{
-    char path [128];
-    snprintf (path, sizeof path, "/admin/providers/%s", provider);
-    json_t *r = harness_fake (h, "PUT", path, settings);
-    assert_non_null (r);
-    json_decref (r);
-    json_decref (settings);
-}
 
 static size_t
 discard (char *data, size_t size, size_t nmemb, void *userdata)
@@ -231,9 +221,9 @@ static void
 test_no_refresh_token (void **state)
 {
     int rc;
-    fake_config ("fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
     int cb = connect_flow ("norefresh:google", "fakegoogle");
-    fake_config ("fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
     assert_int_equal (cb, 4);
     json_t *d = doctor ("norefresh:google", &rc);
     assert_int_equal (rc, 0);

@@ -230,9 +230,7 @@ test_slow_provider_does_not_stall_others (void **state)
     assert_int_equal (itest_import (h, "slow:box", "fakebox", a), 0);
     assert_int_equal (itest_import (h, "fast:google", "fakegoogle", b), 0);
     /* every fakebox answer takes 1 s; fakegoogle answers at once */
-    json_t *cfg = json_pack ("{s:i}", "latency_ms", 1000);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1000));
 
     pid_t child = fork ();
     if (child == 0) {
@@ -254,9 +252,7 @@ test_slow_provider_does_not_stall_others (void **state)
     int status = 0;
     waitpid (child, &status, 0);
     assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
-    cfg = json_pack ("{s:i}", "latency_ms", 0);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     free (a);
     free (b);
     json_decref (t);

@@ -172,9 +172,7 @@ test_rolling_restart_under_load (void **state)
         assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
         free (rt);
     }
-    json_t *cfg = json_pack ("{s:i}", "latency_ms", 30);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 30));
 
     pid_t child = fork ();
     if (child == 0)

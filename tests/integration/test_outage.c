@@ -73,9 +73,7 @@ teardown (void **state)
 static void
 set_latency (int ms)
 {
-    json_t *cfg = json_pack ("{s:i}", "latency_ms", ms);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", ms));
 }
 
 /* Starts a token request in a child process; the provider is slow, and while its answer is on

@@ -114,9 +114,7 @@ test_reject (void **state)
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
 
     /* a burst of rejections of one token: exactly one refresh */
-    json_t *cfg = json_pack ("{s:i}", "latency_ms", 200);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 200));
     enum { N = 20 };
     pthread_t threads [N];
     rejecter_t rs [N];
@@ -139,9 +137,7 @@ test_reject (void **state)
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 2);
     for (int i = 0; i < N; i++)
         json_decref (rs [i].reply);
-    cfg = json_pack ("{s:i}", "latency_ms", 0);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     assert_false (itest_workdir_contains (h, at1));
     assert_false (itest_workdir_contains (h, at2));
     free (rt);

@@ -63,9 +63,7 @@ check_storm (json_t *replies, int nids, long long calls_before, long long want_c
 static void
 slow_provider (int ms)
 {
-    json_t *cfg = json_pack ("{s:i}", "latency_ms", ms);
-    json_decref (harness_fake (h, "PUT", "/admin/providers/fakebox", cfg));
-    json_decref (cfg);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", ms));
 }
 
 static void
