@@ -488,6 +488,7 @@ grant_refresh (authz_t *authz, provider_t *provider, const authz_request_t *req)
         if (!provider->config.reusable) {
             token->spent_ms = now;
             refresh = store_issue_refresh (authz->store, chain);
+            chain->rotated_ms = wall_ms ();      /* the answer leaves right after this */
         }
         chain->generation++;
         provider->stats.refresh_ok++;
@@ -1044,9 +1045,10 @@ authz_admin_stats (authz_t *authz)
         char key [32];
         snprintf (key, sizeof key, "%zu", id);
         json_object_set_new (chains, key,
-                             json_pack ("{s:s, s:I, s:I, s:b, s:b}",
+                             json_pack ("{s:s, s:I, s:I, s:I, s:b, s:b}",
                                         "provider", chain->provider,
                                         "generation", (json_int_t) chain->generation,
+                                        "rotated_ms", (json_int_t) chain->rotated_ms,
                                         "refresh_calls", (json_int_t) chain->refresh_calls,
                                         "revoked", chain->revoked,
                                         "reuse_detected", chain->reuse_detected));

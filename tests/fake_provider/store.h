@@ -32,6 +32,7 @@ struct chain_t {
     token_t *refresh;            /* current refresh token, NULL when none was issued */
     token_t *access;             /* newest access token */
     long     generation;         /* successful refreshes */
+    int64_t  rotated_ms;         /* wall clock of the last refresh that issued a new refresh token, 0 none */
     long     refresh_calls;
     bool     revoked;
     bool     reuse_detected;

@@ -95,6 +95,7 @@ struct harness_t {
     char   *encryption_key;
     int     fake_port;
     env_t   extras;             /* harness_set_env, applied to brokers and workers */
+    char   *worker_wrapper;     /* harness_set_worker_wrapper: runs each worker started after it */
     proc_t *fake;
     proc_t *brokers [HARNESS_MAX_BROKERS];
     char   *frontends [HARNESS_MAX_BROKERS];
@@ -1087,6 +1088,7 @@ harness_destroy (harness_t **self_p)
         curl_global_cleanup ();
     env_clear (&self->extras);
     mem_free (self->brokers_csv);
+    mem_free (self->worker_wrapper);
     mem_free (self->name);
     mem_free (self->workdir);
     mem_free (self->admin_url);
@@ -1104,6 +1106,13 @@ void
 harness_set_env (harness_t *self, const char *name, const char *value)
 {
     env_put (&self->extras, name, value);
+}
+
+void
+harness_set_worker_wrapper (harness_t *self, const char *path)
+{
+    mem_free (self->worker_wrapper);
+    self->worker_wrapper = path ? mem_strdup (path) : NULL;
 }
 
 /* The n strings joined with commas (a new string). */
@@ -1213,14 +1222,17 @@ harness_start_worker_on (harness_t *self, const char *worker_id, unsigned broker
     env_put (&env, "FERRULE_JOURNAL_PATH", journal);
     mem_free (journal);
     mem_free (backends);
+    char **argv = self->worker_wrapper ? strv_of (self->worker_wrapper, BIN_WORKER, NULL) : strv_of (BIN_WORKER, NULL);
     if (p) {
         /* a restart: the brokers may have changed since it first ran */
         strv_free (&p->envp);
         p->envp = env_take (&env);
+        strv_free (&p->argv);
+        p->argv = argv;
     }
     else {
         p = proc_new (PROC_WORKER, worker_id, strfmt ("%s/%s.log", self->workdir, worker_id),
-                      strv_of (BIN_WORKER, NULL), env_take (&env));
+                      argv, env_take (&env));
         self->workers [self->nworkers++] = p;
     }
     return proc_start (p);

@@ -54,6 +54,10 @@ int harness_stop_all (harness_t *self);
    broker endpoints). */
 void harness_set_env (harness_t *self, const char *name, const char *value);
 
+/* Workers started from now on run as "path ferrule-worker" (NULL: directly), for a wrapper that
+   changes how the process runs (tests/integration/pidns.c: in its own PID namespace). */
+void harness_set_worker_wrapper (harness_t *self, const char *path);
+
 /* Starts a broker on two free ports; returns its index (0, 1, ...) or -1. Start the brokers
    before the workers: a worker connects to the brokers that exist when it starts. */
 int harness_start_broker (harness_t *self);

@@ -151,6 +151,13 @@ json_t *
 itest_storm (const char *const *endpoints, size_t nendpoints, const char *const *ids, size_t nids,
              size_t n, int timeout_ms)
 {
+    return itest_storm_paced (endpoints, nendpoints, ids, nids, n, timeout_ms, 0, NULL, NULL);
+}
+
+json_t *
+itest_storm_paced (const char *const *endpoints, size_t nendpoints, const char *const *ids, size_t nids,
+                   size_t n, int timeout_ms, int pace_ms, void (*before_send) (void *arg, size_t i), void *arg)
+{
     void *ctx = zmq_ctx_new ();
     void **socks = calloc (nendpoints, sizeof *socks);
     json_t *replies = json_array ();
@@ -166,7 +173,12 @@ itest_storm (const char *const *endpoints, size_t nendpoints, const char *const 
     }
     usleep (200000);        /* let the connections come up before the burst */
     codec_builder_t *b = codec_builder_new ();
+    int64_t first = clock_mono_ms ();
     for (size_t i = 0; i < n; i++) {
+        while (pace_ms > 0 && clock_mono_ms () < first + (int64_t) i * pace_ms)
+            usleep (500);
+        if (before_send)
+            before_send (arg, i);
         char rid [32];
         snprintf (rid, sizeof rid, "%zu", i);
         codec_builder_reset (b);

@@ -32,3 +32,7 @@ int itest_workdir_contains (harness_t *h, const char *needle);
  * as a JSON array in request order (a missing reply is null); caller decrefs. */
 json_t *itest_storm (const char *const *endpoints, size_t nendpoints, const char *const *ids, size_t nids,
                      size_t n, int timeout_ms);
+/* The same, request i sent pace_ms * i after the first, with before_send (may be NULL) called
+ * just before each. */
+json_t *itest_storm_paced (const char *const *endpoints, size_t nendpoints, const char *const *ids, size_t nids,
+                           size_t n, int timeout_ms, int pace_ms, void (*before_send) (void *arg, size_t i), void *arg);

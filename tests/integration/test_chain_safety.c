@@ -1,0 +1,547 @@
+/* test_chain_safety.c - the review's findings on the token chain, each driven the way it was
+ * found, against the real processes and PostgreSQL:
+ *   - a commit that meets a read-only database is retried until it lands (never dropped);
+ *   - a row lock held for 10 s stalls nothing: other integrations keep being served, the worker
+ *     is never declared lost, the locked one answers a transient error;
+ *   - a lease takeover (and the same through journal replay) keeps the token the provider issued
+ *     over the needs_reconnect the overtaker recorded with the superseded one;
+ *   - two workers with the same pid, started in the same second, draw different lease tokens;
+ *   - a change notified while a statement runs reaches the cache; a change never notified is
+ *     found by the periodic re-validation;
+ *   - the first token after an import is not refreshed when it is fresh for its own lifetime;
+ *   - min_valid is honoured right after a refresh;
+ *   - the sweep rotates an idle short-lived token about once per lifetime. */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <libpq-fe.h>
+#include "clock.h"
+#include "itest.h"
+
+static harness_t *h;
+
+static int
+teardown (void **state)
+{
+    return h ? itest_teardown (&h) : 0;
+}
+
+/* ---- helpers ---- */
+
+/* A grant at the fake provider: its refresh token (caller frees) and, when asked, its access
+ * token and chain id. */
+static char *
+grant (const char *provider, char **access_token, long *chain)
+{
+    json_t *body = json_pack ("{s:s, s:[]}", "provider", provider, "scopes");
+    json_t *g = harness_fake (h, "POST", "/admin/grants", body);
+    json_decref (body);
+    assert_non_null (g);
+    char *rt = strdup (json_string_value (json_object_get (g, "refresh_token")));
+    if (access_token)
+        *access_token = strdup (json_string_value (json_object_get (g, "access_token")));
+    if (chain)
+        *chain = (long) json_integer_value (json_object_get (g, "chain"));
+    json_decref (g);
+    return rt;
+}
+
+static void
+import_at (const char *brokers, const char *id, const char *rt, const char *at, const char *expires_in)
+{
+    int rc = -1;
+    json_t *r = at ? harness_ctl_at (h, brokers, &rc, "import", "--integration", id, "--provider", "fakebox",
+                                     "--refresh-token", rt, "--access-token", at, "--expires-in", expires_in, NULL)
+                   : harness_ctl_at (h, brokers, &rc, "import", "--integration", id, "--provider", "fakebox",
+                                     "--refresh-token", rt, NULL);
+    if (rc != 0)
+        fail_msg ("import of %s failed: %s", id, itest_code (r));
+    json_decref (r);
+}
+
+/* Runs "ferrulectl <op> --integration id [extra]" at brokers in a child; returns its pid. The
+ * child exits with ferrulectl's status. */
+static pid_t
+ctl_async (const char *brokers, const char *op, const char *id, const char *extra1, const char *extra2)
+{
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid == 0) {
+        int rc = -1;
+        json_t *r = harness_ctl_at (h, brokers, &rc, op, "--integration", id, extra1, extra2, NULL);
+        json_decref (r);
+        _exit (rc < 0 ? 99 : rc);
+    }
+    return pid;
+}
+
+static int
+ctl_wait (pid_t pid)
+{
+    int status;
+    if (waitpid (pid, &status, 0) != pid || !WIFEXITED (status))
+        return -1;
+    return WEXITSTATUS (status);
+}
+
+static const char *
+code_of_ctl (const char *brokers, const char *op, const char *id, int *rc)
+{
+    static char code [64];
+    json_t *r = harness_ctl_at (h, brokers, rc, op, "--integration", id, NULL);
+    snprintf (code, sizeof code, "%s", itest_code (r));
+    json_decref (r);
+    return code;
+}
+
+/* A session of its own that holds integration id's row lock until unlock_row. */
+static PGconn *
+lock_row (const char *id)
+{
+    PGconn *c = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (c), CONNECTION_OK);
+    char sql [300];
+    snprintf (sql, sizeof sql, "BEGIN; SELECT 1 FROM integrations WHERE id = '%s' FOR UPDATE", id);
+    PGresult *r = PQexec (c, sql);
+    assert_int_equal (PQresultStatus (r), PGRES_TUPLES_OK);
+    assert_int_equal (PQntuples (r), 1);
+    PQclear (r);
+    return c;
+}
+
+static void
+unlock_row (PGconn *c)
+{
+    PQclear (PQexec (c, "COMMIT"));
+    PQfinish (c);
+}
+
+/* Waits until sql (one integer) answers want; fails the test after timeout_ms. */
+static void
+wait_sql (const char *sql, long long want, int timeout_ms)
+{
+    int64_t until = clock_mono_ms () + timeout_ms;
+    long long got = -1;
+    while (clock_mono_ms () < until) {
+        if ((got = harness_sql_int (h, sql)) == want)
+            return;
+        usleep (100000);
+    }
+    fail_msg ("after %d ms, \"%s\" answers %lld, not %lld", timeout_ms, sql, got, want);
+}
+
+static void
+wait_log (const char *needle, int timeout_ms)
+{
+    int64_t until = clock_mono_ms () + timeout_ms;
+    while (clock_mono_ms () < until) {
+        if (itest_workdir_contains (h, needle))
+            return;
+        usleep (50000);
+    }
+    fail_msg ("no log line says \"%s\" after %d ms", needle, timeout_ms);
+}
+
+/* Seconds from now to an RFC 3339 "expires_at". */
+static long long
+seconds_left (const json_t *reply)
+{
+    const char *text = json_string_value (json_object_get (reply, "expires_at"));
+    assert_non_null (text);
+    struct tm tm;
+    memset (&tm, 0, sizeof tm);
+    assert_non_null (strptime (text, "%Y-%m-%dT%H:%M:%SZ", &tm));
+    return (long long) timegm (&tm) - (long long) (clock_wall_ms () / 1000);
+}
+
+/* ---- a commit that meets a read-only server ---- */
+
+static void
+test_commit_retried_on_read_only_database (void **state)
+{
+    h = harness_new ("chain_read_only");
+    assert_non_null (h);
+    /* as after a failover with one address: the worker may reconnect to a read-only server */
+    const char *url = harness_database_url (h);
+    char *any = NULL;
+    assert_true (asprintf (&any, "%s%ctarget_session_attrs=any", url, strchr (url, '?') ? '&' : '?') > 0);
+    harness_set_env (h, "FERRULE_DATABASE_URL", any);
+    free (any);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "ro:box", rt, NULL, NULL);
+    free (rt);
+
+    PGresult *r = PQexec (harness_db (h), "SELECT current_database()");
+    char *db = strdup (PQgetvalue (r, 0, 0));
+    PQclear (r);
+    char sql [400];
+
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    pid_t child = ctl_async (harness_brokers (h), "refresh", "ro:box", NULL, NULL);
+    usleep (500000);
+    /* the provider is rotating the token; the database turns read-only and drops the worker */
+    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" SET default_transaction_read_only = on", db);
+    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                      "WHERE datname = current_database() AND application_name = 'ferrule-worker'"), 0);
+    wait_log ("could not commit the refresh", 10000);
+    int rc = ctl_wait (child);
+    assert_int_equal (rc, 5);              /* told: database_unavailable, the tokens are kept */
+    sleep (1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
+
+    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" RESET default_transaction_read_only", db);
+    assert_int_equal (harness_sql (h, sql), 0);
+    free (db);
+    /* writable again: the kept tokens are committed without anyone asking */
+    wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'ro:box' AND outcome = 'refreshed'", 1, 20000);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    const char *code = code_of_ctl (harness_brokers (h), "refresh", "ro:box", &rc);
+    if (rc != 0)
+        fail_msg ("refresh after the database came back: %s", code);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'active'"), 1);
+}
+
+/* ---- a row locked for 10 s ---- */
+
+static void
+test_row_lock_does_not_stall_the_worker (void **state)
+{
+    h = harness_new ("chain_row_lock");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");     /* lost after 750 ms of silence */
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt1 = grant ("fakebox", NULL, NULL), *rt2 = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "locked:box", rt1, NULL, NULL);
+    import_at (harness_brokers (h), "free:box", rt2, NULL, NULL);
+    free (rt1);
+    free (rt2);
+    int rc;
+    code_of_ctl (harness_brokers (h), "token", "free:box", &rc);
+    assert_int_equal (rc, 0);
+
+    PGconn *locker = lock_row ("locked:box");
+    int64_t until = clock_mono_ms () + 10000;
+    pid_t child = ctl_async (harness_brokers (h), "refresh", "locked:box", NULL, NULL);
+    int served = 0, failed = 0;
+    while (clock_mono_ms () < until) {
+        const char *code = code_of_ctl (harness_brokers (h), "token", "free:box", &rc);
+        if (rc == 0)
+            served++;
+        else {
+            failed++;
+            fprintf (stderr, "token for another integration failed during the lock: %s\n", code);
+        }
+        usleep (100000);
+    }
+    rc = ctl_wait (child);
+    unlock_row (locker);
+    assert_true (served > 20);
+    assert_int_equal (failed, 0);
+    assert_int_equal (rc, 5);                 /* the locked integration: a transient error */
+    assert_false (itest_workdir_contains (h, "missed its heartbeats"));
+    /* and once the lock is gone it refreshes */
+    const char *code = code_of_ctl (harness_brokers (h), "refresh", "locked:box", &rc);
+    if (rc != 0)
+        fail_msg ("refresh after the lock: %s", code);
+}
+
+/* ---- lease takeover ---- */
+
+/* Worker wA (only on broker 0) claims and calls the provider; its commit is held up (a row
+ * lock) past its lease; worker wB (only on broker 1) takes the lease, spends the old refresh
+ * token and gets invalid_grant (injected: the provider keeps the chain), recording
+ * needs_reconnect at the same generation. Returns with wA stopped (kill_a: SIGKILL, else SIGSTOP). */
+static void
+takeover (int kill_a)
+{
+    h = harness_new (kill_a ? "chain_takeover_replay" : "chain_takeover");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "1500");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "300");
+    harness_set_env (h, "FERRULE_LEASE_MS", "2000");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_broker (h), 1);
+    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
+    assert_int_equal (harness_start_worker_on (h, "wB", 2u), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (b0, "tk:box", rt, NULL, NULL);
+    free (rt);
+
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1000));
+    pid_t child = ctl_async (b0, "refresh", "tk:box", NULL, NULL);
+    /* wA holds the lease and waits for the provider: hold up its commit */
+    wait_sql ("SELECT count(*) FROM integrations WHERE lease_owner = 'wA'", 1, 5000);
+    PGconn *locker = lock_row ("tk:box");
+    wait_log ("could not commit the refresh", 5000);
+    assert_int_equal (ctl_wait (child), 5);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
+    /* until wA's lease is over */
+    wait_sql ("SELECT count(*) FROM integrations WHERE lease_expires_at < clock_timestamp()", 1, 5000);
+    if (kill_a) {
+        harness_signal_worker (h, "wA", SIGKILL);
+        assert_true (harness_wait_worker_exit (h, "wA", 5000) >= 0);
+    }
+    else
+        harness_signal_worker (h, "wA", SIGSTOP);
+    unlock_row (locker);
+
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    int rc;
+    const char *code = code_of_ctl (b1, "refresh", "tk:box", &rc);
+    assert_string_equal (code, "needs_reconnect");
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'needs_reconnect'"), 1);
+}
+
+/* What must hold after either takeover: the provider's newest token won. */
+static void
+takeover_settled (void)
+{
+    wait_sql ("SELECT count(*) FROM integrations WHERE id = 'tk:box' AND status = 'active'", 1, 20000);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'invalid_grant'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'tk:box'"), 2);
+    /* and that token works at the provider: no reuse */
+    int rc;
+    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "tk:box", &rc);
+    if (rc != 0)
+        fail_msg ("refresh after the takeover: %s", code);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'tk:box'"), 3);
+}
+
+static void
+test_lease_takeover_keeps_the_new_token (void **state)
+{
+    takeover (0);
+    harness_signal_worker (h, "wA", SIGCONT);   /* wA retries its commit */
+    takeover_settled ();
+}
+
+static void
+test_journal_replay_after_takeover_keeps_the_new_token (void **state)
+{
+    takeover (1);
+    /* wA's journal holds the rotated token; its next run replays it before anything else */
+    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
+    takeover_settled ();
+}
+
+/* ---- lease tokens of workers that share a pid ---- */
+
+static void
+test_same_pid_workers_draw_distinct_lease_tokens (void **state)
+{
+    char probe [600];
+    snprintf (probe, sizeof probe, "%s /bin/true", FERRULE_TEST_PIDNS);
+    if (system (probe) != 0) {
+        fprintf (stderr, "skipped: cannot make PID namespaces here (needs root)\n");
+        skip ();
+    }
+    h = harness_new ("chain_same_pid");
+    assert_non_null (h);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_broker (h), 1);
+    /* both pid 1, started in the same second: what every pair of containers looks like */
+    harness_set_worker_wrapper (h, FERRULE_TEST_PIDNS);
+    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
+    assert_int_equal (harness_start_worker_on (h, "wB", 2u), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    assert_true (itest_workdir_contains (h, "\"pid\":1,"));
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
+    char *rt1 = grant ("fakebox", NULL, NULL), *rt2 = grant ("fakebox", NULL, NULL);
+    import_at (b0, "pidA:box", rt1, NULL, NULL);
+    import_at (b1, "pidB:box", rt2, NULL, NULL);
+    free (rt1);
+    free (rt2);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    pid_t a = ctl_async (b0, "refresh", "pidA:box", NULL, NULL);
+    pid_t b = ctl_async (b1, "refresh", "pidB:box", NULL, NULL);
+    wait_sql ("SELECT count(*) FROM integrations WHERE lease_owner IS NOT NULL", 2, 5000);
+    /* the lease column of either schema (lease_token since 003, lease_id before) */
+    long long distinct = harness_sql_int (h, "SELECT count(DISTINCT COALESCE(to_jsonb(i)->>'lease_token', "
+                                             "to_jsonb(i)->>'lease_id')) FROM integrations i WHERE lease_owner IS NOT NULL");
+    assert_int_equal (ctl_wait (a), 0);
+    assert_int_equal (ctl_wait (b), 0);
+    assert_int_equal (distinct, 2);
+}
+
+/* ---- cache coherence ---- */
+
+static void
+start_one_worker (const char *name, const char *revalidate_ms)
+{
+    h = harness_new (name);
+    assert_non_null (h);
+    if (revalidate_ms)
+        harness_set_env (h, "FERRULE_CACHE_REVALIDATE_MS", revalidate_ms);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+}
+
+static void
+test_notification_during_a_statement_reaches_the_cache (void **state)
+{
+    start_one_worker ("chain_notify", NULL);
+    char *rt1 = grant ("fakebox", NULL, NULL), *rt2 = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "nx:box", rt1, NULL, NULL);
+    import_at (harness_brokers (h), "ny:box", rt2, NULL, NULL);
+    free (rt1);
+    free (rt2);
+    int rc;
+    code_of_ctl (harness_brokers (h), "token", "nx:box", &rc);
+    assert_int_equal (rc, 0);
+    code_of_ctl (harness_brokers (h), "token", "ny:box", &rc);
+    assert_int_equal (rc, 0);
+    /* ny: inactive in the database but not in the cache, so a request for it claims the row */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect' WHERE id = 'ny:box'"), 0);
+    PGconn *locker = lock_row ("ny:box");
+    pid_t child = ctl_async (harness_brokers (h), "token", "ny:box", "--min-valid", "7200");
+    usleep (1000000);                          /* the request has reached the worker */
+    /* while the worker works on ny, nx is disconnected elsewhere and the change notified */
+    assert_int_equal (harness_sql (h, "WITH u AS (UPDATE integrations SET status = 'disconnected', "
+                                      "generation = generation + 1 WHERE id = 'nx:box' RETURNING id) "
+                                      "SELECT pg_notify('ferrule_integrations', 'elsewhere ' || id) FROM u"), 0);
+    usleep (300000);
+    unlock_row (locker);
+    ctl_wait (child);
+    usleep (200000);
+    const char *code = code_of_ctl (harness_brokers (h), "token", "nx:box", &rc);
+    assert_string_equal (code, "disconnected");
+}
+
+static void
+test_unnotified_change_found_by_revalidation (void **state)
+{
+    start_one_worker ("chain_revalidate", "1000");
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "rv:box", rt, NULL, NULL);
+    free (rt);
+    int rc;
+    code_of_ctl (harness_brokers (h), "token", "rv:box", &rc);
+    assert_int_equal (rc, 0);
+    /* a change whose notification is lost */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'disconnected', generation = generation + 1 "
+                                      "WHERE id = 'rv:box'"), 0);
+    usleep (2500000);                          /* the bound (1 s) plus a pass (1 s) */
+    const char *code = code_of_ctl (harness_brokers (h), "token", "rv:box", &rc);
+    assert_string_equal (code, "disconnected");
+}
+
+/* ---- refreshes sized by the token's own lifetime ---- */
+
+static void
+test_fresh_import_is_not_refreshed (void **state)
+{
+    start_one_worker ("chain_lifetime", NULL);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "access_ttl", 120));
+    char *at = NULL;
+    char *rt = grant ("fakebox", &at, NULL);
+    import_at (harness_brokers (h), "life:box", rt, at, "120");
+    free (rt);
+    free (at);
+    int rc;
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "life:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (seconds_left (t) > 110);
+    json_decref (t);
+    usleep (500000);                           /* room for a background refresh, if one started */
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT access_lifetime_s FROM integrations WHERE id = 'life:box'"), 120);
+}
+
+static void
+test_min_valid_honoured_after_a_refresh (void **state)
+{
+    start_one_worker ("chain_min_valid", NULL);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "access_ttl", 120));
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "mv:box", rt, NULL, NULL);
+    free (rt);
+    int rc;
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "mv:box", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    sleep (3);
+    t = harness_ctl (h, &rc, "token", "--integration", "mv:box", "--min-valid", "119", NULL);
+    assert_int_equal (rc, 0);
+    long long left = seconds_left (t);
+    json_decref (t);
+    if (left < 118)     /* 119 promised; a second of rounding between the two clocks */
+        fail_msg ("min_valid 119 answered a token with %lld s left", left);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+    /* the allowance stays where it belongs: min_valid beyond the whole lifetime is not refreshed
+     * again and again */
+    t = harness_ctl (h, &rc, "token", "--integration", "mv:box", "--min-valid", "600", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+}
+
+static void
+test_sweep_rotates_about_once_per_lifetime (void **state)
+{
+    h = harness_new ("chain_sweep");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_SWEEP_MS", "1000");
+    harness_set_env (h, "FERRULE_SWEEP_HORIZON_S", "300");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    const int ttl = 6, seconds = 24;
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "access_ttl", ttl));
+    char *at = NULL;
+    char *rt = grant ("fakebox", &at, NULL);
+    import_at (harness_brokers (h), "idle:box", rt, at, "6");
+    free (rt);
+    free (at);
+    sleep ((unsigned) seconds);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    double per_hour = (double) calls * 3600.0 / seconds, lifetimes_per_hour = 3600.0 / ttl;
+    fprintf (stderr, "sweep: %lld rotations in %d s of a %d s token: %.0f an hour, %.2f per lifetime\n",
+             calls, seconds, ttl, per_hour, per_hour / lifetimes_per_hour);
+    assert_true (calls >= 2);                      /* it is kept fresh... */
+    assert_true (per_hour <= 1.6 * lifetimes_per_hour);   /* ...about once per lifetime, not every pass */
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_teardown (test_commit_retried_on_read_only_database, teardown),
+        cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
+        cmocka_unit_test_teardown (test_lease_takeover_keeps_the_new_token, teardown),
+        cmocka_unit_test_teardown (test_journal_replay_after_takeover_keeps_the_new_token, teardown),
+        cmocka_unit_test_teardown (test_same_pid_workers_draw_distinct_lease_tokens, teardown),
+        cmocka_unit_test_teardown (test_notification_during_a_statement_reaches_the_cache, teardown),
+        cmocka_unit_test_teardown (test_unnotified_change_found_by_revalidation, teardown),
+        cmocka_unit_test_teardown (test_fresh_import_is_not_refreshed, teardown),
+        cmocka_unit_test_teardown (test_min_valid_honoured_after_a_refresh, teardown),
+        cmocka_unit_test_teardown (test_sweep_rotates_about_once_per_lifetime, teardown),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
