@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 int64_t clock_mono_ms (void);
+int64_t clock_mono_us (void);            /* for measuring short intervals */
 int64_t clock_wall_ms (void);
 /* "2026-11-25T18:31:33Z" into out (at least 32 bytes); returns out. */
 char *clock_rfc3339 (int64_t epoch_seconds, char *out, size_t size);

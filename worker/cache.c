@@ -10,6 +10,7 @@ struct cache {
     cache_entry_t **buckets;
     size_t nbuckets;             /* power of two */
     size_t count;
+    size_t scan;                 /* next bucket of cache_collect_unchecked */
 };
 
 cache_t *
@@ -145,6 +146,19 @@ cache_count (const cache_t *c)
     return c->count;
 }
 
+size_t
+cache_collect_unchecked (cache_t *c, int64_t older_than_ms, char **ids, size_t max)
+{
+    size_t n = 0;
+    for (size_t visited = 0; visited < c->nbuckets && n < max; visited++) {
+        size_t b = c->scan++ & (c->nbuckets - 1);
+        for (cache_entry_t *e = c->buckets [b]; e; e = e->hnext)
+            if (!e->refresh && !e->stale && e->checked_ms < older_than_ms && n < max)
+                ids [n++] = mem_strdup (e->id);
+    }
+    return n;
+}
+
 void
 cache_set_text (char **field, const char *value)
 {
@@ -160,6 +174,7 @@ cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at,
     mem_free_secret (&e->access_token);
     e->access_token = access_token ? mem_strdup (access_token) : NULL;
     e->access_expires_at = expires_at;
+    e->checked_ms = clock_mono_ms ();
     clock_rfc3339 (expires_at, e->expires_text, sizeof e->expires_text);
     e->generation = generation;
 }

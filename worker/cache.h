@@ -18,6 +18,7 @@ struct cache_entry {
     char     expires_text [21];   /* access_expires_at as RFC 3339, formatted once per token */
     int64_t  generation;
     int64_t  refreshed_ms;        /* monotonic time this worker last refreshed it, 0 never */
+    int64_t  checked_ms;          /* monotonic time its generation was last read from or written to the database */
     int64_t  backoff_until_ms;    /* monotonic: no provider call before this after transient failures */
     int32_t  lifetime_s;          /* the access token's lifetime when issued, for refresh-ahead */
     uint8_t  failures;            /* consecutive transient failures */
@@ -42,8 +43,13 @@ void cache_drop (cache_t *c, const char *id);
 /* Forgets every entry without a refresh in flight. */
 void cache_clear (cache_t *c);
 size_t cache_count (const cache_t *c);
+/* Up to max ids (copies: the caller frees each) of entries without a refresh in flight whose
+ * checked_ms is before older_than_ms, continuing a round-robin scan from where the last call
+ * stopped, so that repeated calls cover the whole cache. Returns how many. */
+size_t cache_collect_unchecked (cache_t *c, int64_t older_than_ms, char **ids, size_t max);
 
-/* Replaces the access token (takes a copy) and its expiry and generation. */
+/* Replaces the access token (takes a copy) and its expiry and generation; the entry counts as
+ * checked against the database now. */
 void cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation);
 void cache_set_text (char **field, const char *value);
 integ_status_t cache_status_from_text (const char *status);

@@ -932,28 +932,32 @@ exchange_succeeded (worker_t *w, connect_call_t *c, oauth_result_t *res)
     char key [32], exp [32];
     snprintf (key, sizeof key, "%" PRId32, key_id);
     snprintf (exp, sizeof exp, "%" PRId64, expires_at);
+    char life [32];
+    snprintf (life, sizeof life, "%" PRId64, expires_in);
     const char *values [] = { c->id, p->name, key, (const char *) at_ct, exp, (const char *) rt_ct,
                               res->refresh_token ? fingerprint : NULL, granted,
                               c->requested_scopes ? c->requested_scopes : "", res->refresh_token ? "false" : "true",
-                              store_worker_id (w->store), detail, c->state_hash };
-    int lengths [] = { 0, 0, 0, (int) at_len, 0, (int) rt_len, 0, 0, 0, 0, 0, 0, 0 };
-    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0 };
+                              store_worker_id (w->store), detail, c->state_hash, life };
+    int lengths [] = { 0, 0, 0, (int) at_len, 0, (int) rt_len, 0, 0, 0, 0, 0, 0, 0, 0 };
+    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0 };
     /* Like an import: a reconnect replaces the tokens, returns the integration to active, keeps the
      * history and bumps the generation so that a refresh in flight for the old chain cannot commit. */
     res_db = store_exec (w->store,
         "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */
         " u AS ("
         "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at,"
-        "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing)"
+        "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing,"
+        "    access_lifetime_s)"
         "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1,"
-        "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean)"
+        "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer)"
         "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active',"
         "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token,"
         "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token,"
         "    refresh_fingerprint = EXCLUDED.refresh_fingerprint, generation = integrations.generation + 1,"
         "    scopes = EXCLUDED.scopes, requested_scopes = EXCLUDED.requested_scopes,"
         "    refresh_token_missing = EXCLUDED.refresh_token_missing, scope_report = NULL, scope_report_at = NULL,"
-        "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL,"
+        "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
+        "    access_lifetime_s = EXCLUDED.access_lifetime_s,"
         "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
         "  RETURNING generation),"
         " c AS ("
@@ -962,7 +966,7 @@ exchange_succeeded (worker_t *w, connect_call_t *c, oauth_result_t *res)
         "    COALESCE('re' || $12 || ' (was ' || (SELECT status FROM prev) || ')', $12) FROM u RETURNING generation),"
         " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12 WHERE state_hash = $13)"
         " SELECT c.generation, (SELECT status FROM prev), pg_notify('" NOTIFY_CHANNEL "', $11 || ' ' || $1) FROM c",
-        13, values, lengths, formats, 1, &st, err, sizeof err);
+        14, values, lengths, formats, 1, &st, err, sizeof err);
     if (!res_db || PQntuples (res_db) != 1) {
         if (res_db)
             st = FR_INTERNAL;
@@ -1163,7 +1167,7 @@ connect_disconnect (worker_t *w, job_t *job, const msgpack_object *root, const c
         " u AS ("
         "  UPDATE integrations i SET status = 'disconnected', access_token = NULL, refresh_token = NULL,"
         "    access_expires_at = NULL, refresh_fingerprint = NULL, refresh_token_missing = false,"
-        "    generation = i.generation + 1, disconnected_at = now(), lease_owner = NULL, lease_id = NULL,"
+        "    generation = i.generation + 1, disconnected_at = now(), lease_owner = NULL, lease_id = NULL, lease_token = NULL,"
         "    lease_expires_at = NULL, updated_at = now()"
         "  FROM old WHERE i.id = old.id AND old.status <> 'disconnected' RETURNING i.generation),"
         " c AS ("

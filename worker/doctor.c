@@ -49,6 +49,7 @@ typedef struct {
     const store_chain_t *invalid_grant;     /* newest invalid_grant */
     const store_chain_t *connect_failed;    /* newest connect_failed, if newer than origin */
     const store_chain_t *disconnected;
+    const store_chain_t *interrupted;       /* an "interrupted" row at the newest invalid_grant's generation */
     int rotations;              /* refreshes that rotated, since origin */
     int reuse_suspected;        /* invalid_grant right after a rotation, a conflict, or "reuse" */
 } chain_facts_t;
@@ -129,6 +130,12 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
             cf->invalid_grant = r;
             if (r->detail && strstr (r->detail, "reuse"))
                 cf->reuse_suspected = 1;
+            /* an interrupted refresh of the same generation explains it (newest rows first) */
+            for (size_t k = i + 1; k < n && rows [k].generation == r->generation; k++)
+                if (outcome_is (&rows [k], "interrupted")) {
+                    cf->interrupted = &rows [k];
+                    break;
+                }
             /* the attempt before it, and any conflict close to it */
             for (size_t k = i + 1; k < n && k <= i + 5; k++) {
                 if (outcome_is (&rows [k], "conflict"))
@@ -208,6 +215,22 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
     connect_command (cmd, sizeof cmd, id, provider, a);
     d->code = code;
 
+    if (strcmp (code, "rotation_interrupted") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect; the history "
+                  "shows an interrupted refresh right before the provider refused the refresh token.", id);
+        snprintf (d->cause, sizeof d->cause, "A worker stopped (killed, crashed, or stalled past its lease) while %s "
+                  "was rotating the refresh token. %s issued a new refresh token and invalidated the old one, but "
+                  "its answer never reached the database, so the only valid refresh token was lost. %s", name, name,
+                  p && p->reuse_grace_seconds ? "This provider accepts the old token again for a short grace period; "
+                  "the grace had passed before the next refresh." : "This provider accepts a refresh token only once, "
+                  "so no retry can recover it.");
+        add_step (d, "Disconnect the integration: ferrulectl disconnect --integration %s", id);
+        add_step (d, "Connect it again and approve the provider's consent screen: %s, then open the printed URL "
+                  "and pass the URL the browser lands on to ferrulectl callback --url", cmd);
+        add_step (d, "Operators: find why the worker stopped at that time (its logs, the pod's events); the history "
+                  "below names it");
+    }
+    else
     if (strcmp (code, "needs_reconnect") == 0) {
         int box = p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE && cf && cf->reuse_suspected;
         snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect after it had "
@@ -505,7 +528,7 @@ doctor_run (worker_t *w, job_t *job, const char *id)
         verdict = failed_code;
     else
     if (strcmp (row.status, "needs_reconnect") == 0)
-        verdict = "needs_reconnect";
+        verdict = cf.interrupted ? "rotation_interrupted" : "needs_reconnect";
     else
     if (last_attempt && strcmp (last_attempt, "invalid_client") == 0)
         verdict = "invalid_client";
@@ -542,6 +565,9 @@ doctor_run (worker_t *w, job_t *job, const char *id)
         if (cf.invalid_grant->detail && !(row.last_error_message && strcmp (row.last_error_message, cf.invalid_grant->detail) == 0))
             add_fact (&d, "the provider said: %s", cf.invalid_grant->detail);
     }
+    if (cf.interrupted)
+        add_fact (&d, "refresh of generation %lld interrupted at %s: %s", (long long) cf.interrupted->generation,
+                  at (cf.interrupted->at, t1, sizeof t1), cf.interrupted->detail ? cf.interrupted->detail : "");
     if (p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE && (cf.rotations || cf.reuse_suspected))
         add_fact (&d, "%s rotates the refresh token on every refresh (single use%s); %d rotations since it was "
                   "connected", row.provider, p->reuse_grace_seconds ? ", with a grace period" : ", no grace period",

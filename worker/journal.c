@@ -17,6 +17,7 @@ struct journal {
     int fd;
     int64_t next_seq;
     size_t outstanding;
+    int unsynced;                /* records written since the last fdatasync */
 };
 
 journal_t *
@@ -47,7 +48,7 @@ journal_close (journal_t **j_p)
 }
 
 static int
-journal_write_line (journal_t *j, json_t *obj, int sync)
+journal_write_line (journal_t *j, json_t *obj)
 {
     char *line = json_dumps (obj, JSON_COMPACT);
     if (!line)
@@ -68,8 +69,6 @@ journal_write_line (journal_t *j, json_t *obj, int sync)
         }
         off += (size_t) n;
     }
-    if (rc == 0 && sync && fsync (j->fd) != 0)
-        rc = -1;
     mem_free (buf);
     free (line);
     return rc;
@@ -81,14 +80,15 @@ journal_append (journal_t *j, const store_commit_t *c)
     char *at = crypto_b64_encode (c->access_ct, c->access_ct_len);
     char *rt = crypto_b64_encode (c->refresh_ct, c->refresh_ct_len);
     int64_t seq = j->next_seq++;
-    json_t *o = json_pack ("{sI ss sI sI si ss ss sI ss sb ss?}",
+    json_t *o = json_pack ("{sI ss sI ss si ss ss sI sI ss sb ss?}",
                            "seq", (json_int_t) seq, "id", c->id,
                            "generation", (json_int_t) c->expected_generation,
-                           "lease", (json_int_t) c->lease_id, "key", (int) c->key_id,
+                           "lease_token", c->lease_token, "key", (int) c->key_id,
                            "access", at, "refresh", rt, "expires_at", (json_int_t) c->access_expires_at,
+                           "lifetime", (json_int_t) c->access_lifetime_s,
                            "fingerprint", c->refresh_fingerprint ? c->refresh_fingerprint : "",
                            "rotated", c->rotated, "scopes", c->scopes);
-    int rc = o ? journal_write_line (j, o, 1) : -1;
+    int rc = o ? journal_write_line (j, o) : -1;
     json_decref (o);
     mem_free (at);
     mem_free (rt);
@@ -97,7 +97,21 @@ journal_append (journal_t *j, const store_commit_t *c)
         return -1;
     }
     j->outstanding++;
+    j->unsynced = 1;
     return seq;
+}
+
+int
+journal_sync (journal_t *j)
+{
+    if (!j->unsynced)
+        return 0;
+    if (fdatasync (j->fd) != 0) {
+        log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s", j->path, strerror (errno));
+        return -1;
+    }
+    j->unsynced = 0;
+    return 0;
 }
 
 void
@@ -105,7 +119,7 @@ journal_done (journal_t *j, int64_t seq)
 {
     json_t *o = json_pack ("{sI}", "done", (json_int_t) seq);
     /* no fsync: a lost marker only makes the start-up replay look at a settled record again */
-    if (journal_write_line (j, o, 0) != 0)
+    if (journal_write_line (j, o) != 0)
         log_warning (NULL, NULL, "could not mark journal record %lld settled: %s", (long long) seq, strerror (errno));
     json_decref (o);
     if (j->outstanding > 0)
@@ -173,7 +187,11 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
         unsigned char *rt = crypto_b64_decode (json_string_value (json_object_get (o, "refresh")) ?: "", &rt_len);
         c.id = json_string_value (json_object_get (o, "id"));
         c.expected_generation = json_integer_value (json_object_get (o, "generation"));
-        c.lease_id = json_integer_value (json_object_get (o, "lease"));
+        /* journals written before lease tokens carry a numeric "lease": no token, so the replayed
+         * commit leaves that lease to expire or to the release that follows the replay */
+        snprintf (c.lease_token, sizeof c.lease_token, "%s",
+                  json_string_value (json_object_get (o, "lease_token")) ?: "");
+        c.access_lifetime_s = json_integer_value (json_object_get (o, "lifetime"));
         c.key_id = (int32_t) json_integer_value (json_object_get (o, "key"));
         c.access_ct = at;
         c.access_ct_len = at_len;

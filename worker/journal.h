@@ -12,8 +12,11 @@ typedef struct journal journal_t;
 /* Opens (creating, mode 0600) the journal at path. NULL with a reason on failure. */
 journal_t *journal_open (const char *path, char *err, size_t errlen);
 void journal_close (journal_t **j_p);
-/* Appends a commit that is not yet in the database and fsyncs. Returns its sequence (> 0), or -1. */
+/* Appends a commit that is not yet in the database. Returns its sequence (> 0), or -1. Not on disk
+ * until journal_sync: the loop writes every record of a turn, then syncs once for all of them. */
 int64_t journal_append (journal_t *j, const store_commit_t *c);
+/* Flushes appended records to disk (fdatasync); 0, or -1 (logged). */
+int journal_sync (journal_t *j);
 /* Marks a record settled (committed, or superseded). Rewrites the file empty once nothing is
  * outstanding. */
 void journal_done (journal_t *j, int64_t seq);

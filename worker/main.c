@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -23,6 +24,7 @@ main (int argc, char **argv)
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
     int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
+    int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms;
     const config_entry_t table [] = {
         { "worker-id", "FERRULE_WORKER_ID", CONFIG_STRING, &worker_id, NULL, 0, 0, 0, "stable id of this worker (default: hostname)" },
         { "database-url", "FERRULE_DATABASE_URL", CONFIG_STRING, &database_url, NULL, 0, 0, 1, "PostgreSQL connection string" },
@@ -45,6 +47,10 @@ main (int argc, char **argv)
         { "breaker-min-failures", "FERRULE_BREAKER_MIN_FAILURES", CONFIG_INT, &breaker_min, "5", 1, 1000000, 0, "failures in the window that open a provider's circuit (if also half the calls)" },
         { "breaker-window-ms", "FERRULE_BREAKER_WINDOW_MS", CONFIG_INT, &breaker_window, "30000", 100, 3600000, 0, "window over which provider failures are counted" },
         { "breaker-open-ms", "FERRULE_BREAKER_OPEN_MS", CONFIG_INT, &breaker_open, "30000", 100, 3600000, 0, "how long an open circuit refuses calls before one probe" },
+        { "db-statement-timeout-ms", "FERRULE_DB_STATEMENT_TIMEOUT_MS", CONFIG_INT, &db_statement_ms, "0", 0, 60000, 0, "longest a database statement may keep the loop waiting (0: the heartbeat interval)" },
+        { "db-lock-timeout-ms", "FERRULE_DB_LOCK_TIMEOUT_MS", CONFIG_INT, &db_lock_ms, "0", 0, 60000, 0, "longest a statement waits for a row lock (0: a quarter of the statement timeout)" },
+        { "db-connect-timeout-ms", "FERRULE_DB_CONNECT_TIMEOUT_MS", CONFIG_INT, &db_connect_ms, "0", 0, 60000, 0, "longest a connection attempt may take (0: the heartbeat interval)" },
+        { "cache-revalidate-ms", "FERRULE_CACHE_REVALIDATE_MS", CONFIG_INT, &revalidate_ms, "30000", 100, 3600000, 0, "a cached integration is checked against the database when older than this, even without a change notification" },
         { "sweep-ms", "FERRULE_SWEEP_MS", CONFIG_INT, &sweep_ms, "30000", 100, 3600000, 0, "how often the background sweep runs" },
         { "sweep-horizon-s", "FERRULE_SWEEP_HORIZON_S", CONFIG_INT, &sweep_horizon, "300", 0, 86400, 0, "the sweep refreshes tokens expiring within this" },
         { "sweep-rate", "FERRULE_SWEEP_RATE", CONFIG_INT, &sweep_rate, "10", 1, 10000, 0, "provider calls per second per provider the sweep may start" },
@@ -81,6 +87,24 @@ main (int argc, char **argv)
         rc = 2;
         goto out;
     }
+    /* the database may hold up the loop, but never long enough for the brokers (three silent
+     * heartbeat intervals) to declare this worker lost */
+    if (!db_statement_ms)
+        db_statement_ms = heartbeat_ms;
+    if (!db_lock_ms)
+        db_lock_ms = db_statement_ms / 4 > 0 ? db_statement_ms / 4 : 1;
+    if (!db_connect_ms)
+        db_connect_ms = heartbeat_ms;
+    if (db_statement_ms + 250 >= 2 * heartbeat_ms + 1000 || db_connect_ms >= 2 * heartbeat_ms + 1000
+    ||  db_lock_ms > db_statement_ms) {
+        log_error (NULL, NULL, "FERRULE_DB_STATEMENT_TIMEOUT_MS (%lld) and FERRULE_DB_CONNECT_TIMEOUT_MS (%lld) must stay "
+                   "under two heartbeat intervals plus one second (%lld ms), and the lock timeout (%lld) under the "
+                   "statement timeout: a longer wait on the database would make the brokers declare this worker lost",
+                   (long long) db_statement_ms, (long long) db_connect_ms, (long long) (2 * heartbeat_ms + 1000),
+                   (long long) db_lock_ms);
+        rc = 2;
+        goto out;
+    }
     if (!journal) {
         char path [300];
         snprintf (path, sizeof path, "ferrule-%s.journal", worker_id);
@@ -90,11 +114,16 @@ main (int argc, char **argv)
 
     daemon_signals (&stop_requested);
     curl_global_init (CURL_GLOBAL_DEFAULT);
-    srandom ((unsigned) (time (NULL) ^ getpid ()));
+    /* jitter only, but it must differ between replicas: every container's worker is pid 1 */
+    unsigned seed = (unsigned) (time (NULL) ^ getpid ());
+    if (getrandom (&seed, sizeof seed, 0) != (ssize_t) sizeof seed)
+        log_warning (NULL, NULL, "could not seed the backoff jitter from the kernel; using time and pid");
+    srandom (seed);
 
     worker_config_t cfg = { worker_id, database_url, backends, providers, key, old_keys, journal,
                             heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm,
                             http_bind, state_ttl, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
+                            revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch } };
     worker_t *w = worker_new (&cfg, err, sizeof err);
     if (!w) {

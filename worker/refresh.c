@@ -1,9 +1,12 @@
 /* refresh.c - the refresh protocol (docs/architecture.md):
  *   1. claim: a short transaction locks the row; if someone already refreshed, use their token;
- *      if another holder's lease is live, wait; else take the lease (owner, id, expiry).
+ *      if another holder's lease is live, wait; else take the lease (owner, 128-bit token, expiry).
  *   2. call the provider with no transaction open (curl multi: other work goes on meanwhile).
- *   3. a rotated refresh token goes to the local journal (fsync) before anything else.
- *   4. commit: compare-and-set on the generation; the chain row commits with it.
+ *   3. a rotated refresh token goes to the local journal, and the journal to disk, before any
+ *      other work of the loop (every answer of a loop turn shares one fdatasync).
+ *   4. commit: compare-and-set on the generation; the chain row commits with it. Until it is
+ *      committed (or superseded by a newer generation) the new tokens are kept and the commit is
+ *      retried, whatever the database answered.
  *   5. only then answer every request that waited on this refresh. */
 #define _GNU_SOURCE             /* memmem */
 #include "refresh.h"
@@ -15,13 +18,16 @@
 #include <string.h>
 
 #define BUSY_RETRY_MS   100          /* re-claim interval while another holder's lease is live */
-#define COMMIT_RETRY_MS 500          /* database retry interval for a commit that failed */
+#define LOCKED_GIVE_UP_MS 1000       /* a row locked this long answers the waiters database_unavailable */
+#define COMMIT_RETRY_MS 250          /* first retry of a commit that failed; doubles up to the max */
+#define COMMIT_RETRY_MAX_MS 10000
 #define DEFAULT_EXPIRES_IN 3600      /* when a provider omits expires_in */
 
 
 typedef enum {
     REFRESH_CLAIMING,                /* waiting to claim (again) at due_ms */
     REFRESH_CALLING,                 /* provider call in flight */
+    REFRESH_ANSWERED,                /* new tokens sealed (and journaled): sync, then commit, this turn */
     REFRESH_COMMITTING,              /* commit failed; retrying at due_ms, tokens in the journal */
 } refresh_state_t;
 
@@ -35,8 +41,12 @@ struct refresh {
     int64_t known_generation;        /* the generation the first waiter saw */
     int64_t valid_until;             /* epoch s: what the waiters need the token to last until */
     int64_t due_ms;
-    int64_t lease_id;
+    char lease_token [STORE_LEASE_LEN + 1];
     int64_t expected_generation;
+    int64_t locked_since_ms;         /* first claim that found the row locked, 0 none */
+    int interrupted;                 /* the lease we took had been left by an interrupted refresh */
+    unsigned commit_failures;        /* consecutive failed commits, for the retry's backoff */
+    int64_t answered_us;             /* monotonic: when the loop woke up to the provider's answer */
     char *refresh_token;             /* plaintext, only while calling */
     const catalog_provider_t *provider;
     int called;                      /* this refresh made a provider call */
@@ -211,8 +221,9 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
             return st;
     }
     cache_set_token (e, plain, row->access_expires_at, row->generation);
-    if (row->last_refresh_at > 0 && row->access_expires_at > row->last_refresh_at)
-        e->lifetime_s = (int32_t) (row->access_expires_at - row->last_refresh_at);
+    /* the lifetime the provider gave this token (the refresh's, the code exchange's or the
+     * import's expires_in), so that refresh-ahead is sized by the token itself */
+    e->lifetime_s = (int32_t) row->access_lifetime_s;
     cache_set_text (&e->provider, row->provider);
     cache_set_text (&e->scopes, row->scopes);
     e->status = (uint8_t) cache_status_from_text (row->status);
@@ -260,6 +271,13 @@ refresh_attempt (worker_t *w, refresh_t *r)
     oauth_request_t *req = NULL;
     int64_t retry_after = 0;
 
+    if (!w->started_db) {
+        /* the journal of an earlier run is not replayed yet: a refresh now could spend a refresh
+         * token the journal has already replaced */
+        refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, "the worker is still recovering its journal; retry shortly",
+                              NULL, 1);
+        return;
+    }
     fr_status_t st = store_claim (w->store, e->id, r->known_generation, r->valid_until, r->forced,
                                   w->cfg.lease_ms, &outcome, &row, err, sizeof err);
     if (st != FR_OK) {
@@ -269,7 +287,30 @@ refresh_attempt (worker_t *w, refresh_t *r)
         refresh_finish_error (w, r, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
         return;
     }
+    if (outcome != CLAIM_LOCKED)
+        r->locked_since_ms = 0;
     switch (outcome) {
+        case CLAIM_LOCKED: {
+            /* another session holds the row: never wait for it inside the loop */
+            int64_t now = clock_mono_ms ();
+            if (!r->locked_since_ms)
+                r->locked_since_ms = now;
+            if (!r->waiters)
+                refresh_free (w, r);
+            else
+            if (now - r->locked_since_ms >= LOCKED_GIVE_UP_MS) {
+                snprintf (err, sizeof err, "integration \"%s\" is locked by another database session", e->id);
+                log_warning (e->id, rid_of (r), "%s; answering the waiters", err);
+                refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, err,
+                                      "a long transaction holds this integration's row; retry shortly, and if it "
+                                      "lasts, look for it in pg_stat_activity", 1);
+            }
+            else {
+                r->state = REFRESH_CLAIMING;
+                r->due_ms = now + BUSY_RETRY_MS;
+            }
+            return;
+        }
         case CLAIM_INACTIVE: {
             refresh_adopt_row (w, e, &row, err, sizeof err);
             fr_status_t code = e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT;
@@ -309,7 +350,11 @@ refresh_attempt (worker_t *w, refresh_t *r)
     }
 
     /* Step 2: the lease is ours until lease_ms passes; call the provider. */
-    r->lease_id = row.lease_id;
+    snprintf (r->lease_token, sizeof r->lease_token, "%s", row.lease_token);
+    r->interrupted = row.interrupted;
+    if (row.interrupted)
+        log_warning (e->id, rid_of (r), "an earlier refresh of generation %lld was interrupted; refreshing now",
+                     (long long) row.generation);
     r->expected_generation = row.generation;
     cache_set_text (&e->provider, row.provider);
     r->provider = catalog_find (w->catalog, row.provider);
@@ -326,7 +371,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
     if (!breaker_allow (w->breaker, r->provider->name, clock_mono_ms (), &retry_after)) {
         /* another integration's call is the half-open probe: give the lease back untouched */
         char err2 [256];
-        if (store_release_lease (w->store, e->id, row.lease_id, err2, sizeof err2) != FR_OK)
+        if (store_release_lease (w->store, e->id, row.lease_token, err2, sizeof err2) != FR_OK)
             log_warning (e->id, NULL, "could not release the lease: %s", err2);
         snprintf (err, sizeof err, "provider \"%s\" is failing for many integrations; calls resume in %lld s",
                   r->provider->name, (long long) retry_after);
@@ -354,7 +399,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
         int stale = 0;
         char err2 [256];
         log_error (e->id, rid_of (r), "could not refresh integration \"%s\": %s", e->id, err);
-        if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_id,
+        if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_token,
                                   fail == FR_CONFIGURATION ? "configuration" : "error", NULL, result_code (fail),
                                   err, NULL, &stale, err2, sizeof err2) != FR_OK)
             log_warning (e->id, NULL, "could not record the failure: %s", err2);
@@ -368,7 +413,10 @@ refresh_attempt (worker_t *w, refresh_t *r)
                (long long) r->expected_generation);
 }
 
-/* Step 4: the compare-and-set commit. Returns 1 when settled (committed or conflict), 0 to retry. */
+/* Step 4: the compare-and-set commit. Returns 1 when settled (committed or conflict), 0 to retry.
+ * Every failure other than a conflict is retried: a read-only server after a failover, a full
+ * disk, a lock or statement timeout, a deadlock all pass, and the provider has already spent the
+ * refresh token these tokens replaced. */
 static int
 refresh_commit (worker_t *w, refresh_t *r)
 {
@@ -376,18 +424,17 @@ refresh_commit (worker_t *w, refresh_t *r)
     char err [512];
     int conflict = 0;
     fr_status_t st = store_commit_refresh (w->store, &r->commit, &conflict, err, sizeof err);
-    if (st == FR_DATABASE_UNAVAILABLE) {
-        log_warning (e->id, NULL, "could not commit the refresh, will retry: %s", err);
+    if (st != FR_OK) {
+        r->commit_failures++;
+        if (st == FR_DATABASE_UNAVAILABLE)
+            log_warning (e->id, NULL, "could not commit the refresh (attempt %u), will retry: %s", r->commit_failures, err);
+        else
+            log_error (e->id, NULL, "could not commit the refresh (attempt %u), will retry: %s", r->commit_failures, err);
         return 0;
     }
     if (r->journal_seq > 0)
         journal_done (w->journal, r->journal_seq);
     r->journal_seq = 0;
-    if (st != FR_OK) {
-        log_error (e->id, NULL, "could not commit the refresh: %s", err);
-        refresh_finish_error (w, r, st, err, NULL, -1);
-        return 1;
-    }
     if (conflict) {
         /* someone committed first: serve what is stored now */
         store_row_t row;
@@ -410,16 +457,27 @@ refresh_commit (worker_t *w, refresh_t *r)
     }
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
     e->refreshed_ms = clock_mono_ms ();
-    e->lifetime_s = (int32_t) (r->commit.access_expires_at - clock_wall_ms () / 1000);
+    e->lifetime_s = (int32_t) r->commit.access_lifetime_s;
     e->failures = 0;
     e->backoff_until_ms = 0;
     if (r->scopes)
         cache_set_text (&e->scopes, r->scopes);
     e->status = INTEG_ACTIVE;
-    log_info (e->id, rid_of (r), "refreshed: generation %lld, refresh token %s",
-              (long long) e->generation, r->commit.rotated ? "rotated" : "kept");
+    log_info (e->id, rid_of (r), "refreshed: generation %lld, refresh token %s%s",
+              (long long) e->generation, r->commit.rotated ? "rotated" : "kept",
+              r->commit_failures ? " (committed after the database came back)" : "");
     refresh_finish_ok (w, r);
     return 1;
+}
+
+/* Schedules the next commit attempt: 250 ms, doubling to 10 s. */
+static void
+refresh_commit_later (refresh_t *r, int64_t now_ms)
+{
+    unsigned shift = r->commit_failures > 6 ? 6 : r->commit_failures;
+    int64_t delay = (int64_t) COMMIT_RETRY_MS << shift;
+    r->state = REFRESH_COMMITTING;
+    r->due_ms = now_ms + (delay > COMMIT_RETRY_MAX_MS ? COMMIT_RETRY_MAX_MS : delay);
 }
 
 /* The commit did not reach the database: callers are told now; the tokens stay in memory and
@@ -469,11 +527,12 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     }
     r->commit.id = e->id;
     r->commit.expected_generation = r->expected_generation;
-    r->commit.lease_id = r->lease_id;
+    snprintf (r->commit.lease_token, sizeof r->commit.lease_token, "%s", r->lease_token);
     r->commit.key_id = key_id;
     r->commit.access_ct = r->access_ct;
     r->commit.access_ct_len = at_len;
     r->commit.access_expires_at = clock_wall_ms () / 1000 + expires_in;
+    r->commit.access_lifetime_s = expires_in;
     r->commit.refresh_ct = r->refresh_ct;
     r->commit.refresh_ct_len = rt_len;
     r->commit.refresh_fingerprint = r->fingerprint;
@@ -486,11 +545,38 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
         if (r->journal_seq < 0)
             log_error (e->id, NULL, "the rotated refresh token is not journaled; committing it directly");
     }
-    if (!refresh_commit (w, r)) {
-        r->state = REFRESH_COMMITTING;
-        r->due_ms = clock_mono_ms () + COMMIT_RETRY_MS;
-        /* callers are told now; the tokens stay in memory and in the journal until committed */
-        refresh_commit_failed (w, r);
+    /* the sync and the commit follow in refresh_after_answers, once every answer of this loop
+     * turn is in the journal */
+    r->state = REFRESH_ANSWERED;
+    r->answered_us = w->woke_us;
+}
+
+void
+refresh_after_answers (worker_t *w)
+{
+    int any = 0, journaled = 0;
+    for (refresh_t *r = w->refreshes; r; r = r->next)
+        if (r->state == REFRESH_ANSWERED) {
+            any = 1;
+            journaled |= r->journal_seq > 0;
+        }
+    if (!any)
+        return;
+    int synced = !journaled || journal_sync (w->journal) == 0;
+    int64_t now_us = clock_mono_us ();
+    refresh_t *r = w->refreshes;
+    while (r) {
+        refresh_t *next = r->next;      /* a commit may free r */
+        if (r->state == REFRESH_ANSWERED) {
+            if (r->journal_seq > 0 && synced)
+                metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
+            if (!refresh_commit (w, r)) {
+                refresh_commit_later (r, clock_mono_ms ());
+                /* callers are told now; the tokens stay in memory and in the journal until committed */
+                refresh_commit_failed (w, r);
+            }
+        }
+        r = next;
     }
 }
 
@@ -559,12 +645,21 @@ refresh_on_response (void *arg, const http_response_t *resp)
                   res.error_description ? ": " : "", res.error_description ? res.error_description : "");
     else
         snprintf (message, sizeof message, "could not refresh integration \"%s\": %s", e->id, res.detail);
+    const char *hint = NULL;
+    if (res.kind == OAUTH_INVALID_GRANT && r->interrupted) {
+        /* the chain's last refresh never stored its result: say what that means */
+        snprintf (message, sizeof message, "could not refresh integration \"%s\": provider \"%s\" answered "
+                  "invalid_grant after an interrupted refresh: a worker stopped while the provider was rotating the "
+                  "refresh token, and the new refresh token the provider issued never reached the database",
+                  e->id, r->provider->name);
+        hint = "the user must reconnect: disconnect the integration, then connect it again";
+    }
     log_warning (e->id, rid_of (r), "%s", message);
 
     char err [256];
     int stale = 0;
     mem_free_secret (&r->refresh_token);
-    if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_id, outcome, new_status,
+    if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_token, outcome, new_status,
                               result_code (st), message, NULL, &stale, err, sizeof err) != FR_OK)
         log_warning (e->id, NULL, "could not record the failed refresh: %s", err);
     if (stale && res.kind == OAUTH_INVALID_GRANT) {
@@ -580,8 +675,7 @@ refresh_on_response (void *arg, const http_response_t *resp)
     }
     if (new_status && !stale)
         e->status = (uint8_t) cache_status_from_text (new_status);
-    const char *hint = NULL;
-    if (st == FR_NEEDS_RECONNECT)
+    if (st == FR_NEEDS_RECONNECT && !hint)
         hint = "the provider no longer accepts the stored refresh token (revoked, expired, or used twice): "
                "disconnect the integration, then connect it again";
     refresh_finish_error (w, r, st, message, hint, st == FR_PROVIDER_UNAVAILABLE ? res.retry_after : -1);
@@ -615,7 +709,7 @@ refresh_tick (worker_t *w, int64_t now_ms)
         if (r->state == REFRESH_COMMITTING && now_ms >= r->due_ms) {
             if (!refresh_commit (w, r)) {
                 refresh_commit_failed (w, r);
-                r->due_ms = now_ms + COMMIT_RETRY_MS;
+                refresh_commit_later (r, now_ms);
             }
         }
         r = next;
@@ -627,7 +721,7 @@ refresh_next_due (const worker_t *w)
 {
     int64_t due = -1;
     for (const refresh_t *r = w->refreshes; r; r = r->next)
-        if (r->state != REFRESH_CALLING && (due < 0 || r->due_ms < due))
+        if ((r->state == REFRESH_CLAIMING || r->state == REFRESH_COMMITTING) && (due < 0 || r->due_ms < due))
             due = r->due_ms;
     return due;
 }

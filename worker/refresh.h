@@ -15,6 +15,9 @@ void refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int
 /* Reads an integration from the database into the cache (replacing a stale entry); NULL with
  * *st and err set when it cannot (not_found, database_unavailable, a key problem). */
 cache_entry_t *refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen);
+/* Right after the loop handed curl's finished transfers to their callbacks: syncs the journal
+ * once for every rotated token they brought, then commits each (issue a reply per refresh). */
+void refresh_after_answers (worker_t *w);
 /* Timer work: claims again where a lease was busy, retries commits, forgets expired waiters. */
 void refresh_tick (worker_t *w, int64_t now_ms);
 /* Earliest time refresh_tick has work, or -1. */

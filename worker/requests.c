@@ -15,7 +15,7 @@
 #define MAX_SCOPE_LEN   512
 #define MAX_MIN_VALID   86400
 #define MAX_HISTORY     1000
-#define FRESH_ENOUGH_MS 10000       /* a token this young is never refreshed again by "token" */
+#define FRESH_ENOUGH_MS 10000       /* a token this young is not refreshed again for a min_valid it can never meet */
 
 /* Reads an optional string field; 0 missing, 1 present (copied), -1 refused (reply sent). */
 static int
@@ -126,7 +126,7 @@ refresh_ahead (worker_t *w, cache_entry_t *e, int64_t now)
 {
     if (e->refresh || e->status != INTEG_ACTIVE)
         return;
-    int64_t lifetime = e->lifetime_s > 0 ? e->lifetime_s : 3600;
+    int64_t lifetime = e->lifetime_s > 0 ? e->lifetime_s : 3600;   /* unknown only for imports without expiry */
     int64_t window = lifetime / 10 > 60 ? lifetime / 10 : 60;
     if (window > lifetime / 2)
         window = lifetime / 2;
@@ -192,9 +192,11 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         return;
     }
     metrics_inc (w->m.cache_misses);
-    /* a min_valid longer than the provider's token lifetime can never be met: serve a token
-     * refreshed moments ago rather than refreshing in a loop */
+    /* a min_valid of at least the provider's whole token lifetime can never be met: serve a token
+     * refreshed moments ago rather than refreshing in a loop. Any shorter min_valid is a promise
+     * kept, by refreshing (docs/ferrulectl.md). */
     if (!forced && e->access_token && e->access_expires_at > now && e->refreshed_ms
+    &&  e->lifetime_s > 0 && min_valid >= e->lifetime_s
     &&  clock_mono_ms () - e->refreshed_ms < FRESH_ENOUGH_MS) {
         worker_reply_token (w, job, e, 0);
         return;
@@ -318,7 +320,7 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     crypto_fingerprint (w->keyring, refresh_token, fingerprint);
     store_import_t imp = { id, provider, key_id, at_ct, at_len,
                            access_token ? clock_wall_ms () / 1000 + expires_in : 0,
-                           rt_ct, rt_len, fingerprint, scopes };
+                           access_token ? expires_in : 0, rt_ct, rt_len, fingerprint, scopes };
     st = store_import (w->store, &imp, err, sizeof err);
     if (st != FR_OK) {
         worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);

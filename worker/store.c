@@ -2,21 +2,40 @@
  * Transactions are short: the claim locks the row and takes a lease, the provider is called
  * with no transaction open, and the commit is a compare-and-set on the generation. */
 #include "store.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "schema.h"
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <sys/random.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define NOTIFY_CHANNEL "ferrule_integrations"
+#define NOTIFY_QUEUE_MAX 65536       /* past this the cache is cleared instead (see store_queue) */
+#define RECONNECT_MS 1000            /* after a failure, no new connection before this */
+#define ANSWER_MARGIN_MS 250         /* beyond statement_timeout, for the server's own answer */
+
+typedef struct notice {
+    struct notice *next;
+    char *worker;                    /* NULL: the connection broke, anything cached may be stale */
+    char *integration;
+} notice_t;
 
 struct store {
     char *conninfo;
     char *worker_id;
+    store_limits_t limits;
     PGconn *conn;
+    int64_t retry_after_ms;          /* monotonic: no connection attempt inside a call before this */
+    notice_t *notices, **notices_tail;
+    size_t nnotices;
+    int overflow;                    /* notifications were dropped: tell the cache everything changed */
+    char last_state [6];             /* SQLSTATE of the last failed statement, "" when none */
 };
 
 #define ROW_COLUMNS \
@@ -25,16 +44,53 @@ struct store {
     "generation, array_to_string(scopes, ' '), last_error_code, last_error_message, " \
     "COALESCE(extract(epoch FROM last_error_at)::bigint, 0), COALESCE(extract(epoch FROM last_refresh_at)::bigint, 0), " \
     "extract(epoch FROM created_at)::bigint, extract(epoch FROM updated_at)::bigint, lease_owner, " \
-    "COALESCE(lease_id, 0), GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0), " \
-    "refresh_token_missing AND refresh_token IS NULL"
+    "COALESCE(replace(lease_token::text, '-', ''), ''), " \
+    "GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0), " \
+    "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
+    "COALESCE(interrupted_generation = generation, false)"
 
 store_t *
-store_new (const char *conninfo, const char *worker_id)
+store_new (const char *conninfo, const char *worker_id, const store_limits_t *limits)
 {
     store_t *s = mem_alloc (sizeof *s);
     s->conninfo = mem_strdup (conninfo);
     s->worker_id = mem_strdup (worker_id);
+    s->limits = *limits;
+    s->notices_tail = &s->notices;
     return s;
+}
+
+/* Queues one notification (or, worker and integration NULL, "the connection broke"). */
+static void
+store_queue (store_t *s, const char *worker, const char *integration)
+{
+    if (s->nnotices >= NOTIFY_QUEUE_MAX) {
+        s->overflow = 1;             /* a flood: forgetting everything cached is the safe summary */
+        return;
+    }
+    notice_t *n = mem_alloc (sizeof *n);
+    n->worker = worker ? mem_strdup (worker) : NULL;
+    n->integration = integration ? mem_strdup (integration) : NULL;
+    *s->notices_tail = n;
+    s->notices_tail = &n->next;
+    s->nnotices++;
+}
+
+/* Moves what libpq has read into the queue. Called after every result, so that a notification
+ * read together with a statement's answer is not left waiting for the socket to be readable again. */
+static void
+store_take_notifies (store_t *s)
+{
+    PGnotify *n;
+    while (s->conn && (n = PQnotifies (s->conn))) {
+        /* payload: "<worker id> <integration id>"; neither contains a space */
+        char *space = strchr (n->extra, ' ');
+        if (space) {
+            *space = '\0';
+            store_queue (s, n->extra, space + 1);
+        }
+        PQfreemem (n);
+    }
 }
 
 static void
@@ -43,17 +99,35 @@ store_disconnect (store_t *s)
     if (s->conn) {
         PQfinish (s->conn);
         s->conn = NULL;
+        store_queue (s, NULL, NULL);
     }
+}
+
+/* After a failure: drop the connection, and make the next attempt wait for the loop's retry. */
+static void
+store_fail_connection (store_t *s)
+{
+    store_disconnect (s);
+    s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
 }
 
 void
 store_destroy (store_t **s_p)
 {
     if (s_p && *s_p) {
-        store_disconnect (*s_p);
-        mem_free_secret (&(*s_p)->conninfo);    /* may hold a password */
-        mem_free ((*s_p)->worker_id);
-        mem_free (*s_p);
+        store_t *s = *s_p;
+        if (s->conn)
+            PQfinish (s->conn);
+        while (s->notices) {
+            notice_t *n = s->notices;
+            s->notices = n->next;
+            mem_free (n->worker);
+            mem_free (n->integration);
+            mem_free (n);
+        }
+        mem_free_secret (&s->conninfo);    /* may hold a password */
+        mem_free (s->worker_id);
+        mem_free (s);
         *s_p = NULL;
     }
 }
@@ -71,39 +145,147 @@ store_error_text (PGconn *conn, const PGresult *res, char *err, size_t errlen)
         *nl = '\0';
 }
 
+/* Waits until the socket is ready for events or the deadline passes; 1 ready, 0 timed out, -1 error. */
+static int
+store_wait_socket (PGconn *conn, short events, int64_t deadline_ms)
+{
+    int fd = PQsocket (conn);
+    if (fd < 0)
+        return -1;
+    for (;;) {
+        int64_t left = deadline_ms - clock_mono_ms ();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = { .fd = fd, .events = events };
+        int rc = poll (&p, 1, (int) left);
+        if (rc > 0)
+            return 1;
+        if (rc == 0)
+            return 0;
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+/* Sends what libpq has buffered and waits for the last result of what was sent, never past
+ * deadline_ms. The first failed result is kept over later ones. NULL with *timed_out set when the
+ * deadline passed, NULL alone when the connection failed. */
+static PGresult *
+store_await (store_t *s, int64_t deadline_ms, int *timed_out)
+{
+    PGresult *keep = NULL, *res;
+    *timed_out = 0;
+    int f;
+    while ((f = PQflush (s->conn)) == 1) {
+        int w = store_wait_socket (s->conn, POLLOUT | POLLIN, deadline_ms);
+        if (w <= 0) {
+            *timed_out = w == 0;
+            return NULL;
+        }
+        if (!PQconsumeInput (s->conn))
+            return NULL;
+    }
+    if (f < 0)
+        return NULL;
+    for (;;) {
+        while (PQisBusy (s->conn)) {
+            int w = store_wait_socket (s->conn, POLLIN, deadline_ms);
+            if (w <= 0 || !PQconsumeInput (s->conn)) {
+                *timed_out = w == 0;
+                PQclear (keep);
+                return NULL;
+            }
+        }
+        if (!(res = PQgetResult (s->conn)))
+            break;
+        ExecStatusType rs = PQresultStatus (res);
+        int failed = rs == PGRES_FATAL_ERROR || rs == PGRES_BAD_RESPONSE;
+        if (!keep || (failed && PQresultStatus (keep) != PGRES_FATAL_ERROR && PQresultStatus (keep) != PGRES_BAD_RESPONSE)) {
+            PQclear (keep);
+            keep = res;
+        }
+        else
+        if (!failed && PQresultStatus (keep) != PGRES_FATAL_ERROR && PQresultStatus (keep) != PGRES_BAD_RESPONSE) {
+            PQclear (keep);
+            keep = res;
+        }
+        else
+            PQclear (res);
+    }
+    store_take_notifies (s);
+    return keep;
+}
+
 fr_status_t
 store_connect (store_t *s, char *err, size_t errlen)
 {
     if (s->conn && PQstatus (s->conn) == CONNECTION_OK)
         return FR_OK;
-    store_disconnect (s);
-    s->conn = PQconnectdb (s->conninfo);
-    if (PQstatus (s->conn) != CONNECTION_OK) {
-        char why [256];
+    if (s->conn)
+        store_disconnect (s);
+    s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
+    int64_t deadline = clock_mono_ms () + s->limits.connect_timeout_ms;
+    /* Our defaults first and the operator's string last, so that its settings win: keepalives
+     * notice a dead peer in seconds, and read-write makes libpq pass over a server that became a
+     * standby (after a failover the old primary's address may answer read-only). */
+    const char *keys [] = { "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                            "keepalives_count", "tcp_user_timeout", "target_session_attrs",
+                            "application_name", "dbname", NULL };
+    char ct [24], tcp_user [24];
+    int64_t seconds = (s->limits.connect_timeout_ms + 999) / 1000;
+    snprintf (ct, sizeof ct, "%lld", (long long) (seconds < 2 ? 2 : seconds));
+    snprintf (tcp_user, sizeof tcp_user, "%lld", (long long) (s->limits.statement_timeout_ms + 4000));
+    const char *values [] = { ct, "1", "5", "2", "3", tcp_user, "read-write", "ferrule-worker", s->conninfo, NULL };
+    s->conn = PQconnectStartParams (keys, values, 1);
+    char why [256];
+    PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
+    while (s->conn && PQstatus (s->conn) != CONNECTION_BAD && ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
+        int w = store_wait_socket (s->conn, ps == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+        if (w == 0) {
+            snprintf (err, errlen, "could not connect to the database: no answer within %lld ms",
+                      (long long) s->limits.connect_timeout_ms);
+            goto fail;
+        }
+        ps = PQconnectPoll (s->conn);
+    }
+    if (!s->conn || PQstatus (s->conn) != CONNECTION_OK) {
         store_error_text (s->conn, NULL, why, sizeof why);
         snprintf (err, errlen, "could not connect to the database: %s", why);
-        store_disconnect (s);
-        return FR_DATABASE_UNAVAILABLE;
+        goto fail;
     }
-    char setup [256];
-    snprintf (setup, sizeof setup, "SET TimeZone = 'UTC'; SET application_name = 'ferrule-worker'; LISTEN " NOTIFY_CHANNEL);
-    PGresult *res = PQexec (s->conn, setup);
-    int ok = PQresultStatus (res) == PGRES_COMMAND_OK;
-    if (!ok)
-        store_error_text (s->conn, res, err, errlen);
-    PQclear (res);
+    /* statement_timeout and lock_timeout bound the server's side; store_await bounds ours */
+    char setup [400];
+    snprintf (setup, sizeof setup, "SET TimeZone = 'UTC'; SET statement_timeout = %lld; SET lock_timeout = %lld; "
+              "SET idle_in_transaction_session_timeout = %lld; LISTEN " NOTIFY_CHANNEL,
+              (long long) s->limits.statement_timeout_ms, (long long) s->limits.lock_timeout_ms,
+              (long long) (s->limits.statement_timeout_ms * 10));
+    int timed_out = 0;
+    PGresult *res = PQsendQuery (s->conn, setup) ? store_await (s, deadline, &timed_out) : NULL;
+    int ok = res && PQresultStatus (res) == PGRES_COMMAND_OK;
     if (!ok) {
-        store_disconnect (s);
-        return FR_DATABASE_UNAVAILABLE;
+        store_error_text (s->conn, res, why, sizeof why);
+        snprintf (err, errlen, "could not set up the database session: %s", timed_out ? "no answer in time" : why);
     }
+    PQclear (res);
+    if (!ok)
+        goto fail;
     fr_status_t st = schema_check (s->conn, err, errlen);
     if (st != FR_OK) {
-        store_disconnect (s);
+        store_fail_connection (s);
         return st;
     }
-    PQsetnonblocking (s->conn, 0);
+    /* from here on no libpq call may block: store_await waits, with a deadline */
+    PQsetnonblocking (s->conn, 1);
+    store_take_notifies (s);
     log_info (NULL, NULL, "connected to the database");
     return FR_OK;
+fail:
+    if (s->conn) {
+        PQfinish (s->conn);
+        s->conn = NULL;
+    }
+    s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
+    return FR_DATABASE_UNAVAILABLE;
 }
 
 int
@@ -119,7 +301,7 @@ store_socket (const store_t *s)
 }
 
 void
-store_read_notifies (store_t *s, void (*cb) (void *arg, const char *worker, const char *integration), void *arg)
+store_read_input (store_t *s)
 {
     if (!s->conn)
         return;
@@ -127,47 +309,109 @@ store_read_notifies (store_t *s, void (*cb) (void *arg, const char *worker, cons
         char why [256];
         store_error_text (s->conn, NULL, why, sizeof why);
         log_warning (NULL, NULL, "lost the database connection: %s", why);
-        store_disconnect (s);
-        cb (arg, NULL, NULL);    /* anything cached may be stale now */
+        store_fail_connection (s);
         return;
     }
-    PGnotify *n;
-    while ((n = PQnotifies (s->conn))) {
-        /* payload: "<worker id> <integration id>"; neither contains a space */
-        char *space = strchr (n->extra, ' ');
-        if (space) {
-            *space = '\0';
-            cb (arg, n->extra, space + 1);
-        }
-        PQfreemem (n);
+    store_take_notifies (s);
+}
+
+void
+store_dispatch_notifies (store_t *s, store_notify_fn *cb, void *arg)
+{
+    if (s->overflow) {
+        s->overflow = 0;
+        cb (arg, NULL, NULL);
+    }
+    while (s->notices) {
+        notice_t *n = s->notices;
+        s->notices = n->next;
+        if (!s->notices)
+            s->notices_tail = &s->notices;
+        s->nnotices--;
+        cb (arg, n->worker, n->integration);
+        mem_free (n->worker);
+        mem_free (n->integration);
+        mem_free (n);
     }
 }
 
-/* Runs one statement; on failure returns NULL and classifies it. A dead connection is dropped
- * so that the next call reconnects. */
+static void store_rollback (store_t *s);
+
+/* SQLSTATEs after which the same statement may well succeed later: the server is shutting down or
+ * read-only (a failover), out of resources (disk full), or the statement lost a lock, deadlock or
+ * serialization race, or ran out of time. Other errors are this program's or the schema's. */
+static int
+store_transient_state (const char *state)
+{
+    static const char *const transient [] = { "25006", "40001", "40P01", "55P03", "57014", "57P01", "57P02",
+                                              "57P03", "53000", "53100", "53200", "53300", "53400", "58030",
+                                              "08000", "08003", "08006", "08001", "08004", "0A000", NULL };
+    if (!state)
+        return 0;
+    for (int i = 0; transient [i]; i++)
+        if (strcmp (state, transient [i]) == 0)
+            return 1;
+    return strncmp (state, "08", 2) == 0;
+}
+
+/* Runs one statement; on failure returns NULL and classifies it. A dead, read-only, or unanswering
+ * connection is dropped so that the loop connects afresh. */
 static PGresult *
 store_run (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
            const int *formats, ExecStatusType want, fr_status_t *st, char *err, size_t errlen)
 {
-    *st = store_connect (s, err, errlen);
-    if (*st != FR_OK)
-        return NULL;
-    PGresult *res = PQexecParams (s->conn, sql, n, NULL, values, lengths, formats, 0);
-    if (PQresultStatus (res) == want)
+    *st = FR_OK;
+    if (!store_connected (s)) {
+        if (clock_mono_ms () < s->retry_after_ms) {
+            snprintf (err, errlen, "the database is unreachable; the connection is retried every second");
+            *st = FR_DATABASE_UNAVAILABLE;
+            return NULL;
+        }
+        if ((*st = store_connect (s, err, errlen)) != FR_OK)
+            return NULL;
+    }
+    int timed_out = 0;
+    int64_t deadline = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
+    PGresult *res = NULL;
+    s->last_state [0] = '\0';
+    if (PQsendQueryParams (s->conn, sql, n, NULL, values, lengths, formats, 0))
+        res = store_await (s, deadline, &timed_out);
+    if (res && PQresultStatus (res) == want)
         return res;
     char why [256];
+    const char *state = res ? PQresultErrorField (res, PG_DIAG_SQLSTATE) : NULL;
     store_error_text (s->conn, res, why, sizeof why);
+    int transient = store_transient_state (state);
+    int read_only = state && strcmp (state, "25006") == 0;
+    int shutdown = state && strncmp (state, "57P0", 4) == 0;
+    snprintf (s->last_state, sizeof s->last_state, "%s", state ? state : "");
     PQclear (res);
-    if (PQstatus (s->conn) != CONNECTION_OK) {
-        snprintf (err, errlen, "database connection lost: %s", why);
-        store_disconnect (s);
+    if (timed_out) {
+        snprintf (err, errlen, "the database did not answer within %lld ms",
+                  (long long) (s->limits.statement_timeout_ms + ANSWER_MARGIN_MS));
+        store_fail_connection (s);
+        *st = FR_DATABASE_UNAVAILABLE;
+    }
+    else
+    if (!res || PQstatus (s->conn) != CONNECTION_OK || read_only || shutdown) {
+        snprintf (err, errlen, "%s: %s", read_only ? "the database is read-only" : "database connection lost", why);
+        store_fail_connection (s);
         *st = FR_DATABASE_UNAVAILABLE;
     }
     else {
         snprintf (err, errlen, "database statement failed: %s", why);
-        *st = FR_INTERNAL;
+        *st = transient ? FR_DATABASE_UNAVAILABLE : FR_INTERNAL;
+        if (PQtransactionStatus (s->conn) == PQTRANS_INERROR)
+            store_rollback (s);      /* leave no failed transaction behind for the next statement */
     }
     return NULL;
+}
+
+/* True when the last statement failed because another session held a lock it needed. */
+static int
+store_lock_busy (const store_t *s)
+{
+    return strcmp (s->last_state, "55P03") == 0;
 }
 
 PGresult *
@@ -197,8 +441,11 @@ static void
 store_rollback (store_t *s)
 {
     if (s->conn && PQtransactionStatus (s->conn) != PQTRANS_IDLE) {
-        PGresult *res = PQexec (s->conn, "ROLLBACK");
-        PQclear (res);
+        int timed_out = 0;
+        if (PQsendQuery (s->conn, "ROLLBACK"))
+            PQclear (store_await (s, clock_mono_ms () + s->limits.statement_timeout_ms, &timed_out));
+        if (timed_out)
+            store_fail_connection (s);
     }
 }
 
@@ -252,9 +499,11 @@ store_fill_row (const PGresult *res, store_row_t *row)
     row->created_at = int_at (res, 0, 14);
     row->updated_at = int_at (res, 0, 15);
     row->lease_owner = dup_or_null (res, 0, 16);
-    row->lease_id = int_at (res, 0, 17);
+    snprintf (row->lease_token, sizeof row->lease_token, "%s", PQgetvalue (res, 0, 17));
     row->lease_ms_left = int_at (res, 0, 18);
     row->refresh_token_missing = strcmp (PQgetvalue (res, 0, 19), "t") == 0;
+    row->access_lifetime_s = int_at (res, 0, 20);
+    row->interrupted = strcmp (PQgetvalue (res, 0, 21), "t") == 0;
 }
 
 void
@@ -296,6 +545,26 @@ store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errl
     return st;
 }
 
+/* A lease token: 128 bits from the kernel's CSPRNG, so that no two workers ever draw the same
+ * one, whatever their pids and start times (every container's worker is pid 1). */
+static int
+store_new_lease_token (char out [STORE_LEASE_LEN + 1])
+{
+    unsigned char raw [16];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t n = getrandom (raw + got, sizeof raw - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        got += (size_t) n;
+    }
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf (out + 2 * i, 3, "%02x", raw [i]);
+    return 0;
+}
+
 fr_status_t
 store_claim (store_t *s, const char *id, int64_t known_generation, int64_t valid_until,
              int forced, int64_t lease_ms, store_claim_t *outcome, store_row_t *row,
@@ -306,11 +575,20 @@ store_claim (store_t *s, const char *id, int64_t known_generation, int64_t valid
     memset (row, 0, sizeof *row);
     if ((st = store_simple (s, "BEGIN", err, errlen)) != FR_OK)
         return st;
+    /* NOWAIT: a row locked by another session (an import, a rekey, an operator's transaction)
+     * must not hold up the loop; the refresh tries again a little later */
     const char *values [] = { id };
-    res = store_run (s, "SELECT " ROW_COLUMNS " FROM integrations WHERE id = $1 FOR UPDATE",
+    res = store_run (s, "SELECT " ROW_COLUMNS " FROM integrations WHERE id = $1 FOR UPDATE NOWAIT",
                      1, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res)
+    if (!res) {
+        if (store_lock_busy (s)) {
+            *outcome = CLAIM_LOCKED;
+            st = FR_OK;
+            store_rollback (s);
+            return FR_OK;
+        }
         goto out;
+    }
     if (PQntuples (res) == 0) {
         snprintf (err, errlen, "integration \"%s\" does not exist", id);
         st = FR_NOT_FOUND;
@@ -330,24 +608,38 @@ store_claim (store_t *s, const char *id, int64_t known_generation, int64_t valid
     if (row->lease_ms_left > 0)
         *outcome = CLAIM_BUSY;
     else {
-        uint64_t r = 0;
-        for (int i = 0; i < 4; i++)
-            r = (r << 16) ^ (uint64_t) (random () & 0xffff);
-        int64_t lease_id = (int64_t) (r & 0x7fffffffffffffffULL);
-        if (lease_id == 0)
-            lease_id = 1;
-        char lid [32], ms [32];
-        snprintf (lid, sizeof lid, "%" PRId64, lease_id);
+        char token [STORE_LEASE_LEN + 1], ms [32];
+        if (store_new_lease_token (token) != 0) {
+            snprintf (err, errlen, "could not draw a lease token from the kernel: %s", strerror (errno));
+            st = FR_INTERNAL;
+            goto out;
+        }
         snprintf (ms, sizeof ms, "%" PRId64, lease_ms);
-        const char *v [] = { id, s->worker_id, lid, ms };
-        res = store_run (s, "UPDATE integrations SET lease_owner = $2, lease_id = $3, "
-                            "lease_expires_at = clock_timestamp() + $4 * interval '1 millisecond' WHERE id = $1",
-                         4, v, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
+        /* A lease still set but expired: its holder died or stalled during the refresh. If its
+         * provider call went out, the provider may have rotated the refresh token; say so in the
+         * chain, and remember the generation, so that an invalid_grant now can be explained. */
+        const char *v [] = { id, s->worker_id, token, ms };
+        res = store_run (s,
+            "WITH old AS (SELECT lease_owner, generation FROM integrations WHERE id = $1),"
+            " u AS (UPDATE integrations i SET lease_owner = $2, lease_token = $3::uuid, lease_id = NULL,"
+            "    lease_expires_at = clock_timestamp() + $4::bigint * interval '1 millisecond',"
+            "    interrupted_generation = CASE WHEN old.lease_owner IS NOT NULL THEN old.generation"
+            "                                  ELSE i.interrupted_generation END"
+            "  FROM old WHERE i.id = $1 RETURNING old.lease_owner, old.generation)"
+            " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+            " SELECT $1, u.generation, u.lease_owner, 'interrupted',"
+            "   'the refresh lease of worker \"' || u.lease_owner || '\" expired before it stored a result: the worker "
+            "stopped or stalled during the refresh, and if its provider call went out the provider may have rotated "
+            "the refresh token'"
+            " FROM u WHERE u.lease_owner IS NOT NULL",
+            4, v, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
         if (!res)
             goto out;
+        if (row->lease_owner)
+            row->interrupted = 1;
         mem_free (row->lease_owner);
         row->lease_owner = mem_strdup (s->worker_id);
-        row->lease_id = lease_id;
+        snprintf (row->lease_token, sizeof row->lease_token, "%s", token);
         row->lease_ms_left = lease_ms;
         *outcome = CLAIM_ACQUIRED;
     }
@@ -367,33 +659,48 @@ fr_status_t
 store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict, char *err, size_t errlen)
 {
     fr_status_t st;
-    char gen [32], key [32], exp [32];
+    char gen [32], key [32], exp [32], life [32];
     snprintf (gen, sizeof gen, "%" PRId64, c->expected_generation);
     snprintf (key, sizeof key, "%" PRId32, c->key_id);
     snprintf (exp, sizeof exp, "%" PRId64, c->access_expires_at);
+    snprintf (life, sizeof life, "%" PRId64, c->access_lifetime_s);
     *conflict = 0;
     /* One statement, so one round trip: the UPDATE locks the row and is the compare-and-set;
      * the chain row and the notification commit with it or not at all. The check is on the
-     * generation alone: tokens the provider has just issued are the newest there are, so they
-     * are kept even when a stalled worker's lease was overtaken (the overtaker then conflicts). */
+     * generation: tokens the provider has just issued are the newest there are, so they are kept
+     * even when a stalled worker's lease was overtaken, and, when they carry a rotated refresh
+     * token, even over a needs_reconnect recorded at the same generation (the overtaker spent the
+     * token this one replaced, and its invalid_grant says nothing about the new one). */
     const char *values [] = { c->id, gen, key, (const char *) c->access_ct, exp, (const char *) c->refresh_ct,
-                              c->refresh_fingerprint, c->scopes, s->worker_id, c->rotated ? "true" : "false" };
-    int lengths [] = { 0, 0, 0, (int) c->access_ct_len, 0, (int) c->refresh_ct_len, 0, 0, 0, 0 };
-    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0 };
+                              c->refresh_fingerprint, c->scopes, s->worker_id, c->rotated ? "true" : "false",
+                              c->lease_token [0] ? c->lease_token : NULL, c->access_lifetime_s > 0 ? life : NULL };
+    int lengths [] = { 0, 0, 0, (int) c->access_ct_len, 0, (int) c->refresh_ct_len, 0, 0, 0, 0, 0, 0 };
+    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0 };
     PGresult *res = store_run (s,
-        "WITH u AS ("
-        "  UPDATE integrations SET key_id = $3, access_token = $4, access_expires_at = to_timestamp($5::bigint),"
-        "    refresh_token = $6, refresh_fingerprint = $7, generation = generation + 1,"
-        "    scopes = COALESCE(string_to_array($8, ' '), scopes),"
-        "    lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL, last_refresh_at = now(),"
+        "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */
+        " u AS ("
+        "  UPDATE integrations i SET key_id = $3, access_token = $4, access_expires_at = to_timestamp($5::bigint),"
+        "    access_lifetime_s = $12::integer,"
+        "    refresh_token = $6, refresh_fingerprint = $7, generation = i.generation + 1, status = 'active',"
+        "    scopes = COALESCE(string_to_array($8, ' '), i.scopes),"
+        "    lease_owner = CASE WHEN mine THEN NULL ELSE i.lease_owner END,"
+        "    lease_expires_at = CASE WHEN mine THEN NULL ELSE i.lease_expires_at END,"
+        "    lease_token = CASE WHEN mine THEN NULL ELSE i.lease_token END,"
+        "    last_refresh_at = now(),"
         "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
-        "  WHERE id = $1 AND generation = $2::bigint AND status = 'active'"
-        "  RETURNING generation),"
+        "  FROM (SELECT i2.lease_owner = $9 AND i2.lease_token = $11::uuid IS TRUE AS mine"
+        "        FROM integrations i2 WHERE i2.id = $1) m"
+        "  WHERE i.id = $1 AND i.generation = $2::bigint"
+        "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND $10::boolean))"
+        "  RETURNING i.generation),"
         " c AS ("
-        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated)"
-        "  SELECT $1, u.generation, $9, 'refreshed', $7, $10::boolean FROM u RETURNING generation)"
+        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)"
+        "  SELECT $1, u.generation, $9, 'refreshed', $7, $10::boolean,"
+        "    CASE WHEN prev.status = 'needs_reconnect' THEN 'recovered: the invalid_grant recorded before was for the"
+        " refresh token this rotation replaced' END"
+        "  FROM u, prev RETURNING generation)"
         "SELECT generation, pg_notify('" NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c",
-        10, values, lengths, formats, PGRES_TUPLES_OK, &st, err, errlen);
+        12, values, lengths, formats, PGRES_TUPLES_OK, &st, err, errlen);
     if (!res)
         return st;
     int committed = PQntuples (res) == 1;
@@ -402,41 +709,47 @@ store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict, char *
         return FR_OK;
 
     *conflict = 1;
-    const char *v2 [] = { c->id, s->worker_id, c->refresh_fingerprint, c->rotated ? "true" : "false" };
+    const char *v2 [] = { c->id, s->worker_id, c->refresh_fingerprint, c->rotated ? "true" : "false",
+                          c->lease_token [0] ? c->lease_token : NULL };
     res = store_run (s,
+        "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+        "  WHERE id = $1 AND lease_owner = $2 AND lease_token = $5::uuid RETURNING id)"
         "INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)"
         " SELECT id, generation, $2, 'conflict', $3, $4::boolean,"
         "  'another refresh, import or status change committed first; this result was not stored'"
         " FROM integrations WHERE id = $1",
-        4, v2, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
+        5, v2, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
     PQclear (res);
     return st;
 }
 
 fr_status_t
-store_record_failure (store_t *s, const char *id, int64_t expected_generation, int64_t lease_id,
+store_record_failure (store_t *s, const char *id, int64_t expected_generation, const char *lease_token,
                       const char *outcome, const char *new_status, const char *error_code,
                       const char *error_message, const char *fingerprint, int *stale,
                       char *err, size_t errlen)
 {
     fr_status_t st;
-    char gen [32], lid [32];
+    char gen [32];
     snprintf (gen, sizeof gen, "%" PRId64, expected_generation);
-    snprintf (lid, sizeof lid, "%" PRId64, lease_id);
     /* The status and last error change only when the failure is about the current generation:
-     * an invalid_grant for a refresh token someone already replaced says nothing of the new one. */
-    const char *values [] = { id, gen, lid, new_status, error_code, error_message, s->worker_id, outcome, fingerprint };
+     * an invalid_grant for a refresh token someone already replaced says nothing of the new one.
+     * The lease is released only if it is still this refresh's (owner and token). */
+    const char *values [] = { id, gen, lease_token && *lease_token ? lease_token : NULL, new_status, error_code,
+                              error_message, s->worker_id, outcome, fingerprint };
     PGresult *res = store_run (s,
-        "WITH cur AS (SELECT generation = $2::bigint AS current FROM integrations WHERE id = $1 FOR UPDATE),"
+        "WITH cur AS (SELECT generation = $2::bigint AS current,"
+        "               (lease_owner = $7 AND lease_token = $3::uuid) IS TRUE AS mine"
+        "             FROM integrations WHERE id = $1 FOR UPDATE),"
         " u AS ("
         "  UPDATE integrations i SET"
         "    status = CASE WHEN cur.current AND $4::text IS NOT NULL THEN $4::text ELSE i.status END,"
         "    last_error_code = CASE WHEN cur.current THEN $5 ELSE i.last_error_code END,"
         "    last_error_message = CASE WHEN cur.current THEN $6 ELSE i.last_error_message END,"
         "    last_error_at = CASE WHEN cur.current THEN now() ELSE i.last_error_at END,"
-        "    lease_owner = CASE WHEN i.lease_id = $3::bigint THEN NULL ELSE i.lease_owner END,"
-        "    lease_expires_at = CASE WHEN i.lease_id = $3::bigint THEN NULL ELSE i.lease_expires_at END,"
-        "    lease_id = CASE WHEN i.lease_id = $3::bigint THEN NULL ELSE i.lease_id END,"
+        "    lease_owner = CASE WHEN cur.mine THEN NULL ELSE i.lease_owner END,"
+        "    lease_expires_at = CASE WHEN cur.mine THEN NULL ELSE i.lease_expires_at END,"
+        "    lease_token = CASE WHEN cur.mine THEN NULL ELSE i.lease_token END,"
         "    updated_at = now()"
         "  FROM cur WHERE i.id = $1 RETURNING i.generation, cur.current),"
         " c AS ("
@@ -457,66 +770,121 @@ store_record_failure (store_t *s, const char *id, int64_t expected_generation, i
 }
 
 fr_status_t
-store_release_lease (store_t *s, const char *id, int64_t lease_id, char *err, size_t errlen)
+store_release_lease (store_t *s, const char *id, const char *lease_token, char *err, size_t errlen)
 {
     fr_status_t st;
-    char lid [32];
-    snprintf (lid, sizeof lid, "%" PRId64, lease_id);
-    const char *values [] = { id, lid };
-    PGresult *res = store_run (s, "UPDATE integrations SET lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL"
-                                  " WHERE id = $1 AND lease_id = $2::bigint",
-                               2, values, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
+    const char *values [] = { id, s->worker_id, lease_token };
+    PGresult *res = store_run (s, "UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+                                  " WHERE id = $1 AND lease_owner = $2 AND lease_token = $3::uuid",
+                               3, values, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
     PQclear (res);
     return st;
 }
 
+/* Copies a result's first two columns into two arrays of strings. */
+static void
+store_take_pairs (const PGresult *res, char ***a, char ***b, size_t *count)
+{
+    int n = PQntuples (res);
+    *a = mem_alloc ((size_t) (n ? n : 1) * sizeof **a);
+    *b = mem_alloc ((size_t) (n ? n : 1) * sizeof **b);
+    for (int i = 0; i < n; i++) {
+        (*a) [i] = mem_strdup (PQgetvalue (res, i, 0));
+        (*b) [i] = mem_strdup (PQgetvalue (res, i, 1));
+    }
+    *count = (size_t) n;
+}
+
 fr_status_t
-store_release_own_leases (store_t *s, int64_t *count, char *err, size_t errlen)
+store_release_own_leases (store_t *s, char ***ids, char ***providers, size_t *count, char *err, size_t errlen)
 {
     fr_status_t st;
     const char *values [] = { s->worker_id };
-    *count = 0;
-    PGresult *res = store_run (s, "UPDATE integrations SET lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL"
-                                  " WHERE lease_owner = $1 AND lease_expires_at > clock_timestamp()",
-                               1, values, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
-    if (res)
-        *count = strtoll (PQcmdTuples (res), NULL, 10);
-    PQclear (res);
-    return st;
-}
-
-fr_status_t
-store_sweep_candidates (store_t *s, int64_t horizon_s, const char *provider, int64_t idle_s, int64_t limit,
-                        char ***ids, char ***providers, size_t *count, char *err, size_t errlen)
-{
-    fr_status_t st;
-    char horizon [32], idle [32], lim [32];
-    snprintf (horizon, sizeof horizon, "%" PRId64, horizon_s);
-    snprintf (idle, sizeof idle, "%" PRId64, idle_s);
-    snprintf (lim, sizeof lim, "%" PRId64, limit);
-    const char *values [] = { horizon, provider, idle, lim };
     *ids = NULL;
     *providers = NULL;
     *count = 0;
+    PGresult *res = store_run (s,
+        "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_id = NULL,"
+        "    lease_expires_at = NULL, interrupted_generation = generation"
+        "  WHERE lease_owner = $1 RETURNING id, provider, generation),"
+        " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+        "  SELECT id, generation, $1, 'interrupted', 'worker \"' || $1 || '\" stopped during this refresh and"
+        " found its lease when it started again: if the provider call had gone out, the provider may have rotated"
+        " the refresh token' FROM u)"
+        "SELECT id, provider FROM u",
+        1, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
+    if (!res)
+        return st;
+    store_take_pairs (res, ids, providers, count);
+    PQclear (res);
+    return FR_OK;
+}
+
+fr_status_t
+store_sweep_candidates (store_t *s, int64_t horizon_s, double lifetime_share, int64_t floor_s,
+                        const char *provider, int64_t idle_s, int64_t limit,
+                        char ***ids, char ***providers, size_t *count, char *err, size_t errlen)
+{
+    fr_status_t st;
+    char horizon [32], idle [32], lim [32], share [32], floor [32];
+    snprintf (horizon, sizeof horizon, "%" PRId64, horizon_s);
+    snprintf (idle, sizeof idle, "%" PRId64, idle_s);
+    snprintf (lim, sizeof lim, "%" PRId64, limit);
+    snprintf (share, sizeof share, "%.4f", lifetime_share);
+    snprintf (floor, sizeof floor, "%" PRId64, floor_s);
+    const char *values [] = { horizon, provider, idle, lim, share, floor };
+    *ids = NULL;
+    *providers = NULL;
+    *count = 0;
+    /* Each token's own horizon: the global one, but no more than a share of the token's lifetime
+     * (a 120 s token is not refreshed every pass of a 300 s horizon) and no less than the floor
+     * (one sweep interval and a margin, so that a pass always comes before expiry), and never more
+     * than half the lifetime. */
     PGresult *res = store_run (s,
         "SELECT id, provider FROM integrations"
         " WHERE status = 'active' AND refresh_token IS NOT NULL"
         "   AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())"
         "   AND CASE WHEN $2::text IS NULL"
-        "       THEN access_expires_at IS NULL OR access_expires_at < now() + $1::bigint * interval '1 second'"
+        "       THEN access_expires_at IS NULL OR access_expires_at < now() + interval '1 second' *"
+        "         CASE WHEN COALESCE(access_lifetime_s, 0) <= 0 THEN $1::bigint"
+        "              ELSE LEAST($1::bigint, access_lifetime_s / 2,"
+        "                         GREATEST(access_lifetime_s * $5::float8, $6::bigint)) END"
         "       ELSE provider = $2 AND COALESCE(last_refresh_at, created_at) < now() - $3::bigint * interval '1 second' END"
         " ORDER BY access_expires_at NULLS FIRST LIMIT $4::bigint",
-        4, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
+        6, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
     if (!res)
         return st;
-    int n = PQntuples (res);
-    *ids = mem_alloc ((size_t) (n ? n : 1) * sizeof **ids);
-    *providers = mem_alloc ((size_t) (n ? n : 1) * sizeof **providers);
-    for (int i = 0; i < n; i++) {
-        (*ids) [i] = mem_strdup (PQgetvalue (res, i, 0));
-        (*providers) [i] = mem_strdup (PQgetvalue (res, i, 1));
+    store_take_pairs (res, ids, providers, count);
+    PQclear (res);
+    return FR_OK;
+}
+
+fr_status_t
+store_generations (store_t *s, const char *const *ids, size_t n,
+                   void (*cb) (void *arg, const char *id, int64_t generation, const char *status),
+                   void *arg, char *err, size_t errlen)
+{
+    fr_status_t st;
+    mem_buf_t b;
+    mem_buf_init (&b, n * 132 + 8);
+    int bad = mem_buf_append (&b, "{", 1);
+    for (size_t i = 0; i < n && !bad; i++)
+        /* ids are [A-Za-z0-9._:-] (checked on every request), so they need no quoting */
+        bad = (i && mem_buf_append (&b, ",", 1)) || mem_buf_append (&b, ids [i], strlen (ids [i]));
+    bad = bad || mem_buf_append (&b, "}", 1);
+    if (bad) {
+        mem_buf_free (&b);
+        snprintf (err, errlen, "too many integrations to re-validate at once");
+        return FR_TOO_LARGE;
     }
-    *count = (size_t) n;
+    const char *values [] = { b.data };
+    PGresult *res = store_run (s, "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])",
+                               1, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
+    mem_buf_free (&b);
+    if (!res)
+        return st;
+    for (int i = 0; i < PQntuples (res); i++)
+        cb (arg, PQgetvalue (res, i, 0), int_at (res, i, 1), PQgetvalue (res, i, 2));
     PQclear (res);
     return FR_OK;
 }
@@ -525,33 +893,37 @@ fr_status_t
 store_import (store_t *s, const store_import_t *imp, char *err, size_t errlen)
 {
     fr_status_t st;
-    char key [32], exp [32];
+    char key [32], exp [32], life [32];
     snprintf (key, sizeof key, "%" PRId32, imp->key_id);
     snprintf (exp, sizeof exp, "%" PRId64, imp->access_expires_at);
+    snprintf (life, sizeof life, "%" PRId64, imp->access_lifetime_s);
     const char *values [] = { imp->id, imp->provider, key, (const char *) imp->access_ct,
                               imp->access_ct ? exp : NULL, (const char *) imp->refresh_ct,
-                              imp->refresh_fingerprint, imp->scopes ? imp->scopes : "", s->worker_id };
-    int lengths [] = { 0, 0, 0, (int) imp->access_ct_len, 0, (int) imp->refresh_ct_len, 0, 0, 0 };
-    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0 };
+                              imp->refresh_fingerprint, imp->scopes ? imp->scopes : "", s->worker_id,
+                              imp->access_ct && imp->access_lifetime_s > 0 ? life : NULL };
+    int lengths [] = { 0, 0, 0, (int) imp->access_ct_len, 0, (int) imp->refresh_ct_len, 0, 0, 0, 0 };
+    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0 };
     /* A re-import is a reconnect: new tokens, status active, the history kept, and the
      * generation bumped so that a refresh still in flight for the old chain cannot commit. */
     PGresult *res = store_run (s,
         "WITH u AS ("
         "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at,"
-        "    refresh_token, refresh_fingerprint, generation, scopes)"
-        "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1, string_to_array($8, ' '))"
+        "    refresh_token, refresh_fingerprint, generation, scopes, access_lifetime_s)"
+        "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1, string_to_array($8, ' '),"
+        "    $10::integer)"
         "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active',"
         "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token,"
         "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token,"
         "    refresh_fingerprint = EXCLUDED.refresh_fingerprint, generation = integrations.generation + 1,"
-        "    scopes = EXCLUDED.scopes, lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL,"
+        "    access_lifetime_s = EXCLUDED.access_lifetime_s,"
+        "    scopes = EXCLUDED.scopes, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
         "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
         "  RETURNING generation),"
         " c AS ("
         "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint)"
         "  SELECT $1, u.generation, $9, 'imported', $7 FROM u RETURNING generation)"
         "SELECT generation, pg_notify('" NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c",
-        9, values, lengths, formats, PGRES_TUPLES_OK, &st, err, errlen);
+        10, values, lengths, formats, PGRES_TUPLES_OK, &st, err, errlen);
     PQclear (res);
     return st;
 }

@@ -8,6 +8,17 @@
 
 typedef struct store store_t;
 
+#define STORE_LEASE_LEN 32           /* a lease token: 128 random bits as hex */
+
+/* How long the worker's one loop may wait on the database. Every bound is kept well under the
+ * brokers' heartbeat timeout (three intervals), so a slow or locked database becomes an error
+ * the refresh protocol retries, never a stalled loop that brokers declare lost. */
+typedef struct {
+    int64_t statement_timeout_ms;    /* the server cancels a statement after this */
+    int64_t lock_timeout_ms;         /* ...and a wait for a row lock after this */
+    int64_t connect_timeout_ms;      /* a connection attempt gives up after this */
+} store_limits_t;
+
 /* One integrations row, tokens still sealed. */
 typedef struct {
     char    *id;
@@ -29,9 +40,11 @@ typedef struct {
     int64_t  created_at;
     int64_t  updated_at;
     char    *lease_owner;
-    int64_t  lease_id;
+    char     lease_token [STORE_LEASE_LEN + 1];  /* empty when none (or held by an older worker) */
     int64_t  lease_ms_left;          /* > 0 while someone holds a live lease */
     int      refresh_token_missing;  /* connected without a refresh token (no_refresh_token) */
+    int64_t  access_lifetime_s;      /* the access token's lifetime when issued, 0 unknown */
+    int      interrupted;            /* a refresh of this generation was interrupted (see claim) */
 } store_row_t;
 
 typedef struct {
@@ -49,17 +62,19 @@ typedef enum {
     CLAIM_FRESH,             /* someone already refreshed: use row's token, call nobody */
     CLAIM_BUSY,              /* another holder's lease is live: wait and claim again */
     CLAIM_INACTIVE,          /* not active (needs_reconnect, disconnected): answer from row */
+    CLAIM_LOCKED,            /* another session holds the row lock: try again shortly */
 } store_claim_t;
 
 /* What a successful refresh writes, sealed by the caller. */
 typedef struct {
     const char *id;
     int64_t expected_generation;
-    int64_t lease_id;
+    char lease_token [STORE_LEASE_LEN + 1];   /* the lease the refresh ran under ("" unknown) */
     int32_t key_id;
     const unsigned char *access_ct;
     size_t access_ct_len;
     int64_t access_expires_at;
+    int64_t access_lifetime_s;
     const unsigned char *refresh_ct;      /* the refresh token to keep (new, or old re-sealed) */
     size_t refresh_ct_len;
     const char *refresh_fingerprint;
@@ -74,50 +89,74 @@ typedef struct {
     const unsigned char *access_ct;       /* may be NULL */
     size_t access_ct_len;
     int64_t access_expires_at;
+    int64_t access_lifetime_s;            /* 0 unknown */
     const unsigned char *refresh_ct;
     size_t refresh_ct_len;
     const char *refresh_fingerprint;
     const char *scopes;
 } store_import_t;
 
-store_t *store_new (const char *conninfo, const char *worker_id);
+store_t *store_new (const char *conninfo, const char *worker_id, const store_limits_t *limits);
 void store_destroy (store_t **s_p);
-/* Connects when not connected: sets UTC, listens for changes, checks the schema version.
+/* Connects when not connected: sets UTC and the limits, listens for changes, checks the schema
+ * version. Gives up after limits->connect_timeout_ms. After a failure (of a connection or of a
+ * statement that broke it) other calls fail at once until the next store_connect, which the loop
+ * makes once a second: a database that is down costs the loop nothing.
  * FR_OK, FR_DATABASE_UNAVAILABLE, or FR_CONFIGURATION (schema too old). */
 fr_status_t store_connect (store_t *s, char *err, size_t errlen) FR_MUSTCHECK;
 int store_connected (const store_t *s);
 /* The connection's socket for the poll loop, -1 when disconnected. */
 int store_socket (const store_t *s);
-/* Reads notifications: cb gets the worker that made each change and the integration id (both NULL
- * when the connection broke and anything cached may be stale). */
-void store_read_notifies (store_t *s, void (*cb) (void *arg, const char *worker, const char *integration), void *arg);
+typedef void (store_notify_fn) (void *arg, const char *worker, const char *integration);
+/* Reads what arrived on the connection's socket (call when it is readable). */
+void store_read_input (store_t *s);
+/* Hands every notification received so far to cb: the worker that made each change and the
+ * integration id (both NULL when the connection broke and anything cached may be stale).
+ * Notifications that arrive while a statement runs are read with its result and kept until this
+ * is called, so the loop calls it after every piece of work, not only when the socket is readable. */
+void store_dispatch_notifies (store_t *s, store_notify_fn *cb, void *arg);
+/* Generation and status of the given integrations, for re-validating cached entries; cb is called
+ * for every one found (ids not found are not reported). */
+fr_status_t store_generations (store_t *s, const char *const *ids, size_t n,
+                               void (*cb) (void *arg, const char *id, int64_t generation, const char *status),
+                               void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
 fr_status_t store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errlen) FR_MUSTCHECK;
-/* The claim: locks the row, decides fresh / busy / inactive / acquired, and takes the lease.
- * Fresh means the access token lasts until valid_until (epoch s), or, when forced, that the
- * generation moved past known_generation. */
+/* The claim: locks the row (without waiting: CLAIM_LOCKED if another session holds it), decides
+ * fresh / busy / inactive / acquired, and takes the lease under a new 128-bit token. Fresh means
+ * the access token lasts until valid_until (epoch s), or, when forced, that the generation moved
+ * past known_generation. A lease found expired was left by a worker that died or stalled during
+ * its refresh: the claim records it ("interrupted" chain row) before taking the lease. */
 fr_status_t store_claim (store_t *s, const char *id, int64_t known_generation, int64_t valid_until,
                          int forced, int64_t lease_ms, store_claim_t *outcome, store_row_t *row,
                          char *err, size_t errlen) FR_MUSTCHECK;
-/* Commits a refresh if the generation is still the expected one (compare-and-set). *conflict
- * is set when it was not: nothing was written but a "conflict" chain row. */
+/* Commits a refresh if the generation is still the expected one (compare-and-set) and the row is
+ * active, or needs_reconnect and the commit carries a rotated refresh token: a failure recorded at
+ * the same generation came from the refresh token this rotation superseded. Clears the lease only
+ * if it is still this refresh's. *conflict is set when nothing was written but a "conflict" chain
+ * row. Any other failure leaves the database unchanged: the caller keeps the tokens and retries. */
 fr_status_t store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict,
                                   char *err, size_t errlen) FR_MUSTCHECK;
 /* Records a failed attempt: a chain row, last_error, the lease released; new_status (may be NULL)
  * is applied only if the generation is still the expected one (*stale set otherwise). */
-fr_status_t store_record_failure (store_t *s, const char *id, int64_t expected_generation, int64_t lease_id,
+fr_status_t store_record_failure (store_t *s, const char *id, int64_t expected_generation, const char *lease_token,
                                   const char *outcome, const char *new_status, const char *error_code,
                                   const char *error_message, const char *fingerprint, int *stale,
                                   char *err, size_t errlen) FR_MUSTCHECK;
 /* Gives a lease back without a chain row (the call it was taken for never went out). */
-fr_status_t store_release_lease (store_t *s, const char *id, int64_t lease_id, char *err, size_t errlen) FR_MUSTCHECK;
-/* At start: leases this worker id still holds belong to a dead incarnation of it; free them
- * rather than make those integrations wait for expiry. Returns how many through *count. */
-fr_status_t store_release_own_leases (store_t *s, int64_t *count, char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_release_lease (store_t *s, const char *id, const char *lease_token, char *err, size_t errlen) FR_MUSTCHECK;
+/* At start, after the journal's replay: leases this worker id still holds belong to a dead
+ * incarnation of it, whose refreshes were interrupted. Records each ("interrupted" chain row),
+ * frees the lease rather than make the integration wait for expiry, and returns the ids and
+ * providers (caller frees each string and the arrays). */
+fr_status_t store_release_own_leases (store_t *s, char ***ids, char ***providers, size_t *count,
+                                      char *err, size_t errlen) FR_MUSTCHECK;
 /* Integrations that need the sweep: active, with a refresh token, no live lease, and either
- * expiring within horizon_s, or (provider given) not refreshed for idle_s. At most limit rows;
+ * expiring within their own horizon (horizon_s, but never more than lifetime_share of the token's
+ * lifetime, nor less than floor_s), or (provider given) not refreshed for idle_s. At most limit rows;
  * ids and providers go into the arrays (caller frees each string and the arrays). */
-fr_status_t store_sweep_candidates (store_t *s, int64_t horizon_s, const char *provider, int64_t idle_s,
+fr_status_t store_sweep_candidates (store_t *s, int64_t horizon_s, double lifetime_share, int64_t floor_s,
+                                    const char *provider, int64_t idle_s,
                                     int64_t limit, char ***ids, char ***providers, size_t *count,
                                     char *err, size_t errlen) FR_MUSTCHECK;
 fr_status_t store_import (store_t *s, const store_import_t *imp, char *err, size_t errlen) FR_MUSTCHECK;

@@ -104,6 +104,28 @@ sweep_next_due (const sweep_t *s)
     return s->next_ms;
 }
 
+#define SWEEP_LIFETIME_SHARE 0.25
+
+/* The floor of every token's horizon: one interval, a fifth more, and a second. */
+static int64_t
+sweep_floor_s (const sweep_t *s)
+{
+    return s->cfg.interval_ms / 1000 + s->cfg.interval_ms / 5000 + 1;
+}
+
+int64_t
+sweep_horizon (const sweep_t *s, int64_t lifetime_s)
+{
+    if (lifetime_s <= 0)
+        return s->cfg.horizon_s;
+    int64_t h = (int64_t) ((double) lifetime_s * SWEEP_LIFETIME_SHARE);
+    if (h < sweep_floor_s (s))
+        h = sweep_floor_s (s);
+    if (h > lifetime_s / 2)
+        h = lifetime_s / 2;
+    return h < s->cfg.horizon_s ? h : s->cfg.horizon_s;
+}
+
 /* One token from the provider's bucket, if any is left. */
 static int
 sweep_take (sweep_t *s, const char *provider, int64_t now_ms)
@@ -150,7 +172,9 @@ sweep_one (worker_t *w, const char *id, const char *provider, int keepalive, int
             return 0;
         }
     }
-    refresh_background (w, e, clock_wall_ms () / 1000 + s->cfg.horizon_s, keepalive);
+    /* fresh enough is what this token's own horizon asks, not the global one: a 120 s token
+     * refreshed to last 300 s more would be refreshed on every pass */
+    refresh_background (w, e, clock_wall_ms () / 1000 + sweep_horizon (s, e->lifetime_s), keepalive);
     return 1;
 }
 
@@ -165,8 +189,9 @@ sweep_tick (worker_t *w, int64_t now_ms)
     char **ids = NULL, **providers = NULL;
     size_t n = 0, started = 0, kept = 0;
 
-    if (store_sweep_candidates (w->store, s->cfg.horizon_s, NULL, 0, s->cfg.batch, &ids, &providers, &n,
-                                err, sizeof err) != FR_OK) {
+    /* the query applies sweep_horizon to every row: the same bounds, in SQL */
+    if (store_sweep_candidates (w->store, s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
+                                s->cfg.batch, &ids, &providers, &n, err, sizeof err) != FR_OK) {
         log_warning (NULL, NULL, "sweep: %s", err);
         return;
     }
@@ -184,7 +209,7 @@ sweep_tick (worker_t *w, int64_t now_ms)
         if (p->refresh_token_idle_days <= 0)
             continue;
         int64_t idle_s = (int64_t) p->refresh_token_idle_days * 86400 / 2;
-        if (store_sweep_candidates (w->store, 0, p->name, idle_s, s->cfg.batch, &ids, &providers, &n,
+        if (store_sweep_candidates (w->store, 0, 0, 0, p->name, idle_s, s->cfg.batch, &ids, &providers, &n,
                                     err, sizeof err) != FR_OK) {
             log_warning (NULL, NULL, "sweep: %s", err);
             return;

@@ -129,6 +129,9 @@ worker_resolve (worker_t *w)
     }
 }
 
+/* Replays one journal record: a rotated refresh token an earlier run of this worker received and
+ * may not have committed. Settled when it is in the database (committed now or before the crash)
+ * or superseded; anything else leaves it outstanding for the next attempt. */
 static void
 on_replay (void *arg, int64_t seq, const store_commit_t *c)
 {
@@ -152,25 +155,57 @@ on_replay (void *arg, int64_t seq, const store_commit_t *c)
                   (long long) c->expected_generation + 1);
         journal_done (w->journal, seq);
     }
-    else
-        log_warning (c->id, NULL, "journal replay failed, will retry at next start: %s", err);
+    else {
+        w->replay_failed = 1;
+        log_warning (c->id, NULL, "journal replay failed, will retry: %s", err);
+    }
 }
 
 /* Once per process, at the first database connection: what an earlier run of this worker left
- * behind. Later reconnects skip it: the refreshes of this run retry their own commits. */
+ * behind. The journal is replayed first, while that run's leases still keep other workers away
+ * from those integrations; only then are its leases released (and recorded as interrupted
+ * refreshes). Until both are done no refresh starts here; a failed step is retried every second. */
 static void
 worker_startup_db (worker_t *w)
 {
     char err [512];
+    char **ids = NULL, **providers = NULL;
+    size_t n = 0;
     if (w->started_db)
         return;
+    w->replay_failed = 0;
+    int replayed = journal_replay (w->journal, on_replay, w);
+    if (replayed < 0 || w->replay_failed) {
+        log_warning (NULL, NULL, "the journal is not fully replayed yet; refreshes wait for it");
+        return;
+    }
+    if (replayed > 0)
+        log_info (NULL, NULL, "replayed %d journal records", replayed);
+    if (store_release_own_leases (w->store, &ids, &providers, &n, err, sizeof err) != FR_OK) {
+        log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry", err);
+        return;
+    }
     w->started_db = 1;
-    int64_t released = 0;
-    if (store_release_own_leases (w->store, &released, err, sizeof err) == FR_OK && released > 0)
-        log_info (NULL, NULL, "released %lld refresh leases left by an earlier run of this worker", (long long) released);
-    int n = journal_replay (w->journal, on_replay, w);
     if (n > 0)
-        log_info (NULL, NULL, "replayed %d journal records", n);
+        log_warning (NULL, NULL, "released %zu refresh leases of an earlier run of this worker: those refreshes "
+                     "were interrupted", n);
+    for (size_t i = 0; i < n; i++) {
+        /* a provider with a reuse grace still accepts the refresh token the interrupted call spent,
+         * for a short while: refresh now to recover the chain inside it */
+        const catalog_provider_t *p = catalog_find (w->catalog, providers [i]);
+        if (p && p->reuse_grace_seconds > 0) {
+            fr_status_t st;
+            cache_entry_t *e = refresh_load (w, ids [i], &st, err, sizeof err);
+            if (e) {
+                log_info (ids [i], NULL, "refreshing at once to recover the chain within %s's reuse grace", p->name);
+                refresh_background (w, e, 0, 1);
+            }
+        }
+        mem_free (ids [i]);
+        mem_free (providers [i]);
+    }
+    mem_free (ids);
+    mem_free (providers);
 }
 
 worker_t *
@@ -187,7 +222,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->journal = journal_open (cfg->journal_path, err, errlen);
     if (!w->journal)
         goto fail;
-    w->store = store_new (cfg->database_url, cfg->worker_id);
+    w->store = store_new (cfg->database_url, cfg->worker_id, &cfg->db);
     w->cache = cache_new ();
     w->breaker = breaker_new (cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
@@ -201,6 +236,15 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.refresh_seconds = metrics_histogram (w->metrics, "worker_refresh_duration_seconds",
                                               "provider call plus commit, per refresh that called the provider", NULL,
                                               refresh_bounds, sizeof refresh_bounds / sizeof refresh_bounds [0]);
+    static const double window_bounds [] = { 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
+                                             0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1 };
+    w->m.journal_window = metrics_histogram (w->metrics, "worker_journal_window_seconds",
+                                             "from the loop waking to a provider's answer with a rotated refresh token "
+                                             "to that token being on disk in the journal", NULL,
+                                             window_bounds, sizeof window_bounds / sizeof window_bounds [0]);
+    w->m.revalidated_stale = metrics_counter (w->metrics, "worker_cache_revalidated_stale_total",
+                                              "cached integrations found changed by the periodic re-validation "
+                                              "(a change whose notification never arrived)", NULL);
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
@@ -249,6 +293,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
         log_warning (NULL, NULL, "%s; will keep trying", err);
     else
         worker_startup_db (w);
+    w->next_replay_ms = clock_mono_ms () + 1000;
     return w;
 fail:
     worker_destroy (&w);
@@ -476,6 +521,52 @@ on_notify (void *arg, const char *worker, const char *integration)
     cache_drop (w->cache, integration);
 }
 
+#define REVALIDATE_BATCH 1000
+
+static void
+on_generation (void *arg, const char *id, int64_t generation, const char *status)
+{
+    worker_t *w = arg;
+    cache_entry_t *e = cache_get (w->cache, id);
+    if (!e || e->refresh)
+        return;
+    if (e->generation != generation || strcmp (cache_status_text (e->status), status) != 0) {
+        log_warning (id, NULL, "cached generation %lld is stale (the database has %lld, %s): dropped; a change "
+                     "notification was lost", (long long) e->generation, (long long) generation, status);
+        metrics_inc (w->m.revalidated_stale);
+        cache_drop (w->cache, id);
+    }
+    else
+        e->checked_ms = clock_mono_ms ();
+}
+
+/* The second line behind notifications: entries not checked against the database for
+ * cache_revalidate_ms are compared with the stored generation and status, a batch per second.
+ * Entries the database no longer has are dropped. */
+static void
+worker_revalidate (worker_t *w, int64_t now)
+{
+    if (now < w->next_revalidate_ms || !store_connected (w->store))
+        return;
+    w->next_revalidate_ms = now + 1000;
+    char *ids [REVALIDATE_BATCH];
+    size_t n = cache_collect_unchecked (w->cache, now - w->cfg.cache_revalidate_ms, ids, REVALIDATE_BATCH);
+    if (n == 0)
+        return;
+    char err [512];
+    int64_t before = now - 1;
+    if (store_generations (w->store, (const char *const *) ids, n, on_generation, w, err, sizeof err) != FR_OK)
+        log_warning (NULL, NULL, "could not re-validate cached integrations: %s", err);
+    else
+        for (size_t i = 0; i < n; i++) {
+            cache_entry_t *e = cache_get (w->cache, ids [i]);
+            if (e && !e->refresh && e->checked_ms <= before)
+                cache_drop (w->cache, ids [i]);      /* not in the database any more */
+        }
+    for (size_t i = 0; i < n; i++)
+        mem_free (ids [i]);
+}
+
 /* Periodic work: heartbeats, database reconnects, refresh retries. */
 static void
 worker_tick (worker_t *w, int64_t now)
@@ -491,13 +582,17 @@ worker_tick (worker_t *w, int64_t now)
     if (!store_connected (w->store) && now >= w->next_db_retry_ms) {
         char err [512];
         w->next_db_retry_ms = now + 1000;
-        if (store_connect (w->store, err, sizeof err) == FR_OK) {
+        if (store_connect (w->store, err, sizeof err) == FR_OK)
             cache_clear (w->cache);          /* changes made while we were away were not notified */
-            worker_startup_db (w);
-        }
         else
             log_debug (NULL, NULL, "%s", err);
     }
+    if (!w->started_db && store_connected (w->store) && now >= w->next_replay_ms) {
+        w->next_replay_ms = now + 1000;
+        worker_startup_db (w);
+    }
+    store_dispatch_notifies (w->store, on_notify, w);
+    worker_revalidate (w, now);
     refresh_tick (w, now);
     sweep_tick (w, now);
     /* metrics and readiness are published ten times a second, not once per loop turn */
@@ -587,16 +682,23 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             log_error (NULL, NULL, "poll failed: %s", zmq_strerror (errno));
             return -1;
         }
+        w->woke_us = clock_mono_us ();
         if (w->health)
             health_beat (w->health);
+        /* first the providers' answers: rotated tokens reach the journal's disk before anything
+         * else this turn does */
         http_process (w->http, items + http_first, n - http_first);
+        refresh_after_answers (w);
         if (db_fd >= 0 && items [db_item].revents)
-            store_read_notifies (w->store, on_notify, w);
+            store_read_input (w->store);
+        store_dispatch_notifies (w->store, on_notify, w);
         for (size_t i = 0; i < nlink_items; i++)
             for (int k = 0; k < 256 && (items [i].revents & ZMQ_POLLIN); k++) {
                 int ev = 0;
                 size_t evlen = sizeof ev;
                 worker_handle_link (w, link_of [i]);
+                /* a statement this request ran may have brought notifications with its result */
+                store_dispatch_notifies (w->store, on_notify, w);
                 if (!w->links [link_of [i]].socket)
                     break;
                 zmq_getsockopt (w->links [link_of [i]].socket, ZMQ_EVENTS, &ev, &evlen);

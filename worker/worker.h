@@ -39,6 +39,8 @@ typedef struct {
     int64_t breaker_min_failures;
     int64_t breaker_window_ms;
     int64_t breaker_open_ms;
+    int64_t cache_revalidate_ms;    /* a cached entry older than this is checked against the database */
+    store_limits_t db;
     sweep_config_t sweep;
 } worker_config_t;
 
@@ -80,12 +82,17 @@ typedef struct worker {
     health_t *health;
     struct {
         metrics_series_t *cache_hits, *cache_misses, *lease_waits, *refresh_seconds, *partitions_owned,
-                         *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok;
+                         *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok,
+                         *journal_window, *revalidated_stale;
     } m;
     refresh_t *refreshes;           /* every refresh in progress */
     struct connect_call *connects;  /* connect.c: code exchanges and revocations in flight */
     int draining;
-    int started_db;                 /* leases released and journal replayed for this run */
+    int started_db;                 /* journal replayed and leases released for this run */
+    int64_t woke_us;                /* monotonic: when the loop's poll last returned */
+    int64_t next_revalidate_ms;
+    int64_t next_replay_ms;
+    int replay_failed;              /* scratch of worker_startup_db */
     int64_t next_hello_ms;
     int64_t next_publish_ms;
     int64_t next_db_retry_ms;

@@ -35,12 +35,15 @@ extern char **environ;
 #define TARGET_C_FRACTION   0.8      /* of C / provider latency, unless (b) binds first */
 #define TARGET_E_BYTES      1024.0   /* worker RSS per cached integration */
 
+#define TARGET_G_P99_MS     5.0      /* provider answer to journal fsync, p99 */
+
 #define C_LATENCY_MS        100      /* provider latency in (c) and (d) */
 #define ACCESS_TTL_S        3600     /* the fake provider's access tokens */
 #define MAX_WORKERS         16
 
 typedef struct {
-    char *broker, *database_url, *fake_url, *worker_pids, *pgbench, *scenarios, *workdir, *key, *latency_dump;
+    char *broker, *database_url, *fake_url, *worker_pids, *pgbench, *scenarios, *workdir, *key, *latency_dump,
+         *worker_metrics;
     int64_t broker_pid, reps, duration_ms, sockets, window_small, window_large, b_window, b_integrations,
             c_concurrency, storm, e_integrations, token_bytes, a_integrations;
 } options_t;
@@ -175,6 +178,71 @@ fake_call (const char *method, const char *path, json_t *body)
     mem_buf_free (&buf);
     free (text);
     return out;
+}
+
+/* ---- (g): the workers' journal-window histogram ---- */
+
+#define WINDOW_BUCKETS 32
+
+typedef struct {
+    double le [WINDOW_BUCKETS];      /* upper bounds, seconds; the last is +Inf */
+    double count [WINDOW_BUCKETS];   /* cumulative, summed over the workers */
+    int n;
+} window_hist_t;
+
+/* Reads ferrule_worker_journal_window_seconds from every worker's /metrics and adds them up.
+ * 0, or -1 when a worker could not be read. */
+static int
+window_scrape (window_hist_t *hist)
+{
+    memset (hist, 0, sizeof *hist);
+    if (!opt.worker_metrics)
+        return -1;
+    char urls [2048];
+    snprintf (urls, sizeof urls, "%s", opt.worker_metrics);
+    for (char *save = NULL, *url = strtok_r (urls, ",", &save); url; url = strtok_r (NULL, ",", &save)) {
+        mem_buf_t buf;
+        mem_buf_init (&buf, 4 << 20);
+        curl_easy_reset (curl);
+        curl_easy_setopt (curl, CURLOPT_URL, url);
+        curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, curl_collect);
+        curl_easy_setopt (curl, CURLOPT_WRITEDATA, &buf);
+        curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 5000L);
+        curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
+        CURLcode cc = curl_easy_perform (curl);
+        if (cc != CURLE_OK || !buf.data) {
+            say ("could not read %s: %s", url, curl_easy_strerror (cc));
+            mem_buf_free (&buf);
+            return -1;
+        }
+        int i = 0;
+        const char *key = "ferrule_worker_journal_window_seconds_bucket{le=\"";
+        for (const char *line = strstr (buf.data, key); line && i < WINDOW_BUCKETS; line = strstr (line + 1, key), i++) {
+            const char *le = line + strlen (key);
+            hist->le [i] = strncmp (le, "+Inf", 4) == 0 ? 1e9 : strtod (le, NULL);
+            const char *value = strchr (le, ' ');
+            if (value)
+                hist->count [i] += strtod (value + 1, NULL);
+        }
+        hist->n = i;
+        mem_buf_free (&buf);
+    }
+    return hist->n > 0 ? 0 : -1;
+}
+
+/* The upper bound (ms) of the bucket holding the q-quantile of what was observed between two
+ * scrapes, and the number of observations; -1 when there were none. */
+static double
+window_quantile_ms (const window_hist_t *before, const window_hist_t *after, double q, double *observed)
+{
+    int n = after->n;
+    *observed = n ? after->count [n - 1] - before->count [n - 1] : 0;
+    if (*observed <= 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (after->count [i] - before->count [i] >= q * *observed)
+            return after->le [i] * 1000.0;
+    return -1;
 }
 
 /* Sets a provider's latency, access token lifetime and rotation mode at the fake provider. */
@@ -959,9 +1027,26 @@ scenario_b (void)
     pgbench_run (statements, nworkers, 1);
     int reps = (int) opt.reps;
     double *pg = calloc ((size_t) reps, sizeof *pg), *pgs = calloc ((size_t) reps, sizeof *pgs);
+    double *p99 = calloc ((size_t) reps, sizeof *p99), *p50 = calloc ((size_t) reps, sizeof *p50), seen = 0;
+    int windows = 0;
     for (int k = 0; k < reps; k++) {
-        for (int s = 0; s < 2; s++)
+        for (int s = 0; s < 2; s++) {
+            window_hist_t before, after;
+            int scraped = s == 0 && window_scrape (&before) == 0;
             sets [s].rates [k] = refresh_rate (l, &sets [s], (int) opt.b_window, fmt ("(b) %s, rep %d", sets [s].label, k + 1));
+            if (scraped && window_scrape (&after) == 0) {
+                /* (g): only rotating refreshes are journaled */
+                double n99 = 0, n50 = 0;
+                p99 [windows] = window_quantile_ms (&before, &after, 0.99, &n99);
+                p50 [windows] = window_quantile_ms (&before, &after, 0.50, &n50);
+                if (p99 [windows] >= 0) {
+                    say ("(g) rep %d: journal window p50 <= %.2f ms, p99 <= %.2f ms over %.0f rotations", k + 1,
+                         p50 [windows], p99 [windows], n99);
+                    seen += n99;
+                    windows++;
+                }
+            }
+        }
         pg [k] = pgbench_run (script, nworkers, seconds);
         pgs [k] = pgbench_run (statements, nworkers, seconds);
         say ("(b) pgbench, rep %d: %.0f same-shape transactions/s; %.0f refreshes/s with the worker's own statements",
@@ -978,6 +1063,17 @@ scenario_b (void)
     }
     row_add ("(b) diagnostic: pgbench running the worker's own SQL", "-", fmt ("pgbench %.0f", pgsm),
              fmt ("%.2f", pgm > 0 ? pgsm / pgm : 0), "(of same-shape)", "-");
+    if (windows > 0) {
+        double m99 = bench_median (p99, (size_t) windows), m50 = bench_median (p50, (size_t) windows);
+        row_add ("(g) provider answer to journal on disk, p99 (p50)", fmt ("<= %.2f ms (%.2f)", m99, m50), "-", "-",
+                 fmt ("p99 <= %.0f ms", TARGET_G_P99_MS), verdict (m99 <= TARGET_G_P99_MS));
+        note ("(g) from ferrule_worker_journal_window_seconds during (b)'s rotating runs: %.0f rotations; quantiles are "
+              "the upper bounds of the histogram buckets holding them", seen);
+    }
+    else
+        note ("(g) not measured: no --worker-metrics, or no rotation was journaled");
+    free (p99);
+    free (p50);
     note ("(b) %lld forced refreshes in flight over %zu integrations per set; pgbench -M extended -c %d -j %d -T %d"
           " (one connection per worker), same-shape transaction on a copy of the tables (schema pgb)",
           (long long) opt.b_window, n, nworkers, nworkers, seconds);
@@ -1253,6 +1349,7 @@ main (int argc, char **argv)
         { "fake-url", NULL, CONFIG_STRING, &opt.fake_url, NULL, 0, 0, 0, "the fake provider, http://127.0.0.1:PORT" },
         { "broker-pid", NULL, CONFIG_INT, &opt.broker_pid, "0", 0, 4194304, 0, "pid of the broker, for (a)'s CPU accounting" },
         { "worker-pids", NULL, CONFIG_STRING, &opt.worker_pids, NULL, 0, 0, 0, "comma-separated pids of the workers" },
+        { "worker-metrics", NULL, CONFIG_STRING, &opt.worker_metrics, NULL, 0, 0, 0, "comma-separated /metrics URLs of the workers, for (g)" },
         { "pgbench", NULL, CONFIG_STRING, &opt.pgbench, "/usr/lib/postgresql/15/bin/pgbench", 0, 0, 0, "pgbench to run" },
         { "scenarios", NULL, CONFIG_STRING, &opt.scenarios, "adbce", 0, 0, 0, "which of a b c d e to run" },
         { "workdir", NULL, CONFIG_STRING, &opt.workdir, "/tmp", 0, 0, 0, "where pgbench's script is written" },

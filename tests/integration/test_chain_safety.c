@@ -417,9 +417,16 @@ test_notification_during_a_statement_reaches_the_cache (void **state)
     assert_int_equal (rc, 0);
     /* ny: inactive in the database but not in the cache, so a request for it claims the row */
     assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect' WHERE id = 'ny:box'"), 0);
+    /* A notification that arrives while the worker's session is busy is sent when the session
+     * goes idle; if the worker runs its next statement before it polls again, libpq reads the
+     * notification together with that statement's result and the socket never turns readable
+     * for it. Here: a request that waits on ny's row, a second request queued behind it, and a
+     * change of nx notified meanwhile. */
     PGconn *locker = lock_row ("ny:box");
-    pid_t child = ctl_async (harness_brokers (h), "token", "ny:box", "--min-valid", "7200");
+    pid_t child = ctl_async (harness_brokers (h), "refresh", "ny:box", NULL, NULL);
     usleep (1000000);                          /* the request has reached the worker */
+    pid_t behind = ctl_async (harness_brokers (h), "status", "ny:box", NULL, NULL);
+    usleep (500000);
     /* while the worker works on ny, nx is disconnected elsewhere and the change notified */
     assert_int_equal (harness_sql (h, "WITH u AS (UPDATE integrations SET status = 'disconnected', "
                                       "generation = generation + 1 WHERE id = 'nx:box' RETURNING id) "
@@ -427,6 +434,7 @@ test_notification_during_a_statement_reaches_the_cache (void **state)
     usleep (300000);
     unlock_row (locker);
     ctl_wait (child);
+    ctl_wait (behind);
     usleep (200000);
     const char *code = code_of_ctl (harness_brokers (h), "token", "nx:box", &rc);
     assert_string_equal (code, "disconnected");

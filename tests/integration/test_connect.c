@@ -286,6 +286,35 @@ test_connect_with_pkce (void **state)
     json_decref (again);
 }
 
+/* A connect's token is sized by the code exchange's expires_in: a fresh 120 s token is served
+ * as it is, not refreshed at once as if it lived an hour (the refresh-ahead window of an unknown
+ * lifetime) */
+static void
+test_connect_short_lived_token_not_refreshed (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "access_ttl", 120));
+    json_t *c = connect_ ("short:box", "fakebox", REDIRECT, &rc, "read", NULL, NULL);
+    assert_int_equal (rc, 0);
+    long status;
+    char *location = browse (json_string_value (json_object_get (c, "authorization_url")), &status, NULL);
+    assert_int_equal (status, 302);
+    json_t *r = callback (location, &rc);
+    assert_int_equal (rc, 0);
+    assert_int_equal (sqlf ("SELECT access_lifetime_s FROM integrations WHERE id = 'short:box'"), 120);
+    long long refreshes = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "short:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_false (json_object_get (t, "refreshed")));
+    usleep (500000);                    /* room for a background refresh, if one had started */
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), refreshes);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "access_ttl", 3600));
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    json_decref (t);
+}
+
 static void
 test_authorization_urls_of_real_providers (void **state)
 {
@@ -780,6 +809,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_connect_with_pkce),
+        cmocka_unit_test (test_connect_short_lived_token_not_refreshed),
         cmocka_unit_test (test_authorization_urls_of_real_providers),
         cmocka_unit_test (test_connect_without_pkce),
         cmocka_unit_test (test_expired_state),

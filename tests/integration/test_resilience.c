@@ -187,6 +187,9 @@ test_sweep_refreshes_before_expiry (void **state)
                              "--refresh-token", rt, "--access-token", "fake-at-imported", "--expires-in", "90", NULL);
     assert_int_equal (rc, 0);
     json_decref (r);
+    /* a token of a one-hour lifetime with 90 s left, inside the 120 s horizon (a 90 s lifetime
+     * would bound its horizon to a quarter of that: test_chain_safety covers short lifetimes) */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET access_lifetime_s = 3600 WHERE id = 'swept:box'"), 0);
     assert_int_equal (wait_generation ("swept:box", 2, 8000), 2);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'swept:box'"
                                           " AND access_expires_at > now() + interval '3000 seconds'"), 1);
