@@ -167,6 +167,13 @@ store_wait_socket (PGconn *conn, short events, int64_t deadline_ms)
     }
 }
 
+static int
+store_failed (const PGresult *res)
+{
+    ExecStatusType rs = PQresultStatus (res);
+    return rs == PGRES_FATAL_ERROR || rs == PGRES_BAD_RESPONSE;
+}
+
 /* Sends what libpq has buffered and waits for the last result of what was sent, never past
  * deadline_ms. The first failed result is kept over later ones. NULL with *timed_out set when the
  * deadline passed, NULL alone when the connection failed. */
@@ -198,19 +205,12 @@ store_await (store_t *s, int64_t deadline_ms, int *timed_out)
         }
         if (!(res = PQgetResult (s->conn)))
             break;
-        ExecStatusType rs = PQresultStatus (res);
-        int failed = rs == PGRES_FATAL_ERROR || rs == PGRES_BAD_RESPONSE;
-        if (!keep || (failed && PQresultStatus (keep) != PGRES_FATAL_ERROR && PQresultStatus (keep) != PGRES_BAD_RESPONSE)) {
+        if (keep && store_failed (keep))
+            PQclear (res);           /* the first failure is the one to report */
+        else {
             PQclear (keep);
             keep = res;
         }
-        else
-        if (!failed && PQresultStatus (keep) != PGRES_FATAL_ERROR && PQresultStatus (keep) != PGRES_BAD_RESPONSE) {
-            PQclear (keep);
-            keep = res;
-        }
-        else
-            PQclear (res);
     }
     store_take_notifies (s);
     return keep;

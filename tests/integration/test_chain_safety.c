@@ -164,6 +164,23 @@ seconds_left (const json_t *reply)
     return (long long) timegm (&tm) - (long long) (clock_wall_ms () / 1000);
 }
 
+/* A harness with one broker and worker "w1", the worker's environment given as name, value
+ * pairs (NULL-terminated). */
+static void
+start_one_worker (const char *name, ...)
+{
+    h = harness_new (name);
+    assert_non_null (h);
+    va_list ap;
+    va_start (ap, name);
+    for (const char *var = va_arg (ap, const char *); var; var = va_arg (ap, const char *))
+        harness_set_env (h, var, va_arg (ap, const char *));
+    va_end (ap);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+}
+
 /* ---- a commit that meets a read-only server ---- */
 
 static void
@@ -222,12 +239,7 @@ test_commit_retried_on_read_only_database (void **state)
 static void
 test_row_lock_does_not_stall_the_worker (void **state)
 {
-    h = harness_new ("chain_row_lock");
-    assert_non_null (h);
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");     /* lost after 750 ms of silence */
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    start_one_worker ("chain_row_lock", "FERRULE_HEARTBEAT_MS", "250", NULL);   /* lost after 750 ms of silence */
     char *rt1 = grant ("fakebox", NULL, NULL), *rt2 = grant ("fakebox", NULL, NULL);
     import_at (harness_brokers (h), "locked:box", rt1, NULL, NULL);
     import_at (harness_brokers (h), "free:box", rt2, NULL, NULL);
@@ -389,17 +401,6 @@ test_same_pid_workers_draw_distinct_lease_tokens (void **state)
 
 /* ---- cache coherence ---- */
 
-static void
-start_one_worker (const char *name, const char *revalidate_ms)
-{
-    h = harness_new (name);
-    assert_non_null (h);
-    if (revalidate_ms)
-        harness_set_env (h, "FERRULE_CACHE_REVALIDATE_MS", revalidate_ms);
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
-}
 
 static void
 test_notification_during_a_statement_reaches_the_cache (void **state)
@@ -443,7 +444,7 @@ test_notification_during_a_statement_reaches_the_cache (void **state)
 static void
 test_unnotified_change_found_by_revalidation (void **state)
 {
-    start_one_worker ("chain_revalidate", "1000");
+    start_one_worker ("chain_revalidate", "FERRULE_CACHE_REVALIDATE_MS", "1000", NULL);
     char *rt = grant ("fakebox", NULL, NULL);
     import_at (harness_brokers (h), "rv:box", rt, NULL, NULL);
     free (rt);
@@ -512,13 +513,7 @@ test_min_valid_honoured_after_a_refresh (void **state)
 static void
 test_sweep_rotates_about_once_per_lifetime (void **state)
 {
-    h = harness_new ("chain_sweep");
-    assert_non_null (h);
-    harness_set_env (h, "FERRULE_SWEEP_MS", "1000");
-    harness_set_env (h, "FERRULE_SWEEP_HORIZON_S", "300");
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    start_one_worker ("chain_sweep", "FERRULE_SWEEP_MS", "1000", "FERRULE_SWEEP_HORIZON_S", "300", NULL);
     const int ttl = 6, seconds = 24;
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "access_ttl", ttl));
     char *at = NULL;
