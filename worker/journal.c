@@ -1,4 +1,11 @@
-/* journal.c - JSON lines: {"seq":N, ...commit...} then {"done":N} when settled */
+/* journal.c - JSON lines: {"seq":N,"e":EPOCH, ...commit...} then {"done":N,"e":EPOCH} when settled.
+ *
+ * The file is written in place, never appended to: it is grown in chunks of zeros written once
+ * (and synced), and records go at the end of the live region followed by a NUL byte that ends it.
+ * A sync then has only data to flush, no file size or extent change, which is what keeps the time
+ * from a provider's answer to the disk short (docs/architecture.md, the crash window). Emptying
+ * the journal writes a NUL at offset 0 and starts a new epoch: whatever lies beyond an early NUL
+ * (a torn write) belongs to another epoch, so its "done" markers can never settle a live record. */
 #include "journal.h"
 #include "crypto.h"
 #include "log.h"
@@ -8,9 +15,13 @@
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define JOURNAL_MAX_LINE (256 * 1024)
+#define JOURNAL_CHUNK    (1024 * 1024)   /* the file grows by this much, zeros written once */
 
 struct journal {
     char *path;
@@ -18,12 +29,107 @@ struct journal {
     int64_t next_seq;
     size_t outstanding;
     int unsynced;                /* records written since the last fdatasync */
+    uint64_t epoch;              /* of the live region's records and markers */
+    off_t end;                   /* where the next line goes: the live region's NUL */
+    off_t size;                  /* the file's size; everything up to it has been written */
+    int legacy;                  /* the live region holds records of a journal without epochs */
 };
+
+static uint64_t
+journal_new_epoch (void)
+{
+    uint64_t e = 0;
+    if (getrandom (&e, sizeof e, 0) != (ssize_t) sizeof e)
+        e = (uint64_t) time (NULL) ^ ((uint64_t) getpid () << 32);
+    return e & 0x1fffffffffffffULL;      /* exact in a JSON number of any reader */
+}
+
+/* Writes all of buf at off. 0, or -1 with errno set. */
+static int
+journal_pwrite (journal_t *j, const void *buf, size_t len, off_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pwrite (j->fd, (const char *) buf + done, len - done, off + (off_t) done);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        done += (size_t) n;
+    }
+    return 0;
+}
+
+/* Makes the file at least need bytes long with zeros written (not a hole, not unwritten extents:
+ * writing into those later would make every sync a metadata sync too), and syncs that once. */
+static int
+journal_reserve (journal_t *j, off_t need)
+{
+    if (need <= j->size)
+        return 0;
+    off_t target = j->size + JOURNAL_CHUNK;
+    if (target < need)
+        target = need + JOURNAL_CHUNK;
+    static const char zeros [65536];
+    for (off_t off = j->size; off < target; ) {
+        size_t n = target - off < (off_t) sizeof zeros ? (size_t) (target - off) : sizeof zeros;
+        if (journal_pwrite (j, zeros, n, off) != 0)
+            return -1;
+        off += (off_t) n;
+    }
+    if (fsync (j->fd) != 0)
+        return -1;
+    j->size = target;
+    return 0;
+}
+
+/* Calls fn for every parsed line of the live region (from offset 0 to the first line that starts
+ * with a NUL, or the end of the file); returns the offset where that region ends, -1 on error. */
+static off_t
+journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg)
+{
+    FILE *f = fopen (j->path, "r");
+    if (!f)
+        return -1;
+    char *line = mem_alloc (JOURNAL_MAX_LINE);
+    off_t end = 0;
+    while (fgets (line, JOURNAL_MAX_LINE, f) && line [0] != '\0') {
+        size_t len = strlen (line);
+        end += (off_t) len;
+        json_error_t jerr;
+        json_t *o = json_loads (line, 0, &jerr);
+        if (!o) {
+            /* a torn last line from a crash mid-write: the record never counted */
+            log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", j->path);
+            continue;
+        }
+        fn (arg, o);
+        json_decref (o);
+    }
+    fclose (f);
+    mem_free (line);
+    return end;
+}
+
+/* At open: the live region's epoch and highest sequence. */
+static void
+journal_learn (void *arg, json_t *o)
+{
+    journal_t *j = arg;
+    json_int_t seq = json_integer_value (json_object_get (o, "seq"));
+    json_int_t e = json_integer_value (json_object_get (o, "e"));
+    if (seq >= j->next_seq)
+        j->next_seq = seq + 1;
+    if (!j->epoch && e)
+        j->epoch = (uint64_t) e;
+    if (seq > 0 && !json_object_get (o, "e"))
+        j->legacy = 1;
+}
 
 journal_t *
 journal_open (const char *path, char *err, size_t errlen)
 {
-    int fd = open (path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    int fd = open (path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf (err, errlen, "could not open journal \"%s\": %s", path, strerror (errno));
         return NULL;
@@ -32,6 +138,24 @@ journal_open (const char *path, char *err, size_t errlen)
     j->path = mem_strdup (path);
     j->fd = fd;
     j->next_seq = 1;
+    struct stat st;
+    if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_learn, j)) < 0) {
+        snprintf (err, errlen, "could not read journal \"%s\": %s", path, strerror (errno));
+        journal_close (&j);
+        return NULL;
+    }
+    j->size = st.st_size;
+    if (j->legacy)
+        j->epoch = 0;            /* its markers must match its records until it empties */
+    else
+    if (!j->epoch)
+        j->epoch = journal_new_epoch ();
+    /* a journal written by an earlier version was appended to, without a terminating NUL */
+    if (journal_reserve (j, j->end + 1) != 0) {
+        snprintf (err, errlen, "could not prepare journal \"%s\": %s", path, strerror (errno));
+        journal_close (&j);
+        return NULL;
+    }
     return j;
 }
 
@@ -47,6 +171,7 @@ journal_close (journal_t **j_p)
     }
 }
 
+/* Writes one line and the NUL that ends the live region, at its end. */
 static int
 journal_write_line (journal_t *j, json_t *obj)
 {
@@ -54,21 +179,15 @@ journal_write_line (journal_t *j, json_t *obj)
     if (!line)
         return -1;
     size_t len = strlen (line);
-    int rc = 0;
     char *buf = mem_alloc (len + 2);
     memcpy (buf, line, len);
     buf [len] = '\n';
-    size_t off = 0;
-    while (off < len + 1) {
-        ssize_t n = write (j->fd, buf + off, len + 1 - off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            rc = -1;
-            break;
-        }
-        off += (size_t) n;
-    }
+    buf [len + 1] = '\0';
+    int rc = journal_reserve (j, j->end + (off_t) len + 2);
+    if (rc == 0)
+        rc = journal_pwrite (j, buf, len + 2, j->end);
+    if (rc == 0)
+        j->end += (off_t) len + 1;
     mem_free (buf);
     free (line);
     return rc;
@@ -80,8 +199,8 @@ journal_append (journal_t *j, const store_commit_t *c)
     char *at = crypto_b64_encode (c->access_ct, c->access_ct_len);
     char *rt = crypto_b64_encode (c->refresh_ct, c->refresh_ct_len);
     int64_t seq = j->next_seq++;
-    json_t *o = json_pack ("{sI ss sI ss si ss ss sI sI ss sb ss?}",
-                           "seq", (json_int_t) seq, "id", c->id,
+    json_t *o = json_pack ("{sI sI ss sI ss si ss ss sI sI ss sb ss?}",
+                           "seq", (json_int_t) seq, "e", (json_int_t) j->epoch, "id", c->id,
                            "generation", (json_int_t) c->expected_generation,
                            "lease_token", c->lease_token, "key", (int) c->key_id,
                            "access", at, "refresh", rt, "expires_at", (json_int_t) c->access_expires_at,
@@ -117,67 +236,76 @@ journal_sync (journal_t *j)
 void
 journal_done (journal_t *j, int64_t seq)
 {
-    json_t *o = json_pack ("{sI}", "done", (json_int_t) seq);
-    /* no fsync: a lost marker only makes the start-up replay look at a settled record again */
+    json_t *o = json_pack ("{sI sI}", "done", (json_int_t) seq, "e", (json_int_t) j->epoch);
+    /* no sync: a lost marker only makes the start-up replay look at a settled record again */
     if (journal_write_line (j, o) != 0)
         log_warning (NULL, NULL, "could not mark journal record %lld settled: %s", (long long) seq, strerror (errno));
     json_decref (o);
     if (j->outstanding > 0)
         j->outstanding--;
-    if (j->outstanding == 0 && ftruncate (j->fd, 0) == 0)
+    if (j->outstanding == 0 && journal_pwrite (j, "", 1, 0) == 0) {
+        /* empty: the next record starts a new epoch at offset 0 */
+        j->end = 0;
         j->next_seq = 1;
+        j->epoch = journal_new_epoch ();
+    }
+}
+
+typedef struct {
+    json_t *records;
+    json_t *done;                /* "epoch/seq" of every settled record */
+} replay_scan_t;
+
+static void
+journal_collect (void *arg, json_t *o)
+{
+    replay_scan_t *rs = arg;
+    json_int_t seq = json_integer_value (json_object_get (o, "seq"));
+    json_int_t d = json_integer_value (json_object_get (o, "done"));
+    json_int_t e = json_integer_value (json_object_get (o, "e"));
+    if (d > 0) {
+        char key [64];
+        snprintf (key, sizeof key, "%lld/%lld", (long long) e, (long long) d);
+        json_object_set_new (rs->done, key, json_true ());
+    }
+    else
+    if (seq > 0)
+        json_array_append (rs->records, o);
+}
+
+/* The key of a record in replay_scan_t.done. */
+static void
+journal_key (json_t *o, char *key, size_t len)
+{
+    snprintf (key, len, "%lld/%lld", (long long) json_integer_value (json_object_get (o, "e")),
+              (long long) json_integer_value (json_object_get (o, "seq")));
 }
 
 int
 journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
 {
-    FILE *f = fopen (j->path, "r");
-    if (!f)
-        return -1;
-    json_t *records = json_array ();
-    json_t *done = json_object ();
-    char *line = mem_alloc (JOURNAL_MAX_LINE);
+    replay_scan_t rs = { json_array (), json_object () };
     int count = 0;
-    while (fgets (line, JOURNAL_MAX_LINE, f)) {
-        json_error_t jerr;
-        json_t *o = json_loads (line, 0, &jerr);
-        if (!o) {
-            /* a torn last line from a crash mid-write: the record never counted */
-            log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", j->path);
-            continue;
-        }
-        json_int_t seq = json_integer_value (json_object_get (o, "seq"));
-        json_int_t d = json_integer_value (json_object_get (o, "done"));
-        if (d > 0) {
-            char key [32];
-            snprintf (key, sizeof key, "%lld", (long long) d);
-            json_object_set_new (done, key, json_true ());
-        }
-        else
-        if (seq > 0)
-            json_array_append (records, o);
-        if (seq >= j->next_seq)
-            j->next_seq = seq + 1;
-        json_decref (o);
+    if (journal_scan (j, journal_collect, &rs) < 0) {
+        json_decref (rs.records);
+        json_decref (rs.done);
+        return -1;
     }
-    fclose (f);
-    mem_free (line);
-
+    json_t *records = rs.records, *done = rs.done;
     size_t i;
     json_t *o;
     j->outstanding = 0;
     json_array_foreach (records, i, o) {
-        char key [32];
-        json_int_t seq = json_integer_value (json_object_get (o, "seq"));
-        snprintf (key, sizeof key, "%lld", (long long) seq);
+        char key [64];
+        journal_key (o, key, sizeof key);
         if (json_object_get (done, key))
             continue;
         j->outstanding++;
     }
     json_array_foreach (records, i, o) {
-        char key [32];
+        char key [64];
         json_int_t seq = json_integer_value (json_object_get (o, "seq"));
-        snprintf (key, sizeof key, "%lld", (long long) seq);
+        journal_key (o, key, sizeof key);
         if (json_object_get (done, key))
             continue;
         store_commit_t c;

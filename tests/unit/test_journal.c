@@ -1,0 +1,201 @@
+/* test_journal.c - the worker's journal of rotated tokens: what is replayed after a restart,
+ * what is settled, and that nothing outside the live region (an earlier epoch behind a torn
+ * write, a journal written by an older version) settles or loses a live record */
+#define _GNU_SOURCE
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "journal.h"
+
+static char path [256];
+
+static int
+setup (void **state)
+{
+    snprintf (path, sizeof path, "/tmp/ferrule-test-journal-%d", (int) getpid ());
+    unlink (path);
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    unlink (path);
+    return 0;
+}
+
+/* A commit record for integration id at generation gen. */
+static store_commit_t
+record (const char *id, int64_t gen)
+{
+    static const unsigned char ct [] = { 1, 2, 3, 4 };
+    store_commit_t c;
+    memset (&c, 0, sizeof c);
+    c.id = id;
+    c.expected_generation = gen;
+    snprintf (c.lease_token, sizeof c.lease_token, "%032x", 7);
+    c.access_ct = ct;
+    c.access_ct_len = sizeof ct;
+    c.refresh_ct = ct;
+    c.refresh_ct_len = sizeof ct;
+    c.access_expires_at = 1000;
+    c.access_lifetime_s = 120;
+    c.refresh_fingerprint = "fp";
+    c.rotated = 1;
+    return c;
+}
+
+typedef struct {
+    int n;
+    char ids [8][32];
+    int64_t seqs [8];
+} seen_t;
+
+static void
+collect (void *arg, int64_t seq, const store_commit_t *c)
+{
+    seen_t *s = arg;
+    if (s->n < 8) {
+        snprintf (s->ids [s->n], sizeof s->ids [s->n], "%s", c->id);
+        s->seqs [s->n] = seq;
+    }
+    s->n++;
+}
+
+/* Opens the journal afresh (as a restarted worker does) and replays it. */
+static seen_t
+reopen_and_replay (journal_t **j)
+{
+    char err [256];
+    journal_close (j);
+    *j = journal_open (path, err, sizeof err);
+    assert_non_null (*j);
+    seen_t s;
+    memset (&s, 0, sizeof s);
+    assert_true (journal_replay (*j, collect, &s) >= 0);
+    return s;
+}
+
+static void
+test_outstanding_records_are_replayed (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t a = record ("a", 1), b = record ("b", 1), c = record ("c", 1);
+    int64_t sa = journal_append (j, &a), sb = journal_append (j, &b), sc = journal_append (j, &c);
+    assert_true (sa > 0 && sb > sa && sc > sb);
+    assert_int_equal (journal_sync (j), 0);
+    journal_done (j, sb);
+    assert_int_equal (journal_outstanding (j), 2);
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 2);
+    assert_string_equal (s.ids [0], "a");
+    assert_string_equal (s.ids [1], "c");
+    assert_int_equal (journal_outstanding (j), 2);
+    /* settled during the replay: nothing the next time */
+    journal_done (j, s.seqs [0]);
+    journal_done (j, s.seqs [1]);
+    s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 0);
+    journal_close (&j);
+}
+
+static void
+test_file_is_written_in_place (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    struct stat before, after;
+    assert_int_equal (stat (path, &before), 0);
+    assert_true (before.st_size >= 1024 * 1024);       /* zeros written once, up front */
+    store_commit_t a = record ("a", 1);
+    for (int i = 0; i < 100; i++) {
+        int64_t seq = journal_append (j, &a);
+        assert_true (seq > 0);
+        assert_int_equal (journal_sync (j), 0);
+        journal_done (j, seq);
+    }
+    assert_int_equal (stat (path, &after), 0);
+    assert_int_equal (after.st_size, before.st_size);  /* a sync never has a size change to flush */
+    journal_close (&j);
+}
+
+static void
+test_an_earlier_epoch_never_settles_a_live_record (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    /* an epoch whose records were all settled: the journal empties */
+    store_commit_t old1 = record ("old-with-a-long-identifier-1", 1), old2 = record ("old-with-a-long-identifier-2", 1);
+    int64_t s1 = journal_append (j, &old1), s2 = journal_append (j, &old2);
+    journal_done (j, s1);
+    journal_done (j, s2);
+    assert_int_equal (journal_outstanding (j), 0);
+    /* a new epoch starts at offset 0 with the same sequence numbers */
+    store_commit_t n = record ("new", 2);
+    int64_t sn = journal_append (j, &n);
+    assert_int_equal (sn, 1);
+    assert_int_equal (journal_sync (j), 0);
+    journal_close (&j);
+    /* a torn write lost the NUL that ended the live region: the old epoch's lines, with
+     * {"done":1} among them, now follow the live record */
+    FILE *f = fopen (path, "r+");
+    assert_non_null (f);
+    char buf [4096];
+    size_t got = fread (buf, 1, sizeof buf, f);
+    char *nul = memchr (buf, '\0', got);
+    assert_non_null (nul);
+    fseek (f, nul - buf, SEEK_SET);
+    fputc ('\n', f);
+    fclose (f);
+    seen_t s = reopen_and_replay (&j);
+    int found = 0;
+    for (int i = 0; i < s.n && i < 8; i++)
+        found |= strcmp (s.ids [i], "new") == 0;
+    assert_true (found);
+    journal_close (&j);
+}
+
+static void
+test_journal_of_an_older_version_is_replayed_and_settled (void **state)
+{
+    /* appended JSON lines without epochs and without a terminating NUL */
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    fprintf (f, "{\"seq\":1,\"id\":\"legacy\",\"generation\":4,\"lease\":9,\"key\":1,\"access\":\"AQID\","
+                "\"refresh\":\"AQID\",\"expires_at\":1000,\"fingerprint\":\"fp\",\"rotated\":true,\"scopes\":null}\n");
+    fprintf (f, "{\"seq\":2,\"id\":\"settled\",\"generation\":4,\"lease\":9,\"key\":1,\"access\":\"AQID\","
+                "\"refresh\":\"AQID\",\"expires_at\":1000,\"fingerprint\":\"fp\",\"rotated\":true,\"scopes\":null}\n");
+    fprintf (f, "{\"done\":2}\n");
+    fclose (f);
+    journal_t *j = NULL;
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 1);
+    assert_string_equal (s.ids [0], "legacy");
+    journal_done (j, s.seqs [0]);
+    s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 0);
+    journal_close (&j);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_setup_teardown (test_outstanding_records_are_replayed, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_file_is_written_in_place, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_an_earlier_epoch_never_settles_a_live_record, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_journal_of_an_older_version_is_replayed_and_settled, setup, teardown),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
