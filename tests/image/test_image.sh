@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the whole service from the container image the way deploy/k8s runs it, and checks it:
 #
+#   - the build context of scripts/image holds only the sources (no .ferrule*, build trees, .git)
 #   - the image: runs as 10001:10001 by default, holds the four programs and no compiler, no
 #     headers, no package caches, no build tree; at most 150 MiB with its base
 #   - every container: uid/gid 10001, a read-only root file system (no tmpfs either), every
@@ -104,33 +105,45 @@ unwanted=$(cd "$rootfs" && {
              usr/bin/pkg-config src; do
         [ ! -e "$f" ] || echo "/$f"
     done
-    find usr/include var/lib/apt/lists var/cache/apt -type f -not -name lock 2>/dev/null | sed 's|^|/|' | head -n 20
+    { find usr/include var/lib/apt/lists var/cache/apt -type f -not -name lock 2>/dev/null || true; } | awk "NR <= 20 { print \"/\" \$0 }"
 })
 [ -z "$unwanted" ] || fail "the runtime image holds build tools or package caches it does not need: $(tr '\n' ' ' <<<"$unwanted")"
 podman image unmount "$IMAGE" >/dev/null
 mounted=0
 say "the image holds the four programs and no compiler, headers or package caches"
 
+# The build context scripts/image gives podman: only the sources the Dockerfile copies, never the
+# local state beside them (.ferrule-test/ holds this run's PostgreSQL, .ferrule/ a key).
+scripts/image --context >"$WORK/context.txt" 2>"$WORK/context.err" \
+    || { cat "$WORK/context.err" >&2; fail "scripts/image --context failed"; }
+grep -qx 'common/health.c' "$WORK/context.txt" || fail "the build context lacks common/health.c: is deploy/docker/Dockerfile.dockerignore too strict?"
+stray=$(grep -vE '^(CMakeLists\.txt|common|broker|worker|migrations|ctl|tests)(/|$)' "$WORK/context.txt" | head -n 10 || true)
+[ -z "$stray" ] || fail "the build context holds more than the sources (is the ignore file passed to podman?): $(tr '\n' ' ' <<<"$stray")"
+! grep -qE '(^|/)(build[^/]*|\.ferrule[^/]*|\.git|CMakeCache\.txt|CMakeFiles)(/|$)|\.o$' "$WORK/context.txt" \
+    || fail "the build context holds build output or local state: $(grep -E '(^|/)(build[^/]*|\.ferrule[^/]*|\.git|CMakeCache\.txt|CMakeFiles)(/|$)|\.o$' "$WORK/context.txt" | head -n 5 | tr '\n' ' ')"
+say "the build context holds $(wc -l <"$WORK/context.txt") entries, all sources"
+
 # ---- ports, the database, the secrets ----
 used_ports=" "
 port_busy () { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port () {
+# Sets PORT to a port of 127.0.0.1 that nothing listens on and this test has not taken yet.
+pick_port () {
     local p
     for _ in $(seq 1 200); do
         p=$(( 20000 + RANDOM % 10000 ))
         if [[ "$used_ports" != *" $p "* ]] && ! port_busy "$p"; then
             used_ports="$used_ports$p "
-            echo "$p"
+            PORT=$p
             return
         fi
     done
     fail "found no free port on 127.0.0.1"
 }
-FRONT_PORT=$(free_port); used_ports=" $FRONT_PORT "
-BACK_PORT=$(free_port); used_ports="$used_ports$BACK_PORT "
-HTTP_BROKER=$(free_port); used_ports="$used_ports$HTTP_BROKER "
-HTTP_W1=$(free_port); used_ports="$used_ports$HTTP_W1 "
-HTTP_W2=$(free_port)
+pick_port; FRONT_PORT=$PORT
+pick_port; BACK_PORT=$PORT
+pick_port; HTTP_BROKER=$PORT
+pick_port; HTTP_W1=$PORT
+pick_port; HTTP_W2=$PORT
 FRONTEND=tcp://127.0.0.1:$FRONT_PORT
 BACKEND=tcp://127.0.0.1:$BACK_PORT
 
