@@ -5,7 +5,8 @@
 #   - the image: runs as 10001:10001 by default, holds the four programs and no compiler, no
 #     headers, no package caches, no build tree; at most 150 MiB with its base
 #   - every container: uid/gid 10001, a read-only root file system (no tmpfs either), every
-#     capability dropped, no new privileges, host networking; no shell is used anywhere
+#     capability dropped, no new privileges, host networking, every shell of the image masked
+#     (so the service is shown to need none); no setuid or setgid file in the image
 #   - secrets come from files mounted read-only (secrets/ at /etc/ferrule/secrets: the providers
 #     file with the client secret, the refresh token to import; keys/ at /etc/ferrule/keys) and
 #     from an env file (the database URL and the encryption key, as a Kubernetes secretRef does)
@@ -108,9 +109,19 @@ unwanted=$(cd "$rootfs" && {
     { find usr/include var/lib/apt/lists var/cache/apt -type f -not -name lock 2>/dev/null || true; } | awk "NR <= 20 { print \"/\" \$0 }"
 })
 [ -z "$unwanted" ] || fail "the runtime image holds build tools or package caches it does not need: $(tr '\n' ' ' <<<"$unwanted")"
+setid=$(cd "$rootfs" && find . -xdev -type f -perm /6000 2>/dev/null | awk 'NR <= 10 { print substr($0, 2) }')
+[ -z "$setid" ] || fail "the image holds setuid or setgid files: $(tr '\n' ' ' <<<"$setid")"
+# Every shell of the image is masked (/dev/null mounted over it) in the containers below, so
+# the service is shown to need none: only the shell files themselves, not the links to them.
+SHELL_MASKS=()
+while read -r sh; do
+    case "$sh" in
+        /usr/*) if [ -f "$rootfs$sh" ] && [ ! -L "$rootfs$sh" ]; then SHELL_MASKS+=(-v "/dev/null:$sh:ro"); fi ;;
+    esac
+done < <(grep -v '^#' "$rootfs/etc/shells" 2>/dev/null || true)
 podman image unmount "$IMAGE" >/dev/null
 mounted=0
-say "the image holds the four programs and no compiler, headers or package caches"
+say "the image holds the four programs and no compiler, headers, package caches or setuid files"
 
 # The build context scripts/image gives podman: only the sources the Dockerfile copies, never the
 # local state beside them (.ferrule-test/ holds this run's PostgreSQL, .ferrule/ a key).
@@ -206,10 +217,16 @@ chmod 0700 "$JOURNAL"
 RUN=(podman run --network host --user 10001:10001 --read-only --read-only-tmpfs=false
      --cap-drop ALL --security-opt no-new-privileges --pull never
      --env-file "$WORK/secret.env"
-     -v "$SECRETS:/etc/ferrule/secrets:ro" -v "$KEYS:/etc/ferrule/keys:ro")
+     -v "$SECRETS:/etc/ferrule/secrets:ro" -v "$KEYS:/etc/ferrule/keys:ro"
+     ${SHELL_MASKS[@]+"${SHELL_MASKS[@]}"})
 
 # runs a program of the image in a new container to completion; prints its output
 run_once () { "${RUN[@]}" --rm "$IMAGE" "$@"; }
+
+# The masks work: no shell can start in these containers.
+rc=0
+run_once sh -c true >/dev/null 2>&1 || rc=$?
+[ "$rc" -ne 0 ] || fail "a shell still runs in the containers (\"sh -c true\" exited 0): the shell masks do not work"
 
 # ---- migrations ----
 rc=0
