@@ -11,10 +11,11 @@
 #     file with the client secret, the refresh token to import; keys/ at /etc/ferrule/keys) and
 #     from an env file (the database URL and the encryption key, as a Kubernetes secretRef does)
 #   - "ferrule-migrate wait" says not ready before "ferrule-migrate up", ready after it
-#   - a broker and two workers become ready on /readyz; each worker's journal is on the mounted
-#     volume; a token is fetched and refreshed through the broker with the image's ferrulectl,
-#     against the fake provider on the host, which sees the refreshes
-#   - SIGTERM: each worker and the broker drain and exit 0
+#   - two brokers and two workers (connected to both) become ready on /readyz; each worker's
+#     journal is on the mounted volume; with the image's ferrulectl a token is imported and
+#     fetched through one broker, fetched from the cache and refreshed through the other, against
+#     the fake provider on the host, which sees the refreshes
+#   - SIGTERM: each worker, then each broker drains and exits 0
 #
 # Environment: FERRULE_TEST_PG_ADMIN_URL (scripts/test's PostgreSQL), FERRULE_FAKE_PROVIDER (the
 # fake provider program; ctest sets it), FERRULE_TEST_IMAGE (the image to test; scripts/test
@@ -150,13 +151,14 @@ pick_port () {
     done
     fail "found no free port on 127.0.0.1"
 }
-pick_port; FRONT_PORT=$PORT
-pick_port; BACK_PORT=$PORT
-pick_port; HTTP_BROKER=$PORT
+# two brokers, as the Deployment runs them: frontend, backend and HTTP port of each
+for b in 1 2; do
+    pick_port; declare "FRONT_$b=tcp://127.0.0.1:$PORT"
+    pick_port; declare "BACK_$b=tcp://127.0.0.1:$PORT"
+    pick_port; declare "HTTP_B$b=$PORT"
+done
 pick_port; HTTP_W1=$PORT
 pick_port; HTTP_W2=$PORT
-FRONTEND=tcp://127.0.0.1:$FRONT_PORT
-BACKEND=tcp://127.0.0.1:$BACK_PORT
 
 psql "$FERRULE_TEST_PG_ADMIN_URL" -XqAt -v ON_ERROR_STOP=1 \
     -c "CREATE ROLE $ROLE LOGIN" -c "CREATE DATABASE $DB OWNER $ROLE" >/dev/null \
@@ -247,12 +249,15 @@ start () {
     "${RUN[@]}" -d --name "$name" "$@" >/dev/null || fail "could not start container $name"
     containers+=("$name")
 }
-start "$TAG-broker" -e FERRULE_FRONTEND_BIND="$FRONTEND" -e FERRULE_BACKEND_BIND="$BACKEND" \
-    -e FERRULE_HTTP_BIND="127.0.0.1:$HTTP_BROKER" "$IMAGE" ferrule-broker
+for b in 1 2; do
+    front=FRONT_$b back=BACK_$b http=HTTP_B$b
+    start "$TAG-broker-$b" -e FERRULE_FRONTEND_BIND="${!front}" -e FERRULE_BACKEND_BIND="${!back}" \
+        -e FERRULE_HTTP_BIND="127.0.0.1:${!http}" "$IMAGE" ferrule-broker
+done
 for n in 1 2; do
     port_var=HTTP_W$n
     start "$TAG-worker-$n" -v "$JOURNAL:/var/lib/ferrule/journal" \
-        -e FERRULE_WORKER_ID="worker-$n" -e FERRULE_BROKER_BACKENDS="$BACKEND" \
+        -e FERRULE_WORKER_ID="worker-$n" -e FERRULE_BROKER_BACKENDS="$BACK_1,$BACK_2" \
         -e FERRULE_PROVIDERS_FILE=/etc/ferrule/secrets/providers.json \
         -e FERRULE_JOURNAL_PATH="/var/lib/ferrule/journal/worker-$n.journal" \
         -e FERRULE_HTTP_BIND="127.0.0.1:${!port_var}" "$IMAGE" ferrule-worker
@@ -274,53 +279,54 @@ for c in "${containers[@]}"; do
     awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo" | grep -qE '(^|,)ro(,|$)' \
         || fail "container $c has a writable root file system"
 done
-say "broker and workers run as 10001:10001 with no capabilities, no new privileges, seccomp and a read-only root"
+say "brokers and workers run as 10001:10001 with no capabilities, no new privileges, seccomp and a read-only root"
 
 ready () { [ "$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1/readyz")" = 200 ]; }
 for _ in $(seq 1 300); do
-    ready "$HTTP_BROKER" && ready "$HTTP_W1" && ready "$HTTP_W2" && break
+    ready "$HTTP_B1" && ready "$HTTP_B2" && ready "$HTTP_W1" && ready "$HTTP_W2" && break
     for c in "${containers[@]}"; do
         [ "$(podman inspect --format '{{.State.Running}}' "$c")" = true ] || fail "container $c exited"
     done
     sleep 0.2
 done
-for p in "$HTTP_BROKER" "$HTTP_W1" "$HTTP_W2"; do
+for p in "$HTTP_B1" "$HTTP_B2" "$HTTP_W1" "$HTTP_W2"; do
     ready "$p" || fail "127.0.0.1:$p/readyz does not answer 200 after 60 s: $(curl -s --noproxy '*' --max-time 2 "http://127.0.0.1:$p/readyz" || echo 'no answer')"
 done
-say "broker and both workers answer 200 on /readyz"
+say "both brokers and both workers answer 200 on /readyz"
 for n in 1 2; do
     [ -f "$JOURNAL/worker-$n.journal" ] || fail "worker-$n has no journal on the mounted volume ($JOURNAL/worker-$n.journal)"
 done
 
 # ---- a token through the broker, with the image's ferrulectl ----
-ctl () { run_once ferrulectl --json --broker "$FRONTEND" "$@"; }
+# ctl N ARGS: ferrulectl of the image through broker N
+ctl () { local front=FRONT_$1; shift; run_once ferrulectl --json --broker "${!front}" "$@"; }
 # "refreshed" of one reply, which is not printed: it holds a token
 refreshed () {
     local out rc=0
     out=$(ctl "$@" 2>"$WORK/ctl.err") || rc=$?
-    [ "$rc" -eq 0 ] || { cat "$WORK/ctl.err" >&2; fail "ferrulectl $1 exited $rc"; }
+    [ "$rc" -eq 0 ] || { cat "$WORK/ctl.err" >&2; fail "ferrulectl $2 through broker $1 exited $rc"; }
     jq -r 'if (.access_token // "") == "" then "no access token" else .refreshed end' <<<"$out" 2>/dev/null \
         || echo "not JSON"
 }
 rc=0
-ctl import --integration demo:acct1 --provider demo \
+ctl 1 import --integration demo:acct1 --provider demo \
     --refresh-token-file /etc/ferrule/secrets/refresh-token >/dev/null 2>"$WORK/ctl.err" || rc=$?
 [ "$rc" -eq 0 ] || { cat "$WORK/ctl.err" >&2; fail "ferrulectl import exited $rc"; }
-got=$(refreshed token --integration demo:acct1)
+got=$(refreshed 1 token --integration demo:acct1)
 [ "$got" = true ] || fail "the first token should be refreshed at the provider; \"refreshed\": $got"
-got=$(refreshed token --integration demo:acct1)
-[ "$got" = false ] || fail "the second token should come from the cache; \"refreshed\": $got"
-got=$(refreshed refresh --integration demo:acct1)
+got=$(refreshed 2 token --integration demo:acct1)
+[ "$got" = false ] || fail "the second token (through the other broker) should come from the cache; \"refreshed\": $got"
+got=$(refreshed 2 refresh --integration demo:acct1)
 [ "$got" = true ] || fail "refresh should refresh at the provider; \"refreshed\": $got"
 ok=$(fake_admin GET /admin/stats | jq -r '.providers.demo.refresh_ok // 0')
 [ "$ok" -eq 2 ] || fail "the fake provider saw $ok successful refreshes, expected 2"
-say "a token was imported, fetched, served from the cache and refreshed through the broker; the provider saw 2 refreshes"
+say "a token was imported and fetched through broker 1, served from the cache and refreshed through broker 2; the provider saw 2 refreshes"
 
 # ---- SIGTERM: workers first, then the broker, as a rollout would ----
-for c in "$TAG-worker-1" "$TAG-worker-2" "$TAG-broker"; do
+for c in "$TAG-worker-1" "$TAG-worker-2" "$TAG-broker-1" "$TAG-broker-2"; do
     podman kill --signal TERM "$c" >/dev/null
     code=$(timeout 60 podman wait "$c" || echo "none")
     [ "$code" = 0 ] || fail "container $c exited with status $code after SIGTERM, expected 0"
 done
-say "SIGTERM: both workers and the broker drained and exited 0"
+say "SIGTERM: both workers and both brokers drained and exited 0"
 say "passed"
