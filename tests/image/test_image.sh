@@ -246,8 +246,8 @@ say "ferrule-migrate: wait said not ready (5), up applied the schema, wait said 
 start () {
     local name=$1
     shift
+    containers+=("$name")           # (before: a container that fails to start is removed too)
     "${RUN[@]}" -d --name "$name" "$@" >/dev/null || fail "could not start container $name"
-    containers+=("$name")
 }
 for b in 1 2; do
     front=FRONT_$b back=BACK_$b http=HTTP_B$b
