@@ -92,10 +92,11 @@ reply (struct MHD_Connection *conn, unsigned int status, const char *type, const
        char *owned)
 {
     struct MHD_Response *resp;
+    const char *body = owned ? owned : text ? text : "";
     if (owned)
-        resp = MHD_create_response_from_buffer_with_free_callback (strlen (owned), owned, mem_free);
+        resp = MHD_create_response_from_buffer_with_free_callback (strlen (body), owned, mem_free);
     else
-        resp = MHD_create_response_from_buffer (strlen (text), (void *) text, MHD_RESPMEM_MUST_COPY);
+        resp = MHD_create_response_from_buffer (strlen (body), (void *) body, MHD_RESPMEM_MUST_COPY);
     if (!resp) {
         mem_free (owned);
         return MHD_NO;                      /* closes the connection */

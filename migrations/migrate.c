@@ -155,7 +155,7 @@ read_plan (PGconn *conn, const catalog_t *catalog, ledger_t **ledger_p, plan_t *
 static const char *
 short_checksum (const char *checksum, char out [13])
 {
-    snprintf (out, 13, "%s", checksum);
+    snprintf (out, 13, "%.12s", checksum);
     return out;
 }
 
@@ -551,7 +551,8 @@ cmd_wait (const options_t *opts, const catalog_t *catalog)
     PGconn *conn = NULL;
     long long start = now_ms ();
     long long deadline = start + (long long) (opts->timeout_s * 1000.0);
-    char why [1024] = "", last [1024] = "";
+    /* room for a database error message (db_error_t.message) and the sentence around it */
+    char why [sizeof ((db_error_t *) 0)->message + 256] = "", last [sizeof why] = "";
     int rc = EXIT_OK, version = 0;
 
     for (;;) {
