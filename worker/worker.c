@@ -179,11 +179,12 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     worker_t *w = mem_alloc (sizeof *w);
     w->cfg = *cfg;
     w->keyring = crypto_keyring_new (cfg->encryption_key, cfg->old_keys, err, errlen);
-    if (!w->keyring)
+    if (!w->keyring || crypto_keyring_set_fingerprint_key (w->keyring, cfg->fingerprint_key, err, errlen) != FR_OK)
         goto fail;
     w->catalog = catalog_new (cfg->providers_file, err, errlen);
     if (!w->catalog)
         goto fail;
+    catalog_forget_environment (w->catalog);
     w->journal = journal_open (cfg->journal_path, err, errlen);
     if (!w->journal)
         goto fail;

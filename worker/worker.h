@@ -40,6 +40,10 @@ typedef struct {
     int64_t breaker_window_ms;
     int64_t breaker_open_ms;
     sweep_config_t sweep;
+    const char *fingerprint_key;    /* secret; NULL: derived from the encryption key */
+    int64_t key_stats_ms;           /* how often values sealed with retired keys are counted */
+    int64_t admin_rate_burst;       /* refresh and connect calls per integration: bucket size */
+    int64_t admin_rate_per_min;     /* and refill rate */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
