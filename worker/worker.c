@@ -1,6 +1,8 @@
 /* worker.c - the worker's one poll loop: broker links, provider sockets, the database's
  * notification socket, and one housekeeping tick */
 #include "worker.h"
+#include "keystats.h"
+#include "ratelimit.h"
 #include "clock.h"
 #include "frames.h"
 #include "log.h"
@@ -284,6 +286,7 @@ worker_destroy (worker_t **w_p)
         journal_close (&w->journal);
         catalog_destroy (&w->catalog);
         crypto_keyring_destroy (&w->keyring);
+        ratelimit_destroy (&w->admin_rate);
         codec_builder_destroy (&w->out);
         health_destroy (&w->health);
         metrics_destroy (&w->metrics);
@@ -501,6 +504,7 @@ worker_tick (worker_t *w, int64_t now)
     }
     refresh_tick (w, now);
     sweep_tick (w, now);
+    keystats_tick (w, now);
     /* metrics and readiness are published ten times a second, not once per loop turn */
     if (now < w->next_publish_ms)
         return;

@@ -85,6 +85,7 @@ typedef struct worker {
     struct {
         metrics_series_t *cache_hits, *cache_misses, *lease_waits, *refresh_seconds, *partitions_owned,
                          *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok;
+        metrics_series_t *values_on_old_keys;   /* keystats.c */
     } m;
     refresh_t *refreshes;           /* every refresh in progress */
     struct connect_call *connects;  /* connect.c: code exchanges and revocations in flight */
@@ -93,6 +94,8 @@ typedef struct worker {
     int64_t next_hello_ms;
     int64_t next_publish_ms;
     int64_t next_db_retry_ms;
+    int64_t next_keystats_ms;       /* keystats.c */
+    struct ratelimit *admin_rate;   /* ratelimit.c: refresh and connect per integration */
 } worker_t;
 
 worker_t *worker_new (const worker_config_t *cfg, char *err, size_t errlen);

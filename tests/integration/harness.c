@@ -1316,6 +1316,13 @@ harness_wait_worker_exit (harness_t *self, const char *worker_id, int timeout_ms
     return proc_reap (p, timeout_ms) ? p->status : -1;
 }
 
+pid_t
+harness_worker_pid (harness_t *self, const char *worker_id)
+{
+    proc_t *p = find_worker (self, worker_id);
+    return p ? p->pid : 0;
+}
+
 int
 harness_worker_running (harness_t *self, const char *worker_id)
 {

@@ -27,6 +27,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <signal.h>
+#include <sys/types.h>
 
 typedef struct harness_t harness_t;
 
@@ -83,6 +84,9 @@ int harness_stop_worker (harness_t *self, const char *worker_id);
 /* Waits up to timeout_ms for a worker to exit on its own (after a signal, say). Returns its exit
    status as harness_stop_worker does, or -1 if it is still running (or unknown). */
 int harness_wait_worker_exit (harness_t *self, const char *worker_id, int timeout_ms);
+
+/* The worker's process id, 0 when it is not running (for /proc checks). */
+pid_t harness_worker_pid (harness_t *self, const char *worker_id);
 
 /* True while the worker's process has not exited. */
 int harness_worker_running (harness_t *self, const char *worker_id);
