@@ -316,6 +316,20 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
 
     int granted = 0;
     char missing [80];
+    if (opts->role) {
+        int created = 0;
+        st = grant_runtime (conn, opts->role, &created, &err);
+        if (st != FR_OK) {
+            char what [200];
+            snprintf (what, sizeof what, "could not set up runtime role \"%.63s\"", opts->role);
+            report_db_error (what, &err);
+            rc = st == FR_CONFIGURATION ? EXIT_USAGE : exit_code_for (st);
+            goto out;
+        }
+        if (created)
+            printf ("created role \"%s\" (LOGIN, no password): set one with ALTER ROLE, or map a certificate\n",
+                    opts->role);
+    }
     st = grant_reapply (conn, &granted, missing, sizeof missing, &err);
     if (st != FR_OK) {
         report_db_error ("could not grant the runtime roles again", &err);
@@ -746,6 +760,8 @@ print_usage (FILE *out)
         "      --timeout=SECONDS   wait: give up after this long (default %.0f); rekey: how long to\n"
         "                          retry rows a refresh has leased\n"
         "      --batch=N           rekey: rows per transaction (default 200)\n"
+        "      --runtime-role=ROLE up: then set up ROLE as grant-runtime does\n"
+        "                          (default: $FERRULE_RUNTIME_ROLE)\n"
         "  -h, --help              show this help\n"
         "\n"
         "Connect directly or through a session-pooling proxy: the advisory lock needs one session.\n"
@@ -782,6 +798,7 @@ parse_options (int argc, char **argv, options_t *opts)
         { "json",         no_argument,       NULL, 'j' },
         { "timeout",      required_argument, NULL, 't' },
         { "batch",        required_argument, NULL, 'b' },
+        { "runtime-role", required_argument, NULL, 'r' },
         { "help",         no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -821,6 +838,9 @@ parse_options (int argc, char **argv, options_t *opts)
             opts->batch = (int) value;
             break;
         }
+        case 'r':
+            opts->role = optarg;
+            break;
         case 'h':
             opts->command = "help";
             return EXIT_OK;
@@ -833,6 +853,11 @@ parse_options (int argc, char **argv, options_t *opts)
     if (optind >= argc)
         return usage_error ("no command given: use up, status, verify, wait, grant-runtime, rekey or version");
     opts->command = argv [optind++];
+    if (opts->role && strcmp (opts->command, "up") != 0)
+        return usage_error ("--runtime-role applies to up only; grant-runtime takes the role as its argument");
+    if (!opts->role && strcmp (opts->command, "up") == 0 && getenv ("FERRULE_RUNTIME_ROLE")
+     && *getenv ("FERRULE_RUNTIME_ROLE"))
+        opts->role = getenv ("FERRULE_RUNTIME_ROLE");
     if (strcmp (opts->command, "grant-runtime") == 0) {
         if (optind >= argc)
             return usage_error ("grant-runtime needs the runtime role's name, e.g. \"ferrule-migrate grant-runtime ferrule_runtime\"");

@@ -12,6 +12,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include "config.h"
 #include "crypto.h"
 #include "mem.h"
@@ -129,6 +131,22 @@ test_fingerprint_key (void **state)
                       FR_CONFIGURATION);
     assert_non_null (strstr (err, "FERRULE_FINGERPRINT_KEY"));
     assert_null (strstr (err, "secretvalue"));
+    /* the upgrade rule in docs/operations.md: the derived key, given explicitly, changes nothing */
+    unsigned char raw [32], derived [32];
+    unsigned int len = 0;
+    size_t n = 0;
+    unsigned char *key = crypto_b64_decode (KEY_A, &n);
+    assert_int_equal (n, 32);
+    memcpy (raw, key, 32);
+    mem_free (key);
+    assert_non_null (HMAC (EVP_sha256 (), raw, 32, (const unsigned char *) "ferrule-fingerprint", 19, derived, &len));
+    char *derived_b64 = crypto_b64_encode (derived, sizeof derived);
+    crypto_keyring_t *explicit = crypto_keyring_new (KEY_A, NULL, err, sizeof err);
+    assert_int_equal (crypto_keyring_set_fingerprint_key (explicit, derived_b64, err, sizeof err), FR_OK);
+    crypto_fingerprint (explicit, "refresh-token-1", f2);
+    assert_string_equal (f2, d1);
+    crypto_keyring_destroy (&explicit);
+    mem_free (derived_b64);
     assert_true (crypto_keyring_has (after, crypto_keyring_current_id (before)));
     assert_false (crypto_keyring_has (before, crypto_keyring_current_id (after)));
     crypto_keyring_destroy (&before);
