@@ -141,6 +141,10 @@ test_runtime_role (void **state)
     assert_non_null (strstr (out, "granted 1 runtime role again"));
     free (out);
     assert_int_equal (harness_migrate (h, NULL, "grant-runtime", NULL), 2);
+    /* the workers' init container waits for the schema as the runtime role */
+    assert_int_equal (harness_migrate (h, NULL, "wait", "--timeout", "5", "--database-url", harness_runtime_url (h), NULL), 0);
+    /* and the runtime role cannot grant itself more */
+    assert_int_not_equal (harness_migrate (h, NULL, "up", "--database-url", harness_runtime_url (h), NULL), 0);
 }
 
 /* The text of /proc/PID/FILE (NUL bytes as newlines), or NULL. */
