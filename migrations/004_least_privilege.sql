@@ -11,14 +11,20 @@ CREATE TABLE runtime_roles (
 
 -- Spent and expired connect states are removed by this function, which runs with its owner's
 -- rights: the runtime role has no DELETE on any table, only EXECUTE on this. It removes nothing
--- younger than a day past its expiry, whoever calls it.
-CREATE FUNCTION ferrule_gc_pending_authorizations() RETURNS bigint
-    LANGUAGE sql SECURITY DEFINER SET search_path FROM CURRENT AS $$
-    WITH gone AS (DELETE FROM pending_authorizations WHERE expires_at < now() - interval '1 day'
-                  RETURNING 1)
-    SELECT count(*) FROM gone
-$$;
-REVOKE ALL ON FUNCTION ferrule_gc_pending_authorizations() FROM PUBLIC;
+-- younger than a day past its expiry, whoever calls it. Its search_path is this schema, then
+-- pg_temp last, so a caller's temporary table cannot stand in for the real one.
+DO $do$
+BEGIN
+    EXECUTE format($f$
+        CREATE FUNCTION %1$I.ferrule_gc_pending_authorizations () RETURNS bigint
+            LANGUAGE sql SECURITY DEFINER SET search_path = %1$I, pg_temp AS $body$
+            WITH gone AS (DELETE FROM pending_authorizations WHERE expires_at < now() - interval '1 day'
+                          RETURNING 1)
+            SELECT count(*) FROM gone
+        $body$ $f$, current_schema ());
+END
+$do$;
+REVOKE ALL ON FUNCTION ferrule_gc_pending_authorizations () FROM PUBLIC;
 
 -- The chain is append-only for everyone, the owner included: TRUNCATE empties a table without
 -- firing row triggers, so it gets a statement trigger of its own.

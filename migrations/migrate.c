@@ -45,6 +45,7 @@ typedef struct {
     int timeout_given;
     const char *role;           /* grant-runtime ROLE */
     int batch;                  /* rekey: rows per transaction */
+    int force;                  /* rekey: even if no value is sealed under the key given yet */
 } options_t;
 
 static void
@@ -692,7 +693,24 @@ cmd_rekey (const options_t *opts)
     conn = connect_or_report (opts, &rc);
     if (!conn)
         goto out;
-    fr_status_t st = rekey_run (conn, kr, opts->batch, opts->timeout_s, rekey_progress, NULL, &result, &err);
+    /* Re-sealing under a key no worker uses as its current key would leave every value
+       unreadable to workers that lack it: a value already sealed under it shows one does. */
+    int64_t on_current = 0;
+    fr_status_t st = rekey_count_on_key (conn, crypto_keyring_current_id (kr), &on_current, &err);
+    if (st != FR_OK) {
+        report_db_error ("could not count the values on the current key", &err);
+        rc = exit_code_for (st);
+        goto out;
+    }
+    if (on_current == 0 && !opts->force) {
+        report ("error", "no stored value is sealed with key %ld yet, so no worker is known to use it as "
+                "FERRULE_ENCRYPTION_KEY", (long) crypto_keyring_current_id (kr));
+        report ("hint", "give rekey the workers' current key; if it is right and nothing was imported, refreshed "
+                "or connected since the workers got it, run again with --force");
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    st = rekey_run (conn, kr, opts->batch, opts->timeout_s, rekey_progress, NULL, &result, &err);
     if (st != FR_OK) {
         report_db_error ("rekey stopped", &err);
         report ("hint", "what was re-sealed stays so: run \"ferrule-migrate rekey\" again to go on");
@@ -743,10 +761,12 @@ print_usage (FILE *out)
         "                  no password): read and write the current state, append to the chain,\n"
         "                  no DDL, DELETE or TRUNCATE; idempotent, and \"up\" grants it again after\n"
         "                  later migrations\n"
-        "  rekey [--batch=N] [--timeout=SECONDS]\n"
+        "  rekey [--batch=N] [--timeout=SECONDS] [--force]\n"
         "                  re-seal every stored token and live PKCE verifier under the current key\n"
         "                  (FERRULE_ENCRYPTION_KEY[_FILE], FERRULE_ENCRYPTION_OLD_KEYS[_FILE]) while\n"
-        "                  the service runs; resumable; exit 0 when nothing is left on an old key\n"
+        "                  the service runs; resumable; exit 0 when nothing is left on an old key.\n"
+        "                  Refuses a key no stored value uses yet (no worker is known to have it)\n"
+        "                  unless --force\n"
         "  version         print the schema version this build needs (%d)\n"
         "  help            show this help\n"
         "\n"
@@ -799,6 +819,7 @@ parse_options (int argc, char **argv, options_t *opts)
         { "timeout",      required_argument, NULL, 't' },
         { "batch",        required_argument, NULL, 'b' },
         { "runtime-role", required_argument, NULL, 'r' },
+        { "force",        no_argument,       NULL, 'f' },
         { "help",         no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -841,6 +862,9 @@ parse_options (int argc, char **argv, options_t *opts)
         case 'r':
             opts->role = optarg;
             break;
+        case 'f':
+            opts->force = 1;
+            break;
         case 'h':
             opts->command = "help";
             return EXIT_OK;
@@ -875,8 +899,8 @@ parse_options (int argc, char **argv, options_t *opts)
         return usage_error ("--json applies to status only");
     if (opts->timeout_given && strcmp (opts->command, "wait") != 0 && strcmp (opts->command, "rekey") != 0)
         return usage_error ("--timeout applies to wait and rekey only");
-    if (opts->batch && strcmp (opts->command, "rekey") != 0)
-        return usage_error ("--batch applies to rekey only");
+    if ((opts->batch || opts->force) && strcmp (opts->command, "rekey") != 0)
+        return usage_error ("--batch and --force apply to rekey only");
     if (!opts->batch)
         opts->batch = REKEY_DEFAULT_BATCH;
     if (!opts->timeout_given)

@@ -55,6 +55,22 @@ rekey_count (PGconn *conn, int32_t current_key_id, int64_t *integrations, int64_
     return st;
 }
 
+fr_status_t
+rekey_count_on_key (PGconn *conn, int32_t key_id, int64_t *count, db_error_t *err)
+{
+    char id [16];
+    snprintf (id, sizeof id, "%" PRId32, key_id);
+    const char *values [] = { id };
+    fr_status_t st = FR_OK;
+    PGresult *res = PQexecParams (conn, REKEY_ON_KEY_SQL, 1, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1)
+        st = rekey_fail (conn, res, err);
+    else
+        *count = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+    PQclear (res);
+    return st;
+}
+
 /* Opens one sealed column of a row and seals it again under the current key. *out is NULL
  * for a NULL value. -1 when it does not open. */
 static int

@@ -31,6 +31,17 @@ typedef struct {
 /* Progress callback: done of total values so far. */
 typedef void (*rekey_progress_fn) (int64_t done, int64_t total, void *arg);
 
+/* Values already sealed under key_id (integrations with a token, live connects): a value sealed
+ * under the current key proves some worker uses it as its current key. */
+#define REKEY_ON_KEY_SQL \
+    "SELECT (SELECT count(*) FROM integrations WHERE key_id = $1::integer" \
+    "          AND (access_token IS NOT NULL OR refresh_token IS NOT NULL))" \
+    "     + (SELECT count(*) FROM pending_authorizations WHERE key_id = $1::integer" \
+    "          AND code_verifier IS NOT NULL)"
+
+/* Counts the values sealed under key_id (REKEY_ON_KEY_SQL). */
+fr_status_t rekey_count_on_key (PGconn *conn, int32_t key_id, int64_t *count, db_error_t *err) FR_MUSTCHECK;
+
 /* Counts the values on other keys than current_key_id. */
 fr_status_t rekey_count (PGconn *conn, int32_t current_key_id, int64_t *integrations, int64_t *connects,
                          db_error_t *err) FR_MUSTCHECK;

@@ -327,6 +327,15 @@ test_rekey_under_load (void **state)
     long long old_id = harness_sql_int (h, "SELECT min(key_id) FROM integrations");
     assert_int_equal (harness_sql_int (h, "SELECT count(DISTINCT key_id) FROM integrations"), 1);
 
+    /* a key no worker uses: rekey refuses to re-seal everything under it */
+    char *k3 = new_key ();
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k3);
+    harness_set_env (h, "FERRULE_ENCRYPTION_OLD_KEYS", harness_encryption_key (h));
+    assert_int_equal (harness_migrate (h, NULL, "rekey", NULL), 2);
+    assert_int_equal (harness_sql_int (h, "SELECT count(DISTINCT key_id) FROM integrations"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT min(key_id) FROM integrations"), old_id);
+    free (k3);
+
     /* rotation steps 1-2, one worker at a time so the service keeps serving */
     char *k2 = new_key ();
     harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k2);
