@@ -1,5 +1,6 @@
 /* catalog.c - the provider catalog: built-in providers.json, an optional override file, validation */
 #include "catalog.h"
+#include "secmem.h"
 #include "secrets.h"
 #include "mem.h"
 #include "providers_json.h"
@@ -494,7 +495,7 @@ provider_clear (catalog_provider_t *p)
     free_params (p->refresh_params, p->refresh_param_count);
     free_strings (p->invalid_grant_codes, p->invalid_grant_code_count);
     mem_free_secret (&p->client_id);
-    mem_free_secret (&p->client_secret);
+    secmem_free_str (&p->client_secret);
     mem_free (p->client_id_env);
     mem_free (p->client_secret_env);
     mem_free (p->docs_url);
@@ -590,6 +591,12 @@ provider_load (ctx_t *ctx, const char *name, json_t *entry, catalog_provider_t *
     ||  resolve_credential (ctx, entry, "client_secret", "client_secret_env", "_CLIENT_SECRET",
                             &p->client_secret, &p->client_secret_env) < 0)
         return -1;
+    if (p->client_secret) {
+        /* kept for the process's life: in memory left out of core dumps, wiped on free */
+        char *kept = secmem_strdup (p->client_secret);
+        mem_free_secret (&p->client_secret);
+        p->client_secret = kept;
+    }
     return 0;
 }
 

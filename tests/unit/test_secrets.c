@@ -14,6 +14,7 @@
 #include <cmocka.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include "catalog.h"
 #include "config.h"
 #include "crypto.h"
 #include "mem.h"
@@ -223,6 +224,59 @@ test_config_secret_file (void **state)
     unlink (path);
 }
 
+/* client secrets from files: "client_secret_file" in the provider file, or the variable's
+ * _FILE twin; held in secure memory; the variables leave the environment */
+static void
+test_catalog_client_secret_files (void **state)
+{
+    (void) state;
+    char err [512], secret1 [] = "/tmp/ferrule-cs1-XXXXXX", secret2 [] = "/tmp/ferrule-cs2-XXXXXX",
+         providers [] = "/tmp/ferrule-prov-XXXXXX";
+    int fd = mkstemp (secret1);
+    assert_true (fd >= 0);
+    assert_int_equal (write (fd, "box-secret-from-file\n", 21), 21);
+    close (fd);
+    fd = mkstemp (secret2);
+    assert_true (fd >= 0);
+    assert_int_equal (write (fd, "google-secret-from-file", 23), 23);
+    close (fd);
+    fd = mkstemp (providers);
+    assert_true (fd >= 0);
+    char json [512];
+    int n = snprintf (json, sizeof json, "{\"box\": {\"client_id\": \"box-id\", \"client_secret_file\": \"%s\"}}", secret1);
+    assert_int_equal (write (fd, json, (size_t) n), n);
+    close (fd);
+    setenv ("FERRULE_GOOGLE_CLIENT_ID", "google-id", 1);
+    setenv ("FERRULE_GOOGLE_CLIENT_SECRET_FILE", secret2, 1);
+    setenv ("FERRULE_BOX_CLIENT_SECRET", "ignored-the-file-in-the-entry-wins", 1);
+
+    catalog_t *c = catalog_new (providers, err, sizeof err);
+    if (!c)
+        fail_msg ("catalog: %s", err);
+    const catalog_provider_t *box = catalog_find (c, "box");
+    const catalog_provider_t *google = catalog_find (c, "google");
+    assert_non_null (box);
+    assert_non_null (google);
+    assert_string_equal (box->client_secret, "box-secret-from-file");
+    assert_string_equal (google->client_secret, "google-secret-from-file");
+    assert_true (secmem_owns (box->client_secret));
+    assert_true (secmem_owns (google->client_secret));
+    catalog_forget_environment (c);
+    assert_null (getenv ("FERRULE_GOOGLE_CLIENT_SECRET_FILE"));
+    assert_null (getenv ("FERRULE_BOX_CLIENT_SECRET"));
+    assert_non_null (getenv ("FERRULE_GOOGLE_CLIENT_ID"));     /* an id is no secret */
+    catalog_destroy (&c);
+
+    /* an unreadable file stops the catalog with a message naming the file, not a value */
+    unlink (secret1);
+    c = catalog_new (providers, err, sizeof err);
+    assert_null (c);
+    assert_non_null (strstr (err, secret1));
+    unsetenv ("FERRULE_GOOGLE_CLIENT_ID");
+    unlink (secret2);
+    unlink (providers);
+}
+
 static void
 test_harden (void **state)
 {
@@ -272,6 +326,7 @@ main (void)
         cmocka_unit_test (test_fingerprint_key),
         cmocka_unit_test (test_secrets_from_env_and_files),
         cmocka_unit_test (test_config_secret_file),
+        cmocka_unit_test (test_catalog_client_secret_files),
         cmocka_unit_test (test_harden),
         cmocka_unit_test (test_ratelimit),
     };
