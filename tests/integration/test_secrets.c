@@ -17,6 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <curl/curl.h>
 #include "crypto.h"
 #include "itest.h"
 
@@ -255,6 +256,14 @@ test_secrets_in_process (void **state)
     assert_true (json_is_true (json_object_get (json_object_get (st, "keys"), "retired_key")));
     assert_int_equal (json_integer_value (json_object_get (json_object_get (st, "keys"), "values_on_old_keys")), 1);
     json_decref (st);
+    /* and doctor says so among its facts */
+    st = harness_ctl (h, &rc, "doctor", "--integration", "proc:a", NULL);
+    assert_int_equal (rc, 0);
+    char *facts = json_dumps (json_object_get (json_object_get (st, "diagnosis"), "facts"), 0);
+    assert_non_null (strstr (facts, "sealed with retired key"));
+    assert_non_null (strstr (facts, "1 stored values"));
+    free (facts);
+    json_decref (st);
     /* no key in any log */
     assert_false (itest_workdir_contains (h, k1));
     assert_false (itest_workdir_contains (h, k2));
@@ -264,6 +273,80 @@ test_secrets_in_process (void **state)
     free (k1);
     free (k2);
     free (fp);
+}
+
+/* The HTTP port a worker logged last ("... /metrics on port N"), or -1. */
+static int
+http_port_of (const char *worker)
+{
+    char path [4096], line [4096];
+    snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), worker);
+    for (int tries = 0; tries < 50; tries++) {
+        FILE *f = fopen (path, "r");
+        int port = -1;
+        while (f && fgets (line, sizeof line, f)) {
+            const char *p = strstr (line, "/metrics on port ");
+            if (p)
+                port = atoi (p + strlen ("/metrics on port "));
+        }
+        if (f)
+            fclose (f);
+        if (port > 0)
+            return port;
+        usleep (100000);
+    }
+    return -1;
+}
+
+static size_t
+collect (char *data, size_t size, size_t n, void *arg)
+{
+    char *buf = arg;
+    size_t have = strlen (buf), add = size * n;
+    if (have + add < 65535) {
+        memcpy (buf + have, data, add);
+        buf [have + add] = '\0';
+    }
+    return size * n;
+}
+
+/* The value of an unlabelled series at a worker's /metrics, -1 when absent. */
+static long long
+metric (int port, const char *name)
+{
+    char url [128], *body = calloc (1, 65536);
+    long long value = -1;
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
+    if (curl_easy_perform (c) == CURLE_OK) {
+        char needle [128];
+        snprintf (needle, sizeof needle, "\n%s ", name);
+        const char *p = strstr (body, needle);
+        if (p)
+            value = strtoll (p + strlen (needle), NULL, 10);
+    }
+    curl_easy_cleanup (c);
+    free (body);
+    return value;
+}
+
+/* Polls the series until it satisfies want (0: equal to zero, 1: above zero), 15 s at most:
+ * the workers count every FERRULE_KEY_STATS_MS. */
+static long long
+wait_metric (const char *worker, const char *name, int above_zero)
+{
+    long long v = -1;
+    for (int i = 0; i < 150; i++) {
+        v = metric (http_port_of (worker), name);
+        if (above_zero ? v > 0 : v == 0)
+            break;
+        usleep (100000);
+    }
+    return v;
 }
 
 #define REKEY_INTEGRATIONS 40
@@ -308,6 +391,7 @@ test_rekey_under_load (void **state)
     assert_non_null (h);
     harness_set_env (h, "FERRULE_ADMIN_RATE_BURST", "1000");
     harness_set_env (h, "FERRULE_KEY_STATS_MS", "1000");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
     assert_true (harness_start_broker (h) >= 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_start_worker (h, "w2"), 0);
@@ -347,6 +431,8 @@ test_rekey_under_load (void **state)
     assert_int_equal (harness_start_worker (h, "w2"), 0);
     assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
 
+    /* the metric: every value of before the rotation is on the old key */
+    assert_true (wait_metric ("w1", "ferrule_worker_values_on_old_keys", 1) >= REKEY_INTEGRATIONS);
     int started [2], stop [2];
     assert_int_equal (pipe (started), 0);
     assert_int_equal (pipe (stop), 0);
@@ -385,7 +471,8 @@ test_rekey_under_load (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome IN ('invalid_grant', 'conflict')"), 0);
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
-    /* the metric */
+    /* the metric, and status */
+    assert_int_equal (wait_metric ("w2", "ferrule_worker_values_on_old_keys", 0), 0);
     json_t *st = harness_ctl (h, &rc, "status", "--integration", "rk:0", NULL);
     assert_int_equal (rc, 0);
     assert_int_equal (json_integer_value (json_object_get (json_object_get (st, "keys"), "values_on_old_keys")), 0);
