@@ -462,7 +462,7 @@ doctor_key_facts (worker_t *w, diagnosis_t *d, const store_row_t *row)
     if ((row->access_ct || row->refresh_ct) && row->key_id != current)
         add_fact (d, "its tokens are sealed with retired key %ld (the current key is %ld): run \"ferrule-migrate "
                   "rekey\"", (long) row->key_id, (long) current);
-    if (keystats_count (w, &integrations, &connects, err, sizeof err) != FR_OK)
+    if (keystats_last (w, &integrations, &connects, err, sizeof err) != FR_OK)
         return;
     if (integrations + connects > 0)
         add_fact (d, "%lld stored values (%lld integrations, %lld connects in progress) still use a retired key: "

@@ -27,6 +27,9 @@ keystats_count (worker_t *w, int64_t *integrations, int64_t *connects, char *err
     *integrations = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
     *connects = strtoll (PQgetvalue (res, 0, 1), NULL, 10);
     PQclear (res);
+    w->keystats_integrations = *integrations;
+    w->keystats_connects = *connects;
+    w->keystats_counted = 1;
     return FR_OK;
 }
 
@@ -49,12 +52,25 @@ keystats_tick (worker_t *w, int64_t now_ms)
     metrics_set (w->m.values_on_old_keys, integrations + connects);
 }
 
+fr_status_t
+keystats_last (worker_t *w, int64_t *integrations, int64_t *connects, char *err, size_t errlen)
+{
+    if (!w->keystats_counted) {
+        fr_status_t st = keystats_count (w, integrations, connects, err, errlen);
+        if (st != FR_OK)
+            return st;
+    }
+    *integrations = w->keystats_integrations;
+    *connects = w->keystats_connects;
+    return FR_OK;
+}
+
 void
 keystats_pack (worker_t *w, codec_builder_t *o, const store_row_t *row)
 {
     char err [512];
     int64_t integrations = 0, connects = 0;
-    int counted = keystats_count (w, &integrations, &connects, err, sizeof err) == FR_OK;
+    int counted = keystats_last (w, &integrations, &connects, err, sizeof err) == FR_OK;
     int32_t current = crypto_keyring_current_id (w->keyring);
     codec_str (o, "keys");
     codec_map (o, 4);

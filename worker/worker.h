@@ -95,6 +95,9 @@ typedef struct worker {
     int64_t next_publish_ms;
     int64_t next_db_retry_ms;
     int64_t next_keystats_ms;       /* keystats.c */
+    int64_t keystats_integrations;  /* keystats.c: the last count, valid when keystats_counted */
+    int64_t keystats_connects;
+    int     keystats_counted;
     struct ratelimit *admin_rate;   /* ratelimit.c: refresh and connect per integration */
 } worker_t;
 

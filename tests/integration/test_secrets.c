@@ -472,6 +472,7 @@ test_rekey_under_load (void **state)
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
     /* the metric, and status */
+    assert_int_equal (wait_metric ("w1", "ferrule_worker_values_on_old_keys", 0), 0);
     assert_int_equal (wait_metric ("w2", "ferrule_worker_values_on_old_keys", 0), 0);
     json_t *st = harness_ctl (h, &rc, "status", "--integration", "rk:0", NULL);
     assert_int_equal (rc, 0);
