@@ -36,6 +36,8 @@ static size_t secmem_narenas;
 static unsigned char *secmem_cursor;           /* next unused byte of the newest arena */
 static size_t secmem_left;                     /* bytes after secmem_cursor */
 static size_t secmem_used;
+static unsigned char **secmem_large;           /* blocks with pages of their own, for secmem_owns */
+static size_t secmem_nlarge, secmem_large_cap;
 
 static void
 secmem_oom (size_t size)
@@ -86,6 +88,11 @@ secmem_alloc (size_t size)
         h->mapped = len;
         pthread_mutex_lock (&secmem_lock);
         secmem_used += len;
+        if (secmem_nlarge == secmem_large_cap) {
+            secmem_large_cap = secmem_large_cap ? secmem_large_cap * 2 : 16;
+            secmem_large = mem_realloc (secmem_large, secmem_large_cap * sizeof *secmem_large);
+        }
+        secmem_large [secmem_nlarge++] = p;
         pthread_mutex_unlock (&secmem_lock);
     }
     else {
@@ -130,12 +137,10 @@ secmem_owns (const void *ptr)
     pthread_mutex_lock (&secmem_lock);
     for (size_t i = 0; i < secmem_narenas && !found; i++)
         found = p >= secmem_arenas [i] && p < secmem_arenas [i] + SECMEM_ARENA;
+    for (size_t i = 0; i < secmem_nlarge && !found; i++)
+        found = p >= secmem_large [i]
+             && p < secmem_large [i] + ((const secmem_header_t *) secmem_large [i])->mapped;
     pthread_mutex_unlock (&secmem_lock);
-    if (!found) {
-        const secmem_header_t *h = (const secmem_header_t *) (p - SECMEM_HEADER);
-        found = ((uintptr_t) h % (uintptr_t) sysconf (_SC_PAGESIZE)) == 0
-             && h->magic == SECMEM_MAGIC && h->cls == SECMEM_CLASSES;
-    }
     return found;
 }
 
@@ -151,11 +156,16 @@ secmem_free (void *ptr)
     }
     if (h->cls == SECMEM_CLASSES) {
         size_t len = (size_t) h->mapped;
-        mem_wipe (h, len);
-        munmap (h, len);
         pthread_mutex_lock (&secmem_lock);
+        for (size_t i = 0; i < secmem_nlarge; i++)
+            if (secmem_large [i] == (unsigned char *) h) {
+                secmem_large [i] = secmem_large [--secmem_nlarge];
+                break;
+            }
         secmem_used -= len <= secmem_used ? len : secmem_used;
         pthread_mutex_unlock (&secmem_lock);
+        mem_wipe (h, len);
+        munmap (h, len);
         return;
     }
     uint32_t cls = h->cls;
