@@ -75,9 +75,9 @@ rekey_count_on_key (PGconn *conn, int32_t key_id, int64_t *count, db_error_t *er
  * for a NULL value. -1 when it does not open. */
 static int
 rekey_value (const crypto_keyring_t *kr, const PGresult *res, int row, int col, int32_t key_id,
-             const char *aad_row, const char *column, unsigned char **out, size_t *out_len)
+             const char *aad_row, const char *column, unsigned char **out, size_t *out_len,
+             char *err, size_t errlen)
 {
-    char err [512];
     char *plain = NULL;
     unsigned char *raw = NULL;
     size_t raw_len = 0;
@@ -88,22 +88,31 @@ rekey_value (const crypto_keyring_t *kr, const PGresult *res, int row, int col, 
     if (PQgetisnull (res, row, col))
         return 0;
     raw = PQunescapeBytea ((const unsigned char *) PQgetvalue (res, row, col), &raw_len);
-    if (!raw)
-        goto out;
-    if (crypto_open (kr, key_id, aad_row, column, raw, raw_len, &plain, err, sizeof err) != FR_OK) {
-        fprintf (stderr, "ferrule-migrate: warning: %s\n", err);       /* never holds the value */
+    if (!raw) {
+        snprintf (err, errlen, "could not read column \"%s\" of \"%s\"", column, aad_row);
         goto out;
     }
-    if (crypto_seal (kr, aad_row, column, plain, out, out_len, &new_id, err, sizeof err) != FR_OK) {
-        fprintf (stderr, "ferrule-migrate: warning: %s\n", err);
-        goto out;
-    }
+    if (crypto_open (kr, key_id, aad_row, column, raw, raw_len, &plain, err, errlen) != FR_OK
+    ||  crypto_seal (kr, aad_row, column, plain, out, out_len, &new_id, err, errlen) != FR_OK)
+        goto out;                   /* err never holds the value */
     rc = 0;
 out:
     mem_free_secret (&plain);
     if (raw)
         PQfreemem (raw);
     return rc;
+}
+
+#define REKEY_MAX_WARNINGS 10        /* per pass; the final count says how many in all */
+
+/* One line per value that will not open, for the first few of a pass. */
+static void
+rekey_warn (int64_t failed_so_far, const char *why)
+{
+    if (failed_so_far < REKEY_MAX_WARNINGS)
+        fprintf (stderr, "ferrule-migrate: warning: %s\n", why);
+    else if (failed_so_far == REKEY_MAX_WARNINGS)
+        fprintf (stderr, "ferrule-migrate: warning: more values will not open; the final count says how many\n");
 }
 
 /* One batch of integrations: *picked rows read, *done re-sealed, *busy changed meanwhile,
@@ -114,7 +123,7 @@ rekey_batch_integrations (PGconn *conn, const crypto_keyring_t *kr, int batch, c
 {
     fr_status_t st = FR_OK;
     PGresult *res = NULL;
-    char cur [16], lim [16];
+    char cur [16], lim [16], verr [512];
     int begun = 0;
     snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
     snprintf (lim, sizeof lim, "%d", batch);
@@ -137,8 +146,9 @@ rekey_batch_integrations (PGconn *conn, const crypto_keyring_t *kr, int batch, c
         unsigned char *at = NULL, *rt = NULL;
         size_t at_len = 0, rt_len = 0;
         snprintf (last, last_len, "%s", id);
-        if (rekey_value (kr, res, i, 3, key_id, id, "access_token", &at, &at_len) != 0
-        ||  rekey_value (kr, res, i, 4, key_id, id, "refresh_token", &rt, &rt_len) != 0) {
+        if (rekey_value (kr, res, i, 3, key_id, id, "access_token", &at, &at_len, verr, sizeof verr) != 0
+        ||  rekey_value (kr, res, i, 4, key_id, id, "refresh_token", &rt, &rt_len, verr, sizeof verr) != 0) {
+            rekey_warn (*failed, verr);
             (*failed)++;
             mem_free (at);
             mem_free (rt);
@@ -184,7 +194,7 @@ rekey_batch_connects (PGconn *conn, const crypto_keyring_t *kr, int batch, char 
 {
     fr_status_t st = FR_OK;
     PGresult *res = NULL;
-    char cur [16], lim [16];
+    char cur [16], lim [16], verr [512];
     int begun = 0;
     snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
     snprintf (lim, sizeof lim, "%d", batch);
@@ -206,7 +216,8 @@ rekey_batch_connects (PGconn *conn, const crypto_keyring_t *kr, int batch, char 
         unsigned char *cv = NULL;
         size_t cv_len = 0;
         snprintf (last, last_len, "%s", state_hash);
-        if (rekey_value (kr, res, i, 2, key_id, state_hash, "code_verifier", &cv, &cv_len) != 0) {
+        if (rekey_value (kr, res, i, 2, key_id, state_hash, "code_verifier", &cv, &cv_len, verr, sizeof verr) != 0) {
+            rekey_warn (*failed, verr);
             (*failed)++;
             continue;
         }
