@@ -2,6 +2,7 @@
 #include "config.h"
 #include "log.h"
 #include "mem.h"
+#include "secrets.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,10 +43,20 @@ config_load (const config_entry_t *table, const char *program, int argc, char **
              char *err, size_t errlen)
 {
     for (const config_entry_t *e = table; e->flag; e++) {
-        const char *env = e->env ? getenv (e->env) : NULL;
-        const char *value = env && *env ? env : e->def;
+        char *secret = NULL;
         if (e->type == CONFIG_STRING)
             *(char **) e->target = NULL;
+        if (e->secret && e->env) {
+            /* NAME or NAME_FILE, and neither stays in the environment */
+            if (secrets_from_env (e->env, &secret, err, errlen) != 0)
+                return -1;
+            if (secret || e->def)
+                (void) config_set (e, secret ? secret : e->def, e->env, err, errlen);
+            mem_free_secret (&secret);
+            continue;
+        }
+        const char *env = e->env ? getenv (e->env) : NULL;
+        const char *value = env && *env ? env : e->def;
         if ((value || e->type == CONFIG_INT)
         &&   config_set (e, value ? value : "0", env && *env ? e->env : "the default", err, errlen) != 0)
             return -1;

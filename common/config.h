@@ -13,7 +13,8 @@ typedef struct {
     void         *target;      /* char ** (owned, freed by config_free) or int64_t * */
     const char   *def;         /* default as text, NULL for none */
     int64_t       min, max;    /* bounds for CONFIG_INT */
-    int           secret;      /* masked when printed */
+    int           secret;      /* masked when printed; also read from env_FILE, and removed from
+                                  the environment once read (CONFIG_STRING only) */
     const char   *help;
 } config_entry_t;
 

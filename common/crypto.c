@@ -1,6 +1,7 @@
 /* crypto.c - tokens at rest: AES-256-GCM with a keyring whose key ids come from the keys */
 #include "crypto.h"
 #include "mem.h"
+#include "secmem.h"
 #include <assert.h>
 #include <ctype.h>
 #include <stdarg.h>
@@ -22,7 +23,9 @@ typedef struct {
 struct crypto_keyring {
     crypto_key_t keys [CRYPTO_MAX_KEYS];   /* keys [0] is the current key */
     size_t count;
-    unsigned char fingerprint_key [32];    /* HMAC-SHA256 (current key, "ferrule-fingerprint") */
+    unsigned char fingerprint_key [32];    /* FERRULE_FINGERPRINT_KEY, or HMAC-SHA256 (current key,
+                                              "ferrule-fingerprint") when it is not set */
+    int fingerprint_key_own;               /* 1: set by crypto_keyring_set_fingerprint_key */
 };
 
 static void set_err (char *err, size_t errlen, const char *fmt, ...)
@@ -150,7 +153,7 @@ crypto_keyring_new (const char *current_b64, const char *old_b64_list, char *err
                  "bytes, for example from \"openssl rand -base64 32\"");
         goto out;
     }
-    kr = mem_alloc (sizeof *kr);
+    kr = secmem_alloc (sizeof *kr);        /* keys stay out of core dumps, wiped on free */
     if (parse_key (current_b64, strnlen (current_b64, CRYPTO_MAX_KEY_TEXT + 1), key,
                    "FERRULE_ENCRYPTION_KEY", err, errlen) != 0
     ||  keyring_add (kr, key, "FERRULE_ENCRYPTION_KEY", err, errlen) != 0)
@@ -202,10 +205,44 @@ void
 crypto_keyring_destroy (crypto_keyring_t **kr_p)
 {
     if (kr_p && *kr_p) {
-        mem_wipe (*kr_p, sizeof **kr_p);
-        mem_free (*kr_p);
+        secmem_free (*kr_p);                /* wipes */
         *kr_p = NULL;
     }
+}
+
+fr_status_t
+crypto_keyring_set_fingerprint_key (crypto_keyring_t *kr, const char *key_b64, char *err, size_t errlen)
+{
+    unsigned char key [CRYPTO_KEY_LEN];
+    assert (kr);
+    if (err && errlen)
+        err [0] = '\0';
+    if (!key_b64 || !*key_b64)
+        return FR_OK;
+    if (parse_key (key_b64, strnlen (key_b64, CRYPTO_MAX_KEY_TEXT + 1), key, "FERRULE_FINGERPRINT_KEY",
+                   err, errlen) != 0)
+        return FR_CONFIGURATION;
+    memcpy (kr->fingerprint_key, key, sizeof kr->fingerprint_key);
+    kr->fingerprint_key_own = 1;
+    mem_wipe (key, sizeof key);
+    return FR_OK;
+}
+
+int
+crypto_keyring_fingerprint_key_own (const crypto_keyring_t *kr)
+{
+    assert (kr);
+    return kr->fingerprint_key_own;
+}
+
+int
+crypto_keyring_has (const crypto_keyring_t *kr, int32_t key_id)
+{
+    assert (kr);
+    for (size_t i = 0; i < kr->count; i++)
+        if (kr->keys [i].id == key_id)
+            return 1;
+    return 0;
 }
 
 int32_t

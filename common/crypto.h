@@ -26,6 +26,15 @@ crypto_keyring_t *crypto_keyring_new (const char *current_b64, const char *old_b
                                       char *err, size_t errlen);
 /* Wipes every key, frees the keyring and nulls the pointer; safe on NULL. */
 void crypto_keyring_destroy (crypto_keyring_t **kr_p);
+/* Sets the fingerprint key from FERRULE_FINGERPRINT_KEY (base64 of 32 bytes, like the other
+ * keys); NULL or "" keeps the one derived from the current encryption key. FR_CONFIGURATION with
+ * the reason in err on bad input. */
+fr_status_t crypto_keyring_set_fingerprint_key (crypto_keyring_t *kr, const char *key_b64,
+                                                char *err, size_t errlen) FR_MUSTCHECK;
+/* 1 when the fingerprint key is its own key, 0 when derived from the current encryption key. */
+int crypto_keyring_fingerprint_key_own (const crypto_keyring_t *kr);
+/* 1 when the keyring holds a key with this id. */
+int crypto_keyring_has (const crypto_keyring_t *kr, int32_t key_id);
 /* Id of the key crypto_seal uses: a positive int32. */
 int32_t crypto_keyring_current_id (const crypto_keyring_t *kr);
 /* Number of keys (current plus retired). */
@@ -49,9 +58,9 @@ fr_status_t crypto_open (const crypto_keyring_t *kr, int32_t key_id, const char 
                          const char *column, const unsigned char *in, size_t in_len,
                          char **plain_out, char *err, size_t errlen) FR_MUSTCHECK;
 
-/* 16 lower-case hex digits identifying secret without revealing it: HMAC-SHA256 keyed with
- * HMAC-SHA256(current key, "ferrule-fingerprint"). Fingerprints are comparable only while the
- * current key stays the same: after a key rotation the same secret gets a new fingerprint.
+/* 16 lower-case hex digits identifying secret without revealing it: HMAC-SHA256 keyed with the
+ * fingerprint key (FERRULE_FINGERPRINT_KEY; when it is not set, HMAC-SHA256(current key,
+ * "ferrule-fingerprint"), and then fingerprints change when the encryption key is rotated).
  * NULL or empty secret gives "". */
 void crypto_fingerprint (const crypto_keyring_t *kr, const char *secret,
                          char out [CRYPTO_FINGERPRINT_LEN + 1]);

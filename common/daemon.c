@@ -1,6 +1,8 @@
 /* daemon.c - configuration, logging and signals at process start */
 #include "daemon.h"
 #include "log.h"
+#include "secrets.h"
+#include <stdio.h>
 #include <string.h>
 
 static volatile sig_atomic_t *daemon_stop;
@@ -16,9 +18,14 @@ int
 daemon_configure (const config_entry_t *table, const char *program, const char *process, int argc,
                   char **argv, char *const *log_level, int *exit_status)
 {
-    char err [1024];
+    char err [1024], harden_err [256];
+    int hardened = secrets_harden (harden_err, sizeof harden_err);
     int rc = config_load (table, program, argc, argv, err, sizeof err);
     log_init (process, NULL);
+    if (rc == 0 && hardened != 0) {
+        snprintf (err, sizeof err, "%s", harden_err);
+        rc = -1;
+    }
     if (rc == 1) {                  /* --help was printed */
         config_free (table);
         *exit_status = 0;

@@ -4,7 +4,7 @@
 #include <signal.h>
 #include "config.h"
 
-/* Fills the configuration table (environment, then flags) and sets the log level from
+/* Switches core dumps off (secrets_harden), then fills the configuration table (environment, then flags) and sets the log level from
  * *log_level. Returns 1 to go on; 0 when the process should exit with *exit_status (0 after
  * --help, 2 on a bad setting, which has been logged); the table is freed then. */
 int daemon_configure (const config_entry_t *table, const char *program, const char *process, int argc,

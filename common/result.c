@@ -29,6 +29,7 @@ static const result_info_t result_table [FR__COUNT] = {
     [FR_UNAVAILABLE]          = { "unavailable", 5, "no broker or worker could take the request; check that brokers and workers are running" },
     [FR_OVERLOADED]           = { "overloaded", 5, "too many requests are queued; retry with backoff" },
     [FR_DATABASE_UNAVAILABLE] = { "database_unavailable", 5, "the token database cannot be reached; retry, and check PostgreSQL" },
+    [FR_RATE_LIMITED]         = { "rate_limited", 5, "too many refresh or connect calls for this integration; retry after the given delay" },
     [FR_INVALID_CLIENT]       = { "invalid_client", 6, "the provider rejected the OAuth client id or secret: check the provider entry's client credentials" },
     [FR_REDIRECT_URI_MISMATCH]= { "redirect_uri_mismatch", 6, "the redirect URI must match one registered in the provider's OAuth app; contact support with the provider name and the exact error" },
     [FR_INVALID_SCOPE]        = { "invalid_scope", 6, "the provider rejected a requested scope: check the scopes in the provider entry and the OAuth app" },

@@ -29,6 +29,7 @@ typedef enum {
     FR_UNAVAILABLE,
     FR_OVERLOADED,
     FR_DATABASE_UNAVAILABLE,
+    FR_RATE_LIMITED,
     /* operator configuration: exit 6 */
     FR_INVALID_CLIENT,
     FR_REDIRECT_URI_MISMATCH,

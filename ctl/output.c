@@ -257,6 +257,16 @@ output_integration (const json_t *reply, const output_mode_t *mode)
             print_value (stdout, value);
         fputc ('\n', stdout);
     }
+    /* key rotation: how much of the database still needs a retired key */
+    const json_t *keys = json_object_get (reply, "keys");
+    if (json_is_object (keys)) {
+        const json_t *left = json_object_get (keys, "values_on_old_keys");
+        printf ("key_id: %lld%s\n", (long long) json_integer_value (json_object_get (keys, "key_id")),
+                json_is_true (json_object_get (keys, "retired_key")) ? " (retired: run ferrule-migrate rekey)" : "");
+        fputs ("values_on_old_keys: ", stdout);
+        print_value (stdout, left);
+        fputc ('\n', stdout);
+    }
     /* keys a newer service adds */
     json_object_foreach ((json_t *) integration, key, value) {
         int known = 0;

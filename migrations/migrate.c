@@ -1,11 +1,15 @@
 /* migrate.c - ferrule-migrate: applies the schema, reports on it, and waits for it */
 #include "catalog.h"
+#include "crypto.h"
 #include "db.h"
+#include "grant.h"
 #include "ledger.h"
 #include "log.h"
 #include "mem.h"
 #include "plan.h"
+#include "rekey.h"
 #include "schema.h"
+#include "secrets.h"
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -39,6 +43,9 @@ typedef struct {
     int json;
     double timeout_s;
     int timeout_given;
+    const char *role;           /* grant-runtime ROLE */
+    int batch;                  /* rekey: rows per transaction */
+    int force;                  /* rekey: even if no value is sealed under the key given yet */
 } options_t;
 
 static void
@@ -307,6 +314,34 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         log_info (NULL, NULL, "applied migration %s in %ld ms, checksum %.12s",
                   item->migration->label, ms, item->migration->checksum);
     }
+
+    int granted = 0;
+    char missing [80];
+    if (opts->role) {
+        int created = 0;
+        st = grant_runtime (conn, opts->role, &created, &err);
+        if (st != FR_OK) {
+            char what [200];
+            snprintf (what, sizeof what, "could not set up runtime role \"%.63s\"", opts->role);
+            report_db_error (what, &err);
+            rc = st == FR_CONFIGURATION ? EXIT_USAGE : exit_code_for (st);
+            goto out;
+        }
+        if (created)
+            printf ("created role \"%s\" (LOGIN, no password): set one with ALTER ROLE, or map a certificate\n",
+                    opts->role);
+    }
+    st = grant_reapply (conn, &granted, missing, sizeof missing, &err);
+    if (st != FR_OK) {
+        report_db_error ("could not grant the runtime roles again", &err);
+        rc = exit_code_for (st);
+        goto out;
+    }
+    if (granted)
+        printf ("granted %d runtime role%s again\n", granted, granted == 1 ? "" : "s");
+    if (*missing)
+        report ("warning", "runtime role \"%s\" no longer exists: run \"ferrule-migrate grant-runtime\" for the "
+                "role the workers use", missing);
 
     int version = applied ? catalog_highest (catalog) : database_version (plan);
     if (version < database_version (plan))
@@ -584,6 +619,129 @@ out:
     return rc;
 }
 
+static int
+cmd_grant_runtime (const options_t *opts)
+{
+    db_error_t err;
+    int rc = EXIT_OK, created = 0;
+    PGconn *conn = connect_or_report (opts, &rc);
+    if (!conn)
+        return rc;
+    fr_status_t st = grant_runtime (conn, opts->role, &created, &err);
+    if (st != FR_OK) {
+        char what [200];
+        snprintf (what, sizeof what, "could not set up runtime role \"%.63s\"", opts->role);
+        report_db_error (what, &err);
+        if (strcmp (err.sqlstate, "42501") == 0)
+            report ("hint", "run grant-runtime as the schema owner (the role that ran \"up\"), with CREATEROLE "
+                    "to create the role, or create it first");
+        rc = st == FR_CONFIGURATION ? EXIT_USAGE : exit_code_for (st);
+    }
+    else {
+        if (created)
+            printf ("created role \"%s\" (LOGIN, no password): set one with ALTER ROLE, or map a certificate\n",
+                    opts->role);
+        printf ("granted runtime role \"%s\": SELECT, INSERT, UPDATE on the state tables, SELECT and INSERT "
+                "on token_chain; no DDL, DELETE or TRUNCATE\n", opts->role);
+    }
+    PQfinish (conn);
+    return rc;
+}
+
+/* A progress bar on a terminal, nothing otherwise. */
+static void
+rekey_progress (int64_t done, int64_t total, void *arg)
+{
+    (void) arg;
+    if (!isatty (STDERR_FILENO))
+        return;
+    int width = 40;
+    int filled = total > 0 ? (int) (done * width / total) : width;
+    if (filled > width)
+        filled = width;
+    fprintf (stderr, "\rrekey [%.*s%*s] %lld/%lld", filled, "########################################",
+             width - filled, "", (long long) done, (long long) total);
+    if (done >= total)
+        fputc ('\n', stderr);
+    fflush (stderr);
+}
+
+static int
+cmd_rekey (const options_t *opts)
+{
+    db_error_t err;
+    char kerr [512];
+    char *key = NULL, *old = NULL;
+    crypto_keyring_t *kr = NULL;
+    PGconn *conn = NULL;
+    rekey_result_t result;
+    int rc = EXIT_OK;
+
+    if (secrets_from_env ("FERRULE_ENCRYPTION_KEY", &key, kerr, sizeof kerr) != 0
+    ||  secrets_from_env ("FERRULE_ENCRYPTION_OLD_KEYS", &old, kerr, sizeof kerr) != 0) {
+        report ("error", "%s", kerr);
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    kr = crypto_keyring_new (key, old, kerr, sizeof kerr);
+    if (!kr) {
+        report ("error", "%s", kerr);
+        report ("hint", "give the workers' keys: FERRULE_ENCRYPTION_KEY (the current one) and "
+                "FERRULE_ENCRYPTION_OLD_KEYS (every retired one still in use), or their _FILE forms");
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    conn = connect_or_report (opts, &rc);
+    if (!conn)
+        goto out;
+    /* Re-sealing under a key no worker uses as its current key would leave every value
+       unreadable to workers that lack it: a value already sealed under it shows one does. */
+    int64_t on_current = 0;
+    fr_status_t st = rekey_count_on_key (conn, crypto_keyring_current_id (kr), &on_current, &err);
+    if (st != FR_OK) {
+        report_db_error ("could not count the values on the current key", &err);
+        rc = exit_code_for (st);
+        goto out;
+    }
+    if (on_current == 0 && !opts->force) {
+        report ("error", "no stored value is sealed with key %ld yet, so no worker is known to use it as "
+                "FERRULE_ENCRYPTION_KEY", (long) crypto_keyring_current_id (kr));
+        report ("hint", "give rekey the workers' current key; if it is right and nothing was imported, refreshed "
+                "or connected since the workers got it, run again with --force");
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    st = rekey_run (conn, kr, opts->batch, opts->timeout_s, rekey_progress, NULL, &result, &err);
+    if (st != FR_OK) {
+        report_db_error ("rekey stopped", &err);
+        report ("hint", "what was re-sealed stays so: run \"ferrule-migrate rekey\" again to go on");
+        rc = exit_code_for (st);
+        goto out;
+    }
+    printf ("re-sealed %lld integrations and %lld connects in progress under key %ld; %lld values remain on "
+            "other keys\n", (long long) result.integrations, (long long) result.connects,
+            (long) crypto_keyring_current_id (kr), (long long) result.remaining);
+    if (result.failed)
+        report ("warning", "%lld values would not open with the keys given and were left as they are: "
+                "add the missing keys to FERRULE_ENCRYPTION_OLD_KEYS, or disconnect those integrations",
+                (long long) result.failed);
+    if (result.remaining > 0) {
+        if (result.skipped_busy || result.remaining > result.failed)
+            report ("hint", "some rows were being refreshed: run \"ferrule-migrate rekey\" again");
+        rc = EXIT_OTHER;
+    }
+    else
+        printf ("no value uses a retired key: FERRULE_ENCRYPTION_OLD_KEYS can be emptied once the workers' "
+                "journals are empty\n");
+out:
+    if (conn)
+        PQfinish (conn);
+    crypto_keyring_destroy (&kr);
+    mem_free_secret (&key);
+    mem_free_secret (&old);
+    return rc;
+}
+
 static void
 print_usage (FILE *out)
 {
@@ -599,23 +757,40 @@ print_usage (FILE *out)
         "  status [--json] list the migrations and whether each is applied\n"
         "  verify          check that every migration is applied and unchanged\n"
         "  wait            wait until every migration of this build is applied (for init containers)\n"
+        "  grant-runtime ROLE\n"
+        "                  set up the workers' runtime role (created when missing, WITH LOGIN and\n"
+        "                  no password): read and write the current state, append to the chain,\n"
+        "                  no DDL, DELETE or TRUNCATE; idempotent, and \"up\" grants it again after\n"
+        "                  later migrations\n"
+        "  rekey [--batch=N] [--timeout=SECONDS] [--force]\n"
+        "                  re-seal every stored token and live PKCE verifier under the current key\n"
+        "                  (FERRULE_ENCRYPTION_KEY[_FILE], FERRULE_ENCRYPTION_OLD_KEYS[_FILE]) while\n"
+        "                  the service runs; resumable; exit 0 when nothing is left on an old key.\n"
+        "                  Refuses a key no stored value uses yet (no worker is known to have it)\n"
+        "                  unless --force\n"
         "  version         print the schema version this build needs (%d)\n"
         "  help            show this help\n"
         "\n"
         "Options:\n"
         "  -d, --database-url=URL  libpq connection string or postgresql:// URI\n"
-        "                          (default: $FERRULE_DATABASE_URL, which keeps the password out of ps)\n"
+        "                          (default: $FERRULE_DATABASE_URL, or the file $FERRULE_DATABASE_URL_FILE,\n"
+        "                          which keep the password out of ps)\n"
         "      --dir=DIR           read NNN_name.sql from DIR instead of the migrations compiled in\n"
         "                          (default: $FERRULE_MIGRATIONS_DIR; for development)\n"
         "      --json              status: print JSON\n"
-        "      --timeout=SECONDS   wait: give up after this long (default %.0f)\n"
+        "      --timeout=SECONDS   wait: give up after this long (default %.0f); rekey: how long to\n"
+        "                          retry rows a refresh has leased\n"
+        "      --batch=N           rekey: rows per transaction (default 200)\n"
+        "      --runtime-role=ROLE up: then set up ROLE as grant-runtime does\n"
+        "                          (default: $FERRULE_RUNTIME_ROLE)\n"
         "  -h, --help              show this help\n"
         "\n"
         "Connect directly or through a session-pooling proxy: the advisory lock needs one session.\n"
         "\n"
         "Exit status:\n"
         "  0 done or up to date, 1 other failure, 2 usage, 5 database unreachable (wait: timed out),\n"
-        "  6 applied migrations differ from the files (up refuses), 7 migrations pending\n",
+        "  6 applied migrations differ from the files (up refuses), 7 migrations pending\n"
+        "  (rekey: 1 when values remain on an old key)\n",
         FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S);
 }
 
@@ -643,6 +818,9 @@ parse_options (int argc, char **argv, options_t *opts)
         { "dir",          required_argument, NULL, 'D' },
         { "json",         no_argument,       NULL, 'j' },
         { "timeout",      required_argument, NULL, 't' },
+        { "batch",        required_argument, NULL, 'b' },
+        { "runtime-role", required_argument, NULL, 'r' },
+        { "force",        no_argument,       NULL, 'f' },
         { "help",         no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -673,6 +851,21 @@ parse_options (int argc, char **argv, options_t *opts)
             opts->timeout_given = 1;
             break;
         }
+        case 'b': {
+            char *end;
+            errno = 0;
+            long value = strtol (optarg, &end, 10);
+            if (errno || end == optarg || *end || value < 1 || value > REKEY_MAX_BATCH)
+                return usage_error ("invalid --batch \"%s\": give rows from 1 to %d", optarg, REKEY_MAX_BATCH);
+            opts->batch = (int) value;
+            break;
+        }
+        case 'r':
+            opts->role = optarg;
+            break;
+        case 'f':
+            opts->force = 1;
+            break;
         case 'h':
             opts->command = "help";
             return EXIT_OK;
@@ -683,25 +876,44 @@ parse_options (int argc, char **argv, options_t *opts)
         }
     }
     if (optind >= argc)
-        return usage_error ("no command given: use up, status, verify, wait or version");
+        return usage_error ("no command given: use up, status, verify, wait, grant-runtime, rekey or version");
     opts->command = argv [optind++];
+    if (opts->role && strcmp (opts->command, "up") != 0)
+        return usage_error ("--runtime-role applies to up only; grant-runtime takes the role as its argument");
+    if (!opts->role && strcmp (opts->command, "up") == 0 && getenv ("FERRULE_RUNTIME_ROLE")
+     && *getenv ("FERRULE_RUNTIME_ROLE"))
+        opts->role = getenv ("FERRULE_RUNTIME_ROLE");
+    if (strcmp (opts->command, "grant-runtime") == 0) {
+        if (optind >= argc)
+            return usage_error ("grant-runtime needs the runtime role's name, e.g. \"ferrule-migrate grant-runtime ferrule_runtime\"");
+        opts->role = argv [optind++];
+    }
     if (optind < argc)
         return usage_error ("unexpected argument \"%s\" after command \"%s\"", argv [optind], opts->command);
 
     if (strcmp (opts->command, "up") && strcmp (opts->command, "status") && strcmp (opts->command, "verify")
-     && strcmp (opts->command, "wait") && strcmp (opts->command, "version") && strcmp (opts->command, "help"))
-        return usage_error ("unknown command \"%s\": use up, status, verify, wait or version", opts->command);
+     && strcmp (opts->command, "wait") && strcmp (opts->command, "version") && strcmp (opts->command, "help")
+     && strcmp (opts->command, "grant-runtime") && strcmp (opts->command, "rekey"))
+        return usage_error ("unknown command \"%s\": use up, status, verify, wait, grant-runtime, rekey or version",
+                            opts->command);
     if (opts->json && strcmp (opts->command, "status") != 0)
         return usage_error ("--json applies to status only");
-    if (opts->timeout_given && strcmp (opts->command, "wait") != 0)
-        return usage_error ("--timeout applies to wait only");
+    if (opts->timeout_given && strcmp (opts->command, "wait") != 0 && strcmp (opts->command, "rekey") != 0)
+        return usage_error ("--timeout applies to wait and rekey only");
+    if ((opts->batch || opts->force) && strcmp (opts->command, "rekey") != 0)
+        return usage_error ("--batch and --force apply to rekey only");
+    if (!opts->batch)
+        opts->batch = REKEY_DEFAULT_BATCH;
     if (!opts->timeout_given)
         opts->timeout_s = WAIT_DEFAULT_TIMEOUT_S;
 
     if (!opts->dir && getenv ("FERRULE_MIGRATIONS_DIR") && *getenv ("FERRULE_MIGRATIONS_DIR"))
         opts->dir = getenv ("FERRULE_MIGRATIONS_DIR");
-    if (!opts->database_url && getenv ("FERRULE_DATABASE_URL"))
-        opts->database_url = mem_strdup (getenv ("FERRULE_DATABASE_URL"));
+    if (!opts->database_url) {
+        char err [512];
+        if (secrets_from_env ("FERRULE_DATABASE_URL", &opts->database_url, err, sizeof err) != 0)
+            return usage_error ("%s", err);
+    }
     return EXIT_OK;
 }
 
@@ -711,6 +923,9 @@ main (int argc, char **argv)
     options_t opts = { 0 };
     catalog_t *catalog = NULL;
     char err [1024];
+    /* rekey holds every key: no core dumps, whatever the command */
+    if (secrets_harden (err, sizeof err) != 0)
+        report ("warning", "%s", err);
     int rc = parse_options (argc, argv, &opts);
 
     if (rc != EXIT_OK)
@@ -759,6 +974,10 @@ main (int argc, char **argv)
         rc = cmd_status (&opts, catalog);
     else if (strcmp (opts.command, "verify") == 0)
         rc = cmd_verify (&opts, catalog);
+    else if (strcmp (opts.command, "grant-runtime") == 0)
+        rc = cmd_grant_runtime (&opts);
+    else if (strcmp (opts.command, "rekey") == 0)
+        rc = cmd_rekey (&opts);
     else
         rc = cmd_wait (&opts, catalog);
 out:

@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "mem.h"
 #include "ring.h"
+#include "secmem.h"
 #include <string.h>
 
 struct cache {
@@ -25,7 +26,7 @@ cache_new (void)
 static void
 entry_free (cache_entry_t *e)
 {
-    mem_free_secret (&e->access_token);
+    secmem_free_str (&e->access_token);
     mem_free (e->provider);
     mem_free (e->scopes);
     mem_free (e);
@@ -171,8 +172,9 @@ cache_set_text (char **field, const char *value)
 void
 cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation)
 {
-    mem_free_secret (&e->access_token);
-    e->access_token = access_token ? mem_strdup (access_token) : NULL;
+    secmem_free_str (&e->access_token);
+    /* plaintext tokens live in pages left out of core dumps, wiped when replaced */
+    e->access_token = access_token ? secmem_strdup (access_token) : NULL;
     e->access_expires_at = expires_at;
     e->checked_ms = clock_mono_ms ();
     clock_rfc3339 (expires_at, e->expires_text, sizeof e->expires_text);

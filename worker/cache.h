@@ -13,7 +13,7 @@ typedef struct cache_entry cache_entry_t;
 struct cache_entry {
     cache_entry_t *hnext;
     char    *provider;
-    char    *access_token;        /* plaintext in memory only; NULL when none */
+    char    *access_token;        /* plaintext in memory only (secmem: not in core dumps); NULL when none */
     int64_t  access_expires_at;   /* epoch seconds */
     char     expires_text [21];   /* access_expires_at as RFC 3339, formatted once per token */
     int64_t  generation;

@@ -1,5 +1,7 @@
 /* catalog.c - the provider catalog: built-in providers.json, an optional override file, validation */
 #include "catalog.h"
+#include "secmem.h"
+#include "secrets.h"
 #include "mem.h"
 #include "providers_json.h"
 #include <arpa/inet.h>
@@ -54,7 +56,7 @@ static const char *const known_fields [] = {
     "default_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
     "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days",
     "errors_with_200", "invalid_grant_codes", "client_id", "client_secret", "client_id_env",
-    "client_secret_env", "access_token_lifetime_hint", "docs_url", "notes", NULL
+    "client_secret_env", "client_secret_file", "access_token_lifetime_hint", "docs_url", "notes", NULL
 };
 
 /* Parameters the request builders set themselves: a catalog entry may not supply them. */
@@ -380,6 +382,46 @@ default_env_name (const char *provider, const char *suffix)
     return s;
 }
 
+/* The client secret when the entry does not hold it: the file named by "client_secret_file",
+ * else the environment variable, else the file named by that variable with "_FILE" appended
+ * (the form Kubernetes Secrets mount). */
+static int
+resolve_secret_file (ctx_t *ctx, json_t *entry, const char *env_name, char **value)
+{
+    char *path = NULL, err [512];
+    char file_var [CATALOG_MAX_ENV_NAME + 8];
+    int rc = -1;
+    if (get_string (ctx, entry, "client_secret_file", 4096, &path) < 0)
+        return -1;
+    snprintf (file_var, sizeof file_var, "%s_FILE", env_name);
+    const char *env = getenv (env_name);
+    const char *what = "\"client_secret_file\"";
+    if (!path && !(env && *env) && getenv (file_var) && *getenv (file_var)) {
+        path = mem_strdup (getenv (file_var));
+        what = file_var;
+    }
+    if (path) {
+        *value = secrets_read_file (path, what, err, sizeof err);
+        if (!*value) {
+            fail (ctx, "%s", err);
+            goto out;
+        }
+        if (!**value)
+            mem_free_secret (value);
+    }
+    else if (env && *env)
+        *value = mem_strdup (env);
+    if (*value && strlen (*value) > CATALOG_MAX_STRING) {
+        fail (ctx, "the client secret is too long (the limit is %d bytes)", CATALOG_MAX_STRING);
+        mem_free_secret (value);
+        goto out;
+    }
+    rc = 0;
+out:
+    mem_free (path);
+    return rc;
+}
+
 /* One credential: the entry's direct value, else the environment variable. */
 static int
 resolve_credential (ctx_t *ctx, json_t *entry, const char *field, const char *env_field,
@@ -407,6 +449,8 @@ resolve_credential (ctx_t *ctx, json_t *entry, const char *field, const char *en
         return 0;
     }
     mem_free_secret (&direct);
+    if (strcmp (field, "client_secret") == 0)
+        return resolve_secret_file (ctx, entry, *env_name, value);
     const char *env = getenv (*env_name);
     if (env && *env) {
         if (strlen (env) > CATALOG_MAX_STRING) {
@@ -451,7 +495,7 @@ provider_clear (catalog_provider_t *p)
     free_params (p->refresh_params, p->refresh_param_count);
     free_strings (p->invalid_grant_codes, p->invalid_grant_code_count);
     mem_free_secret (&p->client_id);
-    mem_free_secret (&p->client_secret);
+    secmem_free_str (&p->client_secret);
     mem_free (p->client_id_env);
     mem_free (p->client_secret_env);
     mem_free (p->docs_url);
@@ -547,6 +591,12 @@ provider_load (ctx_t *ctx, const char *name, json_t *entry, catalog_provider_t *
     ||  resolve_credential (ctx, entry, "client_secret", "client_secret_env", "_CLIENT_SECRET",
                             &p->client_secret, &p->client_secret_env) < 0)
         return -1;
+    if (p->client_secret) {
+        /* kept for the process's life: in memory left out of core dumps, wiped on free */
+        char *kept = secmem_strdup (p->client_secret);
+        mem_free_secret (&p->client_secret);
+        p->client_secret = kept;
+    }
     return 0;
 }
 
@@ -758,4 +808,21 @@ catalog_check_credentials (const catalog_provider_t *p, char *err, size_t errlen
         return FR_CONFIGURATION;
     }
     return FR_OK;
+}
+
+void
+catalog_forget_environment (const catalog_t *catalog)
+{
+    char file_var [CATALOG_MAX_ENV_NAME + 8];
+    for (size_t i = 0; catalog && i < catalog->count; i++) {
+        const char *name = catalog->providers [i].client_secret_env;
+        if (!name)
+            continue;
+        snprintf (file_var, sizeof file_var, "%s_FILE", name);
+        char *v = getenv (name);
+        if (v)
+            mem_wipe (v, strlen (v));
+        unsetenv (name);
+        unsetenv (file_var);
+    }
 }

@@ -71,6 +71,9 @@ typedef struct catalog catalog_t;
  * Returns NULL with the reason in err on any invalid entry or unreadable file. */
 catalog_t *catalog_new (const char *override_file, char *err, size_t errlen);
 void catalog_destroy (catalog_t **catalog_p);
+/* Removes every provider's client secret variable (and its _FILE twin) from the environment,
+ * once the catalog holds the values: the environment is readable in /proc and by children. */
+void catalog_forget_environment (const catalog_t *catalog);
 
 /* The entry named name, or NULL. */
 const catalog_provider_t *catalog_find (const catalog_t *catalog, const char *name);

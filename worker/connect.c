@@ -36,7 +36,6 @@
 #define MAX_WARNINGS        4
 #define STATE_BYTES         32                       /* 256 bits of state and of PKCE verifier */
 #define DEFAULT_EXPIRES_IN  3600                     /* when a provider omits expires_in */
-#define PENDING_KEEP        "1 day"                  /* spent and expired states kept this long */
 
 typedef enum { CALL_EXCHANGE, CALL_REVOKE } call_kind_t;
 
@@ -583,10 +582,12 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     int lengths [] = { 0, 0, 0, 0, 0, 0, (int) verifier_ct_len, 0 };
     int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0 };
     res = store_exec (w->store,
-        "WITH gc AS (DELETE FROM pending_authorizations WHERE expires_at < now() - interval '" PENDING_KEEP "')"
-        " INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes,"
+        /* the runtime role may not DELETE: spent states older than a day go through a
+           function owned by the schema owner (migrations/004_least_privilege.sql) */
+        "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes,"
         "  key_id, code_verifier, expires_at)"
-        " VALUES ($1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second')"
+        " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second'"
+        " FROM (SELECT ferrule_gc_pending_authorizations ()) gc"
         " RETURNING extract(epoch FROM expires_at)::bigint",
         8, values, lengths, formats, 1, &st, err, sizeof err);
     if (!res) {

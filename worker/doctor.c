@@ -2,6 +2,7 @@
  * error and flags, its chain history, the last connect attempt and the provider's catalog entry.
  * The rules run from the most specific to "healthy"; docs/troubleshooting.md is their manual. */
 #include "doctor.h"
+#include "keystats.h"
 #include "clock.h"
 #include "connect.h"
 #include "log.h"
@@ -474,6 +475,27 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const attempt
     reply_diagnosis (w, job, &d, id, a->provider, "not_connected");
 }
 
+/* Key rotation: this integration's key, and what in the whole database still uses a retired one. */
+static void
+doctor_key_facts (worker_t *w, diagnosis_t *d, const store_row_t *row)
+{
+    char err [512];
+    int64_t integrations = 0, connects = 0;
+    int32_t current = crypto_keyring_current_id (w->keyring);
+    if ((row->access_ct || row->refresh_ct) && row->key_id != current)
+        add_fact (d, "its tokens are sealed with retired key %ld (the current key is %ld): run \"ferrule-migrate "
+                  "rekey\"", (long) row->key_id, (long) current);
+    if (keystats_last (w, &integrations, &connects, err, sizeof err) != FR_OK)
+        return;
+    if (integrations + connects > 0)
+        add_fact (d, "%lld stored values (%lld integrations, %lld connects in progress) still use a retired key: "
+                  "keep FERRULE_ENCRYPTION_OLD_KEYS until \"ferrule-migrate rekey\" has re-sealed them",
+                  (long long) (integrations + connects), (long long) integrations, (long long) connects);
+    else if (crypto_keyring_count (w->keyring) > 1)
+        add_fact (d, "no stored value uses a retired key: FERRULE_ENCRYPTION_OLD_KEYS can be emptied once every "
+                  "worker's journal is empty");
+}
+
 void
 doctor_run (worker_t *w, job_t *job, const char *id)
 {
@@ -605,6 +627,7 @@ doctor_run (worker_t *w, job_t *job, const char *id)
                   cf.connect_failed->detail ? cf.connect_failed->detail : "");
     if (x.disconnected_at)
         add_fact (&d, "disconnected at %s", at (x.disconnected_at, t1, sizeof t1));
+    doctor_key_facts (w, &d, &row);
     log_debug (id, job->rid, "doctor: %s", d.code);
     reply_diagnosis (w, job, &d, id, row.provider, row.status);
 out:

@@ -20,18 +20,20 @@ int
 main (int argc, char **argv)
 {
     char *worker_id = NULL, *database_url = NULL, *backends = NULL, *providers = NULL, *key = NULL,
-         *old_keys = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
+         *old_keys = NULL, *fingerprint_key = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
     int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
     int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms;
+    int64_t key_stats_ms, admin_burst, admin_per_min;
     const config_entry_t table [] = {
         { "worker-id", "FERRULE_WORKER_ID", CONFIG_STRING, &worker_id, NULL, 0, 0, 0, "stable id of this worker (default: hostname)" },
-        { "database-url", "FERRULE_DATABASE_URL", CONFIG_STRING, &database_url, NULL, 0, 0, 1, "PostgreSQL connection string" },
+        { "database-url", "FERRULE_DATABASE_URL", CONFIG_STRING, &database_url, NULL, 0, 0, 1, "PostgreSQL connection string (or FERRULE_DATABASE_URL_FILE)" },
         { "brokers", "FERRULE_BROKER_BACKENDS", CONFIG_STRING, &backends, "tcp://127.0.0.1:5556", 0, 0, 0, "comma-separated broker backend endpoints" },
         { "providers", "FERRULE_PROVIDERS_FILE", CONFIG_STRING, &providers, NULL, 0, 0, 0, "JSON file adding or overriding provider entries" },
-        { "encryption-key", "FERRULE_ENCRYPTION_KEY", CONFIG_STRING, &key, NULL, 0, 0, 1, "base64 of 32 bytes: seals tokens at rest" },
-        { "old-encryption-keys", "FERRULE_ENCRYPTION_OLD_KEYS", CONFIG_STRING, &old_keys, NULL, 0, 0, 1, "comma-separated retired keys, still accepted for reading" },
+        { "encryption-key", "FERRULE_ENCRYPTION_KEY", CONFIG_STRING, &key, NULL, 0, 0, 1, "base64 of 32 bytes: seals tokens at rest (or FERRULE_ENCRYPTION_KEY_FILE)" },
+        { "old-encryption-keys", "FERRULE_ENCRYPTION_OLD_KEYS", CONFIG_STRING, &old_keys, NULL, 0, 0, 1, "comma-separated retired keys, still accepted for reading (or ..._FILE)" },
+        { "fingerprint-key", "FERRULE_FINGERPRINT_KEY", CONFIG_STRING, &fingerprint_key, NULL, 0, 0, 1, "base64 of 32 bytes: keys refresh token fingerprints (default: derived from the encryption key)" },
         { "journal", "FERRULE_JOURNAL_PATH", CONFIG_STRING, &journal, NULL, 0, 0, 0, "local journal of rotated tokens (default: ferrule-<worker id>.journal)" },
         { "partitions", "FERRULE_PARTITIONS", CONFIG_INT, &partitions, "256", 1, 65536, 0, "number of partitions (the brokers' value is the one used)" },
         { "heartbeat-ms", "FERRULE_HEARTBEAT_MS", CONFIG_INT, &heartbeat_ms, "1000", 50, 60000, 0, "heartbeat interval" },
@@ -55,6 +57,9 @@ main (int argc, char **argv)
         { "sweep-horizon-s", "FERRULE_SWEEP_HORIZON_S", CONFIG_INT, &sweep_horizon, "300", 0, 86400, 0, "the sweep refreshes tokens expiring within this" },
         { "sweep-rate", "FERRULE_SWEEP_RATE", CONFIG_INT, &sweep_rate, "10", 1, 10000, 0, "provider calls per second per provider the sweep may start" },
         { "sweep-batch", "FERRULE_SWEEP_BATCH", CONFIG_INT, &sweep_batch, "500", 1, 100000, 0, "candidates read per sweep query" },
+        { "key-stats-ms", "FERRULE_KEY_STATS_MS", CONFIG_INT, &key_stats_ms, "60000", 1000, 86400000, 0, "how often the values still sealed with a retired key are counted" },
+        { "admin-rate-burst", "FERRULE_ADMIN_RATE_BURST", CONFIG_INT, &admin_burst, "10", 1, 1000000, 0, "refresh and connect calls one integration may make at once" },
+        { "admin-rate-per-min", "FERRULE_ADMIN_RATE_PER_MIN", CONFIG_INT, &admin_per_min, "6", 1, 6000000, 0, "refresh and connect calls per minute per integration after the burst" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
         { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
@@ -124,7 +129,8 @@ main (int argc, char **argv)
                             heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm,
                             http_bind, state_ttl, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
                             revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
-                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch } };
+                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch },
+                            fingerprint_key, key_stats_ms, admin_burst, admin_per_min };
     worker_t *w = worker_new (&cfg, err, sizeof err);
     if (!w) {
         log_error (NULL, NULL, "%s", err);

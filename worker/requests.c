@@ -1,5 +1,7 @@
 /* requests.c - the operations a worker serves: import, token, refresh, status, history, ping */
 #include "worker.h"
+#include "ratelimit.h"
+#include "keystats.h"
 #include "connect.h"
 #include "doctor.h"
 #include "clock.h"
@@ -265,9 +267,10 @@ reply_integration (worker_t *w, const job_t *job, const char *id)
         worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
         return;
     }
-    codec_builder_t *o = worker_reply_begin (w, job, 1, 1);
+    codec_builder_t *o = worker_reply_begin (w, job, 1, 2);
     codec_str (o, "integration");
     requests_pack_integration (o, &row, &x);
+    keystats_pack (w, o, &row);
     store_row_clear (&row);
     connect_extra_clear (&x);
     worker_reply (w, job);
@@ -407,6 +410,8 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         if (!((*c >= 'a' && *c <= 'z') || *c == '_'))
             *c = '_';               /* a metrics label, whatever the client sent */
 
+    if (!ratelimit_admit (w, job, op, op_len, id))
+        return;                     /* refresh or connect over the integration's rate: answered */
 #define IS(name) (op_len == strlen (name) && memcmp (op, name, op_len) == 0)
     if (IS ("token"))
         op_token (w, job, root, id, 0);

@@ -1,6 +1,8 @@
 /* worker.c - the worker's one poll loop: broker links, provider sockets, the database's
  * notification socket, and one housekeeping tick */
 #include "worker.h"
+#include "keystats.h"
+#include "ratelimit.h"
 #include "clock.h"
 #include "frames.h"
 #include "log.h"
@@ -214,11 +216,12 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     worker_t *w = mem_alloc (sizeof *w);
     w->cfg = *cfg;
     w->keyring = crypto_keyring_new (cfg->encryption_key, cfg->old_keys, err, errlen);
-    if (!w->keyring)
+    if (!w->keyring || crypto_keyring_set_fingerprint_key (w->keyring, cfg->fingerprint_key, err, errlen) != FR_OK)
         goto fail;
     w->catalog = catalog_new (cfg->providers_file, err, errlen);
     if (!w->catalog)
         goto fail;
+    catalog_forget_environment (w->catalog);
     w->journal = journal_open (cfg->journal_path, err, errlen);
     if (!w->journal)
         goto fail;
@@ -328,6 +331,7 @@ worker_destroy (worker_t **w_p)
         journal_close (&w->journal);
         catalog_destroy (&w->catalog);
         crypto_keyring_destroy (&w->keyring);
+        ratelimit_destroy (&w->admin_rate);
         codec_builder_destroy (&w->out);
         health_destroy (&w->health);
         metrics_destroy (&w->metrics);
@@ -595,6 +599,7 @@ worker_tick (worker_t *w, int64_t now)
     worker_revalidate (w, now);
     refresh_tick (w, now);
     sweep_tick (w, now);
+    keystats_tick (w, now);
     /* metrics and readiness are published ten times a second, not once per loop turn */
     if (now < w->next_publish_ms)
         return;

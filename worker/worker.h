@@ -42,6 +42,10 @@ typedef struct {
     int64_t cache_revalidate_ms;    /* a cached entry older than this is checked against the database */
     store_limits_t db;
     sweep_config_t sweep;
+    const char *fingerprint_key;    /* secret; NULL: derived from the encryption key */
+    int64_t key_stats_ms;           /* how often values sealed with retired keys are counted */
+    int64_t admin_rate_burst;       /* refresh and connect calls per integration: bucket size */
+    int64_t admin_rate_per_min;     /* and refill rate */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
@@ -84,6 +88,7 @@ typedef struct worker {
         metrics_series_t *cache_hits, *cache_misses, *lease_waits, *refresh_seconds, *partitions_owned,
                          *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok,
                          *journal_window, *revalidated_stale;
+        metrics_series_t *values_on_old_keys;   /* keystats.c */
     } m;
     refresh_t *refreshes;           /* every refresh in progress */
     struct connect_call *connects;  /* connect.c: code exchanges and revocations in flight */
@@ -96,6 +101,11 @@ typedef struct worker {
     int64_t next_hello_ms;
     int64_t next_publish_ms;
     int64_t next_db_retry_ms;
+    int64_t next_keystats_ms;       /* keystats.c */
+    int64_t keystats_integrations;  /* keystats.c: the last count, valid when keystats_counted */
+    int64_t keystats_connects;
+    int     keystats_counted;
+    struct ratelimit *admin_rate;   /* ratelimit.c: refresh and connect per integration */
 } worker_t;
 
 worker_t *worker_new (const worker_config_t *cfg, char *err, size_t errlen);

@@ -94,6 +94,7 @@ node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json
         -e 's/terminationGracePeriodSeconds: 40/terminationGracePeriodSeconds: 20/' \
         -e 's/containerPort: 5556/containerPort: "5556"/' \
         -e 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/' \
+        -e 's/name: ferrule-migrate-secrets/name: ferrule-secrets/' \
         "$WORK/base.yaml"
     printf -- '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\n  labels:\n    app.kubernetes.io/name: ferrule\nstringData:\n  FERRULE_ENCRYPTION_KEY: c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\n'
 } >"$WORK/broken.yaml"
@@ -103,10 +104,11 @@ if node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.j
 fi
 for expect in 'unknown field "/spec/publishNotReadyAdresses"' 'terminationGracePeriodSeconds 20 does not exceed' \
               'containerPort must be integer' 'does not set allowPrivilegeEscalation: false' \
-              'Secret/leaked: stringData.FERRULE_ENCRYPTION_KEY is not a placeholder'; do
+              'Secret/leaked: stringData.FERRULE_ENCRYPTION_KEY is not a placeholder' \
+              'comes from Secret "ferrule-secrets"; this container must read "ferrule-migrate-secrets"'; do
     grep -qF -- "$expect" "$WORK/broken.out" || { cat "$WORK/broken.out" >&2; fail "validate.mjs did not report: $expect"; }
 done
-say "a broken copy of the base is rejected for each of its 5 defects"
+say "a broken copy of the base is rejected for each of its 6 defects"
 
 # ---- 5. the providers ConfigMap loads in the worker's catalog ----
 checker=${FERRULE_DEPLOY_CHECK_PROVIDERS:-}

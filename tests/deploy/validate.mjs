@@ -8,7 +8,8 @@
 // --modules        a node_modules folder holding kubernetes-models and js-yaml
 // --known-env      JSON {"broker": [...], "worker": [...], "migrate": [...]}: the variables each
 //                  program reads, taken from its configuration table
-// --secret-template  the Secret template, checked to hold placeholders only
+// --secret-template  the Secrets template (ferrule-secrets for the workers, ferrule-migrate-secrets
+//                  for the migration Job), checked to hold placeholders only
 // --providers-out  writes the providers.json of each ferrule-providers ConfigMap to
 //                  DIR/LABEL.providers.json, for the catalog loader to check
 //
@@ -71,7 +72,12 @@ const WORKER_DEFAULTS = {
 };
 const BROKER_DEFAULTS = { FERRULE_PARTITIONS: 256 };
 // Variables that hold secrets: they must come from a Secret, never from a literal value.
-const SECRET_VARS = /^(FERRULE_DATABASE_URL|FERRULE_ENCRYPTION_KEY|FERRULE_ENCRYPTION_OLD_KEYS|FERRULE_[A-Z0-9_]+_CLIENT_SECRET)$/;
+const SECRET_VARS = /^(FERRULE_DATABASE_URL|FERRULE_ENCRYPTION_KEY|FERRULE_ENCRYPTION_OLD_KEYS|FERRULE_FINGERPRINT_KEY|FERRULE_[A-Z0-9_]+_CLIENT_SECRET)(_FILE)?$/;
+// Which Secret each program reads: the migration Job runs as the schema owner, everything else
+// (the workers and their "ferrule-migrate wait") as the runtime role. The owner's credentials
+// must never reach a worker pod.
+const WORKER_SECRET = "ferrule-secrets";
+const OWNER_SECRET = "ferrule-migrate-secrets";
 const PROVIDER_CREDENTIAL = /^FERRULE_[A-Z0-9_]+_CLIENT_(ID|SECRET)$/;
 const PLACEHOLDER = /^(|REPLACE_ME[A-Za-z0-9_.:/-]*)$/;
 
@@ -213,21 +219,25 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
   const known = new Set(knownEnv[program] || []);
   for (const [name, e] of Object.entries(env)) {
     if (!name.startsWith("FERRULE_")) continue;
-    if (!known.has(name) && !(program === "worker" && PROVIDER_CREDENTIAL.test(name)))
+    const base = SECRET_VARS.test(name) ? name.replace(/_FILE$/, "") : name;   // every secret has a _FILE form
+    if (!known.has(base) && !(program === "worker" && PROVIDER_CREDENTIAL.test(base)))
       problem(label, obj, `${where}: ${program} reads no variable ${name} (not in its configuration table)`);
     if (SECRET_VARS.test(name) && e.source !== "secret")
       problem(label, obj, `${where}: ${name} is a secret and must come from a Secret, not a ${e.source}`);
   }
+  const allowed = obj.kind === "Job" && program === "migrate" ? OWNER_SECRET : WORKER_SECRET;
   for (const e of c.env || []) {
     const ref = e.valueFrom && e.valueFrom.secretKeyRef;
-    if (ref && secretKeys && (ref.name !== "ferrule-secrets" || !secretKeys.has(ref.key)))
+    if (ref && secretKeys && (!secretKeys.has(ref.name) || !secretKeys.get(ref.name).has(ref.key)))
       problem(label, obj, `${where}: ${e.name} reads key "${ref.key}" of Secret "${ref.name}", which the template does not define`);
+    if (ref && ref.name !== allowed)
+      problem(label, obj, `${where}: ${e.name} comes from Secret "${ref.name}"; this container must read "${allowed}" (the ${allowed === OWNER_SECRET ? "schema owner" : "runtime role"})`);
   }
   for (const from of c.envFrom || []) {
     if (from.configMapRef && !configMaps.has(from.configMapRef.name))
       problem(label, obj, `${where} reads ConfigMap "${from.configMapRef.name}", which is not rendered`);
-    if (from.secretRef && from.secretRef.name !== "ferrule-secrets")
-      problem(label, obj, `${where} reads Secret "${from.secretRef.name}"; the template defines "ferrule-secrets"`);
+    if (from.secretRef && from.secretRef.name !== allowed)
+      problem(label, obj, `${where} reads Secret "${from.secretRef.name}"; this container must read "${allowed}"`);
   }
 
   if (program === "worker" && !isInit) {
@@ -336,8 +346,10 @@ function checkObjects(label, docs) {
   const worker = docs.find((d) => d.kind === "StatefulSet" && d.metadata.name === "ferrule-worker");
   if (!worker) problem(label, null, 'no StatefulSet "ferrule-worker"');
   else if ((worker.spec.volumeClaimTemplates || []).length === 0) problem(label, worker, "has no volumeClaimTemplates for the journal");
-  if (!byKind("Job").some((j) => j.spec.template.spec.containers.some((c) => (c.command || []).join(" ") === "ferrule-migrate up")))
+  if (!byKind("Job").some((j) => j.spec.template.spec.containers.some((c) => /^ferrule-migrate up( |$)/.test((c.command || []).join(" ")))))
     problem(label, null, 'no Job runs "ferrule-migrate up"');
+  if (!byKind("Job").some((j) => j.spec.template.spec.containers.some((c) => /--runtime-role /.test((c.command || []).join(" ")))))
+    problem(label, null, 'no Job grants the workers\' runtime role ("ferrule-migrate up --runtime-role ROLE")');
 }
 
 function checkSecret(label, obj) {
@@ -351,21 +363,31 @@ function checkSecret(label, obj) {
 
 // ---- main -----------------------------------------------------------------------------------
 
-let secretKeys = null;
+let secretKeys = null;       // Secret name -> Set of its keys
 if (opts["secret-template"]) {
   const docs = yaml.loadAll(fs.readFileSync(opts["secret-template"], "utf8")).filter(Boolean);
-  if (docs.length !== 1 || docs[0].kind !== "Secret") problem("secret-template", null, `${opts["secret-template"]} must hold exactly one Secret`);
+  if (docs.length !== 2 || docs.some((d) => d.kind !== "Secret"))
+    problem("secret-template", null, `${opts["secret-template"]} must hold exactly two Secrets: "${WORKER_SECRET}" and "${OWNER_SECRET}"`);
+  secretKeys = new Map();
   for (const d of docs) {
     validateSchema("secret-template", d);
     checkSecret("secret-template", d);
-    if (d.metadata.name !== "ferrule-secrets") problem("secret-template", d, 'must be named "ferrule-secrets"');
-    secretKeys = new Set([...Object.keys(d.stringData || {}), ...Object.keys(d.data || {})]);
-    for (const k of ["FERRULE_DATABASE_URL", "FERRULE_ENCRYPTION_KEY", "FERRULE_ENCRYPTION_OLD_KEYS"])
-      if (!secretKeys.has(k)) problem("secret-template", d, `has no key ${k}`);
-    for (const k of secretKeys)
-      if (!(knownEnv.worker || []).includes(k) && !PROVIDER_CREDENTIAL.test(k))
-        problem("secret-template", d, `key ${k} is no variable the worker reads`);
+    const name = d.metadata && d.metadata.name;
+    if (name !== WORKER_SECRET && name !== OWNER_SECRET)
+      problem("secret-template", d, `must be named "${WORKER_SECRET}" or "${OWNER_SECRET}"`);
+    const keys = new Set([...Object.keys(d.stringData || {}), ...Object.keys(d.data || {})]);
+    secretKeys.set(name, keys);
+    const required = name === OWNER_SECRET ? ["FERRULE_DATABASE_URL"]
+                                           : ["FERRULE_DATABASE_URL", "FERRULE_ENCRYPTION_KEY", "FERRULE_ENCRYPTION_OLD_KEYS"];
+    for (const k of required)
+      if (!keys.has(k)) problem("secret-template", d, `has no key ${k}`);
+    const reader = name === OWNER_SECRET ? "migrate" : "worker";
+    for (const k of keys)
+      if (!(knownEnv[reader] || []).includes(k) && !(reader === "worker" && PROVIDER_CREDENTIAL.test(k)))
+        problem("secret-template", d, `key ${k} is no variable ${reader === "worker" ? "the worker" : "ferrule-migrate"} reads`);
   }
+  for (const name of [WORKER_SECRET, OWNER_SECRET])
+    if (!secretKeys.has(name)) problem("secret-template", null, `defines no Secret "${name}"`);
 }
 
 for (const { label, file } of opts.inputs) {

@@ -90,7 +90,9 @@ struct harness_t {
     char   *workdir;
     char   *admin_url;
     char   *dbname;
-    char   *database_url;
+    char   *database_url;       /* as the schema owner (the cluster's superuser here) */
+    char   *runtime_role;       /* the workers' role, set up by "ferrule-migrate grant-runtime" */
+    char   *runtime_url;        /* database_url as runtime_role: what the workers use */
     char   *providers_file;
     char   *encryption_key;
     int     fake_port;
@@ -569,6 +571,15 @@ url_with_database (const char *url, const char *dbname)
     return strfmt ("%s/%s", url, dbname);
 }
 
+/* url, connecting as user instead (a URI gets ?user=, which libpq lets win over the user part). */
+static char *
+url_with_user (const char *url, const char *user)
+{
+    if (!strstr (url, "://"))
+        return strfmt ("%s user=%s", url, user);
+    return strfmt ("%s%suser=%s", url, strchr (url, '?') ? "&" : "?", user);
+}
+
 static char *
 base64_encode (const unsigned char *data, size_t len)
 {
@@ -709,6 +720,34 @@ drop_stale_databases (PGconn *admin)
     PQclear (res);
 }
 
+#define RUNTIME_ROLE_PREFIX "frrt_"
+
+/* Drops the runtime roles of harness processes that no longer exist (roles are cluster-wide). */
+static void
+drop_stale_roles (PGconn *admin)
+{
+    PGresult *res = PQexec (admin, "SELECT rolname FROM pg_roles WHERE rolname LIKE 'frrt\\_%'");
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        PQclear (res);
+        return;
+    }
+    for (int i = 0; i < PQntuples (res); i++) {
+        const char *name = PQgetvalue (res, i, 0);
+        long pid = strtol (name + strlen (RUNTIME_ROLE_PREFIX), NULL, 10);
+        if (pid <= 0 || kill ((pid_t) pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char *quoted = PQescapeIdentifier (admin, name, strlen (name));
+        if (quoted) {
+            char *sql = strfmt ("DROP ROLE IF EXISTS %s", quoted);
+            PGresult *r = PQexec (admin, sql);     /* fails while a database still grants it: later */
+            PQclear (r);
+            mem_free (sql);
+            PQfreemem (quoted);
+        }
+    }
+    PQclear (res);
+}
+
 static int
 create_database (harness_t *self)
 {
@@ -716,6 +755,7 @@ create_database (harness_t *self)
     if (!admin)
         return -1;
     drop_stale_databases (admin);
+    drop_stale_roles (admin);
     int rc = -1;
     char *sql = NULL;
     char *quoted = PQescapeIdentifier (admin, self->dbname, strlen (self->dbname));
@@ -756,6 +796,13 @@ drop_database (harness_t *self)
         mem_free (sql);
         PQfreemem (quoted);
     }
+    quoted = self->runtime_role ? PQescapeIdentifier (admin, self->runtime_role, strlen (self->runtime_role)) : NULL;
+    if (quoted) {
+        char *sql = strfmt ("DROP ROLE IF EXISTS %s", quoted);
+        (void) exec_sql (admin, sql);
+        mem_free (sql);
+        PQfreemem (quoted);
+    }
     PQfinish (admin);
 }
 
@@ -791,6 +838,16 @@ migrate (harness_t *self)
         say ("ferrule-migrate up failed (status %d): see %s", status, log);
     mem_free (log);
     strv_free (&argv);
+    if (status == 0) {
+        /* the workers run as a runtime role of their own, as in production */
+        argv = strv_of (BIN_MIGRATE, "grant-runtime", self->runtime_role, NULL);
+        log = strfmt ("%s/grant-runtime.log", self->workdir);
+        status = run_capture (argv, envp, log, MIGRATE_TIMEOUT_MS, NULL, NULL);
+        if (status != 0)
+            say ("ferrule-migrate grant-runtime failed (status %d): see %s", status, log);
+        mem_free (log);
+        strv_free (&argv);
+    }
     strv_free (&envp);
     return status == 0 ? 0 : -1;
 }
@@ -967,6 +1024,9 @@ harness_new (const char *name)
         goto fail;
     }
     self->database_url = url_with_database (self->admin_url, self->dbname);
+    self->runtime_role = serial == 0 ? strfmt (RUNTIME_ROLE_PREFIX "%ld", pid)
+                                     : strfmt (RUNTIME_ROLE_PREFIX "%ld_%d", pid, serial);
+    self->runtime_url = url_with_user (self->database_url, self->runtime_role);
 
     env_put (&self->extras, "FERRULE_PARTITIONS", "64");
 
@@ -1094,6 +1154,8 @@ harness_destroy (harness_t **self_p)
     mem_free (self->admin_url);
     mem_free (self->dbname);
     mem_free (self->database_url);
+    mem_free (self->runtime_role);
+    mem_free (self->runtime_url);
     mem_free (self->providers_file);
     mem_free_secret (&self->encryption_key);
     mem_free (self);
@@ -1210,7 +1272,7 @@ harness_start_worker_on (harness_t *self, const char *worker_id, unsigned broker
     char *backends = join_csv (chosen, nchosen);
     env_t env;
     env_from_parent (&env);
-    env_put (&env, "FERRULE_DATABASE_URL", self->database_url);
+    env_put (&env, "FERRULE_DATABASE_URL", self->runtime_url);
     env_put (&env, "FERRULE_PROVIDERS_FILE", self->providers_file);
     env_put (&env, "FERRULE_ENCRYPTION_KEY", self->encryption_key);
     env_apply (&env, &self->extras);
@@ -1264,6 +1326,13 @@ harness_wait_worker_exit (harness_t *self, const char *worker_id, int timeout_ms
     if (!p)
         return -1;
     return proc_reap (p, timeout_ms) ? p->status : -1;
+}
+
+pid_t
+harness_worker_pid (harness_t *self, const char *worker_id)
+{
+    proc_t *p = find_worker (self, worker_id);
+    return p ? p->pid : 0;
 }
 
 int
@@ -1427,6 +1496,42 @@ harness_ctl_text (harness_t *self, int *exit_code, char **stdout_text, const cha
     buf_free_secret (&out);
     strv_free (&args);
     return status >= 0 ? 0 : -1;
+}
+
+int
+harness_migrate (harness_t *self, char **stdout_text, const char *arg0, ...)
+{
+    if (!need_binary (BIN_MIGRATE, "ferrule-migrate"))
+        return -1;
+    va_list ap;
+    va_start (ap, arg0);
+    char **args = strv_new (arg0, ap);
+    va_end (ap);
+    size_t n = 0;
+    while (args [n])
+        n++;
+    char **argv = mem_alloc ((n + 2) * sizeof *argv);
+    argv [0] = mem_strdup (BIN_MIGRATE);
+    for (size_t i = 0; i < n; i++)
+        argv [i + 1] = mem_strdup (args [i]);
+    env_t env;
+    env_from_parent (&env);
+    env_put (&env, "FERRULE_DATABASE_URL", self->database_url);
+    env_put (&env, "FERRULE_ENCRYPTION_KEY", self->encryption_key);
+    env_apply (&env, &self->extras);
+    char **envp = env_take (&env);
+    char *log = strfmt ("%s/migrate-%s.log", self->workdir, arg0);
+    mem_buf_t out;
+    mem_buf_init (&out, OUTPUT_MAX);
+    int status = run_capture (argv, envp, log, MIGRATE_TIMEOUT_MS, &out, NULL);
+    if (stdout_text)
+        *stdout_text = mem_strndup (out.data ? out.data : "", out.len);
+    buf_free_secret (&out);
+    mem_free (log);
+    strv_free (&argv);
+    strv_free (&args);
+    strv_free (&envp);
+    return status;
 }
 
 static json_int_t
@@ -1651,6 +1756,18 @@ int
 harness_port (harness_t *self)
 {
     return self->fake_port;
+}
+
+const char *
+harness_runtime_url (harness_t *self)
+{
+    return self->runtime_url;
+}
+
+const char *
+harness_runtime_role (harness_t *self)
+{
+    return self->runtime_role;
 }
 
 const char *

@@ -16,7 +16,8 @@
 
    Everything a test starts logs into harness_workdir (h), which stays in the build tree after
    the test for reading. The PostgreSQL cluster itself comes from outside: scripts/test starts it
-   and exports FERRULE_TEST_PG_ADMIN_URL.
+   and exports FERRULE_TEST_PG_ADMIN_URL. The workers connect as a runtime role of this harness
+   (harness_runtime_role), set up with "ferrule-migrate grant-runtime" after "up".
 
    Providers in the providers file (harness_providers_file): "fakebox" (single-use refresh token
    rotation, client_secret_basic) and "fakegoogle" (reusable refresh tokens, client_secret_post),
@@ -26,6 +27,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <signal.h>
+#include <sys/types.h>
 
 typedef struct harness_t harness_t;
 
@@ -87,6 +89,9 @@ int harness_stop_worker (harness_t *self, const char *worker_id);
    status as harness_stop_worker does, or -1 if it is still running (or unknown). */
 int harness_wait_worker_exit (harness_t *self, const char *worker_id, int timeout_ms);
 
+/* The worker's process id, 0 when it is not running (for /proc checks). */
+pid_t harness_worker_pid (harness_t *self, const char *worker_id);
+
 /* True while the worker's process has not exited. */
 int harness_worker_running (harness_t *self, const char *worker_id);
 
@@ -119,6 +124,12 @@ json_t *harness_ctl_at (harness_t *self, const char *brokers, int *exit_code, co
 int harness_ctl_text (harness_t *self, int *exit_code, char **stdout_text, const char *arg0, ...)
     __attribute__ ((sentinel));
 
+/* Runs "ferrule-migrate arg0 ..." (NULL-terminated) as the schema owner, with the harness's
+   FERRULE_ENCRYPTION_KEY and the harness_set_env variables. Returns its exit status (-1 if it
+   could not run); *stdout_text (may be NULL) gets its standard output (free ()). Its standard
+   error goes to migrate-<arg0>.log in the work folder. */
+int harness_migrate (harness_t *self, char **stdout_text, const char *arg0, ...) __attribute__ ((sentinel));
+
 /* One call to the fake provider's admin API, e.g. ("POST", "/admin/grants", body). body may be
    NULL and is borrowed. Returns the reply parsed as JSON (an empty object for an empty 2xx
    reply), or NULL when the call failed or the status was not 2xx (said on stderr). */
@@ -142,7 +153,9 @@ int harness_sql (harness_t *self, const char *sql);
 long long harness_sql_int (harness_t *self, const char *sql);
 
 int harness_port (harness_t *self);                       /* the fake provider's port */
-const char *harness_database_url (harness_t *self);
+const char *harness_database_url (harness_t *self);        /* as the schema owner */
+const char *harness_runtime_url (harness_t *self);         /* as the workers' runtime role */
+const char *harness_runtime_role (harness_t *self);
 const char *harness_workdir (harness_t *self);
 const char *harness_providers_file (harness_t *self);
 const char *harness_encryption_key (harness_t *self);     /* base64 of 32 bytes */

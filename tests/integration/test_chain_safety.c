@@ -189,7 +189,7 @@ test_commit_retried_on_read_only_database (void **state)
     h = harness_new ("chain_read_only");
     assert_non_null (h);
     /* as after a failover with one address: the worker may reconnect to a read-only server */
-    const char *url = harness_database_url (h);
+    const char *url = harness_runtime_url (h);
     char *any = NULL;
     assert_true (asprintf (&any, "%s%ctarget_session_attrs=any", url, strchr (url, '?') ? '&' : '?') > 0);
     harness_set_env (h, "FERRULE_DATABASE_URL", any);

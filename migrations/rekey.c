@@ -1,0 +1,309 @@
+/* rekey.c - online re-sealing under the current key (docs/operations.md, "Roles, secrets and
+ * key rotation"). Workers keep serving meanwhile: a batch holds its row locks for milliseconds,
+ * skips rows another transaction holds (SKIP LOCKED) or a refresh has leased, and writes a row
+ * only if its key and generation are still the ones it read, so a concurrent refresh or import
+ * always wins. The generation is not changed: caches stay valid. */
+#include "rekey.h"
+#include "mem.h"
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define REKEY_PICK_INTEGRATIONS \
+    "SELECT id, key_id, generation, access_token, refresh_token FROM integrations" \
+    " WHERE key_id <> $1::integer AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)" \
+    "   AND (lease_expires_at IS NULL OR lease_expires_at <= now()) AND id > $3" \
+    " ORDER BY id LIMIT $2::integer FOR UPDATE SKIP LOCKED"
+#define REKEY_SET_INTEGRATION \
+    "UPDATE integrations SET key_id = $2::integer, access_token = $3, refresh_token = $4" \
+    " WHERE id = $1 AND key_id = $5::integer AND generation = $6::bigint" \
+    "   AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
+#define REKEY_PICK_CONNECTS \
+    "SELECT state_hash, key_id, code_verifier FROM pending_authorizations" \
+    " WHERE key_id <> $1::integer AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now()" \
+    "   AND state_hash > $3" \
+    " ORDER BY state_hash LIMIT $2::integer FOR UPDATE SKIP LOCKED"
+#define REKEY_SET_CONNECT \
+    "UPDATE pending_authorizations SET key_id = $2::integer, code_verifier = $3" \
+    " WHERE state_hash = $1 AND key_id = $4::integer AND used_at IS NULL"
+
+static fr_status_t
+rekey_fail (PGconn *conn, const PGresult *res, db_error_t *err)
+{
+    db_error_from_result (err, res, conn);
+    return err->lost ? FR_DATABASE_UNAVAILABLE : FR_INTERNAL;
+}
+
+fr_status_t
+rekey_count (PGconn *conn, int32_t current_key_id, int64_t *integrations, int64_t *connects, db_error_t *err)
+{
+    char id [16];
+    snprintf (id, sizeof id, "%" PRId32, current_key_id);
+    const char *values [] = { id };
+    fr_status_t st = FR_OK;
+    PGresult *res = PQexecParams (conn, REKEY_COUNT_SQL, 1, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1)
+        st = rekey_fail (conn, res, err);
+    else {
+        *integrations = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+        *connects = strtoll (PQgetvalue (res, 0, 1), NULL, 10);
+    }
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
+rekey_count_on_key (PGconn *conn, int32_t key_id, int64_t *count, db_error_t *err)
+{
+    char id [16];
+    snprintf (id, sizeof id, "%" PRId32, key_id);
+    const char *values [] = { id };
+    fr_status_t st = FR_OK;
+    PGresult *res = PQexecParams (conn, REKEY_ON_KEY_SQL, 1, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1)
+        st = rekey_fail (conn, res, err);
+    else
+        *count = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+    PQclear (res);
+    return st;
+}
+
+/* Opens one sealed column of a row and seals it again under the current key. *out is NULL
+ * for a NULL value. -1 when it does not open. */
+static int
+rekey_value (const crypto_keyring_t *kr, const PGresult *res, int row, int col, int32_t key_id,
+             const char *aad_row, const char *column, unsigned char **out, size_t *out_len,
+             char *err, size_t errlen)
+{
+    char *plain = NULL;
+    unsigned char *raw = NULL;
+    size_t raw_len = 0;
+    int32_t new_id = 0;
+    int rc = -1;
+    *out = NULL;
+    *out_len = 0;
+    if (PQgetisnull (res, row, col))
+        return 0;
+    raw = PQunescapeBytea ((const unsigned char *) PQgetvalue (res, row, col), &raw_len);
+    if (!raw) {
+        snprintf (err, errlen, "could not read column \"%s\" of \"%s\"", column, aad_row);
+        goto out;
+    }
+    if (crypto_open (kr, key_id, aad_row, column, raw, raw_len, &plain, err, errlen) != FR_OK
+    ||  crypto_seal (kr, aad_row, column, plain, out, out_len, &new_id, err, errlen) != FR_OK)
+        goto out;                   /* err never holds the value */
+    rc = 0;
+out:
+    mem_free_secret (&plain);
+    if (raw)
+        PQfreemem (raw);
+    return rc;
+}
+
+#define REKEY_MAX_WARNINGS 10        /* per pass; the final count says how many in all */
+
+/* One line per value that will not open, for the first few of a pass. */
+static void
+rekey_warn (int64_t failed_so_far, const char *why)
+{
+    if (failed_so_far < REKEY_MAX_WARNINGS)
+        fprintf (stderr, "ferrule-migrate: warning: %s\n", why);
+    else if (failed_so_far == REKEY_MAX_WARNINGS)
+        fprintf (stderr, "ferrule-migrate: warning: more values will not open; the final count says how many\n");
+}
+
+/* One batch of integrations: *picked rows read, *done re-sealed, *busy changed meanwhile,
+ * *failed would not open. last is the keyset cursor (the highest id seen, "" to start). */
+static fr_status_t
+rekey_batch_integrations (PGconn *conn, const crypto_keyring_t *kr, int batch, char *last, size_t last_len,
+                          int64_t *picked, int64_t *done, int64_t *busy, int64_t *failed, db_error_t *err)
+{
+    fr_status_t st = FR_OK;
+    PGresult *res = NULL;
+    char cur [16], lim [16], verr [512];
+    int begun = 0;
+    snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
+    snprintf (lim, sizeof lim, "%d", batch);
+    *picked = 0;
+
+    if ((st = db_exec (conn, "BEGIN", err)) != FR_OK)
+        goto out;
+    begun = 1;
+    const char *pv [] = { cur, lim, last };
+    /* binary results for the bytea columns would need all columns binary: text is fine here */
+    res = PQexecParams (conn, REKEY_PICK_INTEGRATIONS, 3, NULL, pv, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        st = rekey_fail (conn, res, err);
+        goto out;
+    }
+    *picked = PQntuples (res);
+    for (int i = 0; i < PQntuples (res); i++) {
+        const char *id = PQgetvalue (res, i, 0);
+        int32_t key_id = (int32_t) strtol (PQgetvalue (res, i, 1), NULL, 10);
+        unsigned char *at = NULL, *rt = NULL;
+        size_t at_len = 0, rt_len = 0;
+        snprintf (last, last_len, "%s", id);
+        if (rekey_value (kr, res, i, 3, key_id, id, "access_token", &at, &at_len, verr, sizeof verr) != 0
+        ||  rekey_value (kr, res, i, 4, key_id, id, "refresh_token", &rt, &rt_len, verr, sizeof verr) != 0) {
+            rekey_warn (*failed, verr);
+            (*failed)++;
+            mem_free (at);
+            mem_free (rt);
+            continue;
+        }
+        const char *uv [] = { id, cur, (const char *) at, (const char *) rt, PQgetvalue (res, i, 1),
+                              PQgetvalue (res, i, 2) };
+        int lengths [] = { 0, 0, (int) at_len, (int) rt_len, 0, 0 };
+        int formats [] = { 0, 0, 1, 1, 0, 0 };
+        PGresult *u = PQexecParams (conn, REKEY_SET_INTEGRATION, 6, NULL, uv, lengths, formats, 0);
+        if (at)
+            mem_wipe (at, at_len);
+        if (rt)
+            mem_wipe (rt, rt_len);
+        mem_free (at);
+        mem_free (rt);
+        if (PQresultStatus (u) != PGRES_COMMAND_OK) {
+            st = rekey_fail (conn, u, err);
+            PQclear (u);
+            goto out;
+        }
+        if (strcmp (PQcmdTuples (u), "1") == 0)
+            (*done)++;
+        else
+            (*busy)++;                  /* a refresh or an import got there first: it sealed under its key */
+        PQclear (u);
+    }
+    st = db_exec (conn, "COMMIT", err);
+    begun = 0;
+out:
+    PQclear (res);
+    if (begun && PQstatus (conn) == CONNECTION_OK) {
+        PGresult *r = PQexec (conn, "ROLLBACK");
+        PQclear (r);
+    }
+    return st;
+}
+
+/* The same for live connects' PKCE verifiers (associated data: the state hash). */
+static fr_status_t
+rekey_batch_connects (PGconn *conn, const crypto_keyring_t *kr, int batch, char *last, size_t last_len,
+                      int64_t *picked, int64_t *done, int64_t *busy, int64_t *failed, db_error_t *err)
+{
+    fr_status_t st = FR_OK;
+    PGresult *res = NULL;
+    char cur [16], lim [16], verr [512];
+    int begun = 0;
+    snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
+    snprintf (lim, sizeof lim, "%d", batch);
+    *picked = 0;
+
+    if ((st = db_exec (conn, "BEGIN", err)) != FR_OK)
+        goto out;
+    begun = 1;
+    const char *pv [] = { cur, lim, last };
+    res = PQexecParams (conn, REKEY_PICK_CONNECTS, 3, NULL, pv, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        st = rekey_fail (conn, res, err);
+        goto out;
+    }
+    *picked = PQntuples (res);
+    for (int i = 0; i < PQntuples (res); i++) {
+        const char *state_hash = PQgetvalue (res, i, 0);
+        int32_t key_id = (int32_t) strtol (PQgetvalue (res, i, 1), NULL, 10);
+        unsigned char *cv = NULL;
+        size_t cv_len = 0;
+        snprintf (last, last_len, "%s", state_hash);
+        if (rekey_value (kr, res, i, 2, key_id, state_hash, "code_verifier", &cv, &cv_len, verr, sizeof verr) != 0) {
+            rekey_warn (*failed, verr);
+            (*failed)++;
+            continue;
+        }
+        const char *uv [] = { state_hash, cur, (const char *) cv, PQgetvalue (res, i, 1) };
+        int lengths [] = { 0, 0, (int) cv_len, 0 };
+        int formats [] = { 0, 0, 1, 0 };
+        PGresult *u = PQexecParams (conn, REKEY_SET_CONNECT, 4, NULL, uv, lengths, formats, 0);
+        if (cv)
+            mem_wipe (cv, cv_len);
+        mem_free (cv);
+        if (PQresultStatus (u) != PGRES_COMMAND_OK) {
+            st = rekey_fail (conn, u, err);
+            PQclear (u);
+            goto out;
+        }
+        if (strcmp (PQcmdTuples (u), "1") == 0)
+            (*done)++;
+        else
+            (*busy)++;
+        PQclear (u);
+    }
+    st = db_exec (conn, "COMMIT", err);
+    begun = 0;
+out:
+    PQclear (res);
+    if (begun && PQstatus (conn) == CONNECTION_OK) {
+        PGresult *r = PQexec (conn, "ROLLBACK");
+        PQclear (r);
+    }
+    return st;
+}
+
+static double
+rekey_now_s (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+fr_status_t
+rekey_run (PGconn *conn, const crypto_keyring_t *kr, int batch, double wait_s, rekey_progress_fn progress,
+           void *arg, rekey_result_t *out, db_error_t *err)
+{
+    fr_status_t st;
+    int64_t integ = 0, conns = 0, total;
+    double deadline = rekey_now_s () + wait_s;
+    memset (out, 0, sizeof *out);
+    if ((st = rekey_count (conn, crypto_keyring_current_id (kr), &integ, &conns, err)) != FR_OK)
+        return st;
+    total = integ + conns;
+    if (progress)
+        progress (0, total, arg);
+    for (;;) {
+        /* one pass over everything not yet on the current key */
+        char last [256] = "";
+        int64_t picked = 0, busy = 0, failed = 0;
+        do {
+            if ((st = rekey_batch_integrations (conn, kr, batch, last, sizeof last, &picked, &out->integrations,
+                                                &busy, &failed, err)) != FR_OK)
+                return st;
+            if (progress)
+                progress (out->integrations + out->connects, total, arg);
+        } while (picked > 0);
+        last [0] = '\0';
+        do {
+            if ((st = rekey_batch_connects (conn, kr, batch, last, sizeof last, &picked, &out->connects,
+                                            &busy, &failed, err)) != FR_OK)
+                return st;
+            if (progress)
+                progress (out->integrations + out->connects, total, arg);
+        } while (picked > 0);
+        out->failed = failed;
+        out->skipped_busy = busy;
+        if ((st = rekey_count (conn, crypto_keyring_current_id (kr), &integ, &conns, err)) != FR_OK)
+            return st;
+        out->remaining = integ + conns;
+        /* done, or nothing left but values that will not open, or out of time for leased rows */
+        if (out->remaining <= failed || rekey_now_s () >= deadline)
+            break;
+        struct timespec pause = { 0, 250 * 1000000L };   /* leased rows: their refresh ends soon */
+        while (nanosleep (&pause, &pause) < 0 && errno == EINTR)
+            ;
+    }
+    if (progress)
+        progress (out->integrations + out->connects, total > out->integrations + out->connects
+                  ? total : out->integrations + out->connects, arg);
+    return FR_OK;
+}

@@ -1,0 +1,563 @@
+/* test_secrets.c - issue 9, items 5, 6, 7 and the rate limit of 9: the workers' runtime role
+ * is refused what they must never do; secrets come from files, leave the environment and the
+ * core dumps; fingerprints survive a key rotation; "ferrule-migrate rekey" re-seals everything
+ * while tokens are requested and refreshed, after which the old key can go; refresh and connect
+ * are rate-limited per integration */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include "crypto.h"
+#include "itest.h"
+
+static harness_t *h;
+
+static int
+setup (void **state)
+{
+    (void) state;
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    (void) state;
+    return h ? itest_teardown (&h) : 0;
+}
+
+static int
+start (const char *name, int workers)
+{
+    h = harness_new (name);
+    if (!h || harness_start_broker (h) < 0)
+        return -1;
+    char id [16];
+    for (int i = 1; i <= workers; i++) {
+        snprintf (id, sizeof id, "w%d", i);
+        if (harness_start_worker (h, id) != 0)
+            return -1;
+    }
+    return harness_wait_ready (h, workers, 30000);
+}
+
+static char *
+new_key (void)
+{
+    unsigned char raw [32];
+    assert_int_equal (crypto_random (raw, sizeof raw), 0);
+    return crypto_b64_encode (raw, sizeof raw);
+}
+
+static void
+write_file (const char *path, const char *text)
+{
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    fprintf (f, "%s\n", text);
+    fclose (f);
+    chmod (path, 0600);
+}
+
+/* The SQLSTATE a statement fails with on conn, "" when it succeeds. */
+static const char *
+sqlstate_of (PGconn *conn, const char *sql)
+{
+    static char state [6];
+    PGresult *res = PQexec (conn, sql);
+    ExecStatusType rs = PQresultStatus (res);
+    state [0] = '\0';
+    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
+        const char *s = PQresultErrorField (res, PG_DIAG_SQLSTATE);
+        snprintf (state, sizeof state, "%s", s ? s : "?????");
+    }
+    PQclear (res);
+    return state;
+}
+
+static void
+import_one (const char *id, const char *provider)
+{
+    char *rt = itest_grant (h, provider, "[\"files.read\"]");
+    assert_non_null (rt);
+    assert_int_equal (itest_import (h, id, provider, rt), 0);
+    free (rt);
+}
+
+/* item 5: the workers work as the runtime role, which may not TRUNCATE, DELETE, UPDATE the
+ * chain, or change the schema; the owner cannot TRUNCATE the chain either */
+static void
+test_runtime_role (void **state)
+{
+    (void) state;
+    int rc;
+    assert_int_equal (start ("secrets_roles", 1), 0);
+    import_one ("roles:box", "fakebox");
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "roles:box", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    /* connect stores a pending authorization and collects old ones without DELETE */
+    t = harness_ctl (h, &rc, "connect", "--integration", "roles:new", "--provider", "fakebox",
+                     "--redirect-uri", "https://app.example/cb", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+
+    PGconn *rt = PQconnectdb (harness_runtime_url (h));
+    assert_int_equal (PQstatus (rt), CONNECTION_OK);
+    assert_string_equal (sqlstate_of (rt, "SELECT count(*) FROM token_chain"), "");
+    assert_string_equal (sqlstate_of (rt, "TRUNCATE token_chain"), "42501");
+    assert_string_equal (sqlstate_of (rt, "DELETE FROM token_chain"), "42501");
+    assert_string_equal (sqlstate_of (rt, "UPDATE token_chain SET detail = 'x'"), "42501");
+    assert_string_equal (sqlstate_of (rt, "DELETE FROM integrations"), "42501");
+    assert_string_equal (sqlstate_of (rt, "TRUNCATE integrations"), "42501");
+    assert_string_equal (sqlstate_of (rt, "DELETE FROM pending_authorizations"), "42501");
+    assert_string_equal (sqlstate_of (rt, "CREATE TABLE intruder (x int)"), "42501");
+    assert_string_equal (sqlstate_of (rt, "ALTER TABLE integrations ADD COLUMN x int"), "42501");
+    assert_string_equal (sqlstate_of (rt, "DROP TABLE token_chain"), "42501");
+    assert_string_equal (sqlstate_of (rt, "INSERT INTO schema_migrations (version, name, checksum) VALUES (999, 'x', 'x')"), "42501");
+    PQfinish (rt);
+
+    /* the owner: TRUNCATE would empty the chain without row triggers; a statement trigger refuses */
+    long long before = harness_sql_int (h, "SELECT count(*) FROM token_chain");
+    assert_true (before >= 2);
+    assert_int_not_equal (harness_sql (h, "TRUNCATE token_chain CASCADE"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain"), before);
+
+    /* idempotent, and "up" grants the recorded role again */
+    char *out = NULL;
+    assert_int_equal (harness_migrate (h, &out, "grant-runtime", harness_runtime_role (h), NULL), 0);
+    free (out);
+    assert_int_equal (harness_migrate (h, &out, "up", NULL), 0);
+    assert_non_null (strstr (out, "granted 1 runtime role again"));
+    free (out);
+    assert_int_equal (harness_migrate (h, NULL, "grant-runtime", NULL), 2);
+    /* the workers' init container waits for the schema as the runtime role */
+    assert_int_equal (harness_migrate (h, NULL, "wait", "--timeout", "5", "--database-url", harness_runtime_url (h), NULL), 0);
+    /* and the runtime role cannot grant itself more */
+    assert_int_not_equal (harness_migrate (h, NULL, "up", "--database-url", harness_runtime_url (h), NULL), 0);
+}
+
+/* The text of /proc/PID/FILE (NUL bytes as newlines), or NULL. */
+static char *
+proc_text (pid_t pid, const char *file)
+{
+    char path [64], *buf = calloc (1, 65536);
+    snprintf (path, sizeof path, "/proc/%ld/%s", (long) pid, file);
+    int fd = open (path, O_RDONLY);
+    if (fd < 0) {
+        free (buf);
+        return NULL;
+    }
+    ssize_t n = read (fd, buf, 65535);
+    close (fd);
+    for (ssize_t i = 0; i < n; i++)
+        if (!buf [i])
+            buf [i] = '\n';
+    return buf;
+}
+
+static pid_t
+worker_pid (const char *id)
+{
+    return harness_worker_pid (h, id);
+}
+
+/* item 6: secrets from files, out of the environment, no core dumps, fingerprints keyed by a
+ * key of their own so they stay comparable across an encryption key rotation */
+static void
+test_secrets_in_process (void **state)
+{
+    (void) state;
+    int rc;
+    h = harness_new ("secrets_process");
+    assert_non_null (h);
+    char *k1 = new_key (), *k2 = new_key (), *fp = new_key ();
+    char path [1024], dbpath [1024], fppath [1024];
+    snprintf (path, sizeof path, "%s/encryption.key", harness_workdir (h));
+    snprintf (dbpath, sizeof dbpath, "%s/database.url", harness_workdir (h));
+    snprintf (fppath, sizeof fppath, "%s/fingerprint.key", harness_workdir (h));
+    write_file (path, k1);
+    write_file (dbpath, harness_runtime_url (h));
+    write_file (fppath, fp);
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", "");
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY_FILE", path);
+    harness_set_env (h, "FERRULE_DATABASE_URL", "");
+    harness_set_env (h, "FERRULE_DATABASE_URL_FILE", dbpath);
+    harness_set_env (h, "FERRULE_FINGERPRINT_KEY_FILE", fppath);
+    assert_true (harness_start_broker (h) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+
+    char *rt = itest_grant (h, "fakebox", "[\"files.read\"]");
+    assert_int_equal (itest_import (h, "proc:a", "fakebox", rt), 0);
+    json_t *st = harness_ctl (h, &rc, "status", "--integration", "proc:a", NULL);
+    assert_int_equal (rc, 0);
+    char *fp1 = strdup (json_string_value (json_object_get (json_object_get (st, "integration"),
+                                                            "refresh_token_fingerprint")));
+    json_decref (st);
+
+    /* no core dumps, and the key is not in the environment the process started with */
+    pid_t pid = worker_pid ("w1");
+    assert_true (pid > 0);
+    char *limits = proc_text (pid, "limits");
+    assert_non_null (limits);
+    char *core = strstr (limits, "Max core file size");
+    assert_non_null (core);
+    long soft = -1, hard = -1;
+    assert_int_equal (sscanf (core + strlen ("Max core file size"), " %ld %ld", &soft, &hard), 2);
+    assert_int_equal (soft, 0);
+    assert_int_equal (hard, 0);
+    free (limits);
+
+    /* a second worker given the key directly: it must not stay readable in /proc/PID/environ */
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY_FILE", NULL);
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k1);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    pid = worker_pid ("w1");
+    assert_true (pid > 0);
+    char *environ_text = proc_text (pid, "environ");
+    if (environ_text) {             /* root can still read it; then the value must be gone (the
+                                       kernel shows the block the process started with: the name
+                                       stays, its value is overwritten) */
+        assert_null (strstr (environ_text, k1));
+        free (environ_text);
+    }
+    else
+        assert_true (errno == EACCES || errno == EPERM);
+
+    /* rotate the encryption key: the same refresh token keeps its fingerprint */
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k2);
+    harness_set_env (h, "FERRULE_ENCRYPTION_OLD_KEYS", k1);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    assert_int_equal (itest_import (h, "proc:b", "fakebox", rt), 0);
+    st = harness_ctl (h, &rc, "status", "--integration", "proc:b", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (json_string_value (json_object_get (json_object_get (st, "integration"),
+                                                             "refresh_token_fingerprint")), fp1);
+    /* status says proc:a is on the retired key */
+    json_decref (st);
+    st = harness_ctl (h, &rc, "status", "--integration", "proc:a", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (json_object_get (st, "keys"), "retired_key")));
+    assert_int_equal (json_integer_value (json_object_get (json_object_get (st, "keys"), "values_on_old_keys")), 1);
+    json_decref (st);
+    /* and doctor says so among its facts */
+    st = harness_ctl (h, &rc, "doctor", "--integration", "proc:a", NULL);
+    assert_int_equal (rc, 0);
+    char *facts = json_dumps (json_object_get (json_object_get (st, "diagnosis"), "facts"), 0);
+    assert_non_null (strstr (facts, "sealed with retired key"));
+    assert_non_null (strstr (facts, "1 stored values"));
+    free (facts);
+    json_decref (st);
+    /* no key in any log */
+    assert_false (itest_workdir_contains (h, k1));
+    assert_false (itest_workdir_contains (h, k2));
+    assert_false (itest_workdir_contains (h, fp));
+    free (fp1);
+    free (rt);
+    free (k1);
+    free (k2);
+    free (fp);
+}
+
+/* The HTTP port a worker logged last ("... /metrics on port N"), or -1. */
+static int
+http_port_of (const char *worker)
+{
+    char path [4096], line [4096];
+    snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), worker);
+    for (int tries = 0; tries < 50; tries++) {
+        FILE *f = fopen (path, "r");
+        int port = -1;
+        while (f && fgets (line, sizeof line, f)) {
+            const char *p = strstr (line, "/metrics on port ");
+            if (p)
+                port = atoi (p + strlen ("/metrics on port "));
+        }
+        if (f)
+            fclose (f);
+        if (port > 0)
+            return port;
+        usleep (100000);
+    }
+    return -1;
+}
+
+static size_t
+collect (char *data, size_t size, size_t n, void *arg)
+{
+    char *buf = arg;
+    size_t have = strlen (buf), add = size * n;
+    if (have + add < 65535) {
+        memcpy (buf + have, data, add);
+        buf [have + add] = '\0';
+    }
+    return size * n;
+}
+
+/* The value of an unlabelled series at a worker's /metrics, -1 when absent. */
+static long long
+metric (int port, const char *name)
+{
+    char url [128], *body = calloc (1, 65536);
+    long long value = -1;
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
+    if (curl_easy_perform (c) == CURLE_OK) {
+        char needle [128];
+        snprintf (needle, sizeof needle, "\n%s ", name);
+        const char *p = strstr (body, needle);
+        if (p)
+            value = strtoll (p + strlen (needle), NULL, 10);
+    }
+    curl_easy_cleanup (c);
+    free (body);
+    return value;
+}
+
+/* Polls the series until it satisfies want (0: equal to zero, 1: above zero), 15 s at most:
+ * the workers count every FERRULE_KEY_STATS_MS. */
+static long long
+wait_metric (const char *worker, const char *name, int above_zero)
+{
+    long long v = -1;
+    for (int i = 0; i < 150; i++) {
+        v = metric (http_port_of (worker), name);
+        if (above_zero ? v > 0 : v == 0)
+            break;
+        usleep (100000);
+    }
+    return v;
+}
+
+#define REKEY_INTEGRATIONS 40
+#define LOAD_BEFORE 20              /* requests before the rekey starts */
+#define LOAD_MIN 120                /* requests at least, whatever the rekey's speed */
+
+/* The load: token and refresh requests over every integration, until told to stop on stop_fd
+ * (and at least LOAD_MIN); a byte on started_fd once LOAD_BEFORE are done. Exits with the
+ * number of failed requests. */
+static int
+load (int started_fd, int stop_fd)
+{
+    int failures = 0, stop = 0;
+    char id [32];
+    fcntl (stop_fd, F_SETFL, O_NONBLOCK);
+    for (int i = 0; !stop || i < LOAD_MIN; i++) {
+        int rc = -1;
+        snprintf (id, sizeof id, "rk:%d", i % REKEY_INTEGRATIONS);
+        json_t *r = harness_ctl (h, &rc, i % 3 == 0 ? "refresh" : "token", "--integration", id, NULL);
+        if (rc != 0) {
+            fprintf (stderr, "load: %s of %s failed: %s\n", i % 3 == 0 ? "refresh" : "token", id, itest_code (r));
+            failures++;
+        }
+        json_decref (r);
+        if (i + 1 == LOAD_BEFORE && write (started_fd, "s", 1) != 1)
+            failures++;
+        char b;
+        if (!stop && read (stop_fd, &b, 1) != -1)
+            stop = 1;
+    }
+    return failures > 250 ? 250 : failures;
+}
+
+/* item 7: rekey while tokens are requested and refreshed; then the old key goes */
+static void
+test_rekey_under_load (void **state)
+{
+    (void) state;
+    int rc;
+    char id [32], *out = NULL;
+    h = harness_new ("secrets_rekey");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_ADMIN_RATE_BURST", "1000");
+    harness_set_env (h, "FERRULE_KEY_STATS_MS", "1000");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_true (harness_start_broker (h) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
+    assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
+    for (int i = 0; i < REKEY_INTEGRATIONS; i++) {
+        snprintf (id, sizeof id, "rk:%d", i);
+        import_one (id, i % 2 ? "fakegoogle" : "fakebox");
+        json_t *t = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+        assert_int_equal (rc, 0);
+        json_decref (t);
+    }
+    /* a connect in progress: its PKCE verifier is sealed too */
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "rk:new", "--provider", "fakebox",
+                             "--redirect-uri", "https://app.example/cb", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (c);
+    long long old_id = harness_sql_int (h, "SELECT min(key_id) FROM integrations");
+    assert_int_equal (harness_sql_int (h, "SELECT count(DISTINCT key_id) FROM integrations"), 1);
+
+    /* a key no worker uses: rekey refuses to re-seal everything under it */
+    char *k3 = new_key ();
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k3);
+    harness_set_env (h, "FERRULE_ENCRYPTION_OLD_KEYS", harness_encryption_key (h));
+    assert_int_equal (harness_migrate (h, NULL, "rekey", NULL), 2);
+    assert_int_equal (harness_sql_int (h, "SELECT count(DISTINCT key_id) FROM integrations"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT min(key_id) FROM integrations"), old_id);
+    free (k3);
+
+    /* rotation steps 1-2, one worker at a time so the service keeps serving */
+    char *k2 = new_key ();
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k2);
+    harness_set_env (h, "FERRULE_ENCRYPTION_OLD_KEYS", harness_encryption_key (h));
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
+    assert_int_equal (harness_stop_worker (h, "w2"), 0);
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
+    assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
+
+    /* the metric: every value of before the rotation is on the old key */
+    assert_true (wait_metric ("w1", "ferrule_worker_values_on_old_keys", 1) >= REKEY_INTEGRATIONS);
+    int started [2], stop [2];
+    assert_int_equal (pipe (started), 0);
+    assert_int_equal (pipe (stop), 0);
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        close (started [0]);
+        close (stop [1]);
+        _exit (load (started [1], stop [0]));
+    }
+    close (started [1]);
+    close (stop [0]);
+    /* the load runs before, during and after the rekey; small batches interleave with it */
+    char b;
+    assert_int_equal (read (started [0], &b, 1), 1);
+    rc = harness_migrate (h, &out, "rekey", "--batch", "3", NULL);
+    assert_int_equal (write (stop [1], "x", 1), 1);
+    assert_int_equal (rc, 0);
+    assert_non_null (strstr (out, "0 values remain"));
+    assert_non_null (strstr (out, "and 1 connects"));     /* the verifier: nothing else re-seals it */
+    assert_null (strstr (out, "re-sealed 0 integrations"));
+    free (out);
+    close (started [0]);
+    close (stop [1]);
+    int status = 0;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 0);             /* no failed request */
+
+    /* every value on the new key, no chain break at Ferrule or at the provider */
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM integrations WHERE key_id = %lld", old_id);
+    assert_int_equal (harness_sql_int (h, sql), 0);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM pending_authorizations WHERE key_id = %lld", old_id);
+    assert_int_equal (harness_sql_int (h, sql), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome IN ('invalid_grant', 'conflict')"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    /* the metric, and status */
+    assert_int_equal (wait_metric ("w1", "ferrule_worker_values_on_old_keys", 0), 0);
+    assert_int_equal (wait_metric ("w2", "ferrule_worker_values_on_old_keys", 0), 0);
+    json_t *st = harness_ctl (h, &rc, "status", "--integration", "rk:0", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_integer_value (json_object_get (json_object_get (st, "keys"), "values_on_old_keys")), 0);
+    json_decref (st);
+
+    /* resumable and idempotent: a second run finds nothing */
+    assert_int_equal (harness_migrate (h, &out, "rekey", NULL), 0);
+    assert_non_null (strstr (out, "re-sealed 0 integrations and 0 connects"));
+    free (out);
+
+    /* drop the old key: every integration still refreshes and serves */
+    harness_set_env (h, "FERRULE_ENCRYPTION_OLD_KEYS", NULL);
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    assert_int_equal (harness_stop_worker (h, "w2"), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
+    assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
+    for (int i = 0; i < REKEY_INTEGRATIONS; i++) {
+        snprintf (id, sizeof id, "rk:%d", i);
+        json_t *t = harness_ctl (h, &rc, "refresh", "--integration", id, NULL);
+        assert_int_equal (rc, 0);
+        json_decref (t);
+        t = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+        assert_int_equal (rc, 0);
+        json_decref (t);
+    }
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_false (itest_workdir_contains (h, k2));
+    free (k2);
+}
+
+/* item 9: refresh and connect per integration are limited; other integrations are not */
+static void
+test_rate_limit (void **state)
+{
+    (void) state;
+    int rc;
+    h = harness_new ("secrets_rate");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_ADMIN_RATE_BURST", "3");
+    harness_set_env (h, "FERRULE_ADMIN_RATE_PER_MIN", "1");
+    assert_true (harness_start_broker (h) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    import_one ("rate:a", "fakegoogle");
+    import_one ("rate:b", "fakegoogle");
+    long long calls_before = itest_stat (h, "fakegoogle", "refresh_calls");
+    for (int i = 0; i < 3; i++) {
+        json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "rate:a", NULL);
+        assert_int_equal (rc, 0);
+        json_decref (t);
+    }
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "rate:a", NULL);
+    assert_int_equal (rc, 5);
+    assert_string_equal (itest_code (t), "rate_limited");
+    json_t *err = json_object_get (t, "error");
+    assert_true (json_integer_value (json_object_get (err ? err : t, "retry_after")) >= 1);
+    assert_non_null (strstr (json_string_value (json_object_get (err ? err : t, "message")), "rate:a"));
+    json_decref (t);
+    /* the refused call never reached the provider */
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), calls_before + 3);
+    /* connect shares the integration's bucket; token requests are not limited */
+    t = harness_ctl (h, &rc, "connect", "--integration", "rate:a", "--provider", "fakegoogle",
+                     "--redirect-uri", "https://app.example/cb", NULL);
+    assert_int_equal (rc, 5);
+    assert_string_equal (itest_code (t), "rate_limited");
+    json_decref (t);
+    t = harness_ctl (h, &rc, "token", "--integration", "rate:a", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    /* another integration has its own bucket */
+    t = harness_ctl (h, &rc, "refresh", "--integration", "rate:b", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_setup_teardown (test_runtime_role, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_secrets_in_process, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_rekey_under_load, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_rate_limit, setup, teardown),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}

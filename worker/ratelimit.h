@@ -1,0 +1,26 @@
+/* ratelimit.h - token buckets per integration for the calls that reach the provider on a
+ * client's behalf (refresh, connect), so one client cannot make the provider rate-limit the
+ * whole OAuth app */
+#ifndef FERRULE_RATELIMIT_H
+#define FERRULE_RATELIMIT_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define RATELIMIT_MAX_ENTRIES 100000      /* integrations tracked at once; full buckets are pruned */
+
+typedef struct ratelimit ratelimit_t;
+
+/* burst calls at once, then per_min a minute. */
+ratelimit_t *ratelimit_new (int64_t burst, int64_t per_min);
+void ratelimit_destroy (ratelimit_t **rl_p);
+/* Takes one call from key's bucket at monotonic time now_ms: 0 when allowed, else the whole
+ * seconds (at least 1) until the next call will be. */
+int64_t ratelimit_take (ratelimit_t *rl, const char *key, int64_t now_ms);
+size_t ratelimit_count (const ratelimit_t *rl);
+
+struct worker;
+struct job;
+/* For requests_handle: 1 when op may go on; 0 after replying "rate_limited" with retry_after.
+ * Only refresh and connect are limited. */
+int ratelimit_admit (struct worker *w, struct job *job, const char *op, size_t op_len, const char *id);
+#endif
