@@ -52,7 +52,8 @@ int harness_stop_all (harness_t *self);
 
 /* Sets (value NULL: removes) a variable in the environment of brokers and workers started from
    now on. It overrides the harness's own defaults (FERRULE_PARTITIONS=64, FERRULE_DATABASE_URL,
-   FERRULE_PROVIDERS_FILE, FERRULE_ENCRYPTION_KEY) but not a process's identity (worker id,
+   FERRULE_PROVIDERS_FILE, FERRULE_ENCRYPTION_KEY, FERRULE_SWEEP_MS=3600000: no sweep during a
+   test unless it asks for one) but not a process's identity (worker id,
    broker endpoints). */
 void harness_set_env (harness_t *self, const char *name, const char *value);
 

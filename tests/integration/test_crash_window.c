@@ -23,7 +23,14 @@
 #define STAGGER_MS   10          /* one request every 10 ms: answers spread over 600 ms */
 #define LATENCY_MS   150
 #define KILL_AFTER_MS 350
-#define WINDOW_MS    50          /* a rotation answered earlier than this before the kill survives */
+/* A rotation answered earlier than this before the kill survives. The window itself is a few
+ * milliseconds (docs/performance.md, (g)); the bound leaves room for a loaded test machine, and
+ * more under the sanitizers, which slow the worker several times. */
+#if defined (__SANITIZE_ADDRESS__)
+#   define WINDOW_MS 200
+#else
+#   define WINDOW_MS 50
+#endif
 
 static harness_t *h;
 
