@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CLUSTER_MAX_LINE      256      /* one command line on standard input */
@@ -108,9 +109,33 @@ answer (bool ok, const char *error)
     fflush (stdout);
 }
 
+/* harness_wait_ready for the first nbrokers only (the idle ones never see a worker). */
+static bool
+wait_ready (harness_t *h, int nbrokers, int nworkers, int timeout_ms)
+{
+    time_t end = time (NULL) + (timeout_ms + 999) / 1000;
+    for (;;) {
+        bool ready = true;
+        for (int i = 0; i < nbrokers && ready; i++) {
+            int rc = -1;
+            json_t *reply = harness_ctl_at (h, harness_broker_frontend (h, i), &rc, "ping", NULL);
+            json_t *owned = json_object_get (reply, "partitions_owned");
+            ready = rc == 0 && json_integer_value (json_object_get (reply, "workers")) >= nworkers
+                    && json_is_integer (owned)
+                    && json_integer_value (owned) == json_integer_value (json_object_get (reply, "partitions"));
+            json_decref (reply);
+        }
+        if (ready)
+            return true;
+        if (time (NULL) > end)
+            return false;
+        usleep (100 * 1000);
+    }
+}
+
 /* Carries out one command line; answers on standard output. */
 static void
-command (harness_t *h, int nworkers, char *line)
+command (harness_t *h, int nbrokers, int nworkers, char *line)
 {
     char *verb = strtok (line, " \t\r\n");
     char *arg = strtok (NULL, " \t\r\n");
@@ -138,7 +163,7 @@ command (harness_t *h, int nworkers, char *line)
         if (seconds < 0)
             answer (false, "give whole seconds from 0 to 300");
         else
-            answer (harness_wait_ready (h, nworkers, seconds * 1000) == 0, "not ready in time");
+            answer (wait_ready (h, nbrokers, nworkers, seconds * 1000), "not ready in time");
         return;
     }
     int idx = parse_count (arg, HARNESS_MAX_BROKERS - 1);
@@ -259,7 +284,7 @@ main (int argc, char **argv)
         char *nl;
         while ((nl = strchr (buf, '\n'))) {
             *nl = '\0';
-            command (h, nworkers, buf);
+            command (h, nbrokers, nworkers, buf);
             size_t rest = used - (size_t) (nl + 1 - buf);
             memmove (buf, nl + 1, rest);
             used = rest;
