@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Union
 
 import zmq
+import zmq.utils.z85
 
 KeySource = Union[str, bytes, "os.PathLike[str]"]
 
@@ -24,18 +25,26 @@ MAX_KEY_FILE = 4096       # a key file is 40 characters and a newline; refuse an
 
 
 def _looks_z85(text: bytes) -> bool:
-    return len(text) == Z85_KEY_LEN and all(0x21 <= b <= 0x7e for b in text)
+    if len(text) != Z85_KEY_LEN:
+        return False
+    try:
+        zmq.utils.z85.decode(text)
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
 
 
 def load_key(source: KeySource, what: str) -> bytes:
-    """The key as 40 bytes of Z85. ``what`` names it in error messages (never its value)."""
+    """The key as 40 bytes of Z85. ``what`` names it in error messages (never its value). A
+    ``str`` that names an existing file is read as a path even if it could be a key."""
     if isinstance(source, bytes):
         if len(source) == RAW_KEY_LEN:
             return zmq.utils.z85.encode(source)
         if _looks_z85(source.strip()):
             return source.strip()
         raise ValueError(f"the {what} is neither 40 characters of Z85 nor 32 raw bytes")
-    if isinstance(source, str) and _looks_z85(source.strip().encode("ascii", "replace")):
+    if isinstance(source, str) and _looks_z85(source.strip().encode("ascii", "replace")) \
+            and not os.path.isfile(source):
         return source.strip().encode("ascii")
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)

@@ -183,13 +183,17 @@ class ScriptedBroker:
     raw frames sent after the routing id, or ("delay", seconds, reply)), or None to stay silent.
     It records every request it received."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, curve_secret_key: bytes | None = None) -> None:
         self.handler = handler
         self.requests: list[dict[str, Any]] = []
         self.received_at: list[float] = []
+        self.user_ids: list[str | None] = []          # the ZAP user id, when there is one
         self._ctx = zmq.Context.instance()
         self._sock = self._ctx.socket(zmq.ROUTER)
         self._sock.linger = 0
+        if curve_secret_key is not None:             # a CURVE server that admits any client key
+            self._sock.curve_server = True
+            self._sock.curve_secretkey = curve_secret_key
         port = self._sock.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = f"tcp://127.0.0.1:{port}"
         self._stop = threading.Event()
@@ -210,8 +214,13 @@ class ScriptedBroker:
             if self._delayed:
                 timeout = max(0, min(timeout, int((min(t for t, _ in self._delayed) - time.monotonic()) * 1000)))
             if poller.poll(timeout):
-                frames = self._sock.recv_multipart()
+                msg = self._sock.recv_multipart(copy=False)
+                frames = [m.bytes for m in msg]
                 ident, body = frames[0], frames[-1]
+                try:
+                    self.user_ids.append(msg[-1].get("User-Id"))
+                except zmq.ZMQError:
+                    self.user_ids.append(None)
                 request = msgpack.unpackb(body, raw=False)
                 self.requests.append(request)
                 self.received_at.append(time.monotonic())
@@ -234,11 +243,11 @@ class ScriptedBroker:
 
 
 @pytest.fixture
-def scripted() -> Iterator[Callable[[Handler], ScriptedBroker]]:
+def scripted() -> Iterator[Callable[..., ScriptedBroker]]:
     made: list[ScriptedBroker] = []
 
-    def make(handler: Handler) -> ScriptedBroker:
-        b = ScriptedBroker(handler)
+    def make(handler: Handler, curve_secret_key: bytes | None = None) -> ScriptedBroker:
+        b = ScriptedBroker(handler, curve_secret_key)
         made.append(b)
         return b
     yield make
