@@ -20,6 +20,7 @@ import os
 import queue
 import secrets
 import urllib.parse
+import weakref
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping, Sequence, cast
 
@@ -135,12 +136,14 @@ class Client:
         self.timeout = self._clamp_timeout(timeout)
         keys = keys_from_arguments(server_public_key, client_secret_key, client_public_key)
         self._transport = wire.Transport(self.endpoints, keys)
+        # a client dropped without close() still stops its thread and sockets when collected
+        self._finalizer = weakref.finalize(self, self._transport.close)
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stops the I/O thread and closes the sockets; calls in progress raise Unavailable."""
-        self._transport.close()
+        self._finalizer()
 
     def __enter__(self) -> "Client":
         return self

@@ -150,9 +150,12 @@ def integration_id(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def imported(cluster: Cluster, client: ferrule.Client, integration_id: str) -> Callable[..., str]:
-    """Imports a fresh grant of the fake provider; returns the integration id."""
+    """Imports a fresh grant of the fake provider; returns the integration id. By default with
+    its access token: an integration without one is a candidate of the workers' background
+    sweep, which could refresh it (and count a provider call, or take a queued fault) while a
+    test is not looking."""
     def make(provider: str = "fakebox", scopes: list[str] | None = None, suffix: str = "",
-             with_access: bool = False, expires_in: int = 3600) -> str:
+             with_access: bool = True, expires_in: int = 3600) -> str:
         g = cluster.grant(provider, scopes)
         iid = integration_id + suffix
         kwargs: dict[str, Any] = {}

@@ -321,3 +321,16 @@ def test_calls_do_not_wait_for_each_other(scripted):
         assert c.call("status", {"integration": "a:b"})["service"] == "release"
         slow.join()
     assert done == ["fast", "slow"]
+
+
+def test_a_dropped_client_stops_its_thread(scripted):
+    import gc
+    a = scripted(lambda req, n: [ok(req, service="ferrule")])
+    before = {t for t in threading.enumerate() if t.name == "ferrule-io"}
+    c = ferrule.Client(a.endpoint, timeout=3)
+    assert c.ping()["service"] == "ferrule"
+    thread = next(t for t in threading.enumerate() if t.name == "ferrule-io" and t not in before)
+    del c
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
