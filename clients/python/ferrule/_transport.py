@@ -20,7 +20,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 import zmq
@@ -49,7 +49,7 @@ def pack_body(op: str, rid: str, deadline_ms: int, args: dict[str, Any]) -> byte
     body["op"] = op
     body["rid"] = rid
     body["deadline_ms"] = deadline_ms
-    return msgpack.packb(body, use_bin_type=True)
+    return cast(bytes, msgpack.packb(body, use_bin_type=True))
 
 
 def _decode(body: bytes) -> Any:
@@ -88,7 +88,7 @@ class Transport:
     def __init__(self, endpoints: list[str], keys: CurveKeys | None) -> None:
         self.endpoints = list(endpoints)
         self._ctx = zmq.Context()
-        self._sockets: list[zmq.Socket] = []
+        self._sockets: list[zmq.Socket[Any]] = []
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -189,7 +189,7 @@ class Transport:
         for i, sock in enumerate(self._sockets):
             items.append((sock, zmq.POLLIN | (zmq.POLLOUT if want_out[i] else 0)))
         timeout = -1 if wake_at is None else max(0, int((wake_at - t) * 1000) + 1)
-        ready = dict(zmq.zmq_poll(items, timeout))
+        ready: dict[Any, int] = dict(zmq.zmq_poll(items, timeout))
 
         stop = False
         if ready.get(self._wake_r):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import zmq
 import zmq.utils.z85
@@ -28,7 +28,7 @@ def _looks_z85(text: bytes) -> bool:
     if len(text) != Z85_KEY_LEN:
         return False
     try:
-        zmq.utils.z85.decode(text)
+        zmq.utils.z85.decode(text)  # type: ignore[no-untyped-call]
     except (ValueError, KeyError, TypeError):
         return False
     return True
@@ -39,7 +39,7 @@ def load_key(source: KeySource, what: str) -> bytes:
     ``str`` that names an existing file is read as a path even if it could be a key."""
     if isinstance(source, bytes):
         if len(source) == RAW_KEY_LEN:
-            return zmq.utils.z85.encode(source)
+            return bytes(zmq.utils.z85.encode(source))  # type: ignore[no-untyped-call]
         if _looks_z85(source.strip()):
             return source.strip()
         raise ValueError(f"the {what} is neither 40 characters of Z85 nor 32 raw bytes")
@@ -91,7 +91,7 @@ class CurveKeys:
                 raise ValueError("the client's public key does not belong to its secret key")
         return cls(server, derived, secret)
 
-    def apply(self, sock: zmq.Socket) -> None:
+    def apply(self, sock: zmq.Socket[Any]) -> None:
         """Makes sock a CURVE client of the broker (before it connects)."""
         sock.curve_serverkey = self.server_public
         sock.curve_publickey = self.client_public

@@ -76,8 +76,9 @@ class FerruleAuth(AuthBase):
         setattr(retry, _RETRIED, True)
         retry.headers["Authorization"] = "Bearer " + new
         # the first response's cookies belong to the second request, as requests' own auths do
-        requests.cookies.extract_cookies_to_jar(retry._cookies, request, response.raw)  # type: ignore[attr-defined]
-        retry.prepare_cookies(retry._cookies)      # type: ignore[attr-defined]
+        jar = getattr(retry, "_cookies")
+        requests.cookies.extract_cookies_to_jar(jar, request, response.raw)
+        retry.prepare_cookies(jar)
         second = response.connection.send(retry, **kwargs)
         second.history.append(response)
         second.request = retry
