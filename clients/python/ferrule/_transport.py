@@ -1,7 +1,7 @@
 """The I/O thread: one DEALER socket per broker, owned by one thread, shared by every caller.
 
 ZeroMQ sockets must not be used from several threads, so no caller touches one. A caller posts
-commands (register a call, send an attempt, finish the call) to a queue and wakes the thread
+commands (send an attempt of a call, finish the call) to a queue and wakes the thread
 through a pipe; the thread sends, polls every socket, and hands each reply to the call whose
 request id (``rid``) it carries, through that call's own queue. Replies to calls that are
 finished (they gave up) are dropped. Any number of calls may be in flight at once.
@@ -115,25 +115,28 @@ class Transport:
 
     # --- the callers' side ----------------------------------------------------------------
 
-    def _post(self, kind: str, payload: Any = None) -> None:
+    def _post(self, kind: str, payload: Any = None, wake: bool = True) -> None:
         if self._closed:
             raise RuntimeError("the ferrule client is closed")
         self._commands.append((kind, payload))
+        if not wake:
+            return
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
             pass                                   # the pipe is full: a wakeup is pending anyway
 
-    def register(self, call: Call) -> None:
-        self._post("register", call)
-
     def send(self, call: Call, attempt: int, preferred: int, send_until: float,
              until: float) -> None:
+        """Sends an attempt; the first one also registers the call, whose replies are then
+        delivered until finish()."""
         self._post("send", _Send(call, attempt, preferred, now(), send_until, until))
 
     def finish(self, call: Call) -> None:
+        """Forgets the call. It needs no wakeup: the thread does it with its next command, and
+        until then a late reply to the call is simply dropped by the caller."""
         if not self._closed:
-            self._post("finish", call)
+            self._post("finish", call, wake=False)
 
     def close(self) -> None:
         with self._close_lock:
@@ -200,9 +203,8 @@ class Transport:
                 pass
         while self._commands:
             kind, payload = self._commands.popleft()
-            if kind == "register":
-                calls[payload.rid] = payload
-            elif kind == "send":
+            if kind == "send":
+                calls[payload.call.rid] = payload.call
                 pending.append(payload)
             elif kind == "finish":
                 calls.pop(payload.rid, None)

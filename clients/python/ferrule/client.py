@@ -310,7 +310,6 @@ class _Call:
         deadline = start + self.timeout
         last_error: dict[str, Any] | None = None
         attempts = 0
-        self.t.register(self.call)
         try:
             while attempts < max_attempts:
                 t = wire.now()
