@@ -91,7 +91,7 @@ class Transport:
         self._sockets: list[zmq.Socket[Any]] = []
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
         self._closed = False
-        self._close_lock = threading.Lock()
+        self._lock = threading.Lock()              # guards _closed and the wake pipe
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # the broker the next attempt goes to first: a random one, then round robin
         self._next = int.from_bytes(os.urandom(4), "big") % len(self.endpoints)
@@ -116,11 +116,15 @@ class Transport:
     # --- the callers' side ----------------------------------------------------------------
 
     def _post(self, kind: str, payload: Any = None, wake: bool = True) -> None:
-        if self._closed:
-            raise RuntimeError("the ferrule client is closed")
-        self._commands.append((kind, payload))
-        if not wake:
-            return
+        # under the lock, so that the pipe cannot be closed (and its number reused) meanwhile
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the ferrule client is closed")
+            self._commands.append((kind, payload))
+            if wake:
+                self._wake()
+
+    def _wake(self) -> None:
         try:
             os.write(self._wake_w, b"\0")
         except BlockingIOError:
@@ -135,15 +139,17 @@ class Transport:
     def finish(self, call: Call) -> None:
         """Forgets the call. It needs no wakeup: the thread does it with its next command, and
         until then a late reply to the call is simply dropped by the caller."""
-        if not self._closed:
+        try:
             self._post("finish", call, wake=False)
+        except RuntimeError:
+            pass                                   # closed: nothing left to forget
 
     def close(self) -> None:
-        with self._close_lock:
-            if self._closed:
-                return
-            self._post("stop")
-            self._closed = True
+        with self._lock:
+            if not self._closed:
+                self._commands.append(("stop", None))
+                self._wake()
+                self._closed = True
         if threading.current_thread() is not self._thread:
             self._thread.join()
 
@@ -169,12 +175,17 @@ class Transport:
             for call in calls.values():
                 call.events.put(("failed", None, None))
         finally:
-            self._closed = True
-            for send in pending:
-                send.call.events.put(("not_sent", send.attempt, None))
+            with self._lock:
+                self._closed = True
+            # calls still waiting learn why (after a failure, commands may be left unread)
+            while self._commands:
+                kind, payload = self._commands.popleft()
+                if kind == "send":
+                    calls[payload.call.rid] = payload.call
             for call in calls.values():
                 call.events.put(("closed", None, None))
-            self._release()
+            with self._lock:
+                self._release()
 
     def _step(self, calls: dict[str, Call], pending: list[_Send],
               outstanding: list[set[str]]) -> bool:

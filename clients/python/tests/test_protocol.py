@@ -334,3 +334,24 @@ def test_a_dropped_client_stops_its_thread(scripted):
     gc.collect()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_closing_the_client_answers_the_calls_in_flight(scripted):
+    a = scripted(lambda req, n: None)                       # never answers
+    c = ferrule.Client(a.endpoint, timeout=30)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.ping()
+        except BaseException as e:
+            errors.append(e)
+    t = threading.Thread(target=run)
+    t.start()
+    while not a.requests:
+        time.sleep(0.01)
+    c.close()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ferrule.Unavailable)
+    assert "closed" in errors[0].message
