@@ -11,19 +11,28 @@ token another caller already got) and sends the request once more with the new t
 401 is returned as it is: then the problem is not a stale token. A request whose body cannot be
 sent twice (a generator) is not retried.
 
+A 403 whose ``WWW-Authenticate`` says ``insufficient_scope`` (RFC 6750) is reported to Ferrule
+(``client.report_scope``: ``doctor`` then tells the user to reconnect with that scope) and returned
+as it is; ``report_scope=False`` turns that off. A failure to report never hides the response.
+
 Errors from Ferrule (``NeedsReconnect``, ``ProviderUnavailable``, ...) are raised from the
 ``requests`` call, so the caller sees why there is no token.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Iterable
 
 import requests
 from requests.auth import AuthBase
 
 from .client import Client
+from .errors import FerruleError
 
 _RETRIED = "_ferrule_retried"
+MAX_WWW_AUTHENTICATE = 4096       # the protocol's limit for report_scope's www_authenticate
+
+log = logging.getLogger("ferrule")
 
 
 class FerruleAuth(AuthBase):
@@ -32,8 +41,9 @@ class FerruleAuth(AuthBase):
 
     def __init__(self, client: Client, integration: str, *, min_valid: int | None = None,
                  require_scopes: Iterable[str] | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, report_scope: bool = True) -> None:
         self.client = client
+        self.report_scope = report_scope
         self.integration = integration
         self.min_valid = min_valid
         self.require_scopes = list(require_scopes) if require_scopes is not None else None
@@ -53,11 +63,26 @@ class FerruleAuth(AuthBase):
         # a file-like body must be rewound before it is sent again
         position = body.tell() if hasattr(body, "tell") and hasattr(body, "seek") else None
         setattr(r, "_ferrule_body_position", position)
-        r.register_hook("response", self._handle_401)
+        r.register_hook("response", self._on_response)
         return r
 
-    def _handle_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+    def _report_scope(self, response: requests.Response) -> None:
+        if response.status_code != 403 or not self.report_scope:
+            return
+        header = response.headers.get("WWW-Authenticate", "")
+        if "insufficient_scope" not in header or len(header) > MAX_WWW_AUTHENTICATE:
+            return
+        try:
+            self.client.report_scope(self.integration, www_authenticate=header, timeout=self.timeout)
+        except FerruleError as e:
+            log.warning("could not report the missing scope of integration \"%s\" to ferrule: %s",
+                        self.integration, e.code)
+
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         request = response.request
+        if response.status_code == 403:
+            self._report_scope(response)
+            return response
         if response.status_code != 401 or getattr(request, _RETRIED, False):
             return response
         body = request.body
@@ -82,4 +107,5 @@ class FerruleAuth(AuthBase):
         second = response.connection.send(retry, **kwargs)
         second.history.append(response)
         second.request = retry
+        self._report_scope(second)                 # the adapter runs no hooks for it
         return second

@@ -16,8 +16,9 @@ from ferrule.requests_auth import FerruleAuth
 
 
 class Upstream:
-    def __init__(self, reject_all: bool = False) -> None:
+    def __init__(self, reject_all: bool = False, forbid_scope: str | None = None) -> None:
         self.reject_all = reject_all
+        self.forbid_scope = forbid_scope
         self.rejected: set[str] = set()
         self.seen: list[tuple[str, str, bytes]] = []    # (method, token digest, body)
         self.lock = threading.Lock()
@@ -36,7 +37,12 @@ class Upstream:
                         upstream.rejected.add(token)
                     refused = token in upstream.rejected or not token
                 answer = json.dumps({"token": digest, "body": body.decode()}).encode()
-                self.send_response(401 if refused else 200)
+                if upstream.forbid_scope and not refused:
+                    self.send_response(403)
+                    self.send_header("WWW-Authenticate",
+                                     f'Bearer error="insufficient_scope", scope="{upstream.forbid_scope}"')
+                else:
+                    self.send_response(401 if refused else 200)
                 if refused:
                     self.send_header("WWW-Authenticate", 'Bearer error="invalid_token"')
                 self.send_header("Content-Type", "application/json")
@@ -142,3 +148,20 @@ def test_threads_rejecting_the_same_token_share_one_refresh(cluster, client, imp
         t.join()
     assert statuses == [200] * 8
     assert cluster.stat("fakebox", "refresh_calls") == calls + 1
+
+
+def test_a_403_insufficient_scope_is_reported(cluster, client, imported):
+    u = Upstream(forbid_scope="files.write")
+    try:
+        iid = imported("fakebox", scopes=["files.read"])
+        r = requests.get(u.url + "/upload", auth=FerruleAuth(client, iid), timeout=30)
+        assert r.status_code == 403 and [h.status_code for h in r.history] == [401]   # after the 401 loop
+        report = client.status(iid)["scope_report"]
+        assert report is not None and report["scope"] == "files.write"
+        assert client.doctor(iid)["code"] == "insufficient_scope"
+        # turned off: nothing is reported
+        other = imported("fakebox", scopes=["files.read"], suffix=".off")
+        r = requests.get(u.url + "/upload", auth=FerruleAuth(client, other, report_scope=False), timeout=30)
+        assert r.status_code == 403 and client.status(other)["scope_report"] is None
+    finally:
+        u.close()
