@@ -275,6 +275,9 @@ class Transport:
     def next_broker(self) -> int:
         return self._next
 
+    def set_next(self, index: int) -> None:
+        self._next = index
+
     def _deliver(self, i: int, frames: list[bytes], calls: dict[str, Call],
                  outstanding: list[set[str]]) -> None:
         reason = ""

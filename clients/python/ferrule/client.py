@@ -154,6 +154,12 @@ class Client:
     def __repr__(self) -> str:
         return f"Client({','.join(self.endpoints)!r})"
 
+    def set_next(self, index: int) -> None:
+        """The next request goes to broker ``index`` of the list first (normally a random one,
+        then round robin), as the C client's client_set_next: for tests, and for callers that
+        prefer a nearby broker."""
+        self._transport.set_next(index % len(self.endpoints))
+
     # --- operations -----------------------------------------------------------------------
 
     def ping(self, *, timeout: float | None = None) -> Ping:

@@ -272,12 +272,12 @@ def test_retries_across_brokers_when_one_is_dead(cluster, imported):
         cluster.command("pause-broker 0")          # connected, but it answers nothing
         try:
             for _ in range(2):
-                c._transport._next = 0             # each call starts at the dead broker
+                c.set_next(0)             # each call starts at the dead broker
                 assert c.token(iid).generation >= 1
-                c._transport._next = 0
+                c.set_next(0)
                 assert c.status(iid)["id"] == iid
             # not idempotent: sent once, to the dead broker, and its outcome is unknown
-            c._transport._next = 0
+            c.set_next(0)
             with pytest.raises(ferrule.Timeout, match="unknown"):
                 c.refresh(iid, timeout=1.0)
             # a new connection to it never completes its handshake: nothing is sent
@@ -289,7 +289,7 @@ def test_retries_across_brokers_when_one_is_dead(cluster, imported):
         cluster.command("stop-broker 1")           # gone: the connection is refused
         try:
             for _ in range(2):
-                c._transport._next = 1
+                c.set_next(1)
                 assert c.token(iid).generation >= 1
         finally:
             cluster.command("restart-broker 1")

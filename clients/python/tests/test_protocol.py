@@ -27,8 +27,8 @@ def free_endpoint() -> str:
 
 
 def first_then(client: ferrule.Client, endpoint: str) -> None:
-    """Makes the next call go to endpoint first (as client_set_next does for the C tests)."""
-    client._transport._next = client.endpoints.index(endpoint)
+    """Makes the next call go to endpoint first."""
+    client.set_next(client.endpoints.index(endpoint))
 
 
 def test_request_frames_and_body(scripted):
