@@ -451,15 +451,23 @@ def _str_list(values: Iterable[str], name: str) -> list[str]:
 
 
 def _token(reply: Mapping[str, Any]) -> Token:
+    """The Token of a token or refresh reply; MalformedFrame when a key the protocol promises
+    is missing or of the wrong type (never guessed)."""
+    rid = reply.get("rid") if isinstance(reply.get("rid"), str) else None
     access_token = reply.get("access_token")
-    if not isinstance(access_token, str):
-        raise MalformedFrame("the token reply has no \"access_token\"", rid=reply.get("rid"))
-    expires_at = _parse_time(reply.get("expires_at"))
     generation = reply.get("generation")
-    return Token(access_token=access_token,
-                 expires_at=expires_at if expires_at else datetime.now(timezone.utc),
-                 generation=generation if isinstance(generation, int) else 0,
-                 refreshed=reply.get("refreshed") is True)
+    refreshed = reply.get("refreshed")
+    for key, ok in (("access_token", isinstance(access_token, str) and access_token),
+                    ("expires_at", isinstance(reply.get("expires_at"), str)),
+                    ("generation", isinstance(generation, int) and not isinstance(generation, bool)),
+                    ("refreshed", isinstance(refreshed, bool))):
+        if not ok:
+            raise MalformedFrame(f"the token reply's \"{key}\" is missing or of the wrong type",
+                                 rid=rid, reply=reply)
+    expires_at = _parse_time(reply["expires_at"])
+    assert expires_at is not None
+    return Token(access_token=cast(str, access_token), expires_at=expires_at,
+                 generation=cast(int, generation), refreshed=cast(bool, refreshed))
 
 
 _CALLBACK_LIMITS = {"state": (256, False), "code": (16384, False), "error": (128, False),

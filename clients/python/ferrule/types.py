@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Optional, TypedDict
+from typing import Optional, TypedDict
 
 
 @dataclass(frozen=True)

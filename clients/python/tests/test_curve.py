@@ -3,7 +3,6 @@ an encrypted link to a scripted CURVE broker."""
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import zmq

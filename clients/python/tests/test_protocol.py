@@ -355,3 +355,20 @@ def test_closing_the_client_answers_the_calls_in_flight(scripted):
     assert not t.is_alive()
     assert len(errors) == 1 and isinstance(errors[0], ferrule.Unavailable)
     assert "closed" in errors[0].message
+
+
+@pytest.mark.parametrize("missing", ["access_token", "expires_at", "generation", "refreshed"])
+def test_token_reply_without_a_promised_key_is_malformed(scripted, missing):
+    fields = {"access_token": "t", "expires_at": "2030-01-01T00:00:00Z", "generation": 3, "refreshed": False}
+    del fields[missing]
+    a = scripted(lambda req, n: [ok(req, **fields)])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.MalformedFrame, match=missing):
+            c.token("acct:x")
+
+
+def test_token_reply_with_a_bad_time_is_malformed(scripted):
+    a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="tomorrow", generation=1, refreshed=True)])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.MalformedFrame, match="RFC 3339"):
+            c.token("acct:x")
