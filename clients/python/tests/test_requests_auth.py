@@ -25,9 +25,24 @@ class Upstream:
         upstream = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def _serve(self) -> None:
+            def _body(self) -> bytes:
+                """The whole request body, chunked or not, so that the client is never cut off
+                while it still sends."""
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass                # trailers
+                            return body
+                        body += self.rfile.read(size)
+                        self.rfile.readline()       # the chunk's CRLF
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                return self.rfile.read(length) if length else b""
+
+            def _serve(self) -> None:
+                body = self._body()
                 header = self.headers.get("Authorization", "")
                 token = header[7:] if header.startswith("Bearer ") else ""
                 digest = hashlib.sha256(token.encode()).hexdigest()[:16]
@@ -116,7 +131,7 @@ def test_a_generator_body_is_not_sent_twice(cluster, client, imported, upstream)
     iid = imported("fakebox")
     r = requests.post(upstream.url + "/stream", data=(c for c in [b"a", b"b"]),
                       auth=FerruleAuth(client, iid), timeout=30)
-    assert r.status_code == 401 and len(upstream.seen) == 1
+    assert r.status_code == 401 and len(upstream.seen) == 1 and upstream.seen[0][2] == b"ab"
 
 
 def test_ferrule_errors_reach_the_caller(cluster, client, imported, upstream):
