@@ -1,0 +1,353 @@
+"""The I/O thread: one DEALER socket per broker, owned by one thread, shared by every caller.
+
+ZeroMQ sockets must not be used from several threads, so no caller touches one. A caller posts
+commands (send an attempt of a call, finish the call) to a queue and wakes the thread
+through a pipe; the thread sends, polls every socket, and hands each reply to the call whose
+request id (``rid``) it carries, through that call's own queue. Replies to calls that are
+finished (they gave up) are dropped. Any number of calls may be in flight at once.
+
+Sending follows the C client (common/client.c): an attempt goes to its chosen broker if that
+one is connected within 100 ms, else to the first connected broker after it in the list; a
+request is never queued for a broker that is not connected (``ZMQ_IMMEDIATE``); the request's
+``deadline_ms`` is computed when it is actually sent.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import msgpack
+import zmq
+
+from .curve import CurveKeys
+
+log = logging.getLogger("ferrule")
+
+PROTOCOL = b"FRL1"
+MAX_BODY = 256 * 1024          # bytes in one frame (docs/protocol.md, Limits)
+MAX_STRING = 64 * 1024         # one string
+MAX_ITEMS = 16384              # objects in one body
+HWM = 100                      # messages queued per socket and direction
+PREFER_WAIT_S = 0.100          # an attempt waits this long for its chosen broker
+DRAIN_MAX = 64                 # messages read per socket per wakeup
+MAX_DEADLINE_MARGIN_S = 0.250  # deadline_ms is this much (at most a tenth) below the attempt's end
+MAX_TIMEOUT_MS = 300000        # the protocol's largest deadline_ms
+
+
+def now() -> float:
+    return time.monotonic()
+
+
+def pack_body(op: str, rid: str, deadline_ms: int, args: dict[str, Any]) -> bytes:
+    body = {k: v for k, v in args.items() if k not in ("op", "rid", "deadline_ms")}
+    body["op"] = op
+    body["rid"] = rid
+    body["deadline_ms"] = deadline_ms
+    return cast(bytes, msgpack.packb(body, use_bin_type=True))
+
+
+def _decode(body: bytes) -> Any:
+    return msgpack.unpackb(body, raw=False, unicode_errors="replace", strict_map_key=False,
+                           max_str_len=MAX_STRING, max_bin_len=MAX_STRING,
+                           max_array_len=MAX_ITEMS, max_map_len=MAX_ITEMS, max_ext_len=0)
+
+
+def deadline_ms_for(until: float, at: float) -> int:
+    left = until - at
+    margin = min(left / 10, MAX_DEADLINE_MARGIN_S)
+    return max(1, min(MAX_TIMEOUT_MS, int((left - margin) * 1000)))
+
+
+@dataclass(eq=False)
+class Call:
+    """One request and all its attempts (they share the rid). The I/O thread writes events to
+    ``events``: ("sent", attempt, socket), ("not_sent", attempt, None), ("reply", reply, socket)."""
+    op: str
+    rid: str
+    args: dict[str, Any]
+    events: "queue.SimpleQueue[tuple[str, Any, Any]]" = field(default_factory=queue.SimpleQueue)
+
+
+@dataclass(eq=False)
+class _Send:
+    call: Call
+    attempt: int
+    preferred: int
+    started: float
+    send_until: float
+    until: float
+
+
+class Transport:
+    def __init__(self, endpoints: list[str], keys: CurveKeys | None) -> None:
+        self.endpoints = list(endpoints)
+        self._ctx = zmq.Context()
+        self._sockets: list[zmq.Socket[Any]] = []
+        self._commands: collections.deque[tuple[str, Any]] = collections.deque()
+        self._closed = False
+        self._lock = threading.Lock()              # guards _closed and the wake pipe
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # the broker the next attempt goes to first: a random one, then round robin
+        self._next = int.from_bytes(os.urandom(4), "big") % len(self.endpoints)
+        try:
+            for endpoint in self.endpoints:
+                sock = self._ctx.socket(zmq.DEALER)
+                self._sockets.append(sock)
+                sock.linger = 0
+                sock.sndhwm = HWM
+                sock.rcvhwm = HWM
+                sock.setsockopt(zmq.MAXMSGSIZE, MAX_BODY)
+                sock.setsockopt(zmq.IMMEDIATE, 1)   # never queue for a broker that is not there
+                if keys is not None:
+                    keys.apply(sock)
+                sock.connect(endpoint)
+        except Exception:
+            self._release()
+            raise
+        self._thread = threading.Thread(target=self._run, name="ferrule-io", daemon=True)
+        self._thread.start()
+
+    # --- the callers' side ----------------------------------------------------------------
+
+    def _post(self, kind: str, payload: Any = None, wake: bool = True) -> None:
+        # under the lock, so that the pipe cannot be closed (and its number reused) meanwhile
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the ferrule client is closed")
+            self._commands.append((kind, payload))
+            if wake:
+                self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except BlockingIOError:
+            pass                                   # the pipe is full: a wakeup is pending anyway
+
+    def send(self, call: Call, attempt: int, preferred: int, send_until: float,
+             until: float) -> None:
+        """Sends an attempt; the first one also registers the call, whose replies are then
+        delivered until finish()."""
+        self._post("send", _Send(call, attempt, preferred, now(), send_until, until))
+
+    def finish(self, call: Call) -> None:
+        """Forgets the call. It needs no wakeup: the thread does it with its next command, and
+        until then a late reply to the call is simply dropped by the caller."""
+        try:
+            self._post("finish", call, wake=False)
+        except RuntimeError:
+            pass                                   # closed: nothing left to forget
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._commands.append(("stop", None))
+                self._wake()
+                self._closed = True
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    # --- the I/O thread ---------------------------------------------------------------------
+
+    def _release(self) -> None:
+        for sock in self._sockets:
+            sock.close(linger=0)
+        self._ctx.term()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _run(self) -> None:
+        calls: dict[str, Call] = {}
+        pending: list[_Send] = []
+        outstanding: list[set[str]] = [set() for _ in self._sockets]   # rids sent per socket
+        stop = False
+        try:
+            while not stop:
+                stop = self._step(calls, pending, outstanding)
+        except Exception:                          # a bug here must not hang every caller
+            log.exception("the ferrule client's I/O thread failed")
+            for call in calls.values():
+                call.events.put(("failed", None, None))
+        finally:
+            with self._lock:
+                self._closed = True
+            # calls still waiting learn why (after a failure, commands may be left unread)
+            while self._commands:
+                kind, payload = self._commands.popleft()
+                if kind == "send":
+                    calls[payload.call.rid] = payload.call
+            for call in calls.values():
+                call.events.put(("closed", None, None))
+            with self._lock:
+                self._release()
+
+    def _step(self, calls: dict[str, Call], pending: list[_Send],
+              outstanding: list[set[str]]) -> bool:
+        t = now()
+        items: list[tuple[Any, int]] = [(self._wake_r, zmq.POLLIN)]
+        wake_at: float | None = None
+        want_out = [False] * len(self._sockets)
+        for send in pending:
+            any_broker = t - send.started >= PREFER_WAIT_S
+            for i in range(len(self._sockets)):
+                if any_broker or i == send.preferred:
+                    want_out[i] = True
+            nxt = send.send_until if any_broker else min(send.send_until, send.started + PREFER_WAIT_S)
+            wake_at = nxt if wake_at is None else min(wake_at, nxt)
+        for i, sock in enumerate(self._sockets):
+            items.append((sock, zmq.POLLIN | (zmq.POLLOUT if want_out[i] else 0)))
+        timeout = -1 if wake_at is None else max(0, int((wake_at - t) * 1000) + 1)
+        ready: dict[Any, int] = dict(zmq.zmq_poll(items, timeout))
+
+        stop = False
+        if ready.get(self._wake_r):
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+        while self._commands:
+            kind, payload = self._commands.popleft()
+            if kind == "send":
+                calls[payload.call.rid] = payload.call
+                pending.append(payload)
+            elif kind == "finish":
+                calls.pop(payload.rid, None)
+                pending[:] = [s for s in pending if s.call is not payload]
+                for rids in outstanding:
+                    rids.discard(payload.rid)
+            elif kind == "stop":
+                stop = True
+        if stop:
+            return True
+
+        for i, sock in enumerate(self._sockets):
+            if ready.get(sock, 0) & zmq.POLLIN:
+                for _ in range(DRAIN_MAX):
+                    try:
+                        frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        break
+                    self._deliver(i, frames, calls, outstanding)
+
+        t = now()
+        writable = [bool(ready.get(sock, 0) & zmq.POLLOUT) for sock in self._sockets]
+        still: list[_Send] = []
+        for send in pending:
+            if t >= send.send_until:
+                send.call.events.put(("not_sent", send.attempt, None))
+                continue
+            if self._try_send(send, t, writable, outstanding):
+                continue
+            still.append(send)
+        pending[:] = still
+        return False
+
+    def _try_send(self, send: _Send, t: float, writable: list[bool],
+                  outstanding: list[set[str]]) -> bool:
+        n = len(self._sockets)
+        any_broker = t - send.started >= PREFER_WAIT_S
+        order = [(send.preferred + k) % n for k in range(n)] if any_broker else [send.preferred]
+        for i in order:
+            if not writable[i]:
+                continue
+            body = pack_body(send.call.op, send.call.rid, deadline_ms_for(send.until, t),
+                             send.call.args)
+            try:
+                # ZeroMQ delivers all parts or none; only the first can meet a full queue
+                self._sockets[i].send_multipart([b"", PROTOCOL, body], zmq.NOBLOCK)
+            except zmq.Again:
+                writable[i] = False
+                continue
+            outstanding[i].add(send.call.rid)
+            self._next = (i + 1) % n
+            send.call.events.put(("sent", send.attempt, i))
+            return True
+        return False
+
+    @property
+    def next_broker(self) -> int:
+        return self._next
+
+    def set_next(self, index: int) -> None:
+        self._next = index
+
+    def _deliver(self, i: int, frames: list[bytes], calls: dict[str, Call],
+                 outstanding: list[set[str]]) -> None:
+        reason = ""
+        code = "malformed_frame"
+        reply: Any = None
+        if len(frames) != 3:
+            reason = f"{len(frames)} frames instead of 3"
+        elif frames[0]:
+            reason = "the first frame is not an empty delimiter"
+        elif frames[1] != PROTOCOL:
+            shown = frames[1][:16].decode("ascii", "replace")
+            shown = "".join(c if " " <= c <= "~" else "?" for c in shown)
+            reason = f"protocol \"{shown}\" instead of \"FRL1\""
+            code = "unsupported_version"
+        else:
+            try:
+                reply = _decode(frames[2])
+            except Exception as e:             # msgpack raises several types; all mean "not msgpack"
+                reason = f"the body is not valid msgpack ({type(e).__name__})"
+            else:
+                if not isinstance(reply, dict):
+                    reason = "the body is not a map"
+                elif "rid" in reply and not isinstance(reply["rid"], str):
+                    reason = "\"rid\" is not a string"
+                elif isinstance(reply.get("rid"), str):
+                    call = calls.get(reply["rid"])
+                    if call is None:
+                        return                      # stale: a call that gave up
+                    if not isinstance(reply.get("ok"), bool):
+                        reason = "\"ok\" is missing or not a boolean"
+                        self._answer(call, i, _synthesized(call.rid, code, self.endpoints[i], reason),
+                                     outstanding)
+                        return
+                    self._answer(call, i, reply, outstanding)
+                    return
+                elif reply.get("ok") is not False:
+                    return                          # a success without a rid is not ours
+                else:
+                    # A broker that could not read a request cannot echo its rid: such an
+                    # error answers the request in flight on that socket, if there is one.
+                    self._answer_sole(i, reply, calls, outstanding)
+                    return
+        # malformed: it answers the request in flight on that socket, if there is just one
+        self._answer_sole(i, None, calls, outstanding, code=code, reason=reason)
+
+    def _answer(self, call: Call, i: int, reply: dict[str, Any],
+                outstanding: list[set[str]]) -> None:
+        outstanding[i].discard(call.rid)
+        call.events.put(("reply", reply, i))
+
+    def _answer_sole(self, i: int, reply: dict[str, Any] | None, calls: dict[str, Call],
+                     outstanding: list[set[str]], code: str = "", reason: str = "") -> None:
+        live = [rid for rid in outstanding[i] if rid in calls]
+        if len(live) != 1:
+            log.warning("dropped a reply from broker \"%s\" that no request can be matched to "
+                        "(%s)", self.endpoints[i],
+                        reason or "an error without a request id")
+            return
+        call = calls[live[0]]
+        if reply is None:
+            reply = _synthesized(call.rid, code, self.endpoints[i], reason)
+        else:
+            reply = dict(reply, rid=call.rid)
+        self._answer(call, i, reply, outstanding)
+
+
+def _synthesized(rid: str, code: str, endpoint: str, reason: str) -> dict[str, Any]:
+    return {"rid": rid, "ok": False, "error": {
+        "code": code,
+        "message": f"broker \"{endpoint}\" sent a malformed reply: {reason}",
+        "hint": "the broker does not speak this client's protocol (FRL1): check that the "
+                "endpoint is a Ferrule broker's frontend and that versions match"}}
+

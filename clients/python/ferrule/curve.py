@@ -1,0 +1,111 @@
+"""CURVE keys: the one place where the client's key material is read and applied.
+
+A broker that runs with CURVE has a key pair; clients need its public key, and a key pair of
+their own, whose public key the broker's allow-list names. Keys are Z85 text (40 characters),
+one per file, as ``ferrulectl keygen`` writes them (``NAME.pub``, ``NAME.key``); a trailing
+newline or spaces around the key are fine.
+
+Each key may be given as the Z85 text (``str`` or ``bytes`` of 40 characters), as the 32 raw
+bytes, or as a path to its file (``os.PathLike``, or a ``str`` that is not a 40-character key).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Union
+
+import zmq
+import zmq.utils.z85
+
+KeySource = Union[str, bytes, "os.PathLike[str]"]
+
+Z85_KEY_LEN = 40          # characters of a Z85-encoded 32-byte key
+RAW_KEY_LEN = 32
+MAX_KEY_FILE = 4096       # a key file is 40 characters and a newline; refuse anything large
+
+
+def _looks_z85(text: bytes) -> bool:
+    if len(text) != Z85_KEY_LEN:
+        return False
+    try:
+        zmq.utils.z85.decode(text)  # type: ignore[no-untyped-call]
+    except (ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+def load_key(source: KeySource, what: str) -> bytes:
+    """The key as 40 bytes of Z85. ``what`` names it in error messages (never its value). A
+    ``str`` that names an existing file is read as a path even if it could be a key."""
+    if isinstance(source, bytes):
+        if len(source) == RAW_KEY_LEN:
+            return bytes(zmq.utils.z85.encode(source))  # type: ignore[no-untyped-call]
+        if _looks_z85(source.strip()):
+            return source.strip()
+        raise ValueError(f"the {what} is neither 40 characters of Z85 nor 32 raw bytes")
+    if isinstance(source, str) and _looks_z85(source.strip().encode("ascii", "replace")) \
+            and not os.path.isfile(source):
+        return source.strip().encode("ascii")
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_KEY_FILE + 1)
+        except OSError as e:
+            raise ValueError(f"could not read the {what} from \"{path}\": {e.strerror}") from None
+        if len(data) > MAX_KEY_FILE or not _looks_z85(data.strip()):
+            raise ValueError(f"the file \"{path}\" does not hold a {what}: expected one Z85 key "
+                             f"of 40 characters, as \"ferrulectl keygen\" writes")
+        return data.strip()
+    raise TypeError(f"the {what} must be a str, bytes or a path, not {type(source).__name__}")
+
+
+@dataclass(frozen=True, repr=False)
+class CurveKeys:
+    """The keys one client uses with every broker."""
+
+    server_public: bytes      # Z85
+    client_public: bytes      # Z85
+    client_secret: bytes      # Z85
+
+    def __repr__(self) -> str:           # the secret key stays out of logs and tracebacks
+        return "CurveKeys(server_public=..., client_public=..., client_secret=<hidden>)"
+
+    @classmethod
+    def load(cls, server_public_key: KeySource, client_secret_key: KeySource | None = None,
+             client_public_key: KeySource | None = None) -> "CurveKeys":
+        """Reads and checks the keys. Without a client secret key a fresh key pair is made for
+        this client: enough for a broker that encrypts but admits any key, refused by one with
+        an allow-list. Without a client public key it is derived from the secret key."""
+        server = load_key(server_public_key, "broker's public key")
+        if client_secret_key is None:
+            if client_public_key is not None:
+                raise ValueError("a client public key was given without its secret key")
+            public, secret = zmq.curve_keypair()
+            return cls(server, public, secret)
+        secret = load_key(client_secret_key, "client's secret key")
+        derived = zmq.curve_public(secret)
+        if client_public_key is not None:
+            public = load_key(client_public_key, "client's public key")
+            if public != derived:
+                raise ValueError("the client's public key does not belong to its secret key")
+        return cls(server, derived, secret)
+
+    def apply(self, sock: zmq.Socket[Any]) -> None:
+        """Makes sock a CURVE client of the broker (before it connects)."""
+        sock.curve_serverkey = self.server_public
+        sock.curve_publickey = self.client_public
+        sock.curve_secretkey = self.client_secret
+
+
+def keys_from_arguments(server_public_key: KeySource | None, client_secret_key: KeySource | None,
+                        client_public_key: KeySource | None) -> CurveKeys | None:
+    """The Client's key arguments: None (plaintext) when no broker key is given."""
+    if server_public_key is None:
+        if client_secret_key is not None or client_public_key is not None:
+            raise ValueError("client keys were given without the broker's public key "
+                             "(server_public_key)")
+        return None
+    if not zmq.has("curve"):
+        raise ValueError("this libzmq was built without CURVE support")
+    return CurveKeys.load(server_public_key, client_secret_key, client_public_key)

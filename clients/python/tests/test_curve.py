@@ -1,0 +1,120 @@
+"""CURVE key plumbing: keys from text, bytes and files, checked and applied, and a request over
+an encrypted link to a scripted CURVE broker."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import zmq
+import zmq.utils.z85
+
+import ferrule
+from ferrule.curve import CurveKeys, load_key
+
+from conftest import ok
+
+
+@pytest.fixture
+def keyfiles(tmp_path):
+    """A broker pair and a client pair, written as ferrulectl keygen writes them."""
+    server_pub, server_sec = zmq.curve_keypair()
+    client_pub, client_sec = zmq.curve_keypair()
+    files = {}
+    for name, key in (("broker.pub", server_pub), ("client.pub", client_pub), ("client.key", client_sec)):
+        path = tmp_path / name
+        path.write_bytes(key + b"\n")
+        os.chmod(path, 0o600)
+        files[name] = path
+    return server_pub, server_sec, client_pub, client_sec, files
+
+
+def test_keys_load_from_text_bytes_raw_and_files(keyfiles):
+    server_pub, _, client_pub, client_sec, files = keyfiles
+    assert load_key(server_pub.decode(), "k") == server_pub
+    assert load_key(server_pub, "k") == server_pub
+    assert load_key(zmq.utils.z85.decode(server_pub), "k") == server_pub
+    assert load_key(files["broker.pub"], "k") == server_pub
+    assert load_key(str(files["broker.pub"]), "k") == server_pub
+    keys = CurveKeys.load(files["broker.pub"], files["client.key"], files["client.pub"])
+    assert (keys.server_public, keys.client_public, keys.client_secret) == (server_pub, client_pub, client_sec)
+    derived = CurveKeys.load(files["broker.pub"], files["client.key"])
+    assert derived.client_public == client_pub           # the public key follows from the secret
+    assert client_sec.decode() not in repr(keys)
+
+
+def test_bad_keys_are_refused_without_showing_them(keyfiles, tmp_path):
+    server_pub, _, _, client_sec, files = keyfiles
+    other_pub, _ = zmq.curve_keypair()
+    with pytest.raises(ValueError, match="does not belong"):
+        CurveKeys.load(server_pub, client_sec, other_pub)
+    bad = tmp_path / "bad.key"
+    bad.write_text("not a key at all\n")
+    with pytest.raises(ValueError, match="does not hold") as info:
+        CurveKeys.load(server_pub, bad)
+    with pytest.raises(ValueError, match="could not read"):
+        CurveKeys.load(tmp_path / "missing.pub")
+    with pytest.raises(ValueError, match="without the broker's public key"):
+        ferrule.Client("tcp://127.0.0.1:5555", client_secret_key=client_sec)
+    with pytest.raises(ValueError, match="without its secret key"):
+        CurveKeys.load(server_pub, None, other_pub)
+    assert client_sec.decode() not in str(info.value)
+
+
+class AllowList:
+    """A ZAP credentials provider for pyzmq's authenticator: admits the listed client keys."""
+
+    def __init__(self, *keys: bytes) -> None:
+        self.keys = set(keys)                          # Z85
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.keys
+
+
+@pytest.fixture
+def zap():
+    from zmq.auth.thread import ThreadAuthenticator
+    auth = ThreadAuthenticator(zmq.Context.instance())
+    auth.start()
+    yield auth
+    auth.stop()
+
+
+def test_request_over_curve_presents_the_configured_client_key(scripted, keyfiles, zap):
+    server_pub, server_sec, client_pub, _, files = keyfiles
+    zap.configure_curve_callback("*", credentials_provider=AllowList(client_pub))
+    b = scripted(lambda req, n: [ok(req, service="ferrule")], curve_secret_key=server_sec)
+    with ferrule.Client(b.endpoint, timeout=5, server_public_key=files["broker.pub"],
+                        client_secret_key=files["client.key"]) as c:
+        assert c.ping()["service"] == "ferrule"
+    assert len(b.requests) == 1
+    assert b.user_ids == [client_pub.decode()]         # the broker authenticated this client's key
+
+
+def test_unlisted_client_key_is_refused(scripted, keyfiles, zap):
+    server_pub, server_sec, client_pub, _, files = keyfiles
+    zap.configure_curve_callback("*", credentials_provider=AllowList(client_pub))
+    b = scripted(lambda req, n: [ok(req, service="ferrule")], curve_secret_key=server_sec)
+    with ferrule.Client(b.endpoint, timeout=2, server_public_key=server_pub) as c:   # a fresh pair
+        with pytest.raises(ferrule.Unavailable, match="not sent"):
+            c.ping()
+    assert b.requests == []
+
+
+def test_wrong_server_key_never_connects(scripted, keyfiles):
+    _, server_sec, _, _, files = keyfiles
+    wrong_pub, _ = zmq.curve_keypair()
+    b = scripted(lambda req, n: [ok(req, service="ferrule")], curve_secret_key=server_sec)
+    with ferrule.Client(b.endpoint, timeout=3, server_public_key=wrong_pub,
+                        client_secret_key=files["client.key"]) as c:
+        with pytest.raises(ferrule.Unavailable, match="not sent"):
+            c.ping()
+    assert b.requests == []
+
+
+def test_plaintext_client_cannot_talk_to_a_curve_broker(scripted, keyfiles):
+    _, server_sec, _, _, _ = keyfiles
+    b = scripted(lambda req, n: [ok(req)], curve_secret_key=server_sec)
+    with ferrule.Client(b.endpoint, timeout=2) as c:
+        with pytest.raises(ferrule.Unavailable):
+            c.ping()
+    assert b.requests == []

@@ -1,0 +1,374 @@
+"""The wire rules and retry rules of the C client, against scripted brokers (real ZeroMQ sockets
+on 127.0.0.1 that answer what each test says)."""
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+
+import pytest
+
+import ferrule
+from ferrule.errors import ERRORS
+
+from conftest import fail, ok
+
+RETRYABLE = {"unavailable", "overloaded", "timeout"}
+
+
+def free_endpoint() -> str:
+    """A tcp endpoint where nothing listens."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return f"tcp://127.0.0.1:{port}"
+
+
+def first_then(client: ferrule.Client, endpoint: str) -> None:
+    """Makes the next call go to endpoint first."""
+    client.set_next(client.endpoints.index(endpoint))
+
+
+def test_request_frames_and_body(scripted):
+    b = scripted(lambda req, n: [ok(req, access_token="t", expires_at="2030-01-01T00:00:00Z",
+                                     generation=4, refreshed=False)])
+    with ferrule.Client(b.endpoint, timeout=3) as c:
+        tok = c.token("acct:x", min_valid=120, require_scopes=["a", "b"], reject="old")
+    req = b.requests[0]
+    assert req["op"] == "token" and req["integration"] == "acct:x"
+    assert req["min_valid"] == 120 and req["require_scopes"] == ["a", "b"] and req["reject"] == "old"
+    assert re.fullmatch(r"[0-9a-f]{32}", req["rid"])
+    assert 1 <= req["deadline_ms"] < 3000           # the attempt's time less a margin
+    assert tok.generation == 4 and tok.refreshed is False
+    assert tok.expires_at.year == 2030 and tok.expires_at.tzinfo is not None
+
+
+def test_token_value_is_not_in_repr(scripted):
+    b = scripted(lambda req, n: [ok(req, access_token="SECRET-AT-123", expires_at="2030-01-01T00:00:00Z",
+                                     generation=1, refreshed=True)])
+    with ferrule.Client(b.endpoint, timeout=3) as c:
+        tok = c.token("acct:x")
+    assert tok.access_token == "SECRET-AT-123"
+    assert "SECRET-AT-123" not in repr(tok) and "SECRET-AT-123" not in str(tok)
+    assert tok.authorization == "Bearer SECRET-AT-123"
+
+
+@pytest.mark.parametrize("code", sorted(ERRORS))
+def test_every_error_code_raises_its_class(scripted, code):
+    b = scripted(lambda req, n: [fail(req, code, retry_after=0, detail={"provider": "p"})])
+    with ferrule.Client(b.endpoint, timeout=5) as c:
+        with pytest.raises(ERRORS[code]) as info:
+            c.status("acct:x")
+    e = info.value
+    assert e.code == code and e.retry_after == 0 and e.detail == {"provider": "p"}
+    assert e.rid == b.requests[0]["rid"]
+    # retryable answers are retried (one broker: 2 attempts, same rid), the others are final
+    assert len(b.requests) == (2 if code in RETRYABLE else 1)
+    assert len({r["rid"] for r in b.requests}) == 1
+
+
+def test_provider_unavailable_carries_retry_after(scripted):
+    b = scripted(lambda req, n: [fail(req, "provider_unavailable", retry_after=30)])
+    with ferrule.Client(b.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.ProviderUnavailable) as info:
+            c.token("acct:x")
+    assert info.value.retry_after == 30
+    assert len(b.requests) == 1                     # a provider error is final
+
+
+def test_idempotent_call_moves_to_the_next_broker_on_unavailable(scripted):
+    a = scripted(lambda req, n: [fail(req, "unavailable")])
+    b = scripted(lambda req, n: [ok(req, integration={"id": req["integration"]})])
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=5) as c:
+        first_then(c, a.endpoint)
+        assert c.status("acct:x")["id"] == "acct:x"
+    assert len(a.requests) == 1 and len(b.requests) == 1
+    assert a.requests[0]["rid"] == b.requests[0]["rid"]
+
+
+def test_pause_after_a_retryable_answer_honours_retry_after(scripted):
+    a = scripted(lambda req, n: [fail(req, "overloaded", retry_after=1)] if n == 1 else [ok(req, service="ferrule")])
+    with ferrule.Client(a.endpoint, timeout=5) as c:
+        c.ping()
+    assert len(a.requests) == 2
+    assert a.received_at[1] - a.received_at[0] >= 1.0      # a lower bound: the client waited
+
+
+def test_retry_after_longer_than_the_timeout_answers_the_error_at_once(scripted):
+    a = scripted(lambda req, n: [fail(req, "overloaded", retry_after=60)])
+    with ferrule.Client(a.endpoint, timeout=2) as c:
+        with pytest.raises(ferrule.Overloaded) as info:
+            c.ping()
+    assert info.value.retry_after == 60 and len(a.requests) == 1
+
+
+def test_non_idempotent_call_is_sent_once(scripted):
+    a = scripted(lambda req, n: [fail(req, "unavailable")])
+    b = scripted(lambda req, n: [ok(req, integration={})])
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=5) as c:
+        first_then(c, a.endpoint)
+        with pytest.raises(ferrule.Unavailable):
+            c.import_tokens("acct:x", "fakebox", "rt")
+    assert len(a.requests) == 1 and len(b.requests) == 0
+
+
+def test_non_idempotent_call_without_answer_says_the_outcome_is_unknown(scripted):
+    a = scripted(lambda req, n: None)
+    b = scripted(lambda req, n: [ok(req)])
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=1) as c:
+        first_then(c, a.endpoint)
+        with pytest.raises(ferrule.Timeout) as info:
+            c.refresh("acct:x")
+    assert "outcome" in info.value.message and "unknown" in info.value.message
+    assert "status" in info.value.hint
+    assert len(a.requests) == 1 and len(b.requests) == 0
+
+
+def test_idempotent_call_goes_to_another_broker_when_one_is_silent(scripted):
+    a = scripted(lambda req, n: None)                      # connected, never answers
+    b = scripted(lambda req, n: [ok(req, service="ferrule")])
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=4) as c:
+        first_then(c, a.endpoint)
+        assert c.ping()["service"] == "ferrule"
+    assert len(a.requests) == 1 and len(b.requests) == 1
+
+
+def test_idempotent_call_times_out_after_its_attempts(scripted):
+    a = scripted(lambda req, n: None)
+    with ferrule.Client(a.endpoint, timeout=1.2) as c:
+        with pytest.raises(ferrule.Timeout) as info:
+            c.token("acct:x")
+    assert "2 attempts" in info.value.message
+    assert len(a.requests) == 2
+
+
+def test_late_reply_to_an_earlier_attempt_is_accepted(scripted):
+    # the first broker answers after its attempt (2 s of 4) gave up; the second never answers
+    a = scripted(lambda req, n: [("delay", 2.5, ok(req, service="late"))])
+    b = scripted(lambda req, n: None)
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=4) as c:
+        first_then(c, a.endpoint)
+        assert c.ping()["service"] == "late"
+    assert len(b.requests) == 1
+
+
+def test_dead_endpoint_in_the_list_is_skipped(scripted):
+    b = scripted(lambda req, n: [ok(req, service="ferrule")])
+    dead = free_endpoint()
+    with ferrule.Client([dead, b.endpoint], timeout=3) as c:
+        first_then(c, dead)
+        assert c.ping()["service"] == "ferrule"
+        # not idempotent: still sent once, to the connected broker
+        assert c.call("disconnect", {"integration": "a:b"})["ok"] is True
+
+
+def test_no_broker_at_all_is_unavailable_and_nothing_is_sent():
+    dead = [free_endpoint(), free_endpoint()]
+    with ferrule.Client(dead, timeout=5) as c:
+        with pytest.raises(ferrule.Unavailable) as info:
+            c.import_tokens("acct:x", "fakebox", "rt")
+    assert "not sent" in info.value.message and "2 brokers" in info.value.message
+
+
+def test_stale_replies_are_dropped(scripted):
+    def handler(req, n):
+        stale = dict(ok(req, service="stale"), rid="0" * 32)
+        return [stale, ok(req, service="mine")]
+    a = scripted(handler)
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        assert c.ping()["service"] == "mine"
+
+
+@pytest.mark.parametrize("frames,exc", [
+    ([b"", b"FRL1"], ferrule.MalformedFrame),
+    ([b"x", b"FRL1", b"\x80"], ferrule.MalformedFrame),
+    ([b"", b"FRL9", b"\x80"], ferrule.UnsupportedVersion),
+    ([b"", b"FRL1", b"\xc1not msgpack"], ferrule.MalformedFrame),
+    ([b"", b"FRL1", b"\x93\x01\x02\x03"], ferrule.MalformedFrame),     # an array, not a map
+])
+def test_malformed_reply_answers_the_request_in_flight(scripted, frames, exc):
+    a = scripted(lambda req, n: [frames])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(exc) as info:
+            c.call("disconnect", {"integration": "a:b"})
+    assert a.endpoint in info.value.message
+
+
+def test_error_without_rid_answers_the_request_in_flight(scripted):
+    a = scripted(lambda req, n: [fail(None, "malformed_frame", "wrong frame count")])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.MalformedFrame) as info:
+            c.call("disconnect", {"integration": "a:b"})
+    assert info.value.message == "wrong frame count"
+
+
+def test_too_large_request_is_refused_before_sending(scripted):
+    a = scripted(lambda req, n: [ok(req)])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.TooLarge):
+            c.import_tokens("acct:x", "fakebox", "r" * (64 * 1024 + 1))
+        with pytest.raises(ferrule.TooLarge):
+            c.import_tokens("acct:x", "fakebox", "rt", scopes=["s" * 60000] * 5)
+    assert a.requests == []
+
+
+def test_many_threads_share_one_client(scripted):
+    """Requests from many threads are in flight at once; replies come back in another order and
+    each reaches its own caller."""
+    lock = threading.Lock()
+    held: list[dict] = []
+
+    def handler(req, n):
+        with lock:
+            held.append(req)
+            if len(held) < 8:
+                return None
+            batch = list(reversed(held))
+            held.clear()
+        return [ok(r, integration={"id": r["integration"]}) for r in batch]
+    a = scripted(handler)
+    results: dict[int, str] = {}
+    errors: list[BaseException] = []
+
+    with ferrule.Client(a.endpoint, timeout=10) as c:
+        def run(i: int) -> None:
+            try:
+                results[i] = c.status(f"acct:{i}")["id"]
+            except BaseException as e:           # reported below
+                errors.append(e)
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors
+    assert results == {i: f"acct:{i}" for i in range(64)}
+    assert len(a.requests) == 64                 # nothing was retried: all were in flight at once
+
+
+def test_closed_client_refuses_calls(scripted):
+    a = scripted(lambda req, n: [ok(req)])
+    c = ferrule.Client(a.endpoint)
+    c.close()
+    c.close()                                    # twice is fine
+    with pytest.raises(RuntimeError):
+        c.ping()
+
+
+@pytest.mark.parametrize("brokers,reason", [
+    ("", "no broker endpoint"),
+    ("tcp://a:1,,tcp://b:2", "empty entry"),
+    ("tcp://host", "tcp://HOST:PORT"),
+    ("tcp://host:0", "tcp://HOST:PORT"),
+    ("tcp://host:70000", "tcp://HOST:PORT"),
+    ("http://host:80", "neither"),
+    ("tcp://a:1,tcp://a:1", "listed twice"),
+    (",".join(f"tcp://h:{i + 1}" for i in range(17)), "too many"),
+    ("tcp://ho st:1", "space"),
+])
+def test_bad_broker_lists_are_refused(brokers, reason):
+    with pytest.raises(ValueError, match=reason):
+        ferrule.Client(brokers)
+
+
+def test_environment_names_the_default_brokers(monkeypatch, scripted):
+    a = scripted(lambda req, n: [ok(req, service="ferrule")])
+    monkeypatch.setenv("FERRULE_BROKER_URL", a.endpoint)
+    with ferrule.Client(timeout=3) as c:
+        assert c.endpoints == [a.endpoint]
+        assert c.ping()["service"] == "ferrule"
+
+
+def test_callback_url_is_split_into_its_parameters(scripted):
+    a = scripted(lambda req, n: [ok(req, integration={}, reconnected=False)])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        c.callback("https://app.example/cb?code=C0DE&state=ST%41TE&x=1")
+        with pytest.raises(ValueError, match="state"):
+            c.callback("https://app.example/cb?code=C0DE")
+        with pytest.raises(ValueError, match="twice"):
+            c.callback("https://app.example/cb?code=a&state=b&state=c")
+        with pytest.raises(ValueError):
+            c.callback("ftp://app.example/cb?code=a&state=b")
+    req = a.requests[0]
+    assert (req["op"], req["state"], req["code"]) == ("callback", "STATE", "C0DE")
+    assert "integration" not in req and "x" not in req
+    assert len(a.requests) == 1
+
+
+def test_calls_do_not_wait_for_each_other(scripted):
+    """A call that waits for its answer does not hold up the others on the same client: the
+    broker answers the doctor request only once a later status request arrived."""
+    held: list[dict] = []
+
+    def handler(req, n):
+        if req["op"] == "doctor":
+            held.append(req)
+            return None
+        if req["op"] == "status":
+            return [ok(held[0], service="slow"), ok(req, service="release")]
+        return [ok(req, service="fast")]
+    a = scripted(handler)
+    with ferrule.Client(a.endpoint, timeout=20) as c:
+        done: list[str] = []
+        slow = threading.Thread(target=lambda: done.append(c.call("doctor", {"integration": "a:b"})["service"]))
+        slow.start()
+        while not held:
+            time.sleep(0.01)
+        done.append(c.ping()["service"])
+        assert done == ["fast"]
+        assert c.call("status", {"integration": "a:b"})["service"] == "release"
+        slow.join()
+    assert done == ["fast", "slow"]
+
+
+def test_a_dropped_client_stops_its_thread(scripted):
+    import gc
+    a = scripted(lambda req, n: [ok(req, service="ferrule")])
+    before = {t for t in threading.enumerate() if t.name == "ferrule-io"}
+    c = ferrule.Client(a.endpoint, timeout=3)
+    assert c.ping()["service"] == "ferrule"
+    thread = next(t for t in threading.enumerate() if t.name == "ferrule-io" and t not in before)
+    del c
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
+def test_closing_the_client_answers_the_calls_in_flight(scripted):
+    a = scripted(lambda req, n: None)                       # never answers
+    c = ferrule.Client(a.endpoint, timeout=30)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.ping()
+        except BaseException as e:
+            errors.append(e)
+    t = threading.Thread(target=run)
+    t.start()
+    while not a.requests:
+        time.sleep(0.01)
+    c.close()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ferrule.Unavailable)
+    assert "closed" in errors[0].message
+
+
+@pytest.mark.parametrize("missing", ["access_token", "expires_at", "generation", "refreshed"])
+def test_token_reply_without_a_promised_key_is_malformed(scripted, missing):
+    fields = {"access_token": "t", "expires_at": "2030-01-01T00:00:00Z", "generation": 3, "refreshed": False}
+    del fields[missing]
+    a = scripted(lambda req, n: [ok(req, **fields)])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.MalformedFrame, match=missing):
+            c.token("acct:x")
+
+
+def test_token_reply_with_a_bad_time_is_malformed(scripted):
+    a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="tomorrow", generation=1, refreshed=True)])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.MalformedFrame, match="RFC 3339"):
+            c.token("acct:x")
