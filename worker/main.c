@@ -56,6 +56,8 @@ main (int argc, char **argv)
     };
     char err [1024];
     int rc;
+    curve_identity_t curve;
+    memset (&curve, 0, sizeof curve);
     if (!daemon_configure (table, "ferrule-worker", "worker", argc, argv, &log_level, &rc))
         return rc;
     if (!worker_id) {
@@ -87,6 +89,15 @@ main (int argc, char **argv)
         journal = mem_strdup (path);
     }
     config_log (table);
+    /* the keys come from files named by FERRULE_CURVE_SECRET_KEY_FILE and FERRULE_BROKER_PUBLIC_KEY_FILE */
+    if (curve_identity_from_env (&curve, 1, err, sizeof err) != FR_OK) {
+        log_error (NULL, NULL, "%s", err);
+        rc = 2;
+        goto out;
+    }
+    if (curve.plaintext)
+        log_warning (NULL, NULL, "running in plaintext (%s=1): the broker is not authenticated and the links are not "
+                     "encrypted; use CURVE keys outside tests", CURVE_ENV_PLAINTEXT);
 
     daemon_signals (&stop_requested);
     curl_global_init (CURL_GLOBAL_DEFAULT);
@@ -95,7 +106,7 @@ main (int argc, char **argv)
     worker_config_t cfg = { worker_id, database_url, backends, providers, key, old_keys, journal,
                             heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm,
                             http_bind, state_ttl, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
-                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch } };
+                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch }, &curve };
     worker_t *w = worker_new (&cfg, err, sizeof err);
     if (!w) {
         log_error (NULL, NULL, "%s", err);
@@ -107,6 +118,7 @@ main (int argc, char **argv)
     worker_destroy (&w);
     curl_global_cleanup ();
 out:
+    curve_identity_clear (&curve);
     config_free (table);
     return rc;
 }

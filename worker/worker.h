@@ -15,6 +15,7 @@
 #include "journal.h"
 #include "store.h"
 #include "sweep.h"
+#include "curve.h"
 
 typedef struct {
     const char *worker_id;
@@ -40,6 +41,7 @@ typedef struct {
     int64_t breaker_window_ms;
     int64_t breaker_open_ms;
     sweep_config_t sweep;
+    const curve_identity_t *curve;  /* this worker's key and the pinned broker key, or plaintext */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
