@@ -1,5 +1,6 @@
 /* guard.c - per-connection byte budgets from TCP_INFO and a socket monitor (see guard.h) */
 #include "guard.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include <errno.h>
@@ -29,6 +30,8 @@ struct guard {
     size_t live;
     size_t budget, hard_budget;
     uint64_t cuts;
+    int64_t next_log_ms;                /* cuts are logged at most once a second */
+    uint64_t unlogged;
 };
 
 static guard_conn_t *
@@ -151,8 +154,14 @@ guard_cut (guard_t *g, int fd, const char *why)
     if (fd < 0)
         return;
     guard_conn_t *c = guard_conn (g, fd);
-    if (!c || !c->live)
-        return;                             /* not a connection this socket accepted */
+    if (!c)
+        return;
+    /* fd came with a message of this socket (ZMQ_SRCFD) or from the monitor: it is one of its
+     * connections, even when its ACCEPTED event has not been read yet */
+    if (!c->live) {
+        c->live = 1;
+        g->live++;
+    }
     char peer [64] = "?";
     struct sockaddr_storage sa;
     socklen_t salen = sizeof sa;
@@ -161,7 +170,18 @@ guard_cut (guard_t *g, int fd, const char *why)
         snprintf (peer, sizeof peer, "%u.%u.%u.%u:%u", ip [0], ip [1], ip [2], ip [3],
                   ntohs (((struct sockaddr_in *) &sa)->sin_port));
     }
-    log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s", g->name, peer, why);
+    int64_t now = clock_mono_ms ();
+    if (now >= g->next_log_ms) {
+        if (g->unlogged)
+            log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s (and %llu more cut in the last second)",
+                         g->name, peer, why, (unsigned long long) g->unlogged);
+        else
+            log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s", g->name, peer, why);
+        g->next_log_ms = now + 1000;
+        g->unlogged = 0;
+    }
+    else
+        g->unlogged++;
     shutdown (fd, SHUT_RDWR);
     c->live = 0;
     c->delivered = 0;

@@ -26,8 +26,8 @@ frames_recv (void *socket, frames_t *f, int flags)
         }
         more = zmq_msg_more (m);
         f->bytes += zmq_msg_size (m);
-        if (f->total == 0)
-            f->fd = zmq_msg_get (m, ZMQ_SRCFD);
+        if (f->fd < 0)
+            f->fd = zmq_msg_get (m, ZMQ_SRCFD);     /* a ROUTER's own routing-id part may carry none */
         if (m == &scratch)
             zmq_msg_close (m);
         else

@@ -1074,6 +1074,24 @@ setup_keys (harness_t *self)
 }
 
 int
+harness_add_worker_key (harness_t *self, const char *worker_id)
+{
+    return add_key (self, self->workers_file, worker_id, "worker-");
+}
+
+const char *
+harness_broker_backend (harness_t *self, int idx)
+{
+    return idx >= 0 && idx < self->nbrokers ? self->backends [idx] : NULL;
+}
+
+int
+harness_broker_pid (harness_t *self, int idx)
+{
+    return idx >= 0 && idx < self->nbrokers && self->brokers [idx]->pid > 0 ? (int) self->brokers [idx]->pid : -1;
+}
+
+int
 harness_add_client (harness_t *self, const char *name)
 {
     return add_key (self, self->clients_file, name, "client-");

@@ -147,6 +147,12 @@ long long harness_sql_int (harness_t *self, const char *sql);
 /* Makes a key pair for client name (keys_dir/client-<name>.key) and lists it; running brokers
    re-read their lists (SIGHUP). 0 or -1. */
 int harness_add_client (harness_t *self, const char *name);
+/* Makes a key pair for worker_id (keys_dir/worker-<id>.key) and lists it, as harness_start_worker
+   does on a worker's first start; for tests that play a worker themselves. 0 or -1. */
+int harness_add_worker_key (harness_t *self, const char *worker_id);
+/* Broker idx's backend endpoint (NULL: none), and its pid (-1: not running). */
+const char *harness_broker_backend (harness_t *self, int idx);
+int harness_broker_pid (harness_t *self, int idx);
 /* Removes client name from the clients list (brokers are not told: harness_reload_brokers). */
 int harness_remove_client (harness_t *self, const char *name);
 /* From now on this process (ferrulectl, client_new) uses client name's key. 0 or -1. */
