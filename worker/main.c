@@ -18,6 +18,7 @@ static volatile sig_atomic_t stop_requested = 0;
 int
 main (int argc, char **argv)
 {
+    char *secret_file = NULL, *broker_key_file = NULL, *plaintext = NULL;
     char *worker_id = NULL, *database_url = NULL, *backends = NULL, *providers = NULL, *key = NULL,
          *old_keys = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
@@ -50,6 +51,9 @@ main (int argc, char **argv)
         { "sweep-rate", "FERRULE_SWEEP_RATE", CONFIG_INT, &sweep_rate, "10", 1, 10000, 0, "provider calls per second per provider the sweep may start" },
         { "sweep-batch", "FERRULE_SWEEP_BATCH", CONFIG_INT, &sweep_batch, "500", 1, 100000, 0, "candidates read per sweep query" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
+        { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "file holding this worker's CURVE secret key (ferrulectl keygen)" },
+        { "broker-public-key-file", "FERRULE_BROKER_PUBLIC_KEY_FILE", CONFIG_STRING, &broker_key_file, NULL, 0, 0, 0, "file holding the brokers' CURVE public key (pinned)" },
+        { "allow-plaintext", "FERRULE_ALLOW_PLAINTEXT", CONFIG_STRING, &plaintext, NULL, 0, 0, 0, "1: run without CURVE (no authentication, no encryption; tests only)" },
         { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
         CONFIG_END
@@ -90,6 +94,12 @@ main (int argc, char **argv)
     }
     config_log (table);
     /* the keys come from files named by FERRULE_CURVE_SECRET_KEY_FILE and FERRULE_BROKER_PUBLIC_KEY_FILE */
+    if (secret_file && *secret_file)
+        setenv (CURVE_ENV_SECRET, secret_file, 1);
+    if (broker_key_file && *broker_key_file)
+        setenv (CURVE_ENV_BROKER_KEY, broker_key_file, 1);
+    if (plaintext && *plaintext)
+        setenv (CURVE_ENV_PLAINTEXT, plaintext, 1);
     if (curve_identity_from_env (&curve, 1, err, sizeof err) != FR_OK) {
         log_error (NULL, NULL, "%s", err);
         rc = 2;
