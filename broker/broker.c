@@ -28,7 +28,7 @@
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 #define MESSAGE_BUDGET (CODEC_MAX_BODY + 4096)   /* bytes in one multipart message, all frames */
 #define PLAINTEXT_NAME "anonymous"               /* the client name when links are plaintext */
-#define CHECK_MS 20                               /* how often connections are measured */
+#define CHECK_MS 10                               /* how often connections are measured */
 
 /* What the broker knows of the request it is answering, for the audit log. */
 typedef struct {
@@ -168,10 +168,11 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
         goto fail;
     }
     size_t budget = (size_t) config->connection_budget;
-    b->front_guard = guard_new (b->ctx, b->frontend, "client", budget, budget * 4, err, errlen);
+    /* while complete messages wait to be read, a connection may hold more: requests pipelined */
+    b->front_guard = guard_new (b->ctx, b->frontend, "client", budget, budget * 8, err, errlen);
     if (!b->front_guard)
         goto fail;
-    b->back_guard = guard_new (b->ctx, b->backend, "worker", budget, budget * 4, err, errlen);
+    b->back_guard = guard_new (b->ctx, b->backend, "worker", budget, budget * 8, err, errlen);
     if (!b->back_guard)
         goto fail;
     if (zmq_bind (b->frontend, config->frontend_bind) != 0) {

@@ -201,11 +201,14 @@ guard_check (guard_t *g, int drained)
         socklen_t len = sizeof ti;
         memset (&ti, 0, sizeof ti);
         int inq = 0;
-        if (getsockopt ((int) fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0
-        ||  len < offsetof (struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received
-        ||  ioctl ((int) fd, FIONREAD, &inq) != 0)
+        /* what waits in the kernel first, then what arrived in all: bytes arriving between the
+         * two calls can only make the second larger, never the difference negative */
+        if (ioctl ((int) fd, FIONREAD, &inq) != 0
+        ||  getsockopt ((int) fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0
+        ||  len < offsetof (struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
             continue;                       /* not TCP, or gone */
-        uint64_t consumed = ti.tcpi_bytes_received - (uint64_t) (inq > 0 ? inq : 0);
+        uint64_t waiting = (uint64_t) (inq > 0 ? inq : 0);
+        uint64_t consumed = ti.tcpi_bytes_received > waiting ? ti.tcpi_bytes_received - waiting : 0;
         uint64_t allowed = c->delivered + GUARD_HANDSHAKE;
         uint64_t held = consumed > allowed ? consumed - allowed : 0;
         if (held > g->hard_budget || (drained && held > g->budget)) {

@@ -36,7 +36,7 @@ main (int argc, char **argv)
         { "default-deadline-ms", "FERRULE_DEFAULT_DEADLINE_MS", CONFIG_INT, &deadline_ms, "5000", 1, 300000, 0, "deadline for requests that set none" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark per peer" },
         { "max-pending-bytes", "FERRULE_MAX_PENDING_BYTES", CONFIG_INT, &pending_bytes, "268435456", 1048576, 68719476736LL, 0, "request bytes held for pending requests before new ones get \"overloaded\"" },
-        { "connection-budget", "FERRULE_CONNECTION_BUDGET", CONFIG_INT, &budget, "4194304", 1048576, 1073741824, 0, "bytes one connection may hold unread (an unfinished message) before it is cut" },
+        { "connection-budget", "FERRULE_CONNECTION_BUDGET", CONFIG_INT, &budget, "1048576", 524288, 1073741824, 0, "bytes one connection may hold unread (an unfinished message) before it is cut" },
         { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "file holding the brokers' CURVE secret key (ferrulectl keygen)" },
         { "clients-file", "FERRULE_CLIENTS_FILE", CONFIG_STRING, &clients_file, NULL, 0, 0, 0, "allow-list of client keys: NAME Z85KEY per line" },
         { "workers-file", "FERRULE_WORKERS_FILE", CONFIG_STRING, &workers_file, NULL, 0, 0, 0, "allow-list of worker keys: WORKERID Z85KEY per line" },
