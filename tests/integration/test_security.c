@@ -490,6 +490,8 @@ test_policy_enforced (void **state)
     assert_int_equal (rc, 0);
     json_decref (r);
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
+    /* dozens of short, honest connections: the byte guard cut none of them */
+    assert_false (itest_workdir_contains (h, "cutting a connection"));
     /* the refused import changed nothing: the worker never saw it */
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'acct42:box' "
                                           "AND outcome = 'imported'"), 1);
@@ -564,6 +566,7 @@ test_audit_line_per_request (void **state)
     free (log);
     free (access_token);
     free (refresh_token);
+    assert_false (itest_workdir_contains (h, "cutting a connection"));
 }
 
 /* A client key removed from the list stops working at once, on a connection already open. */
