@@ -13,6 +13,11 @@
 #include "pending.h"
 #include "registry.h"
 #include "ring.h"
+#include "audit.h"
+#include "guard.h"
+#include "keys.h"
+#include "ops.h"
+#include "policy.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -20,24 +25,96 @@
 #include <zmq.h>
 
 #define MAX_DEADLINE_MS 300000
+#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
+#define MESSAGE_BUDGET (CODEC_MAX_BODY + 4096)   /* bytes in one multipart message, all frames */
+#define PLAINTEXT_NAME "anonymous"               /* the client name when links are plaintext */
+#define CHECK_MS 10                               /* how often connections are measured */
+
+/* What the broker knows of the request it is answering, for the audit log. */
+typedef struct {
+    const char *client_name;
+    op_t op;
+    const char *integ;                   /* NULL: none */
+    size_t integ_len;
+    const char *rid;                     /* NULL: none */
+    size_t rid_len;
+} req_t;
 
 struct broker {
     broker_config_t cfg;
+    curve_identity_t curve;
     void *ctx;
     void *frontend;
     void *backend;
+    void *zap;                     /* ZAP handler (CURVE only) */
+    keys_t *keys;
+    policy_t *policy;
+    audit_t *audit;
+    guard_t *front_guard, *back_guard;
     registry_t *registry;
     pending_table_t *pending;
     codec_builder_t *out;          /* reused for every reply the broker writes itself */
     int64_t next_ping_ms;
     int64_t next_publish_ms;
+    int64_t next_check_ms;
+    int64_t next_refusal_log_ms;   /* refusals are logged at most once a second */
+    uint64_t refusals_unlogged;
     int waiting;                   /* some pending request has no worker yet */
     int draining;
     metrics_t *metrics;
     health_t *health;
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
-                     *m_partitions_owned;
+                     *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
+                     *m_audit_dropped, *m_pending_bytes;
 };
+
+/* Logs a refusal at most once a second, counting the rest, so a flood cannot fill the log. */
+static void
+broker_refusal (broker_t *b, const char *what, const char *detail)
+{
+    int64_t now = clock_mono_ms ();
+    if (now < b->next_refusal_log_ms) {
+        b->refusals_unlogged++;
+        return;
+    }
+    b->next_refusal_log_ms = now + 1000;
+    if (b->refusals_unlogged)
+        log_warning (NULL, NULL, "%s: %s (and %llu more refusals in the last second)", what, detail,
+                     (unsigned long long) b->refusals_unlogged);
+    else
+        log_warning (NULL, NULL, "%s: %s", what, detail);
+    b->refusals_unlogged = 0;
+}
+
+/* Reads the allow-lists and the policy; on failure keeps what it had and says why. */
+static int
+broker_load_access (broker_t *b, char *err, size_t errlen)
+{
+    keys_t *keys = NULL;
+    policy_t *policy = NULL;
+    if (!b->curve.plaintext) {
+        keys = keys_load (b->cfg.clients_file, b->cfg.workers_file, err, errlen);
+        if (!keys)
+            return -1;
+    }
+    if (b->cfg.policy_file && *b->cfg.policy_file) {
+        policy = policy_load (b->cfg.policy_file, err, errlen);
+        if (!policy) {
+            keys_destroy (&keys);
+            return -1;
+        }
+    }
+    keys_destroy (&b->keys);
+    policy_destroy (&b->policy);
+    b->keys = keys;
+    b->policy = policy;
+    if (b->curve.plaintext)
+        log_info (NULL, NULL, "policy: %s", policy ? "read" : "none, every client may do everything");
+    else
+        log_info (NULL, NULL, "access lists read: %zu client keys, %zu worker keys, %s", keys_count (keys, KEYS_CLIENTS),
+                  keys_count (keys, KEYS_WORKERS), policy ? "a policy file" : "no policy file (every listed client may do everything)");
+    return 0;
+}
 
 broker_t *
 broker_new (const broker_config_t *config, char *err, size_t errlen)
@@ -45,10 +122,33 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     broker_t *b = mem_alloc (sizeof *b);
     int one = 1;
     b->cfg = *config;
+    b->cfg.curve = NULL;
+    if (config->curve)
+        b->curve = *config->curve;
+    else
+        b->curve.plaintext = 1;
     b->ctx = zmq_ctx_new ();
+    if (!b->ctx) {
+        snprintf (err, errlen, "could not create a ZeroMQ context: %s", zmq_strerror (errno));
+        goto fail;
+    }
+    if (!b->curve.plaintext) {
+        if (!config->clients_file || !*config->clients_file || !config->workers_file || !*config->workers_file) {
+            snprintf (err, errlen, "CURVE needs both allow-lists: set FERRULE_CLIENTS_FILE and FERRULE_WORKERS_FILE");
+            goto fail;
+        }
+        /* the ZAP handler must exist before the first handshake */
+        b->zap = zmq_socket (b->ctx, ZMQ_REP);
+        if (!b->zap || zmq_bind (b->zap, ZAP_ENDPOINT) != 0) {
+            snprintf (err, errlen, "could not start the authentication handler: %s", zmq_strerror (errno));
+            goto fail;
+        }
+    }
+    if (broker_load_access (b, err, errlen) != 0)
+        goto fail;
     b->frontend = zmq_socket (b->ctx, ZMQ_ROUTER);
     b->backend = zmq_socket (b->ctx, ZMQ_ROUTER);
-    if (!b->ctx || !b->frontend || !b->backend) {
+    if (!b->frontend || !b->backend) {
         snprintf (err, errlen, "could not create ZeroMQ sockets: %s", zmq_strerror (errno));
         goto fail;
     }
@@ -56,8 +156,25 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     frames_socket_defaults (b->backend, (int) config->hwm, CODEC_MAX_BODY + 1024);
     zmq_setsockopt (b->frontend, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt (b->backend, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
-    /* a restarted worker reconnects under the same id before the old pipe is gone */
-    zmq_setsockopt (b->backend, ZMQ_ROUTER_HANDOVER, &one, sizeof one);
+    /* No ZMQ_ROUTER_HANDOVER: a second connection under a worker's id is refused, so no peer can
+     * take a worker's traffic. A restarted worker's old connection goes away with its process;
+     * one that hangs is dropped by ZMTP heartbeats within three intervals. */
+    int ivl = (int) config->heartbeat_ms, ttl = (int) config->heartbeat_ms * 3;
+    zmq_setsockopt (b->backend, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
+    zmq_setsockopt (b->backend, ZMQ_HEARTBEAT_TIMEOUT, &ttl, sizeof ttl);
+    if (curve_apply_server (b->frontend, &b->curve, "clients") != 0
+    ||  curve_apply_server (b->backend, &b->curve, "workers") != 0) {
+        snprintf (err, errlen, "could not set up CURVE on the broker's sockets: %s", zmq_strerror (errno));
+        goto fail;
+    }
+    size_t budget = (size_t) config->connection_budget;
+    /* while complete messages wait to be read, a connection may hold more: requests pipelined */
+    b->front_guard = guard_new (b->ctx, b->frontend, "client", budget, budget * 8, err, errlen);
+    if (!b->front_guard)
+        goto fail;
+    b->back_guard = guard_new (b->ctx, b->backend, "worker", budget, budget * 8, err, errlen);
+    if (!b->back_guard)
+        goto fail;
     if (zmq_bind (b->frontend, config->frontend_bind) != 0) {
         snprintf (err, errlen, "could not bind frontend \"%s\": %s", config->frontend_bind, zmq_strerror (errno));
         goto fail;
@@ -66,18 +183,35 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
         snprintf (err, errlen, "could not bind backend \"%s\": %s", config->backend_bind, zmq_strerror (errno));
         goto fail;
     }
+    if (config->audit && *config->audit && strcmp (config->audit, "off") != 0) {
+        b->audit = audit_new (config->audit, err, errlen);
+        if (!b->audit)
+            goto fail;
+    }
+    else
+        log_warning (NULL, NULL, "the audit log is off (FERRULE_AUDIT_LOG=off): requests leave no record of who made them");
     b->metrics = metrics_new ("ferrule_");
     b->m_routed = metrics_counter (b->metrics, "broker_requests_routed_total", "requests handed to a worker (re-dispatches included)", NULL);
     b->m_replied = metrics_counter (b->metrics, "broker_replies_forwarded_total", "worker replies forwarded to clients", NULL);
     b->m_redispatched = metrics_counter (b->metrics, "broker_requests_redispatched_total", "requests sent again after their worker was lost", NULL);
     b->m_workers_lost = metrics_counter (b->metrics, "broker_workers_lost_total", "workers removed: heartbeats missed, unreachable, or goodbye", NULL);
     b->m_pending = metrics_gauge (b->metrics, "broker_pending_requests", "requests accepted and not yet answered", NULL);
+    b->m_pending_bytes = metrics_gauge (b->metrics, "broker_pending_bytes", "bytes of request bodies held for pending requests", NULL);
     b->m_workers = metrics_gauge (b->metrics, "broker_workers", "live workers (not draining)", NULL);
     b->m_partitions_owned = metrics_gauge (b->metrics, "broker_partitions_owned", "partitions with a live owner", NULL);
+    b->m_zap_refused = metrics_counter (b->metrics, "broker_handshakes_refused_total", "CURVE handshakes refused: key not on an allow-list", NULL);
+    b->m_forbidden = metrics_counter (b->metrics, "broker_requests_forbidden_total", "requests refused by the policy or from a key removed since it connected", NULL);
+    b->m_foreign_replies = metrics_counter (b->metrics, "broker_replies_ignored_total", "worker replies ignored: not from the worker the request was sent to, or for no pending request", NULL);
+    b->m_cut = metrics_counter (b->metrics, "broker_connections_cut_total", "connections cut for breaking the byte budgets or sending under another's name", NULL);
+    b->m_audit_dropped = metrics_gauge (b->metrics, "broker_audit_dropped", "audit records lost because the writer fell behind (since start)", NULL);
+    metrics_set (metrics_gauge (b->metrics, "broker_plaintext", "1 when links are neither authenticated nor encrypted", NULL),
+                 b->curve.plaintext);
     if (config->http_bind && *config->http_bind) {
         b->health = health_new (config->http_bind, b->metrics, err, errlen);
         if (!b->health)
             goto fail;
+        if (b->curve.plaintext)
+            health_set_note (b->health, "plaintext: links are neither authenticated nor encrypted (FERRULE_ALLOW_PLAINTEXT=1)");
         log_info (NULL, NULL, "serving /healthz, /readyz and /metrics on port %d", health_port (b->health));
     }
     b->registry = registry_new ((uint32_t) config->partitions, config->heartbeat_ms * 3);
@@ -94,17 +228,25 @@ broker_destroy (broker_t **b_p)
 {
     if (b_p && *b_p) {
         broker_t *b = *b_p;
+        guard_destroy (&b->front_guard);
+        guard_destroy (&b->back_guard);
         if (b->frontend)
             zmq_close (b->frontend);
         if (b->backend)
             zmq_close (b->backend);
+        if (b->zap)
+            zmq_close (b->zap);
         if (b->ctx)
             zmq_ctx_term (b->ctx);
+        audit_destroy (&b->audit);
         health_destroy (&b->health);
         metrics_destroy (&b->metrics);
         registry_destroy (&b->registry);
         pending_table_destroy (&b->pending);
         codec_builder_destroy (&b->out);
+        keys_destroy (&b->keys);
+        policy_destroy (&b->policy);
+        curve_identity_clear (&b->curve);
         mem_free (b);
         *b_p = NULL;
     }
@@ -130,12 +272,20 @@ broker_count_error (broker_t *b, fr_status_t st)
 }
 
 static void
-broker_reply_error (broker_t *b, const void *client, size_t client_len, const char *rid, size_t rid_len,
+broker_audit (broker_t *b, const req_t *rq, const char *outcome)
+{
+    if (b->audit)
+        audit_record (b->audit, rq->client_name, rq->op, rq->integ, rq->integ_len, outcome, rq->rid, rq->rid_len);
+}
+
+static void
+broker_reply_error (broker_t *b, const void *client, size_t client_len, const req_t *rq,
                     fr_status_t st, const char *message)
 {
     broker_count_error (b, st);
+    broker_audit (b, rq, result_code (st));
     codec_builder_reset (b->out);
-    codec_error_reply (b->out, rid, rid_len, st, message, NULL, -1);
+    codec_error_reply (b->out, rq->rid, rq->rid_len, st, message, NULL, -1);
     size_t len;
     const char *data = codec_builder_data (b->out, &len);
     broker_send_client (b, client, client_len, data, len);
@@ -145,7 +295,9 @@ static void
 broker_fail_pending (broker_t *b, pending_t *p, fr_status_t st, const char *message)
 {
     log_info (p->integration, p->rid, "answering with %s: %s", result_code (st), message);
-    broker_reply_error (b, p->client, p->client_len, p->rid_len ? p->rid : NULL, p->rid_len, st, message);
+    req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
+                 p->rid_len ? p->rid : NULL, p->rid_len };
+    broker_reply_error (b, p->client, p->client_len, &rq, st, message);
     pending_remove (b->pending, p);
 }
 
@@ -223,11 +375,14 @@ broker_dispatch_waiting (broker_t *b)
 }
 
 static void
-broker_ping_reply (broker_t *b, const void *client, size_t client_len, const char *rid, size_t rid_len)
+broker_ping_reply (broker_t *b, const void *client, size_t client_len, const req_t *rq)
 {
+    const char *rid = rq->rid;
+    size_t rid_len = rq->rid_len;
     codec_builder_t *o = b->out;
+    broker_audit (b, rq, "ok");
     codec_builder_reset (o);
-    codec_map (o, rid ? 9 : 8);
+    codec_map (o, rid ? 11 : 10);
     if (rid) {
         codec_str (o, "rid");
         codec_strn (o, rid, rid_len);
@@ -240,9 +395,74 @@ broker_ping_reply (broker_t *b, const void *client, size_t client_len, const cha
     codec_kv_int (o, "partitions_owned", registry_partitions_owned (b->registry));
     codec_kv_int (o, "pending", (int64_t) pending_count (b->pending));
     codec_kv_bool (o, "draining", b->draining);
+    /* how this link is protected, and who the broker thinks the caller is */
+    codec_kv_str (o, "security", b->curve.plaintext ? "plaintext" : "curve");
+    codec_kv_str (o, "client", rq->client_name);
     size_t len;
     const char *data = codec_builder_data (o, &len);
     broker_send_client (b, client, client_len, data, len);
+}
+
+/* Answers one ZAP request (RFC 27): a CURVE key on the allow-list of the socket's domain is
+ * admitted, with its Z85 text as the connection's User-Id, so that every message carries the key
+ * it was sent with and can be checked against the lists of the moment. */
+static void
+broker_handle_zap (broker_t *b)
+{
+    frames_t f;
+    char key [CURVE_Z85_LEN + 1] = "";
+    const char *status = "400", *text = "key not allowed";
+    const char *name = NULL;
+    if (frames_recv (b->zap, &f, ZMQ_DONTWAIT) != 0)
+        return;
+    if (f.total < 6) {
+        /* not a ZAP request; a REP socket must still answer something */
+        const void *parts [] = { "1.0", "", "500", "malformed request", "", "" };
+        size_t sizes [] = { 3, 0, 3, 17, 0, 0 };
+        frames_send (b->zap, parts, sizes, 6, 0);
+        goto out;
+    }
+    int workers = frames_is (&f, 2, "workers");
+    if (frames_is (&f, 0, "1.0") && frames_is (&f, 5, "CURVE") && f.total == 7 && frames_size (&f, 6) == 32
+    &&  (workers || frames_is (&f, 2, "clients"))) {
+        zmq_z85_encode (key, frames_data (&f, 6), 32);
+        name = keys_name (b->keys, workers ? KEYS_WORKERS : KEYS_CLIENTS, key);
+    }
+    if (name) {
+        status = "200";
+        text = "OK";
+    }
+    else {
+        char detail [128];
+        char addr [64];
+        size_t alen = frames_size (&f, 3) < sizeof addr - 1 ? frames_size (&f, 3) : sizeof addr - 1;
+        memcpy (addr, frames_data (&f, 3), alen);
+        addr [alen] = '\0';
+        for (char *c = addr; *c; c++)
+            if (*c < 0x20 || *c > 0x7e)
+                *c = '?';
+        snprintf (detail, sizeof detail, "a %s from %s", workers ? "worker" : "client", addr);
+        broker_refusal (b, "refused a key that is not on the allow-list", detail);
+        metrics_inc (b->m_zap_refused);
+        key [0] = '\0';
+    }
+    const void *parts [] = { "1.0", frames_data (&f, 1), status, text, key, "" };
+    size_t sizes [] = { 3, frames_size (&f, 1), 3, strlen (text), strlen (key), 0 };
+    if (frames_send (b->zap, parts, sizes, 6, 0) != 0)
+        log_warning (NULL, NULL, "could not answer an authentication request: %s", zmq_strerror (errno));
+out:
+    frames_close (&f);
+}
+
+/* The name a message's sender was admitted under, checked against the current lists; NULL when
+ * its key has been removed since it connected (or the message carries none). */
+static const char *
+broker_sender (broker_t *b, frames_t *f, keys_kind_t kind)
+{
+    if (b->curve.plaintext)
+        return kind == KEYS_CLIENTS ? PLAINTEXT_NAME : "";
+    const char *key = f->count > 1 ? zmq_msg_gets (&f->part [1], "User-Id") : NULL;
+    return keys_name (b->keys, kind, key);
 }
 
 static void
@@ -253,98 +473,174 @@ broker_handle_client (broker_t *b)
     codec_msg_t *msg = NULL;
     if (frames_recv (b->frontend, &f, ZMQ_DONTWAIT) != 0)
         return;
+    guard_account (b->front_guard, f.fd, f.bytes, f.total);
     const void *client = frames_data (&f, 0);
     size_t client_len = frames_size (&f, 0);
-    const char *rid = NULL;
-    size_t rid_len = 0;
+    req_t rq = { NULL, OP_UNKNOWN, NULL, 0, NULL, 0 };
 
+    if (f.bytes > MESSAGE_BUDGET) {
+        snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total, MESSAGE_BUDGET);
+        guard_cut (b->front_guard, f.fd, err);
+        metrics_inc (b->m_cut);
+        goto out;
+    }
+    rq.client_name = broker_sender (b, &f, KEYS_CLIENTS);
+    if (!rq.client_name) {
+        /* admitted at the handshake, removed from the clients file since */
+        metrics_inc (b->m_forbidden);
+        broker_refusal (b, "refused a request", "its client key was removed from the clients file since it connected");
+        rq.client_name = "";
+        broker_reply_error (b, client, client_len, &rq, FR_FORBIDDEN,
+                            "this client's key is no longer on the broker's clients list");
+        goto out;
+    }
     if (f.total != 4 || frames_size (&f, 1) != 0) {
         snprintf (err, sizeof err, "expected 3 frames (empty delimiter, \"FRL1\", body), got %d", f.total - 1);
         log_warning (NULL, NULL, "malformed client message: %s", err);
-        broker_reply_error (b, client, client_len, NULL, 0, FR_MALFORMED_FRAME, err);
+        broker_reply_error (b, client, client_len, &rq, FR_MALFORMED_FRAME, err);
         goto out;
     }
     if (!frames_is (&f, 2, CODEC_CLIENT_PROTOCOL)) {
-        broker_reply_error (b, client, client_len, NULL, 0, FR_UNSUPPORTED_VERSION,
-                            "protocol tag is not \"FRL1\"");
+        broker_reply_error (b, client, client_len, &rq, FR_UNSUPPORTED_VERSION, "protocol tag is not \"FRL1\"");
         goto out;
     }
     fr_status_t st = codec_decode (frames_data (&f, 3), frames_size (&f, 3), &msg, err, sizeof err);
     if (st != FR_OK) {
         log_warning (NULL, NULL, "undecodable client request: %s", err);
-        broker_reply_error (b, client, client_len, NULL, 0, st, err);
+        broker_reply_error (b, client, client_len, &rq, st, err);
         goto out;
     }
     const msgpack_object *root = codec_msg_root (msg);
+    const char *rid = NULL;
+    size_t rid_len = 0;
     int r = codec_get_str (root, "rid", &rid, &rid_len);
     if (r < 0 || (r == 1 && (rid_len == 0 || rid_len > 64))) {
-        rid = NULL;
-        broker_reply_error (b, client, client_len, NULL, 0, FR_BAD_REQUEST,
-                            "\"rid\" must be a string of 1 to 64 bytes");
+        broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, "\"rid\" must be a string of 1 to 64 bytes");
         goto out;
     }
-    if (r == 0)
-        rid = NULL;
+    if (r == 1) {
+        rq.rid = rid;
+        rq.rid_len = rid_len;
+    }
     const char *op;
     size_t op_len;
     if (codec_get_str (root, "op", &op, &op_len) != 1) {
-        broker_reply_error (b, client, client_len, rid, rid_len, FR_BAD_REQUEST, "\"op\" is required and must be a string");
+        broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, "\"op\" is required and must be a string");
+        goto out;
+    }
+    rq.op = ops_lookup (op, op_len);
+    if (rq.op == OP_UNKNOWN) {
+        char shown [40];
+        size_t n = op_len < 32 ? op_len : 32;
+        for (size_t i = 0; i < n; i++)
+            shown [i] = op [i] >= 0x20 && op [i] < 0x7f && op [i] != '"' ? op [i] : '?';
+        shown [n] = '\0';
+        snprintf (err, sizeof err, "unknown operation \"%s\"", shown);
+        broker_reply_error (b, client, client_len, &rq, FR_UNKNOWN_OPERATION, err);
         goto out;
     }
     int64_t deadline = b->cfg.default_deadline_ms;
     r = codec_get_int (root, "deadline_ms", &deadline);
     if (r < 0 || deadline < 1 || deadline > MAX_DEADLINE_MS) {
         snprintf (err, sizeof err, "\"deadline_ms\" must be an integer from 1 to %d", MAX_DEADLINE_MS);
-        broker_reply_error (b, client, client_len, rid, rid_len, FR_BAD_REQUEST, err);
+        broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, err);
         goto out;
     }
-    if (op_len == 4 && memcmp (op, "ping", 4) == 0 && !codec_get (root, "integration")) {
-        broker_ping_reply (b, client, client_len, rid, rid_len);
+    if (rq.op == OP_PING && !codec_get (root, "integration")) {
+        /* any admitted client may ask whether the service is up; it learns no integration */
+        broker_ping_reply (b, client, client_len, &rq);
         goto out;
     }
-    const char *integ = NULL;
-    size_t integ_len = 0;
     const char *route = NULL;     /* what the partition is computed from */
     size_t route_len = 0;
-    if (op_len == 8 && memcmp (op, "callback", 8) == 0 && !codec_get (root, "integration")) {
+    if (rq.op == OP_CALLBACK && !codec_get (root, "integration")) {
         /* a callback knows only its state: route by it (any worker can finish a connect) */
         if (codec_get_str (root, "state", &route, &route_len) != 1 || route_len == 0 || route_len > 256) {
-            broker_reply_error (b, client, client_len, rid, rid_len, FR_BAD_REQUEST,
-                                "\"state\" must be a string of 1 to 256 bytes");
+            broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, "\"state\" must be a string of 1 to 256 bytes");
             goto out;
         }
     }
     else
-    if (codec_get_str (root, "integration", &integ, &integ_len) != 1 || !ident_valid (integ, integ_len)) {
-        broker_reply_error (b, client, client_len, rid, rid_len, FR_BAD_REQUEST,
+    if (codec_get_str (root, "integration", &rq.integ, &rq.integ_len) != 1 || !ident_valid (rq.integ, rq.integ_len)) {
+        rq.integ = NULL;
+        broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
         goto out;
     }
     else {
-        route = integ;
-        route_len = integ_len;
+        route = rq.integ;
+        route_len = rq.integ_len;
+    }
+    /* authorization, with the authenticated name, before anything reaches a worker */
+    if (b->policy && !policy_allows (b->policy, rq.client_name, rq.op, rq.integ, rq.integ_len)) {
+        metrics_inc (b->m_forbidden);
+        snprintf (err, sizeof err, "client \"%s\" may not use \"%s\"%s", rq.client_name, ops_name (rq.op),
+                  rq.integ ? " on this integration" : "");
+        log_info (NULL, NULL, "refused by the policy: %s", err);
+        broker_reply_error (b, client, client_len, &rq, FR_FORBIDDEN, err);
+        goto out;
     }
     if (b->draining) {
-        broker_reply_error (b, client, client_len, rid, rid_len, FR_UNAVAILABLE,
+        broker_reply_error (b, client, client_len, &rq, FR_UNAVAILABLE,
                             "this broker is shutting down; send the request to another broker");
         goto out;
     }
     if ((int64_t) pending_count (b->pending) >= b->cfg.max_pending) {
         snprintf (err, sizeof err, "broker queue is full (%lld requests)", (long long) b->cfg.max_pending);
-        broker_reply_error (b, client, client_len, rid, rid_len, FR_OVERLOADED, err);
+        broker_reply_error (b, client, client_len, &rq, FR_OVERLOADED, err);
+        goto out;
+    }
+    if ((int64_t) (pending_bytes (b->pending) + frames_size (&f, 3)) > b->cfg.max_pending_bytes) {
+        snprintf (err, sizeof err, "broker queue is full (%lld bytes of requests)", (long long) b->cfg.max_pending_bytes);
+        broker_reply_error (b, client, client_len, &rq, FR_OVERLOADED, err);
         goto out;
     }
     pending_t *p = pending_add (b->pending, client, client_len, frames_data (&f, 3), frames_size (&f, 3),
                                 clock_mono_ms () + deadline);
-    memcpy (p->rid, rid ? rid : "", rid ? rid_len : 0);
-    p->rid_len = rid ? rid_len : 0;
-    if (integ)
-        memcpy (p->integration, integ, integ_len);
+    memcpy (p->rid, rq.rid ? rq.rid : "", rq.rid_len);
+    p->rid_len = rq.rid_len;
+    if (rq.integ) {
+        memcpy (p->integration, rq.integ, rq.integ_len);
+        p->has_integration = 1;
+    }
+    snprintf (p->client_name, sizeof p->client_name, "%s", rq.client_name);
+    p->op = (int) rq.op;
     p->partition = (uint32_t) (ring_hash (route, route_len) % registry_partitions (b->registry));
     broker_route (b, p);
 out:
     codec_msg_destroy (&msg);
     frames_close (&f);
+}
+
+/* The outcome of a worker's reply: its code frame, else read from the body. */
+static void
+broker_outcome (frames_t *f, char *out, size_t outlen)
+{
+    codec_msg_t *msg = NULL;
+    char err [64];
+    snprintf (out, outlen, "unknown");
+    if (f->total == 7 && frames_size (f, 6) > 0 && frames_size (f, 6) < outlen) {
+        const char *c = frames_data (f, 6);
+        size_t n = frames_size (f, 6);
+        for (size_t i = 0; i < n; i++)
+            if (!((c [i] >= 'a' && c [i] <= 'z') || c [i] == '_'))
+                return;
+        memcpy (out, c, n);
+        out [n] = '\0';
+        return;
+    }
+    if (codec_decode (frames_data (f, 5), frames_size (f, 5), &msg, err, sizeof err) == FR_OK) {
+        const msgpack_object *root = codec_msg_root (msg);
+        int ok = 0;
+        const char *code;
+        size_t len;
+        if (codec_get_bool (root, "ok", &ok) == 1 && ok)
+            snprintf (out, outlen, "ok");
+        else
+        if (codec_get_str (codec_get (root, "error"), "code", &code, &len) == 1)
+            snprintf (out, outlen, "%.*s", (int) (len < outlen - 1 ? len : outlen - 1), code);
+        codec_msg_destroy (&msg);
+    }
 }
 
 static void
@@ -356,6 +652,13 @@ broker_handle_worker (broker_t *b)
     char worker [REGISTRY_MAX_WORKER_ID + 1];
     if (frames_recv (b->backend, &f, ZMQ_DONTWAIT) != 0)
         return;
+    guard_account (b->back_guard, f.fd, f.bytes, f.total);
+    if (f.bytes > MESSAGE_BUDGET) {
+        snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total, MESSAGE_BUDGET);
+        guard_cut (b->back_guard, f.fd, err);
+        metrics_inc (b->m_cut);
+        goto out;
+    }
     size_t wlen = frames_size (&f, 0);
     if (wlen == 0 || wlen > REGISTRY_MAX_WORKER_ID || !ident_valid (frames_data (&f, 0), wlen)
     ||  !frames_is (&f, 1, CODEC_WORKER_PROTOCOL) || f.count < 3) {
@@ -364,16 +667,45 @@ broker_handle_worker (broker_t *b)
     }
     memcpy (worker, frames_data (&f, 0), wlen);
     worker [wlen] = '\0';
+    /* a worker's key is bound to one worker id: anything else is an impostor, or a key removed */
+    const char *name = broker_sender (b, &f, KEYS_WORKERS);
+    if (!b->curve.plaintext && (!name || strcmp (name, worker) != 0)) {
+        snprintf (err, sizeof err, "it used worker id \"%s\" with %s", worker,
+                  name ? "the key of another worker" : "a key no longer on the workers list");
+        guard_cut (b->back_guard, f.fd, err);
+        metrics_inc (b->m_cut);
+        if (registry_known (b->registry, worker) && !name) {
+            broker_worker_lost (b, worker, "its key was removed from the workers file");
+            b->next_ping_ms = 0;
+        }
+        goto out;
+    }
 
-    if (frames_is (&f, 2, "REP") && f.total == 6 && frames_size (&f, 4) == 8) {
+    if (frames_is (&f, 2, "REP") && (f.total == 6 || f.total == 7) && frames_size (&f, 4) == 8) {
         const unsigned char *s = frames_data (&f, 4);
         uint64_t seq = 0;
         for (int i = 0; i < 8; i++)
             seq = (seq << 8) | s [i];
         pending_t *p = pending_find (b->pending, seq);
         if (!p) {
+            metrics_inc (b->m_foreign_replies);
             log_debug (NULL, NULL, "late reply from worker \"%s\" dropped: request already answered", worker);
             goto out;
+        }
+        if (strcmp (p->worker, worker) != 0) {
+            /* only the worker the request went to may answer it */
+            metrics_inc (b->m_foreign_replies);
+            char why [300];
+            snprintf (why, sizeof why, "worker \"%s\" answered a request sent to %s%s%s", worker,
+                      p->worker [0] ? "\"" : "", p->worker [0] ? p->worker : "no worker", p->worker [0] ? "\"" : "");
+            broker_refusal (b, "ignored a reply", why);
+            goto out;
+        }
+        if (b->audit) {
+            char outcome [32];
+            broker_outcome (&f, outcome, sizeof outcome);
+            audit_record (b->audit, p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL,
+                          strlen (p->integration), outcome, p->rid_len ? p->rid : NULL, p->rid_len);
         }
         broker_send_client (b, p->client, p->client_len, frames_data (&f, 5), frames_size (&f, 5));
         pending_remove (b->pending, p);
@@ -471,6 +803,8 @@ broker_tick (broker_t *b, int64_t now)
     b->next_publish_ms = now + 100;
     uint32_t owned = registry_partitions_owned (b->registry);
     metrics_set (b->m_pending, (int64_t) pending_count (b->pending));
+    metrics_set (b->m_pending_bytes, (int64_t) pending_bytes (b->pending));
+    metrics_set (b->m_audit_dropped, (int64_t) audit_dropped (b->audit));
     metrics_set (b->m_workers, (int64_t) registry_live_count (b->registry));
     metrics_set (b->m_partitions_owned, owned);
     if (b->health) {
@@ -485,12 +819,44 @@ broker_tick (broker_t *b, int64_t now)
     }
 }
 
+/* Measures every connection against its byte budget. */
+static void
+broker_check_connections (broker_t *b, int64_t now)
+{
+    if (now < b->next_check_ms)
+        return;
+    b->next_check_ms = now + CHECK_MS;
+    int ev = 0;
+    size_t evlen = sizeof ev;
+    zmq_getsockopt (b->frontend, ZMQ_EVENTS, &ev, &evlen);
+    int cut = guard_check (b->front_guard, !(ev & ZMQ_POLLIN));
+    ev = 0;
+    zmq_getsockopt (b->backend, ZMQ_EVENTS, &ev, &evlen);
+    cut += guard_check (b->back_guard, !(ev & ZMQ_POLLIN));
+    for (int i = 0; i < cut; i++)
+        metrics_inc (b->m_cut);
+}
+
+static void
+broker_reload (broker_t *b)
+{
+    char err [512];
+    log_info (NULL, NULL, "SIGHUP: reading the allow-lists and the policy again");
+    if (broker_load_access (b, err, sizeof err) != 0)
+        log_error (NULL, NULL, "%s; keeping the lists and policy read before", err);
+    audit_reopen (b->audit);
+}
+
 int
-broker_run (broker_t *b, volatile sig_atomic_t *stop)
+broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
 {
     log_info (NULL, NULL, "broker serving clients at \"%s\" and workers at \"%s\" with %lld partitions",
               b->cfg.frontend_bind, b->cfg.backend_bind, (long long) b->cfg.partitions);
     while (*stop < 2) {
+        if (reload && *reload) {
+            *reload = 0;
+            broker_reload (b);
+        }
         if (*stop == 1 && !b->draining) {
             b->draining = 1;
             log_info (NULL, NULL, "draining: %zu requests pending", pending_count (b->pending));
@@ -500,7 +866,11 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop)
         zmq_pollitem_t items [] = {
             { b->frontend, 0, ZMQ_POLLIN, 0 },
             { b->backend, 0, ZMQ_POLLIN, 0 },
+            { guard_socket (b->front_guard), 0, ZMQ_POLLIN, 0 },
+            { guard_socket (b->back_guard), 0, ZMQ_POLLIN, 0 },
+            { b->zap, 0, ZMQ_POLLIN, 0 },
         };
+        int nitems = b->zap ? 5 : 4;
         int64_t now = clock_mono_ms ();
         int64_t timeout = b->next_ping_ms - now;
         pending_t *first = pending_first (b->pending);
@@ -508,15 +878,30 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop)
             timeout = first->deadline_ms - now;
         if (timeout > 100)
             timeout = 100;
+        /* while anyone is connected, connections are measured every CHECK_MS */
+        if (guard_connections (b->front_guard) + guard_connections (b->back_guard) > 0 && timeout > CHECK_MS)
+            timeout = CHECK_MS;
         if (timeout < 0)
             timeout = 0;
         if (b->health)
             health_beat (b->health);
-        if (zmq_poll (items, 2, (long) timeout) < 0) {
+        if (zmq_poll (items, nitems, (long) timeout) < 0) {
             if (errno == EINTR)
                 continue;
             log_error (NULL, NULL, "poll failed: %s", zmq_strerror (errno));
             return -1;
+        }
+        if (items [2].revents & ZMQ_POLLIN)
+            guard_events (b->front_guard);
+        if (items [3].revents & ZMQ_POLLIN)
+            guard_events (b->back_guard);
+        for (int i = 0; i < 64 && nitems == 5 && (items [4].revents & ZMQ_POLLIN); i++) {
+            int ev = 0;
+            size_t evlen = sizeof ev;
+            broker_handle_zap (b);
+            zmq_getsockopt (b->zap, ZMQ_EVENTS, &ev, &evlen);
+            if (!(ev & ZMQ_POLLIN))
+                break;
         }
         /* bounded batches keep one busy side from starving the other */
         for (int i = 0; i < 256 && (items [1].revents & ZMQ_POLLIN); i++) {
@@ -535,7 +920,9 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop)
             if (!(ev & ZMQ_POLLIN))
                 break;
         }
-        broker_tick (b, clock_mono_ms ());
+        int64_t after = clock_mono_ms ();
+        broker_check_connections (b, after);
+        broker_tick (b, after);
     }
     log_info (NULL, NULL, "broker stopped with %zu requests pending", pending_count (b->pending));
     return 0;

@@ -3,6 +3,7 @@
 #define FERRULE_BROKER_H
 #include <stdint.h>
 #include <signal.h>
+#include "curve.h"
 
 typedef struct {
     const char *frontend_bind;
@@ -13,12 +14,21 @@ typedef struct {
     int64_t default_deadline_ms;
     int64_t hwm;                   /* ZeroMQ queue bound per peer */
     const char *http_bind;         /* /healthz, /readyz, /metrics; NULL: not served */
+    const curve_identity_t *curve; /* the server key, or plaintext (copied) */
+    const char *clients_file;      /* allow-list of client keys (CURVE only) */
+    const char *workers_file;      /* allow-list of worker keys (CURVE only) */
+    const char *policy_file;       /* NULL: every listed client may do everything */
+    const char *audit;             /* file path, "-" for standard output, NULL or "off": none */
+    int64_t max_pending_bytes;     /* request bodies held for pending requests, in all */
+    int64_t connection_budget;     /* bytes one connection may hold unread in a socket */
 } broker_config_t;
 
 typedef struct broker broker_t;
 
 broker_t *broker_new (const broker_config_t *config, char *err, size_t errlen);
 void broker_destroy (broker_t **b_p);
-/* Runs until *stop becomes 2, or until it is 1 and every pending request has been answered. */
-int broker_run (broker_t *b, volatile sig_atomic_t *stop);
+/* Runs until *stop becomes 2, or until it is 1 and every pending request has been answered.
+ * Each time *reload is set (SIGHUP) the allow-lists and the policy are read again (and the
+ * audit file reopened); *reload is cleared. */
+int broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
 #endif

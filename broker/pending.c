@@ -2,13 +2,21 @@
  * Most requests carry similar deadlines, so inserting from the tail is nearly always O(1). */
 #include "pending.h"
 #include "mem.h"
+#include "log.h"
+#include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <errno.h>
+
+#define PENDING_RANDOM 512              /* sequence numbers drawn per getrandom call */
 
 struct pending_table {
     pending_t **buckets;
     size_t   nbuckets;          /* power of two */
     size_t   count;
-    uint64_t next_seq;
+    size_t   bytes;
+    uint64_t random [PENDING_RANDOM];
+    size_t   random_left;
     pending_t *head, *tail;
 };
 
@@ -18,7 +26,6 @@ pending_table_new (void)
     pending_table_t *t = mem_alloc (sizeof *t);
     t->nbuckets = 1024;
     t->buckets = mem_alloc (t->nbuckets * sizeof *t->buckets);
-    t->next_seq = 1;
     return t;
 }
 
@@ -63,12 +70,36 @@ pending_grow (pending_table_t *t)
     t->nbuckets = n;
 }
 
+/* The next random sequence number. The kernel's generator is seeded once the system has booted;
+ * if it cannot answer there is no safe fallback, so the broker stops. */
+static uint64_t
+pending_random (pending_table_t *t)
+{
+    if (t->random_left == 0) {
+        size_t got = 0;
+        while (got < sizeof t->random) {
+            ssize_t n = getrandom ((char *) t->random + got, sizeof t->random - got, 0);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                log_error (NULL, NULL, "could not read random bytes for request numbers: %s", strerror (errno));
+                abort ();
+            }
+            got += (size_t) n;
+        }
+        t->random_left = PENDING_RANDOM;
+    }
+    return t->random [--t->random_left];
+}
+
 pending_t *
 pending_add (pending_table_t *t, const void *client, size_t client_len,
              const void *body, size_t body_len, int64_t deadline_ms)
 {
     pending_t *p = mem_alloc (sizeof *p);
-    p->seq = t->next_seq++;
+    do
+        p->seq = pending_random (t);
+    while (p->seq == 0 || pending_find (t, p->seq));
     if (client_len > sizeof p->client)
         client_len = sizeof p->client;
     memcpy (p->client, client, client_len);
@@ -76,6 +107,7 @@ pending_add (pending_table_t *t, const void *client, size_t client_len,
     p->body = mem_alloc (body_len);
     memcpy (p->body, body, body_len);
     p->body_len = body_len;
+    t->bytes += body_len;
     p->deadline_ms = deadline_ms;
 
     if (t->count >= t->nbuckets * 2)
@@ -127,6 +159,7 @@ pending_remove (pending_table_t *t, pending_t *p)
     else
         t->tail = p->prev;
     t->count--;
+    t->bytes -= p->body_len;
     pending_free (p);
 }
 
@@ -140,4 +173,10 @@ size_t
 pending_count (const pending_table_t *t)
 {
     return t->count;
+}
+
+size_t
+pending_bytes (const pending_table_t *t)
+{
+    return t->bytes;
 }

@@ -38,6 +38,7 @@ struct client {
     size_t count;
     char *endpoints [CLIENT_MAX_ENDPOINTS];
     void *sockets [CLIENT_MAX_ENDPOINTS];
+    void *monitors [CLIENT_MAX_ENDPOINTS];  /* handshake failures, to say why nothing connected */
     size_t next;                            /* endpoint the next request goes to first */
 };
 
@@ -242,15 +243,26 @@ client_check_endpoints (const char *endpoints, char *err, size_t errlen)
 }
 
 static void *
-open_socket (void *ctx, const char *endpoint)
+open_socket (void *ctx, const char *endpoint, const curve_identity_t *id, void **monitor)
 {
     void *sock = zmq_socket (ctx, ZMQ_DEALER);
     if (!sock)
         return NULL;
     int one = 1;
+    char name [80];
+    snprintf (name, sizeof name, "inproc://ferrule-client-%p", sock);
+    if (zmq_socket_monitor (sock, name, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
+        *monitor = zmq_socket (ctx, ZMQ_PAIR);
+        if (*monitor && zmq_connect (*monitor, name) != 0) {
+            zmq_close (*monitor);
+            *monitor = NULL;
+        }
+    }
     frames_socket_defaults (sock, CLIENT_HWM, CODEC_MAX_BODY);   /* linger 0, hwm, frame cap */
-    /* a request must not wait in a queue for a broker that is not there */
-    if (zmq_setsockopt (sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0
+    /* a request must not wait in a queue for a broker that is not there; with CURVE a broker
+     * that refused this client's key never counts as there */
+    if (curve_apply_client (sock, id) != 0
+    ||  zmq_setsockopt (sock, ZMQ_IMMEDIATE, &one, sizeof one) != 0
     ||  zmq_connect (sock, endpoint) != 0) {
         zmq_close (sock);
         return NULL;
@@ -261,23 +273,38 @@ open_socket (void *ctx, const char *endpoint)
 client_t *
 client_new (const char *endpoints)
 {
-    char err [256];
+    char err [512];
+    curve_identity_t id;
+    if (curve_identity_from_env (&id, 1, err, sizeof err) != FR_OK)
+        return NULL;
+    client_t *c = client_new_with (endpoints, &id, err, sizeof err);
+    curve_identity_clear (&id);
+    return c;
+}
+
+client_t *
+client_new_with (const char *endpoints, const curve_identity_t *id, char *err, size_t errlen)
+{
     char (*list) [CLIENT_MAX_ENDPOINT_LEN + 1] = mem_alloc (CLIENT_MAX_ENDPOINTS * sizeof *list);
     client_t *c = NULL;
     size_t count = 0;
 
-    if (parse_endpoints (endpoints, list, &count, err, sizeof err) != FR_OK)
+    if (parse_endpoints (endpoints, list, &count, err, errlen) != FR_OK)
         goto out;
     c = mem_alloc (sizeof *c);
     c->ctx = zmq_ctx_new ();
-    if (!c->ctx)
+    if (!c->ctx) {
+        snprintf (err, errlen, "could not create a ZeroMQ context: %s", zmq_strerror (errno));
         goto fail;
+    }
     for (size_t i = 0; i < count; i++) {
         c->endpoints [i] = mem_strdup (list [i]);
-        c->sockets [i] = open_socket (c->ctx, list [i]);
+        c->sockets [i] = open_socket (c->ctx, list [i], id, &c->monitors [i]);
         c->count = i + 1;
-        if (!c->sockets [i])
+        if (!c->sockets [i]) {
+            snprintf (err, errlen, "could not set up the connection to broker \"%s\": %s", list [i], zmq_strerror (errno));
             goto fail;
+        }
     }
     unsigned char r [4];
     random_bytes (r, sizeof r);
@@ -299,6 +326,8 @@ client_destroy (client_t **c_p)
     for (size_t i = 0; i < c->count; i++) {
         if (c->sockets [i])
             zmq_close (c->sockets [i]);
+        if (c->monitors [i])
+            zmq_close (c->monitors [i]);
         mem_free (c->endpoints [i]);
     }
     if (c->ctx)
@@ -570,6 +599,39 @@ is_retryable_reply (const json_t *reply, int64_t *retry_after_ms)
         || strcmp (code, "timeout") == 0;
 }
 
+/* Why the handshake with broker i failed, from its monitor: FR_FORBIDDEN (the broker refused
+ * this client's key), FR_CONFIGURATION (the two sides use different security), or FR_OK. */
+static fr_status_t
+handshake_failure (client_t *c, size_t i)
+{
+    fr_status_t st = FR_OK;
+    for (int n = 0; c->monitors [i] && n < 64; n++) {
+        zmq_msg_t m;
+        zmq_msg_init (&m);
+        if (zmq_msg_recv (&m, c->monitors [i], ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close (&m);
+            break;
+        }
+        if (zmq_msg_size (&m) == 6) {
+            uint16_t event;
+            memcpy (&event, zmq_msg_data (&m), 2);
+            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+                st = FR_FORBIDDEN;
+            else
+            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && st == FR_OK)
+                st = FR_CONFIGURATION;
+        }
+        int more = zmq_msg_more (&m);
+        zmq_msg_close (&m);
+        while (more) {
+            zmq_msg_init (&m);
+            more = zmq_msg_recv (&m, c->monitors [i], 0) >= 0 && zmq_msg_more (&m);
+            zmq_msg_close (&m);
+        }
+    }
+    return st;
+}
+
 /* The synthesized answer when no reply came. */
 static json_t *
 no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
@@ -579,6 +641,22 @@ no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
     char hint [512];
 
     if (!call->sent_any) {
+        for (size_t i = 0; i < c->count; i++) {
+            fr_status_t why = handshake_failure (c, i);
+            if (why == FR_FORBIDDEN) {
+                snprintf (message, sizeof message, "broker \"%s\" refused this client's key: the \"%s\" request was not sent",
+                          c->endpoints [i], call->op);
+                return error_reply (call->rid, FR_FORBIDDEN, message,
+                                    "ask the operator to add this client's public key to the broker's clients file");
+            }
+            if (why == FR_CONFIGURATION) {
+                snprintf (message, sizeof message, "broker \"%s\" and this client do not use the same link security "
+                          "(CURVE or plaintext), or the broker's public key is wrong: the \"%s\" request was not sent",
+                          c->endpoints [i], call->op);
+                return error_reply (call->rid, FR_CONFIGURATION, message,
+                                    "set FERRULE_CURVE_SECRET_KEY_FILE and FERRULE_BROKER_PUBLIC_KEY_FILE to this client's key and the brokers' public key");
+            }
+        }
         if (c->count == 1)
             snprintf (message, sizeof message, "could not connect to broker \"%s\": the \"%s\" request was not sent",
                       c->endpoints [0], call->op);

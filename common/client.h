@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <jansson.h>
 #include "result.h"
+#include "curve.h"
 
 #define CLIENT_MAX_ENDPOINTS      16        /* brokers in one list */
 #define CLIENT_MAX_ENDPOINT_LEN   255       /* one endpoint, e.g. "tcp://broker-1.internal:5555" */
@@ -20,9 +21,14 @@ typedef struct client client_t;
  * commas ignored). FR_OK, or FR_BAD_REQUEST with the reason in err. */
 fr_status_t client_check_endpoints (const char *endpoints, char *err, size_t errlen) FR_MUSTCHECK;
 
-/* One DEALER socket per broker endpoint, all connected at once. NULL when the list fails
- * client_check_endpoints or ZeroMQ refuses an endpoint. */
+/* One DEALER socket per broker endpoint, all connected at once, with CURVE keys from the
+ * environment (curve.h: FERRULE_CURVE_SECRET_KEY_FILE and FERRULE_BROKER_PUBLIC_KEY_FILE, or the
+ * explicit FERRULE_ALLOW_PLAINTEXT=1). NULL when the keys are missing or unreadable, the list
+ * fails client_check_endpoints, or ZeroMQ refuses an endpoint. */
 client_t *client_new (const char *endpoints);
+/* The same with the given identity (copied into the sockets; plaintext only if id->plaintext);
+ * NULL with a reason in err. */
+client_t *client_new_with (const char *endpoints, const curve_identity_t *id, char *err, size_t errlen);
 void client_destroy (client_t **c_p);
 
 /* Number of endpoints, and endpoint i as given. */

@@ -8,6 +8,8 @@ frames_recv (void *socket, frames_t *f, int flags)
 {
     f->count = 0;
     f->total = 0;
+    f->bytes = 0;
+    f->fd = -1;
     int more = 1;
     while (more) {
         zmq_msg_t *m;
@@ -23,6 +25,9 @@ frames_recv (void *socket, frames_t *f, int flags)
             return -1;
         }
         more = zmq_msg_more (m);
+        f->bytes += zmq_msg_size (m);
+        if (f->fd < 0)
+            f->fd = zmq_msg_get (m, ZMQ_SRCFD);     /* a ROUTER's own routing-id part may carry none */
         if (m == &scratch)
             zmq_msg_close (m);
         else

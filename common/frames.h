@@ -10,6 +10,8 @@ typedef struct {
     zmq_msg_t part [FRAMES_MAX];
     int count;          /* frames kept */
     int total;          /* frames received: more than FRAMES_MAX means the rest were discarded */
+    size_t bytes;       /* payload of every frame received, discarded ones included */
+    int fd;             /* the connection it came from (ZMQ_SRCFD), -1 when unknown */
 } frames_t;
 
 /* Receives one whole message (every part). 0 ok, -1 with errno (EAGAIN with ZMQ_DONTWAIT). */

@@ -19,7 +19,10 @@
 #include <microhttpd.h>
 
 #define HEALTH_CONNECTION_LIMIT   64
-#define HEALTH_CONNECTION_TIMEOUT 10        /* seconds a client may stay idle */
+#define HEALTH_CONNECTION_KEEP    48        /* past this many open connections, the oldest is
+                                               dropped for each new one: idle sockets cannot
+                                               take every slot and starve the probes */
+#define HEALTH_CONNECTION_TIMEOUT 5         /* seconds a client may stay idle */
 #define HEALTH_MEMORY_LIMIT       16384     /* bytes per connection: caps the request headers */
 
 struct health_t {
@@ -31,6 +34,14 @@ struct health_t {
     pthread_mutex_t mutex;                  /* guards ready and why */
     bool ready;
     char why [HEALTH_WHY_MAX];
+    char note [HEALTH_WHY_MAX];             /* guarded by mutex: shown by /readyz whatever ready is */
+    /* open connections, touched only by the server's thread */
+    struct health_conn {
+        int fd;
+        int64_t started_ms;
+        bool used;
+    } conns [HEALTH_CONNECTION_LIMIT + 8];
+    size_t nconns;
 };
 
 static const char TEXT_PLAIN [] = "text/plain; charset=utf-8";
@@ -124,15 +135,54 @@ answer_healthz (health_t *h, struct MHD_Connection *conn)
 static enum MHD_Result
 answer_readyz (health_t *h, struct MHD_Connection *conn)
 {
-    char body [HEALTH_WHY_MAX + 16];
+    char body [2 * HEALTH_WHY_MAX + 32];
     pthread_mutex_lock (&h->mutex);
     bool ready = h->ready;
-    if (!ready)
-        snprintf (body, sizeof body, "not ready: %s\n", h->why);
+    int n = ready ? snprintf (body, sizeof body, "ready\n") : snprintf (body, sizeof body, "not ready: %s\n", h->why);
+    if (h->note [0] && n > 0 && (size_t) n < sizeof body)
+        snprintf (body + n, sizeof body - (size_t) n, "note: %s\n", h->note);
     pthread_mutex_unlock (&h->mutex);
-    if (ready)
-        return reply (conn, MHD_HTTP_OK, TEXT_PLAIN, "ready\n", NULL);
-    return reply (conn, MHD_HTTP_SERVICE_UNAVAILABLE, TEXT_PLAIN, body, NULL);
+    return reply (conn, ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, TEXT_PLAIN, body, NULL);
+}
+
+/* Tracks open connections; past HEALTH_CONNECTION_KEEP, a new one pushes out the oldest. */
+static void
+health_notify (void *cls, struct MHD_Connection *conn, void **socket_context,
+               enum MHD_ConnectionNotificationCode code)
+{
+    health_t *h = cls;
+    struct health_conn *c = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (c) {
+            c->used = false;
+            h->nconns--;
+        }
+        *socket_context = NULL;
+        return;
+    }
+    if (code != MHD_CONNECTION_NOTIFY_STARTED)
+        return;
+    const union MHD_ConnectionInfo *info = MHD_get_connection_info (conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (h->nconns >= HEALTH_CONNECTION_KEEP) {
+        struct health_conn *oldest = NULL;
+        for (size_t i = 0; i < sizeof h->conns / sizeof h->conns [0]; i++)
+            if (h->conns [i].used && (!oldest || h->conns [i].started_ms < oldest->started_ms))
+                oldest = &h->conns [i];
+        if (oldest) {
+            /* the server sees the socket fail and closes it (CLOSED frees the slot) */
+            shutdown (oldest->fd, SHUT_RDWR);
+            oldest->started_ms = INT64_MAX;    /* not chosen twice before it closes */
+        }
+    }
+    for (size_t i = 0; i < sizeof h->conns / sizeof h->conns [0]; i++)
+        if (!h->conns [i].used) {
+            h->conns [i].used = true;
+            h->conns [i].fd = info ? info->connect_fd : -1;
+            h->conns [i].started_ms = clock_mono_ms ();
+            h->nconns++;
+            *socket_context = &h->conns [i];
+            return;
+        }
 }
 
 static enum MHD_Result
@@ -217,6 +267,7 @@ health_new (const char *bind, metrics_t *m, char *err, size_t errlen)
     h->daemon = MHD_start_daemon (MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
                                   (uint16_t) port, NULL, NULL, health_answer, h,
                                   MHD_OPTION_EXTERNAL_LOGGER, health_mhd_log, (void *) NULL,
+                                  MHD_OPTION_NOTIFY_CONNECTION, health_notify, (void *) h,
                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) HEALTH_CONNECTION_LIMIT,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) HEALTH_CONNECTION_TIMEOUT,
@@ -297,4 +348,13 @@ health_set_ready (health_t *h, int ready, const char *why)
         else
             log_info (NULL, NULL, "process is not ready: %s", copy);
     }
+}
+
+void
+health_set_note (health_t *h, const char *note)
+{
+    assert (h);
+    pthread_mutex_lock (&h->mutex);
+    snprintf (h->note, sizeof h->note, "%s", note ? note : "");
+    pthread_mutex_unlock (&h->mutex);
 }

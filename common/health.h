@@ -7,9 +7,12 @@
  *
  *   GET /healthz  200 "ok" while the loop beat within the stall limit, else 503
  *                 "loop stalled for N ms" (Kubernetes liveness: restarts a stuck process)
- *   GET /readyz   200 "ready" or 503 "not ready: <why>" (Kubernetes readiness)
+ *   GET /readyz   200 "ready" or 503 "not ready: <why>" (Kubernetes readiness), then a line
+ *                 "note: <note>" when the process has one (plaintext links)
  *   GET /metrics  200, Prometheus text format 0.0.4
- * Other paths get 404, other methods than GET and HEAD 405, a request with a body 413. */
+ * Other paths get 404, other methods than GET and HEAD 405, a request with a body 413.
+ * Past 48 open connections each new one closes the oldest, so idle sockets cannot keep the
+ * probes out; an idle connection is closed after 5 s anyway. */
 #ifndef FERRULE_HEALTH_H
 #define FERRULE_HEALTH_H
 #include <stddef.h>
@@ -40,6 +43,10 @@ void health_set_stall_ms (health_t *h, int64_t stall_ms);
 /* Publishes readiness with a short reason (NULL for none), e.g. "database unreachable". The
  * reason is copied, cut to HEALTH_WHY_MAX - 1 bytes; changes of ready are logged. */
 void health_set_ready (health_t *h, int ready, const char *why);
+
+/* A standing remark /readyz adds on a line "note: ..." whether ready or not (NULL or "": none),
+ * e.g. that links run in plaintext. */
+void health_set_note (health_t *h, const char *note);
 
 /* Splits "HOST:PORT" (HOST an IPv4 address in dotted form, PORT 0 to 65535) into host and port.
  * Returns 0, or -1 when bind is not of that form or host does not fit in hostlen. */

@@ -34,6 +34,7 @@ static const result_info_t result_table [FR__COUNT] = {
     [FR_REDIRECT_URI_MISMATCH]= { "redirect_uri_mismatch", 6, "the redirect URI must match one registered in the provider's OAuth app; contact support with the provider name and the exact error" },
     [FR_INVALID_SCOPE]        = { "invalid_scope", 6, "the provider rejected a requested scope: check the scopes in the provider entry and the OAuth app" },
     [FR_CONFIGURATION]        = { "configuration", 6, "check the provider catalog and the service's environment" },
+    [FR_FORBIDDEN]            = { "forbidden", 7, "this client's key is not allowed this operation or integration: ask the operator to change the broker's policy file" },
     [FR_INTERNAL]             = { "internal", 1, "an unexpected error; the service log has details" },
 };
 

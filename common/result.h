@@ -35,6 +35,8 @@ typedef enum {
     FR_REDIRECT_URI_MISMATCH,
     FR_INVALID_SCOPE,
     FR_CONFIGURATION,
+    /* this client may not do this: exit 7 */
+    FR_FORBIDDEN,
     /* exit 1 */
     FR_INTERNAL,
     FR__COUNT

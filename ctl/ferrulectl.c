@@ -35,6 +35,7 @@ typedef struct {
     const opt_spec_t *opts;
     output_fn print;
     const char *example;
+    int local;                  /* runs here, sends nothing (keygen) */
 } command_t;
 
 #define OPT_INTEGRATION { .name = "integration", .metavar = "ID", .kind = OPT_STRING, .key = "integration", \
@@ -88,6 +89,12 @@ static const opt_spec_t opts_connect [] = {
     { NULL }
 };
 
+static const opt_spec_t opts_keygen [] = {
+    { .name = "out", .metavar = "PREFIX", .kind = OPT_STRING, .key = "out", .required = 1,
+      .help = "write the secret key to PREFIX.key (mode 0600) and the public key to PREFIX.pub; never overwrites" },
+    { NULL }
+};
+
 static const opt_spec_t opts_callback [] = {
     { .name = "url", .metavar = "URL", .kind = OPT_CALLBACK_URL, .key = "state", .required = 1,
       .help = "the whole URL the provider redirected the browser to (quote it: it holds '&')" },
@@ -112,34 +119,36 @@ static const opt_spec_t opts_history [] = {
 
 static const command_t commands [] = {
     { "ping", "ping", 1, "check that a broker answers, and how many workers it sees",
-      opts_none, output_ping, "ferrulectl ping" },
+      opts_none, output_ping, "ferrulectl ping", 0 },
     { "import", "import", 0, "store tokens obtained elsewhere (replaces the tokens of an existing integration)",
       opts_import, output_integration,
-      "ferrulectl import --integration acct42:box --provider box --refresh-token-file rt.txt" },
+      "ferrulectl import --integration acct42:box --provider box --refresh-token-file rt.txt", 0 },
     { "token", "token", 1, "print a valid access token, refreshing it first when needed",
-      opts_token, output_token, "TOKEN=$(ferrulectl token --integration acct42:box --min-valid 300)" },
+      opts_token, output_token, "TOKEN=$(ferrulectl token --integration acct42:box --min-valid 300)", 0 },
     { "refresh", "refresh", 0, "refresh the access token now, whatever its remaining life",
-      opts_integration, output_refresh, "ferrulectl refresh --integration acct42:box" },
+      opts_integration, output_refresh, "ferrulectl refresh --integration acct42:box", 0 },
     { "status", "status", 1, "show an integration: provider, status, generation, expiry, last error",
-      opts_integration, output_integration, "ferrulectl status --integration acct42:box" },
+      opts_integration, output_integration, "ferrulectl status --integration acct42:box", 0 },
     { "history", "history", 1, "show the refresh chain, newest first",
-      opts_history, output_history, "ferrulectl history --integration acct42:box --limit 5" },
+      opts_history, output_history, "ferrulectl history --integration acct42:box --limit 5", 0 },
     { "connect", "connect", 0, "start the OAuth consent flow: prints the URL to open in a browser",
       opts_connect, output_connect,
       "ferrulectl connect --integration acct42:google --provider google --redirect-uri https://app.example.com/oauth/callback "
-      "--scope https://www.googleapis.com/auth/drive.readonly" },
+      "--scope https://www.googleapis.com/auth/drive.readonly", 0 },
     { "callback", "callback", 0, "finish a connect with the URL the provider redirected the browser to",
       opts_callback, output_callback,
-      "ferrulectl callback --url 'https://app.example.com/oauth/callback?code=...&state=...'" },
+      "ferrulectl callback --url 'https://app.example.com/oauth/callback?code=...&state=...'", 0 },
     { "disconnect", "disconnect", 0, "destroy the stored tokens and revoke them at the provider (history kept)",
-      opts_integration, output_callback, "ferrulectl disconnect --integration acct42:box" },
+      opts_integration, output_callback, "ferrulectl disconnect --integration acct42:box", 0 },
     { "doctor", "doctor", 1, "explain what is wrong with an integration and what to do",
-      opts_integration, output_doctor, "ferrulectl doctor --integration acct42:box" },
+      opts_integration, output_doctor, "ferrulectl doctor --integration acct42:box", 0 },
     { "report-scope", "report_scope", 0, "record that an upstream API answered 403 insufficient_scope",
       opts_report_scope, output_callback,
-      "ferrulectl report-scope --integration acct42:google --www-authenticate 'Bearer error=\"insufficient_scope\", scope=\"drive\"'" },
+      "ferrulectl report-scope --integration acct42:google --www-authenticate 'Bearer error=\"insufficient_scope\", scope=\"drive\"'", 0 },
+    { "keygen", "keygen", 0, "make a CURVE key pair for a broker, a worker or a client (Z85 files)",
+      opts_keygen, NULL, "ferrulectl keygen --out /etc/ferrule/billing", 1 },
     { "help", NULL, 0, "show help for ferrulectl or for a command",
-      opts_none, NULL, "ferrulectl help import" },
+      opts_none, NULL, "ferrulectl help import", 0 },
     { NULL }
 };
 
@@ -462,6 +471,31 @@ broker_list (ctl_t *ctl, const char **list)
     return 0;
 }
 
+/* ferrulectl keygen --out PREFIX: a key pair in two files; prints the public key. */
+static int
+keygen (ctl_t *ctl)
+{
+    char err [1200], pub [CURVE_Z85_LEN + 1];
+    const char *prefix = json_string_value (json_object_get (ctl->opts.args, "out"));
+    fr_status_t st = curve_keygen (prefix, pub, err, sizeof err);
+    if (st != FR_OK)
+        return fail (ctl, result_code (st), err, "give --out with a path prefix in a writable folder", result_exit_code (st));
+    if (ctl->mode.json) {
+        json_t *reply = json_pack ("{s:b, s:s, s:s++, s:s++}", "ok", 1, "public_key", pub,
+                                   "secret_key_file", prefix, ".key", "public_key_file", prefix, ".pub");
+        output_json (reply);
+        json_decref (reply);
+    }
+    else {
+        fputs ("wrote ", stdout);
+        output_safe (stdout, prefix);
+        fputs (".key (secret, mode 0600) and ", stdout);
+        output_safe (stdout, prefix);
+        printf (".pub\npublic key: %s\n", pub);
+    }
+    return 0;
+}
+
 /* Clears the access token of a reply before it is freed. */
 static void
 wipe_reply (json_t *reply)
@@ -520,13 +554,24 @@ main (int argc, char **argv)
         rc = fail (&ctl, "bad_request", err, hint, CTL_EXIT_USAGE);
         goto out;
     }
+    if (ctl.cmd->local) {
+        rc = keygen (&ctl);
+        goto out;
+    }
     rc = broker_list (&ctl, &brokers);
     if (rc != 0)
         goto out;
-    client = client_new (brokers);
+    curve_identity_t id;
+    if (curve_identity_from_env (&id, 1, err, sizeof err) != FR_OK) {
+        rc = fail (&ctl, "configuration", err,
+                   "set FERRULE_CURVE_SECRET_KEY_FILE to this client's key file and FERRULE_BROKER_PUBLIC_KEY_FILE "
+                   "to the brokers' public key file", CTL_EXIT_CONFIGURATION);
+        goto out;
+    }
+    client = client_new_with (brokers, &id, err, sizeof err);
+    curve_identity_clear (&id);
     if (!client) {
-        rc = fail (&ctl, "internal", "could not set up the connections to the brokers",
-                   "check that the broker endpoints are valid ZeroMQ addresses", CTL_EXIT_INTERNAL);
+        rc = fail (&ctl, "internal", err, "check that the broker endpoints are valid ZeroMQ addresses", CTL_EXIT_INTERNAL);
         goto out;
     }
 

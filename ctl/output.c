@@ -193,6 +193,15 @@ output_ping (const json_t *reply, const output_mode_t *mode)
         printf ("%sanswered by worker ", sep);
         output_safe (stdout, worker);
     }
+    const char *security = json_string_value (json_object_get (reply, "security"));
+    const char *client = json_string_value (json_object_get (reply, "client"));
+    if (security && strcmp (security, "plaintext") == 0)
+        printf ("%sPLAINTEXT: links are neither authenticated nor encrypted", sep);
+    else
+    if (security && client) {
+        printf ("%sCURVE, this client is ", sep);
+        output_safe (stdout, client);
+    }
     fputc ('\n', stdout);
     return 0;
 }

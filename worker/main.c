@@ -19,6 +19,7 @@ static volatile sig_atomic_t stop_requested = 0;
 int
 main (int argc, char **argv)
 {
+    char *secret_file = NULL, *broker_key_file = NULL, *plaintext = NULL;
     char *worker_id = NULL, *database_url = NULL, *backends = NULL, *providers = NULL, *key = NULL,
          *old_keys = NULL, *fingerprint_key = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
@@ -61,12 +62,17 @@ main (int argc, char **argv)
         { "admin-rate-burst", "FERRULE_ADMIN_RATE_BURST", CONFIG_INT, &admin_burst, "10", 1, 1000000, 0, "refresh and connect calls one integration may make at once" },
         { "admin-rate-per-min", "FERRULE_ADMIN_RATE_PER_MIN", CONFIG_INT, &admin_per_min, "6", 1, 6000000, 0, "refresh and connect calls per minute per integration after the burst" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
+        { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "file holding this worker's CURVE secret key (ferrulectl keygen)" },
+        { "broker-public-key-file", "FERRULE_BROKER_PUBLIC_KEY_FILE", CONFIG_STRING, &broker_key_file, NULL, 0, 0, 0, "file holding the brokers' CURVE public key (pinned)" },
+        { "allow-plaintext", "FERRULE_ALLOW_PLAINTEXT", CONFIG_STRING, &plaintext, NULL, 0, 0, 0, "1: run without CURVE (no authentication, no encryption; tests only)" },
         { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
         CONFIG_END
     };
     char err [1024];
     int rc;
+    curve_identity_t curve;
+    memset (&curve, 0, sizeof curve);
     if (!daemon_configure (table, "ferrule-worker", "worker", argc, argv, &log_level, &rc))
         return rc;
     if (!worker_id) {
@@ -116,6 +122,21 @@ main (int argc, char **argv)
         journal = mem_strdup (path);
     }
     config_log (table);
+    /* the keys come from files named by FERRULE_CURVE_SECRET_KEY_FILE and FERRULE_BROKER_PUBLIC_KEY_FILE */
+    if (secret_file && *secret_file)
+        setenv (CURVE_ENV_SECRET, secret_file, 1);
+    if (broker_key_file && *broker_key_file)
+        setenv (CURVE_ENV_BROKER_KEY, broker_key_file, 1);
+    if (plaintext && *plaintext)
+        setenv (CURVE_ENV_PLAINTEXT, plaintext, 1);
+    if (curve_identity_from_env (&curve, 1, err, sizeof err) != FR_OK) {
+        log_error (NULL, NULL, "%s", err);
+        rc = 2;
+        goto out;
+    }
+    if (curve.plaintext)
+        log_warning (NULL, NULL, "running in plaintext (%s=1): the broker is not authenticated and the links are not "
+                     "encrypted; use CURVE keys outside tests", CURVE_ENV_PLAINTEXT);
 
     daemon_signals (&stop_requested);
     curl_global_init (CURL_GLOBAL_DEFAULT);
@@ -130,7 +151,7 @@ main (int argc, char **argv)
                             http_bind, state_ttl, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
                             revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch },
-                            fingerprint_key, key_stats_ms, admin_burst, admin_per_min };
+                            fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve };
     worker_t *w = worker_new (&cfg, err, sizeof err);
     if (!w) {
         log_error (NULL, NULL, "%s", err);
@@ -142,6 +163,7 @@ main (int argc, char **argv)
     worker_destroy (&w);
     curl_global_cleanup ();
 out:
+    curve_identity_clear (&curve);
     config_free (table);
     return rc;
 }

@@ -9,6 +9,7 @@
 #include "mem.h"
 #include "connect.h"
 #include "refresh.h"
+#include "ops.h"
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
@@ -53,6 +54,12 @@ worker_link_open (worker_t *w, const char *endpoint, int from_dns, char *err, si
     l->socket = zmq_socket (w->ctx, ZMQ_DEALER);
     frames_socket_defaults (l->socket, (int) w->cfg.hwm, CODEC_MAX_BODY + 1024);
     zmq_setsockopt (l->socket, ZMQ_ROUTING_ID, w->cfg.worker_id, strlen (w->cfg.worker_id));
+    if (curve_apply_client (l->socket, w->cfg.curve) != 0) {          /* pins the broker's key */
+        snprintf (err, errlen, "could not set up CURVE for broker \"%s\": %s", endpoint, zmq_strerror (errno));
+        zmq_close (l->socket);
+        l->socket = NULL;
+        return -1;
+    }
     snprintf (l->endpoint, sizeof l->endpoint, "%s", endpoint);
     l->from_dns = from_dns;
     if (zmq_connect (l->socket, endpoint) != 0) {
@@ -258,6 +265,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
         if (!w->health)
             goto fail;
         log_info (NULL, NULL, "serving /healthz, /readyz and /metrics on port %d", health_port (w->health));
+        if (!cfg->curve || cfg->curve->plaintext)
+            health_set_note (w->health, "plaintext: links are neither authenticated nor encrypted (FERRULE_ALLOW_PLAINTEXT=1)");
     }
     w->ctx = zmq_ctx_new ();
 
@@ -340,14 +349,15 @@ worker_destroy (worker_t **w_p)
     }
 }
 
+/* The reply, and its outcome code ("ok" or the error's) for the broker's audit log. */
 static void
-worker_send (worker_t *w, const job_t *job, const char *body, size_t len)
+worker_send (worker_t *w, const job_t *job, const char *body, size_t len, const char *outcome)
 {
     if (job->link < 0 || (size_t) job->link >= w->nlinks || !w->links [job->link].socket)
         return;                 /* a background job, or the broker it came through is gone */
-    const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body };
-    size_t sizes [] = { 4, 3, job->client_len, 8, len };
-    if (frames_send (w->links [job->link].socket, parts, sizes, 5, ZMQ_DONTWAIT) != 0)
+    const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body, outcome };
+    size_t sizes [] = { 4, 3, job->client_len, 8, len, strlen (outcome) };
+    if (frames_send (w->links [job->link].socket, parts, sizes, 6, ZMQ_DONTWAIT) != 0)
         log_warning (NULL, job->rid, "could not send a reply to broker \"%s\": %s",
                      w->links [job->link].endpoint, zmq_strerror (errno));
 }
@@ -365,9 +375,9 @@ worker_count_request (worker_t *w, const job_t *job, const char *outcome)
         metrics_inc (w->m.token_ok);
         return;
     }
-    char op [40], labels [128];
-    metrics_label_escape (op, sizeof op, job->op);
-    snprintf (labels, sizeof labels, "op=\"%s\",outcome=\"%s\"", op, outcome);
+    char labels [128];
+    /* every name this version does not know is one label, "unknown", whatever a client sent */
+    snprintf (labels, sizeof labels, "op=\"%s\",outcome=\"%s\"", ops_name (ops_lookup (job->op, strlen (job->op))), outcome);
     metrics_inc (metrics_counter (w->metrics, "worker_requests_total", "requests answered, by operation and outcome", labels));
 }
 
@@ -403,7 +413,7 @@ worker_reply (worker_t *w, const job_t *job)
     }
     const char *data = codec_builder_data (w->out, &len);
     worker_count_request (w, job, "ok");
-    worker_send (w, job, data, len);
+    worker_send (w, job, data, len, "ok");
 }
 
 void
@@ -416,7 +426,7 @@ worker_reply_error (worker_t *w, const job_t *job, fr_status_t st, const char *m
     worker_count_request (w, job, result_code (st));
     size_t len;
     const char *data = codec_builder_data (o, &len);
-    worker_send (w, job, data, len);
+    worker_send (w, job, data, len, result_code (st));
 }
 
 void

@@ -15,6 +15,7 @@
 #include "journal.h"
 #include "store.h"
 #include "sweep.h"
+#include "curve.h"
 
 typedef struct {
     const char *worker_id;
@@ -46,6 +47,7 @@ typedef struct {
     int64_t key_stats_ms;           /* how often values sealed with retired keys are counted */
     int64_t admin_rate_burst;       /* refresh and connect calls per integration: bucket size */
     int64_t admin_rate_per_min;     /* and refill rate */
+    const curve_identity_t *curve;  /* this worker's key and the pinned broker key, or plaintext */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */

@@ -28,12 +28,15 @@
 
 extern char **environ;
 
+static curve_identity_t ferrule_id;      /* the bench's client key and the brokers' public key */
+
 /* ---- targets (docs/performance.md) ---- */
 #define TARGET_A_RATIO      0.6      /* cache-hit throughput / bare ZeroMQ echo */
 #define TARGET_A_P99_US     2000.0   /* p99 at half the peak rate */
 #define TARGET_B_RATIO      0.5      /* committed refreshes / pgbench same-shape transactions */
 #define TARGET_C_FRACTION   0.8      /* of C / provider latency, unless (b) binds first */
 #define TARGET_E_BYTES      1024.0   /* worker RSS per cached integration */
+#define TARGET_F_RATIO      0.85     /* cache-hit throughput with the audit log on / off */
 
 #define TARGET_G_P99_MS     5.0      /* provider answer to journal fsync, p99 */
 
@@ -43,7 +46,7 @@ extern char **environ;
 
 typedef struct {
     char *broker, *database_url, *fake_url, *worker_pids, *pgbench, *scenarios, *workdir, *key, *latency_dump,
-         *worker_metrics;
+         *worker_metrics, *broker_noaudit;
     int64_t broker_pid, reps, duration_ms, sockets, window_small, window_large, b_window, b_integrations,
             c_concurrency, storm, e_integrations, token_bytes, a_integrations;
 } options_t;
@@ -399,14 +402,25 @@ typedef struct {
     pid_t workers [MAX_WORKERS];
     int nworkers;
     char frontend [256];
+    curve_identity_t client;        /* how a client connects to it: plaintext, or CURVE */
 } echo_t;
 
-/* Starts the echo broker and its workers and waits until every worker has said hello. */
+/* Starts the echo broker and its workers and waits until every worker has said hello; with
+ * curve, every link of it is CURVE (keys made here for this run). */
 static void
-echo_start (echo_t *e, int workers, int token_bytes)
+echo_start (echo_t *e, int workers, int token_bytes, int curve)
 {
     int fds [2];
     memset (e, 0, sizeof *e);
+    e->client.plaintext = !curve;
+    if (curve) {
+        char secret [CURVE_Z85_LEN + 1];
+        zmq_curve_keypair (e->client.server, secret);
+        zmq_curve_keypair (e->client.public, e->client.secret);
+        setenv (ECHO_ENV_SECRET, secret, 1);
+        setenv (ECHO_ENV_PUBLIC, e->client.server, 1);
+        memset (secret, 0, sizeof secret);
+    }
     if (pipe2 (fds, O_CLOEXEC) != 0)
         die ("pipe: %s", strerror (errno));
     char n [16], tb [16];
@@ -427,6 +441,8 @@ echo_start (echo_t *e, int workers, int token_bytes)
     if (read_line (fds [0], line, sizeof line, 10000) != 0 || strcmp (line, "ready") != 0)
         die ("the echo workers did not reach the echo broker within 10 s");
     close (fds [0]);
+    unsetenv (ECHO_ENV_SECRET);
+    unsetenv (ECHO_ENV_PUBLIC);
 }
 
 /* Stops the echo workers, then the echo broker. */
@@ -448,6 +464,7 @@ wait_ready (int workers)
     void *s = zmq_socket (ctx, ZMQ_DEALER);
     int zero = 0;
     zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    curve_apply_client (s, &ferrule_id);
     zmq_connect (s, opt.broker);
     codec_builder_t *b = codec_builder_new ();
     codec_map (b, 1);
@@ -541,9 +558,18 @@ import_extra (codec_builder_t *b, size_t i, void *arg)
 
 /* A load generator on the configured number of sockets, or exit. */
 static load_t *
+client_with (const char *endpoint, const curve_identity_t *id)
+{
+    load_t *l = load_new (endpoint, (int) opt.sockets, id);
+    if (!l)
+        exit (1);
+    return l;
+}
+
+static load_t *
 client (const char *endpoint)
 {
-    load_t *l = load_new (endpoint, (int) opt.sockets);
+    load_t *l = load_new (endpoint, (int) opt.sockets, &ferrule_id);
     if (!l)
         exit (1);
     return l;
@@ -735,6 +761,88 @@ latency_row (load_t *f, load_t *e, side_t *sf, side_t *se, char **ids, size_t n,
     free (v);
 }
 
+/* (f): what the trust boundary costs. Cache-hit throughput through two brokers of the same
+ * workers, one writing the audit log and one not, alternated in the same run; and the bare echo
+ * over plaintext and over CURVE, so that the cost of the encryption itself shows beside it. */
+static void
+scenario_f (void)
+{
+    if (!opt.broker_noaudit) {
+        note ("(f) skipped: no --broker-noaudit (scripts/bench starts a second broker without the audit log)");
+        return;
+    }
+    size_t n = (size_t) opt.a_integrations;
+    char **ids = make_ids ("bench-f:acct", n);
+    char **rts = calloc (n, sizeof *rts), **ats = calloc (n, sizeof *ats);
+    for (size_t i = 0; i < n; i++) {
+        rts [i] = crypto_random_token (32);
+        char *t = crypto_random_token ((size_t) opt.token_bytes);
+        t [opt.token_bytes] = '\0';
+        ats [i] = t;
+    }
+    load_t *on = client (opt.broker), *off = client (opt.broker_noaudit);
+    import_arg_t arg = { "bencha", rts, ats };
+    import_all (on, ids, n, &arg);
+    load_result_t r;
+    if (touch_all (on, "token", ids, n, 64, &r) != n || touch_all (off, "token", ids, n, 64, &r) != n)
+        die ("(f) warm-up: token requests failed (%s)", r.first_error);
+    echo_t plain, curve;
+    echo_start (&plain, nworkers, (int) opt.token_bytes, 0);
+    echo_start (&curve, nworkers, (int) opt.token_bytes, 1);
+    load_t *ep = client_with (plain.frontend, &plain.client), *ec = client_with (curve.frontend, &curve.client);
+    touch_all (ep, "token", ids, n, 64, &r);
+    touch_all (ec, "token", ids, n, 64, &r);
+    int window = (int) opt.window_large, reps = (int) opt.reps;
+    double *ron = calloc ((size_t) reps, sizeof *ron), *roff = calloc ((size_t) reps, sizeof *roff);
+    double *rp = calloc ((size_t) reps, sizeof *rp), *rc = calloc ((size_t) reps, sizeof *rc);
+    closed_rate (on, ids, n, window, &r);             /* neither measured cold */
+    closed_rate (off, ids, n, window, &r);
+    for (int k = 0; k < reps; k++) {
+        /* alternated, and the order swapped each rep, so drift hits both alike */
+        if (k % 2 == 0) {
+            ron [k] = closed_rate (on, ids, n, window, &r);
+            check_run ("(f) audit on", &r);
+            roff [k] = closed_rate (off, ids, n, window, &r);
+            check_run ("(f) audit off", &r);
+        }
+        else {
+            roff [k] = closed_rate (off, ids, n, window, &r);
+            check_run ("(f) audit off", &r);
+            ron [k] = closed_rate (on, ids, n, window, &r);
+            check_run ("(f) audit on", &r);
+        }
+        rp [k] = closed_rate (ep, ids, n, window, &r);
+        rc [k] = closed_rate (ec, ids, n, window, &r);
+        say ("(f) %d in flight, rep %d: audit on %.0f/s, off %.0f/s; echo plaintext %.0f/s, CURVE %.0f/s", window, k + 1,
+             ron [k], roff [k], rp [k], rc [k]);
+    }
+    double mon = bench_median (ron, (size_t) reps), moff = bench_median (roff, (size_t) reps);
+    double mp = bench_median (rp, (size_t) reps), mc = bench_median (rc, (size_t) reps);
+    double ratio = moff > 0 ? mon / moff : 0;
+    row_add (fmt ("(f) cache-hit token req/s, CURVE, audit on, %d in flight", window), fmt ("%.0f", mon),
+             fmt ("audit off %.0f", moff), fmt ("%.2f", ratio), fmt (">= %.2f x audit off", TARGET_F_RATIO),
+             verdict (ratio >= TARGET_F_RATIO));
+    row_add (fmt ("(f) bare echo req/s over CURVE, %d in flight", window), fmt ("%.0f", mc), fmt ("plaintext %.0f", mp),
+             fmt ("%.2f", mp > 0 ? mc / mp : 0), "(no target: the cost of CURVE)", "-");
+    row_add (fmt ("(f) Ferrule CURVE + audit vs echo over plaintext, %d in flight", window), fmt ("%.0f", mon),
+             fmt ("echo %.0f", mp), fmt ("%.2f", mp > 0 ? mon / mp : 0), "(no target: side by side)", "-");
+    note ("(f) %d reps of %lld ms each, medians; two brokers of the same %d workers, one with FERRULE_AUDIT_LOG "
+          "to a file and one with it off", reps, (long long) opt.duration_ms, nworkers);
+    free (ron);
+    free (roff);
+    free (rp);
+    free (rc);
+    load_destroy (&ep);
+    load_destroy (&ec);
+    echo_stop (&plain);
+    echo_stop (&curve);
+    load_destroy (&on);
+    load_destroy (&off);
+    free_strings (ids, n);
+    free_strings (rts, n);
+    free_strings (ats, n);
+}
+
 /* (a): peaks at two windows, then latency at fixed rates, Ferrule and the echo alternated. */
 static void
 scenario_a (void)
@@ -757,9 +865,10 @@ scenario_a (void)
         die ("(a) warm-up: %llu of %zu token requests failed (%s)", (unsigned long long) (n - r.ok), n, r.first_error);
     size_t ferrule_reply = r.reply_bytes, request = r.request_bytes;
 
+    /* the echo's links are CURVE too: the comparison is of what Ferrule adds, not of the crypto */
     echo_t echo;
-    echo_start (&echo, nworkers, (int) opt.token_bytes);
-    load_t *e = client (echo.frontend);
+    echo_start (&echo, nworkers, (int) opt.token_bytes, !ferrule_id.plaintext);
+    load_t *e = client_with (echo.frontend, &echo.client);
     touch_all (e, "token", ids, n, 64, &r);
     size_t echo_reply = r.reply_bytes;
     say ("(a) request body %zu bytes; reply body %zu bytes (Ferrule), %zu bytes (echo)", request, ferrule_reply,
@@ -1347,11 +1456,12 @@ main (int argc, char **argv)
         { "broker", NULL, CONFIG_STRING, &opt.broker, "tcp://127.0.0.1:5555", 0, 0, 0, "the broker's frontend" },
         { "database-url", NULL, CONFIG_STRING, &opt.database_url, NULL, 0, 0, 0, "the workers' database" },
         { "fake-url", NULL, CONFIG_STRING, &opt.fake_url, NULL, 0, 0, 0, "the fake provider, http://127.0.0.1:PORT" },
+        { "broker-noaudit", NULL, CONFIG_STRING, &opt.broker_noaudit, NULL, 0, 0, 0, "(f) a second broker of the same workers, its audit log off" },
         { "broker-pid", NULL, CONFIG_INT, &opt.broker_pid, "0", 0, 4194304, 0, "pid of the broker, for (a)'s CPU accounting" },
         { "worker-pids", NULL, CONFIG_STRING, &opt.worker_pids, NULL, 0, 0, 0, "comma-separated pids of the workers" },
         { "worker-metrics", NULL, CONFIG_STRING, &opt.worker_metrics, NULL, 0, 0, 0, "comma-separated /metrics URLs of the workers, for (g)" },
         { "pgbench", NULL, CONFIG_STRING, &opt.pgbench, "/usr/lib/postgresql/15/bin/pgbench", 0, 0, 0, "pgbench to run" },
-        { "scenarios", NULL, CONFIG_STRING, &opt.scenarios, "adbce", 0, 0, 0, "which of a b c d e to run" },
+        { "scenarios", NULL, CONFIG_STRING, &opt.scenarios, "adbcef", 0, 0, 0, "which of a b c d e f to run" },
         { "workdir", NULL, CONFIG_STRING, &opt.workdir, "/tmp", 0, 0, 0, "where pgbench's script is written" },
         { "latency-dump", NULL, CONFIG_STRING, &opt.latency_dump, NULL, 0, 0, 0, "(a) append every paced latency here: run scheduled_us latency_us" },
         { "encryption-key", "FERRULE_ENCRYPTION_KEY", CONFIG_STRING, &opt.key, NULL, 0, 0, 1, "the workers' key, for (e)" },
@@ -1385,6 +1495,8 @@ main (int argc, char **argv)
     for (int i = 0; i < nworkers; i++)
         if (rss_kib (worker_pid [i]) < 0)
             die ("no worker process %d", (int) worker_pid [i]);
+    if (curve_identity_from_env (&ferrule_id, 1, err, sizeof err) != FR_OK)
+        die ("%s", err);
     prctl (PR_SET_TIMERSLACK, 1UL);          /* paced sends wake on time, not 50 us late */
     signal (SIGPIPE, SIG_IGN);
     curl_global_init (CURL_GLOBAL_DEFAULT);
@@ -1403,6 +1515,8 @@ main (int argc, char **argv)
     /* (a) first: its caches are then small; (e) last: it leaves 100k rows and cache entries */
     if (want ('a'))
         scenario_a ();
+    if (want ('f'))
+        scenario_f ();
     if (want ('d'))
         scenario_d ();
     if (want ('b'))

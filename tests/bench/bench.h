@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "codec.h"
+#include "curve.h"
 
 #define BENCH_RID_LEN 8             /* every request's rid: 8 hex digits, first key of the body */
 
@@ -46,8 +47,9 @@ typedef struct {
     char first_error [160];         /* code and message of the first error reply */
 } load_result_t;
 
-/* nsockets DEALER sockets connected to endpoint; each answered a ping. NULL (said on stderr). */
-load_t *load_new (const char *endpoint, int nsockets);
+/* nsockets DEALER sockets connected to endpoint (with CURVE when id is not plaintext); each
+ * answered a ping. NULL (said on stderr). */
+load_t *load_new (const char *endpoint, int nsockets, const curve_identity_t *id);
 void load_destroy (load_t **l_p);
 /* Runs the load; 0, or -1 when nothing could be sent. */
 int load_run (load_t *l, const load_spec_t *spec, load_result_t *out);
@@ -55,7 +57,12 @@ int load_run (load_t *l, const load_spec_t *spec, load_result_t *out);
 /* ---- echo.c: the bare ZeroMQ path, run as separate processes (this program re-executed) ---- */
 
 /* main () of "ferrule-bench --echo-broker NWORKERS": binds a ROUTER frontend and a ROUTER
- * backend on free ports, prints "FRONTEND BACKEND\n", then "ready\n" once NWORKERS said hello. */
+ * backend on free ports, prints "FRONTEND BACKEND\n", then "ready\n" once NWORKERS said hello.
+ * With FERRULE_BENCH_ECHO_SECRET (the Z85 server secret) in the environment both sockets are
+ * CURVE servers, and the workers connect with FERRULE_BENCH_ECHO_PUBLIC: the same link
+ * security as Ferrule's, without the allow-lists. */
+#define ECHO_ENV_SECRET "FERRULE_BENCH_ECHO_SECRET"
+#define ECHO_ENV_PUBLIC "FERRULE_BENCH_ECHO_PUBLIC"
 int echo_broker_main (int nworkers);
 /* main () of "ferrule-bench --echo-worker BACKEND ID TOKEN_BYTES". */
 int echo_worker_main (const char *backend, const char *id, int token_bytes);

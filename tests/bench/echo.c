@@ -55,6 +55,16 @@ echo_broker_main (int nworkers)
     frames_socket_defaults (back, ECHO_HWM, ECHO_MAX_MSG);
     zmq_setsockopt (front, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
     zmq_setsockopt (back, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    curve_identity_t server;
+    memset (&server, 0, sizeof server);
+    const char *secret = getenv (ECHO_ENV_SECRET);
+    server.plaintext = !secret || !*secret;
+    if (!server.plaintext)
+        snprintf (server.secret, sizeof server.secret, "%s", secret);
+    if (curve_apply_server (front, &server, "clients") != 0 || curve_apply_server (back, &server, "workers") != 0) {
+        fprintf (stderr, "echo broker: could not set up CURVE: %s\n", zmq_strerror (errno));
+        return 1;
+    }
     if (zmq_bind (front, "tcp://127.0.0.1:*") != 0 || zmq_bind (back, "tcp://127.0.0.1:*") != 0) {
         fprintf (stderr, "echo broker: could not bind: %s\n", zmq_strerror (errno));
         return 1;
@@ -163,7 +173,15 @@ echo_worker_main (const char *backend, const char *id, int token_bytes)
     void *s = zmq_socket (ctx, ZMQ_DEALER);
     frames_socket_defaults (s, ECHO_HWM, ECHO_MAX_MSG);
     zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
-    if (zmq_connect (s, backend) != 0) {
+    curve_identity_t me;
+    memset (&me, 0, sizeof me);
+    const char *server = getenv (ECHO_ENV_PUBLIC);
+    me.plaintext = !server || !*server;
+    if (!me.plaintext) {
+        snprintf (me.server, sizeof me.server, "%s", server);
+        zmq_curve_keypair (me.public, me.secret);
+    }
+    if (curve_apply_client (s, &me) != 0 || zmq_connect (s, backend) != 0) {
         fprintf (stderr, "echo worker: could not connect to \"%s\": %s\n", backend, zmq_strerror (errno));
         return 1;
     }

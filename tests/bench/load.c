@@ -120,7 +120,7 @@ send_body (void *sock, const void *body, size_t len)
 }
 
 load_t *
-load_new (const char *endpoint, int nsockets)
+load_new (const char *endpoint, int nsockets, const curve_identity_t *id)
 {
     if (nsockets < 1 || nsockets > LOAD_MAX_SOCKETS) {
         fprintf (stderr, "ferrule-bench: client sockets must be 1 to %d\n", LOAD_MAX_SOCKETS);
@@ -138,7 +138,7 @@ load_new (const char *endpoint, int nsockets)
         zmq_setsockopt (s, ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt (s, ZMQ_RCVHWM, &hwm, sizeof hwm);
         l->socks [l->nsocks++] = s;
-        if (zmq_connect (s, endpoint) != 0) {
+        if (curve_apply_client (s, id) != 0 || zmq_connect (s, endpoint) != 0) {
             fprintf (stderr, "ferrule-bench: could not connect to \"%s\": %s\n", endpoint, zmq_strerror (errno));
             load_destroy (&l);
             return NULL;

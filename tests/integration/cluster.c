@@ -94,6 +94,13 @@ describe (harness_t *h, int brokers, int idle, int workers)
         snprintf (id, sizeof id, "w%d", i + 1);
         json_array_append_new (json_object_get (line, "workers"), json_string (id));
     }
+    /* the links are CURVE: the test connects as the harness's own client */
+    char path [1024];
+    json_object_set_new (line, "server_public_key_file", json_string (harness_broker_public_key_file (h)));
+    snprintf (path, sizeof path, "%s/client-%s.key", harness_keys_dir (h), HARNESS_CLIENT);
+    json_object_set_new (line, "client_secret_key_file", json_string (path));
+    snprintf (path, sizeof path, "%s/client-%s.pub", harness_keys_dir (h), HARNESS_CLIENT);
+    json_object_set_new (line, "client_public_key_file", json_string (path));
     return line;
 }
 

@@ -1,5 +1,6 @@
 /* harness.c - starts and stops the real processes an integration test needs (see harness.h) */
 #include "harness.h"
+#include "curve.h"
 #include "mem.h"
 
 #include <curl/curl.h>
@@ -95,6 +96,11 @@ struct harness_t {
     char   *runtime_url;        /* database_url as runtime_role: what the workers use */
     char   *providers_file;
     char   *encryption_key;
+    char   *keys_dir;           /* CURVE keys of this cluster: broker, clients, workers */
+    char   *clients_file;
+    char   *workers_file;
+    char   *policy_file;
+    char   *broker_pub;
     int     fake_port;
     env_t   extras;             /* harness_set_env, applied to brokers and workers */
     char   *worker_wrapper;     /* harness_set_worker_wrapper: runs each worker started after it */
@@ -111,6 +117,8 @@ struct harness_t {
     pid_t   owner;              /* the test process; a forked copy must not tear down at exit */
     struct harness_t *next;     /* live harnesses, for the exit-time cleanup */
 };
+
+static int setup_keys (harness_t *self);
 
 static harness_t *s_live;           /* harnesses not yet destroyed */
 static bool s_atexit_installed;
@@ -1033,6 +1041,8 @@ harness_new (const char *name)
      * a token and counts the provider calls its next request makes, a sweep pass in between
      * would make that call first. Tests of the sweep set their own interval. */
     env_put (&self->extras, "FERRULE_SWEEP_MS", "3600000");
+    if (setup_keys (self) != 0)
+        goto fail;
 
     unsigned char key [32];
     if (random_bytes (key, sizeof key) != 0) {
@@ -1057,6 +1067,198 @@ fail:
     say ("could not set up test \"%s\" (logs in %s)", self->name, self->workdir ? self->workdir : "?");
     harness_destroy (&self);
     return NULL;
+}
+
+/* --- keys ------------------------------------------------------------------------------------ */
+
+/* Appends "line" to path; 0 or -1. */
+static int
+append_line (const char *path, const char *line)
+{
+    FILE *f = fopen (path, "a");
+    if (!f) {
+        say ("could not write %s: %s", path, strerror (errno));
+        return -1;
+    }
+    int rc = fprintf (f, "%s\n", line) < 0 ? -1 : 0;
+    if (fclose (f) != 0)
+        rc = -1;
+    return rc;
+}
+
+/* Makes keys_dir/<prefix><name>.{key,pub} and lists the public key under name in list_file;
+   running brokers re-read their lists. */
+static int
+add_key (harness_t *self, const char *list_file, const char *name, const char *prefix)
+{
+    char err [512], pub [CURVE_Z85_LEN + 1];
+    char *path = strfmt ("%s/%s%s", self->keys_dir, prefix, name);
+    int rc = -1;
+    if (curve_keygen (path, pub, err, sizeof err) != FR_OK) {
+        say ("%s", err);
+        goto out;
+    }
+    char *line = strfmt ("%s %s", name, pub);
+    rc = append_line (list_file, line);
+    mem_free (line);
+    if (rc == 0)
+        harness_reload_brokers (self);
+out:
+    mem_free (path);
+    return rc;
+}
+
+/* The cluster's keys: the brokers' pair, the test's client "harness" (allowed everything by the
+   policy), an empty workers list (each worker's key is added when it first starts). The test
+   process itself uses the client's key: ferrulectl and client_new inherit it. */
+static int
+setup_keys (harness_t *self)
+{
+    char err [512];
+    self->keys_dir = strfmt ("%s/keys", self->workdir);
+    if (mkdir_p (self->keys_dir) != 0) {
+        say ("could not create \"%s\": %s", self->keys_dir, strerror (errno));
+        return -1;
+    }
+    char *broker = strfmt ("%s/broker", self->keys_dir);
+    fr_status_t st = curve_keygen (broker, NULL, err, sizeof err);
+    mem_free (broker);
+    if (st != FR_OK) {
+        say ("%s", err);
+        return -1;
+    }
+    self->broker_pub = strfmt ("%s/broker.pub", self->keys_dir);
+    self->clients_file = strfmt ("%s/clients", self->keys_dir);
+    self->workers_file = strfmt ("%s/workers", self->keys_dir);
+    self->policy_file = strfmt ("%s/policy", self->keys_dir);
+    if (append_line (self->clients_file, "# NAME KEY") != 0 || append_line (self->workers_file, "# WORKERID KEY") != 0
+    ||  harness_write_policy (self, HARNESS_CLIENT " * *\n") != 0
+    ||  add_key (self, self->clients_file, HARNESS_CLIENT, "client-") != 0)
+        return -1;
+    return harness_use_client (self, HARNESS_CLIENT);
+}
+
+int
+harness_add_worker_key (harness_t *self, const char *worker_id)
+{
+    return add_key (self, self->workers_file, worker_id, "worker-");
+}
+
+const char *
+harness_broker_backend (harness_t *self, int idx)
+{
+    return idx >= 0 && idx < self->nbrokers ? self->backends [idx] : NULL;
+}
+
+int
+harness_broker_pid (harness_t *self, int idx)
+{
+    return idx >= 0 && idx < self->nbrokers && self->brokers [idx]->pid > 0 ? (int) self->brokers [idx]->pid : -1;
+}
+
+int
+harness_add_client (harness_t *self, const char *name)
+{
+    return add_key (self, self->clients_file, name, "client-");
+}
+
+int
+harness_use_client (harness_t *self, const char *name)
+{
+    char *key = strfmt ("%s/client-%s.key", self->keys_dir, name);
+    int rc = access (key, R_OK) == 0 ? 0 : -1;
+    if (rc == 0) {
+        setenv (CURVE_ENV_SECRET, key, 1);
+        setenv (CURVE_ENV_BROKER_KEY, self->broker_pub, 1);
+        unsetenv (CURVE_ENV_PLAINTEXT);
+    }
+    else
+        say ("no key for client \"%s\": add it with harness_add_client", name);
+    mem_free (key);
+    return rc;
+}
+
+int
+harness_write_policy (harness_t *self, const char *text)
+{
+    char *tmp = strfmt ("%s.new", self->policy_file);
+    FILE *f = fopen (tmp, "w");
+    int rc = -1;
+    if (f && fputs (text, f) >= 0 && fclose (f) == 0 && rename (tmp, self->policy_file) == 0)
+        rc = 0;
+    else
+        say ("could not write the policy file %s: %s", self->policy_file, strerror (errno));
+    mem_free (tmp);
+    return rc;
+}
+
+int
+harness_remove_client (harness_t *self, const char *name)
+{
+    FILE *f = fopen (self->clients_file, "r");
+    char *tmp = strfmt ("%s.new", self->clients_file);
+    FILE *out = fopen (tmp, "w");
+    char line [512];
+    int rc = -1;
+    size_t len = strlen (name);
+    if (f && out) {
+        while (fgets (line, sizeof line, f))
+            if (!(strncmp (line, name, len) == 0 && line [len] == ' '))
+                fputs (line, out);
+        rc = 0;
+    }
+    if (f)
+        fclose (f);
+    if (out && fclose (out) != 0)
+        rc = -1;
+    if (rc == 0 && rename (tmp, self->clients_file) != 0)
+        rc = -1;
+    mem_free (tmp);
+    return rc;
+}
+
+/* Waits until the process catches SIGHUP (its handler is installed), up to 10 s. */
+static bool
+catches_sighup (pid_t pid)
+{
+    char path [64], line [256];
+    snprintf (path, sizeof path, "/proc/%d/status", (int) pid);
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen (path, "r");
+        if (!f)
+            return false;
+        bool caught = false;
+        while (fgets (line, sizeof line, f))
+            if (strncmp (line, "SigCgt:", 7) == 0)
+                caught = (strtoull (line + 7, NULL, 16) & 1ULL) != 0;   /* bit 0: signal 1 */
+        fclose (f);
+        if (caught)
+            return true;
+        sleep_ms (20);
+    }
+    return false;
+}
+
+void
+harness_reload_brokers (harness_t *self)
+{
+    for (int i = 0; i < self->nbrokers; i++) {
+        proc_t *p = self->brokers [i];
+        if (p->pid > 0 && !proc_reap (p, 0) && catches_sighup (p->pid))
+            kill (p->pid, SIGHUP);
+    }
+}
+
+const char *
+harness_keys_dir (harness_t *self)
+{
+    return self->keys_dir;
+}
+
+const char *
+harness_broker_public_key_file (harness_t *self)
+{
+    return self->broker_pub;
 }
 
 /* --- teardown -------------------------------------------------------------------------------- */
@@ -1162,6 +1364,11 @@ harness_destroy (harness_t **self_p)
     mem_free (self->runtime_url);
     mem_free (self->providers_file);
     mem_free_secret (&self->encryption_key);
+    mem_free (self->keys_dir);
+    mem_free (self->clients_file);
+    mem_free (self->workers_file);
+    mem_free (self->policy_file);
+    mem_free (self->broker_pub);
     mem_free (self);
     *self_p = NULL;
 }
@@ -1229,6 +1436,16 @@ harness_start_broker (harness_t *self)
     self->backends [idx] = strfmt ("tcp://127.0.0.1:%d", ports [1]);
     env_put (&env, "FERRULE_FRONTEND_BIND", self->frontends [idx]);
     env_put (&env, "FERRULE_BACKEND_BIND", self->backends [idx]);
+    char *broker_key = strfmt ("%s/broker.key", self->keys_dir);
+    char *audit = strfmt ("%s/broker%d.audit", self->workdir, idx);
+    char *env_items [] = { CURVE_ENV_SECRET, broker_key, "FERRULE_CLIENTS_FILE", self->clients_file,
+                           "FERRULE_WORKERS_FILE", self->workers_file, "FERRULE_POLICY_FILE", self->policy_file,
+                           "FERRULE_AUDIT_LOG", audit, NULL };
+    for (char **e = env_items; *e; e += 2)
+        env_put (&env, e [0], e [1]);
+    mem_free (broker_key);
+    mem_free (audit);
+    env_apply (&env, &self->extras);
     self->brokers [idx] = proc_new (PROC_BROKER, name, strfmt ("%s/%s.log", self->workdir, name),
                                     strv_of (BIN_BROKER, NULL), env_take (&env));
     mem_free (name);
@@ -1274,11 +1491,20 @@ harness_start_worker_on (harness_t *self, const char *worker_id, unsigned broker
         if (broker_mask & (1u << i))
             chosen [nchosen++] = self->backends [i];
     char *backends = join_csv (chosen, nchosen);
+    char *worker_key = strfmt ("%s/worker-%s.key", self->keys_dir, worker_id);
+    if (access (worker_key, R_OK) != 0 && add_key (self, self->workers_file, worker_id, "worker-") != 0) {
+        mem_free (worker_key);
+        mem_free (backends);
+        return -1;
+    }
     env_t env;
     env_from_parent (&env);
     env_put (&env, "FERRULE_DATABASE_URL", self->runtime_url);
     env_put (&env, "FERRULE_PROVIDERS_FILE", self->providers_file);
     env_put (&env, "FERRULE_ENCRYPTION_KEY", self->encryption_key);
+    env_put (&env, CURVE_ENV_SECRET, worker_key);
+    env_put (&env, CURVE_ENV_BROKER_KEY, self->broker_pub);
+    mem_free (worker_key);
     env_apply (&env, &self->extras);
     env_put (&env, "FERRULE_WORKER_ID", worker_id);
     env_put (&env, "FERRULE_BROKER_BACKENDS", backends);

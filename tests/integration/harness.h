@@ -153,6 +153,33 @@ int harness_sql (harness_t *self, const char *sql);
 /* Runs a query expected to return one row with one integer column; the value, or -1 on error. */
 long long harness_sql_int (harness_t *self, const char *sql);
 
+/* CURVE: each harness makes its brokers' key pair, an allow-list of clients holding the test's
+   own client "harness" (the policy allows it everything), and a key per worker (added to the
+   workers list, bound to the worker id, when the worker first starts). The test process uses
+   the "harness" client's key (FERRULE_CURVE_SECRET_KEY_FILE and FERRULE_BROKER_PUBLIC_KEY_FILE
+   in its environment), so ferrulectl and client_new connect with it. Brokers write their audit
+   log to <workdir>/broker<N>.audit. */
+#define HARNESS_CLIENT "harness"
+/* Makes a key pair for client name (keys_dir/client-<name>.key) and lists it; running brokers
+   re-read their lists (SIGHUP). 0 or -1. */
+int harness_add_client (harness_t *self, const char *name);
+/* Makes a key pair for worker_id (keys_dir/worker-<id>.key) and lists it, as harness_start_worker
+   does on a worker's first start; for tests that play a worker themselves. 0 or -1. */
+int harness_add_worker_key (harness_t *self, const char *worker_id);
+/* Broker idx's backend endpoint (NULL: none), and its pid (-1: not running). */
+const char *harness_broker_backend (harness_t *self, int idx);
+int harness_broker_pid (harness_t *self, int idx);
+/* Removes client name from the clients list (brokers are not told: harness_reload_brokers). */
+int harness_remove_client (harness_t *self, const char *name);
+/* From now on this process (ferrulectl, client_new) uses client name's key. 0 or -1. */
+int harness_use_client (harness_t *self, const char *name);
+/* Replaces the policy file (brokers are not told: harness_reload_brokers). 0 or -1. */
+int harness_write_policy (harness_t *self, const char *text);
+/* SIGHUP to every running broker, once its handler is installed. */
+void harness_reload_brokers (harness_t *self);
+const char *harness_keys_dir (harness_t *self);
+const char *harness_broker_public_key_file (harness_t *self);
+
 int harness_port (harness_t *self);                       /* the fake provider's port */
 const char *harness_database_url (harness_t *self);        /* as the schema owner */
 const char *harness_runtime_url (harness_t *self);         /* as the workers' runtime role */

@@ -10,6 +10,7 @@
 #include <zmq.h>
 #include "clock.h"
 #include "codec.h"
+#include "curve.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,7 @@ itest_storm_paced (const char *const *endpoints, size_t nendpoints, const char *
         zmq_setsockopt (socks [k], ZMQ_LINGER, &zero, sizeof zero);
         zmq_setsockopt (socks [k], ZMQ_SNDHWM, &hwm, sizeof hwm);
         zmq_setsockopt (socks [k], ZMQ_RCVHWM, &hwm, sizeof hwm);
+        itest_secure (socks [k]);
         zmq_connect (socks [k], endpoints [k]);
     }
     usleep (200000);        /* let the connections come up before the burst */
@@ -254,4 +256,15 @@ itest_storm_paced (const char *const *endpoints, size_t nendpoints, const char *
     free (socks);
     zmq_ctx_term (ctx);
     return replies;
+}
+
+void
+itest_secure (void *socket)
+{
+    char err [512];
+    curve_identity_t id;
+    if (curve_identity_from_env (&id, 1, err, sizeof err) != FR_OK)
+        fail_msg ("%s", err);
+    assert_int_equal (curve_apply_client (socket, &id), 0);
+    curve_identity_clear (&id);
 }

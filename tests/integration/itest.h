@@ -25,6 +25,10 @@ void itest_fault (harness_t *h, const char *provider, const char *kind, int coun
 const char *itest_code (const json_t *reply);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
+/* Sets a raw ZeroMQ socket up (before its connect) as this process's client: the CURVE keys
+ * named by the environment (harness_use_client), or nothing when it says plaintext. Fails the
+ * running cmocka test when the keys cannot be read. */
+void itest_secure (void *socket);
 #endif
 
 /* Sends n token requests at once (pipelined over one DEALER per endpoint, round robin),

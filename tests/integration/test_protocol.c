@@ -41,6 +41,7 @@ dealer (void)
     void *s = zmq_socket (ctx, ZMQ_DEALER);
     int zero = 0;
     zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    itest_secure (s);
     assert_int_equal (zmq_connect (s, harness_broker_frontend (h, 0)), 0);
     return s;
 }

@@ -185,6 +185,48 @@ test_healthz (void **state)
     health_destroy (&h);
 }
 
+/* 64 idle sockets (and more) cannot keep the probes out: past 48 open connections the oldest
+ * is closed for each new one. */
+static void
+test_idle_connections_cannot_starve_probes (void **state)
+{
+    char err [256];
+    health_t *h = health_new ("127.0.0.1:0", NULL, err, sizeof err);
+    assert_non_null (h);
+    int port = health_port (h);
+    int idle [100];
+    for (int i = 0; i < 100; i++)
+        idle [i] = connect_to (port);       /* connected, and never a byte sent */
+    sleep_ms (200);
+    for (int k = 0; k < 3; k++) {
+        http_reply_t *r = http_get (port, "GET", "/healthz");
+        assert_int_equal (r->status, 200);
+        assert_string_equal (r->body, "ok\n");
+    }
+    for (int i = 0; i < 100; i++)
+        close (idle [i]);
+    health_destroy (&h);
+}
+
+/* A note (plaintext links) shows on /readyz whether ready or not. */
+static void
+test_readyz_note (void **state)
+{
+    char err [256];
+    health_t *h = health_new ("127.0.0.1:0", NULL, err, sizeof err);
+    assert_non_null (h);
+    int port = health_port (h);
+    health_set_note (h, "plaintext: links are neither authenticated nor encrypted");
+    http_reply_t *r = http_get (port, "GET", "/readyz");
+    assert_int_equal (r->status, 503);
+    assert_non_null (strstr (r->body, "note: plaintext"));
+    health_set_ready (h, 1, NULL);
+    r = http_get (port, "GET", "/readyz");
+    assert_int_equal (r->status, 200);
+    assert_string_equal (r->body, "ready\nnote: plaintext: links are neither authenticated nor encrypted\n");
+    health_destroy (&h);
+}
+
 static void
 test_readyz (void **state)
 {
@@ -340,6 +382,8 @@ main (void)
         cmocka_unit_test (test_new_fails_with_reason),
         cmocka_unit_test (test_healthz),
         cmocka_unit_test (test_readyz),
+        cmocka_unit_test (test_readyz_note),
+        cmocka_unit_test (test_idle_connections_cannot_starve_probes),
         cmocka_unit_test (test_metrics_endpoint),
         cmocka_unit_test (test_errors),
         cmocka_unit_test (test_slow_client_blocks_nothing),

@@ -9,8 +9,8 @@ The wire protocol is docs/protocol.md; the retry rules are the C client's (ferru
 """
 from .client import Client, parse_endpoints
 from .curve import CurveKeys
-from .errors import (ERRORS, AccessDenied, BadRequest, CodeExpiredOrUsed, Configuration,
-                     ConfigurationError, DatabaseUnavailable, Disconnected, FerruleError,
+from .errors import (ERRORS, AccessDenied, AccessRefused, BadRequest, CodeExpiredOrUsed, Configuration,
+                     ConfigurationError, DatabaseUnavailable, Disconnected, FerruleError, Forbidden,
                      InsufficientScope, Internal, InternalError, InvalidClient, InvalidScope,
                      MalformedFrame, NeedsReconnect, NoRefreshToken, NotFound, Overloaded,
                      ProviderBadResponse, ProviderUnavailable, RateLimited, RedirectUriMismatch,
@@ -25,11 +25,11 @@ PROTOCOL = "FRL1"
 __all__ = [
     "Client", "CurveKeys", "Token", "parse_endpoints", "error_from_reply", "ERRORS", "PROTOCOL",
     "FerruleError", "RequestError", "NotFound", "UserActionRequired", "TransientError",
-    "ConfigurationError", "InternalError",
+    "ConfigurationError", "InternalError", "AccessRefused",
     "BadRequest", "MalformedFrame", "TooLarge", "UnsupportedVersion", "UnknownOperation",
     "NeedsReconnect", "Disconnected", "CodeExpiredOrUsed", "StateInvalid", "AccessDenied",
     "NoRefreshToken", "InsufficientScope",
     "ProviderUnavailable", "ProviderBadResponse", "Timeout", "Unavailable", "Overloaded",
     "DatabaseUnavailable", "RateLimited",
-    "InvalidClient", "RedirectUriMismatch", "InvalidScope", "Configuration", "Internal",
+    "InvalidClient", "RedirectUriMismatch", "InvalidScope", "Configuration", "Internal", "Forbidden",
 ]

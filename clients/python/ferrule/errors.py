@@ -90,6 +90,12 @@ class InternalError(FerruleError):
     exit_code = 1
 
 
+class AccessRefused(FerruleError):
+    """The broker's allow-lists or policy do not let this client do that: an operator must list
+    the client's key or allow the operation on the integration."""
+    exit_code = 7
+
+
 class BadRequest(RequestError):
     code = "bad_request"
 
@@ -186,6 +192,10 @@ class Internal(InternalError):
     code = "internal"
 
 
+class Forbidden(AccessRefused):
+    code = "forbidden"
+
+
 # Wire code -> class, in common/result.c's order. The exit status of each is its class's
 # exit_code (checked against the C table by the tests).
 ERRORS: dict[str, type[FerruleError]] = {cls.code: cls for cls in (
@@ -196,6 +206,7 @@ ERRORS: dict[str, type[FerruleError]] = {cls.code: cls for cls in (
     ProviderUnavailable, ProviderBadResponse, Timeout, Unavailable, Overloaded,
     DatabaseUnavailable, RateLimited,
     InvalidClient, RedirectUriMismatch, InvalidScope, Configuration,
+    Forbidden,
     Internal,
 )}
 

@@ -1,0 +1,291 @@
+/* audit.c - audit records through a bounded queue to a writer thread (see audit.h) */
+#include "audit.h"
+#include "keys.h"
+#include "ident.h"
+#include "log.h"
+#include "mem.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define AUDIT_LINE_MAX 1024
+#define AUDIT_BATCH    256
+
+typedef struct {
+    int64_t wall_ms;
+    uint8_t op;
+    uint8_t has_integ, has_rid;
+    char client [KEYS_MAX_NAME + 1];
+    char integ [IDENT_MAX + 1];
+    char outcome [32];
+    char rid [65];
+    uint8_t rid_len;
+} audit_rec_t;
+
+struct audit {
+    char *path;                         /* NULL: standard output */
+    int fd;
+    pthread_t thread;
+    int started;
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    audit_rec_t *queue;                 /* ring of AUDIT_QUEUE */
+    size_t head, count;                 /* under mutex */
+    int stopping;                       /* under mutex */
+    atomic_int reopen;
+    atomic_uint_fast64_t dropped, failed;
+};
+
+static int
+audit_open (const char *path)
+{
+    return open (path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+}
+
+/* Appends s as JSON string content: anything outside printable ASCII is \u00XX. */
+static size_t
+audit_escape (char *out, size_t pos, const char *s, size_t len)
+{
+    static const char hex [] = "0123456789abcdef";
+    for (size_t i = 0; i < len && pos + 8 < AUDIT_LINE_MAX; i++) {
+        unsigned char c = (unsigned char) s [i];
+        if (c == '"' || c == '\\') {
+            out [pos++] = '\\';
+            out [pos++] = (char) c;
+        }
+        else
+        if (c < 0x20 || c >= 0x7f) {
+            memcpy (out + pos, "\\u00", 4);
+            out [pos + 4] = hex [c >> 4];
+            out [pos + 5] = hex [c & 15];
+            pos += 6;
+        }
+        else
+            out [pos++] = (char) c;
+    }
+    return pos;
+}
+
+static size_t
+audit_format (const audit_rec_t *r, char *out)
+{
+    struct tm tm;
+    time_t secs = (time_t) (r->wall_ms / 1000);
+    gmtime_r (&secs, &tm);
+    size_t pos = strftime (out, AUDIT_LINE_MAX, "{\"time\":\"%Y-%m-%dT%H:%M:%S", &tm);
+    pos += (size_t) snprintf (out + pos, AUDIT_LINE_MAX - pos, ".%03dZ\",\"client\":\"", (int) (r->wall_ms % 1000));
+    pos = audit_escape (out, pos, r->client, strlen (r->client));
+    pos += (size_t) snprintf (out + pos, AUDIT_LINE_MAX - pos, "\",\"op\":\"%s\",\"integration\":", ops_name ((op_t) r->op));
+    if (r->has_integ) {
+        out [pos++] = '"';
+        pos = audit_escape (out, pos, r->integ, strlen (r->integ));
+        out [pos++] = '"';
+    }
+    else
+        pos += (size_t) snprintf (out + pos, AUDIT_LINE_MAX - pos, "null");
+    pos += (size_t) snprintf (out + pos, AUDIT_LINE_MAX - pos, ",\"outcome\":\"");
+    pos = audit_escape (out, pos, r->outcome, strlen (r->outcome));
+    pos += (size_t) snprintf (out + pos, AUDIT_LINE_MAX - pos, "\",\"rid\":");
+    if (r->has_rid) {
+        out [pos++] = '"';
+        pos = audit_escape (out, pos, r->rid, r->rid_len);
+        out [pos++] = '"';
+    }
+    else
+        pos += (size_t) snprintf (out + pos, AUDIT_LINE_MAX - pos, "null");
+    out [pos++] = '}';
+    out [pos++] = '\n';
+    return pos;
+}
+
+/* Writes all of buf; counts a failure (and says so once per streak) when it cannot. */
+static void
+audit_write (audit_t *a, const char *buf, size_t len, int *complained)
+{
+    while (len > 0) {
+        ssize_t w = a->fd >= 0 ? write (a->fd, buf, len) : -1;
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            atomic_fetch_add (&a->failed, 1);
+            if (!*complained)
+                log_error (NULL, NULL, "could not write the audit log \"%s\": %s; records are being lost",
+                           a->path ? a->path : "standard output", a->fd >= 0 ? strerror (errno) : "not open");
+            *complained = 1;
+            return;
+        }
+        buf += w;
+        len -= (size_t) w;
+    }
+    *complained = 0;
+}
+
+static void *
+audit_thread (void *arg)
+{
+    audit_t *a = arg;
+    audit_rec_t *batch = mem_alloc (AUDIT_BATCH * sizeof *batch);
+    char *buf = mem_alloc (AUDIT_BATCH * AUDIT_LINE_MAX);
+    int complained = 0;
+    for (;;) {
+        pthread_mutex_lock (&a->mutex);
+        if (a->count == 0 && !a->stopping) {
+            struct timespec until;
+            clock_gettime (CLOCK_REALTIME, &until);
+            until.tv_nsec += AUDIT_FLUSH_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait (&a->cond, &a->mutex, &until);
+        }
+        size_t n = a->count < AUDIT_BATCH ? a->count : AUDIT_BATCH;
+        for (size_t i = 0; i < n; i++)
+            batch [i] = a->queue [(a->head + i) % AUDIT_QUEUE];
+        a->head = (a->head + n) % AUDIT_QUEUE;
+        a->count -= n;
+        int stop = a->stopping && a->count == 0;
+        pthread_mutex_unlock (&a->mutex);
+
+        if (a->path && atomic_exchange (&a->reopen, 0)) {
+            int fd = audit_open (a->path);
+            if (fd >= 0) {
+                if (a->fd >= 0)
+                    close (a->fd);
+                a->fd = fd;
+            }
+            else
+                log_error (NULL, NULL, "could not reopen the audit log \"%s\": %s; still writing the old file",
+                           a->path, strerror (errno));
+        }
+        size_t len = 0;
+        for (size_t i = 0; i < n; i++)
+            len += audit_format (&batch [i], buf + len);
+        if (len)
+            audit_write (a, buf, len, &complained);
+        if (stop)
+            break;
+    }
+    mem_free (batch);
+    mem_free (buf);
+    return NULL;
+}
+
+audit_t *
+audit_new (const char *target, char *err, size_t errlen)
+{
+    audit_t *a = mem_alloc (sizeof *a);
+    sigset_t all, old;
+    a->fd = -1;
+    pthread_mutex_init (&a->mutex, NULL);
+    pthread_cond_init (&a->cond, NULL);
+    a->queue = mem_alloc (AUDIT_QUEUE * sizeof *a->queue);
+    if (!target || strcmp (target, "-") == 0)
+        a->fd = STDOUT_FILENO;
+    else {
+        a->path = mem_strdup (target);
+        a->fd = audit_open (target);
+        if (a->fd < 0) {
+            snprintf (err, errlen, "could not open the audit log \"%s\": %s", target, strerror (errno));
+            goto fail;
+        }
+    }
+    /* the writer takes no signals: they belong to the loop's thread */
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, &old);
+    int rc = pthread_create (&a->thread, NULL, audit_thread, a);
+    pthread_sigmask (SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        snprintf (err, errlen, "could not start the audit writer: %s", strerror (rc));
+        goto fail;
+    }
+    a->started = 1;
+    return a;
+fail:
+    audit_destroy (&a);
+    return NULL;
+}
+
+void
+audit_destroy (audit_t **a_p)
+{
+    if (!a_p || !*a_p)
+        return;
+    audit_t *a = *a_p;
+    if (a->started) {
+        pthread_mutex_lock (&a->mutex);
+        a->stopping = 1;
+        pthread_cond_signal (&a->cond);
+        pthread_mutex_unlock (&a->mutex);
+        pthread_join (a->thread, NULL);
+    }
+    if (a->path && a->fd >= 0)
+        close (a->fd);
+    pthread_mutex_destroy (&a->mutex);
+    pthread_cond_destroy (&a->cond);
+    mem_free (a->queue);
+    mem_free (a->path);
+    mem_free (a);
+    *a_p = NULL;
+}
+
+void
+audit_record (audit_t *a, const char *client, op_t op, const char *integ, size_t integ_len,
+              const char *outcome, const char *rid, size_t rid_len)
+{
+    if (!a)
+        return;
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    pthread_mutex_lock (&a->mutex);
+    if (a->count == AUDIT_QUEUE) {
+        pthread_mutex_unlock (&a->mutex);
+        atomic_fetch_add (&a->dropped, 1);
+        return;
+    }
+    audit_rec_t *r = &a->queue [(a->head + a->count) % AUDIT_QUEUE];
+    r->wall_ms = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    r->op = (uint8_t) op;
+    snprintf (r->client, sizeof r->client, "%s", client ? client : "");
+    r->has_integ = integ != NULL;
+    if (integ) {
+        size_t n = integ_len < IDENT_MAX ? integ_len : IDENT_MAX;
+        memcpy (r->integ, integ, n);
+        r->integ [n] = '\0';
+    }
+    snprintf (r->outcome, sizeof r->outcome, "%s", outcome ? outcome : "");
+    r->has_rid = rid != NULL;
+    r->rid_len = (uint8_t) (rid_len < 64 ? rid_len : 64);
+    if (rid)
+        memcpy (r->rid, rid, r->rid_len);
+    a->count++;
+    /* the writer wakes by itself every AUDIT_FLUSH_MS; a filling queue wakes it early */
+    if (a->count == AUDIT_QUEUE / 2)
+        pthread_cond_signal (&a->cond);
+    pthread_mutex_unlock (&a->mutex);
+}
+
+void
+audit_reopen (audit_t *a)
+{
+    if (a)
+        atomic_store (&a->reopen, 1);
+}
+
+uint64_t
+audit_dropped (const audit_t *a)
+{
+    return a ? atomic_load (&((audit_t *) a)->dropped) : 0;
+}
+
+uint64_t
+audit_failed (const audit_t *a)
+{
+    return a ? atomic_load (&((audit_t *) a)->failed) : 0;
+}

@@ -1,0 +1,32 @@
+/* audit.h - one JSON line per request that reached the broker, written off the routing loop
+ *
+ * {"time":"2026-11-30T02:10:00.123Z","client":"billing","op":"token","integration":"acct42:box",
+ *  "outcome":"ok","rid":"..."}  (integration and rid are null when the request had none).
+ * audit_record copies the record into a bounded in-memory queue and returns; a writer thread
+ * drains the queue at least every AUDIT_FLUSH_MS with one write(2) per batch (no stdio buffer),
+ * so a crash loses at most the records of the last fraction of a second. When the queue is full
+ * the record is counted as dropped (audit_dropped) rather than blocking the loop. Nothing here
+ * ever sees a request body, so no token can reach the audit log. */
+#ifndef FERRULE_AUDIT_H
+#define FERRULE_AUDIT_H
+#include <stddef.h>
+#include <stdint.h>
+#include "ops.h"
+
+#define AUDIT_QUEUE    16384           /* records waiting for the writer */
+#define AUDIT_FLUSH_MS 50
+
+typedef struct audit audit_t;
+
+/* target: a file path (appended, created 0600) or "-" for standard output. NULL with a reason. */
+audit_t *audit_new (const char *target, char *err, size_t errlen);
+/* Writes what is queued, stops the writer, closes the file. */
+void audit_destroy (audit_t **a_p);
+/* Queues one record; strings are copied (cut to their limits). integ and rid may be NULL. */
+void audit_record (audit_t *a, const char *client, op_t op, const char *integ, size_t integ_len,
+                   const char *outcome, const char *rid, size_t rid_len);
+/* Reopens a file target (after log rotation); the writer does it before its next batch. */
+void audit_reopen (audit_t *a);
+uint64_t audit_dropped (const audit_t *a);   /* queue full */
+uint64_t audit_failed (const audit_t *a);    /* write errors */
+#endif

@@ -1,0 +1,236 @@
+/* guard.c - per-connection byte budgets from TCP_INFO and a socket monitor (see guard.h) */
+#include "guard.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <linux/tcp.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#define GUARD_FRAME_OVERHEAD   64       /* ZMTP and CURVE framing per frame, rounded up */
+#define GUARD_MESSAGE_SLACK    128      /* per message: a heartbeat ping answered meanwhile */
+#define GUARD_HANDSHAKE        4096     /* greeting and CURVE handshake */
+
+typedef struct {
+    int live;
+    uint64_t delivered;                 /* payload plus allowances */
+} guard_conn_t;
+
+struct guard {
+    char name [32];
+    void *monitor;
+    guard_conn_t *conns;                /* indexed by fd */
+    size_t nconns;                      /* allocated */
+    size_t live;
+    size_t budget, hard_budget;
+    uint64_t cuts;
+    int64_t next_log_ms;                /* cuts are logged at most once a second */
+    uint64_t unlogged;
+};
+
+static guard_conn_t *
+guard_conn (guard_t *g, int fd)
+{
+    if (fd < 0 || fd > 1 << 22)
+        return NULL;
+    if ((size_t) fd >= g->nconns) {
+        size_t n = g->nconns ? g->nconns : 64;
+        while (n <= (size_t) fd)
+            n *= 2;
+        g->conns = mem_realloc (g->conns, n * sizeof *g->conns);
+        memset (g->conns + g->nconns, 0, (n - g->nconns) * sizeof *g->conns);
+        g->nconns = n;
+    }
+    return &g->conns [fd];
+}
+
+guard_t *
+guard_new (void *ctx, void *socket, const char *name, size_t budget, size_t hard_budget,
+           char *err, size_t errlen)
+{
+    guard_t *g = mem_alloc (sizeof *g);
+    char endpoint [80];
+    snprintf (g->name, sizeof g->name, "%s", name);
+    g->budget = budget;
+    g->hard_budget = hard_budget;
+    snprintf (endpoint, sizeof endpoint, "inproc://ferrule-guard-%s", name);
+    if (zmq_socket_monitor (socket, endpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CLOSED) != 0)
+        goto fail;
+    g->monitor = zmq_socket (ctx, ZMQ_PAIR);
+    if (!g->monitor || zmq_connect (g->monitor, endpoint) != 0)
+        goto fail;
+    return g;
+fail:
+    snprintf (err, errlen, "could not watch the %s socket's connections: %s", name, zmq_strerror (errno));
+    guard_destroy (&g);
+    return NULL;
+}
+
+void
+guard_destroy (guard_t **g_p)
+{
+    if (g_p && *g_p) {
+        guard_t *g = *g_p;
+        if (g->monitor)
+            zmq_close (g->monitor);
+        mem_free (g->conns);
+        mem_free (g);
+        *g_p = NULL;
+    }
+}
+
+void *
+guard_socket (guard_t *g)
+{
+    return g->monitor;
+}
+
+void
+guard_events (guard_t *g)
+{
+    for (int i = 0; i < 1024; i++) {
+        zmq_msg_t m;
+        zmq_msg_init (&m);
+        if (zmq_msg_recv (&m, g->monitor, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close (&m);
+            return;
+        }
+        uint16_t event = 0;
+        int32_t value = -1;
+        int first = zmq_msg_size (&m) == 6;
+        if (first) {
+            const uint8_t *d = zmq_msg_data (&m);
+            memcpy (&event, d, 2);
+            memcpy (&value, d + 2, 4);
+        }
+        int more = zmq_msg_more (&m);
+        zmq_msg_close (&m);
+        while (more) {                      /* the endpoint frame */
+            zmq_msg_init (&m);
+            if (zmq_msg_recv (&m, g->monitor, 0) < 0)
+                more = 0;
+            else
+                more = zmq_msg_more (&m);
+            zmq_msg_close (&m);
+        }
+        if (!first)
+            continue;
+        guard_conn_t *c = guard_conn (g, value);
+        if (!c)
+            continue;
+        if (event == ZMQ_EVENT_ACCEPTED) {
+            /* messages may have been counted before the event was read: keep them */
+            if (!c->live) {
+                c->live = 1;
+                g->live++;
+            }
+        }
+        else
+        if (c->live) {
+            c->live = 0;
+            c->delivered = 0;
+            g->live--;
+        }
+    }
+}
+
+void
+guard_account (guard_t *g, int fd, size_t bytes, int frames)
+{
+    guard_conn_t *c = guard_conn (g, fd);
+    if (c)
+        c->delivered += bytes + (uint64_t) frames * GUARD_FRAME_OVERHEAD + GUARD_MESSAGE_SLACK;
+}
+
+void
+guard_cut (guard_t *g, int fd, const char *why)
+{
+    if (fd < 0)
+        return;
+    guard_conn_t *c = guard_conn (g, fd);
+    if (!c)
+        return;
+    /* fd came with a message of this socket (ZMQ_SRCFD) or from the monitor: it is one of its
+     * connections, even when its ACCEPTED event has not been read yet */
+    if (!c->live) {
+        c->live = 1;
+        g->live++;
+    }
+    char peer [64] = "?";
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
+    if (getpeername (fd, (struct sockaddr *) &sa, &salen) == 0 && sa.ss_family == AF_INET) {
+        const uint8_t *ip = (const uint8_t *) &((struct sockaddr_in *) &sa)->sin_addr;
+        snprintf (peer, sizeof peer, "%u.%u.%u.%u:%u", ip [0], ip [1], ip [2], ip [3],
+                  ntohs (((struct sockaddr_in *) &sa)->sin_port));
+    }
+    int64_t now = clock_mono_ms ();
+    if (now >= g->next_log_ms) {
+        if (g->unlogged)
+            log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s (and %llu more cut in the last second)",
+                         g->name, peer, why, (unsigned long long) g->unlogged);
+        else
+            log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s", g->name, peer, why);
+        g->next_log_ms = now + 1000;
+        g->unlogged = 0;
+    }
+    else
+        g->unlogged++;
+    shutdown (fd, SHUT_RDWR);
+    c->live = 0;
+    c->delivered = 0;
+    g->live--;
+    g->cuts++;
+}
+
+int
+guard_check (guard_t *g, int drained)
+{
+    int cut = 0;
+    for (size_t fd = 0; fd < g->nconns; fd++) {
+        guard_conn_t *c = &g->conns [fd];
+        if (!c->live)
+            continue;
+        struct tcp_info ti;
+        socklen_t len = sizeof ti;
+        memset (&ti, 0, sizeof ti);
+        int inq = 0;
+        /* what waits in the kernel first, then what arrived in all: bytes arriving between the
+         * two calls can only make the second larger, never the difference negative */
+        if (ioctl ((int) fd, FIONREAD, &inq) != 0
+        ||  getsockopt ((int) fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0
+        ||  len < offsetof (struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
+            continue;                       /* not TCP, or gone */
+        uint64_t waiting = (uint64_t) (inq > 0 ? inq : 0);
+        uint64_t consumed = ti.tcpi_bytes_received > waiting ? ti.tcpi_bytes_received - waiting : 0;
+        uint64_t allowed = c->delivered + GUARD_HANDSHAKE;
+        uint64_t held = consumed > allowed ? consumed - allowed : 0;
+        if (held > g->hard_budget || (drained && held > g->budget)) {
+            char why [160];
+            snprintf (why, sizeof why, "it sent %llu bytes that do not make a complete message within the budget "
+                      "(%zu bytes); a peer must send whole messages of at most the frame limit",
+                      (unsigned long long) held, drained ? g->budget : g->hard_budget);
+            guard_cut (g, (int) fd, why);
+            cut++;
+        }
+    }
+    return cut;
+}
+
+uint64_t
+guard_cut_count (const guard_t *g)
+{
+    return g ? g->cuts : 0;
+}
+
+size_t
+guard_connections (const guard_t *g)
+{
+    return g ? g->live : 0;
+}

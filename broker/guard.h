@@ -1,0 +1,37 @@
+/* guard.h - byte budgets per connection, so a hostile peer is cut off before memory grows
+ *
+ * libzmq counts only complete messages against the high-water mark, and shows the application
+ * nothing of a multipart message until its last frame: a peer that sends a never-ending
+ * multipart message makes the socket buffer it without limit, out of the application's sight.
+ * The guard watches every TCP connection of one socket (a socket monitor gives their fds): what
+ * the kernel says the peer sent (TCP_INFO bytes received, less what still waits in the kernel)
+ * against what reached the application in complete messages (counted by guard_account from each
+ * message's ZMQ_SRCFD), plus an allowance for framing. A connection holding more than its budget
+ * in the socket is shut down (shutdown(2) on its fd; libzmq then drops the connection and what
+ * it buffered). Connections over other transports (ipc://) are not measured. */
+#ifndef FERRULE_GUARD_H
+#define FERRULE_GUARD_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct guard guard_t;
+
+/* Monitors socket (before it binds) through an inproc PAIR named after name. budget: bytes a
+ * connection may hold in the socket while the application has read every complete message;
+ * hard_budget: bytes it may hold at any time. NULL with a reason. */
+guard_t *guard_new (void *ctx, void *socket, const char *name, size_t budget, size_t hard_budget,
+                    char *err, size_t errlen);
+void guard_destroy (guard_t **g_p);
+/* The monitor's socket, to poll for ZMQ_POLLIN; then call guard_events. */
+void *guard_socket (guard_t *g);
+void guard_events (guard_t *g);
+/* One complete message from fd was received: bytes of payload in frames frames. */
+void guard_account (guard_t *g, int fd, size_t bytes, int frames);
+/* Measures every connection; drained: the socket had no complete message left to read.
+ * Returns how many connections were cut. */
+int guard_check (guard_t *g, int drained);
+/* Cuts one connection (a peer that broke the protocol's limits); why goes to the log. */
+void guard_cut (guard_t *g, int fd, const char *why);
+uint64_t guard_cut_count (const guard_t *g);
+size_t guard_connections (const guard_t *g);
+#endif

@@ -1,0 +1,44 @@
+/* ops.c - the operation table */
+#include "ops.h"
+#include <string.h>
+
+static const struct {
+    const char *name;
+    int read;
+} ops_table [OP__COUNT] = {
+    [OP_UNKNOWN]      = { "unknown", 0 },
+    [OP_PING]         = { "ping", 1 },
+    [OP_TOKEN]        = { "token", 1 },
+    [OP_STATUS]       = { "status", 1 },
+    [OP_HISTORY]      = { "history", 1 },
+    [OP_DOCTOR]       = { "doctor", 1 },
+    [OP_IMPORT]       = { "import", 0 },
+    [OP_REFRESH]      = { "refresh", 0 },
+    [OP_CONNECT]      = { "connect", 0 },
+    [OP_CALLBACK]     = { "callback", 0 },
+    [OP_DISCONNECT]   = { "disconnect", 0 },
+    [OP_REPORT_SCOPE] = { "report_scope", 0 },
+};
+
+op_t
+ops_lookup (const char *s, size_t len)
+{
+    if (!s)
+        return OP_UNKNOWN;
+    for (int i = 1; i < OP__COUNT; i++)
+        if (strlen (ops_table [i].name) == len && memcmp (ops_table [i].name, s, len) == 0)
+            return (op_t) i;
+    return OP_UNKNOWN;
+}
+
+const char *
+ops_name (op_t op)
+{
+    return (int) op > 0 && op < OP__COUNT ? ops_table [op].name : ops_table [OP_UNKNOWN].name;
+}
+
+int
+ops_is_read (op_t op)
+{
+    return (int) op > 0 && op < OP__COUNT && ops_table [op].read;
+}

@@ -1,0 +1,20 @@
+/* ops.h - the protocol's operations: one table for names, metric labels and policy groups */
+#ifndef FERRULE_OPS_H
+#define FERRULE_OPS_H
+#include <stddef.h>
+
+typedef enum {
+    OP_UNKNOWN = 0,
+    OP_PING, OP_TOKEN, OP_STATUS, OP_HISTORY, OP_DOCTOR,                          /* read */
+    OP_IMPORT, OP_REFRESH, OP_CONNECT, OP_CALLBACK, OP_DISCONNECT, OP_REPORT_SCOPE, /* admin */
+    OP__COUNT
+} op_t;
+
+/* The operation named by s (len bytes, not NUL-terminated); OP_UNKNOWN for anything else. */
+op_t ops_lookup (const char *s, size_t len);
+/* Wire name; "unknown" for OP_UNKNOWN: the one metric label and audit value for every name
+ * this version does not know, whatever a client sent. */
+const char *ops_name (op_t op);
+/* 1 for the operations that read (ping, token, status, history, doctor); the others administer. */
+int ops_is_read (op_t op);
+#endif

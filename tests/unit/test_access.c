@@ -1,0 +1,247 @@
+/* test_access.c - the broker's allow-lists (keys), its policy and its audit log, and the CURVE
+ * key files (curve), each on its own */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include <zmq.h>
+#include "audit.h"
+#include "curve.h"
+#include "keys.h"
+#include "ops.h"
+#include "policy.h"
+
+static char dir [] = "/tmp/ferrule-test-access-XXXXXX";
+
+static const char *
+path_of (const char *name)
+{
+    static char p [4][256];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf (p [i], sizeof p [i], "%s/%s", dir, name);
+    return p [i];
+}
+
+static void
+write_file (const char *name, const char *text)
+{
+    FILE *f = fopen (path_of (name), "w");
+    assert_non_null (f);
+    fputs (text, f);
+    fclose (f);
+}
+
+static void
+test_curve_keys (void **state)
+{
+    char err [512], pub [CURVE_Z85_LEN + 1], key [CURVE_Z85_LEN + 1];
+    assert_int_equal (curve_keygen (path_of ("a"), pub, err, sizeof err), FR_OK);
+    struct stat st;
+    assert_int_equal (stat (path_of ("a.key"), &st), 0);
+    assert_int_equal (st.st_mode & 0777, 0600);
+    /* never overwrites */
+    assert_int_equal (curve_keygen (path_of ("a"), NULL, err, sizeof err), FR_CONFIGURATION);
+    assert_non_null (strstr (err, "never overwrites"));
+    assert_int_equal (curve_read_key_file (path_of ("a.pub"), key, err, sizeof err), FR_OK);
+    assert_string_equal (key, pub);
+    assert_true (curve_key_valid (pub));
+    /* comments and blank lines before the key are fine; garbage is not, and is not echoed */
+    write_file ("c.key", "# a comment\n\n  ");
+    FILE *f = fopen (path_of ("c.key"), "a");
+    fprintf (f, "%s\n", pub);
+    fclose (f);
+    assert_int_equal (curve_read_key_file (path_of ("c.key"), key, err, sizeof err), FR_OK);
+    write_file ("bad.key", "not,a,key,but,a,secret-value,0123456789\n");
+    assert_int_equal (curve_read_key_file (path_of ("bad.key"), key, err, sizeof err), FR_CONFIGURATION);
+    assert_null (strstr (err, "secret-value"));
+    assert_int_equal (curve_read_key_file (path_of ("missing.key"), key, err, sizeof err), FR_CONFIGURATION);
+
+    /* the environment: keys, the opt-in, or a refusal */
+    curve_identity_t id;
+    unsetenv (CURVE_ENV_SECRET);
+    unsetenv (CURVE_ENV_BROKER_KEY);
+    unsetenv (CURVE_ENV_PLAINTEXT);
+    assert_int_equal (curve_identity_from_env (&id, 1, err, sizeof err), FR_CONFIGURATION);
+    assert_non_null (strstr (err, "FERRULE_ALLOW_PLAINTEXT"));
+    setenv (CURVE_ENV_PLAINTEXT, "1", 1);
+    assert_int_equal (curve_identity_from_env (&id, 1, err, sizeof err), FR_OK);
+    assert_true (id.plaintext);
+    setenv (CURVE_ENV_SECRET, path_of ("a.key"), 1);        /* keys win over the opt-in */
+    assert_int_equal (curve_identity_from_env (&id, 1, err, sizeof err), FR_CONFIGURATION);
+    setenv (CURVE_ENV_BROKER_KEY, path_of ("a.pub"), 1);
+    assert_int_equal (curve_identity_from_env (&id, 1, err, sizeof err), FR_OK);
+    assert_false (id.plaintext);
+    assert_string_equal (id.public, pub);
+    assert_string_equal (id.server, pub);
+    curve_identity_clear (&id);
+    unsetenv (CURVE_ENV_SECRET);
+    unsetenv (CURVE_ENV_BROKER_KEY);
+    unsetenv (CURVE_ENV_PLAINTEXT);
+}
+
+static void
+test_keys_lists (void **state)
+{
+    char err [512], p1 [CURVE_Z85_LEN + 1], p2 [CURVE_Z85_LEN + 1], sec [CURVE_Z85_LEN + 1], text [512];
+    assert_int_equal (zmq_curve_keypair (p1, sec), 0);
+    assert_int_equal (zmq_curve_keypair (p2, sec), 0);
+    snprintf (text, sizeof text, "# clients\n\nbilling %s\n  ops-alice\t%s  \n", p1, p2);
+    write_file ("clients", text);
+    snprintf (text, sizeof text, "worker-0 %s\n", p2);
+    write_file ("workers", text);
+    keys_t *k = keys_load (path_of ("clients"), path_of ("workers"), err, sizeof err);
+    assert_non_null (k);
+    assert_int_equal (keys_count (k, KEYS_CLIENTS), 2);
+    assert_string_equal (keys_name (k, KEYS_CLIENTS, p1), "billing");
+    assert_string_equal (keys_name (k, KEYS_CLIENTS, p2), "ops-alice");
+    assert_string_equal (keys_name (k, KEYS_WORKERS, p2), "worker-0");
+    assert_null (keys_name (k, KEYS_WORKERS, p1));
+    assert_null (keys_name (k, KEYS_CLIENTS, NULL));
+    assert_null (keys_name (k, KEYS_CLIENTS, "short"));
+    keys_destroy (&k);
+    keys_destroy (&k);
+
+    snprintf (text, sizeof text, "billing %s\nagain %s\n", p1, p1);
+    write_file ("dup", text);
+    assert_null (keys_load (path_of ("dup"), NULL, err, sizeof err));
+    assert_non_null (strstr (err, "line 2"));
+    write_file ("bad", "billing notakey\n");
+    assert_null (keys_load (path_of ("bad"), NULL, err, sizeof err));
+    assert_non_null (strstr (err, "line 1"));
+    snprintf (text, sizeof text, "bad/name %s\n", p1);
+    write_file ("badname", text);
+    assert_null (keys_load (path_of ("badname"), NULL, err, sizeof err));
+    assert_null (keys_load (path_of ("nothere"), NULL, err, sizeof err));
+}
+
+static void
+test_policy (void **state)
+{
+    char err [512];
+    assert_true (policy_match ("acct42:*", "acct42:box", 10));
+    assert_false (policy_match ("acct42:*", "acct420:box", 11));
+    assert_true (policy_match ("*:box", "a:b:box", 7));
+    assert_true (policy_match ("*", "x", 1));
+    assert_true (policy_match ("a*b*c", "aXXbYYc", 7));
+    assert_false (policy_match ("a*b*c", "aXXbYY", 6));
+    assert_false (policy_match ("exact", "exactly", 7));
+
+    write_file ("policy", "# rules\n"
+                          "billing read acct42:* shared:box  # tokens only\n"
+                          "billing import acct42:new\n"
+                          "frontend connect,callback *\n"
+                          "ops * *\n");
+    policy_t *p = policy_load (path_of ("policy"), err, sizeof err);
+    assert_non_null (p);
+    assert_int_equal (policy_rules (p), 4);
+    assert_true (policy_allows (p, "billing", OP_TOKEN, "acct42:box", 10));
+    assert_true (policy_allows (p, "billing", OP_STATUS, "shared:box", 10));
+    assert_false (policy_allows (p, "billing", OP_TOKEN, "acct43:box", 10));
+    assert_false (policy_allows (p, "billing", OP_IMPORT, "acct42:box", 10));
+    assert_true (policy_allows (p, "billing", OP_IMPORT, "acct42:new", 10));
+    assert_false (policy_allows (p, "billing", OP_REFRESH, "acct42:box", 10));
+    assert_false (policy_allows (p, "billing", OP_CALLBACK, NULL, 0));
+    assert_true (policy_allows (p, "frontend", OP_CALLBACK, NULL, 0));
+    assert_false (policy_allows (p, "frontend", OP_TOKEN, "x", 1));
+    assert_true (policy_allows (p, "ops", OP_DISCONNECT, "anything", 8));
+    assert_false (policy_allows (p, "ops", OP_UNKNOWN, "anything", 8));
+    assert_false (policy_allows (p, "stranger", OP_PING, NULL, 0));
+    policy_destroy (&p);
+    policy_destroy (&p);
+
+    write_file ("p1", "billing frobnicate *\n");
+    assert_null (policy_load (path_of ("p1"), err, sizeof err));
+    assert_non_null (strstr (err, "frobnicate"));
+    write_file ("p2", "billing read\n");
+    assert_null (policy_load (path_of ("p2"), err, sizeof err));
+    assert_non_null (strstr (err, "line 1"));
+    write_file ("p3", "billing read acct/42\n");
+    assert_null (policy_load (path_of ("p3"), err, sizeof err));
+}
+
+static void
+test_ops (void **state)
+{
+    assert_int_equal (ops_lookup ("token", 5), OP_TOKEN);
+    assert_int_equal (ops_lookup ("tokens", 6), OP_UNKNOWN);
+    assert_int_equal (ops_lookup ("report_scope", 12), OP_REPORT_SCOPE);
+    assert_string_equal (ops_name (ops_lookup ("frobnicate", 10)), "unknown");
+    assert_string_equal (ops_name (OP__COUNT), "unknown");
+    assert_true (ops_is_read (OP_TOKEN));
+    assert_false (ops_is_read (OP_IMPORT));
+}
+
+static void
+test_audit (void **state)
+{
+    char err [512];
+    audit_t *a = audit_new (path_of ("audit.jsonl"), err, sizeof err);
+    assert_non_null (a);
+    audit_record (a, "billing", OP_TOKEN, "acct42:box", 10, "ok", "rid-1", 5);
+    audit_record (a, "", OP_UNKNOWN, NULL, 0, "bad_request", "q\"\n\x01\xff", 5);
+    audit_record (a, "ops", OP_PING, NULL, 0, "ok", NULL, 0);
+    audit_destroy (&a);                     /* writes what is queued */
+    audit_destroy (&a);
+    FILE *f = fopen (path_of ("audit.jsonl"), "r");
+    assert_non_null (f);
+    char line [2048];
+    json_t *rec [3];
+    for (int i = 0; i < 3; i++) {
+        assert_non_null (fgets (line, sizeof line, f));
+        json_error_t jerr;
+        rec [i] = json_loads (line, 0, &jerr);
+        assert_non_null (rec [i]);
+    }
+    assert_null (fgets (line, sizeof line, f));
+    fclose (f);
+    assert_string_equal (json_string_value (json_object_get (rec [0], "client")), "billing");
+    assert_string_equal (json_string_value (json_object_get (rec [0], "op")), "token");
+    assert_string_equal (json_string_value (json_object_get (rec [0], "integration")), "acct42:box");
+    assert_string_equal (json_string_value (json_object_get (rec [0], "outcome")), "ok");
+    assert_string_equal (json_string_value (json_object_get (rec [0], "rid")), "rid-1");
+    assert_int_equal (strlen (json_string_value (json_object_get (rec [0], "time"))), 24);
+    assert_string_equal (json_string_value (json_object_get (rec [1], "op")), "unknown");
+    assert_true (json_is_null (json_object_get (rec [1], "integration")));
+    assert_string_equal (json_string_value (json_object_get (rec [1], "rid")), "q\"\n\x01\xc3\xbf");
+    assert_true (json_is_null (json_object_get (rec [2], "rid")));
+    for (int i = 0; i < 3; i++)
+        json_decref (rec [i]);
+    assert_null (audit_new ("/nonexistent-dir/audit", err, sizeof err));
+    assert_non_null (strstr (err, "could not open the audit log"));
+}
+
+static int
+setup (void **state)
+{
+    return mkdtemp (dir) ? 0 : -1;
+}
+
+static int
+teardown (void **state)
+{
+    char cmd [300];
+    snprintf (cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system (cmd) == 0 ? 0 : -1;
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_curve_keys),
+        cmocka_unit_test (test_keys_lists),
+        cmocka_unit_test (test_policy),
+        cmocka_unit_test (test_ops),
+        cmocka_unit_test (test_audit),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
