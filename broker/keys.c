@@ -103,7 +103,7 @@ keys_parse (keys_list_t *l, const char *path, const char *what, char *err, size_
             goto out;
         }
         memcpy (e->key, key, sizeof e->key);
-        snprintf (e->name, sizeof e->name, "%s", name);
+        memcpy (e->name, name, strlen (name) + 1);        /* at most KEYS_MAX_NAME: checked above */
         l->count++;
     }
     rc = 0;
