@@ -114,6 +114,49 @@ journal_done (journal_t *j, int64_t seq)
         j->next_seq = 1;
 }
 
+json_t *
+journal_parse_line (const char *line, size_t len, int64_t *seq, int64_t *done)
+{
+    json_t *o = json_loadb (line, len, 0, NULL);
+    *seq = 0;
+    *done = 0;
+    if (!json_is_object (o)) {
+        json_decref (o);
+        return NULL;
+    }
+    int64_t s = json_integer_value (json_object_get (o, "seq"));
+    int64_t d = json_integer_value (json_object_get (o, "done"));
+    if (s < 0 || s > JOURNAL_MAX_SEQ || d < 0 || d > JOURNAL_MAX_SEQ) {
+        json_decref (o);        /* not a number this code wrote: the next one would overflow */
+        return NULL;
+    }
+    *seq = s;
+    *done = d;
+    return o;
+}
+
+int
+journal_read_record (const json_t *o, store_commit_t *c)
+{
+    size_t at_len = 0, rt_len = 0;
+    memset (c, 0, sizeof *c);
+    unsigned char *at = crypto_b64_decode (json_string_value (json_object_get (o, "access")) ?: "", &at_len);
+    unsigned char *rt = crypto_b64_decode (json_string_value (json_object_get (o, "refresh")) ?: "", &rt_len);
+    c->id = json_string_value (json_object_get (o, "id"));
+    c->expected_generation = json_integer_value (json_object_get (o, "generation"));
+    c->lease_id = json_integer_value (json_object_get (o, "lease"));
+    c->key_id = (int32_t) json_integer_value (json_object_get (o, "key"));
+    c->access_ct = at;
+    c->access_ct_len = at_len;
+    c->refresh_ct = rt;
+    c->refresh_ct_len = rt_len;
+    c->access_expires_at = json_integer_value (json_object_get (o, "expires_at"));
+    c->refresh_fingerprint = json_string_value (json_object_get (o, "fingerprint"));
+    c->rotated = json_is_true (json_object_get (o, "rotated"));
+    c->scopes = json_string_value (json_object_get (o, "scopes"));
+    return c->id && at && rt ? 0 : -1;
+}
+
 int
 journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
 {
@@ -125,15 +168,13 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
     char *line = mem_alloc (JOURNAL_MAX_LINE);
     int count = 0;
     while (fgets (line, JOURNAL_MAX_LINE, f)) {
-        json_error_t jerr;
-        json_t *o = json_loads (line, 0, &jerr);
+        int64_t seq, d;
+        json_t *o = journal_parse_line (line, strlen (line), &seq, &d);
         if (!o) {
             /* a torn last line from a crash mid-write: the record never counted */
             log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", j->path);
             continue;
         }
-        json_int_t seq = json_integer_value (json_object_get (o, "seq"));
-        json_int_t d = json_integer_value (json_object_get (o, "done"));
         if (d > 0) {
             char key [32];
             snprintf (key, sizeof key, "%lld", (long long) d);
@@ -167,23 +208,7 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
         if (json_object_get (done, key))
             continue;
         store_commit_t c;
-        memset (&c, 0, sizeof c);
-        size_t at_len = 0, rt_len = 0;
-        unsigned char *at = crypto_b64_decode (json_string_value (json_object_get (o, "access")) ?: "", &at_len);
-        unsigned char *rt = crypto_b64_decode (json_string_value (json_object_get (o, "refresh")) ?: "", &rt_len);
-        c.id = json_string_value (json_object_get (o, "id"));
-        c.expected_generation = json_integer_value (json_object_get (o, "generation"));
-        c.lease_id = json_integer_value (json_object_get (o, "lease"));
-        c.key_id = (int32_t) json_integer_value (json_object_get (o, "key"));
-        c.access_ct = at;
-        c.access_ct_len = at_len;
-        c.refresh_ct = rt;
-        c.refresh_ct_len = rt_len;
-        c.access_expires_at = json_integer_value (json_object_get (o, "expires_at"));
-        c.refresh_fingerprint = json_string_value (json_object_get (o, "fingerprint"));
-        c.rotated = json_is_true (json_object_get (o, "rotated"));
-        c.scopes = json_string_value (json_object_get (o, "scopes"));
-        if (c.id && at && rt) {
+        if (journal_read_record (o, &c) == 0) {
             fn (arg, seq, &c);
             count++;
         }
@@ -191,8 +216,8 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
             log_warning (NULL, NULL, "journal record %lld in \"%s\" is incomplete; skipped", (long long) seq, j->path);
             journal_done (j, seq);
         }
-        mem_free (at);
-        mem_free (rt);
+        mem_free ((void *) c.access_ct);
+        mem_free ((void *) c.refresh_ct);
     }
     json_decref (records);
     json_decref (done);
