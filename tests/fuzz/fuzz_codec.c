@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include "codec.h"
+#include "ident.h"
 #include "mem.h"
+#include "ring.h"
 
 /* A harness invariant failed: abort so libFuzzer saves the input. */
 #define CHECK(cond) do { if (!(cond)) { fprintf (stderr, "fuzz_codec: %s\n", #cond); abort (); } } while (0)
@@ -79,6 +81,21 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
             read_key (root, key);
             mem_free (key);
         }
+    }
+
+    /* the broker checks the integration id, then routes by it (or by a callback's state) */
+    const char *integ;
+    size_t integ_len;
+    if (codec_get_str (root, "integration", &integ, &integ_len) == 1) {
+        if (ident_valid (integ, integ_len)) {
+            CHECK (integ_len >= 1 && integ_len <= IDENT_MAX);
+            for (size_t i = 0; i < integ_len; i++)
+                CHECK (integ [i] && strchr ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-", integ [i]));
+            char *id = mem_strndup (integ, integ_len);
+            CHECK (ring_partition (id, 64) < 64);
+            mem_free (id);
+        }
+        (void) ring_hash (integ, integ_len);
     }
 
     /* the broker forwards bodies with codec_object: what it packs must decode again */
