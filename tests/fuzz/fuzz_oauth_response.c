@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <jansson.h>
 #include "catalog.h"
 #include "http.h"
 #include "mem.h"
@@ -40,11 +41,44 @@ printable (const char *s)
     return 1;
 }
 
-/* 1 when the secret (NUL-terminated, len >= 4) appears in text. */
-static int
-leaks (const char *text, const char *secret)
+/* The body with its access and refresh tokens replaced by others of the same length and kind
+ * (every byte changed, still visible ASCII), as new JSON text; NULL when it has no such token. */
+static char *
+other_tokens (const char *body, size_t len)
 {
-    return secret && strlen (secret) >= 4 && strstr (text, secret);
+    static const char *const fields [] = { "access_token", "refresh_token", NULL };
+    json_t *root = json_loadb (body, len, JSON_REJECT_DUPLICATES, NULL);
+    char *text = NULL;
+    int changed = 0;
+    if (!json_is_object (root))
+        goto out;
+    for (int f = 0; fields [f]; f++) {
+        json_t *v = json_object_get (root, fields [f]);
+        size_t n = json_string_length (v);
+        const char *t = json_string_value (v);
+        int visible = t && n > 0 && n <= OAUTH_MAX_TOKEN && strlen (t) == n;
+        for (size_t i = 0; visible && i < n; i++)
+            visible = (unsigned char) t [i] > 0x20 && (unsigned char) t [i] < 0x7f;
+        if (!visible)
+            continue;
+        char *other = mem_strndup (t, n);
+        for (size_t i = 0; i < n; i++)
+            other [i] = other [i] == 'x' ? 'y' : 'x';
+        json_object_set_new (root, fields [f], json_stringn (other, n));
+        mem_free (other);
+        changed = 1;
+    }
+    if (changed)
+        text = json_dumps (root, JSON_COMPACT);
+out:
+    json_decref (root);
+    return text;
+}
+
+static int
+same (const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp (a, b) == 0);
 }
 
 int
@@ -109,7 +143,18 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                                     && printable (r.error_description)));
     CHECK (!r.scope || printable (r.scope));
     CHECK (!r.token_type || printable (r.token_type));
-    CHECK (!leaks (r.detail, r.access_token) && !leaks (r.detail, r.refresh_token));
+    /* no text for logs and replies depends on a token: other tokens give the same texts */
+    char *other = other_tokens (body, blen);
+    if (other) {
+        oauth_result_t r2;
+        oauth_parse_token_response (p, status, retry_after, other, strlen (other), &r2);
+        CHECK (r2.kind == r.kind && strcmp (r2.detail, r.detail) == 0);
+        CHECK (same (r2.error, r.error) && same (r2.error_description, r.error_description));
+        CHECK (same (r2.scope, r.scope) && same (r2.token_type, r.token_type));
+        CHECK (r2.expires_in == r.expires_in);
+        oauth_result_clear (&r2);
+        free (other);
+    }
     CHECK (oauth_kind_name (r.kind) != NULL);
     (void) oauth_kind_status (r.kind, (int) (blen & 1));
 
