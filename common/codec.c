@@ -139,6 +139,29 @@ truncated:
     return FR_MALFORMED_FRAME;
 }
 
+/* msgpack-c leaves the pointer of an empty string or binary NULL when no other string came
+ * before it: readers pass it to memchr, memcpy and jansson, so give it an empty string. The
+ * nesting was checked by codec_validate. */
+static void
+codec_fill_empty (msgpack_object *o)
+{
+    if (o->type == MSGPACK_OBJECT_STR && !o->via.str.ptr)
+        o->via.str.ptr = "";
+    else
+    if (o->type == MSGPACK_OBJECT_BIN && !o->via.bin.ptr)
+        o->via.bin.ptr = "";
+    else
+    if (o->type == MSGPACK_OBJECT_ARRAY)
+        for (uint32_t i = 0; i < o->via.array.size; i++)
+            codec_fill_empty (&o->via.array.ptr [i]);
+    else
+    if (o->type == MSGPACK_OBJECT_MAP)
+        for (uint32_t i = 0; i < o->via.map.size; i++) {
+            codec_fill_empty (&o->via.map.ptr [i].key);
+            codec_fill_empty (&o->via.map.ptr [i].val);
+        }
+}
+
 fr_status_t
 codec_decode (const void *data, size_t len, codec_msg_t **msg_p, char *err, size_t errlen)
 {
@@ -169,6 +192,7 @@ codec_decode (const void *data, size_t len, codec_msg_t **msg_p, char *err, size
         codec_msg_destroy (&msg);
         return FR_MALFORMED_FRAME;
     }
+    codec_fill_empty (&msg->unpacked.data);
     *msg_p = msg;
     return FR_OK;
 }

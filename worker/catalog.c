@@ -610,18 +610,15 @@ json_error_text (const json_error_t *jerr, char *out, size_t outlen)
         *near = '\0';
 }
 
-/* Reads and parses the override file. NULL with err on failure. */
-static json_t *
-load_file (const char *path, char *err, size_t errlen)
+/* Reads the override file into a new buffer of *len bytes (capped). NULL with err on failure. */
+static char *
+read_file (const char *path, size_t *len, char *err, size_t errlen)
 {
-    json_t *root = NULL;
     char *data = NULL;
-    size_t len = 0;
     struct stat st;
-    json_error_t jerr;
-    char text [JSON_ERROR_TEXT_LENGTH];
     int fd = open (path, O_RDONLY | O_CLOEXEC);
 
+    *len = 0;
     if (fd < 0) {
         snprintf (err, errlen, "could not open provider file \"%s\": %s", path, strerror (errno));
         goto out;
@@ -636,37 +633,46 @@ load_file (const char *path, char *err, size_t errlen)
         goto out;
     }
     data = mem_alloc ((size_t) st.st_size + 1);
-    while (len < (size_t) st.st_size) {
-        ssize_t n = read (fd, data + len, (size_t) st.st_size - len);
+    while (*len < (size_t) st.st_size) {
+        ssize_t n = read (fd, data + *len, (size_t) st.st_size - *len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
             snprintf (err, errlen, "could not read provider file \"%s\": %s", path, strerror (errno));
+            mem_wipe (data, *len);
+            mem_free (data);
+            data = NULL;
             goto out;
         }
         if (n == 0)
             break;
-        len += (size_t) n;
-    }
-    root = json_loadb (data, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        json_error_text (&jerr, text, sizeof text);
-        snprintf (err, errlen, "provider file \"%s\" is not valid JSON: line %d, column %d: %s",
-                  path, jerr.line, jerr.column, text);
-        goto out;
-    }
-    if (!json_is_object (root)) {
-        snprintf (err, errlen, "provider file \"%s\" must hold a JSON object keyed by provider name",
-                  path);
-        json_decref (root);
-        root = NULL;
+        *len += (size_t) n;
     }
 out:
     if (fd >= 0)
         close (fd);
-    if (data) {
-        mem_wipe (data, len);       /* may hold client secrets */
-        mem_free (data);
+    return data;
+}
+
+/* Parses the override text. NULL with err on failure. */
+static json_t *
+parse_override (const char *data, size_t len, const char *source, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    char text [JSON_ERROR_TEXT_LENGTH];
+    json_t *root = json_loadb (data, len, JSON_REJECT_DUPLICATES, &jerr);
+
+    if (!root) {
+        json_error_text (&jerr, text, sizeof text);
+        snprintf (err, errlen, "provider file \"%s\" is not valid JSON: line %d, column %d: %s",
+                  source, jerr.line, jerr.column, text);
+        return NULL;
+    }
+    if (!json_is_object (root)) {
+        snprintf (err, errlen, "provider file \"%s\" must hold a JSON object keyed by provider name",
+                  source);
+        json_decref (root);
+        root = NULL;
     }
     return root;
 }
@@ -679,6 +685,28 @@ compare_names (const void *a, const void *b)
 
 catalog_t *
 catalog_new (const char *override_file, char *err, size_t errlen)
+{
+    char *data = NULL;
+    size_t len = 0;
+    catalog_t *catalog;
+
+    assert (err && errlen);
+    err [0] = '\0';
+    if (override_file && *override_file) {
+        data = read_file (override_file, &len, err, errlen);
+        if (!data)
+            return NULL;
+    }
+    catalog = catalog_new_from_buffer (data, len, override_file, err, errlen);
+    if (data) {
+        mem_wipe (data, len);       /* may hold client secrets */
+        mem_free (data);
+    }
+    return catalog;
+}
+
+catalog_t *
+catalog_new_from_buffer (const char *data, size_t len, const char *source, char *err, size_t errlen)
 {
     catalog_t *catalog = NULL;
     json_t *root = NULL;
@@ -706,15 +734,22 @@ catalog_new (const char *override_file, char *err, size_t errlen)
         snprintf (err, errlen, "the built-in provider catalog must be a JSON object");
         goto out;
     }
-    if (override_file && *override_file) {
-        over = load_file (override_file, err, errlen);
+    if (!source)
+        source = "(buffer)";
+    if (data && len > CATALOG_MAX_FILE) {
+        snprintf (err, errlen, "provider file \"%s\" is too large (%zu bytes, the limit is %d)",
+                  source, len, CATALOG_MAX_FILE);
+        goto out;
+    }
+    if (data) {
+        over = parse_override (data, len, source, err, errlen);
         if (!over)
             goto out;
         json_object_foreach (over, name, entry) {
             json_t *base = json_object_get (root, name);
             if (!json_is_object (entry)) {
                 snprintf (err, errlen, "provider file \"%s\": entry \"%.64s\" must be a JSON object",
-                          override_file, name);
+                          source, name);
                 goto out;
             }
             if (base)

@@ -70,6 +70,10 @@ typedef struct catalog catalog_t;
  * Missing credentials are not an error here (see catalog_check_credentials).
  * Returns NULL with the reason in err on any invalid entry or unreadable file. */
 catalog_t *catalog_new (const char *override_file, char *err, size_t errlen);
+/* The same from the override file's contents (len bytes; NULL for none), source naming it in
+ * messages: the pure part of catalog_new, for the fuzzer and the tests. */
+catalog_t *catalog_new_from_buffer (const char *data, size_t len, const char *source, char *err,
+                                    size_t errlen);
 void catalog_destroy (catalog_t **catalog_p);
 /* Removes every provider's client secret variable (and its _FILE twin) from the environment,
  * once the catalog holds the values: the environment is readable in /proc and by children. */

@@ -128,23 +128,30 @@ on_body (char *data, size_t size, size_t nmemb, void *userp)
     return n;
 }
 
+int
+http_parse_retry_after (const char *line, size_t n, char *out, size_t outlen)
+{
+    static const char name [] = "retry-after:";
+    if (outlen == 0 || n < sizeof name || strncasecmp (line, name, sizeof name - 1) != 0)
+        return 0;
+    size_t start = sizeof name - 1;
+    while (start < n && (line [start] == ' ' || line [start] == '\t'))
+        start++;
+    size_t end = n;
+    while (end > start && (line [end - 1] == '\r' || line [end - 1] == '\n' || line [end - 1] == ' '))
+        end--;
+    size_t len = end - start < outlen - 1 ? end - start : outlen - 1;
+    memcpy (out, line + start, len);
+    out [len] = '\0';
+    return 1;
+}
+
 static size_t
 on_header (char *data, size_t size, size_t nitems, void *userp)
 {
     http_call_t *c = userp;
     size_t n = size * nitems;
-    static const char name [] = "retry-after:";
-    if (n > sizeof name && strncasecmp (data, name, sizeof name - 1) == 0) {
-        size_t start = sizeof name - 1;
-        while (start < n && (data [start] == ' ' || data [start] == '\t'))
-            start++;
-        size_t end = n;
-        while (end > start && (data [end - 1] == '\r' || data [end - 1] == '\n' || data [end - 1] == ' '))
-            end--;
-        size_t len = end - start < sizeof c->retry_after - 1 ? end - start : sizeof c->retry_after - 1;
-        memcpy (c->retry_after, data + start, len);
-        c->retry_after [len] = '\0';
-    }
+    http_parse_retry_after (data, n, c->retry_after, sizeof c->retry_after);
     return n;
 }
 

@@ -33,4 +33,7 @@ long http_timeout_ms (http_t *h);
 /* After poll: drives transfers on the ready sockets and timers, and completes finished ones. */
 void http_process (http_t *h, const zmq_pollitem_t *items, size_t n);
 size_t http_in_flight (const http_t *h);
+/* A header line as curl hands it over (n bytes, not NUL-terminated, CRLF included): when it is
+ * Retry-After, its value trimmed and cut to outlen - 1 bytes into out, and 1; else 0. */
+int http_parse_retry_after (const char *line, size_t n, char *out, size_t outlen);
 #endif

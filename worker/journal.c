@@ -83,6 +83,52 @@ journal_reserve (journal_t *j, off_t need)
     return 0;
 }
 
+json_t *
+journal_parse_line (const char *line, size_t len, int64_t *seq, int64_t *done)
+{
+    json_t *o = json_loadb (line, len, 0, NULL);
+    *seq = 0;
+    *done = 0;
+    if (!json_is_object (o)) {
+        json_decref (o);
+        return NULL;
+    }
+    int64_t s = json_integer_value (json_object_get (o, "seq"));
+    int64_t d = json_integer_value (json_object_get (o, "done"));
+    if (s < 0 || s > JOURNAL_MAX_SEQ || d < 0 || d > JOURNAL_MAX_SEQ) {
+        json_decref (o);        /* not a number this code wrote: the next one would overflow */
+        return NULL;
+    }
+    *seq = s;
+    *done = d;
+    return o;
+}
+
+int
+journal_read_record (const json_t *o, store_commit_t *c)
+{
+    size_t at_len = 0, rt_len = 0;
+    memset (c, 0, sizeof *c);
+    unsigned char *at = crypto_b64_decode (json_string_value (json_object_get (o, "access")) ?: "", &at_len);
+    unsigned char *rt = crypto_b64_decode (json_string_value (json_object_get (o, "refresh")) ?: "", &rt_len);
+    c->id = json_string_value (json_object_get (o, "id"));
+    c->expected_generation = json_integer_value (json_object_get (o, "generation"));
+    /* journals written before lease tokens carry a numeric "lease": no token, so the replayed
+     * commit leaves that lease to the release that follows the replay */
+    snprintf (c->lease_token, sizeof c->lease_token, "%s", json_string_value (json_object_get (o, "lease_token")) ?: "");
+    c->key_id = (int32_t) json_integer_value (json_object_get (o, "key"));
+    c->access_ct = at;
+    c->access_ct_len = at_len;
+    c->refresh_ct = rt;
+    c->refresh_ct_len = rt_len;
+    c->access_expires_at = json_integer_value (json_object_get (o, "expires_at"));
+    c->access_lifetime_s = json_integer_value (json_object_get (o, "lifetime"));
+    c->refresh_fingerprint = json_string_value (json_object_get (o, "fingerprint"));
+    c->rotated = json_is_true (json_object_get (o, "rotated"));
+    c->scopes = json_string_value (json_object_get (o, "scopes"));
+    return c->id && at && rt ? 0 : -1;
+}
+
 /* Calls fn for every parsed line of the live region (from offset 0 to the first line that starts
  * with a NUL, or the end of the file); returns the offset where that region ends, -1 on error. */
 static off_t
@@ -96,10 +142,10 @@ journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg)
     while (fgets (line, JOURNAL_MAX_LINE, f) && line [0] != '\0') {
         size_t len = strlen (line);
         end += (off_t) len;
-        json_error_t jerr;
-        json_t *o = json_loads (line, 0, &jerr);
+        int64_t seq, done;
+        json_t *o = journal_parse_line (line, len, &seq, &done);
         if (!o) {
-            /* a torn last line from a crash mid-write: the record never counted */
+            /* a torn last line from a crash mid-write, or nothing this code wrote */
             log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", j->path);
             continue;
         }
@@ -309,27 +355,7 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
         if (json_object_get (done, key))
             continue;
         store_commit_t c;
-        memset (&c, 0, sizeof c);
-        size_t at_len = 0, rt_len = 0;
-        unsigned char *at = crypto_b64_decode (json_string_value (json_object_get (o, "access")) ?: "", &at_len);
-        unsigned char *rt = crypto_b64_decode (json_string_value (json_object_get (o, "refresh")) ?: "", &rt_len);
-        c.id = json_string_value (json_object_get (o, "id"));
-        c.expected_generation = json_integer_value (json_object_get (o, "generation"));
-        /* journals written before lease tokens carry a numeric "lease": no token, so the replayed
-         * commit leaves that lease to expire or to the release that follows the replay */
-        snprintf (c.lease_token, sizeof c.lease_token, "%s",
-                  json_string_value (json_object_get (o, "lease_token")) ?: "");
-        c.access_lifetime_s = json_integer_value (json_object_get (o, "lifetime"));
-        c.key_id = (int32_t) json_integer_value (json_object_get (o, "key"));
-        c.access_ct = at;
-        c.access_ct_len = at_len;
-        c.refresh_ct = rt;
-        c.refresh_ct_len = rt_len;
-        c.access_expires_at = json_integer_value (json_object_get (o, "expires_at"));
-        c.refresh_fingerprint = json_string_value (json_object_get (o, "fingerprint"));
-        c.rotated = json_is_true (json_object_get (o, "rotated"));
-        c.scopes = json_string_value (json_object_get (o, "scopes"));
-        if (c.id && at && rt) {
+        if (journal_read_record (o, &c) == 0) {
             fn (arg, seq, &c);
             count++;
         }
@@ -337,8 +363,8 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
             log_warning (NULL, NULL, "journal record %lld in \"%s\" is incomplete; skipped", (long long) seq, j->path);
             journal_done (j, seq);
         }
-        mem_free (at);
-        mem_free (rt);
+        mem_free ((void *) c.access_ct);
+        mem_free ((void *) c.refresh_ct);
     }
     json_decref (records);
     json_decref (done);

@@ -5,6 +5,7 @@
 #define FERRULE_JOURNAL_H
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include "store.h"
 
 typedef struct journal journal_t;
@@ -24,4 +25,14 @@ typedef void (journal_replay_fn) (void *arg, int64_t seq, const store_commit_t *
 /* Calls fn for every record not yet settled, oldest first. Returns how many, or -1 on a read error. */
 int journal_replay (journal_t *j, journal_replay_fn *fn, void *arg);
 size_t journal_outstanding (const journal_t *j);
+
+#define JOURNAL_MAX_SEQ (INT64_C (1) << 53)     /* larger sequence numbers are not ours */
+
+/* The pure part of journal_replay, for the fuzzer and the tests: one line (len bytes) as a JSON
+ * object the caller decrefs, with its "seq" (> 0 for a record) and "done" (> 0 for a settled
+ * marker), both at most JOURNAL_MAX_SEQ; NULL for an unreadable line. */
+json_t *journal_parse_line (const char *line, size_t len, int64_t *seq, int64_t *done);
+/* A record's commit into c: strings borrowed from o, ciphertexts decoded into new buffers the
+ * caller frees (c->access_ct, c->refresh_ct, NULL when not base64). 0, or -1 when incomplete. */
+int journal_read_record (const json_t *o, store_commit_t *c);
 #endif

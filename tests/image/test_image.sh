@@ -210,6 +210,17 @@ JSON
 )
 [ -s "$SECRETS/refresh-token" ] || fail "the fake provider made no grant"
 chown -R 10001:10001 "$SECRETS" "$KEYS" "$JOURNAL"
+# CURVE keys, made by the image's own ferrulectl, and the brokers' lists, as the Secrets of
+# deploy/README.md hold them: a pair for the brokers, one per worker, one for the client "ops"
+for name in broker worker-1 worker-2 ops; do
+    podman run --rm --network none --user 10001:10001 --read-only --read-only-tmpfs=false --cap-drop ALL \
+        --security-opt no-new-privileges --pull never -v "$KEYS:/keys" "$IMAGE" ferrulectl keygen --out "/keys/$name" \
+        >/dev/null || fail "ferrulectl keygen of the image could not make the key pair \"$name\""
+done
+printf 'ops %s\n' "$(cat "$KEYS/ops.pub")" >"$KEYS/clients"
+printf 'worker-1 %s\nworker-2 %s\n' "$(cat "$KEYS/worker-1.pub")" "$(cat "$KEYS/worker-2.pub")" >"$KEYS/workers"
+printf 'ops * *\n' >"$KEYS/policy"
+chown 10001:10001 "$KEYS/clients" "$KEYS/workers" "$KEYS/policy"
 chmod 0500 "$SECRETS" "$KEYS"
 chmod 0700 "$JOURNAL"
 
@@ -252,6 +263,9 @@ start () {
 for b in 1 2; do
     front=FRONT_$b back=BACK_$b http=HTTP_B$b
     start "$TAG-broker-$b" -e FERRULE_FRONTEND_BIND="${!front}" -e FERRULE_BACKEND_BIND="${!back}" \
+        -e FERRULE_CURVE_SECRET_KEY_FILE=/etc/ferrule/keys/broker.key \
+        -e FERRULE_CLIENTS_FILE=/etc/ferrule/keys/clients -e FERRULE_WORKERS_FILE=/etc/ferrule/keys/workers \
+        -e FERRULE_POLICY_FILE=/etc/ferrule/keys/policy \
         -e FERRULE_HTTP_BIND="127.0.0.1:${!http}" "$IMAGE" ferrule-broker
 done
 for n in 1 2; do
@@ -260,6 +274,8 @@ for n in 1 2; do
         -e FERRULE_WORKER_ID="worker-$n" -e FERRULE_BROKER_BACKENDS="$BACK_1,$BACK_2" \
         -e FERRULE_PROVIDERS_FILE=/etc/ferrule/secrets/providers.json \
         -e FERRULE_JOURNAL_PATH="/var/lib/ferrule/journal/worker-$n.journal" \
+        -e FERRULE_CURVE_SECRET_KEY_FILE="/etc/ferrule/keys/worker-$n.key" \
+        -e FERRULE_BROKER_PUBLIC_KEY_FILE=/etc/ferrule/keys/broker.pub \
         -e FERRULE_HTTP_BIND="127.0.0.1:${!port_var}" "$IMAGE" ferrule-worker
 done
 
@@ -299,7 +315,13 @@ done
 
 # ---- a token through the broker, with the image's ferrulectl ----
 # ctl N ARGS: ferrulectl of the image through broker N
-ctl () { local front=FRONT_$1; shift; run_once ferrulectl --json --broker "${!front}" "$@"; }
+ctl () {
+    local front=FRONT_$1
+    shift
+    "${RUN[@]}" --rm -e FERRULE_CURVE_SECRET_KEY_FILE=/etc/ferrule/keys/ops.key \
+        -e FERRULE_BROKER_PUBLIC_KEY_FILE=/etc/ferrule/keys/broker.pub \
+        "$IMAGE" ferrulectl --json --broker "${!front}" "$@"
+}
 # "refreshed" of one reply, which is not printed: it holds a token
 refreshed () {
     local out rc=0
@@ -329,4 +351,4 @@ for c in "$TAG-worker-1" "$TAG-worker-2" "$TAG-broker-1" "$TAG-broker-2"; do
     [ "$code" = 0 ] || fail "container $c exited with status $code after SIGTERM, expected 0"
 done
 say "SIGTERM: both workers and both brokers drained and exited 0"
-say "passed"
+say "passed (links over CURVE, keys mounted as files)"

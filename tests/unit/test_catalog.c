@@ -350,6 +350,32 @@ test_bad_json_file (void **state)
     catalog_destroy (&c);
 }
 
+/* catalog_new_from_buffer: what catalog_new does once the file is read */
+static void
+test_from_buffer (void **state)
+{
+    char err [512] = "";
+    static const char text [] = "{\"acme\": {\"authorization_url\": \"https://a.test/a\", "
+                                "\"token_url\": \"https://a.test/t\", \"auth_method\": \"client_secret_post\"}}";
+    catalog_t *c = catalog_new_from_buffer (text, strlen (text), "mem.json", err, sizeof err);
+    assert_non_null (c);
+    assert_non_null (catalog_find (c, "acme"));
+    assert_non_null (catalog_find (c, "box"));
+    catalog_destroy (&c);
+
+    c = catalog_new_from_buffer (NULL, 0, NULL, err, sizeof err);        /* built-ins only */
+    assert_non_null (c);
+    assert_null (catalog_find (c, "acme"));
+    catalog_destroy (&c);
+
+    c = catalog_new_from_buffer (text, 10, "mem.json", err, sizeof err); /* len is honoured */
+    assert_null (c);
+    assert_non_null (strstr (err, "provider file \"mem.json\" is not valid JSON"));
+    c = catalog_new_from_buffer ("[]", 2, NULL, err, sizeof err);
+    assert_null (c);
+    assert_non_null (strstr (err, "must hold a JSON object"));
+}
+
 static void
 test_env_credentials (void **state)
 {
@@ -433,6 +459,7 @@ main (void)
         cmocka_unit_test (test_url_rules),
         cmocka_unit_test (test_validation),
         cmocka_unit_test (test_bad_json_file),
+        cmocka_unit_test (test_from_buffer),
         cmocka_unit_test (test_env_credentials),
         cmocka_unit_test (test_missing_credentials),
         cmocka_unit_test (test_enum_names),

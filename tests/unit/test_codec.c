@@ -226,6 +226,55 @@ test_error_reply (void **state)
     codec_builder_destroy (&b);
 }
 
+/* Found by fuzz_codec (tests/fuzz/codec/empty_strings.msgpack): msgpack-c leaves an empty
+ * string's pointer NULL, which reached memchr, memcpy and json_stringn. */
+static void
+test_empty_strings (void **state)
+{
+    /* {"": "", "rid": "", "b": <empty bin>, "a": [""]}: msgpack-c leaves the pointer of an
+     * empty string NULL when no other string came before it */
+    static const unsigned char body [] = { 0x84, 0xa0, 0xa0, 0xa3, 'r', 'i', 'd', 0xa0,
+                                           0xa1, 'b', 0xc4, 0x00, 0xa1, 'a', 0x91, 0xa0 };
+    codec_msg_t *msg = NULL;
+    assert_int_equal (decode (body, sizeof body, &msg), FR_OK);
+    const msgpack_object *root = codec_msg_root (msg);
+
+    const char *s = NULL;
+    size_t len = 99;
+    assert_int_equal (codec_get_str (root, "rid", &s, &len), 1);
+    assert_non_null (s);
+    assert_int_equal (len, 0);
+    for (uint32_t i = 0; i < root->via.map.size; i++) {
+        assert_non_null (root->via.map.ptr [i].key.via.str.ptr);
+        char *copy = codec_strdup (&root->via.map.ptr [i].key);
+        assert_non_null (copy);
+        free (copy);
+    }
+    s = NULL;
+    assert_int_equal (codec_get_str (root, "", &s, &len), 1);
+    assert_non_null (s);
+    char *copy = codec_strdup (codec_get (root, ""));
+    assert_non_null (copy);
+    assert_string_equal (copy, "");
+    free (copy);
+
+    json_t *j = codec_to_json (root);
+    assert_true (json_is_string (json_object_get (j, "")));
+    assert_true (json_is_string (json_object_get (j, "rid")));
+    assert_string_equal (json_string_value (json_object_get (j, "rid")), "");
+    assert_true (json_is_string (json_array_get (json_object_get (j, "a"), 0)));
+    json_decref (j);
+
+    /* forwarded as it is (the broker's codec_object) and decoded again */
+    codec_builder_t *b = codec_builder_new ();
+    codec_object (b, root);
+    assert_false (codec_builder_failed (b));
+    const char *data = codec_builder_data (b, &len);
+    assert_memory_equal (data, body, sizeof body);
+    codec_builder_destroy (&b);
+    codec_msg_destroy (&msg);
+}
+
 static void
 test_builder_cap (void **state)
 {
@@ -253,6 +302,7 @@ main (void)
         cmocka_unit_test (test_random_inputs),
         cmocka_unit_test (test_error_reply),
         cmocka_unit_test (test_builder_cap),
+        cmocka_unit_test (test_empty_strings),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <cmocka.h>
 #include "catalog.h"
+#include "http.h"
 #include "mem.h"
 #include "oauth.h"
 
@@ -248,6 +249,27 @@ test_transient_retry_after (void **state)
     parse ("google", 200, NULL, "{\"error\":\"server_error\"}", &r);
     assert_int_equal (r.kind, OAUTH_TRANSIENT);
     oauth_result_clear (&r);
+}
+
+/* The header line as curl hands it to the worker's header callback. */
+static void
+test_retry_after_header_line (void **state)
+{
+    char out [16];
+    static const char line [] = "Retry-After:  120 \r\n";
+    assert_int_equal (http_parse_retry_after (line, strlen (line), out, sizeof out), 1);
+    assert_string_equal (out, "120");
+    static const char lower [] = "retry-after:\tSun, 06 Nov 1994 08:49:37 GMT\r\n";
+    assert_int_equal (http_parse_retry_after (lower, strlen (lower), out, sizeof out), 1);
+    assert_string_equal (out, "Sun, 06 Nov 199");       /* cut to the buffer */
+    static const char empty [] = "Retry-After:\r\n";
+    assert_int_equal (http_parse_retry_after (empty, strlen (empty), out, sizeof out), 1);
+    assert_string_equal (out, "");
+    strcpy (out, "kept");
+    static const char other [] = "Content-Type: application/json\r\n";
+    assert_int_equal (http_parse_retry_after (other, strlen (other), out, sizeof out), 0);
+    assert_int_equal (http_parse_retry_after ("Retry-Aft", 9, out, sizeof out), 0);
+    assert_string_equal (out, "kept");
 }
 
 static void
@@ -623,6 +645,7 @@ main (void)
         cmocka_unit_test (test_slack),
         cmocka_unit_test (test_transient_retry_after),
         cmocka_unit_test (test_retry_after_values),
+        cmocka_unit_test (test_retry_after_header_line),
         cmocka_unit_test (test_bad_responses),
         cmocka_unit_test (test_expires_in_forms),
         cmocka_unit_test (test_errors_with_200_and_clients),
