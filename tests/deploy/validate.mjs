@@ -365,9 +365,20 @@ function checkSecret(label, obj) {
 
 let secretKeys = null;       // Secret name -> Set of its keys
 if (opts["secret-template"]) {
-  const docs = yaml.loadAll(fs.readFileSync(opts["secret-template"], "utf8")).filter(Boolean);
-  if (docs.length !== 2 || docs.some((d) => d.kind !== "Secret"))
-    problem("secret-template", null, `${opts["secret-template"]} must hold exactly two Secrets: "${WORKER_SECRET}" and "${OWNER_SECRET}"`);
+  const all = yaml.loadAll(fs.readFileSync(opts["secret-template"], "utf8")).filter(Boolean);
+  // Secrets mounted as files (CURVE keys, allow-lists): their keys are file names, not variables
+  const FILE_SECRETS = { "ferrule-broker-key": ["broker.key"], "ferrule-worker-keys": ["broker.pub"],
+                         "ferrule-access": ["clients", "workers", "policy"] };
+  const docs = all.filter((d) => !(d.metadata && d.metadata.name in FILE_SECRETS));
+  for (const d of all.filter((x) => x.metadata && x.metadata.name in FILE_SECRETS)) {
+    validateSchema("secret-template", d);
+    checkSecret("secret-template", d);
+    const keys = new Set([...Object.keys(d.stringData || {}), ...Object.keys(d.data || {})]);
+    for (const k of FILE_SECRETS [d.metadata.name])
+      if (!keys.has(k)) problem("secret-template", d, `has no key ${k}`);
+  }
+  if (docs.length !== 2 || all.some((d) => d.kind !== "Secret"))
+    problem("secret-template", null, `${opts["secret-template"]} must hold the Secrets "${WORKER_SECRET}" and "${OWNER_SECRET}" (and the key Secrets), nothing else`);
   secretKeys = new Map();
   for (const d of docs) {
     validateSchema("secret-template", d);
