@@ -182,9 +182,13 @@ void
 sweep_tick (worker_t *w, int64_t now_ms)
 {
     sweep_t *s = w->sweep;
-    if (now_ms < s->next_ms || !s->owned_count || !store_connected (w->store) || w->draining)
+    if (now_ms < s->next_ms)
         return;
+    /* a pass that cannot run now waits a whole interval too: left due, it would make every
+     * poll of the loop return at once (a spin for as long as the database is away) */
     s->next_ms = now_ms + s->cfg.interval_ms;
+    if (!s->owned_count || !store_connected (w->store) || w->draining)
+        return;
     char err [512];
     char **ids = NULL, **providers = NULL;
     size_t n = 0, started = 0, kept = 0;

@@ -275,6 +275,50 @@ test_row_lock_does_not_stall_the_worker (void **state)
         fail_msg ("refresh after the lock: %s", code);
 }
 
+/* CPU seconds (user + system) process pid used over the next `seconds` of wall time. */
+static double
+cpu_seconds_over (pid_t pid, int seconds)
+{
+    double ticks = (double) sysconf (_SC_CLK_TCK), used [2];
+    for (int k = 0; k < 2; k++) {
+        char path [64], buf [1024];
+        snprintf (path, sizeof path, "/proc/%d/stat", (int) pid);
+        FILE *f = fopen (path, "r");
+        assert_non_null (f);
+        size_t n = fread (buf, 1, sizeof buf - 1, f);
+        fclose (f);
+        buf [n] = '\0';
+        /* after "(comm)": the state is field 3, utime field 14 and stime field 15 */
+        const char *p = strrchr (buf, ')');
+        assert_non_null (p);
+        unsigned long long utime = 0, stime = 0;
+        assert_int_equal (sscanf (p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime), 2);
+        used [k] = (double) (utime + stime) / ticks;
+        if (k == 0)
+            sleep ((unsigned) seconds);
+    }
+    fprintf (stderr, "the worker used %.2f s of CPU in %d s\n", used [1] - used [0], seconds);
+    return used [1] - used [0];
+}
+
+/* A worker whose database is unreachable waits in its poll for the next reconnect: its due
+ * sweep must not turn the loop into a spin (it used to, a whole core per worker, for as long
+ * as the outage lasted). */
+static void
+test_worker_without_database_does_not_spin (void **state)
+{
+    h = harness_new ("chain_no_database");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_SWEEP_MS", "400");
+    harness_set_env (h, "FERRULE_DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none?connect_timeout=2");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    sleep (1);                                 /* the first sweep pass is due by now */
+    double cpu = cpu_seconds_over (harness_worker_pid (h, "w1"), 3);
+    assert_true (cpu < 0.75);
+}
+
 /* ---- lease takeover ---- */
 
 /* Worker wA (only on broker 0) claims and calls the provider; its commit is held up (a row
@@ -537,6 +581,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_commit_retried_on_read_only_database, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
+        cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),
         cmocka_unit_test_teardown (test_lease_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_journal_replay_after_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_same_pid_workers_draw_distinct_lease_tokens, teardown),
