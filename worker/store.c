@@ -320,7 +320,7 @@ store_dispatch_notifies (store_t *s, store_notify_fn *cb, void *arg)
 {
     if (s->overflow) {
         s->overflow = 0;
-        cb (arg, NULL, NULL);
+        cb (arg, NULL, STORE_NOTIFY_ALL);
     }
     while (s->notices) {
         notice_t *n = s->notices;

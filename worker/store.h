@@ -107,11 +107,13 @@ fr_status_t store_connect (store_t *s, char *err, size_t errlen) FR_MUSTCHECK;
 int store_connected (const store_t *s);
 /* The connection's socket for the poll loop, -1 when disconnected. */
 int store_socket (const store_t *s);
+#define STORE_NOTIFY_ALL "*"          /* integration of a notice that anything may have changed */
 typedef void (store_notify_fn) (void *arg, const char *worker, const char *integration);
 /* Reads what arrived on the connection's socket (call when it is readable). */
 void store_read_input (store_t *s);
 /* Hands every notification received so far to cb: the worker that made each change and the
- * integration id (both NULL when the connection broke and anything cached may be stale).
+ * integration id (both NULL when the connection broke: the cache is cleared on reconnect;
+ * STORE_NOTIFY_ALL when more notifications came than the queue holds: anything may have changed).
  * Notifications that arrive while a statement runs are read with its result and kept until this
  * is called, so the loop calls it after every piece of work, not only when the socket is readable. */
 void store_dispatch_notifies (store_t *s, store_notify_fn *cb, void *arg);

@@ -530,6 +530,10 @@ on_notify (void *arg, const char *worker, const char *integration)
          * while the database is down, and callers keep working through an outage. */
         return;
     }
+    if (strcmp (integration, STORE_NOTIFY_ALL) == 0) {
+        cache_clear (w->cache);              /* notifications were lost in a flood */
+        return;
+    }
     if (worker && strcmp (worker, w->cfg.worker_id) == 0)
         return;                              /* our own change is in the cache already */
     cache_drop (w->cache, integration);

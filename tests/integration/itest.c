@@ -268,3 +268,25 @@ itest_secure (void *socket)
     assert_int_equal (curve_apply_client (socket, &id), 0);
     curve_identity_clear (&id);
 }
+
+int
+itest_http_port (harness_t *h, const char *log_name)
+{
+    char path [4096], line [4096];
+    snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), log_name);
+    for (int tries = 0; tries < 50; tries++) {
+        FILE *f = fopen (path, "r");
+        int port = -1;
+        while (f && fgets (line, sizeof line, f)) {
+            const char *p = strstr (line, "/metrics on port ");
+            if (p)
+                port = atoi (p + strlen ("/metrics on port "));
+        }
+        if (f)
+            fclose (f);
+        if (port > 0)
+            return port;
+        usleep (100000);
+    }
+    return -1;
+}

@@ -23,6 +23,9 @@ void itest_fault (harness_t *h, const char *provider, const char *kind, int coun
                   int delay_ms);
 /* The error code of a ferrulectl JSON reply, or "" when ok. */
 const char *itest_code (const json_t *reply);
+/* The HTTP port a process (its log, e.g. "broker0", "w1") last said it serves /metrics on,
+ * waiting up to 5 s for the line; -1 when it never did. */
+int itest_http_port (harness_t *h, const char *log_name);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
 /* Sets a raw ZeroMQ socket up (before its connect) as this process's client: the CURVE keys

@@ -34,29 +34,6 @@ teardown (void **state)
     return itest_teardown (&h);
 }
 
-/* The HTTP port a process logged ("serving /healthz ... on port N"), or -1. */
-static int
-http_port_of (const char *log_name)
-{
-    char path [4096], line [4096];
-    snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), log_name);
-    for (int tries = 0; tries < 50; tries++) {
-        FILE *f = fopen (path, "r");
-        int port = -1;
-        while (f && fgets (line, sizeof line, f)) {
-            const char *p = strstr (line, "/metrics on port ");
-            if (p)
-                port = atoi (p + strlen ("/metrics on port "));
-        }
-        if (f)
-            fclose (f);
-        if (port > 0)
-            return port;
-        usleep (100000);
-    }
-    return -1;
-}
-
 static size_t
 sink (char *data, size_t size, size_t n, void *arg)
 {
@@ -93,14 +70,14 @@ static void
 test_readiness_transitions (void **state)
 {
     assert_int_equal (harness_start_broker (h), 0);
-    int broker = http_port_of ("broker0");
+    int broker = itest_http_port (h, "broker0");
     assert_true (broker > 0);
     assert_int_equal (wait_status (broker, "/healthz", 200), 200);
     /* no worker owns a partition yet: alive, not ready */
     assert_int_equal (http_status (broker, "/readyz"), 503);
 
     assert_int_equal (harness_start_worker (h, "w1"), 0);
-    int worker = http_port_of ("w1");
+    int worker = itest_http_port (h, "w1");
     assert_true (worker > 0);
     assert_int_equal (wait_status (worker, "/readyz", 200), 200);
     assert_int_equal (wait_status (broker, "/readyz", 200), 200);

@@ -275,29 +275,6 @@ test_secrets_in_process (void **state)
     free (fp);
 }
 
-/* The HTTP port a worker logged last ("... /metrics on port N"), or -1. */
-static int
-http_port_of (const char *worker)
-{
-    char path [4096], line [4096];
-    snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), worker);
-    for (int tries = 0; tries < 50; tries++) {
-        FILE *f = fopen (path, "r");
-        int port = -1;
-        while (f && fgets (line, sizeof line, f)) {
-            const char *p = strstr (line, "/metrics on port ");
-            if (p)
-                port = atoi (p + strlen ("/metrics on port "));
-        }
-        if (f)
-            fclose (f);
-        if (port > 0)
-            return port;
-        usleep (100000);
-    }
-    return -1;
-}
-
 static size_t
 collect (char *data, size_t size, size_t n, void *arg)
 {
@@ -341,7 +318,7 @@ wait_metric (const char *worker, const char *name, int above_zero)
 {
     long long v = -1;
     for (int i = 0; i < 150; i++) {
-        v = metric (http_port_of (worker), name);
+        v = metric (itest_http_port (h, worker), name);
         if (above_zero ? v > 0 : v == 0)
             break;
         usleep (100000);
