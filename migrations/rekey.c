@@ -115,32 +115,78 @@ rekey_warn (int64_t failed_so_far, const char *why)
         fprintf (stderr, "ferrule-migrate: warning: more values will not open; the final count says how many\n");
 }
 
+/* Opens a batch's transaction and picks its rows (pick_sql: $1 current key, $2 limit, $3 the
+ * keyset cursor). *res NULL on failure, with the transaction rolled back. */
+static fr_status_t
+rekey_pick (PGconn *conn, const crypto_keyring_t *kr, const char *pick_sql, int batch, const char *last,
+            PGresult **res, db_error_t *err)
+{
+    char cur [16], lim [16];
+    snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
+    snprintf (lim, sizeof lim, "%d", batch);
+    *res = NULL;
+    fr_status_t st = db_exec (conn, "BEGIN", err);
+    if (st != FR_OK)
+        return st;
+    const char *pv [] = { cur, lim, last };
+    /* binary results for the bytea columns would need all columns binary: text is fine here */
+    PGresult *r = PQexecParams (conn, pick_sql, 3, NULL, pv, NULL, NULL, 0);
+    if (PQresultStatus (r) != PGRES_TUPLES_OK) {
+        st = rekey_fail (conn, r, err);
+        PQclear (r);
+        PQclear (PQexec (conn, "ROLLBACK"));
+        return st;
+    }
+    *res = r;
+    return FR_OK;
+}
+
+/* Writes one re-sealed row (a compare-and-set: no row means someone changed it first) and
+ * counts it as done or busy. */
+static fr_status_t
+rekey_write (PGconn *conn, const char *sql, int n, const char *const *values, const int *lengths,
+             const int *formats, int64_t *done, int64_t *busy, db_error_t *err)
+{
+    fr_status_t st = FR_OK;
+    PGresult *u = PQexecParams (conn, sql, n, NULL, values, lengths, formats, 0);
+    if (PQresultStatus (u) != PGRES_COMMAND_OK)
+        st = rekey_fail (conn, u, err);
+    else
+    if (strcmp (PQcmdTuples (u), "1") == 0)
+        (*done)++;
+    else
+        (*busy)++;                  /* a refresh, an import or a callback got there first */
+    PQclear (u);
+    return st;
+}
+
+/* Commits a batch that went well, rolls back one that did not. */
+static fr_status_t
+rekey_end (PGconn *conn, PGresult *res, fr_status_t st, db_error_t *err)
+{
+    PQclear (res);
+    if (st == FR_OK)
+        return db_exec (conn, "COMMIT", err);
+    if (PQstatus (conn) == CONNECTION_OK)
+        PQclear (PQexec (conn, "ROLLBACK"));
+    return st;
+}
+
 /* One batch of integrations: *picked rows read, *done re-sealed, *busy changed meanwhile,
  * *failed would not open. last is the keyset cursor (the highest id seen, "" to start). */
 static fr_status_t
 rekey_batch_integrations (PGconn *conn, const crypto_keyring_t *kr, int batch, char *last, size_t last_len,
                           int64_t *picked, int64_t *done, int64_t *busy, int64_t *failed, db_error_t *err)
 {
-    fr_status_t st = FR_OK;
     PGresult *res = NULL;
-    char cur [16], lim [16], verr [512];
-    int begun = 0;
+    char cur [16], verr [512];
     snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
-    snprintf (lim, sizeof lim, "%d", batch);
     *picked = 0;
-
-    if ((st = db_exec (conn, "BEGIN", err)) != FR_OK)
-        goto out;
-    begun = 1;
-    const char *pv [] = { cur, lim, last };
-    /* binary results for the bytea columns would need all columns binary: text is fine here */
-    res = PQexecParams (conn, REKEY_PICK_INTEGRATIONS, 3, NULL, pv, NULL, NULL, 0);
-    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
-        st = rekey_fail (conn, res, err);
-        goto out;
-    }
+    fr_status_t st = rekey_pick (conn, kr, REKEY_PICK_INTEGRATIONS, batch, last, &res, err);
+    if (st != FR_OK)
+        return st;
     *picked = PQntuples (res);
-    for (int i = 0; i < PQntuples (res); i++) {
+    for (int i = 0; i < PQntuples (res) && st == FR_OK; i++) {
         const char *id = PQgetvalue (res, i, 0);
         int32_t key_id = (int32_t) strtol (PQgetvalue (res, i, 1), NULL, 10);
         unsigned char *at = NULL, *rt = NULL;
@@ -150,41 +196,22 @@ rekey_batch_integrations (PGconn *conn, const crypto_keyring_t *kr, int batch, c
         ||  rekey_value (kr, res, i, 4, key_id, id, "refresh_token", &rt, &rt_len, verr, sizeof verr) != 0) {
             rekey_warn (*failed, verr);
             (*failed)++;
-            mem_free (at);
-            mem_free (rt);
-            continue;
         }
-        const char *uv [] = { id, cur, (const char *) at, (const char *) rt, PQgetvalue (res, i, 1),
-                              PQgetvalue (res, i, 2) };
-        int lengths [] = { 0, 0, (int) at_len, (int) rt_len, 0, 0 };
-        int formats [] = { 0, 0, 1, 1, 0, 0 };
-        PGresult *u = PQexecParams (conn, REKEY_SET_INTEGRATION, 6, NULL, uv, lengths, formats, 0);
+        else {
+            const char *uv [] = { id, cur, (const char *) at, (const char *) rt, PQgetvalue (res, i, 1),
+                                  PQgetvalue (res, i, 2) };
+            int lengths [] = { 0, 0, (int) at_len, (int) rt_len, 0, 0 };
+            int formats [] = { 0, 0, 1, 1, 0, 0 };
+            st = rekey_write (conn, REKEY_SET_INTEGRATION, 6, uv, lengths, formats, done, busy, err);
+        }
         if (at)
             mem_wipe (at, at_len);
         if (rt)
             mem_wipe (rt, rt_len);
         mem_free (at);
         mem_free (rt);
-        if (PQresultStatus (u) != PGRES_COMMAND_OK) {
-            st = rekey_fail (conn, u, err);
-            PQclear (u);
-            goto out;
-        }
-        if (strcmp (PQcmdTuples (u), "1") == 0)
-            (*done)++;
-        else
-            (*busy)++;                  /* a refresh or an import got there first: it sealed under its key */
-        PQclear (u);
     }
-    st = db_exec (conn, "COMMIT", err);
-    begun = 0;
-out:
-    PQclear (res);
-    if (begun && PQstatus (conn) == CONNECTION_OK) {
-        PGresult *r = PQexec (conn, "ROLLBACK");
-        PQclear (r);
-    }
-    return st;
+    return rekey_end (conn, res, st, err);
 }
 
 /* The same for live connects' PKCE verifiers (associated data: the state hash). */
@@ -192,25 +219,15 @@ static fr_status_t
 rekey_batch_connects (PGconn *conn, const crypto_keyring_t *kr, int batch, char *last, size_t last_len,
                       int64_t *picked, int64_t *done, int64_t *busy, int64_t *failed, db_error_t *err)
 {
-    fr_status_t st = FR_OK;
     PGresult *res = NULL;
-    char cur [16], lim [16], verr [512];
-    int begun = 0;
+    char cur [16], verr [512];
     snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
-    snprintf (lim, sizeof lim, "%d", batch);
     *picked = 0;
-
-    if ((st = db_exec (conn, "BEGIN", err)) != FR_OK)
-        goto out;
-    begun = 1;
-    const char *pv [] = { cur, lim, last };
-    res = PQexecParams (conn, REKEY_PICK_CONNECTS, 3, NULL, pv, NULL, NULL, 0);
-    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
-        st = rekey_fail (conn, res, err);
-        goto out;
-    }
+    fr_status_t st = rekey_pick (conn, kr, REKEY_PICK_CONNECTS, batch, last, &res, err);
+    if (st != FR_OK)
+        return st;
     *picked = PQntuples (res);
-    for (int i = 0; i < PQntuples (res); i++) {
+    for (int i = 0; i < PQntuples (res) && st == FR_OK; i++) {
         const char *state_hash = PQgetvalue (res, i, 0);
         int32_t key_id = (int32_t) strtol (PQgetvalue (res, i, 1), NULL, 10);
         unsigned char *cv = NULL;
@@ -224,30 +241,12 @@ rekey_batch_connects (PGconn *conn, const crypto_keyring_t *kr, int batch, char 
         const char *uv [] = { state_hash, cur, (const char *) cv, PQgetvalue (res, i, 1) };
         int lengths [] = { 0, 0, (int) cv_len, 0 };
         int formats [] = { 0, 0, 1, 0 };
-        PGresult *u = PQexecParams (conn, REKEY_SET_CONNECT, 4, NULL, uv, lengths, formats, 0);
+        st = rekey_write (conn, REKEY_SET_CONNECT, 4, uv, lengths, formats, done, busy, err);
         if (cv)
             mem_wipe (cv, cv_len);
         mem_free (cv);
-        if (PQresultStatus (u) != PGRES_COMMAND_OK) {
-            st = rekey_fail (conn, u, err);
-            PQclear (u);
-            goto out;
-        }
-        if (strcmp (PQcmdTuples (u), "1") == 0)
-            (*done)++;
-        else
-            (*busy)++;
-        PQclear (u);
     }
-    st = db_exec (conn, "COMMIT", err);
-    begun = 0;
-out:
-    PQclear (res);
-    if (begun && PQstatus (conn) == CONNECTION_OK) {
-        PGresult *r = PQexec (conn, "ROLLBACK");
-        PQclear (r);
-    }
-    return st;
+    return rekey_end (conn, res, st, err);
 }
 
 static double
