@@ -2,6 +2,7 @@
  * Nothing is dropped silently: ROUTER_MANDATORY on both sockets turns an unroutable or full
  * peer into an error we handle, and every pending request has a deadline. */
 #include "broker.h"
+#include "text.h"
 #include "clock.h"
 #include "codec.h"
 #include "frames.h"
@@ -332,10 +333,8 @@ broker_route (broker_t *b, pending_t *p)
         if (remaining < 1)
             remaining = 1;
         unsigned char seq [8], rem [4];
-        for (int i = 0; i < 8; i++)
-            seq [i] = (unsigned char) (p->seq >> (56 - 8 * i));
-        for (int i = 0; i < 4; i++)
-            rem [i] = (unsigned char) ((uint64_t) remaining >> (24 - 8 * i));
+        frames_put_u64 (seq, p->seq);
+        frames_put_u32 (rem, (uint32_t) (remaining > UINT32_MAX ? UINT32_MAX : remaining));
         const void *parts [] = { owner, CODEC_WORKER_PROTOCOL, "REQ", p->client, seq, rem, p->body };
         size_t sizes [] = { strlen (owner), 4, 3, p->client_len, 8, 4, p->body_len };
         if (frames_send (b->backend, parts, sizes, 7, ZMQ_DONTWAIT) == 0) {
@@ -435,12 +434,7 @@ broker_handle_zap (broker_t *b)
     else {
         char detail [128];
         char addr [64];
-        size_t alen = frames_size (&f, 3) < sizeof addr - 1 ? frames_size (&f, 3) : sizeof addr - 1;
-        memcpy (addr, frames_data (&f, 3), alen);
-        addr [alen] = '\0';
-        for (char *c = addr; *c; c++)
-            if (*c < 0x20 || *c > 0x7e)
-                *c = '?';
+        text_printable (addr, sizeof addr, frames_data (&f, 3), frames_size (&f, 3), sizeof addr - 1);
         snprintf (detail, sizeof detail, "a %s from %s", workers ? "worker" : "client", addr);
         broker_refusal (b, "refused a key that is not on the allow-list", detail);
         metrics_inc (b->m_zap_refused);
@@ -531,10 +525,7 @@ broker_handle_client (broker_t *b)
     rq.op = ops_lookup (op, op_len);
     if (rq.op == OP_UNKNOWN) {
         char shown [40];
-        size_t n = op_len < 32 ? op_len : 32;
-        for (size_t i = 0; i < n; i++)
-            shown [i] = op [i] >= 0x20 && op [i] < 0x7f && op [i] != '"' ? op [i] : '?';
-        shown [n] = '\0';
+        text_printable (shown, sizeof shown, op, op_len, 32);
         snprintf (err, sizeof err, "unknown operation \"%s\"", shown);
         broker_reply_error (b, client, client_len, &rq, FR_UNKNOWN_OPERATION, err);
         goto out;
@@ -682,10 +673,7 @@ broker_handle_worker (broker_t *b)
     }
 
     if (frames_is (&f, 2, "REP") && (f.total == 6 || f.total == 7) && frames_size (&f, 4) == 8) {
-        const unsigned char *s = frames_data (&f, 4);
-        uint64_t seq = 0;
-        for (int i = 0; i < 8; i++)
-            seq = (seq << 8) | s [i];
+        uint64_t seq = frames_get_u64 (frames_data (&f, 4));
         pending_t *p = pending_find (b->pending, seq);
         if (!p) {
             metrics_inc (b->m_foreign_replies);

@@ -8,6 +8,8 @@
  * docs/ferrulectl.md, "Retries".
  */
 #include "client.h"
+#include "clock.h"
+#include "text.h"
 #include "codec.h"
 #include "frames.h"
 #include "mem.h"
@@ -63,9 +65,7 @@ typedef enum {
 static int64_t
 now_ms (void)
 {
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return clock_mono_ms ();
 }
 
 /* Random bytes for request ids and the first broker; falls back to a clock and pid mix,
@@ -90,22 +90,6 @@ random_bytes (unsigned char *buf, size_t len)
     }
 }
 
-/* Copies s for a message: printable ASCII only, at most max bytes, "..." when cut. */
-static void
-safe_copy (char *dst, size_t dstlen, const char *s, size_t len, size_t max)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len && i < max && n + 1 < dstlen; i++) {
-        unsigned char ch = (unsigned char) s [i];
-        dst [n++] = (ch >= 0x20 && ch < 0x7f) ? (char) ch : '?';
-    }
-    if (len > max && n + 4 < dstlen) {
-        memcpy (dst + n, "...", 3);
-        n += 3;
-    }
-    dst [n] = '\0';
-}
-
 static json_t *
 json_checked (json_t *j)
 {
@@ -121,7 +105,7 @@ static json_t *
 error_reply (const char *rid, fr_status_t st, const char *message, const char *hint)
 {
     char safe [1024];
-    safe_copy (safe, sizeof safe, message, strlen (message), sizeof safe - 4);
+    text_printable (safe, sizeof safe, message, strlen (message), sizeof safe - 4);
     json_t *error = json_checked (json_object ());
     json_object_set_new (error, "code", json_checked (json_string (result_code (st))));
     json_object_set_new (error, "message", json_checked (json_string (safe)));
@@ -139,7 +123,7 @@ static fr_status_t
 check_endpoint (const char *item, size_t len, char *err, size_t errlen)
 {
     char shown [80];
-    safe_copy (shown, sizeof shown, item, len, 60);
+    text_printable (shown, sizeof shown, item, len, 60);
     if (len > CLIENT_MAX_ENDPOINT_LEN) {
         snprintf (err, errlen, "broker endpoint \"%s\" is too long (%zu bytes; the limit is %d)",
                   shown, len, CLIENT_MAX_ENDPOINT_LEN);
@@ -440,7 +424,7 @@ check_reply (call_t *call, size_t socket, frames_t *f, json_t **reply)
     }
     if (!frames_is (f, 1, CODEC_CLIENT_PROTOCOL)) {
         char tag [40];
-        safe_copy (tag, sizeof tag, frames_data (f, 1), frames_size (f, 1), 16);
+        text_printable (tag, sizeof tag, frames_data (f, 1), frames_size (f, 1), 16);
         snprintf (reason, sizeof reason, "protocol \"%s\" instead of \"%s\"", tag, CODEC_CLIENT_PROTOCOL);
         st = FR_UNSUPPORTED_VERSION;
         goto malformed;
@@ -681,7 +665,7 @@ no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
     if (json_is_string (integration)) {
         char id [160];
         const char *s = json_string_value (integration);
-        safe_copy (id, sizeof id, s, strlen (s), 128);
+        text_printable (id, sizeof id, s, strlen (s), 128);
         snprintf (hint, sizeof hint, "the request may have been carried out: check with \"ferrulectl status --integration %s\" before retrying", id);
     }
     else

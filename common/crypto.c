@@ -1,5 +1,6 @@
 /* crypto.c - tokens at rest: AES-256-GCM with a keyring whose key ids come from the keys */
 #include "crypto.h"
+#include "text.h"
 #include "mem.h"
 #include "secmem.h"
 #include <assert.h>
@@ -415,7 +416,6 @@ void
 crypto_fingerprint (const crypto_keyring_t *kr, const char *secret,
                     char out [CRYPTO_FINGERPRINT_LEN + 1])
 {
-    static const char hex [] = "0123456789abcdef";
     unsigned char md [EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
 
@@ -426,11 +426,7 @@ crypto_fingerprint (const crypto_keyring_t *kr, const char *secret,
     if (!HMAC (EVP_sha256 (), kr->fingerprint_key, sizeof kr->fingerprint_key,
                (const unsigned char *) secret, strlen (secret), md, &mdlen) || mdlen < 8)
         return;
-    for (int i = 0; i < CRYPTO_FINGERPRINT_LEN / 2; i++) {
-        out [2 * i] = hex [md [i] >> 4];
-        out [2 * i + 1] = hex [md [i] & 0x0f];
-    }
-    out [CRYPTO_FINGERPRINT_LEN] = '\0';
+    text_hex (md, CRYPTO_FINGERPRINT_LEN / 2, out);
     mem_wipe (md, sizeof md);
 }
 

@@ -85,3 +85,32 @@ frames_socket_defaults (void *socket, int hwm, int max_msg_size)
     zmq_setsockopt (socket, ZMQ_RCVHWM, &hwm, sizeof hwm);
     zmq_setsockopt (socket, ZMQ_MAXMSGSIZE, &maxsize, sizeof maxsize);
 }
+
+void
+frames_put_u64 (unsigned char out [8], uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        out [i] = (unsigned char) (v >> (56 - 8 * i));
+}
+
+uint64_t
+frames_get_u64 (const unsigned char *in)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | in [i];
+    return v;
+}
+
+void
+frames_put_u32 (unsigned char out [4], uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        out [i] = (unsigned char) (v >> (24 - 8 * i));
+}
+
+uint32_t
+frames_get_u32 (const unsigned char *in)
+{
+    return ((uint32_t) in [0] << 24) | ((uint32_t) in [1] << 16) | ((uint32_t) in [2] << 8) | in [3];
+}

@@ -25,6 +25,14 @@ int frames_is (frames_t *f, int i, const char *s);
 /* Sends n parts as one message; 0 ok, -1 with errno (nothing was sent, or the rest was dropped). */
 int frames_send (void *socket, const void *const *data, const size_t *size, int n, int flags);
 
+/* Big-endian integers in frames: the broker-worker protocol's sequence (8 bytes) and time left
+ * (4 bytes). The one place either is encoded or decoded. */
+#include <stdint.h>
+void frames_put_u64 (unsigned char out [8], uint64_t v);
+uint64_t frames_get_u64 (const unsigned char *in);
+void frames_put_u32 (unsigned char out [4], uint32_t v);
+uint32_t frames_get_u32 (const unsigned char *in);
+
 /* Common socket options: no linger, bounded queues, frame size cap. */
 void frames_socket_defaults (void *socket, int hwm, int max_msg_size);
 #endif

@@ -1,5 +1,6 @@
 /* db.c - ferrule-migrate's PostgreSQL sessions */
 #include "db.h"
+#include "clock.h"
 #include "mem.h"
 #include <errno.h>
 #include <limits.h>
@@ -96,9 +97,7 @@ db_connect_timeout_ms (const char *url)
 static long long
 db_now_ms (void)
 {
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (long long) clock_mono_ms ();
 }
 
 /* Splits libpq's connection message: first line to message, the rest (its advice) to detail. */

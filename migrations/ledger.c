@@ -1,5 +1,6 @@
 /* ledger.c - schema_migrations and the migration lock */
 #include "ledger.h"
+#include "clock.h"
 #include "mem.h"
 #include <errno.h>
 #include <stdio.h>
@@ -208,13 +209,6 @@ out:
     return st;
 }
 
-static long
-ledger_elapsed_ms (const struct timespec *start)
-{
-    struct timespec now;
-    clock_gettime (CLOCK_MONOTONIC, &now);
-    return (long) ((now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000);
-}
 
 fr_status_t
 ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
@@ -223,7 +217,7 @@ ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applie
     PGresult *res = NULL;
     fr_status_t st = FR_OK;
     int in_transaction = 0;
-    struct timespec start;
+    int64_t start;
     char version [16], ms [24];
 
     st = db_exec (conn, "BEGIN", err);
@@ -231,9 +225,9 @@ ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applie
         goto out;
     in_transaction = 1;
 
-    clock_gettime (CLOCK_MONOTONIC, &start);
+    start = clock_mono_ms ();
     res = PQexec (conn, migration->sql);
-    *elapsed_ms = ledger_elapsed_ms (&start);
+    *elapsed_ms = (long) (clock_mono_ms () - start);
     ExecStatusType rs = PQresultStatus (res);
     if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
         /* the next command on the session ends the COPY; closing it rolls the transaction back */

@@ -1,5 +1,6 @@
 /* migrate.c - ferrule-migrate: applies the schema, reports on it, and waits for it */
 #include "catalog.h"
+#include "clock.h"
 #include "crypto.h"
 #include "db.h"
 #include "grant.h"
@@ -88,9 +89,7 @@ exit_code_for (fr_status_t st)
 static long long
 now_ms (void)
 {
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (long long) clock_mono_ms ();
 }
 
 static void

@@ -4,6 +4,7 @@
  * only if its key and generation are still the ones it read, so a concurrent refresh or import
  * always wins. The generation is not changed: caches stay valid. */
 #include "rekey.h"
+#include "clock.h"
 #include "mem.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -252,9 +253,7 @@ rekey_batch_connects (PGconn *conn, const crypto_keyring_t *kr, int batch, char 
 static double
 rekey_now_s (void)
 {
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+    return (double) clock_mono_us () / 1e6;
 }
 
 fr_status_t

@@ -1,6 +1,7 @@
 /* cache.c - a chained hash of integration entries. Entries are small: the id is stored inline,
  * tokens and names are exact-size strings. */
 #include "cache.h"
+#include "log.h"
 #include "clock.h"
 #include "mem.h"
 #include "ring.h"
@@ -189,6 +190,31 @@ cache_status_from_text (const char *status)
     if (status && strcmp (status, "disconnected") == 0)
         return INTEG_DISCONNECTED;
     return INTEG_ACTIVE;
+}
+
+int
+cache_status_transition_allowed (integ_status_t from, integ_status_t to)
+{
+    if (from == to)
+        return 1;
+    switch (from) {
+        case INTEG_ACTIVE:          return to == INTEG_NEEDS_RECONNECT || to == INTEG_DISCONNECTED;
+        case INTEG_NEEDS_RECONNECT: return to == INTEG_ACTIVE || to == INTEG_DISCONNECTED;
+        case INTEG_DISCONNECTED:    return to == INTEG_ACTIVE;
+    }
+    return 0;
+}
+
+int
+cache_set_status (cache_entry_t *e, integ_status_t to)
+{
+    if (!cache_status_transition_allowed ((integ_status_t) e->status, to)) {
+        log_error (e->id, NULL, "kept status %s: a change to %s is not a legal move",
+                     cache_status_text ((integ_status_t) e->status), cache_status_text (to));
+        return -1;
+    }
+    e->status = (uint8_t) to;
+    return 0;
 }
 
 const char *

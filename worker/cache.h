@@ -53,5 +53,15 @@ size_t cache_collect_unchecked (cache_t *c, int64_t older_than_ms, char **ids, s
 void cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation);
 void cache_set_text (char **field, const char *value);
 integ_status_t cache_status_from_text (const char *status);
+/* An integration's status changes only so (whatever the database says is adopted as it is; these
+ * are the changes this worker makes itself):
+ *   active          -> needs_reconnect (the provider refused the refresh token), disconnected
+ *   needs_reconnect -> active (a commit carrying a rotated token won), disconnected
+ *   disconnected    -> active (a reconnect)
+ * A disconnected integration never becomes needs_reconnect: a late refusal of its destroyed
+ * chain says nothing about it. 1 when allowed (staying is allowed). */
+int cache_status_transition_allowed (integ_status_t from, integ_status_t to);
+/* The one place this worker changes a cached status: 0 done, -1 refused (logged). */
+int cache_set_status (cache_entry_t *e, integ_status_t to);
 const char *cache_status_text (integ_status_t status);
 #endif

@@ -5,9 +5,11 @@
 #include "keystats.h"
 #include "clock.h"
 #include "connect.h"
+#include "reply.h"
+#include "scopes.h"
+#include "store_connect.h"
 #include "log.h"
 #include "mem.h"
-#include <libpq-fe.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,18 +29,6 @@ typedef struct {
     int nfacts;
 } diagnosis_t;
 
-/* The last connect attempt of an integration (pending_authorizations). */
-typedef struct {
-    int found;
-    char *provider;
-    char *redirect_uri;
-    char *outcome;              /* a wire error code, "connected", or NULL when none yet */
-    char *outcome_detail;
-    int64_t created_at;
-    int64_t expires_at;
-    int used;
-    int expired;
-} attempt_t;
 
 /* What the chain says, newest first. */
 typedef struct {
@@ -153,48 +143,9 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
     }
 }
 
-static void
-attempt_clear (attempt_t *a)
-{
-    mem_free (a->provider);
-    mem_free (a->redirect_uri);
-    mem_free (a->outcome);
-    mem_free (a->outcome_detail);
-    memset (a, 0, sizeof *a);
-}
-
-/* The newest connect attempt for id, if any. */
-static fr_status_t
-read_attempt (worker_t *w, const char *id, attempt_t *a, char *err, size_t errlen)
-{
-    fr_status_t st;
-    const char *values [] = { id };
-    memset (a, 0, sizeof *a);
-    PGresult *res = store_exec (w->store,
-        "SELECT provider, redirect_uri, outcome, outcome_detail, extract(epoch FROM created_at)::bigint,"
-        " extract(epoch FROM expires_at)::bigint, used_at IS NOT NULL, expires_at <= now()"
-        " FROM pending_authorizations WHERE integration_id = $1 ORDER BY created_at DESC LIMIT 1",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 1) {
-        a->found = 1;
-        a->provider = mem_strdup (PQgetvalue (res, 0, 0));
-        a->redirect_uri = mem_strdup (PQgetvalue (res, 0, 1));
-        a->outcome = PQgetisnull (res, 0, 2) ? NULL : mem_strdup (PQgetvalue (res, 0, 2));
-        a->outcome_detail = PQgetisnull (res, 0, 3) ? NULL : mem_strdup (PQgetvalue (res, 0, 3));
-        a->created_at = strtoll (PQgetvalue (res, 0, 4), NULL, 10);
-        a->expires_at = strtoll (PQgetvalue (res, 0, 5), NULL, 10);
-        a->used = strcmp (PQgetvalue (res, 0, 6), "t") == 0;
-        a->expired = strcmp (PQgetvalue (res, 0, 7), "t") == 0;
-    }
-    PQclear (res);
-    return FR_OK;
-}
-
 /* "ferrulectl connect ..." for the steps, with the redirect URI of the last attempt when known. */
 static void
-connect_command (char *buf, size_t len, const char *id, const char *provider, const attempt_t *a)
+connect_command (char *buf, size_t len, const char *id, const char *provider, const store_attempt_t *a)
 {
     snprintf (buf, len, "ferrulectl connect --integration %s --provider %s --redirect-uri %s", id,
               provider ? provider : "PROVIDER", a->found ? a->redirect_uri : "REDIRECT_URI");
@@ -209,7 +160,7 @@ is_google (const catalog_provider_t *p)
 /* The symptom, cause and steps of a code. ctx strings are used where the text names them. */
 static void
 explain (diagnosis_t *d, const char *code, const char *id, const char *provider, const catalog_provider_t *p,
-         const attempt_t *a, const chain_facts_t *cf)
+         const store_attempt_t *a, const chain_facts_t *cf)
 {
     char cmd [600];
     const char *name = provider ? provider : "the provider";
@@ -425,7 +376,7 @@ static void
 reply_diagnosis (worker_t *w, const job_t *job, const diagnosis_t *d, const char *id, const char *provider,
                  const char *status)
 {
-    codec_builder_t *o = worker_reply_begin (w, job, 1, 1);
+    codec_builder_t *o = reply_begin (w, job, 1, 1);
     codec_str (o, "diagnosis");
     codec_map (o, 8);
     codec_kv_str (o, "code", d->code);
@@ -442,12 +393,12 @@ reply_diagnosis (worker_t *w, const job_t *job, const diagnosis_t *d, const char
     codec_array (o, (uint32_t) d->nfacts);
     for (int i = 0; i < d->nfacts; i++)
         codec_str (o, d->fact [i]);
-    worker_reply (w, job);
+    reply_send (w, job);
 }
 
 /* An id without an integration: diagnose its connect attempts, or not_found. */
 static void
-doctor_unconnected (worker_t *w, const job_t *job, const char *id, const attempt_t *a)
+doctor_unconnected (worker_t *w, const job_t *job, const char *id, const store_attempt_t *a)
 {
     diagnosis_t d;
     char t1 [32], t2 [32], code [64];
@@ -455,7 +406,7 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const attempt
     if (!a->found) {
         char err [300];
         snprintf (err, sizeof err, "integration \"%s\" does not exist and no connect was started for it", id);
-        worker_reply_error (w, job, FR_NOT_FOUND, err, NULL, -1);
+        reply_error (w, job, FR_NOT_FOUND, err, NULL, -1);
         return;
     }
     const catalog_provider_t *p = catalog_find (w->catalog, a->provider);
@@ -500,8 +451,8 @@ void
 doctor_run (worker_t *w, job_t *job, const char *id)
 {
     store_row_t row;
-    connect_extra_t x;
-    attempt_t a;
+    store_extra_t x;
+    store_attempt_t a;
     store_chain_t *rows = NULL;
     size_t n = 0;
     chain_facts_t cf;
@@ -511,7 +462,7 @@ doctor_run (worker_t *w, job_t *job, const char *id)
     memset (&row, 0, sizeof row);
     memset (&x, 0, sizeof x);
     memset (&d, 0, sizeof d);
-    fr_status_t st = read_attempt (w, id, &a, err, sizeof err);
+    fr_status_t st = store_last_attempt (w->store, id, &a, err, sizeof err);
     if (st == FR_OK)
         st = store_load (w->store, id, &row, err, sizeof err);
     if (st == FR_NOT_FOUND) {
@@ -519,17 +470,17 @@ doctor_run (worker_t *w, job_t *job, const char *id)
         goto out;
     }
     if (st == FR_OK)
-        st = connect_extra_load (w->store, id, &x, err, sizeof err);
+        st = store_load_extra (w->store, id, &x, err, sizeof err);
     if (st == FR_OK)
         st = store_history (w->store, id, DOCTOR_HISTORY, &rows, &n, err, sizeof err);
     if (st != FR_OK) {
-        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        reply_store_error (w, job, st, err);
         goto out;
     }
     read_chain (rows, n, &cf);
     const catalog_provider_t *p = catalog_find (w->catalog, row.provider);
     int64_t now = clock_wall_ms () / 1000;
-    int nmissing = x.requested_scopes ? connect_missing_scopes (x.requested_scopes, row.scopes, missing, sizeof missing) : 0;
+    int nmissing = x.requested_scopes ? scopes_missing (x.requested_scopes, row.scopes, missing, sizeof missing) : 0;
     const char *failed_code = NULL;
     if (cf.connect_failed) {
         code_of (cf.connect_failed->detail, code, sizeof code);
@@ -633,6 +584,6 @@ doctor_run (worker_t *w, job_t *job, const char *id)
 out:
     store_chain_free (&rows, n);
     store_row_clear (&row);
-    connect_extra_clear (&x);
-    attempt_clear (&a);
+    store_extra_clear (&x);
+    store_attempt_clear (&a);
 }

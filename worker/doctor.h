@@ -3,7 +3,7 @@
  * (private to worker/) */
 #ifndef FERRULE_DOCTOR_H
 #define FERRULE_DOCTOR_H
-#include "worker.h"
+#include "context.h"
 
 #define DOCTOR_HISTORY 50           /* chain rows read */
 

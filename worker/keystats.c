@@ -1,32 +1,20 @@
-/* keystats.c - values on retired keys (see migrations/rekey.h for the same count in rekey) */
+/* keystats.c - values on retired keys (the same count as migrations/rekey.h's) */
 #include "keystats.h"
+#include "store_connect.h"
 #include "log.h"
-#include "worker.h"
+#include "context.h"
+#include "reply.h"
 #include <inttypes.h>
-#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
-
-/* The same SQL as REKEY_COUNT_SQL in migrations/rekey.h. */
-#define KEYSTATS_SQL \
-    "SELECT (SELECT count(*) FROM integrations WHERE key_id <> $1::integer" \
-    "          AND (access_token IS NOT NULL OR refresh_token IS NOT NULL))," \
-    "       (SELECT count(*) FROM pending_authorizations WHERE key_id <> $1::integer" \
-    "          AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now())"
 
 fr_status_t
 keystats_count (worker_t *w, int64_t *integrations, int64_t *connects, char *err, size_t errlen)
 {
-    char id [16];
-    fr_status_t st = FR_OK;
-    snprintf (id, sizeof id, "%" PRId32, crypto_keyring_current_id (w->keyring));
-    const char *values [] = { id };
-    PGresult *res = store_exec (w->store, KEYSTATS_SQL, 1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
+    fr_status_t st = store_count_old_keys (w->store, crypto_keyring_current_id (w->keyring), integrations, connects,
+                                           err, errlen);
+    if (st != FR_OK)
         return st;
-    *integrations = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
-    *connects = strtoll (PQgetvalue (res, 0, 1), NULL, 10);
-    PQclear (res);
     w->keystats_integrations = *integrations;
     w->keystats_connects = *connects;
     w->keystats_counted = 1;

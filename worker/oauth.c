@@ -616,6 +616,12 @@ classify_error (const catalog_provider_t *p, long status, const char *code, cons
     return status == 401 ? OAUTH_INVALID_CLIENT : OAUTH_REJECTED;
 }
 
+oauth_kind_t
+oauth_error_kind (const catalog_provider_t *p, const char *code, const char *description)
+{
+    return classify_error (p, 0, code, description);
+}
+
 static int
 contains (const char *hay, size_t len, const char *needle)
 {

@@ -96,4 +96,7 @@ const char *oauth_kind_name (oauth_kind_t kind);
  * authorization code (invalid_grant then means the code expired or was used) rather than a
  * refresh token (invalid_grant: needs reconnect). */
 fr_status_t oauth_kind_status (oauth_kind_t kind, int code_exchange);
+/* What an OAuth error code (and its description) means, by the one list of codes providers use:
+ * for a token endpoint's answer and for an error the provider redirected the browser with. */
+oauth_kind_t oauth_error_kind (const catalog_provider_t *p, const char *code, const char *description);
 #endif

@@ -4,7 +4,8 @@
 #include "log.h"
 #include "mem.h"
 #include "ring.h"
-#include "worker.h"
+#include "context.h"
+#include "reply.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -133,6 +134,6 @@ ratelimit_admit (worker_t *w, job_t *job, const char *op, size_t op_len, const c
               (long long) w->cfg.admin_rate_per_min);
     log_info (id, job->rid, "%s refused: rate limit of the integration reached, retry after %lld s",
               is_refresh ? "refresh" : "connect", (long long) retry_after);
-    worker_reply_error (w, job, FR_RATE_LIMITED, message, NULL, retry_after);
+    reply_error (w, job, FR_RATE_LIMITED, message, NULL, retry_after);
     return 0;
 }

@@ -10,10 +10,12 @@
  *   5. only then answer every request that waited on this refresh. */
 #define _GNU_SOURCE             /* memmem */
 #include "refresh.h"
+#include "reply.h"
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "oauth.h"
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -24,12 +26,6 @@
 #define DEFAULT_EXPIRES_IN 3600      /* when a provider omits expires_in */
 
 
-typedef enum {
-    REFRESH_CLAIMING,                /* waiting to claim (again) at due_ms */
-    REFRESH_CALLING,                 /* provider call in flight */
-    REFRESH_ANSWERED,                /* new tokens sealed (and journaled): sync, then commit, this turn */
-    REFRESH_COMMITTING,              /* commit failed; retrying at due_ms, tokens in the journal */
-} refresh_state_t;
 
 struct refresh {
     refresh_t *next;
@@ -61,7 +57,46 @@ struct refresh {
     int64_t journal_seq;
 };
 
-static void refresh_attempt (worker_t *w, refresh_t *r);
+static void refresh_attempt (refresh_t *r);
+
+int
+refresh_transition_allowed (refresh_state_t from, refresh_state_t to)
+{
+    switch (from) {
+        case REFRESH_CLAIMING:   return to == REFRESH_CLAIMING || to == REFRESH_CALLING;
+        case REFRESH_CALLING:    return to == REFRESH_ANSWERED || to == REFRESH_CLAIMING;
+        case REFRESH_ANSWERED:   return to == REFRESH_COMMITTING;
+        case REFRESH_COMMITTING: return to == REFRESH_COMMITTING;
+    }
+    return 0;
+}
+
+const char *
+refresh_state_name (refresh_state_t s)
+{
+    switch (s) {
+        case REFRESH_CLAIMING:   return "claiming";
+        case REFRESH_CALLING:    return "calling";
+        case REFRESH_ANSWERED:   return "answered";
+        case REFRESH_COMMITTING: return "committing";
+    }
+    return "?";
+}
+
+/* The one place a refresh changes state. An illegal move is this program's bug: it is refused
+ * (and aborts a debug build), never carried out. */
+static int
+refresh_set_state (refresh_t *r, refresh_state_t to)
+{
+    if (!refresh_transition_allowed (r->state, to)) {
+        log_error (r->entry ? r->entry->id : NULL, NULL, "refused an illegal refresh transition from %s to %s",
+                   refresh_state_name (r->state), refresh_state_name (to));
+        assert (!"illegal refresh transition");
+        return -1;
+    }
+    r->state = to;
+    return 0;
+}
 
 static const char *
 rid_of (const refresh_t *r)
@@ -110,7 +145,7 @@ static void
 refresh_finish_ok (worker_t *w, refresh_t *r)
 {
     for (job_t *j = r->waiters; j; j = j->next)
-        worker_reply_token (w, j, r->entry, r->called);
+        reply_token (w, j, r->entry, r->called);
     refresh_free (w, r);
 }
 
@@ -119,7 +154,7 @@ refresh_finish_error (worker_t *w, refresh_t *r, fr_status_t st, const char *mes
                       int64_t retry_after)
 {
     for (job_t *j = r->waiters; j; j = j->next)
-        worker_reply_error (w, j, st, message, hint, retry_after);
+        reply_error (w, j, st, message, hint, retry_after);
     refresh_free (w, r);
 }
 
@@ -161,9 +196,9 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
             if (!job)
                 return;
             if (!forced && e->access_token && e->access_expires_at > now_s)
-                worker_reply_token (w, job, e, 0);     /* still valid: better than an error */
+                reply_token (w, job, e, 0);     /* still valid: better than an error */
             else
-                worker_reply_error (w, job, FR_PROVIDER_UNAVAILABLE, message, NULL, retry);
+                reply_error (w, job, FR_PROVIDER_UNAVAILABLE, message, NULL, retry);
             return;
         }
     }
@@ -189,11 +224,11 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
     r->forced = forced;
     r->known_generation = e->generation;
     r->valid_until = valid_until;
-    r->state = REFRESH_CLAIMING;
+    r->state = REFRESH_CLAIMING;             /* the first state: set, not a transition */
     r->next = w->refreshes;
     w->refreshes = r;
     e->refresh = r;
-    refresh_attempt (w, r);
+    refresh_attempt (r);
 }
 
 void
@@ -260,26 +295,29 @@ refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t er
 static void
 refresh_on_response (void *arg, const http_response_t *resp);
 
-/* Step 1: claim. Called first and again after a busy lease. */
+/* Step 1: claim, at the end of this loop turn with every other claim of the turn (one
+ * transaction, one round trip, one WAL flush for them all). */
 static void
-refresh_attempt (worker_t *w, refresh_t *r)
+refresh_attempt (refresh_t *r)
+{
+    r->due_ms = clock_mono_ms ();
+}
+
+/* Step 1, the claim's answer (the claims of a loop turn go to the database together, see
+ * refresh_claim_due): use a fresh token, wait for a busy lease, or call the provider. */
+static void
+refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
 {
     cache_entry_t *e = r->entry;
     char err [512];
-    store_row_t row;
-    store_claim_t outcome;
+    store_row_t row = q->row;                /* ours now: cleared below */
+    store_claim_t outcome = q->outcome;
     oauth_request_t *req = NULL;
     int64_t retry_after = 0;
+    fr_status_t st = q->st;
 
-    if (!w->started_db) {
-        /* the journal of an earlier run is not replayed yet: a refresh now could spend a refresh
-         * token the journal has already replaced */
-        refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, "the worker is still recovering its journal; retry shortly",
-                              NULL, 1);
-        return;
-    }
-    fr_status_t st = store_claim (w->store, e->id, r->known_generation, r->valid_until, r->forced,
-                                  w->cfg.lease_ms, &outcome, &row, err, sizeof err);
+    memset (&q->row, 0, sizeof q->row);
+    snprintf (err, sizeof err, "%s", q->err);
     if (st != FR_OK) {
         if (st == FR_NOT_FOUND)
             e->stale = 1;
@@ -306,7 +344,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
                                       "lasts, look for it in pg_stat_activity", 1);
             }
             else {
-                r->state = REFRESH_CLAIMING;
+                refresh_set_state (r, REFRESH_CLAIMING);
                 r->due_ms = now + BUSY_RETRY_MS;
             }
             return;
@@ -341,7 +379,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
             log_debug (e->id, rid_of (r), "refresh lease held by \"%s\" for %lld ms more; waiting",
                        row.lease_owner ? row.lease_owner : "?", (long long) row.lease_ms_left);
             store_row_clear (&row);
-            r->state = REFRESH_CLAIMING;
+            refresh_set_state (r, REFRESH_CLAIMING);
             r->due_ms = clock_mono_ms () + wait;
             return;
         }
@@ -406,7 +444,7 @@ refresh_attempt (worker_t *w, refresh_t *r)
         refresh_finish_error (w, r, fail, err, NULL, -1);
         return;
     }
-    r->state = REFRESH_CALLING;
+    refresh_set_state (r, REFRESH_CALLING);
     r->called = 1;
     r->call_started_ms = clock_mono_ms ();
     log_debug (e->id, rid_of (r), "calling provider \"%s\" (generation %lld)", r->provider->name,
@@ -417,6 +455,8 @@ refresh_attempt (worker_t *w, refresh_t *r)
  * Every failure other than a conflict is retried: a read-only server after a failover, a full
  * disk, a lock or statement timeout, a deadlock all pass, and the provider has already spent the
  * refresh token these tokens replaced. */
+static void refresh_committed (worker_t *w, refresh_t *r, int conflict);
+
 static int
 refresh_commit (worker_t *w, refresh_t *r)
 {
@@ -432,6 +472,17 @@ refresh_commit (worker_t *w, refresh_t *r)
             log_error (e->id, NULL, "could not commit the refresh (attempt %u), will retry: %s", r->commit_failures, err);
         return 0;
     }
+    refresh_committed (w, r, conflict);
+    return 1;
+}
+
+/* The commit is settled: stored (or lost to a concurrent change, conflict): answer everyone. */
+static void
+refresh_committed (worker_t *w, refresh_t *r, int conflict)
+{
+    cache_entry_t *e = r->entry;
+    char err [512];
+    fr_status_t st;
     if (r->journal_seq > 0)
         journal_done (w->journal, r->journal_seq);
     r->journal_seq = 0;
@@ -453,7 +504,7 @@ refresh_commit (worker_t *w, refresh_t *r)
                                   "the integration changed while it was being refreshed", NULL, -1);
         else
             refresh_finish_ok (w, r);
-        return 1;
+        return;
     }
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
     e->refreshed_ms = clock_mono_ms ();
@@ -462,12 +513,11 @@ refresh_commit (worker_t *w, refresh_t *r)
     e->backoff_until_ms = 0;
     if (r->scopes)
         cache_set_text (&e->scopes, r->scopes);
-    e->status = INTEG_ACTIVE;
+    cache_set_status (e, INTEG_ACTIVE);
     log_info (e->id, rid_of (r), "refreshed: generation %lld, refresh token %s%s",
               (long long) e->generation, r->commit.rotated ? "rotated" : "kept",
               r->commit_failures ? " (committed after the database came back)" : "");
     refresh_finish_ok (w, r);
-    return 1;
 }
 
 /* Schedules the next commit attempt: 250 ms, doubling to 10 s. */
@@ -476,7 +526,7 @@ refresh_commit_later (refresh_t *r, int64_t now_ms)
 {
     unsigned shift = r->commit_failures > 6 ? 6 : r->commit_failures;
     int64_t delay = (int64_t) COMMIT_RETRY_MS << shift;
-    r->state = REFRESH_COMMITTING;
+    refresh_set_state (r, REFRESH_COMMITTING);
     r->due_ms = now_ms + (delay > COMMIT_RETRY_MAX_MS ? COMMIT_RETRY_MAX_MS : delay);
 }
 
@@ -486,7 +536,7 @@ static void
 refresh_commit_failed (worker_t *w, refresh_t *r)
 {
     for (job_t *j = r->waiters; j; j = j->next)
-        worker_reply_error (w, j, FR_DATABASE_UNAVAILABLE,
+        reply_error (w, j, FR_DATABASE_UNAVAILABLE,
                             "the provider answered but the database did not: the new tokens are kept and the commit retried",
                             NULL, 1);
     while (r->waiters) {
@@ -547,7 +597,7 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     }
     /* the sync and the commit follow in refresh_after_answers, once every answer of this loop
      * turn is in the journal */
-    r->state = REFRESH_ANSWERED;
+    refresh_set_state (r, REFRESH_ANSWERED);
     r->answered_us = w->woke_us;
 }
 
@@ -564,20 +614,45 @@ refresh_after_answers (worker_t *w)
         return;
     int synced = !journaled || journal_sync (w->journal) == 0;
     int64_t now_us = clock_mono_us ();
-    refresh_t *r = w->refreshes;
-    while (r) {
-        refresh_t *next = r->next;      /* a commit may free r */
+    size_t n = 0;
+    for (refresh_t *r = w->refreshes; r; r = r->next)
         if (r->state == REFRESH_ANSWERED) {
             if (r->journal_seq > 0 && synced)
                 metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
-            if (!refresh_commit (w, r)) {
-                refresh_commit_later (r, clock_mono_ms ());
-                /* callers are told now; the tokens stay in memory and in the journal until committed */
-                refresh_commit_failed (w, r);
-            }
+            n++;
         }
-        r = next;
+    /* group commit: every answer of this turn in one transaction (one WAL flush), each its own
+     * compare-and-set; a batch that fails as a whole is committed one by one */
+    refresh_t **rs = mem_alloc (n * sizeof *rs);
+    const store_commit_t **cs = mem_alloc (n * sizeof *cs);
+    int *won = mem_alloc (n * sizeof *won);
+    size_t k = 0;
+    for (refresh_t *r = w->refreshes; r; r = r->next)
+        if (r->state == REFRESH_ANSWERED) {
+            rs [k] = r;
+            cs [k++] = &r->commit;
+        }
+    char err [512];
+    metrics_observe (w->m.commit_batch, (double) n);
+    int batched = n > 1 && store_commit_batch (w->store, cs, n, won, err, sizeof err) == FR_OK;
+    if (n > 1 && !batched)
+        log_warning (NULL, NULL, "group commit of %zu refreshes failed, committing one by one: %s", n, err);
+    for (size_t i = 0; i < n; i++) {
+        refresh_t *r = rs [i];              /* settling one refresh frees only that one */
+        if (batched && won [i]) {
+            refresh_committed (w, r, 0);
+            continue;
+        }
+        /* alone, a lost compare-and-set (recorded as a conflict), or the batch failed */
+        if (!refresh_commit (w, r)) {
+            refresh_commit_later (r, clock_mono_ms ());
+            /* callers are told now; the tokens stay in memory and in the journal until committed */
+            refresh_commit_failed (w, r);
+        }
     }
+    mem_free (won);
+    mem_free (cs);
+    mem_free (rs);
 }
 
 static void
@@ -594,7 +669,7 @@ refresh_on_response (void *arg, const http_response_t *resp)
 
     metrics_observe (w->m.refresh_seconds, (double) (clock_mono_ms () - r->call_started_ms) / 1000.0);
     if (res.kind != OAUTH_OK)
-        worker_count_provider_error (w, r->provider->name, oauth_kind_name (res.kind));
+        reply_count_provider_error (w, r->provider->name, oauth_kind_name (res.kind));
     int failed = res.kind == OAUTH_TRANSIENT || res.kind == OAUTH_BAD_RESPONSE;
     breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
     if (failed) {
@@ -666,15 +741,15 @@ refresh_on_response (void *arg, const http_response_t *resp)
         /* the refresh token was replaced while we called: this rejection says nothing about the
          * integration; claim again and find the new token */
         log_info (e->id, NULL, "invalid_grant was for a superseded refresh token; claiming again");
-        r->state = REFRESH_CLAIMING;
+        refresh_set_state (r, REFRESH_CLAIMING);
         r->known_generation = r->expected_generation;
         r->forced = 0;
         oauth_result_clear (&res);
-        refresh_attempt (w, r);
+        refresh_attempt (r);
         return;
     }
     if (new_status && !stale)
-        e->status = (uint8_t) cache_status_from_text (new_status);
+        cache_set_status (e, cache_status_from_text (new_status));
     if (st == FR_NEEDS_RECONNECT && !hint)
         hint = "the provider no longer accepts the stored refresh token (revoked, expired, or used twice): "
                "disconnect the integration, then connect it again";
@@ -682,9 +757,37 @@ refresh_on_response (void *arg, const http_response_t *resp)
     oauth_result_clear (&res);
 }
 
+#define CLAIM_BATCH_MAX 256           /* claims in one transaction */
+
+/* Claims the refreshes in rs together: one transaction, one round trip, one WAL flush. Each
+ * refresh then goes its own way (refresh_claimed). */
+static void
+refresh_claim_batch (worker_t *w, refresh_t **rs, size_t n)
+{
+    if (!w->started_db) {
+        /* the journal of an earlier run is not replayed yet: a refresh now could spend a refresh
+         * token the journal has already replaced */
+        for (size_t i = 0; i < n; i++)
+            refresh_finish_error (w, rs [i], FR_DATABASE_UNAVAILABLE,
+                                  "the worker is still recovering its journal; retry shortly", NULL, 1);
+        return;
+    }
+    store_claim_req_t *q = mem_alloc (n * sizeof *q);
+    for (size_t i = 0; i < n; i++)
+        q [i] = (store_claim_req_t) { .id = rs [i]->entry->id, .known_generation = rs [i]->known_generation,
+                                      .valid_until = rs [i]->valid_until, .forced = rs [i]->forced };
+    metrics_observe (w->m.claim_batch, (double) n);
+    store_claim_batch (w->store, q, n, w->cfg.lease_ms);
+    for (size_t i = 0; i < n; i++)
+        refresh_claimed (w, rs [i], &q [i]);
+    mem_free (q);
+}
+
 void
 refresh_tick (worker_t *w, int64_t now_ms)
 {
+    refresh_t *due [CLAIM_BATCH_MAX];
+    size_t ndue = 0;
     refresh_t *r = w->refreshes;
     while (r) {
         refresh_t *next = r->next;
@@ -703,7 +806,8 @@ refresh_tick (worker_t *w, int64_t now_ms)
             if (!r->waiters && !r->background)
                 refresh_free (w, r);
             else
-                refresh_attempt (w, r);
+            if (ndue < CLAIM_BATCH_MAX)
+                due [ndue++] = r;        /* the rest wait for the next turn: due already */
         }
         else
         if (r->state == REFRESH_COMMITTING && now_ms >= r->due_ms) {
@@ -714,6 +818,8 @@ refresh_tick (worker_t *w, int64_t now_ms)
         }
         r = next;
     }
+    if (ndue)
+        refresh_claim_batch (w, due, ndue);
 }
 
 int64_t
@@ -731,4 +837,27 @@ refresh_abandon_all (worker_t *w)
 {
     while (w->refreshes)
         refresh_free (w, w->refreshes);
+}
+
+int
+refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms)
+{
+    worker_t *w = arg;
+    cache_entry_t *e = cache_get (w->cache, id);
+    if (e && e->refresh)
+        return 0;
+    if (!sweep_take (w->sweep, provider, now_ms))
+        return 0;
+    if (!e || e->stale) {
+        char err [512];
+        fr_status_t st;
+        if (!(e = refresh_load (w, id, &st, err, sizeof err))) {
+            log_warning (id, NULL, "sweep: %s", err);
+            return 0;
+        }
+    }
+    /* fresh enough is what this token's own horizon asks, not the global one: a 120 s token
+     * refreshed to last 300 s more would be refreshed on every pass */
+    refresh_background (w, e, clock_wall_ms () / 1000 + sweep_horizon (w->sweep, e->lifetime_s), keepalive);
+    return 1;
 }

@@ -2,7 +2,25 @@
  * transaction open, commit with a compare-and-set, then answer everyone who waited */
 #ifndef FERRULE_REFRESH_H
 #define FERRULE_REFRESH_H
-#include "worker.h"
+#include "context.h"
+
+/* A refresh's states. It starts CLAIMING and ends (its waiters answered, its memory freed) from
+ * any state; between, only these moves are legal:
+ *   CLAIMING   -> CLAIMING (claim again: lease busy, row locked), CALLING (lease taken)
+ *   CALLING    -> ANSWERED (new tokens sealed and journaled), CLAIMING (invalid_grant for a
+ *                 superseded refresh token: find the new one)
+ *   ANSWERED   -> COMMITTING (the commit failed: retried later)
+ *   COMMITTING -> COMMITTING (failed again) */
+typedef enum {
+    REFRESH_CLAIMING,                /* waiting to claim (again) at due_ms */
+    REFRESH_CALLING,                 /* provider call in flight */
+    REFRESH_ANSWERED,                /* new tokens sealed (and journaled): sync, then commit, this turn */
+    REFRESH_COMMITTING,              /* commit failed; retrying at due_ms, tokens in the journal */
+} refresh_state_t;
+
+/* 1 when a refresh may move from one state to the other. */
+int refresh_transition_allowed (refresh_state_t from, refresh_state_t to);
+const char *refresh_state_name (refresh_state_t s);
 
 /* Adds job to the integration's refresh in flight, starting one if there is none. During a
  * backoff or while the provider's circuit is open, no call is made: job gets the token if it is
@@ -12,6 +30,8 @@ void refresh_join (worker_t *w, cache_entry_t *e, const job_t *job);
  * refreshes so the token lasts until valid_until (epoch s); forced: whatever the token's life
  * (keeping alive a refresh token the provider expires when unused). */
 void refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int forced);
+/* The sweep's sweep_start_fn (arg: the worker): a background refresh of one candidate. */
+int refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
 /* Reads an integration from the database into the cache (replacing a stale entry); NULL with
  * *st and err set when it cannot (not_found, database_unavailable, a key problem). */
 cache_entry_t *refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen);

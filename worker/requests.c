@@ -1,9 +1,16 @@
-/* requests.c - the operations a worker serves: import, token, refresh, status, history, ping */
-#include "worker.h"
-#include "ratelimit.h"
-#include "keystats.h"
+/* requests.c - a request's way in: the operation is read and dispatched; token, refresh, import,
+ * status, history and ping are served here, the connect flow, disconnect, scopes and doctor by
+ * their own modules */
+#include "requests.h"
 #include "connect.h"
+#include "disconnect.h"
 #include "doctor.h"
+#include "fields.h"
+#include "keystats.h"
+#include "ratelimit.h"
+#include "reply.h"
+#include "scopes.h"
+#include "store_connect.h"
 #include "clock.h"
 #include "ident.h"
 #include "log.h"
@@ -13,82 +20,10 @@
 #include <string.h>
 
 #define MAX_TOKEN_LEN   (16 * 1024)  /* real access tokens reach a few KiB (JWTs) */
-#define MAX_SCOPES      256
-#define MAX_SCOPE_LEN   512
+#define MAX_IMPORT_SCOPES 256       /* a grant imported as it is: providers such as Google grant many */
 #define MAX_MIN_VALID   86400
 #define MAX_HISTORY     1000
 #define FRESH_ENOUGH_MS 10000       /* a token this young is not refreshed again for a min_valid it can never meet */
-
-/* Reads an optional string field; 0 missing, 1 present (copied), -1 refused (reply sent). */
-static int
-field_str (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, size_t max, char **out)
-{
-    const char *s;
-    size_t len;
-    char message [160];
-    int r = codec_get_str (root, key, &s, &len);
-    if (r == 0)
-        return 0;
-    if (r < 0 || len == 0 || len > max || memchr (s, '\0', len)) {
-        snprintf (message, sizeof message, "\"%s\" must be a string of 1 to %zu bytes", key, max);
-        worker_reply_error (w, job, r < 0 || len == 0 ? FR_BAD_REQUEST : FR_TOO_LARGE, message, NULL, -1);
-        return -1;
-    }
-    *out = mem_strndup (s, len);
-    return 1;
-}
-
-/* Reads an optional integer field within bounds; 0 missing, 1 present, -1 refused (reply sent). */
-static int
-field_int (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, int64_t min, int64_t max,
-           int64_t *out)
-{
-    char message [160];
-    int r = codec_get_int (root, key, out);
-    if (r == 0)
-        return 0;
-    if (r < 0 || *out < min || *out > max) {
-        snprintf (message, sizeof message, "\"%s\" must be an integer from %lld to %lld", key,
-                  (long long) min, (long long) max);
-        worker_reply_error (w, job, FR_BAD_REQUEST, message, NULL, -1);
-        return -1;
-    }
-    return 1;
-}
-
-/* Scopes as an array of strings joined by spaces; NULL when absent. -1 refused (reply sent). */
-static int
-field_scopes (worker_t *w, const job_t *job, const msgpack_object *root, char **out)
-{
-    const msgpack_object *o = codec_get (root, "scopes");
-    *out = NULL;
-    if (!o || o->type == MSGPACK_OBJECT_NIL)
-        return 0;
-    if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size > MAX_SCOPES)
-        goto bad;
-    mem_buf_t b;
-    mem_buf_init (&b, MAX_SCOPES * (MAX_SCOPE_LEN + 1));
-    for (uint32_t i = 0; i < o->via.array.size; i++) {
-        const msgpack_object *s = &o->via.array.ptr [i];
-        if (s->type != MSGPACK_OBJECT_STR || s->via.str.size == 0 || s->via.str.size > MAX_SCOPE_LEN)
-            goto bad_buf;
-        for (uint32_t k = 0; k < s->via.str.size; k++) {
-            unsigned char c = (unsigned char) s->via.str.ptr [k];
-            if (c <= 0x20 || c == 0x7f || c == '"' || c == '\\')    /* RFC 6749 scope-token */
-                goto bad_buf;
-        }
-        if ((i && mem_buf_append (&b, " ", 1) != 0) || mem_buf_append (&b, s->via.str.ptr, s->via.str.size) != 0)
-            goto bad_buf;
-    }
-    *out = b.data ? b.data : mem_strdup ("");
-    return 1;
-bad_buf:
-    mem_buf_free (&b);
-bad:
-    worker_reply_error (w, job, FR_BAD_REQUEST,
-                        "\"scopes\" must be an array of at most 256 scope names without spaces or quotes", NULL, -1);
-    return -1;
-}
 
 /* Loads an integration into the cache when it is not there. NULL when a reply was sent. */
 static cache_entry_t *
@@ -105,7 +40,7 @@ entry_for (worker_t *w, const job_t *job, const char *id)
     if (!e) {
         if (st != FR_NOT_FOUND && st != FR_DATABASE_UNAVAILABLE)
             log_error (id, job->rid, "could not load the integration: %s", err);
-        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        reply_store_error (w, job, st, err);
     }
     return e;
 }
@@ -141,7 +76,7 @@ reply_inactive (worker_t *w, const job_t *job, const cache_entry_t *e)
 {
     char message [300];
     snprintf (message, sizeof message, "integration \"%s\" is %s", e->id, cache_status_text (e->status));
-    worker_reply_error (w, job, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
+    reply_error (w, job, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
                         message, NULL, -1);
 }
 
@@ -149,7 +84,7 @@ static void
 op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, int forced)
 {
     int64_t min_valid = w->cfg.default_min_valid;
-    if (!forced && field_int (w, job, root, "min_valid", 0, MAX_MIN_VALID, &min_valid) < 0)
+    if (!forced && fields_int (w, job, root, "min_valid", 0, MAX_MIN_VALID, &min_valid) < 0)
         return;
     job->min_valid = min_valid;
     job->forced = forced;
@@ -160,11 +95,11 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         reply_inactive (w, job, e);      /* no provider call: the user must act first */
         return;
     }
-    if (!forced && connect_require_scopes (w, job, root, e) != 0)
+    if (!forced && scopes_require (w, job, root, e) != 0)
         return;                          /* insufficient_scope: checked before any refresh */
     /* stale-token feedback: the caller's upstream call failed with 401 using this token */
     char *reject = NULL;
-    if (!forced && field_str (w, job, root, "reject", MAX_TOKEN_LEN, &reject) < 0)
+    if (!forced && fields_str (w, job, root, "reject", MAX_TOKEN_LEN, 0, &reject) < 0)
         return;
     if (reject) {
         int current = e->access_token && secret_equal (e->access_token, reject);
@@ -188,7 +123,7 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     int64_t now = clock_wall_ms () / 1000;
     if (!forced && e->access_token && e->access_expires_at >= now + min_valid) {
         metrics_inc (w->m.cache_hits);
-        worker_reply_token (w, job, e, 0);
+        reply_token (w, job, e, 0);
         if (!e->refresh_token_missing)
             refresh_ahead (w, e, now);
         return;
@@ -200,7 +135,7 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     if (!forced && e->access_token && e->access_expires_at > now && e->refreshed_ms
     &&  e->lifetime_s > 0 && min_valid >= e->lifetime_s
     &&  clock_mono_ms () - e->refreshed_ms < FRESH_ENOUGH_MS) {
-        worker_reply_token (w, job, e, 0);
+        reply_token (w, job, e, 0);
         return;
     }
     if (e->refresh_token_missing && !e->refresh) {
@@ -210,70 +145,24 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     refresh_join (w, e, job);
 }
 
-void
-requests_pack_integration (codec_builder_t *o, const store_row_t *row, const connect_extra_t *x)
-{
-    codec_map (o, x ? 15 : 11);
-    codec_kv_str (o, "id", row->id);
-    codec_kv_str (o, "provider", row->provider);
-    codec_kv_str (o, "status", row->status);
-    codec_kv_int (o, "generation", row->generation);
-    codec_kv_time (o, "access_expires_at", row->access_ct ? row->access_expires_at : 0);
-    codec_kv_words (o, "scopes", row->scopes);
-    codec_str (o, "last_error");
-    if (row->last_error_code) {
-        codec_map (o, 3);
-        codec_kv_str (o, "code", row->last_error_code);
-        codec_kv_str (o, "message", row->last_error_message ? row->last_error_message : "");
-        codec_kv_time (o, "at", row->last_error_at);
-    }
-    else
-        codec_nil (o);
-    codec_kv_time (o, "last_refresh_at", row->last_refresh_at);
-    codec_kv_str (o, "refresh_token_fingerprint", row->refresh_fingerprint);
-    codec_kv_time (o, "created_at", row->created_at);
-    codec_kv_time (o, "updated_at", row->updated_at);
-    if (!x)
-        return;
-    /* the connect flow's fields (migration 002) */
-    if (x->requested_scopes)
-        codec_kv_words (o, "requested_scopes", x->requested_scopes);
-    else {
-        codec_str (o, "requested_scopes");
-        codec_nil (o);
-    }
-    codec_kv_bool (o, "refresh_token_missing", x->refresh_token_missing);
-    codec_str (o, "scope_report");
-    if (x->scope_report) {
-        codec_map (o, 2);
-        codec_kv_str (o, "scope", x->scope_report);
-        codec_kv_time (o, "at", x->scope_report_at);
-    }
-    else
-        codec_nil (o);
-    codec_kv_time (o, "disconnected_at", x->disconnected_at);
-}
-
 static void
 reply_integration (worker_t *w, const job_t *job, const char *id)
 {
     char err [512];
     store_row_t row;
-    connect_extra_t x;
-    fr_status_t st = store_load (w->store, id, &row, err, sizeof err);
-    if (st == FR_OK && (st = connect_extra_load (w->store, id, &x, err, sizeof err)) != FR_OK)
-        store_row_clear (&row);
+    store_extra_t x;
+    fr_status_t st = store_load_full (w->store, id, &row, &x, err, sizeof err);
     if (st != FR_OK) {
-        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        reply_store_error (w, job, st, err);
         return;
     }
-    codec_builder_t *o = worker_reply_begin (w, job, 1, 2);
+    codec_builder_t *o = reply_begin (w, job, 1, 2);
     codec_str (o, "integration");
-    requests_pack_integration (o, &row, &x);
+    reply_pack_integration (o, &row, &x);
     keystats_pack (w, o, &row);
     store_row_clear (&row);
-    connect_extra_clear (&x);
-    worker_reply (w, job);
+    store_extra_clear (&x);
+    reply_send (w, job);
 }
 
 static void
@@ -284,32 +173,32 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     size_t at_len = 0, rt_len = 0;
     int64_t expires_in = 0;
     int32_t key_id = 0;
-    char err [512], fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
+    char err [512], fingerprint [CRYPTO_FINGERPRINT_LEN + 1], *prev_status = NULL;
     int r;
 
-    if ((r = field_str (w, job, root, "provider", 64, &provider)) < 0)
+    if ((r = fields_str (w, job, root, "provider", CATALOG_MAX_NAME, 1, &provider)) < 0)
         goto out;
     if (r == 0 || !catalog_find (w->catalog, provider)) {
         snprintf (err, sizeof err, r == 0 ? "\"provider\" is required"
                                           : "provider \"%s\" is not in the catalog", provider ? provider : "");
-        worker_reply_error (w, job, r == 0 ? FR_BAD_REQUEST : FR_CONFIGURATION, err,
+        reply_error (w, job, r == 0 ? FR_BAD_REQUEST : FR_CONFIGURATION, err,
                             r == 0 ? NULL : "use a provider name from the catalog, or add it with FERRULE_PROVIDERS_FILE", -1);
         goto out;
     }
-    if ((r = field_str (w, job, root, "refresh_token", MAX_TOKEN_LEN, &refresh_token)) <= 0) {
+    if ((r = fields_str (w, job, root, "refresh_token", MAX_TOKEN_LEN, 0, &refresh_token)) <= 0) {
         if (r == 0)
-            worker_reply_error (w, job, FR_BAD_REQUEST, "\"refresh_token\" is required", NULL, -1);
+            reply_error (w, job, FR_BAD_REQUEST, "\"refresh_token\" is required", NULL, -1);
         goto out;
     }
-    if ((r = field_str (w, job, root, "access_token", MAX_TOKEN_LEN, &access_token)) < 0)
+    if ((r = fields_str (w, job, root, "access_token", MAX_TOKEN_LEN, 0, &access_token)) < 0)
         goto out;
-    if ((r = field_int (w, job, root, "expires_in", 0, 10LL * 365 * 86400, &expires_in)) < 0)
+    if ((r = fields_int (w, job, root, "expires_in", 0, 10LL * 365 * 86400, &expires_in)) < 0)
         goto out;
     if (access_token && r == 0) {
-        worker_reply_error (w, job, FR_BAD_REQUEST, "\"expires_in\" is required with \"access_token\"", NULL, -1);
+        reply_error (w, job, FR_BAD_REQUEST, "\"expires_in\" is required with \"access_token\"", NULL, -1);
         goto out;
     }
-    if (field_scopes (w, job, root, &scopes) < 0)
+    if (fields_scopes (w, job, root, "scopes", MAX_IMPORT_SCOPES, &scopes) < 0)
         goto out;
 
     fr_status_t st = crypto_seal (w->keyring, id, "refresh_token", refresh_token, &rt_ct, &rt_len, &key_id,
@@ -317,23 +206,25 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     if (st == FR_OK && access_token)
         st = crypto_seal (w->keyring, id, "access_token", access_token, &at_ct, &at_len, &key_id, err, sizeof err);
     if (st != FR_OK) {
-        worker_reply_error (w, job, st, err, NULL, -1);
+        reply_error (w, job, st, err, NULL, -1);
         goto out;
     }
     crypto_fingerprint (w->keyring, refresh_token, fingerprint);
-    store_import_t imp = { id, provider, key_id, at_ct, at_len,
-                           access_token ? clock_wall_ms () / 1000 + expires_in : 0,
-                           access_token ? expires_in : 0, rt_ct, rt_len, fingerprint, scopes };
-    st = store_import (w->store, &imp, err, sizeof err);
+    /* the same statement as a connect's: a re-import is a reconnect */
+    store_upsert_t imp = { id, provider, key_id, at_ct, at_len, access_token ? clock_wall_ms () / 1000 + expires_in : 0,
+                           access_token ? expires_in : 0, rt_ct, rt_len, fingerprint, scopes, NULL, "imported", NULL,
+                           NULL };
+    int64_t generation = 0;
+    st = store_upsert (w->store, &imp, &generation, &prev_status, err, sizeof err);
     if (st != FR_OK) {
-        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        reply_store_error (w, job, st, err);
         goto out;
     }
-    connect_note_import (w, job, id);      /* a refresh token now: clear what a connect flagged */
     cache_drop (w->cache, id);
     log_info (id, job->rid, "imported integration for provider \"%s\"", provider);
     reply_integration (w, job, id);
 out:
+    mem_free (prev_status);
     mem_free (provider);
     mem_free_secret (&refresh_token);
     mem_free_secret (&access_token);
@@ -349,7 +240,7 @@ op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     store_chain_t *rows = NULL;
     size_t n = 0;
     char err [512];
-    if (field_int (w, job, root, "limit", 1, MAX_HISTORY, &limit) < 0)
+    if (fields_int (w, job, root, "limit", 1, MAX_HISTORY, &limit) < 0)
         return;
     store_row_t row;
     fr_status_t st = store_load (w->store, id, &row, err, sizeof err);   /* not_found for unknown ids */
@@ -358,10 +249,10 @@ op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
         st = store_history (w->store, id, limit, &rows, &n, err, sizeof err);
     }
     if (st != FR_OK) {
-        worker_reply_error (w, job, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
+        reply_store_error (w, job, st, err);
         return;
     }
-    codec_builder_t *o = worker_reply_begin (w, job, 1, 1);
+    codec_builder_t *o = reply_begin (w, job, 1, 1);
     codec_str (o, "chain");
     codec_array (o, (uint32_t) n);
     for (size_t i = 0; i < n; i++) {
@@ -375,7 +266,7 @@ op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
         codec_kv_str (o, "detail", rows [i].detail);
     }
     store_chain_free (&rows, n);
-    worker_reply (w, job);
+    reply_send (w, job);
 }
 
 void
@@ -390,7 +281,7 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         job->rid [len] = '\0';
     }
     if (codec_get_str (root, "op", &op, &op_len) != 1) {
-        worker_reply_error (w, job, FR_BAD_REQUEST, "\"op\" is required and must be a string", NULL, -1);
+        reply_error (w, job, FR_BAD_REQUEST, "\"op\" is required and must be a string", NULL, -1);
         return;
     }
     if (op_len == 8 && memcmp (op, "callback", 8) == 0 && !codec_get (root, "integration")) {
@@ -399,7 +290,7 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         return;
     }
     if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
-        worker_reply_error (w, job, FR_BAD_REQUEST,
+        reply_error (w, job, FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", NULL, -1);
         return;
     }
@@ -428,22 +319,22 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     else if (IS ("callback"))
         connect_callback (w, job, root);
     else if (IS ("disconnect"))
-        connect_disconnect (w, job, root, id);
+        disconnect_run (w, job, id);
     else if (IS ("report_scope"))
-        connect_report_scope (w, job, root, id);
+        scopes_report (w, job, root, id);
     else if (IS ("doctor"))
         doctor_run (w, job, id);
     else if (IS ("ping")) {
-        codec_builder_t *o = worker_reply_begin (w, job, 1, 3);
+        codec_builder_t *o = reply_begin (w, job, 1, 3);
         codec_kv_str (o, "service", "ferrule");
         codec_kv_str (o, "role", "worker");
         codec_kv_str (o, "worker", w->cfg.worker_id);
-        worker_reply (w, job);
+        reply_send (w, job);
     }
     else {
         char message [120];
         snprintf (message, sizeof message, "unknown operation \"%.*s\"", (int) (op_len > 32 ? 32 : op_len), op);
-        worker_reply_error (w, job, FR_UNKNOWN_OPERATION, message, NULL, -1);
+        reply_error (w, job, FR_UNKNOWN_OPERATION, message, NULL, -1);
     }
 #undef IS
 }

@@ -1,7 +1,8 @@
-/* store.c - every statement the worker runs against PostgreSQL.
+/* store.c - the token chain in PostgreSQL: the connection, and the statements of the refresh
+ * protocol (load, claim, commit, failures, leases, the sweep's candidates, history).
  * Transactions are short: the claim locks the row and takes a lease, the provider is called
  * with no transaction open, and the commit is a compare-and-set on the generation. */
-#include "store.h"
+#include "store_internal.h"
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
@@ -15,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NOTIFY_CHANNEL "ferrule_integrations"
 #define NOTIFY_QUEUE_MAX 65536       /* past this the cache is cleared instead (see store_queue) */
 #define RECONNECT_MS 1000            /* after a failure, no new connection before this */
 #define ANSWER_MARGIN_MS 250         /* beyond statement_timeout, for the server's own answer */
@@ -37,6 +37,15 @@ struct store {
     int overflow;                    /* notifications were dropped: tell the cache everything changed */
     char last_state [6];             /* SQLSTATE of the last failed statement, "" when none */
 };
+
+/* One statement of a batch (store_run_batch). */
+typedef struct {
+    const char *sql;
+    int n;
+    const char *const *values;
+    const int *lengths;
+    const int *formats;
+} store_stmt_t;
 
 #define ROW_COLUMNS \
     "id, provider, status, key_id, access_token, " \
@@ -94,7 +103,7 @@ store_take_notifies (store_t *s)
 }
 
 static void
-store_disconnect (store_t *s)
+store_drop_connection (store_t *s)
 {
     if (s->conn) {
         PQfinish (s->conn);
@@ -107,7 +116,7 @@ store_disconnect (store_t *s)
 static void
 store_fail_connection (store_t *s)
 {
-    store_disconnect (s);
+    store_drop_connection (s);
     s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
 }
 
@@ -222,7 +231,7 @@ store_connect (store_t *s, char *err, size_t errlen)
     if (s->conn && PQstatus (s->conn) == CONNECTION_OK)
         return FR_OK;
     if (s->conn)
-        store_disconnect (s);
+        store_drop_connection (s);
     s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
     int64_t deadline = clock_mono_ms () + s->limits.connect_timeout_ms;
     /* Our defaults first and the operator's string last, so that its settings win: keepalives
@@ -256,7 +265,7 @@ store_connect (store_t *s, char *err, size_t errlen)
     /* statement_timeout and lock_timeout bound the server's side; store_await bounds ours */
     char setup [400];
     snprintf (setup, sizeof setup, "SET TimeZone = 'UTC'; SET statement_timeout = %lld; SET lock_timeout = %lld; "
-              "SET idle_in_transaction_session_timeout = %lld; LISTEN " NOTIFY_CHANNEL,
+              "SET idle_in_transaction_session_timeout = %lld; LISTEN " STORE_NOTIFY_CHANNEL,
               (long long) s->limits.statement_timeout_ms, (long long) s->limits.lock_timeout_ms,
               (long long) (s->limits.statement_timeout_ms * 10));
     int timed_out = 0;
@@ -354,30 +363,12 @@ store_transient_state (const char *state)
     return strncmp (state, "08", 2) == 0;
 }
 
-/* Runs one statement; on failure returns NULL and classifies it. A dead, read-only, or unanswering
- * connection is dropped so that the loop connects afresh. */
-static PGresult *
-store_run (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
-           const int *formats, ExecStatusType want, fr_status_t *st, char *err, size_t errlen)
+/* Classifies a failed statement (res, may be NULL; cleared here) into *st and err. A dead,
+ * read-only, or unanswering connection is dropped so that the loop connects afresh; a failed
+ * transaction is rolled back. */
+static void
+store_fail (store_t *s, PGresult *res, int timed_out, fr_status_t *st, char *err, size_t errlen)
 {
-    *st = FR_OK;
-    if (!store_connected (s)) {
-        if (clock_mono_ms () < s->retry_after_ms) {
-            snprintf (err, errlen, "the database is unreachable; the connection is retried every second");
-            *st = FR_DATABASE_UNAVAILABLE;
-            return NULL;
-        }
-        if ((*st = store_connect (s, err, errlen)) != FR_OK)
-            return NULL;
-    }
-    int timed_out = 0;
-    int64_t deadline = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
-    PGresult *res = NULL;
-    s->last_state [0] = '\0';
-    if (PQsendQueryParams (s->conn, sql, n, NULL, values, lengths, formats, 0))
-        res = store_await (s, deadline, &timed_out);
-    if (res && PQresultStatus (res) == want)
-        return res;
     char why [256];
     const char *state = res ? PQresultErrorField (res, PG_DIAG_SQLSTATE) : NULL;
     store_error_text (s->conn, res, why, sizeof why);
@@ -385,6 +376,7 @@ store_run (store_t *s, const char *sql, int n, const char *const *values, const 
     int read_only = state && strcmp (state, "25006") == 0;
     int shutdown = state && strncmp (state, "57P0", 4) == 0;
     snprintf (s->last_state, sizeof s->last_state, "%s", state ? state : "");
+    int lost = !res || PQstatus (s->conn) != CONNECTION_OK;
     PQclear (res);
     if (timed_out) {
         snprintf (err, errlen, "the database did not answer within %lld ms",
@@ -393,7 +385,7 @@ store_run (store_t *s, const char *sql, int n, const char *const *values, const 
         *st = FR_DATABASE_UNAVAILABLE;
     }
     else
-    if (!res || PQstatus (s->conn) != CONNECTION_OK || read_only || shutdown) {
+    if (lost || read_only || shutdown) {
         snprintf (err, errlen, "%s: %s", read_only ? "the database is read-only" : "database connection lost", why);
         store_fail_connection (s);
         *st = FR_DATABASE_UNAVAILABLE;
@@ -404,14 +396,130 @@ store_run (store_t *s, const char *sql, int n, const char *const *values, const 
         if (PQtransactionStatus (s->conn) == PQTRANS_INERROR)
             store_rollback (s);      /* leave no failed transaction behind for the next statement */
     }
+}
+
+/* Connects first when needed (at most once a second). */
+static fr_status_t
+store_ready (store_t *s, char *err, size_t errlen)
+{
+    if (store_connected (s))
+        return FR_OK;
+    if (clock_mono_ms () < s->retry_after_ms) {
+        snprintf (err, errlen, "the database is unreachable; the connection is retried every second");
+        return FR_DATABASE_UNAVAILABLE;
+    }
+    return store_connect (s, err, errlen);
+}
+
+/* Runs one statement; on failure returns NULL and classifies it (store_fail). */
+static PGresult *
+store_run (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
+           const int *formats, ExecStatusType want, fr_status_t *st, char *err, size_t errlen)
+{
+    if ((*st = store_ready (s, err, errlen)) != FR_OK)
+        return NULL;
+    int timed_out = 0;
+    int64_t deadline = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
+    PGresult *res = NULL;
+    s->last_state [0] = '\0';
+    if (PQsendQueryParams (s->conn, sql, n, NULL, values, lengths, formats, 0))
+        res = store_await (s, deadline, &timed_out);
+    if (res && PQresultStatus (res) == want)
+        return res;
+    store_fail (s, res, timed_out, st, err, errlen);
     return NULL;
 }
 
-/* True when the last statement failed because another session held a lock it needed. */
-static int
-store_lock_busy (const store_t *s)
+/* The next result of a pipeline, waiting no longer than deadline_ms; NULL between queries (as
+ * PQgetResult), and NULL with *broken set when the connection failed or the deadline passed. */
+static PGresult *
+store_pipeline_result (store_t *s, int64_t deadline_ms, int *broken, int *timed_out)
 {
-    return strcmp (s->last_state, "55P03") == 0;
+    while (PQisBusy (s->conn)) {
+        int w = store_wait_socket (s->conn, POLLIN, deadline_ms);
+        if (w <= 0 || !PQconsumeInput (s->conn)) {
+            *timed_out = w == 0;
+            *broken = 1;
+            return NULL;
+        }
+    }
+    return PQgetResult (s->conn);
+}
+
+/* Runs n statements as one transaction in one round trip (libpq's pipeline mode): BEGIN, each
+ * statement, COMMIT, one sync; so one WAL flush commits them all. results [i] gets statement i's
+ * result (PGRES_TUPLES_OK, the caller clears it). Any failure rolls the whole transaction back:
+ * every results [i] is NULL, *st and err say why (classified as store_run does). */
+static fr_status_t
+store_run_batch (store_t *s, const store_stmt_t *stmts, size_t n, PGresult **results, char *err, size_t errlen)
+{
+    fr_status_t st;
+    PGresult *failed = NULL;
+    int timed_out = 0, broken = 0, sent = 1;
+    for (size_t i = 0; i < n; i++)
+        results [i] = NULL;
+    if ((st = store_ready (s, err, errlen)) != FR_OK)
+        return st;
+    s->last_state [0] = '\0';
+    int64_t deadline = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
+    if (!PQenterPipelineMode (s->conn)) {
+        store_fail (s, NULL, 0, &st, err, errlen);
+        return st;
+    }
+    sent = PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    for (size_t i = 0; sent && i < n; i++)
+        sent = PQsendQueryParams (s->conn, stmts [i].sql, stmts [i].n, NULL, stmts [i].values, stmts [i].lengths,
+                                  stmts [i].formats, 0);
+    sent = sent && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync (s->conn);
+    int f = 0;
+    while (sent && (f = PQflush (s->conn)) == 1) {
+        int w = store_wait_socket (s->conn, POLLOUT | POLLIN, deadline);
+        if (w <= 0 || !PQconsumeInput (s->conn)) {
+            timed_out = w == 0;
+            broken = 1;
+            break;
+        }
+    }
+    if (!sent || f < 0)
+        broken = 1;
+    /* BEGIN, the n statements, COMMIT: each ends with a NULL; then the sync */
+    for (size_t q = 0; !broken && q < n + 2; q++) {
+        PGresult *res;
+        while ((res = store_pipeline_result (s, deadline, &broken, &timed_out))) {
+            ExecStatusType rs = PQresultStatus (res);
+            int ok = (q == 0 || q == n + 1) ? rs == PGRES_COMMAND_OK : rs == PGRES_TUPLES_OK;
+            if (ok && q > 0 && q <= n && !results [q - 1])
+                results [q - 1] = res;
+            else
+            if (!ok && !failed)
+                failed = res;               /* the first failure (the rest are PIPELINE_ABORTED) */
+            else
+                PQclear (res);
+        }
+    }
+    PGresult *sync = broken ? NULL : store_pipeline_result (s, deadline, &broken, &timed_out);
+    if (!broken && (!sync || PQresultStatus (sync) != PGRES_PIPELINE_SYNC))
+        broken = 1;
+    PQclear (sync);
+    if (!broken)
+        PQexitPipelineMode (s->conn);
+    store_take_notifies (s);
+    if (!broken && !failed)
+        return FR_OK;
+    for (size_t i = 0; i < n; i++) {
+        PQclear (results [i]);
+        results [i] = NULL;
+    }
+    if (broken) {
+        PQclear (failed);
+        /* a pipeline left half read cannot be reused: start afresh */
+        store_fail (s, NULL, timed_out, &st, err, errlen);
+        if (store_connected (s))
+            store_fail_connection (s);
+        return st;
+    }
+    store_fail (s, failed, 0, &st, err, errlen);
+    return st;
 }
 
 PGresult *
@@ -428,15 +536,6 @@ store_worker_id (const store_t *s)
     return s->worker_id;
 }
 
-static fr_status_t
-store_simple (store_t *s, const char *sql, char *err, size_t errlen)
-{
-    fr_status_t st;
-    PGresult *res = store_run (s, sql, 0, NULL, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
-    PQclear (res);
-    return st;
-}
-
 static void
 store_rollback (store_t *s)
 {
@@ -449,20 +548,26 @@ store_rollback (store_t *s)
     }
 }
 
-static char *
-dup_or_null (const PGresult *res, int row, int col)
+char *
+store_text_at (const PGresult *res, int row, int col)
 {
     return PQgetisnull (res, row, col) ? NULL : mem_strdup (PQgetvalue (res, row, col));
 }
 
-static int64_t
-int_at (const PGresult *res, int row, int col)
+int64_t
+store_int_at (const PGresult *res, int row, int col)
 {
     return PQgetisnull (res, row, col) ? 0 : strtoll (PQgetvalue (res, row, col), NULL, 10);
 }
 
-static unsigned char *
-bytea_at (const PGresult *res, int row, int col, size_t *len)
+int
+store_bool_at (const PGresult *res, int row, int col)
+{
+    return !PQgetisnull (res, row, col) && strcmp (PQgetvalue (res, row, col), "t") == 0;
+}
+
+unsigned char *
+store_bytea_at (const PGresult *res, int row, int col, size_t *len)
 {
     *len = 0;
     if (PQgetisnull (res, row, col))
@@ -482,27 +587,27 @@ static void
 store_fill_row (const PGresult *res, store_row_t *row)
 {
     memset (row, 0, sizeof *row);
-    row->id = dup_or_null (res, 0, 0);
-    row->provider = dup_or_null (res, 0, 1);
-    row->status = dup_or_null (res, 0, 2);
-    row->key_id = (int32_t) int_at (res, 0, 3);
-    row->access_ct = bytea_at (res, 0, 4, &row->access_ct_len);
-    row->access_expires_at = int_at (res, 0, 5);
-    row->refresh_ct = bytea_at (res, 0, 6, &row->refresh_ct_len);
-    row->refresh_fingerprint = dup_or_null (res, 0, 7);
-    row->generation = int_at (res, 0, 8);
-    row->scopes = dup_or_null (res, 0, 9);
-    row->last_error_code = dup_or_null (res, 0, 10);
-    row->last_error_message = dup_or_null (res, 0, 11);
-    row->last_error_at = int_at (res, 0, 12);
-    row->last_refresh_at = int_at (res, 0, 13);
-    row->created_at = int_at (res, 0, 14);
-    row->updated_at = int_at (res, 0, 15);
-    row->lease_owner = dup_or_null (res, 0, 16);
+    row->id = store_text_at (res, 0, 0);
+    row->provider = store_text_at (res, 0, 1);
+    row->status = store_text_at (res, 0, 2);
+    row->key_id = (int32_t) store_int_at (res, 0, 3);
+    row->access_ct = store_bytea_at (res, 0, 4, &row->access_ct_len);
+    row->access_expires_at = store_int_at (res, 0, 5);
+    row->refresh_ct = store_bytea_at (res, 0, 6, &row->refresh_ct_len);
+    row->refresh_fingerprint = store_text_at (res, 0, 7);
+    row->generation = store_int_at (res, 0, 8);
+    row->scopes = store_text_at (res, 0, 9);
+    row->last_error_code = store_text_at (res, 0, 10);
+    row->last_error_message = store_text_at (res, 0, 11);
+    row->last_error_at = store_int_at (res, 0, 12);
+    row->last_refresh_at = store_int_at (res, 0, 13);
+    row->created_at = store_int_at (res, 0, 14);
+    row->updated_at = store_int_at (res, 0, 15);
+    row->lease_owner = store_text_at (res, 0, 16);
     snprintf (row->lease_token, sizeof row->lease_token, "%s", PQgetvalue (res, 0, 17));
-    row->lease_ms_left = int_at (res, 0, 18);
+    row->lease_ms_left = store_int_at (res, 0, 18);
     row->refresh_token_missing = strcmp (PQgetvalue (res, 0, 19), "t") == 0;
-    row->access_lifetime_s = int_at (res, 0, 20);
+    row->access_lifetime_s = store_int_at (res, 0, 20);
     row->interrupted = strcmp (PQgetvalue (res, 0, 21), "t") == 0;
 }
 
@@ -565,153 +670,221 @@ store_new_lease_token (char out [STORE_LEASE_LEN + 1])
     return 0;
 }
 
-fr_status_t
-store_claim (store_t *s, const char *id, int64_t known_generation, int64_t valid_until,
-             int forced, int64_t lease_ms, store_claim_t *outcome, store_row_t *row,
-             char *err, size_t errlen)
-{
-    fr_status_t st;
-    PGresult *res = NULL;
-    memset (row, 0, sizeof *row);
-    if ((st = store_simple (s, "BEGIN", err, errlen)) != FR_OK)
-        return st;
-    /* NOWAIT: a row locked by another session (an import, a rekey, an operator's transaction)
-     * must not hold up the loop; the refresh tries again a little later */
-    const char *values [] = { id };
-    res = store_run (s, "SELECT " ROW_COLUMNS " FROM integrations WHERE id = $1 FOR UPDATE NOWAIT",
-                     1, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res) {
-        if (store_lock_busy (s)) {
-            *outcome = CLAIM_LOCKED;
-            st = FR_OK;
-            store_rollback (s);
-            return FR_OK;
-        }
-        goto out;
-    }
-    if (PQntuples (res) == 0) {
-        snprintf (err, errlen, "integration \"%s\" does not exist", id);
-        st = FR_NOT_FOUND;
-        goto out;
-    }
-    store_fill_row (res, row);
-    PQclear (res);
-    res = NULL;
+/* The claim as one statement: lock the row without waiting (SKIP LOCKED: a row locked by another
+ * session, an import, a rekey, an operator's transaction, must not hold up the loop, and in a
+ * batch must not abort the others), decide, and take the lease when acquired. A lease still set
+ * but expired was left by a holder that died or stalled during its refresh: if its provider call
+ * went out, the provider may have rotated the refresh token; the chain says so, and the generation
+ * is remembered so that an invalid_grant now can be explained. The last column is the outcome:
+ * inactive, fresh, busy, acquired; locked or missing when no row was read. */
+#define CLAIM_SQL \
+    "WITH r AS (SELECT * FROM integrations WHERE id = $1 FOR UPDATE SKIP LOCKED)," \
+    " d AS (SELECT CASE WHEN r.status <> 'active' THEN 'inactive'" \
+    "   WHEN r.access_token IS NOT NULL AND (($4::boolean AND r.generation > $2::bigint)" \
+    "        OR (NOT $4::boolean AND COALESCE(extract(epoch FROM r.access_expires_at)::bigint, 0) >= $3::bigint))" \
+    "     THEN 'fresh'" \
+    "   WHEN GREATEST(COALESCE((extract(epoch FROM r.lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0) > 0" \
+    "     THEN 'busy'" \
+    "   ELSE 'acquired' END AS outcome FROM r)," \
+    " u AS (UPDATE integrations i SET lease_owner = $5, lease_token = $6::uuid, lease_id = NULL," \
+    "    lease_expires_at = clock_timestamp() + $7::bigint * interval '1 millisecond'," \
+    "    interrupted_generation = CASE WHEN r.lease_owner IS NOT NULL THEN r.generation" \
+    "                                  ELSE i.interrupted_generation END" \
+    "  FROM r, d WHERE i.id = r.id AND d.outcome = 'acquired'" \
+    "  RETURNING r.lease_owner AS old_owner, r.generation AS old_generation)," \
+    " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)" \
+    "  SELECT $1, u.old_generation, u.old_owner, 'interrupted'," \
+    "   'the refresh lease of worker \"' || u.old_owner || '\" expired before it stored a result: the worker " \
+    "stopped or stalled during the refresh, and if its provider call went out the provider may have rotated " \
+    "the refresh token'" \
+    "  FROM u WHERE u.old_owner IS NOT NULL)" \
+    "SELECT " ROW_COLUMNS ", d.outcome FROM r, d" \
+    " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
+    "  NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
+    "  CASE WHEN EXISTS (SELECT 1 FROM integrations WHERE id = $1) THEN 'locked' ELSE 'missing' END" \
+    "  WHERE NOT EXISTS (SELECT 1 FROM r)"
+#define CLAIM_OUTCOME_COLUMN 22
 
-    if (strcmp (row->status, "active") != 0)
-        *outcome = CLAIM_INACTIVE;
+typedef struct {
+    char gen [32], until [32], ms [32];
+    char token [STORE_LEASE_LEN + 1];
+    const char *values [7];
+} claim_params_t;
+
+static int
+claim_params (store_t *s, const store_claim_req_t *q, int64_t lease_ms, claim_params_t *p)
+{
+    if (store_new_lease_token (p->token) != 0)
+        return -1;
+    snprintf (p->gen, sizeof p->gen, "%" PRId64, q->known_generation);
+    snprintf (p->until, sizeof p->until, "%" PRId64, q->valid_until);
+    snprintf (p->ms, sizeof p->ms, "%" PRId64, lease_ms);
+    p->values [0] = q->id;
+    p->values [1] = p->gen;
+    p->values [2] = p->until;
+    p->values [3] = q->forced ? "true" : "false";
+    p->values [4] = s->worker_id;
+    p->values [5] = p->token;
+    p->values [6] = p->ms;
+    return 0;
+}
+
+/* Reads one claim's answer into q. */
+static void
+claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_params_t *p, int64_t lease_ms)
+{
+    const char *outcome = PQntuples (res) == 1 ? PQgetvalue (res, 0, CLAIM_OUTCOME_COLUMN) : "missing";
+    memset (&q->row, 0, sizeof q->row);
+    q->st = FR_OK;
+    q->err [0] = '\0';
+    if (strcmp (outcome, "missing") == 0) {
+        snprintf (q->err, sizeof q->err, "integration \"%s\" does not exist", q->id);
+        q->st = FR_NOT_FOUND;
+        return;
+    }
+    if (strcmp (outcome, "locked") == 0) {
+        q->outcome = CLAIM_LOCKED;
+        return;
+    }
+    store_fill_row (res, &q->row);
+    if (strcmp (outcome, "inactive") == 0)
+        q->outcome = CLAIM_INACTIVE;
     else
-    if (row->access_ct && ((forced && row->generation > known_generation)
-                       || (!forced && row->access_expires_at >= valid_until)))
-        *outcome = CLAIM_FRESH;
+    if (strcmp (outcome, "fresh") == 0)
+        q->outcome = CLAIM_FRESH;
     else
-    if (row->lease_ms_left > 0)
-        *outcome = CLAIM_BUSY;
+    if (strcmp (outcome, "busy") == 0)
+        q->outcome = CLAIM_BUSY;
     else {
-        char token [STORE_LEASE_LEN + 1], ms [32];
-        if (store_new_lease_token (token) != 0) {
-            snprintf (err, errlen, "could not draw a lease token from the kernel: %s", strerror (errno));
+        if (q->row.lease_owner)
+            q->row.interrupted = 1;
+        mem_free (q->row.lease_owner);
+        q->row.lease_owner = mem_strdup (s->worker_id);
+        snprintf (q->row.lease_token, sizeof q->row.lease_token, "%s", p->token);
+        q->row.lease_ms_left = lease_ms;
+        q->outcome = CLAIM_ACQUIRED;
+    }
+}
+
+void
+store_claim_batch (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms)
+{
+    claim_params_t *params = mem_alloc (n * sizeof *params);
+    store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
+    PGresult **results = mem_alloc (n * sizeof *results);
+    fr_status_t st = FR_OK;
+    char err [256] = "";
+    for (size_t i = 0; i < n; i++) {
+        memset (&reqs [i].row, 0, sizeof reqs [i].row);
+        if (claim_params (s, &reqs [i], lease_ms, &params [i]) != 0) {
+            snprintf (err, sizeof err, "could not draw a lease token from the kernel: %s", strerror (errno));
             st = FR_INTERNAL;
             goto out;
         }
-        snprintf (ms, sizeof ms, "%" PRId64, lease_ms);
-        /* A lease still set but expired: its holder died or stalled during the refresh. If its
-         * provider call went out, the provider may have rotated the refresh token; say so in the
-         * chain, and remember the generation, so that an invalid_grant now can be explained. */
-        const char *v [] = { id, s->worker_id, token, ms };
-        res = store_run (s,
-            "WITH old AS (SELECT lease_owner, generation FROM integrations WHERE id = $1),"
-            " u AS (UPDATE integrations i SET lease_owner = $2, lease_token = $3::uuid, lease_id = NULL,"
-            "    lease_expires_at = clock_timestamp() + $4::bigint * interval '1 millisecond',"
-            "    interrupted_generation = CASE WHEN old.lease_owner IS NOT NULL THEN old.generation"
-            "                                  ELSE i.interrupted_generation END"
-            "  FROM old WHERE i.id = $1 RETURNING old.lease_owner, old.generation)"
-            " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
-            " SELECT $1, u.generation, u.lease_owner, 'interrupted',"
-            "   'the refresh lease of worker \"' || u.lease_owner || '\" expired before it stored a result: the worker "
-            "stopped or stalled during the refresh, and if its provider call went out the provider may have rotated "
-            "the refresh token'"
-            " FROM u WHERE u.lease_owner IS NOT NULL",
-            4, v, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
-        if (!res)
-            goto out;
-        if (row->lease_owner)
-            row->interrupted = 1;
-        mem_free (row->lease_owner);
-        row->lease_owner = mem_strdup (s->worker_id);
-        snprintf (row->lease_token, sizeof row->lease_token, "%s", token);
-        row->lease_ms_left = lease_ms;
-        *outcome = CLAIM_ACQUIRED;
+        stmts [i] = (store_stmt_t) { CLAIM_SQL, 7, params [i].values, NULL, NULL };
     }
-    PQclear (res);
-    res = NULL;
-    st = store_simple (s, "COMMIT", err, errlen);
+    if (n == 1) {
+        /* alone: one statement, its own transaction */
+        results [0] = store_run (s, CLAIM_SQL, 7, params [0].values, NULL, NULL, PGRES_TUPLES_OK, &st, err, sizeof err);
+    }
+    else {
+        st = store_run_batch (s, stmts, n, results, err, sizeof err);
+        if (st != FR_OK && store_connected (s)) {
+            /* something in the batch failed while the database is up: claim one by one, so
+             * that one integration's problem stays its own */
+            for (size_t i = 0; i < n; i++) {
+                results [i] = store_run (s, CLAIM_SQL, 7, params [i].values, NULL, NULL, PGRES_TUPLES_OK,
+                                         &reqs [i].st, reqs [i].err, sizeof reqs [i].err);
+                if (results [i])
+                    claim_read (s, &reqs [i], results [i], &params [i], lease_ms);
+                PQclear (results [i]);
+                results [i] = NULL;
+            }
+            goto done;
+        }
+    }
 out:
-    PQclear (res);
-    if (st != FR_OK) {
-        store_rollback (s);
-        store_row_clear (row);
+    for (size_t i = 0; i < n; i++) {
+        if (st != FR_OK || !results [i]) {
+            reqs [i].st = st != FR_OK ? st : FR_INTERNAL;
+            snprintf (reqs [i].err, sizeof reqs [i].err, "%s", err);
+        }
+        else
+            claim_read (s, &reqs [i], results [i], &params [i], lease_ms);
+        PQclear (results [i]);
     }
-    return st;
+done:
+    mem_free (results);
+    mem_free (stmts);
+    mem_free (params);
 }
 
-fr_status_t
-store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict, char *err, size_t errlen)
+/* The commit's compare-and-set, one statement, so one round trip: the UPDATE locks the row and is
+ * the compare-and-set; the chain row and the notification commit with it or not at all. The check
+ * is on the generation: tokens the provider has just issued are the newest there are, so they are
+ * kept even when a stalled worker's lease was overtaken, and, when they carry a rotated refresh
+ * token, even over a needs_reconnect recorded at the same generation (the overtaker spent the
+ * token this one replaced, and its invalid_grant says nothing about the new one). One row when
+ * committed, none when the compare-and-set lost. */
+#define COMMIT_SQL \
+    "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */ \
+    " u AS (" \
+    "  UPDATE integrations i SET key_id = $3, access_token = $4, access_expires_at = to_timestamp($5::bigint)," \
+    "    access_lifetime_s = $12::integer," \
+    "    refresh_token = $6, refresh_fingerprint = $7, generation = i.generation + 1, status = 'active'," \
+    "    scopes = COALESCE(string_to_array($8, ' '), i.scopes)," \
+    "    lease_owner = CASE WHEN mine THEN NULL ELSE i.lease_owner END," \
+    "    lease_expires_at = CASE WHEN mine THEN NULL ELSE i.lease_expires_at END," \
+    "    lease_token = CASE WHEN mine THEN NULL ELSE i.lease_token END," \
+    "    last_refresh_at = now()," \
+    "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
+    "  FROM (SELECT i2.lease_owner = $9 AND i2.lease_token = $11::uuid IS TRUE AS mine" \
+    "        FROM integrations i2 WHERE i2.id = $1) m" \
+    "  WHERE i.id = $1 AND i.generation = $2::bigint" \
+    "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND $10::boolean))" \
+    "  RETURNING i.generation)," \
+    " c AS (" \
+    "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
+    "  SELECT $1, u.generation, $9, 'refreshed', $7, $10::boolean," \
+    "    CASE WHEN prev.status = 'needs_reconnect' THEN 'recovered: the invalid_grant recorded before was for the" \
+    " refresh token this rotation replaced' END" \
+    "  FROM u, prev RETURNING generation)" \
+    "SELECT generation, pg_notify('" STORE_NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c" \
+    ""
+
+typedef struct {
+    char gen [32], key [32], exp [32], life [32];
+    const char *values [12];
+    int lengths [12];
+    int formats [12];
+} commit_params_t;
+
+static void
+commit_params (store_t *s, const store_commit_t *c, commit_params_t *p)
+{
+    snprintf (p->gen, sizeof p->gen, "%" PRId64, c->expected_generation);
+    snprintf (p->key, sizeof p->key, "%" PRId32, c->key_id);
+    snprintf (p->exp, sizeof p->exp, "%" PRId64, c->access_expires_at);
+    snprintf (p->life, sizeof p->life, "%" PRId64, c->access_lifetime_s);
+    const char *values [] = { c->id, p->gen, p->key, (const char *) c->access_ct, p->exp, (const char *) c->refresh_ct,
+                              c->refresh_fingerprint, c->scopes, s->worker_id, c->rotated ? "true" : "false",
+                              c->lease_token [0] ? c->lease_token : NULL, c->access_lifetime_s > 0 ? p->life : NULL };
+    memcpy (p->values, values, sizeof values);
+    memset (p->lengths, 0, sizeof p->lengths);
+    memset (p->formats, 0, sizeof p->formats);
+    p->lengths [3] = (int) c->access_ct_len;
+    p->lengths [5] = (int) c->refresh_ct_len;
+    p->formats [3] = p->formats [5] = 1;
+}
+
+/* A lost compare-and-set: a "conflict" chain row, and the lease released if it is still ours. */
+static fr_status_t
+store_record_conflict (store_t *s, const store_commit_t *c, char *err, size_t errlen)
 {
     fr_status_t st;
-    char gen [32], key [32], exp [32], life [32];
-    snprintf (gen, sizeof gen, "%" PRId64, c->expected_generation);
-    snprintf (key, sizeof key, "%" PRId32, c->key_id);
-    snprintf (exp, sizeof exp, "%" PRId64, c->access_expires_at);
-    snprintf (life, sizeof life, "%" PRId64, c->access_lifetime_s);
-    *conflict = 0;
-    /* One statement, so one round trip: the UPDATE locks the row and is the compare-and-set;
-     * the chain row and the notification commit with it or not at all. The check is on the
-     * generation: tokens the provider has just issued are the newest there are, so they are kept
-     * even when a stalled worker's lease was overtaken, and, when they carry a rotated refresh
-     * token, even over a needs_reconnect recorded at the same generation (the overtaker spent the
-     * token this one replaced, and its invalid_grant says nothing about the new one). */
-    const char *values [] = { c->id, gen, key, (const char *) c->access_ct, exp, (const char *) c->refresh_ct,
-                              c->refresh_fingerprint, c->scopes, s->worker_id, c->rotated ? "true" : "false",
-                              c->lease_token [0] ? c->lease_token : NULL, c->access_lifetime_s > 0 ? life : NULL };
-    int lengths [] = { 0, 0, 0, (int) c->access_ct_len, 0, (int) c->refresh_ct_len, 0, 0, 0, 0, 0, 0 };
-    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0 };
-    PGresult *res = store_run (s,
-        "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */
-        " u AS ("
-        "  UPDATE integrations i SET key_id = $3, access_token = $4, access_expires_at = to_timestamp($5::bigint),"
-        "    access_lifetime_s = $12::integer,"
-        "    refresh_token = $6, refresh_fingerprint = $7, generation = i.generation + 1, status = 'active',"
-        "    scopes = COALESCE(string_to_array($8, ' '), i.scopes),"
-        "    lease_owner = CASE WHEN mine THEN NULL ELSE i.lease_owner END,"
-        "    lease_expires_at = CASE WHEN mine THEN NULL ELSE i.lease_expires_at END,"
-        "    lease_token = CASE WHEN mine THEN NULL ELSE i.lease_token END,"
-        "    last_refresh_at = now(),"
-        "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
-        "  FROM (SELECT i2.lease_owner = $9 AND i2.lease_token = $11::uuid IS TRUE AS mine"
-        "        FROM integrations i2 WHERE i2.id = $1) m"
-        "  WHERE i.id = $1 AND i.generation = $2::bigint"
-        "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND $10::boolean))"
-        "  RETURNING i.generation),"
-        " c AS ("
-        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)"
-        "  SELECT $1, u.generation, $9, 'refreshed', $7, $10::boolean,"
-        "    CASE WHEN prev.status = 'needs_reconnect' THEN 'recovered: the invalid_grant recorded before was for the"
-        " refresh token this rotation replaced' END"
-        "  FROM u, prev RETURNING generation)"
-        "SELECT generation, pg_notify('" NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c",
-        12, values, lengths, formats, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res)
-        return st;
-    int committed = PQntuples (res) == 1;
-    PQclear (res);
-    if (committed)
-        return FR_OK;
-
-    *conflict = 1;
     const char *v2 [] = { c->id, s->worker_id, c->refresh_fingerprint, c->rotated ? "true" : "false",
                           c->lease_token [0] ? c->lease_token : NULL };
-    res = store_run (s,
+    PGresult *res = store_run (s,
         "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
         "  WHERE id = $1 AND lease_owner = $2 AND lease_token = $5::uuid RETURNING id)"
         "INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)"
@@ -720,6 +893,64 @@ store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict, char *
         " FROM integrations WHERE id = $1",
         5, v2, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
     PQclear (res);
+    return st;
+}
+
+fr_status_t
+store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict, char *err, size_t errlen)
+{
+    fr_status_t st;
+    commit_params_t p;
+    commit_params (s, c, &p);
+    *conflict = 0;
+    PGresult *res = store_run (s, COMMIT_SQL, 12, p.values, p.lengths, p.formats, PGRES_TUPLES_OK, &st, err, errlen);
+    if (!res)
+        return st;
+    int committed = PQntuples (res) == 1;
+    PQclear (res);
+    if (committed)
+        return FR_OK;
+    *conflict = 1;
+    return store_record_conflict (s, c, err, errlen);
+}
+
+static int
+commit_by_id (const void *a, const void *b)
+{
+    const store_commit_t *const *x = a, *const *y = b;
+    return strcmp ((*x)->id, (*y)->id);
+}
+
+fr_status_t
+store_commit_batch (store_t *s, const store_commit_t *const *commits, size_t n, int *committed,
+                    char *err, size_t errlen)
+{
+    fr_status_t st;
+    /* rows locked in id order: two batches that share rows (a takeover) cannot deadlock */
+    const store_commit_t **order = mem_alloc (n * sizeof *order);
+    commit_params_t *params = mem_alloc (n * sizeof *params);
+    store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
+    PGresult **results = mem_alloc (n * sizeof *results);
+    memcpy (order, commits, n * sizeof *order);
+    qsort (order, n, sizeof *order, commit_by_id);
+    for (size_t i = 0; i < n; i++) {
+        commit_params (s, order [i], &params [i]);
+        stmts [i] = (store_stmt_t) { COMMIT_SQL, 12, params [i].values, params [i].lengths, params [i].formats };
+    }
+    st = store_run_batch (s, stmts, n, results, err, errlen);
+    for (size_t i = 0; i < n; i++) {
+        if (st == FR_OK) {
+            size_t k = 0;
+            while (commits [k] != order [i])
+                k++;
+            committed [k] = PQntuples (results [i]) == 1;
+        }
+        PQclear (results [i]);
+    }
+    mem_free (results);
+    mem_free (stmts);
+    mem_free (params);
+    mem_free (order);
     return st;
 }
 
@@ -755,7 +986,7 @@ store_record_failure (store_t *s, const char *id, int64_t expected_generation, c
         " c AS ("
         "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
         "  SELECT $1, u.generation, $7, $8, $9, $6 FROM u RETURNING generation)"
-        "SELECT u.current, pg_notify('" NOTIFY_CHANNEL "', $7 || ' ' || $1) FROM u, c",
+        "SELECT u.current, pg_notify('" STORE_NOTIFY_CHANNEL "', $7 || ' ' || $1) FROM u, c",
         9, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
     if (!res)
         return st;
@@ -884,48 +1115,9 @@ store_generations (store_t *s, const char *const *ids, size_t n,
     if (!res)
         return st;
     for (int i = 0; i < PQntuples (res); i++)
-        cb (arg, PQgetvalue (res, i, 0), int_at (res, i, 1), PQgetvalue (res, i, 2));
+        cb (arg, PQgetvalue (res, i, 0), store_int_at (res, i, 1), PQgetvalue (res, i, 2));
     PQclear (res);
     return FR_OK;
-}
-
-fr_status_t
-store_import (store_t *s, const store_import_t *imp, char *err, size_t errlen)
-{
-    fr_status_t st;
-    char key [32], exp [32], life [32];
-    snprintf (key, sizeof key, "%" PRId32, imp->key_id);
-    snprintf (exp, sizeof exp, "%" PRId64, imp->access_expires_at);
-    snprintf (life, sizeof life, "%" PRId64, imp->access_lifetime_s);
-    const char *values [] = { imp->id, imp->provider, key, (const char *) imp->access_ct,
-                              imp->access_ct ? exp : NULL, (const char *) imp->refresh_ct,
-                              imp->refresh_fingerprint, imp->scopes ? imp->scopes : "", s->worker_id,
-                              imp->access_ct && imp->access_lifetime_s > 0 ? life : NULL };
-    int lengths [] = { 0, 0, 0, (int) imp->access_ct_len, 0, (int) imp->refresh_ct_len, 0, 0, 0, 0 };
-    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0 };
-    /* A re-import is a reconnect: new tokens, status active, the history kept, and the
-     * generation bumped so that a refresh still in flight for the old chain cannot commit. */
-    PGresult *res = store_run (s,
-        "WITH u AS ("
-        "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at,"
-        "    refresh_token, refresh_fingerprint, generation, scopes, access_lifetime_s)"
-        "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1, string_to_array($8, ' '),"
-        "    $10::integer)"
-        "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active',"
-        "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token,"
-        "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token,"
-        "    refresh_fingerprint = EXCLUDED.refresh_fingerprint, generation = integrations.generation + 1,"
-        "    access_lifetime_s = EXCLUDED.access_lifetime_s,"
-        "    scopes = EXCLUDED.scopes, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
-        "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
-        "  RETURNING generation),"
-        " c AS ("
-        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint)"
-        "  SELECT $1, u.generation, $9, 'imported', $7 FROM u RETURNING generation)"
-        "SELECT generation, pg_notify('" NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c",
-        10, values, lengths, formats, PGRES_TUPLES_OK, &st, err, errlen);
-    PQclear (res);
-    return st;
 }
 
 fr_status_t
@@ -948,13 +1140,13 @@ store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, 
     *rows = mem_alloc ((size_t) (n ? n : 1) * sizeof **rows);
     for (int i = 0; i < n; i++) {
         store_chain_t *r = &(*rows) [i];
-        r->generation = int_at (res, i, 0);
-        r->at = int_at (res, i, 1);
-        r->outcome = dup_or_null (res, i, 2);
-        r->worker = dup_or_null (res, i, 3);
-        r->refresh_fingerprint = dup_or_null (res, i, 4);
+        r->generation = store_int_at (res, i, 0);
+        r->at = store_int_at (res, i, 1);
+        r->outcome = store_text_at (res, i, 2);
+        r->worker = store_text_at (res, i, 3);
+        r->refresh_fingerprint = store_text_at (res, i, 4);
         r->rotated = strcmp (PQgetvalue (res, i, 5), "t") == 0;
-        r->detail = dup_or_null (res, i, 6);
+        r->detail = store_text_at (res, i, 6);
     }
     *count = (size_t) n;
     PQclear (res);

@@ -82,19 +82,6 @@ typedef struct {
     const char *scopes;                   /* NULL keeps the stored scopes */
 } store_commit_t;
 
-typedef struct {
-    const char *id;
-    const char *provider;
-    int32_t key_id;
-    const unsigned char *access_ct;       /* may be NULL */
-    size_t access_ct_len;
-    int64_t access_expires_at;
-    int64_t access_lifetime_s;            /* 0 unknown */
-    const unsigned char *refresh_ct;
-    size_t refresh_ct_len;
-    const char *refresh_fingerprint;
-    const char *scopes;
-} store_import_t;
 
 store_t *store_new (const char *conninfo, const char *worker_id, const store_limits_t *limits);
 void store_destroy (store_t **s_p);
@@ -128,10 +115,22 @@ fr_status_t store_load (store_t *s, const char *id, store_row_t *row, char *err,
  * fresh / busy / inactive / acquired, and takes the lease under a new 128-bit token. Fresh means
  * the access token lasts until valid_until (epoch s), or, when forced, that the generation moved
  * past known_generation. A lease found expired was left by a worker that died or stalled during
- * its refresh: the claim records it ("interrupted" chain row) before taking the lease. */
-fr_status_t store_claim (store_t *s, const char *id, int64_t known_generation, int64_t valid_until,
-                         int forced, int64_t lease_ms, store_claim_t *outcome, store_row_t *row,
-                         char *err, size_t errlen) FR_MUSTCHECK;
+ * its refresh: the claim records it ("interrupted" chain row) before taking the lease.
+ * One claim of a batch: the request, and its own answer. */
+typedef struct {
+    const char *id;
+    int64_t known_generation;
+    int64_t valid_until;
+    int forced;
+    fr_status_t st;                  /* the answer: FR_OK with outcome and row, else err */
+    store_claim_t outcome;
+    store_row_t row;                 /* the caller clears it */
+    char err [256];
+} store_claim_req_t;
+/* The claims of one loop turn, in one transaction and one round trip (one WAL flush for every
+ * lease taken). Each row decides its own claim; a failure of the batch itself is retried claim by
+ * claim, so one integration's problem stays its own. */
+void store_claim_batch (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms);
 /* Commits a refresh if the generation is still the expected one (compare-and-set) and the row is
  * active, or needs_reconnect and the commit carries a rotated refresh token: a failure recorded at
  * the same generation came from the refresh token this rotation superseded. Clears the lease only
@@ -139,6 +138,13 @@ fr_status_t store_claim (store_t *s, const char *id, int64_t known_generation, i
  * row. Any other failure leaves the database unchanged: the caller keeps the tokens and retries. */
 fr_status_t store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict,
                                   char *err, size_t errlen) FR_MUSTCHECK;
+/* Group commit: the compare-and-sets of several refreshes in one transaction and one round trip
+ * (one WAL flush). committed [i] is 1 when commits [i] was written, 0 when its compare-and-set lost
+ * (nothing written for it: the caller settles it with store_commit_refresh, which records the
+ * conflict). Rows are updated in id order, so batches sharing rows cannot deadlock. A failure
+ * (FR_DATABASE_UNAVAILABLE, FR_INTERNAL) wrote nothing at all: the caller commits one by one. */
+fr_status_t store_commit_batch (store_t *s, const store_commit_t *const *commits, size_t n, int *committed,
+                                char *err, size_t errlen) FR_MUSTCHECK;
 /* Records a failed attempt: a chain row, last_error, the lease released; new_status (may be NULL)
  * is applied only if the generation is still the expected one (*stale set otherwise). */
 fr_status_t store_record_failure (store_t *s, const char *id, int64_t expected_generation, const char *lease_token,
@@ -161,16 +167,9 @@ fr_status_t store_sweep_candidates (store_t *s, int64_t horizon_s, double lifeti
                                     const char *provider, int64_t idle_s,
                                     int64_t limit, char ***ids, char ***providers, size_t *count,
                                     char *err, size_t errlen) FR_MUSTCHECK;
-fr_status_t store_import (store_t *s, const store_import_t *imp, char *err, size_t errlen) FR_MUSTCHECK;
 fr_status_t store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, size_t *count,
                            char *err, size_t errlen) FR_MUSTCHECK;
 
-/* For modules with statements of their own (the connect flow): runs one statement,
- * reconnecting first if needed. want_tuples: 1 for a query, 0 for a command. NULL with *st and
- * err set on failure; the caller PQclear()s the result. */
-struct pg_result;
-struct pg_result *store_exec (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
-                              const int *formats, int want_tuples, fr_status_t *st, char *err, size_t errlen);
 const char *store_worker_id (const store_t *s);
 
 void store_row_clear (store_row_t *row);

@@ -3,9 +3,7 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
-#include "refresh.h"
 #include "ring.h"
-#include "worker.h"
 #include <string.h>
 
 #define SWEEP_MAX_PROVIDERS 128
@@ -127,7 +125,7 @@ sweep_horizon (const sweep_t *s, int64_t lifetime_s)
 }
 
 /* One token from the provider's bucket, if any is left. */
-static int
+int
 sweep_take (sweep_t *s, const char *provider, int64_t now_ms)
 {
     sweep_bucket_t *b = NULL;
@@ -152,55 +150,37 @@ sweep_take (sweep_t *s, const char *provider, int64_t now_ms)
     return 1;
 }
 
-/* Loads (if needed) and starts a background refresh of one candidate. Returns 1 when started. */
+/* Starts a candidate the loop may refresh: only in a partition this worker owns. */
 static int
-sweep_one (worker_t *w, const char *id, const char *provider, int keepalive, int64_t now_ms)
+sweep_one (sweep_t *s, const char *id, const char *provider, int keepalive, int64_t now_ms,
+           sweep_start_fn *start, void *arg)
 {
-    sweep_t *s = w->sweep;
-    if (!sweep_owns (s, id))
-        return 0;
-    cache_entry_t *e = cache_get (w->cache, id);
-    if (e && e->refresh)
-        return 0;
-    if (!sweep_take (s, provider, now_ms))
-        return 0;
-    if (!e || e->stale) {
-        char err [512];
-        fr_status_t st;
-        if (!(e = refresh_load (w, id, &st, err, sizeof err))) {
-            log_warning (id, NULL, "sweep: %s", err);
-            return 0;
-        }
-    }
-    /* fresh enough is what this token's own horizon asks, not the global one: a 120 s token
-     * refreshed to last 300 s more would be refreshed on every pass */
-    refresh_background (w, e, clock_wall_ms () / 1000 + sweep_horizon (s, e->lifetime_s), keepalive);
-    return 1;
+    return sweep_owns (s, id) ? start (arg, id, provider, keepalive, now_ms) : 0;
 }
 
 void
-sweep_tick (worker_t *w, int64_t now_ms)
+sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
+            sweep_start_fn *start, void *arg)
 {
-    sweep_t *s = w->sweep;
     if (now_ms < s->next_ms)
         return;
     /* a pass that cannot run now waits a whole interval too: left due, it would make every
      * poll of the loop return at once (a spin for as long as the database is away) */
     s->next_ms = now_ms + s->cfg.interval_ms;
-    if (!s->owned_count || !store_connected (w->store) || w->draining)
+    if (!s->owned_count || !store_connected (store) || paused)
         return;
     char err [512];
     char **ids = NULL, **providers = NULL;
     size_t n = 0, started = 0, kept = 0;
 
     /* the query applies sweep_horizon to every row: the same bounds, in SQL */
-    if (store_sweep_candidates (w->store, s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
+    if (store_sweep_candidates (store, s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
                                 s->cfg.batch, &ids, &providers, &n, err, sizeof err) != FR_OK) {
         log_warning (NULL, NULL, "sweep: %s", err);
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        started += (size_t) sweep_one (w, ids [i], providers [i], 0, now_ms);
+        started += (size_t) sweep_one (s, ids [i], providers [i], 0, now_ms, start, arg);
         mem_free (ids [i]);
         mem_free (providers [i]);
     }
@@ -208,18 +188,18 @@ sweep_tick (worker_t *w, int64_t now_ms)
     mem_free (providers);
 
     /* providers that expire unused refresh tokens: refresh at half the idle limit */
-    for (size_t k = 0; k < catalog_count (w->catalog); k++) {
-        const catalog_provider_t *p = catalog_at (w->catalog, k);
+    for (size_t k = 0; k < catalog_count (catalog); k++) {
+        const catalog_provider_t *p = catalog_at (catalog, k);
         if (p->refresh_token_idle_days <= 0)
             continue;
         int64_t idle_s = (int64_t) p->refresh_token_idle_days * 86400 / 2;
-        if (store_sweep_candidates (w->store, 0, 0, 0, p->name, idle_s, s->cfg.batch, &ids, &providers, &n,
+        if (store_sweep_candidates (store, 0, 0, 0, p->name, idle_s, s->cfg.batch, &ids, &providers, &n,
                                     err, sizeof err) != FR_OK) {
             log_warning (NULL, NULL, "sweep: %s", err);
             return;
         }
         for (size_t i = 0; i < n; i++) {
-            kept += (size_t) sweep_one (w, ids [i], providers [i], 1, now_ms);
+            kept += (size_t) sweep_one (s, ids [i], providers [i], 1, now_ms, start, arg);
             mem_free (ids [i]);
             mem_free (providers [i]);
         }

@@ -4,8 +4,9 @@
 #define FERRULE_SWEEP_H
 #include <msgpack.h>
 #include <stdint.h>
+#include "catalog.h"
+#include "store.h"
 
-struct worker;
 typedef struct sweep sweep_t;
 
 typedef struct {
@@ -23,8 +24,16 @@ uint32_t sweep_set_membership (sweep_t *s, const char *me, const msgpack_object 
 /* 1 when this worker owns the integration's partition (by the last membership seen). */
 int sweep_owns (const sweep_t *s, const char *integration);
 uint32_t sweep_owned_count (const sweep_t *s);
-/* Runs a sweep round when one is due. */
-void sweep_tick (struct worker *w, int64_t now_ms);
+/* What the sweep found for one integration of a partition it owns: start a background refresh
+ * (keepalive: whatever the token's life, for a provider that expires unused refresh tokens)
+ * when none is in flight, taking a call from the provider's budget with sweep_take. Returns 1
+ * when one started. */
+typedef int (sweep_start_fn) (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
+/* Runs a sweep round when one is due (never while paused: no database, or draining). */
+void sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
+                 sweep_start_fn *start, void *arg);
+/* One call from provider's budget of sweep calls (rate_per_s); 0 when it is spent for now. */
+int sweep_take (sweep_t *s, const char *provider, int64_t now_ms);
 int64_t sweep_next_due (const sweep_t *s);
 /* The horizon of a token that lives lifetime_s when issued (0 unknown): the configured horizon,
  * but at most a quarter of the lifetime (so an idle integration rotates about once per lifetime)

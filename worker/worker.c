@@ -1,142 +1,24 @@
 /* worker.c - the worker's one poll loop: broker links, provider sockets, the database's
- * notification socket, and one housekeeping tick */
+ * notification socket, and one housekeeping tick. The top of worker/: it wires the modules
+ * together and nothing imports it. */
 #include "worker.h"
+#include "calls.h"
 #include "keystats.h"
+#include "links.h"
 #include "ratelimit.h"
+#include "refresh.h"
+#include "reply.h"
+#include "requests.h"
 #include "clock.h"
-#include "frames.h"
 #include "log.h"
 #include "mem.h"
-#include "connect.h"
-#include "refresh.h"
-#include "ops.h"
-#include <arpa/inet.h>
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <string.h>
-#include <unistd.h>
 #include <zmq.h>
 
-#define MAX_LINKS 64
-#define POLL_MAX  (MAX_LINKS + 1 + 256)
+#define POLL_MAX  (LINKS_MAX + 1 + 256)
 
-struct link {
-    void *socket;                   /* NULL once closed: the slot keeps its index for jobs in flight */
-    char endpoint [256];
-    int64_t last_ping_ms;
-    int from_dns;                   /* index+1 of the dns+tcp:// name it was resolved from, 0 static */
-    int seen;                       /* scratch for a resolution round */
-};
-
-#define MAX_DNS_NAMES 8
-#define DNS_REFRESH_MS 30000
-
-/* Opens a DEALER to one broker, in a free slot; returns the link index or -1. */
-static int
-worker_link_open (worker_t *w, const char *endpoint, int from_dns, char *err, size_t errlen)
-{
-    size_t i;
-    for (i = 0; i < w->nlinks; i++)
-        if (!w->links [i].socket)
-            break;
-    if (i == w->nlinks) {
-        if (w->nlinks == MAX_LINKS) {
-            snprintf (err, errlen, "more than %d broker endpoints", MAX_LINKS);
-            return -1;
-        }
-        w->nlinks++;
-    }
-    link_t *l = &w->links [i];
-    memset (l, 0, sizeof *l);
-    l->socket = zmq_socket (w->ctx, ZMQ_DEALER);
-    frames_socket_defaults (l->socket, (int) w->cfg.hwm, CODEC_MAX_BODY + 1024);
-    zmq_setsockopt (l->socket, ZMQ_ROUTING_ID, w->cfg.worker_id, strlen (w->cfg.worker_id));
-    if (curve_apply_client (l->socket, w->cfg.curve) != 0) {          /* pins the broker's key */
-        snprintf (err, errlen, "could not set up CURVE for broker \"%s\": %s", endpoint, zmq_strerror (errno));
-        zmq_close (l->socket);
-        l->socket = NULL;
-        return -1;
-    }
-    snprintf (l->endpoint, sizeof l->endpoint, "%s", endpoint);
-    l->from_dns = from_dns;
-    if (zmq_connect (l->socket, endpoint) != 0) {
-        snprintf (err, errlen, "could not connect to broker \"%s\": %s", endpoint, zmq_strerror (errno));
-        zmq_close (l->socket);
-        l->socket = NULL;
-        return -1;
-    }
-    log_info (NULL, NULL, "connected to broker \"%s\"", endpoint);
-    return (int) i;
-}
-
-
-/* dns+tcp://NAME:PORT: connect to every address NAME resolves to, and follow changes (a
- * headless Kubernetes Service lists every broker pod). */
-static void
-worker_resolve (worker_t *w)
-{
-    for (size_t d = 0; d < w->ndns; d++) {
-        char host [256], port [16];
-        const char *spec = w->dns [d] + strlen ("dns+tcp://");
-        const char *colon = strrchr (spec, ':');
-        if (!colon || colon == spec || (size_t) (colon - spec) >= sizeof host || strlen (colon + 1) >= sizeof port)
-            continue;
-        memcpy (host, spec, (size_t) (colon - spec));
-        host [colon - spec] = '\0';
-        snprintf (port, sizeof port, "%s", colon + 1);
-        struct addrinfo hints, *res = NULL;
-        memset (&hints, 0, sizeof hints);
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        int rc = getaddrinfo (host, port, &hints, &res);
-        if (rc != 0) {
-            log_warning (NULL, NULL, "could not resolve brokers \"%s\": %s; keeping %s", w->dns [d], gai_strerror (rc),
-                         "the brokers already known");
-            continue;
-        }
-        for (size_t i = 0; i < w->nlinks; i++)
-            w->links [i].seen = 0;
-        for (struct addrinfo *a = res; a; a = a->ai_next) {
-            char ip [INET6_ADDRSTRLEN], endpoint [300];
-            if (a->ai_family == AF_INET)
-                inet_ntop (AF_INET, &((struct sockaddr_in *) a->ai_addr)->sin_addr, ip, sizeof ip);
-            else
-            if (a->ai_family == AF_INET6)
-                inet_ntop (AF_INET6, &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr, ip, sizeof ip);
-            else
-                continue;
-            snprintf (endpoint, sizeof endpoint, a->ai_family == AF_INET6 ? "tcp://[%s]:%s" : "tcp://%s:%s", ip, port);
-            int found = 0;
-            for (size_t i = 0; i < w->nlinks; i++)
-                if (w->links [i].socket && strcmp (w->links [i].endpoint, endpoint) == 0) {
-                    w->links [i].seen = 1;
-                    found = 1;
-                }
-            if (!found) {
-                char err [256];
-                int li = worker_link_open (w, endpoint, (int) d + 1, err, sizeof err);
-                if (li < 0)
-                    log_warning (NULL, NULL, "%s", err);
-                else {
-                    w->links [li].seen = 1;
-                    w->next_hello_ms = 0;       /* introduce ourselves to the new broker now */
-                }
-            }
-        }
-        freeaddrinfo (res);
-        for (size_t i = 0; i < w->nlinks; i++) {
-            link_t *l = &w->links [i];
-            if (l->socket && l->from_dns == (int) d + 1 && !l->seen) {
-                log_info (NULL, NULL, "broker \"%s\" no longer listed under \"%s\"; disconnecting", l->endpoint, w->dns [d]);
-                zmq_close (l->socket);
-                l->socket = NULL;
-            }
-        }
-    }
-}
 
 /* Replays one journal record: a rotated refresh token an earlier run of this worker received and
  * may not have committed. Settled when it is in the database (committed now or before the crash)
@@ -252,6 +134,14 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                              "from the loop waking to a provider's answer with a rotated refresh token "
                                              "to that token being on disk in the journal", NULL,
                                              window_bounds, sizeof window_bounds / sizeof window_bounds [0]);
+    static const double batch_bounds [] = { 1, 2, 4, 8, 16, 32, 64, 128, 256 };
+    w->m.claim_batch = metrics_histogram (w->metrics, "worker_claim_batch_size",
+                                          "refresh claims sent to the database together (one transaction)", NULL,
+                                          batch_bounds, sizeof batch_bounds / sizeof batch_bounds [0]);
+    w->m.commit_batch = metrics_histogram (w->metrics, "worker_commit_batch_size",
+                                           "refresh commits sent to the database together (group commit: one "
+                                           "transaction, one WAL flush)", NULL,
+                                           batch_bounds, sizeof batch_bounds / sizeof batch_bounds [0]);
     w->m.revalidated_stale = metrics_counter (w->metrics, "worker_cache_revalidated_stale_total",
                                               "cached integrations found changed by the periodic re-validation "
                                               "(a change whose notification never arrived)", NULL);
@@ -270,34 +160,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     }
     w->ctx = zmq_ctx_new ();
 
-    /* one DEALER per broker: a DEALER connected to several endpoints would round-robin its sends */
-    char list [4096];
-    snprintf (list, sizeof list, "%s", cfg->backends);
-    w->links = mem_alloc (MAX_LINKS * sizeof *w->links);
-    for (char *save = NULL, *ep = strtok_r (list, ",", &save); ep; ep = strtok_r (NULL, ",", &save)) {
-        while (*ep == ' ')
-            ep++;
-        if (!*ep)
-            continue;
-        if (strncmp (ep, "dns+tcp://", 10) == 0) {
-            if (w->ndns == MAX_DNS_NAMES) {
-                snprintf (err, errlen, "more than %d dns+tcp:// names in FERRULE_BROKER_BACKENDS", MAX_DNS_NAMES);
-                goto fail;
-            }
-            w->dns [w->ndns++] = mem_strdup (ep);
-        }
-        else
-        if (worker_link_open (w, ep, 0, err, errlen) < 0)
-            goto fail;
-    }
-    if (w->ndns) {
-        worker_resolve (w);
-        w->next_resolve_ms = clock_mono_ms () + DNS_REFRESH_MS;
-    }
-    if (w->nlinks == 0 && w->ndns == 0) {
-        snprintf (err, errlen, "no broker endpoints: set FERRULE_BROKER_BACKENDS");
+    if (links_setup (w, cfg->backends, err, errlen) != FR_OK)
         goto fail;
-    }
     fr_status_t st = store_connect (w->store, err, errlen);
     if (st == FR_CONFIGURATION)
         goto fail;              /* schema too old: refusing to start is the only safe answer */
@@ -319,17 +183,8 @@ worker_destroy (worker_t **w_p)
         worker_t *w = *w_p;
         if (w->cache)
             refresh_abandon_all (w);
-        connect_abandon_all (w);
-        for (size_t i = 0; i < w->nlinks; i++)
-            if (w->links [i].socket) {
-                /* let the goodbye and the last replies leave before the socket goes */
-                int linger = 500;
-                zmq_setsockopt (w->links [i].socket, ZMQ_LINGER, &linger, sizeof linger);
-                zmq_close (w->links [i].socket);
-            }
-        mem_free (w->links);
-        for (size_t i = 0; i < w->ndns; i++)
-            mem_free (w->dns [i]);
+        calls_abandon_all (w);
+        links_close_all (w);
         if (w->ctx)
             zmq_ctx_term (w->ctx);
         http_destroy (&w->http);
@@ -349,175 +204,23 @@ worker_destroy (worker_t **w_p)
     }
 }
 
-/* The reply, and its outcome code ("ok" or the error's) for the broker's audit log. */
+
+/* One message from a broker: a request goes to its operation, anything else is the link's. */
 static void
-worker_send (worker_t *w, const job_t *job, const char *body, size_t len, const char *outcome)
+worker_serve_link (worker_t *w, int li)
 {
-    if (job->link < 0 || (size_t) job->link >= w->nlinks || !w->links [job->link].socket)
-        return;                 /* a background job, or the broker it came through is gone */
-    const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body, outcome };
-    size_t sizes [] = { 4, 3, job->client_len, 8, len, strlen (outcome) };
-    if (frames_send (w->links [job->link].socket, parts, sizes, 6, ZMQ_DONTWAIT) != 0)
-        log_warning (NULL, job->rid, "could not send a reply to broker \"%s\": %s",
-                     w->links [job->link].endpoint, zmq_strerror (errno));
-}
-
-void
-worker_count_request (worker_t *w, const job_t *job, const char *outcome)
-{
-    if (job->link < 0 || !job->op [0])
-        return;
-    /* the hot path, a token served: its series is looked up once */
-    if (strcmp (outcome, "ok") == 0 && strcmp (job->op, "token") == 0) {
-        if (!w->m.token_ok)
-            w->m.token_ok = metrics_counter (w->metrics, "worker_requests_total", "requests answered, by operation and outcome",
-                                             "op=\"token\",outcome=\"ok\"");
-        metrics_inc (w->m.token_ok);
-        return;
-    }
-    char labels [128];
-    /* every name this version does not know is one label, "unknown", whatever a client sent */
-    snprintf (labels, sizeof labels, "op=\"%s\",outcome=\"%s\"", ops_name (ops_lookup (job->op, strlen (job->op))), outcome);
-    metrics_inc (metrics_counter (w->metrics, "worker_requests_total", "requests answered, by operation and outcome", labels));
-}
-
-void
-worker_count_provider_error (worker_t *w, const char *provider, const char *class_name)
-{
-    char p [140], labels [200];
-    metrics_label_escape (p, sizeof p, provider);
-    snprintf (labels, sizeof labels, "provider=\"%s\",class=\"%s\"", p, class_name);
-    metrics_inc (metrics_counter (w->metrics, "worker_provider_errors_total", "failed provider calls, by provider and class", labels));
-}
-
-codec_builder_t *
-worker_reply_begin (worker_t *w, const job_t *job, int ok, uint32_t fields)
-{
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_map (o, fields + 1 + (job->rid [0] ? 1 : 0));
-    if (job->rid [0])
-        codec_kv_str (o, "rid", job->rid);
-    codec_kv_bool (o, "ok", ok);
-    return o;
-}
-
-void
-worker_reply (worker_t *w, const job_t *job)
-{
-    size_t len;
-    if (codec_builder_failed (w->out)) {
-        worker_reply_error (w, job, FR_TOO_LARGE, "the reply does not fit in a frame; ask for less (for example a lower limit)",
-                            NULL, -1);
-        return;
-    }
-    const char *data = codec_builder_data (w->out, &len);
-    worker_count_request (w, job, "ok");
-    worker_send (w, job, data, len, "ok");
-}
-
-void
-worker_reply_error (worker_t *w, const job_t *job, fr_status_t st, const char *message, const char *hint,
-                    int64_t retry_after)
-{
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_error_reply (o, job->rid [0] ? job->rid : NULL, strlen (job->rid), st, message, hint, retry_after);
-    worker_count_request (w, job, result_code (st));
-    size_t len;
-    const char *data = codec_builder_data (o, &len);
-    worker_send (w, job, data, len, result_code (st));
-}
-
-void
-worker_reply_token (worker_t *w, const job_t *job, const cache_entry_t *e, int refreshed)
-{
-    codec_builder_t *o = worker_reply_begin (w, job, 1, 4);
-    codec_kv_str (o, "access_token", e->access_token);
-    codec_kv_str (o, "expires_at", e->expires_text);
-    codec_kv_int (o, "generation", e->generation);
-    codec_kv_bool (o, "refreshed", refreshed);
-    worker_reply (w, job);
-}
-
-static void
-worker_hello (worker_t *w, int draining)
-{
-    char body [256];
-    codec_builder_t *o = w->out;
-    codec_builder_reset (o);
-    codec_map (o, 3);
-    codec_kv_str (o, "worker", w->cfg.worker_id);
-    codec_kv_int (o, "pid", (int64_t) getpid ());
-    codec_kv_bool (o, "draining", draining);
-    size_t len;
-    const char *data = codec_builder_data (o, &len);
-    memcpy (body, data, len < sizeof body ? len : sizeof body);
-    for (size_t i = 0; i < w->nlinks; i++) {
-        if (!w->links [i].socket)
-            continue;
-        const void *parts [] = { CODEC_WORKER_PROTOCOL, "HELLO", body };
-        size_t sizes [] = { 4, 5, len };
-        frames_send (w->links [i].socket, parts, sizes, 3, ZMQ_DONTWAIT);   /* best effort: next beat retries */
-    }
-}
-
-static void
-worker_bye (worker_t *w)
-{
-    for (size_t i = 0; i < w->nlinks; i++) {
-        if (!w->links [i].socket)
-            continue;
-        const void *parts [] = { CODEC_WORKER_PROTOCOL, "BYE" };
-        size_t sizes [] = { 4, 3 };
-        frames_send (w->links [i].socket, parts, sizes, 2, ZMQ_DONTWAIT);
-    }
-}
-
-static void
-worker_handle_link (worker_t *w, int li)
-{
-    link_t *l = &w->links [li];
-    frames_t f;
+    job_t job;
+    frames_t frames;
     codec_msg_t *msg = NULL;
     char err [256];
-    if (frames_recv (l->socket, &f, ZMQ_DONTWAIT) != 0)
-        return;
-    if (!frames_is (&f, 0, CODEC_WORKER_PROTOCOL) || f.count < 2) {
-        log_warning (NULL, NULL, "ignoring a malformed message from broker \"%s\"", l->endpoint);
-        goto out;
-    }
-    if (frames_is (&f, 1, "PING")) {
-        l->last_ping_ms = clock_mono_ms ();
-        int64_t partitions = 0;
-        if (f.total == 3 && codec_decode (frames_data (&f, 2), frames_size (&f, 2), &msg, err, sizeof err) == FR_OK
-        &&  codec_get_int (codec_msg_root (msg), "partitions", &partitions) == 1)
-            sweep_set_membership (w->sweep, w->cfg.worker_id, codec_get (codec_msg_root (msg), "workers"), partitions);
-        goto out;
-    }
-    if (!frames_is (&f, 1, "REQ") || f.total != 6 || frames_size (&f, 2) > 255 || frames_size (&f, 3) != 8
-    ||  frames_size (&f, 4) != 4) {
-        log_warning (NULL, NULL, "ignoring a malformed message from broker \"%s\" (%d frames)", l->endpoint, f.total);
-        goto out;
-    }
-    job_t job;
-    memset (&job, 0, sizeof job);
-    job.link = li;
-    job.client_len = frames_size (&f, 2);
-    memcpy (job.client, frames_data (&f, 2), job.client_len);
-    memcpy (job.seq, frames_data (&f, 3), 8);
-    const unsigned char *rem = frames_data (&f, 4);
-    int64_t remaining = ((int64_t) rem [0] << 24) | ((int64_t) rem [1] << 16) | ((int64_t) rem [2] << 8) | rem [3];
-    job.deadline_ms = clock_mono_ms () + remaining;
-    fr_status_t st = codec_decode (frames_data (&f, 5), frames_size (&f, 5), &msg, err, sizeof err);
-    if (st != FR_OK) {
-        worker_reply_error (w, &job, st, err, NULL, -1);
-        goto out;
-    }
-    requests_handle (w, &job, codec_msg_root (msg));
-out:
+    fr_status_t st = links_receive (w, li, &frames, &job, &msg, err, sizeof err);
+    if (st == FR_OK)
+        requests_handle (w, &job, codec_msg_root (msg));
+    else
+    if (st != FR_NOT_FOUND)
+        reply_error (w, &job, st, err, NULL, -1);       /* a request whose body does not decode */
     codec_msg_destroy (&msg);
-    frames_close (&f);
+    frames_close (&frames);
 }
 
 static void
@@ -589,12 +292,9 @@ worker_revalidate (worker_t *w, int64_t now)
 static void
 worker_tick (worker_t *w, int64_t now)
 {
-    if (w->ndns && now >= w->next_resolve_ms) {
-        worker_resolve (w);
-        w->next_resolve_ms = now + DNS_REFRESH_MS;
-    }
+    links_follow_dns (w, now);
     if (now >= w->next_hello_ms) {
-        worker_hello (w, w->draining);
+        links_hello (w, w->draining);
         w->next_hello_ms = now + w->cfg.heartbeat_ms;
     }
     if (!store_connected (w->store) && now >= w->next_db_retry_ms) {
@@ -612,7 +312,7 @@ worker_tick (worker_t *w, int64_t now)
     store_dispatch_notifies (w->store, on_notify, w);
     worker_revalidate (w, now);
     refresh_tick (w, now);
-    sweep_tick (w, now);
+    sweep_tick (w->sweep, w->store, w->catalog, w->draining, now, refresh_sweep_start, w);
     keystats_tick (w, now);
     /* metrics and readiness are published ten times a second, not once per loop turn */
     if (now < w->next_publish_ms)
@@ -636,7 +336,7 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
     int64_t drain_until = 0, drain_settle = 0;
     log_info (NULL, NULL, "worker \"%s\" serving %zu brokers%s", w->cfg.worker_id, w->nlinks,
               w->ndns ? " (and following their DNS names)" : "");
-    worker_hello (w, 0);
+    links_hello (w, 0);
     w->next_hello_ms = clock_mono_ms () + w->cfg.heartbeat_ms;
     while (*stop < 2) {
         int64_t now = clock_mono_ms ();
@@ -645,30 +345,20 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             w->draining = 1;
             drain_until = now + w->cfg.drain_ms;
             drain_settle = now + (w->cfg.heartbeat_ms < 500 ? w->cfg.heartbeat_ms : 500);
-            worker_hello (w, 1);
+            links_hello (w, 1);
             log_info (NULL, NULL, "draining: %zu refreshes in flight", refresh_count (w));
         }
         /* stay a moment after announcing the drain: requests the brokers routed before they
          * heard it are still arriving, and are served rather than re-dispatched */
-        size_t busy = refresh_count (w) + connect_count (w);
+        size_t busy = refresh_count (w) + calls_count (w);
         if (w->draining && now >= drain_settle && (busy == 0 || now >= drain_until)) {
             if (busy)
                 log_warning (NULL, NULL, "drain timed out with %zu refreshes and connect calls in flight", busy);
             break;
         }
         zmq_pollitem_t items [POLL_MAX];
-        int link_of [MAX_LINKS];
-        size_t n = 0;
-        for (size_t i = 0; i < w->nlinks; i++) {
-            if (!w->links [i].socket)
-                continue;
-            link_of [n] = (int) i;
-            items [n].socket = w->links [i].socket;
-            items [n].fd = 0;
-            items [n].events = ZMQ_POLLIN;
-            items [n].revents = 0;
-            n++;
-        }
+        int link_of [LINKS_MAX];
+        size_t n = links_pollitems (w, items, link_of, LINKS_MAX);
         size_t nlink_items = n;
         int db_fd = store_socket (w->store);
         size_t db_item = n;
@@ -713,20 +403,15 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         store_dispatch_notifies (w->store, on_notify, w);
         for (size_t i = 0; i < nlink_items; i++)
             for (int k = 0; k < 256 && (items [i].revents & ZMQ_POLLIN); k++) {
-                int ev = 0;
-                size_t evlen = sizeof ev;
-                worker_handle_link (w, link_of [i]);
+                worker_serve_link (w, link_of [i]);
                 /* a statement this request ran may have brought notifications with its result */
                 store_dispatch_notifies (w->store, on_notify, w);
-                if (!w->links [link_of [i]].socket)
-                    break;
-                zmq_getsockopt (w->links [link_of [i]].socket, ZMQ_EVENTS, &ev, &evlen);
-                if (!(ev & ZMQ_POLLIN))
+                if (!links_readable (w, link_of [i]))
                     break;
             }
         worker_tick (w, clock_mono_ms ());
     }
-    worker_bye (w);
+    links_bye (w);
     log_info (NULL, NULL, "worker \"%s\" stopped", w->cfg.worker_id);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* itest.c - shared helpers for the integration tests */
 #define _GNU_SOURCE
 #include "itest.h"
+#include <curl/curl.h>
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -289,4 +290,42 @@ itest_http_port (harness_t *h, const char *log_name)
         usleep (100000);
     }
     return -1;
+}
+
+static size_t
+metric_collect (char *data, size_t size, size_t n, void *arg)
+{
+    char *buf = arg;
+    size_t have = strlen (buf), add = size * n;
+    if (have + add < 262143) {
+        memcpy (buf + have, data, add);
+        buf [have + add] = '\0';
+    }
+    return size * n;
+}
+
+double
+itest_metric (harness_t *h, const char *log_name, const char *series)
+{
+    int port = itest_http_port (h, log_name);
+    if (port < 0)
+        return -1;
+    char url [128], *body = calloc (1, 262144);
+    double value = -1;
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, metric_collect);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
+    if (curl_easy_perform (c) == CURLE_OK) {
+        char needle [256];
+        snprintf (needle, sizeof needle, "\n%s ", series);
+        const char *p = strstr (body, needle);
+        if (p)
+            value = strtod (p + strlen (needle), NULL);
+    }
+    curl_easy_cleanup (c);
+    free (body);
+    return value;
 }

@@ -26,6 +26,10 @@ const char *itest_code (const json_t *reply);
 /* The HTTP port a process (its log, e.g. "broker0", "w1") last said it serves /metrics on,
  * waiting up to 5 s for the line; -1 when it never did. */
 int itest_http_port (harness_t *h, const char *log_name);
+/* The value of a series (its name with labels, as /metrics prints it, e.g.
+ * "ferrule_worker_commit_batch_size_count") at the /metrics of a process (its log name); -1 when
+ * the process serves none or the series is absent. */
+double itest_metric (harness_t *h, const char *log_name, const char *series);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
 /* Sets a raw ZeroMQ socket up (before its connect) as this process's client: the CURVE keys

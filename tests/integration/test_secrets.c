@@ -275,42 +275,6 @@ test_secrets_in_process (void **state)
     free (fp);
 }
 
-static size_t
-collect (char *data, size_t size, size_t n, void *arg)
-{
-    char *buf = arg;
-    size_t have = strlen (buf), add = size * n;
-    if (have + add < 65535) {
-        memcpy (buf + have, data, add);
-        buf [have + add] = '\0';
-    }
-    return size * n;
-}
-
-/* The value of an unlabelled series at a worker's /metrics, -1 when absent. */
-static long long
-metric (int port, const char *name)
-{
-    char url [128], *body = calloc (1, 65536);
-    long long value = -1;
-    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", port);
-    CURL *c = curl_easy_init ();
-    curl_easy_setopt (c, CURLOPT_URL, url);
-    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt (c, CURLOPT_WRITEDATA, body);
-    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
-    if (curl_easy_perform (c) == CURLE_OK) {
-        char needle [128];
-        snprintf (needle, sizeof needle, "\n%s ", name);
-        const char *p = strstr (body, needle);
-        if (p)
-            value = strtoll (p + strlen (needle), NULL, 10);
-    }
-    curl_easy_cleanup (c);
-    free (body);
-    return value;
-}
-
 /* Polls the series until it satisfies want (0: equal to zero, 1: above zero), 15 s at most:
  * the workers count every FERRULE_KEY_STATS_MS. */
 static long long
@@ -318,7 +282,7 @@ wait_metric (const char *worker, const char *name, int above_zero)
 {
     long long v = -1;
     for (int i = 0; i < 150; i++) {
-        v = metric (itest_http_port (h, worker), name);
+        v = (long long) itest_metric (h, worker, name);
         if (above_zero ? v > 0 : v == 0)
             break;
         usleep (100000);

@@ -1,0 +1,13 @@
+/* text.h - text that came from outside, made safe to quote in a message or a log line, and
+ * bytes as hex: the one place each is done */
+#ifndef FERRULE_TEXT_H
+#define FERRULE_TEXT_H
+#include <stddef.h>
+
+/* Copies at most max bytes of s (len bytes, or up to its NUL when len is (size_t) -1) into dst:
+ * printable ASCII kept, every other byte as '?', and "..." appended when s was cut. Always
+ * NUL-terminates (dstlen > 0). Returns dst. */
+char *text_printable (char *dst, size_t dstlen, const char *s, size_t len, size_t max);
+/* n bytes as 2n lower-case hex digits and a NUL into out (2n+1 bytes). */
+void text_hex (const unsigned char *in, size_t n, char *out);
+#endif

@@ -1,0 +1,203 @@
+/* test_group_commit.c - the claims and the commits of one loop turn go to the database together
+ * (one transaction, one round trip, one WAL flush each way), and that changes no guarantee:
+ *   - forty integrations refreshed at once: every one committed exactly once, in batches;
+ *   - one integration's row locked between its claim and its commit: the batch fails as a whole,
+ *     the other integrations' tokens are committed one by one at once, the locked one is kept and
+ *     committed when the lock goes, nothing is lost and nothing is refreshed twice. */
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <libpq-fe.h>
+#include <math.h>
+#include "clock.h"
+#include "itest.h"
+
+static harness_t *h;
+
+static int
+teardown (void **state)
+{
+    (void) state;
+    return h ? itest_teardown (&h) : 0;
+}
+
+static void
+start (const char *name, int latency_ms)
+{
+    h = harness_new (name);
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the batch sizes are in /metrics */
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    json_t *settings = json_pack ("{s:i}", "latency_ms", latency_ms);
+    itest_fake_config (h, "fakebox", settings);
+}
+
+/* n integrations "<prefix><i>", imported with a refresh token and no access token, so the first
+ * token request refreshes each; ids into ids (caller frees each). */
+static void
+import_many (const char *prefix, size_t n, char **ids)
+{
+    for (size_t i = 0; i < n; i++) {
+        assert_true (asprintf (&ids [i], "%s%zu", prefix, i) > 0);
+        char *rt = itest_grant (h, "fakebox", "[]");
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+}
+
+static long long
+count_sql (const char *fmt, const char *arg)
+{
+    char sql [512];
+    snprintf (sql, sizeof sql, fmt, arg);
+    return harness_sql_int (h, sql);
+}
+
+static void
+test_one_turn_shares_a_transaction (void **state)
+{
+    (void) state;
+    enum { N = 40 };
+    char *ids [N];
+    start ("group_commit", 300);          /* the answers come back together */
+    import_many ("gc:", N, ids);
+    /* a histogram nothing was observed in yet is not printed: 0 then */
+    double claims0 = fmax (0, itest_metric (h, "w1", "ferrule_worker_claim_batch_size_count"));
+    double commits0 = fmax (0, itest_metric (h, "w1", "ferrule_worker_commit_batch_size_count"));
+    double committed0 = fmax (0, itest_metric (h, "w1", "ferrule_worker_commit_batch_size_sum"));
+
+    const char *endpoint = harness_broker_frontend (h, 0);
+    json_t *replies = itest_storm (&endpoint, 1, (const char *const *) ids, N, N, 30000);
+    assert_non_null (replies);
+    for (size_t i = 0; i < N; i++) {
+        json_t *r = json_array_get (replies, i);
+        if (!r || !json_is_true (json_object_get (r, "ok")))
+            fail_msg ("request %zu for %s: %s", i, ids [i], r ? itest_code (r) : "no reply");
+    }
+    json_decref (replies);
+
+    /* every one refreshed exactly once and stored: generation 1 (import) + 1 */
+    assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id LIKE '%s%%' AND generation = 2", "gc:"), N);
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id LIKE '%s%%'"
+                                 " AND outcome = 'refreshed'", "gc:"), N);
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id LIKE '%s%%'"
+                                 " AND outcome = 'conflict'", "gc:"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+
+    /* and they went to the database together */
+    double claims = itest_metric (h, "w1", "ferrule_worker_claim_batch_size_count") - claims0;
+    double commits = itest_metric (h, "w1", "ferrule_worker_commit_batch_size_count") - commits0;
+    double committed = itest_metric (h, "w1", "ferrule_worker_commit_batch_size_sum") - committed0;
+    fprintf (stderr, "%d refreshes: %.0f claim transactions, %.0f commit transactions\n", N, claims, commits);
+    assert_true (committed == N);
+    assert_true (claims >= 1 && claims <= N / 2);      /* on average two or more claims per transaction */
+    assert_true (commits >= 1 && commits <= N / 2);
+    for (size_t i = 0; i < N; i++)
+        free (ids [i]);
+}
+
+/* In a child: waits until integration id holds a refresh lease (claimed, its provider call in
+ * flight), then locks its row for hold_ms in a session of its own. Exits 0 when it did. */
+static pid_t
+lock_after_claim (const char *id, int hold_ms)
+{
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid > 0)
+        return pid;
+    PGconn *c = PQconnectdb (harness_database_url (h));
+    if (PQstatus (c) != CONNECTION_OK)
+        _exit (2);
+    const char *values [] = { id };
+    int64_t until = clock_mono_ms () + 20000;
+    for (;;) {
+        if (clock_mono_ms () > until)
+            _exit (3);
+        PGresult *r = PQexecParams (c, "SELECT lease_owner IS NOT NULL FROM integrations WHERE id = $1", 1, NULL,
+                                    values, NULL, NULL, 0);
+        int leased = PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1
+                  && strcmp (PQgetvalue (r, 0, 0), "t") == 0;
+        PQclear (r);
+        if (leased)
+            break;
+        usleep (10000);
+    }
+    PQclear (PQexec (c, "BEGIN"));
+    PGresult *r = PQexecParams (c, "SELECT 1 FROM integrations WHERE id = $1 FOR UPDATE", 1, NULL, values, NULL,
+                                NULL, 0);
+    int locked = PQresultStatus (r) == PGRES_TUPLES_OK;
+    PQclear (r);
+    usleep ((useconds_t) hold_ms * 1000);
+    PQclear (PQexec (c, "COMMIT"));
+    PQfinish (c);
+    _exit (locked ? 0 : 4);
+}
+
+static void
+test_locked_row_holds_up_only_itself (void **state)
+{
+    (void) state;
+    enum { N = 10 };
+    char *ids [N];
+    start ("group_commit_lock", 2000);    /* claims, then 2 s of provider calls, then the commits */
+    import_many ("gl:", N, ids);
+
+    pid_t locker = lock_after_claim ("gl:3", 4000);
+    const char *endpoint = harness_broker_frontend (h, 0);
+    int64_t t0 = clock_mono_ms ();
+    json_t *replies = itest_storm (&endpoint, 1, (const char *const *) ids, N, N, 30000);
+    int64_t took = clock_mono_ms () - t0;
+    assert_non_null (replies);
+    int status = 0;
+    assert_int_equal (waitpid (locker, &status, 0), locker);
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 0);             /* the lock fell between claim and commit */
+    for (size_t i = 0; i < N; i++) {
+        json_t *r = json_array_get (replies, i);
+        if (i == 3)
+            continue;                                        /* it waited for the lock: either answer */
+        if (!r || !json_is_true (json_object_get (r, "ok")))
+            fail_msg ("request for %s: %s", ids [i], r ? itest_code (r) : "no reply");
+    }
+    json_decref (replies);
+    fprintf (stderr, "the storm took %lld ms with gl:3 locked\n", (long long) took);
+
+    /* the locked one's new tokens were kept and committed once the lock went */
+    int64_t until = clock_mono_ms () + 20000;
+    while (count_sql ("SELECT count(*) FROM integrations WHERE id = '%s' AND generation = 2", "gl:3") != 1
+           && clock_mono_ms () < until)
+        usleep (100000);
+    assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id LIKE '%s%%' AND generation = 2", "gl:"), N);
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id LIKE '%s%%'"
+                                 " AND outcome = 'refreshed'", "gl:"), N);
+    assert_true (itest_workdir_contains (h, "group commit of"));
+    /* and it works: the stored refresh token is the one the provider holds */
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "gl:3", NULL);
+    if (rc != 0)
+        fail_msg ("refresh of gl:3 after the lock: %s", itest_code (r));
+    json_decref (r);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    for (size_t i = 0; i < N; i++)
+        free (ids [i]);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_teardown (test_one_turn_shares_a_transaction, teardown),
+        cmocka_unit_test_teardown (test_locked_row_holds_up_only_itself, teardown),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}

@@ -1,0 +1,92 @@
+/* test_registry.c - the broker's view of its workers: heartbeats, draining, expiry, partition owners */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+#include "registry.h"
+
+static void
+test_seen_adds_once_and_assigns_every_partition (void **state)
+{
+    (void) state;
+    registry_t *r = registry_new (64, 3000);
+    assert_null (registry_owner (r, 0));                     /* nobody yet */
+    assert_int_equal (registry_seen (r, "w1", 0, 1000), 1);  /* the map changed */
+    assert_int_equal (registry_seen (r, "w1", 0, 1500), 0);  /* a heartbeat only */
+    assert_int_equal (registry_seen (r, "w2", 0, 1500), 1);
+    assert_int_equal (registry_count (r), 2);
+    assert_int_equal (registry_live_count (r), 2);
+    assert_int_equal (registry_partitions (r), 64);
+    assert_int_equal (registry_partitions_owned (r), 64);
+    int w1 = 0, w2 = 0;
+    for (uint32_t p = 0; p < 64; p++) {
+        const char *o = registry_owner (r, p);
+        assert_non_null (o);
+        w1 += strcmp (o, "w1") == 0;
+        w2 += strcmp (o, "w2") == 0;
+    }
+    assert_int_equal (w1 + w2, 64);
+    assert_true (w1 > 0 && w2 > 0);                          /* both own some */
+    registry_destroy (&r);
+    assert_null (r);
+}
+
+static void
+test_draining_worker_owns_nothing (void **state)
+{
+    (void) state;
+    registry_t *r = registry_new (32, 3000);
+    registry_seen (r, "a", 0, 0);
+    registry_seen (r, "b", 0, 0);
+    assert_int_equal (registry_seen (r, "b", 1, 10), 1);     /* draining changes the map */
+    assert_int_equal (registry_live_count (r), 1);
+    assert_int_equal (registry_count (r), 2);
+    assert_true (registry_known (r, "b"));
+    for (uint32_t p = 0; p < 32; p++)
+        assert_string_equal (registry_owner (r, p), "a");
+    int draining = 0;
+    int found = 0;
+    for (size_t i = 0; i < registry_count (r); i++)
+        if (strcmp (registry_worker_at (r, i, &draining), "b") == 0) {
+            found = 1;
+            assert_true (draining);
+        }
+    assert_true (found);
+    registry_destroy (&r);
+}
+
+static void
+test_expiry_and_removal (void **state)
+{
+    (void) state;
+    registry_t *r = registry_new (16, 3000);
+    char out [4][REGISTRY_MAX_WORKER_ID + 1];
+    registry_seen (r, "old", 0, 0);
+    registry_seen (r, "fresh", 0, 2500);
+    assert_int_equal (registry_expired (r, 2999, out, 4), 0);
+    size_t n = registry_expired (r, 3500, out, 4);
+    assert_int_equal (n, 1);
+    assert_string_equal (out [0], "old");
+    assert_int_equal (registry_remove (r, "old"), 1);
+    assert_int_equal (registry_remove (r, "old"), 0);
+    assert_false (registry_known (r, "old"));
+    for (uint32_t p = 0; p < 16; p++)
+        assert_string_equal (registry_owner (r, p), "fresh");
+    registry_remove (r, "fresh");
+    assert_null (registry_owner (r, 3));
+    assert_int_equal (registry_partitions_owned (r), 0);
+    registry_destroy (&r);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_seen_adds_once_and_assigns_every_partition),
+        cmocka_unit_test (test_draining_worker_owns_nothing),
+        cmocka_unit_test (test_expiry_and_removal),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}

@@ -1,0 +1,28 @@
+/* calls.h - the connect flow's provider calls in flight (a code exchange, a revocation): the
+ * request they answer, kept until the provider does */
+#ifndef FERRULE_CALLS_H
+#define FERRULE_CALLS_H
+#include "context.h"
+#include "ident.h"
+
+typedef enum { CALLS_EXCHANGE, CALLS_REVOKE } calls_kind_t;
+
+typedef struct call {
+    struct call *next;
+    worker_t *w;
+    calls_kind_t kind;
+    job_t job;
+    char id [IDENT_MAX + 1];
+    const catalog_provider_t *provider;     /* the catalog lives as long as the worker */
+    char state_hash [65];
+    char *redirect_uri;
+    char *requested_scopes;                 /* space-separated */
+    const char *token_kind;                 /* revocation: "refresh_token" or "access_token" */
+} call_t;
+
+call_t *calls_new (worker_t *w, calls_kind_t kind, const job_t *job, const char *id, const catalog_provider_t *p);
+void calls_free (worker_t *w, call_t *c);
+size_t calls_count (const worker_t *w);
+/* Frees every call (shutdown only). */
+void calls_abandon_all (worker_t *w);
+#endif

@@ -1,0 +1,114 @@
+/* context.h - the worker process's shared state: its configuration, a request in progress (job)
+ * and the worker itself. Private to worker/: every module of the worker includes it, and it
+ * includes only modules that know nothing of the worker (so no module's header leads back here). */
+#ifndef FERRULE_WORKER_CONTEXT_H
+#define FERRULE_WORKER_CONTEXT_H
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "breaker.h"
+#include "cache.h"
+#include "catalog.h"
+#include "codec.h"
+#include "crypto.h"
+#include "health.h"
+#include "metrics.h"
+#include "http.h"
+#include "journal.h"
+#include "store.h"
+#include "sweep.h"
+#include "curve.h"
+
+typedef struct {
+    const char *worker_id;
+    const char *database_url;
+    const char *backends;           /* comma-separated broker backend endpoints */
+    const char *providers_file;
+    const char *encryption_key;     /* secret */
+    const char *old_keys;           /* secret */
+    const char *journal_path;
+    int64_t heartbeat_ms;
+    int64_t default_min_valid;      /* seconds */
+    int64_t lease_ms;               /* must outlive a provider call: > http_timeout_ms */
+    int64_t http_connect_ms;
+    int64_t http_timeout_ms;
+    int64_t max_provider_body;
+    int64_t drain_ms;               /* how long a drain may take before exiting anyway */
+    int64_t hwm;
+    const char *http_bind;          /* /healthz, /readyz, /metrics; NULL: not served */
+    int64_t connect_state_ttl_s;    /* how long a connect's state stays usable */
+    int64_t backoff_base_ms;        /* first delay after a transient failure; doubles, with jitter */
+    int64_t backoff_max_ms;
+    int64_t breaker_min_failures;
+    int64_t breaker_window_ms;
+    int64_t breaker_open_ms;
+    int64_t cache_revalidate_ms;    /* a cached entry older than this is checked against the database */
+    store_limits_t db;
+    sweep_config_t sweep;
+    const char *fingerprint_key;    /* secret; NULL: derived from the encryption key */
+    int64_t key_stats_ms;           /* how often values sealed with retired keys are counted */
+    int64_t admin_rate_burst;       /* refresh and connect calls per integration: bucket size */
+    int64_t admin_rate_per_min;     /* and refill rate */
+    const curve_identity_t *curve;  /* this worker's key and the pinned broker key, or plaintext */
+} worker_config_t;
+
+/* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
+typedef struct job {
+    struct job *next;
+    int      link;
+    unsigned char client [256];
+    size_t   client_len;
+    unsigned char seq [8];
+    char     rid [65];
+    int64_t  deadline_ms;           /* monotonic */
+    int64_t  min_valid;             /* seconds, for token */
+    int      forced;                /* refresh: whatever the token's remaining life */
+    char     op [16];               /* for metrics */
+} job_t;
+
+typedef struct link link_t;
+typedef struct refresh refresh_t;
+
+typedef struct worker {
+    worker_config_t cfg;
+    void *ctx;
+    link_t *links;
+    size_t nlinks;
+    char *dns [8];                  /* dns+tcp:// broker names, resolved again every 30 s */
+    size_t ndns;
+    int64_t next_resolve_ms;
+    crypto_keyring_t *keyring;
+    catalog_t *catalog;
+    store_t *store;
+    cache_t *cache;
+    http_t *http;
+    journal_t *journal;
+    breaker_t *breaker;
+    sweep_t *sweep;
+    codec_builder_t *out;
+    metrics_t *metrics;
+    health_t *health;
+    struct {
+        metrics_series_t *cache_hits, *cache_misses, *lease_waits, *refresh_seconds, *partitions_owned,
+                         *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok,
+                         *journal_window, *revalidated_stale, *claim_batch, *commit_batch;
+        metrics_series_t *values_on_old_keys;   /* keystats.c */
+    } m;
+    refresh_t *refreshes;           /* every refresh in progress */
+    struct call *calls;             /* calls.c: code exchanges and revocations in flight */
+    int draining;
+    int started_db;                 /* journal replayed and leases released for this run */
+    int64_t woke_us;                /* monotonic: when the loop's poll last returned */
+    int64_t next_revalidate_ms;
+    int64_t next_replay_ms;
+    int replay_failed;              /* scratch of worker_startup_db */
+    int64_t next_hello_ms;
+    int64_t next_publish_ms;
+    int64_t next_db_retry_ms;
+    int64_t next_keystats_ms;       /* keystats.c */
+    int64_t keystats_integrations;  /* keystats.c: the last count, valid when keystats_counted */
+    int64_t keystats_connects;
+    int     keystats_counted;
+    struct ratelimit *admin_rate;   /* ratelimit.c: refresh and connect per integration */
+} worker_t;
+#endif

@@ -1,0 +1,310 @@
+/* links.c - the worker's links to the brokers: one DEALER per broker (a DEALER connected to
+ * several endpoints would round-robin its sends), brokers found by DNS followed as they come and
+ * go, the HELLO/BYE heartbeat, requests read off a link and replies sent back on it */
+#include "links.h"
+#include "clock.h"
+#include "frames.h"
+#include "log.h"
+#include "mem.h"
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <string.h>
+#include <unistd.h>
+#include <zmq.h>
+
+struct link {
+    void *socket;                   /* NULL once closed: the slot keeps its index for jobs in flight */
+    char endpoint [256];
+    int64_t last_ping_ms;
+    int from_dns;                   /* index+1 of the dns+tcp:// name it was resolved from, 0 static */
+    int seen;                       /* scratch for a resolution round */
+};
+
+#define DNS_REFRESH_MS 30000
+
+/* Opens a DEALER to one broker, in a free slot; returns the link index or -1. */
+static int
+link_open (worker_t *w, const char *endpoint, int from_dns, char *err, size_t errlen)
+{
+    size_t i;
+    for (i = 0; i < w->nlinks; i++)
+        if (!w->links [i].socket)
+            break;
+    if (i == w->nlinks) {
+        if (w->nlinks == LINKS_MAX) {
+            snprintf (err, errlen, "more than %d broker endpoints", LINKS_MAX);
+            return -1;
+        }
+        w->nlinks++;
+    }
+    link_t *l = &w->links [i];
+    memset (l, 0, sizeof *l);
+    l->socket = zmq_socket (w->ctx, ZMQ_DEALER);
+    frames_socket_defaults (l->socket, (int) w->cfg.hwm, CODEC_MAX_BODY + 1024);
+    zmq_setsockopt (l->socket, ZMQ_ROUTING_ID, w->cfg.worker_id, strlen (w->cfg.worker_id));
+    if (curve_apply_client (l->socket, w->cfg.curve) != 0) {          /* pins the broker's key */
+        snprintf (err, errlen, "could not set up CURVE for broker \"%s\": %s", endpoint, zmq_strerror (errno));
+        zmq_close (l->socket);
+        l->socket = NULL;
+        return -1;
+    }
+    snprintf (l->endpoint, sizeof l->endpoint, "%s", endpoint);
+    l->from_dns = from_dns;
+    if (zmq_connect (l->socket, endpoint) != 0) {
+        snprintf (err, errlen, "could not connect to broker \"%s\": %s", endpoint, zmq_strerror (errno));
+        zmq_close (l->socket);
+        l->socket = NULL;
+        return -1;
+    }
+    log_info (NULL, NULL, "connected to broker \"%s\"", endpoint);
+    return (int) i;
+}
+
+
+/* dns+tcp://NAME:PORT: connect to every address NAME resolves to, and follow changes (a
+ * headless Kubernetes Service lists every broker pod). */
+static void
+links_resolve (worker_t *w)
+{
+    for (size_t d = 0; d < w->ndns; d++) {
+        char host [256], port [16];
+        const char *spec = w->dns [d] + strlen ("dns+tcp://");
+        const char *colon = strrchr (spec, ':');
+        if (!colon || colon == spec || (size_t) (colon - spec) >= sizeof host || strlen (colon + 1) >= sizeof port)
+            continue;
+        memcpy (host, spec, (size_t) (colon - spec));
+        host [colon - spec] = '\0';
+        snprintf (port, sizeof port, "%s", colon + 1);
+        struct addrinfo hints, *res = NULL;
+        memset (&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        int rc = getaddrinfo (host, port, &hints, &res);
+        if (rc != 0) {
+            log_warning (NULL, NULL, "could not resolve brokers \"%s\": %s; keeping %s", w->dns [d], gai_strerror (rc),
+                         "the brokers already known");
+            continue;
+        }
+        for (size_t i = 0; i < w->nlinks; i++)
+            w->links [i].seen = 0;
+        for (struct addrinfo *a = res; a; a = a->ai_next) {
+            char ip [INET6_ADDRSTRLEN], endpoint [300];
+            if (a->ai_family == AF_INET)
+                inet_ntop (AF_INET, &((struct sockaddr_in *) a->ai_addr)->sin_addr, ip, sizeof ip);
+            else
+            if (a->ai_family == AF_INET6)
+                inet_ntop (AF_INET6, &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr, ip, sizeof ip);
+            else
+                continue;
+            snprintf (endpoint, sizeof endpoint, a->ai_family == AF_INET6 ? "tcp://[%s]:%s" : "tcp://%s:%s", ip, port);
+            int found = 0;
+            for (size_t i = 0; i < w->nlinks; i++)
+                if (w->links [i].socket && strcmp (w->links [i].endpoint, endpoint) == 0) {
+                    w->links [i].seen = 1;
+                    found = 1;
+                }
+            if (!found) {
+                char err [256];
+                int li = link_open (w, endpoint, (int) d + 1, err, sizeof err);
+                if (li < 0)
+                    log_warning (NULL, NULL, "%s", err);
+                else {
+                    w->links [li].seen = 1;
+                    w->next_hello_ms = 0;       /* introduce ourselves to the new broker now */
+                }
+            }
+        }
+        freeaddrinfo (res);
+        for (size_t i = 0; i < w->nlinks; i++) {
+            link_t *l = &w->links [i];
+            if (l->socket && l->from_dns == (int) d + 1 && !l->seen) {
+                log_info (NULL, NULL, "broker \"%s\" no longer listed under \"%s\"; disconnecting", l->endpoint, w->dns [d]);
+                zmq_close (l->socket);
+                l->socket = NULL;
+            }
+        }
+    }
+}
+
+fr_status_t
+links_setup (worker_t *w, const char *backends, char *err, size_t errlen)
+{
+    char list [4096];
+    snprintf (list, sizeof list, "%s", backends);
+    w->links = mem_alloc (LINKS_MAX * sizeof *w->links);
+    for (char *save = NULL, *ep = strtok_r (list, ",", &save); ep; ep = strtok_r (NULL, ",", &save)) {
+        while (*ep == ' ')
+            ep++;
+        if (!*ep)
+            continue;
+        if (strncmp (ep, "dns+tcp://", 10) == 0) {
+            if (w->ndns == LINKS_MAX_DNS_NAMES) {
+                snprintf (err, errlen, "more than %d dns+tcp:// names in FERRULE_BROKER_BACKENDS", LINKS_MAX_DNS_NAMES);
+                return FR_CONFIGURATION;
+            }
+            w->dns [w->ndns++] = mem_strdup (ep);
+        }
+        else
+        if (link_open (w, ep, 0, err, errlen) < 0)
+            return FR_CONFIGURATION;
+    }
+    if (w->ndns) {
+        links_resolve (w);
+        w->next_resolve_ms = clock_mono_ms () + DNS_REFRESH_MS;
+    }
+    if (w->nlinks == 0 && w->ndns == 0) {
+        snprintf (err, errlen, "no broker endpoints: set FERRULE_BROKER_BACKENDS");
+        return FR_CONFIGURATION;
+    }
+    return FR_OK;
+}
+
+void
+links_close_all (worker_t *w)
+{
+    for (size_t i = 0; w->links && i < w->nlinks; i++)
+        if (w->links [i].socket) {
+            /* let the goodbye and the last replies leave before the socket goes */
+            int linger = 500;
+            zmq_setsockopt (w->links [i].socket, ZMQ_LINGER, &linger, sizeof linger);
+            zmq_close (w->links [i].socket);
+            w->links [i].socket = NULL;
+        }
+    mem_free (w->links);
+    w->links = NULL;
+    for (size_t i = 0; i < w->ndns; i++)
+        mem_free (w->dns [i]);
+    w->ndns = 0;
+}
+
+void
+links_follow_dns (worker_t *w, int64_t now)
+{
+    if (w->ndns && now >= w->next_resolve_ms) {
+        links_resolve (w);
+        w->next_resolve_ms = now + DNS_REFRESH_MS;
+    }
+}
+
+size_t
+links_pollitems (worker_t *w, zmq_pollitem_t *items, int *link_of, size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < w->nlinks && n < max; i++) {
+        if (!w->links [i].socket)
+            continue;
+        link_of [n] = (int) i;
+        items [n].socket = w->links [i].socket;
+        items [n].fd = 0;
+        items [n].events = ZMQ_POLLIN;
+        items [n].revents = 0;
+        n++;
+    }
+    return n;
+}
+
+int
+links_readable (worker_t *w, int li)
+{
+    int ev = 0;
+    size_t evlen = sizeof ev;
+    if (li < 0 || (size_t) li >= w->nlinks || !w->links [li].socket)
+        return 0;
+    zmq_getsockopt (w->links [li].socket, ZMQ_EVENTS, &ev, &evlen);
+    return (ev & ZMQ_POLLIN) != 0;
+}
+
+/* The reply, and its outcome code ("ok" or the error's) for the broker's audit log. */
+void
+links_send (worker_t *w, const job_t *job, const char *body, size_t len, const char *outcome)
+{
+    if (job->link < 0 || (size_t) job->link >= w->nlinks || !w->links [job->link].socket)
+        return;                 /* a background job, or the broker it came through is gone */
+    const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body, outcome };
+    size_t sizes [] = { 4, 3, job->client_len, 8, len, strlen (outcome) };
+    if (frames_send (w->links [job->link].socket, parts, sizes, 6, ZMQ_DONTWAIT) != 0)
+        log_warning (NULL, job->rid, "could not send a reply to broker \"%s\": %s",
+                     w->links [job->link].endpoint, zmq_strerror (errno));
+}
+
+void
+links_hello (worker_t *w, int draining)
+{
+    char body [256];
+    codec_builder_t *o = w->out;
+    codec_builder_reset (o);
+    codec_map (o, 3);
+    codec_kv_str (o, "worker", w->cfg.worker_id);
+    codec_kv_int (o, "pid", (int64_t) getpid ());
+    codec_kv_bool (o, "draining", draining);
+    size_t len;
+    const char *data = codec_builder_data (o, &len);
+    memcpy (body, data, len < sizeof body ? len : sizeof body);
+    for (size_t i = 0; i < w->nlinks; i++) {
+        if (!w->links [i].socket)
+            continue;
+        const void *parts [] = { CODEC_WORKER_PROTOCOL, "HELLO", body };
+        size_t sizes [] = { 4, 5, len };
+        frames_send (w->links [i].socket, parts, sizes, 3, ZMQ_DONTWAIT);   /* best effort: next beat retries */
+    }
+}
+
+void
+links_bye (worker_t *w)
+{
+    for (size_t i = 0; i < w->nlinks; i++) {
+        if (!w->links [i].socket)
+            continue;
+        const void *parts [] = { CODEC_WORKER_PROTOCOL, "BYE" };
+        size_t sizes [] = { 4, 3 };
+        frames_send (w->links [i].socket, parts, sizes, 2, ZMQ_DONTWAIT);
+    }
+}
+
+fr_status_t
+links_receive (worker_t *w, int li, frames_t *frames, job_t *job, codec_msg_t **msg, char *err, size_t errlen)
+{
+    link_t *l = &w->links [li];
+    frames_t f;
+    fr_status_t st = FR_NOT_FOUND;
+    memset (job, 0, sizeof *job);
+    job->link = -1;
+    *msg = NULL;
+    frames->count = 0;
+    if (frames_recv (l->socket, &f, ZMQ_DONTWAIT) != 0)
+        return FR_NOT_FOUND;
+    if (!frames_is (&f, 0, CODEC_WORKER_PROTOCOL) || f.count < 2) {
+        log_warning (NULL, NULL, "ignoring a malformed message from broker \"%s\"", l->endpoint);
+        goto out;
+    }
+    if (frames_is (&f, 1, "PING")) {
+        l->last_ping_ms = clock_mono_ms ();
+        int64_t partitions = 0;
+        codec_msg_t *ping = NULL;
+        if (f.total == 3 && codec_decode (frames_data (&f, 2), frames_size (&f, 2), &ping, err, errlen) == FR_OK
+        &&  codec_get_int (codec_msg_root (ping), "partitions", &partitions) == 1)
+            sweep_set_membership (w->sweep, w->cfg.worker_id, codec_get (codec_msg_root (ping), "workers"), partitions);
+        codec_msg_destroy (&ping);
+        goto out;
+    }
+    if (!frames_is (&f, 1, "REQ") || f.total != 6 || frames_size (&f, 2) > 255 || frames_size (&f, 3) != 8
+    ||  frames_size (&f, 4) != 4) {
+        log_warning (NULL, NULL, "ignoring a malformed message from broker \"%s\" (%d frames)", l->endpoint, f.total);
+        goto out;
+    }
+    job->link = li;
+    job->client_len = frames_size (&f, 2);
+    memcpy (job->client, frames_data (&f, 2), job->client_len);
+    memcpy (job->seq, frames_data (&f, 3), 8);
+    job->deadline_ms = clock_mono_ms () + (int64_t) frames_get_u32 (frames_data (&f, 4));
+    st = codec_decode (frames_data (&f, 5), frames_size (&f, 5), msg, err, errlen);
+    *frames = f;            /* the decoded body points into the frames: the caller closes them after */
+    return st;
+out:
+    frames_close (&f);
+    return st;
+}

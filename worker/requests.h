@@ -1,0 +1,9 @@
+/* requests.h - one request from a broker: decoded, checked, and run by its operation */
+#ifndef FERRULE_REQUESTS_H
+#define FERRULE_REQUESTS_H
+#include "context.h"
+
+/* Reads the request's id and operation and runs it; every path answers job exactly once (now, or
+ * when the refresh or provider call it joined ends). */
+void requests_handle (worker_t *w, job_t *job, const msgpack_object *root);
+#endif

@@ -1,0 +1,165 @@
+/* scopes.c - granted scopes against needed ones; upstream insufficient_scope reports */
+#include "scopes.h"
+#include "fields.h"
+#include "reply.h"
+#include "store_connect.h"
+#include "log.h"
+#include "mem.h"
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_WWW_AUTH        4096
+#define MAX_ERROR_LEN       128
+
+int
+scopes_granted (const char *granted, const char *scope)
+{
+    static const char google_alias [] = "/auth/userinfo.";
+    const size_t alen = sizeof google_alias - 1;
+    size_t slen = strlen (scope), len;
+    int short_openid = strcmp (scope, "email") == 0 || strcmp (scope, "profile") == 0;
+    const char *p = granted ? granted : "", *word;
+    while ((word = codec_next_word (&p, &len))) {
+        if (len == slen && memcmp (word, scope, len) == 0)
+            return 1;
+        if (short_openid && len > alen + slen) {
+            const char *tail = word + len - (alen + slen);
+            if (memcmp (tail, google_alias, alen) == 0 && memcmp (tail + alen, scope, slen) == 0)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+int
+scopes_missing (const char *wanted, const char *granted, char *out, size_t outlen)
+{
+    const char *p = wanted ? wanted : "", *word;
+    size_t len, n = 0;
+    int count = 0;
+    char scope [FIELDS_MAX_SCOPE_LEN + 1];
+    out [0] = '\0';
+    while ((word = codec_next_word (&p, &len))) {
+        if (len > FIELDS_MAX_SCOPE_LEN)
+            continue;
+        memcpy (scope, word, len);
+        scope [len] = '\0';
+        if (scopes_granted (granted, scope))
+            continue;
+        count++;
+        if (n < outlen)
+            n += (size_t) snprintf (out + n, outlen - n, "%s\"%s\"", n ? ", " : "", scope);
+    }
+    return count;
+}
+
+int
+scopes_require (worker_t *w, const job_t *job, const msgpack_object *root, const cache_entry_t *e)
+{
+    char *wanted = NULL, missing [600], message [900];
+    int r = fields_scopes (w, job, root, "require_scopes", SCOPES_MAX, &wanted);
+    if (r <= 0)
+        return r;
+    int n = scopes_missing (wanted, e->scopes, missing, sizeof missing);
+    mem_free (wanted);
+    if (n == 0)
+        return 0;
+    snprintf (message, sizeof message, "integration \"%s\" was not granted the required scope%s %s (granted: %s)",
+              e->id, n == 1 ? "" : "s", missing, e->scopes && *e->scopes ? e->scopes : "none");
+    reply_error (w, job, FR_INSUFFICIENT_SCOPE, message,
+                        "disconnect and reconnect the integration (with --scope for each scope it needs), and accept "
+                        "all requested permissions on the provider's consent screen", -1);
+    return -1;
+}
+
+/* The value of auth-param name in a WWW-Authenticate header (quoted or token) into out. */
+static int
+auth_param (const char *header, const char *name, char *out, size_t outlen)
+{
+    size_t nlen = strlen (name);
+    for (const char *p = header; *p; p++) {
+        if (strncasecmp (p, name, nlen) != 0)
+            continue;
+        if (p != header && p [-1] != ' ' && p [-1] != ',' && p [-1] != '\t')
+            continue;
+        const char *v = p + nlen;
+        while (*v == ' ')
+            v++;
+        if (*v != '=')
+            continue;
+        v++;
+        while (*v == ' ')
+            v++;
+        size_t n = 0;
+        if (*v == '"') {
+            for (v++; *v && *v != '"' && n + 1 < outlen; v++) {
+                if (*v == '\\' && v [1])
+                    v++;
+                out [n++] = *v;
+            }
+        }
+        else
+            for (; *v && *v != ',' && *v != ' ' && n + 1 < outlen; v++)
+                out [n++] = *v;
+        out [n] = '\0';
+        return n > 0;
+    }
+    return 0;
+}
+
+void
+scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
+{
+    char *scope = NULL, *header = NULL;
+    char from_header [FIELDS_MAX_SCOPE_LEN * 4], herror [MAX_ERROR_LEN + 1] = "", detail [1200], err [512];
+    reply_warnings_t ws = { .count = 0 };
+    store_row_t row;
+    store_extra_t x;
+    fr_status_t st;
+
+    if (fields_str (w, job, root, "scope", sizeof from_header - 1, 1, &scope) < 0
+    ||  fields_str (w, job, root, "www_authenticate", MAX_WWW_AUTH, 1, &header) < 0)
+        goto out;
+    if (!scope && header && auth_param (header, "scope", from_header, sizeof from_header))
+        scope = mem_strdup (from_header);
+    if (header)
+        auth_param (header, "error", herror, sizeof herror);
+    int ok = scope != NULL;
+    const char *p = scope ? scope : "", *word;
+    size_t len, count = 0;
+    while (ok && (word = codec_next_word (&p, &len))) {
+        ok = fields_scope_token_ok (word, len);
+        count++;
+    }
+    if (!ok || count == 0) {
+        reply_error (w, job, FR_BAD_REQUEST,
+                            scope ? "\"scope\" must hold scope names separated by spaces, without quotes"
+                                  : "\"scope\" is required (or a \"www_authenticate\" header with a scope parameter)",
+                            NULL, -1);
+        goto out;
+    }
+    snprintf (detail, sizeof detail, "an upstream API answered %s; it needs scope \"%s\"",
+              herror [0] ? herror : "insufficient_scope", scope);
+    if ((st = store_report_scope (w->store, id, scope, detail, err, sizeof err)) != FR_OK) {
+        reply_store_error (w, job, st, err);
+        goto out;
+    }
+    log_warning (id, job->rid, "scope reported missing by a caller: %s", detail);
+    if ((st = store_load_full (w->store, id, &row, &x, err, sizeof err)) != FR_OK) {
+        reply_store_error (w, job, st, err);
+        goto out;
+    }
+    char missing [600];
+    if (scopes_missing (scope, row.scopes, missing, sizeof missing) == 0)
+        reply_warn (&ws, "scope_already_granted",
+                  "the upstream API may need another scope, or the provider's OAuth app lacks the permission: "
+                  "check the API's documentation and the app's configured scopes",
+                  "integration \"%s\" already holds \"%s\" in its grant", id, scope);
+    reply_with_integration (w, job, FR_OK, NULL, NULL, &row, &x, &ws, -1);
+    store_row_clear (&row);
+    store_extra_clear (&x);
+out:
+    mem_free (scope);
+    mem_free (header);
+}

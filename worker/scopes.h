@@ -1,0 +1,20 @@
+/* scopes.h - what an integration was granted against what a caller needs: the require_scopes
+ * check of the token operation, and upstream insufficient_scope reports (op report_scope) */
+#ifndef FERRULE_SCOPES_H
+#define FERRULE_SCOPES_H
+#include "context.h"
+
+#define SCOPES_MAX 64                /* scopes in one connect or require_scopes */
+
+/* 1 when scope is among granted (scopes separated by spaces or commas). A short OpenID scope
+ * ("email", "profile") also counts as granted by Google's ".../auth/userinfo.<scope>". */
+int scopes_granted (const char *granted, const char *scope);
+/* The scopes of wanted (separated by spaces) that granted lacks, as "\"a\", \"b\"" in out; how many. */
+int scopes_missing (const char *wanted, const char *granted, char *out, size_t outlen);
+
+/* op "token" with "require_scopes": 0 when the entry's scopes hold every one, -1 when a reply
+ * (bad_request or insufficient_scope) was sent. Makes no provider call. */
+int scopes_require (worker_t *w, const job_t *job, const msgpack_object *root, const cache_entry_t *e);
+/* op "report_scope": records an upstream 403 insufficient_scope a caller saw. */
+void scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *id);
+#endif

@@ -1,0 +1,362 @@
+/* store_connect.c - the connect flow's statements: pending_authorizations, the connect columns
+ * of integrations, the upsert that stores a connection, disconnect, scope reports */
+#include "store_connect.h"
+#include "store_internal.h"
+#include "clock.h"
+#include "mem.h"
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+fr_status_t
+store_load_extra (store_t *s, const char *id, store_extra_t *x, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { id };
+    memset (x, 0, sizeof *x);
+    PGresult *res = store_exec (s,
+        "SELECT refresh_token_missing AND refresh_token IS NULL, array_to_string(requested_scopes, ' '),"
+        " scope_report, COALESCE(extract(epoch FROM scope_report_at)::bigint, 0),"
+        " COALESCE(extract(epoch FROM disconnected_at)::bigint, 0)"
+        " FROM integrations WHERE id = $1",
+        1, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    if (PQntuples (res) == 0) {
+        snprintf (err, errlen, "integration \"%s\" does not exist", id);
+        PQclear (res);
+        return FR_NOT_FOUND;
+    }
+    x->refresh_token_missing = store_bool_at (res, 0, 0);
+    x->requested_scopes = store_text_at (res, 0, 1);
+    x->scope_report = store_text_at (res, 0, 2);
+    x->scope_report_at = store_int_at (res, 0, 3);
+    x->disconnected_at = store_int_at (res, 0, 4);
+    PQclear (res);
+    return FR_OK;
+}
+
+void
+store_extra_clear (store_extra_t *x)
+{
+    mem_free (x->requested_scopes);
+    mem_free (x->scope_report);
+    memset (x, 0, sizeof *x);
+}
+
+fr_status_t
+store_load_full (store_t *s, const char *id, store_row_t *row, store_extra_t *x, char *err, size_t errlen)
+{
+    memset (x, 0, sizeof *x);
+    fr_status_t st = store_load (s, id, row, err, errlen);
+    if (st == FR_OK && (st = store_load_extra (s, id, x, err, errlen)) != FR_OK)
+        store_row_clear (row);
+    return st;
+}
+
+fr_status_t
+store_upsert (store_t *s, const store_upsert_t *u, int64_t *generation, char **prev_status, char *err, size_t errlen)
+{
+    fr_status_t st;
+    char key [32], exp [32], life [32];
+    snprintf (key, sizeof key, "%" PRId32, u->key_id);
+    snprintf (exp, sizeof exp, "%" PRId64, u->access_expires_at);
+    snprintf (life, sizeof life, "%" PRId64, u->access_lifetime_s);
+    *prev_status = NULL;
+    const char *values [] = { u->id, u->provider, key, (const char *) u->access_ct, u->access_ct ? exp : NULL,
+                              (const char *) u->refresh_ct, u->refresh_ct ? u->refresh_fingerprint : NULL,
+                              u->scopes ? u->scopes : "", u->requested_scopes, u->refresh_ct ? "false" : "true",
+                              store_worker_id (s), u->detail, u->state_hash,
+                              u->access_ct && u->access_lifetime_s > 0 ? life : NULL, u->outcome };
+    int lengths [] = { 0, 0, 0, (int) u->access_ct_len, 0, (int) u->refresh_ct_len, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
+    PGresult *res = store_exec (s,
+        "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */
+        " u AS ("
+        "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at,"
+        "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing,"
+        "    access_lifetime_s)"
+        "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1,"
+        "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer)"
+        "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active',"
+        "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token,"
+        "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token,"
+        "    refresh_fingerprint = EXCLUDED.refresh_fingerprint, generation = integrations.generation + 1,"
+        "    scopes = EXCLUDED.scopes,"
+        "    requested_scopes = COALESCE(EXCLUDED.requested_scopes, integrations.requested_scopes),"
+        "    refresh_token_missing = EXCLUDED.refresh_token_missing, scope_report = NULL, scope_report_at = NULL,"
+        "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
+        "    access_lifetime_s = EXCLUDED.access_lifetime_s,"
+        "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
+        "  RETURNING generation),"
+        " c AS ("
+        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
+        "  SELECT $1, u.generation, $11, $15, $7,"
+        "    COALESCE('re' || $12 || ' (was ' || (SELECT status FROM prev) || ')', $12) FROM u RETURNING generation),"
+        " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12 WHERE state_hash = $13)"
+        " SELECT c.generation, (SELECT status FROM prev), pg_notify('" STORE_NOTIFY_CHANNEL "', $11 || ' ' || $1) FROM c",
+        15, values, lengths, formats, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    if (PQntuples (res) != 1) {
+        snprintf (err, errlen, "no row written");
+        PQclear (res);
+        return FR_INTERNAL;
+    }
+    *generation = store_int_at (res, 0, 0);
+    *prev_status = store_text_at (res, 0, 1);
+    PQclear (res);
+    return FR_OK;
+}
+
+fr_status_t
+store_pending_insert (store_t *s, const store_pending_new_t *p, int64_t *expires_at, char *err, size_t errlen)
+{
+    fr_status_t st;
+    char key [32], ttl [32];
+    snprintf (key, sizeof key, "%" PRId32, p->key_id);
+    snprintf (ttl, sizeof ttl, "%" PRId64, p->ttl_s);
+    const char *values [] = { p->state_hash, p->integration, p->provider, p->redirect_uri, p->scopes ? p->scopes : "",
+                              p->verifier_ct ? key : NULL, (const char *) p->verifier_ct, ttl };
+    int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0 };
+    int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0 };
+    PGresult *res = store_exec (s,
+        /* the runtime role may not DELETE: spent states older than a day go through a
+           function owned by the schema owner (migrations/004_least_privilege.sql) */
+        "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes,"
+        "  key_id, code_verifier, expires_at)"
+        " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second'"
+        " FROM (SELECT ferrule_gc_pending_authorizations ()) gc"
+        " RETURNING extract(epoch FROM expires_at)::bigint",
+        8, values, lengths, formats, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    *expires_at = store_int_at (res, 0, 0);
+    PQclear (res);
+    return FR_OK;
+}
+
+fr_status_t
+store_pending_take (store_t *s, const char *state_hash, store_pending_t *pd, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { state_hash };
+    char when [32];
+    memset (pd, 0, sizeof *pd);
+    PGresult *res = store_exec (s,
+        "UPDATE pending_authorizations SET used_at = now()"
+        " WHERE state_hash = $1 AND used_at IS NULL AND expires_at > now()"
+        " RETURNING integration_id, provider, redirect_uri, array_to_string(requested_scopes, ' '), key_id, code_verifier",
+        1, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    if (PQntuples (res) == 1) {
+        pd->integration = store_text_at (res, 0, 0);
+        pd->provider = store_text_at (res, 0, 1);
+        pd->redirect_uri = store_text_at (res, 0, 2);
+        pd->scopes = store_text_at (res, 0, 3);
+        pd->key_id = (int32_t) store_int_at (res, 0, 4);
+        pd->verifier_ct = store_bytea_at (res, 0, 5, &pd->verifier_ct_len);
+        PQclear (res);
+        return FR_OK;
+    }
+    PQclear (res);
+    /* why not: for the message only; the state stays unusable either way */
+    res = store_exec (s,
+        "SELECT integration_id, used_at IS NOT NULL, extract(epoch FROM COALESCE(used_at, expires_at))::bigint"
+        " FROM pending_authorizations WHERE state_hash = $1",
+        1, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    if (PQntuples (res) == 0)
+        snprintf (err, errlen, "the callback's state is not one this service issued, or it is older than a day: "
+                  "the connect flow cannot be finished");
+    else
+    if (store_bool_at (res, 0, 1))
+        snprintf (err, errlen, "the callback for integration \"%s\" was already used at %s: a callback URL works "
+                  "once (it was reloaded, or opened twice)", PQgetvalue (res, 0, 0),
+                  clock_rfc3339 (store_int_at (res, 0, 2), when, sizeof when));
+    else
+        snprintf (err, errlen, "the connect flow for integration \"%s\" expired at %s, before the callback came",
+                  PQgetvalue (res, 0, 0), clock_rfc3339 (store_int_at (res, 0, 2), when, sizeof when));
+    PQclear (res);
+    return FR_STATE_INVALID;
+}
+
+void
+store_pending_clear (store_pending_t *pd)
+{
+    mem_free (pd->integration);
+    mem_free (pd->provider);
+    mem_free (pd->redirect_uri);
+    mem_free (pd->scopes);
+    if (pd->verifier_ct)
+        mem_wipe (pd->verifier_ct, pd->verifier_ct_len);
+    mem_free (pd->verifier_ct);
+    memset (pd, 0, sizeof *pd);
+}
+
+fr_status_t
+store_pending_failed (store_t *s, const char *state_hash, const char *id, const char *outcome, const char *detail,
+                      char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { state_hash, outcome, detail, id, store_worker_id (s) };
+    PGresult *res = store_exec (s,
+        "WITH p AS (UPDATE pending_authorizations SET outcome = $2, outcome_detail = $3 WHERE state_hash = $1)"
+        " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+        " SELECT id, generation, $5, 'connect_failed', $2 || ': ' || $3 FROM integrations WHERE id = $4",
+        5, values, NULL, NULL, 0, &st, err, errlen);
+    PQclear (res);
+    return res ? FR_OK : st;
+}
+
+fr_status_t
+store_last_attempt (store_t *s, const char *id, store_attempt_t *a, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { id };
+    memset (a, 0, sizeof *a);
+    PGresult *res = store_exec (s,
+        "SELECT provider, redirect_uri, outcome, outcome_detail, extract(epoch FROM created_at)::bigint,"
+        " extract(epoch FROM expires_at)::bigint, used_at IS NOT NULL, expires_at <= now()"
+        " FROM pending_authorizations WHERE integration_id = $1 ORDER BY created_at DESC LIMIT 1",
+        1, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    if (PQntuples (res) == 1) {
+        a->found = 1;
+        a->provider = store_text_at (res, 0, 0);
+        a->redirect_uri = store_text_at (res, 0, 1);
+        a->outcome = store_text_at (res, 0, 2);
+        a->outcome_detail = store_text_at (res, 0, 3);
+        a->created_at = store_int_at (res, 0, 4);
+        a->expires_at = store_int_at (res, 0, 5);
+        a->used = store_bool_at (res, 0, 6);
+        a->expired = store_bool_at (res, 0, 7);
+    }
+    PQclear (res);
+    return FR_OK;
+}
+
+void
+store_attempt_clear (store_attempt_t *a)
+{
+    mem_free (a->provider);
+    mem_free (a->redirect_uri);
+    mem_free (a->outcome);
+    mem_free (a->outcome_detail);
+    memset (a, 0, sizeof *a);
+}
+
+fr_status_t
+store_chain_note (store_t *s, const char *id, const char *outcome, const char *detail, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { id, store_worker_id (s), outcome, detail };
+    PGresult *res = store_exec (s,
+        "INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+        " SELECT id, generation, $2, $3, $4 FROM integrations WHERE id = $1",
+        4, values, NULL, NULL, 0, &st, err, errlen);
+    PQclear (res);
+    return res ? FR_OK : st;
+}
+
+fr_status_t
+store_disconnect (store_t *s, const char *id, store_disconnected_t *out, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { id, store_worker_id (s) };
+    memset (out, 0, sizeof *out);
+    PGresult *res = store_exec (s,
+        "WITH old AS (SELECT id, status, provider, key_id, refresh_token, access_token, refresh_fingerprint"
+        "   FROM integrations WHERE id = $1 FOR UPDATE),"
+        " u AS ("
+        "  UPDATE integrations i SET status = 'disconnected', access_token = NULL, refresh_token = NULL,"
+        "    access_expires_at = NULL, refresh_fingerprint = NULL, refresh_token_missing = false,"
+        "    generation = i.generation + 1, disconnected_at = now(), lease_owner = NULL, lease_id = NULL, lease_token = NULL,"
+        "    lease_expires_at = NULL, updated_at = now()"
+        "  FROM old WHERE i.id = old.id AND old.status <> 'disconnected' RETURNING i.generation),"
+        " c AS ("
+        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
+        "  SELECT $1, u.generation, $2, 'disconnected', old.refresh_fingerprint,"
+        "    'disconnected by request (was ' || old.status || '); stored tokens destroyed' FROM u, old"
+        "  RETURNING generation)"
+        " SELECT old.status, old.provider, old.key_id, old.refresh_token, old.access_token,"
+        "  CASE WHEN EXISTS (SELECT 1 FROM c) THEN pg_notify('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || $1) END FROM old",
+        2, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    if (PQntuples (res) == 0) {
+        snprintf (err, errlen, "integration \"%s\" does not exist", id);
+        PQclear (res);
+        return FR_NOT_FOUND;
+    }
+    out->prev_status = store_text_at (res, 0, 0);
+    out->provider = store_text_at (res, 0, 1);
+    out->key_id = (int32_t) store_int_at (res, 0, 2);
+    out->refresh_ct = store_bytea_at (res, 0, 3, &out->refresh_ct_len);
+    out->access_ct = store_bytea_at (res, 0, 4, &out->access_ct_len);
+    PQclear (res);
+    return FR_OK;
+}
+
+void
+store_disconnected_clear (store_disconnected_t *d)
+{
+    mem_free (d->prev_status);
+    mem_free (d->provider);
+    if (d->refresh_ct)
+        mem_wipe (d->refresh_ct, d->refresh_ct_len);
+    if (d->access_ct)
+        mem_wipe (d->access_ct, d->access_ct_len);
+    mem_free (d->refresh_ct);
+    mem_free (d->access_ct);
+    memset (d, 0, sizeof *d);
+}
+
+fr_status_t
+store_report_scope (store_t *s, const char *id, const char *scope, const char *detail, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { id, scope, store_worker_id (s), detail };
+    PGresult *res = store_exec (s,
+        "WITH u AS (UPDATE integrations SET scope_report = $2, scope_report_at = now(), updated_at = now()"
+        "   WHERE id = $1 RETURNING generation)"
+        " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+        " SELECT $1, u.generation, $3, 'scope_reported', $4 FROM u RETURNING generation",
+        4, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    int found = PQntuples (res) > 0;
+    PQclear (res);
+    if (!found) {
+        snprintf (err, errlen, "integration \"%s\" does not exist", id);
+        return FR_NOT_FOUND;
+    }
+    return FR_OK;
+}
+
+/* The same count as REKEY_COUNT_SQL in migrations/rekey.h. */
+fr_status_t
+store_count_old_keys (store_t *s, int32_t current_key_id, int64_t *integrations, int64_t *connects,
+                      char *err, size_t errlen)
+{
+    fr_status_t st;
+    char id [16];
+    snprintf (id, sizeof id, "%" PRId32, current_key_id);
+    const char *values [] = { id };
+    PGresult *res = store_exec (s,
+        "SELECT (SELECT count(*) FROM integrations WHERE key_id <> $1::integer"
+        "          AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)),"
+        "       (SELECT count(*) FROM pending_authorizations WHERE key_id <> $1::integer"
+        "          AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now())",
+        1, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    *integrations = store_int_at (res, 0, 0);
+    *connects = store_int_at (res, 0, 1);
+    PQclear (res);
+    return FR_OK;
+}

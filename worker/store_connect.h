@@ -1,0 +1,131 @@
+/* store_connect.h - the statements of the connect flow: storing a connection's tokens (import and
+ * code exchange alike), the pending authorizations table, disconnect, scope reports, and the
+ * counts and reads status and doctor need */
+#ifndef FERRULE_STORE_CONNECT_H
+#define FERRULE_STORE_CONNECT_H
+#include "store.h"
+
+/* The integration columns migration 002 added, read beside store_load's row. */
+typedef struct store_extra {
+    int      refresh_token_missing;  /* connected without a refresh token (and none since) */
+    char    *requested_scopes;       /* space-separated; NULL when never connected */
+    char    *scope_report;           /* scopes an upstream API said were missing, or NULL */
+    int64_t  scope_report_at;        /* epoch s, 0 none */
+    int64_t  disconnected_at;        /* epoch s, 0 none */
+} store_extra_t;
+
+fr_status_t store_load_extra (store_t *s, const char *id, store_extra_t *x, char *err, size_t errlen) FR_MUSTCHECK;
+void store_extra_clear (store_extra_t *x);
+/* store_load and store_load_extra together (neither left filled on failure). */
+fr_status_t store_load_full (store_t *s, const char *id, store_row_t *row, store_extra_t *x,
+                             char *err, size_t errlen) FR_MUSTCHECK;
+
+/* New tokens for an integration, sealed by the caller: an import or a code exchange. */
+typedef struct {
+    const char *id;
+    const char *provider;
+    int32_t key_id;
+    const unsigned char *access_ct;       /* may be NULL (an import without an access token) */
+    size_t access_ct_len;
+    int64_t access_expires_at;
+    int64_t access_lifetime_s;            /* 0 unknown */
+    const unsigned char *refresh_ct;      /* NULL: the provider issued none (no_refresh_token) */
+    size_t refresh_ct_len;
+    const char *refresh_fingerprint;
+    const char *scopes;                   /* granted, space-separated */
+    const char *requested_scopes;         /* NULL keeps the stored ones */
+    const char *outcome;                  /* the chain row's: "imported", "connected" */
+    const char *detail;                   /* the chain row's detail (prefixed "re" on a reconnect), or NULL */
+    const char *state_hash;               /* the connect whose pending row this finishes, or NULL */
+} store_upsert_t;
+
+/* The one statement that stores a connection: a new integration, or a reconnect that replaces
+ * the tokens, returns it to active, clears the connect flags, keeps the history and bumps the
+ * generation so that a refresh in flight for the old chain cannot commit. *prev_status: the
+ * status before (a copy, NULL when the integration is new). */
+fr_status_t store_upsert (store_t *s, const store_upsert_t *u, int64_t *generation, char **prev_status,
+                          char *err, size_t errlen) FR_MUSTCHECK;
+
+/* A connect's pending authorization: state (as its SHA-256), where to go back, the sealed PKCE
+ * verifier. Spent states older than a day are collected by the same statement. */
+typedef struct {
+    const char *state_hash;
+    const char *integration;
+    const char *provider;
+    const char *redirect_uri;
+    const char *scopes;                   /* space-separated, may be "" */
+    int32_t key_id;                       /* of verifier_ct */
+    const unsigned char *verifier_ct;     /* NULL without PKCE */
+    size_t verifier_ct_len;
+    int64_t ttl_s;
+} store_pending_new_t;
+
+fr_status_t store_pending_insert (store_t *s, const store_pending_new_t *p, int64_t *expires_at,
+                                  char *err, size_t errlen) FR_MUSTCHECK;
+
+/* A pending row once taken by its callback. */
+typedef struct {
+    char *integration;
+    char *provider;
+    char *redirect_uri;
+    char *scopes;
+    int32_t key_id;
+    unsigned char *verifier_ct;
+    size_t verifier_ct_len;
+} store_pending_t;
+
+/* Marks the state used and reads its row, in one statement, so a reloaded callback URL finds it
+ * spent. FR_STATE_INVALID (err says why: unknown, used when, expired when) otherwise. */
+fr_status_t store_pending_take (store_t *s, const char *state_hash, store_pending_t *pd,
+                                char *err, size_t errlen) FR_MUSTCHECK;
+void store_pending_clear (store_pending_t *pd);
+/* How a callback failed: on the pending row, and as a "connect_failed" chain row when the
+ * integration exists. */
+fr_status_t store_pending_failed (store_t *s, const char *state_hash, const char *id, const char *outcome,
+                                  const char *detail, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* The newest connect attempt of an integration (doctor). */
+typedef struct {
+    int found;
+    char *provider;
+    char *redirect_uri;
+    char *outcome;                        /* NULL while none */
+    char *outcome_detail;
+    int64_t created_at;
+    int64_t expires_at;
+    int used;
+    int expired;
+} store_attempt_t;
+
+fr_status_t store_last_attempt (store_t *s, const char *id, store_attempt_t *a, char *err, size_t errlen) FR_MUSTCHECK;
+void store_attempt_clear (store_attempt_t *a);
+
+/* A chain row at the integration's current generation (revocations); nothing when it is gone. */
+fr_status_t store_chain_note (store_t *s, const char *id, const char *outcome, const char *detail,
+                              char *err, size_t errlen) FR_MUSTCHECK;
+
+/* What a disconnect took out of the row: the sealed tokens to revoke. */
+typedef struct {
+    char *prev_status;
+    char *provider;
+    int32_t key_id;
+    unsigned char *refresh_ct;            /* NULL when none */
+    size_t refresh_ct_len;
+    unsigned char *access_ct;
+    size_t access_ct_len;
+} store_disconnected_t;
+
+/* One statement: lock the row, take the sealed tokens out, destroy them, record it, notify.
+ * FR_NOT_FOUND for an unknown id; an integration already disconnected is left as it is. */
+fr_status_t store_disconnect (store_t *s, const char *id, store_disconnected_t *out, char *err, size_t errlen)
+    FR_MUSTCHECK;
+void store_disconnected_clear (store_disconnected_t *d);
+
+/* Records an upstream insufficient_scope report (a chain row too). FR_NOT_FOUND for an unknown id. */
+fr_status_t store_report_scope (store_t *s, const char *id, const char *scope, const char *detail,
+                                char *err, size_t errlen) FR_MUSTCHECK;
+
+/* Integrations and live connects with a value sealed under another key than current_key_id. */
+fr_status_t store_count_old_keys (store_t *s, int32_t current_key_id, int64_t *integrations, int64_t *connects,
+                                  char *err, size_t errlen) FR_MUSTCHECK;
+#endif
