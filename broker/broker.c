@@ -832,6 +832,8 @@ broker_reload (broker_t *b)
     log_info (NULL, NULL, "SIGHUP: reading the allow-lists and the policy again");
     if (broker_load_access (b, err, sizeof err) != 0)
         log_error (NULL, NULL, "%s; keeping the lists and policy read before", err);
+    else
+        log_info (NULL, NULL, "SIGHUP: the allow-lists and the policy in effect are the ones just read");
     audit_reopen (b->audit);
 }
 

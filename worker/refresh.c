@@ -55,6 +55,8 @@ struct refresh {
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char *scopes;
     int64_t journal_seq;
+    int synced;                      /* ANSWERED: the journal sync of its turn is done */
+    int in_db;                       /* its claim or its commit is in the database batch in flight */
 };
 
 static void refresh_attempt (refresh_t *r);
@@ -601,58 +603,97 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     r->answered_us = w->woke_us;
 }
 
+/* The group commit in flight: the refreshes whose commits it carries. */
+typedef struct {
+    worker_t *w;
+    refresh_t **rs;
+    size_t n;
+} commit_batch_t;
+
+/* Settles one refresh whose commit did not go through the batch, or lost there: alone, so a lost
+ * compare-and-set is recorded as a conflict and a failure is this refresh's own. */
+static void
+refresh_commit_alone (worker_t *w, refresh_t *r)
+{
+    if (!refresh_commit (w, r)) {
+        refresh_commit_later (r, clock_mono_ms ());
+        /* callers are told now; the tokens stay in memory and in the journal until committed */
+        refresh_commit_failed (w, r);
+    }
+}
+
+static void
+on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const char *err)
+{
+    commit_batch_t *cb = arg;
+    worker_t *w = cb->w;
+    if (st != FR_OK)
+        log_warning (NULL, NULL, "group commit of %zu refreshes failed, committing one by one: %s", n, err);
+    for (size_t i = 0; i < n; i++)
+        cb->rs [i]->in_db = 0;
+    for (size_t i = 0; i < n; i++) {
+        refresh_t *r = cb->rs [i];          /* settling one refresh frees only that one */
+        if (st == FR_OK && committed [i])
+            refresh_committed (w, r, 0);
+        else
+            refresh_commit_alone (w, r);
+    }
+    mem_free (cb->rs);
+    mem_free (cb);
+}
+
 void
 refresh_after_answers (worker_t *w)
 {
-    int any = 0, journaled = 0;
+    /* 1. the journal: one sync for every rotated token answered this turn */
+    int fresh = 0, journaled = 0;
     for (refresh_t *r = w->refreshes; r; r = r->next)
-        if (r->state == REFRESH_ANSWERED) {
-            any = 1;
+        if (r->state == REFRESH_ANSWERED && !r->synced) {
+            fresh = 1;
             journaled |= r->journal_seq > 0;
         }
-    if (!any)
+    if (fresh) {
+        int synced = !journaled || journal_sync (w->journal) == 0;
+        int64_t now_us = clock_mono_us ();
+        for (refresh_t *r = w->refreshes; r; r = r->next)
+            if (r->state == REFRESH_ANSWERED && !r->synced) {
+                if (r->journal_seq > 0 && synced)
+                    metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
+                r->synced = 1;
+            }
+    }
+    /* 2. group commit: every answer not yet committing, in one transaction (one WAL flush), each
+     * its own compare-and-set, sent without waiting; while another batch is in flight they wait
+     * for it (one batch per connection) */
+    if (store_batch_busy (w->store))
         return;
-    int synced = !journaled || journal_sync (w->journal) == 0;
-    int64_t now_us = clock_mono_us ();
     size_t n = 0;
     for (refresh_t *r = w->refreshes; r; r = r->next)
-        if (r->state == REFRESH_ANSWERED) {
-            if (r->journal_seq > 0 && synced)
-                metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
-            n++;
-        }
-    /* group commit: every answer of this turn in one transaction (one WAL flush), each its own
-     * compare-and-set; a batch that fails as a whole is committed one by one */
-    refresh_t **rs = mem_alloc (n * sizeof *rs);
+        n += r->state == REFRESH_ANSWERED && !r->in_db;
+    if (n == 0)
+        return;
+    commit_batch_t *cb = mem_alloc (sizeof *cb);
     const store_commit_t **cs = mem_alloc (n * sizeof *cs);
-    int *won = mem_alloc (n * sizeof *won);
-    size_t k = 0;
+    cb->w = w;
+    cb->rs = mem_alloc (n * sizeof *cb->rs);
     for (refresh_t *r = w->refreshes; r; r = r->next)
-        if (r->state == REFRESH_ANSWERED) {
-            rs [k] = r;
-            cs [k++] = &r->commit;
+        if (r->state == REFRESH_ANSWERED && !r->in_db) {
+            r->in_db = 1;
+            cb->rs [cb->n] = r;
+            cs [cb->n++] = &r->commit;
         }
     char err [512];
     metrics_observe (w->m.commit_batch, (double) n);
-    int batched = n > 1 && store_commit_batch (w->store, cs, n, won, err, sizeof err) == FR_OK;
-    if (n > 1 && !batched)
-        log_warning (NULL, NULL, "group commit of %zu refreshes failed, committing one by one: %s", n, err);
-    for (size_t i = 0; i < n; i++) {
-        refresh_t *r = rs [i];              /* settling one refresh frees only that one */
-        if (batched && won [i]) {
-            refresh_committed (w, r, 0);
-            continue;
-        }
-        /* alone, a lost compare-and-set (recorded as a conflict), or the batch failed */
-        if (!refresh_commit (w, r)) {
-            refresh_commit_later (r, clock_mono_ms ());
-            /* callers are told now; the tokens stay in memory and in the journal until committed */
-            refresh_commit_failed (w, r);
-        }
+    fr_status_t st = store_commits_start (w->store, cs, n, on_commits, cb, err, sizeof err);
+    mem_free (cs);                          /* the batch keeps what each points to: the refreshes */
+    if (st != FR_OK) {
+        for (size_t i = 0; i < n; i++)
+            cb->rs [i]->in_db = 0;
+        for (size_t i = 0; i < n; i++)
+            refresh_commit_alone (w, cb->rs [i]);
+        mem_free (cb->rs);
+        mem_free (cb);
     }
-    mem_free (won);
-    mem_free (cs);
-    mem_free (rs);
 }
 
 static void
@@ -761,6 +802,29 @@ refresh_on_response (void *arg, const http_response_t *resp)
 
 /* Claims the refreshes in rs together: one transaction, one round trip, one WAL flush. Each
  * refresh then goes its own way (refresh_claimed). */
+/* The claims in flight. */
+typedef struct {
+    worker_t *w;
+    refresh_t **rs;
+    store_claim_req_t *q;
+    size_t n;
+} claim_batch_t;
+
+static void
+on_claims (void *arg, store_claim_req_t *reqs, size_t n)
+{
+    claim_batch_t *cb = arg;
+    for (size_t i = 0; i < n; i++)
+        cb->rs [i]->in_db = 0;
+    for (size_t i = 0; i < n; i++)
+        refresh_claimed (cb->w, cb->rs [i], &reqs [i]);     /* each goes its own way */
+    mem_free (cb->q);
+    mem_free (cb->rs);
+    mem_free (cb);
+}
+
+/* Claims the refreshes in rs together: one transaction, one round trip, one WAL flush, sent
+ * without waiting; each refresh goes its own way when the answers are in (on_claims). */
 static void
 refresh_claim_batch (worker_t *w, refresh_t **rs, size_t n)
 {
@@ -772,15 +836,28 @@ refresh_claim_batch (worker_t *w, refresh_t **rs, size_t n)
                                   "the worker is still recovering its journal; retry shortly", NULL, 1);
         return;
     }
-    store_claim_req_t *q = mem_alloc (n * sizeof *q);
-    for (size_t i = 0; i < n; i++)
-        q [i] = (store_claim_req_t) { .id = rs [i]->entry->id, .known_generation = rs [i]->known_generation,
-                                      .valid_until = rs [i]->valid_until, .forced = rs [i]->forced };
+    claim_batch_t *cb = mem_alloc (sizeof *cb);
+    cb->w = w;
+    cb->n = n;
+    cb->rs = mem_alloc (n * sizeof *cb->rs);
+    cb->q = mem_alloc (n * sizeof *cb->q);
+    for (size_t i = 0; i < n; i++) {
+        cb->rs [i] = rs [i];
+        rs [i]->in_db = 1;
+        cb->q [i] = (store_claim_req_t) { .id = rs [i]->entry->id, .known_generation = rs [i]->known_generation,
+                                          .valid_until = rs [i]->valid_until, .forced = rs [i]->forced };
+    }
     metrics_observe (w->m.claim_batch, (double) n);
-    store_claim_batch (w->store, q, n, w->cfg.lease_ms);
-    for (size_t i = 0; i < n; i++)
-        refresh_claimed (w, rs [i], &q [i]);
-    mem_free (q);
+    char err [256];
+    fr_status_t st = store_claims_start (w->store, cb->q, n, w->cfg.lease_ms, on_claims, cb, err, sizeof err);
+    if (st != FR_OK) {
+        /* not even sent (the database is unreachable): each claim fails as it would have */
+        for (size_t i = 0; i < n; i++) {
+            cb->q [i].st = st;
+            snprintf (cb->q [i].err, sizeof cb->q [i].err, "%s", err);
+        }
+        on_claims (cb, cb->q, n);
+    }
 }
 
 void
@@ -791,7 +868,7 @@ refresh_tick (worker_t *w, int64_t now_ms)
     refresh_t *r = w->refreshes;
     while (r) {
         refresh_t *next = r->next;
-        if (r->state == REFRESH_CLAIMING && now_ms >= r->due_ms) {
+        if (r->state == REFRESH_CLAIMING && !r->in_db && now_ms >= r->due_ms) {
             /* forget waiters the broker has already answered with a timeout */
             job_t **pp = &r->waiters;
             while (*pp) {
@@ -818,7 +895,8 @@ refresh_tick (worker_t *w, int64_t now_ms)
         }
         r = next;
     }
-    if (ndue)
+    /* one batch per connection: with one in flight, the due claims go with the next */
+    if (ndue && !store_batch_busy (w->store))
         refresh_claim_batch (w, due, ndue);
 }
 
@@ -826,8 +904,13 @@ int64_t
 refresh_next_due (const worker_t *w)
 {
     int64_t due = -1;
+    /* claims due while a batch is in flight wait for its answer, which wakes the loop */
+    int claims_wait = store_batch_busy (w->store);
     for (const refresh_t *r = w->refreshes; r; r = r->next)
-        if ((r->state == REFRESH_CLAIMING || r->state == REFRESH_COMMITTING) && (due < 0 || r->due_ms < due))
+        if (claims_wait && r->state == REFRESH_CLAIMING)
+            continue;
+        else
+        if ((r->state == REFRESH_CLAIMING || r->state == REFRESH_COMMITTING) && !r->in_db && (due < 0 || r->due_ms < due))
             due = r->due_ms;
     return due;
 }

@@ -7,6 +7,7 @@
 #include "log.h"
 #include "mem.h"
 #include "schema.h"
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -36,16 +37,22 @@ struct store {
     size_t nnotices;
     int overflow;                    /* notifications were dropped: tell the cache everything changed */
     char last_state [6];             /* SQLSTATE of the last failed statement, "" when none */
+    struct batch {                   /* the batch in flight (store_batch_start), at most one */
+        int active;                  /* sent: results still arriving */
+        int finished;                /* every result read (or the batch failed): to deliver */
+        size_t n;                    /* statements (the pipeline also holds BEGIN and COMMIT) */
+        size_t q;                    /* queries whose results are fully read */
+        PGresult **results;
+        PGresult *failed;            /* the first failure */
+        int broken, timed_out;
+        fr_status_t st;              /* once finished: FR_OK, or why the whole batch failed */
+        char err [256];
+        int64_t deadline_ms;
+        store_batch_fn *done;
+        void *arg;
+    } batch;
 };
 
-/* One statement of a batch (store_run_batch). */
-typedef struct {
-    const char *sql;
-    int n;
-    const char *const *values;
-    const int *lengths;
-    const int *formats;
-} store_stmt_t;
 
 #define ROW_COLUMNS \
     "id, provider, status, key_id, access_token, " \
@@ -105,6 +112,19 @@ store_take_notifies (store_t *s)
 static void
 store_drop_connection (store_t *s)
 {
+    if (s->batch.active) {
+        /* the batch in flight cannot end any more */
+        s->batch.active = 0;
+        s->batch.finished = 1;
+        s->batch.st = FR_DATABASE_UNAVAILABLE;
+        snprintf (s->batch.err, sizeof s->batch.err, "the database connection was lost with the batch in flight");
+        PQclear (s->batch.failed);
+        s->batch.failed = NULL;
+        for (size_t i = 0; i < s->batch.n; i++) {
+            PQclear (s->batch.results [i]);
+            s->batch.results [i] = NULL;
+        }
+    }
     if (s->conn) {
         PQfinish (s->conn);
         s->conn = NULL;
@@ -125,6 +145,10 @@ store_destroy (store_t **s_p)
 {
     if (s_p && *s_p) {
         store_t *s = *s_p;
+        for (size_t i = 0; s->batch.results && i < s->batch.n; i++)
+            PQclear (s->batch.results [i]);     /* a batch never delivered (store_batch_finish was not called) */
+        mem_free (s->batch.results);
+        PQclear (s->batch.failed);
         if (s->conn)
             PQfinish (s->conn);
         while (s->notices) {
@@ -412,10 +436,14 @@ store_ready (store_t *s, char *err, size_t errlen)
 }
 
 /* Runs one statement; on failure returns NULL and classifies it (store_fail). */
+static void store_batch_advance (store_t *s, int block);
+
 static PGresult *
 store_run (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
            const int *formats, ExecStatusType want, fr_status_t *st, char *err, size_t errlen)
 {
+    /* one connection: a batch in flight is read to its end first (delivered later, by the loop) */
+    store_batch_advance (s, 1);
     if ((*st = store_ready (s, err, errlen)) != FR_OK)
         return NULL;
     int timed_out = 0;
@@ -430,96 +458,180 @@ store_run (store_t *s, const char *sql, int n, const char *const *values, const 
     return NULL;
 }
 
-/* The next result of a pipeline, waiting no longer than deadline_ms; NULL between queries (as
- * PQgetResult), and NULL with *broken set when the connection failed or the deadline passed. */
-static PGresult *
-store_pipeline_result (store_t *s, int64_t deadline_ms, int *broken, int *timed_out)
+/* Reads what has arrived of the batch in flight; with block, waits for the rest (until its
+ * deadline). Marks it finished when the last result (or a failure) is in. Never delivers it:
+ * store_batch_pump does, from the loop, so no callback runs inside another store call. */
+static void
+store_batch_advance (store_t *s, int block)
 {
-    while (PQisBusy (s->conn)) {
-        int w = store_wait_socket (s->conn, POLLIN, deadline_ms);
-        if (w <= 0 || !PQconsumeInput (s->conn)) {
-            *timed_out = w == 0;
-            *broken = 1;
-            return NULL;
-        }
+    struct batch *b = &s->batch;
+    if (!b->active)
+        return;
+    if (!s->conn) {
+        b->broken = 1;
+        goto finish;
     }
-    return PQgetResult (s->conn);
+    if (clock_mono_ms () >= b->deadline_ms) {
+        b->broken = b->timed_out = 1;
+        goto finish;
+    }
+    for (;;) {
+        int f = PQflush (s->conn);
+        if (f < 0) {
+            b->broken = 1;
+            goto finish;
+        }
+        if (f == 1 || PQisBusy (s->conn)) {
+            if (!block) {
+                if (!PQconsumeInput (s->conn)) {
+                    b->broken = 1;
+                    goto finish;
+                }
+                if (PQisBusy (s->conn) || f == 1)
+                    return;                      /* the rest later: the loop polls the socket */
+                continue;
+            }
+            int w = store_wait_socket (s->conn, f == 1 ? POLLOUT | POLLIN : POLLIN, b->deadline_ms);
+            if (w <= 0 || !PQconsumeInput (s->conn)) {
+                b->broken = 1;
+                b->timed_out = w == 0;
+                goto finish;
+            }
+            continue;
+        }
+        PGresult *res = PQgetResult (s->conn);
+        if (b->q == b->n + 2) {
+            /* BEGIN, the statements and COMMIT are read: this is the sync */
+            int synced = res && PQresultStatus (res) == PGRES_PIPELINE_SYNC;
+            PQclear (res);
+            if (!synced)
+                b->broken = 1;
+            else
+                PQexitPipelineMode (s->conn);
+            goto finish;
+        }
+        if (!res) {
+            b->q++;                              /* one query's results are all read */
+            continue;
+        }
+        ExecStatusType rs = PQresultStatus (res);
+        size_t q = b->q;
+        int ok = (q == 0 || q == b->n + 1) ? rs == PGRES_COMMAND_OK : rs == PGRES_TUPLES_OK;
+        if (ok && q > 0 && q <= b->n && !b->results [q - 1])
+            b->results [q - 1] = res;
+        else
+        if (!ok && !b->failed)
+            b->failed = res;                     /* the first failure (the rest are PIPELINE_ABORTED) */
+        else
+            PQclear (res);
+    }
+finish:
+    b->active = 0;
+    b->finished = 1;
+    b->st = FR_OK;
+    store_take_notifies (s);
+    /* settle the connection now, before any other statement runs on it */
+    if (b->broken) {
+        PQclear (b->failed);
+        b->failed = NULL;
+        /* a pipeline left half read cannot be reused: start afresh */
+        store_fail (s, NULL, b->timed_out, &b->st, b->err, sizeof b->err);
+        if (store_connected (s))
+            store_fail_connection (s);
+    }
+    else
+    if (b->failed) {
+        store_fail (s, b->failed, 0, &b->st, b->err, sizeof b->err);     /* rolls the transaction back */
+        b->failed = NULL;
+    }
+    if (b->st != FR_OK)
+        for (size_t i = 0; i < b->n; i++) {
+            PQclear (b->results [i]);
+            b->results [i] = NULL;
+        }
 }
 
-/* Runs n statements as one transaction in one round trip (libpq's pipeline mode): BEGIN, each
- * statement, COMMIT, one sync; so one WAL flush commits them all. results [i] gets statement i's
- * result (PGRES_TUPLES_OK, the caller clears it). Any failure rolls the whole transaction back:
- * every results [i] is NULL, *st and err say why (classified as store_run does). */
-static fr_status_t
-store_run_batch (store_t *s, const store_stmt_t *stmts, size_t n, PGresult **results, char *err, size_t errlen)
+fr_status_t
+store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, void *arg,
+                   char *err, size_t errlen)
 {
     fr_status_t st;
-    PGresult *failed = NULL;
-    int timed_out = 0, broken = 0, sent = 1;
-    for (size_t i = 0; i < n; i++)
-        results [i] = NULL;
+    struct batch *b = &s->batch;
+    assert (!b->active && !b->finished && n > 0);
     if ((st = store_ready (s, err, errlen)) != FR_OK)
         return st;
     s->last_state [0] = '\0';
-    int64_t deadline = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
     if (!PQenterPipelineMode (s->conn)) {
         store_fail (s, NULL, 0, &st, err, errlen);
         return st;
     }
-    sent = PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    int sent = PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
     for (size_t i = 0; sent && i < n; i++)
         sent = PQsendQueryParams (s->conn, stmts [i].sql, stmts [i].n, NULL, stmts [i].values, stmts [i].lengths,
                                   stmts [i].formats, 0);
     sent = sent && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync (s->conn);
-    int f = 0;
-    while (sent && (f = PQflush (s->conn)) == 1) {
-        int w = store_wait_socket (s->conn, POLLOUT | POLLIN, deadline);
-        if (w <= 0 || !PQconsumeInput (s->conn)) {
-            timed_out = w == 0;
-            broken = 1;
-            break;
-        }
-    }
-    if (!sent || f < 0)
-        broken = 1;
-    /* BEGIN, the n statements, COMMIT: each ends with a NULL; then the sync */
-    for (size_t q = 0; !broken && q < n + 2; q++) {
-        PGresult *res;
-        while ((res = store_pipeline_result (s, deadline, &broken, &timed_out))) {
-            ExecStatusType rs = PQresultStatus (res);
-            int ok = (q == 0 || q == n + 1) ? rs == PGRES_COMMAND_OK : rs == PGRES_TUPLES_OK;
-            if (ok && q > 0 && q <= n && !results [q - 1])
-                results [q - 1] = res;
-            else
-            if (!ok && !failed)
-                failed = res;               /* the first failure (the rest are PIPELINE_ABORTED) */
-            else
-                PQclear (res);
-        }
-    }
-    PGresult *sync = broken ? NULL : store_pipeline_result (s, deadline, &broken, &timed_out);
-    if (!broken && (!sync || PQresultStatus (sync) != PGRES_PIPELINE_SYNC))
-        broken = 1;
-    PQclear (sync);
-    if (!broken)
-        PQexitPipelineMode (s->conn);
-    store_take_notifies (s);
-    if (!broken && !failed)
-        return FR_OK;
-    for (size_t i = 0; i < n; i++) {
-        PQclear (results [i]);
-        results [i] = NULL;
-    }
-    if (broken) {
-        PQclear (failed);
-        /* a pipeline left half read cannot be reused: start afresh */
-        store_fail (s, NULL, timed_out, &st, err, errlen);
+    if (!sent) {
+        /* a pipeline half sent cannot be reused: start afresh */
+        store_fail (s, NULL, 0, &st, err, errlen);
         if (store_connected (s))
             store_fail_connection (s);
         return st;
     }
-    store_fail (s, failed, 0, &st, err, errlen);
-    return st;
+    memset (b, 0, sizeof *b);
+    b->active = 1;
+    b->n = n;
+    b->results = mem_alloc (n * sizeof *b->results);
+    b->deadline_ms = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
+    b->done = done;
+    b->arg = arg;
+    store_batch_advance (s, 0);          /* sends what the socket takes now */
+    return FR_OK;
+}
+
+int
+store_batch_busy (const store_t *s)
+{
+    return s->batch.active || s->batch.finished;
+}
+
+int
+store_batch_wants_write (const store_t *s)
+{
+    return s->batch.active && s->conn && PQflush (s->conn) == 1;
+}
+
+int64_t
+store_batch_deadline (const store_t *s)
+{
+    return s->batch.active ? s->batch.deadline_ms : -1;
+}
+
+void
+store_batch_finish (store_t *s)
+{
+    store_batch_advance (s, 1);
+    store_batch_pump (s);
+}
+
+void
+store_batch_pump (store_t *s)
+{
+    struct batch *b = &s->batch;
+    store_batch_advance (s, 0);
+    if (!b->finished)
+        return;
+    PGresult **results = b->results;
+    size_t n = b->n;
+    fr_status_t st = b->st;
+    char err [256];
+    snprintf (err, sizeof err, "%s", b->err);
+    store_batch_fn *done = b->done;
+    void *arg = b->arg;
+    memset (b, 0, sizeof *b);           /* free for the next batch before the callback runs */
+    done (arg, st, results, n, err);
+    for (size_t i = 0; i < n; i++)
+        PQclear (results [i]);
+    mem_free (results);
 }
 
 PGresult *
@@ -766,57 +878,74 @@ claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_p
     }
 }
 
-void
-store_claim_batch (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms)
+/* A batch of claims in flight. */
+typedef struct {
+    store_t *s;
+    store_claim_req_t *reqs;
+    size_t n;
+    int64_t lease_ms;
+    claim_params_t *params;          /* the lease tokens drawn for each */
+    store_claims_fn *done;
+    void *arg;
+} claims_t;
+
+static void
+claims_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    claim_params_t *params = mem_alloc (n * sizeof *params);
+    claims_t *cl = arg;
+    store_t *s = cl->s;
+    if (st != FR_OK && n > 1 && store_connected (s)) {
+        /* the batch failed as a whole while the database is up: claim one by one, so that one
+         * integration's problem stays its own */
+        for (size_t i = 0; i < n; i++) {
+            store_claim_req_t *q = &cl->reqs [i];
+            PGresult *res = store_run (s, CLAIM_SQL, 7, cl->params [i].values, NULL, NULL, PGRES_TUPLES_OK,
+                                       &q->st, q->err, sizeof q->err);
+            if (res)
+                claim_read (s, q, res, &cl->params [i], cl->lease_ms);
+            PQclear (res);
+        }
+    }
+    else
+        for (size_t i = 0; i < n; i++) {
+            store_claim_req_t *q = &cl->reqs [i];
+            if (st == FR_OK && results [i])
+                claim_read (s, q, results [i], &cl->params [i], cl->lease_ms);
+            else {
+                q->st = st != FR_OK ? st : FR_INTERNAL;
+                snprintf (q->err, sizeof q->err, "%s", st != FR_OK ? err : "the claim returned no result");
+            }
+        }
+    mem_free (cl->params);
+    cl->done (cl->arg, cl->reqs, cl->n);
+    mem_free (cl);
+}
+
+fr_status_t
+store_claims_start (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms, store_claims_fn *done,
+                    void *arg, char *err, size_t errlen)
+{
+    claims_t *cl = mem_alloc (sizeof *cl);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
-    PGresult **results = mem_alloc (n * sizeof *results);
     fr_status_t st = FR_OK;
-    char err [256] = "";
+    *cl = (claims_t) { s, reqs, n, lease_ms, mem_alloc (n * sizeof *cl->params), done, arg };
     for (size_t i = 0; i < n; i++) {
         memset (&reqs [i].row, 0, sizeof reqs [i].row);
-        if (claim_params (s, &reqs [i], lease_ms, &params [i]) != 0) {
-            snprintf (err, sizeof err, "could not draw a lease token from the kernel: %s", strerror (errno));
+        if (claim_params (s, &reqs [i], lease_ms, &cl->params [i]) != 0) {
+            snprintf (err, errlen, "could not draw a lease token from the kernel: %s", strerror (errno));
             st = FR_INTERNAL;
             goto out;
         }
-        stmts [i] = (store_stmt_t) { CLAIM_SQL, 7, params [i].values, NULL, NULL };
+        stmts [i] = (store_stmt_t) { CLAIM_SQL, 7, cl->params [i].values, NULL, NULL };
     }
-    if (n == 1) {
-        /* alone: one statement, its own transaction */
-        results [0] = store_run (s, CLAIM_SQL, 7, params [0].values, NULL, NULL, PGRES_TUPLES_OK, &st, err, sizeof err);
-    }
-    else {
-        st = store_run_batch (s, stmts, n, results, err, sizeof err);
-        if (st != FR_OK && store_connected (s)) {
-            /* something in the batch failed while the database is up: claim one by one, so
-             * that one integration's problem stays its own */
-            for (size_t i = 0; i < n; i++) {
-                results [i] = store_run (s, CLAIM_SQL, 7, params [i].values, NULL, NULL, PGRES_TUPLES_OK,
-                                         &reqs [i].st, reqs [i].err, sizeof reqs [i].err);
-                if (results [i])
-                    claim_read (s, &reqs [i], results [i], &params [i], lease_ms);
-                PQclear (results [i]);
-                results [i] = NULL;
-            }
-            goto done;
-        }
-    }
+    st = store_batch_start (s, stmts, n, claims_done, cl, err, errlen);
 out:
-    for (size_t i = 0; i < n; i++) {
-        if (st != FR_OK || !results [i]) {
-            reqs [i].st = st != FR_OK ? st : FR_INTERNAL;
-            snprintf (reqs [i].err, sizeof reqs [i].err, "%s", err);
-        }
-        else
-            claim_read (s, &reqs [i], results [i], &params [i], lease_ms);
-        PQclear (results [i]);
+    mem_free (stmts);                   /* libpq has copied the statements */
+    if (st != FR_OK) {
+        mem_free (cl->params);
+        mem_free (cl);
     }
-done:
-    mem_free (results);
-    mem_free (stmts);
-    mem_free (params);
+    return st;
 }
 
 /* The commit's compare-and-set, one statement, so one round trip: the UPDATE locks the row and is
@@ -914,43 +1043,61 @@ store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict, char *
     return store_record_conflict (s, c, err, errlen);
 }
 
-static int
-commit_by_id (const void *a, const void *b)
+/* A group commit in flight. */
+typedef struct {
+    const store_commit_t *const *commits;
+    size_t n;
+    size_t *order;                   /* statement i commits commits [order [i]] */
+    store_commits_fn *done;
+    void *arg;
+} commits_t;
+
+static void
+commits_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    const store_commit_t *const *x = a, *const *y = b;
-    return strcmp ((*x)->id, (*y)->id);
+    commits_t *cm = arg;
+    int *committed = mem_alloc (n * sizeof *committed);
+    for (size_t i = 0; st == FR_OK && i < n; i++)
+        committed [cm->order [i]] = results [i] && PQntuples (results [i]) == 1;
+    cm->done (cm->arg, st, committed, cm->n, err);
+    mem_free (committed);
+    mem_free (cm->order);
+    mem_free (cm);
+}
+
+static const store_commit_t *const *s_sorting;     /* for commit_order only (one thread) */
+
+static int
+commit_order (const void *a, const void *b)
+{
+    return strcmp (s_sorting [*(const size_t *) a]->id, s_sorting [*(const size_t *) b]->id);
 }
 
 fr_status_t
-store_commit_batch (store_t *s, const store_commit_t *const *commits, size_t n, int *committed,
-                    char *err, size_t errlen)
+store_commits_start (store_t *s, const store_commit_t *const *commits, size_t n, store_commits_fn *done, void *arg,
+                     char *err, size_t errlen)
 {
-    fr_status_t st;
-    /* rows locked in id order: two batches that share rows (a takeover) cannot deadlock */
-    const store_commit_t **order = mem_alloc (n * sizeof *order);
+    commits_t *cm = mem_alloc (sizeof *cm);
     commit_params_t *params = mem_alloc (n * sizeof *params);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
-    PGresult **results = mem_alloc (n * sizeof *results);
-    memcpy (order, commits, n * sizeof *order);
-    qsort (order, n, sizeof *order, commit_by_id);
+    *cm = (commits_t) { commits, n, mem_alloc (n * sizeof *cm->order), done, arg };
+    /* rows locked in id order: two batches that share rows (a takeover) cannot deadlock */
+    for (size_t i = 0; i < n; i++)
+        cm->order [i] = i;
+    s_sorting = commits;
+    qsort (cm->order, n, sizeof *cm->order, commit_order);
+    s_sorting = NULL;
     for (size_t i = 0; i < n; i++) {
-        commit_params (s, order [i], &params [i]);
+        commit_params (s, commits [cm->order [i]], &params [i]);
         stmts [i] = (store_stmt_t) { COMMIT_SQL, 12, params [i].values, params [i].lengths, params [i].formats };
     }
-    st = store_run_batch (s, stmts, n, results, err, errlen);
-    for (size_t i = 0; i < n; i++) {
-        if (st == FR_OK) {
-            size_t k = 0;
-            while (commits [k] != order [i])
-                k++;
-            committed [k] = PQntuples (results [i]) == 1;
-        }
-        PQclear (results [i]);
-    }
-    mem_free (results);
-    mem_free (stmts);
+    fr_status_t st = store_batch_start (s, stmts, n, commits_done, cm, err, errlen);
+    mem_free (stmts);                   /* libpq has copied the statements and their values */
     mem_free (params);
-    mem_free (order);
+    if (st != FR_OK) {
+        mem_free (cm->order);
+        mem_free (cm);
+    }
     return st;
 }
 

@@ -128,9 +128,27 @@ typedef struct {
     char err [256];
 } store_claim_req_t;
 /* The claims of one loop turn, in one transaction and one round trip (one WAL flush for every
- * lease taken). Each row decides its own claim; a failure of the batch itself is retried claim by
- * claim, so one integration's problem stays its own. */
-void store_claim_batch (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms);
+ * lease taken), sent without waiting: done gets reqs back, each with its own answer, when the
+ * loop has read them (store_batch_pump). Each row decides its own claim; a batch that fails as a
+ * whole while the database is up is claimed again claim by claim, so one integration's problem
+ * stays its own. On a failure to send (returned), done is not called. */
+typedef void (store_claims_fn) (void *arg, store_claim_req_t *reqs, size_t n);
+fr_status_t store_claims_start (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
+                                store_claims_fn *done, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* The batch in flight (claims or commits): 1 while one is sent or its answer not yet delivered
+ * (one at a time per connection). */
+int store_batch_busy (const store_t *s);
+/* Reads what the database has answered to the batch in flight and, once it is all in, delivers
+ * it (the claims' or commits' done). The loop calls it every turn. */
+void store_batch_pump (store_t *s);
+/* Waits for the batch in flight to end, then delivers it (shutdown). */
+void store_batch_finish (store_t *s);
+/* 1 while the batch's statements are not all sent (the loop polls for writing too). */
+int store_batch_wants_write (const store_t *s);
+/* When the batch in flight gives up (monotonic ms), -1 when none. */
+int64_t store_batch_deadline (const store_t *s);
+
 /* Commits a refresh if the generation is still the expected one (compare-and-set) and the row is
  * active, or needs_reconnect and the commit carries a rotated refresh token: a failure recorded at
  * the same generation came from the refresh token this rotation superseded. Clears the lease only
@@ -139,12 +157,14 @@ void store_claim_batch (store_t *s, store_claim_req_t *reqs, size_t n, int64_t l
 fr_status_t store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict,
                                   char *err, size_t errlen) FR_MUSTCHECK;
 /* Group commit: the compare-and-sets of several refreshes in one transaction and one round trip
- * (one WAL flush). committed [i] is 1 when commits [i] was written, 0 when its compare-and-set lost
- * (nothing written for it: the caller settles it with store_commit_refresh, which records the
- * conflict). Rows are updated in id order, so batches sharing rows cannot deadlock. A failure
- * (FR_DATABASE_UNAVAILABLE, FR_INTERNAL) wrote nothing at all: the caller commits one by one. */
-fr_status_t store_commit_batch (store_t *s, const store_commit_t *const *commits, size_t n, int *committed,
-                                char *err, size_t errlen) FR_MUSTCHECK;
+ * (one WAL flush), sent without waiting. done gets committed [i] = 1 when commits [i] was
+ * written, 0 when its compare-and-set lost (nothing written for it: the caller settles it with
+ * store_commit_refresh, which records the conflict); or st, a failure of the whole batch that
+ * wrote nothing (the caller commits one by one). commits and what they point to must live until
+ * done. Rows are updated in id order, so batches sharing rows cannot deadlock. */
+typedef void (store_commits_fn) (void *arg, fr_status_t st, const int *committed, size_t n, const char *err);
+fr_status_t store_commits_start (store_t *s, const store_commit_t *const *commits, size_t n, store_commits_fn *done,
+                                 void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 /* Records a failed attempt: a chain row, last_error, the lease released; new_status (may be NULL)
  * is applied only if the generation is still the expected one (*stale set otherwise). */
 fr_status_t store_record_failure (store_t *s, const char *id, int64_t expected_generation, const char *lease_token,

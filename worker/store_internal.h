@@ -8,6 +8,26 @@
 
 #define STORE_NOTIFY_CHANNEL "ferrule_integrations"   /* "<worker> <integration>": drop the cache entry */
 
+/* One statement of a batch. */
+typedef struct {
+    const char *sql;
+    int n;
+    const char *const *values;
+    const int *lengths;
+    const int *formats;
+} store_stmt_t;
+
+/* A batch's end: st FR_OK with results [i] statement i's rows (cleared after the call), or the
+ * batch's failure (nothing of it was committed) with err. */
+typedef void (store_batch_fn) (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err);
+/* Sends n statements as one transaction, in one round trip (libpq's pipeline mode: BEGIN, the
+ * statements, COMMIT, one sync), so one WAL flush commits them all; returns at once. The loop
+ * reads the results as they come (store_batch_pump) and done runs from there. One batch at a
+ * time: the caller checks store_batch_busy. A statement run meanwhile (store_exec and the other
+ * calls) first reads the batch to its end; done still runs from the loop. */
+fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, void *arg,
+                               char *err, size_t errlen) FR_MUSTCHECK;
+
 /* Runs one statement, reconnecting first if needed. want_tuples: 1 for a query, 0 for a command.
  * NULL with *st and err set on failure (classified: database_unavailable for what may pass, a
  * dead, read-only or unanswering connection dropped); the caller PQclear()s the result. */

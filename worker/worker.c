@@ -181,6 +181,8 @@ worker_destroy (worker_t **w_p)
 {
     if (w_p && *w_p) {
         worker_t *w = *w_p;
+        if (w->store)
+            store_batch_finish (w->store);  /* a batch in flight is answered, its refreshes settled */
         if (w->cache)
             refresh_abandon_all (w);
         calls_abandon_all (w);
@@ -309,6 +311,7 @@ worker_tick (worker_t *w, int64_t now)
         w->next_replay_ms = now + 1000;
         worker_startup_db (w);
     }
+    store_batch_pump (w->store);            /* a statement run this turn may have read a batch's end */
     store_dispatch_notifies (w->store, on_notify, w);
     worker_revalidate (w, now);
     refresh_tick (w, now);
@@ -365,7 +368,7 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         if (db_fd >= 0) {
             items [n].socket = NULL;
             items [n].fd = db_fd;
-            items [n].events = ZMQ_POLLIN;
+            items [n].events = (short) (ZMQ_POLLIN | (store_batch_wants_write (w->store) ? ZMQ_POLLOUT : 0));
             items [n].revents = 0;
             n++;
         }
@@ -381,6 +384,9 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             timeout = sweep_next_due (w->sweep) - now;
         if (due >= 0 && due - now < timeout)
             timeout = due - now;
+        int64_t batch_deadline = store_batch_deadline (w->store);
+        if (batch_deadline >= 0 && batch_deadline - now < timeout)
+            timeout = batch_deadline - now;
         if (timeout > 100)
             timeout = 100;
         if (timeout < 0)
@@ -398,8 +404,12 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
          * else this turn does */
         http_process (w->http, items + http_first, n - http_first);
         refresh_after_answers (w);
+        /* then the database's answers: a batch of claims or commits that ended goes on, and a
+         * group commit that had to wait for it starts */
         if (db_fd >= 0 && items [db_item].revents)
             store_read_input (w->store);
+        store_batch_pump (w->store);
+        refresh_after_answers (w);
         store_dispatch_notifies (w->store, on_notify, w);
         for (size_t i = 0; i < nlink_items; i++)
             for (int k = 0; k < 256 && (items [i].revents & ZMQ_POLLIN); k++) {

@@ -171,14 +171,36 @@ catches_sighup (pid_t pid)
     return false;
 }
 
+/* How many times a broker's log says it put freshly read allow-lists in effect. */
+static int
+reloads_done (const proc_t *p)
+{
+    char line [4096];
+    int n = 0;
+    FILE *f = fopen (p->log_path, "r");
+    if (!f)
+        return 0;
+    while (fgets (line, sizeof line, f))
+        n += strstr (line, "the allow-lists and the policy in effect are the ones just read") != NULL;
+    fclose (f);
+    return n;
+}
+
 void
 harness_reload_brokers (harness_t *self)
 {
+    int before [HARNESS_MAX_BROKERS] = { 0 }, sent [HARNESS_MAX_BROKERS] = { 0 };
     for (int i = 0; i < self->nbrokers; i++) {
         proc_t *p = self->brokers [i];
+        before [i] = reloads_done (p);
         if (p->pid > 0 && !hx_proc_reap (p, 0) && catches_sighup (p->pid))
-            kill (p->pid, SIGHUP);
+            sent [i] = kill (p->pid, SIGHUP) == 0;
     }
+    /* the reload is done in the broker's loop: wait for it, so that a key added now is known
+     * before its holder connects (a handshake refused by ZAP is not retried by the client) */
+    for (int i = 0; i < self->nbrokers; i++)
+        for (int k = 0; sent [i] && k < 500 && reloads_done (self->brokers [i]) <= before [i]; k++)
+            hx_sleep_ms (10);
 }
 
 const char *
