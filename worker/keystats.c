@@ -26,7 +26,7 @@ keystats_tick (worker_t *w, int64_t now_ms)
 {
     char err [512];
     int64_t integrations = 0, connects = 0;
-    if (now_ms < w->next_keystats_ms || !store_connected (w->store))
+    if (now_ms < w->next_keystats_ms || !store_connected (w->store) || store_batch_busy (w->store))
         return;
     w->next_keystats_ms = now_ms + w->cfg.key_stats_ms;
     if (!w->m.values_on_old_keys)

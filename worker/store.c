@@ -787,7 +787,13 @@ store_new_lease_token (char out [STORE_LEASE_LEN + 1])
  * batch must not abort the others), decide, and take the lease when acquired. A lease still set
  * but expired was left by a holder that died or stalled during its refresh: if its provider call
  * went out, the provider may have rotated the refresh token; the chain says so, and the generation
- * is remembered so that an invalid_grant now can be explained. The last column is the outcome:
+ * is remembered so that an invalid_grant now can be explained. A lease held under this worker's
+ * own id, live or not, is the orphan of a claim whose answer this process never read (a batch cut
+ * off by a lost connection or a deadline, which the server still committed): no refresh of that
+ * integration is in flight here (single flight), so no provider call was made under it, and the
+ * claim takes it over at once instead of waiting for it to expire or calling it interrupted. (A
+ * restarted worker releases its earlier run's leases before its first claim; two processes under
+ * one worker id are not supported.) The last column is the outcome:
  * inactive, fresh, busy, acquired; locked or missing when no row was read. */
 #define CLAIM_SQL \
     "WITH r AS (SELECT * FROM integrations WHERE id = $1 FOR UPDATE SKIP LOCKED)," \
@@ -796,14 +802,15 @@ store_new_lease_token (char out [STORE_LEASE_LEN + 1])
     "        OR (NOT $4::boolean AND COALESCE(extract(epoch FROM r.access_expires_at)::bigint, 0) >= $3::bigint))" \
     "     THEN 'fresh'" \
     "   WHEN GREATEST(COALESCE((extract(epoch FROM r.lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0) > 0" \
+    "        AND r.lease_owner IS DISTINCT FROM $5" \
     "     THEN 'busy'" \
     "   ELSE 'acquired' END AS outcome FROM r)," \
     " u AS (UPDATE integrations i SET lease_owner = $5, lease_token = $6::uuid, lease_id = NULL," \
     "    lease_expires_at = clock_timestamp() + $7::bigint * interval '1 millisecond'," \
-    "    interrupted_generation = CASE WHEN r.lease_owner IS NOT NULL THEN r.generation" \
+    "    interrupted_generation = CASE WHEN r.lease_owner <> $5 THEN r.generation" \
     "                                  ELSE i.interrupted_generation END" \
     "  FROM r, d WHERE i.id = r.id AND d.outcome = 'acquired'" \
-    "  RETURNING r.lease_owner AS old_owner, r.generation AS old_generation)," \
+    "  RETURNING NULLIF (r.lease_owner, $5) AS old_owner, r.generation AS old_generation)," \
     " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)" \
     "  SELECT $1, u.old_generation, u.old_owner, 'interrupted'," \
     "   'the refresh lease of worker \"' || u.old_owner || '\" expired before it stored a result: the worker " \
@@ -868,8 +875,8 @@ claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_p
     if (strcmp (outcome, "busy") == 0)
         q->outcome = CLAIM_BUSY;
     else {
-        if (q->row.lease_owner)
-            q->row.interrupted = 1;
+        if (q->row.lease_owner && strcmp (q->row.lease_owner, s->worker_id) != 0)
+            q->row.interrupted = 1;          /* another worker's lease expired under it */
         mem_free (q->row.lease_owner);
         q->row.lease_owner = mem_strdup (s->worker_id);
         snprintf (q->row.lease_token, sizeof q->row.lease_token, "%s", p->token);

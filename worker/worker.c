@@ -269,7 +269,8 @@ on_generation (void *arg, const char *id, int64_t generation, const char *status
 static void
 worker_revalidate (worker_t *w, int64_t now)
 {
-    if (now < w->next_revalidate_ms || !store_connected (w->store))
+    /* optional work: never made to wait for a batch of the refresh protocol in flight */
+    if (now < w->next_revalidate_ms || !store_connected (w->store) || store_batch_busy (w->store))
         return;
     w->next_revalidate_ms = now + 1000;
     char *ids [REVALIDATE_BATCH];

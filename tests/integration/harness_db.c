@@ -140,10 +140,10 @@ admin_connect (harness_t *self)
     return conn;
 }
 
+/* 0 when res (cleared here) is a success; says the statement and why otherwise. */
 static int
-exec_sql (PGconn *conn, const char *sql)
+sql_result (PGresult *res, const char *sql)
 {
-    PGresult *res = PQexec (conn, sql);
     int rc = 0;
     if (PQresultStatus (res) != PGRES_COMMAND_OK && PQresultStatus (res) != PGRES_TUPLES_OK) {
         hx_say ("SQL failed: %s: %s", sql, PQresultErrorMessage (res));
@@ -151,6 +151,12 @@ exec_sql (PGconn *conn, const char *sql)
     }
     PQclear (res);
     return rc;
+}
+
+static int
+exec_sql (PGconn *conn, const char *sql)
+{
+    return sql_result (PQexec (conn, sql), sql);
 }
 
 /* Drops the test databases of harness processes that no longer exist (a test killed by a
@@ -332,15 +338,7 @@ int
 harness_sql (harness_t *self, const char *sql)
 {
     PGresult *res = db_query (self, sql);
-    if (!res)
-        return -1;
-    int rc = 0;
-    if (PQresultStatus (res) != PGRES_COMMAND_OK && PQresultStatus (res) != PGRES_TUPLES_OK) {
-        hx_say ("SQL failed: %s: %s", sql, PQresultErrorMessage (res));
-        rc = -1;
-    }
-    PQclear (res);
-    return rc;
+    return res ? sql_result (res, sql) : -1;
 }
 
 long long

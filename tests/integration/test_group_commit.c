@@ -3,7 +3,8 @@
  *   - forty integrations refreshed at once: every one committed exactly once, in batches;
  *   - one integration's row locked between its claim and its commit: the batch fails as a whole,
  *     the other integrations' tokens are committed one by one at once, the locked one is kept and
- *     committed when the lock goes, nothing is lost and nothing is refreshed twice. */
+ *     committed when the lock goes, nothing is lost and nothing is refreshed twice;
+ *   - a claim whose answer was lost leaves no lease that holds up the next one. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -192,12 +193,45 @@ test_locked_row_holds_up_only_itself (void **state)
         free (ids [i]);
 }
 
+/* A claim batch cut off (its deadline passed, or the connection broke) may still have been
+ * committed by the server: the worker then holds a lease under its own id whose token it never
+ * read. The next claim of that worker takes the orphan over at once; waiting for it to expire
+ * (FERRULE_LEASE_MS) made the integration unrefreshable for that long (seen in the benchmark's
+ * database stall: two refreshes timed out after 30 s). */
+static void
+test_orphan_lease_of_a_lost_claim_is_taken_over (void **state)
+{
+    (void) state;
+    char *ids [1];
+    start ("group_commit_orphan", 0);
+    import_many ("go:", 1, ids);
+    /* as a lost claim leaves it: this worker's id, a token nobody holds, live for a minute */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_owner = 'w1', lease_token = gen_random_uuid (),"
+                                      " lease_expires_at = clock_timestamp () + interval '60 seconds'"
+                                      " WHERE id = 'go:0'"), 0);
+    int64_t t0 = clock_mono_ms ();
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "go:0", NULL);
+    int64_t took = clock_mono_ms () - t0;
+    if (rc != 0)
+        fail_msg ("refresh with the orphan lease: %s (after %lld ms)", itest_code (r), (long long) took);
+    json_decref (r);
+    assert_true (took < 20000);                 /* not the orphan's minute */
+    /* no provider call was made under the orphan: not an interrupted refresh */
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
+                                 " AND outcome = 'interrupted'", "go:0"), 0);
+    assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id = '%s' AND lease_owner IS NULL"
+                                 " AND generation = 2", "go:0"), 1);
+    free (ids [0]);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_one_turn_shares_a_transaction, teardown),
         cmocka_unit_test_teardown (test_locked_row_holds_up_only_itself, teardown),
+        cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
