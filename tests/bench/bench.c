@@ -1105,7 +1105,7 @@ scenario_f (void)
     int ok = in_time == sent && after.ok == NR && reuse == 0 && broken == 0;
     row_add (fmt ("(f) cache hits through a %lld s database stall, %.0f req/s", (long long) stall_ms / 1000, rate),
              fmt ("%llu of %llu", (unsigned long long) in_time, (unsigned long long) sent), fmt ("p99 %.0f us", stall_p99),
-             "-", "all answered; refreshes after it, none lost", verdict (ok));
+             "-", "all answered; refreshes served after", verdict (ok));
     note ("(f) stall: the workers' PostgreSQL backends stopped (SIGSTOP) for %lld ms; refreshes asked for meanwhile "
           "all served afterwards: %llu of %d; reuse detections at the provider %lld; integrations not active %lld",
           (long long) stall_ms, (unsigned long long) after.ok, NR, reuse, broken);
