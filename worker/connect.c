@@ -10,6 +10,7 @@
  *   disconnect: one statement destroys the stored tokens and hands the sealed refresh token
  *               back; the revocation at the provider follows, and its failure is a warning. */
 #include "connect.h"
+#include "gwops.h"           /* HOOK(gateway): return_to */
 #include "clock.h"
 #include "ident.h"
 #include "log.h"
@@ -522,6 +523,8 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     }
     if (get_scopes (w, job, root, "scopes", &scopes) < 0)
         goto out;
+    if (!gwops_connect_check (w, job, root))    /* HOOK(gateway): return_to */
+        goto out;
     const catalog_provider_t *p = catalog_find (w->catalog, provider);
     if (!p) {
         snprintf (err, sizeof err, "provider \"%s\" is not in the catalog", provider);
@@ -595,6 +598,7 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
         goto out;
     }
     int64_t expires_at = pg_int (res, 0, 0);
+    gwops_connect_note (w, job, root, state_hash);  /* HOOK(gateway): return_to */
     log_info (id, job->rid, "connect started for provider \"%s\" with redirect URI \"%s\"%s; expires at %s",
               provider, redirect_uri, verifier ? " and PKCE" : "", clock_rfc3339 (expires_at, when, sizeof when));
 

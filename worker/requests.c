@@ -4,6 +4,7 @@
 #include "keystats.h"
 #include "connect.h"
 #include "doctor.h"
+#include "gwops.h"           /* HOOK(gateway): the gateway's operations */
 #include "clock.h"
 #include "ident.h"
 #include "log.h"
@@ -398,6 +399,8 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         connect_callback (w, job, root);        /* the state names the integration */
         return;
     }
+    if (gwops_handle (w, job, root, op, op_len))  /* HOOK(gateway): worker/gwops.c */
+        return;
     if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
         worker_reply_error (w, job, FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", NULL, -1);
