@@ -99,7 +99,7 @@ say "image $IMAGE: $(( size / 1048576 )) MiB"
 
 rootfs=$(podman image mount "$IMAGE")
 mounted=1
-for bin in ferrule-broker ferrule-worker ferrule-migrate ferrulectl; do
+for bin in ferrule-broker ferrule-worker ferrule-gateway ferrule-migrate ferrulectl; do
     [ -x "$rootfs/usr/local/bin/$bin" ] || fail "the image has no /usr/local/bin/$bin"
 done
 unwanted=$(cd "$rootfs" && {
