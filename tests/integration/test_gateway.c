@@ -315,6 +315,7 @@ setup (void **state)
     const char *names [] = { "fakebox", "fakegoogle", "fakebad" };
     for (int i = 0; i < 3; i++)
         itest_fake_config (h, names [i], json_pack ("{s:[s]}", "redirect_uris", callback_uri));
+    setenv ("FERRULE_GATEWAY_PUBLIC_URL", gw_url, 1);   /* ferrulectl dashboard-link's base */
     cli = client_new (harness_brokers (h));
     return cli ? 0 : -1;
 }
@@ -885,6 +886,20 @@ test_api_slow_clients (void **state)
 static char *
 dashboard_link (const char *ws, int ttl)
 {
+    if (!ttl) {
+        /* as an operator or the embedding application would: ferrulectl dashboard-link */
+        int rc;
+        json_t *r = harness_ctl (h, &rc, "dashboard-link", "--workspace", ws, NULL);
+        assert_int_equal (rc, 0);
+        const char *url = json_string_value (json_object_get (r, "url"));
+        assert_non_null (url);
+        char prefix [128];
+        snprintf (prefix, sizeof prefix, "%s/dashboard/open?link=", gw_url);
+        assert_true (strncmp (url, prefix, strlen (prefix)) == 0);
+        char *out = strdup (url);
+        json_decref (r);
+        return out;
+    }
     json_t *args = json_pack ("{s:s}", "integration", ws);
     if (ttl)
         json_object_set_new (args, "ttl_s", json_integer (ttl));
