@@ -107,9 +107,20 @@ page_connected (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_
         return;
     }
     char title [200];
-    html_t *h = html_new ();
+    html_t *h = html_new (), *next = NULL;
     snprintf (title, sizeof title, reduced ? "Connected to %s with fewer permissions" : "Connected to %s", provider);
-    html_page_begin (h, title);
+    if (!reduced && allowed) {
+        /* a page of this gateway (the dashboard): go on by a navigation this page starts, so the
+           SameSite=Strict session cookie goes along even after a cross-site redirect chain */
+        next = html_new ();
+        html_raw (next, rt);
+        html_raw (next, strchr (rt, '?') ? "&" : "?");
+        html_raw (next, "integration=");
+        html_urlenc (next, id);
+        html_raw (next, "&status=");
+        html_urlenc (next, status ? status : "active");
+    }
+    html_page_begin_refresh (h, title, next ? html_data (next) : NULL);
     if (reduced) {
         para (h, "problem", "", provider, " granted only some of the permissions Ferrule asked for. Tools that need "
               "the missing ones will fail with a permission error until you approve them:");
@@ -123,24 +134,16 @@ page_connected (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_
         html_raw (h, "<p class=\"notice\">Integration <strong>");
         html_text (h, id);
         html_raw (h, "</strong> is connected. Ferrule keeps its access fresh from now on; you can close this page.</p>\n");
-        if (allowed) {
-            /* the dashboard of this gateway: a same-site navigation, so its session cookie goes along */
-            html_t *u = html_new ();
-            html_raw (u, rt);
-            html_raw (u, strchr (rt, '?') ? "&" : "?");
-            html_raw (u, "integration=");
-            html_urlenc (u, id);
-            html_raw (u, "&status=");
-            html_urlenc (u, status ? status : "active");
+        if (next) {
             html_raw (h, "<p><a class=\"button\" id=\"continue\" href=\"");
-            html_text (h, html_data (u));
+            html_text (h, html_data (next));
             html_raw (h, "\">Continue</a></p>\n");
-            html_destroy (&u);
         }
     }
     html_page_end (h);
     gw_resp_html (resp, 200, h);
     html_destroy (&h);
+    html_destroy (&next);
 }
 
 /* Contact support: the page shows a reference, the log line under it has every fact. */

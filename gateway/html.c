@@ -119,9 +119,21 @@ html_take (html_t *h, size_t *len)
 void
 html_page_begin (html_t *h, const char *title)
 {
+    html_page_begin_refresh (h, title, NULL);
+}
+
+void
+html_page_begin_refresh (html_t *h, const char *title, const char *refresh_url)
+{
     html_raw (h, "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                 "<meta name=\"referrer\" content=\"no-referrer\">\n<title>");
+                 "<meta name=\"referrer\" content=\"no-referrer\">\n");
+    if (refresh_url) {
+        html_raw (h, "<meta http-equiv=\"refresh\" content=\"0;url=");
+        html_text (h, refresh_url);
+        html_raw (h, "\">\n");
+    }
+    html_raw (h, "<title>");
     html_text (h, title);
     html_raw (h, " - Ferrule</title>\n<link rel=\"stylesheet\" href=\"/static/ferrule.css\">\n</head>\n<body>\n"
                  "<header><span class=\"brand\">Ferrule</span></header>\n<main>\n<h1>");

@@ -30,6 +30,9 @@ char *html_take (html_t *h, size_t *len);
 
 /* The page's start: doctype, lang, viewport, title, the stylesheet, and an <h1> with title. */
 void html_page_begin (html_t *h, const char *title);
+/* The same, moving on to refresh_url (a page of this gateway) at once: a navigation this page
+ * starts, so the browser sends the SameSite=Strict session cookie along. */
+void html_page_begin_refresh (html_t *h, const char *title, const char *refresh_url);
 void html_page_end (html_t *h);
 /* A POST form with one button and hidden fields (names and values in pairs, NULL-ended). */
 void html_button_form (html_t *h, const char *action, const char *label, const char *css_class, ...)
