@@ -194,9 +194,16 @@ page_support (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t 
     html_text (h, provider);
     html_raw (h, "</strong><br>Error: <strong>");
     html_text (h, code);
-    html_raw (h, "</strong></p>\n<p><a class=\"button\" id=\"contact-support\" href=\"mailto:?subject=");
-    html_urlenc (h, "Ferrule connect failed, reference ");
-    html_urlenc (h, ref);
+    html_raw (h, "</strong></p>\n<p><a class=\"button\" id=\"contact-support\" href=\"");
+    const char *su = req->gw->cfg.support_url && *req->gw->cfg.support_url ? req->gw->cfg.support_url : "mailto:";
+    html_text (h, su);
+    if (strncmp (su, "mailto:", 7) == 0) {
+        /* the subject carries the reference, the provider and the error */
+        char subject [200];
+        snprintf (subject, sizeof subject, "Ferrule connect failed: reference %s, provider %s, %s", ref, provider, code);
+        html_raw (h, strchr (su, '?') ? "&amp;subject=" : "?subject=");
+        html_urlenc (h, subject);
+    }
     html_raw (h, "\">Contact support</a></p>\n");
     back_link (req, h, attempt, "failed", code);
     html_page_end (h);

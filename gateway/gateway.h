@@ -29,6 +29,7 @@ typedef struct {
     const char *policy_file;        /* the brokers' policy file, applied to those clients */
     const char *providers;          /* comma-separated providers the dashboard offers to Connect */
     const char *http_bind;          /* /healthz, /readyz, /metrics */
+    const char *support_url;        /* Contact support: a mailto: or https: address ("" : a bare mailto:) */
     int64_t session_ttl_s;
     int64_t max_connections;
     int64_t connection_timeout_s;

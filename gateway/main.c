@@ -82,6 +82,11 @@ setup (gw_t *gw, char *err, size_t errlen)
         return -1;
     }
     gw->secure = strncmp (gw->cfg.public_url, "https://", 8) == 0;
+    const char *su = gw->cfg.support_url;
+    if (su && *su && strncmp (su, "mailto:", 7) != 0 && strncmp (su, "https://", 8) != 0) {
+        snprintf (err, errlen, "FERRULE_GATEWAY_SUPPORT_URL must start with mailto: or https://");
+        return -1;
+    }
     char (*raw) [GW_ORIGIN_MAX] = mem_alloc (GW_MAX_ORIGINS * sizeof *raw);
     int rc = split_list (gw->cfg.return_to_origins, (char *) raw, GW_ORIGIN_MAX, GW_MAX_ORIGINS, &n);
     for (size_t i = 0; rc == 0 && i < n; i++) {
@@ -136,7 +141,8 @@ main (int argc, char **argv)
     memset (&gw, 0, sizeof gw);
     char *bind = NULL, *public_url = NULL, *brokers = NULL, *origins = NULL, *session_key = NULL, *keys_file = NULL,
          *policy_file = NULL, *providers = NULL, *http_bind = NULL, *log_level = NULL, *secret_file = NULL,
-         *plaintext = NULL;
+         *plaintext = NULL, *support = NULL,
+         *broker_key_file = NULL;
     int64_t session_ttl = 0, max_conn = 0, conn_timeout = 0, clients = 0;
     const config_entry_t table [] = {
         { "bind", "FERRULE_GATEWAY_BIND", CONFIG_STRING, &bind, "127.0.0.1:8080", 0, 0, 0, "HOST:PORT the gateway listens on (loopback by default: TLS ends at the Ingress)" },
@@ -147,11 +153,13 @@ main (int argc, char **argv)
         { "client-keys-file", "FERRULE_GATEWAY_CLIENT_KEYS_FILE", CONFIG_STRING, &keys_file, NULL, 0, 0, 0, "bearer keys of named clients: NAME SHA256HEX per line" },
         { "policy-file", "FERRULE_POLICY_FILE", CONFIG_STRING, &policy_file, NULL, 0, 0, 0, "the brokers' policy file, applied to named clients" },
         { "providers", "FERRULE_GATEWAY_PROVIDERS", CONFIG_STRING, &providers, "box,google,microsoft,github,slack,dropbox", 0, 0, 0, "providers the dashboard offers to Connect" },
+        { "support-url", "FERRULE_GATEWAY_SUPPORT_URL", CONFIG_STRING, &support, "", 0, 0, 0, "where Contact support on a failure page leads: mailto:support@example.com or an https:// page" },
         { "session-ttl-s", "FERRULE_GATEWAY_SESSION_TTL_S", CONFIG_INT, &session_ttl, "3600", 60, 86400, 0, "how long a dashboard session lasts" },
         { "max-connections", "FERRULE_GATEWAY_MAX_CONNECTIONS", CONFIG_INT, &max_conn, "512", 8, 65536, 0, "open HTTP connections (one thread each)" },
         { "connection-timeout-s", "FERRULE_GATEWAY_CONNECTION_TIMEOUT_S", CONFIG_INT, &conn_timeout, "15", 1, 600, 0, "an idle or slow connection is closed after this" },
         { "broker-clients", "FERRULE_GATEWAY_BROKER_CLIENTS", CONFIG_INT, &clients, "32", 1, 256, 0, "broker connections shared by the requests in flight" },
         { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "this gateway's CURVE key (a client of the brokers)" },
+        { "broker-public-key-file", "FERRULE_BROKER_PUBLIC_KEY_FILE", CONFIG_STRING, &broker_key_file, NULL, 0, 0, 0, "the brokers' CURVE public key" },
         { "allow-plaintext", "FERRULE_ALLOW_PLAINTEXT", CONFIG_STRING, &plaintext, NULL, 0, 0, 0, "1: talk to the brokers without CURVE (tests only)" },
         { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
@@ -167,10 +175,12 @@ main (int argc, char **argv)
     config_log (table);
     if (secret_file && *secret_file)
         setenv (CURVE_ENV_SECRET, secret_file, 1);
+    if (broker_key_file && *broker_key_file)
+        setenv (CURVE_ENV_BROKER_KEY, broker_key_file, 1);
     if (plaintext && *plaintext)
         setenv (CURVE_ENV_PLAINTEXT, plaintext, 1);
     gw.cfg = (gw_config_t) { bind, public_url, brokers, origins, session_key, keys_file, policy_file, providers,
-                             http_bind, session_ttl, max_conn, conn_timeout, clients };
+                             http_bind, support, session_ttl, max_conn, conn_timeout, clients };
     rc = 2;
     if (setup (&gw, err, sizeof err) != 0) {
         log_error (NULL, NULL, "%s", err);
