@@ -49,6 +49,7 @@ CREATE TABLE gateway_api_keys (
 );
 CREATE INDEX gateway_api_keys_by_workspace ON gateway_api_keys (workspace, created_at DESC);
 
--- Listing a workspace reads integrations by id prefix: a range scan on this index, never a
--- sequential scan of the table the token path reads.
-CREATE INDEX integrations_id_pattern ON integrations (id text_pattern_ops);
+-- Listing a workspace reads integrations by id prefix: an ordered range scan on this index
+-- (byte order, whatever the database's collation), stopped by its LIMIT, never a sequential
+-- scan of the table the token path reads.
+CREATE INDEX integrations_id_c ON integrations (id COLLATE "C");

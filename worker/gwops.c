@@ -276,29 +276,26 @@ out:
 static void
 op_workspace (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char ws [IDENT_MAX + 1], pattern [2 * IDENT_MAX + 2], err [512], limit [16];
+    char ws [IDENT_MAX + 1], upper [IDENT_MAX + 1], err [512], limit [16];
     PGresult *res = NULL;
     fr_status_t st;
-    size_t n = 0;
 
     if (!arg_workspace (w, job, root, ws))
         goto out;
-    for (const char *c = ws; *c; c++) {
-        if (*c == '_' || *c == '%' || *c == '\\')
-            pattern [n++] = '\\';
-        pattern [n++] = *c;
-    }
-    pattern [n++] = '%';
-    pattern [n] = '\0';
+    /* ids starting with ws are those in [ws, ws with its last byte + 1) in byte order (ids are
+       ASCII: the last byte is at most 'z', so + 1 stays ASCII) */
+    snprintf (upper, sizeof upper, "%s", ws);
+    upper [strlen (upper) - 1]++;
     snprintf (limit, sizeof limit, "%d", GWOPS_WORKSPACE_MAX + 1);
-    const char *v [] = { pattern, limit };
-    /* an index range scan (integrations_id_pattern), no token column, a bounded count */
+    const char *v [] = { ws, upper, limit };
+    /* an ordered range scan of integrations_id_c stopped by the LIMIT; no token column */
     res = store_exec (w->store,
         "SELECT id, provider, status, extract (epoch FROM last_refresh_at)::bigint, last_error_code,"
         "  extract (epoch FROM updated_at)::bigint, refresh_token_missing, scope_report,"
         "  array_to_string (scopes, ' '), array_to_string (requested_scopes, ' ')"
-        " FROM integrations WHERE id LIKE $1 ESCAPE '\\' ORDER BY id LIMIT $2::integer",
-        2, v, NULL, NULL, 1, &st, err, sizeof err);
+        " FROM integrations WHERE id COLLATE \"C\" >= $1 AND id COLLATE \"C\" < $2"
+        " ORDER BY id COLLATE \"C\" LIMIT $3::integer",
+        3, v, NULL, NULL, 1, &st, err, sizeof err);
     if (!res) {
         reply_db_error (w, job, st, err);
         goto out;

@@ -833,6 +833,14 @@ test_api_workspace_keys (void **state)
     rt = itest_grant (h, "fakebox", "[\"read\"]");
     assert_int_equal (itest_import (h, "ws8:box", "fakebox", rt), 0);
     free (rt);
+    /* the listing holds the workspace's integrations and nothing else */
+    json_t *ls = call ("workspace", json_pack ("{s:s}", "integration", "ws9:"));
+    assert_string_equal (client_error_code (ls), "ok");
+    assert_int_equal (json_array_size (json_object_get (ls, "integrations")), 1);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (ls, "integrations"), 0), "id")),
+                         "ws9:box");
+    assert_null (json_object_get (json_array_get (json_object_get (ls, "integrations"), 0), "access_token"));
+    json_decref (ls);
     json_t *k = call ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws9:", "name", "billing"));
     assert_string_equal (client_error_code (k), "ok");
     char *key = strdup (json_string_value (json_object_get (k, "key")));
