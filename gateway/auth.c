@@ -47,7 +47,7 @@ auth_load_client_keys (gw_t *gw, const char *path, char *err, size_t errlen)
             fclose (f);
             return -1;
         }
-        snprintf (k->name, sizeof k->name, "%s", name);
+        memcpy (k->name, name, strlen (name) + 1);     /* at most 64 bytes, checked above */
         gw->nclient_keys++;
     }
     fclose (f);

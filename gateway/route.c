@@ -418,8 +418,10 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
     for (size_t i = 0; i < NROUTES && !found; i++) {
         if (!match (routes [i].pattern, url, NULL))
             continue;
+        /* HEAD only where a GET changes nothing: a HEAD of a callback or a dashboard link would
+           spend its code or link (link scanners send them) */
         if (strcmp (routes [i].method, method) == 0
-        ||  (strcmp (method, "HEAD") == 0 && strcmp (routes [i].method, "GET") == 0))
+        ||  (strcmp (method, "HEAD") == 0 && routes [i].fn == style_css))
             found = &routes [i];
         else
             allow = routes [i].method;
