@@ -2,6 +2,8 @@
  * the brokers; stateless, so any number of replicas can run behind one Service */
 #include "gateway.h"
 #include "auth.h"
+#include "client.h"
+#include "clock.h"
 #include "config.h"
 #include "crypto.h"
 #include "curve.h"
@@ -197,11 +199,22 @@ main (int argc, char **argv)
     daemon_signals (&stop_requested);
     log_info (NULL, NULL, "listening on %s (port %d), public URL %s, redirect URI %s/oauth/callback", bind,
               route_server_port (server), public_url, public_url);
-    if (health)
-        health_set_ready (health, 1, NULL);
+    /* ready while a broker answers ping (checked every 5 s): a gateway that cannot reach any
+       broker leaves the Service until it can */
+    int64_t next_ping = 0;
     while (!stop_requested) {
-        if (health)
+        if (health) {
             health_beat (health);
+            if (clock_mono_ms () >= next_ping) {
+                json_t *r = pool_call (gw.pool, "ping", NULL, 2000);
+                const char *code = client_error_code (r);
+                char why [160];
+                snprintf (why, sizeof why, "no broker answers ping (%s)", code);
+                health_set_ready (health, strcmp (code, "ok") == 0, strcmp (code, "ok") == 0 ? NULL : why);
+                json_decref (r);
+                next_ping = clock_mono_ms () + 5000;
+            }
+        }
         usleep (200000);
     }
     log_info (NULL, NULL, "stopping");

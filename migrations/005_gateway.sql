@@ -20,7 +20,6 @@ CREATE TABLE gateway_retry_tokens (
     redirect_uri      text NOT NULL CHECK (length(redirect_uri) BETWEEN 1 AND 2048),
     requested_scopes  text[] NOT NULL DEFAULT '{}',
     return_to         text,
-    force_consent     boolean NOT NULL DEFAULT false,          -- reconnect that asks again (Google)
     created_at        timestamptz NOT NULL DEFAULT now(),
     expires_at        timestamptz NOT NULL,
     used_at           timestamptz

@@ -174,18 +174,17 @@ op_attempt (worker_t *w, job_t *job, const msgpack_object *root)
         char token_hash [65], ttl [16];
         hex_sha256 (token, token_hash);
         snprintf (ttl, sizeof ttl, "%d", GWOPS_RETRY_TTL_S);
-        const char *force = outcome && strcmp (outcome, "no_refresh_token") == 0 ? "true" : "false";
-        const char *v2 [] = { state_hash, token_hash, force, ttl };
+        const char *v2 [] = { state_hash, token_hash, ttl };
         /* once per attempt: the flag is set in the statement that draws the token */
         ins = store_exec (w->store,
             "WITH c AS (UPDATE pending_authorizations SET retry_issued = true WHERE state_hash = $1 AND NOT retry_issued"
             "           RETURNING integration_id, provider, redirect_uri, requested_scopes, return_to)"
             " INSERT INTO gateway_retry_tokens (token_hash, state_hash, integration_id, provider, redirect_uri,"
-            "   requested_scopes, return_to, force_consent, expires_at)"
-            " SELECT $2, $1, integration_id, provider, redirect_uri, requested_scopes, return_to, $3::boolean,"
-            "   now () + $4::integer * interval '1 second' FROM c"
+            "   requested_scopes, return_to, expires_at)"
+            " SELECT $2, $1, integration_id, provider, redirect_uri, requested_scopes, return_to,"
+            "   now () + $3::integer * interval '1 second' FROM c"
             " RETURNING extract (epoch FROM expires_at)::bigint",
-            4, v2, NULL, NULL, 1, &st, err, sizeof err);
+            3, v2, NULL, NULL, 1, &st, err, sizeof err);
         if (!ins) {
             reply_db_error (w, job, st, err);
             goto out;
@@ -231,8 +230,7 @@ op_retry (worker_t *w, job_t *job, const msgpack_object *root)
     res = store_exec (w->store,
         "UPDATE gateway_retry_tokens SET used_at = now ()"
         " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()"
-        " RETURNING integration_id, provider, redirect_uri, array_to_string (requested_scopes, ' '), return_to,"
-        "  force_consent",
+        " RETURNING integration_id, provider, redirect_uri, array_to_string (requested_scopes, ' '), return_to",
         1, v, NULL, NULL, 1, &st, err, sizeof err);
     if (!res) {
         reply_db_error (w, job, st, err);
