@@ -227,6 +227,14 @@ op_retry (worker_t *w, job_t *job, const msgpack_object *root)
         goto out;
     hex_sha256 (token, token_hash);
     const char *v [] = { token_hash };
+    /* the integration first, for the connect rate limit: a refused retry keeps its token */
+    res = store_exec (w->store,
+        "SELECT integration_id FROM gateway_retry_tokens"
+        " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()",
+        1, v, NULL, NULL, 1, &st, err, sizeof err);
+    if (res && PQntuples (res) == 1 && !ratelimit_admit (w, job, "connect", 7, PQgetvalue (res, 0, 0)))
+        goto out;
+    PQclear (res);
     res = store_exec (w->store,
         "UPDATE gateway_retry_tokens SET used_at = now ()"
         " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()"
@@ -242,8 +250,6 @@ op_retry (worker_t *w, job_t *job, const msgpack_object *root)
         goto out;
     }
     const char *id = PQgetvalue (res, 0, 0);
-    if (!ratelimit_admit (w, job, "connect", 7, id))
-        goto out;
     /* the connect the attempt made, as a request body for connect_start */
     const char *return_to = col_str (res, 0, 4);
     b = codec_builder_new ();
