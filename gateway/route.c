@@ -376,8 +376,20 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         mem_buf_init (&ctx->body, GW_MAX_BODY);
         *con_cls = ctx;
         const char *length = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (length && strtoull (length, NULL, 10) > GW_MAX_BODY)
+        if (length && strtoull (length, NULL, 10) > GW_MAX_BODY) {
+            /* answered before the body is read: a declared oversized body costs nothing more */
             ctx->too_large = 1;
+            memset (&req, 0, sizeof req);
+            snprintf (req.rid, sizeof req.rid, "-");
+            refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
+            ret = send_resp (gw, conn, &req, &r);
+            if (gw->m_responses [4])
+                metrics_inc (gw->m_responses [4]);
+            log_info (NULL, NULL, "%s %s: a declared body of %llu bytes refused with 413", method,
+                      is_api (url) ? "/v1/..." : "-", (unsigned long long) strtoull (length, NULL, 10));
+            resp_clear (&r);
+            return ret;
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
