@@ -129,6 +129,21 @@ notice_from_query (gw_req_t *req, html_t *h)
         text = " is connected.";
     else if (done && strcmp (done, "disconnected") == 0)
         text = " is disconnected: its tokens were destroyed and revoked at the provider.";
+    else if (status && strcmp (status, "failed") == 0) {
+        const char *code = gw_query (req, "error");
+        if (!id || !ident_valid (id, strlen (id)))
+            return;
+        html_raw (h, "<p class=\"problem\" role=\"status\" id=\"notice\">The connection of <strong>");
+        html_text (h, id);
+        html_raw (h, "</strong> did not finish");
+        if (code && ident_valid (code, strlen (code))) {
+            html_raw (h, " (");
+            html_text (h, code);
+            html_raw (h, ")");
+        }
+        html_raw (h, ". Its details below say what to do.</p>\n");
+        return;
+    }
     else if (done && strcmp (done, "revoked") == 0) {
         html_raw (h, "<p class=\"notice\" role=\"status\">The API key was revoked. It stops working at once.</p>\n");
         return;

@@ -956,6 +956,17 @@ test_dashboard_session_and_csrf (void **state)
     char *csrf = form_value (r.body, "csrf");
     assert_non_null (csrf);
     http_free (&r);
+    /* back from a failed connect: the result, and nothing of the query as markup */
+    snprintf (url, sizeof url, "%s/dashboard?integration=ws5:box&status=failed&error=access_denied", gw_url);
+    r = http ("GET", url, hdr, NULL);
+    assert_true (has (&r, "did not finish (access_denied)"));
+    http_free (&r);
+    snprintf (url, sizeof url, "%s/dashboard?integration=ws5:box&status=failed&error=%%3Cb%%3Ex", gw_url);
+    r = http ("GET", url, hdr, NULL);
+    assert_true (has (&r, "did not finish."));
+    assert_false (has (&r, "<b>x"));
+    http_free (&r);
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
 
     /* the link works once */
     r = http ("GET", link, NULL, NULL);
