@@ -544,10 +544,12 @@ broker_handle_client (broker_t *b)
     }
     const char *route = NULL;     /* what the partition is computed from */
     size_t route_len = 0;
-    if (rq.op == OP_CALLBACK && !codec_get (root, "integration")) {
+    const char *route_key = ops_route_key (rq.op);     /* HOOK(gateway): callback and the gateway's token ops */
+    if (route_key && !codec_get (root, "integration")) {
         /* a callback knows only its state: route by it (any worker can finish a connect) */
-        if (codec_get_str (root, "state", &route, &route_len) != 1 || route_len == 0 || route_len > 256) {
-            broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, "\"state\" must be a string of 1 to 256 bytes");
+        if (codec_get_str (root, route_key, &route, &route_len) != 1 || route_len == 0 || route_len > 256) {
+            snprintf (err, sizeof err, "\"%s\" must be a string of 1 to 256 bytes", route_key);
+            broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, err);
             goto out;
         }
     }

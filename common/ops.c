@@ -18,6 +18,15 @@ static const struct {
     [OP_CALLBACK]     = { "callback", 0 },
     [OP_DISCONNECT]   = { "disconnect", 0 },
     [OP_REPORT_SCOPE] = { "report_scope", 0 },
+    [OP_ATTEMPT]      = { "attempt", 0 },
+    [OP_RETRY]        = { "retry", 0 },
+    [OP_WORKSPACE]    = { "workspace", 0 },
+    [OP_DASHBOARD_LINK] = { "dashboard_link", 0 },
+    [OP_DASHBOARD_OPEN] = { "dashboard_open", 0 },
+    [OP_APIKEY_CREATE] = { "apikey_create", 0 },
+    [OP_APIKEY_LIST]  = { "apikey_list", 0 },
+    [OP_APIKEY_REVOKE] = { "apikey_revoke", 0 },
+    [OP_APIKEY_VERIFY] = { "apikey_verify", 0 },
 };
 
 op_t
@@ -41,4 +50,17 @@ int
 ops_is_read (op_t op)
 {
     return (int) op > 0 && op < OP__COUNT && ops_table [op].read;
+}
+
+const char *
+ops_route_key (op_t op)
+{
+    switch (op) {
+        case OP_CALLBACK:       return "state";
+        case OP_ATTEMPT:        return "state";
+        case OP_RETRY:          return "retry_token";
+        case OP_DASHBOARD_OPEN: return "link_token";
+        case OP_APIKEY_VERIFY:  return "key";
+        default:                return NULL;
+    }
 }

@@ -7,6 +7,9 @@ typedef enum {
     OP_UNKNOWN = 0,
     OP_PING, OP_TOKEN, OP_STATUS, OP_HISTORY, OP_DOCTOR,                          /* read */
     OP_IMPORT, OP_REFRESH, OP_CONNECT, OP_CALLBACK, OP_DISCONNECT, OP_REPORT_SCOPE, /* admin */
+    /* the gateway's (worker/gwops.c), all admin */
+    OP_ATTEMPT, OP_RETRY, OP_WORKSPACE, OP_DASHBOARD_LINK, OP_DASHBOARD_OPEN,
+    OP_APIKEY_CREATE, OP_APIKEY_LIST, OP_APIKEY_REVOKE, OP_APIKEY_VERIFY,
     OP__COUNT
 } op_t;
 
@@ -15,6 +18,9 @@ op_t ops_lookup (const char *s, size_t len);
 /* Wire name; "unknown" for OP_UNKNOWN: the one metric label and audit value for every name
  * this version does not know, whatever a client sent. */
 const char *ops_name (op_t op);
+/* For the operations a broker routes by a value instead of an integration id (callback: "state";
+ * the gateway's attempt, retry, dashboard_open, apikey_verify), that key; else NULL. */
+const char *ops_route_key (op_t op);
 /* 1 for the operations that read (ping, token, status, history, doctor); the others administer. */
 int ops_is_read (op_t op);
 #endif

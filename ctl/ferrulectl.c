@@ -117,6 +117,14 @@ static const opt_spec_t opts_history [] = {
     { NULL }
 };
 
+static const opt_spec_t opts_dashboard_link [] = {
+    { .name = "workspace", .metavar = "PREFIX", .kind = OPT_STRING, .key = "integration", .required = 1,
+      .check = opts_check_integration, .help = "the workspace: the integration-id prefix its integrations share (acct42:)" },
+    { .name = "ttl", .metavar = "S", .kind = OPT_INT, .key = "ttl_s", .min = 30, .max = 3600,
+      .help = "seconds the link stays usable (30 to 3600; the service's default is 600); it works once" },
+    { NULL }
+};
+
 static const command_t commands [] = {
     { "ping", "ping", 1, "check that a broker answers, and how many workers it sees",
       opts_none, output_ping, "ferrulectl ping", 0 },
@@ -145,6 +153,9 @@ static const command_t commands [] = {
     { "report-scope", "report_scope", 0, "record that an upstream API answered 403 insufficient_scope",
       opts_report_scope, output_callback,
       "ferrulectl report-scope --integration acct42:google --www-authenticate 'Bearer error=\"insufficient_scope\", scope=\"drive\"'", 0 },
+    { "dashboard-link", "dashboard_link", 0, "print a single-use link to the gateway's dashboard of a workspace",
+      opts_dashboard_link, output_dashboard_link, "FERRULE_GATEWAY_PUBLIC_URL=https://ferrule.example.com "
+      "ferrulectl dashboard-link --workspace acct42:", 0 },
     { "keygen", "keygen", 0, "make a CURVE key pair for a broker, a worker or a client (Z85 files)",
       opts_keygen, NULL, "ferrulectl keygen --out /etc/ferrule/billing", 1 },
     { "help", NULL, 0, "show help for ferrulectl or for a command",
@@ -500,9 +511,12 @@ keygen (ctl_t *ctl)
 static void
 wipe_reply (json_t *reply)
 {
-    json_t *token = json_object_get (reply, "access_token");
-    if (json_is_string (token))
-        mem_wipe ((char *) json_string_value (token), json_string_length (token));
+    static const char *const secrets [] = { "access_token", "link_token", "url", NULL };
+    for (int i = 0; secrets [i]; i++) {
+        json_t *token = json_object_get (reply, secrets [i]);
+        if (json_is_string (token))
+            mem_wipe ((char *) json_string_value (token), json_string_length (token));
+    }
 }
 
 int
@@ -578,6 +592,8 @@ main (int argc, char **argv)
     reply = client_call_ex (client, ctl.cmd->op, ctl.opts.args, ctl.timeout_ms,
                             ctl.cmd->idempotent ? CLIENT_IDEMPOTENT : 0);
     rc = client_exit_code (reply);
+    if (rc == 0 && ctl.cmd->print == output_dashboard_link)
+        output_add_dashboard_url (reply);
     if (ctl.mode.json)
         output_json (reply);
     else

@@ -423,3 +423,41 @@ output_doctor (const json_t *reply, const output_mode_t *mode)
     }
     return 0;
 }
+
+void
+output_add_dashboard_url (json_t *reply)
+{
+    const char *base = getenv ("FERRULE_GATEWAY_PUBLIC_URL");
+    const char *token = json_string_value (json_object_get (reply, "link_token"));
+    if (!token)
+        return;
+    if (!base || !*base)
+        base = "http://127.0.0.1:8080";
+    size_t blen = strlen (base);
+    while (blen && base [blen - 1] == '/')
+        blen--;
+    size_t len = blen + strlen (token) + 32;
+    char *url = malloc (len);
+    if (!url)
+        return;
+    snprintf (url, len, "%.*s/dashboard/open?link=%s", (int) blen, base, token);
+    json_object_set_new (reply, "url", json_string (url));
+    memset (url, 0, len);
+    free (url);
+}
+
+int
+output_dashboard_link (const json_t *reply, const output_mode_t *mode)
+{
+    const char *url = json_string_value (json_object_get (reply, "url"));
+    if (!url)
+        return 1;
+    output_safe (stdout, url);
+    fputc ('\n', stdout);
+    if (mode->verbose) {
+        fputs ("expires at ", stderr);
+        output_safe (stderr, json_string_value (json_object_get (reply, "expires_at")));
+        fputs ("; the link works once\n", stderr);
+    }
+    return 0;
+}

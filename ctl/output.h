@@ -34,4 +34,9 @@ int output_connect (const json_t *reply, const output_mode_t *mode);
 int output_callback (const json_t *reply, const output_mode_t *mode);
 /* doctor: Symptom, Cause, What to do (numbered), Facts. */
 int output_doctor (const json_t *reply, const output_mode_t *mode);
+/* dashboard-link: adds "url", the gateway's /dashboard/open?link=... under $FERRULE_GATEWAY_PUBLIC_URL
+ * (default http://127.0.0.1:8080), to a successful reply. */
+void output_add_dashboard_url (json_t *reply);
+/* dashboard-link: the URL and when it expires. */
+int output_dashboard_link (const json_t *reply, const output_mode_t *mode);
 #endif

@@ -22,6 +22,7 @@
 #include <strings.h>
 
 #define MAX_REDIRECT_URI    2048
+#define MAX_RETURN_TO       2048                     /* where the gateway sends the user afterwards */
 #define MAX_STATE_LEN       256                      /* the broker's routing limit */
 #define MAX_ERROR_LEN       128
 #define MAX_DESCRIPTION_IN  2048                     /* error_description accepted ... */
@@ -36,6 +37,19 @@ typedef struct {
     const char *provider_error;
     const char *provider_error_description;
 } redirect_detail_t;
+
+/* return_to: an absolute http(s) URL with a host, no fragment, no backslash (the gateway
+ * checks its origin against the allow-list; the worker keeps only well-formed ones). */
+static int
+return_to_ok (const char *s)
+{
+    size_t len = strlen (s);
+    size_t skip = len >= 8 && strncasecmp (s, "https://", 8) == 0 ? 8
+                : len >= 7 && strncasecmp (s, "http://", 7) == 0 ? 7 : 0;
+    if (!skip || len == skip || s [skip] == '/' || s [skip] == '?')
+        return 0;
+    return strpbrk (s, "#\\ ") == NULL;
+}
 
 static void
 state_hash_of (const char *state, char out [65])
@@ -129,7 +143,7 @@ connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry
 void
 connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
 {
-    char *provider = NULL, *redirect_uri = NULL, *scopes = NULL, *state = NULL, *verifier = NULL;
+    char *provider = NULL, *redirect_uri = NULL, *scopes = NULL, *state = NULL, *verifier = NULL, *return_to = NULL;
     char *challenge = NULL, *url = NULL, *words = NULL;
     unsigned char *verifier_ct = NULL;
     size_t verifier_ct_len = 0;
@@ -161,6 +175,14 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     }
     if (fields_scopes (w, job, root, "scopes", SCOPES_MAX, &scopes) < 0)
         goto out;
+    if ((r = fields_str (w, job, root, "return_to", MAX_RETURN_TO, 1, &return_to)) < 0)
+        goto out;
+    if (r == 1 && !return_to_ok (return_to)) {
+        reply_error (w, job, FR_BAD_REQUEST,
+                     "\"return_to\" must be an absolute http:// or https:// URL of at most 2048 characters, "
+                     "without a fragment", "give the page of your application the user returns to", -1);
+        goto out;
+    }
     const catalog_provider_t *p = catalog_find (w->catalog, provider);
     if (!p) {
         snprintf (err, sizeof err, "provider \"%s\" is not in the catalog", provider);
@@ -214,7 +236,7 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     }
 
     store_pending_new_t pn = { state_hash, id, provider, redirect_uri, scopes, key_id, verifier_ct, verifier_ct_len,
-                               w->cfg.connect_state_ttl_s };
+                               w->cfg.connect_state_ttl_s, return_to };
     int64_t expires_at = 0;
     if ((st = store_pending_insert (w->store, &pn, &expires_at, err, sizeof err)) != FR_OK) {
         reply_store_error (w, job, st, err);
@@ -235,6 +257,7 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
 out:
     mem_free (list);
     mem_free (words);
+    mem_free (return_to);
     mem_free (provider);
     mem_free (redirect_uri);
     mem_free (scopes);

@@ -1,11 +1,12 @@
 /* requests.c - a request's way in: the operation is read and dispatched; token, refresh, import,
- * status, history and ping are served here, the connect flow, disconnect, scopes and doctor by
- * their own modules */
+ * status, history and ping are served here, the connect flow, disconnect, scopes, doctor and the
+ * gateway's operations by their own modules */
 #include "requests.h"
 #include "connect.h"
 #include "disconnect.h"
 #include "doctor.h"
 #include "fields.h"
+#include "gwops.h"
 #include "keystats.h"
 #include "ratelimit.h"
 #include "reply.h"
@@ -289,6 +290,8 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         connect_callback (w, job, root);        /* the state names the integration */
         return;
     }
+    if (gwops_handle (w, job, root, op, op_len))  /* the gateway's operations (gwops.c) */
+        return;
     if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
         reply_error (w, job, FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", NULL, -1);

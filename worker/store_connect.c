@@ -118,18 +118,18 @@ store_pending_insert (store_t *s, const store_pending_new_t *p, int64_t *expires
     snprintf (key, sizeof key, "%" PRId32, p->key_id);
     snprintf (ttl, sizeof ttl, "%" PRId64, p->ttl_s);
     const char *values [] = { p->state_hash, p->integration, p->provider, p->redirect_uri, p->scopes ? p->scopes : "",
-                              p->verifier_ct ? key : NULL, (const char *) p->verifier_ct, ttl };
-    int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0 };
-    int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0 };
+                              p->verifier_ct ? key : NULL, (const char *) p->verifier_ct, ttl, p->return_to };
+    int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0, 0 };
+    int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0, 0 };
     PGresult *res = store_exec (s,
         /* the runtime role may not DELETE: spent states older than a day go through a
            function owned by the schema owner (migrations/004_least_privilege.sql) */
         "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes,"
-        "  key_id, code_verifier, expires_at)"
-        " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second'"
+        "  key_id, code_verifier, expires_at, return_to)"
+        " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second', $9"
         " FROM (SELECT ferrule_gc_pending_authorizations ()) gc"
         " RETURNING extract(epoch FROM expires_at)::bigint",
-        8, values, lengths, formats, 1, &st, err, errlen);
+        9, values, lengths, formats, 1, &st, err, errlen);
     if (!res)
         return st;
     *expires_at = store_int_at (res, 0, 0);

@@ -58,6 +58,7 @@ typedef struct {
     const unsigned char *verifier_ct;     /* NULL without PKCE */
     size_t verifier_ct_len;
     int64_t ttl_s;
+    const char *return_to;                /* where the gateway sends the user afterwards, or NULL */
 } store_pending_new_t;
 
 fr_status_t store_pending_insert (store_t *s, const store_pending_new_t *p, int64_t *expires_at,

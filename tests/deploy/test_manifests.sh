@@ -15,7 +15,7 @@
 # Run from the repository root (ctest does: "ctest -L deploy"). Environment:
 #   FERRULE_DEPLOY_CACHE            where the npm packages go (default build/tests/deploy/node)
 #   FERRULE_DEPLOY_CHECK_PROVIDERS  the deploy_check_providers program (ctest sets it)
-#   FERRULE_DEPLOY_BINARIES         the four programs, ':'-separated (ctest sets it)
+#   FERRULE_DEPLOY_BINARIES         the five programs, ':'-separated (ctest sets it)
 #
 # Exit 0 passed, 1 failed, 77 skipped (node or npm missing). The npm packages are pinned in
 # tests/deploy/package-lock.json; when they cannot be installed the test fails, it never passes
@@ -63,8 +63,8 @@ MODULES=$CACHE/node_modules
 names () { grep -ohE '"FERRULE_[A-Z0-9_]+"' "$@" | tr -d '"' | sort -u | jq -R . | jq -sc .; }
 # FERRULE_HTTP_BIND (/healthz, /readyz, /metrics) is being added to both tables.
 jq -n --argjson broker "$(names broker/main.c)" --argjson worker "$(names worker/main.c)" \
-      --argjson migrate "$(names migrations/migrate.c)" \
-      '{broker: ($broker + ["FERRULE_HTTP_BIND"] | unique), worker: ($worker + ["FERRULE_HTTP_BIND"] | unique), migrate: $migrate}' \
+      --argjson migrate "$(names migrations/migrate.c)" --argjson gateway "$(names gateway/main.c)" \
+      '{broker: ($broker + ["FERRULE_HTTP_BIND"] | unique), worker: ($worker + ["FERRULE_HTTP_BIND"] | unique), migrate: $migrate, gateway: $gateway}' \
       >"$WORK/known-env.json"
 [ "$(jq '.worker | length' "$WORK/known-env.json")" -gt 5 ] || fail "found no configuration table in worker/main.c"
 
@@ -155,10 +155,10 @@ node "$HERE/dockerfile.mjs" --modules "$MODULES" --root "$ROOT" --runtime-packag
 
 # ---- 7. docs/operations.md documents every variable the programs read ----
 missing=""
-for v in $(jq -r '.broker[], .worker[], .migrate[]' "$WORK/known-env.json" | sort -u); do
+for v in $(jq -r '.broker[], .worker[], .migrate[], .gateway[]' "$WORK/known-env.json" | sort -u); do
     grep -q "\`$v\`" docs/operations.md || missing="$missing $v"
 done
 [ -z "$missing" ] || fail "docs/operations.md does not document:$missing (its configuration reference lists every variable)"
-say "docs/operations.md documents all $(jq -r '.broker[], .worker[], .migrate[]' "$WORK/known-env.json" | sort -u | wc -l) variables"
+say "docs/operations.md documents all $(jq -r '.broker[], .worker[], .migrate[], .gateway[]' "$WORK/known-env.json" | sort -u | wc -l) variables"
 
 say "passed"

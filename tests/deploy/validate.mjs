@@ -59,7 +59,7 @@ const MODELS = {
   "apps/v1": { Deployment: apps.Deployment, StatefulSet: apps.StatefulSet },
   "batch/v1": { Job: batch.Job },
   "policy/v1": { PodDisruptionBudget: policy.PodDisruptionBudget },
-  "networking.k8s.io/v1": { NetworkPolicy: networking.NetworkPolicy },
+  "networking.k8s.io/v1": { NetworkPolicy: networking.NetworkPolicy, Ingress: networking.Ingress },
   "autoscaling/v2": { HorizontalPodAutoscaler: autoscaling.HorizontalPodAutoscaler },
 };
 
@@ -72,7 +72,7 @@ const WORKER_DEFAULTS = {
 };
 const BROKER_DEFAULTS = { FERRULE_PARTITIONS: 256 };
 // Variables that hold secrets: they must come from a Secret, never from a literal value.
-const SECRET_VARS = /^(FERRULE_DATABASE_URL|FERRULE_ENCRYPTION_KEY|FERRULE_ENCRYPTION_OLD_KEYS|FERRULE_FINGERPRINT_KEY|FERRULE_[A-Z0-9_]+_CLIENT_SECRET)(_FILE)?$/;
+const SECRET_VARS = /^(FERRULE_DATABASE_URL|FERRULE_ENCRYPTION_KEY|FERRULE_ENCRYPTION_OLD_KEYS|FERRULE_FINGERPRINT_KEY|FERRULE_GATEWAY_SESSION_KEY|FERRULE_[A-Z0-9_]+_CLIENT_SECRET)(_FILE)?$/;
 // Which Secret each program reads: the migration Job runs as the schema owner, everything else
 // (the workers and their "ferrule-migrate wait") as the runtime role. The owner's credentials
 // must never reach a worker pod.
@@ -144,6 +144,7 @@ function programOf(container) {
   const cmd = (container.command || [])[0] || "";
   if (cmd.endsWith("ferrule-broker")) return "broker";
   if (cmd.endsWith("ferrule-worker")) return "worker";
+  if (cmd.endsWith("ferrule-gateway")) return "gateway";
   if (cmd.endsWith("ferrule-migrate")) return "migrate";
   if (cmd.endsWith("ferrulectl")) return "ctl";
   return null;
@@ -222,7 +223,8 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
     const base = SECRET_VARS.test(name) ? name.replace(/_FILE$/, "") : name;   // every secret has a _FILE form
     if (!known.has(base) && !(program === "worker" && PROVIDER_CREDENTIAL.test(base)))
       problem(label, obj, `${where}: ${program} reads no variable ${name} (not in its configuration table)`);
-    if (SECRET_VARS.test(name) && e.source !== "secret")
+    // a secret's _FILE form is a path (to a mounted Secret) and may be a literal
+    if (SECRET_VARS.test(name) && !name.endsWith("_FILE") && e.source !== "secret")
       problem(label, obj, `${where}: ${name} is a secret and must come from a Secret, not a ${e.source}`);
   }
   const allowed = obj.kind === "Job" && program === "migrate" ? OWNER_SECRET : WORKER_SECRET;
@@ -368,7 +370,8 @@ if (opts["secret-template"]) {
   const all = yaml.loadAll(fs.readFileSync(opts["secret-template"], "utf8")).filter(Boolean);
   // Secrets mounted as files (CURVE keys, allow-lists): their keys are file names, not variables
   const FILE_SECRETS = { "ferrule-broker-key": ["broker.key"], "ferrule-worker-keys": ["broker.pub"],
-                         "ferrule-access": ["clients", "workers", "policy"] };
+                         "ferrule-access": ["clients", "workers", "policy"],
+                         "ferrule-gateway": ["gateway.key", "broker.pub", "session.key", "client-keys"] };
   const docs = all.filter((d) => !(d.metadata && d.metadata.name in FILE_SECRETS));
   for (const d of all.filter((x) => x.metadata && x.metadata.name in FILE_SECRETS)) {
     validateSchema("secret-template", d);

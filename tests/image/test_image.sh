@@ -99,7 +99,7 @@ say "image $IMAGE: $(( size / 1048576 )) MiB"
 
 rootfs=$(podman image mount "$IMAGE")
 mounted=1
-for bin in ferrule-broker ferrule-worker ferrule-migrate ferrulectl; do
+for bin in ferrule-broker ferrule-worker ferrule-gateway ferrule-migrate ferrulectl; do
     [ -x "$rootfs/usr/local/bin/$bin" ] || fail "the image has no /usr/local/bin/$bin"
 done
 unwanted=$(cd "$rootfs" && {
@@ -122,14 +122,14 @@ while read -r sh; do
 done < <(grep -v '^#' "$rootfs/etc/shells" 2>/dev/null || true)
 podman image unmount "$IMAGE" >/dev/null
 mounted=0
-say "the image holds the four programs and no compiler, headers, package caches or setuid files"
+say "the image holds the five programs and no compiler, headers, package caches or setuid files"
 
 # The build context scripts/image gives podman: only the sources the Dockerfile copies, never the
 # local state beside them (.ferrule-test/ holds this run's PostgreSQL, .ferrule/ a key).
 scripts/image --context >"$WORK/context.txt" 2>"$WORK/context.err" \
     || { cat "$WORK/context.err" >&2; fail "scripts/image --context failed"; }
 grep -qx 'common/health.c' "$WORK/context.txt" || fail "the build context lacks common/health.c: is deploy/docker/Dockerfile.dockerignore too strict?"
-stray=$(grep -vE '^(CMakeLists\.txt|common|broker|worker|migrations|ctl|tests)(/|$)' "$WORK/context.txt" | head -n 10 || true)
+stray=$(grep -vE '^(CMakeLists\.txt|common|broker|worker|gateway|migrations|ctl|tests)(/|$)' "$WORK/context.txt" | head -n 10 || true)
 [ -z "$stray" ] || fail "the build context holds more than the sources (is the ignore file passed to podman?): $(tr '\n' ' ' <<<"$stray")"
 ! grep -qE '(^|/)(build[^/]*|\.ferrule[^/]*|\.git|CMakeCache\.txt|CMakeFiles)(/|$)|\.o$' "$WORK/context.txt" \
     || fail "the build context holds build output or local state: $(grep -E '(^|/)(build[^/]*|\.ferrule[^/]*|\.git|CMakeCache\.txt|CMakeFiles)(/|$)|\.o$' "$WORK/context.txt" | head -n 5 | tr '\n' ' ')"

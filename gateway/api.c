@@ -1,0 +1,198 @@
+/* api.c - /v1/integrations/{id}/...: authenticate, call the brokers, answer their reply */
+#include "api.h"
+#include "auth.h"
+#include "mem.h"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_SCOPES 64
+
+static void
+bad (gw_resp_t *resp, const char *message, const char *hint)
+{
+    json_t *j = json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", "bad_request", "message", message,
+                           "hint", hint);
+    gw_resp_json (resp, 400, j);
+    json_decref (j);
+}
+
+/* Sends op with args (taken) for the route's integration and answers the reply as it is. */
+static void
+forward (gw_req_t *req, gw_resp_t *resp, const char *op, json_t *args)
+{
+    json_object_set_new (args, "integration", json_string (req->param [0]));
+    json_t *reply = gw_call (req, op, args, op [0] == 'c' || op [0] == 'd' ? GW_CALLBACK_MS : GW_CALL_MS);
+    const char *code = gw_code (reply);
+    unsigned status = gw_http_status (code);
+    gw_resp_json (resp, status, reply);
+    if (status == 503 || status == 429) {
+        json_t *ra = json_object_get (json_object_get (reply, "error"), "retry_after");
+        resp->retry_after = json_is_integer (ra) && json_integer_value (ra) > 0 ? (int) json_integer_value (ra) : 1;
+    }
+    json_decref (reply);
+    json_decref (args);
+}
+
+/* An integer query parameter in [min, max]: 1 set, 0 absent, -1 refused (answered). */
+static int
+query_int (gw_req_t *req, gw_resp_t *resp, const char *name, long min, long max, long *out)
+{
+    const char *s = gw_query (req, name);
+    char *end;
+    if (!s)
+        return 0;
+    errno = 0;
+    long v = strtol (s, &end, 10);
+    if (!*s || *end || errno || v < min || v > max) {
+        char message [160];
+        snprintf (message, sizeof message, "\"%s\" must be an integer from %ld to %ld", name, min, max);
+        bad (resp, message, "fix the query parameter");
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+/* The request's JSON object body; NULL after answering 400. An empty body is an empty object. */
+static json_t *
+body_object (gw_req_t *req, gw_resp_t *resp)
+{
+    json_error_t e;
+    if (req->body_len == 0)
+        return json_object ();
+    json_t *j = json_loadb (req->body, req->body_len, JSON_REJECT_DUPLICATES, &e);
+    if (!json_is_object (j)) {
+        json_decref (j);
+        bad (resp, "the body must be a JSON object", "send Content-Type: application/json with an object");
+        return NULL;
+    }
+    return j;
+}
+
+void
+api_token (gw_req_t *req, gw_resp_t *resp)
+{
+    long min_valid;
+    if (!auth_check (req, resp, "token", req->param [0]))
+        return;
+    int r = query_int (req, resp, "min_valid", 0, 86400, &min_valid);
+    if (r < 0)
+        return;
+    json_t *args = json_object ();
+    if (r == 1)
+        json_object_set_new (args, "min_valid", json_integer (min_valid));
+    const char *scopes = gw_query (req, "require_scope");
+    if (scopes) {
+        json_t *arr = json_array ();
+        char *copy = mem_strdup (scopes), *save = NULL;
+        for (char *t = strtok_r (copy, " ,", &save); t; t = strtok_r (NULL, " ,", &save))
+            json_array_append_new (arr, json_string (t));
+        mem_free (copy);
+        if (json_array_size (arr) > MAX_SCOPES) {
+            json_decref (arr);
+            json_decref (args);
+            bad (resp, "\"require_scope\" names more than 64 scopes", "ask for fewer scopes");
+            return;
+        }
+        json_object_set_new (args, "require_scopes", arr);
+    }
+    forward (req, resp, "token", args);
+}
+
+void
+api_reject (gw_req_t *req, gw_resp_t *resp)
+{
+    if (!auth_check (req, resp, "token", req->param [0]))
+        return;
+    json_t *body = body_object (req, resp);
+    if (!body)
+        return;
+    const char *rejected = json_string_value (json_object_get (body, "access_token"));
+    if (!rejected || !*rejected || strlen (rejected) > 16384) {
+        json_decref (body);
+        bad (resp, "\"access_token\" is required: the token your upstream API answered 401 to",
+             "send {\"access_token\": \"...\"}");
+        return;
+    }
+    json_t *args = json_pack ("{s:s}", "reject", rejected);
+    json_t *mv = json_object_get (body, "min_valid");
+    if (json_is_integer (mv))
+        json_object_set (args, "min_valid", mv);
+    json_decref (body);
+    forward (req, resp, "token", args);
+}
+
+void
+api_status (gw_req_t *req, gw_resp_t *resp)
+{
+    if (auth_check (req, resp, "status", req->param [0]))
+        forward (req, resp, "status", json_object ());
+}
+
+void
+api_history (gw_req_t *req, gw_resp_t *resp)
+{
+    long limit;
+    if (!auth_check (req, resp, "history", req->param [0]))
+        return;
+    int r = query_int (req, resp, "limit", 1, 1000, &limit);
+    if (r < 0)
+        return;
+    json_t *args = json_object ();
+    if (r == 1)
+        json_object_set_new (args, "limit", json_integer (limit));
+    forward (req, resp, "history", args);
+}
+
+void
+api_doctor (gw_req_t *req, gw_resp_t *resp)
+{
+    if (auth_check (req, resp, "doctor", req->param [0]))
+        forward (req, resp, "doctor", json_object ());
+}
+
+void
+api_connect (gw_req_t *req, gw_resp_t *resp)
+{
+    if (!auth_check (req, resp, "connect", req->param [0]))
+        return;
+    json_t *body = body_object (req, resp);
+    if (!body)
+        return;
+    json_t *args = json_object ();
+    const char *provider = json_string_value (json_object_get (body, "provider"));
+    const char *redirect = json_string_value (json_object_get (body, "redirect_uri"));
+    const char *return_to = json_string_value (json_object_get (body, "return_to"));
+    json_t *scopes = json_object_get (body, "scopes");
+    if (!provider) {
+        bad (resp, "\"provider\" is required: a provider name from the catalog", "send {\"provider\": \"box\"}");
+        goto out;
+    }
+    if (return_to && !gw_return_to_allowed (req->gw, return_to)) {
+        bad (resp, "\"return_to\" is not on this gateway's allow-list of origins",
+             "use a page of an allowed origin (FERRULE_GATEWAY_RETURN_TO_ORIGINS)");
+        goto out;
+    }
+    char callback [GW_ORIGIN_MAX + 64];
+    snprintf (callback, sizeof callback, "%s/oauth/callback", req->gw->cfg.public_url);
+    json_object_set_new (args, "provider", json_string (provider));
+    json_object_set_new (args, "redirect_uri", json_string (redirect ? redirect : callback));
+    if (return_to)
+        json_object_set_new (args, "return_to", json_string (return_to));
+    if (scopes)
+        json_object_set (args, "scopes", scopes);
+    forward (req, resp, "connect", args);
+    args = NULL;
+out:
+    json_decref (args);
+    json_decref (body);
+}
+
+void
+api_disconnect (gw_req_t *req, gw_resp_t *resp)
+{
+    if (auth_check (req, resp, "disconnect", req->param [0]))
+        forward (req, resp, "disconnect", json_object ());
+}

@@ -1,0 +1,128 @@
+/* auth.c - bearer keys of named clients and of workspaces */
+#include "auth.h"
+#include "crypto.h"
+#include "ident.h"
+#include "log.h"
+#include "mem.h"
+#include "ops.h"
+#include "policy.h"
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <openssl/crypto.h>
+
+#define MAX_KEY 128
+
+int
+auth_load_client_keys (gw_t *gw, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen (path, "r");
+    char line [512];
+    int lineno = 0;
+    if (!f) {
+        snprintf (err, errlen, "could not open the client keys file \"%s\": check FERRULE_GATEWAY_CLIENT_KEYS_FILE", path);
+        return -1;
+    }
+    gw->client_keys = mem_alloc (GW_MAX_CLIENT_KEYS * sizeof *gw->client_keys);
+    while (fgets (line, sizeof line, f)) {
+        char name [80], hex [80];
+        lineno++;
+        char *hash = strchr (line, '#');
+        if (hash)
+            *hash = '\0';
+        int n = sscanf (line, "%79s %79s", name, hex);
+        if (n <= 0)
+            continue;
+        int ok = n == 2 && strlen (name) <= 64 && strlen (hex) == 64 && gw->nclient_keys < GW_MAX_CLIENT_KEYS;
+        gw_client_key_t *k = &gw->client_keys [gw->nclient_keys];
+        for (int i = 0; ok && i < 32; i++) {
+            unsigned v;
+            if (sscanf (hex + 2 * i, "%2x", &v) != 1)
+                ok = 0;
+            k->hash [i] = (unsigned char) v;
+        }
+        if (!ok) {
+            snprintf (err, errlen, "client keys file \"%s\", line %d: expected \"NAME SHA256HEX\" (the SHA-256 of the "
+                      "key in 64 hex digits, at most %d lines)", path, lineno, GW_MAX_CLIENT_KEYS);
+            fclose (f);
+            return -1;
+        }
+        memcpy (k->name, name, strlen (name) + 1);     /* at most 64 bytes, checked above */
+        gw->nclient_keys++;
+    }
+    fclose (f);
+    return 0;
+}
+
+static void
+refuse (gw_resp_t *resp, unsigned status, const char *code, const char *message, const char *hint)
+{
+    json_t *j = json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", code, "message", message, "hint", hint);
+    gw_resp_json (resp, status, j);
+    json_decref (j);
+    if (status == 401)
+        resp->www_authenticate = 1;
+}
+
+static int
+token_op (const char *op)
+{
+    return strcmp (op, "token") == 0 || strcmp (op, "status") == 0 || strcmp (op, "history") == 0
+        || strcmp (op, "doctor") == 0;
+}
+
+int
+auth_check (gw_req_t *req, gw_resp_t *resp, const char *op, const char *id)
+{
+    const char *h = gw_header (req, "Authorization");
+    char message [300];
+    if (!h || strncasecmp (h, "Bearer ", 7) != 0 || !h [7] || strlen (h + 7) > MAX_KEY) {
+        refuse (resp, 401, "unauthenticated", "this API needs a bearer key",
+                "send \"Authorization: Bearer KEY\" with a client key or a workspace API key");
+        return 0;
+    }
+    const char *key = h + 7;
+    unsigned char digest [32];
+    crypto_sha256 (key, strlen (key), digest);
+    /* a named client: the brokers' policy, as over ZeroMQ */
+    for (size_t i = 0; i < req->gw->nclient_keys; i++) {
+        if (CRYPTO_memcmp (digest, req->gw->client_keys [i].hash, 32) != 0)
+            continue;
+        const char *name = req->gw->client_keys [i].name;
+        req->client = name;
+        if (!req->gw->policy || !policy_allows (req->gw->policy, name, ops_lookup (op, strlen (op)), id, strlen (id))) {
+            snprintf (message, sizeof message, "client \"%s\" may not use \"%s\" on this integration", name, op);
+            refuse (resp, 403, "forbidden", message, "ask the operator to extend the client's policy");
+            return 0;
+        }
+        return 1;
+    }
+    if (strncmp (key, "frk_", 4) != 0) {
+        refuse (resp, 401, "unauthenticated", "the bearer key is not known", "check the key, or create one on the dashboard");
+        return 0;
+    }
+    json_t *args = json_pack ("{s:s}", "key", key);
+    json_t *reply = gw_call (req, "apikey_verify", args, GW_CALL_MS);
+    const char *code = gw_code (reply);
+    int ok = 0;
+    if (strcmp (code, "ok") == 0) {
+        const char *ws = json_string_value (json_object_get (reply, "workspace"));
+        req->client = "workspace-key";
+        if (!ws || strncmp (id, ws, strlen (ws)) != 0 || !token_op (op)) {
+            snprintf (message, sizeof message, "this workspace API key may not use \"%s\" on this integration", op);
+            refuse (resp, 403, "forbidden", message, "workspace keys may use token, reject, status, history and "
+                    "doctor on the workspace's own integrations");
+        }
+        else
+            ok = 1;
+    }
+    else if (gw_http_status (code) == 503 || gw_http_status (code) == 429) {
+        refuse (resp, 503, code, "the API key could not be checked just now", "try again in a moment");
+        resp->retry_after = 1;
+    }
+    else
+        refuse (resp, 401, "unauthenticated", "the API key is unknown or revoked", "create a new key on the dashboard");
+    json_decref (args);
+    json_decref (reply);
+    return ok;
+}

@@ -1,0 +1,392 @@
+/* callback.c - callback pages: one per outcome, each with its action */
+#include "callback.h"
+#include "crypto.h"
+#include "log.h"
+#include "mem.h"
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_CODE   16384
+#define MAX_ERROR  128
+#define MAX_DESC   2048
+
+static const char *
+jstr (const json_t *o, const char *key)
+{
+    const char *s = json_string_value (json_object_get (o, key));
+    return s ? s : NULL;
+}
+
+/* "a, b and c" of a JSON array of strings, escaped into h as a list. */
+static void
+scope_list (html_t *h, const json_t *arr)
+{
+    size_t i;
+    json_t *v;
+    if (!json_is_array (arr) || json_array_size (arr) == 0)
+        return;
+    html_raw (h, "<ul class=\"scopes\">\n");
+    json_array_foreach (arr, i, v) {
+        html_raw (h, "<li><code>");
+        html_text (h, json_string_value (v));
+        html_raw (h, "</code></li>\n");
+    }
+    html_raw (h, "</ul>\n");
+}
+
+static void
+retry_form (html_t *h, const json_t *attempt, const char *label)
+{
+    const char *token = attempt ? jstr (attempt, "retry_token") : NULL;
+    if (token)
+        html_button_form (h, "/oauth/retry", label, "primary", "retry_token", token, NULL);
+    else
+        html_raw (h, "<p>Start again from <strong>Connect</strong> on your dashboard or in your application.</p>\n");
+}
+
+/* A link back to the application (failures too), when its origin is allowed. */
+static void
+back_link (gw_req_t *req, html_t *h, const json_t *attempt, const char *status, const char *code)
+{
+    const char *rt = attempt ? jstr (attempt, "return_to") : NULL;
+    if (!rt || !gw_return_to_allowed (req->gw, rt))
+        return;
+    html_raw (h, "<p><a class=\"button secondary\" id=\"back\" href=\"");
+    html_text (h, rt);
+    html_raw (h, strchr (rt, '?') ? "&amp;" : "?");
+    html_raw (h, "integration=");
+    html_urlenc (h, jstr (attempt, "integration"));
+    html_raw (h, "&amp;status=");
+    html_urlenc (h, status);
+    if (code) {
+        html_raw (h, "&amp;error=");
+        html_urlenc (h, code);
+    }
+    html_raw (h, "\">Back to the application</a></p>\n");
+}
+
+static void
+para (html_t *h, const char *css, const char *before, const char *name, const char *after)
+{
+    html_rawf (h, "<p%s%s%s>", css ? " class=\"" : "", css ? css : "", css ? "\"" : "");
+    html_text (h, before);
+    html_text (h, name);
+    html_text (h, after);
+    html_raw (h, "</p>\n");
+}
+
+/* The successful end: a redirect to return_to, or a page. */
+static void
+page_connected (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *attempt, const char *provider)
+{
+    const json_t *integ = json_object_get (reply, "integration");
+    const char *id = jstr (integ, "id");
+    const char *status = jstr (integ, "status");
+    int reduced = 0;
+    size_t i;
+    json_t *w;
+    json_array_foreach (json_object_get (reply, "warnings"), i, w)
+        if (jstr (w, "code") && strcmp (jstr (w, "code"), "scopes_reduced") == 0)
+            reduced = 1;
+    const char *rt = attempt ? jstr (attempt, "return_to") : NULL;
+    int allowed = rt && gw_return_to_allowed (req->gw, rt);
+    if (rt && !allowed)
+        log_warning (id, req->rid, "not returning to the connect's return_to: its origin is not on the allow-list "
+                     "(FERRULE_GATEWAY_RETURN_TO_ORIGINS)");
+    if (!reduced && allowed && strncmp (rt, req->gw->origin, strlen (req->gw->origin)) != 0) {
+        /* another application: back there at once, with the id and status, nothing secret */
+        html_t *u = html_new ();
+        html_raw (u, rt);
+        html_raw (u, strchr (rt, '?') ? "&" : "?");
+        html_raw (u, "integration=");
+        html_urlenc (u, id);
+        html_raw (u, "&status=");
+        html_urlenc (u, status ? status : "active");
+        gw_resp_redirect (resp, html_data (u));
+        html_destroy (&u);
+        return;
+    }
+    char title [200];
+    html_t *h = html_new (), *next = NULL;
+    snprintf (title, sizeof title, reduced ? "Connected to %s with fewer permissions" : "Connected to %s", provider);
+    if (!reduced && allowed) {
+        /* a page of this gateway (the dashboard): go on by a navigation this page starts, so the
+           SameSite=Strict session cookie goes along even after a cross-site redirect chain */
+        next = html_new ();
+        html_raw (next, rt);
+        html_raw (next, strchr (rt, '?') ? "&" : "?");
+        html_raw (next, "integration=");
+        html_urlenc (next, id);
+        html_raw (next, "&status=");
+        html_urlenc (next, status ? status : "active");
+    }
+    html_page_begin_refresh (h, title, next ? html_data (next) : NULL);
+    if (reduced) {
+        para (h, "problem", "", provider, " granted only some of the permissions Ferrule asked for. Tools that need "
+              "the missing ones will fail with a permission error until you approve them:");
+        scope_list (h, json_object_get (attempt, "missing_scopes"));
+        para (h, NULL, "Approve again and, when ", provider, " shows its permissions screen, accept every "
+              "permission. If it lets you choose between minimal and full access, choose full access.");
+        retry_form (h, attempt, "Approve all permissions");
+        back_link (req, h, attempt, status ? status : "active", "scopes_reduced");
+    }
+    else {
+        html_raw (h, "<p class=\"notice\">Integration <strong>");
+        html_text (h, id);
+        html_raw (h, "</strong> is connected. Ferrule keeps its access fresh from now on; you can close this page.</p>\n");
+        if (next) {
+            html_raw (h, "<p><a class=\"button\" id=\"continue\" href=\"");
+            html_text (h, html_data (next));
+            html_raw (h, "\">Continue</a></p>\n");
+        }
+    }
+    html_page_end (h);
+    gw_resp_html (resp, 200, h);
+    html_destroy (&h);
+    html_destroy (&next);
+}
+
+/* Contact support: the page shows a reference, the log line under it has every fact. */
+static void
+page_support (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *attempt, const char *provider,
+              const char *code)
+{
+    unsigned char rnd [6];
+    char ref [16] = "unknown";
+    if (crypto_random (rnd, sizeof rnd) == 0)
+        snprintf (ref, sizeof ref, "%02X%02X%02X-%02X%02X%02X", rnd [0], rnd [1], rnd [2], rnd [3], rnd [4], rnd [5]);
+    const json_t *err = json_object_get (reply, "error");
+    const json_t *detail = json_object_get (err, "detail");
+    const char *sent = jstr (detail, "redirect_uri_sent");
+    if (!sent && attempt)
+        sent = jstr (attempt, "redirect_uri");
+    const char *perr = jstr (detail, "provider_error");
+    const char *pdesc = jstr (detail, "provider_error_description");
+    log_error (attempt ? jstr (attempt, "integration") : NULL, req->rid,
+               "support reference %s: connect failed with %s: provider \"%s\", redirect URI sent \"%s\", provider "
+               "error \"%s\", provider error description \"%s\": %s", ref, code, provider, sent ? sent : "?",
+               perr ? perr : "?", pdesc ? pdesc : "", jstr (err, "message") ? jstr (err, "message") : "");
+    char title [200];
+    html_t *h = html_new ();
+    if (strcmp (code, "redirect_uri_mismatch") == 0) {
+        snprintf (title, sizeof title, "%s is not set up for this sign-in", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "The address ", provider, " should send you back to is not registered in its settings "
+              "for Ferrule, so it refused to finish. Trying again will not help: this needs a change in the "
+              "application's configuration.");
+    }
+    else if (strcmp (code, "invalid_client") == 0) {
+        snprintf (title, sizeof title, "%s did not accept Ferrule's application", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "", provider, " does not recognize the credentials Ferrule signs in with. Trying again "
+              "will not help: this needs a change in the application's configuration.");
+    }
+    else {
+        snprintf (title, sizeof title, "The connection to %s could not be finished", provider);
+        html_page_begin (h, title);
+        html_raw (h, "<p class=\"problem\">Something is set up wrong on our side. Trying again will not help until "
+                     "it is fixed.</p>\n");
+    }
+    html_raw (h, "<h2>What to do</h2>\n<p>Contact support and give them this reference, the provider name and "
+                 "what you were doing:</p>\n<p>Reference: <strong class=\"ref\" id=\"reference\">");
+    html_text (h, ref);
+    html_raw (h, "</strong><br>Provider: <strong>");
+    html_text (h, provider);
+    html_raw (h, "</strong><br>Error: <strong>");
+    html_text (h, code);
+    html_raw (h, "</strong></p>\n<p><a class=\"button\" id=\"contact-support\" href=\"");
+    const char *su = req->gw->cfg.support_url && *req->gw->cfg.support_url ? req->gw->cfg.support_url : "mailto:";
+    html_text (h, su);
+    if (strncmp (su, "mailto:", 7) == 0) {
+        /* the subject carries the reference, the provider and the error */
+        char subject [200];
+        snprintf (subject, sizeof subject, "Ferrule connect failed: reference %s, provider %s, %s", ref, provider, code);
+        html_raw (h, strchr (su, '?') ? "&amp;subject=" : "?subject=");
+        html_urlenc (h, subject);
+    }
+    html_raw (h, "\">Contact support</a></p>\n");
+    back_link (req, h, attempt, "failed", code);
+    html_page_end (h);
+    gw_resp_html (resp, 500, h);
+    html_destroy (&h);
+}
+
+/* Every other failure: what happened, what to do, the action. */
+static void
+page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *attempt, const char *provider,
+             const char *code)
+{
+    char title [200];
+    unsigned status = 400;
+    html_t *h = html_new ();
+    const char *outcome = attempt ? jstr (attempt, "outcome") : NULL;
+
+    if (strcmp (code, "code_expired_or_used") == 0) {
+        snprintf (title, sizeof title, "The sign-in with %s did not finish", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "", provider, " did not accept the sign-in: it took too long, or the same sign-in was "
+              "used twice (going back or reloading the last page does that).");
+        html_raw (h, "<h2>What to do</h2>\n<ul><li>Try again, and finish the provider's screen within a minute.</li>"
+                     "<li>Do not use the back button or reload the page at the end.</li>"
+                     "<li>If it keeps failing, clear your browser's cookies for the provider's site and try again "
+                     "from a fresh tab.</li></ul>\n");
+        retry_form (h, attempt, "Try again");
+    }
+    else if (strcmp (code, "state_invalid") == 0) {
+        html_page_begin (h, "This sign-in link has expired or was already used");
+        if (outcome && strcmp (outcome, "connected") == 0 && !jstr (attempt, "retry_token")) {
+            html_raw (h, "<p class=\"notice\">This sign-in was already completed: integration <strong>");
+            html_text (h, jstr (attempt, "integration"));
+            html_raw (h, "</strong> is connected. There is nothing more to do.</p>\n");
+        }
+        else {
+            html_raw (h, "<p class=\"problem\">The page you came back to belongs to a sign-in that is over: it "
+                         "waited too long, or it was already used (reloading the last page of a sign-in does "
+                         "that).</p>\n<h2>What to do</h2>\n<p>Start the sign-in again, and do not reload the page "
+                         "at the end.</p>\n");
+            retry_form (h, attempt, "Try again");
+        }
+    }
+    else if (strcmp (code, "access_denied") == 0) {
+        snprintf (title, sizeof title, "Access to %s was not granted", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "The request was declined at ", provider, "'s consent screen, so nothing was connected.");
+        html_raw (h, "<h2>What to do</h2>\n<p>If you meant to allow it, try again and choose to allow access.</p>\n");
+        retry_form (h, attempt, "Try again");
+    }
+    else if (strcmp (code, "invalid_scope") == 0) {
+        snprintf (title, sizeof title, "%s refused the permissions Ferrule asked for", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "", provider, " would not grant these permissions:");
+        scope_list (h, json_object_get (attempt, "scopes"));
+        html_raw (h, "<h2>What to do</h2>\n<p>Approve again and accept every permission on the provider's screen. "
+                     "If you manage the provider's OAuth application yourself, make sure it allows these "
+                     "permissions first.</p>\n");
+        retry_form (h, attempt, "Approve all permissions");
+    }
+    else if (strcmp (code, "no_refresh_token") == 0) {
+        snprintf (title, sizeof title, "%s connected without lasting access", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "", provider, " gave Ferrule access for a short while (usually an hour) but no refresh "
+              "token, so the integration will stop working when that access ends. This happens when you approved "
+              "Ferrule before and the provider skipped its consent screen this time.");
+        html_raw (h, "<h2>What to do</h2>\n<ol><li>Open your account's permissions page at the provider (for Google: "
+                     "Google Account, Security, Third-party access) and remove Ferrule's access.</li>"
+                     "<li>Reconnect here: the provider then shows its full consent screen and issues a refresh "
+                     "token.</li></ol>\n");
+        retry_form (h, attempt, "Reconnect");
+        status = 409;
+    }
+    else if (strcmp (code, "provider_unavailable") == 0 || strcmp (code, "provider_bad_response") == 0) {
+        snprintf (title, sizeof title, "%s is having trouble right now", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "", provider, " failed to answer while finishing the sign-in. Nothing is wrong with "
+              "your account.");
+        html_raw (h, "<h2>What to do</h2>\n<p>Wait a few minutes, then try again.</p>\n");
+        retry_form (h, attempt, "Try again");
+        status = 503;
+        resp->retry_after = 60;
+    }
+    else if (strcmp (code, "timeout") == 0 || strcmp (code, "unavailable") == 0 || strcmp (code, "overloaded") == 0
+         ||  strcmp (code, "database_unavailable") == 0 || strcmp (code, "rate_limited") == 0) {
+        html_page_begin (h, "Ferrule is busy");
+        html_raw (h, "<p class=\"problem\">Ferrule could not finish the sign-in just now.</p>\n<h2>What to do</h2>\n"
+                     "<p>Wait a moment and start the sign-in again from Connect.</p>\n");
+        retry_form (h, attempt, "Try again");
+        status = 503;
+        json_t *ra = json_object_get (json_object_get (reply, "error"), "retry_after");
+        resp->retry_after = json_is_integer (ra) ? (int) json_integer_value (ra) : 5;
+    }
+    else {
+        html_page_begin (h, "This sign-in link is incomplete or damaged");
+        html_raw (h, "<p class=\"problem\">The address you arrived at is missing parts the sign-in needs.</p>\n"
+                     "<h2>What to do</h2>\n<p>Start again from Connect on your dashboard or in your application, "
+                     "and let the provider's page send you back here by itself.</p>\n");
+    }
+    back_link (req, h, attempt, "failed", code);
+    html_page_end (h);
+    gw_resp_html (resp, status, h);
+    html_destroy (&h);
+}
+
+void
+callback_page (gw_req_t *req, gw_resp_t *resp)
+{
+    const char *state = gw_query (req, "state"), *code = gw_query (req, "code"), *error = gw_query (req, "error");
+    const char *desc = gw_query (req, "error_description");
+    json_t *args = NULL, *reply = NULL, *attempt = NULL;
+
+    if (!state || !*state || strlen (state) > 256 || (!code && !error) || (code && strlen (code) > MAX_CODE)
+    ||  (error && strlen (error) > MAX_ERROR) || (desc && strlen (desc) > MAX_DESC)) {
+        json_t *fake = json_pack ("{s:b}", "ok", 0);
+        page_failed (req, resp, fake, NULL, "the provider", "bad_request");
+        json_decref (fake);
+        return;
+    }
+    args = json_pack ("{s:s}", "state", state);
+    if (code)
+        json_object_set_new (args, "code", json_string (code));
+    if (error)
+        json_object_set_new (args, "error", json_string (error));
+    if (desc)
+        json_object_set_new (args, "error_description", json_string (desc));
+    reply = gw_call (req, "callback", args, GW_CALLBACK_MS);
+    const char *rc = gw_code (reply);
+    json_t *a = json_pack ("{s:s}", "state", state);
+    attempt = gw_call (req, "attempt", a, GW_CALL_MS);
+    json_decref (a);
+    if (strcmp (gw_code (attempt), "ok") != 0) {
+        json_decref (attempt);
+        attempt = NULL;
+    }
+    const char *provider = attempt ? jstr (attempt, "provider") : NULL;
+    if (!provider)
+        provider = jstr (json_object_get (json_object_get (reply, "error"), "detail"), "provider");
+    if (!provider)
+        provider = jstr (json_object_get (reply, "integration"), "provider");
+    if (!provider)
+        provider = "the provider";
+
+    if (strcmp (rc, "ok") == 0)
+        page_connected (req, resp, reply, attempt, provider);
+    else if (strcmp (rc, "redirect_uri_mismatch") == 0 || strcmp (rc, "invalid_client") == 0
+         ||  strcmp (rc, "configuration") == 0 || strcmp (rc, "internal") == 0 || strcmp (rc, "forbidden") == 0)
+        page_support (req, resp, reply, attempt, provider, rc);
+    else
+        page_failed (req, resp, reply, attempt, provider, rc);
+    log_info (attempt ? jstr (attempt, "integration") : NULL, req->rid, "callback answered: %s", rc);
+    json_decref (args);
+    json_decref (reply);
+    json_decref (attempt);
+}
+
+void
+callback_retry (gw_req_t *req, gw_resp_t *resp)
+{
+    char token [200];
+    if (!gw_form (req, "retry_token", token, sizeof token) || !*token) {
+        gw_resp_message (resp, 400, "This retry link is incomplete",
+                         "Start again from Connect on your dashboard or in your application.");
+        return;
+    }
+    json_t *args = json_pack ("{s:s}", "retry_token", token);
+    json_t *reply = gw_call (req, "retry", args, GW_CALL_MS);
+    mem_wipe (token, sizeof token);
+    const char *rc = gw_code (reply);
+    const char *url = jstr (reply, "authorization_url");
+    if (strcmp (rc, "ok") == 0 && url)
+        gw_resp_redirect (resp, url);
+    else if (strcmp (rc, "state_invalid") == 0)
+        gw_resp_message (resp, 400, "This retry link has expired or was already used",
+                         "Each Try again button works once, for 15 minutes. Start again from Connect on your "
+                         "dashboard or in your application.");
+    else if (gw_http_status (rc) == 503 || gw_http_status (rc) == 429) {
+        gw_resp_message (resp, 503, "Ferrule is busy", "Wait a moment, then go back and press the button again.");
+        resp->retry_after = 5;
+    }
+    else
+        gw_resp_message (resp, gw_http_status (rc), "The sign-in could not be started again",
+                         "Start again from Connect on your dashboard or in your application.");
+    json_decref (args);
+    json_decref (reply);
+}

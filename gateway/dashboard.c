@@ -1,0 +1,516 @@
+/* dashboard.c - the workspace's integrations, their diagnosis, the guide's buttons, API keys */
+#include "dashboard.h"
+#include "ident.h"
+#include "log.h"
+#include "mem.h"
+#include "session.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_DIAGNOSED 50            /* integrations diagnosed on one page (one doctor call each) */
+
+static const char *
+jstr (const json_t *o, const char *key)
+{
+    return json_string_value (json_object_get (o, key));
+}
+
+static void
+no_session (gw_resp_t *resp)
+{
+    gw_resp_message (resp, 401, "Your dashboard session has ended",
+                     "Open a new dashboard link from your application: links work once and sessions last an hour.");
+}
+
+/* The session's workspace; 0 after answering. POSTs also need the CSRF token. */
+static int
+need_session (gw_req_t *req, gw_resp_t *resp, char ws [IDENT_MAX + 1], int post)
+{
+    if (!session_check (req, ws, IDENT_MAX + 1)) {
+        no_session (resp);
+        return 0;
+    }
+    if (post && !session_csrf_ok (req)) {
+        log_warning (NULL, req->rid, "dashboard POST refused: missing or wrong CSRF token");
+        gw_resp_message (resp, 403, "This form could not be accepted",
+                         "The form was not sent from this dashboard (its security token is missing or wrong). "
+                         "Go back to the dashboard and use its buttons.");
+        return 0;
+    }
+    return 1;
+}
+
+/* The failure of a button: the service's message and hint, never a raw reply. */
+static void
+action_failed (gw_resp_t *resp, const json_t *reply, const char *what)
+{
+    const json_t *e = json_object_get (reply, "error");
+    const char *code = jstr (e, "code");
+    html_t *h = html_new ();
+    html_page_begin (h, what);
+    html_raw (h, "<p class=\"problem\">");
+    html_text (h, jstr (e, "message") ? jstr (e, "message") : "the service did not answer");
+    html_raw (h, "</p>\n");
+    if (jstr (e, "hint")) {
+        html_raw (h, "<p>");
+        html_text (h, jstr (e, "hint"));
+        html_raw (h, "</p>\n");
+    }
+    html_raw (h, "<p><a href=\"/dashboard\">Back to the dashboard</a></p>\n");
+    html_page_end (h);
+    unsigned status = gw_http_status (code ? code : "internal");
+    gw_resp_html (resp, status == 200 ? 500 : status, h);
+    if (status == 503 || status == 429)
+        resp->retry_after = 5;
+    html_destroy (&h);
+}
+
+void
+dashboard_open (gw_req_t *req, gw_resp_t *resp)
+{
+    const char *link = gw_query (req, "link");
+    if (!link || !*link || strlen (link) > 128) {
+        gw_resp_message (resp, 403, "This dashboard link is not valid", "Ask your application for a new dashboard link.");
+        return;
+    }
+    json_t *args = json_pack ("{s:s}", "link_token", link);
+    json_t *reply = gw_call (req, "dashboard_open", args, GW_CALL_MS);
+    const char *code = gw_code (reply);
+    const char *ws = jstr (reply, "workspace");
+    if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws))) {
+        resp->cookie = session_issue (req->gw, ws);
+        /* a page of our own moves on to the dashboard: a same-site navigation, so the SameSite=Strict
+           cookie goes along even when the link was clicked on another site */
+        html_t *h = html_new ();
+        html_raw (h, "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                     "<meta http-equiv=\"refresh\" content=\"0;url=/dashboard\">\n"
+                     "<title>Opening the dashboard - Ferrule</title>\n"
+                     "<link rel=\"stylesheet\" href=\"/static/ferrule.css\">\n</head>\n<body>\n<main>\n"
+                     "<h1>Opening the dashboard</h1>\n<p><a href=\"/dashboard\">Continue to the dashboard</a></p>\n");
+        html_page_end (h);
+        gw_resp_html (resp, 200, h);
+        html_destroy (&h);
+        log_info (ws, req->rid, "dashboard session opened for workspace \"%s\"", ws);
+    }
+    else if (gw_http_status (code) == 503) {
+        gw_resp_message (resp, 503, "Ferrule is busy", "Reload this page in a moment.");
+        resp->retry_after = 5;
+    }
+    else
+        gw_resp_message (resp, 403, "This dashboard link has expired or was already used",
+                         "Dashboard links work once and for a few minutes. Ask your application for a new one.");
+    json_decref (args);
+    json_decref (reply);
+}
+
+static int
+wants_reconnect (const char *status, const char *diagnosis)
+{
+    static const char *const list [] = { "needs_reconnect", "rotation_interrupted", "scopes_reduced", "no_refresh_token",
+                                         "insufficient_scope", NULL };
+    if (status && strcmp (status, "needs_reconnect") == 0)
+        return 1;
+    for (int i = 0; diagnosis && list [i]; i++)
+        if (strcmp (diagnosis, list [i]) == 0)
+            return 1;
+    return 0;
+}
+
+static void
+notice_from_query (gw_req_t *req, html_t *h)
+{
+    const char *id = gw_query (req, "integration");
+    const char *status = gw_query (req, "status");
+    const char *done = gw_query (req, "done");
+    const char *text = NULL;
+    if (status && strcmp (status, "active") == 0)
+        text = " is connected.";
+    else if (done && strcmp (done, "disconnected") == 0)
+        text = " is disconnected: its tokens were destroyed and revoked at the provider.";
+    else if (status && strcmp (status, "failed") == 0) {
+        const char *code = gw_query (req, "error");
+        if (!id || !ident_valid (id, strlen (id)))
+            return;
+        html_raw (h, "<p class=\"problem\" role=\"status\" id=\"notice\">The connection of <strong>");
+        html_text (h, id);
+        html_raw (h, "</strong> did not finish");
+        if (code && ident_valid (code, strlen (code))) {
+            html_raw (h, " (");
+            html_text (h, code);
+            html_raw (h, ")");
+        }
+        html_raw (h, ". Its details below say what to do.</p>\n");
+        return;
+    }
+    else if (done && strcmp (done, "revoked") == 0) {
+        html_raw (h, "<p class=\"notice\" role=\"status\">The API key was revoked. It stops working at once.</p>\n");
+        return;
+    }
+    if (text && id && ident_valid (id, strlen (id))) {
+        html_raw (h, "<p class=\"notice\" role=\"status\" id=\"notice\">Integration <strong>");
+        html_text (h, id);
+        html_raw (h, "</strong>");
+        html_text (h, text);
+        html_raw (h, "</p>\n");
+    }
+}
+
+static void
+integration_row (gw_req_t *req, html_t *h, const json_t *it, const char *csrf, int diagnose)
+{
+    const char *id = jstr (it, "id");
+    const char *status = jstr (it, "status");
+    const char *diag = NULL, *symptom = NULL;
+    json_t *doc = NULL;
+    if (diagnose) {
+        json_t *args = json_pack ("{s:s}", "integration", id);
+        doc = gw_call (req, "doctor", args, GW_CALL_MS);
+        json_decref (args);
+        const json_t *d = json_object_get (doc, "diagnosis");
+        diag = jstr (d, "code");
+        symptom = jstr (d, "symptom");
+    }
+    char base [IDENT_MAX + 64];
+    snprintf (base, sizeof base, "/dashboard/integrations/%s", id);
+    html_raw (h, "<tr data-integration=\"");
+    html_text (h, id);
+    html_raw (h, "\">\n<td><a href=\"");
+    html_text (h, base);
+    html_raw (h, "\">");
+    html_text (h, id);
+    html_raw (h, "</a></td>\n<td>");
+    html_text (h, jstr (it, "provider"));
+    html_raw (h, "</td>\n<td><span class=\"status status-");
+    html_text (h, status);
+    html_raw (h, "\">");
+    html_text (h, status);
+    html_raw (h, "</span></td>\n<td>");
+    html_text (h, jstr (it, "last_refresh_at") ? jstr (it, "last_refresh_at") : "never");
+    html_raw (h, "</td>\n<td class=\"diagnosis\">");
+    html_text (h, symptom ? symptom : diag ? diag : "");
+    html_raw (h, "</td>\n<td>");
+    char action [IDENT_MAX + 96];
+    if (status && strcmp (status, "disconnected") == 0) {
+        snprintf (action, sizeof action, "%s/reconnect", base);
+        html_button_form (h, action, "Connect", "primary", "csrf", csrf, NULL);
+    }
+    else {
+        if (wants_reconnect (status, diag)) {
+            snprintf (action, sizeof action, "%s/reconnect", base);
+            html_button_form (h, action, "Reconnect", "primary", "csrf", csrf, NULL);
+        }
+        snprintf (action, sizeof action, "%s/disconnect", base);
+        html_button_form (h, action, "Disconnect", "danger", "csrf", csrf, NULL);
+    }
+    html_raw (h, "</td>\n</tr>\n");
+    json_decref (doc);
+}
+
+void
+dashboard_home (gw_req_t *req, gw_resp_t *resp)
+{
+    char ws [IDENT_MAX + 1], csrf [65];
+    if (!need_session (req, resp, ws, 0))
+        return;
+    session_csrf (req, csrf);
+    json_t *args = json_pack ("{s:s}", "integration", ws);
+    json_t *list = gw_call (req, "workspace", args, GW_CALL_MS);
+    json_t *keys = gw_call (req, "apikey_list", args, GW_CALL_MS);
+    json_decref (args);
+    if (strcmp (gw_code (list), "ok") != 0) {
+        action_failed (resp, list, "The integrations could not be listed");
+        json_decref (list);
+        json_decref (keys);
+        return;
+    }
+    html_t *h = html_new ();
+    html_page_begin (h, "Integrations");
+    html_raw (h, "<p class=\"muted\">Workspace <strong>");
+    html_text (h, ws);
+    html_raw (h, "</strong></p>\n");
+    notice_from_query (req, h);
+    const json_t *items = json_object_get (list, "integrations");
+    if (json_array_size (items) == 0)
+        html_raw (h, "<p>No integrations yet. Connect one below.</p>\n");
+    else {
+        html_raw (h, "<table id=\"integrations\">\n<caption class=\"muted\">Integrations of this workspace</caption>\n"
+                     "<thead><tr><th scope=\"col\">Integration</th><th scope=\"col\">Provider</th>"
+                     "<th scope=\"col\">Status</th><th scope=\"col\">Last refreshed</th>"
+                     "<th scope=\"col\">Diagnosis</th><th scope=\"col\">Actions</th></tr></thead>\n<tbody>\n");
+        size_t i;
+        json_t *it;
+        json_array_foreach (items, i, it)
+            integration_row (req, h, it, csrf, i < MAX_DIAGNOSED);
+        html_raw (h, "</tbody>\n</table>\n");
+        if (json_is_true (json_object_get (list, "truncated")))
+            html_raw (h, "<p class=\"muted\">Only the first 200 integrations are shown.</p>\n");
+    }
+    html_raw (h, "<h2>Connect an integration</h2>\n<form method=\"post\" action=\"/dashboard/connect\">\n"
+                 "<input type=\"hidden\" name=\"csrf\" value=\"");
+    html_text (h, csrf);
+    html_raw (h, "\">\n<label for=\"provider\">Provider</label>\n<select id=\"provider\" name=\"provider\">\n");
+    for (size_t i = 0; i < req->gw->nproviders; i++) {
+        html_raw (h, "<option>");
+        html_text (h, req->gw->providers [i]);
+        html_raw (h, "</option>\n");
+    }
+    html_raw (h, "</select>\n<label for=\"name\">Name (optional: letters, digits, . _ -)</label>\n"
+                 "<input id=\"name\" name=\"name\" maxlength=\"64\" pattern=\"[A-Za-z0-9._\\-]*\">\n"
+                 "<p><button type=\"submit\" id=\"connect\">Connect</button></p>\n</form>\n");
+
+    html_raw (h, "<h2>API keys</h2>\n<p>Services use an API key to fetch this workspace's tokens over HTTP. A new "
+                 "key is shown once; only a hash is kept.</p>\n");
+    const json_t *klist = json_object_get (keys, "keys");
+    if (json_array_size (klist)) {
+        html_raw (h, "<table id=\"apikeys\">\n<thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Key starts with</th>"
+                     "<th scope=\"col\">Created</th><th scope=\"col\">Last used</th><th scope=\"col\"></th></tr></thead>\n"
+                     "<tbody>\n");
+        size_t i;
+        json_t *k;
+        json_array_foreach (klist, i, k) {
+            html_raw (h, "<tr><td>");
+            html_text (h, jstr (k, "name"));
+            html_raw (h, "</td><td><code>");
+            html_text (h, jstr (k, "prefix"));
+            html_raw (h, "</code></td><td>");
+            html_text (h, jstr (k, "created_at"));
+            html_raw (h, "</td><td>");
+            html_text (h, jstr (k, "last_used_at") ? jstr (k, "last_used_at") : "never");
+            html_raw (h, "</td><td>");
+            if (jstr (k, "revoked_at"))
+                html_raw (h, "revoked");
+            else {
+                char action [96];
+                snprintf (action, sizeof action, "/dashboard/apikeys/%lld/revoke",
+                          (long long) json_integer_value (json_object_get (k, "key_id")));
+                html_button_form (h, action, "Revoke", "danger", "csrf", csrf, NULL);
+            }
+            html_raw (h, "</td></tr>\n");
+        }
+        html_raw (h, "</tbody>\n</table>\n");
+    }
+    html_raw (h, "<form method=\"post\" action=\"/dashboard/apikeys\">\n<input type=\"hidden\" name=\"csrf\" value=\"");
+    html_text (h, csrf);
+    html_raw (h, "\">\n<label for=\"keyname\">New key's name</label>\n"
+                 "<input id=\"keyname\" name=\"name\" required maxlength=\"64\">\n"
+                 "<p><button type=\"submit\" id=\"create-key\">Create API key</button></p>\n</form>\n");
+    html_page_end (h);
+    gw_resp_html (resp, 200, h);
+    html_destroy (&h);
+    json_decref (list);
+    json_decref (keys);
+}
+
+/* The route's integration, if it belongs to the session's workspace. */
+static int
+own_integration (gw_req_t *req, gw_resp_t *resp, const char *ws)
+{
+    if (strncmp (req->param [0], ws, strlen (ws)) != 0) {
+        gw_resp_message (resp, 404, "No such integration", "This integration is not part of your workspace.");
+        return 0;
+    }
+    return 1;
+}
+
+void
+dashboard_detail (gw_req_t *req, gw_resp_t *resp)
+{
+    char ws [IDENT_MAX + 1], csrf [65];
+    if (!need_session (req, resp, ws, 0) || !own_integration (req, resp, ws))
+        return;
+    session_csrf (req, csrf);
+    json_t *args = json_pack ("{s:s, s:i}", "integration", req->param [0], "limit", 20);
+    json_t *doc = gw_call (req, "doctor", args, GW_CALL_MS);
+    json_t *hist = gw_call (req, "history", args, GW_CALL_MS);
+    json_decref (args);
+    if (strcmp (gw_code (doc), "ok") != 0) {
+        action_failed (resp, doc, "This integration could not be diagnosed");
+        json_decref (doc);
+        json_decref (hist);
+        return;
+    }
+    const json_t *d = json_object_get (doc, "diagnosis");
+    html_t *h = html_new ();
+    html_page_begin (h, req->param [0]);
+    html_raw (h, "<p>Provider <strong>");
+    html_text (h, jstr (d, "provider"));
+    html_raw (h, "</strong>, status <span class=\"status status-");
+    html_text (h, jstr (d, "status"));
+    html_raw (h, "\">");
+    html_text (h, jstr (d, "status"));
+    html_raw (h, "</span></p>\n<h2>Diagnosis</h2>\n<dl>\n<dt>Symptom</dt><dd id=\"symptom\">");
+    html_text (h, jstr (d, "symptom"));
+    html_raw (h, "</dd>\n<dt>Cause</dt><dd id=\"cause\">");
+    html_text (h, jstr (d, "cause"));
+    html_raw (h, "</dd>\n<dt>What to do</dt><dd><ol id=\"what-to-do\">\n");
+    size_t i;
+    json_t *v;
+    json_array_foreach (json_object_get (d, "what_to_do"), i, v) {
+        html_raw (h, "<li>");
+        html_text (h, json_string_value (v));
+        html_raw (h, "</li>\n");
+    }
+    html_raw (h, "</ol></dd>\n</dl>\n");
+    char base [sizeof req->param [0] + 32], action [sizeof req->param [0] + 64];
+    snprintf (base, sizeof base, "/dashboard/integrations/%s", req->param [0]);
+    const char *status = jstr (d, "status");
+    if (status && strcmp (status, "disconnected") != 0 && strcmp (status, "not_connected") != 0) {
+        if (wants_reconnect (status, jstr (d, "code"))) {
+            snprintf (action, sizeof action, "%s/reconnect", base);
+            html_button_form (h, action, "Reconnect", "primary", "csrf", csrf, NULL);
+        }
+        snprintf (action, sizeof action, "%s/disconnect", base);
+        html_button_form (h, action, "Disconnect", "danger", "csrf", csrf, NULL);
+    }
+    else {
+        snprintf (action, sizeof action, "%s/reconnect", base);
+        html_button_form (h, action, "Connect", "primary", "csrf", csrf, NULL);
+    }
+    html_raw (h, "<h2>History</h2>\n<table id=\"history\">\n<thead><tr><th scope=\"col\">When</th>"
+                 "<th scope=\"col\">What</th><th scope=\"col\">Detail</th></tr></thead>\n<tbody>\n");
+    json_array_foreach (json_object_get (hist, "chain"), i, v) {
+        html_raw (h, "<tr><td>");
+        html_text (h, jstr (v, "at"));
+        html_raw (h, "</td><td>");
+        html_text (h, jstr (v, "outcome"));
+        html_raw (h, "</td><td>");
+        html_text (h, jstr (v, "detail") ? jstr (v, "detail") : "");
+        html_raw (h, "</td></tr>\n");
+    }
+    html_raw (h, "</tbody>\n</table>\n<p><a href=\"/dashboard\">Back to the dashboard</a></p>\n");
+    html_page_end (h);
+    gw_resp_html (resp, 200, h);
+    html_destroy (&h);
+    json_decref (doc);
+    json_decref (hist);
+}
+
+/* A connect from the dashboard: back to the dashboard afterwards. scopes borrowed (may be NULL). */
+static void
+start_connect (gw_req_t *req, gw_resp_t *resp, const char *id, const char *provider, json_t *scopes)
+{
+    char callback [GW_ORIGIN_MAX + 64], back [GW_ORIGIN_MAX + 64];
+    snprintf (callback, sizeof callback, "%s/oauth/callback", req->gw->cfg.public_url);
+    snprintf (back, sizeof back, "%s/dashboard", req->gw->cfg.public_url);
+    json_t *args = json_pack ("{s:s, s:s, s:s, s:s}", "integration", id, "provider", provider, "redirect_uri", callback,
+                              "return_to", back);
+    if (scopes && json_array_size (scopes))
+        json_object_set (args, "scopes", scopes);
+    json_t *reply = gw_call (req, "connect", args, GW_CALL_MS);
+    const char *url = jstr (reply, "authorization_url");
+    if (strcmp (gw_code (reply), "ok") == 0 && url)
+        gw_resp_redirect (resp, url);
+    else
+        action_failed (resp, reply, "The connection could not be started");
+    json_decref (args);
+    json_decref (reply);
+}
+
+void
+dashboard_connect (gw_req_t *req, gw_resp_t *resp)
+{
+    char ws [IDENT_MAX + 1], provider [72], name [72], id [IDENT_MAX + 80];
+    if (!need_session (req, resp, ws, 1))
+        return;
+    if (!gw_form (req, "provider", provider, sizeof provider) || !*provider) {
+        gw_resp_message (resp, 400, "Choose a provider", "Pick the provider to connect, then press Connect.");
+        return;
+    }
+    if (!gw_form (req, "name", name, sizeof name) || !*name)
+        snprintf (name, sizeof name, "%s", provider);
+    snprintf (id, sizeof id, "%s%s", ws, name);
+    if (!ident_valid (id, strlen (id)) || !ident_valid (provider, strlen (provider))) {
+        gw_resp_message (resp, 400, "This name cannot be used",
+                         "Use letters, digits, dot, underscore and dash only, and keep it short.");
+        return;
+    }
+    start_connect (req, resp, id, provider, NULL);
+}
+
+void
+dashboard_reconnect (gw_req_t *req, gw_resp_t *resp)
+{
+    char ws [IDENT_MAX + 1];
+    if (!need_session (req, resp, ws, 1) || !own_integration (req, resp, ws))
+        return;
+    json_t *args = json_pack ("{s:s}", "integration", req->param [0]);
+    json_t *st = gw_call (req, "status", args, GW_CALL_MS);
+    json_decref (args);
+    const json_t *integ = json_object_get (st, "integration");
+    if (strcmp (gw_code (st), "ok") != 0 || !jstr (integ, "provider"))
+        action_failed (resp, st, "The integration could not be reconnected");
+    else {
+        json_t *scopes = json_object_get (integ, "requested_scopes");
+        start_connect (req, resp, req->param [0], jstr (integ, "provider"), json_is_array (scopes) ? scopes : NULL);
+    }
+    json_decref (st);
+}
+
+void
+dashboard_disconnect (gw_req_t *req, gw_resp_t *resp)
+{
+    char ws [IDENT_MAX + 1];
+    if (!need_session (req, resp, ws, 1) || !own_integration (req, resp, ws))
+        return;
+    json_t *args = json_pack ("{s:s}", "integration", req->param [0]);
+    json_t *reply = gw_call (req, "disconnect", args, GW_CALLBACK_MS);
+    if (strcmp (gw_code (reply), "ok") == 0) {
+        html_t *u = html_new ();
+        html_raw (u, "/dashboard?done=disconnected&integration=");
+        html_urlenc (u, req->param [0]);
+        gw_resp_redirect (resp, html_data (u));
+        html_destroy (&u);
+    }
+    else
+        action_failed (resp, reply, "The integration could not be disconnected");
+    json_decref (args);
+    json_decref (reply);
+}
+
+void
+dashboard_apikey_create (gw_req_t *req, gw_resp_t *resp)
+{
+    char ws [IDENT_MAX + 1], name [72];
+    if (!need_session (req, resp, ws, 1))
+        return;
+    if (!gw_form (req, "name", name, sizeof name) || !*name) {
+        gw_resp_message (resp, 400, "Name the key", "Give the new API key a name, such as the service that will use it.");
+        return;
+    }
+    json_t *args = json_pack ("{s:s, s:s}", "integration", ws, "name", name);
+    json_t *reply = gw_call (req, "apikey_create", args, GW_CALL_MS);
+    if (strcmp (gw_code (reply), "ok") != 0)
+        action_failed (resp, reply, "The API key could not be created");
+    else {
+        html_t *h = html_new ();
+        html_page_begin (h, "Your new API key");
+        html_raw (h, "<p class=\"notice\">Copy this key now: it is shown only once. Keep it like a password.</p>\n"
+                     "<p class=\"secret\" id=\"new-key\">");
+        html_text (h, jstr (reply, "key"));
+        html_raw (h, "</p>\n<p>Services send it as <code>Authorization: Bearer KEY</code>.</p>\n"
+                     "<p><a href=\"/dashboard\">Back to the dashboard</a></p>\n");
+        html_page_end (h);
+        gw_resp_html (resp, 200, h);
+        html_destroy (&h);
+    }
+    json_decref (args);
+    json_decref (reply);
+}
+
+void
+dashboard_apikey_revoke (gw_req_t *req, gw_resp_t *resp)
+{
+    char ws [IDENT_MAX + 1];
+    if (!need_session (req, resp, ws, 1))
+        return;
+    json_t *args = json_pack ("{s:s, s:I}", "integration", ws, "key_id", (json_int_t) strtoll (req->param [0], NULL, 10));
+    json_t *reply = gw_call (req, "apikey_revoke", args, GW_CALL_MS);
+    if (strcmp (gw_code (reply), "ok") == 0)
+        gw_resp_redirect (resp, "/dashboard?done=revoked");
+    else
+        action_failed (resp, reply, "The API key could not be revoked");
+    json_decref (args);
+    json_decref (reply);
+}

@@ -1,0 +1,17 @@
+/* dashboard.h - Dashboard -> Integrations for one workspace, and its API keys
+ *
+ * GET /dashboard/open?link=TOKEN spends a dashboard link (operation dashboard_open) and sets the
+ * session cookie (session.h); everything else needs that session, and every POST its CSRF
+ * token. Buttons: Connect, Disconnect, Reconnect, Create API key, Revoke. */
+#ifndef FERRULE_DASHBOARD_H
+#define FERRULE_DASHBOARD_H
+#include "gateway.h"
+void dashboard_open (gw_req_t *req, gw_resp_t *resp);
+void dashboard_home (gw_req_t *req, gw_resp_t *resp);
+void dashboard_detail (gw_req_t *req, gw_resp_t *resp);
+void dashboard_connect (gw_req_t *req, gw_resp_t *resp);
+void dashboard_disconnect (gw_req_t *req, gw_resp_t *resp);
+void dashboard_reconnect (gw_req_t *req, gw_resp_t *resp);
+void dashboard_apikey_create (gw_req_t *req, gw_resp_t *resp);
+void dashboard_apikey_revoke (gw_req_t *req, gw_resp_t *resp);
+#endif

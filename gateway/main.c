@@ -1,0 +1,232 @@
+/* ferrule-gateway: the browser side (callback pages, dashboard) and the HTTP API, a client of
+ * the brokers; stateless, so any number of replicas can run behind one Service */
+#include "gateway.h"
+#include "auth.h"
+#include "client.h"
+#include "clock.h"
+#include "config.h"
+#include "crypto.h"
+#include "curve.h"
+#include "daemon.h"
+#include "health.h"
+#include "log.h"
+#include "mem.h"
+#include "policy.h"
+#include "route.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t stop_requested = 0;
+
+/* "scheme://host[:port]" of url, lower case; 0, or -1 when url is not absolute http(s). */
+static int
+origin_of (const char *url, char *out, size_t len)
+{
+    size_t skip = strncmp (url, "https://", 8) == 0 ? 8 : strncmp (url, "http://", 7) == 0 ? 7 : 0;
+    size_t n = skip + strcspn (url + skip, "/?#");
+    if (!skip || n == skip || n >= len)
+        return -1;
+    memcpy (out, url, n);
+    out [n] = '\0';
+    for (char *c = out; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char) (*c - 'A' + 'a');
+    return 0;
+}
+
+/* Splits a comma-separated list into fixed slots; -1 when an item is too long or too many. */
+static int
+split_list (const char *list, char *slots, size_t slot_len, size_t max, size_t *count)
+{
+    *count = 0;
+    if (!list)
+        return 0;
+    char *copy = mem_strdup (list), *save = NULL;
+    int rc = 0;
+    for (char *t = strtok_r (copy, ", ", &save); t; t = strtok_r (NULL, ", ", &save)) {
+        if (*count >= max || strlen (t) >= slot_len) {
+            rc = -1;
+            break;
+        }
+        snprintf (slots + *count * slot_len, slot_len, "%s", t);
+        (*count)++;
+    }
+    mem_free (copy);
+    return rc;
+}
+
+static int
+setup (gw_t *gw, char *err, size_t errlen)
+{
+    char origin [GW_ORIGIN_MAX];
+    size_t n;
+    unsigned char *key = gw->cfg.session_key ? crypto_b64_decode (gw->cfg.session_key, &n) : NULL;
+    if (!key || n != 32) {
+        if (key)
+            mem_wipe (key, n);
+        mem_free (key);
+        snprintf (err, errlen, "FERRULE_GATEWAY_SESSION_KEY must be base64 of 32 random bytes, the same on every "
+                  "gateway replica (openssl rand -base64 32)");
+        return -1;
+    }
+    memcpy (gw->session_key, key, 32);
+    mem_wipe (key, 32);
+    mem_free (key);
+    size_t plen = strlen (gw->cfg.public_url);
+    while (plen && ((char *) gw->cfg.public_url) [plen - 1] == '/')
+        ((char *) gw->cfg.public_url) [--plen] = '\0';
+    if (origin_of (gw->cfg.public_url, gw->origin, sizeof gw->origin) != 0) {
+        snprintf (err, errlen, "FERRULE_GATEWAY_PUBLIC_URL \"%.200s\" is not an absolute http:// or https:// URL",
+                  gw->cfg.public_url);
+        return -1;
+    }
+    gw->secure = strncmp (gw->cfg.public_url, "https://", 8) == 0;
+    const char *su = gw->cfg.support_url;
+    if (su && *su && strncmp (su, "mailto:", 7) != 0 && strncmp (su, "https://", 8) != 0) {
+        snprintf (err, errlen, "FERRULE_GATEWAY_SUPPORT_URL must start with mailto: or https://");
+        return -1;
+    }
+    char (*raw) [GW_ORIGIN_MAX] = mem_alloc (GW_MAX_ORIGINS * sizeof *raw);
+    int rc = split_list (gw->cfg.return_to_origins, (char *) raw, GW_ORIGIN_MAX, GW_MAX_ORIGINS, &n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (origin_of (raw [i], origin, sizeof origin) != 0 || strlen (origin) != strlen (raw [i])) {
+            snprintf (err, errlen, "FERRULE_GATEWAY_RETURN_TO_ORIGINS: \"%.200s\" is not an origin such as "
+                      "https://app.example.com (scheme, host, optional port, nothing else)", raw [i]);
+            rc = -1;
+        }
+        else
+            snprintf (gw->origins [gw->norigins++], GW_ORIGIN_MAX, "%s", origin);
+    }
+    mem_free (raw);
+    if (rc != 0) {
+        if (!err [0])
+            snprintf (err, errlen, "FERRULE_GATEWAY_RETURN_TO_ORIGINS lists more than %d origins or a too long one",
+                      GW_MAX_ORIGINS);
+        return -1;
+    }
+    if (split_list (gw->cfg.providers, (char *) gw->providers, sizeof gw->providers [0], GW_MAX_PROVIDERS,
+                    &gw->nproviders) != 0) {
+        snprintf (err, errlen, "FERRULE_GATEWAY_PROVIDERS lists more than %d providers or a too long name",
+                  GW_MAX_PROVIDERS);
+        return -1;
+    }
+    if (gw->cfg.client_keys_file && *gw->cfg.client_keys_file
+    &&  auth_load_client_keys (gw, gw->cfg.client_keys_file, err, errlen) != 0)
+        return -1;
+    if (gw->cfg.policy_file && *gw->cfg.policy_file && !(gw->policy = policy_load (gw->cfg.policy_file, err, errlen)))
+        return -1;
+    if (gw->nclient_keys && !gw->policy)
+        log_warning (NULL, NULL, "client keys are configured without FERRULE_POLICY_FILE: named clients may do nothing");
+    gw->metrics = metrics_new ("ferrule_gateway_");
+    for (int c = 2; c <= 5; c++) {
+        char labels [32];
+        snprintf (labels, sizeof labels, "class=\"%dxx\"", c);
+        gw->m_responses [c] = metrics_counter (gw->metrics, "responses_total", "HTTP responses by status class", labels);
+    }
+    if (!(gw->pool = pool_new (gw->cfg.brokers, (int) gw->cfg.broker_clients, err, errlen)))
+        return -1;
+    return 0;
+}
+
+int
+main (int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp (argv [i], "--print-routes") == 0) {
+            route_print (stdout);
+            return 0;
+        }
+    gw_t gw;
+    memset (&gw, 0, sizeof gw);
+    char *bind = NULL, *public_url = NULL, *brokers = NULL, *origins = NULL, *session_key = NULL, *keys_file = NULL,
+         *policy_file = NULL, *providers = NULL, *http_bind = NULL, *log_level = NULL, *secret_file = NULL,
+         *plaintext = NULL, *support = NULL,
+         *broker_key_file = NULL;
+    int64_t session_ttl = 0, max_conn = 0, conn_timeout = 0, clients = 0;
+    const config_entry_t table [] = {
+        { "bind", "FERRULE_GATEWAY_BIND", CONFIG_STRING, &bind, "127.0.0.1:8080", 0, 0, 0, "HOST:PORT the gateway listens on (loopback by default: TLS ends at the Ingress)" },
+        { "public-url", "FERRULE_GATEWAY_PUBLIC_URL", CONFIG_STRING, &public_url, "http://127.0.0.1:8080", 0, 0, 0, "how browsers reach the gateway; its /oauth/callback is the redirect URI to register" },
+        { "broker", "FERRULE_BROKER_URL", CONFIG_STRING, &brokers, "tcp://127.0.0.1:5555", 0, 0, 0, "broker frontends, comma-separated" },
+        { "return-to-origins", "FERRULE_GATEWAY_RETURN_TO_ORIGINS", CONFIG_STRING, &origins, "", 0, 0, 0, "origins a connect's return_to may point to, comma-separated (the gateway's own is always allowed)" },
+        { "session-key", "FERRULE_GATEWAY_SESSION_KEY", CONFIG_STRING, &session_key, NULL, 0, 0, 1, "base64 of 32 bytes signing dashboard sessions; the same on every replica" },
+        { "client-keys-file", "FERRULE_GATEWAY_CLIENT_KEYS_FILE", CONFIG_STRING, &keys_file, NULL, 0, 0, 0, "bearer keys of named clients: NAME SHA256HEX per line" },
+        { "policy-file", "FERRULE_POLICY_FILE", CONFIG_STRING, &policy_file, NULL, 0, 0, 0, "the brokers' policy file, applied to named clients" },
+        { "providers", "FERRULE_GATEWAY_PROVIDERS", CONFIG_STRING, &providers, "box,google,microsoft,github,slack,dropbox", 0, 0, 0, "providers the dashboard offers to Connect" },
+        { "support-url", "FERRULE_GATEWAY_SUPPORT_URL", CONFIG_STRING, &support, "", 0, 0, 0, "where Contact support on a failure page leads: mailto:support@example.com or an https:// page" },
+        { "session-ttl-s", "FERRULE_GATEWAY_SESSION_TTL_S", CONFIG_INT, &session_ttl, "3600", 60, 86400, 0, "how long a dashboard session lasts" },
+        { "max-connections", "FERRULE_GATEWAY_MAX_CONNECTIONS", CONFIG_INT, &max_conn, "512", 8, 65536, 0, "open HTTP connections (one thread each)" },
+        { "connection-timeout-s", "FERRULE_GATEWAY_CONNECTION_TIMEOUT_S", CONFIG_INT, &conn_timeout, "15", 1, 600, 0, "an idle or slow connection is closed after this" },
+        { "broker-clients", "FERRULE_GATEWAY_BROKER_CLIENTS", CONFIG_INT, &clients, "32", 1, 256, 0, "broker connections shared by the requests in flight" },
+        { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "this gateway's CURVE key (a client of the brokers)" },
+        { "broker-public-key-file", "FERRULE_BROKER_PUBLIC_KEY_FILE", CONFIG_STRING, &broker_key_file, NULL, 0, 0, 0, "the brokers' CURVE public key" },
+        { "allow-plaintext", "FERRULE_ALLOW_PLAINTEXT", CONFIG_STRING, &plaintext, NULL, 0, 0, 0, "1: talk to the brokers without CURVE (tests only)" },
+        { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
+        { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
+        CONFIG_END
+    };
+    char err [512] = "";
+    int rc;
+    route_server_t *server = NULL;
+    health_t *health = NULL;
+    if (!daemon_configure (table, "ferrule-gateway", "gateway", argc, argv, &log_level, &rc))
+        return rc;
+    log_init ("gateway", bind);
+    config_log (table);
+    if (secret_file && *secret_file)
+        setenv (CURVE_ENV_SECRET, secret_file, 1);
+    if (broker_key_file && *broker_key_file)
+        setenv (CURVE_ENV_BROKER_KEY, broker_key_file, 1);
+    if (plaintext && *plaintext)
+        setenv (CURVE_ENV_PLAINTEXT, plaintext, 1);
+    gw.cfg = (gw_config_t) { bind, public_url, brokers, origins, session_key, keys_file, policy_file, providers,
+                             http_bind, support, session_ttl, max_conn, conn_timeout, clients };
+    rc = 2;
+    if (setup (&gw, err, sizeof err) != 0) {
+        log_error (NULL, NULL, "%s", err);
+        goto out;
+    }
+    if (http_bind && *http_bind && !(health = health_new (http_bind, gw.metrics, err, sizeof err))) {
+        log_error (NULL, NULL, "%s", err);
+        goto out;
+    }
+    if (!(server = route_server_new (&gw, err, sizeof err))) {
+        log_error (NULL, NULL, "%s", err);
+        goto out;
+    }
+    daemon_signals (&stop_requested);
+    log_info (NULL, NULL, "listening on %s (port %d), public URL %s, redirect URI %s/oauth/callback", bind,
+              route_server_port (server), public_url, public_url);
+    /* ready while a broker answers ping (checked every 5 s): a gateway that cannot reach any
+       broker leaves the Service until it can */
+    int64_t next_ping = 0;
+    while (!stop_requested) {
+        if (health) {
+            health_beat (health);
+            if (clock_mono_ms () >= next_ping) {
+                json_t *r = pool_call (gw.pool, "ping", NULL, 2000);
+                const char *code = client_error_code (r);
+                char why [160];
+                snprintf (why, sizeof why, "no broker answers ping (%s)", code);
+                health_set_ready (health, strcmp (code, "ok") == 0, strcmp (code, "ok") == 0 ? NULL : why);
+                json_decref (r);
+                next_ping = clock_mono_ms () + 5000;
+            }
+        }
+        usleep (200000);
+    }
+    log_info (NULL, NULL, "stopping");
+    rc = 0;
+out:
+    route_server_destroy (&server);
+    health_destroy (&health);
+    pool_destroy (&gw.pool);
+    policy_destroy (&gw.policy);
+    metrics_destroy (&gw.metrics);
+    mem_free (gw.client_keys);
+    mem_wipe (gw.session_key, sizeof gw.session_key);
+    config_free (table);
+    return rc;
+}

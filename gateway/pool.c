@@ -1,0 +1,128 @@
+/* pool.c - a bounded set of broker clients lent one request at a time */
+#include "pool.h"
+#include "client.h"
+#include "curve.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define POOL_MAX 256
+
+struct pool {
+    char *brokers;
+    int size;
+    curve_identity_t id;                /* the gateway's CURVE key and the brokers' public key */
+    pthread_mutex_t mutex;
+    pthread_cond_t freed;
+    client_t *clients [POOL_MAX];       /* made on first need */
+    int busy [POOL_MAX];
+};
+
+pool_t *
+pool_new (const char *brokers, int size, char *err, size_t errlen)
+{
+    if (size < 1 || size > POOL_MAX) {
+        snprintf (err, errlen, "the broker client pool must hold 1 to %d clients", POOL_MAX);
+        return NULL;
+    }
+    pool_t *p = mem_alloc (sizeof *p);
+    if (curve_identity_from_env (&p->id, 1, err, errlen) != FR_OK) {
+        mem_free (p);
+        return NULL;
+    }
+    client_t *first = client_new_with (brokers, &p->id, err, errlen);
+    if (!first) {
+        curve_identity_clear (&p->id);
+        mem_free (p);
+        return NULL;
+    }
+    p->brokers = mem_strdup (brokers);
+    p->size = size;
+    pthread_mutex_init (&p->mutex, NULL);
+    pthread_cond_init (&p->freed, NULL);
+    p->clients [0] = first;
+    return p;
+}
+
+void
+pool_destroy (pool_t **p_p)
+{
+    if (!p_p || !*p_p)
+        return;
+    pool_t *p = *p_p;
+    for (int i = 0; i < p->size; i++)
+        client_destroy (&p->clients [i]);
+    pthread_mutex_destroy (&p->mutex);
+    pthread_cond_destroy (&p->freed);
+    mem_free (p->brokers);
+    curve_identity_clear (&p->id);
+    mem_free (p);
+    *p_p = NULL;
+}
+
+static json_t *
+overloaded (const char *why)
+{
+    return json_pack ("{s:b, s:{s:s, s:s, s:s, s:i}}", "ok", 0, "error", "code", "overloaded", "message", why,
+                      "hint", "try again in a moment", "retry_after", 1);
+}
+
+json_t *
+pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms)
+{
+    int slot = -1;
+    struct timespec until;
+    clock_gettime (CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock (&p->mutex);
+    for (;;) {
+        for (int i = 0; i < p->size && slot < 0; i++)
+            if (!p->busy [i] && p->clients [i])
+                slot = i;
+        for (int i = 0; i < p->size && slot < 0; i++)
+            if (!p->clients [i] && !p->busy [i])
+                slot = i;
+        if (slot >= 0 || pthread_cond_timedwait (&p->freed, &p->mutex, &until) == ETIMEDOUT)
+            break;
+    }
+    client_t *c = NULL;
+    if (slot >= 0) {
+        p->busy [slot] = 1;
+        c = p->clients [slot];
+    }
+    pthread_mutex_unlock (&p->mutex);
+    if (slot < 0)
+        return overloaded ("every broker client of this gateway is busy");
+    if (!c) {
+        char err [256];
+        c = client_new_with (p->brokers, &p->id, err, sizeof err);  /* outside the lock: it connects */
+        pthread_mutex_lock (&p->mutex);
+        p->clients [slot] = c;
+        pthread_mutex_unlock (&p->mutex);
+        if (!c) {
+            log_error (NULL, NULL, "could not set up another broker client: %s", err);
+            pthread_mutex_lock (&p->mutex);
+            p->busy [slot] = 0;
+            pthread_cond_signal (&p->freed);
+            pthread_mutex_unlock (&p->mutex);
+            return overloaded ("this gateway could not open another broker connection");
+        }
+    }
+    json_t *reply = client_call_ex (c, op, args, timeout_ms,
+                                    client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0);
+    pthread_mutex_lock (&p->mutex);
+    p->busy [slot] = 0;
+    pthread_cond_signal (&p->freed);
+    pthread_mutex_unlock (&p->mutex);
+    return reply;
+}

@@ -1,0 +1,18 @@
+/* pool.h - broker clients shared by the gateway's connection threads
+ *
+ * common/client.c's client is used by one thread at a time; the pool lends each request one
+ * (made on first need, at most `size`), so a slow call holds one client, never the others. */
+#ifndef FERRULE_POOL_H
+#define FERRULE_POOL_H
+#include <jansson.h>
+
+typedef struct pool pool_t;
+
+/* NULL with a reason in err when the endpoints or the keys are unusable (one client is made
+ * at once to find out). */
+pool_t *pool_new (const char *brokers, int size, char *err, size_t errlen);
+void pool_destroy (pool_t **p_p);
+/* client_call_ex on a lent client (op's idempotence decides retries). Waits at most
+ * timeout_ms for a free client, then answers an "overloaded" reply. Never NULL. */
+json_t *pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms);
+#endif

@@ -1,0 +1,526 @@
+/* route.c - libmicrohttpd server, routing, body caps, security headers, request logs */
+#include "route.h"
+#include "api.h"
+#include "callback.h"
+#include "client.h"
+#include "clock.h"
+#include "crypto.h"
+#include "dashboard.h"
+#include "health.h"
+#include "log.h"
+#include "mem.h"
+#include "style.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <microhttpd.h>
+
+typedef struct {
+    const char *method;
+    const char *pattern;            /* "{id}": an integration id or prefix; "{key_id}": digits */
+    gw_handler_fn *fn;
+} route_t;
+
+static const route_t routes [] = {
+    { "GET",  "/oauth/callback",                          callback_page },
+    { "POST", "/oauth/retry",                             callback_retry },
+    { "GET",  "/dashboard/open",                          dashboard_open },
+    { "GET",  "/dashboard",                               dashboard_home },
+    { "GET",  "/dashboard/integrations/{id}",             dashboard_detail },
+    { "POST", "/dashboard/connect",                       dashboard_connect },
+    { "POST", "/dashboard/integrations/{id}/disconnect",  dashboard_disconnect },
+    { "POST", "/dashboard/integrations/{id}/reconnect",   dashboard_reconnect },
+    { "POST", "/dashboard/apikeys",                       dashboard_apikey_create },
+    { "POST", "/dashboard/apikeys/{key_id}/revoke",       dashboard_apikey_revoke },
+    { "GET",  "/v1/integrations/{id}",                    api_status },
+    { "GET",  "/v1/integrations/{id}/token",              api_token },
+    { "POST", "/v1/integrations/{id}/token/reject",       api_reject },
+    { "GET",  "/v1/integrations/{id}/history",            api_history },
+    { "GET",  "/v1/integrations/{id}/doctor",             api_doctor },
+    { "POST", "/v1/integrations/{id}/connect",            api_connect },
+    { "POST", "/v1/integrations/{id}/disconnect",         api_disconnect },
+    { "GET",  "/static/ferrule.css",                      style_css },
+};
+#define NROUTES (sizeof routes / sizeof routes [0])
+
+struct route_server {
+    gw_t *gw;
+    struct MHD_Daemon *daemon;
+    int port;
+};
+
+typedef struct {
+    mem_buf_t body;
+    int too_large;
+} conn_ctx_t;
+
+void
+route_print (FILE *out)
+{
+    for (size_t i = 0; i < NROUTES; i++)
+        fprintf (out, "%s %s\n", routes [i].method, routes [i].pattern);
+}
+
+/* --- matching ------------------------------------------------------------------------------ */
+
+static int
+seg_ok (const char *s, size_t len, int digits)
+{
+    if (len == 0 || len > 128)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = s [i];
+        int ok = digits ? (c >= '0' && c <= '9')
+                        : ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+                           || c == '.' || c == '_' || c == ':' || c == '-');
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+/* 1 when path matches pattern; the {params} are copied into req->param in order. */
+static int
+match (const char *pattern, const char *path, gw_req_t *req)
+{
+    int np = 0;
+    const char *p = pattern, *s = path;
+    while (*p && *s) {
+        if (*p == '{') {
+            const char *close = strchr (p, '}');
+            int digits = strncmp (p, "{key_id}", 8) == 0;
+            size_t n = strcspn (s, "/");
+            if (!close || np >= 2 || !seg_ok (s, n, digits))
+                return 0;
+            if (req) {
+                memcpy (req->param [np], s, n);
+                req->param [np][n] = '\0';
+            }
+            np++;
+            p = close + 1;
+            s += n;
+            continue;
+        }
+        if (*p != *s)
+            return 0;
+        p++;
+        s++;
+    }
+    return *p == '\0' && *s == '\0';
+}
+
+/* --- helpers for handlers ------------------------------------------------------------------- */
+
+const char *
+gw_query (const gw_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value (req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *
+gw_header (const gw_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value (req->conn, MHD_HEADER_KIND, name);
+}
+
+const char *
+gw_cookie (const gw_req_t *req, const char *name)
+{
+    return MHD_lookup_connection_value (req->conn, MHD_COOKIE_KIND, name);
+}
+
+static int
+hexval (char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int
+gw_form (const gw_req_t *req, const char *name, char *out, size_t outlen)
+{
+    const char *type = gw_header (req, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!req->body || !type || strncasecmp (type, "application/x-www-form-urlencoded", 33) != 0)
+        return 0;
+    size_t nlen = strlen (name);
+    for (const char *s = req->body; *s; ) {
+        const char *end = strchr (s, '&');
+        size_t len = end ? (size_t) (end - s) : strlen (s);
+        if (len > nlen && strncmp (s, name, nlen) == 0 && s [nlen] == '=') {
+            size_t o = 0;
+            for (size_t i = nlen + 1; i < len; i++) {
+                char c = s [i];
+                if (c == '+')
+                    c = ' ';
+                else if (c == '%' && i + 2 < len + 1 && hexval (s [i + 1]) >= 0 && hexval (s [i + 2]) >= 0) {
+                    c = (char) (hexval (s [i + 1]) * 16 + hexval (s [i + 2]));
+                    i += 2;
+                }
+                if (c == '\0' || o + 1 >= outlen)
+                    return 0;           /* a NUL or too long: refused as absent */
+                out [o++] = c;
+            }
+            out [o] = '\0';
+            return 1;
+        }
+        if (!end)
+            break;
+        s = end + 1;
+    }
+    return 0;
+}
+
+void
+gw_resp_html (gw_resp_t *resp, unsigned status, html_t *h)
+{
+    if (html_failed (h)) {
+        gw_resp_message (resp, 500, "Something went wrong", "This page came out too long to show. Try again later.");
+        return;
+    }
+    mem_free (resp->body);
+    resp->status = status;
+    resp->type = "text/html; charset=utf-8";
+    resp->body = html_take (h, &resp->len);
+}
+
+void
+gw_resp_json (gw_resp_t *resp, unsigned status, json_t *j)
+{
+    mem_free (resp->body);
+    char *text = json_dumps (j, JSON_COMPACT);
+    resp->status = status;
+    resp->type = "application/json";
+    resp->body = mem_strdup (text ? text : "{}");
+    resp->len = strlen (resp->body);
+    free (text);
+}
+
+void
+gw_resp_redirect (gw_resp_t *resp, const char *url)
+{
+    mem_free (resp->location);
+    resp->status = 303;
+    resp->location = mem_strdup (url);
+    mem_free (resp->body);
+    resp->body = mem_strdup ("");
+    resp->len = 0;
+    resp->type = "text/plain; charset=utf-8";
+}
+
+void
+gw_resp_message (gw_resp_t *resp, unsigned status, const char *title, const char *text)
+{
+    html_t *h = html_new ();
+    html_page_begin (h, title);
+    html_raw (h, "<p>");
+    html_text (h, text);
+    html_raw (h, "</p>\n");
+    html_page_end (h);
+    gw_resp_html (resp, status, h);
+    html_destroy (&h);
+}
+
+json_t *
+gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms)
+{
+    json_t *a = args ? json_deep_copy (args) : json_object ();
+    json_object_set_new (a, "rid", json_string (req->rid));
+    json_t *r = pool_call (req->gw->pool, op, a, timeout_ms);
+    json_decref (a);
+    return r;
+}
+
+const char *
+gw_code (const json_t *reply)
+{
+    return client_error_code (reply);
+}
+
+unsigned
+gw_http_status (const char *code)
+{
+    static const struct { const char *code; unsigned status; } map [] = {
+        { "ok", 200 },
+        { "bad_request", 400 }, { "malformed_frame", 400 }, { "unsupported_version", 400 },
+        { "unknown_operation", 400 }, { "too_large", 413 },
+        { "not_found", 404 },
+        { "needs_reconnect", 409 }, { "disconnected", 409 }, { "no_refresh_token", 409 },
+        { "code_expired_or_used", 422 }, { "state_invalid", 422 }, { "access_denied", 422 },
+        { "insufficient_scope", 422 }, { "invalid_scope", 422 }, { "redirect_uri_mismatch", 422 },
+        { "rate_limited", 429 },
+        { "provider_unavailable", 503 }, { "provider_bad_response", 503 }, { "timeout", 503 },
+        { "unavailable", 503 }, { "overloaded", 503 }, { "database_unavailable", 503 },
+        { "invalid_client", 500 }, { "configuration", 500 }, { "internal", 500 },
+        { "forbidden", 403 },
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map [0]; i++)
+        if (strcmp (map [i].code, code) == 0)
+            return map [i].status;
+    return 500;
+}
+
+int
+gw_return_to_allowed (const gw_t *gw, const char *url)
+{
+    char origin [GW_ORIGIN_MAX];
+    size_t skip = strncmp (url, "https://", 8) == 0 ? 8 : strncmp (url, "http://", 7) == 0 ? 7 : 0;
+    if (!skip)
+        return 0;
+    size_t n = skip + strcspn (url + skip, "/?#");
+    if (n == skip || n >= sizeof origin)
+        return 0;
+    for (size_t i = 0; url [i]; i++)
+        if ((unsigned char) url [i] <= 0x20 || (unsigned char) url [i] >= 0x7f || url [i] == '\\' || url [i] == '#')
+            return 0;
+    memcpy (origin, url, n);
+    origin [n] = '\0';
+    if (strchr (origin + skip, '@'))
+        return 0;                   /* user info: "https://good.example@evil.example" */
+    for (char *c = origin; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char) (*c - 'A' + 'a');
+    if (strcmp (origin, gw->origin) == 0)
+        return 1;
+    for (size_t i = 0; i < gw->norigins; i++)
+        if (strcmp (origin, gw->origins [i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* --- the server ------------------------------------------------------------------------------ */
+
+static void
+resp_clear (gw_resp_t *r)
+{
+    mem_free (r->body);
+    mem_free (r->location);
+    mem_free (r->cookie);
+}
+
+static enum MHD_Result
+send_resp (gw_t *gw, struct MHD_Connection *conn, const gw_req_t *req, gw_resp_t *r)
+{
+    struct MHD_Response *mr = MHD_create_response_from_buffer (r->len, r->body ? r->body : (char *) "",
+                                                                MHD_RESPMEM_MUST_COPY);
+    if (!mr)
+        return MHD_NO;
+    MHD_add_response_header (mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->type ? r->type : "text/plain; charset=utf-8");
+    MHD_add_response_header (mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    MHD_add_response_header (mr, "Content-Security-Policy",
+                             "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+                             "frame-ancestors 'none'");
+    MHD_add_response_header (mr, "Referrer-Policy", "no-referrer");
+    MHD_add_response_header (mr, "X-Content-Type-Options", "nosniff");
+    MHD_add_response_header (mr, "X-Frame-Options", "DENY");
+    MHD_add_response_header (mr, "Cross-Origin-Opener-Policy", "same-origin");
+    MHD_add_response_header (mr, "Cross-Origin-Resource-Policy", "same-origin");
+    MHD_add_response_header (mr, "Permissions-Policy", "camera=(), microphone=(), geolocation=()");
+    if (gw->secure)
+        MHD_add_response_header (mr, "Strict-Transport-Security", "max-age=31536000");
+    if (req)
+        MHD_add_response_header (mr, "X-Request-Id", req->rid);
+    if (r->location)
+        MHD_add_response_header (mr, MHD_HTTP_HEADER_LOCATION, r->location);
+    if (r->cookie)
+        MHD_add_response_header (mr, MHD_HTTP_HEADER_SET_COOKIE, r->cookie);
+    if (r->www_authenticate)
+        MHD_add_response_header (mr, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"ferrule\"");
+    if (r->allow)
+        MHD_add_response_header (mr, MHD_HTTP_HEADER_ALLOW, r->allow);
+    if (r->retry_after >= 0) {
+        char ra [16];
+        snprintf (ra, sizeof ra, "%d", r->retry_after);
+        MHD_add_response_header (mr, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    }
+    enum MHD_Result ret = MHD_queue_response (conn, r->status, mr);
+    MHD_destroy_response (mr);
+    return ret;
+}
+
+static int
+is_api (const char *url)
+{
+    return strncmp (url, "/v1/", 4) == 0;
+}
+
+/* A refusal before any handler ran: JSON under /v1/, a page elsewhere. */
+static void
+refuse (gw_resp_t *r, const char *url, unsigned status, const char *code, const char *message, const char *hint)
+{
+    if (is_api (url)) {
+        json_t *j = json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", code, "message", message,
+                               "hint", hint);
+        gw_resp_json (r, status, j);
+        json_decref (j);
+    }
+    else
+        gw_resp_message (r, status, status == 404 ? "Page not found" : "Request refused", message);
+}
+
+static enum MHD_Result
+answer (void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
+        const char *upload_data, size_t *upload_data_size, void **con_cls)
+{
+    route_server_t *srv = cls;
+    gw_t *gw = srv->gw;
+    conn_ctx_t *ctx = *con_cls;
+    gw_resp_t r = { .status = 500, .retry_after = -1 };
+    gw_req_t req;
+    enum MHD_Result ret;
+
+    if (!ctx) {
+        ctx = mem_alloc (sizeof *ctx);
+        mem_buf_init (&ctx->body, GW_MAX_BODY);
+        *con_cls = ctx;
+        const char *length = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (length && strtoull (length, NULL, 10) > GW_MAX_BODY) {
+            /* answered before the body is read: a declared oversized body costs nothing more */
+            ctx->too_large = 1;
+            memset (&req, 0, sizeof req);
+            snprintf (req.rid, sizeof req.rid, "-");
+            refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
+            ret = send_resp (gw, conn, &req, &r);
+            if (gw->m_responses [4])
+                metrics_inc (gw->m_responses [4]);
+            log_info (NULL, NULL, "%s %s: a declared body of %llu bytes refused with 413", method,
+                      is_api (url) ? "/v1/..." : "-", (unsigned long long) strtoull (length, NULL, 10));
+            resp_clear (&r);
+            return ret;
+        }
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (!ctx->too_large && mem_buf_append (&ctx->body, upload_data, *upload_data_size) != 0)
+            ctx->too_large = 1;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    int64_t started = clock_mono_ms ();
+    memset (&req, 0, sizeof req);
+    req.gw = gw;
+    req.conn = conn;
+    req.method = method;
+    req.path = url;
+    unsigned char rnd [8];
+    if (crypto_random (rnd, sizeof rnd) != 0)
+        memset (rnd, 0, sizeof rnd);
+    for (int i = 0; i < 8; i++)
+        snprintf (req.rid + 2 * i, 3, "%02x", rnd [i]);
+    const char *pattern = "-";
+
+    if (ctx->too_large) {
+        refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
+        goto send;
+    }
+    if (mem_buf_append (&ctx->body, "", 1) != 0) {
+        refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
+        goto send;
+    }
+    req.body = ctx->body.data;
+    req.body_len = ctx->body.len - 1;
+    if (strlen (req.body) != req.body_len) {
+        refuse (&r, url, 400, "bad_request", "the request body holds a NUL byte", "send text");
+        goto send;
+    }
+    const route_t *found = NULL;
+    const char *allow = NULL;
+    for (size_t i = 0; i < NROUTES && !found; i++) {
+        if (!match (routes [i].pattern, url, NULL))
+            continue;
+        /* HEAD only where a GET changes nothing: a HEAD of a callback or a dashboard link would
+           spend its code or link (link scanners send them) */
+        if (strcmp (routes [i].method, method) == 0
+        ||  (strcmp (method, "HEAD") == 0 && routes [i].fn == style_css))
+            found = &routes [i];
+        else
+            allow = routes [i].method;
+    }
+    if (!found) {
+        if (allow) {
+            refuse (&r, url, 405, "bad_request", "this method is not allowed here", "see docs/openapi.yaml");
+            r.allow = allow;
+        }
+        else
+            refuse (&r, url, 404, "not_found", "there is nothing at this address", "see docs/openapi.yaml");
+        goto send;
+    }
+    pattern = found->pattern;
+    (void) match (found->pattern, url, &req);
+    found->fn (&req, &r);
+send:
+    ret = send_resp (gw, conn, &req, &r);
+    if (r.status / 100 >= 2 && r.status / 100 <= 5 && gw->m_responses [r.status / 100])
+        metrics_inc (gw->m_responses [r.status / 100]);
+    /* the route's pattern, never the path or query: a query may hold a code or a state */
+    log_info (NULL, req.rid, "%s %s %u%s%s (%lld ms)", method, pattern, r.status, req.client ? " client " : "",
+              req.client ? req.client : "", (long long) (clock_mono_ms () - started));
+    resp_clear (&r);
+    (void) version;
+    return ret;
+}
+
+static void
+completed (void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    conn_ctx_t *ctx = *con_cls;
+    if (ctx) {
+        mem_buf_free (&ctx->body);
+        mem_free (ctx);
+        *con_cls = NULL;
+    }
+}
+
+route_server_t *
+route_server_new (gw_t *gw, char *err, size_t errlen)
+{
+    char host [64];
+    int port;
+    struct sockaddr_in sa;
+    if (health_parse_bind (gw->cfg.bind, host, sizeof host, &port) != 0) {
+        snprintf (err, errlen, "bind address \"%s\" is not HOST:PORT with an IPv4 host", gw->cfg.bind);
+        return NULL;
+    }
+    memset (&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons ((uint16_t) port);
+    inet_pton (AF_INET, host, &sa.sin_addr);
+    route_server_t *s = mem_alloc (sizeof *s);
+    s->gw = gw;
+    s->daemon = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
+                                  | MHD_USE_ERROR_LOG,
+                                  0, NULL, NULL, answer, s,
+                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
+                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) gw->cfg.max_connections,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) gw->cfg.connection_timeout_s,
+                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 32768,
+                                  MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+                                  MHD_OPTION_END);
+    if (!s->daemon) {
+        snprintf (err, errlen, "could not listen on \"%s\": the port is taken or the address is not local",
+                  gw->cfg.bind);
+        mem_free (s);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info (s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = info ? info->port : port;
+    return s;
+}
+
+void
+route_server_destroy (route_server_t **s_p)
+{
+    if (s_p && *s_p) {
+        MHD_stop_daemon ((*s_p)->daemon);
+        mem_free (*s_p);
+        *s_p = NULL;
+    }
+}
+
+int
+route_server_port (const route_server_t *s)
+{
+    return s->port;
+}

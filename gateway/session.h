@@ -1,0 +1,22 @@
+/* session.h - dashboard sessions and CSRF tokens, signed with the key every replica shares
+ *
+ * A session is the cookie "ferrule_session" = "1|EXPIRY|WORKSPACE|NONCE" "." HMAC-SHA256 (hex)
+ * of that text under FERRULE_GATEWAY_SESSION_KEY: any replica can check it, none stores it.
+ * The cookie is HttpOnly, SameSite=Strict, Path=/, and Secure when the public URL is https.
+ * Every POST of the dashboard carries csrf = HMAC("csrf|" cookie), checked in constant time. */
+#ifndef FERRULE_SESSION_H
+#define FERRULE_SESSION_H
+#include "gateway.h"
+
+#define SESSION_COOKIE "ferrule_session"
+
+/* The Set-Cookie value of a new session for workspace; caller frees. */
+char *session_issue (const gw_t *gw, const char *workspace);
+/* 1 and the workspace (out, IDENT_MAX + 1 bytes) when the request carries a valid, unexpired
+ * session cookie; 0 otherwise. */
+int session_check (const gw_req_t *req, char *workspace, size_t len);
+/* The CSRF token of the request's session (65 bytes); "" without a session. */
+void session_csrf (const gw_req_t *req, char out [65]);
+/* 1 when the form field "csrf" matches the session's token. */
+int session_csrf_ok (const gw_req_t *req);
+#endif

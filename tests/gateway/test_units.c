@@ -1,0 +1,74 @@
+/* test_units.c - the gateway's escaping builder and its return_to allow-list */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+#include "gateway.h"
+#include "html.h"
+
+static void
+test_html_escapes_text_and_urls (void **state)
+{
+    html_t *h = html_new ();
+    html_text (h, "<script>alert('x') & \"y\"</script>");
+    assert_string_equal (html_data (h), "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;");
+    html_destroy (&h);
+    h = html_new ();
+    html_urlenc (h, "acct42:box a&b=c/?");
+    assert_string_equal (html_data (h), "acct42%3Abox%20a%26b%3Dc%2F%3F");
+    html_destroy (&h);
+    assert_null (h);
+    html_destroy (&h);              /* twice is fine */
+}
+
+static void
+test_html_is_capped (void **state)
+{
+    html_t *h = html_new ();
+    char chunk [4097];
+    memset (chunk, 'a', 4096);
+    chunk [4096] = '\0';
+    for (int i = 0; i < (HTML_MAX / 4096) + 2; i++)
+        html_raw (h, chunk);
+    assert_true (html_failed (h));
+    assert_true (html_len (h) <= HTML_MAX);
+    html_destroy (&h);
+}
+
+static void
+test_return_to_allow_list (void **state)
+{
+    gw_t gw;
+    memset (&gw, 0, sizeof gw);
+    strcpy (gw.origin, "http://127.0.0.1:8080");
+    strcpy (gw.origins [0], "https://app.example.com");
+    gw.norigins = 1;
+    assert_true (gw_return_to_allowed (&gw, "https://app.example.com/done"));
+    assert_true (gw_return_to_allowed (&gw, "https://APP.example.com/done?x=1"));
+    assert_true (gw_return_to_allowed (&gw, "http://127.0.0.1:8080/dashboard"));
+    assert_true (gw_return_to_allowed (&gw, "https://app.example.com"));
+    assert_false (gw_return_to_allowed (&gw, "https://evil.example/"));
+    assert_false (gw_return_to_allowed (&gw, "https://app.example.com.evil.example/"));
+    assert_false (gw_return_to_allowed (&gw, "https://app.example.com@evil.example/"));
+    assert_false (gw_return_to_allowed (&gw, "https://app.example.com:444/"));
+    assert_false (gw_return_to_allowed (&gw, "http://app.example.com/"));
+    assert_false (gw_return_to_allowed (&gw, "//evil.example/"));
+    assert_false (gw_return_to_allowed (&gw, "/relative"));
+    assert_false (gw_return_to_allowed (&gw, "javascript:alert(1)"));
+    assert_false (gw_return_to_allowed (&gw, "https://app.example.com\\@evil.example/"));
+    assert_false (gw_return_to_allowed (&gw, "https://app.example.com/ x"));
+    assert_false (gw_return_to_allowed (&gw, "https://app.example.com/#frag"));
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_html_escapes_text_and_urls),
+        cmocka_unit_test (test_html_is_capped),
+        cmocka_unit_test (test_return_to_allow_list),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}

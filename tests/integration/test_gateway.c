@@ -1,0 +1,1060 @@
+/* test_gateway.c - ferrule-gateway end to end over real HTTP: the callback page of every
+ * outcome (the browser's steps done with libcurl, which does not follow redirects), return_to
+ * and its allow-list, security headers, the HTTP API's statuses by error class, bearer keys of
+ * named clients and of workspaces (revocation effective at once), body caps, a slow client,
+ * dashboard links, sessions and CSRF. Pages and replies can hold tokens: never printed. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <openssl/sha.h>
+#include "client.h"
+#include "itest.h"
+
+#define APP_ORIGIN  "http://app.example.test"
+#define SVC_KEY     "svc-key-0123456789abcdef"      /* the named client "svc" */
+#define ADMIN_KEY   "admin-key-0123456789abcdef"    /* the named client "ops" */
+
+static harness_t *h;
+static pid_t gw_pid;
+static int gw_port;
+static char gw_url [64];
+static char callback_uri [96];
+static char gw_log [1024];
+static client_t *cli;
+
+/* --- HTTP ------------------------------------------------------------------------------------ */
+
+typedef struct {
+    long status;
+    char *body;
+    char *headers;                  /* all response headers, raw */
+} http_t;
+
+static size_t
+collect (char *data, size_t size, size_t nmemb, void *userdata)
+{
+    size_t n = size * nmemb;
+    char **buf = userdata;
+    size_t have = *buf ? strlen (*buf) : 0;
+    if (have + n > (4 << 20))
+        return 0;
+    *buf = realloc (*buf, have + n + 1);
+    memcpy (*buf + have, data, n);
+    (*buf) [have + n] = '\0';
+    return n;
+}
+
+static void
+http_free (http_t *r)
+{
+    free (r->body);
+    free (r->headers);
+    memset (r, 0, sizeof *r);
+}
+
+/* One request, no redirects followed. headers: NULL-terminated list or NULL. */
+static http_t
+http (const char *method, const char *url, const char *const *headers, const char *body)
+{
+    http_t r = { 0, NULL, NULL };
+    struct curl_slist *list = NULL;
+    CURL *curl = curl_easy_init ();
+    assert_non_null (curl);
+    for (int i = 0; headers && headers [i]; i++)
+        list = curl_slist_append (list, headers [i]);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_CUSTOMREQUEST, method);
+    curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 60000L);
+    curl_easy_setopt (curl, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt (curl, CURLOPT_WRITEDATA, &r.body);
+    curl_easy_setopt (curl, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt (curl, CURLOPT_HEADERDATA, &r.headers);
+    if (body) {
+        curl_easy_setopt (curl, CURLOPT_POSTFIELDS, body);
+        curl_easy_setopt (curl, CURLOPT_POSTFIELDSIZE, (long) strlen (body));
+    }
+    CURLcode c = curl_easy_perform (curl);
+    if (c != CURLE_OK)
+        fail_msg ("%s %s: %s", method, url, curl_easy_strerror (c));
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &r.status);
+    curl_easy_cleanup (curl);
+    curl_slist_free_all (list);
+    if (!r.body)
+        r.body = strdup ("");
+    if (!r.headers)
+        r.headers = strdup ("");
+    return r;
+}
+
+/* The value of response header name (a new string) or NULL. */
+static char *
+header (const http_t *r, const char *name)
+{
+    size_t n = strlen (name);
+    for (const char *line = r->headers; line && *line; ) {
+        const char *end = strstr (line, "\r\n");
+        size_t len = end ? (size_t) (end - line) : strlen (line);
+        if (len > n && strncasecmp (line, name, n) == 0 && line [n] == ':') {
+            const char *v = line + n + 1;
+            while (*v == ' ')
+                v++;
+            return strndup (v, len - (size_t) (v - line));
+        }
+        if (!end)
+            break;
+        line = end + 2;
+    }
+    return NULL;
+}
+
+static int
+has (const http_t *r, const char *needle)
+{
+    return strstr (r->body, needle) != NULL;
+}
+
+/* GET an authorization URL like a browser; returns the Location the provider redirected to. */
+static char *
+authorize (const char *url)
+{
+    http_t r = http ("GET", url, NULL, NULL);
+    assert_int_equal (r.status, 302);
+    char *loc = header (&r, "Location");
+    assert_non_null (loc);
+    http_free (&r);
+    return loc;
+}
+
+/* The value of a hidden field name="NAME" value="..." in a page (a new string) or NULL. */
+static char *
+form_value (const char *page, const char *name)
+{
+    char needle [80];
+    snprintf (needle, sizeof needle, "name=\"%s\" value=\"", name);
+    const char *s = strstr (page, needle);
+    if (!s)
+        return NULL;
+    s += strlen (needle);
+    return strndup (s, strcspn (s, "\""));
+}
+
+/* --- the gateway process ---------------------------------------------------------------------- */
+
+static int
+free_port (void)
+{
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    socklen_t len = sizeof sa;
+    if (fd < 0 || bind (fd, (struct sockaddr *) &sa, sizeof sa) != 0 || getsockname (fd, (struct sockaddr *) &sa, &len) != 0)
+        return -1;
+    close (fd);
+    return ntohs (sa.sin_port);
+}
+
+static void
+hex_sha256 (const char *s, char out [65])
+{
+    unsigned char d [32];
+    SHA256 ((const unsigned char *) s, strlen (s), d);
+    for (int i = 0; i < 32; i++)
+        snprintf (out + 2 * i, 3, "%02x", d [i]);
+}
+
+static int
+write_file (const char *path, const char *text)
+{
+    FILE *f = fopen (path, "w");
+    if (!f)
+        return -1;
+    fputs (text, f);
+    return fclose (f);
+}
+
+static int
+start_gateway (void)
+{
+    char keys [1024], policy [1024], text [512], a [65], b [65];
+    snprintf (keys, sizeof keys, "%s/gateway-client-keys", harness_workdir (h));
+    snprintf (policy, sizeof policy, "%s/gateway-policy", harness_workdir (h));
+    snprintf (gw_log, sizeof gw_log, "%s/gateway.log", harness_workdir (h));
+    hex_sha256 (SVC_KEY, a);
+    hex_sha256 (ADMIN_KEY, b);
+    snprintf (text, sizeof text, "# test clients\nsvc %s\nops %s\n", a, b);
+    if (write_file (keys, text) != 0
+    ||  write_file (policy, "svc read acct1:*\nops * *\n") != 0)
+        return -1;
+    gw_port = free_port ();
+    snprintf (gw_url, sizeof gw_url, "http://127.0.0.1:%d", gw_port);
+    snprintf (callback_uri, sizeof callback_uri, "%s/oauth/callback", gw_url);
+    char bind [32];
+    snprintf (bind, sizeof bind, "127.0.0.1:%d", gw_port);
+    gw_pid = fork ();
+    if (gw_pid == 0) {
+        int fd = open (gw_log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2 (fd, 1);
+        dup2 (fd, 2);
+        setenv ("FERRULE_GATEWAY_BIND", bind, 1);
+        setenv ("FERRULE_GATEWAY_PUBLIC_URL", gw_url, 1);
+        setenv ("FERRULE_BROKER_URL", harness_brokers (h), 1);
+        setenv ("FERRULE_GATEWAY_RETURN_TO_ORIGINS", APP_ORIGIN, 1);
+        setenv ("FERRULE_GATEWAY_SESSION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", 1);
+        setenv ("FERRULE_GATEWAY_CLIENT_KEYS_FILE", keys, 1);
+        setenv ("FERRULE_POLICY_FILE", policy, 1);
+        setenv ("FERRULE_GATEWAY_PROVIDERS", "fakebox,fakegoogle", 1);
+        setenv ("FERRULE_GATEWAY_CONNECTION_TIMEOUT_S", "3", 1);
+        setenv ("FERRULE_LOG_LEVEL", "info", 1);
+        execl (FERRULE_GATEWAY_BIN, "ferrule-gateway", (char *) NULL);
+        _exit (127);
+    }
+    for (int i = 0; i < 200; i++) {
+        usleep (50000);
+        char url [128];
+        snprintf (url, sizeof url, "%s/static/ferrule.css", gw_url);
+        CURL *c = curl_easy_init ();
+        curl_easy_setopt (c, CURLOPT_URL, url);
+        curl_easy_setopt (c, CURLOPT_NOPROXY, "*");
+        curl_easy_setopt (c, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 1000L);
+        CURLcode rc = curl_easy_perform (c);
+        curl_easy_cleanup (c);
+        if (rc == CURLE_OK)
+            return 0;
+        if (waitpid (gw_pid, NULL, WNOHANG) == gw_pid) {
+            fprintf (stderr, "ferrule-gateway exited at start: see %s\n", gw_log);
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static int
+stop_gateway (void)
+{
+    int status = -1;
+    if (gw_pid <= 0)
+        return 0;
+    kill (gw_pid, SIGTERM);
+    for (int i = 0; i < 200 && waitpid (gw_pid, &status, WNOHANG) != gw_pid; i++)
+        usleep (50000);
+    if (status == -1) {
+        kill (gw_pid, SIGKILL);
+        waitpid (gw_pid, &status, 0);
+    }
+    gw_pid = 0;
+    return WIFEXITED (status) ? WEXITSTATUS (status) : 128 + WTERMSIG (status);
+}
+
+/* 1 when the gateway's log holds needle. */
+static int
+log_has (const char *needle)
+{
+    FILE *f = fopen (gw_log, "r");
+    char line [8192];
+    int found = 0;
+    while (f && !found && fgets (line, sizeof line, f))
+        found = strstr (line, needle) != NULL;
+    if (f)
+        fclose (f);
+    return found;
+}
+
+/* --- setup ------------------------------------------------------------------------------------ */
+
+/* fakebad: fakebox with a wrong client secret (the provider answers invalid_client). */
+static int
+write_providers (void)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
+    if (!root)
+        return -1;
+    json_t *bad = json_deep_copy (json_object_get (root, "fakebox"));
+    char url [256];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/fakebad/authorize", harness_port (h));
+    json_object_set_new (bad, "authorization_url", json_string (url));
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/fakebad/token", harness_port (h));
+    json_object_set_new (bad, "token_url", json_string (url));
+    json_object_set_new (bad, "client_secret", json_string ("not-the-secret"));
+    json_object_set_new (root, "fakebad", bad);
+    char path [1024];
+    snprintf (path, sizeof path, "%s/providers-gateway.json", harness_workdir (h));
+    int rc = json_dump_file (root, path, JSON_INDENT (2));
+    json_decref (root);
+    if (rc != 0)
+        return -1;
+    harness_set_env (h, "FERRULE_PROVIDERS_FILE", path);
+    return 0;
+}
+
+static int
+setup (void **state)
+{
+    h = harness_new ("gateway");
+    if (!h || write_providers () != 0 || harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0
+    ||  harness_wait_ready (h, 1, 20000) != 0 || start_gateway () != 0)
+        return -1;
+    const char *names [] = { "fakebox", "fakegoogle", "fakebad" };
+    for (int i = 0; i < 3; i++)
+        itest_fake_config (h, names [i], json_pack ("{s:[s]}", "redirect_uris", callback_uri));
+    setenv ("FERRULE_GATEWAY_PUBLIC_URL", gw_url, 1);   /* ferrulectl dashboard-link's base */
+    cli = client_new (harness_brokers (h));
+    return cli ? 0 : -1;
+}
+
+static int
+teardown (void **state)
+{
+    client_destroy (&cli);
+    int rc = stop_gateway ();
+    if (rc != 0)
+        fprintf (stderr, "ferrule-gateway exited with %d on SIGTERM: see %s\n", rc, gw_log);
+    int t = itest_teardown (&h);
+    return rc == 0 && t == 0 ? 0 : -1;
+}
+
+/* --- protocol helpers --------------------------------------------------------------------------- */
+
+static json_t *
+call (const char *op, json_t *args)
+{
+    json_t *r = client_call (cli, op, args, 20000);
+    json_decref (args);
+    return r;
+}
+
+/* A connect over the protocol with our callback; returns the authorization URL (a new string). */
+static char *
+connect_url (const char *id, const char *provider, const char *scopes, const char *return_to)
+{
+    json_t *args = json_pack ("{s:s, s:s, s:s}", "integration", id, "provider", provider, "redirect_uri", callback_uri);
+    if (scopes)
+        json_object_set_new (args, "scopes", json_pack ("[s]", scopes));
+    if (return_to)
+        json_object_set_new (args, "return_to", json_string (return_to));
+    json_t *r = call ("connect", args);
+    const char *url = json_string_value (json_object_get (r, "authorization_url"));
+    if (!url)
+        fail_msg ("connect %s: %s", id, client_error_code (r));
+    char *out = strdup (url);
+    json_decref (r);
+    return out;
+}
+
+/* connect, the provider's page, then the gateway's callback page for that redirect. */
+static http_t
+flow (const char *id, const char *provider, const char *scopes, const char *return_to, char **location)
+{
+    char *url = connect_url (id, provider, scopes, return_to);
+    char *loc = authorize (url);
+    assert_true (strncmp (loc, callback_uri, strlen (callback_uri)) == 0);
+    http_t r = http ("GET", loc, NULL, NULL);
+    free (url);
+    if (location)
+        *location = loc;
+    else
+        free (loc);
+    return r;
+}
+
+/* The callback URL for a provider that redirected with ?error=...: a fresh connect's state. */
+static http_t
+flow_error (const char *id, const char *error, const char *description)
+{
+    char *url = connect_url (id, "fakebox", "read", NULL);
+    const char *s = strstr (url, "state=");
+    assert_non_null (s);
+    s += 6;
+    char state [300], target [1024];
+    snprintf (state, sizeof state, "%.*s", (int) strcspn (s, "&"), s);
+    snprintf (target, sizeof target, "%s?error=%s&error_description=%s&state=%s", callback_uri, error, description, state);
+    free (url);
+    return http ("GET", target, NULL, NULL);
+}
+
+/* Presses the page's retry button: POST /oauth/retry; returns the answer. */
+static http_t
+press_retry (const http_t *page)
+{
+    char *token = form_value (page->body, "retry_token");
+    assert_non_null (token);
+    char body [512], url [128];
+    snprintf (body, sizeof body, "retry_token=%s", token);
+    snprintf (url, sizeof url, "%s/oauth/retry", gw_url);
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, hdr, body);
+    free (token);
+    return r;
+}
+
+/* --- callback pages ------------------------------------------------------------------------------ */
+
+static void
+test_callback_connected_redirects_to_return_to (void **state)
+{
+    char *loc = NULL;
+    http_t r = flow ("acct1:box", "fakebox", "read", APP_ORIGIN "/done?x=1", &loc);
+    assert_int_equal (r.status, 303);
+    char *where = header (&r, "Location");
+    assert_non_null (where);
+    assert_string_equal (where, APP_ORIGIN "/done?x=1&integration=acct1%3Abox&status=active");
+    assert_null (strstr (where, "code"));
+    assert_null (strstr (where, "state"));
+    free (where);
+    http_free (&r);
+
+    /* the same callback URL again (a reload): its own page, not a second exchange */
+    r = http ("GET", loc, NULL, NULL);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "expired or was already used"));
+    assert_true (has (&r, "already completed"));
+    assert_true (has (&r, "acct1:box"));
+    assert_false (has (&r, "retry_token"));
+    http_free (&r);
+    free (loc);
+}
+
+static void
+test_callback_connected_page_and_security_headers (void **state)
+{
+    http_t r = flow ("acct1:plain", "fakebox", "read", NULL, NULL);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "<h1>Connected to fakebox</h1>"));
+    assert_true (has (&r, "<html lang=\"en\">"));
+    assert_true (has (&r, "name=\"viewport\""));
+    const struct { const char *name, *want; } want [] = {
+        { "Content-Security-Policy", "default-src 'none'" },
+        { "Content-Security-Policy", "frame-ancestors 'none'" },
+        { "Referrer-Policy", "no-referrer" },
+        { "Cache-Control", "no-store" },
+        { "X-Content-Type-Options", "nosniff" },
+        { "X-Frame-Options", "DENY" },
+        { "Content-Type", "text/html; charset=utf-8" },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want [0]; i++) {
+        char *v = header (&r, want [i].name);
+        if (!v || !strstr (v, want [i].want))
+            fail_msg ("header %s is \"%s\", wanted \"%s\"", want [i].name, v ? v : "(none)", want [i].want);
+        free (v);
+    }
+    http_free (&r);
+}
+
+static void
+test_callback_access_denied_try_again (void **state)
+{
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "deny", 1));
+    http_t r = flow ("acct1:denied", "fakebox", "read", NULL, NULL);
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "deny", 0));
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "Access to fakebox was not granted"));
+    assert_true (has (&r, "action=\"/oauth/retry\""));
+    assert_true (has (&r, ">Try again</button>"));
+
+    /* Try again: a fresh connect for the same integration, provider and scopes */
+    http_t t = press_retry (&r);
+    assert_int_equal (t.status, 303);
+    char *where = header (&t, "Location");
+    assert_non_null (where);
+    char want [128];
+    snprintf (want, sizeof want, "http://127.0.0.1:%d/fakebox/authorize?", harness_port (h));
+    assert_true (strncmp (where, want, strlen (want)) == 0);
+    assert_non_null (strstr (where, "scope=read"));
+    /* and it finishes: the same integration gets connected */
+    char *loc = authorize (where);
+    http_t done = http ("GET", loc, NULL, NULL);
+    assert_int_equal (done.status, 200);
+    assert_true (has (&done, "acct1:denied"));
+    free (loc);
+    free (where);
+    http_free (&done);
+    http_free (&t);
+
+    /* single use */
+    t = press_retry (&r);
+    assert_int_equal (t.status, 400);
+    assert_true (has (&t, "expired or was already used"));
+    http_free (&t);
+    http_free (&r);
+}
+
+static void
+test_callback_code_expired_or_used (void **state)
+{
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    http_t r = flow ("acct1:expired", "fakebox", "read", NULL, NULL);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "The sign-in with fakebox did not finish"));
+    assert_true (has (&r, "within a minute"));
+    assert_true (has (&r, "back button"));
+    assert_true (has (&r, ">Try again</button>"));
+    http_free (&r);
+}
+
+static void
+test_callback_state_invalid (void **state)
+{
+    /* a state nobody issued */
+    char url [256];
+    snprintf (url, sizeof url, "%s?code=abc&state=never-issued", callback_uri);
+    http_t r = http ("GET", url, NULL, NULL);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "This sign-in link has expired or was already used"));
+    assert_true (has (&r, "Start again"));
+    http_free (&r);
+
+    /* an expired state: Try again works */
+    char *auth = connect_url ("acct1:late", "fakebox", "read", NULL);
+    char *loc = authorize (auth);
+    assert_int_equal (harness_sql (h, "UPDATE pending_authorizations SET expires_at = now () - interval '1 second' "
+                                      "WHERE integration_id = 'acct1:late'"), 0);
+    r = http ("GET", loc, NULL, NULL);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "This sign-in link has expired or was already used"));
+    assert_true (has (&r, ">Try again</button>"));
+    http_t t = press_retry (&r);
+    assert_int_equal (t.status, 303);
+    http_free (&t);
+    http_free (&r);
+    free (loc);
+    free (auth);
+}
+
+static void
+test_callback_scopes_reduced (void **state)
+{
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "grant_scopes", "read"));
+    char *url = NULL;
+    json_t *args = json_pack ("{s:s, s:s, s:s, s:[s, s]}", "integration", "acct1:reduced", "provider", "fakebox",
+                              "redirect_uri", callback_uri, "scopes", "read", "write");
+    json_t *c = call ("connect", args);
+    url = strdup (json_string_value (json_object_get (c, "authorization_url")));
+    json_decref (c);
+    char *loc = authorize (url);
+    http_t r = http ("GET", loc, NULL, NULL);
+    itest_fake_config (h, "fakebox", json_pack ("{s:n}", "grant_scopes"));
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "Connected to fakebox with fewer permissions"));
+    assert_true (has (&r, "<code>write</code>"));
+    assert_false (has (&r, "<code>read</code>"));
+    assert_true (has (&r, ">Approve all permissions</button>"));
+    http_t t = press_retry (&r);
+    assert_int_equal (t.status, 303);
+    char *where = header (&t, "Location");
+    assert_non_null (strstr (where, "scope=read%20write"));
+    free (where);
+    http_free (&t);
+    http_free (&r);
+    free (loc);
+    free (url);
+}
+
+static void
+test_callback_invalid_scope (void **state)
+{
+    http_t r = flow_error ("acct1:badscope", "invalid_scope", "unknown%20scope");
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "fakebox refused the permissions Ferrule asked for"));
+    assert_true (has (&r, "<code>read</code>"));
+    assert_true (has (&r, ">Approve all permissions</button>"));
+    http_free (&r);
+}
+
+static void
+test_callback_no_refresh_token (void **state)
+{
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    http_t r = flow ("acct1:google", "fakegoogle", "read", NULL, NULL);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (r.status, 409);
+    assert_true (has (&r, "fakegoogle connected without lasting access"));
+    assert_true (has (&r, "remove Ferrule's access"));
+    assert_true (has (&r, ">Reconnect</button>"));
+    http_free (&r);
+}
+
+static void
+test_callback_provider_unavailable (void **state)
+{
+    itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
+    http_t r = flow ("acct1:flaky", "fakebox", "read", NULL, NULL);
+    assert_int_equal (r.status, 503);
+    char *ra = header (&r, "Retry-After");
+    assert_non_null (ra);
+    free (ra);
+    assert_true (has (&r, "fakebox is having trouble right now"));
+    assert_true (has (&r, ">Try again</button>"));
+    http_free (&r);
+}
+
+/* Contact support: the page's reference finds the log line with every fact. */
+static void
+check_support (http_t *r, const char *const *facts)
+{
+    assert_int_equal (r->status, 500);
+    assert_true (has (r, "Contact support"));
+    const char *s = strstr (r->body, "id=\"reference\">");
+    assert_non_null (s);
+    s += strlen ("id=\"reference\">");
+    char ref [32], needle [64];
+    snprintf (ref, sizeof ref, "%.*s", (int) strcspn (s, "<"), s);
+    assert_int_equal (strlen (ref), 13);
+    snprintf (needle, sizeof needle, "support reference %s", ref);
+    FILE *f = fopen (gw_log, "r");
+    char line [8192];
+    int found = 0;
+    while (f && fgets (line, sizeof line, f))
+        if (strstr (line, needle)) {
+            found = 1;
+            for (int i = 0; facts [i]; i++)
+                if (!strstr (line, facts [i]))
+                    fail_msg ("the log line of %s lacks \"%s\"", ref, facts [i]);
+        }
+    if (f)
+        fclose (f);
+    assert_true (found);
+}
+
+static void
+test_callback_redirect_uri_mismatch (void **state)
+{
+    http_t r = flow_error ("acct1:mismatch", "redirect_uri_mismatch", "The%20redirect%20URI%20is%20not%20registered");
+    assert_true (has (&r, "fakebox is not set up for this sign-in"));
+    assert_true (has (&r, "redirect_uri_mismatch"));
+    char sent [160];
+    snprintf (sent, sizeof sent, "redirect URI sent \\\"%s\\\"", callback_uri);
+    const char *facts [] = { "provider \\\"fakebox\\\"", sent, "provider error \\\"redirect_uri_mismatch\\\"",
+                             "The redirect URI is not registered", NULL };
+    check_support (&r, facts);
+    http_free (&r);
+}
+
+static void
+test_callback_invalid_client (void **state)
+{
+    http_t r = flow ("acct1:badclient", "fakebad", "read", NULL, NULL);
+    assert_true (has (&r, "fakebad did not accept Ferrule&#39;s application"));
+    const char *facts [] = { "provider \\\"fakebad\\\"", "invalid_client", NULL };
+    check_support (&r, facts);
+    http_free (&r);
+}
+
+static void
+test_callback_bad_link (void **state)
+{
+    char url [256];
+    snprintf (url, sizeof url, "%s?state=abc", callback_uri);     /* neither code nor error */
+    http_t r = http ("GET", url, NULL, NULL);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "incomplete or damaged"));
+    http_free (&r);
+    /* markup in the provider's words is shown as text */
+    r = flow_error ("acct1:xss", "access_denied", "%3Cscript%3Ealert(1)%3C%2Fscript%3E");
+    assert_false (has (&r, "<script>"));
+    http_free (&r);
+}
+
+static void
+test_return_to_allow_list (void **state)
+{
+    /* the API refuses a return_to outside the allow-list */
+    char url [160], body [256];
+    snprintf (url, sizeof url, "%s/v1/integrations/acct1:evil/connect", gw_url);
+    const char *hdr [] = { "Authorization: Bearer " ADMIN_KEY, "Content-Type: application/json", NULL };
+    snprintf (body, sizeof body, "{\"provider\":\"fakebox\",\"scopes\":[\"read\"],\"return_to\":\"https://evil.example/x\"}");
+    http_t r = http ("POST", url, hdr, body);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "allow-list"));
+    http_free (&r);
+    /* a connect made over the protocol with one: the callback does not redirect there */
+    const char *evil [] = { "https://evil.example/x", APP_ORIGIN "@evil.example/x", "http://app.example.test.evil.example/",
+                            NULL };
+    for (int i = 0; evil [i]; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "acct1:evil%d", i);
+        r = flow (id, "fakebox", "read", evil [i], NULL);
+        assert_int_equal (r.status, 200);
+        char *where = header (&r, "Location");
+        assert_null (where);
+        assert_false (has (&r, "evil.example"));
+        http_free (&r);
+    }
+    assert_true (log_has ("not on the allow-list"));
+    /* the API takes an allowed one */
+    snprintf (body, sizeof body, "{\"provider\":\"fakebox\",\"scopes\":[\"read\"],\"return_to\":\"" APP_ORIGIN "/x\"}");
+    r = http ("POST", url, hdr, body);
+    assert_int_equal (r.status, 200);
+    http_free (&r);
+}
+
+/* --- the HTTP API -------------------------------------------------------------------------------- */
+
+static http_t
+api (const char *method, const char *path, const char *key, const char *body)
+{
+    char url [512], auth [256];
+    snprintf (url, sizeof url, "%s%s", gw_url, path);
+    snprintf (auth, sizeof auth, "Authorization: Bearer %s", key ? key : "");
+    const char *hdr [] = { "Content-Type: application/json", key ? auth : NULL, NULL };
+    return http (method, url, hdr, body);
+}
+
+static const char *
+code_of (const http_t *r, json_t **keep)
+{
+    json_error_t e;
+    *keep = json_loads (r->body, 0, &e);
+    const char *c = json_string_value (json_object_get (json_object_get (*keep, "error"), "code"));
+    return c ? c : json_is_true (json_object_get (*keep, "ok")) ? "ok" : "?";
+}
+
+static void
+expect (const char *method, const char *path, const char *key, const char *body, long status, const char *code)
+{
+    json_t *j = NULL;
+    http_t r = api (method, path, key, body);
+    const char *got = code_of (&r, &j);
+    if (r.status != status || strcmp (got, code) != 0)
+        fail_msg ("%s %s: %ld %s, wanted %ld %s", method, path, r.status, got, status, code);
+    if (status == 503 || status == 429) {
+        char *ra = header (&r, "Retry-After");
+        assert_non_null (ra);
+        assert_true (atoi (ra) >= 1);
+        free (ra);
+    }
+    if (status == 401) {
+        char *wa = header (&r, "WWW-Authenticate");
+        assert_non_null (wa);
+        free (wa);
+    }
+    json_decref (j);
+    http_free (&r);
+}
+
+static void
+test_api_status_codes (void **state)
+{
+    char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+    assert_int_equal (itest_import (h, "acct1:api", "fakebox", rt), 0);
+    free (rt);
+
+    /* a token, and no secret of it in the log */
+    json_t *j = NULL;
+    http_t r = api ("GET", "/v1/integrations/acct1:api/token?min_valid=60", SVC_KEY, NULL);
+    assert_int_equal (r.status, 200);
+    assert_string_equal (code_of (&r, &j), "ok");
+    const char *at = json_string_value (json_object_get (j, "access_token"));
+    assert_non_null (at);
+    assert_false (log_has (at));
+    char body [512];
+    snprintf (body, sizeof body, "{\"access_token\":\"%s\"}", at);
+    json_decref (j);
+    http_free (&r);
+    /* stale-token feedback */
+    expect ("POST", "/v1/integrations/acct1:api/token/reject", SVC_KEY, body, 200, "ok");
+    expect ("GET", "/v1/integrations/acct1:api", SVC_KEY, NULL, 200, "ok");
+    expect ("GET", "/v1/integrations/acct1:api/history?limit=5", SVC_KEY, NULL, 200, "ok");
+    expect ("GET", "/v1/integrations/acct1:api/doctor", SVC_KEY, NULL, 200, "ok");
+
+    /* 401: no key, an unknown key, a revoked-looking workspace key */
+    expect ("GET", "/v1/integrations/acct1:api/token", NULL, NULL, 401, "unauthenticated");
+    expect ("GET", "/v1/integrations/acct1:api/token", "wrong", NULL, 401, "unauthenticated");
+    expect ("GET", "/v1/integrations/acct1:api/token", "frk_not-a-key", NULL, 401, "unauthenticated");
+    /* 403: the policy of client "svc" (read on acct1:*) */
+    expect ("GET", "/v1/integrations/acct2:api/token", SVC_KEY, NULL, 403, "forbidden");
+    expect ("POST", "/v1/integrations/acct1:api/disconnect", SVC_KEY, NULL, 403, "forbidden");
+    /* 404, 400, 413 */
+    expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 404, "not_found");
+    expect ("GET", "/v1/integrations/acct1:api/token?min_valid=-5", SVC_KEY, NULL, 400, "bad_request");
+    expect ("POST", "/v1/integrations/acct1:api/connect", ADMIN_KEY, "[1,2]", 400, "bad_request");
+    char *big = malloc (20001);
+    memset (big, 'x', 20000);
+    big [20000] = '\0';
+    memcpy (big, "{\"p\":\"", 6);
+    expect ("POST", "/v1/integrations/acct1:api/connect", ADMIN_KEY, big, 413, "too_large");
+    free (big);
+    /* 422: a user action (a scope the grant lacks) */
+    expect ("GET", "/v1/integrations/acct1:api/token?require_scope=admin", SVC_KEY, NULL, 422, "insufficient_scope");
+    /* 409: the refresh token is gone (imported without an access token: the first token
+       request refreshes, and takes the fault) */
+    rt = itest_grant (h, "fakebox", "[\"read\"]");
+    assert_int_equal (itest_import (h, "acct1:gone", "fakebox", rt), 0);
+    free (rt);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    expect ("GET", "/v1/integrations/acct1:gone/token", SVC_KEY, NULL, 409, "needs_reconnect");
+    /* 503 + Retry-After: the provider fails transiently */
+    rt = itest_grant (h, "fakebox", "[\"read\"]");
+    assert_int_equal (itest_import (h, "acct1:flaky", "fakebox", rt), 0);
+    free (rt);
+    itest_fault (h, "fakebox", "retry_after", 1, 503, 7, -1);
+    expect ("GET", "/v1/integrations/acct1:flaky/token", SVC_KEY, NULL, 503, "provider_unavailable");
+    json_decref (harness_fake (h, "DELETE", "/admin/faults", NULL));
+    /* disconnect by an admin client; then 409 disconnected */
+    expect ("POST", "/v1/integrations/acct1:api/disconnect", ADMIN_KEY, NULL, 200, "ok");
+    expect ("GET", "/v1/integrations/acct1:api/token", SVC_KEY, NULL, 409, "disconnected");
+    /* unknown route and method */
+    http_t nf = api ("GET", "/v1/nothing", SVC_KEY, NULL);
+    assert_int_equal (nf.status, 404);
+    http_free (&nf);
+    nf = api ("DELETE", "/v1/integrations/acct1:api", SVC_KEY, NULL);
+    assert_int_equal (nf.status, 405);
+    http_free (&nf);
+    /* the API's connect: the authorization URL, with the gateway's callback as redirect URI */
+    r = api ("POST", "/v1/integrations/acct1:viaapi/connect", ADMIN_KEY, "{\"provider\":\"fakebox\",\"scopes\":[\"read\"]}");
+    assert_int_equal (r.status, 200);
+    assert_string_equal (code_of (&r, &j), "ok");
+    assert_string_equal (json_string_value (json_object_get (j, "redirect_uri")), callback_uri);
+    json_decref (j);
+    http_free (&r);
+}
+
+static void
+test_api_workspace_keys (void **state)
+{
+    char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+    assert_int_equal (itest_import (h, "ws9:box", "fakebox", rt), 0);
+    free (rt);
+    rt = itest_grant (h, "fakebox", "[\"read\"]");
+    assert_int_equal (itest_import (h, "ws8:box", "fakebox", rt), 0);
+    free (rt);
+    /* the listing holds the workspace's integrations and nothing else */
+    json_t *ls = call ("workspace", json_pack ("{s:s}", "integration", "ws9:"));
+    assert_string_equal (client_error_code (ls), "ok");
+    assert_int_equal (json_array_size (json_object_get (ls, "integrations")), 1);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (ls, "integrations"), 0), "id")),
+                         "ws9:box");
+    assert_null (json_object_get (json_array_get (json_object_get (ls, "integrations"), 0), "access_token"));
+    json_decref (ls);
+    json_t *k = call ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws9:", "name", "billing"));
+    assert_string_equal (client_error_code (k), "ok");
+    char *key = strdup (json_string_value (json_object_get (k, "key")));
+    json_int_t id = json_integer_value (json_object_get (k, "key_id"));
+    assert_true (strncmp (key, json_string_value (json_object_get (k, "prefix")), 8) == 0);
+    json_decref (k);
+    /* only a hash is stored */
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM gateway_api_keys WHERE key_hash = '%s'", key);
+    assert_int_equal (harness_sql_int (h, sql), 0);
+
+    expect ("GET", "/v1/integrations/ws9:box/token", key, NULL, 200, "ok");
+    expect ("GET", "/v1/integrations/ws9:box/doctor", key, NULL, 200, "ok");
+    expect ("GET", "/v1/integrations/ws8:box/token", key, NULL, 403, "forbidden");       /* another workspace */
+    expect ("POST", "/v1/integrations/ws9:box/disconnect", key, NULL, 403, "forbidden"); /* not a token operation */
+    json_t *list = call ("apikey_list", json_pack ("{s:s}", "integration", "ws9:"));
+    json_t *first = json_array_get (json_object_get (list, "keys"), 0);
+    assert_string_equal (json_string_value (json_object_get (first, "name")), "billing");
+    assert_true (json_is_string (json_object_get (first, "last_used_at")));
+    json_decref (list);
+
+    /* revoked: refused on the very next request */
+    json_t *rv = call ("apikey_revoke", json_pack ("{s:s, s:I}", "integration", "ws9:", "key_id", id));
+    assert_string_equal (client_error_code (rv), "ok");
+    json_decref (rv);
+    expect ("GET", "/v1/integrations/ws9:box/token", key, NULL, 401, "unauthenticated");
+    assert_false (itest_workdir_contains (h, key));     /* no log of any process (the 12-character prefix may be) */
+    free (key);
+}
+
+/* Many connections that send half a request and stall do not keep others out. */
+static void
+test_api_slow_clients (void **state)
+{
+    int fds [40];
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) gw_port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    for (int i = 0; i < 40; i++) {
+        fds [i] = socket (AF_INET, SOCK_STREAM, 0);
+        assert_true (connect (fds [i], (struct sockaddr *) &sa, sizeof sa) == 0);
+        const char *part = "GET /v1/integrations/acct1:x HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        assert_true (write (fds [i], part, strlen (part)) > 0);
+    }
+    expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 404, "not_found");
+    for (int i = 0; i < 40; i++)
+        close (fds [i]);
+}
+
+/* --- dashboard links, sessions, CSRF ------------------------------------------------------------- */
+
+static char *
+dashboard_link (const char *ws, int ttl)
+{
+    if (!ttl) {
+        /* as an operator or the embedding application would: ferrulectl dashboard-link */
+        int rc;
+        json_t *r = harness_ctl (h, &rc, "dashboard-link", "--workspace", ws, NULL);
+        assert_int_equal (rc, 0);
+        const char *url = json_string_value (json_object_get (r, "url"));
+        assert_non_null (url);
+        char prefix [128];
+        snprintf (prefix, sizeof prefix, "%s/dashboard/open?link=", gw_url);
+        assert_true (strncmp (url, prefix, strlen (prefix)) == 0);
+        char *out = strdup (url);
+        json_decref (r);
+        return out;
+    }
+    json_t *args = json_pack ("{s:s}", "integration", ws);
+    if (ttl)
+        json_object_set_new (args, "ttl_s", json_integer (ttl));
+    json_t *r = call ("dashboard_link", args);
+    assert_string_equal (client_error_code (r), "ok");
+    char *url = malloc (512);
+    snprintf (url, 512, "%s/dashboard/open?link=%s", gw_url, json_string_value (json_object_get (r, "link_token")));
+    json_decref (r);
+    return url;
+}
+
+/* Opens a link; returns the "Cookie:" header of the session (a new string). */
+static char *
+open_session (const char *link)
+{
+    http_t r = http ("GET", link, NULL, NULL);
+    assert_int_equal (r.status, 200);
+    char *set = header (&r, "Set-Cookie");
+    assert_non_null (set);
+    assert_non_null (strstr (set, "HttpOnly"));
+    assert_non_null (strstr (set, "SameSite=Strict"));
+    char *cookie = malloc (strlen (set) + 16);
+    snprintf (cookie, strlen (set) + 16, "Cookie: %.*s", (int) strcspn (set, ";"), set);
+    free (set);
+    http_free (&r);
+    return cookie;
+}
+
+static void
+test_dashboard_session_and_csrf (void **state)
+{
+    char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+    assert_int_equal (itest_import (h, "ws5:box", "fakebox", rt), 0);
+    free (rt);
+    char *link = dashboard_link ("ws5:", 0);
+    char *cookie = open_session (link);
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    http_t r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "ws5:box"));
+    assert_true (has (&r, ">Disconnect</button>"));
+    char *csrf = form_value (r.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&r);
+    /* back from a failed connect: the result, and nothing of the query as markup */
+    snprintf (url, sizeof url, "%s/dashboard?integration=ws5:box&status=failed&error=access_denied", gw_url);
+    r = http ("GET", url, hdr, NULL);
+    assert_true (has (&r, "did not finish (access_denied)"));
+    http_free (&r);
+    snprintf (url, sizeof url, "%s/dashboard?integration=ws5:box&status=failed&error=%%3Cb%%3Ex", gw_url);
+    r = http ("GET", url, hdr, NULL);
+    assert_true (has (&r, "did not finish."));
+    assert_false (has (&r, "<b>x"));
+    http_free (&r);
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+
+    /* the link works once */
+    r = http ("GET", link, NULL, NULL);
+    assert_int_equal (r.status, 403);
+    assert_true (has (&r, "expired or was already used"));
+    http_free (&r);
+    /* an expired link */
+    char *old = dashboard_link ("ws5:", 30);
+    assert_int_equal (harness_sql (h, "UPDATE gateway_dashboard_links SET expires_at = now () - interval '1 second' "
+                                      "WHERE used_at IS NULL"), 0);
+    r = http ("GET", old, NULL, NULL);
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    free (old);
+    /* a tampered session cookie (another workspace, same signature) */
+    char *tampered = strdup (cookie);
+    char *ws = strstr (tampered, "|ws5:|");
+    assert_non_null (ws);
+    ws [3] = '6';
+    const char *thdr [] = { tampered, NULL };
+    r = http ("GET", url, thdr, NULL);
+    assert_int_equal (r.status, 401);
+    http_free (&r);
+    free (tampered);
+
+    /* POST without, then with, the CSRF token */
+    snprintf (url, sizeof url, "%s/dashboard/integrations/ws5:box/disconnect", gw_url);
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    r = http ("POST", url, phdr, "");
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    r = http ("POST", url, phdr, "csrf=0000000000000000000000000000000000000000000000000000000000000000");
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    json_t *st = call ("status", json_pack ("{s:s}", "integration", "ws5:box"));
+    assert_string_equal (json_string_value (json_object_get (json_object_get (st, "integration"), "status")), "active");
+    json_decref (st);
+    char body [128];
+    snprintf (body, sizeof body, "csrf=%s", csrf);
+    r = http ("POST", url, phdr, body);
+    assert_int_equal (r.status, 303);
+    char *where = header (&r, "Location");
+    assert_string_equal (where, "/dashboard?done=disconnected&integration=ws5%3Abox");
+    free (where);
+    http_free (&r);
+    st = call ("status", json_pack ("{s:s}", "integration", "ws5:box"));
+    assert_string_equal (json_string_value (json_object_get (json_object_get (st, "integration"), "status")), "disconnected");
+    json_decref (st);
+    /* another workspace's integration is not reachable from this session */
+    snprintf (url, sizeof url, "%s/dashboard/integrations/acct1:box", gw_url);
+    r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 404);
+    http_free (&r);
+    /* no session at all */
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    r = http ("GET", url, NULL, NULL);
+    assert_int_equal (r.status, 401);
+    http_free (&r);
+    free (csrf);
+    free (cookie);
+    free (link);
+    /* nothing the provider issued reached a log of any process (the gateway's included) */
+    assert_false (itest_workdir_contains (h, "fake-code-"));
+    assert_false (itest_workdir_contains (h, "fake-at-"));
+    assert_false (itest_workdir_contains (h, "fake-rt-"));
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_callback_connected_redirects_to_return_to),
+        cmocka_unit_test (test_callback_connected_page_and_security_headers),
+        cmocka_unit_test (test_callback_access_denied_try_again),
+        cmocka_unit_test (test_callback_code_expired_or_used),
+        cmocka_unit_test (test_callback_state_invalid),
+        cmocka_unit_test (test_callback_scopes_reduced),
+        cmocka_unit_test (test_callback_invalid_scope),
+        cmocka_unit_test (test_callback_no_refresh_token),
+        cmocka_unit_test (test_callback_provider_unavailable),
+        cmocka_unit_test (test_callback_redirect_uri_mismatch),
+        cmocka_unit_test (test_callback_invalid_client),
+        cmocka_unit_test (test_callback_bad_link),
+        cmocka_unit_test (test_return_to_allow_list),
+        cmocka_unit_test (test_api_status_codes),
+        cmocka_unit_test (test_api_workspace_keys),
+        cmocka_unit_test (test_api_slow_clients),
+        cmocka_unit_test (test_dashboard_session_and_csrf),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
