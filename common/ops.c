@@ -18,6 +18,10 @@ static const struct {
     [OP_CALLBACK]     = { "callback", 0 },
     [OP_DISCONNECT]   = { "disconnect", 0 },
     [OP_REPORT_SCOPE] = { "report_scope", 0 },
+    [OP_EVENTS]       = { "events", 1 },
+    [OP_WEBHOOKS]     = { "webhooks", 1 },
+    [OP_EVENTS_REPLAY] = { "events_replay", 0 },
+    [OP_WEBHOOK_TEST] = { "webhook_test", 0 },
 };
 
 op_t
@@ -41,4 +45,10 @@ int
 ops_is_read (op_t op)
 {
     return (int) op > 0 && op < OP__COUNT && ops_table [op].read;
+}
+
+int
+ops_is_deployment_wide (op_t op)
+{
+    return op == OP_EVENTS || op == OP_WEBHOOKS || op == OP_EVENTS_REPLAY || op == OP_WEBHOOK_TEST;
 }

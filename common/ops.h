@@ -7,6 +7,8 @@ typedef enum {
     OP_UNKNOWN = 0,
     OP_PING, OP_TOKEN, OP_STATUS, OP_HISTORY, OP_DOCTOR,                          /* read */
     OP_IMPORT, OP_REFRESH, OP_CONNECT, OP_CALLBACK, OP_DISCONNECT, OP_REPORT_SCOPE, /* admin */
+    OP_EVENTS, OP_WEBHOOKS,                                                       /* read */
+    OP_EVENTS_REPLAY, OP_WEBHOOK_TEST,                                            /* admin */
     OP__COUNT
 } op_t;
 
@@ -15,6 +17,11 @@ op_t ops_lookup (const char *s, size_t len);
 /* Wire name; "unknown" for OP_UNKNOWN: the one metric label and audit value for every name
  * this version does not know, whatever a client sent. */
 const char *ops_name (op_t op);
-/* 1 for the operations that read (ping, token, status, history, doctor); the others administer. */
+/* 1 for the operations that read (ping, token, status, history, doctor, events, webhooks); the
+ * others administer. */
 int ops_is_read (op_t op);
+/* 1 for the operations that may go without an integration (events, events_replay, webhook_test,
+ * webhooks): they concern the whole deployment, any worker serves them, and the broker's policy
+ * checks them as if for the integration "*". */
+int ops_is_deployment_wide (op_t op);
 #endif

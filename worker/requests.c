@@ -4,6 +4,7 @@
 #include "keystats.h"
 #include "connect.h"
 #include "doctor.h"
+#include "events.h"
 #include "clock.h"
 #include "ident.h"
 #include "log.h"
@@ -396,6 +397,10 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     if (op_len == 8 && memcmp (op, "callback", 8) == 0 && !codec_get (root, "integration")) {
         snprintf (job->op, sizeof job->op, "callback");
         connect_callback (w, job, root);        /* the state names the integration */
+        return;
+    }
+    if (events_is_op (op, op_len)) {
+        events_handle (w, job, op, op_len, root);   /* HOOK (events.c): integration optional */
         return;
     }
     if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {

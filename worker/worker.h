@@ -108,6 +108,7 @@ typedef struct worker {
     int64_t keystats_connects;
     int     keystats_counted;
     struct ratelimit *admin_rate;   /* ratelimit.c: refresh and connect per integration */
+    struct events *events;          /* HOOK (events.c): the delivery thread, set by main.c; may be NULL */
 } worker_t;
 
 worker_t *worker_new (const worker_config_t *cfg, char *err, size_t errlen);
