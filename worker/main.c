@@ -66,7 +66,7 @@ main (int argc, char **argv)
         { "admin-rate-burst", "FERRULE_ADMIN_RATE_BURST", CONFIG_INT, &admin_burst, "10", 1, 1000000, 0, "refresh and connect calls one integration may make at once" },
         { "admin-rate-per-min", "FERRULE_ADMIN_RATE_PER_MIN", CONFIG_INT, &admin_per_min, "6", 1, 6000000, 0, "refresh and connect calls per minute per integration after the burst" },
         { "webhooks-file", "FERRULE_WEBHOOKS_FILE", CONFIG_STRING, &webhooks_file, NULL, 0, 0, 0, "JSON file of webhook endpoints that receive events (unset: events are recorded, not sent)" },
-        { "webhook-max-age-s", "FERRULE_WEBHOOK_MAX_AGE_S", CONFIG_INT, &wh_max_age, "86400", 10, 2592000, 0, "how long an event's delivery is retried before it is marked failed" },
+        { "webhook-max-age-s", "FERRULE_WEBHOOK_MAX_AGE_S", CONFIG_INT, &wh_max_age, "86400", 1, 2592000, 0, "how long an event's delivery is retried before it is marked failed" },
         { "webhook-backoff-base-ms", "FERRULE_WEBHOOK_BACKOFF_BASE_MS", CONFIG_INT, &wh_base, "1000", 0, 3600000, 0, "first wait after a failed webhook attempt; doubles per attempt, with jitter" },
         { "webhook-backoff-max-ms", "FERRULE_WEBHOOK_BACKOFF_MAX_MS", CONFIG_INT, &wh_max, "600000", 0, 86400000, 0, "longest wait between webhook attempts" },
         { "webhook-timeout-ms", "FERRULE_WEBHOOK_TIMEOUT_MS", CONFIG_INT, &wh_timeout, "10000", 100, 120000, 0, "one webhook attempt, connection included" },

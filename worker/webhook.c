@@ -337,7 +337,7 @@ webhook_body (const webhook_event_t *ev)
     gmtime_r (&secs, &tm);
     size_t n = strftime (at, sizeof at, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf (at + n, sizeof at - n, ".%03dZ", (int) (ev->created_at % 1000));
-    json_t *o = json_pack ("{s:s, s:s, s:s, s:s?, s:s?, s:s?}",
+    json_t *o = json_pack ("{s:s, s:s, s:s, s:s*, s:s*, s:s*}",
                            "id", ev->id, "type", ev->type, "time", at,
                            "integration", ev->integration, "provider", ev->provider, "diagnosis", ev->diagnosis);
     if (ev->generation >= 0)
