@@ -588,8 +588,9 @@ test_webhook_test (void **state)
     json_decref (r);
 }
 
-/* Forecasts from the catalog: a refresh token idle for 50 of its provider's 60 days, a grant 6.5
- * days into a 7-day testing-mode limit; once per condition, and none for a fresh integration. */
+/* Forecasts from the catalog: a refresh token idle for 50 of its provider's 60 days, a grant 7
+ * days into a 7-day testing-mode limit; once per condition, and none for a fresh integration.
+ * Then that grant dies, and doctor names the 7-day limit. */
 static void
 test_expiring_forecast (void **state)
 {
@@ -600,7 +601,7 @@ test_expiring_forecast (void **state)
                                       " created_at = now() - interval '50 days' WHERE id = 'idle:box'"), 0);
     /* the chain is append-only even for its owner: the test lifts that for one backdated row */
     assert_int_equal (harness_sql (h, "BEGIN; ALTER TABLE token_chain DISABLE TRIGGER token_chain_no_update;"
-                                      " UPDATE token_chain SET at = now() - interval '6 days 12 hours'"
+                                      " UPDATE token_chain SET at = now() - interval '7 days 1 hour'"
                                       "  WHERE integration_id = 'testing:google';"
                                       " ALTER TABLE token_chain ENABLE TRIGGER token_chain_no_update; COMMIT"), 0);
     const char *q = "SELECT count(*) FROM events WHERE type = 'expiring'"
@@ -626,6 +627,40 @@ test_expiring_forecast (void **state)
     assert_int_equal (rc, 0);
     usleep (800000);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'expiring' AND integration_id = 'idle:box'"), 1);
+    /* the testing-mode grant dies: needs_reconnect, and doctor names the 7-day limit */
+    itest_fault (h, "fakegoogle", "invalid_grant", 1, -1, -1, -1);
+    itest_expire (h, "testing:google");
+    r = harness_ctl (h, &rc, "refresh", "--integration", "testing:google", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 4);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'needs_reconnect'"
+                                          " AND integration_id = 'testing:google'"), 1);
+    r = harness_ctl (h, &rc, "doctor", "--integration", "testing:google", NULL);
+    assert_int_equal (rc, 0);
+    json_t *diag = json_object_get (r, "diagnosis");
+    assert_string_equal (json_string_value (json_object_get (diag, "code")), "needs_reconnect");
+    assert_non_null (strstr (json_string_value (json_object_get (diag, "cause")), "7-day limit"));
+    assert_non_null (strstr (json_string_value (json_object_get (diag, "cause")), "Testing"));
+    int publish = 0;
+    size_t k;
+    json_t *step;
+    json_array_foreach (json_object_get (diag, "what_to_do"), k, step)
+        publish |= strstr (json_string_value (step), "Publish the OAuth app") != NULL;
+    assert_true (publish);
+    json_decref (r);
+    /* a grant that died after one day is not blamed on the limit */
+    import ("early:google", "fakegoogle");
+    assert_int_equal (harness_sql (h, "BEGIN; ALTER TABLE token_chain DISABLE TRIGGER token_chain_no_update;"
+                                      " UPDATE token_chain SET at = now() - interval '1 day' WHERE integration_id = 'early:google';"
+                                      " ALTER TABLE token_chain ENABLE TRIGGER token_chain_no_update; COMMIT"), 0);
+    itest_fault (h, "fakegoogle", "invalid_grant", 1, -1, -1, -1);
+    itest_expire (h, "early:google");
+    r = harness_ctl (h, &rc, "refresh", "--integration", "early:google", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 4);
+    r = harness_ctl (h, &rc, "doctor", "--integration", "early:google", NULL);
+    assert_null (strstr (json_string_value (json_object_get (json_object_get (r, "diagnosis"), "cause")), "day limit"));
+    json_decref (r);
     /* the endpoints' secret is in no log line, and no event row holds it */
     assert_false (itest_workdir_contains (h, SECRET));
     assert_false (itest_workdir_contains (h, "whsec_events_test"));
