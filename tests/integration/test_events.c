@@ -359,6 +359,63 @@ test_outbox_iff_committed (void **state)
                             harness_runtime_role (h)), 1);
 }
 
+static size_t
+discard (char *data, size_t size, size_t nmemb, void *arg)
+{
+    return size * nmemb;
+}
+
+/* connect, the browser's step at the fake provider, callback; ferrulectl's exit code. */
+static int
+connect_flow (const char *id, const char *provider, const char *s1, const char *s2)
+{
+    int rc;
+    char *redirect = NULL, *location = NULL;
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", id, "--provider", provider, "--redirect-uri",
+                             "http://127.0.0.1/callback", "--scope", s1, "--scope", s2, NULL);
+    assert_int_equal (rc, 0);
+    CURL *curl = curl_easy_init ();
+    curl_easy_setopt (curl, CURLOPT_URL, json_string_value (json_object_get (c, "authorization_url")));
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard);
+    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
+    if (curl_easy_getinfo (curl, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK && redirect)
+        location = strdup (redirect);
+    curl_easy_cleanup (curl);
+    assert_non_null (location);
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", location, NULL);
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    return rc;
+}
+
+/* The connect flow's own events: scopes_reduced and no_refresh_token beside connected. */
+static void
+test_connect_events (void **state)
+{
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "grant_scopes", "read"));
+    assert_int_equal (connect_flow ("narrow:box", "fakebox", "read", "write"), 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:n}", "grant_scopes"));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'narrow:box'"
+                                          " AND type = 'scopes_reduced' AND detail = 'not granted: write'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'narrow:box'"
+                                          " AND type = 'connected'"), 1);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    assert_int_equal (connect_flow ("offline:google", "fakegoogle", "a", "b"), 4);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'offline:google'"
+                                          " AND type = 'no_refresh_token' AND diagnosis = 'no_refresh_token'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'offline:google'"
+                                          " AND type = 'scopes_reduced'"), 0);
+    /* connected again, with everything: reconnected, nothing else */
+    assert_int_equal (connect_flow ("offline:google", "fakegoogle", "a", "b"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'offline:google'"), 3);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'offline:google'"
+                                          " AND type = 'reconnected'"), 1);
+}
+
 /* A refresh that succeeds after transient failures says "recovered". */
 static void
 test_recovered (void **state)
@@ -672,6 +729,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_outbox_iff_committed),
+        cmocka_unit_test (test_connect_events),
         cmocka_unit_test (test_recovered),
         cmocka_unit_test (test_delivery_survives_kill_and_outage),
         cmocka_unit_test (test_failed_then_replayed),
