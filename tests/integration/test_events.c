@@ -12,163 +12,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <pthread.h>
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <microhttpd.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <curl/curl.h>
 #include "clock.h"
 #include "mem.h"
 #include "itest.h"
+#include "receiver.h"
 
 #define SECRET      "whsec_events_test_0123456789abcdef"
-#define MAX_GOT     4096
 #define NINTEG      8
-
-/* ---------------------------------------------------------------- the receiver */
-
-typedef struct {
-    char id [40];
-    char type [32];
-    char integration [130];
-    int  status;                     /* what the receiver answered */
-} got_t;
-
-typedef struct {
-    pthread_mutex_t lock;
-    struct MHD_Daemon *d;
-    int port;
-    int fail_next;                   /* answer 500 to this many requests */
-    int delay_ms;                    /* hold each request this long */
-    int bad_signatures;
-    int total;
-    got_t got [MAX_GOT];
-    int ngot;
-} receiver_t;
-
-static receiver_t rx = { .lock = PTHREAD_MUTEX_INITIALIZER };
-
-typedef struct {
-    char *body;
-    size_t len;
-} upload_t;
-
-/* The receiver's own check, written from docs/operations.md: HMAC-SHA256 over "<t>.<body>". */
-static int
-signature_ok (const char *header, const char *body, size_t len)
-{
-    long long t;
-    char hex [80];
-    int used = 0;
-    if (!header || sscanf (header, "t=%lld,v1=%70[0-9a-f]%n", &t, hex, &used) != 2 || header [used] || strlen (hex) != 64)
-        return 0;
-    if (llabs ((long long) time (NULL) - t) > 300)
-        return 0;
-    char prefix [32];
-    int plen = snprintf (prefix, sizeof prefix, "%lld.", t);
-    char *msg = malloc ((size_t) plen + len);
-    memcpy (msg, prefix, (size_t) plen);
-    memcpy (msg + plen, body, len);
-    unsigned char mac [32];
-    unsigned int mac_len = 0;
-    HMAC (EVP_sha256 (), SECRET, (int) strlen (SECRET), (unsigned char *) msg, (size_t) plen + len, mac, &mac_len);
-    free (msg);
-    char want [65];
-    for (int i = 0; i < 32; i++)
-        snprintf (want + 2 * i, 3, "%02x", mac [i]);
-    return CRYPTO_memcmp (want, hex, 64) == 0;
-}
-
-static enum MHD_Result
-on_request (void *cls, struct MHD_Connection *c, const char *url, const char *method, const char *version,
-            const char *data, size_t *data_size, void **con_cls)
-{
-    upload_t *u = *con_cls;
-    if (!u) {
-        *con_cls = calloc (1, sizeof *u);
-        return MHD_YES;
-    }
-    if (*data_size) {
-        u->body = realloc (u->body, u->len + *data_size + 1);
-        memcpy (u->body + u->len, data, *data_size);
-        u->len += *data_size;
-        u->body [u->len] = '\0';
-        *data_size = 0;
-        return MHD_YES;
-    }
-    const char *sig = MHD_lookup_connection_value (c, MHD_HEADER_KIND, "Ferrule-Signature");
-    const char *hid = MHD_lookup_connection_value (c, MHD_HEADER_KIND, "Ferrule-Event-Id");
-    int ok = u->body && signature_ok (sig, u->body, u->len);
-    json_t *o = ok ? json_loadb (u->body, u->len, 0, NULL) : NULL;
-    int status = 200;
-    pthread_mutex_lock (&rx.lock);
-    int delay = rx.delay_ms;
-    rx.total++;
-    if (!o)
-        rx.bad_signatures++;
-    pthread_mutex_unlock (&rx.lock);
-    if (delay)
-        usleep ((useconds_t) delay * 1000);
-    pthread_mutex_lock (&rx.lock);
-    if (!o)
-        status = 401;
-    else if (rx.fail_next > 0) {
-        rx.fail_next--;
-        status = 500;
-    }
-    if (o && rx.ngot < MAX_GOT) {
-        got_t *g = &rx.got [rx.ngot++];
-        snprintf (g->id, sizeof g->id, "%s", json_string_value (json_object_get (o, "id")));
-        snprintf (g->type, sizeof g->type, "%s", json_string_value (json_object_get (o, "type")));
-        const char *integ = json_string_value (json_object_get (o, "integration"));
-        snprintf (g->integration, sizeof g->integration, "%s", integ ? integ : "");
-        g->status = status;
-        if (!hid || strcmp (hid, g->id) != 0)
-            rx.bad_signatures++;     /* the header must name the body's event */
-    }
-    pthread_mutex_unlock (&rx.lock);
-    json_decref (o);
-    struct MHD_Response *r = MHD_create_response_from_buffer (2, (void *) "ok", MHD_RESPMEM_PERSISTENT);
-    enum MHD_Result ret = MHD_queue_response (c, (unsigned) status, r);
-    MHD_destroy_response (r);
-    return ret;
-}
-
-static void
-on_done (void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
-{
-    upload_t *u = *con_cls;
-    if (u) {
-        free (u->body);
-        free (u);
-    }
-    *con_cls = NULL;
-}
-
-/* Listens on port (0: any); 0 or -1. */
-static int
-receiver_up (int port)
-{
-    rx.d = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION, (uint16_t) port, NULL, NULL,
-                             on_request, NULL, MHD_OPTION_NOTIFY_COMPLETED, on_done, NULL,
-                             MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
-    if (!rx.d)
-        return -1;
-    rx.port = MHD_get_daemon_info (rx.d, MHD_DAEMON_INFO_BIND_PORT)->port;
-    return 0;
-}
-
-static void
-receiver_down (void)
-{
-    if (rx.d)
-        MHD_stop_daemon (rx.d);
-    rx.d = NULL;
-}
 
 /* ---------------------------------------------------------------- setup */
 
@@ -234,14 +88,14 @@ static int
 setup (void **state)
 {
     h = harness_new ("events");
-    if (!h || receiver_up (0) != 0)
-        return -1;
-    app_port = rx.port;
     /* a port nobody listens on, for the endpoint that never answers */
-    struct MHD_Daemon *tmp = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, on_request, NULL,
-                                               MHD_OPTION_END);
-    snprintf (dead_port, sizeof dead_port, "%d", MHD_get_daemon_info (tmp, MHD_DAEMON_INFO_BIND_PORT)->port);
-    MHD_stop_daemon (tmp);
+    if (!h || receiver_start (0, SECRET) != 0)
+        return -1;
+    snprintf (dead_port, sizeof dead_port, "%d", receiver_port ());
+    receiver_stop ();
+    if (receiver_start (0, SECRET) != 0)
+        return -1;
+    app_port = receiver_port ();
     char path [512], secret [512], text [2048];
     snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
     write_file (secret, SECRET "\n");
@@ -250,7 +104,7 @@ setup (void **state)
               "{\"endpoints\": ["
               " {\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\", \"secret_file\": \"%s\"},"
               " {\"name\": \"dead\", \"url\": \"http://127.0.0.1:%s/hooks\", \"secret_file\": \"%s\","
-              "  \"events\": [\"disconnected\"]}]}", rx.port, secret, dead_port, secret);
+              "  \"events\": [\"disconnected\"]}]}", app_port, secret, dead_port, secret);
     write_file (path, text);
     add_limits ();
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
@@ -272,7 +126,7 @@ static int
 teardown (void **state)
 {
     int bad = itest_teardown (&h);
-    receiver_down ();
+    receiver_stop ();
     return bad;
 }
 
@@ -446,10 +300,7 @@ static void
 test_delivery_survives_kill_and_outage (void **state)
 {
     char ids [NINTEG][32];
-    pthread_mutex_lock (&rx.lock);
-    rx.fail_next = 3;
-    rx.delay_ms = 150;               /* attempts are in flight long enough to be killed */
-    pthread_mutex_unlock (&rx.lock);
+    receiver_set (3, 150);           /* refuse 3; attempts are in flight long enough to be killed */
     for (int i = 0; i < NINTEG; i++) {
         snprintf (ids [i], sizeof ids [i], "dlv%02d:box", i);
         import (ids [i], "fakebox");
@@ -459,8 +310,7 @@ test_delivery_survives_kill_and_outage (void **state)
     harness_signal_worker (h, "w1", SIGKILL);
     for (int i = 0; i < NINTEG; i++)
         import (ids [i], "fakebox");            /* reconnected */
-    int port = rx.port;
-    receiver_down ();
+    receiver_stop ();
     for (int i = 0; i < NINTEG; i++) {
         int rc;
         json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", ids [i], "--scope", "admin", NULL);
@@ -468,12 +318,10 @@ test_delivery_survives_kill_and_outage (void **state)
         json_decref (r);
     }
     usleep (1500000);
-    assert_int_equal (receiver_up (port), 0);
+    assert_int_equal (receiver_start (app_port, SECRET), 0);
     harness_wait_worker_exit (h, "w1", 5000);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
-    pthread_mutex_lock (&rx.lock);
-    rx.delay_ms = 0;
-    pthread_mutex_unlock (&rx.lock);
+    receiver_set (0, 0);
 
     /* every event of these integrations delivered to "app" */
     const char *q = "SELECT count(*) FROM events e LEFT JOIN event_deliveries d ON d.event_seq = e.seq AND d.endpoint = 'app'"
@@ -486,25 +334,26 @@ test_delivery_survives_kill_and_outage (void **state)
     PGconn *db = harness_db (h);
     PGresult *res = PQexec (db, "SELECT id::text, integration_id, type FROM events WHERE integration_id LIKE 'dlv%' ORDER BY seq");
     assert_int_equal (PQresultStatus (res), PGRES_TUPLES_OK);
-    pthread_mutex_lock (&rx.lock);
-    assert_int_equal (rx.bad_signatures, 0);
+    receiver_got_t *got;
+    int bad, ngot = receiver_snapshot (&got, &bad);
+    assert_int_equal (bad, 0);
     int duplicates = 0;
     for (int i = 0; i < NINTEG; i++) {
         /* the first arrivals of this integration's events, deduplicated by id */
         char seen [8][40];
         int nseen = 0;
-        for (int k = 0; k < rx.ngot; k++) {
-            if (strcmp (rx.got [k].integration, ids [i]) != 0 || rx.got [k].status != 200)
+        for (int k = 0; k < ngot; k++) {
+            if (strcmp (got [k].integration, ids [i]) != 0 || got [k].status != 200)
                 continue;
             int dup = 0;
             for (int s = 0; s < nseen; s++)
-                dup |= strcmp (seen [s], rx.got [k].id) == 0;
+                dup |= strcmp (seen [s], got [k].id) == 0;
             if (dup) {
                 duplicates++;
                 continue;
             }
             assert_true (nseen < 8);
-            snprintf (seen [nseen++], sizeof seen [0], "%s", rx.got [k].id);
+            snprintf (seen [nseen++], sizeof seen [0], "%s", got [k].id);
         }
         int n = 0;
         for (int row = 0; row < PQntuples (res); row++) {
@@ -520,9 +369,9 @@ test_delivery_survives_kill_and_outage (void **state)
     }
     /* refused attempts were answered 500 and sent again */
     int refused = 0;
-    for (int k = 0; k < rx.ngot; k++)
-        refused += rx.got [k].status == 500;
-    pthread_mutex_unlock (&rx.lock);
+    for (int k = 0; k < ngot; k++)
+        refused += got [k].status == 500;
+    free (got);
     PQclear (res);
     assert_true (refused >= 3);
     print_message ("delivered %lld events; %d duplicate arrivals after the kill, %d refused attempts\n", total,
@@ -594,8 +443,8 @@ test_failed_then_replayed (void **state)
     json_decref (r);
 
     /* the endpoint comes up on its port; a replay delivers */
-    receiver_down ();
-    assert_int_equal (receiver_up (atoi (dead_port)), 0);
+    receiver_stop ();
+    assert_int_equal (receiver_start (atoi (dead_port), SECRET), 0);
     r = harness_ctl (h, &rc, "events", "replay", "--integration", "dead:box", NULL);
     assert_int_equal (rc, 0);
     assert_int_equal (json_integer_value (json_object_get (r, "replayed")), 1);
@@ -607,8 +456,8 @@ test_failed_then_replayed (void **state)
     r = harness_ctl (h, &rc, "events", "replay", NULL);
     assert_int_equal (rc, 2);
     json_decref (r);
-    receiver_down ();
-    assert_int_equal (receiver_up (app_port), 0);
+    receiver_stop ();
+    assert_int_equal (receiver_start (app_port, SECRET), 0);
 }
 
 static void
@@ -617,9 +466,9 @@ test_webhook_test (void **state)
     int rc;
     char url [128];
     snprintf (url, sizeof url, "http://127.0.0.1:%d/hooks", app_port);
-    pthread_mutex_lock (&rx.lock);
-    int before = rx.ngot;
-    pthread_mutex_unlock (&rx.lock);
+    receiver_got_t *got;
+    int bad, before = receiver_snapshot (&got, &bad);
+    free (got);
     /* by URL, as an operator copies it from the configuration */
     json_t *r = harness_ctl (h, &rc, "webhook", "test", url, NULL);
     assert_int_equal (rc, 0);
@@ -627,12 +476,11 @@ test_webhook_test (void **state)
     assert_non_null (id);
     assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (
         json_object_get (r, "delivery_event"), "deliveries"), 0), "state")), "delivered");
-    pthread_mutex_lock (&rx.lock);
-    int seen = 0;
-    for (int k = before; k < rx.ngot; k++)
-        seen += strcmp (rx.got [k].id, id) == 0 && strcmp (rx.got [k].type, "test") == 0;
-    assert_int_equal (rx.bad_signatures, 0);
-    pthread_mutex_unlock (&rx.lock);
+    int seen = 0, ngot = receiver_snapshot (&got, &bad);
+    for (int k = before; k < ngot; k++)
+        seen += strcmp (got [k].id, id) == 0 && strcmp (got [k].type, "test") == 0;
+    assert_int_equal (bad, 0);
+    free (got);
     assert_int_equal (seen, 1);
     /* only the endpoint it was sent to got it */
     assert_int_equal (sqlf ("SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
