@@ -309,7 +309,7 @@ print_help (FILE *f)
     fputs ("ferrulectl - operate a Ferrule OAuth token service\n\n"
            "usage: ferrulectl [global options] COMMAND [options]\n\ncommands:\n", f);
     for (const command_t *cmd = commands; cmd->name; cmd++)
-        fprintf (f, "  %-12s %s\n", cmd->name, cmd->summary);
+        fprintf (f, "  %-14s %s\n", cmd->name, cmd->summary);
     fputc ('\n', f);
     print_globals (f);
     fputs ("\nexit status: 0 ok, 2 bad usage or input, 3 not found, 4 needs user action,\n"
@@ -326,8 +326,8 @@ print_command_help (FILE *f, const command_t *cmd)
         fputs ("usage: ferrulectl help [COMMAND]\n\nShow help for ferrulectl or for a command.\n", f);
         return;
     }
-    fprintf (f, "usage: ferrulectl [global options] %s%s%s\n\n%c%s.\n", cmd->name, usage [0] ? " " : "", usage,
-             cmd->summary [0] - 'a' + 'A', cmd->summary + 1);
+    fprintf (f, "usage: ferrulectl [global options] %s%s%s%s\n\n%c%s.\n", cmd->name, cmd->positional ? " URL-OR-NAME" : "",
+             usage [0] ? " " : "", usage, cmd->summary [0] - 'a' + 'A', cmd->summary + 1);
     if (cmd->opts [0].name) {
         fputs ("\noptions:\n", f);
         for (const opt_spec_t *spec = cmd->opts; spec->name; spec++) {
@@ -656,6 +656,12 @@ main (int argc, char **argv)
     }
     if (ctl.err [0]) {
         rc = fail (&ctl, "bad_request", ctl.err, ctl.hint, CTL_EXIT_USAGE);
+        goto out;
+    }
+    if (!ctl.cmd && ctl.prefix [0]) {
+        char message [96];
+        snprintf (message, sizeof message, "\"%s\" needs a second word", ctl.prefix);
+        rc = fail (&ctl, "bad_request", message, "run \"ferrulectl help\" for the list of commands", CTL_EXIT_USAGE);
         goto out;
     }
     if (!ctl.cmd) {
