@@ -23,8 +23,9 @@
 #include <unistd.h>
 
 #define CLAIM_BATCH        16
-#define FULL_FANOUT_MS     30000     /* the whole max-age window; a short one on every pass */
-#define SHORT_WINDOW_S     120
+#define FULL_FANOUT_MS     30000     /* the whole max-age window; a shorter one on other passes */
+#define WINDOW_MARGIN_S    60        /* beyond the time since the last fan-out: transactions that
+                                        started before it and committed after it */
 #define RECONNECT_MS       1000
 #define STATS_MS           5000
 #define LIST_MAX           1000
@@ -49,6 +50,7 @@ struct events {
     int started;
     int wake [2];                    /* a byte here stops the thread's wait */
     atomic_int stop;
+    int64_t last_fanout_ms;          /* monotonic start of the last complete fan-out; 0 none */
     metrics_t *metrics;
     metrics_series_t *m_pending, *m_failed_rows, *m_forecasts, *m_db_errors;
 };
@@ -128,22 +130,30 @@ deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token)
                   c->type, c->endpoint, c->attempts, err, (long long) retry_ms);
 }
 
-/* One pass: fan out new events, claim what is due, send it. 1 when work was found. */
+/* One pass: fan out new events, claim what is due, send it. 1 when work was found.
+ * The fan-out looks back to just before the last complete one (or over the whole max age), so
+ * an integration's older event never misses the pass that picks up its newer one: delivery
+ * rows then exist for every event up to the newest, and the claim's order holds. */
 static int
 deliver_pass (events_t *ev, int full)
 {
     char err [512];
     size_t n = webhook_set_count (ev->endpoints);
+    int64_t started = clock_mono_ms ();
+    int64_t window = ev->cfg.max_age_s;
+    if (!full && ev->last_fanout_ms > 0 && (started - ev->last_fanout_ms) / 1000 + WINDOW_MARGIN_S < window)
+        window = (started - ev->last_fanout_ms) / 1000 + WINDOW_MARGIN_S;
     for (size_t i = 0; i < n; i++) {
         const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
         int64_t added = 0;
         if (store_events_fanout (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types,
-                                 ep->ntypes, full ? ev->cfg.max_age_s : SHORT_WINDOW_S, &added, err, sizeof err) != FR_OK) {
+                                 ep->ntypes, window, &added, err, sizeof err) != FR_OK) {
             metrics_inc (ev->m_db_errors);
             log_warning (NULL, NULL, "webhook \"%s\": %s", ep->name, err);
             return 0;
         }
     }
+    ev->last_fanout_ms = started;
     if (!n)
         return 0;
     char lease [STORE_EVENTS_LEASE_LEN + 1];
@@ -218,7 +228,8 @@ events_thread (void *arg)
             if (now >= next_stats && store_events_connected (ev->store)) {
                 int64_t pending = 0, failed_n = 0;
                 next_stats = now + STATS_MS;
-                if (store_events_counts (ev->store, &pending, &failed_n, err, sizeof err) == FR_OK) {
+                if (store_events_counts (ev->store, ev->names, webhook_set_count (ev->endpoints), &pending, &failed_n,
+                                         err, sizeof err) == FR_OK) {
                     metrics_set (ev->m_pending, pending);
                     metrics_set (ev->m_failed_rows, failed_n);
                 }
@@ -287,9 +298,9 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
     }
     ev->metrics = metrics;
     ev->m_pending = metrics_gauge (metrics, "worker_events_pending",
-                                   "webhook deliveries not yet delivered nor failed, in the whole database", NULL);
+                                   "deliveries to this worker's configured webhook endpoints not yet delivered nor failed (whole database)", NULL);
     ev->m_failed_rows = metrics_gauge (metrics, "worker_events_failed",
-                                       "webhook deliveries that gave up (ferrulectl events replay), in the whole database", NULL);
+                                       "deliveries to this worker's configured webhook endpoints that gave up (ferrulectl events replay; whole database)", NULL);
     ev->m_forecasts = metrics_counter (metrics, "worker_events_forecast_total",
                                        "expiring events this worker recorded from the catalog's limits", NULL);
     ev->m_db_errors = metrics_counter (metrics, "worker_events_database_errors_total",

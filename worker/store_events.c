@@ -378,12 +378,17 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
 }
 
 fr_status_t
-store_events_counts (store_events_t *se, int64_t *pending, int64_t *failed_n, char *err, size_t errlen)
+store_events_counts (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t *pending,
+                     int64_t *failed_n, char *err, size_t errlen)
 {
     fr_status_t st;
+    char *arr = text_array (endpoints, nendpoints);
+    const char *values [] = { arr };
     PGresult *res = run (se, "count event deliveries",
         "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'failed')"
-        " FROM event_deliveries WHERE state <> 'delivered'", 0, NULL, 1, &st, err, errlen);
+        " FROM event_deliveries WHERE state <> 'delivered' AND endpoint = ANY ($1::text[])", 1, values, 1,
+        &st, err, errlen);
+    mem_free (arr);
     if (!res)
         return st;
     *pending = strtoll (PQgetvalue (res, 0, 0), NULL, 10);

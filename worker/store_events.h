@@ -68,9 +68,9 @@ fr_status_t store_events_forecast (store_events_t *se, const char *provider, int
                                    int64_t grant_s, int64_t grant_warn_s, int64_t *added,
                                    char *err, size_t errlen) FR_MUSTCHECK;
 
-/* Counts for the metrics: deliveries pending and failed. */
-fr_status_t store_events_counts (store_events_t *se, int64_t *pending, int64_t *failed, char *err, size_t errlen)
-    FR_MUSTCHECK;
+/* Counts for the metrics: deliveries to these endpoints pending and failed. */
+fr_status_t store_events_counts (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t *pending,
+                                 int64_t *failed, char *err, size_t errlen) FR_MUSTCHECK;
 
 /* --- the operations' queries, on the worker's connection; the caller PQclear()s --- */
 struct pg_result;
