@@ -496,6 +496,8 @@ output_events (const json_t *reply, const output_mode_t *mode)
     if (!json_is_array (events))
         return 1;
     print_table (events, heads, keys, 6, deliveries_cell);
+    if (json_is_true (json_object_get (reply, "truncated")))
+        fputs ("more events matched than fit one reply: narrow with --since, --integration or --limit\n", stderr);
     return 0;
 }
 

@@ -29,6 +29,7 @@
 #define RECONNECT_MS       1000
 #define STATS_MS           5000
 #define LIST_MAX           1000
+#define LIST_MAX_BYTES     (160 * 1024)    /* an events reply stays well under a frame's 256 KiB */
 #define FORECAST_SHARE     0.8       /* warn when this share of a limit has passed */
 
 typedef struct {
@@ -390,17 +391,49 @@ valid_uuid (const char *s)
     return 1;
 }
 
-/* RFC 3339 as PostgreSQL reads it: digits, "-", ":", "T", "Z", ".", "+", and a space. */
-static int
-valid_time (const char *s)
+/* RFC 3339 (2026-01-31T12:00:00Z, fractions and +HH:MM offsets allowed, or a date alone) as
+ * epoch seconds; -1 when it is not one. */
+static int64_t
+parse_time (const char *s)
 {
-    size_t n = strlen (s);
-    if (n < 10 || n > 40 || s [4] != '-')
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!strchr ("0123456789-:TZ.+ ", s [i]))
-            return 0;
-    return 1;
+    int y, mo, d, h = 0, mi = 0, sec = 0, used = 0, oh = 0, om = 0;
+    struct tm tm;
+    if (sscanf (s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10)
+        return -1;
+    const char *p = s + 10;
+    int64_t offset = 0;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        if (sscanf (p + 1, "%2d:%2d:%2d%n", &h, &mi, &sec, &used) != 3 || used != 8)
+            return -1;
+        p += 9;
+        if (*p == '.') {
+            p++;
+            if (!(*p >= '0' && *p <= '9'))
+                return -1;
+            while (*p >= '0' && *p <= '9')
+                p++;
+        }
+        if (*p == 'Z' || *p == 'z')
+            p++;
+        else if (*p == '+' || *p == '-') {
+            if (sscanf (p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5 || oh > 23 || om > 59)
+                return -1;
+            offset = (*p == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+            p += 6;
+        }
+        else
+            return -1;
+    }
+    if (*p || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return -1;
+    memset (&tm, 0, sizeof tm);
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    return (int64_t) timegm (&tm) - offset;
 }
 
 /* The common fields: integration, event, endpoint; -1 when refused (reply sent). */
@@ -473,11 +506,14 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
     int r = opt_str (w, job, root, "since", 40, since);
     if (r < 0)
         return;
-    if (r == 1 && !valid_time (since)) {
+    int64_t since_epoch = r == 1 ? parse_time (since) : 0;
+    if (since_epoch < 0) {
         worker_reply_error (w, job, FR_BAD_REQUEST, "\"since\" must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
                             NULL, -1);
         return;
     }
+    if (r == 1)
+        snprintf (since, sizeof since, "%lld", (long long) since_epoch);
     r = codec_get_int (root, "limit", &limit);
     if (r < 0 || limit < 1 || limit > LIST_MAX) {
         worker_reply_error (w, job, FR_BAD_REQUEST, "\"limit\" must be an integer from 1 to 1000", NULL, -1);
@@ -489,8 +525,17 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
         worker_reply_error (w, job, st, err, NULL, -1);
         return;
     }
-    int n = PQntuples (res);
-    codec_builder_t *o = worker_reply_begin (w, job, 1, 1);
+    /* as many as fit one reply frame; "truncated" says there were more */
+    int n = 0, rows = PQntuples (res);
+    size_t bytes = 0;
+    for (; n < rows; n++) {
+        for (int c = 0; c < PQnfields (res); c++)
+            bytes += (size_t) PQgetlength (res, n, c) + 16;
+        if (bytes > LIST_MAX_BYTES)
+            break;
+    }
+    codec_builder_t *o = worker_reply_begin (w, job, 1, 2);
+    codec_kv_bool (o, "truncated", n < rows);
     codec_str (o, "events");
     codec_array (o, (uint32_t) n);
     for (int i = 0; i < n; i++) {

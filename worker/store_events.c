@@ -417,7 +417,7 @@ store_events_list (store_t *s, const char *integration, const char *since, const
         "     'failed_at', to_char (d.failed_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY d.endpoint)"
         "   FROM event_deliveries d WHERE d.event_seq = e.seq), '[]')::text"
         " FROM events e"
-        " WHERE ($1::text IS NULL OR e.integration_id = $1) AND ($2::text IS NULL OR e.created_at >= $2::timestamptz)"
+        " WHERE ($1::text IS NULL OR e.integration_id = $1) AND ($2::text IS NULL OR e.created_at >= to_timestamp ($2::bigint))"
         "   AND ($3::text IS NULL OR e.id = $3::uuid)"
         " ORDER BY e.seq DESC LIMIT $4::int",
         4, values, NULL, NULL, 1, st, err, errlen);

@@ -75,7 +75,7 @@ fr_status_t store_events_counts (store_events_t *se, const char *const *endpoint
 /* --- the operations' queries, on the worker's connection; the caller PQclear()s --- */
 struct pg_result;
 /* Events (newest first, at most limit) with their deliveries as a JSON array in the last column;
- * integration, since (RFC 3339) and event id may each be NULL. */
+ * integration, since (epoch seconds, as text) and event id may each be NULL. */
 struct pg_result *store_events_list (store_t *s, const char *integration, const char *since, const char *event_id,
                                      int64_t limit, fr_status_t *st, char *err, size_t errlen);
 /* Failed deliveries of one event, or of one integration's events, back to pending; *count set. */

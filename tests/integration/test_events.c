@@ -203,6 +203,27 @@ test_outbox_iff_committed (void **state)
         assert_string_equal (json_string_value (json_object_get (e, "provider")), "fakebox");
     }
     assert_non_null (strstr (json_string_value (json_object_get (json_array_get (list, 1), "detail")), "files.write"));
+    assert_true (json_is_false (json_object_get (r, "truncated")));
+    json_decref (r);
+    /* --since: the future has no events, a time from before has them all, nonsense is refused */
+    r = harness_ctl (h, &rc, "events", "--integration", "tx:box", "--since", "2999-01-01T00:00:00Z", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 0);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "--integration", "tx:box", "--since", "2020-01-01T00:00:00.5+02:00", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 5);
+    json_decref (r);
+    static const char *const bad [] = { "yesterday", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01T00:00:00Zx",
+                                        "2026-01-01 00:00:00+25:00", "'; DROP TABLE events; --" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        r = harness_ctl (h, &rc, "events", "--since", bad [i], NULL);
+        assert_int_equal (rc, 2);
+        assert_string_equal (itest_code (r), "bad_request");
+        json_decref (r);
+    }
+    r = harness_ctl (h, &rc, "events", "--event", "not-a-uuid", NULL);
+    assert_int_equal (rc, 2);
     json_decref (r);
     /* the runtime role may append events and not change them */
     assert_int_equal (sqlf ("SELECT (has_table_privilege ('%s', 'events', 'INSERT') AND has_table_privilege ('%1$s', 'events', 'SELECT')"
