@@ -593,6 +593,42 @@ test_expiring_forecast (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE detail LIKE '%whsec%'"), 0);
 }
 
+/* The events operations concern the whole deployment: without an integration, only a client
+ * whose policy covers every integration may use them. */
+static void
+test_policy_for_deployment_wide_ops (void **state)
+{
+    int rc = 0;
+    assert_int_equal (harness_add_client (h, "scoped"), 0);
+    assert_int_equal (harness_write_policy (h, "harness * *\nscoped read tx:*\n"), 0);
+    harness_reload_brokers (h);
+    assert_int_equal (harness_use_client (h, "scoped"), 0);
+    json_t *r = NULL;
+    int64_t end = clock_mono_ms () + 10000;
+    do {                             /* until the broker has read the new lists */
+        json_decref (r);
+        usleep (200000);
+        r = harness_ctl (h, &rc, "events", "--integration", "tx:box", NULL);
+    } while (rc != 0 && clock_mono_ms () < end);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 5);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", NULL);
+    assert_int_equal (rc, 7);
+    assert_string_equal (itest_code (r), "forbidden");
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "--integration", "dlv00:box", NULL);
+    assert_int_equal (rc, 7);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "webhook", "doctor", NULL);
+    assert_int_equal (rc, 7);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "replay", "--integration", "tx:box", NULL);
+    assert_int_equal (rc, 7);                /* read only */
+    json_decref (r);
+    assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
+}
+
 int
 main (void)
 {
@@ -604,6 +640,7 @@ main (void)
         cmocka_unit_test (test_failed_then_replayed),
         cmocka_unit_test (test_webhook_test),
         cmocka_unit_test (test_expiring_forecast),
+        cmocka_unit_test (test_policy_for_deployment_wide_ops),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
