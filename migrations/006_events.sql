@@ -108,6 +108,17 @@ BEGIN
         -- worker's rotated token overrode (docs/architecture.md)
         SELECT c.outcome INTO prev FROM token_chain c
             WHERE c.integration_id = NEW.integration_id AND c.seq < NEW.seq ORDER BY c.seq DESC LIMIT 1;
+        IF prev = 'invalid_grant' THEN
+            -- only when that invalid_grant had made it needs_reconnect (one for a superseded
+            -- token changes nothing, and so recovers nothing)
+            SELECT e.type INTO prev FROM events e
+                WHERE e.integration_id = NEW.integration_id
+                  AND e.type IN ('needs_reconnect', 'connected', 'reconnected', 'recovered')
+                ORDER BY e.seq DESC LIMIT 1;
+            IF prev = 'needs_reconnect' THEN
+                prev := 'invalid_grant';
+            END IF;
+        END IF;
         IF prev IN ('transient', 'bad_response', 'error', 'invalid_grant') THEN
             PERFORM events_emit ('recovered', i.id, i.provider, 'healthy', NEW.generation,
                                  'the last attempt before this refresh ended ' || prev);

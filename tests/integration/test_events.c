@@ -313,6 +313,15 @@ test_recovered (void **state)
     assert_int_equal (rc, 0);
     assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'recovered'"
                             " AND diagnosis = 'healthy'", "rec:box"), 1);
+    /* an invalid_grant that did not make the integration needs_reconnect (it was about a token
+     * already replaced) recovers nothing */
+    assert_int_equal (harness_sql (h, "INSERT INTO token_chain (integration_id, generation, worker, outcome)"
+                                      " VALUES ('rec:box', 0, 'test', 'invalid_grant')"), 0);
+    itest_expire (h, "rec:box");
+    r = harness_ctl (h, &rc, "refresh", "--integration", "rec:box", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'recovered'", "rec:box"), 1);
 }
 
 /* Every event reaches the receiver, signed, in order per integration, through refused attempts,
