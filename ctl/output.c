@@ -546,7 +546,7 @@ output_webhooks (const json_t *reply, const output_mode_t *mode)
         puts ("no webhook endpoints are configured (FERRULE_WEBHOOKS_FILE): events are recorded, not sent");
     size_t i;
     const json_t *w;
-    static const char *const keys [] = { "url", "events", "diagnosis", "pending", "retrying", "delivered", "failed",
+    static const char *const keys [] = { "url", "events", "diagnosis", "pending", "retrying", "delivered_last_day", "failed",
                                          "last_error", "last_failure_at", "last_delivered_at", NULL };
     json_array_foreach (list, i, w) {
         if (i)

@@ -59,6 +59,8 @@ CREATE INDEX event_deliveries_due ON event_deliveries (next_at) WHERE state = 'p
 CREATE INDEX event_deliveries_queue ON event_deliveries (endpoint, integration_id, event_seq)
     WHERE state = 'pending';
 CREATE INDEX event_deliveries_by_endpoint ON event_deliveries (endpoint, state);
+-- "webhooks" (the webhook's doctor) reads the last day's deliveries without counting them all
+CREATE INDEX event_deliveries_delivered ON event_deliveries (endpoint, delivered_at) WHERE state = 'delivered';
 
 -- One event row; wakes the delivery threads (LISTEN ferrule_events) once the change commits.
 CREATE FUNCTION events_emit (p_type text, p_integration text, p_provider text, p_diagnosis text,

@@ -655,7 +655,7 @@ events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
         codec_kv_str (o, "diagnosis", code);
         codec_kv_int (o, "pending", pending);
         codec_kv_int (o, "retrying", retrying);
-        codec_kv_int (o, "delivered", delivered);
+        codec_kv_int (o, "delivered_last_day", delivered);
         codec_kv_int (o, "failed", failed_n);
         codec_kv_str (o, "last_error", col (res, 0, 3));
         codec_kv_str (o, "last_failure_at", col (res, 0, 4));

@@ -468,15 +468,18 @@ PGresult *
 store_events_endpoint_stats (store_t *s, const char *endpoint, fr_status_t *st, char *err, size_t errlen)
 {
     const char *values [] = { endpoint };
+    /* every part is bounded by an index: the loop's connection must not scan a day of deliveries */
     return store_exec (s,
-        "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'delivered'),"
-        "  count(*) FILTER (WHERE state = 'failed'),"
-        "  (SELECT last_error FROM event_deliveries x WHERE x.endpoint = $1 AND x.last_error IS NOT NULL"
-        "     AND x.last_attempt_at IS NOT NULL ORDER BY x.last_attempt_at DESC LIMIT 1),"
-        "  to_char (max (last_attempt_at) FILTER (WHERE state <> 'delivered' AND attempts > 0),"
-        "           'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-        "  to_char (max (delivered_at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-        "  count(*) FILTER (WHERE state = 'pending' AND attempts > 0)"
-        " FROM event_deliveries WHERE endpoint = $1",
+        "SELECT (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'),"
+        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'delivered'"
+        "     AND delivered_at > now() - interval '1 day'),"
+        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'failed'),"
+        "  l.last_error, to_char (l.last_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        "  (SELECT to_char (max (delivered_at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM event_deliveries"
+        "     WHERE endpoint = $1 AND state = 'delivered'),"
+        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending' AND attempts > 0)"
+        " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT last_error, last_attempt_at FROM event_deliveries"
+        "   WHERE endpoint = $1 AND state IN ('pending', 'failed') AND last_error IS NOT NULL"
+        "   ORDER BY last_attempt_at DESC LIMIT 1) l ON true",
         1, values, NULL, NULL, 1, st, err, errlen);
 }

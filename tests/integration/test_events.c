@@ -432,6 +432,10 @@ test_failed_then_replayed (void **state)
     assert_int_equal (rc, 0);
     json_t *list = json_object_get (r, "webhooks");
     assert_int_equal (json_array_size (list), 2);
+    json_t *app = json_array_get (list, 0);
+    assert_string_equal (json_string_value (json_object_get (app, "name")), "app");
+    assert_true (json_integer_value (json_object_get (app, "delivered_last_day")) >= 3 * NINTEG);
+    assert_null (json_string_value (json_object_get (app, "last_error")));  /* nothing of it is failing now */
     json_t *dead = json_array_get (list, 1);
     assert_string_equal (json_string_value (json_object_get (dead, "name")), "dead");
     assert_string_equal (json_string_value (json_object_get (dead, "diagnosis")), "failed_events");
