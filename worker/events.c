@@ -226,7 +226,7 @@ events_thread (void *arg)
                 next_forecast = now + ev->cfg.forecast_ms;
                 forecast_pass (ev);
             }
-            if (now >= next_stats && store_events_connected (ev->store)) {
+            if (now >= next_stats && webhook_set_count (ev->endpoints) && store_events_connected (ev->store)) {
                 int64_t pending = 0, failed_n = 0;
                 next_stats = now + STATS_MS;
                 if (store_events_counts (ev->store, ev->names, webhook_set_count (ev->endpoints), &pending, &failed_n,
