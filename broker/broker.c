@@ -544,7 +544,7 @@ broker_handle_client (broker_t *b)
     }
     const char *route = NULL;     /* what the partition is computed from */
     size_t route_len = 0;
-    const char *route_key = ops_route_key (rq.op);     /* HOOK(gateway): callback and the gateway's token ops */
+    const char *route_key = ops_route_key (rq.op);     /* callback and the gateway's token operations */
     if (route_key && !codec_get (root, "integration")) {
         /* a callback knows only its state: route by it (any worker can finish a connect) */
         if (codec_get_str (root, route_key, &route, &route_len) != 1 || route_len == 0 || route_len > 256) {
@@ -552,6 +552,12 @@ broker_handle_client (broker_t *b)
             broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, err);
             goto out;
         }
+    }
+    else
+    if (ops_is_deployment_wide (rq.op) && !codec_get (root, "integration")) {
+        /* events and webhooks (worker/events.c): any worker serves them from the database */
+        route = ops_name (rq.op);
+        route_len = strlen (route);
     }
     else
     if (codec_get_str (root, "integration", &rq.integ, &rq.integ_len) != 1 || !ident_valid (rq.integ, rq.integ_len)) {
@@ -565,7 +571,9 @@ broker_handle_client (broker_t *b)
         route_len = rq.integ_len;
     }
     /* authorization, with the authenticated name, before anything reaches a worker */
-    if (b->policy && !policy_allows (b->policy, rq.client_name, rq.op, rq.integ, rq.integ_len)) {
+    /* a deployment-wide operation without an integration needs a rule that covers every one */
+    int wide = !rq.integ && ops_is_deployment_wide (rq.op);
+    if (b->policy && !policy_allows (b->policy, rq.client_name, rq.op, wide ? "*" : rq.integ, wide ? 1 : rq.integ_len)) {
         metrics_inc (b->m_forbidden);
         snprintf (err, sizeof err, "client \"%s\" may not use \"%s\"%s", rq.client_name, ops_name (rq.op),
                   rq.integ ? " on this integration" : "");

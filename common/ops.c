@@ -27,6 +27,10 @@ static const struct {
     [OP_APIKEY_LIST]  = { "apikey_list", 0 },
     [OP_APIKEY_REVOKE] = { "apikey_revoke", 0 },
     [OP_APIKEY_VERIFY] = { "apikey_verify", 0 },
+    [OP_EVENTS]       = { "events", 1 },
+    [OP_WEBHOOKS]     = { "webhooks", 1 },
+    [OP_EVENTS_REPLAY] = { "events_replay", 0 },
+    [OP_WEBHOOK_TEST] = { "webhook_test", 0 },
 };
 
 op_t
@@ -63,4 +67,10 @@ ops_route_key (op_t op)
         case OP_APIKEY_VERIFY:  return "key";
         default:                return NULL;
     }
+}
+
+int
+ops_is_deployment_wide (op_t op)
+{
+    return op == OP_EVENTS || op == OP_WEBHOOKS || op == OP_EVENTS_REPLAY || op == OP_WEBHOOK_TEST;
 }

@@ -10,6 +10,8 @@ typedef enum {
     /* the gateway's (worker/gwops.c), all admin */
     OP_ATTEMPT, OP_RETRY, OP_WORKSPACE, OP_DASHBOARD_LINK, OP_DASHBOARD_OPEN,
     OP_APIKEY_CREATE, OP_APIKEY_LIST, OP_APIKEY_REVOKE, OP_APIKEY_VERIFY,
+    OP_EVENTS, OP_WEBHOOKS,                                                       /* read */
+    OP_EVENTS_REPLAY, OP_WEBHOOK_TEST,                                            /* admin */
     OP__COUNT
 } op_t;
 
@@ -21,6 +23,11 @@ const char *ops_name (op_t op);
 /* For the operations a broker routes by a value instead of an integration id (callback: "state";
  * the gateway's attempt, retry, dashboard_open, apikey_verify), that key; else NULL. */
 const char *ops_route_key (op_t op);
-/* 1 for the operations that read (ping, token, status, history, doctor); the others administer. */
+/* 1 for the operations that read (ping, token, status, history, doctor, events, webhooks); the
+ * others administer. */
 int ops_is_read (op_t op);
+/* 1 for the operations that may go without an integration (events, events_replay, webhook_test,
+ * webhooks): they concern the whole deployment, any worker serves them, and the broker's policy
+ * checks them as if for the integration "*". */
+int ops_is_deployment_wide (op_t op);
 #endif

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include "clock.h"
 
 #ifndef FERRULE_VERSION
 #define FERRULE_VERSION "unknown"
@@ -36,6 +38,7 @@ typedef struct {
     output_fn print;
     const char *example;
     int local;                  /* runs here, sends nothing (keygen) */
+    const char *positional;     /* request key one positional argument fills ("webhook test URL"), or NULL */
 } command_t;
 
 #define OPT_INTEGRATION { .name = "integration", .metavar = "ID", .kind = OPT_STRING, .key = "integration", \
@@ -125,41 +128,69 @@ static const opt_spec_t opts_dashboard_link [] = {
     { NULL }
 };
 
+static const opt_spec_t opts_events [] = {
+    { .name = "integration", .metavar = "ID", .kind = OPT_STRING, .key = "integration",
+      .check = opts_check_integration, .help = "only this integration's events" },
+    { .name = "since", .metavar = "TIME", .kind = OPT_STRING, .key = "since",
+      .help = "only events from this time on (RFC 3339, e.g. 2026-01-31T12:00:00Z)" },
+    { .name = "event", .metavar = "ID", .kind = OPT_STRING, .key = "event", .help = "only this event" },
+    { .name = "limit", .metavar = "N", .kind = OPT_INT, .key = "limit", .min = 1, .max = 1000,
+      .help = "how many events, newest first (1 to 1000; the service's default is 100)" },
+    { NULL }
+};
+
+static const opt_spec_t opts_events_replay [] = {
+    { .name = "event", .metavar = "ID", .kind = OPT_STRING, .key = "event", .help = "replay this event's failed deliveries" },
+    { .name = "integration", .metavar = "ID", .kind = OPT_STRING, .key = "integration",
+      .check = opts_check_integration, .help = "replay the failed deliveries of this integration's events" },
+    { .name = "endpoint", .metavar = "NAME", .kind = OPT_STRING, .key = "endpoint",
+      .help = "only the deliveries to this webhook endpoint" },
+    { NULL }
+};
+
 static const command_t commands [] = {
     { "ping", "ping", 1, "check that a broker answers, and how many workers it sees",
-      opts_none, output_ping, "ferrulectl ping", 0 },
+      opts_none, output_ping, "ferrulectl ping", 0, NULL },
     { "import", "import", 0, "store tokens obtained elsewhere (replaces the tokens of an existing integration)",
       opts_import, output_integration,
-      "ferrulectl import --integration acct42:box --provider box --refresh-token-file rt.txt", 0 },
+      "ferrulectl import --integration acct42:box --provider box --refresh-token-file rt.txt", 0, NULL },
     { "token", "token", 1, "print a valid access token, refreshing it first when needed",
-      opts_token, output_token, "TOKEN=$(ferrulectl token --integration acct42:box --min-valid 300)", 0 },
+      opts_token, output_token, "TOKEN=$(ferrulectl token --integration acct42:box --min-valid 300)", 0, NULL },
     { "refresh", "refresh", 0, "refresh the access token now, whatever its remaining life",
-      opts_integration, output_refresh, "ferrulectl refresh --integration acct42:box", 0 },
+      opts_integration, output_refresh, "ferrulectl refresh --integration acct42:box", 0, NULL },
     { "status", "status", 1, "show an integration: provider, status, generation, expiry, last error",
-      opts_integration, output_integration, "ferrulectl status --integration acct42:box", 0 },
+      opts_integration, output_integration, "ferrulectl status --integration acct42:box", 0, NULL },
     { "history", "history", 1, "show the refresh chain, newest first",
-      opts_history, output_history, "ferrulectl history --integration acct42:box --limit 5", 0 },
+      opts_history, output_history, "ferrulectl history --integration acct42:box --limit 5", 0, NULL },
     { "connect", "connect", 0, "start the OAuth consent flow: prints the URL to open in a browser",
       opts_connect, output_connect,
       "ferrulectl connect --integration acct42:google --provider google --redirect-uri https://app.example.com/oauth/callback "
-      "--scope https://www.googleapis.com/auth/drive.readonly", 0 },
+      "--scope https://www.googleapis.com/auth/drive.readonly", 0, NULL },
     { "callback", "callback", 0, "finish a connect with the URL the provider redirected the browser to",
       opts_callback, output_callback,
-      "ferrulectl callback --url 'https://app.example.com/oauth/callback?code=...&state=...'", 0 },
+      "ferrulectl callback --url 'https://app.example.com/oauth/callback?code=...&state=...'", 0, NULL },
     { "disconnect", "disconnect", 0, "destroy the stored tokens and revoke them at the provider (history kept)",
-      opts_integration, output_callback, "ferrulectl disconnect --integration acct42:box", 0 },
+      opts_integration, output_callback, "ferrulectl disconnect --integration acct42:box", 0, NULL },
     { "doctor", "doctor", 1, "explain what is wrong with an integration and what to do",
-      opts_integration, output_doctor, "ferrulectl doctor --integration acct42:box", 0 },
+      opts_integration, output_doctor, "ferrulectl doctor --integration acct42:box", 0, NULL },
     { "report-scope", "report_scope", 0, "record that an upstream API answered 403 insufficient_scope",
       opts_report_scope, output_callback,
-      "ferrulectl report-scope --integration acct42:google --www-authenticate 'Bearer error=\"insufficient_scope\", scope=\"drive\"'", 0 },
+      "ferrulectl report-scope --integration acct42:google --www-authenticate 'Bearer error=\"insufficient_scope\", scope=\"drive\"'", 0, NULL },
+    { "events", "events", 1, "list recent events (needs_reconnect, connected, expiring, ...) and their delivery",
+      opts_events, output_events, "ferrulectl events --integration acct42:box --since 2026-01-31T00:00:00Z", 0, NULL },
+    { "events replay", "events_replay", 0, "send failed event deliveries again",
+      opts_events_replay, output_replay, "ferrulectl events replay --integration acct42:box", 0, NULL },
+    { "webhook test", "webhook_test", 0, "send a signed test event to a configured webhook endpoint (URL or name)",
+      opts_none, output_webhook_test, "ferrulectl webhook test https://app.example.com/ferrule/events", 0, "endpoint" },
+    { "webhook doctor", "webhooks", 1, "show each webhook endpoint's deliveries, its last error and what to do",
+      opts_none, output_webhooks, "ferrulectl webhook doctor", 0, NULL },
     { "dashboard-link", "dashboard_link", 0, "print a single-use link to the gateway's dashboard of a workspace",
       opts_dashboard_link, output_dashboard_link, "FERRULE_GATEWAY_PUBLIC_URL=https://ferrule.example.com "
-      "ferrulectl dashboard-link --workspace acct42:", 0 },
+      "ferrulectl dashboard-link --workspace acct42:", 0, NULL },
     { "keygen", "keygen", 0, "make a CURVE key pair for a broker, a worker or a client (Z85 files)",
-      opts_keygen, NULL, "ferrulectl keygen --out /etc/ferrule/billing", 1 },
+      opts_keygen, NULL, "ferrulectl keygen --out /etc/ferrule/billing", 1, NULL },
     { "help", NULL, 0, "show help for ferrulectl or for a command",
-      opts_none, NULL, "ferrulectl help import", 0 },
+      opts_none, NULL, "ferrulectl help import", 0, NULL },
     { NULL }
 };
 
@@ -194,6 +225,8 @@ typedef struct {
     opts_state_t opts;
     char err [512];             /* the first usage error */
     char hint [256];
+    char prefix [32];           /* "webhook" waiting for its second word */
+    int positional_done;
 } ctl_t;
 
 static const command_t *
@@ -203,6 +236,26 @@ find_command (const char *name)
         if (strcmp (cmd->name, name) == 0)
             return cmd;
     return NULL;
+}
+
+/* 1 when some command is named "word ..." (webhook test, webhook doctor). */
+static int
+has_subcommands (const char *word)
+{
+    size_t n = strlen (word);
+    for (const command_t *cmd = commands; cmd->name; cmd++)
+        if (strncmp (cmd->name, word, n) == 0 && cmd->name [n] == ' ')
+            return 1;
+    return 0;
+}
+
+/* 1 when "name word" is a command (events replay). */
+static int
+has_subcommand (const char *name, const char *word)
+{
+    char two [96];
+    snprintf (two, sizeof two, "%s %s", name, word);
+    return find_command (two) != NULL;
 }
 
 static int
@@ -267,7 +320,7 @@ print_help (FILE *f)
     fputs ("ferrulectl - operate a Ferrule OAuth token service\n\n"
            "usage: ferrulectl [global options] COMMAND [options]\n\ncommands:\n", f);
     for (const command_t *cmd = commands; cmd->name; cmd++)
-        fprintf (f, "  %-12s %s\n", cmd->name, cmd->summary);
+        fprintf (f, "  %-14s %s\n", cmd->name, cmd->summary);
     fputc ('\n', f);
     print_globals (f);
     fputs ("\nexit status: 0 ok, 2 bad usage or input, 3 not found, 4 needs user action,\n"
@@ -284,8 +337,8 @@ print_command_help (FILE *f, const command_t *cmd)
         fputs ("usage: ferrulectl help [COMMAND]\n\nShow help for ferrulectl or for a command.\n", f);
         return;
     }
-    fprintf (f, "usage: ferrulectl [global options] %s%s%s\n\n%c%s.\n", cmd->name, usage [0] ? " " : "", usage,
-             cmd->summary [0] - 'a' + 'A', cmd->summary + 1);
+    fprintf (f, "usage: ferrulectl [global options] %s%s%s%s\n\n%c%s.\n", cmd->name, cmd->positional ? " URL-OR-NAME" : "",
+             usage [0] ? " " : "", usage, cmd->summary [0] - 'a' + 'A', cmd->summary + 1);
     if (cmd->opts [0].name) {
         fputs ("\noptions:\n", f);
         for (const opt_spec_t *spec = cmd->opts; spec->name; spec++) {
@@ -441,10 +494,37 @@ parse (ctl_t *ctl, int argc, char **argv)
         }
         char shown [80];
         opts_quote (shown, sizeof shown, arg, 60);
+        if (ctl->prefix [0]) {
+            /* the second word of "events replay", "webhook test" */
+            char two [96];
+            snprintf (two, sizeof two, "%s %s", ctl->prefix, arg);
+            ctl->prefix [0] = '\0';
+            ctl->cmd = find_command (two);
+            if (!ctl->cmd)
+                usage_error (ctl, "run \"ferrulectl help\" for the list of commands", "unknown command \"%s\"%s", two, "");
+        }
+        else
         if (!ctl->cmd) {
             ctl->cmd = find_command (arg);
+            if (!ctl->cmd && has_subcommands (arg))
+                snprintf (ctl->prefix, sizeof ctl->prefix, "%s", arg);
+            else
             if (!ctl->cmd)
                 usage_error (ctl, "run \"ferrulectl help\" for the list of commands", "unknown command \"%s\"%s", shown, "");
+        }
+        else
+        if (ctl->cmd->op && !ctl->positional_done && has_subcommand (ctl->cmd->name, arg)) {
+            char two [96];
+            snprintf (two, sizeof two, "%s %s", ctl->cmd->name, arg);
+            ctl->cmd = find_command (two);
+        }
+        else
+        if (ctl->cmd->positional && !ctl->positional_done) {
+            ctl->positional_done = 1;
+            if (strlen (arg) > 2048 || !*arg)
+                usage_error (ctl, NULL, "\"%s\" must be 1 to 2048 characters%s", shown, "");
+            else
+                json_object_set_new (ctl->opts.args, ctl->cmd->positional, json_string (arg));
         }
         else
         if (!ctl->cmd->op && !ctl->help_topic)
@@ -507,6 +587,41 @@ keygen (ctl_t *ctl)
     return 0;
 }
 
+/* webhook test: follows the test event until its delivery is done or the time is up, and adds it
+ * to the reply as "delivery_event". 0 when delivered, 5 otherwise (the output says how far it got). */
+static int
+webhook_test_wait (client_t *client, json_t *reply, int timeout_ms)
+{
+    const char *id = json_string_value (json_object_get (reply, "event"));
+    int64_t deadline = clock_mono_ms () + timeout_ms;
+    int rc = 5;
+    json_t *last = NULL;
+    while (id) {
+        int64_t left = deadline - clock_mono_ms ();
+        if (left <= 0)
+            break;
+        json_t *args = json_pack ("{s:s}", "event", id);
+        json_t *r = client_call_ex (client, "events", args, (int) (left < 2000 ? left : 2000), CLIENT_IDEMPOTENT);
+        json_decref (args);
+        json_t *event = json_array_get (json_object_get (r, "events"), 0);
+        json_t *d = json_array_get (json_object_get (event, "deliveries"), 0);
+        if (event) {
+            json_decref (last);
+            last = json_incref (event);
+        }
+        const char *state = json_string_value (json_object_get (d, "state"));
+        json_decref (r);
+        if (state && strcmp (state, "pending") != 0) {
+            rc = strcmp (state, "delivered") == 0 ? 0 : 5;
+            break;
+        }
+        usleep (200000);
+    }
+    if (last)
+        json_object_set_new (reply, "delivery_event", last);
+    return rc;
+}
+
 /* Clears the access token of a reply before it is freed. */
 static void
 wipe_reply (json_t *reply)
@@ -557,6 +672,12 @@ main (int argc, char **argv)
         rc = fail (&ctl, "bad_request", ctl.err, ctl.hint, CTL_EXIT_USAGE);
         goto out;
     }
+    if (!ctl.cmd && ctl.prefix [0]) {
+        char message [96];
+        snprintf (message, sizeof message, "\"%s\" needs a second word", ctl.prefix);
+        rc = fail (&ctl, "bad_request", message, "run \"ferrulectl help\" for the list of commands", CTL_EXIT_USAGE);
+        goto out;
+    }
     if (!ctl.cmd) {
         rc = fail (&ctl, "bad_request", "no command given", "run \"ferrulectl help\" for the list of commands", CTL_EXIT_USAGE);
         goto out;
@@ -594,6 +715,8 @@ main (int argc, char **argv)
     rc = client_exit_code (reply);
     if (rc == 0 && ctl.cmd->print == output_dashboard_link)
         output_add_dashboard_url (reply);
+    if (rc == 0 && strcmp (ctl.cmd->op, "webhook_test") == 0)
+        rc = webhook_test_wait (client, reply, ctl.timeout_ms);
     if (ctl.mode.json)
         output_json (reply);
     else

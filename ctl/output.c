@@ -461,3 +461,149 @@ output_dashboard_link (const json_t *reply, const output_mode_t *mode)
     }
     return 0;
 }
+
+/* A table of rows from an array of maps: heads, and per column a key (or NULL: fill (row, col)). */
+static void
+print_table (const json_t *list, const char *const *heads, const char *const *keys, int columns,
+             char *(*fill) (const json_t *row, int col))
+{
+    size_t rows = json_is_array (list) ? json_array_size (list) : 0;
+    if (rows > OUTPUT_MAX_ROWS)
+        rows = OUTPUT_MAX_ROWS;
+    char **cells = mem_alloc ((rows ? rows : 1) * (size_t) columns * sizeof *cells);
+    size_t width [16];
+    for (int c = 0; c < columns; c++)
+        width [c] = strlen (heads [c]);
+    for (size_t r = 0; r < rows; r++) {
+        const json_t *entry = json_array_get (list, r);
+        for (int c = 0; c < columns; c++) {
+            char *s = keys [c] ? value_string (json_object_get (entry, keys [c])) : fill (entry, c);
+            cells [r * (size_t) columns + (size_t) c] = s;
+            size_t len = strlen (s);
+            if (len > width [c])
+                width [c] = len > OUTPUT_MAX_WIDTH ? OUTPUT_MAX_WIDTH : len;
+        }
+    }
+    for (int c = 0; c < columns; c++)
+        print_cell (heads [c], width [c], c == columns - 1);
+    for (size_t r = 0; r < rows; r++)
+        for (int c = 0; c < columns; c++)
+            print_cell (cells [r * (size_t) columns + (size_t) c], width [c], c == columns - 1);
+    for (size_t i = 0; i < rows * (size_t) columns; i++)
+        free (cells [i]);
+    mem_free (cells);
+}
+
+/* "endpoint: state (attempts), ..." of an event's deliveries. */
+static char *
+deliveries_cell (const json_t *event, int col)
+{
+    const json_t *list = json_object_get (event, "deliveries");
+    char *s = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream (&s, &len);
+    if (!f)
+        return mem_strdup ("?");
+    size_t i;
+    const json_t *d;
+    if (!json_array_size (list))
+        fputs ("-", f);
+    json_array_foreach (list, i, d) {
+        fprintf (f, "%s", i ? ", " : "");
+        print_value (f, json_object_get (d, "endpoint"));
+        fputs (": ", f);
+        print_value (f, json_object_get (d, "state"));
+        json_int_t attempts = json_integer_value (json_object_get (d, "attempts"));
+        fprintf (f, " (%lld attempt%s)", (long long) attempts, attempts == 1 ? "" : "s");
+        const char *error = json_string_value (json_object_get (d, "last_error"));
+        if (error && strcmp (json_string_value (json_object_get (d, "state")), "delivered") != 0) {
+            fputs (" ", f);
+            print_value (f, json_object_get (d, "last_error"));
+        }
+    }
+    fclose (f);
+    return s ? s : mem_strdup ("");
+}
+
+int
+output_events (const json_t *reply, const output_mode_t *mode)
+{
+    static const char *const heads [] = { "ID", "AT", "TYPE", "INTEGRATION", "DIAGNOSIS", "DELIVERY" };
+    static const char *const keys [] = { "id", "at", "type", "integration", "diagnosis", NULL };
+    const json_t *events = json_object_get (reply, "events");
+    if (!json_is_array (events))
+        return 1;
+    print_table (events, heads, keys, 6, deliveries_cell);
+    if (json_is_true (json_object_get (reply, "truncated")))
+        fputs ("more events matched than fit one reply: narrow with --since, --integration or --limit\n", stderr);
+    return 0;
+}
+
+int
+output_replay (const json_t *reply, const output_mode_t *mode)
+{
+    const json_t *n = json_object_get (reply, "replayed");
+    if (!json_is_integer (n))
+        return 1;
+    printf ("%lld failed deliver%s queued again\n", (long long) json_integer_value (n),
+            json_integer_value (n) == 1 ? "y" : "ies");
+    return 0;
+}
+
+int
+output_webhook_test (const json_t *reply, const output_mode_t *mode)
+{
+    const json_t *event = json_object_get (reply, "event");
+    if (!json_is_string (event))
+        return 1;
+    fputs ("test event ", stdout);
+    print_value (stdout, event);
+    fputs (" to ", stdout);
+    print_value (stdout, json_object_get (reply, "endpoint"));
+    fputs (" (", stdout);
+    print_value (stdout, json_object_get (reply, "url"));
+    fputs ("): ", stdout);
+    char *cell = deliveries_cell (json_object_get (reply, "delivery_event"), 0);
+    const json_t *list = json_object_get (json_object_get (reply, "delivery_event"), "deliveries");
+    if (json_array_size (list))
+        output_safe (stdout, cell);
+    else
+        fputs ("not sent yet (no worker has picked it up)", stdout);
+    fputc ('\n', stdout);
+    free (cell);
+    return 0;
+}
+
+int
+output_webhooks (const json_t *reply, const output_mode_t *mode)
+{
+    const json_t *list = json_object_get (reply, "webhooks");
+    if (!json_is_array (list))
+        return 1;
+    if (!json_array_size (list))
+        puts ("no webhook endpoints are configured (FERRULE_WEBHOOKS_FILE): events are recorded, not sent");
+    size_t i;
+    const json_t *w;
+    static const char *const keys [] = { "url", "events", "diagnosis", "pending", "retrying", "delivered_last_day", "failed",
+                                         "last_error", "last_failure_at", "last_delivered_at", NULL };
+    json_array_foreach (list, i, w) {
+        if (i)
+            fputc ('\n', stdout);
+        fputs ("webhook ", stdout);
+        print_value (stdout, json_object_get (w, "name"));
+        fputc ('\n', stdout);
+        for (int k = 0; keys [k]; k++) {
+            printf ("  %-18s ", keys [k]);
+            print_value (stdout, json_object_get (w, keys [k]));
+            fputc ('\n', stdout);
+        }
+        const char *code = json_string_value (json_object_get (w, "diagnosis"));
+        if (code && strcmp (code, "failed_events") == 0)
+            puts ("  what to do         fix the endpoint (the last error says why it refused), then "
+                  "\"ferrulectl events replay --integration ID\" or \"--event ID\" for the failed events");
+        else if (code && strcmp (code, "retrying") == 0)
+            puts ("  what to do         the endpoint refuses or does not answer; deliveries are retried with backoff "
+                  "until FERRULE_WEBHOOK_MAX_AGE_S, then marked failed");
+    }
+    return 0;
+}

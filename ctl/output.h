@@ -39,4 +39,12 @@ int output_doctor (const json_t *reply, const output_mode_t *mode);
 void output_add_dashboard_url (json_t *reply);
 /* dashboard-link: the URL and when it expires. */
 int output_dashboard_link (const json_t *reply, const output_mode_t *mode);
+/* events: one row per event with its deliveries. */
+int output_events (const json_t *reply, const output_mode_t *mode);
+/* events replay: how many deliveries were queued again. */
+int output_replay (const json_t *reply, const output_mode_t *mode);
+/* webhook test: the test event and how its delivery went ("delivery_event", added by ferrulectl). */
+int output_webhook_test (const json_t *reply, const output_mode_t *mode);
+/* webhook doctor: per endpoint, its counts, last error and what to do. */
+int output_webhooks (const json_t *reply, const output_mode_t *mode);
 #endif

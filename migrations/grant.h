@@ -7,7 +7,7 @@
 #include <libpq-fe.h>
 
 /* Tables the runtime role may only read and append to. */
-#define GRANT_APPEND_ONLY_TABLES "token_chain"
+#define GRANT_APPEND_ONLY_TABLES "token_chain,events"
 
 /* Sets up role (created WITH LOGIN, without a password, when it does not exist; *created is then
  * 1) and records it in runtime_roles so "up" grants it again after later migrations. Idempotent.

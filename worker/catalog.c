@@ -54,7 +54,7 @@ fail (ctx_t *ctx, const char *fmt, ...)
 static const char *const known_fields [] = {
     "authorization_url", "token_url", "revocation_url", "auth_method", "scope_separator",
     "default_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
-    "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days",
+    "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days", "grant_max_days",
     "errors_with_200", "invalid_grant_codes", "client_id", "client_secret", "client_id_env",
     "client_secret_env", "client_secret_file", "access_token_lifetime_hint", "docs_url", "notes", NULL
 };
@@ -580,6 +580,7 @@ provider_load (ctx_t *ctx, const char *name, json_t *entry, catalog_provider_t *
     ||  get_int (ctx, entry, "reuse_grace_seconds", 0, 86400, 0, &p->reuse_grace_seconds) < 0
     ||  get_int (ctx, entry, "refresh_token_idle_days", 0, 3650, 0,
                  &p->refresh_token_idle_days) < 0
+    ||  get_int (ctx, entry, "grant_max_days", 0, 3650, 0, &p->grant_max_days) < 0
     ||  get_int (ctx, entry, "access_token_lifetime_hint", 0, 366 * 86400, 0,
                  &p->access_token_lifetime_hint) < 0)
         return -1;

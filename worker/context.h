@@ -96,6 +96,7 @@ typedef struct worker {
     } m;
     refresh_t *refreshes;           /* every refresh in progress */
     struct call *calls;             /* calls.c: code exchanges and revocations in flight */
+    struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;
     int started_db;                 /* journal replayed and leases released for this run */
     int64_t woke_us;                /* monotonic: when the loop's poll last returned */

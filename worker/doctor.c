@@ -187,6 +187,21 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         int box = p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE && cf && cf->reuse_suspected;
         snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect after it had "
                   "worked for a while; callers see an unauthorized or token refresh error.", id);
+        /* issue 12: a grant that died about as long after its consent as the provider allows a
+         * testing-mode app (Google: 7 days; the catalog's grant_max_days) */
+        int64_t limit_days = p && p->grant_max_days ? p->grant_max_days : is_google (p) ? 7 : 0;
+        int64_t lived_s = cf && cf->origin && cf->invalid_grant ? cf->invalid_grant->at - cf->origin->at : -1;
+        int grant_limit = limit_days > 0 && lived_s >= limit_days * 86400 - 43200 && lived_s <= limit_days * 86400 + 129600;
+        if (grant_limit) {
+            char buf [40];
+            snprintf (d->cause, sizeof d->cause, "The grant stopped working %.1f days after it was connected, which is "
+                      "the %lld-day limit %s puts on refresh tokens of an OAuth app whose consent screen is in "
+                      "Testing: every such grant dies about %lld days after consent, however often it is used.",
+                      (double) lived_s / 86400.0, (long long) limit_days, name, (long long) limit_days);
+            add_fact (d, "connected at %s, refused (invalid_grant) %.1f days later", at (cf->origin->at, buf, sizeof buf),
+                      (double) lived_s / 86400.0);
+        }
+        else
         if (box)
             snprintf (d->cause, sizeof d->cause, "%s uses single-use refresh tokens: every refresh returns a new "
                       "refresh token and the old one stops working at once. The history shows the provider rejecting "
@@ -208,6 +223,11 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         add_step (d, "Connect it again and approve the provider's consent screen: %s, then open the printed URL "
                   "and pass the URL the browser lands on to ferrulectl callback --url", cmd);
         add_step (d, "Nothing else changes for callers: they keep asking for tokens of \"%s\" and get the new ones", id);
+        if (grant_limit)
+            add_step (d, "Publish the OAuth app (Google Cloud console, OAuth consent screen: \"Publish app\") so that its "
+                      "grants stop expiring; until then every user must connect again every %lld days (the "
+                      "\"expiring\" event warns a day ahead when the catalog entry sets grant_max_days)",
+                      (long long) limit_days);
         if (box) {
             add_step (d, "Do not use this account's tokens from anywhere else, and right after connecting let the "
                       "first request finish before sending many at once");

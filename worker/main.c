@@ -1,5 +1,6 @@
 /* ferrule-worker: serves the partitions the brokers route to it */
 #include "worker.h"
+#include "events.h"
 #include "config.h"
 #include "daemon.h"
 #include "ident.h"
@@ -27,6 +28,9 @@ main (int argc, char **argv)
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
     int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms;
     int64_t key_stats_ms, admin_burst, admin_per_min;
+    /* event delivery (events.c) */
+    char *webhooks_file = NULL;
+    int64_t wh_max_age, wh_base, wh_max, wh_timeout, wh_lease, ev_poll, ev_forecast;
     const config_entry_t table [] = {
         { "worker-id", "FERRULE_WORKER_ID", CONFIG_STRING, &worker_id, NULL, 0, 0, 0, "stable id of this worker (default: hostname)" },
         { "database-url", "FERRULE_DATABASE_URL", CONFIG_STRING, &database_url, NULL, 0, 0, 1, "PostgreSQL connection string (or FERRULE_DATABASE_URL_FILE)" },
@@ -61,6 +65,14 @@ main (int argc, char **argv)
         { "key-stats-ms", "FERRULE_KEY_STATS_MS", CONFIG_INT, &key_stats_ms, "60000", 1000, 86400000, 0, "how often the values still sealed with a retired key are counted" },
         { "admin-rate-burst", "FERRULE_ADMIN_RATE_BURST", CONFIG_INT, &admin_burst, "10", 1, 1000000, 0, "refresh and connect calls one integration may make at once" },
         { "admin-rate-per-min", "FERRULE_ADMIN_RATE_PER_MIN", CONFIG_INT, &admin_per_min, "6", 1, 6000000, 0, "refresh and connect calls per minute per integration after the burst" },
+        { "webhooks-file", "FERRULE_WEBHOOKS_FILE", CONFIG_STRING, &webhooks_file, NULL, 0, 0, 0, "JSON file of webhook endpoints that receive events (unset: events are recorded, not sent)" },
+        { "webhook-max-age-s", "FERRULE_WEBHOOK_MAX_AGE_S", CONFIG_INT, &wh_max_age, "86400", 1, 2592000, 0, "how long an event's delivery is retried before it is marked failed" },
+        { "webhook-backoff-base-ms", "FERRULE_WEBHOOK_BACKOFF_BASE_MS", CONFIG_INT, &wh_base, "1000", 0, 3600000, 0, "first wait after a failed webhook attempt; doubles per attempt, with jitter" },
+        { "webhook-backoff-max-ms", "FERRULE_WEBHOOK_BACKOFF_MAX_MS", CONFIG_INT, &wh_max, "600000", 0, 86400000, 0, "longest wait between webhook attempts" },
+        { "webhook-timeout-ms", "FERRULE_WEBHOOK_TIMEOUT_MS", CONFIG_INT, &wh_timeout, "10000", 100, 120000, 0, "one webhook attempt, connection included" },
+        { "webhook-lease-ms", "FERRULE_WEBHOOK_LEASE_MS", CONFIG_INT, &wh_lease, "30000", 200, 600000, 0, "a claimed delivery's lease: after a worker dies another sends the event after this; must exceed the timeout" },
+        { "events-poll-ms", "FERRULE_EVENTS_POLL_MS", CONFIG_INT, &ev_poll, "1000", 10, 60000, 0, "due deliveries are looked for at least this often (new events wake the thread at once)" },
+        { "events-forecast-ms", "FERRULE_EVENTS_FORECAST_MS", CONFIG_INT, &ev_forecast, "300000", 100, 86400000, 0, "how often the expiring forecasts run" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
         { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "file holding this worker's CURVE secret key (ferrulectl keygen)" },
         { "broker-public-key-file", "FERRULE_BROKER_PUBLIC_KEY_FILE", CONFIG_STRING, &broker_key_file, NULL, 0, 0, 0, "file holding the brokers' CURVE public key (pinned)" },
@@ -159,7 +171,19 @@ main (int argc, char **argv)
         curl_global_cleanup ();
         goto out;
     }
+    /* the event delivery thread, with its own connection and curl handle (events.c) */
+    events_config_t ecfg = { worker_id, database_url, webhooks_file, wh_max_age, wh_base, wh_max, wh_timeout, wh_lease,
+                             ev_poll, ev_forecast, 5000 };
+    w->events = events_new (&ecfg, w->catalog, w->metrics, err, sizeof err);
+    if (!w->events) {
+        log_error (NULL, NULL, "%s", err);
+        worker_destroy (&w);
+        curl_global_cleanup ();
+        rc = 2;
+        goto out;
+    }
     rc = worker_run (w, &stop_requested) == 0 ? 0 : 1;
+    events_destroy (&w->events);
     worker_destroy (&w);
     curl_global_cleanup ();
 out:

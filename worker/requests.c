@@ -6,6 +6,7 @@
 #include "disconnect.h"
 #include "doctor.h"
 #include "fields.h"
+#include "events.h"
 #include "gwops.h"
 #include "keystats.h"
 #include "ratelimit.h"
@@ -292,6 +293,10 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     }
     if (gwops_handle (w, job, root, op, op_len))  /* the gateway's operations (gwops.c) */
         return;
+    if (events_is_op (op, op_len)) {
+        events_handle (w, job, op, op_len, root);   /* events.c: the integration is optional */
+        return;
+    }
     if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
         reply_error (w, job, FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", NULL, -1);

@@ -378,6 +378,11 @@ takeover_settled (void)
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'invalid_grant'"), 1);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 1);
     assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'tk:box'"), 2);
+    /* the events told the application: broken, then working again (issue 12) */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'tk:box'"), 3);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM (SELECT type, row_number () OVER (ORDER BY seq) AS n"
+                                          " FROM events WHERE integration_id = 'tk:box') x WHERE (n, type) IN"
+                                          " ((1, 'connected'), (2, 'needs_reconnect'), (3, 'recovered'))"), 3);
     /* and that token works at the provider: no reuse */
     int rc;
     const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "tk:box", &rc);

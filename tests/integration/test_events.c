@@ -1,0 +1,659 @@
+/* test_events.c - events, never lost: the outbox holds an event exactly when its change committed;
+ * signed webhooks reach a real receiver on 127.0.0.1 that checks every signature, refuses the
+ * first attempts and is down for a while, while a worker is killed with SIGKILL mid-delivery:
+ * every event arrives, none twice after dedupe by id, in order per integration. Also: expiring
+ * forecasts from the catalog's limits, failure after the max age, replay, webhook test, the
+ * webhook's doctor. Replies hold no tokens here, but nothing of a reply is printed anyway. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <time.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <curl/curl.h>
+#include "clock.h"
+#include "mem.h"
+#include "itest.h"
+#include "receiver.h"
+
+#define SECRET      "whsec_events_test_0123456789abcdef"
+#define NINTEG      8
+
+/* ---------------------------------------------------------------- setup */
+
+static harness_t *h;
+static char dead_port [16];
+static int app_port;
+
+static size_t
+collect (char *data, size_t size, size_t nmemb, void *arg)
+{
+    mem_buf_append (arg, data, size * nmemb);
+    return size * nmemb;
+}
+
+/* A series' value from a worker's /metrics (the whole line after the name), -1 when absent. */
+static long long
+metric (const char *worker, const char *series)
+{
+    char url [128];
+    mem_buf_t body;
+    long long value = -1;
+    mem_buf_init (&body, 1 << 20);
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", itest_http_port (h, worker));
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
+    if (curl_easy_perform (c) == CURLE_OK && mem_buf_append (&body, "", 1) == 0) {
+        char needle [256];
+        snprintf (needle, sizeof needle, "\n%s ", series);
+        const char *p = strstr (body.data, needle);
+        if (p)
+            value = strtoll (p + strlen (needle), NULL, 10);
+    }
+    curl_easy_cleanup (c);
+    mem_buf_free (&body);
+    return value;
+}
+
+static void
+write_file (const char *path, const char *text)
+{
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    fputs (text, f);
+    fclose (f);
+}
+
+/* The providers file with the catalog limits the forecasts read. */
+static void
+add_limits (void)
+{
+    json_t *p = json_load_file (harness_providers_file (h), 0, NULL);
+    assert_non_null (p);
+    json_object_set_new (json_object_get (p, "fakebox"), "refresh_token_idle_days", json_integer (60));
+    json_object_set_new (json_object_get (p, "fakegoogle"), "grant_max_days", json_integer (7));
+    assert_int_equal (json_dump_file (p, harness_providers_file (h), JSON_INDENT (2)), 0);
+    json_decref (p);
+}
+
+static int
+setup (void **state)
+{
+    h = harness_new ("events");
+    /* a port nobody listens on, for the endpoint that never answers */
+    if (!h || receiver_start (0, SECRET) != 0)
+        return -1;
+    snprintf (dead_port, sizeof dead_port, "%d", receiver_port ());
+    receiver_stop ();
+    if (receiver_start (0, SECRET) != 0)
+        return -1;
+    app_port = receiver_port ();
+    char path [512], secret [512], text [2048];
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    write_file (secret, SECRET "\n");
+    snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text,
+              "{\"endpoints\": ["
+              " {\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\", \"secret_file\": \"%s\"},"
+              " {\"name\": \"dead\", \"url\": \"http://127.0.0.1:%s/hooks\", \"secret_file\": \"%s\","
+              "  \"events\": [\"disconnected\"]}]}", app_port, secret, dead_port, secret);
+    write_file (path, text);
+    add_limits ();
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "100");
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", "400");
+    harness_set_env (h, "FERRULE_WEBHOOK_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "1500");
+    harness_set_env (h, "FERRULE_WEBHOOK_MAX_AGE_S", "12");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
+    harness_set_env (h, "FERRULE_EVENTS_FORECAST_MS", "300");
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
+    if (harness_start_broker (h) != 0 || harness_start_worker (h, "w1") != 0 || harness_start_worker (h, "w2") != 0)
+        return -1;
+    return harness_wait_ready (h, 2, 20000);
+}
+
+static int
+teardown (void **state)
+{
+    int bad = itest_teardown (&h);
+    receiver_stop ();
+    return bad;
+}
+
+static void
+import (const char *id, const char *provider)
+{
+    char *rt = itest_grant (h, provider, NULL);
+    assert_int_equal (itest_import (h, id, provider, rt), 0);
+    free (rt);
+}
+
+static long long
+sqlf (const char *fmt, const char *a)
+{
+    char sql [1024];
+    snprintf (sql, sizeof sql, fmt, a);
+    return harness_sql_int (h, sql);
+}
+
+/* Waits until the query gives want (timeout_ms); the last value. */
+static long long
+wait_sql (const char *sql, long long want, int timeout_ms)
+{
+    int64_t end = clock_mono_ms () + timeout_ms;
+    long long v;
+    while ((v = harness_sql_int (h, sql)) != want && clock_mono_ms () < end)
+        usleep (100000);
+    return v;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+/* An event exists if and only if its change committed. */
+static void
+test_outbox_iff_committed (void **state)
+{
+    import ("tx:box", "fakebox");
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'connected'", "tx:box"), 1);
+    /* a status change that is rolled back leaves no event; the same change committed leaves one */
+    assert_int_equal (harness_sql (h, "BEGIN; UPDATE integrations SET status = 'needs_reconnect' WHERE id = 'tx:box'; "
+                                      "ROLLBACK"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'needs_reconnect'", "tx:box"), 0);
+    assert_int_equal (harness_sql (h, "BEGIN; UPDATE integrations SET status = 'needs_reconnect', "
+                                      "last_error_message = 'provider answered invalid_grant' WHERE id = 'tx:box'; COMMIT"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'needs_reconnect'"
+                            " AND diagnosis = 'needs_reconnect'", "tx:box"), 1);
+    /* an update that does not change the status makes none */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect' WHERE id = 'tx:box'"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'needs_reconnect'", "tx:box"), 1);
+    /* a chain row rolled back takes its event with it */
+    assert_int_equal (harness_sql (h, "BEGIN; INSERT INTO token_chain (integration_id, generation, worker, outcome)"
+                                      " VALUES ('tx:box', 1, 't', 'disconnected'); ROLLBACK"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'disconnected'", "tx:box"), 0);
+
+    /* the operations: import again (reconnected), report_scope, disconnect */
+    import ("tx:box", "fakebox");
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", "tx:box", "--scope", "files.write", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "disconnect", "--integration", "tx:box", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    /* in the order the changes happened */
+    r = harness_ctl (h, &rc, "events", "--integration", "tx:box", NULL);
+    assert_int_equal (rc, 0);
+    json_t *list = json_object_get (r, "events");
+    static const char *const want [] = { "disconnected", "insufficient_scope", "reconnected", "needs_reconnect", "connected" };
+    assert_int_equal (json_array_size (list), 5);
+    for (size_t i = 0; i < 5; i++) {
+        json_t *e = json_array_get (list, i);
+        assert_string_equal (json_string_value (json_object_get (e, "type")), want [i]);
+        assert_string_equal (json_string_value (json_object_get (e, "integration")), "tx:box");
+        assert_string_equal (json_string_value (json_object_get (e, "provider")), "fakebox");
+    }
+    assert_non_null (strstr (json_string_value (json_object_get (json_array_get (list, 1), "detail")), "files.write"));
+    assert_true (json_is_false (json_object_get (r, "truncated")));
+    json_decref (r);
+    /* --since: the future has no events, a time from before has them all, nonsense is refused */
+    r = harness_ctl (h, &rc, "events", "--integration", "tx:box", "--since", "2999-01-01T00:00:00Z", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 0);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "--integration", "tx:box", "--since", "2020-01-01T00:00:00.5+02:00", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 5);
+    json_decref (r);
+    static const char *const bad [] = { "yesterday", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01T00:00:00Zx",
+                                        "2026-01-01 00:00:00+25:00", "'; DROP TABLE events; --" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        r = harness_ctl (h, &rc, "events", "--since", bad [i], NULL);
+        assert_int_equal (rc, 2);
+        assert_string_equal (itest_code (r), "bad_request");
+        json_decref (r);
+    }
+    r = harness_ctl (h, &rc, "events", "--event", "not-a-uuid", NULL);
+    assert_int_equal (rc, 2);
+    json_decref (r);
+    /* the runtime role may append events and not change them */
+    assert_int_equal (sqlf ("SELECT (has_table_privilege ('%s', 'events', 'INSERT') AND has_table_privilege ('%1$s', 'events', 'SELECT')"
+                            " AND NOT has_table_privilege ('%1$s', 'events', 'UPDATE')"
+                            " AND NOT has_table_privilege ('%1$s', 'events', 'DELETE')"
+                            " AND has_table_privilege ('%1$s', 'event_deliveries', 'UPDATE')"
+                            " AND NOT has_table_privilege ('%1$s', 'event_deliveries', 'DELETE'))::int",
+                            harness_runtime_role (h)), 1);
+}
+
+static size_t
+discard (char *data, size_t size, size_t nmemb, void *arg)
+{
+    return size * nmemb;
+}
+
+/* connect, the browser's step at the fake provider, callback; ferrulectl's exit code. */
+static int
+connect_flow (const char *id, const char *provider, const char *s1, const char *s2)
+{
+    int rc;
+    char *redirect = NULL, *location = NULL;
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", id, "--provider", provider, "--redirect-uri",
+                             "http://127.0.0.1/callback", "--scope", s1, "--scope", s2, NULL);
+    assert_int_equal (rc, 0);
+    CURL *curl = curl_easy_init ();
+    curl_easy_setopt (curl, CURLOPT_URL, json_string_value (json_object_get (c, "authorization_url")));
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard);
+    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
+    if (curl_easy_getinfo (curl, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK && redirect)
+        location = strdup (redirect);
+    curl_easy_cleanup (curl);
+    assert_non_null (location);
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", location, NULL);
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    return rc;
+}
+
+/* The connect flow's own events: scopes_reduced and no_refresh_token beside connected. */
+static void
+test_connect_events (void **state)
+{
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "grant_scopes", "read"));
+    assert_int_equal (connect_flow ("narrow:box", "fakebox", "read", "write"), 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:n}", "grant_scopes"));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'narrow:box'"
+                                          " AND type = 'scopes_reduced' AND detail = 'not granted: write'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'narrow:box'"
+                                          " AND type = 'connected'"), 1);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    assert_int_equal (connect_flow ("offline:google", "fakegoogle", "a", "b"), 4);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'offline:google'"
+                                          " AND type = 'no_refresh_token' AND diagnosis = 'no_refresh_token'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'offline:google'"
+                                          " AND type = 'scopes_reduced'"), 0);
+    /* connected again, with everything: reconnected, nothing else */
+    assert_int_equal (connect_flow ("offline:google", "fakegoogle", "a", "b"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'offline:google'"), 3);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'offline:google'"
+                                          " AND type = 'reconnected'"), 1);
+}
+
+/* A refresh that succeeds after transient failures says "recovered". */
+static void
+test_recovered (void **state)
+{
+    import ("rec:box", "fakebox");
+    itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
+    itest_expire (h, "rec:box");
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "rec:box", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 5);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'recovered'", "rec:box"), 0);
+    /* past the backoff */
+    int64_t end = clock_mono_ms () + 15000;
+    do {
+        usleep (300000);
+        r = harness_ctl (h, &rc, "refresh", "--integration", "rec:box", NULL);
+        json_decref (r);
+    } while (rc != 0 && clock_mono_ms () < end);
+    assert_int_equal (rc, 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'recovered'"
+                            " AND diagnosis = 'healthy'", "rec:box"), 1);
+    /* an invalid_grant that did not make the integration needs_reconnect (it was about a token
+     * already replaced) recovers nothing */
+    assert_int_equal (harness_sql (h, "INSERT INTO token_chain (integration_id, generation, worker, outcome)"
+                                      " VALUES ('rec:box', 0, 'test', 'invalid_grant')"), 0);
+    itest_expire (h, "rec:box");
+    r = harness_ctl (h, &rc, "refresh", "--integration", "rec:box", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'recovered'", "rec:box"), 1);
+}
+
+/* Every event reaches the receiver, signed, in order per integration, through refused attempts,
+ * a receiver outage and a worker killed mid-delivery. */
+static void
+test_delivery_survives_kill_and_outage (void **state)
+{
+    char ids [NINTEG][32];
+    receiver_set (3, 150);           /* refuse 3; attempts are in flight long enough to be killed */
+    for (int i = 0; i < NINTEG; i++) {
+        snprintf (ids [i], sizeof ids [i], "dlv%02d:box", i);
+        import (ids [i], "fakebox");
+    }
+    /* a worker dies while deliveries are in flight; the receiver goes down for a while */
+    usleep (400000);
+    harness_signal_worker (h, "w1", SIGKILL);
+    for (int i = 0; i < NINTEG; i++)
+        import (ids [i], "fakebox");            /* reconnected */
+    receiver_stop ();
+    for (int i = 0; i < NINTEG; i++) {
+        int rc;
+        json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", ids [i], "--scope", "admin", NULL);
+        assert_int_equal (rc, 0);
+        json_decref (r);
+    }
+    usleep (1500000);
+    assert_int_equal (receiver_start (app_port, SECRET), 0);
+    harness_wait_worker_exit (h, "w1", 5000);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    receiver_set (0, 0);
+
+    /* every event of these integrations delivered to "app" */
+    const char *q = "SELECT count(*) FROM events e LEFT JOIN event_deliveries d ON d.event_seq = e.seq AND d.endpoint = 'app'"
+                    " WHERE e.integration_id LIKE 'dlv%' AND d.state IS DISTINCT FROM 'delivered'";
+    assert_int_equal (wait_sql (q, 0, 60000), 0);
+    long long total = harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id LIKE 'dlv%'");
+    assert_int_equal (total, 3 * NINTEG);
+
+    /* the receiver saw each of them, with valid signatures, and in order per integration once deduplicated */
+    PGconn *db = harness_db (h);
+    PGresult *res = PQexec (db, "SELECT id::text, integration_id, type FROM events WHERE integration_id LIKE 'dlv%' ORDER BY seq");
+    assert_int_equal (PQresultStatus (res), PGRES_TUPLES_OK);
+    receiver_got_t *got;
+    int bad, ngot = receiver_snapshot (&got, &bad);
+    assert_int_equal (bad, 0);
+    int duplicates = 0;
+    for (int i = 0; i < NINTEG; i++) {
+        /* the first arrivals of this integration's events, deduplicated by id */
+        char seen [8][40];
+        int nseen = 0;
+        for (int k = 0; k < ngot; k++) {
+            if (strcmp (got [k].integration, ids [i]) != 0 || got [k].status != 200)
+                continue;
+            int dup = 0;
+            for (int s = 0; s < nseen; s++)
+                dup |= strcmp (seen [s], got [k].id) == 0;
+            if (dup) {
+                duplicates++;
+                continue;
+            }
+            assert_true (nseen < 8);
+            snprintf (seen [nseen++], sizeof seen [0], "%s", got [k].id);
+        }
+        int n = 0;
+        for (int row = 0; row < PQntuples (res); row++) {
+            if (strcmp (PQgetvalue (res, row, 1), ids [i]) != 0)
+                continue;
+            assert_true (n < nseen);
+            if (strcmp (seen [n], PQgetvalue (res, row, 0)) != 0)
+                fail_msg ("%s: event %d arrived out of order (%s)", ids [i], n, PQgetvalue (res, row, 2));
+            n++;
+        }
+        assert_int_equal (n, nseen);
+        assert_int_equal (n, 3);
+    }
+    /* refused attempts were answered 500 and sent again */
+    int refused = 0;
+    for (int k = 0; k < ngot; k++)
+        refused += got [k].status == 500;
+    free (got);
+    PQclear (res);
+    assert_true (refused >= 3);
+    print_message ("delivered %lld events; %d duplicate arrivals after the kill, %d refused attempts\n", total,
+                   duplicates, refused);
+    /* no delivery is left with a lease */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM event_deliveries WHERE lease_token IS NOT NULL"
+                                          " AND state <> 'pending'"), 0);
+}
+
+/* An endpoint that never answers: the delivery fails after the max age, the webhook's doctor
+ * says why, and a replay sends it once the endpoint works. */
+static void
+test_failed_then_replayed (void **state)
+{
+    import ("dead:box", "fakebox");
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "disconnect", "--integration", "dead:box", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 0);
+    /* only "disconnected" goes to "dead" (its event types) */
+    const char *q = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                    " WHERE d.endpoint = 'dead' AND e.integration_id = 'dead:box' AND d.state = 'failed'";
+    assert_int_equal (wait_sql (q, 1, 60000), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM event_deliveries WHERE endpoint = 'dead' AND event_seq IN"
+                                          " (SELECT seq FROM events WHERE type <> 'disconnected')"), 0);
+    assert_true (harness_sql_int (h, "SELECT min(attempts) FROM event_deliveries WHERE endpoint = 'dead'") >= 2);
+    r = harness_ctl (h, &rc, "webhook", "doctor", NULL);
+    assert_int_equal (rc, 0);
+    json_t *list = json_object_get (r, "webhooks");
+    assert_int_equal (json_array_size (list), 2);
+    json_t *app = json_array_get (list, 0);
+    assert_string_equal (json_string_value (json_object_get (app, "name")), "app");
+    assert_true (json_integer_value (json_object_get (app, "delivered_last_day")) >= 3 * NINTEG);
+    assert_null (json_string_value (json_object_get (app, "last_error")));  /* nothing of it is failing now */
+    json_t *dead = json_array_get (list, 1);
+    assert_string_equal (json_string_value (json_object_get (dead, "name")), "dead");
+    assert_string_equal (json_string_value (json_object_get (dead, "diagnosis")), "failed_events");
+    assert_true (json_integer_value (json_object_get (dead, "failed")) >= 1);
+    assert_non_null (strstr (json_string_value (json_object_get (dead, "last_error")), "no answer"));
+    json_decref (r);
+    char *text = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &text, "webhook", "doctor", NULL), 0);
+    assert_non_null (strstr (text, "events replay"));
+    free (text);
+    /* the workers' metrics count it: attempts that gave up, and the failed deliveries in the database */
+    long long gave_up = 0, gauge = -1;
+    int64_t end = clock_mono_ms () + 15000;
+    do {
+        usleep (200000);
+        gave_up = 0;
+        for (int w = 0; w < 2; w++) {
+            long long v = metric (w ? "w2" : "w1", "ferrule_worker_webhook_attempts_total{endpoint=\"dead\",outcome=\"failed\"}");
+            gave_up += v > 0 ? v : 0;
+        }
+        gauge = metric ("w2", "ferrule_worker_events_failed");
+    } while ((gave_up < 1 || gauge < 1) && clock_mono_ms () < end);
+    assert_true (gave_up >= 1);
+    assert_true (gauge >= 1);
+    /* events lists the failed delivery */
+    r = harness_ctl (h, &rc, "events", "--integration", "dead:box", "--limit", "1", NULL);
+    assert_int_equal (rc, 0);
+    json_t *ev = json_array_get (json_object_get (r, "events"), 0);
+    assert_string_equal (json_string_value (json_object_get (ev, "type")), "disconnected");
+    int found = 0;
+    size_t i;
+    json_t *d;
+    json_array_foreach (json_object_get (ev, "deliveries"), i, d)
+        if (strcmp (json_string_value (json_object_get (d, "endpoint")), "dead") == 0) {
+            found = 1;
+            assert_string_equal (json_string_value (json_object_get (d, "state")), "failed");
+        }
+    assert_true (found);
+    json_decref (r);
+
+    /* the endpoint comes up on its port; a replay delivers */
+    receiver_stop ();
+    assert_int_equal (receiver_start (atoi (dead_port), SECRET), 0);
+    r = harness_ctl (h, &rc, "events", "replay", "--integration", "dead:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_integer_value (json_object_get (r, "replayed")), 1);
+    json_decref (r);
+    q = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+        " WHERE d.endpoint = 'dead' AND e.integration_id = 'dead:box' AND d.state = 'delivered'";
+    assert_int_equal (wait_sql (q, 1, 20000), 1);
+    /* a replay with nothing to name is refused */
+    r = harness_ctl (h, &rc, "events", "replay", NULL);
+    assert_int_equal (rc, 2);
+    json_decref (r);
+    receiver_stop ();
+    assert_int_equal (receiver_start (app_port, SECRET), 0);
+}
+
+static void
+test_webhook_test (void **state)
+{
+    int rc;
+    char url [128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/hooks", app_port);
+    receiver_got_t *got;
+    int bad, before = receiver_snapshot (&got, &bad);
+    free (got);
+    /* by URL, as an operator copies it from the configuration */
+    json_t *r = harness_ctl (h, &rc, "webhook", "test", url, NULL);
+    assert_int_equal (rc, 0);
+    const char *id = json_string_value (json_object_get (r, "event"));
+    assert_non_null (id);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (
+        json_object_get (r, "delivery_event"), "deliveries"), 0), "state")), "delivered");
+    int seen = 0, ngot = receiver_snapshot (&got, &bad);
+    for (int k = before; k < ngot; k++)
+        seen += strcmp (got [k].id, id) == 0 && strcmp (got [k].type, "test") == 0;
+    assert_int_equal (bad, 0);
+    free (got);
+    assert_int_equal (seen, 1);
+    /* only the endpoint it was sent to got it */
+    assert_int_equal (sqlf ("SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                            " WHERE e.id = '%s' AND d.endpoint = 'dead'", id), 0);
+    json_decref (r);
+    /* an URL that is not configured: not found, nothing sent */
+    r = harness_ctl (h, &rc, "webhook", "test", "http://127.0.0.1:1/elsewhere", NULL);
+    assert_int_equal (rc, 3);
+    assert_string_equal (itest_code (r), "not_found");
+    json_decref (r);
+}
+
+/* Forecasts from the catalog: a refresh token idle for 50 of its provider's 60 days, a grant 7
+ * days into a 7-day testing-mode limit; once per condition, and none for a fresh integration.
+ * Then that grant dies, and doctor names the 7-day limit. */
+static void
+test_expiring_forecast (void **state)
+{
+    import ("idle:box", "fakebox");
+    import ("fresh:box", "fakebox");
+    import ("testing:google", "fakegoogle");
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET last_refresh_at = now() - interval '50 days',"
+                                      " created_at = now() - interval '50 days' WHERE id = 'idle:box'"), 0);
+    /* the chain is append-only even for its owner: the test lifts that for one backdated row */
+    assert_int_equal (harness_sql (h, "BEGIN; ALTER TABLE token_chain DISABLE TRIGGER token_chain_no_update;"
+                                      " UPDATE token_chain SET at = now() - interval '7 days 1 hour'"
+                                      "  WHERE integration_id = 'testing:google';"
+                                      " ALTER TABLE token_chain ENABLE TRIGGER token_chain_no_update; COMMIT"), 0);
+    const char *q = "SELECT count(*) FROM events WHERE type = 'expiring'"
+                    " AND integration_id IN ('idle:box', 'testing:google')";
+    assert_int_equal (wait_sql (q, 2, 15000), 2);
+    usleep (1000000);                /* several more forecast passes */
+    assert_int_equal (harness_sql_int (h, q), 2);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'expiring' AND integration_id = 'fresh:box'"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'expiring' AND integration_id = 'idle:box'"
+                                          " AND diagnosis = 'refresh_token_idle' AND detail LIKE '%60 days%'"
+                                          " AND expires_at BETWEEN now() + interval '9 days' AND now() + interval '11 days'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'expiring' AND integration_id = 'testing:google'"
+                                          " AND diagnosis = 'grant_age_limit' AND detail LIKE '%7 days%'"), 1);
+    /* and they are delivered with the others */
+    assert_int_equal (wait_sql ("SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                                " WHERE e.type = 'expiring' AND d.endpoint = 'app' AND d.state = 'delivered'", 2, 20000), 2);
+    /* a refresh (the keep-alive working) moves the generation on: a new idle period may warn again later,
+     * but the one warned about is not repeated */
+    itest_expire (h, "idle:box");
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "idle:box", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 0);
+    usleep (800000);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'expiring' AND integration_id = 'idle:box'"), 1);
+    /* the testing-mode grant dies: needs_reconnect, and doctor names the 7-day limit */
+    itest_fault (h, "fakegoogle", "invalid_grant", 1, -1, -1, -1);
+    itest_expire (h, "testing:google");
+    r = harness_ctl (h, &rc, "refresh", "--integration", "testing:google", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 4);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'needs_reconnect'"
+                                          " AND integration_id = 'testing:google'"), 1);
+    r = harness_ctl (h, &rc, "doctor", "--integration", "testing:google", NULL);
+    assert_int_equal (rc, 0);
+    json_t *diag = json_object_get (r, "diagnosis");
+    assert_string_equal (json_string_value (json_object_get (diag, "code")), "needs_reconnect");
+    assert_non_null (strstr (json_string_value (json_object_get (diag, "cause")), "7-day limit"));
+    assert_non_null (strstr (json_string_value (json_object_get (diag, "cause")), "Testing"));
+    int publish = 0;
+    size_t k;
+    json_t *step;
+    json_array_foreach (json_object_get (diag, "what_to_do"), k, step)
+        publish |= strstr (json_string_value (step), "Publish the OAuth app") != NULL;
+    assert_true (publish);
+    json_decref (r);
+    /* a grant that died after one day is not blamed on the limit */
+    import ("early:google", "fakegoogle");
+    assert_int_equal (harness_sql (h, "BEGIN; ALTER TABLE token_chain DISABLE TRIGGER token_chain_no_update;"
+                                      " UPDATE token_chain SET at = now() - interval '1 day' WHERE integration_id = 'early:google';"
+                                      " ALTER TABLE token_chain ENABLE TRIGGER token_chain_no_update; COMMIT"), 0);
+    itest_fault (h, "fakegoogle", "invalid_grant", 1, -1, -1, -1);
+    itest_expire (h, "early:google");
+    r = harness_ctl (h, &rc, "refresh", "--integration", "early:google", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 4);
+    r = harness_ctl (h, &rc, "doctor", "--integration", "early:google", NULL);
+    assert_null (strstr (json_string_value (json_object_get (json_object_get (r, "diagnosis"), "cause")), "day limit"));
+    json_decref (r);
+    /* the endpoints' secret is in no log line, and no event row holds it */
+    assert_false (itest_workdir_contains (h, SECRET));
+    assert_false (itest_workdir_contains (h, "whsec_events_test"));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE detail LIKE '%whsec%'"), 0);
+}
+
+/* The events operations concern the whole deployment: without an integration, only a client
+ * whose policy covers every integration may use them. */
+static void
+test_policy_for_deployment_wide_ops (void **state)
+{
+    int rc = 0;
+    assert_int_equal (harness_add_client (h, "scoped"), 0);
+    assert_int_equal (harness_write_policy (h, "harness * *\nscoped read tx:*\n"), 0);
+    harness_reload_brokers (h);
+    assert_int_equal (harness_use_client (h, "scoped"), 0);
+    json_t *r = NULL;
+    int64_t end = clock_mono_ms () + 10000;
+    do {                             /* until the broker has read the new lists */
+        json_decref (r);
+        usleep (200000);
+        r = harness_ctl (h, &rc, "events", "--integration", "tx:box", NULL);
+    } while (rc != 0 && clock_mono_ms () < end);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 5);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", NULL);
+    assert_int_equal (rc, 7);
+    assert_string_equal (itest_code (r), "forbidden");
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "--integration", "dlv00:box", NULL);
+    assert_int_equal (rc, 7);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "webhook", "doctor", NULL);
+    assert_int_equal (rc, 7);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "replay", "--integration", "tx:box", NULL);
+    assert_int_equal (rc, 7);                /* read only */
+    json_decref (r);
+    assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_outbox_iff_committed),
+        cmocka_unit_test (test_connect_events),
+        cmocka_unit_test (test_recovered),
+        cmocka_unit_test (test_delivery_survives_kill_and_outage),
+        cmocka_unit_test (test_failed_then_replayed),
+        cmocka_unit_test (test_webhook_test),
+        cmocka_unit_test (test_expiring_forecast),
+        cmocka_unit_test (test_policy_for_deployment_wide_ops),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

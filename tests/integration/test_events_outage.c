@@ -1,0 +1,169 @@
+/* test_events_outage.c - event delivery through a database outage: deliveries that were being
+ * retried when PostgreSQL stopped are all delivered, in order, once it is back; the worker keeps
+ * serving cached tokens meanwhile, and a change that could not commit has no event.
+ * This test runs its own PostgreSQL cluster, because it stops and starts it. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "clock.h"
+#include "itest.h"
+#include "receiver.h"
+
+#define SECRET "whsec_outage_test_0123456789abcdef"
+#define N      5
+
+static harness_t *h;
+static char pg_dir [4096];
+
+/* Runs scripts/pg with an action; returns its first output line (the URL) for "start". */
+static int
+pg (const char *action, char *url, size_t urlsize)
+{
+    char cmd [16384];
+    snprintf (cmd, sizeof cmd, "'%s/scripts/pg' %s %s'%s' 2>>'%s.log'", FERRULE_SOURCE_DIR, action,
+              strcmp (action, "start") == 0 ? "--test " : "", pg_dir, pg_dir);
+    FILE *p = popen (cmd, "r");
+    if (!p)
+        return -1;
+    char line [1024] = "";
+    if (!fgets (line, sizeof line, p))
+        line [0] = '\0';
+    int rc = pclose (p);
+    line [strcspn (line, "\n")] = '\0';
+    if (url)
+        snprintf (url, urlsize, "%s", line);
+    return rc == 0 ? 0 : -1;
+}
+
+static int
+setup (void **state)
+{
+    if (!getenv ("FERRULE_TEST_PG_ADMIN_URL")) {
+        printf ("note: FERRULE_TEST_PG_ADMIN_URL is not set, so this integration test is skipped\n");
+        exit (HARNESS_SKIP);
+    }
+    snprintf (pg_dir, sizeof pg_dir, "%s/events-outage-pg-%d", FERRULE_TEST_WORK_ROOT, (int) getpid ());
+    mkdir (FERRULE_TEST_WORK_ROOT, 0755);
+    char url [1024];
+    if (pg ("start", url, sizeof url) != 0 || !*url)
+        return -1;
+    setenv ("FERRULE_TEST_PG_ADMIN_URL", url, 1);
+    h = harness_new ("events_outage");
+    if (!h || receiver_start (0, SECRET) != 0)
+        return -1;
+    char path [512], secret [512], text [1024];
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    FILE *f = fopen (secret, "w");
+    if (!f)
+        return -1;
+    fputs (SECRET, f);
+    fclose (f);
+    snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/\", "
+              "\"secret_file\": \"%s\"}]}", receiver_port (), secret);
+    f = fopen (path, "w");
+    if (!f)
+        return -1;
+    fputs (text, f);
+    fclose (f);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "100");
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", "300");
+    harness_set_env (h, "FERRULE_WEBHOOK_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "1500");
+    harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+teardown (void **state)
+{
+    int bad = itest_teardown (&h);
+    receiver_stop ();
+    pg ("remove", NULL, 0);
+    return bad;
+}
+
+static void
+test_delivery_resumes_after_outage (void **state)
+{
+    char ids [N][32];
+    int rc;
+    receiver_set (1000000, 0);       /* refuse everything for now: the deliveries are being retried */
+    for (int i = 0; i < N; i++) {
+        snprintf (ids [i], sizeof ids [i], "out%d:box", i);
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+        json_t *t = harness_ctl (h, &rc, "token", "--integration", ids [i], NULL);
+        assert_int_equal (rc, 0);
+        json_decref (t);
+    }
+    for (int i = 0; i < N; i++) {
+        json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", ids [i], "--scope", "admin", NULL);
+        assert_int_equal (rc, 0);
+        json_decref (r);
+    }
+    usleep (500000);
+    assert_int_equal (pg ("stop", NULL, 0), 0);
+    /* the token path goes on from the cache; a change cannot commit, and so has no event */
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", ids [0], NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "lost:box", "fakebox", rt), 5);
+    free (rt);
+    usleep (1500000);
+    assert_true (harness_worker_running (h, "w1"));
+    receiver_set (0, 0);
+    assert_int_equal (pg ("start", NULL, 0), 0);
+
+    const char *q = "SELECT count(*) FROM events e LEFT JOIN event_deliveries d ON d.event_seq = e.seq"
+                    " WHERE d.state IS DISTINCT FROM 'delivered'";
+    int64_t end = clock_mono_ms () + 60000;
+    long long left;
+    while ((left = harness_sql_int (h, q)) != 0 && clock_mono_ms () < end)
+        usleep (200000);
+    assert_int_equal (left, 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events"), 2 * N);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'lost:box'"), 0);
+    /* each integration's two events arrived, deduplicated, in order */
+    receiver_got_t *got;
+    int bad, ngot = receiver_snapshot (&got, &bad);
+    assert_int_equal (bad, 0);
+    for (int i = 0; i < N; i++) {
+        const char *first = NULL, *second = NULL;
+        for (int k = 0; k < ngot; k++) {
+            if (got [k].status != 200 || strcmp (got [k].integration, ids [i]) != 0)
+                continue;
+            if (!first)
+                first = got [k].type;
+            else if (!second && strcmp (got [k].type, first) != 0)
+                second = got [k].type;
+        }
+        assert_non_null (first);
+        assert_non_null (second);
+        assert_string_equal (first, "connected");
+        assert_string_equal (second, "insufficient_scope");
+    }
+    free (got);
+    assert_true (itest_workdir_contains (h, "event delivery connected to the database again"));
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_delivery_resumes_after_outage),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

@@ -1,0 +1,212 @@
+/* test_webhook.c - webhook signatures, the retry schedule, the event body and the endpoints file */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <jansson.h>
+#include "webhook.h"
+#include "mem.h"
+#include "secmem.h"
+
+#define SECRET "whsec_0123456789abcdef"
+
+static void
+test_sign_vector (void **state)
+{
+    /* HMAC-SHA256 (key SECRET, "1700000000.{\"a\":1}") computed independently (Python's hmac) */
+    char sig [WEBHOOK_SIG_HEX + 1];
+    webhook_sign (SECRET, 1700000000, "{\"a\":1}", 7, sig);
+    assert_string_equal (sig, "9f5e37cdc7ea587c7c02062d93283cad000d66a831b2a1676418696db47ed6c2");
+}
+
+static void
+test_verify (void **state)
+{
+    const char *body = "{\"id\":\"x\",\"type\":\"connected\"}";
+    char sig [WEBHOOK_SIG_HEX + 1], header [128];
+    webhook_sign (SECRET, 1700000000, body, strlen (body), sig);
+    snprintf (header, sizeof header, "t=1700000000,v1=%s", sig);
+    assert_true (webhook_verify (SECRET, header, body, strlen (body), 1700000010, 300));
+    /* a changed body, another secret, a replay outside the tolerance, a changed timestamp */
+    assert_false (webhook_verify (SECRET, header, "{\"id\":\"y\",\"type\":\"connected\"}", strlen (body), 1700000010, 300));
+    assert_false (webhook_verify ("whsec_another_secret_0000", header, body, strlen (body), 1700000010, 300));
+    assert_false (webhook_verify (SECRET, header, body, strlen (body), 1700000000 + 301, 300));
+    snprintf (header, sizeof header, "t=1700000001,v1=%s", sig);
+    assert_false (webhook_verify (SECRET, header, body, strlen (body), 1700000010, 300));
+    /* malformed headers */
+    assert_false (webhook_verify (SECRET, NULL, body, strlen (body), 1700000010, 300));
+    assert_false (webhook_verify (SECRET, "t=1700000000", body, strlen (body), 1700000010, 300));
+    assert_false (webhook_verify (SECRET, "t=1700000000,v1=abc", body, strlen (body), 1700000010, 300));
+    snprintf (header, sizeof header, "t=1700000000,v1=%s,x", sig);
+    assert_false (webhook_verify (SECRET, header, body, strlen (body), 1700000010, 300));
+}
+
+static void
+test_backoff (void **state)
+{
+    /* equal jitter: within [d/2, d] for d = base * 2^(attempts-1), capped at max */
+    for (int attempts = 1; attempts <= 40; attempts++) {
+        int64_t d = 1000;
+        for (int i = 1; i < attempts && d < 60000; i++)
+            d *= 2;
+        if (d > 60000)
+            d = 60000;
+        int64_t lo = webhook_backoff_ms (attempts, 1000, 60000, 0);
+        int64_t hi = webhook_backoff_ms (attempts, 1000, 60000, (uint64_t) (d - d / 2));
+        assert_int_equal (lo, d / 2);
+        assert_int_equal (hi, d);
+        for (int k = 0; k < 100; k++) {
+            int64_t v = webhook_backoff_ms (attempts, 1000, 60000, (uint64_t) random () * 7919u);
+            assert_true (v >= d / 2 && v <= d);
+        }
+    }
+    /* it grows: attempt 3 waits at least twice attempt 1 at most */
+    assert_true (webhook_backoff_ms (3, 1000, 600000, 0) >= webhook_backoff_ms (1, 1000, 600000, 500));
+    /* a base of 0 means at once; no overflow for huge attempt numbers */
+    assert_int_equal (webhook_backoff_ms (5, 0, 1000, 12345), 0);
+    assert_true (webhook_backoff_ms (1000000, 1000, 86400000, UINT64_MAX) <= 86400000);
+    assert_true (webhook_backoff_ms (0, 1000, 60000, 0) == 500);
+}
+
+static void
+test_body (void **state)
+{
+    webhook_event_t ev = { "6f1c2b1e-8a1d-4e55-9f0a-0123456789ab", "needs_reconnect", "acct42:box", "box",
+                           "rotation_interrupted", 1700000000123LL, 7, "provider answered invalid_grant", 0 };
+    char *body = webhook_body (&ev);
+    json_t *o = json_loads (body, 0, NULL);
+    assert_non_null (o);
+    assert_string_equal (json_string_value (json_object_get (o, "id")), ev.id);
+    assert_string_equal (json_string_value (json_object_get (o, "type")), "needs_reconnect");
+    assert_string_equal (json_string_value (json_object_get (o, "integration")), "acct42:box");
+    assert_string_equal (json_string_value (json_object_get (o, "provider")), "box");
+    assert_string_equal (json_string_value (json_object_get (o, "diagnosis")), "rotation_interrupted");
+    assert_string_equal (json_string_value (json_object_get (o, "time")), "2023-11-14T22:13:20.123Z");
+    assert_int_equal (json_integer_value (json_object_get (o, "generation")), 7);
+    assert_null (json_object_get (o, "expires_at"));
+    assert_int_equal (json_object_size (o), 8);     /* nothing else: never a token */
+    json_decref (o);
+    mem_free (body);
+    webhook_event_t test = { "6f1c2b1e-8a1d-4e55-9f0a-0123456789ac", "test", NULL, NULL, "healthy", 0, -1, NULL,
+                             1700000000 };
+    body = webhook_body (&test);
+    o = json_loads (body, 0, NULL);
+    assert_null (json_object_get (o, "integration"));
+    assert_null (json_object_get (o, "generation"));
+    assert_string_equal (json_string_value (json_object_get (o, "expires_at")), "2023-11-14T22:13:20Z");
+    json_decref (o);
+    mem_free (body);
+}
+
+static char secret_path [64];
+
+static int
+write_secret (void **state)
+{
+    snprintf (secret_path, sizeof secret_path, "/tmp/ferrule-test-webhook-%d.secret", (int) getpid ());
+    FILE *f = fopen (secret_path, "w");
+    if (!f)
+        return -1;
+    fputs (SECRET "\n", f);
+    fclose (f);
+    return 0;
+}
+
+static int
+remove_secret (void **state)
+{
+    unlink (secret_path);
+    return 0;
+}
+
+static webhook_set_t *
+parse (const char *fmt, char *err, size_t errlen)
+{
+    char text [2048];
+    snprintf (text, sizeof text, fmt, secret_path);
+    return webhook_set_parse (text, strlen (text), "test.json", err, errlen);
+}
+
+static void
+test_endpoints_file (void **state)
+{
+    char err [512] = "";
+    webhook_set_t *set = parse ("{\"endpoints\": ["
+                                "{\"name\": \"app\", \"url\": \"https://u:p@app.example.com/hooks?k=v\", \"secret_file\": \"%s\","
+                                " \"events\": [\"needs_reconnect\", \"connected\"]},"
+                                "{\"name\": \"all\", \"url\": \"http://127.0.0.1:9/x\", \"secret_env\": \"FERRULE_TEST_WH_SECRET\"}]}",
+                                err, sizeof err);
+    assert_null (set);                      /* the environment variable is not set */
+    assert_non_null (strstr (err, "FERRULE_TEST_WH_SECRET"));
+    setenv ("FERRULE_TEST_WH_SECRET", "0123456789abcdef0123", 1);
+    set = parse ("{\"endpoints\": ["
+                 "{\"name\": \"app\", \"url\": \"https://u:p@app.example.com/hooks?k=v\", \"secret_file\": \"%s\","
+                 " \"events\": [\"needs_reconnect\", \"connected\"]},"
+                 "{\"name\": \"all\", \"url\": \"http://127.0.0.1:9/x\", \"secret_env\": \"FERRULE_TEST_WH_SECRET\"}]}",
+                 err, sizeof err);
+    assert_non_null (set);
+    assert_int_equal (webhook_set_count (set), 2);
+    const webhook_endpoint_t *app = webhook_set_find (set, "app");
+    assert_non_null (app);
+    assert_string_equal (app->secret, SECRET);       /* the newline is dropped */
+    assert_true (secmem_owns (app->secret));
+    assert_true (webhook_endpoint_wants (app, "connected"));
+    assert_false (webhook_endpoint_wants (app, "expiring"));
+    assert_true (webhook_endpoint_wants (app, "test"));
+    assert_true (webhook_endpoint_wants (webhook_set_find (set, "http://127.0.0.1:9/x"), "expiring"));
+    char shown [256];
+    webhook_url_shown (app->url, shown, sizeof shown);
+    assert_string_equal (shown, "https://app.example.com/hooks");
+    assert_null (webhook_set_find (set, "nope"));
+    webhook_set_destroy (&set);
+    assert_null (set);
+    webhook_set_destroy (&set);
+
+    /* refusals, each naming what to fix, none echoing a secret */
+    set = parse ("{\"endpoints\": [{\"name\": \"a\", \"url\": \"https://x\", \"secret\": \"inline-secret-value\"}]}%.0s", err, sizeof err);
+    assert_null (set);
+    assert_non_null (strstr (err, "secret_file"));
+    assert_null (strstr (err, "inline-secret-value"));
+    set = parse ("{\"endpoints\": [{\"name\": \"a\", \"url\": \"https://x\", \"secret_file\": \"%s\", \"events\": [\"bogus\"]}]}",
+                 err, sizeof err);
+    assert_null (set);
+    assert_non_null (strstr (err, "bogus"));
+    set = parse ("{\"endpoints\": [{\"name\": \"a\", \"url\": \"ftp://x\", \"secret_file\": \"%s\"}]}", err, sizeof err);
+    assert_null (set);
+    assert_non_null (strstr (err, "url"));
+    set = parse ("{\"endpoints\": [{\"name\": \"a b\", \"url\": \"https://x\", \"secret_file\": \"%s\"}]}", err, sizeof err);
+    assert_null (set);
+    set = parse ("{\"endpoints\": [{\"name\": \"a\", \"url\": \"https://x\", \"secret_file\": \"%s\"},"
+                 "{\"name\": \"a\", \"url\": \"https://y\", \"secret_env\": \"FERRULE_TEST_WH_SECRET\"}]}", err, sizeof err);
+    assert_null (set);
+    assert_non_null (strstr (err, "two endpoints"));
+    set = parse ("{\"endpoints\": [{\"name\": \"a\", \"url\": \"https://x\", \"secret_file\": \"%s.missing\"}]}", err, sizeof err);
+    assert_null (set);
+    assert_non_null (strstr (err, "could not read the secret"));
+    set = parse ("[1, 2]%.0s", err, sizeof err);
+    assert_null (set);
+    setenv ("FERRULE_TEST_WH_SECRET", "short", 1);
+    set = parse ("{\"endpoints\": [{\"name\": \"a\", \"url\": \"https://x\", \"secret_env\": \"FERRULE_TEST_WH_SECRET\"}]}%.0s",
+                 err, sizeof err);
+    assert_null (set);
+    assert_non_null (strstr (err, "16"));
+    assert_null (strstr (err, "short"));
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_sign_vector),
+        cmocka_unit_test (test_verify),
+        cmocka_unit_test (test_backoff),
+        cmocka_unit_test (test_body),
+        cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}

@@ -1,0 +1,686 @@
+/* events.c - the event delivery thread and the events operations */
+#include "events.h"
+#include "webhook.h"
+#include "store_events.h"
+#include "context.h"
+#include "fields.h"
+#include "reply.h"
+#include "clock.h"
+#include "ident.h"
+#include "log.h"
+#include "mem.h"
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CLAIM_BATCH        16
+#define FULL_FANOUT_MS     30000     /* the whole max-age window; a shorter one on other passes */
+#define WINDOW_MARGIN_S    60        /* beyond the time since the last fan-out: transactions that
+                                        started before it and committed after it */
+#define RECONNECT_MS       1000
+#define STATS_MS           5000
+#define LIST_MAX           1000
+#define LIST_MAX_BYTES     (160 * 1024)    /* an events reply stays well under a frame's 256 KiB */
+#define FORECAST_SHARE     0.8       /* warn when this share of a limit has passed */
+
+typedef struct {
+    char    *name;
+    int64_t  idle_s, grant_s;
+} forecast_provider_t;
+
+struct events {
+    events_config_t cfg;
+    char *worker_id;
+    char *database_url;              /* secret */
+    webhook_set_t *endpoints;
+    const char **names;              /* the endpoints' names, for the claim */
+    forecast_provider_t *providers;  /* copied from the catalog at start */
+    size_t nproviders;
+    store_events_t *store;
+    CURL *curl;
+    pthread_t thread;
+    int started;
+    int wake [2];                    /* a byte here stops the thread's wait */
+    atomic_int stop;
+    int64_t last_fanout_ms;          /* monotonic start of the last complete fan-out; 0 none */
+    metrics_t *metrics;
+    metrics_series_t *m_pending, *m_failed_rows, *m_forecasts, *m_db_errors;
+};
+
+static uint64_t
+random64 (void)
+{
+    uint64_t r = 0;
+    if (getrandom (&r, sizeof r, 0) != (ssize_t) sizeof r)
+        r = (uint64_t) random () << 32 ^ (uint64_t) random ();
+    return r;
+}
+
+static void
+count_delivery (events_t *ev, const char *endpoint, const char *outcome)
+{
+    char labels [200], esc [140];
+    metrics_label_escape (esc, sizeof esc, endpoint);
+    snprintf (labels, sizeof labels, "endpoint=\"%s\",outcome=\"%s\"", esc, outcome);
+    metrics_inc (metrics_counter (ev->metrics, "worker_webhook_attempts_total",
+                                  "webhook delivery attempts by endpoint and outcome (delivered, retry, failed)", labels));
+}
+
+/* Abandons an attempt in flight when the worker stops. */
+static int
+stopping (void *arg)
+{
+    events_t *ev = arg;
+    return atomic_load (&ev->stop) ? 1 : 0;
+}
+
+/* One claimed delivery: send it, then record what happened. */
+static void
+deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token)
+{
+    char err [512], dberr [512];
+    long status = 0;
+    const webhook_endpoint_t *ep = webhook_set_find (ev->endpoints, c->endpoint);
+    webhook_event_t we = { c->id, c->type, c->integration, c->provider, c->diagnosis, c->created_ms,
+                           c->generation, c->detail, c->expires_at };
+    if (!ep)
+        return;                      /* not claimable: the claim names only our endpoints */
+    char *body = webhook_body (&we);
+    webhook_outcome_t out = webhook_send (ev->curl, ep, &we, body, (int64_t) time (NULL), ev->cfg.timeout_ms,
+                                          stopping, ev, &status, err, sizeof err);
+    if (out != WEBHOOK_DELIVERED && atomic_load (&ev->stop)) {
+        mem_free (body);
+        return;                      /* abandoned: the lease expires and the event is sent again */
+    }
+    mem_free (body);
+    store_events_result_t result = STORE_EVENTS_DELIVERED;
+    int64_t retry_ms = 0;
+    if (out != WEBHOOK_DELIVERED) {
+        retry_ms = webhook_backoff_ms (c->attempts, ev->cfg.backoff_base_ms, ev->cfg.backoff_max_ms, random64 ());
+        result = c->age_ms + retry_ms > ev->cfg.max_age_s * 1000 ? STORE_EVENTS_FAILED : STORE_EVENTS_RETRY;
+    }
+    int applied = 0;
+    fr_status_t st = store_events_finish (ev->store, c->seq, c->endpoint, lease_token, result, retry_ms, status,
+                                          out == WEBHOOK_DELIVERED ? NULL : err, &applied, dberr, sizeof dberr);
+    if (st != FR_OK) {
+        metrics_inc (ev->m_db_errors);
+        log_warning (c->integration, NULL, "event %s to webhook \"%s\": %s; its lease expires and it is sent again",
+                     c->id, c->endpoint, dberr);
+        return;
+    }
+    if (!applied)
+        log_info (c->integration, NULL, "event %s to webhook \"%s\": the lease had expired, another worker owns "
+                  "the delivery now", c->id, c->endpoint);
+    count_delivery (ev, c->endpoint, result == STORE_EVENTS_DELIVERED ? "delivered"
+                                     : result == STORE_EVENTS_FAILED ? "failed" : "retry");
+    if (result == STORE_EVENTS_FAILED)
+        log_warning (c->integration, NULL, "event %s (%s) to webhook \"%s\" failed after %d attempts over %lld s: %s; "
+                     "\"ferrulectl events replay --event %s\" sends it again", c->id, c->type, c->endpoint, c->attempts,
+                     (long long) (c->age_ms / 1000), err, c->id);
+    else if (result == STORE_EVENTS_RETRY)
+        log_info (c->integration, NULL, "event %s (%s) to webhook \"%s\": attempt %d: %s; next in %lld ms", c->id,
+                  c->type, c->endpoint, c->attempts, err, (long long) retry_ms);
+}
+
+/* One pass: fan out new events, claim what is due, send it. 1 when work was found.
+ * The fan-out looks back to just before the last complete one (or over the whole max age), so
+ * an integration's older event never misses the pass that picks up its newer one: delivery
+ * rows then exist for every event up to the newest, and the claim's order holds. */
+static int
+deliver_pass (events_t *ev, int full)
+{
+    char err [512];
+    size_t n = webhook_set_count (ev->endpoints);
+    int64_t started = clock_mono_ms ();
+    int64_t window = ev->cfg.max_age_s;
+    if (!full && ev->last_fanout_ms > 0 && (started - ev->last_fanout_ms) / 1000 + WINDOW_MARGIN_S < window)
+        window = (started - ev->last_fanout_ms) / 1000 + WINDOW_MARGIN_S;
+    for (size_t i = 0; i < n; i++) {
+        const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
+        int64_t added = 0;
+        if (store_events_fanout (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types,
+                                 ep->ntypes, window, &added, err, sizeof err) != FR_OK) {
+            metrics_inc (ev->m_db_errors);
+            log_warning (NULL, NULL, "webhook \"%s\": %s", ep->name, err);
+            return 0;
+        }
+    }
+    ev->last_fanout_ms = started;
+    if (!n)
+        return 0;
+    char lease [STORE_EVENTS_LEASE_LEN + 1];
+    store_events_claim_t *claims = NULL;
+    size_t count = 0;
+    if (store_events_claim (ev->store, ev->names, n, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims, &count,
+                            err, sizeof err) != FR_OK) {
+        metrics_inc (ev->m_db_errors);
+        log_warning (NULL, NULL, "%s", err);
+        return 0;
+    }
+    for (size_t i = 0; i < count && !atomic_load (&ev->stop); i++)
+        deliver (ev, &claims [i], lease);
+    store_events_claims_free (&claims, count);
+    return count > 0;
+}
+
+static void
+forecast_pass (events_t *ev)
+{
+    char err [512];
+    for (size_t i = 0; i < ev->nproviders; i++) {
+        const forecast_provider_t *p = &ev->providers [i];
+        int64_t added = 0;
+        if (store_events_forecast (ev->store, p->name, p->idle_s, (int64_t) (p->idle_s * FORECAST_SHARE),
+                                   p->grant_s, (int64_t) (p->grant_s * FORECAST_SHARE), &added, err, sizeof err) != FR_OK) {
+            metrics_inc (ev->m_db_errors);
+            log_warning (NULL, NULL, "%s", err);
+            return;
+        }
+        if (added) {
+            metrics_add (ev->m_forecasts, (uint64_t) added);
+            log_info (NULL, NULL, "%lld integration(s) of provider \"%s\" are expected to expire soon: \"expiring\" "
+                      "events recorded", (long long) added, p->name);
+        }
+    }
+}
+
+static void *
+events_thread (void *arg)
+{
+    events_t *ev = arg;
+    char err [512];
+    int64_t next_connect = 0, next_full = 0, next_forecast = 0, next_stats = 0;
+    int logged_down = 0;
+    while (!atomic_load (&ev->stop)) {
+        int64_t now = clock_mono_ms ();
+        int busy = 0;
+        if (!store_events_connected (ev->store) && now >= next_connect) {
+            next_connect = now + RECONNECT_MS;
+            if (store_events_connect (ev->store, err, sizeof err) != FR_OK) {
+                if (!logged_down)
+                    log_warning (NULL, NULL, "event delivery waits for the database: %s", err);
+                logged_down = 1;
+            }
+            else {
+                if (logged_down)
+                    log_info (NULL, NULL, "event delivery connected to the database again");
+                logged_down = 0;
+            }
+        }
+        if (store_events_connected (ev->store)) {
+            store_events_consume (ev->store);
+            int full = now >= next_full;
+            if (full)
+                next_full = now + FULL_FANOUT_MS;
+            busy = deliver_pass (ev, full);
+            if (now >= next_forecast && store_events_connected (ev->store)) {
+                next_forecast = now + ev->cfg.forecast_ms;
+                forecast_pass (ev);
+            }
+            if (now >= next_stats && webhook_set_count (ev->endpoints) && store_events_connected (ev->store)) {
+                int64_t pending = 0, failed_n = 0;
+                next_stats = now + STATS_MS;
+                if (store_events_counts (ev->store, ev->names, webhook_set_count (ev->endpoints), &pending, &failed_n,
+                                         err, sizeof err) == FR_OK) {
+                    metrics_set (ev->m_pending, pending);
+                    metrics_set (ev->m_failed_rows, failed_n);
+                }
+            }
+        }
+        if (busy)
+            continue;                /* more may be due at once */
+        struct pollfd fds [2] = { { ev->wake [0], POLLIN, 0 }, { store_events_socket (ev->store), POLLIN, 0 } };
+        int rc = poll (fds, fds [1].fd >= 0 ? 2 : 1, (int) ev->cfg.poll_ms);
+        if (rc > 0 && (fds [0].revents & POLLIN)) {
+            char b [16];
+            ssize_t r = read (ev->wake [0], b, sizeof b);
+            (void) r;
+        }
+    }
+    return NULL;
+}
+
+events_t *
+events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *metrics, char *err, size_t errlen)
+{
+    events_t *ev = mem_alloc (sizeof *ev);
+    ev->cfg = *cfg;
+    ev->wake [0] = ev->wake [1] = -1;
+    ev->worker_id = mem_strdup (cfg->worker_id);
+    ev->cfg.worker_id = ev->worker_id;
+    ev->cfg.database_url = NULL;
+    ev->cfg.webhooks_file = NULL;
+    if (cfg->lease_ms <= cfg->timeout_ms) {
+        snprintf (err, errlen, "FERRULE_WEBHOOK_LEASE_MS (%lld) must exceed FERRULE_WEBHOOK_TIMEOUT_MS (%lld): a lease "
+                  "that expires during an attempt lets another worker send the same event at the same time",
+                  (long long) cfg->lease_ms, (long long) cfg->timeout_ms);
+        goto fail;
+    }
+    if (cfg->webhooks_file && *cfg->webhooks_file) {
+        ev->endpoints = webhook_set_load (cfg->webhooks_file, err, errlen);
+        if (!ev->endpoints)
+            goto fail;
+    }
+    size_t n = webhook_set_count (ev->endpoints);
+    ev->names = mem_alloc ((n + 1) * sizeof *ev->names);
+    for (size_t i = 0; i < n; i++) {
+        const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
+        char shown [WEBHOOK_URL_MAX + 1];
+        ev->names [i] = ep->name;
+        webhook_url_shown (ep->url, shown, sizeof shown);
+        log_info (NULL, NULL, "webhook \"%s\": %s, events %s", ep->name, shown, ep->all_types ? "all" : "listed");
+    }
+    size_t np = catalog ? catalog_count (catalog) : 0;
+    ev->providers = mem_alloc ((np + 1) * sizeof *ev->providers);
+    for (size_t i = 0; i < np; i++) {
+        const catalog_provider_t *p = catalog_at (catalog, i);
+        if (!p->refresh_token_idle_days && !p->grant_max_days)
+            continue;
+        forecast_provider_t *f = &ev->providers [ev->nproviders++];
+        f->name = mem_strdup (p->name);
+        f->idle_s = (int64_t) p->refresh_token_idle_days * 86400;
+        f->grant_s = (int64_t) p->grant_max_days * 86400;
+    }
+    ev->database_url = mem_strdup (cfg->database_url);
+    ev->store = store_events_new (cfg->database_url, cfg->worker_id, cfg->statement_ms);
+    ev->curl = curl_easy_init ();
+    if (!ev->curl) {
+        snprintf (err, errlen, "could not create an HTTP handle for webhooks");
+        goto fail;
+    }
+    ev->metrics = metrics;
+    ev->m_pending = metrics_gauge (metrics, "worker_events_pending",
+                                   "deliveries to this worker's configured webhook endpoints not yet delivered nor failed (whole database)", NULL);
+    ev->m_failed_rows = metrics_gauge (metrics, "worker_events_failed",
+                                       "deliveries to this worker's configured webhook endpoints that gave up (ferrulectl events replay; whole database)", NULL);
+    ev->m_forecasts = metrics_counter (metrics, "worker_events_forecast_total",
+                                       "expiring events this worker recorded from the catalog's limits", NULL);
+    ev->m_db_errors = metrics_counter (metrics, "worker_events_database_errors_total",
+                                       "statements of the event delivery thread that failed", NULL);
+    if (pipe (ev->wake) != 0) {
+        snprintf (err, errlen, "could not create the event thread's wake-up pipe: %s", strerror (errno));
+        goto fail;
+    }
+    fcntl (ev->wake [0], F_SETFL, O_NONBLOCK);
+    fcntl (ev->wake [1], F_SETFL, O_NONBLOCK);
+    if (pthread_create (&ev->thread, NULL, events_thread, ev) != 0) {
+        snprintf (err, errlen, "could not start the event delivery thread");
+        goto fail;
+    }
+    ev->started = 1;
+    return ev;
+fail:
+    events_destroy (&ev);
+    return NULL;
+}
+
+void
+events_destroy (events_t **ev_p)
+{
+    if (!ev_p || !*ev_p)
+        return;
+    events_t *ev = *ev_p;
+    atomic_store (&ev->stop, 1);
+    if (ev->started) {
+        ssize_t r = write (ev->wake [1], "x", 1);
+        (void) r;
+        pthread_join (ev->thread, NULL);
+    }
+    for (int i = 0; i < 2; i++)
+        if (ev->wake [i] >= 0)
+            close (ev->wake [i]);
+    if (ev->curl)
+        curl_easy_cleanup (ev->curl);
+    store_events_destroy (&ev->store);
+    webhook_set_destroy (&ev->endpoints);
+    mem_free (ev->names);
+    for (size_t i = 0; i < ev->nproviders; i++)
+        mem_free (ev->providers [i].name);
+    mem_free (ev->providers);
+    mem_free_secret (&ev->database_url);
+    mem_free (ev->worker_id);
+    mem_free (ev);
+    *ev_p = NULL;
+}
+
+/* ---------------------------------------------------------------- operations */
+
+/* An optional string field (fields_str) into out (max + 1 bytes): 0 absent, 1 present, -1 refused
+ * (reply sent). */
+static int
+opt_str (worker_t *w, job_t *job, const msgpack_object *root, const char *key, size_t max, char *out)
+{
+    char *s = NULL;
+    int r = fields_str (w, job, root, key, max, 0, &s);
+    if (r == 1) {
+        memcpy (out, s, strlen (s) + 1);
+        mem_free (s);
+    }
+    return r;
+}
+
+static int
+valid_uuid (const char *s)
+{
+    if (strlen (s) != 36)
+        return 0;
+    for (int i = 0; i < 36; i++) {
+        char c = s [i];
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (c != '-')
+                return 0;
+        }
+        else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')))
+            return 0;
+    }
+    return 1;
+}
+
+/* RFC 3339 (2026-01-31T12:00:00Z, fractions and +HH:MM offsets allowed, or a date alone) as
+ * epoch seconds; -1 when it is not one. */
+static int64_t
+parse_time (const char *s)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0, used = 0, oh = 0, om = 0;
+    struct tm tm;
+    if (sscanf (s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10)
+        return -1;
+    const char *p = s + 10;
+    int64_t offset = 0;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        if (sscanf (p + 1, "%2d:%2d:%2d%n", &h, &mi, &sec, &used) != 3 || used != 8)
+            return -1;
+        p += 9;
+        if (*p == '.') {
+            p++;
+            if (!(*p >= '0' && *p <= '9'))
+                return -1;
+            while (*p >= '0' && *p <= '9')
+                p++;
+        }
+        if (*p == 'Z' || *p == 'z')
+            p++;
+        else if (*p == '+' || *p == '-') {
+            if (sscanf (p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5 || oh > 23 || om > 59)
+                return -1;
+            offset = (*p == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+            p += 6;
+        }
+        else
+            return -1;
+    }
+    if (*p || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return -1;
+    memset (&tm, 0, sizeof tm);
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    return (int64_t) timegm (&tm) - offset;
+}
+
+/* The common fields: integration, event, endpoint; -1 when refused (reply sent). */
+static int
+read_filters (worker_t *w, job_t *job, const msgpack_object *root, char *integration, char *event, char *endpoint)
+{
+    int r;
+    if ((r = opt_str (w, job, root, "integration", IDENT_MAX, integration)) < 0)
+        return -1;
+    if (r == 1 && !ident_valid (integration, strlen (integration))) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+                            NULL, -1);
+        return -1;
+    }
+    if ((r = opt_str (w, job, root, "event", 36, event)) < 0)
+        return -1;
+    if (r == 1 && !valid_uuid (event)) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"event\" must be an event id (a UUID, as \"ferrulectl events\" "
+                            "lists them)", NULL, -1);
+        return -1;
+    }
+    if (endpoint && opt_str (w, job, root, "endpoint", WEBHOOK_NAME_MAX, endpoint) < 0)
+        return -1;
+    return 0;
+}
+
+static void
+pack_json (codec_builder_t *o, json_t *v)
+{
+    if (json_is_string (v))
+        codec_str (o, json_string_value (v));
+    else if (json_is_integer (v))
+        codec_int (o, json_integer_value (v));
+    else if (json_is_boolean (v))
+        codec_bool (o, json_is_true (v));
+    else if (json_is_object (v)) {
+        const char *k;
+        json_t *x;
+        codec_map (o, (uint32_t) json_object_size (v));
+        json_object_foreach (v, k, x) {
+            codec_str (o, k);
+            pack_json (o, x);
+        }
+    }
+    else if (json_is_array (v)) {
+        size_t i;
+        json_t *x;
+        codec_array (o, (uint32_t) json_array_size (v));
+        json_array_foreach (v, i, x)
+            pack_json (o, x);
+    }
+    else
+        codec_nil (o);
+}
+
+static const char *
+col (PGresult *res, int row, int c)
+{
+    return PQgetisnull (res, row, c) ? NULL : PQgetvalue (res, row, c);
+}
+
+void
+events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char integration [IDENT_MAX + 1] = "", event [40] = "", since [48] = "", err [512];
+    int64_t limit = 100;
+    fr_status_t st;
+    if (read_filters (w, job, root, integration, event, NULL) < 0)
+        return;
+    int r = opt_str (w, job, root, "since", 40, since);
+    if (r < 0)
+        return;
+    int64_t since_epoch = r == 1 ? parse_time (since) : 0;
+    if (since_epoch < 0) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"since\" must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+                            NULL, -1);
+        return;
+    }
+    if (r == 1)
+        snprintf (since, sizeof since, "%lld", (long long) since_epoch);
+    r = codec_get_int (root, "limit", &limit);
+    if (r < 0 || limit < 1 || limit > LIST_MAX) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"limit\" must be an integer from 1 to 1000", NULL, -1);
+        return;
+    }
+    PGresult *res = store_events_list (w->store, integration [0] ? integration : NULL, since [0] ? since : NULL,
+                                       event [0] ? event : NULL, limit, &st, err, sizeof err);
+    if (!res) {
+        reply_error (w, job, st, err, NULL, -1);
+        return;
+    }
+    /* as many as fit one reply frame; "truncated" says there were more */
+    int n = 0, rows = PQntuples (res);
+    size_t bytes = 0;
+    for (; n < rows; n++) {
+        for (int c = 0; c < PQnfields (res); c++)
+            bytes += (size_t) PQgetlength (res, n, c) + 16;
+        if (bytes > LIST_MAX_BYTES)
+            break;
+    }
+    codec_builder_t *o = reply_begin (w, job, 1, 2);
+    codec_kv_bool (o, "truncated", n < rows);
+    codec_str (o, "events");
+    codec_array (o, (uint32_t) n);
+    for (int i = 0; i < n; i++) {
+        codec_map (o, 10);
+        codec_kv_str (o, "id", col (res, i, 0));
+        codec_kv_str (o, "type", col (res, i, 1));
+        codec_kv_str (o, "integration", col (res, i, 2));
+        codec_kv_str (o, "provider", col (res, i, 3));
+        codec_kv_str (o, "diagnosis", col (res, i, 4));
+        codec_str (o, "generation");
+        if (col (res, i, 5))
+            codec_int (o, strtoll (col (res, i, 5), NULL, 10));
+        else
+            codec_nil (o);
+        codec_kv_str (o, "detail", col (res, i, 6));
+        codec_kv_str (o, "at", col (res, i, 7));
+        codec_kv_str (o, "expires_at", col (res, i, 8));
+        codec_str (o, "deliveries");
+        json_t *d = json_loads (col (res, i, 9), 0, NULL);
+        pack_json (o, json_is_array (d) ? d : NULL);
+        json_decref (d);
+    }
+    PQclear (res);
+    reply_send (w, job);
+}
+
+void
+events_op_replay (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char integration [IDENT_MAX + 1] = "", event [40] = "", endpoint [WEBHOOK_NAME_MAX + 1] = "", err [512];
+    int64_t count = 0;
+    if (read_filters (w, job, root, integration, event, endpoint) < 0)
+        return;
+    if (!integration [0] && !event [0]) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"events_replay\" needs \"event\" or \"integration\"",
+                            "name the event (\"ferrulectl events\" lists failed deliveries) or the integration", -1);
+        return;
+    }
+    fr_status_t st = store_events_replay (w->store, event [0] ? event : NULL, integration [0] ? integration : NULL,
+                                          endpoint [0] ? endpoint : NULL, &count, err, sizeof err);
+    if (st != FR_OK) {
+        reply_error (w, job, st, err, NULL, -1);
+        return;
+    }
+    log_info (integration [0] ? integration : NULL, job->rid, "%lld failed event deliveries queued again",
+              (long long) count);
+    codec_builder_t *o = reply_begin (w, job, 1, 1);
+    codec_kv_int (o, "replayed", count);
+    reply_send (w, job);
+}
+
+void
+events_op_webhook_test (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char target [WEBHOOK_URL_MAX + 1] = "", err [512], id [37] = "", shown [WEBHOOK_URL_MAX + 1];
+    int r = opt_str (w, job, root, "endpoint", WEBHOOK_URL_MAX, target);
+    if (r < 0)
+        return;
+    if (r == 0) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"endpoint\" is required: a configured webhook's name or URL", NULL, -1);
+        return;
+    }
+    const webhook_endpoint_t *ep = w->events ? webhook_set_find (w->events->endpoints, target) : NULL;
+    if (!ep) {
+        reply_error (w, job, FR_NOT_FOUND, "no webhook endpoint with this name or URL is configured",
+                            "list it in the file FERRULE_WEBHOOKS_FILE names (docs/operations.md, \"Events and webhooks\"); "
+                            "only configured endpoints get events, since only they have a secret", -1);
+        return;
+    }
+    fr_status_t st = store_events_insert_test (w->store, ep->name, id, err, sizeof err);
+    if (st != FR_OK) {
+        reply_error (w, job, st, err, NULL, -1);
+        return;
+    }
+    webhook_url_shown (ep->url, shown, sizeof shown);
+    codec_builder_t *o = reply_begin (w, job, 1, 3);
+    codec_kv_str (o, "event", id);
+    codec_kv_str (o, "endpoint", ep->name);
+    codec_kv_str (o, "url", shown);
+    reply_send (w, job);
+}
+
+/* The webhook's doctor: per endpoint, what the deliveries say. */
+void
+events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char err [512], shown [WEBHOOK_URL_MAX + 1];
+    size_t n = w->events ? webhook_set_count (w->events->endpoints) : 0;
+    codec_builder_t *o = reply_begin (w, job, 1, 1);
+    codec_str (o, "webhooks");
+    codec_array (o, (uint32_t) n);
+    for (size_t i = 0; i < n; i++) {
+        const webhook_endpoint_t *ep = webhook_set_at (w->events->endpoints, i);
+        fr_status_t st;
+        PGresult *res = store_events_endpoint_stats (w->store, ep->name, &st, err, sizeof err);
+        if (!res) {
+            reply_error (w, job, st, err, NULL, -1);
+            return;
+        }
+        int64_t pending = strtoll (PQgetvalue (res, 0, 0), NULL, 10), delivered = strtoll (PQgetvalue (res, 0, 1), NULL, 10),
+                failed_n = strtoll (PQgetvalue (res, 0, 2), NULL, 10), retrying = strtoll (PQgetvalue (res, 0, 6), NULL, 10);
+        const char *code = failed_n ? "failed_events" : retrying ? "retrying" : "healthy";
+        webhook_url_shown (ep->url, shown, sizeof shown);
+        codec_map (o, 11);
+        codec_kv_str (o, "name", ep->name);
+        codec_kv_str (o, "url", shown);
+        codec_str (o, "events");
+        if (ep->all_types) {
+            codec_array (o, 1);
+            codec_str (o, "*");
+        }
+        else {
+            codec_array (o, (uint32_t) ep->ntypes);
+            for (size_t k = 0; k < ep->ntypes; k++)
+                codec_str (o, ep->types [k]);
+        }
+        codec_kv_str (o, "diagnosis", code);
+        codec_kv_int (o, "pending", pending);
+        codec_kv_int (o, "retrying", retrying);
+        codec_kv_int (o, "delivered_last_day", delivered);
+        codec_kv_int (o, "failed", failed_n);
+        codec_kv_str (o, "last_error", col (res, 0, 3));
+        codec_kv_str (o, "last_failure_at", col (res, 0, 4));
+        codec_kv_str (o, "last_delivered_at", col (res, 0, 5));
+        PQclear (res);
+    }
+    reply_send (w, job);
+}
+
+int
+events_is_op (const char *op, size_t len)
+{
+    static const char *const names [] = { "events", "events_replay", "webhook_test", "webhooks", NULL };
+    for (int i = 0; names [i]; i++)
+        if (strlen (names [i]) == len && memcmp (names [i], op, len) == 0)
+            return 1;
+    return 0;
+}
+
+void
+events_handle (worker_t *w, job_t *job, const char *op, size_t len, const msgpack_object *root)
+{
+    snprintf (job->op, sizeof job->op, "%.*s", (int) (len < sizeof job->op - 1 ? len : sizeof job->op - 1), op);
+    if (len == 6 && memcmp (op, "events", 6) == 0)
+        events_op_list (w, job, root);
+    else if (len == 13 && memcmp (op, "events_replay", 13) == 0)
+        events_op_replay (w, job, root);
+    else if (len == 12 && memcmp (op, "webhook_test", 12) == 0)
+        events_op_webhook_test (w, job, root);
+    else
+        events_op_webhooks (w, job, root);
+}

@@ -1,0 +1,48 @@
+/* events.h - event delivery: one thread per worker, with its own database connection and its
+ * own curl handle, sends the outbox's events to the operator's webhook endpoints and writes the
+ * "expiring" forecasts; and the operations that list, replay and test them. The worker's loop
+ * never waits on any of it. */
+#ifndef FERRULE_EVENTS_H
+#define FERRULE_EVENTS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "catalog.h"
+#include "codec.h"
+#include "metrics.h"
+
+typedef struct {
+    const char *worker_id;
+    const char *database_url;        /* secret */
+    const char *webhooks_file;       /* NULL or "": no endpoints (events are still recorded) */
+    int64_t max_age_s;               /* retries stop this long after the first attempt: failed */
+    int64_t backoff_base_ms;         /* first wait after a failed attempt; doubles, with jitter */
+    int64_t backoff_max_ms;
+    int64_t timeout_ms;              /* one HTTP attempt, all included */
+    int64_t lease_ms;                /* a claimed delivery's lease; must exceed timeout_ms */
+    int64_t poll_ms;                 /* due deliveries are looked for at least this often */
+    int64_t forecast_ms;             /* how often the expiring forecasts run */
+    int64_t statement_ms;            /* the thread's statement timeout */
+} events_config_t;
+
+typedef struct events events_t;
+
+/* Reads the endpoints, registers the metrics and starts the delivery thread. NULL with a reason. */
+events_t *events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *metrics,
+                      char *err, size_t errlen);
+/* Stops the thread (an attempt in flight is abandoned: its lease expires and another worker sends
+ * it again), frees, nulls *ev_p; safe twice. */
+void events_destroy (events_t **ev_p);
+
+/* The operations, served from the worker's loop on its own connection (requests.c dispatches):
+ * "events", "events_replay", "webhook_test", "webhooks". Each sends its reply. */
+struct worker;
+struct job;
+void events_op_list (struct worker *w, struct job *job, const msgpack_object *root);
+void events_op_replay (struct worker *w, struct job *job, const msgpack_object *root);
+void events_op_webhook_test (struct worker *w, struct job *job, const msgpack_object *root);
+void events_op_webhooks (struct worker *w, struct job *job, const msgpack_object *root);
+/* 1 when op (not NUL-terminated) is one of them. */
+int events_is_op (const char *op, size_t len);
+/* Dispatches one of them. */
+void events_handle (struct worker *w, struct job *job, const char *op, size_t len, const msgpack_object *root);
+#endif

@@ -1,0 +1,486 @@
+/* store_events.c - the SQL of events and their deliveries (migration 006) */
+#include "store_events.h"
+#include "store_internal.h"
+#include "crypto.h"
+#include "mem.h"
+#include "schema.h"
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct store_events {
+    PGconn *conn;
+    char   *conninfo;
+    char   *worker_id;
+    int64_t statement_ms;
+};
+
+store_events_t *
+store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms)
+{
+    store_events_t *se = mem_alloc (sizeof *se);
+    se->conninfo = mem_strdup (conninfo);
+    se->worker_id = mem_strdup (worker_id);
+    se->statement_ms = statement_ms;
+    return se;
+}
+
+void
+store_events_destroy (store_events_t **se_p)
+{
+    if (!se_p || !*se_p)
+        return;
+    store_events_t *se = *se_p;
+    if (se->conn)
+        PQfinish (se->conn);
+    mem_free_secret (&se->conninfo);        /* may hold a password */
+    mem_free (se->worker_id);
+    mem_free (se);
+    *se_p = NULL;
+}
+
+/* The server's message, first line only; never a parameter value. */
+static void
+error_text (const PGconn *conn, const PGresult *res, char *err, size_t errlen)
+{
+    const char *m = res ? PQresultErrorMessage (res) : NULL;
+    if (!m || !*m)
+        m = conn ? PQerrorMessage (conn) : "no connection";
+    snprintf (err, errlen, "%.*s", (int) strcspn (m, "\n"), m);
+}
+
+/* The connection is dropped after any failure that broke it; the thread reconnects. */
+static fr_status_t
+failed (store_events_t *se, PGresult *res, const char *what, char *err, size_t errlen)
+{
+    char why [256];
+    error_text (se->conn, res, why, sizeof why);
+    snprintf (err, errlen, "could not %s: %s", what, why);
+    if (!se->conn || PQstatus (se->conn) != CONNECTION_OK) {
+        if (se->conn)
+            PQfinish (se->conn);
+        se->conn = NULL;
+        return FR_DATABASE_UNAVAILABLE;
+    }
+    return FR_INTERNAL;
+}
+
+fr_status_t
+store_events_connect (store_events_t *se, char *err, size_t errlen)
+{
+    if (se->conn && PQstatus (se->conn) == CONNECTION_OK)
+        return FR_OK;
+    if (se->conn)
+        PQfinish (se->conn);
+    const char *keys [] = { "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                            "keepalives_count", "target_session_attrs", "application_name", "dbname", NULL };
+    char tcp [24];
+    snprintf (tcp, sizeof tcp, "%lld", (long long) (se->statement_ms / 1000 + 2));
+    const char *values [] = { tcp, "1", "5", "2", "3", "read-write", "ferrule-worker-events", se->conninfo, NULL };
+    se->conn = PQconnectdbParams (keys, values, 1);
+    if (!se->conn || PQstatus (se->conn) != CONNECTION_OK)
+        return failed (se, NULL, "connect to the database for event delivery", err, errlen);
+    char setup [300];
+    snprintf (setup, sizeof setup, "SET TimeZone = 'UTC'; SET statement_timeout = %lld; SET lock_timeout = %lld; "
+              "SET idle_in_transaction_session_timeout = %lld; LISTEN " STORE_EVENTS_NOTIFY,
+              (long long) se->statement_ms, (long long) (se->statement_ms / 2),
+              (long long) (se->statement_ms * 10));
+    PGresult *res = PQexec (se->conn, setup);
+    if (PQresultStatus (res) != PGRES_COMMAND_OK) {
+        fr_status_t st = failed (se, res, "set up the event delivery session", err, errlen);
+        PQclear (res);
+        PQfinish (se->conn);
+        se->conn = NULL;
+        return st == FR_OK ? FR_DATABASE_UNAVAILABLE : FR_DATABASE_UNAVAILABLE;
+    }
+    PQclear (res);
+    fr_status_t st = schema_check (se->conn, err, errlen);
+    if (st != FR_OK) {
+        PQfinish (se->conn);
+        se->conn = NULL;
+    }
+    return st;
+}
+
+int
+store_events_connected (const store_events_t *se)
+{
+    return se->conn && PQstatus (se->conn) == CONNECTION_OK;
+}
+
+int
+store_events_socket (const store_events_t *se)
+{
+    return store_events_connected (se) ? PQsocket (se->conn) : -1;
+}
+
+void
+store_events_consume (store_events_t *se)
+{
+    if (!store_events_connected (se))
+        return;
+    if (!PQconsumeInput (se->conn)) {
+        PQfinish (se->conn);
+        se->conn = NULL;
+        return;
+    }
+    PGnotify *n;
+    while ((n = PQnotifies (se->conn)))
+        PQfreemem (n);
+}
+
+/* Runs one statement; NULL with *st and err set on failure. */
+static PGresult *
+run (store_events_t *se, const char *what, const char *sql, int n, const char *const *values, int want_tuples,
+     fr_status_t *st, char *err, size_t errlen)
+{
+    *st = FR_OK;
+    if (!store_events_connected (se)) {
+        snprintf (err, errlen, "could not %s: not connected to the database", what);
+        *st = FR_DATABASE_UNAVAILABLE;
+        return NULL;
+    }
+    PGresult *res = PQexecParams (se->conn, sql, n, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus (res) != (want_tuples ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
+        *st = failed (se, res, what, err, errlen);
+        PQclear (res);
+        return NULL;
+    }
+    return res;
+}
+
+/* PostgreSQL's text array literal of simple words (event types, endpoint names). */
+static char *
+text_array (const char *const *items, size_t n)
+{
+    size_t cap = 3;
+    for (size_t i = 0; i < n; i++)
+        cap += strlen (items [i]) + 3;
+    char *out = mem_alloc (cap);
+    size_t pos = 0;
+    out [pos++] = '{';
+    for (size_t i = 0; i < n; i++)
+        pos += (size_t) snprintf (out + pos, cap - pos, "%s\"%s\"", i ? "," : "", items [i]);
+    out [pos++] = '}';
+    out [pos] = '\0';
+    return out;
+}
+
+fr_status_t
+store_events_fanout (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,
+                     int64_t window_s, int64_t *added, char *err, size_t errlen)
+{
+    fr_status_t st;
+    char window [24];
+    char *arr = types ? text_array (types, ntypes) : NULL;
+    snprintf (window, sizeof window, "%lld", (long long) window_s);
+    const char *values [] = { endpoint, arr, window };
+    PGresult *res = run (se, "create event deliveries",
+        "INSERT INTO event_deliveries (event_seq, endpoint, integration_id)"
+        " SELECT e.seq, $1, e.integration_id FROM events e"
+        " WHERE e.created_at > now() - make_interval (secs => $3::bigint)"
+        "   AND (CASE WHEN e.type = 'test' THEN e.endpoint = $1 ELSE $2::text[] IS NULL OR e.type = ANY ($2::text[]) END)"
+        "   AND NOT EXISTS (SELECT 1 FROM event_deliveries d WHERE d.event_seq = e.seq AND d.endpoint = $1)"
+        " ORDER BY e.seq"
+        " ON CONFLICT DO NOTHING",
+        3, values, 0, &st, err, errlen);
+    *added = res ? strtoll (PQcmdTuples (res), NULL, 10) : 0;
+    PQclear (res);
+    mem_free (arr);
+    return st;
+}
+
+void
+store_events_claims_free (store_events_claim_t **claims, size_t count)
+{
+    if (!claims || !*claims)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        store_events_claim_t *c = &(*claims) [i];
+        mem_free (c->endpoint);
+        mem_free (c->id);
+        mem_free (c->type);
+        mem_free (c->integration);
+        mem_free (c->provider);
+        mem_free (c->diagnosis);
+        mem_free (c->detail);
+    }
+    mem_free (*claims);
+    *claims = NULL;
+}
+
+static char *
+dup_or_null (const PGresult *res, int row, int col)
+{
+    return PQgetisnull (res, row, col) ? NULL : mem_strdup (PQgetvalue (res, row, col));
+}
+
+fr_status_t
+store_events_claim (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t lease_ms,
+                    int limit, char lease_token [STORE_EVENTS_LEASE_LEN + 1],
+                    store_events_claim_t **claims, size_t *count, char *err, size_t errlen)
+{
+    fr_status_t st;
+    unsigned char raw [STORE_EVENTS_LEASE_LEN / 2];
+    *claims = NULL;
+    *count = 0;
+    if (crypto_random (raw, sizeof raw) != 0) {
+        snprintf (err, errlen, "could not draw a delivery lease from the kernel's random source");
+        return FR_INTERNAL;
+    }
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf (lease_token + 2 * i, 3, "%02x", raw [i]);
+    char *arr = text_array (endpoints, nendpoints);
+    char lease [24], lim [16];
+    snprintf (lease, sizeof lease, "%lld", (long long) lease_ms);
+    snprintf (lim, sizeof lim, "%d", limit);
+    const char *values [] = { se->worker_id, lease_token, lease, arr, lim };
+    /* only the head of each (endpoint, integration) queue is a candidate: a later event waits
+     * until every earlier one is delivered or failed. A head another worker holds is locked
+     * (skipped) or leased (excluded), and it keeps the rows behind it out too. */
+    PGresult *res = run (se, "claim event deliveries",
+        "WITH c AS ("
+        "  SELECT d.event_seq, d.endpoint FROM event_deliveries d"
+        "  WHERE d.state = 'pending' AND d.next_at <= now() AND d.endpoint = ANY ($4::text[])"
+        "    AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())"
+        "    AND NOT EXISTS (SELECT 1 FROM event_deliveries p WHERE p.endpoint = d.endpoint"
+        "                    AND p.integration_id = d.integration_id AND p.state = 'pending'"
+        "                    AND p.event_seq < d.event_seq)"
+        "  ORDER BY d.next_at, d.event_seq LIMIT $5::int FOR UPDATE OF d SKIP LOCKED)"
+        " UPDATE event_deliveries d SET lease_owner = $1, lease_token = $2,"
+        "   lease_expires_at = now() + make_interval (secs => $3::bigint / 1000.0),"
+        "   attempts = d.attempts + 1, last_attempt_at = now()"
+        " FROM c, events e WHERE d.event_seq = c.event_seq AND d.endpoint = c.endpoint AND e.seq = d.event_seq"
+        " RETURNING d.event_seq, d.endpoint, e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.detail,"
+        "   (extract (epoch FROM e.created_at) * 1000)::bigint, COALESCE (e.generation, -1),"
+        "   COALESCE (extract (epoch FROM e.expires_at)::bigint, 0), d.attempts,"
+        "   (extract (epoch FROM now () - d.first_at) * 1000)::bigint",
+        5, values, 1, &st, err, errlen);
+    mem_free (arr);
+    if (!res)
+        return st;
+    int n = PQntuples (res);
+    if (n > 0) {
+        *claims = mem_alloc ((size_t) n * sizeof **claims);
+        for (int i = 0; i < n; i++) {
+            store_events_claim_t *c = &(*claims) [i];
+            c->seq = strtoll (PQgetvalue (res, i, 0), NULL, 10);
+            c->endpoint = mem_strdup (PQgetvalue (res, i, 1));
+            c->id = mem_strdup (PQgetvalue (res, i, 2));
+            c->type = mem_strdup (PQgetvalue (res, i, 3));
+            c->integration = dup_or_null (res, i, 4);
+            c->provider = dup_or_null (res, i, 5);
+            c->diagnosis = mem_strdup (PQgetvalue (res, i, 6));
+            c->detail = dup_or_null (res, i, 7);
+            c->created_ms = strtoll (PQgetvalue (res, i, 8), NULL, 10);
+            c->generation = strtoll (PQgetvalue (res, i, 9), NULL, 10);
+            c->expires_at = strtoll (PQgetvalue (res, i, 10), NULL, 10);
+            c->attempts = (int) strtol (PQgetvalue (res, i, 11), NULL, 10);
+            c->age_ms = strtoll (PQgetvalue (res, i, 12), NULL, 10);
+        }
+        *count = (size_t) n;
+    }
+    PQclear (res);
+    return FR_OK;
+}
+
+fr_status_t
+store_events_finish (store_events_t *se, int64_t seq, const char *endpoint, const char *lease_token,
+                     store_events_result_t result, int64_t retry_in_ms, long http_status,
+                     const char *error, int *applied, char *err, size_t errlen)
+{
+    fr_status_t st;
+    char s_seq [24], s_retry [24], s_status [16];
+    snprintf (s_seq, sizeof s_seq, "%lld", (long long) seq);
+    snprintf (s_retry, sizeof s_retry, "%lld", (long long) retry_in_ms);
+    snprintf (s_status, sizeof s_status, "%ld", http_status);
+    const char *state = result == STORE_EVENTS_DELIVERED ? "delivered" : result == STORE_EVENTS_FAILED ? "failed" : "pending";
+    const char *values [] = { s_seq, endpoint, lease_token, state, s_retry, http_status > 0 ? s_status : NULL, error };
+    *applied = 0;
+    PGresult *res = run (se, "record an event delivery",
+        "UPDATE event_deliveries SET state = $4, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,"
+        "  next_at = now() + make_interval (secs => $5::bigint / 1000.0), last_status = $6::int,"
+        "  last_error = CASE WHEN $4 = 'delivered' THEN last_error ELSE left ($7, 512) END,"
+        "  delivered_at = CASE WHEN $4 = 'delivered' THEN now() END,"
+        "  failed_at = CASE WHEN $4 = 'failed' THEN now() END"
+        " WHERE event_seq = $1::bigint AND endpoint = $2 AND lease_token = $3 AND state = 'pending'",
+        7, values, 0, &st, err, errlen);
+    if (res)
+        *applied = strcmp (PQcmdTuples (res), "1") == 0;
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
+store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s, int64_t idle_warn_s,
+                       int64_t grant_s, int64_t grant_warn_s, int64_t *added, char *err, size_t errlen)
+{
+    fr_status_t st = FR_OK;
+    char a [24], b [24];
+    PGresult *res = NULL;
+    *added = 0;
+    /* the integration's row is locked (skipped when busy) so that the event's seq is in commit
+     * order with the events its state changes make */
+    if (idle_s > 0) {
+        snprintf (a, sizeof a, "%lld", (long long) idle_s);
+        snprintf (b, sizeof b, "%lld", (long long) idle_warn_s);
+        const char *values [] = { provider, a, b };
+        res = run (se, "forecast idle refresh tokens",
+            "INSERT INTO events (type, integration_id, provider, diagnosis, generation, detail, expires_at, dedupe_key)"
+            " SELECT 'expiring', i.id, i.provider, 'refresh_token_idle', i.generation,"
+            "   format ('the refresh token was last used %s; %s ends refresh tokens unused for %s days, and the"
+            " keep-alive could not refresh it', to_char (COALESCE (i.last_refresh_at, i.created_at),"
+            " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), i.provider, $2::bigint / 86400),"
+            "   COALESCE (i.last_refresh_at, i.created_at) + make_interval (secs => $2::bigint),"
+            "   'expiring:idle:' || i.id || ':' || i.generation"
+            " FROM integrations i"
+            " WHERE i.provider = $1 AND i.status = 'active' AND i.refresh_token IS NOT NULL"
+            "   AND COALESCE (i.last_refresh_at, i.created_at) < now() - make_interval (secs => $3::bigint)"
+            "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:idle:' || i.id || ':' || i.generation)"
+            " ORDER BY i.id LIMIT 1000 FOR UPDATE OF i SKIP LOCKED"
+            " ON CONFLICT (dedupe_key) DO NOTHING",
+            3, values, 0, &st, err, errlen);
+        if (!res)
+            return st;
+        *added += strtoll (PQcmdTuples (res), NULL, 10);
+        PQclear (res);
+    }
+    if (grant_s > 0) {
+        snprintf (a, sizeof a, "%lld", (long long) grant_s);
+        snprintf (b, sizeof b, "%lld", (long long) grant_warn_s);
+        const char *values [] = { provider, a, b };
+        res = run (se, "forecast grants near their age limit",
+            "INSERT INTO events (type, integration_id, provider, diagnosis, generation, detail, expires_at, dedupe_key)"
+            " SELECT 'expiring', i.id, i.provider, 'grant_age_limit', i.generation,"
+            "   format ('connected %s; %s ends grants %s days after consent (an OAuth app in testing mode): the user"
+            " must connect again', to_char (g.at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), i.provider, $2::bigint / 86400),"
+            "   g.at + make_interval (secs => $2::bigint),"
+            "   'expiring:grant:' || i.id || ':' || g.seq"
+            " FROM integrations i CROSS JOIN LATERAL (SELECT c.seq, c.at FROM token_chain c"
+            "   WHERE c.integration_id = i.id AND c.outcome IN ('imported', 'connected') ORDER BY c.seq DESC LIMIT 1) g"
+            " WHERE i.provider = $1 AND i.status = 'active'"
+            "   AND g.at < now() - make_interval (secs => $3::bigint)"
+            "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:grant:' || i.id || ':' || g.seq)"
+            " ORDER BY i.id LIMIT 1000 FOR UPDATE OF i SKIP LOCKED"
+            " ON CONFLICT (dedupe_key) DO NOTHING",
+            3, values, 0, &st, err, errlen);
+        if (!res)
+            return st;
+        *added += strtoll (PQcmdTuples (res), NULL, 10);
+        PQclear (res);
+    }
+    if (*added > 0) {
+        res = run (se, "wake the event delivery", "SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', '')", 0, NULL, 1,
+                   &st, err, errlen);
+        PQclear (res);
+    }
+    return st;
+}
+
+fr_status_t
+store_events_counts (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t *pending,
+                     int64_t *failed_n, char *err, size_t errlen)
+{
+    fr_status_t st;
+    char *arr = text_array (endpoints, nendpoints);
+    const char *values [] = { arr };
+    PGresult *res = run (se, "count event deliveries",
+        "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'failed')"
+        " FROM event_deliveries WHERE state <> 'delivered' AND endpoint = ANY ($1::text[])", 1, values, 1,
+        &st, err, errlen);
+    mem_free (arr);
+    if (!res)
+        return st;
+    *pending = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+    *failed_n = strtoll (PQgetvalue (res, 0, 1), NULL, 10);
+    PQclear (res);
+    return FR_OK;
+}
+
+/* --- the operations' queries, on the worker's connection --- */
+
+PGresult *
+store_events_list (store_t *s, const char *integration, const char *since, const char *event_id, int64_t limit,
+                   fr_status_t *st, char *err, size_t errlen)
+{
+    char lim [24];
+    snprintf (lim, sizeof lim, "%lld", (long long) limit);
+    const char *values [] = { integration, since, event_id, lim };
+    return store_exec (s,
+        "SELECT e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.generation, e.detail,"
+        "  to_char (e.created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
+        "  to_char (e.expires_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        "  COALESCE ((SELECT json_agg (json_build_object ('endpoint', d.endpoint, 'state', d.state,"
+        "     'attempts', d.attempts, 'last_status', d.last_status, 'last_error', d.last_error,"
+        "     'next_at', CASE WHEN d.state = 'pending' THEN to_char (d.next_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END,"
+        "     'delivered_at', to_char (d.delivered_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        "     'failed_at', to_char (d.failed_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY d.endpoint)"
+        "   FROM event_deliveries d WHERE d.event_seq = e.seq), '[]')::text"
+        " FROM events e"
+        " WHERE ($1::text IS NULL OR e.integration_id = $1) AND ($2::text IS NULL OR e.created_at >= to_timestamp ($2::bigint))"
+        "   AND ($3::text IS NULL OR e.id = $3::uuid)"
+        " ORDER BY e.seq DESC LIMIT $4::int",
+        4, values, NULL, NULL, 1, st, err, errlen);
+}
+
+fr_status_t
+store_events_replay (store_t *s, const char *event_id, const char *integration, const char *endpoint,
+                     int64_t *count, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { event_id, integration, endpoint };
+    *count = 0;
+    PGresult *res = store_exec (s,
+        "UPDATE event_deliveries d SET state = 'pending', attempts = 0, first_at = now(), next_at = now(),"
+        "  failed_at = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+        " FROM events e WHERE e.seq = d.event_seq AND d.state = 'failed'"
+        "   AND ($1::text IS NULL OR e.id = $1::uuid) AND ($2::text IS NULL OR e.integration_id = $2)"
+        "   AND ($3::text IS NULL OR d.endpoint = $3)",
+        3, values, NULL, NULL, 0, &st, err, errlen);
+    if (!res)
+        return st;
+    *count = strtoll (PQcmdTuples (res), NULL, 10);
+    PQclear (res);
+    res = store_exec (s, "SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', '')", 0, NULL, NULL, NULL, 1, &st, err, errlen);
+    PQclear (res);
+    return FR_OK;
+}
+
+fr_status_t
+store_events_insert_test (store_t *s, const char *endpoint, char id [37], char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { endpoint };
+    PGresult *res = store_exec (s,
+        "WITH e AS (INSERT INTO events (type, diagnosis, endpoint, detail) VALUES ('test', 'healthy', $1,"
+        "  'a test event sent by \"ferrulectl webhook test\"') RETURNING id::text),"
+        " n AS (SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', ''))"
+        " SELECT e.id FROM e, n",
+        1, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    snprintf (id, 37, "%s", PQntuples (res) == 1 ? PQgetvalue (res, 0, 0) : "");
+    PQclear (res);
+    return FR_OK;
+}
+
+PGresult *
+store_events_endpoint_stats (store_t *s, const char *endpoint, fr_status_t *st, char *err, size_t errlen)
+{
+    const char *values [] = { endpoint };
+    /* every part is bounded by an index: the loop's connection must not scan a day of deliveries */
+    return store_exec (s,
+        "SELECT (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'),"
+        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'delivered'"
+        "     AND delivered_at > now() - interval '1 day'),"
+        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'failed'),"
+        "  l.last_error, to_char (l.last_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        "  (SELECT to_char (max (delivered_at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM event_deliveries"
+        "     WHERE endpoint = $1 AND state = 'delivered'),"
+        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending' AND attempts > 0)"
+        " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT last_error, last_attempt_at FROM event_deliveries"
+        "   WHERE endpoint = $1 AND state IN ('pending', 'failed') AND last_error IS NOT NULL"
+        "   ORDER BY last_attempt_at DESC LIMIT 1) l ON true",
+        1, values, NULL, NULL, 1, st, err, errlen);
+}

@@ -1,0 +1,90 @@
+/* store_events.h - the SQL of events and their deliveries (migration 006): the delivery thread's
+ * own connection (fan-out, claim, finish, forecasts), and the queries of the events operations,
+ * which run on the worker's connection (store_exec) */
+#ifndef FERRULE_STORE_EVENTS_H
+#define FERRULE_STORE_EVENTS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "result.h"
+#include "store.h"
+
+#define STORE_EVENTS_LEASE_LEN 32    /* 128 random bits as hex */
+#define STORE_EVENTS_NOTIFY "ferrule_events"
+
+typedef struct store_events store_events_t;
+
+/* A connection of its own (never the worker loop's). statement_ms bounds every statement. */
+store_events_t *store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms);
+void store_events_destroy (store_events_t **se_p);
+/* Connects when not connected (LISTEN ferrule_events, UTC, timeouts, schema check). */
+fr_status_t store_events_connect (store_events_t *se, char *err, size_t errlen) FR_MUSTCHECK;
+int store_events_connected (const store_events_t *se);
+/* The socket to wait on for notifications, -1 when disconnected. */
+int store_events_socket (const store_events_t *se);
+/* Reads and forgets the notifications that arrived (they only wake the thread). */
+void store_events_consume (store_events_t *se);
+
+/* Creates the delivery rows of endpoint for the events of the last window_s seconds that want it
+ * (types NULL: every type; test events only when addressed to it). *added: rows created. */
+fr_status_t store_events_fanout (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,
+                                 int64_t window_s, int64_t *added, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* One claimed delivery: the event and how often it was tried. */
+typedef struct {
+    int64_t seq;
+    char   *endpoint;
+    char   *id;
+    char   *type;
+    char   *integration;             /* NULL for test events */
+    char   *provider;
+    char   *diagnosis;
+    char   *detail;
+    int64_t created_ms;              /* epoch ms */
+    int64_t generation;              /* -1: none */
+    int64_t expires_at;              /* epoch s, 0: none */
+    int     attempts;                /* including this one */
+    int64_t age_ms;                  /* since the delivery row was created (or replayed) */
+} store_events_claim_t;
+
+/* Claims up to limit due deliveries of the given endpoints, each the oldest undelivered one of
+ * its integration and endpoint, under a lease of lease_ms (FOR UPDATE SKIP LOCKED: workers never
+ * claim the same row). lease_token receives the lease's token. */
+fr_status_t store_events_claim (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t lease_ms,
+                                int limit, char lease_token [STORE_EVENTS_LEASE_LEN + 1],
+                                store_events_claim_t **claims, size_t *count, char *err, size_t errlen) FR_MUSTCHECK;
+void store_events_claims_free (store_events_claim_t **claims, size_t count);
+
+typedef enum { STORE_EVENTS_DELIVERED, STORE_EVENTS_RETRY, STORE_EVENTS_FAILED } store_events_result_t;
+/* Records an attempt's outcome, only while the lease is still ours; *applied 0 when it was not. */
+fr_status_t store_events_finish (store_events_t *se, int64_t seq, const char *endpoint, const char *lease_token,
+                                 store_events_result_t result, int64_t retry_in_ms, long http_status,
+                                 const char *error, int *applied, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* Forecasts for one provider: "expiring" events for active integrations whose refresh token has
+ * been unused for warn_s of its idle limit idle_s (0: no limit known), or whose grant (the last
+ * connect or import) is older than grant_warn_s of grant_s (0: none). One event per condition
+ * and generation (or grant). *added: events created. */
+fr_status_t store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s, int64_t idle_warn_s,
+                                   int64_t grant_s, int64_t grant_warn_s, int64_t *added,
+                                   char *err, size_t errlen) FR_MUSTCHECK;
+
+/* Counts for the metrics: deliveries to these endpoints pending and failed. */
+fr_status_t store_events_counts (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t *pending,
+                                 int64_t *failed, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* --- the operations' queries, on the worker's connection; the caller PQclear()s --- */
+struct pg_result;
+/* Events (newest first, at most limit) with their deliveries as a JSON array in the last column;
+ * integration, since (epoch seconds, as text) and event id may each be NULL. */
+struct pg_result *store_events_list (store_t *s, const char *integration, const char *since, const char *event_id,
+                                     int64_t limit, fr_status_t *st, char *err, size_t errlen);
+/* Failed deliveries of one event, or of one integration's events, back to pending; *count set. */
+fr_status_t store_events_replay (store_t *s, const char *event_id, const char *integration, const char *endpoint,
+                                 int64_t *count, char *err, size_t errlen) FR_MUSTCHECK;
+/* A test event addressed to endpoint; id receives its uuid. */
+fr_status_t store_events_insert_test (store_t *s, const char *endpoint, char id [37], char *err, size_t errlen)
+    FR_MUSTCHECK;
+/* Per endpoint: pending, delivered, failed counts, the last error and when, the last success. */
+struct pg_result *store_events_endpoint_stats (store_t *s, const char *endpoint, fr_status_t *st,
+                                               char *err, size_t errlen);
+#endif

@@ -1,0 +1,440 @@
+/* webhook.c - signed webhooks: endpoints file, body, signature, retry schedule, one delivery */
+#include "webhook.h"
+#include "mem.h"
+#include "secmem.h"
+#include <curl/curl.h>
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const char *const webhook_event_types [] = {
+    "needs_reconnect", "disconnected", "scopes_reduced", "insufficient_scope", "no_refresh_token",
+    "connected", "reconnected", "recovered", "expiring", "test", NULL
+};
+
+struct webhook_set {
+    webhook_endpoint_t eps [WEBHOOK_MAX_ENDPOINTS];
+    size_t n;
+};
+
+static int
+known_type (const char *t)
+{
+    for (int i = 0; webhook_event_types [i]; i++)
+        if (strcmp (webhook_event_types [i], t) == 0)
+            return 1;
+    return 0;
+}
+
+static int
+valid_name (const char *s)
+{
+    size_t n = strlen (s);
+    if (n < 1 || n > WEBHOOK_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s [i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_'
+        ||  c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* The secret from a file (one line; a trailing newline is dropped) or an environment variable,
+ * in secure memory; NULL with err set. */
+static char *
+read_secret (const char *name, const char *file, const char *env, char *err, size_t errlen)
+{
+    char *secret = NULL;
+    FILE *f = NULL;
+    char *buf = secmem_alloc (WEBHOOK_SECRET_MAX + 2);
+    size_t n = 0;
+    if (file) {
+        f = fopen (file, "r");
+        if (!f) {
+            snprintf (err, errlen, "could not read the secret of webhook endpoint \"%s\" from \"%s\": %s",
+                      name, file, strerror (errno));
+            goto out;
+        }
+        n = fread (buf, 1, WEBHOOK_SECRET_MAX + 1, f);
+    }
+    else {
+        const char *v = getenv (env);
+        if (!v) {
+            snprintf (err, errlen, "webhook endpoint \"%s\": environment variable \"%s\" is not set", name, env);
+            goto out;
+        }
+        n = strlen (v);
+        if (n > WEBHOOK_SECRET_MAX + 1)
+            n = WEBHOOK_SECRET_MAX + 1;
+        memcpy (buf, v, n);
+    }
+    while (n > 0 && (buf [n - 1] == '\n' || buf [n - 1] == '\r'))
+        n--;
+    buf [n] = '\0';
+    if (n < WEBHOOK_SECRET_MIN || n > WEBHOOK_SECRET_MAX || memchr (buf, '\0', n)) {
+        snprintf (err, errlen, "the secret of webhook endpoint \"%s\" must be one line of %d to %d bytes: "
+                  "make one with \"openssl rand -hex 32\"", name, WEBHOOK_SECRET_MIN, WEBHOOK_SECRET_MAX);
+        goto out;
+    }
+    secret = buf;
+    buf = NULL;
+out:
+    if (f)
+        fclose (f);
+    secmem_free (buf);
+    return secret;
+}
+
+webhook_set_t *
+webhook_set_parse (const char *text, size_t len, const char *source, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    webhook_set_t *set = mem_alloc (sizeof *set);
+    json_t *root = json_loadb (text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf (err, errlen, "could not read webhook endpoints file \"%s\": line %d: %s", source, jerr.line, jerr.text);
+        goto fail;
+    }
+    json_t *list = json_object_get (root, "endpoints");
+    if (!json_is_array (list)) {
+        snprintf (err, errlen, "webhook endpoints file \"%s\" must be an object with an \"endpoints\" array", source);
+        goto fail;
+    }
+    if (json_array_size (list) > WEBHOOK_MAX_ENDPOINTS) {
+        snprintf (err, errlen, "webhook endpoints file \"%s\" lists %zu endpoints; at most %d are supported", source,
+                  json_array_size (list), WEBHOOK_MAX_ENDPOINTS);
+        goto fail;
+    }
+    size_t i;
+    json_t *e;
+    json_array_foreach (list, i, e) {
+        const char *name = json_string_value (json_object_get (e, "name"));
+        const char *url = json_string_value (json_object_get (e, "url"));
+        const char *file = json_string_value (json_object_get (e, "secret_file"));
+        const char *env = json_string_value (json_object_get (e, "secret_env"));
+        json_t *types = json_object_get (e, "events");
+        if (!json_is_object (e) || !name || !valid_name (name)) {
+            snprintf (err, errlen, "webhook endpoints file \"%s\": endpoint %zu needs a \"name\" of 1 to %d characters "
+                      "of A-Z a-z 0-9 . _ -", source, i + 1, WEBHOOK_NAME_MAX);
+            goto fail;
+        }
+        if (json_object_get (e, "secret")) {
+            snprintf (err, errlen, "webhook endpoint \"%s\": give the secret in a file (\"secret_file\") or an "
+                      "environment variable (\"secret_env\"), not in the endpoints file", name);
+            goto fail;
+        }
+        if (!url || strlen (url) > WEBHOOK_URL_MAX
+        ||  (strncmp (url, "https://", 8) != 0 && strncmp (url, "http://", 7) != 0) || strchr (url, '#')) {
+            snprintf (err, errlen, "webhook endpoint \"%s\": \"url\" must be an http:// or https:// URL of at most %d "
+                      "characters without a fragment", name, WEBHOOK_URL_MAX);
+            goto fail;
+        }
+        if (!file == !env) {
+            snprintf (err, errlen, "webhook endpoint \"%s\": give exactly one of \"secret_file\" and \"secret_env\"", name);
+            goto fail;
+        }
+        for (size_t k = 0; k < set->n; k++)
+            if (strcmp (set->eps [k].name, name) == 0) {
+                snprintf (err, errlen, "webhook endpoints file \"%s\": two endpoints are named \"%s\"", source, name);
+                goto fail;
+            }
+        webhook_endpoint_t *ep = &set->eps [set->n];
+        if (types && !json_is_array (types)) {
+            snprintf (err, errlen, "webhook endpoint \"%s\": \"events\" must be an array of event types", name);
+            goto fail;
+        }
+        ep->all_types = !types || json_array_size (types) == 0;
+        size_t k;
+        json_t *t;
+        if (!ep->all_types) {
+            ep->types = mem_alloc (json_array_size (types) * sizeof *ep->types);
+            json_array_foreach (types, k, t) {
+                const char *tv = json_string_value (t);
+                if (tv && strcmp (tv, "*") == 0) {
+                    ep->all_types = 1;
+                    continue;
+                }
+                if (!tv || !known_type (tv) || strcmp (tv, "test") == 0) {
+                    snprintf (err, errlen, "webhook endpoint \"%s\": unknown event type \"%.40s\": use \"*\" or "
+                              "types from docs/protocol.md (\"needs_reconnect\", \"connected\", ...)", name,
+                              tv ? tv : "(not a string)");
+                    ep->name = mem_strdup (name);       /* so that destroy frees the types */
+                    set->n++;
+                    goto fail;
+                }
+                ep->types [ep->ntypes++] = mem_strdup (tv);
+            }
+        }
+        ep->name = mem_strdup (name);
+        ep->url = mem_strdup (url);
+        set->n++;
+        ep->secret = read_secret (name, file, env, err, errlen);
+        if (!ep->secret)
+            goto fail;
+    }
+    json_decref (root);
+    return set;
+fail:
+    json_decref (root);
+    webhook_set_destroy (&set);
+    return NULL;
+}
+
+webhook_set_t *
+webhook_set_load (const char *path, char *err, size_t errlen)
+{
+    webhook_set_t *set = NULL;
+    char *buf = NULL;
+    FILE *f = fopen (path, "r");
+    if (!f) {
+        snprintf (err, errlen, "could not open webhook endpoints file \"%s\": %s", path, strerror (errno));
+        return NULL;
+    }
+    buf = mem_alloc (WEBHOOK_FILE_MAX + 1);
+    size_t n = fread (buf, 1, WEBHOOK_FILE_MAX + 1, f);
+    if (n > WEBHOOK_FILE_MAX) {
+        snprintf (err, errlen, "webhook endpoints file \"%s\" is larger than %d bytes", path, WEBHOOK_FILE_MAX);
+        goto out;
+    }
+    set = webhook_set_parse (buf, n, path, err, errlen);
+out:
+    fclose (f);
+    mem_free (buf);
+    return set;
+}
+
+void
+webhook_set_destroy (webhook_set_t **set_p)
+{
+    if (!set_p || !*set_p)
+        return;
+    webhook_set_t *set = *set_p;
+    for (size_t i = 0; i < set->n; i++) {
+        webhook_endpoint_t *ep = &set->eps [i];
+        mem_free (ep->name);
+        mem_free (ep->url);
+        secmem_free_str (&ep->secret);
+        for (size_t k = 0; k < ep->ntypes; k++)
+            mem_free (ep->types [k]);
+        mem_free (ep->types);
+    }
+    mem_free (set);
+    *set_p = NULL;
+}
+
+size_t
+webhook_set_count (const webhook_set_t *set)
+{
+    return set ? set->n : 0;
+}
+
+const webhook_endpoint_t *
+webhook_set_at (const webhook_set_t *set, size_t i)
+{
+    return set && i < set->n ? &set->eps [i] : NULL;
+}
+
+const webhook_endpoint_t *
+webhook_set_find (const webhook_set_t *set, const char *name_or_url)
+{
+    for (size_t i = 0; set && i < set->n; i++)
+        if (strcmp (set->eps [i].name, name_or_url) == 0 || strcmp (set->eps [i].url, name_or_url) == 0)
+            return &set->eps [i];
+    return NULL;
+}
+
+int
+webhook_endpoint_wants (const webhook_endpoint_t *ep, const char *type)
+{
+    if (ep->all_types || strcmp (type, "test") == 0)
+        return 1;
+    for (size_t i = 0; i < ep->ntypes; i++)
+        if (strcmp (ep->types [i], type) == 0)
+            return 1;
+    return 0;
+}
+
+void
+webhook_url_shown (const char *url, char *out, size_t outlen)
+{
+    const char *scheme_end = strstr (url, "://");
+    const char *host = scheme_end ? scheme_end + 3 : url;
+    const char *end = host + strcspn (host, "/?#");
+    const char *at = memchr (host, '@', (size_t) (end - host));
+    const char *path_end = end + strcspn (end, "?#");
+    if (at)
+        host = at + 1;
+    snprintf (out, outlen, "%.*s%.*s%.*s", (int) (scheme_end ? scheme_end + 3 - url : 0), url,
+              (int) (end - host), host, (int) (path_end - end), end);
+}
+
+void
+webhook_sign (const char *secret, int64_t timestamp, const char *body, size_t body_len,
+              char out [WEBHOOK_SIG_HEX + 1])
+{
+    unsigned char mac [EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    char prefix [32];
+    int plen = snprintf (prefix, sizeof prefix, "%lld.", (long long) timestamp);
+    unsigned char *msg = mem_alloc ((size_t) plen + body_len + 1);
+    memcpy (msg, prefix, (size_t) plen);
+    memcpy (msg + plen, body, body_len);
+    if (!HMAC (EVP_sha256 (), secret, (int) strlen (secret), msg, (size_t) plen + body_len, mac, &mac_len)
+    ||  mac_len != 32)
+        memset (mac, 0, sizeof mac);    /* never a valid signature; the receiver refuses it */
+    for (int i = 0; i < 32; i++)
+        snprintf (out + 2 * i, 3, "%02x", mac [i]);
+    out [WEBHOOK_SIG_HEX] = '\0';
+    mem_free (msg);
+}
+
+int
+webhook_verify (const char *secret, const char *header_value, const char *body, size_t body_len,
+                int64_t now, int64_t tolerance_s)
+{
+    long long ts;
+    char hex [WEBHOOK_SIG_HEX + 2], want [WEBHOOK_SIG_HEX + 1];
+    int used = 0;
+    if (!header_value || sscanf (header_value, "t=%lld,v1=%65[0-9a-f]%n", &ts, hex, &used) != 2
+    ||  header_value [used] != '\0' || strlen (hex) != WEBHOOK_SIG_HEX)
+        return 0;
+    if ((int64_t) ts > now + tolerance_s || (int64_t) ts < now - tolerance_s)
+        return 0;
+    webhook_sign (secret, (int64_t) ts, body, body_len, want);
+    return CRYPTO_memcmp (want, hex, WEBHOOK_SIG_HEX) == 0;
+}
+
+int64_t
+webhook_backoff_ms (int attempts, int64_t base_ms, int64_t max_ms, uint64_t rnd)
+{
+    if (attempts < 1)
+        attempts = 1;
+    int64_t d = base_ms;
+    for (int i = 1; i < attempts && d < max_ms; i++)
+        d = d > INT64_MAX / 2 ? INT64_MAX : d * 2;
+    if (d > max_ms)
+        d = max_ms;
+    if (d < 1)
+        return 0;
+    int64_t half = d / 2;
+    return half + (int64_t) (rnd % (uint64_t) (d - half + 1));
+}
+
+char *
+webhook_body (const webhook_event_t *ev)
+{
+    char at [40], exp [32];
+    time_t secs = (time_t) (ev->created_at / 1000);
+    struct tm tm;
+    gmtime_r (&secs, &tm);
+    size_t n = strftime (at, sizeof at, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf (at + n, sizeof at - n, ".%03dZ", (int) (ev->created_at % 1000));
+    json_t *o = json_pack ("{s:s, s:s, s:s, s:s*, s:s*, s:s*}",
+                           "id", ev->id, "type", ev->type, "time", at,
+                           "integration", ev->integration, "provider", ev->provider, "diagnosis", ev->diagnosis);
+    if (ev->generation >= 0)
+        json_object_set_new (o, "generation", json_integer (ev->generation));
+    if (ev->detail)
+        json_object_set_new (o, "detail", json_string (ev->detail));
+    if (ev->expires_at > 0) {
+        secs = (time_t) ev->expires_at;
+        gmtime_r (&secs, &tm);
+        strftime (exp, sizeof exp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_set_new (o, "expires_at", json_string (exp));
+    }
+    char *text = json_dumps (o, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref (o);
+    char *body = mem_strdup (text ? text : "{}");
+    free (text);
+    return body;
+}
+
+/* The receiver's answer is not read: only its status counts. */
+static size_t
+discard (char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    (void) ptr;
+    (void) arg;
+    return size * nmemb;
+}
+
+typedef struct {
+    webhook_abort_fn *fn;
+    void *arg;
+} abort_ctx_t;
+
+static int
+progress (void *arg, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    abort_ctx_t *a = arg;
+    return a->fn (a->arg) ? 1 : 0;
+}
+
+webhook_outcome_t
+webhook_send (void *curl, const webhook_endpoint_t *ep, const webhook_event_t *ev, const char *body,
+              int64_t now_s, int64_t timeout_ms, webhook_abort_fn *abort_fn, void *abort_arg, long *status,
+              char *err, size_t errlen)
+{
+    abort_ctx_t actx = { abort_fn, abort_arg };
+    CURL *c = curl;
+    char sig [WEBHOOK_SIG_HEX + 1], h_sig [160], h_id [80], h_type [64];
+    char curl_err [CURL_ERROR_SIZE] = "";
+    struct curl_slist *headers = NULL;
+    webhook_outcome_t outcome = WEBHOOK_RETRY;
+    *status = 0;
+    err [0] = '\0';
+    webhook_sign (ep->secret, now_s, body, strlen (body), sig);
+    snprintf (h_sig, sizeof h_sig, WEBHOOK_SIGNATURE_HEADER ": t=%lld,v1=%s", (long long) now_s, sig);
+    snprintf (h_id, sizeof h_id, "Ferrule-Event-Id: %s", ev->id);
+    snprintf (h_type, sizeof h_type, "Ferrule-Event-Type: %s", ev->type);
+    headers = curl_slist_append (headers, "Content-Type: application/json");
+    headers = curl_slist_append (headers, h_sig);
+    headers = curl_slist_append (headers, h_id);
+    headers = curl_slist_append (headers, h_type);
+    headers = curl_slist_append (headers, "Expect:");
+    curl_easy_reset (c);
+    curl_easy_setopt (c, CURLOPT_URL, ep->url);
+    curl_easy_setopt (c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt (c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt (c, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt (c, CURLOPT_POSTFIELDSIZE, (long) strlen (body));
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
+    curl_easy_setopt (c, CURLOPT_CONNECTTIMEOUT_MS, (long) (timeout_ms < 5000 ? timeout_ms : 5000));
+    curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt (c, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt (c, CURLOPT_USERAGENT, "ferrule-webhook/1");
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt (c, CURLOPT_ERRORBUFFER, curl_err);
+    if (abort_fn) {
+        curl_easy_setopt (c, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt (c, CURLOPT_XFERINFOFUNCTION, progress);
+        curl_easy_setopt (c, CURLOPT_XFERINFODATA, &actx);
+    }
+    CURLcode rc = curl_easy_perform (c);
+    if (rc != CURLE_OK) {
+        snprintf (err, errlen, "no answer: %s", curl_err [0] ? curl_err : curl_easy_strerror (rc));
+        goto out;
+    }
+    curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, status);
+    if (*status >= 200 && *status < 300)
+        outcome = WEBHOOK_DELIVERED;
+    else
+        snprintf (err, errlen, "the endpoint answered HTTP %ld", *status);
+out:
+    curl_easy_setopt (c, CURLOPT_HTTPHEADER, NULL);
+    curl_easy_setopt (c, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt (c, CURLOPT_NOPROGRESS, 1L);
+    curl_easy_setopt (c, CURLOPT_XFERINFOFUNCTION, NULL);
+    curl_easy_setopt (c, CURLOPT_XFERINFODATA, NULL);
+    curl_slist_free_all (headers);
+    mem_wipe (sig, sizeof sig);
+    return outcome;
+}
