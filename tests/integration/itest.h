@@ -14,7 +14,8 @@ void itest_fake_config (harness_t *h, const char *provider, json_t *settings);
 char *itest_grant (harness_t *h, const char *provider, const char *scopes_json);
 /* Imports an integration through ferrulectl; returns ferrulectl's exit code. */
 int itest_import (harness_t *h, const char *id, const char *provider, const char *refresh_token);
-/* Makes the stored access token expired and tells every worker's cache (as a change would). */
+/* Makes the stored access token expired and tells every worker's cache (as a change would), then
+ * waits a moment for the workers to read the notification. */
 void itest_expire (harness_t *h, const char *id);
 /* A counter from the fake provider's /admin/stats for a provider, e.g. "refresh_calls". */
 long long itest_stat (harness_t *h, const char *provider, const char *counter);
