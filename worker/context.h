@@ -105,7 +105,6 @@ typedef struct worker {
     int replay_failed;              /* scratch of worker_startup_db */
     int64_t next_hello_ms;
     int64_t next_publish_ms;
-    int64_t next_db_retry_ms;
     int64_t next_keystats_ms;       /* keystats.c */
     int64_t keystats_integrations;  /* keystats.c: the last count, valid when keystats_counted */
     int64_t keystats_connects;

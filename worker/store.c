@@ -37,6 +37,10 @@ struct store {
     size_t nnotices;
     int overflow;                    /* notifications were dropped: tell the cache everything changed */
     char last_state [6];             /* SQLSTATE of the last failed statement, "" when none */
+    PGconn *connecting;              /* a connection being made in the background (store_reconnect) */
+    int connect_phase;               /* 1: the handshake; 2: the session's setup and schema version sent */
+    PostgresPollingStatusType connect_ps;
+    int64_t connect_deadline_ms;
     struct batch {                   /* the batch in flight (store_batch_start), at most one */
         int active;                  /* sent: results still arriving */
         int finished;                /* every result read (or the batch failed): to deliver */
@@ -149,6 +153,7 @@ store_destroy (store_t **s_p)
             PQclear (s->batch.results [i]);     /* a batch never delivered (store_batch_finish was not called) */
         mem_free (s->batch.results);
         PQclear (s->batch.failed);
+        PQfinish (s->connecting);
         if (s->conn)
             PQfinish (s->conn);
         while (s->notices) {
@@ -249,15 +254,10 @@ store_await (store_t *s, int64_t deadline_ms, int *timed_out)
     return keep;
 }
 
-fr_status_t
-store_connect (store_t *s, char *err, size_t errlen)
+/* A connection attempt, started without waiting (NULL only when out of memory). */
+static PGconn *
+store_start_connection (const store_t *s)
 {
-    if (s->conn && PQstatus (s->conn) == CONNECTION_OK)
-        return FR_OK;
-    if (s->conn)
-        store_drop_connection (s);
-    s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
-    int64_t deadline = clock_mono_ms () + s->limits.connect_timeout_ms;
     /* Our defaults first and the operator's string last, so that its settings win: keepalives
      * notice a dead peer in seconds, and read-write makes libpq pass over a server that became a
      * standby (after a failover the old primary's address may answer read-only). */
@@ -269,7 +269,30 @@ store_connect (store_t *s, char *err, size_t errlen)
     snprintf (ct, sizeof ct, "%lld", (long long) (seconds < 2 ? 2 : seconds));
     snprintf (tcp_user, sizeof tcp_user, "%lld", (long long) (s->limits.statement_timeout_ms + 4000));
     const char *values [] = { ct, "1", "5", "2", "3", tcp_user, "read-write", "ferrule-worker", s->conninfo, NULL };
-    s->conn = PQconnectStartParams (keys, values, 1);
+    return PQconnectStartParams (keys, values, 1);
+}
+
+/* The session's settings (statement_timeout and lock_timeout bound the server's side, store_await
+ * ours), the notification channel. */
+static void
+store_setup_sql (const store_t *s, char *out, size_t len)
+{
+    snprintf (out, len, "SET TimeZone = 'UTC'; SET statement_timeout = %lld; SET lock_timeout = %lld; "
+              "SET idle_in_transaction_session_timeout = %lld; LISTEN " STORE_NOTIFY_CHANNEL,
+              (long long) s->limits.statement_timeout_ms, (long long) s->limits.lock_timeout_ms,
+              (long long) (s->limits.statement_timeout_ms * 10));
+}
+
+fr_status_t
+store_connect (store_t *s, char *err, size_t errlen)
+{
+    if (s->conn && PQstatus (s->conn) == CONNECTION_OK)
+        return FR_OK;
+    if (s->conn)
+        store_drop_connection (s);
+    s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
+    int64_t deadline = clock_mono_ms () + s->limits.connect_timeout_ms;
+    s->conn = store_start_connection (s);
     char why [256];
     PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
     while (s->conn && PQstatus (s->conn) != CONNECTION_BAD && ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
@@ -286,12 +309,8 @@ store_connect (store_t *s, char *err, size_t errlen)
         snprintf (err, errlen, "could not connect to the database: %s", why);
         goto fail;
     }
-    /* statement_timeout and lock_timeout bound the server's side; store_await bounds ours */
     char setup [400];
-    snprintf (setup, sizeof setup, "SET TimeZone = 'UTC'; SET statement_timeout = %lld; SET lock_timeout = %lld; "
-              "SET idle_in_transaction_session_timeout = %lld; LISTEN " STORE_NOTIFY_CHANNEL,
-              (long long) s->limits.statement_timeout_ms, (long long) s->limits.lock_timeout_ms,
-              (long long) (s->limits.statement_timeout_ms * 10));
+    store_setup_sql (s, setup, sizeof setup);
     int timed_out = 0;
     PGresult *res = PQsendQuery (s->conn, setup) ? store_await (s, deadline, &timed_out) : NULL;
     int ok = res && PQresultStatus (res) == PGRES_COMMAND_OK;
@@ -319,6 +338,120 @@ fail:
     }
     s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
     return FR_DATABASE_UNAVAILABLE;
+}
+
+/* Gives up the background attempt; the next one after RECONNECT_MS. */
+static void
+store_reconnect_failed (store_t *s, const char *why)
+{
+    log_debug (NULL, NULL, "could not connect to the database: %s; trying again in %d ms", why, RECONNECT_MS);
+    PQfinish (s->connecting);
+    s->connecting = NULL;
+    s->connect_phase = 0;
+    s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
+}
+
+/* 1 when fd is ready for events now (without waiting). */
+static int
+store_fd_ready (int fd, short events)
+{
+    struct pollfd p = { .fd = fd, .events = events };
+    return fd >= 0 && poll (&p, 1, 0) > 0;
+}
+
+int
+store_reconnect (store_t *s)
+{
+    char why [256];
+    if (store_connected (s))
+        return 0;
+    int64_t now = clock_mono_ms ();
+    if (!s->connecting) {
+        if (now < s->retry_after_ms)
+            return 0;
+        if (s->conn)
+            store_drop_connection (s);
+        s->connecting = store_start_connection (s);
+        s->connect_phase = 1;
+        s->connect_ps = PGRES_POLLING_WRITING;
+        s->connect_deadline_ms = now + s->limits.connect_timeout_ms;
+        if (!s->connecting) {
+            store_reconnect_failed (s, "out of memory");
+            return 0;
+        }
+    }
+    if (now >= s->connect_deadline_ms) {
+        snprintf (why, sizeof why, "no answer within %lld ms", (long long) s->limits.connect_timeout_ms);
+        store_reconnect_failed (s, why);
+        return 0;
+    }
+    if (s->connect_phase == 1) {
+        /* the handshake, a step whenever the socket is ready for what libpq waits on */
+        while (PQstatus (s->connecting) != CONNECTION_BAD && s->connect_ps != PGRES_POLLING_OK
+               && s->connect_ps != PGRES_POLLING_FAILED
+               && store_fd_ready (PQsocket (s->connecting), s->connect_ps == PGRES_POLLING_READING ? POLLIN : POLLOUT))
+            s->connect_ps = PQconnectPoll (s->connecting);
+        if (PQstatus (s->connecting) == CONNECTION_BAD || s->connect_ps == PGRES_POLLING_FAILED) {
+            store_error_text (s->connecting, NULL, why, sizeof why);
+            store_reconnect_failed (s, why);
+            return 0;
+        }
+        if (s->connect_ps != PGRES_POLLING_OK)
+            return 0;                             /* the rest in a later turn */
+        char setup [512];
+        store_setup_sql (s, setup, sizeof setup);
+        /* the schema's version in the same round trip: a server restored from an old backup, or
+         * another database after a failover, must not take the tokens */
+        strncat (setup, "; SELECT coalesce (max (version), 0) FROM schema_migrations", sizeof setup - strlen (setup) - 1);
+        PQsetnonblocking (s->connecting, 1);
+        if (!PQsendQuery (s->connecting, setup)) {
+            store_error_text (s->connecting, NULL, why, sizeof why);
+            store_reconnect_failed (s, why);
+            return 0;
+        }
+        s->connect_phase = 2;
+    }
+    if (PQflush (s->connecting) < 0 || !PQconsumeInput (s->connecting)) {
+        store_error_text (s->connecting, NULL, why, sizeof why);
+        store_reconnect_failed (s, why);
+        return 0;
+    }
+    long long version = -1;
+    int failed = 0;
+    while (!PQisBusy (s->connecting)) {
+        PGresult *res = PQgetResult (s->connecting);
+        if (!res)
+            break;
+        ExecStatusType rs = PQresultStatus (res);
+        if (rs == PGRES_TUPLES_OK && PQntuples (res) == 1)
+            version = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+        else
+        if (rs != PGRES_COMMAND_OK && !failed) {
+            failed = 1;
+            store_error_text (s->connecting, res, why, sizeof why);
+        }
+        PQclear (res);
+        if (PQisBusy (s->connecting))
+            return 0;                             /* more results to come */
+    }
+    if (PQisBusy (s->connecting))
+        return 0;
+    if (failed || version < 0) {
+        store_reconnect_failed (s, failed ? why : "no schema version in the answer");
+        return 0;
+    }
+    if (version < FERRULE_SCHEMA_VERSION) {
+        log_error (NULL, NULL, "the database reached again has schema version %lld, this build needs %d: not using it "
+                   "(run \"ferrule-migrate up\")", version, FERRULE_SCHEMA_VERSION);
+        store_reconnect_failed (s, "schema too old");
+        return 0;
+    }
+    s->conn = s->connecting;
+    s->connecting = NULL;
+    s->connect_phase = 0;
+    store_take_notifies (s);
+    log_info (NULL, NULL, "connected to the database");
+    return 1;
 }
 
 int
@@ -422,17 +555,15 @@ store_fail (store_t *s, PGresult *res, int timed_out, fr_status_t *st, char *err
     }
 }
 
-/* Connects first when needed (at most once a second). */
+/* A statement needs the connection up: the loop never waits for one to be made (store_reconnect
+ * makes it in the background). */
 static fr_status_t
 store_ready (store_t *s, char *err, size_t errlen)
 {
     if (store_connected (s))
         return FR_OK;
-    if (clock_mono_ms () < s->retry_after_ms) {
-        snprintf (err, errlen, "the database is unreachable; the connection is retried every second");
-        return FR_DATABASE_UNAVAILABLE;
-    }
-    return store_connect (s, err, errlen);
+    snprintf (err, errlen, "the database is unreachable; the connection is retried every second");
+    return FR_DATABASE_UNAVAILABLE;
 }
 
 /* Runs one statement; on failure returns NULL and classifies it (store_fail). */

@@ -92,6 +92,11 @@ void store_destroy (store_t **s_p);
  * FR_OK, FR_DATABASE_UNAVAILABLE, or FR_CONFIGURATION (schema too old). */
 fr_status_t store_connect (store_t *s, char *err, size_t errlen) FR_MUSTCHECK;
 int store_connected (const store_t *s);
+/* Without a connection: makes one in the background, a step per call (the loop calls it every turn;
+ * a new attempt at most once a second), with the session's settings and the schema check of
+ * store_connect. 1 on the call that brought the connection up. Statements meanwhile fail at once
+ * with FR_DATABASE_UNAVAILABLE. */
+int store_reconnect (store_t *s);
 /* The connection's socket for the poll loop, -1 when disconnected. */
 int store_socket (const store_t *s);
 #define STORE_NOTIFY_ALL "*"          /* integration of a notice that anything may have changed */

@@ -300,14 +300,9 @@ worker_tick (worker_t *w, int64_t now)
         links_hello (w, w->draining);
         w->next_hello_ms = now + w->cfg.heartbeat_ms;
     }
-    if (!store_connected (w->store) && now >= w->next_db_retry_ms) {
-        char err [512];
-        w->next_db_retry_ms = now + 1000;
-        if (store_connect (w->store, err, sizeof err) == FR_OK)
-            cache_clear (w->cache);          /* changes made while we were away were not notified */
-        else
-            log_debug (NULL, NULL, "%s", err);
-    }
+    /* the connection is made in the background, a step a turn: the loop never waits for it */
+    if (store_reconnect (w->store))
+        cache_clear (w->cache);              /* changes made while we were away were not notified */
     if (!w->started_db && store_connected (w->store) && now >= w->next_replay_ms) {
         w->next_replay_ms = now + 1000;
         worker_startup_db (w);

@@ -949,8 +949,8 @@ scenario_a (void)
 /* ---- (f) isolation: one row locked, and the database stalled ---- */
 
 /* What runs beside the paced cache hits of (f): a session of its own that holds one row's lock
- * while requests for that integration keep the worker claiming it; or the workers' database
- * sessions stopped (SIGSTOP) while refreshes are asked for. */
+ * while requests for that integration keep the worker claiming it; or the whole PostgreSQL
+ * server stopped (SIGSTOP) while refreshes are asked for. */
 typedef struct {
     int stall;                      /* 0: lock a row; 1: stop the workers' backends */
     const char *locked_id;
@@ -982,10 +982,26 @@ disturb_main (void *arg)
         PQclear (r);
     }
     else {
-        PGresult *r = PQexec (c, "SELECT pid FROM pg_stat_activity WHERE application_name = 'ferrule-worker'");
-        for (int i = 0; i < PQntuples (r) && npids < 64; i++)
+        /* the whole server: every process of it (the postmaster too, so that no new connection
+         * is answered either), as a machine that stalls */
+        PGresult *r = PQexec (c, "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid ()");
+        for (int i = 0; i < PQntuples (r) && npids < 63; i++)
             pids [npids++] = (pid_t) atoi (PQgetvalue (r, i, 0));
         PQclear (r);
+        r = PQexec (c, "SELECT current_setting ('data_directory')");
+        if (PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1) {
+            char path [1024];
+            snprintf (path, sizeof path, "%s/postmaster.pid", PQgetvalue (r, 0, 0));
+            FILE *f = fopen (path, "r");
+            long pm = 0;
+            if (f && fscanf (f, "%ld", &pm) == 1 && pm > 1)
+                pids [npids++] = (pid_t) pm;
+            if (f)
+                fclose (f);
+        }
+        PQclear (r);
+        if (npids < 2)
+            die ("(f): could not find the PostgreSQL processes to stop");
         for (int i = 0; i < npids; i++)
             kill (pids [i], SIGSTOP);
     }
@@ -1106,7 +1122,7 @@ scenario_f (void)
     row_add (fmt ("(f) cache hits through a %lld s database stall, %.0f req/s", (long long) stall_ms / 1000, rate),
              fmt ("%llu of %llu", (unsigned long long) in_time, (unsigned long long) sent), fmt ("p99 %.0f us", stall_p99),
              "-", "all answered; refreshes served after", verdict (ok));
-    note ("(f) stall: the workers' PostgreSQL backends stopped (SIGSTOP) for %lld ms; refreshes asked for meanwhile "
+    note ("(f) stall: every PostgreSQL process (postmaster, backends, background processes) stopped (SIGSTOP) for %lld ms; refreshes asked for meanwhile "
           "all served afterwards: %llu of %d; reuse detections at the provider %lld; integrations not active %lld",
           (long long) stall_ms, (unsigned long long) after.ok, NR, reuse, broken);
     free (free_p99);
