@@ -645,7 +645,8 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
 void
 refresh_after_answers (worker_t *w)
 {
-    /* 1. the journal: one sync for every rotated token answered this turn */
+    /* the journal: one sync for every rotated token answered this turn; their commits go with the
+     * turn's batch (refresh_tick) */
     int fresh = 0, journaled = 0;
     for (refresh_t *r = w->refreshes; r; r = r->next)
         if (r->state == REFRESH_ANSWERED && !r->synced) {
@@ -661,38 +662,6 @@ refresh_after_answers (worker_t *w)
                     metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
                 r->synced = 1;
             }
-    }
-    /* 2. group commit: every answer not yet committing, in one transaction (one WAL flush), each
-     * its own compare-and-set, sent without waiting; while another batch is in flight they wait
-     * for it (one batch per connection) */
-    if (store_batch_busy (w->store))
-        return;
-    size_t n = 0;
-    for (refresh_t *r = w->refreshes; r; r = r->next)
-        n += r->state == REFRESH_ANSWERED && !r->in_db;
-    if (n == 0)
-        return;
-    commit_batch_t *cb = mem_alloc (sizeof *cb);
-    const store_commit_t **cs = mem_alloc (n * sizeof *cs);
-    cb->w = w;
-    cb->rs = mem_alloc (n * sizeof *cb->rs);
-    for (refresh_t *r = w->refreshes; r; r = r->next)
-        if (r->state == REFRESH_ANSWERED && !r->in_db) {
-            r->in_db = 1;
-            cb->rs [cb->n] = r;
-            cs [cb->n++] = &r->commit;
-        }
-    char err [512];
-    metrics_observe (w->m.commit_batch, (double) n);
-    fr_status_t st = store_commits_start (w->store, cs, n, on_commits, cb, err, sizeof err);
-    mem_free (cs);                          /* the batch keeps what each points to: the refreshes */
-    if (st != FR_OK) {
-        for (size_t i = 0; i < n; i++)
-            cb->rs [i]->in_db = 0;
-        for (size_t i = 0; i < n; i++)
-            refresh_commit_alone (w, cb->rs [i]);
-        mem_free (cb->rs);
-        mem_free (cb);
     }
 }
 
@@ -800,8 +769,6 @@ refresh_on_response (void *arg, const http_response_t *resp)
 
 #define CLAIM_BATCH_MAX 256           /* claims in one transaction */
 
-/* Claims the refreshes in rs together: one transaction, one round trip, one WAL flush. Each
- * refresh then goes its own way (refresh_claimed). */
 /* The claims in flight. */
 typedef struct {
     worker_t *w;
@@ -823,40 +790,77 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
     mem_free (cb);
 }
 
-/* Claims the refreshes in rs together: one transaction, one round trip, one WAL flush, sent
- * without waiting; each refresh goes its own way when the answers are in (on_claims). */
+/* The turn's batch: the commits of every refresh answered and synced, then the claims in rs, in
+ * one transaction, one round trip, one WAL flush, sent without waiting; each refresh goes its own
+ * way when the answers are in (on_commits, on_claims). */
 static void
-refresh_claim_batch (worker_t *w, refresh_t **rs, size_t n)
+refresh_send_batch (worker_t *w, refresh_t **rs, size_t n)
 {
-    if (!w->started_db) {
+    if (n && !w->started_db) {
         /* the journal of an earlier run is not replayed yet: a refresh now could spend a refresh
          * token the journal has already replaced */
         for (size_t i = 0; i < n; i++)
             refresh_finish_error (w, rs [i], FR_DATABASE_UNAVAILABLE,
                                   "the worker is still recovering its journal; retry shortly", NULL, 1);
+        n = 0;
+    }
+    size_t nc = 0;
+    for (refresh_t *r = w->refreshes; r; r = r->next)
+        nc += r->state == REFRESH_ANSWERED && r->synced && !r->in_db;
+    if (nc == 0 && n == 0)
         return;
+    commit_batch_t *cm = NULL;
+    const store_commit_t **cs = NULL;
+    if (nc) {
+        cm = mem_alloc (sizeof *cm);
+        cs = mem_alloc (nc * sizeof *cs);
+        cm->w = w;
+        cm->rs = mem_alloc (nc * sizeof *cm->rs);
+        for (refresh_t *r = w->refreshes; r; r = r->next)
+            if (r->state == REFRESH_ANSWERED && r->synced && !r->in_db) {
+                r->in_db = 1;
+                cm->rs [cm->n] = r;
+                cs [cm->n++] = &r->commit;
+            }
+        metrics_observe (w->m.commit_batch, (double) nc);
     }
-    claim_batch_t *cb = mem_alloc (sizeof *cb);
-    cb->w = w;
-    cb->n = n;
-    cb->rs = mem_alloc (n * sizeof *cb->rs);
-    cb->q = mem_alloc (n * sizeof *cb->q);
-    for (size_t i = 0; i < n; i++) {
-        cb->rs [i] = rs [i];
-        rs [i]->in_db = 1;
-        cb->q [i] = (store_claim_req_t) { .id = rs [i]->entry->id, .known_generation = rs [i]->known_generation,
-                                          .valid_until = rs [i]->valid_until, .forced = rs [i]->forced };
-    }
-    metrics_observe (w->m.claim_batch, (double) n);
-    char err [256];
-    fr_status_t st = store_claims_start (w->store, cb->q, n, w->cfg.lease_ms, on_claims, cb, err, sizeof err);
-    if (st != FR_OK) {
-        /* not even sent (the database is unreachable): each claim fails as it would have */
+    claim_batch_t *cl = NULL;
+    if (n) {
+        cl = mem_alloc (sizeof *cl);
+        cl->w = w;
+        cl->n = n;
+        cl->rs = mem_alloc (n * sizeof *cl->rs);
+        cl->q = mem_alloc (n * sizeof *cl->q);
         for (size_t i = 0; i < n; i++) {
-            cb->q [i].st = st;
-            snprintf (cb->q [i].err, sizeof cb->q [i].err, "%s", err);
+            cl->rs [i] = rs [i];
+            rs [i]->in_db = 1;
+            cl->q [i] = (store_claim_req_t) { .id = rs [i]->entry->id, .known_generation = rs [i]->known_generation,
+                                              .valid_until = rs [i]->valid_until, .forced = rs [i]->forced };
         }
-        on_claims (cb, cb->q, n);
+        metrics_observe (w->m.claim_batch, (double) n);
+    }
+    char err [256];
+    fr_status_t st = store_turn_start (w->store, cs, nc, on_commits, cm, cl ? cl->q : NULL, n, w->cfg.lease_ms,
+                                       on_claims, cl, err, sizeof err);
+    mem_free (cs);                          /* the batch keeps what each points to: the refreshes */
+    if (st != FR_OK) {
+        /* not even sent (the database is unreachable): each commit is tried alone (and kept for
+         * its retries), each claim fails as it would have */
+        if (cm) {
+            for (size_t i = 0; i < cm->n; i++)
+                cm->rs [i]->in_db = 0;
+            for (size_t i = 0; i < cm->n; i++)
+                refresh_commit_alone (w, cm->rs [i]);
+            mem_free (cm->rs);
+            mem_free (cm);
+        }
+        if (cl) {
+            for (size_t i = 0; i < n; i++) {
+                cl->q [i].st = st;
+                snprintf (cl->q [i].err, sizeof cl->q [i].err, "%s", err);
+            }
+            on_claims (cl, cl->q, n);
+        }
     }
 }
 
@@ -895,9 +899,9 @@ refresh_tick (worker_t *w, int64_t now_ms)
         }
         r = next;
     }
-    /* one batch per connection: with one in flight, the due claims go with the next */
-    if (ndue && !store_batch_busy (w->store))
-        refresh_claim_batch (w, due, ndue);
+    /* one batch per connection: with one in flight, what is due goes with the next */
+    if (!store_batch_busy (w->store))
+        refresh_send_batch (w, due, ndue);
 }
 
 int64_t

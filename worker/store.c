@@ -1059,31 +1059,25 @@ claims_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
     mem_free (cl);
 }
 
-fr_status_t
-store_claims_start (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms, store_claims_fn *done,
-                    void *arg, char *err, size_t errlen)
+/* The claims' statements into stmts (n of them) and their context; NULL with err when no lease
+ * token could be drawn. */
+static claims_t *
+claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms, store_claims_fn *done, void *arg,
+                store_stmt_t *stmts, char *err, size_t errlen)
 {
     claims_t *cl = mem_alloc (sizeof *cl);
-    store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
-    fr_status_t st = FR_OK;
     *cl = (claims_t) { s, reqs, n, lease_ms, mem_alloc (n * sizeof *cl->params), done, arg };
     for (size_t i = 0; i < n; i++) {
         memset (&reqs [i].row, 0, sizeof reqs [i].row);
         if (claim_params (s, &reqs [i], lease_ms, &cl->params [i]) != 0) {
             snprintf (err, errlen, "could not draw a lease token from the kernel: %s", strerror (errno));
-            st = FR_INTERNAL;
-            goto out;
+            mem_free (cl->params);
+            mem_free (cl);
+            return NULL;
         }
         stmts [i] = (store_stmt_t) { CLAIM_SQL, 7, cl->params [i].values, NULL, NULL };
     }
-    st = store_batch_start (s, stmts, n, claims_done, cl, err, errlen);
-out:
-    mem_free (stmts);                   /* libpq has copied the statements */
-    if (st != FR_OK) {
-        mem_free (cl->params);
-        mem_free (cl);
-    }
-    return st;
+    return cl;
 }
 
 /* The commit's compare-and-set, one statement, so one round trip: the UPDATE locks the row and is
@@ -1211,15 +1205,14 @@ commit_order (const void *a, const void *b)
     return strcmp (s_sorting [*(const size_t *) a]->id, s_sorting [*(const size_t *) b]->id);
 }
 
-fr_status_t
-store_commits_start (store_t *s, const store_commit_t *const *commits, size_t n, store_commits_fn *done, void *arg,
-                     char *err, size_t errlen)
+/* The commits' statements into stmts (n of them, in id order: two batches that share rows, a
+ * takeover, cannot deadlock) and their context; params holds the values until they are sent. */
+static commits_t *
+commits_prepare (store_t *s, const store_commit_t *const *commits, size_t n, store_commits_fn *done, void *arg,
+                 store_stmt_t *stmts, commit_params_t *params)
 {
     commits_t *cm = mem_alloc (sizeof *cm);
-    commit_params_t *params = mem_alloc (n * sizeof *params);
-    store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
-    *cm = (commits_t) { commits, n, mem_alloc (n * sizeof *cm->order), done, arg };
-    /* rows locked in id order: two batches that share rows (a takeover) cannot deadlock */
+    *cm = (commits_t) { commits, n, mem_alloc ((n ? n : 1) * sizeof *cm->order), done, arg };
     for (size_t i = 0; i < n; i++)
         cm->order [i] = i;
     s_sorting = commits;
@@ -1229,12 +1222,58 @@ store_commits_start (store_t *s, const store_commit_t *const *commits, size_t n,
         commit_params (s, commits [cm->order [i]], &params [i]);
         stmts [i] = (store_stmt_t) { COMMIT_SQL, 12, params [i].values, params [i].lengths, params [i].formats };
     }
-    fr_status_t st = store_batch_start (s, stmts, n, commits_done, cm, err, errlen);
+    return cm;
+}
+
+/* A turn's batch: its commits, then its claims. */
+typedef struct {
+    commits_t *cm;
+    size_t nc;
+    claims_t *cl;
+    size_t nq;
+} turn_t;
+
+static void
+turn_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    turn_t *t = arg;
+    (void) n;
+    if (t->cm)
+        commits_done (t->cm, st, results, t->nc, err);
+    if (t->cl)
+        claims_done (t->cl, st, results + t->nc, t->nq, err);
+    mem_free (t);
+}
+
+fr_status_t
+store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, store_commits_fn *commits_done_fn,
+                  void *commits_arg, store_claim_req_t *reqs, size_t nq, int64_t lease_ms,
+                  store_claims_fn *claims_done_fn, void *claims_arg, char *err, size_t errlen)
+{
+    fr_status_t st = FR_OK;
+    store_stmt_t *stmts = mem_alloc ((nc + nq) * sizeof *stmts);
+    commit_params_t *params = mem_alloc ((nc ? nc : 1) * sizeof *params);
+    turn_t *t = mem_alloc (sizeof *t);
+    t->nc = nc;
+    t->nq = nq;
+    if (nc)
+        t->cm = commits_prepare (s, commits, nc, commits_done_fn, commits_arg, stmts, params);
+    if (nq && !(t->cl = claims_prepare (s, reqs, nq, lease_ms, claims_done_fn, claims_arg, stmts + nc, err, errlen)))
+        st = FR_INTERNAL;
+    if (st == FR_OK)
+        st = store_batch_start (s, stmts, nc + nq, turn_done, t, err, errlen);
     mem_free (stmts);                   /* libpq has copied the statements and their values */
     mem_free (params);
     if (st != FR_OK) {
-        mem_free (cm->order);
-        mem_free (cm);
+        if (t->cm) {
+            mem_free (t->cm->order);
+            mem_free (t->cm);
+        }
+        if (t->cl) {
+            mem_free (t->cl->params);
+            mem_free (t->cl);
+        }
+        mem_free (t);
     }
     return st;
 }

@@ -132,14 +132,10 @@ typedef struct {
     store_row_t row;                 /* the caller clears it */
     char err [256];
 } store_claim_req_t;
-/* The claims of one loop turn, in one transaction and one round trip (one WAL flush for every
- * lease taken), sent without waiting: done gets reqs back, each with its own answer, when the
- * loop has read them (store_batch_pump). Each row decides its own claim; a batch that fails as a
- * whole while the database is up is claimed again claim by claim, so one integration's problem
- * stays its own. On a failure to send (returned), done is not called. */
+/* The claims' answers: reqs back, each with its own answer. Each row decides its own claim; a
+ * batch that fails as a whole while the database is up is claimed again claim by claim, so one
+ * integration's problem stays its own. */
 typedef void (store_claims_fn) (void *arg, store_claim_req_t *reqs, size_t n);
-fr_status_t store_claims_start (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
-                                store_claims_fn *done, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
 /* The batch in flight (claims or commits): 1 while one is sent or its answer not yet delivered
  * (one at a time per connection). */
@@ -161,15 +157,19 @@ int64_t store_batch_deadline (const store_t *s);
  * row. Any other failure leaves the database unchanged: the caller keeps the tokens and retries. */
 fr_status_t store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict,
                                   char *err, size_t errlen) FR_MUSTCHECK;
-/* Group commit: the compare-and-sets of several refreshes in one transaction and one round trip
- * (one WAL flush), sent without waiting. done gets committed [i] = 1 when commits [i] was
- * written, 0 when its compare-and-set lost (nothing written for it: the caller settles it with
- * store_commit_refresh, which records the conflict); or st, a failure of the whole batch that
- * wrote nothing (the caller commits one by one). commits and what they point to must live until
- * done. Rows are updated in id order, so batches sharing rows cannot deadlock. */
+/* The commits' answers (group commit): committed [i] = 1 when commits [i] was written, 0 when its
+ * compare-and-set lost (nothing written for it: the caller settles it with store_commit_refresh,
+ * which records the conflict); or st, a failure of the whole batch that wrote nothing (the caller
+ * commits one by one). */
 typedef void (store_commits_fn) (void *arg, fr_status_t st, const int *committed, size_t n, const char *err);
-fr_status_t store_commits_start (store_t *s, const store_commit_t *const *commits, size_t n, store_commits_fn *done,
-                                 void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+/* A loop turn's work for the database, sent without waiting, in one transaction, one round trip
+ * and one WAL flush: the compare-and-sets of the refreshes answered (in id order, so batches
+ * sharing rows cannot deadlock), then the claims due. commits and reqs, and what they point to,
+ * must live until their done functions ran (from store_batch_pump). On a failure to send
+ * (returned), neither is called. */
+fr_status_t store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, store_commits_fn *commits_done,
+                              void *commits_arg, store_claim_req_t *reqs, size_t nq, int64_t lease_ms,
+                              store_claims_fn *claims_done, void *claims_arg, char *err, size_t errlen) FR_MUSTCHECK;
 /* Records a failed attempt: a chain row, last_error, the lease released; new_status (may be NULL)
  * is applied only if the generation is still the expected one (*stale set otherwise). */
 fr_status_t store_record_failure (store_t *s, const char *id, int64_t expected_generation, const char *lease_token,
