@@ -38,7 +38,7 @@ static curve_identity_t ferrule_id;      /* the bench's client key and the broke
 #define TARGET_A_CPU_RATIO  1.5      /* broker + worker CPU per request / the echo's */
 #define TARGET_B_RATIO      1.0      /* committed refreshes / pgbench same-shape transactions */
 #define TARGET_C_FRACTION   0.9      /* of min (C / provider latency, (b)'s rate) */
-#define TARGET_E_BYTES      1024.0   /* worker RSS per cached integration */
+#define TARGET_E_BYTES      512.0    /* worker RSS per cached integration */
 #define TARGET_H_RATIO      0.85     /* cache-hit throughput with the audit log on / off */
 #define TARGET_F_LOCK_RATIO 2.0      /* cache-hit p99 with one row locked / unlocked */
 
