@@ -59,7 +59,7 @@ struct refresh {
     int in_db;                       /* its claim or its commit is in the database batch in flight */
 };
 
-static void refresh_attempt (refresh_t *r);
+static void refresh_claim_soon (refresh_t *r);
 
 int
 refresh_transition_allowed (refresh_state_t from, refresh_state_t to)
@@ -230,7 +230,7 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
     r->next = w->refreshes;
     w->refreshes = r;
     e->refresh = r;
-    refresh_attempt (r);
+    refresh_claim_soon (r);
 }
 
 void
@@ -300,7 +300,7 @@ refresh_on_response (void *arg, const http_response_t *resp);
 /* Step 1: claim, at the end of this loop turn with every other claim of the turn (one
  * transaction, one round trip, one WAL flush for them all). */
 static void
-refresh_attempt (refresh_t *r)
+refresh_claim_soon (refresh_t *r)
 {
     r->due_ms = clock_mono_ms ();
 }
@@ -755,7 +755,7 @@ refresh_on_response (void *arg, const http_response_t *resp)
         r->known_generation = r->expected_generation;
         r->forced = 0;
         oauth_result_clear (&res);
-        refresh_attempt (r);
+        refresh_claim_soon (r);
         return;
     }
     if (new_status && !stale)
