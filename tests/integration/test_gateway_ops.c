@@ -191,6 +191,7 @@ test_attempt_retry_once (void **state)
                                           " AND return_to = 'https://app.example.test/done'"), 2);
     refused ("retry", json_pack ("{s:s}", "retry_token", retry_token), "state_invalid",
              "this retry link expired or was already used", "start again from Connect on the dashboard");
+    assert_false (itest_workdir_contains (h, retry_token));     /* in no log of any process */
     free (retry_token);
 }
 
@@ -209,6 +210,7 @@ test_dashboard_link_once (void **state)
     json_decref (o);
     refused ("dashboard_open", json_pack ("{s:s}", "link_token", token), "state_invalid",
              "this dashboard link expired or was already used", "ask the application for a new dashboard link");
+    assert_false (itest_workdir_contains (h, token));
     free (token);
 }
 
@@ -283,6 +285,7 @@ test_apikey_limit (void **state)
     assert_int_equal (json_integer_value (json_object_get (last, "key_id")), first);
     assert_true (json_is_string (json_object_get (last, "revoked_at")));
     json_decref (list);
+    assert_false (itest_workdir_contains (h, key));             /* (its 12-character prefix may be) */
     free (key);
 }
 
