@@ -11,8 +11,9 @@
  *   apikey_list      {integration: PREFIX}
  *   apikey_revoke    {integration: PREFIX, key_id}
  *   apikey_verify    {key}: the key's workspace and name, when it exists and is not revoked
- * and return_to on connect. Every value handed out is stored only as its SHA-256. SQL lives
- * here, not in store.c (docs/protocol.md, "Gateway operations"). */
+ * and return_to on connect. Every value handed out is stored only as its SHA-256. gwops.c reads
+ * the requests, decides and replies; the statements are in store_gateway.c (docs/protocol.md,
+ * "Gateway operations"). */
 #ifndef FERRULE_GWOPS_H
 #define FERRULE_GWOPS_H
 #include <stddef.h>

@@ -1,0 +1,303 @@
+/* test_gateway_ops.c - the workers' gateway operations (worker/gwops.c, worker/store_gateway.c)
+ * over the protocol, without the gateway: every refusal's code, message and hint, a retry token
+ * issued once per attempt and spent once, a dashboard link spent once, the workspace listing's
+ * prefix range and its cap, the live API key limit. Replies can hold tokens: never printed. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+#include "client.h"
+#include "itest.h"
+
+static harness_t *h;
+static client_t *cli;
+
+static int
+setup (void **state)
+{
+    h = harness_new ("gateway_ops");
+    if (!h || harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "redirect_uris", "http://127.0.0.1:9/cb"));
+    cli = client_new (harness_brokers (h));
+    return cli ? 0 : -1;
+}
+
+static int
+teardown (void **state)
+{
+    client_destroy (&cli);
+    return itest_teardown (&h);
+}
+
+static json_t *
+call (const char *op, json_t *args)
+{
+    json_t *r = client_call (cli, op, args, 20000);
+    json_decref (args);
+    assert_non_null (r);
+    return r;
+}
+
+static const char *
+error_field (const json_t *r, const char *key)
+{
+    return json_string_value (json_object_get (json_object_get (r, "error"), key));
+}
+
+/* op with args is refused with code, message and hint (NULL: the code's default one). */
+static void
+refused (const char *op, json_t *args, const char *code, const char *message, const char *hint)
+{
+    json_t *r = call (op, args);
+    if (strcmp (client_error_code (r), code) != 0)
+        fail_msg ("%s: answered %s, expected %s", op, client_error_code (r), code);
+    assert_non_null (error_field (r, "message"));
+    if (strcmp (error_field (r, "message"), message) != 0)
+        fail_msg ("%s: message \"%s\", expected \"%s\"", op, error_field (r, "message"), message);
+    if (hint)
+        assert_string_equal (error_field (r, "hint") ? error_field (r, "hint") : "(none)", hint);
+    else
+        assert_non_null (error_field (r, "hint"));       /* the code's default hint */
+    json_decref (r);
+}
+
+static char *
+repeat (char c, size_t n)
+{
+    char *s = malloc (n + 1);
+    memset (s, c, n);
+    s [n] = '\0';
+    return s;
+}
+
+static void
+test_refusals (void **state)
+{
+    char *long_state = repeat ('s', 257), *long_token = repeat ('t', 129), *long_name = repeat ('n', 65);
+
+    /* attempt, retry, dashboard_open and apikey_verify are routed by their token; the broker
+       refuses a missing one itself. With "integration" the request is routed by it and reaches
+       the worker's own checks. */
+    refused ("attempt", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"state\" is required", NULL);
+    refused ("attempt", json_pack ("{s:s, s:i}", "integration", "ws1:", "state", 5), "bad_request",
+             "\"state\" must be a string of 1 to 256 printable ASCII characters", NULL);
+    refused ("attempt", json_pack ("{s:s}", "state", "a\tb"), "bad_request",
+             "\"state\" must be a string of 1 to 256 printable ASCII characters", NULL);
+    /* over the cap: too_large, as for every other string field (docs/protocol.md, "Errors") */
+    refused ("attempt", json_pack ("{s:s, s:s}", "integration", "ws1:", "state", long_state), "too_large",
+             "\"state\" must be a string of 1 to 256 printable ASCII characters", NULL);
+    refused ("attempt", json_pack ("{s:s}", "state", "never-issued"), "not_found",
+             "no connect attempt has this state", "start again from Connect");
+
+    refused ("retry", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"retry_token\" is required", NULL);
+    refused ("retry", json_pack ("{s:s}", "retry_token", long_token), "too_large",
+             "\"retry_token\" must be a string of 1 to 128 printable ASCII characters", NULL);
+    refused ("retry", json_pack ("{s:s}", "retry_token", "never-issued"), "state_invalid",
+             "this retry link expired or was already used", "start again from Connect on the dashboard");
+
+    /* a bad workspace prefix is refused by the broker, which checks every "integration" */
+    refused ("dashboard_link", json_pack ("{s:s, s:i}", "integration", "ws1:", "ttl_s", 29), "bad_request",
+             "\"ttl_s\" must be an integer from 30 to 3600", NULL);
+    refused ("dashboard_link", json_pack ("{s:s, s:s}", "integration", "ws1:", "ttl_s", "600"), "bad_request",
+             "\"ttl_s\" must be an integer from 30 to 3600", NULL);
+    refused ("dashboard_open", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"link_token\" is required", NULL);
+    refused ("dashboard_open", json_pack ("{s:s}", "link_token", "never-issued"), "state_invalid",
+             "this dashboard link expired or was already used", "ask the application for a new dashboard link");
+
+    refused ("apikey_create", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"name\" is required", NULL);
+    refused ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws1:", "name", long_name), "too_large",
+             "\"name\" must be a string of 1 to 64 printable ASCII characters", NULL);
+    refused ("apikey_revoke", json_pack ("{s:s}", "integration", "ws1:"), "bad_request",
+             "\"key_id\" is required: a positive integer", NULL);
+    refused ("apikey_revoke", json_pack ("{s:s, s:i}", "integration", "ws1:", "key_id", 0), "bad_request",
+             "\"key_id\" is required: a positive integer", NULL);
+    refused ("apikey_revoke", json_pack ("{s:s, s:i}", "integration", "ws1:", "key_id", 999999), "not_found",
+             "workspace \"ws1:\" has no live API key 999999", "list the keys to see their ids");
+    refused ("apikey_verify", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"key\" is required", NULL);
+    refused ("apikey_verify", json_pack ("{s:s}", "key", "frk_never-issued"), "forbidden",
+             "the API key is unknown or revoked", "create a new API key on the dashboard");
+    free (long_state);
+    free (long_token);
+    free (long_name);
+}
+
+/* A connect that ended in access_denied: its attempt draws one retry token, once; the token
+ * starts a fresh connect once. */
+static void
+test_attempt_retry_once (void **state)
+{
+    json_t *c = call ("connect", json_pack ("{s:s, s:s, s:s, s:[s], s:s}", "integration", "ws2:box", "provider", "fakebox",
+                                            "redirect_uri", "http://127.0.0.1:9/cb", "scopes", "read",
+                                            "return_to", "https://app.example.test/done"));
+    assert_string_equal (client_error_code (c), "ok");
+    const char *url = json_string_value (json_object_get (c, "authorization_url"));
+    assert_non_null (url);
+    const char *p = strstr (url, "state=");
+    assert_non_null (p);
+    char st [300];
+    snprintf (st, sizeof st, "%.*s", (int) strcspn (p + 6, "&"), p + 6);
+    json_decref (c);
+
+    /* pending, not expired, no outcome: nothing to retry yet */
+    json_t *a = call ("attempt", json_pack ("{s:s}", "state", st));
+    assert_string_equal (client_error_code (a), "ok");
+    assert_string_equal (json_string_value (json_object_get (a, "integration")), "ws2:box");
+    assert_string_equal (json_string_value (json_object_get (a, "provider")), "fakebox");
+    assert_string_equal (json_string_value (json_object_get (a, "redirect_uri")), "http://127.0.0.1:9/cb");
+    assert_string_equal (json_string_value (json_array_get (json_object_get (a, "scopes"), 0)), "read");
+    assert_string_equal (json_string_value (json_object_get (a, "return_to")), "https://app.example.test/done");
+    assert_true (json_is_null (json_object_get (a, "outcome")));
+    assert_true (json_is_null (json_object_get (a, "status")));           /* never connected */
+    assert_true (json_is_null (json_object_get (a, "retry_token")));
+    json_decref (a);
+
+    json_t *cb = call ("callback", json_pack ("{s:s, s:s}", "state", st, "error", "access_denied"));
+    assert_string_equal (client_error_code (cb), "access_denied");
+    json_decref (cb);
+
+    a = call ("attempt", json_pack ("{s:s}", "state", st));
+    assert_string_equal (client_error_code (a), "ok");
+    assert_string_equal (json_string_value (json_object_get (a, "outcome")), "access_denied");
+    const char *token = json_string_value (json_object_get (a, "retry_token"));
+    assert_non_null (token);
+    assert_true (json_is_string (json_object_get (a, "retry_expires_at")));
+    char *retry_token = strdup (token);
+    json_decref (a);
+    /* only its hash is stored */
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM gateway_retry_tokens WHERE token_hash = '%s'", retry_token);
+    assert_int_equal (harness_sql_int (h, sql), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM gateway_retry_tokens WHERE integration_id = 'ws2:box'"), 1);
+
+    /* once per attempt */
+    a = call ("attempt", json_pack ("{s:s}", "state", st));
+    assert_string_equal (client_error_code (a), "ok");
+    assert_true (json_is_null (json_object_get (a, "retry_token")));
+    json_decref (a);
+
+    json_t *r = call ("retry", json_pack ("{s:s}", "retry_token", retry_token));
+    assert_string_equal (client_error_code (r), "ok");
+    url = json_string_value (json_object_get (r, "authorization_url"));
+    assert_non_null (url);
+    assert_non_null (strstr (url, "scope=read"));
+    json_decref (r);
+    /* the fresh connect kept the attempt's return_to */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM pending_authorizations WHERE integration_id = 'ws2:box'"
+                                          " AND return_to = 'https://app.example.test/done'"), 2);
+    refused ("retry", json_pack ("{s:s}", "retry_token", retry_token), "state_invalid",
+             "this retry link expired or was already used", "start again from Connect on the dashboard");
+    assert_false (itest_workdir_contains (h, retry_token));     /* in no log of any process */
+    free (retry_token);
+}
+
+static void
+test_dashboard_link_once (void **state)
+{
+    json_t *l = call ("dashboard_link", json_pack ("{s:s}", "integration", "ws3:"));
+    assert_string_equal (client_error_code (l), "ok");
+    assert_string_equal (json_string_value (json_object_get (l, "workspace")), "ws3:");
+    assert_true (json_is_string (json_object_get (l, "expires_at")));
+    char *token = strdup (json_string_value (json_object_get (l, "link_token")));
+    json_decref (l);
+    json_t *o = call ("dashboard_open", json_pack ("{s:s}", "link_token", token));
+    assert_string_equal (client_error_code (o), "ok");
+    assert_string_equal (json_string_value (json_object_get (o, "workspace")), "ws3:");
+    json_decref (o);
+    refused ("dashboard_open", json_pack ("{s:s}", "link_token", token), "state_invalid",
+             "this dashboard link expired or was already used", "ask the application for a new dashboard link");
+    assert_false (itest_workdir_contains (h, token));
+    free (token);
+}
+
+/* The listing is the prefix's byte range, by id, capped at 200 with "truncated". */
+static void
+test_workspace_range_and_cap (void **state)
+{
+    assert_int_equal (harness_sql (h, "INSERT INTO integrations (id, provider, key_id)"
+                                      " SELECT 'wst:' || lpad (g::text, 4, '0'), 'fakebox', 1 FROM generate_series (1, 201) g"
+                                      " UNION ALL VALUES ('wss:z', 'fakebox', 1), ('wsu:a', 'fakebox', 1), ('wst', 'fakebox', 1)"), 0);
+    json_t *ls = call ("workspace", json_pack ("{s:s}", "integration", "wst:"));
+    assert_string_equal (client_error_code (ls), "ok");
+    assert_true (json_is_true (json_object_get (ls, "truncated")));
+    json_t *items = json_object_get (ls, "integrations");
+    assert_int_equal (json_array_size (items), 200);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (items, 0), "id")), "wst:0001");
+    assert_string_equal (json_string_value (json_object_get (json_array_get (items, 199), "id")), "wst:0200");
+    json_t *first = json_array_get (items, 0);
+    assert_string_equal (json_string_value (json_object_get (first, "status")), "active");
+    assert_true (json_is_null (json_object_get (first, "last_error")));
+    assert_true (json_is_array (json_object_get (first, "scopes")));
+    json_decref (ls);
+
+    ls = call ("workspace", json_pack ("{s:s}", "integration", "wst:02"));
+    assert_false (json_is_true (json_object_get (ls, "truncated")));
+    assert_int_equal (json_array_size (json_object_get (ls, "integrations")), 2);     /* 0200, 0201 */
+    json_decref (ls);
+}
+
+static void
+test_apikey_limit (void **state)
+{
+    json_int_t first = 0;
+    for (int i = 0; i < 100; i++) {
+        char name [16];
+        snprintf (name, sizeof name, "k%d", i);
+        json_t *k = call ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws4:", "name", name));
+        assert_string_equal (client_error_code (k), "ok");
+        if (i == 0)
+            first = json_integer_value (json_object_get (k, "key_id"));
+        json_decref (k);
+    }
+    refused ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws4:", "name", "one more"), "too_large",
+             "workspace \"ws4:\" already has 100 API keys", "revoke a key you no longer use, then create one");
+    json_t *rv = call ("apikey_revoke", json_pack ("{s:s, s:I}", "integration", "ws4:", "key_id", first));
+    assert_string_equal (client_error_code (rv), "ok");
+    json_decref (rv);
+    /* a key of another workspace is not this one's to revoke */
+    char message [100];
+    snprintf (message, sizeof message, "workspace \"ws5:\" has no live API key %lld", (long long) first + 1);
+    refused ("apikey_revoke", json_pack ("{s:s, s:I}", "integration", "ws5:", "key_id", first + 1), "not_found",
+             message, "list the keys to see their ids");
+    json_t *k = call ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws4:", "name", "one more"));
+    assert_string_equal (client_error_code (k), "ok");
+    char *key = strdup (json_string_value (json_object_get (k, "key")));
+    json_int_t id = json_integer_value (json_object_get (k, "key_id"));
+    json_decref (k);
+
+    json_t *v = call ("apikey_verify", json_pack ("{s:s}", "key", key));
+    assert_string_equal (client_error_code (v), "ok");
+    assert_int_equal (json_integer_value (json_object_get (v, "key_id")), id);
+    assert_string_equal (json_string_value (json_object_get (v, "workspace")), "ws4:");
+    assert_string_equal (json_string_value (json_object_get (v, "name")), "one more");
+    json_decref (v);
+
+    json_t *list = call ("apikey_list", json_pack ("{s:s}", "integration", "ws4:"));
+    json_t *keys = json_object_get (list, "keys");
+    assert_int_equal (json_array_size (keys), 101);                                 /* the revoked one too */
+    assert_int_equal (json_integer_value (json_object_get (json_array_get (keys, 0), "key_id")), id);   /* newest first */
+    assert_true (json_is_string (json_object_get (json_array_get (keys, 0), "last_used_at")));
+    json_t *last = json_array_get (keys, 100);
+    assert_int_equal (json_integer_value (json_object_get (last, "key_id")), first);
+    assert_true (json_is_string (json_object_get (last, "revoked_at")));
+    json_decref (list);
+    assert_false (itest_workdir_contains (h, key));             /* (its 12-character prefix may be) */
+    free (key);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_refusals),
+        cmocka_unit_test (test_attempt_retry_once),
+        cmocka_unit_test (test_dashboard_link_once),
+        cmocka_unit_test (test_workspace_range_and_cap),
+        cmocka_unit_test (test_apikey_limit),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}

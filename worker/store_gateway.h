@@ -1,0 +1,122 @@
+/* store_gateway.h - the statements of the gateway's operations (worker/gwops.c): what a connect
+ * attempt was, single-use retry tokens and dashboard links, a workspace's integrations, API keys.
+ * Every value handed out is passed in and kept as its SHA-256 (hex); no statement here touches a
+ * token column, a lease or a generation. */
+#ifndef FERRULE_STORE_GATEWAY_H
+#define FERRULE_STORE_GATEWAY_H
+#include "store.h"
+
+/* A connect attempt (pending_authorizations) beside its integration, as the gateway shows it. */
+typedef struct {
+    char *integration;
+    char *provider;
+    char *redirect_uri;
+    char *scopes;                         /* requested, space-separated ("" none) */
+    char *return_to;                      /* NULL none */
+    char *outcome;                        /* how the callback ended, NULL while none */
+    char *status;                         /* the integration's, NULL when it does not exist */
+    char *missing_scopes;                 /* requested but not granted, space-separated ("" none) */
+    int used;                             /* its callback came */
+    int expired;
+    int retry_issued;                     /* a retry token was drawn for it already */
+    int short_grant;                      /* stored fewer scopes than asked, or no refresh token */
+} store_gw_attempt_t;
+
+/* FR_NOT_FOUND (err says so) for a state no attempt has. */
+fr_status_t store_gw_attempt (store_t *s, const char *state_hash, store_gw_attempt_t *a, char *err, size_t errlen)
+    FR_MUSTCHECK;
+void store_gw_attempt_clear (store_gw_attempt_t *a);
+
+/* Draws the attempt's one retry token (its hash, living ttl_s seconds) and marks the attempt, in
+ * one statement. FR_STATE_INVALID when the attempt had its token already (another gateway drew
+ * it first) or is gone. */
+fr_status_t store_gw_retry_issue (store_t *s, const char *state_hash, const char *token_hash, int64_t ttl_s,
+                                  int64_t *expires_at, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* The connect a retry token repeats. */
+typedef struct {
+    char *integration;
+    char *provider;
+    char *redirect_uri;
+    char *scopes;                         /* space-separated ("" none) */
+    char *return_to;                      /* NULL none */
+} store_gw_retry_t;
+
+/* The integration of a live retry token, without spending it (*integration a copy).
+ * FR_NOT_FOUND for a spent, expired or unknown token. */
+fr_status_t store_gw_retry_peek (store_t *s, const char *token_hash, char **integration, char *err, size_t errlen)
+    FR_MUSTCHECK;
+/* Spends a retry token (once) and reads its connect. FR_STATE_INVALID (err says so) for a spent,
+ * expired or unknown token. */
+fr_status_t store_gw_retry_take (store_t *s, const char *token_hash, store_gw_retry_t *r, char *err, size_t errlen)
+    FR_MUSTCHECK;
+void store_gw_retry_clear (store_gw_retry_t *r);
+
+/* One integration of a workspace listing: no token column. */
+typedef struct {
+    char *id;
+    char *provider;
+    char *status;
+    int64_t last_refresh_at;              /* epoch s, 0 never */
+    char *last_error;                     /* a wire error code, NULL none */
+    int64_t updated_at;
+    int refresh_token_missing;
+    char *scopes;                         /* granted, space-separated ("" none) */
+    char *scope_report;                   /* NULL none */
+} store_gw_listed_t;
+
+typedef struct {
+    store_gw_listed_t *items;
+    size_t count;
+    int truncated;                        /* more than max integrations start with the prefix */
+} store_gw_workspace_t;
+
+/* The first max integrations (by id, byte order) whose id starts with prefix (1 to IDENT_MAX
+ * bytes of ASCII): an ordered range scan of the index integrations_id_c. */
+fr_status_t store_gw_workspace (store_t *s, const char *prefix, int max, store_gw_workspace_t *out,
+                                char *err, size_t errlen) FR_MUSTCHECK;
+void store_gw_workspace_clear (store_gw_workspace_t *ws);
+
+/* A single-use dashboard link for a workspace, living ttl_s seconds. */
+fr_status_t store_gw_link_issue (store_t *s, const char *token_hash, const char *workspace, int64_t ttl_s,
+                                 int64_t *expires_at, char *err, size_t errlen) FR_MUSTCHECK;
+/* Spends a dashboard link (once): *workspace a copy. FR_STATE_INVALID (err says so) for a spent,
+ * expired or unknown link. */
+fr_status_t store_gw_link_take (store_t *s, const char *token_hash, char **workspace, char *err, size_t errlen)
+    FR_MUSTCHECK;
+
+/* A workspace's API key; only its hash is stored, never the key. */
+typedef struct {
+    int64_t key_id;
+    char *workspace;
+    char *name;
+    char *prefix;                         /* the key's first characters: tells keys apart */
+    int64_t created_at;                   /* epoch s */
+    int64_t last_used_at;                 /* 0 never */
+    int64_t revoked_at;                   /* 0 live */
+} store_gw_apikey_t;
+
+typedef struct {
+    store_gw_apikey_t *items;
+    size_t count;
+} store_gw_apikeys_t;
+
+/* A new key (by its hash) when the workspace has fewer than max_live live keys: k->key_id and
+ * k->created_at filled. FR_TOO_LARGE (err says so) at max_live. */
+fr_status_t store_gw_apikey_create (store_t *s, const char *key_hash, const char *workspace, const char *name,
+                                    const char *prefix, int max_live, store_gw_apikey_t *k,
+                                    char *err, size_t errlen) FR_MUSTCHECK;
+/* A workspace's keys, revoked ones too, newest first, at most limit. */
+fr_status_t store_gw_apikey_list (store_t *s, const char *workspace, int limit, store_gw_apikeys_t *out,
+                                  char *err, size_t errlen) FR_MUSTCHECK;
+/* Revokes a live key of the workspace: k->name and k->prefix filled. FR_NOT_FOUND (err says so)
+ * when the workspace has no such live key. */
+fr_status_t store_gw_apikey_revoke (store_t *s, const char *workspace, int64_t key_id, store_gw_apikey_t *k,
+                                    char *err, size_t errlen) FR_MUSTCHECK;
+/* The live key with this hash: k->key_id, workspace and name; its last_used_at is written at most
+ * once a minute. FR_NOT_FOUND for an unknown or revoked key. */
+fr_status_t store_gw_apikey_verify (store_t *s, const char *key_hash, store_gw_apikey_t *k, char *err, size_t errlen)
+    FR_MUSTCHECK;
+void store_gw_apikey_clear (store_gw_apikey_t *k);
+void store_gw_apikeys_clear (store_gw_apikeys_t *list);
+#endif
