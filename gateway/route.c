@@ -28,7 +28,8 @@ typedef struct {
 static const route_t routes [] = {
     { "GET",  "/oauth/callback",                          callback_page },
     { "POST", "/oauth/retry",                             callback_retry },
-    { "GET",  "/dashboard/open",                          dashboard_open },
+    { "GET",  "/dashboard/open",                          dashboard_open_confirm },
+    { "POST", "/dashboard/open",                          dashboard_open },
     { "GET",  "/dashboard",                               dashboard_home },
     { "GET",  "/dashboard/integrations/{id}",             dashboard_detail },
     { "POST", "/dashboard/connect",                       dashboard_connect },

@@ -79,6 +79,8 @@ http (const char *method, const char *url, const char *const *headers, const cha
         list = curl_slist_append (list, headers [i]);
     curl_easy_setopt (curl, CURLOPT_URL, url);
     curl_easy_setopt (curl, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp (method, "HEAD") == 0)
+        curl_easy_setopt (curl, CURLOPT_NOBODY, 1L);
     curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
     curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 60000L);
@@ -921,12 +923,38 @@ dashboard_link (const char *ws, int ttl)
     return url;
 }
 
-/* Opens a link; returns the "Cookie:" header of the session (a new string). */
+/* Presses the confirm page's button: POSTs the page's form to /dashboard/open; returns the answer. */
+static http_t
+press_open (const http_t *page)
+{
+    char *link = form_value (page->body, "link");
+    char *ws = form_value (page->body, "workspace");
+    assert_non_null (link);
+    char body [512], url [128];
+    snprintf (body, sizeof body, "link=%s%s%s", link, ws ? "&workspace=" : "", ws ? ws : "");
+    snprintf (url, sizeof url, "%s/dashboard/open", gw_url);
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, hdr, body);
+    free (link);
+    free (ws);
+    return r;
+}
+
+/* Opens a link as a person does: its confirm page, then its button; returns the "Cookie:"
+ * header of the session (a new string). */
 static char *
 open_session (const char *link)
 {
-    http_t r = http ("GET", link, NULL, NULL);
-    assert_int_equal (r.status, 200);
+    http_t page = http ("GET", link, NULL, NULL);
+    assert_int_equal (page.status, 200);
+    char *none = header (&page, "Set-Cookie");
+    assert_null (none);
+    http_t r = press_open (&page);
+    http_free (&page);
+    assert_int_equal (r.status, 303);
+    char *where = header (&r, "Location");
+    assert_string_equal (where, "/dashboard");
+    free (where);
     char *set = header (&r, "Set-Cookie");
     assert_non_null (set);
     assert_non_null (strstr (set, "HttpOnly"));
@@ -936,6 +964,69 @@ open_session (const char *link)
     free (set);
     http_free (&r);
     return cookie;
+}
+
+/* A GET of a dashboard link (a link scanner, a mail or chat preview) only shows the confirm
+ * page: it spends nothing, and the person it was sent to can still open it. */
+static void
+test_dashboard_link_get_spends_nothing (void **state)
+{
+    char *link = dashboard_link ("ws7:", 0);
+    assert_non_null (strstr (link, "&workspace=ws7:"));
+    for (int i = 0; i < 3; i++) {
+        http_t r = http ("GET", link, NULL, NULL);
+        assert_int_equal (r.status, 200);
+        assert_true (has (&r, "Open the dashboard of ws7:"));
+        assert_true (has (&r, "<form method=\"post\" action=\"/dashboard/open\">"));
+        char *set = header (&r, "Set-Cookie");
+        assert_null (set);
+        http_free (&r);
+    }
+    http_t r = http ("HEAD", link, NULL, NULL);
+    assert_int_not_equal (r.status, 200);
+    http_free (&r);
+    char *cookie = open_session (link);         /* still unspent: the button opens it */
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "Workspace <strong>ws7:</strong>"));
+    http_free (&r);
+    /* the button works once */
+    r = http ("GET", link, NULL, NULL);
+    http_t again = press_open (&r);
+    assert_int_equal (again.status, 403);
+    assert_true (has (&again, "expired or was already used"));
+    assert_null (header (&again, "Set-Cookie"));
+    http_free (&again);
+    http_free (&r);
+    free (cookie);
+    free (link);
+
+    /* a link whose URL names another workspace than it opens: spent, no session */
+    link = dashboard_link ("ws7:", 0);
+    char *forged = malloc (strlen (link) + 8);
+    snprintf (forged, strlen (link) + 8, "%.*sws8:", (int) (strstr (link, "&workspace=") - link + 11), link);
+    r = http ("GET", forged, NULL, NULL);
+    assert_true (has (&r, "Open the dashboard of ws8:"));
+    again = press_open (&r);
+    assert_int_equal (again.status, 403);
+    assert_null (header (&again, "Set-Cookie"));
+    assert_true (has (&again, "does not match its workspace"));
+    http_free (&again);
+    http_free (&r);
+    /* a POST with no link, or an invalid one */
+    snprintf (url, sizeof url, "%s/dashboard/open", gw_url);
+    const char *fhdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    r = http ("POST", url, fhdr, "");
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    r = http ("POST", url, fhdr, "link=nope");
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    free (forged);
+    free (link);
 }
 
 static void
@@ -969,17 +1060,21 @@ test_dashboard_session_and_csrf (void **state)
     snprintf (url, sizeof url, "%s/dashboard", gw_url);
 
     /* the link works once */
-    r = http ("GET", link, NULL, NULL);
+    http_t page = http ("GET", link, NULL, NULL);
+    r = press_open (&page);
     assert_int_equal (r.status, 403);
     assert_true (has (&r, "expired or was already used"));
     http_free (&r);
+    http_free (&page);
     /* an expired link */
     char *old = dashboard_link ("ws5:", 30);
     assert_int_equal (harness_sql (h, "UPDATE gateway_dashboard_links SET expires_at = now () - interval '1 second' "
                                       "WHERE used_at IS NULL"), 0);
-    r = http ("GET", old, NULL, NULL);
+    page = http ("GET", old, NULL, NULL);
+    r = press_open (&page);
     assert_int_equal (r.status, 403);
     http_free (&r);
+    http_free (&page);
     free (old);
     /* a tampered session cookie (another workspace, same signature) */
     char *tampered = strdup (cookie);
@@ -1055,6 +1150,7 @@ main (void)
         cmocka_unit_test (test_api_workspace_keys),
         cmocka_unit_test (test_api_slow_clients),
         cmocka_unit_test (test_dashboard_session_and_csrf),
+        cmocka_unit_test (test_dashboard_link_get_spends_nothing),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
