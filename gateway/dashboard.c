@@ -120,7 +120,9 @@ dashboard_open (gw_req_t *req, gw_resp_t *resp)
         gw_resp_message (resp, 403, "This dashboard link is not valid", "Ask your application for a new dashboard link.");
         return;
     }
-    if (gw_form (req, "workspace", claimed, sizeof claimed) && *claimed && !claimed_workspace (claimed)) {
+    if (!gw_form (req, "workspace", claimed, sizeof claimed))
+        claimed [0] = '\0';            /* absent (or longer than any workspace: never on our page) */
+    if (*claimed && !claimed_workspace (claimed)) {
         gw_resp_message (resp, 400, "This dashboard link is damaged",
                          "Its workspace is not a valid name. Ask your application for a new dashboard link.");
         mem_wipe (link, sizeof link);
