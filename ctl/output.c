@@ -436,11 +436,15 @@ output_add_dashboard_url (json_t *reply)
     size_t blen = strlen (base);
     while (blen && base [blen - 1] == '/')
         blen--;
-    size_t len = blen + strlen (token) + 32;
+    /* the workspace, for the gateway's confirm page ("Open the dashboard of WS"); the gateway
+       checks it against the link's own */
+    const char *ws = json_string_value (json_object_get (reply, "workspace"));
+    size_t len = blen + strlen (token) + (ws ? strlen (ws) : 0) + 48;
     char *url = malloc (len);
     if (!url)
         return;
-    snprintf (url, len, "%.*s/dashboard/open?link=%s", (int) blen, base, token);
+    snprintf (url, len, "%.*s/dashboard/open?link=%s%s%s", (int) blen, base, token, ws ? "&workspace=" : "",
+              ws ? ws : "");
     json_object_set_new (reply, "url", json_string (url));
     memset (url, 0, len);
     free (url);

@@ -14,7 +14,7 @@
 #define MAX_KEY 128
 
 int
-auth_load_client_keys (gw_t *gw, const char *path, char *err, size_t errlen)
+auth_load_client_keys (const char *path, gw_client_key_t **keys_out, size_t *n_out, char *err, size_t errlen)
 {
     FILE *f = fopen (path, "r");
     char line [512];
@@ -23,7 +23,9 @@ auth_load_client_keys (gw_t *gw, const char *path, char *err, size_t errlen)
         snprintf (err, errlen, "could not open the client keys file \"%s\": check FERRULE_GATEWAY_CLIENT_KEYS_FILE", path);
         return -1;
     }
-    gw->client_keys = mem_alloc (GW_MAX_CLIENT_KEYS * sizeof *gw->client_keys);
+    gw_client_key_t *keys = mem_alloc (GW_MAX_CLIENT_KEYS * sizeof *keys);
+    size_t nkeys = 0;
+    int rc = 0;
     while (fgets (line, sizeof line, f)) {
         char name [80], hex [80];
         lineno++;
@@ -33,8 +35,8 @@ auth_load_client_keys (gw_t *gw, const char *path, char *err, size_t errlen)
         int n = sscanf (line, "%79s %79s", name, hex);
         if (n <= 0)
             continue;
-        int ok = n == 2 && strlen (name) <= 64 && strlen (hex) == 64 && gw->nclient_keys < GW_MAX_CLIENT_KEYS;
-        gw_client_key_t *k = &gw->client_keys [gw->nclient_keys];
+        int ok = n == 2 && strlen (name) <= 64 && strlen (hex) == 64 && nkeys < GW_MAX_CLIENT_KEYS;
+        gw_client_key_t *k = &keys [ok ? nkeys : 0];
         for (int i = 0; ok && i < 32; i++) {
             unsigned v;
             if (sscanf (hex + 2 * i, "%2x", &v) != 1)
@@ -44,14 +46,60 @@ auth_load_client_keys (gw_t *gw, const char *path, char *err, size_t errlen)
         if (!ok) {
             snprintf (err, errlen, "client keys file \"%s\", line %d: expected \"NAME SHA256HEX\" (the SHA-256 of the "
                       "key in 64 hex digits, at most %d lines)", path, lineno, GW_MAX_CLIENT_KEYS);
-            fclose (f);
-            return -1;
+            rc = -1;
+            break;
         }
         memcpy (k->name, name, strlen (name) + 1);     /* at most 64 bytes, checked above */
-        gw->nclient_keys++;
+        nkeys++;
     }
     fclose (f);
+    if (rc != 0) {
+        mem_wipe (keys, GW_MAX_CLIENT_KEYS * sizeof *keys);
+        mem_free (keys);
+        return -1;
+    }
+    *keys_out = keys;
+    *n_out = nkeys;
     return 0;
+}
+
+void
+auth_reload (gw_t *gw)
+{
+    char err [512] = "";
+    gw_client_key_t *keys = NULL;
+    size_t nkeys = 0;
+    policy_t *policy = NULL;
+    const char *kf = gw->cfg.client_keys_file, *pf = gw->cfg.policy_file;
+    log_info (NULL, NULL, "SIGHUP: reading the client keys file and the policy file again");
+    if (kf && *kf && auth_load_client_keys (kf, &keys, &nkeys, err, sizeof err) != 0)
+        goto out;
+    if (pf && *pf && !(policy = policy_load (pf, err, sizeof err)))
+        goto out;
+    pthread_rwlock_wrlock (&gw->access_lock);
+    gw_client_key_t *old_keys = gw->client_keys;
+    size_t old_n = gw->nclient_keys;
+    policy_t *old_policy = gw->policy;
+    if (kf && *kf) {
+        gw->client_keys = keys;
+        gw->nclient_keys = nkeys;
+        keys = old_keys;
+        nkeys = old_n;
+    }
+    if (pf && *pf) {
+        gw->policy = policy;
+        policy = old_policy;
+    }
+    size_t now_n = gw->nclient_keys;
+    pthread_rwlock_unlock (&gw->access_lock);
+    log_info (NULL, NULL, "SIGHUP: %zu client keys and the policy just read are in effect", now_n);
+out:
+    if (err [0])
+        log_error (NULL, NULL, "%s; keeping the client keys and the policy read before", err);
+    if (keys)
+        mem_wipe (keys, GW_MAX_CLIENT_KEYS * sizeof *keys);
+    mem_free (keys);
+    policy_destroy (&policy);
 }
 
 static void
@@ -84,14 +132,23 @@ auth_check (gw_req_t *req, gw_resp_t *resp, const char *op, const char *id)
     const char *key = h + 7;
     unsigned char digest [32];
     crypto_sha256 (key, strlen (key), digest);
-    /* a named client: the brokers' policy, as over ZeroMQ */
-    for (size_t i = 0; i < req->gw->nclient_keys; i++) {
+    /* a named client: the brokers' policy, as over ZeroMQ (under the lock a SIGHUP swaps both in) */
+    int named = 0, allowed = 0;
+    pthread_rwlock_rdlock (&req->gw->access_lock);
+    for (size_t i = 0; i < req->gw->nclient_keys && !named; i++) {
         if (CRYPTO_memcmp (digest, req->gw->client_keys [i].hash, 32) != 0)
             continue;
-        const char *name = req->gw->client_keys [i].name;
-        req->client = name;
-        if (!req->gw->policy || !policy_allows (req->gw->policy, name, ops_lookup (op, strlen (op)), id, strlen (id))) {
-            snprintf (message, sizeof message, "client \"%s\" may not use \"%s\" on this integration", name, op);
+        named = 1;
+        snprintf (req->client_name, sizeof req->client_name, "%s", req->gw->client_keys [i].name);
+        allowed = req->gw->policy && policy_allows (req->gw->policy, req->client_name, ops_lookup (op, strlen (op)), id,
+                                                    strlen (id));
+    }
+    pthread_rwlock_unlock (&req->gw->access_lock);
+    if (named) {
+        req->client = req->client_name;
+        if (!allowed) {
+            snprintf (message, sizeof message, "client \"%s\" may not use \"%s\" on this integration",
+                      req->client_name, op);
             refuse (resp, 403, "forbidden", message, "ask the operator to extend the client's policy");
             return 0;
         }

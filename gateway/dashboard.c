@@ -66,36 +66,90 @@ action_failed (gw_resp_t *resp, const json_t *reply, const char *what)
     html_destroy (&h);
 }
 
+/* The workspace a link says it opens (?workspace=, added by ferrulectl dashboard-link): shown on
+ * the confirm page and checked against the spent link's own; NULL when absent or not an id. */
+static const char *
+claimed_workspace (const char *ws)
+{
+    return ws && *ws && ident_valid (ws, strlen (ws)) ? ws : NULL;
+}
+
+/* GET of a dashboard link: a confirm page whose button spends it. Link scanners and the
+ * previews of mail and chat programs follow GETs; a GET that spent the link would use it up
+ * before the person it was sent to. */
 void
-dashboard_open (gw_req_t *req, gw_resp_t *resp)
+dashboard_open_confirm (gw_req_t *req, gw_resp_t *resp)
 {
     const char *link = gw_query (req, "link");
+    const char *ws = claimed_workspace (gw_query (req, "workspace"));
     if (!link || !*link || strlen (link) > 128) {
         gw_resp_message (resp, 403, "This dashboard link is not valid", "Ask your application for a new dashboard link.");
         return;
     }
+    char title [IDENT_MAX + 64];
+    if (ws)
+        snprintf (title, sizeof title, "Open the dashboard of %s", ws);
+    else
+        snprintf (title, sizeof title, "Open your dashboard");
+    html_t *h = html_new ();
+    html_page_begin (h, title);
+    html_raw (h, "<p>This link works once and for a few minutes. Press the button to open the dashboard in this "
+                 "browser.</p>\n<form method=\"post\" action=\"/dashboard/open\">\n"
+                 "<input type=\"hidden\" name=\"link\" value=\"");
+    html_text (h, link);
+    html_raw (h, "\">\n");
+    if (ws) {
+        html_raw (h, "<input type=\"hidden\" name=\"workspace\" value=\"");
+        html_text (h, ws);
+        html_raw (h, "\">\n");
+    }
+    html_raw (h, "<p><button type=\"submit\" class=\"primary\" id=\"open\">Open the dashboard</button></p>\n"
+                 "</form>\n");
+    html_page_end (h);
+    gw_resp_html (resp, 200, h);
+    html_destroy (&h);
+}
+
+/* POST of the confirm page: spends the link (the link token is the proof, once; no session or
+ * CSRF cookie exists yet) and starts the session. */
+void
+dashboard_open (gw_req_t *req, gw_resp_t *resp)
+{
+    char link [160], claimed [IDENT_MAX + 8] = "";
+    if (!gw_form (req, "link", link, sizeof link) || !*link || strlen (link) > 128) {
+        gw_resp_message (resp, 403, "This dashboard link is not valid", "Ask your application for a new dashboard link.");
+        return;
+    }
+    if (!gw_form (req, "workspace", claimed, sizeof claimed))
+        claimed [0] = '\0';            /* absent (or longer than any workspace: never on our page) */
+    if (*claimed && !claimed_workspace (claimed)) {
+        gw_resp_message (resp, 400, "This dashboard link is damaged",
+                         "Its workspace is not a valid name. Ask your application for a new dashboard link.");
+        mem_wipe (link, sizeof link);
+        return;
+    }
     json_t *args = json_pack ("{s:s}", "link_token", link);
+    mem_wipe (link, sizeof link);
     json_t *reply = gw_call (req, "dashboard_open", args, GW_CALL_MS);
     const char *code = gw_code (reply);
     const char *ws = jstr (reply, "workspace");
-    if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws))) {
+    if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws)) && *claimed && strcmp (claimed, ws) != 0) {
+        /* the page named another workspace than the link opens: no session, so nobody is led
+           into a workspace the page did not name */
+        log_warning (ws, req->rid, "dashboard link refused: it opens workspace \"%s\" but its URL names \"%s\"", ws,
+                     claimed);
+        gw_resp_message (resp, 403, "This dashboard link does not match its workspace",
+                         "The link was altered. Ask your application for a new dashboard link.");
+    }
+    else if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws))) {
         resp->cookie = session_issue (req->gw, ws);
-        /* a page of our own moves on to the dashboard: a same-site navigation, so the SameSite=Strict
-           cookie goes along even when the link was clicked on another site */
-        html_t *h = html_new ();
-        html_raw (h, "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-                     "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                     "<meta http-equiv=\"refresh\" content=\"0;url=/dashboard\">\n"
-                     "<title>Opening the dashboard - Ferrule</title>\n"
-                     "<link rel=\"stylesheet\" href=\"/static/ferrule.css\">\n</head>\n<body>\n<main>\n"
-                     "<h1>Opening the dashboard</h1>\n<p><a href=\"/dashboard\">Continue to the dashboard</a></p>\n");
-        html_page_end (h);
-        gw_resp_html (resp, 200, h);
-        html_destroy (&h);
+        /* a same-site navigation (the form was on this gateway's page), so the SameSite=Strict
+           cookie goes along to the dashboard */
+        gw_resp_redirect (resp, "/dashboard");
         log_info (ws, req->rid, "dashboard session opened for workspace \"%s\"", ws);
     }
     else if (gw_http_status (code) == 503) {
-        gw_resp_message (resp, 503, "Ferrule is busy", "Reload this page in a moment.");
+        gw_resp_message (resp, 503, "Ferrule is busy", "Go back and press the button again in a moment.");
         resp->retry_after = 5;
     }
     else

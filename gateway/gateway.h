@@ -2,6 +2,7 @@
  * (private to gateway/) */
 #ifndef FERRULE_GATEWAY_H
 #define FERRULE_GATEWAY_H
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
@@ -44,6 +45,7 @@ typedef struct {
 typedef struct gw {
     gw_config_t cfg;
     pool_t *pool;
+    pthread_rwlock_t access_lock;   /* policy and client_keys: read by requests, swapped on SIGHUP */
     policy_t *policy;               /* NULL: named clients may do nothing */
     gw_client_key_t *client_keys;
     size_t nclient_keys;
@@ -69,6 +71,7 @@ typedef struct {
     size_t body_len;
     char rid [17];                  /* request id: logs, X-Request-Id, broker requests */
     const char *client;             /* who the API caller is, for the log (NULL: none) */
+    char client_name [65];          /* a named client's name, copied: a SIGHUP may replace the list */
 } gw_req_t;
 
 /* What a handler answers; route.c adds the security headers and sends it. */

@@ -20,6 +20,14 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested = 0;
+static volatile sig_atomic_t reload_requested = 0;
+
+static void
+on_hup (int sig)
+{
+    (void) sig;
+    reload_requested = 1;
+}
 
 /* "scheme://host[:port]" of url, lower case; 0, or -1 when url is not absolute http(s). */
 static int
@@ -114,7 +122,7 @@ setup (gw_t *gw, char *err, size_t errlen)
         return -1;
     }
     if (gw->cfg.client_keys_file && *gw->cfg.client_keys_file
-    &&  auth_load_client_keys (gw, gw->cfg.client_keys_file, err, errlen) != 0)
+    &&  auth_load_client_keys (gw->cfg.client_keys_file, &gw->client_keys, &gw->nclient_keys, err, errlen) != 0)
         return -1;
     if (gw->cfg.policy_file && *gw->cfg.policy_file && !(gw->policy = policy_load (gw->cfg.policy_file, err, errlen)))
         return -1;
@@ -141,11 +149,12 @@ main (int argc, char **argv)
         }
     gw_t gw;
     memset (&gw, 0, sizeof gw);
+    pthread_rwlock_init (&gw.access_lock, NULL);
     char *bind = NULL, *public_url = NULL, *brokers = NULL, *origins = NULL, *session_key = NULL, *keys_file = NULL,
          *policy_file = NULL, *providers = NULL, *http_bind = NULL, *log_level = NULL, *secret_file = NULL,
          *plaintext = NULL, *support = NULL,
          *broker_key_file = NULL;
-    int64_t session_ttl = 0, max_conn = 0, conn_timeout = 0, clients = 0;
+    int64_t session_ttl = 0, max_conn = 0, conn_timeout = 0, clients = 0, drain_ms = 0;
     const config_entry_t table [] = {
         { "bind", "FERRULE_GATEWAY_BIND", CONFIG_STRING, &bind, "127.0.0.1:8080", 0, 0, 0, "HOST:PORT the gateway listens on (loopback by default: TLS ends at the Ingress)" },
         { "public-url", "FERRULE_GATEWAY_PUBLIC_URL", CONFIG_STRING, &public_url, "http://127.0.0.1:8080", 0, 0, 0, "how browsers reach the gateway; its /oauth/callback is the redirect URI to register" },
@@ -159,6 +168,7 @@ main (int argc, char **argv)
         { "session-ttl-s", "FERRULE_GATEWAY_SESSION_TTL_S", CONFIG_INT, &session_ttl, "3600", 60, 86400, 0, "how long a dashboard session lasts" },
         { "max-connections", "FERRULE_GATEWAY_MAX_CONNECTIONS", CONFIG_INT, &max_conn, "512", 8, 65536, 0, "open HTTP connections (one thread each)" },
         { "connection-timeout-s", "FERRULE_GATEWAY_CONNECTION_TIMEOUT_S", CONFIG_INT, &conn_timeout, "15", 1, 600, 0, "an idle or slow connection is closed after this" },
+        { "drain-ms", "FERRULE_GATEWAY_DRAIN_MS", CONFIG_INT, &drain_ms, "25000", 0, 600000, 0, "how long SIGTERM waits for the requests in flight before the gateway exits" },
         { "broker-clients", "FERRULE_GATEWAY_BROKER_CLIENTS", CONFIG_INT, &clients, "32", 1, 256, 0, "broker connections shared by the requests in flight" },
         { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "this gateway's CURVE key (a client of the brokers)" },
         { "broker-public-key-file", "FERRULE_BROKER_PUBLIC_KEY_FILE", CONFIG_STRING, &broker_key_file, NULL, 0, 0, 0, "the brokers' CURVE public key" },
@@ -197,15 +207,40 @@ main (int argc, char **argv)
         goto out;
     }
     daemon_signals (&stop_requested);
+    struct sigaction sa;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = on_hup;
+    sigaction (SIGHUP, &sa, NULL);
     log_info (NULL, NULL, "listening on %s (port %d), public URL %s, redirect URI %s/oauth/callback", bind,
               route_server_port (server), public_url, public_url);
     /* ready while a broker answers ping (checked every 5 s): a gateway that cannot reach any
-       broker leaves the Service until it can */
-    int64_t next_ping = 0;
-    while (!stop_requested) {
+       broker leaves the Service until it can. The first SIGTERM drains: no new connections,
+       /readyz 503, the requests in flight answered (for drain_ms at most); a second exits at once. */
+    int64_t next_ping = 0, drain_until = 0;
+    int cut = 0;
+    while (stop_requested < 2) {
+        int64_t now = clock_mono_ms ();
+        if (reload_requested) {
+            reload_requested = 0;
+            auth_reload (&gw);
+        }
+        if (stop_requested == 1 && !drain_until) {
+            drain_until = now + drain_ms;
+            route_server_drain (server);
+            if (health)
+                health_set_ready (health, 0, "draining");
+            log_info (NULL, NULL, "draining: %d requests in flight, waiting up to %lld ms for them",
+                      route_server_in_flight (server), (long long) drain_ms);
+        }
+        if (drain_until && route_server_in_flight (server) == 0)
+            break;
+        if (drain_until && now >= drain_until) {
+            cut = route_server_in_flight (server);
+            break;
+        }
         if (health) {
             health_beat (health);
-            if (clock_mono_ms () >= next_ping) {
+            if (!drain_until && now >= next_ping) {
                 json_t *r = pool_call (gw.pool, "ping", NULL, 2000);
                 const char *code = client_error_code (r);
                 char why [160];
@@ -215,7 +250,15 @@ main (int argc, char **argv)
                 next_ping = clock_mono_ms () + 5000;
             }
         }
-        usleep (200000);
+        usleep (drain_until ? 20000 : 200000);
+    }
+    if (stop_requested >= 2 && !cut)
+        cut = route_server_in_flight (server);
+    if (cut) {
+        /* their threads may wait on a broker for up to 30 s: leave them to the exit, do not join */
+        log_warning (NULL, NULL, "stopping with %d requests in flight unanswered (%s)", cut,
+                     stop_requested >= 2 ? "a second SIGTERM" : "FERRULE_GATEWAY_DRAIN_MS is over");
+        _exit (0);
     }
     log_info (NULL, NULL, "stopping");
     rc = 0;
@@ -226,6 +269,7 @@ out:
     policy_destroy (&gw.policy);
     metrics_destroy (&gw.metrics);
     mem_free (gw.client_keys);
+    pthread_rwlock_destroy (&gw.access_lock);
     mem_wipe (gw.session_key, sizeof gw.session_key);
     config_free (table);
     return rc;

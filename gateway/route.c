@@ -12,10 +12,12 @@
 #include "style.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <microhttpd.h>
 
@@ -28,7 +30,8 @@ typedef struct {
 static const route_t routes [] = {
     { "GET",  "/oauth/callback",                          callback_page },
     { "POST", "/oauth/retry",                             callback_retry },
-    { "GET",  "/dashboard/open",                          dashboard_open },
+    { "GET",  "/dashboard/open",                          dashboard_open_confirm },
+    { "POST", "/dashboard/open",                          dashboard_open },
     { "GET",  "/dashboard",                               dashboard_home },
     { "GET",  "/dashboard/integrations/{id}",             dashboard_detail },
     { "POST", "/dashboard/connect",                       dashboard_connect },
@@ -51,6 +54,8 @@ struct route_server {
     gw_t *gw;
     struct MHD_Daemon *daemon;
     int port;
+    atomic_int in_flight;           /* requests whose headers arrived and whose answer is not sent yet */
+    atomic_int draining;            /* 1: no new connections; answers close theirs */
 };
 
 typedef struct {
@@ -301,7 +306,7 @@ resp_clear (gw_resp_t *r)
 }
 
 static enum MHD_Result
-send_resp (gw_t *gw, struct MHD_Connection *conn, const gw_req_t *req, gw_resp_t *r)
+send_resp (gw_t *gw, struct MHD_Connection *conn, const gw_req_t *req, gw_resp_t *r, int close_after)
 {
     struct MHD_Response *mr = MHD_create_response_from_buffer (r->len, r->body ? r->body : (char *) "",
                                                                 MHD_RESPMEM_MUST_COPY);
@@ -322,6 +327,8 @@ send_resp (gw_t *gw, struct MHD_Connection *conn, const gw_req_t *req, gw_resp_t
         MHD_add_response_header (mr, "Strict-Transport-Security", "max-age=31536000");
     if (req)
         MHD_add_response_header (mr, "X-Request-Id", req->rid);
+    if (close_after)
+        MHD_add_response_header (mr, MHD_HTTP_HEADER_CONNECTION, "close");    /* draining: no next request */
     if (r->location)
         MHD_add_response_header (mr, MHD_HTTP_HEADER_LOCATION, r->location);
     if (r->cookie)
@@ -375,6 +382,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         ctx = mem_alloc (sizeof *ctx);
         mem_buf_init (&ctx->body, GW_MAX_BODY);
         *con_cls = ctx;
+        atomic_fetch_add (&srv->in_flight, 1);     /* until completed () */
         const char *length = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (length && strtoull (length, NULL, 10) > GW_MAX_BODY) {
             /* answered before the body is read: a declared oversized body costs nothing more */
@@ -382,7 +390,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
             memset (&req, 0, sizeof req);
             snprintf (req.rid, sizeof req.rid, "-");
             refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
-            ret = send_resp (gw, conn, &req, &r);
+            ret = send_resp (gw, conn, &req, &r, atomic_load (&srv->draining));
             if (gw->m_responses [4])
                 metrics_inc (gw->m_responses [4]);
             log_info (NULL, NULL, "%s %s: a declared body of %llu bytes refused with 413", method,
@@ -451,7 +459,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
     (void) match (found->pattern, url, &req);
     found->fn (&req, &r);
 send:
-    ret = send_resp (gw, conn, &req, &r);
+    ret = send_resp (gw, conn, &req, &r, atomic_load (&srv->draining));
     if (r.status / 100 >= 2 && r.status / 100 <= 5 && gw->m_responses [r.status / 100])
         metrics_inc (gw->m_responses [r.status / 100]);
     /* the route's pattern, never the path or query: a query may hold a code or a state */
@@ -465,11 +473,13 @@ send:
 static void
 completed (void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
+    route_server_t *srv = cls;
     conn_ctx_t *ctx = *con_cls;
     if (ctx) {
         mem_buf_free (&ctx->body);
         mem_free (ctx);
         *con_cls = NULL;
+        atomic_fetch_sub (&srv->in_flight, 1);
     }
 }
 
@@ -489,14 +499,17 @@ route_server_new (gw_t *gw, char *err, size_t errlen)
     inet_pton (AF_INET, host, &sa.sin_addr);
     route_server_t *s = mem_alloc (sizeof *s);
     s->gw = gw;
+    atomic_init (&s->in_flight, 0);
+    atomic_init (&s->draining, 0);
+    /* MHD_USE_ITC: route_server_drain can stop the listening without stopping the daemon */
     s->daemon = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
-                                  | MHD_USE_ERROR_LOG,
+                                  | MHD_USE_ITC | MHD_USE_ERROR_LOG,
                                   0, NULL, NULL, answer, s,
                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) gw->cfg.max_connections,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) gw->cfg.connection_timeout_s,
                                   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 32768,
-                                  MHD_OPTION_NOTIFY_COMPLETED, completed, NULL,
+                                  MHD_OPTION_NOTIFY_COMPLETED, completed, s,
                                   MHD_OPTION_END);
     if (!s->daemon) {
         snprintf (err, errlen, "could not listen on \"%s\": the port is taken or the address is not local",
@@ -523,4 +536,22 @@ int
 route_server_port (const route_server_t *s)
 {
     return s->port;
+}
+
+void
+route_server_drain (route_server_t *s)
+{
+    if (atomic_exchange (&s->draining, 1))
+        return;
+    MHD_socket fd = MHD_quiesce_daemon (s->daemon);
+    if (fd != MHD_INVALID_SOCKET)
+        close (fd);                 /* new connections are refused from here on */
+    else
+        log_warning (NULL, NULL, "draining: the gateway could not stop listening; new requests are still served");
+}
+
+int
+route_server_in_flight (route_server_t *s)
+{
+    return atomic_load (&s->in_flight);
 }

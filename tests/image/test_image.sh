@@ -15,7 +15,11 @@
 #     journal is on the mounted volume; with the image's ferrulectl a token is imported and
 #     fetched through one broker, fetched from the cache and refreshed through the other, against
 #     the fake provider on the host, which sees the refreshes
-#   - SIGTERM: each worker, then each broker drains and exits 0
+#   - ferrule-gateway: --print-routes lists its routes; a gateway container (CURVE client of the
+#     brokers, its session key from a mounted file) answers /healthz and /readyz (200 once a
+#     broker answers its ping), serves its stylesheet and a dashboard link's confirm page, refuses
+#     an API call without a key (401)
+#   - SIGTERM: the gateway, each worker, then each broker drains and exits 0
 #
 # Environment: FERRULE_TEST_PG_ADMIN_URL (scripts/test's PostgreSQL), FERRULE_FAKE_PROVIDER (the
 # fake provider program; ctest sets it), FERRULE_TEST_IMAGE (the image to test; scripts/test
@@ -159,6 +163,8 @@ for b in 1 2; do
 done
 pick_port; HTTP_W1=$PORT
 pick_port; HTTP_W2=$PORT
+pick_port; HTTP_G=$PORT
+pick_port; GW_PORT=$PORT
 
 psql "$FERRULE_TEST_PG_ADMIN_URL" -XqAt -v ON_ERROR_STOP=1 \
     -c "CREATE ROLE $ROLE LOGIN" -c "CREATE DATABASE $DB OWNER $ROLE" >/dev/null \
@@ -205,21 +211,24 @@ mkdir -p "$SECRETS" "$KEYS" "$JOURNAL"
 }
 JSON
  fake_admin POST /admin/grants '{"provider":"demo"}' | jq -j '.refresh_token // empty' >"$SECRETS/refresh-token"
+ # the gateway's session key, a mounted file as in deploy/k8s (FERRULE_GATEWAY_SESSION_KEY_FILE)
+ head -c32 /dev/urandom | base64 | tr -d '\n' >"$SECRETS/session-key"
  # what a secretRef puts in the environment: the database URL and the encryption key
  printf 'FERRULE_DATABASE_URL=%s\nFERRULE_ENCRYPTION_KEY=%s\n' "$DB_URL" "$(head -c32 /dev/urandom | base64)" >"$WORK/secret.env"
 )
 [ -s "$SECRETS/refresh-token" ] || fail "the fake provider made no grant"
 chown -R 10001:10001 "$SECRETS" "$KEYS" "$JOURNAL"
 # CURVE keys, made by the image's own ferrulectl, and the brokers' lists, as the Secrets of
-# deploy/README.md hold them: a pair for the brokers, one per worker, one for the client "ops"
-for name in broker worker-1 worker-2 ops; do
+# deploy/README.md hold them: a pair for the brokers, one per worker, one for the client "ops",
+# one for the gateway (a client of the brokers)
+for name in broker worker-1 worker-2 ops gateway; do
     podman run --rm --network none --user 10001:10001 --read-only --read-only-tmpfs=false --cap-drop ALL \
         --security-opt no-new-privileges --pull never -v "$KEYS:/keys" "$IMAGE" ferrulectl keygen --out "/keys/$name" \
         >/dev/null || fail "ferrulectl keygen of the image could not make the key pair \"$name\""
 done
-printf 'ops %s\n' "$(cat "$KEYS/ops.pub")" >"$KEYS/clients"
+printf 'ops %s\ngateway %s\n' "$(cat "$KEYS/ops.pub")" "$(cat "$KEYS/gateway.pub")" >"$KEYS/clients"
 printf 'worker-1 %s\nworker-2 %s\n' "$(cat "$KEYS/worker-1.pub")" "$(cat "$KEYS/worker-2.pub")" >"$KEYS/workers"
-printf 'ops * *\n' >"$KEYS/policy"
+printf 'ops * *\ngateway * *\n' >"$KEYS/policy"
 chown 10001:10001 "$KEYS/clients" "$KEYS/workers" "$KEYS/policy"
 chmod 0500 "$SECRETS" "$KEYS"
 chmod 0700 "$JOURNAL"
@@ -240,6 +249,14 @@ run_once () { "${RUN[@]}" --rm "$IMAGE" "$@"; }
 rc=0
 run_once sh -c true >/dev/null 2>&1 || rc=$?
 [ "$rc" -ne 0 ] || fail "a shell still runs in the containers (\"sh -c true\" exited 0): the shell masks do not work"
+
+# The gateway's routes, from the image's binary (docs/openapi.yaml lists the same).
+routes=$(run_once ferrule-gateway --print-routes 2>"$WORK/routes.err") \
+    || { cat "$WORK/routes.err" >&2; fail "ferrule-gateway --print-routes of the image failed"; }
+for route in 'GET /oauth/callback' 'GET /dashboard/open' 'POST /dashboard/open' 'GET /v1/integrations/{id}/token'; do
+    grep -qxF "$route" <<<"$routes" || fail "ferrule-gateway --print-routes of the image lacks \"$route\": $(tr '\n' ';' <<<"$routes")"
+done
+say "ferrule-gateway --print-routes of the image lists $(wc -l <<<"$routes") routes"
 
 # ---- migrations ----
 rc=0
@@ -279,6 +296,14 @@ for n in 1 2; do
         -e FERRULE_HTTP_BIND="127.0.0.1:${!port_var}" "$IMAGE" ferrule-worker
 done
 
+# the gateway, as deploy/k8s/base/gateway-deployment.yaml runs it (loopback here: host network)
+start "$TAG-gateway" -e FERRULE_GATEWAY_BIND="127.0.0.1:$GW_PORT" \
+    -e FERRULE_GATEWAY_PUBLIC_URL="http://127.0.0.1:$GW_PORT" -e FERRULE_BROKER_URL="$FRONT_1,$FRONT_2" \
+    -e FERRULE_CURVE_SECRET_KEY_FILE=/etc/ferrule/keys/gateway.key \
+    -e FERRULE_BROKER_PUBLIC_KEY_FILE=/etc/ferrule/keys/broker.pub \
+    -e FERRULE_GATEWAY_SESSION_KEY_FILE=/etc/ferrule/secrets/session-key \
+    -e FERRULE_HTTP_BIND="127.0.0.1:$HTTP_G" "$IMAGE" ferrule-gateway
+
 # What the kubelet would see of each container's process, read from the host.
 for c in "${containers[@]}"; do
     pid=$(podman inspect --format '{{.State.Pid}}' "$c")
@@ -295,20 +320,33 @@ for c in "${containers[@]}"; do
     awk '$5 == "/" { print $6 }' "/proc/$pid/mountinfo" | grep -qE '(^|,)ro(,|$)' \
         || fail "container $c has a writable root file system"
 done
-say "brokers and workers run as 10001:10001 with no capabilities, no new privileges, seccomp and a read-only root"
+say "brokers, workers and the gateway run as 10001:10001 with no capabilities, no new privileges, seccomp and a read-only root"
 
 ready () { [ "$(curl -s --noproxy '*' -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$1/readyz")" = 200 ]; }
 for _ in $(seq 1 300); do
-    ready "$HTTP_B1" && ready "$HTTP_B2" && ready "$HTTP_W1" && ready "$HTTP_W2" && break
+    ready "$HTTP_B1" && ready "$HTTP_B2" && ready "$HTTP_W1" && ready "$HTTP_W2" && ready "$HTTP_G" && break
     for c in "${containers[@]}"; do
         [ "$(podman inspect --format '{{.State.Running}}' "$c")" = true ] || fail "container $c exited"
     done
     sleep 0.2
 done
-for p in "$HTTP_B1" "$HTTP_B2" "$HTTP_W1" "$HTTP_W2"; do
+for p in "$HTTP_B1" "$HTTP_B2" "$HTTP_W1" "$HTTP_W2" "$HTTP_G"; do
     ready "$p" || fail "127.0.0.1:$p/readyz does not answer 200 after 60 s: $(curl -s --noproxy '*' --max-time 2 "http://127.0.0.1:$p/readyz" || echo 'no answer')"
 done
-say "both brokers and both workers answer 200 on /readyz"
+say "both brokers, both workers and the gateway answer 200 on /readyz"
+# status of GET (or another method) of the gateway; the body goes to $WORK/gw.out
+gw_status () { curl -s --noproxy '*' -o "$WORK/gw.out" -w '%{http_code}' --max-time 10 -X "$1" "http://127.0.0.1:$2"; }
+code=$(gw_status GET "$HTTP_G/healthz")
+[ "$code" = 200 ] || fail "the gateway's /healthz answered $code, expected 200"
+code=$(gw_status GET "$GW_PORT/static/ferrule.css")
+[ "$code" = 200 ] || fail "the gateway's stylesheet answered $code, expected 200"
+code=$(gw_status GET "$GW_PORT/dashboard/open?link=not-a-link&workspace=acct1:")
+[ "$code" = 200 ] && grep -q 'Open the dashboard of acct1:' "$WORK/gw.out" \
+    || fail "the gateway's dashboard link page answered $code without its confirm page"
+code=$(gw_status GET "$GW_PORT/v1/integrations/demo:acct1/token")
+[ "$code" = 401 ] && jq -e '.error.code == "unauthenticated"' "$WORK/gw.out" >/dev/null \
+    || fail "the gateway's API without a key answered $code, expected 401 unauthenticated"
+say "the gateway answers /healthz, its stylesheet, a dashboard link's confirm page and 401 to an API call without a key"
 for n in 1 2; do
     [ -f "$JOURNAL/worker-$n.journal" ] || fail "worker-$n has no journal on the mounted volume ($JOURNAL/worker-$n.journal)"
 done
@@ -344,11 +382,11 @@ ok=$(fake_admin GET /admin/stats | jq -r '.providers.demo.refresh_ok // 0')
 [ "$ok" -eq 2 ] || fail "the fake provider saw $ok successful refreshes, expected 2"
 say "a token was imported and fetched through broker 1, served from the cache and refreshed through broker 2; the provider saw 2 refreshes"
 
-# ---- SIGTERM: workers first, then the broker, as a rollout would ----
-for c in "$TAG-worker-1" "$TAG-worker-2" "$TAG-broker-1" "$TAG-broker-2"; do
+# ---- SIGTERM: the gateway, the workers, then the brokers, as a rollout would ----
+for c in "$TAG-gateway" "$TAG-worker-1" "$TAG-worker-2" "$TAG-broker-1" "$TAG-broker-2"; do
     podman kill --signal TERM "$c" >/dev/null
     code=$(timeout 60 podman wait "$c" || echo "none")
     [ "$code" = 0 ] || fail "container $c exited with status $code after SIGTERM, expected 0"
 done
-say "SIGTERM: both workers and both brokers drained and exited 0"
+say "SIGTERM: the gateway, both workers and both brokers drained and exited 0"
 say "passed (links over CURVE, keys mounted as files)"

@@ -79,6 +79,8 @@ http (const char *method, const char *url, const char *const *headers, const cha
         list = curl_slist_append (list, headers [i]);
     curl_easy_setopt (curl, CURLOPT_URL, url);
     curl_easy_setopt (curl, CURLOPT_CUSTOMREQUEST, method);
+    if (strcmp (method, "HEAD") == 0)
+        curl_easy_setopt (curl, CURLOPT_NOBODY, 1L);
     curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
     curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 60000L);
@@ -190,12 +192,12 @@ write_file (const char *path, const char *text)
 }
 
 static int
-start_gateway (void)
+start_gateway_with (const char *name, const char *http_bind, const char *drain_ms)
 {
     char keys [1024], policy [1024], text [512], a [65], b [65];
     snprintf (keys, sizeof keys, "%s/gateway-client-keys", harness_workdir (h));
     snprintf (policy, sizeof policy, "%s/gateway-policy", harness_workdir (h));
-    snprintf (gw_log, sizeof gw_log, "%s/gateway.log", harness_workdir (h));
+    snprintf (gw_log, sizeof gw_log, "%s/%s.log", harness_workdir (h), name);
     hex_sha256 (SVC_KEY, a);
     hex_sha256 (ADMIN_KEY, b);
     snprintf (text, sizeof text, "# test clients\nsvc %s\nops %s\n", a, b);
@@ -222,6 +224,10 @@ start_gateway (void)
         setenv ("FERRULE_GATEWAY_PROVIDERS", "fakebox,fakegoogle", 1);
         setenv ("FERRULE_GATEWAY_CONNECTION_TIMEOUT_S", "3", 1);
         setenv ("FERRULE_LOG_LEVEL", "info", 1);
+        if (http_bind)
+            setenv ("FERRULE_HTTP_BIND", http_bind, 1);
+        if (drain_ms)
+            setenv ("FERRULE_GATEWAY_DRAIN_MS", drain_ms, 1);
         execl (FERRULE_GATEWAY_BIN, "ferrule-gateway", (char *) NULL);
         _exit (127);
     }
@@ -244,6 +250,12 @@ start_gateway (void)
         }
     }
     return -1;
+}
+
+static int
+start_gateway (void)
+{
+    return start_gateway_with ("gateway", NULL, NULL);
 }
 
 static int
@@ -275,6 +287,32 @@ log_has (const char *needle)
     if (f)
         fclose (f);
     return found;
+}
+
+/* How many lines of the gateway's log hold needle. */
+static int
+log_count (const char *needle)
+{
+    FILE *f = fopen (gw_log, "r");
+    char line [8192];
+    int n = 0;
+    while (f && fgets (line, sizeof line, f))
+        n += strstr (line, needle) != NULL;
+    if (f)
+        fclose (f);
+    return n;
+}
+
+/* Waits (up to 20 s: a bound against a hang, not a speed check) for a new line with needle. */
+static void
+wait_log_count (const char *needle, int above)
+{
+    for (int i = 0; i < 400 && log_count (needle) <= above; i++) {
+        assert_int_equal (waitpid (gw_pid, NULL, WNOHANG), 0);     /* the gateway still runs */
+        usleep (50000);
+    }
+    if (log_count (needle) <= above)
+        fail_msg ("no new \"%s\" line in %s", needle, gw_log);
 }
 
 /* --- setup ------------------------------------------------------------------------------------ */
@@ -921,12 +959,38 @@ dashboard_link (const char *ws, int ttl)
     return url;
 }
 
-/* Opens a link; returns the "Cookie:" header of the session (a new string). */
+/* Presses the confirm page's button: POSTs the page's form to /dashboard/open; returns the answer. */
+static http_t
+press_open (const http_t *page)
+{
+    char *link = form_value (page->body, "link");
+    char *ws = form_value (page->body, "workspace");
+    assert_non_null (link);
+    char body [512], url [128];
+    snprintf (body, sizeof body, "link=%s%s%s", link, ws ? "&workspace=" : "", ws ? ws : "");
+    snprintf (url, sizeof url, "%s/dashboard/open", gw_url);
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, hdr, body);
+    free (link);
+    free (ws);
+    return r;
+}
+
+/* Opens a link as a person does: its confirm page, then its button; returns the "Cookie:"
+ * header of the session (a new string). */
 static char *
 open_session (const char *link)
 {
-    http_t r = http ("GET", link, NULL, NULL);
-    assert_int_equal (r.status, 200);
+    http_t page = http ("GET", link, NULL, NULL);
+    assert_int_equal (page.status, 200);
+    char *none = header (&page, "Set-Cookie");
+    assert_null (none);
+    http_t r = press_open (&page);
+    http_free (&page);
+    assert_int_equal (r.status, 303);
+    char *where = header (&r, "Location");
+    assert_string_equal (where, "/dashboard");
+    free (where);
     char *set = header (&r, "Set-Cookie");
     assert_non_null (set);
     assert_non_null (strstr (set, "HttpOnly"));
@@ -936,6 +1000,69 @@ open_session (const char *link)
     free (set);
     http_free (&r);
     return cookie;
+}
+
+/* A GET of a dashboard link (a link scanner, a mail or chat preview) only shows the confirm
+ * page: it spends nothing, and the person it was sent to can still open it. */
+static void
+test_dashboard_link_get_spends_nothing (void **state)
+{
+    char *link = dashboard_link ("ws7:", 0);
+    assert_non_null (strstr (link, "&workspace=ws7:"));
+    for (int i = 0; i < 3; i++) {
+        http_t r = http ("GET", link, NULL, NULL);
+        assert_int_equal (r.status, 200);
+        assert_true (has (&r, "Open the dashboard of ws7:"));
+        assert_true (has (&r, "<form method=\"post\" action=\"/dashboard/open\">"));
+        char *set = header (&r, "Set-Cookie");
+        assert_null (set);
+        http_free (&r);
+    }
+    http_t r = http ("HEAD", link, NULL, NULL);
+    assert_int_not_equal (r.status, 200);
+    http_free (&r);
+    char *cookie = open_session (link);         /* still unspent: the button opens it */
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "Workspace <strong>ws7:</strong>"));
+    http_free (&r);
+    /* the button works once */
+    r = http ("GET", link, NULL, NULL);
+    http_t again = press_open (&r);
+    assert_int_equal (again.status, 403);
+    assert_true (has (&again, "expired or was already used"));
+    assert_null (header (&again, "Set-Cookie"));
+    http_free (&again);
+    http_free (&r);
+    free (cookie);
+    free (link);
+
+    /* a link whose URL names another workspace than it opens: spent, no session */
+    link = dashboard_link ("ws7:", 0);
+    char *forged = malloc (strlen (link) + 8);
+    snprintf (forged, strlen (link) + 8, "%.*sws8:", (int) (strstr (link, "&workspace=") - link + 11), link);
+    r = http ("GET", forged, NULL, NULL);
+    assert_true (has (&r, "Open the dashboard of ws8:"));
+    again = press_open (&r);
+    assert_int_equal (again.status, 403);
+    assert_null (header (&again, "Set-Cookie"));
+    assert_true (has (&again, "does not match its workspace"));
+    http_free (&again);
+    http_free (&r);
+    /* a POST with no link, or an invalid one */
+    snprintf (url, sizeof url, "%s/dashboard/open", gw_url);
+    const char *fhdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    r = http ("POST", url, fhdr, "");
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    r = http ("POST", url, fhdr, "link=nope");
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    free (forged);
+    free (link);
 }
 
 static void
@@ -969,17 +1096,21 @@ test_dashboard_session_and_csrf (void **state)
     snprintf (url, sizeof url, "%s/dashboard", gw_url);
 
     /* the link works once */
-    r = http ("GET", link, NULL, NULL);
+    http_t page = http ("GET", link, NULL, NULL);
+    r = press_open (&page);
     assert_int_equal (r.status, 403);
     assert_true (has (&r, "expired or was already used"));
     http_free (&r);
+    http_free (&page);
     /* an expired link */
     char *old = dashboard_link ("ws5:", 30);
     assert_int_equal (harness_sql (h, "UPDATE gateway_dashboard_links SET expires_at = now () - interval '1 second' "
                                       "WHERE used_at IS NULL"), 0);
-    r = http ("GET", old, NULL, NULL);
+    page = http ("GET", old, NULL, NULL);
+    r = press_open (&page);
     assert_int_equal (r.status, 403);
     http_free (&r);
+    http_free (&page);
     free (old);
     /* a tampered session cookie (another workspace, same signature) */
     char *tampered = strdup (cookie);
@@ -1034,6 +1165,197 @@ test_dashboard_session_and_csrf (void **state)
     assert_false (itest_workdir_contains (h, "fake-rt-"));
 }
 
+/* --- SIGHUP and SIGTERM ---------------------------------------------------------------------------- */
+
+/* A named client's key removed from FERRULE_GATEWAY_CLIENT_KEYS_FILE is refused from the next
+ * request after SIGHUP, without a restart; a file that cannot be read keeps the keys in effect. */
+static void
+test_client_keys_reload_on_sighup (void **state)
+{
+    const char *done = "client keys and the policy just read are in effect";
+    char keys [1024], text [512], a [65], b [65];
+    snprintf (keys, sizeof keys, "%s/gateway-client-keys", harness_workdir (h));
+    hex_sha256 (SVC_KEY, a);
+    hex_sha256 (ADMIN_KEY, b);
+    expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 404, "not_found");
+    /* svc's key revoked: only ops is left */
+    snprintf (text, sizeof text, "ops %s\n", b);
+    assert_int_equal (write_file (keys, text), 0);
+    int n = log_count (done);
+    assert_int_equal (kill (gw_pid, SIGHUP), 0);
+    wait_log_count (done, n);
+    expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 401, "unauthenticated");
+    expect ("GET", "/v1/integrations/acct1:nothing", ADMIN_KEY, NULL, 404, "not_found");
+    /* a damaged file: logged, the keys in effect stay */
+    assert_int_equal (write_file (keys, "ops not-a-hash\n"), 0);
+    n = log_count ("keeping the client keys and the policy read before");
+    assert_int_equal (kill (gw_pid, SIGHUP), 0);
+    wait_log_count ("keeping the client keys and the policy read before", n);
+    expect ("GET", "/v1/integrations/acct1:nothing", ADMIN_KEY, NULL, 404, "not_found");
+    expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 401, "unauthenticated");
+    /* the policy is read again too: svc back, but with no rights on acct1: */
+    snprintf (text, sizeof text, "svc %s\nops %s\n", a, b);
+    assert_int_equal (write_file (keys, text), 0);
+    char policy [1024];
+    snprintf (policy, sizeof policy, "%s/gateway-policy", harness_workdir (h));
+    assert_int_equal (write_file (policy, "svc read acct2:*\nops * *\n"), 0);
+    n = log_count (done);
+    assert_int_equal (kill (gw_pid, SIGHUP), 0);
+    wait_log_count (done, n);
+    expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 403, "forbidden");
+    /* as it was, for the tests after this one */
+    assert_int_equal (write_file (policy, "svc read acct1:*\nops * *\n"), 0);
+    n = log_count (done);
+    assert_int_equal (kill (gw_pid, SIGHUP), 0);
+    wait_log_count (done, n);
+    expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 404, "not_found");
+}
+
+/* The status line and body of GET http://127.0.0.1:PORT/PATH (a new string), or NULL. */
+static char *
+get_text (int port, const char *path, long *status)
+{
+    char url [128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    CURL *c = curl_easy_init ();
+    char *body = NULL;
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, &body);
+    CURLcode rc = curl_easy_perform (c);
+    *status = 0;
+    if (rc == CURLE_OK)
+        curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup (c);
+    return body;
+}
+
+/* A connection whose request is in flight: its headers are in (the gateway answered 100
+ * Continue), its body of 13 bytes is not. Returns the socket. */
+static int
+request_in_flight (int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    struct timeval tv = { .tv_sec = 20 };
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal (connect (fd, (struct sockaddr *) &sa, sizeof sa), 0);
+    const char *head = "POST /oauth/retry HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                       "Content-Length: 13\r\nExpect: 100-continue\r\n\r\n";
+    assert_int_equal (write (fd, head, strlen (head)), (ssize_t) strlen (head));
+    char buf [64];
+    ssize_t n = read (fd, buf, sizeof buf - 1);
+    assert_true (n > 0);
+    buf [n] = '\0';
+    assert_non_null (strstr (buf, " 100 "));
+    return fd;
+}
+
+static int
+connect_refused (int port)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    int refused = connect (fd, (struct sockaddr *) &sa, sizeof sa) != 0;
+    close (fd);
+    return refused;
+}
+
+/* The exit status of the gateway, waiting up to 30 s (a bound against a hang); -1 if it runs on. */
+static int
+wait_exit (void)
+{
+    int status;
+    for (int i = 0; i < 600; i++) {
+        if (waitpid (gw_pid, &status, WNOHANG) == gw_pid) {
+            gw_pid = 0;
+            return WIFEXITED (status) ? WEXITSTATUS (status) : 128 + WTERMSIG (status);
+        }
+        usleep (50000);
+    }
+    return -1;
+}
+
+/* SIGTERM drains: /readyz 503 "draining", new connections refused, the request in flight
+ * answered (and its connection closed), exit 0; FERRULE_GATEWAY_DRAIN_MS bounds the wait. */
+static void
+test_sigterm_drains (void **state)
+{
+    pid_t pid0 = gw_pid;
+    int port0 = gw_port;
+    char url0 [sizeof gw_url], log0 [sizeof gw_log], cb0 [sizeof callback_uri];
+    memcpy (url0, gw_url, sizeof url0);
+    memcpy (cb0, callback_uri, sizeof cb0);
+    memcpy (log0, gw_log, sizeof log0);
+    int hport = free_port ();
+    char hbind [32];
+    snprintf (hbind, sizeof hbind, "127.0.0.1:%d", hport);
+    assert_int_equal (start_gateway_with ("gateway-drain", hbind, "20000"), 0);
+    long status = 0;
+    char *text = NULL;
+    for (int i = 0; i < 200 && status != 200; i++) {
+        free (text);
+        text = get_text (hport, "/readyz", &status);
+        if (status != 200)
+            usleep (100000);
+    }
+    assert_int_equal (status, 200);
+    free (text);
+
+    int fd = request_in_flight (gw_port);
+    assert_int_equal (kill (gw_pid, SIGTERM), 0);
+    for (int i = 0; i < 200; i++) {
+        text = get_text (hport, "/readyz", &status);
+        if (status == 503)
+            break;
+        free (text);
+        text = NULL;
+        usleep (50000);
+    }
+    assert_int_equal (status, 503);
+    assert_non_null (strstr (text, "draining"));
+    free (text);
+    int refused = 0;
+    for (int i = 0; i < 200 && !(refused = connect_refused (gw_port)); i++)
+        usleep (50000);
+    assert_true (refused);
+    assert_int_equal (waitpid (gw_pid, NULL, WNOHANG), 0);     /* still there: the request is in flight */
+    /* the body arrives: the request is answered in full, and its connection closed */
+    assert_int_equal (write (fd, "retry_token=x", 13), 13);
+    char answer [8192];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof answer - 1 && (n = read (fd, answer + got, sizeof answer - 1 - got)) > 0)
+        got += (size_t) n;
+    answer [got] = '\0';
+    close (fd);
+    assert_true (strncmp (answer, "HTTP/1.1 400", 12) == 0);
+    assert_non_null (strstr (answer, "Connection: close"));
+    assert_non_null (strstr (answer, "This retry link has expired or was already used"));
+    assert_int_equal (wait_exit (), 0);
+    assert_true (log_has ("draining: 1 requests in flight"));
+    assert_false (log_has ("unanswered"));
+
+    /* a request that never completes holds the exit for FERRULE_GATEWAY_DRAIN_MS, no longer */
+    assert_int_equal (start_gateway_with ("gateway-drain-bound", NULL, "1000"), 0);
+    fd = request_in_flight (gw_port);
+    assert_int_equal (kill (gw_pid, SIGTERM), 0);
+    assert_int_equal (wait_exit (), 0);
+    assert_true (log_has ("stopping with 1 requests in flight unanswered (FERRULE_GATEWAY_DRAIN_MS is over)"));
+    close (fd);
+
+    gw_pid = pid0;
+    gw_port = port0;
+    memcpy (gw_url, url0, sizeof url0);
+    memcpy (callback_uri, cb0, sizeof cb0);
+    memcpy (gw_log, log0, sizeof log0);
+}
+
 int
 main (void)
 {
@@ -1055,6 +1377,9 @@ main (void)
         cmocka_unit_test (test_api_workspace_keys),
         cmocka_unit_test (test_api_slow_clients),
         cmocka_unit_test (test_dashboard_session_and_csrf),
+        cmocka_unit_test (test_dashboard_link_get_spends_nothing),
+        cmocka_unit_test (test_client_keys_reload_on_sighup),
+        cmocka_unit_test (test_sigterm_drains),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }

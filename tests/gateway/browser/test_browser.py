@@ -6,7 +6,9 @@ brokers, workers), a ferrule-gateway in front of it, and Debian's chromium throu
 chromedriver's WebDriver HTTP API (W3C WebDriver, spoken here with urllib: nothing to download).
 Then, in the browser:
 
-  - a dashboard link opens the dashboard: the integrations, their status and diagnosis;
+  - a dashboard link shows a confirm page ("Open the dashboard of WS"), which loading again does
+    not use up (link scanners and mail previews load links); its button opens the dashboard:
+    the integrations, their status and diagnosis;
   - Disconnect changes the status; Connect goes through the fake provider and back to the
     dashboard, which shows the new integration connected; Reconnect mends a needs_reconnect one;
   - a POST without its CSRF token, a used, a tampered and an expired link are refused;
@@ -265,12 +267,14 @@ class Deployment:
         self.client.import_tokens(integration, provider, g["refresh_token"], scopes=g["scopes"],
                                   access_token=g["access_token"], expires_in=3600)
 
-    def link(self, ttl: int | None = None) -> str:
+    def link(self, ttl: int | None = None, tamper: bool = False) -> str:
         args = {"integration": WS}
         if ttl:
             args["ttl_s"] = ttl
-        r = self.call("dashboard_link", args)
-        return f"{self.url}/dashboard/open?link={r['link_token']}"
+        token = self.call("dashboard_link", args)["link_token"]
+        if tamper:
+            token = token[:-1] + ("A" if token[-1] != "A" else "B")
+        return f"{self.url}/dashboard/open?link={token}&workspace={WS}"
 
     def connect_url(self, integration: str, provider: str = "fakebox", scopes: list[str] | None = None) -> str:
         r = self.call("connect", {"integration": integration, "provider": provider, "redirect_uri": self.callback,
@@ -323,9 +327,14 @@ def dashboard_flows(d: Deployment, b: Browser, expired_link: str, expired_at: fl
         check(type(e).__name__ == "NeedsReconnect", f"refresh answered {type(e).__name__}, not NeedsReconnect")
     check(d.status(WS + "stale") == "needs_reconnect", "web:stale is not needs_reconnect")
 
-    # open a dashboard link: the integrations with their status and diagnosis
+    # open a dashboard link: a confirm page, loaded twice (as a link scanner would first), then
+    # its button: the integrations with their status and diagnosis
     link = d.link()
-    b.go(link)
+    for _ in range(2):
+        b.go(link)
+        wait_for(lambda: b.h1() == f"Open the dashboard of {WS}", "the dashboard link's confirm page")
+    b.screenshot("link-confirm")
+    b.click("#open")
     wait_for(lambda: on_dashboard(b), "the dashboard after opening the link")
     b.screenshot("dashboard")
     check("active" in b.text(row(WS + "box") + " .status"), "web:box is not shown active")
@@ -373,19 +382,22 @@ def dashboard_flows(d: Deployment, b: Browser, expired_link: str, expired_at: fl
     b.screenshot("csrf-refused")
     check(d.status(WS + "new") == "active", "a POST without CSRF token disconnected web:new")
 
-    # used, tampered and expired links
-    b.go(link)
+    # used, tampered and expired links: the confirm page, then the refusal of its button
+    def press(url: str) -> None:
+        b.go(url)
+        wait_for(lambda: b.h1() == f"Open the dashboard of {WS}", "the dashboard link's confirm page")
+        b.click("#open")
+
+    press(link)
     wait_for(lambda: "expired or was already used" in b.h1(), "a used link to be refused")
     b.screenshot("link-used")
-    tampered = d.link()
-    tampered = tampered[:-1] + ("A" if tampered[-1] != "A" else "B")
-    b.go(tampered)
+    press(d.link(tamper=True))
     wait_for(lambda: "expired or was already used" in b.h1(), "a tampered link to be refused")
     b.screenshot("link-tampered")
     left = expired_at - time.time()
     if left > 0:
         time.sleep(left + 1)          # the link's lifetime, not a speed assertion
-    b.go(expired_link)
+    press(expired_link)
     wait_for(lambda: "expired or was already used" in b.h1(), "an expired link to be refused")
     b.screenshot("link-expired")
 
