@@ -1,37 +1,30 @@
 #!/usr/bin/env python3
 """The routes ferrule-gateway serves (--print-routes) equal the paths and methods of
-docs/openapi.yaml, and the file is OpenAPI 3.1. Usage: check_openapi.py GATEWAY_BINARY OPENAPI_YAML"""
-import re
+docs/openapi.yaml, and the file is valid YAML and OpenAPI 3.1. Usage: check_openapi.py GATEWAY_BINARY OPENAPI_YAML"""
 import subprocess
 import sys
+
+import yaml
 
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
 def spec_routes(path):
-    routes, current, version = set(), None, None
-    in_paths = False
+    """The document's OpenAPI version and its (METHOD, path) pairs, read by a YAML parser: a file
+    that is not valid YAML fails here, as it would in any OpenAPI tool."""
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.rstrip("\n")
-            m = re.match(r"^openapi:\s*(\S+)", line)
-            if m:
-                version = m.group(1)
-            if re.match(r"^paths:\s*$", line):
-                in_paths = True
-                continue
-            if in_paths and re.match(r"^\S", line):
-                in_paths = False
-            if not in_paths:
-                continue
-            m = re.match(r"^  (/\S*):\s*$", line)
-            if m:
-                current = m.group(1)
-                continue
-            m = re.match(r"^    ([a-z]+):", line)
-            if m and current and m.group(1) in METHODS:
-                routes.add((m.group(1).upper(), current))
-    return version, routes
+        doc = yaml.safe_load(f)
+    if not isinstance(doc, dict) or not isinstance(doc.get("paths"), dict):
+        raise SystemExit(f"{path}: not an OpenAPI document (no paths map)")
+    routes = set()
+    for route, ops in doc["paths"].items():
+        for method in (ops or {}):
+            if method in METHODS:
+                routes.add((method.upper(), route))
+    for key in ("info", "components"):
+        if key not in doc:
+            raise SystemExit(f"{path}: no {key}")
+    return str(doc.get("openapi")), routes
 
 
 def main():
