@@ -63,7 +63,7 @@ static PGconn *db;
 
 /* ---- the result table ---- */
 
-#define MAX_ROWS 16
+#define MAX_ROWS 32
 typedef struct {
     char scenario [72], ferrule [40], baseline [40], ratio [16], target [40], verdict [12];
 } row_t;
@@ -77,7 +77,7 @@ row_add (const char *scenario, const char *ferrule, const char *baseline, const 
          const char *target, const char *verdict)
 {
     if (nrows == MAX_ROWS)
-        return;
+        die ("more than %d rows in the table: raise MAX_ROWS", MAX_ROWS);   /* never drop a result */
     row_t *r = &rows [nrows++];
     snprintf (r->scenario, sizeof r->scenario, "%s", scenario);
     snprintf (r->ferrule, sizeof r->ferrule, "%s", ferrule);
