@@ -71,6 +71,8 @@ static row_t rows [MAX_ROWS];
 static int nrows;
 static char notes [4096];
 
+static void die (const char *format, ...) __attribute__ ((format (printf, 1, 2), noreturn));
+
 /* Adds a row to the table printed at the end. */
 static void
 row_add (const char *scenario, const char *ferrule, const char *baseline, const char *ratio,
