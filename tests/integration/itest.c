@@ -334,3 +334,22 @@ itest_metric (harness_t *h, const char *log_name, const char *series)
     free (body);
     return value;
 }
+
+int
+itest_pg (const char *action, const char *dir, char *url, size_t urlsize)
+{
+    char cmd [16384];
+    snprintf (cmd, sizeof cmd, "'%s/scripts/pg' %s %s'%s' 2>>'%s.log'", ITEST_SOURCE_DIR, action,
+              strcmp (action, "start") == 0 ? "--test " : "", dir, dir);
+    FILE *p = popen (cmd, "r");
+    if (!p)
+        return -1;
+    char line [1024] = "";
+    if (!fgets (line, sizeof line, p))
+        line [0] = '\0';
+    int rc = pclose (p);
+    line [strcspn (line, "\n")] = '\0';
+    if (url)
+        snprintf (url, urlsize, "%s", line);
+    return rc == 0 ? 0 : -1;
+}

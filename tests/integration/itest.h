@@ -39,6 +39,11 @@ int itest_workdir_contains (harness_t *h, const char *needle);
 void itest_secure (void *socket);
 #endif
 
+/* A PostgreSQL cluster of the test's own in dir (for tests that stop and start it): scripts/pg
+ * with action ("start" prints the admin URL into url, "stop"), its stderr appended to dir.log.
+ * 0 when scripts/pg succeeded. */
+int itest_pg (const char *action, const char *dir, char *url, size_t urlsize);
+
 /* Sends n token requests at once (pipelined over one DEALER per endpoint, round robin),
  * request i for ids[i % nids], and collects every reply within timeout_ms. Returns the replies
  * as a JSON array in request order (a missing reply is null); caller decrefs. */

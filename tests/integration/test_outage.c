@@ -19,24 +19,11 @@
 static harness_t *h;
 static char pg_dir [4096];
 
-/* Runs scripts/pg with an action; returns its first output line (the URL) for "start". */
+/* The test's own cluster (itest_pg). */
 static int
 pg (const char *action, char *url, size_t urlsize)
 {
-    char cmd [16384];
-    snprintf (cmd, sizeof cmd, "'%s/scripts/pg' %s %s'%s' 2>>'%s.log'", FERRULE_SOURCE_DIR, action,
-              strcmp (action, "start") == 0 ? "--test " : "", pg_dir, pg_dir);
-    FILE *p = popen (cmd, "r");
-    if (!p)
-        return -1;
-    char line [1024] = "";
-    if (!fgets (line, sizeof line, p))
-        line [0] = '\0';
-    int rc = pclose (p);
-    line [strcspn (line, "\n")] = '\0';
-    if (url)
-        snprintf (url, urlsize, "%s", line);
-    return rc == 0 ? 0 : -1;
+    return itest_pg (action, pg_dir, url, urlsize);
 }
 
 static int
