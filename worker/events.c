@@ -661,26 +661,13 @@ events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
     reply_send (w, job);
 }
 
-int
-events_is_op (const char *op, size_t len)
-{
-    static const char *const names [] = { "events", "events_replay", "webhook_test", "webhooks", NULL };
-    for (int i = 0; names [i]; i++)
-        if (strlen (names [i]) == len && memcmp (names [i], op, len) == 0)
-            return 1;
-    return 0;
-}
-
 void
-events_handle (worker_t *w, job_t *job, const char *op, size_t len, const msgpack_object *root)
+events_handle (worker_t *w, job_t *job, op_t op, const msgpack_object *root)
 {
-    snprintf (job->op, sizeof job->op, "%.*s", (int) (len < sizeof job->op - 1 ? len : sizeof job->op - 1), op);
-    if (len == 6 && memcmp (op, "events", 6) == 0)
-        events_op_list (w, job, root);
-    else if (len == 13 && memcmp (op, "events_replay", 13) == 0)
-        events_op_replay (w, job, root);
-    else if (len == 12 && memcmp (op, "webhook_test", 12) == 0)
-        events_op_webhook_test (w, job, root);
-    else
-        events_op_webhooks (w, job, root);
+    switch (op) {
+        case OP_EVENTS:        events_op_list (w, job, root); break;
+        case OP_EVENTS_REPLAY: events_op_replay (w, job, root); break;
+        case OP_WEBHOOK_TEST:  events_op_webhook_test (w, job, root); break;
+        default:               events_op_webhooks (w, job, root); break;
+    }
 }

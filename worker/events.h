@@ -4,6 +4,7 @@
  * never waits on any of it. */
 #ifndef FERRULE_EVENTS_H
 #define FERRULE_EVENTS_H
+#include "ops.h"
 #include <stddef.h>
 #include <stdint.h>
 #include "catalog.h"
@@ -41,8 +42,6 @@ void events_op_list (struct worker *w, struct job *job, const msgpack_object *ro
 void events_op_replay (struct worker *w, struct job *job, const msgpack_object *root);
 void events_op_webhook_test (struct worker *w, struct job *job, const msgpack_object *root);
 void events_op_webhooks (struct worker *w, struct job *job, const msgpack_object *root);
-/* 1 when op (not NUL-terminated) is one of them. */
-int events_is_op (const char *op, size_t len);
-/* Dispatches one of them. */
-void events_handle (struct worker *w, struct job *job, const char *op, size_t len, const msgpack_object *root);
+/* Dispatches one of them (ops_is_deployment_wide (op)). */
+void events_handle (struct worker *w, struct job *job, op_t op, const msgpack_object *root);
 #endif

@@ -438,22 +438,18 @@ out:
 /* --- dispatch and the connect hooks ----------------------------------------------------------- */
 
 int
-gwops_handle (worker_t *w, job_t *job, const msgpack_object *root, const char *op, size_t op_len)
+gwops_handle (worker_t *w, job_t *job, const msgpack_object *root, op_t op)
 {
-    static const struct {
-        const char *name;
-        void (*fn) (worker_t *, job_t *, const msgpack_object *);
-    } table [] = {
-        { "attempt", op_attempt }, { "retry", op_retry }, { "workspace", op_workspace },
-        { "dashboard_link", op_dashboard_link }, { "dashboard_open", op_dashboard_open },
-        { "apikey_create", op_apikey_create }, { "apikey_list", op_apikey_list },
-        { "apikey_revoke", op_apikey_revoke }, { "apikey_verify", op_apikey_verify },
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table [0]; i++)
-        if (strlen (table [i].name) == op_len && memcmp (table [i].name, op, op_len) == 0) {
-            snprintf (job->op, sizeof job->op, "%s", table [i].name);
-            table [i].fn (w, job, root);
-            return 1;
-        }
-    return 0;
+    switch (op) {
+        case OP_ATTEMPT:        op_attempt (w, job, root); return 1;
+        case OP_RETRY:          op_retry (w, job, root); return 1;
+        case OP_WORKSPACE:      op_workspace (w, job, root); return 1;
+        case OP_DASHBOARD_LINK: op_dashboard_link (w, job, root); return 1;
+        case OP_DASHBOARD_OPEN: op_dashboard_open (w, job, root); return 1;
+        case OP_APIKEY_CREATE:  op_apikey_create (w, job, root); return 1;
+        case OP_APIKEY_LIST:    op_apikey_list (w, job, root); return 1;
+        case OP_APIKEY_REVOKE:  op_apikey_revoke (w, job, root); return 1;
+        case OP_APIKEY_VERIFY:  op_apikey_verify (w, job, root); return 1;
+        default:                return 0;
+    }
 }

@@ -19,12 +19,13 @@
 #include <stddef.h>
 #include <msgpack.h>
 #include "context.h"
+#include "ops.h"
 
 #define GWOPS_RETRY_TTL_S       900         /* a retry token lives 15 minutes */
 #define GWOPS_LINK_TTL_DEFAULT  600
 #define GWOPS_LINK_TTL_MAX      3600
 #define GWOPS_WORKSPACE_MAX     200         /* rows of one listing */
 
-/* 1 when op (op_len bytes) is one of this module's operations; it then ran and answered. */
-int gwops_handle (worker_t *w, job_t *job, const msgpack_object *root, const char *op, size_t op_len);
+/* 1 when op is one of this module's operations; it then ran and answered. */
+int gwops_handle (worker_t *w, job_t *job, const msgpack_object *root, op_t op);
 #endif

@@ -15,6 +15,7 @@
 #include "store_connect.h"
 #include "clock.h"
 #include "ident.h"
+#include "ops.h"
 #include "log.h"
 #include "mem.h"
 #include "refresh.h"
@@ -286,15 +287,17 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         reply_error (w, job, FR_BAD_REQUEST, "\"op\" is required and must be a string", NULL, -1);
         return;
     }
-    if (op_len == 8 && memcmp (op, "callback", 8) == 0 && !codec_get (root, "integration")) {
-        snprintf (job->op, sizeof job->op, "callback");
+    op_t o = ops_lookup (op, op_len);       /* the one table of operation names */
+    /* a metrics label: what this version knows, "unknown" for anything else a client sent */
+    snprintf (job->op, sizeof job->op, "%s", ops_name (o));
+    if (o == OP_CALLBACK && !codec_get (root, "integration")) {
         connect_callback (w, job, root);        /* the state names the integration */
         return;
     }
-    if (gwops_handle (w, job, root, op, op_len))  /* the gateway's operations (gwops.c) */
+    if (gwops_handle (w, job, root, o))          /* the gateway's operations (gwops.c) */
         return;
-    if (events_is_op (op, op_len)) {
-        events_handle (w, job, op, op_len, root);   /* events.c: the integration is optional */
+    if (ops_is_deployment_wide (o)) {
+        events_handle (w, job, o, root);   /* events.c: the integration is optional */
         return;
     }
     if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
@@ -304,45 +307,33 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     }
     memcpy (id, s, len);
     id [len] = '\0';
-    snprintf (job->op, sizeof job->op, "%.*s", (int) (op_len < sizeof job->op - 1 ? op_len : sizeof job->op - 1), op);
-    for (char *c = job->op; *c; c++)
-        if (!((*c >= 'a' && *c <= 'z') || *c == '_'))
-            *c = '_';               /* a metrics label, whatever the client sent */
 
     if (!ratelimit_admit (w, job, op, op_len, id))
         return;                     /* refresh or connect over the integration's rate: answered */
-#define IS(name) (op_len == strlen (name) && memcmp (op, name, op_len) == 0)
-    if (IS ("token"))
-        op_token (w, job, root, id, 0);
-    else if (IS ("refresh"))
-        op_token (w, job, root, id, 1);
-    else if (IS ("status"))
-        reply_integration (w, job, id);
-    else if (IS ("import"))
-        op_import (w, job, root, id);
-    else if (IS ("history"))
-        op_history (w, job, root, id);
-    else if (IS ("connect"))
-        connect_start (w, job, root, id);
-    else if (IS ("callback"))
-        connect_callback (w, job, root);
-    else if (IS ("disconnect"))
-        disconnect_run (w, job, id);
-    else if (IS ("report_scope"))
-        scopes_report (w, job, root, id);
-    else if (IS ("doctor"))
-        doctor_run (w, job, id);
-    else if (IS ("ping")) {
-        codec_builder_t *o = reply_begin (w, job, 1, 3);
-        codec_kv_str (o, "service", "ferrule");
-        codec_kv_str (o, "role", "worker");
-        codec_kv_str (o, "worker", w->cfg.worker_id);
-        reply_send (w, job);
+    switch (o) {
+        case OP_TOKEN:        op_token (w, job, root, id, 0); break;
+        case OP_REFRESH:      op_token (w, job, root, id, 1); break;
+        case OP_STATUS:       reply_integration (w, job, id); break;
+        case OP_IMPORT:       op_import (w, job, root, id); break;
+        case OP_HISTORY:      op_history (w, job, root, id); break;
+        case OP_CONNECT:      connect_start (w, job, root, id); break;
+        case OP_CALLBACK:     connect_callback (w, job, root); break;
+        case OP_DISCONNECT:   disconnect_run (w, job, id); break;
+        case OP_REPORT_SCOPE: scopes_report (w, job, root, id); break;
+        case OP_DOCTOR:       doctor_run (w, job, id); break;
+        case OP_PING: {
+            codec_builder_t *b = reply_begin (w, job, 1, 3);
+            codec_kv_str (b, "service", "ferrule");
+            codec_kv_str (b, "role", "worker");
+            codec_kv_str (b, "worker", w->cfg.worker_id);
+            reply_send (w, job);
+            break;
+        }
+        default: {
+            char message [120];
+            snprintf (message, sizeof message, "unknown operation \"%.*s\"", (int) (op_len > 32 ? 32 : op_len), op);
+            reply_error (w, job, FR_UNKNOWN_OPERATION, message, NULL, -1);
+            break;
+        }
     }
-    else {
-        char message [120];
-        snprintf (message, sizeof message, "unknown operation \"%.*s\"", (int) (op_len > 32 ? 32 : op_len), op);
-        reply_error (w, job, FR_UNKNOWN_OPERATION, message, NULL, -1);
-    }
-#undef IS
 }
