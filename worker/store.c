@@ -57,6 +57,9 @@ struct store {
     } batch;
 };
 
+static char *store_prepare_sql (void);
+static const char *store_prepared_name (const char *sql);
+
 
 #define ROW_COLUMNS \
     "id, provider, status, key_id, access_token, " \
@@ -326,6 +329,18 @@ store_connect (store_t *s, char *err, size_t errlen)
         store_fail_connection (s);
         return st;
     }
+    char *prepare = store_prepare_sql ();
+    res = PQsendQuery (s->conn, prepare) ? store_await (s, deadline, &timed_out) : NULL;
+    mem_free (prepare);
+    ok = res && PQresultStatus (res) == PGRES_COMMAND_OK;
+    if (!ok) {
+        store_error_text (s->conn, res, why, sizeof why);
+        snprintf (err, errlen, "could not prepare the refresh protocol's statements: %s",
+                  timed_out ? "no answer in time" : why);
+    }
+    PQclear (res);
+    if (!ok)
+        goto fail;
     /* from here on no libpq call may block: store_await waits, with a deadline */
     PQsetnonblocking (s->conn, 1);
     store_take_notifies (s);
@@ -401,10 +416,18 @@ store_reconnect (store_t *s)
         char setup [512];
         store_setup_sql (s, setup, sizeof setup);
         /* the schema's version in the same round trip: a server restored from an old backup, or
-         * another database after a failover, must not take the tokens */
-        strncat (setup, "; SELECT coalesce (max (version), 0) FROM schema_migrations", sizeof setup - strlen (setup) - 1);
+         * another database after a failover, must not take the tokens; the prepared statements
+         * after it, so that on an old schema the version says why they failed */
+        strncat (setup, "; SELECT coalesce (max (version), 0) FROM schema_migrations; ", sizeof setup - strlen (setup) - 1);
+        char *prepare = store_prepare_sql ();
+        char *all = mem_alloc (strlen (setup) + strlen (prepare) + 1);
+        strcpy (all, setup);
+        strcat (all, prepare);
+        mem_free (prepare);
         PQsetnonblocking (s->connecting, 1);
-        if (!PQsendQuery (s->connecting, setup)) {
+        int sent = PQsendQuery (s->connecting, all);
+        mem_free (all);
+        if (!sent) {
             store_error_text (s->connecting, NULL, why, sizeof why);
             store_reconnect_failed (s, why);
             return 0;
@@ -436,14 +459,14 @@ store_reconnect (store_t *s)
     }
     if (PQisBusy (s->connecting))
         return 0;
-    if (failed || version < 0) {
-        store_reconnect_failed (s, failed ? why : "no schema version in the answer");
-        return 0;
-    }
-    if (version < FERRULE_SCHEMA_VERSION) {
+    if (version >= 0 && version < FERRULE_SCHEMA_VERSION) {
         log_error (NULL, NULL, "the database reached again has schema version %lld, this build needs %d: not using it "
                    "(run \"ferrule-migrate up\")", version, FERRULE_SCHEMA_VERSION);
         store_reconnect_failed (s, "schema too old");
+        return 0;
+    }
+    if (failed || version < 0) {
+        store_reconnect_failed (s, failed ? why : "no schema version in the answer");
         return 0;
     }
     s->conn = s->connecting;
@@ -566,6 +589,16 @@ store_ready (store_t *s, char *err, size_t errlen)
     return FR_DATABASE_UNAVAILABLE;
 }
 
+/* Sends one statement: by name when the session has it prepared. */
+static int
+store_send (store_t *s, const char *sql, int n, const char *const *values, const int *lengths, const int *formats)
+{
+    const char *name = store_prepared_name (sql);
+    if (name)
+        return PQsendQueryPrepared (s->conn, name, n, values, lengths, formats, 0);
+    return PQsendQueryParams (s->conn, sql, n, NULL, values, lengths, formats, 0);
+}
+
 /* Runs one statement; on failure returns NULL and classifies it (store_fail). */
 static void store_batch_advance (store_t *s, int block);
 
@@ -581,7 +614,7 @@ store_run (store_t *s, const char *sql, int n, const char *const *values, const 
     int64_t deadline = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
     PGresult *res = NULL;
     s->last_state [0] = '\0';
-    if (PQsendQueryParams (s->conn, sql, n, NULL, values, lengths, formats, 0))
+    if (store_send (s, sql, n, values, lengths, formats))
         res = store_await (s, deadline, &timed_out);
     if (res && PQresultStatus (res) == want)
         return res;
@@ -698,8 +731,7 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
     }
     int sent = PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
     for (size_t i = 0; sent && i < n; i++)
-        sent = PQsendQueryParams (s->conn, stmts [i].sql, stmts [i].n, NULL, stmts [i].values, stmts [i].lengths,
-                                  stmts [i].formats, 0);
+        sent = store_send (s, stmts [i].sql, stmts [i].n, stmts [i].values, stmts [i].lengths, stmts [i].formats);
     sent = sent && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync (s->conn);
     if (!sent) {
         /* a pipeline half sent cannot be reused: start afresh */
@@ -954,6 +986,7 @@ store_new_lease_token (char out [STORE_LEASE_LEN + 1])
     "  CASE WHEN EXISTS (SELECT 1 FROM integrations WHERE id = $1) THEN 'locked' ELSE 'missing' END" \
     "  WHERE NOT EXISTS (SELECT 1 FROM r)"
 #define CLAIM_OUTCOME_COLUMN 22
+static const char claim_sql [] = CLAIM_SQL;
 
 typedef struct {
     char gen [32], until [32], ms [32];
@@ -1037,7 +1070,7 @@ claims_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
          * integration's problem stays its own */
         for (size_t i = 0; i < n; i++) {
             store_claim_req_t *q = &cl->reqs [i];
-            PGresult *res = store_run (s, CLAIM_SQL, 7, cl->params [i].values, NULL, NULL, PGRES_TUPLES_OK,
+            PGresult *res = store_run (s, claim_sql, 7, cl->params [i].values, NULL, NULL, PGRES_TUPLES_OK,
                                        &q->st, q->err, sizeof q->err);
             if (res)
                 claim_read (s, q, res, &cl->params [i], cl->lease_ms);
@@ -1075,7 +1108,7 @@ claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
             mem_free (cl);
             return NULL;
         }
-        stmts [i] = (store_stmt_t) { CLAIM_SQL, 7, cl->params [i].values, NULL, NULL };
+        stmts [i] = (store_stmt_t) { claim_sql, 7, cl->params [i].values, NULL, NULL };
     }
     return cl;
 }
@@ -1112,6 +1145,41 @@ claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
     "  FROM u, prev RETURNING generation)" \
     "SELECT generation, pg_notify('" STORE_NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c" \
     ""
+
+static const char commit_sql [] = COMMIT_SQL;
+
+/* The refresh protocol's two statements run thousands of times a second: each session prepares
+ * them once (in its setup), because parsing, analysing and planning them again for every refresh
+ * was half of the server's CPU under (b)'s load (docs/performance.md). The parameters' types are
+ * the ones the server infers, as for an unnamed statement. */
+static const struct {
+    const char *name, *sql;
+} s_prepared [] = {
+    { "ferrule_claim", claim_sql },
+    { "ferrule_commit", commit_sql },
+};
+
+static const char *
+store_prepared_name (const char *sql)
+{
+    for (size_t i = 0; i < sizeof s_prepared / sizeof s_prepared [0]; i++)
+        if (sql == s_prepared [i].sql)
+            return s_prepared [i].name;
+    return NULL;
+}
+
+/* "PREPARE name AS sql; ..." for every statement above (caller frees). */
+static char *
+store_prepare_sql (void)
+{
+    size_t len = 1;
+    for (size_t i = 0; i < sizeof s_prepared / sizeof s_prepared [0]; i++)
+        len += strlen (s_prepared [i].name) + strlen (s_prepared [i].sql) + 16;
+    char *out = mem_alloc (len), *at = out;
+    for (size_t i = 0; i < sizeof s_prepared / sizeof s_prepared [0]; i++)
+        at += sprintf (at, "PREPARE %s AS %s; ", s_prepared [i].name, s_prepared [i].sql);
+    return out;
+}
 
 typedef struct {
     char gen [32], key [32], exp [32], life [32];
@@ -1164,7 +1232,7 @@ store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict, char *
     commit_params_t p;
     commit_params (s, c, &p);
     *conflict = 0;
-    PGresult *res = store_run (s, COMMIT_SQL, 12, p.values, p.lengths, p.formats, PGRES_TUPLES_OK, &st, err, errlen);
+    PGresult *res = store_run (s, commit_sql, 12, p.values, p.lengths, p.formats, PGRES_TUPLES_OK, &st, err, errlen);
     if (!res)
         return st;
     int committed = PQntuples (res) == 1;
@@ -1220,7 +1288,7 @@ commits_prepare (store_t *s, const store_commit_t *const *commits, size_t n, sto
     s_sorting = NULL;
     for (size_t i = 0; i < n; i++) {
         commit_params (s, commits [cm->order [i]], &params [i]);
-        stmts [i] = (store_stmt_t) { COMMIT_SQL, 12, params [i].values, params [i].lengths, params [i].formats };
+        stmts [i] = (store_stmt_t) { commit_sql, 12, params [i].values, params [i].lengths, params [i].formats };
     }
     return cm;
 }
