@@ -13,8 +13,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -33,6 +35,17 @@ struct journal {
     off_t end;                   /* where the next line goes: the live region's NUL */
     off_t size;                  /* the file's size; everything up to it has been written */
     int legacy;                  /* the live region holds records of a journal without epochs */
+    uint64_t appended;           /* records written, ever (the loop's thread only) */
+    struct {                     /* the sync thread (journal_sync_start), started on first use */
+        int started;
+        pthread_t thread;
+        pthread_mutex_t lock;
+        pthread_cond_t wake;
+        int efd;                 /* eventfd: written when a sync ends */
+        uint64_t want;           /* under lock: sync every record up to this count */
+        uint64_t done;           /* under lock: records on disk (or given up on: see the thread) */
+        int stop;                /* under lock */
+    } sync;
 };
 
 static uint64_t
@@ -184,6 +197,7 @@ journal_open (const char *path, char *err, size_t errlen)
     j->path = mem_strdup (path);
     j->fd = fd;
     j->next_seq = 1;
+    j->sync.efd = -1;
     struct stat st;
     if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_learn, j)) < 0) {
         snprintf (err, errlen, "could not read journal \"%s\": %s", path, strerror (errno));
@@ -209,6 +223,18 @@ void
 journal_close (journal_t **j_p)
 {
     if (j_p && *j_p) {
+        journal_t *j = *j_p;
+        if (j->sync.started) {
+            pthread_mutex_lock (&j->sync.lock);
+            j->sync.stop = 1;
+            pthread_cond_signal (&j->sync.wake);
+            pthread_mutex_unlock (&j->sync.lock);
+            pthread_join (j->sync.thread, NULL);
+            pthread_mutex_destroy (&j->sync.lock);
+            pthread_cond_destroy (&j->sync.wake);
+        }
+        if (j->sync.efd >= 0)
+            close (j->sync.efd);
         if ((*j_p)->fd >= 0)
             close ((*j_p)->fd);
         mem_free ((*j_p)->path);
@@ -263,7 +289,14 @@ journal_append (journal_t *j, const store_commit_t *c)
     }
     j->outstanding++;
     j->unsynced = 1;
+    j->appended++;
     return seq;
+}
+
+uint64_t
+journal_appended (const journal_t *j)
+{
+    return j->appended;
 }
 
 int
@@ -277,6 +310,84 @@ journal_sync (journal_t *j)
     }
     j->unsynced = 0;
     return 0;
+}
+
+/* The sync thread: one fdatasync at a time, for every record appended before it began. Records
+ * written meanwhile wait for the next one. A failed sync is logged and counted as done, as the
+ * loop's own sync did: the token is still in the page cache and goes on to the database, and a
+ * journal that cannot sync must not stop every refresh. */
+static void *
+journal_syncer (void *arg)
+{
+    journal_t *j = arg;
+    pthread_mutex_lock (&j->sync.lock);
+    for (;;) {
+        while (!j->sync.stop && j->sync.want <= j->sync.done)
+            pthread_cond_wait (&j->sync.wake, &j->sync.lock);
+        if (j->sync.stop)
+            break;
+        uint64_t target = j->sync.want;
+        pthread_mutex_unlock (&j->sync.lock);
+        if (fdatasync (j->fd) != 0)
+            log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s", j->path, strerror (errno));
+        pthread_mutex_lock (&j->sync.lock);
+        j->sync.done = target;
+        uint64_t one = 1;
+        if (write (j->sync.efd, &one, sizeof one) < 0 && errno != EAGAIN)
+            log_error (NULL, NULL, "could not signal the end of a journal sync: %s", strerror (errno));
+    }
+    pthread_mutex_unlock (&j->sync.lock);
+    return NULL;
+}
+
+int
+journal_sync_start (journal_t *j)
+{
+    if (!j->sync.started) {
+        j->sync.efd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (j->sync.efd < 0)
+            goto fail;
+        pthread_mutex_init (&j->sync.lock, NULL);
+        pthread_cond_init (&j->sync.wake, NULL);
+        if (pthread_create (&j->sync.thread, NULL, journal_syncer, j) != 0) {
+            pthread_mutex_destroy (&j->sync.lock);
+            pthread_cond_destroy (&j->sync.wake);
+            close (j->sync.efd);
+            j->sync.efd = -1;
+            goto fail;
+        }
+        j->sync.started = 1;
+    }
+    pthread_mutex_lock (&j->sync.lock);
+    if (j->appended > j->sync.want) {
+        j->sync.want = j->appended;
+        pthread_cond_signal (&j->sync.wake);
+    }
+    pthread_mutex_unlock (&j->sync.lock);
+    return 0;
+fail:
+    log_error (NULL, NULL, "could not start the journal's sync thread: %s; syncing in the loop", strerror (errno));
+    return journal_sync (j);
+}
+
+int
+journal_sync_fd (const journal_t *j)
+{
+    return j->sync.started ? j->sync.efd : -1;
+}
+
+uint64_t
+journal_synced (journal_t *j)
+{
+    if (!j->sync.started)
+        return j->unsynced ? 0 : j->appended;    /* only journal_sync has run */
+    uint64_t one;
+    while (read (j->sync.efd, &one, sizeof one) > 0)
+        ;                                          /* drained: poll waits for the next one */
+    pthread_mutex_lock (&j->sync.lock);
+    uint64_t done = j->sync.done;
+    pthread_mutex_unlock (&j->sync.lock);
+    return done;
 }
 
 void

@@ -16,8 +16,16 @@ void journal_close (journal_t **j_p);
 /* Appends a commit that is not yet in the database. Returns its sequence (> 0), or -1. Not on disk
  * until journal_sync: the loop writes every record of a turn, then syncs once for all of them. */
 int64_t journal_append (journal_t *j, const store_commit_t *c);
-/* Flushes appended records to disk (fdatasync); 0, or -1 (logged). */
+/* Flushes appended records to disk (fdatasync) before it returns; 0, or -1 (logged). */
 int journal_sync (journal_t *j);
+/* The loop's sync, on a thread of the journal's own so that the loop never waits for the disk:
+ * journal_sync_start asks for every record appended so far (the first call starts the thread;
+ * without one it syncs before it returns); journal_sync_fd is readable when a sync has ended;
+ * journal_synced clears that and says how many of the journal_appended records are on disk. */
+uint64_t journal_appended (const journal_t *j);
+int journal_sync_start (journal_t *j);
+int journal_sync_fd (const journal_t *j);
+uint64_t journal_synced (journal_t *j);
 /* Marks a record settled (committed, or superseded). Rewrites the file empty once nothing is
  * outstanding. */
 void journal_done (journal_t *j, int64_t seq);

@@ -2,8 +2,9 @@
  *   1. claim: a short transaction locks the row; if someone already refreshed, use their token;
  *      if another holder's lease is live, wait; else take the lease (owner, 128-bit token, expiry).
  *   2. call the provider with no transaction open (curl multi: other work goes on meanwhile).
- *   3. a rotated refresh token goes to the local journal, and the journal to disk, before any
- *      other work of the loop (every answer of a loop turn shares one fdatasync).
+ *   3. a rotated refresh token goes to the local journal, and the journal to disk, before its
+ *      commit is sent (one fdatasync, on the journal's own thread, for every answer since the
+ *      last one began; the loop goes on serving meanwhile).
  *   4. commit: compare-and-set on the generation; the chain row commits with it. Until it is
  *      committed (or superseded by a newer generation) the new tokens are kept and the commit is
  *      retried, whatever the database answered.
@@ -55,7 +56,8 @@ struct refresh {
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char *scopes;
     int64_t journal_seq;
-    int synced;                      /* ANSWERED: the journal sync of its turn is done */
+    uint64_t journal_mark;           /* journal_appended once its record was written; 0: none */
+    int synced;                      /* ANSWERED: its record is on disk (or it has none) */
     int in_db;                       /* its claim or its commit is in the database batch in flight */
 };
 
@@ -596,6 +598,8 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
         r->journal_seq = journal_append (w->journal, &r->commit);
         if (r->journal_seq < 0)
             log_error (e->id, NULL, "the rotated refresh token is not journaled; committing it directly");
+        else
+            r->journal_mark = journal_appended (w->journal);
     }
     /* the sync and the commit follow in refresh_after_answers, once every answer of this loop
      * turn is in the journal */
@@ -645,24 +649,33 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
 void
 refresh_after_answers (worker_t *w)
 {
-    /* the journal: one sync for every rotated token answered this turn; their commits go with the
-     * turn's batch (refresh_tick) */
-    int fresh = 0, journaled = 0;
-    for (refresh_t *r = w->refreshes; r; r = r->next)
-        if (r->state == REFRESH_ANSWERED && !r->synced) {
-            fresh = 1;
-            journaled |= r->journal_seq > 0;
+    /* the journal: one sync for every rotated token answered since the last one began, run by the
+     * journal's thread so that the loop goes on serving meanwhile; a refresh's commit goes with
+     * the first batch after its record is on disk (refresh_tick) */
+    int waiting = 0, read = 0;
+    uint64_t on_disk = 0;
+    int64_t now_us = 0;
+    for (refresh_t *r = w->refreshes; r; r = r->next) {
+        if (r->state != REFRESH_ANSWERED || r->synced)
+            continue;
+        if (!r->journal_mark) {
+            r->synced = 1;                   /* nothing to sync: a reusable token, or not journaled */
+            continue;
         }
-    if (fresh) {
-        int synced = !journaled || journal_sync (w->journal) == 0;
-        int64_t now_us = clock_mono_us ();
-        for (refresh_t *r = w->refreshes; r; r = r->next)
-            if (r->state == REFRESH_ANSWERED && !r->synced) {
-                if (r->journal_seq > 0 && synced)
-                    metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
-                r->synced = 1;
-            }
+        if (!read) {
+            on_disk = journal_synced (w->journal);
+            now_us = clock_mono_us ();
+            read = 1;
+        }
+        if (r->journal_mark <= on_disk) {
+            metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
+            r->synced = 1;
+        }
+        else
+            waiting = 1;
     }
+    if (waiting)
+        journal_sync_start (w->journal);     /* nothing new to ask while one covering them runs */
 }
 
 static void

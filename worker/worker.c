@@ -368,6 +368,12 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             items [n].revents = 0;
             n++;
         }
+        int journal_fd = w->journal ? journal_sync_fd (w->journal) : -1;
+        size_t journal_item = n;
+        if (journal_fd >= 0) {
+            items [n] = (zmq_pollitem_t) { .socket = NULL, .fd = journal_fd, .events = ZMQ_POLLIN };
+            n++;
+        }
         size_t http_first = n;
         n += http_pollitems (w->http, items + n, POLL_MAX - n);
 
@@ -399,6 +405,8 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         /* first the providers' answers: rotated tokens reach the journal's disk before anything
          * else this turn does */
         http_process (w->http, items + http_first, n - http_first);
+        if (journal_fd >= 0 && items [journal_item].revents)
+            (void) journal_synced (w->journal);      /* clears the wakeup; read again below */
         refresh_after_answers (w);
         /* then the database's answers: a batch of claims or commits that ended goes on, and a
          * group commit that had to wait for it starts */

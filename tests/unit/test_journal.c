@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -128,6 +129,48 @@ test_file_is_written_in_place (void **state)
     }
     assert_int_equal (stat (path, &after), 0);
     assert_int_equal (after.st_size, before.st_size);  /* a sync never has a size change to flush */
+    journal_close (&j);
+}
+
+/* The loop's sync runs on the journal's thread: a record counts as on disk only once the sync
+ * asked for after it has ended, the descriptor wakes a poll when it has, and one written while a
+ * sync runs waits for the next. */
+static void
+test_sync_off_the_loop (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    assert_int_equal (journal_sync_fd (j), -1);        /* no thread until the first request */
+    store_commit_t a = record ("a", 1), b = record ("b", 1);
+    assert_true (journal_append (j, &a) > 0);
+    uint64_t mark_a = journal_appended (j);
+    assert_int_equal (mark_a, 1);
+    assert_int_equal (journal_synced (j), 0);
+    assert_int_equal (journal_sync_start (j), 0);
+    int fd = journal_sync_fd (j);
+    assert_true (fd >= 0);
+    assert_true (journal_append (j, &b) > 0);          /* after the request: not covered by it */
+    uint64_t mark_b = journal_appended (j);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    uint64_t done = 0;
+    for (int i = 0; i < 100 && done < mark_a; i++) {
+        assert_true (poll (&p, 1, 100) >= 0);
+        done = journal_synced (j);
+    }
+    assert_true (done >= mark_a);
+    assert_int_equal (journal_sync_start (j), 0);       /* now b */
+    for (int i = 0; i < 100 && done < mark_b; i++) {
+        assert_true (poll (&p, 1, 100) >= 0);
+        done = journal_synced (j);
+    }
+    assert_int_equal (done, mark_b);
+    /* drained: the descriptor is quiet until the next sync ends */
+    assert_int_equal (poll (&p, 1, 0), 0);
+    assert_int_equal (journal_sync_start (j), 0);       /* nothing new: nothing asked */
+    assert_int_equal (poll (&p, 1, 50), 0);
+    seen_t s = reopen_and_replay (&j);                  /* closing joins the thread */
+    assert_int_equal (s.n, 2);
     journal_close (&j);
 }
 
@@ -268,6 +311,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup_teardown (test_outstanding_records_are_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown (test_file_is_written_in_place, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_sync_off_the_loop, setup, teardown),
         cmocka_unit_test_setup_teardown (test_an_earlier_epoch_never_settles_a_live_record, setup, teardown),
         cmocka_unit_test_setup_teardown (test_journal_of_an_older_version_is_replayed_and_settled, setup, teardown),
         cmocka_unit_test (test_parse_line),
