@@ -50,6 +50,7 @@ typedef struct {
     int64_t admin_rate_burst;       /* refresh and connect calls per integration: bucket size */
     int64_t admin_rate_per_min;     /* and refill rate */
     const curve_identity_t *curve;  /* this worker's key and the pinned broker key, or plaintext */
+    int64_t db_batch_connection;    /* 1: a second connection for the refresh protocol's batches */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
@@ -80,6 +81,7 @@ typedef struct worker {
     crypto_keyring_t *keyring;
     catalog_t *catalog;
     store_t *store;
+    store_t *batches;               /* the second connection, batches only (NULL: none) */
     cache_t *cache;
     http_t *http;
     journal_t *journal;
@@ -91,7 +93,8 @@ typedef struct worker {
     struct {
         metrics_series_t *cache_hits, *cache_misses, *lease_waits, *refresh_seconds, *partitions_owned,
                          *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok,
-                         *journal_window, *revalidated_stale, *claim_batch, *commit_batch;
+                         *journal_window, *revalidated_stale, *claim_batch, *commit_batch,
+                         *phase_claim, *phase_commit;
         metrics_series_t *values_on_old_keys;   /* keystats.c */
     } m;
     refresh_t *refreshes;           /* every refresh in progress */

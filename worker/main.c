@@ -26,7 +26,7 @@ main (int argc, char **argv)
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
     int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
-    int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms;
+    int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms, db_batch_connection;
     int64_t key_stats_ms, admin_burst, admin_per_min;
     /* event delivery (events.c) */
     char *webhooks_file = NULL;
@@ -57,6 +57,7 @@ main (int argc, char **argv)
         { "db-statement-timeout-ms", "FERRULE_DB_STATEMENT_TIMEOUT_MS", CONFIG_INT, &db_statement_ms, "0", 0, 60000, 0, "longest a database statement may keep the loop waiting (0: the heartbeat interval)" },
         { "db-lock-timeout-ms", "FERRULE_DB_LOCK_TIMEOUT_MS", CONFIG_INT, &db_lock_ms, "0", 0, 60000, 0, "longest a statement waits for a row lock (0: a quarter of the statement timeout)" },
         { "db-connect-timeout-ms", "FERRULE_DB_CONNECT_TIMEOUT_MS", CONFIG_INT, &db_connect_ms, "0", 0, 60000, 0, "longest a connection attempt may take (0: the heartbeat interval)" },
+        { "db-batch-connection", "FERRULE_DB_BATCH_CONNECTION", CONFIG_INT, &db_batch_connection, "1", 0, 1, 0, "1: a second database connection carries the refresh protocol's batches, so that one is sent while another is in flight (0: one connection)" },
         { "cache-revalidate-ms", "FERRULE_CACHE_REVALIDATE_MS", CONFIG_INT, &revalidate_ms, "30000", 100, 3600000, 0, "a cached integration is checked against the database when older than this, even without a change notification" },
         { "sweep-ms", "FERRULE_SWEEP_MS", CONFIG_INT, &sweep_ms, "30000", 100, 3600000, 0, "how often the background sweep runs" },
         { "sweep-horizon-s", "FERRULE_SWEEP_HORIZON_S", CONFIG_INT, &sweep_horizon, "300", 0, 86400, 0, "the sweep refreshes tokens expiring within this" },
@@ -163,7 +164,7 @@ main (int argc, char **argv)
                             http_bind, state_ttl, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
                             revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch },
-                            fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve };
+                            fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve, db_batch_connection };
     worker_t *w = worker_new (&cfg, err, sizeof err);
     if (!w) {
         log_error (NULL, NULL, "%s", err);

@@ -49,6 +49,7 @@ struct refresh {
     int called;                      /* this refresh made a provider call */
     int background;                  /* started by refresh-ahead or the sweep, not by a request */
     int64_t call_started_ms;
+    int64_t started_us, synced_us;   /* monotonic: the refresh began; its commit could go */
     /* a commit waiting for the database */
     store_commit_t commit;
     unsigned char *access_ct, *refresh_ct;
@@ -59,6 +60,7 @@ struct refresh {
     uint64_t journal_mark;           /* journal_appended once its record was written; 0: none */
     int synced;                      /* ANSWERED: its record is on disk (or it has none) */
     int in_db;                       /* its claim or its commit is in the database batch in flight */
+    int claim_resent;                /* its claim was lost with the batch connection and sent again */
 };
 
 static void refresh_claim_soon (refresh_t *r);
@@ -222,6 +224,7 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
     }
     r = mem_alloc (sizeof *r);
     r->w = w;
+    r->started_us = clock_mono_us ();
     r->entry = e;
     r->waiters = copy;
     r->background = job == NULL;
@@ -451,6 +454,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     refresh_set_state (r, REFRESH_CALLING);
     r->called = 1;
     r->call_started_ms = clock_mono_ms ();
+    metrics_observe (w->m.phase_claim, (double) (clock_mono_us () - r->started_us) / 1e6);
     log_debug (e->id, rid_of (r), "calling provider \"%s\" (generation %lld)", r->provider->name,
                (long long) r->expected_generation);
 }
@@ -490,6 +494,8 @@ refresh_committed (worker_t *w, refresh_t *r, int conflict)
     if (r->journal_seq > 0)
         journal_done (w->journal, r->journal_seq);
     r->journal_seq = 0;
+    if (r->synced_us)
+        metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->synced_us) / 1e6);
     if (conflict) {
         /* someone committed first: serve what is stored now */
         store_row_t row;
@@ -660,6 +666,7 @@ refresh_after_answers (worker_t *w)
             continue;
         if (!r->journal_mark) {
             r->synced = 1;                   /* nothing to sync: a reusable token, or not journaled */
+            r->synced_us = clock_mono_us ();
             continue;
         }
         if (!read) {
@@ -670,6 +677,7 @@ refresh_after_answers (worker_t *w)
         if (r->journal_mark <= on_disk) {
             metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
             r->synced = 1;
+            r->synced_us = now_us;
         }
         else
             waiting = 1;
@@ -788,6 +796,7 @@ typedef struct {
     refresh_t **rs;
     store_claim_req_t *q;
     size_t n;
+    int second;                      /* sent on the batch connection (w->batches) */
 } claim_batch_t;
 
 static void
@@ -796,8 +805,19 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
     claim_batch_t *cb = arg;
     for (size_t i = 0; i < n; i++)
         cb->rs [i]->in_db = 0;
-    for (size_t i = 0; i < n; i++)
-        refresh_claimed (cb->w, cb->rs [i], &reqs [i]);     /* each goes its own way */
+    for (size_t i = 0; i < n; i++) {
+        refresh_t *r = cb->rs [i];
+        if (cb->second && reqs [i].st == FR_DATABASE_UNAVAILABLE && !r->claim_resent && !store_connected (cb->w->batches)) {
+            /* the batch connection was lost with it (or found the server read-only, as a
+             * connection made during a failover can): once more, on whichever connection is up,
+             * before the caller is told the database is unavailable. A claim the server committed
+             * before the loss left a lease under our own id, which the claim takes over. */
+            r->claim_resent = 1;
+            refresh_claim_soon (r);
+            continue;
+        }
+        refresh_claimed (cb->w, r, &reqs [i]);               /* each goes its own way */
+    }
     mem_free (cb->q);
     mem_free (cb->rs);
     mem_free (cb);
@@ -807,7 +827,7 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
  * one transaction, one round trip, one WAL flush, sent without waiting; each refresh goes its own
  * way when the answers are in (on_commits, on_claims). */
 static void
-refresh_send_batch (worker_t *w, refresh_t **rs, size_t n)
+refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
 {
     if (n && !w->started_db) {
         /* the journal of an earlier run is not replayed yet: a refresh now could spend a refresh
@@ -842,6 +862,7 @@ refresh_send_batch (worker_t *w, refresh_t **rs, size_t n)
         cl = mem_alloc (sizeof *cl);
         cl->w = w;
         cl->n = n;
+        cl->second = store == w->batches;
         cl->rs = mem_alloc (n * sizeof *cl->rs);
         cl->q = mem_alloc (n * sizeof *cl->q);
         for (size_t i = 0; i < n; i++) {
@@ -853,7 +874,7 @@ refresh_send_batch (worker_t *w, refresh_t **rs, size_t n)
         metrics_observe (w->m.claim_batch, (double) n);
     }
     char err [256];
-    fr_status_t st = store_turn_start (w->store, cs, nc, on_commits, cm, cl ? cl->q : NULL, n, w->cfg.lease_ms,
+    fr_status_t st = store_turn_start (store, cs, nc, on_commits, cm, cl ? cl->q : NULL, n, w->cfg.lease_ms,
                                        on_claims, cl, err, sizeof err);
     mem_free (cs);                          /* the batch keeps what each points to: the refreshes */
     if (st != FR_OK) {
@@ -875,6 +896,18 @@ refresh_send_batch (worker_t *w, refresh_t **rs, size_t n)
             on_claims (cl, cl->q, n);
         }
     }
+}
+
+/* Where the turn's batch goes: the batch connection when it is up and has none in flight, else
+ * the main one when it has none; NULL while both are busy. Two batches of one worker never share
+ * a row (one refresh per integration at a time), so they can run side by side, and the server
+ * can flush both commits in one WAL write. */
+static store_t *
+refresh_batch_store (const worker_t *w)
+{
+    if (w->batches && store_connected (w->batches) && !store_batch_busy (w->batches))
+        return w->batches;
+    return store_batch_busy (w->store) ? NULL : w->store;
 }
 
 void
@@ -912,9 +945,10 @@ refresh_tick (worker_t *w, int64_t now_ms)
         }
         r = next;
     }
-    /* one batch per connection: with one in flight, what is due goes with the next */
-    if (!store_batch_busy (w->store))
-        refresh_send_batch (w, due, ndue);
+    /* one batch per connection: with one in flight on each, what is due goes with the next */
+    store_t *store = refresh_batch_store (w);
+    if (store)
+        refresh_send_batch (w, store, due, ndue);
 }
 
 int64_t
@@ -922,7 +956,7 @@ refresh_next_due (const worker_t *w)
 {
     int64_t due = -1;
     /* claims due while a batch is in flight wait for its answer, which wakes the loop */
-    int claims_wait = store_batch_busy (w->store);
+    int claims_wait = refresh_batch_store (w) == NULL;
     for (const refresh_t *r = w->refreshes; r; r = r->next)
         if (claims_wait && r->state == REFRESH_CLAIMING)
             continue;

@@ -36,6 +36,7 @@ struct store {
     notice_t *notices, **notices_tail;
     size_t nnotices;
     int overflow;                    /* notifications were dropped: tell the cache everything changed */
+    int batches_only;                /* store_batches_only: no LISTEN, no notices queued */
     char last_state [6];             /* SQLSTATE of the last failed statement, "" when none */
     PGconn *connecting;              /* a connection being made in the background (store_reconnect) */
     int connect_phase;               /* 1: the handshake; 2: the session's setup and schema version sent */
@@ -83,10 +84,18 @@ store_new (const char *conninfo, const char *worker_id, const store_limits_t *li
     return s;
 }
 
+void
+store_batches_only (store_t *s)
+{
+    s->batches_only = 1;
+}
+
 /* Queues one notification (or, worker and integration NULL, "the connection broke"). */
 static void
 store_queue (store_t *s, const char *worker, const char *integration)
 {
+    if (s->batches_only)
+        return;                      /* the main connection's notices are the cache's */
     if (s->nnotices >= NOTIFY_QUEUE_MAX) {
         s->overflow = 1;             /* a flood: forgetting everything cached is the safe summary */
         return;
@@ -281,9 +290,10 @@ static void
 store_setup_sql (const store_t *s, char *out, size_t len)
 {
     snprintf (out, len, "SET TimeZone = 'UTC'; SET statement_timeout = %lld; SET lock_timeout = %lld; "
-              "SET idle_in_transaction_session_timeout = %lld; LISTEN " STORE_NOTIFY_CHANNEL,
+              "SET idle_in_transaction_session_timeout = %lld%s",
               (long long) s->limits.statement_timeout_ms, (long long) s->limits.lock_timeout_ms,
-              (long long) (s->limits.statement_timeout_ms * 10));
+              (long long) (s->limits.statement_timeout_ms * 10),
+              s->batches_only ? "" : "; LISTEN " STORE_NOTIFY_CHANNEL);
 }
 
 fr_status_t
@@ -748,6 +758,14 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
     b->done = done;
     b->arg = arg;
     store_batch_advance (s, 0);          /* sends what the socket takes now */
+    /* and the rest, COMMIT included, before the loop goes on (the socket is full only when the
+     * server is behind): a batch sent whole ends without us, so a statement the loop waits for
+     * on the worker's other connection never waits on the row locks of a batch half sent */
+    while (b->active && s->conn && PQflush (s->conn) == 1) {
+        if (store_wait_socket (s->conn, POLLOUT | POLLIN, b->deadline_ms) <= 0)
+            break;                       /* the loop's poll and the batch's deadline take over */
+        store_batch_advance (s, 0);
+    }
     return FR_OK;
 }
 

@@ -85,6 +85,9 @@ typedef struct {
 
 store_t *store_new (const char *conninfo, const char *worker_id, const store_limits_t *limits);
 void store_destroy (store_t **s_p);
+/* Makes s a second connection of the same worker that carries batches (store_turn_start) only:
+ * it does not LISTEN, and queues no notices. Before its first connection. */
+void store_batches_only (store_t *s);
 /* Connects when not connected: sets UTC and the limits, listens for changes, checks the schema
  * version. Gives up after limits->connect_timeout_ms. After a failure (of a connection or of a
  * statement that broke it) other calls fail at once until the next store_connect, which the loop

@@ -115,6 +115,11 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     if (!w->journal)
         goto fail;
     w->store = store_new (cfg->database_url, cfg->worker_id, &cfg->db);
+    if (cfg->db_batch_connection) {
+        /* made in the background by the loop (store_reconnect), like any reconnection */
+        w->batches = store_new (cfg->database_url, cfg->worker_id, &cfg->db);
+        store_batches_only (w->batches);
+    }
     w->cache = cache_new ();
     w->breaker = breaker_new (cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
@@ -126,7 +131,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.cache_misses = metrics_counter (w->metrics, "worker_cache_misses_total", "token requests that needed the database or a refresh", NULL);
     w->m.lease_waits = metrics_counter (w->metrics, "worker_lease_waits_total", "refresh claims that found another holder's live lease", NULL);
     w->m.refresh_seconds = metrics_histogram (w->metrics, "worker_refresh_duration_seconds",
-                                              "provider call plus commit, per refresh that called the provider", NULL,
+                                              "the provider call (request to answer), per refresh that called the provider", NULL,
                                               refresh_bounds, sizeof refresh_bounds / sizeof refresh_bounds [0]);
     static const double window_bounds [] = { 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
                                              0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1 };
@@ -134,6 +139,17 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                              "from the loop waking to a provider's answer with a rotated refresh token "
                                              "to that token being on disk in the journal", NULL,
                                              window_bounds, sizeof window_bounds / sizeof window_bounds [0]);
+    /* where a refresh's time goes, besides the provider call (refresh_duration) and the journal
+     * (journal_window): from its start to its provider call (the claim, and any wait for a busy
+     * lease), and from its tokens being ready to be committed to their commit */
+    static const double phase_bounds [] = { 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256,
+                                            1, 5, 30 };
+    w->m.phase_claim = metrics_histogram (w->metrics, "worker_refresh_phase_seconds",
+                                          "a refresh's time by phase: claim (start to provider call), commit "
+                                          "(tokens on disk to committed)", "phase=\"claim\"",
+                                          phase_bounds, sizeof phase_bounds / sizeof phase_bounds [0]);
+    w->m.phase_commit = metrics_histogram (w->metrics, "worker_refresh_phase_seconds", NULL, "phase=\"commit\"",
+                                           phase_bounds, sizeof phase_bounds / sizeof phase_bounds [0]);
     static const double batch_bounds [] = { 1, 2, 4, 8, 16, 32, 64, 128, 256 };
     w->m.claim_batch = metrics_histogram (w->metrics, "worker_claim_batch_size",
                                           "refresh claims sent to the database together (one transaction)", NULL,
@@ -183,6 +199,8 @@ worker_destroy (worker_t **w_p)
         worker_t *w = *w_p;
         if (w->store)
             store_batch_finish (w->store);  /* a batch in flight is answered, its refreshes settled */
+        if (w->batches)
+            store_batch_finish (w->batches);
         if (w->cache)
             refresh_abandon_all (w);
         calls_abandon_all (w);
@@ -194,6 +212,7 @@ worker_destroy (worker_t **w_p)
         breaker_destroy (&w->breaker);
         sweep_destroy (&w->sweep);
         store_destroy (&w->store);
+        store_destroy (&w->batches);
         journal_close (&w->journal);
         catalog_destroy (&w->catalog);
         crypto_keyring_destroy (&w->keyring);
@@ -303,6 +322,10 @@ worker_tick (worker_t *w, int64_t now)
     /* the connection is made in the background, a step a turn: the loop never waits for it */
     if (store_reconnect (w->store))
         cache_clear (w->cache);              /* changes made while we were away were not notified */
+    if (w->batches) {
+        store_reconnect (w->batches);
+        store_batch_pump (w->batches);
+    }
     if (!w->started_db && store_connected (w->store) && now >= w->next_replay_ms) {
         w->next_replay_ms = now + 1000;
         worker_startup_db (w);
@@ -368,6 +391,13 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             items [n].revents = 0;
             n++;
         }
+        int batches_fd = w->batches ? store_socket (w->batches) : -1;
+        size_t batches_item = n;
+        if (batches_fd >= 0) {
+            items [n] = (zmq_pollitem_t) { .socket = NULL, .fd = batches_fd,
+                                           .events = (short) (ZMQ_POLLIN | (store_batch_wants_write (w->batches) ? ZMQ_POLLOUT : 0)) };
+            n++;
+        }
         int journal_fd = w->journal ? journal_sync_fd (w->journal) : -1;
         size_t journal_item = n;
         if (journal_fd >= 0) {
@@ -387,6 +417,9 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         if (due >= 0 && due - now < timeout)
             timeout = due - now;
         int64_t batch_deadline = store_batch_deadline (w->store);
+        if (batch_deadline >= 0 && batch_deadline - now < timeout)
+            timeout = batch_deadline - now;
+        batch_deadline = w->batches ? store_batch_deadline (w->batches) : -1;
         if (batch_deadline >= 0 && batch_deadline - now < timeout)
             timeout = batch_deadline - now;
         if (timeout > 100)
@@ -413,6 +446,10 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         if (db_fd >= 0 && items [db_item].revents)
             store_read_input (w->store);
         store_batch_pump (w->store);
+        if (batches_fd >= 0 && items [batches_item].revents)
+            store_read_input (w->batches);
+        if (w->batches)
+            store_batch_pump (w->batches);
         refresh_after_answers (w);
         store_dispatch_notifies (w->store, on_notify, w);
         for (size_t i = 0; i < nlink_items; i++)
