@@ -1138,6 +1138,10 @@ claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
  * token, even over a needs_reconnect recorded at the same generation (the overtaker spent the
  * token this one replaced, and its invalid_grant says nothing about the new one). One row when
  * committed, none when the compare-and-set lost. */
+/* the lease is still this refresh's: read from the row being updated, its newest version once
+ * any lock it waited for is gone (a join with a second read of the row would see the statement's
+ * snapshot, and cost an index scan and a join for every commit) */
+#define COMMIT_MINE "(i.lease_owner = $9 AND i.lease_token = $11::uuid IS TRUE)"
 #define COMMIT_SQL \
     "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */ \
     " u AS (" \
@@ -1145,13 +1149,11 @@ claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
     "    access_lifetime_s = $12::integer," \
     "    refresh_token = $6, refresh_fingerprint = $7, generation = i.generation + 1, status = 'active'," \
     "    scopes = COALESCE(string_to_array($8, ' '), i.scopes)," \
-    "    lease_owner = CASE WHEN mine THEN NULL ELSE i.lease_owner END," \
-    "    lease_expires_at = CASE WHEN mine THEN NULL ELSE i.lease_expires_at END," \
-    "    lease_token = CASE WHEN mine THEN NULL ELSE i.lease_token END," \
+    "    lease_owner = CASE WHEN " COMMIT_MINE " THEN NULL ELSE i.lease_owner END," \
+    "    lease_expires_at = CASE WHEN " COMMIT_MINE " THEN NULL ELSE i.lease_expires_at END," \
+    "    lease_token = CASE WHEN " COMMIT_MINE " THEN NULL ELSE i.lease_token END," \
     "    last_refresh_at = now()," \
     "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
-    "  FROM (SELECT i2.lease_owner = $9 AND i2.lease_token = $11::uuid IS TRUE AS mine" \
-    "        FROM integrations i2 WHERE i2.id = $1) m" \
     "  WHERE i.id = $1 AND i.generation = $2::bigint" \
     "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND $10::boolean))" \
     "  RETURNING i.generation)," \
