@@ -54,6 +54,13 @@ typedef struct {
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
+/* A rotated token's journal record waiting for its sync: journal_appended after it, and when
+ * the loop woke to its provider's answer (for ferrule_worker_journal_window_seconds). */
+typedef struct {
+    uint64_t mark;
+    int64_t answered_us;
+} journal_wait_t;
+
 typedef struct job {
     struct job *next;
     int      link;
@@ -98,6 +105,8 @@ typedef struct worker {
         metrics_series_t *values_on_old_keys;   /* keystats.c */
     } m;
     refresh_t *refreshes;           /* every refresh in progress */
+    journal_wait_t *jwait;          /* rotated tokens written to the journal, not yet seen synced */
+    size_t jwait_n, jwait_cap;
     struct call *calls;             /* calls.c: code exchanges and revocations in flight */
     struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;

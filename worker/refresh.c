@@ -2,9 +2,10 @@
  *   1. claim: a short transaction locks the row; if someone already refreshed, use their token;
  *      if another holder's lease is live, wait; else take the lease (owner, 128-bit token, expiry).
  *   2. call the provider with no transaction open (curl multi: other work goes on meanwhile).
- *   3. a rotated refresh token goes to the local journal, and the journal to disk, before its
- *      commit is sent (one fdatasync, on the journal's own thread, for every answer since the
- *      last one began; the loop goes on serving meanwhile).
+ *   3. a rotated refresh token goes to the local journal at once, and the journal's own thread
+ *      syncs it (one fdatasync for every record since the last one began) while the commit
+ *      goes to the database: a crash loses the token only before both have ended, a failed
+ *      commit leaves it in memory and in the journal.
  *   4. commit: compare-and-set on the generation; the chain row commits with it. Until it is
  *      committed (or superseded by a newer generation) the new tokens are kept and the commit is
  *      retried, whatever the database answered.
@@ -49,7 +50,7 @@ struct refresh {
     int called;                      /* this refresh made a provider call */
     int background;                  /* started by refresh-ahead or the sweep, not by a request */
     int64_t call_started_ms;
-    int64_t started_us, synced_us;   /* monotonic: the refresh began; its commit could go */
+    int64_t started_us;              /* monotonic: the refresh began */
     /* a commit waiting for the database */
     store_commit_t commit;
     unsigned char *access_ct, *refresh_ct;
@@ -57,8 +58,6 @@ struct refresh {
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char *scopes;
     int64_t journal_seq;
-    uint64_t journal_mark;           /* journal_appended once its record was written; 0: none */
-    int synced;                      /* ANSWERED: its record is on disk (or it has none) */
     int in_db;                       /* its claim or its commit is in the database batch in flight */
     int claim_resent;                /* its claim was lost with the batch connection and sent again */
 };
@@ -494,8 +493,8 @@ refresh_committed (worker_t *w, refresh_t *r, int conflict)
     if (r->journal_seq > 0)
         journal_done (w->journal, r->journal_seq);
     r->journal_seq = 0;
-    if (r->synced_us)
-        metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->synced_us) / 1e6);
+    if (r->answered_us)
+        metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
     if (conflict) {
         /* someone committed first: serve what is stored now */
         store_row_t row;
@@ -557,6 +556,19 @@ refresh_commit_failed (worker_t *w, refresh_t *r)
 }
 
 /* Step 3 on success: seal, journal when rotated, commit. */
+/* A rotated token's record, written: its sync is asked for after this turn's answers
+ * (refresh_after_answers), and the time from the answer to the disk is measured then, whether
+ * or not the refresh's commit has landed first. */
+static void
+refresh_journal_wait (worker_t *w, uint64_t mark)
+{
+    if (w->jwait_n == w->jwait_cap) {
+        w->jwait_cap = w->jwait_cap ? 2 * w->jwait_cap : 64;
+        w->jwait = mem_realloc (w->jwait, w->jwait_cap * sizeof *w->jwait);
+    }
+    w->jwait [w->jwait_n++] = (journal_wait_t) { mark, w->woke_us };
+}
+
 static void
 refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
 {
@@ -605,7 +617,7 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
         if (r->journal_seq < 0)
             log_error (e->id, NULL, "the rotated refresh token is not journaled; committing it directly");
         else
-            r->journal_mark = journal_appended (w->journal);
+            refresh_journal_wait (w, journal_appended (w->journal));
     }
     /* the sync and the commit follow in refresh_after_answers, once every answer of this loop
      * turn is in the journal */
@@ -655,34 +667,18 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
 void
 refresh_after_answers (worker_t *w)
 {
-    /* the journal: one sync for every rotated token answered since the last one began, run by the
-     * journal's thread so that the loop goes on serving meanwhile; a refresh's commit goes with
-     * the first batch after its record is on disk (refresh_tick) */
-    int waiting = 0, read = 0;
-    uint64_t on_disk = 0;
-    int64_t now_us = 0;
-    for (refresh_t *r = w->refreshes; r; r = r->next) {
-        if (r->state != REFRESH_ANSWERED || r->synced)
-            continue;
-        if (!r->journal_mark) {
-            r->synced = 1;                   /* nothing to sync: a reusable token, or not journaled */
-            r->synced_us = clock_mono_us ();
-            continue;
-        }
-        if (!read) {
-            on_disk = journal_synced (w->journal);
-            now_us = clock_mono_us ();
-            read = 1;
-        }
-        if (r->journal_mark <= on_disk) {
-            metrics_observe (w->m.journal_window, (double) (now_us - r->answered_us) / 1e6);
-            r->synced = 1;
-            r->synced_us = now_us;
-        }
-        else
-            waiting = 1;
-    }
-    if (waiting)
+    /* the journal's thread syncs every record written since its last sync began; the loop goes
+     * on meanwhile, and so do the commits (see refresh_send_batch) */
+    if (w->jwait_n == 0)
+        return;
+    uint64_t on_disk = journal_synced (w->journal);
+    int64_t now_us = clock_mono_us ();
+    size_t k = 0;
+    for (; k < w->jwait_n && w->jwait [k].mark <= on_disk; k++)
+        metrics_observe (w->m.journal_window, (double) (now_us - w->jwait [k].answered_us) / 1e6);
+    memmove (w->jwait, w->jwait + k, (w->jwait_n - k) * sizeof *w->jwait);
+    w->jwait_n -= k;
+    if (w->jwait_n)
         journal_sync_start (w->journal);     /* nothing new to ask while one covering them runs */
 }
 
@@ -839,7 +835,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
     }
     size_t nc = 0;
     for (refresh_t *r = w->refreshes; r; r = r->next)
-        nc += r->state == REFRESH_ANSWERED && r->synced && !r->in_db;
+        nc += r->state == REFRESH_ANSWERED && !r->in_db;
     if (nc == 0 && n == 0)
         return;
     commit_batch_t *cm = NULL;
@@ -850,7 +846,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
         cm->w = w;
         cm->rs = mem_alloc (nc * sizeof *cm->rs);
         for (refresh_t *r = w->refreshes; r; r = r->next)
-            if (r->state == REFRESH_ANSWERED && r->synced && !r->in_db) {
+            if (r->state == REFRESH_ANSWERED && !r->in_db) {
                 r->in_db = 1;
                 cm->rs [cm->n] = r;
                 cs [cm->n++] = &r->commit;

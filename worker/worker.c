@@ -146,7 +146,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                             1, 5, 30 };
     w->m.phase_claim = metrics_histogram (w->metrics, "worker_refresh_phase_seconds",
                                           "a refresh's time by phase: claim (start to provider call), commit "
-                                          "(tokens on disk to committed)", "phase=\"claim\"",
+                                          "(provider's answer to committed)", "phase=\"claim\"",
                                           phase_bounds, sizeof phase_bounds / sizeof phase_bounds [0]);
     w->m.phase_commit = metrics_histogram (w->metrics, "worker_refresh_phase_seconds", NULL, "phase=\"commit\"",
                                            phase_bounds, sizeof phase_bounds / sizeof phase_bounds [0]);
@@ -213,7 +213,8 @@ worker_destroy (worker_t **w_p)
         sweep_destroy (&w->sweep);
         store_destroy (&w->store);
         store_destroy (&w->batches);
-        journal_close (&w->journal);
+        journal_close (&w->journal);     /* a sync in flight ends first */
+        mem_free (w->jwait);
         catalog_destroy (&w->catalog);
         crypto_keyring_destroy (&w->keyring);
         ratelimit_destroy (&w->admin_rate);
