@@ -630,6 +630,7 @@ typedef struct {
     worker_t *w;
     refresh_t **rs;
     size_t n;
+    int64_t sent_us;
 } commit_batch_t;
 
 /* Settles one refresh whose commit did not go through the batch, or lost there: alone, so a lost
@@ -649,6 +650,7 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
 {
     commit_batch_t *cb = arg;
     worker_t *w = cb->w;
+    metrics_observe (w->m.db_batch, (double) (clock_mono_us () - cb->sent_us) / 1e6);
     if (st != FR_OK)
         log_warning (NULL, NULL, "group commit of %zu refreshes failed, committing one by one: %s", n, err);
     for (size_t i = 0; i < n; i++)
@@ -793,12 +795,15 @@ typedef struct {
     store_claim_req_t *q;
     size_t n;
     int second;                      /* sent on the batch connection (w->batches) */
+    int64_t sent_us;                 /* 0 when the batch's commits measure it */
 } claim_batch_t;
 
 static void
 on_claims (void *arg, store_claim_req_t *reqs, size_t n)
 {
     claim_batch_t *cb = arg;
+    if (cb->sent_us)
+        metrics_observe (cb->w->m.db_batch, (double) (clock_mono_us () - cb->sent_us) / 1e6);
     for (size_t i = 0; i < n; i++)
         cb->rs [i]->in_db = 0;
     for (size_t i = 0; i < n; i++) {
@@ -844,6 +849,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
         cm = mem_alloc (sizeof *cm);
         cs = mem_alloc (nc * sizeof *cs);
         cm->w = w;
+        cm->sent_us = clock_mono_us ();
         cm->rs = mem_alloc (nc * sizeof *cm->rs);
         for (refresh_t *r = w->refreshes; r; r = r->next)
             if (r->state == REFRESH_ANSWERED && !r->in_db) {
@@ -859,6 +865,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
         cl->w = w;
         cl->n = n;
         cl->second = store == w->batches;
+        cl->sent_us = cm ? 0 : clock_mono_us ();
         cl->rs = mem_alloc (n * sizeof *cl->rs);
         cl->q = mem_alloc (n * sizeof *cl->q);
         for (size_t i = 0; i < n; i++) {
@@ -885,6 +892,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
             mem_free (cm);
         }
         if (cl) {
+            cl->sent_us = 0;                /* not a batch's time */
             for (size_t i = 0; i < n; i++) {
                 cl->q [i].st = st;
                 snprintf (cl->q [i].err, sizeof cl->q [i].err, "%s", err);

@@ -150,6 +150,9 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                           phase_bounds, sizeof phase_bounds / sizeof phase_bounds [0]);
     w->m.phase_commit = metrics_histogram (w->metrics, "worker_refresh_phase_seconds", NULL, "phase=\"commit\"",
                                            phase_bounds, sizeof phase_bounds / sizeof phase_bounds [0]);
+    w->m.db_batch = metrics_histogram (w->metrics, "worker_db_batch_seconds",
+                                       "a batch of claims and commits, from sent to its answers delivered by the loop",
+                                       NULL, phase_bounds, sizeof phase_bounds / sizeof phase_bounds [0]);
     static const double batch_bounds [] = { 1, 2, 4, 8, 16, 32, 64, 128, 256 };
     w->m.claim_batch = metrics_histogram (w->metrics, "worker_claim_batch_size",
                                           "refresh claims sent to the database together (one transaction)", NULL,
