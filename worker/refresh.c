@@ -902,11 +902,10 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
     }
 }
 
-/* Where the turn's batch goes: the batch connection when it is up and has none in flight, else
- * the main one when it has none; NULL while both are busy. Two batches of one worker never share
- * a row (one refresh per integration at a time), so they can run side by side, and the server
- * can flush both commits in one WAL write. */
-static store_t *
+/* Two batches of one worker never share a row (one refresh per integration at a time; the
+ * sweep's only read), so they can run side by side, and the server can flush both commits in
+ * one WAL write. */
+store_t *
 refresh_batch_store (const worker_t *w)
 {
     if (w->batches && store_connected (w->batches) && !store_batch_busy (w->batches))

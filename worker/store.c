@@ -1463,43 +1463,66 @@ store_release_own_leases (store_t *s, char ***ids, char ***providers, size_t *co
     return FR_OK;
 }
 
-fr_status_t
-store_sweep_candidates (store_t *s, int64_t horizon_s, double lifetime_share, int64_t floor_s,
-                        const char *provider, int64_t idle_s, int64_t limit,
-                        char ***ids, char ***providers, size_t *count, char *err, size_t errlen)
+/* Each token's own horizon: the global one, but no more than a share of the token's lifetime (a
+ * 120 s token is not refreshed every pass of a 300 s horizon) and no less than the floor (one
+ * sweep interval and a margin, so that a pass always comes before expiry), and never more than
+ * half the lifetime. */
+static const char sweep_sql [] =
+    "SELECT id, provider FROM integrations"
+    " WHERE status = 'active' AND refresh_token IS NOT NULL"
+    "   AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())"
+    "   AND CASE WHEN $2::text IS NULL"
+    "       THEN access_expires_at IS NULL OR access_expires_at < now() + interval '1 second' *"
+    "         CASE WHEN COALESCE(access_lifetime_s, 0) <= 0 THEN $1::bigint"
+    "              ELSE LEAST($1::bigint, access_lifetime_s / 2,"
+    "                         GREATEST(access_lifetime_s * $5::float8, $6::bigint)) END"
+    "       ELSE provider = $2 AND COALESCE(last_refresh_at, created_at) < now() - $3::bigint * interval '1 second' END"
+    " ORDER BY access_expires_at NULLS FIRST LIMIT $4::bigint";
+
+typedef struct {
+    store_candidate_fn *fn;
+    void *arg;
+} sweep_ctx_t;
+
+static void
+sweep_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
-    char horizon [32], idle [32], lim [32], share [32], floor [32];
-    snprintf (horizon, sizeof horizon, "%" PRId64, horizon_s);
-    snprintf (idle, sizeof idle, "%" PRId64, idle_s);
-    snprintf (lim, sizeof lim, "%" PRId64, limit);
-    snprintf (share, sizeof share, "%.4f", lifetime_share);
-    snprintf (floor, sizeof floor, "%" PRId64, floor_s);
-    const char *values [] = { horizon, provider, idle, lim, share, floor };
-    *ids = NULL;
-    *providers = NULL;
-    *count = 0;
-    /* Each token's own horizon: the global one, but no more than a share of the token's lifetime
-     * (a 120 s token is not refreshed every pass of a 300 s horizon) and no less than the floor
-     * (one sweep interval and a margin, so that a pass always comes before expiry), and never more
-     * than half the lifetime. */
-    PGresult *res = store_run (s,
-        "SELECT id, provider FROM integrations"
-        " WHERE status = 'active' AND refresh_token IS NOT NULL"
-        "   AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())"
-        "   AND CASE WHEN $2::text IS NULL"
-        "       THEN access_expires_at IS NULL OR access_expires_at < now() + interval '1 second' *"
-        "         CASE WHEN COALESCE(access_lifetime_s, 0) <= 0 THEN $1::bigint"
-        "              ELSE LEAST($1::bigint, access_lifetime_s / 2,"
-        "                         GREATEST(access_lifetime_s * $5::float8, $6::bigint)) END"
-        "       ELSE provider = $2 AND COALESCE(last_refresh_at, created_at) < now() - $3::bigint * interval '1 second' END"
-        " ORDER BY access_expires_at NULLS FIRST LIMIT $4::bigint",
-        6, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res)
-        return st;
-    store_take_pairs (res, ids, providers, count);
-    PQclear (res);
-    return FR_OK;
+    sweep_ctx_t *c = arg;
+    for (size_t q = 0; st == FR_OK && q < n; q++)
+        for (int i = 0; results [q] && i < PQntuples (results [q]); i++)
+            c->fn (c->arg, FR_OK, q, PQgetvalue (results [q], i, 0), PQgetvalue (results [q], i, 1), NULL);
+    c->fn (c->arg, st, n, NULL, NULL, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn, void *arg,
+                   char *err, size_t errlen)
+{
+    struct sweep_params {
+        char horizon [32], idle [32], lim [32], share [32], floor [32];
+        const char *values [6];
+    } *p = mem_alloc (n * sizeof *p);
+    store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
+    for (size_t i = 0; i < n; i++) {
+        snprintf (p [i].horizon, sizeof p [i].horizon, "%" PRId64, qs [i].horizon_s);
+        snprintf (p [i].idle, sizeof p [i].idle, "%" PRId64, qs [i].idle_s);
+        snprintf (p [i].lim, sizeof p [i].lim, "%" PRId64, qs [i].limit);
+        snprintf (p [i].share, sizeof p [i].share, "%.4f", qs [i].lifetime_share);
+        snprintf (p [i].floor, sizeof p [i].floor, "%" PRId64, qs [i].floor_s);
+        const char *values [] = { p [i].horizon, qs [i].provider, p [i].idle, p [i].lim, p [i].share, p [i].floor };
+        memcpy (p [i].values, values, sizeof values);
+        stmts [i] = (store_stmt_t) { sweep_sql, 6, p [i].values, NULL, NULL };
+    }
+    sweep_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (sweep_ctx_t) { fn, arg };
+    /* libpq has copied the parameters once the statements are sent */
+    fr_status_t st = store_batch_start (s, stmts, n, sweep_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    mem_free (stmts);
+    mem_free (p);
+    return st;
 }
 
 fr_status_t

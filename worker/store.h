@@ -189,12 +189,23 @@ fr_status_t store_release_own_leases (store_t *s, char ***ids, char ***providers
                                       char *err, size_t errlen) FR_MUSTCHECK;
 /* Integrations that need the sweep: active, with a refresh token, no live lease, and either
  * expiring within their own horizon (horizon_s, but never more than lifetime_share of the token's
- * lifetime, nor less than floor_s), or (provider given) not refreshed for idle_s. At most limit rows;
- * ids and providers go into the arrays (caller frees each string and the arrays). */
-fr_status_t store_sweep_candidates (store_t *s, int64_t horizon_s, double lifetime_share, int64_t floor_s,
-                                    const char *provider, int64_t idle_s,
-                                    int64_t limit, char ***ids, char ***providers, size_t *count,
-                                    char *err, size_t errlen) FR_MUSTCHECK;
+ * lifetime, nor less than floor_s), or (provider given) not refreshed for idle_s. At most limit
+ * rows per query. */
+typedef struct {
+    int64_t horizon_s;
+    double lifetime_share;
+    int64_t floor_s;
+    const char *provider;                 /* set: that provider's idle refresh tokens instead */
+    int64_t idle_s;
+    int64_t limit;
+} store_sweep_query_t;
+/* Called from store_batch_pump for every candidate of query q (in the order given, strings
+ * borrowed for the call), then once with id NULL: all delivered (FR_OK), or the batch failed. */
+typedef void (store_candidate_fn) (void *arg, fr_status_t st, size_t q, const char *id, const char *provider,
+                                   const char *err);
+/* Sends the queries as one batch, not waiting for it (the caller checks store_batch_busy). */
+fr_status_t store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn,
+                               void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 fr_status_t store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, size_t *count,
                            char *err, size_t errlen) FR_MUSTCHECK;
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #define SWEEP_MAX_PROVIDERS 128
+#define SWEEP_BUSY_RETRY_MS 100     /* every connection had a batch in flight: try again this soon */
 
 typedef struct {
     char name [65];
@@ -23,6 +24,10 @@ struct sweep {
     int64_t next_ms;
     sweep_bucket_t buckets [SWEEP_MAX_PROVIDERS];
     size_t nbuckets;
+    int in_flight;              /* a pass's queries are in the database */
+    size_t started, kept;       /* of the pass in flight */
+    sweep_start_fn *start;
+    void *start_arg;
 };
 
 sweep_t *
@@ -158,54 +163,59 @@ sweep_one (sweep_t *s, const char *id, const char *provider, int keepalive, int6
     return sweep_owns (s, id) ? start (arg, id, provider, keepalive, now_ms) : 0;
 }
 
+/* A pass's answers, from the loop (store_batch_pump): query 0 finds what expires, the others
+ * the idle refresh tokens of one provider each. */
+static void
+sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *provider, const char *err)
+{
+    sweep_t *s = arg;
+    if (id) {
+        size_t *count = q == 0 ? &s->started : &s->kept;
+        *count += (size_t) sweep_one (s, id, provider, q > 0, clock_mono_ms (), s->start, s->start_arg);
+        return;
+    }
+    s->in_flight = 0;
+    if (st != FR_OK)
+        log_warning (NULL, NULL, "sweep: %s", err);
+    if (s->started || s->kept)
+        log_info (NULL, NULL, "sweep: refreshing %zu expiring and %zu idle integrations", s->started, s->kept);
+}
+
 void
 sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
             sweep_start_fn *start, void *arg)
 {
-    if (now_ms < s->next_ms)
+    if (now_ms < s->next_ms || s->in_flight)
         return;
+    if (!paused && s->owned_count && !store) {
+        s->next_ms = now_ms + SWEEP_BUSY_RETRY_MS;
+        return;
+    }
     /* a pass that cannot run now waits a whole interval too: left due, it would make every
      * poll of the loop return at once (a spin for as long as the database is away) */
     s->next_ms = now_ms + s->cfg.interval_ms;
-    if (!s->owned_count || !store_connected (store) || paused)
+    if (!s->owned_count || !store || !store_connected (store) || paused)
         return;
+    /* the queries apply sweep_horizon to every row: the same bounds, in SQL; then, for providers
+     * that expire unused refresh tokens, those not refreshed for half the idle limit. They go as
+     * one batch, and the loop goes on: a stalled database holds up the pass, not the worker. */
+    store_sweep_query_t qs [1 + SWEEP_MAX_PROVIDERS];
+    size_t nq = 0;
+    qs [nq++] = (store_sweep_query_t) { s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
+                                        s->cfg.batch };
+    for (size_t k = 0; k < catalog_count (catalog) && nq < sizeof qs / sizeof qs [0]; k++) {
+        const catalog_provider_t *p = catalog_at (catalog, k);
+        if (p->refresh_token_idle_days > 0)
+            qs [nq++] = (store_sweep_query_t) { 0, 0, 0, p->name, (int64_t) p->refresh_token_idle_days * 86400 / 2,
+                                                s->cfg.batch };
+    }
     char err [512];
-    char **ids = NULL, **providers = NULL;
-    size_t n = 0, started = 0, kept = 0;
-
-    /* the query applies sweep_horizon to every row: the same bounds, in SQL */
-    if (store_sweep_candidates (store, s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
-                                s->cfg.batch, &ids, &providers, &n, err, sizeof err) != FR_OK) {
+    s->started = s->kept = 0;
+    s->start = start;
+    s->start_arg = arg;
+    if (store_sweep_start (store, qs, nq, sweep_found, s, err, sizeof err) != FR_OK) {
         log_warning (NULL, NULL, "sweep: %s", err);
         return;
     }
-    for (size_t i = 0; i < n; i++) {
-        started += (size_t) sweep_one (s, ids [i], providers [i], 0, now_ms, start, arg);
-        mem_free (ids [i]);
-        mem_free (providers [i]);
-    }
-    mem_free (ids);
-    mem_free (providers);
-
-    /* providers that expire unused refresh tokens: refresh at half the idle limit */
-    for (size_t k = 0; k < catalog_count (catalog); k++) {
-        const catalog_provider_t *p = catalog_at (catalog, k);
-        if (p->refresh_token_idle_days <= 0)
-            continue;
-        int64_t idle_s = (int64_t) p->refresh_token_idle_days * 86400 / 2;
-        if (store_sweep_candidates (store, 0, 0, 0, p->name, idle_s, s->cfg.batch, &ids, &providers, &n,
-                                    err, sizeof err) != FR_OK) {
-            log_warning (NULL, NULL, "sweep: %s", err);
-            return;
-        }
-        for (size_t i = 0; i < n; i++) {
-            kept += (size_t) sweep_one (s, ids [i], providers [i], 1, now_ms, start, arg);
-            mem_free (ids [i]);
-            mem_free (providers [i]);
-        }
-        mem_free (ids);
-        mem_free (providers);
-    }
-    if (started || kept)
-        log_info (NULL, NULL, "sweep: refreshing %zu expiring and %zu idle integrations", started, kept);
+    s->in_flight = 1;
 }

@@ -29,7 +29,9 @@ uint32_t sweep_owned_count (const sweep_t *s);
  * when none is in flight, taking a call from the provider's budget with sweep_take. Returns 1
  * when one started. */
 typedef int (sweep_start_fn) (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
-/* Runs a sweep round when one is due (never while paused: no database, or draining). */
+/* Starts a sweep round when one is due (never while paused, draining), as one batch on store, a
+ * connection with none in flight (NULL: none is free now, try again shortly). Its candidates go to
+ * start when the loop delivers its answers. */
 void sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
                  sweep_start_fn *start, void *arg);
 /* One call from provider's budget of sweep calls (rate_per_s); 0 when it is spent for now. */

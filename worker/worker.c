@@ -338,7 +338,7 @@ worker_tick (worker_t *w, int64_t now)
     store_dispatch_notifies (w->store, on_notify, w);
     worker_revalidate (w, now);
     refresh_tick (w, now);
-    sweep_tick (w->sweep, w->store, w->catalog, w->draining, now, refresh_sweep_start, w);
+    sweep_tick (w->sweep, refresh_batch_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
     keystats_tick (w, now);
     /* metrics and readiness are published ten times a second, not once per loop turn */
     if (now < w->next_publish_ms)

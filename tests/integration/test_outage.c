@@ -1,6 +1,8 @@
 /* test_outage.c - PostgreSQL goes away after the provider has rotated the refresh token: the
  * worker keeps the new tokens in its journal, commits them when the database is back (or after
- * its own crash and restart, by replaying the journal), and the chain is never broken.
+ * its own crash and restart, by replaying the journal), and the chain is never broken. And the
+ * database stalls (every PostgreSQL process stopped) while the sweep has passes to run: cached
+ * tokens are still served.
  * This test runs its own PostgreSQL cluster, because it stops and starts it. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "clock.h"
 #include "itest.h"
 
 static harness_t *h;
@@ -174,12 +177,92 @@ test_journal_replayed_after_crash (void **state)
     free (rt);
 }
 
+/* Every process of the test's cluster, as the database itself lists them (the postmaster too, so
+ * that no new connection is answered either), but the harness's own session. */
+static int
+pg_processes (pid_t *pids, int max)
+{
+    PGconn *c = harness_db (h);
+    int n = 0;
+    PGresult *r = PQexec (c, "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid ()");
+    for (int i = 0; PQresultStatus (r) == PGRES_TUPLES_OK && i < PQntuples (r) && n < max - 1; i++)
+        pids [n++] = (pid_t) atoi (PQgetvalue (r, i, 0));
+    PQclear (r);
+    r = PQexec (c, "SELECT current_setting ('data_directory') || '/postmaster.pid'");
+    FILE *f = PQresultStatus (r) == PGRES_TUPLES_OK ? fopen (PQgetvalue (r, 0, 0), "r") : NULL;
+    long pm = 0;
+    if (f && fscanf (f, "%ld", &pm) == 1 && pm > 1)
+        pids [n++] = (pid_t) pm;
+    if (f)
+        fclose (f);
+    PQclear (r);
+    return n;
+}
+
+/* The machine under PostgreSQL freezes for 3 s. Cached tokens are served all along, each within
+ * its one-second deadline: the sweep's pass (every 100 ms here) goes to the database as a batch
+ * the loop does not wait for. It used to run its query in the loop, which then waited the whole
+ * statement deadline (1.25 s) with every request behind it. */
+static void
+test_cache_hits_served_while_the_database_stalls (void **state)
+{
+    int rc;
+    /* a sweep pass every 100 ms, so that passes fall in the stall (the last test: the others want
+     * no sweep of their own) */
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    harness_set_env (h, "FERRULE_SWEEP_MS", "100");
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "stall:box", "fakebox", rt), 0);
+    free (rt);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", "stall:box", NULL));
+    assert_int_equal (rc, 0);
+    pid_t pids [64];
+    int n = pg_processes (pids, 64);
+    assert_true (n >= 2);
+    for (int i = 0; i < n; i++)
+        kill (pids [i], SIGSTOP);
+    int64_t until = clock_mono_ms () + 3000;
+    int served = 0, late = 0;
+    while (clock_mono_ms () < until) {
+        json_t *t = harness_ctl (h, &rc, "token", "--integration", "stall:box", "--timeout", "1", NULL);
+        if (rc == 0 && json_is_false (json_object_get (t, "refreshed")))
+            served++;
+        else
+            late++;
+        json_decref (t);
+    }
+    for (int i = 0; i < n; i++)
+        kill (pids [i], SIGCONT);
+    fprintf (stderr, "during the stall: %d cached tokens served in time, %d not\n", served, late);
+    assert_int_equal (late, 0);
+    assert_true (served > 0);
+    /* and the worker is back on the database afterwards, on both connections: a forced refresh
+     * (a batch) and the chain's history (a statement of the main connection) go through */
+    int refreshed = 0, history = 0;
+    for (int i = 0; i < 100 && !(refreshed && history); i++) {
+        if (!refreshed) {
+            json_decref (harness_ctl (h, &rc, "refresh", "--integration", "stall:box", NULL));
+            refreshed = rc == 0;
+        }
+        if (!history) {
+            json_decref (harness_ctl (h, &rc, "history", "--integration", "stall:box", NULL));
+            history = rc == 0;
+        }
+        if (!(refreshed && history))
+            usleep (200000);
+    }
+    assert_true (refreshed && history);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_commit_retried_when_database_returns),
         cmocka_unit_test (test_journal_replayed_after_crash),
+        cmocka_unit_test (test_cache_hits_served_while_the_database_stalls),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
