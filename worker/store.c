@@ -1525,12 +1525,26 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
     return st;
 }
 
-fr_status_t
-store_generations (store_t *s, const char *const *ids, size_t n,
-                   void (*cb) (void *arg, const char *id, int64_t generation, const char *status),
-                   void *arg, char *err, size_t errlen)
+typedef struct {
+    store_generation_fn *fn;
+    void *arg;
+} generations_ctx_t;
+
+static void
+generations_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
+    generations_ctx_t *c = arg;
+    for (int i = 0; st == FR_OK && n == 1 && results [0] && i < PQntuples (results [0]); i++)
+        c->fn (c->arg, FR_OK, PQgetvalue (results [0], i, 0), store_int_at (results [0], i, 1),
+               PQgetvalue (results [0], i, 2), NULL);
+    c->fn (c->arg, st, NULL, 0, NULL, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn, void *arg,
+                         char *err, size_t errlen)
+{
     mem_buf_t b;
     mem_buf_init (&b, n * 132 + 8);
     int bad = mem_buf_append (&b, "{", 1);
@@ -1544,15 +1558,15 @@ store_generations (store_t *s, const char *const *ids, size_t n,
         return FR_TOO_LARGE;
     }
     const char *values [] = { b.data };
-    PGresult *res = store_run (s, "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])",
-                               1, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    mem_buf_free (&b);
-    if (!res)
-        return st;
-    for (int i = 0; i < PQntuples (res); i++)
-        cb (arg, PQgetvalue (res, i, 0), store_int_at (res, i, 1), PQgetvalue (res, i, 2));
-    PQclear (res);
-    return FR_OK;
+    store_stmt_t stmt = { "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])", 1, values,
+                          NULL, NULL };
+    generations_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (generations_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, generations_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    mem_buf_free (&b);                   /* sent: libpq has copied it */
+    return st;
 }
 
 fr_status_t

@@ -112,11 +112,14 @@ void store_read_input (store_t *s);
  * Notifications that arrive while a statement runs are read with its result and kept until this
  * is called, so the loop calls it after every piece of work, not only when the socket is readable. */
 void store_dispatch_notifies (store_t *s, store_notify_fn *cb, void *arg);
-/* Generation and status of the given integrations, for re-validating cached entries; cb is called
- * for every one found (ids not found are not reported). */
-fr_status_t store_generations (store_t *s, const char *const *ids, size_t n,
-                               void (*cb) (void *arg, const char *id, int64_t generation, const char *status),
-                               void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+/* Generation and status of the given integrations, for re-validating cached entries, as a batch
+ * the loop does not wait for (the caller checks store_batch_busy): from store_batch_pump, fn is
+ * called for every one found (ids not found are not reported), then once with id NULL: all
+ * delivered (FR_OK), or the batch failed (st, err). */
+typedef void (store_generation_fn) (void *arg, fr_status_t st, const char *id, int64_t generation, const char *status,
+                                    const char *err);
+fr_status_t store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn,
+                                     void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
 fr_status_t store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errlen) FR_MUSTCHECK;
 /* The claim: locks the row (without waiting: CLAIM_LOCKED if another session holds it), decides

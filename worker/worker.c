@@ -269,49 +269,73 @@ on_notify (void *arg, const char *worker, const char *integration)
 
 #define REVALIDATE_BATCH 1000
 
+/* A re-validation in flight: the ids asked for, and the time before which an entry not found
+ * had last been checked (so it is gone from the database, not loaded meanwhile). */
+typedef struct {
+    worker_t *w;
+    char **ids;
+    size_t n;
+    int64_t before;
+} revalidation_t;
+
 static void
-on_generation (void *arg, const char *id, int64_t generation, const char *status)
+on_generation (void *arg, fr_status_t st, const char *id, int64_t generation, const char *status, const char *err)
 {
-    worker_t *w = arg;
-    cache_entry_t *e = cache_get (w->cache, id);
-    if (!e || e->refresh)
+    revalidation_t *rv = arg;
+    worker_t *w = rv->w;
+    if (id) {
+        cache_entry_t *e = cache_get (w->cache, id);
+        if (!e || e->refresh)
+            return;
+        if (e->generation != generation || strcmp (cache_status_text (e->status), status) != 0) {
+            log_warning (id, NULL, "cached generation %lld is stale (the database has %lld, %s): dropped; a change "
+                         "notification was lost", (long long) e->generation, (long long) generation, status);
+            metrics_inc (w->m.revalidated_stale);
+            cache_drop (w->cache, id);
+        }
+        else
+            e->checked_ms = clock_mono_ms ();
         return;
-    if (e->generation != generation || strcmp (cache_status_text (e->status), status) != 0) {
-        log_warning (id, NULL, "cached generation %lld is stale (the database has %lld, %s): dropped; a change "
-                     "notification was lost", (long long) e->generation, (long long) generation, status);
-        metrics_inc (w->m.revalidated_stale);
-        cache_drop (w->cache, id);
     }
-    else
-        e->checked_ms = clock_mono_ms ();
+    if (st != FR_OK)
+        log_warning (NULL, NULL, "could not re-validate cached integrations: %s", err);
+    for (size_t i = 0; i < rv->n; i++) {
+        cache_entry_t *e = st == FR_OK ? cache_get (w->cache, rv->ids [i]) : NULL;
+        if (e && !e->refresh && e->checked_ms <= rv->before)
+            cache_drop (w->cache, rv->ids [i]);      /* not in the database any more */
+        mem_free (rv->ids [i]);
+    }
+    mem_free (rv->ids);
+    mem_free (rv);
+    w->revalidating = 0;
 }
 
 /* The second line behind notifications: entries not checked against the database for
- * cache_revalidate_ms are compared with the stored generation and status, a batch per second.
- * Entries the database no longer has are dropped. */
+ * cache_revalidate_ms are compared with the stored generation and status, a batch per second,
+ * sent on a free connection and not waited for. Entries the database no longer has are dropped. */
 static void
 worker_revalidate (worker_t *w, int64_t now)
 {
-    /* optional work: never made to wait for a batch of the refresh protocol in flight */
-    if (now < w->next_revalidate_ms || !store_connected (w->store) || store_batch_busy (w->store))
+    /* optional work: only on a connection with no batch in flight, one at a time */
+    store_t *store = refresh_batch_store (w);
+    if (now < w->next_revalidate_ms || w->revalidating || !store || !store_connected (store))
         return;
     w->next_revalidate_ms = now + 1000;
-    char *ids [REVALIDATE_BATCH];
-    size_t n = cache_collect_unchecked (w->cache, now - w->cfg.cache_revalidate_ms, ids, REVALIDATE_BATCH);
-    if (n == 0)
-        return;
+    revalidation_t *rv = mem_alloc (sizeof *rv);
+    *rv = (revalidation_t) { w, mem_alloc (REVALIDATE_BATCH * sizeof *rv->ids), 0, now - 1 };
+    rv->n = cache_collect_unchecked (w->cache, now - w->cfg.cache_revalidate_ms, rv->ids, REVALIDATE_BATCH);
     char err [512];
-    int64_t before = now - 1;
-    if (store_generations (w->store, (const char *const *) ids, n, on_generation, w, err, sizeof err) != FR_OK)
-        log_warning (NULL, NULL, "could not re-validate cached integrations: %s", err);
-    else
-        for (size_t i = 0; i < n; i++) {
-            cache_entry_t *e = cache_get (w->cache, ids [i]);
-            if (e && !e->refresh && e->checked_ms <= before)
-                cache_drop (w->cache, ids [i]);      /* not in the database any more */
-        }
-    for (size_t i = 0; i < n; i++)
-        mem_free (ids [i]);
+    if (rv->n == 0 || store_generations_start (store, (const char *const *) rv->ids, rv->n, on_generation, rv, err,
+                                                sizeof err) != FR_OK) {
+        if (rv->n)
+            log_warning (NULL, NULL, "could not re-validate cached integrations: %s", err);
+        for (size_t i = 0; i < rv->n; i++)
+            mem_free (rv->ids [i]);
+        mem_free (rv->ids);
+        mem_free (rv);
+        return;
+    }
+    w->revalidating = 1;
 }
 
 /* Periodic work: heartbeats, database reconnects, refresh retries. */
@@ -336,9 +360,9 @@ worker_tick (worker_t *w, int64_t now)
     }
     store_batch_pump (w->store);            /* a statement run this turn may have read a batch's end */
     store_dispatch_notifies (w->store, on_notify, w);
-    worker_revalidate (w, now);
-    refresh_tick (w, now);
+    refresh_tick (w, now);                  /* the refresh protocol's batch first, then optional work */
     sweep_tick (w->sweep, refresh_batch_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
+    worker_revalidate (w, now);
     keystats_tick (w, now);
     /* metrics and readiness are published ten times a second, not once per loop turn */
     if (now < w->next_publish_ms)
