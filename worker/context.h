@@ -114,6 +114,7 @@ typedef struct worker {
     int64_t woke_us;                /* monotonic: when the loop's poll last returned */
     int64_t next_revalidate_ms;
     int revalidating;               /* a re-validation batch is in flight */
+    int keystats_counting;          /* a count of values on retired keys is in flight */
     int64_t next_replay_ms;
     int replay_failed;              /* scratch of worker_startup_db */
     int64_t next_hello_ms;

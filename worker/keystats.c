@@ -3,6 +3,7 @@
 #include "store_connect.h"
 #include "log.h"
 #include "context.h"
+#include "refresh.h"
 #include "reply.h"
 #include <inttypes.h>
 #include <stdio.h>
@@ -21,23 +22,40 @@ keystats_count (worker_t *w, int64_t *integrations, int64_t *connects, char *err
     return FR_OK;
 }
 
+static void
+on_old_keys (void *arg, fr_status_t st, int64_t integrations, int64_t connects, const char *err)
+{
+    worker_t *w = arg;
+    w->keystats_counting = 0;
+    if (st != FR_OK) {
+        log_debug (NULL, NULL, "could not count values on retired keys: %s", err);
+        return;
+    }
+    w->keystats_integrations = integrations;
+    w->keystats_connects = connects;
+    w->keystats_counted = 1;
+    metrics_set (w->m.values_on_old_keys, integrations + connects);
+}
+
 void
 keystats_tick (worker_t *w, int64_t now_ms)
 {
     char err [512];
-    int64_t integrations = 0, connects = 0;
-    if (now_ms < w->next_keystats_ms || !store_connected (w->store) || store_batch_busy (w->store))
+    /* optional work: a batch on a connection that has none in flight, not waited for */
+    store_t *store = refresh_batch_store (w);
+    if (now_ms < w->next_keystats_ms || w->keystats_counting || !store || !store_connected (store))
         return;
     w->next_keystats_ms = now_ms + w->cfg.key_stats_ms;
     if (!w->m.values_on_old_keys)
         w->m.values_on_old_keys = metrics_gauge (w->metrics, "worker_values_on_old_keys",
                                                  "stored tokens and live PKCE verifiers sealed with a retired key "
                                                  "(run \"ferrule-migrate rekey\"; 0: the old keys can go)", NULL);
-    if (keystats_count (w, &integrations, &connects, err, sizeof err) != FR_OK) {
+    if (store_count_old_keys_start (store, crypto_keyring_current_id (w->keyring), on_old_keys, w, err,
+                                    sizeof err) != FR_OK) {
         log_debug (NULL, NULL, "could not count values on retired keys: %s", err);
         return;
     }
-    metrics_set (w->m.values_on_old_keys, integrations + connects);
+    w->keystats_counting = 1;
 }
 
 fr_status_t

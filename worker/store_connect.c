@@ -339,6 +339,12 @@ store_report_scope (store_t *s, const char *id, const char *scope, const char *d
 }
 
 /* The same count as REKEY_COUNT_SQL in migrations/rekey.h. */
+static const char old_keys_sql [] =
+    "SELECT (SELECT count(*) FROM integrations WHERE key_id <> $1::integer"
+    "          AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)),"
+    "       (SELECT count(*) FROM pending_authorizations WHERE key_id <> $1::integer"
+    "          AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now())";
+
 fr_status_t
 store_count_old_keys (store_t *s, int32_t current_key_id, int64_t *integrations, int64_t *connects,
                       char *err, size_t errlen)
@@ -347,16 +353,42 @@ store_count_old_keys (store_t *s, int32_t current_key_id, int64_t *integrations,
     char id [16];
     snprintf (id, sizeof id, "%" PRId32, current_key_id);
     const char *values [] = { id };
-    PGresult *res = store_exec (s,
-        "SELECT (SELECT count(*) FROM integrations WHERE key_id <> $1::integer"
-        "          AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)),"
-        "       (SELECT count(*) FROM pending_authorizations WHERE key_id <> $1::integer"
-        "          AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now())",
-        1, values, NULL, NULL, 1, &st, err, errlen);
+    PGresult *res = store_exec (s, old_keys_sql, 1, values, NULL, NULL, 1, &st, err, errlen);
     if (!res)
         return st;
     *integrations = store_int_at (res, 0, 0);
     *connects = store_int_at (res, 0, 1);
     PQclear (res);
     return FR_OK;
+}
+
+typedef struct {
+    store_old_keys_fn *fn;
+    void *arg;
+} old_keys_ctx_t;
+
+static void
+old_keys_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    old_keys_ctx_t *c = arg;
+    int ok = st == FR_OK && n == 1 && results [0] && PQntuples (results [0]) == 1;
+    c->fn (c->arg, ok ? FR_OK : st != FR_OK ? st : FR_INTERNAL, ok ? store_int_at (results [0], 0, 0) : 0,
+           ok ? store_int_at (results [0], 0, 1) : 0, ok ? NULL : st != FR_OK ? err : "the count returned no row");
+    mem_free (c);
+}
+
+fr_status_t
+store_count_old_keys_start (store_t *s, int32_t current_key_id, store_old_keys_fn *fn, void *arg, char *err,
+                            size_t errlen)
+{
+    char id [16];
+    snprintf (id, sizeof id, "%" PRId32, current_key_id);
+    const char *values [] = { id };
+    store_stmt_t stmt = { old_keys_sql, 1, values, NULL, NULL };
+    old_keys_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (old_keys_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, old_keys_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
 }

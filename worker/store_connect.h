@@ -129,4 +129,9 @@ fr_status_t store_report_scope (store_t *s, const char *id, const char *scope, c
 /* Integrations and live connects with a value sealed under another key than current_key_id. */
 fr_status_t store_count_old_keys (store_t *s, int32_t current_key_id, int64_t *integrations, int64_t *connects,
                                   char *err, size_t errlen) FR_MUSTCHECK;
+/* The same count as a batch the loop does not wait for (the caller checks store_batch_busy); fn
+ * is called from store_batch_pump with the counts, or with st and err. */
+typedef void (store_old_keys_fn) (void *arg, fr_status_t st, int64_t integrations, int64_t connects, const char *err);
+fr_status_t store_count_old_keys_start (store_t *s, int32_t current_key_id, store_old_keys_fn *fn, void *arg,
+                                        char *err, size_t errlen) FR_MUSTCHECK;
 #endif
