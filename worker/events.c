@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -485,12 +484,6 @@ pack_json (codec_builder_t *o, json_t *v)
         codec_nil (o);
 }
 
-static const char *
-col (PGresult *res, int row, int c)
-{
-    return PQgetisnull (res, row, c) ? NULL : PQgetvalue (res, row, c);
-}
-
 void
 events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
 {
@@ -515,46 +508,47 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
         reply_error (w, job, FR_BAD_REQUEST, "\"limit\" must be an integer from 1 to 1000", NULL, -1);
         return;
     }
-    PGresult *res = store_events_list (w->store, integration [0] ? integration : NULL, since [0] ? since : NULL,
-                                       event [0] ? event : NULL, limit, &st, err, sizeof err);
-    if (!res) {
+    store_event_t *rows = NULL;
+    size_t nrows = 0;
+    st = store_events_list (w->store, integration [0] ? integration : NULL, since [0] ? since : NULL,
+                            event [0] ? event : NULL, limit, &rows, &nrows, err, sizeof err);
+    if (st != FR_OK) {
         reply_error (w, job, st, err, NULL, -1);
         return;
     }
     /* as many as fit one reply frame; "truncated" says there were more */
-    int n = 0, rows = PQntuples (res);
-    size_t bytes = 0;
-    for (; n < rows; n++) {
-        for (int c = 0; c < PQnfields (res); c++)
-            bytes += (size_t) PQgetlength (res, n, c) + 16;
+    size_t n = 0, bytes = 0;
+    for (; n < nrows; n++) {
+        bytes += rows [n].bytes;
         if (bytes > LIST_MAX_BYTES)
             break;
     }
     codec_builder_t *o = reply_begin (w, job, 1, 2);
-    codec_kv_bool (o, "truncated", n < rows);
+    codec_kv_bool (o, "truncated", n < nrows);
     codec_str (o, "events");
     codec_array (o, (uint32_t) n);
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
+        const store_event_t *e = &rows [i];
         codec_map (o, 10);
-        codec_kv_str (o, "id", col (res, i, 0));
-        codec_kv_str (o, "type", col (res, i, 1));
-        codec_kv_str (o, "integration", col (res, i, 2));
-        codec_kv_str (o, "provider", col (res, i, 3));
-        codec_kv_str (o, "diagnosis", col (res, i, 4));
+        codec_kv_str (o, "id", e->id);
+        codec_kv_str (o, "type", e->type);
+        codec_kv_str (o, "integration", e->integration);
+        codec_kv_str (o, "provider", e->provider);
+        codec_kv_str (o, "diagnosis", e->diagnosis);
         codec_str (o, "generation");
-        if (col (res, i, 5))
-            codec_int (o, strtoll (col (res, i, 5), NULL, 10));
+        if (e->has_generation)
+            codec_int (o, e->generation);
         else
             codec_nil (o);
-        codec_kv_str (o, "detail", col (res, i, 6));
-        codec_kv_str (o, "at", col (res, i, 7));
-        codec_kv_str (o, "expires_at", col (res, i, 8));
+        codec_kv_str (o, "detail", e->detail);
+        codec_kv_str (o, "at", e->at);
+        codec_kv_str (o, "expires_at", e->expires_at);
         codec_str (o, "deliveries");
-        json_t *d = json_loads (col (res, i, 9), 0, NULL);
+        json_t *d = e->deliveries ? json_loads (e->deliveries, 0, NULL) : NULL;
         pack_json (o, json_is_array (d) ? d : NULL);
         json_decref (d);
     }
-    PQclear (res);
+    store_events_free (rows, nrows);
     reply_send (w, job);
 }
 
@@ -625,15 +619,13 @@ events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
     codec_array (o, (uint32_t) n);
     for (size_t i = 0; i < n; i++) {
         const webhook_endpoint_t *ep = webhook_set_at (w->events->endpoints, i);
-        fr_status_t st;
-        PGresult *res = store_events_endpoint_stats (w->store, ep->name, &st, err, sizeof err);
-        if (!res) {
+        store_endpoint_stats_t stats;
+        fr_status_t st = store_events_endpoint_stats (w->store, ep->name, &stats, err, sizeof err);
+        if (st != FR_OK) {
             reply_error (w, job, st, err, NULL, -1);
             return;
         }
-        int64_t pending = strtoll (PQgetvalue (res, 0, 0), NULL, 10), delivered = strtoll (PQgetvalue (res, 0, 1), NULL, 10),
-                failed_n = strtoll (PQgetvalue (res, 0, 2), NULL, 10), retrying = strtoll (PQgetvalue (res, 0, 6), NULL, 10);
-        const char *code = failed_n ? "failed_events" : retrying ? "retrying" : "healthy";
+        const char *code = stats.failed ? "failed_events" : stats.retrying ? "retrying" : "healthy";
         webhook_url_shown (ep->url, shown, sizeof shown);
         codec_map (o, 11);
         codec_kv_str (o, "name", ep->name);
@@ -649,14 +641,14 @@ events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
                 codec_str (o, ep->types [k]);
         }
         codec_kv_str (o, "diagnosis", code);
-        codec_kv_int (o, "pending", pending);
-        codec_kv_int (o, "retrying", retrying);
-        codec_kv_int (o, "delivered_last_day", delivered);
-        codec_kv_int (o, "failed", failed_n);
-        codec_kv_str (o, "last_error", col (res, 0, 3));
-        codec_kv_str (o, "last_failure_at", col (res, 0, 4));
-        codec_kv_str (o, "last_delivered_at", col (res, 0, 5));
-        PQclear (res);
+        codec_kv_int (o, "pending", stats.pending);
+        codec_kv_int (o, "retrying", stats.retrying);
+        codec_kv_int (o, "delivered_last_day", stats.delivered_last_day);
+        codec_kv_int (o, "failed", stats.failed);
+        codec_kv_str (o, "last_error", stats.last_error);
+        codec_kv_str (o, "last_failure_at", stats.last_failure_at);
+        codec_kv_str (o, "last_delivered_at", stats.last_delivered_at);
+        store_endpoint_stats_clear (&stats);
     }
     reply_send (w, job);
 }

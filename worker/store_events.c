@@ -400,14 +400,17 @@ store_events_counts (store_events_t *se, const char *const *endpoints, size_t ne
 
 /* --- the operations' queries, on the worker's connection --- */
 
-PGresult *
+fr_status_t
 store_events_list (store_t *s, const char *integration, const char *since, const char *event_id, int64_t limit,
-                   fr_status_t *st, char *err, size_t errlen)
+                   store_event_t **rows, size_t *count, char *err, size_t errlen)
 {
+    fr_status_t st;
     char lim [24];
     snprintf (lim, sizeof lim, "%lld", (long long) limit);
     const char *values [] = { integration, since, event_id, lim };
-    return store_exec (s,
+    *rows = NULL;
+    *count = 0;
+    PGresult *res = store_exec (s,
         "SELECT e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.generation, e.detail,"
         "  to_char (e.created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
         "  to_char (e.expires_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
@@ -421,7 +424,40 @@ store_events_list (store_t *s, const char *integration, const char *since, const
         " WHERE ($1::text IS NULL OR e.integration_id = $1) AND ($2::text IS NULL OR e.created_at >= to_timestamp ($2::bigint))"
         "   AND ($3::text IS NULL OR e.id = $3::uuid)"
         " ORDER BY e.seq DESC LIMIT $4::int",
-        4, values, NULL, NULL, 1, st, err, errlen);
+        4, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    int n = PQntuples (res);
+    *rows = mem_alloc ((size_t) (n ? n : 1) * sizeof **rows);
+    for (int i = 0; i < n; i++) {
+        store_event_t *e = &(*rows) [i];
+        char **text [] = { &e->id, &e->type, &e->integration, &e->provider, &e->diagnosis, NULL, &e->detail, &e->at,
+                           &e->expires_at, &e->deliveries };
+        memset (e, 0, sizeof *e);
+        for (int c = 0; c < 10; c++) {
+            e->bytes += (size_t) PQgetlength (res, i, c) + 16;
+            if (text [c])
+                *text [c] = store_text_at (res, i, c);
+        }
+        e->has_generation = !PQgetisnull (res, i, 5);
+        e->generation = e->has_generation ? store_int_at (res, i, 5) : 0;
+    }
+    *count = (size_t) n;
+    PQclear (res);
+    return FR_OK;
+}
+
+void
+store_events_free (store_event_t *rows, size_t count)
+{
+    for (size_t i = 0; rows && i < count; i++) {
+        store_event_t *e = &rows [i];
+        char *text [] = { e->id, e->type, e->integration, e->provider, e->diagnosis, e->detail, e->at, e->expires_at,
+                          e->deliveries };
+        for (size_t k = 0; k < sizeof text / sizeof text [0]; k++)
+            mem_free (text [k]);
+    }
+    mem_free (rows);
 }
 
 fr_status_t
@@ -465,12 +501,14 @@ store_events_insert_test (store_t *s, const char *endpoint, char id [37], char *
     return FR_OK;
 }
 
-PGresult *
-store_events_endpoint_stats (store_t *s, const char *endpoint, fr_status_t *st, char *err, size_t errlen)
+fr_status_t
+store_events_endpoint_stats (store_t *s, const char *endpoint, store_endpoint_stats_t *out, char *err, size_t errlen)
 {
+    fr_status_t st;
     const char *values [] = { endpoint };
+    memset (out, 0, sizeof *out);
     /* every part is bounded by an index: the loop's connection must not scan a day of deliveries */
-    return store_exec (s,
+    PGresult *res = store_exec (s,
         "SELECT (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'),"
         "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'delivered'"
         "     AND delivered_at > now() - interval '1 day'),"
@@ -482,5 +520,30 @@ store_events_endpoint_stats (store_t *s, const char *endpoint, fr_status_t *st, 
         " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT last_error, last_attempt_at FROM event_deliveries"
         "   WHERE endpoint = $1 AND state IN ('pending', 'failed') AND last_error IS NOT NULL"
         "   ORDER BY last_attempt_at DESC LIMIT 1) l ON true",
-        1, values, NULL, NULL, 1, st, err, errlen);
+        1, values, NULL, NULL, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    if (PQntuples (res) != 1) {
+        PQclear (res);
+        snprintf (err, errlen, "the endpoint's counts returned no row");
+        return FR_INTERNAL;
+    }
+    out->pending = store_int_at (res, 0, 0);
+    out->delivered_last_day = store_int_at (res, 0, 1);
+    out->failed = store_int_at (res, 0, 2);
+    out->last_error = store_text_at (res, 0, 3);
+    out->last_failure_at = store_text_at (res, 0, 4);
+    out->last_delivered_at = store_text_at (res, 0, 5);
+    out->retrying = store_int_at (res, 0, 6);
+    PQclear (res);
+    return FR_OK;
+}
+
+void
+store_endpoint_stats_clear (store_endpoint_stats_t *stats)
+{
+    mem_free (stats->last_error);
+    mem_free (stats->last_failure_at);
+    mem_free (stats->last_delivered_at);
+    memset (stats, 0, sizeof *stats);
 }

@@ -72,12 +72,21 @@ fr_status_t store_events_forecast (store_events_t *se, const char *provider, int
 fr_status_t store_events_counts (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t *pending,
                                  int64_t *failed, char *err, size_t errlen) FR_MUSTCHECK;
 
-/* --- the operations' queries, on the worker's connection; the caller PQclear()s --- */
-struct pg_result;
-/* Events (newest first, at most limit) with their deliveries as a JSON array in the last column;
- * integration, since (epoch seconds, as text) and event id may each be NULL. */
-struct pg_result *store_events_list (store_t *s, const char *integration, const char *since, const char *event_id,
-                                     int64_t limit, fr_status_t *st, char *err, size_t errlen);
+/* --- the operations' queries, on the worker's connection --- */
+/* One event as the "events" operation lists it: NULL for what is absent; deliveries is the text
+ * of a JSON array; bytes is the size of all its text, for fitting a reply. */
+typedef struct {
+    char *id, *type, *integration, *provider, *diagnosis, *detail, *at, *expires_at, *deliveries;
+    int has_generation;
+    int64_t generation;
+    size_t bytes;
+} store_event_t;
+/* Events (newest first, at most limit) with their deliveries; integration, since (epoch seconds,
+ * as text) and event id may each be NULL. *rows is freed with store_events_free. */
+fr_status_t store_events_list (store_t *s, const char *integration, const char *since, const char *event_id,
+                               int64_t limit, store_event_t **rows, size_t *count, char *err, size_t errlen)
+    FR_MUSTCHECK;
+void store_events_free (store_event_t *rows, size_t count);
 /* Failed deliveries of one event, or of one integration's events, back to pending; *count set. */
 fr_status_t store_events_replay (store_t *s, const char *event_id, const char *integration, const char *endpoint,
                                  int64_t *count, char *err, size_t errlen) FR_MUSTCHECK;
@@ -85,6 +94,11 @@ fr_status_t store_events_replay (store_t *s, const char *event_id, const char *i
 fr_status_t store_events_insert_test (store_t *s, const char *endpoint, char id [37], char *err, size_t errlen)
     FR_MUSTCHECK;
 /* Per endpoint: pending, delivered, failed counts, the last error and when, the last success. */
-struct pg_result *store_events_endpoint_stats (store_t *s, const char *endpoint, fr_status_t *st,
-                                               char *err, size_t errlen);
+typedef struct {
+    int64_t pending, retrying, delivered_last_day, failed;
+    char *last_error, *last_failure_at, *last_delivered_at;     /* NULL: none */
+} store_endpoint_stats_t;
+fr_status_t store_events_endpoint_stats (store_t *s, const char *endpoint, store_endpoint_stats_t *out,
+                                         char *err, size_t errlen) FR_MUSTCHECK;
+void store_endpoint_stats_clear (store_endpoint_stats_t *stats);
 #endif
