@@ -60,6 +60,7 @@ struct refresh {
     int64_t journal_seq;
     int in_db;                       /* its claim or its commit is in the database batch in flight */
     int claim_resent;                /* its claim was lost with the batch connection and sent again */
+    int commit_resent;               /* the same for its commit */
 };
 
 static void refresh_claim_soon (refresh_t *r);
@@ -631,6 +632,7 @@ typedef struct {
     refresh_t **rs;
     size_t n;
     int64_t sent_us;
+    int second;                      /* sent on the batch connection (w->batches) */
 } commit_batch_t;
 
 /* Settles one refresh whose commit did not go through the batch, or lost there: alone, so a lost
@@ -651,14 +653,24 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
     commit_batch_t *cb = arg;
     worker_t *w = cb->w;
     metrics_observe (w->m.db_batch, (double) (clock_mono_us () - cb->sent_us) / 1e6);
-    if (st != FR_OK)
-        log_warning (NULL, NULL, "group commit of %zu refreshes failed, committing one by one: %s", n, err);
     for (size_t i = 0; i < n; i++)
         cb->rs [i]->in_db = 0;
+    /* lost with the batch connection (dropped, or a server that stopped answering): once more in
+     * the next batch, on whichever connection is up, rather than alone on the main connection
+     * at once, which would hold the loop for a statement deadline if the server is stalled. A
+     * commit the server made before the loss loses its compare-and-set the second time and is
+     * settled as a conflict, serving the stored tokens: its own. */
+    int resend = st != FR_OK && cb->second && !store_connected (w->batches);
+    if (st != FR_OK)
+        log_warning (NULL, NULL, "group commit of %zu refreshes failed, %s: %s", n,
+                     resend ? "sending them again in the next batch" : "committing one by one", err);
     for (size_t i = 0; i < n; i++) {
         refresh_t *r = cb->rs [i];          /* settling one refresh frees only that one */
         if (st == FR_OK && committed [i])
             refresh_committed (w, r, 0);
+        else
+        if (resend && !r->commit_resent)
+            r->commit_resent = 1;           /* still answered, not in the database: the next batch */
         else
             refresh_commit_alone (w, r);
     }
@@ -850,6 +862,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
         cs = mem_alloc (nc * sizeof *cs);
         cm->w = w;
         cm->sent_us = clock_mono_us ();
+        cm->second = store == w->batches;
         cm->rs = mem_alloc (nc * sizeof *cm->rs);
         for (refresh_t *r = w->refreshes; r; r = r->next)
             if (r->state == REFRESH_ANSWERED && !r->in_db) {

@@ -177,6 +177,22 @@ test_journal_replayed_after_crash (void **state)
     free (rt);
 }
 
+/* Waits until the integration has a committed refresh in its chain. */
+static void
+wait_refreshed (const char *id)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'refreshed'",
+              id);
+    long long c = 0;
+    for (int i = 0; i < 150 && c < 1; i++) {
+        c = harness_sql_int (h, sql);
+        if (c < 1)
+            usleep (100000);
+    }
+    assert_true (c >= 1);
+}
+
 /* Every process of the test's cluster, as the database itself lists them (the postmaster too, so
  * that no new connection is answered either), but the harness's own session. */
 static int
@@ -223,6 +239,18 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     free (rt);
     json_decref (harness_ctl (h, &rc, "token", "--integration", "stall:box", NULL));
     assert_int_equal (rc, 0);
+    /* and a refresh whose provider answers during the stall: its commit meets the frozen server */
+    rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "stall2:box", "fakebox", rt), 0);
+    free (rt);
+    set_latency (300);
+    pid_t child = fork ();
+    if (child == 0) {
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "stall2:box", NULL);
+        json_decref (r);
+        _exit (rc);
+    }
+    usleep (100000);
     pid_t pids [64];
     int n = pg_processes (pids, 64);
     assert_true (n >= 2);
@@ -243,6 +271,12 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not\n", served, late);
     assert_int_equal (late, 0);
     assert_true (served > 0);
+    set_latency (0);
+    int status = 0;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    /* the rotated token the provider issued during the stall is committed once the server is back */
+    wait_refreshed ("stall2:box");
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     /* and the worker is back on the database afterwards, on both connections: a forced refresh
      * (a batch) and the chain's history (a statement of the main connection) go through */
     int refreshed = 0, history = 0;
