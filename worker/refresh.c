@@ -556,7 +556,6 @@ refresh_commit_failed (worker_t *w, refresh_t *r)
     }
 }
 
-/* Step 3 on success: seal, journal when rotated, commit. */
 /* A rotated token's record, written: its sync is asked for after this turn's answers
  * (refresh_after_answers), and the time from the answer to the disk is measured then, whether
  * or not the refresh's commit has landed first. */
@@ -570,6 +569,7 @@ refresh_journal_wait (worker_t *w, uint64_t mark)
     w->jwait [w->jwait_n++] = (journal_wait_t) { mark, w->woke_us };
 }
 
+/* Step 3 on success: seal, journal when rotated, commit. */
 static void
 refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
 {
@@ -620,8 +620,8 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
         else
             refresh_journal_wait (w, journal_appended (w->journal));
     }
-    /* the sync and the commit follow in refresh_after_answers, once every answer of this loop
-     * turn is in the journal */
+    /* the journal's sync is asked for in refresh_after_answers, once every answer of this loop
+     * turn is written; the commit goes with the turn's batch (refresh_tick), alongside it */
     refresh_set_state (r, REFRESH_ANSWERED);
     r->answered_us = w->woke_us;
 }
@@ -836,9 +836,9 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
     mem_free (cb);
 }
 
-/* The turn's batch: the commits of every refresh answered and synced, then the claims in rs, in
- * one transaction, one round trip, one WAL flush, sent without waiting; each refresh goes its own
- * way when the answers are in (on_commits, on_claims). */
+/* The turn's batch on store: the commits of every refresh answered (their journal's sync runs
+ * alongside), then the claims in rs, in one transaction, one round trip, one WAL flush, sent
+ * without waiting; each refresh goes its own way when the answers are in (on_commits, on_claims). */
 static void
 refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
 {
