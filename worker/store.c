@@ -757,15 +757,11 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
     b->deadline_ms = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
     b->done = done;
     b->arg = arg;
-    store_batch_advance (s, 0);          /* sends what the socket takes now */
-    /* and the rest, COMMIT included, before the loop goes on (the socket is full only when the
-     * server is behind): a batch sent whole ends without us, so a statement the loop waits for
-     * on the worker's other connection never waits on the row locks of a batch half sent */
-    while (b->active && s->conn && PQflush (s->conn) == 1) {
-        if (store_wait_socket (s->conn, POLLOUT | POLLIN, b->deadline_ms) <= 0)
-            break;                       /* the loop's poll and the batch's deadline take over */
-        store_batch_advance (s, 0);
-    }
+    /* sends what the socket takes now; the rest when the loop's poll finds it writable (the socket
+     * is full only when the server or the network is behind, and the loop must not wait for
+     * either). A statement the loop waits for on the worker's other connection can then wait on
+     * the row locks of a batch not yet sent whole, for at most lock_timeout, and fail alone. */
+    store_batch_advance (s, 0);
     return FR_OK;
 }
 
