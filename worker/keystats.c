@@ -42,8 +42,10 @@ keystats_tick (worker_t *w, int64_t now_ms)
 {
     char err [512];
     /* optional work: a batch on a connection that has none in flight, not waited for */
+    if (now_ms < w->next_keystats_ms || w->keystats_counting)
+        return;
     store_t *store = refresh_batch_store (w);
-    if (now_ms < w->next_keystats_ms || w->keystats_counting || !store || !store_connected (store))
+    if (!store || !store_connected (store))
         return;
     w->next_keystats_ms = now_ms + w->cfg.key_stats_ms;
     if (!w->m.values_on_old_keys)

@@ -208,8 +208,10 @@ store_pending_failed (store_t *s, const char *state_hash, const char *id, const 
         " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
         " SELECT id, generation, $5, 'connect_failed', $2 || ': ' || $3 FROM integrations WHERE id = $4",
         5, values, NULL, NULL, 0, &st, err, errlen);
+    if (!res)
+        return st;
     PQclear (res);
-    return res ? FR_OK : st;
+    return FR_OK;
 }
 
 fr_status_t
@@ -259,8 +261,10 @@ store_chain_note (store_t *s, const char *id, const char *outcome, const char *d
         "INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
         " SELECT id, generation, $2, $3, $4 FROM integrations WHERE id = $1",
         4, values, NULL, NULL, 0, &st, err, errlen);
+    if (!res)
+        return st;
     PQclear (res);
-    return res ? FR_OK : st;
+    return FR_OK;
 }
 
 fr_status_t

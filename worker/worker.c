@@ -317,18 +317,23 @@ static void
 worker_revalidate (worker_t *w, int64_t now)
 {
     /* optional work: only on a connection with no batch in flight, one at a time */
+    if (now < w->next_revalidate_ms || w->revalidating)
+        return;
     store_t *store = refresh_batch_store (w);
-    if (now < w->next_revalidate_ms || w->revalidating || !store || !store_connected (store))
+    if (!store || !store_connected (store))
         return;
     w->next_revalidate_ms = now + 1000;
+    char *ids [REVALIDATE_BATCH];
+    size_t n = cache_collect_unchecked (w->cache, now - w->cfg.cache_revalidate_ms, ids, REVALIDATE_BATCH);
+    if (n == 0)
+        return;
     revalidation_t *rv = mem_alloc (sizeof *rv);
-    *rv = (revalidation_t) { w, mem_alloc (REVALIDATE_BATCH * sizeof *rv->ids), 0, now - 1 };
-    rv->n = cache_collect_unchecked (w->cache, now - w->cfg.cache_revalidate_ms, rv->ids, REVALIDATE_BATCH);
+    *rv = (revalidation_t) { w, mem_alloc (n * sizeof *rv->ids), n, now - 1 };
+    memcpy (rv->ids, ids, n * sizeof *ids);
     char err [512];
-    if (rv->n == 0 || store_generations_start (store, (const char *const *) rv->ids, rv->n, on_generation, rv, err,
-                                                sizeof err) != FR_OK) {
-        if (rv->n)
-            log_warning (NULL, NULL, "could not re-validate cached integrations: %s", err);
+    if (store_generations_start (store, (const char *const *) rv->ids, rv->n, on_generation, rv, err,
+                                 sizeof err) != FR_OK) {
+        log_warning (NULL, NULL, "could not re-validate cached integrations: %s", err);
         for (size_t i = 0; i < rv->n; i++)
             mem_free (rv->ids [i]);
         mem_free (rv->ids);
