@@ -72,6 +72,7 @@ typedef struct job {
     int64_t  min_valid;             /* seconds, for token */
     int      forced;                /* refresh: whatever the token's remaining life */
     char     op [16];               /* for metrics */
+    int      reloaded;              /* parked for its integration's row and going on now (loads.c) */
 } job_t;
 
 typedef struct link link_t;
@@ -108,6 +109,7 @@ typedef struct worker {
     journal_wait_t *jwait;          /* rotated tokens written to the journal, not yet seen synced */
     size_t jwait_n, jwait_cap;
     struct call *calls;             /* calls.c: code exchanges and revocations in flight */
+    struct loads *loads;            /* loads.c: requests waiting for their integration's row */
     struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;
     int started_db;                 /* journal replayed and leases released for this run */

@@ -12,6 +12,7 @@
  *   5. only then answer every request that waited on this refresh. */
 #define _GNU_SOURCE             /* memmem */
 #include "refresh.h"
+#include "loads.h"
 #include "reply.h"
 #include "clock.h"
 #include "log.h"
@@ -274,13 +275,10 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
     return FR_OK;
 }
 
-cache_entry_t *
-refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen)
+/* A row read from the database into the cache, replacing a stale entry. */
+static cache_entry_t *
+refresh_cache_row (worker_t *w, const char *id, const store_row_t *row, fr_status_t *st, char *err, size_t errlen)
 {
-    store_row_t row;
-    *st = store_load (w->store, id, &row, err, errlen);
-    if (*st != FR_OK)
-        return NULL;
     cache_entry_t *e = cache_get (w->cache, id);
     if (e && !e->refresh) {
         cache_drop (w->cache, id);
@@ -288,8 +286,7 @@ refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t er
     }
     if (!e)
         e = cache_put (w->cache, id);
-    *st = refresh_adopt_row (w, e, &row, err, errlen);
-    store_row_clear (&row);
+    *st = refresh_adopt_row (w, e, row, err, errlen);
     if (*st != FR_OK) {
         if (!e->refresh)
             cache_drop (w->cache, id);
@@ -297,6 +294,28 @@ refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t er
     }
     e->stale = 0;
     return e;
+}
+
+cache_entry_t *
+refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen)
+{
+    store_row_t row;
+    *st = store_load (w->store, id, &row, err, errlen);
+    if (*st != FR_OK)
+        return NULL;
+    cache_entry_t *e = refresh_cache_row (w, id, &row, st, err, errlen);
+    store_row_clear (&row);
+    return e;
+}
+
+cache_entry_t *
+refresh_loaded (worker_t *w, const char *id, const store_row_t *row, fr_status_t *st, char *err, size_t errlen)
+{
+    cache_entry_t *e = cache_get (w->cache, id);
+    *st = FR_OK;
+    if (e && (!e->stale || e->refresh))
+        return e;                /* read in already, by a request parked on the same row before */
+    return refresh_cache_row (w, id, row, st, err, errlen);
 }
 
 static void
@@ -989,6 +1008,33 @@ refresh_abandon_all (worker_t *w)
         refresh_free (w, w->refreshes);
 }
 
+/* A sweep candidate's refresh: fresh enough is what this token's own horizon asks, not the global
+ * one (a 120 s token refreshed to last 300 s more would be refreshed on every pass). */
+static void
+refresh_sweep_entry (worker_t *w, cache_entry_t *e, int keepalive)
+{
+    refresh_background (w, e, clock_wall_ms () / 1000 + sweep_horizon (w->sweep, e->lifetime_s), keepalive);
+}
+
+/* A candidate the cache did not hold, once its row is read (loads.c). */
+static void
+refresh_sweep_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
+                      fr_status_t st, const char *err, int keepalive)
+{
+    char why [512];
+    (void) job;
+    (void) root;
+    if (st != FR_OK) {
+        log_warning (id, NULL, "sweep: %s", err);
+        return;
+    }
+    cache_entry_t *e = refresh_loaded (w, id, row, &st, why, sizeof why);
+    if (!e)
+        log_warning (id, NULL, "sweep: %s", why);
+    else
+        refresh_sweep_entry (w, e, keepalive);
+}
+
 int
 refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms)
 {
@@ -998,16 +1044,9 @@ refresh_sweep_start (void *arg, const char *id, const char *provider, int keepal
         return 0;
     if (!sweep_take (w->sweep, provider, now_ms))
         return 0;
-    if (!e || e->stale) {
-        char err [512];
-        fr_status_t st;
-        if (!(e = refresh_load (w, id, &st, err, sizeof err))) {
-            log_warning (id, NULL, "sweep: %s", err);
-            return 0;
-        }
-    }
-    /* fresh enough is what this token's own horizon asks, not the global one: a 120 s token
-     * refreshed to last 300 s more would be refreshed on every pass */
-    refresh_background (w, e, clock_wall_ms () / 1000 + sweep_horizon (w->sweep, e->lifetime_s), keepalive);
+    if (!e || e->stale)
+        loads_park (w, NULL, NULL, id, refresh_sweep_loaded, keepalive);   /* read without waiting */
+    else
+        refresh_sweep_entry (w, e, keepalive);
     return 1;
 }

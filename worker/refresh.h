@@ -35,6 +35,10 @@ int refresh_sweep_start (void *arg, const char *id, const char *provider, int ke
 /* Reads an integration from the database into the cache (replacing a stale entry); NULL with
  * *st and err set when it cannot (not_found, database_unavailable, a key problem). */
 cache_entry_t *refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen);
+/* The same for a row read without the loop waiting (loads.c): the entry, unless one is cached
+ * already (taken in by a request parked on the same row before this one). */
+cache_entry_t *refresh_loaded (worker_t *w, const char *id, const store_row_t *row, fr_status_t *st, char *err,
+                               size_t errlen);
 /* Right after the loop handed curl's finished transfers to their callbacks: syncs the journal
  * once for every rotated token they brought, then commits each (issue a reply per refresh). */
 void refresh_after_answers (worker_t *w);

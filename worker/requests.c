@@ -9,6 +9,7 @@
 #include "events.h"
 #include "gwops.h"
 #include "keystats.h"
+#include "loads.h"
 #include "ratelimit.h"
 #include "reply.h"
 #include "scopes.h"
@@ -28,15 +29,41 @@
 #define MAX_HISTORY     1000
 #define FRESH_ENOUGH_MS 10000       /* a token this young is not refreshed again for a min_valid it can never meet */
 
-/* Loads an integration into the cache when it is not there. NULL when a reply was sent. */
+static void op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, int forced);
+
+/* A token request parked on its integration's row (loads.c) goes on from where it stopped. */
+static void
+token_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
+              fr_status_t st, const char *err, int forced)
+{
+    char why [512];
+    if (st == FR_OK && !refresh_loaded (w, id, row, &st, why, sizeof why))
+        err = why;
+    if (st != FR_OK) {
+        if (st != FR_NOT_FOUND && st != FR_DATABASE_UNAVAILABLE)
+            log_error (id, job->rid, "could not load the integration: %s", err);
+        reply_store_error (w, job, st, err);
+        return;
+    }
+    job->reloaded = 1;
+    op_token (w, job, root, id, forced);
+}
+
+/* The integration's cache entry. One the cache does not hold is read without the loop waiting:
+ * the request is parked (loads.c) and NULL returned, as it is when a reply was sent. */
 static cache_entry_t *
-entry_for (worker_t *w, const job_t *job, const char *id)
+entry_for (worker_t *w, const job_t *job, const msgpack_object *root, const char *id, int forced)
 {
     cache_entry_t *e = cache_get (w->cache, id);
     if (e && !e->stale)
         return e;
     if (e && e->refresh)
         return e;        /* stale but busy: the refresh in flight reloads it */
+    if (!job->reloaded) {
+        loads_park (w, job, root, id, token_loaded, forced);
+        return NULL;
+    }
+    /* read a moment ago and dropped since: read again, now */
     char err [512];
     fr_status_t st;
     e = refresh_load (w, id, &st, err, sizeof err);
@@ -91,7 +118,7 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         return;
     job->min_valid = min_valid;
     job->forced = forced;
-    cache_entry_t *e = entry_for (w, job, id);
+    cache_entry_t *e = entry_for (w, job, root, id, forced);
     if (!e)
         return;
     if (e->status != INTEG_ACTIVE && !e->refresh) {

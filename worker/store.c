@@ -873,31 +873,31 @@ store_bytea_at (const PGresult *res, int row, int col, size_t *len)
 }
 
 static void
-store_fill_row (const PGresult *res, store_row_t *row)
+store_fill_row (const PGresult *res, int r, store_row_t *row)
 {
     memset (row, 0, sizeof *row);
-    row->id = store_text_at (res, 0, 0);
-    row->provider = store_text_at (res, 0, 1);
-    row->status = store_text_at (res, 0, 2);
-    row->key_id = (int32_t) store_int_at (res, 0, 3);
-    row->access_ct = store_bytea_at (res, 0, 4, &row->access_ct_len);
-    row->access_expires_at = store_int_at (res, 0, 5);
-    row->refresh_ct = store_bytea_at (res, 0, 6, &row->refresh_ct_len);
-    row->refresh_fingerprint = store_text_at (res, 0, 7);
-    row->generation = store_int_at (res, 0, 8);
-    row->scopes = store_text_at (res, 0, 9);
-    row->last_error_code = store_text_at (res, 0, 10);
-    row->last_error_message = store_text_at (res, 0, 11);
-    row->last_error_at = store_int_at (res, 0, 12);
-    row->last_refresh_at = store_int_at (res, 0, 13);
-    row->created_at = store_int_at (res, 0, 14);
-    row->updated_at = store_int_at (res, 0, 15);
-    row->lease_owner = store_text_at (res, 0, 16);
-    snprintf (row->lease_token, sizeof row->lease_token, "%s", PQgetvalue (res, 0, 17));
-    row->lease_ms_left = store_int_at (res, 0, 18);
-    row->refresh_token_missing = strcmp (PQgetvalue (res, 0, 19), "t") == 0;
-    row->access_lifetime_s = store_int_at (res, 0, 20);
-    row->interrupted = strcmp (PQgetvalue (res, 0, 21), "t") == 0;
+    row->id = store_text_at (res, r, 0);
+    row->provider = store_text_at (res, r, 1);
+    row->status = store_text_at (res, r, 2);
+    row->key_id = (int32_t) store_int_at (res, r, 3);
+    row->access_ct = store_bytea_at (res, r, 4, &row->access_ct_len);
+    row->access_expires_at = store_int_at (res, r, 5);
+    row->refresh_ct = store_bytea_at (res, r, 6, &row->refresh_ct_len);
+    row->refresh_fingerprint = store_text_at (res, r, 7);
+    row->generation = store_int_at (res, r, 8);
+    row->scopes = store_text_at (res, r, 9);
+    row->last_error_code = store_text_at (res, r, 10);
+    row->last_error_message = store_text_at (res, r, 11);
+    row->last_error_at = store_int_at (res, r, 12);
+    row->last_refresh_at = store_int_at (res, r, 13);
+    row->created_at = store_int_at (res, r, 14);
+    row->updated_at = store_int_at (res, r, 15);
+    row->lease_owner = store_text_at (res, r, 16);
+    snprintf (row->lease_token, sizeof row->lease_token, "%s", PQgetvalue (res, r, 17));
+    row->lease_ms_left = store_int_at (res, r, 18);
+    row->refresh_token_missing = strcmp (PQgetvalue (res, r, 19), "t") == 0;
+    row->access_lifetime_s = store_int_at (res, r, 20);
+    row->interrupted = strcmp (PQgetvalue (res, r, 21), "t") == 0;
 }
 
 void
@@ -921,6 +921,13 @@ store_row_clear (store_row_t *row)
 }
 
 fr_status_t
+store_not_found (const char *id, char *err, size_t errlen)
+{
+    snprintf (err, errlen, "integration \"%s\" does not exist", id);
+    return FR_NOT_FOUND;
+}
+
+fr_status_t
 store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errlen)
 {
     fr_status_t st;
@@ -929,12 +936,10 @@ store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errl
                                1, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
     if (!res)
         return st;
-    if (PQntuples (res) == 0) {
-        snprintf (err, errlen, "integration \"%s\" does not exist", id);
-        st = FR_NOT_FOUND;
-    }
+    if (PQntuples (res) == 0)
+        st = store_not_found (id, err, errlen);
     else
-        store_fill_row (res, row);
+        store_fill_row (res, 0, row);
     PQclear (res);
     return st;
 }
@@ -1043,7 +1048,7 @@ claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_p
         q->outcome = CLAIM_LOCKED;
         return;
     }
-    store_fill_row (res, &q->row);
+    store_fill_row (res, 0, &q->row);
     if (strcmp (outcome, "inactive") == 0)
         q->outcome = CLAIM_INACTIVE;
     else
@@ -1398,10 +1403,8 @@ store_record_failure (store_t *s, const char *id, int64_t expected_generation, c
         9, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
     if (!res)
         return st;
-    if (PQntuples (res) == 0) {
-        snprintf (err, errlen, "integration \"%s\" does not exist", id);
-        st = FR_NOT_FOUND;
-    }
+    if (PQntuples (res) == 0)
+        st = store_not_found (id, err, errlen);
     else
         *stale = strcmp (PQgetvalue (res, 0, 0), "t") != 0;
     PQclear (res);
@@ -1521,6 +1524,60 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
     return st;
 }
 
+/* ids as a text[] literal for "= ANY ($1::text[])". They are [A-Za-z0-9._:-] (checked on every
+ * request), so they need no quoting. */
+static int
+store_id_array (const char *const *ids, size_t n, mem_buf_t *b)
+{
+    mem_buf_init (b, n * 132 + 8);
+    int bad = mem_buf_append (b, "{", 1);
+    for (size_t i = 0; i < n && !bad; i++)
+        bad = (i && mem_buf_append (b, ",", 1)) || mem_buf_append (b, ids [i], strlen (ids [i]));
+    bad = bad || mem_buf_append (b, "}", 1);
+    if (bad)
+        mem_buf_free (b);
+    return bad ? -1 : 0;
+}
+
+typedef struct {
+    store_loaded_fn *fn;
+    void *arg;
+} loads_ctx_t;
+
+static void
+loads_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    loads_ctx_t *c = arg;
+    for (int i = 0; st == FR_OK && n == 1 && results [0] && i < PQntuples (results [0]); i++) {
+        store_row_t row;
+        store_fill_row (results [0], i, &row);
+        c->fn (c->arg, FR_OK, &row, NULL);      /* the callee takes the row */
+    }
+    c->fn (c->arg, st, NULL, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn *fn, void *arg,
+                   char *err, size_t errlen)
+{
+    mem_buf_t b;
+    if (store_id_array (ids, n, &b) != 0) {
+        snprintf (err, errlen, "too many integrations to load at once");
+        return FR_TOO_LARGE;
+    }
+    const char *values [] = { b.data };
+    store_stmt_t stmt = { "SELECT " ROW_COLUMNS " FROM integrations WHERE id = ANY ($1::text[])", 1, values,
+                          NULL, NULL };
+    loads_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (loads_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, loads_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    mem_buf_free (&b);                   /* sent: libpq has copied it */
+    return st;
+}
+
 typedef struct {
     store_generation_fn *fn;
     void *arg;
@@ -1542,14 +1599,7 @@ store_generations_start (store_t *s, const char *const *ids, size_t n, store_gen
                          char *err, size_t errlen)
 {
     mem_buf_t b;
-    mem_buf_init (&b, n * 132 + 8);
-    int bad = mem_buf_append (&b, "{", 1);
-    for (size_t i = 0; i < n && !bad; i++)
-        /* ids are [A-Za-z0-9._:-] (checked on every request), so they need no quoting */
-        bad = (i && mem_buf_append (&b, ",", 1)) || mem_buf_append (&b, ids [i], strlen (ids [i]));
-    bad = bad || mem_buf_append (&b, "}", 1);
-    if (bad) {
-        mem_buf_free (&b);
+    if (store_id_array (ids, n, &b) != 0) {
         snprintf (err, errlen, "too many integrations to re-validate at once");
         return FR_TOO_LARGE;
     }

@@ -5,6 +5,7 @@
 #include "calls.h"
 #include "keystats.h"
 #include "links.h"
+#include "loads.h"
 #include "ratelimit.h"
 #include "refresh.h"
 #include "reply.h"
@@ -121,6 +122,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
         store_batches_only (w->batches);
     }
     w->cache = cache_new ();
+    w->loads = loads_new ();
     w->breaker = breaker_new (cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
     w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body);
@@ -206,6 +208,7 @@ worker_destroy (worker_t **w_p)
             store_batch_finish (w->batches);
         if (w->cache)
             refresh_abandon_all (w);
+        loads_destroy (&w->loads);
         calls_abandon_all (w);
         links_close_all (w);
         if (w->ctx)
@@ -260,11 +263,13 @@ on_notify (void *arg, const char *worker, const char *integration)
     }
     if (strcmp (integration, STORE_NOTIFY_ALL) == 0) {
         cache_clear (w->cache);              /* notifications were lost in a flood */
+        loads_invalidate (w, NULL);
         return;
     }
     if (worker && strcmp (worker, w->cfg.worker_id) == 0)
         return;                              /* our own change is in the cache already */
     cache_drop (w->cache, integration);
+    loads_invalidate (w, integration);       /* a read in flight may predate the change */
 }
 
 #define REVALIDATE_BATCH 1000
@@ -366,6 +371,7 @@ worker_tick (worker_t *w, int64_t now)
     store_batch_pump (w->store);            /* a statement run this turn may have read a batch's end */
     store_dispatch_notifies (w->store, on_notify, w);
     refresh_tick (w, now);                  /* the refresh protocol's batch first, then optional work */
+    loads_tick (w, refresh_batch_store (w)); /* cache misses, before optional work */
     sweep_tick (w->sweep, refresh_batch_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
     worker_revalidate (w, now);
     keystats_tick (w, now);

@@ -1,0 +1,268 @@
+/* loads.c - requests that wait for their integration's row (loads.h). The loop never waits for a
+ * cache miss: a stalled database holds up the requests for the rows it has not answered, and
+ * nothing else the worker serves. */
+#include "loads.h"
+#include "clock.h"
+#include "ident.h"
+#include "log.h"
+#include "mem.h"
+#include <assert.h>
+#include <stdio.h>
+#include <string.h>
+
+#define LOADS_BUCKETS 1024
+#define LOADS_BATCH_MAX 1000         /* rows read by one statement */
+
+typedef struct parked {
+    struct parked *next;
+    job_t job;
+    int has_job;
+    unsigned char *body;             /* the request's body, packed again; NULL: none */
+    size_t body_len;
+    loads_resume_fn *fn;
+    int flag;
+} parked_t;
+
+typedef struct load {
+    struct load *next;               /* in its bucket */
+    char id [IDENT_MAX + 1];
+    parked_t *items, **tail;         /* in the order they came */
+    int in_flight;                   /* its read is in a batch */
+    int invalidated;                 /* a change was notified while it was */
+    store_row_t row;
+    int have_row;
+} load_t;
+
+struct loads {
+    load_t *buckets [LOADS_BUCKETS];
+    size_t queued;                   /* loads waiting for a batch */
+    size_t parked;
+};
+
+/* The rows one batch reads. */
+typedef struct {
+    worker_t *w;
+    load_t **loads;
+    size_t n;
+} batch_t;
+
+static unsigned
+loads_bucket (const char *id)
+{
+    unsigned h = 2166136261u;        /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *) id; *p; p++)
+        h = (h ^ *p) * 16777619u;
+    return h % LOADS_BUCKETS;
+}
+
+static load_t *
+loads_find (const loads_t *l, const char *id)
+{
+    for (load_t *d = l->buckets [loads_bucket (id)]; d; d = d->next)
+        if (strcmp (d->id, id) == 0)
+            return d;
+    return NULL;
+}
+
+static void
+loads_unlink (loads_t *l, load_t *d)
+{
+    load_t **pp = &l->buckets [loads_bucket (d->id)];
+    while (*pp != d)
+        pp = &(*pp)->next;
+    *pp = d->next;
+}
+
+static void
+parked_free (parked_t *p)
+{
+    mem_free (p->body);
+    mem_free (p);
+}
+
+static void
+load_free (loads_t *l, load_t *d)
+{
+    while (d->items) {
+        parked_t *p = d->items;
+        d->items = p->next;
+        l->parked--;
+        parked_free (p);
+    }
+    if (d->have_row)
+        store_row_clear (&d->row);
+    mem_free (d);
+}
+
+loads_t *
+loads_new (void)
+{
+    return mem_alloc (sizeof (loads_t));
+}
+
+void
+loads_destroy (loads_t **l_p)
+{
+    loads_t *l = *l_p;
+    if (!l)
+        return;
+    for (size_t b = 0; b < LOADS_BUCKETS; b++)
+        while (l->buckets [b]) {
+            load_t *d = l->buckets [b];
+            l->buckets [b] = d->next;
+            load_free (l, d);
+        }
+    mem_free (l);
+    *l_p = NULL;
+}
+
+void
+loads_park (worker_t *w, const job_t *job, const msgpack_object *root, const char *id, loads_resume_fn *fn, int flag)
+{
+    loads_t *l = w->loads;
+    assert (strlen (id) <= IDENT_MAX);
+    parked_t *p = mem_alloc (sizeof *p);
+    p->fn = fn;
+    p->flag = flag;
+    if (job) {
+        p->job = *job;
+        p->job.next = NULL;
+        p->has_job = 1;
+    }
+    if (root) {
+        /* the frames the body was read from are gone when the loop moves on: keep it packed */
+        codec_builder_t *b = codec_builder_new ();
+        codec_object (b, root);
+        const char *data = codec_builder_data (b, &p->body_len);
+        p->body = mem_alloc (p->body_len);
+        memcpy (p->body, data, p->body_len);
+        codec_builder_destroy (&b);
+    }
+    load_t *d = loads_find (l, id);
+    if (!d) {
+        d = mem_alloc (sizeof *d);
+        snprintf (d->id, sizeof d->id, "%s", id);
+        d->tail = &d->items;
+        unsigned b = loads_bucket (id);
+        d->next = l->buckets [b];
+        l->buckets [b] = d;
+        l->queued++;
+    }
+    *d->tail = p;
+    d->tail = &p->next;
+    l->parked++;
+}
+
+/* Every request parked on d goes on, in the order they came. */
+static void
+loads_resume (worker_t *w, load_t *d, fr_status_t st, const char *err)
+{
+    char why [512];
+    if (st == FR_OK && !d->have_row)
+        st = store_not_found (d->id, why, sizeof why);
+    else
+        snprintf (why, sizeof why, "%s", err ? err : "");
+    int64_t now = clock_mono_ms ();
+    while (d->items) {
+        parked_t *p = d->items;
+        d->items = p->next;
+        w->loads->parked--;
+        codec_msg_t *msg = NULL;
+        char derr [128];
+        if (p->has_job && p->job.deadline_ms <= now)
+            ;                            /* the broker has answered it with a timeout */
+        else
+        if (p->body && codec_decode (p->body, p->body_len, &msg, derr, sizeof derr) != FR_OK)
+            log_error (d->id, p->has_job ? p->job.rid : NULL, "could not read a parked request again: %s", derr);
+        else
+            p->fn (w, p->has_job ? &p->job : NULL, msg ? codec_msg_root (msg) : NULL, d->id,
+                   st == FR_OK ? &d->row : NULL, st, why, p->flag);
+        codec_msg_destroy (&msg);
+        parked_free (p);
+    }
+}
+
+static void
+on_loaded (void *arg, fr_status_t st, store_row_t *row, const char *err)
+{
+    batch_t *bt = arg;
+    worker_t *w = bt->w;
+    loads_t *l = w->loads;
+    if (row) {
+        load_t *d = row->id ? loads_find (l, row->id) : NULL;
+        if (d && d->in_flight && !d->have_row) {
+            d->row = *row;
+            d->have_row = 1;
+        }
+        else
+            store_row_clear (row);
+        return;
+    }
+    for (size_t i = 0; i < bt->n; i++) {
+        load_t *d = bt->loads [i];
+        d->in_flight = 0;
+        if (st == FR_OK && d->invalidated) {
+            /* changed while it was read: read it again, so nobody goes on from the old row */
+            if (d->have_row)
+                store_row_clear (&d->row);
+            d->have_row = 0;
+            d->invalidated = 0;
+            l->queued++;
+            continue;
+        }
+        loads_unlink (l, d);             /* a request going on may park again: on a new load */
+        loads_resume (w, d, st, err);
+        load_free (l, d);
+    }
+    mem_free (bt->loads);
+    mem_free (bt);
+}
+
+void
+loads_tick (worker_t *w, store_t *store)
+{
+    loads_t *l = w->loads;
+    if (l->queued == 0 || !store)
+        return;                          /* none free: the answer of a batch in flight starts the next turn */
+    batch_t *bt = mem_alloc (sizeof *bt);
+    bt->w = w;
+    size_t cap = l->queued < LOADS_BATCH_MAX ? l->queued : LOADS_BATCH_MAX;
+    bt->loads = mem_alloc (cap * sizeof *bt->loads);
+    const char **ids = mem_alloc (cap * sizeof *ids);
+    for (size_t b = 0; b < LOADS_BUCKETS && bt->n < cap; b++)
+        for (load_t *d = l->buckets [b]; d && bt->n < cap; d = d->next)
+            if (!d->in_flight) {
+                bt->loads [bt->n] = d;
+                ids [bt->n++] = d->id;
+            }
+    char err [256];
+    fr_status_t st = store_loads_start (store, ids, bt->n, on_loaded, bt, err, sizeof err);
+    mem_free (ids);
+    for (size_t i = 0; i < bt->n; i++)
+        bt->loads [i]->in_flight = 1;
+    l->queued -= bt->n;
+    if (st != FR_OK)
+        on_loaded (bt, st, NULL, err);   /* not sent (the database is unreachable): told at once */
+}
+
+void
+loads_invalidate (worker_t *w, const char *id)
+{
+    loads_t *l = w->loads;
+    if (id) {
+        load_t *d = loads_find (l, id);
+        if (d && d->in_flight)
+            d->invalidated = 1;
+        return;
+    }
+    for (size_t b = 0; b < LOADS_BUCKETS; b++)
+        for (load_t *d = l->buckets [b]; d; d = d->next)
+            if (d->in_flight)
+                d->invalidated = 1;
+}
+
+size_t
+loads_parked (const worker_t *w)
+{
+    return w->loads ? w->loads->parked : 0;
+}
