@@ -169,6 +169,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
+    w->m.parked = metrics_gauge (w->metrics, "worker_requests_parked", "requests waiting for their integration's row to be read (cache misses)", NULL);
     w->m.cached_integrations = metrics_gauge (w->metrics, "worker_cached_integrations", "integrations in this worker's cache", NULL);
     w->m.db_connected = metrics_gauge (w->metrics, "worker_database_connected", "1 while the database connection is up", NULL);
     if (cfg->http_bind && *cfg->http_bind) {
@@ -382,6 +383,7 @@ worker_tick (worker_t *w, int64_t now)
     metrics_set (w->m.partitions_owned, sweep_owned_count (w->sweep));
     metrics_set (w->m.refreshes_in_flight, (int64_t) refresh_count (w));
     metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));
+    metrics_set (w->m.parked, (int64_t) loads_parked (w));
     metrics_set (w->m.cached_integrations, (int64_t) cache_count (w->cache));
     metrics_set (w->m.db_connected, store_connected (w->store));
     if (w->health) {
