@@ -30,6 +30,7 @@ typedef struct load {
     int in_flight;                   /* its read is in a batch */
     int invalidated;                 /* a change was notified while it was */
     store_row_t row;
+    store_extra_t extra;
     int have_row;
 } load_t;
 
@@ -89,8 +90,10 @@ load_free (loads_t *l, load_t *d)
         l->parked--;
         parked_free (p);
     }
-    if (d->have_row)
+    if (d->have_row) {
         store_row_clear (&d->row);
+        store_extra_clear (&d->extra);
+    }
     mem_free (d);
 }
 
@@ -117,7 +120,8 @@ loads_destroy (loads_t **l_p)
 }
 
 void
-loads_park (worker_t *w, const job_t *job, const msgpack_object *root, const char *id, loads_resume_fn *fn, int flag)
+loads_park (worker_t *w, const job_t *job, const msgpack_object *root, const char *id, loads_resume_fn *fn, int flag,
+            int fresh)
 {
     loads_t *l = w->loads;
     assert (strlen (id) <= IDENT_MAX);
@@ -148,6 +152,9 @@ loads_park (worker_t *w, const job_t *job, const msgpack_object *root, const cha
         l->buckets [b] = d;
         l->queued++;
     }
+    else
+    if (fresh && d->in_flight)
+        d->invalidated = 1;              /* sent before this request came: read it again for all */
     *d->tail = p;
     d->tail = &p->next;
     l->parked++;
@@ -176,14 +183,14 @@ loads_resume (worker_t *w, load_t *d, fr_status_t st, const char *err)
             log_error (d->id, p->has_job ? p->job.rid : NULL, "could not read a parked request again: %s", derr);
         else
             p->fn (w, p->has_job ? &p->job : NULL, msg ? codec_msg_root (msg) : NULL, d->id,
-                   st == FR_OK ? &d->row : NULL, st, why, p->flag);
+                   st == FR_OK ? &d->row : NULL, st == FR_OK ? &d->extra : NULL, st, why, p->flag);
         codec_msg_destroy (&msg);
         parked_free (p);
     }
 }
 
 static void
-on_loaded (void *arg, fr_status_t st, store_row_t *row, const char *err)
+on_loaded (void *arg, fr_status_t st, store_row_t *row, store_extra_t *x, const char *err)
 {
     batch_t *bt = arg;
     worker_t *w = bt->w;
@@ -192,10 +199,13 @@ on_loaded (void *arg, fr_status_t st, store_row_t *row, const char *err)
         load_t *d = row->id ? loads_find (l, row->id) : NULL;
         if (d && d->in_flight && !d->have_row) {
             d->row = *row;
+            d->extra = *x;
             d->have_row = 1;
         }
-        else
+        else {
             store_row_clear (row);
+            store_extra_clear (x);
+        }
         return;
     }
     for (size_t i = 0; i < bt->n; i++) {
@@ -203,8 +213,10 @@ on_loaded (void *arg, fr_status_t st, store_row_t *row, const char *err)
         d->in_flight = 0;
         if (st == FR_OK && d->invalidated) {
             /* changed while it was read: read it again, so nobody goes on from the old row */
-            if (d->have_row)
+            if (d->have_row) {
                 store_row_clear (&d->row);
+                store_extra_clear (&d->extra);
+            }
             d->have_row = 0;
             d->invalidated = 0;
             l->queued++;
@@ -242,7 +254,7 @@ loads_tick (worker_t *w, store_t *store)
         bt->loads [i]->in_flight = 1;
     l->queued -= bt->n;
     if (st != FR_OK)
-        on_loaded (bt, st, NULL, err);   /* not sent (the database is unreachable): told at once */
+        on_loaded (bt, st, NULL, NULL, err);   /* not sent (the database is unreachable): told at once */
 }
 
 void

@@ -5,15 +5,17 @@
 #ifndef FERRULE_WORKER_LOADS_H
 #define FERRULE_WORKER_LOADS_H
 #include "context.h"
+#include "store_connect.h"
 
 typedef struct loads loads_t;
 
 /* How a parked request goes on: job is NULL for work that answers nobody (the sweep), root is
- * the request's body as it came. With st FR_OK, row is the integration's as read (every request
- * parked on it gets the same row: it is freed after the last); otherwise row is NULL and err says
- * why (not_found, database_unavailable). */
+ * the request's body as it came. With st FR_OK, row and x are the integration's as read (every
+ * request parked on it gets the same: they are freed after the last); otherwise both are NULL
+ * and err says why (not_found, database_unavailable). */
 typedef void (loads_resume_fn) (worker_t *w, job_t *job, const msgpack_object *root, const char *id,
-                                const store_row_t *row, fr_status_t st, const char *err, int flag);
+                                const store_row_t *row, const store_extra_t *x, fr_status_t st, const char *err,
+                                int flag);
 
 loads_t *loads_new (void);
 /* Frees what is parked without answering it (the brokers answer a request they do not hear of
@@ -21,9 +23,10 @@ loads_t *loads_new (void);
 void loads_destroy (loads_t **l_p);
 
 /* Parks a request (job and root may be NULL) until integration id's row has been read; flag is
- * handed back to fn. */
+ * handed back to fn. fresh: the row must be read after this call (status reports what is
+ * stored), not by a read already in flight, which then goes again for everyone. */
 void loads_park (worker_t *w, const job_t *job, const msgpack_object *root, const char *id, loads_resume_fn *fn,
-                 int flag);
+                 int flag, int fresh);
 /* From the loop, after the refresh protocol's batch: reads the rows asked for since the last
  * batch on store, a connection with no batch in flight (NULL, none free: at the next turn, which
  * the answer of a batch in flight starts). Requests whose deadline passed meanwhile are

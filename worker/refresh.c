@@ -1019,11 +1019,12 @@ refresh_sweep_entry (worker_t *w, cache_entry_t *e, int keepalive)
 /* A candidate the cache did not hold, once its row is read (loads.c). */
 static void
 refresh_sweep_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
-                      fr_status_t st, const char *err, int keepalive)
+                      const store_extra_t *x, fr_status_t st, const char *err, int keepalive)
 {
     char why [512];
     (void) job;
     (void) root;
+    (void) x;
     if (st != FR_OK) {
         log_warning (id, NULL, "sweep: %s", err);
         return;
@@ -1045,7 +1046,7 @@ refresh_sweep_start (void *arg, const char *id, const char *provider, int keepal
     if (!sweep_take (w->sweep, provider, now_ms))
         return 0;
     if (!e || e->stale)
-        loads_park (w, NULL, NULL, id, refresh_sweep_loaded, keepalive);   /* read without waiting */
+        loads_park (w, NULL, NULL, id, refresh_sweep_loaded, keepalive, 0);   /* read without waiting */
     else
         refresh_sweep_entry (w, e, keepalive);
     return 1;

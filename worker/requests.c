@@ -34,9 +34,10 @@ static void op_token (worker_t *w, job_t *job, const msgpack_object *root, const
 /* A token request parked on its integration's row (loads.c) goes on from where it stopped. */
 static void
 token_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
-              fr_status_t st, const char *err, int forced)
+              const store_extra_t *x, fr_status_t st, const char *err, int forced)
 {
     char why [512];
+    (void) x;
     if (st == FR_OK && !refresh_loaded (w, id, row, &st, why, sizeof why))
         err = why;
     if (st != FR_OK) {
@@ -60,7 +61,7 @@ entry_for (worker_t *w, const job_t *job, const msgpack_object *root, const char
     if (e && e->refresh)
         return e;        /* stale but busy: the refresh in flight reloads it */
     if (!job->reloaded) {
-        loads_park (w, job, root, id, token_loaded, forced);
+        loads_park (w, job, root, id, token_loaded, forced, 0);
         return NULL;
     }
     /* read a moment ago and dropped since: read again, now */
@@ -175,6 +176,17 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     refresh_join (w, e, job);
 }
 
+/* An integration as stored: its row and columns, and how many values are on retired keys. */
+static void
+reply_row (worker_t *w, const job_t *job, const store_row_t *row, const store_extra_t *x)
+{
+    codec_builder_t *o = reply_begin (w, job, 1, 2);
+    codec_str (o, "integration");
+    reply_pack_integration (o, row, x);
+    keystats_pack (w, o, row);
+    reply_send (w, job);
+}
+
 static void
 reply_integration (worker_t *w, const job_t *job, const char *id)
 {
@@ -186,13 +198,23 @@ reply_integration (worker_t *w, const job_t *job, const char *id)
         reply_store_error (w, job, st, err);
         return;
     }
-    codec_builder_t *o = reply_begin (w, job, 1, 2);
-    codec_str (o, "integration");
-    reply_pack_integration (o, &row, &x);
-    keystats_pack (w, o, &row);
+    reply_row (w, job, &row, &x);
     store_row_clear (&row);
     store_extra_clear (&x);
-    reply_send (w, job);
+}
+
+/* status: what the database holds, read without the loop waiting (loads.c), never the cache. */
+static void
+status_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
+               const store_extra_t *x, fr_status_t st, const char *err, int flag)
+{
+    (void) root;
+    (void) id;
+    (void) flag;
+    if (st != FR_OK)
+        reply_store_error (w, job, st, err);
+    else
+        reply_row (w, job, row, x);
 }
 
 static void
@@ -340,7 +362,7 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     switch (o) {
         case OP_TOKEN:        op_token (w, job, root, id, 0); break;
         case OP_REFRESH:      op_token (w, job, root, id, 1); break;
-        case OP_STATUS:       reply_integration (w, job, id); break;
+        case OP_STATUS:       loads_park (w, job, NULL, id, status_loaded, 0, 1); break;
         case OP_IMPORT:       op_import (w, job, root, id); break;
         case OP_HISTORY:      op_history (w, job, root, id); break;
         case OP_CONNECT:      connect_start (w, job, root, id); break;

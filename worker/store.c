@@ -62,16 +62,7 @@ static char *store_prepare_sql (void);
 static const char *store_prepared_name (const char *sql);
 
 
-#define ROW_COLUMNS \
-    "id, provider, status, key_id, access_token, " \
-    "COALESCE(extract(epoch FROM access_expires_at)::bigint, 0), refresh_token, refresh_fingerprint, " \
-    "generation, array_to_string(scopes, ' '), last_error_code, last_error_message, " \
-    "COALESCE(extract(epoch FROM last_error_at)::bigint, 0), COALESCE(extract(epoch FROM last_refresh_at)::bigint, 0), " \
-    "extract(epoch FROM created_at)::bigint, extract(epoch FROM updated_at)::bigint, lease_owner, " \
-    "COALESCE(replace(lease_token::text, '-', ''), ''), " \
-    "GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0), " \
-    "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
-    "COALESCE(interrupted_generation = generation, false)"
+#define ROW_COLUMNS STORE_ROW_COLUMNS
 
 store_t *
 store_new (const char *conninfo, const char *worker_id, const store_limits_t *limits)
@@ -872,7 +863,7 @@ store_bytea_at (const PGresult *res, int row, int col, size_t *len)
     return out;
 }
 
-static void
+void
 store_fill_row (const PGresult *res, int r, store_row_t *row)
 {
     memset (row, 0, sizeof *row);
@@ -1524,9 +1515,7 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
     return st;
 }
 
-/* ids as a text[] literal for "= ANY ($1::text[])". They are [A-Za-z0-9._:-] (checked on every
- * request), so they need no quoting. */
-static int
+int
 store_id_array (const char *const *ids, size_t n, mem_buf_t *b)
 {
     mem_buf_init (b, n * 132 + 8);
@@ -1537,45 +1526,6 @@ store_id_array (const char *const *ids, size_t n, mem_buf_t *b)
     if (bad)
         mem_buf_free (b);
     return bad ? -1 : 0;
-}
-
-typedef struct {
-    store_loaded_fn *fn;
-    void *arg;
-} loads_ctx_t;
-
-static void
-loads_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
-{
-    loads_ctx_t *c = arg;
-    for (int i = 0; st == FR_OK && n == 1 && results [0] && i < PQntuples (results [0]); i++) {
-        store_row_t row;
-        store_fill_row (results [0], i, &row);
-        c->fn (c->arg, FR_OK, &row, NULL);      /* the callee takes the row */
-    }
-    c->fn (c->arg, st, NULL, st == FR_OK ? NULL : err);
-    mem_free (c);
-}
-
-fr_status_t
-store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn *fn, void *arg,
-                   char *err, size_t errlen)
-{
-    mem_buf_t b;
-    if (store_id_array (ids, n, &b) != 0) {
-        snprintf (err, errlen, "too many integrations to load at once");
-        return FR_TOO_LARGE;
-    }
-    const char *values [] = { b.data };
-    store_stmt_t stmt = { "SELECT " ROW_COLUMNS " FROM integrations WHERE id = ANY ($1::text[])", 1, values,
-                          NULL, NULL };
-    loads_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (loads_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, loads_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    mem_buf_free (&b);                   /* sent: libpq has copied it */
-    return st;
 }
 
 typedef struct {

@@ -124,13 +124,6 @@ fr_status_t store_generations_start (store_t *s, const char *const *ids, size_t 
 fr_status_t store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errlen) FR_MUSTCHECK;
 /* FR_NOT_FOUND, with the message every way of reading an integration gives for an unknown id. */
 fr_status_t store_not_found (const char *id, char *err, size_t errlen);
-/* The rows of the given integrations, as a batch the loop does not wait for (the caller checks
- * store_batch_busy): from store_batch_pump, fn is called for every one found (with its row, which
- * it takes over: store_row_clear), then once with row NULL: all delivered (FR_OK; ids not
- * reported do not exist), or the batch failed (st, err). */
-typedef void (store_loaded_fn) (void *arg, fr_status_t st, store_row_t *row, const char *err);
-fr_status_t store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn *fn, void *arg,
-                               char *err, size_t errlen) FR_MUSTCHECK;
 /* The claim: locks the row (without waiting: CLAIM_LOCKED if another session holds it), decides
  * fresh / busy / inactive / acquired, and takes the lease under a new 128-bit token. Fresh means
  * the access token lasts until valid_until (epoch s), or, when forced, that the generation moved

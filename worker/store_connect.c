@@ -9,30 +9,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define EXTRA_COLUMNS \
+    "refresh_token_missing AND refresh_token IS NULL, array_to_string(requested_scopes, ' ')," \
+    " scope_report, COALESCE(extract(epoch FROM scope_report_at)::bigint, 0)," \
+    " COALESCE(extract(epoch FROM disconnected_at)::bigint, 0)"
+#define ROW_COLUMN_COUNT 22          /* in STORE_ROW_COLUMNS: EXTRA_COLUMNS follow them in a full row */
+
+/* EXTRA_COLUMNS from row r of res, starting at column c. */
+static void
+extra_fill (const PGresult *res, int r, int c, store_extra_t *x)
+{
+    x->refresh_token_missing = store_bool_at (res, r, c);
+    x->requested_scopes = store_text_at (res, r, c + 1);
+    x->scope_report = store_text_at (res, r, c + 2);
+    x->scope_report_at = store_int_at (res, r, c + 3);
+    x->disconnected_at = store_int_at (res, r, c + 4);
+}
+
 fr_status_t
 store_load_extra (store_t *s, const char *id, store_extra_t *x, char *err, size_t errlen)
 {
     fr_status_t st;
     const char *values [] = { id };
     memset (x, 0, sizeof *x);
-    PGresult *res = store_exec (s,
-        "SELECT refresh_token_missing AND refresh_token IS NULL, array_to_string(requested_scopes, ' '),"
-        " scope_report, COALESCE(extract(epoch FROM scope_report_at)::bigint, 0),"
-        " COALESCE(extract(epoch FROM disconnected_at)::bigint, 0)"
-        " FROM integrations WHERE id = $1",
-        1, values, NULL, NULL, 1, &st, err, errlen);
+    PGresult *res = store_exec (s, "SELECT " EXTRA_COLUMNS " FROM integrations WHERE id = $1",
+                                1, values, NULL, NULL, 1, &st, err, errlen);
     if (!res)
         return st;
     if (PQntuples (res) == 0) {
-        snprintf (err, errlen, "integration \"%s\" does not exist", id);
         PQclear (res);
-        return FR_NOT_FOUND;
+        return store_not_found (id, err, errlen);
     }
-    x->refresh_token_missing = store_bool_at (res, 0, 0);
-    x->requested_scopes = store_text_at (res, 0, 1);
-    x->scope_report = store_text_at (res, 0, 2);
-    x->scope_report_at = store_int_at (res, 0, 3);
-    x->disconnected_at = store_int_at (res, 0, 4);
+    extra_fill (res, 0, 0, x);
     PQclear (res);
     return FR_OK;
 }
@@ -52,6 +60,48 @@ store_load_full (store_t *s, const char *id, store_row_t *row, store_extra_t *x,
     fr_status_t st = store_load (s, id, row, err, errlen);
     if (st == FR_OK && (st = store_load_extra (s, id, x, err, errlen)) != FR_OK)
         store_row_clear (row);
+    return st;
+}
+
+typedef struct {
+    store_loaded_fn *fn;
+    void *arg;
+} loads_ctx_t;
+
+static void
+loads_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    loads_ctx_t *c = arg;
+    for (int i = 0; st == FR_OK && n == 1 && results [0] && i < PQntuples (results [0]); i++) {
+        store_row_t row;
+        store_extra_t x;
+        store_fill_row (results [0], i, &row);
+        memset (&x, 0, sizeof x);
+        extra_fill (results [0], i, ROW_COLUMN_COUNT, &x);
+        c->fn (c->arg, FR_OK, &row, &x, NULL);      /* the callee takes both */
+    }
+    c->fn (c->arg, st, NULL, NULL, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn *fn, void *arg,
+                   char *err, size_t errlen)
+{
+    mem_buf_t b;
+    if (store_id_array (ids, n, &b) != 0) {
+        snprintf (err, errlen, "too many integrations to read at once");
+        return FR_TOO_LARGE;
+    }
+    const char *values [] = { b.data };
+    store_stmt_t stmt = { "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS " FROM integrations WHERE id = ANY ($1::text[])",
+                          1, values, NULL, NULL };
+    loads_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (loads_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, loads_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    mem_buf_free (&b);                   /* sent: libpq has copied it */
     return st;
 }
 

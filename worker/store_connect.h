@@ -19,6 +19,13 @@ void store_extra_clear (store_extra_t *x);
 /* store_load and store_load_extra together (neither left filled on failure). */
 fr_status_t store_load_full (store_t *s, const char *id, store_row_t *row, store_extra_t *x,
                              char *err, size_t errlen) FR_MUSTCHECK;
+/* The same for many integrations, as a batch the loop does not wait for (the caller checks
+ * store_batch_busy): from store_batch_pump, fn is called for every one found (with its row and
+ * columns, which it takes over: store_row_clear, store_extra_clear), then once with both NULL:
+ * all delivered (FR_OK; ids not reported do not exist), or the batch failed (st, err). */
+typedef void (store_loaded_fn) (void *arg, fr_status_t st, store_row_t *row, store_extra_t *x, const char *err);
+fr_status_t store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn *fn, void *arg,
+                               char *err, size_t errlen) FR_MUSTCHECK;
 
 /* New tokens for an integration, sealed by the caller: an import or a code exchange. */
 typedef struct {

@@ -4,9 +4,26 @@
 #ifndef FERRULE_STORE_INTERNAL_H
 #define FERRULE_STORE_INTERNAL_H
 #include "store.h"
+#include "mem.h"
 #include <libpq-fe.h>
 
 #define STORE_NOTIFY_CHANNEL "ferrule_integrations"   /* "<worker> <integration>": drop the cache entry */
+
+/* An integration's row as store_row_t holds it (store_fill_row reads it from row r of res). */
+#define STORE_ROW_COLUMNS \
+    "id, provider, status, key_id, access_token, " \
+    "COALESCE(extract(epoch FROM access_expires_at)::bigint, 0), refresh_token, refresh_fingerprint, " \
+    "generation, array_to_string(scopes, ' '), last_error_code, last_error_message, " \
+    "COALESCE(extract(epoch FROM last_error_at)::bigint, 0), COALESCE(extract(epoch FROM last_refresh_at)::bigint, 0), " \
+    "extract(epoch FROM created_at)::bigint, extract(epoch FROM updated_at)::bigint, lease_owner, " \
+    "COALESCE(replace(lease_token::text, '-', ''), ''), " \
+    "GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0), " \
+    "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
+    "COALESCE(interrupted_generation = generation, false)"
+void store_fill_row (const PGresult *res, int r, store_row_t *row);
+/* ids as a text[] literal for "= ANY ($1::text[])" into b (mem_buf_free it); -1 when too long.
+ * They are [A-Za-z0-9._:-] (checked on every request), so they need no quoting. */
+int store_id_array (const char *const *ids, size_t n, mem_buf_t *b);
 
 /* One statement of a batch. */
 typedef struct {

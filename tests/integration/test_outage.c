@@ -271,6 +271,16 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
+    /* and an operator asking for an integration's status all along: read from the database, not
+     * the cache, and no more allowed to hold up the cached tokens */
+    pid_t statuses = fork ();
+    if (statuses == 0) {
+        while (clock_mono_ms () < until) {
+            json_t *r = harness_ctl (h, &rc, "status", "--integration", "stall2:box", "--timeout", "2", NULL);
+            json_decref (r);
+        }
+        _exit (0);
+    }
     int served = 0, late = 0;
     int64_t slowest = 0;
     while (clock_mono_ms () < until) {
@@ -289,6 +299,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         kill (pids [i], SIGCONT);
     int status = 0;
     assert_int_equal (waitpid (misses, &status, 0), misses);
+    assert_int_equal (waitpid (statuses, &status, 0), statuses);
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", served, late,
              (long long) slowest);
     assert_int_equal (late, 0);
