@@ -13,6 +13,8 @@ struct cache {
     size_t nbuckets;             /* power of two */
     size_t count;
     size_t scan;                 /* next bucket of cache_collect_unchecked */
+    char **names;                /* provider names, one copy each (cache_set_provider) */
+    size_t nnames;
 };
 
 cache_t *
@@ -28,7 +30,6 @@ static void
 entry_free (cache_entry_t *e)
 {
     secmem_free_str (&e->access_token);
-    mem_free (e->provider);
     mem_free (e->scopes);
     mem_free (e);
 }
@@ -46,6 +47,9 @@ cache_destroy (cache_t **c_p)
                 e = next;
             }
         }
+        for (size_t i = 0; i < c->nnames; i++)
+            mem_free (c->names [i]);
+        mem_free (c->names);
         mem_free (c->buckets);
         mem_free (c);
         *c_p = NULL;
@@ -159,6 +163,26 @@ cache_collect_unchecked (cache_t *c, int64_t older_than_ms, char **ids, size_t m
                 ids [n++] = mem_strdup (e->id);
     }
     return n;
+}
+
+void
+cache_set_provider (cache_t *c, cache_entry_t *e, const char *name)
+{
+    if (!name) {
+        e->provider = NULL;
+        return;
+    }
+    if (e->provider && strcmp (e->provider, name) == 0)
+        return;
+    for (size_t i = 0; i < c->nnames; i++)
+        if (strcmp (c->names [i], name) == 0) {
+            e->provider = c->names [i];
+            return;
+        }
+    /* a new name: the catalog's providers, and the rare unknown one a row names */
+    c->names = mem_realloc (c->names, (c->nnames + 1) * sizeof *c->names);
+    c->names [c->nnames] = mem_strdup (name);
+    e->provider = c->names [c->nnames++];
 }
 
 void

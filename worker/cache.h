@@ -12,7 +12,7 @@ struct refresh;
 typedef struct cache_entry cache_entry_t;
 struct cache_entry {
     cache_entry_t *hnext;
-    char    *provider;
+    const char *provider;         /* interned by the cache (cache_set_provider): one copy per name */
     char    *access_token;        /* plaintext in memory only (secmem: not in core dumps); NULL when none */
     int64_t  access_expires_at;   /* epoch seconds */
     char     expires_text [21];   /* access_expires_at as RFC 3339, formatted once per token */
@@ -52,6 +52,9 @@ size_t cache_collect_unchecked (cache_t *c, int64_t older_than_ms, char **ids, s
  * checked against the database now. */
 void cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation);
 void cache_set_text (char **field, const char *value);
+/* Sets the entry's provider name to the cache's one copy of name (a worker caches many
+ * integrations of few providers: a copy each cost a heap chunk per entry). */
+void cache_set_provider (cache_t *c, cache_entry_t *e, const char *name);
 integ_status_t cache_status_from_text (const char *status);
 /* An integration's status changes only so (whatever the database says is adopted as it is; these
  * are the changes this worker makes itself):

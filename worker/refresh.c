@@ -267,7 +267,7 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
     /* the lifetime the provider gave this token (the refresh's, the code exchange's or the
      * import's expires_in), so that refresh-ahead is sized by the token itself */
     e->lifetime_s = (int32_t) row->access_lifetime_s;
-    cache_set_text (&e->provider, row->provider);
+    cache_set_provider (w->cache, e, row->provider);
     cache_set_text (&e->scopes, row->scopes);
     e->status = (uint8_t) cache_status_from_text (row->status);
     e->refresh_token_missing = (uint8_t) row->refresh_token_missing;
@@ -420,7 +420,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         log_warning (e->id, rid_of (r), "an earlier refresh of generation %lld was interrupted; refreshing now",
                      (long long) row.generation);
     r->expected_generation = row.generation;
-    cache_set_text (&e->provider, row.provider);
+    cache_set_provider (w->cache, e, row.provider);
     r->provider = catalog_find (w->catalog, row.provider);
     fr_status_t fail = FR_OK;
     if (!r->provider) {

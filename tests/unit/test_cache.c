@@ -96,6 +96,30 @@ test_collect_unchecked_covers_everything_round_robin (void **state)
     cache_destroy (&c);
 }
 
+/* Provider names are kept once per cache, whatever the number of entries naming them. */
+static void
+test_provider_names_are_shared (void **state)
+{
+    (void) state;
+    cache_t *c = cache_new ();
+    cache_entry_t *a = cache_put (c, "a"), *b = cache_put (c, "b"), *d = cache_put (c, "d");
+    cache_set_provider (c, a, "box");
+    char name [] = "box";                    /* not the same pointer as the literal */
+    cache_set_provider (c, b, name);
+    cache_set_provider (c, d, "google");
+    assert_string_equal (a->provider, "box");
+    assert_ptr_equal (a->provider, b->provider);
+    assert_string_equal (d->provider, "google");
+    assert_ptr_not_equal (a->provider, d->provider);
+    cache_set_provider (c, a, "google");     /* a changed provider follows */
+    assert_ptr_equal (a->provider, d->provider);
+    cache_set_provider (c, b, NULL);
+    assert_null (b->provider);
+    cache_drop (c, "d");                     /* the name outlives the entries naming it */
+    assert_string_equal (a->provider, "google");
+    cache_destroy (&c);
+}
+
 static void
 test_status_transitions (void **state)
 {
@@ -128,6 +152,7 @@ main (void)
         cmocka_unit_test (test_refreshing_entries_are_only_marked_stale),
         cmocka_unit_test (test_collect_unchecked_covers_everything_round_robin),
         cmocka_unit_test (test_status_transitions),
+        cmocka_unit_test (test_provider_names_are_shared),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
