@@ -1515,7 +1515,9 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
     return st;
 }
 
-int
+/* ids as a text[] literal for "= ANY ($1::text[])" into b (mem_buf_free it); -1 when too long.
+ * They are [A-Za-z0-9._:-] (checked on every request), so they need no quoting. */
+static int
 store_id_array (const char *const *ids, size_t n, mem_buf_t *b)
 {
     mem_buf_init (b, n * 132 + 8);
@@ -1545,23 +1547,31 @@ generations_done (void *arg, fr_status_t st, PGresult **results, size_t n, const
 }
 
 fr_status_t
-store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn, void *arg,
-                         char *err, size_t errlen)
+store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
+                       void *arg, const char *what, char *err, size_t errlen)
 {
     mem_buf_t b;
     if (store_id_array (ids, n, &b) != 0) {
-        snprintf (err, errlen, "too many integrations to re-validate at once");
+        snprintf (err, errlen, "too many integrations to %s at once", what);
         return FR_TOO_LARGE;
     }
     const char *values [] = { b.data };
-    store_stmt_t stmt = { "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])", 1, values,
-                          NULL, NULL };
+    store_stmt_t stmt = { sql, 1, values, NULL, NULL };
+    fr_status_t st = store_batch_start (s, &stmt, 1, done, arg, err, errlen);
+    mem_buf_free (&b);                   /* sent: libpq has copied it */
+    return st;
+}
+
+fr_status_t
+store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn, void *arg,
+                         char *err, size_t errlen)
+{
     generations_ctx_t *c = mem_alloc (sizeof *c);
     *c = (generations_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, generations_done, c, err, errlen);
+    fr_status_t st = store_ids_batch_start (s, "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])",
+                                            ids, n, generations_done, c, "re-validate", err, errlen);
     if (st != FR_OK)
         mem_free (c);
-    mem_buf_free (&b);                   /* sent: libpq has copied it */
     return st;
 }
 

@@ -88,20 +88,13 @@ fr_status_t
 store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn *fn, void *arg,
                    char *err, size_t errlen)
 {
-    mem_buf_t b;
-    if (store_id_array (ids, n, &b) != 0) {
-        snprintf (err, errlen, "too many integrations to read at once");
-        return FR_TOO_LARGE;
-    }
-    const char *values [] = { b.data };
-    store_stmt_t stmt = { "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS " FROM integrations WHERE id = ANY ($1::text[])",
-                          1, values, NULL, NULL };
     loads_ctx_t *c = mem_alloc (sizeof *c);
     *c = (loads_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, loads_done, c, err, errlen);
+    fr_status_t st = store_ids_batch_start (s, "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS
+                                            " FROM integrations WHERE id = ANY ($1::text[])",
+                                            ids, n, loads_done, c, "read", err, errlen);
     if (st != FR_OK)
         mem_free (c);
-    mem_buf_free (&b);                   /* sent: libpq has copied it */
     return st;
 }
 

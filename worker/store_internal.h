@@ -21,9 +21,6 @@
     "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
     "COALESCE(interrupted_generation = generation, false)"
 void store_fill_row (const PGresult *res, int r, store_row_t *row);
-/* ids as a text[] literal for "= ANY ($1::text[])" into b (mem_buf_free it); -1 when too long.
- * They are [A-Za-z0-9._:-] (checked on every request), so they need no quoting. */
-int store_id_array (const char *const *ids, size_t n, mem_buf_t *b);
 
 /* One statement of a batch. */
 typedef struct {
@@ -44,6 +41,10 @@ typedef void (store_batch_fn) (void *arg, fr_status_t st, PGresult **results, si
  * calls) first reads the batch to its end; done still runs from the loop. */
 fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, void *arg,
                                char *err, size_t errlen) FR_MUSTCHECK;
+/* A batch of one statement whose $1 is ids as a text[] ("… WHERE id = ANY ($1::text[])"); what
+ * names the work in the error when there are too many. arg is done's only when FR_OK. */
+fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
+                                   void *arg, const char *what, char *err, size_t errlen) FR_MUSTCHECK;
 
 /* Runs one statement, reconnecting first if needed. want_tuples: 1 for a query, 0 for a command.
  * NULL with *st and err set on failure (classified: database_unavailable for what may pass, a
