@@ -285,21 +285,10 @@ out:
     mem_free (rt_ct);
 }
 
+/* history's answer: the chain rows (newest first), or why not. */
 static void
-op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
+reply_history (worker_t *w, const job_t *job, fr_status_t st, store_chain_t *rows, size_t n, const char *err)
 {
-    int64_t limit = 20;
-    store_chain_t *rows = NULL;
-    size_t n = 0;
-    char err [512];
-    if (fields_int (w, job, root, "limit", 1, MAX_HISTORY, &limit) < 0)
-        return;
-    store_row_t row;
-    fr_status_t st = store_load (w->store, id, &row, err, sizeof err);   /* not_found for unknown ids */
-    if (st == FR_OK) {
-        store_row_clear (&row);
-        st = store_history (w->store, id, limit, &rows, &n, err, sizeof err);
-    }
     if (st != FR_OK) {
         reply_store_error (w, job, st, err);
         return;
@@ -319,6 +308,58 @@ op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     }
     store_chain_free (&rows, n);
     reply_send (w, job);
+}
+
+typedef struct {
+    worker_t *w;
+    job_t job;
+} history_wait_t;
+
+static void
+history_rows (void *arg, fr_status_t st, store_chain_t *rows, size_t n, const char *err)
+{
+    history_wait_t *hw = arg;
+    reply_history (hw->w, &hw->job, st, rows, n, err);
+    mem_free (hw);
+}
+
+/* history, once the integration is known to exist (read by loads.c, so unknown ids are
+ * not_found): its chain rows in a batch on a free connection, or at once when none is free. */
+static void
+history_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
+                const store_extra_t *x, fr_status_t st, const char *err, int limit)
+{
+    char why [512];
+    (void) root;
+    (void) row;
+    (void) x;
+    if (st != FR_OK) {
+        reply_store_error (w, job, st, err);
+        return;
+    }
+    store_t *store = refresh_batch_store (w);
+    if (store) {
+        history_wait_t *hw = mem_alloc (sizeof *hw);
+        *hw = (history_wait_t) { w, *job };
+        if ((st = store_history_start (store, id, limit, history_rows, hw, why, sizeof why)) == FR_OK)
+            return;
+        mem_free (hw);
+        reply_store_error (w, job, st, why);
+        return;
+    }
+    store_chain_t *rows = NULL;
+    size_t n = 0;
+    st = store_history (w->store, id, limit, &rows, &n, why, sizeof why);
+    reply_history (w, job, st, rows, n, why);
+}
+
+static void
+op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
+{
+    int64_t limit = 20;
+    if (fields_int (w, job, root, "limit", 1, MAX_HISTORY, &limit) < 0)
+        return;
+    loads_park (w, job, NULL, id, history_loaded, (int) limit, 1);
 }
 
 void

@@ -1575,6 +1575,30 @@ store_generations_start (store_t *s, const char *const *ids, size_t n, store_gen
     return st;
 }
 
+#define HISTORY_SQL \
+    "SELECT generation, extract(epoch FROM at)::bigint, outcome, worker, refresh_fingerprint, rotated, detail" \
+    " FROM token_chain WHERE integration_id = $1 ORDER BY seq DESC LIMIT $2::bigint"
+
+/* The chain rows of a HISTORY_SQL result. */
+static store_chain_t *
+history_read (const PGresult *res, size_t *count)
+{
+    int n = PQntuples (res);
+    store_chain_t *rows = mem_alloc ((size_t) (n ? n : 1) * sizeof *rows);
+    for (int i = 0; i < n; i++) {
+        store_chain_t *r = &rows [i];
+        r->generation = store_int_at (res, i, 0);
+        r->at = store_int_at (res, i, 1);
+        r->outcome = store_text_at (res, i, 2);
+        r->worker = store_text_at (res, i, 3);
+        r->refresh_fingerprint = store_text_at (res, i, 4);
+        r->rotated = strcmp (PQgetvalue (res, i, 5), "t") == 0;
+        r->detail = store_text_at (res, i, 6);
+    }
+    *count = (size_t) n;
+    return rows;
+}
+
 fr_status_t
 store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, size_t *count,
                char *err, size_t errlen)
@@ -1585,27 +1609,45 @@ store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, 
     const char *values [] = { id, lim };
     *rows = NULL;
     *count = 0;
-    PGresult *res = store_run (s,
-        "SELECT generation, extract(epoch FROM at)::bigint, outcome, worker, refresh_fingerprint, rotated, detail"
-        " FROM token_chain WHERE integration_id = $1 ORDER BY seq DESC LIMIT $2::bigint",
-        2, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
+    PGresult *res = store_run (s, HISTORY_SQL, 2, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
     if (!res)
         return st;
-    int n = PQntuples (res);
-    *rows = mem_alloc ((size_t) (n ? n : 1) * sizeof **rows);
-    for (int i = 0; i < n; i++) {
-        store_chain_t *r = &(*rows) [i];
-        r->generation = store_int_at (res, i, 0);
-        r->at = store_int_at (res, i, 1);
-        r->outcome = store_text_at (res, i, 2);
-        r->worker = store_text_at (res, i, 3);
-        r->refresh_fingerprint = store_text_at (res, i, 4);
-        r->rotated = strcmp (PQgetvalue (res, i, 5), "t") == 0;
-        r->detail = store_text_at (res, i, 6);
-    }
-    *count = (size_t) n;
+    *rows = history_read (res, count);
     PQclear (res);
     return FR_OK;
+}
+
+typedef struct {
+    store_history_fn *fn;
+    void *arg;
+} history_ctx_t;
+
+static void
+history_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    history_ctx_t *c = arg;
+    store_chain_t *rows = NULL;
+    size_t count = 0;
+    if (st == FR_OK && n == 1 && results [0])
+        rows = history_read (results [0], &count);
+    c->fn (c->arg, st, rows, count, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_history_start (store_t *s, const char *id, int64_t limit, store_history_fn *fn, void *arg, char *err,
+                     size_t errlen)
+{
+    char lim [32];
+    snprintf (lim, sizeof lim, "%" PRId64, limit);
+    const char *values [] = { id, lim };
+    store_stmt_t stmt = { HISTORY_SQL, 2, values, NULL, NULL };
+    history_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (history_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, history_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
 }
 
 void

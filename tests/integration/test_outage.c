@@ -271,12 +271,13 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
-    /* and an operator asking for an integration's status all along: read from the database, not
-     * the cache, and no more allowed to hold up the cached tokens */
+    /* and an operator asking for an integration's status and its chain all along: read from the
+     * database, not the cache, and no more allowed to hold up the cached tokens */
     pid_t statuses = fork ();
     if (statuses == 0) {
-        while (clock_mono_ms () < until) {
-            json_t *r = harness_ctl (h, &rc, "status", "--integration", "stall2:box", "--timeout", "2", NULL);
+        for (int k = 0; clock_mono_ms () < until; k++) {
+            json_t *r = harness_ctl (h, &rc, k % 2 ? "status" : "history", "--integration", "stall2:box",
+                                     "--timeout", "2", NULL);
             json_decref (r);
         }
         _exit (0);
