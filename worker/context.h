@@ -110,6 +110,7 @@ typedef struct worker {
     size_t jwait_n, jwait_cap;
     struct call *calls;             /* calls.c: code exchanges and revocations in flight */
     struct loads *loads;            /* loads.c: requests waiting for their integration's row */
+    struct dbwait *dbwait;          /* dbwait.c: work waiting for a free database connection */
     struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;
     int started_db;                 /* journal replayed and leases released for this run */

@@ -10,6 +10,7 @@
 #include "gwops.h"
 #include "keystats.h"
 #include "loads.h"
+#include "dbwait.h"
 #include "ratelimit.h"
 #include "reply.h"
 #include "scopes.h"
@@ -187,22 +188,6 @@ reply_row (worker_t *w, const job_t *job, const store_row_t *row, const store_ex
     reply_send (w, job);
 }
 
-static void
-reply_integration (worker_t *w, const job_t *job, const char *id)
-{
-    char err [512];
-    store_row_t row;
-    store_extra_t x;
-    fr_status_t st = store_load_full (w->store, id, &row, &x, err, sizeof err);
-    if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
-        return;
-    }
-    reply_row (w, job, &row, &x);
-    store_row_clear (&row);
-    store_extra_clear (&x);
-}
-
 /* status: what the database holds, read without the loop waiting (loads.c), never the cache. */
 static void
 status_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
@@ -217,6 +202,68 @@ status_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *
         reply_row (w, job, row, x);
 }
 
+/* An import sealed and waiting for its batch: what the upsert needs, owned. */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char id [IDENT_MAX + 1];
+    char *provider, *scopes;
+    unsigned char *at_ct, *rt_ct;
+    size_t at_len, rt_len;
+    int32_t key_id;
+    int64_t expires_at, lifetime;
+    char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
+} import_wait_t;
+
+static void
+import_free (import_wait_t *iw)
+{
+    mem_free (iw->provider);
+    mem_free (iw->scopes);
+    mem_free (iw->at_ct);
+    mem_free (iw->rt_ct);
+    mem_free (iw);
+}
+
+static void
+import_done (void *arg, fr_status_t st, int64_t generation, const char *prev_status, const store_row_t *row,
+             const store_extra_t *x, const char *err)
+{
+    import_wait_t *iw = arg;
+    worker_t *w = iw->w;
+    (void) generation;
+    (void) prev_status;
+    if (st != FR_OK)
+        reply_store_error (w, &iw->job, st, err);
+    else {
+        cache_drop (w->cache, iw->id);
+        loads_invalidate (w, iw->id);    /* a read in flight may predate it: our own change is not notified to us */
+        log_info (iw->id, iw->job.rid, "imported integration for provider \"%s\"", iw->provider);
+        reply_row (w, &iw->job, row, x);
+    }
+    import_free (iw);
+}
+
+/* The import's upsert and the integration's row, one batch on a free connection (dbwait.c). */
+static void
+import_start (worker_t *w, store_t *store, void *arg)
+{
+    import_wait_t *iw = arg;
+    char err [256];
+    if (!store || iw->job.deadline_ms <= clock_mono_ms ()) {
+        import_free (iw);                /* the worker goes away, or the broker has answered: not written */
+        return;
+    }
+    /* the same statement as a connect's: a re-import is a reconnect */
+    store_upsert_t imp = { iw->id, iw->provider, iw->key_id, iw->at_ct, iw->at_len, iw->expires_at, iw->lifetime,
+                           iw->rt_ct, iw->rt_len, iw->fingerprint, iw->scopes, NULL, "imported", NULL, NULL };
+    fr_status_t st = store_import_start (store, &imp, import_done, iw, err, sizeof err);
+    if (st != FR_OK) {
+        reply_store_error (w, &iw->job, st, err);
+        import_free (iw);
+    }
+}
+
 static void
 op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
 {
@@ -225,7 +272,7 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     size_t at_len = 0, rt_len = 0;
     int64_t expires_in = 0;
     int32_t key_id = 0;
-    char err [512], fingerprint [CRYPTO_FINGERPRINT_LEN + 1], *prev_status = NULL;
+    char err [512];
     int r;
 
     if ((r = fields_str (w, job, root, "provider", CATALOG_MAX_NAME, 1, &provider)) < 0)
@@ -261,22 +308,24 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
         reply_error (w, job, st, err, NULL, -1);
         goto out;
     }
-    crypto_fingerprint (w->keyring, refresh_token, fingerprint);
-    /* the same statement as a connect's: a re-import is a reconnect */
-    store_upsert_t imp = { id, provider, key_id, at_ct, at_len, access_token ? clock_wall_ms () / 1000 + expires_in : 0,
-                           access_token ? expires_in : 0, rt_ct, rt_len, fingerprint, scopes, NULL, "imported", NULL,
-                           NULL };
-    int64_t generation = 0;
-    st = store_upsert (w->store, &imp, &generation, &prev_status, err, sizeof err);
-    if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    cache_drop (w->cache, id);
-    log_info (id, job->rid, "imported integration for provider \"%s\"", provider);
-    reply_integration (w, job, id);
+    import_wait_t *iw = mem_alloc (sizeof *iw);
+    iw->w = w;
+    iw->job = *job;
+    snprintf (iw->id, sizeof iw->id, "%s", id);
+    crypto_fingerprint (w->keyring, refresh_token, iw->fingerprint);
+    iw->key_id = key_id;
+    iw->expires_at = access_token ? clock_wall_ms () / 1000 + expires_in : 0;
+    iw->lifetime = access_token ? expires_in : 0;
+    iw->provider = provider;             /* the import owns them now */
+    iw->scopes = scopes;
+    iw->at_ct = at_ct;
+    iw->at_len = at_len;
+    iw->rt_ct = rt_ct;
+    iw->rt_len = rt_len;
+    provider = scopes = NULL;
+    at_ct = rt_ct = NULL;
+    dbwait_add (w, import_start, iw);
 out:
-    mem_free (prev_status);
     mem_free (provider);
     mem_free_secret (&refresh_token);
     mem_free_secret (&access_token);
@@ -313,6 +362,8 @@ reply_history (worker_t *w, const job_t *job, fr_status_t st, store_chain_t *row
 typedef struct {
     worker_t *w;
     job_t job;
+    char id [IDENT_MAX + 1];
+    int64_t limit;
 } history_wait_t;
 
 static void
@@ -323,13 +374,28 @@ history_rows (void *arg, fr_status_t st, store_chain_t *rows, size_t n, const ch
     mem_free (hw);
 }
 
+/* The chain's batch, on a free connection (dbwait.c). */
+static void
+history_start (worker_t *w, store_t *store, void *arg)
+{
+    history_wait_t *hw = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store || hw->job.deadline_ms <= clock_mono_ms ())
+        mem_free (hw);                   /* the worker goes away, or the broker has answered */
+    else
+    if ((st = store_history_start (store, hw->id, hw->limit, history_rows, hw, err, sizeof err)) != FR_OK) {
+        reply_store_error (w, &hw->job, st, err);
+        mem_free (hw);
+    }
+}
+
 /* history, once the integration is known to exist (read by loads.c, so unknown ids are
- * not_found): its chain rows in a batch on a free connection, or at once when none is free. */
+ * not_found): its chain rows in a batch of their own. */
 static void
 history_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
                 const store_extra_t *x, fr_status_t st, const char *err, int limit)
 {
-    char why [512];
     (void) root;
     (void) row;
     (void) x;
@@ -337,20 +403,10 @@ history_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char 
         reply_store_error (w, job, st, err);
         return;
     }
-    store_t *store = refresh_batch_store (w);
-    if (store) {
-        history_wait_t *hw = mem_alloc (sizeof *hw);
-        *hw = (history_wait_t) { w, *job };
-        if ((st = store_history_start (store, id, limit, history_rows, hw, why, sizeof why)) == FR_OK)
-            return;
-        mem_free (hw);
-        reply_store_error (w, job, st, why);
-        return;
-    }
-    store_chain_t *rows = NULL;
-    size_t n = 0;
-    st = store_history (w->store, id, limit, &rows, &n, why, sizeof why);
-    reply_history (w, job, st, rows, n, why);
+    history_wait_t *hw = mem_alloc (sizeof *hw);
+    *hw = (history_wait_t) { w, *job, "", limit };
+    snprintf (hw->id, sizeof hw->id, "%s", id);
+    dbwait_add (w, history_start, hw);
 }
 
 static void

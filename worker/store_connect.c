@@ -98,59 +98,140 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     return st;
 }
 
-fr_status_t
-store_upsert (store_t *s, const store_upsert_t *u, int64_t *generation, char **prev_status, char *err, size_t errlen)
-{
-    fr_status_t st;
+#define UPSERT_SQL \
+    "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */ \
+    " u AS (" \
+    "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at," \
+    "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing," \
+    "    access_lifetime_s)" \
+    "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1," \
+    "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer)" \
+    "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active'," \
+    "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token," \
+    "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token," \
+    "    refresh_fingerprint = EXCLUDED.refresh_fingerprint, generation = integrations.generation + 1," \
+    "    scopes = EXCLUDED.scopes," \
+    "    requested_scopes = COALESCE(EXCLUDED.requested_scopes, integrations.requested_scopes)," \
+    "    refresh_token_missing = EXCLUDED.refresh_token_missing, scope_report = NULL, scope_report_at = NULL," \
+    "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL," \
+    "    access_lifetime_s = EXCLUDED.access_lifetime_s," \
+    "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
+    "  RETURNING generation)," \
+    " c AS (" \
+    "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)" \
+    "  SELECT $1, u.generation, $11, $15, $7," \
+    "    COALESCE('re' || $12 || ' (was ' || (SELECT status FROM prev) || ')', $12) FROM u RETURNING generation)," \
+    " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12 WHERE state_hash = $13)" \
+    " SELECT c.generation, (SELECT status FROM prev), pg_notify('" STORE_NOTIFY_CHANNEL "', $11 || ' ' || $1) FROM c"
+
+/* UPSERT_SQL's parameters for u on s (the numbers live as long as p). */
+typedef struct {
     char key [32], exp [32], life [32];
-    snprintf (key, sizeof key, "%" PRId32, u->key_id);
-    snprintf (exp, sizeof exp, "%" PRId64, u->access_expires_at);
-    snprintf (life, sizeof life, "%" PRId64, u->access_lifetime_s);
-    *prev_status = NULL;
-    const char *values [] = { u->id, u->provider, key, (const char *) u->access_ct, u->access_ct ? exp : NULL,
+    const char *values [15];
+    int lengths [15];
+    int formats [15];
+} upsert_params_t;
+
+static void
+upsert_params (store_t *s, const store_upsert_t *u, upsert_params_t *p)
+{
+    snprintf (p->key, sizeof p->key, "%" PRId32, u->key_id);
+    snprintf (p->exp, sizeof p->exp, "%" PRId64, u->access_expires_at);
+    snprintf (p->life, sizeof p->life, "%" PRId64, u->access_lifetime_s);
+    const char *values [] = { u->id, u->provider, p->key, (const char *) u->access_ct, u->access_ct ? p->exp : NULL,
                               (const char *) u->refresh_ct, u->refresh_ct ? u->refresh_fingerprint : NULL,
                               u->scopes ? u->scopes : "", u->requested_scopes, u->refresh_ct ? "false" : "true",
                               store_worker_id (s), u->detail, u->state_hash,
-                              u->access_ct && u->access_lifetime_s > 0 ? life : NULL, u->outcome };
-    int lengths [] = { 0, 0, 0, (int) u->access_ct_len, 0, (int) u->refresh_ct_len, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
-    int formats [] = { 0, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0 };
-    PGresult *res = store_exec (s,
-        "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */
-        " u AS ("
-        "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at,"
-        "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing,"
-        "    access_lifetime_s)"
-        "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1,"
-        "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer)"
-        "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active',"
-        "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token,"
-        "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token,"
-        "    refresh_fingerprint = EXCLUDED.refresh_fingerprint, generation = integrations.generation + 1,"
-        "    scopes = EXCLUDED.scopes,"
-        "    requested_scopes = COALESCE(EXCLUDED.requested_scopes, integrations.requested_scopes),"
-        "    refresh_token_missing = EXCLUDED.refresh_token_missing, scope_report = NULL, scope_report_at = NULL,"
-        "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL,"
-        "    access_lifetime_s = EXCLUDED.access_lifetime_s,"
-        "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
-        "  RETURNING generation),"
-        " c AS ("
-        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
-        "  SELECT $1, u.generation, $11, $15, $7,"
-        "    COALESCE('re' || $12 || ' (was ' || (SELECT status FROM prev) || ')', $12) FROM u RETURNING generation),"
-        " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12 WHERE state_hash = $13)"
-        " SELECT c.generation, (SELECT status FROM prev), pg_notify('" STORE_NOTIFY_CHANNEL "', $11 || ' ' || $1) FROM c",
-        15, values, lengths, formats, 1, &st, err, errlen);
-    if (!res)
-        return st;
+                              u->access_ct && u->access_lifetime_s > 0 ? p->life : NULL, u->outcome };
+    memcpy (p->values, values, sizeof values);
+    memset (p->lengths, 0, sizeof p->lengths);
+    memset (p->formats, 0, sizeof p->formats);
+    p->lengths [3] = (int) u->access_ct_len;
+    p->lengths [5] = (int) u->refresh_ct_len;
+    p->formats [3] = p->formats [5] = 1;
+}
+
+/* UPSERT_SQL's answer: the new generation and the status before (a copy). */
+static fr_status_t
+upsert_read (const PGresult *res, int64_t *generation, char **prev_status, char *err, size_t errlen)
+{
     if (PQntuples (res) != 1) {
         snprintf (err, errlen, "no row written");
-        PQclear (res);
         return FR_INTERNAL;
     }
     *generation = store_int_at (res, 0, 0);
     *prev_status = store_text_at (res, 0, 1);
-    PQclear (res);
     return FR_OK;
+}
+
+fr_status_t
+store_upsert (store_t *s, const store_upsert_t *u, int64_t *generation, char **prev_status, char *err, size_t errlen)
+{
+    fr_status_t st;
+    upsert_params_t p;
+    *prev_status = NULL;
+    upsert_params (s, u, &p);
+    PGresult *res = store_exec (s, UPSERT_SQL, 15, p.values, p.lengths, p.formats, 1, &st, err, errlen);
+    if (!res)
+        return st;
+    st = upsert_read (res, generation, prev_status, err, errlen);
+    PQclear (res);
+    return st;
+}
+
+typedef struct {
+    store_imported_fn *fn;
+    void *arg;
+} import_ctx_t;
+
+static void
+import_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    import_ctx_t *c = arg;
+    char why [256];
+    int64_t generation = 0;
+    char *prev_status = NULL;
+    store_row_t row;
+    store_extra_t x;
+    memset (&row, 0, sizeof row);
+    memset (&x, 0, sizeof x);
+    if (st == FR_OK && n == 2 && (st = upsert_read (results [0], &generation, &prev_status, why, sizeof why)) == FR_OK) {
+        if (PQntuples (results [1]) == 1) {
+            store_fill_row (results [1], 0, &row);
+            extra_fill (results [1], 0, ROW_COLUMN_COUNT, &x);
+        }
+        else {
+            snprintf (why, sizeof why, "the integration was not found after it was written");
+            st = FR_INTERNAL;
+        }
+    }
+    else
+    if (err)
+        snprintf (why, sizeof why, "%s", err);
+    c->fn (c->arg, st, generation, prev_status, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL,
+           st == FR_OK ? NULL : why);
+    mem_free (prev_status);
+    store_row_clear (&row);
+    store_extra_clear (&x);
+    mem_free (c);
+}
+
+fr_status_t
+store_import_start (store_t *s, const store_upsert_t *u, store_imported_fn *fn, void *arg, char *err, size_t errlen)
+{
+    upsert_params_t p;
+    upsert_params (s, u, &p);
+    const char *ids [] = { u->id };
+    store_stmt_t stmts [] = {
+        { UPSERT_SQL, 15, p.values, p.lengths, p.formats },
+        { "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS " FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
+    };
+    import_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (import_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, stmts, 2, import_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
 }
 
 fr_status_t

@@ -6,6 +6,7 @@
 #include "keystats.h"
 #include "links.h"
 #include "loads.h"
+#include "dbwait.h"
 #include "ratelimit.h"
 #include "refresh.h"
 #include "reply.h"
@@ -123,6 +124,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     }
     w->cache = cache_new ();
     w->loads = loads_new ();
+    w->dbwait = dbwait_new ();
     w->breaker = breaker_new (cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
     w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body);
@@ -169,7 +171,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
-    w->m.parked = metrics_gauge (w->metrics, "worker_requests_parked", "requests waiting for their integration's row to be read (cache misses)", NULL);
+    w->m.parked = metrics_gauge (w->metrics, "worker_requests_parked", "requests waiting for the database: parked until their integration's row is read (cache misses, status, history) or queued for a free connection (history, import)", NULL);
     w->m.cached_integrations = metrics_gauge (w->metrics, "worker_cached_integrations", "integrations in this worker's cache", NULL);
     w->m.db_connected = metrics_gauge (w->metrics, "worker_database_connected", "1 while the database connection is up", NULL);
     if (cfg->http_bind && *cfg->http_bind) {
@@ -210,6 +212,7 @@ worker_destroy (worker_t **w_p)
         if (w->cache)
             refresh_abandon_all (w);
         loads_destroy (&w->loads);
+        dbwait_destroy (&w->dbwait, w);
         calls_abandon_all (w);
         links_close_all (w);
         if (w->ctx)
@@ -373,6 +376,7 @@ worker_tick (worker_t *w, int64_t now)
     store_dispatch_notifies (w->store, on_notify, w);
     refresh_tick (w, now);                  /* the refresh protocol's batch first, then optional work */
     loads_tick (w, refresh_batch_store (w)); /* cache misses, before optional work */
+    dbwait_tick (w);                        /* requests' batches waiting for a connection */
     sweep_tick (w->sweep, refresh_batch_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
     worker_revalidate (w, now);
     keystats_tick (w, now);
@@ -383,7 +387,7 @@ worker_tick (worker_t *w, int64_t now)
     metrics_set (w->m.partitions_owned, sweep_owned_count (w->sweep));
     metrics_set (w->m.refreshes_in_flight, (int64_t) refresh_count (w));
     metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));
-    metrics_set (w->m.parked, (int64_t) loads_parked (w));
+    metrics_set (w->m.parked, (int64_t) (loads_parked (w) + dbwait_count (w)));
     metrics_set (w->m.cached_integrations, (int64_t) cache_count (w->cache));
     metrics_set (w->m.db_connected, store_connected (w->store));
     if (w->health) {

@@ -254,6 +254,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         json_decref (r);
         _exit (rc);
     }
+    char *rt4 = itest_grant (h, "fakebox", NULL);    /* imported again and again during the stall */
     usleep (100000);
     pid_t pids [64];
     int n = pg_processes (pids, 64);
@@ -282,6 +283,13 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
+    /* and imports: a write, which waits for a free connection rather than holding the loop */
+    pid_t imports = fork ();
+    if (imports == 0) {
+        while (clock_mono_ms () < until)
+            itest_import (h, "stall4:box", "fakebox", rt4);
+        _exit (0);
+    }
     int served = 0, late = 0;
     int64_t slowest = 0;
     while (clock_mono_ms () < until) {
@@ -301,6 +309,8 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     int status = 0;
     assert_int_equal (waitpid (misses, &status, 0), misses);
     assert_int_equal (waitpid (statuses, &status, 0), statuses);
+    assert_int_equal (waitpid (imports, &status, 0), imports);
+    free (rt4);
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", served, late,
              (long long) slowest);
     assert_int_equal (late, 0);

@@ -1,0 +1,77 @@
+/* dbwait.c - work waiting for a free database connection (dbwait.h) */
+#include "dbwait.h"
+#include "mem.h"
+#include "refresh.h"
+
+typedef struct item {
+    struct item *next;
+    dbwait_fn *fn;
+    void *arg;
+} item_t;
+
+struct dbwait {
+    item_t *head, **tail;
+    size_t count;
+};
+
+dbwait_t *
+dbwait_new (void)
+{
+    dbwait_t *q = mem_alloc (sizeof *q);
+    q->tail = &q->head;
+    return q;
+}
+
+void
+dbwait_destroy (dbwait_t **q_p, worker_t *w)
+{
+    dbwait_t *q = *q_p;
+    if (!q)
+        return;
+    while (q->head) {
+        item_t *it = q->head;
+        q->head = it->next;
+        it->fn (w, NULL, it->arg);
+        mem_free (it);
+    }
+    mem_free (q);
+    *q_p = NULL;
+}
+
+void
+dbwait_add (worker_t *w, dbwait_fn *fn, void *arg)
+{
+    dbwait_t *q = w->dbwait;
+    store_t *store = q->head ? NULL : refresh_batch_store (w);
+    if (store) {
+        fn (w, store, arg);                 /* nothing ahead of it and a connection free */
+        return;
+    }
+    item_t *it = mem_alloc (sizeof *it);
+    it->fn = fn;
+    it->arg = arg;
+    *q->tail = it;
+    q->tail = &it->next;
+    q->count++;
+}
+
+void
+dbwait_tick (worker_t *w)
+{
+    dbwait_t *q = w->dbwait;
+    store_t *store;
+    while (q->head && (store = refresh_batch_store (w))) {
+        item_t *it = q->head;
+        if (!(q->head = it->next))
+            q->tail = &q->head;
+        q->count--;
+        it->fn (w, store, it->arg);         /* may add: at the tail */
+        mem_free (it);
+    }
+}
+
+size_t
+dbwait_count (const worker_t *w)
+{
+    return w->dbwait ? w->dbwait->count : 0;
+}

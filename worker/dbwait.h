@@ -1,0 +1,23 @@
+/* dbwait.h - work that needs a database connection with no batch in flight. It is started at once
+ * when one is free, else queued, in order, and started from the loop when one frees up: a
+ * request never waits for a connection inside the loop, and never falls back to a statement the
+ * loop waits for. */
+#ifndef FERRULE_WORKER_DBWAIT_H
+#define FERRULE_WORKER_DBWAIT_H
+#include "context.h"
+
+typedef struct dbwait dbwait_t;
+
+/* Starts the work (its batch) on store, a connection with no batch in flight; with store NULL the
+ * work is dropped unstarted (the worker is going away) and only frees arg. */
+typedef void (dbwait_fn) (worker_t *w, store_t *store, void *arg);
+
+dbwait_t *dbwait_new (void);
+/* Drops what is queued (fn with store NULL). */
+void dbwait_destroy (dbwait_t **q_p, worker_t *w);
+void dbwait_add (worker_t *w, dbwait_fn *fn, void *arg);
+/* From the loop, after the refresh protocol's batch and the rows missed: starts queued work while
+ * a connection is free. */
+void dbwait_tick (worker_t *w);
+size_t dbwait_count (const worker_t *w);
+#endif
