@@ -42,11 +42,6 @@ void
 dbwait_add (worker_t *w, dbwait_fn *fn, void *arg)
 {
     dbwait_t *q = w->dbwait;
-    store_t *store = q->head ? NULL : refresh_batch_store (w);
-    if (store) {
-        fn (w, store, arg);                 /* nothing ahead of it and a connection free */
-        return;
-    }
     item_t *it = mem_alloc (sizeof *it);
     it->fn = fn;
     it->arg = arg;

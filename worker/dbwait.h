@@ -1,7 +1,8 @@
-/* dbwait.h - work that needs a database connection with no batch in flight. It is started at once
- * when one is free, else queued, in order, and started from the loop when one frees up: a
- * request never waits for a connection inside the loop, and never falls back to a statement the
- * loop waits for. */
+/* dbwait.h - work that needs a database connection with no batch in flight. It is queued, in
+ * order, and started at the end of the loop's turn, after the refresh protocol's batch and the
+ * rows missed (which go first: they are on the token path), on a free connection, or on the next
+ * turn one frees up: a request never waits for a connection inside the loop, and never falls
+ * back to a statement the loop waits for. */
 #ifndef FERRULE_WORKER_DBWAIT_H
 #define FERRULE_WORKER_DBWAIT_H
 #include "context.h"
