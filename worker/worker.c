@@ -417,10 +417,12 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         }
         /* stay a moment after announcing the drain: requests the brokers routed before they
          * heard it are still arriving, and are served rather than re-dispatched */
-        size_t busy = refresh_count (w) + calls_count (w);
+        size_t busy = refresh_count (w) + calls_count (w) + loads_parked (w) + dbwait_count (w)
+                    + (size_t) store_batch_busy (w->store) + (size_t) (w->batches && store_batch_busy (w->batches));
         if (w->draining && now >= drain_settle && (busy == 0 || now >= drain_until)) {
             if (busy)
-                log_warning (NULL, NULL, "drain timed out with %zu refreshes and connect calls in flight", busy);
+                log_warning (NULL, NULL, "drain timed out with %zu refreshes, connect calls, requests waiting for the "
+                             "database and batches in flight", busy);
             break;
         }
         zmq_pollitem_t items [POLL_MAX];
