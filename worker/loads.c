@@ -12,6 +12,8 @@
 
 #define LOADS_BUCKETS 1024
 #define LOADS_BATCH_MAX 1000         /* rows read by one statement */
+#define LOADS_REREADS_MAX 3          /* reads again after a change notified meanwhile; then the
+                                        cache's re-validation is the net for a flood of them */
 
 typedef struct parked {
     struct parked *next;
@@ -27,8 +29,9 @@ typedef struct load {
     struct load *next;               /* in its bucket */
     char id [IDENT_MAX + 1];
     parked_t *items, **tail;         /* in the order they came */
-    int in_flight;                   /* its read is in a batch */
+    struct batch *batch;             /* the batch its read is in; NULL: waiting for one */
     int invalidated;                 /* a change was notified while it was */
+    int rereads;
     store_row_t row;
     store_extra_t extra;
     int have_row;
@@ -41,7 +44,7 @@ struct loads {
 };
 
 /* The rows one batch reads. */
-typedef struct {
+typedef struct batch {
     worker_t *w;
     load_t **loads;
     size_t n;
@@ -56,11 +59,23 @@ loads_bucket (const char *id)
     return h % LOADS_BUCKETS;
 }
 
+/* id's load in batch (NULL: the one waiting for a batch). There are at most two for an id: one
+ * in flight and one waiting, for the requests that must not share the read in flight. */
 static load_t *
-loads_find (const loads_t *l, const char *id)
+loads_find (const loads_t *l, const char *id, const batch_t *batch)
 {
     for (load_t *d = l->buckets [loads_bucket (id)]; d; d = d->next)
-        if (strcmp (d->id, id) == 0)
+        if (d->batch == batch && strcmp (d->id, id) == 0)
+            return d;
+    return NULL;
+}
+
+/* Any load of id in flight. */
+static load_t *
+loads_find_in_flight (const loads_t *l, const char *id)
+{
+    for (load_t *d = l->buckets [loads_bucket (id)]; d; d = d->next)
+        if (d->batch && strcmp (d->id, id) == 0)
             return d;
     return NULL;
 }
@@ -142,7 +157,10 @@ loads_park (worker_t *w, const job_t *job, const msgpack_object *root, const cha
         memcpy (p->body, data, p->body_len);
         codec_builder_destroy (&b);
     }
-    load_t *d = loads_find (l, id);
+    /* a read not sent yet is shared by all; one in flight only by those that need no fresh one */
+    load_t *d = loads_find (l, id, NULL);
+    if (!d && !fresh)
+        d = loads_find_in_flight (l, id);
     if (!d) {
         d = mem_alloc (sizeof *d);
         snprintf (d->id, sizeof d->id, "%s", id);
@@ -152,9 +170,6 @@ loads_park (worker_t *w, const job_t *job, const msgpack_object *root, const cha
         l->buckets [b] = d;
         l->queued++;
     }
-    else
-    if (fresh && d->in_flight)
-        d->invalidated = 1;              /* sent before this request came: read it again for all */
     *d->tail = p;
     d->tail = &p->next;
     l->parked++;
@@ -196,8 +211,8 @@ on_loaded (void *arg, fr_status_t st, store_row_t *row, store_extra_t *x, const 
     worker_t *w = bt->w;
     loads_t *l = w->loads;
     if (row) {
-        load_t *d = row->id ? loads_find (l, row->id) : NULL;
-        if (d && d->in_flight && !d->have_row) {
+        load_t *d = row->id ? loads_find (l, row->id, bt) : NULL;
+        if (d && !d->have_row) {
             d->row = *row;
             d->extra = *x;
             d->have_row = 1;
@@ -210,15 +225,28 @@ on_loaded (void *arg, fr_status_t st, store_row_t *row, store_extra_t *x, const 
     }
     for (size_t i = 0; i < bt->n; i++) {
         load_t *d = bt->loads [i];
-        d->in_flight = 0;
-        if (st == FR_OK && d->invalidated) {
+        d->batch = NULL;
+        if (st == FR_OK && d->invalidated && d->rereads < LOADS_REREADS_MAX) {
             /* changed while it was read: read it again, so nobody goes on from the old row */
+            load_t *next = loads_find (l, d->id, NULL);
+            if (next) {
+                /* a read of it is waiting already: its requests came later, these go first */
+                *d->tail = next->items;
+                if (!next->items)
+                    next->tail = d->tail;
+                next->items = d->items;
+                d->items = NULL;
+                loads_unlink (l, d);
+                load_free (l, d);
+                continue;
+            }
             if (d->have_row) {
                 store_row_clear (&d->row);
                 store_extra_clear (&d->extra);
             }
             d->have_row = 0;
             d->invalidated = 0;
+            d->rereads++;
             l->queued++;
             continue;
         }
@@ -243,7 +271,7 @@ loads_tick (worker_t *w, store_t *store)
     const char **ids = mem_alloc (cap * sizeof *ids);
     for (size_t b = 0; b < LOADS_BUCKETS && bt->n < cap; b++)
         for (load_t *d = l->buckets [b]; d && bt->n < cap; d = d->next)
-            if (!d->in_flight) {
+            if (!d->batch) {
                 bt->loads [bt->n] = d;
                 ids [bt->n++] = d->id;
             }
@@ -251,7 +279,7 @@ loads_tick (worker_t *w, store_t *store)
     fr_status_t st = store_loads_start (store, ids, bt->n, on_loaded, bt, err, sizeof err);
     mem_free (ids);
     for (size_t i = 0; i < bt->n; i++)
-        bt->loads [i]->in_flight = 1;
+        bt->loads [i]->batch = bt;
     l->queued -= bt->n;
     if (st != FR_OK)
         on_loaded (bt, st, NULL, NULL, err);   /* not sent (the database is unreachable): told at once */
@@ -262,14 +290,14 @@ loads_invalidate (worker_t *w, const char *id)
 {
     loads_t *l = w->loads;
     if (id) {
-        load_t *d = loads_find (l, id);
-        if (d && d->in_flight)
+        load_t *d = loads_find_in_flight (l, id);
+        if (d)
             d->invalidated = 1;
         return;
     }
     for (size_t b = 0; b < LOADS_BUCKETS; b++)
         for (load_t *d = l->buckets [b]; d; d = d->next)
-            if (d->in_flight)
+            if (d->batch)
                 d->invalidated = 1;
 }
 
