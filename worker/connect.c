@@ -8,6 +8,8 @@
  *               the tokens are stored like an import and only then is the caller answered. */
 #include "connect.h"
 #include "calls.h"
+#include "dbwait.h"
+#include "loads.h"
 #include "fields.h"
 #include "reply.h"
 #include "scopes.h"
@@ -429,92 +431,146 @@ out:
     mem_free_secret (&verifier);
 }
 
-/* Stores the tokens of a successful exchange and answers. */
+/* A successful exchange's tokens, sealed and waiting to be stored: the call stays open (a
+ * draining worker waits for it) until they are. */
+typedef struct {
+    call_t *c;
+    unsigned char *at_ct, *rt_ct;
+    size_t at_len, rt_len;
+    int32_t key_id;
+    int64_t expires_at, expires_in;
+    int has_refresh;
+    char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
+    char *granted;
+    int nmissing;
+    char missing [512], detail [700];
+} exchange_wait_t;
+
 static void
-exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
+exchange_free (worker_t *w, exchange_wait_t *ew)
 {
+    calls_free (w, ew->c);
+    mem_free (ew->granted);
+    mem_free (ew->at_ct);
+    mem_free (ew->rt_ct);
+    mem_free (ew);
+}
+
+/* The tokens could not be stored: the code is spent, so the user starts again. */
+static void
+exchange_not_stored (worker_t *w, exchange_wait_t *ew, fr_status_t st, const char *err)
+{
+    call_t *c = ew->c;
+    char detail [700];
+    log_error (c->id, c->job.rid, "the provider issued tokens but they could not be stored: %s", err);
+    snprintf (detail, sizeof detail, "provider \"%s\" issued tokens for integration \"%s\" but they could not be "
+              "stored (%.300s): start again from Connect", c->provider->name, c->id, err);
+    reply_store_error (w, &c->job, st, detail);
+}
+
+static void
+exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev_status, const store_row_t *row,
+                 const store_extra_t *x, const char *err)
+{
+    exchange_wait_t *ew = arg;
+    call_t *c = ew->c;
+    worker_t *w = c->w;
     const catalog_provider_t *p = c->provider;
-    const job_t *job = &c->job;
-    unsigned char *at_ct = NULL, *rt_ct = NULL;
-    size_t at_len = 0, rt_len = 0;
-    int32_t key_id = 0;
-    char *granted = NULL;
-    char err [512] = "", fingerprint [CRYPTO_FINGERPRINT_LEN + 1] = "", missing [512], detail [700], when [32];
-    store_row_t row;
-    store_extra_t x;
+    char when [32];
     reply_warnings_t ws = { .count = 0 };
-    char *prev_status = NULL;
-    fr_status_t st;
-
-    memset (&row, 0, sizeof row);
-    memset (&x, 0, sizeof x);
-    int64_t expires_in = res->expires_in >= 0 ? res->expires_in : DEFAULT_EXPIRES_IN;
-    int64_t expires_at = clock_wall_ms () / 1000 + expires_in;
-    st = crypto_seal (w->keyring, c->id, "access_token", res->access_token, &at_ct, &at_len, &key_id, err, sizeof err);
-    if (st == FR_OK && res->refresh_token)
-        st = crypto_seal (w->keyring, c->id, "refresh_token", res->refresh_token, &rt_ct, &rt_len, &key_id, err, sizeof err);
     if (st != FR_OK) {
-        log_error (c->id, job->rid, "could not seal the new tokens: %s", err);
-        reply_error (w, job, FR_INTERNAL, "could not seal the new tokens: start again from Connect", NULL, -1);
-        goto out;
-    }
-    if (res->refresh_token)
-        crypto_fingerprint (w->keyring, res->refresh_token, fingerprint);
-    /* RFC 6749 5.1: no scope in the answer means the scopes requested were granted */
-    granted = mem_strdup (res->scope ? res->scope : (c->requested_scopes ? c->requested_scopes : ""));
-    for (char *q = granted; *q; q++)
-        if (*q == ',')
-            *q = ' ';
-    int nmissing = scopes_missing (c->requested_scopes, granted, missing, sizeof missing);
-    snprintf (detail, sizeof detail, "connected with provider \"%s\"%s%s%s", p->name,
-              res->refresh_token ? "" : "; no refresh token issued", nmissing ? "; scopes not granted: " : "",
-              nmissing ? missing : "");
-
-    store_upsert_t u = { c->id, p->name, key_id, at_ct, at_len, expires_at, expires_in, rt_ct, rt_len,
-                         res->refresh_token ? fingerprint : NULL, granted,
-                         c->requested_scopes ? c->requested_scopes : "", "connected", detail, c->state_hash };
-    int64_t generation = 0;
-    if ((st = store_upsert (w->store, &u, &generation, &prev_status, err, sizeof err)) != FR_OK) {
-        log_error (c->id, job->rid, "the provider issued tokens but they could not be stored: %s", err);
-        snprintf (detail, sizeof detail, "provider \"%s\" issued tokens for integration \"%s\" but they could not be "
-                  "stored (%.300s): start again from Connect", p->name, c->id, err);
-        reply_store_error (w, job, st, detail);
-        goto out;
+        exchange_not_stored (w, ew, st, err);
+        exchange_free (w, ew);
+        return;
     }
     int reconnected = prev_status != NULL;
     cache_drop (w->cache, c->id);
-    log_info (c->id, job->rid, "%s with provider \"%s\": generation %lld, access token until %s%s%s%s",
+    loads_invalidate (w, c->id);         /* a read in flight may predate it: our own change is not notified to us */
+    log_info (c->id, c->job.rid, "%s with provider \"%s\": generation %lld, access token until %s%s%s%s",
               reconnected ? "reconnected" : "connected", p->name, (long long) generation,
-              clock_rfc3339 (expires_at, when, sizeof when), res->refresh_token ? "" : ", no refresh token",
-              nmissing ? ", scopes not granted: " : "", nmissing ? missing : "");
-
-    if ((st = store_load_full (w->store, c->id, &row, &x, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    if (nmissing)
+              clock_rfc3339 (ew->expires_at, when, sizeof when), ew->has_refresh ? "" : ", no refresh token",
+              ew->nmissing ? ", scopes not granted: " : "", ew->nmissing ? ew->missing : "");
+    if (ew->nmissing)
         reply_warn (&ws, "scopes_reduced",
                   "disconnect and reconnect the integration, and accept all requested permissions on the "
                   "provider's consent screen",
                   "provider \"%s\" granted fewer scopes than requested for integration \"%s\": missing %s",
-                  p->name, c->id, missing);
-    if (!res->refresh_token) {
+                  p->name, c->id, ew->missing);
+    if (!ew->has_refresh) {
         char message [600], hint [400];
         snprintf (message, sizeof message, "provider \"%s\" issued no refresh token for integration \"%s\": it is "
                   "stored and its access token works until %s, but it cannot be renewed after that",
-                  p->name, c->id, clock_rfc3339 (expires_at, when, sizeof when));
-        reply_with_integration (w, job, FR_NO_REFRESH_TOKEN, message, connect_no_refresh_token_hint (p, hint, sizeof hint),
-                           &row, &x, &ws, reconnected);
+                  p->name, c->id, clock_rfc3339 (ew->expires_at, when, sizeof when));
+        reply_with_integration (w, &c->job, FR_NO_REFRESH_TOKEN, message,
+                                connect_no_refresh_token_hint (p, hint, sizeof hint), row, x, &ws, reconnected);
     }
     else
-        reply_with_integration (w, job, FR_OK, NULL, NULL, &row, &x, &ws, reconnected);
-out:
-    mem_free (prev_status);
-    store_row_clear (&row);
-    store_extra_clear (&x);
-    mem_free (granted);
-    mem_free (at_ct);
-    mem_free (rt_ct);
+        reply_with_integration (w, &c->job, FR_OK, NULL, NULL, row, x, &ws, reconnected);
+    exchange_free (w, ew);
+}
+
+/* The upsert and the row it wrote, one batch on a free connection (dbwait.c). Never dropped for
+ * the request's deadline: the code is spent, and these tokens are the only copy of the grant. */
+static void
+exchange_store_start (worker_t *w, store_t *store, void *arg)
+{
+    exchange_wait_t *ew = arg;
+    call_t *c = ew->c;
+    char err [256];
+    fr_status_t st;
+    if (!store) {
+        exchange_not_stored (w, ew, FR_UNAVAILABLE, "the worker stopped first");
+        exchange_free (w, ew);
+        return;
+    }
+    store_upsert_t u = { c->id, c->provider->name, ew->key_id, ew->at_ct, ew->at_len, ew->expires_at, ew->expires_in,
+                         ew->rt_ct, ew->rt_len, ew->has_refresh ? ew->fingerprint : NULL, ew->granted,
+                         c->requested_scopes ? c->requested_scopes : "", "connected", ew->detail, c->state_hash };
+    if ((st = store_upsert_start (store, &u, exchange_stored, ew, err, sizeof err)) != FR_OK) {
+        exchange_not_stored (w, ew, st, err);
+        exchange_free (w, ew);
+    }
+}
+
+/* Seals the tokens of a successful exchange and has them stored; 1 when the call is theirs now
+ * (it ends with the store), 0 when it was answered here and the caller frees it. */
+static int
+exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
+{
+    const catalog_provider_t *p = c->provider;
+    const job_t *job = &c->job;
+    char err [512] = "";
+    exchange_wait_t *ew = mem_alloc (sizeof *ew);
+    ew->c = c;
+    ew->expires_in = res->expires_in >= 0 ? res->expires_in : DEFAULT_EXPIRES_IN;
+    ew->expires_at = clock_wall_ms () / 1000 + ew->expires_in;
+    ew->has_refresh = res->refresh_token != NULL;
+    fr_status_t st = crypto_seal (w->keyring, c->id, "access_token", res->access_token, &ew->at_ct, &ew->at_len,
+                                  &ew->key_id, err, sizeof err);
+    if (st == FR_OK && res->refresh_token)
+        st = crypto_seal (w->keyring, c->id, "refresh_token", res->refresh_token, &ew->rt_ct, &ew->rt_len, &ew->key_id,
+                          err, sizeof err);
+    if (st != FR_OK) {
+        log_error (c->id, job->rid, "could not seal the new tokens: %s", err);
+        reply_error (w, job, FR_INTERNAL, "could not seal the new tokens: start again from Connect", NULL, -1);
+        mem_free (ew->at_ct);
+        mem_free (ew->rt_ct);
+        mem_free (ew);
+        return 0;
+    }
+    if (res->refresh_token)
+        crypto_fingerprint (w->keyring, res->refresh_token, ew->fingerprint);
+    /* RFC 6749 5.1: no scope in the answer means the scopes requested were granted */
+    ew->granted = mem_strdup (res->scope ? res->scope : (c->requested_scopes ? c->requested_scopes : ""));
+    for (char *q = ew->granted; *q; q++)
+        if (*q == ',')
+            *q = ' ';
+    ew->nmissing = scopes_missing (c->requested_scopes, ew->granted, ew->missing, sizeof ew->missing);
+    snprintf (ew->detail, sizeof ew->detail, "connected with provider \"%s\"%s%s%s", p->name,
+              res->refresh_token ? "" : "; no refresh token issued", ew->nmissing ? "; scopes not granted: " : "",
+              ew->nmissing ? ew->missing : "");
+    dbwait_add (w, exchange_store_start, ew);
+    return 1;
 }
 
 static void
@@ -532,7 +588,10 @@ on_exchange (void *arg, const http_response_t *resp)
     oauth_read_response (p, resp, w->cfg.max_provider_body, &res);
 
     if (res.kind == OAUTH_OK) {
-        exchange_succeeded (w, c, &res);
+        if (exchange_succeeded (w, c, &res)) {
+            oauth_result_clear (&res);      /* sealed: the call ends when they are stored */
+            return;
+        }
         goto out;
     }
     fr_status_t st = oauth_kind_status (res.kind, 1);

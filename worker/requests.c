@@ -257,7 +257,7 @@ import_start (worker_t *w, store_t *store, void *arg)
     /* the same statement as a connect's: a re-import is a reconnect */
     store_upsert_t imp = { iw->id, iw->provider, iw->key_id, iw->at_ct, iw->at_len, iw->expires_at, iw->lifetime,
                            iw->rt_ct, iw->rt_len, iw->fingerprint, iw->scopes, NULL, "imported", NULL, NULL };
-    fr_status_t st = store_import_start (store, &imp, import_done, iw, err, sizeof err);
+    fr_status_t st = store_upsert_start (store, &imp, import_done, iw, err, sizeof err);
     if (st != FR_OK) {
         reply_store_error (w, &iw->job, st, err);
         import_free (iw);

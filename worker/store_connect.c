@@ -180,7 +180,7 @@ store_upsert (store_t *s, const store_upsert_t *u, int64_t *generation, char **p
 }
 
 typedef struct {
-    store_imported_fn *fn;
+    store_upserted_fn *fn;
     void *arg;
 } import_ctx_t;
 
@@ -217,7 +217,7 @@ import_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
 }
 
 fr_status_t
-store_import_start (store_t *s, const store_upsert_t *u, store_imported_fn *fn, void *arg, char *err, size_t errlen)
+store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, void *arg, char *err, size_t errlen)
 {
     upsert_params_t p;
     upsert_params (s, u, &p);

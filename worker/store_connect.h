@@ -56,9 +56,9 @@ fr_status_t store_upsert (store_t *s, const store_upsert_t *u, int64_t *generati
  * caller checks store_batch_busy; u's values are copied when this returns): from
  * store_batch_pump, fn gets the new generation, the status before (NULL: new), the row and its
  * columns (all the callee's to read, freed after it returns), or the failure. */
-typedef void (store_imported_fn) (void *arg, fr_status_t st, int64_t generation, const char *prev_status,
+typedef void (store_upserted_fn) (void *arg, fr_status_t st, int64_t generation, const char *prev_status,
                                   const store_row_t *row, const store_extra_t *x, const char *err);
-fr_status_t store_import_start (store_t *s, const store_upsert_t *u, store_imported_fn *fn, void *arg,
+fr_status_t store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, void *arg,
                                 char *err, size_t errlen) FR_MUSTCHECK;
 
 /* A connect's pending authorization: state (as its SHA-256), where to go back, the sealed PKCE
