@@ -20,6 +20,7 @@ typedef struct {
     const char *id;
     json_t *reply;
     pthread_barrier_t *start;
+    const char *op;                  /* NULL: token */
 } caller_t;
 
 static void *
@@ -29,7 +30,7 @@ caller (void *arg)
     client_t *cl = client_new (harness_brokers (h));
     json_t *args = json_pack ("{s:s}", "integration", c->id);
     pthread_barrier_wait (c->start);
-    c->reply = client_call (cl, "token", args, 20000);
+    c->reply = client_call (cl, c->op ? c->op : "token", args, 20000);
     json_decref (args);
     client_destroy (&cl);
     return NULL;
@@ -68,6 +69,7 @@ storm (const char *id, const char *provider)
         callers [i].id = id;
         callers [i].reply = NULL;
         callers [i].start = &start;
+        callers [i].op = NULL;
         pthread_create (&threads [i], NULL, caller, &callers [i]);
     }
     for (int i = 0; i < CALLERS; i++)
@@ -115,7 +117,7 @@ test_storm_after_expiry (void **state)
     pthread_barrier_t start;
     pthread_barrier_init (&start, NULL, CALLERS);
     for (int i = 0; i < CALLERS; i++) {
-        callers [i] = (caller_t) { "storm2:box", NULL, &start };
+        callers [i] = (caller_t) { "storm2:box", NULL, &start, NULL };
         pthread_create (&threads [i], NULL, caller, &callers [i]);
     }
     for (int i = 0; i < CALLERS; i++)
@@ -132,12 +134,55 @@ test_storm_after_expiry (void **state)
     free (rt);
 }
 
+/* Token requests and status requests at once for an integration no worker has read yet: the
+ * worker reads its row for the token requests together, status asks for reads of its own
+ * (loads.c), and everyone is answered: one provider call, one token, status as stored. */
+static void
+test_storm_of_misses_and_status (void **state)
+{
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "storm3:box", "fakebox", rt), 0);
+    long long before = itest_stat (h, "fakebox", "refresh_calls");
+    pthread_t threads [CALLERS];
+    caller_t callers [CALLERS];
+    pthread_barrier_t start;
+    pthread_barrier_init (&start, NULL, CALLERS);
+    for (int i = 0; i < CALLERS; i++) {
+        callers [i] = (caller_t) { "storm3:box", NULL, &start, i % 2 ? "status" : NULL };
+        pthread_create (&threads [i], NULL, caller, &callers [i]);
+    }
+    for (int i = 0; i < CALLERS; i++)
+        pthread_join (threads [i], NULL);
+    pthread_barrier_destroy (&start);
+    const char *token = NULL;
+    for (int i = 0; i < CALLERS; i++) {
+        json_t *r = callers [i].reply;
+        if (!json_is_true (json_object_get (r, "ok")))
+            fail_msg ("caller %d (%s) got %s", i, callers [i].op ? callers [i].op : "token", itest_code (r));
+        if (callers [i].op) {
+            json_t *in = json_object_get (r, "integration");
+            assert_string_equal (json_string_value (json_object_get (in, "id")), "storm3:box");
+            assert_string_equal (json_string_value (json_object_get (in, "status")), "active");
+            continue;
+        }
+        const char *t = json_string_value (json_object_get (r, "access_token"));
+        if (!token)
+            token = t;
+        assert_string_equal (t, token);
+    }
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls") - before, 1);
+    for (int i = 0; i < CALLERS; i++)
+        json_decref (callers [i].reply);
+    free (rt);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_storm_on_new_integration),
         cmocka_unit_test (test_storm_after_expiry),
+        cmocka_unit_test (test_storm_of_misses_and_status),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
