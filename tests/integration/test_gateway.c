@@ -289,6 +289,23 @@ log_has (const char *needle)
     return found;
 }
 
+/* The number after the first needle in the gateway's log, -1 when none. */
+static long
+log_number_after (const char *needle)
+{
+    FILE *f = fopen (gw_log, "r");
+    char line [8192];
+    long n = -1;
+    while (f && n < 0 && fgets (line, sizeof line, f)) {
+        const char *p = strstr (line, needle);
+        if (p)
+            n = strtol (p + strlen (needle), NULL, 10);
+    }
+    if (f)
+        fclose (f);
+    return n;
+}
+
 /* How many lines of the gateway's log hold needle. */
 static int
 log_count (const char *needle)
@@ -1338,7 +1355,10 @@ test_sigterm_drains (void **state)
     assert_non_null (strstr (answer, "Connection: close"));
     assert_non_null (strstr (answer, "This retry link has expired or was already used"));
     assert_int_equal (wait_exit (), 0);
-    assert_true (log_has ("draining: 1 requests in flight"));
+    /* the request was counted; the readiness probe start_gateway_with sent a moment before may
+     * still be too (its answer was sent, its completion not yet seen: CI met that twice) */
+    long counted = log_number_after ("draining: ");
+    assert_true (counted >= 1 && counted <= 2);
     assert_false (log_has ("unanswered"));
 
     /* a request that never completes holds the exit for FERRULE_GATEWAY_DRAIN_MS, no longer */
