@@ -142,6 +142,79 @@ connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry
 
 /* --- connect ------------------------------------------------------------------------------ */
 
+/* A connect whose authorization URL is built, waiting for its pending authorization to be
+ * written (dbwait.c) before it is answered: what the row and the answer need, owned. */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char id [IDENT_MAX + 1];
+    char state_hash [65];
+    char *provider, *redirect_uri, *scopes, *return_to, *state, *url;
+    unsigned char *verifier_ct;
+    size_t verifier_ct_len;
+    int32_t key_id;
+} connect_wait_t;
+
+static void
+connect_wait_free (connect_wait_t *cw)
+{
+    mem_free (cw->provider);
+    mem_free (cw->redirect_uri);
+    mem_free (cw->scopes);
+    mem_free (cw->return_to);
+    mem_free_secret (&cw->state);
+    mem_free (cw->url);
+    mem_free (cw->verifier_ct);
+    mem_free (cw);
+}
+
+static void
+connect_pending_written (void *arg, fr_status_t st, int64_t expires_at, const char *err)
+{
+    connect_wait_t *cw = arg;
+    worker_t *w = cw->w;
+    const job_t *job = &cw->job;
+    char when [32];
+    if (st != FR_OK) {
+        reply_store_error (w, job, st, err);
+        connect_wait_free (cw);
+        return;
+    }
+    log_info (cw->id, job->rid, "connect started for provider \"%s\" with redirect URI \"%s\"%s; expires at %s",
+              cw->provider, cw->redirect_uri, cw->verifier_ct ? " and PKCE" : "",
+              clock_rfc3339 (expires_at, when, sizeof when));
+    codec_builder_t *o = reply_begin (w, job, 1, 7);
+    codec_kv_str (o, "authorization_url", cw->url);
+    codec_kv_str (o, "state", cw->state);
+    codec_kv_time (o, "expires_at", expires_at);
+    codec_kv_str (o, "integration", cw->id);
+    codec_kv_str (o, "provider", cw->provider);
+    codec_kv_str (o, "redirect_uri", cw->redirect_uri);
+    codec_kv_words (o, "scopes", cw->scopes);
+    reply_send (w, job);
+    connect_wait_free (cw);
+}
+
+/* The pending authorization's batch, on a free connection. A connect whose deadline passed
+ * meanwhile is dropped unwritten: its client was told timeout and holds no state to use. */
+static void
+connect_pending_start (worker_t *w, store_t *store, void *arg)
+{
+    connect_wait_t *cw = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store || cw->job.deadline_ms <= clock_mono_ms ()) {
+        connect_wait_free (cw);
+        return;
+    }
+    store_pending_new_t pn = { cw->state_hash, cw->id, cw->provider, cw->redirect_uri, cw->scopes, cw->key_id,
+                               cw->verifier_ct, cw->verifier_ct_len, w->cfg.connect_state_ttl_s, cw->return_to };
+    if ((st = store_pending_insert_start (store, &pn, connect_pending_written, cw, err, sizeof err)) != FR_OK) {
+        reply_store_error (w, &cw->job, st, err);
+        connect_wait_free (cw);
+    }
+}
+
 void
 connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
 {
@@ -152,7 +225,7 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     int32_t key_id = 0;
     const char **list = NULL;
     size_t nlist = 0;
-    char err [512], state_hash [65], when [32];
+    char err [512], state_hash [65];
     fr_status_t st;
     int r;
 
@@ -237,25 +310,24 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
         goto out;
     }
 
-    store_pending_new_t pn = { state_hash, id, provider, redirect_uri, scopes, key_id, verifier_ct, verifier_ct_len,
-                               w->cfg.connect_state_ttl_s, return_to };
-    int64_t expires_at = 0;
-    if ((st = store_pending_insert (w->store, &pn, &expires_at, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    log_info (id, job->rid, "connect started for provider \"%s\" with redirect URI \"%s\"%s; expires at %s",
-              provider, redirect_uri, verifier ? " and PKCE" : "", clock_rfc3339 (expires_at, when, sizeof when));
-
-    codec_builder_t *o = reply_begin (w, job, 1, 7);
-    codec_kv_str (o, "authorization_url", url);
-    codec_kv_str (o, "state", state);
-    codec_kv_time (o, "expires_at", expires_at);
-    codec_kv_str (o, "integration", id);
-    codec_kv_str (o, "provider", provider);
-    codec_kv_str (o, "redirect_uri", redirect_uri);
-    codec_kv_words (o, "scopes", scopes);
-    reply_send (w, job);
+    connect_wait_t *cw = mem_alloc (sizeof *cw);
+    cw->w = w;
+    cw->job = *job;
+    snprintf (cw->id, sizeof cw->id, "%s", id);
+    memcpy (cw->state_hash, state_hash, sizeof cw->state_hash);
+    cw->key_id = key_id;
+    cw->verifier_ct_len = verifier_ct_len;
+    /* the connect owns them now */
+    cw->provider = provider;
+    cw->redirect_uri = redirect_uri;
+    cw->scopes = scopes;
+    cw->return_to = return_to;
+    cw->state = state;
+    cw->url = url;
+    cw->verifier_ct = verifier_ct;
+    provider = redirect_uri = scopes = return_to = state = url = NULL;
+    verifier_ct = NULL;
+    dbwait_add (w, connect_pending_start, cw);
 out:
     mem_free (list);
     mem_free (words);

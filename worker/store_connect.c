@@ -234,10 +234,31 @@ store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, 
     return st;
 }
 
-fr_status_t
-store_pending_insert (store_t *s, const store_pending_new_t *p, int64_t *expires_at, char *err, size_t errlen)
+typedef struct {
+    store_pending_inserted_fn *fn;
+    void *arg;
+} pending_ctx_t;
+
+static void
+pending_inserted (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
+    pending_ctx_t *c = arg;
+    int64_t expires_at = 0;
+    if (st == FR_OK && n == 1 && results [0] && PQntuples (results [0]) == 1)
+        expires_at = store_int_at (results [0], 0, 0);
+    else
+    if (st == FR_OK) {
+        st = FR_INTERNAL;
+        err = "no pending authorization written";
+    }
+    c->fn (c->arg, st, expires_at, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pending_inserted_fn *fn, void *arg,
+                            char *err, size_t errlen)
+{
     char key [32], ttl [32];
     snprintf (key, sizeof key, "%" PRId32, p->key_id);
     snprintf (ttl, sizeof ttl, "%" PRId64, p->ttl_s);
@@ -245,7 +266,7 @@ store_pending_insert (store_t *s, const store_pending_new_t *p, int64_t *expires
                               p->verifier_ct ? key : NULL, (const char *) p->verifier_ct, ttl, p->return_to };
     int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0, 0 };
     int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0, 0 };
-    PGresult *res = store_exec (s,
+    store_stmt_t stmt = {
         /* the runtime role may not DELETE: spent states older than a day go through a
            function owned by the schema owner (migrations/004_least_privilege.sql) */
         "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes,"
@@ -253,12 +274,13 @@ store_pending_insert (store_t *s, const store_pending_new_t *p, int64_t *expires
         " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second', $9"
         " FROM (SELECT ferrule_gc_pending_authorizations ()) gc"
         " RETURNING extract(epoch FROM expires_at)::bigint",
-        9, values, lengths, formats, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    *expires_at = store_int_at (res, 0, 0);
-    PQclear (res);
-    return FR_OK;
+        9, values, lengths, formats };
+    pending_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (pending_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, pending_inserted, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
 }
 
 fr_status_t

@@ -76,8 +76,12 @@ typedef struct {
     const char *return_to;                /* where the gateway sends the user afterwards, or NULL */
 } store_pending_new_t;
 
-fr_status_t store_pending_insert (store_t *s, const store_pending_new_t *p, int64_t *expires_at,
-                                  char *err, size_t errlen) FR_MUSTCHECK;
+/* Writes it as a batch the loop does not wait for (the caller checks store_batch_busy; p's values
+ * are copied when this returns): from store_batch_pump, fn gets the state's expiry (epoch s) or
+ * the failure. */
+typedef void (store_pending_inserted_fn) (void *arg, fr_status_t st, int64_t expires_at, const char *err);
+fr_status_t store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pending_inserted_fn *fn,
+                                        void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
 /* A pending row once taken by its callback. */
 typedef struct {

@@ -290,6 +290,16 @@ test_cache_hits_served_while_the_database_stalls (void **state)
             itest_import (h, "stall4:box", "fakebox", rt4);
         _exit (0);
     }
+    /* and connects: the pending authorization is written without the loop waiting either */
+    pid_t connects = fork ();
+    if (connects == 0) {
+        while (clock_mono_ms () < until) {
+            json_t *r = harness_ctl (h, &rc, "connect", "--integration", "stall5:box", "--provider", "fakebox",
+                                     "--redirect-uri", "http://127.0.0.1:9/callback", "--timeout", "2", NULL);
+            json_decref (r);
+        }
+        _exit (0);
+    }
     int served = 0, late = 0;
     int64_t slowest = 0;
     while (clock_mono_ms () < until) {
@@ -310,6 +320,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (misses, &status, 0), misses);
     assert_int_equal (waitpid (statuses, &status, 0), statuses);
     assert_int_equal (waitpid (imports, &status, 0), imports);
+    assert_int_equal (waitpid (connects, &status, 0), connects);
     free (rt4);
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", served, late,
              (long long) slowest);
