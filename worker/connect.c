@@ -421,38 +421,43 @@ callback_provider_error (worker_t *w, const job_t *job, const char *state_hash, 
 
 static void on_exchange (void *arg, const http_response_t *resp);
 
-void
-connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
+/* A callback whose state is being taken: its fields, owned. */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char state_hash [65];
+    char *code, *error, *description;
+} callback_wait_t;
+
+static void
+callback_wait_free (callback_wait_t *cw)
 {
-    char *state = NULL, *code = NULL, *error = NULL, *description = NULL, *verifier = NULL;
+    mem_free_secret (&cw->code);
+    mem_free (cw->error);
+    mem_free (cw->description);
+    mem_free (cw);
+}
+
+/* The callback once its state is taken (or refused): the exchange, or why not. */
+static void
+callback_taken (void *arg, fr_status_t st, store_pending_t *taken, const char *taken_err)
+{
+    callback_wait_t *cw = arg;
+    worker_t *w = cw->w;
+    const job_t *job = &cw->job;
+    const char *state_hash = cw->state_hash, *code = cw->code, *error = cw->error, *description = cw->description;
+    char *verifier = NULL;
     oauth_request_t *req = NULL;
     store_pending_t pd;
-    char err [512], state_hash [65], message [700];
-    fr_status_t st;
-    int r;
+    char err [512], message [700];
 
     memset (&pd, 0, sizeof pd);
-    if ((r = fields_str (w, job, root, "state", MAX_STATE_LEN, 1, &state)) <= 0) {
-        if (r == 0)
-            reply_error (w, job, FR_BAD_REQUEST, "\"state\" is required", NULL, -1);
-        goto out;
-    }
-    if (fields_str (w, job, root, "code", OAUTH_MAX_INPUT, 1, &code) < 0
-    ||  fields_str (w, job, root, "error", MAX_ERROR_LEN, 1, &error) < 0
-    ||  fields_str (w, job, root, "error_description", MAX_DESCRIPTION_IN, 0, &description) < 0)
-        goto out;
-    if (!code && !error) {
-        reply_error (w, job, FR_BAD_REQUEST, "the callback has neither \"code\" nor \"error\"",
-                            "pass the whole URL the provider redirected the browser to", -1);
-        goto out;
-    }
-    state_hash_of (state, state_hash);
-    st = store_pending_take (w->store, state_hash, &pd, err, sizeof err);
     if (st != FR_OK) {
-        log_warning (NULL, job->rid, "callback refused: %s", err);
-        reply_store_error (w, job, st, err);
+        log_warning (NULL, job->rid, "callback refused: %s", taken_err);
+        reply_store_error (w, job, st, taken_err);
         goto out;
     }
+    pd = *taken;
     const catalog_provider_t *p = catalog_find (w->catalog, pd.provider);
     if (!p) {
         snprintf (message, sizeof message, "provider \"%s\" of integration \"%s\" is no longer in the catalog",
@@ -496,11 +501,66 @@ connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
 out:
     oauth_request_destroy (&req);
     store_pending_clear (&pd);
+    mem_free_secret (&verifier);
+    callback_wait_free (cw);
+}
+
+/* Takes the callback's state, on a free connection (dbwait.c). A callback whose deadline passed
+ * meanwhile is dropped with its state untaken: the URL still works when the user retries it. */
+static void
+callback_take_start (worker_t *w, store_t *store, void *arg)
+{
+    callback_wait_t *cw = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store || cw->job.deadline_ms <= clock_mono_ms ()) {
+        callback_wait_free (cw);
+        return;
+    }
+    if ((st = store_pending_take_start (store, cw->state_hash, callback_taken, cw, err, sizeof err)) != FR_OK) {
+        log_warning (NULL, cw->job.rid, "callback refused: %s", err);
+        reply_store_error (w, &cw->job, st, err);
+        callback_wait_free (cw);
+    }
+}
+
+void
+connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char *state = NULL, *code = NULL, *error = NULL, *description = NULL;
+    char state_hash [65];
+    int r;
+
+    if ((r = fields_str (w, job, root, "state", MAX_STATE_LEN, 1, &state)) <= 0) {
+        if (r == 0)
+            reply_error (w, job, FR_BAD_REQUEST, "\"state\" is required", NULL, -1);
+        goto out;
+    }
+    if (fields_str (w, job, root, "code", OAUTH_MAX_INPUT, 1, &code) < 0
+    ||  fields_str (w, job, root, "error", MAX_ERROR_LEN, 1, &error) < 0
+    ||  fields_str (w, job, root, "error_description", MAX_DESCRIPTION_IN, 0, &description) < 0)
+        goto out;
+    if (!code && !error) {
+        reply_error (w, job, FR_BAD_REQUEST, "the callback has neither \"code\" nor \"error\"",
+                            "pass the whole URL the provider redirected the browser to", -1);
+        goto out;
+    }
+    state_hash_of (state, state_hash);
+    /* the state is taken by a batch on a free connection; the callback goes on when it is */
+    callback_wait_t *cw = mem_alloc (sizeof *cw);
+    cw->w = w;
+    cw->job = *job;
+    memcpy (cw->state_hash, state_hash, sizeof cw->state_hash);
+    cw->code = code;
+    cw->error = error;
+    cw->description = description;
+    code = error = description = NULL;
+    dbwait_add (w, callback_take_start, cw);
+out:
     mem_free (state);
     mem_free_secret (&code);
     mem_free (error);
     mem_free (description);
-    mem_free_secret (&verifier);
 }
 
 /* A successful exchange's tokens, sealed and waiting to be stored: the call stays open (a

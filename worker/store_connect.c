@@ -283,51 +283,73 @@ store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pend
     return st;
 }
 
-fr_status_t
-store_pending_take (store_t *s, const char *state_hash, store_pending_t *pd, char *err, size_t errlen)
+typedef struct {
+    store_pending_taken_fn *fn;
+    void *arg;
+} take_ctx_t;
+
+static void
+pending_taken (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
-    const char *values [] = { state_hash };
-    char when [32];
-    memset (pd, 0, sizeof *pd);
-    PGresult *res = store_exec (s,
-        "UPDATE pending_authorizations SET used_at = now()"
-        " WHERE state_hash = $1 AND used_at IS NULL AND expires_at > now()"
-        " RETURNING integration_id, provider, redirect_uri, array_to_string(requested_scopes, ' '), key_id, code_verifier",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 1) {
-        pd->integration = store_text_at (res, 0, 0);
-        pd->provider = store_text_at (res, 0, 1);
-        pd->redirect_uri = store_text_at (res, 0, 2);
-        pd->scopes = store_text_at (res, 0, 3);
-        pd->key_id = (int32_t) store_int_at (res, 0, 4);
-        pd->verifier_ct = store_bytea_at (res, 0, 5, &pd->verifier_ct_len);
-        PQclear (res);
-        return FR_OK;
+    take_ctx_t *c = arg;
+    store_pending_t pd;
+    char why [512], when [32];
+    memset (&pd, 0, sizeof pd);
+    if (st != FR_OK || n != 2) {
+        c->fn (c->arg, st != FR_OK ? st : FR_INTERNAL, NULL, err ? err : "the pending authorization was not read");
+        mem_free (c);
+        return;
     }
-    PQclear (res);
-    /* why not: for the message only; the state stays unusable either way */
-    res = store_exec (s,
-        "SELECT integration_id, used_at IS NOT NULL, extract(epoch FROM COALESCE(used_at, expires_at))::bigint"
-        " FROM pending_authorizations WHERE state_hash = $1",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
+    const PGresult *res = results [0];
+    if (PQntuples (res) == 1) {
+        pd.integration = store_text_at (res, 0, 0);
+        pd.provider = store_text_at (res, 0, 1);
+        pd.redirect_uri = store_text_at (res, 0, 2);
+        pd.scopes = store_text_at (res, 0, 3);
+        pd.key_id = (int32_t) store_int_at (res, 0, 4);
+        pd.verifier_ct = store_bytea_at (res, 0, 5, &pd.verifier_ct_len);
+        c->fn (c->arg, FR_OK, &pd, NULL);       /* the callee takes pd */
+        mem_free (c);
+        return;
+    }
+    /* why not, from the same transaction's second statement: for the message only; the state
+     * stays unusable either way */
+    res = results [1];
     if (PQntuples (res) == 0)
-        snprintf (err, errlen, "the callback's state is not one this service issued, or it is older than a day: "
+        snprintf (why, sizeof why, "the callback's state is not one this service issued, or it is older than a day: "
                   "the connect flow cannot be finished");
     else
     if (store_bool_at (res, 0, 1))
-        snprintf (err, errlen, "the callback for integration \"%s\" was already used at %s: a callback URL works "
+        snprintf (why, sizeof why, "the callback for integration \"%s\" was already used at %s: a callback URL works "
                   "once (it was reloaded, or opened twice)", PQgetvalue (res, 0, 0),
                   clock_rfc3339 (store_int_at (res, 0, 2), when, sizeof when));
     else
-        snprintf (err, errlen, "the connect flow for integration \"%s\" expired at %s, before the callback came",
+        snprintf (why, sizeof why, "the connect flow for integration \"%s\" expired at %s, before the callback came",
                   PQgetvalue (res, 0, 0), clock_rfc3339 (store_int_at (res, 0, 2), when, sizeof when));
-    PQclear (res);
-    return FR_STATE_INVALID;
+    c->fn (c->arg, FR_STATE_INVALID, NULL, why);
+    mem_free (c);
+}
+
+fr_status_t
+store_pending_take_start (store_t *s, const char *state_hash, store_pending_taken_fn *fn, void *arg,
+                          char *err, size_t errlen)
+{
+    const char *values [] = { state_hash };
+    store_stmt_t stmts [] = {
+        { "UPDATE pending_authorizations SET used_at = now()"
+          " WHERE state_hash = $1 AND used_at IS NULL AND expires_at > now()"
+          " RETURNING integration_id, provider, redirect_uri, array_to_string(requested_scopes, ' '), key_id,"
+          " code_verifier", 1, values, NULL, NULL },
+        /* read only when the first took nothing: then it saw the row as it was */
+        { "SELECT integration_id, used_at IS NOT NULL, extract(epoch FROM COALESCE(used_at, expires_at))::bigint"
+          " FROM pending_authorizations WHERE state_hash = $1", 1, values, NULL, NULL },
+    };
+    take_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (take_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, stmts, 2, pending_taken, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
 }
 
 void

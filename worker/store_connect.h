@@ -95,9 +95,12 @@ typedef struct {
 } store_pending_t;
 
 /* Marks the state used and reads its row, in one statement, so a reloaded callback URL finds it
- * spent. FR_STATE_INVALID (err says why: unknown, used when, expired when) otherwise. */
-fr_status_t store_pending_take (store_t *s, const char *state_hash, store_pending_t *pd,
-                                char *err, size_t errlen) FR_MUSTCHECK;
+ * spent; as a batch the loop does not wait for (the caller checks store_batch_busy): from
+ * store_batch_pump, fn gets the row (the callee takes it: store_pending_clear), or
+ * FR_STATE_INVALID (err says why: unknown, used when, expired when), or the batch's failure. */
+typedef void (store_pending_taken_fn) (void *arg, fr_status_t st, store_pending_t *pd, const char *err);
+fr_status_t store_pending_take_start (store_t *s, const char *state_hash, store_pending_taken_fn *fn, void *arg,
+                                      char *err, size_t errlen) FR_MUSTCHECK;
 void store_pending_clear (store_pending_t *pd);
 /* How a callback failed: on the pending row, and as a "connect_failed" chain row when the
  * integration exists. */

@@ -255,6 +255,14 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         _exit (rc);
     }
     char *rt4 = itest_grant (h, "fakebox", NULL);    /* imported again and again during the stall */
+    /* a connect started before the stall, whose callback comes during it */
+    json_t *started = harness_ctl (h, &rc, "connect", "--integration", "stall6:box", "--provider", "fakebox",
+                                   "--redirect-uri", "http://127.0.0.1:9/callback", NULL);
+    assert_int_equal (rc, 0);
+    char callback_url [512];
+    snprintf (callback_url, sizeof callback_url, "http://127.0.0.1:9/callback?code=spent&state=%s",
+              json_string_value (json_object_get (started, "state")));
+    json_decref (started);
     usleep (100000);
     pid_t pids [64];
     int n = pg_processes (pids, 64);
@@ -300,6 +308,15 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
+    /* and that callback: taking its state waits for the database, not the loop */
+    pid_t callbacks = fork ();
+    if (callbacks == 0) {
+        while (clock_mono_ms () < until) {
+            json_t *r = harness_ctl (h, &rc, "callback", "--url", callback_url, "--timeout", "2", NULL);
+            json_decref (r);
+        }
+        _exit (0);
+    }
     int served = 0, late = 0;
     int64_t slowest = 0;
     while (clock_mono_ms () < until) {
@@ -321,6 +338,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (statuses, &status, 0), statuses);
     assert_int_equal (waitpid (imports, &status, 0), imports);
     assert_int_equal (waitpid (connects, &status, 0), connects);
+    assert_int_equal (waitpid (callbacks, &status, 0), callbacks);
     free (rt4);
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", served, late,
              (long long) slowest);
