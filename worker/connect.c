@@ -196,14 +196,14 @@ connect_pending_written (void *arg, fr_status_t st, int64_t expires_at, const ch
 }
 
 /* The pending authorization's batch, on a free connection. A connect whose deadline passed
- * meanwhile is dropped unwritten: its client was told timeout and holds no state to use. */
+ * meanwhile is dropped unwritten (store NULL): its client was told timeout and holds no state. */
 static void
 connect_pending_start (worker_t *w, store_t *store, void *arg)
 {
     connect_wait_t *cw = arg;
     char err [256];
     fr_status_t st;
-    if (!store || cw->job.deadline_ms <= clock_mono_ms ()) {
+    if (!store) {
         connect_wait_free (cw);
         return;
     }
@@ -327,7 +327,7 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     cw->verifier_ct = verifier_ct;
     provider = redirect_uri = scopes = return_to = state = url = NULL;
     verifier_ct = NULL;
-    dbwait_add (w, connect_pending_start, cw);
+    dbwait_add (w, connect_pending_start, cw, cw->job.deadline_ms);
 out:
     mem_free (list);
     mem_free (words);
@@ -506,14 +506,14 @@ out:
 }
 
 /* Takes the callback's state, on a free connection (dbwait.c). A callback whose deadline passed
- * meanwhile is dropped with its state untaken: the URL still works when the user retries it. */
+ * meanwhile is dropped with its state untaken (store NULL): the URL still works when retried. */
 static void
 callback_take_start (worker_t *w, store_t *store, void *arg)
 {
     callback_wait_t *cw = arg;
     char err [256];
     fr_status_t st;
-    if (!store || cw->job.deadline_ms <= clock_mono_ms ()) {
+    if (!store) {
         callback_wait_free (cw);
         return;
     }
@@ -555,7 +555,7 @@ connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
     cw->error = error;
     cw->description = description;
     code = error = description = NULL;
-    dbwait_add (w, callback_take_start, cw);
+    dbwait_add (w, callback_take_start, cw, cw->job.deadline_ms);
 out:
     mem_free (state);
     mem_free_secret (&code);
@@ -701,7 +701,7 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
     snprintf (ew->detail, sizeof ew->detail, "connected with provider \"%s\"%s%s%s", p->name,
               res->refresh_token ? "" : "; no refresh token issued", ew->nmissing ? "; scopes not granted: " : "",
               ew->nmissing ? ew->missing : "");
-    dbwait_add (w, exchange_store_start, ew);
+    dbwait_add (w, exchange_store_start, ew, -1);   /* the code is spent: never dropped for time */
     return 1;
 }
 

@@ -1,5 +1,6 @@
 /* dbwait.c - work waiting for a free database connection (dbwait.h) */
 #include "dbwait.h"
+#include "clock.h"
 #include "mem.h"
 #include "refresh.h"
 
@@ -7,6 +8,7 @@ typedef struct item {
     struct item *next;
     dbwait_fn *fn;
     void *arg;
+    int64_t deadline_ms;             /* -1: none */
 } item_t;
 
 struct dbwait {
@@ -39,12 +41,13 @@ dbwait_destroy (dbwait_t **q_p, worker_t *w)
 }
 
 void
-dbwait_add (worker_t *w, dbwait_fn *fn, void *arg)
+dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms)
 {
     dbwait_t *q = w->dbwait;
     item_t *it = mem_alloc (sizeof *it);
     it->fn = fn;
     it->arg = arg;
+    it->deadline_ms = deadline_ms;
     *q->tail = it;
     q->tail = &it->next;
     q->count++;
@@ -60,7 +63,8 @@ dbwait_tick (worker_t *w)
         if (!(q->head = it->next))
             q->tail = &q->head;
         q->count--;
-        it->fn (w, store, it->arg);         /* may add: at the tail */
+        int expired = it->deadline_ms >= 0 && it->deadline_ms <= clock_mono_ms ();
+        it->fn (w, expired ? NULL : store, it->arg);     /* may add: at the tail */
         mem_free (it);
     }
 }

@@ -10,13 +10,15 @@
 typedef struct dbwait dbwait_t;
 
 /* Starts the work (its batch) on store, a connection with no batch in flight; with store NULL the
- * work is dropped unstarted (the worker is going away) and only frees arg. */
+ * work is dropped unstarted (the worker is going away, or its deadline passed) and only frees arg. */
 typedef void (dbwait_fn) (worker_t *w, store_t *store, void *arg);
 
 dbwait_t *dbwait_new (void);
 /* Drops what is queued (fn with store NULL). */
 void dbwait_destroy (dbwait_t **q_p, worker_t *w);
-void dbwait_add (worker_t *w, dbwait_fn *fn, void *arg);
+/* deadline_ms (monotonic): work still queued then is dropped (its request was answered with a
+ * timeout by the broker); -1: never dropped for time. */
+void dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms);
 /* From the loop, after the refresh protocol's batch and the rows missed: starts queued work while
  * a connection is free. */
 void dbwait_tick (worker_t *w);

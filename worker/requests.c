@@ -250,7 +250,7 @@ import_start (worker_t *w, store_t *store, void *arg)
 {
     import_wait_t *iw = arg;
     char err [256];
-    if (!store || iw->job.deadline_ms <= clock_mono_ms ()) {
+    if (!store) {
         import_free (iw);                /* the worker goes away, or the broker has answered: not written */
         return;
     }
@@ -324,7 +324,7 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     iw->rt_len = rt_len;
     provider = scopes = NULL;
     at_ct = rt_ct = NULL;
-    dbwait_add (w, import_start, iw);
+    dbwait_add (w, import_start, iw, iw->job.deadline_ms);
 out:
     mem_free (provider);
     mem_free_secret (&refresh_token);
@@ -381,7 +381,7 @@ history_start (worker_t *w, store_t *store, void *arg)
     history_wait_t *hw = arg;
     char err [256];
     fr_status_t st;
-    if (!store || hw->job.deadline_ms <= clock_mono_ms ())
+    if (!store)
         mem_free (hw);                   /* the worker goes away, or the broker has answered */
     else
     if ((st = store_history_start (store, hw->id, hw->limit, history_rows, hw, err, sizeof err)) != FR_OK) {
@@ -406,7 +406,7 @@ history_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char 
     history_wait_t *hw = mem_alloc (sizeof *hw);
     *hw = (history_wait_t) { w, *job, "", limit };
     snprintf (hw->id, sizeof hw->id, "%s", id);
-    dbwait_add (w, history_start, hw);
+    dbwait_add (w, history_start, hw, hw->job.deadline_ms);
 }
 
 static void

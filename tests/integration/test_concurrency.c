@@ -36,6 +36,23 @@ caller (void *arg)
     return NULL;
 }
 
+/* Starts the callers at once (a barrier) and waits for every one of them. */
+static void
+run_callers (caller_t *callers)
+{
+    pthread_t threads [CALLERS];
+    pthread_barrier_t start;
+    pthread_barrier_init (&start, NULL, CALLERS);
+    for (int i = 0; i < CALLERS; i++) {
+        callers [i].reply = NULL;
+        callers [i].start = &start;
+        pthread_create (&threads [i], NULL, caller, &callers [i]);
+    }
+    for (int i = 0; i < CALLERS; i++)
+        pthread_join (threads [i], NULL);
+    pthread_barrier_destroy (&start);
+}
+
 static int
 setup (void **state)
 {
@@ -61,20 +78,10 @@ storm (const char *id, const char *provider)
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 300));
     long long before = itest_stat (h, provider, "refresh_calls");
 
-    pthread_t threads [CALLERS];
     caller_t callers [CALLERS];
-    pthread_barrier_t start;
-    pthread_barrier_init (&start, NULL, CALLERS);
-    for (int i = 0; i < CALLERS; i++) {
-        callers [i].id = id;
-        callers [i].reply = NULL;
-        callers [i].start = &start;
-        callers [i].op = NULL;
-        pthread_create (&threads [i], NULL, caller, &callers [i]);
-    }
     for (int i = 0; i < CALLERS; i++)
-        pthread_join (threads [i], NULL);
-    pthread_barrier_destroy (&start);
+        callers [i] = (caller_t) { id, NULL, NULL, NULL };
+    run_callers (callers);
 
     const char *token = NULL;
     for (int i = 0; i < CALLERS; i++) {
@@ -112,17 +119,10 @@ test_storm_after_expiry (void **state)
     itest_expire (h, "storm2:box");
     long long before = itest_stat (h, "fakebox", "refresh_calls");
 
-    pthread_t threads [CALLERS];
     caller_t callers [CALLERS];
-    pthread_barrier_t start;
-    pthread_barrier_init (&start, NULL, CALLERS);
-    for (int i = 0; i < CALLERS; i++) {
-        callers [i] = (caller_t) { "storm2:box", NULL, &start, NULL };
-        pthread_create (&threads [i], NULL, caller, &callers [i]);
-    }
     for (int i = 0; i < CALLERS; i++)
-        pthread_join (threads [i], NULL);
-    pthread_barrier_destroy (&start);
+        callers [i] = (caller_t) { "storm2:box", NULL, NULL, NULL };
+    run_callers (callers);
     for (int i = 0; i < CALLERS; i++) {
         if (!json_is_true (json_object_get (callers [i].reply, "ok")))
             fail_msg ("caller %d got %s", i, itest_code (callers [i].reply));
@@ -143,17 +143,10 @@ test_storm_of_misses_and_status (void **state)
     char *rt = itest_grant (h, "fakebox", NULL);
     assert_int_equal (itest_import (h, "storm3:box", "fakebox", rt), 0);
     long long before = itest_stat (h, "fakebox", "refresh_calls");
-    pthread_t threads [CALLERS];
     caller_t callers [CALLERS];
-    pthread_barrier_t start;
-    pthread_barrier_init (&start, NULL, CALLERS);
-    for (int i = 0; i < CALLERS; i++) {
-        callers [i] = (caller_t) { "storm3:box", NULL, &start, i % 2 ? "status" : NULL };
-        pthread_create (&threads [i], NULL, caller, &callers [i]);
-    }
     for (int i = 0; i < CALLERS; i++)
-        pthread_join (threads [i], NULL);
-    pthread_barrier_destroy (&start);
+        callers [i] = (caller_t) { "storm3:box", NULL, NULL, i % 2 ? "status" : NULL };
+    run_callers (callers);
     const char *token = NULL;
     for (int i = 0; i < CALLERS; i++) {
         json_t *r = callers [i].reply;
