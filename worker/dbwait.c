@@ -32,8 +32,9 @@ dbwait_destroy (dbwait_t **q_p, worker_t *w)
         return;
     while (q->head) {
         item_t *it = q->head;
-        q->head = it->next;
-        it->fn (w, NULL, it->arg);
+        if (!(q->head = it->next))
+            q->tail = &q->head;
+        it->fn (w, NULL, it->arg);       /* adds nothing (nothing starts), but stays consistent */
         mem_free (it);
     }
     mem_free (q);
