@@ -3,6 +3,8 @@
 #include "fields.h"
 #include "reply.h"
 #include "store_connect.h"
+#include "dbwait.h"
+#include "ident.h"
 #include "log.h"
 #include "mem.h"
 #include <stdio.h>
@@ -108,15 +110,68 @@ auth_param (const char *header, const char *name, char *out, size_t outlen)
     return 0;
 }
 
+/* A scope report waiting for its batch (dbwait.c). */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char id [IDENT_MAX + 1];
+    char *scope;
+    char detail [1200];
+} report_wait_t;
+
+static void
+report_free (report_wait_t *rw)
+{
+    mem_free (rw->scope);
+    mem_free (rw);
+}
+
+static void
+report_stored (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x, const char *err)
+{
+    report_wait_t *rw = arg;
+    worker_t *w = rw->w;
+    reply_warnings_t ws = { .count = 0 };
+    char missing [600];
+    if (st != FR_OK) {
+        reply_store_error (w, &rw->job, st, err);
+        report_free (rw);
+        return;
+    }
+    log_warning (rw->id, rw->job.rid, "scope reported missing by a caller: %s", rw->detail);
+    if (scopes_missing (rw->scope, row->scopes, missing, sizeof missing) == 0)
+        reply_warn (&ws, "scope_already_granted",
+                  "the upstream API may need another scope, or the provider's OAuth app lacks the permission: "
+                  "check the API's documentation and the app's configured scopes",
+                  "integration \"%s\" already holds \"%s\" in its grant", rw->id, rw->scope);
+    reply_with_integration (w, &rw->job, FR_OK, NULL, NULL, row, x, &ws, -1);
+    report_free (rw);
+}
+
+/* The report and the integration's row, one batch on a free connection; dropped unwritten when
+ * the request's deadline passed meanwhile (store NULL). */
+static void
+report_start (worker_t *w, store_t *store, void *arg)
+{
+    report_wait_t *rw = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store) {
+        report_free (rw);
+        return;
+    }
+    if ((st = store_report_scope_start (store, rw->id, rw->scope, rw->detail, report_stored, rw, err, sizeof err))
+        != FR_OK) {
+        reply_store_error (w, &rw->job, st, err);
+        report_free (rw);
+    }
+}
+
 void
 scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
 {
     char *scope = NULL, *header = NULL;
-    char from_header [FIELDS_MAX_SCOPE_LEN * 4], herror [MAX_ERROR_LEN + 1] = "", detail [1200], err [512];
-    reply_warnings_t ws = { .count = 0 };
-    store_row_t row;
-    store_extra_t x;
-    fr_status_t st;
+    char from_header [FIELDS_MAX_SCOPE_LEN * 4], herror [MAX_ERROR_LEN + 1] = "";
 
     if (fields_str (w, job, root, "scope", sizeof from_header - 1, 1, &scope) < 0
     ||  fields_str (w, job, root, "www_authenticate", MAX_WWW_AUTH, 1, &header) < 0)
@@ -139,26 +194,15 @@ scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *
                             NULL, -1);
         goto out;
     }
-    snprintf (detail, sizeof detail, "an upstream API answered %s; it needs scope \"%s\"",
+    report_wait_t *rw = mem_alloc (sizeof *rw);
+    rw->w = w;
+    rw->job = *job;
+    snprintf (rw->id, sizeof rw->id, "%s", id);
+    snprintf (rw->detail, sizeof rw->detail, "an upstream API answered %s; it needs scope \"%s\"",
               herror [0] ? herror : "insufficient_scope", scope);
-    if ((st = store_report_scope (w->store, id, scope, detail, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    log_warning (id, job->rid, "scope reported missing by a caller: %s", detail);
-    if ((st = store_load_full (w->store, id, &row, &x, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    char missing [600];
-    if (scopes_missing (scope, row.scopes, missing, sizeof missing) == 0)
-        reply_warn (&ws, "scope_already_granted",
-                  "the upstream API may need another scope, or the provider's OAuth app lacks the permission: "
-                  "check the API's documentation and the app's configured scopes",
-                  "integration \"%s\" already holds \"%s\" in its grant", id, scope);
-    reply_with_integration (w, job, FR_OK, NULL, NULL, &row, &x, &ws, -1);
-    store_row_clear (&row);
-    store_extra_clear (&x);
+    rw->scope = scope;                   /* the report owns it now */
+    scope = NULL;
+    dbwait_add (w, report_start, rw, rw->job.deadline_ms);
 out:
     mem_free (scope);
     mem_free (header);

@@ -3,6 +3,7 @@
 #include "store_connect.h"
 #include "store_internal.h"
 #include "clock.h"
+#include "ident.h"
 #include "mem.h"
 #include <inttypes.h>
 #include <stdio.h>
@@ -488,26 +489,55 @@ store_disconnected_clear (store_disconnected_t *d)
     memset (d, 0, sizeof *d);
 }
 
-fr_status_t
-store_report_scope (store_t *s, const char *id, const char *scope, const char *detail, char *err, size_t errlen)
+typedef struct {
+    store_reported_fn *fn;
+    void *arg;
+    char id [IDENT_MAX + 1];
+} report_ctx_t;
+
+static void
+scope_reported (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
-    const char *values [] = { id, scope, store_worker_id (s), detail };
-    PGresult *res = store_exec (s,
-        "WITH u AS (UPDATE integrations SET scope_report = $2, scope_report_at = now(), updated_at = now()"
-        "   WHERE id = $1 RETURNING generation)"
-        " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
-        " SELECT $1, u.generation, $3, 'scope_reported', $4 FROM u RETURNING generation",
-        4, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    int found = PQntuples (res) > 0;
-    PQclear (res);
-    if (!found) {
-        snprintf (err, errlen, "integration \"%s\" does not exist", id);
-        return FR_NOT_FOUND;
+    report_ctx_t *c = arg;
+    store_row_t row;
+    store_extra_t x;
+    char why [256];
+    memset (&row, 0, sizeof row);
+    memset (&x, 0, sizeof x);
+    if (st == FR_OK && (n != 2 || PQntuples (results [0]) == 0 || PQntuples (results [1]) != 1)) {
+        st = store_not_found (c->id, why, sizeof why);
+        err = why;
     }
-    return FR_OK;
+    if (st == FR_OK) {
+        store_fill_row (results [1], 0, &row);
+        extra_fill (results [1], 0, ROW_COLUMN_COUNT, &x);
+    }
+    c->fn (c->arg, st, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL, st == FR_OK ? NULL : err);
+    store_row_clear (&row);
+    store_extra_clear (&x);
+    mem_free (c);
+}
+
+fr_status_t
+store_report_scope_start (store_t *s, const char *id, const char *scope, const char *detail, store_reported_fn *fn,
+                          void *arg, char *err, size_t errlen)
+{
+    const char *values [] = { id, scope, store_worker_id (s), detail };
+    const char *ids [] = { id };
+    store_stmt_t stmts [] = {
+        { "WITH u AS (UPDATE integrations SET scope_report = $2, scope_report_at = now(), updated_at = now()"
+          "   WHERE id = $1 RETURNING generation)"
+          " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+          " SELECT $1, u.generation, $3, 'scope_reported', $4 FROM u RETURNING generation", 4, values, NULL, NULL },
+        { "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS " FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
+    };
+    report_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (report_ctx_t) { fn, arg, "" };
+    snprintf (c->id, sizeof c->id, "%s", id);
+    fr_status_t st = store_batch_start (s, stmts, 2, scope_reported, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
 }
 
 /* The same count as REKEY_COUNT_SQL in migrations/rekey.h. */

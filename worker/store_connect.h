@@ -144,9 +144,14 @@ fr_status_t store_disconnect (store_t *s, const char *id, store_disconnected_t *
     FR_MUSTCHECK;
 void store_disconnected_clear (store_disconnected_t *d);
 
-/* Records an upstream insufficient_scope report (a chain row too). FR_NOT_FOUND for an unknown id. */
-fr_status_t store_report_scope (store_t *s, const char *id, const char *scope, const char *detail,
-                                char *err, size_t errlen) FR_MUSTCHECK;
+/* Records an upstream insufficient_scope report (a chain row too) and reads the integration as it
+ * then is, in one batch the loop does not wait for (the caller checks store_batch_busy): from
+ * store_batch_pump, fn gets the row and its columns (the callee's to read, freed after it
+ * returns), FR_NOT_FOUND for an unknown id, or the batch's failure. */
+typedef void (store_reported_fn) (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x,
+                                  const char *err);
+fr_status_t store_report_scope_start (store_t *s, const char *id, const char *scope, const char *detail,
+                                      store_reported_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
 /* Integrations and live connects with a value sealed under another key than current_key_id. */
 fr_status_t store_count_old_keys (store_t *s, int32_t current_key_id, int64_t *integrations, int64_t *connects,

@@ -317,6 +317,16 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
+    /* and scope reports from a tool whose upstream API said insufficient_scope */
+    pid_t reports = fork ();
+    if (reports == 0) {
+        while (clock_mono_ms () < until) {
+            json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", "stall:box", "--scope", "read",
+                                     "--timeout", "2", NULL);
+            json_decref (r);
+        }
+        _exit (0);
+    }
     int served = 0, late = 0;
     int64_t slowest = 0;
     while (clock_mono_ms () < until) {
@@ -339,6 +349,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (imports, &status, 0), imports);
     assert_int_equal (waitpid (connects, &status, 0), connects);
     assert_int_equal (waitpid (callbacks, &status, 0), callbacks);
+    assert_int_equal (waitpid (reports, &status, 0), reports);
     free (rt4);
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", served, late,
              (long long) slowest);
