@@ -92,6 +92,8 @@ loads_unlink (loads_t *l, load_t *d)
 static void
 parked_free (parked_t *p)
 {
+    if (p->body)
+        mem_wipe (p->body, p->body_len);  /* a token request's body may hold a rejected token */
     mem_free (p->body);
     mem_free (p);
 }
@@ -194,8 +196,13 @@ loads_resume (worker_t *w, load_t *d, fr_status_t st, const char *err)
         if (p->has_job && p->job.deadline_ms <= now)
             ;                            /* the broker has answered it with a timeout */
         else
-        if (p->body && codec_decode (p->body, p->body_len, &msg, derr, sizeof derr) != FR_OK)
-            log_error (d->id, p->has_job ? p->job.rid : NULL, "could not read a parked request again: %s", derr);
+        if (p->body && codec_decode (p->body, p->body_len, &msg, derr, sizeof derr) != FR_OK) {
+            /* answered all the same, never dropped: it goes on as a failure (no root, no row) */
+            char fail [256];
+            snprintf (fail, sizeof fail, "could not read the parked request again: %s", derr);
+            log_error (d->id, p->has_job ? p->job.rid : NULL, "%s", fail);
+            p->fn (w, p->has_job ? &p->job : NULL, NULL, d->id, NULL, NULL, FR_INTERNAL, fail, p->flag);
+        }
         else
             p->fn (w, p->has_job ? &p->job : NULL, msg ? codec_msg_root (msg) : NULL, d->id,
                    st == FR_OK ? &d->row : NULL, st == FR_OK ? &d->extra : NULL, st, why, p->flag);
