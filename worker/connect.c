@@ -344,17 +344,101 @@ out:
 
 /* --- callback ----------------------------------------------------------------------------- */
 
-/* Fails a callback: log, record, reply. */
+/* A failed callback waiting for its record: the reply follows the first try, so that the history
+ * or the doctor a client asks for next sees how the attempt ended. A record the database could
+ * not take is tried again once it is back, a few times. */
+#define FAILED_RECORD_TRIES 5
+
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char state_hash [65];
+    char id [IDENT_MAX + 1];
+    fr_status_t st;
+    char *message, *hint;
+    int64_t retry_after;
+    int has_detail;
+    redirect_detail_t d;                 /* its strings owned here */
+    int tries;
+    int replied;
+} failed_wait_t;
+
+static void failed_record (worker_t *w, store_t *store, void *arg);
+
+static void
+failed_free (failed_wait_t *fw)
+{
+    mem_free (fw->message);
+    mem_free (fw->hint);
+    mem_free ((char *) fw->d.provider);
+    mem_free ((char *) fw->d.redirect_uri_sent);
+    mem_free ((char *) fw->d.provider_error);
+    mem_free ((char *) fw->d.provider_error_description);
+    mem_free (fw);
+}
+
+static void
+failed_recorded (void *arg, fr_status_t st, const char *err)
+{
+    failed_wait_t *fw = arg;
+    int again = st == FR_DATABASE_UNAVAILABLE && fw->tries < FAILED_RECORD_TRIES;
+    if (st != FR_OK)
+        log_warning (fw->id, fw->job.rid, "could not record the failed connect%s: %s",
+                     again ? " (tried again once the database is back)" : "", err);
+    if (!fw->replied)
+        reply_error_detail (fw->w, &fw->job, fw->st, fw->message, fw->hint, fw->retry_after,
+                            fw->has_detail ? &fw->d : NULL);
+    fw->replied = 1;
+    if (again)
+        dbwait_add (fw->w, failed_record, fw, -1);
+    else
+        failed_free (fw);
+}
+
+/* Never dropped for its deadline: how the attempt ended is history, late or not. */
+static void
+failed_record (worker_t *w, store_t *store, void *arg)
+{
+    failed_wait_t *fw = arg;
+    char err [256];
+    fr_status_t st;
+    (void) w;
+    if (!store) {
+        fw->tries = FAILED_RECORD_TRIES;
+        failed_recorded (fw, FR_UNAVAILABLE, "the worker is stopping");
+        return;
+    }
+    fw->tries++;
+    if ((st = store_pending_failed_start (store, fw->state_hash, fw->id, result_code (fw->st), fw->message,
+                                          failed_recorded, fw, err, sizeof err)) != FR_OK)
+        failed_recorded (fw, st, err);
+}
+
+/* Fails a callback: log, record (best effort: the pending row and the history say how the
+ * attempt ended), then reply. */
 static void
 callback_fail (worker_t *w, const job_t *job, const char *state_hash, const char *id, fr_status_t st,
                const char *message, const char *hint, int64_t retry_after, const redirect_detail_t *d)
 {
     log_warning (id, job->rid, "connect failed: %s: %s", result_code (st), message);
-    char err [512];
-    /* best effort: the pending row and the history say how the attempt ended */
-    if (store_pending_failed (w->store, state_hash, id, result_code (st), message, err, sizeof err) != FR_OK)
-        log_warning (id, job->rid, "could not record the failed connect: %s", err);
-    reply_error_detail (w, job, st, message, hint, retry_after, d);
+    failed_wait_t *fw = mem_alloc (sizeof *fw);
+    memset (fw, 0, sizeof *fw);
+    fw->w = w;
+    fw->job = *job;
+    snprintf (fw->state_hash, sizeof fw->state_hash, "%s", state_hash);
+    snprintf (fw->id, sizeof fw->id, "%s", id);
+    fw->st = st;
+    fw->message = mem_strdup (message);
+    fw->hint = mem_strdup (hint);
+    fw->retry_after = retry_after;
+    if (d) {
+        fw->has_detail = 1;
+        fw->d.provider = mem_strdup (d->provider);
+        fw->d.redirect_uri_sent = mem_strdup (d->redirect_uri_sent);
+        fw->d.provider_error = mem_strdup (d->provider_error);
+        fw->d.provider_error_description = mem_strdup (d->provider_error_description);
+    }
+    dbwait_add (w, failed_record, fw, -1);
 }
 
 /* The provider redirected with ?error=...: nothing to exchange. */

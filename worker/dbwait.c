@@ -58,13 +58,19 @@ void
 dbwait_tick (worker_t *w)
 {
     dbwait_t *q = w->dbwait;
+    item_t **pp = &q->head;
     store_t *store;
-    while (q->head && (store = refresh_batch_store (w))) {
-        item_t *it = q->head;
-        if (!(q->head = it->next))
-            q->tail = &q->head;
+    int64_t now = clock_mono_ms ();
+    while (*pp && (store = refresh_batch_store (w))) {
+        item_t *it = *pp;
+        int expired = it->deadline_ms >= 0 && it->deadline_ms <= now;
+        if (it->deadline_ms < 0 && !store_connected (store)) {
+            pp = &it->next;              /* work that must be done waits for the database to return */
+            continue;
+        }
+        if (!(*pp = it->next))
+            q->tail = pp;
         q->count--;
-        int expired = it->deadline_ms >= 0 && it->deadline_ms <= clock_mono_ms ();
         it->fn (w, expired ? NULL : store, it->arg);     /* may add: at the tail */
         mem_free (it);
     }

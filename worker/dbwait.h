@@ -17,7 +17,10 @@ dbwait_t *dbwait_new (void);
 /* Drops what is queued (fn with store NULL). */
 void dbwait_destroy (dbwait_t **q_p, worker_t *w);
 /* deadline_ms (monotonic): work still queued then is dropped (its request was answered with a
- * timeout by the broker); -1: never dropped for time. */
+ * timeout by the broker); it is started on a free connection even when that one is down, and
+ * then fails at once (database_unavailable, with a retry_after). -1: work that must be done (a
+ * record of what a provider did): never dropped for time, and started only on a connection that
+ * is up, waiting for the database to return. */
 void dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms);
 /* From the loop, after the refresh protocol's batch and the rows missed: starts queued work while
  * a connection is free. */

@@ -3,6 +3,7 @@
  * warning, never an error (the tokens are gone here either way) */
 #include "disconnect.h"
 #include "calls.h"
+#include "dbwait.h"
 #include "reply.h"
 #include "store_connect.h"
 #include "log.h"
@@ -16,29 +17,81 @@
 
 /* --- disconnect --------------------------------------------------------------------------- */
 
-/* Adds a chain row about the revocation (best effort). */
-static void
-note_revocation (worker_t *w, const call_t *c, const char *outcome, const char *detail)
-{
-    char err [512];
-    if (store_chain_note (w->store, c->id, outcome, detail, err, sizeof err) != FR_OK)
-        log_warning (c->id, c->job.rid, "could not record the revocation: %s", err);
-}
+/* A disconnect waiting for its statement (dbwait.c, then one batch). */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char id [IDENT_MAX + 1];
+} disconnect_wait_t;
+
+/* A revocation's chain row waiting to be written; the reply follows the first try. A row the
+ * database could not take is tried again once it is back, a few times. */
+#define NOTE_TRIES 5
+
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char id [IDENT_MAX + 1];
+    char outcome [32];
+    char detail [600];
+    reply_warnings_t ws;
+    int tries;
+    int replied;
+} note_wait_t;
+
+static void note_start (worker_t *w, store_t *store, void *arg);
 
 static void
-disconnect_finish (worker_t *w, const job_t *job, const char *id, const reply_warnings_t *ws)
+noted (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x, const char *err)
 {
-    store_row_t row;
-    store_extra_t x;
-    char err [512];
-    fr_status_t st = store_load_full (w->store, id, &row, &x, err, sizeof err);
-    if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
+    note_wait_t *nw = arg;
+    int again = st == FR_DATABASE_UNAVAILABLE && nw->tries < NOTE_TRIES;
+    if (st != FR_OK)
+        log_warning (nw->id, nw->job.rid, "could not record the revocation%s: %s",
+                     again ? " (tried again once the database is back)" : "", err);
+    if (!nw->replied) {
+        if (st != FR_OK)
+            reply_store_error (nw->w, &nw->job, st, err);
+        else
+            reply_with_integration (nw->w, &nw->job, FR_OK, NULL, NULL, row, x, &nw->ws, -1);
+    }
+    nw->replied = 1;
+    if (again)
+        dbwait_add (nw->w, note_start, nw, -1);
+    else
+        mem_free (nw);
+}
+
+/* Never dropped for its deadline: what the provider said is history, late or not. */
+static void
+note_start (worker_t *w, store_t *store, void *arg)
+{
+    note_wait_t *nw = arg;
+    char err [256];
+    fr_status_t st;
+    (void) w;
+    if (!store) {
+        nw->tries = NOTE_TRIES;
+        noted (nw, FR_UNAVAILABLE, NULL, NULL, "the worker stopped before the revocation was recorded");
         return;
     }
-    reply_with_integration (w, job, FR_OK, NULL, NULL, &row, &x, ws, -1);
-    store_row_clear (&row);
-    store_extra_clear (&x);
+    nw->tries++;
+    if ((st = store_chain_note_start (store, nw->id, nw->outcome, nw->detail, noted, nw, err, sizeof err)) != FR_OK)
+        noted (nw, st, NULL, NULL, err);
+}
+
+/* Adds a chain row about the revocation, then replies with the integration and ws. */
+static void
+note_revocation (worker_t *w, const call_t *c, const char *outcome, const char *detail, const reply_warnings_t *ws)
+{
+    note_wait_t *nw = mem_alloc (sizeof *nw);
+    nw->w = w;
+    nw->job = c->job;
+    snprintf (nw->id, sizeof nw->id, "%s", c->id);
+    snprintf (nw->outcome, sizeof nw->outcome, "%s", outcome);
+    snprintf (nw->detail, sizeof nw->detail, "%s", detail);
+    nw->ws = *ws;
+    dbwait_add (w, note_start, nw, -1);
 }
 
 static void
@@ -52,8 +105,8 @@ on_revoke (void *arg, const http_response_t *resp)
     if (resp->status >= 200 && resp->status <= 299) {
         snprintf (detail, sizeof detail, "provider \"%s\" revoked the %s (HTTP %ld)", c->provider->name,
                   c->token_kind, resp->status);
-        note_revocation (w, c, "revoked", detail);
         log_info (c->id, c->job.rid, "%s", detail);
+        note_revocation (w, c, "revoked", detail, &ws);
     }
     else {
         oauth_result_t res;
@@ -74,29 +127,33 @@ on_revoke (void *arg, const http_response_t *resp)
                   "account's settings at the provider",
                   "provider \"%s\" did not confirm the revocation of the %s of integration \"%s\" (%s)",
                   c->provider->name, c->token_kind, c->id, detail);
-        note_revocation (w, c, "revocation_failed", ws.item [0].message);
         log_warning (c->id, c->job.rid, "%s", ws.item [0].message);
+        note_revocation (w, c, "revocation_failed", ws.item [0].message, &ws);
     }
-    disconnect_finish (w, &c->job, c->id, &ws);
     calls_free (w, c);
 }
 
-void
-disconnect_run (worker_t *w, job_t *job, const char *id)
+/* The tokens are destroyed: revoke the one taken out at the provider, or say why not. */
+static void
+disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const store_row_t *row,
+              const store_extra_t *x, const char *serr)
 {
-    fr_status_t st;
+    disconnect_wait_t *dw = arg;
+    worker_t *w = dw->w;
+    const job_t *job = &dw->job;
+    const char *id = dw->id;
     char err [512];
     char *token = NULL;
     oauth_request_t *req = NULL;
     reply_warnings_t ws = { .count = 0 };
-    store_disconnected_t d;
-    if ((st = store_disconnect (w->store, id, &d, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, job, st, err);
-        return;
+    if (st != FR_OK) {
+        reply_store_error (w, job, st, serr);
+        goto out;
     }
+    const store_disconnected_t d = *dp;
     cache_drop (w->cache, id);
     if (strcmp (d.prev_status, "disconnected") == 0) {
-        disconnect_finish (w, job, id, NULL);          /* nothing left to revoke */
+        reply_with_integration (w, job, FR_OK, NULL, NULL, row, x, NULL, -1);     /* nothing left to revoke */
         goto out;
     }
     log_info (id, job->rid, "disconnected (was %s); stored tokens destroyed", d.prev_status);
@@ -132,9 +189,37 @@ disconnect_run (worker_t *w, job_t *job, const char *id)
         }
     }
     log_warning (id, job->rid, "%s", ws.item [0].message);
-    disconnect_finish (w, job, id, &ws);
+    reply_with_integration (w, job, FR_OK, NULL, NULL, row, x, &ws, -1);
 out:
     oauth_request_destroy (&req);
     mem_free_secret (&token);
-    store_disconnected_clear (&d);
+    mem_free (dw);
+}
+
+/* Starts the statement on a free connection; dropped unstarted when the deadline passed (store
+ * NULL): nothing was destroyed, the client was told "timeout" and may ask again. */
+static void
+disconnect_start (worker_t *w, store_t *store, void *arg)
+{
+    disconnect_wait_t *dw = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store) {
+        mem_free (dw);
+        return;
+    }
+    if ((st = store_disconnect_start (store, dw->id, disconnected, dw, err, sizeof err)) != FR_OK) {
+        reply_store_error (w, &dw->job, st, err);
+        mem_free (dw);
+    }
+}
+
+void
+disconnect_run (worker_t *w, job_t *job, const char *id)
+{
+    disconnect_wait_t *dw = mem_alloc (sizeof *dw);
+    dw->w = w;
+    dw->job = *job;
+    snprintf (dw->id, sizeof dw->id, "%s", id);
+    dbwait_add (w, disconnect_start, dw, job->deadline_ms);
 }

@@ -2,6 +2,8 @@
  * error and flags, its chain history, the last connect attempt and the provider's catalog entry.
  * The rules run from the most specific to "healthy"; docs/troubleshooting.md is their manual. */
 #include "doctor.h"
+#include "dbwait.h"
+#include "ident.h"
 #include "keystats.h"
 #include "clock.h"
 #include "connect.h"
@@ -450,14 +452,13 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const store_a
 static void
 doctor_key_facts (worker_t *w, diagnosis_t *d, const store_row_t *row)
 {
-    char err [512];
     int64_t integrations = 0, connects = 0;
     int32_t current = crypto_keyring_current_id (w->keyring);
     if ((row->access_ct || row->refresh_ct) && row->key_id != current)
         add_fact (d, "its tokens are sealed with retired key %ld (the current key is %ld): run \"ferrule-migrate "
                   "rekey\"", (long) row->key_id, (long) current);
-    if (keystats_last (w, &integrations, &connects, err, sizeof err) != FR_OK)
-        return;
+    if (!keystats_last (w, &integrations, &connects))
+        return;                          /* not counted yet: the next housekeeping tick counts */
     if (integrations + connects > 0)
         add_fact (d, "%lld stored values (%lld integrations, %lld connects in progress) still use a retired key: "
                   "keep FERRULE_ENCRYPTION_OLD_KEYS until \"ferrule-migrate rekey\" has re-sealed them",
@@ -467,36 +468,37 @@ doctor_key_facts (worker_t *w, diagnosis_t *d, const store_row_t *row)
                   "worker's journal is empty");
 }
 
-void
-doctor_run (worker_t *w, job_t *job, const char *id)
+/* A doctor request waiting for its reads (dbwait.c, then one batch). */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char id [IDENT_MAX + 1];
+} doctor_wait_t;
+
+/* The diagnosis, from what the batch read. */
+static void
+doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_row_t *rowp, const store_extra_t *xp,
+             const store_chain_t *rows, size_t n, const char *err)
 {
-    store_row_t row;
-    store_extra_t x;
-    store_attempt_t a;
-    store_chain_t *rows = NULL;
-    size_t n = 0;
+    doctor_wait_t *dw = arg;
+    worker_t *w = dw->w;
+    const job_t *job = &dw->job;
+    const char *id = dw->id;
     chain_facts_t cf;
     diagnosis_t d;
-    char err [512], t1 [32], t2 [32], code [64], missing [600];
+    char t1 [32], t2 [32], code [64], missing [600];
 
-    memset (&row, 0, sizeof row);
-    memset (&x, 0, sizeof x);
     memset (&d, 0, sizeof d);
-    fr_status_t st = store_last_attempt (w->store, id, &a, err, sizeof err);
-    if (st == FR_OK)
-        st = store_load (w->store, id, &row, err, sizeof err);
-    if (st == FR_NOT_FOUND) {
-        doctor_unconnected (w, job, id, &a);
-        goto out;
-    }
-    if (st == FR_OK)
-        st = store_load_extra (w->store, id, &x, err, sizeof err);
-    if (st == FR_OK)
-        st = store_history (w->store, id, DOCTOR_HISTORY, &rows, &n, err, sizeof err);
     if (st != FR_OK) {
         reply_store_error (w, job, st, err);
         goto out;
     }
+    if (!rowp) {
+        doctor_unconnected (w, job, id, a);
+        goto out;
+    }
+    const store_row_t row = *rowp;
+    const store_extra_t x = *xp;
     read_chain (rows, n, &cf);
     const catalog_provider_t *p = catalog_find (w->catalog, row.provider);
     int64_t now = clock_wall_ms () / 1000;
@@ -542,7 +544,7 @@ doctor_run (worker_t *w, job_t *job, const char *id)
         verdict = "configuration";
     else
         verdict = "healthy";
-    explain (&d, verdict, id, row.provider, p, &a, &cf);
+    explain (&d, verdict, id, row.provider, p, a, &cf);
 
     /* the facts that led there */
     add_fact (&d, "status %s, generation %lld, provider \"%s\"", row.status, (long long) row.generation, row.provider);
@@ -602,8 +604,32 @@ doctor_run (worker_t *w, job_t *job, const char *id)
     log_debug (id, job->rid, "doctor: %s", d.code);
     reply_diagnosis (w, job, &d, id, row.provider, row.status);
 out:
-    store_chain_free (&rows, n);
-    store_row_clear (&row);
-    store_extra_clear (&x);
-    store_attempt_clear (&a);
+    mem_free (dw);
+}
+
+/* Starts the reads on a free connection; dropped unread when the deadline passed (store NULL). */
+static void
+doctor_start (worker_t *w, store_t *store, void *arg)
+{
+    doctor_wait_t *dw = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store) {
+        mem_free (dw);
+        return;
+    }
+    if ((st = store_doctor_start (store, dw->id, DOCTOR_HISTORY, doctor_read, dw, err, sizeof err)) != FR_OK) {
+        reply_store_error (w, &dw->job, st, err);
+        mem_free (dw);
+    }
+}
+
+void
+doctor_run (worker_t *w, job_t *job, const char *id)
+{
+    doctor_wait_t *dw = mem_alloc (sizeof *dw);
+    dw->w = w;
+    dw->job = *job;
+    snprintf (dw->id, sizeof dw->id, "%s", id);
+    dbwait_add (w, doctor_start, dw, job->deadline_ms);
 }

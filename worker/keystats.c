@@ -9,19 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-fr_status_t
-keystats_count (worker_t *w, int64_t *integrations, int64_t *connects, char *err, size_t errlen)
-{
-    fr_status_t st = store_count_old_keys (w->store, crypto_keyring_current_id (w->keyring), integrations, connects,
-                                           err, errlen);
-    if (st != FR_OK)
-        return st;
-    w->keystats_integrations = *integrations;
-    w->keystats_connects = *connects;
-    w->keystats_counted = 1;
-    return FR_OK;
-}
-
 static void
 on_old_keys (void *arg, fr_status_t st, int64_t integrations, int64_t connects, const char *err)
 {
@@ -60,25 +47,21 @@ keystats_tick (worker_t *w, int64_t now_ms)
     w->keystats_counting = 1;
 }
 
-fr_status_t
-keystats_last (worker_t *w, int64_t *integrations, int64_t *connects, char *err, size_t errlen)
+int
+keystats_last (const worker_t *w, int64_t *integrations, int64_t *connects)
 {
-    if (!w->keystats_counted) {
-        fr_status_t st = keystats_count (w, integrations, connects, err, errlen);
-        if (st != FR_OK)
-            return st;
-    }
+    if (!w->keystats_counted)
+        return 0;
     *integrations = w->keystats_integrations;
     *connects = w->keystats_connects;
-    return FR_OK;
+    return 1;
 }
 
 void
 keystats_pack (worker_t *w, codec_builder_t *o, const store_row_t *row)
 {
-    char err [512];
     int64_t integrations = 0, connects = 0;
-    int counted = keystats_last (w, &integrations, &connects, err, sizeof err) == FR_OK;
+    int counted = keystats_last (w, &integrations, &connects);
     int32_t current = crypto_keyring_current_id (w->keyring);
     codec_str (o, "keys");
     codec_map (o, 4);

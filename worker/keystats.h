@@ -11,14 +11,10 @@
 struct worker;
 /* From the housekeeping tick: counts when the interval has passed and sets the gauge. */
 void keystats_tick (struct worker *w, int64_t now_ms);
-/* Counts now (and remembers the count): integrations and live connects with a value sealed under another key than the
- * worker's current one. */
-fr_status_t keystats_count (struct worker *w, int64_t *integrations, int64_t *connects,
-                            char *err, size_t errlen) FR_MUSTCHECK;
-/* The last count (from the tick), counting now only when there is none yet: status and doctor
- * use it, so a client asking often does not scan the table each time. */
-fr_status_t keystats_last (struct worker *w, int64_t *integrations, int64_t *connects,
-                           char *err, size_t errlen) FR_MUSTCHECK;
+/* The last count (from the tick: integrations and live connects with a value sealed under another
+ * key than the worker's current one); 0 while there is none yet. Status and doctor use it, so a
+ * client asking often does not scan the table each time, and the loop never waits for the count. */
+int keystats_last (const struct worker *w, int64_t *integrations, int64_t *connects);
 /* Packs "keys": {"current_key_id", "key_id" (this integration's), "retired_key" (bool), and
  * "values_on_old_keys" (the whole database; nil when it could not be counted)} for status. */
 void keystats_pack (struct worker *w, codec_builder_t *o, const store_row_t *row);

@@ -180,7 +180,10 @@ store_error_text (PGconn *conn, const PGresult *res, char *err, size_t errlen)
     const char *m = res ? PQresultErrorMessage (res) : NULL;
     if (!m || !*m)
         m = conn ? PQerrorMessage (conn) : "no connection";
-    snprintf (err, errlen, "%s", m);
+    if (!*m && res)                      /* no error: a result of another kind than expected */
+        snprintf (err, errlen, "unexpected result %s", PQresStatus (PQresultStatus (res)));
+    else
+        snprintf (err, errlen, "%s", m);
     char *nl = strchr (err, '\n');
     if (nl)
         *nl = '\0';
@@ -1575,13 +1578,9 @@ store_generations_start (store_t *s, const char *const *ids, size_t n, store_gen
     return st;
 }
 
-#define HISTORY_SQL \
-    "SELECT generation, extract(epoch FROM at)::bigint, outcome, worker, refresh_fingerprint, rotated, detail" \
-    " FROM token_chain WHERE integration_id = $1 ORDER BY seq DESC LIMIT $2::bigint"
-
-/* The chain rows of a HISTORY_SQL result. */
-static store_chain_t *
-history_read (const PGresult *res, size_t *count)
+/* The chain rows of a STORE_HISTORY_SQL result. */
+store_chain_t *
+store_history_read (const PGresult *res, size_t *count)
 {
     int n = PQntuples (res);
     store_chain_t *rows = mem_alloc ((size_t) (n ? n : 1) * sizeof *rows);
@@ -1599,24 +1598,6 @@ history_read (const PGresult *res, size_t *count)
     return rows;
 }
 
-fr_status_t
-store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, size_t *count,
-               char *err, size_t errlen)
-{
-    fr_status_t st;
-    char lim [32];
-    snprintf (lim, sizeof lim, "%" PRId64, limit);
-    const char *values [] = { id, lim };
-    *rows = NULL;
-    *count = 0;
-    PGresult *res = store_run (s, HISTORY_SQL, 2, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res)
-        return st;
-    *rows = history_read (res, count);
-    PQclear (res);
-    return FR_OK;
-}
-
 typedef struct {
     store_history_fn *fn;
     void *arg;
@@ -1629,7 +1610,7 @@ history_done (void *arg, fr_status_t st, PGresult **results, size_t n, const cha
     store_chain_t *rows = NULL;
     size_t count = 0;
     if (st == FR_OK && n == 1 && results [0])
-        rows = history_read (results [0], &count);
+        rows = store_history_read (results [0], &count);
     c->fn (c->arg, st, rows, count, st == FR_OK ? NULL : err);
     mem_free (c);
 }
@@ -1641,7 +1622,7 @@ store_history_start (store_t *s, const char *id, int64_t limit, store_history_fn
     char lim [32];
     snprintf (lim, sizeof lim, "%" PRId64, limit);
     const char *values [] = { id, lim };
-    store_stmt_t stmt = { HISTORY_SQL, 2, values, NULL, NULL };
+    store_stmt_t stmt = { STORE_HISTORY_SQL, 2, values, NULL, NULL };
     history_ctx_t *c = mem_alloc (sizeof *c);
     *c = (history_ctx_t) { fn, arg };
     fr_status_t st = store_batch_start (s, &stmt, 1, history_done, c, err, errlen);

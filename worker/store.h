@@ -211,15 +211,13 @@ typedef void (store_candidate_fn) (void *arg, fr_status_t st, size_t q, const ch
 /* Sends the queries as one batch, not waiting for it (the caller checks store_batch_busy). */
 fr_status_t store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn,
                                void *arg, char *err, size_t errlen) FR_MUSTCHECK;
-fr_status_t store_history (store_t *s, const char *id, int64_t limit, store_chain_t **rows, size_t *count,
-                           char *err, size_t errlen) FR_MUSTCHECK;
-
 const char *store_worker_id (const store_t *s);
 
 void store_row_clear (store_row_t *row);
 void store_chain_free (store_chain_t **rows, size_t count);
-/* The same as a batch the loop does not wait for (the caller checks store_batch_busy): from
- * store_batch_pump, fn gets the rows (its own: store_chain_free), or the batch's failure. */
+/* An integration's chain, newest first, at most limit rows, as a batch the loop does not wait for
+ * (the caller checks store_batch_busy): from store_batch_pump, fn gets the rows (its own:
+ * store_chain_free), or the batch's failure. */
 typedef void (store_history_fn) (void *arg, fr_status_t st, store_chain_t *rows, size_t count, const char *err);
 fr_status_t store_history_start (store_t *s, const char *id, int64_t limit, store_history_fn *fn, void *arg,
                                  char *err, size_t errlen) FR_MUSTCHECK;

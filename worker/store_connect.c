@@ -27,23 +27,20 @@ extra_fill (const PGresult *res, int r, int c, store_extra_t *x)
     x->disconnected_at = store_int_at (res, r, c + 4);
 }
 
-fr_status_t
-store_load_extra (store_t *s, const char *id, store_extra_t *x, char *err, size_t errlen)
+/* The integration's row and EXTRA_COLUMNS, a statement of a batch whose $1 is the id. */
+#define ROW_SQL "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS " FROM integrations WHERE id = $1"
+
+/* The row of a ROW_SQL result into row and x; 0 (both left empty) when there is none. */
+static int
+row_read (const PGresult *res, store_row_t *row, store_extra_t *x)
 {
-    fr_status_t st;
-    const char *values [] = { id };
+    memset (row, 0, sizeof *row);
     memset (x, 0, sizeof *x);
-    PGresult *res = store_exec (s, "SELECT " EXTRA_COLUMNS " FROM integrations WHERE id = $1",
-                                1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 0) {
-        PQclear (res);
-        return store_not_found (id, err, errlen);
-    }
-    extra_fill (res, 0, 0, x);
-    PQclear (res);
-    return FR_OK;
+    if (!res || PQntuples (res) != 1)
+        return 0;
+    store_fill_row (res, 0, row);
+    extra_fill (res, 0, ROW_COLUMN_COUNT, x);
+    return 1;
 }
 
 void
@@ -52,16 +49,6 @@ store_extra_clear (store_extra_t *x)
     mem_free (x->requested_scopes);
     mem_free (x->scope_report);
     memset (x, 0, sizeof *x);
-}
-
-fr_status_t
-store_load_full (store_t *s, const char *id, store_row_t *row, store_extra_t *x, char *err, size_t errlen)
-{
-    memset (x, 0, sizeof *x);
-    fr_status_t st = store_load (s, id, row, err, errlen);
-    if (st == FR_OK && (st = store_load_extra (s, id, x, err, errlen)) != FR_OK)
-        store_row_clear (row);
-    return st;
 }
 
 typedef struct {
@@ -194,14 +181,9 @@ import_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
     char *prev_status = NULL;
     store_row_t row;
     store_extra_t x;
-    memset (&row, 0, sizeof row);
-    memset (&x, 0, sizeof x);
+    row_read (NULL, &row, &x);
     if (st == FR_OK && n == 2 && (st = upsert_read (results [0], &generation, &prev_status, why, sizeof why)) == FR_OK) {
-        if (PQntuples (results [1]) == 1) {
-            store_fill_row (results [1], 0, &row);
-            extra_fill (results [1], 0, ROW_COLUMN_COUNT, &x);
-        }
-        else {
+        if (!row_read (results [1], &row, &x)) {
             snprintf (why, sizeof why, "the integration was not found after it was written");
             st = FR_INTERNAL;
         }
@@ -225,7 +207,7 @@ store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, 
     const char *ids [] = { u->id };
     store_stmt_t stmts [] = {
         { UPSERT_SQL, 15, p.values, p.lengths, p.formats },
-        { "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS " FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
+        { ROW_SQL, 1, ids, NULL, NULL },
     };
     import_ctx_t *c = mem_alloc (sizeof *c);
     *c = (import_ctx_t) { fn, arg };
@@ -366,49 +348,60 @@ store_pending_clear (store_pending_t *pd)
     memset (pd, 0, sizeof *pd);
 }
 
-fr_status_t
-store_pending_failed (store_t *s, const char *state_hash, const char *id, const char *outcome, const char *detail,
-                      char *err, size_t errlen)
+typedef struct {
+    store_done_fn *fn;
+    void *arg;
+} done_ctx_t;
+
+static void
+batch_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
-    const char *values [] = { state_hash, outcome, detail, id, store_worker_id (s) };
-    PGresult *res = store_exec (s,
-        "WITH p AS (UPDATE pending_authorizations SET outcome = $2, outcome_detail = $3 WHERE state_hash = $1)"
-        " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
-        " SELECT id, generation, $5, 'connect_failed', $2 || ': ' || $3 FROM integrations WHERE id = $4",
-        5, values, NULL, NULL, 0, &st, err, errlen);
-    if (!res)
-        return st;
-    PQclear (res);
-    return FR_OK;
+    done_ctx_t *c = arg;
+    (void) results;
+    (void) n;
+    c->fn (c->arg, st, st == FR_OK ? NULL : err);
+    mem_free (c);
 }
 
 fr_status_t
-store_last_attempt (store_t *s, const char *id, store_attempt_t *a, char *err, size_t errlen)
+store_pending_failed_start (store_t *s, const char *state_hash, const char *id, const char *outcome,
+                            const char *detail, store_done_fn *fn, void *arg, char *err, size_t errlen)
 {
-    fr_status_t st;
-    const char *values [] = { id };
+    const char *values [] = { state_hash, outcome, detail, id, store_worker_id (s) };
+    store_stmt_t stmt = {
+        "WITH p AS (UPDATE pending_authorizations SET outcome = $2, outcome_detail = $3 WHERE state_hash = $1)"
+        " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+        " SELECT id, generation, $5, 'connect_failed', $2 || ': ' || $3 FROM integrations WHERE id = $4"
+        " RETURNING generation",            /* a batch's statements return rows */
+        5, values, NULL, NULL };
+    done_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (done_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, batch_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
+}
+
+#define LAST_ATTEMPT_SQL \
+    "SELECT provider, redirect_uri, outcome, outcome_detail, extract(epoch FROM created_at)::bigint," \
+    " extract(epoch FROM expires_at)::bigint, used_at IS NOT NULL, expires_at <= now()" \
+    " FROM pending_authorizations WHERE integration_id = $1 ORDER BY created_at DESC LIMIT 1"
+
+static void
+attempt_read (const PGresult *res, store_attempt_t *a)
+{
     memset (a, 0, sizeof *a);
-    PGresult *res = store_exec (s,
-        "SELECT provider, redirect_uri, outcome, outcome_detail, extract(epoch FROM created_at)::bigint,"
-        " extract(epoch FROM expires_at)::bigint, used_at IS NOT NULL, expires_at <= now()"
-        " FROM pending_authorizations WHERE integration_id = $1 ORDER BY created_at DESC LIMIT 1",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 1) {
-        a->found = 1;
-        a->provider = store_text_at (res, 0, 0);
-        a->redirect_uri = store_text_at (res, 0, 1);
-        a->outcome = store_text_at (res, 0, 2);
-        a->outcome_detail = store_text_at (res, 0, 3);
-        a->created_at = store_int_at (res, 0, 4);
-        a->expires_at = store_int_at (res, 0, 5);
-        a->used = store_bool_at (res, 0, 6);
-        a->expired = store_bool_at (res, 0, 7);
-    }
-    PQclear (res);
-    return FR_OK;
+    if (PQntuples (res) != 1)
+        return;
+    a->found = 1;
+    a->provider = store_text_at (res, 0, 0);
+    a->redirect_uri = store_text_at (res, 0, 1);
+    a->outcome = store_text_at (res, 0, 2);
+    a->outcome_detail = store_text_at (res, 0, 3);
+    a->created_at = store_int_at (res, 0, 4);
+    a->expires_at = store_int_at (res, 0, 5);
+    a->used = store_bool_at (res, 0, 6);
+    a->expired = store_bool_at (res, 0, 7);
 }
 
 void
@@ -421,58 +414,130 @@ store_attempt_clear (store_attempt_t *a)
     memset (a, 0, sizeof *a);
 }
 
-fr_status_t
-store_chain_note (store_t *s, const char *id, const char *outcome, const char *detail, char *err, size_t errlen)
+/* statements, then ROW_SQL, as one batch; the integration as it then is goes to fn */
+typedef struct {
+    store_row_fn *fn;
+    void *arg;
+    char id [IDENT_MAX + 1];
+    int first_needs_row;                  /* the first statement returns nothing when the row is gone */
+} then_row_ctx_t;
+
+static void
+then_row_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
-    const char *values [] = { id, store_worker_id (s), outcome, detail };
-    PGresult *res = store_exec (s,
-        "INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
-        " SELECT id, generation, $2, $3, $4 FROM integrations WHERE id = $1",
-        4, values, NULL, NULL, 0, &st, err, errlen);
-    if (!res)
-        return st;
-    PQclear (res);
-    return FR_OK;
+    then_row_ctx_t *c = arg;
+    store_row_t row;
+    store_extra_t x;
+    char why [256];
+    row_read (NULL, &row, &x);
+    if (st == FR_OK && (n < 2 || (c->first_needs_row && PQntuples (results [0]) == 0)
+                        || !row_read (results [n - 1], &row, &x))) {
+        st = store_not_found (c->id, why, sizeof why);
+        err = why;
+    }
+    c->fn (c->arg, st, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL, st == FR_OK ? NULL : err);
+    store_row_clear (&row);
+    store_extra_clear (&x);
+    mem_free (c);
+}
+
+/* stmts [0 .. n-2] given, stmts [n-1] left for ROW_SQL */
+static fr_status_t
+then_row_start (store_t *s, const char *id, store_stmt_t *stmts, size_t n, int first_needs_row, store_row_fn *fn,
+                void *arg, char *err, size_t errlen)
+{
+    const char *ids [] = { id };
+    stmts [n - 1] = (store_stmt_t) { ROW_SQL, 1, ids, NULL, NULL };
+    then_row_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (then_row_ctx_t) { fn, arg, "", first_needs_row };
+    snprintf (c->id, sizeof c->id, "%s", id);
+    fr_status_t st = store_batch_start (s, stmts, n, then_row_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
 }
 
 fr_status_t
-store_disconnect (store_t *s, const char *id, store_disconnected_t *out, char *err, size_t errlen)
+store_chain_note_start (store_t *s, const char *id, const char *outcome, const char *detail, store_row_fn *fn,
+                        void *arg, char *err, size_t errlen)
 {
-    fr_status_t st;
-    const char *values [] = { id, store_worker_id (s) };
-    memset (out, 0, sizeof *out);
-    PGresult *res = store_exec (s,
-        "WITH old AS (SELECT id, status, provider, key_id, refresh_token, access_token, refresh_fingerprint"
-        "   FROM integrations WHERE id = $1 FOR UPDATE),"
-        " u AS ("
-        "  UPDATE integrations i SET status = 'disconnected', access_token = NULL, refresh_token = NULL,"
-        "    access_expires_at = NULL, refresh_fingerprint = NULL, refresh_token_missing = false,"
-        "    generation = i.generation + 1, disconnected_at = now(), lease_owner = NULL, lease_id = NULL, lease_token = NULL,"
-        "    lease_expires_at = NULL, updated_at = now()"
-        "  FROM old WHERE i.id = old.id AND old.status <> 'disconnected' RETURNING i.generation),"
-        " c AS ("
-        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
-        "  SELECT $1, u.generation, $2, 'disconnected', old.refresh_fingerprint,"
-        "    'disconnected by request (was ' || old.status || '); stored tokens destroyed' FROM u, old"
-        "  RETURNING generation)"
-        " SELECT old.status, old.provider, old.key_id, old.refresh_token, old.access_token,"
-        "  CASE WHEN EXISTS (SELECT 1 FROM c) THEN pg_notify('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || $1) END FROM old",
-        2, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 0) {
-        snprintf (err, errlen, "integration \"%s\" does not exist", id);
-        PQclear (res);
-        return FR_NOT_FOUND;
+    const char *values [] = { id, store_worker_id (s), outcome, detail };
+    store_stmt_t stmts [2] = {
+        { "INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+          " SELECT id, generation, $2, $3, $4 FROM integrations WHERE id = $1 RETURNING generation",
+          4, values, NULL, NULL },
+    };
+    return then_row_start (s, id, stmts, 2, 0, fn, arg, err, errlen);
+}
+
+typedef struct {
+    store_disconnected_fn *fn;
+    void *arg;
+    char id [IDENT_MAX + 1];
+} disconnect_ctx_t;
+
+static void
+disconnect_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    disconnect_ctx_t *c = arg;
+    store_disconnected_t d;
+    store_row_t row;
+    store_extra_t x;
+    char why [256];
+    memset (&d, 0, sizeof d);
+    row_read (NULL, &row, &x);
+    if (st == FR_OK && (n != 2 || PQntuples (results [0]) != 1 || !row_read (results [1], &row, &x))) {
+        st = store_not_found (c->id, why, sizeof why);
+        err = why;
     }
-    out->prev_status = store_text_at (res, 0, 0);
-    out->provider = store_text_at (res, 0, 1);
-    out->key_id = (int32_t) store_int_at (res, 0, 2);
-    out->refresh_ct = store_bytea_at (res, 0, 3, &out->refresh_ct_len);
-    out->access_ct = store_bytea_at (res, 0, 4, &out->access_ct_len);
-    PQclear (res);
-    return FR_OK;
+    if (st == FR_OK) {
+        const PGresult *res = results [0];
+        d.prev_status = store_text_at (res, 0, 0);
+        d.provider = store_text_at (res, 0, 1);
+        d.key_id = (int32_t) store_int_at (res, 0, 2);
+        d.refresh_ct = store_bytea_at (res, 0, 3, &d.refresh_ct_len);
+        d.access_ct = store_bytea_at (res, 0, 4, &d.access_ct_len);
+    }
+    c->fn (c->arg, st, st == FR_OK ? &d : NULL, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL,
+           st == FR_OK ? NULL : err);
+    store_disconnected_clear (&d);
+    store_row_clear (&row);
+    store_extra_clear (&x);
+    mem_free (c);
+}
+
+fr_status_t
+store_disconnect_start (store_t *s, const char *id, store_disconnected_fn *fn, void *arg, char *err, size_t errlen)
+{
+    const char *values [] = { id, store_worker_id (s) };
+    const char *ids [] = { id };
+    store_stmt_t stmts [] = {
+        { "WITH old AS (SELECT id, status, provider, key_id, refresh_token, access_token, refresh_fingerprint"
+          "   FROM integrations WHERE id = $1 FOR UPDATE),"
+          " u AS ("
+          "  UPDATE integrations i SET status = 'disconnected', access_token = NULL, refresh_token = NULL,"
+          "    access_expires_at = NULL, refresh_fingerprint = NULL, refresh_token_missing = false,"
+          "    generation = i.generation + 1, disconnected_at = now(), lease_owner = NULL, lease_id = NULL,"
+          "    lease_token = NULL, lease_expires_at = NULL, updated_at = now()"
+          "  FROM old WHERE i.id = old.id AND old.status <> 'disconnected' RETURNING i.generation),"
+          " c AS ("
+          "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
+          "  SELECT $1, u.generation, $2, 'disconnected', old.refresh_fingerprint,"
+          "    'disconnected by request (was ' || old.status || '); stored tokens destroyed' FROM u, old"
+          "  RETURNING generation)"
+          " SELECT old.status, old.provider, old.key_id, old.refresh_token, old.access_token,"
+          "  CASE WHEN EXISTS (SELECT 1 FROM c) THEN pg_notify('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || $1) END FROM old",
+          2, values, NULL, NULL },
+        /* in the same transaction: sees the row as the statement above left it */
+        { ROW_SQL, 1, ids, NULL, NULL },
+    };
+    disconnect_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (disconnect_ctx_t) { fn, arg, "" };
+    snprintf (c->id, sizeof c->id, "%s", id);
+    fr_status_t st = store_batch_start (s, stmts, 2, disconnect_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
+    return st;
 }
 
 void
@@ -489,52 +554,70 @@ store_disconnected_clear (store_disconnected_t *d)
     memset (d, 0, sizeof *d);
 }
 
-typedef struct {
-    store_reported_fn *fn;
-    void *arg;
-    char id [IDENT_MAX + 1];
-} report_ctx_t;
-
-static void
-scope_reported (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
-{
-    report_ctx_t *c = arg;
-    store_row_t row;
-    store_extra_t x;
-    char why [256];
-    memset (&row, 0, sizeof row);
-    memset (&x, 0, sizeof x);
-    if (st == FR_OK && (n != 2 || PQntuples (results [0]) == 0 || PQntuples (results [1]) != 1)) {
-        st = store_not_found (c->id, why, sizeof why);
-        err = why;
-    }
-    if (st == FR_OK) {
-        store_fill_row (results [1], 0, &row);
-        extra_fill (results [1], 0, ROW_COLUMN_COUNT, &x);
-    }
-    c->fn (c->arg, st, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL, st == FR_OK ? NULL : err);
-    store_row_clear (&row);
-    store_extra_clear (&x);
-    mem_free (c);
-}
-
 fr_status_t
-store_report_scope_start (store_t *s, const char *id, const char *scope, const char *detail, store_reported_fn *fn,
+store_report_scope_start (store_t *s, const char *id, const char *scope, const char *detail, store_row_fn *fn,
                           void *arg, char *err, size_t errlen)
 {
     const char *values [] = { id, scope, store_worker_id (s), detail };
-    const char *ids [] = { id };
-    store_stmt_t stmts [] = {
+    store_stmt_t stmts [2] = {
         { "WITH u AS (UPDATE integrations SET scope_report = $2, scope_report_at = now(), updated_at = now()"
           "   WHERE id = $1 RETURNING generation)"
           " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
           " SELECT $1, u.generation, $3, 'scope_reported', $4 FROM u RETURNING generation", 4, values, NULL, NULL },
-        { "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS " FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
     };
-    report_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (report_ctx_t) { fn, arg, "" };
-    snprintf (c->id, sizeof c->id, "%s", id);
-    fr_status_t st = store_batch_start (s, stmts, 2, scope_reported, c, err, errlen);
+    return then_row_start (s, id, stmts, 2, 1, fn, arg, err, errlen);
+}
+
+typedef struct {
+    store_doctor_fn *fn;
+    void *arg;
+} doctor_ctx_t;
+
+static void
+doctor_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    doctor_ctx_t *c = arg;
+    store_attempt_t a;
+    store_row_t row;
+    store_extra_t x;
+    store_chain_t *rows = NULL;
+    size_t count = 0;
+    int found = 0;
+    memset (&a, 0, sizeof a);
+    row_read (NULL, &row, &x);
+    if (st == FR_OK && n != 3) {
+        st = FR_INTERNAL;
+        err = "the doctor's reads returned an unexpected number of results";
+    }
+    if (st == FR_OK) {
+        attempt_read (results [0], &a);
+        found = row_read (results [1], &row, &x);
+        rows = store_history_read (results [2], &count);
+    }
+    c->fn (c->arg, st, st == FR_OK ? &a : NULL, found ? &row : NULL, found ? &x : NULL, rows, count,
+           st == FR_OK ? NULL : err);
+    store_attempt_clear (&a);
+    store_row_clear (&row);
+    store_extra_clear (&x);
+    store_chain_free (&rows, count);
+    mem_free (c);
+}
+
+fr_status_t
+store_doctor_start (store_t *s, const char *id, int64_t history_limit, store_doctor_fn *fn, void *arg, char *err,
+                    size_t errlen)
+{
+    char lim [32];
+    snprintf (lim, sizeof lim, "%" PRId64, history_limit);
+    const char *values [] = { id, lim };
+    store_stmt_t stmts [] = {
+        { LAST_ATTEMPT_SQL, 1, values, NULL, NULL },
+        { ROW_SQL, 1, values, NULL, NULL },
+        { STORE_HISTORY_SQL, 2, values, NULL, NULL },
+    };
+    doctor_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (doctor_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, stmts, 3, doctor_done, c, err, errlen);
     if (st != FR_OK)
         mem_free (c);
     return st;
@@ -546,23 +629,6 @@ static const char old_keys_sql [] =
     "          AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)),"
     "       (SELECT count(*) FROM pending_authorizations WHERE key_id <> $1::integer"
     "          AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now())";
-
-fr_status_t
-store_count_old_keys (store_t *s, int32_t current_key_id, int64_t *integrations, int64_t *connects,
-                      char *err, size_t errlen)
-{
-    fr_status_t st;
-    char id [16];
-    snprintf (id, sizeof id, "%" PRId32, current_key_id);
-    const char *values [] = { id };
-    PGresult *res = store_exec (s, old_keys_sql, 1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    *integrations = store_int_at (res, 0, 0);
-    *connects = store_int_at (res, 0, 1);
-    PQclear (res);
-    return FR_OK;
-}
 
 typedef struct {
     store_old_keys_fn *fn;

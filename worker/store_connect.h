@@ -14,12 +14,16 @@ typedef struct store_extra {
     int64_t  disconnected_at;        /* epoch s, 0 none */
 } store_extra_t;
 
-fr_status_t store_load_extra (store_t *s, const char *id, store_extra_t *x, char *err, size_t errlen) FR_MUSTCHECK;
 void store_extra_clear (store_extra_t *x);
-/* store_load and store_load_extra together (neither left filled on failure). */
-fr_status_t store_load_full (store_t *s, const char *id, store_row_t *row, store_extra_t *x,
-                             char *err, size_t errlen) FR_MUSTCHECK;
-/* The same for many integrations, as a batch the loop does not wait for (the caller checks
+
+/* The end of a batch that returns nothing: FR_OK, or its failure (nothing of it committed). */
+typedef void (store_done_fn) (void *arg, fr_status_t st, const char *err);
+/* The integration as a batch's writes left it: the row and its columns (the callee's to read,
+ * freed after it returns), FR_NOT_FOUND for an unknown id, or the batch's failure. */
+typedef void (store_row_fn) (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x,
+                             const char *err);
+
+/* Integrations read by id, as a batch the loop does not wait for (the caller checks
  * store_batch_busy): from store_batch_pump, fn is called for every one found (with its row and
  * columns, which it takes over: store_row_clear, store_extra_clear), then once with both NULL:
  * all delivered (FR_OK; ids not reported do not exist), or the batch failed (st, err). */
@@ -103,9 +107,10 @@ fr_status_t store_pending_take_start (store_t *s, const char *state_hash, store_
                                       char *err, size_t errlen) FR_MUSTCHECK;
 void store_pending_clear (store_pending_t *pd);
 /* How a callback failed: on the pending row, and as a "connect_failed" chain row when the
- * integration exists. */
-fr_status_t store_pending_failed (store_t *s, const char *state_hash, const char *id, const char *outcome,
-                                  const char *detail, char *err, size_t errlen) FR_MUSTCHECK;
+ * integration exists; a batch the loop does not wait for (the caller checks store_batch_busy). */
+fr_status_t store_pending_failed_start (store_t *s, const char *state_hash, const char *id, const char *outcome,
+                                        const char *detail, store_done_fn *fn, void *arg, char *err, size_t errlen)
+    FR_MUSTCHECK;
 
 /* The newest connect attempt of an integration (doctor). */
 typedef struct {
@@ -120,12 +125,21 @@ typedef struct {
     int expired;
 } store_attempt_t;
 
-fr_status_t store_last_attempt (store_t *s, const char *id, store_attempt_t *a, char *err, size_t errlen) FR_MUSTCHECK;
 void store_attempt_clear (store_attempt_t *a);
 
-/* A chain row at the integration's current generation (revocations); nothing when it is gone. */
-fr_status_t store_chain_note (store_t *s, const char *id, const char *outcome, const char *detail,
-                              char *err, size_t errlen) FR_MUSTCHECK;
+/* What doctor reads, in one batch the loop does not wait for (the caller checks
+ * store_batch_busy): from store_batch_pump, fn gets the newest connect attempt (a->found 0:
+ * none), the integration (row and x NULL: it does not exist), its chain, newest first, at most
+ * history_limit rows (all of it the callee's to read, freed after it returns), or the failure. */
+typedef void (store_doctor_fn) (void *arg, fr_status_t st, const store_attempt_t *a, const store_row_t *row,
+                                const store_extra_t *x, const store_chain_t *rows, size_t n, const char *err);
+fr_status_t store_doctor_start (store_t *s, const char *id, int64_t history_limit, store_doctor_fn *fn, void *arg,
+                                char *err, size_t errlen) FR_MUSTCHECK;
+
+/* A chain row at the integration's current generation (revocations; nothing when it is gone),
+ * and the integration as it then is, in one batch the loop does not wait for. */
+fr_status_t store_chain_note_start (store_t *s, const char *id, const char *outcome, const char *detail,
+                                    store_row_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
 /* What a disconnect took out of the row: the sealed tokens to revoke. */
 typedef struct {
@@ -138,26 +152,25 @@ typedef struct {
     size_t access_ct_len;
 } store_disconnected_t;
 
-/* One statement: lock the row, take the sealed tokens out, destroy them, record it, notify.
- * FR_NOT_FOUND for an unknown id; an integration already disconnected is left as it is. */
-fr_status_t store_disconnect (store_t *s, const char *id, store_disconnected_t *out, char *err, size_t errlen)
-    FR_MUSTCHECK;
+/* One statement: lock the row, take the sealed tokens out, destroy them, record it, notify; and
+ * the integration as it then is; one batch the loop does not wait for (the caller checks
+ * store_batch_busy). From store_batch_pump, fn gets what was taken out (d, the callee's to read)
+ * and the row, FR_NOT_FOUND for an unknown id, or the failure. An integration already
+ * disconnected is left as it is (d->prev_status "disconnected"). */
+typedef void (store_disconnected_fn) (void *arg, fr_status_t st, const store_disconnected_t *d, const store_row_t *row,
+                                      const store_extra_t *x, const char *err);
+fr_status_t store_disconnect_start (store_t *s, const char *id, store_disconnected_fn *fn, void *arg, char *err,
+                                    size_t errlen) FR_MUSTCHECK;
 void store_disconnected_clear (store_disconnected_t *d);
 
 /* Records an upstream insufficient_scope report (a chain row too) and reads the integration as it
- * then is, in one batch the loop does not wait for (the caller checks store_batch_busy): from
- * store_batch_pump, fn gets the row and its columns (the callee's to read, freed after it
- * returns), FR_NOT_FOUND for an unknown id, or the batch's failure. */
-typedef void (store_reported_fn) (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x,
-                                  const char *err);
+ * then is, in one batch the loop does not wait for (the caller checks store_batch_busy). */
 fr_status_t store_report_scope_start (store_t *s, const char *id, const char *scope, const char *detail,
-                                      store_reported_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+                                      store_row_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
-/* Integrations and live connects with a value sealed under another key than current_key_id. */
-fr_status_t store_count_old_keys (store_t *s, int32_t current_key_id, int64_t *integrations, int64_t *connects,
-                                  char *err, size_t errlen) FR_MUSTCHECK;
-/* The same count as a batch the loop does not wait for (the caller checks store_batch_busy); fn
- * is called from store_batch_pump with the counts, or with st and err. */
+/* Integrations and live connects with a value sealed under another key than current_key_id, counted
+ * by a batch the loop does not wait for (the caller checks store_batch_busy); fn is called from
+ * store_batch_pump with the counts, or with st and err. */
 typedef void (store_old_keys_fn) (void *arg, fr_status_t st, int64_t integrations, int64_t connects, const char *err);
 fr_status_t store_count_old_keys_start (store_t *s, int32_t current_key_id, store_old_keys_fn *fn, void *arg,
                                         char *err, size_t errlen) FR_MUSTCHECK;

@@ -46,6 +46,13 @@ fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, 
 fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
                                    void *arg, const char *what, char *err, size_t errlen) FR_MUSTCHECK;
 
+/* An integration's chain, newest first: $1 the id, $2 how many rows; read by store_history_read
+ * (the rows are the caller's: store_chain_free). */
+#define STORE_HISTORY_SQL \
+    "SELECT generation, extract(epoch FROM at)::bigint, outcome, worker, refresh_fingerprint, rotated, detail" \
+    " FROM token_chain WHERE integration_id = $1 ORDER BY seq DESC LIMIT $2::bigint"
+store_chain_t *store_history_read (const PGresult *res, size_t *count);
+
 /* Runs one statement, reconnecting first if needed. want_tuples: 1 for a query, 0 for a command.
  * NULL with *st and err set on failure (classified: database_unavailable for what may pass, a
  * dead, read-only or unanswering connection dropped); the caller PQclear()s the result. */

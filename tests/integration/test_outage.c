@@ -263,7 +263,26 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     snprintf (callback_url, sizeof callback_url, "http://127.0.0.1:9/callback?code=spent&state=%s",
               json_string_value (json_object_get (started, "state")));
     json_decref (started);
-    usleep (100000);
+    /* an integration disconnected during the stall, again and again */
+    char *rt7 = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "stall7:box", "fakebox", rt7), 0);
+    free (rt7);
+    /* and a connect whose callback fails during it: its state is taken now, the provider refuses
+     * the code 300 ms later, with the server frozen, and the failure is recorded then */
+    started = harness_ctl (h, &rc, "connect", "--integration", "stall8:box", "--provider", "fakebox",
+                           "--redirect-uri", "http://127.0.0.1:9/callback", NULL);
+    assert_int_equal (rc, 0);
+    char failing_url [512];
+    snprintf (failing_url, sizeof failing_url, "http://127.0.0.1:9/callback?code=forged&state=%s",
+              json_string_value (json_object_get (started, "state")));
+    json_decref (started);
+    pid_t failing = fork ();
+    if (failing == 0) {
+        json_t *r = harness_ctl (h, &rc, "callback", "--url", failing_url, "--timeout", "6", NULL);
+        json_decref (r);
+        _exit (0);
+    }
+    usleep (150000);
     pid_t pids [64];
     int n = pg_processes (pids, 64);
     assert_true (n >= 2);
@@ -327,6 +346,16 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
+    /* and an operator asking the doctor about one integration, and disconnecting another */
+    pid_t doctors = fork ();
+    if (doctors == 0) {
+        for (int k = 0; clock_mono_ms () < until; k++) {
+            json_t *r = harness_ctl (h, &rc, k % 2 ? "doctor" : "disconnect", "--integration",
+                                     k % 2 ? "stall2:box" : "stall7:box", "--timeout", "2", NULL);
+            json_decref (r);
+        }
+        _exit (0);
+    }
     int served = 0, late = 0;
     int64_t slowest = 0;
     while (clock_mono_ms () < until) {
@@ -350,6 +379,8 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (connects, &status, 0), connects);
     assert_int_equal (waitpid (callbacks, &status, 0), callbacks);
     assert_int_equal (waitpid (reports, &status, 0), reports);
+    assert_int_equal (waitpid (doctors, &status, 0), doctors);
+    assert_int_equal (waitpid (failing, &status, 0), failing);
     free (rt4);
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", served, late,
              (long long) slowest);
@@ -360,10 +391,13 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     /* the rotated token the provider issued during the stall is committed once the server is back */
     wait_refreshed ("stall2:box");
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    /* the failed callback is recorded, tried again once the server is back */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM pending_authorizations WHERE integration_id ="
+                                          " 'stall8:box' AND outcome IS NOT NULL"), 1);
     /* and the worker is back on the database afterwards, on both connections: a forced refresh
      * (a batch) and the chain's history (a statement of the main connection) go through */
-    int refreshed = 0, history = 0;
-    for (int i = 0; i < 100 && !(refreshed && history); i++) {
+    int refreshed = 0, history = 0, disconnected = 0;
+    for (int i = 0; i < 100 && !(refreshed && history && disconnected); i++) {
         if (!refreshed) {
             json_decref (harness_ctl (h, &rc, "refresh", "--integration", "stall:box", NULL));
             refreshed = rc == 0;
@@ -372,10 +406,16 @@ test_cache_hits_served_while_the_database_stalls (void **state)
             json_decref (harness_ctl (h, &rc, "history", "--integration", "stall:box", NULL));
             history = rc == 0;
         }
-        if (!(refreshed && history))
+        if (!disconnected) {
+            json_decref (harness_ctl (h, &rc, "disconnect", "--integration", "stall7:box", NULL));
+            disconnected = rc == 0;
+        }
+        if (!(refreshed && history && disconnected))
             usleep (200000);
     }
-    assert_true (refreshed && history);
+    assert_true (refreshed && history && disconnected);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'stall7:box'"
+                                          " AND status = 'disconnected' AND refresh_token IS NULL"), 1);
 }
 
 int
