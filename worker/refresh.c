@@ -12,6 +12,8 @@
  *   5. only then answer every request that waited on this refresh. */
 #define _GNU_SOURCE             /* memmem */
 #include "refresh.h"
+#include "dbwait.h"
+#include "ident.h"
 #include "loads.h"
 #include "reply.h"
 #include "clock.h"
@@ -62,7 +64,32 @@ struct refresh {
     int in_db;                       /* its claim or its commit is in the database batch in flight */
     int claim_resent;                /* its claim was lost with the batch connection and sent again */
     int commit_resent;               /* the same for its commit */
+    struct failure_record *recording;    /* RECORDING: the record it waits for */
 };
+
+/* A failed attempt on its way to the database (a batch queued in dbwait.c); the refresh waits for
+ * it (RECORDING), so that whoever is answered and asks next (status, doctor) reads it, and after
+ * an invalid_grant the record tells whether the rejected refresh token was still the current one.
+ * A record the database cannot take does not hold the answer back: it is tried again after. */
+#define RECORD_TRIES 5                /* a record the database could not take: tried again once it is back */
+#define RECORD_WAIT_MS 30000          /* a waited-for record is started even on a connection that is down */
+
+typedef struct failure_record {
+    worker_t *w;
+    refresh_t *r;                    /* the refresh waiting for it, or NULL */
+    char id [IDENT_MAX + 1];
+    int64_t expected_generation;
+    char lease_token [STORE_LEASE_LEN + 1];
+    const char *outcome;             /* static texts */
+    const char *new_status;
+    const char *error_code;
+    char *message;
+    char *hint;                      /* the waiting refresh's answer */
+    fr_status_t st;
+    int64_t retry_after;
+    int superseded_claims;           /* invalid_grant: a stale record means claim again */
+    int tries;
+} failure_record_t;
 
 static void refresh_claim_soon (refresh_t *r);
 
@@ -70,10 +97,11 @@ int
 refresh_transition_allowed (refresh_state_t from, refresh_state_t to)
 {
     switch (from) {
-        case REFRESH_CLAIMING:   return to == REFRESH_CLAIMING || to == REFRESH_CALLING;
-        case REFRESH_CALLING:    return to == REFRESH_ANSWERED || to == REFRESH_CLAIMING;
+        case REFRESH_CLAIMING:   return to == REFRESH_CLAIMING || to == REFRESH_CALLING || to == REFRESH_RECORDING;
+        case REFRESH_CALLING:    return to == REFRESH_ANSWERED || to == REFRESH_RECORDING;
         case REFRESH_ANSWERED:   return to == REFRESH_COMMITTING;
         case REFRESH_COMMITTING: return to == REFRESH_COMMITTING;
+        case REFRESH_RECORDING:  return to == REFRESH_CLAIMING;
     }
     return 0;
 }
@@ -86,6 +114,7 @@ refresh_state_name (refresh_state_t s)
         case REFRESH_CALLING:    return "calling";
         case REFRESH_ANSWERED:   return "answered";
         case REFRESH_COMMITTING: return "committing";
+        case REFRESH_RECORDING:  return "recording";
     }
     return "?";
 }
@@ -128,6 +157,8 @@ refresh_free (worker_t *w, refresh_t *r)
         pp = &(*pp)->next;
     if (*pp)
         *pp = r->next;
+    if (r->recording)
+        r->recording->r = NULL;          /* the record goes on without it */
     while (r->waiters) {
         job_t *j = r->waiters;
         r->waiters = j->next;
@@ -331,6 +362,132 @@ refresh_claim_soon (refresh_t *r)
 
 /* Step 1, the claim's answer (the claims of a loop turn go to the database together, see
  * refresh_claim_due): use a fresh token, wait for a busy lease, or call the provider. */
+static void record_start (worker_t *w, store_t *store, void *arg);
+
+static void
+record_free (failure_record_t *rec)
+{
+    mem_free (rec->message);
+    mem_free (rec->hint);
+    mem_free (rec);
+}
+
+/* The invalid_grant's refresh, once its record is in (or could not be written: then it is taken
+ * as current, as the provider said). */
+static void
+record_settle (worker_t *w, refresh_t *r, failure_record_t *rec, int stale)
+{
+    cache_entry_t *e = r->entry;
+    r->recording = NULL;
+    if (stale && rec->superseded_claims) {
+        /* the refresh token was replaced while we called: this rejection says nothing about the
+         * integration; claim again and find the new token */
+        log_info (e->id, NULL, "invalid_grant was for a superseded refresh token; claiming again");
+        refresh_set_state (r, REFRESH_CLAIMING);
+        r->known_generation = r->expected_generation;
+        r->forced = 0;
+        refresh_claim_soon (r);
+        return;
+    }
+    if (rec->new_status && !stale)
+        cache_set_status (e, cache_status_from_text (rec->new_status));
+    refresh_finish_error (w, r, rec->st, rec->message, rec->hint, rec->retry_after);
+}
+
+static void
+record_done (void *arg, fr_status_t st, int stale, const char *err)
+{
+    failure_record_t *rec = arg;
+    worker_t *w = rec->w;
+    int again = st == FR_DATABASE_UNAVAILABLE && rec->tries < RECORD_TRIES;
+    if (st != FR_OK)
+        log_warning (rec->id, NULL, "could not record the failed refresh%s: %s",
+                     again ? " (tried again once the database is back)" : "", err);
+    if (rec->r)
+        record_settle (w, rec->r, rec, st == FR_OK && stale);
+    rec->r = NULL;
+    if (again)
+        dbwait_add (w, record_start, rec, -1);
+    else
+        record_free (rec);
+}
+
+static void
+record_start (worker_t *w, store_t *store, void *arg)
+{
+    failure_record_t *rec = arg;
+    char err [256];
+    fr_status_t st;
+    (void) w;
+    if (!store) {                        /* the worker is stopping (or the queue held it too long) */
+        rec->tries = RECORD_TRIES;
+        record_done (rec, FR_UNAVAILABLE, 0, "the worker stopped before the failure was recorded");
+        return;
+    }
+    rec->tries++;
+    store_failure_t f = { rec->id, rec->expected_generation, rec->lease_token, rec->outcome, rec->new_status,
+                          rec->error_code, rec->message, NULL };
+    if ((st = store_record_failure_start (store, &f, record_done, rec, err, sizeof err)) != FR_OK)
+        record_done (rec, st, 0, err);
+}
+
+/* Records r's failed attempt (a chain row, last_error, the lease released); r is answered with
+ * st, message, hint and retry_after once it is in (RECORDING). */
+static void
+refresh_record_failure (worker_t *w, refresh_t *r, const char *outcome, const char *new_status, fr_status_t st,
+                        const char *message, const char *hint, int64_t retry_after, int superseded_claims)
+{
+    failure_record_t *rec = mem_alloc (sizeof *rec);
+    memset (rec, 0, sizeof *rec);
+    rec->w = w;
+    snprintf (rec->id, sizeof rec->id, "%s", r->entry->id);
+    rec->expected_generation = r->expected_generation;
+    snprintf (rec->lease_token, sizeof rec->lease_token, "%s", r->lease_token);
+    rec->outcome = outcome;
+    rec->new_status = new_status;
+    rec->error_code = result_code (st);
+    rec->message = mem_strdup (message);
+    rec->hint = mem_strdup (hint);
+    rec->st = st;
+    rec->retry_after = retry_after;
+    rec->superseded_claims = superseded_claims;
+    rec->r = r;
+    r->recording = rec;
+    refresh_set_state (r, REFRESH_RECORDING);
+    dbwait_add (w, record_start, rec, clock_mono_ms () + RECORD_WAIT_MS);
+}
+
+/* A lease given back untouched (the call it was taken for never went out). */
+typedef struct {
+    char id [IDENT_MAX + 1];
+    char lease_token [STORE_LEASE_LEN + 1];
+} lease_release_t;
+
+static void
+lease_released (void *arg, fr_status_t st, const char *err)
+{
+    lease_release_t *rel = arg;
+    if (st != FR_OK)
+        log_warning (rel->id, NULL, "could not release the lease (it expires by itself): %s", err);
+    mem_free (rel);
+}
+
+static void
+lease_release_start (worker_t *w, store_t *store, void *arg)
+{
+    lease_release_t *rel = arg;
+    char err [256];
+    fr_status_t st;
+    (void) w;
+    if (!store) {
+        mem_free (rel);
+        return;
+    }
+    if ((st = store_release_lease_start (store, rel->id, rel->lease_token, lease_released, rel, err, sizeof err))
+        != FR_OK)
+        lease_released (rel, st, err);
+}
+
 static void
 refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
 {
@@ -434,9 +591,10 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     else
     if (!breaker_allow (w->breaker, r->provider->name, clock_mono_ms (), &retry_after)) {
         /* another integration's call is the half-open probe: give the lease back untouched */
-        char err2 [256];
-        if (store_release_lease (w->store, e->id, row.lease_token, err2, sizeof err2) != FR_OK)
-            log_warning (e->id, NULL, "could not release the lease: %s", err2);
+        lease_release_t *rel = mem_alloc (sizeof *rel);
+        snprintf (rel->id, sizeof rel->id, "%s", e->id);
+        snprintf (rel->lease_token, sizeof rel->lease_token, "%s", row.lease_token);
+        dbwait_add (w, lease_release_start, rel, -1);
         snprintf (err, sizeof err, "provider \"%s\" is failing for many integrations; calls resume in %lld s",
                   r->provider->name, (long long) retry_after);
         store_row_clear (&row);
@@ -460,14 +618,9 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     oauth_request_destroy (&req);
     store_row_clear (&row);
     if (fail != FR_OK) {
-        int stale = 0;
-        char err2 [256];
         log_error (e->id, rid_of (r), "could not refresh integration \"%s\": %s", e->id, err);
-        if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_token,
-                                  fail == FR_CONFIGURATION ? "configuration" : "error", NULL, result_code (fail),
-                                  err, NULL, &stale, err2, sizeof err2) != FR_OK)
-            log_warning (e->id, NULL, "could not record the failure: %s", err2);
-        refresh_finish_error (w, r, fail, err, NULL, -1);
+        refresh_record_failure (w, r, fail == FR_CONFIGURATION ? "configuration" : "error", NULL, fail, err, NULL,
+                                -1, 0);
         return;
     }
     refresh_set_state (r, REFRESH_CALLING);
@@ -791,29 +944,12 @@ refresh_on_response (void *arg, const http_response_t *resp)
     }
     log_warning (e->id, rid_of (r), "%s", message);
 
-    char err [256];
-    int stale = 0;
     mem_free_secret (&r->refresh_token);
-    if (store_record_failure (w->store, e->id, r->expected_generation, r->lease_token, outcome, new_status,
-                              result_code (st), message, NULL, &stale, err, sizeof err) != FR_OK)
-        log_warning (e->id, NULL, "could not record the failed refresh: %s", err);
-    if (stale && res.kind == OAUTH_INVALID_GRANT) {
-        /* the refresh token was replaced while we called: this rejection says nothing about the
-         * integration; claim again and find the new token */
-        log_info (e->id, NULL, "invalid_grant was for a superseded refresh token; claiming again");
-        refresh_set_state (r, REFRESH_CLAIMING);
-        r->known_generation = r->expected_generation;
-        r->forced = 0;
-        oauth_result_clear (&res);
-        refresh_claim_soon (r);
-        return;
-    }
-    if (new_status && !stale)
-        cache_set_status (e, cache_status_from_text (new_status));
     if (st == FR_NEEDS_RECONNECT && !hint)
         hint = "the provider no longer accepts the stored refresh token (revoked, expired, or used twice): "
                "disconnect the integration, then connect it again";
-    refresh_finish_error (w, r, st, message, hint, st == FR_PROVIDER_UNAVAILABLE ? res.retry_after : -1);
+    refresh_record_failure (w, r, outcome, new_status, st, message, hint,
+                            st == FR_PROVIDER_UNAVAILABLE ? res.retry_after : -1, res.kind == OAUTH_INVALID_GRANT);
     oauth_result_clear (&res);
 }
 

@@ -6,9 +6,10 @@
 
 /* A refresh's states. It starts CLAIMING and ends (its waiters answered, its memory freed) from
  * any state; between, only these moves are legal:
- *   CLAIMING   -> CLAIMING (claim again: lease busy, row locked), CALLING (lease taken)
- *   CALLING    -> ANSWERED (new tokens sealed and journaled), CLAIMING (invalid_grant for a
- *                 superseded refresh token: find the new one)
+ *   CLAIMING   -> CLAIMING (claim again: lease busy, row locked), CALLING (lease taken),
+ *                 RECORDING (lease taken, but the call could not be made)
+ *   CALLING    -> ANSWERED (new tokens sealed and journaled), RECORDING (the provider refused)
+ *   RECORDING  -> CLAIMING (the invalid_grant was for a superseded refresh token: find the new one)
  *   ANSWERED   -> COMMITTING (the commit failed: retried later)
  *   COMMITTING -> COMMITTING (failed again) */
 typedef enum {
@@ -16,6 +17,7 @@ typedef enum {
     REFRESH_CALLING,                 /* provider call in flight */
     REFRESH_ANSWERED,                /* new tokens sealed (and journaled): sync, then commit, this turn */
     REFRESH_COMMITTING,              /* commit failed; retrying at due_ms, tokens in the journal */
+    REFRESH_RECORDING,               /* a failed attempt being recorded; answered after */
 } refresh_state_t;
 
 /* 1 when a refresh may move from one state to the other. */

@@ -4,6 +4,7 @@
  * with no transaction open, and the commit is a compare-and-set on the generation. */
 #include "store_internal.h"
 #include "clock.h"
+#include "ident.h"
 #include "log.h"
 #include "mem.h"
 #include "schema.h"
@@ -1361,21 +1362,41 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
     return st;
 }
 
-fr_status_t
-store_record_failure (store_t *s, const char *id, int64_t expected_generation, const char *lease_token,
-                      const char *outcome, const char *new_status, const char *error_code,
-                      const char *error_message, const char *fingerprint, int *stale,
-                      char *err, size_t errlen)
+typedef struct {
+    store_failure_fn *fn;
+    void *arg;
+    char id [IDENT_MAX + 1];
+} failure_ctx_t;
+
+static void
+failure_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
+    failure_ctx_t *c = arg;
+    char why [256];
+    int stale = 0;
+    if (st == FR_OK && (n != 1 || PQntuples (results [0]) == 0)) {
+        st = store_not_found (c->id, why, sizeof why);
+        err = why;
+    }
+    else
+    if (st == FR_OK)
+        stale = strcmp (PQgetvalue (results [0], 0, 0), "t") != 0;
+    c->fn (c->arg, st, stale, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_fn *fn, void *arg, char *err,
+                            size_t errlen)
+{
     char gen [32];
-    snprintf (gen, sizeof gen, "%" PRId64, expected_generation);
+    snprintf (gen, sizeof gen, "%" PRId64, f->expected_generation);
     /* The status and last error change only when the failure is about the current generation:
      * an invalid_grant for a refresh token someone already replaced says nothing of the new one.
      * The lease is released only if it is still this refresh's (owner and token). */
-    const char *values [] = { id, gen, lease_token && *lease_token ? lease_token : NULL, new_status, error_code,
-                              error_message, s->worker_id, outcome, fingerprint };
-    PGresult *res = store_run (s,
+    const char *values [] = { f->id, gen, f->lease_token && *f->lease_token ? f->lease_token : NULL, f->new_status,
+                              f->error_code, f->error_message, s->worker_id, f->outcome, f->fingerprint };
+    store_stmt_t stmt = {
         "WITH cur AS (SELECT generation = $2::bigint AS current,"
         "               (lease_owner = $7 AND lease_token = $3::uuid) IS TRUE AS mine"
         "             FROM integrations WHERE id = $1 FOR UPDATE),"
@@ -1394,26 +1415,45 @@ store_record_failure (store_t *s, const char *id, int64_t expected_generation, c
         "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
         "  SELECT $1, u.generation, $7, $8, $9, $6 FROM u RETURNING generation)"
         "SELECT u.current, pg_notify('" STORE_NOTIFY_CHANNEL "', $7 || ' ' || $1) FROM u, c",
-        9, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 0)
-        st = store_not_found (id, err, errlen);
-    else
-        *stale = strcmp (PQgetvalue (res, 0, 0), "t") != 0;
-    PQclear (res);
+        9, values, NULL, NULL };
+    failure_ctx_t *c = mem_alloc (sizeof *c);
+    c->fn = fn;
+    c->arg = arg;
+    snprintf (c->id, sizeof c->id, "%s", f->id);
+    fr_status_t st = store_batch_start (s, &stmt, 1, failure_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
     return st;
 }
 
-fr_status_t
-store_release_lease (store_t *s, const char *id, const char *lease_token, char *err, size_t errlen)
+typedef struct {
+    store_done_fn *fn;
+    void *arg;
+} release_ctx_t;
+
+static void
+released (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
+    release_ctx_t *c = arg;
+    (void) results;
+    (void) n;
+    c->fn (c->arg, st, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn, void *arg,
+                           char *err, size_t errlen)
+{
     const char *values [] = { id, s->worker_id, lease_token };
-    PGresult *res = store_run (s, "UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
-                                  " WHERE id = $1 AND lease_owner = $2 AND lease_token = $3::uuid",
-                               3, values, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
-    PQclear (res);
+    store_stmt_t stmt = { "UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+                          " WHERE id = $1 AND lease_owner = $2 AND lease_token = $3::uuid RETURNING id",
+                          3, values, NULL, NULL };
+    release_ctx_t *c = mem_alloc (sizeof *c);
+    *c = (release_ctx_t) { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, released, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
     return st;
 }
 

@@ -178,14 +178,33 @@ typedef void (store_commits_fn) (void *arg, fr_status_t st, const int *committed
 fr_status_t store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, store_commits_fn *commits_done,
                               void *commits_arg, store_claim_req_t *reqs, size_t nq, int64_t lease_ms,
                               store_claims_fn *claims_done, void *claims_arg, char *err, size_t errlen) FR_MUSTCHECK;
-/* Records a failed attempt: a chain row, last_error, the lease released; new_status (may be NULL)
- * is applied only if the generation is still the expected one (*stale set otherwise). */
-fr_status_t store_record_failure (store_t *s, const char *id, int64_t expected_generation, const char *lease_token,
-                                  const char *outcome, const char *new_status, const char *error_code,
-                                  const char *error_message, const char *fingerprint, int *stale,
-                                  char *err, size_t errlen) FR_MUSTCHECK;
-/* Gives a lease back without a chain row (the call it was taken for never went out). */
-fr_status_t store_release_lease (store_t *s, const char *id, const char *lease_token, char *err, size_t errlen) FR_MUSTCHECK;
+/* The end of a batch that returns nothing: FR_OK, or its failure (nothing of it committed). */
+typedef void (store_done_fn) (void *arg, fr_status_t st, const char *err);
+
+/* A failed attempt to record: a chain row (outcome, fingerprint may be NULL), last_error, the
+ * lease released; new_status (may be NULL) is applied only if the generation is still the
+ * expected one. */
+typedef struct {
+    const char *id;
+    int64_t expected_generation;
+    const char *lease_token;
+    const char *outcome;
+    const char *new_status;
+    const char *error_code;
+    const char *error_message;
+    const char *fingerprint;
+} store_failure_t;
+/* The record's end: stale when the generation had moved on (nothing of the integration's status
+ * changed), FR_NOT_FOUND when the integration is gone, or the batch's failure. */
+typedef void (store_failure_fn) (void *arg, fr_status_t st, int stale, const char *err);
+/* Records it as a batch the loop does not wait for (the caller checks store_batch_busy; f's
+ * values are copied when this returns). */
+fr_status_t store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_fn *fn, void *arg,
+                                        char *err, size_t errlen) FR_MUSTCHECK;
+/* Gives a lease back untouched, if it is still this worker's with this token; a batch the loop
+ * does not wait for. */
+fr_status_t store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn,
+                                       void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 /* At start, after the journal's replay: leases this worker id still holds belong to a dead
  * incarnation of it, whose refreshes were interrupted. Records each ("interrupted" chain row),
  * frees the lease rather than make the integration wait for expiry, and returns the ids and

@@ -16,8 +16,6 @@ typedef struct store_extra {
 
 void store_extra_clear (store_extra_t *x);
 
-/* The end of a batch that returns nothing: FR_OK, or its failure (nothing of it committed). */
-typedef void (store_done_fn) (void *arg, fr_status_t st, const char *err);
 /* The integration as a batch's writes left it: the row and its columns (the callee's to read,
  * freed after it returns), FR_NOT_FOUND for an unknown id, or the batch's failure. */
 typedef void (store_row_fn) (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x,

@@ -197,6 +197,18 @@ wait_refreshed (const char *id)
     assert_true (c >= 1);
 }
 
+/* Waits up to 5 s for a count to reach want; returns the last count. */
+static long long
+wait_count (const char *sql, long long want)
+{
+    long long c = harness_sql_int (h, sql);
+    for (int i = 0; i < 50 && c < want; i++) {
+        usleep (100000);
+        c = harness_sql_int (h, sql);
+    }
+    return c;
+}
+
 /* Every process of the test's cluster, as the database itself lists them (the postmaster too, so
  * that no new connection is answered either), but the harness's own session. */
 static int
@@ -276,9 +288,22 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     snprintf (failing_url, sizeof failing_url, "http://127.0.0.1:9/callback?code=forged&state=%s",
               json_string_value (json_object_get (started, "state")));
     json_decref (started);
+    /* and a refresh the provider refuses (503) during it: the failure's record meets the frozen
+     * server */
+    char *rt9 = itest_grant (h, "fakegoogle", NULL);
+    assert_int_equal (itest_import (h, "stall9:g", "fakegoogle", rt9), 0);
+    free (rt9);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", 300));
+    itest_fault (h, "fakegoogle", "status", 1, 503, -1, -1);
     pid_t failing = fork ();
     if (failing == 0) {
         json_t *r = harness_ctl (h, &rc, "callback", "--url", failing_url, "--timeout", "6", NULL);
+        json_decref (r);
+        _exit (0);
+    }
+    pid_t refused = fork ();
+    if (refused == 0) {
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "stall9:g", "--timeout", "6", NULL);
         json_decref (r);
         _exit (0);
     }
@@ -381,6 +406,8 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (reports, &status, 0), reports);
     assert_int_equal (waitpid (doctors, &status, 0), doctors);
     assert_int_equal (waitpid (failing, &status, 0), failing);
+    assert_int_equal (waitpid (refused, &status, 0), refused);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", 0));
     free (rt4);
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", served, late,
              (long long) slowest);
@@ -391,9 +418,11 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     /* the rotated token the provider issued during the stall is committed once the server is back */
     wait_refreshed ("stall2:box");
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
-    /* the failed callback is recorded, tried again once the server is back */
-    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM pending_authorizations WHERE integration_id ="
-                                          " 'stall8:box' AND outcome IS NOT NULL"), 1);
+    /* the failed callback and the refused refresh are recorded, tried again once the server is back */
+    assert_int_equal (wait_count ("SELECT count(*) FROM pending_authorizations WHERE integration_id ="
+                                  " 'stall8:box' AND outcome IS NOT NULL", 1), 1);
+    assert_int_equal (wait_count ("SELECT count(*) FROM token_chain WHERE integration_id = 'stall9:g'"
+                                  " AND outcome = 'transient'", 1), 1);
     /* and the worker is back on the database afterwards, on both connections: a forced refresh
      * (a batch) and the chain's history (a statement of the main connection) go through */
     int refreshed = 0, history = 0, disconnected = 0;

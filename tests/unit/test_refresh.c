@@ -11,21 +11,24 @@ static void
 test_every_transition (void **state)
 {
     (void) state;
-    enum { C = REFRESH_CLAIMING, K = REFRESH_CALLING, A = REFRESH_ANSWERED, M = REFRESH_COMMITTING };
+    enum { C = REFRESH_CLAIMING, K = REFRESH_CALLING, A = REFRESH_ANSWERED, M = REFRESH_COMMITTING,
+           R = REFRESH_RECORDING };
     /* allowed [from][to] */
-    static const int allowed [4][4] = {
-        /*            C  K  A  M */
-        /* C */     { 1, 1, 0, 0 },   /* claim again; lease taken */
-        /* K */     { 1, 0, 1, 0 },   /* superseded token: claim again; answered */
-        /* A */     { 0, 0, 0, 1 },   /* only a failed commit keeps it alive */
-        /* M */     { 0, 0, 0, 1 },   /* retried until committed */
+    static const int allowed [5][5] = {
+        /*            C  K  A  M  R */
+        /* C */     { 1, 1, 0, 0, 1 },   /* claim again; lease taken; no call possible: recorded */
+        /* K */     { 0, 0, 1, 0, 1 },   /* answered; refused, recorded before anyone is told */
+        /* A */     { 0, 0, 0, 1, 0 },   /* only a failed commit keeps it alive */
+        /* M */     { 0, 0, 0, 1, 0 },   /* retried until committed */
+        /* R */     { 1, 0, 0, 0, 0 },   /* the rejected token was superseded: claim again */
     };
-    const int states [4] = { C, K, A, M };
-    for (int f = 0; f < 4; f++)
-        for (int t = 0; t < 4; t++)
+    const int states [5] = { C, K, A, M, R };
+    for (int f = 0; f < 5; f++)
+        for (int t = 0; t < 5; t++)
             assert_int_equal (refresh_transition_allowed ((refresh_state_t) states [f], (refresh_state_t) states [t]),
                               allowed [f][t]);
     assert_string_equal (refresh_state_name (REFRESH_COMMITTING), "committing");
+    assert_string_equal (refresh_state_name (REFRESH_RECORDING), "recording");
 }
 
 int
