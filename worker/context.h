@@ -72,7 +72,7 @@ typedef struct job {
     int64_t  min_valid;             /* seconds, for token */
     int      forced;                /* refresh: whatever the token's remaining life */
     char     op [16];               /* for metrics */
-    int      reloaded;              /* parked for its integration's row and going on now (loads.c) */
+    int      reloaded;              /* times parked for its integration's row, and gone on from it (loads.c) */
 } job_t;
 
 typedef struct link link_t;

@@ -64,7 +64,8 @@ struct refresh {
     int in_db;                       /* its claim or its commit is in the database batch in flight */
     int claim_resent;                /* its claim was lost with the batch connection and sent again */
     int commit_resent;               /* the same for its commit */
-    struct failure_record *recording;    /* RECORDING: the record it waits for */
+    refresh_t **queued;              /* RECORDING, CONFLICTED: where its work queued for a connection
+                                      * (dbwait.c) points back at it; cleared if it is freed first */
 };
 
 /* A failed attempt on its way to the database (a batch queued in dbwait.c); the refresh waits for
@@ -75,8 +76,8 @@ struct refresh {
 #define RECORD_WAIT_MS 30000          /* a waited-for record is started even on a connection that is down */
 
 typedef struct failure_record {
-    worker_t *w;
     refresh_t *r;                    /* the refresh waiting for it, or NULL */
+    worker_t *w;
     char id [IDENT_MAX + 1];
     int64_t expected_generation;
     char lease_token [STORE_LEASE_LEN + 1];
@@ -99,9 +100,10 @@ refresh_transition_allowed (refresh_state_t from, refresh_state_t to)
     switch (from) {
         case REFRESH_CLAIMING:   return to == REFRESH_CLAIMING || to == REFRESH_CALLING || to == REFRESH_RECORDING;
         case REFRESH_CALLING:    return to == REFRESH_ANSWERED || to == REFRESH_RECORDING;
-        case REFRESH_ANSWERED:   return to == REFRESH_COMMITTING;
-        case REFRESH_COMMITTING: return to == REFRESH_COMMITTING;
+        case REFRESH_ANSWERED:   return to == REFRESH_COMMITTING || to == REFRESH_CONFLICTED;
+        case REFRESH_COMMITTING: return to == REFRESH_COMMITTING || to == REFRESH_CONFLICTED;
         case REFRESH_RECORDING:  return to == REFRESH_CLAIMING;
+        case REFRESH_CONFLICTED: return 0;
     }
     return 0;
 }
@@ -115,6 +117,7 @@ refresh_state_name (refresh_state_t s)
         case REFRESH_ANSWERED:   return "answered";
         case REFRESH_COMMITTING: return "committing";
         case REFRESH_RECORDING:  return "recording";
+        case REFRESH_CONFLICTED: return "conflicted";
     }
     return "?";
 }
@@ -157,8 +160,8 @@ refresh_free (worker_t *w, refresh_t *r)
         pp = &(*pp)->next;
     if (*pp)
         *pp = r->next;
-    if (r->recording)
-        r->recording->r = NULL;          /* the record goes on without it */
+    if (r->queued)
+        *r->queued = NULL;               /* the queued work goes on without it */
     while (r->waiters) {
         job_t *j = r->waiters;
         r->waiters = j->next;
@@ -328,18 +331,6 @@ refresh_cache_row (worker_t *w, const char *id, const store_row_t *row, fr_statu
 }
 
 cache_entry_t *
-refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen)
-{
-    store_row_t row;
-    *st = store_load (w->store, id, &row, err, errlen);
-    if (*st != FR_OK)
-        return NULL;
-    cache_entry_t *e = refresh_cache_row (w, id, &row, st, err, errlen);
-    store_row_clear (&row);
-    return e;
-}
-
-cache_entry_t *
 refresh_loaded (worker_t *w, const char *id, const store_row_t *row, fr_status_t *st, char *err, size_t errlen)
 {
     cache_entry_t *e = cache_get (w->cache, id);
@@ -378,7 +369,7 @@ static void
 record_settle (worker_t *w, refresh_t *r, failure_record_t *rec, int stale)
 {
     cache_entry_t *e = r->entry;
-    r->recording = NULL;
+    r->queued = NULL;
     if (stale && rec->superseded_claims) {
         /* the refresh token was replaced while we called: this rejection says nothing about the
          * integration; claim again and find the new token */
@@ -452,7 +443,7 @@ refresh_record_failure (worker_t *w, refresh_t *r, const char *outcome, const ch
     rec->retry_after = retry_after;
     rec->superseded_claims = superseded_claims;
     rec->r = r;
-    r->recording = rec;
+    r->queued = &rec->r;
     refresh_set_state (r, REFRESH_RECORDING);
     dbwait_add (w, record_start, rec, clock_mono_ms () + RECORD_WAIT_MS);
 }
@@ -631,63 +622,21 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
                (long long) r->expected_generation);
 }
 
-/* Step 4: the compare-and-set commit. Returns 1 when settled (committed or conflict), 0 to retry.
- * Every failure other than a conflict is retried: a read-only server after a failover, a full
- * disk, a lock or statement timeout, a deadlock all pass, and the provider has already spent the
- * refresh token these tokens replaced. */
-static void refresh_committed (worker_t *w, refresh_t *r, int conflict);
+/* Step 4: the compare-and-set commit, in the turn's batch (refresh_send_batch), or alone when it
+ * is retried (refresh_send_alone). Every failure other than a lost compare-and-set is retried: a
+ * read-only server after a failover, a full disk, a lock or statement timeout, a deadlock all
+ * pass, and the provider has already spent the refresh token these tokens replaced. */
 
-static int
-refresh_commit (worker_t *w, refresh_t *r)
-{
-    cache_entry_t *e = r->entry;
-    char err [512];
-    int conflict = 0;
-    fr_status_t st = store_commit_refresh (w->store, &r->commit, &conflict, err, sizeof err);
-    if (st != FR_OK) {
-        r->commit_failures++;
-        if (st == FR_DATABASE_UNAVAILABLE)
-            log_warning (e->id, NULL, "could not commit the refresh (attempt %u), will retry: %s", r->commit_failures, err);
-        else
-            log_error (e->id, NULL, "could not commit the refresh (attempt %u), will retry: %s", r->commit_failures, err);
-        return 0;
-    }
-    refresh_committed (w, r, conflict);
-    return 1;
-}
-
-/* The commit is settled: stored (or lost to a concurrent change, conflict): answer everyone. */
+/* The commit is stored: answer everyone. */
 static void
-refresh_committed (worker_t *w, refresh_t *r, int conflict)
+refresh_committed (worker_t *w, refresh_t *r)
 {
     cache_entry_t *e = r->entry;
-    char err [512];
-    fr_status_t st;
     if (r->journal_seq > 0)
         journal_done (w->journal, r->journal_seq);
     r->journal_seq = 0;
     if (r->answered_us)
         metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
-    if (conflict) {
-        /* someone committed first: serve what is stored now */
-        store_row_t row;
-        log_warning (e->id, NULL, "refresh of generation %lld lost to a concurrent change; using the stored tokens",
-                     (long long) r->expected_generation);
-        st = store_load (w->store, e->id, &row, err, sizeof err);
-        if (st == FR_OK) {
-            st = refresh_adopt_row (w, e, &row, err, sizeof err);
-            store_row_clear (&row);
-        }
-        if (st != FR_OK)
-            refresh_finish_error (w, r, st, err, NULL, -1);
-        else
-        if (e->status != INTEG_ACTIVE)
-            refresh_finish_error (w, r, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
-                                  "the integration changed while it was being refreshed", NULL, -1);
-        else
-            refresh_finish_ok (w, r);
-        return;
-    }
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
     e->refreshed_ms = clock_mono_ms ();
     e->lifetime_s = (int32_t) r->commit.access_lifetime_s;
@@ -700,6 +649,74 @@ refresh_committed (worker_t *w, refresh_t *r, int conflict)
               (long long) e->generation, r->commit.rotated ? "rotated" : "kept",
               r->commit_failures ? " (committed after the database came back)" : "");
     refresh_finish_ok (w, r);
+}
+
+/* A conflict being recorded and the stored row read (dbwait.c, then one batch). */
+typedef struct {
+    refresh_t *r;                    /* cleared if the refresh is freed first */
+    worker_t *w;
+} conflict_wait_t;
+
+static void
+conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *err)
+{
+    conflict_wait_t *cw = arg;
+    refresh_t *r = cw->r;
+    char why [512];
+    mem_free (cw);
+    if (!r)
+        return;
+    r->queued = NULL;
+    cache_entry_t *e = r->entry;
+    if (st == FR_OK && (st = refresh_adopt_row (r->w, e, row, why, sizeof why)) != FR_OK)
+        err = why;
+    if (st != FR_OK)
+        refresh_finish_error (r->w, r, st, err, NULL, -1);
+    else
+    if (e->status != INTEG_ACTIVE)
+        refresh_finish_error (r->w, r, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
+                              "the integration changed while it was being refreshed", NULL, -1);
+    else
+        refresh_finish_ok (r->w, r);
+}
+
+static void
+conflict_start (worker_t *w, store_t *store, void *arg)
+{
+    conflict_wait_t *cw = arg;
+    char err [256];
+    fr_status_t st;
+    (void) w;
+    if (!store) {
+        conflict_read (cw, FR_UNAVAILABLE, NULL, "the worker stopped before the stored tokens were read");
+        return;
+    }
+    if (!cw->r) {
+        mem_free (cw);
+        return;
+    }
+    if ((st = store_conflict_start (store, &cw->r->commit, conflict_read, cw, err, sizeof err)) != FR_OK)
+        conflict_read (cw, st, NULL, err);
+}
+
+/* The compare-and-set was lost: someone committed first (or this very commit, before a connection
+ * was lost and it was sent again). Its tokens are not stored; the stored ones are served. */
+static void
+refresh_conflicted (worker_t *w, refresh_t *r)
+{
+    if (r->journal_seq > 0)
+        journal_done (w->journal, r->journal_seq);
+    r->journal_seq = 0;
+    if (r->answered_us)
+        metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
+    log_warning (r->entry->id, NULL, "refresh of generation %lld lost to a concurrent change; using the stored tokens",
+                 (long long) r->expected_generation);
+    conflict_wait_t *cw = mem_alloc (sizeof *cw);
+    cw->r = r;
+    cw->w = w;
+    r->queued = &cw->r;
+    refresh_set_state (r, REFRESH_CONFLICTED);
+    dbwait_add (w, conflict_start, cw, clock_mono_ms () + RECORD_WAIT_MS);
 }
 
 /* Schedules the next commit attempt: 250 ms, doubling to 10 s. */
@@ -805,49 +822,90 @@ typedef struct {
     size_t n;
     int64_t sent_us;
     int second;                      /* sent on the batch connection (w->batches) */
+    int alone;                       /* one commit retried on its own (refresh_send_alone) */
 } commit_batch_t;
-
-/* Settles one refresh whose commit did not go through the batch, or lost there: alone, so a lost
- * compare-and-set is recorded as a conflict and a failure is this refresh's own. */
-static void
-refresh_commit_alone (worker_t *w, refresh_t *r)
-{
-    if (!refresh_commit (w, r)) {
-        refresh_commit_later (r, clock_mono_ms ());
-        /* callers are told now; the tokens stay in memory and in the journal until committed */
-        refresh_commit_failed (w, r);
-    }
-}
 
 static void
 on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const char *err)
 {
     commit_batch_t *cb = arg;
     worker_t *w = cb->w;
+    int64_t now = clock_mono_ms ();
     metrics_observe (w->m.db_batch, (double) (clock_mono_us () - cb->sent_us) / 1e6);
     for (size_t i = 0; i < n; i++)
         cb->rs [i]->in_db = 0;
     /* lost with the batch connection (dropped, or a server that stopped answering): once more in
-     * the next batch, on whichever connection is up, rather than alone on the main connection
-     * at once, which would hold the loop for a statement deadline if the server is stalled. A
-     * commit the server made before the loss loses its compare-and-set the second time and is
-     * settled as a conflict, serving the stored tokens: its own. */
-    int resend = st != FR_OK && cb->second && !store_connected (w->batches);
-    if (st != FR_OK)
+     * the next batch, on whichever connection is up. A commit the server made before the loss
+     * loses its compare-and-set the second time and is settled as a conflict, serving the stored
+     * tokens: its own. Any other failure of a group: each is tried alone, at once, so that one
+     * commit the server refuses is that refresh's failure only. */
+    int resend = st != FR_OK && !cb->alone && cb->second && !store_connected (w->batches);
+    if (st != FR_OK && !cb->alone)
         log_warning (NULL, NULL, "group commit of %zu refreshes failed, %s: %s", n,
                      resend ? "sending them again in the next batch" : "committing one by one", err);
+    else
+    if (st != FR_OK) {
+        refresh_t *r = cb->rs [0];
+        if (st == FR_DATABASE_UNAVAILABLE)
+            log_warning (r->entry->id, NULL, "could not commit the refresh (attempt %u), will retry: %s",
+                         r->commit_failures + 1, err);
+        else
+            log_error (r->entry->id, NULL, "could not commit the refresh (attempt %u), will retry: %s",
+                       r->commit_failures + 1, err);
+    }
     for (size_t i = 0; i < n; i++) {
         refresh_t *r = cb->rs [i];          /* settling one refresh frees only that one */
         if (st == FR_OK && committed [i])
-            refresh_committed (w, r, 0);
+            refresh_committed (w, r);
+        else
+        if (st == FR_OK)
+            refresh_conflicted (w, r);
         else
         if (resend && !r->commit_resent)
             r->commit_resent = 1;           /* still answered, not in the database: the next batch */
         else
-            refresh_commit_alone (w, r);
+        if (!cb->alone) {
+            refresh_set_state (r, REFRESH_COMMITTING);  /* alone, this turn; its waiters wait for that */
+            r->due_ms = now;
+        }
+        else {
+            r->commit_failures++;
+            /* callers are told now; the tokens stay in memory and in the journal until committed */
+            refresh_commit_failed (w, r);
+            refresh_commit_later (r, now);
+        }
     }
     mem_free (cb->rs);
     mem_free (cb);
+}
+
+/* A commit retried on its own batch, so that its failure is its own. */
+static void
+refresh_send_alone (worker_t *w, store_t *store, refresh_t *r)
+{
+    char err [256];
+    const store_commit_t *cs [1] = { &r->commit };
+    commit_batch_t *cm = mem_alloc (sizeof *cm);
+    cm->w = w;
+    cm->sent_us = clock_mono_us ();
+    cm->second = store == w->batches;
+    cm->alone = 1;
+    cm->n = 1;
+    cm->rs = mem_alloc (sizeof *cm->rs);
+    cm->rs [0] = r;
+    r->in_db = 1;
+    fr_status_t st = store_turn_start (store, cs, 1, on_commits, cm, NULL, 0, w->cfg.lease_ms, NULL, NULL,
+                                       err, sizeof err);
+    if (st != FR_OK) {
+        r->in_db = 0;
+        mem_free (cm->rs);
+        mem_free (cm);
+        r->commit_failures++;
+        log_warning (r->entry->id, NULL, "could not commit the refresh (attempt %u), will retry: %s",
+                     r->commit_failures, err);
+        refresh_commit_failed (w, r);
+        refresh_commit_later (r, clock_mono_ms ());
+    }
 }
 
 void
@@ -1049,13 +1107,18 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
                                        on_claims, cl, err, sizeof err);
     mem_free (cs);                          /* the batch keeps what each points to: the refreshes */
     if (st != FR_OK) {
-        /* not even sent (the database is unreachable): each commit is tried alone (and kept for
-         * its retries), each claim fails as it would have */
+        /* not even sent (the database is unreachable): each commit is kept for its retries (its
+         * callers told now), each claim fails as it would have */
         if (cm) {
-            for (size_t i = 0; i < cm->n; i++)
-                cm->rs [i]->in_db = 0;
-            for (size_t i = 0; i < cm->n; i++)
-                refresh_commit_alone (w, cm->rs [i]);
+            for (size_t i = 0; i < cm->n; i++) {
+                refresh_t *r = cm->rs [i];
+                r->in_db = 0;
+                r->commit_failures++;
+                refresh_commit_failed (w, r);
+                refresh_commit_later (r, clock_mono_ms ());
+            }
+            log_warning (NULL, NULL, "could not commit %zu refreshes (the batch was not sent), will retry: %s",
+                         cm->n, err);
             mem_free (cm->rs);
             mem_free (cm);
         }
@@ -1108,11 +1171,15 @@ refresh_tick (worker_t *w, int64_t now_ms)
                 due [ndue++] = r;        /* the rest wait for the next turn: due already */
         }
         else
-        if (r->state == REFRESH_COMMITTING && now_ms >= r->due_ms) {
-            if (!refresh_commit (w, r)) {
-                refresh_commit_failed (w, r);
-                refresh_commit_later (r, now_ms);
-            }
+        if (r->state == REFRESH_COMMITTING && !r->in_db && now_ms >= r->due_ms) {
+            /* a commit to retry goes before any claim, alone, on a connection that is up (with
+             * none up, it waits a retry interval; with both busy, the next answer wakes the loop) */
+            store_t *store = refresh_batch_store (w);
+            if (store && store_connected (store))
+                refresh_send_alone (w, store, r);
+            else
+            if (store)
+                r->due_ms = now_ms + COMMIT_RETRY_MS;
         }
         r = next;
     }
@@ -1126,10 +1193,11 @@ int64_t
 refresh_next_due (const worker_t *w)
 {
     int64_t due = -1;
-    /* claims due while a batch is in flight wait for its answer, which wakes the loop */
+    /* claims and commit retries due while a batch is in flight on each connection wait for an
+     * answer, which wakes the loop */
     int claims_wait = refresh_batch_store (w) == NULL;
     for (const refresh_t *r = w->refreshes; r; r = r->next)
-        if (claims_wait && r->state == REFRESH_CLAIMING)
+        if (claims_wait && (r->state == REFRESH_CLAIMING || r->state == REFRESH_COMMITTING))
             continue;
         else
         if ((r->state == REFRESH_CLAIMING || r->state == REFRESH_COMMITTING) && !r->in_db && (due < 0 || r->due_ms < due))

@@ -10,14 +10,16 @@
  *                 RECORDING (lease taken, but the call could not be made)
  *   CALLING    -> ANSWERED (new tokens sealed and journaled), RECORDING (the provider refused)
  *   RECORDING  -> CLAIMING (the invalid_grant was for a superseded refresh token: find the new one)
- *   ANSWERED   -> COMMITTING (the commit failed: retried later)
- *   COMMITTING -> COMMITTING (failed again) */
+ *   ANSWERED   -> COMMITTING (the commit failed: retried later), CONFLICTED (compare-and-set lost)
+ *   COMMITTING -> COMMITTING (failed again), CONFLICTED
+ * A refresh ends from CONFLICTED once the stored row is read. */
 typedef enum {
     REFRESH_CLAIMING,                /* waiting to claim (again) at due_ms */
     REFRESH_CALLING,                 /* provider call in flight */
     REFRESH_ANSWERED,                /* new tokens sealed (and journaled): sync, then commit, this turn */
     REFRESH_COMMITTING,              /* commit failed; retrying at due_ms, tokens in the journal */
     REFRESH_RECORDING,               /* a failed attempt being recorded; answered after */
+    REFRESH_CONFLICTED,              /* compare-and-set lost: recording it and reading the stored row */
 } refresh_state_t;
 
 /* 1 when a refresh may move from one state to the other. */
@@ -34,11 +36,9 @@ void refresh_join (worker_t *w, cache_entry_t *e, const job_t *job);
 void refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int forced);
 /* The sweep's sweep_start_fn (arg: the worker): a background refresh of one candidate. */
 int refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
-/* Reads an integration from the database into the cache (replacing a stale entry); NULL with
- * *st and err set when it cannot (not_found, database_unavailable, a key problem). */
-cache_entry_t *refresh_load (worker_t *w, const char *id, fr_status_t *st, char *err, size_t errlen);
-/* The same for a row read without the loop waiting (loads.c): the entry, unless one is cached
- * already (taken in by a request parked on the same row before this one). */
+/* Takes a row read without the loop waiting (loads.c) into the cache (replacing a stale entry):
+ * the entry, unless one is cached already (taken in by a request parked on the same row before
+ * this one); NULL with *st and err set when it cannot (a key problem). */
 cache_entry_t *refresh_loaded (worker_t *w, const char *id, const store_row_t *row, fr_status_t *st, char *err,
                                size_t errlen);
 /* Right after the loop handed curl's finished transfers to their callbacks: syncs the journal

@@ -28,6 +28,7 @@
 #define MAX_IMPORT_SCOPES 256       /* a grant imported as it is: providers such as Google grant many */
 #define MAX_MIN_VALID   86400
 #define MAX_HISTORY     1000
+#define MAX_RELOADS     3           /* reads of a row that keeps changing before the request gives up */
 #define FRESH_ENOUGH_MS 10000       /* a token this young is not refreshed again for a min_valid it can never meet */
 
 static void op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, int forced);
@@ -47,7 +48,7 @@ token_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *i
         reply_store_error (w, job, st, err);
         return;
     }
-    job->reloaded = 1;
+    job->reloaded++;
     op_token (w, job, root, id, forced);
 }
 
@@ -61,20 +62,14 @@ entry_for (worker_t *w, const job_t *job, const msgpack_object *root, const char
         return e;
     if (e && e->refresh)
         return e;        /* stale but busy: the refresh in flight reloads it */
-    if (!job->reloaded) {
+    if (job->reloaded < MAX_RELOADS) {
+        /* not read yet, or read a moment ago and dropped since: read (again) */
         loads_park (w, job, root, id, token_loaded, forced, 0);
         return NULL;
     }
-    /* read a moment ago and dropped since: read again, now */
-    char err [512];
-    fr_status_t st;
-    e = refresh_load (w, id, &st, err, sizeof err);
-    if (!e) {
-        if (st != FR_NOT_FOUND && st != FR_DATABASE_UNAVAILABLE)
-            log_error (id, job->rid, "could not load the integration: %s", err);
-        reply_store_error (w, job, st, err);
-    }
-    return e;
+    reply_error (w, job, FR_UNAVAILABLE, "the integration changed each time it was read",
+                 "retry; if it lasts, look for a client changing this integration in a loop", 1);
+    return NULL;
 }
 
 /* Compares a caller's token with ours without an early exit on the first difference. */

@@ -1223,21 +1223,66 @@ commit_params (store_t *s, const store_commit_t *c, commit_params_t *p)
 }
 
 /* A lost compare-and-set: a "conflict" chain row, and the lease released if it is still ours. */
+#define CONFLICT_SQL \
+    "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL" \
+    "  WHERE id = $1 AND lease_owner = $2 AND lease_token = $5::uuid RETURNING id)" \
+    "INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
+    " SELECT id, generation, $2, 'conflict', $3, $4::boolean," \
+    "  'another refresh, import or status change committed first; this result was not stored'" \
+    " FROM integrations WHERE id = $1 RETURNING generation"
+
 static fr_status_t
 store_record_conflict (store_t *s, const store_commit_t *c, char *err, size_t errlen)
 {
     fr_status_t st;
     const char *v2 [] = { c->id, s->worker_id, c->refresh_fingerprint, c->rotated ? "true" : "false",
                           c->lease_token [0] ? c->lease_token : NULL };
-    PGresult *res = store_run (s,
-        "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
-        "  WHERE id = $1 AND lease_owner = $2 AND lease_token = $5::uuid RETURNING id)"
-        "INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)"
-        " SELECT id, generation, $2, 'conflict', $3, $4::boolean,"
-        "  'another refresh, import or status change committed first; this result was not stored'"
-        " FROM integrations WHERE id = $1",
-        5, v2, NULL, NULL, PGRES_COMMAND_OK, &st, err, errlen);
+    PGresult *res = store_run (s, CONFLICT_SQL, 5, v2, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
     PQclear (res);
+    return st;
+}
+
+typedef struct {
+    store_conflict_fn *fn;
+    void *arg;
+    char id [IDENT_MAX + 1];
+} conflict_ctx_t;
+
+static void
+conflict_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    conflict_ctx_t *c = arg;
+    store_row_t row;
+    char why [256];
+    memset (&row, 0, sizeof row);
+    if (st == FR_OK && (n != 2 || PQntuples (results [1]) != 1)) {
+        st = store_not_found (c->id, why, sizeof why);
+        err = why;
+    }
+    if (st == FR_OK)
+        store_fill_row (results [1], 0, &row);
+    c->fn (c->arg, st, st == FR_OK ? &row : NULL, st == FR_OK ? NULL : err);
+    store_row_clear (&row);
+    mem_free (c);
+}
+
+fr_status_t
+store_conflict_start (store_t *s, const store_commit_t *cm, store_conflict_fn *fn, void *arg, char *err,
+                      size_t errlen)
+{
+    const char *v2 [] = { cm->id, s->worker_id, cm->refresh_fingerprint, cm->rotated ? "true" : "false",
+                          cm->lease_token [0] ? cm->lease_token : NULL };
+    store_stmt_t stmts [] = {
+        { CONFLICT_SQL, 5, v2, NULL, NULL },
+        { "SELECT " STORE_ROW_COLUMNS " FROM integrations WHERE id = $1", 1, v2, NULL, NULL },
+    };
+    conflict_ctx_t *c = mem_alloc (sizeof *c);
+    c->fn = fn;
+    c->arg = arg;
+    snprintf (c->id, sizeof c->id, "%s", cm->id);
+    fr_status_t st = store_batch_start (s, stmts, 2, conflict_done, c, err, errlen);
+    if (st != FR_OK)
+        mem_free (c);
     return st;
 }
 

@@ -181,6 +181,14 @@ fr_status_t store_turn_start (store_t *s, const store_commit_t *const *commits, 
 /* The end of a batch that returns nothing: FR_OK, or its failure (nothing of it committed). */
 typedef void (store_done_fn) (void *arg, fr_status_t st, const char *err);
 
+/* A commit whose compare-and-set was lost (in a batch): its "conflict" chain row, the lease
+ * released if it is still ours, and the row as it now is, in one batch the loop does not wait
+ * for (the caller checks store_batch_busy). fn gets the row (the callee's to read), FR_NOT_FOUND,
+ * or the failure. */
+typedef void (store_conflict_fn) (void *arg, fr_status_t st, const store_row_t *row, const char *err);
+fr_status_t store_conflict_start (store_t *s, const store_commit_t *c, store_conflict_fn *fn, void *arg, char *err,
+                                  size_t errlen) FR_MUSTCHECK;
+
 /* A failed attempt to record: a chain row (outcome, fingerprint may be NULL), last_error, the
  * lease released; new_status (may be NULL) is applied only if the generation is still the
  * expected one. */

@@ -54,6 +54,23 @@ on_replay (void *arg, int64_t seq, const store_commit_t *c)
     }
 }
 
+/* The row of a refresh an earlier run left interrupted, read (loads.c): refreshed at once. */
+static void
+recover_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
+                const store_extra_t *x, fr_status_t st, const char *err, int flag)
+{
+    char why [512];
+    (void) job;
+    (void) root;
+    (void) x;
+    (void) flag;
+    cache_entry_t *e = st == FR_OK ? refresh_loaded (w, id, row, &st, why, sizeof why) : NULL;
+    if (!e)
+        log_warning (id, NULL, "could not recover the interrupted refresh: %s", st == FR_OK || !err ? why : err);
+    else
+        refresh_background (w, e, 0, 1);
+}
+
 /* Once per process, at the first database connection: what an earlier run of this worker left
  * behind. The journal is replayed first, while that run's leases still keep other workers away
  * from those integrations; only then are its leases released (and recorded as interrupted
@@ -87,12 +104,8 @@ worker_startup_db (worker_t *w)
          * for a short while: refresh now to recover the chain inside it */
         const catalog_provider_t *p = catalog_find (w->catalog, providers [i]);
         if (p && p->reuse_grace_seconds > 0) {
-            fr_status_t st;
-            cache_entry_t *e = refresh_load (w, ids [i], &st, err, sizeof err);
-            if (e) {
-                log_info (ids [i], NULL, "refreshing at once to recover the chain within %s's reuse grace", p->name);
-                refresh_background (w, e, 0, 1);
-            }
+            log_info (ids [i], NULL, "refreshing at once to recover the chain within %s's reuse grace", p->name);
+            loads_park (w, NULL, NULL, ids [i], recover_loaded, 0, 0);
         }
         mem_free (ids [i]);
         mem_free (providers [i]);

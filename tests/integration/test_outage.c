@@ -259,13 +259,6 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     rt = itest_grant (h, "fakebox", NULL);
     assert_int_equal (itest_import (h, "stall2:box", "fakebox", rt), 0);
     free (rt);
-    set_latency (300);
-    pid_t child = fork ();
-    if (child == 0) {
-        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "stall2:box", NULL);
-        json_decref (r);
-        _exit (rc);
-    }
     char *rt4 = itest_grant (h, "fakebox", NULL);    /* imported again and again during the stall */
     /* a connect started before the stall, whose callback comes during it */
     json_t *started = harness_ctl (h, &rc, "connect", "--integration", "stall6:box", "--provider", "fakebox",
@@ -300,6 +293,13 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         json_t *r = harness_ctl (h, &rc, "callback", "--url", failing_url, "--timeout", "6", NULL);
         json_decref (r);
         _exit (0);
+    }
+    set_latency (300);             /* its answer comes during the stall */
+    pid_t child = fork ();
+    if (child == 0) {
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "stall2:box", NULL);
+        json_decref (r);
+        _exit (rc);
     }
     pid_t refused = fork ();
     if (refused == 0) {

@@ -12,23 +12,25 @@ test_every_transition (void **state)
 {
     (void) state;
     enum { C = REFRESH_CLAIMING, K = REFRESH_CALLING, A = REFRESH_ANSWERED, M = REFRESH_COMMITTING,
-           R = REFRESH_RECORDING };
+           R = REFRESH_RECORDING, X = REFRESH_CONFLICTED };
     /* allowed [from][to] */
-    static const int allowed [5][5] = {
-        /*            C  K  A  M  R */
-        /* C */     { 1, 1, 0, 0, 1 },   /* claim again; lease taken; no call possible: recorded */
-        /* K */     { 0, 0, 1, 0, 1 },   /* answered; refused, recorded before anyone is told */
-        /* A */     { 0, 0, 0, 1, 0 },   /* only a failed commit keeps it alive */
-        /* M */     { 0, 0, 0, 1, 0 },   /* retried until committed */
-        /* R */     { 1, 0, 0, 0, 0 },   /* the rejected token was superseded: claim again */
+    static const int allowed [6][6] = {
+        /*            C  K  A  M  R  X */
+        /* C */     { 1, 1, 0, 0, 1, 0 },   /* claim again; lease taken; no call possible: recorded */
+        /* K */     { 0, 0, 1, 0, 1, 0 },   /* answered; refused, recorded before anyone is told */
+        /* A */     { 0, 0, 0, 1, 0, 1 },   /* a failed commit keeps it alive; a lost one reads the row */
+        /* M */     { 0, 0, 0, 1, 0, 1 },   /* retried until committed, or lost */
+        /* R */     { 1, 0, 0, 0, 0, 0 },   /* the rejected token was superseded: claim again */
+        /* X */     { 0, 0, 0, 0, 0, 0 },   /* ends once the stored row is read */
     };
-    const int states [5] = { C, K, A, M, R };
-    for (int f = 0; f < 5; f++)
-        for (int t = 0; t < 5; t++)
+    const int states [6] = { C, K, A, M, R, X };
+    for (int f = 0; f < 6; f++)
+        for (int t = 0; t < 6; t++)
             assert_int_equal (refresh_transition_allowed ((refresh_state_t) states [f], (refresh_state_t) states [t]),
                               allowed [f][t]);
     assert_string_equal (refresh_state_name (REFRESH_COMMITTING), "committing");
     assert_string_equal (refresh_state_name (REFRESH_RECORDING), "recording");
+    assert_string_equal (refresh_state_name (REFRESH_CONFLICTED), "conflicted");
 }
 
 int
