@@ -52,7 +52,8 @@ typedef struct {
 
 /* Reads only the root map's wanted keys, in one pass that allocates nothing: the body passes the
  * same checks as codec_decode and fails with the same status and reason; the values point into
- * data. A MAP value can be scanned again for its own keys. On failure every field is ABSENT. */
+ * data. A MAP value can be scanned again for its own keys. On failure every field is ABSENT.
+ * The keys asked for must differ: a repeated one is filled in its first field only. */
 fr_status_t codec_scan (const void *data, size_t len, codec_field_t *fields, size_t nfields,
                         char *err, size_t errlen) FR_MUSTCHECK;
 /* A scanned field read as codec_get_str, codec_get_int and codec_get_bool read a key: 1 when it
