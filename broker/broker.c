@@ -263,6 +263,16 @@ broker_send_client (broker_t *b, const void *client, size_t client_len, const ch
         log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
 }
 
+/* Forwards a worker's reply frame to a client as it was received (shared, not copied). */
+static void
+broker_forward_client (broker_t *b, const void *client, size_t client_len, zmq_msg_t *body)
+{
+    const void *parts [] = { client, "", CODEC_CLIENT_PROTOCOL };
+    size_t sizes [] = { client_len, 0, 4 };
+    if (frames_send_msg (b->frontend, parts, sizes, 3, body, ZMQ_DONTWAIT) != 0)
+        log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
+}
+
 /* Counts an answer the broker gave itself, by code. */
 static void
 broker_count_error (broker_t *b, fr_status_t st)
@@ -335,9 +345,10 @@ broker_route (broker_t *b, pending_t *p)
         unsigned char seq [8], rem [4];
         frames_put_u64 (seq, p->seq);
         frames_put_u32 (rem, (uint32_t) (remaining > UINT32_MAX ? UINT32_MAX : remaining));
-        const void *parts [] = { owner, CODEC_WORKER_PROTOCOL, "REQ", p->client, seq, rem, p->body };
-        size_t sizes [] = { strlen (owner), 4, 3, p->client_len, 8, 4, p->body_len };
-        if (frames_send (b->backend, parts, sizes, 7, ZMQ_DONTWAIT) == 0) {
+        /* the body as received, shared with the entry, not copied */
+        const void *parts [] = { owner, CODEC_WORKER_PROTOCOL, "REQ", p->client, seq, rem };
+        size_t sizes [] = { strlen (owner), 4, 3, p->client_len, 8, 4 };
+        if (frames_send_msg (b->backend, parts, sizes, 6, &p->body, ZMQ_DONTWAIT) == 0) {
             snprintf (p->worker, sizeof p->worker, "%s", owner);
             if (p->attempts++ > 0)
                 metrics_inc (b->m_redispatched);
@@ -608,17 +619,24 @@ broker_handle_client (broker_t *b)
         broker_reply_error (b, client, client_len, &rq, FR_OVERLOADED, err);
         goto out;
     }
-    pending_t *p = pending_add (b->pending, client, client_len, frames_data (&f, 3), frames_size (&f, 3),
-                                clock_mono_ms () + deadline);
-    memcpy (p->rid, rq.rid ? rq.rid : "", rq.rid_len);
+    /* rq's strings point into the body frame: copy them before it moves into the entry */
+    char rid_copy [65], integ_copy [129];
+    memcpy (rid_copy, rq.rid ? rq.rid : "", rq.rid_len);
+    if (rq.integ)
+        memcpy (integ_copy, rq.integ, rq.integ_len);
+    uint32_t partition = (uint32_t) (ring_hash (route, route_len) % registry_partitions (b->registry));
+    pending_t *p = pending_add (b->pending, client, client_len, &f.part [3], clock_mono_ms () + deadline);
+    memcpy (p->rid, rid_copy, rq.rid_len);
+    p->rid [rq.rid_len] = '\0';
     p->rid_len = rq.rid_len;
     if (rq.integ) {
-        memcpy (p->integration, rq.integ, rq.integ_len);
+        memcpy (p->integration, integ_copy, rq.integ_len);
+        p->integration [rq.integ_len] = '\0';
         p->has_integration = 1;
     }
     snprintf (p->client_name, sizeof p->client_name, "%s", rq.client_name);
     p->op = (int) rq.op;
-    p->partition = (uint32_t) (ring_hash (route, route_len) % registry_partitions (b->registry));
+    p->partition = partition;
     broker_route (b, p);
 out:
     frames_close (&f);
@@ -716,7 +734,7 @@ broker_handle_worker (broker_t *b)
             audit_record (b->audit, p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL,
                           strlen (p->integration), outcome, p->rid_len ? p->rid : NULL, p->rid_len);
         }
-        broker_send_client (b, p->client, p->client_len, frames_data (&f, 5), frames_size (&f, 5));
+        broker_forward_client (b, p->client, p->client_len, &f.part [5]);
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does */
