@@ -263,6 +263,16 @@ broker_send_client (broker_t *b, const void *client, size_t client_len, const ch
         log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
 }
 
+/* Forwards a worker's reply frame to a client as it was received (shared, not copied). */
+static void
+broker_forward_client (broker_t *b, const void *client, size_t client_len, zmq_msg_t *body)
+{
+    const void *parts [] = { client, "", CODEC_CLIENT_PROTOCOL };
+    size_t sizes [] = { client_len, 0, 4 };
+    if (frames_send_msg (b->frontend, parts, sizes, 3, body, ZMQ_DONTWAIT) != 0)
+        log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
+}
+
 /* Counts an answer the broker gave itself, by code. */
 static void
 broker_count_error (broker_t *b, fr_status_t st)
@@ -335,9 +345,10 @@ broker_route (broker_t *b, pending_t *p)
         unsigned char seq [8], rem [4];
         frames_put_u64 (seq, p->seq);
         frames_put_u32 (rem, (uint32_t) (remaining > UINT32_MAX ? UINT32_MAX : remaining));
-        const void *parts [] = { owner, CODEC_WORKER_PROTOCOL, "REQ", p->client, seq, rem, p->body };
-        size_t sizes [] = { strlen (owner), 4, 3, p->client_len, 8, 4, p->body_len };
-        if (frames_send (b->backend, parts, sizes, 7, ZMQ_DONTWAIT) == 0) {
+        /* the body as received, shared with the entry, not copied */
+        const void *parts [] = { owner, CODEC_WORKER_PROTOCOL, "REQ", p->client, seq, rem };
+        size_t sizes [] = { strlen (owner), 4, 3, p->client_len, 8, 4 };
+        if (frames_send_msg (b->backend, parts, sizes, 6, &p->body, ZMQ_DONTWAIT) == 0) {
             snprintf (p->worker, sizeof p->worker, "%s", owner);
             if (p->attempts++ > 0)
                 metrics_inc (b->m_redispatched);
@@ -459,12 +470,18 @@ broker_sender (broker_t *b, frames_t *f, keys_kind_t kind)
     return keys_name (b->keys, kind, key);
 }
 
+/* The keys of a request the broker routes by, read with codec_scan (the body is not decoded). */
+enum { REQ_RID, REQ_OP, REQ_DEADLINE, REQ_INTEGRATION, REQ__KEYS };
+
 static void
 broker_handle_client (broker_t *b)
 {
     frames_t f;
     char err [256];
-    codec_msg_t *msg = NULL;
+    codec_field_t fl [REQ__KEYS] = {
+        [REQ_RID] = { .key = "rid" }, [REQ_OP] = { .key = "op" },
+        [REQ_DEADLINE] = { .key = "deadline_ms" }, [REQ_INTEGRATION] = { .key = "integration" },
+    };
     if (frames_recv (b->frontend, &f, ZMQ_DONTWAIT) != 0)
         return;
     guard_account (b->front_guard, f.fd, f.bytes, f.total);
@@ -498,16 +515,19 @@ broker_handle_client (broker_t *b)
         broker_reply_error (b, client, client_len, &rq, FR_UNSUPPORTED_VERSION, "protocol tag is not \"FRL1\"");
         goto out;
     }
-    fr_status_t st = codec_decode (frames_data (&f, 3), frames_size (&f, 3), &msg, err, sizeof err);
+    const void *body = frames_data (&f, 3);
+    size_t body_len = frames_size (&f, 3);
+    fr_status_t st = codec_scan (body, body_len, fl, REQ__KEYS, err, sizeof err);
     if (st != FR_OK) {
         log_warning (NULL, NULL, "undecodable client request: %s", err);
         broker_reply_error (b, client, client_len, &rq, st, err);
         goto out;
     }
-    const msgpack_object *root = codec_msg_root (msg);
+    /* present, even as nil or another type: as codec_get found it before */
+    int has_integration = fl [REQ_INTEGRATION].kind != CODEC_ABSENT;
     const char *rid = NULL;
     size_t rid_len = 0;
-    int r = codec_get_str (root, "rid", &rid, &rid_len);
+    int r = codec_field_str (&fl [REQ_RID], &rid, &rid_len);
     if (r < 0 || (r == 1 && (rid_len == 0 || rid_len > 64))) {
         broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, "\"rid\" must be a string of 1 to 64 bytes");
         goto out;
@@ -518,7 +538,7 @@ broker_handle_client (broker_t *b)
     }
     const char *op;
     size_t op_len;
-    if (codec_get_str (root, "op", &op, &op_len) != 1) {
+    if (codec_field_str (&fl [REQ_OP], &op, &op_len) != 1) {
         broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, "\"op\" is required and must be a string");
         goto out;
     }
@@ -531,13 +551,13 @@ broker_handle_client (broker_t *b)
         goto out;
     }
     int64_t deadline = b->cfg.default_deadline_ms;
-    r = codec_get_int (root, "deadline_ms", &deadline);
+    r = codec_field_int (&fl [REQ_DEADLINE], &deadline);
     if (r < 0 || deadline < 1 || deadline > MAX_DEADLINE_MS) {
         snprintf (err, sizeof err, "\"deadline_ms\" must be an integer from 1 to %d", MAX_DEADLINE_MS);
         broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, err);
         goto out;
     }
-    if (rq.op == OP_PING && !codec_get (root, "integration")) {
+    if (rq.op == OP_PING && !has_integration) {
         /* any admitted client may ask whether the service is up; it learns no integration */
         broker_ping_reply (b, client, client_len, &rq);
         goto out;
@@ -545,22 +565,25 @@ broker_handle_client (broker_t *b)
     const char *route = NULL;     /* what the partition is computed from */
     size_t route_len = 0;
     const char *route_key = ops_route_key (rq.op);     /* callback and the gateway's token operations */
-    if (route_key && !codec_get (root, "integration")) {
-        /* a callback knows only its state: route by it (any worker can finish a connect) */
-        if (codec_get_str (root, route_key, &route, &route_len) != 1 || route_len == 0 || route_len > 256) {
+    if (route_key && !has_integration) {
+        /* a callback knows only its state: route by it (any worker can finish a connect); these
+         * operations are rare, so their key is read by a second scan of the checked body */
+        codec_field_t rk = { .key = route_key };
+        if (codec_scan (body, body_len, &rk, 1, err, sizeof err) != FR_OK
+        ||  codec_field_str (&rk, &route, &route_len) != 1 || route_len == 0 || route_len > 256) {
             snprintf (err, sizeof err, "\"%s\" must be a string of 1 to 256 bytes", route_key);
             broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, err);
             goto out;
         }
     }
     else
-    if (ops_is_deployment_wide (rq.op) && !codec_get (root, "integration")) {
+    if (ops_is_deployment_wide (rq.op) && !has_integration) {
         /* events and webhooks (worker/events.c): any worker serves them from the database */
         route = ops_name (rq.op);
         route_len = strlen (route);
     }
     else
-    if (codec_get_str (root, "integration", &rq.integ, &rq.integ_len) != 1 || !ident_valid (rq.integ, rq.integ_len)) {
+    if (codec_field_str (&fl [REQ_INTEGRATION], &rq.integ, &rq.integ_len) != 1 || !ident_valid (rq.integ, rq.integ_len)) {
         rq.integ = NULL;
         broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
@@ -596,20 +619,26 @@ broker_handle_client (broker_t *b)
         broker_reply_error (b, client, client_len, &rq, FR_OVERLOADED, err);
         goto out;
     }
-    pending_t *p = pending_add (b->pending, client, client_len, frames_data (&f, 3), frames_size (&f, 3),
-                                clock_mono_ms () + deadline);
-    memcpy (p->rid, rq.rid ? rq.rid : "", rq.rid_len);
+    /* rq's strings point into the body frame: copy them before it moves into the entry */
+    char rid_copy [65], integ_copy [129];
+    memcpy (rid_copy, rq.rid ? rq.rid : "", rq.rid_len);
+    if (rq.integ)
+        memcpy (integ_copy, rq.integ, rq.integ_len);
+    uint32_t partition = (uint32_t) (ring_hash (route, route_len) % registry_partitions (b->registry));
+    pending_t *p = pending_add (b->pending, client, client_len, &f.part [3], clock_mono_ms () + deadline);
+    memcpy (p->rid, rid_copy, rq.rid_len);
+    p->rid [rq.rid_len] = '\0';
     p->rid_len = rq.rid_len;
     if (rq.integ) {
-        memcpy (p->integration, rq.integ, rq.integ_len);
+        memcpy (p->integration, integ_copy, rq.integ_len);
+        p->integration [rq.integ_len] = '\0';
         p->has_integration = 1;
     }
     snprintf (p->client_name, sizeof p->client_name, "%s", rq.client_name);
     p->op = (int) rq.op;
-    p->partition = (uint32_t) (ring_hash (route, route_len) % registry_partitions (b->registry));
+    p->partition = partition;
     broker_route (b, p);
 out:
-    codec_msg_destroy (&msg);
     frames_close (&f);
 }
 
@@ -617,7 +646,8 @@ out:
 static void
 broker_outcome (frames_t *f, char *out, size_t outlen)
 {
-    codec_msg_t *msg = NULL;
+    codec_field_t fl [2] = { { .key = "ok" }, { .key = "error" } };
+    codec_field_t code = { .key = "code" };
     char err [64];
     snprintf (out, outlen, "unknown");
     if (f->total == 7 && frames_size (f, 6) > 0 && frames_size (f, 6) < outlen) {
@@ -630,17 +660,17 @@ broker_outcome (frames_t *f, char *out, size_t outlen)
         out [n] = '\0';
         return;
     }
-    if (codec_decode (frames_data (f, 5), frames_size (f, 5), &msg, err, sizeof err) == FR_OK) {
-        const msgpack_object *root = codec_msg_root (msg);
+    /* the reply is scanned, not decoded: "ok", then the "code" of the "error" map */
+    if (codec_scan (frames_data (f, 5), frames_size (f, 5), fl, 2, err, sizeof err) == FR_OK) {
         int ok = 0;
-        const char *code;
+        const char *s;
         size_t len;
-        if (codec_get_bool (root, "ok", &ok) == 1 && ok)
+        if (codec_field_bool (&fl [0], &ok) == 1 && ok)
             snprintf (out, outlen, "ok");
         else
-        if (codec_get_str (codec_get (root, "error"), "code", &code, &len) == 1)
-            snprintf (out, outlen, "%.*s", (int) (len < outlen - 1 ? len : outlen - 1), code);
-        codec_msg_destroy (&msg);
+        if (fl [1].kind == CODEC_MAP && codec_scan (fl [1].ptr, fl [1].len, &code, 1, err, sizeof err) == FR_OK
+        &&  codec_field_str (&code, &s, &len) == 1)
+            snprintf (out, outlen, "%.*s", (int) (len < outlen - 1 ? len : outlen - 1), s);
     }
 }
 
@@ -648,7 +678,6 @@ static void
 broker_handle_worker (broker_t *b)
 {
     frames_t f;
-    codec_msg_t *msg = NULL;
     char err [256];
     char worker [REGISTRY_MAX_WORKER_ID + 1];
     if (frames_recv (b->backend, &f, ZMQ_DONTWAIT) != 0)
@@ -705,7 +734,7 @@ broker_handle_worker (broker_t *b)
             audit_record (b->audit, p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL,
                           strlen (p->integration), outcome, p->rid_len ? p->rid : NULL, p->rid_len);
         }
-        broker_send_client (b, p->client, p->client_len, frames_data (&f, 5), frames_size (&f, 5));
+        broker_forward_client (b, p->client, p->client_len, &f.part [5]);
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does */
@@ -715,11 +744,12 @@ broker_handle_worker (broker_t *b)
     else
     if (frames_is (&f, 2, "HELLO") && f.total == 4) {
         int draining = 0;
-        if (codec_decode (frames_data (&f, 3), frames_size (&f, 3), &msg, err, sizeof err) != FR_OK) {
+        codec_field_t fd = { .key = "draining" };
+        if (codec_scan (frames_data (&f, 3), frames_size (&f, 3), &fd, 1, err, sizeof err) != FR_OK) {
             log_warning (NULL, NULL, "malformed HELLO from worker \"%s\": %s", worker, err);
             goto out;
         }
-        if (codec_get_bool (codec_msg_root (msg), "draining", &draining) < 0)
+        if (codec_field_bool (&fd, &draining) < 0)
             draining = 0;
         if (registry_seen (b->registry, worker, draining, clock_mono_ms ())) {
             b->waiting = 1;
@@ -739,7 +769,6 @@ broker_handle_worker (broker_t *b)
     else
         log_warning (NULL, NULL, "unknown command from worker \"%s\" (%d frames)", worker, f.total);
 out:
-    codec_msg_destroy (&msg);
     frames_close (&f);
 }
 

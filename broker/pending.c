@@ -1,5 +1,15 @@
 /* pending.c - a hash on the sequence number plus a list kept in deadline order.
- * Most requests carry similar deadlines, so inserting from the tail is nearly always O(1). */
+ * Most requests carry similar deadlines, so inserting from the tail is nearly always O(1).
+ *
+ * The request body is not copied: the entry keeps the frame ZeroMQ received, and the broker sends
+ * a zmq_msg_copy of it (the buffer is shared, by reference count, not copied), so the request can
+ * be sent again after a worker is lost. The body is therefore not wiped when the entry goes: the
+ * buffer is ZeroMQ's (it may be a slice of its receive buffer, or still referenced by a send in
+ * flight), and ZeroMQ never wiped its own copies of any body (the receive buffer, CURVE's
+ * plaintext, the copy every send made) nor of any reply, which carry access tokens on every
+ * request. Our wipe of our own copy of a body therefore guaranteed nothing; not making that copy
+ * leaves one copy fewer of an import's tokens in memory. The entry itself holds no secret (ids,
+ * names, the routing id), so entries are recycled without being cleared. */
 #include "pending.h"
 #include "mem.h"
 #include "log.h"
@@ -7,6 +17,23 @@
 #include <string.h>
 #include <sys/random.h>
 #include <errno.h>
+
+/* A spare entry is poisoned for AddressSanitizer, so a read after pending_remove still fails. */
+#if defined (__SANITIZE_ADDRESS__)
+#define PENDING_ASAN 1
+#elif defined (__has_feature)
+#if __has_feature (address_sanitizer)
+#define PENDING_ASAN 1
+#endif
+#endif
+#ifdef PENDING_ASAN
+#include <sanitizer/asan_interface.h>
+#define PENDING_POISON(p)   ASAN_POISON_MEMORY_REGION ((p), sizeof *(p))
+#define PENDING_UNPOISON(p) ASAN_UNPOISON_MEMORY_REGION ((p), sizeof *(p))
+#else
+#define PENDING_POISON(p)   ((void) (p))
+#define PENDING_UNPOISON(p) ((void) (p))
+#endif
 
 #define PENDING_RANDOM 512              /* sequence numbers drawn per getrandom call */
 
@@ -18,6 +45,8 @@ struct pending_table {
     uint64_t random [PENDING_RANDOM];
     size_t   random_left;
     pending_t *head, *tail;
+    pending_t *spare;           /* removed entries, linked by next */
+    size_t   nspare;
 };
 
 pending_table_t *
@@ -29,13 +58,17 @@ pending_table_new (void)
     return t;
 }
 
-static void
-pending_free (pending_t *p)
+/* A spare entry, or a new one; only the fields pending_add sets are valid. */
+static pending_t *
+pending_take_spare (pending_table_t *t)
 {
-    if (p->body)
-        mem_wipe (p->body, p->body_len);   /* an import body carries tokens */
-    mem_free (p->body);
-    mem_free (p);
+    pending_t *p = t->spare;
+    if (!p)
+        return mem_alloc (sizeof *p);
+    PENDING_UNPOISON (p);
+    t->spare = p->next;
+    t->nspare--;
+    return p;
 }
 
 void
@@ -46,9 +79,12 @@ pending_table_destroy (pending_table_t **t_p)
         pending_t *p = t->head;
         while (p) {
             pending_t *next = p->next;
-            pending_free (p);
+            zmq_msg_close (&p->body);
+            mem_free (p);
             p = next;
         }
+        while (t->spare)
+            mem_free (pending_take_spare (t));
         mem_free (t->buckets);
         mem_free (t);
         *t_p = NULL;
@@ -94,9 +130,9 @@ pending_random (pending_table_t *t)
 
 pending_t *
 pending_add (pending_table_t *t, const void *client, size_t client_len,
-             const void *body, size_t body_len, int64_t deadline_ms)
+             zmq_msg_t *body, int64_t deadline_ms)
 {
-    pending_t *p = mem_alloc (sizeof *p);
+    pending_t *p = pending_take_spare (t);
     do
         p->seq = pending_random (t);
     while (p->seq == 0 || pending_find (t, p->seq));
@@ -104,10 +140,19 @@ pending_add (pending_table_t *t, const void *client, size_t client_len,
         client_len = sizeof p->client;
     memcpy (p->client, client, client_len);
     p->client_len = client_len;
-    p->body = mem_alloc (body_len);
-    memcpy (p->body, body, body_len);
-    p->body_len = body_len;
-    t->bytes += body_len;
+    zmq_msg_init (&p->body);
+    zmq_msg_move (&p->body, body);
+    p->body_len = zmq_msg_size (&p->body);
+    t->bytes += p->body_len;
+    p->rid [0] = '\0';
+    p->rid_len = 0;
+    p->integration [0] = '\0';
+    p->client_name [0] = '\0';
+    p->has_integration = 0;
+    p->op = 0;
+    p->partition = 0;
+    p->worker [0] = '\0';
+    p->attempts = 0;
     p->deadline_ms = deadline_ms;
 
     if (t->count >= t->nbuckets * 2)
@@ -160,7 +205,15 @@ pending_remove (pending_table_t *t, pending_t *p)
         t->tail = p->prev;
     t->count--;
     t->bytes -= p->body_len;
-    pending_free (p);
+    zmq_msg_close (&p->body);       /* our reference: see the top of this file on wiping */
+    if (t->nspare >= PENDING_SPARE) {
+        mem_free (p);
+        return;
+    }
+    p->next = t->spare;
+    t->spare = p;
+    t->nspare++;
+    PENDING_POISON (p);
 }
 
 pending_t *
@@ -179,4 +232,10 @@ size_t
 pending_bytes (const pending_table_t *t)
 {
     return t->bytes;
+}
+
+size_t
+pending_spare (const pending_table_t *t)
+{
+    return t->nspare;
 }

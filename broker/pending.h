@@ -3,14 +3,15 @@
 #define FERRULE_PENDING_H
 #include <stddef.h>
 #include <stdint.h>
+#include <zmq.h>
 
 typedef struct pending pending_t;
 struct pending {
     uint64_t seq;
+    zmq_msg_t body;                 /* the request frame as received, kept so it can be re-dispatched */
+    size_t   body_len;
     unsigned char client [256];     /* the client's ROUTER routing id */
     size_t   client_len;
-    char    *body;                  /* kept so the request can be re-dispatched */
-    size_t   body_len;
     char     rid [65];
     size_t   rid_len;
     char     integration [129];
@@ -27,17 +28,25 @@ struct pending {
 
 typedef struct pending_table pending_table_t;
 
+#define PENDING_SPARE 4096      /* removed entries kept for reuse: about 1 MB at most */
+
 pending_table_t *pending_table_new (void);
 void pending_table_destroy (pending_table_t **t_p);
-/* Takes a copy of client and body; seq is assigned: 64 random bits (getrandom), unique among
- * the pending requests, so a peer cannot guess another request's number. */
+/* Takes a copy of client and moves the body frame into the entry (*body is left an empty message,
+ * still to be closed by its owner); seq is assigned: 64 random bits (getrandom), unique among the
+ * pending requests, so a peer cannot guess another request's number. The strings (rid,
+ * integration, client_name, worker) start empty; op, partition and attempts at 0. Entries are
+ * recycled: a field is what was last written since pending_add, nothing older. */
 pending_t *pending_add (pending_table_t *t, const void *client, size_t client_len,
-                        const void *body, size_t body_len, int64_t deadline_ms);
+                        zmq_msg_t *body, int64_t deadline_ms);
 pending_t *pending_find (const pending_table_t *t, uint64_t seq);
+/* Releases the body frame and keeps the entry for reuse (up to PENDING_SPARE of them). */
 void pending_remove (pending_table_t *t, pending_t *p);
 /* Earliest deadline first; walk with p->next. */
 pending_t *pending_first (const pending_table_t *t);
 size_t pending_count (const pending_table_t *t);
 /* Bytes of request bodies held. */
 size_t pending_bytes (const pending_table_t *t);
+/* Removed entries kept for reuse. */
+size_t pending_spare (const pending_table_t *t);
 #endif

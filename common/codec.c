@@ -31,20 +31,77 @@ read_be (const unsigned char *p, int n)
     return v;
 }
 
-/* Walks one msgpack value without allocating; checks limits and that it fills len exactly. */
+/* A big-endian two's complement integer of n bytes, without implementation-defined casts. */
+static int64_t
+read_be_signed (const unsigned char *p, int n)
+{
+    uint64_t v = read_be (p, n);
+    uint64_t sign = (uint64_t) 1 << (8 * n - 1);
+    if (!(v & sign))
+        return (int64_t) v;
+    uint64_t mag = ((~v) & (sign | (sign - 1))) + 1;       /* 1 .. 2^(8n-1) */
+    return mag == sign && n == 8 ? INT64_MIN : -(int64_t) mag;
+}
+
+/* Records a value the scan wants: the object whose type byte b is at start, its header (and so
+ * any integer) read up to at, n its string length. Containers get their length when they end. */
+static void
+codec_capture (codec_field_t *fl, const unsigned char *p, size_t start, size_t at, unsigned char b, uint64_t n)
+{
+    fl->ptr = NULL;
+    fl->len = 0;
+    if (b <= 0x7f)              { fl->kind = CODEC_INT; fl->i = b; }
+    else if (b >= 0xe0)         { fl->kind = CODEC_INT; fl->i = (int64_t) b - 256; }
+    else if (b <= 0x8f || b == 0xde || b == 0xdf) { fl->kind = CODEC_MAP; fl->ptr = (const char *) p + start; }
+    else if (b <= 0x9f || b == 0xdc || b == 0xdd) { fl->kind = CODEC_ARRAY; fl->ptr = (const char *) p + start; }
+    else if (b <= 0xbf || (b >= 0xd9 && b <= 0xdb)) {
+        fl->kind = CODEC_STR;
+        fl->ptr = (const char *) p + at;
+        fl->len = (size_t) n;
+    }
+    else if (b == 0xc0)         fl->kind = CODEC_NIL;
+    else if (b == 0xc2 || b == 0xc3) { fl->kind = CODEC_BOOL; fl->b = b == 0xc3; }
+    else if (b >= 0xcc && b <= 0xcf) {
+        uint64_t v = read_be (p + start + 1, 1 << (b - 0xcc));
+        fl->kind = v > (uint64_t) INT64_MAX ? CODEC_OTHER : CODEC_INT;   /* as codec_get_int */
+        fl->i = fl->kind == CODEC_INT ? (int64_t) v : 0;
+    }
+    else if (b >= 0xd0 && b <= 0xd3) { fl->kind = CODEC_INT; fl->i = read_be_signed (p + start + 1, 1 << (b - 0xd0)); }
+    else
+        fl->kind = CODEC_OTHER;  /* binary, float */
+}
+
+/* The first field that wants the root map's key s (n bytes) and has not been found yet, or -1. */
+static int
+codec_wanted (codec_field_t *fields, const size_t *klens, size_t nfields, const unsigned char *s, uint64_t n)
+{
+    for (size_t i = 0; i < nfields; i++)
+        if (klens [i] == n && fields [i].kind == CODEC_ABSENT && memcmp (fields [i].key, s, (size_t) n) == 0)
+            return (int) i;
+    return -1;
+}
+
+/* Walks one msgpack value without allocating; checks limits and that it fills len exactly. With
+ * fields, also records the value of each wanted key of the root map (the first one, as codec_get
+ * does); every byte read is inside len, every count checked against the bytes that remain. */
 static fr_status_t
-codec_validate (const unsigned char *p, size_t len, char *err, size_t errlen)
+codec_walk (const unsigned char *p, size_t len, codec_field_t *fields, const size_t *klens, size_t nfields,
+            char *err, size_t errlen)
 {
     walk_frame_t stack [CODEC_MAX_DEPTH + 1];
     int depth = 0;
     size_t pos = 0;
     size_t items = 0;
     int root_done = 0;
+    int want = -1;              /* the field whose value comes next in the root map */
+    int open = -1;              /* the field whose container value is being walked */
+    size_t open_start = 0;
 
 #define NEED(n) do { if ((size_t) (n) > len - pos) goto truncated; } while (0)
     while (!root_done) {
         int is_key = depth > 0 && stack [depth - 1].is_map && (stack [depth - 1].left % 2 == 0);
         NEED (1);
+        size_t start = pos;
         unsigned char b = p [pos++];
         uint64_t n = 0;          /* string/bin length or container count */
         int kind = 0;            /* 0 scalar, 1 string/bin, 2 array, 3 map */
@@ -92,8 +149,23 @@ codec_validate (const unsigned char *p, size_t len, char *err, size_t errlen)
                 return FR_TOO_LARGE;
             }
             NEED (n);
-            pos += (size_t) n;
         }
+        /* a key of the root map, or the value of a wanted one (the bytes it spans are in len) */
+        if (depth == 1 && nfields > 0) {
+            if (is_key)
+                want = codec_wanted (fields, klens, nfields, p + pos, n);
+            else
+            if (want >= 0) {
+                codec_capture (&fields [want], p, start, pos, b, n);
+                if (kind >= 2) {
+                    open = want;
+                    open_start = start;
+                }
+                want = -1;
+            }
+        }
+        if (kind == 1)
+            pos += (size_t) n;
         else
         if (kind >= 2) {
             uint64_t need = kind == 3 ? 2 * n : n;  /* every object takes at least one byte */
@@ -124,6 +196,11 @@ codec_validate (const unsigned char *p, size_t len, char *err, size_t errlen)
                 break;
             depth--;
         }
+        if (open >= 0 && depth <= 1) {
+            /* the wanted container ended with this object */
+            fields [open].len = pos - open_start;
+            open = -1;
+        }
         if (depth == 0)
             root_done = 1;
     }
@@ -137,6 +214,88 @@ codec_validate (const unsigned char *p, size_t len, char *err, size_t errlen)
 truncated:
     snprintf (err, errlen, "body ends in the middle of an object at byte %zu", pos);
     return FR_MALFORMED_FRAME;
+}
+
+/* The checks every body passes before anything reads it: not empty, within the size limit, and
+ * one valid msgpack value filling it exactly. */
+static fr_status_t
+codec_validate (const void *data, size_t len, codec_field_t *fields, const size_t *klens, size_t nfields,
+                char *err, size_t errlen)
+{
+    if (len == 0) {
+        snprintf (err, errlen, "body is empty");
+        return FR_MALFORMED_FRAME;
+    }
+    if (len > CODEC_MAX_BODY) {
+        snprintf (err, errlen, "body of %zu bytes is over the limit of %d", len, CODEC_MAX_BODY);
+        return FR_TOO_LARGE;
+    }
+    return codec_walk (data, len, fields, klens, nfields, err, errlen);
+}
+
+fr_status_t
+codec_scan (const void *data, size_t len, codec_field_t *fields, size_t nfields, char *err, size_t errlen)
+{
+    size_t klens [CODEC_SCAN_MAX_FIELDS];
+    assert (nfields <= CODEC_SCAN_MAX_FIELDS && (fields || nfields == 0));
+    for (size_t i = 0; i < nfields; i++) {
+        assert (fields [i].key);
+        klens [i] = strlen (fields [i].key);
+        fields [i].kind = CODEC_ABSENT;
+        fields [i].ptr = NULL;
+        fields [i].len = 0;
+    }
+    fr_status_t st = codec_validate (data, len, fields, klens, nfields, err, errlen);
+    if (st == FR_OK) {
+        /* a map is 0x80-0x8f, map 16 or map 32; the walk checked the rest (the order of the
+         * checks is codec_decode's, so both give the same reason for the same body) */
+        unsigned char b = *(const unsigned char *) data;
+        if (!((b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf)) {
+            snprintf (err, errlen, "body is not a map");
+            st = FR_MALFORMED_FRAME;
+        }
+    }
+    if (st != FR_OK)
+        for (size_t i = 0; i < nfields; i++) {
+            fields [i].kind = CODEC_ABSENT;
+            fields [i].ptr = NULL;
+            fields [i].len = 0;
+        }
+    return st;
+}
+
+int
+codec_field_str (const codec_field_t *f, const char **s, size_t *len)
+{
+    if (f->kind == CODEC_ABSENT || f->kind == CODEC_NIL)
+        return 0;
+    if (f->kind != CODEC_STR)
+        return -1;
+    *s = f->ptr;
+    *len = f->len;
+    return 1;
+}
+
+int
+codec_field_int (const codec_field_t *f, int64_t *value)
+{
+    if (f->kind == CODEC_ABSENT || f->kind == CODEC_NIL)
+        return 0;
+    if (f->kind != CODEC_INT)
+        return -1;
+    *value = f->i;
+    return 1;
+}
+
+int
+codec_field_bool (const codec_field_t *f, int *value)
+{
+    if (f->kind == CODEC_ABSENT || f->kind == CODEC_NIL)
+        return 0;
+    if (f->kind != CODEC_BOOL)
+        return -1;
+    *value = f->b;
+    return 1;
 }
 
 /* msgpack-c leaves the pointer of an empty string or binary NULL when no other string came
@@ -167,15 +326,7 @@ codec_decode (const void *data, size_t len, codec_msg_t **msg_p, char *err, size
 {
     assert (msg_p);
     *msg_p = NULL;
-    if (len == 0) {
-        snprintf (err, errlen, "body is empty");
-        return FR_MALFORMED_FRAME;
-    }
-    if (len > CODEC_MAX_BODY) {
-        snprintf (err, errlen, "body of %zu bytes is over the limit of %d", len, CODEC_MAX_BODY);
-        return FR_TOO_LARGE;
-    }
-    fr_status_t st = codec_validate (data, len, err, errlen);
+    fr_status_t st = codec_validate (data, len, NULL, NULL, 0, err, errlen);
     if (st != FR_OK)
         return st;
 

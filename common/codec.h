@@ -26,6 +26,42 @@ fr_status_t codec_decode (const void *data, size_t len, codec_msg_t **msg_p,
 const msgpack_object *codec_msg_root (const codec_msg_t *msg);
 void codec_msg_destroy (codec_msg_t **msg_p);
 
+/* What a scanned key of a body's root map holds. */
+typedef enum {
+    CODEC_ABSENT = 0,       /* no such key */
+    CODEC_NIL,
+    CODEC_BOOL,
+    CODEC_INT,              /* any msgpack integer that fits int64_t */
+    CODEC_STR,
+    CODEC_ARRAY,
+    CODEC_MAP,
+    CODEC_OTHER             /* binary, float, or an integer over INT64_MAX */
+} codec_kind_t;
+
+/* One key codec_scan looks for, and what it found (the first occurrence, as codec_get). */
+typedef struct {
+    const char  *key;       /* in: the key wanted */
+    codec_kind_t kind;
+    const char  *ptr;       /* STR: the string (not NUL-terminated); ARRAY, MAP: the value as encoded */
+    size_t       len;
+    int64_t      i;         /* INT */
+    int          b;         /* BOOL: 0 or 1 */
+} codec_field_t;
+
+#define CODEC_SCAN_MAX_FIELDS 16
+
+/* Reads only the root map's wanted keys, in one pass that allocates nothing: the body passes the
+ * same checks as codec_decode and fails with the same status and reason; the values point into
+ * data. A MAP value can be scanned again for its own keys. On failure every field is ABSENT.
+ * The keys asked for must differ: a repeated one is filled in its first field only. */
+fr_status_t codec_scan (const void *data, size_t len, codec_field_t *fields, size_t nfields,
+                        char *err, size_t errlen) FR_MUSTCHECK;
+/* A scanned field read as codec_get_str, codec_get_int and codec_get_bool read a key: 1 when it
+ * holds the type asked for, 0 when it is absent or nil, -1 when it holds another type. */
+int codec_field_str (const codec_field_t *f, const char **s, size_t *len);
+int codec_field_int (const codec_field_t *f, int64_t *value);
+int codec_field_bool (const codec_field_t *f, int *value);
+
 /* Map accessors. They return 1 when key holds the type asked for, 0 when the key is
  * missing or nil, and -1 when it holds another type (or map is not a map). */
 const msgpack_object *codec_get (const msgpack_object *map, const char *key);

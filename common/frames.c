@@ -75,6 +75,23 @@ frames_send (void *socket, const void *const *data, const size_t *size, int n, i
     return 0;
 }
 
+int
+frames_send_msg (void *socket, const void *const *data, const size_t *size, int n, zmq_msg_t *last, int flags)
+{
+    zmq_msg_t copy;
+    if (frames_send (socket, data, size, n, flags | ZMQ_SNDMORE) != 0)
+        return -1;
+    zmq_msg_init (&copy);
+    if (zmq_msg_copy (&copy, last) != 0 || zmq_msg_send (&copy, socket, flags) < 0) {
+        int e = errno;
+        zmq_msg_close (&copy);
+        errno = e;
+        return -1;
+    }
+    zmq_msg_close (&copy);          /* empty after a send: a no-op */
+    return 0;
+}
+
 void
 frames_socket_defaults (void *socket, int hwm, int max_msg_size)
 {

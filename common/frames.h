@@ -25,6 +25,11 @@ int frames_is (frames_t *f, int i, const char *s);
 /* Sends n parts as one message; 0 ok, -1 with errno (nothing was sent, or the rest was dropped). */
 int frames_send (void *socket, const void *const *data, const size_t *size, int n, int flags);
 
+/* Sends n parts, then last as the final part, as one message; last stays the caller's: what is sent
+ * is a zmq_msg_copy of it, which shares the buffer (reference counted) instead of copying it when
+ * it is over ZeroMQ's inline size. 0 ok, -1 with errno, as frames_send. */
+int frames_send_msg (void *socket, const void *const *data, const size_t *size, int n, zmq_msg_t *last, int flags);
+
 /* Big-endian integers in frames: the broker-worker protocol's sequence (8 bytes) and time left
  * (4 bytes). The one place either is encoded or decoded. */
 #include <stdint.h>

@@ -1,5 +1,6 @@
-/* fuzz_codec.c - msgpack request bodies: codec_decode, the map readers, and the copies the
- * broker and worker make of a decoded body (codec_object, codec_to_json, codec_json) */
+/* fuzz_codec.c - msgpack request bodies: codec_decode, the map readers, the copies the broker
+ * and worker make of a decoded body (codec_object, codec_to_json, codec_json), and codec_scan,
+ * the broker's reading, checked against the decoder on every input */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,70 @@ read_key (const msgpack_object *map, const char *key)
     }
 }
 
+/* codec_scan on the same bytes must refuse what codec_decode refused, with the same status and
+ * reason, and otherwise find for each key what the decoder's readers find. */
+static void
+scan_check (const uint8_t *data, size_t size, fr_status_t decoded, const char *derr, const msgpack_object *root)
+{
+    enum { N = 6 };
+    static const char *const wanted [] = { "rid", "op", "deadline_ms", "integration", "error", "state" };
+    /* the key set varies with the input, so first-occurrence and duplicate handling get exercised
+     * on keys the body really holds */
+    codec_field_t f [N + 1];
+    char key [CODEC_MAX_KEY + 1] = "";
+    size_t n = 0;
+    for (; n < N; n++)
+        f [n] = (codec_field_t) { .key = wanted [n] };
+    if (root && root->via.map.size > 0) {
+        const msgpack_object *k = &root->via.map.ptr [size % root->via.map.size].key;
+        if (!memchr (k->via.str.ptr, '\0', k->via.str.size)) {
+            memcpy (key, k->via.str.ptr, k->via.str.size);
+            key [k->via.str.size] = '\0';
+            int known = 0;          /* the keys asked for must differ (codec.h) */
+            for (size_t i = 0; i < n; i++)
+                known |= strcmp (wanted [i], key) == 0;
+            if (!known)
+                f [n++] = (codec_field_t) { .key = key };
+        }
+    }
+    char err [256] = "";
+    fr_status_t st = codec_scan (data, size, f, n, err, sizeof err);
+    CHECK (st == decoded);
+    if (st != FR_OK) {
+        CHECK (strcmp (err, derr) == 0);
+        for (size_t i = 0; i < n; i++)
+            CHECK (f [i].kind == CODEC_ABSENT);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const msgpack_object *o = codec_get (root, f [i].key);
+        const char *s = NULL, *fs = NULL;
+        size_t len = 0, flen = 0;
+        int64_t v = 0, fv = 0;
+        int b = 0, fb = 0;
+        CHECK ((o == NULL) == (f [i].kind == CODEC_ABSENT));
+        CHECK (codec_field_str (&f [i], &fs, &flen) == codec_get_str (root, f [i].key, &s, &len));
+        CHECK (flen == len && (len == 0 || memcmp (fs, s, len) == 0));
+        if (fs)
+            CHECK (fs >= (const char *) data && fs + flen <= (const char *) data + size);
+        CHECK (codec_field_int (&f [i], &fv) == codec_get_int (root, f [i].key, &v) && fv == v);
+        CHECK (codec_field_bool (&f [i], &fb) == codec_get_bool (root, f [i].key, &b) && fb == b);
+        if (f [i].kind == CODEC_MAP || f [i].kind == CODEC_ARRAY) {
+            CHECK (o->type == (f [i].kind == CODEC_MAP ? MSGPACK_OBJECT_MAP : MSGPACK_OBJECT_ARRAY));
+            CHECK (f [i].ptr >= (const char *) data && f [i].len <= size
+                   && f [i].ptr + f [i].len <= (const char *) data + size);
+            /* a nested map is scanned again as the broker reads an error's code */
+            codec_field_t code = { .key = "code" };
+            fr_status_t nested = codec_scan (f [i].ptr, f [i].len, &code, 1, err, sizeof err);
+            CHECK ((nested == FR_OK) == (f [i].kind == CODEC_MAP));
+            if (nested == FR_OK) {
+                CHECK (codec_field_str (&code, &fs, &flen) == codec_get_str (o, "code", &s, &len));
+                CHECK (flen == len && (len == 0 || memcmp (fs, s, len) == 0));
+            }
+        }
+    }
+}
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
@@ -66,10 +131,12 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 
     if (st != FR_OK) {
         CHECK (!msg && err [0] && (st == FR_MALFORMED_FRAME || st == FR_TOO_LARGE));
+        scan_check (data, size, st, err, NULL);
         return 0;
     }
     const msgpack_object *root = codec_msg_root (msg);
     CHECK (root->type == MSGPACK_OBJECT_MAP);
+    scan_check (data, size, st, err, root);
     for (int k = 0; keys [k]; k++)
         read_key (root, keys [k]);
     /* every key the body holds, as a C string when it has no NUL */

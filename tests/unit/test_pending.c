@@ -1,19 +1,34 @@
-/* test_pending.c - the broker's requests in flight: unguessable unique sequences, lookup, deadline order */
+/* test_pending.c - the broker's requests in flight: unguessable unique sequences, lookup, deadline
+ * order, bodies kept as the frames received, entries reused */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
 #include "pending.h"
+
+/* pending_add with a body frame made from text, closed after as the broker's frames are. */
+static pending_t *
+add (pending_table_t *t, const char *client, const void *body, size_t len, int64_t deadline_ms)
+{
+    zmq_msg_t m;
+    assert_int_equal (zmq_msg_init_size (&m, len), 0);
+    memcpy (zmq_msg_data (&m), body, len);
+    pending_t *p = pending_add (t, client, strlen (client), &m, deadline_ms);
+    assert_int_equal (zmq_msg_size (&m), 0);        /* moved into the entry */
+    zmq_msg_close (&m);
+    return p;
+}
 
 static void
 test_add_find_remove_and_bytes (void **state)
 {
     (void) state;
     pending_table_t *t = pending_table_new ();
-    pending_t *a = pending_add (t, "client-a", 8, "body-one", 8, 300);
-    pending_t *b = pending_add (t, "client-b", 8, "second body", 11, 100);
+    pending_t *a = add (t, "client-a", "body-one", 8, 300);
+    pending_t *b = add (t, "client-b", "second body", 11, 100);
     assert_non_null (a);
     assert_non_null (b);
     assert_true (a->seq != b->seq);
@@ -21,7 +36,9 @@ test_add_find_remove_and_bytes (void **state)
     assert_int_equal (pending_bytes (t), 8 + 11);
     assert_ptr_equal (pending_find (t, a->seq), a);
     assert_memory_equal (a->client, "client-a", 8);
-    assert_memory_equal (b->body, "second body", 11);
+    assert_int_equal (b->body_len, 11);
+    assert_int_equal (zmq_msg_size (&b->body), 11);
+    assert_memory_equal (zmq_msg_data (&b->body), "second body", 11);
     uint64_t gone = a->seq;
     pending_remove (t, a);
     assert_null (pending_find (t, gone));
@@ -38,7 +55,7 @@ test_deadline_order (void **state)
     pending_table_t *t = pending_table_new ();
     const int64_t deadlines [] = { 500, 100, 900, 300, 100, 700 };
     for (size_t i = 0; i < sizeof deadlines / sizeof deadlines [0]; i++)
-        pending_add (t, "c", 1, "x", 1, deadlines [i]);
+        add (t, "c", "x", 1, deadlines [i]);
     int64_t last = -1;
     size_t n = 0;
     for (pending_t *p = pending_first (t); p; p = p->next) {
@@ -61,7 +78,7 @@ test_sequences_unique_among_many (void **state)
     enum { N = 5000 };
     static uint64_t seqs [N];
     for (int i = 0; i < N; i++)
-        seqs [i] = pending_add (t, "c", 1, "b", 1, i)->seq;
+        seqs [i] = add (t, "c", "b", 1, i)->seq;
     for (int i = 0; i < N; i++)
         assert_non_null (pending_find (t, seqs [i]));
     /* 64 random bits: sequences are neither 0..N nor consecutive */
@@ -72,12 +89,83 @@ test_sequences_unique_among_many (void **state)
     pending_table_destroy (&t);
 }
 
+/* A removed entry comes back for the next request with every field the broker reads reset, and its
+ * body can be sent again and again: each send is a copy that shares the buffer. */
+static void
+test_reuse_and_body_frame (void **state)
+{
+    (void) state;
+    pending_table_t *t = pending_table_new ();
+    char big [200];
+    memset (big, 'b', sizeof big);
+    pending_t *a = add (t, "client-a", big, sizeof big, 100);
+    snprintf (a->rid, sizeof a->rid, "r-1");
+    a->rid_len = 3;
+    snprintf (a->integration, sizeof a->integration, "acct:1");
+    a->has_integration = 1;
+    snprintf (a->client_name, sizeof a->client_name, "svc");
+    snprintf (a->worker, sizeof a->worker, "w1");
+    a->op = 3;
+    a->partition = 9;
+    a->attempts = 2;
+
+    /* what broker_route sends: a copy, while the entry keeps its own */
+    zmq_msg_t copy;
+    zmq_msg_init (&copy);
+    assert_int_equal (zmq_msg_copy (&copy, &a->body), 0);
+    assert_int_equal (zmq_msg_size (&copy), sizeof big);
+    assert_ptr_equal (zmq_msg_data (&copy), zmq_msg_data (&a->body));   /* shared, not copied */
+    zmq_msg_close (&copy);
+    assert_memory_equal (zmq_msg_data (&a->body), big, sizeof big);
+
+    pending_t *old = a;
+    pending_remove (t, a);
+    assert_int_equal (pending_spare (t), 1);
+    assert_int_equal (pending_bytes (t), 0);
+    pending_t *b = add (t, "client-b", "tiny", 4, 50);
+    assert_ptr_equal (b, old);                      /* the same entry, reused */
+    assert_int_equal (pending_spare (t), 0);
+    assert_string_equal (b->rid, "");
+    assert_int_equal (b->rid_len, 0);
+    assert_string_equal (b->integration, "");
+    assert_int_equal (b->has_integration, 0);
+    assert_string_equal (b->client_name, "");
+    assert_string_equal (b->worker, "");
+    assert_int_equal (b->op, 0);
+    assert_int_equal (b->partition, 0);
+    assert_int_equal (b->attempts, 0);
+    assert_int_equal (b->client_len, 8);
+    assert_memory_equal (b->client, "client-b", 8);
+    assert_int_equal (b->body_len, 4);
+    assert_memory_equal (zmq_msg_data (&b->body), "tiny", 4);
+    assert_int_equal (pending_bytes (t), 4);
+    pending_table_destroy (&t);
+}
+
+/* At most PENDING_SPARE entries are kept; the rest are freed. */
+static void
+test_spare_bounded (void **state)
+{
+    (void) state;
+    pending_table_t *t = pending_table_new ();
+    enum { N = PENDING_SPARE + 100 };
+    for (int i = 0; i < N; i++)
+        add (t, "c", "b", 1, i);
+    while (pending_first (t))
+        pending_remove (t, pending_first (t));
+    assert_int_equal (pending_count (t), 0);
+    assert_int_equal (pending_spare (t), PENDING_SPARE);
+    pending_table_destroy (&t);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_add_find_remove_and_bytes),
         cmocka_unit_test (test_deadline_order),
+        cmocka_unit_test (test_reuse_and_body_frame),
+        cmocka_unit_test (test_spare_bounded),
         cmocka_unit_test (test_sequences_unique_among_many),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
