@@ -3,7 +3,8 @@
  *
  * The request body is not copied: the entry keeps the frame ZeroMQ received, and the broker sends
  * a zmq_msg_copy of it (the buffer is shared, by reference count, not copied), so the request can
- * be sent again after a worker is lost. The body is therefore not wiped when the entry goes: the
+ * be sent again after a worker is lost (over plaintext the broker hands it a body copied out of
+ * ZeroMQ's receive buffer first: broker_own_body). The body is therefore not wiped when the entry goes: the
  * buffer is ZeroMQ's (it may be a slice of its receive buffer, or still referenced by a send in
  * flight), and ZeroMQ never wiped its own copies of any body (the receive buffer, CURVE's
  * plaintext, the copy every send made) nor of any reply, which carry access tokens on every
