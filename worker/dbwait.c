@@ -2,7 +2,7 @@
 #include "dbwait.h"
 #include "clock.h"
 #include "mem.h"
-#include "refresh.h"
+#include "store.h"
 
 typedef struct item {
     struct item *next;
@@ -15,6 +15,17 @@ struct dbwait {
     item_t *head, **tail;
     size_t count;
 };
+
+/* Two batches of one worker never share a row (one refresh per integration at a time; the
+ * sweep's only read), so they can run side by side, and the server can flush both commits in
+ * one WAL write. */
+store_t *
+dbwait_free_store (const worker_t *w)
+{
+    if (w->batches && store_connected (w->batches) && !store_batch_busy (w->batches))
+        return w->batches;
+    return store_batch_busy (w->store) ? NULL : w->store;
+}
 
 dbwait_t *
 dbwait_new (void)
@@ -61,7 +72,7 @@ dbwait_tick (worker_t *w)
     item_t **pp = &q->head;
     store_t *store;
     int64_t now = clock_mono_ms ();
-    while (*pp && (store = refresh_batch_store (w))) {
+    while (*pp && (store = dbwait_free_store (w))) {
         item_t *it = *pp;
         int expired = it->deadline_ms >= 0 && it->deadline_ms <= now;
         if (it->deadline_ms < 0 && !store_connected (store)) {

@@ -3,7 +3,7 @@
 #include "store_connect.h"
 #include "log.h"
 #include "context.h"
-#include "refresh.h"
+#include "dbwait.h"
 #include "reply.h"
 #include <inttypes.h>
 #include <stdio.h>
@@ -31,7 +31,7 @@ keystats_tick (worker_t *w, int64_t now_ms)
     /* optional work: a batch on a connection that has none in flight, not waited for */
     if (now_ms < w->next_keystats_ms || w->keystats_counting)
         return;
-    store_t *store = refresh_batch_store (w);
+    store_t *store = dbwait_free_store (w);
     if (!store || !store_connected (store))
         return;
     w->next_keystats_ms = now_ms + w->cfg.key_stats_ms;

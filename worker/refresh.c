@@ -1133,17 +1133,6 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
     }
 }
 
-/* Two batches of one worker never share a row (one refresh per integration at a time; the
- * sweep's only read), so they can run side by side, and the server can flush both commits in
- * one WAL write. */
-store_t *
-refresh_batch_store (const worker_t *w)
-{
-    if (w->batches && store_connected (w->batches) && !store_batch_busy (w->batches))
-        return w->batches;
-    return store_batch_busy (w->store) ? NULL : w->store;
-}
-
 void
 refresh_tick (worker_t *w, int64_t now_ms)
 {
@@ -1174,7 +1163,7 @@ refresh_tick (worker_t *w, int64_t now_ms)
         if (r->state == REFRESH_COMMITTING && !r->in_db && now_ms >= r->due_ms) {
             /* a commit to retry goes before any claim, alone, on a connection that is up (with
              * none up, it waits a retry interval; with both busy, the next answer wakes the loop) */
-            store_t *store = refresh_batch_store (w);
+            store_t *store = dbwait_free_store (w);
             if (store && store_connected (store))
                 refresh_send_alone (w, store, r);
             else
@@ -1184,7 +1173,7 @@ refresh_tick (worker_t *w, int64_t now_ms)
         r = next;
     }
     /* one batch per connection: with one in flight on each, what is due goes with the next */
-    store_t *store = refresh_batch_store (w);
+    store_t *store = dbwait_free_store (w);
     if (store)
         refresh_send_batch (w, store, due, ndue);
 }
@@ -1195,7 +1184,7 @@ refresh_next_due (const worker_t *w)
     int64_t due = -1;
     /* claims and commit retries due while a batch is in flight on each connection wait for an
      * answer, which wakes the loop */
-    int claims_wait = refresh_batch_store (w) == NULL;
+    int claims_wait = dbwait_free_store (w) == NULL;
     for (const refresh_t *r = w->refreshes; r; r = r->next)
         if (claims_wait && (r->state == REFRESH_CLAIMING || r->state == REFRESH_COMMITTING))
             continue;

@@ -46,9 +46,6 @@ cache_entry_t *refresh_loaded (worker_t *w, const char *id, const store_row_t *r
 void refresh_after_answers (worker_t *w);
 /* Timer work: claims again where a lease was busy, retries commits, forgets expired waiters. */
 void refresh_tick (worker_t *w, int64_t now_ms);
-/* The connection a batch can go to now: the batch connection when it is up and has none in
- * flight, else the main one when it has none; NULL while both are busy. */
-store_t *refresh_batch_store (const worker_t *w);
 /* Earliest time refresh_tick has work, or -1. */
 int64_t refresh_next_due (const worker_t *w);
 size_t refresh_count (const worker_t *w);

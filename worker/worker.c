@@ -341,7 +341,7 @@ worker_revalidate (worker_t *w, int64_t now)
     /* optional work: only on a connection with no batch in flight, one at a time */
     if (now < w->next_revalidate_ms || w->revalidating)
         return;
-    store_t *store = refresh_batch_store (w);
+    store_t *store = dbwait_free_store (w);
     if (!store || !store_connected (store))
         return;
     w->next_revalidate_ms = now + 1000;
@@ -388,9 +388,9 @@ worker_tick (worker_t *w, int64_t now)
     store_batch_pump (w->store);            /* a statement run this turn may have read a batch's end */
     store_dispatch_notifies (w->store, on_notify, w);
     refresh_tick (w, now);                  /* the refresh protocol's batch first, then optional work */
-    loads_tick (w, refresh_batch_store (w)); /* cache misses, before optional work */
+    loads_tick (w, dbwait_free_store (w)); /* cache misses, before optional work */
     dbwait_tick (w);                        /* requests' batches waiting for a connection */
-    sweep_tick (w->sweep, refresh_batch_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
+    sweep_tick (w->sweep, dbwait_free_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
     worker_revalidate (w, now);
     keystats_tick (w, now);
     /* metrics and readiness are published ten times a second, not once per loop turn */
