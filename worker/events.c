@@ -2,6 +2,7 @@
 #include "events.h"
 #include "webhook.h"
 #include "store_events.h"
+#include "dbwait.h"
 #include "context.h"
 #include "fields.h"
 #include "reply.h"
@@ -9,6 +10,7 @@
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
+#include <assert.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -484,37 +486,46 @@ pack_json (codec_builder_t *o, json_t *v)
         codec_nil (o);
 }
 
-void
-events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
+/* --- the operations' statements: each request's work is queued (dbwait.c) for a free connection
+ * and answered from its batch's end, so the loop never waits for the database. What the request
+ * said is copied first: its body is gone when the handler returns. */
+
+/* A listing or a replay waiting for its batch: its filters ("" for absent). */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char integration [IDENT_MAX + 1], event [40], since [48], endpoint [WEBHOOK_NAME_MAX + 1];
+    int64_t limit;
+} op_wait_t;
+
+static op_wait_t *
+op_wait_new (worker_t *w, const job_t *job, const char *integration, const char *event, const char *endpoint)
 {
-    char integration [IDENT_MAX + 1] = "", event [40] = "", since [48] = "", err [512];
-    int64_t limit = 100;
-    fr_status_t st;
-    if (read_filters (w, job, root, integration, event, NULL) < 0)
-        return;
-    int r = opt_str (w, job, root, "since", 40, since);
-    if (r < 0)
-        return;
-    int64_t since_epoch = r == 1 ? parse_time (since) : 0;
-    if (since_epoch < 0) {
-        reply_error (w, job, FR_BAD_REQUEST, "\"since\" must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
-                            NULL, -1);
-        return;
-    }
-    if (r == 1)
-        snprintf (since, sizeof since, "%lld", (long long) since_epoch);
-    r = codec_get_int (root, "limit", &limit);
-    if (r < 0 || limit < 1 || limit > LIST_MAX) {
-        reply_error (w, job, FR_BAD_REQUEST, "\"limit\" must be an integer from 1 to 1000", NULL, -1);
-        return;
-    }
-    store_event_t *rows = NULL;
-    size_t nrows = 0;
-    st = store_events_list (w->store, integration [0] ? integration : NULL, since [0] ? since : NULL,
-                            event [0] ? event : NULL, limit, &rows, &nrows, err, sizeof err);
+    op_wait_t *ow = mem_alloc (sizeof *ow);
+    memset (ow, 0, sizeof *ow);
+    ow->w = w;
+    ow->job = *job;
+    snprintf (ow->integration, sizeof ow->integration, "%s", integration);
+    snprintf (ow->event, sizeof ow->event, "%s", event);
+    snprintf (ow->endpoint, sizeof ow->endpoint, "%s", endpoint);
+    return ow;
+}
+
+static const char *
+or_null (const char *s)
+{
+    return s [0] ? s : NULL;
+}
+
+static void
+listed (void *arg, fr_status_t st, const store_event_t *rows, size_t nrows, const char *err)
+{
+    op_wait_t *ow = arg;
+    worker_t *w = ow->w;
+    job_t *job = &ow->job;
     if (st != FR_OK) {
         reply_error (w, job, st, err, NULL, -1);
-        return;
+        goto out;
     }
     /* as many as fit one reply frame; "truncated" says there were more */
     size_t n = 0, bytes = 0;
@@ -548,15 +559,96 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
         pack_json (o, json_is_array (d) ? d : NULL);
         json_decref (d);
     }
-    store_events_free (rows, nrows);
     reply_send (w, job);
+out:
+    mem_free (ow);
+}
+
+/* Dropped unread when the request's deadline passed meanwhile (store NULL). */
+static void
+list_start (worker_t *w, store_t *store, void *arg)
+{
+    op_wait_t *ow = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store) {
+        mem_free (ow);
+        return;
+    }
+    if ((st = store_events_list_start (store, or_null (ow->integration), or_null (ow->since), or_null (ow->event),
+                                       ow->limit, listed, ow, err, sizeof err)) != FR_OK) {
+        reply_error (w, &ow->job, st, err, NULL, -1);
+        mem_free (ow);
+    }
+}
+
+void
+events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char integration [IDENT_MAX + 1] = "", event [40] = "", since [48] = "";
+    int64_t limit = 100;
+    if (read_filters (w, job, root, integration, event, NULL) < 0)
+        return;
+    int r = opt_str (w, job, root, "since", 40, since);
+    if (r < 0)
+        return;
+    int64_t since_epoch = r == 1 ? parse_time (since) : 0;
+    if (since_epoch < 0) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"since\" must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+                            NULL, -1);
+        return;
+    }
+    if (r == 1)
+        snprintf (since, sizeof since, "%lld", (long long) since_epoch);
+    r = codec_get_int (root, "limit", &limit);
+    if (r < 0 || limit < 1 || limit > LIST_MAX) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"limit\" must be an integer from 1 to 1000", NULL, -1);
+        return;
+    }
+    op_wait_t *ow = op_wait_new (w, job, integration, event, "");
+    snprintf (ow->since, sizeof ow->since, "%s", since);
+    ow->limit = limit;
+    dbwait_add (w, list_start, ow, job->deadline_ms);
+}
+
+static void
+replayed (void *arg, fr_status_t st, int64_t count, const char *err)
+{
+    op_wait_t *ow = arg;
+    if (st != FR_OK)
+        reply_error (ow->w, &ow->job, st, err, NULL, -1);
+    else {
+        log_info (or_null (ow->integration), ow->job.rid, "%lld failed event deliveries queued again",
+                  (long long) count);
+        codec_builder_t *o = reply_begin (ow->w, &ow->job, 1, 1);
+        codec_kv_int (o, "replayed", count);
+        reply_send (ow->w, &ow->job);
+    }
+    mem_free (ow);
+}
+
+/* Dropped unwritten when the request's deadline passed meanwhile (store NULL). */
+static void
+replay_start (worker_t *w, store_t *store, void *arg)
+{
+    op_wait_t *ow = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store) {
+        mem_free (ow);
+        return;
+    }
+    if ((st = store_events_replay_start (store, or_null (ow->event), or_null (ow->integration),
+                                         or_null (ow->endpoint), replayed, ow, err, sizeof err)) != FR_OK) {
+        reply_error (w, &ow->job, st, err, NULL, -1);
+        mem_free (ow);
+    }
 }
 
 void
 events_op_replay (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char integration [IDENT_MAX + 1] = "", event [40] = "", endpoint [WEBHOOK_NAME_MAX + 1] = "", err [512];
-    int64_t count = 0;
+    char integration [IDENT_MAX + 1] = "", event [40] = "", endpoint [WEBHOOK_NAME_MAX + 1] = "";
     if (read_filters (w, job, root, integration, event, endpoint) < 0)
         return;
     if (!integration [0] && !event [0]) {
@@ -564,23 +656,54 @@ events_op_replay (worker_t *w, job_t *job, const msgpack_object *root)
                             "name the event (\"ferrulectl events\" lists failed deliveries) or the integration", -1);
         return;
     }
-    fr_status_t st = store_events_replay (w->store, event [0] ? event : NULL, integration [0] ? integration : NULL,
-                                          endpoint [0] ? endpoint : NULL, &count, err, sizeof err);
-    if (st != FR_OK) {
-        reply_error (w, job, st, err, NULL, -1);
+    dbwait_add (w, replay_start, op_wait_new (w, job, integration, event, endpoint), job->deadline_ms);
+}
+
+/* A test event waiting for its statement: the endpoint's name, and its URL as replies show it. */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char endpoint [WEBHOOK_NAME_MAX + 1];
+    char shown [WEBHOOK_URL_MAX + 1];
+} test_wait_t;
+
+static void
+tested (void *arg, fr_status_t st, const char *id, const char *err)
+{
+    test_wait_t *tw = arg;
+    if (st != FR_OK)
+        reply_error (tw->w, &tw->job, st, err, NULL, -1);
+    else {
+        codec_builder_t *o = reply_begin (tw->w, &tw->job, 1, 3);
+        codec_kv_str (o, "event", id);
+        codec_kv_str (o, "endpoint", tw->endpoint);
+        codec_kv_str (o, "url", tw->shown);
+        reply_send (tw->w, &tw->job);
+    }
+    mem_free (tw);
+}
+
+/* Dropped unwritten when the request's deadline passed meanwhile (store NULL). */
+static void
+test_start (worker_t *w, store_t *store, void *arg)
+{
+    test_wait_t *tw = arg;
+    char err [256];
+    fr_status_t st;
+    if (!store) {
+        mem_free (tw);
         return;
     }
-    log_info (integration [0] ? integration : NULL, job->rid, "%lld failed event deliveries queued again",
-              (long long) count);
-    codec_builder_t *o = reply_begin (w, job, 1, 1);
-    codec_kv_int (o, "replayed", count);
-    reply_send (w, job);
+    if ((st = store_events_insert_test_start (store, tw->endpoint, tested, tw, err, sizeof err)) != FR_OK) {
+        reply_error (w, &tw->job, st, err, NULL, -1);
+        mem_free (tw);
+    }
 }
 
 void
 events_op_webhook_test (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char target [WEBHOOK_URL_MAX + 1] = "", err [512], id [37] = "", shown [WEBHOOK_URL_MAX + 1];
+    char target [WEBHOOK_URL_MAX + 1] = "";
     int r = opt_str (w, job, root, "endpoint", WEBHOOK_URL_MAX, target);
     if (r < 0)
         return;
@@ -595,62 +718,148 @@ events_op_webhook_test (worker_t *w, job_t *job, const msgpack_object *root)
                             "only configured endpoints get events, since only they have a secret", -1);
         return;
     }
-    fr_status_t st = store_events_insert_test (w->store, ep->name, id, err, sizeof err);
-    if (st != FR_OK) {
-        reply_error (w, job, st, err, NULL, -1);
-        return;
-    }
-    webhook_url_shown (ep->url, shown, sizeof shown);
-    codec_builder_t *o = reply_begin (w, job, 1, 3);
-    codec_kv_str (o, "event", id);
-    codec_kv_str (o, "endpoint", ep->name);
-    codec_kv_str (o, "url", shown);
-    reply_send (w, job);
+    test_wait_t *tw = mem_alloc (sizeof *tw);
+    tw->w = w;
+    tw->job = *job;
+    snprintf (tw->endpoint, sizeof tw->endpoint, "%s", ep->name);
+    webhook_url_shown (ep->url, tw->shown, sizeof tw->shown);
+    dbwait_add (w, test_start, tw, job->deadline_ms);
 }
 
-/* The webhook's doctor: per endpoint, what the deliveries say. */
-void
-events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
+/* The webhook's doctor waiting for its batch: what the reply says of each endpoint besides its
+ * counts, copied, since the endpoints are freed when the worker stops (events_destroy), before a
+ * batch still in flight ends. */
+typedef struct {
+    char *name;
+    char *shown;                     /* the URL as replies show it */
+    char **types;                    /* NULL: every type */
+    size_t ntypes;
+} hook_t;
+
+typedef struct {
+    worker_t *w;
+    job_t job;
+    size_t n;
+    hook_t hooks [WEBHOOK_MAX_ENDPOINTS];
+} webhooks_wait_t;
+
+_Static_assert (WEBHOOK_MAX_ENDPOINTS <= STORE_EVENTS_STATS_MAX, "every endpoint's stats fit one batch");
+
+static void
+webhooks_free (webhooks_wait_t *hw)
 {
-    char err [512], shown [WEBHOOK_URL_MAX + 1];
-    size_t n = w->events ? webhook_set_count (w->events->endpoints) : 0;
+    for (size_t i = 0; i < hw->n; i++) {
+        hook_t *hk = &hw->hooks [i];
+        mem_free (hk->name);
+        mem_free (hk->shown);
+        for (size_t k = 0; hk->types && k < hk->ntypes; k++)
+            mem_free (hk->types [k]);
+        mem_free (hk->types);
+    }
+    mem_free (hw);
+}
+
+/* The reply: per endpoint, what the deliveries say. */
+static void
+webhooks_read (void *arg, fr_status_t st, const store_endpoint_stats_t *stats, size_t n, const char *err)
+{
+    webhooks_wait_t *hw = arg;
+    worker_t *w = hw->w;
+    job_t *job = &hw->job;
+    if (st == FR_OK && n != hw->n) {
+        st = FR_INTERNAL;
+        err = "the endpoints' counts returned an unexpected number of results";
+    }
+    if (st != FR_OK) {
+        reply_error (w, job, st, err, NULL, -1);
+        goto out;
+    }
     codec_builder_t *o = reply_begin (w, job, 1, 1);
     codec_str (o, "webhooks");
     codec_array (o, (uint32_t) n);
     for (size_t i = 0; i < n; i++) {
-        const webhook_endpoint_t *ep = webhook_set_at (w->events->endpoints, i);
-        store_endpoint_stats_t stats;
-        fr_status_t st = store_events_endpoint_stats (w->store, ep->name, &stats, err, sizeof err);
-        if (st != FR_OK) {
-            reply_error (w, job, st, err, NULL, -1);
-            return;
-        }
-        const char *code = stats.failed ? "failed_events" : stats.retrying ? "retrying" : "healthy";
-        webhook_url_shown (ep->url, shown, sizeof shown);
+        const hook_t *hk = &hw->hooks [i];
+        const store_endpoint_stats_t *s = &stats [i];
+        const char *code = s->failed ? "failed_events" : s->retrying ? "retrying" : "healthy";
         codec_map (o, 11);
-        codec_kv_str (o, "name", ep->name);
-        codec_kv_str (o, "url", shown);
+        codec_kv_str (o, "name", hk->name);
+        codec_kv_str (o, "url", hk->shown);
         codec_str (o, "events");
-        if (ep->all_types) {
+        if (!hk->types) {
             codec_array (o, 1);
             codec_str (o, "*");
         }
         else {
-            codec_array (o, (uint32_t) ep->ntypes);
-            for (size_t k = 0; k < ep->ntypes; k++)
-                codec_str (o, ep->types [k]);
+            codec_array (o, (uint32_t) hk->ntypes);
+            for (size_t k = 0; k < hk->ntypes; k++)
+                codec_str (o, hk->types [k]);
         }
         codec_kv_str (o, "diagnosis", code);
-        codec_kv_int (o, "pending", stats.pending);
-        codec_kv_int (o, "retrying", stats.retrying);
-        codec_kv_int (o, "delivered_last_day", stats.delivered_last_day);
-        codec_kv_int (o, "failed", stats.failed);
-        codec_kv_str (o, "last_error", stats.last_error);
-        codec_kv_str (o, "last_failure_at", stats.last_failure_at);
-        codec_kv_str (o, "last_delivered_at", stats.last_delivered_at);
-        store_endpoint_stats_clear (&stats);
+        codec_kv_int (o, "pending", s->pending);
+        codec_kv_int (o, "retrying", s->retrying);
+        codec_kv_int (o, "delivered_last_day", s->delivered_last_day);
+        codec_kv_int (o, "failed", s->failed);
+        codec_kv_str (o, "last_error", s->last_error);
+        codec_kv_str (o, "last_failure_at", s->last_failure_at);
+        codec_kv_str (o, "last_delivered_at", s->last_delivered_at);
     }
     reply_send (w, job);
+out:
+    webhooks_free (hw);
+}
+
+/* Dropped unread when the request's deadline passed meanwhile (store NULL). */
+static void
+webhooks_start (worker_t *w, store_t *store, void *arg)
+{
+    webhooks_wait_t *hw = arg;
+    const char *names [WEBHOOK_MAX_ENDPOINTS];
+    char err [256];
+    fr_status_t st;
+    if (!store) {
+        webhooks_free (hw);
+        return;
+    }
+    for (size_t i = 0; i < hw->n; i++)
+        names [i] = hw->hooks [i].name;
+    if ((st = store_events_endpoint_stats_start (store, names, hw->n, webhooks_read, hw, err, sizeof err)) != FR_OK) {
+        reply_error (w, &hw->job, st, err, NULL, -1);
+        webhooks_free (hw);
+    }
+}
+
+/* The webhook's doctor. */
+void
+events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char shown [WEBHOOK_URL_MAX + 1];
+    size_t n = w->events ? webhook_set_count (w->events->endpoints) : 0;
+    if (n == 0) {                    /* nothing to count */
+        codec_builder_t *o = reply_begin (w, job, 1, 1);
+        codec_str (o, "webhooks");
+        codec_array (o, 0);
+        reply_send (w, job);
+        return;
+    }
+    assert (n <= WEBHOOK_MAX_ENDPOINTS);
+    webhooks_wait_t *hw = mem_alloc (sizeof *hw);
+    memset (hw, 0, sizeof *hw);
+    hw->w = w;
+    hw->job = *job;
+    for (size_t i = 0; i < n; i++, hw->n++) {
+        const webhook_endpoint_t *ep = webhook_set_at (w->events->endpoints, i);
+        hook_t *hk = &hw->hooks [i];
+        webhook_url_shown (ep->url, shown, sizeof shown);
+        hk->name = mem_strdup (ep->name);
+        hk->shown = mem_strdup (shown);
+        if (!ep->all_types) {
+            hk->ntypes = ep->ntypes;
+            hk->types = mem_alloc ((ep->ntypes + 1) * sizeof *hk->types);
+            for (size_t k = 0; k < ep->ntypes; k++)
+                hk->types [k] = mem_strdup (ep->types [k]);
+        }
+    }
+    dbwait_add (w, webhooks_start, hw, job->deadline_ms);
 }
 
 void

@@ -34,8 +34,9 @@ events_t *events_new (const events_config_t *cfg, const catalog_t *catalog, metr
  * it again), frees, nulls *ev_p; safe twice. */
 void events_destroy (events_t **ev_p);
 
-/* The operations, served from the worker's loop on its own connection (requests.c dispatches):
- * "events", "events_replay", "webhook_test", "webhooks". Each sends its reply. */
+/* The operations, served from the worker's loop (requests.c dispatches): "events",
+ * "events_replay", "webhook_test", "webhooks". Each sends its reply, from its batch's end when it
+ * reads or writes the database (queued for a free connection of the loop's, dbwait.c). */
 struct worker;
 struct job;
 void events_op_list (struct worker *w, struct job *job, const msgpack_object *root);

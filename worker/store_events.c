@@ -4,6 +4,7 @@
 #include "crypto.h"
 #include "mem.h"
 #include "schema.h"
+#include <assert.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -398,57 +399,48 @@ store_events_counts (store_events_t *se, const char *const *endpoints, size_t ne
     return FR_OK;
 }
 
-/* --- the operations' queries, on the worker's connection --- */
+/* --- the operations' queries: batches on a connection of the worker's loop (store_batch_start),
+ * which the loop never waits for --- */
 
-fr_status_t
-store_events_list (store_t *s, const char *integration, const char *since, const char *event_id, int64_t limit,
-                   store_event_t **rows, size_t *count, char *err, size_t errlen)
+#define LIST_SQL \
+    "SELECT e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.generation, e.detail," \
+    "  to_char (e.created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')," \
+    "  to_char (e.expires_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')," \
+    "  COALESCE ((SELECT json_agg (json_build_object ('endpoint', d.endpoint, 'state', d.state," \
+    "     'attempts', d.attempts, 'last_status', d.last_status, 'last_error', d.last_error," \
+    "     'next_at', CASE WHEN d.state = 'pending' THEN to_char (d.next_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END," \
+    "     'delivered_at', to_char (d.delivered_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')," \
+    "     'failed_at', to_char (d.failed_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY d.endpoint)" \
+    "   FROM event_deliveries d WHERE d.event_seq = e.seq), '[]')::text" \
+    " FROM events e" \
+    " WHERE ($1::text IS NULL OR e.integration_id = $1) AND ($2::text IS NULL OR e.created_at >= to_timestamp ($2::bigint))" \
+    "   AND ($3::text IS NULL OR e.id = $3::uuid)" \
+    " ORDER BY e.seq DESC LIMIT $4::int"
+
+/* An operation's batch and where its end goes: one of the fn, as the operation is. */
+typedef struct {
+    union {
+        store_events_listed_fn *listed;
+        store_events_replayed_fn *replayed;
+        store_events_tested_fn *tested;
+        store_events_stats_fn *stats;
+    } fn;
+    void *arg;
+} op_ctx_t;
+
+static fr_status_t
+op_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, op_ctx_t c, char *err, size_t errlen)
 {
-    fr_status_t st;
-    char lim [24];
-    snprintf (lim, sizeof lim, "%lld", (long long) limit);
-    const char *values [] = { integration, since, event_id, lim };
-    *rows = NULL;
-    *count = 0;
-    PGresult *res = store_exec (s,
-        "SELECT e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.generation, e.detail,"
-        "  to_char (e.created_at, 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
-        "  to_char (e.expires_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-        "  COALESCE ((SELECT json_agg (json_build_object ('endpoint', d.endpoint, 'state', d.state,"
-        "     'attempts', d.attempts, 'last_status', d.last_status, 'last_error', d.last_error,"
-        "     'next_at', CASE WHEN d.state = 'pending' THEN to_char (d.next_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END,"
-        "     'delivered_at', to_char (d.delivered_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-        "     'failed_at', to_char (d.failed_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')) ORDER BY d.endpoint)"
-        "   FROM event_deliveries d WHERE d.event_seq = e.seq), '[]')::text"
-        " FROM events e"
-        " WHERE ($1::text IS NULL OR e.integration_id = $1) AND ($2::text IS NULL OR e.created_at >= to_timestamp ($2::bigint))"
-        "   AND ($3::text IS NULL OR e.id = $3::uuid)"
-        " ORDER BY e.seq DESC LIMIT $4::int",
-        4, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    int n = PQntuples (res);
-    *rows = mem_alloc ((size_t) (n ? n : 1) * sizeof **rows);
-    for (int i = 0; i < n; i++) {
-        store_event_t *e = &(*rows) [i];
-        char **text [] = { &e->id, &e->type, &e->integration, &e->provider, &e->diagnosis, NULL, &e->detail, &e->at,
-                           &e->expires_at, &e->deliveries };
-        memset (e, 0, sizeof *e);
-        for (int c = 0; c < 10; c++) {
-            e->bytes += (size_t) PQgetlength (res, i, c) + 16;
-            if (text [c])
-                *text [c] = store_text_at (res, i, c);
-        }
-        e->has_generation = !PQgetisnull (res, i, 5);
-        e->generation = e->has_generation ? store_int_at (res, i, 5) : 0;
-    }
-    *count = (size_t) n;
-    PQclear (res);
-    return FR_OK;
+    op_ctx_t *cp = mem_alloc (sizeof *cp);
+    *cp = c;
+    fr_status_t st = store_batch_start (s, stmts, n, done, cp, err, errlen);
+    if (st != FR_OK)
+        mem_free (cp);
+    return st;
 }
 
-void
-store_events_free (store_event_t *rows, size_t count)
+static void
+list_free (store_event_t *rows, size_t count)
 {
     for (size_t i = 0; rows && i < count; i++) {
         store_event_t *e = &rows [i];
@@ -460,90 +452,156 @@ store_events_free (store_event_t *rows, size_t count)
     mem_free (rows);
 }
 
-fr_status_t
-store_events_replay (store_t *s, const char *event_id, const char *integration, const char *endpoint,
-                     int64_t *count, char *err, size_t errlen)
+static void
+listed (void *arg, fr_status_t st, PGresult **results, size_t nres, const char *err)
 {
-    fr_status_t st;
-    const char *values [] = { event_id, integration, endpoint };
-    *count = 0;
-    PGresult *res = store_exec (s,
-        "UPDATE event_deliveries d SET state = 'pending', attempts = 0, first_at = now(), next_at = now(),"
-        "  failed_at = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
-        " FROM events e WHERE e.seq = d.event_seq AND d.state = 'failed'"
-        "   AND ($1::text IS NULL OR e.id = $1::uuid) AND ($2::text IS NULL OR e.integration_id = $2)"
-        "   AND ($3::text IS NULL OR d.endpoint = $3)",
-        3, values, NULL, NULL, 0, &st, err, errlen);
-    if (!res)
-        return st;
-    *count = strtoll (PQcmdTuples (res), NULL, 10);
-    PQclear (res);
-    res = store_exec (s, "SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', '')", 0, NULL, NULL, NULL, 1, &st, err, errlen);
-    PQclear (res);
-    return FR_OK;
+    op_ctx_t *c = arg;
+    store_event_t *rows = NULL;
+    int n = 0;
+    if (st == FR_OK && nres == 1) {
+        const PGresult *res = results [0];
+        n = PQntuples (res);
+        rows = mem_alloc ((size_t) (n ? n : 1) * sizeof *rows);
+        for (int i = 0; i < n; i++) {
+            store_event_t *e = &rows [i];
+            char **text [] = { &e->id, &e->type, &e->integration, &e->provider, &e->diagnosis, NULL, &e->detail,
+                               &e->at, &e->expires_at, &e->deliveries };
+            memset (e, 0, sizeof *e);
+            for (int col = 0; col < 10; col++) {
+                e->bytes += (size_t) PQgetlength (res, i, col) + 16;
+                if (text [col])
+                    *text [col] = store_text_at (res, i, col);
+            }
+            e->has_generation = !PQgetisnull (res, i, 5);
+            e->generation = e->has_generation ? store_int_at (res, i, 5) : 0;
+        }
+    }
+    c->fn.listed (c->arg, st, rows, (size_t) n, st == FR_OK ? NULL : err);
+    list_free (rows, (size_t) n);
+    mem_free (c);
 }
 
 fr_status_t
-store_events_insert_test (store_t *s, const char *endpoint, char id [37], char *err, size_t errlen)
+store_events_list_start (store_t *s, const char *integration, const char *since, const char *event_id, int64_t limit,
+                         store_events_listed_fn *fn, void *arg, char *err, size_t errlen)
 {
-    fr_status_t st;
+    char lim [24];
+    snprintf (lim, sizeof lim, "%lld", (long long) limit);
+    const char *values [] = { integration, since, event_id, lim };
+    store_stmt_t stmt = { LIST_SQL, 4, values, NULL, NULL };
+    return op_start (s, &stmt, 1, listed, (op_ctx_t) { .fn.listed = fn, .arg = arg }, err, errlen);
+}
+
+static void
+replayed (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    op_ctx_t *c = arg;
+    int64_t count = st == FR_OK && n == 2 && PQntuples (results [0]) == 1 ? store_int_at (results [0], 0, 0) : 0;
+    c->fn.replayed (c->arg, st, count, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_events_replay_start (store_t *s, const char *event_id, const char *integration, const char *endpoint,
+                           store_events_replayed_fn *fn, void *arg, char *err, size_t errlen)
+{
+    const char *values [] = { event_id, integration, endpoint };
+    store_stmt_t stmts [] = {
+        { "WITH r AS (UPDATE event_deliveries d SET state = 'pending', attempts = 0, first_at = now(), next_at = now(),"
+          "    failed_at = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+          "  FROM events e WHERE e.seq = d.event_seq AND d.state = 'failed'"
+          "    AND ($1::text IS NULL OR e.id = $1::uuid) AND ($2::text IS NULL OR e.integration_id = $2)"
+          "    AND ($3::text IS NULL OR d.endpoint = $3)"
+          "  RETURNING 1)"
+          " SELECT count(*) FROM r", 3, values, NULL, NULL },
+        { "SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', '')", 0, NULL, NULL, NULL },    /* sent at the commit */
+    };
+    return op_start (s, stmts, 2, replayed, (op_ctx_t) { .fn.replayed = fn, .arg = arg }, err, errlen);
+}
+
+static void
+tested (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    op_ctx_t *c = arg;
+    char id [37] = "";
+    if (st == FR_OK && n == 1 && PQntuples (results [0]) == 1)
+        snprintf (id, sizeof id, "%s", PQgetvalue (results [0], 0, 0));
+    c->fn.tested (c->arg, st, id, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_events_insert_test_start (store_t *s, const char *endpoint, store_events_tested_fn *fn, void *arg,
+                                char *err, size_t errlen)
+{
     const char *values [] = { endpoint };
-    PGresult *res = store_exec (s,
+    store_stmt_t stmt = {
         "WITH e AS (INSERT INTO events (type, diagnosis, endpoint, detail) VALUES ('test', 'healthy', $1,"
         "  'a test event sent by \"ferrulectl webhook test\"') RETURNING id::text),"
         " n AS (SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', ''))"
         " SELECT e.id FROM e, n",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    snprintf (id, 37, "%s", PQntuples (res) == 1 ? PQgetvalue (res, 0, 0) : "");
-    PQclear (res);
-    return FR_OK;
+        1, values, NULL, NULL };
+    return op_start (s, &stmt, 1, tested, (op_ctx_t) { .fn.tested = fn, .arg = arg }, err, errlen);
 }
 
-fr_status_t
-store_events_endpoint_stats (store_t *s, const char *endpoint, store_endpoint_stats_t *out, char *err, size_t errlen)
-{
-    fr_status_t st;
-    const char *values [] = { endpoint };
-    memset (out, 0, sizeof *out);
-    /* every part is bounded by an index: the loop's connection must not scan a day of deliveries */
-    PGresult *res = store_exec (s,
-        "SELECT (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'),"
-        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'delivered'"
-        "     AND delivered_at > now() - interval '1 day'),"
-        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'failed'),"
-        "  l.last_error, to_char (l.last_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-        "  (SELECT to_char (max (delivered_at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM event_deliveries"
-        "     WHERE endpoint = $1 AND state = 'delivered'),"
-        "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending' AND attempts > 0)"
-        " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT last_error, last_attempt_at FROM event_deliveries"
-        "   WHERE endpoint = $1 AND state IN ('pending', 'failed') AND last_error IS NOT NULL"
-        "   ORDER BY last_attempt_at DESC LIMIT 1) l ON true",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) != 1) {
-        PQclear (res);
-        snprintf (err, errlen, "the endpoint's counts returned no row");
-        return FR_INTERNAL;
-    }
-    out->pending = store_int_at (res, 0, 0);
-    out->delivered_last_day = store_int_at (res, 0, 1);
-    out->failed = store_int_at (res, 0, 2);
-    out->last_error = store_text_at (res, 0, 3);
-    out->last_failure_at = store_text_at (res, 0, 4);
-    out->last_delivered_at = store_text_at (res, 0, 5);
-    out->retrying = store_int_at (res, 0, 6);
-    PQclear (res);
-    return FR_OK;
-}
-
-void
-store_endpoint_stats_clear (store_endpoint_stats_t *stats)
+static void
+stats_clear (store_endpoint_stats_t *stats)
 {
     mem_free (stats->last_error);
     mem_free (stats->last_failure_at);
     mem_free (stats->last_delivered_at);
     memset (stats, 0, sizeof *stats);
+}
+
+static void
+stats_read (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    op_ctx_t *c = arg;
+    store_endpoint_stats_t *stats = mem_alloc ((n ? n : 1) * sizeof *stats);
+    memset (stats, 0, (n ? n : 1) * sizeof *stats);
+    for (size_t i = 0; st == FR_OK && i < n; i++) {
+        const PGresult *res = results [i];
+        store_endpoint_stats_t *out = &stats [i];
+        if (PQntuples (res) != 1) {
+            st = FR_INTERNAL;
+            err = "the endpoint's counts returned no row";
+            break;
+        }
+        out->pending = store_int_at (res, 0, 0);
+        out->delivered_last_day = store_int_at (res, 0, 1);
+        out->failed = store_int_at (res, 0, 2);
+        out->last_error = store_text_at (res, 0, 3);
+        out->last_failure_at = store_text_at (res, 0, 4);
+        out->last_delivered_at = store_text_at (res, 0, 5);
+        out->retrying = store_int_at (res, 0, 6);
+    }
+    c->fn.stats (c->arg, st, st == FR_OK ? stats : NULL, st == FR_OK ? n : 0, st == FR_OK ? NULL : err);
+    for (size_t i = 0; i < n; i++)
+        stats_clear (&stats [i]);
+    mem_free (stats);
+    mem_free (c);
+}
+
+fr_status_t
+store_events_endpoint_stats_start (store_t *s, const char *const *endpoints, size_t n, store_events_stats_fn *fn,
+                                   void *arg, char *err, size_t errlen)
+{
+    assert (n > 0 && n <= STORE_EVENTS_STATS_MAX);
+    store_stmt_t stmts [STORE_EVENTS_STATS_MAX];
+    /* every part is bounded by an index: the loop's connection must not scan a day of deliveries */
+    for (size_t i = 0; i < n; i++)
+        stmts [i] = (store_stmt_t) {
+            "SELECT (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'),"
+            "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'delivered'"
+            "     AND delivered_at > now() - interval '1 day'),"
+            "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'failed'),"
+            "  l.last_error, to_char (l.last_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+            "  (SELECT to_char (max (delivered_at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM event_deliveries"
+            "     WHERE endpoint = $1 AND state = 'delivered'),"
+            "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending' AND attempts > 0)"
+            " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT last_error, last_attempt_at FROM event_deliveries"
+            "   WHERE endpoint = $1 AND state IN ('pending', 'failed') AND last_error IS NOT NULL"
+            "   ORDER BY last_attempt_at DESC LIMIT 1) l ON true",
+            1, &endpoints [i], NULL, NULL };
+    return op_start (s, stmts, n, stats_read, (op_ctx_t) { .fn.stats = fn, .arg = arg }, err, errlen);
 }

@@ -1,6 +1,6 @@
 /* store_events.h - the SQL of events and their deliveries (migration 006): the delivery thread's
  * own connection (fan-out, claim, finish, forecasts), and the queries of the events operations,
- * which run on the worker's connection (store_exec) */
+ * batches on the worker loop's connections */
 #ifndef FERRULE_STORE_EVENTS_H
 #define FERRULE_STORE_EVENTS_H
 #include <stddef.h>
@@ -72,7 +72,9 @@ fr_status_t store_events_forecast (store_events_t *se, const char *provider, int
 fr_status_t store_events_counts (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t *pending,
                                  int64_t *failed, char *err, size_t errlen) FR_MUSTCHECK;
 
-/* --- the operations' queries, on the worker's connection --- */
+/* --- the operations' queries: batches on a connection of the worker's loop, with no batch in
+ * flight (dbwait.c finds one); each returns at once, and its fn runs later from the loop with
+ * what was read (valid during the call only), or the batch's failure in err --- */
 /* One event as the "events" operation lists it: NULL for what is absent; deliveries is the text
  * of a JSON array; bytes is the size of all its text, for fitting a reply. */
 typedef struct {
@@ -81,24 +83,31 @@ typedef struct {
     int64_t generation;
     size_t bytes;
 } store_event_t;
+typedef void (store_events_listed_fn) (void *arg, fr_status_t st, const store_event_t *rows, size_t count,
+                                       const char *err);
 /* Events (newest first, at most limit) with their deliveries; integration, since (epoch seconds,
- * as text) and event id may each be NULL. *rows is freed with store_events_free. */
-fr_status_t store_events_list (store_t *s, const char *integration, const char *since, const char *event_id,
-                               int64_t limit, store_event_t **rows, size_t *count, char *err, size_t errlen)
+ * as text) and event id may each be NULL. */
+fr_status_t store_events_list_start (store_t *s, const char *integration, const char *since, const char *event_id,
+                                     int64_t limit, store_events_listed_fn *fn, void *arg, char *err, size_t errlen)
     FR_MUSTCHECK;
-void store_events_free (store_event_t *rows, size_t count);
-/* Failed deliveries of one event, or of one integration's events, back to pending; *count set. */
-fr_status_t store_events_replay (store_t *s, const char *event_id, const char *integration, const char *endpoint,
-                                 int64_t *count, char *err, size_t errlen) FR_MUSTCHECK;
-/* A test event addressed to endpoint; id receives its uuid. */
-fr_status_t store_events_insert_test (store_t *s, const char *endpoint, char id [37], char *err, size_t errlen)
-    FR_MUSTCHECK;
+typedef void (store_events_replayed_fn) (void *arg, fr_status_t st, int64_t count, const char *err);
+/* Failed deliveries of one event, or of one integration's events, back to pending; count: how many. */
+fr_status_t store_events_replay_start (store_t *s, const char *event_id, const char *integration, const char *endpoint,
+                                       store_events_replayed_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+typedef void (store_events_tested_fn) (void *arg, fr_status_t st, const char *id, const char *err);
+/* A test event addressed to endpoint; id: its uuid. */
+fr_status_t store_events_insert_test_start (store_t *s, const char *endpoint, store_events_tested_fn *fn, void *arg,
+                                            char *err, size_t errlen) FR_MUSTCHECK;
 /* Per endpoint: pending, delivered, failed counts, the last error and when, the last success. */
 typedef struct {
     int64_t pending, retrying, delivered_last_day, failed;
     char *last_error, *last_failure_at, *last_delivered_at;     /* NULL: none */
 } store_endpoint_stats_t;
-fr_status_t store_events_endpoint_stats (store_t *s, const char *endpoint, store_endpoint_stats_t *out,
-                                         char *err, size_t errlen) FR_MUSTCHECK;
-void store_endpoint_stats_clear (store_endpoint_stats_t *stats);
+#define STORE_EVENTS_STATS_MAX 32    /* endpoints in one batch: every configured one (WEBHOOK_MAX_ENDPOINTS) */
+typedef void (store_events_stats_fn) (void *arg, fr_status_t st, const store_endpoint_stats_t *stats, size_t n,
+                                      const char *err);
+/* The stats of endpoints [0 .. n-1] (1 to STORE_EVENTS_STATS_MAX of them), one statement each, in one batch. */
+fr_status_t store_events_endpoint_stats_start (store_t *s, const char *const *endpoints, size_t n,
+                                               store_events_stats_fn *fn, void *arg, char *err, size_t errlen)
+    FR_MUSTCHECK;
 #endif

@@ -371,6 +371,17 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
+    /* and an operator listing events and replaying an integration's failed deliveries */
+    pid_t events = fork ();
+    if (events == 0) {
+        for (int k = 0; clock_mono_ms () < until; k++) {
+            json_t *r = k % 2 ? harness_ctl (h, &rc, "events", "replay", "--integration", "stall:box", "--timeout", "2",
+                                             NULL)
+                              : harness_ctl (h, &rc, "events", "--timeout", "2", NULL);
+            json_decref (r);
+        }
+        _exit (0);
+    }
     /* and an operator asking the doctor about one integration, and disconnecting another */
     pid_t doctors = fork ();
     if (doctors == 0) {
@@ -404,6 +415,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (connects, &status, 0), connects);
     assert_int_equal (waitpid (callbacks, &status, 0), callbacks);
     assert_int_equal (waitpid (reports, &status, 0), reports);
+    assert_int_equal (waitpid (events, &status, 0), events);
     assert_int_equal (waitpid (doctors, &status, 0), doctors);
     assert_int_equal (waitpid (failing, &status, 0), failing);
     assert_int_equal (waitpid (refused, &status, 0), refused);
