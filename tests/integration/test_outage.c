@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "client.h"
 #include "clock.h"
 #include "itest.h"
 
@@ -371,6 +372,22 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
+    /* and the gateway's operations: a dashboard link issued, a workspace listed, an API key checked */
+    pid_t gateway = fork ();
+    if (gateway == 0) {
+        client_t *gc = client_new (harness_brokers (h));
+        for (int k = 0; clock_mono_ms () < until; k++) {
+            if (k % 3 == 0) {
+                json_decref (harness_ctl (h, &rc, "dashboard-link", "--workspace", "stall:", "--timeout", "2", NULL));
+                continue;
+            }
+            json_t *args = k % 3 == 1 ? json_pack ("{s:s}", "integration", "stall") : json_pack ("{s:s}", "key", "frk_x");
+            json_decref (client_call (gc, k % 3 == 1 ? "workspace" : "apikey_verify", args, 2000));
+            json_decref (args);
+        }
+        client_destroy (&gc);
+        _exit (0);
+    }
     /* and an operator asking the doctor about one integration, and disconnecting another */
     pid_t doctors = fork ();
     if (doctors == 0) {
@@ -404,6 +421,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (connects, &status, 0), connects);
     assert_int_equal (waitpid (callbacks, &status, 0), callbacks);
     assert_int_equal (waitpid (reports, &status, 0), reports);
+    assert_int_equal (waitpid (gateway, &status, 0), gateway);
     assert_int_equal (waitpid (doctors, &status, 0), doctors);
     assert_int_equal (waitpid (failing, &status, 0), failing);
     assert_int_equal (waitpid (refused, &status, 0), refused);
