@@ -1,7 +1,9 @@
 /* gwops.c - the operations the gateway needs: connect attempts and retries, workspace listing,
  * dashboard links and API keys (gwops.h). This file reads requests, decides and replies; every
- * statement is in store_gateway.c, one round trip each on the worker's connection. */
+ * statement is in store_gateway.c, sent as a batch queued for a free connection (dbwait.c), and
+ * the reply goes from the batch's end: nothing here holds the loop while the database answers. */
 #include "gwops.h"
+#include "dbwait.h"
 #include "fields.h"
 #include "reply.h"
 #include "store_gateway.h"
@@ -65,6 +67,67 @@ arg_workspace (worker_t *w, const job_t *job, const msgpack_object *root, char o
     return 1;
 }
 
+/* --- a request waiting for its statements ------------------------------------------------- */
+
+/* The statement a waiting request starts next. */
+typedef enum {
+    GW_ATTEMPT, GW_RETRY_ISSUE, GW_RETRY_PEEK, GW_RETRY_TAKE, GW_WORKSPACE, GW_LINK_ISSUE, GW_LINK_TAKE,
+    GW_KEY_CREATE, GW_KEY_LIST, GW_KEY_REVOKE, GW_KEY_VERIFY
+} gw_step_t;
+
+/* What a request needs once its statement has answered: the body is gone by then. */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    gw_step_t step;
+    char ws [IDENT_MAX + 1];              /* the workspace prefix */
+    char hash [65];                       /* SHA-256 of the state, token or key the request names */
+    char issued_hash [65];                /* of a retry token drawn for an attempt */
+    char *secret;                         /* a value handed out in the reply: wiped */
+    char *name;                           /* an API key's */
+    char prefix [KEY_SHOWN + 1];
+    int64_t ttl_s;
+    int64_t key_id;
+    store_gw_attempt_t a;                 /* an attempt read, while its retry token is stored */
+} gw_wait_t;
+
+static gw_wait_t *
+gw_new (worker_t *w, const job_t *job, gw_step_t step)
+{
+    gw_wait_t *gw = mem_alloc (sizeof *gw);
+    gw->w = w;
+    gw->job = *job;
+    gw->step = step;
+    return gw;
+}
+
+static void
+gw_free (gw_wait_t *gw)
+{
+    mem_free_secret (&gw->secret);
+    mem_free (gw->name);
+    store_gw_attempt_clear (&gw->a);
+    mem_free (gw);
+}
+
+static void gw_start (worker_t *w, store_t *store, void *arg);
+
+/* Queues gw's next statement; past the request's deadline it is dropped unstarted (the broker
+ * answered "timeout"). */
+static void
+gw_queue (gw_wait_t *gw)
+{
+    dbwait_add (gw->w, gw_start, gw, gw->job.deadline_ms);
+}
+
+/* A statement that could not be sent, or failed: answered, and the request is done. */
+static void
+gw_failed (gw_wait_t *gw, fr_status_t st, const char *err)
+{
+    reply_store_error (gw->w, &gw->job, st, err);
+    gw_free (gw);
+}
+
 /* --- connect attempts and "Try again" ----------------------------------------------------- */
 
 /* The outcomes after which a fresh connect of the same attempt is what the user needs. */
@@ -80,89 +143,98 @@ outcome_retryable (const char *outcome)
 }
 
 static void
-op_attempt (worker_t *w, job_t *job, const msgpack_object *root)
+attempt_reply (gw_wait_t *gw, int64_t retry_expires)
 {
-    char state_hash [65], err [512];
-    char *state = NULL, *token = NULL;
-    store_gw_attempt_t a = { 0 };
-    fr_status_t st;
-
-    if (!arg_required (w, job, root, "state", MAX_STATE_LEN, &state))
-        goto out;
-    hex_sha256 (state, state_hash);
-    st = store_gw_attempt (w->store, state_hash, &a, err, sizeof err);
-    if (st == FR_NOT_FOUND) {
-        reply_error (w, job, FR_NOT_FOUND, err, "start again from Connect", -1);
-        goto out;
-    }
-    if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    /* a state that expired before its callback came, a failure the user can mend, or a connect
-       that stored fewer scopes (or no refresh token) than asked */
-    const char *outcome = a.outcome;
-    int retry = !a.retry_issued
-             && (outcome_retryable (outcome) || (!outcome && !a.used && a.expired) || (!outcome && a.used)
-                 || (outcome && strcmp (outcome, "connected") == 0 && a.short_grant));
-    int64_t retry_expires = 0;
-    if (retry) {
-        token = crypto_random_token (TOKEN_BYTES);
-        if (!token) {
-            reply_error (w, job, FR_INTERNAL, "could not draw random bytes for a retry token", NULL, -1);
-            goto out;
-        }
-        char token_hash [65];
-        hex_sha256 (token, token_hash);
-        st = store_gw_retry_issue (w->store, state_hash, token_hash, GWOPS_RETRY_TTL_S, &retry_expires,
-                                   err, sizeof err);
-        if (st == FR_STATE_INVALID)
-            mem_free_secret (&token);       /* another gateway drew it first */
-        else
-        if (st != FR_OK) {
-            reply_store_error (w, job, st, err);
-            goto out;
-        }
-    }
-    log_info (a.integration, job->rid, "connect attempt read (outcome %s)%s", outcome ? outcome : "none",
-              token ? "; a retry token was issued" : "");
-    codec_builder_t *o = reply_begin (w, job, 1, 10);
-    codec_kv_str (o, "integration", a.integration);
-    codec_kv_str (o, "provider", a.provider);
-    codec_kv_str (o, "redirect_uri", a.redirect_uri);
-    codec_kv_words (o, "scopes", a.scopes);
-    codec_kv_str (o, "return_to", a.return_to);
-    codec_kv_str (o, "outcome", outcome);
-    codec_kv_str (o, "status", a.status);
-    codec_kv_words (o, "missing_scopes", a.missing_scopes);
-    codec_kv_str (o, "retry_token", token);
+    const store_gw_attempt_t *a = &gw->a;
+    const job_t *job = &gw->job;
+    log_info (a->integration, job->rid, "connect attempt read (outcome %s)%s", a->outcome ? a->outcome : "none",
+              gw->secret ? "; a retry token was issued" : "");
+    codec_builder_t *o = reply_begin (gw->w, job, 1, 10);
+    codec_kv_str (o, "integration", a->integration);
+    codec_kv_str (o, "provider", a->provider);
+    codec_kv_str (o, "redirect_uri", a->redirect_uri);
+    codec_kv_words (o, "scopes", a->scopes);
+    codec_kv_str (o, "return_to", a->return_to);
+    codec_kv_str (o, "outcome", a->outcome);
+    codec_kv_str (o, "status", a->status);
+    codec_kv_words (o, "missing_scopes", a->missing_scopes);
+    codec_kv_str (o, "retry_token", gw->secret);
     codec_kv_time (o, "retry_expires_at", retry_expires);
-    reply_send (w, job);
-out:
-    store_gw_attempt_clear (&a);
-    mem_free_secret (&state);
-    mem_free_secret (&token);
+    reply_send (gw->w, job);
+    gw_free (gw);
 }
 
 static void
-op_retry (worker_t *w, job_t *job, const msgpack_object *root)
+retry_issued (void *arg, fr_status_t st, int64_t expires_at, const char *err)
 {
-    char token_hash [65], err [512];
-    char *token = NULL, *id = NULL;
-    store_gw_retry_t r = { 0 };
+    gw_wait_t *gw = arg;
+    if (st == FR_STATE_INVALID)
+        mem_free_secret (&gw->secret);      /* another gateway drew it first */
+    else
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
+    }
+    attempt_reply (gw, expires_at);
+}
+
+static void
+attempt_read (void *arg, fr_status_t st, store_gw_attempt_t *a, const char *err)
+{
+    gw_wait_t *gw = arg;
+    if (st == FR_NOT_FOUND) {
+        reply_error (gw->w, &gw->job, FR_NOT_FOUND, err, "start again from Connect", -1);
+        gw_free (gw);
+        return;
+    }
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
+    }
+    gw->a = *a;                             /* ours now */
+    a = &gw->a;
+    /* a state that expired before its callback came, a failure the user can mend, or a connect
+       that stored fewer scopes (or no refresh token) than asked */
+    const char *outcome = a->outcome;
+    int retry = !a->retry_issued
+             && (outcome_retryable (outcome) || (!outcome && !a->used && a->expired) || (!outcome && a->used)
+                 || (outcome && strcmp (outcome, "connected") == 0 && a->short_grant));
+    if (!retry) {
+        attempt_reply (gw, 0);
+        return;
+    }
+    if (!(gw->secret = crypto_random_token (TOKEN_BYTES))) {
+        reply_error (gw->w, &gw->job, FR_INTERNAL, "could not draw random bytes for a retry token", NULL, -1);
+        gw_free (gw);
+        return;
+    }
+    hex_sha256 (gw->secret, gw->issued_hash);
+    gw->step = GW_RETRY_ISSUE;
+    gw_queue (gw);
+}
+
+static void
+op_attempt (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char *state = NULL;
+    if (!arg_required (w, job, root, "state", MAX_STATE_LEN, &state))
+        return;
+    gw_wait_t *gw = gw_new (w, job, GW_ATTEMPT);
+    hex_sha256 (state, gw->hash);
+    mem_free_secret (&state);
+    gw_queue (gw);
+}
+
+static void
+retry_taken (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *err)
+{
+    gw_wait_t *gw = arg;
+    worker_t *w = gw->w;
+    job_t *job = &gw->job;
+    char why [512];
     codec_builder_t *b = NULL;
     codec_msg_t *msg = NULL;
-    fr_status_t st;
 
-    if (!arg_required (w, job, root, "retry_token", MAX_TOKEN_LEN, &token))
-        goto out;
-    hex_sha256 (token, token_hash);
-    /* the integration first, for the connect rate limit: a refused retry keeps its token (a token
-       not found here is answered by the take below) */
-    if (store_gw_retry_peek (w->store, token_hash, &id, err, sizeof err) == FR_OK
-    &&  !ratelimit_admit (w, job, "connect", 7, id))
-        goto out;
-    st = store_gw_retry_take (w->store, token_hash, &r, err, sizeof err);
     if (st == FR_STATE_INVALID) {
         reply_error (w, job, FR_STATE_INVALID, err, "start again from Connect on the dashboard", -1);
         goto out;
@@ -173,52 +245,79 @@ op_retry (worker_t *w, job_t *job, const msgpack_object *root)
     }
     /* the connect the attempt made, as a request body for connect_start */
     b = codec_builder_new ();
-    codec_map (b, r.return_to ? 5 : 4);
-    codec_kv_str (b, "integration", r.integration);
-    codec_kv_str (b, "provider", r.provider);
-    codec_kv_str (b, "redirect_uri", r.redirect_uri);
-    codec_kv_words (b, "scopes", r.scopes);
-    if (r.return_to)
-        codec_kv_str (b, "return_to", r.return_to);
+    codec_map (b, r->return_to ? 5 : 4);
+    codec_kv_str (b, "integration", r->integration);
+    codec_kv_str (b, "provider", r->provider);
+    codec_kv_str (b, "redirect_uri", r->redirect_uri);
+    codec_kv_words (b, "scopes", r->scopes);
+    if (r->return_to)
+        codec_kv_str (b, "return_to", r->return_to);
     size_t len;
     const char *data = codec_builder_data (b, &len);
-    if (codec_builder_failed (b) || codec_decode (data, len, &msg, err, sizeof err) != FR_OK) {
+    if (codec_builder_failed (b) || codec_decode (data, len, &msg, why, sizeof why) != FR_OK) {
         reply_error (w, job, FR_INTERNAL, "could not rebuild the connect request of the attempt", NULL, -1);
         goto out;
     }
-    log_info (r.integration, job->rid, "retrying a failed connect with a retry token");
+    log_info (r->integration, job->rid, "retrying a failed connect with a retry token");
     snprintf (job->op, sizeof job->op, "retry");
-    connect_start (w, job, codec_msg_root (msg), r.integration);
+    connect_start (w, job, codec_msg_root (msg), r->integration);
 out:
-    store_gw_retry_clear (&r);
-    mem_free (id);
-    mem_free_secret (&token);
     codec_builder_destroy (&b);
     codec_msg_destroy (&msg);
+    gw_free (gw);
+}
+
+/* The integration first, for the connect rate limit: a refused retry keeps its token. */
+static void
+retry_peeked (void *arg, fr_status_t st, const char *id, const char *err)
+{
+    gw_wait_t *gw = arg;
+    if (st == FR_NOT_FOUND) {
+        reply_error (gw->w, &gw->job, FR_STATE_INVALID, err, "start again from Connect on the dashboard", -1);
+        gw_free (gw);
+        return;
+    }
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
+    }
+    if (!ratelimit_admit (gw->w, &gw->job, "connect", 7, id)) {
+        gw_free (gw);
+        return;
+    }
+    gw->step = GW_RETRY_TAKE;
+    gw_queue (gw);
+}
+
+static void
+op_retry (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char *token = NULL;
+    if (!arg_required (w, job, root, "retry_token", MAX_TOKEN_LEN, &token))
+        return;
+    gw_wait_t *gw = gw_new (w, job, GW_RETRY_PEEK);
+    hex_sha256 (token, gw->hash);
+    mem_free_secret (&token);
+    gw_queue (gw);
 }
 
 /* --- workspace listing --------------------------------------------------------------------- */
 
 static void
-op_workspace (worker_t *w, job_t *job, const msgpack_object *root)
+workspace_listed (void *arg, fr_status_t st, const store_gw_workspace_t *list, const char *err)
 {
-    char ws [IDENT_MAX + 1], err [512];
-    store_gw_workspace_t list = { 0 };
-    fr_status_t st;
-
-    if (!arg_workspace (w, job, root, ws))
-        goto out;
-    if ((st = store_gw_workspace (w->store, ws, GWOPS_WORKSPACE_MAX, &list, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
+    gw_wait_t *gw = arg;
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
     }
-    codec_builder_t *o = reply_begin (w, job, 1, 3);
-    codec_kv_str (o, "workspace", ws);
-    codec_kv_bool (o, "truncated", list.truncated);
+    codec_builder_t *o = reply_begin (gw->w, &gw->job, 1, 3);
+    codec_kv_str (o, "workspace", gw->ws);
+    codec_kv_bool (o, "truncated", list->truncated);
     codec_str (o, "integrations");
-    codec_array (o, (uint32_t) list.count);
-    for (size_t i = 0; i < list.count; i++) {
-        const store_gw_listed_t *e = &list.items [i];
+    codec_array (o, (uint32_t) list->count);
+    for (size_t i = 0; i < list->count; i++) {
+        const store_gw_listed_t *e = &list->items [i];
         codec_map (o, 9);
         codec_kv_str (o, "id", e->id);
         codec_kv_str (o, "provider", e->provider);
@@ -230,78 +329,126 @@ op_workspace (worker_t *w, job_t *job, const msgpack_object *root)
         codec_kv_words (o, "scopes", e->scopes);
         codec_kv_str (o, "scope_report", e->scope_report);
     }
-    reply_send (w, job);
-out:
-    store_gw_workspace_clear (&list);
+    reply_send (gw->w, &gw->job);
+    gw_free (gw);
+}
+
+static void
+op_workspace (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char ws [IDENT_MAX + 1];
+    if (!arg_workspace (w, job, root, ws))
+        return;
+    gw_wait_t *gw = gw_new (w, job, GW_WORKSPACE);
+    memcpy (gw->ws, ws, sizeof ws);
+    gw_queue (gw);
 }
 
 /* --- dashboard links ------------------------------------------------------------------------ */
 
 static void
+link_issued (void *arg, fr_status_t st, int64_t expires_at, const char *err)
+{
+    gw_wait_t *gw = arg;
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
+    }
+    log_info (gw->ws, gw->job.rid, "dashboard link issued for workspace \"%s\"", gw->ws);
+    codec_builder_t *o = reply_begin (gw->w, &gw->job, 1, 3);
+    codec_kv_str (o, "workspace", gw->ws);
+    codec_kv_str (o, "link_token", gw->secret);
+    codec_kv_time (o, "expires_at", expires_at);
+    reply_send (gw->w, &gw->job);
+    gw_free (gw);
+}
+
+static void
 op_dashboard_link (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char ws [IDENT_MAX + 1], err [512], hash [65];
+    char ws [IDENT_MAX + 1];
     char *token = NULL;
-    fr_status_t st;
-    int64_t ttl = GWOPS_LINK_TTL_DEFAULT, expires_at;
+    int64_t ttl = GWOPS_LINK_TTL_DEFAULT;
 
     if (!arg_workspace (w, job, root, ws) || fields_int (w, job, root, "ttl_s", 30, GWOPS_LINK_TTL_MAX, &ttl) < 0)
-        goto out;
+        return;
     if (!(token = crypto_random_token (TOKEN_BYTES))) {
         reply_error (w, job, FR_INTERNAL, "could not draw random bytes for a dashboard link", NULL, -1);
-        goto out;
+        return;
     }
-    hex_sha256 (token, hash);
-    if ((st = store_gw_link_issue (w->store, hash, ws, ttl, &expires_at, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
+    gw_wait_t *gw = gw_new (w, job, GW_LINK_ISSUE);
+    memcpy (gw->ws, ws, sizeof ws);
+    gw->secret = token;
+    gw->ttl_s = ttl;
+    hex_sha256 (token, gw->hash);
+    gw_queue (gw);
+}
+
+static void
+link_taken (void *arg, fr_status_t st, const char *ws, const char *err)
+{
+    gw_wait_t *gw = arg;
+    if (st == FR_STATE_INVALID) {
+        reply_error (gw->w, &gw->job, FR_STATE_INVALID, err, "ask the application for a new dashboard link", -1);
+        gw_free (gw);
+        return;
     }
-    log_info (ws, job->rid, "dashboard link issued for workspace \"%s\"", ws);
-    codec_builder_t *o = reply_begin (w, job, 1, 3);
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
+    }
+    codec_builder_t *o = reply_begin (gw->w, &gw->job, 1, 1);
     codec_kv_str (o, "workspace", ws);
-    codec_kv_str (o, "link_token", token);
-    codec_kv_time (o, "expires_at", expires_at);
-    reply_send (w, job);
-out:
-    mem_free_secret (&token);
+    reply_send (gw->w, &gw->job);
+    gw_free (gw);
 }
 
 static void
 op_dashboard_open (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char hash [65], err [512];
-    char *token = NULL, *ws = NULL;
-    fr_status_t st;
-
+    char *token = NULL;
     if (!arg_required (w, job, root, "link_token", MAX_TOKEN_LEN, &token))
-        goto out;
-    hex_sha256 (token, hash);
-    st = store_gw_link_take (w->store, hash, &ws, err, sizeof err);
-    if (st == FR_STATE_INVALID) {
-        reply_error (w, job, FR_STATE_INVALID, err, "ask the application for a new dashboard link", -1);
-        goto out;
-    }
-    if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    codec_builder_t *o = reply_begin (w, job, 1, 1);
-    codec_kv_str (o, "workspace", ws);
-    reply_send (w, job);
-out:
-    mem_free (ws);
+        return;
+    gw_wait_t *gw = gw_new (w, job, GW_LINK_TAKE);
+    hex_sha256 (token, gw->hash);
     mem_free_secret (&token);
+    gw_queue (gw);
 }
 
 /* --- API keys --------------------------------------------------------------------------------- */
 
 static void
+key_created (void *arg, fr_status_t st, const store_gw_apikey_t *k, const char *err)
+{
+    gw_wait_t *gw = arg;
+    if (st == FR_TOO_LARGE) {
+        reply_error (gw->w, &gw->job, FR_TOO_LARGE, err, "revoke a key you no longer use, then create one", -1);
+        gw_free (gw);
+        return;
+    }
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
+    }
+    log_info (gw->ws, gw->job.rid, "API key \"%s\" (%s...) created for workspace \"%s\"", gw->name, gw->prefix,
+              gw->ws);
+    codec_builder_t *o = reply_begin (gw->w, &gw->job, 1, 6);
+    codec_kv_str (o, "workspace", gw->ws);
+    codec_kv_int (o, "key_id", k->key_id);
+    codec_kv_str (o, "name", gw->name);
+    codec_kv_str (o, "prefix", gw->prefix);
+    codec_kv_time (o, "created_at", k->created_at);
+    codec_kv_str (o, "key", gw->secret);
+    reply_send (gw->w, &gw->job);
+    gw_free (gw);
+}
+
+static void
 op_apikey_create (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char ws [IDENT_MAX + 1], hash [65], prefix [KEY_SHOWN + 1], err [512];
-    char *name = NULL, *random = NULL, *key = NULL;
-    store_gw_apikey_t k = { 0 };
-    fr_status_t st;
+    char ws [IDENT_MAX + 1];
+    char *name = NULL, *random = NULL;
+    gw_wait_t *gw;
 
     if (!arg_workspace (w, job, root, ws) || !arg_required (w, job, root, "name", MAX_KEY_NAME, &name))
         goto out;
@@ -309,55 +456,35 @@ op_apikey_create (worker_t *w, job_t *job, const msgpack_object *root)
         reply_error (w, job, FR_INTERNAL, "could not draw random bytes for an API key", NULL, -1);
         goto out;
     }
+    gw = gw_new (w, job, GW_KEY_CREATE);
+    memcpy (gw->ws, ws, sizeof ws);
     size_t klen = strlen (KEY_PREFIX) + strlen (random) + 1;
-    key = mem_alloc (klen);
-    snprintf (key, klen, "%s%s", KEY_PREFIX, random);
-    snprintf (prefix, sizeof prefix, "%.*s", KEY_SHOWN, key);
-    hex_sha256 (key, hash);
-    st = store_gw_apikey_create (w->store, hash, ws, name, prefix, MAX_KEYS, &k, err, sizeof err);
-    if (st == FR_TOO_LARGE) {
-        reply_error (w, job, FR_TOO_LARGE, err, "revoke a key you no longer use, then create one", -1);
-        goto out;
-    }
-    if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    log_info (ws, job->rid, "API key \"%s\" (%s...) created for workspace \"%s\"", name, prefix, ws);
-    codec_builder_t *o = reply_begin (w, job, 1, 6);
-    codec_kv_str (o, "workspace", ws);
-    codec_kv_int (o, "key_id", k.key_id);
-    codec_kv_str (o, "name", name);
-    codec_kv_str (o, "prefix", prefix);
-    codec_kv_time (o, "created_at", k.created_at);
-    codec_kv_str (o, "key", key);
-    reply_send (w, job);
+    gw->secret = mem_alloc (klen);
+    snprintf (gw->secret, klen, "%s%s", KEY_PREFIX, random);
+    snprintf (gw->prefix, sizeof gw->prefix, "%.*s", KEY_SHOWN, gw->secret);
+    hex_sha256 (gw->secret, gw->hash);
+    gw->name = name;
+    name = NULL;
+    gw_queue (gw);
 out:
-    store_gw_apikey_clear (&k);
     mem_free (name);
     mem_free_secret (&random);
-    mem_free_secret (&key);
 }
 
 static void
-op_apikey_list (worker_t *w, job_t *job, const msgpack_object *root)
+keys_listed (void *arg, fr_status_t st, const store_gw_apikeys_t *list, const char *err)
 {
-    char ws [IDENT_MAX + 1], err [512];
-    store_gw_apikeys_t list = { 0 };
-    fr_status_t st;
-
-    if (!arg_workspace (w, job, root, ws))
-        goto out;
-    if ((st = store_gw_apikey_list (w->store, ws, MAX_KEYS_LISTED, &list, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
+    gw_wait_t *gw = arg;
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
     }
-    codec_builder_t *o = reply_begin (w, job, 1, 2);
-    codec_kv_str (o, "workspace", ws);
+    codec_builder_t *o = reply_begin (gw->w, &gw->job, 1, 2);
+    codec_kv_str (o, "workspace", gw->ws);
     codec_str (o, "keys");
-    codec_array (o, (uint32_t) list.count);
-    for (size_t i = 0; i < list.count; i++) {
-        const store_gw_apikey_t *k = &list.items [i];
+    codec_array (o, (uint32_t) list->count);
+    for (size_t i = 0; i < list->count; i++) {
+        const store_gw_apikey_t *k = &list->items [i];
         codec_map (o, 6);
         codec_kv_int (o, "key_id", k->key_id);
         codec_kv_str (o, "name", k->name);
@@ -366,73 +493,148 @@ op_apikey_list (worker_t *w, job_t *job, const msgpack_object *root)
         codec_kv_time (o, "last_used_at", k->last_used_at);
         codec_kv_time (o, "revoked_at", k->revoked_at);
     }
-    reply_send (w, job);
-out:
-    store_gw_apikeys_clear (&list);
+    reply_send (gw->w, &gw->job);
+    gw_free (gw);
+}
+
+static void
+op_apikey_list (worker_t *w, job_t *job, const msgpack_object *root)
+{
+    char ws [IDENT_MAX + 1];
+    if (!arg_workspace (w, job, root, ws))
+        return;
+    gw_wait_t *gw = gw_new (w, job, GW_KEY_LIST);
+    memcpy (gw->ws, ws, sizeof ws);
+    gw_queue (gw);
+}
+
+static void
+key_revoked (void *arg, fr_status_t st, const store_gw_apikey_t *k, const char *err)
+{
+    gw_wait_t *gw = arg;
+    if (st == FR_NOT_FOUND) {
+        reply_error (gw->w, &gw->job, FR_NOT_FOUND, err, "list the keys to see their ids", -1);
+        gw_free (gw);
+        return;
+    }
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
+    }
+    log_info (gw->ws, gw->job.rid, "API key \"%s\" (%s...) of workspace \"%s\" revoked", k->name, k->prefix, gw->ws);
+    codec_builder_t *o = reply_begin (gw->w, &gw->job, 1, 2);
+    codec_kv_str (o, "workspace", gw->ws);
+    codec_kv_int (o, "key_id", gw->key_id);
+    reply_send (gw->w, &gw->job);
+    gw_free (gw);
 }
 
 static void
 op_apikey_revoke (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char ws [IDENT_MAX + 1], err [512];
-    store_gw_apikey_t k = { 0 };
-    fr_status_t st;
+    char ws [IDENT_MAX + 1];
     int64_t key_id;
 
     if (!arg_workspace (w, job, root, ws))
-        goto out;
+        return;
     /* not fields_int: this message, which says what a key id is, is kept */
     if (codec_get_int (root, "key_id", &key_id) != 1 || key_id < 1) {
         reply_error (w, job, FR_BAD_REQUEST, "\"key_id\" is required: a positive integer", NULL, -1);
-        goto out;
+        return;
     }
-    st = store_gw_apikey_revoke (w->store, ws, key_id, &k, err, sizeof err);
+    gw_wait_t *gw = gw_new (w, job, GW_KEY_REVOKE);
+    memcpy (gw->ws, ws, sizeof ws);
+    gw->key_id = key_id;
+    gw_queue (gw);
+}
+
+static void
+key_verified (void *arg, fr_status_t st, const store_gw_apikey_t *k, const char *err)
+{
+    gw_wait_t *gw = arg;
     if (st == FR_NOT_FOUND) {
-        reply_error (w, job, FR_NOT_FOUND, err, "list the keys to see their ids", -1);
-        goto out;
+        reply_error (gw->w, &gw->job, FR_FORBIDDEN, "the API key is unknown or revoked",
+                     "create a new API key on the dashboard", -1);
+        gw_free (gw);
+        return;
     }
     if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
+        gw_failed (gw, st, err);
+        return;
     }
-    log_info (ws, job->rid, "API key \"%s\" (%s...) of workspace \"%s\" revoked", k.name, k.prefix, ws);
-    codec_builder_t *o = reply_begin (w, job, 1, 2);
-    codec_kv_str (o, "workspace", ws);
-    codec_kv_int (o, "key_id", key_id);
-    reply_send (w, job);
-out:
-    store_gw_apikey_clear (&k);
+    codec_builder_t *o = reply_begin (gw->w, &gw->job, 1, 3);
+    codec_kv_int (o, "key_id", k->key_id);
+    codec_kv_str (o, "workspace", k->workspace);
+    codec_kv_str (o, "name", k->name);
+    reply_send (gw->w, &gw->job);
+    gw_free (gw);
 }
 
 static void
 op_apikey_verify (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char hash [65], err [512];
     char *key = NULL;
-    store_gw_apikey_t k = { 0 };
-    fr_status_t st;
-
     if (!arg_required (w, job, root, "key", MAX_TOKEN_LEN, &key))
-        goto out;
-    hex_sha256 (key, hash);
-    st = store_gw_apikey_verify (w->store, hash, &k, err, sizeof err);
-    if (st == FR_NOT_FOUND) {
-        reply_error (w, job, FR_FORBIDDEN, "the API key is unknown or revoked", "create a new API key on the dashboard",
-                     -1);
-        goto out;
-    }
-    if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
-        goto out;
-    }
-    codec_builder_t *o = reply_begin (w, job, 1, 3);
-    codec_kv_int (o, "key_id", k.key_id);
-    codec_kv_str (o, "workspace", k.workspace);
-    codec_kv_str (o, "name", k.name);
-    reply_send (w, job);
-out:
-    store_gw_apikey_clear (&k);
+        return;
+    gw_wait_t *gw = gw_new (w, job, GW_KEY_VERIFY);
+    hex_sha256 (key, gw->hash);
     mem_free_secret (&key);
+    gw_queue (gw);
+}
+
+/* --- starting a statement ------------------------------------------------------------------- */
+
+/* Starts gw's statement on a free connection; its end replies (or queues the next one). */
+static void
+gw_start (worker_t *w, store_t *store, void *arg)
+{
+    gw_wait_t *gw = arg;
+    char err [256] = "";
+    fr_status_t st = FR_INTERNAL;
+    (void) w;
+    if (!store) {
+        gw_free (gw);
+        return;
+    }
+    switch (gw->step) {
+        case GW_ATTEMPT:
+            st = store_gw_attempt_start (store, gw->hash, attempt_read, gw, err, sizeof err);
+            break;
+        case GW_RETRY_ISSUE:
+            st = store_gw_retry_issue_start (store, gw->hash, gw->issued_hash, GWOPS_RETRY_TTL_S, retry_issued, gw,
+                                             err, sizeof err);
+            break;
+        case GW_RETRY_PEEK:
+            st = store_gw_retry_peek_start (store, gw->hash, retry_peeked, gw, err, sizeof err);
+            break;
+        case GW_RETRY_TAKE:
+            st = store_gw_retry_take_start (store, gw->hash, retry_taken, gw, err, sizeof err);
+            break;
+        case GW_WORKSPACE:
+            st = store_gw_workspace_start (store, gw->ws, GWOPS_WORKSPACE_MAX, workspace_listed, gw, err, sizeof err);
+            break;
+        case GW_LINK_ISSUE:
+            st = store_gw_link_issue_start (store, gw->hash, gw->ws, gw->ttl_s, link_issued, gw, err, sizeof err);
+            break;
+        case GW_LINK_TAKE:
+            st = store_gw_link_take_start (store, gw->hash, link_taken, gw, err, sizeof err);
+            break;
+        case GW_KEY_CREATE:
+            st = store_gw_apikey_create_start (store, gw->hash, gw->ws, gw->name, gw->prefix, MAX_KEYS, key_created,
+                                               gw, err, sizeof err);
+            break;
+        case GW_KEY_LIST:
+            st = store_gw_apikey_list_start (store, gw->ws, MAX_KEYS_LISTED, keys_listed, gw, err, sizeof err);
+            break;
+        case GW_KEY_REVOKE:
+            st = store_gw_apikey_revoke_start (store, gw->ws, gw->key_id, key_revoked, gw, err, sizeof err);
+            break;
+        case GW_KEY_VERIFY:
+            st = store_gw_apikey_verify_start (store, gw->hash, key_verified, gw, err, sizeof err);
+            break;
+    }
+    if (st != FR_OK)
+        gw_failed (gw, st, err);
 }
 
 /* --- dispatch and the connect hooks ----------------------------------------------------------- */

@@ -1,6 +1,7 @@
 /* store_gateway.c - the gateway operations' statements: pending_authorizations read for an
  * attempt, gateway_retry_tokens, gateway_dashboard_links, gateway_api_keys, and the workspace
- * listing of integrations. Each is one round trip, bounded by an index and a LIMIT. */
+ * listing of integrations. Each is one statement sent as a batch of its own (one round trip,
+ * nothing the loop waits for), bounded by an index and a LIMIT. */
 #include "store_gateway.h"
 #include "store_internal.h"
 #include "ident.h"
@@ -17,41 +18,93 @@ text_or_empty (const PGresult *res, int row, int col)
     return t ? t : mem_strdup ("");
 }
 
-fr_status_t
-store_gw_attempt (store_t *s, const char *state_hash, store_gw_attempt_t *a, char *err, size_t errlen)
+/* What a gateway batch's end needs: the caller's function, and what a statement that returned no
+ * row means. */
+typedef struct {
+    union {
+        store_gw_attempt_fn *attempt;
+        store_gw_issued_fn *issued;
+        store_gw_text_fn *text;
+        store_gw_retry_fn *retry;
+        store_gw_workspace_fn *workspace;
+        store_gw_apikey_fn *apikey;
+        store_gw_apikeys_fn *apikeys;
+    } fn;
+    void *arg;
+    fr_status_t refusal;                  /* no row returned: this status */
+    const char *refused;                  /* and this message (a literal), unless formatted below */
+    int max;                              /* rows of a listing; live keys of a workspace */
+    int64_t key_id;
+    char workspace [IDENT_MAX + 1];
+} gw_ctx_t;
+
+/* Sends one statement as a batch whose end is done, with a copy of c. */
+static fr_status_t
+gw_start (store_t *s, const char *sql, int n, const char *const *values, store_batch_fn *done, const gw_ctx_t *c,
+          char *err, size_t errlen)
 {
-    fr_status_t st;
+    store_stmt_t stmt = { sql, n, values, NULL, NULL };
+    gw_ctx_t *copy = mem_alloc (sizeof *copy);
+    *copy = *c;
+    fr_status_t st = store_batch_start (s, &stmt, 1, done, copy, err, errlen);
+    if (st != FR_OK)
+        mem_free (copy);
+    return st;
+}
+
+/* The statement's rows; NULL when the batch failed. */
+static const PGresult *
+gw_result (fr_status_t st, PGresult **results, size_t n)
+{
+    return st == FR_OK && n == 1 ? results [0] : NULL;
+}
+
+/* --- connect attempts and retry tokens ------------------------------------------------------- */
+
+static void
+attempt_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    store_gw_attempt_t a = { 0 };
+    if (res && PQntuples (res) != 1) {
+        st = c->refusal;
+        err = c->refused;
+    }
+    else
+    if (res) {
+        a.integration = text_or_empty (res, 0, 0);
+        a.provider = text_or_empty (res, 0, 1);
+        a.redirect_uri = text_or_empty (res, 0, 2);
+        a.scopes = text_or_empty (res, 0, 3);
+        a.return_to = store_text_at (res, 0, 4);
+        a.outcome = store_text_at (res, 0, 5);
+        a.used = store_bool_at (res, 0, 6);
+        a.expired = store_bool_at (res, 0, 7);
+        a.retry_issued = store_bool_at (res, 0, 8);
+        a.status = store_text_at (res, 0, 9);
+        a.short_grant = store_bool_at (res, 0, 10);
+        a.missing_scopes = text_or_empty (res, 0, 11);
+    }
+    c->fn.attempt (c->arg, st, st == FR_OK ? &a : NULL, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_gw_attempt_start (store_t *s, const char *state_hash, store_gw_attempt_fn *fn, void *arg, char *err,
+                        size_t errlen)
+{
     const char *values [] = { state_hash };
-    memset (a, 0, sizeof *a);
-    PGresult *res = store_exec (s,
+    gw_ctx_t c = { .fn.attempt = fn, .arg = arg, .refusal = FR_NOT_FOUND,
+                   .refused = "no connect attempt has this state" };
+    return gw_start (s,
         "SELECT p.integration_id, p.provider, p.redirect_uri, array_to_string (p.requested_scopes, ' '), p.return_to,"
         "  p.outcome, p.used_at IS NOT NULL, p.expires_at < now (), p.retry_issued, i.status,"
         "  coalesce (i.refresh_token_missing OR NOT (i.scopes @> p.requested_scopes), false),"
         "  array_to_string (ARRAY (SELECT unnest (p.requested_scopes) EXCEPT SELECT unnest (i.scopes)), ' ')"
         " FROM pending_authorizations p LEFT JOIN integrations i ON i.id = p.integration_id"
         " WHERE p.state_hash = $1",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) != 1) {
-        snprintf (err, errlen, "no connect attempt has this state");
-        PQclear (res);
-        return FR_NOT_FOUND;
-    }
-    a->integration = text_or_empty (res, 0, 0);
-    a->provider = text_or_empty (res, 0, 1);
-    a->redirect_uri = text_or_empty (res, 0, 2);
-    a->scopes = text_or_empty (res, 0, 3);
-    a->return_to = store_text_at (res, 0, 4);
-    a->outcome = store_text_at (res, 0, 5);
-    a->used = store_bool_at (res, 0, 6);
-    a->expired = store_bool_at (res, 0, 7);
-    a->retry_issued = store_bool_at (res, 0, 8);
-    a->status = store_text_at (res, 0, 9);
-    a->short_grant = store_bool_at (res, 0, 10);
-    a->missing_scopes = text_or_empty (res, 0, 11);
-    PQclear (res);
-    return FR_OK;
+        1, values, attempt_done, &c, err, errlen);
 }
 
 void
@@ -68,17 +121,35 @@ store_gw_attempt_clear (store_gw_attempt_t *a)
     memset (a, 0, sizeof *a);
 }
 
-fr_status_t
-store_gw_retry_issue (store_t *s, const char *state_hash, const char *token_hash, int64_t ttl_s, int64_t *expires_at,
-                      char *err, size_t errlen)
+/* A statement returning the expiry of what it stored. */
+static void
+issued_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    int64_t expires_at = 0;
+    if (res && PQntuples (res) == 1)
+        expires_at = store_int_at (res, 0, 0);
+    else
+    if (res) {
+        st = c->refusal;
+        err = c->refused;
+    }
+    c->fn.issued (c->arg, st, expires_at, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_gw_retry_issue_start (store_t *s, const char *state_hash, const char *token_hash, int64_t ttl_s,
+                            store_gw_issued_fn *fn, void *arg, char *err, size_t errlen)
+{
     char ttl [24];
     snprintf (ttl, sizeof ttl, "%" PRId64, ttl_s);
     const char *values [] = { state_hash, token_hash, ttl };
-    *expires_at = 0;
+    gw_ctx_t c = { .fn.issued = fn, .arg = arg, .refusal = FR_STATE_INVALID,
+                   .refused = "a retry token was already issued for this connect attempt" };
     /* once per attempt: the flag is set in the statement that stores the token */
-    PGresult *res = store_exec (s,
+    return gw_start (s,
         "WITH c AS (UPDATE pending_authorizations SET retry_issued = true WHERE state_hash = $1 AND NOT retry_issued"
         "           RETURNING integration_id, provider, redirect_uri, requested_scopes, return_to)"
         " INSERT INTO gateway_retry_tokens (token_hash, state_hash, integration_id, provider, redirect_uri,"
@@ -86,113 +157,96 @@ store_gw_retry_issue (store_t *s, const char *state_hash, const char *token_hash
         " SELECT $2, $1, integration_id, provider, redirect_uri, requested_scopes, return_to,"
         "   now () + $3::integer * interval '1 second' FROM c"
         " RETURNING extract (epoch FROM expires_at)::bigint",
-        3, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    int issued = PQntuples (res) == 1;
-    if (issued)
-        *expires_at = store_int_at (res, 0, 0);
-    PQclear (res);
-    if (!issued) {
-        snprintf (err, errlen, "a retry token was already issued for this connect attempt");
-        return FR_STATE_INVALID;
+        3, values, issued_done, &c, err, errlen);
+}
+
+/* A statement returning one text column of one row. */
+static void
+text_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    char *text = NULL;
+    if (res && PQntuples (res) == 1)
+        text = text_or_empty (res, 0, 0);
+    else
+    if (res) {
+        st = c->refusal;
+        err = c->refused;
     }
-    return FR_OK;
+    c->fn.text (c->arg, st, text, st == FR_OK ? NULL : err);
+    mem_free (text);
+    mem_free (c);
 }
 
 fr_status_t
-store_gw_retry_peek (store_t *s, const char *token_hash, char **integration, char *err, size_t errlen)
+store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_text_fn *fn, void *arg, char *err,
+                           size_t errlen)
 {
-    fr_status_t st;
     const char *values [] = { token_hash };
-    *integration = NULL;
-    PGresult *res = store_exec (s,
+    gw_ctx_t c = { .fn.text = fn, .arg = arg, .refusal = FR_NOT_FOUND,
+                   .refused = "this retry link expired or was already used" };
+    return gw_start (s,
         "SELECT integration_id FROM gateway_retry_tokens"
         " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 1)
-        *integration = text_or_empty (res, 0, 0);
-    PQclear (res);
-    if (!*integration) {
-        snprintf (err, errlen, "this retry link expired or was already used");
-        return FR_NOT_FOUND;
+        1, values, text_done, &c, err, errlen);
+}
+
+static void
+retry_take_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    store_gw_retry_t r = { 0 };
+    if (res && PQntuples (res) != 1) {
+        st = c->refusal;
+        err = c->refused;
     }
-    return FR_OK;
+    else
+    if (res) {
+        r.integration = text_or_empty (res, 0, 0);
+        r.provider = text_or_empty (res, 0, 1);
+        r.redirect_uri = text_or_empty (res, 0, 2);
+        r.scopes = text_or_empty (res, 0, 3);
+        r.return_to = store_text_at (res, 0, 4);
+    }
+    c->fn.retry (c->arg, st, st == FR_OK ? &r : NULL, st == FR_OK ? NULL : err);
+    mem_free (r.integration);
+    mem_free (r.provider);
+    mem_free (r.redirect_uri);
+    mem_free (r.scopes);
+    mem_free (r.return_to);
+    mem_free (c);
 }
 
 fr_status_t
-store_gw_retry_take (store_t *s, const char *token_hash, store_gw_retry_t *r, char *err, size_t errlen)
+store_gw_retry_take_start (store_t *s, const char *token_hash, store_gw_retry_fn *fn, void *arg, char *err,
+                           size_t errlen)
 {
-    fr_status_t st;
     const char *values [] = { token_hash };
-    memset (r, 0, sizeof *r);
-    PGresult *res = store_exec (s,
+    gw_ctx_t c = { .fn.retry = fn, .arg = arg, .refusal = FR_STATE_INVALID,
+                   .refused = "this retry link expired or was already used" };
+    return gw_start (s,
         "UPDATE gateway_retry_tokens SET used_at = now ()"
         " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()"
         " RETURNING integration_id, provider, redirect_uri, array_to_string (requested_scopes, ' '), return_to",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) != 1) {
-        snprintf (err, errlen, "this retry link expired or was already used");
-        PQclear (res);
-        return FR_STATE_INVALID;
-    }
-    r->integration = text_or_empty (res, 0, 0);
-    r->provider = text_or_empty (res, 0, 1);
-    r->redirect_uri = text_or_empty (res, 0, 2);
-    r->scopes = text_or_empty (res, 0, 3);
-    r->return_to = store_text_at (res, 0, 4);
-    PQclear (res);
-    return FR_OK;
+        1, values, retry_take_done, &c, err, errlen);
 }
 
-void
-store_gw_retry_clear (store_gw_retry_t *r)
-{
-    mem_free (r->integration);
-    mem_free (r->provider);
-    mem_free (r->redirect_uri);
-    mem_free (r->scopes);
-    mem_free (r->return_to);
-    memset (r, 0, sizeof *r);
-}
+/* --- workspace listing --------------------------------------------------------------------- */
 
-fr_status_t
-store_gw_workspace (store_t *s, const char *prefix, int max, store_gw_workspace_t *out, char *err, size_t errlen)
+static void
+workspace_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
-    char upper [IDENT_MAX + 1], limit [16];
-    memset (out, 0, sizeof *out);
-    size_t len = strlen (prefix);
-    if (len == 0 || len > IDENT_MAX || max < 1) {
-        snprintf (err, errlen, "a workspace prefix must be 1 to %d characters", IDENT_MAX);
-        return FR_BAD_REQUEST;
-    }
-    /* ids starting with prefix are those in [prefix, prefix with its last byte + 1) in byte order
-       (ids are ASCII: the last byte is at most 'z', so + 1 stays ASCII) */
-    memcpy (upper, prefix, len + 1);
-    upper [len - 1]++;
-    snprintf (limit, sizeof limit, "%d", max + 1);
-    const char *values [] = { prefix, upper, limit };
-    /* an ordered range scan of integrations_id_c stopped by the LIMIT; no token column */
-    PGresult *res = store_exec (s,
-        "SELECT id, provider, status, extract (epoch FROM last_refresh_at)::bigint, last_error_code,"
-        "  extract (epoch FROM updated_at)::bigint, refresh_token_missing, scope_report,"
-        "  array_to_string (scopes, ' ')"
-        " FROM integrations WHERE id COLLATE \"C\" >= $1 AND id COLLATE \"C\" < $2"
-        " ORDER BY id COLLATE \"C\" LIMIT $3::integer",
-        3, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    int rows = PQntuples (res);
-    out->truncated = rows > max;
-    out->count = (size_t) (rows > max ? max : rows);
-    out->items = out->count ? mem_alloc (out->count * sizeof *out->items) : NULL;
-    for (size_t i = 0; i < out->count; i++) {
-        store_gw_listed_t *e = &out->items [i];
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    store_gw_workspace_t ws = { 0 };
+    int rows = res ? PQntuples (res) : 0;
+    ws.truncated = rows > c->max;
+    ws.count = (size_t) (rows > c->max ? c->max : rows);
+    ws.items = ws.count ? mem_alloc (ws.count * sizeof *ws.items) : NULL;
+    for (size_t i = 0; i < ws.count; i++) {
+        store_gw_listed_t *e = &ws.items [i];
         int r = (int) i;
         e->id = text_or_empty (res, r, 0);
         e->provider = text_or_empty (res, r, 1);
@@ -204,15 +258,9 @@ store_gw_workspace (store_t *s, const char *prefix, int max, store_gw_workspace_
         e->scope_report = store_text_at (res, r, 7);
         e->scopes = text_or_empty (res, r, 8);
     }
-    PQclear (res);
-    return FR_OK;
-}
-
-void
-store_gw_workspace_clear (store_gw_workspace_t *ws)
-{
-    for (size_t i = 0; i < ws->count; i++) {
-        store_gw_listed_t *e = &ws->items [i];
+    c->fn.workspace (c->arg, st, st == FR_OK ? &ws : NULL, st == FR_OK ? NULL : err);
+    for (size_t i = 0; i < ws.count; i++) {
+        store_gw_listed_t *e = &ws.items [i];
         mem_free (e->id);
         mem_free (e->provider);
         mem_free (e->status);
@@ -220,169 +268,72 @@ store_gw_workspace_clear (store_gw_workspace_t *ws)
         mem_free (e->scopes);
         mem_free (e->scope_report);
     }
-    mem_free (ws->items);
-    memset (ws, 0, sizeof *ws);
+    mem_free (ws.items);
+    mem_free (c);
 }
 
 fr_status_t
-store_gw_link_issue (store_t *s, const char *token_hash, const char *workspace, int64_t ttl_s, int64_t *expires_at,
-                     char *err, size_t errlen)
+store_gw_workspace_start (store_t *s, const char *prefix, int max, store_gw_workspace_fn *fn, void *arg, char *err,
+                          size_t errlen)
 {
-    fr_status_t st;
+    char upper [IDENT_MAX + 1], limit [16];
+    size_t len = strlen (prefix);
+    if (len == 0 || len > IDENT_MAX || max < 1) {
+        snprintf (err, errlen, "a workspace prefix must be 1 to %d characters", IDENT_MAX);
+        return FR_BAD_REQUEST;
+    }
+    /* ids starting with prefix are those in [prefix, prefix with its last byte + 1) in byte order
+       (ids are ASCII: the last byte is at most 'z', so + 1 stays ASCII) */
+    memcpy (upper, prefix, len + 1);
+    upper [len - 1]++;
+    snprintf (limit, sizeof limit, "%d", max + 1);
+    const char *values [] = { prefix, upper, limit };
+    gw_ctx_t c = { .fn.workspace = fn, .arg = arg, .max = max };
+    /* an ordered range scan of integrations_id_c stopped by the LIMIT; no token column */
+    return gw_start (s,
+        "SELECT id, provider, status, extract (epoch FROM last_refresh_at)::bigint, last_error_code,"
+        "  extract (epoch FROM updated_at)::bigint, refresh_token_missing, scope_report,"
+        "  array_to_string (scopes, ' ')"
+        " FROM integrations WHERE id COLLATE \"C\" >= $1 AND id COLLATE \"C\" < $2"
+        " ORDER BY id COLLATE \"C\" LIMIT $3::integer",
+        3, values, workspace_done, &c, err, errlen);
+}
+
+/* --- dashboard links ------------------------------------------------------------------------ */
+
+fr_status_t
+store_gw_link_issue_start (store_t *s, const char *token_hash, const char *workspace, int64_t ttl_s,
+                           store_gw_issued_fn *fn, void *arg, char *err, size_t errlen)
+{
     char ttl [24];
     snprintf (ttl, sizeof ttl, "%" PRId64, ttl_s);
     const char *values [] = { token_hash, workspace, ttl };
-    *expires_at = 0;
-    PGresult *res = store_exec (s,
+    gw_ctx_t c = { .fn.issued = fn, .arg = arg, .refusal = FR_INTERNAL,       /* an INSERT ... VALUES: a row */
+                   .refused = "the dashboard link was not stored" };
+    return gw_start (s,
         "INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at)"
         " VALUES ($1, $2, now () + $3::integer * interval '1 second')"
         " RETURNING extract (epoch FROM expires_at)::bigint",
-        3, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 1)
-        *expires_at = store_int_at (res, 0, 0);
-    PQclear (res);
-    return FR_OK;
+        3, values, issued_done, &c, err, errlen);
 }
 
 fr_status_t
-store_gw_link_take (store_t *s, const char *token_hash, char **workspace, char *err, size_t errlen)
+store_gw_link_take_start (store_t *s, const char *token_hash, store_gw_text_fn *fn, void *arg, char *err,
+                          size_t errlen)
 {
-    fr_status_t st;
     const char *values [] = { token_hash };
-    *workspace = NULL;
-    PGresult *res = store_exec (s,
+    gw_ctx_t c = { .fn.text = fn, .arg = arg, .refusal = FR_STATE_INVALID,
+                   .refused = "this dashboard link expired or was already used" };
+    return gw_start (s,
         "UPDATE gateway_dashboard_links SET used_at = now ()"
         " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now () RETURNING workspace",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 1)
-        *workspace = text_or_empty (res, 0, 0);
-    PQclear (res);
-    if (!*workspace) {
-        snprintf (err, errlen, "this dashboard link expired or was already used");
-        return FR_STATE_INVALID;
-    }
-    return FR_OK;
+        1, values, text_done, &c, err, errlen);
 }
 
-fr_status_t
-store_gw_apikey_create (store_t *s, const char *key_hash, const char *workspace, const char *name, const char *prefix,
-                        int max_live, store_gw_apikey_t *k, char *err, size_t errlen)
-{
-    fr_status_t st;
-    char max [16];
-    snprintf (max, sizeof max, "%d", max_live);
-    const char *values [] = { key_hash, workspace, name, prefix, max };
-    memset (k, 0, sizeof *k);
-    PGresult *res = store_exec (s,
-        "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix)"
-        " SELECT $1, $2, $3, $4"
-        " WHERE (SELECT count (*) FROM gateway_api_keys WHERE workspace = $2 AND revoked_at IS NULL) < $5::integer"
-        " RETURNING id, extract (epoch FROM created_at)::bigint",
-        5, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) != 1) {
-        snprintf (err, errlen, "workspace \"%s\" already has %d API keys", workspace, max_live);
-        PQclear (res);
-        return FR_TOO_LARGE;
-    }
-    k->key_id = store_int_at (res, 0, 0);
-    k->created_at = store_int_at (res, 0, 1);
-    PQclear (res);
-    return FR_OK;
-}
+/* --- API keys --------------------------------------------------------------------------------- */
 
-fr_status_t
-store_gw_apikey_list (store_t *s, const char *workspace, int limit, store_gw_apikeys_t *out, char *err, size_t errlen)
-{
-    fr_status_t st;
-    char lim [16];
-    snprintf (lim, sizeof lim, "%d", limit);
-    const char *values [] = { workspace, lim };
-    memset (out, 0, sizeof *out);
-    PGresult *res = store_exec (s,
-        "SELECT id, name, prefix, extract (epoch FROM created_at)::bigint, extract (epoch FROM last_used_at)::bigint,"
-        "  extract (epoch FROM revoked_at)::bigint"
-        " FROM gateway_api_keys WHERE workspace = $1 ORDER BY created_at DESC, id DESC LIMIT $2::integer",
-        2, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    int rows = PQntuples (res);
-    out->count = (size_t) rows;
-    out->items = rows ? mem_alloc ((size_t) rows * sizeof *out->items) : NULL;
-    for (int i = 0; i < rows; i++) {
-        store_gw_apikey_t *k = &out->items [i];
-        k->key_id = store_int_at (res, i, 0);
-        k->name = text_or_empty (res, i, 1);
-        k->prefix = text_or_empty (res, i, 2);
-        k->created_at = store_int_at (res, i, 3);
-        k->last_used_at = store_int_at (res, i, 4);
-        k->revoked_at = store_int_at (res, i, 5);
-    }
-    PQclear (res);
-    return FR_OK;
-}
-
-fr_status_t
-store_gw_apikey_revoke (store_t *s, const char *workspace, int64_t key_id, store_gw_apikey_t *k, char *err,
-                        size_t errlen)
-{
-    fr_status_t st;
-    char id [24];
-    snprintf (id, sizeof id, "%" PRId64, key_id);
-    const char *values [] = { id, workspace };
-    memset (k, 0, sizeof *k);
-    PGresult *res = store_exec (s,
-        "UPDATE gateway_api_keys SET revoked_at = now () WHERE id = $1::bigint AND workspace = $2 AND revoked_at IS NULL"
-        " RETURNING name, prefix",
-        2, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) != 1) {
-        snprintf (err, errlen, "workspace \"%s\" has no live API key %s", workspace, id);
-        PQclear (res);
-        return FR_NOT_FOUND;
-    }
-    k->key_id = key_id;
-    k->name = text_or_empty (res, 0, 0);
-    k->prefix = text_or_empty (res, 0, 1);
-    PQclear (res);
-    return FR_OK;
-}
-
-fr_status_t
-store_gw_apikey_verify (store_t *s, const char *key_hash, store_gw_apikey_t *k, char *err, size_t errlen)
-{
-    fr_status_t st;
-    const char *values [] = { key_hash };
-    memset (k, 0, sizeof *k);
-    /* last_used_at is written at most once a minute per key: the check stays a read */
-    PGresult *res = store_exec (s,
-        "WITH k AS (SELECT id, workspace, name FROM gateway_api_keys WHERE key_hash = $1 AND revoked_at IS NULL),"
-        " u AS (UPDATE gateway_api_keys SET last_used_at = now () WHERE key_hash = $1 AND revoked_at IS NULL"
-        "       AND (last_used_at IS NULL OR last_used_at < now () - interval '60 seconds') RETURNING 1)"
-        " SELECT k.id, k.workspace, k.name, (SELECT count (*) FROM u) FROM k",
-        1, values, NULL, NULL, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) != 1) {
-        snprintf (err, errlen, "the API key is unknown or revoked");
-        PQclear (res);
-        return FR_NOT_FOUND;
-    }
-    k->key_id = store_int_at (res, 0, 0);
-    k->workspace = text_or_empty (res, 0, 1);
-    k->name = text_or_empty (res, 0, 2);
-    PQclear (res);
-    return FR_OK;
-}
-
-void
-store_gw_apikey_clear (store_gw_apikey_t *k)
+static void
+apikey_clear (store_gw_apikey_t *k)
 {
     mem_free (k->workspace);
     mem_free (k->name);
@@ -390,11 +341,157 @@ store_gw_apikey_clear (store_gw_apikey_t *k)
     memset (k, 0, sizeof *k);
 }
 
-void
-store_gw_apikeys_clear (store_gw_apikeys_t *list)
+static void
+apikey_create_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    for (size_t i = 0; i < list->count; i++)
-        store_gw_apikey_clear (&list->items [i]);
-    mem_free (list->items);
-    memset (list, 0, sizeof *list);
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    store_gw_apikey_t k = { 0 };
+    char why [256];
+    if (res && PQntuples (res) != 1) {
+        snprintf (why, sizeof why, "workspace \"%s\" already has %d API keys", c->workspace, c->max);
+        st = FR_TOO_LARGE;
+        err = why;
+    }
+    else
+    if (res) {
+        k.key_id = store_int_at (res, 0, 0);
+        k.created_at = store_int_at (res, 0, 1);
+    }
+    c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
+    mem_free (c);
+}
+
+fr_status_t
+store_gw_apikey_create_start (store_t *s, const char *key_hash, const char *workspace, const char *name,
+                              const char *prefix, int max_live, store_gw_apikey_fn *fn, void *arg,
+                              char *err, size_t errlen)
+{
+    char max [16];
+    snprintf (max, sizeof max, "%d", max_live);
+    const char *values [] = { key_hash, workspace, name, prefix, max };
+    gw_ctx_t c = { .fn.apikey = fn, .arg = arg, .max = max_live };
+    snprintf (c.workspace, sizeof c.workspace, "%s", workspace);
+    return gw_start (s,
+        "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix)"
+        " SELECT $1, $2, $3, $4"
+        " WHERE (SELECT count (*) FROM gateway_api_keys WHERE workspace = $2 AND revoked_at IS NULL) < $5::integer"
+        " RETURNING id, extract (epoch FROM created_at)::bigint",
+        5, values, apikey_create_done, &c, err, errlen);
+}
+
+static void
+apikey_list_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    store_gw_apikeys_t list = { 0 };
+    int rows = res ? PQntuples (res) : 0;
+    list.count = (size_t) rows;
+    list.items = rows ? mem_alloc ((size_t) rows * sizeof *list.items) : NULL;
+    for (int i = 0; i < rows; i++) {
+        store_gw_apikey_t *k = &list.items [i];
+        memset (k, 0, sizeof *k);
+        k->key_id = store_int_at (res, i, 0);
+        k->name = text_or_empty (res, i, 1);
+        k->prefix = text_or_empty (res, i, 2);
+        k->created_at = store_int_at (res, i, 3);
+        k->last_used_at = store_int_at (res, i, 4);
+        k->revoked_at = store_int_at (res, i, 5);
+    }
+    c->fn.apikeys (c->arg, st, st == FR_OK ? &list : NULL, st == FR_OK ? NULL : err);
+    for (size_t i = 0; i < list.count; i++)
+        apikey_clear (&list.items [i]);
+    mem_free (list.items);
+    mem_free (c);
+}
+
+fr_status_t
+store_gw_apikey_list_start (store_t *s, const char *workspace, int limit, store_gw_apikeys_fn *fn, void *arg,
+                            char *err, size_t errlen)
+{
+    char lim [16];
+    snprintf (lim, sizeof lim, "%d", limit);
+    const char *values [] = { workspace, lim };
+    gw_ctx_t c = { .fn.apikeys = fn, .arg = arg };
+    return gw_start (s,
+        "SELECT id, name, prefix, extract (epoch FROM created_at)::bigint, extract (epoch FROM last_used_at)::bigint,"
+        "  extract (epoch FROM revoked_at)::bigint"
+        " FROM gateway_api_keys WHERE workspace = $1 ORDER BY created_at DESC, id DESC LIMIT $2::integer",
+        2, values, apikey_list_done, &c, err, errlen);
+}
+
+static void
+apikey_revoke_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    store_gw_apikey_t k = { 0 };
+    char why [256];
+    if (res && PQntuples (res) != 1) {
+        snprintf (why, sizeof why, "workspace \"%s\" has no live API key %" PRId64, c->workspace, c->key_id);
+        st = FR_NOT_FOUND;
+        err = why;
+    }
+    else
+    if (res) {
+        k.key_id = c->key_id;
+        k.name = text_or_empty (res, 0, 0);
+        k.prefix = text_or_empty (res, 0, 1);
+    }
+    c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
+    apikey_clear (&k);
+    mem_free (c);
+}
+
+fr_status_t
+store_gw_apikey_revoke_start (store_t *s, const char *workspace, int64_t key_id, store_gw_apikey_fn *fn, void *arg,
+                              char *err, size_t errlen)
+{
+    char id [24];
+    snprintf (id, sizeof id, "%" PRId64, key_id);
+    const char *values [] = { id, workspace };
+    gw_ctx_t c = { .fn.apikey = fn, .arg = arg, .key_id = key_id };
+    snprintf (c.workspace, sizeof c.workspace, "%s", workspace);
+    return gw_start (s,
+        "UPDATE gateway_api_keys SET revoked_at = now () WHERE id = $1::bigint AND workspace = $2 AND revoked_at IS NULL"
+        " RETURNING name, prefix",
+        2, values, apikey_revoke_done, &c, err, errlen);
+}
+
+static void
+apikey_verify_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    gw_ctx_t *c = arg;
+    const PGresult *res = gw_result (st, results, n);
+    store_gw_apikey_t k = { 0 };
+    if (res && PQntuples (res) != 1) {
+        st = c->refusal;
+        err = c->refused;
+    }
+    else
+    if (res) {
+        k.key_id = store_int_at (res, 0, 0);
+        k.workspace = text_or_empty (res, 0, 1);
+        k.name = text_or_empty (res, 0, 2);
+    }
+    c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
+    apikey_clear (&k);
+    mem_free (c);
+}
+
+fr_status_t
+store_gw_apikey_verify_start (store_t *s, const char *key_hash, store_gw_apikey_fn *fn, void *arg, char *err,
+                              size_t errlen)
+{
+    const char *values [] = { key_hash };
+    gw_ctx_t c = { .fn.apikey = fn, .arg = arg, .refusal = FR_NOT_FOUND,
+                   .refused = "the API key is unknown or revoked" };
+    /* last_used_at is written at most once a minute per key: the check stays a read */
+    return gw_start (s,
+        "WITH k AS (SELECT id, workspace, name FROM gateway_api_keys WHERE key_hash = $1 AND revoked_at IS NULL),"
+        " u AS (UPDATE gateway_api_keys SET last_used_at = now () WHERE key_hash = $1 AND revoked_at IS NULL"
+        "       AND (last_used_at IS NULL OR last_used_at < now () - interval '60 seconds') RETURNING 1)"
+        " SELECT k.id, k.workspace, k.name, (SELECT count (*) FROM u) FROM k",
+        1, values, apikey_verify_done, &c, err, errlen);
 }

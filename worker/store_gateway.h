@@ -22,16 +22,28 @@ typedef struct {
     int short_grant;                      /* stored fewer scopes than asked, or no refresh token */
 } store_gw_attempt_t;
 
-/* FR_NOT_FOUND (err says so) for a state no attempt has. */
-fr_status_t store_gw_attempt (store_t *s, const char *state_hash, store_gw_attempt_t *a, char *err, size_t errlen)
-    FR_MUSTCHECK;
+/* Every statement here runs as a batch the loop does not wait for (the caller checks
+ * store_batch_busy; the values passed are copied when the call returns): fn is called from
+ * store_batch_pump with what was read, or with st and err (the batch's failure, or the refusal
+ * named below). What fn gets is the callee's to read, freed after it returns, unless said. */
+
+/* A connect attempt by the hash of its state: a (the callee takes it: store_gw_attempt_clear), or
+ * FR_NOT_FOUND (err says so) for a state no attempt has. */
+typedef void (store_gw_attempt_fn) (void *arg, fr_status_t st, store_gw_attempt_t *a, const char *err);
+fr_status_t store_gw_attempt_start (store_t *s, const char *state_hash, store_gw_attempt_fn *fn, void *arg,
+                                    char *err, size_t errlen) FR_MUSTCHECK;
 void store_gw_attempt_clear (store_gw_attempt_t *a);
 
+/* A value handed out and stored: its expiry (epoch s). */
+typedef void (store_gw_issued_fn) (void *arg, fr_status_t st, int64_t expires_at, const char *err);
 /* Draws the attempt's one retry token (its hash, living ttl_s seconds) and marks the attempt, in
  * one statement. FR_STATE_INVALID when the attempt had its token already (another gateway drew
  * it first) or is gone. */
-fr_status_t store_gw_retry_issue (store_t *s, const char *state_hash, const char *token_hash, int64_t ttl_s,
-                                  int64_t *expires_at, char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_gw_retry_issue_start (store_t *s, const char *state_hash, const char *token_hash, int64_t ttl_s,
+                                        store_gw_issued_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* One text column read: an integration, a workspace. */
+typedef void (store_gw_text_fn) (void *arg, fr_status_t st, const char *text, const char *err);
 
 /* The connect a retry token repeats. */
 typedef struct {
@@ -42,15 +54,15 @@ typedef struct {
     char *return_to;                      /* NULL none */
 } store_gw_retry_t;
 
-/* The integration of a live retry token, without spending it (*integration a copy).
- * FR_NOT_FOUND for a spent, expired or unknown token. */
-fr_status_t store_gw_retry_peek (store_t *s, const char *token_hash, char **integration, char *err, size_t errlen)
-    FR_MUSTCHECK;
+/* The integration of a live retry token, without spending it. FR_NOT_FOUND for a spent, expired
+ * or unknown token. */
+fr_status_t store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_text_fn *fn, void *arg,
+                                       char *err, size_t errlen) FR_MUSTCHECK;
 /* Spends a retry token (once) and reads its connect. FR_STATE_INVALID (err says so) for a spent,
  * expired or unknown token. */
-fr_status_t store_gw_retry_take (store_t *s, const char *token_hash, store_gw_retry_t *r, char *err, size_t errlen)
-    FR_MUSTCHECK;
-void store_gw_retry_clear (store_gw_retry_t *r);
+typedef void (store_gw_retry_fn) (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *err);
+fr_status_t store_gw_retry_take_start (store_t *s, const char *token_hash, store_gw_retry_fn *fn, void *arg,
+                                       char *err, size_t errlen) FR_MUSTCHECK;
 
 /* One integration of a workspace listing: no token column. */
 typedef struct {
@@ -73,17 +85,17 @@ typedef struct {
 
 /* The first max integrations (by id, byte order) whose id starts with prefix (1 to IDENT_MAX
  * bytes of ASCII): an ordered range scan of the index integrations_id_c. */
-fr_status_t store_gw_workspace (store_t *s, const char *prefix, int max, store_gw_workspace_t *out,
-                                char *err, size_t errlen) FR_MUSTCHECK;
-void store_gw_workspace_clear (store_gw_workspace_t *ws);
+typedef void (store_gw_workspace_fn) (void *arg, fr_status_t st, const store_gw_workspace_t *ws, const char *err);
+fr_status_t store_gw_workspace_start (store_t *s, const char *prefix, int max, store_gw_workspace_fn *fn, void *arg,
+                                      char *err, size_t errlen) FR_MUSTCHECK;
 
 /* A single-use dashboard link for a workspace, living ttl_s seconds. */
-fr_status_t store_gw_link_issue (store_t *s, const char *token_hash, const char *workspace, int64_t ttl_s,
-                                 int64_t *expires_at, char *err, size_t errlen) FR_MUSTCHECK;
-/* Spends a dashboard link (once): *workspace a copy. FR_STATE_INVALID (err says so) for a spent,
+fr_status_t store_gw_link_issue_start (store_t *s, const char *token_hash, const char *workspace, int64_t ttl_s,
+                                       store_gw_issued_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+/* Spends a dashboard link (once): its workspace. FR_STATE_INVALID (err says so) for a spent,
  * expired or unknown link. */
-fr_status_t store_gw_link_take (store_t *s, const char *token_hash, char **workspace, char *err, size_t errlen)
-    FR_MUSTCHECK;
+fr_status_t store_gw_link_take_start (store_t *s, const char *token_hash, store_gw_text_fn *fn, void *arg,
+                                      char *err, size_t errlen) FR_MUSTCHECK;
 
 /* A workspace's API key; only its hash is stored, never the key. */
 typedef struct {
@@ -101,22 +113,22 @@ typedef struct {
     size_t count;
 } store_gw_apikeys_t;
 
+typedef void (store_gw_apikey_fn) (void *arg, fr_status_t st, const store_gw_apikey_t *k, const char *err);
 /* A new key (by its hash) when the workspace has fewer than max_live live keys: k->key_id and
  * k->created_at filled. FR_TOO_LARGE (err says so) at max_live. */
-fr_status_t store_gw_apikey_create (store_t *s, const char *key_hash, const char *workspace, const char *name,
-                                    const char *prefix, int max_live, store_gw_apikey_t *k,
-                                    char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_gw_apikey_create_start (store_t *s, const char *key_hash, const char *workspace, const char *name,
+                                          const char *prefix, int max_live, store_gw_apikey_fn *fn, void *arg,
+                                          char *err, size_t errlen) FR_MUSTCHECK;
 /* A workspace's keys, revoked ones too, newest first, at most limit. */
-fr_status_t store_gw_apikey_list (store_t *s, const char *workspace, int limit, store_gw_apikeys_t *out,
-                                  char *err, size_t errlen) FR_MUSTCHECK;
-/* Revokes a live key of the workspace: k->name and k->prefix filled. FR_NOT_FOUND (err says so)
- * when the workspace has no such live key. */
-fr_status_t store_gw_apikey_revoke (store_t *s, const char *workspace, int64_t key_id, store_gw_apikey_t *k,
-                                    char *err, size_t errlen) FR_MUSTCHECK;
+typedef void (store_gw_apikeys_fn) (void *arg, fr_status_t st, const store_gw_apikeys_t *list, const char *err);
+fr_status_t store_gw_apikey_list_start (store_t *s, const char *workspace, int limit, store_gw_apikeys_fn *fn,
+                                        void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+/* Revokes a live key of the workspace: k->key_id, name and prefix filled. FR_NOT_FOUND (err says
+ * so) when the workspace has no such live key. */
+fr_status_t store_gw_apikey_revoke_start (store_t *s, const char *workspace, int64_t key_id, store_gw_apikey_fn *fn,
+                                          void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 /* The live key with this hash: k->key_id, workspace and name; its last_used_at is written at most
  * once a minute. FR_NOT_FOUND for an unknown or revoked key. */
-fr_status_t store_gw_apikey_verify (store_t *s, const char *key_hash, store_gw_apikey_t *k, char *err, size_t errlen)
-    FR_MUSTCHECK;
-void store_gw_apikey_clear (store_gw_apikey_t *k);
-void store_gw_apikeys_clear (store_gw_apikeys_t *list);
+fr_status_t store_gw_apikey_verify_start (store_t *s, const char *key_hash, store_gw_apikey_fn *fn, void *arg,
+                                          char *err, size_t errlen) FR_MUSTCHECK;
 #endif

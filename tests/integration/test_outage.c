@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "client.h"
 #include "clock.h"
 #include "itest.h"
 
@@ -371,15 +372,29 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
-    /* and an operator listing events and replaying an integration's failed deliveries */
-    pid_t events = fork ();
-    if (events == 0) {
+    /* and an operator listing events and replaying an integration's failed deliveries, and the
+     * gateway's operations: a dashboard link issued, a workspace listed, an API key checked */
+    pid_t admin = fork ();
+    if (admin == 0) {
+        client_t *gc = client_new (harness_brokers (h));
         for (int k = 0; clock_mono_ms () < until; k++) {
-            json_t *r = k % 2 ? harness_ctl (h, &rc, "events", "replay", "--integration", "stall:box", "--timeout", "2",
-                                             NULL)
-                              : harness_ctl (h, &rc, "events", "--timeout", "2", NULL);
+            json_t *r = NULL, *args = NULL;
+            switch (k % 5) {
+            case 0: r = harness_ctl (h, &rc, "events", "--timeout", "2", NULL); break;
+            case 1: r = harness_ctl (h, &rc, "events", "replay", "--integration", "stall:box", "--timeout", "2", NULL);
+                    break;
+            case 2: r = harness_ctl (h, &rc, "dashboard-link", "--workspace", "stall:", "--timeout", "2", NULL); break;
+            case 3: args = json_pack ("{s:s}", "integration", "stall");
+                    r = client_call (gc, "workspace", args, 2000);
+                    break;
+            default: args = json_pack ("{s:s}", "key", "frk_x");
+                    r = client_call (gc, "apikey_verify", args, 2000);
+                    break;
+            }
+            json_decref (args);
             json_decref (r);
         }
+        client_destroy (&gc);
         _exit (0);
     }
     /* and an operator asking the doctor about one integration, and disconnecting another */
@@ -415,7 +430,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (connects, &status, 0), connects);
     assert_int_equal (waitpid (callbacks, &status, 0), callbacks);
     assert_int_equal (waitpid (reports, &status, 0), reports);
-    assert_int_equal (waitpid (events, &status, 0), events);
+    assert_int_equal (waitpid (admin, &status, 0), admin);
     assert_int_equal (waitpid (doctors, &status, 0), doctors);
     assert_int_equal (waitpid (failing, &status, 0), failing);
     assert_int_equal (waitpid (refused, &status, 0), refused);
