@@ -412,7 +412,8 @@ record_start (worker_t *w, store_t *store, void *arg)
     (void) w;
     if (!store) {                        /* the worker is stopping (or the queue held it too long) */
         rec->tries = RECORD_TRIES;
-        record_done (rec, FR_UNAVAILABLE, 0, "the worker stopped before the failure was recorded");
+        record_done (rec, FR_UNAVAILABLE, 0, "not recorded: the worker is stopping, or no connection was free for "
+                     "30 s");
         return;
     }
     rec->tries++;
@@ -688,7 +689,8 @@ conflict_start (worker_t *w, store_t *store, void *arg)
     fr_status_t st;
     (void) w;
     if (!store) {
-        conflict_read (cw, FR_UNAVAILABLE, NULL, "the worker stopped before the stored tokens were read");
+        conflict_read (cw, FR_UNAVAILABLE, NULL, "the stored tokens were not read: the worker is stopping, or no "
+                       "connection was free for 30 s");
         return;
     }
     if (!cw->r) {
