@@ -2,11 +2,14 @@
 #include "dbwait.h"
 #include "clock.h"
 #include "mem.h"
+#include "reply.h"
 #include "store.h"
+#include <stdio.h>
 
 typedef struct item {
     struct item *next;
     dbwait_fn *fn;
+    dbwait_start_fn *start;          /* a request's (dbwait_request), instead of fn */
     void *arg;
     int64_t deadline_ms;             /* -1: none */
 } item_t;
@@ -45,24 +48,66 @@ dbwait_destroy (dbwait_t **q_p, worker_t *w)
         item_t *it = q->head;
         if (!(q->head = it->next))
             q->tail = &q->head;
-        it->fn (w, NULL, it->arg);       /* adds nothing (nothing starts), but stays consistent */
+        if (it->start)
+            mem_free (it->arg);
+        else
+            it->fn (w, NULL, it->arg);   /* adds nothing (nothing starts), but stays consistent */
         mem_free (it);
     }
     mem_free (q);
     *q_p = NULL;
 }
 
-void
-dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms)
+static void
+dbwait_push (worker_t *w, dbwait_fn *fn, dbwait_start_fn *start, void *arg, int64_t deadline_ms)
 {
     dbwait_t *q = w->dbwait;
     item_t *it = mem_alloc (sizeof *it);
     it->fn = fn;
+    it->start = start;
     it->arg = arg;
     it->deadline_ms = deadline_ms;
     *q->tail = it;
     q->tail = &it->next;
     q->count++;
+}
+
+void
+dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms)
+{
+    dbwait_push (w, fn, NULL, arg, deadline_ms);
+}
+
+void
+dbwait_request (dbwait_req_t *req, dbwait_start_fn *start)
+{
+    dbwait_push (req->w, NULL, start, req, req->job.deadline_ms);
+}
+
+void
+dbwait_about (worker_t *w, const job_t *job, const char *id, dbwait_start_fn *start)
+{
+    dbwait_about_t *a = mem_alloc (sizeof *a);
+    a->req.w = w;
+    a->req.job = *job;
+    snprintf (a->id, sizeof a->id, "%s", id);
+    dbwait_request (&a->req, start);
+}
+
+static void
+dbwait_start_request (worker_t *w, store_t *store, item_t *it)
+{
+    dbwait_req_t *req = it->arg;
+    char err [256];
+    fr_status_t st;
+    if (!store) {                        /* its deadline passed: the broker has answered it */
+        mem_free (req);
+        return;
+    }
+    if ((st = it->start (store, req, err, sizeof err)) != FR_OK) {
+        reply_store_error (w, &req->job, st, err);
+        mem_free (req);
+    }
 }
 
 void
@@ -82,7 +127,10 @@ dbwait_tick (worker_t *w)
         if (!(*pp = it->next))
             q->tail = pp;
         q->count--;
-        it->fn (w, expired ? NULL : store, it->arg);     /* may add: at the tail */
+        if (it->start)
+            dbwait_start_request (w, expired ? NULL : store, it);
+        else
+            it->fn (w, expired ? NULL : store, it->arg);     /* may add: at the tail */
         mem_free (it);
     }
 }

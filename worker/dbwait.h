@@ -6,6 +6,7 @@
 #ifndef FERRULE_WORKER_DBWAIT_H
 #define FERRULE_WORKER_DBWAIT_H
 #include "context.h"
+#include "ident.h"
 
 typedef struct dbwait dbwait_t;
 
@@ -26,6 +27,24 @@ void dbwait_destroy (dbwait_t **q_p, worker_t *w);
  * record of what a provider did): never dropped for time, and started only on a connection that
  * is up, waiting for the database to return. */
 void dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms);
+/* The head of a request's work that dbwait starts and, on a failure to start, answers: a struct
+ * beginning with it is queued under the request's deadline, and freed with mem_free by dbwait
+ * when it is dropped or cannot start (else by the batch's end, which answers the request). */
+typedef struct {
+    worker_t *w;
+    job_t job;
+} dbwait_req_t;
+/* Starts req's batch on store: FR_OK, or the failure to answer (err). */
+typedef fr_status_t (dbwait_start_fn) (store_t *store, void *req, char *err, size_t errlen);
+/* Queues the request's work (req points at the head of it, from mem_alloc). */
+void dbwait_request (dbwait_req_t *req, dbwait_start_fn *start);
+/* The commonest such work: a request about one integration. */
+typedef struct {
+    dbwait_req_t req;
+    char id [IDENT_MAX + 1];
+} dbwait_about_t;
+/* Queues it (a copy of job and id). */
+void dbwait_about (worker_t *w, const job_t *job, const char *id, dbwait_start_fn *start);
 /* From the loop, after the refresh protocol's batch and the rows missed: starts queued work while
  * a connection is free. */
 void dbwait_tick (worker_t *w);

@@ -17,13 +17,6 @@
 
 /* --- disconnect --------------------------------------------------------------------------- */
 
-/* A disconnect waiting for its statement (dbwait.c, then one batch). */
-typedef struct {
-    worker_t *w;
-    job_t job;
-    char id [IDENT_MAX + 1];
-} disconnect_wait_t;
-
 /* A revocation's chain row waiting to be written; the reply follows the first try. A row the
  * database could not take is tried again once it is back, a few times. */
 #define NOTE_TRIES 5
@@ -138,9 +131,9 @@ static void
 disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const store_row_t *row,
               const store_extra_t *x, const char *serr)
 {
-    disconnect_wait_t *dw = arg;
-    worker_t *w = dw->w;
-    const job_t *job = &dw->job;
+    dbwait_about_t *dw = arg;
+    worker_t *w = dw->req.w;
+    const job_t *job = &dw->req.job;
     const char *id = dw->id;
     char err [512];
     char *token = NULL;
@@ -196,30 +189,17 @@ out:
     mem_free (dw);
 }
 
-/* Starts the statement on a free connection; dropped unstarted when the deadline passed (store
- * NULL): nothing was destroyed, the client was told "timeout" and may ask again. */
-static void
-disconnect_start (worker_t *w, store_t *store, void *arg)
+/* The statement, one batch on a free connection (dbwait.c); dropped unstarted when the deadline
+ * passed: nothing was destroyed, the client was told "timeout" and may ask again. */
+static fr_status_t
+disconnect_start (store_t *store, void *req, char *err, size_t errlen)
 {
-    disconnect_wait_t *dw = arg;
-    char err [256];
-    fr_status_t st;
-    if (!store) {
-        mem_free (dw);
-        return;
-    }
-    if ((st = store_disconnect_start (store, dw->id, disconnected, dw, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, &dw->job, st, err);
-        mem_free (dw);
-    }
+    dbwait_about_t *dw = req;
+    return store_disconnect_start (store, dw->id, disconnected, dw, err, errlen);
 }
 
 void
 disconnect_run (worker_t *w, job_t *job, const char *id)
 {
-    disconnect_wait_t *dw = mem_alloc (sizeof *dw);
-    dw->w = w;
-    dw->job = *job;
-    snprintf (dw->id, sizeof dw->id, "%s", id);
-    dbwait_add (w, disconnect_start, dw, job->deadline_ms);
+    dbwait_about (w, job, id, disconnect_start);
 }

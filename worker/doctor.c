@@ -468,21 +468,14 @@ doctor_key_facts (worker_t *w, diagnosis_t *d, const store_row_t *row)
                   "worker's journal is empty");
 }
 
-/* A doctor request waiting for its reads (dbwait.c, then one batch). */
-typedef struct {
-    worker_t *w;
-    job_t job;
-    char id [IDENT_MAX + 1];
-} doctor_wait_t;
-
 /* The diagnosis, from what the batch read. */
 static void
 doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_row_t *rowp, const store_extra_t *xp,
              const store_chain_t *rows, size_t n, const char *err)
 {
-    doctor_wait_t *dw = arg;
-    worker_t *w = dw->w;
-    const job_t *job = &dw->job;
+    dbwait_about_t *dw = arg;
+    worker_t *w = dw->req.w;
+    const job_t *job = &dw->req.job;
     const char *id = dw->id;
     chain_facts_t cf;
     diagnosis_t d;
@@ -607,29 +600,16 @@ out:
     mem_free (dw);
 }
 
-/* Starts the reads on a free connection; dropped unread when the deadline passed (store NULL). */
-static void
-doctor_start (worker_t *w, store_t *store, void *arg)
+/* The reads, one batch on a free connection (dbwait.c; dropped unread when the deadline passed). */
+static fr_status_t
+doctor_start (store_t *store, void *req, char *err, size_t errlen)
 {
-    doctor_wait_t *dw = arg;
-    char err [256];
-    fr_status_t st;
-    if (!store) {
-        mem_free (dw);
-        return;
-    }
-    if ((st = store_doctor_start (store, dw->id, DOCTOR_HISTORY, doctor_read, dw, err, sizeof err)) != FR_OK) {
-        reply_store_error (w, &dw->job, st, err);
-        mem_free (dw);
-    }
+    dbwait_about_t *dw = req;
+    return store_doctor_start (store, dw->id, DOCTOR_HISTORY, doctor_read, dw, err, errlen);
 }
 
 void
 doctor_run (worker_t *w, job_t *job, const char *id)
 {
-    doctor_wait_t *dw = mem_alloc (sizeof *dw);
-    dw->w = w;
-    dw->job = *job;
-    snprintf (dw->id, sizeof dw->id, "%s", id);
-    dbwait_add (w, doctor_start, dw, job->deadline_ms);
+    dbwait_about (w, job, id, doctor_start);
 }

@@ -492,8 +492,7 @@ pack_json (codec_builder_t *o, json_t *v)
 
 /* A listing or a replay waiting for its batch: its filters ("" for absent). */
 typedef struct {
-    worker_t *w;
-    job_t job;
+    dbwait_req_t req;
     char integration [IDENT_MAX + 1], event [40], since [48], endpoint [WEBHOOK_NAME_MAX + 1];
     int64_t limit;
 } op_wait_t;
@@ -503,8 +502,8 @@ op_wait_new (worker_t *w, const job_t *job, const char *integration, const char 
 {
     op_wait_t *ow = mem_alloc (sizeof *ow);
     memset (ow, 0, sizeof *ow);
-    ow->w = w;
-    ow->job = *job;
+    ow->req.w = w;
+    ow->req.job = *job;
     snprintf (ow->integration, sizeof ow->integration, "%s", integration);
     snprintf (ow->event, sizeof ow->event, "%s", event);
     snprintf (ow->endpoint, sizeof ow->endpoint, "%s", endpoint);
@@ -521,8 +520,8 @@ static void
 listed (void *arg, fr_status_t st, const store_event_t *rows, size_t nrows, const char *err)
 {
     op_wait_t *ow = arg;
-    worker_t *w = ow->w;
-    job_t *job = &ow->job;
+    worker_t *w = ow->req.w;
+    job_t *job = &ow->req.job;
     if (st != FR_OK) {
         reply_error (w, job, st, err, NULL, -1);
         goto out;
@@ -564,22 +563,13 @@ out:
     mem_free (ow);
 }
 
-/* Dropped unread when the request's deadline passed meanwhile (store NULL). */
-static void
-list_start (worker_t *w, store_t *store, void *arg)
+/* One batch on a free connection (dbwait.c; dropped unread when the deadline passed). */
+static fr_status_t
+list_start (store_t *store, void *req, char *err, size_t errlen)
 {
-    op_wait_t *ow = arg;
-    char err [256];
-    fr_status_t st;
-    if (!store) {
-        mem_free (ow);
-        return;
-    }
-    if ((st = store_events_list_start (store, or_null (ow->integration), or_null (ow->since), or_null (ow->event),
-                                       ow->limit, listed, ow, err, sizeof err)) != FR_OK) {
-        reply_error (w, &ow->job, st, err, NULL, -1);
-        mem_free (ow);
-    }
+    op_wait_t *ow = req;
+    return store_events_list_start (store, or_null (ow->integration), or_null (ow->since), or_null (ow->event),
+                                    ow->limit, listed, ow, err, errlen);
 }
 
 void
@@ -608,7 +598,7 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
     op_wait_t *ow = op_wait_new (w, job, integration, event, "");
     snprintf (ow->since, sizeof ow->since, "%s", since);
     ow->limit = limit;
-    dbwait_add (w, list_start, ow, job->deadline_ms);
+    dbwait_request (&ow->req, list_start);
 }
 
 static void
@@ -616,33 +606,24 @@ replayed (void *arg, fr_status_t st, int64_t count, const char *err)
 {
     op_wait_t *ow = arg;
     if (st != FR_OK)
-        reply_error (ow->w, &ow->job, st, err, NULL, -1);
+        reply_error (ow->req.w, &ow->req.job, st, err, NULL, -1);
     else {
-        log_info (or_null (ow->integration), ow->job.rid, "%lld failed event deliveries queued again",
+        log_info (or_null (ow->integration), ow->req.job.rid, "%lld failed event deliveries queued again",
                   (long long) count);
-        codec_builder_t *o = reply_begin (ow->w, &ow->job, 1, 1);
+        codec_builder_t *o = reply_begin (ow->req.w, &ow->req.job, 1, 1);
         codec_kv_int (o, "replayed", count);
-        reply_send (ow->w, &ow->job);
+        reply_send (ow->req.w, &ow->req.job);
     }
     mem_free (ow);
 }
 
-/* Dropped unwritten when the request's deadline passed meanwhile (store NULL). */
-static void
-replay_start (worker_t *w, store_t *store, void *arg)
+/* One batch on a free connection (dbwait.c; dropped unwritten when the deadline passed). */
+static fr_status_t
+replay_start (store_t *store, void *req, char *err, size_t errlen)
 {
-    op_wait_t *ow = arg;
-    char err [256];
-    fr_status_t st;
-    if (!store) {
-        mem_free (ow);
-        return;
-    }
-    if ((st = store_events_replay_start (store, or_null (ow->event), or_null (ow->integration),
-                                         or_null (ow->endpoint), replayed, ow, err, sizeof err)) != FR_OK) {
-        reply_error (w, &ow->job, st, err, NULL, -1);
-        mem_free (ow);
-    }
+    op_wait_t *ow = req;
+    return store_events_replay_start (store, or_null (ow->event), or_null (ow->integration), or_null (ow->endpoint),
+                                      replayed, ow, err, errlen);
 }
 
 void
@@ -656,13 +637,12 @@ events_op_replay (worker_t *w, job_t *job, const msgpack_object *root)
                             "name the event (\"ferrulectl events\" lists failed deliveries) or the integration", -1);
         return;
     }
-    dbwait_add (w, replay_start, op_wait_new (w, job, integration, event, endpoint), job->deadline_ms);
+    dbwait_request (&op_wait_new (w, job, integration, event, endpoint)->req, replay_start);
 }
 
 /* A test event waiting for its statement: the endpoint's name, and its URL as replies show it. */
 typedef struct {
-    worker_t *w;
-    job_t job;
+    dbwait_req_t req;
     char endpoint [WEBHOOK_NAME_MAX + 1];
     char shown [WEBHOOK_URL_MAX + 1];
 } test_wait_t;
@@ -672,32 +652,23 @@ tested (void *arg, fr_status_t st, const char *id, const char *err)
 {
     test_wait_t *tw = arg;
     if (st != FR_OK)
-        reply_error (tw->w, &tw->job, st, err, NULL, -1);
+        reply_error (tw->req.w, &tw->req.job, st, err, NULL, -1);
     else {
-        codec_builder_t *o = reply_begin (tw->w, &tw->job, 1, 3);
+        codec_builder_t *o = reply_begin (tw->req.w, &tw->req.job, 1, 3);
         codec_kv_str (o, "event", id);
         codec_kv_str (o, "endpoint", tw->endpoint);
         codec_kv_str (o, "url", tw->shown);
-        reply_send (tw->w, &tw->job);
+        reply_send (tw->req.w, &tw->req.job);
     }
     mem_free (tw);
 }
 
-/* Dropped unwritten when the request's deadline passed meanwhile (store NULL). */
-static void
-test_start (worker_t *w, store_t *store, void *arg)
+/* One batch on a free connection (dbwait.c; dropped unwritten when the deadline passed). */
+static fr_status_t
+test_start (store_t *store, void *req, char *err, size_t errlen)
 {
-    test_wait_t *tw = arg;
-    char err [256];
-    fr_status_t st;
-    if (!store) {
-        mem_free (tw);
-        return;
-    }
-    if ((st = store_events_insert_test_start (store, tw->endpoint, tested, tw, err, sizeof err)) != FR_OK) {
-        reply_error (w, &tw->job, st, err, NULL, -1);
-        mem_free (tw);
-    }
+    test_wait_t *tw = req;
+    return store_events_insert_test_start (store, tw->endpoint, tested, tw, err, errlen);
 }
 
 void
@@ -719,11 +690,11 @@ events_op_webhook_test (worker_t *w, job_t *job, const msgpack_object *root)
         return;
     }
     test_wait_t *tw = mem_alloc (sizeof *tw);
-    tw->w = w;
-    tw->job = *job;
+    tw->req.w = w;
+    tw->req.job = *job;
     snprintf (tw->endpoint, sizeof tw->endpoint, "%s", ep->name);
     webhook_url_shown (ep->url, tw->shown, sizeof tw->shown);
-    dbwait_add (w, test_start, tw, job->deadline_ms);
+    dbwait_request (&tw->req, test_start);
 }
 
 /* The webhook's doctor waiting for its batch: what the reply says of each endpoint besides its
