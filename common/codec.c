@@ -15,6 +15,8 @@ struct codec_builder {
     msgpack_sbuffer buf;
     msgpack_packer pk;
     int failed;
+    unsigned char *fixed;        /* codec_builder_new_fixed: the caller's buffer, buf unused */
+    size_t fixed_cap, fixed_len;
 };
 
 typedef struct {
@@ -447,6 +449,15 @@ builder_write (void *data, const char *buf, size_t len)
     codec_builder_t *b = data;
     if (b->failed)
         return -1;
+    if (b->fixed) {
+        if (len > b->fixed_cap - b->fixed_len) {
+            b->failed = 1;
+            return -1;
+        }
+        memcpy (b->fixed + b->fixed_len, buf, len);
+        b->fixed_len += len;
+        return 0;
+    }
     if (len > CODEC_MAX_BODY || b->buf.size + len > CODEC_MAX_BODY) {
         b->failed = 1;
         return -1;
@@ -467,12 +478,22 @@ codec_builder_new (void)
     return b;
 }
 
+codec_builder_t *
+codec_builder_new_fixed (void *buf, size_t cap)
+{
+    codec_builder_t *b = codec_builder_new ();
+    b->fixed = buf;
+    b->fixed_cap = cap;
+    return b;
+}
+
 void
 codec_builder_destroy (codec_builder_t **b_p)
 {
     if (b_p && *b_p) {
         codec_builder_t *b = *b_p;
-        /* replies carry access tokens: do not leave them in freed memory */
+        /* replies carry access tokens: do not leave them in freed memory (a fixed buffer is
+         * the caller's, and stays as packed) */
         if (b->buf.data)
             mem_wipe (b->buf.data, b->buf.size);
         msgpack_sbuffer_destroy (&b->buf);
@@ -487,7 +508,16 @@ codec_builder_reset (codec_builder_t *b)
     if (b->buf.data)
         mem_wipe (b->buf.data, b->buf.size);
     msgpack_sbuffer_clear (&b->buf);
+    if (b->fixed)
+        mem_wipe (b->fixed, b->fixed_len);
+    b->fixed_len = 0;
     b->failed = 0;
+}
+
+void
+codec_raw (codec_builder_t *b, const void *packed, size_t len)
+{
+    (void) builder_write (b, packed, len);
 }
 
 void codec_map (codec_builder_t *b, uint32_t n)   { msgpack_pack_map (&b->pk, n); }
@@ -636,6 +666,10 @@ codec_builder_failed (const codec_builder_t *b)
 const char *
 codec_builder_data (const codec_builder_t *b, size_t *len)
 {
+    if (b->fixed) {
+        *len = b->fixed_len;
+        return (const char *) b->fixed;
+    }
     *len = b->buf.size;
     return b->buf.data;
 }

@@ -74,6 +74,9 @@ char *codec_strdup (const msgpack_object *o);
 typedef struct codec_builder codec_builder_t;
 
 codec_builder_t *codec_builder_new (void);
+/* A builder that packs into the caller's buf (secure memory, for one) and allocates nothing for
+ * the data: packing past cap fails it (codec_builder_failed). Destroying it leaves buf as packed. */
+codec_builder_t *codec_builder_new_fixed (void *buf, size_t cap);
 void codec_builder_destroy (codec_builder_t **b_p);
 void codec_builder_reset (codec_builder_t *b);
 void codec_map (codec_builder_t *b, uint32_t entries);
@@ -83,6 +86,8 @@ void codec_strn (codec_builder_t *b, const char *s, size_t len);
 void codec_int (codec_builder_t *b, int64_t v);
 void codec_bool (codec_builder_t *b, int v);
 void codec_nil (codec_builder_t *b);
+/* Appends bytes packed before (a pre-packed part of a reply) as they are. */
+void codec_raw (codec_builder_t *b, const void *packed, size_t len);
 void codec_kv_str (codec_builder_t *b, const char *key, const char *value);
 void codec_kv_int (codec_builder_t *b, const char *key, int64_t value);
 void codec_kv_bool (codec_builder_t *b, const char *key, int value);

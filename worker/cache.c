@@ -1,6 +1,7 @@
 /* cache.c - a chained hash of integration entries. Entries are small: the id is stored inline,
  * tokens and names are exact-size strings. */
 #include "cache.h"
+#include "codec.h"
 #include "log.h"
 #include "clock.h"
 #include "mem.h"
@@ -26,10 +27,21 @@ cache_new (void)
     return c;
 }
 
+/* Wipes and frees the token and its reply. */
+static void
+entry_forget_token (cache_entry_t *e)
+{
+    if (e->hit_reply)
+        secmem_free (e->hit_reply);
+    e->hit_reply = NULL;
+    e->access_token = NULL;
+    e->hit_len = e->hit_refreshed = 0;
+}
+
 static void
 entry_free (cache_entry_t *e)
 {
-    secmem_free_str (&e->access_token);
+    entry_forget_token (e);
     mem_free (e->scopes);
     mem_free (e);
 }
@@ -194,16 +206,54 @@ cache_set_text (char **field, const char *value)
     *field = value ? mem_strdup (value) : NULL;
 }
 
+/* Packs the hit reply (cache.h) into secure memory: plaintext tokens live in pages left out of core
+ * dumps, wiped when replaced. The block is sized to the reply exactly enough that a 120-byte token
+ * and its reply share one size class, as the token alone did. */
+static void
+entry_pack_hit (cache_entry_t *e, const char *access_token)
+{
+    char when [32];
+    clock_rfc3339 (e->access_expires_at, when, sizeof when);
+    size_t tlen = strlen (access_token);
+    /* "ok" true, then each key with its header, each value's largest header, the NUL */
+    size_t cap = 4 + 11 + (5 + strlen (when)) + 11 + 9 + 10 + 1 + 13 + (5 + tlen) + 1;
+    unsigned char *buf = secmem_alloc (cap);
+    codec_builder_t *b = codec_builder_new_fixed (buf, cap - 1);
+    size_t at, len;
+    codec_kv_bool (b, "ok", 1);
+    codec_kv_str (b, "expires_at", when);
+    codec_kv_int (b, "generation", e->generation);
+    codec_str (b, "refreshed");
+    (void) codec_builder_data (b, &at);
+    codec_bool (b, 0);
+    codec_kv_str (b, "access_token", access_token);
+    (void) codec_builder_data (b, &len);
+    int failed = codec_builder_failed (b);
+    codec_builder_destroy (&b);
+    if (failed) {
+        /* longer than a reply may carry (only a row written around Ferrule holds one): the entry
+         * holds no token; a token request is answered unavailable until a refresh replaces it */
+        secmem_free (buf);
+        log_warning (e->id, NULL, "its stored access token (%zu bytes) is longer than a reply may carry: "
+                     "it is not served until a refresh replaces it", tlen);
+        return;
+    }
+    buf [len] = '\0';
+    e->hit_reply = buf;
+    e->hit_len = (uint32_t) len;
+    e->hit_refreshed = (uint32_t) at;
+    e->access_token = (char *) buf + len - tlen;
+}
+
 void
 cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation)
 {
-    secmem_free_str (&e->access_token);
-    /* plaintext tokens live in pages left out of core dumps, wiped when replaced */
-    e->access_token = access_token ? secmem_strdup (access_token) : NULL;
+    entry_forget_token (e);
     e->access_expires_at = expires_at;
     e->checked_ms = clock_mono_ms ();
-    clock_rfc3339 (expires_at, e->expires_text, sizeof e->expires_text);
     e->generation = generation;
+    if (access_token)
+        entry_pack_hit (e, access_token);
 }
 
 integ_status_t

@@ -13,9 +13,11 @@ typedef struct cache_entry cache_entry_t;
 struct cache_entry {
     cache_entry_t *hnext;
     const char *provider;         /* interned by the cache (cache_set_provider): one copy per name */
-    char    *access_token;        /* plaintext in memory only (secmem: not in core dumps); NULL when none */
+    char    *access_token;        /* plaintext, NUL-terminated inside hit_reply; NULL when none */
+    unsigned char *hit_reply;     /* secmem (not in core dumps): a cache hit's reply, packed once per token */
+    uint32_t hit_len;             /* its bytes (the token's NUL after them is not part of it) */
+    uint32_t hit_refreshed;       /* the offset of its "refreshed" value */
     int64_t  access_expires_at;   /* epoch seconds */
-    char     expires_text [21];   /* access_expires_at as RFC 3339, formatted once per token */
     int64_t  generation;
     int64_t  refreshed_ms;        /* monotonic time this worker last refreshed it, 0 never */
     int64_t  checked_ms;          /* monotonic time its generation was last read from or written to the database */
@@ -48,8 +50,14 @@ size_t cache_count (const cache_t *c);
  * stopped, so that repeated calls cover the whole cache. Returns how many. */
 size_t cache_collect_unchecked (cache_t *c, int64_t older_than_ms, char **ids, size_t max);
 
-/* Replaces the access token (takes a copy) and its expiry and generation; the entry counts as
- * checked against the database now. */
+/* A cache hit's reply is a map of CACHE_HIT_FIELDS fields, and the request's id ("rid") first
+ * when it has one: "ok" true, "expires_at", "generation", "refreshed" false, "access_token" last
+ * (so that the token, NUL-terminated after the packed bytes, is also access_token). Only the map's
+ * header and the id change from one request to the next (reply_token). */
+#define CACHE_HIT_FIELDS 5
+
+/* Replaces the access token (takes a copy), its expiry and generation, and packs hit_reply; the
+ * entry counts as checked against the database now. */
 void cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation);
 void cache_set_text (char **field, const char *value);
 /* Sets the entry's provider name to the cache's one copy of name (a worker caches many

@@ -74,14 +74,34 @@ reply_error (worker_t *w, const job_t *job, fr_status_t st, const char *message,
     links_send (w, job, data, len, result_code (st));
 }
 
+int
+reply_pack_token (codec_builder_t *o, const char *rid, const cache_entry_t *e, int refreshed)
+{
+    if (!e->hit_reply)
+        return -1;
+    codec_builder_reset (o);
+    codec_map (o, CACHE_HIT_FIELDS + (rid [0] ? 1 : 0));
+    if (rid [0])
+        codec_kv_str (o, "rid", rid);
+    /* the entry's reply as packed with its token, but for "refreshed" */
+    codec_raw (o, e->hit_reply, e->hit_refreshed);
+    codec_bool (o, refreshed);
+    codec_raw (o, e->hit_reply + e->hit_refreshed + 1, e->hit_len - e->hit_refreshed - 1);
+    return 0;
+}
+
 void
 reply_token (worker_t *w, const job_t *job, const cache_entry_t *e, int refreshed)
 {
-    codec_builder_t *o = reply_begin (w, job, 1, 4);
-    codec_kv_str (o, "access_token", e->access_token);
-    codec_kv_str (o, "expires_at", e->expires_text);
-    codec_kv_int (o, "generation", e->generation);
-    codec_kv_bool (o, "refreshed", refreshed);
+    if (reply_pack_token (w->out, job->rid, e, refreshed) != 0) {
+        /* only a stored token too long to serve leaves an entry without one here (cache.c) */
+        char message [200];
+        snprintf (message, sizeof message, "integration \"%s\" has no access token this worker can serve", e->id);
+        reply_error (w, job, FR_UNAVAILABLE, message,
+                     "its stored access token is longer than a reply may carry; the \"refresh\" operation replaces it",
+                     -1);
+        return;
+    }
     reply_send (w, job);
 }
 

@@ -29,7 +29,10 @@ void reply_error (worker_t *w, const job_t *job, fr_status_t st, const char *mes
                   const char *hint, int64_t retry_after);
 /* An error reply for a failed store call: retry_after 1 s when the database is unavailable. */
 void reply_store_error (worker_t *w, const job_t *job, fr_status_t st, const char *message);
-/* Sends {"ok":true, access_token, expires_at, generation, refreshed} for an entry. */
+/* Packs into o the reply to a token request with id rid (may be ""), from the entry's pre-packed
+ * reply (cache.h); -1 when the entry has none (no token). */
+int reply_pack_token (codec_builder_t *o, const char *rid, const cache_entry_t *e, int refreshed);
+/* Sends {"ok":true, expires_at, generation, refreshed, access_token} for an entry. */
 void reply_token (worker_t *w, const job_t *job, const cache_entry_t *e, int refreshed);
 /* The "integration" map of status, import, connect and disconnect replies; x may be NULL. */
 void reply_pack_integration (codec_builder_t *o, const store_row_t *row, const store_extra_t *x);
