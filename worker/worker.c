@@ -413,7 +413,7 @@ worker_tick (worker_t *w, int64_t now)
 int
 worker_run (worker_t *w, volatile sig_atomic_t *stop)
 {
-    int64_t drain_until = 0, drain_settle = 0;
+    int64_t drain_until = 0, drain_settle = 0, drain_said = 0;
     log_info (NULL, NULL, "worker \"%s\" serving %zu brokers%s", w->cfg.worker_id, w->nlinks,
               w->ndns ? " (and following their DNS names)" : "");
     links_hello (w, 0);
@@ -430,8 +430,15 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         }
         /* stay a moment after announcing the drain: requests the brokers routed before they
          * heard it are still arriving, and are served rather than re-dispatched */
-        size_t busy = refresh_count (w) + calls_count (w) + loads_parked (w) + dbwait_count (w)
-                    + (size_t) store_batch_busy (w->store) + (size_t) (w->batches && store_batch_busy (w->batches));
+        size_t nbatches = (size_t) store_batch_busy (w->store) + (size_t) (w->batches && store_batch_busy (w->batches));
+        size_t busy = refresh_count (w) + calls_count (w) + loads_parked (w) + dbwait_count (w) + nbatches;
+        if (w->draining && busy && now >= drain_said + 1000 && now >= drain_settle) {
+            /* a drain that takes long says what it waits for, once a second */
+            drain_said = now;
+            log_info (NULL, NULL, "draining: waiting for %zu refreshes, %zu provider calls, %zu requests parked, "
+                      "%zu queued for the database and %zu batches in flight (%lld ms left)", refresh_count (w),
+                      calls_count (w), loads_parked (w), dbwait_count (w), nbatches, (long long) (drain_until - now));
+        }
         if (w->draining && now >= drain_settle && (busy == 0 || now >= drain_until)) {
             if (busy)
                 log_warning (NULL, NULL, "drain timed out with %zu refreshes, connect calls, requests waiting for the "
