@@ -44,12 +44,7 @@ gw_start (store_t *s, const char *sql, int n, const char *const *values, store_b
           char *err, size_t errlen)
 {
     store_stmt_t stmt = { sql, n, values, NULL, NULL };
-    gw_ctx_t *copy = mem_alloc (sizeof *copy);
-    *copy = *c;
-    fr_status_t st = store_batch_start (s, &stmt, 1, done, copy, err, errlen);
-    if (st != FR_OK)
-        mem_free (copy);
-    return st;
+    return store_batch_start (s, &stmt, 1, done, c, sizeof *c, err, errlen);
 }
 
 /* The statement's rows; NULL when the batch failed. */
@@ -87,7 +82,6 @@ attempt_done (void *arg, fr_status_t st, PGresult **results, size_t n, const cha
         a.missing_scopes = text_or_empty (res, 0, 11);
     }
     c->fn.attempt (c->arg, st, st == FR_OK ? &a : NULL, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -136,7 +130,6 @@ issued_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
         err = c->refused;
     }
     c->fn.issued (c->arg, st, expires_at, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -176,7 +169,6 @@ text_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *
     }
     c->fn.text (c->arg, st, text, st == FR_OK ? NULL : err);
     mem_free (text);
-    mem_free (c);
 }
 
 fr_status_t
@@ -216,7 +208,6 @@ retry_take_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
     mem_free (r.redirect_uri);
     mem_free (r.scopes);
     mem_free (r.return_to);
-    mem_free (c);
 }
 
 fr_status_t
@@ -269,7 +260,6 @@ workspace_done (void *arg, fr_status_t st, PGresult **results, size_t n, const c
         mem_free (e->scope_report);
     }
     mem_free (ws.items);
-    mem_free (c);
 }
 
 fr_status_t
@@ -359,7 +349,6 @@ apikey_create_done (void *arg, fr_status_t st, PGresult **results, size_t n, con
         k.created_at = store_int_at (res, 0, 1);
     }
     c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -403,7 +392,6 @@ apikey_list_done (void *arg, fr_status_t st, PGresult **results, size_t n, const
     for (size_t i = 0; i < list.count; i++)
         apikey_clear (&list.items [i]);
     mem_free (list.items);
-    mem_free (c);
 }
 
 fr_status_t
@@ -441,7 +429,6 @@ apikey_revoke_done (void *arg, fr_status_t st, PGresult **results, size_t n, con
     }
     c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
     apikey_clear (&k);
-    mem_free (c);
 }
 
 fr_status_t
@@ -477,7 +464,6 @@ apikey_verify_done (void *arg, fr_status_t st, PGresult **results, size_t n, con
     }
     c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
     apikey_clear (&k);
-    mem_free (c);
 }
 
 fr_status_t
