@@ -762,6 +762,29 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
     return FR_OK;
 }
 
+/* store_batch_start_done's context and end. */
+typedef struct {
+    store_done_fn *fn;
+    void *arg;
+} done_ctx_t;
+
+static void
+status_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    const done_ctx_t *c = arg;
+    (void) results;
+    (void) n;
+    c->fn (c->arg, st, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_batch_start_done (store_t *s, const store_stmt_t *stmts, size_t n, store_done_fn *fn, void *arg, char *err,
+                        size_t errlen)
+{
+    done_ctx_t c = { fn, arg };
+    return store_batch_start (s, stmts, n, status_done, &c, sizeof c, err, errlen);
+}
+
 int
 store_batch_busy (const store_t *s)
 {
@@ -1458,20 +1481,6 @@ store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_
     return store_batch_start (s, &stmt, 1, failure_done, &c, sizeof c, err, errlen);
 }
 
-typedef struct {
-    store_done_fn *fn;
-    void *arg;
-} release_ctx_t;
-
-static void
-released (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
-{
-    release_ctx_t *c = arg;
-    (void) results;
-    (void) n;
-    c->fn (c->arg, st, st == FR_OK ? NULL : err);
-}
-
 fr_status_t
 store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn, void *arg,
                            char *err, size_t errlen)
@@ -1480,8 +1489,7 @@ store_release_lease_start (store_t *s, const char *id, const char *lease_token, 
     store_stmt_t stmt = { "UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
                           " WHERE id = $1 AND lease_owner = $2 AND lease_token = $3::uuid RETURNING id",
                           3, values, NULL, NULL };
-    release_ctx_t c = { fn, arg };
-    return store_batch_start (s, &stmt, 1, released, &c, sizeof c, err, errlen);
+    return store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
 }
 
 /* Copies a result's first two columns into two arrays of strings. */

@@ -326,20 +326,6 @@ store_pending_clear (store_pending_t *pd)
     memset (pd, 0, sizeof *pd);
 }
 
-typedef struct {
-    store_done_fn *fn;
-    void *arg;
-} done_ctx_t;
-
-static void
-batch_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
-{
-    done_ctx_t *c = arg;
-    (void) results;
-    (void) n;
-    c->fn (c->arg, st, st == FR_OK ? NULL : err);
-}
-
 fr_status_t
 store_pending_failed_start (store_t *s, const char *state_hash, const char *id, const char *outcome,
                             const char *detail, store_done_fn *fn, void *arg, char *err, size_t errlen)
@@ -351,8 +337,7 @@ store_pending_failed_start (store_t *s, const char *state_hash, const char *id, 
         " SELECT id, generation, $5, 'connect_failed', $2 || ': ' || $3 FROM integrations WHERE id = $4"
         " RETURNING generation",            /* a batch's statements return rows */
         5, values, NULL, NULL };
-    done_ctx_t c = { fn, arg };
-    return store_batch_start (s, &stmt, 1, batch_done, &c, sizeof c, err, errlen);
+    return store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
 }
 
 #define LAST_ATTEMPT_SQL \

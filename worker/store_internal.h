@@ -44,6 +44,9 @@ typedef void (store_batch_fn) (void *arg, fr_status_t st, PGresult **results, si
  * delivered; done must not free it. Nothing is copied when the batch does not start. */
 fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done,
                                const void *ctx, size_t size, char *err, size_t errlen) FR_MUSTCHECK;
+/* A batch whose end is only a status: fn (arg, FR_OK, NULL) or its failure; the rows are not read. */
+fr_status_t store_batch_start_done (store_t *s, const store_stmt_t *stmts, size_t n, store_done_fn *fn, void *arg,
+                                    char *err, size_t errlen) FR_MUSTCHECK;
 /* A batch of one statement whose $1 is ids as a text[] ("… WHERE id = ANY ($1::text[])"); what
  * names the work in the error when there are too many. */
 fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
