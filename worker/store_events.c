@@ -428,6 +428,7 @@ typedef struct {
     void *arg;
 } op_ctx_t;
 
+/* Starts an operation's batch; done's arg is the store's copy of c. */
 static fr_status_t
 op_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, op_ctx_t c, char *err, size_t errlen)
 {
