@@ -55,7 +55,7 @@ struct store {
         char err [256];
         int64_t deadline_ms;
         store_batch_fn *done;
-        void *arg;
+        void *arg;                   /* the store's copy of the caller's context: freed after done */
     } batch;
 };
 
@@ -156,6 +156,7 @@ store_destroy (store_t **s_p)
         for (size_t i = 0; s->batch.results && i < s->batch.n; i++)
             PQclear (s->batch.results [i]);     /* a batch never delivered (store_batch_finish was not called) */
         mem_free (s->batch.results);
+        mem_free (s->batch.arg);                /* ...and its context, which nobody else holds */
         PQclear (s->batch.failed);
         PQfinish (s->connecting);
         if (s->conn)
@@ -721,8 +722,8 @@ finish:
 }
 
 fr_status_t
-store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, void *arg,
-                   char *err, size_t errlen)
+store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, const void *ctx,
+                   size_t size, char *err, size_t errlen)
 {
     fr_status_t st;
     struct batch *b = &s->batch;
@@ -751,13 +752,37 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
     b->results = mem_alloc (n * sizeof *b->results);
     b->deadline_ms = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
     b->done = done;
-    b->arg = arg;
+    b->arg = mem_alloc (size);          /* the caller's context may be on its stack */
+    memcpy (b->arg, ctx, size);
     /* sends what the socket takes now; the rest when the loop's poll finds it writable (the socket
      * is full only when the server or the network is behind, and the loop must not wait for
      * either). A statement the loop waits for on the worker's other connection can then wait on
      * the row locks of a batch not yet sent whole, for at most lock_timeout, and fail alone. */
     store_batch_advance (s, 0);
     return FR_OK;
+}
+
+/* store_batch_start_done's context and end. */
+typedef struct {
+    store_done_fn *fn;
+    void *arg;
+} done_ctx_t;
+
+static void
+status_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    const done_ctx_t *c = arg;
+    (void) results;
+    (void) n;
+    c->fn (c->arg, st, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_batch_start_done (store_t *s, const store_stmt_t *stmts, size_t n, store_done_fn *fn, void *arg, char *err,
+                        size_t errlen)
+{
+    done_ctx_t c = { fn, arg };
+    return store_batch_start (s, stmts, n, status_done, &c, sizeof c, err, errlen);
 }
 
 int
@@ -801,6 +826,7 @@ store_batch_pump (store_t *s)
     void *arg = b->arg;
     memset (b, 0, sizeof *b);           /* free for the next batch before the callback runs */
     done (arg, st, results, n, err);
+    mem_free (arg);
     for (size_t i = 0; i < n; i++)
         PQclear (results [i]);
     mem_free (results);
@@ -1263,7 +1289,6 @@ conflict_done (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
         store_fill_row (results [1], 0, &row);
     c->fn (c->arg, st, st == FR_OK ? &row : NULL, st == FR_OK ? NULL : err);
     store_row_clear (&row);
-    mem_free (c);
 }
 
 fr_status_t
@@ -1276,14 +1301,9 @@ store_conflict_start (store_t *s, const store_commit_t *cm, store_conflict_fn *f
         { CONFLICT_SQL, 5, v2, NULL, NULL },
         { "SELECT " STORE_ROW_COLUMNS " FROM integrations WHERE id = $1", 1, v2, NULL, NULL },
     };
-    conflict_ctx_t *c = mem_alloc (sizeof *c);
-    c->fn = fn;
-    c->arg = arg;
-    snprintf (c->id, sizeof c->id, "%s", cm->id);
-    fr_status_t st = store_batch_start (s, stmts, 2, conflict_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    conflict_ctx_t c = { fn, arg, "" };
+    snprintf (c.id, sizeof c.id, "%s", cm->id);
+    return store_batch_start (s, stmts, 2, conflict_done, &c, sizeof c, err, errlen);
 }
 
 fr_status_t
@@ -1371,7 +1391,6 @@ turn_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *
         commits_done (t->cm, st, results, t->nc, err);
     if (t->cl)
         claims_done (t->cl, st, results + t->nc, t->nq, err);
-    mem_free (t);
 }
 
 fr_status_t
@@ -1382,27 +1401,24 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
     fr_status_t st = FR_OK;
     store_stmt_t *stmts = mem_alloc ((nc + nq) * sizeof *stmts);
     commit_params_t *params = mem_alloc ((nc ? nc : 1) * sizeof *params);
-    turn_t *t = mem_alloc (sizeof *t);
-    t->nc = nc;
-    t->nq = nq;
+    turn_t t = { NULL, nc, NULL, nq };
     if (nc)
-        t->cm = commits_prepare (s, commits, nc, commits_done_fn, commits_arg, stmts, params);
-    if (nq && !(t->cl = claims_prepare (s, reqs, nq, lease_ms, claims_done_fn, claims_arg, stmts + nc, err, errlen)))
+        t.cm = commits_prepare (s, commits, nc, commits_done_fn, commits_arg, stmts, params);
+    if (nq && !(t.cl = claims_prepare (s, reqs, nq, lease_ms, claims_done_fn, claims_arg, stmts + nc, err, errlen)))
         st = FR_INTERNAL;
     if (st == FR_OK)
-        st = store_batch_start (s, stmts, nc + nq, turn_done, t, err, errlen);
+        st = store_batch_start (s, stmts, nc + nq, turn_done, &t, sizeof t, err, errlen);
     mem_free (stmts);                   /* libpq has copied the statements and their values */
     mem_free (params);
     if (st != FR_OK) {
-        if (t->cm) {
-            mem_free (t->cm->order);
-            mem_free (t->cm);
+        if (t.cm) {
+            mem_free (t.cm->order);
+            mem_free (t.cm);
         }
-        if (t->cl) {
-            mem_free (t->cl->params);
-            mem_free (t->cl);
+        if (t.cl) {
+            mem_free (t.cl->params);
+            mem_free (t.cl);
         }
-        mem_free (t);
     }
     return st;
 }
@@ -1427,7 +1443,6 @@ failure_done (void *arg, fr_status_t st, PGresult **results, size_t n, const cha
     if (st == FR_OK)
         stale = strcmp (PQgetvalue (results [0], 0, 0), "t") != 0;
     c->fn (c->arg, st, stale, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -1461,29 +1476,9 @@ store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_
         "  SELECT $1, u.generation, $7, $8, $9, $6 FROM u RETURNING generation)"
         "SELECT u.current, pg_notify('" STORE_NOTIFY_CHANNEL "', $7 || ' ' || $1) FROM u, c",
         9, values, NULL, NULL };
-    failure_ctx_t *c = mem_alloc (sizeof *c);
-    c->fn = fn;
-    c->arg = arg;
-    snprintf (c->id, sizeof c->id, "%s", f->id);
-    fr_status_t st = store_batch_start (s, &stmt, 1, failure_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
-}
-
-typedef struct {
-    store_done_fn *fn;
-    void *arg;
-} release_ctx_t;
-
-static void
-released (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
-{
-    release_ctx_t *c = arg;
-    (void) results;
-    (void) n;
-    c->fn (c->arg, st, st == FR_OK ? NULL : err);
-    mem_free (c);
+    failure_ctx_t c = { fn, arg, "" };
+    snprintf (c.id, sizeof c.id, "%s", f->id);
+    return store_batch_start (s, &stmt, 1, failure_done, &c, sizeof c, err, errlen);
 }
 
 fr_status_t
@@ -1494,12 +1489,7 @@ store_release_lease_start (store_t *s, const char *id, const char *lease_token, 
     store_stmt_t stmt = { "UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
                           " WHERE id = $1 AND lease_owner = $2 AND lease_token = $3::uuid RETURNING id",
                           3, values, NULL, NULL };
-    release_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (release_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, released, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    return store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
 }
 
 /* Copies a result's first two columns into two arrays of strings. */
@@ -1570,7 +1560,6 @@ sweep_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char 
         for (int i = 0; results [q] && i < PQntuples (results [q]); i++)
             c->fn (c->arg, FR_OK, q, PQgetvalue (results [q], i, 0), PQgetvalue (results [q], i, 1), NULL);
     c->fn (c->arg, st, n, NULL, NULL, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -1592,12 +1581,9 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
         memcpy (p [i].values, values, sizeof values);
         stmts [i] = (store_stmt_t) { sweep_sql, 6, p [i].values, NULL, NULL };
     }
-    sweep_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (sweep_ctx_t) { fn, arg };
+    sweep_ctx_t c = { fn, arg };
     /* libpq has copied the parameters once the statements are sent */
-    fr_status_t st = store_batch_start (s, stmts, n, sweep_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
+    fr_status_t st = store_batch_start (s, stmts, n, sweep_done, &c, sizeof c, err, errlen);
     mem_free (stmts);
     mem_free (p);
     return st;
@@ -1631,12 +1617,11 @@ generations_done (void *arg, fr_status_t st, PGresult **results, size_t n, const
         c->fn (c->arg, FR_OK, PQgetvalue (results [0], i, 0), store_int_at (results [0], i, 1),
                PQgetvalue (results [0], i, 2), NULL);
     c->fn (c->arg, st, NULL, 0, NULL, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
 store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
-                       void *arg, const char *what, char *err, size_t errlen)
+                       const void *ctx, size_t size, const char *what, char *err, size_t errlen)
 {
     mem_buf_t b;
     if (store_id_array (ids, n, &b) != 0) {
@@ -1645,7 +1630,7 @@ store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size
     }
     const char *values [] = { b.data };
     store_stmt_t stmt = { sql, 1, values, NULL, NULL };
-    fr_status_t st = store_batch_start (s, &stmt, 1, done, arg, err, errlen);
+    fr_status_t st = store_batch_start (s, &stmt, 1, done, ctx, size, err, errlen);
     mem_buf_free (&b);                   /* sent: libpq has copied it */
     return st;
 }
@@ -1654,13 +1639,9 @@ fr_status_t
 store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn, void *arg,
                          char *err, size_t errlen)
 {
-    generations_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (generations_ctx_t) { fn, arg };
-    fr_status_t st = store_ids_batch_start (s, "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])",
-                                            ids, n, generations_done, c, "re-validate", err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    generations_ctx_t c = { fn, arg };
+    return store_ids_batch_start (s, "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])",
+                                  ids, n, generations_done, &c, sizeof c, "re-validate", err, errlen);
 }
 
 /* The chain rows of a STORE_HISTORY_SQL result. */
@@ -1697,7 +1678,6 @@ history_done (void *arg, fr_status_t st, PGresult **results, size_t n, const cha
     if (st == FR_OK && n == 1 && results [0])
         rows = store_history_read (results [0], &count);
     c->fn (c->arg, st, rows, count, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -1708,12 +1688,8 @@ store_history_start (store_t *s, const char *id, int64_t limit, store_history_fn
     snprintf (lim, sizeof lim, "%" PRId64, limit);
     const char *values [] = { id, lim };
     store_stmt_t stmt = { STORE_HISTORY_SQL, 2, values, NULL, NULL };
-    history_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (history_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, history_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    history_ctx_t c = { fn, arg };
+    return store_batch_start (s, &stmt, 1, history_done, &c, sizeof c, err, errlen);
 }
 
 void

@@ -69,21 +69,16 @@ loads_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char 
         c->fn (c->arg, FR_OK, &row, &x, NULL);      /* the callee takes both */
     }
     c->fn (c->arg, st, NULL, NULL, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
 store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn *fn, void *arg,
                    char *err, size_t errlen)
 {
-    loads_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (loads_ctx_t) { fn, arg };
-    fr_status_t st = store_ids_batch_start (s, "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS
-                                            " FROM integrations WHERE id = ANY ($1::text[])",
-                                            ids, n, loads_done, c, "read", err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    loads_ctx_t c = { fn, arg };
+    return store_ids_batch_start (s, "SELECT " STORE_ROW_COLUMNS ", " EXTRA_COLUMNS
+                                  " FROM integrations WHERE id = ANY ($1::text[])",
+                                  ids, n, loads_done, &c, sizeof c, "read", err, errlen);
 }
 
 #define UPSERT_SQL \
@@ -196,7 +191,6 @@ import_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
     mem_free (prev_status);
     store_row_clear (&row);
     store_extra_clear (&x);
-    mem_free (c);
 }
 
 fr_status_t
@@ -209,12 +203,8 @@ store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, 
         { UPSERT_SQL, 15, p.values, p.lengths, p.formats },
         { ROW_SQL, 1, ids, NULL, NULL },
     };
-    import_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (import_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, stmts, 2, import_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    import_ctx_t c = { fn, arg };
+    return store_batch_start (s, stmts, 2, import_done, &c, sizeof c, err, errlen);
 }
 
 typedef struct {
@@ -235,7 +225,6 @@ pending_inserted (void *arg, fr_status_t st, PGresult **results, size_t n, const
         err = "no pending authorization written";
     }
     c->fn (c->arg, st, expires_at, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -258,12 +247,8 @@ store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pend
         " FROM (SELECT ferrule_gc_pending_authorizations ()) gc"
         " RETURNING extract(epoch FROM expires_at)::bigint",
         9, values, lengths, formats };
-    pending_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (pending_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, pending_inserted, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    pending_ctx_t c = { fn, arg };
+    return store_batch_start (s, &stmt, 1, pending_inserted, &c, sizeof c, err, errlen);
 }
 
 typedef struct {
@@ -280,7 +265,6 @@ pending_taken (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
     memset (&pd, 0, sizeof pd);
     if (st != FR_OK || n != 2) {
         c->fn (c->arg, st != FR_OK ? st : FR_INTERNAL, NULL, err ? err : "the pending authorization was not read");
-        mem_free (c);
         return;
     }
     const PGresult *res = results [0];
@@ -292,7 +276,6 @@ pending_taken (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
         pd.key_id = (int32_t) store_int_at (res, 0, 4);
         pd.verifier_ct = store_bytea_at (res, 0, 5, &pd.verifier_ct_len);
         c->fn (c->arg, FR_OK, &pd, NULL);       /* the callee takes pd */
-        mem_free (c);
         return;
     }
     /* why not, from the same transaction's second statement: for the message only; the state
@@ -310,7 +293,6 @@ pending_taken (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
         snprintf (why, sizeof why, "the connect flow for integration \"%s\" expired at %s, before the callback came",
                   PQgetvalue (res, 0, 0), clock_rfc3339 (store_int_at (res, 0, 2), when, sizeof when));
     c->fn (c->arg, FR_STATE_INVALID, NULL, why);
-    mem_free (c);
 }
 
 fr_status_t
@@ -327,12 +309,8 @@ store_pending_take_start (store_t *s, const char *state_hash, store_pending_take
         { "SELECT integration_id, used_at IS NOT NULL, extract(epoch FROM COALESCE(used_at, expires_at))::bigint"
           " FROM pending_authorizations WHERE state_hash = $1", 1, values, NULL, NULL },
     };
-    take_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (take_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, stmts, 2, pending_taken, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    take_ctx_t c = { fn, arg };
+    return store_batch_start (s, stmts, 2, pending_taken, &c, sizeof c, err, errlen);
 }
 
 void
@@ -348,21 +326,6 @@ store_pending_clear (store_pending_t *pd)
     memset (pd, 0, sizeof *pd);
 }
 
-typedef struct {
-    store_done_fn *fn;
-    void *arg;
-} done_ctx_t;
-
-static void
-batch_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
-{
-    done_ctx_t *c = arg;
-    (void) results;
-    (void) n;
-    c->fn (c->arg, st, st == FR_OK ? NULL : err);
-    mem_free (c);
-}
-
 fr_status_t
 store_pending_failed_start (store_t *s, const char *state_hash, const char *id, const char *outcome,
                             const char *detail, store_done_fn *fn, void *arg, char *err, size_t errlen)
@@ -374,12 +337,7 @@ store_pending_failed_start (store_t *s, const char *state_hash, const char *id, 
         " SELECT id, generation, $5, 'connect_failed', $2 || ': ' || $3 FROM integrations WHERE id = $4"
         " RETURNING generation",            /* a batch's statements return rows */
         5, values, NULL, NULL };
-    done_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (done_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, batch_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    return store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
 }
 
 #define LAST_ATTEMPT_SQL \
@@ -438,7 +396,6 @@ then_row_done (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
     c->fn (c->arg, st, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL, st == FR_OK ? NULL : err);
     store_row_clear (&row);
     store_extra_clear (&x);
-    mem_free (c);
 }
 
 /* stmts [0 .. n-2] given, stmts [n-1] left for ROW_SQL */
@@ -448,13 +405,9 @@ then_row_start (store_t *s, const char *id, store_stmt_t *stmts, size_t n, int f
 {
     const char *ids [] = { id };
     stmts [n - 1] = (store_stmt_t) { ROW_SQL, 1, ids, NULL, NULL };
-    then_row_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (then_row_ctx_t) { fn, arg, "", first_needs_row };
-    snprintf (c->id, sizeof c->id, "%s", id);
-    fr_status_t st = store_batch_start (s, stmts, n, then_row_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    then_row_ctx_t c = { fn, arg, "", first_needs_row };
+    snprintf (c.id, sizeof c.id, "%s", id);
+    return store_batch_start (s, stmts, n, then_row_done, &c, sizeof c, err, errlen);
 }
 
 fr_status_t
@@ -503,7 +456,6 @@ disconnect_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
     store_disconnected_clear (&d);
     store_row_clear (&row);
     store_extra_clear (&x);
-    mem_free (c);
 }
 
 fr_status_t
@@ -531,13 +483,9 @@ store_disconnect_start (store_t *s, const char *id, store_disconnected_fn *fn, v
         /* in the same transaction: sees the row as the statement above left it */
         { ROW_SQL, 1, ids, NULL, NULL },
     };
-    disconnect_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (disconnect_ctx_t) { fn, arg, "" };
-    snprintf (c->id, sizeof c->id, "%s", id);
-    fr_status_t st = store_batch_start (s, stmts, 2, disconnect_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    disconnect_ctx_t c = { fn, arg, "" };
+    snprintf (c.id, sizeof c.id, "%s", id);
+    return store_batch_start (s, stmts, 2, disconnect_done, &c, sizeof c, err, errlen);
 }
 
 void
@@ -600,7 +548,6 @@ doctor_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
     store_row_clear (&row);
     store_extra_clear (&x);
     store_chain_free (&rows, count);
-    mem_free (c);
 }
 
 fr_status_t
@@ -615,12 +562,8 @@ store_doctor_start (store_t *s, const char *id, int64_t history_limit, store_doc
         { ROW_SQL, 1, values, NULL, NULL },
         { STORE_HISTORY_SQL, 2, values, NULL, NULL },
     };
-    doctor_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (doctor_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, stmts, 3, doctor_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    doctor_ctx_t c = { fn, arg };
+    return store_batch_start (s, stmts, 3, doctor_done, &c, sizeof c, err, errlen);
 }
 
 /* The same count as REKEY_COUNT_SQL in migrations/rekey.h. */
@@ -642,7 +585,6 @@ old_keys_done (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
     int ok = st == FR_OK && n == 1 && results [0] && PQntuples (results [0]) == 1;
     c->fn (c->arg, ok ? FR_OK : st != FR_OK ? st : FR_INTERNAL, ok ? store_int_at (results [0], 0, 0) : 0,
            ok ? store_int_at (results [0], 0, 1) : 0, ok ? NULL : st != FR_OK ? err : "the count returned no row");
-    mem_free (c);
 }
 
 fr_status_t
@@ -653,10 +595,6 @@ store_count_old_keys_start (store_t *s, int32_t current_key_id, store_old_keys_f
     snprintf (id, sizeof id, "%" PRId32, current_key_id);
     const char *values [] = { id };
     store_stmt_t stmt = { old_keys_sql, 1, values, NULL, NULL };
-    old_keys_ctx_t *c = mem_alloc (sizeof *c);
-    *c = (old_keys_ctx_t) { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, old_keys_done, c, err, errlen);
-    if (st != FR_OK)
-        mem_free (c);
-    return st;
+    old_keys_ctx_t c = { fn, arg };
+    return store_batch_start (s, &stmt, 1, old_keys_done, &c, sizeof c, err, errlen);
 }

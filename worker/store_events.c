@@ -428,15 +428,11 @@ typedef struct {
     void *arg;
 } op_ctx_t;
 
+/* Starts an operation's batch; done's arg is the store's copy of c. */
 static fr_status_t
 op_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, op_ctx_t c, char *err, size_t errlen)
 {
-    op_ctx_t *cp = mem_alloc (sizeof *cp);
-    *cp = c;
-    fr_status_t st = store_batch_start (s, stmts, n, done, cp, err, errlen);
-    if (st != FR_OK)
-        mem_free (cp);
-    return st;
+    return store_batch_start (s, stmts, n, done, &c, sizeof c, err, errlen);
 }
 
 static void
@@ -478,7 +474,6 @@ listed (void *arg, fr_status_t st, PGresult **results, size_t nres, const char *
     }
     c->fn.listed (c->arg, st, rows, (size_t) n, st == FR_OK ? NULL : err);
     list_free (rows, (size_t) n);
-    mem_free (c);
 }
 
 fr_status_t
@@ -498,7 +493,6 @@ replayed (void *arg, fr_status_t st, PGresult **results, size_t n, const char *e
     op_ctx_t *c = arg;
     int64_t count = st == FR_OK && n == 2 && PQntuples (results [0]) == 1 ? store_int_at (results [0], 0, 0) : 0;
     c->fn.replayed (c->arg, st, count, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -527,7 +521,6 @@ tested (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err
     if (st == FR_OK && n == 1 && PQntuples (results [0]) == 1)
         snprintf (id, sizeof id, "%s", PQgetvalue (results [0], 0, 0));
     c->fn.tested (c->arg, st, id, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -579,7 +572,6 @@ stats_read (void *arg, fr_status_t st, PGresult **results, size_t n, const char 
     for (size_t i = 0; i < n; i++)
         stats_clear (&stats [i]);
     mem_free (stats);
-    mem_free (c);
 }
 
 fr_status_t

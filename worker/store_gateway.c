@@ -32,10 +32,9 @@ typedef struct {
     } fn;
     void *arg;
     fr_status_t refusal;                  /* no row returned: this status */
-    const char *refused;                  /* and this message (a literal), unless formatted below */
-    int max;                              /* rows of a listing; live keys of a workspace */
-    int64_t key_id;
-    char workspace [IDENT_MAX + 1];
+    char refused [256];                   /* and this message */
+    int max;                              /* rows of a listing */
+    int64_t key_id;                       /* the key a revocation names */
 } gw_ctx_t;
 
 /* Sends one statement as a batch whose end is done, with a copy of c. */
@@ -44,12 +43,7 @@ gw_start (store_t *s, const char *sql, int n, const char *const *values, store_b
           char *err, size_t errlen)
 {
     store_stmt_t stmt = { sql, n, values, NULL, NULL };
-    gw_ctx_t *copy = mem_alloc (sizeof *copy);
-    *copy = *c;
-    fr_status_t st = store_batch_start (s, &stmt, 1, done, copy, err, errlen);
-    if (st != FR_OK)
-        mem_free (copy);
-    return st;
+    return store_batch_start (s, &stmt, 1, done, c, sizeof *c, err, errlen);
 }
 
 /* The statement's rows; NULL when the batch failed. */
@@ -59,19 +53,28 @@ gw_result (fr_status_t st, PGresult **results, size_t n)
     return st == FR_OK && n == 1 ? results [0] : NULL;
 }
 
+/* The statement's one row (row 0 of the result); NULL when the batch failed (*st and *err as they
+ * came) or when it returned no row (*st and *err then say the refusal). */
+static const PGresult *
+gw_row (const gw_ctx_t *c, fr_status_t *st, const char **err, PGresult **results, size_t n)
+{
+    const PGresult *res = gw_result (*st, results, n);
+    if (res && PQntuples (res) != 1) {
+        *st = c->refusal;
+        *err = c->refused;
+        return NULL;
+    }
+    return res;
+}
+
 /* --- connect attempts and retry tokens ------------------------------------------------------- */
 
 static void
 attempt_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     gw_ctx_t *c = arg;
-    const PGresult *res = gw_result (st, results, n);
+    const PGresult *res = gw_row (c, &st, &err, results, n);
     store_gw_attempt_t a = { 0 };
-    if (res && PQntuples (res) != 1) {
-        st = c->refusal;
-        err = c->refused;
-    }
-    else
     if (res) {
         a.integration = text_or_empty (res, 0, 0);
         a.provider = text_or_empty (res, 0, 1);
@@ -87,7 +90,6 @@ attempt_done (void *arg, fr_status_t st, PGresult **results, size_t n, const cha
         a.missing_scopes = text_or_empty (res, 0, 11);
     }
     c->fn.attempt (c->arg, st, st == FR_OK ? &a : NULL, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -126,17 +128,9 @@ static void
 issued_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     gw_ctx_t *c = arg;
-    const PGresult *res = gw_result (st, results, n);
-    int64_t expires_at = 0;
-    if (res && PQntuples (res) == 1)
-        expires_at = store_int_at (res, 0, 0);
-    else
-    if (res) {
-        st = c->refusal;
-        err = c->refused;
-    }
+    const PGresult *res = gw_row (c, &st, &err, results, n);
+    int64_t expires_at = res ? store_int_at (res, 0, 0) : 0;
     c->fn.issued (c->arg, st, expires_at, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -165,18 +159,10 @@ static void
 text_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     gw_ctx_t *c = arg;
-    const PGresult *res = gw_result (st, results, n);
-    char *text = NULL;
-    if (res && PQntuples (res) == 1)
-        text = text_or_empty (res, 0, 0);
-    else
-    if (res) {
-        st = c->refusal;
-        err = c->refused;
-    }
+    const PGresult *res = gw_row (c, &st, &err, results, n);
+    char *text = res ? text_or_empty (res, 0, 0) : NULL;
     c->fn.text (c->arg, st, text, st == FR_OK ? NULL : err);
     mem_free (text);
-    mem_free (c);
 }
 
 fr_status_t
@@ -196,13 +182,8 @@ static void
 retry_take_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     gw_ctx_t *c = arg;
-    const PGresult *res = gw_result (st, results, n);
+    const PGresult *res = gw_row (c, &st, &err, results, n);
     store_gw_retry_t r = { 0 };
-    if (res && PQntuples (res) != 1) {
-        st = c->refusal;
-        err = c->refused;
-    }
-    else
     if (res) {
         r.integration = text_or_empty (res, 0, 0);
         r.provider = text_or_empty (res, 0, 1);
@@ -216,7 +197,6 @@ retry_take_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
     mem_free (r.redirect_uri);
     mem_free (r.scopes);
     mem_free (r.return_to);
-    mem_free (c);
 }
 
 fr_status_t
@@ -269,7 +249,6 @@ workspace_done (void *arg, fr_status_t st, PGresult **results, size_t n, const c
         mem_free (e->scope_report);
     }
     mem_free (ws.items);
-    mem_free (c);
 }
 
 fr_status_t
@@ -345,21 +324,13 @@ static void
 apikey_create_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     gw_ctx_t *c = arg;
-    const PGresult *res = gw_result (st, results, n);
+    const PGresult *res = gw_row (c, &st, &err, results, n);
     store_gw_apikey_t k = { 0 };
-    char why [256];
-    if (res && PQntuples (res) != 1) {
-        snprintf (why, sizeof why, "workspace \"%s\" already has %d API keys", c->workspace, c->max);
-        st = FR_TOO_LARGE;
-        err = why;
-    }
-    else
     if (res) {
         k.key_id = store_int_at (res, 0, 0);
         k.created_at = store_int_at (res, 0, 1);
     }
     c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
-    mem_free (c);
 }
 
 fr_status_t
@@ -370,8 +341,8 @@ store_gw_apikey_create_start (store_t *s, const char *key_hash, const char *work
     char max [16];
     snprintf (max, sizeof max, "%d", max_live);
     const char *values [] = { key_hash, workspace, name, prefix, max };
-    gw_ctx_t c = { .fn.apikey = fn, .arg = arg, .max = max_live };
-    snprintf (c.workspace, sizeof c.workspace, "%s", workspace);
+    gw_ctx_t c = { .fn.apikey = fn, .arg = arg, .refusal = FR_TOO_LARGE };
+    snprintf (c.refused, sizeof c.refused, "workspace \"%s\" already has %d API keys", workspace, max_live);
     return gw_start (s,
         "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix)"
         " SELECT $1, $2, $3, $4"
@@ -403,7 +374,6 @@ apikey_list_done (void *arg, fr_status_t st, PGresult **results, size_t n, const
     for (size_t i = 0; i < list.count; i++)
         apikey_clear (&list.items [i]);
     mem_free (list.items);
-    mem_free (c);
 }
 
 fr_status_t
@@ -425,15 +395,8 @@ static void
 apikey_revoke_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     gw_ctx_t *c = arg;
-    const PGresult *res = gw_result (st, results, n);
+    const PGresult *res = gw_row (c, &st, &err, results, n);
     store_gw_apikey_t k = { 0 };
-    char why [256];
-    if (res && PQntuples (res) != 1) {
-        snprintf (why, sizeof why, "workspace \"%s\" has no live API key %" PRId64, c->workspace, c->key_id);
-        st = FR_NOT_FOUND;
-        err = why;
-    }
-    else
     if (res) {
         k.key_id = c->key_id;
         k.name = text_or_empty (res, 0, 0);
@@ -441,7 +404,6 @@ apikey_revoke_done (void *arg, fr_status_t st, PGresult **results, size_t n, con
     }
     c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
     apikey_clear (&k);
-    mem_free (c);
 }
 
 fr_status_t
@@ -451,8 +413,8 @@ store_gw_apikey_revoke_start (store_t *s, const char *workspace, int64_t key_id,
     char id [24];
     snprintf (id, sizeof id, "%" PRId64, key_id);
     const char *values [] = { id, workspace };
-    gw_ctx_t c = { .fn.apikey = fn, .arg = arg, .key_id = key_id };
-    snprintf (c.workspace, sizeof c.workspace, "%s", workspace);
+    gw_ctx_t c = { .fn.apikey = fn, .arg = arg, .refusal = FR_NOT_FOUND, .key_id = key_id };
+    snprintf (c.refused, sizeof c.refused, "workspace \"%s\" has no live API key %" PRId64, workspace, key_id);
     return gw_start (s,
         "UPDATE gateway_api_keys SET revoked_at = now () WHERE id = $1::bigint AND workspace = $2 AND revoked_at IS NULL"
         " RETURNING name, prefix",
@@ -463,13 +425,8 @@ static void
 apikey_verify_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     gw_ctx_t *c = arg;
-    const PGresult *res = gw_result (st, results, n);
+    const PGresult *res = gw_row (c, &st, &err, results, n);
     store_gw_apikey_t k = { 0 };
-    if (res && PQntuples (res) != 1) {
-        st = c->refusal;
-        err = c->refused;
-    }
-    else
     if (res) {
         k.key_id = store_int_at (res, 0, 0);
         k.workspace = text_or_empty (res, 0, 1);
@@ -477,7 +434,6 @@ apikey_verify_done (void *arg, fr_status_t st, PGresult **results, size_t n, con
     }
     c->fn.apikey (c->arg, st, st == FR_OK ? &k : NULL, st == FR_OK ? NULL : err);
     apikey_clear (&k);
-    mem_free (c);
 }
 
 fr_status_t

@@ -38,13 +38,20 @@ typedef void (store_batch_fn) (void *arg, fr_status_t st, PGresult **results, si
  * statements, COMMIT, one sync), so one WAL flush commits them all; returns at once. The loop
  * reads the results as they come (store_batch_pump) and done runs from there. One batch at a
  * time: the caller checks store_batch_busy. A statement run meanwhile (store_exec and the other
- * calls) first reads the batch to its end; done still runs from the loop. */
-fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, void *arg,
-                               char *err, size_t errlen) FR_MUSTCHECK;
+ * calls) first reads the batch to its end; done still runs from the loop.
+ * done's arg is a copy of ctx (size bytes) that the store owns, so a caller's context can live on
+ * its stack: the copy is freed after done has run, or by store_destroy if the batch was never
+ * delivered; done must not free it. Nothing is copied when the batch does not start. */
+fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done,
+                               const void *ctx, size_t size, char *err, size_t errlen) FR_MUSTCHECK;
+/* A batch whose end is only a status: fn (arg, FR_OK, NULL) or its failure; the rows are not read. */
+fr_status_t store_batch_start_done (store_t *s, const store_stmt_t *stmts, size_t n, store_done_fn *fn, void *arg,
+                                    char *err, size_t errlen) FR_MUSTCHECK;
 /* A batch of one statement whose $1 is ids as a text[] ("… WHERE id = ANY ($1::text[])"); what
- * names the work in the error when there are too many. arg is done's only when FR_OK. */
+ * names the work in the error when there are too many. */
 fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
-                                   void *arg, const char *what, char *err, size_t errlen) FR_MUSTCHECK;
+                                   const void *ctx, size_t size, const char *what, char *err,
+                                   size_t errlen) FR_MUSTCHECK;
 
 /* An integration's chain, newest first: $1 the id, $2 how many rows; read by store_history_read
  * (the rows are the caller's: store_chain_free). */
