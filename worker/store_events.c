@@ -89,11 +89,11 @@ store_events_connect (store_events_t *se, char *err, size_t errlen)
               (long long) (se->statement_ms * 10));
     PGresult *res = PQexec (se->conn, setup);
     if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-        fr_status_t st = failed (se, res, "set up the event delivery session", err, errlen);
+        (void) failed (se, res, "set up the event delivery session", err, errlen);
         PQclear (res);
         PQfinish (se->conn);
         se->conn = NULL;
-        return st == FR_OK ? FR_DATABASE_UNAVAILABLE : FR_DATABASE_UNAVAILABLE;
+        return FR_DATABASE_UNAVAILABLE;     /* whatever failed, the session is dropped and retried */
     }
     PQclear (res);
     fr_status_t st = schema_check (se->conn, err, errlen);
