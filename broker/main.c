@@ -74,7 +74,10 @@ main (int argc, char **argv)
 
     broker_config_t cfg = { frontend, backend, partitions, heartbeat_ms, max_pending, deadline_ms, hwm, http_bind,
                             &curve, clients_file, workers_file, policy_file, audit, pending_bytes, budget };
+    sigset_t saved;
+    daemon_setup_begin (&saved);
     broker_t *broker = broker_new (&cfg, err, sizeof err);
+    daemon_setup_done (&saved);             /* a reload or a stop sent meanwhile is taken now */
     curve_identity_clear (&curve);
     if (!broker) {
         log_error (NULL, NULL, "%s", err);

@@ -2,6 +2,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "secrets.h"
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -50,4 +51,21 @@ daemon_signals (volatile sig_atomic_t *stop)
     sigaction (SIGTERM, &sa, NULL);
     sigaction (SIGINT, &sa, NULL);
     signal (SIGPIPE, SIG_IGN);
+}
+
+void
+daemon_setup_begin (sigset_t *saved)
+{
+    sigset_t block;
+    sigemptyset (&block);
+    sigaddset (&block, SIGHUP);
+    sigaddset (&block, SIGTERM);
+    sigaddset (&block, SIGINT);
+    pthread_sigmask (SIG_BLOCK, &block, saved);
+}
+
+void
+daemon_setup_done (const sigset_t *saved)
+{
+    pthread_sigmask (SIG_SETMASK, saved, NULL);
 }

@@ -12,4 +12,10 @@ int daemon_configure (const config_entry_t *table, const char *program, const ch
 /* The first SIGTERM or SIGINT sets *stop to 1 (drain), a second to 2 (stop at once); SIGPIPE is
  * ignored. The handler only sets the flag: the loop acts on it. */
 void daemon_signals (volatile sig_atomic_t *stop);
+/* Holds SIGHUP, SIGTERM and SIGINT back while the process sets itself up (its sockets, its first
+ * database connection): one arriving then would interrupt a libzmq or libpq call with EINTR,
+ * which the setup reads as a failure, and the process would exit instead of reloading or
+ * draining. Held signals are delivered, to the handlers, by daemon_setup_done. */
+void daemon_setup_begin (sigset_t *saved);
+void daemon_setup_done (const sigset_t *saved);
 #endif

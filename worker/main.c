@@ -165,7 +165,10 @@ main (int argc, char **argv)
                             revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch },
                             fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve, db_batch_connection };
+    sigset_t saved;
+    daemon_setup_begin (&saved);
     worker_t *w = worker_new (&cfg, err, sizeof err);
+    daemon_setup_done (&saved);             /* a stop sent meanwhile is taken now: a drain */
     if (!w) {
         log_error (NULL, NULL, "%s", err);
         rc = strstr (err, "ferrule-migrate") ? 6 : 1;
