@@ -13,6 +13,16 @@
 #include "reply.h"
 #include "secmem.h"
 
+/* A token of n copies of ch (the caller frees it). */
+static char *
+token_of (char ch, size_t n)
+{
+    char *t = mem_alloc (n + 1);
+    memset (t, ch, n);
+    t [n] = '\0';
+    return t;
+}
+
 /* Decodes o's body and checks every field of a token reply. */
 static void
 check_reply (codec_builder_t *o, const char *rid, const char *token, const char *expires, int64_t generation,
@@ -59,9 +69,7 @@ test_hit_reply_carries_every_field (void **state)
     cache_t *c = cache_new ();
     cache_entry_t *e = cache_put (c, "acct:1");
     codec_builder_t *o = codec_builder_new ();
-    char token [121];
-    memset (token, 'k', 120);
-    token [120] = '\0';
+    char *token = token_of ('k', 120);
     cache_set_token (e, token, 2000000000, 7);
     assert_string_equal (e->access_token, token);
     assert_true (secmem_owns (e->hit_reply));
@@ -83,10 +91,7 @@ test_hit_reply_carries_every_field (void **state)
     check_reply (o, "r-2", "short", "2023-11-14T22:13:20Z", (int64_t) 1 << 40, 1);
 
     /* a token of several KiB (a JWT) */
-    size_t big = 12 * 1024;
-    char *jwt = mem_alloc (big + 1);
-    memset (jwt, 'j', big);
-    jwt [big] = '\0';
+    char *jwt = token_of ('j', 12 * 1024);
     cache_set_token (e, jwt, 2000000000, 8);
     assert_int_equal (reply_pack_token (o, "r-3", e, 0), 0);
     check_reply (o, "r-3", jwt, "2033-05-18T03:33:20Z", 8, 0);
@@ -97,6 +102,7 @@ test_hit_reply_carries_every_field (void **state)
     assert_null (e->access_token);
     assert_null (e->hit_reply);
     assert_int_equal (reply_pack_token (o, "r-4", e, 0), -1);
+    mem_free (token);
     codec_builder_destroy (&o);
     cache_destroy (&c);
 }
@@ -109,9 +115,7 @@ test_hit_reply_keeps_the_token_size_class (void **state)
     (void) state;
     cache_t *c = cache_new ();
     cache_entry_t *e = cache_put (c, "bench-e:acct000001");
-    char token [121];
-    memset (token, 'a', 120);
-    token [120] = '\0';
+    char *token = token_of ('a', 120);
     size_t before = secmem_in_use ();
     char *alone = secmem_strdup (token);
     size_t token_alone = secmem_in_use () - before;
@@ -119,6 +123,7 @@ test_hit_reply_keeps_the_token_size_class (void **state)
     before = secmem_in_use ();
     cache_set_token (e, token, 2000000000, 1);
     assert_int_equal (secmem_in_use () - before, token_alone);
+    mem_free (token);
     cache_destroy (&c);
 }
 
@@ -130,10 +135,7 @@ test_a_token_too_long_to_serve_is_dropped (void **state)
     (void) state;
     cache_t *c = cache_new ();
     cache_entry_t *e = cache_put (c, "acct:long");
-    size_t huge = CODEC_MAX_STRING + 1;
-    char *t = mem_alloc (huge + 1);
-    memset (t, 'x', huge);
-    t [huge] = '\0';
+    char *t = token_of ('x', CODEC_MAX_STRING + 1);
     cache_set_token (e, t, 2000000000, 3);
     assert_null (e->access_token);
     assert_null (e->hit_reply);
