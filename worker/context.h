@@ -111,6 +111,7 @@ typedef struct worker {
     struct call *calls;             /* calls.c: code exchanges and revocations in flight */
     struct loads *loads;            /* loads.c: requests waiting for their integration's row */
     struct dbwait *dbwait;          /* dbwait.c: work waiting for a free database connection */
+    struct recovery *recovery;      /* recovery.c: what an earlier run left, settled at start */
     struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;
     int started_db;                 /* journal replayed and leases released for this run */
@@ -118,8 +119,6 @@ typedef struct worker {
     int64_t next_revalidate_ms;
     int revalidating;               /* a re-validation batch is in flight */
     int keystats_counting;          /* a count of values on retired keys is in flight */
-    int64_t next_replay_ms;
-    int replay_failed;              /* scratch of worker_startup_db */
     int64_t next_hello_ms;
     int64_t next_publish_ms;
     int64_t next_keystats_ms;       /* keystats.c */

@@ -948,23 +948,6 @@ store_not_found (const char *id, char *err, size_t errlen)
     return FR_NOT_FOUND;
 }
 
-fr_status_t
-store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errlen)
-{
-    fr_status_t st;
-    const char *values [] = { id };
-    PGresult *res = store_run (s, "SELECT " ROW_COLUMNS " FROM integrations WHERE id = $1",
-                               1, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res)
-        return st;
-    if (PQntuples (res) == 0)
-        st = store_not_found (id, err, errlen);
-    else
-        store_fill_row (res, 0, row);
-    PQclear (res);
-    return st;
-}
-
 /* A lease token: 128 bits from the kernel's CSPRNG, so that no two workers ever draw the same
  * one, whatever their pids and start times (every container's worker is pid 1). */
 static int
@@ -1257,17 +1240,6 @@ commit_params (store_t *s, const store_commit_t *c, commit_params_t *p)
     "  'another refresh, import or status change committed first; this result was not stored'" \
     " FROM integrations WHERE id = $1 RETURNING generation"
 
-static fr_status_t
-store_record_conflict (store_t *s, const store_commit_t *c, char *err, size_t errlen)
-{
-    fr_status_t st;
-    const char *v2 [] = { c->id, s->worker_id, c->refresh_fingerprint, c->rotated ? "true" : "false",
-                          c->lease_token [0] ? c->lease_token : NULL };
-    PGresult *res = store_run (s, CONFLICT_SQL, 5, v2, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    PQclear (res);
-    return st;
-}
-
 typedef struct {
     store_conflict_fn *fn;
     void *arg;
@@ -1306,22 +1278,43 @@ store_conflict_start (store_t *s, const store_commit_t *cm, store_conflict_fn *f
     return store_batch_start (s, stmts, 2, conflict_done, &c, sizeof c, err, errlen);
 }
 
-fr_status_t
-store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict, char *err, size_t errlen)
+/* A journal record's replay: its compare-and-set, then the row as that transaction left it. */
+typedef struct {
+    store_replayed_fn *fn;
+    void *arg;
+    int64_t expected;
+    char fingerprint [128];            /* the record's; a longer one never counts as settled */
+} replay_ctx_t;
+
+static void
+replay_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
+    replay_ctx_t *c = arg;
+    int committed = 0, settled = 0;
+    if (st == FR_OK && n == 2) {
+        committed = PQntuples (results [0]) == 1;
+        /* the same token committed before the crash: only the journal's marker was lost */
+        settled = !committed && PQntuples (results [1]) == 1 && c->fingerprint [0]
+               && store_int_at (results [1], 0, 0) > c->expected
+               && !PQgetisnull (results [1], 0, 1) && strcmp (PQgetvalue (results [1], 0, 1), c->fingerprint) == 0;
+    }
+    c->fn (c->arg, st, committed, settled, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_replay_start (store_t *s, const store_commit_t *cm, store_replayed_fn *fn, void *arg, char *err, size_t errlen)
+{
     commit_params_t p;
-    commit_params (s, c, &p);
-    *conflict = 0;
-    PGresult *res = store_run (s, commit_sql, 12, p.values, p.lengths, p.formats, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res)
-        return st;
-    int committed = PQntuples (res) == 1;
-    PQclear (res);
-    if (committed)
-        return FR_OK;
-    *conflict = 1;
-    return store_record_conflict (s, c, err, errlen);
+    commit_params (s, cm, &p);
+    const char *ids [] = { cm->id };
+    store_stmt_t stmts [] = {
+        { commit_sql, 12, p.values, p.lengths, p.formats },
+        { "SELECT generation, refresh_fingerprint FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
+    };
+    replay_ctx_t c = { fn, arg, cm->expected_generation, "" };
+    if (cm->refresh_fingerprint && strlen (cm->refresh_fingerprint) < sizeof c.fingerprint)
+        memcpy (c.fingerprint, cm->refresh_fingerprint, strlen (cm->refresh_fingerprint) + 1);
+    return store_batch_start (s, stmts, 2, replay_done, &c, sizeof c, err, errlen);
 }
 
 /* A group commit in flight. */
@@ -1506,15 +1499,28 @@ store_take_pairs (const PGresult *res, char ***a, char ***b, size_t *count)
     *count = (size_t) n;
 }
 
-fr_status_t
-store_release_own_leases (store_t *s, char ***ids, char ***providers, size_t *count, char *err, size_t errlen)
+/* An earlier run's leases released: the ids and providers of the rows released. */
+typedef struct {
+    store_released_fn *fn;
+    void *arg;
+} released_ctx_t;
+
+static void
+released_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    fr_status_t st;
+    released_ctx_t *c = arg;
+    char **ids = NULL, **providers = NULL;
+    size_t count = 0;
+    if (st == FR_OK && n == 1)
+        store_take_pairs (results [0], &ids, &providers, &count);
+    c->fn (c->arg, st, ids, providers, count, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, char *err, size_t errlen)
+{
     const char *values [] = { s->worker_id };
-    *ids = NULL;
-    *providers = NULL;
-    *count = 0;
-    PGresult *res = store_run (s,
+    store_stmt_t stmt = {
         "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_id = NULL,"
         "    lease_expires_at = NULL, interrupted_generation = generation"
         "  WHERE lease_owner = $1 RETURNING id, provider, generation),"
@@ -1523,12 +1529,9 @@ store_release_own_leases (store_t *s, char ***ids, char ***providers, size_t *co
         " found its lease when it started again: if the provider call had gone out, the provider may have rotated"
         " the refresh token' FROM u)"
         "SELECT id, provider FROM u",
-        1, values, NULL, NULL, PGRES_TUPLES_OK, &st, err, errlen);
-    if (!res)
-        return st;
-    store_take_pairs (res, ids, providers, count);
-    PQclear (res);
-    return FR_OK;
+        1, values, NULL, NULL };
+    released_ctx_t c = { fn, arg };
+    return store_batch_start (s, &stmt, 1, released_done, &c, sizeof c, err, errlen);
 }
 
 /* Each token's own horizon: the global one, but no more than a share of the token's lifetime (a

@@ -121,7 +121,6 @@ typedef void (store_generation_fn) (void *arg, fr_status_t st, const char *id, i
 fr_status_t store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn,
                                      void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
-fr_status_t store_load (store_t *s, const char *id, store_row_t *row, char *err, size_t errlen) FR_MUSTCHECK;
 /* FR_NOT_FOUND, with the message every way of reading an integration gives for an unknown id. */
 fr_status_t store_not_found (const char *id, char *err, size_t errlen);
 /* The claim: locks the row (without waiting: CLAIM_LOCKED if another session holds it), decides
@@ -158,16 +157,20 @@ int store_batch_wants_write (const store_t *s);
 /* When the batch in flight gives up (monotonic ms), -1 when none. */
 int64_t store_batch_deadline (const store_t *s);
 
-/* Commits a refresh if the generation is still the expected one (compare-and-set) and the row is
- * active, or needs_reconnect and the commit carries a rotated refresh token: a failure recorded at
- * the same generation came from the refresh token this rotation superseded. Clears the lease only
- * if it is still this refresh's. *conflict is set when nothing was written but a "conflict" chain
- * row. Any other failure leaves the database unchanged: the caller keeps the tokens and retries. */
-fr_status_t store_commit_refresh (store_t *s, const store_commit_t *c, int *conflict,
-                                  char *err, size_t errlen) FR_MUSTCHECK;
+/* A journal record's replay at start, as a batch: the refresh protocol's compare-and-set (the
+ * commit statement of a group commit: the generation still the expected one, the row active, or
+ * needs_reconnect and the commit carries a rotated refresh token; the lease cleared only if still
+ * this refresh's), then the row as that transaction left it. fn gets committed = 1 when it was
+ * written now; settled = 1 when it was not but the row already holds this record's refresh token
+ * at a later generation (committed before the crash: only the journal's marker was lost). Neither:
+ * the compare-and-set lost to another writer (the caller records the conflict,
+ * store_conflict_start). A failure writes nothing: the caller keeps the record and retries. */
+typedef void (store_replayed_fn) (void *arg, fr_status_t st, int committed, int settled, const char *err);
+fr_status_t store_replay_start (store_t *s, const store_commit_t *c, store_replayed_fn *fn, void *arg,
+                                char *err, size_t errlen) FR_MUSTCHECK;
 /* The commits' answers (group commit): committed [i] = 1 when commits [i] was written, 0 when its
- * compare-and-set lost (nothing written for it: the caller settles it with store_commit_refresh,
- * which records the conflict); or st, a failure of the whole batch that wrote nothing (the caller
+ * compare-and-set lost (nothing written for it: the caller records the conflict,
+ * store_conflict_start); or st, a failure of the whole batch that wrote nothing (the caller
  * commits one by one). */
 typedef void (store_commits_fn) (void *arg, fr_status_t st, const int *committed, size_t n, const char *err);
 /* A loop turn's work for the database, sent without waiting, in one transaction, one round trip
@@ -214,11 +217,13 @@ fr_status_t store_record_failure_start (store_t *s, const store_failure_t *f, st
 fr_status_t store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn,
                                        void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 /* At start, after the journal's replay: leases this worker id still holds belong to a dead
- * incarnation of it, whose refreshes were interrupted. Records each ("interrupted" chain row),
- * frees the lease rather than make the integration wait for expiry, and returns the ids and
- * providers (caller frees each string and the arrays). */
-fr_status_t store_release_own_leases (store_t *s, char ***ids, char ***providers, size_t *count,
-                                      char *err, size_t errlen) FR_MUSTCHECK;
+ * incarnation of it, whose refreshes were interrupted. As a batch: records each ("interrupted"
+ * chain row), frees the lease rather than make the integration wait for expiry, and gives fn the
+ * ids and providers released (fn takes the strings and the arrays). */
+typedef void (store_released_fn) (void *arg, fr_status_t st, char **ids, char **providers, size_t count,
+                                  const char *err);
+fr_status_t store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, char *err,
+                                            size_t errlen) FR_MUSTCHECK;
 /* Integrations that need the sweep: active, with a refresh token, no live lease, and either
  * expiring within their own horizon (horizon_s, but never more than lifetime_share of the token's
  * lifetime, nor less than floor_s), or (provider given) not refreshed for idle_s. At most limit

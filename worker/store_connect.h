@@ -5,7 +5,7 @@
 #define FERRULE_STORE_CONNECT_H
 #include "store.h"
 
-/* The integration columns migration 002 added, read beside store_load's row. */
+/* The integration columns migration 002 added, read beside an integration's row. */
 typedef struct store_extra {
     int      refresh_token_missing;  /* connected without a refresh token (and none since) */
     char    *requested_scopes;       /* space-separated; NULL when never connected */

@@ -8,6 +8,7 @@
 #include "loads.h"
 #include "dbwait.h"
 #include "ratelimit.h"
+#include "recovery.h"
 #include "refresh.h"
 #include "reply.h"
 #include "requests.h"
@@ -21,98 +22,6 @@
 
 #define POLL_MAX  (LINKS_MAX + 1 + 256)
 
-
-/* Replays one journal record: a rotated refresh token an earlier run of this worker received and
- * may not have committed. Settled when it is in the database (committed now or before the crash)
- * or superseded; anything else leaves it outstanding for the next attempt. */
-static void
-on_replay (void *arg, int64_t seq, const store_commit_t *c)
-{
-    worker_t *w = arg;
-    char err [512];
-    store_row_t row;
-    /* already committed before the crash? then only the marker was lost */
-    if (store_load (w->store, c->id, &row, err, sizeof err) == FR_OK) {
-        int settled = row.generation > c->expected_generation && row.refresh_fingerprint
-                   && c->refresh_fingerprint && strcmp (row.refresh_fingerprint, c->refresh_fingerprint) == 0;
-        store_row_clear (&row);
-        if (settled) {
-            journal_done (w->journal, seq);
-            return;
-        }
-    }
-    int conflict = 0;
-    fr_status_t st = store_commit_refresh (w->store, c, &conflict, err, sizeof err);
-    if (st == FR_OK) {
-        log_info (c->id, NULL, "journal replay: %s generation %lld", conflict ? "superseded" : "committed",
-                  (long long) c->expected_generation + 1);
-        journal_done (w->journal, seq);
-    }
-    else {
-        w->replay_failed = 1;
-        log_warning (c->id, NULL, "journal replay failed, will retry: %s", err);
-    }
-}
-
-/* The row of a refresh an earlier run left interrupted, read (loads.c): refreshed at once. */
-static void
-recover_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
-                const store_extra_t *x, fr_status_t st, const char *err, int flag)
-{
-    char why [512];
-    (void) job;
-    (void) root;
-    (void) x;
-    (void) flag;
-    cache_entry_t *e = st == FR_OK ? refresh_loaded (w, id, row, &st, why, sizeof why) : NULL;
-    if (!e)
-        log_warning (id, NULL, "could not recover the interrupted refresh: %s", st == FR_OK || !err ? why : err);
-    else
-        refresh_background (w, e, 0, 1);
-}
-
-/* Once per process, at the first database connection: what an earlier run of this worker left
- * behind. The journal is replayed first, while that run's leases still keep other workers away
- * from those integrations; only then are its leases released (and recorded as interrupted
- * refreshes). Until both are done no refresh starts here; a failed step is retried every second. */
-static void
-worker_startup_db (worker_t *w)
-{
-    char err [512];
-    char **ids = NULL, **providers = NULL;
-    size_t n = 0;
-    if (w->started_db)
-        return;
-    w->replay_failed = 0;
-    int replayed = journal_replay (w->journal, on_replay, w);
-    if (replayed < 0 || w->replay_failed) {
-        log_warning (NULL, NULL, "the journal is not fully replayed yet; refreshes wait for it");
-        return;
-    }
-    if (replayed > 0)
-        log_info (NULL, NULL, "replayed %d journal records", replayed);
-    if (store_release_own_leases (w->store, &ids, &providers, &n, err, sizeof err) != FR_OK) {
-        log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry", err);
-        return;
-    }
-    w->started_db = 1;
-    if (n > 0)
-        log_warning (NULL, NULL, "released %zu refresh leases of an earlier run of this worker: those refreshes "
-                     "were interrupted", n);
-    for (size_t i = 0; i < n; i++) {
-        /* a provider with a reuse grace still accepts the refresh token the interrupted call spent,
-         * for a short while: refresh now to recover the chain inside it */
-        const catalog_provider_t *p = catalog_find (w->catalog, providers [i]);
-        if (p && p->reuse_grace_seconds > 0) {
-            log_info (ids [i], NULL, "refreshing at once to recover the chain within %s's reuse grace", p->name);
-            loads_park (w, NULL, NULL, ids [i], recover_loaded, 0, 0);
-        }
-        mem_free (ids [i]);
-        mem_free (providers [i]);
-    }
-    mem_free (ids);
-    mem_free (providers);
-}
 
 worker_t *
 worker_new (const worker_config_t *cfg, char *err, size_t errlen)
@@ -138,6 +47,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->cache = cache_new ();
     w->loads = loads_new ();
     w->dbwait = dbwait_new ();
+    w->recovery = recovery_new ();
     w->breaker = breaker_new (cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
     w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body);
@@ -204,9 +114,6 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
         goto fail;              /* schema too old: refusing to start is the only safe answer */
     if (st != FR_OK)
         log_warning (NULL, NULL, "%s; will keep trying", err);
-    else
-        worker_startup_db (w);
-    w->next_replay_ms = clock_mono_ms () + 1000;
     return w;
 fail:
     worker_destroy (&w);
@@ -226,6 +133,7 @@ worker_destroy (worker_t **w_p)
             refresh_abandon_all (w);
         loads_destroy (&w->loads);
         dbwait_destroy (&w->dbwait, w);
+        recovery_destroy (&w->recovery);
         calls_abandon_all (w);
         links_close_all (w);
         if (w->ctx)
@@ -381,14 +289,11 @@ worker_tick (worker_t *w, int64_t now)
         store_reconnect (w->batches);
         store_batch_pump (w->batches);
     }
-    if (!w->started_db && store_connected (w->store) && now >= w->next_replay_ms) {
-        w->next_replay_ms = now + 1000;
-        worker_startup_db (w);
-    }
     store_batch_pump (w->store);            /* a statement run this turn may have read a batch's end */
     store_dispatch_notifies (w->store, on_notify, w);
     refresh_tick (w, now);                  /* the refresh protocol's batch first, then optional work */
     loads_tick (w, dbwait_free_store (w)); /* cache misses, before optional work */
+    recovery_tick (w, now);                 /* an earlier run's journal and leases, until settled */
     dbwait_tick (w);                        /* requests' batches waiting for a connection */
     sweep_tick (w->sweep, dbwait_free_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
     worker_revalidate (w, now);

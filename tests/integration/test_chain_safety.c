@@ -409,6 +409,46 @@ test_journal_replay_after_takeover_keeps_the_new_token (void **state)
     takeover_settled ();
 }
 
+/* A worker whose startup replay cannot finish (the journaled integration's row is locked by
+ * another session) retries it while it serves: the retries must not hold its loop, so cache hits
+ * of other integrations keep coming. When the replay was a statement the loop waited for, each
+ * try held the loop for the lock timeout, and the next was due as soon as it ended. */
+static void
+test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits (void **state)
+{
+    takeover (1);                                  /* wA's journal holds tk:box's rotated token */
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (b1, "free:box", rt, "at-free-box", "3600");     /* an access token: no refresh needed */
+    free (rt);
+    PGconn *locker = lock_row ("tk:box");
+    /* the longest waits the heartbeat allows: a replay the loop waited for would hold it 1 s a try */
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1200");
+    harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", "1000");
+    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
+    int rc = -1;
+    for (int64_t until = clock_mono_ms () + 20000; rc != 0 && clock_mono_ms () < until; usleep (100000))
+        code_of_ctl (b0, "token", "free:box", &rc);       /* wA is up and its cache holds free:box */
+    assert_int_equal (rc, 0);
+    int64_t slowest = 0, until = clock_mono_ms () + 6000;
+    int served = 0;
+    while (clock_mono_ms () < until) {
+        int64_t t0 = clock_mono_ms ();
+        const char *code = code_of_ctl (b0, "token", "free:box", &rc);
+        int64_t took = clock_mono_ms () - t0;
+        if (rc != 0)
+            fail_msg ("a cached token failed while the replay waited: %s", code);
+        if (took > slowest)
+            slowest = took;
+        served++;
+    }
+    unlock_row (locker);
+    fprintf (stderr, "%d cached tokens while the replay waited for the row lock; the slowest took %lld ms\n",
+             served, (long long) slowest);
+    assert_true (slowest < 750);
+    takeover_settled ();                           /* the replay still lands once the lock is gone */
+}
+
 /* ---- lease tokens of workers that share a pid ---- */
 
 static void
@@ -589,6 +629,7 @@ main (void)
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),
         cmocka_unit_test_teardown (test_lease_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_journal_replay_after_takeover_keeps_the_new_token, teardown),
+        cmocka_unit_test_teardown (test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits, teardown),
         cmocka_unit_test_teardown (test_same_pid_workers_draw_distinct_lease_tokens, teardown),
         cmocka_unit_test_teardown (test_notification_during_a_statement_reaches_the_cache, teardown),
         cmocka_unit_test_teardown (test_unnotified_change_found_by_revalidation, teardown),

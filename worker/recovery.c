@@ -1,0 +1,264 @@
+/* recovery.c - the startup's recovery as a sequence of batches (see recovery.h). The journal is
+ * replayed first, while the earlier run's leases still keep other workers away from those
+ * integrations; only then are the leases released. One record at a time, in the journal's order;
+ * a record that fails (its row locked, the database away) is kept and the pass goes on, and the
+ * whole pass is tried again a second later, until a pass settles every record. */
+#include "recovery.h"
+#include "catalog.h"
+#include "dbwait.h"
+#include "journal.h"
+#include "loads.h"
+#include "refresh.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+#include <string.h>
+
+#define RECOVERY_RETRY_MS 1000
+
+typedef enum { RECOVERY_REPLAY, RECOVERY_RELEASE, RECOVERY_DONE } recovery_step_t;
+
+/* A journal record, copied out of the journal's pass over its file. */
+typedef struct {
+    int64_t seq;
+    store_commit_t c;
+} recovery_rec_t;
+
+struct recovery {
+    recovery_step_t step;
+    int collected;                  /* a pass is under way: recs holds its outstanding records */
+    recovery_rec_t *recs;
+    size_t n, next;                 /* how many; the next to replay */
+    int failed;                     /* a record of this pass was not settled */
+    int in_flight;                  /* a batch of ours is out */
+    int64_t due_ms;                 /* no step before this */
+};
+
+recovery_t *
+recovery_new (void)
+{
+    return mem_alloc (sizeof (recovery_t));
+}
+
+static void
+rec_clear (recovery_rec_t *r)
+{
+    mem_free ((void *) r->c.id);
+    mem_free ((void *) r->c.access_ct);       /* sealed: as the journal's file holds them */
+    mem_free ((void *) r->c.refresh_ct);
+    mem_free ((void *) r->c.refresh_fingerprint);
+    mem_free ((void *) r->c.scopes);
+}
+
+static void
+recovery_forget_pass (recovery_t *r)
+{
+    for (size_t i = 0; i < r->n; i++)
+        rec_clear (&r->recs [i]);
+    mem_free (r->recs);
+    r->recs = NULL;
+    r->n = r->next = 0;
+    r->collected = 0;
+}
+
+void
+recovery_destroy (recovery_t **r_p)
+{
+    if (r_p && *r_p) {
+        recovery_forget_pass (*r_p);
+        mem_free (*r_p);
+        *r_p = NULL;
+    }
+}
+
+static unsigned char *
+copy_bytes (const unsigned char *p, size_t len)
+{
+    if (!p)
+        return NULL;
+    unsigned char *q = mem_alloc (len ? len : 1);
+    memcpy (q, p, len);
+    return q;
+}
+
+/* journal_replay's callback: the record's fields live only during the call. */
+static void
+collect (void *arg, int64_t seq, const store_commit_t *c)
+{
+    recovery_t *r = arg;
+    r->recs = mem_realloc (r->recs, (r->n + 1) * sizeof *r->recs);
+    recovery_rec_t *rec = &r->recs [r->n++];
+    rec->seq = seq;
+    rec->c = *c;
+    rec->c.id = mem_strdup (c->id);
+    rec->c.access_ct = copy_bytes (c->access_ct, c->access_ct_len);
+    rec->c.refresh_ct = copy_bytes (c->refresh_ct, c->refresh_ct_len);
+    rec->c.refresh_fingerprint = c->refresh_fingerprint ? mem_strdup (c->refresh_fingerprint) : NULL;
+    rec->c.scopes = c->scopes ? mem_strdup (c->scopes) : NULL;
+}
+
+/* The current record is settled (in the database, or superseded there): the journal forgets it. */
+static void
+record_settled (worker_t *w, const char *how)
+{
+    recovery_t *r = w->recovery;
+    recovery_rec_t *rec = &r->recs [r->next];
+    if (how)
+        log_info (rec->c.id, NULL, "journal replay: %s generation %lld", how, (long long) rec->c.expected_generation + 1);
+    journal_done (w->journal, rec->seq);
+    r->next++;
+    r->in_flight = 0;
+}
+
+static void
+record_failed (worker_t *w, const char *err)
+{
+    recovery_t *r = w->recovery;
+    log_warning (r->recs [r->next].c.id, NULL, "journal replay failed, will retry: %s", err);
+    r->failed = 1;
+    r->next++;
+    r->in_flight = 0;
+}
+
+static void
+conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char *err)
+{
+    (void) row;
+    if (st == FR_OK)
+        record_settled (arg, "superseded");
+    else
+        record_failed (arg, err);
+}
+
+static void
+replayed (void *arg, fr_status_t st, int committed, int settled, const char *err)
+{
+    worker_t *w = arg;
+    recovery_t *r = w->recovery;
+    char why [512];
+    if (st != FR_OK)
+        record_failed (w, err);
+    else
+    if (committed)
+        record_settled (w, "committed");
+    else
+    if (settled)
+        record_settled (w, NULL);            /* committed before the crash: only the marker was lost */
+    else {
+        /* another writer won: recorded as this result's conflict, on the connection just freed */
+        store_t *s = dbwait_free_store (w);
+        if (!s)
+            record_failed (w, "no database connection is free to record the conflict");
+        else
+        if (store_conflict_start (s, &r->recs [r->next].c, conflict_recorded, w, why, sizeof why) != FR_OK)
+            record_failed (w, why);
+    }
+}
+
+/* The rows of refreshes an earlier run left interrupted, read (loads.c): refreshed at once. */
+static void
+recover_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
+                const store_extra_t *x, fr_status_t st, const char *err, int flag)
+{
+    char why [512];
+    (void) job;
+    (void) root;
+    (void) x;
+    (void) flag;
+    cache_entry_t *e = st == FR_OK ? refresh_loaded (w, id, row, &st, why, sizeof why) : NULL;
+    if (!e)
+        log_warning (id, NULL, "could not recover the interrupted refresh: %s", st == FR_OK || !err ? why : err);
+    else
+        refresh_background (w, e, 0, 1);
+}
+
+static void
+released (void *arg, fr_status_t st, char **ids, char **providers, size_t n, const char *err)
+{
+    worker_t *w = arg;
+    recovery_t *r = w->recovery;
+    r->in_flight = 0;
+    if (st != FR_OK) {
+        log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry", err);
+        r->due_ms = clock_mono_ms () + RECOVERY_RETRY_MS;
+        return;
+    }
+    r->step = RECOVERY_DONE;
+    w->started_db = 1;
+    if (n > 0)
+        log_warning (NULL, NULL, "released %zu refresh leases of an earlier run of this worker: those refreshes "
+                     "were interrupted", n);
+    for (size_t i = 0; i < n; i++) {
+        /* a provider with a reuse grace still accepts the refresh token the interrupted call spent,
+         * for a short while: refresh now to recover the chain inside it */
+        const catalog_provider_t *p = catalog_find (w->catalog, providers [i]);
+        if (p && p->reuse_grace_seconds > 0) {
+            log_info (ids [i], NULL, "refreshing at once to recover the chain within %s's reuse grace", p->name);
+            loads_park (w, NULL, NULL, ids [i], recover_loaded, 0, 0);
+        }
+        mem_free (ids [i]);
+        mem_free (providers [i]);
+    }
+    mem_free (ids);
+    mem_free (providers);
+}
+
+/* The replay's next step: a new pass over the journal, the pass's next record, or its end. */
+static void
+replay_step (worker_t *w, recovery_t *r, store_t *s, int64_t now)
+{
+    char err [512];
+    if (!r->collected) {
+        r->failed = 0;
+        int count = journal_replay (w->journal, collect, r);
+        if (count < 0) {
+            log_warning (NULL, NULL, "the journal could not be read; refreshes wait for it");
+            recovery_forget_pass (r);
+            r->due_ms = now + RECOVERY_RETRY_MS;
+            return;
+        }
+        r->collected = 1;
+        if (count > 0)
+            log_info (NULL, NULL, "replaying %d journal records", count);
+    }
+    if (r->next < r->n) {
+        r->in_flight = 1;
+        if (store_replay_start (s, &r->recs [r->next].c, replayed, w, err, sizeof err) != FR_OK)
+            record_failed (w, err);
+        return;
+    }
+    int failed = r->failed;
+    recovery_forget_pass (r);
+    if (failed) {
+        log_warning (NULL, NULL, "the journal is not fully replayed yet; refreshes wait for it");
+        r->due_ms = now + RECOVERY_RETRY_MS;
+        return;
+    }
+    r->step = RECOVERY_RELEASE;
+}
+
+void
+recovery_tick (worker_t *w, int64_t now)
+{
+    recovery_t *r = w->recovery;
+    char err [512];
+    /* a step on a connection that is down would only fail: wait until it is up */
+    while (!w->started_db && !r->in_flight && now >= r->due_ms && store_connected (w->store)) {
+        store_t *s = dbwait_free_store (w);
+        if (!s)
+            return;                          /* on a later turn, when one is free */
+        if (r->step == RECOVERY_REPLAY)
+            replay_step (w, r, s, now);
+        else
+        if (r->step == RECOVERY_RELEASE) {
+            r->in_flight = 1;
+            if (store_release_own_leases_start (s, released, w, err, sizeof err) != FR_OK) {
+                r->in_flight = 0;
+                log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry", err);
+                r->due_ms = now + RECOVERY_RETRY_MS;
+            }
+        }
+        else
+            return;
+    }
+}
