@@ -123,11 +123,19 @@ record_failed (worker_t *w, const char *err)
 static void
 conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char *err)
 {
+    worker_t *w = arg;
     (void) row;
-    if (st == FR_OK)
-        record_settled (arg, "superseded");
+    if (st == FR_NOT_FOUND) {
+        /* deleted since: there is nothing left to commit the token into */
+        log_warning (w->recovery->recs [w->recovery->next].c.id, NULL,
+                     "journal replay: the integration no longer exists; its record is dropped");
+        record_settled (w, NULL);
+    }
     else
-        record_failed (arg, err);
+    if (st == FR_OK)
+        record_settled (w, "superseded");
+    else
+        record_failed (w, err);
 }
 
 static void
