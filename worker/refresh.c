@@ -63,6 +63,7 @@ struct refresh {
     int64_t journal_seq;
     int in_db;                       /* its claim or its commit is in the database batch in flight */
     int claim_resent;                /* its claim was lost with the batch connection and sent again */
+    int claim_alone;                 /* its claim failed with its group: sent again in a batch of its own */
     int commit_resent;               /* the same for its commit */
     refresh_t **queued;              /* RECORDING, CONFLICTED: where its work queued for a connection
                                       * (dbwait.c) points back at it; cleared if it is freed first */
@@ -1022,6 +1023,7 @@ typedef struct {
     store_claim_req_t *q;
     size_t n;
     int second;                      /* sent on the batch connection (w->batches) */
+    int alone;                       /* one claim sent again on its own (claim_alone) */
     int64_t sent_us;                 /* 0 when the batch's commits measure it */
 } claim_batch_t;
 
@@ -1033,6 +1035,8 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
         metrics_observe (cb->w->m.db_batch, (double) (clock_mono_us () - cb->sent_us) / 1e6);
     for (size_t i = 0; i < n; i++)
         cb->rs [i]->in_db = 0;
+    if (n && reqs [0].undecided && !cb->alone)
+        log_warning (NULL, NULL, "a group of %zu claims failed, claiming each on its own: %s", n, reqs [0].err);
     for (size_t i = 0; i < n; i++) {
         refresh_t *r = cb->rs [i];
         if (cb->second && reqs [i].st == FR_DATABASE_UNAVAILABLE && !r->claim_resent && !store_connected (cb->w->batches)) {
@@ -1044,6 +1048,14 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
             refresh_claim_soon (r);
             continue;
         }
+        if (reqs [i].undecided && !cb->alone) {
+            /* its group failed as a whole with the database up (a statement of another, a lock
+             * timeout, a deadlock): the same claim alone, at once, so that its failure is its own */
+            r->claim_alone = 1;
+            refresh_claim_soon (r);
+            continue;
+        }
+        r->claim_alone = 0;
         refresh_claimed (cb->w, r, &reqs [i]);               /* each goes its own way */
     }
     mem_free (cb->q);
@@ -1053,9 +1065,10 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
 
 /* The turn's batch on store: the commits of every refresh answered (their journal's sync runs
  * alongside), then the claims in rs, in one transaction, one round trip, one WAL flush, sent
- * without waiting; each refresh goes its own way when the answers are in (on_commits, on_claims). */
+ * without waiting; each refresh goes its own way when the answers are in (on_commits, on_claims).
+ * alone: rs's one claim, sent again after its group failed, and nothing else. */
 static void
-refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
+refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int alone)
 {
     if (n && !w->started_db) {
         /* the journal of an earlier run is not replayed yet: a refresh now could spend a refresh
@@ -1066,7 +1079,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
         n = 0;
     }
     size_t nc = 0;
-    for (refresh_t *r = w->refreshes; r; r = r->next)
+    for (refresh_t *r = w->refreshes; r && !alone; r = r->next)
         nc += r->state == REFRESH_ANSWERED && !r->in_db;
     if (nc == 0 && n == 0)
         return;
@@ -1093,6 +1106,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n)
         cl->w = w;
         cl->n = n;
         cl->second = store == w->batches;
+        cl->alone = alone;
         cl->sent_us = cm ? 0 : clock_mono_us ();
         cl->rs = mem_alloc (n * sizeof *cl->rs);
         cl->q = mem_alloc (n * sizeof *cl->q);
@@ -1143,7 +1157,7 @@ refresh_tick (worker_t *w, int64_t now_ms)
     refresh_t *r = w->refreshes;
     while (r) {
         refresh_t *next = r->next;
-        if (r->state == REFRESH_CLAIMING && !r->in_db && now_ms >= r->due_ms) {
+        if (r->state == REFRESH_CLAIMING && !r->claim_alone && !r->in_db && now_ms >= r->due_ms) {
             /* forget waiters the broker has already answered with a timeout */
             job_t **pp = &r->waiters;
             while (*pp) {
@@ -1172,12 +1186,23 @@ refresh_tick (worker_t *w, int64_t now_ms)
             if (store)
                 r->due_ms = now_ms + COMMIT_RETRY_MS;
         }
+        else
+        if (r->state == REFRESH_CLAIMING && r->claim_alone && !r->in_db && now_ms >= r->due_ms) {
+            /* the same for a claim whose group failed; with no connection up it goes with the
+             * turn's group below, and fails as every claim of it does */
+            store_t *store = dbwait_free_store (w);
+            if (store && store_connected (store))
+                refresh_send_batch (w, store, &r, 1, 1);
+            else
+            if (store && ndue < CLAIM_BATCH_MAX)
+                due [ndue++] = r;
+        }
         r = next;
     }
     /* one batch per connection: with one in flight on each, what is due goes with the next */
     store_t *store = dbwait_free_store (w);
     if (store)
-        refresh_send_batch (w, store, due, ndue);
+        refresh_send_batch (w, store, due, ndue, 0);
 }
 
 int64_t

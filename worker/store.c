@@ -605,28 +605,7 @@ store_send (store_t *s, const char *sql, int n, const char *const *values, const
     return PQsendQueryParams (s->conn, sql, n, NULL, values, lengths, formats, 0);
 }
 
-/* Runs one statement; on failure returns NULL and classifies it (store_fail). */
 static void store_batch_advance (store_t *s, int block);
-
-static PGresult *
-store_run (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
-           const int *formats, ExecStatusType want, fr_status_t *st, char *err, size_t errlen)
-{
-    /* one connection: a batch in flight is read to its end first (delivered later, by the loop) */
-    store_batch_advance (s, 1);
-    if ((*st = store_ready (s, err, errlen)) != FR_OK)
-        return NULL;
-    int timed_out = 0;
-    int64_t deadline = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
-    PGresult *res = NULL;
-    s->last_state [0] = '\0';
-    if (store_send (s, sql, n, values, lengths, formats))
-        res = store_await (s, deadline, &timed_out);
-    if (res && PQresultStatus (res) == want)
-        return res;
-    store_fail (s, res, timed_out, st, err, errlen);
-    return NULL;
-}
 
 /* Reads what has arrived of the batch in flight; with block, waits for the rest (until its
  * deadline). Marks it finished when the last result (or a failure) is in. Never delivers it:
@@ -830,14 +809,6 @@ store_batch_pump (store_t *s)
     for (size_t i = 0; i < n; i++)
         PQclear (results [i]);
     mem_free (results);
-}
-
-PGresult *
-store_exec (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
-            const int *formats, int want_tuples, fr_status_t *st, char *err, size_t errlen)
-{
-    return store_run (s, sql, n, values, lengths, formats, want_tuples ? PGRES_TUPLES_OK : PGRES_COMMAND_OK,
-                      st, err, errlen);
 }
 
 const char *
@@ -1083,33 +1054,26 @@ typedef struct {
     void *arg;
 } claims_t;
 
+/* n claims' answers, of a transaction of in_batch statements in all */
 static void
-claims_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+claims_done (void *arg, fr_status_t st, PGresult **results, size_t n, size_t in_batch, const char *err)
 {
     claims_t *cl = arg;
     store_t *s = cl->s;
-    if (st != FR_OK && n > 1 && store_connected (s)) {
-        /* the batch failed as a whole while the database is up: claim one by one, so that one
-         * integration's problem stays its own */
-        for (size_t i = 0; i < n; i++) {
-            store_claim_req_t *q = &cl->reqs [i];
-            PGresult *res = store_run (s, claim_sql, 7, cl->params [i].values, NULL, NULL, PGRES_TUPLES_OK,
-                                       &q->st, q->err, sizeof q->err);
-            if (res)
-                claim_read (s, q, res, &cl->params [i], cl->lease_ms);
-            PQclear (res);
+    /* a batch that failed as a whole while the database is up says nothing of each claim: the
+     * caller sends each again on its own, so that one integration's problem stays its own (never
+     * here, one by one, with the loop waiting) */
+    int undecided = st != FR_OK && in_batch > 1 && store_connected (s);
+    for (size_t i = 0; i < n; i++) {
+        store_claim_req_t *q = &cl->reqs [i];
+        q->undecided = undecided;
+        if (st == FR_OK && results [i])
+            claim_read (s, q, results [i], &cl->params [i], cl->lease_ms);
+        else {
+            q->st = st != FR_OK ? st : FR_INTERNAL;
+            snprintf (q->err, sizeof q->err, "%s", st != FR_OK ? err : "the claim returned no result");
         }
     }
-    else
-        for (size_t i = 0; i < n; i++) {
-            store_claim_req_t *q = &cl->reqs [i];
-            if (st == FR_OK && results [i])
-                claim_read (s, q, results [i], &cl->params [i], cl->lease_ms);
-            else {
-                q->st = st != FR_OK ? st : FR_INTERNAL;
-                snprintf (q->err, sizeof q->err, "%s", st != FR_OK ? err : "the claim returned no result");
-            }
-        }
     mem_free (cl->params);
     cl->done (cl->arg, cl->reqs, cl->n);
     mem_free (cl);
@@ -1383,7 +1347,7 @@ turn_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *
     if (t->cm)
         commits_done (t->cm, st, results, t->nc, err);
     if (t->cl)
-        claims_done (t->cl, st, results + t->nc, t->nq, err);
+        claims_done (t->cl, st, results + t->nc, t->nq, t->nc + t->nq, err);
 }
 
 fr_status_t

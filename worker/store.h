@@ -135,6 +135,8 @@ typedef struct {
     int64_t valid_until;
     int forced;
     fr_status_t st;                  /* the answer: FR_OK with outcome and row, else err */
+    int undecided;                   /* with st: the batch failed as a whole, with the database up;
+                                      * this claim may be fine alone (send it in a batch of its own) */
     store_claim_t outcome;
     store_row_t row;                 /* the caller clears it */
     char err [256];

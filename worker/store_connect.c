@@ -147,21 +147,6 @@ upsert_read (const PGresult *res, int64_t *generation, char **prev_status, char 
     return FR_OK;
 }
 
-fr_status_t
-store_upsert (store_t *s, const store_upsert_t *u, int64_t *generation, char **prev_status, char *err, size_t errlen)
-{
-    fr_status_t st;
-    upsert_params_t p;
-    *prev_status = NULL;
-    upsert_params (s, u, &p);
-    PGresult *res = store_exec (s, UPSERT_SQL, 15, p.values, p.lengths, p.formats, 1, &st, err, errlen);
-    if (!res)
-        return st;
-    st = upsert_read (res, generation, prev_status, err, errlen);
-    PQclear (res);
-    return st;
-}
-
 typedef struct {
     store_upserted_fn *fn;
     void *arg;

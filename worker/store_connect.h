@@ -48,14 +48,11 @@ typedef struct {
     const char *state_hash;               /* the connect whose pending row this finishes, or NULL */
 } store_upsert_t;
 
-/* The one statement that stores a connection: a new integration, or a reconnect that replaces
+/* The one statement that stores a connection (a new integration, or a reconnect that replaces
  * the tokens, returns it to active, clears the connect flags, keeps the history and bumps the
- * generation so that a refresh in flight for the old chain cannot commit. *prev_status: the
- * status before (a copy, NULL when the integration is new). */
-fr_status_t store_upsert (store_t *s, const store_upsert_t *u, int64_t *generation, char **prev_status,
-                          char *err, size_t errlen) FR_MUSTCHECK;
-/* The same upsert and the integration as it then is, in one batch the loop does not wait for (the
- * caller checks store_batch_busy; u's values are copied when this returns): from
+ * generation so that a refresh in flight for the old chain cannot commit) and the integration as
+ * it then is, in one batch the loop does not wait for (the caller checks store_batch_busy; u's
+ * values are copied when this returns): from
  * store_batch_pump, fn gets the new generation, the status before (NULL: new), the row and its
  * columns (all the callee's to read, freed after it returns), or the failure. */
 typedef void (store_upserted_fn) (void *arg, fr_status_t st, int64_t generation, const char *prev_status,

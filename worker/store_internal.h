@@ -37,8 +37,7 @@ typedef void (store_batch_fn) (void *arg, fr_status_t st, PGresult **results, si
 /* Sends n statements as one transaction, in one round trip (libpq's pipeline mode: BEGIN, the
  * statements, COMMIT, one sync), so one WAL flush commits them all; returns at once. The loop
  * reads the results as they come (store_batch_pump) and done runs from there. One batch at a
- * time: the caller checks store_batch_busy. A statement run meanwhile (store_exec and the other
- * calls) first reads the batch to its end; done still runs from the loop.
+ * time: the caller checks store_batch_busy.
  * done's arg is a copy of ctx (size bytes) that the store owns, so a caller's context can live on
  * its stack: the copy is freed after done has run, or by store_destroy if the batch was never
  * delivered; done must not free it. Nothing is copied when the batch does not start. */
@@ -60,11 +59,6 @@ fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *cons
     " FROM token_chain WHERE integration_id = $1 ORDER BY seq DESC LIMIT $2::bigint"
 store_chain_t *store_history_read (const PGresult *res, size_t *count);
 
-/* Runs one statement, reconnecting first if needed. want_tuples: 1 for a query, 0 for a command.
- * NULL with *st and err set on failure (classified: database_unavailable for what may pass, a
- * dead, read-only or unanswering connection dropped); the caller PQclear()s the result. */
-PGresult *store_exec (store_t *s, const char *sql, int n, const char *const *values, const int *lengths,
-                      const int *formats, int want_tuples, fr_status_t *st, char *err, size_t errlen);
 /* A column as a copy (NULL for SQL NULL), an integer (0 for NULL), a bool, or bytea (NULL, *len 0). */
 char *store_text_at (const PGresult *res, int row, int col);
 int64_t store_int_at (const PGresult *res, int row, int col);

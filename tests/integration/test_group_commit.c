@@ -4,7 +4,9 @@
  *   - one integration's row locked between its claim and its commit: the batch fails as a whole,
  *     the other integrations' tokens are committed one by one at once, the locked one is kept and
  *     committed when the lock goes, nothing is lost and nothing is refreshed twice;
- *   - a claim whose answer was lost leaves no lease that holds up the next one. */
+ *   - a claim whose answer was lost leaves no lease that holds up the next one;
+ *   - a group of claims that fails as a whole is claimed again one by one, each its own batch,
+ *     and the loop goes on serving cached tokens meanwhile. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -225,6 +227,86 @@ test_orphan_lease_of_a_lost_claim_is_taken_over (void **state)
     free (ids [0]);
 }
 
+/* A group of claims the server refuses as a whole (here: every claim waits for the chain's table,
+ * which another session holds, until its lock timeout) is claimed again one claim a batch, so
+ * that one integration's problem stays its own. Before, the worker did that with statements its
+ * loop waited for, one lock timeout each: cached tokens of every other integration waited too. */
+static void
+test_failed_claim_group_does_not_stall_cache_hits (void **state)
+{
+    (void) state;
+    enum { N = 8 };
+    char *ids [N];
+    h = harness_new ("group_commit_claims_fail");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1200");
+    harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_DB_BATCH_CONNECTION", "0");     /* every claim in the next group */
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    import_many ("gf:", N, ids);
+    char *rt = itest_grant (h, "fakebox", "[]");
+    assert_int_equal (itest_import (h, "gf:hot", "fakebox", rt), 0);
+    free (rt);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "token", "--integration", "gf:hot", NULL);    /* refreshed and cached */
+    if (rc != 0)
+        fail_msg ("the first token of gf:hot: %s", itest_code (r));
+    json_decref (r);
+
+    /* every claim needs the chain's table (it may record an interrupted refresh there) */
+    PGconn *locker = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (locker), CONNECTION_OK);
+    PGresult *res = PQexec (locker, "BEGIN; LOCK TABLE token_chain IN SHARE MODE");
+    assert_int_equal (PQresultStatus (res), PGRES_COMMAND_OK);
+    PQclear (res);
+
+    pid_t storm = fork ();
+    assert_true (storm >= 0);
+    if (storm == 0) {
+        const char *endpoint = harness_broker_frontend (h, 0);
+        json_t *replies = itest_storm (&endpoint, 1, (const char *const *) ids, N, N, 30000);
+        _exit (replies && json_array_size (replies) == N ? 0 : 1);
+    }
+    int64_t slowest = 0, until = clock_mono_ms () + 4500;
+    int served = 0;
+    while (clock_mono_ms () < until) {
+        int64_t t0 = clock_mono_ms ();
+        r = harness_ctl (h, &rc, "token", "--integration", "gf:hot", NULL);
+        int64_t took = clock_mono_ms () - t0;
+        if (rc != 0)
+            fail_msg ("a cached token failed while the claims failed: %s", itest_code (r));
+        json_decref (r);
+        if (took > slowest)
+            slowest = took;
+        served++;
+        usleep (20000);
+    }
+    PQclear (PQexec (locker, "COMMIT"));
+    PQfinish (locker);
+    int status = 0;
+    assert_int_equal (waitpid (storm, &status, 0), storm);
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);     /* every request was answered */
+    fprintf (stderr, "%d cached tokens while the claims failed; the slowest took %lld ms\n", served,
+             (long long) slowest);
+    assert_true (itest_workdir_contains (h, "claims failed, claiming each on its own"));
+    assert_true (slowest < 750);
+
+    /* nothing was spent by the failed claims: each refreshes now, once */
+    for (size_t i = 0; i < N; i++) {
+        r = harness_ctl (h, &rc, "token", "--integration", ids [i], NULL);
+        if (rc != 0)
+            fail_msg ("token of %s after the lock: %s", ids [i], itest_code (r));
+        json_decref (r);
+    }
+    assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id LIKE '%s%%' AND generation = 2", "gf:"),
+                      N + 1);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    for (size_t i = 0; i < N; i++)
+        free (ids [i]);
+}
+
 int
 main (void)
 {
@@ -232,6 +314,7 @@ main (void)
         cmocka_unit_test_teardown (test_one_turn_shares_a_transaction, teardown),
         cmocka_unit_test_teardown (test_locked_row_holds_up_only_itself, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
+        cmocka_unit_test_teardown (test_failed_claim_group_does_not_stall_cache_hits, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
