@@ -45,6 +45,10 @@ static curve_identity_t ferrule_id;      /* the bench's client key and the broke
 #define TARGET_G_P99_MS     5.0      /* provider answer to journal fsync, p99 */
 
 #define C_LATENCY_MS        100      /* provider latency in (c) and (d) */
+/* (c)'s repetitions start with every refresh sent at once and no answer before C_LATENCY_MS: the
+ * rate is counted after five provider latencies, so that the start, the same for any server,
+ * does not count as throughput lost (its count from the first send is shown beside it) */
+#define C_WARMUP_MS         500
 #define ACCESS_TTL_S        3600     /* the fake provider's access tokens */
 #define MAX_WORKERS         16
 
@@ -1295,6 +1299,7 @@ typedef struct {
     char **ids;
     size_t n;
     double *rates;
+    double *cold_rates;             /* (c): counted from the first send, the warm-up included */
 } refresh_set_t;
 
 /* n integrations with real grants at the fake provider, imported through the service. */
@@ -1311,14 +1316,16 @@ refresh_set_prepare (load_t *l, refresh_set_t *s, const char *prefix, size_t n, 
     free_strings (rts, n);
 }
 
-/* Forced refreshes with window in flight for the duration: committed refreshes per second, as
- * counted by the client (ok replies that refreshed, within the duration); the database's count
- * of chain rows is the check. */
+/* Forced refreshes with window in flight for the duration (after warmup_ms, which is not counted):
+ * committed refreshes per second, as counted by the client (ok replies that refreshed, within
+ * the duration); the database's count of chain rows is the check. *cold (may be NULL): the same
+ * count over the duration from the first send, the warm-up included. */
 static double
-refresh_rate (load_t *l, refresh_set_t *s, int window, const char *what)
+refresh_rate (load_t *l, refresh_set_t *s, int window, int64_t warmup_ms, double *cold, const char *what)
 {
     load_spec_t spec = { .op = "refresh", .ids = s->ids, .nids = s->n, .window = window,
-                         .duration_ms = opt.duration_ms, .deadline_ms = 30000, .keep_latencies = 1 };
+                         .duration_ms = opt.duration_ms, .warmup_ms = warmup_ms, .deadline_ms = 30000,
+                         .keep_latencies = 1 };
     load_result_t r;
     long long before = committed_refreshes ();
     load_run (l, &spec, &r);
@@ -1328,9 +1335,14 @@ refresh_rate (load_t *l, refresh_set_t *s, int window, const char *what)
         note ("%s: %llu of %llu ok replies did not refresh", what, (unsigned long long) (r.ok - r.refreshed),
               (unsigned long long) r.ok);
     double rate = (double) r.ok_in_time / ((double) opt.duration_ms / 1000.0);
+    if (cold)
+        *cold = (double) r.ok_from_start / ((double) opt.duration_ms / 1000.0);
     say ("%s: %.0f refreshes/s (%llu replies ok in %.1f s, %lld chain rows committed; latency p50 %.1f ms,"
          " p99 %.1f ms)", what, rate, (unsigned long long) r.ok, r.elapsed_s, after - before, r.p50_us / 1000,
          r.p99_us / 1000);
+    if (warmup_ms && cold)
+        say ("%s: %.0f refreshes/s counted from the first send, the %lld ms warm-up included", what, *cold,
+             (long long) warmup_ms);
     return rate;
 }
 
@@ -1342,8 +1354,8 @@ scenario_b (void)
 {
     load_t *l = client (opt.broker);
     refresh_set_t sets [2] = {
-        { "rotating refresh tokens", "benchb", "single_use", NULL, 0, NULL },
-        { "reusable refresh tokens", "benchbr", "reusable", NULL, 0, NULL },
+        { "rotating refresh tokens", "benchb", "single_use", NULL, 0, NULL, NULL },
+        { "reusable refresh tokens", "benchbr", "reusable", NULL, 0, NULL, NULL },
     };
     size_t n = (size_t) opt.b_integrations;
     refresh_set_prepare (l, &sets [0], "bench-b:", n, 0);
@@ -1367,7 +1379,7 @@ scenario_b (void)
             window_hist_t before, after;
             db_exec ("CHECKPOINT");           /* the last run's dirty pages are not flushed on this one's time */
             int scraped = s == 0 && window_scrape (&before) == 0;
-            sets [s].rates [k] = refresh_rate (l, &sets [s], (int) opt.b_window, fmt ("(b) %s, rep %d", sets [s].label, k + 1));
+            sets [s].rates [k] = refresh_rate (l, &sets [s], (int) opt.b_window, 0, NULL, fmt ("(b) %s, rep %d", sets [s].label, k + 1));
             if (scraped && window_scrape (&after) == 0) {
                 /* (g): only rotating refreshes are journaled */
                 double n99 = 0, n50 = 0;
@@ -1446,14 +1458,17 @@ scenario_c (void)
     load_t *l = client (opt.broker);
     int c = (int) opt.c_concurrency;
     size_t n = (size_t) (c * 10 > 1000 ? c * 10 : 1000);
-    refresh_set_t set = { "100 ms provider", "benchc", "single_use", NULL, 0, NULL };
+    refresh_set_t set = { "100 ms provider", "benchc", "single_use", NULL, 0, NULL, NULL };
     refresh_set_prepare (l, &set, "bench-c:", n, C_LATENCY_MS);
     load_result_t r;
     touch_all (l, "refresh", set.ids, (size_t) c * 2, c, &r);
     int reps = (int) opt.reps;
+    set.cold_rates = calloc ((size_t) reps, sizeof *set.cold_rates);
     for (int k = 0; k < reps; k++)
-        set.rates [k] = refresh_rate (l, &set, c, fmt ("(c) %d concurrent, rep %d", c, k + 1));
+        set.rates [k] = refresh_rate (l, &set, c, C_WARMUP_MS, &set.cold_rates [k],
+                                      fmt ("(c) %d concurrent, rep %d", c, k + 1));
     double m = bench_median (set.rates, (size_t) reps);
+    double cold = bench_median (set.cold_rates, (size_t) reps);
     double ideal = (double) c / (C_LATENCY_MS / 1000.0);
     double target = TARGET_C_FRACTION * ideal;
     const char *bound = "";
@@ -1463,12 +1478,19 @@ scenario_c (void)
     }
     row_add (fmt ("(c) refreshes/s, %d ms provider, %d concurrent", C_LATENCY_MS, c), fmt ("%.0f", m),
              fmt ("ideal %.0f", ideal), fmt ("%.2f", m / ideal), fmt (">= %.0f%s", target, bound), verdict (m >= target));
+    row_add (fmt ("(c) diagnostic: the same, counted from a cold start"), fmt ("%.0f", cold),
+             fmt ("ideal %.0f", ideal), fmt ("%.2f", cold / ideal), "(no target)", "-");
     note ("(c) %zu integrations; the fake provider saw at most %lld refresh calls at once", n,
           fake_stat (set.provider, "max_concurrent_refresh"));
+    note ("(c) each repetition: %d refreshes sent at once, %d ms of warm-up not counted (the first answers"
+          " come after the provider's %d ms), then %lld ms counted; the diagnostic row counts the %lld ms from the"
+          " first send, as the runs before issue 10's sixth pass did", c, C_WARMUP_MS, C_LATENCY_MS, (long long) opt.duration_ms,
+          (long long) opt.duration_ms);
     if (b_rotating_rate <= 0)
         note ("(c) (b) was not run: the target is %.1f x C / %d ms alone", TARGET_C_FRACTION, C_LATENCY_MS);
     free_strings (set.ids, n);
     free (set.rates);
+    free (set.cold_rates);
     load_destroy (&l);
 }
 

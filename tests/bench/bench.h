@@ -24,6 +24,7 @@ typedef struct {
     int window;                     /* closed loop: requests kept in flight; 0 with rate */
     double rate;                    /* open loop: requests per second on a fixed schedule */
     int64_t duration_ms;            /* sending stops then (0: only max_requests bounds it) */
+    int64_t warmup_ms;              /* sent before duration_ms starts; ok_in_time leaves it out */
     size_t max_requests;            /* 0: no limit other than the duration */
     int64_t time_limit_ms;          /* without a duration: give up sending after this (0: 120 s) */
     int deadline_ms;                /* the protocol's deadline_ms of each request */
@@ -40,7 +41,8 @@ typedef struct {
     uint64_t refreshed;             /* ... and "refreshed": true */
     uint64_t errors;                /* replies with "ok": false */
     uint64_t lost;                  /* no reply before the run gave up */
-    uint64_t ok_in_time;            /* ok replies that came within duration_ms of the start */
+    uint64_t ok_in_time;            /* ok replies that came within duration_ms, after the warm-up */
+    uint64_t ok_from_start;         /* ok replies that came within duration_ms of the first send */
     double elapsed_s;               /* first send to last reply */
     double p50_us, p99_us, max_us;  /* latency from the scheduled send time (paced) or the send */
     size_t request_bytes, reply_bytes;   /* body sizes last seen */

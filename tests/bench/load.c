@@ -40,7 +40,7 @@ typedef struct {
     uint64_t issued;                         /* requests built so far in this run */
     uint64_t outstanding;
     uint32_t first_rid;                      /* rids of this run: first_rid + [0, issued) */
-    int64_t t0, t_end, last_reply;
+    int64_t t0, t_window, t_end, last_reply;   /* t_window: the warm-up ends */
     int closed;                              /* closed loop: each reply sends the next request */
     double *lat;
     size_t nlat, caplat;
@@ -290,8 +290,10 @@ load_reply (load_t *l, run_t *run, const void *body, size_t len, int64_t now)
         res->ok++;
         if (codec_get_bool (root, "refreshed", &refreshed) == 1 && refreshed)
             res->refreshed++;
-        if (now <= run->t_end)
+        if (now <= run->t_end && now >= run->t_window)
             res->ok_in_time++;
+        if (now <= run->t0 + run->spec->duration_ms * 1000)
+            res->ok_from_start++;
         if (run->spec->keep_latencies) {
             if (run->nlat == run->caplat) {
                 run->caplat = run->caplat ? run->caplat * 2 : 65536;
@@ -349,8 +351,10 @@ load_run (load_t *l, const load_spec_t *spec, load_result_t *out)
     run.first_rid = l->next_rid;
     run.closed = spec->rate <= 0;
     run.t0 = bench_now_us ();
-    run.t_end = spec->duration_ms > 0 ? run.t0 + spec->duration_ms * 1000 : INT64_MAX;
-    int64_t limit_ms = spec->duration_ms > 0 ? spec->duration_ms : spec->time_limit_ms > 0 ? spec->time_limit_ms : 120000;
+    run.t_window = run.t0 + spec->warmup_ms * 1000;
+    run.t_end = spec->duration_ms > 0 ? run.t_window + spec->duration_ms * 1000 : INT64_MAX;
+    int64_t limit_ms = spec->duration_ms > 0 ? spec->warmup_ms + spec->duration_ms
+                     : spec->time_limit_ms > 0 ? spec->time_limit_ms : 120000;
     int64_t hard_end = run.t0 + (limit_ms + spec->deadline_ms + GRACE_MS) * 1000;
     double interval_us = run.closed ? 0 : 1e6 / spec->rate;
     double next_due = (double) run.t0;
