@@ -1,5 +1,6 @@
 /* mem.c - allocation policy: abort on out-of-memory (redis zmalloc style) */
 #include "mem.h"
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,15 @@ mem_wipe (void *ptr, size_t size)
 }
 
 void
+mem_free_wiped (void *ptr)
+{
+    if (ptr) {
+        mem_wipe (ptr, malloc_usable_size (ptr));
+        free (ptr);
+    }
+}
+
+void
 mem_free_secret (char **p)
 {
     if (p && *p) {
@@ -85,7 +95,15 @@ mem_buf_append (mem_buf_t *b, const void *data, size_t len)
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + len + 1)
             cap *= 2;
-        b->data = mem_realloc (b->data, cap);
+        /* moved by hand, not realloc: the old block is wiped before it is freed, since a buffer
+         * may hold a secret (a provider's answer, a request's body) */
+        char *grown = mem_alloc (cap);
+        if (b->data) {
+            memcpy (grown, b->data, b->len);
+            mem_wipe (b->data, b->len);
+            free (b->data);
+        }
+        b->data = grown;
         b->cap = cap;
     }
     memcpy (b->data + b->len, data, len);

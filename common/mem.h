@@ -10,10 +10,14 @@ char *mem_strndup (const char *s, size_t n);
 void  mem_free (void *ptr);
 /* Overwrite a buffer that held a secret before it is freed. */
 void  mem_wipe (void *ptr, size_t size);
+/* Wipe a whole block of any size, then free it: the free function of a library that may copy
+ * secrets into blocks it frees (jansson parsing a provider's answer). */
+void  mem_free_wiped (void *ptr);
 /* Wipe and free a NUL-terminated secret, and null the pointer. */
 void  mem_free_secret (char **p);
 
-/* Size-capped growable buffer (curl's dynbuf): appends fail once the cap would be passed. */
+/* Size-capped growable buffer (curl's dynbuf): appends fail once the cap would be passed. What
+ * it held is wiped when it grows, is reset or is freed. */
 typedef struct {
     char  *data;
     size_t len;

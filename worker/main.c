@@ -7,6 +7,7 @@
 #include "log.h"
 #include "mem.h"
 #include <curl/curl.h>
+#include <jansson.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,8 @@ main (int argc, char **argv)
     int rc;
     curve_identity_t curve;
     memset (&curve, 0, sizeof curve);
+    /* jansson holds providers' answers (tokens) in blocks of its own: wiped when freed */
+    json_set_alloc_funcs (mem_alloc, mem_free_wiped);
     if (!daemon_configure (table, "ferrule-worker", "worker", argc, argv, &log_level, &rc))
         return rc;
     if (!worker_id) {
