@@ -13,41 +13,21 @@
 #define OAUTH_MAX_BUILT   (256 * 1024)    /* longest URL or body built */
 #define OAUTH_MAX_SCOPE   8192            /* longest granted scope string kept */
 
-/* A growable string for secrets: growing wipes the old block, and the first failure
+/* A growable string for secrets (mem_buf_t wipes what it held as it grows): the first failure
  * (over OAUTH_MAX_BUILT) sticks until the caller checks it once at the end. */
 typedef struct {
-    char *data;
-    size_t len;
-    size_t cap;
+    mem_buf_t buf;
     int params;         /* parameters appended so far: the next one needs '&' */
     int failed;
 } sb_t;
 
+#define SB_INIT { { NULL, 0, 0, OAUTH_MAX_BUILT }, 0, 0 }
+
 static void
 sb_append (sb_t *b, const char *s, size_t n)
 {
-    if (b->failed)
-        return;
-    if (n > OAUTH_MAX_BUILT - b->len) {
+    if (!b->failed && mem_buf_append (&b->buf, s, n) != 0)
         b->failed = 1;
-        return;
-    }
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *data = mem_alloc (cap);
-        if (b->data) {
-            memcpy (data, b->data, b->len);
-            mem_wipe (b->data, b->cap);
-            mem_free (b->data);
-        }
-        b->data = data;
-        b->cap = cap;
-    }
-    memcpy (b->data + b->len, s, n);
-    b->len += n;
-    b->data [b->len] = '\0';
 }
 
 static void
@@ -95,12 +75,9 @@ sb_params (sb_t *b, const catalog_param_t *params, size_t count)
 static char *
 sb_take (sb_t *b)
 {
-    char *s = b->data;
+    char *s = b->buf.data;
     if (b->failed || !s) {
-        if (s) {
-            mem_wipe (s, b->cap);
-            mem_free (s);
-        }
+        mem_buf_free (&b->buf);
         s = NULL;
     }
     memset (b, 0, sizeof *b);
@@ -110,10 +87,7 @@ sb_take (sb_t *b)
 static void
 sb_wipe (sb_t *b)
 {
-    if (b->data) {
-        mem_wipe (b->data, b->cap);
-        mem_free (b->data);
-    }
+    mem_buf_free (&b->buf);
     memset (b, 0, sizeof *b);
 }
 
@@ -127,15 +101,15 @@ input_ok (const char *s)
 static char *
 basic_credentials (const char *client_id, const char *client_secret)
 {
-    sb_t pair = { 0 };
-    sb_t header = { 0 };
+    sb_t pair = SB_INIT;
+    sb_t header = SB_INIT;
     char *b64 = NULL;
 
     sb_encode (&pair, client_id);
     sb_append (&pair, ":", 1);
     sb_encode (&pair, client_secret);
     if (!pair.failed) {
-        b64 = crypto_b64_encode (pair.data, pair.len);
+        b64 = crypto_b64_encode (pair.buf.data, pair.buf.len);
         sb_puts (&header, "Basic ");
         sb_puts (&header, b64);
         mem_free_secret (&b64);
@@ -171,7 +145,7 @@ oauth_request_t *
 oauth_refresh_request_new (const catalog_provider_t *p, const char *refresh_token)
 {
     oauth_request_t *r = NULL;
-    sb_t body = { 0 };
+    sb_t body = SB_INIT;
 
     assert (p);
     if (!p->client_id || !p->client_secret || !input_ok (refresh_token))
@@ -190,7 +164,7 @@ oauth_code_request_new (const catalog_provider_t *p, const char *code, const cha
                         const char *code_verifier)
 {
     oauth_request_t *r = NULL;
-    sb_t body = { 0 };
+    sb_t body = SB_INIT;
 
     assert (p);
     if (!p->client_id || !p->client_secret || !input_ok (code) || !input_ok (redirect_uri)
@@ -211,7 +185,7 @@ oauth_request_t *
 oauth_revocation_request_new (const catalog_provider_t *p, const char *token, const char *hint)
 {
     oauth_request_t *r = NULL;
-    sb_t body = { 0 };
+    sb_t body = SB_INIT;
 
     assert (p);
     if (!p->revocation_url || !p->client_id || !p->client_secret || !input_ok (token)
@@ -243,8 +217,8 @@ oauth_authorization_url (const catalog_provider_t *p, const char *client_id,
                          const char *redirect_uri, const char *state,
                          const char *const *scopes, size_t n_scopes, const char *code_challenge)
 {
-    sb_t url = { 0 };
-    sb_t scope = { 0 };
+    sb_t url = SB_INIT;
+    sb_t scope = SB_INIT;
     const char *const *list = scopes;
     size_t n = n_scopes;
 
@@ -261,7 +235,7 @@ oauth_authorization_url (const catalog_provider_t *p, const char *client_id,
     for (size_t i = 0; i < n; i++) {
         if (!list [i] || !*list [i])
             continue;
-        if (scope.len)
+        if (scope.buf.len)
             sb_puts (&scope, p->scope_separator);
         sb_puts (&scope, list [i]);
     }
@@ -269,13 +243,13 @@ oauth_authorization_url (const catalog_provider_t *p, const char *client_id,
     if (!strchr (p->authorization_url, '?'))
         sb_append (&url, "?", 1);
     else
-    if (url.len && url.data [url.len - 1] != '?' && url.data [url.len - 1] != '&')
+    if (url.buf.len && url.buf.data [url.buf.len - 1] != '?' && url.buf.data [url.buf.len - 1] != '&')
         url.params = 1;
     sb_param (&url, "response_type", "code");
     sb_param (&url, "client_id", client_id);
     sb_param (&url, "redirect_uri", redirect_uri);
-    if (scope.len)
-        sb_param (&url, "scope", scope.data);
+    if (scope.buf.len)
+        sb_param (&url, "scope", scope.buf.data);
     sb_param (&url, "state", state);
     if (code_challenge) {
         sb_param (&url, "code_challenge", code_challenge);
