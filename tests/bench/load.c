@@ -292,7 +292,7 @@ load_reply (load_t *l, run_t *run, const void *body, size_t len, int64_t now)
             res->refreshed++;
         if (now <= run->t_end && now >= run->t_window)
             res->ok_in_time++;
-        if (now <= run->t0 + run->spec->duration_ms * 1000)
+        if (run->spec->duration_ms == 0 || now <= run->t0 + run->spec->duration_ms * 1000)
             res->ok_from_start++;
         if (run->spec->keep_latencies) {
             if (run->nlat == run->caplat) {
