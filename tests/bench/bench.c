@@ -1208,9 +1208,11 @@ pgbench_script (const char *name, const char *text)
 /* The two pgbench scripts over the rows prefix000001 .. prefix<count>:
  * same_shape: the one transaction of the brief (BEGIN; SELECT ... FOR UPDATE; INSERT the chain row;
  *             UPDATE tokens and generation; COMMIT);
- * statements: the worker's own statements for one refresh, as store.c sends them: the claim
- *             (BEGIN; SELECT ... FOR UPDATE; UPDATE the lease; COMMIT) and the commit (one
- *             statement: UPDATE, INSERT the chain row, pg_notify), minus the provider call. */
+ * statements: the worker's statements for one refresh as store.c sent them when this row was
+ *             added: the claim (BEGIN; SELECT ... FOR UPDATE; UPDATE the lease; COMMIT) and the
+ *             commit (one statement: UPDATE, INSERT the chain row, pg_notify), minus the provider
+ *             call. The worker's claim is one statement now, in a shared transaction, and its
+ *             commit checks the lease token: kept as it was, for runs to compare (performance.md). */
 static void
 pgbench_prepare (const char *prefix, size_t count, char **same_shape, char **statements)
 {
