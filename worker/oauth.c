@@ -21,7 +21,7 @@ typedef struct {
     int failed;
 } sb_t;
 
-#define SB_INIT { { NULL, 0, 0, OAUTH_MAX_BUILT }, 0, 0 }
+#define SB_INIT { .buf = { .max = OAUTH_MAX_BUILT } }
 
 static void
 sb_append (sb_t *b, const char *s, size_t n)
