@@ -7,6 +7,7 @@
  * the journal writes a NUL at offset 0 and starts a new epoch: whatever lies beyond an early NUL
  * (a torn write) belongs to another epoch, so its "done" markers can never settle a live record. */
 #include "journal.h"
+#include "clock.h"
 #include "crypto.h"
 #include "log.h"
 #include "mem.h"
@@ -44,6 +45,7 @@ struct journal {
         int efd;                 /* eventfd: written when a sync ends */
         uint64_t want;           /* under lock: sync every record up to this count */
         uint64_t done;           /* under lock: records on disk (or given up on: see the thread) */
+        int64_t done_us;         /* under lock: when the sync that made done ended, monotonic */
         int stop;                /* under lock */
     } sync;
 };
@@ -330,8 +332,10 @@ journal_syncer (void *arg)
         pthread_mutex_unlock (&j->sync.lock);
         if (fdatasync (j->fd) != 0)
             log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s", j->path, strerror (errno));
+        int64_t ended_us = clock_mono_us ();
         pthread_mutex_lock (&j->sync.lock);
         j->sync.done = target;
+        j->sync.done_us = ended_us;
         uint64_t one = 1;
         if (write (j->sync.efd, &one, sizeof one) < 0 && errno != EAGAIN)
             log_error (NULL, NULL, "could not signal the end of a journal sync: %s", strerror (errno));
@@ -377,8 +381,10 @@ journal_sync_fd (const journal_t *j)
 }
 
 uint64_t
-journal_synced (journal_t *j)
+journal_synced (journal_t *j, int64_t *at_us)
 {
+    if (at_us)
+        *at_us = clock_mono_us ();
     if (!j->sync.started)
         return j->unsynced ? 0 : j->appended;    /* only journal_sync has run */
     uint64_t one;
@@ -386,6 +392,8 @@ journal_synced (journal_t *j)
         ;                                          /* drained: poll waits for the next one */
     pthread_mutex_lock (&j->sync.lock);
     uint64_t done = j->sync.done;
+    if (at_us && done)
+        *at_us = j->sync.done_us;
     pthread_mutex_unlock (&j->sync.lock);
     return done;
 }

@@ -21,11 +21,12 @@ int journal_sync (journal_t *j);
 /* The loop's sync, on a thread of the journal's own so that the loop never waits for the disk:
  * journal_sync_start asks for every record appended so far (the first call starts the thread;
  * without one it syncs before it returns); journal_sync_fd is readable when a sync has ended;
- * journal_synced clears that and says how many of the journal_appended records are on disk. */
+ * journal_synced clears that and says how many of the journal_appended records are on disk, and
+ * when (at_us, monotonic: the end of the sync that put them there, or now when that is not known). */
 uint64_t journal_appended (const journal_t *j);
 int journal_sync_start (journal_t *j);
 int journal_sync_fd (const journal_t *j);
-uint64_t journal_synced (journal_t *j);
+uint64_t journal_synced (journal_t *j, int64_t *at_us);
 /* Marks a record settled (committed, or superseded). Rewrites the file empty once nothing is
  * outstanding. */
 void journal_done (journal_t *j, int64_t seq);

@@ -918,11 +918,13 @@ refresh_after_answers (worker_t *w)
      * on meanwhile, and so do the commits (see refresh_send_batch) */
     if (w->jwait_n == 0)
         return;
-    uint64_t on_disk = journal_synced (w->journal);
-    int64_t now_us = clock_mono_us ();
+    /* measured to the end of the sync that put the record on disk, not to this turn: the loop
+     * noticing it later is not part of the window in which a crash could lose the token */
+    int64_t on_disk_us;
+    uint64_t on_disk = journal_synced (w->journal, &on_disk_us);
     size_t k = 0;
     for (; k < w->jwait_n && w->jwait [k].mark <= on_disk; k++)
-        metrics_observe (w->m.journal_window, (double) (now_us - w->jwait [k].answered_us) / 1e6);
+        metrics_observe (w->m.journal_window, (double) (on_disk_us - w->jwait [k].answered_us) / 1e6);
     memmove (w->jwait, w->jwait + k, (w->jwait_n - k) * sizeof *w->jwait);
     w->jwait_n -= k;
     if (w->jwait_n)

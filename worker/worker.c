@@ -61,10 +61,10 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                               "the provider call (request to answer), per refresh that called the provider", NULL,
                                               refresh_bounds, sizeof refresh_bounds / sizeof refresh_bounds [0]);
     static const double window_bounds [] = { 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
-                                             0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1 };
+                                             0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 1 };
     w->m.journal_window = metrics_histogram (w->metrics, "worker_journal_window_seconds",
                                              "from the loop waking to a provider's answer with a rotated refresh token "
-                                             "to that token being on disk in the journal", NULL,
+                                             "to the end of the sync that put that token on disk in the journal", NULL,
                                              window_bounds, sizeof window_bounds / sizeof window_bounds [0]);
     /* where a refresh's time goes, besides the provider call (refresh_duration) and the journal
      * (journal_window): from its start to its provider call (the claim, and any wait for a busy
@@ -411,7 +411,7 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
          * else this turn does */
         http_process (w->http, items + http_first, n - http_first);
         if (journal_fd >= 0 && items [journal_item].revents)
-            (void) journal_synced (w->journal);      /* clears the wakeup; read again below */
+            (void) journal_synced (w->journal, NULL);      /* clears the wakeup; read again below */
         refresh_after_answers (w);
         /* then the database's answers: a batch of claims or commits that ended goes on, and a
          * group commit that had to wait for it starts */

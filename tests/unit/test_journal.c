@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "clock.h"
 #include "journal.h"
 #include "mem.h"
 
@@ -146,7 +147,9 @@ test_sync_off_the_loop (void **state)
     assert_true (journal_append (j, &a) > 0);
     uint64_t mark_a = journal_appended (j);
     assert_int_equal (mark_a, 1);
-    assert_int_equal (journal_synced (j), 0);
+    int64_t at_us = 0;
+    assert_int_equal (journal_synced (j, &at_us), 0);
+    int64_t asked_us = clock_mono_us ();
     assert_int_equal (journal_sync_start (j), 0);
     int fd = journal_sync_fd (j);
     assert_true (fd >= 0);
@@ -156,13 +159,16 @@ test_sync_off_the_loop (void **state)
     uint64_t done = 0;
     for (int i = 0; i < 100 && done < mark_a; i++) {
         assert_true (poll (&p, 1, 100) >= 0);
-        done = journal_synced (j);
+        done = journal_synced (j, &at_us);
     }
     assert_true (done >= mark_a);
+    /* when a's sync ended, not when it was read: after it was asked for, before now */
+    assert_true (at_us >= asked_us);
+    assert_true (at_us <= clock_mono_us ());
     assert_int_equal (journal_sync_start (j), 0);       /* now b */
     for (int i = 0; i < 100 && done < mark_b; i++) {
         assert_true (poll (&p, 1, 100) >= 0);
-        done = journal_synced (j);
+        done = journal_synced (j, NULL);
     }
     assert_int_equal (done, mark_b);
     /* drained: the descriptor is quiet until the next sync ends */
