@@ -56,7 +56,7 @@ typedef struct {
     char *broker, *database_url, *fake_url, *worker_pids, *pgbench, *scenarios, *workdir, *key, *latency_dump,
          *worker_metrics, *broker_noaudit;
     int64_t broker_pid, reps, duration_ms, sockets, window_small, window_large, b_window, b_integrations,
-            c_concurrency, storm, e_integrations, token_bytes, a_integrations;
+            c_concurrency, storm, e_integrations, token_bytes, a_integrations, worker_connections;
 } options_t;
 
 static options_t opt;
@@ -1265,13 +1265,22 @@ pgbench_prepare (const char *prefix, size_t count, char **same_shape, char **sta
     mem_free (text);
 }
 
+/* pgbench's clients in (b): as many connections as the workers use for the refresh protocol
+ * (each worker's batches go on its main connection and, by default, a second one), so that both
+ * sides run at the same number of connections; one thread per worker. */
+static int
+pgbench_clients (void)
+{
+    return nworkers * (int) opt.worker_connections;
+}
+
 /* Transactions per second of one pgbench run, or -1. */
 static double
-pgbench_run (const char *script, const char *mode, int clients, int seconds)
+pgbench_run (const char *script, const char *mode, int seconds)
 {
     char cmd [4096];
-    snprintf (cmd, sizeof cmd, "'%s' -n -M %s -c %d -j %d -T %d -f '%s' '%s' 2>&1", opt.pgbench, mode, clients,
-              clients, seconds, script, opt.database_url);
+    snprintf (cmd, sizeof cmd, "'%s' -n -M %s -c %d -j %d -T %d -f '%s' '%s' 2>&1", opt.pgbench, mode,
+              pgbench_clients (), nworkers, seconds, script, opt.database_url);
     FILE *p = popen (cmd, "r");
     if (!p)
         die ("could not run pgbench: %s", strerror (errno));
@@ -1368,9 +1377,9 @@ scenario_b (void)
     load_result_t r;
     for (int s = 0; s < 2; s++)                               /* warm: connections, caches, plans */
         touch_all (l, "refresh", sets [s].ids, n < 500 ? n : 500, (int) opt.b_window, &r);
-    pgbench_run (script, "extended", nworkers, 1);
-    pgbench_run (script, "prepared", nworkers, 1);
-    pgbench_run (statements, "extended", nworkers, 1);
+    pgbench_run (script, "extended", 1);
+    pgbench_run (script, "prepared", 1);
+    pgbench_run (statements, "extended", 1);
     int reps = (int) opt.reps;
     double *pg = calloc ((size_t) reps, sizeof *pg), *pgs = calloc ((size_t) reps, sizeof *pgs);
     double *pgp = calloc ((size_t) reps, sizeof *pgp);
@@ -1396,11 +1405,11 @@ scenario_b (void)
             }
         }
         db_exec ("CHECKPOINT");
-        pg [k] = pgbench_run (script, "extended", nworkers, seconds);
+        pg [k] = pgbench_run (script, "extended", seconds);
         db_exec ("CHECKPOINT");
-        pgp [k] = pgbench_run (script, "prepared", nworkers, seconds);
+        pgp [k] = pgbench_run (script, "prepared", seconds);
         db_exec ("CHECKPOINT");
-        pgs [k] = pgbench_run (statements, "extended", nworkers, seconds);
+        pgs [k] = pgbench_run (statements, "extended", seconds);
         say ("(b) pgbench, rep %d: %.0f same-shape transactions/s (%.0f prepared); %.0f refreshes/s with the worker's"
              " own statements", k + 1, pg [k], pgp [k], pgs [k]);
     }
@@ -1437,8 +1446,9 @@ scenario_b (void)
     free (p99);
     free (p50);
     note ("(b) %lld forced refreshes in flight over %zu integrations per set; pgbench -M extended (and -M prepared)"
-          " -c %d -j %d -T %d (one connection per worker), same-shape transaction on a copy of the tables (schema pgb)",
-          (long long) opt.b_window, n, nworkers, nworkers, seconds);
+          " -c %d -j %d -T %d (the workers' connections for refreshes: %lld each), same-shape transaction on a copy of the"
+          " tables (schema pgb)", (long long) opt.b_window, n, pgbench_clients (), nworkers, seconds,
+          (long long) opt.worker_connections);
     for (int s = 0; s < 2; s++) {
         free_strings (sets [s].ids, n);
         free (sets [s].rates);
@@ -1737,6 +1747,9 @@ main (int argc, char **argv)
         { "a-integrations", NULL, CONFIG_INT, &opt.a_integrations, "1000", 1, 1000000, 0, "(a) integrations cycled through" },
         { "token-bytes", NULL, CONFIG_INT, &opt.token_bytes, "120", 16, 4096, 0, "(a), (e) access token length" },
         { "b-window", NULL, CONFIG_INT, &opt.b_window, "64", 1, 10000, 0, "(b) refreshes in flight" },
+        { "worker-connections", NULL, CONFIG_INT, &opt.worker_connections, "2", 1, 8, 0,
+          "(b) database connections each worker sends refreshes on (2 with FERRULE_DB_BATCH_CONNECTION=1, "
+          "the default; 1 with 0); pgbench runs with as many in all" },
         { "b-integrations", NULL, CONFIG_INT, &opt.b_integrations, "2000", 100, 1000000, 0, "(b) integrations per set" },
         { "c-concurrency", NULL, CONFIG_INT, &opt.c_concurrency, "100", 1, 10000, 0, "(c) refreshes in flight" },
         { "storm", NULL, CONFIG_INT, &opt.storm, "1000", 1, 100000, 0, "(d) requests in one storm" },
