@@ -26,6 +26,8 @@
 
 #define BUSY_RETRY_MS   100          /* re-claim interval while another holder's lease is live */
 #define LOCKED_GIVE_UP_MS 1000       /* a row locked this long answers the waiters database_unavailable */
+#define STARTUP_WAIT_MS 2000         /* a claim waits this long for the start-up recovery to end */
+#define STARTUP_RECHECK_MS 20        /* ... looking again this often */
 #define COMMIT_RETRY_MS 250          /* first retry of a commit that failed; doubles up to the max */
 #define COMMIT_RETRY_MAX_MS 10000
 #define DEFAULT_EXPIRES_IN 3600      /* when a provider omits expires_in */
@@ -1074,10 +1076,20 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
 {
     if (n && !w->started_db) {
         /* the journal of an earlier run is not replayed yet: a refresh now could spend a refresh
-         * token the journal has already replaced */
-        for (size_t i = 0; i < n; i++)
-            refresh_finish_error (w, rs [i], FR_DATABASE_UNAVAILABLE,
-                                  "the worker is still recovering its journal; retry shortly", NULL, 1);
+         * token the journal has already replaced. A worker takes requests as soon as it is
+         * connected, and the recovery takes a few round trips once the database answers: a claim
+         * waits for it, up to STARTUP_WAIT_MS from the refresh's start, and then fails as a claim
+         * does while the database is away (a restarted worker used to fail the requests of its
+         * first milliseconds: it_lifecycle's rolling restart) */
+        int64_t now_ms = clock_mono_ms ();
+        for (size_t i = 0; i < n; i++) {
+            refresh_t *r = rs [i];
+            if ((clock_mono_us () - r->started_us) / 1000 < STARTUP_WAIT_MS)
+                r->due_ms = now_ms + STARTUP_RECHECK_MS;    /* still claiming: the next look */
+            else
+                refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE,
+                                      "the worker is still recovering its journal; retry shortly", NULL, 1);
+        }
         n = 0;
     }
     size_t nc = 0;
