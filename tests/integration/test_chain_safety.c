@@ -5,6 +5,7 @@
  *     is never declared lost, the locked one answers a transient error;
  *   - a lease takeover (and the same through journal replay) keeps the token the provider issued
  *     over the needs_reconnect the overtaker recorded with the superseded one;
+ *   - a refresh asked for while a restarted worker's recovery runs waits for it, and succeeds;
  *   - two workers with the same pid, started in the same second, draw different lease tokens;
  *   - a change notified while a statement runs reaches the cache; a change never notified is
  *     found by the periodic re-validation;
@@ -449,6 +450,48 @@ test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits (void **state)
     takeover_settled ();                           /* the replay still lands once the lock is gone */
 }
 
+/* ---- a refresh asked for while the start-up recovery runs ---- */
+
+/* A restarted worker takes requests as soon as it is connected, while its recovery (the journal's
+ * replay, then the release of its earlier run's leases) still runs, and no refresh may start
+ * before the recovery ends. A refresh asked for meanwhile waits for it instead of failing at once
+ * (a rolling restart failed the requests of a worker's first milliseconds): here a row lock holds
+ * the release up for 300 ms after the refresh is asked for. */
+static void
+test_refresh_waits_for_the_start_up_recovery (void **state)
+{
+    /* the release waits for the lock rather than timing out and retrying a second later (the
+     * heartbeat bounds the timeouts: worker/main.c) */
+    start_one_worker ("chain_startup_wait", "FERRULE_HEARTBEAT_MS", "3000", "FERRULE_DB_STATEMENT_TIMEOUT_MS", "6500",
+                      "FERRULE_DB_LOCK_TIMEOUT_MS", "6000", NULL);
+    const char *b = harness_brokers (h);
+    char *rt1 = grant ("fakebox", NULL, NULL), *rt2 = grant ("fakebox", NULL, NULL);
+    import_at (b, "left:box", rt1, NULL, NULL);
+    import_at (b, "asked:box", rt2, NULL, NULL);
+    free (rt1);
+    free (rt2);
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    /* the lease of a run killed during left:box's refresh */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_owner = 'w1', lease_token = gen_random_uuid (),"
+                                      " lease_expires_at = clock_timestamp () + interval '1 minute'"
+                                      " WHERE id = 'left:box'"), 0);
+    PGconn *locker = lock_row ("left:box");
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    /* the worker is connected, and its release waits for the lock */
+    wait_sql ("SELECT (count(*) > 0)::int FROM pg_locks WHERE NOT granted", 1, 10000);
+    pid_t child = ctl_async (b, "refresh", "asked:box", NULL, NULL);
+    usleep (300000);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'interrupted'"), 0);
+    unlock_row (locker);
+    assert_int_equal (ctl_wait (child), 0);
+    /* the recovery came first: the earlier run's lease is recorded before the refresh */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE lease_owner IS NOT NULL"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT (max(r.seq) > max(i.seq))::int FROM token_chain r, token_chain i"
+                                          " WHERE r.integration_id = 'asked:box' AND r.outcome = 'refreshed'"
+                                          " AND i.integration_id = 'left:box' AND i.outcome = 'interrupted'"), 1);
+}
+
 /* ---- lease tokens of workers that share a pid ---- */
 
 static void
@@ -630,6 +673,7 @@ main (void)
         cmocka_unit_test_teardown (test_lease_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_journal_replay_after_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits, teardown),
+        cmocka_unit_test_teardown (test_refresh_waits_for_the_start_up_recovery, teardown),
         cmocka_unit_test_teardown (test_same_pid_workers_draw_distinct_lease_tokens, teardown),
         cmocka_unit_test_teardown (test_notification_during_a_statement_reaches_the_cache, teardown),
         cmocka_unit_test_teardown (test_unnotified_change_found_by_revalidation, teardown),
