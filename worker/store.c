@@ -939,48 +939,7 @@ store_new_lease_token (char out [STORE_LEASE_LEN + 1])
     return 0;
 }
 
-/* The claim as one statement: lock the row without waiting (SKIP LOCKED: a row locked by another
- * session, an import, a rekey, an operator's transaction, must not hold up the loop, and in a
- * batch must not abort the others), decide, and take the lease when acquired. A lease still set
- * but expired was left by a holder that died or stalled during its refresh: if its provider call
- * went out, the provider may have rotated the refresh token; the chain says so, and the generation
- * is remembered so that an invalid_grant now can be explained. A lease held under this worker's
- * own id, live or not, is the orphan of a claim whose answer this process never read (a batch cut
- * off by a lost connection or a deadline, which the server still committed): no refresh of that
- * integration is in flight here (single flight), so no provider call was made under it, and the
- * claim takes it over at once instead of waiting for it to expire or calling it interrupted. (A
- * restarted worker releases its earlier run's leases before its first claim; two processes under
- * one worker id are not supported.) The last column is the outcome:
- * inactive, fresh, busy, acquired; locked or missing when no row was read. */
-#define CLAIM_SQL \
-    "WITH r AS (SELECT * FROM integrations WHERE id = $1 FOR UPDATE SKIP LOCKED)," \
-    " d AS (SELECT CASE WHEN r.status <> 'active' THEN 'inactive'" \
-    "   WHEN r.access_token IS NOT NULL AND (($4::boolean AND r.generation > $2::bigint)" \
-    "        OR (NOT $4::boolean AND COALESCE(extract(epoch FROM r.access_expires_at)::bigint, 0) >= $3::bigint))" \
-    "     THEN 'fresh'" \
-    "   WHEN GREATEST(COALESCE((extract(epoch FROM r.lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0) > 0" \
-    "        AND r.lease_owner IS DISTINCT FROM $5" \
-    "     THEN 'busy'" \
-    "   ELSE 'acquired' END AS outcome FROM r)," \
-    " u AS (UPDATE integrations i SET lease_owner = $5, lease_token = $6::uuid, lease_id = NULL," \
-    "    lease_expires_at = clock_timestamp() + $7::bigint * interval '1 millisecond'," \
-    "    interrupted_generation = CASE WHEN r.lease_owner <> $5 THEN r.generation" \
-    "                                  ELSE i.interrupted_generation END" \
-    "  FROM r, d WHERE i.id = r.id AND d.outcome = 'acquired'" \
-    "  RETURNING NULLIF (r.lease_owner, $5) AS old_owner, r.generation AS old_generation)," \
-    " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)" \
-    "  SELECT $1, u.old_generation, u.old_owner, 'interrupted'," \
-    "   'the refresh lease of worker \"' || u.old_owner || '\" expired before it stored a result: the worker " \
-    "stopped or stalled during the refresh, and if its provider call went out the provider may have rotated " \
-    "the refresh token'" \
-    "  FROM u WHERE u.old_owner IS NOT NULL)" \
-    "SELECT " ROW_COLUMNS ", d.outcome FROM r, d" \
-    " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
-    "  NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
-    "  CASE WHEN EXISTS (SELECT 1 FROM integrations WHERE id = $1) THEN 'locked' ELSE 'missing' END" \
-    "  WHERE NOT EXISTS (SELECT 1 FROM r)"
-#define CLAIM_OUTCOME_COLUMN 22
-static const char claim_sql [] = CLAIM_SQL;
+static const char claim_sql [] = STORE_CLAIM_SQL;
 
 typedef struct {
     char gen [32], until [32], ms [32];
@@ -1010,7 +969,7 @@ claim_params (store_t *s, const store_claim_req_t *q, int64_t lease_ms, claim_pa
 static void
 claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_params_t *p, int64_t lease_ms)
 {
-    const char *outcome = PQntuples (res) == 1 ? PQgetvalue (res, 0, CLAIM_OUTCOME_COLUMN) : "missing";
+    const char *outcome = PQntuples (res) == 1 ? PQgetvalue (res, 0, STORE_CLAIM_OUTCOME_COLUMN) : "missing";
     memset (&q->row, 0, sizeof q->row);
     q->st = FR_OK;
     q->err [0] = '\0';
@@ -1100,42 +1059,8 @@ claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
     return cl;
 }
 
-/* The commit's compare-and-set, one statement, so one round trip: the UPDATE locks the row and is
- * the compare-and-set; the chain row and the notification commit with it or not at all. The check
- * is on the generation: tokens the provider has just issued are the newest there are, so they are
- * kept even when a stalled worker's lease was overtaken, and, when they carry a rotated refresh
- * token, even over a needs_reconnect recorded at the same generation (the overtaker spent the
- * token this one replaced, and its invalid_grant says nothing about the new one). One row when
- * committed, none when the compare-and-set lost. */
-/* the lease is still this refresh's: read from the row being updated, its newest version once
- * any lock it waited for is gone (a join with a second read of the row would see the statement's
- * snapshot, and cost an index scan and a join for every commit) */
-#define COMMIT_MINE "(i.lease_owner = $9 AND i.lease_token = $11::uuid IS TRUE)"
-#define COMMIT_SQL \
-    "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */ \
-    " u AS (" \
-    "  UPDATE integrations i SET key_id = $3, access_token = $4, access_expires_at = to_timestamp($5::bigint)," \
-    "    access_lifetime_s = $12::integer," \
-    "    refresh_token = $6, refresh_fingerprint = $7, generation = i.generation + 1, status = 'active'," \
-    "    scopes = COALESCE(string_to_array($8, ' '), i.scopes)," \
-    "    lease_owner = CASE WHEN " COMMIT_MINE " THEN NULL ELSE i.lease_owner END," \
-    "    lease_expires_at = CASE WHEN " COMMIT_MINE " THEN NULL ELSE i.lease_expires_at END," \
-    "    lease_token = CASE WHEN " COMMIT_MINE " THEN NULL ELSE i.lease_token END," \
-    "    last_refresh_at = now()," \
-    "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
-    "  WHERE i.id = $1 AND i.generation = $2::bigint" \
-    "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND $10::boolean))" \
-    "  RETURNING i.generation)," \
-    " c AS (" \
-    "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
-    "  SELECT $1, u.generation, $9, 'refreshed', $7, $10::boolean," \
-    "    CASE WHEN prev.status = 'needs_reconnect' THEN 'recovered: the invalid_grant recorded before was for the" \
-    " refresh token this rotation replaced' END" \
-    "  FROM u, prev RETURNING generation)" \
-    "SELECT generation, pg_notify('" STORE_NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c" \
-    ""
 
-static const char commit_sql [] = COMMIT_SQL;
+static const char commit_sql [] = STORE_COMMIT_SQL;
 
 /* The refresh protocol's two statements run thousands of times a second: each session prepares
  * them once (in its setup), because parsing, analysing and planning them again for every refresh

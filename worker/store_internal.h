@@ -4,22 +4,11 @@
 #ifndef FERRULE_STORE_INTERNAL_H
 #define FERRULE_STORE_INTERNAL_H
 #include "store.h"
+#include "store_sql.h"
 #include "mem.h"
 #include <libpq-fe.h>
 
-#define STORE_NOTIFY_CHANNEL "ferrule_integrations"   /* "<worker> <integration>": drop the cache entry */
-
-/* An integration's row as store_row_t holds it (store_fill_row reads it from row r of res). */
-#define STORE_ROW_COLUMNS \
-    "id, provider, status, key_id, access_token, " \
-    "COALESCE(extract(epoch FROM access_expires_at)::bigint, 0), refresh_token, refresh_fingerprint, " \
-    "generation, array_to_string(scopes, ' '), last_error_code, last_error_message, " \
-    "COALESCE(extract(epoch FROM last_error_at)::bigint, 0), COALESCE(extract(epoch FROM last_refresh_at)::bigint, 0), " \
-    "extract(epoch FROM created_at)::bigint, extract(epoch FROM updated_at)::bigint, lease_owner, " \
-    "COALESCE(replace(lease_token::text, '-', ''), ''), " \
-    "GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0), " \
-    "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
-    "COALESCE(interrupted_generation = generation, false)"
+/* Reads row r of res, in STORE_ROW_COLUMNS' order, into row. */
 void store_fill_row (const PGresult *res, int r, store_row_t *row);
 
 /* One statement of a batch. */
