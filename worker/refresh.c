@@ -1081,11 +1081,11 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
          * waits for it, up to STARTUP_WAIT_MS from the refresh's start, and then fails as a claim
          * does while the database is away (a restarted worker used to fail the requests of its
          * first milliseconds: it_lifecycle's rolling restart) */
-        int64_t now_ms = clock_mono_ms ();
+        int64_t now_us = clock_mono_us ();
         for (size_t i = 0; i < n; i++) {
             refresh_t *r = rs [i];
-            if ((clock_mono_us () - r->started_us) / 1000 < STARTUP_WAIT_MS)
-                r->due_ms = now_ms + STARTUP_RECHECK_MS;    /* still claiming: the next look */
+            if ((now_us - r->started_us) / 1000 < STARTUP_WAIT_MS)
+                r->due_ms = now_us / 1000 + STARTUP_RECHECK_MS;    /* still claiming: the next look */
             else
                 refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE,
                                       "the worker is still recovering its journal; retry shortly", NULL, 1);
