@@ -7,6 +7,7 @@
 #include "config.h"
 #include "crypto.h"
 #include "mem.h"
+#include "store_sql.h"
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +38,7 @@ static curve_identity_t ferrule_id;      /* the bench's client key and the broke
 #define TARGET_A_P99_RATIO  1.5      /* p99 at half Ferrule's peak / the echo's p99 at the same rate */
 #define TARGET_A_CPU_RATIO  1.5      /* broker + worker CPU per request / the echo's */
 #define TARGET_B_RATIO      1.0      /* committed refreshes / pgbench same-shape transactions */
+#define PGBENCH_BATCH       8        /* refreshes per transaction in (b)'s batched diagnostic */
 #define TARGET_C_FRACTION   0.9      /* of min (C / provider latency, (b)'s rate) */
 #define TARGET_E_BYTES      512.0    /* worker RSS per cached integration */
 #define TARGET_H_RATIO      0.85     /* cache-hit throughput with the audit log on / off */
@@ -201,10 +203,24 @@ typedef struct {
     double le [WINDOW_BUCKETS];      /* upper bounds, seconds; the last is +Inf */
     double count [WINDOW_BUCKETS];   /* cumulative, summed over the workers */
     int n;
+    double batch [4];                /* claim batch size's sum and count, then the commit's */
 } window_hist_t;
 
-/* Reads ferrule_worker_journal_window_seconds from every worker's /metrics and adds them up.
- * 0, or -1 when a worker could not be read. */
+/* The value of an unlabelled series in a /metrics text, or 0. */
+static double
+metric_in (const char *text, const char *series)
+{
+    size_t len = strlen (series);
+    for (const char *line = text; line; line = strchr (line, '\n')) {
+        line += *line == '\n';
+        if (strncmp (line, series, len) == 0 && line [len] == ' ')
+            return strtod (line + len + 1, NULL);
+    }
+    return 0;
+}
+
+/* Reads ferrule_worker_journal_window_seconds, and the sizes of the refresh protocol's batches,
+ * from every worker's /metrics and adds them up. 0, or -1 when a worker could not be read. */
 static int
 window_scrape (window_hist_t *hist)
 {
@@ -238,6 +254,12 @@ window_scrape (window_hist_t *hist)
                 hist->count [i] += strtod (value + 1, NULL);
         }
         hist->n = i;
+        static const char *const batch [4] = {
+            "ferrule_worker_claim_batch_size_sum", "ferrule_worker_claim_batch_size_count",
+            "ferrule_worker_commit_batch_size_sum", "ferrule_worker_commit_batch_size_count",
+        };
+        for (int b = 0; b < 4; b++)
+            hist->batch [b] += metric_in (buf.data, batch [b]);
         mem_buf_free (&buf);
     }
     return hist->n > 0 ? 0 : -1;
@@ -1163,14 +1185,6 @@ scenario_f (void)
 
 /* ---- (b) committed refreshes next to pgbench, (c) with 100 ms provider latency ---- */
 
-#define ROW_COLUMNS \
-    "id, provider, status, key_id, access_token, " \
-    "COALESCE(extract(epoch FROM access_expires_at)::bigint, 0), refresh_token, refresh_fingerprint, " \
-    "generation, array_to_string(scopes, ' '), last_error_code, last_error_message, " \
-    "COALESCE(extract(epoch FROM last_error_at)::bigint, 0), COALESCE(extract(epoch FROM last_refresh_at)::bigint, 0), " \
-    "extract(epoch FROM created_at)::bigint, extract(epoch FROM updated_at)::bigint, lease_owner, " \
-    "COALESCE(lease_id, 0), GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0)"
-
 /* A copy of both tables, rows and all, in schema pgb, for pgbench. */
 static void
 pgbench_copy_tables (void)
@@ -1205,16 +1219,95 @@ pgbench_script (const char *name, const char *text)
     return path;
 }
 
-/* The two pgbench scripts over the rows prefix000001 .. prefix<count>:
+/* pgbench's clients in (b): as many connections as the workers use for the refresh protocol
+ * (each worker's batches go on its main connection and, by default, a second one), so that both
+ * sides run at the same number of connections; one thread per worker. */
+static int
+pgbench_clients (void)
+{
+    return nworkers * (int) opt.worker_connections;
+}
+
+/* sql with each parameter $k replaced by args [k - 1] (caller frees with free ()): one of the
+ * worker's statements as text that pgbench can run, its own :variables in the arguments. */
+static char *
+sql_bind (const char *sql, const char *const *args, int nargs)
+{
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream (&out, &len);
+    if (!f)
+        die ("out of memory");
+    for (const char *p = sql; *p; p++) {
+        if (*p == '$' && p [1] >= '1' && p [1] <= '9') {
+            char *end;
+            long k = strtol (p + 1, &end, 10);
+            if (k < 1 || k > nargs)
+                die ("the worker's statement has a parameter $%ld the benchmark does not bind", k);
+            fputs (args [k - 1], f);
+            p = end - 1;
+        }
+        else
+            fputc (*p, f);
+    }
+    if (fclose (f) != 0)
+        die ("out of memory");
+    return out;
+}
+
+/* The worker's own two statements (store_sql.h) as a pgbench script: k claims in one transaction,
+ * then their k commits in another, as the worker's batches run them, minus the provider call, the
+ * journal and the pipelining (pgbench waits for each statement). Each pgbench client refreshes
+ * rows of its own, k neighbours at a time, so the generation each commit expects is the row's own
+ * ($2 is bound to it) and every compare-and-set wins, as the worker's do here. ct: a sealed
+ * token's bytes in hex. Returns the script's path (caller frees). */
+static char *
+pgbench_statements (const char *prefix, size_t count, size_t k, const char *ct)
+{
+    size_t per = count / (size_t) pgbench_clients ();
+    if (per < k)
+        die ("(b) needs at least %zu integrations for pgbench's clients", k * (size_t) pgbench_clients ());
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream (&text, &len);
+    if (!f)
+        die ("out of memory");
+    fprintf (f, "\\set b :client_id * %zu + random(0, %zu) * %zu\n", per, per / k - 1, k);
+    for (size_t j = 1; j <= k; j++)
+        fprintf (f, "\\set n%zu :b + %zu\n", j, j);
+    char sealed [256];
+    snprintf (sealed, sizeof sealed, "'\\x%s'::bytea", ct);
+    for (int phase = 0; phase < 2; phase++) {
+        fputs ("BEGIN;\n", f);
+        for (size_t j = 1; j <= k; j++) {
+            char idp [200], token [64];
+            snprintf (idp, sizeof idp, "('%s' || lpad(:n%zu::text, 6, '0'))", prefix, j);
+            snprintf (token, sizeof token, "lpad(:n%zu::text, 32, '0')", j);     /* the lease's: 32 hex digits */
+            const char *claim_args [] = { idp, "9223372036854775807", "0", "true", "'pgbench'", token, "45000" };
+            const char *commit_args [] = { idp, "i.generation", "i.key_id", sealed,
+                                           "(extract(epoch FROM now())::bigint + 3600)", sealed, "'0123456789abcdef'",
+                                           "NULL::text", "'pgbench'", "true", token, "3600" };
+            char *sql = phase == 0 ? sql_bind (STORE_CLAIM_SQL, claim_args, 7) : sql_bind (STORE_COMMIT_SQL, commit_args, 12);
+            fprintf (f, "%s;\n", sql);
+            free (sql);
+        }
+        fputs ("COMMIT;\n", f);
+    }
+    if (fclose (f) != 0)
+        die ("out of memory");
+    char *path = pgbench_script (k == 1 ? "pgbench-statements.sql" : "pgbench-batched.sql", text);
+    free (text);
+    return path;
+}
+
+/* The pgbench scripts over the rows prefix000001 .. prefix<count>:
  * same_shape: the one transaction of the brief (BEGIN; SELECT ... FOR UPDATE; INSERT the chain row;
  *             UPDATE tokens and generation; COMMIT);
- * statements: the worker's statements for one refresh as store.c sent them when this row was
- *             added: the claim (BEGIN; SELECT ... FOR UPDATE; UPDATE the lease; COMMIT) and the
- *             commit (one statement: UPDATE, INSERT the chain row, pg_notify), minus the provider
- *             call. The worker's claim is one statement now, in a shared transaction, and its
- *             commit checks the lease token: kept as it was, for runs to compare (performance.md). */
+ * statements: the worker's own statements, one refresh per claim transaction and per commit;
+ * batched:    the same, PGBENCH_BATCH refreshes per transaction (pgbench_statements). Neither copy
+ *             has the events trigger: the worker's commits pay it. */
 static void
-pgbench_prepare (const char *prefix, size_t count, char **same_shape, char **statements)
+pgbench_prepare (const char *prefix, size_t count, char **same_shape, char **statements, char **batched)
 {
     pgbench_copy_tables ();
     /* the tokens as the worker stores them: nonce || ciphertext || tag of a 40-byte token */
@@ -1229,7 +1322,7 @@ pgbench_prepare (const char *prefix, size_t count, char **same_shape, char **sta
     snprintf (text, cap,
               "\\set n random(1, %zu)\n"
               "BEGIN;\n"
-              "SELECT " ROW_COLUMNS " FROM pgb.integrations WHERE id = %s FOR UPDATE;\n"
+              "SELECT " STORE_ROW_COLUMNS " FROM pgb.integrations WHERE id = %s FOR UPDATE;\n"
               "INSERT INTO pgb.token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated)"
               " VALUES (%s, 1, 'pgbench', 'refreshed', '0123456789abcdef', true);\n"
               "UPDATE pgb.integrations SET access_token = '\\x%s'::bytea, access_expires_at = now() + interval '1 hour',"
@@ -1240,47 +1333,21 @@ pgbench_prepare (const char *prefix, size_t count, char **same_shape, char **sta
               "COMMIT;\n",
               count, id, id, ct, ct, id);
     *same_shape = pgbench_script ("pgbench-same-shape.sql", text);
-    snprintf (text, cap,
-              "\\set n random(1, %zu)\n"
-              "BEGIN;\n"
-              "SELECT " ROW_COLUMNS " FROM pgb.integrations WHERE id = %s FOR UPDATE;\n"
-              "UPDATE pgb.integrations SET lease_owner = 'pgbench', lease_id = :n,"
-              " lease_expires_at = clock_timestamp() + 45000 * interval '1 millisecond' WHERE id = %s;\n"
-              "COMMIT;\n"
-              "WITH u AS ("
-              "  UPDATE pgb.integrations SET key_id = key_id, access_token = '\\x%s'::bytea,"
-              "    access_expires_at = to_timestamp(extract(epoch FROM now())::bigint + 3600),"
-              "    refresh_token = '\\x%s'::bytea, refresh_fingerprint = '0123456789abcdef', generation = generation + 1,"
-              "    scopes = COALESCE(string_to_array(NULL, ' '), scopes),"
-              "    lease_owner = NULL, lease_id = NULL, lease_expires_at = NULL, last_refresh_at = now(),"
-              "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()"
-              "  WHERE id = %s AND status = 'active'"
-              "  RETURNING id, generation),"
-              " c AS ("
-              "  INSERT INTO pgb.token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated)"
-              "  SELECT u.id, u.generation, 'pgbench', 'refreshed', '0123456789abcdef', true FROM u RETURNING integration_id)"
-              "SELECT pg_notify('ferrule_bench_pgbench', 'pgbench ' || integration_id) FROM c;\n",
-              count, id, id, ct, ct, id);
-    *statements = pgbench_script ("pgbench-statements.sql", text);
     mem_free (text);
+
+    *statements = pgbench_statements (prefix, count, 1, ct);
+    *batched = pgbench_statements (prefix, count, PGBENCH_BATCH, ct);
 }
 
-/* pgbench's clients in (b): as many connections as the workers use for the refresh protocol
- * (each worker's batches go on its main connection and, by default, a second one), so that both
- * sides run at the same number of connections; one thread per worker. */
-static int
-pgbench_clients (void)
-{
-    return nworkers * (int) opt.worker_connections;
-}
-
-/* Transactions per second of one pgbench run, or -1. */
+/* Transactions per second of one pgbench run, or -1. copy: the script names its tables without
+ * a schema, and runs on the copy (schema pgb). */
 static double
-pgbench_run (const char *script, const char *mode, int seconds)
+pgbench_run (const char *script, const char *mode, int seconds, int copy)
 {
     char cmd [4096];
-    snprintf (cmd, sizeof cmd, "'%s' -n -M %s -c %d -j %d -T %d -f '%s' '%s' 2>&1", opt.pgbench, mode,
-              pgbench_clients (), nworkers, seconds, script, opt.database_url);
+    snprintf (cmd, sizeof cmd, "%s'%s' -n -M %s -c %d -j %d -T %d -f '%s' '%s' 2>&1",
+              copy ? "PGOPTIONS='-c search_path=pgb,public' " : "", opt.pgbench, mode, pgbench_clients (), nworkers,
+              seconds, script, opt.database_url);
     FILE *p = popen (cmd, "r");
     if (!p)
         die ("could not run pgbench: %s", strerror (errno));
@@ -1371,20 +1438,22 @@ scenario_b (void)
     size_t n = (size_t) opt.b_integrations;
     refresh_set_prepare (l, &sets [0], "bench-b:", n, 0);
     refresh_set_prepare (l, &sets [1], "bench-br:", n, 0);
-    char *script = NULL, *statements = NULL;
-    pgbench_prepare ("bench-b:", n, &script, &statements);
+    char *script = NULL, *statements = NULL, *batched = NULL;
+    pgbench_prepare ("bench-b:", n, &script, &statements, &batched);
     int seconds = (int) (opt.duration_ms + 999) / 1000;
     load_result_t r;
     for (int s = 0; s < 2; s++)                               /* warm: connections, caches, plans */
         touch_all (l, "refresh", sets [s].ids, n < 500 ? n : 500, (int) opt.b_window, &r);
-    pgbench_run (script, "extended", 1);
-    pgbench_run (script, "prepared", 1);
-    pgbench_run (statements, "extended", 1);
+    pgbench_run (script, "extended", 1, 0);
+    pgbench_run (script, "prepared", 1, 0);
+    pgbench_run (statements, "prepared", 1, 1);
+    pgbench_run (batched, "prepared", 1, 1);
     int reps = (int) opt.reps;
     double *pg = calloc ((size_t) reps, sizeof *pg), *pgs = calloc ((size_t) reps, sizeof *pgs);
-    double *pgp = calloc ((size_t) reps, sizeof *pgp);
+    double *pgp = calloc ((size_t) reps, sizeof *pgp), *pgbt = calloc ((size_t) reps, sizeof *pgbt);
     double *p99 = calloc ((size_t) reps, sizeof *p99), *p50 = calloc ((size_t) reps, sizeof *p50), seen = 0;
     int windows = 0;
+    double batches [4] = { 0 };       /* the workers' claim and commit batches, as in window_hist_t */
     for (int k = 0; k < reps; k++) {
         for (int s = 0; s < 2; s++) {
             window_hist_t before, after;
@@ -1394,6 +1463,8 @@ scenario_b (void)
             if (scraped && window_scrape (&after) == 0) {
                 /* (g): only rotating refreshes are journaled */
                 double n99 = 0, n50 = 0;
+                for (int b = 0; b < 4; b++)
+                    batches [b] += after.batch [b] - before.batch [b];
                 p99 [windows] = window_quantile_ms (&before, &after, 0.99, &n99);
                 p50 [windows] = window_quantile_ms (&before, &after, 0.50, &n50);
                 if (p99 [windows] >= 0) {
@@ -1405,13 +1476,15 @@ scenario_b (void)
             }
         }
         db_exec ("CHECKPOINT");
-        pg [k] = pgbench_run (script, "extended", seconds);
+        pg [k] = pgbench_run (script, "extended", seconds, 0);
         db_exec ("CHECKPOINT");
-        pgp [k] = pgbench_run (script, "prepared", seconds);
+        pgp [k] = pgbench_run (script, "prepared", seconds, 0);
         db_exec ("CHECKPOINT");
-        pgs [k] = pgbench_run (statements, "extended", seconds);
+        pgs [k] = pgbench_run (statements, "prepared", seconds, 1);
+        db_exec ("CHECKPOINT");
+        pgbt [k] = PGBENCH_BATCH * pgbench_run (batched, "prepared", seconds, 1);
         say ("(b) pgbench, rep %d: %.0f same-shape transactions/s (%.0f prepared); %.0f refreshes/s with the worker's"
-             " own statements", k + 1, pg [k], pgp [k], pgs [k]);
+             " own statements, %.0f with %d per transaction", k + 1, pg [k], pgp [k], pgs [k], pgbt [k], PGBENCH_BATCH);
     }
     double pgm = bench_median (pg, (size_t) reps), pgsm = bench_median (pgs, (size_t) reps);
     for (int s = 0; s < 2; s++) {
@@ -1432,8 +1505,13 @@ scenario_b (void)
                  fmt ("pgbench %.0f", pgpm), fmt ("%.2f", ratio), fmt (">= %.1f x pgbench", TARGET_B_RATIO),
                  verdict (ratio >= TARGET_B_RATIO));
     }
-    row_add ("(b) diagnostic: pgbench running the worker's own SQL", "-", fmt ("pgbench %.0f", pgsm),
-             fmt ("%.2f", pgm > 0 ? pgsm / pgm : 0), "(of same-shape)", "-");
+    /* the worker's statements run by pgbench alone, one refresh per transaction and a batch's
+     * worth: how far its SQL could go with no CPU spent on the service's own processes */
+    double pgbtm = bench_median (pgbt, (size_t) reps);
+    row_add ("(b) diagnostic: pgbench, the worker's two statements, unbatched", "-", fmt ("pgbench %.0f", pgsm),
+             fmt ("%.2f", pgpm > 0 ? pgsm / pgpm : 0), "(of prepared same-shape)", "-");
+    row_add (fmt ("(b) diagnostic: the same, %d refreshes per transaction", PGBENCH_BATCH), "-", fmt ("pgbench %.0f", pgbtm),
+             fmt ("%.2f", pgpm > 0 ? pgbtm / pgpm : 0), "(of prepared same-shape)", "-");
     if (windows > 0) {
         double m99 = bench_median (p99, (size_t) windows), m50 = bench_median (p50, (size_t) windows);
         row_add ("(g) provider answer to journal on disk, p99 (p50)", fmt ("<= %.2f ms (%.2f)", m99, m50), "-", "-",
@@ -1443,11 +1521,15 @@ scenario_b (void)
     }
     else
         note ("(g) not measured: no --worker-metrics, or no rotation was journaled");
+    if (batches [1] > 0 && batches [3] > 0)
+        note ("(b) the workers' batches during the rotating runs: %.1f claims and %.1f commits per transaction (means over"
+              " %.0f and %.0f batches)", batches [0] / batches [1], batches [2] / batches [3], batches [1], batches [3]);
     free (p99);
     free (p50);
     note ("(b) %lld forced refreshes in flight over %zu integrations per set; pgbench -M extended (and -M prepared)"
           " -c %d -j %d -T %d (the workers' connections for refreshes: %lld each), same-shape transaction on a copy of the"
-          " tables (schema pgb)", (long long) opt.b_window, n, pgbench_clients (), nworkers, seconds,
+          " tables (schema pgb); the diagnostic rows run the worker's own claim and commit statements on that copy with"
+          " -M prepared, each client on rows of its own", (long long) opt.b_window, n, pgbench_clients (), nworkers, seconds,
           (long long) opt.worker_connections);
     for (int s = 0; s < 2; s++) {
         free_strings (sets [s].ids, n);
@@ -1456,10 +1538,13 @@ scenario_b (void)
     free (pg);
     free (pgs);
     free (pgp);
+    free (pgbt);
     unlink (script);
     unlink (statements);
+    unlink (batched);
     mem_free (script);
     mem_free (statements);
+    mem_free (batched);
     load_destroy (&l);
 }
 
