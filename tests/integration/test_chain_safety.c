@@ -478,8 +478,10 @@ test_refresh_waits_for_the_start_up_recovery (void **state)
     PGconn *locker = lock_row ("left:box");
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
-    /* the worker is connected, and its release waits for the lock */
-    wait_sql ("SELECT (count(*) > 0)::int FROM pg_locks WHERE NOT granted", 1, 10000);
+    /* the worker is connected, and its release waits for the lock (a session of this test's
+     * database: a row lock's waiter waits on the holder's transaction id, a lock with no database) */
+    wait_sql ("SELECT (count(*) > 0)::int FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+              " WHERE NOT l.granted AND a.datname = current_database ()", 1, 10000);
     pid_t child = ctl_async (b, "refresh", "asked:box", NULL, NULL);
     usleep (300000);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'interrupted'"), 0);
