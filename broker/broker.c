@@ -48,6 +48,7 @@ struct broker {
     void *frontend;
     void *backend;
     void *zap;                     /* ZAP handler (CURVE only) */
+    int zap_fd;                    /* its ZMQ_FD */
     keys_t *keys;
     policy_t *policy;
     audit_t *audit;
@@ -140,7 +141,8 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
         }
         /* the ZAP handler must exist before the first handshake */
         b->zap = zmq_socket (b->ctx, ZMQ_REP);
-        if (!b->zap || zmq_bind (b->zap, ZAP_ENDPOINT) != 0) {
+        size_t fdlen = sizeof b->zap_fd;
+        if (!b->zap || zmq_bind (b->zap, ZAP_ENDPOINT) != 0 || zmq_getsockopt (b->zap, ZMQ_FD, &b->zap_fd, &fdlen) != 0) {
             snprintf (err, errlen, "could not start the authentication handler: %s", zmq_strerror (errno));
             goto fail;
         }
@@ -415,8 +417,9 @@ broker_ping_reply (broker_t *b, const void *client, size_t client_len, const req
 
 /* Answers one ZAP request (RFC 27): a CURVE key on the allow-list of the socket's domain is
  * admitted, with its Z85 text as the connection's User-Id, so that every message carries the key
- * it was sent with and can be checked against the lists of the moment. */
-static void
+ * it was sent with and can be checked against the lists of the moment. 1 when a request was read,
+ * 0 when none was waiting. */
+static int
 broker_handle_zap (broker_t *b)
 {
     frames_t f;
@@ -424,7 +427,7 @@ broker_handle_zap (broker_t *b)
     const char *status = "400", *text = "key not allowed";
     const char *name = NULL;
     if (frames_recv (b->zap, &f, ZMQ_DONTWAIT) != 0)
-        return;
+        return 0;
     if (f.total < 6) {
         /* not a ZAP request; a REP socket must still answer something */
         const void *parts [] = { "1.0", "", "500", "malformed request", "", "" };
@@ -457,6 +460,16 @@ broker_handle_zap (broker_t *b)
         log_warning (NULL, NULL, "could not answer an authentication request: %s", zmq_strerror (errno));
 out:
     frames_close (&f);
+    return 1;
+}
+
+/* Answers the ZAP requests waiting, until none is left (its descriptor signals only new ones). */
+static void
+broker_drain_zap (broker_t *b)
+{
+    for (int i = 0; b->zap && i < 64; i++)
+        if (!broker_handle_zap (b))
+            break;
 }
 
 /* Over plaintext, ZeroMQ hands a body over 33 bytes as a slice of its receive buffer (8 KiB),
@@ -489,7 +502,9 @@ broker_sender (broker_t *b, frames_t *f, keys_kind_t kind)
 /* The keys of a request the broker routes by, read with codec_scan (the body is not decoded). */
 enum { REQ_RID, REQ_OP, REQ_DEADLINE, REQ_INTEGRATION, REQ__KEYS };
 
-static void
+/* Reads one client message and routes it, or answers it with an error. 1 when a message was read,
+ * 0 when none was waiting. */
+static int
 broker_handle_client (broker_t *b)
 {
     frames_t f;
@@ -499,7 +514,7 @@ broker_handle_client (broker_t *b)
         [REQ_DEADLINE] = { .key = "deadline_ms" }, [REQ_INTEGRATION] = { .key = "integration" },
     };
     if (frames_recv (b->frontend, &f, ZMQ_DONTWAIT) != 0)
-        return;
+        return 0;
     guard_account (b->front_guard, f.fd, f.bytes, f.total);
     const void *client = frames_data (&f, 0);
     size_t client_len = frames_size (&f, 0);
@@ -658,6 +673,7 @@ broker_handle_client (broker_t *b)
     broker_route (b, p);
 out:
     frames_close (&f);
+    return 1;
 }
 
 /* The outcome of a worker's reply: its code frame, else read from the body. */
@@ -692,14 +708,16 @@ broker_outcome (frames_t *f, char *out, size_t outlen)
     }
 }
 
-static void
+/* Reads one worker message: a reply to forward, a HELLO, a goodbye. 1 when a message was read, 0
+ * when none was waiting. */
+static int
 broker_handle_worker (broker_t *b)
 {
     frames_t f;
     char err [256];
     char worker [REGISTRY_MAX_WORKER_ID + 1];
     if (frames_recv (b->backend, &f, ZMQ_DONTWAIT) != 0)
-        return;
+        return 0;
     guard_account (b->back_guard, f.fd, f.bytes, f.total);
     if (f.bytes > MESSAGE_BUDGET) {
         snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total, MESSAGE_BUDGET);
@@ -788,6 +806,7 @@ broker_handle_worker (broker_t *b)
         log_warning (NULL, NULL, "unknown command from worker \"%s\" (%d frames)", worker, f.total);
 out:
     frames_close (&f);
+    return 1;
 }
 
 /* Housekeeping: heartbeats out, silent workers out, expired requests answered. */
@@ -871,6 +890,10 @@ broker_check_connections (broker_t *b, int64_t now)
     if (now < b->next_check_ms)
         return;
     b->next_check_ms = now + CHECK_MS;
+    /* what a full batch left on the sockets polled by descriptor, which signal only new arrivals */
+    guard_events (b->front_guard);
+    guard_events (b->back_guard);
+    broker_drain_zap (b);
     int ev = 0;
     size_t evlen = sizeof ev;
     zmq_getsockopt (b->frontend, ZMQ_EVENTS, &ev, &evlen);
@@ -910,12 +933,15 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
         }
         if (b->draining && pending_count (b->pending) == 0)
             break;
+        /* the monitors and the ZAP handler by their descriptors: zmq_poll asks every socket
+         * among its items for ZMQ_EVENTS, two system calls each, on every pass, and they are
+         * rarely busy. Read until empty, as they are, a socket's descriptor signals arrivals. */
         zmq_pollitem_t items [] = {
             { b->frontend, 0, ZMQ_POLLIN, 0 },
             { b->backend, 0, ZMQ_POLLIN, 0 },
-            { guard_socket (b->front_guard), 0, ZMQ_POLLIN, 0 },
-            { guard_socket (b->back_guard), 0, ZMQ_POLLIN, 0 },
-            { b->zap, 0, ZMQ_POLLIN, 0 },
+            { NULL, guard_fd (b->front_guard), ZMQ_POLLIN, 0 },
+            { NULL, guard_fd (b->back_guard), ZMQ_POLLIN, 0 },
+            { NULL, b->zap_fd, ZMQ_POLLIN, 0 },
         };
         int nitems = b->zap ? 5 : 4;
         int64_t now = clock_mono_ms ();
@@ -942,31 +968,17 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
             guard_events (b->front_guard);
         if (items [3].revents & ZMQ_POLLIN)
             guard_events (b->back_guard);
-        for (int i = 0; i < 64 && nitems == 5 && (items [4].revents & ZMQ_POLLIN); i++) {
-            int ev = 0;
-            size_t evlen = sizeof ev;
-            broker_handle_zap (b);
-            zmq_getsockopt (b->zap, ZMQ_EVENTS, &ev, &evlen);
-            if (!(ev & ZMQ_POLLIN))
+        if (nitems == 5 && (items [4].revents & ZMQ_POLLIN))
+            broker_drain_zap (b);
+        /* each side is read until it has nothing (a receive that finds nothing costs ZeroMQ one
+         * look at its command pipe, as asking ZMQ_EVENTS after every message would have), in
+         * bounded batches that keep one busy side from starving the other */
+        for (int i = 0; i < 256 && (items [1].revents & ZMQ_POLLIN); i++)
+            if (!broker_handle_worker (b))
                 break;
-        }
-        /* bounded batches keep one busy side from starving the other */
-        for (int i = 0; i < 256 && (items [1].revents & ZMQ_POLLIN); i++) {
-            int ev = 0;
-            size_t evlen = sizeof ev;
-            broker_handle_worker (b);
-            zmq_getsockopt (b->backend, ZMQ_EVENTS, &ev, &evlen);
-            if (!(ev & ZMQ_POLLIN))
+        for (int i = 0; i < 256 && (items [0].revents & ZMQ_POLLIN); i++)
+            if (!broker_handle_client (b))
                 break;
-        }
-        for (int i = 0; i < 256 && (items [0].revents & ZMQ_POLLIN); i++) {
-            int ev = 0;
-            size_t evlen = sizeof ev;
-            broker_handle_client (b);
-            zmq_getsockopt (b->frontend, ZMQ_EVENTS, &ev, &evlen);
-            if (!(ev & ZMQ_POLLIN))
-                break;
-        }
         int64_t after = clock_mono_ms ();
         broker_check_connections (b, after);
         broker_tick (b, after);

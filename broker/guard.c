@@ -25,6 +25,7 @@ typedef struct {
 struct guard {
     char name [32];
     void *monitor;
+    int monitor_fd;                     /* its ZMQ_FD */
     guard_conn_t *conns;                /* indexed by fd */
     size_t nconns;                      /* allocated */
     size_t live;
@@ -63,7 +64,9 @@ guard_new (void *ctx, void *socket, const char *name, size_t budget, size_t hard
     if (zmq_socket_monitor (socket, endpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CLOSED) != 0)
         goto fail;
     g->monitor = zmq_socket (ctx, ZMQ_PAIR);
-    if (!g->monitor || zmq_connect (g->monitor, endpoint) != 0)
+    size_t fdlen = sizeof g->monitor_fd;
+    if (!g->monitor || zmq_connect (g->monitor, endpoint) != 0
+    ||  zmq_getsockopt (g->monitor, ZMQ_FD, &g->monitor_fd, &fdlen) != 0)
         goto fail;
     return g;
 fail:
@@ -85,10 +88,10 @@ guard_destroy (guard_t **g_p)
     }
 }
 
-void *
-guard_socket (guard_t *g)
+int
+guard_fd (const guard_t *g)
 {
-    return g->monitor;
+    return g->monitor_fd;
 }
 
 void

@@ -22,8 +22,10 @@ typedef struct guard guard_t;
 guard_t *guard_new (void *ctx, void *socket, const char *name, size_t budget, size_t hard_budget,
                     char *err, size_t errlen);
 void guard_destroy (guard_t **g_p);
-/* The monitor's socket, to poll for ZMQ_POLLIN; then call guard_events. */
-void *guard_socket (guard_t *g);
+/* The monitor socket's ZMQ_FD, to poll as a plain descriptor: it turns readable when events may
+ * have arrived since guard_events last found none; then call guard_events, which reads them all
+ * (at most 1024 a call: call it now and then regardless, for what a full call left behind). */
+int guard_fd (const guard_t *g);
 void guard_events (guard_t *g);
 /* One complete message from fd was received: bytes of payload in frames frames. */
 void guard_account (guard_t *g, int fd, size_t bytes, int frames);
