@@ -18,6 +18,8 @@
 
 struct link {
     void *socket;                   /* NULL once closed: the slot keeps its index for jobs in flight */
+    int fd;                         /* the socket's ZMQ_FD */
+    int drained;                    /* the last call on the socket was a receive that found nothing */
     char endpoint [256];
     int64_t last_ping_ms;
     int from_dns;                   /* index+1 of the dns+tcp:// name it was resolved from, 0 static */
@@ -54,7 +56,8 @@ link_open (worker_t *w, const char *endpoint, int from_dns, char *err, size_t er
     }
     snprintf (l->endpoint, sizeof l->endpoint, "%s", endpoint);
     l->from_dns = from_dns;
-    if (zmq_connect (l->socket, endpoint) != 0) {
+    size_t fdlen = sizeof l->fd;
+    if (zmq_connect (l->socket, endpoint) != 0 || zmq_getsockopt (l->socket, ZMQ_FD, &l->fd, &fdlen) != 0) {
         snprintf (err, errlen, "could not connect to broker \"%s\": %s", endpoint, zmq_strerror (errno));
         zmq_close (l->socket);
         l->socket = NULL;
@@ -198,24 +201,18 @@ links_pollitems (worker_t *w, zmq_pollitem_t *items, int *link_of, size_t max)
         if (!w->links [i].socket)
             continue;
         link_of [n] = (int) i;
-        items [n].socket = w->links [i].socket;
-        items [n].fd = 0;
+        /* A link read until it had nothing, and not written to since, is watched by its
+         * descriptor alone, which then signals what arrives: zmq_poll asks each socket among its
+         * items for ZMQ_EVENTS, two system calls, on every pass, and a worker has a link to every
+         * broker. Any other is watched as a socket, because a call on it may have taken in the
+         * signal of a message it did not read. */
+        items [n].socket = w->links [i].drained ? NULL : w->links [i].socket;
+        items [n].fd = w->links [i].drained ? w->links [i].fd : 0;
         items [n].events = ZMQ_POLLIN;
         items [n].revents = 0;
         n++;
     }
     return n;
-}
-
-int
-links_readable (worker_t *w, int li)
-{
-    int ev = 0;
-    size_t evlen = sizeof ev;
-    if (li < 0 || (size_t) li >= w->nlinks || !w->links [li].socket)
-        return 0;
-    zmq_getsockopt (w->links [li].socket, ZMQ_EVENTS, &ev, &evlen);
-    return (ev & ZMQ_POLLIN) != 0;
 }
 
 /* The reply, and its outcome code ("ok" or the error's) for the broker's audit log. */
@@ -226,6 +223,7 @@ links_send (worker_t *w, const job_t *job, const char *body, size_t len, const c
         return;                 /* a background job, or the broker it came through is gone */
     const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body, outcome };
     size_t sizes [] = { 4, 3, job->client_len, 8, len, strlen (outcome) };
+    w->links [job->link].drained = 0;
     if (frames_send (w->links [job->link].socket, parts, sizes, 6, ZMQ_DONTWAIT) != 0)
         log_warning (NULL, job->rid, "could not send a reply to broker \"%s\": %s",
                      w->links [job->link].endpoint, zmq_strerror (errno));
@@ -249,6 +247,7 @@ links_hello (worker_t *w, int draining)
             continue;
         const void *parts [] = { CODEC_WORKER_PROTOCOL, "HELLO", body };
         size_t sizes [] = { 4, 5, len };
+        w->links [i].drained = 0;
         frames_send (w->links [i].socket, parts, sizes, 3, ZMQ_DONTWAIT);   /* best effort: next beat retries */
     }
 }
@@ -266,7 +265,8 @@ links_bye (worker_t *w)
 }
 
 fr_status_t
-links_receive (worker_t *w, int li, frames_t *frames, job_t *job, codec_msg_t **msg, char *err, size_t errlen)
+links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job, codec_msg_t **msg, char *err,
+               size_t errlen)
 {
     link_t *l = &w->links [li];
     frames_t f;
@@ -275,8 +275,13 @@ links_receive (worker_t *w, int li, frames_t *frames, job_t *job, codec_msg_t **
     job->link = -1;
     *msg = NULL;
     frames->count = 0;
-    if (frames_recv (l->socket, &f, ZMQ_DONTWAIT) != 0)
+    *taken = 0;
+    if (frames_recv (l->socket, &f, ZMQ_DONTWAIT) != 0) {
+        l->drained = errno == EAGAIN;
         return FR_NOT_FOUND;
+    }
+    *taken = 1;
+    l->drained = 0;
     if (!frames_is (&f, 0, CODEC_WORKER_PROTOCOL) || f.count < 2) {
         log_warning (NULL, NULL, "ignoring a malformed message from broker \"%s\"", l->endpoint);
         goto out;

@@ -158,15 +158,17 @@ worker_destroy (worker_t **w_p)
 }
 
 
-/* One message from a broker: a request goes to its operation, anything else is the link's. */
-static void
+/* One message from a broker: a request goes to its operation, anything else is the link's. 1 when
+ * a message was read, 0 when none was waiting. */
+static int
 worker_serve_link (worker_t *w, int li)
 {
     job_t job;
     frames_t frames;
     codec_msg_t *msg = NULL;
     char err [256];
-    fr_status_t st = links_receive (w, li, &frames, &job, &msg, err, sizeof err);
+    int taken;
+    fr_status_t st = links_receive (w, li, &taken, &frames, &job, &msg, err, sizeof err);
     if (st == FR_OK)
         requests_handle (w, &job, codec_msg_root (msg));
     else
@@ -174,6 +176,7 @@ worker_serve_link (worker_t *w, int li)
         reply_error (w, &job, st, err, NULL, -1);       /* a request whose body does not decode */
     codec_msg_destroy (&msg);
     frames_close (&frames);
+    return taken;
 }
 
 static void
@@ -425,12 +428,13 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         refresh_after_answers (w);
         store_dispatch_notifies (w->store, on_notify, w);
         for (size_t i = 0; i < nlink_items; i++)
+            /* read until the link has nothing (that last receive costs ZeroMQ one look at its
+             * command pipe, as asking ZMQ_EVENTS after every message would have) */
             for (int k = 0; k < 256 && (items [i].revents & ZMQ_POLLIN); k++) {
-                worker_serve_link (w, link_of [i]);
+                if (!worker_serve_link (w, link_of [i]))
+                    break;
                 /* a statement this request ran may have brought notifications with its result */
                 store_dispatch_notifies (w->store, on_notify, w);
-                if (!links_readable (w, link_of [i]))
-                    break;
             }
         worker_tick (w, clock_mono_ms ());
     }
