@@ -141,8 +141,7 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
         }
         /* the ZAP handler must exist before the first handshake */
         b->zap = zmq_socket (b->ctx, ZMQ_REP);
-        size_t fdlen = sizeof b->zap_fd;
-        if (!b->zap || zmq_bind (b->zap, ZAP_ENDPOINT) != 0 || zmq_getsockopt (b->zap, ZMQ_FD, &b->zap_fd, &fdlen) != 0) {
+        if (!b->zap || zmq_bind (b->zap, ZAP_ENDPOINT) != 0 || (b->zap_fd = frames_socket_fd (b->zap)) < 0) {
             snprintf (err, errlen, "could not start the authentication handler: %s", zmq_strerror (errno));
             goto fail;
         }
@@ -934,8 +933,9 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
         if (b->draining && pending_count (b->pending) == 0)
             break;
         /* the monitors and the ZAP handler by their descriptors: zmq_poll asks every socket
-         * among its items for ZMQ_EVENTS, two system calls each, on every pass, and they are
-         * rarely busy. Read until empty, as they are, a socket's descriptor signals arrivals. */
+         * among its items for ZMQ_EVENTS, two system calls each, on every pass, and these are
+         * rarely busy. Every visit reads them until a receive finds nothing, after which a
+         * socket's descriptor signals what arrives. */
         zmq_pollitem_t items [] = {
             { b->frontend, 0, ZMQ_POLLIN, 0 },
             { b->backend, 0, ZMQ_POLLIN, 0 },

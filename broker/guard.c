@@ -1,6 +1,7 @@
 /* guard.c - per-connection byte budgets from TCP_INFO and a socket monitor (see guard.h) */
 #include "guard.h"
 #include "clock.h"
+#include "frames.h"
 #include "log.h"
 #include "mem.h"
 #include <errno.h>
@@ -64,9 +65,7 @@ guard_new (void *ctx, void *socket, const char *name, size_t budget, size_t hard
     if (zmq_socket_monitor (socket, endpoint, ZMQ_EVENT_ACCEPTED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_CLOSED) != 0)
         goto fail;
     g->monitor = zmq_socket (ctx, ZMQ_PAIR);
-    size_t fdlen = sizeof g->monitor_fd;
-    if (!g->monitor || zmq_connect (g->monitor, endpoint) != 0
-    ||  zmq_getsockopt (g->monitor, ZMQ_FD, &g->monitor_fd, &fdlen) != 0)
+    if (!g->monitor || zmq_connect (g->monitor, endpoint) != 0 || (g->monitor_fd = frames_socket_fd (g->monitor)) < 0)
         goto fail;
     return g;
 fail:

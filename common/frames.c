@@ -131,3 +131,11 @@ frames_get_u32 (const unsigned char *in)
 {
     return ((uint32_t) in [0] << 24) | ((uint32_t) in [1] << 16) | ((uint32_t) in [2] << 8) | in [3];
 }
+
+int
+frames_socket_fd (void *socket)
+{
+    int fd = -1;
+    size_t len = sizeof fd;
+    return zmq_getsockopt (socket, ZMQ_FD, &fd, &len) == 0 ? fd : -1;
+}

@@ -40,4 +40,7 @@ uint32_t frames_get_u32 (const unsigned char *in);
 
 /* Common socket options: no linger, bounded queues, frame size cap. */
 void frames_socket_defaults (void *socket, int hwm, int max_msg_size);
+/* The socket's ZMQ_FD, to poll as a plain descriptor once the socket has been read until a
+ * receive found nothing (it signals arrivals from then on, docs/architecture.md); -1 on failure. */
+int frames_socket_fd (void *socket);
 #endif

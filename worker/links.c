@@ -56,8 +56,7 @@ link_open (worker_t *w, const char *endpoint, int from_dns, char *err, size_t er
     }
     snprintf (l->endpoint, sizeof l->endpoint, "%s", endpoint);
     l->from_dns = from_dns;
-    size_t fdlen = sizeof l->fd;
-    if (zmq_connect (l->socket, endpoint) != 0 || zmq_getsockopt (l->socket, ZMQ_FD, &l->fd, &fdlen) != 0) {
+    if (zmq_connect (l->socket, endpoint) != 0 || (l->fd = frames_socket_fd (l->socket)) < 0) {
         snprintf (err, errlen, "could not connect to broker \"%s\": %s", endpoint, zmq_strerror (errno));
         zmq_close (l->socket);
         l->socket = NULL;
