@@ -56,26 +56,30 @@ static curve_identity_t ferrule_id;      /* the bench's client key and the broke
 
 typedef struct {
     char *broker, *database_url, *fake_url, *worker_pids, *pgbench, *scenarios, *workdir, *key, *latency_dump,
-         *worker_metrics, *broker_noaudit;
-    int64_t broker_pid, reps, duration_ms, sockets, window_small, window_large, b_window, b_integrations,
+         *worker_metrics, *broker_noaudit, *plain_broker, *plain_worker_pids;
+    int64_t broker_pid, plain_broker_pid, reps, duration_ms, sockets, window_small, window_large, b_window, b_integrations,
             c_concurrency, storm, e_integrations, token_bytes, a_integrations, worker_connections;
 } options_t;
 
 static options_t opt;
 static pid_t worker_pid [MAX_WORKERS];
 static int nworkers;
+/* (a)'s plaintext side: a broker and workers of their own, on a database of their own (scripts/bench) */
+static const curve_identity_t plain_id = { .plaintext = 1 };
+static pid_t plain_worker_pid [MAX_WORKERS];
+static int nplain_workers;
 static CURL *curl;
 static PGconn *db;
 
 /* ---- the result table ---- */
 
-#define MAX_ROWS 32
+#define MAX_ROWS 48
 typedef struct {
-    char scenario [72], ferrule [40], baseline [40], ratio [16], target [40], verdict [12];
+    char scenario [96], ferrule [40], baseline [40], ratio [16], target [40], verdict [12];
 } row_t;
 static row_t rows [MAX_ROWS];
 static int nrows;
-static char notes [4096];
+static char notes [8192];
 
 static void die (const char *format, ...) __attribute__ ((format (printf, 1, 2), noreturn));
 
@@ -488,16 +492,16 @@ echo_stop (echo_t *e)
 
 /* ---- Ferrule ---- */
 
-/* Waits until the broker sees every worker and every partition has an owner. */
+/* Waits until the broker at endpoint sees every worker and every partition has an owner. */
 static void
-wait_ready (int workers)
+wait_ready (const char *endpoint, const curve_identity_t *id, int workers)
 {
     void *ctx = zmq_ctx_new ();
     void *s = zmq_socket (ctx, ZMQ_DEALER);
     int zero = 0;
     zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
-    curve_apply_client (s, &ferrule_id);
-    zmq_connect (s, opt.broker);
+    curve_apply_client (s, id);
+    zmq_connect (s, endpoint);
     codec_builder_t *b = codec_builder_new ();
     codec_map (b, 1);
     codec_kv_str (b, "op", "ping");
@@ -543,7 +547,7 @@ wait_ready (int workers)
     zmq_close (s);
     zmq_ctx_term (ctx);
     if (!ready)
-        die ("the broker at \"%s\" does not see %d workers after 60 s (it sees %lld)", opt.broker, workers,
+        die ("the broker at \"%s\" does not see %d workers after 60 s (it sees %lld)", endpoint, workers,
              (long long) seen_workers);
 }
 
@@ -765,9 +769,9 @@ cpus_busy (const side_t *s, const cpu_mark_t *before, int64_t since_us)
 /* One latency row: reps of each side at its rate, alternated; medians of p50 and p99. */
 static void
 latency_row (load_t *f, load_t *e, side_t *sf, side_t *se, char **ids, size_t n, double rate_f, double rate_e,
-             const char *label_in, int with_target)
+             const char *tag, const char *label_in, int with_target)
 {
-    char label [64];
+    char label [96];
     snprintf (label, sizeof label, "%s", label_in);      /* fmt ()'s buffers are reused below */
     int reps = (int) opt.reps;
     double *v = calloc (6 * (size_t) reps, sizeof *v);
@@ -776,18 +780,18 @@ latency_row (load_t *f, load_t *e, side_t *sf, side_t *se, char **ids, size_t n,
     for (int k = 0; k < reps; k++) {
         cpu_mark_t m = cpu_mark (sf);
         int64_t t = bench_now_us ();
-        paced (f, ids, n, rate_f, &p50f [k], &p99f [k], fmt ("(a) %s, Ferrule, rep %d", label, k + 1));
+        paced (f, ids, n, rate_f, &p50f [k], &p99f [k], fmt ("(a) %s%s, Ferrule, rep %d", tag, label, k + 1));
         cpuf [k] = cpus_busy (sf, &m, t);
         m = cpu_mark (se);
         t = bench_now_us ();
-        paced (e, ids, n, rate_e, &p50e [k], &p99e [k], fmt ("(a) %s, echo, rep %d", label, k + 1));
+        paced (e, ids, n, rate_e, &p50e [k], &p99e [k], fmt ("(a) %s%s, echo, rep %d", tag, label, k + 1));
         cpue [k] = cpus_busy (se, &m, t);
     }
-    note ("(a) %s: Ferrule's broker, workers and the client kept %.2f CPUs busy, the echo's %.2f (of %ld)", label,
+    note ("(a) %s%s: Ferrule's broker, workers and the client kept %.2f CPUs busy, the echo's %.2f (of %ld)", tag, label,
           bench_median (cpuf, (size_t) reps), bench_median (cpue, (size_t) reps), sysconf (_SC_NPROCESSORS_ONLN));
     double p99 = bench_median (p99f, (size_t) reps), p99e_m = bench_median (p99e, (size_t) reps);
     double ratio = p99e_m > 0 ? p99 / p99e_m : 0;
-    row_add (fmt ("(a) p50 / p99 us, %s", label), fmt ("%.0f / %.0f", bench_median (p50f, (size_t) reps), p99),
+    row_add (fmt ("(a) %sp50 / p99 us, %s", tag, label), fmt ("%.0f / %.0f", bench_median (p50f, (size_t) reps), p99),
              fmt ("echo %.0f / %.0f", bench_median (p50e, (size_t) reps), p99e_m), fmt ("%.2f", ratio),
              with_target ? fmt ("p99 <= %.1f x echo's", TARGET_A_P99_RATIO) : "-",
              with_target ? verdict (ratio <= TARGET_A_P99_RATIO) : "-");
@@ -877,9 +881,21 @@ scenario_h (void)
 }
 
 /* (a): peaks at two windows, then latency at fixed rates, Ferrule and the echo alternated. */
+/* One side of (a): Ferrule behind the broker at endpoint, next to the echo over the same links
+ * (CURVE, or plaintext); tag prefixes its rows and notes ("" for the CURVE + audit side). */
+typedef struct {
+    const char *tag;
+    const char *endpoint;
+    const curve_identity_t *id;
+    pid_t broker;
+    const pid_t *workers;
+    int nworkers;
+} a_side_t;
+
 static void
-scenario_a (void)
+scenario_a_side (const a_side_t *a)
 {
+    const char *tag = a->tag;
     size_t n = (size_t) opt.a_integrations;
     char **ids = make_ids ("bench-a:acct", n);
     char **rts = calloc (n, sizeof *rts), **ats = calloc (n, sizeof *ats);
@@ -889,28 +905,30 @@ scenario_a (void)
         t [opt.token_bytes] = '\0';
         ats [i] = t;
     }
-    load_t *f = client (opt.broker);
+    load_t *f = client_with (a->endpoint, a->id);
     ferrule_client = f;
     import_arg_t arg = { "bencha", rts, ats };
     import_all (f, ids, n, &arg);
     load_result_t r;
     if (touch_all (f, "token", ids, n, 64, &r) != n)     /* loads every one into its worker's cache */
-        die ("(a) warm-up: %llu of %zu token requests failed (%s)", (unsigned long long) (n - r.ok), n, r.first_error);
+        die ("(a) %swarm-up: %llu of %zu token requests failed (%s)", tag, (unsigned long long) (n - r.ok), n,
+             r.first_error);
     size_t ferrule_reply = r.reply_bytes, request = r.request_bytes;
 
-    /* the echo's links are CURVE too: the comparison is of what Ferrule adds, not of the crypto */
+    /* the echo's links are Ferrule's (CURVE, or plaintext): the comparison is of what Ferrule
+     * adds, not of the crypto */
     echo_t echo;
-    echo_start (&echo, nworkers, (int) opt.token_bytes, !ferrule_id.plaintext);
+    echo_start (&echo, a->nworkers, (int) opt.token_bytes, !a->id->plaintext);
     load_t *e = client_with (echo.frontend, &echo.client);
     touch_all (e, "token", ids, n, 64, &r);
     size_t echo_reply = r.reply_bytes;
-    say ("(a) request body %zu bytes; reply body %zu bytes (Ferrule), %zu bytes (echo)", request, ferrule_reply,
-         echo_reply);
+    say ("(a) %srequest body %zu bytes; reply body %zu bytes (Ferrule), %zu bytes (echo)", tag, request,
+         ferrule_reply, echo_reply);
     if (echo_reply != ferrule_reply)
-        note ("(a) the echo reply is %zu bytes, Ferrule's %zu", echo_reply, ferrule_reply);
+        note ("(a) %sthe echo reply is %zu bytes, Ferrule's %zu", tag, echo_reply, ferrule_reply);
 
-    side_t sf = { .broker = opt.broker_pid, .nworkers = nworkers }, se = { .broker = echo.broker, .nworkers = echo.nworkers };
-    memcpy (sf.workers, worker_pid, sizeof sf.workers);
+    side_t sf = { .broker = a->broker, .nworkers = a->nworkers }, se = { .broker = echo.broker, .nworkers = echo.nworkers };
+    memcpy (sf.workers, a->workers, (size_t) a->nworkers * sizeof *sf.workers);
     memcpy (se.workers, echo.workers, sizeof se.workers);
 
     uint64_t served_before = sf_served;
@@ -928,13 +946,13 @@ scenario_a (void)
             rf [k] = closed_rate (f, ids, n, windows [w], &r);
             if (w == 1)
                 cpu_add (&sf, &m, (double) r.ok);
-            check_run ("(a) Ferrule", &r);
+            check_run (fmt ("(a) %sFerrule", tag), &r);
             m = cpu_mark (&se);
             re [k] = closed_rate (e, ids, n, windows [w], &r);
             if (w == 1)
                 cpu_add (&se, &m, (double) r.ok);
-            check_run ("(a) echo", &r);
-            say ("(a) %d in flight, rep %d: Ferrule %.0f/s, echo %.0f/s", windows [w], k + 1, rf [k], re [k]);
+            check_run (fmt ("(a) %secho", tag), &r);
+            say ("(a) %s%d in flight, rep %d: Ferrule %.0f/s, echo %.0f/s", tag, windows [w], k + 1, rf [k], re [k]);
         }
         double mf = bench_median (rf, (size_t) reps), me = bench_median (re, (size_t) reps);
         if (mf > peak_f)
@@ -942,36 +960,55 @@ scenario_a (void)
         if (me > peak_e)
             peak_e = me;
         double ratio = me > 0 ? mf / me : 0;
-        row_add (fmt ("(a) cache-hit token req/s, %d in flight", windows [w]), fmt ("%.0f", mf), fmt ("echo %.0f", me),
+        row_add (fmt ("(a) %scache-hit token req/s, %d in flight", tag, windows [w]), fmt ("%.0f", mf), fmt ("echo %.0f", me),
                  fmt ("%.2f", ratio), fmt (">= %.1f x echo", TARGET_A_RATIO), verdict (ratio >= TARGET_A_RATIO));
         free (rf);
         free (re);
     }
     if (sf.requests > 0 && se.requests > 0 && sf.broker > 0) {
         double fc = (sf.broker_us + sf.workers_us) / sf.requests, ec = (se.broker_us + se.workers_us) / se.requests;
-        row_add (fmt ("(a) broker + worker CPU us per request, %d in flight", windows [1]), fmt ("%.1f", fc),
+        row_add (fmt ("(a) %sbroker + worker CPU us per request, %d in flight", tag, windows [1]), fmt ("%.1f", fc),
                  fmt ("echo %.1f", ec), fmt ("%.2f", ec > 0 ? fc / ec : 0), fmt ("<= %.1f x echo", TARGET_A_CPU_RATIO),
                  verdict (ec > 0 && fc / ec <= TARGET_A_CPU_RATIO));
     }
     if (sf.requests > 0 && se.requests > 0 && sf.broker > 0)
-        note ("(a) CPU per request at %d in flight (all threads, user + system): Ferrule broker %.1f us, workers %.1f us,"
-              " client %.1f us; echo broker %.1f us, echo workers %.1f us, client %.1f us", windows [1],
+        note ("(a) %sCPU per request at %d in flight (all threads, user + system): Ferrule broker %.1f us, workers %.1f us,"
+              " client %.1f us; echo broker %.1f us, echo workers %.1f us, client %.1f us", tag, windows [1],
               sf.broker_us / sf.requests, sf.workers_us / sf.requests, sf.client_us / sf.requests,
               se.broker_us / se.requests, se.workers_us / se.requests, se.client_us / se.requests);
 
-    latency_row (f, e, &sf, &se, ids, n, peak_f / 2, peak_e / 2, "each at half its peak", 0);
-    latency_row (f, e, &sf, &se, ids, n, peak_f / 2, peak_f / 2, fmt ("both at Ferrule's half peak, %.0f req/s", peak_f / 2), 1);
-    latency_row (f, e, &sf, &se, ids, n, 1000, 1000, "both at 1000 req/s", 0);
-    note ("(a) %d client sockets; request body %zu B, reply body %zu B (access tokens of %lld B); half peak: Ferrule"
-          " %.0f req/s, echo %.0f req/s; latency from each request's scheduled send time", (int) opt.sockets, request,
+    latency_row (f, e, &sf, &se, ids, n, peak_f / 2, peak_e / 2, tag, "each at half its peak", 0);
+    latency_row (f, e, &sf, &se, ids, n, peak_f / 2, peak_f / 2, tag,
+                 fmt ("both at Ferrule's half peak, %.0f req/s", peak_f / 2), 1);
+    latency_row (f, e, &sf, &se, ids, n, 1000, 1000, tag, "both at 1000 req/s", 0);
+    note ("(a) %s%d client sockets; request body %zu B, reply body %zu B (access tokens of %lld B); half peak: Ferrule"
+          " %.0f req/s, echo %.0f req/s; latency from each request's scheduled send time", tag, (int) opt.sockets, request,
           ferrule_reply, (long long) opt.token_bytes, peak_f / 2, peak_e / 2);
-    say ("(a) Ferrule answered %llu token requests since the warm-up started", (unsigned long long) (sf_served - served_before));
+    say ("(a) %sFerrule answered %llu token requests since the warm-up started", tag,
+         (unsigned long long) (sf_served - served_before));
     load_destroy (&e);
     echo_stop (&echo);
     load_destroy (&f);
     free_strings (ids, n);
     free_strings (rts, n);
     free_strings (ats, n);
+}
+
+/* (a) over CURVE with the audit log on, as deployed; then, when scripts/bench started one, over
+ * plaintext (a broker with the audit log off and workers of its own), each next to an echo over
+ * the same links: issue 10 asks for both rows side by side, the targets holding for both. */
+static void
+scenario_a (void)
+{
+    a_side_t curve = { "", opt.broker, &ferrule_id, (pid_t) opt.broker_pid, worker_pid, nworkers };
+    scenario_a_side (&curve);
+    if (!opt.plain_broker) {
+        note ("(a) plaintext rows skipped: no --plain-broker (scripts/bench starts one)");
+        return;
+    }
+    a_side_t plain = { "plaintext: ", opt.plain_broker, &plain_id, (pid_t) opt.plain_broker_pid, plain_worker_pid,
+                       nplain_workers };
+    scenario_a_side (&plain);
 }
 
 /* ---- (f) isolation: one row locked, and the database stalled ---- */
@@ -1817,6 +1854,9 @@ main (int argc, char **argv)
         { "fake-url", NULL, CONFIG_STRING, &opt.fake_url, NULL, 0, 0, 0, "the fake provider, http://127.0.0.1:PORT" },
         { "broker-noaudit", NULL, CONFIG_STRING, &opt.broker_noaudit, NULL, 0, 0, 0, "(h) a second broker of the same workers, its audit log off" },
         { "broker-pid", NULL, CONFIG_INT, &opt.broker_pid, "0", 0, 4194304, 0, "pid of the broker, for (a)'s CPU accounting" },
+        { "plain-broker", NULL, CONFIG_STRING, &opt.plain_broker, NULL, 0, 0, 0, "(a) a plaintext broker (audit log off) of workers of its own, for (a)'s plaintext rows" },
+        { "plain-broker-pid", NULL, CONFIG_INT, &opt.plain_broker_pid, "0", 0, 4194304, 0, "pid of the plaintext broker" },
+        { "plain-worker-pids", NULL, CONFIG_STRING, &opt.plain_worker_pids, NULL, 0, 0, 0, "comma-separated pids of the plaintext broker's workers" },
         { "worker-pids", NULL, CONFIG_STRING, &opt.worker_pids, NULL, 0, 0, 0, "comma-separated pids of the workers" },
         { "worker-metrics", NULL, CONFIG_STRING, &opt.worker_metrics, NULL, 0, 0, 0, "comma-separated /metrics URLs of the workers, for (g)" },
         { "pgbench", NULL, CONFIG_STRING, &opt.pgbench, "/usr/lib/postgresql/15/bin/pgbench", 0, 0, 0, "pgbench to run" },
@@ -1867,7 +1907,13 @@ main (int argc, char **argv)
     if (PQstatus (db) != CONNECTION_OK)
         die ("could not connect to the database: %s", PQerrorMessage (db));
     db_exec ("SET client_min_messages = warning");
-    wait_ready (nworkers);
+    wait_ready (opt.broker, &ferrule_id, nworkers);
+    if (opt.plain_broker) {
+        for (char *save = NULL, *p = opt.plain_worker_pids ? strtok_r (opt.plain_worker_pids, ",", &save) : NULL;
+             p && nplain_workers < MAX_WORKERS; p = strtok_r (NULL, ",", &save))
+            plain_worker_pid [nplain_workers++] = (pid_t) atoi (p);
+        wait_ready (opt.plain_broker, &plain_id, nplain_workers);
+    }
     fake_configure ("bencha", 0, "single_use");
     fake_configure ("benche", 0, "single_use");
 
