@@ -350,7 +350,7 @@ broker_route (broker_t *b, pending_t *p)
         const void *parts [] = { owner, CODEC_WORKER_PROTOCOL, "REQ", p->client, seq, rem };
         size_t sizes [] = { strlen (owner), 4, 3, p->client_len, 8, 4 };
         if (frames_send_msg (b->backend, parts, sizes, 6, &p->body, ZMQ_DONTWAIT) == 0) {
-            snprintf (p->worker, sizeof p->worker, "%s", owner);
+            text_copy (p->worker, sizeof p->worker, owner);
             if (p->attempts++ > 0)
                 metrics_inc (b->m_redispatched);
             metrics_inc (b->m_routed);
@@ -666,7 +666,7 @@ broker_handle_client (broker_t *b)
         p->integration [rq.integ_len] = '\0';
         p->has_integration = 1;
     }
-    snprintf (p->client_name, sizeof p->client_name, "%s", rq.client_name);
+    text_copy (p->client_name, sizeof p->client_name, rq.client_name);
     p->op = (int) rq.op;
     p->partition = partition;
     broker_route (b, p);

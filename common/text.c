@@ -1,4 +1,4 @@
-/* text.c - safe quoting of outside text, and hex */
+/* text.c - safe quoting of outside text, bounded copies, and hex */
 #include "text.h"
 #include <string.h>
 
@@ -31,4 +31,13 @@ text_hex (const unsigned char *in, size_t n, char *out)
         out [2 * i + 1] = hex [in [i] & 15];
     }
     out [2 * n] = '\0';
+}
+
+size_t
+text_copy (char *dst, size_t dstlen, const char *src)
+{
+    size_t n = strnlen (src, dstlen - 1);
+    memcpy (dst, src, n);
+    dst [n] = '\0';
+    return n;
 }

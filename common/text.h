@@ -1,5 +1,5 @@
-/* text.h - text that came from outside, made safe to quote in a message or a log line, and
- * bytes as hex: the one place each is done */
+/* text.h - text that came from outside, made safe to quote in a message or a log line; bounded
+ * copies; bytes as hex: the one place each is done */
 #ifndef FERRULE_TEXT_H
 #define FERRULE_TEXT_H
 #include <stddef.h>
@@ -8,6 +8,9 @@
  * printable ASCII kept, every other byte as '?', and "..." appended when s was cut. Always
  * NUL-terminates (dstlen > 0). Returns dst. */
 char *text_printable (char *dst, size_t dstlen, const char *s, size_t len, size_t max);
+/* Copies src into dst, cut to dstlen - 1 bytes, always NUL-terminated (dstlen > 0): snprintf's
+ * "%s" without the formatting, for the hot paths. Returns the bytes copied. */
+size_t text_copy (char *dst, size_t dstlen, const char *src);
 /* n bytes as 2n lower-case hex digits and a NUL into out (2n+1 bytes). */
 void text_hex (const unsigned char *in, size_t n, char *out);
 #endif

@@ -264,15 +264,13 @@ links_bye (worker_t *w)
 }
 
 fr_status_t
-links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job, codec_msg_t **msg, char *err,
-               size_t errlen)
+links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job)
 {
     link_t *l = &w->links [li];
     frames_t f;
     fr_status_t st = FR_NOT_FOUND;
     memset (job, 0, sizeof *job);
     job->link = -1;
-    *msg = NULL;
     frames->count = 0;
     *taken = 0;
     if (frames_recv (l->socket, &f, ZMQ_DONTWAIT) != 0) {
@@ -289,7 +287,8 @@ links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job, co
         l->last_ping_ms = clock_mono_ms ();
         int64_t partitions = 0;
         codec_msg_t *ping = NULL;
-        if (f.total == 3 && codec_decode (frames_data (&f, 2), frames_size (&f, 2), &ping, err, errlen) == FR_OK
+        char err [128];
+        if (f.total == 3 && codec_decode (frames_data (&f, 2), frames_size (&f, 2), &ping, err, sizeof err) == FR_OK
         &&  codec_get_int (codec_msg_root (ping), "partitions", &partitions) == 1)
             sweep_set_membership (w->sweep, w->cfg.worker_id, codec_get (codec_msg_root (ping), "workers"), partitions);
         codec_msg_destroy (&ping);
@@ -305,9 +304,8 @@ links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job, co
     memcpy (job->client, frames_data (&f, 2), job->client_len);
     memcpy (job->seq, frames_data (&f, 3), 8);
     job->deadline_ms = clock_mono_ms () + (int64_t) frames_get_u32 (frames_data (&f, 4));
-    st = codec_decode (frames_data (&f, 5), frames_size (&f, 5), msg, err, errlen);
-    *frames = f;            /* the decoded body points into the frames: the caller closes them after */
-    return st;
+    *frames = f;            /* the body stays in its frame: the caller reads it, then closes them */
+    return FR_OK;
 out:
     frames_close (&f);
     return st;

@@ -18,13 +18,12 @@ void links_follow_dns (worker_t *w, int64_t now_ms);
 /* The open links' sockets for zmq_poll, with link_of [i] the link index of items [i]. */
 size_t links_pollitems (worker_t *w, zmq_pollitem_t *items, int *link_of, size_t max);
 /* Reads one message from link li; *taken is 1 when a message was taken off the link, whatever it
- * held, 0 when none was waiting. FR_OK: a request, job filled and *msg its decoded body;
- * FR_NOT_FOUND: nothing for requests_handle (no message, a heartbeat, a malformed message that
- * was logged); any other status: a request whose body does not decode (job filled, err says why,
- * the caller answers it). The decoded body points into *frames (no copy): the caller destroys
- * *msg, then frames_close (frames), in every case. */
-fr_status_t links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job, codec_msg_t **msg,
-                           char *err, size_t errlen);
+ * held, 0 when none was waiting. FR_OK: a request, job filled, its body frames_data (frames,
+ * LINKS_BODY_FRAME), not yet decoded; FR_NOT_FOUND: nothing for requests_handle (no message, a
+ * heartbeat, a malformed message that was logged). The caller frames_close (frames) in every
+ * case. */
+#define LINKS_BODY_FRAME 5
+fr_status_t links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job);
 /* Sends a reply body to job's broker, with its outcome code ("ok" or an error's) for the
  * broker's audit log. A job without a link (background work) or whose broker is gone: nothing. */
 void links_send (worker_t *w, const job_t *job, const char *body, size_t len, const char *outcome);

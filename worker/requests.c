@@ -18,6 +18,7 @@
 #include "clock.h"
 #include "ident.h"
 #include "ops.h"
+#include "text.h"
 #include "log.h"
 #include "mem.h"
 #include "refresh.h"
@@ -413,6 +414,54 @@ op_history (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     loads_park (w, job, NULL, id, history_loaded, (int) limit, 1);
 }
 
+/* The cache hit, read with one scan of the body that allocates nothing (codec_scan, as the broker
+ * reads a request) instead of decoding it into a msgpack zone: the common request answered
+ * without the work every other request needs. It answers only what op_token would answer the same
+ * way from the cache: a "token" request whose fields hold nothing to check or refuse (no
+ * "require_scopes", no "reject", a valid integration, "min_valid" absent or in range) for an
+ * entry cached, current and active whose token lasts long enough. Anything else is left to the
+ * whole way (requests_handle), which words every refusal. */
+int
+requests_hit (worker_t *w, job_t *job, const void *body, size_t len)
+{
+    enum { HIT_RID, HIT_OP, HIT_INTEGRATION, HIT_MIN_VALID, HIT_SCOPES, HIT_REJECT, HIT__N };
+    codec_field_t f [HIT__N] = {
+        [HIT_RID] = { .key = "rid" }, [HIT_OP] = { .key = "op" }, [HIT_INTEGRATION] = { .key = "integration" },
+        [HIT_MIN_VALID] = { .key = "min_valid" }, [HIT_SCOPES] = { .key = "require_scopes" },
+        [HIT_REJECT] = { .key = "reject" },
+    };
+    char err [64], id [IDENT_MAX + 1];
+    const char *s;
+    size_t n;
+    int64_t min_valid = w->cfg.default_min_valid;
+    if (codec_scan (body, len, f, HIT__N, err, sizeof err) != FR_OK
+    ||  codec_field_str (&f [HIT_OP], &s, &n) != 1 || ops_lookup (s, n) != OP_TOKEN
+    ||  codec_field_str (&f [HIT_INTEGRATION], &s, &n) != 1 || !ident_valid (s, n))
+        return 0;
+    memcpy (id, s, n);
+    id [n] = '\0';
+    int r = codec_field_int (&f [HIT_MIN_VALID], &min_valid);
+    if (r < 0 || min_valid < 0 || min_valid > MAX_MIN_VALID
+    ||  codec_field_str (&f [HIT_SCOPES], &s, &n) != 0 || codec_field_str (&f [HIT_REJECT], &s, &n) != 0)
+        return 0;                   /* "require_scopes" and "reject" of any type but nil: the whole way */
+    cache_entry_t *e = cache_get (w->cache, id);
+    int64_t now = clock_wall_ms () / 1000;
+    if (!e || e->stale || e->status != INTEG_ACTIVE || !e->access_token || !e->hit_reply
+    ||  e->access_expires_at < now + min_valid)
+        return 0;
+    if (codec_field_str (&f [HIT_RID], &s, &n) == 1 && n < sizeof job->rid) {
+        memcpy (job->rid, s, n);
+        job->rid [n] = '\0';
+    }
+    memcpy (job->op, "token", sizeof "token");
+    job->min_valid = min_valid;
+    metrics_inc (w->m.cache_hits);
+    reply_token (w, job, e, 0);
+    if (!e->refresh_token_missing)
+        refresh_ahead (w, e, now);
+    return 1;
+}
+
 void
 requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
 {
@@ -430,7 +479,7 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     }
     op_t o = ops_lookup (op, op_len);       /* the one table of operation names */
     /* a metrics label: what this version knows, "unknown" for anything else a client sent */
-    snprintf (job->op, sizeof job->op, "%s", ops_name (o));
+    text_copy (job->op, sizeof job->op, ops_name (o));
     if (o == OP_CALLBACK && !codec_get (root, "integration")) {
         connect_callback (w, job, root);        /* the state names the integration */
         return;

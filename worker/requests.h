@@ -6,4 +6,7 @@
 /* Reads the request's id and operation and runs it; every path answers job exactly once (now, or
  * when the refresh or provider call it joined ends). */
 void requests_handle (worker_t *w, job_t *job, const msgpack_object *root);
+/* A cache hit answered from the undecoded body (its common form only): 1 when job was answered,
+ * 0 when the request must go the whole way (decoded, then requests_handle). */
+int requests_hit (worker_t *w, job_t *job, const void *body, size_t len);
 #endif

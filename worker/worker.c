@@ -165,16 +165,22 @@ worker_serve_link (worker_t *w, int li)
 {
     job_t job;
     frames_t frames;
-    codec_msg_t *msg = NULL;
-    char err [256];
     int taken;
-    fr_status_t st = links_receive (w, li, &taken, &frames, &job, &msg, err, sizeof err);
-    if (st == FR_OK)
-        requests_handle (w, &job, codec_msg_root (msg));
-    else
-    if (st != FR_NOT_FOUND)
-        reply_error (w, &job, st, err, NULL, -1);       /* a request whose body does not decode */
-    codec_msg_destroy (&msg);
+    if (links_receive (w, li, &taken, &frames, &job) == FR_OK) {
+        const void *body = frames_data (&frames, LINKS_BODY_FRAME);
+        size_t len = frames_size (&frames, LINKS_BODY_FRAME);
+        if (!requests_hit (w, &job, body, len)) {
+            /* the whole way: decoded (pointing into the frame, no copy), then run */
+            codec_msg_t *msg = NULL;
+            char err [256];
+            fr_status_t st = codec_decode (body, len, &msg, err, sizeof err);
+            if (st == FR_OK)
+                requests_handle (w, &job, codec_msg_root (msg));
+            else
+                reply_error (w, &job, st, err, NULL, -1);   /* a request whose body does not decode */
+            codec_msg_destroy (&msg);
+        }
+    }
     frames_close (&frames);
     return taken;
 }

@@ -194,6 +194,129 @@ test_body_errors (void **state)
     zmq_close (s);
 }
 
+/* A body packed by the caller (duplicate keys, which JSON cannot carry), its reply as JSON. */
+static json_t *
+ask_packed (void *s, codec_builder_t *b)
+{
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    const void *data [] = { "", "FRL1", body };
+    size_t size [] = { 0, 4, len };
+    return exchange (s, 3, data, size);
+}
+
+static json_t *
+ask_json (void *s, const char *json)
+{
+    json_error_t jerr;
+    json_t *j = json_loads (json, 0, &jerr);
+    assert_non_null (j);
+    codec_builder_t *b = codec_builder_new ();
+    codec_json (b, j);
+    json_t *r = ask_packed (s, b);
+    codec_builder_destroy (&b);
+    json_decref (j);
+    if (!r)
+        fail_msg ("no reply to %s", json);
+    return r;
+}
+
+/* A reply serving access token at (NULL: any), refreshed or not, with request id rid (NULL: none). */
+static void
+expect_token (json_t *r, const char *at, int refreshed, const char *rid)
+{
+    if (!json_is_true (json_object_get (r, "ok")))
+        fail_msg ("expected a token, got \"%s\": %s", itest_code (r),
+                  json_string_value (json_object_get (json_object_get (r, "error"), "message")));
+    if (at)
+        assert_string_equal (json_string_value (json_object_get (r, "access_token")), at);
+    assert_true (json_is_boolean (json_object_get (r, "refreshed")));
+    assert_int_equal (json_is_true (json_object_get (r, "refreshed")), refreshed);
+    if (rid)
+        assert_string_equal (json_string_value (json_object_get (r, "rid")), rid);
+    else
+        assert_null (json_object_get (r, "rid"));
+    json_decref (r);
+}
+
+/* A cached integration's token requests. The worker answers the common one from the undecoded
+ * body (requests_hit); every other form must get the answer it got before, when each request
+ * was decoded whole: a field out of range refused, scopes checked, a rejected token refreshed
+ * away, a key given twice read at its first place. */
+static void
+test_cached_token_requests (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", "[\"files.read\"]");
+    assert_non_null (rt);
+    assert_int_equal (itest_import (h, "hit:a", "fakebox", rt), 0);
+    free (rt);
+    json_t *first = harness_ctl (h, &rc, "token", "--integration", "hit:a", NULL);
+    assert_int_equal (rc, 0);
+    char *at = strdup (json_string_value (json_object_get (first, "access_token")));
+    json_decref (first);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    void *s = dealer ();
+
+    /* served from the cache: other keys ignored, nil read as absent */
+    expect_token (ask_json (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"rid\": \"r1\", \"x\": [1, {\"y\": 2}]}"),
+                  at, 0, "r1");
+    expect_token (ask_json (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"min_valid\": null,"
+                               " \"require_scopes\": null, \"reject\": null}"), at, 0, NULL);
+    expect_token (ask_json (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"min_valid\": 60}"), at, 0, NULL);
+    expect_token (ask_json (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"require_scopes\": [\"files.read\"]}"),
+                  at, 0, NULL);
+    /* a key given twice: the first one counts, as it always did */
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 4);
+    codec_kv_str (b, "op", "token");
+    codec_kv_str (b, "integration", "hit:a");
+    codec_kv_str (b, "integration", "hit:nobody");
+    codec_kv_str (b, "rid", "dup");
+    expect_token (ask_packed (s, b), at, 0, "dup");
+    codec_builder_reset (b);
+    codec_map (b, 3);
+    codec_kv_str (b, "op", "token");
+    codec_kv_str (b, "integration", "hit:nobody");
+    codec_kv_str (b, "integration", "hit:a");
+    json_t *r = ask_packed (s, b);
+    assert_non_null (r);
+    assert_string_equal (itest_code (r), "not_found");
+    json_decref (r);
+    codec_builder_destroy (&b);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls);
+
+    /* refused as before, for a cached integration too */
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"min_valid\": 86401}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"min_valid\": -1}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"min_valid\": \"60\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"require_scopes\": \"files.read\"}",
+                       "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"require_scopes\": [\"files.write\"]}",
+                       "insufficient_scope");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"reject\": 5}", "bad_request");
+    expect_json_error (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"rid\": \"\"}", "bad_request");
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls);
+
+    /* a token the caller rejects is refreshed away */
+    char req [512];
+    snprintf (req, sizeof req, "{\"op\": \"token\", \"integration\": \"hit:a\", \"reject\": \"%s\"}", at);
+    json_t *fresh = ask_json (s, req);
+    assert_true (json_is_true (json_object_get (fresh, "ok")));
+    assert_string_not_equal (json_string_value (json_object_get (fresh, "access_token")), at);
+    char *at2 = strdup (json_string_value (json_object_get (fresh, "access_token")));
+    expect_token (fresh, NULL, 1, NULL);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+    expect_token (ask_json (s, "{\"op\": \"token\", \"integration\": \"hit:a\"}"), at2, 0, NULL);
+    /* a min_valid beyond the token's whole lifetime (3600 s here) can never be met: the token
+     * refreshed moments ago is served, not refreshed again */
+    expect_token (ask_json (s, "{\"op\": \"token\", \"integration\": \"hit:a\", \"min_valid\": 86400}"), at2, 0, NULL);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+    free (at2);
+    free (at);
+    zmq_close (s);
+}
+
 static void
 test_oversized_frame_disconnects_only_that_client (void **state)
 {
@@ -220,6 +343,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_frame_errors),
         cmocka_unit_test (test_body_errors),
+        cmocka_unit_test (test_cached_token_requests),
         cmocka_unit_test (test_oversized_frame_disconnects_only_that_client),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
