@@ -514,14 +514,15 @@ broker_handle_client (broker_t *b)
     };
     if (frames_recv (b->frontend, &f, ZMQ_DONTWAIT) != 0)
         return 0;
-    guard_account (b->front_guard, f.fd, f.bytes, f.total);
+    int src = frames_source_fd (&f);
+    guard_account (b->front_guard, src, f.bytes, f.total);
     const void *client = frames_data (&f, 0);
     size_t client_len = frames_size (&f, 0);
     req_t rq = { NULL, OP_UNKNOWN, NULL, 0, NULL, 0 };
 
     if (f.bytes > MESSAGE_BUDGET) {
         snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total, MESSAGE_BUDGET);
-        guard_cut (b->front_guard, f.fd, err);
+        guard_cut (b->front_guard, src, err);
         metrics_inc (b->m_cut);
         goto out;
     }
@@ -717,10 +718,11 @@ broker_handle_worker (broker_t *b)
     char worker [REGISTRY_MAX_WORKER_ID + 1];
     if (frames_recv (b->backend, &f, ZMQ_DONTWAIT) != 0)
         return 0;
-    guard_account (b->back_guard, f.fd, f.bytes, f.total);
+    int src = frames_source_fd (&f);
+    guard_account (b->back_guard, src, f.bytes, f.total);
     if (f.bytes > MESSAGE_BUDGET) {
         snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total, MESSAGE_BUDGET);
-        guard_cut (b->back_guard, f.fd, err);
+        guard_cut (b->back_guard, src, err);
         metrics_inc (b->m_cut);
         goto out;
     }
@@ -737,7 +739,7 @@ broker_handle_worker (broker_t *b)
     if (!b->curve.plaintext && (!name || strcmp (name, worker) != 0)) {
         snprintf (err, sizeof err, "it used worker id \"%s\" with %s", worker,
                   name ? "the key of another worker" : "a key no longer on the workers list");
-        guard_cut (b->back_guard, f.fd, err);
+        guard_cut (b->back_guard, src, err);
         metrics_inc (b->m_cut);
         if (registry_known (b->registry, worker) && !name) {
             broker_worker_lost (b, worker, "its key was removed from the workers file");

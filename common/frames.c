@@ -9,7 +9,6 @@ frames_recv (void *socket, frames_t *f, int flags)
     f->count = 0;
     f->total = 0;
     f->bytes = 0;
-    f->fd = -1;
     int more = 1;
     while (more) {
         zmq_msg_t *m;
@@ -26,8 +25,6 @@ frames_recv (void *socket, frames_t *f, int flags)
         }
         more = zmq_msg_more (m);
         f->bytes += zmq_msg_size (m);
-        if (f->fd < 0)
-            f->fd = zmq_msg_get (m, ZMQ_SRCFD);     /* a ROUTER's own routing-id part may carry none */
         if (m == &scratch)
             zmq_msg_close (m);
         else
@@ -35,6 +32,15 @@ frames_recv (void *socket, frames_t *f, int flags)
         f->total++;
     }
     return 0;
+}
+
+int
+frames_source_fd (frames_t *f)
+{
+    int fd = -1;
+    for (int i = 0; fd < 0 && i < f->count; i++)
+        fd = zmq_msg_get (&f->part [i], ZMQ_SRCFD);     /* a ROUTER's own routing-id part carries none */
+    return fd;
 }
 
 void

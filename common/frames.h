@@ -11,11 +11,13 @@ typedef struct {
     int count;          /* frames kept */
     int total;          /* frames received: more than FRAMES_MAX means the rest were discarded */
     size_t bytes;       /* payload of every frame received, discarded ones included */
-    int fd;             /* the connection it came from (ZMQ_SRCFD), -1 when unknown */
 } frames_t;
 
 /* Receives one whole message (every part). 0 ok, -1 with errno (EAGAIN with ZMQ_DONTWAIT). */
 int frames_recv (void *socket, frames_t *f, int flags);
+/* The connection the message came from (ZMQ_SRCFD), -1 when unknown. Read only when asked: libzmq
+ * looks it up by name in the message's properties and parses it from text, every time. */
+int frames_source_fd (frames_t *f);
 void frames_close (frames_t *f);
 const void *frames_data (frames_t *f, int i);
 size_t frames_size (frames_t *f, int i);
