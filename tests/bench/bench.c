@@ -144,12 +144,12 @@ die (const char *format, ...)
 static char *
 fmt (const char *f, ...)
 {
-    static char ring [16][64];
+    static char ring [16][96];          /* as long as a row's scenario cell */
     static int next;
     char *out = ring [next++ % 16];
     va_list ap;
     va_start (ap, f);
-    vsnprintf (out, 64, f, ap);
+    vsnprintf (out, sizeof ring [0], f, ap);
     va_end (ap);
     return out;
 }
