@@ -99,6 +99,24 @@ refresh_ahead (worker_t *w, cache_entry_t *e, int64_t now)
         refresh_background (w, e, e->access_expires_at + 1, 0);    /* anything newer than this one */
 }
 
+/* A cached token that lasts min_valid seconds more is served as it is. */
+static int
+token_lasts (const cache_entry_t *e, int64_t now, int64_t min_valid)
+{
+    return e->access_token && e->access_expires_at >= now + min_valid;
+}
+
+/* A cache hit: counted, answered from the entry's packed reply, refreshed ahead near its end
+ * (op_token and requests_hit, the one place each is decided). */
+static void
+token_hit (worker_t *w, const job_t *job, cache_entry_t *e, int64_t now)
+{
+    metrics_inc (w->m.cache_hits);
+    reply_token (w, job, e, 0);
+    if (!e->refresh_token_missing)
+        refresh_ahead (w, e, now);
+}
+
 static void
 reply_inactive (worker_t *w, const job_t *job, const cache_entry_t *e)
 {
@@ -149,11 +167,8 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     }
     /* the hot path: a cached token that lasts long enough */
     int64_t now = clock_wall_ms () / 1000;
-    if (!forced && e->access_token && e->access_expires_at >= now + min_valid) {
-        metrics_inc (w->m.cache_hits);
-        reply_token (w, job, e, 0);
-        if (!e->refresh_token_missing)
-            refresh_ahead (w, e, now);
+    if (!forced && token_lasts (e, now, min_valid)) {
+        token_hit (w, job, e, now);
         return;
     }
     metrics_inc (w->m.cache_misses);
@@ -446,8 +461,7 @@ requests_hit (worker_t *w, job_t *job, const void *body, size_t len)
         return 0;                   /* "require_scopes" and "reject" of any type but nil: the whole way */
     cache_entry_t *e = cache_get (w->cache, id);
     int64_t now = clock_wall_ms () / 1000;
-    if (!e || e->stale || e->status != INTEG_ACTIVE || !e->access_token || !e->hit_reply
-    ||  e->access_expires_at < now + min_valid)
+    if (!e || e->stale || e->status != INTEG_ACTIVE || !e->hit_reply || !token_lasts (e, now, min_valid))
         return 0;
     if (codec_field_str (&f [HIT_RID], &s, &n) == 1 && n < sizeof job->rid) {
         memcpy (job->rid, s, n);
@@ -455,10 +469,7 @@ requests_hit (worker_t *w, job_t *job, const void *body, size_t len)
     }
     memcpy (job->op, "token", sizeof "token");
     job->min_valid = min_valid;
-    metrics_inc (w->m.cache_hits);
-    reply_token (w, job, e, 0);
-    if (!e->refresh_token_missing)
-        refresh_ahead (w, e, now);
+    token_hit (w, job, e, now);
     return 1;
 }
 
