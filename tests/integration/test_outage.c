@@ -24,6 +24,11 @@
  * margin) that a statement the loop waited for would hold it up. */
 #define STALL_HIT_MS 750
 
+/* The provider's latency for the calls whose answers must come during the stall: the stall begins
+ * once the provider has seen every one of them (so each was claimed, or its state taken, with the
+ * server up), and lasts 3 s; the calls may reach the provider this far apart. */
+#define STALL_PROVIDER_MS 2000
+
 static harness_t *h;
 static char pg_dir [4096];
 
@@ -69,6 +74,26 @@ static void
 set_latency (int ms)
 {
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", ms));
+}
+
+/* Whether the fake provider has been asked to exchange an authorization code since since_ms
+ * (wall clock), refused or not: it records a request before it sleeps its latency. */
+static int
+code_exchange_asked_since (const char *provider, int64_t since_ms)
+{
+    char path [128];
+    snprintf (path, sizeof path, "/admin/requests?provider=%s&limit=20", provider);
+    json_t *reqs = harness_fake (h, "GET", path, NULL);
+    json_t *list = json_object_get (reqs, "requests"), *r;
+    size_t i;
+    int asked = 0;
+    json_array_foreach (list, i, r) {
+        const char *grant = json_string_value (json_object_get (r, "grant_type"));
+        asked |= grant && strcmp (grant, "authorization_code") == 0
+                 && json_integer_value (json_object_get (r, "at_ms")) >= since_ms;
+    }
+    json_decref (reqs);
+    return asked;
 }
 
 /* Starts a token request in a child process; the provider is slow, and while its answer is on
@@ -274,7 +299,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (itest_import (h, "stall7:box", "fakebox", rt7), 0);
     free (rt7);
     /* and a connect whose callback fails during it: its state is taken now, the provider refuses
-     * the code 300 ms later, with the server frozen, and the failure is recorded then */
+     * the code STALL_PROVIDER_MS later, with the server frozen, and the failure is recorded then */
     started = harness_ctl (h, &rc, "connect", "--integration", "stall8:box", "--provider", "fakebox",
                            "--redirect-uri", "http://127.0.0.1:9/callback", NULL);
     assert_int_equal (rc, 0);
@@ -287,15 +312,16 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     char *rt9 = itest_grant (h, "fakegoogle", NULL);
     assert_int_equal (itest_import (h, "stall9:g", "fakegoogle", rt9), 0);
     free (rt9);
-    itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", 300));
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", STALL_PROVIDER_MS));
     itest_fault (h, "fakegoogle", "status", 1, 503, -1, -1);
+    int64_t forked_ms = clock_wall_ms ();
     pid_t failing = fork ();
     if (failing == 0) {
         json_t *r = harness_ctl (h, &rc, "callback", "--url", failing_url, "--timeout", "6", NULL);
         json_decref (r);
         _exit (0);
     }
-    set_latency (300);             /* its answer comes during the stall */
+    set_latency (STALL_PROVIDER_MS);     /* its answer comes during the stall */
     pid_t child = fork ();
     if (child == 0) {
         json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "stall2:box", NULL);
@@ -308,7 +334,25 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         json_decref (r);
         _exit (0);
     }
-    usleep (150000);
+    /* the three are under way, with the server up: both refreshes claimed (their leases are
+     * committed before their provider calls go out) and the code sent to the provider (its
+     * state taken before). A fixed pause here was too short on a busy machine: a claim met the
+     * frozen server, and nothing was left to answer during the stall. (The sweep refreshes other
+     * integrations of the same providers meanwhile, so the providers' counts cannot tell.) */
+    static const char claimed [] = "SELECT count(*) FROM integrations WHERE id IN ('stall2:box', 'stall9:g')"
+                                   " AND lease_owner IS NOT NULL";
+    for (int i = 0; i < 500 && (harness_sql_int (h, claimed) < 2 || !code_exchange_asked_since ("fakebox", forked_ms)); i++)
+        usleep (10000);
+    assert_int_equal (harness_sql_int (h, claimed), 2);
+    assert_true (code_exchange_asked_since ("fakebox", forked_ms));
+    /* a client of this process asks for the cached token all along: connected now, so that what
+     * is timed is the service's answer, not a command's start on a machine the other askers keep
+     * busy (ferrulectl under ASan takes a tenth of a second of CPU to start) */
+    client_t *asker = client_new (harness_brokers (h));
+    assert_non_null (asker);
+    json_t *ping = client_call (asker, "ping", NULL, 5000);
+    assert_int_equal (client_exit_code (ping), 0);
+    json_decref (ping);
     pid_t pids [64];
     int n = pg_processes (pids, 64);
     assert_true (n >= 2);
@@ -409,18 +453,22 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     }
     int served = 0, late = 0;
     int64_t slowest = 0;
+    json_t *args = json_pack ("{s:s}", "integration", "stall:box");
     while (clock_mono_ms () < until) {
         int64_t sent = clock_mono_ms ();
-        json_t *t = harness_ctl (h, &rc, "token", "--integration", "stall:box", "--timeout", "1", NULL);
+        json_t *t = client_call (asker, "token", args, 1000);
         int64_t took = clock_mono_ms () - sent;
         slowest = took > slowest ? took : slowest;
         /* in time: well inside the 1.25 s a statement may take before the worker gives up on it */
-        if (rc == 0 && json_is_false (json_object_get (t, "refreshed")) && took < STALL_HIT_MS)
+        if (client_exit_code (t) == 0 && json_is_false (json_object_get (t, "refreshed")) && took < STALL_HIT_MS)
             served++;
         else
             late++;
         json_decref (t);
+        usleep (20000);              /* a request every 20 ms or so, not a flood */
     }
+    json_decref (args);
+    client_destroy (&asker);
     for (int i = 0; i < n; i++)
         kill (pids [i], SIGCONT);
     int status = 0;
