@@ -312,6 +312,14 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     char *rt9 = itest_grant (h, "fakegoogle", NULL);
     assert_int_equal (itest_import (h, "stall9:g", "fakegoogle", rt9), 0);
     free (rt9);
+    /* a client of this process asks for the cached token all through the stall, connected before
+     * it, so that what is timed is the service's answer, not a command's start on a machine the
+     * other askers keep busy (ferrulectl under ASan takes a tenth of a second of CPU to start) */
+    client_t *asker = client_new (harness_brokers (h));
+    assert_non_null (asker);
+    json_t *ping = client_call (asker, "ping", NULL, 5000);
+    assert_int_equal (client_exit_code (ping), 0);
+    json_decref (ping);
     itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", STALL_PROVIDER_MS));
     itest_fault (h, "fakegoogle", "status", 1, 503, -1, -1);
     int64_t forked_ms = clock_wall_ms ();
@@ -345,14 +353,6 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         usleep (10000);
     assert_int_equal (harness_sql_int (h, claimed), 2);
     assert_true (code_exchange_asked_since ("fakebox", forked_ms));
-    /* a client of this process asks for the cached token all along: connected now, so that what
-     * is timed is the service's answer, not a command's start on a machine the other askers keep
-     * busy (ferrulectl under ASan takes a tenth of a second of CPU to start) */
-    client_t *asker = client_new (harness_brokers (h));
-    assert_non_null (asker);
-    json_t *ping = client_call (asker, "ping", NULL, 5000);
-    assert_int_equal (client_exit_code (ping), 0);
-    json_decref (ping);
     pid_t pids [64];
     int n = pg_processes (pids, 64);
     assert_true (n >= 2);
