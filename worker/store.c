@@ -34,6 +34,7 @@ struct store {
     store_limits_t limits;
     PGconn *conn;
     int64_t retry_after_ms;          /* monotonic: no connection attempt inside a call before this */
+    int64_t quick_retry_ms;          /* monotonic: the last loss retried at once (store_fail_connection) */
     notice_t *notices, **notices_tail;
     size_t nnotices;
     int overflow;                    /* notifications were dropped: tell the cache everything changed */
@@ -140,12 +141,20 @@ store_drop_connection (store_t *s)
     }
 }
 
-/* After a failure: drop the connection, and make the next attempt wait for the loop's retry. */
+/* After a failure: drop the connection. A lost connection is made again at once (a backend ended
+ * by an operator or a pooler, a server restarted: it is likely there, and until the listening
+ * connection is back other processes' changes go unheard); later attempts wait for the loop's
+ * retry, once a second, and so does every loss within a second of the last one retried at once,
+ * so that a server accepting and dropping every connection costs one attempt a second. */
 static void
 store_fail_connection (store_t *s)
 {
+    int64_t now = clock_mono_ms ();
+    int quick = s->conn && now - s->quick_retry_ms >= RECONNECT_MS;
     store_drop_connection (s);
-    s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
+    s->retry_after_ms = quick ? now : now + RECONNECT_MS;
+    if (quick)
+        s->quick_retry_ms = now;
 }
 
 void
@@ -276,7 +285,9 @@ store_start_connection (const store_t *s)
     int64_t seconds = (s->limits.connect_timeout_ms + 999) / 1000;
     snprintf (ct, sizeof ct, "%lld", (long long) (seconds < 2 ? 2 : seconds));
     snprintf (tcp_user, sizeof tcp_user, "%lld", (long long) (s->limits.statement_timeout_ms + 4000));
-    const char *values [] = { ct, "1", "5", "2", "3", tcp_user, "read-write", "ferrule-worker", s->conninfo, NULL };
+    /* named by its role, so that an operator (and a test) can tell them apart in pg_stat_activity */
+    const char *values [] = { ct, "1", "5", "2", "3", tcp_user, "read-write",
+                              s->batches_only ? "ferrule-worker-batches" : "ferrule-worker", s->conninfo, NULL };
     return PQconnectStartParams (keys, values, 1);
 }
 
@@ -350,7 +361,7 @@ store_connect (store_t *s, char *err, size_t errlen)
     /* from here on no libpq call may block: store_await waits, with a deadline */
     PQsetnonblocking (s->conn, 1);
     store_take_notifies (s);
-    log_info (NULL, NULL, "connected to the database");
+    log_info (NULL, NULL, "connected to the database%s", s->batches_only ? " (the batch connection)" : "");
     return FR_OK;
 fail:
     if (s->conn) {
@@ -479,8 +490,21 @@ store_reconnect (store_t *s)
     s->connecting = NULL;
     s->connect_phase = 0;
     store_take_notifies (s);
-    log_info (NULL, NULL, "connected to the database");
+    log_info (NULL, NULL, "connected to the database%s", s->batches_only ? " (the batch connection)" : "");
     return 1;
+}
+
+int
+store_connecting (const store_t *s)
+{
+    return s->connecting != NULL;
+}
+
+void
+store_retry_now (store_t *s)
+{
+    if (!store_connected (s) && !s->connecting)
+        s->retry_after_ms = 0;
 }
 
 int
@@ -492,7 +516,20 @@ store_connected (const store_t *s)
 int
 store_socket (const store_t *s)
 {
+    if (s->connecting)
+        return PQsocket (s->connecting);
     return store_connected (s) ? PQsocket (s->conn) : -1;
+}
+
+int
+store_poll_events (const store_t *s)
+{
+    if (s->connecting) {
+        if (s->connect_phase == 1)
+            return s->connect_ps == PGRES_POLLING_WRITING ? STORE_POLL_OUT : STORE_POLL_IN;
+        return STORE_POLL_IN | (PQflush (s->connecting) == 1 ? STORE_POLL_OUT : 0);
+    }
+    return STORE_POLL_IN | (s->batch.active && s->conn && PQflush (s->conn) == 1 ? STORE_POLL_OUT : 0);
 }
 
 void
@@ -503,7 +540,8 @@ store_read_input (store_t *s)
     if (!PQconsumeInput (s->conn) || PQstatus (s->conn) != CONNECTION_OK) {
         char why [256];
         store_error_text (s->conn, NULL, why, sizeof why);
-        log_warning (NULL, NULL, "lost the database connection: %s", why);
+        log_warning (NULL, NULL, "lost the database connection%s: %s",
+                     s->batches_only ? " (the batch connection)" : "", why);
         store_fail_connection (s);
         return;
     }
@@ -768,12 +806,6 @@ int
 store_batch_busy (const store_t *s)
 {
     return s->batch.active || s->batch.finished;
-}
-
-int
-store_batch_wants_write (const store_t *s)
-{
-    return s->batch.active && s->conn && PQflush (s->conn) == 1;
 }
 
 int64_t

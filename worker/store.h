@@ -100,8 +100,20 @@ int store_connected (const store_t *s);
  * store_connect. 1 on the call that brought the connection up. Statements meanwhile fail at once
  * with FR_DATABASE_UNAVAILABLE. */
 int store_reconnect (store_t *s);
-/* The connection's socket for the poll loop, -1 when disconnected. */
+/* The next store_reconnect makes its attempt at once, not up to a second later: another connection
+ * to the same server has just come back. No effect while connected or connecting. */
+void store_retry_now (store_t *s);
+/* 1 while a connection is being made in the background. */
+int store_connecting (const store_t *s);
+/* The socket the loop polls, -1 when there is none: the connection's, or while a connection is
+ * being made in the background, the attempt's, so that each step of its handshake is taken when
+ * the server answers and not at the loop's next timeout. */
 int store_socket (const store_t *s);
+#define STORE_POLL_IN  1
+#define STORE_POLL_OUT 2
+/* What to poll store_socket for: STORE_POLL_IN, with STORE_POLL_OUT while a batch's statements
+ * are not all sent (and sends what it can); while connecting, what the handshake waits for. */
+int store_poll_events (const store_t *s);
 #define STORE_NOTIFY_ALL "*"          /* integration of a notice that anything may have changed */
 typedef void (store_notify_fn) (void *arg, const char *worker, const char *integration);
 /* Reads what arrived on the connection's socket (call when it is readable). */
@@ -154,8 +166,6 @@ int store_batch_busy (const store_t *s);
 void store_batch_pump (store_t *s);
 /* Waits for the batch in flight to end, then delivers it (shutdown). */
 void store_batch_finish (store_t *s);
-/* 1 while the batch's statements are not all sent (the loop polls for writing too). */
-int store_batch_wants_write (const store_t *s);
 /* When the batch in flight gives up (monotonic ms), -1 when none. */
 int64_t store_batch_deadline (const store_t *s);
 

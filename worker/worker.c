@@ -282,6 +282,14 @@ worker_revalidate (worker_t *w, int64_t now)
     w->revalidating = 1;
 }
 
+/* What the loop polls a database connection's socket for, in ZeroMQ's terms. */
+static short
+worker_poll_events (const store_t *s)
+{
+    int ev = store_poll_events (s);
+    return (short) ((ev & STORE_POLL_IN ? ZMQ_POLLIN : 0) | (ev & STORE_POLL_OUT ? ZMQ_POLLOUT : 0));
+}
+
 /* Periodic work: heartbeats, database reconnects, refresh retries. */
 static void
 worker_tick (worker_t *w, int64_t now)
@@ -291,11 +299,19 @@ worker_tick (worker_t *w, int64_t now)
         links_hello (w, w->draining);
         w->next_hello_ms = now + w->cfg.heartbeat_ms;
     }
-    /* the connection is made in the background, a step a turn: the loop never waits for it */
-    if (store_reconnect (w->store))
+    /* the connection is made in the background, a step a turn: the loop never waits for it. After
+     * an outage the listening connection comes back first and the batches' one right after it (not
+     * on its own second's timer): nothing this worker commits then precedes its hearing of other
+     * processes' changes again, so a change made after one of its commits is never served stale
+     * from the cache for up to a second (it_outage) */
+    if (store_reconnect (w->store)) {
         cache_clear (w->cache);              /* changes made while we were away were not notified */
+        if (w->batches)
+            store_retry_now (w->batches);
+    }
     if (w->batches) {
-        store_reconnect (w->batches);
+        if (store_connected (w->store) || store_connecting (w->batches))
+            store_reconnect (w->batches);        /* an attempt under way is carried on */
         store_batch_pump (w->batches);
     }
     store_batch_pump (w->store);            /* a statement run this turn may have read a batch's end */
@@ -368,7 +384,7 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         if (db_fd >= 0) {
             items [n].socket = NULL;
             items [n].fd = db_fd;
-            items [n].events = (short) (ZMQ_POLLIN | (store_batch_wants_write (w->store) ? ZMQ_POLLOUT : 0));
+            items [n].events = worker_poll_events (w->store);
             items [n].revents = 0;
             n++;
         }
@@ -376,7 +392,7 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         size_t batches_item = n;
         if (batches_fd >= 0) {
             items [n] = (zmq_pollitem_t) { .socket = NULL, .fd = batches_fd,
-                                           .events = (short) (ZMQ_POLLIN | (store_batch_wants_write (w->batches) ? ZMQ_POLLOUT : 0)) };
+                                           .events = worker_poll_events (w->batches) };
             n++;
         }
         int journal_fd = w->journal ? journal_sync_fd (w->journal) : -1;

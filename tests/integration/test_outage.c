@@ -148,6 +148,58 @@ assert_chain_intact (const char *id, long long generation)
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
 }
 
+/* The pids of the worker's listening connection (application_name "ferrule-worker"; the batch
+ * connection and the event delivery's have names of their own), as a list for SQL's IN (). */
+static void
+listening_pids (char *out, size_t len)
+{
+    PGresult *r = PQexec (harness_db (h), "SELECT coalesce (string_agg (pid::text, ','), '0') FROM pg_stat_activity"
+                                          " WHERE application_name = 'ferrule-worker' AND datname = current_database ()");
+    snprintf (out, len, "%s", PQresultStatus (r) == PGRES_TUPLES_OK ? PQgetvalue (r, 0, 0) : "0");
+    PQclear (r);
+}
+
+/* The worker's listening connection ends while the server stays up (an operator's
+ * pg_terminate_backend, a pooler recycling its connections). Until it is back, changes other
+ * processes make go unheard, and cached tokens are served. It is made again at once, and a token
+ * written expired after that is refreshed, not served from the cache. The code before waited a
+ * second before the new connection, then up to a loop turn (100 ms) for each step of its
+ * handshake, the connecting socket not being polled. */
+#define LISTENER_BACK_MS 700
+
+static void
+test_listening_connection_made_again_at_once (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "listen:box", "fakebox", rt), 0);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", "listen:box", NULL));
+    assert_int_equal (rc, 0);
+    char before [256], sql [512];
+    listening_pids (before, sizeof before);
+    int64_t t0 = clock_mono_ms ();
+    snprintf (sql, sizeof sql, "SELECT count (pg_terminate_backend (pid)) FROM pg_stat_activity WHERE pid IN (%s)", before);
+    assert_true (harness_sql_int (h, sql) >= 1);
+    snprintf (sql, sizeof sql, "SELECT count (*) FROM pg_stat_activity WHERE application_name = 'ferrule-worker'"
+              " AND datname = current_database () AND pid NOT IN (%s) AND state IS NOT NULL", before);
+    long long back = 0;
+    int64_t waited = 0;
+    while (!back && (waited = clock_mono_ms () - t0) < 3000) {
+        usleep (10000);
+        back = harness_sql_int (h, sql);
+    }
+    printf ("the listening connection was back after %lld ms\n", (long long) waited);
+    assert_true (back >= 1);
+    assert_true (waited < LISTENER_BACK_MS);
+    assert_true (back == 1);             /* only the listening connection was ended */
+    itest_expire (h, "listen:box");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "listen:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (t, "refreshed")));
+    json_decref (t);
+    free (rt);
+}
+
 static void
 test_commit_retried_when_database_returns (void **state)
 {
@@ -182,6 +234,16 @@ test_commit_retried_when_database_returns (void **state)
         usleep (100000);
         g = harness_sql_int (h, sql);
     }
+    /* the worker committed again, so it hears of changes again: its listening connection is back
+     * no later than the one that committed, and a token another process writes expired now is
+     * refreshed, not served from the cache (the two connections' retries were up to a second
+     * apart, and for that second the worker served what it had cached before the outage) */
+    assert_int_equal (g, 3);
+    itest_expire (h, "cached:box");
+    cached = harness_ctl (h, &rc, "token", "--integration", "cached:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (cached, "refreshed")));
+    json_decref (cached);
     assert_chain_intact ("out1:box", 3);
     free (rt);
 }
@@ -538,6 +600,7 @@ int
 main (void)
 {
     const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_listening_connection_made_again_at_once),
         cmocka_unit_test (test_commit_retried_when_database_returns),
         cmocka_unit_test (test_journal_replayed_after_crash),
         cmocka_unit_test (test_cache_hits_served_while_the_database_stalls),
