@@ -82,9 +82,7 @@ health_parse_bind (const char *bind, char *host, size_t hostlen, int *port)
     return 0;
 }
 
-/* libmicrohttpd's own messages are mostly about misbehaving clients: debug level, so a client
- * cannot flood the log. */
-static void
+void
 health_mhd_log (void *cls, const char *fmt, va_list ap)
 {
     char msg [512];

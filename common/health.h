@@ -15,6 +15,7 @@
  * probes out; an idle connection is closed after 5 s anyway. */
 #ifndef FERRULE_HEALTH_H
 #define FERRULE_HEALTH_H
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "metrics.h"
@@ -51,4 +52,8 @@ void health_set_note (health_t *h, const char *note);
 /* Splits "HOST:PORT" (HOST an IPv4 address in dotted form, PORT 0 to 65535) into host and port.
  * Returns 0, or -1 when bind is not of that form or host does not fit in hostlen. */
 int health_parse_bind (const char *bind, char *host, size_t hostlen, int *port) FR_MUSTCHECK;
+/* For MHD_OPTION_EXTERNAL_LOGGER of every HTTP server of ours: libmicrohttpd's messages, which are
+ * mostly about misbehaving clients, as debug lines of the JSON log (never its own text on stderr,
+ * and never a line per connection at the default level, which anyone who can connect could fill). */
+void health_mhd_log (void *cls, const char *fmt, va_list ap);
 #endif

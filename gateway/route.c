@@ -505,6 +505,7 @@ route_server_new (gw_t *gw, char *err, size_t errlen)
     s->daemon = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
                                   | MHD_USE_ITC | MHD_USE_ERROR_LOG,
                                   0, NULL, NULL, answer, s,
+                                  MHD_OPTION_EXTERNAL_LOGGER, health_mhd_log, (void *) NULL,
                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) gw->cfg.max_connections,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) gw->cfg.connection_timeout_s,

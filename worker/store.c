@@ -8,6 +8,7 @@
 #include "log.h"
 #include "mem.h"
 #include "schema.h"
+#include "text.h"
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -271,6 +272,33 @@ store_await (store_t *s, int64_t deadline_ms, int *timed_out)
     return keep;
 }
 
+/* What the server says outside an answer (a WARNING, the FATAL that ends a terminated session)
+ * goes to the log as a line of its own, not to stderr in libpq's words: the worker's log is JSON
+ * lines, and an operator looking at a dropped connection wants the server's reason next to it.
+ * Only the severity and the primary message, made printable: the server never sees a token in
+ * the clear, but its messages can quote a parameter. */
+static void
+store_on_notice (void *arg, const PGresult *res)
+{
+    const char *sev = PQresultErrorField (res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY);
+    char text [STORE_NOTICE_MAX + 8];
+    text_printable (text, sizeof text, msg ? msg : "(no message)", (size_t) -1, STORE_NOTICE_MAX);
+    int loud = sev && strcmp (sev, "NOTICE") != 0 && strcmp (sev, "INFO") != 0 && strcmp (sev, "LOG") != 0
+               && strncmp (sev, "DEBUG", 5) != 0;
+    if (loud)
+        log_warning (NULL, NULL, "the database server said (%s): %s: %s", (const char *) arg, sev, text);
+    else
+        log_debug (NULL, NULL, "the database server said (%s): %s: %s", (const char *) arg, sev ? sev : "?", text);
+}
+
+void
+store_log_notices (PGconn *conn, const char *connection)
+{
+    if (conn)
+        PQsetNoticeReceiver (conn, store_on_notice, (void *) connection);
+}
+
 /* A connection attempt, started without waiting (NULL only when out of memory). */
 static PGconn *
 store_start_connection (const store_t *s)
@@ -288,7 +316,9 @@ store_start_connection (const store_t *s)
     /* named by its role, so that an operator (and a test) can tell them apart in pg_stat_activity */
     const char *values [] = { ct, "1", "5", "2", "3", tcp_user, "read-write",
                               s->batches_only ? "ferrule-worker-batches" : "ferrule-worker", s->conninfo, NULL };
-    return PQconnectStartParams (keys, values, 1);
+    PGconn *conn = PQconnectStartParams (keys, values, 1);
+    store_log_notices (conn, s->batches_only ? "the batch connection" : "the main connection");
+    return conn;
 }
 
 /* The session's settings (statement_timeout and lock_timeout bound the server's side, store_await

@@ -80,6 +80,7 @@ store_events_connect (store_events_t *se, char *err, size_t errlen)
     snprintf (tcp, sizeof tcp, "%lld", (long long) (se->statement_ms / 1000 + 2));
     const char *values [] = { tcp, "1", "5", "2", "3", "read-write", "ferrule-worker-events", se->conninfo, NULL };
     se->conn = PQconnectdbParams (keys, values, 1);
+    store_log_notices (se->conn, "the event delivery's connection");
     if (!se->conn || PQstatus (se->conn) != CONNECTION_OK)
         return failed (se, NULL, "connect to the database for event delivery", err, errlen);
     char setup [300];

@@ -53,4 +53,9 @@ char *store_text_at (const PGresult *res, int row, int col);
 int64_t store_int_at (const PGresult *res, int row, int col);
 int store_bool_at (const PGresult *res, int row, int col);
 unsigned char *store_bytea_at (const PGresult *res, int row, int col, size_t *len);
+
+/* The server's notices on conn (its warnings, the FATAL that ends a terminated session) to the
+ * log, naming the connection (a string that outlives conn), instead of libpq's text on stderr. */
+#define STORE_NOTICE_MAX 300
+void store_log_notices (PGconn *conn, const char *connection);
 #endif

@@ -154,6 +154,24 @@ itest_workdir_contains (harness_t *h, const char *needle)
     return found;
 }
 
+int
+itest_log_not_json (const char *path, char *first, size_t len)
+{
+    char line [8192];
+    FILE *f = fopen (path, "r");
+    int bad = 0;
+    *first = '\0';
+    while (f && fgets (line, sizeof line, f)) {
+        json_t *o = json_loads (line, 0, NULL);
+        if (!json_is_object (o) && bad++ == 0)
+            snprintf (first, len, "%.300s", line);
+        json_decref (o);
+    }
+    if (f)
+        fclose (f);
+    return bad;
+}
+
 json_t *
 itest_storm (const char *const *endpoints, size_t nendpoints, const char *const *ids, size_t nids,
              size_t n, int timeout_ms)

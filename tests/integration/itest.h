@@ -33,6 +33,9 @@ int itest_http_port (harness_t *h, const char *log_name);
 double itest_metric (harness_t *h, const char *log_name, const char *series);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
+/* How many lines of the log file at path are not JSON objects (every process of ours writes JSON
+ * lines; a library writing its own text to stderr breaks that); the first of them, cut, into first. */
+int itest_log_not_json (const char *path, char *first, size_t len);
 /* Sets a raw ZeroMQ socket up (before its connect) as this process's client: the CURVE keys
  * named by the environment (harness_use_client), or nothing when it says plaintext. Fails the
  * running cmocka test when the keys cannot be read. */

@@ -198,6 +198,15 @@ test_listening_connection_made_again_at_once (void **state)
     assert_true (json_is_true (json_object_get (t, "refreshed")));
     json_decref (t);
     free (rt);
+    /* the server's reason for ending the session is a line of the worker's JSON log, not libpq's
+     * text on stderr ("FATAL:  terminating connection due to administrator command") */
+    char path [4096], first [512];
+    snprintf (path, sizeof path, "%s/w1.log", harness_workdir (h));
+    int bad = itest_log_not_json (path, first, sizeof first);
+    if (bad)
+        printf ("%d lines of the worker's log are not JSON, the first: %s", bad, first);
+    assert_int_equal (bad, 0);
+    assert_true (itest_workdir_contains (h, "terminating connection due to administrator command"));
 }
 
 static void
