@@ -299,6 +299,12 @@ store_log_notices (PGconn *conn, const char *connection)
         PQsetNoticeReceiver (conn, store_on_notice, (void *) connection);
 }
 
+void
+store_app_name (char *out, const char *role, const char *worker_id)
+{
+    snprintf (out, STORE_APP_NAME_MAX, "%s %s", role, worker_id);
+}
+
 /* A connection attempt, started without waiting (NULL only when out of memory). */
 static PGconn *
 store_start_connection (const store_t *s)
@@ -309,13 +315,12 @@ store_start_connection (const store_t *s)
     const char *keys [] = { "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
                             "keepalives_count", "tcp_user_timeout", "target_session_attrs",
                             "application_name", "dbname", NULL };
-    char ct [24], tcp_user [24];
+    char ct [24], tcp_user [24], app [STORE_APP_NAME_MAX];
     int64_t seconds = (s->limits.connect_timeout_ms + 999) / 1000;
     snprintf (ct, sizeof ct, "%lld", (long long) (seconds < 2 ? 2 : seconds));
     snprintf (tcp_user, sizeof tcp_user, "%lld", (long long) (s->limits.statement_timeout_ms + 4000));
-    /* named by its role, so that an operator (and a test) can tell them apart in pg_stat_activity */
-    const char *values [] = { ct, "1", "5", "2", "3", tcp_user, "read-write",
-                              s->batches_only ? "ferrule-worker-batches" : "ferrule-worker", s->conninfo, NULL };
+    store_app_name (app, s->batches_only ? "ferrule-worker-batches" : "ferrule-worker", s->worker_id);
+    const char *values [] = { ct, "1", "5", "2", "3", tcp_user, "read-write", app, s->conninfo, NULL };
     PGconn *conn = PQconnectStartParams (keys, values, 1);
     store_log_notices (conn, s->batches_only ? "the batch connection" : "the main connection");
     return conn;

@@ -76,9 +76,10 @@ store_events_connect (store_events_t *se, char *err, size_t errlen)
         PQfinish (se->conn);
     const char *keys [] = { "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
                             "keepalives_count", "target_session_attrs", "application_name", "dbname", NULL };
-    char tcp [24];
+    char tcp [24], app [STORE_APP_NAME_MAX];
+    store_app_name (app, "ferrule-worker-events", se->worker_id);
     snprintf (tcp, sizeof tcp, "%lld", (long long) (se->statement_ms / 1000 + 2));
-    const char *values [] = { tcp, "1", "5", "2", "3", "read-write", "ferrule-worker-events", se->conninfo, NULL };
+    const char *values [] = { tcp, "1", "5", "2", "3", "read-write", app, se->conninfo, NULL };
     se->conn = PQconnectdbParams (keys, values, 1);
     store_log_notices (se->conn, "the event delivery's connection");
     if (!se->conn || PQstatus (se->conn) != CONNECTION_OK)

@@ -58,4 +58,9 @@ unsigned char *store_bytea_at (const PGresult *res, int row, int col, size_t *le
  * log, naming the connection (a string that outlives conn), instead of libpq's text on stderr. */
 #define STORE_NOTICE_MAX 300
 void store_log_notices (PGconn *conn, const char *connection);
+/* The application_name of a worker's connection: its role ("ferrule-worker", "-batches",
+ * "-events") and the worker's id, cut to what the server keeps (63 bytes), so that an operator can
+ * tell in pg_stat_activity which worker, and which of its connections, a session is. */
+#define STORE_APP_NAME_MAX 64
+void store_app_name (char *out, const char *role, const char *worker_id);
 #endif

@@ -148,13 +148,13 @@ assert_chain_intact (const char *id, long long generation)
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
 }
 
-/* The pids of the worker's listening connection (application_name "ferrule-worker"; the batch
+/* The pids of the worker's listening connection (application_name "ferrule-worker w1"; the batch
  * connection and the event delivery's have names of their own), as a list for SQL's IN (). */
 static void
 listening_pids (char *out, size_t len)
 {
     PGresult *r = PQexec (harness_db (h), "SELECT coalesce (string_agg (pid::text, ','), '0') FROM pg_stat_activity"
-                                          " WHERE application_name = 'ferrule-worker' AND datname = current_database ()");
+                                          " WHERE application_name = 'ferrule-worker w1' AND datname = current_database ()");
     snprintf (out, len, "%s", PQresultStatus (r) == PGRES_TUPLES_OK ? PQgetvalue (r, 0, 0) : "0");
     PQclear (r);
 }
@@ -180,7 +180,7 @@ test_listening_connection_made_again_at_once (void **state)
     int64_t t0 = clock_mono_ms ();
     snprintf (sql, sizeof sql, "SELECT count (pg_terminate_backend (pid)) FROM pg_stat_activity WHERE pid IN (%s)", before);
     assert_true (harness_sql_int (h, sql) >= 1);
-    snprintf (sql, sizeof sql, "SELECT count (*) FROM pg_stat_activity WHERE application_name = 'ferrule-worker'"
+    snprintf (sql, sizeof sql, "SELECT count (*) FROM pg_stat_activity WHERE application_name = 'ferrule-worker w1'"
               " AND datname = current_database () AND pid NOT IN (%s) AND state IS NOT NULL", before);
     long long back = 0;
     int64_t waited = 0;
