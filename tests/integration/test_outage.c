@@ -117,6 +117,18 @@ token_while_database_stops (const char *id)
     return child;
 }
 
+/* An integration of fakebox, imported and then asked for, so that its token is in the cache. */
+static void
+import_cached (const char *id)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+    free (rt);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", id, NULL));
+    assert_int_equal (rc, 0);
+}
+
 static void
 assert_chain_intact (const char *id, long long generation)
 {
@@ -171,10 +183,7 @@ static void
 test_listening_connection_made_again_at_once (void **state)
 {
     int rc;
-    char *rt = itest_grant (h, "fakebox", NULL);
-    assert_int_equal (itest_import (h, "listen:box", "fakebox", rt), 0);
-    json_decref (harness_ctl (h, &rc, "token", "--integration", "listen:box", NULL));
-    assert_int_equal (rc, 0);
+    import_cached ("listen:box");
     char before [256], sql [512];
     listening_pids (before, sizeof before);
     int64_t t0 = clock_mono_ms ();
@@ -197,7 +206,6 @@ test_listening_connection_made_again_at_once (void **state)
     assert_int_equal (rc, 0);
     assert_true (json_is_true (json_object_get (t, "refreshed")));
     json_decref (t);
-    free (rt);
     /* the server's reason for ending the session is a line of the worker's JSON log, not libpq's
      * text on stderr ("FATAL:  terminating connection due to administrator command") */
     char path [4096], first [512];
@@ -213,14 +221,8 @@ static void
 test_commit_retried_when_database_returns (void **state)
 {
     int rc;
-    char *rt = itest_grant (h, "fakebox", NULL);
-    assert_int_equal (itest_import (h, "out1:box", "fakebox", rt), 0);
-    json_decref (harness_ctl (h, &rc, "token", "--integration", "out1:box", NULL));
-    assert_int_equal (rc, 0);
-    char *rt2 = itest_grant (h, "fakebox", NULL);
-    assert_int_equal (itest_import (h, "cached:box", "fakebox", rt2), 0);
-    json_decref (harness_ctl (h, &rc, "token", "--integration", "cached:box", NULL));
-    assert_int_equal (rc, 0);
+    import_cached ("out1:box");
+    import_cached ("cached:box");
     itest_expire (h, "out1:box");
 
     pid_t child = token_while_database_stops ("out1:box");
@@ -229,7 +231,6 @@ test_commit_retried_when_database_returns (void **state)
     assert_int_equal (rc, 0);
     assert_true (json_is_false (json_object_get (cached, "refreshed")));
     json_decref (cached);
-    free (rt2);
     int status = 0;
     waitpid (child, &status, 0);
     /* the caller was told the truth: transient, database unavailable */
@@ -254,17 +255,12 @@ test_commit_retried_when_database_returns (void **state)
     assert_true (json_is_true (json_object_get (cached, "refreshed")));
     json_decref (cached);
     assert_chain_intact ("out1:box", 3);
-    free (rt);
 }
 
 static void
 test_journal_replayed_after_crash (void **state)
 {
-    int rc;
-    char *rt = itest_grant (h, "fakebox", NULL);
-    assert_int_equal (itest_import (h, "out2:box", "fakebox", rt), 0);
-    json_decref (harness_ctl (h, &rc, "token", "--integration", "out2:box", NULL));
-    assert_int_equal (rc, 0);
+    import_cached ("out2:box");
     itest_expire (h, "out2:box");
 
     pid_t child = token_while_database_stops ("out2:box");
@@ -286,7 +282,6 @@ test_journal_replayed_after_crash (void **state)
         g = harness_sql_int (h, sql);
     }
     assert_chain_intact ("out2:box", 3);
-    free (rt);
 }
 
 /* Waits until the integration has a committed refresh in its chain. */
