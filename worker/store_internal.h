@@ -56,7 +56,6 @@ unsigned char *store_bytea_at (const PGresult *res, int row, int col, size_t *le
 
 /* The server's notices on conn (its warnings, the FATAL that ends a terminated session) to the
  * log, naming the connection (a string that outlives conn), instead of libpq's text on stderr. */
-#define STORE_NOTICE_MAX 300
 void store_log_notices (PGconn *conn, const char *connection);
 /* The application_name of a worker's connection: its role ("ferrule-worker", "-batches",
  * "-events") and the worker's id, cut to what the server keeps (63 bytes), so that an operator can
