@@ -29,6 +29,7 @@ struct authz_t {
     store_t        *store;
     reqlog_t       *reqlog;
     json_t         *startup;     /* configuration given at start; reset comes back to it */
+    long long       connections; /* TCP connections accepted since the start or the last reset */
 };
 
 /* How a token or revoke request authenticated its client. */
@@ -85,6 +86,7 @@ clear_state (authz_t *authz)
     reqlog_destroy (&authz->reqlog);
     authz->store = store_new ();
     authz->reqlog = reqlog_new ();
+    authz->connections = 0;
     authz->epoch++;
 }
 
@@ -1031,6 +1033,14 @@ authz_admin_clear_faults (authz_t *authz, const char *name)
     return reply_json_take (200, json_pack ("{s:b}", "ok", 1));
 }
 
+void
+authz_count_connection (authz_t *authz)
+{
+    pthread_mutex_lock (&authz->lock);
+    authz->connections++;
+    pthread_mutex_unlock (&authz->lock);
+}
+
 reply_t *
 authz_admin_stats (authz_t *authz)
 {
@@ -1053,8 +1063,10 @@ authz_admin_stats (authz_t *authz)
                                         "revoked", chain->revoked,
                                         "reuse_detected", chain->reuse_detected));
     }
+    json_int_t connections = (json_int_t) authz->connections;
     pthread_mutex_unlock (&authz->lock);
-    return reply_json_take (200, json_pack ("{s:o, s:o}", "providers", providers, "chains", chains));
+    return reply_json_take (200, json_pack ("{s:o, s:o, s:I}", "providers", providers, "chains", chains,
+                                            "connections", connections));
 }
 
 reply_t *

@@ -24,6 +24,8 @@ void authz_destroy (authz_t **p);
 /* Applies a {"provider": {settings}} object and keeps it, so reset comes back to it. */
 int authz_configure (authz_t *authz, const json_t *config, char *err, size_t errlen)
     __attribute__ ((warn_unused_result));
+/* One more TCP connection accepted (GET /admin/stats "connections"). */
+void authz_count_connection (authz_t *authz);
 /* Wakes every handler sleeping on latency or a slow fault, so the server can stop. */
 void authz_shutdown (authz_t *authz);
 

@@ -56,6 +56,18 @@ on_completed (void *cls, struct MHD_Connection *connection, void **con_cls,
     *con_cls = NULL;
 }
 
+/* Counts connections, so that a test can see whether a client reuses its connections. */
+static void
+on_connection (void *cls, struct MHD_Connection *connection, void **socket_context,
+               enum MHD_ConnectionNotificationCode toe)
+{
+    server_t *server = cls;
+    (void) connection;
+    (void) socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        authz_count_connection (server->authz);
+}
+
 static void
 on_mhd_log (void *cls, const char *fmt, va_list ap)
 {
@@ -373,6 +385,7 @@ server_start (server_t *server)
                                        MHD_OPTION_LISTEN_SOCKET, server->fd,
                                        MHD_OPTION_URI_LOG_CALLBACK, on_uri, NULL,
                                        MHD_OPTION_NOTIFY_COMPLETED, on_completed, NULL,
+                                       MHD_OPTION_NOTIFY_CONNECTION, on_connection, server,
                                        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
                                        MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 1000,
                                        MHD_OPTION_END);
