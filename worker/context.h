@@ -51,6 +51,7 @@ typedef struct {
     int64_t admin_rate_per_min;     /* and refill rate */
     const curve_identity_t *curve;  /* this worker's key and the pinned broker key, or plaintext */
     int64_t db_batch_connection;    /* 1: a second connection for the refresh protocol's batches */
+    int64_t http_idle_connections;  /* provider connections kept open between calls */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */

@@ -72,7 +72,7 @@ on_timer (CURLM *multi, long timeout_ms, void *userp)
 }
 
 http_t *
-http_new (int64_t connect_timeout_ms, int64_t total_timeout_ms, size_t max_body)
+http_new (int64_t connect_timeout_ms, int64_t total_timeout_ms, size_t max_body, long max_idle)
 {
     http_t *h = mem_alloc (sizeof *h);
     h->multi = curl_multi_init ();
@@ -84,6 +84,10 @@ http_new (int64_t connect_timeout_ms, int64_t total_timeout_ms, size_t max_body)
     curl_multi_setopt (h->multi, CURLMOPT_SOCKETDATA, h);
     curl_multi_setopt (h->multi, CURLMOPT_TIMERFUNCTION, on_timer);
     curl_multi_setopt (h->multi, CURLMOPT_TIMERDATA, h);
+    /* curl's own rule keeps four idle connections per call still in progress: after a burst,
+     * the call that ends last, alone, closes all but four, and the next burst connects (and
+     * shakes hands over TLS) again for most of its calls. A fixed size keeps them. */
+    curl_multi_setopt (h->multi, CURLMOPT_MAXCONNECTS, max_idle);
     return h;
 }
 

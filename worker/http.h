@@ -20,7 +20,8 @@ typedef void (http_done_fn) (void *arg, const http_response_t *response);
 
 typedef struct http http_t;
 
-http_t *http_new (int64_t connect_timeout_ms, int64_t total_timeout_ms, size_t max_body);
+/* max_idle: connections kept open after their call, for the next ones to the same host. */
+http_t *http_new (int64_t connect_timeout_ms, int64_t total_timeout_ms, size_t max_body, long max_idle);
 void http_destroy (http_t **h_p);
 /* Starts a POST of an application/x-www-form-urlencoded body. authorization may be NULL.
  * done is called exactly once from http_process (never from inside http_post). 0 or -1. */

@@ -25,6 +25,7 @@ main (int argc, char **argv)
     char *worker_id = NULL, *database_url = NULL, *backends = NULL, *providers = NULL, *key = NULL,
          *old_keys = NULL, *fingerprint_key = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
+    int64_t idle_connections;
     int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
     int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms, db_batch_connection;
@@ -47,6 +48,7 @@ main (int argc, char **argv)
         { "provider-connect-timeout-ms", "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", CONFIG_INT, &connect_ms, "5000", 100, 60000, 0, "provider connect timeout" },
         { "provider-timeout-ms", "FERRULE_PROVIDER_TIMEOUT_MS", CONFIG_INT, &timeout_ms, "15000", 100, 120000, 0, "provider call timeout, all included" },
         { "lease-ms", "FERRULE_LEASE_MS", CONFIG_INT, &lease_ms, "45000", 1000, 600000, 0, "refresh lease; must exceed the provider timeout" },
+        { "provider-idle-connections", "FERRULE_PROVIDER_IDLE_CONNECTIONS", CONFIG_INT, &idle_connections, "64", 1, 10000, 0, "connections to providers kept open between calls (a burst of more calls than this makes new ones)" },
         { "max-provider-body", "FERRULE_MAX_PROVIDER_BODY", CONFIG_INT, &max_body, "65536", 1024, 1048576, 0, "largest provider answer read" },
         { "drain-ms", "FERRULE_DRAIN_MS", CONFIG_INT, &drain_ms, "25000", 0, 600000, 0, "how long SIGTERM waits for refreshes in flight" },
         { "connect-state-ttl-s", "FERRULE_CONNECT_STATE_TTL_S", CONFIG_INT, &state_ttl, "600", 60, 86400, 0, "how long a connect's authorization link stays usable" },
@@ -167,7 +169,8 @@ main (int argc, char **argv)
                             http_bind, state_ttl, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
                             revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch },
-                            fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve, db_batch_connection };
+                            fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve, db_batch_connection,
+                            idle_connections };
     sigset_t saved;
     daemon_setup_begin (&saved);
     worker_t *w = worker_new (&cfg, err, sizeof err);

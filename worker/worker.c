@@ -50,7 +50,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->recovery = recovery_new ();
     w->breaker = breaker_new (cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
-    w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body);
+    w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body,
+                       (long) cfg->http_idle_connections);
     w->out = codec_builder_new ();
     w->metrics = metrics_new ("ferrule_");
     static const double refresh_bounds [] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };

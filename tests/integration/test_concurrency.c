@@ -1,5 +1,6 @@
 /* test_concurrency.c - 50 concurrent token requests for one expired integration make exactly
- * one provider call (single flight), and all of them get the same new token */
+ * one provider call (single flight), and all of them get the same new token; bursts of provider
+ * calls reuse the connections of the burst before */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -169,6 +170,72 @@ test_storm_of_misses_and_status (void **state)
     free (rt);
 }
 
+#define BURST 16
+
+static long long
+fake_connections (void)
+{
+    json_t *s = harness_fake (h, "GET", "/admin/stats", NULL);
+    long long n = (long long) json_integer_value (json_object_get (s, "connections"));
+    json_decref (s);
+    return n;
+}
+
+/* Forced refreshes of every id at once, each asserted to succeed. */
+static void
+refresh_burst (const char *const *ids, size_t n)
+{
+    pthread_t threads [BURST];
+    caller_t callers [BURST];
+    pthread_barrier_t start;
+    assert_true (n <= BURST);
+    pthread_barrier_init (&start, NULL, (unsigned) n);
+    for (size_t i = 0; i < n; i++) {
+        callers [i] = (caller_t) { ids [i], NULL, &start, "refresh" };
+        pthread_create (&threads [i], NULL, caller, &callers [i]);
+    }
+    for (size_t i = 0; i < n; i++)
+        pthread_join (threads [i], NULL);
+    pthread_barrier_destroy (&start);
+    for (size_t i = 0; i < n; i++) {
+        if (!json_is_true (json_object_get (callers [i].reply, "refreshed")))
+            fail_msg ("refresh of %s got %s", ids [i], itest_code (callers [i].reply));
+        json_decref (callers [i].reply);
+    }
+}
+
+/* A burst of provider calls opens a connection for each; a quiet spell with one call at a time
+ * follows; the next burst finds the first burst's connections still open. curl's own rule keeps
+ * four idle connections per call in progress, so the quiet spell used to close all but four of
+ * a worker's, and every burst after one paid a new connection (and, with a real provider, a TLS
+ * handshake) for most of its calls. */
+static void
+test_burst_reuses_connections (void **state)
+{
+    char names [BURST][32];
+    const char *ids [BURST];
+    for (size_t i = 0; i < BURST; i++) {
+        snprintf (names [i], sizeof names [i], "burst%zu:box", i);
+        ids [i] = names [i];
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+    /* every call of a burst in flight at once */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 300));
+    refresh_burst (ids, BURST);
+    /* one call at a time: each ends with no other call in progress on its worker */
+    for (size_t i = 0; i < BURST; i++)
+        refresh_burst (&ids [i], 1);
+    long long before = fake_connections ();
+    refresh_burst (ids, BURST);
+    long long opened = fake_connections () - before;
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    /* (a few may be made anew: a provider may close an idle connection at any time) */
+    if (opened > 2)
+        fail_msg ("the second burst of %d calls opened %lld new connections to the provider", BURST, opened);
+}
+
 int
 main (void)
 {
@@ -176,6 +243,7 @@ main (void)
         cmocka_unit_test (test_storm_on_new_integration),
         cmocka_unit_test (test_storm_after_expiry),
         cmocka_unit_test (test_storm_of_misses_and_status),
+        cmocka_unit_test (test_burst_reuses_connections),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
