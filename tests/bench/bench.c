@@ -309,6 +309,27 @@ fake_stat (const char *provider, const char *counter)
     return v;
 }
 
+/* The TCP connections the fake provider has accepted, all clients together; -1 if it does not say. */
+static long long
+fake_connections (void)
+{
+    json_t *s = fake_call ("GET", "/admin/stats", NULL);
+    json_t *v = json_object_get (s, "connections");
+    long long n = json_is_integer (v) ? (long long) json_integer_value (v) : -1;
+    json_decref (s);
+    return n;
+}
+
+/* A note on how many connections the workers made for their provider calls between two readings
+ * (the benchmark's own admin calls share one kept-alive connection). */
+static void
+note_connections (const char *scenario, long long conn0, long long calls0, long long conn1, long long calls1)
+{
+    if (conn0 >= 0 && conn1 >= 0 && calls1 > calls0)
+        note ("%s the fake provider accepted %lld new connections for %lld refresh calls (%.2f %%)", scenario,
+              conn1 - conn0, calls1 - calls0, 100.0 * (double) (conn1 - conn0) / (double) (calls1 - calls0));
+}
+
 /* n grants at the fake provider: their refresh tokens (caller frees). */
 static char **
 fake_grants (const char *provider, size_t n)
@@ -1491,6 +1512,8 @@ scenario_b (void)
     double *p99 = calloc ((size_t) reps, sizeof *p99), *p50 = calloc ((size_t) reps, sizeof *p50), seen = 0;
     int windows = 0;
     double batches [4] = { 0 };       /* the workers' claim and commit batches, as in window_hist_t */
+    long long conn0 = fake_connections ();
+    long long calls0 = fake_stat (sets [0].provider, "refresh_calls") + fake_stat (sets [1].provider, "refresh_calls");
     for (int k = 0; k < reps; k++) {
         for (int s = 0; s < 2; s++) {
             window_hist_t before, after;
@@ -1523,6 +1546,8 @@ scenario_b (void)
         say ("(b) pgbench, rep %d: %.0f same-shape transactions/s (%.0f prepared); %.0f refreshes/s with the worker's"
              " own statements, %.0f with %d per transaction", k + 1, pg [k], pgp [k], pgs [k], pgbt [k], PGBENCH_BATCH);
     }
+    note_connections ("(b)", conn0, calls0, fake_connections (),
+                      fake_stat (sets [0].provider, "refresh_calls") + fake_stat (sets [1].provider, "refresh_calls"));
     double pgm = bench_median (pg, (size_t) reps), pgsm = bench_median (pgs, (size_t) reps);
     for (int s = 0; s < 2; s++) {
         double m = bench_median (sets [s].rates, (size_t) reps);
@@ -1598,9 +1623,11 @@ scenario_c (void)
     touch_all (l, "refresh", set.ids, (size_t) c * 2, c, &r);
     int reps = (int) opt.reps;
     set.cold_rates = calloc ((size_t) reps, sizeof *set.cold_rates);
+    long long conn0 = fake_connections (), calls0 = fake_stat (set.provider, "refresh_calls");
     for (int k = 0; k < reps; k++)
         set.rates [k] = refresh_rate (l, &set, c, C_WARMUP_MS, &set.cold_rates [k],
                                       fmt ("(c) %d concurrent, rep %d", c, k + 1));
+    note_connections ("(c)", conn0, calls0, fake_connections (), fake_stat (set.provider, "refresh_calls"));
     double m = bench_median (set.rates, (size_t) reps);
     double cold = bench_median (set.cold_rates, (size_t) reps);
     double ideal = (double) c / (C_LATENCY_MS / 1000.0);
