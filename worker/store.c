@@ -20,8 +20,8 @@
 #include <string.h>
 
 #define NOTIFY_QUEUE_MAX 65536       /* past this the cache is cleared instead (see store_queue) */
-#define RECONNECT_MS 1000
-#define STORE_NOTICE_MAX 300         /* bytes of a server notice's message that reach the log */            /* after a failure, no new connection before this */
+#define RECONNECT_MS 1000            /* after a failure, no new connection before this */
+#define STORE_NOTICE_MAX 300         /* bytes of a server notice's message that reach the log */
 #define ANSWER_MARGIN_MS 250         /* beyond statement_timeout, for the server's own answer */
 
 typedef struct notice {
