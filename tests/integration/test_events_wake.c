@@ -1,0 +1,195 @@
+/* test_events_wake.c - what wakes the event delivery thread. A new event wakes it at once, heard
+ * on the worker's main connection, even when the thread's own poll is a minute apart, and again
+ * after that connection was cut and made anew. Refreshes, which make no event, leave the
+ * delivery's database session asleep: PostgreSQL wakes every listening session of a database for
+ * every commit that notifies, whatever the channel, so a session that listened would run a
+ * transaction of its own for every refresh batch of the whole deployment. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "clock.h"
+#include "itest.h"
+#include "receiver.h"
+
+#define SECRET      "whsec_events_wake_0123456789abcdef"
+#define REFRESHES   40
+#define DELIVER_MS  5000      /* a woken thread delivers in milliseconds; its poll is 60 s */
+
+static harness_t *h;
+
+static void
+write_file (const char *path, const char *text)
+{
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    fputs (text, f);
+    fclose (f);
+}
+
+static int
+setup (void **state)
+{
+    h = harness_new ("events_wake");
+    if (!h || receiver_start (0, SECRET) != 0)
+        return -1;
+    char path [512], secret [512], text [1024];
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    write_file (secret, SECRET "\n");
+    snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\", "
+              "\"secret_file\": \"%s\"}]}", receiver_port (), secret);
+    write_file (path, text);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    /* nothing but a wake-up can make the thread look within the tests' time */
+    harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "60000");
+    harness_set_env (h, "FERRULE_EVENTS_FORECAST_MS", "86400000");
+    harness_set_env (h, "FERRULE_ADMIN_RATE_BURST", "1000");     /* forced refreshes one after another */
+    if (harness_start_broker (h) != 0 || harness_start_worker (h, "w1") != 0)
+        return -1;
+    return harness_wait_ready (h, 1, 20000);
+}
+
+static int
+teardown (void **state)
+{
+    int bad = itest_teardown (&h);
+    receiver_stop ();
+    return bad;
+}
+
+static void
+import (const char *id)
+{
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+    free (rt);
+}
+
+/* Milliseconds until the receiver has an event of type for integration, or -1 after DELIVER_MS. */
+static long long
+wait_delivered (const char *type, const char *integration)
+{
+    int64_t start = clock_mono_ms ();
+    while (clock_mono_ms () - start < DELIVER_MS) {
+        receiver_got_t *got = NULL;
+        int bad = 0, n = receiver_snapshot (&got, &bad);
+        assert_int_equal (bad, 0);
+        int found = 0;
+        for (int i = 0; i < n && !found; i++)
+            found = strcmp (got [i].type, type) == 0 && strcmp (got [i].integration, integration) == 0;
+        free (got);
+        if (found)
+            return (long long) (clock_mono_ms () - start);
+        usleep (20000);
+    }
+    return -1;
+}
+
+/* The pid of the database session with this application_name in the harness's database. */
+static long long
+session_pid (const char *app)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+              "AND application_name = '%s'", app);
+    long long pid = -1;
+    for (int i = 0; i < 100 && (pid = harness_sql_int (h, sql)) <= 0; i++)
+        usleep (100000);            /* a session being made anew */
+    return pid;
+}
+
+/* How many times a process went to sleep (voluntary context switches), from /proc. */
+static long long
+sleeps (long long pid)
+{
+    char path [64], line [256];
+    snprintf (path, sizeof path, "/proc/%lld/status", pid);
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    long long n = -1;
+    while (fgets (line, sizeof line, f))
+        if (strncmp (line, "voluntary_ctxt_switches:", 24) == 0)
+            n = strtoll (line + 24, NULL, 10);
+    fclose (f);
+    assert_true (n >= 0);
+    return n;
+}
+
+/* ---------------------------------------------------------------- tests */
+
+/* The thread polls once a minute here: only the main connection's notification can bring the
+ * "connected" event to the receiver within seconds, before and after that connection is cut. */
+static void
+test_new_event_wakes_delivery (void **state)
+{
+    import ("wake:a");
+    long long ms = wait_delivered ("connected", "wake:a");
+    if (ms < 0)
+        fail_msg ("the \"connected\" event of wake:a was not delivered within %d ms", DELIVER_MS);
+
+    long long main_pid = session_pid ("ferrule-worker w1");
+    assert_true (main_pid > 0);
+    char sql [128];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM pg_terminate_backend (%lld)", main_pid);
+    assert_int_equal (harness_sql_int (h, sql), 1);
+    /* the worker makes the connection anew in the background; wait for the new session */
+    long long again = -1;
+    for (int i = 0; i < 100; i++) {
+        again = harness_sql_int (h, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND application_name = 'ferrule-worker w1'");
+        if (again > 0 && again != main_pid)
+            break;
+        usleep (100000);
+    }
+    assert_true (again > 0 && again != main_pid);
+    usleep (300000);                /* its LISTEN goes with the session's setup */
+    import ("wake:b");
+    ms = wait_delivered ("connected", "wake:b");
+    if (ms < 0)
+        fail_msg ("after the main connection came back, the \"connected\" event of wake:b was not delivered "
+                  "within %d ms", DELIVER_MS);
+}
+
+/* Refreshes commit notifications on the cache's channel; the delivery's own session must not be
+ * woken by them. It listened on a channel of its own before, and woke for every commit. */
+static void
+test_refreshes_leave_delivery_asleep (void **state)
+{
+    import ("wake:r");
+    assert_true (wait_delivered ("connected", "wake:r") >= 0);
+    usleep (300000);
+    long long pid = session_pid ("ferrule-worker-events w1");
+    assert_true (pid > 0);
+    long long before = sleeps (pid);
+    for (int i = 0; i < REFRESHES; i++) {
+        int rc;
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "wake:r", NULL);
+        if (rc != 0)
+            fail_msg ("refresh %d of wake:r: exit %d, %s", i, rc, itest_code (r));
+        json_decref (r);
+    }
+    long long woke = sleeps (pid) - before;
+    print_message ("the event delivery's session woke %lld times during %d refreshes\n", woke, REFRESHES);
+    /* a few for anything else it does; the old listener woke once a refresh at least */
+    if (woke >= REFRESHES / 4)
+        fail_msg ("the event delivery's database session woke %lld times during %d refreshes: it hears "
+                  "every commit's notification", woke, REFRESHES);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'wake:r' "
+                                          "AND outcome = 'refreshed'"), REFRESHES);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_new_event_wakes_delivery),
+        cmocka_unit_test (test_refreshes_leave_delivery_asleep),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
