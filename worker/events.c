@@ -327,6 +327,16 @@ fail:
 }
 
 void
+events_wake (events_t *ev)
+{
+    if (!ev || ev->wake [1] < 0)
+        return;
+    /* non-blocking: a full pipe already holds a wake-up the thread has not read */
+    ssize_t r = write (ev->wake [1], "x", 1);
+    (void) r;
+}
+
+void
 events_destroy (events_t **ev_p)
 {
     if (!ev_p || !*ev_p)

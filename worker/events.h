@@ -30,6 +30,9 @@ typedef struct events events_t;
 /* Reads the endpoints, registers the metrics and starts the delivery thread. NULL with a reason. */
 events_t *events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *metrics,
                       char *err, size_t errlen);
+/* Makes the thread look for due deliveries now: the loop calls it when its main connection hears
+ * that events were recorded. Safe from any thread; NULL is ignored. */
+void events_wake (events_t *ev);
 /* Stops the thread (an attempt in flight is abandoned: its lease expires and another worker sends
  * it again), frees, nulls *ev_p; safe twice. */
 void events_destroy (events_t **ev_p);

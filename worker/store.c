@@ -40,6 +40,7 @@ struct store {
     notice_t *notices, **notices_tail;
     size_t nnotices;
     int overflow;                    /* notifications were dropped: tell the cache everything changed */
+    int events;                      /* new events were notified: wake the delivery thread */
     int batches_only;                /* store_batches_only: no LISTEN, no notices queued */
     char last_state [6];             /* SQLSTATE of the last failed statement, "" when none */
     PGconn *connecting;              /* a connection being made in the background (store_reconnect) */
@@ -112,7 +113,9 @@ store_take_notifies (store_t *s)
     while (s->conn && (n = PQnotifies (s->conn))) {
         /* payload: "<worker id> <integration id>"; neither contains a space */
         char *space = strchr (n->extra, ' ');
-        if (space) {
+        if (strcmp (n->relname, STORE_EVENTS_NOTIFY) == 0)
+            s->events = 1;
+        else if (space) {
             *space = '\0';
             store_queue (s, n->extra, space + 1);
         }
@@ -328,7 +331,7 @@ store_start_connection (const store_t *s)
 }
 
 /* The session's settings (statement_timeout and lock_timeout bound the server's side, store_await
- * ours), the notification channel. */
+ * ours), the notification channels (the main connection only). */
 static void
 store_setup_sql (const store_t *s, char *out, size_t len)
 {
@@ -336,7 +339,7 @@ store_setup_sql (const store_t *s, char *out, size_t len)
               "SET idle_in_transaction_session_timeout = %lld%s",
               (long long) s->limits.statement_timeout_ms, (long long) s->limits.lock_timeout_ms,
               (long long) (s->limits.statement_timeout_ms * 10),
-              s->batches_only ? "" : "; LISTEN " STORE_NOTIFY_CHANNEL);
+              s->batches_only ? "" : "; LISTEN " STORE_NOTIFY_CHANNEL "; LISTEN " STORE_EVENTS_NOTIFY);
 }
 
 fr_status_t
@@ -590,6 +593,10 @@ store_dispatch_notifies (store_t *s, store_notify_fn *cb, void *arg)
     if (s->overflow) {
         s->overflow = 0;
         cb (arg, NULL, STORE_NOTIFY_ALL);
+    }
+    if (s->events) {
+        s->events = 0;
+        cb (arg, NULL, STORE_NOTIFY_EVENTS);
     }
     while (s->notices) {
         notice_t *n = s->notices;

@@ -115,12 +115,14 @@ int store_socket (const store_t *s);
  * are not all sent (and sends what it can); while connecting, what the handshake waits for. */
 int store_poll_events (const store_t *s);
 #define STORE_NOTIFY_ALL "*"          /* integration of a notice that anything may have changed */
+#define STORE_NOTIFY_EVENTS "+"       /* integration of a notice that new events wait for delivery */
 typedef void (store_notify_fn) (void *arg, const char *worker, const char *integration);
 /* Reads what arrived on the connection's socket (call when it is readable). */
 void store_read_input (store_t *s);
 /* Hands every notification received so far to cb: the worker that made each change and the
  * integration id (both NULL when the connection broke: the cache is cleared on reconnect;
- * STORE_NOTIFY_ALL when more notifications came than the queue holds: anything may have changed).
+ * STORE_NOTIFY_ALL when more notifications came than the queue holds: anything may have changed;
+ * STORE_NOTIFY_EVENTS, once for any number heard, when events were recorded: wake the delivery).
  * Notifications that arrive while a statement runs are read with its result and kept until this
  * is called, so the loop calls it after every piece of work, not only when the socket is readable. */
 void store_dispatch_notifies (store_t *s, store_notify_fn *cb, void *arg);

@@ -86,7 +86,7 @@ store_events_connect (store_events_t *se, char *err, size_t errlen)
         return failed (se, NULL, "connect to the database for event delivery", err, errlen);
     char setup [300];
     snprintf (setup, sizeof setup, "SET TimeZone = 'UTC'; SET statement_timeout = %lld; SET lock_timeout = %lld; "
-              "SET idle_in_transaction_session_timeout = %lld; LISTEN " STORE_EVENTS_NOTIFY,
+              "SET idle_in_transaction_session_timeout = %lld",
               (long long) se->statement_ms, (long long) (se->statement_ms / 2),
               (long long) (se->statement_ms * 10));
     PGresult *res = PQexec (se->conn, setup);

@@ -9,19 +9,19 @@
 #include "store.h"
 
 #define STORE_EVENTS_LEASE_LEN 32    /* 128 random bits as hex */
-#define STORE_EVENTS_NOTIFY "ferrule_events"
 
 typedef struct store_events store_events_t;
 
 /* A connection of its own (never the worker loop's). statement_ms bounds every statement. */
 store_events_t *store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms);
 void store_events_destroy (store_events_t **se_p);
-/* Connects when not connected (LISTEN ferrule_events, UTC, timeouts, schema check). */
+/* Connects when not connected (UTC, timeouts, schema check). It does not listen: the worker's main
+ * connection hears new events for it (store_sql.h, STORE_EVENTS_NOTIFY). */
 fr_status_t store_events_connect (store_events_t *se, char *err, size_t errlen) FR_MUSTCHECK;
 int store_events_connected (const store_events_t *se);
-/* The socket to wait on for notifications, -1 when disconnected. */
+/* The socket to wait on, -1 when disconnected: readable when the server closed the session. */
 int store_events_socket (const store_events_t *se);
-/* Reads and forgets the notifications that arrived (they only wake the thread). */
+/* Reads what arrived (a notice, or the server's goodbye: then the connection is dropped). */
 void store_events_consume (store_events_t *se);
 
 /* Creates the delivery rows of endpoint for the events of the last window_s seconds that want it

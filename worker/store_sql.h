@@ -7,6 +7,12 @@
 #define FERRULE_STORE_SQL_H
 
 #define STORE_NOTIFY_CHANNEL "ferrule_integrations"   /* "<worker> <integration>": drop the cache entry */
+/* A new event to deliver (events_emit, migration 006). Only the worker's main connection listens
+ * to either channel: PostgreSQL wakes every session of the database that listens to anything for
+ * every commit that notifies, so a second listening session per worker would run a transaction of
+ * its own for every refresh batch of the deployment. The loop passes the wake-up on to its event
+ * delivery thread (store_dispatch_notifies, STORE_NOTIFY_EVENTS). */
+#define STORE_EVENTS_NOTIFY "ferrule_events"
 
 /* An integration's row as store_row_t holds it (store_internal.h: store_fill_row reads it). */
 #define STORE_ROW_COLUMNS \

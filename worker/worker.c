@@ -3,6 +3,7 @@
  * together and nothing imports it. */
 #include "worker.h"
 #include "calls.h"
+#include "events.h"
 #include "keystats.h"
 #include "links.h"
 #include "loads.h"
@@ -196,6 +197,10 @@ on_notify (void *arg, const char *worker, const char *integration)
          * while the database is down, and callers keep working through an outage. */
         return;
     }
+    if (strcmp (integration, STORE_NOTIFY_EVENTS) == 0) {
+        events_wake (w->events);             /* its own session does not listen (store_sql.h) */
+        return;
+    }
     if (strcmp (integration, STORE_NOTIFY_ALL) == 0) {
         cache_clear (w->cache);              /* notifications were lost in a flood */
         loads_invalidate (w, NULL);
@@ -307,6 +312,7 @@ worker_tick (worker_t *w, int64_t now)
      * from the cache for up to a second (it_outage) */
     if (store_reconnect (w->store)) {
         cache_clear (w->cache);              /* changes made while we were away were not notified */
+        events_wake (w->events);             /* nor were the events recorded meanwhile */
         if (w->batches)
             store_retry_now (w->batches);
     }
