@@ -177,6 +177,24 @@ if [ -n "$PROBE" ]; then
     expect_exit 0 "schema_check after up" "$PROBE" "$DB_URL"
 fi
 
+# --- integrations.id's rule: 007 rewrote it in a form cheaper to check; the same ids pass and fail
+RULE=$(psql_db -c "SELECT string_agg(conname || '=' || convalidated, ',' ORDER BY conname) FROM pg_constraint
+                   WHERE conrelid = 'integrations'::regclass AND contype = 'c' AND conname LIKE 'integrations_id%'")
+[ "$RULE" = "integrations_id_format=true" ] && pass "integrations has one id rule, validated" \
+    || fail "integrations' id rules: $RULE"
+A128=$(printf 'a%.0s' $(seq 128))
+for id in "a" "$A128" "Box.user_1:team-9"; do
+    psql_db -c "BEGIN; INSERT INTO integrations (id, provider, key_id) VALUES ('$id', 'p', 1); ROLLBACK" >/dev/null 2>&1 \
+        && pass "the id rule accepts a ${#id}-character id" || fail "the id rule refused \"$id\""
+done
+for id in "" "${A128}a" "a b" "caf\u00e9" "a/b" "a\nb"; do
+    out=$(psql_db -c "BEGIN; INSERT INTO integrations (id, provider, key_id) VALUES (E'$id', 'p', 1); ROLLBACK" 2>&1)
+    case "$out" in
+        *'violates check constraint "integrations_id_format"'*) pass "the id rule refuses E'${id:0:12}'" ;;
+        *) fail "the id rule let E'$id' in: $out" ;;
+    esac
+done
+
 # --- a migration that fails rolls back, names its file and the server's error
 mkdir -p "$WORK/dir"
 cp "${FILES[@]}" "$WORK/dir/"
