@@ -111,10 +111,10 @@ store_take_notifies (store_t *s)
 {
     PGnotify *n;
     while (s->conn && (n = PQnotifies (s->conn))) {
-        /* payload: "<worker id> <integration id>"; neither contains a space */
+        /* the cache's channel: "<worker id> <integration id>", neither contains a space */
         char *space = strchr (n->extra, ' ');
         if (strcmp (n->relname, STORE_EVENTS_NOTIFY) == 0)
-            s->events = 1;
+            s->events = 1;           /* events_emit's wake-up: no payload */
         else if (space) {
             *space = '\0';
             store_queue (s, n->extra, space + 1);

@@ -128,9 +128,6 @@ store_events_consume (store_events_t *se)
         se->conn = NULL;
         return;
     }
-    PGnotify *n;
-    while ((n = PQnotifies (se->conn)))
-        PQfreemem (n);
 }
 
 /* Runs one statement; NULL with *st and err set on failure. */
