@@ -134,6 +134,14 @@ file_contains (const char *path, const char *needle)
     return found;
 }
 
+void
+itest_write_file (const char *path, const char *text)
+{
+    FILE *f = fopen (path, "w");
+    if (!f || fputs (text, f) < 0 || fclose (f) != 0)
+        fail_msg ("could not write \"%s\"", path);
+}
+
 int
 itest_workdir_contains (harness_t *h, const char *needle)
 {

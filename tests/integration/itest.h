@@ -31,6 +31,9 @@ int itest_http_port (harness_t *h, const char *log_name);
  * "ferrule_worker_commit_batch_size_count") at the /metrics of a process (its log name); -1 when
  * the process serves none or the series is absent. */
 double itest_metric (harness_t *h, const char *log_name, const char *series);
+/* Writes text to the file at path (created or truncated); fails the running cmocka test when it
+ * cannot. */
+void itest_write_file (const char *path, const char *text);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
 /* How many lines of the log file at path are not JSON objects (every process of ours writes JSON

@@ -63,15 +63,6 @@ metric (const char *worker, const char *series)
     return value;
 }
 
-static void
-write_file (const char *path, const char *text)
-{
-    FILE *f = fopen (path, "w");
-    assert_non_null (f);
-    fputs (text, f);
-    fclose (f);
-}
-
 /* The providers file with the catalog limits the forecasts read. */
 static void
 add_limits (void)
@@ -98,14 +89,14 @@ setup (void **state)
     app_port = receiver_port ();
     char path [512], secret [512], text [2048];
     snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
-    write_file (secret, SECRET "\n");
+    itest_write_file (secret, SECRET "\n");
     snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
     snprintf (text, sizeof text,
               "{\"endpoints\": ["
               " {\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\", \"secret_file\": \"%s\"},"
               " {\"name\": \"dead\", \"url\": \"http://127.0.0.1:%s/hooks\", \"secret_file\": \"%s\","
               "  \"events\": [\"disconnected\"]}]}", app_port, secret, dead_port, secret);
-    write_file (path, text);
+    itest_write_file (path, text);
     add_limits ();
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
     harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "100");

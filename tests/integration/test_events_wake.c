@@ -23,15 +23,6 @@
 
 static harness_t *h;
 
-static void
-write_file (const char *path, const char *text)
-{
-    FILE *f = fopen (path, "w");
-    assert_non_null (f);
-    fputs (text, f);
-    fclose (f);
-}
-
 static int
 setup (void **state)
 {
@@ -40,11 +31,11 @@ setup (void **state)
         return -1;
     char path [512], secret [512], text [1024];
     snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
-    write_file (secret, SECRET "\n");
+    itest_write_file (secret, SECRET "\n");
     snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
     snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\", "
               "\"secret_file\": \"%s\"}]}", receiver_port (), secret);
-    write_file (path, text);
+    itest_write_file (path, text);
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
     /* nothing but a wake-up can make the thread look within the tests' time */
     harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "60000");
