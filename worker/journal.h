@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <jansson.h>
-#include "store.h"
+#include "store_chain.h"
 
 typedef struct journal journal_t;
 

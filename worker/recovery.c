@@ -4,6 +4,7 @@
  * a record that fails (its row locked, the database away) is kept and the pass goes on, and the
  * whole pass is tried again a second later, until a pass settles every record. */
 #include "recovery.h"
+#include "store_chain.h"
 #include "catalog.h"
 #include "dbwait.h"
 #include "journal.h"

@@ -12,6 +12,7 @@
  *   5. only then answer every request that waited on this refresh. */
 #define _GNU_SOURCE             /* memmem */
 #include "refresh.h"
+#include "store_chain.h"
 #include "dbwait.h"
 #include "ident.h"
 #include "loads.h"

@@ -2,6 +2,7 @@
  * status, history and ping are served here, the connect flow, disconnect, scopes, doctor and the
  * gateway's operations by their own modules */
 #include "requests.h"
+#include "store_chain.h"
 #include "connect.h"
 #include "disconnect.h"
 #include "doctor.h"

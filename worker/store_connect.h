@@ -3,7 +3,7 @@
  * counts and reads status and doctor need */
 #ifndef FERRULE_STORE_CONNECT_H
 #define FERRULE_STORE_CONNECT_H
-#include "store.h"
+#include "store_chain.h"
 
 /* The integration columns migration 002 added, read beside an integration's row. */
 typedef struct store_extra {

@@ -41,12 +41,18 @@ fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *cons
                                    const void *ctx, size_t size, const char *what, char *err,
                                    size_t errlen) FR_MUSTCHECK;
 
+/* The refresh protocol's two statements (store_chain.c sends them), which every session prepares
+ * (store.c): a statement sent with one of these addresses runs as the prepared one. */
+extern const char store_claim_sql [];
+extern const char store_commit_sql [];
+
 /* An integration's chain, newest first: $1 the id, $2 how many rows; read by store_history_read
  * (the rows are the caller's: store_chain_free). */
 #define STORE_HISTORY_SQL \
     "SELECT generation, extract(epoch FROM at)::bigint, outcome, worker, refresh_fingerprint, rotated, detail" \
     " FROM token_chain WHERE integration_id = $1 ORDER BY seq DESC LIMIT $2::bigint"
-store_chain_t *store_history_read (const PGresult *res, size_t *count);
+struct store_chain_row;                  /* store_chain_t (store_chain.h) */
+struct store_chain_row *store_history_read (const PGresult *res, size_t *count);
 
 /* A column as a copy (NULL for SQL NULL), an integer (0 for NULL), a bool, or bytea (NULL, *len 0). */
 char *store_text_at (const PGresult *res, int row, int col);

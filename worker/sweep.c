@@ -1,5 +1,6 @@
 /* sweep.c - periodic refresh of what is about to expire, partition by partition */
 #include "sweep.h"
+#include "store_chain.h"
 #include "clock.h"
 #include "log.h"
 #include "mem.h"

@@ -2,6 +2,7 @@
  * notification socket, and one housekeeping tick. The top of worker/: it wires the modules
  * together and nothing imports it. */
 #include "worker.h"
+#include "store_chain.h"
 #include "calls.h"
 #include "events.h"
 #include "keystats.h"

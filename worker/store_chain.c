@@ -1,0 +1,630 @@
+/* store_chain.c - the refresh protocol's statements on an integration's row and its token chain
+ * (docs/architecture.md, "The refresh protocol"): the claim, the commit's compare-and-set and the
+ * turn's batch that carries both, a lost compare-and-set recorded, a journal record replayed,
+ * failures, leases given back, the sweep's candidates, the generations the cache re-validates,
+ * and the chain's history. Transactions are short: the claim locks the row and takes a lease,
+ * the provider is called with no transaction open, and the commit is a compare-and-set on the
+ * generation. Each runs as a batch on a session of store.c that the loop does not wait for. */
+#include "store_chain.h"
+#include "store_internal.h"
+#include "ident.h"
+#include "mem.h"
+#include <errno.h>
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+/* A lease token: 128 bits from the kernel's CSPRNG, so that no two workers ever draw the same
+ * one, whatever their pids and start times (every container's worker is pid 1). */
+static int
+store_new_lease_token (char out [STORE_LEASE_LEN + 1])
+{
+    unsigned char raw [16];
+    size_t got = 0;
+    while (got < sizeof raw) {
+        ssize_t n = getrandom (raw + got, sizeof raw - got, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        got += (size_t) n;
+    }
+    for (size_t i = 0; i < sizeof raw; i++)
+        snprintf (out + 2 * i, 3, "%02x", raw [i]);
+    return 0;
+}
+
+typedef struct {
+    char gen [32], until [32], ms [32];
+    char token [STORE_LEASE_LEN + 1];
+    const char *values [7];
+} claim_params_t;
+
+static int
+claim_params (store_t *s, const store_claim_req_t *q, int64_t lease_ms, claim_params_t *p)
+{
+    if (store_new_lease_token (p->token) != 0)
+        return -1;
+    snprintf (p->gen, sizeof p->gen, "%" PRId64, q->known_generation);
+    snprintf (p->until, sizeof p->until, "%" PRId64, q->valid_until);
+    snprintf (p->ms, sizeof p->ms, "%" PRId64, lease_ms);
+    p->values [0] = q->id;
+    p->values [1] = p->gen;
+    p->values [2] = p->until;
+    p->values [3] = q->forced ? "true" : "false";
+    p->values [4] = store_worker_id (s);
+    p->values [5] = p->token;
+    p->values [6] = p->ms;
+    return 0;
+}
+
+/* Reads one claim's answer into q. */
+static void
+claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_params_t *p, int64_t lease_ms)
+{
+    const char *outcome = PQntuples (res) == 1 ? PQgetvalue (res, 0, STORE_CLAIM_OUTCOME_COLUMN) : "missing";
+    memset (&q->row, 0, sizeof q->row);
+    q->st = FR_OK;
+    q->err [0] = '\0';
+    if (strcmp (outcome, "missing") == 0) {
+        snprintf (q->err, sizeof q->err, "integration \"%s\" does not exist", q->id);
+        q->st = FR_NOT_FOUND;
+        return;
+    }
+    if (strcmp (outcome, "locked") == 0) {
+        q->outcome = CLAIM_LOCKED;
+        return;
+    }
+    store_fill_row (res, 0, &q->row);
+    if (strcmp (outcome, "inactive") == 0)
+        q->outcome = CLAIM_INACTIVE;
+    else
+    if (strcmp (outcome, "fresh") == 0)
+        q->outcome = CLAIM_FRESH;
+    else
+    if (strcmp (outcome, "busy") == 0)
+        q->outcome = CLAIM_BUSY;
+    else {
+        if (q->row.lease_owner && strcmp (q->row.lease_owner, store_worker_id (s)) != 0)
+            q->row.interrupted = 1;          /* another worker's lease expired under it */
+        mem_free (q->row.lease_owner);
+        q->row.lease_owner = mem_strdup (store_worker_id (s));
+        snprintf (q->row.lease_token, sizeof q->row.lease_token, "%s", p->token);
+        q->row.lease_ms_left = lease_ms;
+        q->outcome = CLAIM_ACQUIRED;
+    }
+}
+
+/* A batch of claims in flight. */
+typedef struct {
+    store_t *s;
+    store_claim_req_t *reqs;
+    size_t n;
+    int64_t lease_ms;
+    claim_params_t *params;          /* the lease tokens drawn for each */
+    store_claims_fn *done;
+    void *arg;
+} claims_t;
+
+/* n claims' answers, of a transaction of in_batch statements in all */
+static void
+claims_done (void *arg, fr_status_t st, PGresult **results, size_t n, size_t in_batch, const char *err)
+{
+    claims_t *cl = arg;
+    store_t *s = cl->s;
+    /* a batch that failed as a whole while the database is up says nothing of each claim: the
+     * caller sends each again on its own, so that one integration's problem stays its own (never
+     * here, one by one, with the loop waiting) */
+    int undecided = st != FR_OK && in_batch > 1 && store_connected (s);
+    for (size_t i = 0; i < n; i++) {
+        store_claim_req_t *q = &cl->reqs [i];
+        q->undecided = undecided;
+        if (st == FR_OK && results [i])
+            claim_read (s, q, results [i], &cl->params [i], cl->lease_ms);
+        else {
+            q->st = st != FR_OK ? st : FR_INTERNAL;
+            snprintf (q->err, sizeof q->err, "%s", st != FR_OK ? err : "the claim returned no result");
+        }
+    }
+    mem_free (cl->params);
+    cl->done (cl->arg, cl->reqs, cl->n);
+    mem_free (cl);
+}
+
+/* The claims' statements into stmts (n of them) and their context; NULL with err when no lease
+ * token could be drawn. */
+static claims_t *
+claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms, store_claims_fn *done, void *arg,
+                store_stmt_t *stmts, char *err, size_t errlen)
+{
+    claims_t *cl = mem_alloc (sizeof *cl);
+    *cl = (claims_t) { s, reqs, n, lease_ms, mem_alloc (n * sizeof *cl->params), done, arg };
+    for (size_t i = 0; i < n; i++) {
+        memset (&reqs [i].row, 0, sizeof reqs [i].row);
+        if (claim_params (s, &reqs [i], lease_ms, &cl->params [i]) != 0) {
+            snprintf (err, errlen, "could not draw a lease token from the kernel: %s", strerror (errno));
+            mem_free (cl->params);
+            mem_free (cl);
+            return NULL;
+        }
+        stmts [i] = (store_stmt_t) { store_claim_sql, 7, cl->params [i].values, NULL, NULL };
+    }
+    return cl;
+}
+
+typedef struct {
+    char gen [32], key [32], exp [32], life [32];
+    const char *values [12];
+    int lengths [12];
+    int formats [12];
+} commit_params_t;
+
+static void
+commit_params (store_t *s, const store_commit_t *c, commit_params_t *p)
+{
+    snprintf (p->gen, sizeof p->gen, "%" PRId64, c->expected_generation);
+    snprintf (p->key, sizeof p->key, "%" PRId32, c->key_id);
+    snprintf (p->exp, sizeof p->exp, "%" PRId64, c->access_expires_at);
+    snprintf (p->life, sizeof p->life, "%" PRId64, c->access_lifetime_s);
+    const char *values [] = { c->id, p->gen, p->key, (const char *) c->access_ct, p->exp, (const char *) c->refresh_ct,
+                              c->refresh_fingerprint, c->scopes, store_worker_id (s), c->rotated ? "true" : "false",
+                              c->lease_token [0] ? c->lease_token : NULL, c->access_lifetime_s > 0 ? p->life : NULL };
+    memcpy (p->values, values, sizeof values);
+    memset (p->lengths, 0, sizeof p->lengths);
+    memset (p->formats, 0, sizeof p->formats);
+    p->lengths [3] = (int) c->access_ct_len;
+    p->lengths [5] = (int) c->refresh_ct_len;
+    p->formats [3] = p->formats [5] = 1;
+}
+
+/* A lost compare-and-set: a "conflict" chain row, and the lease released if it is still ours. */
+#define CONFLICT_SQL \
+    "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL" \
+    "  WHERE id = $1 AND lease_owner = $2 AND lease_token = $5::uuid RETURNING id)" \
+    "INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
+    " SELECT id, generation, $2, 'conflict', $3, $4::boolean," \
+    "  'another refresh, import or status change committed first; this result was not stored'" \
+    " FROM integrations WHERE id = $1 RETURNING generation"
+
+typedef struct {
+    store_conflict_fn *fn;
+    void *arg;
+    char id [IDENT_MAX + 1];
+} conflict_ctx_t;
+
+static void
+conflict_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    conflict_ctx_t *c = arg;
+    store_row_t row;
+    char why [256];
+    memset (&row, 0, sizeof row);
+    if (st == FR_OK && (n != 2 || PQntuples (results [1]) != 1)) {
+        st = store_not_found (c->id, why, sizeof why);
+        err = why;
+    }
+    if (st == FR_OK)
+        store_fill_row (results [1], 0, &row);
+    c->fn (c->arg, st, st == FR_OK ? &row : NULL, st == FR_OK ? NULL : err);
+    store_row_clear (&row);
+}
+
+fr_status_t
+store_conflict_start (store_t *s, const store_commit_t *cm, store_conflict_fn *fn, void *arg, char *err,
+                      size_t errlen)
+{
+    const char *v2 [] = { cm->id, store_worker_id (s), cm->refresh_fingerprint, cm->rotated ? "true" : "false",
+                          cm->lease_token [0] ? cm->lease_token : NULL };
+    store_stmt_t stmts [] = {
+        { CONFLICT_SQL, 5, v2, NULL, NULL },
+        { "SELECT " STORE_ROW_COLUMNS " FROM integrations WHERE id = $1", 1, v2, NULL, NULL },
+    };
+    conflict_ctx_t c = { fn, arg, "" };
+    snprintf (c.id, sizeof c.id, "%s", cm->id);
+    return store_batch_start (s, stmts, 2, conflict_done, &c, sizeof c, err, errlen);
+}
+
+/* A journal record's replay: its compare-and-set, then the row as that transaction left it. */
+typedef struct {
+    store_replayed_fn *fn;
+    void *arg;
+    int64_t expected;
+    char fingerprint [128];            /* the record's; a longer one never counts as settled */
+} replay_ctx_t;
+
+static void
+replay_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    replay_ctx_t *c = arg;
+    int committed = 0, settled = 0;
+    if (st == FR_OK && n == 2) {
+        committed = PQntuples (results [0]) == 1;
+        /* the same token committed before the crash: only the journal's marker was lost */
+        settled = !committed && PQntuples (results [1]) == 1 && c->fingerprint [0]
+               && store_int_at (results [1], 0, 0) > c->expected
+               && !PQgetisnull (results [1], 0, 1) && strcmp (PQgetvalue (results [1], 0, 1), c->fingerprint) == 0;
+    }
+    c->fn (c->arg, st, committed, settled, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_replay_start (store_t *s, const store_commit_t *cm, store_replayed_fn *fn, void *arg, char *err, size_t errlen)
+{
+    commit_params_t p;
+    commit_params (s, cm, &p);
+    const char *ids [] = { cm->id };
+    store_stmt_t stmts [] = {
+        { store_commit_sql, 12, p.values, p.lengths, p.formats },
+        { "SELECT generation, refresh_fingerprint FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
+    };
+    replay_ctx_t c = { fn, arg, cm->expected_generation, "" };
+    if (cm->refresh_fingerprint && strlen (cm->refresh_fingerprint) < sizeof c.fingerprint)
+        memcpy (c.fingerprint, cm->refresh_fingerprint, strlen (cm->refresh_fingerprint) + 1);
+    return store_batch_start (s, stmts, 2, replay_done, &c, sizeof c, err, errlen);
+}
+
+/* A group commit in flight. */
+typedef struct {
+    const store_commit_t *const *commits;
+    size_t n;
+    size_t *order;                   /* statement i commits commits [order [i]] */
+    store_commits_fn *done;
+    void *arg;
+} commits_t;
+
+static void
+commits_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    commits_t *cm = arg;
+    int *committed = mem_alloc (n * sizeof *committed);
+    for (size_t i = 0; st == FR_OK && i < n; i++)
+        committed [cm->order [i]] = results [i] && PQntuples (results [i]) == 1;
+    cm->done (cm->arg, st, committed, cm->n, err);
+    mem_free (committed);
+    mem_free (cm->order);
+    mem_free (cm);
+}
+
+static const store_commit_t *const *s_sorting;     /* for commit_order only (one thread) */
+
+static int
+commit_order (const void *a, const void *b)
+{
+    return strcmp (s_sorting [*(const size_t *) a]->id, s_sorting [*(const size_t *) b]->id);
+}
+
+/* The commits' statements into stmts (n of them, in id order: two batches that share rows, a
+ * takeover, cannot deadlock) and their context; params holds the values until they are sent. */
+static commits_t *
+commits_prepare (store_t *s, const store_commit_t *const *commits, size_t n, store_commits_fn *done, void *arg,
+                 store_stmt_t *stmts, commit_params_t *params)
+{
+    commits_t *cm = mem_alloc (sizeof *cm);
+    *cm = (commits_t) { commits, n, mem_alloc ((n ? n : 1) * sizeof *cm->order), done, arg };
+    for (size_t i = 0; i < n; i++)
+        cm->order [i] = i;
+    s_sorting = commits;
+    qsort (cm->order, n, sizeof *cm->order, commit_order);
+    s_sorting = NULL;
+    for (size_t i = 0; i < n; i++) {
+        commit_params (s, commits [cm->order [i]], &params [i]);
+        stmts [i] = (store_stmt_t) { store_commit_sql, 12, params [i].values, params [i].lengths, params [i].formats };
+    }
+    return cm;
+}
+
+/* A turn's batch: its commits, then its claims. */
+typedef struct {
+    commits_t *cm;
+    size_t nc;
+    claims_t *cl;
+    size_t nq;
+} turn_t;
+
+static void
+turn_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    turn_t *t = arg;
+    (void) n;
+    if (t->cm)
+        commits_done (t->cm, st, results, t->nc, err);
+    if (t->cl)
+        claims_done (t->cl, st, results + t->nc, t->nq, t->nc + t->nq, err);
+}
+
+fr_status_t
+store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, store_commits_fn *commits_done_fn,
+                  void *commits_arg, store_claim_req_t *reqs, size_t nq, int64_t lease_ms,
+                  store_claims_fn *claims_done_fn, void *claims_arg, char *err, size_t errlen)
+{
+    fr_status_t st = FR_OK;
+    store_stmt_t *stmts = mem_alloc ((nc + nq) * sizeof *stmts);
+    commit_params_t *params = mem_alloc ((nc ? nc : 1) * sizeof *params);
+    turn_t t = { NULL, nc, NULL, nq };
+    if (nc)
+        t.cm = commits_prepare (s, commits, nc, commits_done_fn, commits_arg, stmts, params);
+    if (nq && !(t.cl = claims_prepare (s, reqs, nq, lease_ms, claims_done_fn, claims_arg, stmts + nc, err, errlen)))
+        st = FR_INTERNAL;
+    if (st == FR_OK)
+        st = store_batch_start (s, stmts, nc + nq, turn_done, &t, sizeof t, err, errlen);
+    mem_free (stmts);                   /* libpq has copied the statements and their values */
+    mem_free (params);
+    if (st != FR_OK) {
+        if (t.cm) {
+            mem_free (t.cm->order);
+            mem_free (t.cm);
+        }
+        if (t.cl) {
+            mem_free (t.cl->params);
+            mem_free (t.cl);
+        }
+    }
+    return st;
+}
+
+typedef struct {
+    store_failure_fn *fn;
+    void *arg;
+    char id [IDENT_MAX + 1];
+} failure_ctx_t;
+
+static void
+failure_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    failure_ctx_t *c = arg;
+    char why [256];
+    int stale = 0;
+    if (st == FR_OK && (n != 1 || PQntuples (results [0]) == 0)) {
+        st = store_not_found (c->id, why, sizeof why);
+        err = why;
+    }
+    else
+    if (st == FR_OK)
+        stale = strcmp (PQgetvalue (results [0], 0, 0), "t") != 0;
+    c->fn (c->arg, st, stale, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_fn *fn, void *arg, char *err,
+                            size_t errlen)
+{
+    char gen [32];
+    snprintf (gen, sizeof gen, "%" PRId64, f->expected_generation);
+    /* The status and last error change only when the failure is about the current generation:
+     * an invalid_grant for a refresh token someone already replaced says nothing of the new one.
+     * The lease is released only if it is still this refresh's (owner and token). */
+    const char *values [] = { f->id, gen, f->lease_token && *f->lease_token ? f->lease_token : NULL, f->new_status,
+                              f->error_code, f->error_message, store_worker_id (s), f->outcome, f->fingerprint };
+    store_stmt_t stmt = {
+        "WITH cur AS (SELECT generation = $2::bigint AS current,"
+        "               (lease_owner = $7 AND lease_token = $3::uuid) IS TRUE AS mine"
+        "             FROM integrations WHERE id = $1 FOR UPDATE),"
+        " u AS ("
+        "  UPDATE integrations i SET"
+        "    status = CASE WHEN cur.current AND $4::text IS NOT NULL THEN $4::text ELSE i.status END,"
+        "    last_error_code = CASE WHEN cur.current THEN $5 ELSE i.last_error_code END,"
+        "    last_error_message = CASE WHEN cur.current THEN $6 ELSE i.last_error_message END,"
+        "    last_error_at = CASE WHEN cur.current THEN now() ELSE i.last_error_at END,"
+        "    lease_owner = CASE WHEN cur.mine THEN NULL ELSE i.lease_owner END,"
+        "    lease_expires_at = CASE WHEN cur.mine THEN NULL ELSE i.lease_expires_at END,"
+        "    lease_token = CASE WHEN cur.mine THEN NULL ELSE i.lease_token END,"
+        "    updated_at = now()"
+        "  FROM cur WHERE i.id = $1 RETURNING i.generation, cur.current),"
+        " c AS ("
+        "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
+        "  SELECT $1, u.generation, $7, $8, $9, $6 FROM u RETURNING generation)"
+        "SELECT u.current, pg_notify('" STORE_NOTIFY_CHANNEL "', $7 || ' ' || $1) FROM u, c",
+        9, values, NULL, NULL };
+    failure_ctx_t c = { fn, arg, "" };
+    snprintf (c.id, sizeof c.id, "%s", f->id);
+    return store_batch_start (s, &stmt, 1, failure_done, &c, sizeof c, err, errlen);
+}
+
+fr_status_t
+store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn, void *arg,
+                           char *err, size_t errlen)
+{
+    const char *values [] = { id, store_worker_id (s), lease_token };
+    store_stmt_t stmt = { "UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
+                          " WHERE id = $1 AND lease_owner = $2 AND lease_token = $3::uuid RETURNING id",
+                          3, values, NULL, NULL };
+    return store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
+}
+
+/* Copies a result's first two columns into two arrays of strings. */
+static void
+store_take_pairs (const PGresult *res, char ***a, char ***b, size_t *count)
+{
+    int n = PQntuples (res);
+    *a = mem_alloc ((size_t) (n ? n : 1) * sizeof **a);
+    *b = mem_alloc ((size_t) (n ? n : 1) * sizeof **b);
+    for (int i = 0; i < n; i++) {
+        (*a) [i] = mem_strdup (PQgetvalue (res, i, 0));
+        (*b) [i] = mem_strdup (PQgetvalue (res, i, 1));
+    }
+    *count = (size_t) n;
+}
+
+/* An earlier run's leases released: the ids and providers of the rows released. */
+typedef struct {
+    store_released_fn *fn;
+    void *arg;
+} released_ctx_t;
+
+static void
+released_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    released_ctx_t *c = arg;
+    char **ids = NULL, **providers = NULL;
+    size_t count = 0;
+    if (st == FR_OK && n == 1)
+        store_take_pairs (results [0], &ids, &providers, &count);
+    c->fn (c->arg, st, ids, providers, count, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, char *err, size_t errlen)
+{
+    const char *values [] = { store_worker_id (s) };
+    store_stmt_t stmt = {
+        "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_id = NULL,"
+        "    lease_expires_at = NULL, interrupted_generation = generation"
+        "  WHERE lease_owner = $1 RETURNING id, provider, generation),"
+        " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+        "  SELECT id, generation, $1, 'interrupted', 'worker \"' || $1 || '\" stopped during this refresh and"
+        " found its lease when it started again: if the provider call had gone out, the provider may have rotated"
+        " the refresh token' FROM u)"
+        "SELECT id, provider FROM u",
+        1, values, NULL, NULL };
+    released_ctx_t c = { fn, arg };
+    return store_batch_start (s, &stmt, 1, released_done, &c, sizeof c, err, errlen);
+}
+
+/* Each token's own horizon: the global one, but no more than a share of the token's lifetime (a
+ * 120 s token is not refreshed every pass of a 300 s horizon) and no less than the floor (one
+ * sweep interval and a margin, so that a pass always comes before expiry), and never more than
+ * half the lifetime. */
+static const char sweep_sql [] =
+    "SELECT id, provider FROM integrations"
+    " WHERE status = 'active' AND refresh_token IS NOT NULL"
+    "   AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())"
+    "   AND CASE WHEN $2::text IS NULL"
+    "       THEN access_expires_at IS NULL OR access_expires_at < now() + interval '1 second' *"
+    "         CASE WHEN COALESCE(access_lifetime_s, 0) <= 0 THEN $1::bigint"
+    "              ELSE LEAST($1::bigint, access_lifetime_s / 2,"
+    "                         GREATEST(access_lifetime_s * $5::float8, $6::bigint)) END"
+    "       ELSE provider = $2 AND COALESCE(last_refresh_at, created_at) < now() - $3::bigint * interval '1 second' END"
+    " ORDER BY access_expires_at NULLS FIRST LIMIT $4::bigint";
+
+typedef struct {
+    store_candidate_fn *fn;
+    void *arg;
+} sweep_ctx_t;
+
+static void
+sweep_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    sweep_ctx_t *c = arg;
+    for (size_t q = 0; st == FR_OK && q < n; q++)
+        for (int i = 0; results [q] && i < PQntuples (results [q]); i++)
+            c->fn (c->arg, FR_OK, q, PQgetvalue (results [q], i, 0), PQgetvalue (results [q], i, 1), NULL);
+    c->fn (c->arg, st, n, NULL, NULL, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn, void *arg,
+                   char *err, size_t errlen)
+{
+    struct sweep_params {
+        char horizon [32], idle [32], lim [32], share [32], floor [32];
+        const char *values [6];
+    } *p = mem_alloc (n * sizeof *p);
+    store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
+    for (size_t i = 0; i < n; i++) {
+        snprintf (p [i].horizon, sizeof p [i].horizon, "%" PRId64, qs [i].horizon_s);
+        snprintf (p [i].idle, sizeof p [i].idle, "%" PRId64, qs [i].idle_s);
+        snprintf (p [i].lim, sizeof p [i].lim, "%" PRId64, qs [i].limit);
+        snprintf (p [i].share, sizeof p [i].share, "%.4f", qs [i].lifetime_share);
+        snprintf (p [i].floor, sizeof p [i].floor, "%" PRId64, qs [i].floor_s);
+        const char *values [] = { p [i].horizon, qs [i].provider, p [i].idle, p [i].lim, p [i].share, p [i].floor };
+        memcpy (p [i].values, values, sizeof values);
+        stmts [i] = (store_stmt_t) { sweep_sql, 6, p [i].values, NULL, NULL };
+    }
+    sweep_ctx_t c = { fn, arg };
+    /* libpq has copied the parameters once the statements are sent */
+    fr_status_t st = store_batch_start (s, stmts, n, sweep_done, &c, sizeof c, err, errlen);
+    mem_free (stmts);
+    mem_free (p);
+    return st;
+}
+
+/* The cache's re-validation (worker.c): generation and status of the ids given. */
+typedef struct {
+    store_generation_fn *fn;
+    void *arg;
+} generations_ctx_t;
+
+static void
+generations_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    generations_ctx_t *c = arg;
+    for (int i = 0; st == FR_OK && n == 1 && results [0] && i < PQntuples (results [0]); i++)
+        c->fn (c->arg, FR_OK, PQgetvalue (results [0], i, 0), store_int_at (results [0], i, 1),
+               PQgetvalue (results [0], i, 2), NULL);
+    c->fn (c->arg, st, NULL, 0, NULL, st == FR_OK ? NULL : err);
+}
+fr_status_t
+store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn, void *arg,
+                         char *err, size_t errlen)
+{
+    generations_ctx_t c = { fn, arg };
+    return store_ids_batch_start (s, "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])",
+                                  ids, n, generations_done, &c, sizeof c, "re-validate", err, errlen);
+}
+
+/* The chain rows of a STORE_HISTORY_SQL result. */
+store_chain_t *
+store_history_read (const PGresult *res, size_t *count)
+{
+    int n = PQntuples (res);
+    store_chain_t *rows = mem_alloc ((size_t) (n ? n : 1) * sizeof *rows);
+    for (int i = 0; i < n; i++) {
+        store_chain_t *r = &rows [i];
+        r->generation = store_int_at (res, i, 0);
+        r->at = store_int_at (res, i, 1);
+        r->outcome = store_text_at (res, i, 2);
+        r->worker = store_text_at (res, i, 3);
+        r->refresh_fingerprint = store_text_at (res, i, 4);
+        r->rotated = strcmp (PQgetvalue (res, i, 5), "t") == 0;
+        r->detail = store_text_at (res, i, 6);
+    }
+    *count = (size_t) n;
+    return rows;
+}
+
+typedef struct {
+    store_history_fn *fn;
+    void *arg;
+} history_ctx_t;
+
+static void
+history_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    history_ctx_t *c = arg;
+    store_chain_t *rows = NULL;
+    size_t count = 0;
+    if (st == FR_OK && n == 1 && results [0])
+        rows = store_history_read (results [0], &count);
+    c->fn (c->arg, st, rows, count, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_history_start (store_t *s, const char *id, int64_t limit, store_history_fn *fn, void *arg, char *err,
+                     size_t errlen)
+{
+    char lim [32];
+    snprintf (lim, sizeof lim, "%" PRId64, limit);
+    const char *values [] = { id, lim };
+    store_stmt_t stmt = { STORE_HISTORY_SQL, 2, values, NULL, NULL };
+    history_ctx_t c = { fn, arg };
+    return store_batch_start (s, &stmt, 1, history_done, &c, sizeof c, err, errlen);
+}
+
+void
+store_chain_free (store_chain_t **rows, size_t count)
+{
+    if (!rows || !*rows)
+        return;
+    for (size_t i = 0; i < count; i++) {
+        mem_free ((*rows) [i].outcome);
+        mem_free ((*rows) [i].worker);
+        mem_free ((*rows) [i].refresh_fingerprint);
+        mem_free ((*rows) [i].detail);
+    }
+    mem_free (*rows);
+    *rows = NULL;
+}
+

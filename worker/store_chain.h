@@ -1,0 +1,169 @@
+/* store_chain.h - the refresh protocol's statements on an integration's row and its token chain
+ * (store_chain.c): each is sent as a batch on a session of store.h that the loop does not wait
+ * for (the caller checks store_batch_busy) and answered from store_batch_pump */
+#ifndef FERRULE_STORE_CHAIN_H
+#define FERRULE_STORE_CHAIN_H
+#include "store.h"
+
+/* One row of an integration's chain, as history and doctor report it. */
+typedef struct store_chain_row {
+    int64_t generation;
+    int64_t at;
+    char   *outcome;
+    char   *worker;
+    char   *refresh_fingerprint;
+    int     rotated;
+    char   *detail;
+} store_chain_t;
+
+typedef enum {
+    CLAIM_ACQUIRED,          /* the lease is ours: call the provider */
+    CLAIM_FRESH,             /* someone already refreshed: use row's token, call nobody */
+    CLAIM_BUSY,              /* another holder's lease is live: wait and claim again */
+    CLAIM_INACTIVE,          /* not active (needs_reconnect, disconnected): answer from row */
+    CLAIM_LOCKED,            /* another session holds the row lock: try again shortly */
+} store_claim_t;
+
+/* What a successful refresh writes, sealed by the caller. */
+typedef struct {
+    const char *id;
+    int64_t expected_generation;
+    char lease_token [STORE_LEASE_LEN + 1];   /* the lease the refresh ran under ("" unknown) */
+    int32_t key_id;
+    const unsigned char *access_ct;
+    size_t access_ct_len;
+    int64_t access_expires_at;
+    int64_t access_lifetime_s;
+    const unsigned char *refresh_ct;      /* the refresh token to keep (new, or old re-sealed) */
+    size_t refresh_ct_len;
+    const char *refresh_fingerprint;
+    int rotated;
+    const char *scopes;                   /* NULL keeps the stored scopes */
+} store_commit_t;
+
+/* The claim: locks the row (without waiting: CLAIM_LOCKED if another session holds it), decides
+ * fresh / busy / inactive / acquired, and takes the lease under a new 128-bit token. Fresh means
+ * the access token lasts until valid_until (epoch s), or, when forced, that the generation moved
+ * past known_generation. A lease found expired was left by a worker that died or stalled during
+ * its refresh: the claim records it ("interrupted" chain row) before taking the lease.
+ * One claim of a batch: the request, and its own answer. */
+typedef struct {
+    const char *id;
+    int64_t known_generation;
+    int64_t valid_until;
+    int forced;
+    fr_status_t st;                  /* the answer: FR_OK with outcome and row, else err */
+    int undecided;                   /* with st: the batch failed as a whole, with the database up;
+                                      * this claim may be fine alone (send it in a batch of its own) */
+    store_claim_t outcome;
+    store_row_t row;                 /* the caller clears it */
+    char err [256];
+} store_claim_req_t;
+/* The claims' answers: reqs back, each with its own answer. Each row decides its own claim; a
+ * batch that fails as a whole while the database is up is claimed again claim by claim, so one
+ * integration's problem stays its own. */
+typedef void (store_claims_fn) (void *arg, store_claim_req_t *reqs, size_t n);
+
+/* A journal record's replay at start, as a batch: the refresh protocol's compare-and-set (the
+ * commit statement of a group commit: the generation still the expected one, the row active, or
+ * needs_reconnect and the commit carries a rotated refresh token; the lease cleared only if still
+ * this refresh's), then the row as that transaction left it. fn gets committed = 1 when it was
+ * written now; settled = 1 when it was not but the row already holds this record's refresh token
+ * at a later generation (committed before the crash: only the journal's marker was lost). Neither:
+ * the compare-and-set lost to another writer (the caller records the conflict,
+ * store_conflict_start). A failure writes nothing: the caller keeps the record and retries. */
+typedef void (store_replayed_fn) (void *arg, fr_status_t st, int committed, int settled, const char *err);
+fr_status_t store_replay_start (store_t *s, const store_commit_t *c, store_replayed_fn *fn, void *arg,
+                                char *err, size_t errlen) FR_MUSTCHECK;
+/* The commits' answers (group commit): committed [i] = 1 when commits [i] was written, 0 when its
+ * compare-and-set lost (nothing written for it: the caller records the conflict,
+ * store_conflict_start); or st, a failure of the whole batch that wrote nothing (the caller
+ * commits one by one). */
+typedef void (store_commits_fn) (void *arg, fr_status_t st, const int *committed, size_t n, const char *err);
+/* A loop turn's work for the database, sent without waiting, in one transaction, one round trip
+ * and one WAL flush: the compare-and-sets of the refreshes answered (in id order, so batches
+ * sharing rows cannot deadlock), then the claims due. commits and reqs, and what they point to,
+ * must live until their done functions ran (from store_batch_pump). On a failure to send
+ * (returned), neither is called. */
+fr_status_t store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, store_commits_fn *commits_done,
+                              void *commits_arg, store_claim_req_t *reqs, size_t nq, int64_t lease_ms,
+                              store_claims_fn *claims_done, void *claims_arg, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* A commit whose compare-and-set was lost (in a batch): its "conflict" chain row, the lease
+ * released if it is still ours, and the row as it now is, in one batch the loop does not wait
+ * for (the caller checks store_batch_busy). fn gets the row (the callee's to read), FR_NOT_FOUND,
+ * or the failure. */
+typedef void (store_conflict_fn) (void *arg, fr_status_t st, const store_row_t *row, const char *err);
+fr_status_t store_conflict_start (store_t *s, const store_commit_t *c, store_conflict_fn *fn, void *arg, char *err,
+                                  size_t errlen) FR_MUSTCHECK;
+
+/* A failed attempt to record: a chain row (outcome, fingerprint may be NULL), last_error, the
+ * lease released; new_status (may be NULL) is applied only if the generation is still the
+ * expected one. */
+typedef struct {
+    const char *id;
+    int64_t expected_generation;
+    const char *lease_token;
+    const char *outcome;
+    const char *new_status;
+    const char *error_code;
+    const char *error_message;
+    const char *fingerprint;
+} store_failure_t;
+/* The record's end: stale when the generation had moved on (nothing of the integration's status
+ * changed), FR_NOT_FOUND when the integration is gone, or the batch's failure. */
+typedef void (store_failure_fn) (void *arg, fr_status_t st, int stale, const char *err);
+/* Records it as a batch the loop does not wait for (the caller checks store_batch_busy; f's
+ * values are copied when this returns). */
+fr_status_t store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_fn *fn, void *arg,
+                                        char *err, size_t errlen) FR_MUSTCHECK;
+/* Gives a lease back untouched, if it is still this worker's with this token; a batch the loop
+ * does not wait for. */
+fr_status_t store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn,
+                                       void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+/* At start, after the journal's replay: leases this worker id still holds belong to a dead
+ * incarnation of it, whose refreshes were interrupted. As a batch: records each ("interrupted"
+ * chain row), frees the lease rather than make the integration wait for expiry, and gives fn the
+ * ids and providers released (fn takes the strings and the arrays). */
+typedef void (store_released_fn) (void *arg, fr_status_t st, char **ids, char **providers, size_t count,
+                                  const char *err);
+fr_status_t store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, char *err,
+                                            size_t errlen) FR_MUSTCHECK;
+/* Integrations that need the sweep: active, with a refresh token, no live lease, and either
+ * expiring within their own horizon (horizon_s, but never more than lifetime_share of the token's
+ * lifetime, nor less than floor_s), or (provider given) not refreshed for idle_s. At most limit
+ * rows per query. */
+typedef struct {
+    int64_t horizon_s;
+    double lifetime_share;
+    int64_t floor_s;
+    const char *provider;                 /* set: that provider's idle refresh tokens instead */
+    int64_t idle_s;
+    int64_t limit;
+} store_sweep_query_t;
+/* Called from store_batch_pump for every candidate of query q (in the order given, strings
+ * borrowed for the call), then once with id NULL: all delivered (FR_OK), or the batch failed. */
+typedef void (store_candidate_fn) (void *arg, fr_status_t st, size_t q, const char *id, const char *provider,
+                                   const char *err);
+/* Sends the queries as one batch, not waiting for it (the caller checks store_batch_busy). */
+fr_status_t store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn,
+                               void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* Generation and status of the given integrations, for re-validating cached entries, as a batch
+ * the loop does not wait for (the caller checks store_batch_busy): from store_batch_pump, fn is
+ * called for every one found (ids not found are not reported), then once with id NULL: all
+ * delivered (FR_OK), or the batch failed (st, err). */
+typedef void (store_generation_fn) (void *arg, fr_status_t st, const char *id, int64_t generation, const char *status,
+                                    const char *err);
+fr_status_t store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn,
+                                     void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+
+void store_chain_free (store_chain_t **rows, size_t count);
+void store_chain_free (store_chain_t **rows, size_t count);
+/* An integration's chain, newest first, at most limit rows, as a batch the loop does not wait for
+ * (the caller checks store_batch_busy): from store_batch_pump, fn gets the rows (its own:
+ * store_chain_free), or the batch's failure. */
+typedef void (store_history_fn) (void *arg, fr_status_t st, store_chain_t *rows, size_t count, const char *err);
+fr_status_t store_history_start (store_t *s, const char *id, int64_t limit, store_history_fn *fn, void *arg,
+                                 char *err, size_t errlen) FR_MUSTCHECK;
+#endif
