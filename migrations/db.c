@@ -1,7 +1,9 @@
 /* db.c - ferrule-migrate's PostgreSQL sessions */
 #include "db.h"
 #include "clock.h"
+#include "log.h"
 #include "mem.h"
+#include "text.h"
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -19,6 +21,39 @@ db_copy_text (char *dst, size_t size, const char *src)
     size_t n = strlen (dst);
     while (n > 0 && (dst [n - 1] == '\n' || dst [n - 1] == ' ' || dst [n - 1] == '\t'))
         dst [--n] = '\0';
+}
+
+#define DB_NOTICE_MAX 300             /* bytes of a notice's message that are shown */
+
+static const char *s_notices_about;     /* the migration being applied, or NULL */
+
+void
+db_notices_about (const char *what)
+{
+    s_notices_about = what;
+}
+
+/* A notice or warning the server sent (RAISE in a migration, "does not exist, skipping", a
+ * deprecation): one line in the tool's words on stderr, saying which migration it came from, and
+ * one in the log; made printable and cut, since a message can quote anything. */
+static void
+db_on_notice (void *arg, const PGresult *res)
+{
+    (void) arg;
+    const char *sev = PQresultErrorField (res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY);
+    char text [DB_NOTICE_MAX + 8];
+    text_printable (text, sizeof text, msg ? msg : "(no message)", (size_t) -1, DB_NOTICE_MAX);
+    int warning = sev && strcmp (sev, "NOTICE") != 0 && strcmp (sev, "INFO") != 0 && strcmp (sev, "LOG") != 0
+                  && strncmp (sev, "DEBUG", 5) != 0;
+    fprintf (stderr, "ferrule-migrate: %s: %s%sthe server said: %s\n", warning ? "warning" : "notice",
+             s_notices_about ? s_notices_about : "", s_notices_about ? ": " : "", text);
+    if (warning)
+        log_warning (NULL, NULL, "the database server said%s%s: %s", s_notices_about ? " while applying " : "",
+                     s_notices_about ? s_notices_about : "", text);
+    else
+        log_info (NULL, NULL, "the database server said%s%s: %s", s_notices_about ? " while applying " : "",
+                  s_notices_about ? s_notices_about : "", text);
 }
 
 /* A conninfo string or URI, as opposed to a bare database name. */
@@ -182,6 +217,7 @@ db_connect (const char *url, int timeout_ms, db_error_t *err)
         if (rc > 0)
             state = PQconnectPoll (conn);
     }
+    PQsetNoticeReceiver (conn, db_on_notice, NULL);
     ok = 1;
 out:
     if (!ok && conn) {

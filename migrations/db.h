@@ -25,6 +25,10 @@ char *db_describe (const char *url);
 int db_connect_timeout_ms (const char *url);
 /* Opens a session within timeout_ms. NULL with err set (err->lost is 1) on failure. */
 PGconn *db_connect (const char *url, int timeout_ms, db_error_t *err) FR_MUSTCHECK;
+/* What the server's notices and warnings on conn are about from now on ("009_name", a string
+ * that outlives the work; NULL: nothing in particular). db_connect routes them to stderr in the
+ * tool's words, naming this, and to the log, instead of libpq's bare "NOTICE:  ..." lines. */
+void db_notices_about (const char *what);
 /* Fills err from a failed result (res may be NULL: then from the session's last error). */
 void db_error_from_result (db_error_t *err, const PGresult *res, PGconn *conn);
 /* An error of ferrule-migrate's own, not the server's. */

@@ -288,7 +288,9 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         if (item->state != PLAN_PENDING)
             continue;
         long ms = 0;
+        db_notices_about (item->migration->label);
         st = ledger_apply (conn, item->migration, applied_by, &ms, &err);
+        db_notices_about (NULL);
         if (st != FR_OK) {
             char what [512];
             int line = err.position ? line_of_position (item->migration->sql, item->migration->len, err.position) : 0;

@@ -210,6 +210,26 @@ ROWS=$(psql_db -c "SELECT count(*) FROM schema_migrations")
 expect_exit 7 "status --dir with the broken migration pending" migrate --dir "$WORK/dir" status
 rm "$WORK/dir/$BROKEN.sql"
 
+# --- what the server says while a migration runs (RAISE, "does not exist, skipping") reaches the
+# operator in the tool's words, naming the migration, and the log; never libpq's bare lines
+NOISY=$(printf '%03d_noisy' $((HIGHEST + 1)))
+printf '%s\n' "DO \$\$ BEGIN RAISE NOTICE 'migrate-test notice'; RAISE WARNING 'migrate-test warning'; END \$\$;" \
+    'SELECT 1/0;' >"$WORK/dir/$NOISY.sql"
+expect_exit 1 "up with a migration that raises a notice and a warning, then fails" migrate --dir "$WORK/dir" up
+expect_in "$WORK/err" "^ferrule-migrate: notice: $NOISY: the server said: migrate-test notice\$" \
+    "a notice is one line naming the migration"
+expect_in "$WORK/err" "^ferrule-migrate: warning: $NOISY: the server said: migrate-test warning\$" \
+    "a warning is one line naming the migration"
+expect_in "$WORK/err" '"level":"warning".*"msg":"the database server said while applying '"$NOISY"': migrate-test warning"' \
+    "the warning is in the log too"
+if grep -Eq '^(NOTICE|WARNING): ' "$WORK/err"; then
+    fail "libpq printed the server's notices itself"
+    sed 's/^/    /' "$WORK/err" >&2
+else
+    pass "no bare NOTICE: or WARNING: line"
+fi
+rm "$WORK/dir/$NOISY.sql"
+
 # --- an edited file is drift
 printf -- '-- an edit\n' >>"$WORK/dir/$FIRST.sql"
 expect_exit 6 "verify --dir with an edited file" migrate --dir "$WORK/dir" verify
