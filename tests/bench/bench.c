@@ -223,6 +223,47 @@ metric_in (const char *text, const char *series)
     return 0;
 }
 
+/* One worker's /metrics text into buf (mem_buf_free it). 0, or -1 with the reason said. */
+static int
+worker_metrics_fetch (const char *url, mem_buf_t *buf)
+{
+    mem_buf_init (buf, 4 << 20);
+    curl_easy_reset (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, curl_collect);
+    curl_easy_setopt (curl, CURLOPT_WRITEDATA, buf);
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 5000L);
+    curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
+    CURLcode cc = curl_easy_perform (curl);
+    if (cc != CURLE_OK || !buf->data) {
+        say ("could not read %s: %s", url, curl_easy_strerror (cc));
+        mem_buf_free (buf);
+        return -1;
+    }
+    return 0;
+}
+
+/* The sum over every worker of each of the n series (metric_in's form: name and labels), into
+ * out. 0, or -1 when a worker could not be read. */
+static int
+workers_sum (const char *const *series, size_t n, double *out)
+{
+    memset (out, 0, n * sizeof *out);
+    if (!opt.worker_metrics)
+        return -1;
+    char urls [2048];
+    snprintf (urls, sizeof urls, "%s", opt.worker_metrics);
+    for (char *save = NULL, *url = strtok_r (urls, ",", &save); url; url = strtok_r (NULL, ",", &save)) {
+        mem_buf_t buf;
+        if (worker_metrics_fetch (url, &buf) != 0)
+            return -1;
+        for (size_t k = 0; k < n; k++)
+            out [k] += metric_in (buf.data, series [k]);
+        mem_buf_free (&buf);
+    }
+    return 0;
+}
+
 /* Reads ferrule_worker_journal_window_seconds, and the sizes of the refresh protocol's batches,
  * from every worker's /metrics and adds them up. 0, or -1 when a worker could not be read. */
 static int
@@ -235,19 +276,8 @@ window_scrape (window_hist_t *hist)
     snprintf (urls, sizeof urls, "%s", opt.worker_metrics);
     for (char *save = NULL, *url = strtok_r (urls, ",", &save); url; url = strtok_r (NULL, ",", &save)) {
         mem_buf_t buf;
-        mem_buf_init (&buf, 4 << 20);
-        curl_easy_reset (curl);
-        curl_easy_setopt (curl, CURLOPT_URL, url);
-        curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, curl_collect);
-        curl_easy_setopt (curl, CURLOPT_WRITEDATA, &buf);
-        curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 5000L);
-        curl_easy_setopt (curl, CURLOPT_NOSIGNAL, 1L);
-        CURLcode cc = curl_easy_perform (curl);
-        if (cc != CURLE_OK || !buf.data) {
-            say ("could not read %s: %s", url, curl_easy_strerror (cc));
-            mem_buf_free (&buf);
+        if (worker_metrics_fetch (url, &buf) != 0)
             return -1;
-        }
         int i = 0;
         const char *key = "ferrule_worker_journal_window_seconds_bucket{le=\"";
         for (const char *line = strstr (buf.data, key); line && i < WINDOW_BUCKETS; line = strstr (line + 1, key), i++) {
@@ -267,6 +297,27 @@ window_scrape (window_hist_t *hist)
         mem_buf_free (&buf);
     }
     return hist->n > 0 ? 0 : -1;
+}
+
+/* Where a refresh's time goes, from the workers' own histograms (sums and counts): its claim
+ * (start to provider call), the provider call, its commit (answer to committed), the batches that
+ * carried claims and commits (sent to answered), and their sizes. */
+static const char *const phase_series [] = {
+    "ferrule_worker_refresh_phase_seconds_sum{phase=\"claim\"}", "ferrule_worker_refresh_phase_seconds_count{phase=\"claim\"}",
+    "ferrule_worker_refresh_duration_seconds_sum", "ferrule_worker_refresh_duration_seconds_count",
+    "ferrule_worker_refresh_phase_seconds_sum{phase=\"commit\"}", "ferrule_worker_refresh_phase_seconds_count{phase=\"commit\"}",
+    "ferrule_worker_db_batch_seconds_sum", "ferrule_worker_db_batch_seconds_count",
+    "ferrule_worker_claim_batch_size_sum", "ferrule_worker_claim_batch_size_count",
+    "ferrule_worker_commit_batch_size_sum", "ferrule_worker_commit_batch_size_count",
+};
+#define PHASE_SERIES (sizeof phase_series / sizeof phase_series [0])
+
+/* The mean of series pair k (sum, count) between two scrapes, or -1 with nothing observed. */
+static double
+phase_mean (const double *before, const double *after, size_t k)
+{
+    double n = after [2 * k + 1] - before [2 * k + 1];
+    return n > 0 ? (after [2 * k] - before [2 * k]) / n : -1;
 }
 
 /* The upper bound (ms) of the bucket holding the q-quantile of what was observed between two
@@ -1624,10 +1675,20 @@ scenario_c (void)
     int reps = (int) opt.reps;
     set.cold_rates = calloc ((size_t) reps, sizeof *set.cold_rates);
     long long conn0 = fake_connections (), calls0 = fake_stat (set.provider, "refresh_calls");
+    double ph0 [PHASE_SERIES], ph1 [PHASE_SERIES];
+    int phases = workers_sum (phase_series, PHASE_SERIES, ph0) == 0;
     for (int k = 0; k < reps; k++)
         set.rates [k] = refresh_rate (l, &set, c, C_WARMUP_MS, &set.cold_rates [k],
                                       fmt ("(c) %d concurrent, rep %d", c, k + 1));
+    phases = phases && workers_sum (phase_series, PHASE_SERIES, ph1) == 0;
     note_connections ("(c)", conn0, calls0, fake_connections (), fake_stat (set.provider, "refresh_calls"));
+    if (phases && phase_mean (ph0, ph1, 1) > 0)
+        note ("(c) where a refresh's time went, means from the workers' histograms over the repetitions (%.0f "
+              "refreshes): claim (start to provider call) %.1f ms, provider call %.1f ms, commit (answer to committed) "
+              "%.1f ms; a batch %.1f ms from sent to answered, %.1f claims and %.1f commits per transaction",
+              ph1 [3] - ph0 [3], phase_mean (ph0, ph1, 0) * 1000, phase_mean (ph0, ph1, 1) * 1000,
+              phase_mean (ph0, ph1, 2) * 1000, phase_mean (ph0, ph1, 3) * 1000, phase_mean (ph0, ph1, 4),
+              phase_mean (ph0, ph1, 5));
     double m = bench_median (set.rates, (size_t) reps);
     double cold = bench_median (set.cold_rates, (size_t) reps);
     double ideal = (double) c / (C_LATENCY_MS / 1000.0);
