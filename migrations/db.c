@@ -3,7 +3,7 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
-#include "text.h"
+#include "pgnotice.h"
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -23,8 +23,6 @@ db_copy_text (char *dst, size_t size, const char *src)
         dst [--n] = '\0';
 }
 
-#define DB_NOTICE_MAX 300             /* bytes of a notice's message that are shown */
-
 static const char *s_notices_about;     /* the migration being applied, or NULL */
 
 void
@@ -40,20 +38,15 @@ static void
 db_on_notice (void *arg, const PGresult *res)
 {
     (void) arg;
-    const char *sev = PQresultErrorField (res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    const char *msg = PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY);
-    char text [DB_NOTICE_MAX + 8];
-    text_printable (text, sizeof text, msg ? msg : "(no message)", (size_t) -1, DB_NOTICE_MAX);
-    int warning = sev && strcmp (sev, "NOTICE") != 0 && strcmp (sev, "INFO") != 0 && strcmp (sev, "LOG") != 0
-                  && strncmp (sev, "DEBUG", 5) != 0;
-    fprintf (stderr, "ferrule-migrate: %s: %s%sthe server said: %s\n", warning ? "warning" : "notice",
-             s_notices_about ? s_notices_about : "", s_notices_about ? ": " : "", text);
+    char text [PGNOTICE_MAX + 8];
+    int warning = pgnotice_read (res, text, sizeof text, NULL);
+    const char *about = s_notices_about ? s_notices_about : "";
+    const char *sep = s_notices_about ? ": " : "";
+    fprintf (stderr, "ferrule-migrate: %s: %s%sthe server said: %s\n", warning ? "warning" : "notice", about, sep, text);
     if (warning)
-        log_warning (NULL, NULL, "the database server said%s%s: %s", s_notices_about ? " while applying " : "",
-                     s_notices_about ? s_notices_about : "", text);
+        log_warning (NULL, NULL, "the database server said%s%s: %s", *about ? " while applying " : "", about, text);
     else
-        log_info (NULL, NULL, "the database server said%s%s: %s", s_notices_about ? " while applying " : "",
-                  s_notices_about ? s_notices_about : "", text);
+        log_info (NULL, NULL, "the database server said%s%s: %s", *about ? " while applying " : "", about, text);
 }
 
 /* A conninfo string or URI, as opposed to a bare database name. */

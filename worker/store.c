@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include "pgnotice.h"
 #include "schema.h"
 #include "text.h"
 #include <assert.h>
@@ -19,7 +20,6 @@
 
 #define NOTIFY_QUEUE_MAX 65536       /* past this the cache is cleared instead (see store_queue) */
 #define RECONNECT_MS 1000            /* after a failure, no new connection before this */
-#define STORE_NOTICE_MAX 300         /* bytes of a server notice's message that reach the log */
 #define ANSWER_MARGIN_MS 250         /* beyond statement_timeout, for the server's own answer */
 
 typedef struct notice {
@@ -282,16 +282,12 @@ store_await (store_t *s, int64_t deadline_ms, int *timed_out)
 static void
 store_on_notice (void *arg, const PGresult *res)
 {
-    const char *sev = PQresultErrorField (res, PG_DIAG_SEVERITY_NONLOCALIZED);
-    const char *msg = PQresultErrorField (res, PG_DIAG_MESSAGE_PRIMARY);
-    char text [STORE_NOTICE_MAX + 8];
-    text_printable (text, sizeof text, msg ? msg : "(no message)", (size_t) -1, STORE_NOTICE_MAX);
-    int loud = sev && strcmp (sev, "NOTICE") != 0 && strcmp (sev, "INFO") != 0 && strcmp (sev, "LOG") != 0
-               && strncmp (sev, "DEBUG", 5) != 0;
-    if (loud)
+    const char *sev;
+    char text [PGNOTICE_MAX + 8];
+    if (pgnotice_read (res, text, sizeof text, &sev))
         log_warning (NULL, NULL, "the database server said (%s): %s: %s", (const char *) arg, sev, text);
     else
-        log_debug (NULL, NULL, "the database server said (%s): %s: %s", (const char *) arg, sev ? sev : "?", text);
+        log_debug (NULL, NULL, "the database server said (%s): %s: %s", (const char *) arg, sev, text);
 }
 
 void

@@ -243,12 +243,10 @@ worker_metrics_fetch (const char *url, mem_buf_t *buf)
     return 0;
 }
 
-/* The sum over every worker of each of the n series (metric_in's form: name and labels), into
- * out. 0, or -1 when a worker could not be read. */
+/* Calls fn with every worker's /metrics text in turn. 0, or -1 when a worker could not be read. */
 static int
-workers_sum (const char *const *series, size_t n, double *out)
+workers_each (void (*fn) (const char *text, void *arg), void *arg)
 {
-    memset (out, 0, n * sizeof *out);
     if (!opt.worker_metrics)
         return -1;
     char urls [2048];
@@ -257,11 +255,56 @@ workers_sum (const char *const *series, size_t n, double *out)
         mem_buf_t buf;
         if (worker_metrics_fetch (url, &buf) != 0)
             return -1;
-        for (size_t k = 0; k < n; k++)
-            out [k] += metric_in (buf.data, series [k]);
+        fn (buf.data, arg);
         mem_buf_free (&buf);
     }
     return 0;
+}
+
+typedef struct {
+    const char *const *series;
+    size_t n;
+    double *out;
+} sum_ctx_t;
+
+static void
+sum_one (const char *text, void *arg)
+{
+    sum_ctx_t *c = arg;
+    for (size_t k = 0; k < c->n; k++)
+        c->out [k] += metric_in (text, c->series [k]);
+}
+
+/* The sum over every worker of each of the n series (metric_in's form: name and labels), into
+ * out. 0, or -1 when a worker could not be read. */
+static int
+workers_sum (const char *const *series, size_t n, double *out)
+{
+    memset (out, 0, n * sizeof *out);
+    sum_ctx_t c = { series, n, out };
+    return workers_each (sum_one, &c);
+}
+
+static void
+window_one (const char *text, void *arg)
+{
+    window_hist_t *hist = arg;
+    int i = 0;
+    const char *key = "ferrule_worker_journal_window_seconds_bucket{le=\"";
+    for (const char *line = strstr (text, key); line && i < WINDOW_BUCKETS; line = strstr (line + 1, key), i++) {
+        const char *le = line + strlen (key);
+        hist->le [i] = strncmp (le, "+Inf", 4) == 0 ? 1e9 : strtod (le, NULL);
+        const char *value = strchr (le, ' ');
+        if (value)
+            hist->count [i] += strtod (value + 1, NULL);
+    }
+    hist->n = i;
+    static const char *const batch [4] = {
+        "ferrule_worker_claim_batch_size_sum", "ferrule_worker_claim_batch_size_count",
+        "ferrule_worker_commit_batch_size_sum", "ferrule_worker_commit_batch_size_count",
+    };
+    for (int b = 0; b < 4; b++)
+        hist->batch [b] += metric_in (text, batch [b]);
 }
 
 /* Reads ferrule_worker_journal_window_seconds, and the sizes of the refresh protocol's batches,
@@ -270,32 +313,8 @@ static int
 window_scrape (window_hist_t *hist)
 {
     memset (hist, 0, sizeof *hist);
-    if (!opt.worker_metrics)
+    if (workers_each (window_one, hist) != 0)
         return -1;
-    char urls [2048];
-    snprintf (urls, sizeof urls, "%s", opt.worker_metrics);
-    for (char *save = NULL, *url = strtok_r (urls, ",", &save); url; url = strtok_r (NULL, ",", &save)) {
-        mem_buf_t buf;
-        if (worker_metrics_fetch (url, &buf) != 0)
-            return -1;
-        int i = 0;
-        const char *key = "ferrule_worker_journal_window_seconds_bucket{le=\"";
-        for (const char *line = strstr (buf.data, key); line && i < WINDOW_BUCKETS; line = strstr (line + 1, key), i++) {
-            const char *le = line + strlen (key);
-            hist->le [i] = strncmp (le, "+Inf", 4) == 0 ? 1e9 : strtod (le, NULL);
-            const char *value = strchr (le, ' ');
-            if (value)
-                hist->count [i] += strtod (value + 1, NULL);
-        }
-        hist->n = i;
-        static const char *const batch [4] = {
-            "ferrule_worker_claim_batch_size_sum", "ferrule_worker_claim_batch_size_count",
-            "ferrule_worker_commit_batch_size_sum", "ferrule_worker_commit_batch_size_count",
-        };
-        for (int b = 0; b < 4; b++)
-            hist->batch [b] += metric_in (buf.data, batch [b]);
-        mem_buf_free (&buf);
-    }
     return hist->n > 0 ? 0 : -1;
 }
 
