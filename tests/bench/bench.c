@@ -51,6 +51,10 @@ static curve_identity_t ferrule_id;      /* the bench's client key and the broke
  * rate is counted after five provider latencies, so that the start, the same for any server,
  * does not count as throughput lost (its count from the first send is shown beside it) */
 #define C_WARMUP_MS         500
+/* (c)'s diagnostic row: the same load with each answer's latency drawn from 100 +- this, so that
+ * refreshes started together are not answered together (a fixed latency keeps the 100 in flight
+ * in lock-step, every repetition, for seconds) */
+#define C_JITTER_MS         10
 #define ACCESS_TTL_S        3600     /* the fake provider's access tokens */
 #define MAX_WORKERS         16
 
@@ -354,18 +358,27 @@ window_quantile_ms (const window_hist_t *before, const window_hist_t *after, dou
     return -1;
 }
 
-/* Sets a provider's latency, access token lifetime and rotation mode at the fake provider. */
+/* Sets a provider's latency (each answer's drawn uniformly within jitter_ms of it), access token
+ * lifetime and rotation mode at the fake provider. */
 static void
-fake_configure (const char *provider, int latency_ms, const char *mode)
+fake_configure_jitter (const char *provider, int latency_ms, int jitter_ms, const char *mode)
 {
     char path [128];
     snprintf (path, sizeof path, "/admin/providers/%s", provider);
-    json_t *body = json_pack ("{s:i, s:i, s:s}", "latency_ms", latency_ms, "access_ttl", ACCESS_TTL_S, "mode", mode);
+    json_t *body = json_pack ("{s:i, s:i, s:i, s:s}", "latency_ms", latency_ms, "latency_jitter_ms", jitter_ms,
+                              "access_ttl", ACCESS_TTL_S, "mode", mode);
     json_t *r = fake_call ("PUT", path, body);
     json_decref (body);
     if (!r)
         die ("could not configure provider \"%s\" at the fake provider", provider);
     json_decref (r);
+}
+
+/* Sets a provider's fixed latency, access token lifetime and rotation mode at the fake provider. */
+static void
+fake_configure (const char *provider, int latency_ms, const char *mode)
+{
+    fake_configure_jitter (provider, latency_ms, 0, mode);
 }
 
 /* A counter of the fake provider's /admin/stats for one provider, e.g. "refresh_calls"; -1 if none. */
@@ -1723,6 +1736,16 @@ scenario_c (void)
              fmt ("ideal %.0f", ideal), fmt ("%.2f", cold / ideal), "(no target)", "-");
     note ("(c) %zu integrations; the fake provider saw at most %lld refresh calls at once", n,
           fake_stat (set.provider, "max_concurrent_refresh"));
+    fake_configure_jitter (set.provider, C_LATENCY_MS, C_JITTER_MS, "single_use");
+    for (int k = 0; k < reps; k++)
+        set.rates [k] = refresh_rate (l, &set, c, C_WARMUP_MS, NULL,
+                                      fmt ("(c) %d concurrent, provider %d +- %d ms, rep %d", c, C_LATENCY_MS,
+                                           C_JITTER_MS, k + 1));
+    fake_configure (set.provider, C_LATENCY_MS, "single_use");
+    double jm = bench_median (set.rates, (size_t) reps);
+    row_add (fmt ("(c) diagnostic: the same, provider latency %d to %d ms", C_LATENCY_MS - C_JITTER_MS,
+                  C_LATENCY_MS + C_JITTER_MS), fmt ("%.0f", jm), fmt ("ideal %.0f", ideal), fmt ("%.2f", jm / ideal),
+             "(no target)", "-");
     note ("(c) each repetition: %d refreshes sent at once, %d ms of warm-up not counted (the first answers"
           " come after the provider's %d ms), then %lld ms counted; the diagnostic row counts the %lld ms from the"
           " first send, as the runs before issue 10's sixth pass did", c, C_WARMUP_MS, C_LATENCY_MS, (long long) opt.duration_ms,

@@ -203,6 +203,18 @@ nap (authz_t *authz, long ms)
             break;
 }
 
+/* This answer's delay: latency_ms, or drawn uniformly within latency_jitter_ms of it (under the
+ * lock, so random () needs no state of its own). */
+static long
+latency (const provider_t *provider)
+{
+    long base = provider->config.latency_ms, jitter = provider->config.latency_jitter_ms;
+    if (jitter <= 0)
+        return base;
+    long ms = base - jitter + random () % (2 * jitter + 1);
+    return ms > 0 ? ms : 0;
+}
+
 static void
 record (authz_t *authz, const authz_request_t *req, const char *grant_type, const char *client_auth,
         long chain)
@@ -663,7 +675,7 @@ authz_token (authz_t *authz, const authz_request_t *req)
         provider->stats.faults_served++;
 
     epoch = authz->epoch;
-    nap (authz, provider->config.latency_ms + (faulted && fault.kind == FAULT_SLOW ? fault.delay_ms : 0));
+    nap (authz, latency (provider) + (faulted && fault.kind == FAULT_SLOW ? fault.delay_ms : 0));
     if (authz->epoch != epoch)
         provider = find_provider (authz, req->provider);   /* reset while we slept */
     else if (is_refresh)

@@ -27,6 +27,7 @@ static const struct {
     { "reuse_grace_s",       CF_LONG,         offsetof (provider_config_t, reuse_grace_s),       0, 86400 },
     { "access_ttl",          CF_LONG,         offsetof (provider_config_t, access_ttl),          0, 315360000 },
     { "latency_ms",          CF_LONG,         offsetof (provider_config_t, latency_ms),          0, 600000 },
+    { "latency_jitter_ms",   CF_LONG,         offsetof (provider_config_t, latency_jitter_ms),   0, 600000 },
     { "client_id",           CF_STRING,       offsetof (provider_config_t, client_id),           1, 256 },
     { "client_secret",       CF_STRING,       offsetof (provider_config_t, client_secret),       1, 256 },
     { "errors_with_200",     CF_BOOL,         offsetof (provider_config_t, errors_with_200),     0, 0 },
@@ -67,6 +68,7 @@ config_defaults (provider_config_t *cfg)
     cfg->reuse_grace_s = 0;
     cfg->access_ttl = 3600;
     cfg->latency_ms = 0;
+    cfg->latency_jitter_ms = 0;
     cfg->client_id = mem_strdup ("ferrule-test-client");
     cfg->client_secret = mem_strdup ("ferrule-test-secret");
     cfg->errors_with_200 = false;

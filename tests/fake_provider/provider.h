@@ -26,6 +26,7 @@ typedef struct {
     long    reuse_grace_s;
     long    access_ttl;
     long    latency_ms;
+    long    latency_jitter_ms;   /* each delay drawn uniformly from latency_ms +- this */
     char   *client_id;
     char   *client_secret;
     bool    errors_with_200;
