@@ -49,7 +49,6 @@ typedef struct {
     int      interrupted;            /* a refresh of this generation was interrupted (see claim) */
 } store_row_t;
 
-
 store_t *store_new (const char *conninfo, const char *worker_id, const store_limits_t *limits);
 void store_destroy (store_t **s_p);
 /* Makes s a second connection of the same worker that carries batches (store_turn_start) only:
