@@ -63,8 +63,11 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.refresh_seconds = metrics_histogram (w->metrics, "worker_refresh_duration_seconds",
                                               "the provider call (request to answer), per refresh that called the provider", NULL,
                                               refresh_bounds, sizeof refresh_bounds / sizeof refresh_bounds [0]);
+    /* a millisecond apart from 2 to 10 ms, where the window's p99 lies under load (issue 8's target
+     * is 5 ms): a report of the bucket's upper bound should not be wider than the gap it shows */
     static const double window_bounds [] = { 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005,
-                                             0.0075, 0.01, 0.015, 0.02, 0.025, 0.05, 0.1, 0.25, 1 };
+                                             0.006, 0.007, 0.008, 0.009, 0.01, 0.0125, 0.015, 0.0175, 0.02, 0.025,
+                                             0.05, 0.1, 0.25, 1 };
     w->m.journal_window = metrics_histogram (w->metrics, "worker_journal_window_seconds",
                                              "from the loop waking to a provider's answer with a rotated refresh token "
                                              "to the end of the sync that put that token on disk in the journal", NULL,
