@@ -379,3 +379,23 @@ itest_pg (const char *action, const char *dir, char *url, size_t urlsize)
         snprintf (url, urlsize, "%s", line);
     return rc == 0 ? 0 : -1;
 }
+
+int
+itest_pg_processes (harness_t *h, pid_t *pids, int max)
+{
+    PGconn *c = harness_db (h);
+    int n = 0;
+    PGresult *r = PQexec (c, "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid ()");
+    for (int i = 0; PQresultStatus (r) == PGRES_TUPLES_OK && i < PQntuples (r) && n < max - 1; i++)
+        pids [n++] = (pid_t) atoi (PQgetvalue (r, i, 0));
+    PQclear (r);
+    r = PQexec (c, "SELECT current_setting ('data_directory') || '/postmaster.pid'");
+    FILE *f = PQresultStatus (r) == PGRES_TUPLES_OK ? fopen (PQgetvalue (r, 0, 0), "r") : NULL;
+    long pm = 0;
+    if (f && fscanf (f, "%ld", &pm) == 1 && pm > 1 && n < max)
+        pids [n++] = (pid_t) pm;
+    if (f)
+        fclose (f);
+    PQclear (r);
+    return n;
+}

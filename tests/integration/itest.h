@@ -50,6 +50,11 @@ void itest_secure (void *socket);
  * 0 when scripts/pg succeeded. */
 int itest_pg (const char *action, const char *dir, char *url, size_t urlsize);
 
+/* Every process of the test's cluster, as the database itself lists them (the postmaster too,
+ * so that no new connection is answered either), but the harness's own session: for a stall,
+ * SIGSTOP them all. Returns how many it wrote into pids (at most max). */
+int itest_pg_processes (harness_t *h, pid_t *pids, int max);
+
 /* Sends n token requests at once (pipelined over one DEALER per endpoint, round robin),
  * request i for ids[i % nids], and collects every reply within timeout_ms. Returns the replies
  * as a JSON array in request order (a missing reply is null); caller decrefs. */

@@ -311,28 +311,6 @@ wait_count (const char *sql, long long want)
     return c;
 }
 
-/* Every process of the test's cluster, as the database itself lists them (the postmaster too, so
- * that no new connection is answered either), but the harness's own session. */
-static int
-pg_processes (pid_t *pids, int max)
-{
-    PGconn *c = harness_db (h);
-    int n = 0;
-    PGresult *r = PQexec (c, "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid ()");
-    for (int i = 0; PQresultStatus (r) == PGRES_TUPLES_OK && i < PQntuples (r) && n < max - 1; i++)
-        pids [n++] = (pid_t) atoi (PQgetvalue (r, i, 0));
-    PQclear (r);
-    r = PQexec (c, "SELECT current_setting ('data_directory') || '/postmaster.pid'");
-    FILE *f = PQresultStatus (r) == PGRES_TUPLES_OK ? fopen (PQgetvalue (r, 0, 0), "r") : NULL;
-    long pm = 0;
-    if (f && fscanf (f, "%ld", &pm) == 1 && pm > 1)
-        pids [n++] = (pid_t) pm;
-    if (f)
-        fclose (f);
-    PQclear (r);
-    return n;
-}
-
 /* The machine under PostgreSQL freezes for 3 s. Cached tokens are served all along, each within
  * its one-second deadline: the sweep's pass (every 100 ms here), the cache's re-validation and
  * the count of values on retired keys (every second) go to the database as batches the loop does
@@ -431,7 +409,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (harness_sql_int (h, claimed), 2);
     assert_true (code_exchange_asked_since ("fakebox", forked_ms));
     pid_t pids [64];
-    int n = pg_processes (pids, 64);
+    int n = itest_pg_processes (h, pids, 64);
     assert_true (n >= 2);
     for (int i = 0; i < n; i++)
         kill (pids [i], SIGSTOP);
