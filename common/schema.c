@@ -1,5 +1,6 @@
 /* schema.c - the start-up check that the database holds the schema this build needs */
 #include "schema.h"
+#include "pgwait.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,8 +34,24 @@ schema_failure (PGconn *conn, const PGresult *res, char *err, size_t errlen)
     return st;
 }
 
-fr_status_t
-schema_read_version (PGconn *conn, int *version, char *err, size_t errlen)
+/* One query's answer, waited for until the deadline or the stop (pgwait); NULL with err set
+ * (FR_DATABASE_UNAVAILABLE) when the wait ended without it. */
+static PGresult *
+schema_query (PGconn *conn, const char *sql, int64_t deadline_ms, int stop_fd, char *err, size_t errlen)
+{
+    pgwait_t w = PGWAIT_FAILED;
+    PGresult *res = PQsendQuery (conn, sql) ? pgwait_result (conn, deadline_ms, stop_fd, &w) : NULL;
+    if (!res && w == PGWAIT_TIMED_OUT)
+        snprintf (err, errlen, "could not read the schema version: the database did not answer in time");
+    else if (!res && w == PGWAIT_STOPPED)
+        snprintf (err, errlen, "could not read the schema version: stopping");
+    else if (!res)
+        (void) schema_failure (conn, NULL, err, errlen);
+    return res;
+}
+
+static fr_status_t
+schema_read_version_until (PGconn *conn, int64_t deadline_ms, int stop_fd, int *version, char *err, size_t errlen)
 {
     PGresult *res = NULL;
     fr_status_t st = FR_OK;
@@ -44,7 +61,9 @@ schema_read_version (PGconn *conn, int *version, char *err, size_t errlen)
         snprintf (err, errlen, "could not read the schema version: no database session");
         return FR_DATABASE_UNAVAILABLE;
     }
-    res = PQexec (conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
+    res = schema_query (conn, "SELECT to_regclass('schema_migrations') IS NOT NULL", deadline_ms, stop_fd, err, errlen);
+    if (!res)
+        return FR_DATABASE_UNAVAILABLE;
     if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
         st = schema_failure (conn, res, err, errlen);
         goto out;
@@ -53,7 +72,10 @@ schema_read_version (PGconn *conn, int *version, char *err, size_t errlen)
         goto out;                       /* never migrated: version 0 */
     PQclear (res);
 
-    res = PQexec (conn, "SELECT coalesce(max(version), 0) FROM schema_migrations");
+    res = schema_query (conn, "SELECT coalesce(max(version), 0) FROM schema_migrations", deadline_ms, stop_fd,
+                        err, errlen);
+    if (!res)
+        return FR_DATABASE_UNAVAILABLE;
     if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
         st = schema_failure (conn, res, err, errlen);
         goto out;
@@ -74,10 +96,22 @@ out:
 }
 
 fr_status_t
+schema_read_version (PGconn *conn, int *version, char *err, size_t errlen)
+{
+    return schema_read_version_until (conn, -1, -1, version, err, errlen);
+}
+
+fr_status_t
 schema_check (PGconn *conn, char *err, size_t errlen)
 {
+    return schema_check_until (conn, -1, -1, err, errlen);
+}
+
+fr_status_t
+schema_check_until (PGconn *conn, int64_t deadline_ms, int stop_fd, char *err, size_t errlen)
+{
     int version = 0;
-    fr_status_t st = schema_read_version (conn, &version, err, errlen);
+    fr_status_t st = schema_read_version_until (conn, deadline_ms, stop_fd, &version, err, errlen);
     if (st != FR_OK)
         return st;
     if (version < FERRULE_SCHEMA_VERSION) {

@@ -4,6 +4,7 @@
 #include "result.h"
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* #define FERRULE_SCHEMA_VERSION N: the highest migrations/NNN_name.sql number, which the build
  * (migrations/CMakeLists.txt) writes into this generated header. */
@@ -21,4 +22,9 @@ fr_status_t schema_read_version (PGconn *conn, int *version, char *err, size_t e
  * compatible with older services during a rolling upgrade). Otherwise FR_CONFIGURATION with err
  * telling the operator to run "ferrule-migrate up", or a status from schema_read_version. */
 fr_status_t schema_check (PGconn *conn, char *err, size_t errlen) FR_MUSTCHECK;
+
+/* schema_check, waiting for the server no later than deadline_ms (clock_mono_ms) and no longer
+ * than stop_fd stays unreadable (pgwait.h; -1 for either: none): FR_DATABASE_UNAVAILABLE when
+ * the wait ends first, and the connection is then of no further use. */
+fr_status_t schema_check_until (PGconn *conn, int64_t deadline_ms, int stop_fd, char *err, size_t errlen) FR_MUSTCHECK;
 #endif

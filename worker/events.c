@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -53,6 +54,8 @@ struct events {
     pthread_t thread;
     int started;
     int wake [2];                    /* a byte here stops the thread's wait */
+    int stop_fd;                     /* eventfd, readable from events_destroy on: the thread's
+                                        waits on the database end (store_events_new) */
     atomic_int stop;
     int64_t last_fanout_ms;          /* monotonic start of the last complete fan-out; 0 none */
     metrics_t *metrics;
@@ -134,6 +137,20 @@ deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token)
                   c->type, c->endpoint, c->attempts, err, (long long) retry_ms);
 }
 
+/* A statement of the thread failed: counted and logged, but for those the worker's stop cut short
+ * (store_events_new), which say nothing of the database. */
+static void
+db_failed (events_t *ev, const char *endpoint, const char *err)
+{
+    if (atomic_load (&ev->stop))
+        return;
+    metrics_inc (ev->m_db_errors);
+    if (endpoint)
+        log_warning (NULL, NULL, "webhook \"%s\": %s", endpoint, err);
+    else
+        log_warning (NULL, NULL, "%s", err);
+}
+
 /* One pass: fan out new events, claim what is due, send it. 1 when work was found.
  * The fan-out looks back to just before the last complete one (or over the whole max age), so
  * an integration's older event never misses the pass that picks up its newer one: delivery
@@ -152,8 +169,7 @@ deliver_pass (events_t *ev, int full)
         int64_t added = 0;
         if (store_events_fanout (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types,
                                  ep->ntypes, window, &added, err, sizeof err) != FR_OK) {
-            metrics_inc (ev->m_db_errors);
-            log_warning (NULL, NULL, "webhook \"%s\": %s", ep->name, err);
+            db_failed (ev, ep->name, err);
             return 0;
         }
     }
@@ -165,8 +181,7 @@ deliver_pass (events_t *ev, int full)
     size_t count = 0;
     if (store_events_claim (ev->store, ev->names, n, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims, &count,
                             err, sizeof err) != FR_OK) {
-        metrics_inc (ev->m_db_errors);
-        log_warning (NULL, NULL, "%s", err);
+        db_failed (ev, NULL, err);
         return 0;
     }
     for (size_t i = 0; i < count && !atomic_load (&ev->stop); i++)
@@ -184,8 +199,7 @@ forecast_pass (events_t *ev)
         int64_t added = 0;
         if (store_events_forecast (ev->store, p->name, p->idle_s, (int64_t) (p->idle_s * FORECAST_SHARE),
                                    p->grant_s, (int64_t) (p->grant_s * FORECAST_SHARE), &added, err, sizeof err) != FR_OK) {
-            metrics_inc (ev->m_db_errors);
-            log_warning (NULL, NULL, "%s", err);
+            db_failed (ev, NULL, err);
             return;
         }
         if (added) {
@@ -209,7 +223,7 @@ events_thread (void *arg)
         if (!store_events_connected (ev->store) && now >= next_connect) {
             next_connect = now + RECONNECT_MS;
             if (store_events_connect (ev->store, err, sizeof err) != FR_OK) {
-                if (!logged_down)
+                if (!logged_down && !atomic_load (&ev->stop))
                     log_warning (NULL, NULL, "event delivery waits for the database: %s", err);
                 logged_down = 1;
             }
@@ -258,6 +272,7 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
     events_t *ev = mem_alloc (sizeof *ev);
     ev->cfg = *cfg;
     ev->wake [0] = ev->wake [1] = -1;
+    ev->stop_fd = -1;
     ev->worker_id = mem_strdup (cfg->worker_id);
     ev->cfg.worker_id = ev->worker_id;
     ev->cfg.database_url = NULL;
@@ -294,7 +309,12 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
         f->grant_s = (int64_t) p->grant_max_days * 86400;
     }
     ev->database_url = mem_strdup (cfg->database_url);
-    ev->store = store_events_new (cfg->database_url, cfg->worker_id, cfg->statement_ms);
+    ev->stop_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ev->stop_fd < 0) {
+        snprintf (err, errlen, "could not create the event thread's stop descriptor: %s", strerror (errno));
+        goto fail;
+    }
+    ev->store = store_events_new (cfg->database_url, cfg->worker_id, cfg->statement_ms, ev->stop_fd);
     ev->curl = curl_easy_init ();
     if (!ev->curl) {
         snprintf (err, errlen, "could not create an HTTP handle for webhooks");
@@ -344,13 +364,17 @@ events_destroy (events_t **ev_p)
     events_t *ev = *ev_p;
     atomic_store (&ev->stop, 1);
     if (ev->started) {
+        uint64_t one = 1;
         ssize_t r = write (ev->wake [1], "x", 1);
+        r = write (ev->stop_fd, &one, sizeof one);
         (void) r;
         pthread_join (ev->thread, NULL);
     }
     for (int i = 0; i < 2; i++)
         if (ev->wake [i] >= 0)
             close (ev->wake [i]);
+    if (ev->stop_fd >= 0)
+        close (ev->stop_fd);
     if (ev->curl)
         curl_easy_cleanup (ev->curl);
     store_events_destroy (&ev->store);

@@ -8,6 +8,7 @@
 #include "log.h"
 #include "mem.h"
 #include "pgnotice.h"
+#include "pgwait.h"
 #include "schema.h"
 #include "text.h"
 #include <assert.h>
@@ -203,75 +204,18 @@ store_error_text (PGconn *conn, const PGresult *res, char *err, size_t errlen)
         *nl = '\0';
 }
 
-/* Waits until the socket is ready for events or the deadline passes; 1 ready, 0 timed out, -1 error. */
-static int
-store_wait_socket (PGconn *conn, short events, int64_t deadline_ms)
-{
-    int fd = PQsocket (conn);
-    if (fd < 0)
-        return -1;
-    for (;;) {
-        int64_t left = deadline_ms - clock_mono_ms ();
-        if (left <= 0)
-            return 0;
-        struct pollfd p = { .fd = fd, .events = events };
-        int rc = poll (&p, 1, (int) left);
-        if (rc > 0)
-            return 1;
-        if (rc == 0)
-            return 0;
-        if (errno != EINTR)
-            return -1;
-    }
-}
-
-static int
-store_failed (const PGresult *res)
-{
-    ExecStatusType rs = PQresultStatus (res);
-    return rs == PGRES_FATAL_ERROR || rs == PGRES_BAD_RESPONSE;
-}
-
 /* Sends what libpq has buffered and waits for the last result of what was sent, never past
- * deadline_ms. The first failed result is kept over later ones. NULL with *timed_out set when the
- * deadline passed, NULL alone when the connection failed. */
+ * deadline_ms (pgwait_result). NULL with *timed_out set when the deadline passed, NULL alone when
+ * the connection failed. */
 static PGresult *
 store_await (store_t *s, int64_t deadline_ms, int *timed_out)
 {
-    PGresult *keep = NULL, *res;
-    *timed_out = 0;
-    int f;
-    while ((f = PQflush (s->conn)) == 1) {
-        int w = store_wait_socket (s->conn, POLLOUT | POLLIN, deadline_ms);
-        if (w <= 0) {
-            *timed_out = w == 0;
-            return NULL;
-        }
-        if (!PQconsumeInput (s->conn))
-            return NULL;
-    }
-    if (f < 0)
-        return NULL;
-    for (;;) {
-        while (PQisBusy (s->conn)) {
-            int w = store_wait_socket (s->conn, POLLIN, deadline_ms);
-            if (w <= 0 || !PQconsumeInput (s->conn)) {
-                *timed_out = w == 0;
-                PQclear (keep);
-                return NULL;
-            }
-        }
-        if (!(res = PQgetResult (s->conn)))
-            break;
-        if (keep && store_failed (keep))
-            PQclear (res);           /* the first failure is the one to report */
-        else {
-            PQclear (keep);
-            keep = res;
-        }
-    }
-    store_take_notifies (s);
-    return keep;
+    pgwait_t w;
+    PGresult *res = pgwait_result (s->conn, deadline_ms, -1, &w);
+    *timed_out = w == PGWAIT_TIMED_OUT;
+    if (res)
+        store_take_notifies (s);
+    return res;
 }
 
 /* What the server says outside an answer (a WARNING, the FATAL that ends a terminated session)
@@ -347,15 +291,10 @@ store_connect (store_t *s, char *err, size_t errlen)
     int64_t deadline = clock_mono_ms () + s->limits.connect_timeout_ms;
     s->conn = store_start_connection (s);
     char why [256];
-    PostgresPollingStatusType ps = PGRES_POLLING_WRITING;
-    while (s->conn && PQstatus (s->conn) != CONNECTION_BAD && ps != PGRES_POLLING_OK && ps != PGRES_POLLING_FAILED) {
-        int w = store_wait_socket (s->conn, ps == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
-        if (w == 0) {
-            snprintf (err, errlen, "could not connect to the database: no answer within %lld ms",
-                      (long long) s->limits.connect_timeout_ms);
-            goto fail;
-        }
-        ps = PQconnectPoll (s->conn);
+    if (pgwait_connect (s->conn, deadline, -1) == PGWAIT_TIMED_OUT) {
+        snprintf (err, errlen, "could not connect to the database: no answer within %lld ms",
+                  (long long) s->limits.connect_timeout_ms);
+        goto fail;
     }
     if (!s->conn || PQstatus (s->conn) != CONNECTION_OK) {
         store_error_text (s->conn, NULL, why, sizeof why);
@@ -374,7 +313,7 @@ store_connect (store_t *s, char *err, size_t errlen)
     PQclear (res);
     if (!ok)
         goto fail;
-    fr_status_t st = schema_check (s->conn, err, errlen);
+    fr_status_t st = schema_check_until (s->conn, deadline, -1, err, errlen);
     if (st != FR_OK) {
         store_fail_connection (s);
         return st;
@@ -715,10 +654,10 @@ store_batch_advance (store_t *s, int block)
                     return;                      /* the rest later: the loop polls the socket */
                 continue;
             }
-            int w = store_wait_socket (s->conn, f == 1 ? POLLOUT | POLLIN : POLLIN, b->deadline_ms);
-            if (w <= 0 || !PQconsumeInput (s->conn)) {
+            pgwait_t w = pgwait_socket (s->conn, f == 1 ? POLLOUT | POLLIN : POLLIN, b->deadline_ms, -1);
+            if (w != PGWAIT_READY || !PQconsumeInput (s->conn)) {
                 b->broken = 1;
-                b->timed_out = w == 0;
+                b->timed_out = w == PGWAIT_TIMED_OUT;
                 goto finish;
             }
             continue;

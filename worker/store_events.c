@@ -2,7 +2,9 @@
 #include "store_events.h"
 #include "store_internal.h"
 #include "crypto.h"
+#include "clock.h"
 #include "mem.h"
+#include "pgwait.h"
 #include "schema.h"
 #include <assert.h>
 #include <libpq-fe.h>
@@ -10,21 +12,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ANSWER_MARGIN_MS 250         /* beyond statement_timeout, for the server's own answer */
+
 struct store_events {
     PGconn *conn;
     char   *conninfo;
     char   *worker_id;
     int64_t statement_ms;
+    int     stop_fd;                 /* readable once the worker is stopping: no wait goes on */
 };
 
 store_events_t *
-store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms)
+store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms, int stop_fd)
 {
     store_events_t *se = mem_alloc (sizeof *se);
     se->conninfo = mem_strdup (conninfo);
     se->worker_id = mem_strdup (worker_id);
     se->statement_ms = statement_ms;
+    se->stop_fd = stop_fd;
     return se;
+}
+
+/* The session is dropped, whatever state libpq left it in; the thread connects again. */
+static void
+drop (store_events_t *se)
+{
+    if (se->conn)
+        PQfinish (se->conn);
+    se->conn = NULL;
 }
 
 void
@@ -33,8 +48,7 @@ store_events_destroy (store_events_t **se_p)
     if (!se_p || !*se_p)
         return;
     store_events_t *se = *se_p;
-    if (se->conn)
-        PQfinish (se->conn);
+    drop (se);
     mem_free_secret (&se->conninfo);        /* may hold a password */
     mem_free (se->worker_id);
     mem_free (se);
@@ -59,50 +73,70 @@ failed (store_events_t *se, PGresult *res, const char *what, char *err, size_t e
     error_text (se->conn, res, why, sizeof why);
     snprintf (err, errlen, "could not %s: %s", what, why);
     if (!se->conn || PQstatus (se->conn) != CONNECTION_OK) {
-        if (se->conn)
-            PQfinish (se->conn);
-        se->conn = NULL;
+        drop (se);
         return FR_DATABASE_UNAVAILABLE;
     }
     return FR_INTERNAL;
 }
 
+/* Why a wait ended without the server's answer, for err: never libpq's message, which says
+ * nothing of a deadline. */
+static const char *
+wait_failure (pgwait_t w)
+{
+    return w == PGWAIT_STOPPED ? "the worker is stopping"
+         : w == PGWAIT_TIMED_OUT ? "the database did not answer in time" : NULL;
+}
+
+/* Every wait is bounded: the connection by its timeout, each statement by statement_timeout and
+ * a margin, and all of them by the worker's stop. A stalled server (stopped, its disk frozen)
+ * never answers, cannot enforce its own timeouts, and its kernel keeps the TCP session alive:
+ * libpq's blocking calls waited for it, and the worker's stop waited for this thread. */
 fr_status_t
 store_events_connect (store_events_t *se, char *err, size_t errlen)
 {
     if (se->conn && PQstatus (se->conn) == CONNECTION_OK)
         return FR_OK;
-    if (se->conn)
-        PQfinish (se->conn);
+    drop (se);
     const char *keys [] = { "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
                             "keepalives_count", "target_session_attrs", "application_name", "dbname", NULL };
     char tcp [24], app [STORE_APP_NAME_MAX];
+    int64_t connect_s = se->statement_ms / 1000 + 2;
     store_app_name (app, "ferrule-worker-events", se->worker_id);
-    snprintf (tcp, sizeof tcp, "%lld", (long long) (se->statement_ms / 1000 + 2));
+    snprintf (tcp, sizeof tcp, "%lld", (long long) connect_s);
     const char *values [] = { tcp, "1", "5", "2", "3", "read-write", app, se->conninfo, NULL };
-    se->conn = PQconnectdbParams (keys, values, 1);
+    int64_t deadline = clock_mono_ms () + connect_s * 1000;
+    se->conn = PQconnectStartParams (keys, values, 1);
     store_log_notices (se->conn, "the event delivery's connection");
-    if (!se->conn || PQstatus (se->conn) != CONNECTION_OK)
-        return failed (se, NULL, "connect to the database for event delivery", err, errlen);
+    pgwait_t w = pgwait_connect (se->conn, deadline, se->stop_fd);
+    if (w != PGWAIT_READY) {
+        if (wait_failure (w))
+            snprintf (err, errlen, "could not connect to the database for event delivery: %s", wait_failure (w));
+        else
+            (void) failed (se, NULL, "connect to the database for event delivery", err, errlen);
+        drop (se);
+        return FR_DATABASE_UNAVAILABLE;
+    }
+    PQsetnonblocking (se->conn, 1);
     char setup [300];
     snprintf (setup, sizeof setup, "SET TimeZone = 'UTC'; SET statement_timeout = %lld; SET lock_timeout = %lld; "
               "SET idle_in_transaction_session_timeout = %lld",
               (long long) se->statement_ms, (long long) (se->statement_ms / 2),
               (long long) (se->statement_ms * 10));
-    PGresult *res = PQexec (se->conn, setup);
+    PGresult *res = PQsendQuery (se->conn, setup) ? pgwait_result (se->conn, deadline, se->stop_fd, &w) : NULL;
     if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-        (void) failed (se, res, "set up the event delivery session", err, errlen);
+        if (!res && wait_failure (w))
+            snprintf (err, errlen, "could not set up the event delivery session: %s", wait_failure (w));
+        else
+            (void) failed (se, res, "set up the event delivery session", err, errlen);
         PQclear (res);
-        PQfinish (se->conn);
-        se->conn = NULL;
+        drop (se);
         return FR_DATABASE_UNAVAILABLE;     /* whatever failed, the session is dropped and retried */
     }
     PQclear (res);
-    fr_status_t st = schema_check (se->conn, err, errlen);
-    if (st != FR_OK) {
-        PQfinish (se->conn);
-        se->conn = NULL;
-    }
+    fr_status_t st = schema_check_until (se->conn, deadline, se->stop_fd, err, errlen);
+    if (st != FR_OK)
+        drop (se);
     return st;
 }
 
@@ -141,7 +175,19 @@ run (store_events_t *se, const char *what, const char *sql, int n, const char *c
         *st = FR_DATABASE_UNAVAILABLE;
         return NULL;
     }
-    PGresult *res = PQexecParams (se->conn, sql, n, NULL, values, NULL, NULL, 0);
+    pgwait_t w = PGWAIT_FAILED;
+    int64_t deadline = clock_mono_ms () + se->statement_ms + ANSWER_MARGIN_MS;
+    PGresult *res = PQsendQueryParams (se->conn, sql, n, NULL, values, NULL, NULL, 0)
+                  ? pgwait_result (se->conn, deadline, se->stop_fd, &w) : NULL;
+    if (!res) {
+        if (wait_failure (w))
+            snprintf (err, errlen, "could not %s: %s", what, wait_failure (w));
+        else
+            (void) failed (se, NULL, what, err, errlen);
+        drop (se);                   /* mid-answer, or broken: of no further use */
+        *st = FR_DATABASE_UNAVAILABLE;
+        return NULL;
+    }
     if (PQresultStatus (res) != (want_tuples ? PGRES_TUPLES_OK : PGRES_COMMAND_OK)) {
         *st = failed (se, res, what, err, errlen);
         PQclear (res);

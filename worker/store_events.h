@@ -12,8 +12,12 @@
 
 typedef struct store_events store_events_t;
 
-/* A connection of its own (never the worker loop's). statement_ms bounds every statement. */
-store_events_t *store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms);
+/* A connection of its own (never the worker loop's), made and used by one thread that may wait
+ * on it: statement_ms (and a margin) bounds every wait for a statement, the connection timeout
+ * every wait to connect, and stop_fd (-1: none) all of them. Once stop_fd is readable, every
+ * call gives up at once with FR_DATABASE_UNAVAILABLE: a stalled server never answers, and the
+ * worker's stop must not wait for it. */
+store_events_t *store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms, int stop_fd);
 void store_events_destroy (store_events_t **se_p);
 /* Connects when not connected (UTC, timeouts, schema check). It does not listen: the worker's main
  * connection hears new events for it (store_sql.h, STORE_EVENTS_NOTIFY). */

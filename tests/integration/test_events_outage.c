@@ -1,6 +1,7 @@
 /* test_events_outage.c - event delivery through a database outage: deliveries that were being
  * retried when PostgreSQL stopped are all delivered, in order, once it is back; the worker keeps
- * serving cached tokens meanwhile, and a change that could not commit has no event.
+ * serving cached tokens meanwhile, and a change that could not commit has no event. And a worker
+ * told to stop while the database is stalled does not wait for it.
  * This test runs its own PostgreSQL cluster, because it stops and starts it. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +9,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,6 +20,11 @@
 
 #define SECRET "whsec_outage_test_0123456789abcdef"
 #define N      5
+
+/* How long a worker told to stop during a database stall may take to exit: its drain settles in
+ * half a second and the main loop's statements give up within about a second (the heartbeat).
+ * The stall lasts until then. */
+#define STALL_STOP_MS 4000
 
 static harness_t *h;
 static char pg_dir [4096];
@@ -146,11 +153,45 @@ test_delivery_resumes_after_outage (void **state)
     assert_true (itest_workdir_contains (h, "event delivery connected to the database again"));
 }
 
+/* A worker told to stop while the database is stalled (every PostgreSQL process stopped) exits
+ * without waiting for it. The event delivery thread meets the stall within its 100 ms poll: a
+ * statement sent, no answer. It used to wait for that answer in libpq's blocking calls for as
+ * long as the stall lasted (the server's statement_timeout cannot fire in a stopped process, and
+ * the kernel answers TCP keepalives for it), and the worker's stop joined it: the worker exited
+ * only when the database came back. */
+static void
+test_stop_during_stall (void **state)
+{
+    pid_t pids [64];
+    int n = itest_pg_processes (h, pids, 64);
+    assert_true (n >= 2);
+    for (int i = 0; i < n; i++)
+        kill (pids [i], SIGSTOP);
+    usleep (1000000);
+    int64_t asked = clock_mono_ms ();
+    harness_signal_worker (h, "w1", SIGTERM);
+    int status = harness_wait_worker_exit (h, "w1", STALL_STOP_MS);
+    int64_t took = clock_mono_ms () - asked;
+    for (int i = 0; i < n; i++)
+        kill (pids [i], SIGCONT);
+    if (status < 0)
+        printf ("the worker had not exited %d ms after SIGTERM, with the database stalled\n", STALL_STOP_MS);
+    else
+        printf ("the worker exited %lld ms after SIGTERM, with the database stalled\n", (long long) took);
+    if (status < 0)
+        status = harness_wait_worker_exit (h, "w1", 20000);    /* the old code: once the database is back */
+    assert_int_equal (status, 0);
+    assert_true (took < STALL_STOP_MS);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_delivery_resumes_after_outage),
+        cmocka_unit_test (test_stop_during_stall),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
