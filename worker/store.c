@@ -213,7 +213,7 @@ store_await (store_t *s, int64_t deadline_ms, int *timed_out)
     pgwait_t w;
     PGresult *res = pgwait_result (s->conn, deadline_ms, -1, &w);
     *timed_out = w == PGWAIT_TIMED_OUT;
-    if (res)
+    if (w == PGWAIT_READY)
         store_take_notifies (s);
     return res;
 }
