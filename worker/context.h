@@ -52,6 +52,7 @@ typedef struct {
     const curve_identity_t *curve;  /* this worker's key and the pinned broker key, or plaintext */
     int64_t db_batch_connection;    /* 1: a second connection for the refresh protocol's batches */
     int64_t http_idle_connections;  /* provider connections kept open between calls */
+    int64_t broker_dns_refresh_ms;  /* dns+tcp:// names are resolved again this often */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */

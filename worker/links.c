@@ -26,8 +26,6 @@ struct link {
     int seen;                       /* scratch for a resolution round */
 };
 
-#define DNS_REFRESH_MS 30000
-
 /* Opens a DEALER to one broker, in a free slot; returns the link index or -1. */
 static int
 link_open (worker_t *w, const char *endpoint, int from_dns, char *err, size_t errlen)
@@ -156,7 +154,7 @@ links_setup (worker_t *w, const char *backends, char *err, size_t errlen)
     }
     if (w->ndns) {
         links_resolve (w);
-        w->next_resolve_ms = clock_mono_ms () + DNS_REFRESH_MS;
+        w->next_resolve_ms = clock_mono_ms () + w->cfg.broker_dns_refresh_ms;
     }
     if (w->nlinks == 0 && w->ndns == 0) {
         snprintf (err, errlen, "no broker endpoints: set FERRULE_BROKER_BACKENDS");
@@ -188,7 +186,7 @@ links_follow_dns (worker_t *w, int64_t now)
 {
     if (w->ndns && now >= w->next_resolve_ms) {
         links_resolve (w);
-        w->next_resolve_ms = now + DNS_REFRESH_MS;
+        w->next_resolve_ms = now + w->cfg.broker_dns_refresh_ms;
     }
 }
 

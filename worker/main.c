@@ -25,7 +25,7 @@ main (int argc, char **argv)
     char *worker_id = NULL, *database_url = NULL, *backends = NULL, *providers = NULL, *key = NULL,
          *old_keys = NULL, *fingerprint_key = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
-    int64_t idle_connections;
+    int64_t idle_connections, dns_refresh_ms;
     int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
     int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms, db_batch_connection;
@@ -37,6 +37,7 @@ main (int argc, char **argv)
         { "worker-id", "FERRULE_WORKER_ID", CONFIG_STRING, &worker_id, NULL, 0, 0, 0, "stable id of this worker (default: hostname)" },
         { "database-url", "FERRULE_DATABASE_URL", CONFIG_STRING, &database_url, NULL, 0, 0, 1, "PostgreSQL connection string (or FERRULE_DATABASE_URL_FILE)" },
         { "brokers", "FERRULE_BROKER_BACKENDS", CONFIG_STRING, &backends, "tcp://127.0.0.1:5556", 0, 0, 0, "comma-separated broker backend endpoints" },
+        { "broker-dns-refresh-ms", "FERRULE_BROKER_DNS_REFRESH_MS", CONFIG_INT, &dns_refresh_ms, "30000", 100, 3600000, 0, "how often the dns+tcp:// names of the broker backends are resolved again" },
         { "providers", "FERRULE_PROVIDERS_FILE", CONFIG_STRING, &providers, NULL, 0, 0, 0, "JSON file adding or overriding provider entries" },
         { "encryption-key", "FERRULE_ENCRYPTION_KEY", CONFIG_STRING, &key, NULL, 0, 0, 1, "base64 of 32 bytes: seals tokens at rest (or FERRULE_ENCRYPTION_KEY_FILE)" },
         { "old-encryption-keys", "FERRULE_ENCRYPTION_OLD_KEYS", CONFIG_STRING, &old_keys, NULL, 0, 0, 1, "comma-separated retired keys, still accepted for reading (or ..._FILE)" },
@@ -170,7 +171,7 @@ main (int argc, char **argv)
                             revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch },
                             fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve, db_batch_connection,
-                            idle_connections };
+                            idle_connections, dns_refresh_ms };
     sigset_t saved;
     daemon_setup_begin (&saved);
     worker_t *w = worker_new (&cfg, err, sizeof err);
