@@ -85,8 +85,9 @@ typedef struct worker {
     void *ctx;
     link_t *links;
     size_t nlinks;
-    char *dns [8];                  /* dns+tcp:// broker names, resolved again every 30 s */
+    char *dns [8];                  /* dns+tcp:// broker names, resolved again every broker_dns_refresh_ms */
     size_t ndns;
+    struct resolve *resolver;       /* resolve.c: their lookups, off the loop */
     int64_t next_resolve_ms;
     crypto_keyring_t *keyring;
     catalog_t *catalog;

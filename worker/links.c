@@ -6,12 +6,9 @@
 #include "frames.h"
 #include "log.h"
 #include "mem.h"
-#include <arpa/inet.h>
+#include "resolve.h"
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
 #include <stdio.h>
-#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -65,69 +62,54 @@ link_open (worker_t *w, const char *endpoint, int from_dns, char *err, size_t er
 }
 
 
-/* dns+tcp://NAME:PORT: connect to every address NAME resolves to, and follow changes (a
- * headless Kubernetes Service lists every broker pod). */
+/* dns+tcp://NAME:PORT: a link to every address the d-th name resolved to, and none to an address
+ * it no longer lists (a headless Kubernetes Service lists every broker pod). A failed lookup
+ * changes nothing. */
 static void
-links_resolve (worker_t *w)
+links_follow (worker_t *w, size_t d, const resolve_result_t *res)
 {
-    for (size_t d = 0; d < w->ndns; d++) {
-        char host [256], port [16];
-        const char *spec = w->dns [d] + strlen ("dns+tcp://");
-        const char *colon = strrchr (spec, ':');
-        if (!colon || colon == spec || (size_t) (colon - spec) >= sizeof host || strlen (colon + 1) >= sizeof port)
-            continue;
-        memcpy (host, spec, (size_t) (colon - spec));
-        host [colon - spec] = '\0';
-        snprintf (port, sizeof port, "%s", colon + 1);
-        struct addrinfo hints, *res = NULL;
-        memset (&hints, 0, sizeof hints);
-        hints.ai_family = AF_UNSPEC;
-        hints.ai_socktype = SOCK_STREAM;
-        int rc = getaddrinfo (host, port, &hints, &res);
-        if (rc != 0) {
-            log_warning (NULL, NULL, "could not resolve brokers \"%s\": %s; keeping %s", w->dns [d], gai_strerror (rc),
-                         "the brokers already known");
-            continue;
-        }
+    if (!res->ok) {
+        log_warning (NULL, NULL, "could not resolve brokers \"%s\": %s; keeping the brokers already known",
+                     w->dns [d], res->error);
+        return;
+    }
+    for (size_t i = 0; i < w->nlinks; i++)
+        w->links [i].seen = 0;
+    for (size_t k = 0; k < res->n; k++) {
+        int found = 0;
         for (size_t i = 0; i < w->nlinks; i++)
-            w->links [i].seen = 0;
-        for (struct addrinfo *a = res; a; a = a->ai_next) {
-            char ip [INET6_ADDRSTRLEN], endpoint [300];
-            if (a->ai_family == AF_INET)
-                inet_ntop (AF_INET, &((struct sockaddr_in *) a->ai_addr)->sin_addr, ip, sizeof ip);
-            else
-            if (a->ai_family == AF_INET6)
-                inet_ntop (AF_INET6, &((struct sockaddr_in6 *) a->ai_addr)->sin6_addr, ip, sizeof ip);
-            else
-                continue;
-            snprintf (endpoint, sizeof endpoint, a->ai_family == AF_INET6 ? "tcp://[%s]:%s" : "tcp://%s:%s", ip, port);
-            int found = 0;
-            for (size_t i = 0; i < w->nlinks; i++)
-                if (w->links [i].socket && strcmp (w->links [i].endpoint, endpoint) == 0) {
-                    w->links [i].seen = 1;
-                    found = 1;
-                }
-            if (!found) {
-                char err [256];
-                int li = link_open (w, endpoint, (int) d + 1, err, sizeof err);
-                if (li < 0)
-                    log_warning (NULL, NULL, "%s", err);
-                else {
-                    w->links [li].seen = 1;
-                    w->next_hello_ms = 0;       /* introduce ourselves to the new broker now */
-                }
+            if (w->links [i].socket && strcmp (w->links [i].endpoint, res->endpoints [k]) == 0) {
+                w->links [i].seen = 1;
+                found = 1;
             }
-        }
-        freeaddrinfo (res);
-        for (size_t i = 0; i < w->nlinks; i++) {
-            link_t *l = &w->links [i];
-            if (l->socket && l->from_dns == (int) d + 1 && !l->seen) {
-                log_info (NULL, NULL, "broker \"%s\" no longer listed under \"%s\"; disconnecting", l->endpoint, w->dns [d]);
-                zmq_close (l->socket);
-                l->socket = NULL;
+        if (!found) {
+            char err [256];
+            int li = link_open (w, res->endpoints [k], (int) d + 1, err, sizeof err);
+            if (li < 0)
+                log_warning (NULL, NULL, "%s", err);
+            else {
+                w->links [li].seen = 1;
+                w->next_hello_ms = 0;       /* introduce ourselves to the new broker now */
             }
         }
     }
+    for (size_t i = 0; i < w->nlinks; i++) {
+        link_t *l = &w->links [i];
+        if (l->socket && l->from_dns == (int) d + 1 && !l->seen) {
+            log_info (NULL, NULL, "broker \"%s\" no longer listed under \"%s\"; disconnecting", l->endpoint, w->dns [d]);
+            zmq_close (l->socket);
+            l->socket = NULL;
+        }
+    }
+}
+
+/* A round of lookups' results, followed and freed. */
+static void
+links_follow_all (worker_t *w, resolve_result_t *results)
+{
+    for (size_t d = 0; d < w->ndns; d++)
+        links_follow (w, d, &results [d]);
+    resolve_results_free (&results, w->ndns);
 }
 
 fr_status_t
@@ -153,7 +135,9 @@ links_setup (worker_t *w, const char *backends, char *err, size_t errlen)
             return FR_CONFIGURATION;
     }
     if (w->ndns) {
-        links_resolve (w);
+        /* the first lookup waits: nothing is served before the worker has its brokers */
+        w->resolver = resolve_new (w->dns, w->ndns);
+        links_follow_all (w, resolve_now (w->resolver));
         w->next_resolve_ms = clock_mono_ms () + w->cfg.broker_dns_refresh_ms;
     }
     if (w->nlinks == 0 && w->ndns == 0) {
@@ -176,6 +160,7 @@ links_close_all (worker_t *w)
         }
     mem_free (w->links);
     w->links = NULL;
+    resolve_destroy (&w->resolver);     /* a lookup under way ends on its own thread */
     for (size_t i = 0; i < w->ndns; i++)
         mem_free (w->dns [i]);
     w->ndns = 0;
@@ -184,8 +169,17 @@ links_close_all (worker_t *w)
 void
 links_follow_dns (worker_t *w, int64_t now)
 {
-    if (w->ndns && now >= w->next_resolve_ms) {
-        links_resolve (w);
+    if (!w->ndns)
+        return;
+    resolve_result_t *results = resolve_take (w->resolver);
+    if (results)
+        links_follow_all (w, results);
+    if (now >= w->next_resolve_ms) {
+        /* on a thread: the system's resolver may take seconds, the loop serves meanwhile; a round
+         * still under way is let be */
+        if (resolve_start (w->resolver) < 0)
+            log_warning (NULL, NULL, "could not start a thread to resolve the brokers' names; trying again in %lld ms",
+                         (long long) w->cfg.broker_dns_refresh_ms);
         w->next_resolve_ms = now + w->cfg.broker_dns_refresh_ms;
     }
 }
