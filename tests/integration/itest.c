@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <unistd.h>
 #include <zmq.h>
+#include "client.h"
 #include "clock.h"
 #include "codec.h"
 #include "curve.h"
@@ -398,4 +399,34 @@ itest_pg_processes (harness_t *h, pid_t *pids, int max)
         fclose (f);
     PQclear (r);
     return n;
+}
+
+void
+itest_asan_option (harness_t *h, const char *option)
+{
+    const char *asan = getenv ("ASAN_OPTIONS");
+    char options [1024];
+    snprintf (options, sizeof options, "%s%s%s", asan && *asan ? asan : "", asan && *asan ? ":" : "", option);
+    harness_set_env (h, "ASAN_OPTIONS", options);
+}
+
+itest_hits_t
+itest_cached_hits (client_t *client, const char *integration, int64_t until_ms, int64_t hit_ms)
+{
+    itest_hits_t hits = { 0, 0, 0 };
+    json_t *args = json_pack ("{s:s}", "integration", integration);
+    while (clock_mono_ms () < until_ms) {
+        int64_t sent = clock_mono_ms ();
+        json_t *t = client_call (client, "token", args, 1000);
+        int64_t took = clock_mono_ms () - sent;
+        hits.slowest_ms = took > hits.slowest_ms ? took : hits.slowest_ms;
+        if (client_exit_code (t) == 0 && json_is_false (json_object_get (t, "refreshed")) && took < hit_ms)
+            hits.served++;
+        else
+            hits.late++;
+        json_decref (t);
+        usleep (20000);              /* a request every 20 ms or so, not a flood */
+    }
+    json_decref (args);
+    return hits;
 }

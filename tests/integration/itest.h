@@ -50,6 +50,22 @@ void itest_secure (void *socket);
  * 0 when scripts/pg succeeded. */
 int itest_pg (const char *action, const char *dir, char *url, size_t urlsize);
 
+/* Adds option ("name=value") to the ASAN_OPTIONS the harness passes on to the processes it starts
+ * from now on, after what the test's own environment holds (outside AddressSanitizer's tree the
+ * processes ignore it). */
+void itest_asan_option (harness_t *h, const char *option);
+
+/* Cached-token requests for integration, one every 20 ms or so over client (connected to the
+ * brokers already, so that what is timed is the service's answer) until the monotonic time
+ * until_ms, each with a 1 s timeout: how many came back served from the cache (not refreshed)
+ * within hit_ms, how many did not, and the slowest. */
+typedef struct {
+    int served, late;
+    int64_t slowest_ms;
+} itest_hits_t;
+struct client;
+itest_hits_t itest_cached_hits (struct client *client, const char *integration, int64_t until_ms, int64_t hit_ms);
+
 /* Every process of the test's cluster, as the database itself lists them (the postmaster too,
  * so that no new connection is answered either), but the harness's own session: for a stall,
  * SIGSTOP them all. Returns how many it wrote into pids (at most max). */

@@ -65,11 +65,7 @@ setup (void **state)
     harness_set_env (h, "FERRULE_BROKER_DNS_REFRESH_MS", REFRESH_MS);
     /* a preloaded library comes before AddressSanitizer's runtime, which the asan tree's worker
      * would otherwise refuse */
-    const char *asan = getenv ("ASAN_OPTIONS");
-    char asan_options [512];
-    snprintf (asan_options, sizeof asan_options, "%s%sverify_asan_link_order=0", asan && *asan ? asan : "",
-              asan && *asan ? ":" : "");
-    harness_set_env (h, "ASAN_OPTIONS", asan_options);
+    itest_asan_option (h, "verify_asan_link_order=0");
     harness_set_worker_wrapper (h, FERRULE_TEST_DNS_WORKER);
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
         return -1;
@@ -104,30 +100,15 @@ test_cached_tokens_served_while_dns_is_slow (void **state)
 
     int before = lookups_started ();
     set_delay (DNS_DELAY_MS);
-    int served = 0, late = 0;
-    int64_t slowest = 0, until = clock_mono_ms () + WINDOW_MS;
-    json_t *args = json_pack ("{s:s}", "integration", "dns:box");
-    while (clock_mono_ms () < until) {
-        int64_t sent = clock_mono_ms ();
-        json_t *t = client_call (asker, "token", args, 1000);
-        int64_t took = clock_mono_ms () - sent;
-        slowest = took > slowest ? took : slowest;
-        if (client_exit_code (t) == 0 && took < HIT_MS)
-            served++;
-        else
-            late++;
-        json_decref (t);
-        usleep (20000);
-    }
-    json_decref (args);
+    itest_hits_t hits = itest_cached_hits (asker, "dns:box", clock_mono_ms () + WINDOW_MS, HIT_MS);
     int slow_lookups = lookups_started () - before;
     set_delay (0);
     client_destroy (&asker);
     fprintf (stderr, "while DNS took %d ms a lookup (%d begun): %d cached tokens served in time, %d not "
-             "(slowest %lld ms)\n", DNS_DELAY_MS, slow_lookups, served, late, (long long) slowest);
+             "(slowest %lld ms)\n", DNS_DELAY_MS, slow_lookups, hits.served, hits.late, (long long) hits.slowest_ms);
     assert_true (slow_lookups >= 1);
-    assert_int_equal (late, 0);
-    assert_true (served > 0);
+    assert_int_equal (hits.late, 0);
+    assert_true (hits.served > 0);
 }
 
 int

@@ -506,23 +506,8 @@ test_cache_hits_served_while_the_database_stalls (void **state)
         }
         _exit (0);
     }
-    int served = 0, late = 0;
-    int64_t slowest = 0;
-    json_t *args = json_pack ("{s:s}", "integration", "stall:box");
-    while (clock_mono_ms () < until) {
-        int64_t sent = clock_mono_ms ();
-        json_t *t = client_call (asker, "token", args, 1000);
-        int64_t took = clock_mono_ms () - sent;
-        slowest = took > slowest ? took : slowest;
-        /* in time: well inside the 1.25 s a statement may take before the worker gives up on it */
-        if (client_exit_code (t) == 0 && json_is_false (json_object_get (t, "refreshed")) && took < STALL_HIT_MS)
-            served++;
-        else
-            late++;
-        json_decref (t);
-        usleep (20000);              /* a request every 20 ms or so, not a flood */
-    }
-    json_decref (args);
+    /* in time: well inside the 1.25 s a statement may take before the worker gives up on it */
+    itest_hits_t hits = itest_cached_hits (asker, "stall:box", until, STALL_HIT_MS);
     client_destroy (&asker);
     for (int i = 0; i < n; i++)
         kill (pids [i], SIGCONT);
@@ -539,10 +524,10 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (refused, &status, 0), refused);
     itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", 0));
     free (rt4);
-    fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", served, late,
-             (long long) slowest);
-    assert_int_equal (late, 0);
-    assert_true (served > 0);
+    fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", hits.served,
+             hits.late, (long long) hits.slowest_ms);
+    assert_int_equal (hits.late, 0);
+    assert_true (hits.served > 0);
     set_latency (0);
     assert_int_equal (waitpid (child, &status, 0), child);
     /* the rotated token the provider issued during the stall is committed once the server is back */

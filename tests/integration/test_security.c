@@ -728,11 +728,7 @@ test_hostile_multipart_bounded (void **state)
     harness_set_env (h, "FERRULE_ALLOW_PLAINTEXT", "1");
     /* under AddressSanitizer freed memory waits in a quarantine (256 MiB by default) before it is
      * reused, which would count every buffer the broker ever freed: keep it small here */
-    const char *asan = getenv ("ASAN_OPTIONS");
-    char asan_options [512];
-    snprintf (asan_options, sizeof asan_options, "%s%squarantine_size_mb=4:thread_local_quarantine_size_kb=64",
-              asan && *asan ? asan : "", asan && *asan ? ":" : "");
-    harness_set_env (h, "ASAN_OPTIONS", asan_options);
+    itest_asan_option (h, "quarantine_size_mb=4:thread_local_quarantine_size_kb=64");
     unsetenv ("FERRULE_CURVE_SECRET_KEY_FILE");
     unsetenv ("FERRULE_BROKER_PUBLIC_KEY_FILE");
     setenv ("FERRULE_ALLOW_PLAINTEXT", "1", 1);
