@@ -128,6 +128,10 @@ links_setup (worker_t *w, const char *backends, char *err, size_t errlen)
                 snprintf (err, errlen, "more than %d dns+tcp:// names in FERRULE_BROKER_BACKENDS", LINKS_MAX_DNS_NAMES);
                 return FR_CONFIGURATION;
             }
+            if (!resolve_spec_valid (ep)) {
+                snprintf (err, errlen, "\"%.200s\" in FERRULE_BROKER_BACKENDS is not dns+tcp://NAME:PORT", ep);
+                return FR_CONFIGURATION;
+            }
             w->dns [w->ndns++] = mem_strdup (ep);
         }
         else

@@ -46,22 +46,37 @@ resolve_free_specs (char ***specs, size_t n)
     *specs = NULL;
 }
 
+/* "dns+tcp://NAME:PORT" into host and port; -1 when it is not that. */
+static int
+resolve_split (const char *spec, char host [256], char port [16])
+{
+    const char *name = strncmp (spec, "dns+tcp://", 10) == 0 ? spec + 10 : spec;
+    const char *colon = strrchr (name, ':');
+    if (!colon || colon == name || (size_t) (colon - name) >= 256 || !colon [1] || strlen (colon + 1) >= 16)
+        return -1;
+    memcpy (host, name, (size_t) (colon - name));
+    host [colon - name] = '\0';
+    snprintf (port, 16, "%s", colon + 1);
+    return 0;
+}
+
+int
+resolve_spec_valid (const char *spec)
+{
+    char host [256], port [16];
+    return resolve_split (spec, host, port) == 0;
+}
+
 /* One spec looked up into out. */
 static void
 resolve_one (const char *spec, resolve_result_t *out)
 {
     char host [256], port [16];
     memset (out, 0, sizeof *out);
-    const char *name = strncmp (spec, "dns+tcp://", 10) == 0 ? spec + 10 : spec;
-    const char *colon = strrchr (name, ':');
-    if (!colon || colon == name || (size_t) (colon - name) >= sizeof host || !colon [1]
-    ||  strlen (colon + 1) >= sizeof port) {
+    if (resolve_split (spec, host, port) != 0) {
         snprintf (out->error, sizeof out->error, "not NAME:PORT");
         return;
     }
-    memcpy (host, name, (size_t) (colon - name));
-    host [colon - name] = '\0';
-    snprintf (port, sizeof port, "%s", colon + 1);
     struct addrinfo hints, *res = NULL;
     memset (&hints, 0, sizeof hints);
     hints.ai_family = AF_UNSPEC;

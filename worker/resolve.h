@@ -15,6 +15,8 @@ typedef struct {
 
 typedef struct resolve resolve_t;
 
+/* 1 when spec is "dns+tcp://NAME:PORT" with a NAME and a PORT (resolve_new looks up only those). */
+int resolve_spec_valid (const char *spec);
 /* The names: n specs "dns+tcp://NAME:PORT", copied. */
 resolve_t *resolve_new (char *const *specs, size_t n);
 /* Never waits for a lookup under way: its thread ends on its own and frees what it used. */

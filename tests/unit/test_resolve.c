@@ -39,6 +39,9 @@ test_malformed_names_refused (void **state)
     }
     resolve_results_free (&res, 3);
     resolve_destroy (&r);
+    for (int i = 0; i < 3; i++)
+        assert_false (resolve_spec_valid (specs [i]));
+    assert_true (resolve_spec_valid ("dns+tcp://brokers.example:5556"));
 }
 
 static void
