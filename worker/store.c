@@ -21,7 +21,6 @@
 
 #define NOTIFY_QUEUE_MAX 65536       /* past this the cache is cleared instead (see store_queue) */
 #define RECONNECT_MS 1000            /* after a failure, no new connection before this */
-#define ANSWER_MARGIN_MS 250         /* beyond statement_timeout, for the server's own answer */
 
 typedef struct notice {
     struct notice *next;
@@ -580,7 +579,7 @@ store_fail (store_t *s, PGresult *res, int timed_out, fr_status_t *st, char *err
     PQclear (res);
     if (timed_out) {
         snprintf (err, errlen, "the database did not answer within %lld ms",
-                  (long long) (s->limits.statement_timeout_ms + ANSWER_MARGIN_MS));
+                  (long long) (s->limits.statement_timeout_ms + STORE_ANSWER_MARGIN_MS));
         store_fail_connection (s);
         *st = FR_DATABASE_UNAVAILABLE;
     }
@@ -743,7 +742,7 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
     b->active = 1;
     b->n = n;
     b->results = mem_alloc (n * sizeof *b->results);
-    b->deadline_ms = clock_mono_ms () + s->limits.statement_timeout_ms + ANSWER_MARGIN_MS;
+    b->deadline_ms = clock_mono_ms () + s->limits.statement_timeout_ms + STORE_ANSWER_MARGIN_MS;
     b->done = done;
     b->arg = mem_alloc (size);          /* the caller's context may be on its stack */
     memcpy (b->arg, ctx, size);

@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ANSWER_MARGIN_MS 250         /* beyond statement_timeout, for the server's own answer */
-
 struct store_events {
     PGconn *conn;
     char   *conninfo;
@@ -176,7 +174,7 @@ run (store_events_t *se, const char *what, const char *sql, int n, const char *c
         return NULL;
     }
     pgwait_t w = PGWAIT_FAILED;
-    int64_t deadline = clock_mono_ms () + se->statement_ms + ANSWER_MARGIN_MS;
+    int64_t deadline = clock_mono_ms () + se->statement_ms + STORE_ANSWER_MARGIN_MS;
     PGresult *res = PQsendQueryParams (se->conn, sql, n, NULL, values, NULL, NULL, 0)
                   ? pgwait_result (se->conn, deadline, se->stop_fd, &w) : NULL;
     if (!res) {

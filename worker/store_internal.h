@@ -63,6 +63,9 @@ unsigned char *store_bytea_at (const PGresult *res, int row, int col, size_t *le
 /* The server's notices on conn (its warnings, the FATAL that ends a terminated session) to the
  * log, naming the connection (a string that outlives conn), instead of libpq's text on stderr. */
 void store_log_notices (PGconn *conn, const char *connection);
+/* How long past statement_timeout every session waits for the server's own answer (its error) before
+ * giving the statement up. */
+#define STORE_ANSWER_MARGIN_MS 250
 /* The application_name of a worker's connection: its role ("ferrule-worker", "-batches",
  * "-events") and the worker's id, cut to what the server keeps (63 bytes), so that an operator can
  * tell in pg_stat_activity which worker, and which of its connections, a session is. */
