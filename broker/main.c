@@ -54,10 +54,7 @@ main (int argc, char **argv)
     log_init ("broker", frontend);
     config_log (table);
     /* keys come from the environment's files only; the table above shows them in --help */
-    if (secret_file && *secret_file)
-        setenv (CURVE_ENV_SECRET, secret_file, 1);
-    if (plaintext && *plaintext)
-        setenv (CURVE_ENV_PLAINTEXT, plaintext, 1);
+    curve_env_set (secret_file, NULL, plaintext);
     if (curve_identity_from_env (&curve, 0, err, sizeof err) != FR_OK) {
         log_error (NULL, NULL, "%s", err);
         config_free (table);

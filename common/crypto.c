@@ -591,6 +591,14 @@ crypto_sha256 (const void *in, size_t len, unsigned char out [32])
         memset (out, 0, 32);        /* unreachable with a working libcrypto */
 }
 
+void
+crypto_sha256_hex (const char *s, char out [65])
+{
+    unsigned char md [32];
+    crypto_sha256 (s, strlen (s), md);
+    text_hex (md, sizeof md, out);
+}
+
 char *
 crypto_pkce_challenge (const char *verifier)
 {

@@ -79,6 +79,9 @@ char *crypto_b64_encode (const void *in, size_t len);
 /* URL alphabet without padding (RFC 7636 PKCE, random tokens); caller frees. */
 char *crypto_b64url_encode (const void *in, size_t len);
 void crypto_sha256 (const void *in, size_t len, unsigned char out [32]);
+/* SHA-256 of a string as 64 lowercase hex digits: what the database keeps of a secret handed out
+ * (a connect's state, a gateway session, an API key), never the secret itself. */
+void crypto_sha256_hex (const char *s, char out [65]);
 /* RFC 7636 S256 code challenge: base64url (no padding) of SHA-256(verifier); caller frees. */
 char *crypto_pkce_challenge (const char *verifier);
 #endif

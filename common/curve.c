@@ -126,6 +126,17 @@ out:
     return st;
 }
 
+void
+curve_env_set (const char *secret_file, const char *broker_key_file, const char *plaintext)
+{
+    if (secret_file && *secret_file)
+        setenv (CURVE_ENV_SECRET, secret_file, 1);
+    if (broker_key_file && *broker_key_file)
+        setenv (CURVE_ENV_BROKER_KEY, broker_key_file, 1);
+    if (plaintext && *plaintext)
+        setenv (CURVE_ENV_PLAINTEXT, plaintext, 1);
+}
+
 fr_status_t
 curve_identity_from_env (curve_identity_t *id, int need_server, char *err, size_t errlen)
 {

@@ -30,6 +30,9 @@ int curve_key_valid (const char *s);
 fr_status_t curve_read_key_file (const char *path, char out [CURVE_Z85_LEN + 1], char *err, size_t errlen) FR_MUSTCHECK;
 /* Writes PREFIX.key (secret, mode 0600, created new) and PREFIX.pub (public). */
 fr_status_t curve_keygen (const char *prefix, char public_out [CURVE_Z85_LEN + 1], char *err, size_t errlen) FR_MUSTCHECK;
+/* Puts the values a daemon's command line gave (NULL or "": leave the variable as it is) into the
+ * three variables above, where curve_identity_from_env reads them. */
+void curve_env_set (const char *secret_file, const char *broker_key_file, const char *plaintext);
 /* Fills id from the environment. need_server: a client or worker (the broker's key is needed).
  * FR_OK; FR_CONFIGURATION when keys are missing or unreadable and plaintext is not allowed. */
 fr_status_t curve_identity_from_env (curve_identity_t *id, int need_server, char *err, size_t errlen) FR_MUSTCHECK;

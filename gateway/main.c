@@ -185,12 +185,7 @@ main (int argc, char **argv)
         return rc;
     log_init ("gateway", bind);
     config_log (table);
-    if (secret_file && *secret_file)
-        setenv (CURVE_ENV_SECRET, secret_file, 1);
-    if (broker_key_file && *broker_key_file)
-        setenv (CURVE_ENV_BROKER_KEY, broker_key_file, 1);
-    if (plaintext && *plaintext)
-        setenv (CURVE_ENV_PLAINTEXT, plaintext, 1);
+    curve_env_set (secret_file, broker_key_file, plaintext);
     gw.cfg = (gw_config_t) { bind, public_url, brokers, origins, session_key, keys_file, policy_file, providers,
                              http_bind, support, session_ttl, max_conn, conn_timeout, clients };
     rc = 2;

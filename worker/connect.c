@@ -53,14 +53,6 @@ return_to_ok (const char *s)
     return strpbrk (s, "#\\ ") == NULL;
 }
 
-static void
-state_hash_of (const char *state, char out [65])
-{
-    unsigned char d [32];
-    crypto_sha256 (state, strlen (state), d);
-    text_hex (d, sizeof d, out);
-}
-
 /* An absolute http(s) URI with a host, without fragment, spaces or control characters. */
 static int
 redirect_uri_ok (const char *uri)
@@ -291,7 +283,7 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
         reply_error (w, job, FR_INTERNAL, "could not draw random bytes for the state", NULL, -1);
         goto out;
     }
-    state_hash_of (state, state_hash);
+    crypto_sha256_hex (state, state_hash);
     if (verifier) {
         challenge = crypto_pkce_challenge (verifier);
         /* associated data: the state hash and the column, so the sealed verifier opens only in its row */
@@ -629,7 +621,7 @@ connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
                             "pass the whole URL the provider redirected the browser to", -1);
         goto out;
     }
-    state_hash_of (state, state_hash);
+    crypto_sha256_hex (state, state_hash);
     /* the state is taken by a batch on a free connection; the callback goes on when it is */
     callback_wait_t *cw = mem_alloc (sizeof *cw);
     cw->w = w;

@@ -14,7 +14,6 @@
 #include "log.h"
 #include "mem.h"
 #include "ratelimit.h"
-#include "text.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -26,15 +25,6 @@
 #define MAX_KEYS_LISTED  200
 #define KEY_PREFIX       "frk_"
 #define KEY_SHOWN        12             /* "frk_" and 8 characters: tells keys apart in a list */
-
-/* What the database keeps of a value handed out: its SHA-256 as hex. */
-static void
-hex_sha256 (const char *s, char out [65])
-{
-    unsigned char d [32];
-    crypto_sha256 (s, strlen (s), d);
-    text_hex (d, sizeof d, out);
-}
 
 /* A required string field of 1..max printable characters: 1 with *out a copy, 0 when refused or
  * missing (answered). */
@@ -208,7 +198,7 @@ attempt_read (void *arg, fr_status_t st, store_gw_attempt_t *a, const char *err)
         gw_free (gw);
         return;
     }
-    hex_sha256 (gw->secret, gw->issued_hash);
+    crypto_sha256_hex (gw->secret, gw->issued_hash);
     gw->step = GW_RETRY_ISSUE;
     gw_queue (gw);
 }
@@ -220,7 +210,7 @@ op_attempt (worker_t *w, job_t *job, const msgpack_object *root)
     if (!arg_required (w, job, root, "state", MAX_STATE_LEN, &state))
         return;
     gw_wait_t *gw = gw_new (w, job, GW_ATTEMPT);
-    hex_sha256 (state, gw->hash);
+    crypto_sha256_hex (state, gw->hash);
     mem_free_secret (&state);
     gw_queue (gw);
 }
@@ -296,7 +286,7 @@ op_retry (worker_t *w, job_t *job, const msgpack_object *root)
     if (!arg_required (w, job, root, "retry_token", MAX_TOKEN_LEN, &token))
         return;
     gw_wait_t *gw = gw_new (w, job, GW_RETRY_PEEK);
-    hex_sha256 (token, gw->hash);
+    crypto_sha256_hex (token, gw->hash);
     mem_free_secret (&token);
     gw_queue (gw);
 }
@@ -380,7 +370,7 @@ op_dashboard_link (worker_t *w, job_t *job, const msgpack_object *root)
     memcpy (gw->ws, ws, sizeof ws);
     gw->secret = token;
     gw->ttl_s = ttl;
-    hex_sha256 (token, gw->hash);
+    crypto_sha256_hex (token, gw->hash);
     gw_queue (gw);
 }
 
@@ -410,7 +400,7 @@ op_dashboard_open (worker_t *w, job_t *job, const msgpack_object *root)
     if (!arg_required (w, job, root, "link_token", MAX_TOKEN_LEN, &token))
         return;
     gw_wait_t *gw = gw_new (w, job, GW_LINK_TAKE);
-    hex_sha256 (token, gw->hash);
+    crypto_sha256_hex (token, gw->hash);
     mem_free_secret (&token);
     gw_queue (gw);
 }
@@ -462,7 +452,7 @@ op_apikey_create (worker_t *w, job_t *job, const msgpack_object *root)
     gw->secret = mem_alloc (klen);
     snprintf (gw->secret, klen, "%s%s", KEY_PREFIX, random);
     snprintf (gw->prefix, sizeof gw->prefix, "%.*s", KEY_SHOWN, gw->secret);
-    hex_sha256 (gw->secret, gw->hash);
+    crypto_sha256_hex (gw->secret, gw->hash);
     gw->name = name;
     name = NULL;
     gw_queue (gw);
@@ -577,7 +567,7 @@ op_apikey_verify (worker_t *w, job_t *job, const msgpack_object *root)
     if (!arg_required (w, job, root, "key", MAX_TOKEN_LEN, &key))
         return;
     gw_wait_t *gw = gw_new (w, job, GW_KEY_VERIFY);
-    hex_sha256 (key, gw->hash);
+    crypto_sha256_hex (key, gw->hash);
     mem_free_secret (&key);
     gw_queue (gw);
 }

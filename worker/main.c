@@ -142,12 +142,7 @@ main (int argc, char **argv)
     }
     config_log (table);
     /* the keys come from files named by FERRULE_CURVE_SECRET_KEY_FILE and FERRULE_BROKER_PUBLIC_KEY_FILE */
-    if (secret_file && *secret_file)
-        setenv (CURVE_ENV_SECRET, secret_file, 1);
-    if (broker_key_file && *broker_key_file)
-        setenv (CURVE_ENV_BROKER_KEY, broker_key_file, 1);
-    if (plaintext && *plaintext)
-        setenv (CURVE_ENV_PLAINTEXT, plaintext, 1);
+    curve_env_set (secret_file, broker_key_file, plaintext);
     if (curve_identity_from_env (&curve, 1, err, sizeof err) != FR_OK) {
         log_error (NULL, NULL, "%s", err);
         rc = 2;

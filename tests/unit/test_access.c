@@ -72,12 +72,13 @@ test_curve_keys (void **state)
     unsetenv (CURVE_ENV_PLAINTEXT);
     assert_int_equal (curve_identity_from_env (&id, 1, err, sizeof err), FR_CONFIGURATION);
     assert_non_null (strstr (err, "FERRULE_ALLOW_PLAINTEXT"));
-    setenv (CURVE_ENV_PLAINTEXT, "1", 1);
+    curve_env_set (NULL, "", "1");                          /* a command line's --allow-plaintext=1 */
     assert_int_equal (curve_identity_from_env (&id, 1, err, sizeof err), FR_OK);
     assert_true (id.plaintext);
-    setenv (CURVE_ENV_SECRET, path_of ("a.key"), 1);        /* keys win over the opt-in */
+    curve_env_set (path_of ("a.key"), NULL, NULL);          /* keys win over the opt-in */
+    assert_string_equal (getenv (CURVE_ENV_PLAINTEXT), "1"); /* NULL leaves a variable as it is */
     assert_int_equal (curve_identity_from_env (&id, 1, err, sizeof err), FR_CONFIGURATION);
-    setenv (CURVE_ENV_BROKER_KEY, path_of ("a.pub"), 1);
+    curve_env_set ("", path_of ("a.pub"), "");
     assert_int_equal (curve_identity_from_env (&id, 1, err, sizeof err), FR_OK);
     assert_false (id.plaintext);
     assert_string_equal (id.public, pub);

@@ -406,6 +406,9 @@ test_pkce_and_sha256 (void **state)
         0xb0, 0x03, 0x61, 0xa3, 0x96, 0x17, 0x7a, 0x9c, 0xb4, 0x10, 0xff, 0x61, 0xf2, 0x00, 0x15, 0xad
     };
     assert_memory_equal (md, abc, 32);
+    char hex [65];
+    crypto_sha256_hex ("abc", hex);
+    assert_string_equal (hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
 static void
