@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 int
 itest_teardown (harness_t **h)
@@ -379,6 +380,22 @@ itest_pg (const char *action, const char *dir, char *url, size_t urlsize)
     if (url)
         snprintf (url, urlsize, "%s", line);
     return rc == 0 ? 0 : -1;
+}
+
+int
+itest_pg_own (const char *name, char *dir, size_t dirsize)
+{
+    if (!getenv ("FERRULE_TEST_PG_ADMIN_URL")) {
+        printf ("note: FERRULE_TEST_PG_ADMIN_URL is not set, so this integration test is skipped\n");
+        exit (HARNESS_SKIP);
+    }
+    snprintf (dir, dirsize, "%s/%s-pg-%d", HARNESS_WORK_ROOT, name, (int) getpid ());
+    mkdir (HARNESS_WORK_ROOT, 0755);
+    char url [1024];
+    if (itest_pg ("start", dir, url, sizeof url) != 0 || !*url)
+        return -1;
+    setenv ("FERRULE_TEST_PG_ADMIN_URL", url, 1);
+    return 0;
 }
 
 int

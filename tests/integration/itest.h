@@ -49,6 +49,11 @@ void itest_secure (void *socket);
  * with action ("start" prints the admin URL into url, "stop"), its stderr appended to dir.log.
  * 0 when scripts/pg succeeded. */
 int itest_pg (const char *action, const char *dir, char *url, size_t urlsize);
+/* Starts a cluster of the test's own for the suite name, in dir (dirsize bytes, filled in: under
+ * the harness's work folder), and points FERRULE_TEST_PG_ADMIN_URL at it, so that harness_new uses
+ * it. Exits with HARNESS_SKIP when no cluster was given to the suite (the test command's own
+ * tells that PostgreSQL is there). 0, or -1 when the cluster did not start. */
+int itest_pg_own (const char *name, char *dir, size_t dirsize);
 
 /* Adds option ("name=value") to the ASAN_OPTIONS the harness passes on to the processes it starts
  * from now on, after what the test's own environment holds (outside AddressSanitizer's tree the

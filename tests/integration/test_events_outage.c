@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include "clock.h"
@@ -39,16 +38,8 @@ pg (const char *action, char *url, size_t urlsize)
 static int
 setup (void **state)
 {
-    if (!getenv ("FERRULE_TEST_PG_ADMIN_URL")) {
-        printf ("note: FERRULE_TEST_PG_ADMIN_URL is not set, so this integration test is skipped\n");
-        exit (HARNESS_SKIP);
-    }
-    snprintf (pg_dir, sizeof pg_dir, "%s/events-outage-pg-%d", FERRULE_TEST_WORK_ROOT, (int) getpid ());
-    mkdir (FERRULE_TEST_WORK_ROOT, 0755);
-    char url [1024];
-    if (pg ("start", url, sizeof url) != 0 || !*url)
+    if (itest_pg_own ("events-outage", pg_dir, sizeof pg_dir) != 0)
         return -1;
-    setenv ("FERRULE_TEST_PG_ADMIN_URL", url, 1);
     h = harness_new ("events_outage");
     if (!h || receiver_start (0, SECRET) != 0)
         return -1;

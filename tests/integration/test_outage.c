@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -42,16 +41,8 @@ pg (const char *action, char *url, size_t urlsize)
 static int
 setup (void **state)
 {
-    if (!getenv ("FERRULE_TEST_PG_ADMIN_URL")) {
-        printf ("note: FERRULE_TEST_PG_ADMIN_URL is not set, so this integration test is skipped\n");
-        exit (HARNESS_SKIP);
-    }
-    snprintf (pg_dir, sizeof pg_dir, "%s/outage-pg-%d", FERRULE_TEST_WORK_ROOT, (int) getpid ());
-    mkdir (FERRULE_TEST_WORK_ROOT, 0755);
-    char url [1024];
-    if (pg ("start", url, sizeof url) != 0 || !*url)
+    if (itest_pg_own ("outage", pg_dir, sizeof pg_dir) != 0)
         return -1;
-    setenv ("FERRULE_TEST_PG_ADMIN_URL", url, 1);
     h = harness_new ("outage");
     if (!h)
         return -1;
