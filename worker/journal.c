@@ -144,32 +144,67 @@ journal_read_record (const json_t *o, store_commit_t *c)
     return c->id && at && rt ? 0 : -1;
 }
 
-/* Calls fn for every parsed line of the live region (from offset 0 to the first line that starts
- * with a NUL, or the end of the file); returns the offset where that region ends, -1 on error. */
-static off_t
-journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg)
+/* One line of the live region (len bytes, no newline) to fn, or a warning when it is unreadable. */
+static void
+journal_scan_line (journal_t *j, const char *line, size_t len, int overlong, void (*fn) (void *arg, json_t *o),
+                   void *arg)
 {
-    FILE *f = fopen (j->path, "r");
-    if (!f)
-        return -1;
-    char *line = mem_alloc (JOURNAL_MAX_LINE);
-    off_t end = 0;
-    while (fgets (line, JOURNAL_MAX_LINE, f) && line [0] != '\0') {
-        size_t len = strlen (line);
-        end += (off_t) len;
-        int64_t seq, done;
-        json_t *o = journal_parse_line (line, len, &seq, &done);
-        if (!o) {
-            /* a torn last line from a crash mid-write, or nothing this code wrote */
-            log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", j->path);
-            continue;
-        }
-        fn (arg, o);
-        json_decref (o);
+    int64_t seq, done;
+    if (len == 0 && !overlong)
+        return;
+    json_t *o = overlong ? NULL : journal_parse_line (line, len, &seq, &done);
+    if (!o) {
+        /* a line cut by a crash mid-write, or nothing this code wrote */
+        log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", j->path);
+        return;
     }
-    fclose (f);
+    fn (arg, o);
+    json_decref (o);
+}
+
+/* Calls fn for every parsed line of the live region: the bytes before the file's first NUL
+ * (journal_write_line ends the region with one; a torn write leaves what it wrote before the
+ * zeros the file was grown with). Returns the region's length, -1 on a read error. *torn (may be
+ * NULL) is set when the region does not end with a newline: its last line was cut (it is still
+ * read: a record cut just before its newline is whole), and the next one must not continue it. */
+static off_t
+journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *torn)
+{
+    char *line = mem_alloc (JOURNAL_MAX_LINE);
+    char block [65536];
+    size_t len = 0;
+    int overlong = 0, nul = 0;
+    off_t off = 0;
+    while (!nul) {
+        ssize_t n = pread (j->fd, block, sizeof block, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            mem_free (line);
+            return -1;
+        }
+        if (n == 0)
+            break;
+        ssize_t i;
+        for (i = 0; i < n && !(nul = block [i] == '\0'); i++) {
+            if (block [i] == '\n') {
+                journal_scan_line (j, line, len, overlong, fn, arg);
+                len = 0;
+                overlong = 0;
+            }
+            else
+            if (len < JOURNAL_MAX_LINE)
+                line [len++] = block [i];
+            else
+                overlong = 1;
+        }
+        off += (off_t) i;
+    }
+    if (torn)
+        *torn = len > 0 || overlong;
+    journal_scan_line (j, line, len, overlong, fn, arg);
     mem_free (line);
-    return end;
+    return off;
 }
 
 /* At open: the live region's epoch and highest sequence. */
@@ -201,7 +236,8 @@ journal_open (const char *path, char *err, size_t errlen)
     j->next_seq = 1;
     j->sync.efd = -1;
     struct stat st;
-    if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_learn, j)) < 0) {
+    int torn = 0;
+    if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_learn, j, &torn)) < 0) {
         snprintf (err, errlen, "could not read journal \"%s\": %s", path, strerror (errno));
         journal_close (&j);
         return NULL;
@@ -212,12 +248,18 @@ journal_open (const char *path, char *err, size_t errlen)
     else
     if (!j->epoch)
         j->epoch = journal_new_epoch ();
-    /* a journal written by an earlier version was appended to, without a terminating NUL */
-    if (journal_reserve (j, j->end + 1) != 0) {
+    /* a journal written by an earlier version was appended to, without a terminating NUL; a cut
+     * last line is ended, so that the next record starts a line of its own (written onto the
+     * cut one, no replay could read it) */
+    static const char end_line [2] = { '\n', '\0' };
+    if (journal_reserve (j, j->end + 2) != 0
+    ||  (torn && journal_pwrite (j, end_line, sizeof end_line, j->end) != 0)) {
         snprintf (err, errlen, "could not prepare journal \"%s\": %s", path, strerror (errno));
         journal_close (&j);
         return NULL;
     }
+    if (torn)
+        j->end++;
     return j;
 }
 
@@ -451,7 +493,7 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
 {
     replay_scan_t rs = { json_array (), json_object () };
     int count = 0;
-    if (journal_scan (j, journal_collect, &rs) < 0) {
+    if (journal_scan (j, journal_collect, &rs, NULL) < 0) {
         json_decref (rs.records);
         json_decref (rs.done);
         return -1;

@@ -217,6 +217,72 @@ test_an_earlier_epoch_never_settles_a_live_record (void **state)
     journal_close (&j);
 }
 
+/* Overwrites the file at off with len bytes of text (as a torn write left them). */
+static void
+overwrite (off_t off, const void *text, size_t len)
+{
+    FILE *f = fopen (path, "r+");
+    assert_non_null (f);
+    assert_int_equal (fseek (f, (long) off, SEEK_SET), 0);
+    assert_int_equal (fwrite (text, 1, len, f), len);
+    fclose (f);
+}
+
+/* A write torn by a crash (the process killed at a page boundary of its pwrite, or the power cut
+ * before the sync) leaves a fragment before the zeros the file was grown with. The records of the
+ * next run must not be written onto the fragment's line, where no replay could read them. */
+static void
+test_a_torn_record_never_swallows_the_next (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    journal_close (&j);
+    static const char fragment [] = "{\"seq\":1,\"e\":77,\"id\":\"torn\",\"gen";
+    overwrite (0, fragment, sizeof fragment - 1);
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 0);                          /* the fragment is nobody's record */
+    store_commit_t d = record ("after-the-tear", 3);
+    assert_true (journal_append (j, &d) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    s = reopen_and_replay (&j);                         /* its commit never happened */
+    assert_int_equal (s.n, 1);
+    assert_string_equal (s.ids [0], "after-the-tear");
+    journal_close (&j);
+}
+
+/* A record torn just before its newline is whole: it is replayed, and so is what follows it. */
+static void
+test_a_record_cut_before_its_newline_is_replayed (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t a = record ("cut", 1);
+    assert_true (journal_append (j, &a) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    journal_close (&j);
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    char buf [4096];
+    size_t got = fread (buf, 1, sizeof buf, f);
+    fclose (f);
+    char *nl = memchr (buf, '\n', got);
+    assert_non_null (nl);
+    overwrite (nl - buf, "", 1);                        /* the newline became the zero after it */
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 1);
+    assert_string_equal (s.ids [0], "cut");
+    store_commit_t b = record ("next", 1);
+    assert_true (journal_append (j, &b) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 2);
+    assert_string_equal (s.ids [0], "cut");
+    assert_string_equal (s.ids [1], "next");
+    journal_close (&j);
+}
+
 static void
 test_journal_of_an_older_version_is_replayed_and_settled (void **state)
 {
@@ -319,6 +385,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_file_is_written_in_place, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sync_off_the_loop, setup, teardown),
         cmocka_unit_test_setup_teardown (test_an_earlier_epoch_never_settles_a_live_record, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_torn_record_never_swallows_the_next, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_record_cut_before_its_newline_is_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown (test_journal_of_an_older_version_is_replayed_and_settled, setup, teardown),
         cmocka_unit_test (test_parse_line),
         cmocka_unit_test (test_huge_sequence),
