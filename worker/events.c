@@ -179,13 +179,31 @@ deliver_pass (events_t *ev, int full)
     char lease [STORE_EVENTS_LEASE_LEN + 1];
     store_events_claim_t *claims = NULL;
     size_t count = 0;
+    int64_t claimed_ms = clock_mono_ms ();       /* before the claim: its lease runs from later */
     if (store_events_claim (ev->store, ev->names, n, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims, &count,
                             err, sizeof err) != FR_OK) {
         db_failed (ev, NULL, err);
         return 0;
     }
-    for (size_t i = 0; i < count && !atomic_load (&ev->stop); i++)
+    /* the claim's deliveries go one after another under one lease: one is attempted only if the
+     * attempt ends within the lease, however long it takes; past the lease another worker's claim
+     * takes the delivery, and both would send it at once. The rest are given back. */
+    size_t i = 0;
+    for (; i < count && !atomic_load (&ev->stop); i++) {
+        if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms)
+            break;
         deliver (ev, &claims [i], lease);
+    }
+    if (i < count && !atomic_load (&ev->stop)) {
+        int64_t released = 0;
+        if (store_events_release (ev->store, claims + i, count - i, lease, &released, err, sizeof err) != FR_OK)
+            db_failed (ev, NULL, err);       /* their leases expire instead */
+        else
+            log_info (NULL, NULL, "event deliveries given back unsent: %lld; their attempts could not have ended "
+                      "within the lease (FERRULE_WEBHOOK_LEASE_MS %lld, FERRULE_WEBHOOK_TIMEOUT_MS %lld); a "
+                      "slow receiver makes this happen", (long long) released, (long long) ev->cfg.lease_ms,
+                      (long long) ev->cfg.timeout_ms);
+    }
     store_events_claims_free (&claims, count);
     return count > 0;
 }

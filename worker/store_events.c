@@ -357,6 +357,37 @@ store_events_finish (store_events_t *se, int64_t seq, const char *endpoint, cons
 }
 
 fr_status_t
+store_events_release (store_events_t *se, const store_events_claim_t *claims, size_t n, const char *lease_token,
+                      int64_t *released, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char **endpoints = mem_alloc ((n ? n : 1) * sizeof *endpoints);
+    char *seqs = mem_alloc (n * 21 + 3), *at = seqs;
+    *at++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        endpoints [i] = claims [i].endpoint;
+        at += sprintf (at, "%s%lld", i ? "," : "", (long long) claims [i].seq);
+    }
+    strcpy (at, "}");
+    char *names = text_array (endpoints, n);
+    const char *values [] = { lease_token, seqs, names };
+    *released = 0;
+    PGresult *res = run (se, "give back unsent event deliveries",
+        "UPDATE event_deliveries SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,"
+        "  attempts = greatest (attempts - 1, 0)"
+        " WHERE lease_token = $1 AND state = 'pending'"
+        "   AND (event_seq, endpoint) IN (SELECT * FROM unnest ($2::bigint[], $3::text[]))",
+        3, values, 0, &st, err, errlen);
+    if (res)
+        *released = strtoll (PQcmdTuples (res), NULL, 10);
+    PQclear (res);
+    mem_free (names);
+    mem_free (seqs);
+    mem_free (endpoints);
+    return st;
+}
+
+fr_status_t
 store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s, int64_t idle_warn_s,
                        int64_t grant_s, int64_t grant_warn_s, int64_t *added, char *err, size_t errlen)
 {

@@ -64,6 +64,12 @@ fr_status_t store_events_finish (store_events_t *se, int64_t seq, const char *en
                                  store_events_result_t result, int64_t retry_in_ms, long http_status,
                                  const char *error, int *applied, char *err, size_t errlen) FR_MUSTCHECK;
 
+/* Gives back the leases of n claimed deliveries that were not attempted (their attempt could not
+ * have ended within the lease): free for the next claim, by any worker, at once, their attempt
+ * not counted. *released: how many were still this lease's. */
+fr_status_t store_events_release (store_events_t *se, const store_events_claim_t *claims, size_t n,
+                                  const char *lease_token, int64_t *released, char *err, size_t errlen) FR_MUSTCHECK;
+
 /* Forecasts for one provider: "expiring" events for active integrations whose refresh token has
  * been unused for warn_s of its idle limit idle_s (0: no limit known), or whose grant (the last
  * connect or import) is older than grant_warn_s of grant_s (0: none). One event per condition

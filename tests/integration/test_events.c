@@ -402,6 +402,47 @@ test_delivery_survives_kill_and_outage (void **state)
                                           " AND state <> 'pending'"), 0);
 }
 
+/* A claim takes up to 16 deliveries under one lease and sends them one after another. None may
+ * start once the lease could run out before its attempt ends: another worker's claim would take
+ * it then, and both would send it at once. */
+static void
+test_no_delivery_outlives_its_lease (void **state)
+{
+    enum { M = 16 };
+    for (int i = 0; i < M; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "lse%02d:box", i);
+        import (id, "fakebox");
+    }
+    const char *q = "SELECT count(*) FROM events e LEFT JOIN event_deliveries d ON d.event_seq = e.seq AND d.endpoint = 'app'"
+                    " WHERE e.integration_id LIKE 'lse%' AND d.state IS DISTINCT FROM 'delivered'";
+    assert_int_equal (wait_sql (q, 0, 30000), 0);
+    receiver_got_t *got;
+    int bad, before = receiver_snapshot (&got, &bad);
+    free (got);
+    /* one event for each, all due at once; each attempt held 300 ms: sixteen in a row take 4.8 s,
+     * where the lease is 1.5 s and an attempt may take 1 s */
+    receiver_set (0, 300);
+    assert_int_equal (harness_sql (h, "SELECT events_emit ('insufficient_scope', id, provider, 'insufficient_scope',"
+                                      " generation, 'missing: lease-test') FROM integrations WHERE id LIKE 'lse%'"), 0);
+    assert_int_equal (wait_sql (q, 0, 60000), 0);
+    receiver_set (0, 0);
+    int n = receiver_snapshot (&got, &bad);
+    assert_int_equal (bad, 0);
+    int arrivals = 0, duplicates = 0;
+    for (int k = before; k < n; k++) {
+        if (strncmp (got [k].integration, "lse", 3) != 0 || strcmp (got [k].type, "insufficient_scope") != 0)
+            continue;
+        arrivals++;
+        for (int m = before; m < k; m++)
+            duplicates += strcmp (got [m].id, got [k].id) == 0;
+    }
+    free (got);
+    print_message ("%d arrivals of %d events, %d of them a second time\n", arrivals, M, duplicates);
+    assert_int_equal (duplicates, 0);
+    assert_int_equal (arrivals, M);
+}
+
 /* An endpoint that never answers: the delivery fails after the max age, the webhook's doctor
  * says why, and a replay sends it once the endpoint works. */
 static void
@@ -641,6 +682,7 @@ main (void)
         cmocka_unit_test (test_connect_events),
         cmocka_unit_test (test_recovered),
         cmocka_unit_test (test_delivery_survives_kill_and_outage),
+        cmocka_unit_test (test_no_delivery_outlives_its_lease),
         cmocka_unit_test (test_failed_then_replayed),
         cmocka_unit_test (test_webhook_test),
         cmocka_unit_test (test_expiring_forecast),
