@@ -1193,13 +1193,17 @@ refresh_tick (worker_t *w, int64_t now_ms)
         else
         if (r->state == REFRESH_COMMITTING && !r->in_db && now_ms >= r->due_ms) {
             /* a commit to retry goes before any claim, alone, on a connection that is up (with
-             * none up, it waits a retry interval; with both busy, the next answer wakes the loop) */
+             * none up, it waits a retry interval, and the requests waiting for it are told now:
+             * there is no attempt whose outcome they could wait for; with both busy, the next
+             * answer wakes the loop) */
             store_t *store = dbwait_free_store (w);
             if (store && store_connected (store))
                 refresh_send_alone (w, store, r);
             else
-            if (store)
+            if (store) {
+                refresh_commit_failed (w, r);
                 r->due_ms = now_ms + COMMIT_RETRY_MS;
+            }
         }
         else
         if (r->state == REFRESH_CLAIMING && r->claim_alone && !r->in_db && now_ms >= r->due_ms) {

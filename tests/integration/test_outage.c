@@ -247,6 +247,41 @@ test_commit_retried_when_database_returns (void **state)
     assert_chain_intact ("out1:box", 3);
 }
 
+/* A refresh whose tokens wait for the database keeps the requests that come for them meanwhile
+ * until its next commit attempt, which answers them. While no connection is up there is no
+ * attempt: they are told at once that the database is unavailable. The code before kept them
+ * until the database came back, or until the broker's deadline answered them "timeout". */
+static void
+test_requests_for_uncommitted_tokens_answered_during_outage (void **state)
+{
+    int rc;
+    import_cached ("out3:box");
+    itest_expire (h, "out3:box");
+    pid_t child = token_while_database_stops ("out3:box");
+    int status = 0;
+    waitpid (child, &status, 0);
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 5);
+    for (int i = 0; i < 3; i++) {
+        int64_t t0 = clock_mono_ms ();
+        json_t *r = harness_ctl (h, &rc, "token", "--integration", "out3:box", "--timeout", "4", NULL);
+        int64_t took = clock_mono_ms () - t0;
+        printf ("asked again during the outage: %s after %lld ms\n", itest_code (r), (long long) took);
+        assert_string_equal (itest_code (r), "database_unavailable");
+        assert_true (took < 2000);
+        json_decref (r);
+    }
+    set_latency (0);
+    assert_int_equal (pg ("start", NULL, 0), 0);
+    char sql [] = "SELECT generation FROM integrations WHERE id = 'out3:box'";
+    long long g = -1;
+    for (int i = 0; i < 100 && g != 3; i++) {
+        usleep (100000);
+        g = harness_sql_int (h, sql);
+    }
+    assert_int_equal (g, 3);
+    assert_chain_intact ("out3:box", 3);
+}
+
 static void
 test_journal_replayed_after_crash (void **state)
 {
@@ -559,6 +594,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_listening_connection_made_again_at_once),
         cmocka_unit_test (test_commit_retried_when_database_returns),
+        cmocka_unit_test (test_requests_for_uncommitted_tokens_answered_during_outage),
         cmocka_unit_test (test_journal_replayed_after_crash),
         cmocka_unit_test (test_cache_hits_served_while_the_database_stalls),
     };
