@@ -45,10 +45,13 @@ struct store {
     int connect_phase;               /* 1: the handshake; 2: the session's setup and schema version sent */
     PostgresPollingStatusType connect_ps;
     int64_t connect_deadline_ms;
+    int rollback_due;                /* a failed batch left its transaction aborted: the next batch
+                                        rolls it back first (store_batch_start) */
     struct batch {                   /* the batch in flight (store_batch_start), at most one */
         int active;                  /* sent: results still arriving */
         int finished;                /* every result read (or the batch failed): to deliver */
         size_t n;                    /* statements (the pipeline also holds BEGIN and COMMIT) */
+        size_t lead;                 /* 1: a ROLLBACK goes first (rollback_due) */
         size_t q;                    /* queries whose results are fully read */
         PGresult **results;
         PGresult *failed;            /* the first failure */
@@ -142,6 +145,7 @@ store_drop_connection (store_t *s)
         s->conn = NULL;
         store_queue (s, NULL, NULL);
     }
+    s->rollback_due = 0;                 /* a new session has no transaction to end */
 }
 
 /* After a failure: drop the connection. A lost connection is made again at once (a backend ended
@@ -543,8 +547,6 @@ store_dispatch_notifies (store_t *s, store_notify_fn *cb, void *arg)
     }
 }
 
-static void store_rollback (store_t *s);
-
 /* SQLSTATEs after which the same statement may well succeed later: the server is shutting down or
  * read-only (a failover), out of resources (disk full), or the statement lost a lock, deadlock or
  * serialization race, or ran out of time. Other errors are this program's or the schema's. */
@@ -592,8 +594,11 @@ store_fail (store_t *s, PGresult *res, int timed_out, fr_status_t *st, char *err
     else {
         snprintf (err, errlen, "database statement failed: %s", why);
         *st = transient ? FR_DATABASE_UNAVAILABLE : FR_INTERNAL;
+        /* the failed transaction is rolled back by the next batch, in its pipeline, or by one of
+         * its own when none comes (store_batch_pump): waiting for a ROLLBACK here would hold the
+         * loop for as long as a server that stalled after its error stays stalled */
         if (PQtransactionStatus (s->conn) == PQTRANS_INERROR)
-            store_rollback (s);      /* leave no failed transaction behind for the next statement */
+            s->rollback_due = 1;
     }
 }
 
@@ -662,8 +667,8 @@ store_batch_advance (store_t *s, int block)
             continue;
         }
         PGresult *res = PQgetResult (s->conn);
-        if (b->q == b->n + 2) {
-            /* BEGIN, the statements and COMMIT are read: this is the sync */
+        if (b->q == b->lead + b->n + 2) {
+            /* the ROLLBACK, BEGIN, the statements and COMMIT are read: this is the sync */
             int synced = res && PQresultStatus (res) == PGRES_PIPELINE_SYNC;
             PQclear (res);
             if (!synced)
@@ -677,9 +682,9 @@ store_batch_advance (store_t *s, int block)
             continue;
         }
         ExecStatusType rs = PQresultStatus (res);
-        size_t q = b->q;
-        int ok = (q == 0 || q == b->n + 1) ? rs == PGRES_COMMAND_OK : rs == PGRES_TUPLES_OK;
-        if (ok && q > 0 && q <= b->n && !b->results [q - 1])
+        size_t q = b->q - b->lead;           /* wraps for the ROLLBACK: neither 0 nor a statement */
+        int ok = (b->q < b->lead || q == 0 || q == b->n + 1) ? rs == PGRES_COMMAND_OK : rs == PGRES_TUPLES_OK;
+        if (ok && b->q >= b->lead && q > 0 && q <= b->n && !b->results [q - 1])
             b->results [q - 1] = res;
         else
         if (!ok && !b->failed)
@@ -719,7 +724,7 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
 {
     fr_status_t st;
     struct batch *b = &s->batch;
-    assert (!b->active && !b->finished && n > 0);
+    assert (!b->active && !b->finished && (n > 0 || s->rollback_due));
     if ((st = store_ready (s, err, errlen)) != FR_OK)
         return st;
     s->last_state [0] = '\0';
@@ -727,7 +732,9 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
         store_fail (s, NULL, 0, &st, err, errlen);
         return st;
     }
-    int sent = PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    size_t lead = s->rollback_due ? 1 : 0;
+    int sent = (!lead || PQsendQueryParams (s->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0))
+            && PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
     for (size_t i = 0; sent && i < n; i++)
         sent = store_send (s, stmts [i].sql, stmts [i].n, stmts [i].values, stmts [i].lengths, stmts [i].formats);
     sent = sent && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync (s->conn);
@@ -739,9 +746,11 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
         return st;
     }
     memset (b, 0, sizeof *b);
+    s->rollback_due = 0;
     b->active = 1;
     b->n = n;
-    b->results = mem_alloc (n * sizeof *b->results);
+    b->lead = lead;
+    b->results = mem_alloc ((n ? n : 1) * sizeof *b->results);
     b->deadline_ms = clock_mono_ms () + s->limits.statement_timeout_ms + STORE_ANSWER_MARGIN_MS;
     b->done = done;
     b->arg = mem_alloc (size);          /* the caller's context may be on its stack */
@@ -796,6 +805,17 @@ store_batch_finish (store_t *s)
     store_batch_pump (s);
 }
 
+/* The end of a batch that only rolled a failed transaction back. */
+static void
+store_rolled_back (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    (void) arg;
+    (void) results;
+    (void) n;
+    if (st != FR_OK)
+        log_debug (NULL, NULL, "the rollback of a failed transaction did not end: %s", err);
+}
+
 void
 store_batch_pump (store_t *s)
 {
@@ -816,24 +836,19 @@ store_batch_pump (store_t *s)
     for (size_t i = 0; i < n; i++)
         PQclear (results [i]);
     mem_free (results);
+    /* a failed transaction the callback's own batch did not roll back: a batch of its own, so that
+     * the session does not sit "idle in transaction (aborted)" until the next statement */
+    if (s->rollback_due && !b->active && !b->finished && store_connected (s)) {
+        char none = 0, e [256];
+        if (store_batch_start (s, NULL, 0, store_rolled_back, &none, sizeof none, e, sizeof e) != FR_OK)
+            log_warning (NULL, NULL, "could not roll back a failed transaction: %s", e);
+    }
 }
 
 const char *
 store_worker_id (const store_t *s)
 {
     return s->worker_id;
-}
-
-static void
-store_rollback (store_t *s)
-{
-    if (s->conn && PQtransactionStatus (s->conn) != PQTRANS_IDLE) {
-        int timed_out = 0;
-        if (PQsendQuery (s->conn, "ROLLBACK"))
-            PQclear (store_await (s, clock_mono_ms () + s->limits.statement_timeout_ms, &timed_out));
-        if (timed_out)
-            store_fail_connection (s);
-    }
 }
 
 char *

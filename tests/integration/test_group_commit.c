@@ -184,6 +184,10 @@ test_locked_row_holds_up_only_itself (void **state)
     assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id LIKE '%s%%'"
                                  " AND outcome = 'refreshed'", "gl:"), N);
     assert_true (itest_workdir_contains (h, "group commit of"));
+    /* the failed group's transaction was rolled back (by the batch after it, not by a statement the
+     * loop waited for): no session of the workers is left in an aborted one */
+    assert_int_equal (count_sql ("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%s%%'"
+                                 " AND datname = current_database () AND state = 'idle in transaction (aborted)'", "ferrule-worker"), 0);
     /* and it works: the stored refresh token is the one the provider holds */
     int rc = -1;
     json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "gl:3", NULL);
