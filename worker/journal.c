@@ -279,6 +279,11 @@ journal_close (journal_t **j_p)
         }
         if (j->sync.efd >= 0)
             close (j->sync.efd);
+        /* what was appended reaches the disk before the file is let go, asked for or not (the
+         * thread syncs all it was asked for before it ends; a stop may come between a turn's
+         * records and its request) */
+        if (j->fd >= 0 && j->unsynced)
+            (void) journal_sync (j);
         if ((*j_p)->fd >= 0)
             close ((*j_p)->fd);
         mem_free ((*j_p)->path);
@@ -368,8 +373,8 @@ journal_syncer (void *arg)
     for (;;) {
         while (!j->sync.stop && j->sync.want <= j->sync.done)
             pthread_cond_wait (&j->sync.wake, &j->sync.lock);
-        if (j->sync.stop)
-            break;
+        if (j->sync.want <= j->sync.done)
+            break;                       /* stopping, and every sync asked for is made */
         uint64_t target = j->sync.want;
         pthread_mutex_unlock (&j->sync.lock);
         if (fdatasync (j->fd) != 0)

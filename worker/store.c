@@ -45,6 +45,9 @@ struct store {
     int connect_phase;               /* 1: the handshake; 2: the session's setup and schema version sent */
     PostgresPollingStatusType connect_ps;
     int64_t connect_deadline_ms;
+    long long connect_version;       /* phase 2: the schema version read, -1 until it is */
+    int connect_failed;              /* phase 2: a setup statement failed (connect_why says how) */
+    char connect_why [256];
     int rollback_due;                /* a failed batch left its transaction aborted: the next batch
                                         rolls it back first (store_batch_start) */
     struct batch {                   /* the batch in flight (store_batch_start), at most one */
@@ -425,25 +428,25 @@ store_reconnect (store_t *s)
             return 0;
         }
         s->connect_phase = 2;
+        s->connect_version = -1;         /* the answers may come over several calls */
+        s->connect_failed = 0;
     }
     if (PQflush (s->connecting) < 0 || !PQconsumeInput (s->connecting)) {
         store_error_text (s->connecting, NULL, why, sizeof why);
         store_reconnect_failed (s, why);
         return 0;
     }
-    long long version = -1;
-    int failed = 0;
     while (!PQisBusy (s->connecting)) {
         PGresult *res = PQgetResult (s->connecting);
         if (!res)
             break;
         ExecStatusType rs = PQresultStatus (res);
         if (rs == PGRES_TUPLES_OK && PQntuples (res) == 1)
-            version = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+            s->connect_version = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
         else
-        if (rs != PGRES_COMMAND_OK && !failed) {
-            failed = 1;
-            store_error_text (s->connecting, res, why, sizeof why);
+        if (rs != PGRES_COMMAND_OK && !s->connect_failed) {
+            s->connect_failed = 1;
+            store_error_text (s->connecting, res, s->connect_why, sizeof s->connect_why);
         }
         PQclear (res);
         if (PQisBusy (s->connecting))
@@ -451,14 +454,14 @@ store_reconnect (store_t *s)
     }
     if (PQisBusy (s->connecting))
         return 0;
-    if (version >= 0 && version < FERRULE_SCHEMA_VERSION) {
+    if (s->connect_version >= 0 && s->connect_version < FERRULE_SCHEMA_VERSION) {
         log_error (NULL, NULL, "the database reached again has schema version %lld, this build needs %d: not using it "
-                   "(run \"ferrule-migrate up\")", version, FERRULE_SCHEMA_VERSION);
+                   "(run \"ferrule-migrate up\")", s->connect_version, FERRULE_SCHEMA_VERSION);
         store_reconnect_failed (s, "schema too old");
         return 0;
     }
-    if (failed || version < 0) {
-        store_reconnect_failed (s, failed ? why : "no schema version in the answer");
+    if (s->connect_failed || s->connect_version < 0) {
+        store_reconnect_failed (s, s->connect_failed ? s->connect_why : "no schema version in the answer");
         return 0;
     }
     s->conn = s->connecting;
