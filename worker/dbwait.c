@@ -17,6 +17,7 @@ typedef struct item {
 struct dbwait {
     item_t *head, **tail;
     size_t count;
+    int destroying;                      /* dbwait_destroy is dropping the queue */
 };
 
 /* Two batches of one worker never share a row (one refresh per integration at a time; the
@@ -44,6 +45,7 @@ dbwait_destroy (dbwait_t **q_p, worker_t *w)
     dbwait_t *q = *q_p;
     if (!q)
         return;
+    q->destroying = 1;
     while (q->head) {
         item_t *it = q->head;
         if (!(q->head = it->next))
@@ -133,6 +135,12 @@ dbwait_tick (worker_t *w)
             it->fn (w, expired ? NULL : store, it->arg);     /* may add: at the tail */
         mem_free (it);
     }
+}
+
+int
+dbwait_stopping (const worker_t *w)
+{
+    return !w->dbwait || w->dbwait->destroying;
 }
 
 size_t

@@ -49,4 +49,6 @@ void dbwait_about (worker_t *w, const job_t *job, const char *id, dbwait_start_f
  * a connection is free. */
 void dbwait_tick (worker_t *w);
 size_t dbwait_count (const worker_t *w);
+/* 1 while dbwait_destroy drops the queue: a dbwait_fn given no store then must not queue again. */
+int dbwait_stopping (const worker_t *w);
 #endif

@@ -77,7 +77,7 @@ struct refresh {
  * an invalid_grant the record tells whether the rejected refresh token was still the current one.
  * A record the database cannot take does not hold the answer back: it is tried again after. */
 #define RECORD_TRIES 5                /* a record the database could not take: tried again once it is back */
-#define RECORD_WAIT_MS 30000          /* a waited-for record is started even on a connection that is down */
+#define RECORD_WAIT_MS 30000          /* a record's caller is answered after this, the record kept for later */
 
 typedef struct failure_record {
     refresh_t *r;                    /* the refresh waiting for it, or NULL */
@@ -413,11 +413,18 @@ record_start (worker_t *w, store_t *store, void *arg)
     failure_record_t *rec = arg;
     char err [256];
     fr_status_t st;
-    (void) w;
-    if (!store) {                        /* the worker is stopping (or the queue held it too long) */
+    if (!store && dbwait_stopping (w)) {
         rec->tries = RECORD_TRIES;
-        record_done (rec, FR_UNAVAILABLE, 0, "not recorded: the worker is stopping, or no connection was free for "
-                     "30 s");
+        record_done (rec, FR_UNAVAILABLE, 0, "not recorded: the worker is stopping");
+        return;
+    }
+    if (!store) {
+        /* no connection was free for RECORD_WAIT_MS: the caller is answered now, as after a record
+         * that failed, and the record waits, without a deadline, for a connection that is up */
+        if (rec->r)
+            record_settle (w, rec->r, rec, 0);
+        rec->r = NULL;
+        dbwait_add (w, record_start, rec, -1);
         return;
     }
     rec->tries++;
@@ -876,6 +883,7 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
         }
         else {
             r->commit_failures++;
+            r->commit_resent = 0;           /* the next attempt may be resent once too */
             /* callers are told now; the tokens stay in memory and in the journal until committed */
             refresh_commit_failed (w, r);
             refresh_commit_later (r, now);
@@ -1061,6 +1069,7 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
             continue;
         }
         r->claim_alone = 0;
+        r->claim_resent = 0;                                 /* a later round may resend once too */
         refresh_claimed (cb->w, r, &reqs [i]);               /* each goes its own way */
     }
     mem_free (cb->q);
