@@ -751,6 +751,9 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
     exchange_wait_t *ew = mem_alloc (sizeof *ew);
     ew->c = c;
     ew->expires_in = res->expires_in >= 0 ? res->expires_in : DEFAULT_EXPIRES_IN;
+    if (res->expires_in_ignored)
+        log_warning (c->id, NULL, "the provider's expires_in is not a number of seconds from 0 to 10 years: the token "
+                     "is taken to last %d s", DEFAULT_EXPIRES_IN);
     ew->expires_at = clock_wall_ms () / 1000 + ew->expires_in;
     ew->has_refresh = res->refresh_token != NULL;
     fr_status_t st = crypto_seal (w->keyring, c->id, "access_token", res->access_token, &ew->at_ct, &ew->at_len,

@@ -733,12 +733,13 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
                   "of 1 to %d visible ASCII characters", OAUTH_MAX_TOKEN);
         goto out;
     }
+    /* a lifetime that is not a number of seconds from 0 to 10 years is taken as absent: the
+     * tokens are good, and the refresh token may be one the provider has just rotated, whose
+     * predecessor is spent (the caller logs it: expires_in_ignored) */
     v = json_object_get (root, "expires_in");
     if (v && !json_is_null (v) && parse_expires_in (v, &out->expires_in) != 0) {
-        snprintf (out->detail, sizeof out->detail, "the response's expires_in is not a number of "
-                  "seconds from 0 to 10 years");
         out->expires_in = -1;
-        goto out;
+        out->expires_in_ignored = 1;
     }
     out->access_token = mem_strdup (string_field (root, "access_token"));
     v = json_object_get (root, "refresh_token");

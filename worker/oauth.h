@@ -64,6 +64,7 @@ typedef struct {
     char *access_token;         /* secret */
     char *refresh_token;        /* secret; NULL when absent or empty: keep the old one */
     int64_t expires_in;         /* seconds; -1 when absent */
+    int expires_in_ignored;     /* it was there, but not seconds from 0 to 10 years: taken as absent */
     char *scope;                /* as granted, or NULL */
     char *token_type;           /* or NULL */
     char *error;                /* provider's error code: printable ASCII, at most 64 */

@@ -782,6 +782,9 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     const char *keep = res->refresh_token ? res->refresh_token : r->refresh_token;
     int64_t expires_in = res->expires_in >= 0 ? res->expires_in : DEFAULT_EXPIRES_IN;
 
+    if (res->expires_in_ignored)
+        log_warning (e->id, NULL, "the provider's expires_in is not a number of seconds from 0 to 10 years: the token "
+                     "is taken to last %d s", DEFAULT_EXPIRES_IN);
     if (crypto_seal (w->keyring, e->id, "access_token", res->access_token, &r->access_ct, &at_len, &key_id,
                      err, sizeof err) != FR_OK
     ||  crypto_seal (w->keyring, e->id, "refresh_token", keep, &r->refresh_ct, &rt_len, &key_id,
