@@ -138,6 +138,13 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     cache_entry_t *e = entry_for (w, job, root, id, forced);
     if (!e)
         return;
+    if (e->stale) {
+        /* dropped while its refresh is in flight (a disconnect here destroyed its tokens, or
+         * another process changed the row): what it holds is not served; the request takes the
+         * refresh's outcome, which is read from the row */
+        refresh_join (w, e, job);
+        return;
+    }
     if (e->status != INTEG_ACTIVE && !e->refresh) {
         reply_inactive (w, job, e);      /* no provider call: the user must act first */
         return;

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include "client.h"
 #include "itest.h"
@@ -236,6 +238,42 @@ test_burst_reuses_connections (void **state)
         fail_msg ("the second burst of %d calls opened %lld new connections to the provider", BURST, opened);
 }
 
+/* A disconnect while a refresh of the same integration is at the provider: the disconnect destroys
+ * and revokes the tokens, and the worker's cache entry can only be marked stale while its refresh
+ * is in flight. No token request may be served the destroyed token from it; the code before served
+ * it, ok, until the refresh ended. */
+static void
+test_no_token_after_disconnect_during_refresh (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "dcr:box", "fakebox", rt), 0);
+    free (rt);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", "dcr:box", NULL));     /* cached */
+    assert_int_equal (rc, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
+    long long before = itest_stat (h, "fakebox", "refresh_calls");
+    pid_t child = fork ();
+    if (child == 0) {
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "dcr:box", "--timeout", "20", NULL);
+        json_decref (r);
+        _exit (0);
+    }
+    for (int i = 0; i < 200 && itest_stat (h, "fakebox", "refresh_calls") == before; i++)
+        usleep (10000);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), before + 1);
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "dcr:box", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (d);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "dcr:box", "--timeout", "20", NULL);
+    printf ("token after the disconnect, its refresh still at the provider: %s\n", itest_code (t));
+    assert_string_equal (itest_code (t), "disconnected");
+    json_decref (t);
+    int status = 0;
+    waitpid (child, &status, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+}
+
 int
 main (void)
 {
@@ -244,6 +282,7 @@ main (void)
         cmocka_unit_test (test_storm_after_expiry),
         cmocka_unit_test (test_storm_of_misses_and_status),
         cmocka_unit_test (test_burst_reuses_connections),
+        cmocka_unit_test (test_no_token_after_disconnect_during_refresh),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
