@@ -4,6 +4,7 @@
 #include "disconnect.h"
 #include "calls.h"
 #include "dbwait.h"
+#include "loads.h"
 #include "reply.h"
 #include "store_connect.h"
 #include "log.h"
@@ -145,6 +146,7 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
     }
     const store_disconnected_t d = *dp;
     cache_drop (w->cache, id);
+    loads_invalidate (w, id);            /* a read in flight may predate it: our own change is not notified to us */
     if (strcmp (d.prev_status, "disconnected") == 0) {
         reply_with_integration (w, job, FR_OK, NULL, NULL, row, x, NULL, -1);     /* nothing left to revoke */
         goto out;

@@ -297,9 +297,10 @@ loads_invalidate (worker_t *w, const char *id)
 {
     loads_t *l = w->loads;
     if (id) {
-        load_t *d = loads_find_in_flight (l, id);
-        if (d)
-            d->invalidated = 1;
+        /* every read of it in flight: a token's and a status request's fresh one may both be */
+        for (load_t *d = l->buckets [loads_bucket (id)]; d; d = d->next)
+            if (d->batch && strcmp (d->id, id) == 0)
+                d->invalidated = 1;
         return;
     }
     for (size_t b = 0; b < LOADS_BUCKETS; b++)

@@ -316,6 +316,7 @@ worker_tick (worker_t *w, int64_t now)
      * from the cache for up to a second (it_outage) */
     if (store_reconnect (w->store)) {
         cache_clear (w->cache);              /* changes made while we were away were not notified */
+        loads_invalidate (w, NULL);          /* nor to the reads in flight on the other connection */
         events_wake (w->events);             /* nor were the events recorded meanwhile */
         if (w->batches)
             store_retry_now (w->batches);
