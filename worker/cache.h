@@ -21,9 +21,10 @@ struct cache_entry {
     int64_t  generation;
     int64_t  refreshed_ms;        /* monotonic time this worker last refreshed it, 0 never */
     int64_t  checked_ms;          /* monotonic time its generation was last read from or written to the database */
-    int64_t  backoff_until_ms;    /* monotonic: no provider call before this after transient failures */
+    int64_t  backoff_until_ms;    /* monotonic: no provider call before this after failed refreshes */
     int32_t  lifetime_s;          /* the access token's lifetime when issued, for refresh-ahead */
-    uint8_t  failures;            /* consecutive transient failures */
+    uint8_t  failures;            /* consecutive failed refreshes (invalid_grant aside) */
+    uint8_t  backoff_code;        /* fr_status_t of the last of them: what callers are told meanwhile */
     uint8_t  refresh_rejecting;   /* the refresh in flight was asked for by a rejection */
     char    *scopes;              /* space-separated */
     struct refresh *refresh;      /* the refresh in flight: requests join it (single flight) */

@@ -227,11 +227,20 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
         /* no provider call while this integration backs off or its provider's circuit is open */
         int64_t retry = 0;
         char message [300];
+        fr_status_t code = FR_PROVIDER_UNAVAILABLE;
         message [0] = '\0';
         if (now_ms < e->backoff_until_ms) {
             retry = (e->backoff_until_ms - now_ms + 999) / 1000;
-            snprintf (message, sizeof message, "the provider failed %u times in a row for integration \"%s\"; "
-                      "next attempt in %lld s", e->failures, e->id, (long long) retry);
+            code = e->backoff_code ? (fr_status_t) e->backoff_code : FR_PROVIDER_UNAVAILABLE;
+            if (code == FR_PROVIDER_UNAVAILABLE || code == FR_PROVIDER_BAD_RESPONSE)
+                snprintf (message, sizeof message, "the provider failed %u times in a row for integration \"%s\"; "
+                          "next attempt in %lld s", e->failures, e->id, (long long) retry);
+            else
+                /* what the provider said last time, until the next attempt: a refused client or
+                 * request is the operator's to fix, not a reason to wait and retry */
+                snprintf (message, sizeof message, "provider \"%s\" refused the last %u refreshes of integration \"%s\" "
+                          "(%s); next attempt in %lld s", e->provider ? e->provider : "?", e->failures, e->id,
+                          result_code (code), (long long) retry);
         }
         else
         if (e->provider && breaker_blocked (w->breaker, e->provider, now_ms, &retry))
@@ -243,7 +252,8 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
             if (!forced && e->access_token && e->access_expires_at > now_s)
                 reply_token (w, job, e, 0);     /* still valid: better than an error */
             else
-                reply_error (w, job, FR_PROVIDER_UNAVAILABLE, message, NULL, retry);
+                reply_error (w, job, code, message, NULL,
+                             code == FR_PROVIDER_UNAVAILABLE || code == FR_PROVIDER_BAD_RESPONSE ? retry : -1);
             return;
         }
     }
@@ -960,9 +970,13 @@ refresh_on_response (void *arg, const http_response_t *resp)
     metrics_observe (w->m.refresh_seconds, (double) (clock_mono_ms () - r->call_started_ms) / 1000.0);
     if (res.kind != OAUTH_OK)
         reply_count_provider_error (w, r->provider->name, oauth_kind_name (res.kind));
+    /* the breaker counts what says the provider is unwell; the backoff also holds an integration
+     * whose provider refuses this deployment's client or request (invalid_client, invalid_scope,
+     * another OAuth error): each such refresh fails until an operator acts, and calling again for
+     * every request would only storm the provider */
     int failed = res.kind == OAUTH_TRANSIENT || res.kind == OAUTH_BAD_RESPONSE;
     breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
-    if (failed) {
+    if (res.kind != OAUTH_OK && res.kind != OAUTH_INVALID_GRANT) {
         /* exponential backoff with jitter, never shorter than the provider's Retry-After */
         int shift = e->failures < 16 ? e->failures : 16;
         int64_t delay = 0;
@@ -977,7 +991,11 @@ refresh_on_response (void *arg, const http_response_t *resp)
         if (e->failures < 255)
             e->failures++;
         e->backoff_until_ms = clock_mono_ms () + delay;
-        if (res.retry_after < 0 && delay > 0)
+        e->backoff_code = (uint8_t) (res.kind == OAUTH_TRANSIENT ? FR_PROVIDER_UNAVAILABLE
+                                   : res.kind == OAUTH_BAD_RESPONSE ? FR_PROVIDER_BAD_RESPONSE
+                                   : res.kind == OAUTH_INVALID_CLIENT ? FR_INVALID_CLIENT
+                                   : res.kind == OAUTH_INVALID_SCOPE ? FR_INVALID_SCOPE : FR_CONFIGURATION);
+        if (failed && res.retry_after < 0 && delay > 0)
             res.retry_after = (delay + 999) / 1000;
     }
     if (res.kind == OAUTH_OK) {

@@ -201,6 +201,31 @@ test_garbage_answers (void **state)
     }
 }
 
+/* A provider that refuses this deployment's client (invalid_client: a wrong secret in the catalog)
+ * refuses every refresh until an operator acts: the worker backs off per integration as after a
+ * transient failure, and meanwhile tells each caller what the provider said, without calling it
+ * again for each request. The code before called it for every request. */
+static void
+test_refused_client_backs_off (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "badclient:box", "fakebox", rt), 0);
+    free (rt);
+    itest_fault (h, "fakebox", "invalid_client", 50, -1, -1, -1);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    for (int i = 0; i < 10; i++) {
+        json_t *t = token ("badclient:box", &rc);
+        if (strcmp (itest_code (t), "invalid_client") != 0 || rc != 6)
+            fail_msg ("request %d: \"%s\" (exit %d), not invalid_client (exit 6)", i, itest_code (t), rc);
+        json_decref (t);
+    }
+    long long made = itest_stat (h, "fakebox", "refresh_calls") - calls;
+    json_decref (harness_fake (h, "DELETE", "/admin/faults?provider=fakebox", NULL));
+    printf ("10 token requests, provider calls: %lld\n", made);
+    assert_true (made >= 1 && made <= 3);
+}
+
 static void
 test_not_found_and_bad_input (void **state)
 {
@@ -267,6 +292,7 @@ main (void)
         cmocka_unit_test (test_transient_stays_active),
         cmocka_unit_test (test_retry_after_is_honoured),
         cmocka_unit_test (test_garbage_answers),
+        cmocka_unit_test (test_refused_client_backs_off),
         cmocka_unit_test (test_not_found_and_bad_input),
         cmocka_unit_test (test_slow_provider_does_not_stall_others),
     };
