@@ -784,11 +784,15 @@ oauth_read_response (const catalog_provider_t *p, const http_response_t *resp, i
     }
     else
     if (resp->too_large) {
-        out->kind = OAUTH_BAD_RESPONSE;
-        out->retry_after = -1;
+        /* as oauth_parse_token_response takes a body over its own cap: a big error page with a
+         * transient status is that status, Retry-After and all */
+        int transient = (resp->status >= 500 && resp->status <= 599) || resp->status == 429 || resp->status == 408;
+        out->kind = transient ? OAUTH_TRANSIENT : OAUTH_BAD_RESPONSE;
+        out->retry_after = transient ? oauth_parse_retry_after (resp->retry_after, time (NULL)) : -1;
         out->expires_in = -1;
         out->http_status = resp->status;
-        snprintf (out->detail, sizeof out->detail, "provider answer is larger than %lld bytes", (long long) max_body);
+        snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld, larger than %lld bytes", resp->status,
+                  (long long) max_body);
     }
     else
         oauth_parse_token_response (p, resp->status, resp->retry_after, resp->body, resp->body_len, out);

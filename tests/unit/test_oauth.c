@@ -390,6 +390,24 @@ test_bad_expires_in_keeps_the_tokens (void **state)
     }
 }
 
+/* An answer cut off at the body cap is transient when its status is (a big 503 page), with its
+ * Retry-After, as it is when the whole body is passed in; any other status makes it a bad answer. */
+static void
+test_cut_off_answers (void **state)
+{
+    oauth_result_t r;
+    http_response_t resp = { .status = 503, .body = "<html>", .body_len = 6, .retry_after = "120", .too_large = 1 };
+    oauth_read_response (provider ("box"), &resp, 65536, &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_int_equal (r.retry_after, 120);
+    oauth_result_clear (&r);
+    resp.status = 200;
+    oauth_read_response (provider ("box"), &resp, 65536, &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_int_equal (r.retry_after, -1);
+    oauth_result_clear (&r);
+}
+
 static void
 test_expires_in_forms (void **state)
 {
@@ -664,6 +682,7 @@ main (void)
         cmocka_unit_test (test_retry_after_header_line),
         cmocka_unit_test (test_bad_responses),
         cmocka_unit_test (test_expires_in_forms),
+        cmocka_unit_test (test_cut_off_answers),
         cmocka_unit_test (test_bad_expires_in_keeps_the_tokens),
         cmocka_unit_test (test_errors_with_200_and_clients),
         cmocka_unit_test (test_error_sanitized),
