@@ -776,6 +776,9 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
     for (char *q = ew->granted; *q; q++)
         if (*q == ',')
             *q = ' ';
+    char *as_requested = scopes_as_requested (c->requested_scopes, ew->granted, res->refresh_token != NULL);
+    mem_free (ew->granted);
+    ew->granted = as_requested;
     ew->nmissing = scopes_missing (c->requested_scopes, ew->granted, ew->missing, sizeof ew->missing);
     snprintf (ew->detail, sizeof ew->detail, "connected with provider \"%s\"%s%s%s", p->name,
               res->refresh_token ? "" : "; no refresh token issued", ew->nmissing ? "; scopes not granted: " : "",

@@ -14,6 +14,17 @@
 #define MAX_WWW_AUTH        4096
 #define MAX_ERROR_LEN       128
 
+/* 1 when one of a and b is the other qualified by a resource: "https://graph.microsoft.com/User.Read"
+ * for "User.Read" (Microsoft echoes Graph scopes so, whichever form was asked for). */
+static int
+scopes_qualified (const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (alen < blen)
+        return scopes_qualified (b, blen, a, alen);
+    return alen > blen + 1 && a [alen - blen - 1] == '/' && memcmp (a + alen - blen, b, blen) == 0
+        && memchr (b, '/', blen) == NULL;
+}
+
 int
 scopes_granted (const char *granted, const char *scope)
 {
@@ -24,6 +35,8 @@ scopes_granted (const char *granted, const char *scope)
     const char *p = granted ? granted : "", *word;
     while ((word = codec_next_word (&p, &len))) {
         if (len == slen && memcmp (word, scope, len) == 0)
+            return 1;
+        if (scopes_qualified (word, len, scope, slen))
             return 1;
         if (short_openid && len > alen + slen) {
             const char *tail = word + len - (alen + slen);
@@ -47,13 +60,48 @@ scopes_missing (const char *wanted, const char *granted, char *out, size_t outle
             continue;
         memcpy (scope, word, len);
         scope [len] = '\0';
-        if (scopes_granted (granted, scope))
+        /* offline_access asks for a refresh token, not for access: providers do not echo it, and
+         * whether it was granted shows as the refresh token (or no_refresh_token) */
+        if (scopes_granted (granted, scope) || strcmp (scope, "offline_access") == 0)
             continue;
         count++;
         if (n < outlen)
             n += (size_t) snprintf (out + n, outlen - n, "%s\"%s\"", n ? ", " : "", scope);
     }
     return count;
+}
+
+/* 1 when scope stands in list as it is. */
+static int
+scopes_listed (const char *list, const char *scope)
+{
+    size_t slen = strlen (scope), len;
+    const char *p = list, *word;
+    while ((word = codec_next_word (&p, &len)))
+        if (len == slen && memcmp (word, scope, len) == 0)
+            return 1;
+    return 0;
+}
+
+char *
+scopes_as_requested (const char *wanted, const char *granted, int with_offline)
+{
+    size_t cap = strlen (granted) + (wanted ? strlen (wanted) : 0) + 2;
+    char *out = mem_alloc (cap), *at = out + snprintf (out, cap, "%s", granted);
+    const char *p = wanted ? wanted : "", *word;
+    size_t len;
+    char scope [FIELDS_MAX_SCOPE_LEN + 1];
+    while ((word = codec_next_word (&p, &len))) {
+        if (len > FIELDS_MAX_SCOPE_LEN)
+            continue;
+        memcpy (scope, word, len);
+        scope [len] = '\0';
+        int offline = strcmp (scope, "offline_access") == 0;
+        if ((offline ? !with_offline : !scopes_granted (granted, scope)) || scopes_listed (out, scope))
+            continue;
+        at += snprintf (at, cap - (size_t) (at - out), "%s%s", at > out ? " " : "", scope);
+    }
+    return out;
 }
 
 int

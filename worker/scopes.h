@@ -6,11 +6,19 @@
 
 #define SCOPES_MAX 64                /* scopes in one connect or require_scopes */
 
-/* 1 when scope is among granted (scopes separated by spaces or commas). A short OpenID scope
- * ("email", "profile") also counts as granted by Google's ".../auth/userinfo.<scope>". */
+/* 1 when scope is among granted (scopes separated by spaces or commas), as it is or qualified by a
+ * resource either way ("https://graph.microsoft.com/User.Read" and "User.Read"). A short OpenID
+ * scope ("email", "profile") also counts as granted by Google's ".../auth/userinfo.<scope>". */
 int scopes_granted (const char *granted, const char *scope);
-/* The scopes of wanted (separated by spaces) that granted lacks, as "\"a\", \"b\"" in out; how many. */
+/* The scopes of wanted (separated by spaces) that granted lacks, as "\"a\", \"b\"" in out; how many.
+ * offline_access is never among them: no provider echoes it. */
 int scopes_missing (const char *wanted, const char *granted, char *out, size_t outlen);
+
+/* granted (spaces between scopes) with each scope of wanted that it grants in another form added
+ * as wanted spells it, and offline_access when with_offline (a refresh token was issued): what a
+ * connect stores, so that what was asked for reads as granted wherever it is compared (the
+ * database's own check of a reduced grant included). A new string. */
+char *scopes_as_requested (const char *wanted, const char *granted, int with_offline);
 
 /* op "token" with "require_scopes": 0 when the entry's scopes hold every one, -1 when a reply
  * (bad_request or insufficient_scope) was sent. Makes no provider call. */
