@@ -648,6 +648,7 @@ typedef struct {
     int32_t key_id;
     int64_t expires_at, expires_in;
     int has_refresh;
+    int no_expiry;                   /* neither a lifetime nor a refresh token came */
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char *granted;
     int nmissing;
@@ -704,7 +705,13 @@ exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev
                   "provider's consent screen",
                   "provider \"%s\" granted fewer scopes than requested for integration \"%s\": missing %s",
                   p->name, c->id, ew->missing);
-    if (!ew->has_refresh) {
+    if (ew->no_expiry)
+        /* GitHub OAuth Apps' tokens, Notion's: nothing ends them but a revocation, and nothing
+         * could renew them; a caller whose upstream call is refused says so (token --reject) */
+        reply_warn (&ws, "no_refresh_token", "if a caller reports the token rejected, connect the integration again",
+                    "provider \"%s\" gave the access token of integration \"%s\" no lifetime and issued no refresh "
+                    "token: it is served as not expiring, until a caller reports it rejected", p->name, c->id);
+    if (!ew->has_refresh && !ew->no_expiry) {
         char message [600], hint [400];
         snprintf (message, sizeof message, "provider \"%s\" issued no refresh token for integration \"%s\": it is "
                   "stored and its access token works until %s, but it cannot be renewed after that",
@@ -750,7 +757,8 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
     char err [512] = "";
     exchange_wait_t *ew = mem_alloc (sizeof *ew);
     ew->c = c;
-    ew->expires_in = res->expires_in >= 0 ? res->expires_in : DEFAULT_EXPIRES_IN;
+    ew->no_expiry = res->expires_in < 0 && !res->refresh_token && !res->expires_in_ignored;
+    ew->expires_in = res->expires_in >= 0 ? res->expires_in : ew->no_expiry ? OAUTH_MAX_EXPIRES_IN : DEFAULT_EXPIRES_IN;
     if (res->expires_in_ignored)
         log_warning (c->id, NULL, "the provider's expires_in is not a number of seconds from 0 to 10 years: the token "
                      "is taken to last %d s", DEFAULT_EXPIRES_IN);

@@ -379,6 +379,8 @@ token_reply (const provider_t *provider, const token_t *access, const token_t *r
                               "scope", scope);
     if (refresh)
         json_object_set_new (body, "refresh_token", json_string (refresh->value));
+    if (provider->config.omit_expires_in)
+        json_object_del (body, "expires_in");
     if (provider->config.errors_with_200)
         json_object_set_new (body, "ok", json_true ());
     mem_free (scope);

@@ -36,6 +36,7 @@ static const struct {
     { "scope_separator",     CF_STRING,       offsetof (provider_config_t, scope_separator),     1, 8 },
     { "code_ttl",            CF_LONG,         offsetof (provider_config_t, code_ttl),            0, 86400 },
     { "issue_refresh_token", CF_BOOL,         offsetof (provider_config_t, issue_refresh_token), 0, 0 },
+    { "omit_expires_in",     CF_BOOL,         offsetof (provider_config_t, omit_expires_in),     0, 0 },
     { "require_pkce",        CF_BOOL,         offsetof (provider_config_t, require_pkce),        0, 0 },
     { "deny",                CF_BOOL,         offsetof (provider_config_t, deny),                0, 0 },
 };
@@ -77,6 +78,7 @@ config_defaults (provider_config_t *cfg)
     cfg->scope_separator = mem_strdup (" ");
     cfg->code_ttl = 60;
     cfg->issue_refresh_token = true;
+    cfg->omit_expires_in = false;
     cfg->require_pkce = false;
     cfg->deny = false;
 }

@@ -35,6 +35,7 @@ typedef struct {
     char   *scope_separator;
     long    code_ttl;
     bool    issue_refresh_token;
+    bool    omit_expires_in;     /* token answers carry no expires_in (GitHub OAuth Apps, Notion) */
     bool    require_pkce;
     bool    deny;
 } provider_config_t;

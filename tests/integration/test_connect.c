@@ -556,6 +556,44 @@ test_invalid_scope (void **state)
     json_decref (r);
 }
 
+/* A provider that gives the token neither a lifetime nor a refresh token (GitHub OAuth Apps, whose
+ * tokens never expire): the connect succeeds with a warning, the token is served without an end,
+ * and only a caller's report that it was rejected ends it. The code before took it to last an hour
+ * and answered no_refresh_token from then on. */
+static void
+test_token_without_expiry (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b, s:b}", "issue_refresh_token", 0, "omit_expires_in", 1));
+    char *location = start_flow ("forever:google", "fakegoogle", NULL, NULL);
+    json_t *r = callback (location, &rc);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b, s:b}", "issue_refresh_token", 1, "omit_expires_in", 0));
+    if (rc != 0)
+        fail_msg ("callback: \"%s\" (exit %d)", itest_code (r), rc);
+    json_t *warnings = json_object_get (r, "warnings"), *wv;
+    size_t i;
+    int warned = 0;
+    json_array_foreach (warnings, i, wv)
+        warned |= strcmp (json_string_value (json_object_get (wv, "code")) ?: "", "no_refresh_token") == 0;
+    assert_true (warned);
+    long long refreshes = itest_stat (h, "fakegoogle", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "forever:google", NULL);
+    assert_int_equal (rc, 0);
+    const char *expires_at = json_string_value (json_object_get (t, "expires_at"));   /* RFC 3339 */
+    assert_non_null (expires_at);
+    assert_true (atoi (expires_at) >= 2031);
+    /* a caller whose upstream call was refused with it: nothing can renew it */
+    const char *token = json_string_value (json_object_get (t, "access_token"));
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "forever:google", "--reject", token, NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t2), "no_refresh_token");
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), refreshes);
+    free (location);
+    json_decref (r);
+    json_decref (t);
+    json_decref (t2);
+}
+
 static void
 test_no_refresh_token (void **state)
 {
@@ -819,6 +857,7 @@ main (void)
         cmocka_unit_test (test_invalid_client),
         cmocka_unit_test (test_invalid_scope),
         cmocka_unit_test (test_no_refresh_token),
+        cmocka_unit_test (test_token_without_expiry),
         cmocka_unit_test (test_scopes_reduced_and_required),
         cmocka_unit_test (test_report_scope),
         cmocka_unit_test (test_reconnect_over_needs_reconnect),
