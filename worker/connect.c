@@ -31,6 +31,7 @@
 #define MAX_DESCRIPTION     200                      /* ... and kept for messages and logs */
 #define STATE_BYTES         32                       /* 256 bits of state and of PKCE verifier */
 #define DEFAULT_EXPIRES_IN  3600                     /* when a provider omits expires_in */
+#define EXCHANGE_STORE_TRIES 5                       /* a code exchange's tokens, lost with the database */
 
 /* What an operator needs to fix a redirect URI mismatch; sent as error.detail. */
 typedef struct {
@@ -649,6 +650,7 @@ typedef struct {
     int64_t expires_at, expires_in;
     int has_refresh;
     int no_expiry;                   /* neither a lifetime nor a refresh token came */
+    int tries;                       /* upserts lost with the database so far */
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char *granted;
     int nmissing;
@@ -677,6 +679,8 @@ exchange_not_stored (worker_t *w, exchange_wait_t *ew, fr_status_t st, const cha
     reply_store_error (w, &c->job, st, detail);
 }
 
+static void exchange_store_start (worker_t *w, store_t *store, void *arg);
+
 static void
 exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev_status, const store_row_t *row,
                  const store_extra_t *x, const char *err)
@@ -687,6 +691,17 @@ exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev
     const catalog_provider_t *p = c->provider;
     char when [32];
     reply_warnings_t ws = { .count = 0 };
+    if (st == FR_DATABASE_UNAVAILABLE && ew->tries < EXCHANGE_STORE_TRIES) {
+        /* the code is spent and these tokens are the grant's only copy: stored once a connection
+         * is up again (the caller may have been told "timeout" by then; the integration then
+         * shows as connected). An upsert the server made before the loss runs twice: one more
+         * chain row, the same tokens. */
+        ew->tries++;
+        log_warning (c->id, c->job.rid, "could not store the new tokens (attempt %d), trying again once the database "
+                     "is back: %s", ew->tries, err);
+        dbwait_add (w, exchange_store_start, ew, -1);
+        return;
+    }
     if (st != FR_OK) {
         exchange_not_stored (w, ew, st, err);
         exchange_free (w, ew);
