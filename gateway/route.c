@@ -380,7 +380,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
 
     if (!ctx) {
         ctx = mem_alloc (sizeof *ctx);
-        mem_buf_init (&ctx->body, GW_MAX_BODY);
+        mem_buf_init (&ctx->body, GW_MAX_BODY + 1);     /* and the NUL that ends it */
         *con_cls = ctx;
         atomic_fetch_add (&srv->in_flight, 1);     /* until completed () */
         const char *length = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);

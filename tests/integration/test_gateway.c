@@ -956,6 +956,39 @@ test_api_slow_clients (void **state)
     assert_int_equal (bad, 0);
 }
 
+/* A body of exactly 16 KiB (GW_MAX_BODY) is read; one byte more is refused with 413, declared
+ * (Content-Length) or not (chunked). */
+static void
+test_body_of_exactly_the_limit (void **state)
+{
+    enum { LIMIT = 16384 };
+    char url [128];
+    snprintf (url, sizeof url, "%s/oauth/retry", gw_url);
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    const char *chunked [] = { "Content-Type: application/x-www-form-urlencoded", "Transfer-Encoding: chunked", NULL };
+    char *body = malloc (LIMIT + 2);
+    memcpy (body, "retry_token=", 12);
+    memset (body + 12, 'x', LIMIT + 1 - 12);
+    body [LIMIT] = '\0';
+    /* read, then refused for what it holds: no retry token is that long */
+    http_t r = http ("POST", url, hdr, body);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "This retry link is incomplete"));
+    http_free (&r);
+    r = http ("POST", url, chunked, body);
+    assert_int_equal (r.status, 400);
+    http_free (&r);
+    body [LIMIT] = 'x';
+    body [LIMIT + 1] = '\0';
+    r = http ("POST", url, hdr, body);
+    assert_int_equal (r.status, 413);
+    http_free (&r);
+    r = http ("POST", url, chunked, body);
+    assert_int_equal (r.status, 413);
+    http_free (&r);
+    free (body);
+}
+
 /* --- dashboard links, sessions, CSRF ------------------------------------------------------------- */
 
 static char *
@@ -1406,6 +1439,7 @@ main (void)
         cmocka_unit_test (test_api_status_codes),
         cmocka_unit_test (test_api_workspace_keys),
         cmocka_unit_test (test_api_slow_clients),
+        cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
