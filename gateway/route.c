@@ -434,7 +434,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         goto send;
     }
     const route_t *found = NULL;
-    const char *allow = NULL;
+    char allow [32] = "";           /* every method served at this path, for a 405 */
     for (size_t i = 0; i < NROUTES && !found; i++) {
         if (!match (routes [i].pattern, url, NULL))
             continue;
@@ -443,11 +443,14 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         if (strcmp (routes [i].method, method) == 0
         ||  (strcmp (method, "HEAD") == 0 && routes [i].fn == style_css))
             found = &routes [i];
-        else
-            allow = routes [i].method;
+        else {
+            size_t n = strlen (allow);
+            snprintf (allow + n, sizeof allow - n, "%s%s%s", n ? ", " : "", routes [i].method,
+                      routes [i].fn == style_css ? ", HEAD" : "");
+        }
     }
     if (!found) {
-        if (allow) {
+        if (allow [0]) {
             refuse (&r, url, 405, "bad_request", "this method is not allowed here", "see docs/openapi.yaml");
             r.allow = allow;
         }

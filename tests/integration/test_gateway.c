@@ -989,6 +989,30 @@ test_body_of_exactly_the_limit (void **state)
     free (body);
 }
 
+/* 405 names every method served at the path, not one of them. */
+static void
+test_method_not_allowed_lists_every_method (void **state)
+{
+    const struct { const char *method, *path, *allow; } want [] = {
+        { "PUT", "/dashboard/open", "GET, POST" },
+        { "DELETE", "/dashboard/open", "GET, POST" },
+        { "POST", "/static/ferrule.css", "GET, HEAD" },
+        { "DELETE", "/v1/integrations/acct1:api", "GET" },
+        { "GET", "/dashboard/connect", "POST" },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want [0]; i++) {
+        char url [256];
+        snprintf (url, sizeof url, "%s%s", gw_url, want [i].path);
+        http_t r = http (want [i].method, url, NULL, NULL);
+        char *allow = header (&r, "Allow");
+        if (r.status != 405 || !allow || strcmp (allow, want [i].allow) != 0)
+            fail_msg ("%s %s: %ld, Allow \"%s\"; wanted 405, Allow \"%s\"", want [i].method, want [i].path, r.status,
+                      allow ? allow : "(none)", want [i].allow);
+        free (allow);
+        http_free (&r);
+    }
+}
+
 /* --- dashboard links, sessions, CSRF ------------------------------------------------------------- */
 
 static char *
@@ -1440,6 +1464,7 @@ main (void)
         cmocka_unit_test (test_api_workspace_keys),
         cmocka_unit_test (test_api_slow_clients),
         cmocka_unit_test (test_body_of_exactly_the_limit),
+        cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
