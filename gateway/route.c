@@ -317,7 +317,9 @@ send_resp (gw_t *gw, struct MHD_Connection *conn, const gw_req_t *req, gw_resp_t
     MHD_add_response_header (mr, "Content-Security-Policy",
                              "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
                              "frame-ancestors 'none'");
-    MHD_add_response_header (mr, "Referrer-Policy", "no-referrer");
+    /* never a path or a query (a link token, a code) in a Referer; the origin alone, so that a
+       form of ours is posted with our Origin and not "null", which no-referrer gave it */
+    MHD_add_response_header (mr, "Referrer-Policy", "strict-origin");
     MHD_add_response_header (mr, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header (mr, "X-Frame-Options", "DENY");
     MHD_add_response_header (mr, "Cross-Origin-Opener-Policy", "same-origin");

@@ -498,7 +498,7 @@ test_callback_connected_page_and_security_headers (void **state)
     const struct { const char *name, *want; } want [] = {
         { "Content-Security-Policy", "default-src 'none'" },
         { "Content-Security-Policy", "frame-ancestors 'none'" },
-        { "Referrer-Policy", "no-referrer" },
+        { "Referrer-Policy", "strict-origin" },
         { "Cache-Control", "no-store" },
         { "X-Content-Type-Options", "nosniff" },
         { "X-Frame-Options", "DENY" },
@@ -510,6 +510,12 @@ test_callback_connected_page_and_security_headers (void **state)
             fail_msg ("header %s is \"%s\", wanted \"%s\"", want [i].name, v ? v : "(none)", want [i].want);
         free (v);
     }
+    /* the origin alone in a Referer, never the page's query (a code, a link token); and not
+       no-referrer, which makes a browser post our own forms with "Origin: null" */
+    char *policy = header (&r, "Referrer-Policy");
+    assert_string_equal (policy, "strict-origin");
+    free (policy);
+    assert_true (has (&r, "<meta name=\"referrer\" content=\"strict-origin\">"));
     http_free (&r);
 }
 
