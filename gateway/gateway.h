@@ -108,6 +108,10 @@ const char *gw_code (const json_t *reply);
 /* The HTTP status for a protocol error code (docs/openapi.yaml, "Errors"). */
 unsigned gw_http_status (const char *code);
 
+/* 1 when a browser's Sec-Fetch-Site or Origin (each NULL when absent) says a request comes from
+ * a page of another site than gw's public URL; 0 when they say it does not, or say nothing. */
+int gw_cross_site (const gw_t *gw, const char *fetch_site, const char *origin);
+
 /* 1 when url is absolute http(s) and its origin is the gateway's own or on the allow-list. */
 int gw_return_to_allowed (const gw_t *gw, const char *url);
 #endif

@@ -295,6 +295,19 @@ gw_return_to_allowed (const gw_t *gw, const char *url)
     return 0;
 }
 
+/* A browser tells where a form comes from: Sec-Fetch-Site, or before it Origin. "null" is
+ * refused: a sandboxed frame sends it, and so does any page whose author set no-referrer. With
+ * neither (curl, browsers from before 2020) there is no telling, and nothing is refused. */
+int
+gw_cross_site (const gw_t *gw, const char *fetch_site, const char *origin)
+{
+    if (fetch_site)
+        return strcmp (fetch_site, "same-origin") != 0 && strcmp (fetch_site, "none") != 0;
+    if (origin)
+        return strcasecmp (origin, gw->origin) != 0;
+    return 0;
+}
+
 /* --- the server ------------------------------------------------------------------------------ */
 
 static void
@@ -461,6 +474,20 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         goto send;
     }
     pattern = found->pattern;
+    /* a form posted from a page of another site does nothing: else a page anywhere could post its
+       author's own dashboard link and leave the visitor's browser in the author's workspace (the
+       session cookie's SameSite does not stop a top-level POST's answer from setting it). The
+       API is not a browser's: its bearer key is the proof. */
+    if (strcmp (method, "POST") == 0 && !is_api (url)
+    &&  gw_cross_site (gw, gw_header (&req, "Sec-Fetch-Site"), gw_header (&req, "Origin"))) {
+        const char *site = gw_header (&req, "Sec-Fetch-Site"), *origin = gw_header (&req, "Origin");
+        log_warning (NULL, req.rid, "POST %s refused: it was sent from another site (Sec-Fetch-Site \"%.32s\", "
+                     "Origin \"%.200s\")", pattern, site ? site : "", origin ? origin : "");
+        gw_resp_message (&r, 403, "This form could not be accepted",
+                         "It was sent from another site, not from a page of this gateway. To open your "
+                         "dashboard, follow the link your application gave you; on the dashboard, use its buttons.");
+        goto send;
+    }
     (void) match (found->pattern, url, &req);
     found->fn (&req, &r);
 send:

@@ -1,4 +1,4 @@
-/* test_units.c - the gateway's escaping builder and its return_to allow-list */
+/* test_units.c - the gateway's escaping builder, its return_to allow-list and its cross-site check */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -62,6 +62,30 @@ test_return_to_allow_list (void **state)
     assert_false (gw_return_to_allowed (&gw, "https://app.example.com/#frag"));
 }
 
+/* Where a browser says a form comes from: Sec-Fetch-Site decides when sent, else Origin. */
+static void
+test_cross_site (void **state)
+{
+    gw_t gw;
+    memset (&gw, 0, sizeof gw);
+    strcpy (gw.origin, "https://ferrule.example.com");
+    assert_false (gw_cross_site (&gw, NULL, NULL));                         /* curl, old browsers */
+    assert_false (gw_cross_site (&gw, "same-origin", NULL));
+    assert_false (gw_cross_site (&gw, "same-origin", "null"));             /* Sec-Fetch-Site decides */
+    assert_false (gw_cross_site (&gw, "none", NULL));
+    assert_true (gw_cross_site (&gw, "cross-site", "https://ferrule.example.com"));
+    assert_true (gw_cross_site (&gw, "same-site", NULL));                  /* a sibling host */
+    assert_true (gw_cross_site (&gw, "", NULL));
+    assert_false (gw_cross_site (&gw, NULL, "https://ferrule.example.com"));
+    assert_false (gw_cross_site (&gw, NULL, "https://Ferrule.Example.com"));
+    assert_true (gw_cross_site (&gw, NULL, "null"));
+    assert_true (gw_cross_site (&gw, NULL, "https://evil.example"));
+    assert_true (gw_cross_site (&gw, NULL, "http://ferrule.example.com"));
+    assert_true (gw_cross_site (&gw, NULL, "https://ferrule.example.com:8443"));
+    assert_true (gw_cross_site (&gw, NULL, "https://ferrule.example.com.evil.example"));
+    assert_true (gw_cross_site (&gw, NULL, ""));
+}
+
 int
 main (void)
 {
@@ -69,6 +93,7 @@ main (void)
         cmocka_unit_test (test_html_escapes_text_and_urls),
         cmocka_unit_test (test_html_is_capped),
         cmocka_unit_test (test_return_to_allow_list),
+        cmocka_unit_test (test_cross_site),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

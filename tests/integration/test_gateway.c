@@ -1049,9 +1049,10 @@ dashboard_link (const char *ws, int ttl)
     return url;
 }
 
-/* Presses the confirm page's button: POSTs the page's form to /dashboard/open; returns the answer. */
+/* Presses the confirm page's button: POSTs the page's form to /dashboard/open with the headers
+ * a browser adds (a and b, each may be NULL); returns the answer. */
 static http_t
-press_open (const http_t *page)
+press_open_as (const http_t *page, const char *a, const char *b)
 {
     char *link = form_value (page->body, "link");
     char *ws = form_value (page->body, "workspace");
@@ -1059,11 +1060,18 @@ press_open (const http_t *page)
     char body [512], url [128];
     snprintf (body, sizeof body, "link=%s%s%s", link, ws ? "&workspace=" : "", ws ? ws : "");
     snprintf (url, sizeof url, "%s/dashboard/open", gw_url);
-    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", a ? a : b, a ? b : NULL, NULL };
     http_t r = http ("POST", url, hdr, body);
     free (link);
     free (ws);
     return r;
+}
+
+/* Presses the button as curl does: neither Origin nor Sec-Fetch-Site. */
+static http_t
+press_open (const http_t *page)
+{
+    return press_open_as (page, NULL, NULL);
 }
 
 /* Opens a link as a person does: its confirm page, then its button; returns the "Cookie:"
@@ -1253,6 +1261,98 @@ test_dashboard_session_and_csrf (void **state)
     assert_false (itest_workdir_contains (h, "fake-code-"));
     assert_false (itest_workdir_contains (h, "fake-at-"));
     assert_false (itest_workdir_contains (h, "fake-rt-"));
+}
+
+/* A form posted from another site is refused before it does anything: above all the dashboard
+ * link's button, which a page elsewhere could submit with its author's own link to start a
+ * session of the author's workspace in the victim's browser. A browser says where a form came
+ * from in Sec-Fetch-Site, or else in Origin; curl and old browsers send neither. */
+static void
+test_dashboard_refuses_cross_site_posts (void **state)
+{
+    char own [128];
+    snprintf (own, sizeof own, "Origin: %s", gw_url);
+    char *link = dashboard_link ("ws10:", 0);
+    http_t page = http ("GET", link, NULL, NULL);
+    assert_int_equal (page.status, 200);
+    const struct { const char *a, *b; } foreign [] = {
+        { "Origin: https://evil.example", NULL },
+        { "Sec-Fetch-Site: cross-site", NULL },
+        { "Sec-Fetch-Site: cross-site", own },          /* Sec-Fetch-Site decides when present */
+        { "Sec-Fetch-Site: same-site", NULL },          /* another host of the same site */
+        { "Origin: null", NULL },                       /* a sandboxed frame, or a page's no-referrer */
+        { "Origin: http://127.0.0.1:1", NULL },
+    };
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign [0]; i++) {
+        http_t r = press_open_as (&page, foreign [i].a, foreign [i].b);
+        char *set = header (&r, "Set-Cookie");
+        if (r.status != 403 || set)
+            fail_msg ("POST /dashboard/open with \"%s\"%s%s: %ld%s, wanted 403 and no session", foreign [i].a,
+                      foreign [i].b ? " and " : "", foreign [i].b ? foreign [i].b : "", r.status,
+                      set ? " with a session cookie" : "");
+        assert_true (has (&r, "sent from another site"));
+        http_free (&r);
+    }
+    /* none of them spent the link: the gateway's own page still opens it */
+    http_t r = press_open_as (&page, own, NULL);
+    assert_int_equal (r.status, 303);
+    char *set = header (&r, "Set-Cookie");
+    assert_non_null (set);
+    char cookie [512];
+    snprintf (cookie, sizeof cookie, "Cookie: %.*s", (int) strcspn (set, ";"), set);
+    free (set);
+    http_free (&r);
+    http_free (&page);
+    free (link);
+    /* Sec-Fetch-Site decides when present, whatever Origin says */
+    link = dashboard_link ("ws10:", 0);
+    page = http ("GET", link, NULL, NULL);
+    r = press_open_as (&page, "Sec-Fetch-Site: same-origin", "Origin: null");
+    assert_int_equal (r.status, 303);
+    http_free (&r);
+    http_free (&page);
+    free (link);
+
+    /* the session's other forms and the failure pages' Try again buttons too */
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *chdr [] = { cookie, NULL };
+    r = http ("GET", url, chdr, NULL);
+    assert_int_equal (r.status, 200);
+    char *csrf = form_value (r.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&r);
+    char body [160];
+    snprintf (body, sizeof body, "csrf=%s&name=planted", csrf);
+    snprintf (url, sizeof url, "%s/dashboard/apikeys", gw_url);
+    const char *evil [] = { cookie, "Content-Type: application/x-www-form-urlencoded", "Origin: https://evil.example",
+                            NULL };
+    r = http ("POST", url, evil, body);
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    json_t *keys = call ("apikey_list", json_pack ("{s:s}", "integration", "ws10:"));
+    assert_int_equal (json_array_size (json_object_get (keys, "keys")), 0);
+    json_decref (keys);
+    const char *same [] = { cookie, "Content-Type: application/x-www-form-urlencoded", "Sec-Fetch-Site: same-origin",
+                            NULL };
+    r = http ("POST", url, same, body);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "Your new API key"));
+    http_free (&r);
+    snprintf (url, sizeof url, "%s/oauth/retry", gw_url);
+    const char *retry [] = { "Content-Type: application/x-www-form-urlencoded", "Sec-Fetch-Site: cross-site", NULL };
+    r = http ("POST", url, retry, "retry_token=x");
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    /* the HTTP API is not a browser's: its bearer key is the proof, whatever Origin says */
+    const char *apih [] = { "Authorization: Bearer " ADMIN_KEY, "Content-Type: application/json",
+                            "Origin: https://evil.example", NULL };
+    snprintf (url, sizeof url, "%s/v1/integrations/acct1:nothing/connect", gw_url);
+    r = http ("POST", url, apih, "{}");
+    assert_int_not_equal (r.status, 403);
+    http_free (&r);
+    assert_true (log_has ("refused: it was sent from another site"));
+    free (csrf);
 }
 
 /* --- SIGHUP and SIGTERM ---------------------------------------------------------------------------- */
@@ -1473,6 +1573,7 @@ main (void)
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
+        cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
         cmocka_unit_test (test_sigterm_drains),
     };
