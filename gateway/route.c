@@ -238,6 +238,28 @@ gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms)
     return r;
 }
 
+void
+gw_budget_start (gw_budget_t *b, int ms)
+{
+    b->until_ms = clock_mono_ms () + ms;
+    b->stalled = 0;
+}
+
+json_t *
+gw_call_within (gw_req_t *req, gw_budget_t *b, const char *op, json_t *args)
+{
+    int64_t left = b->until_ms - clock_mono_ms ();
+    if (b->stalled || left <= 0)
+        return json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", "timeout", "message",
+                          "the service did not answer in time", "hint", "reload the page in a moment");
+    json_t *reply = gw_call (req, op, args, (int) left);
+    const char *code = gw_code (reply);
+    if (strcmp (code, "timeout") == 0 || strcmp (code, "unavailable") == 0
+    ||  strcmp (code, "database_unavailable") == 0 || strcmp (code, "overloaded") == 0)
+        b->stalled = 1;
+    return reply;
+}
+
 const char *
 gw_code (const json_t *reply)
 {

@@ -1,4 +1,5 @@
-/* test_units.c - the gateway's escaping builder, its return_to allow-list and its cross-site check */
+/* test_units.c - the gateway's escaping builder, its return_to allow-list, its cross-site check
+ * and the deadline of a page's broker calls */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -86,6 +87,29 @@ test_cross_site (void **state)
     assert_true (gw_cross_site (&gw, NULL, ""));
 }
 
+/* A page's broker calls stop at its deadline, and after an answer that says the service stalls:
+ * nothing is asked (this gateway has no broker: a call would crash), the reply is a timeout. */
+static void
+test_budget_asks_nothing_when_over (void **state)
+{
+    gw_t gw;
+    gw_req_t req;
+    memset (&gw, 0, sizeof gw);
+    memset (&req, 0, sizeof req);
+    req.gw = &gw;
+    gw_budget_t b;
+    gw_budget_start (&b, 0);
+    json_t *r = gw_call_within (&req, &b, "doctor", NULL);
+    assert_string_equal (gw_code (r), "timeout");
+    json_decref (r);
+    gw_budget_start (&b, 60000);
+    b.stalled = 1;
+    r = gw_call_within (&req, &b, "doctor", NULL);
+    assert_string_equal (gw_code (r), "timeout");
+    assert_int_equal (gw_http_status (gw_code (r)), 503);
+    json_decref (r);
+}
+
 int
 main (void)
 {
@@ -94,6 +118,7 @@ main (void)
         cmocka_unit_test (test_html_is_capped),
         cmocka_unit_test (test_return_to_allow_list),
         cmocka_unit_test (test_cross_site),
+        cmocka_unit_test (test_budget_asks_nothing_when_over),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <libpq-fe.h>
 #include <openssl/sha.h>
 #include "client.h"
 #include "itest.h"
@@ -1355,6 +1356,91 @@ test_dashboard_refuses_cross_site_posts (void **state)
     free (csrf);
 }
 
+/* How many times needle occurs in the page. */
+static int
+count_of (const http_t *r, const char *needle)
+{
+    int n = 0;
+    for (const char *s = r->body; (s = strstr (s, needle)); s += strlen (needle))
+        n++;
+    return n;
+}
+
+/* How many lines of the broker's audit log hold needle. */
+static int
+audit_count (const char *needle)
+{
+    char path [1024], line [8192];
+    snprintf (path, sizeof path, "%s/broker0.audit", harness_workdir (h));
+    FILE *f = fopen (path, "r");
+    int n = 0;
+    while (f && fgets (line, sizeof line, f))
+        n += strstr (line, needle) != NULL;
+    if (f)
+        fclose (f);
+    return n;
+}
+
+/* A database that does not answer costs a dashboard page one diagnosis, not one per integration:
+ * after the first diagnosis the service could not answer, the rest are shown as not checked and
+ * never asked. Each was a broker call of up to 10 s, one after another with no deadline for the
+ * page; a few dozen such views took every broker client of the gateway. */
+static void
+test_dashboard_page_gives_up_in_a_stall (void **state)
+{
+    enum { N = 5 };
+    for (int i = 0; i < N; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "ws11:box%d", i);
+        char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+        assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+        free (rt);
+    }
+    char *link = dashboard_link ("ws11:", 0);
+    char *cookie = open_session (link);
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    http_t r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (count_of (&r, "not checked"), 0);
+    http_free (&r);
+
+    /* a diagnosis reads the chain's table and the listing does not: the listing is answered, and
+       the worker answers each diagnosis database_unavailable once its lock_timeout is over */
+    const char *asked = "\"op\":\"doctor\",\"integration\":\"ws11:box";
+    for (int i = 0; i < 40 && audit_count (asked) < N; i++)
+        usleep (50000);                         /* the broker writes a line after its answer */
+    assert_int_equal (audit_count (asked), N);  /* the page above asked each once */
+    PGconn *locker = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (locker), CONNECTION_OK);
+    PGresult *res = PQexec (locker, "BEGIN; LOCK TABLE token_chain IN ACCESS EXCLUSIVE MODE");
+    int locked = PQresultStatus (res) == PGRES_COMMAND_OK;
+    PQclear (res);
+    if (locked)
+        r = http ("GET", url, hdr, NULL);
+    PQclear (PQexec (locker, "COMMIT"));       /* before any assert: the later tests need the table */
+    PQfinish (locker);
+    assert_true (locked);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (count_of (&r, "<tr data-integration=\"ws11:box"), N);    /* every row is there */
+    assert_int_equal (count_of (&r, ">not checked</td>"), N);
+    assert_true (has (&r, "id=\"not-checked\""));
+    http_free (&r);
+    for (int i = 0; i < 40 && audit_count (asked) < N + 1; i++)
+        usleep (50000);
+    usleep (200000);                            /* room for a line that should not come */
+    assert_int_equal (audit_count (asked), N + 1);
+
+    /* the database answers again: so does every diagnosis */
+    r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (count_of (&r, "not checked"), 0);
+    http_free (&r);
+    free (cookie);
+    free (link);
+}
+
 /* --- SIGHUP and SIGTERM ---------------------------------------------------------------------------- */
 
 /* A named client's key removed from FERRULE_GATEWAY_CLIENT_KEYS_FILE is refused from the next
@@ -1574,6 +1660,7 @@ main (void)
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
+        cmocka_unit_test (test_dashboard_page_gives_up_in_a_stall),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
         cmocka_unit_test (test_sigterm_drains),
     };
