@@ -211,20 +211,24 @@ notice_from_query (gw_req_t *req, html_t *h)
     }
 }
 
-static void
-integration_row (gw_req_t *req, html_t *h, const json_t *it, const char *csrf, int diagnose)
+/* One row; diagnosed within budget (NULL: not diagnosed, past MAX_DIAGNOSED). 1 when the
+ * diagnosis was wanted and is not there. */
+static int
+integration_row (gw_req_t *req, html_t *h, const json_t *it, const char *csrf, gw_budget_t *budget)
 {
     const char *id = jstr (it, "id");
     const char *status = jstr (it, "status");
     const char *diag = NULL, *symptom = NULL;
     json_t *doc = NULL;
-    if (diagnose) {
+    int unchecked = 0;
+    if (budget) {
         json_t *args = json_pack ("{s:s}", "integration", id);
-        doc = gw_call (req, "doctor", args, GW_CALL_MS);
+        doc = gw_call_within (req, budget, "doctor", args);
         json_decref (args);
         const json_t *d = json_object_get (doc, "diagnosis");
         diag = jstr (d, "code");
         symptom = jstr (d, "symptom");
+        unchecked = strcmp (gw_code (doc), "ok") != 0;
     }
     char base [IDENT_MAX + 64];
     snprintf (base, sizeof base, "/dashboard/integrations/%s", id);
@@ -242,9 +246,13 @@ integration_row (gw_req_t *req, html_t *h, const json_t *it, const char *csrf, i
     html_text (h, status);
     html_raw (h, "</span></td>\n<td>");
     html_text (h, jstr (it, "last_refresh_at") ? jstr (it, "last_refresh_at") : "never");
-    html_raw (h, "</td>\n<td class=\"diagnosis\">");
-    html_text (h, symptom ? symptom : diag ? diag : "");
-    html_raw (h, "</td>\n<td>");
+    if (unchecked)
+        html_raw (h, "</td>\n<td class=\"diagnosis muted\">not checked</td>\n<td>");
+    else {
+        html_raw (h, "</td>\n<td class=\"diagnosis\">");
+        html_text (h, symptom ? symptom : diag ? diag : "");
+        html_raw (h, "</td>\n<td>");
+    }
     char action [IDENT_MAX + 96];
     if (status && strcmp (status, "disconnected") == 0) {
         snprintf (action, sizeof action, "%s/reconnect", base);
@@ -260,6 +268,7 @@ integration_row (gw_req_t *req, html_t *h, const json_t *it, const char *csrf, i
     }
     html_raw (h, "</td>\n</tr>\n");
     json_decref (doc);
+    return unchecked;
 }
 
 void
@@ -269,9 +278,14 @@ dashboard_home (gw_req_t *req, gw_resp_t *resp)
     if (!need_session (req, resp, ws, 0))
         return;
     session_csrf (req, csrf);
+    /* one deadline for the page, and no call after the first the service could not answer: while
+       the database stalls, each diagnosis would hold a broker client for its whole timeout, and a
+       few dozen views would leave none for the token API */
+    gw_budget_t budget;
+    gw_budget_start (&budget, GW_PAGE_MS);
     json_t *args = json_pack ("{s:s}", "integration", ws);
-    json_t *list = gw_call (req, "workspace", args, GW_CALL_MS);
-    json_t *keys = gw_call (req, "apikey_list", args, GW_CALL_MS);
+    json_t *list = gw_call_within (req, &budget, "workspace", args);
+    json_t *keys = gw_call_within (req, &budget, "apikey_list", args);
     json_decref (args);
     if (strcmp (gw_code (list), "ok") != 0) {
         action_failed (resp, list, "The integrations could not be listed");
@@ -295,9 +309,13 @@ dashboard_home (gw_req_t *req, gw_resp_t *resp)
                      "<th scope=\"col\">Diagnosis</th><th scope=\"col\">Actions</th></tr></thead>\n<tbody>\n");
         size_t i;
         json_t *it;
+        int unchecked = 0;
         json_array_foreach (items, i, it)
-            integration_row (req, h, it, csrf, i < MAX_DIAGNOSED);
+            unchecked += integration_row (req, h, it, csrf, i < MAX_DIAGNOSED ? &budget : NULL);
         html_raw (h, "</tbody>\n</table>\n");
+        if (unchecked)
+            html_raw (h, "<p class=\"muted\" id=\"not-checked\">Some integrations could not be diagnosed: Ferrule did "
+                         "not answer in time. Reload the page in a moment.</p>\n");
         if (json_is_true (json_object_get (list, "truncated")))
             html_raw (h, "<p class=\"muted\">Only the first 200 integrations are shown.</p>\n");
     }

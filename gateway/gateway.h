@@ -17,6 +17,7 @@
 #define GW_ORIGIN_MAX      256
 #define GW_CALL_MS         10000        /* a broker call */
 #define GW_CALLBACK_MS     30000        /* the callback: one provider exchange */
+#define GW_PAGE_MS         5000         /* every broker call of one dashboard page together */
 
 typedef struct policy policy_t;
 
@@ -103,10 +104,25 @@ void gw_resp_message (gw_resp_t *resp, unsigned status, const char *title, const
 
 /* The broker call of a request: args borrowed (may be NULL), rid added. Never NULL. */
 json_t *gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms);
+/* One deadline for the broker calls of a page, and whether an answer said to stop asking. */
+typedef struct {
+    int64_t until_ms;               /* monotonic */
+    int stalled;                    /* the service could not answer one: it will not answer the next */
+} gw_budget_t;
+
+void gw_budget_start (gw_budget_t *b, int ms);
+/* gw_call with what is left of b's time; once it is over or b is stalled, nothing is asked and
+ * the reply is a "timeout". A timeout, unavailable, database_unavailable or overloaded answer
+ * stalls b. Never NULL. */
+json_t *gw_call_within (gw_req_t *req, gw_budget_t *b, const char *op, json_t *args);
 /* The error code of a reply ("ok" on success). */
 const char *gw_code (const json_t *reply);
 /* The HTTP status for a protocol error code (docs/openapi.yaml, "Errors"). */
 unsigned gw_http_status (const char *code);
+
+/* 1 when a browser's Sec-Fetch-Site or Origin (each NULL when absent) says a request comes from
+ * a page of another site than gw's public URL; 0 when they say it does not, or say nothing. */
+int gw_cross_site (const gw_t *gw, const char *fetch_site, const char *origin);
 
 /* 1 when url is absolute http(s) and its origin is the gateway's own or on the allow-list. */
 int gw_return_to_allowed (const gw_t *gw, const char *url);

@@ -127,7 +127,7 @@ html_page_begin_refresh (html_t *h, const char *title, const char *refresh_url)
 {
     html_raw (h, "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                  "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-                 "<meta name=\"referrer\" content=\"no-referrer\">\n");
+                 "<meta name=\"referrer\" content=\"strict-origin\">\n");
     if (refresh_url) {
         html_raw (h, "<meta http-equiv=\"refresh\" content=\"0;url=");
         html_text (h, refresh_url);

@@ -238,6 +238,28 @@ gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms)
     return r;
 }
 
+void
+gw_budget_start (gw_budget_t *b, int ms)
+{
+    b->until_ms = clock_mono_ms () + ms;
+    b->stalled = 0;
+}
+
+json_t *
+gw_call_within (gw_req_t *req, gw_budget_t *b, const char *op, json_t *args)
+{
+    int64_t left = b->until_ms - clock_mono_ms ();
+    if (b->stalled || left <= 0)
+        return json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", "timeout", "message",
+                          "the service did not answer in time", "hint", "reload the page in a moment");
+    json_t *reply = gw_call (req, op, args, (int) left);
+    const char *code = gw_code (reply);
+    if (strcmp (code, "timeout") == 0 || strcmp (code, "unavailable") == 0
+    ||  strcmp (code, "database_unavailable") == 0 || strcmp (code, "overloaded") == 0)
+        b->stalled = 1;
+    return reply;
+}
+
 const char *
 gw_code (const json_t *reply)
 {
@@ -295,6 +317,19 @@ gw_return_to_allowed (const gw_t *gw, const char *url)
     return 0;
 }
 
+/* A browser tells where a form comes from: Sec-Fetch-Site, or before it Origin. "null" is
+ * refused: a sandboxed frame sends it, and so does any page whose author set no-referrer. With
+ * neither (curl, browsers from before 2020) there is no telling, and nothing is refused. */
+int
+gw_cross_site (const gw_t *gw, const char *fetch_site, const char *origin)
+{
+    if (fetch_site)
+        return strcmp (fetch_site, "same-origin") != 0 && strcmp (fetch_site, "none") != 0;
+    if (origin)
+        return strcasecmp (origin, gw->origin) != 0;
+    return 0;
+}
+
 /* --- the server ------------------------------------------------------------------------------ */
 
 static void
@@ -317,7 +352,9 @@ send_resp (gw_t *gw, struct MHD_Connection *conn, const gw_req_t *req, gw_resp_t
     MHD_add_response_header (mr, "Content-Security-Policy",
                              "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
                              "frame-ancestors 'none'");
-    MHD_add_response_header (mr, "Referrer-Policy", "no-referrer");
+    /* never a path or a query (a link token, a code) in a Referer; the origin alone, so that a
+       form of ours is posted with our Origin and not "null", which no-referrer gave it */
+    MHD_add_response_header (mr, "Referrer-Policy", "strict-origin");
     MHD_add_response_header (mr, "X-Content-Type-Options", "nosniff");
     MHD_add_response_header (mr, "X-Frame-Options", "DENY");
     MHD_add_response_header (mr, "Cross-Origin-Opener-Policy", "same-origin");
@@ -380,7 +417,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
 
     if (!ctx) {
         ctx = mem_alloc (sizeof *ctx);
-        mem_buf_init (&ctx->body, GW_MAX_BODY);
+        mem_buf_init (&ctx->body, GW_MAX_BODY + 1);     /* and the NUL that ends it */
         *con_cls = ctx;
         atomic_fetch_add (&srv->in_flight, 1);     /* until completed () */
         const char *length = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -434,7 +471,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         goto send;
     }
     const route_t *found = NULL;
-    const char *allow = NULL;
+    char allow [32] = "";           /* every method served at this path, for a 405 */
     for (size_t i = 0; i < NROUTES && !found; i++) {
         if (!match (routes [i].pattern, url, NULL))
             continue;
@@ -443,11 +480,14 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         if (strcmp (routes [i].method, method) == 0
         ||  (strcmp (method, "HEAD") == 0 && routes [i].fn == style_css))
             found = &routes [i];
-        else
-            allow = routes [i].method;
+        else {
+            size_t n = strlen (allow);
+            snprintf (allow + n, sizeof allow - n, "%s%s%s", n ? ", " : "", routes [i].method,
+                      routes [i].fn == style_css ? ", HEAD" : "");
+        }
     }
     if (!found) {
-        if (allow) {
+        if (allow [0]) {
             refuse (&r, url, 405, "bad_request", "this method is not allowed here", "see docs/openapi.yaml");
             r.allow = allow;
         }
@@ -456,6 +496,20 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         goto send;
     }
     pattern = found->pattern;
+    /* a form posted from a page of another site does nothing: else a page anywhere could post its
+       author's own dashboard link and leave the visitor's browser in the author's workspace (the
+       session cookie's SameSite does not stop a top-level POST's answer from setting it). The
+       API is not a browser's: its bearer key is the proof. */
+    if (strcmp (method, "POST") == 0 && !is_api (url)
+    &&  gw_cross_site (gw, gw_header (&req, "Sec-Fetch-Site"), gw_header (&req, "Origin"))) {
+        const char *site = gw_header (&req, "Sec-Fetch-Site"), *origin = gw_header (&req, "Origin");
+        log_warning (NULL, req.rid, "POST %s refused: it was sent from another site (Sec-Fetch-Site \"%.32s\", "
+                     "Origin \"%.200s\")", pattern, site ? site : "", origin ? origin : "");
+        gw_resp_message (&r, 403, "This form could not be accepted",
+                         "It was sent from another site, not from a page of this gateway. To open your "
+                         "dashboard, follow the link your application gave you; on the dashboard, use its buttons.");
+        goto send;
+    }
     (void) match (found->pattern, url, &req);
     found->fn (&req, &r);
 send:

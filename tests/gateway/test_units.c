@@ -1,4 +1,5 @@
-/* test_units.c - the gateway's escaping builder and its return_to allow-list */
+/* test_units.c - the gateway's escaping builder, its return_to allow-list, its cross-site check
+ * and the deadline of a page's broker calls */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -62,6 +63,53 @@ test_return_to_allow_list (void **state)
     assert_false (gw_return_to_allowed (&gw, "https://app.example.com/#frag"));
 }
 
+/* Where a browser says a form comes from: Sec-Fetch-Site decides when sent, else Origin. */
+static void
+test_cross_site (void **state)
+{
+    gw_t gw;
+    memset (&gw, 0, sizeof gw);
+    strcpy (gw.origin, "https://ferrule.example.com");
+    assert_false (gw_cross_site (&gw, NULL, NULL));                         /* curl, old browsers */
+    assert_false (gw_cross_site (&gw, "same-origin", NULL));
+    assert_false (gw_cross_site (&gw, "same-origin", "null"));             /* Sec-Fetch-Site decides */
+    assert_false (gw_cross_site (&gw, "none", NULL));
+    assert_true (gw_cross_site (&gw, "cross-site", "https://ferrule.example.com"));
+    assert_true (gw_cross_site (&gw, "same-site", NULL));                  /* a sibling host */
+    assert_true (gw_cross_site (&gw, "", NULL));
+    assert_false (gw_cross_site (&gw, NULL, "https://ferrule.example.com"));
+    assert_false (gw_cross_site (&gw, NULL, "https://Ferrule.Example.com"));
+    assert_true (gw_cross_site (&gw, NULL, "null"));
+    assert_true (gw_cross_site (&gw, NULL, "https://evil.example"));
+    assert_true (gw_cross_site (&gw, NULL, "http://ferrule.example.com"));
+    assert_true (gw_cross_site (&gw, NULL, "https://ferrule.example.com:8443"));
+    assert_true (gw_cross_site (&gw, NULL, "https://ferrule.example.com.evil.example"));
+    assert_true (gw_cross_site (&gw, NULL, ""));
+}
+
+/* A page's broker calls stop at its deadline, and after an answer that says the service stalls:
+ * nothing is asked (this gateway has no broker: a call would crash), the reply is a timeout. */
+static void
+test_budget_asks_nothing_when_over (void **state)
+{
+    gw_t gw;
+    gw_req_t req;
+    memset (&gw, 0, sizeof gw);
+    memset (&req, 0, sizeof req);
+    req.gw = &gw;
+    gw_budget_t b;
+    gw_budget_start (&b, 0);
+    json_t *r = gw_call_within (&req, &b, "doctor", NULL);
+    assert_string_equal (gw_code (r), "timeout");
+    json_decref (r);
+    gw_budget_start (&b, 60000);
+    b.stalled = 1;
+    r = gw_call_within (&req, &b, "doctor", NULL);
+    assert_string_equal (gw_code (r), "timeout");
+    assert_int_equal (gw_http_status (gw_code (r)), 503);
+    json_decref (r);
+}
+
 int
 main (void)
 {
@@ -69,6 +117,8 @@ main (void)
         cmocka_unit_test (test_html_escapes_text_and_urls),
         cmocka_unit_test (test_html_is_capped),
         cmocka_unit_test (test_return_to_allow_list),
+        cmocka_unit_test (test_cross_site),
+        cmocka_unit_test (test_budget_asks_nothing_when_over),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

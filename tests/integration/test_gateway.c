@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <libpq-fe.h>
 #include <openssl/sha.h>
 #include "client.h"
 #include "itest.h"
@@ -498,7 +499,7 @@ test_callback_connected_page_and_security_headers (void **state)
     const struct { const char *name, *want; } want [] = {
         { "Content-Security-Policy", "default-src 'none'" },
         { "Content-Security-Policy", "frame-ancestors 'none'" },
-        { "Referrer-Policy", "no-referrer" },
+        { "Referrer-Policy", "strict-origin" },
         { "Cache-Control", "no-store" },
         { "X-Content-Type-Options", "nosniff" },
         { "X-Frame-Options", "DENY" },
@@ -510,6 +511,12 @@ test_callback_connected_page_and_security_headers (void **state)
             fail_msg ("header %s is \"%s\", wanted \"%s\"", want [i].name, v ? v : "(none)", want [i].want);
         free (v);
     }
+    /* the origin alone in a Referer, never the page's query (a code, a link token); and not
+       no-referrer, which makes a browser post our own forms with "Origin: null" */
+    char *policy = header (&r, "Referrer-Policy");
+    assert_string_equal (policy, "strict-origin");
+    free (policy);
+    assert_true (has (&r, "<meta name=\"referrer\" content=\"strict-origin\">"));
     http_free (&r);
 }
 
@@ -956,6 +963,63 @@ test_api_slow_clients (void **state)
     assert_int_equal (bad, 0);
 }
 
+/* A body of exactly 16 KiB (GW_MAX_BODY) is read; one byte more is refused with 413, declared
+ * (Content-Length) or not (chunked). */
+static void
+test_body_of_exactly_the_limit (void **state)
+{
+    enum { LIMIT = 16384 };
+    char url [128];
+    snprintf (url, sizeof url, "%s/oauth/retry", gw_url);
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    const char *chunked [] = { "Content-Type: application/x-www-form-urlencoded", "Transfer-Encoding: chunked", NULL };
+    char *body = malloc (LIMIT + 2);
+    memcpy (body, "retry_token=", 12);
+    memset (body + 12, 'x', LIMIT + 1 - 12);
+    body [LIMIT] = '\0';
+    /* read, then refused for what it holds: no retry token is that long */
+    http_t r = http ("POST", url, hdr, body);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "This retry link is incomplete"));
+    http_free (&r);
+    r = http ("POST", url, chunked, body);
+    assert_int_equal (r.status, 400);
+    http_free (&r);
+    body [LIMIT] = 'x';
+    body [LIMIT + 1] = '\0';
+    r = http ("POST", url, hdr, body);
+    assert_int_equal (r.status, 413);
+    http_free (&r);
+    r = http ("POST", url, chunked, body);
+    assert_int_equal (r.status, 413);
+    http_free (&r);
+    free (body);
+}
+
+/* 405 names every method served at the path, not one of them. */
+static void
+test_method_not_allowed_lists_every_method (void **state)
+{
+    const struct { const char *method, *path, *allow; } want [] = {
+        { "PUT", "/dashboard/open", "GET, POST" },
+        { "DELETE", "/dashboard/open", "GET, POST" },
+        { "POST", "/static/ferrule.css", "GET, HEAD" },
+        { "DELETE", "/v1/integrations/acct1:api", "GET" },
+        { "GET", "/dashboard/connect", "POST" },
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want [0]; i++) {
+        char url [256];
+        snprintf (url, sizeof url, "%s%s", gw_url, want [i].path);
+        http_t r = http (want [i].method, url, NULL, NULL);
+        char *allow = header (&r, "Allow");
+        if (r.status != 405 || !allow || strcmp (allow, want [i].allow) != 0)
+            fail_msg ("%s %s: %ld, Allow \"%s\"; wanted 405, Allow \"%s\"", want [i].method, want [i].path, r.status,
+                      allow ? allow : "(none)", want [i].allow);
+        free (allow);
+        http_free (&r);
+    }
+}
+
 /* --- dashboard links, sessions, CSRF ------------------------------------------------------------- */
 
 static char *
@@ -986,9 +1050,10 @@ dashboard_link (const char *ws, int ttl)
     return url;
 }
 
-/* Presses the confirm page's button: POSTs the page's form to /dashboard/open; returns the answer. */
+/* Presses the confirm page's button: POSTs the page's form to /dashboard/open with the headers
+ * a browser adds (a and b, each may be NULL); returns the answer. */
 static http_t
-press_open (const http_t *page)
+press_open_as (const http_t *page, const char *a, const char *b)
 {
     char *link = form_value (page->body, "link");
     char *ws = form_value (page->body, "workspace");
@@ -996,11 +1061,18 @@ press_open (const http_t *page)
     char body [512], url [128];
     snprintf (body, sizeof body, "link=%s%s%s", link, ws ? "&workspace=" : "", ws ? ws : "");
     snprintf (url, sizeof url, "%s/dashboard/open", gw_url);
-    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", a ? a : b, a ? b : NULL, NULL };
     http_t r = http ("POST", url, hdr, body);
     free (link);
     free (ws);
     return r;
+}
+
+/* Presses the button as curl does: neither Origin nor Sec-Fetch-Site. */
+static http_t
+press_open (const http_t *page)
+{
+    return press_open_as (page, NULL, NULL);
 }
 
 /* Opens a link as a person does: its confirm page, then its button; returns the "Cookie:"
@@ -1190,6 +1262,183 @@ test_dashboard_session_and_csrf (void **state)
     assert_false (itest_workdir_contains (h, "fake-code-"));
     assert_false (itest_workdir_contains (h, "fake-at-"));
     assert_false (itest_workdir_contains (h, "fake-rt-"));
+}
+
+/* A form posted from another site is refused before it does anything: above all the dashboard
+ * link's button, which a page elsewhere could submit with its author's own link to start a
+ * session of the author's workspace in the victim's browser. A browser says where a form came
+ * from in Sec-Fetch-Site, or else in Origin; curl and old browsers send neither. */
+static void
+test_dashboard_refuses_cross_site_posts (void **state)
+{
+    char own [128];
+    snprintf (own, sizeof own, "Origin: %s", gw_url);
+    char *link = dashboard_link ("ws10:", 0);
+    http_t page = http ("GET", link, NULL, NULL);
+    assert_int_equal (page.status, 200);
+    const struct { const char *a, *b; } foreign [] = {
+        { "Origin: https://evil.example", NULL },
+        { "Sec-Fetch-Site: cross-site", NULL },
+        { "Sec-Fetch-Site: cross-site", own },          /* Sec-Fetch-Site decides when present */
+        { "Sec-Fetch-Site: same-site", NULL },          /* another host of the same site */
+        { "Origin: null", NULL },                       /* a sandboxed frame, or a page's no-referrer */
+        { "Origin: http://127.0.0.1:1", NULL },
+    };
+    for (size_t i = 0; i < sizeof foreign / sizeof foreign [0]; i++) {
+        http_t r = press_open_as (&page, foreign [i].a, foreign [i].b);
+        char *set = header (&r, "Set-Cookie");
+        if (r.status != 403 || set)
+            fail_msg ("POST /dashboard/open with \"%s\"%s%s: %ld%s, wanted 403 and no session", foreign [i].a,
+                      foreign [i].b ? " and " : "", foreign [i].b ? foreign [i].b : "", r.status,
+                      set ? " with a session cookie" : "");
+        assert_true (has (&r, "sent from another site"));
+        http_free (&r);
+    }
+    /* none of them spent the link: the gateway's own page still opens it */
+    http_t r = press_open_as (&page, own, NULL);
+    assert_int_equal (r.status, 303);
+    char *set = header (&r, "Set-Cookie");
+    assert_non_null (set);
+    char cookie [512];
+    snprintf (cookie, sizeof cookie, "Cookie: %.*s", (int) strcspn (set, ";"), set);
+    free (set);
+    http_free (&r);
+    http_free (&page);
+    free (link);
+    /* Sec-Fetch-Site decides when present, whatever Origin says */
+    link = dashboard_link ("ws10:", 0);
+    page = http ("GET", link, NULL, NULL);
+    r = press_open_as (&page, "Sec-Fetch-Site: same-origin", "Origin: null");
+    assert_int_equal (r.status, 303);
+    http_free (&r);
+    http_free (&page);
+    free (link);
+
+    /* the session's other forms and the failure pages' Try again buttons too */
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *chdr [] = { cookie, NULL };
+    r = http ("GET", url, chdr, NULL);
+    assert_int_equal (r.status, 200);
+    char *csrf = form_value (r.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&r);
+    char body [160];
+    snprintf (body, sizeof body, "csrf=%s&name=planted", csrf);
+    snprintf (url, sizeof url, "%s/dashboard/apikeys", gw_url);
+    const char *evil [] = { cookie, "Content-Type: application/x-www-form-urlencoded", "Origin: https://evil.example",
+                            NULL };
+    r = http ("POST", url, evil, body);
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    json_t *keys = call ("apikey_list", json_pack ("{s:s}", "integration", "ws10:"));
+    assert_int_equal (json_array_size (json_object_get (keys, "keys")), 0);
+    json_decref (keys);
+    const char *same [] = { cookie, "Content-Type: application/x-www-form-urlencoded", "Sec-Fetch-Site: same-origin",
+                            NULL };
+    r = http ("POST", url, same, body);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "Your new API key"));
+    http_free (&r);
+    snprintf (url, sizeof url, "%s/oauth/retry", gw_url);
+    const char *retry [] = { "Content-Type: application/x-www-form-urlencoded", "Sec-Fetch-Site: cross-site", NULL };
+    r = http ("POST", url, retry, "retry_token=x");
+    assert_int_equal (r.status, 403);
+    http_free (&r);
+    /* the HTTP API is not a browser's: its bearer key is the proof, whatever Origin says */
+    const char *apih [] = { "Authorization: Bearer " ADMIN_KEY, "Content-Type: application/json",
+                            "Origin: https://evil.example", NULL };
+    snprintf (url, sizeof url, "%s/v1/integrations/acct1:nothing/connect", gw_url);
+    r = http ("POST", url, apih, "{}");
+    assert_int_not_equal (r.status, 403);
+    http_free (&r);
+    assert_true (log_has ("refused: it was sent from another site"));
+    free (csrf);
+}
+
+/* How many times needle occurs in the page. */
+static int
+count_of (const http_t *r, const char *needle)
+{
+    int n = 0;
+    for (const char *s = r->body; (s = strstr (s, needle)); s += strlen (needle))
+        n++;
+    return n;
+}
+
+/* How many lines of the broker's audit log hold needle. */
+static int
+audit_count (const char *needle)
+{
+    char path [1024], line [8192];
+    snprintf (path, sizeof path, "%s/broker0.audit", harness_workdir (h));
+    FILE *f = fopen (path, "r");
+    int n = 0;
+    while (f && fgets (line, sizeof line, f))
+        n += strstr (line, needle) != NULL;
+    if (f)
+        fclose (f);
+    return n;
+}
+
+/* A database that does not answer costs a dashboard page one diagnosis, not one per integration:
+ * after the first diagnosis the service could not answer, the rest are shown as not checked and
+ * never asked. Each was a broker call of up to 10 s, one after another with no deadline for the
+ * page; a few dozen such views took every broker client of the gateway. */
+static void
+test_dashboard_page_gives_up_in_a_stall (void **state)
+{
+    enum { N = 5 };
+    for (int i = 0; i < N; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "ws11:box%d", i);
+        char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+        assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+        free (rt);
+    }
+    char *link = dashboard_link ("ws11:", 0);
+    char *cookie = open_session (link);
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    http_t r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (count_of (&r, "not checked"), 0);
+    http_free (&r);
+
+    /* a diagnosis reads the chain's table and the listing does not: the listing is answered, and
+       the worker answers each diagnosis database_unavailable once its lock_timeout is over */
+    const char *asked = "\"op\":\"doctor\",\"integration\":\"ws11:box";
+    for (int i = 0; i < 40 && audit_count (asked) < N; i++)
+        usleep (50000);                         /* the broker writes a line after its answer */
+    assert_int_equal (audit_count (asked), N);  /* the page above asked each once */
+    PGconn *locker = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (locker), CONNECTION_OK);
+    PGresult *res = PQexec (locker, "BEGIN; LOCK TABLE token_chain IN ACCESS EXCLUSIVE MODE");
+    int locked = PQresultStatus (res) == PGRES_COMMAND_OK;
+    PQclear (res);
+    if (locked)
+        r = http ("GET", url, hdr, NULL);
+    PQclear (PQexec (locker, "COMMIT"));       /* before any assert: the later tests need the table */
+    PQfinish (locker);
+    assert_true (locked);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (count_of (&r, "<tr data-integration=\"ws11:box"), N);    /* every row is there */
+    assert_int_equal (count_of (&r, ">not checked</td>"), N);
+    assert_true (has (&r, "id=\"not-checked\""));
+    http_free (&r);
+    for (int i = 0; i < 40 && audit_count (asked) < N + 1; i++)
+        usleep (50000);
+    usleep (200000);                            /* room for a line that should not come */
+    assert_int_equal (audit_count (asked), N + 1);
+
+    /* the database answers again: so does every diagnosis */
+    r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (count_of (&r, "not checked"), 0);
+    http_free (&r);
+    free (cookie);
+    free (link);
 }
 
 /* --- SIGHUP and SIGTERM ---------------------------------------------------------------------------- */
@@ -1406,8 +1655,12 @@ main (void)
         cmocka_unit_test (test_api_status_codes),
         cmocka_unit_test (test_api_workspace_keys),
         cmocka_unit_test (test_api_slow_clients),
+        cmocka_unit_test (test_body_of_exactly_the_limit),
+        cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
+        cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
+        cmocka_unit_test (test_dashboard_page_gives_up_in_a_stall),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
         cmocka_unit_test (test_sigterm_drains),
     };
