@@ -774,9 +774,10 @@ broker_handle_worker (broker_t *b)
         broker_forward_client (b, p->client, p->client_len, &f.part [5]);
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
-        /* a reply proves the worker alive as well as a heartbeat does */
-        if (registry_known (b->registry, worker))
-            registry_seen (b->registry, worker, 0, clock_mono_ms ()) ;
+        /* a reply proves the worker alive as well as a heartbeat does; whether it drains is for
+         * its HELLO to say (a draining worker answers what it holds, and must not win back its
+         * partitions by doing so) */
+        registry_touch (b->registry, worker, clock_mono_ms ());
     }
     else
     if (frames_is (&f, 2, "HELLO") && f.total == 4) {

@@ -98,6 +98,16 @@ registry_seen (registry_t *r, const char *worker_id, int draining, int64_t now_m
 }
 
 int
+registry_touch (registry_t *r, const char *worker_id, int64_t now_ms)
+{
+    registry_worker_t *w = registry_find (r, worker_id);
+    if (!w)
+        return 0;
+    w->last_seen_ms = now_ms;
+    return 1;
+}
+
+int
 registry_remove (registry_t *r, const char *worker_id)
 {
     registry_worker_t *w = registry_find (r, worker_id);

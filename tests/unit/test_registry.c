@@ -57,6 +57,26 @@ test_draining_worker_owns_nothing (void **state)
     registry_destroy (&r);
 }
 
+/* A reply from a draining worker keeps it alive and draining: only its HELLO changes that. */
+static void
+test_touch_keeps_draining (void **state)
+{
+    (void) state;
+    registry_t *r = registry_new (32, 3000);
+    char out [4][REGISTRY_MAX_WORKER_ID + 1];
+    registry_seen (r, "a", 0, 0);
+    registry_seen (r, "b", 1, 0);
+    assert_int_equal (registry_touch (r, "b", 2500), 1);
+    assert_int_equal (registry_touch (r, "nobody", 2500), 0);
+    assert_false (registry_known (r, "nobody"));
+    assert_int_equal (registry_live_count (r), 1);
+    for (uint32_t p = 0; p < 32; p++)
+        assert_string_equal (registry_owner (r, p), "a");
+    assert_int_equal (registry_expired (r, 4000, out, 4), 1);   /* "a" only: "b" was heard at 2500 */
+    assert_string_equal (out [0], "a");
+    registry_destroy (&r);
+}
+
 static void
 test_expiry_and_removal (void **state)
 {
@@ -86,6 +106,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_seen_adds_once_and_assigns_every_partition),
         cmocka_unit_test (test_draining_worker_owns_nothing),
+        cmocka_unit_test (test_touch_keeps_draining),
         cmocka_unit_test (test_expiry_and_removal),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
