@@ -797,14 +797,26 @@ broker_handle_worker (broker_t *b)
     else
     if (frames_is (&f, 2, "HELLO") && f.total == 4) {
         int draining = 0;
-        codec_field_t fd = { .key = "draining" };
-        if (codec_scan (frames_data (&f, 3), frames_size (&f, 3), &fd, 1, err, sizeof err) != FR_OK) {
+        int64_t pid = -1, session = 0;
+        codec_field_t fd [3] = { { .key = "draining" }, { .key = "pid" }, { .key = "session" } };
+        if (codec_scan (frames_data (&f, 3), frames_size (&f, 3), fd, 3, err, sizeof err) != FR_OK) {
             log_warning (NULL, NULL, "malformed HELLO from worker \"%s\": %s", worker, err);
             goto out;
         }
-        if (codec_field_bool (&fd, &draining) < 0)
+        if (codec_field_bool (&fd [0], &draining) < 0)
             draining = 0;
-        if (registry_seen (b->registry, worker, draining, clock_mono_ms ())) {
+        if (codec_field_int (&fd [1], &pid) != 1 || pid < 0)
+            pid = -1;
+        if (codec_field_int (&fd [2], &session) != 1)
+            session = 0;
+        /* a new process under a known id: the old one's connection went and this one's came
+         * between two PINGs, so nothing else said it was gone; what it was sent would wait for
+         * its deadline */
+        if (registry_restarted (b->registry, worker, pid, session)) {
+            broker_worker_lost (b, worker, "a new process said HELLO under its worker id (the old one restarted)");
+            b->next_ping_ms = 0;
+        }
+        if (registry_seen (b->registry, worker, draining, pid, session, clock_mono_ms ())) {
             b->waiting = 1;
             b->next_ping_ms = 0;         /* tell every worker the new membership now */
         }

@@ -315,11 +315,58 @@ test_draining_worker_stays_drained (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* A worker killed and started again under its id before the broker noticed the old process gone:
+ * its connection went and the new one came between two PINGs (a PING to a worker without a
+ * connection, or a request routed to it, would have said so), and its HELLOs kept it alive. The
+ * old process's requests used to wait for their deadline and be answered "timeout"; the new
+ * process's HELLO, with another pid and session, now counts the old one lost, and they are
+ * dispatched again at once (here, to the new process: it owns every partition). */
+static void
+test_restarted_worker_gets_requests_again (void **state)
+{
+    /* a PING every 10 s: one falling between the kill and the restart (a few hundred ms) would
+     * tell the broker by itself, and this test would then pass without the HELLO check, never
+     * fail with it */
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    /* fakegoogle's refresh tokens are reusable: the new process may send the same one again */
+    char *rt = itest_grant (h, "fakegoogle", NULL);
+    assert_non_null (rt);
+    assert_int_equal (itest_import (h, "restart1:g", "fakegoogle", rt), 0);
+    free (rt);
+    itest_expire (h, "restart1:g");
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", 3000));
+
+    void *ctx = zmq_ctx_new ();
+    long long t0 = now_ms ();
+    void *c = raw_request (ctx, "restart1:g", 20000);
+    sleep_ms (700);                                 /* the old process is at the provider */
+    harness_signal_worker (h, "w1", SIGKILL);
+    assert_true (harness_wait_worker_exit (h, "w1", 5000) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    json_t *reply = raw_reply (c, 25000);
+    long long took = now_ms () - t0;
+    assert_non_null (reply);
+    const char *code = json_is_true (json_object_get (reply, "ok")) ? "ok"
+                     : json_string_value (json_object_get (json_object_get (reply, "error"), "code"));
+    fprintf (stderr, "answered \"%s\" %lld ms after the request (deadline 20000 ms)\n", code ? code : "?", took);
+    /* the new process's refresh: its start and one provider call of 3 s */
+    assert_string_equal (code, "ok");
+    assert_true (took < 12000);
+    assert_true (itest_workdir_contains (h, "a new process said HELLO under its worker id"));
+    json_decref (reply);
+    zmq_close (c);
+    zmq_ctx_term (ctx);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup_teardown (test_draining_worker_stays_drained, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_restarted_worker_gets_requests_again, setup, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
