@@ -290,17 +290,25 @@ broker_audit (broker_t *b, const req_t *rq, const char *outcome)
         audit_record (b->audit, rq->client_name, rq->op, rq->integ, rq->integ_len, outcome, rq->rid, rq->rid_len);
 }
 
+/* hint NULL: the default hint for st */
 static void
-broker_reply_error (broker_t *b, const void *client, size_t client_len, const req_t *rq,
-                    fr_status_t st, const char *message)
+broker_reply_error_hint (broker_t *b, const void *client, size_t client_len, const req_t *rq,
+                         fr_status_t st, const char *message, const char *hint)
 {
     broker_count_error (b, st);
     broker_audit (b, rq, result_code (st));
     codec_builder_reset (b->out);
-    codec_error_reply (b->out, rq->rid, rq->rid_len, st, message, NULL, -1);
+    codec_error_reply (b->out, rq->rid, rq->rid_len, st, message, hint, -1);
     size_t len;
     const char *data = codec_builder_data (b->out, &len);
     broker_send_client (b, client, client_len, data, len);
+}
+
+static void
+broker_reply_error (broker_t *b, const void *client, size_t client_len, const req_t *rq,
+                    fr_status_t st, const char *message)
+{
+    broker_reply_error_hint (b, client, client_len, rq, st, message, NULL);
 }
 
 static void
@@ -593,6 +601,13 @@ broker_handle_client (broker_t *b)
         broker_ping_reply (b, client, client_len, &rq);
         goto out;
     }
+    if (has_integration && ops_takes_no_integration (rq.op)) {
+        /* the worker would answer for every integration: a rule for the one named must not pass it */
+        snprintf (err, sizeof err, "\"%s\" concerns every integration and takes no \"integration\"", ops_name (rq.op));
+        broker_reply_error_hint (b, client, client_len, &rq, FR_BAD_REQUEST, err,
+                                 "send it without \"integration\"; it needs a policy rule for every integration (\"*\")");
+        goto out;
+    }
     const char *route = NULL;     /* what the partition is computed from */
     size_t route_len = 0;
     const char *route_key = ops_route_key (rq.op);     /* callback and the gateway's token operations */
@@ -626,7 +641,7 @@ broker_handle_client (broker_t *b)
     }
     /* authorization, with the authenticated name, before anything reaches a worker */
     /* a deployment-wide operation without an integration needs a rule that covers every one */
-    int wide = !rq.integ && ops_is_deployment_wide (rq.op);
+    int wide = ops_takes_no_integration (rq.op) || (!rq.integ && ops_is_deployment_wide (rq.op));
     if (b->policy && !policy_allows (b->policy, rq.client_name, rq.op, wide ? "*" : rq.integ, wide ? 1 : rq.integ_len)) {
         metrics_inc (b->m_forbidden);
         snprintf (err, sizeof err, "client \"%s\" may not use \"%s\"%s", rq.client_name, ops_name (rq.op),
@@ -774,21 +789,34 @@ broker_handle_worker (broker_t *b)
         broker_forward_client (b, p->client, p->client_len, &f.part [5]);
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
-        /* a reply proves the worker alive as well as a heartbeat does */
-        if (registry_known (b->registry, worker))
-            registry_seen (b->registry, worker, 0, clock_mono_ms ()) ;
+        /* a reply proves the worker alive as well as a heartbeat does; whether it drains is for
+         * its HELLO to say (a draining worker answers what it holds, and must not win back its
+         * partitions by doing so) */
+        registry_touch (b->registry, worker, clock_mono_ms ());
     }
     else
     if (frames_is (&f, 2, "HELLO") && f.total == 4) {
         int draining = 0;
-        codec_field_t fd = { .key = "draining" };
-        if (codec_scan (frames_data (&f, 3), frames_size (&f, 3), &fd, 1, err, sizeof err) != FR_OK) {
+        int64_t pid = -1, session = 0;
+        codec_field_t fd [3] = { { .key = "draining" }, { .key = "pid" }, { .key = "session" } };
+        if (codec_scan (frames_data (&f, 3), frames_size (&f, 3), fd, 3, err, sizeof err) != FR_OK) {
             log_warning (NULL, NULL, "malformed HELLO from worker \"%s\": %s", worker, err);
             goto out;
         }
-        if (codec_field_bool (&fd, &draining) < 0)
+        if (codec_field_bool (&fd [0], &draining) < 0)
             draining = 0;
-        if (registry_seen (b->registry, worker, draining, clock_mono_ms ())) {
+        if (codec_field_int (&fd [1], &pid) != 1 || pid < 0)
+            pid = -1;
+        if (codec_field_int (&fd [2], &session) != 1)
+            session = 0;
+        /* a new process under a known id: the old one's connection went and this one's came
+         * between two PINGs, so nothing else said it was gone; what it was sent would wait for
+         * its deadline */
+        if (registry_restarted (b->registry, worker, pid, session)) {
+            broker_worker_lost (b, worker, "a new process said HELLO under its worker id (the old one restarted)");
+            b->next_ping_ms = 0;
+        }
+        if (registry_seen (b->registry, worker, draining, pid, session, clock_mono_ms ())) {
             b->waiting = 1;
             b->next_ping_ms = 0;         /* tell every worker the new membership now */
         }

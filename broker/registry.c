@@ -10,6 +10,8 @@ typedef struct {
     char    id [REGISTRY_MAX_WORKER_ID + 1];
     int64_t last_seen_ms;
     int     draining;
+    int64_t pid;                  /* of the process that said HELLO; -1: it did not say */
+    int64_t session;              /* its random session; 0: it did not say */
 } registry_worker_t;
 
 struct registry {
@@ -69,11 +71,24 @@ registry_find (const registry_t *r, const char *worker_id)
 }
 
 int
-registry_seen (registry_t *r, const char *worker_id, int draining, int64_t now_ms)
+registry_restarted (const registry_t *r, const char *worker_id, int64_t pid, int64_t session)
+{
+    const registry_worker_t *w = registry_find (r, worker_id);
+    if (!w)
+        return 0;
+    return (w->pid >= 0 && pid >= 0 && w->pid != pid) || (w->session && session && w->session != session);
+}
+
+int
+registry_seen (registry_t *r, const char *worker_id, int draining, int64_t pid, int64_t session, int64_t now_ms)
 {
     registry_worker_t *w = registry_find (r, worker_id);
     if (w) {
         w->last_seen_ms = now_ms;
+        if (pid >= 0)
+            w->pid = pid;
+        if (session)
+            w->session = session;
         if (w->draining != draining) {
             w->draining = draining;
             registry_rebuild (r);
@@ -92,8 +107,20 @@ registry_seen (registry_t *r, const char *worker_id, int draining, int64_t now_m
     strncpy (w->id, worker_id, REGISTRY_MAX_WORKER_ID);
     w->last_seen_ms = now_ms;
     w->draining = draining;
+    w->pid = pid;
+    w->session = session;
     registry_rebuild (r);   /* the array may have moved: owners must be recomputed anyway */
     log_info (NULL, NULL, "worker \"%s\" joined; %zu workers known", worker_id, r->count);
+    return 1;
+}
+
+int
+registry_touch (registry_t *r, const char *worker_id, int64_t now_ms)
+{
+    registry_worker_t *w = registry_find (r, worker_id);
+    if (!w)
+        return 0;
+    w->last_seen_ms = now_ms;
     return 1;
 }
 

@@ -12,8 +12,17 @@ registry_t *registry_new (uint32_t partitions, int64_t heartbeat_timeout_ms);
 void registry_destroy (registry_t **r_p);
 
 /* A HELLO from a worker: adds it (returns 1: the partition map changed) or refreshes it (0).
- * A draining worker keeps its in-flight requests but owns no partitions. */
-int registry_seen (registry_t *r, const char *worker_id, int draining, int64_t now_ms);
+ * A draining worker keeps its in-flight requests but owns no partitions. pid and session name
+ * the process (-1 and 0 when the HELLO had none). */
+int registry_seen (registry_t *r, const char *worker_id, int draining, int64_t pid, int64_t session,
+                   int64_t now_ms);
+/* 1 when a HELLO with this pid and session comes from another process than the worker known
+ * under that id: the old one restarted (or was replaced) faster than its heartbeats expired, and
+ * will answer nothing it was sent; the caller removes it before registry_seen. */
+int registry_restarted (const registry_t *r, const char *worker_id, int64_t pid, int64_t session);
+/* Any other message from a worker (a REP): proves it alive, and changes nothing else; a draining
+ * worker stays draining until its own HELLO says otherwise. 0 when the worker is unknown. */
+int registry_touch (registry_t *r, const char *worker_id, int64_t now_ms);
 /* Removes a worker (BYE with nothing in flight, heartbeat expired, or unreachable). Returns 1 if it existed. */
 int registry_remove (registry_t *r, const char *worker_id);
 /* Worker ids whose heartbeat expired at now_ms; caller removes them. Returns the count, ids into out. */

@@ -2,9 +2,17 @@
 #include "ops.h"
 #include <string.h>
 
+/* What an operation's "integration" means when the operation concerns the whole deployment */
+enum {
+    WIDE_NO = 0,        /* not deployment-wide: the integration is required */
+    WIDE_FILTER,        /* optional; one named narrows the answer to it (events, events_replay) */
+    WIDE_ONLY,          /* never one integration's (the configured webhooks): none may be named */
+};
+
 static const struct {
     const char *name;
     int read;
+    int wide;
 } ops_table [OP__COUNT] = {
     [OP_UNKNOWN]      = { "unknown", 0 },
     [OP_PING]         = { "ping", 1 },
@@ -27,10 +35,10 @@ static const struct {
     [OP_APIKEY_LIST]  = { "apikey_list", 0 },
     [OP_APIKEY_REVOKE] = { "apikey_revoke", 0 },
     [OP_APIKEY_VERIFY] = { "apikey_verify", 0 },
-    [OP_EVENTS]       = { "events", 1 },
-    [OP_WEBHOOKS]     = { "webhooks", 1 },
-    [OP_EVENTS_REPLAY] = { "events_replay", 0 },
-    [OP_WEBHOOK_TEST] = { "webhook_test", 0 },
+    [OP_EVENTS]       = { "events", 1, WIDE_FILTER },
+    [OP_WEBHOOKS]     = { "webhooks", 1, WIDE_ONLY },
+    [OP_EVENTS_REPLAY] = { "events_replay", 0, WIDE_FILTER },
+    [OP_WEBHOOK_TEST] = { "webhook_test", 0, WIDE_ONLY },
 };
 
 op_t
@@ -72,5 +80,11 @@ ops_route_key (op_t op)
 int
 ops_is_deployment_wide (op_t op)
 {
-    return op == OP_EVENTS || op == OP_WEBHOOKS || op == OP_EVENTS_REPLAY || op == OP_WEBHOOK_TEST;
+    return (int) op > 0 && op < OP__COUNT && ops_table [op].wide != WIDE_NO;
+}
+
+int
+ops_takes_no_integration (op_t op)
+{
+    return (int) op > 0 && op < OP__COUNT && ops_table [op].wide == WIDE_ONLY;
 }

@@ -27,7 +27,11 @@ const char *ops_route_key (op_t op);
  * others administer. */
 int ops_is_read (op_t op);
 /* 1 for the operations that may go without an integration (events, events_replay, webhook_test,
- * webhooks): they concern the whole deployment, any worker serves them, and the broker's policy
- * checks them as if for the integration "*". */
+ * webhooks): they concern the whole deployment, any worker serves them, and without an
+ * integration the broker's policy checks them as if for the integration "*". */
 int ops_is_deployment_wide (op_t op);
+/* 1 for those of them that concern no single integration whatever the request says
+ * (webhook_test, webhooks: the configured endpoints): one that names an integration is refused,
+ * so that naming one cannot pass them under a rule for some integrations only. */
+int ops_takes_no_integration (op_t op);
 #endif

@@ -123,6 +123,7 @@ typedef struct worker {
     int revalidating;               /* a re-validation batch is in flight */
     int keystats_counting;          /* a count of values on retired keys is in flight */
     int64_t next_hello_ms;
+    int64_t session;                /* random per process, in HELLO: a restart under one id and pid shows */
     int64_t next_publish_ms;
     int64_t next_keystats_ms;       /* keystats.c */
     int64_t keystats_integrations;  /* keystats.c: the last count, valid when keystats_counted */

@@ -230,9 +230,10 @@ links_hello (worker_t *w, int draining)
     char body [256];
     codec_builder_t *o = w->out;
     codec_builder_reset (o);
-    codec_map (o, 3);
+    codec_map (o, 4);
     codec_kv_str (o, "worker", w->cfg.worker_id);
     codec_kv_int (o, "pid", (int64_t) getpid ());
+    codec_kv_int (o, "session", w->session);
     codec_kv_bool (o, "draining", draining);
     size_t len;
     const char *data = codec_builder_data (o, &len);

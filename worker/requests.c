@@ -505,6 +505,13 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
     }
     if (gwops_handle (w, job, root, o))          /* the gateway's operations (gwops.c) */
         return;
+    if (ops_takes_no_integration (o) && codec_get (root, "integration")) {
+        /* as the broker does: the answer would be every integration's, whatever one is named */
+        char message [120];
+        snprintf (message, sizeof message, "\"%s\" concerns every integration and takes no \"integration\"", ops_name (o));
+        reply_error (w, job, FR_BAD_REQUEST, message, "send it without \"integration\"", -1);
+        return;
+    }
     if (ops_is_deployment_wide (o)) {
         events_handle (w, job, o, root);   /* events.c: the integration is optional */
         return;

@@ -55,6 +55,13 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body,
                        (long) cfg->http_idle_connections);
     w->out = codec_builder_new ();
+    /* 53 bits, exact in a JSON number; never 0, which means "none" to a broker. A weak session
+     * only makes a restart harder to tell from a heartbeat: the pid still differs outside containers */
+    if (crypto_random (&w->session, sizeof w->session) != 0)
+        w->session = clock_wall_ms () ^ clock_mono_us ();
+    w->session = (int64_t) ((uint64_t) w->session & 0x1fffffffffffffULL);
+    if (w->session == 0)
+        w->session = 1;
     w->metrics = metrics_new ("ferrule_");
     static const double refresh_bounds [] = { 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30 };
     w->m.cache_hits = metrics_counter (w->metrics, "worker_cache_hits_total", "token requests answered from the cache", NULL);

@@ -498,6 +498,82 @@ test_policy_enforced (void **state)
                                           "AND outcome = 'imported'"), 1);
 }
 
+/* The client key's reply to op with args (a JSON object, taken) as the current client. */
+static json_t *
+call_as (const char *client, const char *op, json_t *args)
+{
+    assert_int_equal (harness_use_client (h, client), 0);
+    client_t *c = client_new (harness_brokers (h));
+    assert_non_null (c);
+    json_t *r = client_call (c, op, args, 5000);
+    json_decref (args);
+    client_destroy (&c);
+    return r;
+}
+
+/* webhooks and webhook_test concern every integration (the configured endpoints are the
+ * deployment's): a rule for some integrations must not reach them by naming one of those. A
+ * client with "read" on acct42:* used to read every endpoint's URL and last error by sending
+ * {"op": "webhooks", "integration": "acct42:x"}, and one with "*" on acct42:* to send test
+ * events to any endpoint. */
+static void
+test_policy_deployment_wide (void **state)
+{
+    char secret [4096], path [4096], text [8192];
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    itest_write_file (secret, "a-webhook-secret-of-32-bytes-or-more-for-hmac\n");
+    snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"billing\", \"url\": "
+              "\"http://127.0.0.1:9/private-billing-hook\", \"secret_file\": \"%s\"}]}", secret);
+    itest_write_file (path, text);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    assert_int_equal (harness_add_client (h, "reader"), 0);
+    assert_int_equal (harness_add_client (h, "tenant"), 0);
+    assert_int_equal (harness_write_policy (h, "harness * *\n"
+                                               "reader read acct42:*\n"
+                                               "tenant * acct42:*\n"), 0);
+    assert_true (harness_start_broker (h) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+
+    /* naming an integration the client's rule covers: refused, nothing of the endpoints told */
+    json_t *r = call_as ("reader", "webhooks", json_pack ("{s:s}", "integration", "acct42:x"));
+    assert_string_equal (client_error_code (r), "bad_request");
+    char *dump = json_dumps (r, 0);
+    assert_null (strstr (dump, "private-billing-hook"));
+    free (dump);
+    json_decref (r);
+    r = call_as ("tenant", "webhook_test", json_pack ("{s:s, s:s}", "integration", "acct42:x", "endpoint", "billing"));
+    assert_string_equal (client_error_code (r), "bad_request");
+    json_decref (r);
+    /* whoever asks: an answer for every integration is never given as one integration's */
+    r = call_as (HARNESS_CLIENT, "webhooks", json_pack ("{s:s}", "integration", "acct42:x"));
+    assert_string_equal (client_error_code (r), "bad_request");
+    json_decref (r);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'test'"), 0);
+    /* without one: the rule for "*" they lack */
+    r = call_as ("reader", "webhooks", json_object ());
+    assert_string_equal (client_error_code (r), "forbidden");
+    json_decref (r);
+    r = call_as ("tenant", "webhook_test", json_pack ("{s:s}", "endpoint", "billing"));
+    assert_string_equal (client_error_code (r), "forbidden");
+    json_decref (r);
+    /* the operations an integration narrows stay theirs: that integration's events */
+    r = call_as ("reader", "events", json_pack ("{s:s}", "integration", "acct42:x"));
+    assert_string_equal (client_error_code (r), "ok");
+    json_decref (r);
+    r = call_as ("reader", "events", json_pack ("{s:s}", "integration", "acct43:x"));
+    assert_string_equal (client_error_code (r), "forbidden");
+    json_decref (r);
+    /* a client with a rule for every integration reads them */
+    r = call_as (HARNESS_CLIENT, "webhooks", json_object ());
+    assert_string_equal (client_error_code (r), "ok");
+    dump = json_dumps (r, 0);
+    assert_non_null (strstr (dump, "private-billing-hook"));
+    free (dump);
+    json_decref (r);
+}
+
 /* One audit line per request, with its fields, and never a token. */
 static void
 test_audit_line_per_request (void **state)
@@ -926,6 +1002,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_unknown_worker_refused, setup, teardown),
         cmocka_unit_test_setup_teardown (test_forged_reply_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown (test_policy_enforced, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_policy_deployment_wide, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_line_per_request, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),

@@ -179,6 +179,14 @@ test_ops (void **state)
     assert_string_equal (ops_name (OP__COUNT), "unknown");
     assert_true (ops_is_read (OP_TOKEN));
     assert_false (ops_is_read (OP_IMPORT));
+    /* deployment-wide: an integration narrows events and events_replay, and the webhook
+     * operations take none */
+    assert_true (ops_is_deployment_wide (OP_EVENTS) && ops_is_deployment_wide (OP_EVENTS_REPLAY));
+    assert_true (ops_is_deployment_wide (OP_WEBHOOKS) && ops_is_deployment_wide (OP_WEBHOOK_TEST));
+    assert_false (ops_is_deployment_wide (OP_TOKEN) || ops_is_deployment_wide (OP__COUNT));
+    assert_true (ops_takes_no_integration (OP_WEBHOOKS) && ops_takes_no_integration (OP_WEBHOOK_TEST));
+    assert_false (ops_takes_no_integration (OP_EVENTS) || ops_takes_no_integration (OP_EVENTS_REPLAY));
+    assert_false (ops_takes_no_integration (OP_TOKEN) || ops_takes_no_integration (OP_UNKNOWN));
 }
 
 static void

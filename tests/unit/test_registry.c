@@ -13,9 +13,9 @@ test_seen_adds_once_and_assigns_every_partition (void **state)
     (void) state;
     registry_t *r = registry_new (64, 3000);
     assert_null (registry_owner (r, 0));                     /* nobody yet */
-    assert_int_equal (registry_seen (r, "w1", 0, 1000), 1);  /* the map changed */
-    assert_int_equal (registry_seen (r, "w1", 0, 1500), 0);  /* a heartbeat only */
-    assert_int_equal (registry_seen (r, "w2", 0, 1500), 1);
+    assert_int_equal (registry_seen (r, "w1", 0, -1, 0, 1000), 1);  /* the map changed */
+    assert_int_equal (registry_seen (r, "w1", 0, -1, 0, 1500), 0);  /* a heartbeat only */
+    assert_int_equal (registry_seen (r, "w2", 0, -1, 0, 1500), 1);
     assert_int_equal (registry_count (r), 2);
     assert_int_equal (registry_live_count (r), 2);
     assert_int_equal (registry_partitions (r), 64);
@@ -38,9 +38,9 @@ test_draining_worker_owns_nothing (void **state)
 {
     (void) state;
     registry_t *r = registry_new (32, 3000);
-    registry_seen (r, "a", 0, 0);
-    registry_seen (r, "b", 0, 0);
-    assert_int_equal (registry_seen (r, "b", 1, 10), 1);     /* draining changes the map */
+    registry_seen (r, "a", 0, -1, 0, 0);
+    registry_seen (r, "b", 0, -1, 0, 0);
+    assert_int_equal (registry_seen (r, "b", 1, -1, 0, 10), 1);     /* draining changes the map */
     assert_int_equal (registry_live_count (r), 1);
     assert_int_equal (registry_count (r), 2);
     assert_true (registry_known (r, "b"));
@@ -57,14 +57,55 @@ test_draining_worker_owns_nothing (void **state)
     registry_destroy (&r);
 }
 
+/* A reply from a draining worker keeps it alive and draining: only its HELLO changes that. */
+static void
+test_touch_keeps_draining (void **state)
+{
+    (void) state;
+    registry_t *r = registry_new (32, 3000);
+    char out [4][REGISTRY_MAX_WORKER_ID + 1];
+    registry_seen (r, "a", 0, -1, 0, 0);
+    registry_seen (r, "b", 1, -1, 0, 0);
+    assert_int_equal (registry_touch (r, "b", 2500), 1);
+    assert_int_equal (registry_touch (r, "nobody", 2500), 0);
+    assert_false (registry_known (r, "nobody"));
+    assert_int_equal (registry_live_count (r), 1);
+    for (uint32_t p = 0; p < 32; p++)
+        assert_string_equal (registry_owner (r, p), "a");
+    assert_int_equal (registry_expired (r, 4000, out, 4), 1);   /* "a" only: "b" was heard at 2500 */
+    assert_string_equal (out [0], "a");
+    registry_destroy (&r);
+}
+
+/* A HELLO from another process under a known id is a restart; one that says nothing of its
+ * process, or the same one, is a heartbeat. */
+static void
+test_restart_told_by_pid_or_session (void **state)
+{
+    (void) state;
+    registry_t *r = registry_new (8, 3000);
+    assert_false (registry_restarted (r, "w1", 100, 7));          /* unknown: a join, not a restart */
+    registry_seen (r, "w1", 0, 100, 7, 0);
+    assert_false (registry_restarted (r, "w1", 100, 7));
+    assert_false (registry_restarted (r, "w1", -1, 0));           /* an older worker's HELLO */
+    assert_true (registry_restarted (r, "w1", 101, 0));
+    assert_true (registry_restarted (r, "w1", 100, 8));           /* pid 1 in a container, again */
+    assert_false (registry_restarted (r, "w2", 101, 8));
+    registry_seen (r, "w2", 0, -1, 0, 0);                          /* says nothing of its process */
+    assert_false (registry_restarted (r, "w2", 5, 9));
+    registry_seen (r, "w2", 0, 5, 9, 10);                          /* from now on it is known */
+    assert_true (registry_restarted (r, "w2", 6, 9));
+    registry_destroy (&r);
+}
+
 static void
 test_expiry_and_removal (void **state)
 {
     (void) state;
     registry_t *r = registry_new (16, 3000);
     char out [4][REGISTRY_MAX_WORKER_ID + 1];
-    registry_seen (r, "old", 0, 0);
-    registry_seen (r, "fresh", 0, 2500);
+    registry_seen (r, "old", 0, -1, 0, 0);
+    registry_seen (r, "fresh", 0, -1, 0, 2500);
     assert_int_equal (registry_expired (r, 2999, out, 4), 0);
     size_t n = registry_expired (r, 3500, out, 4);
     assert_int_equal (n, 1);
@@ -86,6 +127,8 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_seen_adds_once_and_assigns_every_partition),
         cmocka_unit_test (test_draining_worker_owns_nothing),
+        cmocka_unit_test (test_touch_keeps_draining),
+        cmocka_unit_test (test_restart_told_by_pid_or_session),
         cmocka_unit_test (test_expiry_and_removal),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);

@@ -1,0 +1,372 @@
+/* test_membership.c - the broker's view of its workers: a draining worker keeps no partition
+ * while it answers what it was sent, and a worker restarted under the same id (faster than the
+ * broker notices the old process gone) gets the old process's requests again */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <time.h>
+#include <cmocka.h>
+#include <zmq.h>
+#include "codec.h"
+#include "curve.h"
+#include "itest.h"
+
+static harness_t *h;
+
+static int
+setup (void **state)
+{
+    h = harness_new ("membership");
+    return h ? 0 : -1;
+}
+
+static int
+teardown (void **state)
+{
+    return itest_teardown (&h);
+}
+
+static long long
+now_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void
+sleep_ms (int ms)
+{
+    struct timespec ts = { ms / 1000, (long) (ms % 1000) * 1000000L };
+    nanosleep (&ts, NULL);
+}
+
+/* A DEALER playing worker id with its own key (harness_add_worker_key). */
+static void *
+fake_worker (void *ctx, const char *id)
+{
+    char err [512], path [4096];
+    curve_identity_t cid;
+    memset (&cid, 0, sizeof cid);
+    snprintf (path, sizeof path, "%s/worker-%s.key", harness_keys_dir (h), id);
+    assert_int_equal (curve_read_key_file (path, cid.secret, err, sizeof err), FR_OK);
+    assert_int_equal (curve_read_key_file (harness_broker_public_key_file (h), cid.server, err, sizeof err), FR_OK);
+    assert_int_equal (zmq_curve_public (cid.public, cid.secret), 0);
+    void *s = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
+    assert_int_equal (curve_apply_client (s, &cid), 0);
+    curve_identity_clear (&cid);
+    assert_int_equal (zmq_connect (s, harness_broker_backend (h, 0)), 0);
+    return s;
+}
+
+static void
+send_hello (void *s, const char *id, int pid, int draining)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 3);
+    codec_kv_str (b, "worker", id);
+    codec_kv_int (b, "pid", pid);
+    codec_kv_bool (b, "draining", draining);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (s, "FRW1", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, "HELLO", 5, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, body, len, ZMQ_DONTWAIT);
+    codec_builder_destroy (&b);
+}
+
+/* A request sent to a fake worker: whom to answer. */
+typedef struct {
+    zmq_msg_t client, seq;
+} req_t;
+
+/* Reads messages from s for up to ms until a REQ arrives (PINGs skipped); 1 when one did. */
+static int
+wait_req (void *s, int ms, req_t *req)
+{
+    long long until = now_ms () + ms;
+    while (now_ms () < until) {
+        zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, 20) != 1)
+            continue;
+        zmq_msg_t parts [6];
+        int n = 0, more = 1;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init (&m);
+            zmq_msg_recv (&m, s, 0);
+            more = zmq_msg_more (&m);
+            if (n < 6)
+                parts [n++] = m;
+            else
+                zmq_msg_close (&m);
+        }
+        int is_req = n == 6 && zmq_msg_size (&parts [1]) == 3 && memcmp (zmq_msg_data (&parts [1]), "REQ", 3) == 0;
+        if (is_req) {
+            zmq_msg_init (&req->client);
+            zmq_msg_init (&req->seq);
+            zmq_msg_copy (&req->client, &parts [2]);
+            zmq_msg_copy (&req->seq, &parts [3]);
+        }
+        for (int i = 0; i < n; i++)
+            zmq_msg_close (&parts [i]);
+        if (is_req)
+            return 1;
+    }
+    return 0;
+}
+
+/* Answers req with a token reply carrying text. */
+static void
+send_rep (void *s, req_t *req, const char *text)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 4);
+    codec_kv_bool (b, "ok", 1);
+    codec_kv_str (b, "access_token", text);
+    codec_kv_str (b, "expires_at", "2099-01-01T00:00:00Z");
+    codec_kv_int (b, "generation", 1);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (s, "FRW1", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, "REP", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, zmq_msg_data (&req->client), zmq_msg_size (&req->client), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, zmq_msg_data (&req->seq), 8, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, body, len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, "ok", 2, ZMQ_DONTWAIT);
+    codec_builder_destroy (&b);
+    zmq_msg_close (&req->client);
+    zmq_msg_close (&req->seq);
+}
+
+/* A client DEALER at broker 0 that has sent a token request for integration. */
+static void *
+raw_request (void *ctx, const char *integration, int deadline_ms)
+{
+    void *c = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (c, ZMQ_LINGER, &zero, sizeof zero);
+    itest_secure (c);
+    assert_int_equal (zmq_connect (c, harness_broker_frontend (h, 0)), 0);
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 3);
+    codec_kv_str (b, "op", "token");
+    codec_kv_int (b, "deadline_ms", deadline_ms);
+    codec_kv_str (b, "integration", integration);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (c, "", 0, ZMQ_SNDMORE);
+    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
+    zmq_send (c, body, len, 0);
+    codec_builder_destroy (&b);
+    return c;
+}
+
+/* The body of the next reply on c as JSON, NULL after ms. */
+static json_t *
+raw_reply (void *c, int ms)
+{
+    zmq_pollitem_t item = { c, 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll (&item, 1, ms) != 1)
+        return NULL;
+    zmq_msg_t m;
+    json_t *j = NULL;
+    for (int i = 0, more = 1; more; i++) {
+        zmq_msg_init (&m);
+        zmq_msg_recv (&m, c, 0);
+        more = zmq_msg_more (&m);
+        if (i == 2) {
+            codec_msg_t *msg = NULL;
+            char err [128];
+            if (codec_decode (zmq_msg_data (&m), zmq_msg_size (&m), &msg, err, sizeof err) == FR_OK)
+                j = codec_to_json (codec_msg_root (msg));
+            codec_msg_destroy (&msg);
+        }
+        zmq_msg_close (&m);
+    }
+    return j;
+}
+
+/* Broker 0's count of live (not draining) workers, by ping; -1 when it did not answer. */
+static json_int_t
+live_workers (void)
+{
+    json_t *r = harness_ctl (h, NULL, "ping", NULL);
+    json_int_t n = r ? json_integer_value (json_object_get (r, "workers")) : -1;
+    json_decref (r);
+    return n;
+}
+
+/* The fake workers of a test: each says HELLO with its pid and whether it drains. */
+typedef struct {
+    void *socket;
+    const char *id;
+    int pid, draining;
+} fake_t;
+
+static void
+beat (fake_t *f, int n)
+{
+    for (int i = 0; i < n; i++)
+        send_hello (f [i].socket, f [i].id, f [i].pid, f [i].draining);
+}
+
+/* Which of two fake workers receives the next REQ within ms (saying HELLO meanwhile); -1: none. */
+static int
+wait_either (fake_t *f, int ms, req_t *req)
+{
+    long long until = now_ms () + ms;
+    while (now_ms () < until) {
+        beat (f, 2);
+        for (int i = 0; i < 2; i++)
+            if (wait_req (f [i].socket, 100, req))
+                return i;
+    }
+    return -1;
+}
+
+/* A worker that said HELLO {"draining": true} owns no partition until it says otherwise, even
+ * while it answers the requests it was sent before: a REP used to register it as serving again,
+ * and the requests that came next (until its next HELLO) went to the worker that was leaving. */
+static void
+test_draining_worker_stays_drained (void **state)
+{
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    assert_int_equal (harness_add_worker_key (h, "wb"), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f [2] = { { fake_worker (ctx, "wa"), "wa", 101, 0 }, { fake_worker (ctx, "wb"), "wb", 102, 0 } };
+    long long until = now_ms () + 10000;
+    while (live_workers () != 2 && now_ms () < until) {
+        beat (f, 2);
+        sleep_ms (100);
+    }
+    assert_int_equal (live_workers (), 2);
+
+    /* two requests for one integration reach its owner, which keeps them */
+    req_t r1, r2, r;
+    void *c1 = raw_request (ctx, "drain1:box", 20000);
+    int owner = wait_either (f, 5000, &r1);
+    assert_true (owner >= 0);
+    fake_t *leaving = &f [owner], *staying = &f [1 - owner];
+    void *c2 = raw_request (ctx, "drain1:box", 20000);
+    assert_int_equal (wait_either (f, 5000, &r2), owner);
+
+    /* the owner drains: its partitions go to the other one at once */
+    leaving->draining = 1;
+    beat (f, 2);
+    until = now_ms () + 5000;
+    while (live_workers () != 1 && now_ms () < until)
+        beat (f, 2);
+    assert_int_equal (live_workers (), 1);
+    void *c3 = raw_request (ctx, "drain1:box", 20000);
+    assert_int_equal (wait_either (f, 5000, &r), 1 - owner);
+    send_rep (staying->socket, &r, "FROM-STAYING-3");
+    json_t *reply = raw_reply (c3, 5000);
+    assert_non_null (reply);
+    json_decref (reply);
+
+    /* the leaving worker answers one of its requests, as a draining worker does; no HELLO from
+     * here to the checks below (they take well under the broker's 3 s heartbeat timeout), so that
+     * nothing but the reply can change what the broker thinks of it */
+    beat (f, 2);
+    send_rep (leaving->socket, &r1, "FROM-LEAVING-1");
+    reply = raw_reply (c1, 5000);
+    assert_non_null (reply);
+    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-1");
+    json_decref (reply);
+    void *c4 = raw_request (ctx, "drain1:box", 20000);
+    req_t stray;
+    int got_leaving = wait_req (leaving->socket, 300, &stray);
+    if (got_leaving)
+        send_rep (leaving->socket, &stray, "FROM-LEAVING-4");
+    assert_false (got_leaving);
+    assert_true (wait_req (staying->socket, 1000, &r));
+    send_rep (staying->socket, &r, "FROM-STAYING-4");
+    reply = raw_reply (c4, 5000);
+    assert_non_null (reply);
+    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-STAYING-4");
+    json_decref (reply);
+    /* still draining: not a live worker */
+    assert_int_equal (live_workers (), 1);
+
+    /* and its last request is still its own to answer */
+    beat (f, 2);
+    send_rep (leaving->socket, &r2, "FROM-LEAVING-2");
+    reply = raw_reply (c2, 5000);
+    assert_non_null (reply);
+    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-2");
+    json_decref (reply);
+
+    zmq_close (c1);
+    zmq_close (c2);
+    zmq_close (c3);
+    zmq_close (c4);
+    zmq_close (f [0].socket);
+    zmq_close (f [1].socket);
+    zmq_ctx_term (ctx);
+}
+
+/* A worker killed and started again under its id before the broker noticed the old process gone:
+ * its connection went and the new one came between two PINGs (a PING to a worker without a
+ * connection, or a request routed to it, would have said so), and its HELLOs kept it alive. The
+ * old process's requests used to wait for their deadline and be answered "timeout"; the new
+ * process's HELLO, with another pid and session, now counts the old one lost, and they are
+ * dispatched again at once (here, to the new process: it owns every partition). */
+static void
+test_restarted_worker_gets_requests_again (void **state)
+{
+    /* a PING every 10 s: one falling between the kill and the restart (a few hundred ms) would
+     * tell the broker by itself, and this test would then pass without the HELLO check, never
+     * fail with it */
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    /* fakegoogle's refresh tokens are reusable: the new process may send the same one again */
+    char *rt = itest_grant (h, "fakegoogle", NULL);
+    assert_non_null (rt);
+    assert_int_equal (itest_import (h, "restart1:g", "fakegoogle", rt), 0);
+    free (rt);
+    itest_expire (h, "restart1:g");
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", 3000));
+
+    void *ctx = zmq_ctx_new ();
+    long long t0 = now_ms ();
+    void *c = raw_request (ctx, "restart1:g", 20000);
+    sleep_ms (700);                                 /* the old process is at the provider */
+    harness_signal_worker (h, "w1", SIGKILL);
+    assert_true (harness_wait_worker_exit (h, "w1", 5000) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    json_t *reply = raw_reply (c, 25000);
+    long long took = now_ms () - t0;
+    assert_non_null (reply);
+    const char *code = json_is_true (json_object_get (reply, "ok")) ? "ok"
+                     : json_string_value (json_object_get (json_object_get (reply, "error"), "code"));
+    fprintf (stderr, "answered \"%s\" %lld ms after the request (deadline 20000 ms)\n", code ? code : "?", took);
+    /* the new process's refresh: its start and one provider call of 3 s */
+    assert_string_equal (code, "ok");
+    assert_true (took < 12000);
+    assert_true (itest_workdir_contains (h, "a new process said HELLO under its worker id"));
+    json_decref (reply);
+    zmq_close (c);
+    zmq_ctx_term (ctx);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test_setup_teardown (test_draining_worker_stays_drained, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_restarted_worker_gets_requests_again, setup, teardown),
+    };
+    return cmocka_run_group_tests (tests, NULL, NULL);
+}
