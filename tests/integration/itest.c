@@ -382,6 +382,54 @@ itest_pg (const char *action, const char *dir, char *url, size_t urlsize)
     return rc == 0 ? 0 : -1;
 }
 
+void *
+itest_raw_token (harness_t *h, void *ctx, const char *integration, const char *rid, int deadline_ms)
+{
+    void *c = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (c, ZMQ_LINGER, &zero, sizeof zero);
+    itest_secure (c);
+    assert_int_equal (zmq_connect (c, harness_broker_frontend (h, 0)), 0);
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, rid ? 4 : 3);
+    codec_kv_str (b, "op", "token");
+    if (rid)
+        codec_kv_str (b, "rid", rid);
+    codec_kv_int (b, "deadline_ms", deadline_ms);
+    codec_kv_str (b, "integration", integration);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (c, "", 0, ZMQ_SNDMORE);
+    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
+    zmq_send (c, body, len, 0);
+    codec_builder_destroy (&b);
+    return c;
+}
+
+json_t *
+itest_raw_reply (void *c, int ms)
+{
+    zmq_pollitem_t item = { c, 0, ZMQ_POLLIN, 0 };
+    if (zmq_poll (&item, 1, ms) != 1)
+        return NULL;
+    zmq_msg_t m;
+    json_t *j = NULL;
+    for (int i = 0, more = 1; more; i++) {
+        zmq_msg_init (&m);
+        zmq_msg_recv (&m, c, 0);
+        more = zmq_msg_more (&m);
+        if (i == 2) {
+            codec_msg_t *msg = NULL;
+            char err [128];
+            if (codec_decode (zmq_msg_data (&m), zmq_msg_size (&m), &msg, err, sizeof err) == FR_OK)
+                j = codec_to_json (codec_msg_root (msg));
+            codec_msg_destroy (&msg);
+        }
+        zmq_msg_close (&m);
+    }
+    return j;
+}
+
 int
 itest_pg_own (const char *name, char *dir, size_t dirsize)
 {

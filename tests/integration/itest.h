@@ -49,6 +49,12 @@ void itest_secure (void *socket);
  * with action ("start" prints the admin URL into url, "stop"), its stderr appended to dir.log.
  * 0 when scripts/pg succeeded. */
 int itest_pg (const char *action, const char *dir, char *url, size_t urlsize);
+/* A token request for integration sent over a raw DEALER of ctx to h's broker 0 (CURVE as
+ * itest_secure sets it up; rid NULL: none); returns the socket for itest_raw_reply. */
+void *itest_raw_token (harness_t *h, void *ctx, const char *integration, const char *rid, int deadline_ms);
+/* The body of the next reply on a raw DEALER as JSON, NULL after ms. */
+json_t *itest_raw_reply (void *c, int ms);
+
 /* Starts a cluster of the test's own for the suite name, in dir (dirsize bytes, filled in: under
  * the harness's work folder), and points FERRULE_TEST_PG_ADMIN_URL at it, so that harness_new uses
  * it. Exits with HARNESS_SKIP when no cluster was given to the suite (the test command's own

@@ -147,54 +147,6 @@ send_rep (void *s, req_t *req, const char *text)
     zmq_msg_close (&req->seq);
 }
 
-/* A client DEALER at broker 0 that has sent a token request for integration. */
-static void *
-raw_request (void *ctx, const char *integration, int deadline_ms)
-{
-    void *c = zmq_socket (ctx, ZMQ_DEALER);
-    int zero = 0;
-    zmq_setsockopt (c, ZMQ_LINGER, &zero, sizeof zero);
-    itest_secure (c);
-    assert_int_equal (zmq_connect (c, harness_broker_frontend (h, 0)), 0);
-    codec_builder_t *b = codec_builder_new ();
-    codec_map (b, 3);
-    codec_kv_str (b, "op", "token");
-    codec_kv_int (b, "deadline_ms", deadline_ms);
-    codec_kv_str (b, "integration", integration);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (c, "", 0, ZMQ_SNDMORE);
-    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
-    zmq_send (c, body, len, 0);
-    codec_builder_destroy (&b);
-    return c;
-}
-
-/* The body of the next reply on c as JSON, NULL after ms. */
-static json_t *
-raw_reply (void *c, int ms)
-{
-    zmq_pollitem_t item = { c, 0, ZMQ_POLLIN, 0 };
-    if (zmq_poll (&item, 1, ms) != 1)
-        return NULL;
-    zmq_msg_t m;
-    json_t *j = NULL;
-    for (int i = 0, more = 1; more; i++) {
-        zmq_msg_init (&m);
-        zmq_msg_recv (&m, c, 0);
-        more = zmq_msg_more (&m);
-        if (i == 2) {
-            codec_msg_t *msg = NULL;
-            char err [128];
-            if (codec_decode (zmq_msg_data (&m), zmq_msg_size (&m), &msg, err, sizeof err) == FR_OK)
-                j = codec_to_json (codec_msg_root (msg));
-            codec_msg_destroy (&msg);
-        }
-        zmq_msg_close (&m);
-    }
-    return j;
-}
-
 /* Broker 0's count of live (not draining) workers, by ping; -1 when it did not answer. */
 static json_int_t
 live_workers (void)
@@ -253,11 +205,11 @@ test_draining_worker_stays_drained (void **state)
 
     /* two requests for one integration reach its owner, which keeps them */
     req_t r1, r2, r;
-    void *c1 = raw_request (ctx, "drain1:box", 20000);
+    void *c1 = itest_raw_token (h, ctx, "drain1:box", NULL, 20000);
     int owner = wait_either (f, 5000, &r1);
     assert_true (owner >= 0);
     fake_t *leaving = &f [owner], *staying = &f [1 - owner];
-    void *c2 = raw_request (ctx, "drain1:box", 20000);
+    void *c2 = itest_raw_token (h, ctx, "drain1:box", NULL, 20000);
     assert_int_equal (wait_either (f, 5000, &r2), owner);
 
     /* the owner drains: its partitions go to the other one at once */
@@ -267,10 +219,10 @@ test_draining_worker_stays_drained (void **state)
     while (live_workers () != 1 && now_ms () < until)
         beat (f, 2);
     assert_int_equal (live_workers (), 1);
-    void *c3 = raw_request (ctx, "drain1:box", 20000);
+    void *c3 = itest_raw_token (h, ctx, "drain1:box", NULL, 20000);
     assert_int_equal (wait_either (f, 5000, &r), 1 - owner);
     send_rep (staying->socket, &r, "FROM-STAYING-3");
-    json_t *reply = raw_reply (c3, 5000);
+    json_t *reply = itest_raw_reply (c3, 5000);
     assert_non_null (reply);
     json_decref (reply);
 
@@ -279,11 +231,11 @@ test_draining_worker_stays_drained (void **state)
      * nothing but the reply can change what the broker thinks of it */
     beat (f, 2);
     send_rep (leaving->socket, &r1, "FROM-LEAVING-1");
-    reply = raw_reply (c1, 5000);
+    reply = itest_raw_reply (c1, 5000);
     assert_non_null (reply);
     assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-1");
     json_decref (reply);
-    void *c4 = raw_request (ctx, "drain1:box", 20000);
+    void *c4 = itest_raw_token (h, ctx, "drain1:box", NULL, 20000);
     req_t stray;
     int got_leaving = wait_req (leaving->socket, 300, &stray);
     if (got_leaving)
@@ -291,7 +243,7 @@ test_draining_worker_stays_drained (void **state)
     assert_false (got_leaving);
     assert_true (wait_req (staying->socket, 1000, &r));
     send_rep (staying->socket, &r, "FROM-STAYING-4");
-    reply = raw_reply (c4, 5000);
+    reply = itest_raw_reply (c4, 5000);
     assert_non_null (reply);
     assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-STAYING-4");
     json_decref (reply);
@@ -301,7 +253,7 @@ test_draining_worker_stays_drained (void **state)
     /* and its last request is still its own to answer */
     beat (f, 2);
     send_rep (leaving->socket, &r2, "FROM-LEAVING-2");
-    reply = raw_reply (c2, 5000);
+    reply = itest_raw_reply (c2, 5000);
     assert_non_null (reply);
     assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-2");
     json_decref (reply);
@@ -341,12 +293,12 @@ test_restarted_worker_gets_requests_again (void **state)
 
     void *ctx = zmq_ctx_new ();
     long long t0 = now_ms ();
-    void *c = raw_request (ctx, "restart1:g", 20000);
+    void *c = itest_raw_token (h, ctx, "restart1:g", NULL, 20000);
     sleep_ms (700);                                 /* the old process is at the provider */
     harness_signal_worker (h, "w1", SIGKILL);
     assert_true (harness_wait_worker_exit (h, "w1", 5000) >= 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
-    json_t *reply = raw_reply (c, 25000);
+    json_t *reply = itest_raw_reply (c, 25000);
     long long took = now_ms () - t0;
     assert_non_null (reply);
     const char *code = json_is_true (json_object_get (reply, "ok")) ? "ok"

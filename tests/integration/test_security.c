@@ -328,55 +328,6 @@ test_unknown_worker_refused (void **state)
     zmq_ctx_term (ctx);
 }
 
-/* Sends a token request over a raw DEALER; returns the socket. */
-static void *
-raw_request (void *ctx, const char *integration, const char *rid)
-{
-    void *c = zmq_socket (ctx, ZMQ_DEALER);
-    int zero = 0;
-    zmq_setsockopt (c, ZMQ_LINGER, &zero, sizeof zero);
-    itest_secure (c);
-    assert_int_equal (zmq_connect (c, harness_broker_frontend (h, 0)), 0);
-    codec_builder_t *b = codec_builder_new ();
-    codec_map (b, 4);
-    codec_kv_str (b, "op", "token");
-    codec_kv_str (b, "rid", rid);
-    codec_kv_int (b, "deadline_ms", 20000);
-    codec_kv_str (b, "integration", integration);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (c, "", 0, ZMQ_SNDMORE);
-    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
-    zmq_send (c, body, len, 0);
-    codec_builder_destroy (&b);
-    return c;
-}
-
-/* The body of the next reply on c as JSON, NULL after ms. */
-static json_t *
-raw_reply (void *c, int ms)
-{
-    zmq_pollitem_t item = { c, 0, ZMQ_POLLIN, 0 };
-    if (zmq_poll (&item, 1, ms) != 1)
-        return NULL;
-    zmq_msg_t m;
-    json_t *j = NULL;
-    for (int i = 0, more = 1; more; i++) {
-        zmq_msg_init (&m);
-        zmq_msg_recv (&m, c, 0);
-        more = zmq_msg_more (&m);
-        if (i == 2) {
-            codec_msg_t *msg = NULL;
-            char err [128];
-            if (codec_decode (zmq_msg_data (&m), zmq_msg_size (&m), &msg, err, sizeof err) == FR_OK)
-                j = codec_to_json (codec_msg_root (msg));
-            codec_msg_destroy (&msg);
-        }
-        zmq_msg_close (&m);
-    }
-    return j;
-}
-
 /* Two authenticated workers: only the one a request was sent to may answer it. The other one,
  * knowing the sequence number (as a guess would), is ignored; so is an authenticated peer that
  * never said HELLO. */
@@ -395,7 +346,7 @@ test_forged_reply_ignored (void **state)
     send_hello (wb, "wb");
     assert_int_equal (wait_workers (2, 10000), 0);
 
-    void *c = raw_request (ctx, "acct9:box", "forged-rid");
+    void *c = itest_raw_token (h, ctx, "acct9:box", "forged-rid", 20000);
     zmq_msg_t client, seq;
     zmq_msg_init (&client);
     zmq_msg_init (&seq);
@@ -418,10 +369,10 @@ test_forged_reply_ignored (void **state)
     /* the forgers answer first */
     send_rep (other, &client, &seq, "FORGED-BY-OTHER-WORKER");
     send_rep (silent, &client, &seq, "FORGED-BY-SILENT-PEER");
-    assert_null (raw_reply (c, 500));
+    assert_null (itest_raw_reply (c, 500));
     /* the real answer */
     send_rep (owner, &client, &seq, "GENUINE");
-    json_t *reply = raw_reply (c, 5000);
+    json_t *reply = itest_raw_reply (c, 5000);
     assert_non_null (reply);
     assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "GENUINE");
     json_decref (reply);
@@ -975,7 +926,7 @@ test_plaintext_opt_in (void **state)
         zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
         zmq_send (c, data, len, 0);
         codec_builder_destroy (&b);
-        json_t *reply = raw_reply (c, 5000);
+        json_t *reply = itest_raw_reply (c, 5000);
         assert_non_null (reply);
         assert_string_equal (json_string_value (json_object_get (json_object_get (reply, "error"), "code")),
                              "unknown_operation");
