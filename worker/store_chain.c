@@ -491,6 +491,9 @@ static const char sweep_sql [] =
     "SELECT id, provider FROM integrations"
     " WHERE status = 'active' AND refresh_token IS NOT NULL"
     "   AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())"
+    /* one whose refresh failed lately waits out its backoff: kept in, the oldest expiries (which
+     * failing rows keep) would fill every page, and nothing behind them would ever be swept */
+    "   AND (last_error_at IS NULL OR last_error_at < now() - $7::bigint * interval '1 millisecond')"
     "   AND CASE WHEN $2::text IS NULL"
     "       THEN access_expires_at IS NULL OR access_expires_at < now() + interval '1 second' *"
     "         CASE WHEN COALESCE(access_lifetime_s, 0) <= 0 THEN $1::bigint"
@@ -519,8 +522,8 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
                    char *err, size_t errlen)
 {
     struct sweep_params {
-        char horizon [32], idle [32], lim [32], share [32], floor [32];
-        const char *values [6];
+        char horizon [32], idle [32], lim [32], share [32], floor [32], quiet [32];
+        const char *values [7];
     } *p = mem_alloc (n * sizeof *p);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
     for (size_t i = 0; i < n; i++) {
@@ -529,9 +532,11 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
         snprintf (p [i].lim, sizeof p [i].lim, "%" PRId64, qs [i].limit);
         snprintf (p [i].share, sizeof p [i].share, "%.4f", qs [i].lifetime_share);
         snprintf (p [i].floor, sizeof p [i].floor, "%" PRId64, qs [i].floor_s);
-        const char *values [] = { p [i].horizon, qs [i].provider, p [i].idle, p [i].lim, p [i].share, p [i].floor };
+        snprintf (p [i].quiet, sizeof p [i].quiet, "%" PRId64, qs [i].quiet_ms);
+        const char *values [] = { p [i].horizon, qs [i].provider, p [i].idle, p [i].lim, p [i].share, p [i].floor,
+                                  p [i].quiet };
         memcpy (p [i].values, values, sizeof values);
-        stmts [i] = (store_stmt_t) { sweep_sql, 6, p [i].values, NULL, NULL };
+        stmts [i] = (store_stmt_t) { sweep_sql, 7, p [i].values, NULL, NULL };
     }
     sweep_ctx_t c = { fn, arg };
     /* libpq has copied the parameters once the statements are sent */

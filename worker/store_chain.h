@@ -140,6 +140,7 @@ typedef struct {
     const char *provider;                 /* set: that provider's idle refresh tokens instead */
     int64_t idle_s;
     int64_t limit;
+    int64_t quiet_ms;                     /* rows whose refresh failed within this are left out */
 } store_sweep_query_t;
 /* Called from store_batch_pump for every candidate of query q (in the order given, strings
  * borrowed for the call), then once with id NULL: all delivered (FR_OK), or the batch failed. */

@@ -203,12 +203,12 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
     store_sweep_query_t qs [1 + SWEEP_MAX_PROVIDERS];
     size_t nq = 0;
     qs [nq++] = (store_sweep_query_t) { s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
-                                        s->cfg.batch };
+                                        s->cfg.batch, s->cfg.quiet_ms };
     for (size_t k = 0; k < catalog_count (catalog) && nq < sizeof qs / sizeof qs [0]; k++) {
         const catalog_provider_t *p = catalog_at (catalog, k);
         if (p->refresh_token_idle_days > 0)
             qs [nq++] = (store_sweep_query_t) { 0, 0, 0, p->name, (int64_t) p->refresh_token_idle_days * 86400 / 2,
-                                                s->cfg.batch };
+                                                s->cfg.batch, s->cfg.quiet_ms };
     }
     char err [512];
     s->started = s->kept = 0;

@@ -14,6 +14,7 @@ typedef struct {
     int64_t horizon_s;          /* refresh what expires within this (bounded per token, see sweep_horizon) */
     int64_t rate_per_s;         /* provider calls per provider per second the sweep may start */
     int64_t batch;              /* candidates read per query */
+    int64_t quiet_ms;           /* an integration whose refresh failed is left out this long */
 } sweep_config_t;
 
 sweep_t *sweep_new (const sweep_config_t *cfg);
