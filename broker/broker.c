@@ -70,7 +70,9 @@ struct broker {
                      *m_audit_dropped, *m_pending_bytes;
 };
 
-/* Logs a refusal at most once a second, counting the rest, so a flood cannot fill the log. */
+/* Logs a refusal at most once a second, counting the rest, so a flood cannot fill the log: a key
+ * refused, a malformed or undecodable request, one the policy refuses (each is answered all the
+ * same, and counted in the metrics). */
 static void
 broker_refusal (broker_t *b, const char *what, const char *detail)
 {
@@ -546,7 +548,7 @@ broker_handle_client (broker_t *b)
     }
     if (f.total != 4 || frames_size (&f, 1) != 0) {
         snprintf (err, sizeof err, "expected 3 frames (empty delimiter, \"FRL1\", body), got %d", f.total - 1);
-        log_warning (NULL, NULL, "malformed client message: %s", err);
+        broker_refusal (b, "malformed client message", err);
         broker_reply_error (b, client, client_len, &rq, FR_MALFORMED_FRAME, err);
         goto out;
     }
@@ -558,7 +560,7 @@ broker_handle_client (broker_t *b)
     size_t body_len = frames_size (&f, 3);
     fr_status_t st = codec_scan (body, body_len, fl, REQ__KEYS, err, sizeof err);
     if (st != FR_OK) {
-        log_warning (NULL, NULL, "undecodable client request: %s", err);
+        broker_refusal (b, "undecodable client request", err);
         broker_reply_error (b, client, client_len, &rq, st, err);
         goto out;
     }
@@ -646,7 +648,7 @@ broker_handle_client (broker_t *b)
         metrics_inc (b->m_forbidden);
         snprintf (err, sizeof err, "client \"%s\" may not use \"%s\"%s", rq.client_name, ops_name (rq.op),
                   rq.integ ? " on this integration" : "");
-        log_info (NULL, NULL, "refused by the policy: %s", err);
+        broker_refusal (b, "refused by the policy", err);
         broker_reply_error (b, client, client_len, &rq, FR_FORBIDDEN, err);
         goto out;
     }
