@@ -430,6 +430,107 @@ itest_raw_reply (void *c, int ms)
     return j;
 }
 
+void *
+itest_fake_worker (harness_t *h, void *ctx, const char *id, const char *key_of)
+{
+    char err [512], path [4096];
+    curve_identity_t cid;
+    memset (&cid, 0, sizeof cid);
+    snprintf (path, sizeof path, "%s/worker-%s.key", harness_keys_dir (h), key_of);
+    assert_int_equal (curve_read_key_file (path, cid.secret, err, sizeof err), FR_OK);
+    assert_int_equal (curve_read_key_file (harness_broker_public_key_file (h), cid.server, err, sizeof err), FR_OK);
+    assert_int_equal (zmq_curve_public (cid.public, cid.secret), 0);
+    void *s = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
+    assert_int_equal (curve_apply_client (s, &cid), 0);
+    curve_identity_clear (&cid);
+    assert_int_equal (zmq_connect (s, harness_broker_backend (h, 0)), 0);
+    return s;
+}
+
+void
+itest_fake_hello (void *s, const char *id, int pid, int draining)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 3);
+    codec_kv_str (b, "worker", id);
+    codec_kv_int (b, "pid", pid);
+    codec_kv_bool (b, "draining", draining);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (s, "FRW1", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, "HELLO", 5, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, body, len, ZMQ_DONTWAIT);
+    codec_builder_destroy (&b);
+}
+
+int
+itest_fake_wait_req (void *s, int ms, itest_req_t *req)
+{
+    int64_t until = clock_mono_ms () + ms;
+    while (clock_mono_ms () < until) {
+        zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, 20) != 1)
+            continue;
+        zmq_msg_t parts [6];
+        int n = 0, more = 1;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init (&m);
+            zmq_msg_recv (&m, s, 0);
+            more = zmq_msg_more (&m);
+            if (n < 6)
+                parts [n++] = m;
+            else
+                zmq_msg_close (&m);
+        }
+        int is_req = n == 6 && zmq_msg_size (&parts [1]) == 3 && memcmp (zmq_msg_data (&parts [1]), "REQ", 3) == 0;
+        if (is_req) {
+            zmq_msg_init (&req->client);
+            zmq_msg_init (&req->seq);
+            zmq_msg_copy (&req->client, &parts [2]);
+            zmq_msg_copy (&req->seq, &parts [3]);
+        }
+        for (int i = 0; i < n; i++)
+            zmq_msg_close (&parts [i]);
+        if (is_req)
+            return 1;
+    }
+    return 0;
+}
+
+void
+itest_fake_rep (void *s, const itest_req_t *req, const char *token, const char *rid)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, rid ? 5 : 4);
+    if (rid)
+        codec_kv_str (b, "rid", rid);
+    codec_kv_bool (b, "ok", 1);
+    codec_kv_str (b, "access_token", token);
+    codec_kv_str (b, "expires_at", "2099-01-01T00:00:00Z");
+    codec_kv_int (b, "generation", 1);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_msg_t *client = (zmq_msg_t *) &req->client, *seq = (zmq_msg_t *) &req->seq;
+    zmq_send (s, "FRW1", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, "REP", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, zmq_msg_data (client), zmq_msg_size (client), ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, zmq_msg_data (seq), 8, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, body, len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    zmq_send (s, "ok", 2, ZMQ_DONTWAIT);
+    codec_builder_destroy (&b);
+}
+
+void
+itest_fake_req_close (itest_req_t *req)
+{
+    zmq_msg_close (&req->client);
+    zmq_msg_close (&req->seq);
+}
+
 int
 itest_pg_own (const char *name, char *dir, size_t dirsize)
 {

@@ -2,6 +2,7 @@
 #ifndef FERRULE_ITEST_H
 #define FERRULE_ITEST_H
 #include <jansson.h>
+#include <zmq.h>
 #include "harness.h"
 
 /* Stops every process (each must exit 0 on SIGTERM: a clean drain, and under ASan no leak) and
@@ -54,6 +55,21 @@ int itest_pg (const char *action, const char *dir, char *url, size_t urlsize);
 void *itest_raw_token (harness_t *h, void *ctx, const char *integration, const char *rid, int deadline_ms);
 /* The body of the next reply on a raw DEALER as JSON, NULL after ms. */
 json_t *itest_raw_reply (void *c, int ms);
+
+/* A worker played by the test: a DEALER at h's broker 0 under routing id id, with the key of the
+ * worker key_of from the harness's keys folder (harness_add_worker_key). */
+void *itest_fake_worker (harness_t *h, void *ctx, const char *id, const char *key_of);
+/* Its HELLO (not waiting: a refused peer has no connection to queue on). */
+void itest_fake_hello (void *s, const char *id, int pid, int draining);
+/* A request it received: whom to answer (itest_fake_req_close releases it). */
+typedef struct {
+    zmq_msg_t client, seq;
+} itest_req_t;
+/* 1, with req filled, when a REQ arrived within ms (PINGs skipped); 0 and req untouched else. */
+int itest_fake_wait_req (void *s, int ms, itest_req_t *req);
+/* Answers req with an ok token reply carrying token (rid NULL: none), not waiting. */
+void itest_fake_rep (void *s, const itest_req_t *req, const char *token, const char *rid);
+void itest_fake_req_close (itest_req_t *req);
 
 /* Starts a cluster of the test's own for the suite name, in dir (dirsize bytes, filled in: under
  * the harness's work folder), and points FERRULE_TEST_PG_ADMIN_URL at it, so that harness_new uses

@@ -12,8 +12,6 @@
 #include <time.h>
 #include <cmocka.h>
 #include <zmq.h>
-#include "codec.h"
-#include "curve.h"
 #include "itest.h"
 
 static harness_t *h;
@@ -46,107 +44,6 @@ sleep_ms (int ms)
     nanosleep (&ts, NULL);
 }
 
-/* A DEALER playing worker id with its own key (harness_add_worker_key). */
-static void *
-fake_worker (void *ctx, const char *id)
-{
-    char err [512], path [4096];
-    curve_identity_t cid;
-    memset (&cid, 0, sizeof cid);
-    snprintf (path, sizeof path, "%s/worker-%s.key", harness_keys_dir (h), id);
-    assert_int_equal (curve_read_key_file (path, cid.secret, err, sizeof err), FR_OK);
-    assert_int_equal (curve_read_key_file (harness_broker_public_key_file (h), cid.server, err, sizeof err), FR_OK);
-    assert_int_equal (zmq_curve_public (cid.public, cid.secret), 0);
-    void *s = zmq_socket (ctx, ZMQ_DEALER);
-    int zero = 0;
-    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
-    assert_int_equal (curve_apply_client (s, &cid), 0);
-    curve_identity_clear (&cid);
-    assert_int_equal (zmq_connect (s, harness_broker_backend (h, 0)), 0);
-    return s;
-}
-
-static void
-send_hello (void *s, const char *id, int pid, int draining)
-{
-    codec_builder_t *b = codec_builder_new ();
-    codec_map (b, 3);
-    codec_kv_str (b, "worker", id);
-    codec_kv_int (b, "pid", pid);
-    codec_kv_bool (b, "draining", draining);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (s, "FRW1", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, "HELLO", 5, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, body, len, ZMQ_DONTWAIT);
-    codec_builder_destroy (&b);
-}
-
-/* A request sent to a fake worker: whom to answer. */
-typedef struct {
-    zmq_msg_t client, seq;
-} req_t;
-
-/* Reads messages from s for up to ms until a REQ arrives (PINGs skipped); 1 when one did. */
-static int
-wait_req (void *s, int ms, req_t *req)
-{
-    long long until = now_ms () + ms;
-    while (now_ms () < until) {
-        zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, 20) != 1)
-            continue;
-        zmq_msg_t parts [6];
-        int n = 0, more = 1;
-        while (more) {
-            zmq_msg_t m;
-            zmq_msg_init (&m);
-            zmq_msg_recv (&m, s, 0);
-            more = zmq_msg_more (&m);
-            if (n < 6)
-                parts [n++] = m;
-            else
-                zmq_msg_close (&m);
-        }
-        int is_req = n == 6 && zmq_msg_size (&parts [1]) == 3 && memcmp (zmq_msg_data (&parts [1]), "REQ", 3) == 0;
-        if (is_req) {
-            zmq_msg_init (&req->client);
-            zmq_msg_init (&req->seq);
-            zmq_msg_copy (&req->client, &parts [2]);
-            zmq_msg_copy (&req->seq, &parts [3]);
-        }
-        for (int i = 0; i < n; i++)
-            zmq_msg_close (&parts [i]);
-        if (is_req)
-            return 1;
-    }
-    return 0;
-}
-
-/* Answers req with a token reply carrying text. */
-static void
-send_rep (void *s, req_t *req, const char *text)
-{
-    codec_builder_t *b = codec_builder_new ();
-    codec_map (b, 4);
-    codec_kv_bool (b, "ok", 1);
-    codec_kv_str (b, "access_token", text);
-    codec_kv_str (b, "expires_at", "2099-01-01T00:00:00Z");
-    codec_kv_int (b, "generation", 1);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (s, "FRW1", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, "REP", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, zmq_msg_data (&req->client), zmq_msg_size (&req->client), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, zmq_msg_data (&req->seq), 8, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, body, len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, "ok", 2, ZMQ_DONTWAIT);
-    codec_builder_destroy (&b);
-    zmq_msg_close (&req->client);
-    zmq_msg_close (&req->seq);
-}
-
 /* Broker 0's count of live (not draining) workers, by ping; -1 when it did not answer. */
 static json_int_t
 live_workers (void)
@@ -168,18 +65,18 @@ static void
 beat (fake_t *f, int n)
 {
     for (int i = 0; i < n; i++)
-        send_hello (f [i].socket, f [i].id, f [i].pid, f [i].draining);
+        itest_fake_hello (f [i].socket, f [i].id, f [i].pid, f [i].draining);
 }
 
 /* Which of two fake workers receives the next REQ within ms (saying HELLO meanwhile); -1: none. */
 static int
-wait_either (fake_t *f, int ms, req_t *req)
+wait_either (fake_t *f, int ms, itest_req_t *req)
 {
     long long until = now_ms () + ms;
     while (now_ms () < until) {
         beat (f, 2);
         for (int i = 0; i < 2; i++)
-            if (wait_req (f [i].socket, 100, req))
+            if (itest_fake_wait_req (f [i].socket, 100, req))
                 return i;
     }
     return -1;
@@ -195,7 +92,7 @@ test_draining_worker_stays_drained (void **state)
     assert_int_equal (harness_add_worker_key (h, "wa"), 0);
     assert_int_equal (harness_add_worker_key (h, "wb"), 0);
     void *ctx = zmq_ctx_new ();
-    fake_t f [2] = { { fake_worker (ctx, "wa"), "wa", 101, 0 }, { fake_worker (ctx, "wb"), "wb", 102, 0 } };
+    fake_t f [2] = { { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 }, { itest_fake_worker (h, ctx, "wb", "wb"), "wb", 102, 0 } };
     long long until = now_ms () + 10000;
     while (live_workers () != 2 && now_ms () < until) {
         beat (f, 2);
@@ -204,7 +101,7 @@ test_draining_worker_stays_drained (void **state)
     assert_int_equal (live_workers (), 2);
 
     /* two requests for one integration reach its owner, which keeps them */
-    req_t r1, r2, r;
+    itest_req_t r1, r2, r;
     void *c1 = itest_raw_token (h, ctx, "drain1:box", NULL, 20000);
     int owner = wait_either (f, 5000, &r1);
     assert_true (owner >= 0);
@@ -221,7 +118,8 @@ test_draining_worker_stays_drained (void **state)
     assert_int_equal (live_workers (), 1);
     void *c3 = itest_raw_token (h, ctx, "drain1:box", NULL, 20000);
     assert_int_equal (wait_either (f, 5000, &r), 1 - owner);
-    send_rep (staying->socket, &r, "FROM-STAYING-3");
+    itest_fake_rep (staying->socket, &r, "FROM-STAYING-3", NULL);
+    itest_fake_req_close (&r);
     json_t *reply = itest_raw_reply (c3, 5000);
     assert_non_null (reply);
     json_decref (reply);
@@ -230,19 +128,23 @@ test_draining_worker_stays_drained (void **state)
      * here to the checks below (they take well under the broker's 3 s heartbeat timeout), so that
      * nothing but the reply can change what the broker thinks of it */
     beat (f, 2);
-    send_rep (leaving->socket, &r1, "FROM-LEAVING-1");
+    itest_fake_rep (leaving->socket, &r1, "FROM-LEAVING-1", NULL);
+    itest_fake_req_close (&r1);
     reply = itest_raw_reply (c1, 5000);
     assert_non_null (reply);
     assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-1");
     json_decref (reply);
     void *c4 = itest_raw_token (h, ctx, "drain1:box", NULL, 20000);
-    req_t stray;
-    int got_leaving = wait_req (leaving->socket, 300, &stray);
-    if (got_leaving)
-        send_rep (leaving->socket, &stray, "FROM-LEAVING-4");
+    itest_req_t stray;
+    int got_leaving = itest_fake_wait_req (leaving->socket, 300, &stray);
+    if (got_leaving) {
+        itest_fake_rep (leaving->socket, &stray, "FROM-LEAVING-4", NULL);
+        itest_fake_req_close (&stray);
+    }
     assert_false (got_leaving);
-    assert_true (wait_req (staying->socket, 1000, &r));
-    send_rep (staying->socket, &r, "FROM-STAYING-4");
+    assert_true (itest_fake_wait_req (staying->socket, 1000, &r));
+    itest_fake_rep (staying->socket, &r, "FROM-STAYING-4", NULL);
+    itest_fake_req_close (&r);
     reply = itest_raw_reply (c4, 5000);
     assert_non_null (reply);
     assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-STAYING-4");
@@ -252,7 +154,8 @@ test_draining_worker_stays_drained (void **state)
 
     /* and its last request is still its own to answer */
     beat (f, 2);
-    send_rep (leaving->socket, &r2, "FROM-LEAVING-2");
+    itest_fake_rep (leaving->socket, &r2, "FROM-LEAVING-2", NULL);
+    itest_fake_req_close (&r2);
     reply = itest_raw_reply (c2, 5000);
     assert_non_null (reply);
     assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-2");

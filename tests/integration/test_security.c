@@ -113,100 +113,6 @@ reload_and_wait (void)
     assert_true (reloads () > before);
 }
 
-/* A DEALER playing worker id with that worker's key from the harness's keys folder. */
-static void *
-fake_worker (void *ctx, const char *id, const char *key_of)
-{
-    char err [512], path [4096];
-    curve_identity_t cid;
-    memset (&cid, 0, sizeof cid);
-    snprintf (path, sizeof path, "%s/worker-%s.key", harness_keys_dir (h), key_of);
-    assert_int_equal (curve_read_key_file (path, cid.secret, err, sizeof err), FR_OK);
-    assert_int_equal (curve_read_key_file (harness_broker_public_key_file (h), cid.server, err, sizeof err), FR_OK);
-    assert_int_equal (zmq_curve_public (cid.public, cid.secret), 0);
-    void *s = zmq_socket (ctx, ZMQ_DEALER);
-    int zero = 0;
-    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
-    assert_int_equal (curve_apply_client (s, &cid), 0);
-    curve_identity_clear (&cid);
-    assert_int_equal (zmq_connect (s, harness_broker_backend (h, 0)), 0);
-    return s;
-}
-
-static void
-send_hello (void *s, const char *id)
-{
-    codec_builder_t *b = codec_builder_new ();
-    codec_map (b, 3);
-    codec_kv_str (b, "worker", id);
-    codec_kv_int (b, "pid", 1);
-    codec_kv_bool (b, "draining", 0);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (s, "FRW1", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, "HELLO", 5, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, body, len, ZMQ_DONTWAIT);
-    codec_builder_destroy (&b);
-}
-
-/* Sends a REP with the given client routing id and sequence (not waiting: a refused peer has
- * no connection to queue on). */
-static void
-send_rep (void *s, const zmq_msg_t *client, const zmq_msg_t *seq, const char *token)
-{
-    codec_builder_t *b = codec_builder_new ();
-    codec_map (b, 5);
-    codec_kv_str (b, "rid", "forge-me");
-    codec_kv_bool (b, "ok", 1);
-    codec_kv_str (b, "access_token", token);
-    codec_kv_str (b, "expires_at", "2099-01-01T00:00:00Z");
-    codec_kv_int (b, "generation", 1);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (s, "FRW1", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, "REP", 3, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, zmq_msg_data ((zmq_msg_t *) client), zmq_msg_size ((zmq_msg_t *) client), ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, zmq_msg_data ((zmq_msg_t *) seq), 8, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, body, len, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-    zmq_send (s, "ok", 2, ZMQ_DONTWAIT);
-    codec_builder_destroy (&b);
-}
-
-/* Reads messages from s for up to ms until a REQ arrives; keeps its client id and sequence. */
-static int
-wait_req (void *s, int ms, zmq_msg_t *client, zmq_msg_t *seq)
-{
-    long long until = now_ms () + ms;
-    while (now_ms () < until) {
-        zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, 50) != 1)
-            continue;
-        zmq_msg_t parts [6];
-        int n = 0, more = 1;
-        while (more) {
-            zmq_msg_t m;
-            zmq_msg_init (&m);
-            zmq_msg_recv (&m, s, 0);
-            more = zmq_msg_more (&m);
-            if (n < 6)
-                parts [n++] = m;
-            else
-                zmq_msg_close (&m);
-        }
-        int is_req = n == 6 && zmq_msg_size (&parts [1]) == 3 && memcmp (zmq_msg_data (&parts [1]), "REQ", 3) == 0;
-        if (is_req) {
-            zmq_msg_copy (client, &parts [2]);
-            zmq_msg_copy (seq, &parts [3]);
-        }
-        for (int i = 0; i < n; i++)
-            zmq_msg_close (&parts [i]);
-        if (is_req)
-            return 1;
-    }
-    return 0;
-}
-
 /* Imports id with a fresh grant of the fake provider; ferrulectl's exit code. */
 static int
 import_granted (const char *id)
@@ -290,15 +196,15 @@ test_unknown_worker_refused (void **state)
     char prefix [4096], err [512];
     snprintf (prefix, sizeof prefix, "%s/worker-rogue", harness_keys_dir (h));
     assert_int_equal (curve_keygen (prefix, NULL, err, sizeof err), FR_OK);
-    void *rogue = fake_worker (ctx, "rogue", "rogue");
+    void *rogue = itest_fake_worker (h, ctx, "rogue", "rogue");
     /* w1's key, but another id */
-    void *impostor = fake_worker (ctx, "impostor", "w1");
+    void *impostor = itest_fake_worker (h, ctx, "impostor", "w1");
     /* w1's key and w1's id, while w1 is connected: the takeover of issue 9 */
-    void *twin = fake_worker (ctx, "w1", "w1");
+    void *twin = itest_fake_worker (h, ctx, "w1", "w1");
     for (int i = 0; i < 10; i++) {
-        send_hello (rogue, "rogue");
-        send_hello (impostor, "impostor");
-        send_hello (twin, "w1");
+        itest_fake_hello (rogue, "rogue", 1, 0);
+        itest_fake_hello (impostor, "impostor", 1, 0);
+        itest_fake_hello (twin, "w1", 1, 0);
         sleep_ms (100);
     }
     /* had any of them been admitted, the broker would count it now: each said HELLO moments ago */
@@ -312,14 +218,10 @@ test_unknown_worker_refused (void **state)
     json_t *r = harness_ctl (h, &rc, "token", "--integration", "acct1:box", NULL);
     assert_int_equal (rc, 0);
     json_decref (r);
-    zmq_msg_t client, seq;
-    zmq_msg_init (&client);
-    zmq_msg_init (&seq);
-    assert_int_equal (wait_req (rogue, 200, &client, &seq), 0);
-    assert_int_equal (wait_req (impostor, 200, &client, &seq), 0);
-    assert_int_equal (wait_req (twin, 200, &client, &seq), 0);
-    zmq_msg_close (&client);
-    zmq_msg_close (&seq);
+    itest_req_t req;
+    assert_int_equal (itest_fake_wait_req (rogue, 200, &req), 0);
+    assert_int_equal (itest_fake_wait_req (impostor, 200, &req), 0);
+    assert_int_equal (itest_fake_wait_req (twin, 200, &req), 0);
     assert_true (itest_workdir_contains (h, "refused a key that is not on the allow-list"));
     assert_true (itest_workdir_contains (h, "with the key of another worker"));
     zmq_close (rogue);
@@ -339,45 +241,42 @@ test_forged_reply_ignored (void **state)
     assert_int_equal (harness_add_worker_key (h, "wb"), 0);
     assert_int_equal (harness_add_worker_key (h, "silent"), 0);
     void *ctx = zmq_ctx_new ();
-    void *wa = fake_worker (ctx, "wa", "wa");
-    void *wb = fake_worker (ctx, "wb", "wb");
-    void *silent = fake_worker (ctx, "silent", "silent");
-    send_hello (wa, "wa");
-    send_hello (wb, "wb");
+    void *wa = itest_fake_worker (h, ctx, "wa", "wa");
+    void *wb = itest_fake_worker (h, ctx, "wb", "wb");
+    void *silent = itest_fake_worker (h, ctx, "silent", "silent");
+    itest_fake_hello (wa, "wa", 1, 0);
+    itest_fake_hello (wb, "wb", 1, 0);
     assert_int_equal (wait_workers (2, 10000), 0);
 
     void *c = itest_raw_token (h, ctx, "acct9:box", "forged-rid", 20000);
-    zmq_msg_t client, seq;
-    zmq_msg_init (&client);
-    zmq_msg_init (&seq);
+    itest_req_t req;
     void *owner = NULL, *other = NULL;
     long long until = now_ms () + 10000;
     while (!owner && now_ms () < until) {
-        send_hello (wa, "wa");          /* stay alive */
-        send_hello (wb, "wb");
-        if (wait_req (wa, 100, &client, &seq)) {
+        itest_fake_hello (wa, "wa", 1, 0);          /* stay alive */
+        itest_fake_hello (wb, "wb", 1, 0);
+        if (itest_fake_wait_req (wa, 100, &req)) {
             owner = wa;
             other = wb;
         }
         else
-        if (wait_req (wb, 100, &client, &seq)) {
+        if (itest_fake_wait_req (wb, 100, &req)) {
             owner = wb;
             other = wa;
         }
     }
     assert_non_null (owner);
     /* the forgers answer first */
-    send_rep (other, &client, &seq, "FORGED-BY-OTHER-WORKER");
-    send_rep (silent, &client, &seq, "FORGED-BY-SILENT-PEER");
+    itest_fake_rep (other, &req, "FORGED-BY-OTHER-WORKER", "forge-me");
+    itest_fake_rep (silent, &req, "FORGED-BY-SILENT-PEER", "forge-me");
     assert_null (itest_raw_reply (c, 500));
     /* the real answer */
-    send_rep (owner, &client, &seq, "GENUINE");
+    itest_fake_rep (owner, &req, "GENUINE", "forge-me");
     json_t *reply = itest_raw_reply (c, 5000);
     assert_non_null (reply);
     assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "GENUINE");
     json_decref (reply);
-    zmq_msg_close (&client);
-    zmq_msg_close (&seq);
+    itest_fake_req_close (&req);
     zmq_close (c);
     zmq_close (wa);
     zmq_close (wb);
