@@ -50,25 +50,29 @@ import (const char *id, const char *access_token, const char *expires_in)
     free (rt);
 }
 
-/* Three integrations without an access token (they sort first) whose refreshes fail, and one
+/* Three integrations without an access token (they sort first) whose refreshes fail, and then one
  * whose token expires within the horizon. Pages of two: the code before read the failing ones'
- * page again and again, skipped them (their backoff), and never reached the fourth. */
+ * first page again and again, skipped them (their backoff), and never reached what was behind it
+ * (the third failing one, and the one due). */
 static void
 test_failing_integrations_do_not_starve_the_sweep (void **state)
 {
-    itest_fault (h, "fakebox", "status", 3, 503, -1, -1);
+    itest_fault (h, "fakebox", "status", -1, 503, -1, -1);         /* every refresh fails, until cleared */
     import ("stuck1:box", NULL, NULL);
     import ("stuck2:box", NULL, NULL);
     import ("stuck3:box", NULL, NULL);
+    const char *tried = "SELECT count(*) FROM integrations WHERE id LIKE 'stuck%' AND last_error_at IS NOT NULL";
+    long long failed = 0;
+    for (int64_t until = clock_mono_ms () + 5000; failed != 3 && clock_mono_ms () < until; usleep (100000))
+        failed = harness_sql_int (h, tried);
+    json_decref (harness_fake (h, "DELETE", "/admin/faults?provider=fakebox", NULL));
     import ("due:box", "fake-at-due", "90");
     assert_int_equal (harness_sql (h, "UPDATE integrations SET access_lifetime_s = 3600 WHERE id = 'due:box'"), 0);
     long long g = 0;
     for (int64_t until = clock_mono_ms () + 10000; g != 2 && clock_mono_ms () < until; usleep (100000))
         g = harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'due:box'");
-    long long failed = harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id LIKE 'stuck%'"
-                                           " AND last_error_at IS NOT NULL");
-    printf ("due:box at generation %lld; %lld of the three failing ones were tried\n", g, failed);
-    json_decref (harness_fake (h, "DELETE", "/admin/faults?provider=fakebox", NULL));
+    printf ("%lld of the three failing integrations were tried; due:box at generation %lld\n", failed, g);
+    assert_int_equal (failed, 3);
     assert_int_equal (g, 2);
 }
 
