@@ -107,7 +107,7 @@ refresh_transition_allowed (refresh_state_t from, refresh_state_t to)
         case REFRESH_ANSWERED:   return to == REFRESH_COMMITTING || to == REFRESH_CONFLICTED;
         case REFRESH_COMMITTING: return to == REFRESH_COMMITTING || to == REFRESH_CONFLICTED;
         case REFRESH_RECORDING:  return to == REFRESH_CLAIMING;
-        case REFRESH_CONFLICTED: return 0;
+        case REFRESH_CONFLICTED: return to == REFRESH_CLAIMING;
     }
     return 0;
 }
@@ -298,6 +298,16 @@ refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int forc
 {
     if (!e->refresh)
         refresh_start (w, e, NULL, valid_until, forced);
+}
+
+/* A token found fresh by a claim sent for claimed_until (epoch s) that does not last what r's
+ * waiters need now: one joined after the claim was sent, with a longer min_valid. Forced
+ * refreshes are settled by the generation, not the expiry. */
+static int
+refresh_fresh_too_short (const refresh_t *r, const cache_entry_t *e, int64_t claimed_until)
+{
+    return !r->forced && r->valid_until > claimed_until
+        && !(e->access_token && e->access_expires_at >= r->valid_until);
 }
 
 /* Takes a decrypted access token from a row into the cache entry. */
@@ -557,6 +567,15 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         case CLAIM_FRESH:
             st = refresh_adopt_row (w, e, &row, err, sizeof err);
             store_row_clear (&row);
+            if (st == FR_OK && refresh_fresh_too_short (r, e, q->valid_until)) {
+                /* fresh for the claim as sent, not for a waiter that joined since with a longer
+                 * min_valid: claim again for that one */
+                log_debug (e->id, rid_of (r), "the stored token is fresh, but not for a waiter that joined the claim "
+                           "later; claiming again");
+                refresh_set_state (r, REFRESH_CLAIMING);
+                refresh_claim_soon (r);
+                return;
+            }
             log_debug (e->id, rid_of (r), "another worker already refreshed (generation %lld)",
                        (long long) e->generation);
             if (st != FR_OK)
@@ -673,6 +692,26 @@ refresh_committed (worker_t *w, refresh_t *r)
     refresh_finish_ok (w, r);
 }
 
+/* A refresh whose commit lost its compare-and-set starts a new round from its claim: what the
+ * last round sealed and would have committed is dropped. */
+static void
+refresh_round_reset (refresh_t *r)
+{
+    mem_free_secret (&r->access_plain);
+    mem_free (r->access_ct);
+    mem_free (r->refresh_ct);
+    mem_free (r->scopes);
+    r->access_ct = r->refresh_ct = NULL;
+    r->scopes = NULL;
+    memset (&r->commit, 0, sizeof r->commit);
+    memset (r->fingerprint, 0, sizeof r->fingerprint);
+    r->lease_token [0] = '\0';
+    r->commit_failures = 0;
+    r->answered_us = 0;
+    r->claim_resent = r->claim_alone = r->commit_resent = 0;
+    r->locked_since_ms = 0;
+}
+
 /* A conflict being recorded and the stored row read (dbwait.c, then one batch). */
 typedef struct {
     refresh_t *r;                    /* cleared if the refresh is freed first */
@@ -698,6 +737,14 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
     if (e->status != INTEG_ACTIVE)
         refresh_finish_error (r->w, r, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
                               "the integration changed while it was being refreshed", NULL, -1);
+    else
+    if (refresh_fresh_too_short (r, e, 0)) {
+        /* what the winner stored does not last as long as the waiters need: claim again */
+        refresh_round_reset (r);
+        refresh_set_state (r, REFRESH_CLAIMING);
+        r->known_generation = e->generation;
+        refresh_claim_soon (r);
+    }
     else
         refresh_finish_ok (r->w, r);
 }

@@ -12,7 +12,8 @@
  *   RECORDING  -> CLAIMING (the invalid_grant was for a superseded refresh token: find the new one)
  *   ANSWERED   -> COMMITTING (the commit failed: retried later), CONFLICTED (compare-and-set lost)
  *   COMMITTING -> COMMITTING (failed again), CONFLICTED
- * A refresh ends from CONFLICTED once the stored row is read. */
+ *   CONFLICTED -> CLAIMING (the stored token does not last as long as a waiter asked)
+ * Otherwise a refresh ends from CONFLICTED once the stored row is read. */
 typedef enum {
     REFRESH_CLAIMING,                /* waiting to claim (again) at due_ms */
     REFRESH_CALLING,                 /* provider call in flight */

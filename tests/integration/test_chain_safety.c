@@ -10,7 +10,9 @@
  *   - a change notified while a statement runs reaches the cache; a change never notified is
  *     found by the periodic re-validation;
  *   - the first token after an import is not refreshed when it is fresh for its own lifetime;
- *   - min_valid is honoured right after a refresh;
+ *   - min_valid is honoured right after a refresh, and for a request that joins a claim already
+ *     in the database with a larger min_valid than the claim asked for, and when a lost
+ *     compare-and-set serves what the winner stored;
  *   - the sweep rotates an idle short-lived token about once per lifetime. */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -163,6 +165,33 @@ seconds_left (const json_t *reply)
     memset (&tm, 0, sizeof tm);
     assert_non_null (strptime (text, "%Y-%m-%dT%H:%M:%SZ", &tm));
     return (long long) timegm (&tm) - (long long) (clock_wall_ms () / 1000);
+}
+
+/* Asks for a token lasting min_valid seconds in a child; the child exits 0 when the token it was
+ * given lasts that long (a second of rounding allowed), 10 when it lasts less, 11 on an error. */
+static pid_t
+token_async (const char *id, int min_valid)
+{
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid == 0) {
+        char mv [16];
+        snprintf (mv, sizeof mv, "%d", min_valid);
+        int rc = -1;
+        json_t *r = harness_ctl_at (h, harness_brokers (h), &rc, "token", "--integration", id, "--min-valid", mv, NULL);
+        const char *text = json_string_value (json_object_get (r, "expires_at"));
+        struct tm tm;
+        memset (&tm, 0, sizeof tm);
+        if (rc != 0 || !text || !strptime (text, "%Y-%m-%dT%H:%M:%SZ", &tm)) {
+            printf ("token --min-valid %d: %s\n", min_valid, itest_code (r));
+            _exit (11);
+        }
+        long long left = (long long) timegm (&tm) - (long long) (clock_wall_ms () / 1000);
+        printf ("token --min-valid %d: %lld s left\n", min_valid, left);
+        fflush (stdout);
+        _exit (left >= min_valid - 1 ? 0 : 10);
+    }
+    return pid;
 }
 
 /* A harness with one broker and worker "w1", the worker's environment given as name, value
@@ -644,6 +673,72 @@ test_min_valid_honoured_after_a_refresh (void **state)
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
 }
 
+/* A request that joins a refresh whose claim is already in the database, asking for a longer
+ * min_valid than the claim was sent with: the claim can answer that the stored token is fresh
+ * enough for the first request, and the late one must not be handed that token when it lasts less
+ * than it asked. A session holding token_chain's lock keeps the claim waiting in the server while
+ * the second request joins; the stored expiry is moved on behind the cache's back, so that the
+ * claim answers fresh. */
+static void
+test_late_waiter_min_valid_honoured (void **state)
+{
+    start_one_worker ("chain_late_min_valid", "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2500", "FERRULE_DB_LOCK_TIMEOUT_MS", "2000",
+                      NULL);
+    char *at = NULL;
+    char *rt = grant ("fakebox", &at, NULL);
+    import_at (harness_brokers (h), "late:box", rt, at, "200");
+    free (rt);
+    free (at);
+    int rc;
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "late:box", "--min-valid", "30", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    /* the row's token lasts 400 s; the worker's cache still says 200 (no notification) */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET access_expires_at = now () + interval '400 seconds' "
+                                      "WHERE id = 'late:box'"), 0);
+    PGconn *c = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (c), CONNECTION_OK);
+    PGresult *r = PQexec (c, "BEGIN; LOCK TABLE token_chain IN ACCESS EXCLUSIVE MODE");
+    assert_int_equal (PQresultStatus (r), PGRES_COMMAND_OK);
+    PQclear (r);
+    pid_t first = token_async ("late:box", 300);     /* 200 s cached: a claim for 300 s goes out */
+    wait_sql ("SELECT count (*) FROM pg_locks WHERE NOT granted AND relation = 'token_chain'::regclass", 1, 5000);
+    pid_t late = token_async ("late:box", 500);      /* joins it: the stored 400 s is not enough */
+    usleep (500000);
+    PQclear (PQexec (c, "COMMIT"));
+    PQfinish (c);
+    assert_int_equal (ctl_wait (first), 0);
+    assert_int_equal (ctl_wait (late), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+}
+
+/* A refresh whose compare-and-set is lost to a concurrent change serves what the change stored,
+ * but only to the waiters it lasts for: here an import of a token lasting 100 s lands while a
+ * refresh for a min_valid of 300 s is at the provider. */
+static void
+test_conflict_reply_honours_min_valid (void **state)
+{
+    start_one_worker ("chain_conflict_min_valid", NULL);
+    char *at = NULL;
+    char *rt = grant ("fakebox", &at, NULL);
+    import_at (harness_brokers (h), "cmv:box", rt, at, "200");
+    free (rt);
+    free (at);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    pid_t asked = token_async ("cmv:box", 300);
+    /* claimed: the call is at the provider for 1.5 s */
+    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'cmv:box' AND lease_owner IS NOT NULL", 1, 5000);
+    rt = grant ("fakebox", &at, NULL);
+    import_at (harness_brokers (h), "cmv:box", rt, at, "100");
+    free (rt);
+    free (at);
+    assert_int_equal (ctl_wait (asked), 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    assert_int_equal (harness_sql_int (h, "SELECT count (*) FROM token_chain WHERE integration_id = 'cmv:box' "
+                                          "AND outcome = 'conflict'"), 1);
+}
+
 static void
 test_sweep_rotates_about_once_per_lifetime (void **state)
 {
@@ -681,6 +776,8 @@ main (void)
         cmocka_unit_test_teardown (test_unnotified_change_found_by_revalidation, teardown),
         cmocka_unit_test_teardown (test_fresh_import_is_not_refreshed, teardown),
         cmocka_unit_test_teardown (test_min_valid_honoured_after_a_refresh, teardown),
+        cmocka_unit_test_teardown (test_late_waiter_min_valid_honoured, teardown),
+        cmocka_unit_test_teardown (test_conflict_reply_honours_min_valid, teardown),
         cmocka_unit_test_teardown (test_sweep_rotates_about_once_per_lifetime, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);

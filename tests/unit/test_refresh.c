@@ -21,7 +21,7 @@ test_every_transition (void **state)
         /* A */     { 0, 0, 0, 1, 0, 1 },   /* a failed commit keeps it alive; a lost one reads the row */
         /* M */     { 0, 0, 0, 1, 0, 1 },   /* retried until committed, or lost */
         /* R */     { 1, 0, 0, 0, 0, 0 },   /* the rejected token was superseded: claim again */
-        /* X */     { 0, 0, 0, 0, 0, 0 },   /* ends once the stored row is read */
+        /* X */     { 1, 0, 0, 0, 0, 0 },   /* ends once the stored row is read, or claims again */
     };
     const int states [6] = { C, K, A, M, R, X };
     for (int f = 0; f < 6; f++)
