@@ -12,6 +12,7 @@ typedef struct item {
     dbwait_start_fn *start;          /* a request's (dbwait_request), instead of fn */
     void *arg;
     int64_t deadline_ms;             /* -1: none */
+    int64_t not_before_ms;           /* 0: at once */
 } item_t;
 
 struct dbwait {
@@ -61,7 +62,8 @@ dbwait_destroy (dbwait_t **q_p, worker_t *w)
 }
 
 static void
-dbwait_push (worker_t *w, dbwait_fn *fn, dbwait_start_fn *start, void *arg, int64_t deadline_ms)
+dbwait_push (worker_t *w, dbwait_fn *fn, dbwait_start_fn *start, void *arg, int64_t deadline_ms,
+             int64_t not_before_ms)
 {
     dbwait_t *q = w->dbwait;
     item_t *it = mem_alloc (sizeof *it);
@@ -69,6 +71,7 @@ dbwait_push (worker_t *w, dbwait_fn *fn, dbwait_start_fn *start, void *arg, int6
     it->start = start;
     it->arg = arg;
     it->deadline_ms = deadline_ms;
+    it->not_before_ms = not_before_ms;
     *q->tail = it;
     q->tail = &it->next;
     q->count++;
@@ -77,13 +80,19 @@ dbwait_push (worker_t *w, dbwait_fn *fn, dbwait_start_fn *start, void *arg, int6
 void
 dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms)
 {
-    dbwait_push (w, fn, NULL, arg, deadline_ms);
+    dbwait_push (w, fn, NULL, arg, deadline_ms, 0);
+}
+
+void
+dbwait_add_later (worker_t *w, dbwait_fn *fn, void *arg, int64_t not_before_ms)
+{
+    dbwait_push (w, fn, NULL, arg, -1, not_before_ms);
 }
 
 void
 dbwait_request (dbwait_req_t *req, dbwait_start_fn *start)
 {
-    dbwait_push (req->w, NULL, start, req, req->job.deadline_ms);
+    dbwait_push (req->w, NULL, start, req, req->job.deadline_ms, 0);
 }
 
 void
@@ -122,7 +131,7 @@ dbwait_tick (worker_t *w)
     while (*pp && (store = dbwait_free_store (w))) {
         item_t *it = *pp;
         int expired = it->deadline_ms >= 0 && it->deadline_ms <= now;
-        if (it->deadline_ms < 0 && !store_connected (store)) {
+        if (it->deadline_ms < 0 && (!store_connected (store) || it->not_before_ms > now)) {
             pp = &it->next;              /* work that must be done waits for the database to return */
             continue;
         }

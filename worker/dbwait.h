@@ -27,6 +27,9 @@ void dbwait_destroy (dbwait_t **q_p, worker_t *w);
  * record of what a provider did): never dropped for time, and started only on a connection that
  * is up, waiting for the database to return. */
 void dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms);
+/* Work that must be done (as deadline -1), tried again after a failure: not started before
+ * not_before_ms (monotonic). */
+void dbwait_add_later (worker_t *w, dbwait_fn *fn, void *arg, int64_t not_before_ms);
 /* The head of a request's work that dbwait starts and, on a failure to start, answers: a struct
  * beginning with it is queued under the request's deadline, and freed with mem_free by dbwait
  * when it is dropped or cannot start (else by the batch's end, which answers the request). */

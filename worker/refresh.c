@@ -78,6 +78,7 @@ struct refresh {
  * A record the database cannot take does not hold the answer back: it is tried again after. */
 #define RECORD_TRIES 5                /* a record the database could not take: tried again once it is back */
 #define RECORD_WAIT_MS 30000          /* a record's caller is answered after this, the record kept for later */
+#define RECORD_RETRY_MS 250           /* a record that failed is tried again after this, doubling each time */
 
 typedef struct failure_record {
     refresh_t *r;                    /* the refresh waiting for it, or NULL */
@@ -422,7 +423,7 @@ record_done (void *arg, fr_status_t st, int stale, const char *err)
         record_settle (w, rec->r, rec, st == FR_OK && stale);
     rec->r = NULL;
     if (again)
-        dbwait_add (w, record_start, rec, -1);
+        dbwait_add_later (w, record_start, rec, clock_mono_ms () + ((int64_t) RECORD_RETRY_MS << (rec->tries - 1)));
     else
         record_free (rec);
 }
@@ -712,21 +713,27 @@ refresh_round_reset (refresh_t *r)
     r->locked_since_ms = 0;
 }
 
-/* A conflict being recorded and the stored row read (dbwait.c, then one batch). */
+/* A lost compare-and-set being recorded (a "conflict" chain row, the lease released if it is
+ * still this refresh's) and the stored row read (dbwait.c, then one batch). The record carries
+ * its own copy of what it writes: a record the database could not take is tried again after the
+ * refresh has been answered, so that the chain shows the conflict and the lease does not wait
+ * for its expiry. */
 typedef struct {
-    refresh_t *r;                    /* cleared if the refresh is freed first */
+    refresh_t *r;                    /* the refresh waiting for it; cleared once it is answered, or
+                                      * if it is freed first */
     worker_t *w;
+    char id [IDENT_MAX + 1];
+    char lease_token [STORE_LEASE_LEN + 1];
+    char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
+    int rotated;
+    int tries;
 } conflict_wait_t;
 
+/* Answers r from the stored row that the conflict's batch read (or with its failure). */
 static void
-conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *err)
+conflict_settle (refresh_t *r, fr_status_t st, const store_row_t *row, const char *err)
 {
-    conflict_wait_t *cw = arg;
-    refresh_t *r = cw->r;
     char why [512];
-    mem_free (cw);
-    if (!r)
-        return;
     r->queued = NULL;
     cache_entry_t *e = r->entry;
     if (st == FR_OK && (st = refresh_adopt_row (r->w, e, row, why, sizeof why)) != FR_OK)
@@ -749,23 +756,55 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
         refresh_finish_ok (r->w, r);
 }
 
+static void conflict_start (worker_t *w, store_t *store, void *arg);
+
+static void
+conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *err)
+{
+    conflict_wait_t *cw = arg;
+    int again = st == FR_DATABASE_UNAVAILABLE && cw->tries < RECORD_TRIES;
+    if (st != FR_OK)
+        log_warning (cw->id, NULL, "could not record the lost compare-and-set%s: %s",
+                     again ? " (tried again shortly)" : "", err);
+    if (cw->r)
+        conflict_settle (cw->r, st, row, err);
+    cw->r = NULL;
+    if (again)
+        dbwait_add_later (cw->w, conflict_start, cw, clock_mono_ms () + ((int64_t) RECORD_RETRY_MS << (cw->tries - 1)));
+    else
+        mem_free (cw);
+}
+
 static void
 conflict_start (worker_t *w, store_t *store, void *arg)
 {
     conflict_wait_t *cw = arg;
     char err [256];
     fr_status_t st;
-    (void) w;
-    if (!store) {
-        conflict_read (cw, FR_UNAVAILABLE, NULL, "the stored tokens were not read: the worker is stopping, or no "
-                       "connection was free for 30 s");
-        return;
-    }
-    if (!cw->r) {
+    if (!store && dbwait_stopping (w)) {
+        if (cw->r)
+            conflict_settle (cw->r, FR_UNAVAILABLE, NULL, "the stored tokens were not read: the worker is stopping");
         mem_free (cw);
         return;
     }
-    if ((st = store_conflict_start (store, &cw->r->commit, conflict_read, cw, err, sizeof err)) != FR_OK)
+    if (!store) {
+        /* no connection was free for RECORD_WAIT_MS: the waiters are answered now, and the record
+         * waits, without a deadline, for a connection that is up */
+        if (cw->r)
+            conflict_settle (cw->r, FR_DATABASE_UNAVAILABLE, NULL,
+                             "the stored tokens were not read: no database connection was free for 30 s");
+        cw->r = NULL;
+        dbwait_add_later (w, conflict_start, cw, 0);
+        return;
+    }
+    cw->tries++;
+    store_commit_t c;
+    memset (&c, 0, sizeof c);
+    c.id = cw->id;
+    memcpy (c.lease_token, cw->lease_token, sizeof c.lease_token);
+    c.refresh_fingerprint = cw->fingerprint;
+    c.rotated = cw->rotated;
+    if ((st = store_conflict_start (store, &c, conflict_read, cw, err, sizeof err)) != FR_OK)
         conflict_read (cw, st, NULL, err);
 }
 
@@ -782,8 +821,13 @@ refresh_conflicted (worker_t *w, refresh_t *r)
     log_warning (r->entry->id, NULL, "refresh of generation %lld lost to a concurrent change; using the stored tokens",
                  (long long) r->expected_generation);
     conflict_wait_t *cw = mem_alloc (sizeof *cw);
+    memset (cw, 0, sizeof *cw);
     cw->r = r;
     cw->w = w;
+    snprintf (cw->id, sizeof cw->id, "%s", r->entry->id);
+    memcpy (cw->lease_token, r->commit.lease_token, sizeof cw->lease_token);
+    snprintf (cw->fingerprint, sizeof cw->fingerprint, "%s", r->fingerprint);
+    cw->rotated = r->commit.rotated;
     r->queued = &cw->r;
     refresh_set_state (r, REFRESH_CONFLICTED);
     dbwait_add (w, conflict_start, cw, clock_mono_ms () + RECORD_WAIT_MS);

@@ -13,6 +13,7 @@
  *   - min_valid is honoured right after a refresh, and for a request that joins a claim already
  *     in the database with a larger min_valid than the claim asked for, and when a lost
  *     compare-and-set serves what the winner stored;
+ *   - a lost compare-and-set whose record cannot be written at once is written later;
  *   - the sweep rotates an idle short-lived token about once per lifetime. */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -739,6 +740,32 @@ test_conflict_reply_honours_min_valid (void **state)
                                           "AND outcome = 'conflict'"), 1);
 }
 
+/* A lost compare-and-set whose record cannot be written at once (here another session holds the
+ * row, so the record's chain row waits for its key lock past lock_timeout) is written once it can
+ * be: the conflict is in the chain, not dropped with the first failure. */
+static void
+test_conflict_record_retried (void **state)
+{
+    start_one_worker ("chain_conflict_retried", NULL);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "crr:box", rt, NULL, NULL);
+    free (rt);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    pid_t asked = ctl_async (harness_brokers (h), "refresh", "crr:box", NULL, NULL);
+    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'crr:box' AND lease_owner IS NOT NULL", 1, 5000);
+    rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "crr:box", rt, NULL, NULL);    /* the refresh's commit will lose */
+    free (rt);
+    PGconn *lock = lock_row ("crr:box");
+    int rc = ctl_wait (asked);
+    printf ("the refresh answered with exit status %d\n", rc);
+    wait_log ("lost to a concurrent change", 5000);
+    usleep (600000);                               /* the record's first try meets the lock */
+    unlock_row (lock);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    wait_sql ("SELECT count (*) FROM token_chain WHERE integration_id = 'crr:box' AND outcome = 'conflict'", 1, 10000);
+}
+
 static void
 test_sweep_rotates_about_once_per_lifetime (void **state)
 {
@@ -778,6 +805,7 @@ main (void)
         cmocka_unit_test_teardown (test_min_valid_honoured_after_a_refresh, teardown),
         cmocka_unit_test_teardown (test_late_waiter_min_valid_honoured, teardown),
         cmocka_unit_test_teardown (test_conflict_reply_honours_min_valid, teardown),
+        cmocka_unit_test_teardown (test_conflict_record_retried, teardown),
         cmocka_unit_test_teardown (test_sweep_rotates_about_once_per_lifetime, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
