@@ -417,6 +417,8 @@ fault_reply (const provider_t *provider, const fault_t *fault)
         return reply_text (200, "application/json", "", 0);
     case FAULT_HUGE:
         return reply_special (REPLY_HUGE);
+    case FAULT_ERROR_200:       /* Slack's way to fail: success status, failure in the body */
+        return reply_json_take (200, json_pack ("{s:b, s:s}", "ok", 0, "error", fault->error));
     case FAULT_SLOW:
         break;
     }
@@ -672,7 +674,7 @@ authz_token (authz_t *authz, const authz_request_t *req)
         if (++provider->stats.concurrent_refresh > provider->stats.max_concurrent_refresh)
             provider->stats.max_concurrent_refresh = provider->stats.concurrent_refresh;
     }
-    faulted = provider_fault_take (provider, &fault);
+    faulted = provider_fault_take (provider, FAULT_AT_TOKEN, &fault);
     if (faulted)
         provider->stats.faults_served++;
 
@@ -859,6 +861,9 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
     provider_t *provider;
     token_t *token;
     chain_t *chain = NULL;
+    fault_t fault;
+    bool faulted;
+    unsigned long epoch;
 
     cred_read (&cred, req);
     pthread_mutex_lock (&authz->lock);
@@ -872,6 +877,20 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
         && strcmp (token->chain->provider, provider->name) == 0)
         chain = token->chain;
     record (authz, req, NULL, cred.label, chain && token->kind == TOKEN_REFRESH ? chain->id : 0);
+    faulted = provider_fault_take (provider, FAULT_AT_REVOKE, &fault);
+    if (faulted) {
+        provider->stats.faults_served++;
+        if (fault.kind != FAULT_SLOW) {
+            reply = fault_reply (provider, &fault);     /* revokes nothing */
+            goto out;
+        }
+        epoch = authz->epoch;
+        nap (authz, fault.delay_ms);
+        if (authz->epoch != epoch) {    /* reset while we slept: the token is gone anyway */
+            reply = reply_json_take (200, json_object ());
+            goto out;
+        }
+    }
     reply = check_post (provider, req, &cred);
     if (!reply && !value)
         reply = oauth_error (provider, 400, "invalid_request", "missing token");

@@ -668,6 +668,41 @@ test_authorization_url (void **state)
     assert_null (oauth_authorization_url (&p, NULL, "https://app.test/cb", "s", NULL, 0, NULL));
 }
 
+/* Zoom says what went wrong in "reason" rather than "error_description": that text is what a user
+ * reads, cut and cleaned like any description, and it may name a redirect URI mismatch. */
+static void
+test_zoom_reason (void **state)
+{
+    oauth_result_t r;
+    parse ("zoom", 400, NULL, "{\"reason\":\"Invalid authorization code\",\"error\":\"invalid_grant\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_string_equal (r.error, "invalid_grant");
+    assert_non_null (r.error_description);
+    assert_string_equal (r.error_description, "Invalid authorization code");
+    oauth_result_clear (&r);
+
+    parse ("zoom", 400, NULL, "{\"reason\":\"Invalid request : Redirect URI mismatch.\",\"error\":\"invalid_request\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REDIRECT_MISMATCH);
+    oauth_result_clear (&r);
+
+    /* bounded and sanitized as a description is: control characters go, at most 200 bytes */
+    char body [1024];
+    char reason [401];
+    memset (reason, 'x', 400);
+    reason [400] = '\0';
+    snprintf (body, sizeof body, "{\"error\":\"invalid_grant\",\"reason\":\"bad\\u0007\\u001b[2Jcode %s\"}", reason);
+    parse ("zoom", 400, NULL, body, &r);
+    assert_non_null (r.error_description);
+    assert_true (strlen (r.error_description) <= OAUTH_MAX_DESCRIPTION);
+    assert_true (strncmp (r.error_description, "bad[2Jcode xxx", 14) == 0);
+    oauth_result_clear (&r);
+
+    /* an error_description, where there is one, comes first */
+    parse ("zoom", 400, NULL, "{\"error\":\"invalid_grant\",\"error_description\":\"first\",\"reason\":\"second\"}", &r);
+    assert_string_equal (r.error_description, "first");
+    oauth_result_clear (&r);
+}
+
 int
 main (void)
 {
@@ -686,6 +721,7 @@ main (void)
         cmocka_unit_test (test_bad_expires_in_keeps_the_tokens),
         cmocka_unit_test (test_errors_with_200_and_clients),
         cmocka_unit_test (test_error_sanitized),
+        cmocka_unit_test (test_zoom_reason),
         cmocka_unit_test (test_request_encoding),
         cmocka_unit_test (test_builtin_requests),
         cmocka_unit_test (test_authorization_url),
