@@ -683,6 +683,8 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
             desc = string_field (root, "error_description");
         if (!desc)
             desc = string_field (root, "message");
+        if (!desc)
+            desc = string_field (root, "reason");   /* Zoom: {"reason": "...", "error": "invalid_grant"} */
     }
 
     if (is_error) {
@@ -796,4 +798,17 @@ oauth_read_response (const catalog_provider_t *p, const http_response_t *resp, i
     }
     else
         oauth_parse_token_response (p, resp->status, resp->retry_after, resp->body, resp->body_len, out);
+}
+
+void
+oauth_read_revocation (const catalog_provider_t *p, const http_response_t *resp, int64_t max_body, oauth_result_t *out)
+{
+    oauth_read_response (p, resp, max_body, out);
+    /* a token answer's parser finds no access_token in a success: for RFC 7009 that is the
+     * answer (its body may be anything, even empty), unless the body carries an error, which
+     * the parser would have classified as one */
+    if (out->kind == OAUTH_BAD_RESPONSE && !resp->too_large && resp->status >= 200 && resp->status <= 299) {
+        out->kind = OAUTH_OK;
+        snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld", resp->status);
+    }
 }

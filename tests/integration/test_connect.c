@@ -913,8 +913,10 @@ test_disconnect_revocation_refused_in_body (void **state)
     json_decref (d);
 }
 
-/* A 503 with Retry-After, then no answer at all: tried again after the wait it asked for, and the
- * third attempt revokes. A provider that keeps failing is tried a bounded number of times. */
+/* A 503 with Retry-After, then a 502: tried again after the wait it asked for, and the third
+ * attempt revokes. A provider that keeps failing is tried a bounded number of times. (No answer
+ * at all is transient too, but curl itself sends a request again once when a reused connection
+ * dies without an answer, so the count of requests would be curl's.) */
 static void
 test_disconnect_revocation_retried (void **state)
 {
@@ -924,7 +926,7 @@ test_disconnect_revocation_retried (void **state)
     long long revocations = itest_stat (h, "fakebox", "revocations");
     size_t before = revoke_requests (at, 64);
     revoke_fault ("retry_after", 1, 503, 1, NULL);
-    revoke_fault ("drop", 1, -1, -1, NULL);
+    revoke_fault ("status", 1, 502, -1, NULL);
 
     json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "retry:box", NULL);
     assert_int_equal (rc, 0);
@@ -935,7 +937,7 @@ test_disconnect_revocation_retried (void **state)
     assert_int_equal (n, before + 3);
     assert_true (at [before + 1] - at [before] >= 900);     /* Retry-After: 1 */
     assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'retry:box'"
-                            " AND outcome = 'revoked'"), 1);
+                            " AND outcome = 'revoked' AND detail LIKE '%%after 3 attempts%%'"), 1);
 
     /* a provider that stays down: a few attempts, then the warning and the record */
     json_t *c2 = connect_ok ("down:box", "fakebox", NULL, NULL);
