@@ -30,6 +30,7 @@ calls_free (worker_t *w, call_t *c)
     mem_free (c->redirect_uri);
     mem_free (c->requested_scopes);
     oauth_request_destroy (&c->request);       /* wipes the token it holds */
+    mem_free_secret (&c->sent);
     mem_free (c);
 }
 

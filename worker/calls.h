@@ -19,6 +19,7 @@ typedef struct call {
     char *requested_scopes;                 /* space-separated */
     const char *token_kind;                 /* revocation: "refresh_token" or "access_token" */
     struct oauth_request *request;          /* revocation: kept to send again (holds the token) */
+    char *sent;                             /* the code or token sent: a description quoting it is withheld */
     int attempts;                           /* revocation: calls made so far */
     int64_t due_ms;                         /* revocation: monotonic time of the next attempt; 0 none */
 } call_t;

@@ -168,6 +168,7 @@ on_revoke (void *arg, const http_response_t *resp)
     int64_t now = clock_mono_ms ();
 
     oauth_read_revocation (c->provider, resp, w->cfg.max_provider_body, &res);
+    oauth_result_withhold (&res, c->sent, "token");
     int64_t delay = retry_delay (w, c, &res, now);
     if (delay >= 0) {
         /* disconnect_tick sends it again: the loop does not wait */
@@ -262,6 +263,8 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
             c->token_kind = kind;
             c->request = req;              /* the call's now: kept for a second attempt */
             req = NULL;
+            c->sent = token;
+            token = NULL;
             if (revoke_send (w, c) == 0)
                 goto out;                  /* the reply follows the provider's answer */
             calls_free (w, c);

@@ -1,4 +1,5 @@
 /* oauth.c - token endpoint requests and the classification of their answers */
+#define _GNU_SOURCE             /* memmem */
 #include "oauth.h"
 #include "http.h"
 #include "crypto.h"
@@ -811,4 +812,18 @@ oauth_read_revocation (const catalog_provider_t *p, const http_response_t *resp,
         out->kind = OAUTH_OK;
         snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld", resp->status);
     }
+}
+
+void
+oauth_result_withhold (oauth_result_t *r, const char *secret, const char *what)
+{
+    char text [96];
+    if (!r->error_description || !secret || !secret [0])
+        return;
+    size_t n = strlen (secret);
+    if (!memmem (r->error_description, strlen (r->error_description), secret, n < 24 ? n : 24))
+        return;
+    mem_free_secret (&r->error_description);
+    snprintf (text, sizeof text, "(description withheld: it quoted the %s)", what);
+    r->error_description = mem_strdup (text);
 }

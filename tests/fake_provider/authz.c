@@ -387,8 +387,9 @@ token_reply (const provider_t *provider, const token_t *access, const token_t *r
     return reply_json_take (200, body);
 }
 
+/* The answer a fault asks for; presented is the code or token the request carried (or NULL). */
 static reply_t *
-fault_reply (const provider_t *provider, const fault_t *fault)
+fault_reply (const provider_t *provider, const fault_t *fault, const char *presented)
 {
     static const char malformed [] = "{\"access_token\": \"abc\", ";
     static const char html [] =
@@ -419,6 +420,11 @@ fault_reply (const provider_t *provider, const fault_t *fault)
         return reply_special (REPLY_HUGE);
     case FAULT_ERROR_200:       /* Slack's way to fail: success status, failure in the body */
         return reply_json_take (200, json_pack ("{s:b, s:s}", "ok", 0, "error", fault->error));
+    case FAULT_REASON_QUOTING: {    /* Zoom's "reason", quoting what was sent back */
+        char reason [600];
+        snprintf (reason, sizeof reason, "Invalid authorization code or token %.500s", presented ? presented : "");
+        return reply_json_take (400, json_pack ("{s:s, s:s}", "reason", reason, "error", "invalid_grant"));
+    }
     case FAULT_SLOW:
         break;
     }
@@ -688,7 +694,7 @@ authz_token (authz_t *authz, const authz_request_t *req)
     if (!provider)
         reply = too_many_providers ();
     else if (faulted && fault.kind != FAULT_SLOW)
-        reply = fault_reply (provider, &fault);
+        reply = fault_reply (provider, &fault, form_get (req->params, is_refresh ? "refresh_token" : "code"));
     else
         reply = token_grant (authz, provider, req, &cred, grant_type);
 out:
@@ -881,7 +887,7 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
     if (faulted) {
         provider->stats.faults_served++;
         if (fault.kind != FAULT_SLOW) {
-            reply = fault_reply (provider, &fault);     /* revokes nothing */
+            reply = fault_reply (provider, &fault, value);     /* revokes nothing */
             goto out;
         }
         epoch = authz->epoch;

@@ -960,6 +960,53 @@ test_disconnect_revocation_retried (void **state)
     json_decref (d2);
 }
 
+/* A provider whose description (Zoom's "reason") quotes the code or token it was sent: what the
+ * user reads, the log and the records say the description was withheld, and never hold it. */
+static void
+test_provider_text_quoting_secrets (void **state)
+{
+    int rc;
+    char *location = start_flow ("quote:box", "fakebox", NULL, NULL);
+    json_t *f = json_pack ("{s:s, s:s, s:i}", "provider", "fakebox", "kind", "reason_quoting", "count", 1);
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    json_t *r = callback (location, &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "code_expired_or_used");
+    assert_null (strstr (error_field (r, "message"), "fake-code-"));
+    assert_non_null (strstr (error_field (r, "message"), "withheld"));
+    assert_int_equal (sqlf ("SELECT count(*) FROM pending_authorizations WHERE integration_id = 'quote:box'"
+                            " AND row_to_json (pending_authorizations)::text LIKE '%%fake-code-%%'"), 0);
+    const char *code = strstr (location, "code=") + 5;
+    char sent [256];
+    snprintf (sent, sizeof sent, "%.*s", (int) strcspn (code, "&"), code);
+    assert_true (strncmp (sent, "fake-code-", 10) == 0);
+    assert_false (itest_workdir_contains (h, sent));
+
+    json_t *c = connect_ok ("quote:box", "fakebox", NULL, NULL);
+    f = json_pack ("{s:s, s:s, s:i}", "provider", "fakebox", "kind", "reason_quoting", "count", 1);
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    json_t *rf = harness_ctl (h, &rc, "refresh", "--integration", "quote:box", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (rf), "needs_reconnect");
+    assert_null (strstr (error_field (rf, "message"), "fake-rt-"));
+    assert_non_null (strstr (error_field (rf, "message"), "withheld"));
+    revoke_fault ("reason_quoting", 1, -1, -1, NULL);
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "quote:box", NULL);
+    assert_int_equal (rc, 0);
+    const char *message = refused_warning (d);
+    assert_non_null (strstr (message, "withheld"));
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'quote:box'"
+                            " AND (detail LIKE '%%fake-rt-%%' OR detail LIKE '%%fake-code-%%')"), 0);
+    assert_false (itest_workdir_contains (h, "fake-rt-"));
+    free (location);
+    json_decref (r);
+    json_decref (rf);
+    json_decref (c);
+    json_decref (d);
+}
+
 static void
 test_connect_without_pkce (void **state)
 {
@@ -998,6 +1045,7 @@ main (void)
         cmocka_unit_test (test_disconnect),
         cmocka_unit_test (test_disconnect_revocation_refused_in_body),
         cmocka_unit_test (test_disconnect_revocation_retried),
+        cmocka_unit_test (test_provider_text_quoting_secrets),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }

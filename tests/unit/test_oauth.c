@@ -773,6 +773,24 @@ test_revocation_answers (void **state)
     oauth_result_clear (&r);
 }
 
+static void
+test_withhold_quoted_secret (void **state)
+{
+    oauth_result_t r;
+    parse ("zoom", 400, NULL, "{\"reason\":\"Invalid authorization code Xq81_abcDEF-ghijKLMNopqrstuv\","
+           "\"error\":\"invalid_grant\"}", &r);
+    oauth_result_withhold (&r, "Xq81_abcDEF-ghijKLMNopqrstuvWXYZ0123", "authorization code");
+    assert_string_equal (r.error_description, "(description withheld: it quoted the authorization code)");
+    assert_string_equal (r.error, "invalid_grant");
+    oauth_result_clear (&r);
+    parse ("zoom", 400, NULL, "{\"reason\":\"Invalid Token!\",\"error\":\"invalid_grant\"}", &r);
+    oauth_result_withhold (&r, "Xq81_abcDEF-ghijKLMNopqrstuvWXYZ0123", "token");
+    oauth_result_withhold (&r, NULL, "token");
+    oauth_result_withhold (&r, "", "token");
+    assert_string_equal (r.error_description, "Invalid Token!");
+    oauth_result_clear (&r);
+}
+
 int
 main (void)
 {
@@ -793,6 +811,7 @@ main (void)
         cmocka_unit_test (test_error_sanitized),
         cmocka_unit_test (test_zoom_reason),
         cmocka_unit_test (test_revocation_answers),
+        cmocka_unit_test (test_withhold_quoted_secret),
         cmocka_unit_test (test_request_encoding),
         cmocka_unit_test (test_builtin_requests),
         cmocka_unit_test (test_authorization_url),
