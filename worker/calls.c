@@ -1,6 +1,7 @@
 /* calls.c - the connect flow's provider calls in flight */
 #include "calls.h"
 #include "mem.h"
+#include "oauth.h"
 #include <stdio.h>
 
 call_t *
@@ -28,6 +29,8 @@ calls_free (worker_t *w, call_t *c)
         *pp = c->next;
     mem_free (c->redirect_uri);
     mem_free (c->requested_scopes);
+    oauth_request_destroy (&c->request);       /* wipes the token it holds */
+    mem_free_secret (&c->sent);
     mem_free (c);
 }
 

@@ -18,6 +18,10 @@ typedef struct call {
     char *redirect_uri;
     char *requested_scopes;                 /* space-separated */
     const char *token_kind;                 /* revocation: "refresh_token" or "access_token" */
+    struct oauth_request *request;          /* revocation: kept to send again (holds the token) */
+    char *sent;                             /* the code or token sent: a description quoting it is withheld */
+    int attempts;                           /* revocation: calls made so far */
+    int64_t due_ms;                         /* revocation: monotonic time of the next attempt; 0 none */
 } call_t;
 
 call_t *calls_new (worker_t *w, calls_kind_t kind, const job_t *job, const char *id, const catalog_provider_t *p);

@@ -563,6 +563,7 @@ callback_taken (void *arg, fr_status_t st, store_pending_t *taken, const char *t
         goto out;
     }
     call_t *c = calls_new (w, CALLS_EXCHANGE, job, pd.integration, p);
+    c->sent = mem_strdup (code);
     memcpy (c->state_hash, state_hash, sizeof c->state_hash);
     c->redirect_uri = pd.redirect_uri;
     c->requested_scopes = pd.scopes;
@@ -823,6 +824,7 @@ on_exchange (void *arg, const http_response_t *resp)
     memset (&res, 0, sizeof res);
 
     oauth_read_response (p, resp, w->cfg.max_provider_body, &res);
+    oauth_result_withhold (&res, c->sent, "authorization code");
 
     if (res.kind == OAUTH_OK) {
         if (exchange_succeeded (w, c, &res)) {

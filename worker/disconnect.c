@@ -1,12 +1,14 @@
 /* disconnect.c - disconnect: one statement destroys the stored tokens and hands the sealed
- * refresh token back; the RFC 7009 revocation at the provider follows, and its failure is a
- * warning, never an error (the tokens are gone here either way) */
+ * refresh token back; the RFC 7009 revocation at the provider follows, tried again a few times
+ * after a transient failure, and its failure is a warning, never an error (the tokens are gone
+ * here either way) */
 #include "disconnect.h"
 #include "calls.h"
 #include "dbwait.h"
 #include "loads.h"
 #include "reply.h"
 #include "store_connect.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "oauth.h"
@@ -88,43 +90,125 @@ note_revocation (worker_t *w, const call_t *c, const char *outcome, const char *
     dbwait_add (w, note_start, nw, -1);
 }
 
+/* --- the revocation call, tried again after a transient failure ---------------------------- */
+
+#define REVOKE_TRIES            3       /* attempts in all; the user waits for the outcome */
+#define REVOKE_BACKOFF_MS       500     /* before the second attempt; doubles */
+#define REVOKE_MAX_RETRY_AFTER  5       /* seconds: a longer Retry-After is not waited for */
+#define REVOKE_REPLY_MARGIN_MS  1000    /* a new attempt starts at least this long before the deadline */
+
+static void on_revoke (void *arg, const http_response_t *resp);
+
+static int
+revoke_send (worker_t *w, call_t *c)
+{
+    c->attempts++;
+    return http_post (w->http, c->request->url, c->request->body, c->request->authorization, on_revoke, c);
+}
+
+/* How long to wait before the next attempt, or -1 for none: the failure was not transient, the
+ * tries are spent, the provider asks for a longer wait than is worth it, the reply's deadline is
+ * too near, or the worker is leaving. */
+static int64_t
+retry_delay (const worker_t *w, const call_t *c, const oauth_result_t *res, int64_t now)
+{
+    if (res->kind != OAUTH_TRANSIENT || c->attempts >= REVOKE_TRIES || w->draining
+    ||  res->retry_after > REVOKE_MAX_RETRY_AFTER)
+        return -1;
+    int64_t delay = (int64_t) REVOKE_BACKOFF_MS << (c->attempts - 1);
+    if (res->retry_after * 1000 > delay)
+        delay = res->retry_after * 1000;
+    if (now + delay + REVOKE_REPLY_MARGIN_MS > c->job.deadline_ms)
+        return -1;
+    return delay;
+}
+
+/* The outcome, as a chain row and the reply; frees the call. status: the last answer's HTTP
+ * status (0: none). */
+static void
+revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
+{
+    reply_warnings_t ws = { .count = 0 };
+    char detail [400];
+    char tries [48] = "";
+
+    if (c->attempts > 1)
+        snprintf (tries, sizeof tries, " after %d attempts", c->attempts);
+    if (res->kind == OAUTH_OK) {
+        snprintf (detail, sizeof detail, "provider \"%s\" revoked the %s (HTTP %ld%s)", c->provider->name,
+                  c->token_kind, status, tries);
+        log_info (c->id, c->job.rid, "%s", detail);
+        note_revocation (w, c, "revoked", detail, &ws);
+    }
+    else {
+        char desc [MAX_DESCRIPTION + 4];
+        text_printable (desc, sizeof desc, res->error_description, (size_t) -1, MAX_DESCRIPTION);
+        if (res->error)         /* the provider's code: sanitized to printable ASCII, never a token */
+            snprintf (detail, sizeof detail, "HTTP %ld with error \"%s\"%s%s%s", status, res->error,
+                      desc [0] ? ": " : "", desc, tries);
+        else
+            snprintf (detail, sizeof detail, "%s%s", res->detail, tries);
+        reply_warn (&ws, "revocation_failed",
+                    "the stored tokens are destroyed here; to end the grant at the provider too, remove the app's "
+                    "access in the provider's console (the account's connected apps)",
+                    "provider \"%s\" did not confirm the revocation of the %s of integration \"%s\" (%s)",
+                    c->provider->name, c->token_kind, c->id, detail);
+        log_warning (c->id, c->job.rid, "%s", ws.item [0].message);
+        note_revocation (w, c, "revocation_failed", ws.item [0].message, &ws);
+    }
+    calls_free (w, c);
+}
+
 static void
 on_revoke (void *arg, const http_response_t *resp)
 {
     call_t *c = arg;
     worker_t *w = c->w;
-    reply_warnings_t ws = { .count = 0 };
-    char detail [400];
+    oauth_result_t res;
+    int64_t now = clock_mono_ms ();
 
-    if (resp->status >= 200 && resp->status <= 299) {
-        snprintf (detail, sizeof detail, "provider \"%s\" revoked the %s (HTTP %ld)", c->provider->name,
-                  c->token_kind, resp->status);
-        log_info (c->id, c->job.rid, "%s", detail);
-        note_revocation (w, c, "revoked", detail, &ws);
+    oauth_read_revocation (c->provider, resp, w->cfg.max_provider_body, &res);
+    oauth_result_withhold (&res, c->sent, "token");
+    int64_t delay = retry_delay (w, c, &res, now);
+    if (delay >= 0) {
+        /* disconnect_tick sends it again: the loop does not wait */
+        log_info (c->id, c->job.rid, "provider \"%s\" did not revoke the %s (attempt %d of %d: %s); trying again "
+                  "in %lld ms", c->provider->name, c->token_kind, c->attempts, REVOKE_TRIES, res.detail,
+                  (long long) delay);
+        c->due_ms = now + delay;
     }
-    else {
-        oauth_result_t res;
-        char desc [MAX_DESCRIPTION + 1] = "";
-        memset (&res, 0, sizeof res);
-        if (resp->status == 0)
-            snprintf (detail, sizeof detail, "%s", resp->error ? resp->error : "no answer");
-        else {
-            oauth_parse_token_response (c->provider, resp->status, resp->retry_after, resp->body,
-                                        resp->too_large ? 0 : resp->body_len, &res);
-            text_printable (desc, sizeof desc, res.error_description, (size_t) -1, MAX_DESCRIPTION);
-            snprintf (detail, sizeof detail, "HTTP %ld%s%s%s%s", resp->status, res.error ? " " : "",
-                      res.error ? res.error : "", desc [0] ? ": " : "", desc);
+    else
+        revoke_report (w, c, &res, resp->status);
+    oauth_result_clear (&res);
+}
+
+void
+disconnect_tick (worker_t *w, int64_t now)
+{
+    call_t *next;
+    for (call_t *c = w->calls; c; c = next) {
+        next = c->next;
+        if (c->kind != CALLS_REVOKE || c->due_ms == 0 || c->due_ms > now)
+            continue;
+        c->due_ms = 0;
+        if (revoke_send (w, c) != 0) {
+            oauth_result_t res;
+            memset (&res, 0, sizeof res);
+            res.kind = OAUTH_TRANSIENT;
+            snprintf (res.detail, sizeof res.detail, "the call could not be started again");
+            revoke_report (w, c, &res, 0);
         }
-        oauth_result_clear (&res);
-        reply_warn (&ws, "revocation_failed",
-                  "the stored tokens are destroyed; to be sure the grant is gone, remove the app's access in the "
-                  "account's settings at the provider",
-                  "provider \"%s\" did not confirm the revocation of the %s of integration \"%s\" (%s)",
-                  c->provider->name, c->token_kind, c->id, detail);
-        log_warning (c->id, c->job.rid, "%s", ws.item [0].message);
-        note_revocation (w, c, "revocation_failed", ws.item [0].message, &ws);
     }
-    calls_free (w, c);
+}
+
+int64_t
+disconnect_next_due (const worker_t *w)
+{
+    int64_t due = -1;
+    for (const call_t *c = w->calls; c; c = c->next)
+        if (c->kind == CALLS_REVOKE && c->due_ms != 0 && (due < 0 || c->due_ms < due))
+            due = c->due_ms;
+    return due;
 }
 
 /* The tokens are destroyed: revoke the one taken out at the provider, or say why not. */
@@ -177,7 +261,11 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
         else {
             call_t *c = calls_new (w, CALLS_REVOKE, job, id, p);
             c->token_kind = kind;
-            if (http_post (w->http, req->url, req->body, req->authorization, on_revoke, c) == 0)
+            c->request = req;              /* the call's now: kept for a second attempt */
+            req = NULL;
+            c->sent = token;
+            token = NULL;
+            if (revoke_send (w, c) == 0)
                 goto out;                  /* the reply follows the provider's answer */
             calls_free (w, c);
             reply_warn (&ws, "not_revoked", hint, "could not start the revocation call to provider \"%s\"", p->name);

@@ -1,4 +1,5 @@
 /* oauth.c - token endpoint requests and the classification of their answers */
+#define _GNU_SOURCE             /* memmem */
 #include "oauth.h"
 #include "http.h"
 #include "crypto.h"
@@ -683,6 +684,8 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
             desc = string_field (root, "error_description");
         if (!desc)
             desc = string_field (root, "message");
+        if (!desc)
+            desc = string_field (root, "reason");   /* Zoom: {"reason": "...", "error": "invalid_grant"} */
     }
 
     if (is_error) {
@@ -796,4 +799,31 @@ oauth_read_response (const catalog_provider_t *p, const http_response_t *resp, i
     }
     else
         oauth_parse_token_response (p, resp->status, resp->retry_after, resp->body, resp->body_len, out);
+}
+
+void
+oauth_read_revocation (const catalog_provider_t *p, const http_response_t *resp, int64_t max_body, oauth_result_t *out)
+{
+    oauth_read_response (p, resp, max_body, out);
+    /* a token answer's parser finds no access_token in a success: for RFC 7009 that is the
+     * answer (its body may be anything, even empty), unless the body carries an error, which
+     * the parser would have classified as one */
+    if (out->kind == OAUTH_BAD_RESPONSE && !resp->too_large && resp->status >= 200 && resp->status <= 299) {
+        out->kind = OAUTH_OK;
+        snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld", resp->status);
+    }
+}
+
+void
+oauth_result_withhold (oauth_result_t *r, const char *secret, const char *what)
+{
+    char text [96];
+    if (!r->error_description || !secret || !secret [0])
+        return;
+    size_t n = strlen (secret);
+    if (!memmem (r->error_description, strlen (r->error_description), secret, n < 24 ? n : 24))
+        return;
+    mem_free_secret (&r->error_description);
+    snprintf (text, sizeof text, "(description withheld: it quoted the %s)", what);
+    r->error_description = mem_strdup (text);
 }

@@ -12,12 +12,12 @@
 #define OAUTH_MAX_TOKEN         (16 * 1024)    /* longest access or refresh token accepted */
 #define OAUTH_MAX_INPUT         (16 * 1024)    /* longest code, token, URI or state sent */
 #define OAUTH_MAX_ERROR         64             /* error code kept from a response */
-#define OAUTH_MAX_DESCRIPTION   200            /* error_description kept from a response */
+#define OAUTH_MAX_DESCRIPTION   200            /* error_description (or message, reason) kept */
 #define OAUTH_MAX_RETRY_AFTER   3600           /* Retry-After is capped to this many seconds */
 #define OAUTH_MAX_EXPIRES_IN    (10LL * 366 * 86400)   /* ten years */
 
 /* One HTTP POST to a token or revocation endpoint. body and authorization hold secrets. */
-typedef struct {
+typedef struct oauth_request {
     char *url;
     char *body;             /* application/x-www-form-urlencoded, RFC 3986 percent-encoding */
     char *authorization;    /* "Basic ..." header value for client_secret_basic, else NULL */
@@ -68,7 +68,8 @@ typedef struct {
     char *scope;                /* as granted, or NULL */
     char *token_type;           /* or NULL */
     char *error;                /* provider's error code: printable ASCII, at most 64 */
-    char *error_description;    /* control characters removed, at most 200 bytes */
+    char *error_description;    /* error_description, else message, else reason (Zoom): control
+                                   characters removed, at most 200 bytes */
     int64_t retry_after;        /* seconds for OAUTH_TRANSIENT, capped; -1 unknown */
     char detail [160];          /* why this kind, for logs and the chain; never holds a token */
 } oauth_result_t;
@@ -86,6 +87,17 @@ void oauth_result_clear (oauth_result_t *r);
 struct http_response;
 void oauth_read_response (const catalog_provider_t *p, const struct http_response *resp, int64_t max_body,
                           oauth_result_t *out);
+
+/* Classifies a finished RFC 7009 revocation call: OAUTH_OK for a 2xx whose body carries no error
+ * (whatever else it holds); an "error" field or "ok": false is an error whatever the status, as
+ * for a token answer; a transport failure, 5xx, 429 or 408 is OAUTH_TRANSIENT with retry_after. */
+void oauth_read_revocation (const catalog_provider_t *p, const struct http_response *resp, int64_t max_body,
+                            oauth_result_t *out);
+
+/* Replaces the description with "(description withheld: it quoted the <what>)" when it holds
+ * secret (its first 24 characters, or all of a shorter one): some providers quote back the code
+ * or token they were sent (Zoom's "reason"), which must reach no message and no log. */
+void oauth_result_withhold (oauth_result_t *r, const char *secret, const char *what);
 
 /* Seconds to wait from a Retry-After value (delta-seconds or HTTP-date) relative to now,
  * capped at OAUTH_MAX_RETRY_AFTER; -1 when value is NULL or not parsable. */

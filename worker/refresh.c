@@ -10,7 +10,6 @@
  *      committed (or superseded by a newer generation) the new tokens are kept and the commit is
  *      retried, whatever the database answered.
  *   5. only then answer every request that waited on this refresh. */
-#define _GNU_SOURCE             /* memmem */
 #include "refresh.h"
 #include "store_chain.h"
 #include "dbwait.h"
@@ -1107,12 +1106,7 @@ refresh_on_response (void *arg, const http_response_t *resp)
         default:                   outcome = "configuration"; st = FR_CONFIGURATION; break;
     }
     /* a provider that quotes the token back in its description must not put it in our logs */
-    if (res.error_description && r->refresh_token && r->refresh_token [0]
-    &&  memmem (res.error_description, strlen (res.error_description), r->refresh_token,
-                strlen (r->refresh_token) < 24 ? strlen (r->refresh_token) : 24)) {
-        mem_free_secret (&res.error_description);
-        res.error_description = mem_strdup ("(description withheld: it quoted the refresh token)");
-    }
+    oauth_result_withhold (&res, r->refresh_token, "refresh token");
     if (res.kind == OAUTH_INVALID_GRANT || res.kind == OAUTH_INVALID_CLIENT || res.error)
         snprintf (message, sizeof message, "could not refresh integration \"%s\": provider \"%s\" answered %s%s%s",
                   e->id, r->provider->name, res.error ? res.error : oauth_kind_name (res.kind),

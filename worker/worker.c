@@ -9,6 +9,7 @@
 #include "links.h"
 #include "loads.h"
 #include "dbwait.h"
+#include "disconnect.h"
 #include "ratelimit.h"
 #include "recovery.h"
 #include "refresh.h"
@@ -339,6 +340,7 @@ worker_tick (worker_t *w, int64_t now)
     loads_tick (w, dbwait_free_store (w)); /* cache misses, before optional work */
     recovery_tick (w, now);                 /* an earlier run's journal and leases, until settled */
     dbwait_tick (w);                        /* requests' batches waiting for a connection */
+    disconnect_tick (w, now);               /* revocations tried again after a transient failure */
     sweep_tick (w->sweep, dbwait_free_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
     worker_revalidate (w, now);
     keystats_tick (w, now);
@@ -430,6 +432,9 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         int64_t due = refresh_next_due (w);
         if (sweep_next_due (w->sweep) < now + timeout)
             timeout = sweep_next_due (w->sweep) - now;
+        if (due >= 0 && due - now < timeout)
+            timeout = due - now;
+        due = disconnect_next_due (w);
         if (due >= 0 && due - now < timeout)
             timeout = due - now;
         int64_t batch_deadline = store_batch_deadline (w->store);

@@ -387,8 +387,9 @@ token_reply (const provider_t *provider, const token_t *access, const token_t *r
     return reply_json_take (200, body);
 }
 
+/* The answer a fault asks for; presented is the code or token the request carried (or NULL). */
 static reply_t *
-fault_reply (const provider_t *provider, const fault_t *fault)
+fault_reply (const provider_t *provider, const fault_t *fault, const char *presented)
 {
     static const char malformed [] = "{\"access_token\": \"abc\", ";
     static const char html [] =
@@ -417,6 +418,13 @@ fault_reply (const provider_t *provider, const fault_t *fault)
         return reply_text (200, "application/json", "", 0);
     case FAULT_HUGE:
         return reply_special (REPLY_HUGE);
+    case FAULT_ERROR_200:       /* Slack's way to fail: success status, failure in the body */
+        return reply_json_take (200, json_pack ("{s:b, s:s}", "ok", 0, "error", fault->error));
+    case FAULT_REASON_QUOTING: {    /* Zoom's "reason", quoting what was sent back */
+        char reason [600];
+        snprintf (reason, sizeof reason, "Invalid authorization code or token %.500s", presented ? presented : "");
+        return reply_json_take (400, json_pack ("{s:s, s:s}", "reason", reason, "error", "invalid_grant"));
+    }
     case FAULT_SLOW:
         break;
     }
@@ -672,7 +680,7 @@ authz_token (authz_t *authz, const authz_request_t *req)
         if (++provider->stats.concurrent_refresh > provider->stats.max_concurrent_refresh)
             provider->stats.max_concurrent_refresh = provider->stats.concurrent_refresh;
     }
-    faulted = provider_fault_take (provider, &fault);
+    faulted = provider_fault_take (provider, FAULT_AT_TOKEN, &fault);
     if (faulted)
         provider->stats.faults_served++;
 
@@ -686,7 +694,7 @@ authz_token (authz_t *authz, const authz_request_t *req)
     if (!provider)
         reply = too_many_providers ();
     else if (faulted && fault.kind != FAULT_SLOW)
-        reply = fault_reply (provider, &fault);
+        reply = fault_reply (provider, &fault, form_get (req->params, is_refresh ? "refresh_token" : "code"));
     else
         reply = token_grant (authz, provider, req, &cred, grant_type);
 out:
@@ -859,6 +867,9 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
     provider_t *provider;
     token_t *token;
     chain_t *chain = NULL;
+    fault_t fault;
+    bool faulted;
+    unsigned long epoch;
 
     cred_read (&cred, req);
     pthread_mutex_lock (&authz->lock);
@@ -872,6 +883,20 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
         && strcmp (token->chain->provider, provider->name) == 0)
         chain = token->chain;
     record (authz, req, NULL, cred.label, chain && token->kind == TOKEN_REFRESH ? chain->id : 0);
+    faulted = provider_fault_take (provider, FAULT_AT_REVOKE, &fault);
+    if (faulted) {
+        provider->stats.faults_served++;
+        if (fault.kind != FAULT_SLOW) {
+            reply = fault_reply (provider, &fault, value);     /* revokes nothing */
+            goto out;
+        }
+        epoch = authz->epoch;
+        nap (authz, fault.delay_ms);
+        if (authz->epoch != epoch) {    /* reset while we slept: the token is gone anyway */
+            reply = reply_json_take (200, json_object ());
+            goto out;
+        }
+    }
     reply = check_post (provider, req, &cred);
     if (!reply && !value)
         reply = oauth_error (provider, 400, "invalid_request", "missing token");

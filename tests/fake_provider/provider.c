@@ -297,7 +297,8 @@ static const char *fault_names [] = {
     [FAULT_STATUS] = "status", [FAULT_RETRY_AFTER] = "retry_after", [FAULT_SLOW] = "slow",
     [FAULT_MALFORMED] = "malformed", [FAULT_HTML] = "html", [FAULT_INVALID_GRANT] = "invalid_grant",
     [FAULT_INVALID_CLIENT] = "invalid_client", [FAULT_DROP] = "drop", [FAULT_EMPTY] = "empty",
-    [FAULT_HUGE] = "huge",
+    [FAULT_HUGE] = "huge", [FAULT_ERROR_200] = "error_200",
+    [FAULT_REASON_QUOTING] = "reason_quoting",
 };
 
 /* Reads the optional integer member name of spec into *out, which keeps its default when absent. */
@@ -319,8 +320,10 @@ fault_number (const json_t *spec, const char *name, long min, long max, long *ou
 int
 provider_fault_add (provider_t *provider, const json_t *spec, char *err, size_t errlen)
 {
-    fault_t fault = { .count = 1, .retry_after = 1, .delay_ms = 1000 };
+    fault_t fault = { .count = 1, .retry_after = 1, .delay_ms = 1000, .error = "invalid_auth" };
     const char *kind = json_string_value (json_object_get (spec, "kind"));
+    json_t *endpoint = json_object_get (spec, "endpoint");
+    json_t *error = json_object_get (spec, "error");
     long status = -1;
     size_t k;
 
@@ -345,6 +348,27 @@ provider_fault_add (provider_t *provider, const json_t *spec, char *err, size_t 
         snprintf (err, errlen, "fault \"count\" must be positive, or -1 for until cleared");
         return -1;
     }
+    if (endpoint && !json_is_null (endpoint)) {
+        const char *name = json_string_value (endpoint);
+        if (name && strcmp (name, "token") == 0)
+            fault.endpoint = FAULT_AT_TOKEN;
+        else if (name && strcmp (name, "revoke") == 0)
+            fault.endpoint = FAULT_AT_REVOKE;
+        else {
+            snprintf (err, errlen, "fault \"endpoint\" must be \"token\" or \"revoke\"");
+            return -1;
+        }
+    }
+    if (error && !json_is_null (error)) {
+        const char *code = json_string_value (error);
+        size_t len = code ? strlen (code) : 0;
+        if (len == 0 || len > FAULT_MAX_ERROR || strspn (code, "abcdefghijklmnopqrstuvwxyz"
+                                                         "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != len) {
+            snprintf (err, errlen, "fault \"error\" must be 1 to %d of A-Z a-z 0-9 _ . -", FAULT_MAX_ERROR);
+            return -1;
+        }
+        memcpy (fault.error, code, len + 1);
+    }
     if (status < 0)
         status = fault.kind == FAULT_RETRY_AFTER ? 429 : 500;
     fault.status = (int) status;
@@ -358,14 +382,17 @@ provider_fault_add (provider_t *provider, const json_t *spec, char *err, size_t 
 }
 
 bool
-provider_fault_take (provider_t *provider, fault_t *fault)
+provider_fault_take (provider_t *provider, fault_endpoint_t endpoint, fault_t *fault)
 {
-    if (provider->nfaults == 0)
+    size_t i = 0;
+    while (i < provider->nfaults && provider->faults [i].endpoint != endpoint)
+        i++;
+    if (i == provider->nfaults)
         return false;
-    *fault = provider->faults [0];
-    if (provider->faults [0].count > 0 && --provider->faults [0].count == 0) {
+    *fault = provider->faults [i];
+    if (provider->faults [i].count > 0 && --provider->faults [i].count == 0) {
         provider->nfaults--;
-        memmove (provider->faults, provider->faults + 1, provider->nfaults * sizeof *provider->faults);
+        memmove (provider->faults + i, provider->faults + i + 1, (provider->nfaults - i) * sizeof *provider->faults);
     }
     return true;
 }

@@ -10,15 +10,23 @@
 
 typedef enum {
     FAULT_STATUS, FAULT_RETRY_AFTER, FAULT_SLOW, FAULT_MALFORMED, FAULT_HTML,
-    FAULT_INVALID_GRANT, FAULT_INVALID_CLIENT, FAULT_DROP, FAULT_EMPTY, FAULT_HUGE
+    FAULT_INVALID_GRANT, FAULT_INVALID_CLIENT, FAULT_DROP, FAULT_EMPTY, FAULT_HUGE, FAULT_ERROR_200,
+    FAULT_REASON_QUOTING
 } fault_kind_t;
+
+/* The endpoint whose requests take the fault. */
+typedef enum { FAULT_AT_TOKEN, FAULT_AT_REVOKE } fault_endpoint_t;
+
+#define FAULT_MAX_ERROR 64          /* longest error code of an "error_200" fault */
 
 typedef struct {
     fault_kind_t kind;
-    long count;                  /* token requests left to affect; -1 until cleared */
+    fault_endpoint_t endpoint;
+    long count;                  /* requests left to affect; -1 until cleared */
     int  status;                 /* HTTP status for "status" and "retry_after" */
     long retry_after;            /* seconds, for "retry_after" */
     long delay_ms;               /* for "slow" */
+    char error [FAULT_MAX_ERROR + 1];   /* for "error_200" */
 } fault_t;
 
 typedef struct {
@@ -70,11 +78,12 @@ int provider_configure (provider_t *provider, const json_t *config, char *err, s
 json_t *provider_config_json (const provider_t *provider);
 json_t *provider_stats_json (const provider_t *provider);
 
-/* Queues a fault described by spec ({"kind", "count", "status", "retry_after", "delay_ms"}). */
+/* Queues a fault described by spec ({"kind", "endpoint", "count", "status", "retry_after",
+   "delay_ms", "error"}). */
 int provider_fault_add (provider_t *provider, const json_t *spec, char *err, size_t errlen)
     __attribute__ ((warn_unused_result));
-/* Takes one use of the first queued fault into *fault; false when the queue is empty. */
-bool provider_fault_take (provider_t *provider, fault_t *fault);
+/* Takes one use of the first fault queued for endpoint into *fault; false when there is none. */
+bool provider_fault_take (provider_t *provider, fault_endpoint_t endpoint, fault_t *fault);
 void provider_faults_clear (provider_t *provider);
 
 /* True when scope is in the granted-scopes list, or that list is null. */

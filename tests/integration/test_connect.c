@@ -826,6 +826,187 @@ test_disconnect (void **state)
     json_decref (nf);
 }
 
+/* Queues a fault at fakebox's revocation endpoint; status, retry_after < 0 and error NULL: the
+ * fake provider's defaults. */
+static void
+revoke_fault (const char *kind, int count, int status, int retry_after, const char *error)
+{
+    json_t *f = json_pack ("{s:s, s:s, s:s, s:i}", "provider", "fakebox", "kind", kind, "endpoint", "revoke",
+                           "count", count);
+    if (status >= 0)
+        json_object_set_new (f, "status", json_integer (status));
+    if (retry_after >= 0)
+        json_object_set_new (f, "retry_after", json_integer (retry_after));
+    if (error)
+        json_object_set_new (f, "error", json_string (error));
+    json_t *r = harness_fake (h, "POST", "/admin/faults", f);
+    assert_non_null (json_object_get (r, "queued"));
+    json_decref (r);
+    json_decref (f);
+}
+
+/* The /fakebox/revoke requests the fake provider recorded (it keeps 1000), oldest first, into at
+ * (ms); returns how many. */
+static size_t
+revoke_requests (long long *at, size_t max)
+{
+    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1000", NULL);
+    assert_true (json_array_size (json_object_get (reqs, "requests")) < 1000);
+    json_t *list = json_object_get (reqs, "requests");
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size (list); i++) {
+        const json_t *r = json_array_get (list, i);
+        if (strcmp (json_string_value (json_object_get (r, "path")), "/fakebox/revoke") == 0) {
+            assert_true (n < max);
+            at [n++] = (long long) json_integer_value (json_object_get (r, "at_ms"));
+        }
+    }
+    json_decref (reqs);
+    return n;
+}
+
+/* The one warning of a disconnect that the provider did not confirm: its message names what the
+ * provider said and never a token, its hint says where to end the grant by hand. */
+static const char *
+refused_warning (const json_t *d)
+{
+    assert_string_equal (istr (d, "status"), "disconnected");
+    const json_t *ws = json_object_get (d, "warnings");
+    assert_int_equal (json_array_size (ws), 1);
+    const json_t *w = json_array_get (ws, 0);
+    assert_string_equal (json_string_value (json_object_get (w, "code")), "revocation_failed");
+    const char *message = json_string_value (json_object_get (w, "message"));
+    const char *hint = json_string_value (json_object_get (w, "hint"));
+    assert_non_null (message);
+    assert_non_null (hint);
+    assert_null (strstr (message, "fake-rt-"));
+    assert_null (strstr (message, "fake-at-"));
+    assert_non_null (strstr (hint, "provider"));
+    return message;
+}
+
+/* Slack's auth.revoke answers HTTP 200 {"ok": false, "error": ...}: not a revocation. */
+static void
+test_disconnect_revocation_refused_in_body (void **state)
+{
+    int rc;
+    json_t *c = connect_ok ("refused:box", "fakebox", NULL, NULL);
+    long long revocations = itest_stat (h, "fakebox", "revocations");
+    revoke_fault ("error_200", 1, -1, -1, "token_revoked_elsewhere");
+
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "refused:box", NULL);
+    assert_int_equal (rc, 0);
+    const char *message = refused_warning (d);
+    assert_non_null (strstr (message, "token_revoked_elsewhere"));
+    assert_non_null (strstr (message, "HTTP 200"));
+    assert_int_equal (itest_stat (h, "fakebox", "revocations"), revocations);
+    /* the tokens are gone here all the same, and the record says the provider did not confirm */
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'refused:box' AND access_token IS NULL"
+                            " AND refresh_token IS NULL AND status = 'disconnected'"), 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'refused:box'"
+                            " AND outcome = 'revoked'"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'refused:box'"
+                            " AND outcome = 'revocation_failed' AND detail LIKE '%%token_revoked_elsewhere%%'"), 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'refused:box'"
+                            " AND detail LIKE '%%fake-rt-%%'"), 0);
+    json_decref (c);
+    json_decref (d);
+}
+
+/* A 503 with Retry-After, then a 502: tried again after the wait it asked for, and the third
+ * attempt revokes. A provider that keeps failing is tried a bounded number of times. (No answer
+ * at all is transient too, but curl itself sends a request again once when a reused connection
+ * dies without an answer, so the count of requests would be curl's.) */
+static void
+test_disconnect_revocation_retried (void **state)
+{
+    int rc;
+    long long at [64];
+    json_t *c = connect_ok ("retry:box", "fakebox", NULL, NULL);
+    long long revocations = itest_stat (h, "fakebox", "revocations");
+    size_t before = revoke_requests (at, 64);
+    revoke_fault ("retry_after", 1, 503, 1, NULL);
+    revoke_fault ("status", 1, 502, -1, NULL);
+
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "retry:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (d, "status"), "disconnected");
+    assert_null (json_object_get (d, "warnings"));
+    assert_int_equal (itest_stat (h, "fakebox", "revocations"), revocations + 1);
+    size_t n = revoke_requests (at, 64);
+    assert_int_equal (n, before + 3);
+    assert_true (at [before + 1] - at [before] >= 900);     /* Retry-After: 1 */
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'retry:box'"
+                            " AND outcome = 'revoked' AND detail LIKE '%%after 3 attempts%%'"), 1);
+
+    /* a provider that stays down: a few attempts, then the warning and the record */
+    json_t *c2 = connect_ok ("down:box", "fakebox", NULL, NULL);
+    revocations = itest_stat (h, "fakebox", "revocations");
+    before = revoke_requests (at, 64);
+    revoke_fault ("status", -1, 503, -1, NULL);
+    json_t *d2 = harness_ctl (h, &rc, "disconnect", "--integration", "down:box", NULL);
+    json_decref (harness_fake (h, "DELETE", "/admin/faults?provider=fakebox", NULL));
+    assert_int_equal (rc, 0);
+    const char *message = refused_warning (d2);
+    assert_non_null (strstr (message, "HTTP 503"));
+    assert_non_null (strstr (message, "3 attempts"));
+    assert_int_equal (revoke_requests (at, 64), before + 3);
+    assert_int_equal (itest_stat (h, "fakebox", "revocations"), revocations);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'down:box'"
+                            " AND outcome = 'revocation_failed' AND detail LIKE '%%HTTP 503%%'"), 1);
+    json_decref (c);
+    json_decref (d);
+    json_decref (c2);
+    json_decref (d2);
+}
+
+/* A provider whose description (Zoom's "reason") quotes the code or token it was sent: what the
+ * user reads, the log and the records say the description was withheld, and never hold it. */
+static void
+test_provider_text_quoting_secrets (void **state)
+{
+    int rc;
+    char *location = start_flow ("quote:box", "fakebox", NULL, NULL);
+    json_t *f = json_pack ("{s:s, s:s, s:i}", "provider", "fakebox", "kind", "reason_quoting", "count", 1);
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    json_t *r = callback (location, &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "code_expired_or_used");
+    assert_null (strstr (error_field (r, "message"), "fake-code-"));
+    assert_non_null (strstr (error_field (r, "message"), "withheld"));
+    assert_int_equal (sqlf ("SELECT count(*) FROM pending_authorizations WHERE integration_id = 'quote:box'"
+                            " AND row_to_json (pending_authorizations)::text LIKE '%%fake-code-%%'"), 0);
+    const char *code = strstr (location, "code=") + 5;
+    char sent [256];
+    snprintf (sent, sizeof sent, "%.*s", (int) strcspn (code, "&"), code);
+    assert_true (strncmp (sent, "fake-code-", 10) == 0);
+    assert_false (itest_workdir_contains (h, sent));
+
+    json_t *c = connect_ok ("quote:box", "fakebox", NULL, NULL);
+    f = json_pack ("{s:s, s:s, s:i}", "provider", "fakebox", "kind", "reason_quoting", "count", 1);
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    json_t *rf = harness_ctl (h, &rc, "refresh", "--integration", "quote:box", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (rf), "needs_reconnect");
+    assert_null (strstr (error_field (rf, "message"), "fake-rt-"));
+    assert_non_null (strstr (error_field (rf, "message"), "withheld"));
+    revoke_fault ("reason_quoting", 1, -1, -1, NULL);
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "quote:box", NULL);
+    assert_int_equal (rc, 0);
+    const char *message = refused_warning (d);
+    assert_non_null (strstr (message, "withheld"));
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'quote:box'"
+                            " AND (detail LIKE '%%fake-rt-%%' OR detail LIKE '%%fake-code-%%')"), 0);
+    assert_false (itest_workdir_contains (h, "fake-rt-"));
+    free (location);
+    json_decref (r);
+    json_decref (rf);
+    json_decref (c);
+    json_decref (d);
+}
+
 static void
 test_connect_without_pkce (void **state)
 {
@@ -862,6 +1043,9 @@ main (void)
         cmocka_unit_test (test_report_scope),
         cmocka_unit_test (test_reconnect_over_needs_reconnect),
         cmocka_unit_test (test_disconnect),
+        cmocka_unit_test (test_disconnect_revocation_refused_in_body),
+        cmocka_unit_test (test_disconnect_revocation_retried),
+        cmocka_unit_test (test_provider_text_quoting_secrets),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }

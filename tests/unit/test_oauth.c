@@ -668,6 +668,129 @@ test_authorization_url (void **state)
     assert_null (oauth_authorization_url (&p, NULL, "https://app.test/cb", "s", NULL, 0, NULL));
 }
 
+/* Zoom says what went wrong in "reason" rather than "error_description": that text is what a user
+ * reads, cut and cleaned like any description, and it may name a redirect URI mismatch. */
+static void
+test_zoom_reason (void **state)
+{
+    oauth_result_t r;
+    parse ("zoom", 400, NULL, "{\"reason\":\"Invalid authorization code\",\"error\":\"invalid_grant\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_string_equal (r.error, "invalid_grant");
+    assert_non_null (r.error_description);
+    assert_string_equal (r.error_description, "Invalid authorization code");
+    oauth_result_clear (&r);
+
+    parse ("zoom", 400, NULL, "{\"reason\":\"Invalid request : Redirect URI mismatch.\",\"error\":\"invalid_request\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REDIRECT_MISMATCH);
+    oauth_result_clear (&r);
+
+    /* bounded and sanitized as a description is: control characters go, at most 200 bytes */
+    char body [1024];
+    char reason [401];
+    memset (reason, 'x', 400);
+    reason [400] = '\0';
+    snprintf (body, sizeof body, "{\"error\":\"invalid_grant\",\"reason\":\"bad\\u0007\\u001b[2Jcode %s\"}", reason);
+    parse ("zoom", 400, NULL, body, &r);
+    assert_non_null (r.error_description);
+    assert_true (strlen (r.error_description) <= OAUTH_MAX_DESCRIPTION);
+    assert_true (strncmp (r.error_description, "bad[2Jcode xxx", 14) == 0);
+    oauth_result_clear (&r);
+
+    /* an error_description, where there is one, comes first */
+    parse ("zoom", 400, NULL, "{\"error\":\"invalid_grant\",\"error_description\":\"first\",\"reason\":\"second\"}", &r);
+    assert_string_equal (r.error_description, "first");
+    oauth_result_clear (&r);
+}
+
+/* Reads a revocation answer of provider name: status, body (C string), Retry-After. */
+static void
+revocation (const char *name, long status, const char *body, const char *retry_after, oauth_result_t *r)
+{
+    http_response_t resp = { .status = status, .body = body, .body_len = body ? strlen (body) : 0,
+                             .retry_after = retry_after, .too_large = 0, .error = status ? NULL : "Empty reply",
+                             .timed_out = 0 };
+    oauth_read_revocation (provider (name), &resp, 65536, r);
+}
+
+/* RFC 7009: a 2xx is a revocation whatever its body holds, unless the body says it failed, as
+ * Slack's auth.revoke does with HTTP 200 {"ok": false, "error": ...}. */
+static void
+test_revocation_answers (void **state)
+{
+    oauth_result_t r;
+    static const char *const revoked [] = { "", "{}", "{\"ok\": true}", "<html>ok</html>", "{\"revoked\": true}",
+                                            "{\"error\": null}", NULL };
+    for (int i = 0; revoked [i]; i++) {
+        revocation ("box", 200, revoked [i], NULL, &r);
+        assert_int_equal (r.kind, OAUTH_OK);
+        oauth_result_clear (&r);
+    }
+    revocation ("zoom", 204, NULL, NULL, &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    oauth_result_clear (&r);
+
+    revocation ("slack", 200, "{\"ok\": false, \"error\": \"invalid_auth\"}", NULL, &r);
+    assert_int_not_equal (r.kind, OAUTH_OK);
+    assert_int_not_equal (r.kind, OAUTH_TRANSIENT);
+    assert_string_equal (r.error, "invalid_auth");
+    oauth_result_clear (&r);
+    revocation ("box", 200, "{\"error\": \"unsupported_token_type\", \"error_description\": \"no\"}", NULL, &r);
+    assert_int_equal (r.kind, OAUTH_REJECTED);
+    assert_string_equal (r.error_description, "no");
+    oauth_result_clear (&r);
+    revocation ("box", 200, "{\"ok\": false}", NULL, &r);
+    assert_int_not_equal (r.kind, OAUTH_OK);
+    oauth_result_clear (&r);
+    revocation ("zoom", 400, "{\"reason\": \"Invalid Token!\", \"error\": \"invalid_request\"}", NULL, &r);
+    assert_int_equal (r.kind, OAUTH_REJECTED);
+    assert_string_equal (r.error_description, "Invalid Token!");
+    oauth_result_clear (&r);
+
+    /* what is worth trying again: no answer, 5xx, 429, temporarily_unavailable in a 200 */
+    revocation ("box", 0, NULL, NULL, &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    oauth_result_clear (&r);
+    revocation ("box", 503, "", "2", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_int_equal (r.retry_after, 2);
+    oauth_result_clear (&r);
+    revocation ("box", 429, "{\"error\": \"rate_limited\"}", NULL, &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    oauth_result_clear (&r);
+    revocation ("slack", 200, "{\"ok\": false, \"error\": \"ratelimited\"}", NULL, &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    oauth_result_clear (&r);
+    revocation ("box", 401, "", NULL, &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
+    oauth_result_clear (&r);
+
+    /* a success too large to read may hide an error: not taken as a revocation */
+    http_response_t big = { .status = 200, .body = "{", .body_len = 1, .retry_after = NULL, .too_large = 1,
+                            .error = NULL, .timed_out = 0 };
+    oauth_read_revocation (provider ("box"), &big, 65536, &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    oauth_result_clear (&r);
+}
+
+static void
+test_withhold_quoted_secret (void **state)
+{
+    oauth_result_t r;
+    parse ("zoom", 400, NULL, "{\"reason\":\"Invalid authorization code Xq81_abcDEF-ghijKLMNopqrstuv\","
+           "\"error\":\"invalid_grant\"}", &r);
+    oauth_result_withhold (&r, "Xq81_abcDEF-ghijKLMNopqrstuvWXYZ0123", "authorization code");
+    assert_string_equal (r.error_description, "(description withheld: it quoted the authorization code)");
+    assert_string_equal (r.error, "invalid_grant");
+    oauth_result_clear (&r);
+    parse ("zoom", 400, NULL, "{\"reason\":\"Invalid Token!\",\"error\":\"invalid_grant\"}", &r);
+    oauth_result_withhold (&r, "Xq81_abcDEF-ghijKLMNopqrstuvWXYZ0123", "token");
+    oauth_result_withhold (&r, NULL, "token");
+    oauth_result_withhold (&r, "", "token");
+    assert_string_equal (r.error_description, "Invalid Token!");
+    oauth_result_clear (&r);
+}
+
 int
 main (void)
 {
@@ -686,6 +809,9 @@ main (void)
         cmocka_unit_test (test_bad_expires_in_keeps_the_tokens),
         cmocka_unit_test (test_errors_with_200_and_clients),
         cmocka_unit_test (test_error_sanitized),
+        cmocka_unit_test (test_zoom_reason),
+        cmocka_unit_test (test_revocation_answers),
+        cmocka_unit_test (test_withhold_quoted_secret),
         cmocka_unit_test (test_request_encoding),
         cmocka_unit_test (test_builtin_requests),
         cmocka_unit_test (test_authorization_url),
