@@ -67,7 +67,7 @@ struct broker {
     health_t *health;
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
                      *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
-                     *m_audit_dropped, *m_pending_bytes;
+                     *m_audit_dropped, *m_pending_bytes, *m_reconnects;
 };
 
 /* Logs a refusal at most once a second, counting the rest, so a flood cannot fill the log: a key
@@ -197,7 +197,8 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     b->metrics = metrics_new ("ferrule_");
     b->m_routed = metrics_counter (b->metrics, "broker_requests_routed_total", "requests handed to a worker (re-dispatches included)", NULL);
     b->m_replied = metrics_counter (b->metrics, "broker_replies_forwarded_total", "worker replies forwarded to clients", NULL);
-    b->m_redispatched = metrics_counter (b->metrics, "broker_requests_redispatched_total", "requests sent again after their worker was lost", NULL);
+    b->m_redispatched = metrics_counter (b->metrics, "broker_requests_redispatched_total", "requests sent again after their worker was lost or connected again", NULL);
+    b->m_reconnects = metrics_counter (b->metrics, "broker_worker_reconnects_total", "HELLOs from a known worker process on another connection than before (its connection broke and was made again)", NULL);
     b->m_workers_lost = metrics_counter (b->metrics, "broker_workers_lost_total", "workers removed: heartbeats missed, unreachable, or goodbye", NULL);
     b->m_pending = metrics_gauge (b->metrics, "broker_pending_requests", "requests accepted and not yet answered", NULL);
     b->m_pending_bytes = metrics_gauge (b->metrics, "broker_pending_bytes", "bytes of request bodies held for pending requests", NULL);
@@ -393,6 +394,33 @@ broker_dispatch_waiting (broker_t *b)
             broker_route (b, p);       /* may set waiting again */
         p = next;
     }
+}
+
+/* A known worker's HELLO came on another connection than the one before, from the same process
+ * (a new process is broker_worker_lost): its connection broke and ZeroMQ made another, between
+ * two PINGs. What was sent on the old one may have gone down with it, and nothing else would
+ * answer it before its deadline: all that is in flight to the worker goes out again now (a
+ * request that did reach it may be answered twice; the client gets the first answer, the second
+ * is dropped as late). */
+static void
+broker_worker_reconnected (broker_t *b, const char *worker_id)
+{
+    int n = 0;
+    for (pending_t *p = pending_first (b->pending); p; p = p->next)
+        if (strcmp (p->worker, worker_id) == 0) {
+            p->worker [0] = '\0';
+            n++;
+        }
+    metrics_inc (b->m_reconnects);
+    if (!n) {
+        log_info (NULL, NULL, "worker \"%s\" came back on another connection with nothing in flight to it", worker_id);
+        return;
+    }
+    log_warning (NULL, NULL, "worker \"%s\" came back on another connection; re-dispatching %d request%s sent "
+                 "to it before, which the old connection may have lost", worker_id, n, n == 1 ? "" : "s");
+    /* now, before a reply to one of them read next is taken for a stranger's */
+    b->waiting = 1;
+    broker_dispatch_waiting (b);
 }
 
 static void
@@ -822,6 +850,12 @@ broker_handle_worker (broker_t *b)
             b->waiting = 1;
             b->next_ping_ms = 0;         /* tell every worker the new membership now */
         }
+        /* the same process on another connection: the old one broke, and ZeroMQ connected again
+         * between two PINGs (a PING or request finding no connection would have said so) */
+        uint64_t conn = guard_connection (b->back_guard, src);
+        uint64_t before = registry_connection (b->registry, worker, conn);
+        if (before && conn && before != conn)
+            broker_worker_reconnected (b, worker);
     }
     else
     if (frames_is (&f, 2, "BYE")) {

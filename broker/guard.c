@@ -21,6 +21,7 @@
 typedef struct {
     int live;
     uint64_t delivered;                 /* payload plus allowances */
+    uint64_t serial;                    /* the connection's number (guard_connection), 0: none seen */
 } guard_conn_t;
 
 struct guard {
@@ -32,6 +33,7 @@ struct guard {
     size_t live;
     size_t budget, hard_budget;
     uint64_t cuts;
+    uint64_t serials;                   /* connections accepted so far: the last serial given */
     int64_t next_log_ms;                /* cuts are logged at most once a second */
     uint64_t unlogged;
 };
@@ -127,6 +129,7 @@ guard_events (guard_t *g)
         if (!c)
             continue;
         if (event == ZMQ_EVENT_ACCEPTED) {
+            c->serial = ++g->serials;       /* a new connection, even on a descriptor used before */
             /* messages may have been counted before the event was read: keep them */
             if (!c->live) {
                 c->live = 1;
@@ -223,6 +226,17 @@ guard_check (guard_t *g, int drained)
         }
     }
     return cut;
+}
+
+uint64_t
+guard_connection (guard_t *g, int fd)
+{
+    /* libzmq reports a connection accepted before any message of it can be read: with the events
+     * read up to now, the descriptor's last serial is the connection's, or a later one's (when it
+     * closed and the descriptor was reused meanwhile), never an earlier one's */
+    guard_events (g);
+    guard_conn_t *c = guard_conn (g, fd);
+    return c ? c->serial : 0;
 }
 
 uint64_t

@@ -34,6 +34,11 @@ void guard_account (guard_t *g, int fd, size_t bytes, int frames);
 int guard_check (guard_t *g, int drained);
 /* Cuts one connection (a peer that broke the protocol's limits); why goes to the log. */
 void guard_cut (guard_t *g, int fd, const char *why);
+/* The connection a message just received from fd (its ZMQ_SRCFD) came on, as a number that no
+ * other connection of the socket gets, later ones a larger one; 0 when unknown (a message with no
+ * descriptor, as over inproc://). A peer whose messages come with another number than before
+ * connected again. */
+uint64_t guard_connection (guard_t *g, int fd);
 uint64_t guard_cut_count (const guard_t *g);
 size_t guard_connections (const guard_t *g);
 #endif

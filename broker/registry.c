@@ -12,6 +12,7 @@ typedef struct {
     int     draining;
     int64_t pid;                  /* of the process that said HELLO; -1: it did not say */
     int64_t session;              /* its random session; 0: it did not say */
+    uint64_t connection;          /* the broker's connection its last HELLO came on; 0: unknown */
 } registry_worker_t;
 
 struct registry {
@@ -112,6 +113,18 @@ registry_seen (registry_t *r, const char *worker_id, int draining, int64_t pid, 
     registry_rebuild (r);   /* the array may have moved: owners must be recomputed anyway */
     log_info (NULL, NULL, "worker \"%s\" joined; %zu workers known", worker_id, r->count);
     return 1;
+}
+
+uint64_t
+registry_connection (registry_t *r, const char *worker_id, uint64_t connection)
+{
+    registry_worker_t *w = registry_find (r, worker_id);
+    if (!w)
+        return 0;
+    uint64_t before = w->connection;
+    if (connection)
+        w->connection = connection;
+    return before;
 }
 
 int

@@ -20,6 +20,11 @@ int registry_seen (registry_t *r, const char *worker_id, int draining, int64_t p
  * under that id: the old one restarted (or was replaced) faster than its heartbeats expired, and
  * will answer nothing it was sent; the caller removes it before registry_seen. */
 int registry_restarted (const registry_t *r, const char *worker_id, int64_t pid, int64_t session);
+/* Records the connection (guard_connection) a known worker's HELLO came on, and returns the one
+ * recorded before (0: none; connection 0 records nothing). Another one than before, from the same
+ * process: its connection broke and ZeroMQ made another, and what was sent on the old one may
+ * never have reached it. */
+uint64_t registry_connection (registry_t *r, const char *worker_id, uint64_t connection);
 /* Any other message from a worker (a REP): proves it alive, and changes nothing else; a draining
  * worker stays draining until its own HELLO says otherwise. 0 when the worker is unknown. */
 int registry_touch (registry_t *r, const char *worker_id, int64_t now_ms);

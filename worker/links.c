@@ -18,7 +18,6 @@ struct link {
     int fd;                         /* the socket's ZMQ_FD */
     int drained;                    /* the last call on the socket was a receive that found nothing */
     char endpoint [256];
-    int64_t last_ping_ms;
     int from_dns;                   /* index+1 of the dns+tcp:// name it was resolved from, 0 static */
     int seen;                       /* scratch for a resolution round */
 };
@@ -281,13 +280,13 @@ links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job)
         goto out;
     }
     if (frames_is (&f, 1, "PING")) {
-        l->last_ping_ms = clock_mono_ms ();
         int64_t partitions = 0;
         codec_msg_t *ping = NULL;
         char err [128];
         if (f.total == 3 && codec_decode (frames_data (&f, 2), frames_size (&f, 2), &ping, err, sizeof err) == FR_OK
         &&  codec_get_int (codec_msg_root (ping), "partitions", &partitions) == 1)
-            sweep_set_membership (w->sweep, w->cfg.worker_id, codec_get (codec_msg_root (ping), "workers"), partitions);
+            sweep_set_membership (w->sweep, w->cfg.worker_id, codec_get (codec_msg_root (ping), "workers"), partitions,
+                                  clock_mono_ms ());
         codec_msg_destroy (&ping);
         goto out;
     }

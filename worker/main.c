@@ -164,7 +164,9 @@ main (int argc, char **argv)
                             heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm,
                             http_bind, state_ttl, backoff_base, backoff_max, breaker_min, breaker_window, breaker_open,
                             revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
-                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch, backoff_max },
+                            /* partitions are left alone after as long without a PING as a broker
+                             * waits for HELLOs before it gives them to others */
+                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch, backoff_max, 3 * heartbeat_ms },
                             fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve, db_batch_connection,
                             idle_connections, dns_refresh_ms };
     sigset_t saved;

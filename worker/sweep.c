@@ -22,6 +22,7 @@ struct sweep {
     uint32_t partitions;
     uint32_t owned_count;
     uint64_t membership_hash;   /* to notice changes without recomputing */
+    int64_t confirmed_ms;       /* the last PING's time (monotonic) */
     int64_t next_ms;
     sweep_bucket_t buckets [SWEEP_MAX_PROVIDERS];
     size_t nbuckets;
@@ -51,10 +52,12 @@ sweep_destroy (sweep_t **s_p)
 }
 
 uint32_t
-sweep_set_membership (sweep_t *s, const char *me, const msgpack_object *workers, int64_t partitions)
+sweep_set_membership (sweep_t *s, const char *me, const msgpack_object *workers, int64_t partitions,
+                      int64_t now_ms)
 {
     if (!workers || workers->type != MSGPACK_OBJECT_ARRAY || partitions < 1 || partitions > RING_MAX_PARTITIONS)
         return s->owned_count;
+    s->confirmed_ms = now_ms;
     uint64_t h = ring_hash (&partitions, sizeof partitions);
     for (uint32_t i = 0; i < workers->via.array.size; i++) {
         const msgpack_object *o = &workers->via.array.ptr [i];
@@ -94,6 +97,25 @@ int
 sweep_owns (const sweep_t *s, const char *integration)
 {
     return s->owned && s->owned [ring_partition (integration, s->partitions)];
+}
+
+/* No broker confirmed the partitions for membership_ms: the brokers have counted this worker lost
+ * by now (they do after three heartbeat intervals without a HELLO) and given its partitions to
+ * others, or it cannot reach them; sweeping on would refresh twice what the others sweep. The
+ * next PING recomputes them (the hash is forgotten). */
+static void
+sweep_expire_membership (sweep_t *s, int64_t now_ms)
+{
+    if (!s->owned || now_ms - s->confirmed_ms <= s->cfg.membership_ms)
+        return;
+    if (s->owned_count)
+        log_warning (NULL, NULL, "no broker has confirmed this worker's partitions for %lld ms; the sweep leaves "
+                     "its %u partitions alone until a broker assigns them again",
+                     (long long) (now_ms - s->confirmed_ms), s->owned_count);
+    mem_free (s->owned);
+    s->owned = NULL;
+    s->owned_count = 0;
+    s->membership_hash = 0;
 }
 
 uint32_t
@@ -186,6 +208,7 @@ void
 sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
             sweep_start_fn *start, void *arg)
 {
+    sweep_expire_membership (s, now_ms);
     if (now_ms < s->next_ms || s->in_flight)
         return;
     if (!paused && s->owned_count && !store) {

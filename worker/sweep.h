@@ -15,13 +15,17 @@ typedef struct {
     int64_t rate_per_s;         /* provider calls per provider per second the sweep may start */
     int64_t batch;              /* candidates read per query */
     int64_t quiet_ms;           /* an integration whose refresh failed is left out this long */
+    int64_t membership_ms;      /* partitions no broker's PING confirmed this long are left alone */
 } sweep_config_t;
 
 sweep_t *sweep_new (const sweep_config_t *cfg);
 void sweep_destroy (sweep_t **s_p);
-/* From a broker's PING: the live workers and the partition count. Returns how many partitions
- * this worker owns now. */
-uint32_t sweep_set_membership (sweep_t *s, const char *me, const msgpack_object *workers, int64_t partitions);
+/* From a broker's PING at now_ms: the live workers and the partition count. Returns how many
+ * partitions this worker owns now. What no PING confirmed for membership_ms is owned no more
+ * (sweep_tick): a worker cut off from every broker would sweep partitions the brokers gave to
+ * others meanwhile. */
+uint32_t sweep_set_membership (sweep_t *s, const char *me, const msgpack_object *workers, int64_t partitions,
+                               int64_t now_ms);
 /* 1 when this worker owns the integration's partition (by the last membership seen). */
 int sweep_owns (const sweep_t *s, const char *integration);
 uint32_t sweep_owned_count (const sweep_t *s);
@@ -30,7 +34,8 @@ uint32_t sweep_owned_count (const sweep_t *s);
  * when none is in flight, taking a call from the provider's budget with sweep_take. Returns 1
  * when one started. */
 typedef int (sweep_start_fn) (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
-/* Starts a sweep round when one is due (never while paused, draining), as one batch on store, a
+/* Forgets the partitions owned when no PING confirmed them for membership_ms; then starts a
+ * sweep round when one is due (never while paused, draining), as one batch on store, a
  * connection with none in flight (NULL: none is free now, try again shortly). Its candidates go to
  * start when the loop delivers its answers. */
 void sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,

@@ -105,7 +105,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.revalidated_stale = metrics_counter (w->metrics, "worker_cache_revalidated_stale_total",
                                               "cached integrations found changed by the periodic re-validation "
                                               "(a change whose notification never arrived)", NULL);
-    w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen", NULL);
+    w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen (none after three heartbeat intervals without a PING)", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
     w->m.parked = metrics_gauge (w->metrics, "worker_requests_parked", "requests waiting for the database: parked until their integration's row is read (cache misses, status, history) or queued for a free connection (history, import)", NULL);

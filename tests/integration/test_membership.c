@@ -1,6 +1,8 @@
 /* test_membership.c - the broker's view of its workers: a draining worker keeps no partition
- * while it answers what it was sent, and a worker restarted under the same id (faster than the
- * broker notices the old process gone) gets the old process's requests again */
+ * while it answers what it was sent, a worker restarted under the same id (faster than the
+ * broker notices the old process gone) gets the old process's requests again, and so does one
+ * whose connection alone was made again; and the worker's view of the brokers: one that no broker
+ * confirms its partitions to stops sweeping them */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,8 +12,10 @@
 #include <string.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include <zmq.h>
+#include "clock.h"
 #include "itest.h"
 
 static harness_t *h;
@@ -216,12 +220,135 @@ test_restarted_worker_gets_requests_again (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* A worker whose connection broke and was made again by ZeroMQ under the same id, by the same
+ * process (a reset, a network blip): nothing changed in its HELLO. What the broker had sent on the
+ * old connection may have been lost with it; it used to wait for its deadline ("timeout"), the
+ * PINGs finding the worker connected again. The broker now sees the worker's HELLO come on
+ * another connection and sends again what was in flight to it. */
+static void
+test_reconnected_worker_gets_requests_again (void **state)
+{
+    /* a PING every 10 s: one falling into the gap would find no connection and tell the broker
+     * by itself */
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f = { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 };
+    long long until = now_ms () + 10000;
+    while (live_workers () != 1 && now_ms () < until) {
+        beat (&f, 1);
+        sleep_ms (100);
+    }
+    assert_int_equal (live_workers (), 1);
+
+    long long t0 = now_ms ();
+    void *c = itest_raw_token (h, ctx, "blip1:box", NULL, 20000);
+    itest_req_t req;
+    assert_true (itest_fake_wait_req (f.socket, 5000, &req));
+    itest_fake_req_close (&req);            /* lost with the connection: never answered on it */
+
+    /* the same process, a new connection under the same id and the same HELLO */
+    zmq_close (f.socket);
+    f.socket = itest_fake_worker (h, ctx, "wa", "wa");
+    int got = 0;
+    until = now_ms () + 6000;
+    while (!got && now_ms () < until) {
+        beat (&f, 1);
+        got = itest_fake_wait_req (f.socket, 200, &req);
+    }
+    long long resent = now_ms () - t0;
+    if (got) {
+        itest_fake_rep (f.socket, &req, "FROM-RECONNECTED", NULL);
+        itest_fake_req_close (&req);
+    }
+    json_t *reply = itest_raw_reply (c, got ? 5000 : 20000);
+    long long took = now_ms () - t0;
+    const char *code = !reply ? "none" : json_is_true (json_object_get (reply, "ok")) ? "ok"
+                     : json_string_value (json_object_get (json_object_get (reply, "error"), "code"));
+    fprintf (stderr, "request %s on the new connection (%lld ms); answered \"%s\" after %lld ms (deadline 20000 ms)\n",
+             got ? "sent again" : "not sent again", resent, code ? code : "?", took);
+    assert_true (got);
+    assert_non_null (reply);
+    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-RECONNECTED");
+    assert_true (took < 8000);
+    json_decref (reply);
+    /* answered once: no second reply */
+    reply = itest_raw_reply (c, 500);
+    assert_null (reply);
+    assert_true (itest_workdir_contains (h, "came back on another connection; re-dispatching 1 request sent"));
+    zmq_close (c);
+    zmq_close (f.socket);
+    zmq_ctx_term (ctx);
+}
+
+static long long
+generation (const char *id)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT generation FROM integrations WHERE id = '%s'", id);
+    return harness_sql_int (h, sql);
+}
+
+/* A worker that no broker PINGs any more (here: its only broker is stopped) kept sweeping the
+ * partitions of the last membership it heard, for ever, while the brokers gave them to other
+ * workers. It now leaves them after three heartbeat intervals without a PING, and takes them up
+ * again when a broker PINGs it. */
+static void
+test_cut_off_worker_stops_sweeping (void **state)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "200");
+    harness_set_env (h, "FERRULE_SWEEP_MS", "300");
+    harness_set_env (h, "FERRULE_SWEEP_HORIZON_S", "120");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");      /* worker_partitions_owned */
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_non_null (rt);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "import", "--integration", "cut1:box", "--provider", "fakebox",
+                             "--refresh-token", rt, "--access-token", "fake-at-cut", "--expires-in", "3600", NULL);
+    json_decref (r);
+    free (rt);
+    assert_int_equal (rc, 0);
+    double owned = -1;
+    for (int64_t until = clock_mono_ms () + 5000; owned <= 0 && clock_mono_ms () < until; usleep (100000))
+        owned = itest_metric (h, "w1", "ferrule_worker_partitions_owned");
+    assert_true (owned > 0);
+    assert_int_equal (generation ("cut1:box"), 1);
+
+    harness_signal_broker (h, 0, SIGSTOP);
+    sleep_ms (1500);                        /* over three heartbeat intervals */
+    double owned_cut = itest_metric (h, "w1", "ferrule_worker_partitions_owned");
+    itest_expire (h, "cut1:box");           /* due now: a sweep would refresh it */
+    sleep_ms (2000);                        /* several sweep intervals */
+    long long g_cut = generation ("cut1:box");
+    harness_signal_broker (h, 0, SIGCONT);
+    fprintf (stderr, "cut off: %g partitions owned, generation %lld after the token was due\n", owned_cut, g_cut);
+
+    double owned_back = -1;
+    for (int64_t until = clock_mono_ms () + 5000; owned_back <= 0 && clock_mono_ms () < until; usleep (100000))
+        owned_back = itest_metric (h, "w1", "ferrule_worker_partitions_owned");
+    long long g_back = 1;
+    for (int64_t until = clock_mono_ms () + 5000; g_back < 2 && clock_mono_ms () < until; usleep (100000))
+        g_back = generation ("cut1:box");
+    fprintf (stderr, "PINGed again: %g partitions owned, generation %lld\n", owned_back, g_back);
+    assert_true (owned_cut == 0);
+    assert_int_equal (g_cut, 1);
+    assert_true (itest_workdir_contains (h, "no broker has confirmed this worker's partitions"));
+    assert_true (owned_back > 0);
+    assert_int_equal (g_back, 2);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup_teardown (test_draining_worker_stays_drained, setup, teardown),
         cmocka_unit_test_setup_teardown (test_restarted_worker_gets_requests_again, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_reconnected_worker_gets_requests_again, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

@@ -98,6 +98,26 @@ test_restart_told_by_pid_or_session (void **state)
     registry_destroy (&r);
 }
 
+/* The connection a worker's HELLOs come on: each HELLO says which, and the one before is returned
+ * so the broker can tell a connection made again; an unknown one (0) changes nothing. */
+static void
+test_connection_recorded (void **state)
+{
+    (void) state;
+    registry_t *r = registry_new (8, 3000);
+    assert_int_equal (registry_connection (r, "w1", 4), 0);      /* unknown worker */
+    registry_seen (r, "w1", 0, 100, 7, 0);
+    assert_int_equal (registry_connection (r, "w1", 4), 0);      /* its first */
+    assert_int_equal (registry_connection (r, "w1", 4), 4);      /* the same */
+    assert_int_equal (registry_connection (r, "w1", 0), 4);      /* no descriptor: kept */
+    assert_int_equal (registry_connection (r, "w1", 9), 4);      /* connected again */
+    assert_int_equal (registry_connection (r, "w1", 9), 9);
+    registry_remove (r, "w1");
+    registry_seen (r, "w1", 0, 101, 8, 10);                        /* a new process starts afresh */
+    assert_int_equal (registry_connection (r, "w1", 12), 0);
+    registry_destroy (&r);
+}
+
 static void
 test_expiry_and_removal (void **state)
 {
@@ -128,6 +148,7 @@ main (void)
         cmocka_unit_test (test_seen_adds_once_and_assigns_every_partition),
         cmocka_unit_test (test_draining_worker_owns_nothing),
         cmocka_unit_test (test_touch_keeps_draining),
+        cmocka_unit_test (test_connection_recorded),
         cmocka_unit_test (test_restart_told_by_pid_or_session),
         cmocka_unit_test (test_expiry_and_removal),
     };
