@@ -20,7 +20,18 @@ struct link {
     char endpoint [256];
     int from_dns;                   /* index+1 of the dns+tcp:// name it was resolved from, 0 static */
     int seen;                       /* scratch for a resolution round */
+    int64_t last_ping_ms;           /* the broker's last PING on it, or when it was opened */
+    unsigned remade;                /* times made again with no PING since (links_check_silent) */
 };
+
+/* A broker PINGs every worker it knows once a heartbeat interval. A link with no PING for this
+ * many intervals is made again: the broker counted this worker lost by now (three intervals), or
+ * holds a connection the worker has since left (ZeroMQ connected again under the same id while
+ * the broker still had the old one, and a broker refuses a second connection under a worker's
+ * id: the new one would stay unheard until it broke). */
+#define LINKS_SILENT_BEATS 5
+
+static int link_connect (worker_t *w, size_t i, const char *endpoint, int from_dns, char *err, size_t errlen);
 
 /* Opens a DEALER to one broker, in a free slot; returns the link index or -1. */
 static int
@@ -37,8 +48,16 @@ link_open (worker_t *w, const char *endpoint, int from_dns, char *err, size_t er
         }
         w->nlinks++;
     }
+    return link_connect (w, i, endpoint, from_dns, err, errlen);
+}
+
+/* Makes link i's DEALER to endpoint (the slot is free); returns i or -1. */
+static int
+link_connect (worker_t *w, size_t i, const char *endpoint, int from_dns, char *err, size_t errlen)
+{
     link_t *l = &w->links [i];
     memset (l, 0, sizeof *l);
+    l->last_ping_ms = clock_mono_ms ();
     l->socket = zmq_socket (w->ctx, ZMQ_DEALER);
     frames_socket_defaults (l->socket, (int) w->cfg.hwm, CODEC_MAX_BODY + 1024);
     zmq_setsockopt (l->socket, ZMQ_ROUTING_ID, w->cfg.worker_id, strlen (w->cfg.worker_id));
@@ -187,6 +206,39 @@ links_follow_dns (worker_t *w, int64_t now)
     }
 }
 
+void
+links_check_silent (worker_t *w, int64_t now)
+{
+    int64_t limit = LINKS_SILENT_BEATS * w->cfg.heartbeat_ms;
+    for (size_t i = 0; i < w->nlinks; i++) {
+        link_t *l = &w->links [i];
+        if (!l->socket || now - l->last_ping_ms <= limit)
+            continue;
+        char endpoint [sizeof l->endpoint], err [256];
+        int from_dns = l->from_dns;
+        unsigned remade = l->remade + 1;
+        snprintf (endpoint, sizeof endpoint, "%s", l->endpoint);
+        if (remade == 1)
+            log_warning (NULL, NULL, "broker \"%s\" has not PINGed this worker for %lld ms; connecting to it again",
+                         endpoint, (long long) (now - l->last_ping_ms));
+        else
+        if (remade % 12 == 0)                       /* a broker that stays away is not logged every time */
+            log_warning (NULL, NULL, "still no PING from broker \"%s\" after connecting to it again %u times; "
+                         "trying again", endpoint, remade - 1);
+        int zero = 0;
+        zmq_setsockopt (l->socket, ZMQ_LINGER, &zero, sizeof zero);
+        zmq_close (l->socket);
+        l->socket = NULL;
+        /* the same slot: replies to requests read off the old connection go out on the new one,
+         * where the broker still waits for them */
+        if (link_connect (w, i, endpoint, from_dns, err, sizeof err) < 0)
+            log_error (NULL, NULL, "%s; this worker no longer serves that broker until it restarts", err);
+        else
+            l->remade = remade;
+        w->next_hello_ms = 0;               /* introduce ourselves on it now */
+    }
+}
+
 size_t
 links_pollitems (worker_t *w, zmq_pollitem_t *items, int *link_of, size_t max)
 {
@@ -280,6 +332,8 @@ links_receive (worker_t *w, int li, int *taken, frames_t *frames, job_t *job)
         goto out;
     }
     if (frames_is (&f, 1, "PING")) {
+        l->last_ping_ms = clock_mono_ms ();
+        l->remade = 0;
         int64_t partitions = 0;
         codec_msg_t *ping = NULL;
         char err [128];

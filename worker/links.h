@@ -15,6 +15,9 @@ fr_status_t links_setup (worker_t *w, const char *backends, char *err, size_t er
 void links_close_all (worker_t *w);
 /* Resolves the dns+tcp:// names again when due: new brokers are linked, vanished ones closed. */
 void links_follow_dns (worker_t *w, int64_t now_ms);
+/* Makes again a link its broker has not PINGed for five heartbeat intervals (the broker lost this
+ * worker, or never heard its new connection). */
+void links_check_silent (worker_t *w, int64_t now_ms);
 /* The open links' sockets for zmq_poll, with link_of [i] the link index of items [i]. */
 size_t links_pollitems (worker_t *w, zmq_pollitem_t *items, int *link_of, size_t max);
 /* Reads one message from link li; *taken is 1 when a message was taken off the link, whatever it

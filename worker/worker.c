@@ -313,6 +313,7 @@ static void
 worker_tick (worker_t *w, int64_t now)
 {
     links_follow_dns (w, now);
+    links_check_silent (w, now);
     if (now >= w->next_hello_ms) {
         links_hello (w, w->draining);
         w->next_hello_ms = now + w->cfg.heartbeat_ms;

@@ -13,6 +13,12 @@
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 #include <zmq.h>
 #include "clock.h"
@@ -250,6 +256,9 @@ test_reconnected_worker_gets_requests_again (void **state)
 
     /* the same process, a new connection under the same id and the same HELLO */
     zmq_close (f.socket);
+    /* the broker sees the old connection end before the new one comes (if it did not, it would
+     * refuse the new one under the same id: test_worker_behind_a_cut_connection_comes_back) */
+    sleep_ms (500);
     f.socket = itest_fake_worker (h, ctx, "wa", "wa");
     int got = 0;
     until = now_ms () + 6000;
@@ -281,6 +290,190 @@ test_reconnected_worker_gets_requests_again (void **state)
     zmq_close (f.socket);
     zmq_ctx_term (ctx);
 }
+
+/* ---- a TCP relay between a worker and its broker, whose worker side can be cut alone ---- */
+
+#define RELAY_MAX 16
+
+typedef struct {
+    int listen_fd, port, broker_port;
+    int wake [2];                       /* a byte: 'b' cuts the workers' side, 'q' quits */
+    int worker_fd [RELAY_MAX], broker_fd [RELAY_MAX], npairs;
+    int orphan_fd [RELAY_MAX], norphans; /* broker sides of cut pairs: held open, never read */
+    pthread_t thread;
+} relay_t;
+
+static int
+relay_pass (int from, int to)
+{
+    char buf [16384];
+    ssize_t n = read (from, buf, sizeof buf);
+    if (n <= 0)
+        return -1;
+    for (ssize_t off = 0; off < n; ) {
+        ssize_t m = write (to, buf + off, (size_t) (n - off));
+        if (m <= 0)
+            return -1;
+        off += m;
+    }
+    return 0;
+}
+
+static void
+relay_drop (relay_t *r, int i)
+{
+    close (r->worker_fd [i]);
+    close (r->broker_fd [i]);
+    r->npairs--;
+    r->worker_fd [i] = r->worker_fd [r->npairs];
+    r->broker_fd [i] = r->broker_fd [r->npairs];
+}
+
+static void *
+relay_run (void *arg)
+{
+    relay_t *r = arg;
+    for (;;) {
+        struct pollfd p [2 + 2 * RELAY_MAX];
+        int n = 0;
+        p [n++] = (struct pollfd) { r->wake [0], POLLIN, 0 };
+        p [n++] = (struct pollfd) { r->listen_fd, POLLIN, 0 };
+        for (int i = 0; i < r->npairs; i++) {
+            p [n++] = (struct pollfd) { r->worker_fd [i], POLLIN, 0 };
+            p [n++] = (struct pollfd) { r->broker_fd [i], POLLIN, 0 };
+        }
+        if (poll (p, (nfds_t) n, 1000) < 0)
+            continue;
+        if (p [0].revents) {
+            char c = 'q';
+            if (read (r->wake [0], &c, 1) != 1 || c == 'q')
+                break;
+            /* the worker sees its connection end; the broker sees nothing, as after a reset lost
+             * on the way or a NAT that forgot the connection */
+            for (int i = 0; i < r->npairs && r->norphans < RELAY_MAX; i++) {
+                close (r->worker_fd [i]);
+                r->orphan_fd [r->norphans++] = r->broker_fd [i];
+            }
+            r->npairs = 0;
+            continue;
+        }
+        if (p [1].revents && r->npairs < RELAY_MAX) {
+            int w = accept (r->listen_fd, NULL, NULL);
+            int b = socket (AF_INET, SOCK_STREAM, 0);
+            struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) r->broker_port) };
+            a.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+            if (w >= 0 && b >= 0 && connect (b, (struct sockaddr *) &a, sizeof a) == 0) {
+                r->worker_fd [r->npairs] = w;
+                r->broker_fd [r->npairs++] = b;
+            }
+            else {
+                if (w >= 0)
+                    close (w);
+                if (b >= 0)
+                    close (b);
+            }
+            continue;
+        }
+        for (int i = r->npairs - 1; i >= 0; i--) {
+            short wr = p [2 + 2 * i].revents, br = p [3 + 2 * i].revents;
+            if ((wr && relay_pass (r->worker_fd [i], r->broker_fd [i]) != 0)
+            ||  (br && relay_pass (r->broker_fd [i], r->worker_fd [i]) != 0))
+                relay_drop (r, i);
+        }
+    }
+    while (r->npairs)
+        relay_drop (r, 0);
+    for (int i = 0; i < r->norphans; i++)
+        close (r->orphan_fd [i]);
+    return NULL;
+}
+
+static relay_t *
+relay_start (const char *broker_endpoint)
+{
+    relay_t *r = calloc (1, sizeof *r);
+    const char *colon = strrchr (broker_endpoint, ':');
+    assert_non_null (colon);
+    r->broker_port = atoi (colon + 1);
+    r->listen_fd = socket (AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0 };
+    a.sin_addr.s_addr = htonl (INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    assert_int_equal (bind (r->listen_fd, (struct sockaddr *) &a, sizeof a), 0);
+    assert_int_equal (listen (r->listen_fd, 16), 0);
+    assert_int_equal (getsockname (r->listen_fd, (struct sockaddr *) &a, &len), 0);
+    r->port = ntohs (a.sin_port);
+    assert_int_equal (pipe (r->wake), 0);
+    assert_int_equal (pthread_create (&r->thread, NULL, relay_run, r), 0);
+    return r;
+}
+
+static void
+relay_tell (relay_t *r, char c)
+{
+    assert_int_equal (write (r->wake [1], &c, 1), 1);
+}
+
+static void
+relay_stop (relay_t **r_p)
+{
+    relay_t *r = *r_p;
+    relay_tell (r, 'q');
+    pthread_join (r->thread, NULL);
+    close (r->listen_fd);
+    close (r->wake [0]);
+    close (r->wake [1]);
+    free (r);
+    *r_p = NULL;
+}
+
+/* A worker whose connection the broker still holds when the worker's side has ended (a reset
+ * that never reached the broker; a NAT that forgot the connection). ZeroMQ connects the worker
+ * again at once, under the same id, and the broker, which refuses a second connection under a
+ * worker's id, never hears the new one: the worker was gone for good. It now makes its link again
+ * when no PING comes for five heartbeat intervals, by when the broker has dropped the old
+ * connection (its ZMTP heartbeats go unanswered for three). */
+static void
+test_worker_behind_a_cut_connection_comes_back (void **state)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "200");
+    assert_int_equal (harness_start_broker (h), 0);
+    relay_t *relay = relay_start (harness_broker_backend (h, 0));
+    char wrapper [4096];
+    snprintf (wrapper, sizeof wrapper, "%s/through-relay.sh", harness_workdir (h));
+    char script [256];
+    snprintf (script, sizeof script, "#!/bin/sh\nFERRULE_BROKER_BACKENDS=tcp://127.0.0.1:%d exec \"$@\"\n", relay->port);
+    itest_write_file (wrapper, script);
+    assert_int_equal (chmod (wrapper, 0755), 0);
+    harness_set_worker_wrapper (h, wrapper);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_non_null (rt);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "import", "--integration", "relay1:box", "--provider", "fakebox",
+                             "--refresh-token", rt, "--access-token", "fake-at-relay", "--expires-in", "3600", NULL);
+    json_decref (r);
+    free (rt);
+    assert_int_equal (rc, 0);
+
+    relay_tell (relay, 'b');
+    sleep_ms (1000);                            /* the broker counts the worker lost (600 ms) */
+    long long t0 = now_ms ();
+    int back = 0;
+    while (!back && now_ms () - t0 < 8000) {
+        r = harness_ctl (h, &rc, "token", "--integration", "relay1:box", NULL);
+        back = rc == 0;
+        json_decref (r);
+        if (!back)
+            sleep_ms (200);
+    }
+    fprintf (stderr, "after the cut: %s %lld ms later\n", back ? "served again" : "not served", now_ms () - t0);
+    relay_stop (&relay);
+    assert_true (back);
+    assert_true (itest_workdir_contains (h, "has not PINGed this worker"));
+}
+
 
 static long long
 generation (const char *id)
@@ -349,6 +542,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_restarted_worker_gets_requests_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_reconnected_worker_gets_requests_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_worker_behind_a_cut_connection_comes_back, setup, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
