@@ -310,11 +310,12 @@ log_number_after (const char *needle)
     return n;
 }
 
-/* How many lines of the gateway's log hold needle. */
+/* How many lines of the file at path (the gateway's log, a broker's audit log) hold needle; 0
+ * while it does not exist. */
 static int
-log_count (const char *needle)
+count_lines (const char *path, const char *needle)
 {
-    FILE *f = fopen (gw_log, "r");
+    FILE *f = fopen (path, "r");
     char line [8192];
     int n = 0;
     while (f && fgets (line, sizeof line, f))
@@ -328,11 +329,11 @@ log_count (const char *needle)
 static void
 wait_log_count (const char *needle, int above)
 {
-    for (int i = 0; i < 400 && log_count (needle) <= above; i++) {
+    for (int i = 0; i < 400 && count_lines (gw_log, needle) <= above; i++) {
         assert_int_equal (waitpid (gw_pid, NULL, WNOHANG), 0);     /* the gateway still runs */
         usleep (50000);
     }
-    if (log_count (needle) <= above)
+    if (count_lines (gw_log, needle) <= above)
         fail_msg ("no new \"%s\" line in %s", needle, gw_log);
 }
 
@@ -1480,21 +1481,6 @@ count_of (const http_t *r, const char *needle)
     return n;
 }
 
-/* How many lines of the broker's audit log hold needle. */
-static int
-audit_count (const char *needle)
-{
-    char path [1024], line [8192];
-    snprintf (path, sizeof path, "%s/broker0.audit", harness_workdir (h));
-    FILE *f = fopen (path, "r");
-    int n = 0;
-    while (f && fgets (line, sizeof line, f))
-        n += strstr (line, needle) != NULL;
-    if (f)
-        fclose (f);
-    return n;
-}
-
 /* A database that does not answer costs a dashboard page one diagnosis, not one per integration:
  * after the first diagnosis the service could not answer, the rest are shown as not checked and
  * never asked. Each was a broker call of up to 10 s, one after another with no deadline for the
@@ -1523,9 +1509,11 @@ test_dashboard_page_gives_up_in_a_stall (void **state)
     /* a diagnosis reads the chain's table and the listing does not: the listing is answered, and
        the worker answers each diagnosis database_unavailable once its lock_timeout is over */
     const char *asked = "\"op\":\"doctor\",\"integration\":\"ws11:box";
-    for (int i = 0; i < 40 && audit_count (asked) < N; i++)
+    char audit [1024];
+    snprintf (audit, sizeof audit, "%s/broker0.audit", harness_workdir (h));
+    for (int i = 0; i < 40 && count_lines (audit, asked) < N; i++)
         usleep (50000);                         /* the broker writes a line after its answer */
-    assert_int_equal (audit_count (asked), N);  /* the page above asked each once */
+    assert_int_equal (count_lines (audit, asked), N);  /* the page above asked each once */
     PGconn *locker = PQconnectdb (harness_database_url (h));
     assert_int_equal (PQstatus (locker), CONNECTION_OK);
     PGresult *res = PQexec (locker, "BEGIN; LOCK TABLE token_chain IN ACCESS EXCLUSIVE MODE");
@@ -1541,10 +1529,10 @@ test_dashboard_page_gives_up_in_a_stall (void **state)
     assert_int_equal (count_of (&r, ">not checked</td>"), N);
     assert_true (has (&r, "id=\"not-checked\""));
     http_free (&r);
-    for (int i = 0; i < 40 && audit_count (asked) < N + 1; i++)
+    for (int i = 0; i < 40 && count_lines (audit, asked) < N + 1; i++)
         usleep (50000);
     usleep (200000);                            /* room for a line that should not come */
-    assert_int_equal (audit_count (asked), N + 1);
+    assert_int_equal (count_lines (audit, asked), N + 1);
 
     /* the database answers again: so does every diagnosis */
     r = http ("GET", url, hdr, NULL);
@@ -1571,14 +1559,14 @@ test_client_keys_reload_on_sighup (void **state)
     /* svc's key revoked: only ops is left */
     snprintf (text, sizeof text, "ops %s\n", b);
     assert_int_equal (write_file (keys, text), 0);
-    int n = log_count (done);
+    int n = count_lines (gw_log, done);
     assert_int_equal (kill (gw_pid, SIGHUP), 0);
     wait_log_count (done, n);
     expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 401, "unauthenticated");
     expect ("GET", "/v1/integrations/acct1:nothing", ADMIN_KEY, NULL, 404, "not_found");
     /* a damaged file: logged, the keys in effect stay */
     assert_int_equal (write_file (keys, "ops not-a-hash\n"), 0);
-    n = log_count ("keeping the client keys and the policy read before");
+    n = count_lines (gw_log, "keeping the client keys and the policy read before");
     assert_int_equal (kill (gw_pid, SIGHUP), 0);
     wait_log_count ("keeping the client keys and the policy read before", n);
     expect ("GET", "/v1/integrations/acct1:nothing", ADMIN_KEY, NULL, 404, "not_found");
@@ -1589,13 +1577,13 @@ test_client_keys_reload_on_sighup (void **state)
     char policy [1024];
     snprintf (policy, sizeof policy, "%s/gateway-policy", harness_workdir (h));
     assert_int_equal (write_file (policy, "svc read acct2:*\nops * *\n"), 0);
-    n = log_count (done);
+    n = count_lines (gw_log, done);
     assert_int_equal (kill (gw_pid, SIGHUP), 0);
     wait_log_count (done, n);
     expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 403, "forbidden");
     /* as it was, for the tests after this one */
     assert_int_equal (write_file (policy, "svc read acct1:*\nops * *\n"), 0);
-    n = log_count (done);
+    n = count_lines (gw_log, done);
     assert_int_equal (kill (gw_pid, SIGHUP), 0);
     wait_log_count (done, n);
     expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 404, "not_found");
