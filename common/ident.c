@@ -1,5 +1,12 @@
 /* ident.c - integration id validation, shared by every process so all reject alike */
 #include "ident.h"
+#include <string.h>
+
+static int
+is_separator (char c)
+{
+    return c == '.' || c == '_' || c == ':' || c == '-';
+}
 
 int
 ident_valid (const char *s, size_t len)
@@ -8,9 +15,23 @@ ident_valid (const char *s, size_t len)
         return 0;
     for (size_t i = 0; i < len; i++) {
         char c = s [i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-        ||    c == '.' || c == '_' || c == ':' || c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || is_separator (c)))
             return 0;
     }
     return 1;
+}
+
+int
+ident_workspace_valid (const char *s, size_t len)
+{
+    return ident_valid (s, len) && is_separator (s [len - 1]);
+}
+
+int
+ident_in_workspace (const char *id, const char *ws)
+{
+    if (!id || !ws)
+        return 0;
+    size_t wlen = strnlen (ws, IDENT_MAX + 1);
+    return ident_workspace_valid (ws, wlen) && strncmp (id, ws, wlen) == 0;
 }

@@ -122,7 +122,8 @@ static const opt_spec_t opts_history [] = {
 
 static const opt_spec_t opts_dashboard_link [] = {
     { .name = "workspace", .metavar = "PREFIX", .kind = OPT_STRING, .key = "integration", .required = 1,
-      .check = opts_check_integration, .help = "the workspace: the integration-id prefix its integrations share (acct42:)" },
+      .check = opts_check_workspace, .help = "the workspace: the integration-id prefix its integrations share, ending "
+      "with one of : . _ - (acct42:)" },
     { .name = "ttl", .metavar = "S", .kind = OPT_INT, .key = "ttl_s", .min = 30, .max = 3600,
       .help = "seconds the link stays usable (30 to 3600; the service's default is 600); it works once" },
     { NULL }

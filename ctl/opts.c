@@ -1,6 +1,7 @@
 /* opts.c - option specs to request arguments: values parsed, range-checked and capped */
 #include "opts.h"
 #include "codec.h"
+#include "ident.h"
 #include "mem.h"
 #include <errno.h>
 #include <fcntl.h>
@@ -115,6 +116,22 @@ opts_check_integration (const char *option, const char *value, char *err, size_t
         opts_quote (shown, sizeof shown, value, 128);
         snprintf (err, errlen, "invalid integration id \"%s\" for \"--%s\": use 1 to 128 of the characters A-Z a-z 0-9 . _ : -",
                   shown, option);
+        return -1;
+    }
+    return 0;
+}
+
+/* A workspace: an id prefix that ends with a separator, the workers' rule (common/ident.h), checked
+ * before sending so the operator sees it at once. */
+int
+opts_check_workspace (const char *option, const char *value, char *err, size_t errlen)
+{
+    if (opts_check_integration (option, value, err, errlen) != 0)
+        return -1;
+    if (!ident_workspace_valid (value, strlen (value))) {
+        snprintf (err, errlen, "invalid workspace \"%s\" for \"--%s\": end it with one of " IDENT_SEPARATORS
+                  ", as in \"acct42:\", or it would also cover the ids of other workspaces that start with it",
+                  value, option);
         return -1;
     }
     return 0;

@@ -63,6 +63,8 @@ int opts_parse_seconds (const char *option, const char *value, double min, doubl
 
 /* Checks for OPT_STRING values. */
 int opts_check_integration (const char *option, const char *value, char *err, size_t errlen);
+/* An integration id that ends with one of : . _ - (a workspace, common/ident.h). */
+int opts_check_workspace (const char *option, const char *value, char *err, size_t errlen);
 int opts_check_name (const char *option, const char *value, char *err, size_t errlen);
 /* An absolute http:// or https:// URI of at most 2048 bytes (a redirect URI). */
 int opts_check_uri (const char *option, const char *value, char *err, size_t errlen);

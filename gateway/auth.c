@@ -165,7 +165,17 @@ auth_check (gw_req_t *req, gw_resp_t *resp, const char *op, const char *id)
     if (strcmp (code, "ok") == 0) {
         const char *ws = json_string_value (json_object_get (reply, "workspace"));
         req->client = "workspace-key";
-        if (!ws || strncmp (id, ws, strlen (ws)) != 0 || !token_op (op)) {
+        if (ws && ident_valid (ws, strlen (ws)) && !ident_workspace_valid (ws, strlen (ws))) {
+            /* made before workspaces had to end with a separator: as a prefix, "acct4" would also
+               cover "acct42:x", so the key covers nothing */
+            snprintf (message, sizeof message, "this API key belongs to workspace \"%s\", which does not end with "
+                      "one of " IDENT_SEPARATORS ", so it may not be used", ws);
+            refuse (resp, 403, "forbidden", message, "create a new API key on the dashboard of a workspace that "
+                    "ends with ':', such as \"acct42:\"");
+            log_warning (id, req->rid, "workspace API key refused: its workspace \"%s\" does not end with one of "
+                         IDENT_SEPARATORS, ws);
+        }
+        else if (!ident_in_workspace (id, ws) || !token_op (op)) {
             snprintf (message, sizeof message, "this workspace API key may not use \"%s\" on this integration", op);
             refuse (resp, 403, "forbidden", message, "workspace keys may use token, reject, status, history and "
                     "doctor on the workspace's own integrations");

@@ -23,12 +23,31 @@ no_session (gw_resp_t *resp)
                      "Open a new dashboard link from your application: links work once and sessions last an hour.");
 }
 
+/* Refuses a link or session of a workspace made before workspaces had to end with a separator:
+ * as a prefix, "acct4" would also cover "acct42:x", another customer's. */
+static void
+old_workspace (gw_req_t *req, gw_resp_t *resp, const char *ws, const char *what)
+{
+    char title [96], hint [IDENT_MAX + 320];
+    log_warning (ws, req->rid, "dashboard %s refused: its workspace \"%s\" does not end with one of "
+                 IDENT_SEPARATORS, what, ws);
+    snprintf (title, sizeof title, "This dashboard %s is for a workspace that is no longer accepted", what);
+    snprintf (hint, sizeof hint, "Its workspace \"%s\" does not end with one of " IDENT_SEPARATORS ", so it would "
+              "also take in other workspaces' integrations. Ask your application for a new dashboard link, of a "
+              "workspace that ends with ':', such as \"acct42:\".", ws);
+    gw_resp_message (resp, 403, title, hint);
+}
+
 /* The session's workspace; 0 after answering. POSTs also need the CSRF token. */
 static int
 need_session (gw_req_t *req, gw_resp_t *resp, char ws [IDENT_MAX + 1], int post)
 {
     if (!session_check (req, ws, IDENT_MAX + 1)) {
         no_session (resp);
+        return 0;
+    }
+    if (!ident_workspace_valid (ws, strlen (ws))) {
+        old_workspace (req, resp, ws, "session");
         return 0;
     }
     if (post && !session_csrf_ok (req)) {
@@ -141,6 +160,9 @@ dashboard_open (gw_req_t *req, gw_resp_t *resp)
         gw_resp_message (resp, 403, "This dashboard link does not match its workspace",
                          "The link was altered. Ask your application for a new dashboard link.");
     }
+    else if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws))
+         &&  !ident_workspace_valid (ws, strlen (ws)))
+        old_workspace (req, resp, ws, "link");                  /* spent, and no session */
     else if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws))) {
         resp->cookie = session_issue (req->gw, ws);
         /* a same-site navigation (the form was on this gateway's page), so the SameSite=Strict
@@ -379,7 +401,7 @@ dashboard_home (gw_req_t *req, gw_resp_t *resp)
 static int
 own_integration (gw_req_t *req, gw_resp_t *resp, const char *ws)
 {
-    if (strncmp (req->param [0], ws, strlen (ws)) != 0) {
+    if (!ident_in_workspace (req->param [0], ws)) {
         gw_resp_message (resp, 404, "No such integration", "This integration is not part of your workspace.");
         return 0;
     }

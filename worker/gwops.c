@@ -40,9 +40,15 @@ arg_required (worker_t *w, const job_t *job, const msgpack_object *root, const c
     return r == 1;
 }
 
+/* What a request may do with a workspace prefix that does not end with a separator. */
+typedef enum {
+    WS_NEW,         /* cover ids: a listing, a dashboard link, an API key. Refused */
+    WS_EXISTING     /* list or revoke the keys stored under it before the rule. Allowed */
+} ws_use_t;
+
 /* The workspace prefix of a request: its "integration" field. 1, or 0 when refused (answered). */
 static int
-arg_workspace (worker_t *w, const job_t *job, const msgpack_object *root, char out [IDENT_MAX + 1])
+arg_workspace (worker_t *w, const job_t *job, const msgpack_object *root, ws_use_t use, char out [IDENT_MAX + 1])
 {
     const char *s;
     size_t len;
@@ -50,6 +56,14 @@ arg_workspace (worker_t *w, const job_t *job, const msgpack_object *root, char o
         reply_error (w, job, FR_BAD_REQUEST,
                      "\"integration\" (the workspace prefix) must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
                      NULL, -1);
+        return 0;
+    }
+    /* a prefix that stops mid-name covers other workspaces' ids too: "acct4" covers "acct42:x" */
+    if (use == WS_NEW && !ident_workspace_valid (s, len)) {
+        char message [2 * IDENT_MAX + 120];
+        snprintf (message, sizeof message, "workspace \"%.*s\" does not end with one of " IDENT_SEPARATORS ", so it "
+                  "would also cover the ids of other workspaces that start with \"%.*s\"", (int) len, s, (int) len, s);
+        reply_error (w, job, FR_BAD_REQUEST, message, "end the workspace with ':', as in \"acct42:\"", -1);
         return 0;
     }
     memcpy (out, s, len);
@@ -327,7 +341,7 @@ static void
 op_workspace (worker_t *w, job_t *job, const msgpack_object *root)
 {
     char ws [IDENT_MAX + 1];
-    if (!arg_workspace (w, job, root, ws))
+    if (!arg_workspace (w, job, root, WS_NEW, ws))
         return;
     gw_wait_t *gw = gw_new (w, job, GW_WORKSPACE);
     memcpy (gw->ws, ws, sizeof ws);
@@ -360,7 +374,8 @@ op_dashboard_link (worker_t *w, job_t *job, const msgpack_object *root)
     char *token = NULL;
     int64_t ttl = GWOPS_LINK_TTL_DEFAULT;
 
-    if (!arg_workspace (w, job, root, ws) || fields_int (w, job, root, "ttl_s", 30, GWOPS_LINK_TTL_MAX, &ttl) < 0)
+    if (!arg_workspace (w, job, root, WS_NEW, ws)
+    ||  fields_int (w, job, root, "ttl_s", 30, GWOPS_LINK_TTL_MAX, &ttl) < 0)
         return;
     if (!(token = crypto_random_token (TOKEN_BYTES))) {
         reply_error (w, job, FR_INTERNAL, "could not draw random bytes for a dashboard link", NULL, -1);
@@ -440,7 +455,7 @@ op_apikey_create (worker_t *w, job_t *job, const msgpack_object *root)
     char *name = NULL, *random = NULL;
     gw_wait_t *gw;
 
-    if (!arg_workspace (w, job, root, ws) || !arg_required (w, job, root, "name", MAX_KEY_NAME, &name))
+    if (!arg_workspace (w, job, root, WS_NEW, ws) || !arg_required (w, job, root, "name", MAX_KEY_NAME, &name))
         goto out;
     if (!(random = crypto_random_token (TOKEN_BYTES))) {
         reply_error (w, job, FR_INTERNAL, "could not draw random bytes for an API key", NULL, -1);
@@ -491,7 +506,7 @@ static void
 op_apikey_list (worker_t *w, job_t *job, const msgpack_object *root)
 {
     char ws [IDENT_MAX + 1];
-    if (!arg_workspace (w, job, root, ws))
+    if (!arg_workspace (w, job, root, WS_EXISTING, ws))
         return;
     gw_wait_t *gw = gw_new (w, job, GW_KEY_LIST);
     memcpy (gw->ws, ws, sizeof ws);
@@ -525,7 +540,7 @@ op_apikey_revoke (worker_t *w, job_t *job, const msgpack_object *root)
     char ws [IDENT_MAX + 1];
     int64_t key_id;
 
-    if (!arg_workspace (w, job, root, ws))
+    if (!arg_workspace (w, job, root, WS_EXISTING, ws))
         return;
     /* not fields_int: this message, which says what a key id is, is kept */
     if (codec_get_int (root, "key_id", &key_id) != 1 || key_id < 1) {

@@ -11,6 +11,8 @@
  *   apikey_list      {integration: PREFIX}
  *   apikey_revoke    {integration: PREFIX, key_id}
  *   apikey_verify    {key}: the key's workspace and name, when it exists and is not revoked
+ * A PREFIX that covers ids (workspace, dashboard_link, apikey_create) must end with a separator
+ * (ident_workspace_valid); apikey_list and apikey_revoke also take the keys stored before that rule.
  * and return_to on connect. Every value handed out is stored only as its SHA-256. gwops.c reads
  * the requests, decides and replies; the statements are in store_gateway.c (docs/protocol.md,
  * "Gateway operations"). */

@@ -257,8 +257,9 @@ store_gw_workspace_start (store_t *s, const char *prefix, int max, store_gw_work
 {
     char upper [IDENT_MAX + 1], limit [16];
     size_t len = strlen (prefix);
-    if (len == 0 || len > IDENT_MAX || max < 1) {
-        snprintf (err, errlen, "a workspace prefix must be 1 to %d characters", IDENT_MAX);
+    if (!ident_workspace_valid (prefix, len) || max < 1) {
+        snprintf (err, errlen, "a workspace prefix must be 1 to %d characters and end with one of " IDENT_SEPARATORS,
+                  IDENT_MAX);
         return FR_BAD_REQUEST;
     }
     /* ids starting with prefix are those in [prefix, prefix with its last byte + 1) in byte order

@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <libpq-fe.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/sha.h>
 #include "client.h"
 #include "itest.h"
@@ -29,6 +31,7 @@
 #define APP_ORIGIN  "http://app.example.test"
 #define SVC_KEY     "svc-key-0123456789abcdef"      /* the named client "svc" */
 #define ADMIN_KEY   "admin-key-0123456789abcdef"    /* the named client "ops" */
+#define SESSION_KEY "0123456789abcdef0123456789abcdef"  /* FERRULE_GATEWAY_SESSION_KEY, decoded */
 
 static harness_t *h;
 static pid_t gw_pid;
@@ -219,7 +222,7 @@ start_gateway_with (const char *name, const char *http_bind, const char *drain_m
         setenv ("FERRULE_GATEWAY_PUBLIC_URL", gw_url, 1);
         setenv ("FERRULE_BROKER_URL", harness_brokers (h), 1);
         setenv ("FERRULE_GATEWAY_RETURN_TO_ORIGINS", APP_ORIGIN, 1);
-        setenv ("FERRULE_GATEWAY_SESSION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", 1);
+        setenv ("FERRULE_GATEWAY_SESSION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", 1);  /* SESSION_KEY */
         setenv ("FERRULE_GATEWAY_CLIENT_KEYS_FILE", keys, 1);
         setenv ("FERRULE_POLICY_FILE", policy, 1);
         setenv ("FERRULE_GATEWAY_PROVIDERS", "fakebox,fakegoogle", 1);
@@ -307,11 +310,12 @@ log_number_after (const char *needle)
     return n;
 }
 
-/* How many lines of the gateway's log hold needle. */
+/* How many lines of the file at path (the gateway's log, a broker's audit log) hold needle; 0
+ * while it does not exist. */
 static int
-log_count (const char *needle)
+count_lines (const char *path, const char *needle)
 {
-    FILE *f = fopen (gw_log, "r");
+    FILE *f = fopen (path, "r");
     char line [8192];
     int n = 0;
     while (f && fgets (line, sizeof line, f))
@@ -325,11 +329,11 @@ log_count (const char *needle)
 static void
 wait_log_count (const char *needle, int above)
 {
-    for (int i = 0; i < 400 && log_count (needle) <= above; i++) {
+    for (int i = 0; i < 400 && count_lines (gw_log, needle) <= above; i++) {
         assert_int_equal (waitpid (gw_pid, NULL, WNOHANG), 0);     /* the gateway still runs */
         usleep (50000);
     }
-    if (log_count (needle) <= above)
+    if (count_lines (gw_log, needle) <= above)
         fail_msg ("no new \"%s\" line in %s", needle, gw_log);
 }
 
@@ -1356,6 +1360,117 @@ test_dashboard_refuses_cross_site_posts (void **state)
     free (csrf);
 }
 
+/* The "Cookie:" header of a session the gateway signed for workspace ws, as one issued before
+ * workspaces had to end with a separator would be (gateway/session.c's format). */
+static char *
+forged_session (const char *ws)
+{
+    char payload [256], mac [65];
+    unsigned char md [32];
+    unsigned int mdlen = 0;
+    snprintf (payload, sizeof payload, "session|1|%lld|%s|0011223344556677", (long long) time (NULL) + 600, ws);
+    HMAC (EVP_sha256 (), SESSION_KEY, 32, (const unsigned char *) payload, strlen (payload), md, &mdlen);
+    for (int i = 0; i < 32; i++)
+        snprintf (mac + 2 * i, 3, "%02x", md [i]);
+    char *cookie = malloc (512);
+    snprintf (cookie, 512, "Cookie: ferrule_session=%s.%s", payload + strlen ("session|"), mac);
+    return cookie;
+}
+
+/* A workspace is an id prefix: "acct4" would cover "acct42:x", another customer's. A key or a
+ * dashboard link of a workspace that does not end with a separator, stored before the workers
+ * refused to make them, is refused outright, never taken as covering other ids; and a key of
+ * "acct4:" does not reach "acct42:x". */
+static void
+test_workspace_boundary (void **state)
+{
+    const char *ids [] = { "acct42:x", "acct4:box" };
+    for (size_t i = 0; i < 2; i++) {
+        char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+    json_t *k = call ("apikey_create", json_pack ("{s:s, s:s}", "integration", "acct4:", "name", "svc"));
+    assert_string_equal (client_error_code (k), "ok");
+    char *key = strdup (json_string_value (json_object_get (k, "key")));
+    json_decref (k);
+    expect ("GET", "/v1/integrations/acct4:box/token", key, NULL, 200, "ok");
+    expect ("GET", "/v1/integrations/acct42:x/token", key, NULL, 403, "forbidden");
+    free (key);
+
+    /* a key of workspace "acct4", stored before the rule: no integration at all */
+    const char *old_key = "frk_stored-before-the-separator-rule";
+    char hash [65], sql [512];
+    hex_sha256 (old_key, hash);
+    snprintf (sql, sizeof sql, "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix) VALUES"
+                               " ('%s', 'acct4', 'old', 'frk_stored-b')", hash);
+    assert_int_equal (harness_sql (h, sql), 0);
+    for (size_t i = 0; i < 2; i++) {
+        char path [128];
+        snprintf (path, sizeof path, "/v1/integrations/%s/token", ids [i]);
+        json_t *j = NULL;
+        http_t r = api ("GET", path, old_key, NULL);
+        if (r.status != 403 || strcmp (code_of (&r, &j), "forbidden") != 0)
+            fail_msg ("GET %s with a key of workspace \"acct4\": %ld %s, wanted 403 forbidden", path, r.status,
+                      code_of (&r, &j));
+        const char *hint = json_string_value (json_object_get (json_object_get (j, "error"), "hint"));
+        assert_non_null (hint);
+        assert_non_null (strstr (hint, "ends with ':'"));
+        assert_null (json_object_get (j, "access_token"));
+        json_decref (j);
+        http_free (&r);
+    }
+
+    /* a dashboard link of workspace "acct4", stored before the rule: no session */
+    const char *old_link = "link-stored-before-the-separator-rule";
+    hex_sha256 (old_link, hash);
+    snprintf (sql, sizeof sql, "INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at) VALUES"
+                               " ('%s', 'acct4', now () + interval '10 minutes')", hash);
+    assert_int_equal (harness_sql (h, sql), 0);
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard/open?link=%s", gw_url, old_link);
+    http_t page = http ("GET", url, NULL, NULL);
+    assert_int_equal (page.status, 200);
+    http_t r = press_open (&page);
+    char *set = header (&r, "Set-Cookie");
+    if (r.status != 403 || set)
+        fail_msg ("a dashboard link of workspace \"acct4\": %ld%s, wanted 403 and no session", r.status,
+                  set ? " with a session cookie" : "");
+    assert_true (has (&r, "ends with"));
+    http_free (&r);
+    http_free (&page);
+
+    /* a session of workspace "acct4", signed before the rule: not a page of it */
+    char *cookie = forged_session ("acct4");
+    const char *hdr [] = { cookie, NULL };
+    const char *pages [] = { "/dashboard", "/dashboard/integrations/acct42:x", "/dashboard/integrations/acct4:box" };
+    for (size_t i = 0; i < 3; i++) {
+        snprintf (url, sizeof url, "%s%s", gw_url, pages [i]);
+        r = http ("GET", url, hdr, NULL);
+        if (r.status != 403 || !has (&r, "ends with"))
+            fail_msg ("GET %s in a session of workspace \"acct4\": %ld, wanted 403 saying why", pages [i], r.status);
+        assert_false (has (&r, "acct42:x</"));
+        http_free (&r);
+    }
+    free (cookie);
+    /* the same forgery for "acct4:" is a working session: the refusals above are the rule's */
+    cookie = forged_session ("acct4:");
+    hdr [0] = cookie;
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "acct4:box"));
+    assert_false (has (&r, "acct42:x"));
+    http_free (&r);
+    snprintf (url, sizeof url, "%s/dashboard/integrations/acct42:x", gw_url);
+    r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 404);
+    http_free (&r);
+    free (cookie);
+    assert_false (itest_workdir_contains (h, old_key));         /* in no log of any process */
+    assert_false (itest_workdir_contains (h, old_link));
+}
+
 /* How many times needle occurs in the page. */
 static int
 count_of (const http_t *r, const char *needle)
@@ -1363,21 +1478,6 @@ count_of (const http_t *r, const char *needle)
     int n = 0;
     for (const char *s = r->body; (s = strstr (s, needle)); s += strlen (needle))
         n++;
-    return n;
-}
-
-/* How many lines of the broker's audit log hold needle. */
-static int
-audit_count (const char *needle)
-{
-    char path [1024], line [8192];
-    snprintf (path, sizeof path, "%s/broker0.audit", harness_workdir (h));
-    FILE *f = fopen (path, "r");
-    int n = 0;
-    while (f && fgets (line, sizeof line, f))
-        n += strstr (line, needle) != NULL;
-    if (f)
-        fclose (f);
     return n;
 }
 
@@ -1409,9 +1509,11 @@ test_dashboard_page_gives_up_in_a_stall (void **state)
     /* a diagnosis reads the chain's table and the listing does not: the listing is answered, and
        the worker answers each diagnosis database_unavailable once its lock_timeout is over */
     const char *asked = "\"op\":\"doctor\",\"integration\":\"ws11:box";
-    for (int i = 0; i < 40 && audit_count (asked) < N; i++)
+    char audit [1024];
+    snprintf (audit, sizeof audit, "%s/broker0.audit", harness_workdir (h));
+    for (int i = 0; i < 40 && count_lines (audit, asked) < N; i++)
         usleep (50000);                         /* the broker writes a line after its answer */
-    assert_int_equal (audit_count (asked), N);  /* the page above asked each once */
+    assert_int_equal (count_lines (audit, asked), N);  /* the page above asked each once */
     PGconn *locker = PQconnectdb (harness_database_url (h));
     assert_int_equal (PQstatus (locker), CONNECTION_OK);
     PGresult *res = PQexec (locker, "BEGIN; LOCK TABLE token_chain IN ACCESS EXCLUSIVE MODE");
@@ -1427,10 +1529,10 @@ test_dashboard_page_gives_up_in_a_stall (void **state)
     assert_int_equal (count_of (&r, ">not checked</td>"), N);
     assert_true (has (&r, "id=\"not-checked\""));
     http_free (&r);
-    for (int i = 0; i < 40 && audit_count (asked) < N + 1; i++)
+    for (int i = 0; i < 40 && count_lines (audit, asked) < N + 1; i++)
         usleep (50000);
     usleep (200000);                            /* room for a line that should not come */
-    assert_int_equal (audit_count (asked), N + 1);
+    assert_int_equal (count_lines (audit, asked), N + 1);
 
     /* the database answers again: so does every diagnosis */
     r = http ("GET", url, hdr, NULL);
@@ -1457,14 +1559,14 @@ test_client_keys_reload_on_sighup (void **state)
     /* svc's key revoked: only ops is left */
     snprintf (text, sizeof text, "ops %s\n", b);
     assert_int_equal (write_file (keys, text), 0);
-    int n = log_count (done);
+    int n = count_lines (gw_log, done);
     assert_int_equal (kill (gw_pid, SIGHUP), 0);
     wait_log_count (done, n);
     expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 401, "unauthenticated");
     expect ("GET", "/v1/integrations/acct1:nothing", ADMIN_KEY, NULL, 404, "not_found");
     /* a damaged file: logged, the keys in effect stay */
     assert_int_equal (write_file (keys, "ops not-a-hash\n"), 0);
-    n = log_count ("keeping the client keys and the policy read before");
+    n = count_lines (gw_log, "keeping the client keys and the policy read before");
     assert_int_equal (kill (gw_pid, SIGHUP), 0);
     wait_log_count ("keeping the client keys and the policy read before", n);
     expect ("GET", "/v1/integrations/acct1:nothing", ADMIN_KEY, NULL, 404, "not_found");
@@ -1475,13 +1577,13 @@ test_client_keys_reload_on_sighup (void **state)
     char policy [1024];
     snprintf (policy, sizeof policy, "%s/gateway-policy", harness_workdir (h));
     assert_int_equal (write_file (policy, "svc read acct2:*\nops * *\n"), 0);
-    n = log_count (done);
+    n = count_lines (gw_log, done);
     assert_int_equal (kill (gw_pid, SIGHUP), 0);
     wait_log_count (done, n);
     expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 403, "forbidden");
     /* as it was, for the tests after this one */
     assert_int_equal (write_file (policy, "svc read acct1:*\nops * *\n"), 0);
-    n = log_count (done);
+    n = count_lines (gw_log, done);
     assert_int_equal (kill (gw_pid, SIGHUP), 0);
     wait_log_count (done, n);
     expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 404, "not_found");
@@ -1660,6 +1762,7 @@ main (void)
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
+        cmocka_unit_test (test_workspace_boundary),
         cmocka_unit_test (test_dashboard_page_gives_up_in_a_stall),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
         cmocka_unit_test (test_sigterm_drains),

@@ -1,7 +1,7 @@
 /* test_gateway_ops.c - the workers' gateway operations (worker/gwops.c, worker/store_gateway.c)
  * over the protocol, without the gateway: every refusal's code, message and hint, a retry token
  * issued once per attempt and spent once, a dashboard link spent once, the workspace listing's
- * prefix range and its cap, the live API key limit. Replies can hold tokens: never printed. */
+ * prefix range and its cap, a workspace that must end with a separator, the live API key limit. Replies can hold tokens: never printed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -234,10 +234,59 @@ test_workspace_range_and_cap (void **state)
     assert_true (json_is_array (json_object_get (first, "scopes")));
     json_decref (ls);
 
-    ls = call ("workspace", json_pack ("{s:s}", "integration", "wst:02"));
+    /* "wst" itself and "wss:z", either side of the range, are not "wsu:"'s */
+    ls = call ("workspace", json_pack ("{s:s}", "integration", "wsu:"));
     assert_false (json_is_true (json_object_get (ls, "truncated")));
-    assert_int_equal (json_array_size (json_object_get (ls, "integrations")), 2);     /* 0200, 0201 */
+    assert_int_equal (json_array_size (json_object_get (ls, "integrations")), 1);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (ls, "integrations"), 0),
+                                                             "id")), "wsu:a");
     json_decref (ls);
+}
+
+/* A workspace is an id prefix, so one that does not end with a separator would also cover the
+ * ids of others: "acct4" covers "acct42:x". No link, key or listing is made for such a prefix,
+ * by the protocol or by ferrulectl; keys made before may still be listed and revoked. */
+static void
+test_workspace_needs_separator (void **state)
+{
+    const char *message = "workspace \"acct4\" does not end with one of : . _ -, so it would also cover the ids of "
+                          "other workspaces that start with \"acct4\"";
+    const char *hint = "end the workspace with ':', as in \"acct42:\"";
+    refused ("apikey_create", json_pack ("{s:s, s:s}", "integration", "acct4", "name", "k"), "bad_request", message, hint);
+    refused ("dashboard_link", json_pack ("{s:s}", "integration", "acct4"), "bad_request", message, hint);
+    refused ("workspace", json_pack ("{s:s}", "integration", "acct4"), "bad_request", message, hint);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM gateway_api_keys WHERE workspace = 'acct4'"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM gateway_dashboard_links WHERE workspace = 'acct4'"), 0);
+
+    /* ferrulectl refuses it before sending */
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "dashboard-link", "--workspace", "acct4", NULL);
+    assert_int_not_equal (rc, 0);
+    assert_string_equal (client_error_code (r), "bad_request");
+    assert_non_null (strstr (error_field (r, "message"), "--workspace"));
+    assert_non_null (strstr (error_field (r, "message"), "end it with one of : . _ -"));
+    json_decref (r);
+
+    /* each separator ends a workspace */
+    const char *good [] = { "acct4:", "acct4.", "acct4_", "acct4-" };
+    for (size_t i = 0; i < sizeof good / sizeof good [0]; i++) {
+        json_t *l = call ("dashboard_link", json_pack ("{s:s}", "integration", good [i]));
+        assert_string_equal (client_error_code (l), "ok");
+        json_decref (l);
+    }
+
+    /* a key stored before the rule can still be listed and revoked */
+    assert_int_equal (harness_sql (h, "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix) VALUES"
+                                      " (repeat ('ab', 32), 'acct4', 'old', 'frk_old')"), 0);
+    json_t *list = call ("apikey_list", json_pack ("{s:s}", "integration", "acct4"));
+    assert_string_equal (client_error_code (list), "ok");
+    json_t *keys = json_object_get (list, "keys");
+    assert_int_equal (json_array_size (keys), 1);
+    json_int_t id = json_integer_value (json_object_get (json_array_get (keys, 0), "key_id"));
+    json_decref (list);
+    json_t *rv = call ("apikey_revoke", json_pack ("{s:s, s:I}", "integration", "acct4", "key_id", id));
+    assert_string_equal (client_error_code (rv), "ok");
+    json_decref (rv);
 }
 
 static void
@@ -297,6 +346,7 @@ main (void)
         cmocka_unit_test (test_attempt_retry_once),
         cmocka_unit_test (test_dashboard_link_once),
         cmocka_unit_test (test_workspace_range_and_cap),
+        cmocka_unit_test (test_workspace_needs_separator),
         cmocka_unit_test (test_apikey_limit),
     };
     return cmocka_run_group_tests (tests, setup, teardown);

@@ -509,7 +509,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
             case 1: r = harness_ctl (h, &rc, "events", "replay", "--integration", "stall:box", "--timeout", "2", NULL);
                     break;
             case 2: r = harness_ctl (h, &rc, "dashboard-link", "--workspace", "stall:", "--timeout", "2", NULL); break;
-            case 3: args = json_pack ("{s:s}", "integration", "stall");
+            case 3: args = json_pack ("{s:s}", "integration", "stall:");
                     r = client_call (gc, "workspace", args, 2000);
                     break;
             default: args = json_pack ("{s:s}", "key", "frk_x");

@@ -7,7 +7,6 @@
 #include <string.h>
 #include <cmocka.h>
 #include "ring.h"
-#include "ident.h"
 
 static void
 test_hash_vectors (void **state)
@@ -41,29 +40,12 @@ test_owner_stable_and_minimal_moves (void **state)
     assert_int_equal (ring_owner (0, NULL, 0), -1);
 }
 
-static void
-test_ident (void **state)
-{
-    char long_id [IDENT_MAX + 2];
-    memset (long_id, 'a', sizeof long_id);
-    assert_true (ident_valid ("acct42:box", 10));
-    assert_true (ident_valid ("A-Z_a.z:0-9", 11));
-    assert_false (ident_valid ("", 0));
-    assert_false (ident_valid ("a b", 3));
-    assert_false (ident_valid ("a/b", 3));
-    assert_false (ident_valid ("caf\xc3\xa9", 5));
-    assert_false (ident_valid ("a\0b", 3));
-    assert_true (ident_valid (long_id, IDENT_MAX));
-    assert_false (ident_valid (long_id, IDENT_MAX + 1));
-}
-
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_hash_vectors),
         cmocka_unit_test (test_owner_stable_and_minimal_moves),
-        cmocka_unit_test (test_ident),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
