@@ -1398,7 +1398,7 @@ refresh_sweep_start (void *arg, const char *id, const char *provider, int keepal
     if (e && e->refresh)
         return 0;
     if (!sweep_take (w->sweep, provider, now_ms))
-        return 0;
+        return SWEEP_THROTTLED;
     if (!e || e->stale)
         loads_park (w, NULL, NULL, id, refresh_sweep_loaded, keepalive, 0);   /* read without waiting */
     else

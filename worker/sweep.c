@@ -9,6 +9,7 @@
 
 #define SWEEP_MAX_PROVIDERS 128
 #define SWEEP_BUSY_RETRY_MS 100     /* every connection had a batch in flight: try again this soon */
+#define SWEEP_BACKLOG_MS    1000    /* a pass that left due work behind: the next one this soon */
 
 typedef struct {
     char name [65];
@@ -28,6 +29,8 @@ struct sweep {
     size_t nbuckets;
     int in_flight;              /* a pass's queries are in the database */
     size_t started, kept;       /* of the pass in flight */
+    size_t seen;                /* rows of its first query (what expires) */
+    size_t throttled;           /* candidates refused for the provider's budget */
     sweep_start_fn *start;
     void *start_arg;
 };
@@ -178,7 +181,8 @@ sweep_take (sweep_t *s, const char *provider, int64_t now_ms)
     return 1;
 }
 
-/* Starts a candidate the loop may refresh: only in a partition this worker owns. */
+/* Starts a candidate the loop may refresh: only in a partition this worker owns. 1 started, 0
+ * not (another worker's, or one in flight), SWEEP_THROTTLED. */
 static int
 sweep_one (sweep_t *s, const char *id, const char *provider, int keepalive, int64_t now_ms,
            sweep_start_fn *start, void *arg)
@@ -194,14 +198,28 @@ sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *pr
     sweep_t *s = arg;
     if (id) {
         size_t *count = q == 0 ? &s->started : &s->kept;
-        *count += (size_t) sweep_one (s, id, provider, q > 0, clock_mono_ms (), s->start, s->start_arg);
+        int r = sweep_one (s, id, provider, q > 0, clock_mono_ms (), s->start, s->start_arg);
+        if (r == SWEEP_THROTTLED)
+            s->throttled++;
+        else
+            *count += (size_t) r;
+        s->seen += q == 0;
         return;
     }
     s->in_flight = 0;
     if (st != FR_OK)
         log_warning (NULL, NULL, "sweep: %s", err);
-    if (s->started || s->kept)
-        log_info (NULL, NULL, "sweep: refreshing %zu expiring and %zu idle integrations", s->started, s->kept);
+    /* due work left behind (the providers' budgets ran out, or a full page of which this worker
+     * started some): the next pass comes as soon as the budgets have refilled, not a whole
+     * interval later, so the sweep keeps up with FERRULE_SWEEP_RATE instead of one burst a pass.
+     * A full page of other workers' rows alone does not bring it forward. */
+    int backlog = s->throttled || (s->seen >= (size_t) s->cfg.batch && s->started);
+    int64_t soon = clock_mono_ms () + SWEEP_BACKLOG_MS;
+    if (st == FR_OK && backlog && soon < s->next_ms)
+        s->next_ms = soon;
+    if (s->started || s->kept || s->throttled)
+        log_info (NULL, NULL, "sweep: refreshing %zu expiring and %zu idle integrations%s", s->started, s->kept,
+                  backlog ? "; more are due, next pass in 1 s" : "");
 }
 
 void
@@ -234,7 +252,7 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
                                                 s->cfg.batch, s->cfg.quiet_ms };
     }
     char err [512];
-    s->started = s->kept = 0;
+    s->started = s->kept = s->seen = s->throttled = 0;
     s->start = start;
     s->start_arg = arg;
     if (store_sweep_start (store, qs, nq, sweep_found, s, err, sizeof err) != FR_OK) {

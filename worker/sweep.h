@@ -32,7 +32,9 @@ uint32_t sweep_owned_count (const sweep_t *s);
 /* What the sweep found for one integration of a partition it owns: start a background refresh
  * (keepalive: whatever the token's life, for a provider that expires unused refresh tokens)
  * when none is in flight, taking a call from the provider's budget with sweep_take. Returns 1
- * when one started. */
+ * when one started, 0 when none was needed, SWEEP_THROTTLED when the budget was spent (the
+ * sweep then comes back to it within a second rather than a whole interval). */
+#define SWEEP_THROTTLED (-1)
 typedef int (sweep_start_fn) (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
 /* Forgets the partitions owned when no PING confirmed them for membership_ms; then starts a
  * sweep round when one is due (never while paused, draining), as one batch on store, a
