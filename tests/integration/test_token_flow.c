@@ -170,6 +170,22 @@ test_reimport_keeps_history (void **state)
     json_decref (t);
 }
 
+/* An integration whose id is "NULL" (a valid id: letters) is found like any other. Reads of
+ * several ids send them as a text[] literal, where a bare NULL, in any case, is a null: "status"
+ * (read from the database, not the cache) answered not_found for it. */
+static void
+test_id_spelled_null (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "NULL", "fakebox", rt), 0);
+    free (rt);
+    json_t *r = harness_ctl (h, &rc, "status", "--integration", "NULL", NULL);
+    printf ("status of \"NULL\": %s\n", rc == 0 ? "ok" : itest_code (r));
+    assert_int_equal (rc, 0);
+    json_decref (r);
+}
+
 int
 main (void)
 {
@@ -177,6 +193,7 @@ main (void)
         cmocka_unit_test (test_rotation),
         cmocka_unit_test (test_reusable_keeps_refresh_token),
         cmocka_unit_test (test_reimport_keeps_history),
+        cmocka_unit_test (test_id_spelled_null),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
