@@ -4,6 +4,7 @@
  * result columns. The statements themselves are in store_chain.c (the refresh protocol),
  * store_connect.c, store_events.c and store_gateway.c. */
 #include "store_internal.h"
+#include "ring.h"
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
@@ -13,6 +14,7 @@
 #include "text.h"
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <stdio.h>
@@ -981,20 +983,27 @@ store_prepare_sql (void)
 }
 
 /* ids as a text[] literal for "= ANY ($1::text[])" into b (mem_buf_free it); -1 when too long.
- * They are [A-Za-z0-9._:-] (checked on every request), so they need no quoting. */
-static int
+ * They are [A-Za-z0-9._:-] (checked on every request), so quotes need no escaping; they are
+ * quoted all the same, because an array literal reads a bare NULL (any case) as a null. */
+int
 store_id_array (const char *const *ids, size_t n, mem_buf_t *b)
 {
-    mem_buf_init (b, n * 132 + 8);
+    mem_buf_init (b, n * 134 + 8);
     int bad = mem_buf_append (b, "{", 1);
     for (size_t i = 0; i < n && !bad; i++)
-        bad = (i && mem_buf_append (b, ",", 1)) || mem_buf_append (b, ids [i], strlen (ids [i]));
+        bad = (i && mem_buf_append (b, ",", 1)) || mem_buf_append (b, "\"", 1)
+           || mem_buf_append (b, ids [i], strlen (ids [i])) || mem_buf_append (b, "\"", 1);
     bad = bad || mem_buf_append (b, "}", 1);
     if (bad)
         mem_buf_free (b);
     return bad ? -1 : 0;
 }
 
+void
+store_route_hash (const char *id, char *out, size_t len)
+{
+    snprintf (out, len, "%" PRId64, (int64_t) ring_hash (id, strlen (id)));
+}
 
 fr_status_t
 store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
