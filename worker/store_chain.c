@@ -488,7 +488,7 @@ store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, ch
  * sweep interval and a margin, so that a pass always comes before expiry), and never more than
  * half the lifetime. */
 static const char sweep_sql [] =
-    "SELECT id, provider FROM integrations"
+    "SELECT id, provider, route_hash FROM integrations"
     " WHERE status = 'active' AND refresh_token IS NOT NULL"
     "   AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())"
     /* one whose refresh failed lately waits out its backoff: kept in, the oldest expiries (which
@@ -500,6 +500,12 @@ static const char sweep_sql [] =
     "              ELSE LEAST($1::bigint, access_lifetime_s / 2,"
     "                         GREATEST(access_lifetime_s * $5::float8, $6::bigint)) END"
     "       ELSE provider = $2 AND COALESCE(last_refresh_at, created_at) < now() - $3::bigint * interval '1 second' END"
+    /* the worker's own partitions: the routing hash's unsigned value modulo the partition count
+     * ($9 is 2^64 modulo it, for the hashes a bigint holds as negative); a row without its hash
+     * yet is everyone's (each worker keeps its own share, and fills the hash in) */
+    "   AND ($8::bigint IS NULL OR route_hash IS NULL"
+    "        OR (CASE WHEN route_hash >= 0 THEN route_hash % $8::bigint"
+    "            ELSE (route_hash % $8::bigint + $8::bigint + $9::bigint) % $8::bigint END)::integer = ANY ($10::integer[]))"
     " ORDER BY access_expires_at NULLS FIRST LIMIT $4::bigint";
 
 typedef struct {
@@ -513,8 +519,9 @@ sweep_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char 
     sweep_ctx_t *c = arg;
     for (size_t q = 0; st == FR_OK && q < n; q++)
         for (int i = 0; results [q] && i < PQntuples (results [q]); i++)
-            c->fn (c->arg, FR_OK, q, PQgetvalue (results [q], i, 0), PQgetvalue (results [q], i, 1), NULL);
-    c->fn (c->arg, st, n, NULL, NULL, st == FR_OK ? NULL : err);
+            c->fn (c->arg, FR_OK, q, PQgetvalue (results [q], i, 0), PQgetvalue (results [q], i, 1),
+                   PQgetisnull (results [q], i, 2), NULL);
+    c->fn (c->arg, st, n, NULL, NULL, 0, st == FR_OK ? NULL : err);
 }
 
 fr_status_t
@@ -522,8 +529,8 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
                    char *err, size_t errlen)
 {
     struct sweep_params {
-        char horizon [32], idle [32], lim [32], share [32], floor [32], quiet [32];
-        const char *values [7];
+        char horizon [32], idle [32], lim [32], share [32], floor [32], quiet [32], parts [16], wrap [16];
+        const char *values [10];
     } *p = mem_alloc (n * sizeof *p);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
     for (size_t i = 0; i < n; i++) {
@@ -533,16 +540,57 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
         snprintf (p [i].share, sizeof p [i].share, "%.4f", qs [i].lifetime_share);
         snprintf (p [i].floor, sizeof p [i].floor, "%" PRId64, qs [i].floor_s);
         snprintf (p [i].quiet, sizeof p [i].quiet, "%" PRId64, qs [i].quiet_ms);
+        snprintf (p [i].parts, sizeof p [i].parts, "%" PRIu32, qs [i].partitions);
+        snprintf (p [i].wrap, sizeof p [i].wrap, "%" PRIu64,
+                  qs [i].partitions ? (UINT64_MAX % qs [i].partitions + 1) % qs [i].partitions : 0);
+        int all = !qs [i].partitions || !qs [i].owned;
         const char *values [] = { p [i].horizon, qs [i].provider, p [i].idle, p [i].lim, p [i].share, p [i].floor,
-                                  p [i].quiet };
+                                  p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : qs [i].owned };
         memcpy (p [i].values, values, sizeof values);
-        stmts [i] = (store_stmt_t) { sweep_sql, 7, p [i].values, NULL, NULL };
+        stmts [i] = (store_stmt_t) { sweep_sql, 10, p [i].values, NULL, NULL };
     }
     sweep_ctx_t c = { fn, arg };
     /* libpq has copied the parameters once the statements are sent */
     fr_status_t st = store_batch_start (s, stmts, n, sweep_done, &c, sizeof c, err, errlen);
     mem_free (stmts);
     mem_free (p);
+    return st;
+}
+
+/* Routing hashes filled in for rows made before migration 009 (their ids given); rows another
+ * session holds are skipped, and found again by a later sweep. */
+fr_status_t
+store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_done_fn *fn, void *arg, char *err,
+                          size_t errlen)
+{
+    mem_buf_t idb, hb;
+    char h [32];
+    if (store_id_array (ids, n, &idb) != 0) {
+        snprintf (err, errlen, "too many integrations to fill in at once");
+        return FR_TOO_LARGE;
+    }
+    mem_buf_init (&hb, n * 22 + 8);
+    int bad = mem_buf_append (&hb, "{", 1);
+    for (size_t i = 0; i < n && !bad; i++) {
+        store_route_hash (ids [i], h, sizeof h);
+        bad = (i && mem_buf_append (&hb, ",", 1)) || mem_buf_append (&hb, h, strlen (h));
+    }
+    bad = bad || mem_buf_append (&hb, "}", 1);
+    if (bad) {
+        mem_buf_free (&idb);
+        mem_buf_free (&hb);
+        snprintf (err, errlen, "too many integrations to fill in at once");
+        return FR_TOO_LARGE;
+    }
+    const char *values [] = { idb.data, hb.data };
+    store_stmt_t stmt = {
+        "WITH t AS (SELECT i.id, v.h FROM integrations i JOIN unnest ($1::text[], $2::bigint[]) AS v (id, h)"
+        "  ON i.id = v.id WHERE i.route_hash IS NULL FOR UPDATE OF i SKIP LOCKED)"
+        " UPDATE integrations SET route_hash = t.h FROM t WHERE integrations.id = t.id",
+        2, values, NULL, NULL };
+    fr_status_t st = store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
+    mem_buf_free (&idb);                 /* sent: libpq has copied them */
+    mem_buf_free (&hb);
     return st;
 }
 

@@ -141,11 +141,18 @@ typedef struct {
     int64_t idle_s;
     int64_t limit;
     int64_t quiet_ms;                     /* rows whose refresh failed within this are left out */
+    uint32_t partitions;                  /* the ring's partition count; 0: rows of every partition */
+    const char *owned;                    /* the partitions to read, an integer[] literal ("{3,17}") */
 } store_sweep_query_t;
 /* Called from store_batch_pump for every candidate of query q (in the order given, strings
- * borrowed for the call), then once with id NULL: all delivered (FR_OK), or the batch failed. */
+ * borrowed for the call; unhashed: the row has no routing hash yet, and was read whatever its
+ * partition), then once with id NULL: all delivered (FR_OK), or the batch failed. */
 typedef void (store_candidate_fn) (void *arg, fr_status_t st, size_t q, const char *id, const char *provider,
-                                   const char *err);
+                                   int unhashed, const char *err);
+/* Fills in the routing hash of the rows of ids that have none (made before migration 009), as
+ * a batch the loop does not wait for; fn gets its outcome. */
+fr_status_t store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_done_fn *fn, void *arg,
+                                      char *err, size_t errlen) FR_MUSTCHECK;
 /* Sends the queries as one batch, not waiting for it (the caller checks store_batch_busy). */
 fr_status_t store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn,
                                void *arg, char *err, size_t errlen) FR_MUSTCHECK;

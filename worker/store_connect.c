@@ -86,9 +86,9 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     " u AS (" \
     "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at," \
     "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing," \
-    "    access_lifetime_s)" \
+    "    access_lifetime_s, route_hash)" \
     "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1," \
-    "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer)" \
+    "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer, $16::bigint)" \
     "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active'," \
     "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token," \
     "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token," \
@@ -97,7 +97,7 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     "    requested_scopes = COALESCE(EXCLUDED.requested_scopes, integrations.requested_scopes)," \
     "    refresh_token_missing = EXCLUDED.refresh_token_missing, scope_report = NULL, scope_report_at = NULL," \
     "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL," \
-    "    access_lifetime_s = EXCLUDED.access_lifetime_s," \
+    "    access_lifetime_s = EXCLUDED.access_lifetime_s, route_hash = EXCLUDED.route_hash," \
     "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
     "  RETURNING generation)," \
     " c AS (" \
@@ -109,10 +109,10 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
 
 /* UPSERT_SQL's parameters for u on s (the numbers live as long as p). */
 typedef struct {
-    char key [32], exp [32], life [32];
-    const char *values [15];
-    int lengths [15];
-    int formats [15];
+    char key [32], exp [32], life [32], hash [32];
+    const char *values [16];
+    int lengths [16];
+    int formats [16];
 } upsert_params_t;
 
 static void
@@ -121,11 +121,12 @@ upsert_params (store_t *s, const store_upsert_t *u, upsert_params_t *p)
     snprintf (p->key, sizeof p->key, "%" PRId32, u->key_id);
     snprintf (p->exp, sizeof p->exp, "%" PRId64, u->access_expires_at);
     snprintf (p->life, sizeof p->life, "%" PRId64, u->access_lifetime_s);
+    store_route_hash (u->id, p->hash, sizeof p->hash);
     const char *values [] = { u->id, u->provider, p->key, (const char *) u->access_ct, u->access_ct ? p->exp : NULL,
                               (const char *) u->refresh_ct, u->refresh_ct ? u->refresh_fingerprint : NULL,
                               u->scopes ? u->scopes : "", u->requested_scopes, u->refresh_ct ? "false" : "true",
                               store_worker_id (s), u->detail, u->state_hash,
-                              u->access_ct && u->access_lifetime_s > 0 ? p->life : NULL, u->outcome };
+                              u->access_ct && u->access_lifetime_s > 0 ? p->life : NULL, u->outcome, p->hash };
     memcpy (p->values, values, sizeof values);
     memset (p->lengths, 0, sizeof p->lengths);
     memset (p->formats, 0, sizeof p->formats);
@@ -185,7 +186,7 @@ store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, 
     upsert_params (s, u, &p);
     const char *ids [] = { u->id };
     store_stmt_t stmts [] = {
-        { UPSERT_SQL, 15, p.values, p.lengths, p.formats },
+        { UPSERT_SQL, 16, p.values, p.lengths, p.formats },
         { ROW_SQL, 1, ids, NULL, NULL },
     };
     import_ctx_t c = { fn, arg };

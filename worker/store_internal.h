@@ -35,6 +35,11 @@ fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, 
 /* A batch whose end is only a status: fn (arg, FR_OK, NULL) or its failure; the rows are not read. */
 fr_status_t store_batch_start_done (store_t *s, const store_stmt_t *stmts, size_t n, store_done_fn *fn, void *arg,
                                     char *err, size_t errlen) FR_MUSTCHECK;
+/* The routing hash of id (ring_hash, common/ring.c) as the signed decimal the route_hash column
+ * holds (migration 009). */
+void store_route_hash (const char *id, char *out, size_t len);
+/* ids as a text[] literal into b (mem_buf_free it); -1 when too long. */
+int store_id_array (const char *const *ids, size_t n, mem_buf_t *b);
 /* A batch of one statement whose $1 is ids as a text[] ("… WHERE id = ANY ($1::text[])"); what
  * names the work in the error when there are too many. */
 fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,

@@ -5,11 +5,14 @@
 #include "log.h"
 #include "mem.h"
 #include "ring.h"
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #define SWEEP_MAX_PROVIDERS 128
 #define SWEEP_BUSY_RETRY_MS 100     /* every connection had a batch in flight: try again this soon */
 #define SWEEP_BACKLOG_MS    1000    /* a pass that left due work behind: the next one this soon */
+#define SWEEP_FILL_MAX      1000    /* rows without a routing hash remembered for filling in */
 
 typedef struct {
     char name [65];
@@ -31,6 +34,10 @@ struct sweep {
     size_t started, kept;       /* of the pass in flight */
     size_t seen;                /* rows of its first query (what expires) */
     size_t throttled;           /* candidates refused for the provider's budget */
+    char **fill;                /* ids of rows without a routing hash, to fill in (migration 009) */
+    size_t nfill;
+    int filling;                /* a batch filling them in is in the database */
+    char *owned_text;           /* the owned partitions as an integer[] literal, for the queries */
     sweep_start_fn *start;
     void *start_arg;
 };
@@ -44,10 +51,22 @@ sweep_new (const sweep_config_t *cfg)
     return s;
 }
 
+static void
+sweep_fill_clear (sweep_t *s)
+{
+    for (size_t i = 0; i < s->nfill; i++)
+        mem_free (s->fill [i]);
+    mem_free (s->fill);
+    s->fill = NULL;
+    s->nfill = 0;
+}
+
 void
 sweep_destroy (sweep_t **s_p)
 {
     if (s_p && *s_p) {
+        sweep_fill_clear (*s_p);
+        mem_free ((*s_p)->owned_text);
         mem_free ((*s_p)->owned);
         mem_free (*s_p);
         *s_p = NULL;
@@ -79,6 +98,8 @@ sweep_set_membership (sweep_t *s, const char *me, const msgpack_object *workers,
             ids [n++] = mem_strndup (o->via.str.ptr, o->via.str.size);
     }
     mem_free (s->owned);
+    mem_free (s->owned_text);
+    s->owned_text = NULL;
     s->partitions = (uint32_t) partitions;
     s->owned = mem_alloc (s->partitions);
     s->owned_count = 0;
@@ -116,7 +137,9 @@ sweep_expire_membership (sweep_t *s, int64_t now_ms)
                      "its %u partitions alone until a broker assigns them again",
                      (long long) (now_ms - s->confirmed_ms), s->owned_count);
     mem_free (s->owned);
+    mem_free (s->owned_text);
     s->owned = NULL;
+    s->owned_text = NULL;
     s->owned_count = 0;
     s->membership_hash = 0;
 }
@@ -193,9 +216,15 @@ sweep_one (sweep_t *s, const char *id, const char *provider, int keepalive, int6
 /* A pass's answers, from the loop (store_batch_pump): query 0 finds what expires, the others
  * the idle refresh tokens of one provider each. */
 static void
-sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *provider, const char *err)
+sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *provider, int unhashed,
+             const char *err)
 {
     sweep_t *s = arg;
+    if (id && unhashed && !s->filling && s->nfill < SWEEP_FILL_MAX) {
+        if (!s->fill)
+            s->fill = mem_alloc (SWEEP_FILL_MAX * sizeof *s->fill);
+        s->fill [s->nfill++] = mem_strdup (id);
+    }
     if (id) {
         size_t *count = q == 0 ? &s->started : &s->kept;
         int r = sweep_one (s, id, provider, q > 0, clock_mono_ms (), s->start, s->start_arg);
@@ -222,11 +251,66 @@ sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *pr
                   backlog ? "; more are due, next pass in 1 s" : "");
 }
 
+static void
+sweep_filled (void *arg, fr_status_t st, const char *err)
+{
+    sweep_t *s = arg;
+    s->filling = 0;
+    if (st != FR_OK)
+        log_warning (NULL, NULL, "sweep: could not fill in routing hashes (a later pass tries again): %s", err);
+}
+
+/* Rows made before migration 009 met by the last pass get their routing hash, one batch on a
+ * free connection: from then on only their own partition's worker reads them. 1 when started. */
+static int
+sweep_fill (sweep_t *s, store_t *store)
+{
+    char err [256];
+    if (!s->nfill || s->filling || !store || !store_connected (store))
+        return 0;
+    fr_status_t st = store_route_hashes_start (store, (const char *const *) s->fill, s->nfill, sweep_filled, s,
+                                               err, sizeof err);
+    sweep_fill_clear (s);
+    if (st != FR_OK) {
+        log_warning (NULL, NULL, "sweep: could not fill in routing hashes (a later pass tries again): %s", err);
+        return 0;
+    }
+    s->filling = 1;
+    return 1;
+}
+
+/* The owned partitions as an integer[] literal, made again when the membership changed. */
+static const char *
+sweep_owned_text (sweep_t *s)
+{
+    if (s->owned_text)
+        return s->owned_text;
+    mem_buf_t b;
+    char n [16];
+    mem_buf_init (&b, (size_t) s->partitions * 11 + 8);
+    int bad = mem_buf_append (&b, "{", 1);
+    for (uint32_t p = 0, first = 1; p < s->partitions && !bad; p++)
+        if (s->owned [p]) {
+            snprintf (n, sizeof n, "%s%" PRIu32, first ? "" : ",", p);
+            bad = mem_buf_append (&b, n, strlen (n));
+            first = 0;
+        }
+    bad = bad || mem_buf_append (&b, "}", 2);         /* with its NUL */
+    if (bad) {
+        mem_buf_free (&b);
+        return NULL;                                    /* cannot happen: read every partition then */
+    }
+    s->owned_text = b.data;
+    return s->owned_text;
+}
+
 void
 sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
             sweep_start_fn *start, void *arg)
 {
     sweep_expire_membership (s, now_ms);
+    if (sweep_fill (s, store))
+        return;                             /* its connection is taken for this turn */
     if (now_ms < s->next_ms || s->in_flight)
         return;
     if (!paused && s->owned_count && !store) {
@@ -243,13 +327,14 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
      * one batch, and the loop goes on: a stalled database holds up the pass, not the worker. */
     store_sweep_query_t qs [1 + SWEEP_MAX_PROVIDERS];
     size_t nq = 0;
+    const char *owned = sweep_owned_text (s);
     qs [nq++] = (store_sweep_query_t) { s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
-                                        s->cfg.batch, s->cfg.quiet_ms };
+                                        s->cfg.batch, s->cfg.quiet_ms, s->partitions, owned };
     for (size_t k = 0; k < catalog_count (catalog) && nq < sizeof qs / sizeof qs [0]; k++) {
         const catalog_provider_t *p = catalog_at (catalog, k);
         if (p->refresh_token_idle_days > 0)
             qs [nq++] = (store_sweep_query_t) { 0, 0, 0, p->name, (int64_t) p->refresh_token_idle_days * 86400 / 2,
-                                                s->cfg.batch, s->cfg.quiet_ms };
+                                                s->cfg.batch, s->cfg.quiet_ms, s->partitions, owned };
     }
     char err [512];
     s->started = s->kept = s->seen = s->throttled = 0;

@@ -1,6 +1,7 @@
 /* test_sweep.c - the background sweep reaches every integration that needs it: ones whose
- * refreshes keep failing (and keep the oldest expiries) never fill its pages, and a backlog
- * larger than a pass's budget is worked off at the sweep's rate, not one burst an interval */
+ * refreshes keep failing (and keep the oldest expiries) never fill its pages, a backlog larger
+ * than a pass's budget is worked off at the sweep's rate, not one burst an interval, and each
+ * worker reads its own partitions' rows, not the first due ones of the whole deployment */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -12,6 +13,7 @@
 #include <cmocka.h>
 #include "clock.h"
 #include "itest.h"
+#include "ring.h"
 
 static harness_t *h;
 
@@ -41,6 +43,22 @@ setup_paced (void **state)
     harness_set_env (h, "FERRULE_SWEEP_MS", "20000");
     harness_set_env (h, "FERRULE_SWEEP_RATE", "4");
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+/* Two workers, a sweep every 12 s (the first 3 s after the start) that reads 4 candidates. */
+static int
+setup_two (void **state)
+{
+    h = harness_new ("sweep_two");
+    if (!h)
+        return -1;
+    harness_set_env (h, "FERRULE_SWEEP_MS", "12000");
+    harness_set_env (h, "FERRULE_SWEEP_BATCH", "4");
+    harness_set_env (h, "FERRULE_SWEEP_RATE", "100");
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_start_worker (h, "w2") != 0
+    ||  harness_wait_ready (h, 2, 20000) != 0)
         return -1;
     return 0;
 }
@@ -118,12 +136,86 @@ test_sweep_works_off_a_backlog_at_its_rate (void **state)
     assert_true (later >= 12);
 }
 
+/* Ids of the form "partN:box" whose partition (of the harness's 64) worker `owner` owns among w1
+ * and w2, n of them into ids. */
+static void
+ids_owned_by (const char *owner, int n, char ids [][32])
+{
+    const char *workers [] = { "w1", "w2" };
+    for (int i = 0, found = 0; found < n; i++) {
+        snprintf (ids [found], 32, "part%d:box", i);
+        int o = ring_owner (ring_partition (ids [found], 64), workers, 2);
+        if (strcmp (workers [o], owner) == 0)
+            found++;
+    }
+}
+
+static long long
+refreshed (char ids [][32], int n)
+{
+    long long done = 0;
+    char sql [256];
+    for (int i = 0; i < n; i++) {
+        snprintf (sql, sizeof sql, "SELECT generation FROM integrations WHERE id = '%s'", ids [i]);
+        done += harness_sql_int (h, sql) >= 2;
+    }
+    return done;
+}
+
+/* Four due integrations of w1's partitions, expiring first, and four of w2's. A sweep read the
+ * first FERRULE_SWEEP_BATCH (4) due rows of the whole deployment and kept its own: w2 found only
+ * w1's, and its own waited for its next interval (12 s here, 30 s by default; with many workers
+ * a page held few of a worker's own rows, and the deployment swept at most a page a pass). Each
+ * worker now reads its own partitions' rows. Rows made before migration 009 have no routing hash:
+ * every worker reads them, as before, and the sweep fills the hash in. */
+static void
+test_each_worker_sweeps_its_own_partitions (void **state)
+{
+    char first [4][32], second [4][32];
+    ids_owned_by ("w1", 4, first);
+    ids_owned_by ("w2", 4, second);
+    int64_t t0 = clock_mono_ms ();
+    for (int i = 0; i < 4; i++) {
+        import (first [i], "fake-at-first", "60");
+        import (second [i], "fake-at-second", "90");
+    }
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET access_lifetime_s = 3600 WHERE id LIKE 'part%'"), 0);
+    long long a = 0, b = 0;
+    while (clock_mono_ms () - t0 < 9000 && (a < 4 || b < 4)) {
+        usleep (200000);
+        a = refreshed (first, 4);
+        b = refreshed (second, 4);
+    }
+    printf ("sweep: %lld of w1's 4 and %lld of w2's 4 refreshed by the first passes (%lld ms)\n", a, b,
+            (long long) (clock_mono_ms () - t0));
+    assert_int_equal (a, 4);
+    assert_int_equal (b, 4);
+
+    /* the routing hash each row got when it was made is the one the brokers route by */
+    char sql [256], want [32];
+    snprintf (sql, sizeof sql, "SELECT route_hash FROM integrations WHERE id = '%s'", second [0]);
+    snprintf (want, sizeof want, "%lld", (long long) (int64_t) ring_hash (second [0], strlen (second [0])));
+    long long got = harness_sql_int (h, sql);
+    assert_int_equal (got, strtoll (want, NULL, 10));
+
+    /* rows without it (made before the migration), due again: swept, and the hash filled in */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET route_hash = NULL, access_expires_at = now () + "
+                                      "interval '60 seconds' WHERE id LIKE 'part%'"), 0);
+    const char *unhashed = "SELECT count(*) FROM integrations WHERE id LIKE 'part%' AND route_hash IS NULL";
+    long long left = 8;
+    for (int64_t until = clock_mono_ms () + 20000; left > 0 && clock_mono_ms () < until; usleep (200000))
+        left = harness_sql_int (h, unhashed);
+    printf ("sweep: %lld of 8 rows without a routing hash left\n", left);
+    assert_int_equal (left, 0);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup_teardown (test_failing_integrations_do_not_starve_the_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sweep_works_off_a_backlog_at_its_rate, setup_paced, teardown),
+        cmocka_unit_test_setup_teardown (test_each_worker_sweeps_its_own_partitions, setup_two, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
