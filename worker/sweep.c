@@ -220,7 +220,7 @@ sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *pr
              const char *err)
 {
     sweep_t *s = arg;
-    if (id && unhashed && !s->filling && s->nfill < SWEEP_FILL_MAX) {
+    if (id && unhashed && s->nfill < SWEEP_FILL_MAX) {
         if (!s->fill)
             s->fill = mem_alloc (SWEEP_FILL_MAX * sizeof *s->fill);
         s->fill [s->nfill++] = mem_strdup (id);

@@ -291,6 +291,20 @@ test_reconnected_worker_gets_requests_again (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* Imports id, a fakebox grant with an access token good for an hour. */
+static void
+import_fresh (const char *id)
+{
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_non_null (rt);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "import", "--integration", id, "--provider", "fakebox", "--refresh-token", rt,
+                             "--access-token", "fake-at-hour", "--expires-in", "3600", NULL);
+    json_decref (r);
+    free (rt);
+    assert_int_equal (rc, 0);
+}
+
 /* ---- a TCP relay between a worker and its broker, whose worker side can be cut alone ---- */
 
 #define RELAY_MAX 16
@@ -448,14 +462,9 @@ test_worker_behind_a_cut_connection_comes_back (void **state)
     harness_set_worker_wrapper (h, wrapper);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
-    char *rt = itest_grant (h, "fakebox", NULL);
-    assert_non_null (rt);
+    import_fresh ("relay1:box");
     int rc = -1;
-    json_t *r = harness_ctl (h, &rc, "import", "--integration", "relay1:box", "--provider", "fakebox",
-                             "--refresh-token", rt, "--access-token", "fake-at-relay", "--expires-in", "3600", NULL);
-    json_decref (r);
-    free (rt);
-    assert_int_equal (rc, 0);
+    json_t *r;
 
     relay_tell (relay, 'b');
     sleep_ms (1000);                            /* the broker counts the worker lost (600 ms) */
@@ -497,14 +506,7 @@ test_cut_off_worker_stops_sweeping (void **state)
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
-    char *rt = itest_grant (h, "fakebox", NULL);
-    assert_non_null (rt);
-    int rc = -1;
-    json_t *r = harness_ctl (h, &rc, "import", "--integration", "cut1:box", "--provider", "fakebox",
-                             "--refresh-token", rt, "--access-token", "fake-at-cut", "--expires-in", "3600", NULL);
-    json_decref (r);
-    free (rt);
-    assert_int_equal (rc, 0);
+    import_fresh ("cut1:box");
     double owned = -1;
     for (int64_t until = clock_mono_ms () + 5000; owned <= 0 && clock_mono_ms () < until; usleep (100000))
         owned = itest_metric (h, "w1", "ferrule_worker_partitions_owned");

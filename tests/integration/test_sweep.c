@@ -17,50 +17,47 @@
 
 static harness_t *h;
 
+/* A harness called name with a broker and nworkers workers (w1, w2), the workers' environment
+ * given as name, value pairs (NULL-terminated). */
+static int
+start_with (const char *name, int nworkers, ...)
+{
+    h = harness_new (name);
+    if (!h)
+        return -1;
+    va_list ap;
+    va_start (ap, nworkers);
+    for (const char *var = va_arg (ap, const char *); var; var = va_arg (ap, const char *))
+        harness_set_env (h, var, va_arg (ap, const char *));
+    va_end (ap);
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0
+    ||  (nworkers > 1 && harness_start_worker (h, "w2") != 0) || harness_wait_ready (h, nworkers, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+/* A pass every 300 ms, pages of two candidates, failures that stay failed. */
 static int
 setup (void **state)
 {
-    h = harness_new ("sweep");
-    if (!h)
-        return -1;
-    harness_set_env (h, "FERRULE_SWEEP_MS", "300");
-    harness_set_env (h, "FERRULE_SWEEP_HORIZON_S", "120");
-    harness_set_env (h, "FERRULE_SWEEP_BATCH", "2");            /* two candidates a page */
-    harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "60000");    /* a failed one stays failed */
-    harness_set_env (h, "FERRULE_BREAKER_MIN_FAILURES", "1000000");
-    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
-        return -1;
-    return 0;
+    return start_with ("sweep", 1, "FERRULE_SWEEP_MS", "300", "FERRULE_SWEEP_HORIZON_S", "120",
+                       "FERRULE_SWEEP_BATCH", "2", "FERRULE_BACKOFF_BASE_MS", "60000",
+                       "FERRULE_BREAKER_MIN_FAILURES", "1000000", NULL);
 }
 
 /* A sweep every 20 s (the first 5 s after the start), at most 4 provider calls a second. */
 static int
 setup_paced (void **state)
 {
-    h = harness_new ("sweep_paced");
-    if (!h)
-        return -1;
-    harness_set_env (h, "FERRULE_SWEEP_MS", "20000");
-    harness_set_env (h, "FERRULE_SWEEP_RATE", "4");
-    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
-        return -1;
-    return 0;
+    return start_with ("sweep_paced", 1, "FERRULE_SWEEP_MS", "20000", "FERRULE_SWEEP_RATE", "4", NULL);
 }
 
 /* Two workers, a sweep every 12 s (the first 3 s after the start) that reads 4 candidates. */
 static int
 setup_two (void **state)
 {
-    h = harness_new ("sweep_two");
-    if (!h)
-        return -1;
-    harness_set_env (h, "FERRULE_SWEEP_MS", "12000");
-    harness_set_env (h, "FERRULE_SWEEP_BATCH", "4");
-    harness_set_env (h, "FERRULE_SWEEP_RATE", "100");
-    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_start_worker (h, "w2") != 0
-    ||  harness_wait_ready (h, 2, 20000) != 0)
-        return -1;
-    return 0;
+    return start_with ("sweep_two", 2, "FERRULE_SWEEP_MS", "12000", "FERRULE_SWEEP_BATCH", "4",
+                       "FERRULE_SWEEP_RATE", "100", NULL);
 }
 
 static int
