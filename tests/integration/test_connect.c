@@ -11,7 +11,9 @@
 #include <string.h>
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include "clock.h"
 #include "itest.h"
 
 #define REDIRECT    "http://127.0.0.1/callback"        /* the fake provider's registered default */
@@ -152,7 +154,8 @@ sqlf (const char *fmt, ...)
 /* --- setup --------------------------------------------------------------------------------- */
 
 /* The harness's providers plus: fakegoogle with Google's notes on where to revoke access,
- * fakebad (a wrong client secret) and fakeplain (no PKCE, no revocation endpoint). */
+ * fakebad (a wrong client secret), fakeplain (no PKCE, no revocation endpoint) and fakerot (a
+ * provider of its own whose settings one test changes: rotating, revoking one token at a time). */
 static int
 write_providers (void)
 {
@@ -165,10 +168,11 @@ write_providers (void)
                                       "the app at " GOOGLE_HINT ", then connects again."));
     json_t *bad = json_deep_copy (json_object_get (root, "fakebox"));
     json_t *plain = json_deep_copy (json_object_get (root, "fakebox"));
+    json_t *rot = json_deep_copy (json_object_get (root, "fakebox"));
     char url [256];
-    const char *names [] = { "fakebad", "fakeplain" };
-    json_t *entries [] = { bad, plain };
-    for (int i = 0; i < 2; i++) {
+    const char *names [] = { "fakebad", "fakeplain", "fakerot" };
+    json_t *entries [] = { bad, plain, rot };
+    for (int i = 0; i < 3; i++) {
         snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/authorize", harness_port (h), names [i]);
         json_object_set_new (entries [i], "authorization_url", json_string (url));
         snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/token", harness_port (h), names [i]);
@@ -181,6 +185,7 @@ write_providers (void)
     json_object_set_new (plain, "revocation_url", json_null ());
     json_object_set_new (root, "fakebad", bad);
     json_object_set_new (root, "fakeplain", plain);
+    json_object_set_new (root, "fakerot", rot);
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-connect.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -826,6 +831,92 @@ test_disconnect (void **state)
     json_decref (nf);
 }
 
+/* A chain's field in the fake provider's /admin/stats ("generation", "refresh_usable", ...). */
+static json_t *
+chain_stat (long long chain, const char *field)
+{
+    char key [32];
+    snprintf (key, sizeof key, "%lld", chain);
+    json_t *stats = harness_fake (h, "GET", "/admin/stats", NULL);
+    json_t *v = json_deep_copy (json_object_get (json_object_get (json_object_get (stats, "chains"), key), field));
+    json_decref (stats);
+    assert_non_null (v);
+    return v;
+}
+
+/* A disconnect while a refresh is at the provider, at a provider that rotates refresh tokens
+ * and revokes one token at a time (Microsoft): the disconnect revokes the stored refresh token,
+ * which the refresh has just spent, and the refresh's commit then loses to the disconnect. The
+ * refresh token the provider issued to that refresh is revoked too, in the background, and the
+ * chain says so; nobody else would ever hold it. */
+static void
+test_disconnect_during_refresh_revokes_the_new_token (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "revoke_whole_grant", 0));
+    json_t *body = json_pack ("{s:s, s:[]}", "provider", "fakerot", "scopes");
+    json_t *g = harness_fake (h, "POST", "/admin/grants", body);
+    json_decref (body);
+    long long chain = json_integer_value (json_object_get (g, "chain"));
+    assert_true (chain > 0);
+    assert_int_equal (itest_import (h, "orphan:box", "fakerot",
+                                    json_string_value (json_object_get (g, "refresh_token"))), 0);
+    json_decref (g);
+    json_t *v = chain_stat (chain, "generation");
+    long long generation = json_integer_value (v);
+    json_decref (v);
+    long long revocations = itest_stat (h, "fakerot", "revocations");
+
+    /* the refresh rotates the chain at once, its answer comes 2 s later */
+    itest_fake_config (h, "fakerot", json_pack ("{s:i}", "answer_delay_ms", 2000));
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        int crc = -1;
+        json_decref (harness_ctl (h, &crc, "refresh", "--integration", "orphan:box", NULL));
+        _exit (crc < 0 ? 99 : crc);
+    }
+    int64_t until = clock_mono_ms () + 8000;
+    long long now_gen = generation;
+    while (now_gen == generation && clock_mono_ms () < until) {
+        usleep (20000);
+        v = chain_stat (chain, "generation");
+        now_gen = json_integer_value (v);
+        json_decref (v);
+    }
+    assert_int_equal (now_gen, generation + 1);     /* rotated at the provider, not yet answered */
+
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "orphan:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (d, "status"), "disconnected");
+    json_decref (d);
+    int status;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 4);      /* the refresh's caller: disconnected */
+    itest_fake_config (h, "fakerot", json_pack ("{s:i}", "answer_delay_ms", 0));
+
+    /* the revocation of the new token runs in the background: wait for its record */
+    until = clock_mono_ms () + 10000;
+    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'orphan:box' AND outcome = 'revoked'"
+                 " AND detail LIKE '%%while the integration was being disconnected%%'") == 0
+           && clock_mono_ms () < until)
+        usleep (50000);
+    v = chain_stat (chain, "refresh_usable");
+    int usable = json_is_true (v);
+    json_decref (v);
+    if (usable)
+        fail_msg ("the refresh token issued to the refresh that the disconnect overtook is still valid at the provider");
+    assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 2);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'orphan:box' AND outcome = 'revoked'"
+                            " AND detail LIKE '%%while the integration was being disconnected%%'"), 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'orphan:box'"
+                            " AND detail LIKE '%%fake-rt-%%'"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'orphan:box' AND status = 'disconnected'"
+                            " AND refresh_token IS NULL"), 1);
+    assert_false (itest_workdir_contains (h, "fake-rt-"));
+}
+
 /* Queues a fault at fakebox's revocation endpoint; status, retry_after < 0 and error NULL: the
  * fake provider's defaults. */
 static void
@@ -1045,6 +1136,7 @@ main (void)
         cmocka_unit_test (test_disconnect),
         cmocka_unit_test (test_disconnect_revocation_refused_in_body),
         cmocka_unit_test (test_disconnect_revocation_retried),
+        cmocka_unit_test (test_disconnect_during_refresh_revokes_the_new_token),
         cmocka_unit_test (test_provider_text_quoting_secrets),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
