@@ -22,6 +22,8 @@ typedef struct call {
     char *sent;                             /* the code or token sent: a description quoting it is withheld */
     int attempts;                           /* revocation: calls made so far */
     int64_t due_ms;                         /* revocation: monotonic time of the next attempt; 0 none */
+    int orphan;                             /* revocation: of the refresh token a refresh obtained while the
+                                             * integration was being disconnected; nobody waits for it */
 } call_t;
 
 call_t *calls_new (worker_t *w, calls_kind_t kind, const job_t *job, const char *id, const catalog_provider_t *p);

@@ -1,7 +1,8 @@
 /* disconnect.c - disconnect: one statement destroys the stored tokens and hands the sealed
  * refresh token back; the RFC 7009 revocation at the provider follows, tried again a few times
  * after a transient failure, and its failure is a warning, never an error (the tokens are gone
- * here either way) */
+ * here either way). Also the background revocation of a refresh token that a refresh obtained
+ * while the integration was being disconnected. */
 #include "disconnect.h"
 #include "calls.h"
 #include "dbwait.h"
@@ -87,6 +88,7 @@ note_revocation (worker_t *w, const call_t *c, const char *outcome, const char *
     snprintf (nw->outcome, sizeof nw->outcome, "%s", outcome);
     snprintf (nw->detail, sizeof nw->detail, "%s", detail);
     nw->ws = *ws;
+    nw->replied = c->job.link < 0;     /* a background revocation: nobody to answer */
     dbwait_add (w, note_start, nw, -1);
 }
 
@@ -96,6 +98,12 @@ note_revocation (worker_t *w, const call_t *c, const char *outcome, const char *
 #define REVOKE_BACKOFF_MS       500     /* before the second attempt; doubles */
 #define REVOKE_MAX_RETRY_AFTER  5       /* seconds: a longer Retry-After is not waited for */
 #define REVOKE_REPLY_MARGIN_MS  1000    /* a new attempt starts at least this long before the deadline */
+#define ORPHAN_BUDGET_MS        30000   /* a background revocation's attempts end within this */
+
+/* Texts of the background revocation (disconnect_revoke_orphan). */
+#define ORPHAN_WHAT "refresh token that a refresh obtained while the integration was being disconnected"
+#define ORPHAN_HINT "the integration is disconnected here; to end the grant at the provider too, remove the app's " \
+                    "access in the provider's console (the account's connected apps)"
 
 static void on_revoke (void *arg, const http_response_t *resp);
 
@@ -136,7 +144,7 @@ revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
         snprintf (tries, sizeof tries, " after %d attempts", c->attempts);
     if (res->kind == OAUTH_OK) {
         snprintf (detail, sizeof detail, "provider \"%s\" revoked the %s (HTTP %ld%s)", c->provider->name,
-                  c->token_kind, status, tries);
+                  c->orphan ? ORPHAN_WHAT : c->token_kind, status, tries);
         log_info (c->id, c->job.rid, "%s", detail);
         note_revocation (w, c, "revoked", detail, &ws);
     }
@@ -148,11 +156,17 @@ revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
                       desc [0] ? ": " : "", desc, tries);
         else
             snprintf (detail, sizeof detail, "%s%s", res->detail, tries);
-        reply_warn (&ws, "revocation_failed",
-                    "the stored tokens are destroyed here; to end the grant at the provider too, remove the app's "
-                    "access in the provider's console (the account's connected apps)",
-                    "provider \"%s\" did not confirm the revocation of the %s of integration \"%s\" (%s)",
-                    c->provider->name, c->token_kind, c->id, detail);
+        if (c->orphan)
+            reply_warn (&ws, "revocation_failed", ORPHAN_HINT,
+                        "provider \"%s\" did not confirm the revocation of the refresh token that a refresh of "
+                        "integration \"%s\" obtained while it was being disconnected; the grant may stay valid at "
+                        "the provider (%s)", c->provider->name, c->id, detail);
+        else
+            reply_warn (&ws, "revocation_failed",
+                        "the stored tokens are destroyed here; to end the grant at the provider too, remove the app's "
+                        "access in the provider's console (the account's connected apps)",
+                        "provider \"%s\" did not confirm the revocation of the %s of integration \"%s\" (%s)",
+                        c->provider->name, c->token_kind, c->id, detail);
         log_warning (c->id, c->job.rid, "%s", ws.item [0].message);
         note_revocation (w, c, "revocation_failed", ws.item [0].message, &ws);
     }
@@ -209,6 +223,61 @@ disconnect_next_due (const worker_t *w)
         if (c->kind == CALLS_REVOKE && c->due_ms != 0 && (due < 0 || c->due_ms < due))
             due = c->due_ms;
     return due;
+}
+
+/* No request waits: the job only carries the refresh's request id for the log, and a deadline
+ * that bounds the attempts. */
+void
+disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t *p, int32_t key_id,
+                          const unsigned char *refresh_ct, size_t refresh_ct_len, const char *rid)
+{
+    char err [512];
+    char *token = NULL;
+    oauth_request_t *req = NULL;
+    reply_warnings_t ws = { .count = 0 };
+    job_t job;
+    if (!p || !refresh_ct)
+        return;
+    memset (&job, 0, sizeof job);
+    job.link = -1;                       /* links_send and reply_count ignore it */
+    job.deadline_ms = clock_mono_ms () + ORPHAN_BUDGET_MS;
+    if (rid)
+        snprintf (job.rid, sizeof job.rid, "%s", rid);
+    if (!p->revocation_url) {
+        /* the disconnect's reply warned that the grant stays valid at this provider */
+        log_warning (id, job.rid, "provider \"%s\" has no token revocation endpoint: the %s stays valid there",
+                     p->name, ORPHAN_WHAT);
+        return;
+    }
+    if (catalog_check_credentials (p, err, sizeof err) != FR_OK) {
+        log_warning (id, job.rid, "the %s was not revoked at provider \"%s\": %s", ORPHAN_WHAT, p->name, err);
+        return;
+    }
+    call_t *c = calls_new (w, CALLS_REVOKE, &job, id, p);
+    c->token_kind = "refresh_token";
+    c->orphan = 1;
+    fr_status_t st = crypto_open (w->keyring, key_id, id, "refresh_token", refresh_ct, refresh_ct_len, &token,
+                                  err, sizeof err);
+    if (st == FR_OK && !(req = oauth_revocation_request_new (p, token, "refresh_token")))
+        snprintf (err, sizeof err, "the revocation request could not be built");
+    if (req) {
+        c->request = req;                /* the call's now: kept for a second attempt */
+        req = NULL;
+        c->sent = token;
+        token = NULL;
+        log_info (id, job.rid, "revoking the %s at provider \"%s\"", ORPHAN_WHAT, p->name);
+        if (revoke_send (w, c) == 0)
+            goto out;                    /* the chain row follows the provider's answer */
+        snprintf (err, sizeof err, "the revocation call could not be started");
+    }
+    reply_warn (&ws, "revocation_failed", ORPHAN_HINT, "the refresh token that a refresh of integration \"%s\" "
+                "obtained while it was being disconnected was not revoked at provider \"%s\": %s", id, p->name, err);
+    log_warning (id, job.rid, "%s", ws.item [0].message);
+    note_revocation (w, c, "revocation_failed", ws.item [0].message, &ws);
+    calls_free (w, c);
+out:
+    oauth_request_destroy (&req);
+    mem_free_secret (&token);
 }
 
 /* The tokens are destroyed: revoke the one taken out at the provider, or say why not. */

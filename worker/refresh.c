@@ -13,6 +13,7 @@
 #include "refresh.h"
 #include "store_chain.h"
 #include "dbwait.h"
+#include "disconnect.h"
 #include "ident.h"
 #include "loads.h"
 #include "reply.h"
@@ -740,9 +741,15 @@ conflict_settle (refresh_t *r, fr_status_t st, const store_row_t *row, const cha
     if (st != FR_OK)
         refresh_finish_error (r->w, r, st, err, NULL, -1);
     else
-    if (e->status != INTEG_ACTIVE)
+    if (e->status != INTEG_ACTIVE) {
+        /* a disconnect overtook the refresh: the provider's new refresh token is nobody's now.
+         * Only then: a revocation at some providers (Google) ends the whole grant. */
+        if (r->commit.rotated && row->status && strcmp (row->status, "disconnected") == 0)
+            disconnect_revoke_orphan (r->w, e->id, r->provider, r->commit.key_id, r->refresh_ct,
+                                      r->commit.refresh_ct_len, rid_of (r));
         refresh_finish_error (r->w, r, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
                               "the integration changed while it was being refreshed", NULL, -1);
+    }
     else
     if (refresh_fresh_too_short (r, e, 0)) {
         /* what the winner stored does not last as long as the waiters need: claim again */

@@ -482,7 +482,7 @@ grant_refresh (authz_t *authz, provider_t *provider, const authz_request_t *req)
         goto out;
     }
     chain = token->chain;
-    if (chain->revoked) {
+    if (chain->revoked || token->revoked) {
         provider->stats.invalid_grants++;
         reply = oauth_error (provider, 400, "invalid_grant", "refresh token has been revoked");
         goto out;
@@ -695,8 +695,13 @@ authz_token (authz_t *authz, const authz_request_t *req)
         reply = too_many_providers ();
     else if (faulted && fault.kind != FAULT_SLOW)
         reply = fault_reply (provider, &fault, form_get (req->params, is_refresh ? "refresh_token" : "code"));
-    else
+    else {
         reply = token_grant (authz, provider, req, &cred, grant_type);
+        /* the refresh has taken effect (a new refresh token issued, the old one spent): its answer
+         * waits, so that a test can act in the window while a client has not heard of it yet */
+        if (is_refresh)
+            nap (authz, provider->config.answer_delay_ms);
+    }
 out:
     pthread_mutex_unlock (&authz->lock);
     cred_clear (&cred);
@@ -902,8 +907,10 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
         reply = oauth_error (provider, 400, "invalid_request", "missing token");
     if (!reply) {
         /* RFC 7009 section 2.2: unknown tokens get 200 as well. */
-        if (chain)
+        if (chain && provider->config.revoke_whole_grant)
             chain->revoked = true;
+        else if (chain)
+            token->revoked = true;
         provider->stats.revocations++;
         reply = reply_json_take (200, provider->config.errors_with_200 ? json_pack ("{s:b}", "ok", 1)
                                                                        : json_object ());
@@ -935,7 +942,7 @@ authz_resource_me (authz_t *authz, const authz_request_t *req)
     if (!provider)
         reply = too_many_providers ();
     else if (token && token->kind == TOKEN_ACCESS && strcmp (token->chain->provider, provider->name) == 0
-        && !token->chain->revoked && mono_ms () < token->expires_ms)
+        && !token->chain->revoked && !token->revoked && mono_ms () < token->expires_ms)
         reply = reply_json_take (200, json_pack ("{s:b, s:o}", "ok", 1, "scopes",
                                                    json_deep_copy (token->chain->scopes)));
     else if (provider->config.errors_with_200)
@@ -1094,13 +1101,15 @@ authz_admin_stats (authz_t *authz)
         char key [32];
         snprintf (key, sizeof key, "%zu", id);
         json_object_set_new (chains, key,
-                             json_pack ("{s:s, s:I, s:I, s:I, s:b, s:b}",
+                             json_pack ("{s:s, s:I, s:I, s:I, s:b, s:b, s:b}",
                                         "provider", chain->provider,
                                         "generation", (json_int_t) chain->generation,
                                         "rotated_ms", (json_int_t) chain->rotated_ms,
                                         "refresh_calls", (json_int_t) chain->refresh_calls,
                                         "revoked", chain->revoked,
-                                        "reuse_detected", chain->reuse_detected));
+                                        "reuse_detected", chain->reuse_detected,
+                                        "refresh_usable", chain->refresh && !chain->revoked
+                                                          && !chain->refresh->revoked));
     }
     json_int_t connections = (json_int_t) authz->connections;
     pthread_mutex_unlock (&authz->lock);

@@ -28,6 +28,7 @@ static const struct {
     { "access_ttl",          CF_LONG,         offsetof (provider_config_t, access_ttl),          0, 315360000 },
     { "latency_ms",          CF_LONG,         offsetof (provider_config_t, latency_ms),          0, 600000 },
     { "latency_jitter_ms",   CF_LONG,         offsetof (provider_config_t, latency_jitter_ms),   0, 600000 },
+    { "answer_delay_ms",     CF_LONG,         offsetof (provider_config_t, answer_delay_ms),     0, 600000 },
     { "client_id",           CF_STRING,       offsetof (provider_config_t, client_id),           1, 256 },
     { "client_secret",       CF_STRING,       offsetof (provider_config_t, client_secret),       1, 256 },
     { "errors_with_200",     CF_BOOL,         offsetof (provider_config_t, errors_with_200),     0, 0 },
@@ -39,6 +40,7 @@ static const struct {
     { "omit_expires_in",     CF_BOOL,         offsetof (provider_config_t, omit_expires_in),     0, 0 },
     { "require_pkce",        CF_BOOL,         offsetof (provider_config_t, require_pkce),        0, 0 },
     { "deny",                CF_BOOL,         offsetof (provider_config_t, deny),                0, 0 },
+    { "revoke_whole_grant",  CF_BOOL,         offsetof (provider_config_t, revoke_whole_grant),  0, 0 },
 };
 #define CONFIG_ROWS (sizeof config_table / sizeof config_table [0])
 
@@ -70,6 +72,7 @@ config_defaults (provider_config_t *cfg)
     cfg->access_ttl = 3600;
     cfg->latency_ms = 0;
     cfg->latency_jitter_ms = 0;
+    cfg->answer_delay_ms = 0;
     cfg->client_id = mem_strdup ("ferrule-test-client");
     cfg->client_secret = mem_strdup ("ferrule-test-secret");
     cfg->errors_with_200 = false;
@@ -81,6 +84,7 @@ config_defaults (provider_config_t *cfg)
     cfg->omit_expires_in = false;
     cfg->require_pkce = false;
     cfg->deny = false;
+    cfg->revoke_whole_grant = true;
 }
 
 static void

@@ -35,6 +35,7 @@ typedef struct {
     long    access_ttl;
     long    latency_ms;
     long    latency_jitter_ms;   /* each delay drawn uniformly from latency_ms +- this */
+    long    answer_delay_ms;     /* refresh answers wait this long after the refresh took effect */
     char   *client_id;
     char   *client_secret;
     bool    errors_with_200;
@@ -46,6 +47,7 @@ typedef struct {
     bool    omit_expires_in;     /* token answers carry no expires_in (GitHub OAuth Apps, Notion) */
     bool    require_pkce;
     bool    deny;
+    bool    revoke_whole_grant;  /* false: /revoke revokes only the token given (Microsoft) */
 } provider_config_t;
 
 typedef struct {

@@ -355,6 +355,30 @@ req GET /rev/api/me -H "Authorization: Bearer $AT"
 eq "$STATUS" 401 "revoked access token"
 eq "$(stats ".chains[\"$CHAIN\"].revoked")" true "chain revoked by /revoke"
 eq "$(stats '.providers.rev.revocations')" 2 "revocations"
+# revoke_whole_grant false: the spent token's revocation leaves the current one valid; the
+# answer_delay_ms wait comes after the refresh took effect
+admin_json PUT /admin/providers/ms '{"revoke_whole_grant":false,"answer_delay_ms":600}'
+grant ms '["a"]'
+RT=$(json .refresh_token); CHAIN=$(json .chain)
+eq "$(stats ".chains[\"$CHAIN\"].refresh_usable")" true "refresh_usable of a new chain"
+curl -s -o "$WORK/delayed" "${CLIENT[@]}" --data-urlencode grant_type=refresh_token --data-urlencode "refresh_token=$RT" \
+    "$U/ms/token" &
+sleep 0.3
+eq "$(stats ".chains[\"$CHAIN\"].generation")" 1 "refresh took effect before its answer"
+[ ! -s "$WORK/delayed" ] || fail "answer_delay_ms: answered at once"
+ok
+wait $!
+RT1=$(jq -r .refresh_token <"$WORK/delayed")
+has "$RT1" fake-rt- "delayed refresh answered"
+req POST /ms/revoke "${CLIENT[@]}" --data-urlencode "token=$RT"
+eq "$STATUS" 200 "revoke of a spent token"
+eq "$(stats ".chains[\"$CHAIN\"].revoked")" false "chain not revoked by one token"
+eq "$(stats ".chains[\"$CHAIN\"].refresh_usable")" true "current token still usable"
+req POST /ms/revoke "${CLIENT[@]}" --data-urlencode "token=$RT1"
+eq "$(stats ".chains[\"$CHAIN\"].refresh_usable")" false "current token revoked on its own"
+admin_json PUT /admin/providers/ms '{"answer_delay_ms":0}'
+refresh ms "$RT1"
+eq "$(json .error)" invalid_grant "refresh with a token revoked on its own"
 
 # --- garbage and caps -------------------------------------------------------------------------
 head -c 70000 /dev/zero | tr '\0' a >"$WORK/big"

@@ -22,6 +22,7 @@ typedef struct {
     int64_t  expires_ms;         /* access tokens and codes, monotonic clock */
     int64_t  spent_ms;           /* refresh tokens: when rotated away, 0 while current */
     bool     grace_used;         /* refresh tokens: the one replay reuse_grace_s allows is used */
+    bool     revoked;            /* revoked on its own (revoke_whole_grant false); the chain may live on */
 } token_t;
 
 /* One user's grant: every token minted from one code or admin grant. */

@@ -11,7 +11,9 @@
 #include <string.h>
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include "clock.h"
 #include "itest.h"
 
 #define REDIRECT    "http://127.0.0.1/callback"        /* the fake provider's registered default */
@@ -152,7 +154,8 @@ sqlf (const char *fmt, ...)
 /* --- setup --------------------------------------------------------------------------------- */
 
 /* The harness's providers plus: fakegoogle with Google's notes on where to revoke access,
- * fakebad (a wrong client secret) and fakeplain (no PKCE, no revocation endpoint). */
+ * fakebad (a wrong client secret), fakeplain (no PKCE, no revocation endpoint) and fakerot (a
+ * provider of its own whose settings one test changes: rotating, revoking one token at a time). */
 static int
 write_providers (void)
 {
@@ -165,10 +168,11 @@ write_providers (void)
                                       "the app at " GOOGLE_HINT ", then connects again."));
     json_t *bad = json_deep_copy (json_object_get (root, "fakebox"));
     json_t *plain = json_deep_copy (json_object_get (root, "fakebox"));
+    json_t *rot = json_deep_copy (json_object_get (root, "fakebox"));
     char url [256];
-    const char *names [] = { "fakebad", "fakeplain" };
-    json_t *entries [] = { bad, plain };
-    for (int i = 0; i < 2; i++) {
+    const char *names [] = { "fakebad", "fakeplain", "fakerot" };
+    json_t *entries [] = { bad, plain, rot };
+    for (int i = 0; i < 3; i++) {
         snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/authorize", harness_port (h), names [i]);
         json_object_set_new (entries [i], "authorization_url", json_string (url));
         snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/token", harness_port (h), names [i]);
@@ -181,6 +185,7 @@ write_providers (void)
     json_object_set_new (plain, "revocation_url", json_null ());
     json_object_set_new (root, "fakebad", bad);
     json_object_set_new (root, "fakeplain", plain);
+    json_object_set_new (root, "fakerot", rot);
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-connect.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -826,6 +831,188 @@ test_disconnect (void **state)
     json_decref (nf);
 }
 
+/* A chain's field in the fake provider's /admin/stats ("generation", "refresh_usable", ...). */
+static json_t *
+chain_stat (long long chain, const char *field)
+{
+    char key [32];
+    snprintf (key, sizeof key, "%lld", chain);
+    json_t *stats = harness_fake (h, "GET", "/admin/stats", NULL);
+    json_t *v = json_deep_copy (json_object_get (json_object_get (json_object_get (stats, "chains"), key), field));
+    json_decref (stats);
+    assert_non_null (v);
+    return v;
+}
+
+/* Starts "ferrulectl refresh" of id in a child (its exit status is ferrulectl's) while fakerot
+ * answers refreshes 2 s after they took effect, and returns once the provider has rotated chain
+ * (not yet answered). */
+static pid_t
+refresh_held_at_provider (const char *id, long long chain)
+{
+    json_t *v = chain_stat (chain, "generation");
+    long long generation = json_integer_value (v), now_gen = generation;
+    json_decref (v);
+    itest_fake_config (h, "fakerot", json_pack ("{s:i}", "answer_delay_ms", 2000));
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        int crc = -1;
+        json_decref (harness_ctl (h, &crc, "refresh", "--integration", id, NULL));
+        _exit (crc < 0 ? 99 : crc);
+    }
+    int64_t until = clock_mono_ms () + 8000;
+    while (now_gen == generation && clock_mono_ms () < until) {
+        usleep (20000);
+        v = chain_stat (chain, "generation");
+        now_gen = json_integer_value (v);
+        json_decref (v);
+    }
+    assert_int_equal (now_gen, generation + 1);
+    return child;
+}
+
+/* Waits for the child of refresh_held_at_provider; returns its exit status. */
+static int
+refresh_held_end (pid_t child)
+{
+    int status;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    itest_fake_config (h, "fakerot", json_pack ("{s:i}", "answer_delay_ms", 0));
+    return WEXITSTATUS (status);
+}
+
+/* A grant at fakerot imported as id, with its access token too when with_access; returns its
+ * chain there. */
+static long long
+import_fakerot (const char *id, int with_access)
+{
+    int rc = -1;
+    json_t *body = json_pack ("{s:s, s:[]}", "provider", "fakerot", "scopes");
+    json_t *g = harness_fake (h, "POST", "/admin/grants", body);
+    json_decref (body);
+    long long chain = json_integer_value (json_object_get (g, "chain"));
+    assert_true (chain > 0);
+    const char *rt = json_string_value (json_object_get (g, "refresh_token"));
+    if (with_access)
+        json_decref (harness_ctl (h, &rc, "import", "--integration", id, "--provider", "fakerot", "--refresh-token", rt,
+                                  "--access-token", json_string_value (json_object_get (g, "access_token")),
+                                  "--expires-in", "3600", NULL));
+    else
+        rc = itest_import (h, id, "fakerot", rt);
+    assert_int_equal (rc, 0);
+    json_decref (g);
+    return chain;
+}
+
+/* A disconnect while a refresh is at the provider, at a provider that rotates refresh tokens
+ * and revokes one token at a time (Microsoft): the disconnect revokes the stored refresh token,
+ * which the refresh has just spent, and the refresh's commit then loses to the disconnect. The
+ * refresh token the provider issued to that refresh is revoked too, in the background, and the
+ * chain says so; nobody else would ever hold it. */
+static void
+test_disconnect_during_refresh_revokes_the_new_token (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "revoke_whole_grant", 0));
+    long long chain = import_fakerot ("orphan:box", 0);
+    long long revocations = itest_stat (h, "fakerot", "revocations");
+
+    pid_t child = refresh_held_at_provider ("orphan:box", chain);
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "orphan:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (d, "status"), "disconnected");
+    json_decref (d);
+    assert_int_equal (refresh_held_end (child), 4);     /* the refresh's caller: disconnected */
+
+    /* the revocation of the new token runs in the background: wait for its record */
+    int64_t until = clock_mono_ms () + 10000;
+    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'orphan:box' AND outcome = 'revoked'"
+                 " AND detail LIKE '%%while the integration was being disconnected%%'") == 0
+           && clock_mono_ms () < until)
+        usleep (50000);
+    json_t *v = chain_stat (chain, "refresh_usable");
+    int usable = json_is_true (v);
+    json_decref (v);
+    if (usable)
+        fail_msg ("the refresh token issued to the refresh that the disconnect overtook is still valid at the provider");
+    assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 2);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'orphan:box' AND outcome = 'revoked'"
+                            " AND detail LIKE '%%while the integration was being disconnected%%'"), 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'orphan:box'"
+                            " AND detail LIKE '%%fake-rt-%%'"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'orphan:box' AND status = 'disconnected'"
+                            " AND refresh_token IS NULL"), 1);
+    assert_false (itest_workdir_contains (h, "fake-rt-"));
+}
+
+/* The same race, and the provider refuses the background revocation: a few attempts, then a
+ * revocation_failed row that names the provider's answer and never a token; nobody is answered
+ * (the refresh's caller was told `disconnected` already). */
+static void
+test_disconnect_during_refresh_revocation_refused (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "revoke_whole_grant", 0));
+    long long chain = import_fakerot ("refused:rot", 0);
+    long long revocations = itest_stat (h, "fakerot", "revocations");
+
+    pid_t child = refresh_held_at_provider ("refused:rot", chain);
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "refused:rot", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (d);
+    /* the disconnect's own revocation is done: every later one at fakerot fails */
+    json_t *f = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "provider", "fakerot", "kind", "status", "endpoint", "revoke",
+                           "count", -1, "status", 503);
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    assert_int_equal (refresh_held_end (child), 4);
+
+    int64_t until = clock_mono_ms () + 15000;
+    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'refused:rot'"
+                 " AND outcome = 'revocation_failed'") == 0 && clock_mono_ms () < until)
+        usleep (50000);
+    json_decref (harness_fake (h, "DELETE", "/admin/faults?provider=fakerot", NULL));
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'refused:rot'"
+                            " AND outcome = 'revocation_failed' AND detail LIKE '%%while it was being disconnected%%'"
+                            " AND detail LIKE '%%HTTP 503%%' AND detail LIKE '%%3 attempts%%'"), 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'refused:rot'"
+                            " AND detail LIKE '%%fake-rt-%%'"), 0);
+    assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 1);
+    json_t *v = chain_stat (chain, "refresh_usable");
+    assert_true (json_is_true (v));         /* what the row warns of */
+    json_decref (v);
+    assert_false (itest_workdir_contains (h, "fake-rt-"));
+}
+
+/* The same race with an import instead of a disconnect: the integration stays active, and the
+ * token the overtaken refresh obtained is not revoked (at Google a revocation ends the whole
+ * grant; an active integration must never lose it so). */
+static void
+test_import_during_refresh_revokes_nothing (void **state)
+{
+    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "revoke_whole_grant", 0));
+    long long chain = import_fakerot ("kept:box", 0);
+    long long revocations = itest_stat (h, "fakerot", "revocations");
+
+    pid_t child = refresh_held_at_provider ("kept:box", chain);
+    /* with an access token: what a forced refresh overtaken by it serves */
+    long long chain2 = import_fakerot ("kept:box", 1);
+    assert_true (chain2 != chain);
+    int rc = refresh_held_end (child);
+    if (rc != 0)
+        fail_msg ("the refresh overtaken by an import ended with ferrulectl status %d", rc);
+    usleep (1500000);                   /* a wrong background revocation would have been sent by now */
+    json_t *v = chain_stat (chain, "refresh_usable");
+    assert_true (json_is_true (v));
+    json_decref (v);
+    assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'kept:box'"
+                            " AND outcome IN ('revoked', 'revocation_failed')"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'kept:box' AND status = 'active'"), 1);
+}
+
 /* Queues a fault at fakebox's revocation endpoint; status, retry_after < 0 and error NULL: the
  * fake provider's defaults. */
 static void
@@ -1045,6 +1232,9 @@ main (void)
         cmocka_unit_test (test_disconnect),
         cmocka_unit_test (test_disconnect_revocation_refused_in_body),
         cmocka_unit_test (test_disconnect_revocation_retried),
+        cmocka_unit_test (test_disconnect_during_refresh_revokes_the_new_token),
+        cmocka_unit_test (test_disconnect_during_refresh_revocation_refused),
+        cmocka_unit_test (test_import_during_refresh_revokes_nothing),
         cmocka_unit_test (test_provider_text_quoting_secrets),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
