@@ -751,8 +751,9 @@ conflict_settle (refresh_t *r, fr_status_t st, const store_row_t *row, const cha
                               "the integration changed while it was being refreshed", NULL, -1);
     }
     else
-    if (refresh_fresh_too_short (r, e, 0)) {
-        /* what the winner stored does not last as long as the waiters need: claim again */
+    if (!e->access_token || refresh_fresh_too_short (r, e, 0)) {
+        /* what the winner stored does not last as long as the waiters need, or holds no access
+         * token at all (an import of a refresh token alone): claim again */
         refresh_round_reset (r);
         refresh_set_state (r, REFRESH_CLAIMING);
         r->known_generation = e->generation;
@@ -824,7 +825,8 @@ refresh_conflicted (worker_t *w, refresh_t *r)
     r->journal_seq = 0;
     if (r->answered_us)
         metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
-    log_warning (r->entry->id, NULL, "refresh of generation %lld lost to a concurrent change; using the stored tokens",
+    log_warning (r->entry->id, NULL, "refresh of generation %lld lost to a concurrent change (a refresh, an import, a "
+                 "disconnect); reading what it stored",
                  (long long) r->expected_generation);
     conflict_wait_t *cw = mem_alloc (sizeof *cw);
     memset (cw, 0, sizeof *cw);

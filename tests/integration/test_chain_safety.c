@@ -13,7 +13,8 @@
  *   - min_valid is honoured right after a refresh, and for a request that joins a claim already
  *     in the database with a larger min_valid than the claim asked for, and when a lost
  *     compare-and-set serves what the winner stored;
- *   - a lost compare-and-set whose record cannot be written at once is written later;
+ *   - a lost compare-and-set whose record cannot be written at once is written later, and one
+ *     lost to a row with no access token claims again;
  *   - the sweep rotates an idle short-lived token about once per lifetime. */
 #define _GNU_SOURCE
 #include <stdarg.h>
@@ -766,6 +767,30 @@ test_conflict_record_retried (void **state)
     wait_sql ("SELECT count (*) FROM token_chain WHERE integration_id = 'crr:box' AND outcome = 'conflict'", 1, 10000);
 }
 
+/* A forced refresh whose compare-and-set is lost to an import of a refresh token alone (no access
+ * token stored) claims again and refreshes, rather than answering that there is no access token
+ * to serve. */
+static void
+test_conflict_with_no_access_token_claims_again (void **state)
+{
+    start_one_worker ("chain_conflict_no_at", NULL);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "cna:box", rt, NULL, NULL);
+    free (rt);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    pid_t asked = ctl_async (harness_brokers (h), "refresh", "cna:box", NULL, NULL);
+    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'cna:box' AND lease_owner IS NOT NULL", 1, 5000);
+    rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "cna:box", rt, NULL, NULL);      /* a refresh token, no access token */
+    free (rt);
+    int rc = ctl_wait (asked);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    printf ("the forced refresh answered with exit status %d\n", rc);
+    assert_int_equal (rc, 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count (*) FROM token_chain WHERE integration_id = 'cna:box' "
+                                          "AND outcome = 'conflict'"), 1);
+}
+
 static void
 test_sweep_rotates_about_once_per_lifetime (void **state)
 {
@@ -806,6 +831,7 @@ main (void)
         cmocka_unit_test_teardown (test_late_waiter_min_valid_honoured, teardown),
         cmocka_unit_test_teardown (test_conflict_reply_honours_min_valid, teardown),
         cmocka_unit_test_teardown (test_conflict_record_retried, teardown),
+        cmocka_unit_test_teardown (test_conflict_with_no_access_token_claims_again, teardown),
         cmocka_unit_test_teardown (test_sweep_rotates_about_once_per_lifetime, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
