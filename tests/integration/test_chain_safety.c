@@ -715,6 +715,27 @@ test_late_waiter_min_valid_honoured (void **state)
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
 }
 
+/* Imports id with a new fakebox grant: with its access token lasting expires_in seconds, or
+ * without an access token (expires_in NULL). */
+static void
+import_grant (const char *id, const char *expires_in)
+{
+    char *at = NULL;
+    char *rt = grant ("fakebox", expires_in ? &at : NULL, NULL);
+    import_at (harness_brokers (h), id, rt, at, expires_in);
+    free (rt);
+    free (at);
+}
+
+/* Waits until id's refresh has taken the lease: its call is at the provider. */
+static void
+wait_claimed (const char *id)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT count (*) FROM integrations WHERE id = '%s' AND lease_owner IS NOT NULL", id);
+    wait_sql (sql, 1, 5000);
+}
+
 /* A refresh whose compare-and-set is lost to a concurrent change serves what the change stored,
  * but only to the waiters it lasts for: here an import of a token lasting 100 s lands while a
  * refresh for a min_valid of 300 s is at the provider. */
@@ -722,19 +743,11 @@ static void
 test_conflict_reply_honours_min_valid (void **state)
 {
     start_one_worker ("chain_conflict_min_valid", NULL);
-    char *at = NULL;
-    char *rt = grant ("fakebox", &at, NULL);
-    import_at (harness_brokers (h), "cmv:box", rt, at, "200");
-    free (rt);
-    free (at);
+    import_grant ("cmv:box", "200");
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     pid_t asked = token_async ("cmv:box", 300);
-    /* claimed: the call is at the provider for 1.5 s */
-    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'cmv:box' AND lease_owner IS NOT NULL", 1, 5000);
-    rt = grant ("fakebox", &at, NULL);
-    import_at (harness_brokers (h), "cmv:box", rt, at, "100");
-    free (rt);
-    free (at);
+    wait_claimed ("cmv:box");                       /* the call is at the provider for 1.5 s */
+    import_grant ("cmv:box", "100");
     assert_int_equal (ctl_wait (asked), 0);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     assert_int_equal (harness_sql_int (h, "SELECT count (*) FROM token_chain WHERE integration_id = 'cmv:box' "
@@ -748,15 +761,11 @@ static void
 test_conflict_record_retried (void **state)
 {
     start_one_worker ("chain_conflict_retried", NULL);
-    char *rt = grant ("fakebox", NULL, NULL);
-    import_at (harness_brokers (h), "crr:box", rt, NULL, NULL);
-    free (rt);
+    import_grant ("crr:box", NULL);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     pid_t asked = ctl_async (harness_brokers (h), "refresh", "crr:box", NULL, NULL);
-    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'crr:box' AND lease_owner IS NOT NULL", 1, 5000);
-    rt = grant ("fakebox", NULL, NULL);
-    import_at (harness_brokers (h), "crr:box", rt, NULL, NULL);    /* the refresh's commit will lose */
-    free (rt);
+    wait_claimed ("crr:box");
+    import_grant ("crr:box", NULL);                 /* the refresh's commit will lose */
     PGconn *lock = lock_row ("crr:box");
     int rc = ctl_wait (asked);
     printf ("the refresh answered with exit status %d\n", rc);
@@ -774,15 +783,11 @@ static void
 test_conflict_with_no_access_token_claims_again (void **state)
 {
     start_one_worker ("chain_conflict_no_at", NULL);
-    char *rt = grant ("fakebox", NULL, NULL);
-    import_at (harness_brokers (h), "cna:box", rt, NULL, NULL);
-    free (rt);
+    import_grant ("cna:box", NULL);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     pid_t asked = ctl_async (harness_brokers (h), "refresh", "cna:box", NULL, NULL);
-    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'cna:box' AND lease_owner IS NOT NULL", 1, 5000);
-    rt = grant ("fakebox", NULL, NULL);
-    import_at (harness_brokers (h), "cna:box", rt, NULL, NULL);      /* a refresh token, no access token */
-    free (rt);
+    wait_claimed ("cna:box");
+    import_grant ("cna:box", NULL);                 /* a refresh token, no access token */
     int rc = ctl_wait (asked);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     printf ("the forced refresh answered with exit status %d\n", rc);

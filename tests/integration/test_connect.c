@@ -906,6 +906,24 @@ import_fakerot (const char *id, int with_access)
     return chain;
 }
 
+/* A refresh of a new fakerot integration id (one token revoked at a time) held at the provider
+ * after it rotated, and a disconnect of id meanwhile; returns the refresh's child (end it with
+ * refresh_held_end), with the grant's chain and the provider's revocations before the race. */
+static pid_t
+disconnect_overtaking_refresh (const char *id, long long *chain, long long *revocations)
+{
+    int rc;
+    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "revoke_whole_grant", 0));
+    *chain = import_fakerot (id, 0);
+    *revocations = itest_stat (h, "fakerot", "revocations");
+    pid_t child = refresh_held_at_provider (id, *chain);
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", id, NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (d, "status"), "disconnected");
+    json_decref (d);
+    return child;
+}
+
 /* A disconnect while a refresh is at the provider, at a provider that rotates refresh tokens
  * and revokes one token at a time (Microsoft): the disconnect revokes the stored refresh token,
  * which the refresh has just spent, and the refresh's commit then loses to the disconnect. The
@@ -914,16 +932,8 @@ import_fakerot (const char *id, int with_access)
 static void
 test_disconnect_during_refresh_revokes_the_new_token (void **state)
 {
-    int rc;
-    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "revoke_whole_grant", 0));
-    long long chain = import_fakerot ("orphan:box", 0);
-    long long revocations = itest_stat (h, "fakerot", "revocations");
-
-    pid_t child = refresh_held_at_provider ("orphan:box", chain);
-    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "orphan:box", NULL);
-    assert_int_equal (rc, 0);
-    assert_string_equal (istr (d, "status"), "disconnected");
-    json_decref (d);
+    long long chain, revocations;
+    pid_t child = disconnect_overtaking_refresh ("orphan:box", &chain, &revocations);
     assert_int_equal (refresh_held_end (child), 4);     /* the refresh's caller: disconnected */
 
     /* the revocation of the new token runs in the background: wait for its record */
@@ -953,15 +963,8 @@ test_disconnect_during_refresh_revokes_the_new_token (void **state)
 static void
 test_disconnect_during_refresh_revocation_refused (void **state)
 {
-    int rc;
-    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "revoke_whole_grant", 0));
-    long long chain = import_fakerot ("refused:rot", 0);
-    long long revocations = itest_stat (h, "fakerot", "revocations");
-
-    pid_t child = refresh_held_at_provider ("refused:rot", chain);
-    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "refused:rot", NULL);
-    assert_int_equal (rc, 0);
-    json_decref (d);
+    long long chain, revocations;
+    pid_t child = disconnect_overtaking_refresh ("refused:rot", &chain, &revocations);
     /* the disconnect's own revocation is done: every later one at fakerot fails */
     json_t *f = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "provider", "fakerot", "kind", "status", "endpoint", "revoke",
                            "count", -1, "status", 503);
