@@ -558,9 +558,21 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
 }
 
 /* Routing hashes filled in for rows made before migration 009 (their ids given); rows another
- * session holds are skipped, and found again by a later sweep. */
+ * session holds are skipped (the caller tries them again), and the count filled is reported. */
+typedef struct {
+    store_filled_fn *fn;
+    void *arg;
+} fill_ctx_t;
+
+static void
+fill_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    fill_ctx_t *c = arg;
+    c->fn (c->arg, st, st == FR_OK && n == 1 && results [0] ? (size_t) PQntuples (results [0]) : 0, err);
+}
+
 fr_status_t
-store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_done_fn *fn, void *arg, char *err,
+store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_filled_fn *fn, void *arg, char *err,
                           size_t errlen)
 {
     mem_buf_t idb, hb;
@@ -586,9 +598,10 @@ store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_do
     store_stmt_t stmt = {
         "WITH t AS (SELECT i.id, v.h FROM integrations i JOIN unnest ($1::text[], $2::bigint[]) AS v (id, h)"
         "  ON i.id = v.id WHERE i.route_hash IS NULL FOR UPDATE OF i SKIP LOCKED)"
-        " UPDATE integrations SET route_hash = t.h FROM t WHERE integrations.id = t.id",
+        " UPDATE integrations SET route_hash = t.h FROM t WHERE integrations.id = t.id RETURNING integrations.id",
         2, values, NULL, NULL };
-    fr_status_t st = store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
+    fill_ctx_t c = { fn, arg };
+    fr_status_t st = store_batch_start (s, &stmt, 1, fill_done, &c, sizeof c, err, errlen);
     mem_buf_free (&idb);                 /* sent: libpq has copied them */
     mem_buf_free (&hb);
     return st;

@@ -150,8 +150,10 @@ typedef struct {
 typedef void (store_candidate_fn) (void *arg, fr_status_t st, size_t q, const char *id, const char *provider,
                                    int unhashed, const char *err);
 /* Fills in the routing hash of the rows of ids that have none (made before migration 009), as
- * a batch the loop does not wait for; fn gets its outcome. */
-fr_status_t store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_done_fn *fn, void *arg,
+ * a batch the loop does not wait for, skipping rows another session holds; fn gets its outcome
+ * and how many rows it filled in. */
+typedef void (store_filled_fn) (void *arg, fr_status_t st, size_t filled, const char *err);
+fr_status_t store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_filled_fn *fn, void *arg,
                                       char *err, size_t errlen) FR_MUSTCHECK;
 /* Sends the queries as one batch, not waiting for it (the caller checks store_batch_busy). */
 fr_status_t store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn,

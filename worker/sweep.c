@@ -13,6 +13,8 @@
 #define SWEEP_BUSY_RETRY_MS 100     /* every connection had a batch in flight: try again this soon */
 #define SWEEP_BACKLOG_MS    1000    /* a pass that left due work behind: the next one this soon */
 #define SWEEP_FILL_MAX      1000    /* rows without a routing hash remembered for filling in */
+#define SWEEP_FILL_TRIES    3       /* a fill that skipped rows held by another session: tried again */
+#define SWEEP_FILL_AGAIN_MS 500     /* ... after this */
 
 typedef struct {
     char name [65];
@@ -36,7 +38,10 @@ struct sweep {
     size_t throttled;           /* candidates refused for the provider's budget */
     char **fill;                /* ids of rows without a routing hash, to fill in (migration 009) */
     size_t nfill;
-    int filling;                /* a batch filling them in is in the database */
+    int64_t fill_due_ms;        /* not before this */
+    char **filling;             /* the ids of the fill in the database (NULL: none) */
+    size_t nfilling;
+    int fill_tries;             /* of those ids */
     char *owned_text;           /* the owned partitions as an integer[] literal, for the queries */
     sweep_start_fn *start;
     void *start_arg;
@@ -52,20 +57,21 @@ sweep_new (const sweep_config_t *cfg)
 }
 
 static void
-sweep_fill_clear (sweep_t *s)
+sweep_ids_free (char ***ids, size_t *n)
 {
-    for (size_t i = 0; i < s->nfill; i++)
-        mem_free (s->fill [i]);
-    mem_free (s->fill);
-    s->fill = NULL;
-    s->nfill = 0;
+    for (size_t i = 0; i < *n; i++)
+        mem_free ((*ids) [i]);
+    mem_free (*ids);
+    *ids = NULL;
+    *n = 0;
 }
 
 void
 sweep_destroy (sweep_t **s_p)
 {
     if (s_p && *s_p) {
-        sweep_fill_clear (*s_p);
+        sweep_ids_free (&(*s_p)->fill, &(*s_p)->nfill);
+        sweep_ids_free (&(*s_p)->filling, &(*s_p)->nfilling);
         mem_free ((*s_p)->owned_text);
         mem_free ((*s_p)->owned);
         mem_free (*s_p);
@@ -251,31 +257,48 @@ sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *pr
                   backlog ? "; more are due, next pass in 1 s" : "");
 }
 
+/* A fill's end. Rows another session held (a refresh's claim or commit, often the one this very
+ * pass started) were skipped: the same ids go again shortly, a few times (filled ones are left
+ * as they are). */
 static void
-sweep_filled (void *arg, fr_status_t st, const char *err)
+sweep_filled (void *arg, fr_status_t st, size_t filled, const char *err)
 {
     sweep_t *s = arg;
-    s->filling = 0;
     if (st != FR_OK)
         log_warning (NULL, NULL, "sweep: could not fill in routing hashes (a later pass tries again): %s", err);
+    if (st == FR_OK && filled < s->nfilling && s->fill_tries < SWEEP_FILL_TRIES) {
+        if (!s->fill)
+            s->fill = mem_alloc (SWEEP_FILL_MAX * sizeof *s->fill);
+        for (size_t i = 0; i < s->nfilling && s->nfill < SWEEP_FILL_MAX; i++) {
+            s->fill [s->nfill++] = s->filling [i];
+            s->filling [i] = NULL;
+        }
+        s->fill_due_ms = clock_mono_ms () + SWEEP_FILL_AGAIN_MS;
+    }
+    sweep_ids_free (&s->filling, &s->nfilling);
 }
 
-/* Rows made before migration 009 met by the last pass get their routing hash, one batch on a
- * free connection: from then on only their own partition's worker reads them. 1 when started. */
+/* Rows made before migration 009 met by the passes get their routing hash, one batch on a free
+ * connection: from then on only their own partition's worker reads them. 1 when started. */
 static int
-sweep_fill (sweep_t *s, store_t *store)
+sweep_fill (sweep_t *s, store_t *store, int64_t now_ms)
 {
     char err [256];
-    if (!s->nfill || s->filling || !store || !store_connected (store))
+    if (!s->nfill || s->filling || now_ms < s->fill_due_ms || !store || !store_connected (store))
         return 0;
     fr_status_t st = store_route_hashes_start (store, (const char *const *) s->fill, s->nfill, sweep_filled, s,
                                                err, sizeof err);
-    sweep_fill_clear (s);
     if (st != FR_OK) {
         log_warning (NULL, NULL, "sweep: could not fill in routing hashes (a later pass tries again): %s", err);
+        sweep_ids_free (&s->fill, &s->nfill);
         return 0;
     }
-    s->filling = 1;
+    s->fill_tries = s->fill_due_ms ? s->fill_tries + 1 : 0;      /* a retry of the same ids, or new ones */
+    s->fill_due_ms = 0;
+    s->filling = s->fill;
+    s->nfilling = s->nfill;
+    s->fill = NULL;
+    s->nfill = 0;
     return 1;
 }
 
@@ -295,7 +318,7 @@ sweep_owned_text (sweep_t *s)
             bad = mem_buf_append (&b, n, strlen (n));
             first = 0;
         }
-    bad = bad || mem_buf_append (&b, "}", 2);         /* with its NUL */
+    bad = bad || mem_buf_append (&b, "}", 1);
     if (bad) {
         mem_buf_free (&b);
         return NULL;                                    /* cannot happen: read every partition then */
@@ -309,7 +332,7 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
             sweep_start_fn *start, void *arg)
 {
     sweep_expire_membership (s, now_ms);
-    if (sweep_fill (s, store))
+    if (sweep_fill (s, store, now_ms))
         return;                             /* its connection is taken for this turn */
     if (now_ms < s->next_ms || s->in_flight)
         return;
