@@ -390,8 +390,15 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     /* and a refresh the provider refuses (503) during it: the failure's record meets the frozen
      * server */
     char *rt9 = itest_grant (h, "fakegoogle", NULL);
-    assert_int_equal (itest_import (h, "stall9:g", "fakegoogle", rt9), 0);
+    /* with an access token good for an hour: not due, so the sweep (every 100 ms here) never
+     * refreshes it meanwhile, and the forced refresh below is the one call that meets the 503
+     * (without one, the sweep's refresh of it could take the fault, or take the forced refresh in) */
+    json_t *imported = harness_ctl (h, &rc, "import", "--integration", "stall9:g", "--provider", "fakegoogle",
+                                    "--refresh-token", rt9, "--access-token", "fake-at-stall9", "--expires-in", "3600",
+                                    NULL);
+    json_decref (imported);
     free (rt9);
+    assert_int_equal (rc, 0);
     /* a client of this process asks for the cached token all through the stall, connected before
      * it, so that what is timed is the service's answer, not a command's start on a machine the
      * other askers keep busy (ferrulectl under ASan takes a tenth of a second of CPU to start) */
