@@ -43,6 +43,15 @@ calls_count (const worker_t *w)
     return n;
 }
 
+int
+calls_journal_held (const worker_t *w, int64_t seq)
+{
+    for (const call_t *c = w->calls; c; c = c->next)
+        if (c->journal_seq == seq)
+            return 1;
+    return 0;
+}
+
 void
 calls_abandon_all (worker_t *w)
 {

@@ -24,11 +24,16 @@ typedef struct call {
     int64_t due_ms;                         /* revocation: monotonic time of the next attempt; 0 none */
     int orphan;                             /* revocation: of the refresh token a refresh obtained while the
                                              * integration was being disconnected; nobody waits for it */
+    int64_t journal_seq;                    /* orphan: the token's journal record, settled once the revocation
+                                             * has an outcome (kept for the next start when the worker stops
+                                             * first); 0 none */
 } call_t;
 
 call_t *calls_new (worker_t *w, calls_kind_t kind, const job_t *job, const char *id, const catalog_provider_t *p);
 void calls_free (worker_t *w, call_t *c);
 size_t calls_count (const worker_t *w);
+/* True when an orphan's revocation in flight holds the journal record seq (call_t.journal_seq). */
+int calls_journal_held (const worker_t *w, int64_t seq);
 /* Frees every call (shutdown only). */
 void calls_abandon_all (worker_t *w);
 #endif

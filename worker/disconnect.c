@@ -6,6 +6,7 @@
 #include "disconnect.h"
 #include "calls.h"
 #include "dbwait.h"
+#include "journal.h"
 #include "loads.h"
 #include "reply.h"
 #include "store_connect.h"
@@ -131,6 +132,15 @@ retry_delay (const worker_t *w, const call_t *c, const oauth_result_t *res, int6
     return delay;
 }
 
+/* An orphan's journal record, once its revocation has an outcome: settled. */
+static void
+orphan_settle (worker_t *w, call_t *c)
+{
+    if (c->journal_seq > 0)
+        journal_done (w->journal, c->journal_seq);
+    c->journal_seq = 0;
+}
+
 /* The outcome, as a chain row and the reply; frees the call. status: the last answer's HTTP
  * status (0: none). */
 static void
@@ -140,6 +150,15 @@ revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
     char detail [400];
     char tries [48] = "";
 
+    if (c->orphan && c->journal_seq > 0 && res->kind == OAUTH_TRANSIENT && w->draining) {
+        /* not a failure yet: the record stays in the journal, and the next start, replaying it,
+         * finds the row disconnected and revokes the token then */
+        log_info (c->id, c->job.rid, "the worker is stopping: the %s is revoked at its next start", ORPHAN_WHAT);
+        calls_free (w, c);
+        return;
+    }
+    if (c->orphan)
+        orphan_settle (w, c);
     if (c->attempts > 1)
         snprintf (tries, sizeof tries, " after %d attempts", c->attempts);
     if (res->kind == OAUTH_OK) {
@@ -229,15 +248,21 @@ disconnect_next_due (const worker_t *w)
  * that bounds the attempts. */
 void
 disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t *p, int32_t key_id,
-                          const unsigned char *refresh_ct, size_t refresh_ct_len, const char *rid)
+                          const unsigned char *refresh_ct, size_t refresh_ct_len, const char *rid,
+                          int64_t journal_seq)
 {
     char err [512];
     char *token = NULL;
     oauth_request_t *req = NULL;
     reply_warnings_t ws = { .count = 0 };
     job_t job;
-    if (!p || !refresh_ct)
+    /* every way out but a call under way settles the record: nothing a later start could do
+     * differs (no endpoint, no credentials, a token that does not open) */
+    if (!p || !refresh_ct) {
+        if (journal_seq > 0)
+            journal_done (w->journal, journal_seq);
         return;
+    }
     memset (&job, 0, sizeof job);
     job.link = -1;                       /* links_send and reply_count ignore it */
     job.deadline_ms = clock_mono_ms () + ORPHAN_BUDGET_MS;
@@ -247,15 +272,20 @@ disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t 
         /* the disconnect's reply warned that the grant stays valid at this provider */
         log_warning (id, job.rid, "provider \"%s\" has no token revocation endpoint: the %s stays valid there",
                      p->name, ORPHAN_WHAT);
+        if (journal_seq > 0)
+            journal_done (w->journal, journal_seq);
         return;
     }
     if (catalog_check_credentials (p, err, sizeof err) != FR_OK) {
         log_warning (id, job.rid, "the %s was not revoked at provider \"%s\": %s", ORPHAN_WHAT, p->name, err);
+        if (journal_seq > 0)
+            journal_done (w->journal, journal_seq);
         return;
     }
     call_t *c = calls_new (w, CALLS_REVOKE, &job, id, p);
     c->token_kind = "refresh_token";
     c->orphan = 1;
+    c->journal_seq = journal_seq;
     fr_status_t st = crypto_open (w->keyring, key_id, id, "refresh_token", refresh_ct, refresh_ct_len, &token,
                                   err, sizeof err);
     if (st == FR_OK && !(req = oauth_revocation_request_new (p, token, "refresh_token")))
@@ -274,6 +304,7 @@ disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t 
                 "obtained while it was being disconnected was not revoked at provider \"%s\": %s", id, p->name, err);
     log_warning (id, job.rid, "%s", ws.item [0].message);
     note_revocation (w, c, "revocation_failed", ws.item [0].message, &ws);
+    orphan_settle (w, c);
     calls_free (w, c);
 out:
     oauth_request_destroy (&req);

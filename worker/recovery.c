@@ -5,8 +5,10 @@
  * whole pass is tried again a second later, until a pass settles every record. */
 #include "recovery.h"
 #include "store_chain.h"
+#include "calls.h"
 #include "catalog.h"
 #include "dbwait.h"
+#include "disconnect.h"
 #include "journal.h"
 #include "loads.h"
 #include "refresh.h"
@@ -86,7 +88,10 @@ copy_bytes (const unsigned char *p, size_t len)
 static void
 collect (void *arg, int64_t seq, const store_commit_t *c)
 {
-    recovery_t *r = arg;
+    worker_t *w = arg;
+    recovery_t *r = w->recovery;
+    if (calls_journal_held (w, seq))
+        return;         /* a revocation an earlier pass started settles it: one, not two */
     r->recs = mem_realloc (r->recs, (r->n + 1) * sizeof *r->recs);
     recovery_rec_t *rec = &r->recs [r->n++];
     rec->seq = seq;
@@ -98,17 +103,25 @@ collect (void *arg, int64_t seq, const store_commit_t *c)
     rec->c.scopes = c->scopes ? mem_strdup (c->scopes) : NULL;
 }
 
-/* The current record is settled (in the database, or superseded there): the journal forgets it. */
+/* The current record is settled (in the database, or superseded there): the journal forgets it,
+ * unless forget is 0 (a revocation that settles it has been started). */
 static void
-record_settled (worker_t *w, const char *how)
+record_settled_as (worker_t *w, const char *how, int forget)
 {
     recovery_t *r = w->recovery;
     recovery_rec_t *rec = &r->recs [r->next];
     if (how)
         log_info (rec->c.id, NULL, "journal replay: %s generation %lld", how, (long long) rec->c.expected_generation + 1);
-    journal_done (w->journal, rec->seq);
+    if (forget)
+        journal_done (w->journal, rec->seq);
     r->next++;
     r->in_flight = 0;
+}
+
+static void
+record_settled (worker_t *w, const char *how)
+{
+    record_settled_as (w, how, 1);
 }
 
 static void
@@ -125,7 +138,17 @@ static void
 conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char *err)
 {
     worker_t *w = arg;
-    (void) row;
+    recovery_rec_t *rec = &w->recovery->recs [w->recovery->next];
+    if (st == FR_OK && rec->c.rotated && row->status && strcmp (row->status, "disconnected") == 0) {
+        /* the earlier run's refresh lost to a disconnect and its revocation of the token it got
+         * had not ended: done now, in the background, the record settled by its outcome */
+        log_info (rec->c.id, NULL, "journal replay: generation %lld was overtaken by a disconnect; revoking its "
+                  "refresh token", (long long) rec->c.expected_generation + 1);
+        disconnect_revoke_orphan (w, rec->c.id, catalog_find (w->catalog, row->provider), rec->c.key_id,
+                                  rec->c.refresh_ct, rec->c.refresh_ct_len, NULL, rec->seq);
+        record_settled_as (w, NULL, 0);
+    }
+    else
     if (st == FR_NOT_FOUND) {
         /* deleted since: there is nothing left to commit the token into */
         log_warning (w->recovery->recs [w->recovery->next].c.id, NULL,
@@ -219,7 +242,7 @@ replay_step (worker_t *w, recovery_t *r, store_t *s, int64_t now)
     char err [512];
     if (!r->collected) {
         r->failed = 0;
-        int count = journal_replay (w->journal, collect, r);
+        int count = journal_replay (w->journal, collect, w);
         if (count < 0) {
             log_warning (NULL, NULL, "the journal could not be read; refreshes wait for it");
             recovery_forget_pass (r);

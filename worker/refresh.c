@@ -727,7 +727,22 @@ typedef struct {
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     int rotated;
     int tries;
+    /* the rotated token this refresh obtained, for a revocation if the row turns out disconnected
+     * (disconnect_revoke_orphan), and its journal record, settled only once that is decided */
+    int64_t journal_seq;
+    const catalog_provider_t *provider;
+    int32_t key_id;
+    unsigned char *refresh_ct;
+    size_t refresh_ct_len;
+    char rid [sizeof ((job_t *) 0)->rid];
 } conflict_wait_t;
+
+static void
+conflict_free (conflict_wait_t *cw)
+{
+    mem_free (cw->refresh_ct);
+    mem_free (cw);
+}
 
 /* Answers r from the stored row that the conflict's batch read (or with its failure). */
 static void
@@ -741,15 +756,9 @@ conflict_settle (refresh_t *r, fr_status_t st, const store_row_t *row, const cha
     if (st != FR_OK)
         refresh_finish_error (r->w, r, st, err, NULL, -1);
     else
-    if (e->status != INTEG_ACTIVE) {
-        /* a disconnect overtook the refresh: the provider's new refresh token is nobody's now.
-         * Only then: a revocation at some providers (Google) ends the whole grant. */
-        if (r->commit.rotated && row->status && strcmp (row->status, "disconnected") == 0)
-            disconnect_revoke_orphan (r->w, e->id, r->provider, r->commit.key_id, r->refresh_ct,
-                                      r->commit.refresh_ct_len, rid_of (r));
+    if (e->status != INTEG_ACTIVE)      /* a disconnect overtook it: see conflict_read */
         refresh_finish_error (r->w, r, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
                               "the integration changed while it was being refreshed", NULL, -1);
-    }
     else
     if (!e->access_token || refresh_fresh_too_short (r, e, 0)) {
         /* what the winner stored does not last as long as the waiters need, or holds no access
@@ -776,10 +785,21 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
     if (cw->r)
         conflict_settle (cw->r, st, row, err);
     cw->r = NULL;
-    if (again)
+    if (again) {
         dbwait_add_later (cw->w, conflict_start, cw, clock_mono_ms () + ((int64_t) RECORD_RETRY_MS << (cw->tries - 1)));
+        return;
+    }
+    /* A disconnect overtook the refresh: the provider's new refresh token is nobody's now. Only
+     * then: a revocation at some providers (Google) ends the whole grant. Decided here, where the
+     * row is read even after the refresh was answered; the journal keeps the token until the
+     * revocation has an outcome, so that a crash meanwhile does not leave it valid. */
+    if (st == FR_OK && cw->rotated && row->status && strcmp (row->status, "disconnected") == 0)
+        disconnect_revoke_orphan (cw->w, cw->id, cw->provider, cw->key_id, cw->refresh_ct, cw->refresh_ct_len,
+                                  cw->rid [0] ? cw->rid : NULL, cw->journal_seq);
     else
-        mem_free (cw);
+    if (cw->journal_seq > 0)
+        journal_done (cw->w->journal, cw->journal_seq);
+    conflict_free (cw);
 }
 
 static void
@@ -791,7 +811,7 @@ conflict_start (worker_t *w, store_t *store, void *arg)
     if (!store && dbwait_stopping (w)) {
         if (cw->r)
             conflict_settle (cw->r, FR_UNAVAILABLE, NULL, "the stored tokens were not read: the worker is stopping");
-        mem_free (cw);
+        conflict_free (cw);             /* its journal record, if any, is replayed at the next start */
         return;
     }
     if (!store) {
@@ -820,9 +840,6 @@ conflict_start (worker_t *w, store_t *store, void *arg)
 static void
 refresh_conflicted (worker_t *w, refresh_t *r)
 {
-    if (r->journal_seq > 0)
-        journal_done (w->journal, r->journal_seq);
-    r->journal_seq = 0;
     if (r->answered_us)
         metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
     log_warning (r->entry->id, NULL, "refresh of generation %lld lost to a concurrent change (a refresh, an import, a "
@@ -836,6 +853,17 @@ refresh_conflicted (worker_t *w, refresh_t *r)
     memcpy (cw->lease_token, r->commit.lease_token, sizeof cw->lease_token);
     snprintf (cw->fingerprint, sizeof cw->fingerprint, "%s", r->fingerprint);
     cw->rotated = r->commit.rotated;
+    cw->journal_seq = r->journal_seq;   /* the conflict's now (conflict_read) */
+    r->journal_seq = 0;
+    if (cw->rotated && r->refresh_ct) {
+        cw->provider = r->provider;
+        cw->key_id = r->commit.key_id;
+        cw->refresh_ct_len = r->commit.refresh_ct_len;
+        cw->refresh_ct = mem_alloc (cw->refresh_ct_len ? cw->refresh_ct_len : 1);
+        memcpy (cw->refresh_ct, r->refresh_ct, cw->refresh_ct_len);
+    }
+    if (rid_of (r))
+        snprintf (cw->rid, sizeof cw->rid, "%s", rid_of (r));
     r->queued = &cw->r;
     refresh_set_state (r, REFRESH_CONFLICTED);
     dbwait_add (w, conflict_start, cw, clock_mono_ms () + RECORD_WAIT_MS);
