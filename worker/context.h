@@ -105,7 +105,8 @@ typedef struct worker {
         metrics_series_t *cache_hits, *cache_misses, *lease_waits, *refresh_seconds, *partitions_owned,
                          *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok,
                          *journal_window, *revalidated_stale, *claim_batch, *commit_batch,
-                         *phase_claim, *phase_commit, *db_batch, *parked;
+                         *phase_claim, *phase_commit, *db_batch, *parked,
+                         *revoked, *revocation_failed;
         metrics_series_t *values_on_old_keys;   /* keystats.c */
     } m;
     refresh_t *refreshes;           /* every refresh in progress */

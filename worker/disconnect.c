@@ -161,6 +161,7 @@ revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
         orphan_settle (w, c);
     if (c->attempts > 1)
         snprintf (tries, sizeof tries, " after %d attempts", c->attempts);
+    metrics_inc (res->kind == OAUTH_OK ? w->m.revoked : w->m.revocation_failed);
     if (res->kind == OAUTH_OK) {
         snprintf (detail, sizeof detail, "provider \"%s\" revoked the %s (HTTP %ld%s)", c->provider->name,
                   c->orphan ? ORPHAN_WHAT : c->token_kind, status, tries);
@@ -303,6 +304,7 @@ disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t 
     reply_warn (&ws, "revocation_failed", ORPHAN_HINT, "the refresh token that a refresh of integration \"%s\" "
                 "obtained while it was being disconnected was not revoked at provider \"%s\": %s", id, p->name, err);
     log_warning (id, job.rid, "%s", ws.item [0].message);
+    metrics_inc (w->m.revocation_failed);
     note_revocation (w, c, "revocation_failed", ws.item [0].message, &ws);
     orphan_settle (w, c);
     calls_free (w, c);

@@ -102,6 +102,11 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                            "refresh commits sent to the database together (group commit: one "
                                            "transaction, one WAL flush)", NULL,
                                            batch_bounds, sizeof batch_bounds / sizeof batch_bounds [0]);
+    w->m.revoked = metrics_counter (w->metrics, "worker_revocations_total",
+                                    "token revocations at providers (a disconnect's, or of the token a refresh "
+                                    "obtained while its integration was being disconnected), by outcome",
+                                    "outcome=\"revoked\"");
+    w->m.revocation_failed = metrics_counter (w->metrics, "worker_revocations_total", NULL, "outcome=\"failed\"");
     w->m.revalidated_stale = metrics_counter (w->metrics, "worker_cache_revalidated_stale_total",
                                               "cached integrations found changed by the periodic re-validation "
                                               "(a change whose notification never arrived)", NULL);

@@ -210,6 +210,7 @@ setup (void **state)
     harness_set_env (h, "FERRULE_ATLASSIAN_CLIENT_SECRET", "test-atlassian-secret");
     harness_set_env (h, "FERRULE_DROPBOX_CLIENT_ID", NULL);
     harness_set_env (h, "FERRULE_DROPBOX_CLIENT_SECRET", NULL);
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the revocations' counts are in /metrics */
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_start_worker (h, "w2") != 0
     ||  harness_wait_ready (h, 2, 30000) != 0)
         return -1;
@@ -222,6 +223,23 @@ static int
 teardown (void **state)
 {
     return itest_teardown (&h);
+}
+
+/* ferrule_worker_revocations_total{outcome="<outcome>"}, summed over both workers. */
+static double
+revocations_metric (const char *outcome)
+{
+    char series [128];
+    double sum = 0;
+    snprintf (series, sizeof series, "ferrule_worker_revocations_total{outcome=\"%s\"}", outcome);
+    for (int i = 1; i <= 2; i++) {
+        char name [8];
+        snprintf (name, sizeof name, "w%d", i);
+        double v = itest_metric (h, name, series);
+        assert_true (v >= 0);
+        sum += v;
+    }
+    return sum;
 }
 
 /* --- tests --------------------------------------------------------------------------------- */
@@ -771,11 +789,14 @@ test_disconnect (void **state)
     long long revocations = itest_stat (h, "fakebox", "revocations");
     long long refreshes = itest_stat (h, "fakebox", "refresh_calls");
     long long rows = sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'bye:box'");
+    double revoked = revocations_metric ("revoked"), failed = revocations_metric ("failed");
 
     json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "bye:box", NULL);
     assert_int_equal (rc, 0);
     assert_string_equal (istr (d, "status"), "disconnected");
     assert_null (json_object_get (d, "warnings"));
+    assert_true (revocations_metric ("revoked") == revoked + 1);
+    assert_true (revocations_metric ("failed") == failed);
     assert_non_null (json_string_value (json_object_get (integration_of (d), "disconnected_at")));
     assert_int_equal (itest_stat (h, "fakebox", "revocations"), revocations + 1);
     assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'bye:box' AND access_token IS NULL"
@@ -1140,10 +1161,13 @@ test_disconnect_revocation_refused_in_body (void **state)
     int rc;
     json_t *c = connect_ok ("refused:box", "fakebox", NULL, NULL);
     long long revocations = itest_stat (h, "fakebox", "revocations");
+    double revoked = revocations_metric ("revoked"), failed = revocations_metric ("failed");
     revoke_fault ("error_200", 1, -1, -1, "token_revoked_elsewhere");
 
     json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "refused:box", NULL);
     assert_int_equal (rc, 0);
+    assert_true (revocations_metric ("failed") == failed + 1);
+    assert_true (revocations_metric ("revoked") == revoked);
     const char *message = refused_warning (d);
     assert_non_null (strstr (message, "token_revoked_elsewhere"));
     assert_non_null (strstr (message, "HTTP 200"));
