@@ -1011,40 +1011,20 @@ test_disconnect_during_refresh_revocation_refused (void **state)
     assert_false (itest_workdir_contains (h, "fake-rt-"));
 }
 
-/* The same race, and the workers crash while the provider has not answered the background
- * revocation yet. The new refresh token stays in its worker's journal until the revocation has
- * an outcome: the restarted worker replays the record, finds the row disconnected and revokes
- * the token then. (Last of the file: the provider's stalled answer revokes it too, 60 s later.) */
+/* Starts both workers again after a test stopped them; waits until the refresh token of the
+ * grant at fakerot's chain is revoked there (by the replay of the journal record that kept it)
+ * and the chain of integration id says so. revocations: the provider's count before the race. */
 static void
-test_disconnect_during_refresh_revoked_after_a_crash (void **state)
+orphan_revoked_after_restart (const char *id, long long chain, long long revocations)
 {
-    long long chain, revocations;
-    pid_t child = disconnect_overtaking_refresh ("crashed:rot", &chain, &revocations);
-    long long served = itest_stat (h, "fakerot", "faults_served");
-    /* the disconnect's own revocation is done: the refresh's goes unanswered */
-    json_t *f = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "provider", "fakerot", "kind", "slow", "endpoint", "revoke",
-                           "count", 1, "delay_ms", 60000);
-    json_decref (harness_fake (h, "POST", "/admin/faults", f));
-    json_decref (f);
-    assert_int_equal (refresh_held_end (child), 4);
-    int64_t until = clock_mono_ms () + 10000;
-    while (itest_stat (h, "fakerot", "faults_served") == served && clock_mono_ms () < until)
-        usleep (20000);
-    assert_int_equal (itest_stat (h, "fakerot", "faults_served"), served + 1);
-
-    const char *workers [] = { "w1", "w2" };
-    for (int i = 0; i < 2; i++)
-        harness_signal_worker (h, workers [i], SIGKILL);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal (harness_wait_worker_exit (h, workers [i], 5000), 128 + SIGKILL);
     json_decref (harness_fake (h, "DELETE", "/admin/faults?provider=fakerot", NULL));
     assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 1);
-    for (int i = 0; i < 2; i++)
-        assert_int_equal (harness_start_worker (h, workers [i]), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
     assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
 
     int usable = 1;
-    until = clock_mono_ms () + 15000;
+    int64_t until = clock_mono_ms () + 15000;
     while (usable && clock_mono_ms () < until) {
         json_t *v = chain_stat (chain, "refresh_usable");
         usable = json_is_true (v);
@@ -1054,18 +1034,71 @@ test_disconnect_during_refresh_revoked_after_a_crash (void **state)
     }
     if (usable)
         fail_msg ("the refresh token issued to the refresh that the disconnect overtook is still valid at the provider "
-                  "after its worker crashed and started again");
+                  "after its worker started again");
     assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 2);
     until = clock_mono_ms () + 10000;
-    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'crashed:rot' AND outcome = 'revoked'"
-                 " AND detail LIKE '%%while the integration was being disconnected%%'") == 0
+    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'revoked'"
+                 " AND detail LIKE '%%while the integration was being disconnected%%'", id) == 0
            && clock_mono_ms () < until)
         usleep (50000);
-    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'crashed:rot' AND outcome = 'revoked'"
-                            " AND detail LIKE '%%while the integration was being disconnected%%'"), 1);
-    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'crashed:rot'"
-                            " AND detail LIKE '%%fake-rt-%%'"), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'revoked'"
+                            " AND detail LIKE '%%while the integration was being disconnected%%'", id), 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
+                            " AND outcome = 'revocation_failed'", id), 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
+                            " AND detail LIKE '%%fake-rt-%%'", id), 0);
     assert_false (itest_workdir_contains (h, "fake-rt-"));
+}
+
+/* The refresh of disconnect_overtaking_refresh ended, and fault (a JSON spec for fakerot's
+ * revocation endpoint) queued: waits until the provider has served it to the background
+ * revocation, then sends sig to both workers and waits for them to exit with status. */
+static void
+orphan_revocation_interrupted (pid_t child, json_t *fault, int sig, int status)
+{
+    long long served = itest_stat (h, "fakerot", "faults_served");
+    json_decref (harness_fake (h, "POST", "/admin/faults", fault));
+    json_decref (fault);
+    assert_int_equal (refresh_held_end (child), 4);
+    int64_t until = clock_mono_ms () + 10000;
+    while (itest_stat (h, "fakerot", "faults_served") == served && clock_mono_ms () < until)
+        usleep (10000);
+    assert_true (itest_stat (h, "fakerot", "faults_served") > served);
+    harness_signal_worker (h, "w1", sig);
+    harness_signal_worker (h, "w2", sig);
+    assert_int_equal (harness_wait_worker_exit (h, "w1", 15000), status);
+    assert_int_equal (harness_wait_worker_exit (h, "w2", 15000), status);
+}
+
+/* The same race, and the workers crash while the provider has not answered the background
+ * revocation yet. The new refresh token stays in its worker's journal until the revocation has
+ * an outcome: the restarted worker replays the record, finds the row disconnected and revokes
+ * the token then. (Last but one of the file: the provider's stalled answer revokes it too, 60 s
+ * later.) */
+static void
+test_disconnect_during_refresh_revoked_after_a_crash (void **state)
+{
+    long long chain, revocations;
+    pid_t child = disconnect_overtaking_refresh ("crashed:rot", &chain, &revocations);
+    /* the disconnect's own revocation is done: the refresh's goes unanswered */
+    orphan_revocation_interrupted (child, json_pack ("{s:s, s:s, s:s, s:i, s:i}", "provider", "fakerot", "kind", "slow",
+                                                     "endpoint", "revoke", "count", 1, "delay_ms", 60000),
+                                   SIGKILL, 128 + SIGKILL);
+    orphan_revoked_after_restart ("crashed:rot", chain, revocations);
+}
+
+/* The same, and the workers are stopped (SIGTERM) while the provider fails the revocation: a
+ * stopping worker tries no more, and leaves the record for its next start rather than giving up
+ * with revocation_failed. */
+static void
+test_disconnect_during_refresh_revoked_after_a_stop (void **state)
+{
+    long long chain, revocations;
+    pid_t child = disconnect_overtaking_refresh ("stopped:rot", &chain, &revocations);
+    orphan_revocation_interrupted (child, json_pack ("{s:s, s:s, s:s, s:i, s:i}", "provider", "fakerot", "kind",
+                                                     "status", "endpoint", "revoke", "count", -1, "status", 503),
+                                   SIGTERM, 0);
+    orphan_revoked_after_restart ("stopped:rot", chain, revocations);
 }
 
 /* The same race with an import instead of a disconnect: the integration stays active, and the
@@ -1321,6 +1354,7 @@ main (void)
         cmocka_unit_test (test_disconnect_during_refresh_revocation_refused),
         cmocka_unit_test (test_import_during_refresh_revokes_nothing),
         cmocka_unit_test (test_provider_text_quoting_secrets),
+        cmocka_unit_test (test_disconnect_during_refresh_revoked_after_a_stop),
         cmocka_unit_test (test_disconnect_during_refresh_revoked_after_a_crash),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
