@@ -483,30 +483,56 @@ store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, ch
     return store_batch_start (s, &stmt, 1, released_done, &c, sizeof c, err, errlen);
 }
 
-/* Each token's own horizon: the global one, but no more than a share of the token's lifetime (a
- * 120 s token is not refreshed every pass of a 300 s horizon) and no less than the floor (one
- * sweep interval and a margin, so that a pass always comes before expiry), and never more than
- * half the lifetime. */
-static const char sweep_sql [] =
+/* The sweep's queries. Both read the expiry index (integrations_access_expiry) in order and stop
+ * at the page's end or at a bound the index can use, never the whole table: a pass runs every
+ * few seconds on every worker, and with millions of rows a full scan per query would make the
+ * sweep the database's main load. Their common conditions use $1 to $5:
+ *   - a row whose refresh failed lately waits out its backoff ($1 ms): kept in, the oldest
+ *     expiries (which failing rows keep) would fill every page, and nothing behind them would
+ *     ever be swept;
+ *   - the worker's own partitions: the routing hash's unsigned value modulo the partition count
+ *     ($2; $3 is 2^64 modulo it, for the hashes a bigint holds as negative; $4 the partitions
+ *     owned); a row without its hash yet is everyone's (each worker keeps its own share, and
+ *     fills the hash in);
+ *   - $5: the page. */
+#define SWEEP_ROWS_OF_MINE \
+    " AND refresh_token IS NOT NULL" \
+    " AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())" \
+    " AND (last_error_at IS NULL OR last_error_at < now() - $1::bigint * interval '1 millisecond')" \
+    " AND ($2::bigint IS NULL OR route_hash IS NULL" \
+    "      OR (CASE WHEN route_hash >= 0 THEN route_hash % $2::bigint" \
+    "          ELSE (route_hash % $2::bigint + $2::bigint + $3::bigint) % $2::bigint END)::integer = ANY ($4::integer[]))"
+
+/* Expiring tokens, each by its own horizon: the global one ($6), but no more than a share ($7) of
+ * the token's lifetime (a 120 s token is not refreshed every pass of a 300 s horizon) and no less
+ * than the floor ($8: one sweep interval and a margin, so that a pass always comes before expiry),
+ * and never more than half the lifetime. Since no row's horizon exceeds the global one, that
+ * bounds the index scan; rows with no expiry (a refresh token imported alone) come first. */
+static const char sweep_due_sql [] =
+    "SELECT id, provider, route_hash FROM ("
+    " (SELECT id, provider, route_hash, access_expires_at FROM integrations"
+    "   WHERE status = 'active' AND access_expires_at IS NULL" SWEEP_ROWS_OF_MINE
+    "   LIMIT $5::bigint)"
+    " UNION ALL"
+    " (SELECT id, provider, route_hash, access_expires_at FROM integrations"
+    "   WHERE status = 'active' AND access_expires_at < now() + interval '1 second' * $6::bigint"
+    "     AND access_expires_at < now() + interval '1 second' *"
+    "       CASE WHEN COALESCE(access_lifetime_s, 0) <= 0 THEN $6::bigint"
+    "            ELSE LEAST($6::bigint, access_lifetime_s / 2,"
+    "                       GREATEST(access_lifetime_s * $7::float8, $8::bigint)) END"
+    SWEEP_ROWS_OF_MINE
+    "   ORDER BY access_expires_at LIMIT $5::bigint)"
+    ") u ORDER BY access_expires_at NULLS FIRST LIMIT $5::bigint";
+
+/* A provider's ($6) refresh tokens not refreshed for $7 seconds (it expires unused ones). No
+ * index serves it (one on the last refresh would cost every refresh's commit an index entry),
+ * so the sweep asks it seldom: see sweep.c. */
+static const char sweep_idle_sql [] =
     "SELECT id, provider, route_hash FROM integrations"
-    " WHERE status = 'active' AND refresh_token IS NOT NULL"
-    "   AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())"
-    /* one whose refresh failed lately waits out its backoff: kept in, the oldest expiries (which
-     * failing rows keep) would fill every page, and nothing behind them would ever be swept */
-    "   AND (last_error_at IS NULL OR last_error_at < now() - $7::bigint * interval '1 millisecond')"
-    "   AND CASE WHEN $2::text IS NULL"
-    "       THEN access_expires_at IS NULL OR access_expires_at < now() + interval '1 second' *"
-    "         CASE WHEN COALESCE(access_lifetime_s, 0) <= 0 THEN $1::bigint"
-    "              ELSE LEAST($1::bigint, access_lifetime_s / 2,"
-    "                         GREATEST(access_lifetime_s * $5::float8, $6::bigint)) END"
-    "       ELSE provider = $2 AND COALESCE(last_refresh_at, created_at) < now() - $3::bigint * interval '1 second' END"
-    /* the worker's own partitions: the routing hash's unsigned value modulo the partition count
-     * ($9 is 2^64 modulo it, for the hashes a bigint holds as negative); a row without its hash
-     * yet is everyone's (each worker keeps its own share, and fills the hash in) */
-    "   AND ($8::bigint IS NULL OR route_hash IS NULL"
-    "        OR (CASE WHEN route_hash >= 0 THEN route_hash % $8::bigint"
-    "            ELSE (route_hash % $8::bigint + $8::bigint + $9::bigint) % $8::bigint END)::integer = ANY ($10::integer[]))"
-    " ORDER BY access_expires_at NULLS FIRST LIMIT $4::bigint";
+    " WHERE status = 'active' AND provider = $6"
+    "   AND COALESCE(last_refresh_at, created_at) < now() - $7::bigint * interval '1 second'"
+    SWEEP_ROWS_OF_MINE
+    " ORDER BY access_expires_at NULLS FIRST LIMIT $5::bigint";
 
 typedef struct {
     store_candidate_fn *fn;
@@ -530,7 +556,7 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
 {
     struct sweep_params {
         char horizon [32], idle [32], lim [32], share [32], floor [32], quiet [32], parts [16], wrap [16];
-        const char *values [10];
+        const char *values [8];
     } *p = mem_alloc (n * sizeof *p);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
     for (size_t i = 0; i < n; i++) {
@@ -544,10 +570,12 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
         snprintf (p [i].wrap, sizeof p [i].wrap, "%" PRIu64,
                   qs [i].partitions ? (UINT64_MAX % qs [i].partitions + 1) % qs [i].partitions : 0);
         int all = !qs [i].partitions || !qs [i].owned;
-        const char *values [] = { p [i].horizon, qs [i].provider, p [i].idle, p [i].lim, p [i].share, p [i].floor,
-                                  p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : qs [i].owned };
+        const char *values [] = { p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : qs [i].owned,
+                                  p [i].lim, qs [i].provider ? qs [i].provider : p [i].horizon,
+                                  qs [i].provider ? p [i].idle : p [i].share, p [i].floor };
         memcpy (p [i].values, values, sizeof values);
-        stmts [i] = (store_stmt_t) { sweep_sql, 10, p [i].values, NULL, NULL };
+        stmts [i] = qs [i].provider ? (store_stmt_t) { sweep_idle_sql, 7, p [i].values, NULL, NULL }
+                                    : (store_stmt_t) { sweep_due_sql, 8, p [i].values, NULL, NULL };
     }
     sweep_ctx_t c = { fn, arg };
     /* libpq has copied the parameters once the statements are sent */

@@ -30,6 +30,7 @@ struct sweep {
     uint64_t membership_hash;   /* to notice changes without recomputing */
     int64_t confirmed_ms;       /* the last PING's time (monotonic) */
     int64_t next_ms;
+    int64_t idle_next_ms;       /* the next pass at or after this asks for idle tokens too (0: the first) */
     sweep_bucket_t buckets [SWEEP_MAX_PROVIDERS];
     size_t nbuckets;
     int in_flight;              /* a pass's queries are in the database */
@@ -353,7 +354,10 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
     const char *owned = sweep_owned_text (s);
     qs [nq++] = (store_sweep_query_t) { s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
                                         s->cfg.batch, s->cfg.quiet_ms, s->partitions, owned };
-    for (size_t k = 0; k < catalog_count (catalog) && nq < sizeof qs / sizeof qs [0]; k++) {
+    /* idle limits are days: asked for every FERRULE_SWEEP_IDLE_MS, not every pass, since each such
+     * query reads the whole table */
+    int idle = now_ms >= s->idle_next_ms;
+    for (size_t k = 0; idle && k < catalog_count (catalog) && nq < sizeof qs / sizeof qs [0]; k++) {
         const catalog_provider_t *p = catalog_at (catalog, k);
         if (p->refresh_token_idle_days > 0)
             qs [nq++] = (store_sweep_query_t) { 0, 0, 0, p->name, (int64_t) p->refresh_token_idle_days * 86400 / 2,
@@ -368,4 +372,6 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
         return;
     }
     s->in_flight = 1;
+    if (idle)
+        s->idle_next_ms = now_ms + s->cfg.idle_ms;
 }
