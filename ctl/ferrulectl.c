@@ -45,9 +45,9 @@ typedef struct {
                           .required = 1, .check = opts_check_integration,                                  \
                           .help = "the integration: 1 to 128 of A-Z a-z 0-9 . _ : -" }
 
-static const opt_spec_t opts_none [] = { { NULL } };
+static const opt_spec_t opts_none [] = { OPTS_END };
 
-static const opt_spec_t opts_integration [] = { OPT_INTEGRATION, { NULL } };
+static const opt_spec_t opts_integration [] = { OPT_INTEGRATION, OPTS_END };
 
 static const opt_spec_t opts_import [] = {
     OPT_INTEGRATION,
@@ -65,7 +65,7 @@ static const opt_spec_t opts_import [] = {
       .min = 1, .max = 31536000, .help = "seconds the access token stays valid from now (1 to 31536000)" },
     { .name = "scopes", .metavar = "\"A B\"", .kind = OPT_WORDS, .key = "scopes",
       .help = "the scopes granted, separated by spaces or commas" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_token [] = {
@@ -78,7 +78,7 @@ static const opt_spec_t opts_token [] = {
       .help = "read the rejected token from a file, or from standard input with \"-\"" },
     { .name = "require-scope", .metavar = "S", .kind = OPT_LIST, .key = "require_scopes",
       .help = "fail with insufficient_scope, without refreshing, unless the grant holds this scope (repeatable)" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_connect [] = {
@@ -89,19 +89,19 @@ static const opt_spec_t opts_connect [] = {
       .check = opts_check_uri, .help = "the callback URI registered in the provider's OAuth app" },
     { .name = "scope", .metavar = "S", .kind = OPT_LIST, .key = "scopes",
       .help = "a scope to request (repeatable; default: the provider entry's default scopes)" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_keygen [] = {
     { .name = "out", .metavar = "PREFIX", .kind = OPT_STRING, .key = "out", .required = 1,
       .help = "write the secret key to PREFIX.key (mode 0600) and the public key to PREFIX.pub; never overwrites" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_callback [] = {
     { .name = "url", .metavar = "URL", .kind = OPT_CALLBACK_URL, .key = "state", .required = 1,
       .help = "the whole URL the provider redirected the browser to (quote it: it holds '&')" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_report_scope [] = {
@@ -110,14 +110,14 @@ static const opt_spec_t opts_report_scope [] = {
       .help = "the scope the upstream API said is missing (several separated by spaces)" },
     { .name = "www-authenticate", .metavar = "HEADER", .kind = OPT_STRING, .key = "www_authenticate",
       .help = "the upstream 403's WWW-Authenticate header; its scope= is used when --scope is not given" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_history [] = {
     OPT_INTEGRATION,
     { .name = "limit", .metavar = "N", .kind = OPT_INT, .key = "limit", .min = 1, .max = 1000,
       .help = "how many entries, newest first (1 to 1000; the service's default is 20)" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_dashboard_link [] = {
@@ -126,7 +126,7 @@ static const opt_spec_t opts_dashboard_link [] = {
       "with one of : . _ - (acct42:)" },
     { .name = "ttl", .metavar = "S", .kind = OPT_INT, .key = "ttl_s", .min = 30, .max = 3600,
       .help = "seconds the link stays usable (30 to 3600; the service's default is 600); it works once" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_events [] = {
@@ -137,7 +137,7 @@ static const opt_spec_t opts_events [] = {
     { .name = "event", .metavar = "ID", .kind = OPT_STRING, .key = "event", .help = "only this event" },
     { .name = "limit", .metavar = "N", .kind = OPT_INT, .key = "limit", .min = 1, .max = 1000,
       .help = "how many events, newest first (1 to 1000; the service's default is 100)" },
-    { NULL }
+    OPTS_END
 };
 
 static const opt_spec_t opts_events_replay [] = {
@@ -146,7 +146,7 @@ static const opt_spec_t opts_events_replay [] = {
       .check = opts_check_integration, .help = "replay the failed deliveries of this integration's events" },
     { .name = "endpoint", .metavar = "NAME", .kind = OPT_STRING, .key = "endpoint",
       .help = "only the deliveries to this webhook endpoint" },
-    { NULL }
+    OPTS_END
 };
 
 static const command_t commands [] = {
@@ -192,7 +192,7 @@ static const command_t commands [] = {
       opts_keygen, NULL, "ferrulectl keygen --out /etc/ferrule/billing", 1, NULL },
     { "help", NULL, 0, "show help for ferrulectl or for a command",
       opts_none, NULL, "ferrulectl help import", 0, NULL },
-    { NULL }
+    { .name = NULL }
 };
 
 typedef enum { G_BROKER, G_TIMEOUT, G_JSON, G_VERBOSE, G_HELP, G_VERSION } global_id_t;

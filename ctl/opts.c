@@ -101,21 +101,15 @@ opts_parse_seconds (const char *option, const char *value, double min, double ma
     return 0;
 }
 
+/* The workers' rule (common/ident.h), checked before sending so the operator sees it at once. */
 int
 opts_check_integration (const char *option, const char *value, char *err, size_t errlen)
 {
-    size_t len = strlen (value);
-    int ok = len >= 1 && len <= 128;
-    for (size_t i = 0; ok && i < len; i++) {
-        char ch = value [i];
-        ok = (ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9')
-          || ch == '.' || ch == '_' || ch == ':' || ch == '-';
-    }
-    if (!ok) {
-        char shown [160];
-        opts_quote (shown, sizeof shown, value, 128);
-        snprintf (err, errlen, "invalid integration id \"%s\" for \"--%s\": use 1 to 128 of the characters A-Z a-z 0-9 . _ : -",
-                  shown, option);
+    if (!ident_valid (value, strlen (value))) {
+        char shown [IDENT_MAX + 32];
+        opts_quote (shown, sizeof shown, value, IDENT_MAX);
+        snprintf (err, errlen, "invalid integration id \"%s\" for \"--%s\": use 1 to %d of the characters A-Z a-z 0-9 . _ : -",
+                  shown, option, IDENT_MAX);
         return -1;
     }
     return 0;

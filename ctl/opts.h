@@ -31,6 +31,9 @@ typedef struct {
     const char *help;
 } opt_spec_t;
 
+/* The last entry of a table (designated, so that no compiler sees fields left out). */
+#define OPTS_END { .name = NULL }
+
 #define OPTS_MAX_KEYS 32      /* request keys one command line can fill */
 
 /* Parse state for one command line: which keys came from which option. */
@@ -46,7 +49,7 @@ void opts_state_init (opts_state_t *s);
 /* Wipes secret values and frees the arguments. */
 void opts_state_clear (opts_state_t *s, const opt_spec_t *specs);
 
-/* The spec named name in a table ending with a {NULL} entry, or NULL. */
+/* The spec named name in a table ending with OPTS_END, or NULL. */
 const opt_spec_t *opts_find (const opt_spec_t *specs, const char *name);
 /* Applies one option; value is NULL for flags and may be wiped (secrets). 0, or -1 and err. */
 int opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err, size_t errlen);

@@ -139,7 +139,8 @@ main (int argc, char **argv)
 
     json_set_alloc_funcs (mem_alloc, mem_free);    /* out-of-memory policy covers JSON too */
     log_init ("fake-provider", NULL);
-    for (int i = 1; i < argc; i++) {
+    /* every option but --help takes a value, so the arguments go in pairs */
+    for (int i = 1; i < argc; i += 2) {
         const char *arg = argv [i];
         const char *value = i + 1 < argc ? argv [i + 1] : NULL;
         if (strcmp (arg, "-h") == 0 || strcmp (arg, "--help") == 0) {
@@ -164,7 +165,6 @@ main (int argc, char **argv)
             usage (stderr);
             return 2;
         }
-        i++;
     }
 
     /* Every thread started from here on inherits the mask; only sigsuspend below takes signals. */

@@ -153,6 +153,12 @@ int harness_sql (harness_t *self, const char *sql);
 /* Runs a query expected to return one row with one integer column; the value, or -1 on error. */
 long long harness_sql_int (harness_t *self, const char *sql);
 
+/* Runs one SQL statement (an INSERT, say) as it would have run before the migration that added
+   constraint to table: for rows stored before it, which a NOT VALID constraint leaves in place.
+   It drops the constraint, runs sql and adds the constraint back from its own definition, in one
+   transaction. 0 or -1 with the error on stderr. */
+int harness_sql_before_constraint (harness_t *self, const char *table, const char *constraint, const char *sql);
+
 /* CURVE: each harness makes its brokers' key pair, an allow-list of clients holding the test's
    own client "harness" (the policy allows it everything), and a key per worker (added to the
    workers list, bound to the worker id, when the worker first starts). The test process uses

@@ -341,6 +341,26 @@ harness_sql (harness_t *self, const char *sql)
     return res ? sql_result (res, sql) : -1;
 }
 
+int
+harness_sql_before_constraint (harness_t *self, const char *table, const char *constraint, const char *sql)
+{
+    /* one DO block: a failure anywhere leaves the table as it was */
+    static const char *const fmt =
+        "DO $harness$ DECLARE def text; BEGIN"
+        " SELECT pg_get_constraintdef (oid) INTO STRICT def FROM pg_constraint"
+        "  WHERE conrelid = '%s'::regclass AND conname = '%s';"
+        " ALTER TABLE %s DROP CONSTRAINT %s;"
+        " %s;"
+        " EXECUTE format ('ALTER TABLE %%I ADD CONSTRAINT %%I %%s', '%s', '%s', def);"  /* keeps NOT VALID */
+        " END $harness$";
+    int len = snprintf (NULL, 0, fmt, table, constraint, table, constraint, sql, table, constraint);
+    char *block = mem_alloc ((size_t) len + 1);
+    snprintf (block, (size_t) len + 1, fmt, table, constraint, table, constraint, sql, table, constraint);
+    int rc = harness_sql (self, block);
+    mem_free (block);
+    return rc;
+}
+
 long long
 harness_sql_int (harness_t *self, const char *sql)
 {

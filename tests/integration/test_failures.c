@@ -247,6 +247,22 @@ test_not_found_and_bad_input (void **state)
     t = harness_ctl (h, &rc, "token", "--integration", "bad id!", NULL);
     assert_int_equal (rc, 2);
     json_decref (t);
+
+    /* ferrulectl's id rule is the worker's: the longest id reaches the worker, which does not
+     * know it; one character more is refused before anything is sent */
+    char id [130];
+    memset (id, 'a', sizeof id - 1);
+    id [128] = '\0';
+    t = harness_ctl (h, &rc, "status", "--integration", id, NULL);
+    assert_int_equal (rc, 3);
+    assert_string_equal (itest_code (t), "not_found");
+    json_decref (t);
+    id [128] = 'a';
+    id [129] = '\0';
+    t = harness_ctl (h, &rc, "status", "--integration", id, NULL);
+    assert_int_equal (rc, 2);
+    assert_string_equal (itest_code (t), "bad_request");
+    json_decref (t);
 }
 
 static void

@@ -1404,7 +1404,7 @@ test_workspace_boundary (void **state)
     hex_sha256 (old_key, hash);
     snprintf (sql, sizeof sql, "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix) VALUES"
                                " ('%s', 'acct4', 'old', 'frk_stored-b')", hash);
-    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql_before_constraint (h, "gateway_api_keys", "gateway_api_keys_workspace_end", sql), 0);
     for (size_t i = 0; i < 2; i++) {
         char path [128];
         snprintf (path, sizeof path, "/v1/integrations/%s/token", ids [i]);
@@ -1426,7 +1426,8 @@ test_workspace_boundary (void **state)
     hex_sha256 (old_link, hash);
     snprintf (sql, sizeof sql, "INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at) VALUES"
                                " ('%s', 'acct4', now () + interval '10 minutes')", hash);
-    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql_before_constraint (h, "gateway_dashboard_links", "gateway_dashboard_links_workspace_end",
+                                                     sql), 0);
     char url [256];
     snprintf (url, sizeof url, "%s/dashboard/open?link=%s", gw_url, old_link);
     http_t page = http ("GET", url, NULL, NULL);

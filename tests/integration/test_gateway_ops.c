@@ -275,9 +275,10 @@ test_workspace_needs_separator (void **state)
         json_decref (l);
     }
 
-    /* a key stored before the rule can still be listed and revoked */
-    assert_int_equal (harness_sql (h, "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix) VALUES"
-                                      " (repeat ('ab', 32), 'acct4', 'old', 'frk_old')"), 0);
+    /* a key stored before the rule (and before migration 010) can still be listed and revoked */
+    assert_int_equal (harness_sql_before_constraint (h, "gateway_api_keys", "gateway_api_keys_workspace_end",
+                                                     "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix)"
+                                                     " VALUES (repeat ('ab', 32), 'acct4', 'old', 'frk_old')"), 0);
     json_t *list = call ("apikey_list", json_pack ("{s:s}", "integration", "acct4"));
     assert_string_equal (client_error_code (list), "ok");
     json_t *keys = json_object_get (list, "keys");

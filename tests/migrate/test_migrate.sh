@@ -54,6 +54,7 @@ cleanup () {
     for pid in $(jobs -p); do kill "$pid" 2>/dev/null; done
     wait 2>/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null
+    psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_009\" WITH (FORCE)" >/dev/null
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -194,6 +195,55 @@ for id in "" "${A128}a" "a b" "caf\u00e9" "a/b" "a\nb"; do
         *) fail "the id rule let E'$id' in: $out" ;;
     esac
 done
+
+# --- 010: a workspace ends with a separator. Keys and dashboard links made from then on are
+# refused without one; those stored before it (made here on a database at 009, then migrated)
+# stay readable, and the workers' updates of them (verify, revoke, spending a link) still work
+OLD_DB="${DB}_009"
+OLD_URL=$(url_for "$OLD_DB")
+psql_old () { "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -d "$OLD_URL" "$@"; }
+mkdir -p "$WORK/upto009"
+cp "$MIGRATIONS_SRC"/00[1-9]_*.sql "$WORK/upto009/"
+psql_admin -c "CREATE DATABASE \"$OLD_DB\"" >/dev/null || fail "could not create database $OLD_DB"
+expect_exit 0 "up to 009" "$MIGRATE" --database-url "$OLD_URL" --dir "$WORK/upto009" up
+psql_old -c "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix) VALUES
+                 (repeat ('a1', 32), 'acct4', 'old', 'frk_a'), (repeat ('b2', 32), 'acct4', 'old2', 'frk_b');
+             INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at) VALUES
+                 (repeat ('c3', 32), 'acct4', now () + interval '10 minutes')" >/dev/null \
+    || fail "the rows of workspace \"acct4\" could not be stored at 009"
+expect_exit 0 "up from 009" "$MIGRATE" --database-url "$OLD_URL" up
+[ "$(psql_old -c "SELECT count(*) FROM gateway_api_keys WHERE workspace = 'acct4'")" = 2 ] \
+    && pass "the keys stored before 010 are still there" || fail "the keys stored before 010 are gone"
+# the workers' own statements (worker/store_gateway.c): verify, revoke, spend a link
+for what in "UPDATE gateway_api_keys SET last_used_at = now () WHERE key_hash = repeat ('a1', 32) AND revoked_at IS NULL" \
+            "UPDATE gateway_api_keys SET revoked_at = now () WHERE key_hash = repeat ('a1', 32) AND revoked_at IS NULL" \
+            "UPDATE gateway_api_keys SET revoked_at = now () WHERE revoked_at IS NULL AND workspace !~ '[:._-]\$'" \
+            "UPDATE gateway_dashboard_links SET used_at = now () WHERE token_hash = repeat ('c3', 32) AND used_at IS NULL"; do
+    out=$(psql_old -c "$what RETURNING 1" 2>&1)
+    [ "$out" = 1 ] && pass "after 010, an old row takes: ${what:0:60}..." || fail "after 010, $what: $out"
+done
+for ws in "acct4" "acct4:box" "x"; do
+    out=$(psql_old -c "BEGIN; INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix)
+                       VALUES (repeat ('d4', 32), '$ws', 'new', 'frk_d'); ROLLBACK" 2>&1)
+    case "$out" in
+        *'violates check constraint "gateway_api_keys_workspace_end"'*) pass "after 010, a new key of workspace \"$ws\" is refused" ;;
+        *) fail "after 010, a new key of workspace \"$ws\" was not refused: $out" ;;
+    esac
+    out=$(psql_old -c "BEGIN; INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at)
+                       VALUES (repeat ('d4', 32), '$ws', now ()); ROLLBACK" 2>&1)
+    case "$out" in
+        *'violates check constraint "gateway_dashboard_links_workspace_end"'*) pass "after 010, a new link of workspace \"$ws\" is refused" ;;
+        *) fail "after 010, a new link of workspace \"$ws\" was not refused: $out" ;;
+    esac
+done
+for ws in "acct4:" "acct4." "acct4_" "acct4-"; do
+    psql_old -c "BEGIN;
+                 INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix) VALUES (repeat ('e5', 32), '$ws', 'new', 'frk_e');
+                 INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at) VALUES (repeat ('e5', 32), '$ws', now ());
+                 ROLLBACK" >/dev/null 2>&1 \
+        && pass "after 010, a key and a link of workspace \"$ws\" are stored" || fail "after 010, workspace \"$ws\" was refused"
+done
+psql_admin -c "DROP DATABASE IF EXISTS \"$OLD_DB\" WITH (FORCE)" >/dev/null
 
 # --- a migration that fails rolls back, names its file and the server's error
 mkdir -p "$WORK/dir"
