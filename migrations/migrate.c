@@ -9,6 +9,7 @@
 #include "mem.h"
 #include "plan.h"
 #include "rekey.h"
+#include "routehash.h"
 #include "schema.h"
 #include "secrets.h"
 #include <errno.h>
@@ -45,8 +46,9 @@ typedef struct {
     double timeout_s;
     int timeout_given;
     const char *role;           /* grant-runtime ROLE */
-    int batch;                  /* rekey: rows per transaction */
+    int batch;                  /* rekey, fill-route-hashes: rows per batch */
     int force;                  /* rekey: even if no value is sealed under the key given yet */
+    int no_fill;                /* up: leave the routing hashes for fill-route-hashes */
 } options_t;
 
 static void
@@ -232,6 +234,55 @@ database_version (const plan_t *plan)
     return version;
 }
 
+/* Fills in the routing hash of rows made before migration 009 (routehash.h). up says nothing
+ * when there was nothing to do, and a failure there is a warning: the schema is applied, and the
+ * workers fill the hashes in as their sweeps meet the rows. EXIT_OK, or the exit code after
+ * reporting. */
+static int
+fill_route_hashes (PGconn *conn, int batch, int from_up)
+{
+    db_error_t err;
+    routehash_result_t result;
+    int present = 0;
+    fr_status_t st = routehash_present (conn, &present, &err);
+    if (st == FR_OK && !present) {
+        if (from_up)
+            return EXIT_OK;                     /* a schema from before 009 (--dir): nothing to fill */
+        report ("error", "table \"integrations\" has no column \"route_hash\": the database is not at migration "
+                "009 yet");
+        report ("hint", "run \"ferrule-migrate up\", which fills the routing hashes in after the migrations");
+        return EXIT_PENDING;
+    }
+    if (st == FR_OK)
+        st = routehash_fill (conn, batch, &result, &err);
+    if (st != FR_OK) {
+        if (from_up) {
+            report ("warning", "could not fill in the routing hashes of integrations made before migration 009: %s",
+                    err.message);
+            report ("hint", "the schema is applied; run \"ferrule-migrate fill-route-hashes\" later (until then "
+                    "every worker's sweep reads those rows, and fills their hashes in as it meets them)");
+            return EXIT_OK;
+        }
+        report_db_error ("could not fill in the routing hashes", &err);
+        report ("hint", "what was filled in stays so: run \"ferrule-migrate fill-route-hashes\" again to go on");
+        return exit_code_for (st);
+    }
+    if (result.filled || !from_up)
+        printf ("filled in the routing hash of %lld integration%s\n", (long long) result.filled,
+                result.filled == 1 ? "" : "s");
+    fflush (stdout);
+    if (result.remaining) {
+        report ("warning", "%lld integration%s still ha%s no routing hash: another session held %s each time it "
+                "was tried", (long long) result.remaining, result.remaining == 1 ? "" : "s",
+                result.remaining == 1 ? "s" : "ve", result.remaining == 1 ? "it" : "them");
+        report ("hint", "run \"ferrule-migrate fill-route-hashes\" again; meanwhile every worker's sweep reads %s, "
+                "and fills %s in as it meets %s", result.remaining == 1 ? "that row" : "those rows",
+                result.remaining == 1 ? "its hash" : "their hashes", result.remaining == 1 ? "it" : "them");
+        return from_up ? EXIT_OK : EXIT_OTHER;
+    }
+    return EXIT_OK;
+}
+
 static int
 cmd_up (const options_t *opts, const catalog_t *catalog)
 {
@@ -354,6 +405,14 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
                 catalog_highest (catalog));
     else
         printf ("schema is up to date at version %d\n", version);
+    fflush (stdout);
+
+    /* other runs need not wait for the fill, which is safe beside them (a failed unlock is tried
+       again below, and needs no report) */
+    if (ledger_unlock (conn, &err) == FR_OK)
+        locked = 0;
+    if (!opts->no_fill)
+        rc = fill_route_hashes (conn, opts->batch, 1);
 out:
     /* a failed unlock needs no report: closing the session releases the lock anyway */
     if (locked && conn && PQstatus (conn) == CONNECTION_OK && ledger_unlock (conn, &err) != FR_OK)
@@ -743,6 +802,18 @@ out:
     return rc;
 }
 
+static int
+cmd_fill (const options_t *opts)
+{
+    int rc = EXIT_OK;
+    PGconn *conn = connect_or_report (opts, &rc);
+    if (!conn)
+        return rc;
+    rc = fill_route_hashes (conn, opts->batch, 0);
+    PQfinish (conn);
+    return rc;
+}
+
 static void
 print_usage (FILE *out)
 {
@@ -753,8 +824,10 @@ print_usage (FILE *out)
         "  ferrule-migrate [OPTION]... COMMAND\n"
         "\n"
         "Commands:\n"
-        "  up              apply every pending migration, each in its own transaction; concurrent\n"
-        "                  runs take turns on an advisory lock, so all of them succeed\n"
+        "  up [--no-fill]  apply every pending migration, each in its own transaction; concurrent\n"
+        "                  runs take turns on an advisory lock, so all of them succeed. Then fill\n"
+        "                  in the routing hash of integrations made before migration 009\n"
+        "                  (as fill-route-hashes does), unless --no-fill\n"
         "  status [--json] list the migrations and whether each is applied\n"
         "  verify          check that every migration is applied and unchanged\n"
         "  wait            wait until every migration of this build is applied (for init containers)\n"
@@ -769,6 +842,10 @@ print_usage (FILE *out)
         "                  the service runs; resumable; exit 0 when nothing is left on an old key.\n"
         "                  Refuses a key no stored value uses yet (no worker is known to have it)\n"
         "                  unless --force\n"
+        "  fill-route-hashes [--batch=N]\n"
+        "                  fill in the routing hash of integrations made before migration 009\n"
+        "                  while the service runs, skipping rows a worker holds (tried again a\n"
+        "                  few times); idempotent; exit 1 when some stayed held\n"
         "  version         print the schema version this build needs (%d)\n"
         "  help            show this help\n"
         "\n"
@@ -781,7 +858,9 @@ print_usage (FILE *out)
         "      --json              status: print JSON\n"
         "      --timeout=SECONDS   wait: give up after this long (default %.0f); rekey: how long to\n"
         "                          retry rows a refresh has leased\n"
-        "      --batch=N           rekey: rows per transaction (default 200)\n"
+        "      --batch=N           rekey: rows per transaction (default 200); fill-route-hashes: rows\n"
+        "                          per statement (default 1000)\n"
+        "      --no-fill           up: leave the routing hashes to fill-route-hashes\n"
         "      --runtime-role=ROLE up: then set up ROLE as grant-runtime does\n"
         "                          (default: $FERRULE_RUNTIME_ROLE)\n"
         "  -h, --help              show this help\n"
@@ -791,7 +870,8 @@ print_usage (FILE *out)
         "Exit status:\n"
         "  0 done or up to date, 1 other failure, 2 usage, 5 database unreachable (wait: timed out),\n"
         "  6 applied migrations differ from the files (up refuses), 7 migrations pending\n"
-        "  (rekey: 1 when values remain on an old key)\n",
+        "  (rekey: 1 when values remain on an old key; fill-route-hashes: 1 when rows remain\n"
+        "  without a routing hash, 7 when the schema is older than 009)\n",
         FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S);
 }
 
@@ -822,6 +902,7 @@ parse_options (int argc, char **argv, options_t *opts)
         { "batch",        required_argument, NULL, 'b' },
         { "runtime-role", required_argument, NULL, 'r' },
         { "force",        no_argument,       NULL, 'f' },
+        { "no-fill",      no_argument,       NULL, 'n' },
         { "help",         no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -867,6 +948,9 @@ parse_options (int argc, char **argv, options_t *opts)
         case 'f':
             opts->force = 1;
             break;
+        case 'n':
+            opts->no_fill = 1;
+            break;
         case 'h':
             opts->command = "help";
             return EXIT_OK;
@@ -877,7 +961,7 @@ parse_options (int argc, char **argv, options_t *opts)
         }
     }
     if (optind >= argc)
-        return usage_error ("no command given: use up, status, verify, wait, grant-runtime, rekey or version");
+        return usage_error ("no command given: use up, status, verify, wait, grant-runtime, rekey, fill-route-hashes or version");
     opts->command = argv [optind++];
     if (opts->role && strcmp (opts->command, "up") != 0)
         return usage_error ("--runtime-role applies to up only; grant-runtime takes the role as its argument");
@@ -894,17 +978,22 @@ parse_options (int argc, char **argv, options_t *opts)
 
     if (strcmp (opts->command, "up") && strcmp (opts->command, "status") && strcmp (opts->command, "verify")
      && strcmp (opts->command, "wait") && strcmp (opts->command, "version") && strcmp (opts->command, "help")
-     && strcmp (opts->command, "grant-runtime") && strcmp (opts->command, "rekey"))
-        return usage_error ("unknown command \"%s\": use up, status, verify, wait, grant-runtime, rekey or version",
-                            opts->command);
+     && strcmp (opts->command, "grant-runtime") && strcmp (opts->command, "rekey")
+     && strcmp (opts->command, "fill-route-hashes"))
+        return usage_error ("unknown command \"%s\": use up, status, verify, wait, grant-runtime, rekey, "
+                            "fill-route-hashes or version", opts->command);
     if (opts->json && strcmp (opts->command, "status") != 0)
         return usage_error ("--json applies to status only");
     if (opts->timeout_given && strcmp (opts->command, "wait") != 0 && strcmp (opts->command, "rekey") != 0)
         return usage_error ("--timeout applies to wait and rekey only");
-    if ((opts->batch || opts->force) && strcmp (opts->command, "rekey") != 0)
-        return usage_error ("--batch and --force apply to rekey only");
+    if (opts->force && strcmp (opts->command, "rekey") != 0)
+        return usage_error ("--force applies to rekey only");
+    if (opts->batch && strcmp (opts->command, "rekey") != 0 && strcmp (opts->command, "fill-route-hashes") != 0)
+        return usage_error ("--batch applies to rekey and fill-route-hashes only");
+    if (opts->no_fill && strcmp (opts->command, "up") != 0)
+        return usage_error ("--no-fill applies to up only");
     if (!opts->batch)
-        opts->batch = REKEY_DEFAULT_BATCH;
+        opts->batch = strcmp (opts->command, "rekey") == 0 ? REKEY_DEFAULT_BATCH : ROUTEHASH_DEFAULT_BATCH;
     if (!opts->timeout_given)
         opts->timeout_s = WAIT_DEFAULT_TIMEOUT_S;
 
@@ -979,6 +1068,8 @@ main (int argc, char **argv)
         rc = cmd_grant_runtime (&opts);
     else if (strcmp (opts.command, "rekey") == 0)
         rc = cmd_rekey (&opts);
+    else if (strcmp (opts.command, "fill-route-hashes") == 0)
+        rc = cmd_fill (&opts);
     else
         rc = cmd_wait (&opts, catalog);
 out:

@@ -982,41 +982,37 @@ store_prepare_sql (void)
     return out;
 }
 
-/* ids as a text[] literal for "= ANY ($1::text[])" into b (mem_buf_free it); -1 when too long.
- * They are [A-Za-z0-9._:-] (checked on every request), so quotes need no escaping; they are
- * quoted all the same, because an array literal reads a bare NULL (any case) as a null. */
-int
-store_id_array (const char *const *ids, size_t n, mem_buf_t *b)
+/* Room for n ids of up to 128 characters, each quoted, and the commas and braces. */
+#define STORE_ID_ARRAY_MAX(n) ((n) * 134 + 8)
+
+pgarray_t *
+store_id_array (const char *const *ids, size_t n)
 {
-    mem_buf_init (b, n * 134 + 8);
-    int bad = mem_buf_append (b, "{", 1);
-    for (size_t i = 0; i < n && !bad; i++)
-        bad = (i && mem_buf_append (b, ",", 1)) || mem_buf_append (b, "\"", 1)
-           || mem_buf_append (b, ids [i], strlen (ids [i])) || mem_buf_append (b, "\"", 1);
-    bad = bad || mem_buf_append (b, "}", 1);
-    if (bad)
-        mem_buf_free (b);
-    return bad ? -1 : 0;
+    pgarray_t *a = pgarray_new (STORE_ID_ARRAY_MAX (n));
+    for (size_t i = 0; i < n; i++)
+        pgarray_add_text (a, ids [i]);
+    return a;
 }
 
-void
-store_route_hash (const char *id, char *out, size_t len)
+int64_t
+store_route_hash (const char *id)
 {
-    snprintf (out, len, "%" PRId64, (int64_t) ring_hash (id, strlen (id)));
+    return (int64_t) ring_hash (id, strlen (id));
 }
 
 fr_status_t
 store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
                        const void *ctx, size_t size, const char *what, char *err, size_t errlen)
 {
-    mem_buf_t b;
-    if (store_id_array (ids, n, &b) != 0) {
+    pgarray_t *a = store_id_array (ids, n);
+    fr_status_t st = FR_TOO_LARGE;
+    if (!pgarray_text (a))
         snprintf (err, errlen, "too many integrations to %s at once", what);
-        return FR_TOO_LARGE;
+    else {
+        const char *values [] = { pgarray_text (a) };
+        store_stmt_t stmt = { sql, 1, values, NULL, NULL };
+        st = store_batch_start (s, &stmt, 1, done, ctx, size, err, errlen);
     }
-    const char *values [] = { b.data };
-    store_stmt_t stmt = { sql, 1, values, NULL, NULL };
-    fr_status_t st = store_batch_start (s, &stmt, 1, done, ctx, size, err, errlen);
-    mem_buf_free (&b);                   /* sent: libpq has copied it */
+    pgarray_destroy (&a);                /* sent: libpq has copied it */
     return st;
 }

@@ -550,6 +550,9 @@ sweep_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char 
     c->fn (c->arg, st, n, NULL, NULL, 0, st == FR_OK ? NULL : err);
 }
 
+/* Room for n partition numbers (at most RING_MAX_PARTITIONS, 5 digits), the commas and braces. */
+#define STORE_PARTITIONS_MAX(n) ((n) * 11 + 8)
+
 fr_status_t
 store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn, void *arg,
                    char *err, size_t errlen)
@@ -557,8 +560,10 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
     struct sweep_params {
         char horizon [32], idle [32], lim [32], share [32], floor [32], quiet [32], parts [16], wrap [16];
         const char *values [8];
+        pgarray_t *owned;                 /* NULL: none, or the same partitions as the query before */
     } *p = mem_alloc (n * sizeof *p);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
+    const char *owned = NULL;
     for (size_t i = 0; i < n; i++) {
         snprintf (p [i].horizon, sizeof p [i].horizon, "%" PRId64, qs [i].horizon_s);
         snprintf (p [i].idle, sizeof p [i].idle, "%" PRId64, qs [i].idle_s);
@@ -569,8 +574,17 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
         snprintf (p [i].parts, sizeof p [i].parts, "%" PRIu32, qs [i].partitions);
         snprintf (p [i].wrap, sizeof p [i].wrap, "%" PRIu64,
                   qs [i].partitions ? (UINT64_MAX % qs [i].partitions + 1) % qs [i].partitions : 0);
-        int all = !qs [i].partitions || !qs [i].owned;
-        const char *values [] = { p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : qs [i].owned,
+        /* a pass's queries share one set of partitions: its literal is made once */
+        if (!qs [i].owned)
+            owned = NULL;
+        else if (!i || qs [i].owned != qs [i - 1].owned || qs [i].nowned != qs [i - 1].nowned) {
+            p [i].owned = pgarray_new (STORE_PARTITIONS_MAX (qs [i].nowned));
+            for (size_t k = 0; k < qs [i].nowned; k++)
+                pgarray_add_int (p [i].owned, qs [i].owned [k]);
+            owned = pgarray_text (p [i].owned);     /* NULL cannot happen: every partition is read then */
+        }
+        int all = !qs [i].partitions || !owned;
+        const char *values [] = { p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : owned,
                                   p [i].lim, qs [i].provider ? qs [i].provider : p [i].horizon,
                                   qs [i].provider ? p [i].idle : p [i].share, p [i].floor };
         memcpy (p [i].values, values, sizeof values);
@@ -580,6 +594,8 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
     sweep_ctx_t c = { fn, arg };
     /* libpq has copied the parameters once the statements are sent */
     fr_status_t st = store_batch_start (s, stmts, n, sweep_done, &c, sizeof c, err, errlen);
+    for (size_t i = 0; i < n; i++)
+        pgarray_destroy (&p [i].owned);
     mem_free (stmts);
     mem_free (p);
     return st;
@@ -603,35 +619,25 @@ fr_status_t
 store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_filled_fn *fn, void *arg, char *err,
                           size_t errlen)
 {
-    mem_buf_t idb, hb;
-    char h [32];
-    if (store_id_array (ids, n, &idb) != 0) {
+    pgarray_t *idb = store_id_array (ids, n);
+    pgarray_t *hb = pgarray_new (n * 22 + 8);            /* signed 64-bit decimals, commas, braces */
+    fr_status_t st = FR_TOO_LARGE;
+    for (size_t i = 0; i < n; i++)
+        pgarray_add_int (hb, store_route_hash (ids [i]));
+    if (!pgarray_text (idb) || !pgarray_text (hb))
         snprintf (err, errlen, "too many integrations to fill in at once");
-        return FR_TOO_LARGE;
+    else {
+        const char *values [] = { pgarray_text (idb), pgarray_text (hb) };
+        store_stmt_t stmt = {
+            "WITH t AS (SELECT i.id, v.h FROM integrations i JOIN unnest ($1::text[], $2::bigint[]) AS v (id, h)"
+            "  ON i.id = v.id WHERE i.route_hash IS NULL FOR UPDATE OF i SKIP LOCKED)"
+            " UPDATE integrations SET route_hash = t.h FROM t WHERE integrations.id = t.id RETURNING integrations.id",
+            2, values, NULL, NULL };
+        fill_ctx_t c = { fn, arg };
+        st = store_batch_start (s, &stmt, 1, fill_done, &c, sizeof c, err, errlen);
     }
-    mem_buf_init (&hb, n * 22 + 8);
-    int bad = mem_buf_append (&hb, "{", 1);
-    for (size_t i = 0; i < n && !bad; i++) {
-        store_route_hash (ids [i], h, sizeof h);
-        bad = (i && mem_buf_append (&hb, ",", 1)) || mem_buf_append (&hb, h, strlen (h));
-    }
-    bad = bad || mem_buf_append (&hb, "}", 1);
-    if (bad) {
-        mem_buf_free (&idb);
-        mem_buf_free (&hb);
-        snprintf (err, errlen, "too many integrations to fill in at once");
-        return FR_TOO_LARGE;
-    }
-    const char *values [] = { idb.data, hb.data };
-    store_stmt_t stmt = {
-        "WITH t AS (SELECT i.id, v.h FROM integrations i JOIN unnest ($1::text[], $2::bigint[]) AS v (id, h)"
-        "  ON i.id = v.id WHERE i.route_hash IS NULL FOR UPDATE OF i SKIP LOCKED)"
-        " UPDATE integrations SET route_hash = t.h FROM t WHERE integrations.id = t.id RETURNING integrations.id",
-        2, values, NULL, NULL };
-    fill_ctx_t c = { fn, arg };
-    fr_status_t st = store_batch_start (s, &stmt, 1, fill_done, &c, sizeof c, err, errlen);
-    mem_buf_free (&idb);                 /* sent: libpq has copied them */
-    mem_buf_free (&hb);
+    pgarray_destroy (&idb);              /* sent: libpq has copied them */
+    pgarray_destroy (&hb);
     return st;
 }
 

@@ -142,7 +142,8 @@ typedef struct {
     int64_t limit;
     int64_t quiet_ms;                     /* rows whose refresh failed within this are left out */
     uint32_t partitions;                  /* the ring's partition count; 0: rows of every partition */
-    const char *owned;                    /* the partitions to read, an integer[] literal ("{3,17}") */
+    const uint32_t *owned;                /* the partitions to read (NULL: every one) */
+    size_t nowned;
 } store_sweep_query_t;
 /* Called from store_batch_pump for every candidate of query q (in the order given, strings
  * borrowed for the call; unhashed: the row has no routing hash yet, and was read whatever its

@@ -121,7 +121,7 @@ upsert_params (store_t *s, const store_upsert_t *u, upsert_params_t *p)
     snprintf (p->key, sizeof p->key, "%" PRId32, u->key_id);
     snprintf (p->exp, sizeof p->exp, "%" PRId64, u->access_expires_at);
     snprintf (p->life, sizeof p->life, "%" PRId64, u->access_lifetime_s);
-    store_route_hash (u->id, p->hash, sizeof p->hash);
+    snprintf (p->hash, sizeof p->hash, "%" PRId64, store_route_hash (u->id));
     const char *values [] = { u->id, u->provider, p->key, (const char *) u->access_ct, u->access_ct ? p->exp : NULL,
                               (const char *) u->refresh_ct, u->refresh_ct ? u->refresh_fingerprint : NULL,
                               u->scopes ? u->scopes : "", u->requested_scopes, u->refresh_ct ? "false" : "true",

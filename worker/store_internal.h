@@ -6,6 +6,7 @@
 #include "store.h"
 #include "store_sql.h"
 #include "mem.h"
+#include "pgarray.h"
 #include <libpq-fe.h>
 
 /* Reads row r of res, in STORE_ROW_COLUMNS' order, into row. */
@@ -35,11 +36,12 @@ fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, 
 /* A batch whose end is only a status: fn (arg, FR_OK, NULL) or its failure; the rows are not read. */
 fr_status_t store_batch_start_done (store_t *s, const store_stmt_t *stmts, size_t n, store_done_fn *fn, void *arg,
                                     char *err, size_t errlen) FR_MUSTCHECK;
-/* The routing hash of id (ring_hash, common/ring.c) as the signed decimal the route_hash column
+/* The routing hash of id (ring_hash, common/ring.c) as the signed bigint the route_hash column
  * holds (migration 009). */
-void store_route_hash (const char *id, char *out, size_t len);
-/* ids as a text[] literal into b (mem_buf_free it); -1 when too long. */
-int store_id_array (const char *const *ids, size_t n, mem_buf_t *b);
+int64_t store_route_hash (const char *id);
+/* ids as a text[] literal (the caller destroys it): pgarray_text is NULL when they are too long
+ * for ids (128 characters each, checked on every request). */
+pgarray_t *store_id_array (const char *const *ids, size_t n);
 /* A batch of one statement whose $1 is ids as a text[] ("… WHERE id = ANY ($1::text[])"); what
  * names the work in the error when there are too many. */
 fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,

@@ -43,7 +43,7 @@ struct sweep {
     char **filling;             /* the ids of the fill in the database (NULL: none) */
     size_t nfilling;
     int fill_tries;             /* of those ids */
-    char *owned_text;           /* the owned partitions as an integer[] literal, for the queries */
+    uint32_t *owned_list;       /* the owned partitions' numbers (owned_count), for the queries */
     sweep_start_fn *start;
     void *start_arg;
 };
@@ -73,7 +73,7 @@ sweep_destroy (sweep_t **s_p)
     if (s_p && *s_p) {
         sweep_ids_free (&(*s_p)->fill, &(*s_p)->nfill);
         sweep_ids_free (&(*s_p)->filling, &(*s_p)->nfilling);
-        mem_free ((*s_p)->owned_text);
+        mem_free ((*s_p)->owned_list);
         mem_free ((*s_p)->owned);
         mem_free (*s_p);
         *s_p = NULL;
@@ -105,16 +105,16 @@ sweep_set_membership (sweep_t *s, const char *me, const msgpack_object *workers,
             ids [n++] = mem_strndup (o->via.str.ptr, o->via.str.size);
     }
     mem_free (s->owned);
-    mem_free (s->owned_text);
-    s->owned_text = NULL;
+    mem_free (s->owned_list);
     s->partitions = (uint32_t) partitions;
     s->owned = mem_alloc (s->partitions);
+    s->owned_list = mem_alloc (s->partitions * sizeof *s->owned_list);
     s->owned_count = 0;
     for (uint32_t p = 0; p < s->partitions; p++) {
         int o = ring_owner (p, (const char *const *) ids, n);
         if (o >= 0 && strcmp (ids [o], me) == 0) {
             s->owned [p] = 1;
-            s->owned_count++;
+            s->owned_list [s->owned_count++] = p;
         }
     }
     for (size_t i = 0; i < n; i++)
@@ -144,9 +144,9 @@ sweep_expire_membership (sweep_t *s, int64_t now_ms)
                      "its %u partitions alone until a broker assigns them again",
                      (long long) (now_ms - s->confirmed_ms), s->owned_count);
     mem_free (s->owned);
-    mem_free (s->owned_text);
+    mem_free (s->owned_list);
     s->owned = NULL;
-    s->owned_text = NULL;
+    s->owned_list = NULL;
     s->owned_count = 0;
     s->membership_hash = 0;
 }
@@ -303,31 +303,6 @@ sweep_fill (sweep_t *s, store_t *store, int64_t now_ms)
     return 1;
 }
 
-/* The owned partitions as an integer[] literal, made again when the membership changed. */
-static const char *
-sweep_owned_text (sweep_t *s)
-{
-    if (s->owned_text)
-        return s->owned_text;
-    mem_buf_t b;
-    char n [16];
-    mem_buf_init (&b, (size_t) s->partitions * 11 + 8);
-    int bad = mem_buf_append (&b, "{", 1);
-    for (uint32_t p = 0, first = 1; p < s->partitions && !bad; p++)
-        if (s->owned [p]) {
-            snprintf (n, sizeof n, "%s%" PRIu32, first ? "" : ",", p);
-            bad = mem_buf_append (&b, n, strlen (n));
-            first = 0;
-        }
-    bad = bad || mem_buf_append (&b, "}", 1);
-    if (bad) {
-        mem_buf_free (&b);
-        return NULL;                                    /* cannot happen: read every partition then */
-    }
-    s->owned_text = b.data;
-    return s->owned_text;
-}
-
 void
 sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
             sweep_start_fn *start, void *arg)
@@ -351,9 +326,8 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
      * one batch, and the loop goes on: a stalled database holds up the pass, not the worker. */
     store_sweep_query_t qs [1 + SWEEP_MAX_PROVIDERS];
     size_t nq = 0;
-    const char *owned = sweep_owned_text (s);
     qs [nq++] = (store_sweep_query_t) { s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
-                                        s->cfg.batch, s->cfg.quiet_ms, s->partitions, owned };
+                                        s->cfg.batch, s->cfg.quiet_ms, s->partitions, s->owned_list, s->owned_count };
     /* idle limits are days: asked for every FERRULE_SWEEP_IDLE_MS, not every pass, since each such
      * query reads the whole table */
     int idle = now_ms >= s->idle_next_ms;
@@ -361,7 +335,8 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
         const catalog_provider_t *p = catalog_at (catalog, k);
         if (p->refresh_token_idle_days > 0)
             qs [nq++] = (store_sweep_query_t) { 0, 0, 0, p->name, (int64_t) p->refresh_token_idle_days * 86400 / 2,
-                                                s->cfg.batch, s->cfg.quiet_ms, s->partitions, owned };
+                                                s->cfg.batch, s->cfg.quiet_ms, s->partitions, s->owned_list,
+                                                s->owned_count };
     }
     char err [512];
     s->started = s->kept = s->seen = s->throttled = 0;

@@ -10,17 +10,17 @@ static int s_created;               /* harnesses made by this process, for uniqu
 int
 hx_migrate (harness_t *self)
 {
-    if (!hx_need_binary (BIN_MIGRATE, "ferrule-hx_migrate"))
+    if (!hx_need_binary (BIN_MIGRATE, "ferrule-migrate"))
         return -1;
     env_t env;
     hx_env_from_parent (&env);
     hx_env_put (&env, "FERRULE_DATABASE_URL", self->database_url);
     char **envp = hx_env_take (&env);
     char **argv = hx_strv_of (BIN_MIGRATE, "up", "--database-url", self->database_url, NULL);
-    char *log = hx_strfmt ("%s/hx_migrate.log", self->workdir);
+    char *log = hx_strfmt ("%s/migrate.log", self->workdir);
     int status = hx_run_capture (argv, envp, log, MIGRATE_TIMEOUT_MS, NULL, NULL);
     if (status != 0)
-        hx_say ("ferrule-hx_migrate up failed (status %d): see %s", status, log);
+        hx_say ("ferrule-migrate up failed (status %d): see %s", status, log);
     mem_free (log);
     hx_strv_free (&argv);
     if (status == 0) {
@@ -29,7 +29,7 @@ hx_migrate (harness_t *self)
         log = hx_strfmt ("%s/grant-runtime.log", self->workdir);
         status = hx_run_capture (argv, envp, log, MIGRATE_TIMEOUT_MS, NULL, NULL);
         if (status != 0)
-            hx_say ("ferrule-hx_migrate grant-runtime failed (status %d): see %s", status, log);
+            hx_say ("ferrule-migrate grant-runtime failed (status %d): see %s", status, log);
         mem_free (log);
         hx_strv_free (&argv);
     }

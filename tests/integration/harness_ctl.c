@@ -125,7 +125,7 @@ harness_ctl_text (harness_t *self, int *exit_code, char **stdout_text, const cha
 int
 harness_migrate (harness_t *self, char **stdout_text, const char *arg0, ...)
 {
-    if (!hx_need_binary (BIN_MIGRATE, "ferrule-hx_migrate"))
+    if (!hx_need_binary (BIN_MIGRATE, "ferrule-migrate"))
         return -1;
     va_list ap;
     va_start (ap, arg0);
@@ -144,7 +144,7 @@ harness_migrate (harness_t *self, char **stdout_text, const char *arg0, ...)
     hx_env_put (&env, "FERRULE_ENCRYPTION_KEY", self->encryption_key);
     hx_env_apply (&env, &self->extras);
     char **envp = hx_env_take (&env);
-    char *log = hx_strfmt ("%s/hx_migrate-%s.log", self->workdir, arg0);
+    char *log = hx_strfmt ("%s/migrate-%s.log", self->workdir, arg0);
     mem_buf_t out;
     mem_buf_init (&out, OUTPUT_MAX);
     int status = hx_run_capture (argv, envp, log, MIGRATE_TIMEOUT_MS, &out, NULL);
