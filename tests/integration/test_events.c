@@ -674,6 +674,40 @@ test_policy_for_deployment_wide_ops (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
+/* Index entries and table rows of event_deliveries read so far (PostgreSQL's statistics, which
+ * each session reports within a second or so of its transactions). */
+static long long
+deliveries_read (void)
+{
+    return harness_sql_int (h, "SELECT COALESCE (sum (idx_tup_read), 0) FROM pg_stat_user_indexes"
+                               " WHERE relname = 'event_deliveries'")
+         + harness_sql_int (h, "SELECT COALESCE (seq_tup_read, 0) FROM pg_stat_user_tables"
+                               " WHERE relname = 'event_deliveries'");
+}
+
+/* 30,000 deliveries to "app" delivered a day ago. Every worker counts its endpoints' pending and
+ * failed deliveries every 5 s for the metrics; the count asked for every state but "delivered",
+ * which no index can bound, and read every delivery an endpoint ever had (they are never
+ * deleted). It now reads only the pending and failed ones. Counted in rows, not timed. */
+static void
+test_delivery_counts_do_not_read_delivered_rows (void **state)
+{
+    assert_int_equal (harness_sql (h, "WITH e AS (INSERT INTO events (type, diagnosis, endpoint, created_at)"
+                                      " SELECT 'test', 'test', 'app', now () - interval '1 day'"
+                                      " FROM generate_series (1, 30000) RETURNING seq)"
+                                      " INSERT INTO event_deliveries (event_seq, endpoint, state, first_at, next_at,"
+                                      " delivered_at) SELECT seq, 'app', 'delivered', now () - interval '1 day',"
+                                      " now () - interval '1 day', now () - interval '1 day' FROM e"), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE event_deliveries"), 0);
+    sleep (2);                      /* what was read before is reported by now */
+    long long before = deliveries_read ();
+    sleep (11);                     /* two counts of each worker's */
+    long long read = deliveries_read () - before;
+    printf ("events: %lld entries of event_deliveries read in 11 s\n", read);
+    if (read >= 30000)
+        fail_msg ("the delivery counts read the delivered rows (%lld entries in 11 s)", read);
+}
+
 int
 main (void)
 {
@@ -687,6 +721,7 @@ main (void)
         cmocka_unit_test (test_webhook_test),
         cmocka_unit_test (test_expiring_forecast),
         cmocka_unit_test (test_policy_for_deployment_wide_ops),
+        cmocka_unit_test (test_delivery_counts_do_not_read_delivered_rows),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
