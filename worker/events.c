@@ -218,7 +218,9 @@ forecast_pass (events_t *ev)
         if (store_events_forecast (ev->store, p->name, p->idle_s, (int64_t) (p->idle_s * FORECAST_SHARE),
                                    p->grant_s, (int64_t) (p->grant_s * FORECAST_SHARE), &added, err, sizeof err) != FR_OK) {
             db_failed (ev, NULL, err);
-            return;
+            if (!store_events_connected (ev->store))
+                return;
+            continue;           /* one provider's timeout (a large table) is not the others' */
         }
         if (added) {
             metrics_add (ev->m_forecasts, (uint64_t) added);

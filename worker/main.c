@@ -78,7 +78,7 @@ main (int argc, char **argv)
         { "webhook-timeout-ms", "FERRULE_WEBHOOK_TIMEOUT_MS", CONFIG_INT, &wh_timeout, "10000", 100, 120000, 0, "one webhook attempt, connection included" },
         { "webhook-lease-ms", "FERRULE_WEBHOOK_LEASE_MS", CONFIG_INT, &wh_lease, "30000", 200, 600000, 0, "a claimed delivery's lease: after a worker dies another sends the event after this; must exceed the timeout" },
         { "events-poll-ms", "FERRULE_EVENTS_POLL_MS", CONFIG_INT, &ev_poll, "1000", 10, 60000, 0, "due deliveries are looked for at least this often (new events wake the thread at once)" },
-        { "events-forecast-ms", "FERRULE_EVENTS_FORECAST_MS", CONFIG_INT, &ev_forecast, "300000", 100, 86400000, 0, "how often the expiring forecasts run" },
+        { "events-forecast-ms", "FERRULE_EVENTS_FORECAST_MS", CONFIG_INT, &ev_forecast, "3600000", 100, 86400000, 0, "how often the expiring forecasts run" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
         { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "file holding this worker's CURVE secret key (ferrulectl keygen)" },
         { "broker-public-key-file", "FERRULE_BROKER_PUBLIC_KEY_FILE", CONFIG_STRING, &broker_key_file, NULL, 0, 0, 0, "file holding the brokers' CURVE public key (pinned)" },

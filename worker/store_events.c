@@ -413,7 +413,11 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
             " WHERE i.provider = $1 AND i.status = 'active' AND i.refresh_token IS NOT NULL"
             "   AND COALESCE (i.last_refresh_at, i.created_at) < now() - make_interval (secs => $3::bigint)"
             "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:idle:' || i.id || ':' || i.generation)"
-            " ORDER BY i.id LIMIT 1000 FOR UPDATE OF i SKIP LOCKED"
+            /* no index serves the last refresh: unordered, it is one sequential read of the table
+             * (0.38 s at 2 million rows); ordered by id, a walk of the whole primary key with a
+             * random heap read per row (1.26 s, seven times the pages). Nothing needs the order:
+             * SKIP LOCKED waits for no one, and the dedupe key makes the next pass go on */
+            " LIMIT 1000 FOR UPDATE OF i SKIP LOCKED"
             " ON CONFLICT (dedupe_key) DO NOTHING",
             3, values, 0, &st, err, errlen);
         if (!res)
