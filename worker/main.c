@@ -26,7 +26,7 @@ main (int argc, char **argv)
          *old_keys = NULL, *fingerprint_key = NULL, *journal = NULL, *log_level = NULL, *http_bind = NULL;
     int64_t heartbeat_ms, min_valid, lease_ms, connect_ms, timeout_ms, max_body, drain_ms, hwm, partitions;
     int64_t idle_connections, dns_refresh_ms;
-    int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch, sweep_idle_ms;
+    int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
     int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms, db_batch_connection;
     int64_t key_stats_ms, admin_burst, admin_per_min;
@@ -66,7 +66,6 @@ main (int argc, char **argv)
         { "sweep-ms", "FERRULE_SWEEP_MS", CONFIG_INT, &sweep_ms, "30000", 100, 3600000, 0, "how often the background sweep runs" },
         { "sweep-horizon-s", "FERRULE_SWEEP_HORIZON_S", CONFIG_INT, &sweep_horizon, "300", 0, 86400, 0, "the sweep refreshes tokens expiring within this" },
         { "sweep-rate", "FERRULE_SWEEP_RATE", CONFIG_INT, &sweep_rate, "10", 1, 10000, 0, "provider calls per second per provider the sweep may start" },
-        { "sweep-idle-ms", "FERRULE_SWEEP_IDLE_MS", CONFIG_INT, &sweep_idle_ms, "600000", 1000, 86400000, 0, "how often the sweep also looks for refresh tokens left unused near their provider's idle limit" },
         { "sweep-batch", "FERRULE_SWEEP_BATCH", CONFIG_INT, &sweep_batch, "500", 1, 100000, 0, "candidates read per sweep query" },
         { "key-stats-ms", "FERRULE_KEY_STATS_MS", CONFIG_INT, &key_stats_ms, "60000", 1000, 86400000, 0, "how often the values still sealed with a retired key are counted" },
         { "admin-rate-burst", "FERRULE_ADMIN_RATE_BURST", CONFIG_INT, &admin_burst, "10", 1, 1000000, 0, "refresh and connect calls one integration may make at once" },
@@ -167,7 +166,7 @@ main (int argc, char **argv)
                             revalidate_ms, { db_statement_ms, db_lock_ms, db_connect_ms },
                             /* partitions are left alone after as long without a PING as a broker
                              * waits for HELLOs before it gives them to others */
-                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch, backoff_max, 3 * heartbeat_ms, sweep_idle_ms },
+                            { sweep_ms, sweep_horizon, sweep_rate, sweep_batch, backoff_max, 3 * heartbeat_ms },
                             fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve, db_batch_connection,
                             idle_connections, dns_refresh_ms };
     sigset_t saved;

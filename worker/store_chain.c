@@ -524,19 +524,29 @@ static const char sweep_due_sql [] =
     "   ORDER BY access_expires_at LIMIT $5::bigint)"
     ") u ORDER BY access_expires_at NULLS FIRST LIMIT $5::bigint";
 
-/* A provider's ($6) refresh tokens not refreshed for $7 seconds (it expires unused ones). No
- * index serves it (one on the last refresh would cost every refresh's commit an index entry),
- * so the sweep asks it seldom: see sweep.c. */
+/* Refresh tokens of the providers $7 not refreshed for their $8 seconds each (they expire
+ * unused ones), among the $5 rows after the id $6. No index serves the last refresh (one would
+ * cost every refresh's commit an entry): the sweep walks the table through the primary key, a
+ * chunk a pass, instead of reading all of it at once. The last row answers where the next chunk
+ * starts: the chunk's last id, or "" once the walk has reached the end. */
 static const char sweep_idle_sql [] =
-    "SELECT id, provider, route_hash FROM integrations"
-    " WHERE status = 'active' AND provider = $6"
-    "   AND COALESCE(last_refresh_at, created_at) < now() - $7::bigint * interval '1 second'"
+    /* the chunk, read in the primary key's order up to its size (so never more, whatever the
+     * planner's estimates), with what the conditions need; the refresh token as NULL or true
+     * rather than copied */
+    "WITH chunk AS (SELECT id, provider, route_hash, status, last_refresh_at, created_at, lease_expires_at,"
+    "   last_error_at, CASE WHEN refresh_token IS NOT NULL THEN true END AS refresh_token"
+    "   FROM integrations WHERE id > $6 ORDER BY id LIMIT $5::bigint)"
+    " SELECT id, provider, route_hash, NULL FROM chunk"
+    "   JOIN unnest ($7::text[], $8::bigint[]) AS l (idle_provider, idle_s) ON idle_provider = provider"
+    "  WHERE status = 'active' AND COALESCE (last_refresh_at, created_at) < now() - idle_s * interval '1 second'"
     SWEEP_ROWS_OF_MINE
-    " ORDER BY access_expires_at NULLS FIRST LIMIT $5::bigint";
+    " UNION ALL"
+    " SELECT NULL, NULL, NULL, CASE WHEN count(*) < $5::bigint THEN '' ELSE max (id) END FROM chunk";
 
 typedef struct {
     store_candidate_fn *fn;
     void *arg;
+    char *next_cursor;              /* of the idle query (a pass has at most one) */
 } sweep_ctx_t;
 
 static void
@@ -544,9 +554,16 @@ sweep_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char 
 {
     sweep_ctx_t *c = arg;
     for (size_t q = 0; st == FR_OK && q < n; q++)
-        for (int i = 0; results [q] && i < PQntuples (results [q]); i++)
+        for (int i = 0; results [q] && i < PQntuples (results [q]); i++) {
+            if (PQnfields (results [q]) > 3 && !PQgetisnull (results [q], i, 3)) {
+                /* the idle query's cursor row */
+                if (c->next_cursor)
+                    snprintf (c->next_cursor, STORE_CURSOR_LEN, "%s", PQgetvalue (results [q], i, 3));
+                continue;
+            }
             c->fn (c->arg, FR_OK, q, PQgetvalue (results [q], i, 0), PQgetvalue (results [q], i, 1),
                    PQgetisnull (results [q], i, 2), NULL);
+        }
     c->fn (c->arg, st, n, NULL, NULL, 0, st == FR_OK ? NULL : err);
 }
 
@@ -558,15 +575,17 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
                    char *err, size_t errlen)
 {
     struct sweep_params {
-        char horizon [32], idle [32], lim [32], share [32], floor [32], quiet [32], parts [16], wrap [16];
+        char horizon [32], lim [32], share [32], floor [32], quiet [32], parts [16], wrap [16];
         const char *values [8];
         pgarray_t *owned;                 /* NULL: none, or the same partitions as the query before */
+        pgarray_t *providers, *idle_s;
     } *p = mem_alloc (n * sizeof *p);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
     const char *owned = NULL;
+    sweep_ctx_t c = { fn, arg, NULL };
+    fr_status_t st = FR_OK;
     for (size_t i = 0; i < n; i++) {
         snprintf (p [i].horizon, sizeof p [i].horizon, "%" PRId64, qs [i].horizon_s);
-        snprintf (p [i].idle, sizeof p [i].idle, "%" PRId64, qs [i].idle_s);
         snprintf (p [i].lim, sizeof p [i].lim, "%" PRId64, qs [i].limit);
         snprintf (p [i].share, sizeof p [i].share, "%.4f", qs [i].lifetime_share);
         snprintf (p [i].floor, sizeof p [i].floor, "%" PRId64, qs [i].floor_s);
@@ -584,18 +603,36 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
             owned = pgarray_text (p [i].owned);     /* NULL cannot happen: every partition is read then */
         }
         int all = !qs [i].partitions || !owned;
-        const char *values [] = { p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : owned,
-                                  p [i].lim, qs [i].provider ? qs [i].provider : p [i].horizon,
-                                  qs [i].provider ? p [i].idle : p [i].share, p [i].floor };
+        if (qs [i].nidle) {
+            /* provider names are catalog keys (checked when the catalog is read) */
+            p [i].providers = pgarray_new (qs [i].nidle * 134 + 8);
+            p [i].idle_s = pgarray_new (qs [i].nidle * 21 + 8);
+            for (size_t k = 0; k < qs [i].nidle; k++) {
+                pgarray_add_text (p [i].providers, qs [i].idle_providers [k]);
+                pgarray_add_int (p [i].idle_s, qs [i].idle_s [k]);
+            }
+            if (!pgarray_text (p [i].providers) || !pgarray_text (p [i].idle_s)) {
+                snprintf (err, errlen, "the sweep's provider names are too long");
+                st = FR_TOO_LARGE;
+                goto out;
+            }
+            c.next_cursor = qs [i].next_cursor;
+        }
+        const char *values [] = { p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : owned, p [i].lim,
+                                  qs [i].nidle ? qs [i].cursor : p [i].horizon,
+                                  qs [i].nidle ? pgarray_text (p [i].providers) : p [i].share,
+                                  qs [i].nidle ? pgarray_text (p [i].idle_s) : p [i].floor };
         memcpy (p [i].values, values, sizeof values);
-        stmts [i] = qs [i].provider ? (store_stmt_t) { sweep_idle_sql, 7, p [i].values, NULL, NULL }
-                                    : (store_stmt_t) { sweep_due_sql, 8, p [i].values, NULL, NULL };
+        stmts [i] = (store_stmt_t) { qs [i].nidle ? sweep_idle_sql : sweep_due_sql, 8, p [i].values, NULL, NULL };
     }
-    sweep_ctx_t c = { fn, arg };
     /* libpq has copied the parameters once the statements are sent */
-    fr_status_t st = store_batch_start (s, stmts, n, sweep_done, &c, sizeof c, err, errlen);
-    for (size_t i = 0; i < n; i++)
+    st = store_batch_start (s, stmts, n, sweep_done, &c, sizeof c, err, errlen);
+out:
+    for (size_t i = 0; i < n; i++) {
         pgarray_destroy (&p [i].owned);
+        pgarray_destroy (&p [i].providers);
+        pgarray_destroy (&p [i].idle_s);
+    }
     mem_free (stmts);
     mem_free (p);
     return st;

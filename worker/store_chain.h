@@ -4,6 +4,7 @@
 #ifndef FERRULE_STORE_CHAIN_H
 #define FERRULE_STORE_CHAIN_H
 #include "store.h"
+#include "ident.h"
 
 /* One row of an integration's chain, as history and doctor report it. */
 typedef struct store_chain_row {
@@ -131,14 +132,21 @@ fr_status_t store_release_own_leases_start (store_t *s, store_released_fn *fn, v
                                             size_t errlen) FR_MUSTCHECK;
 /* Integrations that need the sweep: active, with a refresh token, no live lease, and either
  * expiring within their own horizon (horizon_s, but never more than lifetime_share of the token's
- * lifetime, nor less than floor_s), or (provider given) not refreshed for idle_s. At most limit
- * rows per query. */
+ * lifetime, nor less than floor_s): at most limit rows; or (nidle > 0) of one of the providers
+ * idle_providers and not refreshed for its idle_s, among the limit rows that follow the id
+ * cursor in the primary key's order (no index serves the last refresh: the table is walked a
+ * bounded chunk a query). The query's answer writes where the next one starts to next_cursor
+ * (STORE_CURSOR_LEN bytes; "" when the walk reached the end and starts over). */
+#define STORE_CURSOR_LEN (IDENT_MAX + 1)
 typedef struct {
     int64_t horizon_s;
     double lifetime_share;
     int64_t floor_s;
-    const char *provider;                 /* set: that provider's idle refresh tokens instead */
-    int64_t idle_s;
+    const char *const *idle_providers;
+    const int64_t *idle_s;
+    size_t nidle;
+    const char *cursor;
+    char *next_cursor;
     int64_t limit;
     int64_t quiet_ms;                     /* rows whose refresh failed within this are left out */
     uint32_t partitions;                  /* the ring's partition count; 0: rows of every partition */

@@ -12,6 +12,7 @@
 #define SWEEP_MAX_PROVIDERS 128
 #define SWEEP_BUSY_RETRY_MS 100     /* every connection had a batch in flight: try again this soon */
 #define SWEEP_BACKLOG_MS    1000    /* a pass that left due work behind: the next one this soon */
+#define SWEEP_IDLE_CHUNK    10000   /* rows a pass reads of the walk for idle refresh tokens */
 #define SWEEP_FILL_MAX      1000    /* rows without a routing hash remembered for filling in */
 #define SWEEP_FILL_TRIES    3       /* a fill that skipped rows held by another session: tried again */
 #define SWEEP_FILL_AGAIN_MS 500     /* ... after this */
@@ -30,7 +31,8 @@ struct sweep {
     uint64_t membership_hash;   /* to notice changes without recomputing */
     int64_t confirmed_ms;       /* the last PING's time (monotonic) */
     int64_t next_ms;
-    int64_t idle_next_ms;       /* the next pass at or after this asks for idle tokens too (0: the first) */
+    char idle_cursor [STORE_CURSOR_LEN];    /* the walk for idle refresh tokens: after this id ("" the start) */
+    char idle_next [STORE_CURSOR_LEN];      /* ... where the pass in flight says the next chunk starts */
     sweep_bucket_t buckets [SWEEP_MAX_PROVIDERS];
     size_t nbuckets;
     int in_flight;              /* a pass's queries are in the database */
@@ -220,8 +222,8 @@ sweep_one (sweep_t *s, const char *id, const char *provider, int keepalive, int6
     return sweep_owns (s, id) ? start (arg, id, provider, keepalive, now_ms) : 0;
 }
 
-/* A pass's answers, from the loop (store_batch_pump): query 0 finds what expires, the others
- * the idle refresh tokens of one provider each. */
+/* A pass's answers, from the loop (store_batch_pump): query 0 finds what expires, query 1 (when
+ * a provider has an idle limit) the idle refresh tokens in the next chunk of the walk. */
 static void
 sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *provider, int unhashed,
              const char *err)
@@ -245,6 +247,8 @@ sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *pr
     s->in_flight = 0;
     if (st != FR_OK)
         log_warning (NULL, NULL, "sweep: %s", err);
+    else
+        memcpy (s->idle_cursor, s->idle_next, sizeof s->idle_cursor);
     /* due work left behind (the providers' budgets ran out, or a full page of which this worker
      * started some): the next pass comes as soon as the budgets have refilled, not a whole
      * interval later, so the sweep keeps up with FERRULE_SWEEP_RATE instead of one burst a pass.
@@ -324,29 +328,37 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
     /* the queries apply sweep_horizon to every row: the same bounds, in SQL; then, for providers
      * that expire unused refresh tokens, those not refreshed for half the idle limit. They go as
      * one batch, and the loop goes on: a stalled database holds up the pass, not the worker. */
-    store_sweep_query_t qs [1 + SWEEP_MAX_PROVIDERS];
+    store_sweep_query_t qs [2];
     size_t nq = 0;
-    qs [nq++] = (store_sweep_query_t) { s->cfg.horizon_s, SWEEP_LIFETIME_SHARE, sweep_floor_s (s), NULL, 0,
-                                        s->cfg.batch, s->cfg.quiet_ms, s->partitions, s->owned_list, s->owned_count };
-    /* idle limits are days: asked for every FERRULE_SWEEP_IDLE_MS, not every pass, since each such
-     * query reads the whole table */
-    int idle = now_ms >= s->idle_next_ms;
-    for (size_t k = 0; idle && k < catalog_count (catalog) && nq < sizeof qs / sizeof qs [0]; k++) {
+    qs [nq++] = (store_sweep_query_t) { .horizon_s = s->cfg.horizon_s, .lifetime_share = SWEEP_LIFETIME_SHARE,
+                                        .floor_s = sweep_floor_s (s), .limit = s->cfg.batch,
+                                        .quiet_ms = s->cfg.quiet_ms, .partitions = s->partitions,
+                                        .owned = s->owned_list, .nowned = s->owned_count };
+    /* and the next chunk of the walk for refresh tokens unused for half their provider's idle limit */
+    const char *idle_names [SWEEP_MAX_PROVIDERS];
+    int64_t idle_s [SWEEP_MAX_PROVIDERS];
+    size_t nidle = 0;
+    for (size_t k = 0; k < catalog_count (catalog) && nidle < SWEEP_MAX_PROVIDERS; k++) {
         const catalog_provider_t *p = catalog_at (catalog, k);
-        if (p->refresh_token_idle_days > 0)
-            qs [nq++] = (store_sweep_query_t) { 0, 0, 0, p->name, (int64_t) p->refresh_token_idle_days * 86400 / 2,
-                                                s->cfg.batch, s->cfg.quiet_ms, s->partitions, s->owned_list,
-                                                s->owned_count };
+        if (p->refresh_token_idle_days > 0) {
+            idle_names [nidle] = p->name;
+            idle_s [nidle++] = (int64_t) p->refresh_token_idle_days * 86400 / 2;
+        }
     }
+    if (nidle)
+        qs [nq++] = (store_sweep_query_t) { .idle_providers = idle_names, .idle_s = idle_s, .nidle = nidle,
+                                            .cursor = s->idle_cursor, .next_cursor = s->idle_next,
+                                            .limit = SWEEP_IDLE_CHUNK, .quiet_ms = s->cfg.quiet_ms,
+                                            .partitions = s->partitions, .owned = s->owned_list,
+                                            .nowned = s->owned_count };
     char err [512];
     s->started = s->kept = s->seen = s->throttled = 0;
     s->start = start;
     s->start_arg = arg;
+    snprintf (s->idle_next, sizeof s->idle_next, "%s", s->idle_cursor);   /* unless the pass answers */
     if (store_sweep_start (store, qs, nq, sweep_found, s, err, sizeof err) != FR_OK) {
         log_warning (NULL, NULL, "sweep: %s", err);
         return;
     }
     s->in_flight = 1;
-    if (idle)
-        s->idle_next_ms = now_ms + s->cfg.idle_ms;
 }

@@ -16,7 +16,6 @@ typedef struct {
     int64_t batch;              /* candidates read per query */
     int64_t quiet_ms;           /* an integration whose refresh failed is left out this long */
     int64_t membership_ms;      /* partitions no broker's PING confirmed this long are left alone */
-    int64_t idle_ms;            /* how often a pass also asks for idle refresh tokens (no index serves it) */
 } sweep_config_t;
 
 sweep_t *sweep_new (const sweep_config_t *cfg);

@@ -36,7 +36,6 @@ setup (void **state)
     harness_set_env (h, "FERRULE_PROVIDERS_FILE", path);
     harness_set_env (h, "FERRULE_SWEEP_MS", "300");
     harness_set_env (h, "FERRULE_SWEEP_HORIZON_S", "120");
-    harness_set_env (h, "FERRULE_SWEEP_IDLE_MS", "1000");      /* idle tokens looked for every second */
     harness_set_env (h, "FERRULE_BREAKER_MIN_FAILURES", "3");
     harness_set_env (h, "FERRULE_BREAKER_OPEN_MS", "1500");
     harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "0");

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <jansson.h>
 #include "clock.h"
 #include "itest.h"
 #include "ring.h"
@@ -23,7 +24,7 @@ static harness_t *h;
 static int
 start_with (const char *name, int nworkers, ...)
 {
-    h = harness_new (name);
+    h = h ? h : harness_new (name);         /* made already when a setup changed its providers */
     if (!h)
         return -1;
     va_list ap;
@@ -61,13 +62,27 @@ setup_two (void **state)
                        "FERRULE_SWEEP_RATE", "100", NULL);
 }
 
-/* One worker, a sweep every 300 ms, and no count of values on retired keys meanwhile (it reads
- * the whole table, on purpose, once a minute by default). */
+/* One worker, a sweep every 300 ms, fakebox's refresh tokens expiring after 60 idle days, and
+ * no count of values on retired keys meanwhile (it reads the whole table, on purpose, once a
+ * minute by default). */
 static int
 setup_large (void **state)
 {
-    return start_with ("sweep_large", 1, "FERRULE_SWEEP_MS", "300", "FERRULE_SWEEP_HORIZON_S", "120",
-                       "FERRULE_KEY_STATS_MS", "86400000", NULL);
+    char path [4096];
+    h = harness_new ("sweep_large");
+    if (!h)
+        return -1;
+    snprintf (path, sizeof path, "%s/providers-idle.json", harness_workdir (h));
+    json_t *p = json_load_file (harness_providers_file (h), 0, NULL);
+    if (!p)
+        return -1;
+    json_object_set_new (json_object_get (p, "fakebox"), "refresh_token_idle_days", json_integer (60));
+    int bad = json_dump_file (p, path, JSON_INDENT (2));
+    json_decref (p);
+    if (bad)
+        return -1;
+    return start_with ("sweep_large", 1, "FERRULE_PROVIDERS_FILE", path, "FERRULE_SWEEP_MS", "300",
+                       "FERRULE_SWEEP_HORIZON_S", "120", "FERRULE_KEY_STATS_MS", "86400000", NULL);
 }
 
 static int
@@ -224,10 +239,12 @@ table_rows_scanned (void)
     return harness_sql_int (h, "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'integrations'");
 }
 
-/* 200,000 integrations none of which is due, one that is, and a pass every 300 ms. The sweep's
- * query bounded each row by its own horizon, which no index can use: every pass read the whole
- * table (on 2 million rows, a parallel sequential scan of 0.85 s, every pass of every worker). It
- * now reads the expiry index up to the global horizon. Counted in rows, not timed. */
+/* 200,000 integrations none of which is due, one that is, one whose refresh token has sat
+ * unused for 31 of fakebox's 60 idle days, and a pass every 300 ms. The sweep's query bounded
+ * each row by its own horizon, which no index can use: every pass read the whole table (on 2
+ * million rows, a parallel sequential scan of 0.85 s, every pass of every worker), and so did
+ * its query for idle tokens, per provider. It now reads the expiry index up to the global
+ * horizon, and walks the primary key for idle tokens a chunk a pass. Counted in rows, not timed. */
 static void
 test_sweep_reads_the_expiry_index_not_the_table (void **state)
 {
@@ -244,6 +261,15 @@ test_sweep_reads_the_expiry_index_not_the_table (void **state)
            && clock_mono_ms () < until)
         usleep (100000);
     assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'due:box'"), 2);
+    /* after every bulk row in the walk's order: found once the walk has gone through them */
+    import ("zidle:box", "fake-at-idle", "3600");
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET created_at = now () - interval '31 days'"
+                                      " WHERE id = 'zidle:box'"), 0);
+    until = clock_mono_ms () + 30000;
+    while (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'zidle:box'") < 2
+           && clock_mono_ms () < until)
+        usleep (200000);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'zidle:box'"), 2);
 
     sleep (2);                      /* what the passes before read is reported by now */
     long long before = table_rows_scanned ();
