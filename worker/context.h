@@ -130,6 +130,7 @@ typedef struct worker {
     int64_t keystats_integrations;  /* keystats.c: the last count, valid when keystats_counted */
     int64_t keystats_connects;
     int     keystats_counted;
+    int     keystats_warned;        /* keystats.c: a failed count was logged as a warning */
     struct ratelimit *admin_rate;   /* ratelimit.c: refresh and connect per integration */
 } worker_t;
 #endif

@@ -15,9 +15,20 @@ on_old_keys (void *arg, fr_status_t st, int64_t integrations, int64_t connects, 
     worker_t *w = arg;
     w->keystats_counting = 0;
     if (st != FR_OK) {
-        log_debug (NULL, NULL, "could not count values on retired keys: %s", err);
+        /* a database that is away says so elsewhere; a count that keeps failing while it answers
+         * (a statement timeout: the count reads the whole table) leaves the gauge stale, once said */
+        if (!store_connected (w->store) || w->keystats_warned)
+            log_debug (NULL, NULL, "could not count values on retired keys: %s", err);
+        else {
+            log_warning (NULL, NULL, "could not count values on retired keys: %s", err);
+            log_info (NULL, NULL, "hint: the count reads the whole integrations table, within the loop's statement timeout "
+                      "(FERRULE_DB_STATEMENT_TIMEOUT_MS); on a table too large for it, \"ferrule-migrate rekey\" "
+                      "re-seals them and says how many there were, without that limit");
+            w->keystats_warned = 1;
+        }
         return;
     }
+    w->keystats_warned = 0;
     w->keystats_integrations = integrations;
     w->keystats_connects = connects;
     w->keystats_counted = 1;
