@@ -674,21 +674,26 @@ test_policy_for_deployment_wide_ops (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
-/* Index entries and table rows of event_deliveries read so far (PostgreSQL's statistics, which
- * each session reports within a second or so of its transactions). */
+/* Index entries (of index name, or of the table's sequential scans when name is NULL) of
+ * event_deliveries read so far (PostgreSQL's statistics, which each session reports within a
+ * second or so of its transactions). */
 static long long
-deliveries_read (void)
+deliveries_read_by (const char *name)
 {
-    return harness_sql_int (h, "SELECT COALESCE (sum (idx_tup_read), 0) FROM pg_stat_user_indexes"
-                               " WHERE relname = 'event_deliveries'")
-         + harness_sql_int (h, "SELECT COALESCE (seq_tup_read, 0) FROM pg_stat_user_tables"
-                               " WHERE relname = 'event_deliveries'");
+    char sql [256];
+    if (!name)
+        return harness_sql_int (h, "SELECT COALESCE (seq_tup_read, 0) FROM pg_stat_user_tables"
+                                   " WHERE relname = 'event_deliveries'");
+    snprintf (sql, sizeof sql, "SELECT COALESCE (sum (idx_tup_read), 0) FROM pg_stat_user_indexes"
+                               " WHERE relname = 'event_deliveries' AND indexrelname = '%s'", name);
+    return harness_sql_int (h, sql);
 }
 
 /* 30,000 deliveries to "app" delivered a day ago. Every worker counts its endpoints' pending and
  * failed deliveries every 5 s for the metrics; the count asked for every state but "delivered",
  * which no index can bound, and read every delivery an endpoint ever had (they are never
- * deleted). It now reads only the pending and failed ones. Counted in rows, not timed. */
+ * deleted). It now reads only the pending and failed ones. No other periodic statement may read
+ * them either (the fan-out, see below). Counted in rows, not timed. */
 static void
 test_delivery_counts_do_not_read_delivered_rows (void **state)
 {
@@ -698,12 +703,24 @@ test_delivery_counts_do_not_read_delivered_rows (void **state)
                                       " INSERT INTO event_deliveries (event_seq, endpoint, state, first_at, next_at,"
                                       " delivered_at) SELECT seq, 'app', 'delivered', now () - interval '1 day',"
                                       " now () - interval '1 day', now () - interval '1 day' FROM e"), 0);
+    /* both analyzed: with the statistics from before the insert, the fan-out's NOT EXISTS became
+     * a hash anti-join that read the whole table at every pass (4.9 million rows in 11 s, in a
+     * run beside other tests, before autovacuum got to it); the fan-out no longer has one */
     assert_int_equal (harness_sql (h, "ANALYZE event_deliveries"), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE events"), 0);
     sleep (2);                      /* what was read before is reported by now */
-    long long before = deliveries_read ();
+    const char *names [] = { NULL, "event_deliveries_pkey", "event_deliveries_due", "event_deliveries_queue",
+                             "event_deliveries_by_endpoint", "event_deliveries_delivered" };
+    enum { N = sizeof names / sizeof names [0] };
+    long long before [N], read = 0;
+    for (int i = 0; i < N; i++)
+        before [i] = deliveries_read_by (names [i]);
     sleep (11);                     /* two counts of each worker's */
-    long long read = deliveries_read () - before;
-    printf ("events: %lld entries of event_deliveries read in 11 s\n", read);
+    for (int i = 0; i < N; i++) {
+        long long d = deliveries_read_by (names [i]) - before [i];
+        printf ("events: %lld entries read from %s in 11 s\n", d, names [i] ? names [i] : "the table's sequential scans");
+        read += d;
+    }
     if (read >= 30000)
         fail_msg ("the delivery counts read the delivered rows (%lld entries in 11 s)", read);
 }
