@@ -533,12 +533,12 @@ static const char sweep_idle_sql [] =
     /* the chunk, read in the primary key's order up to its size (so never more, whatever the
      * planner's estimates), with what the conditions need; the refresh token as NULL or true
      * rather than copied */
-    "WITH chunk AS (SELECT id, provider, route_hash, status, last_refresh_at, created_at, lease_expires_at,"
+    "WITH chunk AS (SELECT id, provider, route_hash, status, " STORE_IDLE_SINCE " AS idle_since, lease_expires_at,"
     "   last_error_at, CASE WHEN refresh_token IS NOT NULL THEN true END AS refresh_token"
     "   FROM integrations WHERE id > $6 ORDER BY id LIMIT $5::bigint)"
     " SELECT id, provider, route_hash, NULL FROM chunk"
     "   JOIN unnest ($7::text[], $8::bigint[]) AS l (idle_provider, idle_s) ON idle_provider = provider"
-    "  WHERE status = 'active' AND COALESCE (last_refresh_at, created_at) < now() - idle_s * interval '1 second'"
+    "  WHERE status = 'active' AND idle_since < now() - idle_s * interval '1 second'"
     SWEEP_ROWS_OF_MINE
     " UNION ALL"
     " SELECT NULL, NULL, NULL, CASE WHEN count(*) < $5::bigint THEN '' ELSE max (id) END FROM chunk";

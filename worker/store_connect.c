@@ -86,9 +86,9 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     " u AS (" \
     "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at," \
     "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing," \
-    "    access_lifetime_s, route_hash)" \
+    "    access_lifetime_s, route_hash, connected_at)" \
     "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1," \
-    "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer, $16::bigint)" \
+    "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer, $16::bigint, now())" \
     "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active'," \
     "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token," \
     "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token," \
@@ -97,7 +97,7 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     "    requested_scopes = COALESCE(EXCLUDED.requested_scopes, integrations.requested_scopes)," \
     "    refresh_token_missing = EXCLUDED.refresh_token_missing, scope_report = NULL, scope_report_at = NULL," \
     "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL," \
-    "    access_lifetime_s = EXCLUDED.access_lifetime_s, route_hash = EXCLUDED.route_hash," \
+    "    access_lifetime_s = EXCLUDED.access_lifetime_s, route_hash = EXCLUDED.route_hash, connected_at = now()," \
     "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
     "  RETURNING generation)," \
     " c AS (" \

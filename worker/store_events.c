@@ -407,13 +407,13 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
             "INSERT INTO events (type, integration_id, provider, diagnosis, generation, detail, expires_at, dedupe_key)"
             " SELECT 'expiring', i.id, i.provider, 'refresh_token_idle', i.generation,"
             "   format ('the refresh token was last used %s; %s ends refresh tokens unused for %s days, and the"
-            " keep-alive could not refresh it', to_char (COALESCE (i.last_refresh_at, i.created_at),"
+            " keep-alive could not refresh it', to_char (" STORE_IDLE_SINCE_OF ("i.") ","
             " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), i.provider, $2::bigint / 86400),"
-            "   COALESCE (i.last_refresh_at, i.created_at) + make_interval (secs => $2::bigint),"
+            "   " STORE_IDLE_SINCE_OF ("i.") " + make_interval (secs => $2::bigint),"
             "   'expiring:idle:' || i.id || ':' || i.generation"
             " FROM integrations i"
             " WHERE i.provider = $1 AND i.status = 'active' AND i.refresh_token IS NOT NULL"
-            "   AND COALESCE (i.last_refresh_at, i.created_at) < now() - make_interval (secs => $3::bigint)"
+            "   AND " STORE_IDLE_SINCE_OF ("i.") " < now() - make_interval (secs => $3::bigint)"
             "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:idle:' || i.id || ':' || i.generation)"
             /* no index serves the last refresh: unordered, it is one sequential read of the table
              * (0.38 s at 2 million rows); ordered by id, a walk of the whole primary key with a

@@ -109,4 +109,11 @@
     "SELECT generation, pg_notify('" STORE_NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c" \
     ""
 
+/* Since when an integration's refresh token has gone unused: its last refresh, or the start of
+ * its current grant when none came since (connected_at, migration 011; created_at for grants
+ * stored before it). p: the table's alias and a dot, or "". */
+#define STORE_IDLE_SINCE_OF(p) \
+    "GREATEST (COALESCE (" p "last_refresh_at, " p "created_at), COALESCE (" p "connected_at, " p "created_at))"
+#define STORE_IDLE_SINCE STORE_IDLE_SINCE_OF ("")
+
 #endif

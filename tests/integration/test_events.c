@@ -569,7 +569,8 @@ test_expiring_forecast (void **state)
     import ("fresh:box", "fakebox");
     import ("testing:google", "fakegoogle");
     assert_int_equal (harness_sql (h, "UPDATE integrations SET last_refresh_at = now() - interval '50 days',"
-                                      " created_at = now() - interval '50 days' WHERE id = 'idle:box'"), 0);
+                                      " created_at = now() - interval '50 days', connected_at = now() - interval '50 days'"
+                                      " WHERE id = 'idle:box'"), 0);
     /* the chain is append-only even for its owner: the test lifts that for one backdated row */
     assert_int_equal (harness_sql (h, "BEGIN; ALTER TABLE token_chain DISABLE TRIGGER token_chain_no_update;"
                                       " UPDATE token_chain SET at = now() - interval '7 days 1 hour'"

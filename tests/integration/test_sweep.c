@@ -263,8 +263,8 @@ test_sweep_reads_the_expiry_index_not_the_table (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'due:box'"), 2);
     /* after every bulk row in the walk's order: found once the walk has gone through them */
     import ("zidle:box", "fake-at-idle", "3600");
-    assert_int_equal (harness_sql (h, "UPDATE integrations SET created_at = now () - interval '31 days'"
-                                      " WHERE id = 'zidle:box'"), 0);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET created_at = now () - interval '31 days',"
+                                      " connected_at = now () - interval '31 days' WHERE id = 'zidle:box'"), 0);
     until = clock_mono_ms () + 30000;
     while (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'zidle:box'") < 2
            && clock_mono_ms () < until)
