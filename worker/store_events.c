@@ -194,20 +194,20 @@ run (store_events_t *se, const char *what, const char *sql, int n, const char *c
     return res;
 }
 
-/* PostgreSQL's text array literal of simple words (event types, endpoint names). */
+/* A text[] literal of event types or endpoint names (mem_free it), made by the one builder
+ * (common/pgarray.h) with room for any of them escaped, so that it is never cut short. */
 static char *
 text_array (const char *const *items, size_t n)
 {
-    size_t cap = 3;
+    size_t cap = 8;
     for (size_t i = 0; i < n; i++)
-        cap += strlen (items [i]) + 3;
-    char *out = mem_alloc (cap);
-    size_t pos = 0;
-    out [pos++] = '{';
+        cap += 2 * strlen (items [i]) + 3;
+    pgarray_t *a = pgarray_new (cap);
     for (size_t i = 0; i < n; i++)
-        pos += (size_t) snprintf (out + pos, cap - pos, "%s\"%s\"", i ? "," : "", items [i]);
-    out [pos++] = '}';
-    out [pos] = '\0';
+        pgarray_add_text (a, items [i]);
+    assert (pgarray_text (a));
+    char *out = mem_strdup (pgarray_text (a));
+    pgarray_destroy (&a);
     return out;
 }
 

@@ -196,57 +196,6 @@ test_sweep_refreshes_before_expiry (void **state)
     free (rt);
 }
 
-/* A grant connected again after a long break starts a new idle period: its refresh token is new.
- * The idle clock read the old grant's last refresh (or the integration's first creation), so the
- * sweep refreshed a freshly reconnected integration at once, taking it for one left unused for
- * 40 of fakebox's 60 idle days (and the forecast could warn of its expiry). */
-static void
-test_reconnect_restarts_the_idle_clock (void **state)
-{
-    int rc;
-    char *rt = itest_grant (h, "fakebox", NULL);
-    json_t *r = harness_ctl (h, &rc, "import", "--integration", "back:box", "--provider", "fakebox",
-                             "--refresh-token", rt, "--access-token", "fake-at-first", "--expires-in", "3600", NULL);
-    assert_int_equal (rc, 0);
-    json_decref (r);
-    free (rt);
-    /* its last refresh 40 days ago, and broken since (the sweep leaves it alone) */
-    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect', created_at = now() - "
-                                      "interval '41 days', last_refresh_at = now() - interval '40 days'"
-                                      " WHERE id = 'back:box'"), 0);
-    rt = itest_grant (h, "fakebox", NULL);
-    r = harness_ctl (h, &rc, "import", "--integration", "back:box", "--provider", "fakebox",
-                     "--refresh-token", rt, "--access-token", "fake-at-again", "--expires-in", "3600", NULL);
-    assert_int_equal (rc, 0);
-    json_decref (r);
-    free (rt);
-    long long generation = generation_of ("back:box");
-    usleep (3000000);                                  /* ten passes of the sweep */
-    assert_int_equal (generation_of ("back:box"), generation);
-    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'back:box'"
-                                          " AND outcome = 'refreshed'"), 0);
-}
-
-static void
-test_sweep_keeps_idle_tokens_alive (void **state)
-{
-    int rc;
-    char *rt = itest_grant (h, "fakebox", NULL);
-    json_t *r = harness_ctl (h, &rc, "import", "--integration", "idle:box", "--provider", "fakebox",
-                             "--refresh-token", rt, "--access-token", "fake-at-imported", "--expires-in", "3600", NULL);
-    assert_int_equal (rc, 0);
-    json_decref (r);
-    usleep (800000);
-    assert_int_equal (generation_of ("idle:box"), 1);       /* a valid token is left alone ... */
-    /* ... until its refresh token has sat unused for half the provider's 60-day idle limit */
-    harness_sql (h, "UPDATE integrations SET created_at = now() - interval '31 days', connected_at = now() - interval '31 days'"
-                    " WHERE id = 'idle:box'");
-    assert_int_equal (wait_generation ("idle:box", 2, 8000), 2);
-    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'idle:box'"
-                                          " AND outcome = 'refreshed'"), 1);
-    free (rt);
-}
-
 /* Imports with an access token valid for an hour, so that the sweep leaves it alone and only
  * an explicit refresh calls the provider. */
 static void
@@ -259,6 +208,40 @@ import_long_lived (const char *id, const char *provider)
     assert_int_equal (rc, 0);
     json_decref (r);
     free (rt);
+}
+
+/* A grant connected again after a long break starts a new idle period: its refresh token is new.
+ * The idle clock read the old grant's last refresh (or the integration's first creation), so the
+ * sweep refreshed a freshly reconnected integration at once, taking it for one left unused for
+ * 40 of fakebox's 60 idle days (and the forecast could warn of its expiry). */
+static void
+test_reconnect_restarts_the_idle_clock (void **state)
+{
+    import_long_lived ("back:box", "fakebox");
+    /* its last refresh 40 days ago, and broken since (the sweep leaves it alone) */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect', created_at = now() - "
+                                      "interval '41 days', last_refresh_at = now() - interval '40 days'"
+                                      " WHERE id = 'back:box'"), 0);
+    import_long_lived ("back:box", "fakebox");      /* a new grant */
+    long long generation = generation_of ("back:box");
+    usleep (3000000);                                  /* ten passes of the sweep */
+    assert_int_equal (generation_of ("back:box"), generation);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'back:box'"
+                                          " AND outcome = 'refreshed'"), 0);
+}
+
+static void
+test_sweep_keeps_idle_tokens_alive (void **state)
+{
+    import_long_lived ("idle:box", "fakebox");
+    usleep (800000);
+    assert_int_equal (generation_of ("idle:box"), 1);       /* a valid token is left alone ... */
+    /* ... until its refresh token has sat unused for half the provider's 60-day idle limit */
+    harness_sql (h, "UPDATE integrations SET created_at = now() - interval '31 days', connected_at = now() - interval '31 days'"
+                    " WHERE id = 'idle:box'");
+    assert_int_equal (wait_generation ("idle:box", 2, 8000), 2);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'idle:box'"
+                                          " AND outcome = 'refreshed'"), 1);
 }
 
 static void
