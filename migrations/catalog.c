@@ -2,6 +2,7 @@
 #include "catalog.h"
 #include "embedded.h"
 #include "mem.h"
+#include "sqlsplit.h"
 #include <dirent.h>
 #include <errno.h>
 #include <openssl/evp.h>
@@ -61,7 +62,8 @@ static int
 catalog_add (catalog_t *self, int version, const char *name, char *sql, size_t len,
              char *err, size_t errlen)
 {
-    catalog_entry_t entry = { .version = version, .sql = sql, .len = len };
+    catalog_entry_t entry = { .version = version, .sql = sql, .len = len,
+                              .no_transaction = sqlsplit_no_transaction (sql, len) };
     size_t label_size = strlen (name) + 8;
     int rc = -1;
 

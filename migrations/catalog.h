@@ -13,6 +13,8 @@ typedef struct {
     char *sql;                  /* the file's bytes, NUL-terminated */
     size_t len;
     char checksum [65];         /* sha-256 of the bytes, lower-case hex */
+    int no_transaction;         /* first line SQLSPLIT_NO_TRANSACTION: statement by statement, no
+                                   transaction (CREATE INDEX CONCURRENTLY) */
 } catalog_entry_t;
 
 typedef struct catalog_t catalog_t;

@@ -49,6 +49,19 @@ db_on_notice (void *arg, const PGresult *res)
         log_info (NULL, NULL, "the database server said%s%s: %s", *about ? " while applying " : "", about, text);
 }
 
+void
+db_note (const char *fmt, ...)
+{
+    char text [1024];
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (text, sizeof text, fmt, ap);
+    va_end (ap);
+    const char *about = s_notices_about ? s_notices_about : "";
+    fprintf (stderr, "ferrule-migrate: notice: %s%s%s\n", about, *about ? ": " : "", text);
+    log_info (NULL, NULL, "%s%s%s", about, *about ? ": " : "", text);
+}
+
 /* A conninfo string or URI, as opposed to a bare database name. */
 static int
 db_is_conninfo (const char *url)

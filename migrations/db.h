@@ -29,6 +29,9 @@ PGconn *db_connect (const char *url, int timeout_ms, db_error_t *err) FR_MUSTCHE
  * that outlives the work; NULL: nothing in particular). db_connect routes them to stderr in the
  * tool's words, naming this, and to the log, instead of libpq's bare "NOTICE:  ..." lines. */
 void db_notices_about (const char *what);
+/* A notice of ferrule-migrate's own about what it does to the schema, in the same words and to the
+ * same places as the server's notices (naming the migration db_notices_about set). */
+void db_note (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
 /* Fills err from a failed result (res may be NULL: then from the session's last error). */
 void db_error_from_result (db_error_t *err, const PGresult *res, PGconn *conn);
 /* An error of ferrule-migrate's own, not the server's. */

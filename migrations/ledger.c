@@ -2,6 +2,8 @@
 #include "ledger.h"
 #include "clock.h"
 #include "mem.h"
+#include "sqlsplit.h"
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -210,16 +212,182 @@ out:
 }
 
 
+/* Records the migration in schema_migrations, in the session's transaction if one is open. */
+static fr_status_t
+ledger_record (PGconn *conn, const catalog_entry_t *migration, const char *applied_by, long elapsed_ms,
+               db_error_t *err)
+{
+    char version [16], ms [24];
+    snprintf (version, sizeof version, "%d", migration->version);
+    snprintf (ms, sizeof ms, "%ld", elapsed_ms);
+    const char *params [] = { version, migration->name, migration->checksum, applied_by, ms };
+    PGresult *res = PQexecParams (conn,
+        "INSERT INTO schema_migrations (version, name, checksum, applied_by, execution_ms)"
+        " VALUES ($1::integer, $2, $3, $4, $5::integer)", 5, NULL, params, NULL, NULL, 0);
+    fr_status_t st = PQresultStatus (res) == PGRES_COMMAND_OK ? FR_OK : ledger_failed (err, res, conn);
+    PQclear (res);
+    return st;
+}
+
+/* Characters (not bytes: the server counts characters) in sql's first off bytes. */
+static int
+ledger_chars (const char *sql, size_t off)
+{
+    int chars = 0;
+    for (size_t i = 0; i < off; i++)
+        if (((unsigned char) sql [i] & 0xc0) != 0x80)
+            chars++;
+    return chars;
+}
+
+/* Skips blanks, then the word w (any case) followed by a blank; NULL when it is not there. */
+static const char *
+ledger_word (const char *p, const char *w)
+{
+    while (isspace ((unsigned char) *p))
+        p++;
+    size_t n = strlen (w);
+    if (strncasecmp (p, w, n) != 0 || !isspace ((unsigned char) p [n]))
+        return NULL;
+    return p + n;
+}
+
+/* The index a statement "CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS name" builds, into name
+ * (an unquoted, maybe schema-qualified name); 0 for any other statement. */
+static int
+ledger_concurrent_index (const char *stmt, char *name, size_t size)
+{
+    const char *p = ledger_word (stmt, "CREATE");
+    if (p && ledger_word (p, "UNIQUE"))
+        p = ledger_word (p, "UNIQUE");
+    if (!p || !(p = ledger_word (p, "INDEX")) || !(p = ledger_word (p, "CONCURRENTLY")) || !(p = ledger_word (p, "IF"))
+        || !(p = ledger_word (p, "NOT")) || !(p = ledger_word (p, "EXISTS")))
+        return 0;
+    while (isspace ((unsigned char) *p))
+        p++;
+    size_t n = 0;
+    while (p [n] && (isalnum ((unsigned char) p [n]) || p [n] == '_' || p [n] == '.' || p [n] == '$'))
+        n++;
+    if (n == 0 || n >= size || !isspace ((unsigned char) p [n]))
+        return 0;
+    memcpy (name, p, n);
+    name [n] = '\0';
+    return 1;
+}
+
+/* A CREATE INDEX CONCURRENTLY that fails (a duplicate for a unique index, a cancel, a lost
+ * session) leaves its index behind, marked invalid: never used, yet kept up to date by every write.
+ * "IF NOT EXISTS" would then skip it for good, so before building an index that exists invalid,
+ * drop it. The migration lock keeps any other ferrule-migrate from building it meanwhile. */
+static fr_status_t
+ledger_drop_invalid_index (PGconn *conn, const char *stmt, db_error_t *err)
+{
+    char name [200], drop [260];
+    if (!ledger_concurrent_index (stmt, name, sizeof name))
+        return FR_OK;
+    const char *params [] = { name };
+    PGresult *res = PQexecParams (conn,
+        "SELECT NOT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass ($1)", 1, NULL, params, NULL, NULL, 0);
+    fr_status_t st = FR_OK;
+    if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+        st = ledger_failed (err, res, conn);
+        goto out;
+    }
+    if (PQntuples (res) == 1 && strcmp (PQgetvalue (res, 0, 0), "t") == 0) {
+        db_note ("dropping index \"%s\", left invalid by a build that did not finish, to build it again", name);
+        snprintf (drop, sizeof drop, "DROP INDEX CONCURRENTLY IF EXISTS %s", name);
+        st = db_exec (conn, drop, err);
+    }
+out:
+    PQclear (res);
+    return st;
+}
+
+/* A migration marked SQLSPLIT_NO_TRANSACTION: each statement sent on its own, committed as it
+ * ends, so that CREATE INDEX CONCURRENTLY can build an index on a table the workers write to
+ * without holding their writes for the whole build. A failure leaves the statements before it
+ * applied and the migration unrecorded; the next up runs it all again, so every statement must be
+ * safe to repeat (IF NOT EXISTS, IF EXISTS). */
+static fr_status_t
+ledger_apply_each (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
+                   long *elapsed_ms, int *committed, db_error_t *err)
+{
+    PGresult *res = NULL;
+    char *text = NULL;
+    fr_status_t st = FR_OK;
+    sqlsplit_stmt_t s;
+    const char *open = NULL;
+    size_t pos = 0;
+    int r;
+
+    /* the whole file is read first: one left open must not run half */
+    while ((r = sqlsplit_next (migration->sql, migration->len, &pos, &s, &open)) > 0)
+        ;
+    if (r < 0) {
+        db_error_printf (err, "it ends inside %s", open);
+        err->position = ledger_chars (migration->sql, s.start) + 1;
+        snprintf (err->hint, sizeof err->hint, "close it");
+        return FR_INTERNAL;
+    }
+    int64_t start = clock_mono_ms ();
+    pos = 0;
+    while (sqlsplit_next (migration->sql, migration->len, &pos, &s, &open) > 0) {
+        text = mem_strndup (migration->sql + s.start, s.len);
+        st = ledger_drop_invalid_index (conn, text, err);
+        if (st != FR_OK)
+            goto out;
+        res = PQexec (conn, text);
+        ExecStatusType rs = PQresultStatus (res);
+        if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
+            db_error_printf (err, "it runs COPY with STDIN or STDOUT, which ferrule-migrate cannot feed");
+            snprintf (err->hint, sizeof err->hint, "load data with INSERT statements instead");
+            st = FR_INTERNAL;
+            goto out;
+        }
+        if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK && rs != PGRES_EMPTY_QUERY) {
+            st = ledger_failed (err, res, conn);
+            /* the server counts from the statement's start; the report counts from the file's */
+            err->position = ledger_chars (migration->sql, s.start) + (err->position ? err->position : 1);
+            goto out;
+        }
+        if (PQtransactionStatus (conn) != PQTRANS_IDLE) {
+            db_error_printf (err, "it opened a transaction, which a migration marked \"%s\" must not do",
+                             SQLSPLIT_NO_TRANSACTION + 3);
+            err->position = ledger_chars (migration->sql, s.start) + 1;
+            snprintf (err->hint, sizeof err->hint, "remove BEGIN from the file, or the first line to run it in one");
+            st = FR_INTERNAL;
+            db_error_t ignored;
+            if (db_exec (conn, "ROLLBACK", &ignored) != FR_OK) {
+                /* closing the session ends it */
+            }
+            goto out;
+        }
+        PQclear (res);
+        res = NULL;
+        mem_free (text);
+        text = NULL;
+        (*committed)++;
+    }
+    *elapsed_ms = (long) (clock_mono_ms () - start);
+    st = ledger_record (conn, migration, applied_by, *elapsed_ms, err);
+out:
+    PQclear (res);
+    mem_free (text);
+    return st;
+}
+
 fr_status_t
 ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
-              long *elapsed_ms, db_error_t *err)
+              long *elapsed_ms, int *committed, db_error_t *err)
 {
     PGresult *res = NULL;
     fr_status_t st = FR_OK;
     int in_transaction = 0;
     int64_t start;
-    char version [16], ms [24];
 
+    *committed = 0;
+    if (migration->no_transaction)
+        return ledger_apply_each (conn, migration, applied_by, elapsed_ms, committed, err);
     st = db_exec (conn, "BEGIN", err);
     if (st != FR_OK)
         goto out;
@@ -253,18 +421,9 @@ ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applie
         goto out;
     }
 
-    snprintf (version, sizeof version, "%d", migration->version);
-    snprintf (ms, sizeof ms, "%ld", *elapsed_ms);
-    const char *params [] = { version, migration->name, migration->checksum, applied_by, ms };
-    res = PQexecParams (conn,
-        "INSERT INTO schema_migrations (version, name, checksum, applied_by, execution_ms)"
-        " VALUES ($1::integer, $2, $3, $4, $5::integer)", 5, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus (res) != PGRES_COMMAND_OK) {
-        st = ledger_failed (err, res, conn);
+    st = ledger_record (conn, migration, applied_by, *elapsed_ms, err);
+    if (st != FR_OK)
         goto out;
-    }
-    PQclear (res);
-    res = NULL;
 
     in_transaction = 0;
     st = db_exec (conn, "COMMIT", err);

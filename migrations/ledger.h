@@ -46,7 +46,11 @@ fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Runs the migration and records it in one transaction; on failure rolls back. elapsed_ms is the
  * time the migration's SQL took. A server error from the migration itself keeps its position, which
  * counts characters from the start of the file. FR_CONFIGURATION when the file ended the transaction
- * itself: then its changes may be committed without their row. */
+ * itself: then its changes may be committed without their row.
+ * A migration marked no-transaction (catalog_entry_t) runs statement by statement, each committed
+ * as it ends, and is recorded after the last: on failure the *committed statements before the
+ * failed one stay applied, and an index a failed CREATE INDEX CONCURRENTLY IF NOT EXISTS
+ * left invalid is dropped before that statement runs again. */
 fr_status_t ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
-                          long *elapsed_ms, db_error_t *err) FR_MUSTCHECK;
+                          long *elapsed_ms, int *committed, db_error_t *err) FR_MUSTCHECK;
 #endif

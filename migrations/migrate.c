@@ -339,8 +339,9 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         if (item->state != PLAN_PENDING)
             continue;
         long ms = 0;
+        int committed = 0;
         db_notices_about (item->migration->label);
-        st = ledger_apply (conn, item->migration, applied_by, &ms, &err);
+        st = ledger_apply (conn, item->migration, applied_by, &ms, &committed, &err);
         db_notices_about (NULL);
         if (st != FR_OK) {
             char what [512];
@@ -354,6 +355,14 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
                 report ("hint", "the connection was lost: check the database, then run ferrule-migrate up again");
             else if (st == FR_CONFIGURATION)
                 ;                                   /* not rolled back: the hint already says what to do */
+            else if (item->migration->no_transaction && committed)
+                report (NULL, "%s is not recorded, and runs without a transaction: the %d statement%s before the "
+                        "failed one stay%s applied; fix it, then run ferrule-migrate up again, which runs all of it "
+                        "again (each of its statements must be safe to repeat)", item->migration->label, committed,
+                        committed == 1 ? "" : "s", committed == 1 ? "s" : "");
+            else if (item->migration->no_transaction)
+                report (NULL, "%s is not recorded and none of it is applied: fix it, then run ferrule-migrate up "
+                        "again", item->migration->label);
             else
                 report (NULL, "%s was rolled back%s: fix it, then run ferrule-migrate up again", item->migration->label,
                         applied ? ", the migrations before it stay applied" : "");

@@ -280,6 +280,92 @@ else
 fi
 rm "$WORK/dir/$NOISY.sql"
 
+# --- a migration whose first line is "-- ferrule-migrate: no-transaction" runs statement by
+# statement: CREATE INDEX CONCURRENTLY works, and while it waits for a transaction that wrote to
+# the table, other writers go on (a plain CREATE INDEX would queue them behind it)
+CONC=$(printf '%03d_concurrent' $((HIGHEST + 1)))
+UNIQ=$(printf '%03d_unique' $((HIGHEST + 2)))
+psql_db -c "CREATE TABLE migrate_test_conc (a int, b text);
+            INSERT INTO migrate_test_conc SELECT g, 'x' FROM generate_series (1, 1000) g" >/dev/null \
+    || fail "could not make the table the concurrent build reads"
+printf '%s\n' '-- ferrule-migrate: no-transaction' '-- a comment; with a semicolon' \
+    'CREATE INDEX CONCURRENTLY IF NOT EXISTS migrate_test_conc_a ON migrate_test_conc (a);' '' \
+    "COMMENT ON INDEX migrate_test_conc_a IS 'built; concurrently';" >"$WORK/dir/$CONC.sql"
+psql_db -c "BEGIN; INSERT INTO migrate_test_conc VALUES (0, 'open'); SELECT pg_sleep (4); COMMIT" >/dev/null 2>&1 &
+HOLDER=$!
+for _ in $(seq 50); do
+    [ "$(psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep (4)%' AND state = 'active'
+                     AND pid <> pg_backend_pid ()")" = 1 ] && break
+    sleep 0.1
+done
+migrate --dir "$WORK/dir" up >"$WORK/conc.out" 2>"$WORK/conc.err" &
+UPC=$!
+WAITING=0
+for _ in $(seq 30); do
+    WAITING=$(psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%'
+                          AND wait_event_type = 'Lock'")
+    [ "$WAITING" = 1 ] && break
+    sleep 0.1
+done
+[ "$WAITING" = 1 ] && pass "the concurrent build waits for the open transaction" \
+    || fail "no CREATE INDEX CONCURRENTLY was seen waiting for the open transaction"
+out=$(psql_db -c "SET lock_timeout = '1s'; INSERT INTO migrate_test_conc VALUES (-1, 'during') RETURNING a" 2>&1)
+[ "$out" = -1 ] && pass "a writer is not held while the index is built" || fail "a writer during the build: $out"
+wait "$HOLDER"
+wait "$UPC"; RCC=$?
+if [ "$RCC" -eq 0 ]; then
+    pass "up applies a migration marked no-transaction"
+else
+    fail "up with $CONC exited $RCC"
+    sed 's/^/    /' "$WORK/conc.out" "$WORK/conc.err" >&2
+fi
+[ "$(psql_db -c "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass ('migrate_test_conc_a')")" = t ] \
+    && pass "its index is built and valid" || fail "index migrate_test_conc_a is missing or invalid"
+[ "$(psql_db -c "SELECT obj_description ('migrate_test_conc_a'::regclass)")" = "built; concurrently" ] \
+    && pass "a ';' in a string or a comment ends no statement" || fail "the comment on the index is not the file's"
+[ "$(psql_db -c "SELECT count(*) FROM schema_migrations WHERE version = $((HIGHEST + 1))")" = 1 ] \
+    && pass "it is recorded once its last statement ran" || fail "$CONC is not recorded"
+
+# --- a concurrent build that fails leaves an invalid index behind; the next up drops it and
+# builds it again, instead of skipping it for good because it "exists"
+printf '%s\n' '-- ferrule-migrate: no-transaction' \
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS migrate_test_conc_b ON migrate_test_conc (b);" \
+    "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS migrate_test_conc_u ON migrate_test_conc (a);" >"$WORK/dir/$UNIQ.sql"
+psql_db -c "INSERT INTO migrate_test_conc VALUES (1, 'a duplicate')" >/dev/null
+expect_exit 1 "up with a unique index over a duplicate" migrate --dir "$WORK/dir" up
+expect_in "$WORK/err" "$UNIQ\\.sql failed at line 3: could not create unique index \"migrate_test_conc_u\"" \
+    "the failure names the file and the line of the statement"
+expect_in "$WORK/err" "$UNIQ is not recorded, and runs without a transaction: the 1 statement before the failed one stays applied; fix it, then run ferrule-migrate up again" \
+    "it says the statement before it stays applied, and what to do"
+[ "$(psql_db -c "SELECT string_agg (c.relname || '=' || i.indisvalid, ',' ORDER BY c.relname) FROM pg_index i
+                 JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname IN ('migrate_test_conc_b', 'migrate_test_conc_u')")" \
+  = "migrate_test_conc_b=true,migrate_test_conc_u=false" ] \
+    && pass "the failed build left its index invalid, the one before it valid" \
+    || fail "after the failed build: $(psql_db -c "SELECT string_agg (relname, ',') FROM pg_class WHERE relname LIKE 'migrate_test_conc%'")"
+psql_db -c "DELETE FROM migrate_test_conc WHERE b = 'a duplicate'" >/dev/null
+expect_exit 0 "up again after the duplicate is gone" migrate --dir "$WORK/dir" up
+expect_in "$WORK/err" "^ferrule-migrate: notice: $UNIQ: dropping index \"migrate_test_conc_u\", left invalid by a build that did not finish, to build it again\$" \
+    "up says it drops the invalid index"
+[ "$(psql_db -c "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass ('migrate_test_conc_u')")" = t ] \
+    && pass "the index is built again, valid" || fail "migrate_test_conc_u is still invalid or missing"
+if grep -q 'dropping index "migrate_test_conc_b"' "$WORK/err"; then
+    fail "up dropped a valid index"
+else
+    pass "the valid index was kept"
+fi
+
+# --- a no-transaction migration that ends inside a quote runs nothing
+OPEN=$(printf '%03d_open' $((HIGHEST + 3)))
+printf '%s\n' '-- ferrule-migrate: no-transaction' 'CREATE TABLE migrate_test_open (a int);' \
+    "COMMENT ON TABLE migrate_test_open IS 'never closed;" >"$WORK/dir/$OPEN.sql"
+expect_exit 1 "up with a no-transaction migration left open" migrate --dir "$WORK/dir" up
+expect_in "$WORK/err" "$OPEN\\.sql failed at line 3: it ends inside a quoted string" "the failure says what was left open, and where"
+expect_in "$WORK/err" "$OPEN is not recorded and none of it is applied" "it says nothing was applied"
+[ "$(psql_db -c "SELECT to_regclass ('migrate_test_open') IS NULL")" = t ] \
+    && pass "none of its statements ran" || fail "a statement before the open quote ran"
+rm "$WORK/dir/$CONC.sql" "$WORK/dir/$UNIQ.sql" "$WORK/dir/$OPEN.sql"
+psql_db -c "DELETE FROM schema_migrations WHERE version > $HIGHEST; DROP TABLE migrate_test_conc" >/dev/null
+
 # --- an edited file is drift
 printf -- '-- an edit\n' >>"$WORK/dir/$FIRST.sql"
 expect_exit 6 "verify --dir with an edited file" migrate --dir "$WORK/dir" verify
