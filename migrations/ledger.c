@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+#define LEDGER_LOCK_POLL_MS 200   /* between tries of a busy migration lock */
+
 struct ledger_t {
     ledger_row_t *rows;
     size_t size;
@@ -154,21 +156,27 @@ ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err)
 {
     const char *params [] = { LEDGER_LOCK_KEY };
     fr_status_t st = FR_OK;
-    PGresult *res = PQexecParams (conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, params, NULL, NULL, 0);
-
-    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
-        st = ledger_failed (err, res, conn);
-        goto out;
+    PGresult *res = NULL;
+    /* tried again and again rather than waited for in pg_advisory_lock: a statement that waits
+     * holds a snapshot, and the CREATE INDEX CONCURRENTLY of the run that holds the lock waits for
+     * every snapshot older than its own: the two would wait on each other until the server's
+     * deadlock check ended one of them */
+    for (int tries = 0;; tries++) {
+        res = PQexecParams (conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
+            st = ledger_failed (err, res, conn);
+            break;
+        }
+        if (strcmp (PQgetvalue (res, 0, 0), "t") == 0)
+            break;
+        if (tries == 0 && on_wait)
+            on_wait ();
+        PQclear (res);
+        res = NULL;
+        struct timespec pause = { 0, LEDGER_LOCK_POLL_MS * 1000000L };
+        while (nanosleep (&pause, &pause) != 0 && errno == EINTR)
+            ;
     }
-    if (strcmp (PQgetvalue (res, 0, 0), "t") == 0)
-        goto out;
-    if (on_wait)
-        on_wait ();
-    PQclear (res);
-    res = PQexecParams (conn, "SELECT pg_advisory_lock($1::bigint)", 1, NULL, params, NULL, NULL, 0);
-    if (PQresultStatus (res) != PGRES_TUPLES_OK)
-        st = ledger_failed (err, res, conn);
-out:
     PQclear (res);
     return st;
 }

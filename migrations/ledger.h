@@ -38,7 +38,7 @@ const ledger_row_t *ledger_find (const ledger_t *self, int version);
 int ledger_highest (const ledger_t *self);
 
 /* Takes the advisory lock on this session. When another session holds it, calls on_wait (may be
- * NULL) and then waits as long as it takes. */
+ * NULL) and then tries again every 200 ms, as long as it takes, holding no snapshot meanwhile. */
 fr_status_t ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err) FR_MUSTCHECK;
 fr_status_t ledger_unlock (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Creates schema_migrations when it is missing. Call with the lock held. */

@@ -483,7 +483,9 @@ store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, ch
     return store_batch_start (s, &stmt, 1, released_done, &c, sizeof c, err, errlen);
 }
 
-/* The sweep's queries. Both read the expiry index (integrations_access_expiry) in order and stop
+/* The sweep's queries. Both read the expiry index (integrations_refreshable_expiry, migration 012,
+ * which holds only the rows with a refresh token: "refresh_token IS NOT NULL" below is what lets
+ * the planner use it) in order and stop
  * at the page's end or at a bound the index can use, never the whole table: a pass runs every
  * few seconds on every worker, and with millions of rows a full scan per query would make the
  * sweep the database's main load. Their common conditions use $1 to $5:

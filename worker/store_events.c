@@ -438,12 +438,19 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
             " must connect again', to_char (g.at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), i.provider, $2::bigint / 86400),"
             "   g.at + make_interval (secs => $2::bigint),"
             "   'expiring:grant:' || i.id || ':' || g.seq"
-            " FROM integrations i CROSS JOIN LATERAL (SELECT c.seq, c.at FROM token_chain c"
-            "   WHERE c.integration_id = i.id AND c.outcome IN ('imported', 'connected') ORDER BY c.seq DESC LIMIT 1) g"
-            " WHERE i.provider = $1 AND i.status = 'active'"
+            /* from the grants that began in the window (token_chain_grants_by_time, migration 012),
+             * not from every integration of the provider: a grant past twice its limit is long
+             * dead (its refresh has failed and said so), and its integration's latest grant is
+             * the only one that counts (token_chain_grants) */
+            " FROM token_chain g JOIN integrations i ON i.id = g.integration_id"
+            " WHERE g.outcome IN ('imported', 'connected')"
             "   AND g.at < now() - make_interval (secs => $3::bigint)"
+            "   AND g.at > now() - make_interval (secs => 2 * $2::bigint)"
+            "   AND i.provider = $1 AND i.status = 'active'"
+            "   AND NOT EXISTS (SELECT 1 FROM token_chain c WHERE c.integration_id = g.integration_id"
+            "                   AND c.outcome IN ('imported', 'connected') AND c.seq > g.seq)"
             "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:grant:' || i.id || ':' || g.seq)"
-            " ORDER BY i.id LIMIT 1000 FOR UPDATE OF i SKIP LOCKED"
+            " ORDER BY g.at LIMIT 1000 FOR UPDATE OF i SKIP LOCKED"
             " ON CONFLICT (dedupe_key) DO NOTHING",
             3, values, 0, &st, err, errlen);
         if (!res)
