@@ -15,9 +15,17 @@
 #include "clock.h"
 #include "log.h"
 #include "mem.h"
+#include <inttypes.h>
 #include <string.h>
 
 #define RECOVERY_RETRY_MS 1000
+/* The leases' release reads the table a range of blocks at a time, sized to take about a quarter
+ * of the statement timeout: doubled after a range that took less than an eighth, halved after one
+ * that took more than half, quartered after a failure (a statement timeout on a slow or busy
+ * server), within these bounds. */
+#define RELEASE_BLOCKS_MIN 16                   /* 128 kB */
+#define RELEASE_BLOCKS_FIRST 512
+#define RELEASE_BLOCKS_MAX 16384                /* 128 MB */
 
 typedef enum { RECOVERY_REPLAY, RECOVERY_RELEASE, RECOVERY_DONE } recovery_step_t;
 
@@ -35,12 +43,19 @@ struct recovery {
     int failed;                     /* a record of this pass was not settled */
     int in_flight;                  /* a batch of ours is out */
     int64_t due_ms;                 /* no step before this */
+    int64_t release_from;           /* the release's next range of the table's blocks */
+    int64_t release_blocks;         /* and its size */
+    int64_t release_sent_ms;        /* when the range's batch went out */
+    char **released_ids, **released_providers;  /* what the ranges so far released */
+    size_t nreleased;
 };
 
 recovery_t *
 recovery_new (void)
 {
-    return mem_alloc (sizeof (recovery_t));
+    recovery_t *r = mem_alloc (sizeof (recovery_t));
+    r->release_blocks = RELEASE_BLOCKS_FIRST;
+    return r;
 }
 
 static void
@@ -69,6 +84,12 @@ recovery_destroy (recovery_t **r_p)
 {
     if (r_p && *r_p) {
         recovery_forget_pass (*r_p);
+        for (size_t i = 0; i < (*r_p)->nreleased; i++) {
+            mem_free ((*r_p)->released_ids [i]);
+            mem_free ((*r_p)->released_providers [i]);
+        }
+        mem_free ((*r_p)->released_ids);
+        mem_free ((*r_p)->released_providers);
         mem_free (*r_p);
         *r_p = NULL;
     }
@@ -205,34 +226,58 @@ recover_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char 
 }
 
 static void
-released (void *arg, fr_status_t st, char **ids, char **providers, size_t n, const char *err)
+released (void *arg, fr_status_t st, char **ids, char **providers, size_t n, int64_t table_blocks, const char *err)
 {
     worker_t *w = arg;
     recovery_t *r = w->recovery;
     r->in_flight = 0;
+    int64_t now = clock_mono_ms (), took = now - r->release_sent_ms, timeout = w->cfg.db.statement_timeout_ms;
     if (st != FR_OK) {
-        log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry", err);
-        r->due_ms = clock_mono_ms () + RECOVERY_RETRY_MS;
+        /* from the same range, a smaller one: the ones before it stay released; at once when the
+         * database is still there (the range did not fit the timeout), else a second later */
+        r->release_blocks = r->release_blocks / 4 > RELEASE_BLOCKS_MIN ? r->release_blocks / 4 : RELEASE_BLOCKS_MIN;
+        log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry from block %" PRId64
+                     ", %" PRId64 " blocks at a time", err, r->release_from, r->release_blocks);
+        r->due_ms = store_connected (w->store) ? now : now + RECOVERY_RETRY_MS;
         return;
     }
-    r->step = RECOVERY_DONE;
-    w->started_db = 1;
-    if (n > 0)
-        log_warning (NULL, NULL, "released %zu refresh leases of an earlier run of this worker: those refreshes "
-                     "were interrupted", n);
-    for (size_t i = 0; i < n; i++) {
-        /* a provider with a reuse grace still accepts the refresh token the interrupted call spent,
-         * for a short while: refresh now to recover the chain inside it */
-        const catalog_provider_t *p = catalog_find (w->catalog, providers [i]);
-        if (p && p->reuse_grace_seconds > 0) {
-            log_info (ids [i], NULL, "refreshing at once to recover the chain within %s's reuse grace", p->name);
-            loads_park (w, NULL, NULL, ids [i], recover_loaded, 0, 0);
-        }
-        mem_free (ids [i]);
-        mem_free (providers [i]);
+    if (n > 0) {
+        r->released_ids = mem_realloc (r->released_ids, (r->nreleased + n) * sizeof *r->released_ids);
+        r->released_providers = mem_realloc (r->released_providers, (r->nreleased + n) * sizeof *r->released_providers);
+        memcpy (r->released_ids + r->nreleased, ids, n * sizeof *ids);
+        memcpy (r->released_providers + r->nreleased, providers, n * sizeof *providers);
+        r->nreleased += n;
     }
     mem_free (ids);
     mem_free (providers);
+    r->release_from += r->release_blocks;
+    if (took * 8 < timeout && r->release_blocks < RELEASE_BLOCKS_MAX)
+        r->release_blocks *= 2;
+    else if (took * 2 > timeout && r->release_blocks > RELEASE_BLOCKS_MIN)
+        r->release_blocks /= 2;
+    if (r->release_from < table_blocks)
+        return;                                 /* the next range, at the next tick */
+    r->step = RECOVERY_DONE;
+    w->started_db = 1;
+    if (r->nreleased > 0)
+        log_warning (NULL, NULL, "released %zu refresh leases of an earlier run of this worker: those refreshes "
+                     "were interrupted", r->nreleased);
+    for (size_t i = 0; i < r->nreleased; i++) {
+        /* a provider with a reuse grace still accepts the refresh token the interrupted call spent,
+         * for a short while: refresh now to recover the chain inside it */
+        const catalog_provider_t *p = catalog_find (w->catalog, r->released_providers [i]);
+        if (p && p->reuse_grace_seconds > 0) {
+            log_info (r->released_ids [i], NULL, "refreshing at once to recover the chain within %s's reuse grace",
+                      p->name);
+            loads_park (w, NULL, NULL, r->released_ids [i], recover_loaded, 0, 0);
+        }
+        mem_free (r->released_ids [i]);
+        mem_free (r->released_providers [i]);
+    }
+    mem_free (r->released_ids);
+    mem_free (r->released_providers);
+    r->released_ids = r->released_providers = NULL;
+    r->nreleased = 0;
 }
 
 /* The replay's next step: a new pass over the journal, the pass's next record, or its end. */
@@ -284,7 +329,8 @@ recovery_tick (worker_t *w, int64_t now)
         else
         if (r->step == RECOVERY_RELEASE) {
             r->in_flight = 1;
-            if (store_release_own_leases_start (s, released, w, err, sizeof err) != FR_OK) {
+            r->release_sent_ms = now;
+            if (store_release_own_leases_start (s, r->release_from, r->release_blocks, released, w, err, sizeof err) != FR_OK) {
                 r->in_flight = 0;
                 log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry", err);
                 r->due_ms = now + RECOVERY_RETRY_MS;

@@ -460,27 +460,42 @@ released_done (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
     released_ctx_t *c = arg;
     char **ids = NULL, **providers = NULL;
     size_t count = 0;
-    if (st == FR_OK && n == 1)
+    int64_t blocks = 0;
+    if (st == FR_OK && n == 2 && PQntuples (results [1]) == 1) {
         store_take_pairs (results [0], &ids, &providers, &count);
-    c->fn (c->arg, st, ids, providers, count, st == FR_OK ? NULL : err);
+        blocks = store_int_at (results [1], 0, 0);
+    }
+    else if (st == FR_OK) {
+        st = FR_INTERNAL;
+        err = "the release's batch returned no size of the table";
+    }
+    c->fn (c->arg, st, ids, providers, count, blocks, st == FR_OK ? NULL : err);
 }
 
 fr_status_t
-store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, char *err, size_t errlen)
+store_release_own_leases_start (store_t *s, int64_t from, int64_t count, store_released_fn *fn, void *arg, char *err,
+                                size_t errlen)
 {
-    const char *values [] = { store_worker_id (s) };
-    store_stmt_t stmt = {
-        "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_id = NULL,"
-        "    lease_expires_at = NULL, interrupted_generation = generation"
-        "  WHERE lease_owner = $1 RETURNING id, provider, generation),"
-        " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
-        "  SELECT id, generation, $1, 'interrupted', 'worker \"' || $1 || '\" stopped during this refresh and"
-        " found its lease when it started again: if the provider call had gone out, the provider may have rotated"
-        " the refresh token' FROM u)"
-        "SELECT id, provider FROM u",
-        1, values, NULL, NULL };
+    char lo [40], hi [40];
+    snprintf (lo, sizeof lo, "(%" PRId64 ",0)", from);
+    snprintf (hi, sizeof hi, "(%" PRId64 ",0)", from + count);
+    const char *values [] = { store_worker_id (s), lo, hi };
+    /* a range of the table's blocks (a TID range scan): a row leased by this worker id is written by
+     * no one else until its lease expires, so it stays where the walk will find it */
+    store_stmt_t stmts [] = {
+        { "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_id = NULL,"
+          "    lease_expires_at = NULL, interrupted_generation = generation"
+          "  WHERE ctid >= $2::tid AND ctid < $3::tid AND lease_owner = $1 RETURNING id, provider, generation),"
+          " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
+          "  SELECT id, generation, $1, 'interrupted', 'worker \"' || $1 || '\" stopped during this refresh and"
+          " found its lease when it started again: if the provider call had gone out, the provider may have rotated"
+          " the refresh token' FROM u)"
+          "SELECT id, provider FROM u",
+          3, values, NULL, NULL },
+        { "SELECT pg_relation_size ('integrations') / current_setting ('block_size')::bigint", 0, NULL, NULL, NULL },
+    };
     released_ctx_t c = { fn, arg };
-    return store_batch_start (s, &stmt, 1, released_done, &c, sizeof c, err, errlen);
+    return store_batch_start (s, stmts, 2, released_done, &c, sizeof c, err, errlen);
 }
 
 /* The sweep's queries. Both read the expiry index (integrations_refreshable_expiry, migration 012,

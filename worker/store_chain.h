@@ -123,13 +123,17 @@ fr_status_t store_record_failure_start (store_t *s, const store_failure_t *f, st
 fr_status_t store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn,
                                        void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 /* At start, after the journal's replay: leases this worker id still holds belong to a dead
- * incarnation of it, whose refreshes were interrupted. As a batch: records each ("interrupted"
- * chain row), frees the lease rather than make the integration wait for expiry, and gives fn the
- * ids and providers released (fn takes the strings and the arrays). */
+ * incarnation of it, whose refreshes were interrupted. As a batch over the table's blocks [from,
+ * from + count): records each ("interrupted" chain row), frees the lease rather than make the
+ * integration wait for expiry, and gives fn the ids and providers released (fn takes the strings
+ * and the arrays) and the table's size in blocks now, so that the caller knows whether a range is
+ * left. A range at a time, because no index finds a lease's owner (one would cost every claim a
+ * write to each index of the table): one statement over the whole table outgrew the statement
+ * timeout at a few million rows, and the worker never started refreshing. */
 typedef void (store_released_fn) (void *arg, fr_status_t st, char **ids, char **providers, size_t count,
-                                  const char *err);
-fr_status_t store_release_own_leases_start (store_t *s, store_released_fn *fn, void *arg, char *err,
-                                            size_t errlen) FR_MUSTCHECK;
+                                  int64_t table_blocks, const char *err);
+fr_status_t store_release_own_leases_start (store_t *s, int64_t from, int64_t count, store_released_fn *fn, void *arg,
+                                            char *err, size_t errlen) FR_MUSTCHECK;
 /* Integrations that need the sweep: active, with a refresh token, no live lease, and either
  * expiring within their own horizon (horizon_s, but never more than lifetime_share of the token's
  * lifetime, nor less than floor_s): at most limit rows; or (nidle > 0) of one of the providers

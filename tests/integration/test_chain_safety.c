@@ -525,6 +525,39 @@ test_refresh_waits_for_the_start_up_recovery (void **state)
                                           " AND i.integration_id = 'left:box' AND i.outcome = 'interrupted'"), 1);
 }
 
+/* ---- the start-up release on a table larger than one statement may read ---- */
+
+/* A worker releases the leases its earlier run left, and starts refreshing only then. The release
+ * was one statement over the whole table (no index finds a lease's owner), which outgrew the
+ * statement timeout at a few million rows (about 1 s for ten million at the default 1 s timeout):
+ * it failed, was tried again every second, and the worker never refreshed anything. Here the
+ * table is a million rows and the timeout 40 ms, which a read of all of it does not fit (96 ms on
+ * a quiet machine) and a range of 512 blocks does (6 ms). Leases sit at the table's start,
+ * middle and end. */
+static void
+test_start_up_release_walks_a_large_table (void **state)
+{
+    start_one_worker ("chain_release_large", "FERRULE_DB_STATEMENT_TIMEOUT_MS", "40", "FERRULE_KEY_STATS_MS", "86400000",
+                      NULL);
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    assert_int_equal (harness_sql (h, "INSERT INTO integrations (id, provider, key_id, refresh_token, access_token,"
+                                      " access_expires_at, access_lifetime_s, route_hash)"
+                                      " SELECT 'bulk' || n || ':box', 'fakebox', 1, '\\x01'::bytea, '\\x01'::bytea,"
+                                      " now () + interval '1 hour', 3600, n FROM generate_series (1, 1000000) n"), 0);
+    assert_int_equal (harness_sql (h, "VACUUM ANALYZE integrations"), 0);
+    /* the leases of a run killed during three refreshes */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_owner = 'w1', lease_token = gen_random_uuid (),"
+                                      " lease_expires_at = clock_timestamp () + interval '10 minutes'"
+                                      " WHERE id IN ('bulk1:box', 'bulk500000:box', 'bulk1000000:box')"), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    /* the earlier run's leases, released within 30 s of the start */
+    wait_sql ("SELECT count(*) FROM integrations WHERE lease_owner IS NOT NULL", 0, 30000);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'interrupted'"
+                                          " AND integration_id IN ('bulk1:box', 'bulk500000:box', 'bulk1000000:box')"), 3);
+    assert_int_equal (itest_workdir_contains (h, "released 3 refresh leases of an earlier run"), 1);
+}
+
 /* ---- lease tokens of workers that share a pid ---- */
 
 static void
@@ -828,6 +861,7 @@ main (void)
         cmocka_unit_test_teardown (test_journal_replay_after_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits, teardown),
         cmocka_unit_test_teardown (test_refresh_waits_for_the_start_up_recovery, teardown),
+        cmocka_unit_test_teardown (test_start_up_release_walks_a_large_table, teardown),
         cmocka_unit_test_teardown (test_same_pid_workers_draw_distinct_lease_tokens, teardown),
         cmocka_unit_test_teardown (test_notification_during_a_statement_reaches_the_cache, teardown),
         cmocka_unit_test_teardown (test_unnotified_change_found_by_revalidation, teardown),
