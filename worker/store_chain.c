@@ -480,8 +480,11 @@ store_release_own_leases_start (store_t *s, int64_t from, int64_t count, store_r
     snprintf (lo, sizeof lo, "(%" PRId64 ",0)", from);
     snprintf (hi, sizeof hi, "(%" PRId64 ",0)", from + count);
     const char *values [] = { store_worker_id (s), lo, hi };
-    /* a range of the table's blocks (a TID range scan): a row leased by this worker id is written by
-     * no one else until its lease expires, so it stays where the walk will find it */
+    /* a range of the table's blocks (a TID range scan): a row leased by this worker id is claimed
+     * by no one else until its lease expires, so it stays where the walk will find it. Only a
+     * reconnect, a disconnect or the route-hash fill of that very row during the walk could move
+     * it behind the walk: its lease then runs out instead, and the interruption goes unrecorded,
+     * which a new grant or a disconnect makes moot anyway */
     store_stmt_t stmts [] = {
         { "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_id = NULL,"
           "    lease_expires_at = NULL, interrupted_generation = generation"
