@@ -122,7 +122,10 @@ typedef struct worker {
     int64_t woke_us;                /* monotonic: when the loop's poll last returned */
     int64_t next_revalidate_ms;
     int revalidating;               /* a re-validation batch is in flight */
-    int keystats_counting;          /* a count of values on retired keys is in flight */
+    int keystats_phase;             /* keystats.c: idle, or which step of a count */
+    int keystats_in_flight;         /* keystats.c: a batch of the count is out */
+    int64_t keystats_from, keystats_blocks, keystats_sum, keystats_sent_ms;   /* keystats.c: the walk */
+    int64_t keystats_step_ms;       /* keystats.c: no step of the walk before this (after a failure) */
     int64_t next_hello_ms;
     int64_t session;                /* random per process, in HELLO: a restart under one id and pid shows */
     int64_t next_publish_ms;

@@ -1,33 +1,43 @@
-/* keystats.c - values on retired keys (the same count as migrations/rekey.h's) */
+/* keystats.c - values on retired keys (the same count as migrations/rekey.h's), counted by one
+ * worker for all (store_keystats_*): a claim, when the shared count is older than the interval;
+ * then, if this worker's turn, a walk over the integrations table a range of blocks at a time
+ * (each range sized to take about a quarter of the statement timeout, so that no table is too
+ * large to count); then the result stored for every worker. Each step is a batch the loop does
+ * not wait for. */
 #include "keystats.h"
 #include "store_connect.h"
 #include "log.h"
 #include "context.h"
 #include "dbwait.h"
 #include "reply.h"
+#include "clock.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 
+enum { KEYSTATS_IDLE, KEYSTATS_CLAIM, KEYSTATS_WALK, KEYSTATS_PUBLISH };
+
+#define KEYSTATS_BLOCKS_MIN 16
+#define KEYSTATS_BLOCKS_FIRST 512
+#define KEYSTATS_BLOCKS_MAX 16384
+#define KEYSTATS_WAIT_MS 1000           /* for another worker's count, or after a failed step */
+
 static void
-on_old_keys (void *arg, fr_status_t st, int64_t integrations, int64_t connects, const char *err)
+keystats_failed (worker_t *w, const char *err)
 {
-    worker_t *w = arg;
-    w->keystats_counting = 0;
-    if (st != FR_OK) {
-        /* a database that is away says so elsewhere; a count that keeps failing while it answers
-         * (a statement timeout: the count reads the whole table) leaves the gauge stale, once said */
-        if (!store_connected (w->store) || w->keystats_warned)
-            log_debug (NULL, NULL, "could not count values on retired keys: %s", err);
-        else {
-            log_warning (NULL, NULL, "could not count values on retired keys: %s", err);
-            log_info (NULL, NULL, "hint: the count reads the whole integrations table, within the loop's statement timeout "
-                      "(FERRULE_DB_STATEMENT_TIMEOUT_MS); on a table too large for it, \"ferrule-migrate rekey\" "
-                      "re-seals them and says how many there were, without that limit");
-            w->keystats_warned = 1;
-        }
-        return;
+    /* a database that is away says so elsewhere; one that keeps failing while it answers
+     * leaves the gauge stale, once said */
+    if (!store_connected (w->store) || w->keystats_warned)
+        log_debug (NULL, NULL, "could not count values on retired keys: %s", err);
+    else {
+        log_warning (NULL, NULL, "could not count values on retired keys: %s", err);
+        w->keystats_warned = 1;
     }
+}
+
+static void
+keystats_set (worker_t *w, int64_t integrations, int64_t connects)
+{
     w->keystats_warned = 0;
     w->keystats_integrations = integrations;
     w->keystats_connects = connects;
@@ -35,27 +45,111 @@ on_old_keys (void *arg, fr_status_t st, int64_t integrations, int64_t connects, 
     metrics_set (w->m.values_on_old_keys, integrations + connects);
 }
 
+static void
+on_claim (void *arg, fr_status_t st, int claimed, int counted, int64_t integrations, int64_t connects,
+          const char *err)
+{
+    worker_t *w = arg;
+    w->keystats_in_flight = 0;
+    w->keystats_phase = KEYSTATS_IDLE;
+    if (st != FR_OK) {
+        keystats_failed (w, err);
+        return;
+    }
+    if (counted)
+        keystats_set (w, integrations, connects);
+    else if (!claimed && w->next_keystats_ms > clock_mono_ms () + KEYSTATS_WAIT_MS)
+        w->next_keystats_ms = clock_mono_ms () + KEYSTATS_WAIT_MS;      /* another worker's count, soon */
+    if (claimed) {
+        w->keystats_phase = KEYSTATS_WALK;
+        w->keystats_from = 0;
+        w->keystats_sum = 0;
+        if (!w->keystats_blocks)
+            w->keystats_blocks = KEYSTATS_BLOCKS_FIRST;
+    }
+}
+
+static void
+on_range (void *arg, fr_status_t st, int64_t old_values, int64_t table_blocks, const char *err)
+{
+    worker_t *w = arg;
+    int64_t took = clock_mono_ms () - w->keystats_sent_ms, timeout = w->cfg.db.statement_timeout_ms;
+    w->keystats_in_flight = 0;
+    if (st != FR_OK) {
+        /* the same range again, smaller (at the next tick): what was counted stays */
+        w->keystats_blocks = w->keystats_blocks / 4 > KEYSTATS_BLOCKS_MIN ? w->keystats_blocks / 4 : KEYSTATS_BLOCKS_MIN;
+        w->keystats_step_ms = clock_mono_ms () + (store_connected (w->store) ? 0 : KEYSTATS_WAIT_MS);
+        keystats_failed (w, err);
+        return;
+    }
+    w->keystats_sum += old_values;
+    w->keystats_from += w->keystats_blocks;
+    if (took * 8 < timeout && w->keystats_blocks < KEYSTATS_BLOCKS_MAX)
+        w->keystats_blocks *= 2;
+    else if (took * 2 > timeout && w->keystats_blocks > KEYSTATS_BLOCKS_MIN)
+        w->keystats_blocks /= 2;
+    if (w->keystats_from >= table_blocks)
+        w->keystats_phase = KEYSTATS_PUBLISH;
+}
+
+static void
+on_publish (void *arg, fr_status_t st, int claimed, int counted, int64_t integrations, int64_t connects,
+            const char *err)
+{
+    worker_t *w = arg;
+    (void) claimed;
+    w->keystats_in_flight = 0;
+    if (st != FR_OK) {
+        w->keystats_step_ms = clock_mono_ms () + KEYSTATS_WAIT_MS;
+        keystats_failed (w, err);
+        return;                                 /* published again a second later */
+    }
+    w->keystats_phase = KEYSTATS_IDLE;
+    if (counted)
+        keystats_set (w, integrations, connects);
+}
+
 void
 keystats_tick (worker_t *w, int64_t now_ms)
 {
     char err [512];
-    /* optional work: a batch on a connection that has none in flight, not waited for */
-    if (now_ms < w->next_keystats_ms || w->keystats_counting)
+    fr_status_t st;
+    /* optional work: a batch on a connection that has none in flight, not waited for; none while
+     * draining, which waits for the batches in flight to end */
+    if (w->draining || w->keystats_in_flight || now_ms < (w->keystats_phase == KEYSTATS_IDLE ? w->next_keystats_ms
+                                                                              : w->keystats_step_ms))
         return;
     store_t *store = dbwait_free_store (w);
     if (!store || !store_connected (store))
         return;
-    w->next_keystats_ms = now_ms + w->cfg.key_stats_ms;
     if (!w->m.values_on_old_keys)
         w->m.values_on_old_keys = metrics_gauge (w->metrics, "worker_values_on_old_keys",
                                                  "stored tokens and live PKCE verifiers sealed with a retired key "
                                                  "(run \"ferrule-migrate rekey\"; 0: the old keys can go)", NULL);
-    if (store_count_old_keys_start (store, crypto_keyring_current_id (w->keyring), on_old_keys, w, err,
-                                    sizeof err) != FR_OK) {
+    int32_t key = crypto_keyring_current_id (w->keyring);
+    switch (w->keystats_phase) {
+    case KEYSTATS_IDLE:
+    case KEYSTATS_CLAIM:
+        w->next_keystats_ms = now_ms + w->cfg.key_stats_ms;
+        w->keystats_phase = KEYSTATS_CLAIM;
+        st = store_keystats_claim_start (store, key, w->cfg.key_stats_ms, on_claim, w, err, sizeof err);
+        break;
+    case KEYSTATS_WALK:
+        w->keystats_sent_ms = now_ms;
+        st = store_keystats_range_start (store, key, w->keystats_from, w->keystats_blocks, on_range, w, err,
+                                         sizeof err);
+        break;
+    default:
+        st = store_keystats_publish_start (store, key, w->keystats_sum, on_publish, w, err, sizeof err);
+        break;
+    }
+    if (st != FR_OK) {
         log_debug (NULL, NULL, "could not count values on retired keys: %s", err);
+        if (w->keystats_phase == KEYSTATS_CLAIM)
+            w->keystats_phase = KEYSTATS_IDLE;
         return;
     }
-    w->keystats_counting = 1;
+    w->keystats_in_flight = 1;
 }
 
 int

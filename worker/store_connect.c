@@ -552,35 +552,118 @@ store_doctor_start (store_t *s, const char *id, int64_t history_limit, store_doc
     return store_batch_start (s, stmts, 3, doctor_done, &c, sizeof c, err, errlen);
 }
 
-/* The same count as REKEY_COUNT_SQL in migrations/rekey.h. */
-static const char old_keys_sql [] =
-    "SELECT (SELECT count(*) FROM integrations WHERE key_id <> $1::integer"
-    "          AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)),"
-    "       (SELECT count(*) FROM pending_authorizations WHERE key_id <> $1::integer"
-    "          AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now())";
+/* The count is REKEY_COUNT_SQL's (migrations/rekey.h), in ranges of integrations' blocks. */
 
 typedef struct {
-    store_old_keys_fn *fn;
+    store_keystats_fn *fn;
+    store_keystats_range_fn *range_fn;
     void *arg;
-} old_keys_ctx_t;
+} keystats_ctx_t;
 
 static void
-old_keys_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+keystats_claim_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    old_keys_ctx_t *c = arg;
-    int ok = st == FR_OK && n == 1 && results [0] && PQntuples (results [0]) == 1;
-    c->fn (c->arg, ok ? FR_OK : st != FR_OK ? st : FR_INTERNAL, ok ? store_int_at (results [0], 0, 0) : 0,
-           ok ? store_int_at (results [0], 0, 1) : 0, ok ? NULL : st != FR_OK ? err : "the count returned no row");
+    keystats_ctx_t *c = arg;
+    if (st == FR_OK && (n != 1 || PQntuples (results [0]) != 1)) {
+        st = FR_INTERNAL;
+        err = "the key count's claim returned no row";
+    }
+    if (st != FR_OK) {
+        c->fn (c->arg, st, 0, 0, 0, 0, err);
+        return;
+    }
+    int counted = strcmp (PQgetvalue (results [0], 0, 1), "t") == 0;
+    c->fn (c->arg, FR_OK, strcmp (PQgetvalue (results [0], 0, 0), "t") == 0, counted,
+           counted ? store_int_at (results [0], 0, 2) : 0, counted ? store_int_at (results [0], 0, 3) : 0, NULL);
 }
 
 fr_status_t
-store_count_old_keys_start (store_t *s, int32_t current_key_id, store_old_keys_fn *fn, void *arg, char *err,
-                            size_t errlen)
+store_keystats_claim_start (store_t *s, int32_t current_key_id, int64_t interval_ms, store_keystats_fn *fn,
+                            void *arg, char *err, size_t errlen)
 {
-    char id [16];
+    char id [16], interval [24], claim [24];
     snprintf (id, sizeof id, "%" PRId32, current_key_id);
-    const char *values [] = { id };
-    store_stmt_t stmt = { old_keys_sql, 1, values, NULL, NULL };
-    old_keys_ctx_t c = { fn, arg };
-    return store_batch_start (s, &stmt, 1, old_keys_done, &c, sizeof c, err, errlen);
+    snprintf (interval, sizeof interval, "%" PRId64, interval_ms);
+    snprintf (claim, sizeof claim, "%d", STORE_KEYSTATS_CLAIM_S);
+    const char *values [] = { id, store_worker_id (s), interval, claim };
+    /* the outer read sees the row as it was before the claim: the last count */
+    store_stmt_t stmt = {
+        "WITH c AS (UPDATE key_stats SET walker = $2, walk_until = now () + $4::bigint * interval '1 second'"
+        "  WHERE (counted_at IS NULL OR counted_at < now () - $3::bigint * interval '1 millisecond'"
+        "         OR key_id IS DISTINCT FROM $1::integer)"
+        "    AND (walk_until IS NULL OR walk_until < now () OR walker = $2) RETURNING 1)"
+        " SELECT EXISTS (SELECT 1 FROM c), key_id IS NOT DISTINCT FROM $1::integer AND counted_at IS NOT NULL,"
+        "   COALESCE (integrations, 0), COALESCE (connects, 0) FROM key_stats",
+        4, values, NULL, NULL };
+    keystats_ctx_t c = { fn, NULL, arg };
+    return store_batch_start (s, &stmt, 1, keystats_claim_done, &c, sizeof c, err, errlen);
+}
+
+static void
+keystats_range_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    keystats_ctx_t *c = arg;
+    /* the claim's renewal may find none: another worker took it after this one's lapsed, and this
+     * walk's result is still good for this worker's gauge */
+    if (st == FR_OK && (n != 3 || PQntuples (results [0]) != 1 || PQntuples (results [1]) != 1)) {
+        st = FR_INTERNAL;
+        err = "the key count's range returned no row";
+    }
+    c->range_fn (c->arg, st, st == FR_OK ? store_int_at (results [0], 0, 0) : 0,
+                 st == FR_OK ? store_int_at (results [1], 0, 0) : 0, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_keystats_range_start (store_t *s, int32_t current_key_id, int64_t from, int64_t count,
+                            store_keystats_range_fn *fn, void *arg, char *err, size_t errlen)
+{
+    char id [16], lo [40], hi [40], claim [24];
+    snprintf (id, sizeof id, "%" PRId32, current_key_id);
+    snprintf (lo, sizeof lo, "(%" PRId64 ",0)", from);
+    snprintf (hi, sizeof hi, "(%" PRId64 ",0)", from + count);
+    snprintf (claim, sizeof claim, "%d", STORE_KEYSTATS_CLAIM_S);
+    const char *values [] = { id, lo, hi, store_worker_id (s), claim };
+    /* a TID range scan. A row updated during the walk may move to a block already read, or to one
+     * ahead (counted twice): the count is as exact as a gauge needs, and a walk that finds none
+     * left is right, since a value is sealed under the current key when it is written */
+    store_stmt_t stmts [] = {
+        { "SELECT count(*) FROM integrations WHERE ctid >= $2::tid AND ctid < $3::tid AND key_id <> $1::integer"
+          "   AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)", 3, values, NULL, NULL },
+        { "SELECT pg_relation_size ('integrations') / current_setting ('block_size')::bigint", 0, NULL, NULL, NULL },
+        { "UPDATE key_stats SET walk_until = now () + $2::bigint * interval '1 second' WHERE walker = $1 RETURNING 1",
+          2, values + 3, NULL, NULL },
+    };
+    keystats_ctx_t c = { NULL, fn, arg };
+    return store_batch_start (s, stmts, 3, keystats_range_done, &c, sizeof c, err, errlen);
+}
+
+static void
+keystats_publish_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+{
+    keystats_ctx_t *c = arg;
+    if (st == FR_OK && (n != 1 || PQntuples (results [0]) != 1)) {
+        st = FR_INTERNAL;
+        err = "the key count's end returned no row";
+    }
+    c->fn (c->arg, st, 1, st == FR_OK, st == FR_OK ? store_int_at (results [0], 0, 0) : 0,
+           st == FR_OK ? store_int_at (results [0], 0, 1) : 0, st == FR_OK ? NULL : err);
+}
+
+fr_status_t
+store_keystats_publish_start (store_t *s, int32_t current_key_id, int64_t integrations, store_keystats_fn *fn,
+                              void *arg, char *err, size_t errlen)
+{
+    char id [16], n [24];
+    snprintf (id, sizeof id, "%" PRId32, current_key_id);
+    snprintf (n, sizeof n, "%" PRId64, integrations);
+    const char *values [] = { id, store_worker_id (s), n };
+    store_stmt_t stmt = {
+        "WITH p AS (SELECT count(*) AS n FROM pending_authorizations WHERE key_id <> $1::integer"
+        "             AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now ()),"
+        " u AS (UPDATE key_stats SET key_id = $1::integer, integrations = $3::bigint, connects = (SELECT n FROM p),"
+        "       counted_at = now (), walker = NULL, walk_until = NULL WHERE walker = $2 RETURNING 1)"
+        " SELECT $3::bigint, n FROM p",
+        3, values, NULL, NULL };
+    keystats_ctx_t c = { fn, NULL, arg };
+    return store_batch_start (s, &stmt, 1, keystats_publish_done, &c, sizeof c, err, errlen);
 }

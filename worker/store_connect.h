@@ -163,10 +163,26 @@ void store_disconnected_clear (store_disconnected_t *d);
 fr_status_t store_report_scope_start (store_t *s, const char *id, const char *scope, const char *detail,
                                       store_row_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
-/* Integrations and live connects with a value sealed under another key than current_key_id, counted
- * by a batch the loop does not wait for (the caller checks store_batch_busy); fn is called from
- * store_batch_pump with the counts, or with st and err. */
-typedef void (store_old_keys_fn) (void *arg, fr_status_t st, int64_t integrations, int64_t connects, const char *err);
-fr_status_t store_count_old_keys_start (store_t *s, int32_t current_key_id, store_old_keys_fn *fn, void *arg,
-                                        char *err, size_t errlen) FR_MUSTCHECK;
+/* The count of values sealed under another key than current_key_id, which one worker makes for
+ * all (table key_stats): each a batch the loop does not wait for (the caller checks
+ * store_batch_busy), fn called from store_batch_pump.
+ * The claim: this worker takes the next count (claimed 1) when the last one is older than
+ * interval_ms or was made against another key, and no other worker's count is under way; fn also
+ * gets the last count when it was made against current_key_id (counted 1). */
+typedef void (store_keystats_fn) (void *arg, fr_status_t st, int claimed, int counted, int64_t integrations,
+                                  int64_t connects, const char *err);
+fr_status_t store_keystats_claim_start (store_t *s, int32_t current_key_id, int64_t interval_ms,
+                                        store_keystats_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+/* One range of integrations' blocks, [from, from + count): its values under another key, and the
+ * table's size in blocks now; the claim is kept (a worker that stops counting loses it within
+ * STORE_KEYSTATS_CLAIM_S). */
+#define STORE_KEYSTATS_CLAIM_S 30
+typedef void (store_keystats_range_fn) (void *arg, fr_status_t st, int64_t old_values, int64_t table_blocks,
+                                        const char *err);
+fr_status_t store_keystats_range_start (store_t *s, int32_t current_key_id, int64_t from, int64_t count,
+                                        store_keystats_range_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+/* The count's end: the live connects counted (a small table), and the result stored for every
+ * worker if the claim is still this worker's; fn gets both counts (claimed and counted 1). */
+fr_status_t store_keystats_publish_start (store_t *s, int32_t current_key_id, int64_t integrations,
+                                          store_keystats_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 #endif
