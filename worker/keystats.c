@@ -2,7 +2,8 @@
  * worker for all (store_keystats_*): a claim, when the shared count is older than the interval;
  * then, if this worker's turn, a walk over the integrations table a range of blocks at a time
  * (each range sized to take about a quarter of the statement timeout, so that no table is too
- * large to count); then the result stored for every worker. Each step is a batch the loop does
+ * large to count, and the next sent no sooner than the last took, so that the refreshes' batches
+ * keep the connection half the time); then the result stored for every worker. Each step is a batch the loop does
  * not wait for. */
 #include "keystats.h"
 #include "store_connect.h"
@@ -90,6 +91,8 @@ on_range (void *arg, fr_status_t st, int64_t old_values, int64_t table_blocks, c
         w->keystats_blocks /= 2;
     if (w->keystats_from >= table_blocks)
         w->keystats_phase = KEYSTATS_PUBLISH;
+    /* the connection free half the time for the refreshes' batches: the count is not urgent */
+    w->keystats_step_ms = clock_mono_ms () + took;
 }
 
 static void
