@@ -360,7 +360,7 @@ ledger_apply_each (PGconn *conn, const catalog_entry_t *migration, const char *a
         }
         if (PQtransactionStatus (conn) != PQTRANS_IDLE) {
             db_error_printf (err, "it opened a transaction, which a migration marked \"%s\" must not do",
-                             SQLSPLIT_NO_TRANSACTION + 3);
+                             &SQLSPLIT_NO_TRANSACTION [3]);
             err->position = ledger_chars (migration->sql, s.start) + 1;
             snprintf (err->hint, sizeof err->hint, "remove BEGIN from the file, or the first line to run it in one");
             st = FR_INTERNAL;

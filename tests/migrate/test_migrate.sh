@@ -363,6 +363,14 @@ expect_in "$WORK/err" "$OPEN\\.sql failed at line 3: it ends inside a quoted str
 expect_in "$WORK/err" "$OPEN is not recorded and none of it is applied" "it says nothing was applied"
 [ "$(psql_db -c "SELECT to_regclass ('migrate_test_open') IS NULL")" = t ] \
     && pass "none of its statements ran" || fail "a statement before the open quote ran"
+rm "$WORK/dir/$OPEN.sql"
+# --- nor may one open a transaction of its own: its statements would not be committed one by one
+printf '%s\n' '-- ferrule-migrate: no-transaction' 'BEGIN;' 'CREATE TABLE migrate_test_begun (a int);' >"$WORK/dir/$OPEN.sql"
+expect_exit 1 "up with a no-transaction migration that opens a transaction" migrate --dir "$WORK/dir" up
+expect_in "$WORK/err" "$OPEN\\.sql failed at line 2: it opened a transaction, which a migration marked \"ferrule-migrate: no-transaction\" must not do" \
+    "the failure names the BEGIN"
+[ "$(psql_db -c "SELECT to_regclass ('migrate_test_begun') IS NULL")" = t ] \
+    && pass "nothing after the BEGIN ran" || fail "a statement after the BEGIN ran"
 rm "$WORK/dir/$CONC.sql" "$WORK/dir/$UNIQ.sql" "$WORK/dir/$OPEN.sql"
 psql_db -c "DELETE FROM schema_migrations WHERE version > $HIGHEST; DROP TABLE migrate_test_conc" >/dev/null
 
