@@ -464,7 +464,8 @@ doctor_key_facts (worker_t *w, diagnosis_t *d, const store_row_t *row)
                   "keep FERRULE_ENCRYPTION_OLD_KEYS until \"ferrule-migrate rekey\" has re-sealed them",
                   (long long) (integrations + connects), (long long) integrations, (long long) connects);
     else if (crypto_keyring_count (w->keyring) > 1)
-        add_fact (d, "no stored value uses a retired key: FERRULE_ENCRYPTION_OLD_KEYS can be emptied once every "
+        add_fact (d, "the last count found no stored value on a retired key: confirm with \"ferrule-migrate rekey\" "
+                  "(it exits 0 when none is left); then FERRULE_ENCRYPTION_OLD_KEYS can be emptied once every "
                   "worker's journal is empty");
 }
 

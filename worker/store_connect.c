@@ -623,9 +623,9 @@ store_keystats_range_start (store_t *s, int32_t current_key_id, int64_t from, in
     snprintf (hi, sizeof hi, "(%" PRId64 ",0)", from + count);
     snprintf (claim, sizeof claim, "%d", STORE_KEYSTATS_CLAIM_S);
     const char *values [] = { id, lo, hi, store_worker_id (s), claim };
-    /* a TID range scan. A row updated during the walk may move to a block already read, or to one
-     * ahead (counted twice): the count is as exact as a gauge needs, and a walk that finds none
-     * left is right, since a value is sealed under the current key when it is written */
+    /* a TID range scan, each range its own snapshot: a row updated during the walk may move to a
+     * block already read (missed by this count) or to one ahead (counted twice). Good enough for
+     * a gauge of a rotation's progress; "ferrule-migrate rekey" is the consistent check */
     store_stmt_t stmts [] = {
         { "SELECT count(*) FROM integrations WHERE ctid >= $2::tid AND ctid < $3::tid AND key_id <> $1::integer"
           "   AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)", 3, values, NULL, NULL },
