@@ -1,7 +1,8 @@
 /* test_events_outage.c - event delivery through a database outage: deliveries that were being
  * retried when PostgreSQL stopped are all delivered, in order, once it is back; the worker keeps
  * serving cached tokens meanwhile, and a change that could not commit has no event. And a worker
- * told to stop while the database is stalled does not wait for it.
+ * told to stop while the database is stalled does not wait for it. And while a receiver refuses
+ * everything, the claims read the queues' heads, not the backlog behind them.
  * This test runs its own PostgreSQL cluster, because it stops and starts it. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +20,7 @@
 
 #define SECRET "whsec_outage_test_0123456789abcdef"
 #define N      5
+#define BACKLOG 30000                /* deliveries queued behind one failing head */
 
 /* How long a worker told to stop during a database stall may take to exit: its drain settles in
  * half a second and the main loop's statements give up within about a second (the heartbeat).
@@ -177,12 +179,70 @@ test_stop_during_stall (void **state)
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
+/* Index entries read so far from one index of event_deliveries (PostgreSQL's statistics, which
+ * each session reports within a second or so of its transactions). */
+static long long
+entries_read (const char *index)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT COALESCE (sum (idx_tup_read), 0) FROM pg_stat_user_indexes"
+                               " WHERE relname = 'event_deliveries' AND indexrelname = '%s'", index);
+    return harness_sql_int (h, sql);
+}
+
+/* A receiver refuses everything, and 30,000 deliveries wait behind the first event of one
+ * integration, which keeps failing: only that head may be sent. Its retries move its own next_at
+ * into the future, but the rows behind it keep theirs and stay due. The claim read every due row
+ * in next_at order and probed each for an earlier pending one, so every claim of every worker
+ * read the whole backlog (202 ms at 50,000 rows on the review's cluster), the more the longer
+ * the outage. It now reads the queues' heads. Counted in index entries of the two indexes the
+ * claim reads (no other statement of the worker reads them), not timed. */
+static void
+test_claim_reads_heads_not_the_backlog (void **state)
+{
+    char sql [1024];
+    receiver_set (1000000, 0);
+    /* made two days ago, outside the fan-out's window (which would probe each of them); their
+     * deliveries are new, so the max age is far */
+    snprintf (sql, sizeof sql, "WITH e AS (INSERT INTO events (type, integration_id, provider, diagnosis, created_at)"
+              " SELECT 'connected', 'backlog:box', 'fakebox', 'healthy', now () - interval '2 days'"
+              " FROM generate_series (0, %d) RETURNING seq, integration_id)"
+              " INSERT INTO event_deliveries (event_seq, endpoint, integration_id) SELECT seq, 'app', integration_id FROM e",
+              BACKLOG);
+    assert_int_equal (harness_sql (h, sql), 0);
+    const char *head = "SELECT attempts FROM event_deliveries WHERE endpoint = 'app' AND event_seq ="
+                       " (SELECT min (seq) FROM events WHERE integration_id = 'backlog:box')";
+    const char *behind = "SELECT count(*) FROM event_deliveries WHERE endpoint = 'app' AND attempts > 0"
+                         " AND event_seq > (SELECT min (seq) FROM events WHERE integration_id = 'backlog:box')";
+    int64_t end = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, head) < 2 && clock_mono_ms () < end)
+        usleep (100000);
+    sleep (2);                      /* what was read before is reported by now */
+    const char *names [] = { "event_deliveries_due", "event_deliveries_queue" };
+    long long before [2], read = 0, tried = harness_sql_int (h, head);
+    for (int i = 0; i < 2; i++)
+        before [i] = entries_read (names [i]);
+    sleep (3);                      /* a claim every 100 ms poll, and at each retry */
+    for (int i = 0; i < 2; i++) {
+        long long d = entries_read (names [i]) - before [i];
+        printf ("events: %lld entries read from %s in 3 s of claims\n", d, names [i]);
+        read += d;
+    }
+    long long again = harness_sql_int (h, head);
+    printf ("events: the head was tried %lld times, %lld of them in those 3 s\n", again, again - tried);
+    assert_true (tried >= 2 && again > tried);          /* the claims went on */
+    assert_int_equal (harness_sql_int (h, behind), 0);  /* and only the head was sent */
+    if (read >= BACKLOG)
+        fail_msg ("the claims read the backlog behind the head (%lld index entries in 3 s)", read);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_delivery_resumes_after_outage),
         cmocka_unit_test (test_stop_during_stall),
+        cmocka_unit_test (test_claim_reads_heads_not_the_backlog),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
