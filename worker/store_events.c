@@ -19,6 +19,8 @@ struct store_events {
     char   *worker_id;
     int64_t statement_ms;
     int     stop_fd;                 /* readable once the worker is stopping: no wait goes on */
+    int     claim_read;              /* the read that completed the last claim (claim_read_t) */
+    int     claim_budget;            /* and its budget */
 };
 
 store_events_t *
@@ -87,6 +89,83 @@ wait_failure (pgwait_t w)
          : w == PGWAIT_TIMED_OUT ? "the database did not answer in time" : NULL;
 }
 
+/* One round of the claim. Only the head of an (endpoint, integration) queue, its lowest pending
+ * event_seq, may be sent. A failing head's retries move its own next_at on, but the rows behind
+ * it keep theirs and stay due: a claim that reads due rows reads all of them, at every claim,
+ * the more the longer a receiver is down. The round finds the due heads of the endpoints ($4) by
+ * one of two reads, each stopped at $6 (the round's budget) rows:
+ *   - the walk ($7): one descent of event_deliveries_queue to each queue's first pending row (a
+ *     skip scan), complete when an endpoint has fewer than $6 queues; it reads no row behind a
+ *     head, but one a queue, and a queue's descent costs as much as a few due rows;
+ *   - when the walk is not complete, the first $6 due rows in next_at order ($8), each checked
+ *     for being its queue's first, complete when they are every due row or hold $5 heads: many
+ *     queues with one due head each (a burst of events, receivers that are well) are found here
+ *     at once, and few rows behind many heads more cheaply than by the walk.
+ * Either way the candidates hold the first $5 due heads in next_at order. When neither read is
+ * complete the round claims nothing and says so (the last two columns: the walk was complete,
+ * the round was). The candidates are locked, each checked again to be pending, due and unleased
+ * (a row another worker claimed meanwhile is followed to its new version): a head another
+ * worker holds keeps the rows behind it out (locked, it is skipped; leased, it is left out).
+ * Whether a row is its queue's head is not checked again: that would read the same snapshot.
+ * No read is left to the planner's estimates of row counts, which lag behind a backlog that just
+ * grew: the candidates are found again by their ctid, in this statement's snapshot, and the due
+ * rows' endpoints are matched by array_position, no index condition: with statistics older than
+ * the rows, the planner read every pending row of the endpoint in event_deliveries_queue for
+ * either (16,000 buffers for 16 claims). Heads are checked with the queue's first row (ORDER BY,
+ * LIMIT 1), which a planner does not turn into a join: analyzed with one queue of 50,000 rows,
+ * the NOT EXISTS of before became a hash anti-join of 110 s. Test events have no integration:
+ * each is a queue of its own. */
+#define CLAIM_SQL \
+    "WITH RECURSIVE walk (endpoint, integration_id, ctid, next_at, lease_expires_at, n) AS (" \
+    "    SELECT h.*, 1 FROM unnest ($4::text[]) ep (name) CROSS JOIN LATERAL (" \
+    "      SELECT q.endpoint, q.integration_id, q.ctid, q.next_at, q.lease_expires_at FROM event_deliveries q" \
+    "      WHERE q.state = 'pending' AND q.endpoint = ep.name AND q.integration_id IS NOT NULL" \
+    "      ORDER BY q.integration_id, q.event_seq LIMIT 1) h WHERE $7::boolean" \
+    "  UNION ALL" \
+    "    SELECT h.*, w.n + 1 FROM walk w CROSS JOIN LATERAL (" \
+    "      SELECT q.endpoint, q.integration_id, q.ctid, q.next_at, q.lease_expires_at FROM event_deliveries q" \
+    "      WHERE q.state = 'pending' AND q.endpoint = w.endpoint AND q.integration_id > w.integration_id" \
+    "      ORDER BY q.integration_id, q.event_seq LIMIT 1) h" \
+    "    WHERE w.n < $6::int)," \
+    " heads AS MATERIALIZED (SELECT ctid, next_at, lease_expires_at, n FROM walk)," \
+    " walked AS (SELECT $7::boolean AND coalesce (max (n), 0) < $6::int AS ok FROM heads)," \
+    " due AS MATERIALIZED (" \
+    "    SELECT d.ctid, d.integration_id IS NULL OR d.event_seq = (" \
+    "        SELECT p.event_seq FROM event_deliveries p WHERE p.endpoint = d.endpoint" \
+    "        AND p.integration_id = d.integration_id AND p.state = 'pending' ORDER BY p.event_seq LIMIT 1) AS head" \
+    "    FROM event_deliveries d" \
+    "    WHERE $8::boolean AND NOT (SELECT ok FROM walked) AND d.state = 'pending' AND d.next_at <= now()" \
+    "      AND array_position ($4::text[], d.endpoint) IS NOT NULL" \
+    "      AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())" \
+    "    ORDER BY d.next_at, d.event_seq LIMIT $6::int)," \
+    " dued AS (SELECT (SELECT ok FROM walked)" \
+    "    OR $8::boolean AND (count(*) < $6::int OR count(*) FILTER (WHERE head) >= $5::int) AS ok FROM due)," \
+    " cand AS (" \
+    "    SELECT ctid FROM heads WHERE (SELECT ok FROM walked)" \
+    "      AND next_at <= now() AND (lease_expires_at IS NULL OR lease_expires_at < now())" \
+    "  UNION ALL" \
+    "    SELECT t.ctid FROM event_deliveries t WHERE (SELECT ok FROM walked) AND t.state = 'pending'" \
+    "      AND t.endpoint = ANY ($4::text[]) AND t.integration_id IS NULL" \
+    "  UNION ALL" \
+    "    SELECT ctid FROM due WHERE head AND (SELECT ok FROM dued))," \
+    " c AS (" \
+    "    SELECT d.event_seq, d.endpoint FROM event_deliveries d" \
+    "    WHERE d.ctid = ANY ((SELECT array_agg (ctid) FROM cand)::tid[])" \
+    "      AND d.state = 'pending' AND d.next_at <= now() AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())" \
+    "    ORDER BY d.next_at, d.event_seq LIMIT $5::int FOR UPDATE OF d SKIP LOCKED)," \
+    " u AS (" \
+    "    UPDATE event_deliveries d SET lease_owner = $1, lease_token = $2," \
+    "      lease_expires_at = now() + make_interval (secs => $3::bigint / 1000.0)," \
+    "      attempts = d.attempts + 1, last_attempt_at = now()" \
+    "    FROM c, events e WHERE d.event_seq = c.event_seq AND d.endpoint = c.endpoint AND e.seq = d.event_seq" \
+    "    RETURNING d.event_seq, d.endpoint, e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.detail," \
+    "      (extract (epoch FROM e.created_at) * 1000)::bigint, COALESCE (e.generation, -1)," \
+    "      COALESCE (extract (epoch FROM e.expires_at)::bigint, 0), d.attempts," \
+    "      (extract (epoch FROM now () - d.first_at) * 1000)::bigint)" \
+    " SELECT u.*, (SELECT ok FROM walked), (SELECT ok FROM dued) FROM (SELECT 1) one LEFT JOIN u ON true"
+#define CLAIM_NAME "ferrule_event_claim"    /* prepared once per session: it takes longer to plan than to run */
+static const char claim_sql [] = CLAIM_SQL;
+
 /* Every wait is bounded: the connection by its timeout, each statement by statement_timeout and
  * a margin, and all of them by the worker's stop. A stalled server (stopped, its disk frozen)
  * never answers, cannot enforce its own timeouts, and its kernel keeps the TCP session alive:
@@ -134,9 +213,23 @@ store_events_connect (store_events_t *se, char *err, size_t errlen)
     }
     PQclear (res);
     fr_status_t st = schema_check_until (se->conn, deadline, se->stop_fd, err, errlen);
-    if (st != FR_OK)
+    if (st != FR_OK) {
         drop (se);
-    return st;
+        return st;
+    }
+    res = PQsendPrepare (se->conn, CLAIM_NAME, claim_sql, 0, NULL) ? pgwait_result (se->conn, deadline, se->stop_fd, &w)
+                                                                  : NULL;
+    if (PQresultStatus (res) != PGRES_COMMAND_OK) {
+        if (!res && wait_failure (w))
+            snprintf (err, errlen, "could not set up the event delivery session: %s", wait_failure (w));
+        else
+            (void) failed (se, res, "prepare the claim of event deliveries", err, errlen);
+        PQclear (res);
+        drop (se);
+        return FR_DATABASE_UNAVAILABLE;
+    }
+    PQclear (res);
+    return FR_OK;
 }
 
 int
@@ -176,8 +269,9 @@ run (store_events_t *se, const char *what, const char *sql, int n, const char *c
     }
     pgwait_t w = PGWAIT_FAILED;
     int64_t deadline = clock_mono_ms () + se->statement_ms + STORE_ANSWER_MARGIN_MS;
-    PGresult *res = PQsendQueryParams (se->conn, sql, n, NULL, values, NULL, NULL, 0)
-                  ? pgwait_result (se->conn, deadline, se->stop_fd, &w) : NULL;
+    int sent = sql == claim_sql ? PQsendQueryPrepared (se->conn, CLAIM_NAME, n, values, NULL, NULL, 0)
+                                : PQsendQueryParams (se->conn, sql, n, NULL, values, NULL, NULL, 0);
+    PGresult *res = sent ? pgwait_result (se->conn, deadline, se->stop_fd, &w) : NULL;
     if (!res) {
         if (wait_failure (w))
             snprintf (err, errlen, "could not %s: %s", what, wait_failure (w));
@@ -263,78 +357,11 @@ dup_or_null (const PGresult *res, int row, int col)
     return PQgetisnull (res, row, col) ? NULL : mem_strdup (PQgetvalue (res, row, col));
 }
 
-/* One round of the claim. Only the head of an (endpoint, integration) queue, its lowest pending
- * event_seq, may be sent. A failing head's retries move its own next_at on, but the rows behind
- * it keep theirs and stay due: a claim that reads due rows reads all of them, at every claim,
- * the more the longer a receiver is down. The round finds the due heads of the endpoints ($4) by
- * the cheaper of two reads, each stopped at $6 (the round's budget) rows:
- *   - the walk: one descent of event_deliveries_queue to each queue's first pending row (a skip
- *     scan), complete when an endpoint has fewer than $6 queues; it reads no row behind a head;
- *   - the first $6 due rows in next_at order (event_deliveries_due), each checked for being its
- *     queue's first, complete when they are every due row or hold $5 heads: many queues with
- *     one due head each (a burst of events, receivers that are well) are found here at once.
- * Either way the candidates hold the first $5 due heads in next_at order. When neither read is
- * complete the round claims nothing and says so (the last column, "complete"). The candidates
- * are locked by primary key, from an array so that no estimate of their number makes this a
- * read of the table, each checked again to be a due, unleased head: a head another worker holds
- * keeps the rows behind it out (locked, it is skipped; leased, it is left out). Heads are checked
- * with the queue's first row (ORDER BY, LIMIT 1), which a planner does not turn into a join:
- * analyzed with one queue of 50,000 rows, the NOT EXISTS of before became a hash anti-join of
- * 110 s. Test events have no integration: each is a queue of its own. */
-#define CLAIM_SQL \
-    "WITH RECURSIVE walk (endpoint, integration_id, event_seq, next_at, lease_expires_at, n) AS (" \
-    "    SELECT h.*, 1 FROM unnest ($4::text[]) ep (name) CROSS JOIN LATERAL (" \
-    "      SELECT q.endpoint, q.integration_id, q.event_seq, q.next_at, q.lease_expires_at FROM event_deliveries q" \
-    "      WHERE q.state = 'pending' AND q.endpoint = ep.name AND q.integration_id IS NOT NULL" \
-    "      ORDER BY q.integration_id, q.event_seq LIMIT 1) h" \
-    "  UNION ALL" \
-    "    SELECT h.*, w.n + 1 FROM walk w CROSS JOIN LATERAL (" \
-    "      SELECT q.endpoint, q.integration_id, q.event_seq, q.next_at, q.lease_expires_at FROM event_deliveries q" \
-    "      WHERE q.state = 'pending' AND q.endpoint = w.endpoint AND q.integration_id > w.integration_id" \
-    "      ORDER BY q.integration_id, q.event_seq LIMIT 1) h" \
-    "    WHERE w.n < $6::int)," \
-    " heads AS MATERIALIZED (SELECT event_seq, next_at, lease_expires_at, n FROM walk)," \
-    " walked AS (SELECT coalesce (max (n), 0) < $6::int AS ok FROM heads)," \
-    " due AS MATERIALIZED (" \
-    "    SELECT d.event_seq, d.integration_id IS NULL OR d.event_seq = (" \
-    "        SELECT p.event_seq FROM event_deliveries p WHERE p.endpoint = d.endpoint" \
-    "        AND p.integration_id = d.integration_id AND p.state = 'pending' ORDER BY p.event_seq LIMIT 1) AS head" \
-    "    FROM event_deliveries d" \
-    "    WHERE NOT (SELECT ok FROM walked) AND d.state = 'pending' AND d.next_at <= now()" \
-    "      AND d.endpoint = ANY ($4::text[]) AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())" \
-    "    ORDER BY d.next_at, d.event_seq LIMIT $6::int)," \
-    " dued AS (SELECT (SELECT ok FROM walked) OR count(*) < $6::int OR count(*) FILTER (WHERE head) >= $5::int AS ok" \
-    "    FROM due)," \
-    " cand AS (" \
-    "    SELECT event_seq FROM heads WHERE (SELECT ok FROM walked)" \
-    "      AND next_at <= now() AND (lease_expires_at IS NULL OR lease_expires_at < now())" \
-    "  UNION ALL" \
-    "    SELECT t.event_seq FROM event_deliveries t WHERE (SELECT ok FROM walked) AND t.state = 'pending'" \
-    "      AND t.endpoint = ANY ($4::text[]) AND t.integration_id IS NULL" \
-    "  UNION ALL" \
-    "    SELECT event_seq FROM due WHERE head AND (SELECT ok FROM dued))," \
-    " c AS (" \
-    "    SELECT d.event_seq, d.endpoint FROM event_deliveries d" \
-    "    WHERE d.event_seq = ANY ((SELECT array_agg (event_seq) FROM cand)::bigint[]) AND d.endpoint = ANY ($4::text[])" \
-    "      AND d.state = 'pending' AND d.next_at <= now() AND (d.lease_expires_at IS NULL OR d.lease_expires_at < now())" \
-    "      AND (d.integration_id IS NULL OR d.event_seq = (" \
-    "        SELECT p.event_seq FROM event_deliveries p WHERE p.endpoint = d.endpoint" \
-    "        AND p.integration_id = d.integration_id AND p.state = 'pending' ORDER BY p.event_seq LIMIT 1))" \
-    "    ORDER BY d.next_at, d.event_seq LIMIT $5::int FOR UPDATE OF d SKIP LOCKED)," \
-    " u AS (" \
-    "    UPDATE event_deliveries d SET lease_owner = $1, lease_token = $2," \
-    "      lease_expires_at = now() + make_interval (secs => $3::bigint / 1000.0)," \
-    "      attempts = d.attempts + 1, last_attempt_at = now()" \
-    "    FROM c, events e WHERE d.event_seq = c.event_seq AND d.endpoint = c.endpoint AND e.seq = d.event_seq" \
-    "    RETURNING d.event_seq, d.endpoint, e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.detail," \
-    "      (extract (epoch FROM e.created_at) * 1000)::bigint, COALESCE (e.generation, -1)," \
-    "      COALESCE (extract (epoch FROM e.expires_at)::bigint, 0), d.attempts," \
-    "      (extract (epoch FROM now () - d.first_at) * 1000)::bigint)" \
-    " SELECT u.*, (SELECT ok FROM dued) FROM (SELECT 1) one LEFT JOIN u ON true"
-
-#define CLAIM_FIRST_BUDGET  64       /* the walk's queues and the due rows a claim reads at first */
+#define CLAIM_FIRST_BUDGET  64       /* the walk's queues and the due rows of a first round */
 #define CLAIM_BUDGET_GROWTH 8        /* and the factor of each further round */
-#define CLAIM_COLUMNS       13       /* then "complete" */
+#define CLAIM_COLUMNS       13       /* then "walked" and "complete" */
+
+typedef enum { CLAIM_ROUNDS, CLAIM_WALK, CLAIM_DUE } claim_read_t;
 
 fr_status_t
 store_events_claim (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t lease_ms,
@@ -357,23 +384,38 @@ store_events_claim (store_events_t *se, const char *const *endpoints, size_t nen
     char lease [24], lim [16], budget [16];
     snprintf (lease, sizeof lease, "%lld", (long long) lease_ms);
     snprintf (lim, sizeof lim, "%d", limit);
-    const char *values [] = { se->worker_id, lease_token, lease, arr, lim, budget };
-    /* rounds of a growing budget until one is complete: a round reads at most about twice its
-     * budget, so a claim reads a bounded multiple of what the cheaper read needs. The walk is
-     * complete without a bound (INT_MAX) */
-    for (int b = CLAIM_FIRST_BUDGET; ; b = b > INT_MAX / CLAIM_BUDGET_GROWTH ? INT_MAX : b * CLAIM_BUDGET_GROWTH) {
+    const char *values [] = { se->worker_id, lease_token, lease, arr, lim, budget, "t", "t" };
+    /* The read and budget that completed the last claim go first, alone: the queues' shape changes
+     * slowly, and the rounds cost more. When that is not complete, rounds of a growing budget,
+     * until one is: a round reads at most about twice its budget, so a claim reads a bounded
+     * multiple of what the cheaper read needs. The walk is complete without a bound (INT_MAX). */
+    claim_read_t read = (claim_read_t) se->claim_read;
+    int b = read == CLAIM_ROUNDS ? CLAIM_FIRST_BUDGET : se->claim_budget;
+    for (;;) {
         snprintf (budget, sizeof budget, "%d", b);
+        values [6] = read != CLAIM_DUE ? "t" : "f";
+        values [7] = read != CLAIM_WALK ? "t" : "f";
         PQclear (res);
-        res = run (se, "claim event deliveries", CLAIM_SQL, 6, values, 1, &st, err, errlen);
+        res = run (se, "claim event deliveries", claim_sql, 8, values, 1, &st, err, errlen);
         if (!res)
             goto out;
-        if (PQntuples (res) < 1 || PQnfields (res) != CLAIM_COLUMNS + 1) {
+        if (PQntuples (res) < 1 || PQnfields (res) != CLAIM_COLUMNS + 2) {
             snprintf (err, errlen, "could not claim event deliveries: the claim returned no answer row");
             st = FR_INTERNAL;
             goto out;
         }
-        if (strcmp (PQgetvalue (res, 0, CLAIM_COLUMNS), "t") == 0 || b == INT_MAX)
+        int walked = strcmp (PQgetvalue (res, 0, CLAIM_COLUMNS), "t") == 0;
+        if (strcmp (PQgetvalue (res, 0, CLAIM_COLUMNS + 1), "t") == 0 || (read == CLAIM_ROUNDS && b == INT_MAX)) {
+            se->claim_read = walked ? CLAIM_WALK : CLAIM_DUE;
+            se->claim_budget = b;
             break;
+        }
+        if (read != CLAIM_ROUNDS) {
+            read = CLAIM_ROUNDS;
+            b = CLAIM_FIRST_BUDGET;
+        }
+        else
+            b = b > INT_MAX / CLAIM_BUDGET_GROWTH ? INT_MAX : b * CLAIM_BUDGET_GROWTH;
     }
     n = PQgetisnull (res, 0, 0) ? 0 : PQntuples (res);          /* none: one row of NULLs */
     if (n > 0) {
