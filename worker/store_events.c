@@ -156,7 +156,7 @@ wait_failure (pgwait_t w)
     " u AS (" \
     "    UPDATE event_deliveries d SET lease_owner = $1, lease_token = $2," \
     "      lease_expires_at = now() + make_interval (secs => $3::bigint / 1000.0)," \
-    "      attempts = d.attempts + 1, last_attempt_at = now()" \
+    "      attempts = d.attempts + 1" \
     "    FROM c, events e WHERE d.event_seq = c.event_seq AND d.endpoint = c.endpoint AND e.seq = d.event_seq" \
     "    RETURNING d.event_seq, d.endpoint, e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.detail," \
     "      (extract (epoch FROM e.created_at) * 1000)::bigint, COALESCE (e.generation, -1)," \
@@ -439,9 +439,12 @@ store_events_finish (store_events_t *se, int64_t seq, const char *endpoint, cons
     const char *state = result == STORE_EVENTS_DELIVERED ? "delivered" : result == STORE_EVENTS_FAILED ? "failed" : "pending";
     const char *values [] = { s_seq, endpoint, lease_token, state, s_retry, http_status > 0 ? s_status : NULL, error };
     *applied = 0;
+    /* the attempt's time is written here, with its outcome, not by the claim: an attempt in
+     * flight has not failed yet, one given back unsent never happened, and the claim, which
+     * writes no indexed column, can stay a HOT update beside an index on the failures' times */
     PGresult *res = run (se, "record an event delivery",
         "UPDATE event_deliveries SET state = $4, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,"
-        "  next_at = now() + make_interval (secs => $5::bigint / 1000.0), last_status = $6::int,"
+        "  next_at = now() + make_interval (secs => $5::bigint / 1000.0), last_status = $6::int, last_attempt_at = now(),"
         "  last_error = CASE WHEN $4 = 'delivered' THEN last_error ELSE left ($7, 512) END,"
         "  delivered_at = CASE WHEN $4 = 'delivered' THEN now() END,"
         "  failed_at = CASE WHEN $4 = 'failed' THEN now() END"
@@ -764,7 +767,10 @@ store_events_endpoint_stats_start (store_t *s, const char *const *endpoints, siz
 {
     assert (n > 0 && n <= STORE_EVENTS_STATS_MAX);
     store_stmt_t stmts [STORE_EVENTS_STATS_MAX];
-    /* every part is bounded by an index: the loop's connection must not scan a day of deliveries */
+    /* every part is bounded by an index: the loop's connection must not scan a day of deliveries.
+     * The newest failure needs one on (endpoint, last_attempt_at) over the failed and pending rows
+     * with an error (event_deliveries_last_error): without it, all of them are read and sorted
+     * (19,000 failed rows: 0.7 to 1.2 s cold, past a 1 s statement timeout) */
     for (size_t i = 0; i < n; i++)
         stmts [i] = (store_stmt_t) {
             "SELECT (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'),"
