@@ -1,7 +1,9 @@
 /* test_events_outage.c - event delivery through a database outage: deliveries that were being
  * retried when PostgreSQL stopped are all delivered, in order, once it is back; the worker keeps
  * serving cached tokens meanwhile, and a change that could not commit has no event. And a worker
- * told to stop while the database is stalled does not wait for it.
+ * told to stop while the database is stalled does not wait for it. And the claims find the
+ * queues' heads: many queues each with a due head at once from the due rows, and while a
+ * receiver refuses everything, not the backlog behind a failing head.
  * This test runs its own PostgreSQL cluster, because it stops and starts it. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +21,8 @@
 
 #define SECRET "whsec_outage_test_0123456789abcdef"
 #define N      5
+#define BACKLOG 30000                /* deliveries queued behind one failing head */
+#define QUEUES  150                  /* integrations with two events each, all due at once */
 
 /* How long a worker told to stop during a database stall may take to exit: its drain settles in
  * half a second and the main loop's statements give up within about a second (the heartbeat).
@@ -177,12 +181,130 @@ test_stop_during_stall (void **state)
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
+/* Index entries read so far from one index of event_deliveries, or rows read by its sequential
+ * scans when index is NULL (PostgreSQL's statistics, which each session reports within a second
+ * or so of its transactions). */
+static long long
+entries_read (const char *index)
+{
+    char sql [256];
+    if (!index)
+        return harness_sql_int (h, "SELECT COALESCE (seq_tup_read, 0) FROM pg_stat_user_tables"
+                                   " WHERE relname = 'event_deliveries'");
+    snprintf (sql, sizeof sql, "SELECT COALESCE (sum (idx_tup_read), 0) FROM pg_stat_user_indexes"
+                               " WHERE relname = 'event_deliveries' AND indexrelname = '%s'", index);
+    return harness_sql_int (h, sql);
+}
+
+/* 150 integrations with two events each, all due at once: more queues than a claim's first walk
+ * reads (64), so the claims find the heads among the first due rows in next_at order. Every
+ * event arrives, each integration's first before its second. */
+static void
+test_many_queues_claimed_from_the_due_rows (void **state)
+{
+    char sql [1024];
+    receiver_set (0, 0);
+    long long due_before = entries_read ("event_deliveries_due");
+    /* made two days ago, outside the fan-out's window; both events of an integration are in one
+     * transaction, so the deliveries' next_at is the same and event_seq orders them */
+    snprintf (sql, sizeof sql, "WITH e AS (INSERT INTO events (type, integration_id, provider, diagnosis, created_at)"
+              " SELECT t, 'many' || i || ':box', 'fakebox', 'healthy', now () - interval '2 days'"
+              " FROM generate_series (1, %d) i, unnest (ARRAY['connected', 'recovered']) t"
+              " ORDER BY i, t RETURNING seq, integration_id)"
+              " INSERT INTO event_deliveries (event_seq, endpoint, integration_id) SELECT seq, 'app', integration_id FROM e",
+              QUEUES);
+    assert_int_equal (harness_sql (h, sql), 0);
+    /* statistics from before the insert, with hardly a pending row, make every read of pending
+     * rows look free to the planner (autovacuum's ANALYZE comes within a minute in a table this
+     * small, and a backlog that grows over an outage is analyzed as it grows) */
+    assert_int_equal (harness_sql (h, "ANALYZE event_deliveries"), 0);
+    const char *left = "SELECT count(*) FROM event_deliveries WHERE integration_id LIKE 'many%' AND state <> 'delivered'";
+    int64_t end = clock_mono_ms () + 60000;
+    while (harness_sql_int (h, left) != 0 && clock_mono_ms () < end)
+        usleep (200000);
+    assert_int_equal (harness_sql_int (h, left), 0);
+    receiver_got_t *got;
+    int bad, ngot = receiver_snapshot (&got, &bad);
+    assert_int_equal (bad, 0);
+    for (int i = 1; i <= QUEUES; i++) {
+        char id [32];
+        int first = -1, second = -1;
+        snprintf (id, sizeof id, "many%d:box", i);
+        for (int k = 0; k < ngot; k++) {
+            if (got [k].status != 200 || strcmp (got [k].integration, id) != 0)
+                continue;
+            if (first < 0 && strcmp (got [k].type, "connected") == 0)
+                first = k;
+            if (second < 0 && strcmp (got [k].type, "recovered") == 0)
+                second = k;
+        }
+        assert_true (first >= 0 && second > first);
+    }
+    free (got);
+    sleep (2);                      /* what was read is reported by now */
+    long long due = entries_read ("event_deliveries_due") - due_before;
+    printf ("events: %d deliveries of %d queues; %lld entries read from event_deliveries_due\n", 2 * QUEUES, QUEUES, due);
+    assert_true (due > 0);          /* the due rows found them, not only the walk */
+}
+
+/* A receiver refuses everything, and 30,000 deliveries wait behind the first event of one
+ * integration, which keeps failing: only that head may be sent. Its retries move its own next_at
+ * into the future, but the rows behind it keep theirs and stay due. The claim read every due row
+ * in next_at order and probed each for an earlier pending one, so every claim of every worker
+ * read the whole backlog (202 ms at 50,000 rows on the review's cluster), the more the longer
+ * the outage. It now reads the queues' heads. Counted in entries of every index of the table
+ * and rows of its sequential scans, whichever a plan uses, not timed. The delivery counts read
+ * the pending rows too, but once in 5 s: at most once in the 3 s counted. */
+static void
+test_claim_reads_heads_not_the_backlog (void **state)
+{
+    char sql [1024];
+    receiver_set (1000000, 0);
+    /* made two days ago, outside the fan-out's window (which would probe each of them); their
+     * deliveries are new, so the max age is far */
+    snprintf (sql, sizeof sql, "WITH e AS (INSERT INTO events (type, integration_id, provider, diagnosis, created_at)"
+              " SELECT 'connected', 'backlog:box', 'fakebox', 'healthy', now () - interval '2 days'"
+              " FROM generate_series (0, %d) RETURNING seq, integration_id)"
+              " INSERT INTO event_deliveries (event_seq, endpoint, integration_id) SELECT seq, 'app', integration_id FROM e",
+              BACKLOG);
+    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE event_deliveries"), 0);     /* as above */
+    const char *head = "SELECT attempts FROM event_deliveries WHERE endpoint = 'app' AND event_seq ="
+                       " (SELECT min (seq) FROM events WHERE integration_id = 'backlog:box')";
+    const char *behind = "SELECT count(*) FROM event_deliveries WHERE endpoint = 'app' AND attempts > 0"
+                         " AND event_seq > (SELECT min (seq) FROM events WHERE integration_id = 'backlog:box')";
+    int64_t end = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, head) < 2 && clock_mono_ms () < end)
+        usleep (100000);
+    sleep (2);                      /* what was read before is reported by now */
+    const char *names [] = { "event_deliveries_due", "event_deliveries_queue", "event_deliveries_pkey",
+                             "event_deliveries_by_endpoint", "event_deliveries_delivered", NULL };
+    enum { N_READS = sizeof names / sizeof names [0] };
+    long long before [N_READS], read = 0, tried = harness_sql_int (h, head);
+    for (int i = 0; i < N_READS; i++)
+        before [i] = entries_read (names [i]);
+    sleep (3);                      /* a claim every 100 ms poll, and at each retry */
+    for (int i = 0; i < N_READS; i++) {
+        long long d = entries_read (names [i]) - before [i];
+        printf ("events: %lld entries read from %s in 3 s of claims\n", d, names [i] ? names [i] : "sequential scans");
+        read += d;
+    }
+    long long again = harness_sql_int (h, head);
+    printf ("events: the head was tried %lld times, %lld of them in those 3 s\n", again, again - tried);
+    assert_true (tried >= 2 && again > tried);          /* the claims went on */
+    assert_int_equal (harness_sql_int (h, behind), 0);  /* and only the head was sent */
+    if (read >= 2 * BACKLOG)
+        fail_msg ("the claims read the backlog behind the head (%lld entries in 3 s)", read);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_delivery_resumes_after_outage),
         cmocka_unit_test (test_stop_during_stall),
+        cmocka_unit_test (test_many_queues_claimed_from_the_due_rows),
+        cmocka_unit_test (test_claim_reads_heads_not_the_backlog),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
