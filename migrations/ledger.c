@@ -220,6 +220,23 @@ out:
 }
 
 
+/* FR_OK when a migration's statements succeeded; else err says why: the server's error, or a COPY
+ * from or to the client, which the tool cannot feed (the next command on the session, or closing
+ * it, ends the COPY and rolls back what it was part of). */
+static fr_status_t
+ledger_ran (const PGresult *res, PGconn *conn, db_error_t *err)
+{
+    ExecStatusType rs = PQresultStatus (res);
+    if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
+        db_error_printf (err, "it runs COPY with STDIN or STDOUT, which ferrule-migrate cannot feed");
+        snprintf (err->hint, sizeof err->hint, "load data with INSERT statements instead");
+        return FR_INTERNAL;
+    }
+    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK && rs != PGRES_EMPTY_QUERY)
+        return ledger_failed (err, res, conn);
+    return FR_OK;
+}
+
 /* Records the migration in schema_migrations, in the session's transaction if one is open. */
 static fr_status_t
 ledger_record (PGconn *conn, const catalog_entry_t *migration, const char *applied_by, long elapsed_ms,
@@ -345,15 +362,8 @@ ledger_apply_each (PGconn *conn, const catalog_entry_t *migration, const char *a
         if (st != FR_OK)
             goto out;
         res = PQexec (conn, text);
-        ExecStatusType rs = PQresultStatus (res);
-        if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
-            db_error_printf (err, "it runs COPY with STDIN or STDOUT, which ferrule-migrate cannot feed");
-            snprintf (err->hint, sizeof err->hint, "load data with INSERT statements instead");
-            st = FR_INTERNAL;
-            goto out;
-        }
-        if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK && rs != PGRES_EMPTY_QUERY) {
-            st = ledger_failed (err, res, conn);
+        st = ledger_ran (res, conn, err);
+        if (st != FR_OK) {
             /* the server counts from the statement's start; the report counts from the file's */
             err->position = ledger_chars (migration->sql, s.start) + (err->position ? err->position : 1);
             goto out;
@@ -404,18 +414,9 @@ ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applie
     start = clock_mono_ms ();
     res = PQexec (conn, migration->sql);
     *elapsed_ms = (long) (clock_mono_ms () - start);
-    ExecStatusType rs = PQresultStatus (res);
-    if (rs == PGRES_COPY_IN || rs == PGRES_COPY_OUT || rs == PGRES_COPY_BOTH) {
-        /* the next command on the session ends the COPY; closing it rolls the transaction back */
-        db_error_printf (err, "it runs COPY with STDIN or STDOUT, which ferrule-migrate cannot feed");
-        snprintf (err->hint, sizeof err->hint, "load data with INSERT statements instead");
-        st = FR_INTERNAL;
+    st = ledger_ran (res, conn, err);
+    if (st != FR_OK)
         goto out;
-    }
-    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK && rs != PGRES_EMPTY_QUERY) {
-        st = ledger_failed (err, res, conn);
-        goto out;
-    }
     PQclear (res);
     res = NULL;
     if (PQtransactionStatus (conn) != PQTRANS_INTRANS) {
