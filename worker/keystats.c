@@ -77,9 +77,11 @@ on_range (void *arg, fr_status_t st, int64_t old_values, int64_t table_blocks, c
     int64_t took = clock_mono_ms () - w->keystats_sent_ms, timeout = w->cfg.db.statement_timeout_ms;
     w->keystats_in_flight = 0;
     if (st != FR_OK) {
-        /* the same range again, smaller (at the next tick): what was counted stays */
+        /* the same range again, smaller: what was counted stays. At the next tick when a smaller
+         * range may fit, else a second later */
+        int smaller = w->keystats_blocks > KEYSTATS_BLOCKS_MIN;
         w->keystats_blocks = w->keystats_blocks / 4 > KEYSTATS_BLOCKS_MIN ? w->keystats_blocks / 4 : KEYSTATS_BLOCKS_MIN;
-        w->keystats_step_ms = clock_mono_ms () + (store_connected (w->store) ? 0 : KEYSTATS_WAIT_MS);
+        w->keystats_step_ms = clock_mono_ms () + (smaller && store_connected (w->store) ? 0 : KEYSTATS_WAIT_MS);
         keystats_failed (w, err);
         return;
     }

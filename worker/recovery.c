@@ -233,12 +233,14 @@ released (void *arg, fr_status_t st, char **ids, char **providers, size_t n, int
     r->in_flight = 0;
     int64_t now = clock_mono_ms (), took = now - r->release_sent_ms, timeout = w->cfg.db.statement_timeout_ms;
     if (st != FR_OK) {
-        /* from the same range, a smaller one: the ones before it stay released; at once when the
-         * database is still there (the range did not fit the timeout), else a second later */
+        /* from the same range, a smaller one: the ones before it stay released. At once when a
+         * smaller range may fit (the range did not fit the timeout), else a second later (a row
+         * lock, the database away) */
+        int smaller = r->release_blocks > RELEASE_BLOCKS_MIN;
         r->release_blocks = r->release_blocks / 4 > RELEASE_BLOCKS_MIN ? r->release_blocks / 4 : RELEASE_BLOCKS_MIN;
         log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry from block %" PRId64
                      ", %" PRId64 " blocks at a time", err, r->release_from, r->release_blocks);
-        r->due_ms = store_connected (w->store) ? now : now + RECOVERY_RETRY_MS;
+        r->due_ms = smaller && store_connected (w->store) ? now : now + RECOVERY_RETRY_MS;
         return;
     }
     if (n > 0) {
