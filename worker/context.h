@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "blockwalk.h"
 #include "breaker.h"
 #include "cache.h"
 #include "catalog.h"
@@ -124,7 +125,8 @@ typedef struct worker {
     int revalidating;               /* a re-validation batch is in flight */
     int keystats_phase;             /* keystats.c: idle, or which step of a count */
     int keystats_in_flight;         /* keystats.c: a batch of the count is out */
-    int64_t keystats_from, keystats_blocks, keystats_sum, keystats_sent_ms;   /* keystats.c: the walk */
+    blockwalk_t keystats_walk;      /* keystats.c: the walk over integrations */
+    int64_t keystats_sum;           /* keystats.c: what the walk's ranges counted so far */
     int64_t keystats_step_ms;       /* keystats.c: no step of the walk before this (after a failure) */
     int64_t next_hello_ms;
     int64_t session;                /* random per process, in HELLO: a restart under one id and pid shows */

@@ -18,9 +18,6 @@
 
 enum { KEYSTATS_IDLE, KEYSTATS_CLAIM, KEYSTATS_WALK, KEYSTATS_PUBLISH };
 
-#define KEYSTATS_BLOCKS_MIN 16
-#define KEYSTATS_BLOCKS_FIRST 512
-#define KEYSTATS_BLOCKS_MAX 16384
 #define KEYSTATS_WAIT_MS 1000           /* for another worker's count, or after a failed step */
 
 static void
@@ -63,10 +60,8 @@ on_claim (void *arg, fr_status_t st, int claimed, int counted, int64_t integrati
         w->next_keystats_ms = clock_mono_ms () + KEYSTATS_WAIT_MS;      /* another worker's count, soon */
     if (claimed) {
         w->keystats_phase = KEYSTATS_WALK;
-        w->keystats_from = 0;
+        blockwalk_restart (&w->keystats_walk);
         w->keystats_sum = 0;
-        if (!w->keystats_blocks)
-            w->keystats_blocks = KEYSTATS_BLOCKS_FIRST;
     }
 }
 
@@ -74,27 +69,21 @@ static void
 on_range (void *arg, fr_status_t st, int64_t old_values, int64_t table_blocks, const char *err)
 {
     worker_t *w = arg;
-    int64_t took = clock_mono_ms () - w->keystats_sent_ms, timeout = w->cfg.db.statement_timeout_ms;
+    int64_t now = clock_mono_ms (), took = blockwalk_took_ms (&w->keystats_walk, now);
     w->keystats_in_flight = 0;
     if (st != FR_OK) {
         /* the same range again, smaller: what was counted stays. At the next tick when a smaller
          * range may fit, else a second later */
-        int smaller = w->keystats_blocks > KEYSTATS_BLOCKS_MIN;
-        w->keystats_blocks = w->keystats_blocks / 4 > KEYSTATS_BLOCKS_MIN ? w->keystats_blocks / 4 : KEYSTATS_BLOCKS_MIN;
-        w->keystats_step_ms = clock_mono_ms () + (smaller && store_connected (w->store) ? 0 : KEYSTATS_WAIT_MS);
+        int smaller = blockwalk_range_failed (&w->keystats_walk);
+        w->keystats_step_ms = now + (smaller && store_connected (w->store) ? 0 : KEYSTATS_WAIT_MS);
         keystats_failed (w, err);
         return;
     }
     w->keystats_sum += old_values;
-    w->keystats_from += w->keystats_blocks;
-    if (took * 8 < timeout && w->keystats_blocks < KEYSTATS_BLOCKS_MAX)
-        w->keystats_blocks *= 2;
-    else if (took * 2 > timeout && w->keystats_blocks > KEYSTATS_BLOCKS_MIN)
-        w->keystats_blocks /= 2;
-    if (w->keystats_from >= table_blocks)
+    if (blockwalk_range_done (&w->keystats_walk, now, w->cfg.db.statement_timeout_ms, table_blocks))
         w->keystats_phase = KEYSTATS_PUBLISH;
     /* the connection free half the time for the refreshes' batches: the count is not urgent */
-    w->keystats_step_ms = clock_mono_ms () + took;
+    w->keystats_step_ms = now + took;
 }
 
 static void
@@ -140,8 +129,8 @@ keystats_tick (worker_t *w, int64_t now_ms)
         st = store_keystats_claim_start (store, key, w->cfg.key_stats_ms, on_claim, w, err, sizeof err);
         break;
     case KEYSTATS_WALK:
-        w->keystats_sent_ms = now_ms;
-        st = store_keystats_range_start (store, key, w->keystats_from, w->keystats_blocks, on_range, w, err,
+        blockwalk_sent (&w->keystats_walk, now_ms);
+        st = store_keystats_range_start (store, key, w->keystats_walk.from, w->keystats_walk.blocks, on_range, w, err,
                                          sizeof err);
         break;
     default:

@@ -4,6 +4,7 @@
  * a record that fails (its row locked, the database away) is kept and the pass goes on, and the
  * whole pass is tried again a second later, until a pass settles every record. */
 #include "recovery.h"
+#include "blockwalk.h"
 #include "store_chain.h"
 #include "calls.h"
 #include "catalog.h"
@@ -19,13 +20,6 @@
 #include <string.h>
 
 #define RECOVERY_RETRY_MS 1000
-/* The leases' release reads the table a range of blocks at a time, sized to take about a quarter
- * of the statement timeout: doubled after a range that took less than an eighth, halved after one
- * that took more than half, quartered after a failure (a statement timeout on a slow or busy
- * server), within these bounds. */
-#define RELEASE_BLOCKS_MIN 16                   /* 128 kB */
-#define RELEASE_BLOCKS_FIRST 512
-#define RELEASE_BLOCKS_MAX 16384                /* 128 MB */
 
 typedef enum { RECOVERY_REPLAY, RECOVERY_RELEASE, RECOVERY_DONE } recovery_step_t;
 
@@ -43,9 +37,7 @@ struct recovery {
     int failed;                     /* a record of this pass was not settled */
     int in_flight;                  /* a batch of ours is out */
     int64_t due_ms;                 /* no step before this */
-    int64_t release_from;           /* the release's next range of the table's blocks */
-    int64_t release_blocks;         /* and its size */
-    int64_t release_sent_ms;        /* when the range's batch went out */
+    blockwalk_t release;            /* the leases' release: a range of the table's blocks at a time */
     char **released_ids, **released_providers;  /* what the ranges so far released */
     size_t nreleased;
 };
@@ -54,7 +46,7 @@ recovery_t *
 recovery_new (void)
 {
     recovery_t *r = mem_alloc (sizeof (recovery_t));
-    r->release_blocks = RELEASE_BLOCKS_FIRST;
+    blockwalk_init (&r->release);
     return r;
 }
 
@@ -231,15 +223,14 @@ released (void *arg, fr_status_t st, char **ids, char **providers, size_t n, int
     worker_t *w = arg;
     recovery_t *r = w->recovery;
     r->in_flight = 0;
-    int64_t now = clock_mono_ms (), took = now - r->release_sent_ms, timeout = w->cfg.db.statement_timeout_ms;
+    int64_t now = clock_mono_ms ();
     if (st != FR_OK) {
         /* from the same range, a smaller one: the ones before it stay released. At once when a
          * smaller range may fit (the range did not fit the timeout), else a second later (a row
          * lock, the database away) */
-        int smaller = r->release_blocks > RELEASE_BLOCKS_MIN;
-        r->release_blocks = r->release_blocks / 4 > RELEASE_BLOCKS_MIN ? r->release_blocks / 4 : RELEASE_BLOCKS_MIN;
+        int smaller = blockwalk_range_failed (&r->release);
         log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry from block %" PRId64
-                     ", %" PRId64 " blocks at a time", err, r->release_from, r->release_blocks);
+                     ", %" PRId64 " blocks at a time", err, r->release.from, r->release.blocks);
         r->due_ms = smaller && store_connected (w->store) ? now : now + RECOVERY_RETRY_MS;
         return;
     }
@@ -252,12 +243,7 @@ released (void *arg, fr_status_t st, char **ids, char **providers, size_t n, int
     }
     mem_free (ids);
     mem_free (providers);
-    r->release_from += r->release_blocks;
-    if (took * 8 < timeout && r->release_blocks < RELEASE_BLOCKS_MAX)
-        r->release_blocks *= 2;
-    else if (took * 2 > timeout && r->release_blocks > RELEASE_BLOCKS_MIN)
-        r->release_blocks /= 2;
-    if (r->release_from < table_blocks)
+    if (!blockwalk_range_done (&r->release, now, w->cfg.db.statement_timeout_ms, table_blocks))
         return;                                 /* the next range, at the next tick */
     r->step = RECOVERY_DONE;
     w->started_db = 1;
@@ -331,8 +317,8 @@ recovery_tick (worker_t *w, int64_t now)
         else
         if (r->step == RECOVERY_RELEASE) {
             r->in_flight = 1;
-            r->release_sent_ms = now;
-            if (store_release_own_leases_start (s, r->release_from, r->release_blocks, released, w, err, sizeof err) != FR_OK) {
+            blockwalk_sent (&r->release, now);
+            if (store_release_own_leases_start (s, r->release.from, r->release.blocks, released, w, err, sizeof err) != FR_OK) {
                 r->in_flight = 0;
                 log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry", err);
                 r->due_ms = now + RECOVERY_RETRY_MS;
