@@ -16,6 +16,7 @@ typedef struct {
     char context [1024];
     int position;               /* 1-based character in the statement, 0 when unknown */
     int lost;                   /* the session is gone: the database is unreachable */
+    int waited_out;             /* cancelled by ferrule-migrate: it waited for others past the limit */
 } db_error_t;
 
 /* "user@host:port/dbname" for messages, never the password; NULL when url does not parse.

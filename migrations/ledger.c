@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "mem.h"
 #include "sqlsplit.h"
+#include "watch.h"
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -277,6 +278,17 @@ ledger_word (const char *p, const char *w)
     return p + n;
 }
 
+/* The 1-based line of the file at byte off. */
+static int
+ledger_line (const char *sql, size_t off)
+{
+    int line = 1;
+    for (size_t i = 0; i < off; i++)
+        if (sql [i] == '\n')
+            line++;
+    return line;
+}
+
 /* The index a statement "CREATE [UNIQUE] INDEX CONCURRENTLY IF NOT EXISTS name" builds, into name
  * (an unquoted, maybe schema-qualified name); 0 for any other statement. */
 static int
@@ -298,6 +310,26 @@ ledger_concurrent_index (const char *stmt, char *name, size_t size)
     memcpy (name, p, n);
     name [n] = '\0';
     return 1;
+}
+
+/* A statement the watch cancelled after it waited for other sessions past the limit: the error
+ * says whom it waited for and what to do, not "canceling statement due to user request". */
+static void
+ledger_waited_out (db_error_t *err, const char *gave_up, int in_transaction, const char *stmt)
+{
+    char name [200];
+    db_error_printf (err, "%s", gave_up);
+    err->waited_out = 1;
+    if (in_transaction)
+        snprintf (err->detail, sizeof err->detail, "the statement was cancelled and the migration's transaction "
+                  "rolled back");
+    else if (ledger_concurrent_index (stmt, name, sizeof name))
+        snprintf (err->detail, sizeof err->detail, "the statement was cancelled; index \"%s\", which it was building, "
+                  "may be left invalid, and the next up drops it and builds it again", name);
+    else
+        snprintf (err->detail, sizeof err->detail, "the statement was cancelled");
+    snprintf (err->hint, sizeof err->hint, "end that session's transaction, or terminate it (SELECT "
+              "pg_terminate_backend (pid)), then run ferrule-migrate up again; --wait-limit=0 waits as long as it takes");
 }
 
 /* A CREATE INDEX CONCURRENTLY that fails (a duplicate for a unique index, a cancel, a lost
@@ -334,9 +366,10 @@ out:
  * applied and the migration unrecorded; the next up runs it all again, so every statement must be
  * safe to repeat (IF NOT EXISTS, IF EXISTS). */
 static fr_status_t
-ledger_apply_each (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
+ledger_apply_each (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, const char *applied_by,
                    long *elapsed_ms, int *committed, db_error_t *err)
 {
+    char what [64], gave_up [600];
     PGresult *res = NULL;
     char *text = NULL;
     fr_status_t st = FR_OK;
@@ -361,8 +394,11 @@ ledger_apply_each (PGconn *conn, const catalog_entry_t *migration, const char *a
         st = ledger_drop_invalid_index (conn, text, err);
         if (st != FR_OK)
             goto out;
-        res = PQexec (conn, text);
+        snprintf (what, sizeof what, "the statement at line %d", ledger_line (migration->sql, s.start));
+        res = watch_exec (watch, conn, text, what, gave_up, sizeof gave_up);
         st = ledger_ran (res, conn, err);
+        if (st != FR_OK && *gave_up)
+            ledger_waited_out (err, gave_up, 0, text);
         if (st != FR_OK) {
             /* the server counts from the statement's start; the report counts from the file's */
             err->position = ledger_chars (migration->sql, s.start) + (err->position ? err->position : 1);
@@ -395,9 +431,10 @@ out:
 }
 
 fr_status_t
-ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
+ledger_apply (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, const char *applied_by,
               long *elapsed_ms, int *committed, db_error_t *err)
 {
+    char gave_up [600];
     PGresult *res = NULL;
     fr_status_t st = FR_OK;
     int in_transaction = 0;
@@ -405,16 +442,18 @@ ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applie
 
     *committed = 0;
     if (migration->no_transaction)
-        return ledger_apply_each (conn, migration, applied_by, elapsed_ms, committed, err);
+        return ledger_apply_each (conn, watch, migration, applied_by, elapsed_ms, committed, err);
     st = db_exec (conn, "BEGIN", err);
     if (st != FR_OK)
         goto out;
     in_transaction = 1;
 
     start = clock_mono_ms ();
-    res = PQexec (conn, migration->sql);
+    res = watch_exec (watch, conn, migration->sql, "its transaction", gave_up, sizeof gave_up);
     *elapsed_ms = (long) (clock_mono_ms () - start);
     st = ledger_ran (res, conn, err);
+    if (st != FR_OK && *gave_up)
+        ledger_waited_out (err, gave_up, 1, NULL);
     if (st != FR_OK)
         goto out;
     PQclear (res);

@@ -4,6 +4,7 @@
 #define FERRULE_LEDGER_H
 #include "catalog.h"
 #include "db.h"
+#include "watch.h"
 #include "result.h"
 #include <libpq-fe.h>
 #include <stddef.h>
@@ -43,7 +44,9 @@ fr_status_t ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err) 
 fr_status_t ledger_unlock (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Creates schema_migrations when it is missing. Call with the lock held. */
 fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
-/* Runs the migration and records it in one transaction; on failure rolls back. elapsed_ms is the
+/* Runs the migration and records it in one transaction; on failure rolls back. Its statements run
+ * under watch (watch.h): said when they wait for other sessions, cancelled past its wait limit
+ * (err->waited_out). elapsed_ms is the
  * time the migration's SQL took. A server error from the migration itself keeps its position, which
  * counts characters from the start of the file. FR_CONFIGURATION when the file ended the transaction
  * itself: then its changes may be committed without their row.
@@ -51,6 +54,6 @@ fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
  * as it ends, and is recorded after the last: on failure the *committed statements before the
  * failed one stay applied, and an index a failed CREATE INDEX CONCURRENTLY IF NOT EXISTS
  * left invalid is dropped before that statement runs again. */
-fr_status_t ledger_apply (PGconn *conn, const catalog_entry_t *migration, const char *applied_by,
+fr_status_t ledger_apply (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, const char *applied_by,
                           long *elapsed_ms, int *committed, db_error_t *err) FR_MUSTCHECK;
 #endif

@@ -12,6 +12,7 @@
 #include "routehash.h"
 #include "schema.h"
 #include "secrets.h"
+#include "watch.h"
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -49,6 +50,8 @@ typedef struct {
     int batch;                  /* rekey, fill-route-hashes: rows per batch */
     int force;                  /* rekey: even if no value is sealed under the key given yet */
     int no_fill;                /* up: leave the routing hashes for fill-route-hashes */
+    double wait_limit_s;        /* up: cancel a statement that waited this long for others; 0 never */
+    int wait_limit_given;
 } options_t;
 
 static void
@@ -288,6 +291,7 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
 {
     ledger_t *ledger = NULL;
     plan_t *plan = NULL;
+    watch_t *watch = NULL;
     db_error_t err;
     fr_status_t st;
     int rc = EXIT_OK, applied = 0, locked = 0;
@@ -295,6 +299,7 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
     PGconn *conn = connect_or_report (opts, &rc);
     if (!conn)
         goto out;
+    watch = watch_new (opts->database_url, db_connect_timeout_ms (opts->database_url), opts->wait_limit_s);
 
     st = ledger_lock (conn, on_lock_wait, &err);
     if (st != FR_OK) {
@@ -341,7 +346,7 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         long ms = 0;
         int committed = 0;
         db_notices_about (item->migration->label);
-        st = ledger_apply (conn, item->migration, applied_by, &ms, &committed, &err);
+        st = ledger_apply (conn, watch, item->migration, applied_by, &ms, &committed, &err);
         db_notices_about (NULL);
         if (st != FR_OK) {
             char what [512];
@@ -355,6 +360,13 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
                 report ("hint", "the connection was lost: check the database, then run ferrule-migrate up again");
             else if (st == FR_CONFIGURATION)
                 ;                                   /* not rolled back: the hint already says what to do */
+            else if (err.waited_out && item->migration->no_transaction && committed)
+                report (NULL, "%s is not recorded; the %d statement%s before the cancelled one stay%s applied, and "
+                        "up runs all of it again", item->migration->label, committed, committed == 1 ? "" : "s",
+                        committed == 1 ? "s" : "");
+            else if (err.waited_out)
+                report (NULL, "%s is not recorded%s", item->migration->label,
+                        item->migration->no_transaction ? "" : ": it was rolled back");
             else if (item->migration->no_transaction && committed)
                 report (NULL, "%s is not recorded, and runs without a transaction: the %d statement%s before the "
                         "failed one stay%s applied; fix it, then run ferrule-migrate up again, which runs all of it "
@@ -428,6 +440,7 @@ out:
         locked = 0;
     plan_destroy (&plan);
     ledger_destroy (&ledger);
+    watch_destroy (&watch);
     if (conn)
         PQfinish (conn);
     return rc;
@@ -870,6 +883,12 @@ print_usage (FILE *out)
         "      --batch=N           rekey: rows per transaction (default 200); fill-route-hashes: rows\n"
         "                          per statement (default 1000)\n"
         "      --no-fill           up: leave the routing hashes to fill-route-hashes\n"
+        "      --wait-limit=SECONDS\n"
+        "                          up: cancel a statement that has waited this long for other\n"
+        "                          sessions (their locks, or the transactions a concurrent index\n"
+        "                          build must outlast), and fail naming them (default:\n"
+        "                          $FERRULE_MIGRATE_WAIT_LIMIT_S, or 0: as long as it takes). Either\n"
+        "                          way, up names them once a statement has waited 5 s\n"
         "      --runtime-role=ROLE up: then set up ROLE as grant-runtime does\n"
         "                          (default: $FERRULE_RUNTIME_ROLE)\n"
         "  -h, --help              show this help\n"
@@ -899,6 +918,19 @@ usage_error (const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+/* Seconds from 0 (no limit) to WATCH_MAX_LIMIT_S. EXIT_OK, or EXIT_USAGE after reporting. */
+static int
+parse_wait_limit (const char *text, const char *name, double *out)
+{
+    char *end;
+    errno = 0;
+    double value = strtod (text, &end);
+    if (errno || end == text || *end || !isfinite (value) || value < 0 || value > WATCH_MAX_LIMIT_S)
+        return usage_error ("invalid %s \"%s\": give seconds from 0 (no limit) to %.0f", name, text, WATCH_MAX_LIMIT_S);
+    *out = value;
+    return EXIT_OK;
+}
+
 /* Fills opts from argv and the environment. EXIT_OK, or EXIT_USAGE after reporting. */
 static int
 parse_options (int argc, char **argv, options_t *opts)
@@ -912,6 +944,7 @@ parse_options (int argc, char **argv, options_t *opts)
         { "runtime-role", required_argument, NULL, 'r' },
         { "force",        no_argument,       NULL, 'f' },
         { "no-fill",      no_argument,       NULL, 'n' },
+        { "wait-limit",   required_argument, NULL, 'w' },
         { "help",         no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -960,6 +993,11 @@ parse_options (int argc, char **argv, options_t *opts)
         case 'n':
             opts->no_fill = 1;
             break;
+        case 'w':
+            if (parse_wait_limit (optarg, "--wait-limit", &opts->wait_limit_s) != EXIT_OK)
+                return EXIT_USAGE;
+            opts->wait_limit_given = 1;
+            break;
         case 'h':
             opts->command = "help";
             return EXIT_OK;
@@ -1001,6 +1039,13 @@ parse_options (int argc, char **argv, options_t *opts)
         return usage_error ("--batch applies to rekey and fill-route-hashes only");
     if (opts->no_fill && strcmp (opts->command, "up") != 0)
         return usage_error ("--no-fill applies to up only");
+    if (opts->wait_limit_given && strcmp (opts->command, "up") != 0)
+        return usage_error ("--wait-limit applies to up only");
+    if (!opts->wait_limit_given && strcmp (opts->command, "up") == 0 && getenv ("FERRULE_MIGRATE_WAIT_LIMIT_S")
+     && *getenv ("FERRULE_MIGRATE_WAIT_LIMIT_S")
+     && parse_wait_limit (getenv ("FERRULE_MIGRATE_WAIT_LIMIT_S"), "FERRULE_MIGRATE_WAIT_LIMIT_S",
+                          &opts->wait_limit_s) != EXIT_OK)
+        return EXIT_USAGE;
     if (!opts->batch)
         opts->batch = strcmp (opts->command, "rekey") == 0 ? REKEY_DEFAULT_BATCH : ROUTEHASH_DEFAULT_BATCH;
     if (!opts->timeout_given)

@@ -371,7 +371,94 @@ expect_in "$WORK/err" "$OPEN\\.sql failed at line 2: it opened a transaction, wh
     "the failure names the BEGIN"
 [ "$(psql_db -c "SELECT to_regclass ('migrate_test_begun') IS NULL")" = t ] \
     && pass "nothing after the BEGIN ran" || fail "a statement after the BEGIN ran"
-rm "$WORK/dir/$CONC.sql" "$WORK/dir/$UNIQ.sql" "$WORK/dir/$OPEN.sql"
+rm "$WORK/dir/$OPEN.sql"
+
+# hold_open NAME SQL: a session named NAME (its application_name) runs SQL and stays idle in its
+# transaction until release_hold; its server pid in HOLD_PID
+hold_open () {
+    rm -f "$WORK/hold.fifo"
+    mkfifo "$WORK/hold.fifo"
+    PGAPPNAME="$1" "$PSQL" -X -q -d "$DB_URL" <"$WORK/hold.fifo" >/dev/null 2>&1 &
+    HOLD_PSQL=$!
+    exec 9>"$WORK/hold.fifo"
+    echo "$2" >&9
+    HOLD_PID=
+    for _ in $(seq 50); do
+        HOLD_PID=$(psql_db -c "SELECT pid FROM pg_stat_activity WHERE application_name = '$1'
+                               AND state = 'idle in transaction'")
+        [ -n "$HOLD_PID" ] && return 0
+        sleep 0.1
+    done
+    fail "the session $1 did not open its transaction"
+}
+release_hold () {
+    echo "COMMIT;" >&9
+    exec 9>&-
+    wait "$HOLD_PSQL"
+}
+
+# --- a statement that waits for another session says so once it has waited 5 s: whom it waits
+# for (the session a concurrent build must outlast, left idle in its transaction), how far the
+# build is, what ends the wait; without a limit it goes on once that transaction ends
+WATCHED=$(printf '%03d_watched' $((HIGHEST + 3)))
+printf '%s\n' '-- ferrule-migrate: no-transaction' 'SELECT 1;' \
+    'CREATE INDEX CONCURRENTLY IF NOT EXISTS migrate_test_conc_w ON migrate_test_conc (b, a);' >"$WORK/dir/$WATCHED.sql"
+hold_open held-open "BEGIN; INSERT INTO migrate_test_conc VALUES (-5, 'held');"
+migrate --dir "$WORK/dir" up >"$WORK/watch.out" 2>"$WORK/watch.err" &
+UPW=$!
+for _ in $(seq 150); do
+    grep -q "has waited" "$WORK/watch.err" && break
+    sleep 0.1
+done
+expect_in "$WORK/watch.err" "^ferrule-migrate: notice: $WATCHED: the statement at line 3 has waited [5-9] s for 1 other session, the oldest pid $HOLD_PID \\(user \"[^\"]+\", application \"held-open\", [^)]+\\), idle in transaction, its transaction open for [0-9]+ s; waiting for writers before build; end that session's transaction \\(SELECT pg_terminate_backend \\($HOLD_PID\\) ends the session\\) and it goes on by itself\$" \
+    "a waiting concurrent build names the session it waits for, its phase, and what ends the wait"
+if kill -0 "$UPW" 2>/dev/null; then pass "without a limit, up goes on waiting"; else fail "up ended while the session was open"; fi
+release_hold
+wait "$UPW"; RCW=$?
+[ "$RCW" -eq 0 ] && pass "up ends once the transaction it waited for ends" \
+    || { fail "up with $WATCHED exited $RCW"; sed 's/^/    /' "$WORK/watch.out" "$WORK/watch.err" >&2; }
+[ "$(psql_db -c "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass ('migrate_test_conc_w')")" = t ] \
+    && pass "the index it waited to build is valid" || fail "migrate_test_conc_w is missing or invalid"
+
+# --- with a wait limit, a statement that waited that long for others is cancelled, and up fails
+# naming the session: a migration in a transaction is rolled back, and the writer that queued
+# behind its lock meanwhile (counted in the notice) goes on
+ALTERED=$(printf '%03d_altered' $((HIGHEST + 4)))
+printf '%s\n' 'ALTER TABLE migrate_test_conc ADD COLUMN c int;' >"$WORK/dir/$ALTERED.sql"
+hold_open held-open "BEGIN; SELECT count(*) FROM migrate_test_conc;"
+migrate --dir "$WORK/dir" up --wait-limit 3 >"$WORK/limit.out" 2>"$WORK/limit.err" &
+UPL=$!
+for _ in $(seq 50); do
+    [ "$(psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE migrate_test_conc%'
+                     AND wait_event_type = 'Lock'")" = 1 ] && break
+    sleep 0.1
+done
+psql_db -c "INSERT INTO migrate_test_conc VALUES (-6, 'queued')" >/dev/null 2>"$WORK/queued.err" &
+QUEUED=$!
+wait "$UPL"; RCL=$?
+[ "$RCL" -eq 1 ] && pass "up --wait-limit 3 gives up (exit 1)" \
+    || { fail "up --wait-limit 3 exited $RCL"; sed 's/^/    /' "$WORK/limit.out" "$WORK/limit.err" >&2; }
+expect_in "$WORK/limit.err" "^ferrule-migrate: notice: $ALTERED: its transaction has waited [3-5] s for 1 other session, the oldest pid $HOLD_PID \\(.*application \"held-open\".*\\), idle in transaction, its transaction open for [0-9]+ s; 1 session waits behind it; end that session's transaction .* or up gives up at 3 s of waiting\$" \
+    "the notice counts the writer queued behind the migration's lock"
+expect_in "$WORK/limit.err" "^ferrule-migrate: error: migration $ALTERED\\.sql failed: gave up after it waited [3-5] s for 1 other session, the oldest pid $HOLD_PID \\(.*\\), idle in transaction, its transaction open for [0-9]+ s \\(the wait limit is 3 s\\)\$" \
+    "the error names the session it gave up on"
+expect_in "$WORK/limit.err" "^ferrule-migrate: detail: the statement was cancelled and the migration's transaction rolled back\$" \
+    "the detail says the migration was rolled back"
+expect_in "$WORK/limit.err" "^ferrule-migrate: hint: end that session's transaction, or terminate it" "the hint says what to do"
+expect_in "$WORK/limit.err" "^ferrule-migrate: $ALTERED is not recorded: it was rolled back\$" "it is not recorded"
+wait "$QUEUED" && pass "the writer queued behind it went on" || { fail "the queued writer failed"; cat "$WORK/queued.err" >&2; }
+[ "$(psql_db -c "SELECT count(*) FROM information_schema.columns WHERE table_name = 'migrate_test_conc' AND column_name = 'c'")" = 0 ] \
+    && pass "its change was rolled back" || fail "column c exists after the cancelled migration"
+release_hold
+expect_exit 2 "--wait-limit outside up" migrate --wait-limit 3 status
+expect_exit 2 "a negative --wait-limit" migrate --dir "$WORK/dir" up --wait-limit -1
+FERRULE_MIGRATE_WAIT_LIMIT_S=soon expect_exit 2 "FERRULE_MIGRATE_WAIT_LIMIT_S that is not seconds" migrate --dir "$WORK/dir" up
+expect_in "$WORK/err" "invalid FERRULE_MIGRATE_WAIT_LIMIT_S \"soon\"" "the variable is named"
+FERRULE_MIGRATE_WAIT_LIMIT_S=30 expect_exit 0 "up once the session is gone" migrate --dir "$WORK/dir" up
+[ "$(psql_db -c "SELECT count(*) FROM information_schema.columns WHERE table_name = 'migrate_test_conc' AND column_name = 'c'")" = 1 ] \
+    && pass "then it applies" || fail "column c is missing after up"
+
+rm "$WORK/dir/$CONC.sql" "$WORK/dir/$UNIQ.sql" "$WORK/dir/$WATCHED.sql" "$WORK/dir/$ALTERED.sql"
 psql_db -c "DELETE FROM schema_migrations WHERE version > $HIGHEST; DROP TABLE migrate_test_conc" >/dev/null
 
 # --- an edited file is drift
