@@ -1,6 +1,7 @@
 /* events.c - the event delivery thread and the events operations */
 #include "events.h"
 #include "webhook.h"
+#include "breaker.h"
 #include "store_events.h"
 #include "dbwait.h"
 #include "context.h"
@@ -35,6 +36,12 @@
 #define LIST_MAX           1000
 #define LIST_MAX_BYTES     (160 * 1024)    /* an events reply stays well under a frame's 256 KiB */
 #define FORECAST_SHARE     0.8       /* warn when this share of a limit has passed */
+/* An endpoint's breaker: this many failed attempts within the window, and at least half of its
+ * attempts, hold its deliveries; the first hold is the backoff's base, each failed probe doubles
+ * it up to the backoff's longest wait */
+#define HOLD_MIN_FAILURES  5
+#define HOLD_WINDOW_MS     60000
+#define HOLD_FIRST_MIN_MS  100
 
 typedef struct {
     char    *name;
@@ -58,8 +65,10 @@ struct events {
                                         waits on the database end (store_events_new) */
     atomic_int stop;
     int64_t last_fanout_ms;          /* monotonic start of the last complete fan-out; 0 none */
+    breaker_t *held;                 /* per endpoint: one that keeps failing gets probes, not every queue's retries */
     metrics_t *metrics;
     metrics_series_t *m_pending, *m_failed_rows, *m_forecasts, *m_db_errors;
+    metrics_series_t **m_held;       /* per endpoint, in the set's order */
 };
 
 static uint64_t
@@ -108,6 +117,10 @@ deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token)
         return;                      /* abandoned: the lease expires and the event is sent again */
     }
     mem_free (body);
+    breaker_record (ev->held, c->endpoint, out != WEBHOOK_DELIVERED, clock_mono_ms ());
+    for (size_t k = 0; k < webhook_set_count (ev->endpoints); k++)
+        if (strcmp (ev->names [k], c->endpoint) == 0)
+            metrics_set (ev->m_held [k], breaker_is_open (ev->held, c->endpoint, 0));
     store_events_result_t result = STORE_EVENTS_DELIVERED;
     int64_t retry_ms = 0;
     if (out != WEBHOOK_DELIVERED) {
@@ -174,38 +187,55 @@ deliver_pass (events_t *ev, int full)
         }
     }
     ev->last_fanout_ms = started;
-    if (!n)
+    /* a held endpoint is not claimed from: its deliveries wait in the database, and the claim does
+     * not read its queues, until its hold ends and one of them is its probe */
+    const char *names [WEBHOOK_MAX_ENDPOINTS];
+    size_t nnames = 0;
+    for (size_t i = 0; i < n; i++) {
+        int64_t retry_s;
+        if (!breaker_blocked (ev->held, ev->names [i], clock_mono_ms (), &retry_s))
+            names [nnames++] = ev->names [i];
+    }
+    if (!nnames)
         return 0;
     char lease [STORE_EVENTS_LEASE_LEN + 1];
-    store_events_claim_t *claims = NULL;
-    size_t count = 0;
+    store_events_claim_t *claims = NULL, *back = NULL;
+    size_t count = 0, nback = 0, nlate = 0;
     int64_t claimed_ms = clock_mono_ms ();       /* before the claim: its lease runs from later */
-    if (store_events_claim (ev->store, ev->names, n, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims, &count,
+    if (store_events_claim (ev->store, names, nnames, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims, &count,
                             err, sizeof err) != FR_OK) {
         db_failed (ev, NULL, err);
         return 0;
     }
     /* the claim's deliveries go one after another under one lease: one is attempted only if the
      * attempt ends within the lease, however long it takes; past the lease another worker's claim
-     * takes the delivery, and both would send it at once. The rest are given back. */
-    size_t i = 0;
-    for (; i < count && !atomic_load (&ev->stop); i++) {
-        if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms)
-            break;
-        deliver (ev, &claims [i], lease);
-    }
-    if (i < count && !atomic_load (&ev->stop)) {
-        int64_t released = 0;
-        if (store_events_release (ev->store, claims + i, count - i, lease, &released, err, sizeof err) != FR_OK)
-            db_failed (ev, NULL, err);       /* their leases expire instead */
+     * takes the delivery, and both would send it at once. Those, and those of an endpoint held
+     * meanwhile (or whose probe is out), are given back. */
+    back = mem_alloc ((count ? count : 1) * sizeof *back);
+    for (size_t i = 0; i < count && !atomic_load (&ev->stop); i++) {
+        int64_t retry_s;
+        if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms) {
+            back [nback++] = claims [i];
+            nlate++;
+        }
+        else if (!breaker_allow (ev->held, claims [i].endpoint, clock_mono_ms (), &retry_s))
+            back [nback++] = claims [i];
         else
+            deliver (ev, &claims [i], lease);
+    }
+    if (nback && !atomic_load (&ev->stop)) {
+        int64_t released = 0;
+        if (store_events_release (ev->store, back, nback, lease, &released, err, sizeof err) != FR_OK)
+            db_failed (ev, NULL, err);       /* their leases expire instead */
+        else if (nlate)
             log_info (NULL, NULL, "event deliveries given back unsent: %lld; their attempts could not have ended "
                       "within the lease (FERRULE_WEBHOOK_LEASE_MS %lld, FERRULE_WEBHOOK_TIMEOUT_MS %lld); a "
-                      "slow receiver makes this happen", (long long) released, (long long) ev->cfg.lease_ms,
+                      "slow receiver makes this happen", (long long) nlate, (long long) ev->cfg.lease_ms,
                       (long long) ev->cfg.timeout_ms);
     }
+    mem_free (back);                         /* copies: the claims own their strings */
     store_events_claims_free (&claims, count);
-    return count > 0;
+    return count > nback;
 }
 
 static void
@@ -349,6 +379,18 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
                                        "expiring events this worker recorded from the catalog's limits", NULL);
     ev->m_db_errors = metrics_counter (metrics, "worker_events_database_errors_total",
                                        "statements of the event delivery thread that failed", NULL);
+    int64_t first_hold = cfg->backoff_base_ms > HOLD_FIRST_MIN_MS ? cfg->backoff_base_ms : HOLD_FIRST_MIN_MS;
+    ev->held = breaker_new ("webhook", HOLD_MIN_FAILURES, HOLD_WINDOW_MS, first_hold, cfg->backoff_max_ms);
+    ev->m_held = mem_alloc ((n + 1) * sizeof *ev->m_held);
+    for (size_t i = 0; i < n; i++) {
+        char labels [160], esc [140];
+        metrics_label_escape (esc, sizeof esc, ev->names [i]);
+        snprintf (labels, sizeof labels, "endpoint=\"%s\"", esc);
+        ev->m_held [i] = metrics_gauge (metrics, "worker_webhook_held",
+                                        "1 while this worker holds an endpoint's deliveries after failures in a "
+                                        "row (probing it now and then), else 0", labels);
+        metrics_set (ev->m_held [i], 0);
+    }
     if (pipe (ev->wake) != 0) {
         snprintf (err, errlen, "could not create the event thread's wake-up pipe: %s", strerror (errno));
         goto fail;
@@ -400,6 +442,8 @@ events_destroy (events_t **ev_p)
     store_events_destroy (&ev->store);
     webhook_set_destroy (&ev->endpoints);
     mem_free (ev->names);
+    mem_free (ev->m_held);
+    breaker_destroy (&ev->held);
     for (size_t i = 0; i < ev->nproviders; i++)
         mem_free (ev->providers [i].name);
     mem_free (ev->providers);

@@ -51,7 +51,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->loads = loads_new ();
     w->dbwait = dbwait_new ();
     w->recovery = recovery_new ();
-    w->breaker = breaker_new (cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms);
+    w->breaker = breaker_new ("provider", cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms,
+                              cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
     w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body,
                        (long) cfg->http_idle_connections);

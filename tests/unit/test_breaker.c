@@ -1,4 +1,5 @@
-/* test_breaker.c - the per-provider circuit breaker: opens on broad failure, one probe when half-open */
+/* test_breaker.c - the circuit breaker per peer: opens on broad failure, one probe when half-open,
+ * and (for webhook endpoints) a longer hold after each failed probe */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -10,7 +11,7 @@ static void
 test_opens_only_on_enough_failures (void **state)
 {
     (void) state;
-    breaker_t *b = breaker_new (5, 10000, 30000);
+    breaker_t *b = breaker_new ("provider", 5, 10000, 30000, 30000);
     int64_t retry = 0;
     for (int i = 0; i < 4; i++)
         breaker_record (b, "box", 1, 1000 + i);
@@ -30,7 +31,7 @@ static void
 test_open_half_open_probe_and_close (void **state)
 {
     (void) state;
-    breaker_t *b = breaker_new (3, 10000, 20000);
+    breaker_t *b = breaker_new ("provider", 3, 10000, 20000, 20000);
     int64_t retry = 0;
     for (int i = 0; i < 3; i++)
         breaker_record (b, "slack", 1, 1000);
@@ -58,7 +59,7 @@ static void
 test_late_result_of_a_call_before_opening_is_ignored (void **state)
 {
     (void) state;
-    breaker_t *b = breaker_new (2, 10000, 5000);
+    breaker_t *b = breaker_new ("provider", 2, 10000, 5000, 5000);
     int64_t retry = 0;
     breaker_record (b, "p", 1, 0);
     breaker_record (b, "p", 1, 1);
@@ -68,6 +69,42 @@ test_late_result_of_a_call_before_opening_is_ignored (void **state)
     breaker_destroy (&b);
 }
 
+/* A failed probe holds the peer twice as long as the last time, up to the longest hold; a probe
+ * that succeeds closes it, and the next opening starts from the first hold again. */
+static void
+test_failed_probes_hold_longer (void **state)
+{
+    (void) state;
+    breaker_t *b = breaker_new ("webhook", 3, 60000, 100, 350);
+    int64_t retry = 0, now = 1000;
+    for (int i = 0; i < 3; i++)
+        breaker_record (b, "hook", 1, now);
+    assert_true (breaker_blocked (b, "hook", now + 99, &retry));
+    assert_false (breaker_blocked (b, "hook", now + 100, &retry));
+    static const int64_t holds [] = { 200, 350, 350 };
+    for (size_t i = 0; i < sizeof holds / sizeof holds [0]; i++) {
+        now += 1000;
+        assert_true (breaker_allow (b, "hook", now, &retry));      /* the probe */
+        assert_false (breaker_allow (b, "hook", now, &retry));     /* only one */
+        breaker_record (b, "hook", 1, now);
+        assert_true (breaker_blocked (b, "hook", now + holds [i] - 1, &retry));
+        assert_false (breaker_blocked (b, "hook", now + holds [i], &retry));
+        assert_true (breaker_is_open (b, "hook", now));
+    }
+    now += 1000;
+    assert_true (breaker_allow (b, "hook", now, &retry));
+    breaker_record (b, "hook", 0, now);
+    assert_false (breaker_is_open (b, "hook", now));
+    for (int i = 0; i < 3; i++)
+        breaker_record (b, "hook", 1, now + 1);
+    assert_true (breaker_blocked (b, "hook", now + 100, &retry));
+    assert_false (breaker_blocked (b, "hook", now + 101, &retry));
+    /* another peer is not held */
+    assert_true (breaker_allow (b, "other", now + 2, &retry));
+    breaker_destroy (&b);
+    assert_null (b);
+}
+
 int
 main (void)
 {
@@ -75,6 +112,7 @@ main (void)
         cmocka_unit_test (test_opens_only_on_enough_failures),
         cmocka_unit_test (test_open_half_open_probe_and_close),
         cmocka_unit_test (test_late_result_of_a_call_before_opening_is_ignored),
+        cmocka_unit_test (test_failed_probes_hold_longer),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

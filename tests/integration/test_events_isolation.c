@@ -1,0 +1,202 @@
+/* test_events_isolation.c - one failing webhook endpoint costs the others nothing. A worker's
+ * delivery thread sends one attempt at a time; before the endpoint breaker, every queue of a
+ * failing endpoint was retried on its own schedule, so a receiver that refused everything drew
+ * every queue's retries (a storm against the receiver), and one that never answered held the
+ * thread a whole timeout per queue while every other endpoint's deliveries waited behind them.
+ * Now a few failures in a row hold the endpoint's deliveries, one probe at a time tests it, and
+ * the first success lets them all go. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+#include "clock.h"
+#include "itest.h"
+#include "receiver.h"
+
+#define SECRET   "whsec_isolation_test_0123456789abcdef"
+#define REFUSED  30         /* integrations whose "connected" events the refusing receiver gets */
+#define HUNG     40         /* integrations whose "needs_reconnect" events the hung one gets too */
+
+static harness_t *h;
+static int hung_fd = -1;    /* listens, never accepts: every attempt waits out its timeout */
+
+/* A port on 127.0.0.1 that takes connections into its backlog and never answers them. */
+static int
+hung_listen (void)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    hung_fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (hung_fd < 0 || bind (hung_fd, (struct sockaddr *) &a, sizeof a) != 0 || listen (hung_fd, 1024) != 0
+        || getsockname (hung_fd, (struct sockaddr *) &a, &len) != 0)
+        return -1;
+    return ntohs (a.sin_port);
+}
+
+static int
+setup (void **state)
+{
+    (void) state;
+    h = harness_new ("events_isolation");
+    int hung_port = hung_listen ();
+    if (!h || hung_port < 0 || receiver_start (0, SECRET) != 0)
+        return -1;
+    char path [512], secret [512], text [2048];
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    itest_write_file (secret, SECRET "\n");
+    snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text,
+              "{\"endpoints\": ["
+              " {\"name\": \"live\", \"url\": \"http://127.0.0.1:%d/hooks\", \"secret_file\": \"%s\"},"
+              " {\"name\": \"hung\", \"url\": \"http://127.0.0.1:%d/hooks\", \"secret_file\": \"%s\","
+              "  \"events\": [\"needs_reconnect\"]}]}", receiver_port (), secret, hung_port, secret);
+    itest_write_file (path, text);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "100");
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", "300");
+    harness_set_env (h, "FERRULE_WEBHOOK_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "3000");
+    harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    if (harness_start_broker (h) != 0 || harness_start_worker (h, "w1") != 0)
+        return -1;
+    return harness_wait_ready (h, 1, 20000);
+}
+
+static int
+teardown (void **state)
+{
+    (void) state;
+    int bad = itest_teardown (&h);
+    receiver_stop ();
+    if (hung_fd >= 0)
+        close (hung_fd);
+    return bad;
+}
+
+/* Requests the receiver answered with status (0: any) for events of type (NULL: any). */
+static int
+received (int status, const char *type)
+{
+    receiver_got_t *got;
+    int bad, n = receiver_snapshot (&got, &bad), count = 0;
+    for (int i = 0; i < n; i++)
+        if ((!status || got [i].status == status) && (!type || strcmp (got [i].type, type) == 0))
+            count++;
+    free (got);
+    return count;
+}
+
+/* Waits until the receiver answered want requests with status for type; how many it had. */
+static int
+wait_received (int status, const char *type, int want, int timeout_ms)
+{
+    int64_t end = clock_mono_ms () + timeout_ms;
+    int n;
+    while ((n = received (status, type)) < want && clock_mono_ms () < end)
+        usleep (50000);
+    return n;
+}
+
+static double
+held (const char *endpoint)
+{
+    char series [128];
+    snprintf (series, sizeof series, "ferrule_worker_webhook_held{endpoint=\"%s\"}", endpoint);
+    return itest_metric (h, "w1", series);
+}
+
+/* A receiver that refuses everything gets probes, not every queue's retries; once it answers, the
+ * probe that succeeds lets the held deliveries go at once. */
+static void
+test_a_refusing_receiver_is_probed_not_hammered (void **state)
+{
+    (void) state;
+    char id [32];
+    receiver_set (1000000, 0);              /* 500 to everything */
+    for (int i = 0; i < REFUSED; i++) {
+        snprintf (id, sizeof id, "refused%d:box", i);
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+        free (rt);
+    }
+    /* the breaker has had its failures in a row (or, before it, every queue is being retried) */
+    assert_true (wait_received (500, "connected", 10, 20000) >= 10);
+    usleep (500000);
+    int before = received (500, "connected");
+    usleep (3000000);
+    int during = received (500, "connected") - before;
+    print_message ("attempts refused in 3 s with %d queues failing: %d\n", REFUSED, during);
+    /* each of 30 queues retried every 100 to 300 ms draws hundreds; probes a few each second */
+    assert_true (during <= 40);
+    assert_true (held ("live") == 1);
+    assert_true (itest_workdir_contains (h, "webhook \\\"live\\\" failed"));
+
+    receiver_set (0, 0);
+    assert_int_equal (wait_received (200, "connected", REFUSED, 20000), REFUSED);
+    int64_t end = clock_mono_ms () + 5000;
+    while (held ("live") != 0 && clock_mono_ms () < end)
+        usleep (100000);
+    assert_true (held ("live") == 0);
+}
+
+/* A receiver that never answers holds no other endpoint's deliveries. "hung" has 40 queues of
+ * "needs_reconnect" being retried; then 40 "disconnected" events go to "live" alone. Their
+ * deliveries are due after the hung ones, which the claims take first: 40 attempts that each wait
+ * out a 1 s timeout, one after another, before "live" had its first. */
+static void
+test_a_hung_receiver_holds_no_other_endpoint (void **state)
+{
+    (void) state;
+    char id [32];
+    receiver_set (0, 0);
+    for (int i = 0; i < HUNG; i++) {
+        snprintf (id, sizeof id, "hung%d:box", i);
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+        free (rt);
+    }
+    assert_int_equal (wait_received (200, "connected", REFUSED + HUNG, 20000), REFUSED + HUNG);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect', last_error_message ="
+                                      " 'provider answered invalid_grant' WHERE id LIKE 'hung%'"), 0);
+    assert_int_equal (wait_received (200, "needs_reconnect", HUNG, 20000), HUNG);
+    /* the hung endpoint's queues are being retried */
+    int64_t end = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, "SELECT sum(attempts) FROM event_deliveries WHERE endpoint = 'hung'") < 6
+           && clock_mono_ms () < end)
+        usleep (100000);
+    assert_true (harness_sql_int (h, "SELECT sum(attempts) FROM event_deliveries WHERE endpoint = 'hung'") >= 6);
+
+    int64_t start = clock_mono_ms ();
+    assert_int_equal (harness_sql (h, "INSERT INTO token_chain (integration_id, generation, worker, outcome)"
+                                      " SELECT id, generation, 'test', 'disconnected' FROM integrations"
+                                      " WHERE id LIKE 'hung%'"), 0);
+    int got = wait_received (200, "disconnected", HUNG, 60000);
+    int64_t took = clock_mono_ms () - start;
+    print_message ("\"live\" had %d of %d events in %lld ms while \"hung\" never answered\n", got, HUNG,
+                   (long long) took);
+    assert_int_equal (got, HUNG);
+    assert_true (took < 15000);
+    assert_true (held ("hung") == 1);
+    /* the hung endpoint's deliveries wait in the database, none given up for it */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM event_deliveries WHERE endpoint = 'hung'"
+                                          " AND state = 'pending'"), HUNG);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_a_refusing_receiver_is_probed_not_hammered),
+        cmocka_unit_test (test_a_hung_receiver_holds_no_other_endpoint),
+    };
+    return cmocka_run_group_tests (tests, setup, teardown);
+}
