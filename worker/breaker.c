@@ -93,6 +93,14 @@ breaker_allow (breaker_t *b, const char *peer, int64_t now_ms, int64_t *retry_af
 }
 
 void
+breaker_probe (breaker_t *b, const char *peer)
+{
+    breaker_entry_t *e = breaker_entry (b, peer);
+    if (e->open_until_ms)
+        e->probing = 1;
+}
+
+void
 breaker_record (breaker_t *b, const char *peer, int failed, int64_t now_ms)
 {
     char held [32];

@@ -19,6 +19,9 @@ void breaker_destroy (breaker_t **b_p);
 int breaker_allow (breaker_t *b, const char *peer, int64_t now_ms, int64_t *retry_after_s);
 /* 1 while calls are refused (open, or half-open with the probe out); *retry_after_s is set. Changes nothing. */
 int breaker_blocked (const breaker_t *b, const char *peer, int64_t now_ms, int64_t *retry_after_s);
+/* Makes the next call to peer its probe while it is held, before the hold ends (an operator's
+ * test of it): its outcome closes the breaker or holds the peer longer. Nothing when closed. */
+void breaker_probe (breaker_t *b, const char *peer);
 /* failed: the peer failed transiently (a provider's 5xx, 429, timeout, garbage; a webhook's
  * anything but 2xx). Anything else (a token, invalid_grant, invalid_client) proves it is up. */
 void breaker_record (breaker_t *b, const char *peer, int failed, int64_t now_ms);

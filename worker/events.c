@@ -189,21 +189,23 @@ deliver_pass (events_t *ev, int full)
     ev->last_fanout_ms = started;
     /* a held endpoint is not claimed from: its deliveries wait in the database, and the claim does
      * not read its queues, until its hold ends and one of them is its probe */
-    const char *names [WEBHOOK_MAX_ENDPOINTS];
-    size_t nnames = 0;
+    const char *names [WEBHOOK_MAX_ENDPOINTS], *held [WEBHOOK_MAX_ENDPOINTS];
+    size_t nnames = 0, nheld = 0;
     for (size_t i = 0; i < n; i++) {
         int64_t retry_s;
-        if (!breaker_blocked (ev->held, ev->names [i], clock_mono_ms (), &retry_s))
+        if (breaker_blocked (ev->held, ev->names [i], clock_mono_ms (), &retry_s))
+            held [nheld++] = ev->names [i];
+        else
             names [nnames++] = ev->names [i];
     }
-    if (!nnames)
+    if (!n)
         return 0;
     char lease [STORE_EVENTS_LEASE_LEN + 1];
     store_events_claim_t *claims = NULL, *back = NULL;
     size_t count = 0, nback = 0, nlate = 0;
     int64_t claimed_ms = clock_mono_ms ();       /* before the claim: its lease runs from later */
-    if (store_events_claim (ev->store, names, nnames, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims, &count,
-                            err, sizeof err) != FR_OK) {
+    if (store_events_claim (ev->store, names, nnames, held, nheld, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims,
+                            &count, err, sizeof err) != FR_OK) {
         db_failed (ev, NULL, err);
         return 0;
     }
@@ -217,6 +219,11 @@ deliver_pass (events_t *ev, int full)
         if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms) {
             back [nback++] = claims [i];
             nlate++;
+        }
+        else if (!claims [i].integration && breaker_is_open (ev->held, claims [i].endpoint, 0)) {
+            /* an operator's test of a held endpoint goes now, as its probe */
+            breaker_probe (ev->held, claims [i].endpoint);
+            deliver (ev, &claims [i], lease);
         }
         else if (!breaker_allow (ev->held, claims [i].endpoint, clock_mono_ms (), &retry_s))
             back [nback++] = claims [i];

@@ -146,7 +146,7 @@ wait_failure (pgwait_t w)
     "      AND next_at <= now() AND (lease_expires_at IS NULL OR lease_expires_at < now())" \
     "  UNION ALL" \
     "    SELECT t.ctid FROM event_deliveries t WHERE (SELECT ok FROM walked) AND t.state = 'pending'" \
-    "      AND t.endpoint = ANY ($4::text[]) AND t.integration_id IS NULL" \
+    "      AND t.endpoint = ANY ($4::text[] || $9::text[]) AND t.integration_id IS NULL" \
     "  UNION ALL" \
     "    SELECT ctid FROM due WHERE head AND (SELECT ok FROM dued))," \
     " c AS (" \
@@ -348,7 +348,8 @@ dup_or_null (const PGresult *res, int row, int col)
 typedef enum { CLAIM_ROUNDS, CLAIM_WALK, CLAIM_DUE } claim_read_t;
 
 fr_status_t
-store_events_claim (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t lease_ms,
+store_events_claim (store_events_t *se, const char *const *endpoints, size_t nendpoints,
+                    const char *const *tests_only, size_t ntests_only, int64_t lease_ms,
                     int limit, char lease_token [STORE_EVENTS_LEASE_LEN + 1],
                     store_events_claim_t **claims, size_t *count, char *err, size_t errlen)
 {
@@ -364,11 +365,11 @@ store_events_claim (store_events_t *se, const char *const *endpoints, size_t nen
     }
     for (size_t i = 0; i < sizeof raw; i++)
         snprintf (lease_token + 2 * i, 3, "%02x", raw [i]);
-    char *arr = text_array (endpoints, nendpoints);
+    char *arr = text_array (endpoints, nendpoints), *tests = text_array (tests_only, ntests_only);
     char lease [24], lim [16], budget [16];
     snprintf (lease, sizeof lease, "%lld", (long long) lease_ms);
     snprintf (lim, sizeof lim, "%d", limit);
-    const char *values [] = { se->worker_id, lease_token, lease, arr, lim, budget, "t", "t" };
+    const char *values [] = { se->worker_id, lease_token, lease, arr, lim, budget, "t", "t", tests };
     /* The read and budget that completed the last claim go first, alone: the queues' shape changes
      * slowly, and the rounds cost more. When that is not complete, rounds of a growing budget,
      * until one is: a round reads at most about twice its budget, so a claim reads a bounded
@@ -380,7 +381,7 @@ store_events_claim (store_events_t *se, const char *const *endpoints, size_t nen
         values [6] = read != CLAIM_DUE ? "t" : "f";
         values [7] = read != CLAIM_WALK ? "t" : "f";
         PQclear (res);
-        if (!(res = run (se, "claim event deliveries", CLAIM_SQL, 8, values, 1, &st, err, errlen)))
+        if (!(res = run (se, "claim event deliveries", CLAIM_SQL, 9, values, 1, &st, err, errlen)))
             goto out;
         if (PQntuples (res) < 1 || PQnfields (res) != CLAIM_COLUMNS + 2) {
             snprintf (err, errlen, "could not claim event deliveries: the claim returned no answer row");
@@ -424,6 +425,7 @@ store_events_claim (store_events_t *se, const char *const *endpoints, size_t nen
 out:
     PQclear (res);
     mem_free (arr);
+    mem_free (tests);
     return st;
 }
 

@@ -51,9 +51,12 @@ typedef struct {
 } store_events_claim_t;
 
 /* Claims up to limit due deliveries of the given endpoints, each the oldest undelivered one of
- * its integration and endpoint, under a lease of lease_ms (FOR UPDATE SKIP LOCKED: workers never
- * claim the same row). lease_token receives the lease's token. */
-fr_status_t store_events_claim (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t lease_ms,
+ * its integration and endpoint, and of the endpoints tests_only names their test events alone
+ * (an endpoint held after failures: an operator's test goes at once), under a lease of lease_ms
+ * (FOR UPDATE SKIP LOCKED: workers never claim the same row). lease_token receives the lease's
+ * token. */
+fr_status_t store_events_claim (store_events_t *se, const char *const *endpoints, size_t nendpoints,
+                                const char *const *tests_only, size_t ntests_only, int64_t lease_ms,
                                 int limit, char lease_token [STORE_EVENTS_LEASE_LEN + 1],
                                 store_events_claim_t **claims, size_t *count, char *err, size_t errlen) FR_MUSTCHECK;
 void store_events_claims_free (store_events_claim_t **claims, size_t count);

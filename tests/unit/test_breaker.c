@@ -99,6 +99,13 @@ test_failed_probes_hold_longer (void **state)
         breaker_record (b, "hook", 1, now + 1);
     assert_true (breaker_blocked (b, "hook", now + 100, &retry));
     assert_false (breaker_blocked (b, "hook", now + 101, &retry));
+    /* an operator's test during a hold is its probe: delivered, it closes the breaker */
+    assert_true (breaker_blocked (b, "hook", now + 50, &retry));
+    breaker_probe (b, "hook");
+    breaker_record (b, "hook", 0, now + 50);
+    assert_false (breaker_is_open (b, "hook", now + 50));
+    breaker_probe (b, "hook");                                  /* closed: nothing */
+    assert_true (breaker_allow (b, "hook", now + 51, &retry));
     /* another peer is not held */
     assert_true (breaker_allow (b, "other", now + 2, &retry));
     breaker_destroy (&b);
