@@ -337,9 +337,9 @@ ledger_waited_out (db_error_t *err, const char *gave_up, int in_transaction, con
  * "IF NOT EXISTS" would then skip it for good, so before building an index that exists invalid,
  * drop it. The migration lock keeps any other ferrule-migrate from building it meanwhile. */
 static fr_status_t
-ledger_drop_invalid_index (PGconn *conn, const char *stmt, db_error_t *err)
+ledger_drop_invalid_index (PGconn *conn, watch_t *watch, const char *stmt, int line, db_error_t *err)
 {
-    char name [200], drop [260];
+    char name [200], drop [260], what [300], gave_up [600];
     if (!ledger_concurrent_index (stmt, name, sizeof name))
         return FR_OK;
     const char *params [] = { name };
@@ -353,7 +353,19 @@ ledger_drop_invalid_index (PGconn *conn, const char *stmt, db_error_t *err)
     if (PQntuples (res) == 1 && strcmp (PQgetvalue (res, 0, 0), "t") == 0) {
         db_note ("dropping index \"%s\", left invalid by a build that did not finish, to build it again", name);
         snprintf (drop, sizeof drop, "DROP INDEX CONCURRENTLY IF EXISTS %s", name);
-        st = db_exec (conn, drop, err);
+        /* it waits for the same transactions a concurrent build does */
+        snprintf (what, sizeof what, "the drop of index \"%s\" before line %d", name, line);
+        PQclear (res);
+        res = watch_exec (watch, conn, drop, what, gave_up, sizeof gave_up);
+        st = ledger_ran (res, conn, err);
+        if (st != FR_OK && *gave_up) {
+            db_error_printf (err, "%s", gave_up);
+            err->waited_out = 1;
+            snprintf (err->detail, sizeof err->detail, "the drop of index \"%s\", left invalid by a build that "
+                      "did not finish, was cancelled; the next up drops it again", name);
+            snprintf (err->hint, sizeof err->hint, "end that session's transaction, or terminate it (SELECT "
+                      "pg_terminate_backend (pid)), then run ferrule-migrate up again");
+        }
     }
 out:
     PQclear (res);
@@ -391,7 +403,7 @@ ledger_apply_each (PGconn *conn, watch_t *watch, const catalog_entry_t *migratio
     pos = 0;
     while (sqlsplit_next (migration->sql, migration->len, &pos, &s, &open) > 0) {
         text = mem_strndup (migration->sql + s.start, s.len);
-        st = ledger_drop_invalid_index (conn, text, err);
+        st = ledger_drop_invalid_index (conn, watch, text, ledger_line (migration->sql, s.start), err);
         if (st != FR_OK)
             goto out;
         snprintf (what, sizeof what, "the statement at line %d", ledger_line (migration->sql, s.start));
