@@ -410,7 +410,7 @@ for _ in $(seq 150); do
     grep -q "has waited" "$WORK/watch.err" && break
     sleep 0.1
 done
-expect_in "$WORK/watch.err" "^ferrule-migrate: notice: $WATCHED: the statement at line 3 has waited [5-9] s for 1 other session, the oldest pid $HOLD_PID \\(user \"[^\"]+\", application \"held-open\", [^)]+\\), idle in transaction, its transaction open for [0-9]+ s; waiting for writers before build; end that session's transaction \\(SELECT pg_terminate_backend \\($HOLD_PID\\) ends the session\\) and it goes on by itself\$" \
+expect_in "$WORK/watch.err" "^ferrule-migrate: notice: $WATCHED: the statement at line 3 has waited ([5-9]|[1-9][0-9]) s for 1 other session, the oldest pid $HOLD_PID \\(user \"[^\"]+\", application \"held-open\", [^)]+\\), idle in transaction, its transaction open for [0-9]+ s; waiting for writers before build; end that session's transaction \\(SELECT pg_terminate_backend \\($HOLD_PID\\) ends the session\\) and it goes on by itself\$" \
     "a waiting concurrent build names the session it waits for, its phase, and what ends the wait"
 if kill -0 "$UPW" 2>/dev/null; then pass "without a limit, up goes on waiting"; else fail "up ended while the session was open"; fi
 release_hold
@@ -438,9 +438,9 @@ QUEUED=$!
 wait "$UPL"; RCL=$?
 [ "$RCL" -eq 1 ] && pass "up --wait-limit 3 gives up (exit 1)" \
     || { fail "up --wait-limit 3 exited $RCL"; sed 's/^/    /' "$WORK/limit.out" "$WORK/limit.err" >&2; }
-expect_in "$WORK/limit.err" "^ferrule-migrate: notice: $ALTERED: its transaction has waited [3-5] s for 1 other session, the oldest pid $HOLD_PID \\(.*application \"held-open\".*\\), idle in transaction, its transaction open for [0-9]+ s; 1 session waits behind it; end that session's transaction .* or up gives up at 3 s of waiting\$" \
+expect_in "$WORK/limit.err" "^ferrule-migrate: notice: $ALTERED: its transaction has waited ([3-9]|[1-9][0-9]) s for 1 other session, the oldest pid $HOLD_PID \\(.*application \"held-open\".*\\), idle in transaction, its transaction open for [0-9]+ s; 1 session waits behind it; end that session's transaction .* or up gives up at 3 s of waiting\$" \
     "the notice counts the writer queued behind the migration's lock"
-expect_in "$WORK/limit.err" "^ferrule-migrate: error: migration $ALTERED\\.sql failed: gave up after it waited [3-5] s for 1 other session, the oldest pid $HOLD_PID \\(.*\\), idle in transaction, its transaction open for [0-9]+ s \\(the wait limit is 3 s\\)\$" \
+expect_in "$WORK/limit.err" "^ferrule-migrate: error: migration $ALTERED\\.sql failed: gave up after it waited ([3-9]|[1-9][0-9]) s for 1 other session, the oldest pid $HOLD_PID \\(.*\\), idle in transaction, its transaction open for [0-9]+ s \\(the wait limit is 3 s\\)\$" \
     "the error names the session it gave up on"
 expect_in "$WORK/limit.err" "^ferrule-migrate: detail: the statement was cancelled and the migration's transaction rolled back\$" \
     "the detail says the migration was rolled back"
