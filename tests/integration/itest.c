@@ -144,6 +144,19 @@ itest_write_file (const char *path, const char *text)
         fail_msg ("could not write \"%s\"", path);
 }
 
+long long
+itest_reads (harness_t *h, const char *table, const char *index)
+{
+    char sql [512];
+    if (!index)
+        snprintf (sql, sizeof sql, "SELECT COALESCE (sum (seq_tup_read), 0) FROM pg_stat_user_tables"
+                                   " WHERE relname = '%s'", table);
+    else
+        snprintf (sql, sizeof sql, "SELECT COALESCE (sum (idx_tup_read), 0) FROM pg_stat_user_indexes"
+                                   " WHERE relname = '%s' AND indexrelname = '%s'", table, index);
+    return harness_sql_int (h, sql);
+}
+
 int
 itest_workdir_contains (harness_t *h, const char *needle)
 {

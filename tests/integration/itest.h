@@ -35,6 +35,10 @@ double itest_metric (harness_t *h, const char *log_name, const char *series);
 /* Writes text to the file at path (created or truncated); fails the running cmocka test when it
  * cannot. */
 void itest_write_file (const char *path, const char *text);
+/* What PostgreSQL's statistics say was read of a table so far: the entries of its index index, or
+ * the rows its sequential scans read when index is NULL (each session reports within a second or
+ * so of its transactions). For tests that count what a statement reads instead of timing it. */
+long long itest_reads (harness_t *h, const char *table, const char *index);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
 /* How many lines of the log file at path are not JSON objects (every process of ours writes JSON

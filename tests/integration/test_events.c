@@ -675,21 +675,6 @@ test_policy_for_deployment_wide_ops (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
-/* Index entries (of index name, or of the table's sequential scans when name is NULL) of
- * event_deliveries read so far (PostgreSQL's statistics, which each session reports within a
- * second or so of its transactions). */
-static long long
-deliveries_read_by (const char *name)
-{
-    char sql [256];
-    if (!name)
-        return harness_sql_int (h, "SELECT COALESCE (seq_tup_read, 0) FROM pg_stat_user_tables"
-                                   " WHERE relname = 'event_deliveries'");
-    snprintf (sql, sizeof sql, "SELECT COALESCE (sum (idx_tup_read), 0) FROM pg_stat_user_indexes"
-                               " WHERE relname = 'event_deliveries' AND indexrelname = '%s'", name);
-    return harness_sql_int (h, sql);
-}
-
 /* 30,000 deliveries to "app" delivered a day ago. Every worker counts its endpoints' pending and
  * failed deliveries every 5 s for the metrics; the count asked for every state but "delivered",
  * which no index can bound, and read every delivery an endpoint ever had (they are never
@@ -715,10 +700,10 @@ test_delivery_counts_do_not_read_delivered_rows (void **state)
     enum { N = sizeof names / sizeof names [0] };
     long long before [N], read = 0;
     for (int i = 0; i < N; i++)
-        before [i] = deliveries_read_by (names [i]);
+        before [i] = itest_reads (h, "event_deliveries", names [i]);
     sleep (11);                     /* two counts of each worker's */
     for (int i = 0; i < N; i++) {
-        long long d = deliveries_read_by (names [i]) - before [i];
+        long long d = itest_reads (h, "event_deliveries", names [i]) - before [i];
         printf ("events: %lld entries read from %s in 11 s\n", d, names [i] ? names [i] : "the table's sequential scans");
         read += d;
     }

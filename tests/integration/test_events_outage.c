@@ -181,21 +181,6 @@ test_stop_during_stall (void **state)
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
-/* Index entries read so far from one index of event_deliveries, or rows read by its sequential
- * scans when index is NULL (PostgreSQL's statistics, which each session reports within a second
- * or so of its transactions). */
-static long long
-entries_read (const char *index)
-{
-    char sql [256];
-    if (!index)
-        return harness_sql_int (h, "SELECT COALESCE (seq_tup_read, 0) FROM pg_stat_user_tables"
-                                   " WHERE relname = 'event_deliveries'");
-    snprintf (sql, sizeof sql, "SELECT COALESCE (sum (idx_tup_read), 0) FROM pg_stat_user_indexes"
-                               " WHERE relname = 'event_deliveries' AND indexrelname = '%s'", index);
-    return harness_sql_int (h, sql);
-}
-
 /* 150 integrations with two events each, all due at once: more queues than a claim's first walk
  * reads (64), so the claims find the heads among the first due rows in next_at order. Every
  * event arrives, each integration's first before its second. */
@@ -204,7 +189,7 @@ test_many_queues_claimed_from_the_due_rows (void **state)
 {
     char sql [1024];
     receiver_set (0, 0);
-    long long due_before = entries_read ("event_deliveries_due");
+    long long due_before = itest_reads (h, "event_deliveries", "event_deliveries_due");
     /* made two days ago, outside the fan-out's window; both events of an integration are in one
      * transaction, so the deliveries' next_at is the same and event_seq orders them */
     snprintf (sql, sizeof sql, "WITH e AS (INSERT INTO events (type, integration_id, provider, diagnosis, created_at)"
@@ -242,7 +227,7 @@ test_many_queues_claimed_from_the_due_rows (void **state)
     }
     free (got);
     sleep (2);                      /* what was read is reported by now */
-    long long due = entries_read ("event_deliveries_due") - due_before;
+    long long due = itest_reads (h, "event_deliveries", "event_deliveries_due") - due_before;
     printf ("events: %d deliveries of %d queues; %lld entries read from event_deliveries_due\n", 2 * QUEUES, QUEUES, due);
     assert_true (due > 0);          /* the due rows found them, not only the walk */
 }
@@ -282,10 +267,10 @@ test_claim_reads_heads_not_the_backlog (void **state)
     enum { N_READS = sizeof names / sizeof names [0] };
     long long before [N_READS], read = 0, tried = harness_sql_int (h, head);
     for (int i = 0; i < N_READS; i++)
-        before [i] = entries_read (names [i]);
+        before [i] = itest_reads (h, "event_deliveries", names [i]);
     sleep (3);                      /* a claim every 100 ms poll, and at each retry */
     for (int i = 0; i < N_READS; i++) {
-        long long d = entries_read (names [i]) - before [i];
+        long long d = itest_reads (h, "event_deliveries", names [i]) - before [i];
         printf ("events: %lld entries read from %s in 3 s of claims\n", d, names [i] ? names [i] : "sequential scans");
         read += d;
     }

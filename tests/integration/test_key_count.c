@@ -40,12 +40,6 @@ wait_gauge (const char *worker, long long want, int timeout_ms)
     return v;
 }
 
-static long long
-rows_read (void)
-{
-    return harness_sql_int (h, "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'integrations'");
-}
-
 static void
 test_one_worker_counts_a_large_table_for_all (void **state)
 {
@@ -86,9 +80,9 @@ test_one_worker_counts_a_large_table_for_all (void **state)
 
     /* about one walk of the table a second for the whole deployment, not one per worker */
     sleep (2);                      /* what the counts before read is reported by now */
-    long long before = rows_read ();
+    long long before = itest_reads (h, "integrations", NULL);
     sleep (8);
-    double walks = (double) (rows_read () - before) / ROWS;
+    double walks = (double) (itest_reads (h, "integrations", NULL) - before) / ROWS;
     printf ("key count: %.1f reads of the table in 8 s, counted every 1 s by 2 workers\n", walks);
     if (walks > 12.5)
         fail_msg ("the table was read %.1f times in 8 s: every worker counts on its own", walks);

@@ -231,14 +231,6 @@ test_each_worker_sweeps_its_own_partitions (void **state)
     assert_int_equal (left, 0);
 }
 
-/* Rows read by sequential scans of integrations so far (PostgreSQL's statistics, which each
- * session reports within a second or so of its transactions). */
-static long long
-table_rows_scanned (void)
-{
-    return harness_sql_int (h, "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'integrations'");
-}
-
 /* 200,000 integrations none of which is due, one that is, one whose refresh token has sat
  * unused for 31 of fakebox's 60 idle days, and a pass every 300 ms. The sweep's query bounded
  * each row by its own horizon, which no index can use: every pass read the whole table (on 2
@@ -272,9 +264,9 @@ test_sweep_reads_the_expiry_index_not_the_table (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'zidle:box'"), 2);
 
     sleep (2);                      /* what the passes before read is reported by now */
-    long long before = table_rows_scanned ();
+    long long before = itest_reads (h, "integrations", NULL);
     sleep (8);                      /* about 25 passes */
-    long long scanned = table_rows_scanned () - before;
+    long long scanned = itest_reads (h, "integrations", NULL) - before;
     printf ("sweep: %lld rows of integrations read by sequential scans in 8 s of passes\n", scanned);
     if (scanned >= 200000)
         fail_msg ("the sweep's passes read the whole table (%lld rows in 8 s)", scanned);
