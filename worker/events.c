@@ -187,6 +187,8 @@ deliver_pass (events_t *ev, int full)
         }
     }
     ev->last_fanout_ms = started;
+    if (!n)
+        return 0;
     /* a held endpoint is not claimed from: its deliveries wait in the database, and the claim does
      * not read its queues, until its hold ends and one of them is its probe */
     const char *names [WEBHOOK_MAX_ENDPOINTS], *held [WEBHOOK_MAX_ENDPOINTS];
@@ -198,8 +200,6 @@ deliver_pass (events_t *ev, int full)
         else
             names [nnames++] = ev->names [i];
     }
-    if (!n)
-        return 0;
     char lease [STORE_EVENTS_LEASE_LEN + 1];
     store_events_claim_t *claims = NULL, *back = NULL;
     size_t count = 0, nback = 0, nlate = 0;
