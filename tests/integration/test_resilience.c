@@ -37,7 +37,9 @@ setup (void **state)
     harness_set_env (h, "FERRULE_SWEEP_MS", "300");
     harness_set_env (h, "FERRULE_SWEEP_HORIZON_S", "120");
     harness_set_env (h, "FERRULE_BREAKER_MIN_FAILURES", "3");
-    harness_set_env (h, "FERRULE_BREAKER_OPEN_MS", "1500");
+    /* long enough that the breaker test's fourth refresh, an import and two ferrulectl runs after
+     * the circuit opened, still finds it open on a loaded machine under ASan (1.5 s was not) */
+    harness_set_env (h, "FERRULE_BREAKER_OPEN_MS", "5000");
     harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "0");
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
         return -1;
@@ -273,7 +275,7 @@ test_circuit_breaker (void **state)
     assert_int_equal (rc, 0);
     json_decref (t);
     /* once the open period passes, one probe goes through and, answered, closes the circuit */
-    usleep (1700000);
+    usleep (5200000);
     t = harness_ctl (h, &rc, "refresh", "--integration", "cb3:google", NULL);
     assert_int_equal (rc, 0);
     json_decref (t);
