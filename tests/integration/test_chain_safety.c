@@ -30,6 +30,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <libpq-fe.h>
+#include "client.h"
 #include "clock.h"
 #include "itest.h"
 
@@ -240,8 +241,8 @@ test_commit_retried_on_read_only_database (void **state)
 
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     pid_t child = ctl_async (harness_brokers (h), "refresh", "ro:box", NULL, NULL);
-    usleep (500000);
-    /* the provider is rotating the token; the database turns read-only and drops the worker */
+    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'ro:box' AND lease_owner IS NOT NULL", 1, 10000);
+    /* claimed: the provider is rotating the token; the database turns read-only and drops the worker */
     snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" SET default_transaction_read_only = on", db);
     assert_int_equal (harness_sql (h, sql), 0);
     assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -271,7 +272,7 @@ test_commit_retried_on_read_only_database (void **state)
 static void
 test_row_lock_does_not_stall_the_worker (void **state)
 {
-    start_one_worker ("chain_row_lock", "FERRULE_HEARTBEAT_MS", "250", NULL);   /* lost after 750 ms of silence */
+    start_one_worker ("chain_row_lock", "FERRULE_HEARTBEAT_MS", "500", NULL);   /* lost after 1.5 s of silence */
     char *rt1 = grant ("fakebox", NULL, NULL), *rt2 = grant ("fakebox", NULL, NULL);
     import_at (harness_brokers (h), "locked:box", rt1, NULL, NULL);
     import_at (harness_brokers (h), "free:box", rt2, NULL, NULL);
@@ -282,23 +283,19 @@ test_row_lock_does_not_stall_the_worker (void **state)
     assert_int_equal (rc, 0);
 
     PGconn *locker = lock_row ("locked:box");
+    /* timed over a client connected beforehand: what a ferrulectl run takes to start is not the
+     * worker's, and on a loaded machine under AddressSanitizer it is most of a run */
+    client_t *asker = client_new (harness_brokers (h));
     int64_t until = clock_mono_ms () + 10000;
     pid_t child = ctl_async (harness_brokers (h), "refresh", "locked:box", NULL, NULL);
-    int served = 0, failed = 0;
-    while (clock_mono_ms () < until) {
-        const char *code = code_of_ctl (harness_brokers (h), "token", "free:box", &rc);
-        if (rc == 0)
-            served++;
-        else {
-            failed++;
-            fprintf (stderr, "token for another integration failed during the lock: %s\n", code);
-        }
-        usleep (100000);
-    }
+    itest_hits_t hits = itest_cached_hits (asker, "free:box", until, 1000);
+    client_destroy (&asker);
     rc = ctl_wait (child);
     unlock_row (locker);
-    assert_true (served > 20);
-    assert_int_equal (failed, 0);
+    fprintf (stderr, "%d cached tokens for another integration during the lock, %d late or failed; the slowest"
+             " took %lld ms\n", hits.served, hits.late, (long long) hits.slowest_ms);
+    assert_true (hits.served > 20);
+    assert_int_equal (hits.late, 0);
     assert_int_equal (rc, 5);                 /* the locked integration: a transient error */
     assert_false (itest_workdir_contains (h, "missed its heartbeats"));
     /* and once the lock is gone it refreshes */
@@ -363,9 +360,10 @@ takeover (int kill_a)
     h = harness_new (kill_a ? "chain_takeover_replay" : "chain_takeover");
     assert_non_null (h);
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
-    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "1500");
+    /* room over the provider's 1 s for a loaded machine: the call must end in an answer */
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2500");
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "300");
-    harness_set_env (h, "FERRULE_LEASE_MS", "2000");
+    harness_set_env (h, "FERRULE_LEASE_MS", "3000");
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_broker (h), 1);
     assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
@@ -385,7 +383,7 @@ takeover (int kill_a)
     assert_int_equal (ctl_wait (child), 5);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
     /* until wA's lease is over */
-    wait_sql ("SELECT count(*) FROM integrations WHERE lease_expires_at < clock_timestamp()", 1, 5000);
+    wait_sql ("SELECT count(*) FROM integrations WHERE lease_expires_at < clock_timestamp()", 1, 10000);
     if (kill_a) {
         harness_signal_worker (h, "wA", SIGKILL);
         assert_true (harness_wait_worker_exit (h, "wA", 5000) >= 0);
@@ -462,22 +460,15 @@ test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits (void **state)
     for (int64_t until = clock_mono_ms () + 20000; rc != 0 && clock_mono_ms () < until; usleep (100000))
         code_of_ctl (b0, "token", "free:box", &rc);       /* wA is up and its cache holds free:box */
     assert_int_equal (rc, 0);
-    int64_t slowest = 0, until = clock_mono_ms () + 6000;
-    int served = 0;
-    while (clock_mono_ms () < until) {
-        int64_t t0 = clock_mono_ms ();
-        const char *code = code_of_ctl (b0, "token", "free:box", &rc);
-        int64_t took = clock_mono_ms () - t0;
-        if (rc != 0)
-            fail_msg ("a cached token failed while the replay waited: %s", code);
-        if (took > slowest)
-            slowest = took;
-        served++;
-    }
+    /* timed over a client connected beforehand, not as whole ferrulectl runs */
+    client_t *asker = client_new (b0);
+    itest_hits_t hits = itest_cached_hits (asker, "free:box", clock_mono_ms () + 6000, 750);
+    client_destroy (&asker);
     unlock_row (locker);
-    fprintf (stderr, "%d cached tokens while the replay waited for the row lock; the slowest took %lld ms\n",
-             served, (long long) slowest);
-    assert_true (slowest < 750);
+    fprintf (stderr, "%d cached tokens while the replay waited for the row lock, %d late or failed; the slowest"
+             " took %lld ms\n", hits.served, hits.late, (long long) hits.slowest_ms);
+    assert_true (hits.served > 0);
+    assert_int_equal (hits.late, 0);
     takeover_settled ();                           /* the replay still lands once the lock is gone */
 }
 
@@ -652,7 +643,9 @@ test_unnotified_change_found_by_revalidation (void **state)
     /* a change whose notification is lost */
     assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'disconnected', generation = generation + 1 "
                                       "WHERE id = 'rv:box'"), 0);
-    usleep (2500000);                          /* the bound (1 s) plus a pass (1 s) */
+    /* within the bound (1 s) plus a pass (1 s) on an idle machine; waited for by what the
+     * worker says, not by the clock */
+    wait_log ("a change notification was lost", 10000);
     const char *code = code_of_ctl (harness_brokers (h), "token", "rv:box", &rc);
     assert_string_equal (code, "disconnected");
 }

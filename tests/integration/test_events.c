@@ -762,7 +762,12 @@ test_webhook_doctor_reads_no_failed_rows (void **state)
     assert_true (json_integer_value (json_object_get (dead, "failed")) >= 19000);
     assert_string_equal (json_string_value (json_object_get (dead, "last_error")), "the newest failure");
     json_decref (r);
-    sleep (2);
+    /* a session reports what it read at most once a second, later on a loaded machine: wait for
+     * the scan to be reported (a lower bound read too early would fail), then a second more */
+    for (int64_t until = clock_mono_ms () + 15000; harness_sql_int (h, scans) <= scans_before
+         && clock_mono_ms () < until; usleep (200000))
+        ;
+    sleep (1);
     long long read = deliveries_fetched () - before, used = harness_sql_int (h, scans) - scans_before,
               walked = harness_sql_int (h, entries) - entries_before;
     printf ("events: the webhook's doctor read %lld rows of event_deliveries, 19,000 of them failed; %lld scans"

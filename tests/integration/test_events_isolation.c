@@ -191,7 +191,7 @@ test_a_hung_receiver_holds_no_other_endpoint (void **state)
     print_message ("\"live\" had %d of %d events in %lld ms while \"hung\" never answered\n", got, HUNG,
                    (long long) took);
     assert_int_equal (got, HUNG);
-    assert_true (took < 15000);
+    assert_true (took < 30000);             /* 5 s on an idle machine; the code before took 40 timeouts, 40 s */
     assert_true (held ("hung") == 1);
     /* the hung endpoint's deliveries wait in the database, none given up for it */
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM event_deliveries WHERE endpoint = 'hung'"

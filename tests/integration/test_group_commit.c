@@ -20,6 +20,7 @@
 #include <cmocka.h>
 #include <libpq-fe.h>
 #include <math.h>
+#include "client.h"
 #include "clock.h"
 #include "itest.h"
 
@@ -273,29 +274,21 @@ test_failed_claim_group_does_not_stall_cache_hits (void **state)
         json_t *replies = itest_storm (&endpoint, 1, (const char *const *) ids, N, N, 30000);
         _exit (replies && json_array_size (replies) == N ? 0 : 1);
     }
-    int64_t slowest = 0, until = clock_mono_ms () + 4500;
-    int served = 0;
-    while (clock_mono_ms () < until) {
-        int64_t t0 = clock_mono_ms ();
-        r = harness_ctl (h, &rc, "token", "--integration", "gf:hot", NULL);
-        int64_t took = clock_mono_ms () - t0;
-        if (rc != 0)
-            fail_msg ("a cached token failed while the claims failed: %s", itest_code (r));
-        json_decref (r);
-        if (took > slowest)
-            slowest = took;
-        served++;
-        usleep (20000);
-    }
+    /* timed over a client connected beforehand, not as whole ferrulectl runs (whose start is
+     * most of a run under AddressSanitizer on a loaded machine) */
+    client_t *asker = client_new (harness_broker_frontend (h, 0));
+    itest_hits_t hits = itest_cached_hits (asker, "gf:hot", clock_mono_ms () + 4500, 750);
+    client_destroy (&asker);
     PQclear (PQexec (locker, "COMMIT"));
     PQfinish (locker);
     int status = 0;
     assert_int_equal (waitpid (storm, &status, 0), storm);
     assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);     /* every request was answered */
-    fprintf (stderr, "%d cached tokens while the claims failed; the slowest took %lld ms\n", served,
-             (long long) slowest);
+    fprintf (stderr, "%d cached tokens while the claims failed, %d late or failed; the slowest took %lld ms\n",
+             hits.served, hits.late, (long long) hits.slowest_ms);
     assert_true (itest_workdir_contains (h, "claims failed, claiming each on its own"));
-    assert_true (slowest < 750);
+    assert_true (hits.served > 0);
+    assert_int_equal (hits.late, 0);
 
     /* nothing was spent by the failed claims: each refreshes now, once */
     for (size_t i = 0; i < N; i++) {

@@ -219,7 +219,7 @@ test_restarted_worker_gets_requests_again (void **state)
     fprintf (stderr, "answered \"%s\" %lld ms after the request (deadline 20000 ms)\n", code ? code : "?", took);
     /* the new process's refresh: its start and one provider call of 3 s */
     assert_string_equal (code, "ok");
-    assert_true (took < 12000);
+    assert_true (took < 19000);            /* about 4 s; the code before: the 20 s deadline's timeout */
     assert_true (itest_workdir_contains (h, "a new process said HELLO under its worker id"));
     json_decref (reply);
     zmq_close (c);

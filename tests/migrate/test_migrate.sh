@@ -117,27 +117,50 @@ if [ -n "$PROBE" ]; then
         "schema_check names both versions and the fix"
 fi
 
+# hold_open NAME SQL: a session named NAME (its application_name) runs SQL and stays idle in its
+# transaction until release_hold; its server pid in HOLD_PID. A process started meanwhile in the
+# background gets "9>&-": holding the pipe's end open, it would keep the session from ending.
+hold_open () {
+    rm -f "$WORK/hold.fifo"
+    mkfifo "$WORK/hold.fifo"
+    PGAPPNAME="$1" "$PSQL" -X -q -d "$DB_URL" <"$WORK/hold.fifo" >/dev/null 2>&1 &
+    HOLD_PSQL=$!
+    exec 9>"$WORK/hold.fifo"
+    echo "$2" >&9
+    HOLD_PID=
+    for _ in $(seq 50); do
+        HOLD_PID=$(psql_db -c "SELECT pid FROM pg_stat_activity WHERE application_name = '$1'
+                               AND state = 'idle in transaction'")
+        [ -n "$HOLD_PID" ] && return 0
+        sleep 0.1
+    done
+    fail "the session $1 did not open its transaction"
+}
+release_hold () {
+    echo "COMMIT;" >&9
+    exec 9>&-
+    wait "$HOLD_PSQL"
+}
+
 # --- a waiter started before the schema exists sees it arrive
 migrate wait --timeout 30 >"$WORK/wait.out" 2>"$WORK/wait.err" &
 WAITER=$!
 
-# --- two concurrent ups: hold the migration lock so both are waiting when it is released
-psql_db -c "SELECT pg_advisory_lock($LOCK_KEY); SELECT pg_sleep(1.5)" >/dev/null 2>&1 &
-HOLDER=$!
-for _ in $(seq 50); do
-    held=$(psql_db -c "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
-                       WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()")
-    [ "$held" = "1" ] && break
+# --- two concurrent ups: the migration lock is held, by a session that stays open, until both say
+# they wait for it (a lock held for a fixed time was missed by an up that started late on a
+# loaded machine)
+hold_open lock-holder "BEGIN; SELECT pg_advisory_xact_lock($LOCK_KEY);"
+migrate up 9>&- >"$WORK/up1.out" 2>"$WORK/up1.err" &
+UP1=$!
+migrate up 9>&- >"$WORK/up2.out" 2>"$WORK/up2.err" &
+UP2=$!
+for _ in $(seq 300); do
+    [ "$(grep -l "waiting for it to finish" "$WORK/up1.err" "$WORK/up2.err" 2>/dev/null | wc -l)" -eq 2 ] && break
     sleep 0.1
 done
-[ "$held" = "1" ] || fail "the test could not take the migration lock"
-migrate up >"$WORK/up1.out" 2>"$WORK/up1.err" &
-UP1=$!
-migrate up >"$WORK/up2.out" 2>"$WORK/up2.err" &
-UP2=$!
+release_hold
 wait "$UP1"; RC1=$?
 wait "$UP2"; RC2=$?
-wait "$HOLDER"
 if [ "$RC1" -eq 0 ] && [ "$RC2" -eq 0 ]; then
     pass "two concurrent ups both exit 0"
 else
@@ -291,17 +314,13 @@ psql_db -c "CREATE TABLE migrate_test_conc (a int, b text);
 printf '%s\n' '-- ferrule-migrate: no-transaction' '-- a comment; with a semicolon' \
     'CREATE INDEX CONCURRENTLY IF NOT EXISTS migrate_test_conc_a ON migrate_test_conc (a);' '' \
     "COMMENT ON INDEX migrate_test_conc_a IS 'built; concurrently';" >"$WORK/dir/$CONC.sql"
-psql_db -c "BEGIN; INSERT INTO migrate_test_conc VALUES (0, 'open'); SELECT pg_sleep (4); COMMIT" >/dev/null 2>&1 &
-HOLDER=$!
-for _ in $(seq 50); do
-    [ "$(psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep (4)%' AND state = 'active'
-                     AND pid <> pg_backend_pid ()")" = 1 ] && break
-    sleep 0.1
-done
-migrate --dir "$WORK/dir" up >"$WORK/conc.out" 2>"$WORK/conc.err" &
+# the writer's transaction stays open until the build is seen waiting for it (one open for a fixed
+# 4 s could end before an up started late on a loaded machine got there)
+hold_open conc-writer "BEGIN; INSERT INTO migrate_test_conc VALUES (0, 'open');"
+migrate --dir "$WORK/dir" up 9>&- >"$WORK/conc.out" 2>"$WORK/conc.err" &
 UPC=$!
 WAITING=0
-for _ in $(seq 30); do
+for _ in $(seq 300); do
     WAITING=$(psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%'
                           AND wait_event_type = 'Lock'")
     [ "$WAITING" = 1 ] && break
@@ -311,7 +330,7 @@ done
     || fail "no CREATE INDEX CONCURRENTLY was seen waiting for the open transaction"
 out=$(psql_db -c "SET lock_timeout = '1s'; INSERT INTO migrate_test_conc VALUES (-1, 'during') RETURNING a" 2>&1)
 [ "$out" = -1 ] && pass "a writer is not held while the index is built" || fail "a writer during the build: $out"
-wait "$HOLDER"
+release_hold
 wait "$UPC"; RCC=$?
 if [ "$RCC" -eq 0 ]; then
     pass "up applies a migration marked no-transaction"
@@ -373,29 +392,6 @@ expect_in "$WORK/err" "$OPEN\\.sql failed at line 2: it opened a transaction, wh
     && pass "nothing after the BEGIN ran" || fail "a statement after the BEGIN ran"
 rm "$WORK/dir/$OPEN.sql"
 
-# hold_open NAME SQL: a session named NAME (its application_name) runs SQL and stays idle in its
-# transaction until release_hold; its server pid in HOLD_PID
-hold_open () {
-    rm -f "$WORK/hold.fifo"
-    mkfifo "$WORK/hold.fifo"
-    PGAPPNAME="$1" "$PSQL" -X -q -d "$DB_URL" <"$WORK/hold.fifo" >/dev/null 2>&1 &
-    HOLD_PSQL=$!
-    exec 9>"$WORK/hold.fifo"
-    echo "$2" >&9
-    HOLD_PID=
-    for _ in $(seq 50); do
-        HOLD_PID=$(psql_db -c "SELECT pid FROM pg_stat_activity WHERE application_name = '$1'
-                               AND state = 'idle in transaction'")
-        [ -n "$HOLD_PID" ] && return 0
-        sleep 0.1
-    done
-    fail "the session $1 did not open its transaction"
-}
-release_hold () {
-    echo "COMMIT;" >&9
-    exec 9>&-
-    wait "$HOLD_PSQL"
-}
 
 # --- a statement that waits for another session says so once it has waited 5 s: whom it waits
 # for (the session a concurrent build must outlast, left idle in its transaction), how far the
@@ -404,7 +400,7 @@ WATCHED=$(printf '%03d_watched' $((HIGHEST + 3)))
 printf '%s\n' '-- ferrule-migrate: no-transaction' 'SELECT 1;' \
     'CREATE INDEX CONCURRENTLY IF NOT EXISTS migrate_test_conc_w ON migrate_test_conc (b, a);' >"$WORK/dir/$WATCHED.sql"
 hold_open held-open "BEGIN; INSERT INTO migrate_test_conc VALUES (-5, 'held');"
-migrate --dir "$WORK/dir" up >"$WORK/watch.out" 2>"$WORK/watch.err" &
+migrate --dir "$WORK/dir" up 9>&- >"$WORK/watch.out" 2>"$WORK/watch.err" &
 UPW=$!
 for _ in $(seq 150); do
     grep -q "has waited" "$WORK/watch.err" && break
@@ -426,14 +422,14 @@ wait "$UPW"; RCW=$?
 ALTERED=$(printf '%03d_altered' $((HIGHEST + 4)))
 printf '%s\n' 'ALTER TABLE migrate_test_conc ADD COLUMN c int;' >"$WORK/dir/$ALTERED.sql"
 hold_open held-open "BEGIN; SELECT count(*) FROM migrate_test_conc;"
-migrate --dir "$WORK/dir" up --wait-limit 3 >"$WORK/limit.out" 2>"$WORK/limit.err" &
+migrate --dir "$WORK/dir" up --wait-limit 3 9>&- >"$WORK/limit.out" 2>"$WORK/limit.err" &
 UPL=$!
 for _ in $(seq 50); do
     [ "$(psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'ALTER TABLE migrate_test_conc%'
                      AND wait_event_type = 'Lock'")" = 1 ] && break
     sleep 0.1
 done
-psql_db -c "INSERT INTO migrate_test_conc VALUES (-6, 'queued')" >/dev/null 2>"$WORK/queued.err" &
+psql_db -c "INSERT INTO migrate_test_conc VALUES (-6, 'queued')" 9>&- >/dev/null 2>"$WORK/queued.err" &
 QUEUED=$!
 wait "$UPL"; RCL=$?
 [ "$RCL" -eq 1 ] && pass "up --wait-limit 3 gives up (exit 1)" \
