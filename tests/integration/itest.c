@@ -78,6 +78,16 @@ itest_expire (harness_t *h, const char *id)
 }
 
 long long
+itest_wait_sql (harness_t *h, const char *sql, long long want, int timeout_ms)
+{
+    int64_t until = clock_mono_ms () + timeout_ms;
+    long long got;
+    while ((got = harness_sql_int (h, sql)) != want && clock_mono_ms () < until)
+        usleep (100000);
+    return got;
+}
+
+long long
 itest_stat (harness_t *h, const char *provider, const char *counter)
 {
     json_t *s = harness_fake (h, "GET", "/admin/stats", NULL);

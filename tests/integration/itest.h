@@ -1,4 +1,14 @@
-/* itest.h - small helpers shared by the integration tests (on top of harness.h) */
+/* itest.h - small helpers shared by the integration tests (on top of harness.h).
+ *
+ * Time in these tests. Every test runs twice in CI, once under AddressSanitizer, on two CPUs that
+ * the suite itself keeps busy: a step that takes 0.2 s on an idle machine can take 1 s there.
+ * So a test waits for what it means (polls for the row, the log line, the counter, with a deadline
+ * of many seconds) rather than sleeping and looking; times the service over a client connected
+ * beforehand (itest_cached_hits), never a whole ferrulectl run, whose start is most of it under
+ * the sanitizers; and where it must act inside a window the service keeps open (a backoff, a
+ * provider's latency, a lease), makes that window ten times what the work inside it took in an
+ * idle ASan run. A bound on how long something took sits well above the passing time and well
+ * below what the bug it guards against took. */
 #ifndef FERRULE_ITEST_H
 #define FERRULE_ITEST_H
 #include <jansson.h>
@@ -18,6 +28,9 @@ int itest_import (harness_t *h, const char *id, const char *provider, const char
 /* Makes the stored access token expired and tells every worker's cache (as a change would), then
  * waits a moment for the workers to read the notification. */
 void itest_expire (harness_t *h, const char *id);
+/* Asks sql (one integer) every 100 ms until it answers want or timeout_ms pass; returns the last
+ * answer. */
+long long itest_wait_sql (harness_t *h, const char *sql, long long want, int timeout_ms);
 /* A counter from the fake provider's /admin/stats for a provider, e.g. "refresh_calls". */
 long long itest_stat (harness_t *h, const char *provider, const char *counter);
 /* Queues a fault at the fake provider: kind, count, and optional status / retry_after / delay_ms (-1: unset). */

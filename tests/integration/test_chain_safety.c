@@ -136,14 +136,9 @@ unlock_row (PGconn *c)
 static void
 wait_sql (const char *sql, long long want, int timeout_ms)
 {
-    int64_t until = clock_mono_ms () + timeout_ms;
-    long long got = -1;
-    while (clock_mono_ms () < until) {
-        if ((got = harness_sql_int (h, sql)) == want)
-            return;
-        usleep (100000);
-    }
-    fail_msg ("after %d ms, \"%s\" answers %lld, not %lld", timeout_ms, sql, got, want);
+    long long got = itest_wait_sql (h, sql, want, timeout_ms);
+    if (got != want)
+        fail_msg ("after %d ms, \"%s\" answers %lld, not %lld", timeout_ms, sql, got, want);
 }
 
 static void

@@ -137,17 +137,6 @@ sqlf (const char *fmt, const char *a)
     return harness_sql_int (h, sql);
 }
 
-/* Waits until the query gives want (timeout_ms); the last value. */
-static long long
-wait_sql (const char *sql, long long want, int timeout_ms)
-{
-    int64_t end = clock_mono_ms () + timeout_ms;
-    long long v;
-    while ((v = harness_sql_int (h, sql)) != want && clock_mono_ms () < end)
-        usleep (100000);
-    return v;
-}
-
 /* ---------------------------------------------------------------- tests */
 
 /* An event exists if and only if its change committed. */
@@ -347,7 +336,7 @@ test_delivery_survives_kill_and_outage (void **state)
     /* every event of these integrations delivered to "app" */
     const char *q = "SELECT count(*) FROM events e LEFT JOIN event_deliveries d ON d.event_seq = e.seq AND d.endpoint = 'app'"
                     " WHERE e.integration_id LIKE 'dlv%' AND d.state IS DISTINCT FROM 'delivered'";
-    assert_int_equal (wait_sql (q, 0, 60000), 0);
+    assert_int_equal (itest_wait_sql (h, q, 0, 60000), 0);
     long long total = harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id LIKE 'dlv%'");
     assert_int_equal (total, 3 * NINTEG);
 
@@ -416,7 +405,7 @@ test_no_delivery_outlives_its_lease (void **state)
     }
     const char *q = "SELECT count(*) FROM events e LEFT JOIN event_deliveries d ON d.event_seq = e.seq AND d.endpoint = 'app'"
                     " WHERE e.integration_id LIKE 'lse%' AND d.state IS DISTINCT FROM 'delivered'";
-    assert_int_equal (wait_sql (q, 0, 30000), 0);
+    assert_int_equal (itest_wait_sql (h, q, 0, 30000), 0);
     receiver_got_t *got;
     int bad, before = receiver_snapshot (&got, &bad);
     free (got);
@@ -425,7 +414,7 @@ test_no_delivery_outlives_its_lease (void **state)
     receiver_set (0, 300);
     assert_int_equal (harness_sql (h, "SELECT events_emit ('insufficient_scope', id, provider, 'insufficient_scope',"
                                       " generation, 'missing: lease-test') FROM integrations WHERE id LIKE 'lse%'"), 0);
-    assert_int_equal (wait_sql (q, 0, 60000), 0);
+    assert_int_equal (itest_wait_sql (h, q, 0, 60000), 0);
     receiver_set (0, 0);
     int n = receiver_snapshot (&got, &bad);
     assert_int_equal (bad, 0);
@@ -456,7 +445,7 @@ test_failed_then_replayed (void **state)
     /* only "disconnected" goes to "dead" (its event types) */
     const char *q = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
                     " WHERE d.endpoint = 'dead' AND e.integration_id = 'dead:box' AND d.state = 'failed'";
-    assert_int_equal (wait_sql (q, 1, 60000), 1);
+    assert_int_equal (itest_wait_sql (h, q, 1, 60000), 1);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM event_deliveries WHERE endpoint = 'dead' AND event_seq IN"
                                           " (SELECT seq FROM events WHERE type <> 'disconnected')"), 0);
     assert_true (harness_sql_int (h, "SELECT min(attempts) FROM event_deliveries WHERE endpoint = 'dead'") >= 2);
@@ -517,7 +506,7 @@ test_failed_then_replayed (void **state)
     json_decref (r);
     q = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
         " WHERE d.endpoint = 'dead' AND e.integration_id = 'dead:box' AND d.state = 'delivered'";
-    assert_int_equal (wait_sql (q, 1, 20000), 1);
+    assert_int_equal (itest_wait_sql (h, q, 1, 20000), 1);
     /* a replay with nothing to name is refused */
     r = harness_ctl (h, &rc, "events", "replay", NULL);
     assert_int_equal (rc, 2);
@@ -578,7 +567,7 @@ test_expiring_forecast (void **state)
                                       " ALTER TABLE token_chain ENABLE TRIGGER token_chain_no_update; COMMIT"), 0);
     const char *q = "SELECT count(*) FROM events WHERE type = 'expiring'"
                     " AND integration_id IN ('idle:box', 'testing:google')";
-    assert_int_equal (wait_sql (q, 2, 15000), 2);
+    assert_int_equal (itest_wait_sql (h, q, 2, 15000), 2);
     usleep (1000000);                /* several more forecast passes */
     assert_int_equal (harness_sql_int (h, q), 2);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'expiring' AND integration_id = 'fresh:box'"), 0);
@@ -588,7 +577,7 @@ test_expiring_forecast (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'expiring' AND integration_id = 'testing:google'"
                                           " AND diagnosis = 'grant_age_limit' AND detail LIKE '%7 days%'"), 1);
     /* and they are delivered with the others */
-    assert_int_equal (wait_sql ("SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
                                 " WHERE e.type = 'expiring' AND d.endpoint = 'app' AND d.state = 'delivered'", 2, 20000), 2);
     /* a refresh (the keep-alive working) moves the generation on: a new idle period may warn again later,
      * but the one warned about is not repeated */

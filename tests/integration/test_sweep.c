@@ -157,9 +157,7 @@ test_sweep_works_off_a_backlog_at_its_rate (void **state)
     snprintf (ours, sizeof ours, "integration_id LIKE 'backlog%%' AND outcome = 'refreshed' AND at > to_timestamp (%lld / 1e6)",
               mark);
     snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE %s", ours);
-    long long all = 0;
-    for (int64_t until = clock_mono_ms () + 30000; all < left && clock_mono_ms () < until; usleep (200000))
-        all = harness_sql_int (h, sql);
+    long long all = itest_wait_sql (h, sql, left, 30000);
     /* from the first refresh to the last: at 4 a second after a first pass of at most 5, the last
      * of 20 comes 3.75 s after the first at the earliest (a slow machine only makes it later);
      * one pass an interval would have taken 60 s */
