@@ -571,7 +571,7 @@ test_same_pid_workers_draw_distinct_lease_tokens (void **state)
     import_at (b1, "pidB:box", rt2, NULL, NULL);
     free (rt1);
     free (rt2);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
     pid_t a = ctl_async (b0, "refresh", "pidA:box", NULL, NULL);
     pid_t b = ctl_async (b1, "refresh", "pidB:box", NULL, NULL);
     wait_sql ("SELECT count(*) FROM integrations WHERE lease_owner IS NOT NULL", 2, 5000);
@@ -765,9 +765,9 @@ test_conflict_reply_honours_min_valid (void **state)
 {
     start_one_worker ("chain_conflict_min_valid", NULL);
     import_grant ("cmv:box", "200");
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
     pid_t asked = token_async ("cmv:box", 300);
-    wait_claimed ("cmv:box");                       /* the call is at the provider for 1.5 s */
+    wait_claimed ("cmv:box");                       /* the call is at the provider for 3 s */
     import_grant ("cmv:box", "100");
     assert_int_equal (ctl_wait (asked), 0);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
@@ -783,7 +783,7 @@ test_conflict_record_retried (void **state)
 {
     start_one_worker ("chain_conflict_retried", NULL);
     import_grant ("crr:box", NULL);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
     pid_t asked = ctl_async (harness_brokers (h), "refresh", "crr:box", NULL, NULL);
     wait_claimed ("crr:box");
     import_grant ("crr:box", NULL);                 /* the refresh's commit will lose */
@@ -805,7 +805,7 @@ test_conflict_with_no_access_token_claims_again (void **state)
 {
     start_one_worker ("chain_conflict_no_at", NULL);
     import_grant ("cna:box", NULL);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
     pid_t asked = ctl_async (harness_brokers (h), "refresh", "cna:box", NULL, NULL);
     wait_claimed ("cna:box");
     import_grant ("cna:box", NULL);                 /* a refresh token, no access token */

@@ -867,15 +867,16 @@ chain_stat (long long chain, const char *field)
 }
 
 /* Starts "ferrulectl refresh" of id in a child (its exit status is ferrulectl's) while fakerot
- * answers refreshes 2 s after they took effect, and returns once the provider has rotated chain
- * (not yet answered). */
+ * answers refreshes 4 s after they took effect (what the callers do meanwhile took 0.3 s under
+ * AddressSanitizer on an idle machine), and returns once the provider has rotated chain (not yet
+ * answered). */
 static pid_t
 refresh_held_at_provider (const char *id, long long chain)
 {
     json_t *v = chain_stat (chain, "generation");
     long long generation = json_integer_value (v), now_gen = generation;
     json_decref (v);
-    itest_fake_config (h, "fakerot", json_pack ("{s:i}", "answer_delay_ms", 2000));
+    itest_fake_config (h, "fakerot", json_pack ("{s:i}", "answer_delay_ms", 4000));
     pid_t child = fork ();
     assert_true (child >= 0);
     if (child == 0) {
