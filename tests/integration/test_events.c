@@ -596,7 +596,8 @@ test_expiring_forecast (void **state)
                                           " AND diagnosis = 'grant_age_limit' AND detail LIKE '%7 days%'"), 1);
     /* and they are delivered with the others */
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
-                                " WHERE e.type = 'expiring' AND d.endpoint = 'app' AND d.state = 'delivered'", 2, 20000), 2);
+                                         " WHERE e.type = 'expiring' AND d.endpoint = 'app' AND d.state = 'delivered'",
+                                      2, 20000), 2);
     /* a refresh (the keep-alive working) moves the generation on: a new idle period may warn again later,
      * but the one warned about is not repeated */
     itest_expire (h, "idle:box");
