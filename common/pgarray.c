@@ -88,6 +88,38 @@ pgarray_add_int (pgarray_t *self, int64_t value)
     pgarray_close (self, mem_buf_append (&self->buf, digits, (size_t) n) != 0);
 }
 
+void
+pgarray_add_null (pgarray_t *self)
+{
+    if (pgarray_open (self) != 0)
+        return;
+    pgarray_close (self, mem_buf_append (&self->buf, "NULL", 4) != 0);
+}
+
+void
+pgarray_add_bytea (pgarray_t *self, const unsigned char *bytes, size_t len)
+{
+    if (!bytes) {
+        pgarray_add_null (self);
+        return;
+    }
+    if (pgarray_open (self) != 0)
+        return;
+    /* quoted, its backslash escaped: the element reads as \x and the hex digits */
+    int bad = mem_buf_append (&self->buf, "\"\\\\x", 4) != 0;
+    char hex [128];
+    for (size_t i = 0; !bad && i < len; ) {
+        size_t k = 0;
+        for (; i < len && k + 2 <= sizeof hex; i++, k += 2) {
+            hex [k] = "0123456789abcdef" [bytes [i] >> 4];
+            hex [k + 1] = "0123456789abcdef" [bytes [i] & 15];
+        }
+        bad = mem_buf_append (&self->buf, hex, k) != 0;
+    }
+    bad = bad || mem_buf_append (&self->buf, "\"", 1) != 0;
+    pgarray_close (self, bad);
+}
+
 const char *
 pgarray_text (const pgarray_t *self)
 {

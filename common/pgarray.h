@@ -17,6 +17,10 @@ void pgarray_destroy (pgarray_t **self_p);
 void pgarray_add_text (pgarray_t *self, const char *s);
 /* Appends value in decimal (for integer[] and bigint[]). */
 void pgarray_add_int (pgarray_t *self, int64_t value);
+/* Appends a null element. */
+void pgarray_add_null (pgarray_t *self);
+/* Appends len bytes as a bytea element in hex ("\\x..."), or a null for NULL (for bytea[]). */
+void pgarray_add_bytea (pgarray_t *self, const unsigned char *bytes, size_t len);
 
 /* The literal so far (borrowed: valid until the next append or pgarray_destroy), or NULL when
  * an append would have passed max: the first failure sticks, and later appends do nothing. */

@@ -58,6 +58,27 @@ test_integers_are_plain (void **state)
     pgarray_destroy (&a);
 }
 
+/* Nulls unquoted; bytea as hex, its backslash escaped; a NULL pointer a null. */
+static void
+test_nulls_and_bytea (void **state)
+{
+    (void) state;
+    pgarray_t *a = pgarray_new (1024);
+    const unsigned char bytes [] = { 0x00, 0x7f, 0xab, 0xff };
+    pgarray_add_null (a);
+    pgarray_add_bytea (a, bytes, sizeof bytes);
+    pgarray_add_bytea (a, NULL, 0);
+    pgarray_add_bytea (a, bytes, 0);
+    assert_string_equal (pgarray_text (a), "{NULL,\"\\\\x007fabff\",NULL,\"\\\\x\"}");
+    assert_int_equal (pgarray_count (a), 4);
+    pgarray_destroy (&a);
+
+    a = pgarray_new (8);                                /* {"\\x00"} is 9 bytes */
+    pgarray_add_bytea (a, bytes, 1);
+    assert_null (pgarray_text (a));
+    pgarray_destroy (&a);
+}
+
 /* The cap counts the whole literal; the first append past it sticks. */
 static void
 test_cap_is_sticky (void **state)
@@ -128,6 +149,30 @@ test_round_trip_through_a_server (void **state)
     PQclear (res);
     pgarray_destroy (&a);
 
+    /* bytea[] with nulls: every byte value, the empty value, a null */
+    a = pgarray_new (4096);
+    unsigned char all [256];
+    for (int i = 0; i < 256; i++)
+        all [i] = (unsigned char) i;
+    pgarray_add_bytea (a, all, sizeof all);
+    pgarray_add_bytea (a, all, 0);
+    pgarray_add_bytea (a, NULL, 0);
+    pgarray_add_null (a);
+    values [0] = pgarray_text (a);
+    res = PQexecParams (conn, "SELECT length (e), e IS NULL, e = (SELECT string_agg (set_byte ('\\x00'::bytea, 0, b), ''"
+                        " ORDER BY b) FROM generate_series (0, 255) b) FROM unnest ($1::bytea[]) WITH ORDINALITY AS"
+                        " u (e, n) ORDER BY n", 1, NULL, values, NULL, NULL, 0);
+    assert_int_equal (PQresultStatus (res), PGRES_TUPLES_OK);
+    assert_int_equal (PQntuples (res), 4);
+    assert_string_equal (PQgetvalue (res, 0, 0), "256");
+    assert_string_equal (PQgetvalue (res, 0, 2), "t");
+    assert_string_equal (PQgetvalue (res, 1, 0), "0");
+    assert_string_equal (PQgetvalue (res, 1, 1), "f");
+    assert_string_equal (PQgetvalue (res, 2, 1), "t");
+    assert_string_equal (PQgetvalue (res, 3, 1), "t");
+    PQclear (res);
+    pgarray_destroy (&a);
+
     a = pgarray_new (64);
     values [0] = pgarray_text (a);
     res = PQexecParams (conn, "SELECT cardinality ($1::integer[])", 1, NULL, values, NULL, NULL, 0);
@@ -144,6 +189,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_text_elements_are_quoted),
         cmocka_unit_test (test_integers_are_plain),
+        cmocka_unit_test (test_nulls_and_bytea),
         cmocka_unit_test (test_cap_is_sticky),
         cmocka_unit_test (test_round_trip_through_a_server),
     };
