@@ -37,35 +37,26 @@ store_new_lease_token (char out [STORE_LEASE_LEN + 1])
     return 0;
 }
 
+/* Room for one text element of an array literal: every character escaped, quotes and a comma. */
+#define CHAIN_TEXT_ROOM(str) (2 * strlen (str) + 4)
+#define CHAIN_INT_ROOM 24
+
+/* A batch of claims in flight. */
 typedef struct {
-    char gen [32], until [32], ms [32];
-    char token [STORE_LEASE_LEN + 1];
-    const char *values [7];
-} claim_params_t;
+    store_t *s;
+    store_claim_req_t *reqs;
+    size_t n;
+    int64_t lease_ms;
+    char (*tokens) [STORE_LEASE_LEN + 1];    /* the lease token drawn for each */
+    store_claims_fn *done;
+    void *arg;
+} claims_t;
 
-static int
-claim_params (store_t *s, const store_claim_req_t *q, int64_t lease_ms, claim_params_t *p)
-{
-    if (store_new_lease_token (p->token) != 0)
-        return -1;
-    snprintf (p->gen, sizeof p->gen, "%" PRId64, q->known_generation);
-    snprintf (p->until, sizeof p->until, "%" PRId64, q->valid_until);
-    snprintf (p->ms, sizeof p->ms, "%" PRId64, lease_ms);
-    p->values [0] = q->id;
-    p->values [1] = p->gen;
-    p->values [2] = p->until;
-    p->values [3] = q->forced ? "true" : "false";
-    p->values [4] = store_worker_id (s);
-    p->values [5] = p->token;
-    p->values [6] = p->ms;
-    return 0;
-}
-
-/* Reads one claim's answer into q. */
+/* Reads claim q's answer, row r of res. */
 static void
-claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_params_t *p, int64_t lease_ms)
+claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, int r, const char *token, int64_t lease_ms)
 {
-    const char *outcome = PQntuples (res) == 1 ? PQgetvalue (res, 0, STORE_CLAIM_OUTCOME_COLUMN) : "missing";
+    const char *outcome = PQgetvalue (res, r, STORE_CLAIM_OUTCOME_COLUMN);
     memset (&q->row, 0, sizeof q->row);
     q->st = FR_OK;
     q->err [0] = '\0';
@@ -78,7 +69,7 @@ claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_p
         q->outcome = CLAIM_LOCKED;
         return;
     }
-    store_fill_row (res, 0, &q->row);
+    store_fill_row (res, r, &q->row);
     if (strcmp (outcome, "inactive") == 0)
         q->outcome = CLAIM_INACTIVE;
     else
@@ -92,92 +83,177 @@ claim_read (store_t *s, store_claim_req_t *q, const PGresult *res, const claim_p
             q->row.interrupted = 1;          /* another worker's lease expired under it */
         mem_free (q->row.lease_owner);
         q->row.lease_owner = mem_strdup (store_worker_id (s));
-        snprintf (q->row.lease_token, sizeof q->row.lease_token, "%s", p->token);
+        snprintf (q->row.lease_token, sizeof q->row.lease_token, "%s", token);
         q->row.lease_ms_left = lease_ms;
         q->outcome = CLAIM_ACQUIRED;
     }
 }
 
-/* A batch of claims in flight. */
-typedef struct {
-    store_t *s;
-    store_claim_req_t *reqs;
-    size_t n;
-    int64_t lease_ms;
-    claim_params_t *params;          /* the lease tokens drawn for each */
-    store_claims_fn *done;
-    void *arg;
-} claims_t;
-
-/* n claims' answers, of a transaction of in_batch statements in all */
+/* The claims' answers, res (NULL when the batch failed: st, err), of a transaction that carried
+ * in_batch refreshes in all. Each row of res names its claim's place; a claim with no row, or two,
+ * is answered as an internal error, never as another's. */
 static void
-claims_done (void *arg, fr_status_t st, PGresult **results, size_t n, size_t in_batch, const char *err)
+claims_done (claims_t *cl, fr_status_t st, const PGresult *res, size_t in_batch, const char *err)
 {
-    claims_t *cl = arg;
     store_t *s = cl->s;
     /* a batch that failed as a whole while the database is up says nothing of each claim: the
      * caller sends each again on its own, so that one integration's problem stays its own (never
      * here, one by one, with the loop waiting) */
     int undecided = st != FR_OK && in_batch > 1 && store_connected (s);
-    for (size_t i = 0; i < n; i++) {
+    int nrows = st == FR_OK && res ? PQntuples (res) : 0;
+    int *row_of = mem_alloc (cl->n * sizeof *row_of);     /* the row answering each: -1 none, -2 more */
+    for (size_t i = 0; i < cl->n; i++)
+        row_of [i] = -1;
+    for (int r = 0; r < nrows; r++) {
+        int64_t place = store_int_at (res, r, STORE_CLAIM_PLACE_COLUMN);
+        if (place >= 1 && (uint64_t) place <= cl->n)
+            row_of [place - 1] = row_of [place - 1] == -1 ? r : -2;
+    }
+    for (size_t i = 0; i < cl->n; i++) {
         store_claim_req_t *q = &cl->reqs [i];
         q->undecided = undecided;
-        if (st == FR_OK && results [i])
-            claim_read (s, q, results [i], &cl->params [i], cl->lease_ms);
+        if (st == FR_OK && row_of [i] >= 0)
+            claim_read (s, q, res, row_of [i], cl->tokens [i], cl->lease_ms);
         else {
             q->st = st != FR_OK ? st : FR_INTERNAL;
-            snprintf (q->err, sizeof q->err, "%s", st != FR_OK ? err : "the claim returned no result");
+            snprintf (q->err, sizeof q->err, "%s", st != FR_OK ? err : "the claim returned no single answer");
         }
     }
-    mem_free (cl->params);
+    mem_free (row_of);
+    mem_free (cl->tokens);
     cl->done (cl->arg, cl->reqs, cl->n);
     mem_free (cl);
 }
 
-/* The claims' statements into stmts (n of them) and their context; NULL with err when no lease
- * token could be drawn. */
+/* The claims' one statement (STORE_CLAIM_SQL) into stmt, its arrays into arrays (the caller
+ * destroys them once sent), and their context; NULL with err when no lease token could be drawn. */
 static claims_t *
 claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms, store_claims_fn *done, void *arg,
-                store_stmt_t *stmts, char *err, size_t errlen)
+                store_stmt_t *stmt, pgarray_t *arrays [5], char ms [32], const char *values [7], char *err,
+                size_t errlen)
 {
     claims_t *cl = mem_alloc (sizeof *cl);
-    *cl = (claims_t) { s, reqs, n, lease_ms, mem_alloc (n * sizeof *cl->params), done, arg };
+    *cl = (claims_t) { s, reqs, n, lease_ms, mem_alloc (n * sizeof *cl->tokens), done, arg };
+    size_t id_room = 8;
+    for (size_t i = 0; i < n; i++)
+        id_room += CHAIN_TEXT_ROOM (reqs [i].id);
+    arrays [0] = pgarray_new (id_room);
+    arrays [1] = pgarray_new (8 + n * CHAIN_INT_ROOM);
+    arrays [2] = pgarray_new (8 + n * CHAIN_INT_ROOM);
+    arrays [3] = pgarray_new (8 + n * 8);
+    arrays [4] = pgarray_new (8 + n * (STORE_LEASE_LEN + 4));
     for (size_t i = 0; i < n; i++) {
-        memset (&reqs [i].row, 0, sizeof reqs [i].row);
-        if (claim_params (s, &reqs [i], lease_ms, &cl->params [i]) != 0) {
+        store_claim_req_t *q = &reqs [i];
+        memset (&q->row, 0, sizeof q->row);
+        if (store_new_lease_token (cl->tokens [i]) != 0) {
             snprintf (err, errlen, "could not draw a lease token from the kernel: %s", strerror (errno));
-            mem_free (cl->params);
+            mem_free (cl->tokens);
             mem_free (cl);
             return NULL;
         }
-        stmts [i] = (store_stmt_t) { store_claim_sql, 7, cl->params [i].values, NULL, NULL };
+        pgarray_add_text (arrays [0], q->id);
+        pgarray_add_int (arrays [1], q->known_generation);
+        pgarray_add_int (arrays [2], q->valid_until);
+        pgarray_add_text (arrays [3], q->forced ? "true" : "false");
+        pgarray_add_text (arrays [4], cl->tokens [i]);
     }
+    snprintf (ms, 32, "%" PRId64, lease_ms);
+    const char *v [] = { pgarray_text (arrays [0]), pgarray_text (arrays [1]), pgarray_text (arrays [2]),
+                         pgarray_text (arrays [3]), store_worker_id (s), pgarray_text (arrays [4]), ms };
+    memcpy (values, v, sizeof v);
+    *stmt = (store_stmt_t) { store_claim_sql, 7, values, NULL, NULL };
     return cl;
 }
 
-typedef struct {
-    char gen [32], key [32], exp [32], life [32];
-    const char *values [12];
-    int lengths [12];
-    int formats [12];
-} commit_params_t;
+/* The arrays of a batch's commits (STORE_COMMIT_SQL's parameters, all but $9, the worker's id). */
+enum { CA_ID, CA_GEN, CA_KEY, CA_ACCESS, CA_EXPIRES, CA_REFRESH, CA_FINGERPRINT, CA_SCOPES, CA_ROTATED, CA_TOKEN,
+       CA_LIFETIME, CA_COUNT };
 
 static void
-commit_params (store_t *s, const store_commit_t *c, commit_params_t *p)
+commit_arrays (const store_commit_t *const *commits, size_t n, pgarray_t *arrays [CA_COUNT])
 {
-    snprintf (p->gen, sizeof p->gen, "%" PRId64, c->expected_generation);
-    snprintf (p->key, sizeof p->key, "%" PRId32, c->key_id);
-    snprintf (p->exp, sizeof p->exp, "%" PRId64, c->access_expires_at);
-    snprintf (p->life, sizeof p->life, "%" PRId64, c->access_lifetime_s);
-    const char *values [] = { c->id, p->gen, p->key, (const char *) c->access_ct, p->exp, (const char *) c->refresh_ct,
-                              c->refresh_fingerprint, c->scopes, store_worker_id (s), c->rotated ? "true" : "false",
-                              c->lease_token [0] ? c->lease_token : NULL, c->access_lifetime_s > 0 ? p->life : NULL };
-    memcpy (p->values, values, sizeof values);
-    memset (p->lengths, 0, sizeof p->lengths);
-    memset (p->formats, 0, sizeof p->formats);
-    p->lengths [3] = (int) c->access_ct_len;
-    p->lengths [5] = (int) c->refresh_ct_len;
-    p->formats [3] = p->formats [5] = 1;
+    size_t room [CA_COUNT];
+    for (int k = 0; k < CA_COUNT; k++)
+        room [k] = 8;
+    for (size_t i = 0; i < n; i++) {
+        const store_commit_t *c = commits [i];
+        room [CA_ID] += CHAIN_TEXT_ROOM (c->id);
+        room [CA_GEN] += CHAIN_INT_ROOM;
+        room [CA_KEY] += CHAIN_INT_ROOM;
+        room [CA_ACCESS] += 2 * c->access_ct_len + 8;
+        room [CA_EXPIRES] += CHAIN_INT_ROOM;
+        room [CA_REFRESH] += 2 * c->refresh_ct_len + 8;
+        room [CA_FINGERPRINT] += c->refresh_fingerprint ? CHAIN_TEXT_ROOM (c->refresh_fingerprint) : 8;
+        room [CA_SCOPES] += c->scopes ? CHAIN_TEXT_ROOM (c->scopes) : 8;
+        room [CA_ROTATED] += 8;
+        room [CA_TOKEN] += STORE_LEASE_LEN + 4;
+        room [CA_LIFETIME] += CHAIN_INT_ROOM;
+    }
+    for (int k = 0; k < CA_COUNT; k++)
+        arrays [k] = pgarray_new (room [k]);
+    for (size_t i = 0; i < n; i++) {
+        const store_commit_t *c = commits [i];
+        pgarray_add_text (arrays [CA_ID], c->id);
+        pgarray_add_int (arrays [CA_GEN], c->expected_generation);
+        pgarray_add_int (arrays [CA_KEY], c->key_id);
+        pgarray_add_bytea (arrays [CA_ACCESS], c->access_ct, c->access_ct_len);
+        pgarray_add_int (arrays [CA_EXPIRES], c->access_expires_at);
+        pgarray_add_bytea (arrays [CA_REFRESH], c->refresh_ct, c->refresh_ct_len);
+        if (c->refresh_fingerprint)
+            pgarray_add_text (arrays [CA_FINGERPRINT], c->refresh_fingerprint);
+        else
+            pgarray_add_null (arrays [CA_FINGERPRINT]);
+        if (c->scopes)
+            pgarray_add_text (arrays [CA_SCOPES], c->scopes);
+        else
+            pgarray_add_null (arrays [CA_SCOPES]);
+        pgarray_add_text (arrays [CA_ROTATED], c->rotated ? "true" : "false");
+        if (c->lease_token [0])
+            pgarray_add_text (arrays [CA_TOKEN], c->lease_token);
+        else
+            pgarray_add_null (arrays [CA_TOKEN]);
+        if (c->access_lifetime_s > 0)
+            pgarray_add_int (arrays [CA_LIFETIME], c->access_lifetime_s);
+        else
+            pgarray_add_null (arrays [CA_LIFETIME]);
+    }
+}
+
+/* STORE_COMMIT_SQL's twelve values from the arrays; 0, or -1 when one would not fit its room
+ * (never, as commit_arrays sizes them). */
+static int
+commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *values [12])
+{
+    for (int k = 0; k < CA_COUNT; k++)
+        if (!pgarray_text (arrays [k]))
+            return -1;
+    const char *v [] = { pgarray_text (arrays [CA_ID]), pgarray_text (arrays [CA_GEN]), pgarray_text (arrays [CA_KEY]),
+                         pgarray_text (arrays [CA_ACCESS]), pgarray_text (arrays [CA_EXPIRES]),
+                         pgarray_text (arrays [CA_REFRESH]), pgarray_text (arrays [CA_FINGERPRINT]),
+                         pgarray_text (arrays [CA_SCOPES]), store_worker_id (s), pgarray_text (arrays [CA_ROTATED]),
+                         pgarray_text (arrays [CA_TOKEN]), pgarray_text (arrays [CA_LIFETIME]) };
+    memcpy (values, v, sizeof v);
+    return 0;
+}
+
+static void
+arrays_destroy (pgarray_t **arrays, size_t n)
+{
+    for (size_t k = 0; k < n; k++)
+        pgarray_destroy (&arrays [k]);
+}
+
+/* Which of a commit statement's n commits were written: committed [i] = 1 for each row of res
+ * that names place i + 1. */
+static void
+commits_read (const PGresult *res, int *committed, size_t n)
+{
+    memset (committed, 0, n * sizeof *committed);
+    for (int r = 0; res && r < PQntuples (res); r++) {
+        int64_t place = store_int_at (res, r, 0);
+        if (place >= 1 && (uint64_t) place <= n)
+            committed [place - 1] = 1;
+    }
 }
 
 /* A lost compare-and-set: a "conflict" chain row, and the lease released if it is still ours. */
@@ -253,86 +329,51 @@ replay_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
 fr_status_t
 store_replay_start (store_t *s, const store_commit_t *cm, store_replayed_fn *fn, void *arg, char *err, size_t errlen)
 {
-    commit_params_t p;
-    commit_params (s, cm, &p);
-    const char *ids [] = { cm->id };
-    store_stmt_t stmts [] = {
-        { store_commit_sql, 12, p.values, p.lengths, p.formats },
-        { "SELECT generation, refresh_fingerprint FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
-    };
-    replay_ctx_t c = { fn, arg, cm->expected_generation, "" };
-    if (cm->refresh_fingerprint && strlen (cm->refresh_fingerprint) < sizeof c.fingerprint)
-        memcpy (c.fingerprint, cm->refresh_fingerprint, strlen (cm->refresh_fingerprint) + 1);
-    return store_batch_start (s, stmts, 2, replay_done, &c, sizeof c, err, errlen);
-}
-
-/* A group commit in flight. */
-typedef struct {
-    const store_commit_t *const *commits;
-    size_t n;
-    size_t *order;                   /* statement i commits commits [order [i]] */
-    store_commits_fn *done;
-    void *arg;
-} commits_t;
-
-static void
-commits_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
-{
-    commits_t *cm = arg;
-    int *committed = mem_alloc (n * sizeof *committed);
-    for (size_t i = 0; st == FR_OK && i < n; i++)
-        committed [cm->order [i]] = results [i] && PQntuples (results [i]) == 1;
-    cm->done (cm->arg, st, committed, cm->n, err);
-    mem_free (committed);
-    mem_free (cm->order);
-    mem_free (cm);
-}
-
-static const store_commit_t *const *s_sorting;     /* for commit_order only (one thread) */
-
-static int
-commit_order (const void *a, const void *b)
-{
-    return strcmp (s_sorting [*(const size_t *) a]->id, s_sorting [*(const size_t *) b]->id);
-}
-
-/* The commits' statements into stmts (n of them, in id order: two batches that share rows, a
- * takeover, cannot deadlock) and their context; params holds the values until they are sent. */
-static commits_t *
-commits_prepare (store_t *s, const store_commit_t *const *commits, size_t n, store_commits_fn *done, void *arg,
-                 store_stmt_t *stmts, commit_params_t *params)
-{
-    commits_t *cm = mem_alloc (sizeof *cm);
-    *cm = (commits_t) { commits, n, mem_alloc ((n ? n : 1) * sizeof *cm->order), done, arg };
-    for (size_t i = 0; i < n; i++)
-        cm->order [i] = i;
-    s_sorting = commits;
-    qsort (cm->order, n, sizeof *cm->order, commit_order);
-    s_sorting = NULL;
-    for (size_t i = 0; i < n; i++) {
-        commit_params (s, commits [cm->order [i]], &params [i]);
-        stmts [i] = (store_stmt_t) { store_commit_sql, 12, params [i].values, params [i].lengths, params [i].formats };
+    pgarray_t *arrays [CA_COUNT];
+    const char *values [12];
+    const store_commit_t *one [1] = { cm };
+    commit_arrays (one, 1, arrays);
+    fr_status_t st = FR_INTERNAL;
+    if (commit_values (s, arrays, values) != 0)
+        snprintf (err, errlen, "the journal record of \"%s\" is too large to send", cm->id);
+    else {
+        const char *ids [] = { cm->id };
+        store_stmt_t stmts [] = {
+            { store_commit_sql, 12, values, NULL, NULL },
+            { "SELECT generation, refresh_fingerprint FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
+        };
+        replay_ctx_t c = { fn, arg, cm->expected_generation, "" };
+        if (cm->refresh_fingerprint && strlen (cm->refresh_fingerprint) < sizeof c.fingerprint)
+            memcpy (c.fingerprint, cm->refresh_fingerprint, strlen (cm->refresh_fingerprint) + 1);
+        st = store_batch_start (s, stmts, 2, replay_done, &c, sizeof c, err, errlen);
     }
-    return cm;
+    arrays_destroy (arrays, CA_COUNT);           /* sent: libpq has copied them */
+    return st;
 }
 
-/* A turn's batch: its commits, then its claims. */
+/* A turn's batch: its commits' statement, then its claims'. */
 typedef struct {
-    commits_t *cm;
-    size_t nc;
+    size_t nc, nq;                   /* commits and claims */
+    store_commits_fn *commits_done;
+    void *commits_arg;
     claims_t *cl;
-    size_t nq;
 } turn_t;
 
 static void
 turn_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     turn_t *t = arg;
-    (void) n;
-    if (t->cm)
-        commits_done (t->cm, st, results, t->nc, err);
+    size_t k = 0;
+    if (t->nc) {
+        int *committed = mem_alloc (t->nc * sizeof *committed);
+        if (st == FR_OK)
+            commits_read (k < n ? results [k] : NULL, committed, t->nc);
+        k++;
+        t->commits_done (t->commits_arg, st, committed, t->nc, err);
+        mem_free (committed);
+    }
     if (t->cl)
-        claims_done (t->cl, st, results + t->nc, t->nq, t->nc + t->nq, err);
+        claims_done (t->cl, st, k < n ? results [k] : NULL, t->nc + t->nq, err);
 }
 
 fr_status_t
@@ -341,26 +382,40 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
                   store_claims_fn *claims_done_fn, void *claims_arg, char *err, size_t errlen)
 {
     fr_status_t st = FR_OK;
-    store_stmt_t *stmts = mem_alloc ((nc + nq) * sizeof *stmts);
-    commit_params_t *params = mem_alloc ((nc ? nc : 1) * sizeof *params);
-    turn_t t = { NULL, nc, NULL, nq };
-    if (nc)
-        t.cm = commits_prepare (s, commits, nc, commits_done_fn, commits_arg, stmts, params);
-    if (nq && !(t.cl = claims_prepare (s, reqs, nq, lease_ms, claims_done_fn, claims_arg, stmts + nc, err, errlen)))
-        st = FR_INTERNAL;
+    store_stmt_t stmts [2];
+    size_t ns = 0;
+    pgarray_t *carrays [CA_COUNT] = { NULL }, *qarrays [5] = { NULL };
+    const char *cvalues [12], *qvalues [7];
+    char ms [32];
+    turn_t t = { nc, nq, commits_done_fn, commits_arg, NULL };
+    if (nc) {
+        commit_arrays (commits, nc, carrays);
+        if (commit_values (s, carrays, cvalues) != 0) {
+            snprintf (err, errlen, "%zu commits are too large to send in one batch", nc);
+            st = FR_INTERNAL;
+        }
+        else
+            stmts [ns++] = (store_stmt_t) { store_commit_sql, 12, cvalues, NULL, NULL };
+    }
+    if (st == FR_OK && nq) {
+        if (!(t.cl = claims_prepare (s, reqs, nq, lease_ms, claims_done_fn, claims_arg, &stmts [ns], qarrays, ms,
+                                     qvalues, err, errlen)))
+            st = FR_INTERNAL;
+        else
+        if (!qvalues [0] || !qvalues [1] || !qvalues [2] || !qvalues [3] || !qvalues [5]) {
+            snprintf (err, errlen, "%zu claims are too large to send in one batch", nq);
+            st = FR_INTERNAL;
+        }
+        else
+            ns++;
+    }
     if (st == FR_OK)
-        st = store_batch_start (s, stmts, nc + nq, turn_done, &t, sizeof t, err, errlen);
-    mem_free (stmts);                   /* libpq has copied the statements and their values */
-    mem_free (params);
-    if (st != FR_OK) {
-        if (t.cm) {
-            mem_free (t.cm->order);
-            mem_free (t.cm);
-        }
-        if (t.cl) {
-            mem_free (t.cl->params);
-            mem_free (t.cl);
-        }
+        st = store_batch_start (s, stmts, ns, turn_done, &t, sizeof t, err, errlen);
+    arrays_destroy (carrays, CA_COUNT);         /* sent: libpq has copied them */
+    arrays_destroy (qarrays, 5);
+    if (st != FR_OK && t.cl) {
+        mem_free (t.cl->tokens);
+        mem_free (t.cl);
     }
     return st;
 }

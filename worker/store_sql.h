@@ -26,88 +26,106 @@
     "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
     "COALESCE(interrupted_generation = generation, false)"
 
-/* The claim as one statement: lock the row without waiting (SKIP LOCKED: a row locked by another
- * session, an import, a rekey, an operator's transaction, must not hold up the loop, and in a
- * batch must not abort the others), decide, and take the lease when acquired. A lease still set
- * but expired was left by a holder that died or stalled during its refresh: if its provider call
- * went out, the provider may have rotated the refresh token; the chain says so, and the generation
- * is remembered so that an invalid_grant now can be explained. A lease held under this worker's
- * own id, live or not, is the orphan of a claim whose answer this process never read (a batch cut
- * off by a lost connection or a deadline, which the server still committed): no refresh of that
- * integration is in flight here (single flight), so no provider call was made under it, and the
- * claim takes it over at once instead of waiting for it to expire or calling it interrupted. (A
- * restarted worker releases its earlier run's leases before its first claim; two processes under
- * one worker id are not supported.) The last column is the outcome:
- * inactive, fresh, busy, acquired; locked or missing when no row was read. The parameters: $1 the
- * integration, $2 the generation the caller knew, $3 the expiry (epoch seconds) the caller needs,
- * $4 forced, $5 the worker's id, $6 the new lease's token (32 hex digits), $7 the lease in ms. */
+/* The claims of a batch as one statement, over arrays: one statement instead of one per claim,
+ * so PostgreSQL starts one executor and prepares the tables' CHECK constraints once per batch,
+ * not once per refresh (docs/performance.md, issue 10's twenty-third pass). Each row decides its
+ * own claim, as when each was a statement of its own: lock the row without waiting (SKIP LOCKED:
+ * a row locked by another session, an import, a rekey, an operator's transaction, must not hold
+ * up the loop, and in a batch must not abort the others), decide, and take the lease when
+ * acquired. A lease still set but expired was left by a holder that died or stalled during its
+ * refresh: if its provider call went out, the provider may have rotated the refresh token; the
+ * chain says so, and the generation is remembered so that an invalid_grant now can be explained.
+ * A lease held under this worker's own id, live or not, is the orphan of a claim whose answer
+ * this process never read (a batch cut off by a lost connection or a deadline, which the server
+ * still committed): no refresh of that integration is in flight here (single flight), so no
+ * provider call was made under it, and the claim takes it over at once instead of waiting for it
+ * to expire or calling it interrupted. (A restarted worker releases its earlier run's leases
+ * before its first claim; two processes under one worker id are not supported.)
+ * One row per claim asked for: the row as it was (STORE_ROW_COLUMNS, nulls when no row was read),
+ * the outcome (inactive, fresh, busy, acquired; locked or missing when no row was read), and the
+ * claim's place in the arrays (1-based). The ids must be distinct (single flight). The
+ * parameters, arrays of one element per claim: $1 the integrations, $2 the generations the caller
+ * knew, $3 the expiries (epoch seconds) the caller needs, $4 forced, $6 the new leases' tokens (32
+ * hex digits); and $5 the worker's id, $7 the lease in ms. */
 #define STORE_CLAIM_SQL \
-    "WITH r AS (SELECT * FROM integrations WHERE id = $1 FOR UPDATE SKIP LOCKED)," \
-    " d AS (SELECT CASE WHEN r.status <> 'active' THEN 'inactive'" \
-    "   WHEN r.access_token IS NOT NULL AND (($4::boolean AND r.generation > $2::bigint)" \
-    "        OR (NOT $4::boolean AND COALESCE(extract(epoch FROM r.access_expires_at)::bigint, 0) >= $3::bigint))" \
+    "WITH x AS (SELECT * FROM unnest ($1::text[], $2::bigint[], $3::bigint[], $4::boolean[], $6::uuid[])" \
+    "   WITH ORDINALITY AS x (req_id, req_generation, req_until, req_forced, req_token, req_ord))," \
+    " r AS (SELECT * FROM integrations WHERE id = ANY ($1::text[]) FOR UPDATE SKIP LOCKED)," \
+    " d AS (SELECT x.req_ord AS d_ord, r.id AS d_id, x.req_token AS d_token," \
+    "   CASE WHEN r.status <> 'active' THEN 'inactive'" \
+    "   WHEN r.access_token IS NOT NULL AND ((x.req_forced AND r.generation > x.req_generation)" \
+    "        OR (NOT x.req_forced AND COALESCE(extract(epoch FROM r.access_expires_at)::bigint, 0) >= x.req_until))" \
     "     THEN 'fresh'" \
     "   WHEN GREATEST(COALESCE((extract(epoch FROM r.lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0) > 0" \
     "        AND r.lease_owner IS DISTINCT FROM $5" \
     "     THEN 'busy'" \
-    "   ELSE 'acquired' END AS outcome FROM r)," \
-    " u AS (UPDATE integrations i SET lease_owner = $5, lease_token = $6::uuid, lease_id = NULL," \
+    "   ELSE 'acquired' END AS outcome FROM r JOIN x ON x.req_id = r.id)," \
+    " u AS (UPDATE integrations i SET lease_owner = $5, lease_token = d.d_token, lease_id = NULL," \
     "    lease_expires_at = clock_timestamp() + $7::bigint * interval '1 millisecond'," \
     "    interrupted_generation = CASE WHEN r.lease_owner <> $5 THEN r.generation" \
     "                                  ELSE i.interrupted_generation END" \
-    "  FROM r, d WHERE i.id = r.id AND d.outcome = 'acquired'" \
-    "  RETURNING NULLIF (r.lease_owner, $5) AS old_owner, r.generation AS old_generation)," \
+    "  FROM r, d WHERE i.id = r.id AND d.d_id = r.id AND d.outcome = 'acquired'" \
+    "  RETURNING i.id AS u_id, NULLIF (r.lease_owner, $5) AS old_owner, r.generation AS old_generation)," \
     " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)" \
-    "  SELECT $1, u.old_generation, u.old_owner, 'interrupted'," \
+    "  SELECT u.u_id, u.old_generation, u.old_owner, 'interrupted'," \
     "   'the refresh lease of worker \"' || u.old_owner || '\" expired before it stored a result: the worker " \
     "stopped or stalled during the refresh, and if its provider call went out the provider may have rotated " \
     "the refresh token'" \
     "  FROM u WHERE u.old_owner IS NOT NULL)" \
-    "SELECT " STORE_ROW_COLUMNS ", d.outcome FROM r, d" \
-    " UNION ALL SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
-    "  NULL, NULL, NULL, NULL, NULL, NULL, NULL," \
-    "  CASE WHEN EXISTS (SELECT 1 FROM integrations WHERE id = $1) THEN 'locked' ELSE 'missing' END" \
-    "  WHERE NOT EXISTS (SELECT 1 FROM r)"
+    "SELECT " STORE_ROW_COLUMNS "," \
+    " COALESCE (d.outcome, CASE WHEN EXISTS (SELECT 1 FROM integrations WHERE id = x.req_id) THEN 'locked'" \
+    "                      ELSE 'missing' END), x.req_ord" \
+    " FROM x LEFT JOIN r ON r.id = x.req_id LEFT JOIN d ON d.d_ord = x.req_ord"
 #define STORE_CLAIM_OUTCOME_COLUMN 22
+#define STORE_CLAIM_PLACE_COLUMN 23
 
-/* The commit's compare-and-set, one statement, so one round trip: the UPDATE locks the row and is
- * the compare-and-set; the chain row and the notification commit with it or not at all. The check
- * is on the generation: tokens the provider has just issued are the newest there are, so they are
- * kept even when a stalled worker's lease was overtaken, and, when they carry a rotated refresh
- * token, even over a needs_reconnect recorded at the same generation (the overtaker spent the
- * token this one replaced, and its invalid_grant says nothing about the new one). One row when
- * committed, none when the compare-and-set lost. The parameters: $1 the integration, $2 the
- * generation claimed, $3 the key's id, $4 and $6 the sealed access and refresh tokens, $5 the
- * access token's expiry (epoch seconds), $7 the refresh token's fingerprint, $8 the scopes granted
- * (NULL: unchanged), $9 the worker's id, $10 whether the refresh token was rotated, $11 the lease's
- * token, $12 the access token's lifetime in seconds. */
+/* The commits of a batch as one statement over arrays, each row its own compare-and-set, so one
+ * round trip and one executor for the batch; the chain rows and the notifications commit with
+ * them or not at all. The rows are locked first, in id order (l), so that two batches that share
+ * rows (a takeover) cannot deadlock. The check is on the generation: tokens the provider has just
+ * issued are the newest there are, so they are kept even when a stalled worker's lease was
+ * overtaken, and, when they carry a rotated refresh token, even over a needs_reconnect recorded at
+ * the same generation (the overtaker spent the token this one replaced, and its invalid_grant says
+ * nothing about the new one). One row (its place in the arrays, 1-based, and the new generation)
+ * for each commit written; none for one whose compare-and-set lost. The ids must be distinct
+ * (single flight). The parameters, arrays of one element per commit: $1 the integrations, $2 the
+ * generations claimed, $3 the keys' ids, $4 and $6 the sealed access and refresh tokens, $5 the
+ * access tokens' expiries (epoch seconds), $7 the refresh tokens' fingerprints, $8 the scopes
+ * granted (a null element: unchanged), $10 whether the refresh token was rotated, $11 the leases'
+ * tokens, $12 the access tokens' lifetimes in seconds; and $9 the worker's id. */
 /* the lease is still this refresh's: read from the row being updated, its newest version once
  * any lock it waited for is gone (a join with a second read of the row would see the statement's
  * snapshot, and cost an index scan and a join for every commit) */
-#define STORE_COMMIT_MINE "(i.lease_owner = $9 AND i.lease_token = $11::uuid IS TRUE)"
+#define STORE_COMMIT_MINE "(i.lease_owner = $9 AND i.lease_token = x.req_token IS TRUE)"
 #define STORE_COMMIT_SQL \
-    "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */ \
+    "WITH x AS (SELECT * FROM unnest ($1::text[], $2::bigint[], $3::integer[], $4::bytea[], $5::bigint[]," \
+    "                                 $6::bytea[], $7::text[], $8::text[], $10::boolean[], $11::uuid[], $12::integer[])" \
+    "   WITH ORDINALITY AS x (req_id, req_generation, req_key, req_access, req_expires, req_refresh," \
+    "                         req_fingerprint, req_scopes, req_rotated, req_token, req_lifetime, req_ord))," \
+    " l AS (SELECT id AS l_id FROM integrations WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE)," \
+    " prev AS (SELECT id AS prev_id, status AS prev_status FROM integrations WHERE id = ANY ($1::text[]))," /* the snapshot: before u */ \
     " u AS (" \
-    "  UPDATE integrations i SET key_id = $3, access_token = $4, access_expires_at = to_timestamp($5::bigint)," \
-    "    access_lifetime_s = $12::integer," \
-    "    refresh_token = $6, refresh_fingerprint = $7, generation = i.generation + 1, status = 'active'," \
-    "    scopes = COALESCE(string_to_array($8, ' '), i.scopes)," \
+    "  UPDATE integrations i SET key_id = x.req_key, access_token = x.req_access," \
+    "    access_expires_at = to_timestamp(x.req_expires), access_lifetime_s = x.req_lifetime," \
+    "    refresh_token = x.req_refresh, refresh_fingerprint = x.req_fingerprint, generation = i.generation + 1," \
+    "    status = 'active', scopes = COALESCE(string_to_array(x.req_scopes, ' '), i.scopes)," \
     "    lease_owner = CASE WHEN " STORE_COMMIT_MINE " THEN NULL ELSE i.lease_owner END," \
     "    lease_expires_at = CASE WHEN " STORE_COMMIT_MINE " THEN NULL ELSE i.lease_expires_at END," \
     "    lease_token = CASE WHEN " STORE_COMMIT_MINE " THEN NULL ELSE i.lease_token END," \
     "    last_refresh_at = now()," \
     "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
-    "  WHERE i.id = $1 AND i.generation = $2::bigint" \
-    "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND $10::boolean))" \
-    "  RETURNING i.generation)," \
+    "  FROM x WHERE i.id = x.req_id AND i.id IN (SELECT l_id FROM l) AND i.generation = x.req_generation" \
+    "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND x.req_rotated))" \
+    "  RETURNING i.id AS u_id, i.generation AS u_generation, x.req_ord AS u_ord," \
+    "    x.req_fingerprint AS u_fingerprint, x.req_rotated AS u_rotated)," \
     " c AS (" \
     "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
-    "  SELECT $1, u.generation, $9, 'refreshed', $7, $10::boolean," \
-    "    CASE WHEN prev.status = 'needs_reconnect' THEN 'recovered: the invalid_grant recorded before was for the" \
+    "  SELECT u.u_id, u.u_generation, $9, 'refreshed', u.u_fingerprint, u.u_rotated," \
+    "    CASE WHEN prev.prev_status = 'needs_reconnect' THEN 'recovered: the invalid_grant recorded before was for the" \
     " refresh token this rotation replaced' END" \
-    "  FROM u, prev RETURNING generation)" \
-    "SELECT generation, pg_notify('" STORE_NOTIFY_CHANNEL "', $9 || ' ' || $1) FROM c" \
-    ""
+    "  FROM u JOIN prev ON prev.prev_id = u.u_id RETURNING integration_id, generation)" \
+    "SELECT u.u_ord, c.generation, pg_notify('" STORE_NOTIFY_CHANNEL "', $9 || ' ' || c.integration_id)" \
+    " FROM c JOIN u ON u.u_id = c.integration_id"
 
 /* Since when an integration's refresh token has gone unused: its last refresh, or the start of
  * its current grant when none came since (connected_at, migration 011; created_at for grants

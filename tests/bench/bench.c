@@ -1396,12 +1396,36 @@ sql_bind (const char *sql, const char *const *args, int nargs)
     return out;
 }
 
-/* The worker's own two statements (store_sql.h) as a pgbench script: k claims in one transaction,
- * then their k commits in another, as the worker's batches run them, minus the provider call, the
- * journal and the pipelining (pgbench waits for each statement). Each pgbench client refreshes
- * rows of its own, k neighbours at a time, so the generation each commit expects is the row's own
- * ($2 is bound to it) and every compare-and-set wins, as the worker's do here. ct: a sealed
- * token's bytes in hex. Returns the script's path (caller frees). */
+/* "ARRAY[e1, ..., ek]", element j being before, then j when numbered, then after (caller frees). */
+static char *
+sql_array (const char *before, int numbered, const char *after, size_t k)
+{
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream (&out, &len);
+    if (!f)
+        die ("out of memory");
+    fputs ("ARRAY[", f);
+    for (size_t j = 1; j <= k; j++) {
+        fprintf (f, "%s%s", j > 1 ? ", " : "", before);
+        if (numbered)
+            fprintf (f, "%zu", j);
+        fputs (after, f);
+    }
+    fputs ("]", f);
+    if (fclose (f) != 0)
+        die ("out of memory");
+    return out;
+}
+
+/* The worker's own two statements (store_sql.h) as a pgbench script: k claims in one transaction
+ * (one statement over arrays), then their k commits in another, as the worker's batches run them,
+ * minus the provider call, the journal and the pipelining (pgbench waits for each statement). Each
+ * pgbench client refreshes rows of its own, k neighbours at a time, so every compare-and-set
+ * wins, as the worker's do here: the generations each commit expects are read back in the
+ * statement ($2 bound to a subquery), a read the worker does not make, which errs against the
+ * worker's statements. ct: a sealed token's bytes in hex. Returns the script's path (caller
+ * frees). */
 static char *
 pgbench_statements (const char *prefix, size_t count, size_t k, const char *ct)
 {
@@ -1416,24 +1440,36 @@ pgbench_statements (const char *prefix, size_t count, size_t k, const char *ct)
     fprintf (f, "\\set b :client_id * %zu + random(0, %zu) * %zu\n", per, per / k - 1, k);
     for (size_t j = 1; j <= k; j++)
         fprintf (f, "\\set n%zu :b + %zu\n", j, j);
-    char sealed [256];
-    snprintf (sealed, sizeof sealed, "'\\x%s'::bytea", ct);
-    for (int phase = 0; phase < 2; phase++) {
-        fputs ("BEGIN;\n", f);
-        for (size_t j = 1; j <= k; j++) {
-            char idp [200], token [64];
-            snprintf (idp, sizeof idp, "('%s' || lpad(:n%zu::text, 6, '0'))", prefix, j);
-            snprintf (token, sizeof token, "lpad(:n%zu::text, 32, '0')", j);     /* the lease's: 32 hex digits */
-            const char *claim_args [] = { idp, "9223372036854775807", "0", "true", "'pgbench'", token, "45000" };
-            const char *commit_args [] = { idp, "i.generation", "i.key_id", sealed,
-                                           "(extract(epoch FROM now())::bigint + 3600)", sealed, "'0123456789abcdef'",
-                                           "NULL::text", "'pgbench'", "true", token, "3600" };
-            char *sql = phase == 0 ? sql_bind (STORE_CLAIM_SQL, claim_args, 7) : sql_bind (STORE_COMMIT_SQL, commit_args, 12);
-            fprintf (f, "%s;\n", sql);
-            free (sql);
-        }
-        fputs ("COMMIT;\n", f);
-    }
+    char idbefore [160], sealedtext [256];
+    snprintf (idbefore, sizeof idbefore, "('%s' || lpad(:n", prefix);
+    snprintf (sealedtext, sizeof sealedtext, "'\\x%s'::bytea", ct);
+    char *ids = sql_array (idbefore, 1, "::text, 6, '0'))", k);
+    char *tokens = sql_array ("lpad(:n", 1, "::text, 32, '0')", k);     /* the leases': 32 hex digits */
+    char *known = sql_array ("9223372036854775807", 0, "", k);
+    char *zeros = sql_array ("0", 0, "", k);
+    char *trues = sql_array ("true", 0, "", k);
+    char *sealed = sql_array (sealedtext, 0, "", k);
+    char *expiries = sql_array ("(extract(epoch FROM now())::bigint + 3600)", 0, "", k);
+    char *fingerprints = sql_array ("'0123456789abcdef'", 0, "", k);
+    char *scopes = sql_array ("NULL::text", 0, "", k);
+    char *lifetimes = sql_array ("3600", 0, "", k);
+    char *gens = NULL, *keys = NULL;
+    if (asprintf (&gens, "ARRAY(SELECT g.generation FROM unnest(%s) WITH ORDINALITY AS q (qid, qord)"
+                  " JOIN integrations g ON g.id = q.qid ORDER BY q.qord)", ids) < 0
+        || asprintf (&keys, "ARRAY(SELECT g.key_id FROM unnest(%s) WITH ORDINALITY AS q (qid, qord)"
+                     " JOIN integrations g ON g.id = q.qid ORDER BY q.qord)", ids) < 0)
+        die ("out of memory");
+    const char *claim_args [] = { ids, known, zeros, trues, "'pgbench'", tokens, "45000" };
+    const char *commit_args [] = { ids, gens, keys, sealed, expiries, sealed, fingerprints, scopes, "'pgbench'", trues,
+                                   tokens, lifetimes };
+    char *claim = sql_bind (STORE_CLAIM_SQL, claim_args, 7);
+    char *commit = sql_bind (STORE_COMMIT_SQL, commit_args, 12);
+    fprintf (f, "BEGIN;\n%s;\nCOMMIT;\nBEGIN;\n%s;\nCOMMIT;\n", claim, commit);
+    free (claim);
+    free (commit);
+    char *arrays [] = { ids, tokens, known, zeros, trues, sealed, expiries, fingerprints, scopes, lifetimes, gens, keys };
+    for (size_t i = 0; i < sizeof arrays / sizeof arrays [0]; i++)
+        free (arrays [i]);
     if (fclose (f) != 0)
         die ("out of memory");
     char *path = pgbench_script (k == 1 ? "pgbench-statements.sql" : "pgbench-batched.sql", text);

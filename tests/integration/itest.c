@@ -386,6 +386,46 @@ itest_metric (harness_t *h, const char *log_name, const char *series)
     return value;
 }
 
+char *
+itest_token_scopes (harness_t *h, const char *provider, const char *access_token)
+{
+    char url [256], *body = calloc (1, 262144), *auth = NULL, *scopes = NULL;
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/api/me", harness_port (h), provider);
+    if (!body || asprintf (&auth, "Authorization: Bearer %s", access_token) < 0) {
+        free (body);
+        return NULL;
+    }
+    struct curl_slist *headers = curl_slist_append (NULL, auth);
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (c, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, metric_collect);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 5000L);
+    long status = 0;
+    if (curl_easy_perform (c) == CURLE_OK && curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status) == CURLE_OK
+        && status == 200) {
+        json_t *me = json_loads (body, 0, NULL);
+        json_t *list = json_object_get (me, "scopes");
+        size_t len = 1;
+        for (size_t i = 0; i < json_array_size (list); i++)
+            len += strlen (json_string_value (json_array_get (list, i)) ?: "") + 1;
+        if (json_is_array (list) && (scopes = calloc (1, len)))
+            for (size_t i = 0; i < json_array_size (list); i++) {
+                if (i)
+                    strcat (scopes, " ");
+                strcat (scopes, json_string_value (json_array_get (list, i)) ?: "");
+            }
+        json_decref (me);
+    }
+    curl_easy_cleanup (c);
+    curl_slist_free_all (headers);
+    free (auth);                           /* carries the token: never printed */
+    free (body);
+    return scopes;
+}
+
 int
 itest_pg (const char *action, const char *dir, char *url, size_t urlsize)
 {

@@ -31,6 +31,10 @@ void itest_expire (harness_t *h, const char *id);
 /* Asks sql (one integer) every 100 ms until it answers want or timeout_ms pass; returns the last
  * answer. */
 long long itest_wait_sql (harness_t *h, const char *sql, long long want, int timeout_ms);
+/* The scopes of the grant an access token belongs to, as the fake provider's /P/api/me tells
+ * them, joined by spaces (caller frees); NULL when the provider does not take the token. Tells
+ * whose tokens a reply carries, when each integration holds a grant of scopes of its own. */
+char *itest_token_scopes (harness_t *h, const char *provider, const char *access_token);
 /* A counter from the fake provider's /admin/stats for a provider, e.g. "refresh_calls". */
 long long itest_stat (harness_t *h, const char *provider, const char *counter);
 /* Queues a fault at the fake provider: kind, count, and optional status / retry_after / delay_ms (-1: unset). */

@@ -110,8 +110,29 @@ test_one_turn_shares_a_transaction (void **state)
         free (ids [i]);
 }
 
-/* In a child: waits until integration id holds a refresh lease (claimed, its provider call in
- * flight), then locks its row for hold_ms in a session of its own. Exits 0 when it did. */
+/* Waits (up to 20 s) until integration id holds a refresh lease: claimed, its provider call in
+ * flight. 0 when it does. For a child: nothing here fails the test. */
+static int
+wait_for_lease (PGconn *c, const char *id)
+{
+    const char *values [] = { id };
+    int64_t until = clock_mono_ms () + 20000;
+    for (;;) {
+        if (clock_mono_ms () > until)
+            return -1;
+        PGresult *r = PQexecParams (c, "SELECT lease_owner IS NOT NULL FROM integrations WHERE id = $1", 1, NULL,
+                                    values, NULL, NULL, 0);
+        int leased = PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1
+                  && strcmp (PQgetvalue (r, 0, 0), "t") == 0;
+        PQclear (r);
+        if (leased)
+            return 0;
+        usleep (10000);
+    }
+}
+
+/* In a child: waits until integration id holds a refresh lease, then locks its row for hold_ms
+ * in a session of its own. Exits 0 when it did. */
 static pid_t
 lock_after_claim (const char *id, int hold_ms)
 {
@@ -122,20 +143,9 @@ lock_after_claim (const char *id, int hold_ms)
     PGconn *c = PQconnectdb (harness_database_url (h));
     if (PQstatus (c) != CONNECTION_OK)
         _exit (2);
+    if (wait_for_lease (c, id) != 0)
+        _exit (3);
     const char *values [] = { id };
-    int64_t until = clock_mono_ms () + 20000;
-    for (;;) {
-        if (clock_mono_ms () > until)
-            _exit (3);
-        PGresult *r = PQexecParams (c, "SELECT lease_owner IS NOT NULL FROM integrations WHERE id = $1", 1, NULL,
-                                    values, NULL, NULL, 0);
-        int leased = PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1
-                  && strcmp (PQgetvalue (r, 0, 0), "t") == 0;
-        PQclear (r);
-        if (leased)
-            break;
-        usleep (10000);
-    }
     PQclear (PQexec (c, "BEGIN"));
     PGresult *r = PQexecParams (c, "SELECT 1 FROM integrations WHERE id = $1 FOR UPDATE", 1, NULL, values, NULL,
                                 NULL, 0);
@@ -196,6 +206,149 @@ test_locked_row_holds_up_only_itself (void **state)
         fail_msg ("refresh of gl:3 after the lock: %s", itest_code (r));
     json_decref (r);
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    for (size_t i = 0; i < N; i++)
+        free (ids [i]);
+}
+
+/* In a child: waits until integration id holds a refresh lease, then imports refresh_token for
+ * it through the service, as an operator's import landing during the refresh does: the refresh's
+ * compare-and-set will lose. Exits 0 when the import succeeded. */
+static pid_t
+import_after_claim (const char *id, const char *refresh_token)
+{
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid > 0)
+        return pid;
+    PGconn *c = PQconnectdb (harness_database_url (h));
+    if (PQstatus (c) != CONNECTION_OK)
+        _exit (2);
+    int leased = wait_for_lease (c, id);
+    PQfinish (c);
+    if (leased != 0)
+        _exit (3);
+    _exit (itest_import (h, id, "fakebox", refresh_token) == 0 ? 0 : 4);
+}
+
+/* In a child: locks integration id's row at once, for hold_ms. Exits 0 when it did. */
+static pid_t
+lock_now (const char *id, int hold_ms)
+{
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid > 0)
+        return pid;
+    PGconn *c = PQconnectdb (harness_database_url (h));
+    if (PQstatus (c) != CONNECTION_OK)
+        _exit (2);
+    const char *values [] = { id };
+    PQclear (PQexec (c, "BEGIN"));
+    PGresult *r = PQexecParams (c, "SELECT 1 FROM integrations WHERE id = $1 FOR UPDATE", 1, NULL, values, NULL,
+                                NULL, 0);
+    int locked = PQresultStatus (r) == PGRES_TUPLES_OK;
+    PQclear (r);
+    usleep ((useconds_t) hold_ms * 1000);
+    PQclear (PQexec (c, "COMMIT"));
+    PQfinish (c);
+    _exit (locked ? 0 : 4);
+}
+
+static void
+child_ok (pid_t pid, const char *what)
+{
+    int status = 0;
+    assert_int_equal (waitpid (pid, &status, 0), pid);
+    if (!WIFEXITED (status) || WEXITSTATUS (status) != 0)
+        fail_msg ("%s: the child ended with status %d", what, status);
+}
+
+/* The claims of a batch are one statement over arrays, and so are its commits (worker/store_sql.h):
+ * the database answers each claim and each commit with its place in the arrays. Every refresh of
+ * a storm gets its own outcome and its own integration's tokens, whatever the others' are: each
+ * integration holds a grant of a scope of its own, which the provider's answers carry, and among
+ * them one needs a reconnect, one's row is locked by another session when its claim comes, and
+ * one's compare-and-set is lost to an import that lands during its provider call. */
+static void
+test_each_refresh_of_a_batch_gets_its_own_answer (void **state)
+{
+    (void) state;
+    enum { N = 24, INACTIVE = 5, LOCKED = 3, OVERTAKEN = 9 };
+    char *ids [N];
+    start ("group_commit_own_answers", 3000);     /* the import lands during the provider calls */
+    for (size_t i = 0; i < N; i++) {
+        char scopes [64];
+        assert_true (asprintf (&ids [i], "gw:%zu", i) > 0);
+        snprintf (scopes, sizeof scopes, "[\"own%zu\"]", i);
+        char *rt = itest_grant (h, "fakebox", scopes);
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect' WHERE id = 'gw:5'"), 0);
+    char *overtaking = itest_grant (h, "fakebox", "[\"own9b\"]");
+    double claims0 = fmax (0, itest_metric (h, "w1", "ferrule_worker_claim_batch_size_count"));
+    double claimed0 = fmax (0, itest_metric (h, "w1", "ferrule_worker_claim_batch_size_sum"));
+
+    pid_t importer = import_after_claim (ids [OVERTAKEN], overtaking);
+    pid_t locker = lock_now (ids [LOCKED], 500);
+    const char *endpoint = harness_broker_frontend (h, 0);
+    json_t *replies = itest_storm (&endpoint, 1, (const char *const *) ids, N, N, 30000);
+    assert_non_null (replies);
+    child_ok (importer, "the import during the refresh");
+    child_ok (locker, "the lock of the row");
+
+    for (size_t i = 0; i < N; i++) {
+        json_t *r = json_array_get (replies, i);
+        if (!r)
+            fail_msg ("no reply for %s", ids [i]);
+        if (i == INACTIVE) {
+            assert_string_equal (itest_code (r), "needs_reconnect");
+            continue;
+        }
+        if (i == LOCKED && !json_is_true (json_object_get (r, "ok"))) {
+            /* its claim found the row locked: tried again, and given up after a second */
+            assert_string_equal (itest_code (r), "database_unavailable");
+            continue;
+        }
+        if (!json_is_true (json_object_get (r, "ok")))
+            fail_msg ("request for %s: %s", ids [i], itest_code (r));
+        char want [32];
+        if (i == OVERTAKEN)
+            snprintf (want, sizeof want, "own9b");          /* the import's grant, refreshed again */
+        else
+            snprintf (want, sizeof want, "own%zu", i);
+        char *scopes = itest_token_scopes (h, "fakebox", json_string_value (json_object_get (r, "access_token")) ?: "");
+        if (!scopes || strcmp (scopes, want) != 0)
+            fail_msg ("%s was answered with the access token of a grant of scopes \"%s\", not its own (%s)", ids [i],
+                      scopes ? scopes : "(not a live token)", want);
+        free (scopes);
+    }
+    json_decref (replies);
+
+    /* stored under their own integrations too, each once */
+    for (size_t i = 0; i < N; i++) {
+        char sql [256];
+        if (i == INACTIVE || i == LOCKED)
+            continue;
+        snprintf (sql, sizeof sql, "SELECT count(*) FROM integrations WHERE id = '%s'"
+                  " AND array_to_string (scopes, ' ') = 'own%s'", ids [i], i == OVERTAKEN ? "9b" : ids [i] + 3);
+        if (harness_sql_int (h, sql) != 1)
+            fail_msg ("%s does not hold its own grant's scopes", ids [i]);
+    }
+    /* the lost compare-and-set was that one refresh's, and no other's */
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id LIKE '%s%%'"
+                                 " AND outcome = 'conflict'", "gw:"), 1);
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
+                                 " AND outcome = 'conflict'", ids [OVERTAKEN]), 1);
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id LIKE '%s%%'"
+                                 " AND outcome = 'refreshed' AND integration_id NOT IN ('gw:3', 'gw:5', 'gw:9')", "gw:"),
+                      N - 3);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    /* and the claims went to the database in groups */
+    double claims = itest_metric (h, "w1", "ferrule_worker_claim_batch_size_count") - claims0;
+    double claimed = itest_metric (h, "w1", "ferrule_worker_claim_batch_size_sum") - claimed0;
+    fprintf (stderr, "%.0f claims in %.0f claim transactions\n", claimed, claims);
+    assert_true (claims >= 1 && claimed / claims >= 2);
+    free (overtaking);
     for (size_t i = 0; i < N; i++)
         free (ids [i]);
 }
@@ -310,6 +463,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_one_turn_shares_a_transaction, teardown),
         cmocka_unit_test_teardown (test_locked_row_holds_up_only_itself, teardown),
+        cmocka_unit_test_teardown (test_each_refresh_of_a_batch_gets_its_own_answer, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
         cmocka_unit_test_teardown (test_failed_claim_group_does_not_stall_cache_hits, teardown),
     };
