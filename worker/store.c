@@ -946,18 +946,20 @@ store_not_found (const char *id, char *err, size_t errlen)
     return FR_NOT_FOUND;
 }
 
-/* The refresh protocol's two statements run thousands of times a second: each session prepares
- * them once (in its setup), because parsing, analysing and planning them again for every refresh
+/* The refresh protocol's two statements (and the setting their batches run with) run thousands
+ * of times a second: each session prepares them once (in its setup), because parsing, analysing and planning them again for every refresh
  * was half of the server's CPU under (b)'s load (docs/performance.md). The parameters' types are
  * the ones the server infers, as for an unnamed statement. */
 const char store_claim_sql [] = STORE_CLAIM_SQL;
 const char store_commit_sql [] = STORE_COMMIT_SQL;
+const char store_generic_plans_sql [] = STORE_GENERIC_PLANS_SQL;
 
 static const struct {
     const char *name, *sql;
 } s_prepared [] = {
     { "ferrule_claim", store_claim_sql },
     { "ferrule_commit", store_commit_sql },
+    { "ferrule_generic_plans", store_generic_plans_sql },
 };
 
 static const char *

@@ -351,7 +351,8 @@ store_replay_start (store_t *s, const store_commit_t *cm, store_replayed_fn *fn,
     return st;
 }
 
-/* A turn's batch: its commits' statement, then its claims'. */
+/* A turn's batch: the generic plans' setting (STORE_GENERIC_PLANS_SQL), its commits' statement, then
+ * its claims'. */
 typedef struct {
     size_t nc, nq;                   /* commits and claims */
     store_commits_fn *commits_done;
@@ -363,7 +364,7 @@ static void
 turn_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     turn_t *t = arg;
-    size_t k = 0;
+    size_t k = 1;                        /* results [0]: the generic plans' setting */
     if (t->nc) {
         int *committed = mem_alloc (t->nc * sizeof *committed);
         if (st == FR_OK)
@@ -382,8 +383,8 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
                   store_claims_fn *claims_done_fn, void *claims_arg, char *err, size_t errlen)
 {
     fr_status_t st = FR_OK;
-    store_stmt_t stmts [2];
-    size_t ns = 0;
+    store_stmt_t stmts [3] = { { store_generic_plans_sql, 0, NULL, NULL, NULL } };
+    size_t ns = 1;
     pgarray_t *carrays [CA_COUNT] = { NULL }, *qarrays [5] = { NULL };
     const char *cvalues [12], *qvalues [7];
     char ms [32];

@@ -52,6 +52,7 @@ fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *cons
  * (store.c): a statement sent with one of these addresses runs as the prepared one. */
 extern const char store_claim_sql [];
 extern const char store_commit_sql [];
+extern const char store_generic_plans_sql [];    /* a turn's first statement (STORE_GENERIC_PLANS_SQL) */
 
 /* An integration's chain, newest first: $1 the id, $2 how many rows; read by store_history_read
  * (the rows are the caller's: store_chain_free). */

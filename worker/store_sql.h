@@ -26,6 +26,15 @@
     "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
     "COALESCE(interrupted_generation = generation, false)"
 
+/* A batch's first statement, before its commits and claims: the two statements below take arrays,
+ * and PostgreSQL, planning a prepared statement, compares the plan for the values at hand with
+ * the generic one, which assumes arrays of ten. For the batches of fewer than ten that are the
+ * rule it keeps planning each execution anew (pg_prepared_statements: custom_plans grows,
+ * generic_plans stays 0), which costs more than the statement's own work. The plan is the same
+ * for any length (index scans on the primary key), so the transaction asks for the generic one;
+ * set_config's third argument makes it last until the batch's COMMIT or ROLLBACK. */
+#define STORE_GENERIC_PLANS_SQL "SELECT set_config ('plan_cache_mode', 'force_generic_plan', true)"
+
 /* The claims of a batch as one statement, over arrays: one statement instead of one per claim,
  * so PostgreSQL starts one executor and prepares the tables' CHECK constraints once per batch,
  * not once per refresh (docs/performance.md, issue 10's twenty-third pass). Each row decides its

@@ -1464,7 +1464,9 @@ pgbench_statements (const char *prefix, size_t count, size_t k, const char *ct)
                                    tokens, lifetimes };
     char *claim = sql_bind (STORE_CLAIM_SQL, claim_args, 7);
     char *commit = sql_bind (STORE_COMMIT_SQL, commit_args, 12);
-    fprintf (f, "BEGIN;\n%s;\nCOMMIT;\nBEGIN;\n%s;\nCOMMIT;\n", claim, commit);
+    /* each transaction as the worker's batches run it: generic plans first (store_sql.h) */
+    fprintf (f, "BEGIN;\n" STORE_GENERIC_PLANS_SQL ";\n%s;\nCOMMIT;\nBEGIN;\n" STORE_GENERIC_PLANS_SQL ";\n%s;\nCOMMIT;\n",
+             claim, commit);
     free (claim);
     free (commit);
     char *arrays [] = { ids, tokens, known, zeros, trues, sealed, expiries, fingerprints, scopes, lifetimes, gens, keys };
