@@ -82,8 +82,10 @@ fr_status_t store_replay_start (store_t *s, const store_commit_t *c, store_repla
  * commits one by one). */
 typedef void (store_commits_fn) (void *arg, fr_status_t st, const int *committed, size_t n, const char *err);
 /* A loop turn's work for the database, sent without waiting, in one transaction, one round trip
- * and one WAL flush: the compare-and-sets of the refreshes answered (in id order, so batches
- * sharing rows cannot deadlock), then the claims due. commits and reqs, and what they point to,
+ * and one WAL flush: the compare-and-sets of the refreshes answered (one statement over arrays
+ * that locks their rows in id order first, so batches sharing rows cannot deadlock), then the
+ * claims due (one statement too); each element decides its own refresh. The ids of one batch are
+ * distinct (single flight). commits and reqs, and what they point to,
  * must live until their done functions ran (from store_batch_pump). On a failure to send
  * (returned), neither is called. */
 fr_status_t store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, store_commits_fn *commits_done,
