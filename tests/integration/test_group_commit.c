@@ -131,19 +131,32 @@ wait_for_lease (PGconn *c, const char *id)
     }
 }
 
-/* In a child: waits until integration id holds a refresh lease, then locks its row for hold_ms
- * in a session of its own. Exits 0 when it did. */
-static pid_t
-lock_after_claim (const char *id, int hold_ms)
+/* Forks: NULL in the parent (*pid the child), a connection to the test's database in the child
+ * (which exits 2 when there is none). */
+static PGconn *
+fork_connected (pid_t *pid)
 {
-    pid_t pid = fork ();
-    assert_true (pid >= 0);
-    if (pid > 0)
-        return pid;
+    *pid = fork ();
+    assert_true (*pid >= 0);
+    if (*pid > 0)
+        return NULL;
     PGconn *c = PQconnectdb (harness_database_url (h));
     if (PQstatus (c) != CONNECTION_OK)
         _exit (2);
-    if (wait_for_lease (c, id) != 0)
+    return c;
+}
+
+/* In a child: locks integration id's row for hold_ms in a session of its own, at once or, with
+ * after_claim, once the row holds a refresh lease (claimed, its provider call in flight). Exits 0
+ * when it did. */
+static pid_t
+lock_in_child (const char *id, int hold_ms, int after_claim)
+{
+    pid_t pid;
+    PGconn *c = fork_connected (&pid);
+    if (!c)
+        return pid;
+    if (after_claim && wait_for_lease (c, id) != 0)
         _exit (3);
     const char *values [] = { id };
     PQclear (PQexec (c, "BEGIN"));
@@ -166,7 +179,7 @@ test_locked_row_holds_up_only_itself (void **state)
     start ("group_commit_lock", 2000);    /* claims, then 2 s of provider calls, then the commits */
     import_many ("gl:", N, ids);
 
-    pid_t locker = lock_after_claim ("gl:3", 4000);
+    pid_t locker = lock_in_child ("gl:3", 4000, 1);
     const char *endpoint = harness_broker_frontend (h, 0);
     int64_t t0 = clock_mono_ms ();
     json_t *replies = itest_storm (&endpoint, 1, (const char *const *) ids, N, N, 30000);
@@ -216,41 +229,15 @@ test_locked_row_holds_up_only_itself (void **state)
 static pid_t
 import_after_claim (const char *id, const char *refresh_token)
 {
-    pid_t pid = fork ();
-    assert_true (pid >= 0);
-    if (pid > 0)
+    pid_t pid;
+    PGconn *c = fork_connected (&pid);
+    if (!c)
         return pid;
-    PGconn *c = PQconnectdb (harness_database_url (h));
-    if (PQstatus (c) != CONNECTION_OK)
-        _exit (2);
     int leased = wait_for_lease (c, id);
     PQfinish (c);
     if (leased != 0)
         _exit (3);
     _exit (itest_import (h, id, "fakebox", refresh_token) == 0 ? 0 : 4);
-}
-
-/* In a child: locks integration id's row at once, for hold_ms. Exits 0 when it did. */
-static pid_t
-lock_now (const char *id, int hold_ms)
-{
-    pid_t pid = fork ();
-    assert_true (pid >= 0);
-    if (pid > 0)
-        return pid;
-    PGconn *c = PQconnectdb (harness_database_url (h));
-    if (PQstatus (c) != CONNECTION_OK)
-        _exit (2);
-    const char *values [] = { id };
-    PQclear (PQexec (c, "BEGIN"));
-    PGresult *r = PQexecParams (c, "SELECT 1 FROM integrations WHERE id = $1 FOR UPDATE", 1, NULL, values, NULL,
-                                NULL, 0);
-    int locked = PQresultStatus (r) == PGRES_TUPLES_OK;
-    PQclear (r);
-    usleep ((useconds_t) hold_ms * 1000);
-    PQclear (PQexec (c, "COMMIT"));
-    PQfinish (c);
-    _exit (locked ? 0 : 4);
 }
 
 static void
@@ -289,7 +276,7 @@ test_each_refresh_of_a_batch_gets_its_own_answer (void **state)
     double claimed0 = fmax (0, itest_metric (h, "w1", "ferrule_worker_claim_batch_size_sum"));
 
     pid_t importer = import_after_claim (ids [OVERTAKEN], overtaking);
-    pid_t locker = lock_now (ids [LOCKED], 500);
+    pid_t locker = lock_in_child (ids [LOCKED], 500, 0);
     const char *endpoint = harness_broker_frontend (h, 0);
     json_t *replies = itest_storm (&endpoint, 1, (const char *const *) ids, N, N, 30000);
     assert_non_null (replies);
