@@ -57,9 +57,13 @@ struct store {
         int finished;                /* every result read (or the batch failed): to deliver */
         size_t n;                    /* statements (the pipeline also holds BEGIN and COMMIT) */
         size_t lead;                 /* 1: a ROLLBACK goes first (rollback_due) */
+        size_t after;                /* 3: a transaction follows the COMMIT (BEGIN, the statement after,
+                                      * COMMIT: store_batch_start_then), else 0 */
         size_t q;                    /* queries whose results are fully read */
         PGresult **results;
         PGresult *failed;            /* the first failure */
+        char after_err [256];        /* why the statement after the COMMIT failed, "" if it did not */
+        const char *after_failure;   /* what that failure means, for the log */
         int broken, timed_out;
         fr_status_t st;              /* once finished: FR_OK, or why the whole batch failed */
         char err [256];
@@ -672,8 +676,8 @@ store_batch_advance (store_t *s, int block)
             continue;
         }
         PGresult *res = PQgetResult (s->conn);
-        if (b->q == b->lead + b->n + 2) {
-            /* the ROLLBACK, BEGIN, the statements and COMMIT are read: this is the sync */
+        if (b->q == b->lead + b->n + 2 + b->after) {
+            /* the ROLLBACK, BEGIN, the statements, COMMIT and the transaction after are read: the sync */
             int synced = res && PQresultStatus (res) == PGRES_PIPELINE_SYNC;
             PQclear (res);
             if (!synced)
@@ -688,6 +692,14 @@ store_batch_advance (store_t *s, int block)
         }
         ExecStatusType rs = PQresultStatus (res);
         size_t q = b->q - b->lead;           /* wraps for the ROLLBACK: neither 0 nor a statement */
+        if (b->after && q >= b->n + 2 && q < b->n + 2 + b->after) {
+            /* the transaction after the COMMIT: what the batch committed stands whatever becomes of
+             * it (skipped, PIPELINE_ABORTED, when the batch failed) */
+            if (rs == PGRES_FATAL_ERROR && !b->after_err [0])
+                store_error_text (s->conn, res, b->after_err, sizeof b->after_err);
+            PQclear (res);
+            continue;
+        }
         int ok = (b->q < b->lead || q == 0 || q == b->n + 1) ? rs == PGRES_COMMAND_OK : rs == PGRES_TUPLES_OK;
         if (ok && b->q >= b->lead && q > 0 && q <= b->n && !b->results [q - 1])
             b->results [q - 1] = res;
@@ -721,11 +733,26 @@ finish:
             PQclear (b->results [i]);
             b->results [i] = NULL;
         }
+    else
+    if (b->after_err [0]) {
+        log_warning (NULL, NULL, "a batch committed, but the statement after it failed: %s; %s", b->after_err,
+                     b->after_failure);
+        if (PQtransactionStatus (s->conn) == PQTRANS_INERROR)
+            s->rollback_due = 1;             /* it failed before its COMMIT: the next batch ends it */
+    }
 }
 
 fr_status_t
 store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, const void *ctx,
                    size_t size, char *err, size_t errlen)
+{
+    return store_batch_start_then (s, stmts, n, NULL, NULL, done, ctx, size, err, errlen);
+}
+
+fr_status_t
+store_batch_start_then (store_t *s, const store_stmt_t *stmts, size_t n, const store_stmt_t *after,
+                        const char *after_failure, store_batch_fn *done, const void *ctx, size_t size, char *err,
+                        size_t errlen)
 {
     fr_status_t st;
     struct batch *b = &s->batch;
@@ -742,7 +769,14 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
             && PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
     for (size_t i = 0; sent && i < n; i++)
         sent = store_send (s, stmts [i].sql, stmts [i].n, stmts [i].values, stmts [i].lengths, stmts [i].formats);
-    sent = sent && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync (s->conn);
+    sent = sent && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    /* a transaction block, not the implicit one that a sync would commit: an error of its COMMIT is
+     * then the COMMIT's result, in its place, and ends the block */
+    if (sent && after)
+        sent = PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)
+            && store_send (s, after->sql, after->n, after->values, after->lengths, after->formats)
+            && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    sent = sent && PQpipelineSync (s->conn);
     if (!sent) {
         /* a pipeline half sent cannot be reused: start afresh */
         store_fail (s, NULL, 0, &st, err, errlen);
@@ -755,6 +789,8 @@ store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_
     b->active = 1;
     b->n = n;
     b->lead = lead;
+    b->after = after ? 3 : 0;
+    b->after_failure = after_failure ? after_failure : "";
     b->results = mem_alloc ((n ? n : 1) * sizeof *b->results);
     b->deadline_ms = clock_mono_ms () + s->limits.statement_timeout_ms + STORE_ANSWER_MARGIN_MS;
     b->done = done;
@@ -953,6 +989,7 @@ store_not_found (const char *id, char *err, size_t errlen)
 const char store_claim_sql [] = STORE_CLAIM_SQL;
 const char store_commit_sql [] = STORE_COMMIT_SQL;
 const char store_generic_plans_sql [] = STORE_GENERIC_PLANS_SQL;
+const char store_notify_sql [] = STORE_NOTIFY_SQL;
 
 static const struct {
     const char *name, *sql;
@@ -960,6 +997,7 @@ static const struct {
     { "ferrule_claim", store_claim_sql },
     { "ferrule_commit", store_commit_sql },
     { "ferrule_generic_plans", store_generic_plans_sql },
+    { "ferrule_notify", store_notify_sql },
 };
 
 static const char *

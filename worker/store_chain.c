@@ -236,6 +236,19 @@ commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *value
     return 0;
 }
 
+/* What a failed STORE_NOTIFY_SQL costs (store_batch_start_then logs it). */
+#define NOTIFY_FAILURE "the other workers were not told of its refreshes, and a copy one of them has cached " \
+    "stays in its cache until its re-validation (FERRULE_CACHE_REVALIDATE_MS) finds it stale"
+
+/* STORE_NOTIFY_SQL for the commits whose arrays commit_values read: their ids and the worker's. */
+static store_stmt_t
+notify_stmt (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *values [2])
+{
+    values [0] = pgarray_text (arrays [CA_ID]);
+    values [1] = store_worker_id (s);
+    return (store_stmt_t) { store_notify_sql, 2, values, NULL, NULL };
+}
+
 static void
 arrays_destroy (pgarray_t **arrays, size_t n)
 {
@@ -345,7 +358,9 @@ store_replay_start (store_t *s, const store_commit_t *cm, store_replayed_fn *fn,
         replay_ctx_t c = { fn, arg, cm->expected_generation, "" };
         if (cm->refresh_fingerprint && strlen (cm->refresh_fingerprint) < sizeof c.fingerprint)
             memcpy (c.fingerprint, cm->refresh_fingerprint, strlen (cm->refresh_fingerprint) + 1);
-        st = store_batch_start (s, stmts, 2, replay_done, &c, sizeof c, err, errlen);
+        const char *nvalues [2];
+        store_stmt_t notify = notify_stmt (s, arrays, nvalues);
+        st = store_batch_start_then (s, stmts, 2, &notify, NOTIFY_FAILURE, replay_done, &c, sizeof c, err, errlen);
     }
     arrays_destroy (arrays, CA_COUNT);           /* sent: libpq has copied them */
     return st;
@@ -386,7 +401,8 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
     store_stmt_t stmts [3] = { { store_generic_plans_sql, 0, NULL, NULL, NULL } };
     size_t ns = 1;
     pgarray_t *carrays [CA_COUNT] = { NULL }, *qarrays [5] = { NULL };
-    const char *cvalues [12], *qvalues [7];
+    const char *cvalues [12], *qvalues [7], *nvalues [2];
+    store_stmt_t notify;
     char ms [32];
     turn_t t = { nc, nq, commits_done_fn, commits_arg, NULL };
     if (nc) {
@@ -395,8 +411,10 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
             snprintf (err, errlen, "%zu commits are too large to send in one batch", nc);
             st = FR_INTERNAL;
         }
-        else
+        else {
             stmts [ns++] = (store_stmt_t) { store_commit_sql, 12, cvalues, NULL, NULL };
+            notify = notify_stmt (s, carrays, nvalues);
+        }
     }
     if (st == FR_OK && nq) {
         if (!(t.cl = claims_prepare (s, reqs, nq, lease_ms, claims_done_fn, claims_arg, &stmts [ns], qarrays, ms,
@@ -411,7 +429,8 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
             ns++;
     }
     if (st == FR_OK)
-        st = store_batch_start (s, stmts, ns, turn_done, &t, sizeof t, err, errlen);
+        st = store_batch_start_then (s, stmts, ns, nc ? &notify : NULL, NOTIFY_FAILURE, turn_done, &t, sizeof t, err,
+                                     errlen);
     arrays_destroy (carrays, CA_COUNT);         /* sent: libpq has copied them */
     arrays_destroy (qarrays, 5);
     if (st != FR_OK && t.cl) {

@@ -33,6 +33,14 @@ typedef void (store_batch_fn) (void *arg, fr_status_t st, PGresult **results, si
  * delivered; done must not free it. Nothing is copied when the batch does not start. */
 fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done,
                                const void *ctx, size_t size, char *err, size_t errlen) FR_MUSTCHECK;
+/* store_batch_start, and after the COMMIT, before the sync, one statement more (after, not NULL)
+ * in a transaction of its own: for work that must not share the batch's transaction (the
+ * refreshes' notifications, STORE_NOTIFY_SQL). Its rows are not read. When it fails, the batch
+ * still ends FR_OK (what it committed stands) and the store logs its error with after_failure, a
+ * sentence saying what the failure costs. */
+fr_status_t store_batch_start_then (store_t *s, const store_stmt_t *stmts, size_t n, const store_stmt_t *after,
+                                    const char *after_failure, store_batch_fn *done, const void *ctx, size_t size,
+                                    char *err, size_t errlen) FR_MUSTCHECK;
 /* A batch whose end is only a status: fn (arg, FR_OK, NULL) or its failure; the rows are not read. */
 fr_status_t store_batch_start_done (store_t *s, const store_stmt_t *stmts, size_t n, store_done_fn *fn, void *arg,
                                     char *err, size_t errlen) FR_MUSTCHECK;
@@ -53,6 +61,7 @@ fr_status_t store_ids_batch_start (store_t *s, const char *sql, const char *cons
 extern const char store_claim_sql [];
 extern const char store_commit_sql [];
 extern const char store_generic_plans_sql [];    /* a turn's first statement (STORE_GENERIC_PLANS_SQL) */
+extern const char store_notify_sql [];           /* after a batch's commits (STORE_NOTIFY_SQL) */
 
 /* An integration's chain, newest first: $1 the id, $2 how many rows; read by store_history_read
  * (the rows are the caller's: store_chain_free). */

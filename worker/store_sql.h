@@ -89,9 +89,9 @@
 #define STORE_CLAIM_PLACE_COLUMN 23
 
 /* The commits of a batch as one statement over arrays, each row its own compare-and-set, so one
- * round trip and one executor for the batch; the chain rows and the notifications commit with
- * them or not at all. The rows are locked first, in id order (l), so that two batches that share
- * rows (a takeover) cannot deadlock. The check is on the generation: tokens the provider has just
+ * round trip and one executor for the batch; the chain rows commit with them or not at all (the
+ * notifications follow the commit: STORE_NOTIFY_SQL). The rows are locked first, in id order
+ * (l), so that two batches that share rows (a takeover) cannot deadlock. The check is on the generation: tokens the provider has just
  * issued are the newest there are, so they are kept even when a stalled worker's lease was
  * overtaken, and, when they carry a rotated refresh token, even over a needs_reconnect recorded at
  * the same generation (the overtaker spent the token this one replaced, and its invalid_grant says
@@ -133,8 +133,24 @@
     "    CASE WHEN prev.prev_status = 'needs_reconnect' THEN 'recovered: the invalid_grant recorded before was for the" \
     " refresh token this rotation replaced' END" \
     "  FROM u JOIN prev ON prev.prev_id = u.u_id RETURNING integration_id, generation)" \
-    "SELECT u.u_ord, c.generation, pg_notify('" STORE_NOTIFY_CHANNEL "', $9 || ' ' || c.integration_id)" \
-    " FROM c JOIN u ON u.u_id = c.integration_id"
+    "SELECT u.u_ord, c.generation FROM c JOIN u ON u.u_id = c.integration_id"
+
+/* The other workers' notifications of a batch's commits ("<worker> <integration>" on
+ * STORE_NOTIFY_CHANNEL, each drops that cached entry), sent after the batch's COMMIT in a
+ * transaction of its own that does not wait for its WAL flush (store_batch_start_then). Not in the
+ * commits' transaction: PostgreSQL serializes the transactions that notify with one lock, taken in
+ * their commit and held until the commit has been flushed (and, with a synchronous standby,
+ * acknowledged), so every batch of commits of every worker of the deployment waited for the flush
+ * of the one before it, and a stalled notifying commit anywhere held up every refresh commit past
+ * lock_timeout (docs/performance.md, issue 10's twenty-fourth pass). Here the lock is held for the
+ * commit of this small transaction alone, never through a flush. A notification is no more durable
+ * than before: a listener that loses its session clears its cache. It is sent for every commit of
+ * the batch, won or lost: the statement goes in the same pipeline, before the commits' answers are
+ * read, and a lost compare-and-set only costs the other workers one read of a row that changed
+ * anyway. $1 the integrations (text[]), $2 the worker's id. */
+#define STORE_NOTIFY_SQL \
+    "SELECT set_config ('synchronous_commit', 'off', true), pg_notify ('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || id)" \
+    " FROM unnest ($1::text[]) AS id"
 
 /* Since when an integration's refresh token has gone unused: its last refresh, or the start of
  * its current grant when none came since (connected_at, migration 011; created_at for grants

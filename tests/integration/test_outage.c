@@ -46,6 +46,11 @@ setup (void **state)
     h = harness_new ("outage");
     if (!h)
         return -1;
+    /* test_refresh_commit_not_held_up_by_a_stalled_notifying_commit names a synchronous standby
+     * that never answers: every session but the one that stalls on it commits locally */
+    if (harness_sql (h, "DO $$ BEGIN EXECUTE format ('ALTER DATABASE %I SET synchronous_commit = local',"
+                        " current_database ()); END $$") != 0)
+        return -1;
     harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "0");
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
         return -1;
@@ -595,6 +600,100 @@ test_cache_hits_served_while_the_database_stalls (void **state)
                                           " AND status = 'disconnected' AND refresh_token IS NULL"), 1);
 }
 
+/* A session that notifies and then stalls in its commit. PostgreSQL serializes the transactions
+ * that notify with one lock, which each takes in its commit and holds until the commit is flushed
+ * and, with a synchronous standby, acknowledged. Here the stall is a synchronous standby that never
+ * answers (the same wait, only longer, as a slow WAL disk or a distant standby): every session of
+ * the test's database commits without waiting for it (synchronous_commit = local, set in setup),
+ * but the stalling one asks for it. The refresh commits used to notify in their own transaction,
+ * so each waited for that lock past lock_timeout and failed: the caller was told
+ * database_unavailable and the tokens waited in the journal until the other commit ended. Now the
+ * notifications follow the commit in a transaction of their own, the commit does not wait, and the
+ * caller gets the new token while the other commit is still stalled. (Without a stall the same
+ * lock made every worker's commit batch wait for the flush of the notifying commit before it:
+ * docs/performance.md.) */
+static void
+quiet (void *arg, const char *message)
+{
+    (void) arg;
+    (void) message;
+}
+
+static void
+test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
+{
+    int rc;
+    long long reuses = itest_stat (h, "fakebox", "reuse_detections");
+    long long invalid = itest_stat (h, "fakebox", "invalid_grants");
+    import_cached ("notify:box");
+    assert_int_equal (harness_sql (h, "SET synchronous_commit = local"), 0);        /* this session too */
+    assert_int_equal (harness_sql (h, "ALTER SYSTEM SET synchronous_standby_names = 'ferrule_absent_standby'"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT pg_reload_conf ()::int"), 1);
+    PGconn *stall = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (stall), CONNECTION_OK);
+    PQsetNoticeProcessor (stall, quiet, NULL);          /* the cancelled wait's warning */
+    PGresult *r = NULL;
+    for (int i = 0; i < 100; i++) {          /* the reload reaches the server's processes soon after */
+        PQclear (r);
+        r = PQexec (stall, "SHOW synchronous_standby_names");
+        if (PQresultStatus (r) == PGRES_TUPLES_OK && strcmp (PQgetvalue (r, 0, 0), "ferrule_absent_standby") == 0)
+            break;
+        usleep (20000);
+    }
+    assert_string_equal (PQgetvalue (r, 0, 0), "ferrule_absent_standby");
+    PQclear (r);
+    char stalled [512], sql [512];
+    snprintf (stalled, sizeof stalled, "SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND wait_event = 'SyncRep'",
+              PQbackendPID (stall));
+    /* a commit waits for a standby only when its transaction wrote something before it */
+    assert_int_equal (PQsendQuery (stall, "CREATE TABLE stall_scratch (x int); SET synchronous_commit = on; BEGIN;"
+                                          " INSERT INTO stall_scratch VALUES (1);"
+                                          " SELECT pg_notify ('ferrule_integrations', 'elsewhere nobody'); COMMIT"), 1);
+    assert_int_equal (itest_wait_sql (h, stalled, 1, 10000), 1);
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "notify:box", NULL);
+    printf ("a refresh while another notifying commit stalls: %s\n", rc == 0 ? "ok" : itest_code (t));
+    assert_int_equal (rc, 0);
+    long long g = json_integer_value (json_object_get (t, "generation"));
+    json_decref (t);
+    /* committed, while the other commit is still stalled */
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = 'notify:box'"
+              " AND generation = %lld AND outcome = 'refreshed'", g);
+    assert_int_equal (harness_sql_int (h, sql), 1);
+    assert_int_equal (harness_sql_int (h, stalled), 1);
+    /* its notifications waited for the lock past lock_timeout: logged, and what it committed stands */
+    assert_true (itest_workdir_contains (h, "a batch committed, but the statement after it failed"));
+    /* the stall ends (its commit was made locally; only the wait for the standby is cancelled) */
+    snprintf (sql, sizeof sql, "SELECT pg_cancel_backend (%d)::int", PQbackendPID (stall));
+    assert_int_equal (harness_sql_int (h, sql), 1);
+    while ((r = PQgetResult (stall)))
+        PQclear (r);
+    PQfinish (stall);
+    assert_int_equal (harness_sql (h, "ALTER SYSTEM RESET synchronous_standby_names"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT pg_reload_conf ()::int"), 1);
+    /* the commits still notify: a listener hears this worker's next one */
+    PGconn *listener = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (listener), CONNECTION_OK);
+    PQclear (PQexec (listener, "LISTEN ferrule_integrations"));
+    t = harness_ctl (h, &rc, "refresh", "--integration", "notify:box", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    int heard = 0;
+    for (int i = 0; i < 200 && !heard; i++) {
+        assert_int_equal (PQconsumeInput (listener), 1);
+        PGnotify *n;
+        while ((n = PQnotifies (listener))) {
+            heard = heard || strcmp (n->extra, "w1 notify:box") == 0;
+            PQfreemem (n);
+        }
+        if (!heard)
+            usleep (10000);
+    }
+    PQfinish (listener);
+    assert_true (heard);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), reuses);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), invalid);
+}
+
 int
 main (void)
 {
@@ -604,6 +703,7 @@ main (void)
         cmocka_unit_test (test_requests_for_uncommitted_tokens_answered_during_outage),
         cmocka_unit_test (test_journal_replayed_after_crash),
         cmocka_unit_test (test_cache_hits_served_while_the_database_stalls),
+        cmocka_unit_test (test_refresh_commit_not_held_up_by_a_stalled_notifying_commit),  /* last: it sets a standby */
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
