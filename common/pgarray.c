@@ -61,6 +61,10 @@ pgarray_close (pgarray_t *self, int bad)
 void
 pgarray_add_text (pgarray_t *self, const char *s)
 {
+    if (!s) {
+        pgarray_add_null (self);
+        return;
+    }
     if (pgarray_open (self) != 0)
         return;
     int bad = mem_buf_append (&self->buf, "\"", 1);

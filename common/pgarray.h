@@ -13,7 +13,8 @@ pgarray_t *pgarray_new (size_t max);
 void pgarray_destroy (pgarray_t **self_p);
 
 /* Appends s as a quoted element, '"' and '\' escaped with a backslash: unquoted, NULL (in any
- * case) would read as a null, "" as nothing, and a comma, a brace or white space as syntax. */
+ * case) would read as a null, "" as nothing, and a comma, a brace or white space as syntax. A
+ * NULL pointer appends a null element. */
 void pgarray_add_text (pgarray_t *self, const char *s);
 /* Appends value in decimal (for integer[] and bigint[]). */
 void pgarray_add_int (pgarray_t *self, int64_t value);

@@ -199,19 +199,10 @@ commit_arrays (const store_commit_t *const *commits, size_t n, pgarray_t *arrays
         pgarray_add_bytea (arrays [CA_ACCESS], c->access_ct, c->access_ct_len);
         pgarray_add_int (arrays [CA_EXPIRES], c->access_expires_at);
         pgarray_add_bytea (arrays [CA_REFRESH], c->refresh_ct, c->refresh_ct_len);
-        if (c->refresh_fingerprint)
-            pgarray_add_text (arrays [CA_FINGERPRINT], c->refresh_fingerprint);
-        else
-            pgarray_add_null (arrays [CA_FINGERPRINT]);
-        if (c->scopes)
-            pgarray_add_text (arrays [CA_SCOPES], c->scopes);
-        else
-            pgarray_add_null (arrays [CA_SCOPES]);
+        pgarray_add_text (arrays [CA_FINGERPRINT], c->refresh_fingerprint);    /* NULL: a null */
+        pgarray_add_text (arrays [CA_SCOPES], c->scopes);
         pgarray_add_text (arrays [CA_ROTATED], c->rotated ? "true" : "false");
-        if (c->lease_token [0])
-            pgarray_add_text (arrays [CA_TOKEN], c->lease_token);
-        else
-            pgarray_add_null (arrays [CA_TOKEN]);
+        pgarray_add_text (arrays [CA_TOKEN], c->lease_token [0] ? c->lease_token : NULL);
         if (c->access_lifetime_s > 0)
             pgarray_add_int (arrays [CA_LIFETIME], c->access_lifetime_s);
         else

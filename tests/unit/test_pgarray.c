@@ -69,8 +69,9 @@ test_nulls_and_bytea (void **state)
     pgarray_add_bytea (a, bytes, sizeof bytes);
     pgarray_add_bytea (a, NULL, 0);
     pgarray_add_bytea (a, bytes, 0);
-    assert_string_equal (pgarray_text (a), "{NULL,\"\\\\x007fabff\",NULL,\"\\\\x\"}");
-    assert_int_equal (pgarray_count (a), 4);
+    pgarray_add_text (a, NULL);
+    assert_string_equal (pgarray_text (a), "{NULL,\"\\\\x007fabff\",NULL,\"\\\\x\",NULL}");
+    assert_int_equal (pgarray_count (a), 5);
     pgarray_destroy (&a);
 
     a = pgarray_new (8);                                /* {"\\x00"} is 9 bytes */
