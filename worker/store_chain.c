@@ -393,7 +393,7 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
     size_t ns = 1;
     pgarray_t *carrays [CA_COUNT] = { NULL }, *qarrays [5] = { NULL };
     const char *cvalues [12], *qvalues [7], *nvalues [2];
-    store_stmt_t notify;
+    store_stmt_t notify = { NULL, 0, NULL, NULL, NULL };
     char ms [32];
     turn_t t = { nc, nq, commits_done_fn, commits_arg, NULL };
     if (nc) {
