@@ -600,6 +600,14 @@ test_cache_hits_served_while_the_database_stalls (void **state)
                                           " AND status = 'disconnected' AND refresh_token IS NULL"), 1);
 }
 
+/* libpq's notices, unprinted. */
+static void
+quiet (void *arg, const char *message)
+{
+    (void) arg;
+    (void) message;
+}
+
 /* A session that notifies and then stalls in its commit. PostgreSQL serializes the transactions
  * that notify with one lock, which each takes in its commit and holds until the commit is flushed
  * and, with a synchronous standby, acknowledged. Here the stall is a synchronous standby that never
@@ -612,13 +620,6 @@ test_cache_hits_served_while_the_database_stalls (void **state)
  * caller gets the new token while the other commit is still stalled. (Without a stall the same
  * lock made every worker's commit batch wait for the flush of the notifying commit before it:
  * docs/performance.md.) */
-static void
-quiet (void *arg, const char *message)
-{
-    (void) arg;
-    (void) message;
-}
-
 static void
 test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
 {
