@@ -632,6 +632,13 @@ store_send (store_t *s, const char *sql, int n, const char *const *values, const
     return PQsendQueryParams (s->conn, sql, n, NULL, values, lengths, formats, 0);
 }
 
+/* Sends a command without parameters (BEGIN, COMMIT, ROLLBACK) into the pipeline. */
+static int
+store_send_command (store_t *s, const char *command)
+{
+    return PQsendQueryParams (s->conn, command, 0, NULL, NULL, NULL, NULL, 0);
+}
+
 static void store_batch_advance (store_t *s, int block);
 
 /* Reads what has arrived of the batch in flight; with block, waits for the rest (until its
@@ -765,17 +772,16 @@ store_batch_start_then (store_t *s, const store_stmt_t *stmts, size_t n, const s
         return st;
     }
     size_t lead = s->rollback_due ? 1 : 0;
-    int sent = (!lead || PQsendQueryParams (s->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0))
-            && PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    int sent = (!lead || store_send_command (s, "ROLLBACK")) && store_send_command (s, "BEGIN");
     for (size_t i = 0; sent && i < n; i++)
         sent = store_send (s, stmts [i].sql, stmts [i].n, stmts [i].values, stmts [i].lengths, stmts [i].formats);
-    sent = sent && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+    sent = sent && store_send_command (s, "COMMIT");
     /* a transaction block, not the implicit one that a sync would commit: an error of its COMMIT is
      * then the COMMIT's result, in its place, and ends the block */
     if (sent && after)
-        sent = PQsendQueryParams (s->conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0)
+        sent = store_send_command (s, "BEGIN")
             && store_send (s, after->sql, after->n, after->values, after->lengths, after->formats)
-            && PQsendQueryParams (s->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+            && store_send_command (s, "COMMIT");
     sent = sent && PQpipelineSync (s->conn);
     if (!sent) {
         /* a pipeline half sent cannot be reused: start afresh */
@@ -982,9 +988,10 @@ store_not_found (const char *id, char *err, size_t errlen)
     return FR_NOT_FOUND;
 }
 
-/* The refresh protocol's two statements (and the setting their batches run with) run thousands
- * of times a second: each session prepares them once (in its setup), because parsing, analysing and planning them again for every refresh
- * was half of the server's CPU under (b)'s load (docs/performance.md). The parameters' types are
+/* The refresh protocol's statements (and the setting their batches run with) run thousands of
+ * times a second: each session prepares them once (in its setup), because parsing, analysing and
+ * planning them again for every refresh was half of the server's CPU under (b)'s load
+ * (docs/performance.md). The parameters' types are
  * the ones the server infers, as for an unnamed statement. */
 const char store_claim_sql [] = STORE_CLAIM_SQL;
 const char store_commit_sql [] = STORE_COMMIT_SQL;

@@ -95,8 +95,9 @@
  * generation: tokens the provider has just issued are the newest there are, so they are kept even
  * when a stalled worker's lease was overtaken, and, when they carry a rotated refresh token, even
  * over a needs_reconnect recorded at the same generation (the overtaker spent the token this one
- * replaced, and its invalid_grant says nothing about the new one). One row (its place in the arrays, 1-based, and the new generation)
- * for each commit written; none for one whose compare-and-set lost. The ids must be distinct
+ * replaced, and its invalid_grant says nothing about the new one). One row (its place in the
+ * arrays, 1-based, and the new generation) for each commit written; none for one whose
+ * compare-and-set lost. The ids must be distinct
  * (single flight). The parameters, arrays of one element per commit: $1 the integrations, $2 the
  * generations claimed, $3 the keys' ids, $4 and $6 the sealed access and refresh tokens, $5 the
  * access tokens' expiries (epoch seconds), $7 the refresh tokens' fingerprints, $8 the scopes
@@ -145,11 +146,11 @@
  * lock_timeout (docs/performance.md, issue 10's twenty-fourth pass). Here the lock is held for the
  * commit of this small transaction alone, never through a flush; a notifying commit stalled
  * elsewhere now delays the batch's answers (they come with the sync) by at most lock_timeout,
- * where it used to fail its commits. A notification is no more durable
- * than before: a listener that loses its session clears its cache. It is sent for every commit of
- * the batch, won or lost: the statement goes in the same pipeline, before the commits' answers are
- * read, and a lost compare-and-set only costs the other workers one read of a row that changed
- * anyway. $1 the integrations (text[]), $2 the worker's id. */
+ * where it used to fail its commits. A notification is no more durable than before: a listener
+ * that loses its session clears its cache. It is sent for every commit of the batch, won or lost:
+ * the statement goes in the same pipeline, before the commits' answers are read, and a lost
+ * compare-and-set only costs the other workers one read of a row that changed anyway. $1 the
+ * integrations (text[]), $2 the worker's id. */
 #define STORE_NOTIFY_SQL \
     "SELECT set_config ('synchronous_commit', 'off', true), pg_notify ('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || id)" \
     " FROM unnest ($1::text[]) AS id"
