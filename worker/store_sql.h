@@ -26,14 +26,23 @@
     "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
     "COALESCE(interrupted_generation = generation, false)"
 
-/* A batch's first statement, before its commits and claims: the two statements below take arrays,
- * and PostgreSQL, planning a prepared statement, compares the plan for the values at hand with
- * the generic one, which assumes arrays of ten. For the batches of fewer than ten that are the
- * rule it keeps planning each execution anew (pg_prepared_statements: custom_plans grows,
- * generic_plans stays 0), which costs more than the statement's own work. The plan is the same
- * for any length (index scans on the primary key), so the transaction asks for the generic one;
- * set_config's third argument makes it last until the batch's COMMIT or ROLLBACK. */
-#define STORE_GENERIC_PLANS_SQL "SELECT set_config ('plan_cache_mode', 'force_generic_plan', true)"
+/* A batch's first statement, before its commits and claims: two settings for the batch's
+ * transaction alone (set_config's third argument: until its COMMIT or ROLLBACK), taken when its
+ * statements are planned.
+ * - Generic plans. The two statements below take arrays, and PostgreSQL, planning a prepared
+ *   statement, compares the plan for the values at hand with the generic one, which assumes arrays
+ *   of ten. For the batches of fewer than ten that are the rule it keeps planning each execution
+ *   anew (pg_prepared_statements: custom_plans grows, generic_plans stays 0), which costs more than
+ *   the statement's own work. One plan serves any length, so the transaction asks for it.
+ * - No sequential scans. Both statements take their rows by id through the primary key, the
+ *   right plan at any size of the table; but the planner prices a scan of the whole table below
+ *   ten probes of the key on a table of a thousand rows or so, or on one whose statistics were
+ *   taken while it was nearly empty (a new deployment), and a table whose rows change twice per
+ *   refresh holds many dead versions of each, which such a scan reads every time. The
+ *   benchmark's workers scanned integrations whole for every claim batch (docs/performance.md,
+ *   issue 10's twenty-fifth pass; it_group_commit test_turn_statements_use_the_primary_key). */
+#define STORE_GENERIC_PLANS_SQL \
+    "SELECT set_config ('plan_cache_mode', 'force_generic_plan', true), set_config ('enable_seqscan', 'off', true)"
 
 /* The claims of a batch as one statement, over arrays: one statement instead of one per claim,
  * so PostgreSQL starts one executor and prepares the tables' CHECK constraints once per batch,

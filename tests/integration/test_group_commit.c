@@ -6,7 +6,9 @@
  *     committed when the lock goes, nothing is lost and nothing is refreshed twice;
  *   - a claim whose answer was lost leaves no lease that holds up the next one;
  *   - a group of claims that fails as a whole is claimed again one by one, each its own batch,
- *     and the loop goes on serving cached tokens meanwhile. */
+ *     and the loop goes on serving cached tokens meanwhile;
+ *   - a turn's claims and commits are planned once for any batch (generic plans) and find their
+ *     rows through the primary key, whatever the size of the table. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +25,7 @@
 #include "client.h"
 #include "clock.h"
 #include "itest.h"
+#include "store_sql.h"
 
 static harness_t *h;
 
@@ -444,6 +447,91 @@ test_failed_claim_group_does_not_stall_cache_hits (void **state)
         free (ids [i]);
 }
 
+/* The plan of one of the turn's statements, as the worker's transaction would get it: sql prepared
+ * as name, explained for the arguments args ("(…)"), after setup ran in the same transaction
+ * (caller frees). */
+static char *
+turn_plan (PGconn *db, const char *setup, const char *name, const char *sql, const char *args)
+{
+    char *out = NULL, *q = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream (&out, &len);
+    assert_non_null (f);
+    PGresult *r = PQexec (db, "BEGIN");
+    assert_int_equal (PQresultStatus (r), PGRES_COMMAND_OK);
+    PQclear (r);
+    r = PQexec (db, setup);
+    assert_int_equal (PQresultStatus (r), PGRES_TUPLES_OK);
+    PQclear (r);
+    assert_true (asprintf (&q, "PREPARE %s AS %s", name, sql) > 0);
+    r = PQexec (db, q);
+    if (PQresultStatus (r) != PGRES_COMMAND_OK)
+        fail_msg ("PREPARE %s: %s", name, PQerrorMessage (db));
+    PQclear (r);
+    free (q);
+    assert_true (asprintf (&q, "EXPLAIN EXECUTE %s %s", name, args) > 0);
+    r = PQexec (db, q);
+    if (PQresultStatus (r) != PGRES_TUPLES_OK)
+        fail_msg ("EXPLAIN EXECUTE %s: %s", name, PQerrorMessage (db));
+    for (int i = 0; i < PQntuples (r); i++)
+        fprintf (f, "%s\n", PQgetvalue (r, i, 0));
+    PQclear (r);
+    free (q);
+    PQclear (PQexec (db, "ROLLBACK"));
+    assert_true (asprintf (&q, "DEALLOCATE %s", name) > 0);
+    PQclear (PQexec (db, q));
+    free (q);
+    assert_int_equal (fclose (f), 0);
+    return out;
+}
+
+/* A turn's claims and commits (worker/store_sql.h) take their rows by id, from arrays of any
+ * length. Planned for a small table (a new deployment, the benchmark's thousand rows), or from
+ * statistics taken when the table was still empty, the claims read the whole table instead: the
+ * benchmark's workers ran the claim's plan with a sequential scan of integrations, every version
+ * of every row included, for every batch (issue 10's twenty-fifth pass, docs/performance.md). The
+ * turn's transaction now rules such scans out before its statements are planned; the plans are
+ * generic (one for every batch, whatever its length), and use the primary key. */
+static void
+test_turn_statements_use_the_primary_key (void **state)
+{
+    (void) state;
+    char *ids [3];
+    start ("group_commit_plans", 0);
+    import_many ("gp:", 3, ids);
+    assert_int_equal (harness_sql (h, "ANALYZE integrations"), 0);
+    PGconn *db = harness_db (h);
+    assert_non_null (db);
+    const char *claim_args = "('{gp:0,gp:1}', '{1,1}', '{0,0}', '{t,t}', 'w1', '{" "00000000-0000-0000-0000-000000000001,"
+                             "00000000-0000-0000-0000-000000000002}', 45000)";
+    const char *commit_args = "('{gp:0,gp:1}', '{1,1}', '{1,1}', '{\"\\\\x00\",\"\\\\x00\"}', '{1,1}',"
+                              " '{\"\\\\x00\",\"\\\\x00\"}', '{f0,f1}', '{NULL,NULL}', 'w1', '{t,t}',"
+                              " '{00000000-0000-0000-0000-000000000001,00000000-0000-0000-0000-000000000002}', '{60,60}')";
+    /* what a transaction that only asks for generic plans gets on this table: the test's premise */
+    char *bare = turn_plan (db, "SELECT set_config ('plan_cache_mode', 'force_generic_plan', true)", "gp_bare_claim",
+                            STORE_CLAIM_SQL, claim_args);
+    if (!strstr (bare, "Seq Scan on integrations"))
+        fail_msg ("the claim's generic plan does not scan this small table sequentially, so this test shows"
+                  " nothing:\n%s", bare);
+    free (bare);
+    const struct {
+        const char *name, *sql, *args;
+    } turn [] = {
+        { "gp_claim", STORE_CLAIM_SQL, claim_args },
+        { "gp_commit", STORE_COMMIT_SQL, commit_args },
+    };
+    for (size_t i = 0; i < sizeof turn / sizeof turn [0]; i++) {
+        char *plan = turn_plan (db, STORE_GENERIC_PLANS_SQL, turn [i].name, turn [i].sql, turn [i].args);
+        if (strstr (plan, "Seq Scan on integrations") || !strstr (plan, "using integrations_pkey on integrations"))
+            fail_msg ("%s does not take its rows through the primary key, as a turn plans it:\n%s", turn [i].name, plan);
+        if (!strstr (plan, "$1"))                           /* generic: the arrays stay parameters */
+            fail_msg ("%s is not planned generically in a turn:\n%s", turn [i].name, plan);
+        free (plan);
+    }
+    for (size_t i = 0; i < 3; i++)
+        free (ids [i]);
+}
+
 int
 main (void)
 {
@@ -453,6 +541,7 @@ main (void)
         cmocka_unit_test_teardown (test_each_refresh_of_a_batch_gets_its_own_answer, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
         cmocka_unit_test_teardown (test_failed_claim_group_does_not_stall_cache_hits, teardown),
+        cmocka_unit_test_teardown (test_turn_statements_use_the_primary_key, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
