@@ -175,12 +175,25 @@ conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char
         record_failed (w, err);
 }
 
+/* A replayed record that lost its compare-and-set, recorded as a conflict on the next free
+ * connection (the replay's own is still reading its notifications' transaction). */
+static void
+conflict_record_start (worker_t *w, store_t *s, void *arg)
+{
+    recovery_t *r = w->recovery;
+    char why [512];
+    (void) arg;
+    if (!s)
+        record_failed (w, "the worker is stopping");
+    else
+    if (store_conflict_start (s, &r->recs [r->next].c, conflict_recorded, w, why, sizeof why) != FR_OK)
+        record_failed (w, why);
+}
+
 static void
 replayed (void *arg, fr_status_t st, int committed, int settled, const char *err)
 {
     worker_t *w = arg;
-    recovery_t *r = w->recovery;
-    char why [512];
     if (st != FR_OK)
         record_failed (w, err);
     else
@@ -189,15 +202,8 @@ replayed (void *arg, fr_status_t st, int committed, int settled, const char *err
     else
     if (settled)
         record_settled (w, NULL);            /* committed before the crash: only the marker was lost */
-    else {
-        /* another writer won: recorded as this result's conflict, on the connection just freed */
-        store_t *s = dbwait_free_store (w);
-        if (!s)
-            record_failed (w, "no database connection is free to record the conflict");
-        else
-        if (store_conflict_start (s, &r->recs [r->next].c, conflict_recorded, w, why, sizeof why) != FR_OK)
-            record_failed (w, why);
-    }
+    else
+        dbwait_add (w, conflict_record_start, NULL, -1);   /* another writer won: this result's conflict */
 }
 
 /* The rows of refreshes an earlier run left interrupted, read (loads.c): refreshed at once. */

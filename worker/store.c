@@ -55,6 +55,9 @@ struct store {
     struct batch {                   /* the batch in flight (store_batch_start), at most one */
         int active;                  /* sent: results still arriving */
         int finished;                /* every result read (or the batch failed): to deliver */
+        int committed;               /* its COMMIT succeeded with a transaction after it still to
+                                        read: deliverable now (store_batch_pump) */
+        int delivered;               /* done has run: the rest is read for the connection's sake */
         size_t n;                    /* statements (the pipeline also holds BEGIN and COMMIT) */
         size_t lead;                 /* 1: a ROLLBACK goes first (rollback_due) */
         size_t after;                /* 3: a transaction follows the COMMIT (BEGIN, the statement after,
@@ -137,14 +140,14 @@ static void
 store_drop_connection (store_t *s)
 {
     if (s->batch.active) {
-        /* the batch in flight cannot end any more */
+        /* the batch in flight cannot end any more (delivered already when its COMMIT was in) */
         s->batch.active = 0;
         s->batch.finished = 1;
         s->batch.st = FR_DATABASE_UNAVAILABLE;
         snprintf (s->batch.err, sizeof s->batch.err, "the database connection was lost with the batch in flight");
         PQclear (s->batch.failed);
         s->batch.failed = NULL;
-        for (size_t i = 0; i < s->batch.n; i++) {
+        for (size_t i = 0; s->batch.results && i < s->batch.n; i++) {
             PQclear (s->batch.results [i]);
             s->batch.results [i] = NULL;
         }
@@ -695,6 +698,8 @@ store_batch_advance (store_t *s, int block)
         }
         if (!res) {
             b->q++;                              /* one query's results are all read */
+            if (b->after && b->q == b->lead + b->n + 2 && !b->failed)
+                b->committed = 1;                /* the batch's own transaction is in */
             continue;
         }
         ExecStatusType rs = PQresultStatus (res);
@@ -721,6 +726,9 @@ finish:
     b->finished = 1;
     b->st = FR_OK;
     store_take_notifies (s);
+    if (b->committed && b->broken && !b->after_err [0])
+        snprintf (b->after_err, sizeof b->after_err, "%s", b->timed_out ? "the server did not answer in time"
+                                                                        : "the connection was lost");
     /* settle the connection now, before any other statement runs on it */
     if (b->broken) {
         PQclear (b->failed);
@@ -735,6 +743,8 @@ finish:
         store_fail (s, b->failed, 0, &b->st, b->err, sizeof b->err);     /* rolls the transaction back */
         b->failed = NULL;
     }
+    if (b->committed)
+        b->st = FR_OK;                   /* what the batch committed stands, whatever came after */
     if (b->st != FR_OK)
         for (size_t i = 0; i < b->n; i++) {
             PQclear (b->results [i]);
@@ -777,9 +787,11 @@ store_batch_start_then (store_t *s, const store_stmt_t *stmts, size_t n, const s
         sent = store_send (s, stmts [i].sql, stmts [i].n, stmts [i].values, stmts [i].lengths, stmts [i].formats);
     sent = sent && store_send_command (s, "COMMIT");
     /* a transaction block, not the implicit one that a sync would commit: an error of its COMMIT is
-     * then the COMMIT's result, in its place, and ends the block */
+     * then the COMMIT's result, in its place, and ends the block. The flush request before it has
+     * the server send the batch's own results as soon as its COMMIT is done, which the loop then
+     * delivers (store_batch_pump) while the transaction after runs */
     if (sent && after)
-        sent = store_send_command (s, "BEGIN")
+        sent = PQsendFlushRequest (s->conn) && store_send_command (s, "BEGIN")
             && store_send (s, after->sql, after->n, after->values, after->lengths, after->formats)
             && store_send_command (s, "COMMIT");
     sent = sent && PQpipelineSync (s->conn);
@@ -863,13 +875,38 @@ store_rolled_back (void *arg, fr_status_t st, PGresult **results, size_t n, cons
         log_debug (NULL, NULL, "the rollback of a failed transaction did not end: %s", err);
 }
 
+/* Delivers a batch whose COMMIT is in while the transaction after it is still being read: the
+ * callers' answers do not wait for the other workers' notifications (nor, when another session
+ * holds their lock, for lock_timeout). The batch stays busy until its sync is read. */
+static void
+store_batch_deliver_committed (store_t *s)
+{
+    struct batch *b = &s->batch;
+    PGresult **results = b->results;
+    void *arg = b->arg;
+    b->results = NULL;
+    b->arg = NULL;
+    b->delivered = 1;
+    b->done (arg, FR_OK, results, b->n, "");
+    mem_free (arg);
+    for (size_t i = 0; i < b->n; i++)
+        PQclear (results [i]);
+    mem_free (results);
+}
+
 void
 store_batch_pump (store_t *s)
 {
     struct batch *b = &s->batch;
     store_batch_advance (s, 0);
+    if (b->committed && !b->delivered)
+        store_batch_deliver_committed (s);     /* may start nothing here: the batch is still busy */
     if (!b->finished)
         return;
+    if (b->delivered) {
+        memset (b, 0, sizeof *b);              /* done has run: only the connection's state was left */
+        goto rollback;
+    }
     PGresult **results = b->results;
     size_t n = b->n;
     fr_status_t st = b->st;
@@ -883,6 +920,7 @@ store_batch_pump (store_t *s)
     for (size_t i = 0; i < n; i++)
         PQclear (results [i]);
     mem_free (results);
+rollback:
     /* a failed transaction the callback's own batch did not roll back: a batch of its own, so that
      * the session does not sit "idle in transaction (aborted)" until the next statement */
     if (s->rollback_due && !b->active && !b->finished && store_connected (s)) {

@@ -35,9 +35,11 @@ fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, 
                                const void *ctx, size_t size, char *err, size_t errlen) FR_MUSTCHECK;
 /* store_batch_start, and after the COMMIT, before the sync, one statement more (after, not NULL)
  * in a transaction of its own: for work that must not share the batch's transaction (the
- * refreshes' notifications, STORE_NOTIFY_SQL). Its rows are not read. When it fails, the batch
- * still ends FR_OK (what it committed stands) and the store logs its error with after_failure, a
- * sentence saying what the failure costs. */
+ * refreshes' notifications, STORE_NOTIFY_SQL). Its rows are not read. done runs as soon as the
+ * batch's COMMIT is in, while the transaction after it is still running (the store stays busy
+ * until it ends): the callers' answers never wait for it. When it fails, or the connection is
+ * lost during it, the batch has still ended FR_OK (what it committed stands) and the store logs
+ * the error with after_failure, a sentence saying what the failure costs. */
 fr_status_t store_batch_start_then (store_t *s, const store_stmt_t *stmts, size_t n, const store_stmt_t *after,
                                     const char *after_failure, store_batch_fn *done, const void *ctx, size_t size,
                                     char *err, size_t errlen) FR_MUSTCHECK;
