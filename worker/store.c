@@ -1086,6 +1086,23 @@ store_route_hash (const char *id)
 }
 
 fr_status_t
+store_batch_start_notify (store_t *s, const store_stmt_t *stmts, size_t n, const char *const *ids, size_t nids,
+                          store_batch_fn *done, const void *ctx, size_t size, char *err, size_t errlen)
+{
+    pgarray_t *a = store_id_array (ids, nids);
+    fr_status_t st = FR_TOO_LARGE;
+    if (!pgarray_text (a))
+        snprintf (err, errlen, "too many integrations to notify at once");
+    else {
+        const char *values [] = { pgarray_text (a), s->worker_id };
+        store_stmt_t notify = { store_notify_sql, 2, values, NULL, NULL };
+        st = store_batch_start_then (s, stmts, n, &notify, STORE_NOTIFY_FAILURE, done, ctx, size, err, errlen);
+    }
+    pgarray_destroy (&a);                /* sent: libpq has copied it */
+    return st;
+}
+
+fr_status_t
 store_ids_batch_start (store_t *s, const char *sql, const char *const *ids, size_t n, store_batch_fn *done,
                        const void *ctx, size_t size, const char *what, char *err, size_t errlen)
 {

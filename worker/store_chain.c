@@ -228,8 +228,6 @@ commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *value
 }
 
 /* What a failed STORE_NOTIFY_SQL costs (store_batch_start_then logs it). */
-#define NOTIFY_FAILURE "the other workers were not told of its refreshes, and a copy one of them has cached " \
-    "stays in its cache until its re-validation (FERRULE_CACHE_REVALIDATE_MS) finds it stale"
 
 /* STORE_NOTIFY_SQL for the commits whose arrays commit_values read: their ids and the worker's. */
 static store_stmt_t
@@ -351,7 +349,8 @@ store_replay_start (store_t *s, const store_commit_t *cm, store_replayed_fn *fn,
             memcpy (c.fingerprint, cm->refresh_fingerprint, strlen (cm->refresh_fingerprint) + 1);
         const char *nvalues [2];
         store_stmt_t notify = notify_stmt (s, arrays, nvalues);
-        st = store_batch_start_then (s, stmts, 2, &notify, NOTIFY_FAILURE, replay_done, &c, sizeof c, err, errlen);
+        st = store_batch_start_then (s, stmts, 2, &notify, STORE_NOTIFY_FAILURE, replay_done, &c, sizeof c, err,
+                                     errlen);
     }
     arrays_destroy (arrays, CA_COUNT);           /* sent: libpq has copied them */
     return st;
@@ -420,8 +419,8 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
             ns++;
     }
     if (st == FR_OK)
-        st = store_batch_start_then (s, stmts, ns, nc ? &notify : NULL, NOTIFY_FAILURE, turn_done, &t, sizeof t, err,
-                                     errlen);
+        st = store_batch_start_then (s, stmts, ns, nc ? &notify : NULL, STORE_NOTIFY_FAILURE, turn_done, &t, sizeof t,
+                                     err, errlen);
     arrays_destroy (carrays, CA_COUNT);         /* sent: libpq has copied them */
     arrays_destroy (qarrays, 5);
     if (st != FR_OK && t.cl) {
@@ -482,11 +481,12 @@ store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_
         " c AS ("
         "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
         "  SELECT $1, u.generation, $7, $8, $9, $6 FROM u RETURNING generation)"
-        "SELECT u.current, pg_notify('" STORE_NOTIFY_CHANNEL "', $7 || ' ' || $1) FROM u, c",
+        "SELECT u.current FROM u, c",
         9, values, NULL, NULL };
     failure_ctx_t c = { fn, arg, "" };
     snprintf (c.id, sizeof c.id, "%s", f->id);
-    return store_batch_start (s, &stmt, 1, failure_done, &c, sizeof c, err, errlen);
+    const char *ids [] = { f->id };
+    return store_batch_start_notify (s, &stmt, 1, ids, 1, failure_done, &c, sizeof c, err, errlen);
 }
 
 fr_status_t

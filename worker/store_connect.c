@@ -105,7 +105,7 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     "  SELECT $1, u.generation, $11, $15, $7," \
     "    COALESCE('re' || $12 || ' (was ' || (SELECT status FROM prev) || ')', $12) FROM u RETURNING generation)," \
     " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12 WHERE state_hash = $13)" \
-    " SELECT c.generation, (SELECT status FROM prev), pg_notify('" STORE_NOTIFY_CHANNEL "', $11 || ' ' || $1) FROM c"
+    " SELECT c.generation, (SELECT status FROM prev) FROM c"
 
 /* UPSERT_SQL's parameters for u on s (the numbers live as long as p). */
 typedef struct {
@@ -190,7 +190,7 @@ store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, 
         { ROW_SQL, 1, ids, NULL, NULL },
     };
     import_ctx_t c = { fn, arg };
-    return store_batch_start (s, stmts, 2, import_done, &c, sizeof c, err, errlen);
+    return store_batch_start_notify (s, stmts, 2, ids, 1, import_done, &c, sizeof c, err, errlen);
 }
 
 typedef struct {

@@ -43,6 +43,16 @@ fr_status_t store_batch_start (store_t *s, const store_stmt_t *stmts, size_t n, 
 fr_status_t store_batch_start_then (store_t *s, const store_stmt_t *stmts, size_t n, const store_stmt_t *after,
                                     const char *after_failure, store_batch_fn *done, const void *ctx, size_t size,
                                     char *err, size_t errlen) FR_MUSTCHECK;
+/* What a failure of the notifications after a batch (STORE_NOTIFY_SQL) costs, for the log. */
+#define STORE_NOTIFY_FAILURE "the other workers were not told of its changes, and a copy one of them has " \
+    "cached stays in its cache until its re-validation (FERRULE_CACHE_REVALIDATE_MS) finds it stale"
+/* store_batch_start_then with the other workers' notifications of the nids integrations ids
+ * (STORE_NOTIFY_SQL) as the transaction after: a notifying transaction holds PostgreSQL's
+ * notification lock until its commit is flushed, which would serialize every writer that notifies
+ * behind each flush (store_sql.h). FR_TOO_LARGE when the ids do not fit one array. */
+fr_status_t store_batch_start_notify (store_t *s, const store_stmt_t *stmts, size_t n, const char *const *ids,
+                                      size_t nids, store_batch_fn *done, const void *ctx, size_t size, char *err,
+                                      size_t errlen) FR_MUSTCHECK;
 /* A batch whose end is only a status: fn (arg, FR_OK, NULL) or its failure; the rows are not read. */
 fr_status_t store_batch_start_done (store_t *s, const store_stmt_t *stmts, size_t n, store_done_fn *fn, void *arg,
                                     char *err, size_t errlen) FR_MUSTCHECK;

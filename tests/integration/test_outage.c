@@ -635,6 +635,7 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
     import_cached ("notify:box");
+    import_cached ("notify-fails:box");
     assert_int_equal (harness_sql (h, "SET synchronous_commit = local"), 0);        /* this session too */
     assert_int_equal (harness_sql (h, "ALTER SYSTEM SET synchronous_standby_names = 'ferrule_absent_standby'"), 0);
     assert_int_equal (harness_sql_int (h, "SELECT pg_reload_conf ()::int"), 1);
@@ -674,6 +675,17 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = 'notify:box'"
               " AND generation = %lld AND outcome = 'refreshed'", g);
     assert_int_equal (harness_sql_int (h, sql), 1);
+    assert_int_equal (harness_sql_int (h, stalled), 1);
+    /* a recorded failure notifies after its commit too: its record is in while the stall lasts (it
+     * used to notify in its own transaction, wait for the lock and fail on lock_timeout, again on
+     * each retry). A transient one: a change of status would also notify from the events outbox's
+     * trigger, inside the transaction (migration 006). */
+    itest_fault (h, "fakebox", "status", 1, 500, -1, -1);
+    json_decref (harness_ctl (h, &rc, "refresh", "--integration", "notify-fails:box", NULL));
+    long long recorded = harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'notify-fails:box'"
+                                             " AND outcome = 'transient'");
+    printf ("a transient failure's record while another notifying commit stalls: %s\n", recorded == 1 ? "in" : "not in");
+    assert_int_equal (recorded, 1);
     assert_int_equal (harness_sql_int (h, stalled), 1);
     /* its notifications waited for the lock past lock_timeout: logged, and what it committed stands */
     int logged = 0;
