@@ -154,8 +154,8 @@
  * of the one before it, and a stalled notifying commit anywhere held up every refresh commit past
  * lock_timeout (docs/performance.md, issue 10's twenty-fourth pass). Here the lock is held for the
  * commit of this small transaction alone, never through a flush; a notifying commit stalled
- * elsewhere now delays the batch's answers (they come with the sync) by at most lock_timeout,
- * where it used to fail its commits. A notification is no more durable than before: a listener
+ * elsewhere now holds this transaction, and the connection, for at most lock_timeout, and the
+ * batch's answers not at all (they are delivered at its COMMIT: store_batch_start_then). A notification is no more durable than before: a listener
  * that loses its session clears its cache. It is sent for every commit of the batch, won or lost:
  * the statement goes in the same pipeline, before the commits' answers are read, and a lost
  * compare-and-set only costs the other workers one read of a row that changed anyway. $1 the
