@@ -139,15 +139,22 @@ store_take_notifies (store_t *s)
 static void
 store_drop_connection (store_t *s)
 {
+    if (s->batch.active && s->batch.committed) {
+        /* lost in the transaction after its COMMIT: what it committed stands, delivered or to be */
+        s->batch.active = 0;
+        s->batch.finished = 1;
+        s->batch.st = FR_OK;
+    }
+    else
     if (s->batch.active) {
-        /* the batch in flight cannot end any more (delivered already when its COMMIT was in) */
+        /* the batch in flight cannot end any more */
         s->batch.active = 0;
         s->batch.finished = 1;
         s->batch.st = FR_DATABASE_UNAVAILABLE;
         snprintf (s->batch.err, sizeof s->batch.err, "the database connection was lost with the batch in flight");
         PQclear (s->batch.failed);
         s->batch.failed = NULL;
-        for (size_t i = 0; s->batch.results && i < s->batch.n; i++) {
+        for (size_t i = 0; i < s->batch.n; i++) {
             PQclear (s->batch.results [i]);
             s->batch.results [i] = NULL;
         }

@@ -227,8 +227,6 @@ commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *value
     return 0;
 }
 
-/* What a failed STORE_NOTIFY_SQL costs (store_batch_start_then logs it). */
-
 /* STORE_NOTIFY_SQL for the commits whose arrays commit_values read: their ids and the worker's. */
 static store_stmt_t
 notify_stmt (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *values [2])

@@ -155,11 +155,11 @@
  * lock_timeout (docs/performance.md, issue 10's twenty-fourth pass). Here the lock is held for the
  * commit of this small transaction alone, never through a flush; a notifying commit stalled
  * elsewhere now holds this transaction, and the connection, for at most lock_timeout, and the
- * batch's answers not at all (they are delivered at its COMMIT: store_batch_start_then). A notification is no more durable than before: a listener
- * that loses its session clears its cache. It is sent for every commit of the batch, won or lost:
- * the statement goes in the same pipeline, before the commits' answers are read, and a lost
- * compare-and-set only costs the other workers one read of a row that changed anyway. $1 the
- * integrations (text[]), $2 the worker's id. */
+ * batch's answers not at all (they are delivered at its COMMIT: store_batch_start_then). A
+ * notification is no more durable than before: a listener that loses its session clears its
+ * cache. It is sent for every commit of the batch, won or lost: the statement goes in the same
+ * pipeline, before the commits' answers are read, and a lost compare-and-set only costs the other
+ * workers one read of a row that changed anyway. $1 the integrations (text[]), $2 the worker's id. */
 #define STORE_NOTIFY_SQL \
     "SELECT set_config ('synchronous_commit', 'off', true), pg_notify ('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || id)" \
     " FROM unnest ($1::text[]) AS id"
