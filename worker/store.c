@@ -144,6 +144,8 @@ store_drop_connection (store_t *s)
         s->batch.active = 0;
         s->batch.finished = 1;
         s->batch.st = FR_OK;
+        log_warning (NULL, NULL, "a batch committed, but the statement after it failed: the connection was lost; %s",
+                     s->batch.after_failure);
     }
     else
     if (s->batch.active) {

@@ -671,6 +671,16 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     printf ("worker sessions waiting for a lock when the answer came: %lld\n", waiting);
     assert_int_equal (waiting, 1);
     assert_false (itest_workdir_contains (h, "a batch committed, but the statement after it failed"));
+    /* that session lost now, in the notifications' transaction: the batch was answered and stands,
+     * the loss is logged as the notifications', and the connection is made again */
+    assert_int_equal (harness_sql_int (h, "SELECT count(pg_terminate_backend (pid)) FROM pg_stat_activity"
+                                          " WHERE application_name LIKE 'ferrule-worker%' AND wait_event_type = 'Lock'"),
+                      1);
+    int lost = 0;
+    for (int i = 0; i < 200 && !lost; i++)
+        if (!(lost = itest_workdir_contains (h, "the statement after it failed: the connection was lost")))
+            usleep (50000);
+    assert_true (lost);
     /* committed, while the other commit is still stalled */
     snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = 'notify:box'"
               " AND generation = %lld AND outcome = 'refreshed'", g);
