@@ -384,15 +384,18 @@ then_row_done (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
     store_extra_clear (&x);
 }
 
-/* stmts [0 .. n-2] given, stmts [n-1] left for ROW_SQL */
+/* stmts [0 .. n-2] given, stmts [n-1] left for ROW_SQL; events: the statements may write an event,
+ * whose wake-up of the delivery threads follows the commit (store_batch_start_notify, no ids) */
 static fr_status_t
-then_row_start (store_t *s, const char *id, store_stmt_t *stmts, size_t n, int first_needs_row, store_row_fn *fn,
-                void *arg, char *err, size_t errlen)
+then_row_start (store_t *s, const char *id, store_stmt_t *stmts, size_t n, int first_needs_row, int events,
+                store_row_fn *fn, void *arg, char *err, size_t errlen)
 {
     const char *ids [] = { id };
     stmts [n - 1] = (store_stmt_t) { ROW_SQL, 1, ids, NULL, NULL };
     then_row_ctx_t c = { fn, arg, "", first_needs_row };
     snprintf (c.id, sizeof c.id, "%s", id);
+    if (events)
+        return store_batch_start_notify (s, stmts, n, NULL, 0, then_row_done, &c, sizeof c, err, errlen);
     return store_batch_start (s, stmts, n, then_row_done, &c, sizeof c, err, errlen);
 }
 
@@ -406,7 +409,7 @@ store_chain_note_start (store_t *s, const char *id, const char *outcome, const c
           " SELECT id, generation, $2, $3, $4 FROM integrations WHERE id = $1 RETURNING generation",
           4, values, NULL, NULL },
     };
-    return then_row_start (s, id, stmts, 2, 0, fn, arg, err, errlen);
+    return then_row_start (s, id, stmts, 2, 0, 0, fn, arg, err, errlen);
 }
 
 typedef struct {
@@ -471,7 +474,9 @@ store_disconnect_start (store_t *s, const char *id, store_disconnected_fn *fn, v
     };
     disconnect_ctx_t c = { fn, arg, "" };
     snprintf (c.id, sizeof c.id, "%s", id);
-    return store_batch_start (s, stmts, 2, disconnect_done, &c, sizeof c, err, errlen);
+    /* the cache's notification stays inside (above), with the destruction of the tokens; the
+     * event's wake-up follows the commit, as every other one does (STORE_NOTIFY_SQL, no ids) */
+    return store_batch_start_notify (s, stmts, 2, NULL, 0, disconnect_done, &c, sizeof c, err, errlen);
 }
 
 void
@@ -499,7 +504,7 @@ store_report_scope_start (store_t *s, const char *id, const char *scope, const c
           " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
           " SELECT $1, u.generation, $3, 'scope_reported', $4 FROM u RETURNING generation", 4, values, NULL, NULL },
     };
-    return then_row_start (s, id, stmts, 2, 1, fn, arg, err, errlen);
+    return then_row_start (s, id, stmts, 2, 1, 1, fn, arg, err, errlen);
 }
 
 typedef struct {

@@ -45,11 +45,13 @@ fr_status_t store_batch_start_then (store_t *s, const store_stmt_t *stmts, size_
                                     char *err, size_t errlen) FR_MUSTCHECK;
 /* What a failure of the notifications after a batch (STORE_NOTIFY_SQL) costs, for the log. */
 #define STORE_NOTIFY_FAILURE "the other workers were not told of its changes, and a copy one of them has " \
-    "cached stays in its cache until its re-validation (FERRULE_CACHE_REVALIDATE_MS) finds it stale"
+    "cached stays in its cache until its re-validation (FERRULE_CACHE_REVALIDATE_MS) finds it stale; an event " \
+    "it wrote waits for the delivery threads' next look (FERRULE_EVENTS_POLL_MS)"
 /* store_batch_start_then with the other workers' notifications of the nids integrations ids
- * (STORE_NOTIFY_SQL) as the transaction after: a notifying transaction holds PostgreSQL's
- * notification lock until its commit is flushed, which would serialize every writer that notifies
- * behind each flush (store_sql.h). FR_TOO_LARGE when the ids do not fit one array. */
+ * (STORE_NOTIFY_SQL) as the transaction after, which also wakes the event delivery threads when
+ * the batch wrote an event (nids may be 0 for that alone): a notifying transaction holds
+ * PostgreSQL's notification lock until its commit is flushed, which would serialize every writer
+ * that notifies behind each flush (store_sql.h). FR_TOO_LARGE when the ids do not fit one array. */
 fr_status_t store_batch_start_notify (store_t *s, const store_stmt_t *stmts, size_t n, const char *const *ids,
                                       size_t nids, store_batch_fn *done, const void *ctx, size_t size, char *err,
                                       size_t errlen) FR_MUSTCHECK;

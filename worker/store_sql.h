@@ -7,7 +7,8 @@
 #define FERRULE_STORE_SQL_H
 
 #define STORE_NOTIFY_CHANNEL "ferrule_integrations"   /* "<worker> <integration>": drop the cache entry */
-/* A new event to deliver (events_emit, migration 006). Only the worker's main connection listens
+/* A new event to deliver: sent after the commit that wrote it (STORE_NOTIFY_SQL; migration 015;
+ * before it, events_emit sent it inside that transaction). Only the worker's main connection listens
  * to either channel: PostgreSQL wakes every session of the database that listens to anything for
  * every commit that notifies, so a second listening session per worker would run a transaction of
  * its own for every refresh batch of the deployment. The loop passes the wake-up on to its event
@@ -159,10 +160,19 @@
  * notification is no more durable than before: a listener that loses its session clears its
  * cache. It is sent for every commit of the batch, won or lost: the statement goes in the same
  * pipeline, before the commits' answers are read, and a lost compare-and-set only costs the other
- * workers one read of a row that changed anyway. $1 the integrations (text[]), $2 the worker's id. */
+ * workers one read of a row that changed anyway. The same transaction wakes the event delivery
+ * threads (STORE_EVENTS_NOTIFY) when the batch before it wrote an event: the outbox's function
+ * marks the session then, a mark that a rollback undoes (migration 015), and this clears it; read
+ * first (the materialized w) so that the clearing cannot come before the reading. $1 the
+ * integrations (text[], may be empty), $2 the worker's id. */
+#define STORE_EVENTS_WRITTEN "ferrule.events_written"
 #define STORE_NOTIFY_SQL \
-    "SELECT set_config ('synchronous_commit', 'off', true), pg_notify ('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || id)" \
-    " FROM unnest ($1::text[]) AS id"
+    "WITH w AS MATERIALIZED (SELECT current_setting ('" STORE_EVENTS_WRITTEN "', true) = 'on' AS events)" \
+    " SELECT set_config ('synchronous_commit', 'off', true)," \
+    "  (SELECT count (pg_notify ('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || id)) FROM unnest ($1::text[]) AS id)," \
+    "  CASE WHEN w.events THEN pg_notify ('" STORE_EVENTS_NOTIFY "', '') END," \
+    "  set_config ('" STORE_EVENTS_WRITTEN "', '', false)" \
+    " FROM w"
 
 /* Since when an integration's refresh token has gone unused: its last refresh, or the start of
  * its current grant when none came since (connected_at, migration 011; created_at for grants

@@ -1,6 +1,7 @@
 /* test_events_wake.c - what wakes the event delivery thread. A new event wakes it at once, heard
- * on the worker's main connection, even when the thread's own poll is a minute apart, and again
- * after that connection was cut and made anew. Refreshes, which make no event, leave the
+ * on the worker's main connection after the commit that wrote it, whichever change wrote it, even
+ * when the thread's own poll is a minute apart, and again after that connection was cut and made
+ * anew. Refreshes, which make no event, leave the
  * delivery's database session asleep: PostgreSQL wakes every listening session of a database for
  * every commit that notifies, whatever the channel, so a session that listened would run a
  * transaction of its own for every refresh batch of the whole deployment. */
@@ -158,6 +159,10 @@ test_refreshes_leave_delivery_asleep (void **state)
     long long pid = session_pid ("ferrule-worker-events w1");
     assert_true (pid > 0);
     long long before = sleeps (pid);
+    /* nor the thread itself: the wake-up after a batch's commit goes only when it wrote an event */
+    PGconn *listener = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (listener), CONNECTION_OK);
+    PQclear (PQexec (listener, "LISTEN ferrule_events"));
     for (int i = 0; i < REFRESHES; i++) {
         int rc;
         json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "wake:r", NULL);
@@ -166,6 +171,13 @@ test_refreshes_leave_delivery_asleep (void **state)
         json_decref (r);
     }
     long long woke = sleeps (pid) - before;
+    int wakes = 0;
+    assert_int_equal (PQconsumeInput (listener), 1);
+    for (PGnotify *n; (n = PQnotifies (listener)); PQfreemem (n))
+        wakes++;
+    PQfinish (listener);
+    print_message ("wake-ups of the delivery threads during %d refreshes: %d\n", REFRESHES, wakes);
+    assert_int_equal (wakes, 0);
     print_message ("the event delivery's session woke %lld times during %d refreshes\n", woke, REFRESHES);
     /* a few for anything else it does; the old listener woke once a refresh at least */
     if (woke >= REFRESHES / 4)
@@ -175,12 +187,53 @@ test_refreshes_leave_delivery_asleep (void **state)
                                           "AND outcome = 'refreshed'"), REFRESHES);
 }
 
+/* Every writer of an event wakes the thread after its commit (migration 015: the outbox's
+ * function marks the session, and the transaction after the commit wakes and clears): a scope
+ * report, a refresh after a transient failure ("recovered", from a refresh batch), an invalid_grant
+ * (a change of status, from a failure record) and a disconnect, each delivered within seconds while
+ * the thread polls once a minute. */
+static void
+test_every_writer_of_an_event_wakes_delivery (void **state)
+{
+    static const struct {
+        const char *type, *fault;
+        int fault_status;
+        const char *args [6];
+    } steps [] = {
+        { "insufficient_scope", NULL, -1, { "report-scope", "--integration", "wake:k", "--scope", "files.write", NULL } },
+        { "recovered", "status", 500, { "refresh", "--integration", "wake:k", NULL } },
+        { "needs_reconnect", "invalid_grant", -1, { "refresh", "--integration", "wake:k", NULL } },
+        { "disconnected", NULL, -1, { "disconnect", "--integration", "wake:k", NULL } },
+    };
+    import ("wake:k");
+    assert_true (wait_delivered ("connected", "wake:k") >= 0);
+    for (size_t i = 0; i < sizeof steps / sizeof steps [0]; i++) {
+        int rc;
+        const char *const *a = steps [i].args;
+        if (steps [i].fault)        /* the first attempt fails this way; a "recovered" needs the second */
+            itest_fault (h, "fakebox", steps [i].fault, 1, steps [i].fault_status, -1, -1);
+        json_decref (harness_ctl (h, &rc, a [0], a [1], a [2], a [3], a [4], NULL));
+        int again = strcmp (steps [i].type, "recovered") == 0;
+        for (int k = 0; again && rc != 0 && k < 5; k++) {
+            usleep (1100000);       /* the integration's backoff after the failure: 1 s */
+            json_decref (harness_ctl (h, &rc, a [0], a [1], a [2], NULL));
+        }
+        if (again)
+            assert_int_equal (rc, 0);
+        long long ms = wait_delivered (steps [i].type, "wake:k");
+        if (ms < 0)
+            fail_msg ("the \"%s\" event of wake:k was not delivered within %d ms", steps [i].type, DELIVER_MS);
+        print_message ("\"%s\" delivered in %lld ms\n", steps [i].type, ms);
+    }
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_new_event_wakes_delivery),
         cmocka_unit_test (test_refreshes_leave_delivery_asleep),
+        cmocka_unit_test (test_every_writer_of_an_event_wakes_delivery),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }

@@ -608,6 +608,24 @@ quiet (void *arg, const char *message)
     (void) message;
 }
 
+/* Whether listener hears a notification with this payload within 2 s. */
+static int
+heard_on (PGconn *listener, const char *payload)
+{
+    int heard = 0;
+    for (int i = 0; i < 200 && !heard; i++) {
+        assert_int_equal (PQconsumeInput (listener), 1);
+        PGnotify *n;
+        while ((n = PQnotifies (listener))) {
+            heard = heard || strcmp (n->extra, payload) == 0;
+            PQfreemem (n);
+        }
+        if (!heard)
+            usleep (10000);
+    }
+    return heard;
+}
+
 /* A session that notifies and then stalls in its commit. PostgreSQL serializes the transactions
  * that notify with one lock, which each takes in its commit and holds until the commit is flushed
  * and, with a synchronous standby, acknowledged. Here the stall is a synchronous standby that never
@@ -688,8 +706,7 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     assert_int_equal (harness_sql_int (h, stalled), 1);
     /* a recorded failure notifies after its commit too: its record is in while the stall lasts (it
      * used to notify in its own transaction, wait for the lock and fail on lock_timeout, again on
-     * each retry). A transient one: a change of status would also notify from the events outbox's
-     * trigger, inside the transaction (migration 006). */
+     * each retry). A transient one here; a change of status below. */
     itest_fault (h, "fakebox", "status", 1, 500, -1, -1);
     json_decref (harness_ctl (h, &rc, "refresh", "--integration", "notify-fails:box", NULL));
     long long recorded = harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'notify-fails:box'"
@@ -703,6 +720,31 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
         if (!(logged = itest_workdir_contains (h, "a batch committed, but the statement after it failed")))
             usleep (50000);
     assert_true (logged);
+    /* the changes that write an event commit during the stall too: the outbox's trigger used to
+     * notify the delivery threads inside their transaction (migration 006), so each waited for the
+     * lock and failed on lock_timeout; the wake-up now follows the commit (migration 015). An
+     * import (a "connected" event), a scope report ("insufficient_scope") and an invalid_grant
+     * that makes the integration needs_reconnect (a change of status) */
+    char *rt_new = itest_grant (h, "fakebox", NULL);
+    int imported = itest_import (h, "notify-new:box", "fakebox", rt_new);
+    printf ("an import while another notifying commit stalls: %s\n", imported == 0 ? "in" : "not in");
+    assert_int_equal (imported, 0);
+    free (rt_new);
+    t = harness_ctl (h, &rc, "report-scope", "--integration", "notify-new:box", "--scope", "files.write", NULL);
+    printf ("a scope report while another notifying commit stalls: %s\n", rc == 0 ? "in" : itest_code (t));
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    json_decref (harness_ctl (h, &rc, "refresh", "--integration", "notify-fails:box", NULL));
+    recorded = harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'notify-fails:box'"
+                                   " AND status = 'needs_reconnect'");
+    printf ("an invalid_grant's change of status while another notifying commit stalls: %s\n",
+            recorded == 1 ? "in" : "not in");
+    assert_int_equal (recorded, 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE (integration_id, type) IN"
+                                          " (('notify-new:box', 'connected'), ('notify-new:box', 'insufficient_scope'),"
+                                          "  ('notify-fails:box', 'needs_reconnect'))"), 3);
+    assert_int_equal (harness_sql_int (h, stalled), 1);
     /* the stall ends (its commit was made locally; only the wait for the standby is cancelled) */
     snprintf (sql, sizeof sql, "SELECT pg_cancel_backend (%d)::int", PQbackendPID (stall));
     assert_int_equal (harness_sql_int (h, sql), 1);
@@ -711,26 +753,21 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     PQfinish (stall);
     assert_int_equal (harness_sql (h, "ALTER SYSTEM RESET synchronous_standby_names"), 0);
     assert_int_equal (harness_sql_int (h, "SELECT pg_reload_conf ()::int"), 1);
-    /* the commits still notify: a listener hears this worker's next one */
+    /* the commits still notify: a listener hears this worker's next one; and an event still wakes
+     * the delivery threads, after its commit: a listener of their channel hears an import's */
     PGconn *listener = PQconnectdb (harness_database_url (h));
     assert_int_equal (PQstatus (listener), CONNECTION_OK);
     PQclear (PQexec (listener, "LISTEN ferrule_integrations"));
     t = harness_ctl (h, &rc, "refresh", "--integration", "notify:box", NULL);
     assert_int_equal (rc, 0);
     json_decref (t);
-    int heard = 0;
-    for (int i = 0; i < 200 && !heard; i++) {
-        assert_int_equal (PQconsumeInput (listener), 1);
-        PGnotify *n;
-        while ((n = PQnotifies (listener))) {
-            heard = heard || strcmp (n->extra, "w1 notify:box") == 0;
-            PQfreemem (n);
-        }
-        if (!heard)
-            usleep (10000);
-    }
+    assert_true (heard_on (listener, "w1 notify:box"));
+    PQclear (PQexec (listener, "UNLISTEN *; LISTEN ferrule_events"));
+    char *rt_again = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "notify-new:box", "fakebox", rt_again), 0);
+    free (rt_again);
+    assert_true (heard_on (listener, ""));
     PQfinish (listener);
-    assert_true (heard);
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), reuses);
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), invalid);
 }
