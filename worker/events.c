@@ -253,7 +253,8 @@ forecast_pass (events_t *ev)
         const forecast_provider_t *p = &ev->providers [i];
         int64_t added = 0;
         if (store_events_forecast (ev->store, p->name, p->idle_s, (int64_t) (p->idle_s * FORECAST_SHARE),
-                                   p->grant_s, (int64_t) (p->grant_s * FORECAST_SHARE), &added, err, sizeof err) != FR_OK) {
+                                   p->grant_s, (int64_t) (p->grant_s * FORECAST_SHARE), ev->cfg.forecast_ms, &added,
+                                   err, sizeof err) != FR_OK) {
             db_failed (ev, NULL, err);
             if (!store_events_connected (ev->store))
                 return;

@@ -490,9 +490,16 @@ store_events_release (store_events_t *se, const store_events_claim_t *claims, si
     return st;
 }
 
+/* The idle forecast: at most this many events a pass and provider; a pass that made them all
+ * hands its turn on. A turn lasts this share of the caller's interval, so that the worker whose
+ * pass came last is not skipped for coming a little early. */
+#define FORECAST_IDLE_MAX   1000
+#define FORECAST_TURN_SHARE 0.9
+
 fr_status_t
 store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s, int64_t idle_warn_s,
-                       int64_t grant_s, int64_t grant_warn_s, int64_t *added, char *err, size_t errlen)
+                       int64_t grant_s, int64_t grant_warn_s, int64_t every_ms, int64_t *added, char *err,
+                       size_t errlen)
 {
     fr_status_t st = FR_OK;
     char a [24], b [24];
@@ -501,10 +508,29 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
     /* the integration's row is locked (skipped when busy) so that the event's seq is in commit
      * order with the events its state changes make */
     if (idle_s > 0) {
+        char turn [24], most [24];
         snprintf (a, sizeof a, "%lld", (long long) idle_s);
         snprintf (b, sizeof b, "%lld", (long long) idle_warn_s);
-        const char *values [] = { provider, a, b };
+        snprintf (turn, sizeof turn, "%lld", (long long) (every_ms * FORECAST_TURN_SHARE));
+        snprintf (most, sizeof most, "%d", FORECAST_IDLE_MAX);
+        const char *values [] = { provider, a, b, se->worker_id, turn, most };
+        res = run (se, "take the turn of the idle forecast",
+                   "INSERT INTO forecast_turns (provider, ran_at, ran_by) VALUES ($1, '-infinity', $2)"
+                   " ON CONFLICT (provider) DO NOTHING", 2, (const char *const []) { provider, se->worker_id }, 0,
+                   &st, err, errlen);
+        if (!res)
+            return st;
+        PQclear (res);
+        /* the turn (t) is taken in the statement that reads the table: locked, or skipped while
+         * another worker's pass holds it, and moved on only if the last pass is older than the
+         * interval (migration 016); without it the scan below is not run at all (a one-time
+         * filter). It commits with the events, or rolls back with a pass that failed. */
         res = run (se, "forecast idle refresh tokens",
+            "WITH t AS (UPDATE forecast_turns SET ran_at = now(), ran_by = $4"
+            "   WHERE provider IN (SELECT provider FROM forecast_turns WHERE provider = $1"
+            "                        AND ran_at < now() - $5::bigint * interval '1 millisecond'"
+            "                      FOR UPDATE SKIP LOCKED)"
+            "   RETURNING 1)"
             "INSERT INTO events (type, integration_id, provider, diagnosis, generation, detail, expires_at, dedupe_key)"
             " SELECT 'expiring', i.id, i.provider, 'refresh_token_idle', i.generation,"
             "   format ('the refresh token was last used %s; %s ends refresh tokens unused for %s days, and the"
@@ -513,20 +539,31 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
             "   " STORE_IDLE_SINCE_OF ("i.") " + make_interval (secs => $2::bigint),"
             "   'expiring:idle:' || i.id || ':' || i.generation"
             " FROM integrations i"
-            " WHERE i.provider = $1 AND i.status = 'active' AND i.refresh_token IS NOT NULL"
+            " WHERE EXISTS (SELECT 1 FROM t)"
+            "   AND i.provider = $1 AND i.status = 'active' AND i.refresh_token IS NOT NULL"
             "   AND " STORE_IDLE_SINCE_OF ("i.") " < now() - make_interval (secs => $3::bigint)"
             "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:idle:' || i.id || ':' || i.generation)"
             /* no index serves the last refresh: unordered, it is one sequential read of the table
              * (0.38 s at 2 million rows); ordered by id, a walk of the whole primary key with a
              * random heap read per row (1.26 s, seven times the pages). Nothing needs the order:
              * SKIP LOCKED waits for no one, and the dedupe key makes the next pass go on */
-            " LIMIT 1000 FOR UPDATE OF i SKIP LOCKED"
+            " LIMIT $6::int FOR UPDATE OF i SKIP LOCKED"
             " ON CONFLICT (dedupe_key) DO NOTHING",
-            3, values, 0, &st, err, errlen);
+            6, values, 0, &st, err, errlen);
         if (!res)
             return st;
-        *added += strtoll (PQcmdTuples (res), NULL, 10);
+        int64_t idle_added = strtoll (PQcmdTuples (res), NULL, 10);
+        *added += idle_added;
         PQclear (res);
+        if (idle_added >= FORECAST_IDLE_MAX) {
+            /* more may be due: the turn is the next pass's, whichever worker makes it */
+            res = run (se, "hand on the turn of the idle forecast",
+                       "UPDATE forecast_turns SET ran_at = '-infinity' WHERE provider = $1 AND ran_by = $2", 2,
+                       (const char *const []) { provider, se->worker_id }, 0, &st, err, errlen);
+            if (!res)
+                return st;
+            PQclear (res);
+        }
     }
     if (grant_s > 0) {
         snprintf (a, sizeof a, "%lld", (long long) grant_s);

@@ -76,9 +76,11 @@ fr_status_t store_events_release (store_events_t *se, const store_events_claim_t
 /* Forecasts for one provider: "expiring" events for active integrations whose refresh token has
  * been unused for warn_s of its idle limit idle_s (0: no limit known), or whose grant (the last
  * connect or import) is older than grant_warn_s of grant_s (0: none). One event per condition
- * and generation (or grant). *added: events created. */
+ * and generation (or grant). The idle one reads the whole table, so it is made by one worker for
+ * all: only when no worker's has begun within every_ms, the caller's interval (migration 016).
+ * *added: events created. */
 fr_status_t store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s, int64_t idle_warn_s,
-                                   int64_t grant_s, int64_t grant_warn_s, int64_t *added,
+                                   int64_t grant_s, int64_t grant_warn_s, int64_t every_ms, int64_t *added,
                                    char *err, size_t errlen) FR_MUSTCHECK;
 
 /* Counts for the metrics: deliveries to these endpoints pending and failed. */

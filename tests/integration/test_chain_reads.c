@@ -1,7 +1,9 @@
 /* test_chain_reads.c - what the database reads of a long token chain when an integration fails,
  * reconnects, or nears its grant's age limit: the rows it needs, through migration 012's partial
- * indexes, not every refresh the integration ever had. Counted in index entries and rows read
- * (PostgreSQL's statistics), never timed: the machines are shared and noisy. */
+ * indexes, not every refresh the integration ever had; and how often the forecast of idle refresh
+ * tokens reads the integrations table: once per interval for the whole deployment, not once per
+ * worker (migration 016). Counted in index entries and rows read (PostgreSQL's statistics), never
+ * timed: the machines are shared and noisy. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,6 +19,8 @@
 
 #define CHAIN_ROWS 5000                 /* seven months of hourly refreshes */
 #define OLD_GRANTS 20000
+#define FORECAST_MS 300                 /* every worker's forecast pass */
+#define IDLE_ROWS  10000
 
 static harness_t *h;
 
@@ -30,11 +34,15 @@ setup (void **state)
     if (!p)
         return -1;
     json_object_set_new (json_object_get (p, "fakegoogle"), "grant_max_days", json_integer (7));
+    json_object_set_new (json_object_get (p, "fakebox"), "refresh_token_idle_days", json_integer (60));
     int bad = json_dump_file (p, harness_providers_file (h), JSON_INDENT (2));
     json_decref (p);
     if (bad)
         return -1;
-    harness_set_env (h, "FERRULE_EVENTS_FORECAST_MS", "300");
+    char every [24];
+    snprintf (every, sizeof every, "%d", FORECAST_MS);
+    harness_set_env (h, "FERRULE_EVENTS_FORECAST_MS", every);
+    harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "50");       /* the thread looks at its timers this often */
     harness_set_env (h, "FERRULE_KEY_STATS_MS", "86400000");
     if (harness_start_broker (h) != 0 || harness_start_worker (h, "w1") != 0)
         return -1;
@@ -171,6 +179,63 @@ test_grant_forecast_starts_from_its_window (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE type = 'expiring'"), 1);
 }
 
+/* Rows read by sequential scans of integrations so far, by every session. */
+static long long
+integrations_seq_reads (void)
+{
+    return harness_sql_int (h, "SELECT seq_tup_read FROM pg_stat_user_tables WHERE relname = 'integrations'");
+}
+
+/* No index serves an idle refresh token's condition, so the idle forecast reads the whole
+ * integrations table, once per provider with an idle limit (fakebox here, and the built-in
+ * catalog's). Every worker made it every FERRULE_EVENTS_FORECAST_MS; with three workers here,
+ * three reads per provider and interval. Now the worker whose pass comes first after the interval
+ * takes the provider's turn, and the others skip the read: about one per provider and interval
+ * for the deployment. One integration idle for 50 of the 60 days is still warned about, once. */
+static void
+test_idle_forecast_made_by_one_worker_for_all (void **state)
+{
+    (void) state;
+    char sql [1024];
+    snprintf (sql, sizeof sql,
+              "INSERT INTO integrations (id, provider, key_id, refresh_token, access_token, access_expires_at,"
+              " access_lifetime_s, route_hash)"
+              " SELECT 'busy' || n || ':box', 'fakebox', 1, '\\x01'::bytea, '\\x01'::bytea, now () + interval '1 hour',"
+              " 3600, n FROM generate_series (1, %d) n", IDLE_ROWS);
+    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE integrations"), 0);
+    import ("idle:box", "fakebox");
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET last_refresh_at = now() - interval '50 days',"
+                                      " created_at = now() - interval '50 days', connected_at = now() - interval '50 days'"
+                                      " WHERE id = 'idle:box'"), 0);
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
+    assert_int_equal (harness_start_worker (h, "w3"), 0);
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    const char *idle = "SELECT count(*) FROM events WHERE type = 'expiring' AND diagnosis = 'refresh_token_idle'"
+                       " AND integration_id = 'idle:box'";
+    assert_int_equal (itest_wait_sql (h, idle, 1, 15000), 1);
+    long long rows = harness_sql_int (h, "SELECT count(*) FROM integrations");
+    sleep (2);                      /* the new workers' start, and what it read, reported */
+    long long before = integrations_seq_reads ();
+    int64_t start = clock_mono_ms ();
+    sleep (4);
+    long long read = integrations_seq_reads () - before;
+    double window = (double) (clock_mono_ms () - start), reads = (double) read / (double) rows;
+    /* the providers with an idle limit: each pass reads the table once for each */
+    long long providers = harness_sql_int (h, "SELECT count(*) FROM forecast_turns");
+    double one_worker = (double) providers * (window / FORECAST_MS + 1);   /* one worker's reads */
+    printf ("idle forecast: %.1f reads of the %lld rows of integrations in %.1f s, three workers passing every %d ms,"
+            " %lld providers with an idle limit (one worker's reads: %.1f)\n", reads, rows, window / 1000, FORECAST_MS,
+            providers, one_worker);
+    if (reads > 1.5 * one_worker)
+        fail_msg ("the idle forecast read the integrations table %.1f times in %.1f s: every worker reads it", reads,
+                  window / 1000);
+    assert_true (reads >= providers);       /* and it is still made */
+    assert_int_equal (harness_sql_int (h, idle), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM forecast_turns WHERE provider = 'fakebox'"
+                                          " AND ran_at > now() - interval '10 seconds'"), 1);
+}
+
 int
 main (void)
 {
@@ -178,6 +243,7 @@ main (void)
         cmocka_unit_test (test_status_trigger_reads_no_chain),
         cmocka_unit_test (test_reconnect_trigger_reads_no_chain),
         cmocka_unit_test (test_grant_forecast_starts_from_its_window),
+        cmocka_unit_test (test_idle_forecast_made_by_one_worker_for_all),
     };
     return cmocka_run_group_tests (tests, setup, teardown);
 }
