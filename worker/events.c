@@ -268,6 +268,14 @@ forecast_pass (events_t *ev)
     }
 }
 
+/* wait, or less when the timer at comes sooner (0 when it is due) */
+static int64_t
+timer_wait (int64_t wait, int64_t at, int64_t now)
+{
+    int64_t left = at > now ? at - now : 0;
+    return left < wait ? left : wait;
+}
+
 static void *
 events_thread (void *arg)
 {
@@ -313,8 +321,21 @@ events_thread (void *arg)
         }
         if (busy)
             continue;                /* more may be due at once */
+        /* asleep until a wake-up or the first of the timers: the poll for due deliveries, and the
+         * fan-out, forecasts, counts and reconnection, each of which keeps its own interval (a
+         * poll of a minute used to put each of them a minute apart) */
+        int64_t wait = ev->cfg.poll_ms;
+        now = clock_mono_ms ();
+        if (store_events_connected (ev->store)) {
+            wait = timer_wait (wait, next_full, now);
+            wait = timer_wait (wait, next_forecast, now);
+            if (webhook_set_count (ev->endpoints))
+                wait = timer_wait (wait, next_stats, now);
+        }
+        else
+            wait = timer_wait (wait, next_connect, now);
         struct pollfd fds [2] = { { ev->wake [0], POLLIN, 0 }, { store_events_socket (ev->store), POLLIN, 0 } };
-        int rc = poll (fds, fds [1].fd >= 0 ? 2 : 1, (int) ev->cfg.poll_ms);
+        int rc = poll (fds, fds [1].fd >= 0 ? 2 : 1, (int) wait);
         if (rc > 0 && (fds [0].revents & POLLIN)) {
             char b [16];
             ssize_t r = read (ev->wake [0], b, sizeof b);
