@@ -597,8 +597,9 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
         PQclear (res);
     }
     if (*added > 0) {
-        res = run (se, "wake the event delivery", "SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', '')", 0, NULL, 1,
-                   &st, err, errlen);
+        /* after the commit, and without waiting for a flush (see STORE_NOTIFY_SQL) */
+        res = run (se, "wake the event delivery", "SELECT set_config ('synchronous_commit', 'off', true),"
+                   " pg_notify ('" STORE_EVENTS_NOTIFY "', '')", 0, NULL, 1, &st, err, errlen);
         PQclear (res);
     }
     return st;
@@ -660,6 +661,15 @@ static fr_status_t
 op_start (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, op_ctx_t c, char *err, size_t errlen)
 {
     return store_batch_start (s, stmts, n, done, &c, sizeof c, err, errlen);
+}
+
+/* op_start for a batch that makes deliveries due (it marks its session: STORE_EVENTS_MARK): the
+ * delivery threads are woken after its commit, as for every event (STORE_NOTIFY_SQL) */
+static fr_status_t
+op_start_waking (store_t *s, const store_stmt_t *stmts, size_t n, store_batch_fn *done, op_ctx_t c, char *err,
+                 size_t errlen)
+{
+    return store_batch_start_notify (s, stmts, n, NULL, 0, done, &c, sizeof c, err, errlen);
 }
 
 static void
@@ -735,9 +745,9 @@ store_events_replay_start (store_t *s, const char *event_id, const char *integra
           "    AND ($3::text IS NULL OR d.endpoint = $3)"
           "  RETURNING 1)"
           " SELECT count(*) FROM r", 3, values, NULL, NULL },
-        { "SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', '')", 0, NULL, NULL, NULL },    /* sent at the commit */
+        { "SELECT " STORE_EVENTS_MARK, 0, NULL, NULL, NULL },
     };
-    return op_start (s, stmts, 2, replayed, (op_ctx_t) { .fn.replayed = fn, .arg = arg }, err, errlen);
+    return op_start_waking (s, stmts, 2, replayed, (op_ctx_t) { .fn.replayed = fn, .arg = arg }, err, errlen);
 }
 
 static void
@@ -758,10 +768,10 @@ store_events_insert_test_start (store_t *s, const char *endpoint, store_events_t
     store_stmt_t stmt = {
         "WITH e AS (INSERT INTO events (type, diagnosis, endpoint, detail) VALUES ('test', 'healthy', $1,"
         "  'a test event sent by \"ferrulectl webhook test\"') RETURNING id::text),"
-        " n AS (SELECT pg_notify ('" STORE_EVENTS_NOTIFY "', ''))"
+        " n AS (SELECT " STORE_EVENTS_MARK ")"
         " SELECT e.id FROM e, n",
         1, values, NULL, NULL };
-    return op_start (s, &stmt, 1, tested, (op_ctx_t) { .fn.tested = fn, .arg = arg }, err, errlen);
+    return op_start_waking (s, &stmt, 1, tested, (op_ctx_t) { .fn.tested = fn, .arg = arg }, err, errlen);
 }
 
 static void

@@ -166,6 +166,9 @@
  * first (the materialized w) so that the clearing cannot come before the reading. $1 the
  * integrations (text[], may be empty), $2 the worker's id. */
 #define STORE_EVENTS_WRITTEN "ferrule.events_written"
+/* The mark, as the outbox's function sets it (migration 015), for a statement that makes
+ * deliveries due without it (a test event, a replay). */
+#define STORE_EVENTS_MARK "set_config ('" STORE_EVENTS_WRITTEN "', 'on', false)"
 #define STORE_NOTIFY_SQL \
     "WITH w AS MATERIALIZED (SELECT current_setting ('" STORE_EVENTS_WRITTEN "', true) = 'on' AS events)" \
     " SELECT set_config ('synchronous_commit', 'off', true)," \

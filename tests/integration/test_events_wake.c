@@ -190,8 +190,8 @@ test_refreshes_leave_delivery_asleep (void **state)
 /* Every writer of an event wakes the thread after its commit (migration 015: the outbox's
  * function marks the session, and the transaction after the commit wakes and clears): a scope
  * report, a refresh after a transient failure ("recovered", from a refresh batch), an invalid_grant
- * (a change of status, from a failure record) and a disconnect, each delivered within seconds while
- * the thread polls once a minute. */
+ * (a change of status, from a failure record), a disconnect and an operator's test event, each
+ * delivered within seconds while the thread polls once a minute. */
 static void
 test_every_writer_of_an_event_wakes_delivery (void **state)
 {
@@ -225,6 +225,17 @@ test_every_writer_of_an_event_wakes_delivery (void **state)
             fail_msg ("the \"%s\" event of wake:k was not delivered within %d ms", steps [i].type, DELIVER_MS);
         print_message ("\"%s\" delivered in %lld ms\n", steps [i].type, ms);
     }
+    /* and an operator's test event, which the worker writes itself (not through the outbox's
+     * function) and marks the same way */
+    int rc;
+    char url [128];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/hooks", receiver_port ());
+    json_decref (harness_ctl (h, &rc, "webhook", "test", url, NULL));
+    assert_int_equal (rc, 0);
+    long long ms = wait_delivered ("test", "");
+    if (ms < 0)
+        fail_msg ("the test event was not delivered within %d ms", DELIVER_MS);
+    print_message ("\"test\" delivered in %lld ms\n", ms);
 }
 
 int
