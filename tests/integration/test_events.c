@@ -14,6 +14,9 @@
 #include <signal.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 #include <curl/curl.h>
 #include "clock.h"
@@ -28,6 +31,7 @@
 
 static harness_t *h;
 static char dead_port [16];
+static int dead_fd = -1;            /* holds dead_port: bound, never listening, so refused */
 static int app_port;
 
 static size_t
@@ -79,11 +83,16 @@ static int
 setup (void **state)
 {
     h = harness_new ("events");
-    /* a port nobody listens on, for the endpoint that never answers */
-    if (!h || receiver_start (0, SECRET) != 0)
+    /* a port nobody listens on, for the endpoint that never answers: kept bound by this process
+     * (not listening, so every connection is refused), so that no other test's server running
+     * meanwhile can take it (a port found free and let go was, once: its server answered 405) */
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    socklen_t alen = sizeof a;
+    if (!h || (dead_fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0
+        || bind (dead_fd, (struct sockaddr *) &a, sizeof a) != 0
+        || getsockname (dead_fd, (struct sockaddr *) &a, &alen) != 0)
         return -1;
-    snprintf (dead_port, sizeof dead_port, "%d", receiver_port ());
-    receiver_stop ();
+    snprintf (dead_port, sizeof dead_port, "%d", ntohs (a.sin_port));
     if (receiver_start (0, SECRET) != 0)
         return -1;
     app_port = receiver_port ();
@@ -121,6 +130,8 @@ teardown (void **state)
 {
     int bad = itest_teardown (&h);
     receiver_stop ();
+    if (dead_fd >= 0)
+        close (dead_fd);
     return bad;
 }
 
@@ -517,6 +528,8 @@ test_failed_then_replayed (void **state)
 
     /* the endpoint comes up on its port; a replay delivers */
     receiver_stop ();
+    close (dead_fd);
+    dead_fd = -1;
     assert_int_equal (receiver_start (atoi (dead_port), SECRET), 0);
     r = harness_ctl (h, &rc, "events", "replay", "--integration", "dead:box", NULL);
     assert_int_equal (rc, 0);
