@@ -187,6 +187,17 @@ itest_workdir_contains (harness_t *h, const char *needle)
     return found;
 }
 
+void
+itest_wait_log (harness_t *h, const char *needle, int timeout_ms)
+{
+    int64_t until = clock_mono_ms () + timeout_ms;
+    while (!itest_workdir_contains (h, needle)) {
+        if (clock_mono_ms () >= until)
+            fail_msg ("no log line says \"%s\" after %d ms", needle, timeout_ms);
+        usleep (50000);
+    }
+}
+
 int
 itest_log_not_json (const char *path, char *first, size_t len)
 {

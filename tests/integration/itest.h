@@ -58,6 +58,10 @@ void itest_write_file (const char *path, const char *text);
 long long itest_reads (harness_t *h, const char *table, const char *index);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
+/* Waits up to timeout_ms (a bound against a hang, not a speed check) for needle to occur in a log
+ * of the work folder; fails the test when it does not. A needle that an earlier line of another
+ * cause also matches returns at once: name what tells this line apart. */
+void itest_wait_log (harness_t *h, const char *needle, int timeout_ms);
 /* How many lines of the log file at path are not JSON objects (every process of ours writes JSON
  * lines; a library writing its own text to stderr breaks that); the first of them, cut, into first. */
 int itest_log_not_json (const char *path, char *first, size_t len);

@@ -141,18 +141,6 @@ wait_sql (const char *sql, long long want, int timeout_ms)
         fail_msg ("after %d ms, \"%s\" answers %lld, not %lld", timeout_ms, sql, got, want);
 }
 
-static void
-wait_log (const char *needle, int timeout_ms)
-{
-    int64_t until = clock_mono_ms () + timeout_ms;
-    while (clock_mono_ms () < until) {
-        if (itest_workdir_contains (h, needle))
-            return;
-        usleep (50000);
-    }
-    fail_msg ("no log line says \"%s\" after %d ms", needle, timeout_ms);
-}
-
 /* Seconds from now to an RFC 3339 "expires_at". */
 static long long
 seconds_left (const json_t *reply)
@@ -242,7 +230,7 @@ test_commit_retried_on_read_only_database (void **state)
     assert_int_equal (harness_sql (h, sql), 0);
     assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                                       "WHERE datname = current_database() AND application_name ~ '^ferrule-worker(-batches)? '"), 0);
-    wait_log ("could not commit the refresh", 10000);
+    itest_wait_log (h, "could not commit the refresh", 10000);
     int rc = ctl_wait (child);
     assert_int_equal (rc, 5);              /* told: database_unavailable, the tokens are kept */
     sleep (1);
@@ -374,7 +362,7 @@ takeover (int kill_a)
     /* wA holds the lease and waits for the provider: hold up its commit */
     wait_sql ("SELECT count(*) FROM integrations WHERE lease_owner = 'wA'", 1, 5000);
     PGconn *locker = lock_row ("tk:box");
-    wait_log ("could not commit the refresh", 5000);
+    itest_wait_log (h, "could not commit the refresh", 5000);
     assert_int_equal (ctl_wait (child), 5);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
     /* until wA's lease is over */
@@ -640,7 +628,7 @@ test_unnotified_change_found_by_revalidation (void **state)
                                       "WHERE id = 'rv:box'"), 0);
     /* within the bound (1 s) plus a pass (1 s) on an idle machine; waited for by what the
      * worker says, not by the clock */
-    wait_log ("a change notification was lost", 10000);
+    itest_wait_log (h, "a change notification was lost", 10000);
     const char *code = code_of_ctl (harness_brokers (h), "token", "rv:box", &rc);
     assert_string_equal (code, "disconnected");
 }
@@ -790,7 +778,7 @@ test_conflict_record_retried (void **state)
     PGconn *lock = lock_row ("crr:box");
     int rc = ctl_wait (asked);
     printf ("the refresh answered with exit status %d\n", rc);
-    wait_log ("lost to a concurrent change", 5000);
+    itest_wait_log (h, "lost to a concurrent change", 5000);
     usleep (600000);                               /* the record's first try meets the lock */
     unlock_row (lock);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));

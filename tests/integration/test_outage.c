@@ -700,11 +700,7 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT count(pg_terminate_backend (pid)) FROM pg_stat_activity"
                                           " WHERE application_name LIKE 'ferrule-worker%' AND wait_event_type = 'Lock'"),
                       1);
-    int lost = 0;
-    for (int i = 0; i < 200 && !lost; i++)
-        if (!(lost = itest_workdir_contains (h, "the statement after it failed: the connection was lost")))
-            usleep (50000);
-    assert_true (lost);
+    itest_wait_log (h, "the statement after it failed: the connection was lost", 10000);
     /* committed, while the other commit is still stalled */
     snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = 'notify:box'"
               " AND generation = %lld AND outcome = 'refreshed'", g);
@@ -722,12 +718,7 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     assert_int_equal (harness_sql_int (h, stalled), 1);
     /* its notifications waited for the lock past lock_timeout: logged, and what it committed stands
      * (the lost connection above logged the same words with another cause: this waits for its own) */
-    int logged = 0;
-    for (int i = 0; i < 300 && !logged; i++)
-        if (!(logged = itest_workdir_contains (h, "the statement after it failed: ERROR:  canceling statement due to"
-                                                  " lock timeout")))
-            usleep (50000);
-    assert_true (logged);
+    itest_wait_log (h, "the statement after it failed: ERROR:  canceling statement due to lock timeout", 15000);
     /* the changes that write an event commit during the stall too: the outbox's trigger used to
      * notify the delivery threads inside their transaction (migration 006), so each waited for the
      * lock and failed on lock_timeout; the wake-up now follows the commit (migration 015). An
