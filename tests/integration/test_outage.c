@@ -354,7 +354,8 @@ test_cache_hits_served_while_the_database_stalls (void **state)
 {
     int rc;
     /* a sweep pass every 100 ms, the cache re-validated and the values on retired keys counted
-     * every second, so that all three fall in the stall (the last test: the others want none) */
+     * every second, so that all three fall in the stall (the tests before want none; the one after
+     * sets them back) */
     assert_int_equal (harness_stop_worker (h, "w1"), 0);
     harness_set_env (h, "FERRULE_SWEEP_MS", "100");
     harness_set_env (h, "FERRULE_CACHE_REVALIDATE_MS", "100");
