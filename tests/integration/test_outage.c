@@ -29,6 +29,9 @@
 #define STALL_PROVIDER_MS 2000
 
 static harness_t *h;
+/* the notify test's own sessions, here so that teardown closes them when an assertion ends the
+ * test early (LeakSanitizer's report of them would bury the failure in CI's output) */
+static PGconn *stall, *listener;
 static char pg_dir [4096];
 
 /* The test's own cluster (itest_pg). */
@@ -60,6 +63,8 @@ setup (void **state)
 static int
 teardown (void **state)
 {
+    PQfinish (stall);                 /* NULL unless the notify test ended early */
+    PQfinish (listener);
     harness_stop_all (h);
     harness_destroy (&h);
     pg ("remove", NULL, 0);
@@ -609,15 +614,15 @@ quiet (void *arg, const char *message)
     (void) message;
 }
 
-/* Whether listener hears a notification with this payload within 2 s. */
+/* Whether conn, listening, hears a notification with this payload within 2 s. */
 static int
-heard_on (PGconn *listener, const char *payload)
+heard_on (PGconn *conn, const char *payload)
 {
     int heard = 0;
     for (int i = 0; i < 200 && !heard; i++) {
-        assert_int_equal (PQconsumeInput (listener), 1);
+        assert_int_equal (PQconsumeInput (conn), 1);
         PGnotify *n;
-        while ((n = PQnotifies (listener))) {
+        while ((n = PQnotifies (conn))) {
             heard = heard || strcmp (n->extra, payload) == 0;
             PQfreemem (n);
         }
@@ -664,7 +669,7 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     assert_int_equal (harness_sql (h, "SET synchronous_commit = local"), 0);        /* this session too */
     assert_int_equal (harness_sql (h, "ALTER SYSTEM SET synchronous_standby_names = 'ferrule_absent_standby'"), 0);
     assert_int_equal (harness_sql_int (h, "SELECT pg_reload_conf ()::int"), 1);
-    PGconn *stall = PQconnectdb (harness_database_url (h));
+    stall = PQconnectdb (harness_database_url (h));
     assert_int_equal (PQstatus (stall), CONNECTION_OK);
     PQsetNoticeProcessor (stall, quiet, NULL);          /* the cancelled wait's warning */
     PGresult *r = NULL;
@@ -759,11 +764,12 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     while ((r = PQgetResult (stall)))
         PQclear (r);
     PQfinish (stall);
+    stall = NULL;
     assert_int_equal (harness_sql (h, "ALTER SYSTEM RESET synchronous_standby_names"), 0);
     assert_int_equal (harness_sql_int (h, "SELECT pg_reload_conf ()::int"), 1);
     /* the commits still notify: a listener hears this worker's next one; and an event still wakes
      * the delivery threads, after its commit: a listener of their channel hears an import's */
-    PGconn *listener = PQconnectdb (harness_database_url (h));
+    listener = PQconnectdb (harness_database_url (h));
     assert_int_equal (PQstatus (listener), CONNECTION_OK);
     PQclear (PQexec (listener, "LISTEN ferrule_integrations"));
     t = harness_ctl (h, &rc, "refresh", "--integration", "notify:box", NULL);
@@ -776,6 +782,7 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     free (rt_again);
     assert_true (heard_on (listener, ""));
     PQfinish (listener);
+    listener = NULL;
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), reuses);
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), invalid);
 }
