@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "gateway.h"
 #include "html.h"
 
@@ -120,5 +121,5 @@ main (void)
         cmocka_unit_test (test_cross_site),
         cmocka_unit_test (test_budget_asks_nothing_when_over),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

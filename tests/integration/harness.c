@@ -166,6 +166,14 @@ exit_cleanup (void)
     }
 }
 
+int
+harness_exit (int failed)
+{
+    if (failed)
+        exit_cleanup ();
+    return testexit (failed);
+}
+
 harness_t *
 harness_new (const char *name)
 {

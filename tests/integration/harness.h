@@ -44,6 +44,12 @@ harness_t *harness_new (const char *name);
    frees the harness; nulls *self_p, safe to call twice. The work folder is kept. */
 void harness_destroy (harness_t **self_p);
 
+/* The end of an integration test program: main returns harness_exit (cmocka_run_group_tests (...)).
+   With a failed test it destroys the harnesses still alive, as exit would, and then ends as
+   testexit (tests/testexit.h) does, without LeakSanitizer's report of what the failed test's
+   longjmp left allocated; with none it returns 0. */
+int harness_exit (int failed);
+
 /* Stops every process the harness started (SIGTERM to all, SIGKILL after 5 s) and returns how
    many did not exit with status 0 on SIGTERM, naming each with its log on stderr. A test that
    wants the daemons to shut down cleanly (and, under ASan, without leaks) asserts it is 0 before

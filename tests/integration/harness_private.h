@@ -6,6 +6,7 @@
 #include "harness.h"
 #include "curve.h"
 #include "mem.h"
+#include "testexit.h"
 
 #include <curl/curl.h>
 #include <errno.h>

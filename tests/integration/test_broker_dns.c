@@ -117,5 +117,5 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_cached_tokens_served_while_dns_is_slow),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -258,5 +258,5 @@ main (void)
         cmocka_unit_test (test_grant_forecast_starts_from_its_window),
         cmocka_unit_test (test_idle_forecast_made_by_one_worker_for_all),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -849,5 +849,5 @@ main (void)
         cmocka_unit_test_teardown (test_conflict_with_no_access_token_claims_again, teardown),
         cmocka_unit_test_teardown (test_sweep_rotates_about_once_per_lifetime, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

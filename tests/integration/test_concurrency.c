@@ -284,5 +284,5 @@ main (void)
         cmocka_unit_test (test_burst_reuses_connections),
         cmocka_unit_test (test_no_token_after_disconnect_during_refresh),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -1358,5 +1358,5 @@ main (void)
         cmocka_unit_test (test_disconnect_during_refresh_revoked_after_a_stop),
         cmocka_unit_test (test_disconnect_during_refresh_revoked_after_a_crash),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

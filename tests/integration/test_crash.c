@@ -150,5 +150,5 @@ main (void)
         cmocka_unit_test (test_workers_killed_under_load),
         cmocka_unit_test (test_broker_killed_and_restarted),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

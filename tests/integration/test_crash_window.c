@@ -179,5 +179,5 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_sigkill_loses_only_rotations_inside_the_window, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -311,5 +311,5 @@ main (void)
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
         cmocka_unit_test (test_not_connected),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -813,5 +813,5 @@ main (void)
         cmocka_unit_test (test_delivery_counts_do_not_read_delivered_rows),
         cmocka_unit_test (test_webhook_doctor_reads_no_failed_rows),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

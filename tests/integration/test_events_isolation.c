@@ -205,5 +205,5 @@ main (void)
         cmocka_unit_test (test_a_refusing_receiver_is_probed_not_hammered),
         cmocka_unit_test (test_a_hung_receiver_holds_no_other_endpoint),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -292,5 +292,5 @@ main (void)
         cmocka_unit_test (test_many_queues_claimed_from_the_due_rows),
         cmocka_unit_test (test_claim_reads_heads_not_the_backlog),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

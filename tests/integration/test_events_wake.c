@@ -246,5 +246,5 @@ main (void)
         cmocka_unit_test (test_refreshes_leave_delivery_asleep),
         cmocka_unit_test (test_every_writer_of_an_event_wakes_delivery),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -320,5 +320,5 @@ main (void)
         cmocka_unit_test (test_not_found_and_bad_input),
         cmocka_unit_test (test_slow_provider_does_not_stall_others),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -350,5 +350,5 @@ main (void)
         cmocka_unit_test (test_workspace_needs_separator),
         cmocka_unit_test (test_apikey_limit),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

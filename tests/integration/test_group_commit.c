@@ -543,5 +543,5 @@ main (void)
         cmocka_unit_test_teardown (test_failed_claim_group_does_not_stall_cache_hits, teardown),
         cmocka_unit_test_teardown (test_turn_statements_use_the_primary_key, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

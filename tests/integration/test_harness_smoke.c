@@ -172,5 +172,5 @@ main (void)
         cmocka_unit_test (test_destroy_drops_database),
         cmocka_unit_test_setup_teardown (test_broker_and_workers, setup, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -94,5 +94,5 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_one_worker_counts_a_large_table_for_all, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

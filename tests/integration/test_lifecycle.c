@@ -203,7 +203,7 @@ main (void)
         cmocka_unit_test (test_rolling_restart_under_load),
         cmocka_unit_test (test_old_schema_refused),
     };
-    int rc = cmocka_run_group_tests (tests, setup, teardown);
+    int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();
     return rc;
 }

@@ -546,5 +546,5 @@ main (void)
         cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_behind_a_cut_connection_comes_back, setup, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -195,5 +195,5 @@ main (void)
         cmocka_unit_test_teardown (test_up_fills_route_hashes, teardown),
         cmocka_unit_test_teardown (test_fill_skips_held_rows, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

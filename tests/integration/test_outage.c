@@ -798,5 +798,5 @@ main (void)
         cmocka_unit_test (test_cache_hits_served_while_the_database_stalls),
         cmocka_unit_test (test_refresh_commit_not_held_up_by_a_stalled_notifying_commit),  /* last: it sets a standby */
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -346,5 +346,5 @@ main (void)
         cmocka_unit_test (test_cached_token_requests),
         cmocka_unit_test (test_oversized_frame_disconnects_only_that_client),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

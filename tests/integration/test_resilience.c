@@ -296,5 +296,5 @@ main (void)
         cmocka_unit_test (test_reconnect_restarts_the_idle_clock),
         cmocka_unit_test (test_circuit_breaker),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

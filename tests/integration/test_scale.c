@@ -141,5 +141,5 @@ main (void)
         cmocka_unit_test (test_storm_two_brokers_three_workers),
         cmocka_unit_test (test_two_independent_groups),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -500,5 +500,5 @@ main (void)
         cmocka_unit_test_setup_teardown (test_rekey_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown (test_rate_limit, setup, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -859,5 +859,5 @@ main (void)
         cmocka_unit_test_setup_teardown (test_hostile_multipart_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown (test_plaintext_opt_in, setup, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

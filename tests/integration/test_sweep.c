@@ -343,5 +343,5 @@ main (void)
         cmocka_unit_test_setup_teardown (test_sweep_reads_the_expiry_index_not_the_table, setup_large, teardown),
         cmocka_unit_test_setup_teardown (test_sweep_skips_rows_it_can_never_refresh, setup_large, teardown),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

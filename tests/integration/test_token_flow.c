@@ -195,5 +195,5 @@ main (void)
         cmocka_unit_test (test_reimport_keeps_history),
         cmocka_unit_test (test_id_spelled_null),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

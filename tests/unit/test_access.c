@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include <jansson.h>
 #include <zmq.h>
 #include "audit.h"
@@ -252,5 +253,5 @@ main (void)
         cmocka_unit_test (test_ops),
         cmocka_unit_test (test_audit),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return testexit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "blockwalk.h"
 
 #define TIMEOUT_MS 400
@@ -173,5 +174,5 @@ main (void)
         cmocka_unit_test (test_a_restart_keeps_the_size_learned),
         cmocka_unit_test (test_the_ranges_that_succeed_cover_the_table_once),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

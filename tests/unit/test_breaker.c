@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "breaker.h"
 
 static void
@@ -121,5 +122,5 @@ main (void)
         cmocka_unit_test (test_late_result_of_a_call_before_opening_is_ignored),
         cmocka_unit_test (test_failed_probes_hold_longer),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

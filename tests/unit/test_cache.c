@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "cache.h"
 #include "mem.h"
 
@@ -154,5 +155,5 @@ main (void)
         cmocka_unit_test (test_status_transitions),
         cmocka_unit_test (test_provider_names_are_shared),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include <jansson.h>
 #include "catalog.h"
 #include "mem.h"
@@ -464,5 +465,5 @@ main (void)
         cmocka_unit_test (test_missing_credentials),
         cmocka_unit_test (test_enum_names),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

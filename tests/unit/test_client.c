@@ -4,6 +4,7 @@
 #include <stdint.h>
 #include <setjmp.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -608,5 +609,5 @@ main (void)
         cmocka_unit_test (test_bad_calls),
         cmocka_unit_test (test_exit_codes),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

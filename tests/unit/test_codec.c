@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "codec.h"
 
 static fr_status_t
@@ -629,5 +630,5 @@ main (void)
         cmocka_unit_test (test_scan_limits),
         cmocka_unit_test (test_scan_random),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include <openssl/evp.h>
 #include "crypto.h"
 #include "mem.h"
@@ -446,5 +447,5 @@ main (void)
         cmocka_unit_test (test_pkce_and_sha256),
         cmocka_unit_test (test_random),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "health.h"
 #include "metrics.h"
 #include "mem.h"
@@ -388,5 +389,5 @@ main (void)
         cmocka_unit_test (test_errors),
         cmocka_unit_test (test_slow_client_blocks_nothing),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

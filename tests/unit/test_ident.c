@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "ident.h"
 
 static void
@@ -75,5 +76,5 @@ main (void)
         cmocka_unit_test (test_workspace_valid),
         cmocka_unit_test (test_in_workspace),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

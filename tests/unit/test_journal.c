@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "clock.h"
 #include "journal.h"
 #include "mem.h"
@@ -391,5 +392,5 @@ main (void)
         cmocka_unit_test (test_parse_line),
         cmocka_unit_test (test_huge_sequence),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

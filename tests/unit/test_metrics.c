@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "metrics.h"
 #include "mem.h"
 
@@ -353,5 +354,5 @@ main (void)
         cmocka_unit_test (test_overflow_cap),
         cmocka_unit_test (test_concurrent_render),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "catalog.h"
 #include "http.h"
 #include "mem.h"
@@ -816,5 +817,5 @@ main (void)
         cmocka_unit_test (test_builtin_requests),
         cmocka_unit_test (test_authorization_url),
     };
-    return cmocka_run_group_tests (tests, setup, teardown);
+    return testexit (cmocka_run_group_tests (tests, setup, teardown));
 }

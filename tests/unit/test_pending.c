@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "pending.h"
 
 /* pending_add with a body frame made from text, closed after as the broker's frames are. */
@@ -168,5 +169,5 @@ main (void)
         cmocka_unit_test (test_spare_bounded),
         cmocka_unit_test (test_sequences_unique_among_many),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

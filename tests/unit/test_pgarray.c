@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include <libpq-fe.h>
 #include "pgarray.h"
 
@@ -194,5 +195,5 @@ main (void)
         cmocka_unit_test (test_cap_is_sticky),
         cmocka_unit_test (test_round_trip_through_a_server),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "clock.h"
 #include "pgwait.h"
 
@@ -131,5 +132,5 @@ main (void)
         cmocka_unit_test (test_stop_ends_a_wait_without_deadline),
         cmocka_unit_test (test_refused_connection_fails),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -5,6 +5,7 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "refresh.h"
 
 static void
@@ -39,5 +40,5 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_every_transition),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

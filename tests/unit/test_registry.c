@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "registry.h"
 
 static void
@@ -152,5 +153,5 @@ main (void)
         cmocka_unit_test (test_restart_told_by_pid_or_session),
         cmocka_unit_test (test_expiry_and_removal),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "cache.h"
 #include "codec.h"
 #include "mem.h"
@@ -152,5 +153,5 @@ main (void)
         cmocka_unit_test (test_hit_reply_keeps_the_token_size_class),
         cmocka_unit_test (test_a_token_too_long_to_serve_is_dropped),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "resolve.h"
 
 static void
@@ -74,5 +75,5 @@ main (void)
         cmocka_unit_test (test_malformed_names_refused),
         cmocka_unit_test (test_round_on_a_thread),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "ring.h"
 
 static void
@@ -47,5 +48,5 @@ main (void)
         cmocka_unit_test (test_hash_vectors),
         cmocka_unit_test (test_owner_stable_and_minimal_moves),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "mem.h"
 #include "scopes.h"
 
@@ -64,5 +65,5 @@ main (void)
         cmocka_unit_test (test_resource_qualified_and_offline_access),
         cmocka_unit_test (test_as_requested),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -12,6 +12,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include "catalog.h"
@@ -330,5 +331,5 @@ main (void)
         cmocka_unit_test (test_harden),
         cmocka_unit_test (test_ratelimit),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "sqlsplit.h"
 
 #define MAXSTMT 16
@@ -155,5 +156,5 @@ main (void)
         cmocka_unit_test (test_an_open_quote_is_refused),
         cmocka_unit_test (test_the_directive),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

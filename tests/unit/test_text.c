@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include "text.h"
 
 static void
@@ -52,5 +53,5 @@ main (void)
         cmocka_unit_test (test_copy_is_bounded),
         cmocka_unit_test (test_hex),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

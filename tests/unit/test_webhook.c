@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "testexit.h"
 #include <jansson.h>
 #include "webhook.h"
 #include "mem.h"
@@ -208,5 +209,5 @@ main (void)
         cmocka_unit_test (test_body),
         cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
     };
-    return cmocka_run_group_tests (tests, NULL, NULL);
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
