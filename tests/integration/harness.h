@@ -60,7 +60,10 @@ int harness_stop_all (harness_t *self);
    now on. It overrides the harness's own defaults (FERRULE_PARTITIONS=64, FERRULE_DATABASE_URL,
    FERRULE_PROVIDERS_FILE, FERRULE_ENCRYPTION_KEY, FERRULE_SWEEP_MS=3600000: no sweep during a
    test unless it asks for one) but not a process's identity (worker id,
-   broker endpoints). */
+   broker endpoints). It lasts for the harness's life: where a file's tests share one harness, a
+   test that sets a variable and restarts a worker hands both to the tests after it, so a test
+   that depends on a value sets it itself (it_outage's last test does, after one that sweeps every
+   100 ms). */
 void harness_set_env (harness_t *self, const char *name, const char *value);
 
 /* Workers started from now on run as "path ferrule-worker" (NULL: directly), for a wrapper that
