@@ -23,13 +23,19 @@ struct dbwait {
 
 /* Two batches of one worker never share a row (one refresh per integration at a time; the
  * sweep's only read), so they can run side by side, and the server can flush both commits in
- * one WAL write. */
+ * one WAL write. With the main connection lost and the batch one up but busy, none: the work
+ * waits for the batch connection's answer (which wakes the loop) rather than failing at once on
+ * the dead one, with the database up (it_group_commit). With neither up, the main one, whose
+ * failure tells the callers the database is unavailable. */
 store_t *
 dbwait_free_store (const worker_t *w)
 {
-    if (w->batches && store_connected (w->batches) && !store_batch_busy (w->batches))
+    int batches_up = w->batches && store_connected (w->batches);
+    if (batches_up && !store_batch_busy (w->batches))
         return w->batches;
-    return store_batch_busy (w->store) ? NULL : w->store;
+    if (store_batch_busy (w->store) || (batches_up && !store_connected (w->store)))
+        return NULL;
+    return w->store;
 }
 
 dbwait_t *

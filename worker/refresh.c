@@ -1195,11 +1195,13 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
         log_warning (NULL, NULL, "a group of %zu claims failed, claiming each on its own: %s", n, reqs [0].err);
     for (size_t i = 0; i < n; i++) {
         refresh_t *r = cb->rs [i];
-        if (cb->second && reqs [i].st == FR_DATABASE_UNAVAILABLE && !r->claim_resent && !store_connected (cb->w->batches)) {
-            /* the batch connection was lost with it (or found the server read-only, as a
-             * connection made during a failover can): once more, on whichever connection is up,
-             * before the caller is told the database is unavailable. A claim the server committed
-             * before the loss left a lease under our own id, which the claim takes over. */
+        if (reqs [i].st == FR_DATABASE_UNAVAILABLE && !r->claim_resent
+        &&  !store_connected (cb->second ? cb->w->batches : cb->w->store)) {
+            /* its connection was lost with it (or found the server read-only, as a connection
+             * made during a failover can): once more, on whichever connection is up, before the
+             * caller is told the database is unavailable (a claim lost with the main connection
+             * used to be answered at once: it_group_commit). A claim the server committed before
+             * the loss left a lease under our own id, which the claim takes over. */
             r->claim_resent = 1;
             refresh_claim_soon (r);
             continue;

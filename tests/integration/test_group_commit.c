@@ -532,6 +532,182 @@ test_turn_statements_use_the_primary_key (void **state)
         free (ids [i]);
 }
 
+/* In a child: holds the chain's table in SHARE mode for hold_ms, which every claim and commit waits
+ * for (each may write a chain row). Exits 0 when it did. */
+static pid_t
+lock_chain_in_child (int hold_ms)
+{
+    pid_t pid;
+    PGconn *c = fork_connected (&pid);
+    if (!c)
+        return pid;
+    PGresult *r = PQexec (c, "BEGIN; LOCK TABLE token_chain IN SHARE MODE");
+    int locked = PQresultStatus (r) == PGRES_COMMAND_OK;
+    PQclear (r);
+    usleep ((useconds_t) hold_ms * 1000);
+    PQclear (PQexec (c, "COMMIT"));
+    PQfinish (c);
+    _exit (locked ? 0 : 4);
+}
+
+#define MAIN_CONN    "'ferrule-worker w1'"
+#define BATCHES_CONN "'ferrule-worker-batches w1'"
+
+/* Waits until the worker's connection named app (one of the two above) waits for a lock. */
+static void
+wait_lock_wait (const char *app, const char *what)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+              " AND wait_event_type = 'Lock'", app);
+    int64_t until = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, sql) != 1) {
+        if (clock_mono_ms () > until)
+            fail_msg ("%s never waited for the chain's table", what);
+        usleep (10000);
+    }
+}
+
+/* Ends the worker's main connection, and keeps it from coming back: its role's connection limit
+ * is every session the role has now but that one. */
+static void
+end_main_connection (void)
+{
+    assert_int_equal (harness_sql (h, "DO $$ DECLARE r name; n int; BEGIN"
+                                      " SELECT usename INTO r FROM pg_stat_activity WHERE application_name = " MAIN_CONN ";"
+                                      " SELECT count(*) INTO n FROM pg_stat_activity WHERE usename = r;"
+                                      " EXECUTE format ('ALTER ROLE %I CONNECTION LIMIT %s', r, n - 1);"
+                                      " PERFORM pg_terminate_backend (pid) FROM pg_stat_activity"
+                                      "  WHERE application_name = " MAIN_CONN "; END $$"), 0);
+    int64_t until = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE application_name = " MAIN_CONN) != 0) {
+        if (clock_mono_ms () > until)
+            fail_msg ("the worker's main connection did not end");
+        usleep (10000);
+    }
+}
+
+/* The window these tests need: the chain's table still locked, the batch connection still waiting. */
+static void
+still_waiting (const char *when)
+{
+    if (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE application_name = " BATCHES_CONN
+                            " AND wait_event_type = 'Lock'") != 1)
+        fail_msg ("the chain's table was released before %s: the machine is too slow for this test's 3 s window",
+                  when);
+}
+
+/* Before the second request: the first one's claim waits on the batch connection, and the main
+ * connection is lost before the second request comes (the worker has logged the loss). */
+static void
+lose_main_before (void *arg, size_t i)
+{
+    (void) arg;
+    if (i != 1)
+        return;
+    wait_lock_wait (BATCHES_CONN, "the first refresh's claim, on the batch connection,");
+    end_main_connection ();
+    itest_wait_log (h, "lost the database connection", 20000);
+    still_waiting ("the second request was sent");
+}
+
+/* Before the second request: the first one's claim waits on the batch connection; the second one's
+ * claim goes on the main connection, waits there too, and is lost with it. */
+static void
+lose_main_during (void *arg, size_t i)
+{
+    (void) arg;
+    if (i != 1)
+        return;
+    wait_lock_wait (BATCHES_CONN, "the first refresh's claim, on the batch connection,");
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid == 0) {
+        /* after the second request is sent, which this callback's return does */
+        wait_lock_wait (MAIN_CONN, "the second refresh's claim, on the main connection,");
+        end_main_connection ();
+        still_waiting ("the main connection was lost");
+        _exit (0);
+    }
+    *(pid_t *) arg = pid;
+}
+
+/* Two refreshes while the chain's table is locked for 3 s, the worker's main connection lost as
+ * before_send says: both answered with their new tokens, once the lock is gone. */
+static void
+refresh_two_while_main_is_lost (const char *name, void (*before_send) (void *, size_t))
+{
+    char *ids [2];
+    pid_t during = 0;
+    h = harness_new (name);
+    assert_non_null (h);
+    /* room for a lock held 3 s: a lock timeout of 5.5 s needs a statement timeout above it, and
+     * heartbeats long enough for both */
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "3000");
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "6000");
+    harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", "5500");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    import_many ("gm:", 2, ids);
+
+    pid_t locker = lock_chain_in_child (3000);
+    int64_t until = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                               " WHERE c.relname = 'token_chain' AND l.mode = 'ShareLock' AND l.granted") != 1) {
+        if (clock_mono_ms () > until)
+            fail_msg ("the chain's table was not locked");
+        usleep (10000);
+    }
+    const char *endpoint = harness_broker_frontend (h, 0);
+    json_t *replies = itest_storm_paced (&endpoint, 1, (const char *const *) ids, 2, 2, 30000, 0, before_send, &during);
+    assert_non_null (replies);
+    child_ok (locker, "the lock of the chain's table");
+    if (during)
+        child_ok (during, "the loss of the main connection during the second claim");
+    assert_int_equal (harness_sql (h, "DO $$ DECLARE r name; BEGIN"
+                                      " SELECT usename INTO r FROM pg_stat_activity WHERE application_name = " BATCHES_CONN ";"
+                                      " EXECUTE format ('ALTER ROLE %I CONNECTION LIMIT -1', r); END $$"), 0);
+    for (size_t i = 0; i < 2; i++) {
+        json_t *r = json_array_get (replies, i);
+        if (!json_is_true (json_object_get (r, "ok")))
+            fail_msg ("request for %s: %s (%s)", ids [i], r ? itest_code (r) : "no reply",
+                      json_string_value (json_object_get (json_object_get (r, "error"), "message")) ?: "");
+    }
+    json_decref (replies);
+    assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id LIKE '%s%%' AND generation = 2", "gm:"), 2);
+    /* and the main connection comes back once it may */
+    until = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE application_name = " MAIN_CONN) != 1) {
+        if (clock_mono_ms () > until)
+            fail_msg ("the worker's main connection did not come back");
+        usleep (20000);
+    }
+    for (size_t i = 0; i < 2; i++)
+        free (ids [i]);
+}
+
+/* A worker has two connections, and work goes to whichever is free. With the main one lost (a
+ * backend terminated, a pooler's recycling, an idle timeout) while the batch one carried a batch,
+ * the next request's read went to the dead connection and failed at once: "database_unavailable"
+ * for a healthy integration, with the database up. Work now waits for the connection that is up. */
+static void
+test_work_waits_for_the_batch_connection_while_the_main_one_is_lost (void **state)
+{
+    (void) state;
+    refresh_two_while_main_is_lost ("group_commit_main_lost", lose_main_before);
+}
+
+/* A claim lost with the main connection was answered "database_unavailable" ("the database
+ * connection was lost with the batch in flight"); one lost with the batch connection was sent once
+ * more, on whichever connection was up. Both are now. */
+static void
+test_claim_lost_with_the_main_connection_is_sent_again (void **state)
+{
+    (void) state;
+    refresh_two_while_main_is_lost ("group_commit_main_lost_claim", lose_main_during);
+}
+
 int
 main (void)
 {
@@ -542,6 +718,8 @@ main (void)
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
         cmocka_unit_test_teardown (test_failed_claim_group_does_not_stall_cache_hits, teardown),
         cmocka_unit_test_teardown (test_turn_statements_use_the_primary_key, teardown),
+        cmocka_unit_test_teardown (test_work_waits_for_the_batch_connection_while_the_main_one_is_lost, teardown),
+        cmocka_unit_test_teardown (test_claim_lost_with_the_main_connection_is_sent_again, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
