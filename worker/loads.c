@@ -32,6 +32,7 @@ typedef struct load {
     struct batch *batch;             /* the batch its read is in; NULL: waiting for one */
     int invalidated;                 /* a change was notified while it was */
     int rereads;
+    int resent;                      /* read again once after its connection was lost with it */
     store_row_t row;
     store_extra_t extra;
     int have_row;
@@ -46,6 +47,8 @@ struct loads {
 /* The rows one batch reads. */
 typedef struct batch {
     worker_t *w;
+    store_t *store;                  /* the connection it went on */
+    int sent;
     load_t **loads;
     size_t n;
 } batch_t;
@@ -230,18 +233,29 @@ on_loaded (void *arg, fr_status_t st, store_row_t *row, store_extra_t *x, const 
         }
         return;
     }
+    /* lost with its connection (dropped, or a server that stopped answering): once more, on
+     * whichever connection is up, before its requests are told the database is unavailable (as a
+     * claim is: a read lost with the main connection was answered at once, it_group_commit) */
+    int lost = st == FR_DATABASE_UNAVAILABLE && bt->sent && !store_connected (bt->store);
     for (size_t i = 0; i < bt->n; i++) {
         load_t *d = bt->loads [i];
+        int again = lost && !d->resent;
+        int reread = (st == FR_OK && d->invalidated && d->rereads < LOADS_REREADS_MAX) || again;
+        /* another read of it, waiting for a batch: looked for while d is still this batch's, or d
+         * itself would be found, and its requests dropped unanswered (it_group_commit) */
+        load_t *next = reread ? loads_find (l, d->id, NULL) : NULL;
         d->batch = NULL;
-        if (st == FR_OK && d->invalidated && d->rereads < LOADS_REREADS_MAX) {
-            /* changed while it was read: read it again, so nobody goes on from the old row */
-            load_t *next = loads_find (l, d->id, NULL);
+        if (reread) {
+            /* changed while it was read, or lost: read it again, so nobody goes on from the old
+             * row, or fails for a connection another one stands in for */
             if (next) {
                 /* a read of it is waiting already: its requests came later, these go first */
                 *d->tail = next->items;
                 if (!next->items)
                     next->tail = d->tail;
                 next->items = d->items;
+                if (again)
+                    next->resent = 1;
                 d->items = NULL;
                 loads_unlink (l, d);
                 load_free (l, d);
@@ -252,8 +266,12 @@ on_loaded (void *arg, fr_status_t st, store_row_t *row, store_extra_t *x, const 
                 store_extra_clear (&d->extra);
             }
             d->have_row = 0;
-            d->invalidated = 0;
-            d->rereads++;
+            if (again)
+                d->resent = 1;
+            else {
+                d->invalidated = 0;
+                d->rereads++;
+            }
             l->queued++;
             continue;
         }
@@ -273,6 +291,7 @@ loads_tick (worker_t *w, store_t *store)
         return;                          /* none free: the answer of a batch in flight starts the next turn */
     batch_t *bt = mem_alloc (sizeof *bt);
     bt->w = w;
+    bt->store = store;
     size_t cap = l->queued < LOADS_BATCH_MAX ? l->queued : LOADS_BATCH_MAX;
     bt->loads = mem_alloc (cap * sizeof *bt->loads);
     const char **ids = mem_alloc (cap * sizeof *ids);
@@ -288,6 +307,7 @@ loads_tick (worker_t *w, store_t *store)
     for (size_t i = 0; i < bt->n; i++)
         bt->loads [i]->batch = bt;
     l->queued -= bt->n;
+    bt->sent = st == FR_OK;
     if (st != FR_OK)
         on_loaded (bt, st, NULL, NULL, err);   /* not sent (the database is unreachable): told at once */
 }

@@ -629,7 +629,60 @@ lose_main_during (void *arg, size_t i)
         still_waiting ("the main connection was lost");
         _exit (0);
     }
-    *(pid_t *) arg = pid;
+    ((pid_t *) arg) [0] = pid;
+}
+
+/* Before the second request: the first one's claim waits on the batch connection; the second
+ * one's read of its row goes on the main connection, waits there for a lock on the integrations
+ * table (held 1.5 s in a child of its own), and is lost with it. */
+static void
+lose_main_during_read (void *arg, size_t i)
+{
+    if (i != 1)
+        return;
+    wait_lock_wait (BATCHES_CONN, "the first refresh's claim, on the batch connection,");
+    pid_t *pids = arg;
+    PGconn *c = fork_connected (&pids [0]);
+    if (c) {
+        PGresult *r = PQexec (c, "BEGIN; LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE");
+        int locked = PQresultStatus (r) == PGRES_COMMAND_OK;
+        PQclear (r);
+        usleep (1500000);
+        PQclear (PQexec (c, "COMMIT"));
+        PQfinish (c);
+        _exit (locked ? 0 : 4);
+    }
+    int64_t until = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                               " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock'") != 1) {
+        if (clock_mono_ms () > until)
+            fail_msg ("the integrations table's lock was not asked for");
+        usleep (10000);
+    }
+    pids [1] = fork ();
+    assert_true (pids [1] >= 0);
+    if (pids [1] == 0) {
+        /* after the second request is sent, which this callback's return does */
+        wait_lock_wait (MAIN_CONN, "the second request's read, on the main connection,");
+        end_main_connection ();
+        still_waiting ("the main connection was lost");
+        _exit (0);
+    }
+}
+
+/* A broker and worker w1 whose statements may wait 5.5 s for a lock (for locks held 3 s: a lock
+ * timeout that long needs a statement timeout above it, and heartbeats long enough for both). */
+static void
+start_patient (const char *name)
+{
+    h = harness_new (name);
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "3000");
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "6000");
+    harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", "5500");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
 /* Two refreshes while the chain's table is locked for 3 s, the worker's main connection lost as
@@ -638,17 +691,8 @@ static void
 refresh_two_while_main_is_lost (const char *name, void (*before_send) (void *, size_t))
 {
     char *ids [2];
-    pid_t during = 0;
-    h = harness_new (name);
-    assert_non_null (h);
-    /* room for a lock held 3 s: a lock timeout of 5.5 s needs a statement timeout above it, and
-     * heartbeats long enough for both */
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "3000");
-    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "6000");
-    harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", "5500");
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    pid_t during [2] = { 0, 0 };
+    start_patient (name);
     import_many ("gm:", 2, ids);
 
     pid_t locker = lock_chain_in_child (3000);
@@ -660,11 +704,12 @@ refresh_two_while_main_is_lost (const char *name, void (*before_send) (void *, s
         usleep (10000);
     }
     const char *endpoint = harness_broker_frontend (h, 0);
-    json_t *replies = itest_storm_paced (&endpoint, 1, (const char *const *) ids, 2, 2, 30000, 0, before_send, &during);
+    json_t *replies = itest_storm_paced (&endpoint, 1, (const char *const *) ids, 2, 2, 30000, 0, before_send, during);
     assert_non_null (replies);
     child_ok (locker, "the lock of the chain's table");
-    if (during)
-        child_ok (during, "the loss of the main connection during the second claim");
+    for (size_t i = 0; i < 2; i++)
+        if (during [i])
+            child_ok (during [i], "a step of the second request's loss with the main connection");
     assert_int_equal (harness_sql (h, "DO $$ DECLARE r name; BEGIN"
                                       " SELECT usename INTO r FROM pg_stat_activity WHERE application_name = " BATCHES_CONN ";"
                                       " EXECUTE format ('ALTER ROLE %I CONNECTION LIMIT -1', r); END $$"), 0);
@@ -708,6 +753,79 @@ test_claim_lost_with_the_main_connection_is_sent_again (void **state)
     refresh_two_while_main_is_lost ("group_commit_main_lost_claim", lose_main_during);
 }
 
+/* A read lost with the main connection: the same, for a request whose row was not cached. */
+static void
+test_read_lost_with_the_main_connection_is_sent_again (void **state)
+{
+    (void) state;
+    refresh_two_while_main_is_lost ("group_commit_main_lost_read", lose_main_during_read);
+}
+
+/* Before the request: the integrations table locked for 1.5 s (a child), and a child that, once
+ * the request's read waits for that lock on the batch connection, notifies a change of the row. */
+static void
+change_during_read (void *arg, size_t i)
+{
+    (void) i;
+    pid_t *pids = arg;
+    PGconn *c = fork_connected (&pids [0]);
+    if (c) {
+        PGresult *r = PQexec (c, "BEGIN; LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE");
+        int locked = PQresultStatus (r) == PGRES_COMMAND_OK;
+        PQclear (r);
+        usleep (1500000);
+        PQclear (PQexec (c, "COMMIT"));
+        PQfinish (c);
+        _exit (locked ? 0 : 4);
+    }
+    int64_t until = clock_mono_ms () + 20000;
+    while (harness_sql_int (h, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                               " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock' AND l.granted") != 1) {
+        if (clock_mono_ms () > until)
+            fail_msg ("the integrations table was not locked");
+        usleep (10000);
+    }
+    c = fork_connected (&pids [1]);
+    if (c) {
+        /* after the request is sent, which this callback's return does */
+        wait_lock_wait (BATCHES_CONN, "the request's read, on the batch connection,");
+        PGresult *r = PQexec (c, "SELECT pg_notify ('" STORE_NOTIFY_CHANNEL "', 'w9 gr:0')");
+        int sent = PQresultStatus (r) == PGRES_TUPLES_OK;
+        PQclear (r);
+        PQfinish (c);
+        _exit (sent ? 0 : 4);
+    }
+}
+
+/* A request whose integration's row is read while another process's change of it is notified
+ * reads it again, so that it does not go on from the old row. That second read dropped the
+ * request instead, unanswered until the broker's deadline, whenever no later request for the same
+ * integration was waiting for a read of its own: the read in flight took itself for that one. */
+static void
+test_read_of_a_row_changed_meanwhile_is_answered (void **state)
+{
+    (void) state;
+    char *ids [1];
+    pid_t during [2] = { 0, 0 };
+    start_patient ("group_commit_reread");
+    import_many ("gr:", 1, ids);
+    /* not cached: as a change another worker made would, the notification drops the entry */
+    assert_int_equal (harness_sql (h, "SELECT pg_notify ('" STORE_NOTIFY_CHANNEL "', 'w9 gr:0')"), 0);
+    usleep (200000);
+    const char *endpoint = harness_broker_frontend (h, 0);
+    json_t *replies = itest_storm_paced (&endpoint, 1, (const char *const *) ids, 1, 1, 10000, 0, change_during_read,
+                                         during);
+    assert_non_null (replies);
+    for (size_t i = 0; i < 2; i++)
+        child_ok (during [i], i ? "the notification of a change" : "the lock of the integrations table");
+    json_t *r = json_array_get (replies, 0);
+    if (!json_is_true (json_object_get (r, "ok")))
+        fail_msg ("request for gr:0: %s (%s)", r ? itest_code (r) : "no reply",
+                  json_string_value (json_object_get (json_object_get (r, "error"), "message")) ?: "");
+    json_decref (replies);
+    free (ids [0]);
+}
+
 int
 main (void)
 {
@@ -720,6 +838,8 @@ main (void)
         cmocka_unit_test_teardown (test_turn_statements_use_the_primary_key, teardown),
         cmocka_unit_test_teardown (test_work_waits_for_the_batch_connection_while_the_main_one_is_lost, teardown),
         cmocka_unit_test_teardown (test_claim_lost_with_the_main_connection_is_sent_again, teardown),
+        cmocka_unit_test_teardown (test_read_lost_with_the_main_connection_is_sent_again, teardown),
+        cmocka_unit_test_teardown (test_read_of_a_row_changed_meanwhile_is_answered, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
