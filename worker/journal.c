@@ -1,16 +1,23 @@
-/* journal.c - JSON lines: {"seq":N,"e":EPOCH, ...commit...} then {"done":N,"e":EPOCH} when settled.
+/* journal.c - JSON lines: {"seq":N,"e":EPOCH, ...commit...} then {"done":N,"e":EPOCH} when settled,
+ * each followed by a tab and the line's checksum (16 hex digits of FNV-1a 64 over the JSON).
  *
  * The file is written in place, never appended to: it is grown in chunks of zeros written once
  * (and synced), and records go at the end of the live region followed by a NUL byte that ends it.
  * A sync then has only data to flush, no file size or extent change, which is what keeps the time
  * from a provider's answer to the disk short (docs/architecture.md, the crash window). Emptying
- * the journal writes a NUL at offset 0 and starts a new epoch: whatever lies beyond an early NUL
- * (a torn write) belongs to another epoch, so its "done" markers can never settle a live record. */
+ * the journal writes a NUL at offset 0 and starts a new epoch, and leaves the earlier epochs' lines
+ * behind it. A write torn by a crash (cut at a page boundary, or half on disk at a power cut) then
+ * runs into those stale bytes instead of zeros: the checksum makes such a line unreadable (the
+ * prefix of a new record joined to the tail of an old one could otherwise parse, and replay would
+ * commit old or foreign ciphertext), and the live region ends at the first line of another epoch,
+ * so that no stale record or "done" marker is read as live. Opening the journal zeroes what lies
+ * beyond the live region, so that stale bytes of a version without checksums never meet a tear. */
 #include "journal.h"
 #include "clock.h"
 #include "crypto.h"
 #include "log.h"
 #include "mem.h"
+#include "ring.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -18,12 +25,14 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #define JOURNAL_MAX_LINE (256 * 1024)
+#define JOURNAL_SUM_LEN  16              /* the checksum's hex digits, after a tab */
 #define JOURNAL_CHUNK    (1024 * 1024)   /* the file grows by this much, zeros written once */
 
 struct journal {
@@ -35,7 +44,6 @@ struct journal {
     uint64_t epoch;              /* of the live region's records and markers */
     off_t end;                   /* where the next line goes: the live region's NUL */
     off_t size;                  /* the file's size; everything up to it has been written */
-    int legacy;                  /* the live region holds records of a journal without epochs */
     uint64_t appended;           /* records written, ever (the loop's thread only) */
     struct {                     /* the sync thread (journal_sync_start), started on first use */
         int started;
@@ -49,6 +57,8 @@ struct journal {
         int stop;                /* under lock */
     } sync;
 };
+
+static const char s_zeros [65536];
 
 static uint64_t
 journal_new_epoch (void)
@@ -85,10 +95,9 @@ journal_reserve (journal_t *j, off_t need)
     off_t target = j->size + JOURNAL_CHUNK;
     if (target < need)
         target = need + JOURNAL_CHUNK;
-    static const char zeros [65536];
     for (off_t off = j->size; off < target; ) {
-        size_t n = target - off < (off_t) sizeof zeros ? (size_t) (target - off) : sizeof zeros;
-        if (journal_pwrite (j, zeros, n, off) != 0)
+        size_t n = target - off < (off_t) sizeof s_zeros ? (size_t) (target - off) : sizeof s_zeros;
+        if (journal_pwrite (j, s_zeros, n, off) != 0)
             return -1;
         off += (off_t) n;
     }
@@ -98,19 +107,38 @@ journal_reserve (journal_t *j, off_t need)
     return 0;
 }
 
+/* The checksum of a line's JSON, as 16 lower-case hex digits and a NUL into out. */
+static void
+journal_sum (const char *json, size_t len, char out [JOURNAL_SUM_LEN + 1])
+{
+    snprintf (out, JOURNAL_SUM_LEN + 1, "%016llx", (unsigned long long) ring_hash (json, len));
+}
+
 json_t *
 journal_parse_line (const char *line, size_t len, int64_t *seq, int64_t *done)
 {
-    json_t *o = json_loadb (line, len, 0, NULL);
     *seq = 0;
     *done = 0;
+    /* a line with a tab carries its checksum after it, and must match it whole; one without is a
+     * line of a version that wrote none (read as it always was) */
+    const char *tab = memchr (line, '\t', len);
+    if (tab) {
+        size_t jlen = (size_t) (tab - line);
+        char sum [JOURNAL_SUM_LEN + 1];
+        journal_sum (line, jlen, sum);
+        if (len - jlen - 1 != JOURNAL_SUM_LEN || memcmp (tab + 1, sum, JOURNAL_SUM_LEN) != 0)
+            return NULL;
+        len = jlen;
+    }
+    json_t *o = json_loadb (line, len, 0, NULL);
     if (!json_is_object (o)) {
         json_decref (o);
         return NULL;
     }
     int64_t s = json_integer_value (json_object_get (o, "seq"));
     int64_t d = json_integer_value (json_object_get (o, "done"));
-    if (s < 0 || s > JOURNAL_MAX_SEQ || d < 0 || d > JOURNAL_MAX_SEQ) {
+    /* the largest is refused too: the next record would be numbered past it, and refused */
+    if (s < 0 || s >= JOURNAL_MAX_SEQ || d < 0 || d >= JOURNAL_MAX_SEQ) {
         json_decref (o);        /* not a number this code wrote: the next one would overflow */
         return NULL;
     }
@@ -144,38 +172,56 @@ journal_read_record (const json_t *o, store_commit_t *c)
     return c->id && at && rt ? 0 : -1;
 }
 
-/* One line of the live region (len bytes, no newline) to fn, or a warning when it is unreadable. */
-static void
-journal_scan_line (journal_t *j, const char *line, size_t len, int overlong, void (*fn) (void *arg, json_t *o),
-                   void *arg)
+/* The state of a scan of the live region: its epoch is the first readable line's ("e", 0 for a
+ * line of a version without epochs). */
+typedef struct {
+    int have_epoch;
+    int64_t epoch;
+} scan_t;
+
+/* One line (len bytes, no newline) to fn, or a warning when it is unreadable. 1 when the line is
+ * of another epoch than the region's: the region ended before it, and fn is not called. */
+static int
+journal_scan_line (journal_t *j, scan_t *sc, const char *line, size_t len, int overlong,
+                   void (*fn) (void *arg, json_t *o), void *arg)
 {
     int64_t seq, done;
     if (len == 0 && !overlong)
-        return;
+        return 0;
     json_t *o = overlong ? NULL : journal_parse_line (line, len, &seq, &done);
     if (!o) {
         /* a line cut by a crash mid-write, or nothing this code wrote */
         log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", j->path);
-        return;
+        return 0;
     }
+    int64_t e = json_integer_value (json_object_get (o, "e"));
+    if (sc->have_epoch && e != sc->epoch) {
+        json_decref (o);
+        return 1;
+    }
+    sc->have_epoch = 1;
+    sc->epoch = e;
     fn (arg, o);
     json_decref (o);
+    return 0;
 }
 
 /* Calls fn for every parsed line of the live region: the bytes before the file's first NUL
  * (journal_write_line ends the region with one; a torn write leaves what it wrote before the
- * zeros the file was grown with). Returns the region's length, -1 on a read error. *torn (may be
- * NULL) is set when the region does not end with a newline: its last line was cut (it is still
- * read: a record cut just before its newline is whole), and the next one must not continue it. */
+ * zeros the file was grown with, or before an earlier epoch's lines), up to the first line of
+ * another epoch. Returns the region's length, -1 on a read error. *torn (may be NULL) is set when
+ * the region does not end with a newline: its last line was cut (it is still read: a record cut
+ * just before its newline is whole), and the next one must not continue it. */
 static off_t
-journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *torn)
+journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *torn, scan_t *region)
 {
     char *line = mem_alloc (JOURNAL_MAX_LINE);
     char block [65536];
     size_t len = 0;
-    int overlong = 0, nul = 0;
-    off_t off = 0;
-    while (!nul) {
+    int overlong = 0, nul = 0, other = 0;
+    off_t off = 0, line_start = 0;
+    scan_t sc = { 0, 0 };
+    while (!nul && !other) {
         ssize_t n = pread (j->fd, block, sizeof block, off);
         if (n < 0 && errno == EINTR)
             continue;
@@ -188,9 +234,11 @@ journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *t
         ssize_t i;
         for (i = 0; i < n && !(nul = block [i] == '\0'); i++) {
             if (block [i] == '\n') {
-                journal_scan_line (j, line, len, overlong, fn, arg);
+                if ((other = journal_scan_line (j, &sc, line, len, overlong, fn, arg)))
+                    break;
                 len = 0;
                 overlong = 0;
+                line_start = off + i + 1;
             }
             else
             if (len < JOURNAL_MAX_LINE)
@@ -200,26 +248,83 @@ journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *t
         }
         off += (off_t) i;
     }
+    if (!other)
+        other = journal_scan_line (j, &sc, line, len, overlong, fn, arg);
     if (torn)
-        *torn = len > 0 || overlong;
-    journal_scan_line (j, line, len, overlong, fn, arg);
+        *torn = !other && (len > 0 || overlong);
+    if (region)
+        *region = sc;
     mem_free (line);
-    return off;
+    return other ? line_start : off;
 }
 
-/* At open: the live region's epoch and highest sequence. */
+/* At open: the live region's highest sequence. */
 static void
 journal_learn (void *arg, json_t *o)
 {
     journal_t *j = arg;
     json_int_t seq = json_integer_value (json_object_get (o, "seq"));
-    json_int_t e = json_integer_value (json_object_get (o, "e"));
     if (seq >= j->next_seq)
         j->next_seq = seq + 1;
-    if (!j->epoch && e)
-        j->epoch = (uint64_t) e;
-    if (seq > 0 && !json_object_get (o, "e"))
-        j->legacy = 1;
+}
+
+/* Zeroes the file from off to its end where it is not zero already, and syncs what that wrote:
+ * the lines earlier epochs left beyond the live region (see the top of this file). 0, or -1 with
+ * errno set. */
+static int
+journal_scrub (journal_t *j, off_t off)
+{
+    char block [sizeof s_zeros];
+    int wrote = 0;
+    while (off < j->size) {
+        size_t want = j->size - off < (off_t) sizeof block ? (size_t) (j->size - off) : sizeof block;
+        ssize_t n = pread (j->fd, block, want, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -1;
+        if (n == 0)
+            break;
+        if (memcmp (block, s_zeros, (size_t) n) != 0) {
+            if (journal_pwrite (j, s_zeros, (size_t) n, off) != 0)
+                return -1;
+            wrote = 1;
+        }
+        off += (off_t) n;
+    }
+    return wrote && fdatasync (j->fd) != 0 ? -1 : 0;
+}
+
+typedef struct {
+    json_t *records;
+    json_t *done;                /* "epoch/seq" of every settled record */
+} replay_scan_t;
+
+static void journal_collect (void *arg, json_t *o);
+static void journal_key (json_t *o, char *key, size_t len);
+
+/* The live region's records and settled markers into rs (the caller decrefs both). 0, or -1 on a
+ * read error. */
+static int
+journal_collect_all (journal_t *j, replay_scan_t *rs)
+{
+    rs->records = json_array ();
+    rs->done = json_object ();
+    return journal_scan (j, journal_collect, rs, NULL, NULL) < 0 ? -1 : 0;
+}
+
+/* How many of rs's records no marker settles. */
+static size_t
+journal_unsettled (const replay_scan_t *rs)
+{
+    size_t i, n = 0;
+    json_t *o;
+    json_array_foreach (rs->records, i, o) {
+        char key [64];
+        journal_key (o, key, sizeof key);
+        n += json_object_get (rs->done, key) == NULL;
+    }
+    return n;
 }
 
 journal_t *
@@ -235,25 +340,45 @@ journal_open (const char *path, char *err, size_t errlen)
     j->fd = fd;
     j->next_seq = 1;
     j->sync.efd = -1;
-    struct stat st;
-    int torn = 0;
-    if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_learn, j, &torn)) < 0) {
-        snprintf (err, errlen, "could not read journal \"%s\": %s", path, strerror (errno));
+    /* one process at a time: two writing at their own ends would overwrite each other's records
+     * (two workers given one id, or one started before the last one has stopped) */
+    if (flock (fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK)
+            snprintf (err, errlen, "journal \"%s\" is in use by another process: a second worker with the same "
+                      "id, or one that has not stopped yet", path);
+        else
+            snprintf (err, errlen, "could not lock journal \"%s\": %s", path, strerror (errno));
         journal_close (&j);
         return NULL;
     }
+    struct stat st;
+    int torn = 0;
+    scan_t region = { 0, 0 };
+    replay_scan_t rs = { NULL, NULL };
+    if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_learn, j, &torn, &region)) < 0
+    ||  journal_collect_all (j, &rs) != 0) {
+        snprintf (err, errlen, "could not read journal \"%s\": %s", path, strerror (errno));
+        json_decref (rs.records);
+        json_decref (rs.done);
+        journal_close (&j);
+        return NULL;
+    }
+    /* counted before the replay, so that the backlog a worker reports while the database is away
+     * is the records it holds, not 0 */
+    j->outstanding = journal_unsettled (&rs);
+    json_decref (rs.records);
+    json_decref (rs.done);
     j->size = st.st_size;
-    if (j->legacy)
-        j->epoch = 0;            /* its markers must match its records until it empties */
-    else
-    if (!j->epoch)
-        j->epoch = journal_new_epoch ();
+    /* new lines continue the live region's epoch (0 for a journal of a version without epochs:
+     * its markers must match its records until it empties), or start one */
+    j->epoch = region.have_epoch ? (uint64_t) region.epoch : journal_new_epoch ();
     /* a journal written by an earlier version was appended to, without a terminating NUL; a cut
      * last line is ended, so that the next record starts a line of its own (written onto the
      * cut one, no replay could read it) */
     static const char end_line [2] = { '\n', '\0' };
     if (journal_reserve (j, j->end + 2) != 0
-    ||  (torn && journal_pwrite (j, end_line, sizeof end_line, j->end) != 0)) {
+    ||  (torn && journal_pwrite (j, end_line, sizeof end_line, j->end) != 0)
+    ||  journal_scrub (j, j->end + torn) != 0) {
         snprintf (err, errlen, "could not prepare journal \"%s\": %s", path, strerror (errno));
         journal_close (&j);
         return NULL;
@@ -300,8 +425,11 @@ journal_write_line (journal_t *j, json_t *obj)
     if (!line)
         return -1;
     size_t len = strlen (line);
-    char *buf = mem_alloc (len + 2);
+    char *buf = mem_alloc (len + JOURNAL_SUM_LEN + 4);
     memcpy (buf, line, len);
+    buf [len] = '\t';
+    journal_sum (line, len, buf + len + 1);
+    len += 1 + JOURNAL_SUM_LEN;
     buf [len] = '\n';
     buf [len + 1] = '\0';
     int rc = journal_reserve (j, j->end + (off_t) len + 2);
@@ -463,11 +591,6 @@ journal_done (journal_t *j, int64_t seq)
     }
 }
 
-typedef struct {
-    json_t *records;
-    json_t *done;                /* "epoch/seq" of every settled record */
-} replay_scan_t;
-
 static void
 journal_collect (void *arg, json_t *o)
 {
@@ -496,9 +619,9 @@ journal_key (json_t *o, char *key, size_t len)
 int
 journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
 {
-    replay_scan_t rs = { json_array (), json_object () };
+    replay_scan_t rs;
     int count = 0;
-    if (journal_scan (j, journal_collect, &rs, NULL) < 0) {
+    if (journal_collect_all (j, &rs) != 0) {
         json_decref (rs.records);
         json_decref (rs.done);
         return -1;
@@ -506,14 +629,7 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
     json_t *records = rs.records, *done = rs.done;
     size_t i;
     json_t *o;
-    j->outstanding = 0;
-    json_array_foreach (records, i, o) {
-        char key [64];
-        journal_key (o, key, sizeof key);
-        if (json_object_get (done, key))
-            continue;
-        j->outstanding++;
-    }
+    j->outstanding = journal_unsettled (&rs);
     json_array_foreach (records, i, o) {
         char key [64];
         json_int_t seq = json_integer_value (json_object_get (o, "seq"));

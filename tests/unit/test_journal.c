@@ -378,6 +378,206 @@ test_huge_sequence (void **state)
     unlink (file);
 }
 
+/* The file's bytes (at most cap; *len gets how many). */
+static void
+read_file (char *buf, size_t cap, size_t *len)
+{
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    *len = fread (buf, 1, cap, f);
+    fclose (f);
+}
+
+/* The file made of len bytes of text, then zeros up to 64 kB (as the journal grows it). */
+static void
+write_file (const char *text, size_t len)
+{
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    assert_int_equal (fwrite (text, 1, len, f), len);
+    for (size_t i = len; i < 65536; i++)
+        fputc (0, f);
+    fclose (f);
+}
+
+/* A journal of one record for id, written and synced; its first line (newline included) into
+ * line. */
+static void
+one_record_line (const char *id, int64_t gen, const unsigned char *ct, size_t ct_len, char *line, size_t cap)
+{
+    char err [256], buf [4096];
+    size_t len;
+    unlink (path);
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t c = record (id, gen);
+    c.access_ct = c.refresh_ct = ct;
+    c.access_ct_len = c.refresh_ct_len = ct_len;
+    assert_true (journal_append (j, &c) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    journal_close (&j);
+    read_file (buf, sizeof buf, &len);
+    char *nl = memchr (buf, '\n', len);
+    assert_non_null (nl);
+    assert_true ((size_t) (nl - buf) + 2 <= cap);
+    memcpy (line, buf, (size_t) (nl - buf) + 1);
+    line [nl - buf + 1] = '\0';
+}
+
+/* After the journal empties, new records overwrite the earlier epoch's lines in place. A write of a
+ * new record torn by a crash leaves its first bytes joined to the rest of an old line; cut inside
+ * the same field of both (the ciphertexts of one integration's records have one length), the two
+ * made one well-formed record, which replay committed: the new record's integration and generation
+ * with the old record's tokens. A line now carries a checksum of its own bytes, and such a line
+ * is skipped as torn. */
+static void
+test_a_record_torn_onto_a_stale_line_is_not_replayed (void **state)
+{
+    static const unsigned char old_ct [48] = { 1 }, new_ct [48] = { 2 };
+    char old_line [2048], new_line [2048], spliced [4096];
+    one_record_line ("victim", 1, old_ct, sizeof old_ct, old_line, sizeof old_line);
+    one_record_line ("victim", 2, new_ct, sizeof new_ct, new_line, sizeof new_line);
+    /* cut in the middle of the access token's base64, in both */
+    const char *na = strstr (new_line, "\"access\":\""), *oa = strstr (old_line, "\"access\":\"");
+    assert_non_null (na);
+    assert_non_null (oa);
+    size_t nk = (size_t) (na - new_line) + 10 + 20, ok = (size_t) (oa - old_line) + 10 + 20;
+    snprintf (spliced, sizeof spliced, "%.*s%s", (int) nk, new_line, old_line + ok);
+    write_file (spliced, strlen (spliced));
+    journal_t *j = NULL;
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 0);
+    journal_close (&j);
+}
+
+/* A record of an earlier epoch that no marker settles (its marker's write failed; the journal
+ * emptied all the same) lies beyond the live record once a torn write has lost the NUL that ended
+ * the region. It was replayed as a live one, and its settling, written under the live epoch with
+ * its sequence number, could settle the live record of the same number. The live region now ends
+ * at the first line of another epoch. */
+static void
+test_a_stale_record_behind_a_tear_is_not_replayed (void **state)
+{
+    static const unsigned char ct [8] = { 3 };
+    char stale [2048], live [2048], both [4096];
+    one_record_line ("stale", 1, ct, sizeof ct, stale, sizeof stale);
+    one_record_line ("live", 1, ct, sizeof ct, live, sizeof live);
+    snprintf (both, sizeof both, "%s%s", live, stale);
+    write_file (both, strlen (both));
+    journal_t *j = NULL;
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 1);
+    assert_string_equal (s.ids [0], "live");
+    journal_done (j, s.seqs [0]);
+    s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 0);
+    journal_close (&j);
+}
+
+/* What lies beyond the live region is zeroed when the journal is opened, so that the stale lines
+ * of a version that wrote no checksums never meet a torn write. */
+static void
+test_stale_bytes_beyond_the_live_region_are_zeroed_at_open (void **state)
+{
+    static const unsigned char ct [8] = { 4 };
+    char live [2048], text [4096], buf [65536];
+    one_record_line ("live", 1, ct, sizeof ct, live, sizeof live);
+    size_t live_len = strlen (live);
+    snprintf (text, sizeof text, "%s%c{\"seq\":1,\"id\":\"old\",\"access\":\"QQ==\",\"refresh\":\"Qg==\"}\n", live, 0);
+    write_file (text, live_len + 1 + strlen (text + live_len + 1));
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    size_t len;
+    read_file (buf, sizeof buf, &len);
+    assert_true (len > live_len);
+    for (size_t i = live_len; i < len; i++)
+        if (buf [i] != 0)
+            fail_msg ("byte %zu beyond the live region (%zu bytes) is not zero", i, live_len);
+    journal_close (&j);
+}
+
+/* The backlog a worker reports (journal_outstanding) counts the records left from the last run
+ * from the moment the journal is opened: a worker whose database is away cannot replay them, and
+ * reported 0, which operations.md tells operators to look at before removing a journal. */
+static void
+test_records_left_are_counted_before_the_replay (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t a = record ("a", 1), b = record ("b", 1);
+    int64_t sa = journal_append (j, &a);
+    assert_true (journal_append (j, &b) > 0);
+    journal_done (j, sa);
+    assert_int_equal (journal_sync (j), 0);
+    journal_close (&j);
+    j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    assert_int_equal (journal_outstanding (j), 1);
+    journal_close (&j);
+}
+
+/* Two processes writing one journal each at their own end would overwrite each other's records:
+ * the second to open it is refused, with a reason. */
+static void
+test_a_journal_is_opened_by_one_process_at_a_time (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    err [0] = '\0';
+    journal_t *second = journal_open (path, err, sizeof err);
+    assert_null (second);
+    assert_non_null (strstr (err, "in use by another process"));
+    journal_close (&j);
+    j = journal_open (path, err, sizeof err);         /* free again once closed */
+    assert_non_null (j);
+    journal_close (&j);
+}
+
+/* A sequence number of exactly 2^53 was read, and the next record numbered past it, which no
+ * replay reads: that record was lost. */
+static void
+test_the_largest_sequence_is_refused (void **state)
+{
+    char file [64], err [256];
+    int count = 0;
+    write_journal (file, sizeof file,
+                   "{\"seq\":9007199254740992,\"id\":\"a\",\"access\":\"QQ==\",\"refresh\":\"Qg==\"}\n");
+    journal_t *j = journal_open (file, err, sizeof err);
+    assert_non_null (j);
+    assert_int_equal (journal_replay (j, count_record, &count), 0);
+    store_commit_t c = record ("after", 1);
+    assert_true (journal_append (j, &c) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    journal_close (&j);
+    j = journal_open (file, err, sizeof err);
+    assert_non_null (j);
+    assert_int_equal (journal_replay (j, count_record, &count), 1);
+    journal_close (&j);
+    unlink (file);
+}
+
+/* New records continue the live region's epoch, whatever its first line is: here a marker of a
+ * version without epochs (epoch 0). Started under an epoch of their own, they would have been read
+ * as lying beyond the region, and not replayed. */
+static void
+test_records_after_an_older_versions_marker_are_replayed (void **state)
+{
+    char err [256];
+    write_file ("{\"done\":5}\n", 11);
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t c = record ("after-a-marker", 1);
+    assert_true (journal_append (j, &c) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 1);
+    assert_string_equal (s.ids [0], "after-a-marker");
+    journal_close (&j);
+}
+
 int
 main (void)
 {
@@ -391,6 +591,13 @@ main (void)
         cmocka_unit_test_setup_teardown (test_journal_of_an_older_version_is_replayed_and_settled, setup, teardown),
         cmocka_unit_test (test_parse_line),
         cmocka_unit_test (test_huge_sequence),
+        cmocka_unit_test_setup_teardown (test_a_record_torn_onto_a_stale_line_is_not_replayed, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_stale_record_behind_a_tear_is_not_replayed, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_stale_bytes_beyond_the_live_region_are_zeroed_at_open, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_records_left_are_counted_before_the_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_journal_is_opened_by_one_process_at_a_time, setup, teardown),
+        cmocka_unit_test (test_the_largest_sequence_is_refused),
+        cmocka_unit_test_setup_teardown (test_records_after_an_older_versions_marker_are_replayed, setup, teardown),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
