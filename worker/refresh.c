@@ -79,6 +79,7 @@ struct refresh {
 #define RECORD_TRIES 5                /* a record the database could not take: tried again once it is back */
 #define RECORD_WAIT_MS 30000          /* a record's caller is answered after this, the record kept for later */
 #define RECORD_RETRY_MS 250           /* a record that failed is tried again after this, doubling each time */
+#define RECORD_RETRY_MAX_MS 10000     /* ... up to this, for the records tried until they are in */
 
 typedef struct failure_record {
     refresh_t *r;                    /* the refresh waiting for it, or NULL */
@@ -778,7 +779,12 @@ static void
 conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *err)
 {
     conflict_wait_t *cw = arg;
-    int again = st == FR_DATABASE_UNAVAILABLE && cw->tries < RECORD_TRIES;
+    /* a rotated token's fate (kept by nobody, or revoked because a disconnect overtook it) is the
+     * row's to decide: with one, the record is tried for as long as the database is away, its
+     * journal record kept meanwhile (it was given up after RECORD_TRIES, the journal record
+     * settled and the token left valid at the provider for good: it_connect) */
+    int until_in = cw->rotated && cw->refresh_ct;
+    int again = st == FR_DATABASE_UNAVAILABLE && (cw->tries < RECORD_TRIES || until_in);
     if (st != FR_OK)
         log_warning (cw->id, NULL, "could not record the lost compare-and-set%s: %s",
                      again ? " (tried again shortly)" : "", err);
@@ -786,7 +792,10 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
         conflict_settle (cw->r, st, row, err);
     cw->r = NULL;
     if (again) {
-        dbwait_add_later (cw->w, conflict_start, cw, clock_mono_ms () + ((int64_t) RECORD_RETRY_MS << (cw->tries - 1)));
+        unsigned shift = cw->tries > 6 ? 6 : (unsigned) cw->tries - 1;
+        int64_t delay = (int64_t) RECORD_RETRY_MS << shift;
+        dbwait_add_later (cw->w, conflict_start, cw,
+                          clock_mono_ms () + (delay > RECORD_RETRY_MAX_MS ? RECORD_RETRY_MAX_MS : delay));
         return;
     }
     /* A disconnect overtook the refresh: the provider's new refresh token is nobody's now. Only

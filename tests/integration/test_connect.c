@@ -1012,6 +1012,74 @@ test_disconnect_during_refresh_revocation_refused (void **state)
     assert_false (itest_workdir_contains (h, "fake-rt-"));
 }
 
+/* How many lines of the workers' logs hold needle. */
+static int
+count_in_worker_logs (const char *needle)
+{
+    int n = 0;
+    const char *ids [] = { "w1", "w2" };
+    for (size_t i = 0; i < 2; i++) {
+        char path [4096], line [8192];
+        snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), ids [i]);
+        FILE *f = fopen (path, "r");
+        if (!f)
+            continue;
+        while (fgets (line, sizeof line, f))
+            n += strstr (line, needle) != NULL;
+        fclose (f);
+    }
+    return n;
+}
+
+/* The same race, and the database refuses the record of the lost compare-and-set for longer than
+ * that record's first attempts (a transient error each time: here a trigger's, SQLSTATE 55P03).
+ * Only the row says a disconnect overtook the refresh, so the record is tried until the database
+ * takes it, and then the new token is revoked. It was given up after five attempts (about 4 s):
+ * its journal record was settled, and the token left valid at the provider for good. */
+static void
+test_disconnect_during_refresh_revoked_once_the_database_takes_the_record (void **state)
+{
+    long long chain, revocations;
+    int before = count_in_worker_logs ("could not record the lost compare-and-set");
+    pid_t child = disconnect_overtaking_refresh ("slowrec:rot", &chain, &revocations);
+    assert_int_equal (harness_sql (h, "CREATE FUNCTION test_refuse_conflict () RETURNS trigger LANGUAGE plpgsql AS $$"
+                                      " BEGIN RAISE EXCEPTION 'this test refuses the record' USING ERRCODE = '55P03'; END $$;"
+                                      " CREATE TRIGGER test_refuse_conflict BEFORE INSERT ON token_chain FOR EACH ROW"
+                                      " WHEN (NEW.outcome = 'conflict') EXECUTE FUNCTION test_refuse_conflict ()"), 0);
+    (void) refresh_held_end (child);        /* its caller is told the database is unavailable */
+    /* one attempt more than the record used to be given */
+    int64_t until = clock_mono_ms () + 30000;
+    int attempts;
+    while ((attempts = count_in_worker_logs ("could not record the lost compare-and-set") - before) < 6
+           && clock_mono_ms () < until)
+        usleep (100000);
+    /* dropped first: the tests after this one record conflicts too */
+    assert_int_equal (harness_sql (h, "DROP TRIGGER test_refuse_conflict ON token_chain;"
+                                      " DROP FUNCTION test_refuse_conflict ()"), 0);
+    if (attempts < 6)
+        fail_msg ("the record of the lost compare-and-set was tried %d times, then given up", attempts);
+    int usable = 1;
+    until = clock_mono_ms () + 20000;
+    while (usable && clock_mono_ms () < until) {
+        json_t *v = chain_stat (chain, "refresh_usable");
+        usable = json_is_true (v);
+        json_decref (v);
+        if (usable)
+            usleep (50000);
+    }
+    if (usable)
+        fail_msg ("the refresh token issued to the refresh that the disconnect overtook is still valid at the provider "
+                  "once the database took the record");
+    assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 2);
+    until = clock_mono_ms () + 10000;
+    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'slowrec:rot' AND outcome = 'revoked'"
+                 " AND detail LIKE '%%while the integration was being disconnected%%'") == 0 && clock_mono_ms () < until)
+        usleep (50000);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'slowrec:rot' AND outcome = 'revoked'"
+                            " AND detail LIKE '%%while the integration was being disconnected%%'"), 1);
+    assert_false (itest_workdir_contains (h, "fake-rt-"));
+}
+
 /* Starts both workers again after a test stopped them; waits until the refresh token of the
  * grant at fakerot's chain is revoked there (by the replay of the journal record that kept it)
  * and the chain of integration id says so. revocations: the provider's count before the race. */
@@ -1353,6 +1421,7 @@ main (void)
         cmocka_unit_test (test_disconnect_revocation_retried),
         cmocka_unit_test (test_disconnect_during_refresh_revokes_the_new_token),
         cmocka_unit_test (test_disconnect_during_refresh_revocation_refused),
+        cmocka_unit_test (test_disconnect_during_refresh_revoked_once_the_database_takes_the_record),
         cmocka_unit_test (test_import_during_refresh_revokes_nothing),
         cmocka_unit_test (test_provider_text_quoting_secrets),
         cmocka_unit_test (test_disconnect_during_refresh_revoked_after_a_stop),
