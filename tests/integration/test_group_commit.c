@@ -550,16 +550,19 @@ lock_chain_in_child (int hold_ms)
     _exit (locked ? 0 : 4);
 }
 
-#define MAIN_CONN    "'ferrule-worker w1'"
-#define BATCHES_CONN "'ferrule-worker-batches w1'"
+/* The worker's two sessions, as conditions on pg_stat_activity, which lists every database's:
+ * other tests running beside this one have a worker w1 too */
+#define MAIN_CONN    "application_name = 'ferrule-worker w1' AND datname = current_database ()"
+#define BATCHES_CONN "application_name = 'ferrule-worker-batches w1' AND datname = current_database ()"
+/* the same for pg_locks, about a table of this database */
+#define THIS_DB      "l.database = (SELECT oid FROM pg_database WHERE datname = current_database ())"
 
-/* Waits until the worker's connection named app (one of the two above) waits for a lock. */
+/* Waits until the worker's session app (one of the two above) waits for a lock. */
 static void
 wait_lock_wait (const char *app, const char *what)
 {
     char sql [256];
-    snprintf (sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-              " AND wait_event_type = 'Lock'", app);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE %s AND wait_event_type = 'Lock'", app);
     int64_t until = clock_mono_ms () + 20000;
     while (harness_sql_int (h, sql) != 1) {
         if (clock_mono_ms () > until)
@@ -574,13 +577,13 @@ static void
 end_main_connection (void)
 {
     assert_int_equal (harness_sql (h, "DO $$ DECLARE r name; n int; BEGIN"
-                                      " SELECT usename INTO r FROM pg_stat_activity WHERE application_name = " MAIN_CONN ";"
+                                      " SELECT usename INTO r FROM pg_stat_activity WHERE " MAIN_CONN ";"
                                       " SELECT count(*) INTO n FROM pg_stat_activity WHERE usename = r;"
                                       " EXECUTE format ('ALTER ROLE %I CONNECTION LIMIT %s', r, n - 1);"
                                       " PERFORM pg_terminate_backend (pid) FROM pg_stat_activity"
-                                      "  WHERE application_name = " MAIN_CONN "; END $$"), 0);
+                                      "  WHERE " MAIN_CONN "; END $$"), 0);
     int64_t until = clock_mono_ms () + 20000;
-    while (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE application_name = " MAIN_CONN) != 0) {
+    while (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE " MAIN_CONN) != 0) {
         if (clock_mono_ms () > until)
             fail_msg ("the worker's main connection did not end");
         usleep (10000);
@@ -591,7 +594,7 @@ end_main_connection (void)
 static void
 still_waiting (const char *when)
 {
-    if (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE application_name = " BATCHES_CONN
+    if (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE " BATCHES_CONN
                             " AND wait_event_type = 'Lock'") != 1)
         fail_msg ("the chain's table was released before %s: the machine is too slow for this test's 3 s window",
                   when);
@@ -654,7 +657,7 @@ lose_main_during_read (void *arg, size_t i)
     }
     int64_t until = clock_mono_ms () + 20000;
     while (harness_sql_int (h, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                               " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock'") != 1) {
+                               " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock' AND " THIS_DB) != 1) {
         if (clock_mono_ms () > until)
             fail_msg ("the integrations table's lock was not asked for");
         usleep (10000);
@@ -698,7 +701,7 @@ refresh_two_while_main_is_lost (const char *name, void (*before_send) (void *, s
     pid_t locker = lock_chain_in_child (3000);
     int64_t until = clock_mono_ms () + 20000;
     while (harness_sql_int (h, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                               " WHERE c.relname = 'token_chain' AND l.mode = 'ShareLock' AND l.granted") != 1) {
+                               " WHERE c.relname = 'token_chain' AND l.mode = 'ShareLock' AND l.granted AND " THIS_DB) != 1) {
         if (clock_mono_ms () > until)
             fail_msg ("the chain's table was not locked");
         usleep (10000);
@@ -711,7 +714,7 @@ refresh_two_while_main_is_lost (const char *name, void (*before_send) (void *, s
         if (during [i])
             child_ok (during [i], "a step of the second request's loss with the main connection");
     assert_int_equal (harness_sql (h, "DO $$ DECLARE r name; BEGIN"
-                                      " SELECT usename INTO r FROM pg_stat_activity WHERE application_name = " BATCHES_CONN ";"
+                                      " SELECT usename INTO r FROM pg_stat_activity WHERE " BATCHES_CONN ";"
                                       " EXECUTE format ('ALTER ROLE %I CONNECTION LIMIT -1', r); END $$"), 0);
     for (size_t i = 0; i < 2; i++) {
         json_t *r = json_array_get (replies, i);
@@ -723,7 +726,7 @@ refresh_two_while_main_is_lost (const char *name, void (*before_send) (void *, s
     assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id LIKE '%s%%' AND generation = 2", "gm:"), 2);
     /* and the main connection comes back once it may */
     until = clock_mono_ms () + 20000;
-    while (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE application_name = " MAIN_CONN) != 1) {
+    while (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE " MAIN_CONN) != 1) {
         if (clock_mono_ms () > until)
             fail_msg ("the worker's main connection did not come back");
         usleep (20000);
@@ -780,7 +783,7 @@ change_during_read (void *arg, size_t i)
     }
     int64_t until = clock_mono_ms () + 20000;
     while (harness_sql_int (h, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                               " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock' AND l.granted") != 1) {
+                               " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock' AND l.granted AND " THIS_DB) != 1) {
         if (clock_mono_ms () > until)
             fail_msg ("the integrations table was not locked");
         usleep (10000);
