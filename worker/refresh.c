@@ -996,12 +996,12 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
     metrics_observe (w->m.db_batch, (double) (clock_mono_us () - cb->sent_us) / 1e6);
     for (size_t i = 0; i < n; i++)
         cb->rs [i]->in_db = 0;
-    /* lost with the batch connection (dropped, or a server that stopped answering): once more in
-     * the next batch, on whichever connection is up. A commit the server made before the loss
-     * loses its compare-and-set the second time and is settled as a conflict, serving the stored
+    /* lost with its connection (dropped, or a server that stopped answering): once more in the
+     * next batch, on whichever connection is up. A commit the server made before the loss loses
+     * its compare-and-set the second time and is settled as a conflict, serving the stored
      * tokens: its own. Any other failure of a group: each is tried alone, at once, so that one
      * commit the server refuses is that refresh's failure only. */
-    int resend = st != FR_OK && !cb->alone && cb->second && !store_connected (w->batches);
+    int resend = st != FR_OK && !cb->alone && !store_connected (cb->second ? w->batches : w->store);
     if (st != FR_OK && !cb->alone)
         log_warning (NULL, NULL, "group commit of %zu refreshes failed, %s: %s", n,
                      resend ? "sending them again in the next batch" : "committing one by one", err);
