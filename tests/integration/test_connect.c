@@ -1012,6 +1012,34 @@ test_disconnect_during_refresh_revocation_refused (void **state)
     assert_false (itest_workdir_contains (h, "fake-rt-"));
 }
 
+/* Waits up to within_ms until the refresh token issued to the refresh a disconnect of id overtook
+ * (fakerot's chain) is revoked there, then for the chain row that says so (when: for the failure's
+ * message). revocations: the provider's count before the race. */
+static void
+orphan_revoked (const char *id, long long chain, long long revocations, int within_ms, const char *when)
+{
+    int usable = 1;
+    int64_t until = clock_mono_ms () + within_ms;
+    while (usable && clock_mono_ms () < until) {
+        json_t *v = chain_stat (chain, "refresh_usable");
+        usable = json_is_true (v);
+        json_decref (v);
+        if (usable)
+            usleep (50000);
+    }
+    if (usable)
+        fail_msg ("the refresh token issued to the refresh that the disconnect overtook is still valid at the provider "
+                  "%s", when);
+    assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 2);
+    until = clock_mono_ms () + 10000;
+    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'revoked'"
+                 " AND detail LIKE '%%while the integration was being disconnected%%'", id) == 0
+           && clock_mono_ms () < until)
+        usleep (50000);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'revoked'"
+                            " AND detail LIKE '%%while the integration was being disconnected%%'", id), 1);
+}
+
 /* How many lines of the workers' logs hold needle. */
 static int
 count_in_worker_logs (const char *needle)
@@ -1058,25 +1086,7 @@ test_disconnect_during_refresh_revoked_once_the_database_takes_the_record (void 
                                       " DROP FUNCTION test_refuse_conflict ()"), 0);
     if (attempts < 6)
         fail_msg ("the record of the lost compare-and-set was tried %d times, then given up", attempts);
-    int usable = 1;
-    until = clock_mono_ms () + 20000;
-    while (usable && clock_mono_ms () < until) {
-        json_t *v = chain_stat (chain, "refresh_usable");
-        usable = json_is_true (v);
-        json_decref (v);
-        if (usable)
-            usleep (50000);
-    }
-    if (usable)
-        fail_msg ("the refresh token issued to the refresh that the disconnect overtook is still valid at the provider "
-                  "once the database took the record");
-    assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 2);
-    until = clock_mono_ms () + 10000;
-    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'slowrec:rot' AND outcome = 'revoked'"
-                 " AND detail LIKE '%%while the integration was being disconnected%%'") == 0 && clock_mono_ms () < until)
-        usleep (50000);
-    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'slowrec:rot' AND outcome = 'revoked'"
-                            " AND detail LIKE '%%while the integration was being disconnected%%'"), 1);
+    orphan_revoked ("slowrec:rot", chain, revocations, 20000, "once the database took the record");
     assert_false (itest_workdir_contains (h, "fake-rt-"));
 }
 
@@ -1092,26 +1102,7 @@ orphan_revoked_after_restart (const char *id, long long chain, long long revocat
     assert_int_equal (harness_start_worker (h, "w2"), 0);
     assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
 
-    int usable = 1;
-    int64_t until = clock_mono_ms () + 15000;
-    while (usable && clock_mono_ms () < until) {
-        json_t *v = chain_stat (chain, "refresh_usable");
-        usable = json_is_true (v);
-        json_decref (v);
-        if (usable)
-            usleep (50000);
-    }
-    if (usable)
-        fail_msg ("the refresh token issued to the refresh that the disconnect overtook is still valid at the provider "
-                  "after its worker started again");
-    assert_int_equal (itest_stat (h, "fakerot", "revocations"), revocations + 2);
-    until = clock_mono_ms () + 10000;
-    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'revoked'"
-                 " AND detail LIKE '%%while the integration was being disconnected%%'", id) == 0
-           && clock_mono_ms () < until)
-        usleep (50000);
-    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'revoked'"
-                            " AND detail LIKE '%%while the integration was being disconnected%%'", id), 1);
+    orphan_revoked (id, chain, revocations, 15000, "after its worker started again");
     assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
                             " AND outcome = 'revocation_failed'", id), 0);
     assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"

@@ -635,17 +635,13 @@ lose_main_during (void *arg, size_t i)
     ((pid_t *) arg) [0] = pid;
 }
 
-/* Before the second request: the first one's claim waits on the batch connection; the second
- * one's read of its row goes on the main connection, waits there for a lock on the integrations
- * table (held 1.5 s in a child of its own), and is lost with it. */
-static void
-lose_main_during_read (void *arg, size_t i)
+/* A child that locks the integrations table (ACCESS EXCLUSIVE) and holds it 1.5 s; returns once
+ * the lock is asked for, or with granted, once it is held. */
+static pid_t
+lock_integrations_in_child (int granted)
 {
-    if (i != 1)
-        return;
-    wait_lock_wait (BATCHES_CONN, "the first refresh's claim, on the batch connection,");
-    pid_t *pids = arg;
-    PGconn *c = fork_connected (&pids [0]);
+    pid_t pid;
+    PGconn *c = fork_connected (&pid);
     if (c) {
         PGresult *r = PQexec (c, "BEGIN; LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE");
         int locked = PQresultStatus (r) == PGRES_COMMAND_OK;
@@ -656,12 +652,30 @@ lose_main_during_read (void *arg, size_t i)
         _exit (locked ? 0 : 4);
     }
     int64_t until = clock_mono_ms () + 20000;
-    while (harness_sql_int (h, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                               " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock' AND " THIS_DB) != 1) {
+    while (harness_sql_int (h, granted ? "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                                         " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock'"
+                                         " AND l.granted AND " THIS_DB
+                                       : "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                                         " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock'"
+                                         " AND " THIS_DB) != 1) {
         if (clock_mono_ms () > until)
-            fail_msg ("the integrations table's lock was not asked for");
+            fail_msg ("the integrations table's lock was not %s", granted ? "held" : "asked for");
         usleep (10000);
     }
+    return pid;
+}
+
+/* Before the second request: the first one's claim waits on the batch connection; the second
+ * one's read of its row goes on the main connection, waits there for a lock on the integrations
+ * table (held 1.5 s in a child of its own), and is lost with it. */
+static void
+lose_main_during_read (void *arg, size_t i)
+{
+    if (i != 1)
+        return;
+    wait_lock_wait (BATCHES_CONN, "the first refresh's claim, on the batch connection,");
+    pid_t *pids = arg;
+    pids [0] = lock_integrations_in_child (0);
     pids [1] = fork ();
     assert_true (pids [1] >= 0);
     if (pids [1] == 0) {
@@ -771,24 +785,8 @@ change_during_read (void *arg, size_t i)
 {
     (void) i;
     pid_t *pids = arg;
-    PGconn *c = fork_connected (&pids [0]);
-    if (c) {
-        PGresult *r = PQexec (c, "BEGIN; LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE");
-        int locked = PQresultStatus (r) == PGRES_COMMAND_OK;
-        PQclear (r);
-        usleep (1500000);
-        PQclear (PQexec (c, "COMMIT"));
-        PQfinish (c);
-        _exit (locked ? 0 : 4);
-    }
-    int64_t until = clock_mono_ms () + 20000;
-    while (harness_sql_int (h, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
-                               " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock' AND l.granted AND " THIS_DB) != 1) {
-        if (clock_mono_ms () > until)
-            fail_msg ("the integrations table was not locked");
-        usleep (10000);
-    }
-    c = fork_connected (&pids [1]);
+    pids [0] = lock_integrations_in_child (1);
+    PGconn *c = fork_connected (&pids [1]);
     if (c) {
         /* after the request is sent, which this callback's return does */
         wait_lock_wait (BATCHES_CONN, "the request's read, on the batch connection,");
