@@ -30,6 +30,9 @@
 #define MESSAGE_BUDGET (CODEC_MAX_BODY + 4096)   /* bytes in one multipart message, all frames */
 #define PLAINTEXT_NAME "anonymous"               /* the client name when links are plaintext */
 #define CHECK_MS 10                               /* how often connections are measured */
+#define STOP_LINGER_MS 1000                       /* the last answers' time to leave at a stop */
+#define STOP_READ_MAX 100000                      /* requests read and refused at a stop, at most */
+#define STOP_QUIET_MS 50                          /* ... until the frontend is quiet this long */
 
 /* What the broker knows of the request it is answering, for the audit log. */
 typedef struct {
@@ -67,7 +70,7 @@ struct broker {
     health_t *health;
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
                      *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
-                     *m_audit_dropped, *m_pending_bytes, *m_reconnects;
+                     *m_audit_dropped, *m_pending_bytes, *m_reconnects, *m_undelivered;
 };
 
 /* Logs a refusal at most once a second, counting the rest, so a flood cannot fill the log: a key
@@ -207,6 +210,7 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     b->m_zap_refused = metrics_counter (b->metrics, "broker_handshakes_refused_total", "CURVE handshakes refused: key not on an allow-list", NULL);
     b->m_forbidden = metrics_counter (b->metrics, "broker_requests_forbidden_total", "requests refused by the policy or from a key removed since it connected", NULL);
     b->m_foreign_replies = metrics_counter (b->metrics, "broker_replies_ignored_total", "worker replies ignored: not from the worker the request was sent to, or for no pending request", NULL);
+    b->m_undelivered = metrics_counter (b->metrics, "broker_answers_undelivered_total", "answers dropped because the client's queue of unread answers was full", NULL);
     b->m_cut = metrics_counter (b->metrics, "broker_connections_cut_total", "connections cut for breaking the byte budgets or sending under another's name", NULL);
     b->m_audit_dropped = metrics_gauge (b->metrics, "broker_audit_dropped", "audit records lost because the writer fell behind (since start)", NULL);
     metrics_set (metrics_gauge (b->metrics, "broker_plaintext", "1 when links are neither authenticated nor encrypted", NULL),
@@ -235,8 +239,13 @@ broker_destroy (broker_t **b_p)
         broker_t *b = *b_p;
         guard_destroy (&b->front_guard);
         guard_destroy (&b->back_guard);
-        if (b->frontend)
+        if (b->frontend) {
+            /* the last answers, handed to ZeroMQ in the loop's last turn, leave before the socket
+             * goes (with no linger they were dropped: it_lifecycle) */
+            int linger = STOP_LINGER_MS;
+            zmq_setsockopt (b->frontend, ZMQ_LINGER, &linger, sizeof linger);
             zmq_close (b->frontend);
+        }
         if (b->backend)
             zmq_close (b->backend);
         if (b->zap)
@@ -257,24 +266,46 @@ broker_destroy (broker_t **b_p)
     }
 }
 
-/* Sends a body to a client. A client that went away is not an error worth more than a debug line. */
-static void
+/* An answer ZeroMQ did not take (errno says why). A client that went away is not an error worth
+ * more than a debug line. One whose queue is full (FERRULE_ZMQ_HWM answers it has not read) loses
+ * the answer, and the broker cannot wait for it: that is counted and said, never silent. 1 when
+ * the answer was dropped so. */
+static int
+broker_undelivered (broker_t *b)
+{
+    if (errno != EAGAIN) {
+        log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
+        return 0;
+    }
+    metrics_inc (b->m_undelivered);
+    broker_refusal (b, "could not answer a client", "its queue of unread answers is full (FERRULE_ZMQ_HWM): the "
+                    "answer is dropped; the client reads its answers too slowly");
+    return 1;
+}
+
+/* Sends a body to a client; 0, or -1 when it was not sent (broker_undelivered). */
+static int
 broker_send_client (broker_t *b, const void *client, size_t client_len, const char *body, size_t len)
 {
     const void *parts [] = { client, "", CODEC_CLIENT_PROTOCOL, body };
     size_t sizes [] = { client_len, 0, 4, len };
-    if (frames_send (b->frontend, parts, sizes, 4, ZMQ_DONTWAIT) != 0)
-        log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
+    if (frames_send (b->frontend, parts, sizes, 4, ZMQ_DONTWAIT) == 0)
+        return 0;
+    broker_undelivered (b);
+    return -1;
 }
 
-/* Forwards a worker's reply frame to a client as it was received (shared, not copied). */
-static void
+/* Forwards a worker's reply frame to a client as it was received (shared, not copied); 0, or -1
+ * when it was not sent (broker_undelivered). */
+static int
 broker_forward_client (broker_t *b, const void *client, size_t client_len, zmq_msg_t *body)
 {
     const void *parts [] = { client, "", CODEC_CLIENT_PROTOCOL };
     size_t sizes [] = { client_len, 0, 4 };
-    if (frames_send_msg (b->frontend, parts, sizes, 3, body, ZMQ_DONTWAIT) != 0)
-        log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
+    if (frames_send_msg (b->frontend, parts, sizes, 3, body, ZMQ_DONTWAIT) == 0)
+        return 0;
+    broker_undelivered (b);
+    return -1;
 }
 
 /* Counts an answer the broker gave itself, by code. */
@@ -539,6 +570,24 @@ broker_sender (broker_t *b, frames_t *f, keys_kind_t kind)
 /* The keys of a request the broker routes by, read with codec_scan (the body is not decoded). */
 enum { REQ_RID, REQ_OP, REQ_DEADLINE, REQ_INTEGRATION, REQ__KEYS };
 
+/* The request's "rid" into rq, when its message has the client frames' shape and its body one:
+ * for an answer given before the body is read, so that a client with several calls in flight can
+ * tell which one it answers. */
+static void
+broker_echo_rid (frames_t *f, req_t *rq)
+{
+    char err [128];
+    const char *rid;
+    size_t len;
+    codec_field_t fl [1] = { { .key = "rid" } };
+    if (f->total != 4 || frames_size (f, 1) != 0
+    ||  codec_scan (frames_data (f, 3), frames_size (f, 3), fl, 1, err, sizeof err) != FR_OK
+    ||  codec_field_str (&fl [0], &rid, &len) != 1 || len == 0 || len > 64)
+        return;
+    rq->rid = rid;
+    rq->rid_len = len;
+}
+
 /* Reads one client message and routes it, or answers it with an error. 1 when a message was read,
  * 0 when none was waiting. */
 static int
@@ -570,6 +619,7 @@ broker_handle_client (broker_t *b)
         metrics_inc (b->m_forbidden);
         broker_refusal (b, "refused a request", "its client key was removed from the clients file since it connected");
         rq.client_name = "";
+        broker_echo_rid (&f, &rq);
         broker_reply_error (b, client, client_len, &rq, FR_FORBIDDEN,
                             "this client's key is no longer on the broker's clients list");
         goto out;
@@ -810,13 +860,16 @@ broker_handle_worker (broker_t *b)
             broker_refusal (b, "ignored a reply", why);
             goto out;
         }
-        if (b->audit) {
-            char outcome [32];
+        /* the outcome is read before the body is handed on (the send takes it), and recorded after
+         * it: the audit says what the client got */
+        char outcome [32] = "";
+        if (b->audit)
             broker_outcome (&f, outcome, sizeof outcome);
+        if (broker_forward_client (b, p->client, p->client_len, &f.part [5]) != 0)
+            snprintf (outcome, sizeof outcome, "undelivered");
+        if (b->audit)
             audit_record (b->audit, p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL,
                           strlen (p->integration), outcome, p->rid_len ? p->rid : NULL, p->rid_len);
-        }
-        broker_forward_client (b, p->client, p->client_len, &f.part [5]);
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does; whether it drains is for
@@ -982,6 +1035,29 @@ broker_reload (broker_t *b)
     audit_reopen (b->audit);
 }
 
+/* At a stop, once nothing is pending: what clients sent before it and the loop has not read yet is
+ * answered too ("shutting down"), rather than dropped with the socket. Read until the frontend
+ * has been quiet for STOP_QUIET_MS (what a client sent just before the stop may still be on its
+ * way from ZeroMQ's I/O thread), STOP_READ_MAX requests or STOP_LINGER_MS at most. */
+static void
+broker_answer_queued (broker_t *b)
+{
+    int64_t until = clock_mono_ms () + STOP_LINGER_MS;
+    int n = 0;
+    for (;;) {
+        while (n < STOP_READ_MAX && broker_handle_client (b))
+            n++;
+        int64_t left = until - clock_mono_ms ();
+        if (n >= STOP_READ_MAX || left <= 0)
+            break;
+        zmq_pollitem_t item = { b->frontend, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, (long) (left < STOP_QUIET_MS ? left : STOP_QUIET_MS)) <= 0)
+            break;
+    }
+    if (n)
+        log_info (NULL, NULL, "answered %d requests that came as it stopped", n);
+}
+
 int
 broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
 {
@@ -996,8 +1072,10 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
             b->draining = 1;
             log_info (NULL, NULL, "draining: %zu requests pending", pending_count (b->pending));
         }
-        if (b->draining && pending_count (b->pending) == 0)
+        if (b->draining && pending_count (b->pending) == 0) {
+            broker_answer_queued (b);
             break;
+        }
         /* the monitors and the ZAP handler by their descriptors: zmq_poll asks every socket
          * among its items for ZMQ_EVENTS, two system calls each, on every pass, and these are
          * rarely busy. Every visit reads them until a receive finds nothing, after which a

@@ -1,6 +1,7 @@
 /* test_lifecycle.c - how processes behave in a rolling update: readiness follows what a process
  * can really do, a worker refuses an old schema, and restarting every worker one by one under
  * load loses no request and breaks no chain */
+#define _GNU_SOURCE
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -194,6 +195,84 @@ test_old_schema_refused (void **state)
     assert_true (named);
 }
 
+/* Before a burst's first request: broker 0 stopped (SIGSTOP), and a child that, once the burst is
+ * sent, asks it to stop (SIGTERM) and lets it go on (SIGCONT). */
+static void
+stop_broker_around (void *arg, size_t i)
+{
+    if (i != 0)
+        return;
+    harness_signal_broker (h, 0, SIGSTOP);
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        usleep (500000);
+        harness_signal_broker (h, 0, SIGTERM);
+        harness_signal_broker (h, 0, SIGCONT);
+        _exit (0);
+    }
+    *(pid_t *) arg = child;
+}
+
+/* A broker stopped (SIGTERM) answers what reached it first: the requests in flight with the
+ * workers' answers, which it waits for, forwards, and lets leave before its socket goes (it closed
+ * the socket with no linger, which can drop the answers of its last turn); and the requests that
+ * came before the stop but were not read yet, answered "unavailable" (it left without reading
+ * them: they were never answered, and their clients waited for their own deadlines). */
+static void
+test_broker_stopped_with_requests_in_flight_answers_them (void **state)
+{
+    enum { N = 20 };
+    char *ids [N];
+    for (int i = 0; i < N; i++) {
+        assert_true (asprintf (&ids [i], "stop:%d", i) > 0);
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1000));
+    pid_t killer = fork ();
+    assert_true (killer >= 0);
+    if (killer == 0) {
+        usleep (400000);                /* the requests are at the provider */
+        harness_signal_broker (h, 0, SIGTERM);
+        _exit (0);
+    }
+    const char *endpoint = harness_broker_frontend (h, 0);
+    json_t *replies = itest_storm (&endpoint, 1, (const char *const *) ids, N, N, 10000);
+    int status = 0;
+    waitpid (killer, &status, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    assert_non_null (replies);
+    int answered = 0;
+    for (size_t i = 0; i < N; i++) {
+        json_t *r = json_array_get (replies, i);
+        answered += json_is_true (json_object_get (r, "ok"));
+    }
+    json_decref (replies);
+    if (answered != N)
+        fail_msg ("%d of the %d requests in flight when the broker was stopped were answered", answered, N);
+    assert_int_equal (harness_restart_broker (h, 0), 0);
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+
+    /* sent while the broker is held (SIGSTOP), so that they wait unread when the stop comes */
+    pid_t around = 0;
+    replies = itest_storm_paced (&endpoint, 1, (const char *const *) ids, N, 5, 5000, 0, stop_broker_around,
+                                 &around);
+    assert_true (around > 0);
+    waitpid (around, &status, 0);
+    assert_non_null (replies);
+    for (size_t i = 0; i < 5; i++) {
+        json_t *r = json_array_get (replies, i);
+        if (!r || strcmp (itest_code (r), "unavailable") != 0)
+            fail_msg ("request %zu, sent before the stop and not read yet: %s", i, r ? itest_code (r) : "no answer");
+    }
+    json_decref (replies);
+    assert_int_equal (harness_restart_broker (h, 0), 0);
+    for (int i = 0; i < N; i++)
+        free (ids [i]);
+}
+
 int
 main (void)
 {
@@ -202,6 +281,7 @@ main (void)
         cmocka_unit_test (test_readiness_transitions),
         cmocka_unit_test (test_rolling_restart_under_load),
         cmocka_unit_test (test_old_schema_refused),
+        cmocka_unit_test (test_broker_stopped_with_requests_in_flight_answers_them),
     };
     int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <msgpack.h>
 #include <zmq.h>
+#include "clock.h"
 #include "codec.h"
 #include "itest.h"
 
@@ -337,6 +338,52 @@ test_oversized_frame_disconnects_only_that_client (void **state)
     json_decref (p);
 }
 
+/* A client that does not read its answers fills its queue at the broker (FERRULE_ZMQ_HWM, here
+ * 10, behind a small receive buffer): the answers past it are dropped, as the broker cannot wait
+ * for one client, but counted and said. They were dropped with a debug line, and counted as
+ * answered. */
+static void
+test_answers_a_client_does_not_read_are_counted_when_dropped (void **state)
+{
+    harness_set_env (h, "FERRULE_ZMQ_HWM", "10");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    int idx = harness_start_broker (h);
+    harness_set_env (h, "FERRULE_ZMQ_HWM", NULL);
+    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
+    assert_true (idx > 0);
+    char log_name [32];
+    snprintf (log_name, sizeof log_name, "broker%d", idx);
+    assert_true (itest_http_port (h, log_name) > 0);
+
+    void *s = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0, one = 1, small = 4096;
+    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (s, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt (s, ZMQ_RCVBUF, &small, sizeof small);
+    itest_secure (s);
+    assert_int_equal (zmq_connect (s, harness_broker_frontend (h, idx)), 0);
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 2);
+    codec_kv_str (b, "op", "ping");
+    codec_kv_str (b, "rid", "unread");
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    double dropped = 0;
+    int64_t until = clock_mono_ms () + 30000;
+    for (int i = 0; dropped <= 0 && clock_mono_ms () < until; i++) {
+        assert_true (zmq_send (s, "", 0, ZMQ_SNDMORE) >= 0);
+        assert_true (zmq_send (s, "FRL1", 4, ZMQ_SNDMORE) >= 0);
+        assert_true (zmq_send (s, body, len, 0) >= 0);
+        if (i % 1000 == 999)
+            dropped = itest_metric (h, log_name, "ferrule_broker_answers_undelivered_total");
+    }
+    codec_builder_destroy (&b);
+    zmq_close (s);
+    if (dropped <= 0)
+        fail_msg ("no dropped answer was counted for a client that read none (the metric: %.0f)", dropped);
+    itest_wait_log (h, "its queue of unread answers is full", 10000);
+}
+
 int
 main (void)
 {
@@ -345,6 +392,7 @@ main (void)
         cmocka_unit_test (test_body_errors),
         cmocka_unit_test (test_cached_token_requests),
         cmocka_unit_test (test_oversized_frame_disconnects_only_that_client),
+        cmocka_unit_test (test_answers_a_client_does_not_read_are_counted_when_dropped),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

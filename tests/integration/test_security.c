@@ -546,6 +546,16 @@ test_sighup_during_startup_is_not_fatal (void **state)
     free (log);
 }
 
+/* Before a burst's first request, over connections made with the client key arg: the key removed. */
+static void
+remove_client_before (void *arg, size_t i)
+{
+    if (i != 0)
+        return;
+    assert_int_equal (harness_remove_client (h, arg), 0);
+    reload_and_wait ();
+}
+
 /* A client key removed from the list stops working at once, on a connection already open. */
 static void
 test_sighup_removes_client (void **state)
@@ -571,6 +581,24 @@ test_sighup_removes_client (void **state)
     json_decref (r);
     json_decref (args);
     client_destroy (&c);
+    /* several calls in flight on a connection whose key is removed: each is told, in an answer that
+     * names its request (the answer had no "rid", and a client with more than one call waiting
+     * could not tell whose it was: each waited for its own deadline) */
+    assert_int_equal (harness_add_client (h, "temp2"), 0);
+    assert_int_equal (harness_write_policy (h, "harness * *\ntemp2 read *\n"), 0);
+    reload_and_wait ();
+    assert_int_equal (harness_use_client (h, "temp2"), 0);
+    const char *endpoint = harness_broker_frontend (h, 0);
+    const char *ids [] = { "acct1:box" };
+    json_t *replies = itest_storm_paced (&endpoint, 1, ids, 1, 3, 5000, 0, remove_client_before, "temp2");
+    assert_non_null (replies);
+    for (size_t i = 0; i < 3; i++) {
+        json_t *x = json_array_get (replies, i);
+        if (!x || strcmp (itest_code (x), "forbidden") != 0)
+            fail_msg ("call %zu of three on a connection whose key was removed: %s", i,
+                      x ? itest_code (x) : "no answer naming it");
+    }
+    json_decref (replies);
     /* the others keep working, their connections untouched */
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
     int rc = -1;
