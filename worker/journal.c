@@ -343,13 +343,15 @@ journal_open (const char *path, char *err, size_t errlen)
     /* one process at a time: two writing at their own ends would overwrite each other's records
      * (two workers given one id, or one started before the last one has stopped) */
     if (flock (fd, LOCK_EX | LOCK_NB) != 0) {
-        if (errno == EWOULDBLOCK)
+        if (errno == EWOULDBLOCK) {
             snprintf (err, errlen, "journal \"%s\" is in use by another process: a second worker with the same "
                       "id, or one that has not stopped yet", path);
-        else
-            snprintf (err, errlen, "could not lock journal \"%s\": %s", path, strerror (errno));
-        journal_close (&j);
-        return NULL;
+            journal_close (&j);
+            return NULL;
+        }
+        /* a file system without locks (some network ones): the journal works, unguarded */
+        log_warning (NULL, NULL, "could not lock journal \"%s\" (%s): nothing keeps another worker with the same id "
+                     "from writing it too", path, strerror (errno));
     }
     struct stat st;
     int torn = 0;
