@@ -557,47 +557,85 @@ lock_chain_in_child (int hold_ms)
 /* the same for pg_locks, about a table of this database */
 #define THIS_DB      "l.database = (SELECT oid FROM pg_database WHERE datname = current_database ())"
 
-/* Waits until the worker's session app (one of the two above) waits for a lock. */
-static void
-wait_lock_wait (const char *app, const char *what)
+/* The integer sql answers on c (its first row's first column); -1 when it failed. Usable in a
+ * forked child, on a connection of its own: no cmocka assertion. */
+static long long
+conn_int (PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec (c, sql);
+    long long v = PQresultStatus (r) == PGRES_TUPLES_OK && PQntuples (r) == 1 ? atoll (PQgetvalue (r, 0, 0)) : -1;
+    PQclear (r);
+    return v;
+}
+
+/* 0 once the worker's session app (one of the two above) waits for a lock, within 20 s; -1. */
+static int
+lock_waited (PGconn *c, const char *app)
 {
     char sql [256];
     snprintf (sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE %s AND wait_event_type = 'Lock'", app);
     int64_t until = clock_mono_ms () + 20000;
-    while (harness_sql_int (h, sql) != 1) {
+    while (conn_int (c, sql) != 1) {
         if (clock_mono_ms () > until)
-            fail_msg ("%s never waited for the chain's table", what);
+            return -1;
         usleep (10000);
     }
+    return 0;
 }
 
-/* Ends the worker's main connection, and keeps it from coming back: its role's connection limit
- * is every session the role has now but that one. */
-static void
-end_main_connection (void)
+/* Ends the worker's main connection, and keeps it from coming back (its role's connection limit
+ * is every session the role has now but that one); 0 once it has ended, within 20 s; -1. */
+static int
+main_connection_ended (PGconn *c)
 {
-    assert_int_equal (harness_sql (h, "DO $$ DECLARE r name; n int; BEGIN"
-                                      " SELECT usename INTO r FROM pg_stat_activity WHERE " MAIN_CONN ";"
-                                      " SELECT count(*) INTO n FROM pg_stat_activity WHERE usename = r;"
-                                      " EXECUTE format ('ALTER ROLE %I CONNECTION LIMIT %s', r, n - 1);"
-                                      " PERFORM pg_terminate_backend (pid) FROM pg_stat_activity"
-                                      "  WHERE " MAIN_CONN "; END $$"), 0);
+    PGresult *r = PQexec (c, "DO $$ DECLARE r name; n int; BEGIN"
+                             " SELECT usename INTO r FROM pg_stat_activity WHERE " MAIN_CONN ";"
+                             " SELECT count(*) INTO n FROM pg_stat_activity WHERE usename = r;"
+                             " EXECUTE format ('ALTER ROLE %I CONNECTION LIMIT %s', r, n - 1);"
+                             " PERFORM pg_terminate_backend (pid) FROM pg_stat_activity"
+                             "  WHERE " MAIN_CONN "; END $$");
+    int done = PQresultStatus (r) == PGRES_COMMAND_OK;
+    PQclear (r);
     int64_t until = clock_mono_ms () + 20000;
-    while (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE " MAIN_CONN) != 0) {
+    while (done && conn_int (c, "SELECT count(*) FROM pg_stat_activity WHERE " MAIN_CONN) != 0) {
         if (clock_mono_ms () > until)
-            fail_msg ("the worker's main connection did not end");
+            return -1;
         usleep (10000);
     }
+    return done ? 0 : -1;
 }
 
-/* The window these tests need: the chain's table still locked, the batch connection still waiting. */
-static void
-still_waiting (const char *when)
+/* The window these tests need: 1 while the chain's table is still locked, the batch connection
+ * still waiting. */
+static int
+still_waiting (PGconn *c)
 {
-    if (harness_sql_int (h, "SELECT count(*) FROM pg_stat_activity WHERE " BATCHES_CONN
-                            " AND wait_event_type = 'Lock'") != 1)
-        fail_msg ("the chain's table was released before %s: the machine is too slow for this test's 3 s window",
-                  when);
+    return conn_int (c, "SELECT count(*) FROM pg_stat_activity WHERE " BATCHES_CONN " AND wait_event_type = 'Lock'") == 1;
+}
+
+#define TOO_SLOW "the machine is too slow for this test's 3 s window"
+
+/* Waits, in the test itself, until the first refresh's claim waits on the batch connection. */
+static void
+first_claim_waits (void)
+{
+    if (lock_waited (harness_db (h), BATCHES_CONN) != 0)
+        fail_msg ("the first refresh's claim, on the batch connection, never waited for the chain's table");
+}
+
+/* Forks a child that, once the worker's main session waits for a lock (the second request's
+ * claim or read, sent once the caller returns), ends the main connection while the batch one
+ * still waits; it exits 0, or 5, 6, 7 for the step that failed. */
+static pid_t
+end_main_in_child (void)
+{
+    pid_t pid;
+    PGconn *c = fork_connected (&pid);
+    if (!c)
+        return pid;
+    int rc = lock_waited (c, MAIN_CONN) != 0 ? 5 : main_connection_ended (c) != 0 ? 6 : !still_waiting (c) ? 7 : 0;
+    PQfinish (c);
+    _exit (rc);
 }
 
 /* Before the second request: the first one's claim waits on the batch connection, and the main
@@ -608,10 +646,12 @@ lose_main_before (void *arg, size_t i)
     (void) arg;
     if (i != 1)
         return;
-    wait_lock_wait (BATCHES_CONN, "the first refresh's claim, on the batch connection,");
-    end_main_connection ();
+    first_claim_waits ();
+    if (main_connection_ended (harness_db (h)) != 0)
+        fail_msg ("the worker's main connection did not end");
     itest_wait_log (h, "lost the database connection", 20000);
-    still_waiting ("the second request was sent");
+    if (!still_waiting (harness_db (h)))
+        fail_msg ("the chain's table was released before the second request was sent: " TOO_SLOW);
 }
 
 /* Before the second request: the first one's claim waits on the batch connection; the second one's
@@ -619,20 +659,10 @@ lose_main_before (void *arg, size_t i)
 static void
 lose_main_during (void *arg, size_t i)
 {
-    (void) arg;
     if (i != 1)
         return;
-    wait_lock_wait (BATCHES_CONN, "the first refresh's claim, on the batch connection,");
-    pid_t pid = fork ();
-    assert_true (pid >= 0);
-    if (pid == 0) {
-        /* after the second request is sent, which this callback's return does */
-        wait_lock_wait (MAIN_CONN, "the second refresh's claim, on the main connection,");
-        end_main_connection ();
-        still_waiting ("the main connection was lost");
-        _exit (0);
-    }
-    ((pid_t *) arg) [0] = pid;
+    first_claim_waits ();
+    ((pid_t *) arg) [0] = end_main_in_child ();
 }
 
 /* A child that locks the integrations table (ACCESS EXCLUSIVE) and holds it 1.5 s; returns once
@@ -673,18 +703,10 @@ lose_main_during_read (void *arg, size_t i)
 {
     if (i != 1)
         return;
-    wait_lock_wait (BATCHES_CONN, "the first refresh's claim, on the batch connection,");
+    first_claim_waits ();
     pid_t *pids = arg;
     pids [0] = lock_integrations_in_child (0);
-    pids [1] = fork ();
-    assert_true (pids [1] >= 0);
-    if (pids [1] == 0) {
-        /* after the second request is sent, which this callback's return does */
-        wait_lock_wait (MAIN_CONN, "the second request's read, on the main connection,");
-        end_main_connection ();
-        still_waiting ("the main connection was lost");
-        _exit (0);
-    }
+    pids [1] = end_main_in_child ();
 }
 
 /* A broker and worker w1 whose statements may wait 5.5 s for a lock (for locks held 3 s: a lock
@@ -789,7 +811,8 @@ change_during_read (void *arg, size_t i)
     PGconn *c = fork_connected (&pids [1]);
     if (c) {
         /* after the request is sent, which this callback's return does */
-        wait_lock_wait (BATCHES_CONN, "the request's read, on the batch connection,");
+        if (lock_waited (c, BATCHES_CONN) != 0)
+            _exit (5);                   /* the request's read never waited for the lock */
         PGresult *r = PQexec (c, "SELECT pg_notify ('" STORE_NOTIFY_CHANNEL "', 'w9 gr:0')");
         int sent = PQresultStatus (r) == PGRES_TUPLES_OK;
         PQclear (r);
