@@ -268,19 +268,17 @@ broker_destroy (broker_t **b_p)
 
 /* An answer ZeroMQ did not take (errno says why). A client that went away is not an error worth
  * more than a debug line. One whose queue is full (FERRULE_ZMQ_HWM answers it has not read) loses
- * the answer, and the broker cannot wait for it: that is counted and said, never silent. 1 when
- * the answer was dropped so. */
-static int
+ * the answer, and the broker cannot wait for it: that is counted and said, never silent. */
+static void
 broker_undelivered (broker_t *b)
 {
     if (errno != EAGAIN) {
         log_debug (NULL, NULL, "could not answer a client: %s", zmq_strerror (errno));
-        return 0;
+        return;
     }
     metrics_inc (b->m_undelivered);
     broker_refusal (b, "could not answer a client", "its queue of unread answers is full (FERRULE_ZMQ_HWM): the "
                     "answer is dropped; the client reads its answers too slowly");
-    return 1;
 }
 
 /* Sends a body to a client; 0, or -1 when it was not sent (broker_undelivered). */
@@ -862,14 +860,14 @@ broker_handle_worker (broker_t *b)
         }
         /* the outcome is read before the body is handed on (the send takes it), and recorded after
          * it: the audit says what the client got */
-        char outcome [32] = "";
+        char outcome [32];
         if (b->audit)
             broker_outcome (&f, outcome, sizeof outcome);
-        if (broker_forward_client (b, p->client, p->client_len, &f.part [5]) != 0)
-            snprintf (outcome, sizeof outcome, "undelivered");
+        int sent = broker_forward_client (b, p->client, p->client_len, &f.part [5]) == 0;
         if (b->audit)
             audit_record (b->audit, p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL,
-                          strlen (p->integration), outcome, p->rid_len ? p->rid : NULL, p->rid_len);
+                          strlen (p->integration), sent ? outcome : "undelivered", p->rid_len ? p->rid : NULL,
+                          p->rid_len);
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does; whether it drains is for

@@ -313,6 +313,20 @@ journal_collect_all (journal_t *j, replay_scan_t *rs)
     return journal_scan (j, journal_collect, rs, NULL, NULL) < 0 ? -1 : 0;
 }
 
+/* At open, one pass over the live region: its highest sequence, its records and their markers. */
+typedef struct {
+    journal_t *j;
+    replay_scan_t rs;
+} open_scan_t;
+
+static void
+journal_open_line (void *arg, json_t *o)
+{
+    open_scan_t *os = arg;
+    journal_learn (os->j, o);
+    journal_collect (&os->rs, o);
+}
+
 /* How many of rs's records no marker settles. */
 static size_t
 journal_unsettled (const replay_scan_t *rs)
@@ -356,20 +370,19 @@ journal_open (const char *path, char *err, size_t errlen)
     struct stat st;
     int torn = 0;
     scan_t region = { 0, 0 };
-    replay_scan_t rs = { NULL, NULL };
-    if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_learn, j, &torn, &region)) < 0
-    ||  journal_collect_all (j, &rs) != 0) {
+    open_scan_t os = { j, { json_array (), json_object () } };
+    if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_open_line, &os, &torn, &region)) < 0) {
         snprintf (err, errlen, "could not read journal \"%s\": %s", path, strerror (errno));
-        json_decref (rs.records);
-        json_decref (rs.done);
+        json_decref (os.rs.records);
+        json_decref (os.rs.done);
         journal_close (&j);
         return NULL;
     }
     /* counted before the replay, so that the backlog a worker reports while the database is away
      * is the records it holds, not 0 */
-    j->outstanding = journal_unsettled (&rs);
-    json_decref (rs.records);
-    json_decref (rs.done);
+    j->outstanding = journal_unsettled (&os.rs);
+    json_decref (os.rs.records);
+    json_decref (os.rs.done);
     j->size = st.st_size;
     /* new lines continue the live region's epoch (0 for a journal of a version without epochs:
      * its markers must match its records until it empties), or start one */

@@ -532,22 +532,31 @@ test_turn_statements_use_the_primary_key (void **state)
         free (ids [i]);
 }
 
-/* In a child: holds the chain's table in SHARE mode for hold_ms, which every claim and commit waits
- * for (each may write a chain row). Exits 0 when it did. */
+/* In a child: takes a table lock (lock, a LOCK TABLE statement) in a transaction of its own and
+ * holds it for hold_ms. Exits 0 when it did. */
 static pid_t
-lock_chain_in_child (int hold_ms)
+hold_lock_in_child (const char *lock, int hold_ms)
 {
     pid_t pid;
     PGconn *c = fork_connected (&pid);
     if (!c)
         return pid;
-    PGresult *r = PQexec (c, "BEGIN; LOCK TABLE token_chain IN SHARE MODE");
+    PQclear (PQexec (c, "BEGIN"));
+    PGresult *r = PQexec (c, lock);
     int locked = PQresultStatus (r) == PGRES_COMMAND_OK;
     PQclear (r);
     usleep ((useconds_t) hold_ms * 1000);
     PQclear (PQexec (c, "COMMIT"));
     PQfinish (c);
     _exit (locked ? 0 : 4);
+}
+
+/* In a child: holds the chain's table in SHARE mode for hold_ms, which every claim and commit waits
+ * for (each may write a chain row). Exits 0 when it did. */
+static pid_t
+lock_chain_in_child (int hold_ms)
+{
+    return hold_lock_in_child ("LOCK TABLE token_chain IN SHARE MODE", hold_ms);
 }
 
 /* The worker's two sessions, as conditions on pg_stat_activity, which lists every database's:
@@ -670,17 +679,7 @@ lose_main_during (void *arg, size_t i)
 static pid_t
 lock_integrations_in_child (int granted)
 {
-    pid_t pid;
-    PGconn *c = fork_connected (&pid);
-    if (c) {
-        PGresult *r = PQexec (c, "BEGIN; LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE");
-        int locked = PQresultStatus (r) == PGRES_COMMAND_OK;
-        PQclear (r);
-        usleep (1500000);
-        PQclear (PQexec (c, "COMMIT"));
-        PQfinish (c);
-        _exit (locked ? 0 : 4);
-    }
+    pid_t pid = hold_lock_in_child ("LOCK TABLE integrations IN ACCESS EXCLUSIVE MODE", 1500);
     int64_t until = clock_mono_ms () + 20000;
     while (harness_sql_int (h, granted ? "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
                                          " WHERE c.relname = 'integrations' AND l.mode = 'AccessExclusiveLock'"
