@@ -45,6 +45,8 @@ struct journal {
     off_t end;                   /* where the next line goes: the live region's NUL */
     off_t size;                  /* the file's size; everything up to it has been written */
     uint64_t appended;           /* records written, ever (the loop's thread only) */
+    journal_flush_fn *flush;     /* fdatasync, or a test's (journal_set_flush) */
+    void *flush_arg;
     struct {                     /* the sync thread (journal_sync_start), started on first use */
         int started;
         pthread_t thread;
@@ -59,6 +61,13 @@ struct journal {
 };
 
 static const char s_zeros [65536];
+
+static int
+journal_fdatasync (int fd, void *arg)
+{
+    (void) arg;
+    return fdatasync (fd);
+}
 
 static uint64_t
 journal_new_epoch (void)
@@ -353,6 +362,7 @@ journal_open (const char *path, char *err, size_t errlen)
     j->path = mem_strdup (path);
     j->fd = fd;
     j->next_seq = 1;
+    j->flush = journal_fdatasync;
     j->sync.efd = -1;
     /* one process at a time: two writing at their own ends would overwrite each other's records
      * (two workers given one id, or one started before the last one has stopped) */
@@ -496,7 +506,7 @@ journal_sync (journal_t *j)
 {
     if (!j->unsynced)
         return 0;
-    if (fdatasync (j->fd) != 0) {
+    if (j->flush (j->fd, j->flush_arg) != 0) {
         log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s", j->path, strerror (errno));
         return -1;
     }
@@ -519,8 +529,10 @@ journal_syncer (void *arg)
         if (j->sync.want <= j->sync.done)
             break;                       /* stopping, and every sync asked for is made */
         uint64_t target = j->sync.want;
+        journal_flush_fn *flush = j->flush;
+        void *flush_arg = j->flush_arg;
         pthread_mutex_unlock (&j->sync.lock);
-        if (fdatasync (j->fd) != 0)
+        if (flush (j->fd, flush_arg) != 0)
             log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s", j->path, strerror (errno));
         int64_t ended_us = clock_mono_us ();
         pthread_mutex_lock (&j->sync.lock);
@@ -666,6 +678,17 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
     json_decref (records);
     json_decref (done);
     return count;
+}
+
+void
+journal_set_flush (journal_t *j, journal_flush_fn *fn, void *arg)
+{
+    if (j->sync.started)
+        pthread_mutex_lock (&j->sync.lock);
+    j->flush = fn ? fn : journal_fdatasync;
+    j->flush_arg = fn ? arg : NULL;
+    if (j->sync.started)
+        pthread_mutex_unlock (&j->sync.lock);
 }
 
 size_t
