@@ -107,8 +107,9 @@ typedef struct worker {
                          *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok,
                          *journal_window, *revalidated_stale, *claim_batch, *commit_batch,
                          *phase_claim, *phase_commit, *db_batch, *parked,
-                         *revoked, *revocation_failed;
+                         *revoked, *revocation_failed, *journal_sync_failures;
         metrics_series_t *values_on_old_keys;   /* keystats.c */
+        uint64_t journal_sync_failures_seen;    /* journal_sync_failures at the last publish */
     } m;
     refresh_t *refreshes;           /* every refresh in progress */
     journal_wait_t *jwait;          /* rotated tokens written to the journal, not yet seen synced */

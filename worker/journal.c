@@ -13,6 +13,7 @@
  * so that no stale record or "done" marker is read as live. Opening the journal zeroes what lies
  * beyond the live region, so that stale bytes of a version without checksums never meet a tear. */
 #include "journal.h"
+#include <assert.h>
 #include "clock.h"
 #include "crypto.h"
 #include "log.h"
@@ -34,6 +35,11 @@
 #define JOURNAL_MAX_LINE (256 * 1024)
 #define JOURNAL_SUM_LEN  16              /* the checksum's hex digits, after a tab */
 #define JOURNAL_CHUNK    (1024 * 1024)   /* the file grows by this much, zeros written once */
+/* the copy of the lines not yet known to be on disk is let go past this (a disk failing for
+ * minutes under load): the records are still in memory until committed, and the database has them */
+#define JOURNAL_KEPT_MAX (64 * 1024 * 1024)
+#define JOURNAL_RETRY_MIN_MS 50          /* the wait before a sync after a failed one, doubling */
+#define JOURNAL_RETRY_MAX_MS 1000
 
 struct journal {
     char *path;
@@ -47,6 +53,19 @@ struct journal {
     uint64_t appended;           /* records written, ever (the loop's thread only) */
     journal_flush_fn *flush;     /* fdatasync, or a test's (journal_set_flush) */
     void *flush_arg;
+    /* The bytes of lines written since the last sync known to have succeeded, copied. After a
+     * failed fdatasync Linux may mark the pages clean without having written them, and the next
+     * fdatasync succeeds without writing them either: they are written again from this copy
+     * before any further sync (journal_rewrite). The loop's thread only. */
+    struct {
+        char *buf;
+        size_t head, len, cap;   /* the copy is buf [head, head + len) */
+        off_t off;               /* where buf [head] is in the file */
+        uint64_t base;           /* the count of written at buf [head] */
+        int dropped;             /* past JOURNAL_KEPT_MAX: bytes before the copy are not kept */
+    } kept;
+    uint64_t written;            /* bytes of lines written, ever (the loop's thread only) */
+    uint64_t sync_failures;      /* failed flushes, ever (the loop's thread only) */
     struct {                     /* the sync thread (journal_sync_start), started on first use */
         int started;
         pthread_t thread;
@@ -54,13 +73,21 @@ struct journal {
         pthread_cond_t wake;
         int efd;                 /* eventfd: written when a sync ends */
         uint64_t want;           /* under lock: sync every record up to this count */
-        uint64_t done;           /* under lock: records on disk (or given up on: see the thread) */
+        uint64_t want_mark;      /* under lock: and the bytes written up to then (written) */
+        uint64_t done;           /* under lock: records on disk */
+        uint64_t done_mark;      /* under lock: bytes on disk */
         int64_t done_us;         /* under lock: when the sync that made done ended, monotonic */
+        int failed;              /* under lock: the last sync failed (its errno); none is tried
+                                  * until the loop has written the bytes again (journal_synced) */
+        int in_row;              /* under lock: failed syncs since the last success */
         int stop;                /* under lock */
     } sync;
 };
 
 static const char s_zeros [65536];
+
+static void journal_keep (journal_t *j, const char *line, size_t len);
+static int journal_rewrite (journal_t *j);
 
 static int
 journal_fdatasync (int fd, void *arg)
@@ -408,8 +435,10 @@ journal_open (const char *path, char *err, size_t errlen)
         journal_close (&j);
         return NULL;
     }
-    if (torn)
+    if (torn) {
+        journal_keep (j, end_line, 1);       /* unsynced like a line: written again if a sync fails */
         j->end++;
+    }
     return j;
 }
 
@@ -424,6 +453,13 @@ journal_close (journal_t **j_p)
             pthread_cond_signal (&j->sync.wake);
             pthread_mutex_unlock (&j->sync.lock);
             pthread_join (j->sync.thread, NULL);
+            /* a failure the loop has not heard of: the bytes again before the last sync below */
+            if (j->sync.failed) {
+                log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s; writing its last %zu bytes "
+                           "again before closing it", j->path, strerror (j->sync.failed), j->kept.len);
+                if (journal_rewrite (j) != 0)
+                    log_error (NULL, NULL, "could not write the journal \"%s\" again: %s", j->path, strerror (errno));
+            }
             pthread_mutex_destroy (&j->sync.lock);
             pthread_cond_destroy (&j->sync.wake);
         }
@@ -437,9 +473,84 @@ journal_close (journal_t **j_p)
         if ((*j_p)->fd >= 0)
             close ((*j_p)->fd);
         mem_free ((*j_p)->path);
+        mem_free ((*j_p)->kept.buf);
         mem_free (*j_p);
         *j_p = NULL;
     }
+}
+
+/* A line of len bytes just written at j->end, copied until a sync covers it. */
+static void
+journal_keep (journal_t *j, const char *line, size_t len)
+{
+    j->written += len;
+    if (j->kept.dropped)
+        return;
+    /* lines are only ever written at the region's end, and the copy is let go when it restarts */
+    assert (j->kept.len == 0 || j->kept.off + (off_t) j->kept.len == j->end);
+    if (j->kept.len + len > JOURNAL_KEPT_MAX) {
+        log_error (NULL, NULL, "journal \"%s\": %zu bytes written since the last sync that succeeded; no longer "
+                   "keeping a copy to write again", j->path, j->kept.len + len);
+        mem_free (j->kept.buf);
+        memset (&j->kept, 0, sizeof j->kept);
+        j->kept.dropped = 1;
+        return;
+    }
+    if (j->kept.len == 0) {
+        j->kept.head = 0;
+        j->kept.off = j->end;
+        j->kept.base = j->written - len;
+    }
+    if (j->kept.head + j->kept.len + len > j->kept.cap) {
+        if (j->kept.head > 0) {              /* the synced front first */
+            memmove (j->kept.buf, j->kept.buf + j->kept.head, j->kept.len);
+            j->kept.head = 0;
+        }
+        if (j->kept.len + len > j->kept.cap) {
+            size_t cap = j->kept.cap ? j->kept.cap : 4096;
+            while (cap < j->kept.len + len)
+                cap *= 2;
+            j->kept.buf = mem_realloc (j->kept.buf, cap);
+            j->kept.cap = cap;
+        }
+    }
+    memcpy (j->kept.buf + j->kept.head + j->kept.len, line, len);
+    j->kept.len += len;
+}
+
+/* A sync that began once mark bytes had been written has succeeded: the copy of them goes. */
+static void
+journal_kept_synced (journal_t *j, uint64_t mark)
+{
+    if (j->kept.dropped && mark >= j->written)
+        j->kept.dropped = 0;                 /* everything is on disk: kept from here on again */
+    if (mark <= j->kept.base)
+        return;
+    uint64_t n = mark - j->kept.base;
+    if (n >= j->kept.len) {
+        j->kept.base += j->kept.len;
+        j->kept.off += (off_t) j->kept.len;
+        j->kept.head = j->kept.len = 0;
+        return;
+    }
+    j->kept.head += (size_t) n;
+    j->kept.len -= (size_t) n;
+    j->kept.off += (off_t) n;
+    j->kept.base += n;
+}
+
+/* After a failed flush: the lines no sync has put on disk, and the live region's NUL, written
+ * again, so that the next flush has them to write. 0, or -1 with errno set. */
+static int
+journal_rewrite (journal_t *j)
+{
+    j->sync_failures++;
+    if (j->kept.dropped)
+        log_error (NULL, NULL, "journal \"%s\": lines written while no sync succeeded were not kept; only the last "
+                   "%zu bytes are written again", j->path, j->kept.len);
+    if (j->kept.len > 0 && journal_pwrite (j, j->kept.buf + j->kept.head, j->kept.len, j->kept.off) != 0)
+        return -1;
+    return journal_pwrite (j, "", 1, j->end);
 }
 
 /* Writes one line and the NUL that ends the live region, at its end. */
@@ -460,8 +571,10 @@ journal_write_line (journal_t *j, json_t *obj)
     int rc = journal_reserve (j, j->end + (off_t) len + 2);
     if (rc == 0)
         rc = journal_pwrite (j, buf, len + 2, j->end);
-    if (rc == 0)
+    if (rc == 0) {
+        journal_keep (j, buf, len + 1);
         j->end += (off_t) len + 1;
+    }
     mem_free (buf);
     free (line);
     return rc;
@@ -506,38 +619,67 @@ journal_sync (journal_t *j)
 {
     if (!j->unsynced)
         return 0;
-    if (j->flush (j->fd, j->flush_arg) != 0) {
-        log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s", j->path, strerror (errno));
-        return -1;
+    /* once more after a failure, with the bytes written again: a second flush of pages an error
+     * marked clean would succeed without writing them */
+    for (int attempt = 1; j->flush (j->fd, j->flush_arg) != 0; attempt++) {
+        int e = errno;
+        if (attempt == 2 || journal_rewrite (j) != 0) {
+            log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s", j->path, strerror (e));
+            return -1;
+        }
+        log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s; wrote its last %zu bytes again, "
+                   "flushing again", j->path, strerror (e), j->kept.len);
     }
     j->unsynced = 0;
+    journal_kept_synced (j, j->written);
     return 0;
 }
 
 /* The sync thread: one fdatasync at a time, for every record appended before it began. Records
- * written meanwhile wait for the next one. A failed sync is logged and counted as done, as the
- * loop's own sync did: the token is still in the page cache and goes on to the database, and a
- * journal that cannot sync must not stop every refresh. */
+ * written meanwhile wait for the next one. A failed sync counts nothing as done: the thread waits
+ * until the loop has written the bytes again (journal_synced), and then, after a pause that
+ * doubles while the disk keeps failing, syncs again. Refreshes go on meanwhile: their tokens are
+ * in memory until the database has them. */
 static void *
 journal_syncer (void *arg)
 {
     journal_t *j = arg;
     pthread_mutex_lock (&j->sync.lock);
     for (;;) {
-        while (!j->sync.stop && j->sync.want <= j->sync.done)
+        while (!j->sync.stop && (j->sync.failed || j->sync.want <= j->sync.done))
             pthread_cond_wait (&j->sync.wake, &j->sync.lock);
-        if (j->sync.want <= j->sync.done)
-            break;                       /* stopping, and every sync asked for is made */
-        uint64_t target = j->sync.want;
+        if (j->sync.failed || j->sync.want <= j->sync.done)
+            break;                       /* stopping: every sync asked for is made, or the close syncs */
+        if (j->sync.in_row > 0 && !j->sync.stop) {
+            int ms = JOURNAL_RETRY_MIN_MS << (j->sync.in_row < 5 ? j->sync.in_row - 1 : 4);
+            struct timespec until;
+            clock_gettime (CLOCK_MONOTONIC, &until);
+            until.tv_sec += ms / 1000;
+            until.tv_nsec += (long) (ms % 1000) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            while (!j->sync.stop && pthread_cond_timedwait (&j->sync.wake, &j->sync.lock, &until) != ETIMEDOUT)
+                ;
+        }
+        uint64_t target = j->sync.want, mark = j->sync.want_mark;
         journal_flush_fn *flush = j->flush;
         void *flush_arg = j->flush_arg;
         pthread_mutex_unlock (&j->sync.lock);
-        if (flush (j->fd, flush_arg) != 0)
-            log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s", j->path, strerror (errno));
+        int rc = flush (j->fd, flush_arg), e = errno;
         int64_t ended_us = clock_mono_us ();
         pthread_mutex_lock (&j->sync.lock);
-        j->sync.done = target;
-        j->sync.done_us = ended_us;
+        if (rc == 0) {
+            j->sync.done = target;
+            j->sync.done_mark = mark;
+            j->sync.done_us = ended_us;
+            j->sync.in_row = 0;
+        }
+        else {
+            j->sync.failed = e ? e : EIO;
+            j->sync.in_row++;
+        }
         uint64_t one = 1;
         if (write (j->sync.efd, &one, sizeof one) < 0 && errno != EAGAIN)
             log_error (NULL, NULL, "could not signal the end of a journal sync: %s", strerror (errno));
@@ -554,7 +696,11 @@ journal_sync_start (journal_t *j)
         if (j->sync.efd < 0)
             goto fail;
         pthread_mutex_init (&j->sync.lock, NULL);
-        pthread_cond_init (&j->sync.wake, NULL);
+        pthread_condattr_t ca;               /* the retry's pause, on the monotonic clock */
+        pthread_condattr_init (&ca);
+        pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
+        pthread_cond_init (&j->sync.wake, &ca);
+        pthread_condattr_destroy (&ca);
         if (pthread_create (&j->sync.thread, NULL, journal_syncer, j) != 0) {
             pthread_mutex_destroy (&j->sync.lock);
             pthread_cond_destroy (&j->sync.wake);
@@ -567,6 +713,7 @@ journal_sync_start (journal_t *j)
     pthread_mutex_lock (&j->sync.lock);
     if (j->appended > j->sync.want) {
         j->sync.want = j->appended;
+        j->sync.want_mark = j->written;
         pthread_cond_signal (&j->sync.wake);
     }
     pthread_mutex_unlock (&j->sync.lock);
@@ -593,10 +740,27 @@ journal_synced (journal_t *j, int64_t *at_us)
     while (read (j->sync.efd, &one, sizeof one) > 0)
         ;                                          /* drained: poll waits for the next one */
     pthread_mutex_lock (&j->sync.lock);
-    uint64_t done = j->sync.done;
+    uint64_t done = j->sync.done, mark = j->sync.done_mark;
+    int failed = j->sync.failed;
     if (at_us && done)
         *at_us = j->sync.done_us;
     pthread_mutex_unlock (&j->sync.lock);
+    journal_kept_synced (j, mark);
+    if (failed) {
+        /* the bytes again, then a sync of everything written so far; a write that fails too is
+         * left to that sync to report */
+        size_t again = j->kept.len;
+        if (journal_rewrite (j) != 0)
+            log_error (NULL, NULL, "could not write the journal \"%s\" again: %s", j->path, strerror (errno));
+        log_error (NULL, NULL, "could not flush the journal \"%s\" to disk: %s; wrote its last %zu bytes again, "
+                   "flushing again", j->path, strerror (failed), again);
+        pthread_mutex_lock (&j->sync.lock);
+        j->sync.failed = 0;
+        j->sync.want = j->appended;
+        j->sync.want_mark = j->written;
+        pthread_cond_signal (&j->sync.wake);
+        pthread_mutex_unlock (&j->sync.lock);
+    }
     return done;
 }
 
@@ -611,7 +775,11 @@ journal_done (journal_t *j, int64_t seq)
     if (j->outstanding > 0)
         j->outstanding--;
     if (j->outstanding == 0 && journal_pwrite (j, "", 1, 0) == 0) {
-        /* empty: the next record starts a new epoch at offset 0 */
+        /* empty: the next record starts a new epoch at offset 0, and nothing before it needs
+         * writing again */
+        j->kept.head = j->kept.len = 0;
+        j->kept.off = 0;
+        j->kept.base = j->written;
         j->end = 0;
         j->next_seq = 1;
         j->epoch = journal_new_epoch ();
@@ -689,6 +857,12 @@ journal_set_flush (journal_t *j, journal_flush_fn *fn, void *arg)
     j->flush_arg = fn ? arg : NULL;
     if (j->sync.started)
         pthread_mutex_unlock (&j->sync.lock);
+}
+
+uint64_t
+journal_sync_failures (const journal_t *j)
+{
+    return j->sync_failures;
 }
 
 size_t

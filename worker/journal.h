@@ -34,6 +34,9 @@ typedef void (journal_replay_fn) (void *arg, int64_t seq, const store_commit_t *
 /* Calls fn for every record not yet settled, oldest first. Returns how many, or -1 on a read error. */
 int journal_replay (journal_t *j, journal_replay_fn *fn, void *arg);
 size_t journal_outstanding (const journal_t *j);
+/* Flushes that failed, ever. After each, the lines not known to be on disk are written again and
+ * the sync retried (journal_synced, journal_sync). */
+uint64_t journal_sync_failures (const journal_t *j);
 /* For tests: the call that flushes the file to disk (fdatasync, the default), so that a test can
  * make it fail as a disk would. Returns 0, or -1 with errno set. */
 typedef int (journal_flush_fn) (int fd, void *arg);

@@ -114,6 +114,9 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen (none after three heartbeat intervals without a PING)", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
+    w->m.journal_sync_failures = metrics_counter (w->metrics, "worker_journal_sync_failures_total",
+                                                  "flushes of the journal to disk that failed (each is written again and "
+                                                  "retried; a disk to replace)", NULL);
     w->m.parked = metrics_gauge (w->metrics, "worker_requests_parked", "requests waiting for the database: parked until their integration's row is read (cache misses, status, history) or queued for a free connection (history, import)", NULL);
     w->m.cached_integrations = metrics_gauge (w->metrics, "worker_cached_integrations", "integrations in this worker's cache", NULL);
     w->m.db_connected = metrics_gauge (w->metrics, "worker_database_connected", "1 while the database connection is up", NULL);
@@ -358,6 +361,9 @@ worker_tick (worker_t *w, int64_t now)
     metrics_set (w->m.partitions_owned, sweep_owned_count (w->sweep));
     metrics_set (w->m.refreshes_in_flight, (int64_t) refresh_count (w));
     metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));
+    uint64_t failures = journal_sync_failures (w->journal);
+    metrics_add (w->m.journal_sync_failures, failures - w->m.journal_sync_failures_seen);
+    w->m.journal_sync_failures_seen = failures;
     metrics_set (w->m.parked, (int64_t) (loads_parked (w) + dbwait_count (w)));
     metrics_set (w->m.cached_integrations, (int64_t) cache_count (w->cache));
     metrics_set (w->m.db_connected, store_connected (w->store));

@@ -3,6 +3,7 @@
  * write, a journal written by an older version) settles or loses a live record; and reading
  * lines back (journal_parse_line, journal_read_record), which tests/fuzz/fuzz_journal.c fuzzes */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -578,6 +579,138 @@ test_records_after_an_older_versions_marker_are_replayed (void **state)
     journal_close (&j);
 }
 
+/* A flush that fails the way a disk does, n times: the bytes written since the last sync (from
+ * offset from on) did not reach the disk, and after the error the kernel marks their pages clean,
+ * so that they are neither on the disk nor written by the next fdatasync, which succeeds. Zeros
+ * in the file stand for both. Then the real fdatasync. */
+typedef struct {
+    int fails;
+    int calls;
+    off_t from;
+} failing_t;
+
+static int
+failing_flush (int fd, void *arg)
+{
+    static const char zeros [4096];
+    failing_t *f = arg;
+    f->calls++;
+    if (f->fails > 0) {
+        f->fails--;
+        if (pwrite (fd, zeros, sizeof zeros, f->from) != (ssize_t) sizeof zeros)
+            return -1;
+        errno = EIO;
+        return -1;
+    }
+    return fdatasync (fd);
+}
+
+/* Where the next line goes: the live region's terminating NUL, read from the file. */
+static off_t
+live_end (void)
+{
+    FILE *f = fopen (path, "rb");
+    assert_non_null (f);
+    off_t off = 0;
+    int ch;
+    while ((ch = fgetc (f)) != EOF && ch != '\0')
+        off++;
+    fclose (f);
+    return off;
+}
+
+/* Polls the journal's descriptor until done reaches want or about ms have passed; the last done. */
+static uint64_t
+wait_synced (journal_t *j, uint64_t want, int ms)
+{
+    struct pollfd p = { .fd = journal_sync_fd (j), .events = POLLIN };
+    uint64_t done = journal_synced (j, NULL);
+    for (int waited = 0; done < want && waited < ms; waited += 10) {
+        assert_true (poll (&p, 1, 10) >= 0);
+        done = journal_synced (j, NULL);
+    }
+    return done;
+}
+
+/* A failed fdatasync of the loop's own sync was logged and taken as done: the records written
+ * since the last sync were lost with the disk's error. They are written again and synced again. */
+static void
+test_a_failed_sync_writes_the_records_again (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t a = record ("a", 1), b = record ("b", 1), c = record ("c", 1);
+    assert_true (journal_append (j, &a) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    failing_t f = { 1, 0, live_end () };
+    journal_set_flush (j, failing_flush, &f);
+    assert_true (journal_append (j, &b) > 0);
+    assert_true (journal_append (j, &c) > 0);
+    assert_int_equal (journal_sync (j), 0);           /* the second flush, after writing them again */
+    assert_int_equal (f.calls, 2);
+    assert_int_equal (journal_sync_failures (j), 1);
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 3);
+    assert_string_equal (s.ids [1], "b");
+    assert_string_equal (s.ids [2], "c");
+    journal_close (&j);
+}
+
+/* The same on the journal's thread: a failed sync was counted as done, so the records it was
+ * for were reported on disk (and their window measured) while they were not. Now they are not
+ * counted until a sync after writing them again has succeeded, which the journal retries itself. */
+static void
+test_a_failed_sync_off_the_loop_is_not_counted_and_is_retried (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t a = record ("a", 1), b = record ("b", 1), c = record ("c", 1);
+    assert_true (journal_append (j, &a) > 0);
+    assert_int_equal (journal_sync_start (j), 0);
+    assert_int_equal (wait_synced (j, 1, 5000), 1);
+    failing_t f = { 1, 0, live_end () };
+    journal_set_flush (j, failing_flush, &f);
+    assert_true (journal_append (j, &b) > 0);
+    assert_true (journal_append (j, &c) > 0);
+    assert_int_equal (journal_sync_start (j), 0);
+    struct pollfd p = { .fd = journal_sync_fd (j), .events = POLLIN };
+    for (int i = 0; i < 500 && f.calls == 0; i++)
+        assert_true (poll (&p, 1, 10) >= 0);
+    assert_int_equal (poll (&p, 1, 5000), 1);         /* the failed sync has ended */
+    assert_int_equal (journal_synced (j, NULL), 1);   /* and b and c are not on disk */
+    assert_int_equal (wait_synced (j, 3, 5000), 3);   /* retried without being asked again */
+    assert_int_equal (f.calls, 2);
+    assert_int_equal (journal_sync_failures (j), 1);
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 3);
+    journal_close (&j);
+}
+
+/* A failed sync on the thread the loop has not yet heard of when the journal is closed (a stop
+ * right after it): closing writes the records again before its own sync. */
+static void
+test_a_close_after_a_failed_sync_writes_the_records_again (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t a = record ("a", 1), b = record ("b", 1);
+    assert_true (journal_append (j, &a) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    failing_t f = { 1, 0, live_end () };
+    journal_set_flush (j, failing_flush, &f);
+    assert_true (journal_append (j, &b) > 0);
+    assert_int_equal (journal_sync_start (j), 0);
+    struct pollfd p = { .fd = journal_sync_fd (j), .events = POLLIN };
+    assert_int_equal (poll (&p, 1, 5000), 1);         /* failed; journal_synced not called */
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 2);
+    assert_string_equal (s.ids [1], "b");
+    journal_close (&j);
+}
+
 int
 main (void)
 {
@@ -598,6 +731,9 @@ main (void)
         cmocka_unit_test_setup_teardown (test_a_journal_is_opened_by_one_process_at_a_time, setup, teardown),
         cmocka_unit_test (test_the_largest_sequence_is_refused),
         cmocka_unit_test_setup_teardown (test_records_after_an_older_versions_marker_are_replayed, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_failed_sync_writes_the_records_again, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_failed_sync_off_the_loop_is_not_counted_and_is_retried, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_close_after_a_failed_sync_writes_the_records_again, setup, teardown),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
