@@ -56,6 +56,8 @@ static curve_identity_t ferrule_id;      /* the bench's client key and the broke
  * in lock-step, every repetition, for seconds) */
 #define C_JITTER_MS         10
 #define ACCESS_TTL_S        3600     /* the fake provider's access tokens */
+#define FAKE_CLIENT_ID      "ferrule-test-client"   /* the fake provider's defaults, as in scripts/bench's catalog */
+#define FAKE_CLIENT_SECRET  "ferrule-test-secret"
 #define MAX_WORKERS         16
 
 typedef struct {
@@ -1749,6 +1751,50 @@ scenario_b (void)
     load_destroy (&l);
 }
 
+/* (c)'s load with no Ferrule: c chains of a provider of their own (same latency and rotation),
+ * refreshed by the benchmark itself straight at the fake provider, as many repetitions as (c)'s,
+ * run right after them. The median rate, or -1 when it could not be measured. */
+static double
+scenario_c_direct (int c)
+{
+    const char *provider = "benchc-direct";
+    fake_configure (provider, C_LATENCY_MS, "single_use");
+    char **rts = fake_grants (provider, (size_t) c);
+    int reps = (int) opt.reps;
+    double *rates = calloc ((size_t) reps, sizeof *rates), *means = calloc ((size_t) reps, sizeof *means);
+    int done = 0;
+    uint64_t errors = 0;
+    for (int k = 0; k < reps; k++) {
+        direct_result_t r;
+        if (direct_refresh_run (opt.fake_url, provider, rts, (size_t) c, FAKE_CLIENT_ID, FAKE_CLIENT_SECRET, C_WARMUP_MS,
+                                opt.duration_ms, &r) != 0)
+            break;
+        say ("(c) the fake provider alone, rep %d: %.0f refreshes/s (%d / a cycle of %.2f ms; %.0f counted in the window);"
+             " answers %.1f ms after their send: mean, p50 %.1f, p99 %.1f; %llu failed", k + 1, r.rate, c, r.cycle_ms,
+             r.window_rate, r.mean_ms, r.p50_ms, r.p99_ms, (unsigned long long) r.errors);
+        errors += r.errors;
+        rates [done] = r.rate;
+        means [done++] = r.mean_ms;
+        /* each chain's last token is spent or in flight: the next repetition starts new chains */
+        free_strings (rts, (size_t) c);
+        rts = fake_grants (provider, (size_t) c);
+    }
+    double m = done == reps ? bench_median (rates, (size_t) done) : -1;
+    if (done == reps)
+        note ("(c) the fake provider alone: %d chains refreshed by the benchmark straight over HTTP (HTTP Basic, as the"
+              " workers), the same warm-up and duration; its answers came %.1f ms (median of the means) after their"
+              " send, against the %d ms configured; the rate is %d chains / the mean time from one send of a chain to"
+              " its next (counted in the window, chains that keep in step give a multiple of %d per window)%s", c,
+              bench_median (means, (size_t) done), C_LATENCY_MS, c, c,
+              errors ? fmt ("; %llu calls failed", (unsigned long long) errors) : "");
+    else
+        note ("(c) the fake provider alone: not measured (a call could not be started)");
+    free_strings (rts, (size_t) c);
+    free (rates);
+    free (means);
+    return m;
+}
+
 /* (c): C forced refreshes in flight against a provider that takes C_LATENCY_MS. */
 static void
 scenario_c (void)
@@ -1770,6 +1816,7 @@ scenario_c (void)
                                       fmt ("(c) %d concurrent, rep %d", c, k + 1));
     phases = phases && workers_sum (phase_series, PHASE_SERIES, ph1) == 0;
     note_connections ("(c)", conn0, calls0, fake_connections (), fake_stat (set.provider, "refresh_calls"));
+    double direct = scenario_c_direct (c);
     if (phases && phase_mean (ph0, ph1, 1) > 0)
         note ("(c) where a refresh's time went, means from the workers' histograms over the repetitions (%.0f "
               "refreshes): claim (start to provider call) %.1f ms, provider call %.1f ms, commit (answer to committed) "
@@ -1790,6 +1837,11 @@ scenario_c (void)
              fmt ("ideal %.0f", ideal), fmt ("%.2f", m / ideal), fmt (">= %.0f%s", target, bound), verdict (m >= target));
     row_add (fmt ("(c) diagnostic: the same, counted from a cold start"), fmt ("%.0f", cold),
              fmt ("ideal %.0f", ideal), fmt ("%.2f", cold / ideal), "(no target)", "-");
+    if (direct > 0) {
+        row_add ("(c) diagnostic: the fake provider alone, the same load without Ferrule", fmt ("%.0f", direct),
+                 fmt ("ideal %.0f", ideal), fmt ("%.2f", direct / ideal), "(no target: the test bed's ceiling)", "-");
+        note ("(c) Ferrule's rate / the fake provider's alone: %.2f", m / direct);
+    }
     note ("(c) %zu integrations; the fake provider saw at most %lld refresh calls at once", n,
           fake_stat (set.provider, "max_concurrent_refresh"));
     fake_configure_jitter (set.provider, C_LATENCY_MS, C_JITTER_MS, "single_use");

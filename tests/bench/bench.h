@@ -69,6 +69,25 @@ int echo_broker_main (int nworkers);
 /* main () of "ferrule-bench --echo-worker BACKEND ID TOKEN_BYTES". */
 int echo_worker_main (const char *backend, const char *id, int token_bytes);
 
+/* ---- direct.c: (c)'s load straight at the fake provider, no Ferrule ---- */
+
+typedef struct {
+    uint64_t ok_in_time;            /* answers that came within duration_ms, after the warm-up */
+    uint64_t errors;                /* failed calls (each ends its chain) */
+    double window_rate;             /* ok_in_time per second: chains that keep in step make it a
+                                     * multiple of n per window, 950 or 1000 for 100 in 2 s */
+    double cycle_ms;                /* mean time from one send of a chain to its next, in the window */
+    double rate;                    /* n / cycle_ms: the closed loop's rate (Little's law) */
+    double mean_ms, p50_ms, p99_ms; /* of those answers, from each call's send */
+} direct_result_t;
+
+/* n refresh chains at fake_url's provider, the refresh tokens given, all started at once and each
+ * refreshed again as soon as it is answered, until warmup_ms + duration_ms; 0, or -1 when a call
+ * could not be started. */
+int direct_refresh_run (const char *fake_url, const char *provider, char *const *refresh_tokens, size_t n,
+                        const char *client_id, const char *client_secret, int64_t warmup_ms, int64_t duration_ms,
+                        direct_result_t *out);
+
 /* ---- statistics ---- */
 
 double bench_median (const double *v, size_t n);
