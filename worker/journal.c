@@ -651,7 +651,9 @@ journal_syncer (void *arg)
         if (j->sync.failed || j->sync.want <= j->sync.done)
             break;                       /* stopping: every sync asked for is made, or the close syncs */
         if (j->sync.in_row > 0 && !j->sync.stop) {
-            int ms = JOURNAL_RETRY_MIN_MS << (j->sync.in_row < 5 ? j->sync.in_row - 1 : 4);
+            int ms = JOURNAL_RETRY_MIN_MS << (j->sync.in_row < 10 ? j->sync.in_row - 1 : 9);
+            if (ms > JOURNAL_RETRY_MAX_MS)
+                ms = JOURNAL_RETRY_MAX_MS;
             struct timespec until;
             clock_gettime (CLOCK_MONOTONIC, &until);
             until.tv_sec += ms / 1000;
@@ -780,6 +782,7 @@ journal_done (journal_t *j, int64_t seq)
         j->kept.head = j->kept.len = 0;
         j->kept.off = 0;
         j->kept.base = j->written;
+        j->kept.dropped = 0;             /* what was not kept is settled too */
         j->end = 0;
         j->next_seq = 1;
         j->epoch = journal_new_epoch ();
