@@ -51,6 +51,9 @@ daemon_signals (volatile sig_atomic_t *stop)
     sigaction (SIGTERM, &sa, NULL);
     sigaction (SIGINT, &sa, NULL);
     signal (SIGPIPE, SIG_IGN);
+    /* a file size limit (ulimit -f, systemd's LimitFSIZE) makes a write past it fail with EFBIG,
+     * which the journal and the logs handle, instead of killing the process mid-refresh */
+    signal (SIGXFSZ, SIG_IGN);
 }
 
 void

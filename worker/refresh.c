@@ -888,11 +888,39 @@ refresh_commit_later (refresh_t *r, int64_t now_ms)
     r->due_ms = now_ms + (delay > COMMIT_RETRY_MAX_MS ? COMMIT_RETRY_MAX_MS : delay);
 }
 
+/* A rotated token's record, written: its sync is asked for after this turn's answers
+ * (refresh_after_answers), and the time from the provider's answer (answered_us) to the disk is
+ * measured then, whether or not the refresh's commit has landed first. */
+static void
+refresh_journal_wait (worker_t *w, uint64_t mark, int64_t answered_us)
+{
+    if (w->jwait_n == w->jwait_cap) {
+        w->jwait_cap = w->jwait_cap ? 2 * w->jwait_cap : 64;
+        w->jwait = mem_realloc (w->jwait, w->jwait_cap * sizeof *w->jwait);
+    }
+    w->jwait [w->jwait_n++] = (journal_wait_t) { mark, answered_us };
+}
+
+/* A rotated token's record into the journal; 0, or -1 when it could not be written (a full
+ * disk): the refresh goes on to its commit, and the record is tried again at each failed one. */
+static int
+refresh_journal (worker_t *w, refresh_t *r, int64_t answered_us)
+{
+    r->journal_seq = journal_append (w->journal, &r->commit);
+    if (r->journal_seq < 0)
+        return -1;
+    refresh_journal_wait (w, journal_appended (w->journal), answered_us);
+    return 0;
+}
+
 /* The commit did not reach the database: callers are told now; the tokens stay in memory and
- * in the journal, and the commit is retried. */
+ * in the journal, and the commit is retried. A rotated token the journal could not take when it
+ * came is tried there again now: while the commit fails, a crash would otherwise lose it. */
 static void
 refresh_commit_failed (worker_t *w, refresh_t *r)
 {
+    if (r->commit.rotated && w->journal && r->journal_seq < 0 && refresh_journal (w, r, r->answered_us) == 0)
+        log_info (r->entry->id, NULL, "the rotated refresh token is journaled now, while its commit is retried");
     for (job_t *j = r->waiters; j; j = j->next)
         reply_error (w, j, FR_DATABASE_UNAVAILABLE,
                             "the provider answered but the database did not: the new tokens are kept and the commit retried",
@@ -902,19 +930,6 @@ refresh_commit_failed (worker_t *w, refresh_t *r)
         r->waiters = j->next;
         mem_free (j);
     }
-}
-
-/* A rotated token's record, written: its sync is asked for after this turn's answers
- * (refresh_after_answers), and the time from the answer to the disk is measured then, whether
- * or not the refresh's commit has landed first. */
-static void
-refresh_journal_wait (worker_t *w, uint64_t mark)
-{
-    if (w->jwait_n == w->jwait_cap) {
-        w->jwait_cap = w->jwait_cap ? 2 * w->jwait_cap : 64;
-        w->jwait = mem_realloc (w->jwait, w->jwait_cap * sizeof *w->jwait);
-    }
-    w->jwait [w->jwait_n++] = (journal_wait_t) { mark, w->woke_us };
 }
 
 /* Step 3 on success: seal, journal when rotated, commit. */
@@ -964,13 +979,9 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     r->commit.scopes = r->scopes;
     mem_free_secret (&r->refresh_token);
 
-    if (r->commit.rotated && w->journal) {
-        r->journal_seq = journal_append (w->journal, &r->commit);
-        if (r->journal_seq < 0)
-            log_error (e->id, NULL, "the rotated refresh token is not journaled; committing it directly");
-        else
-            refresh_journal_wait (w, journal_appended (w->journal));
-    }
+    if (r->commit.rotated && w->journal && refresh_journal (w, r, w->woke_us) != 0)
+        log_error (e->id, NULL, "the rotated refresh token is not journaled; committing it directly, and journaling it "
+                   "again if the commit fails");
     /* the journal's sync is asked for in refresh_after_answers, once every answer of this loop
      * turn is written; the commit goes with the turn's batch (refresh_tick), alongside it */
     refresh_set_state (r, REFRESH_ANSWERED);

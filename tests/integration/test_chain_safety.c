@@ -1,6 +1,8 @@
 /* test_chain_safety.c - the review's findings on the token chain, each driven the way it was
  * found, against the real processes and PostgreSQL:
  *   - a commit that meets a read-only database is retried until it lands (never dropped);
+ *   - a rotated token the journal could not take (a file size limit) is journaled once it can,
+ *     while its commit still fails, and survives a crash then;
  *   - a row lock held for 10 s stalls nothing: other integrations keep being served, the worker
  *     is never declared lost, the locked one answers a transient error;
  *   - a lease takeover (and the same through journal replay) keeps the token the provider issued
@@ -17,6 +19,7 @@
  *     lost to a row with no access token claims again;
  *   - the sweep rotates an idle short-lived token about once per lifetime. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -26,6 +29,7 @@
 #include <string.h>
 #include <signal.h>
 #include <time.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -245,6 +249,97 @@ test_commit_retried_on_read_only_database (void **state)
     const char *code = code_of_ctl (harness_brokers (h), "refresh", "ro:box", &rc);
     if (rc != 0)
         fail_msg ("refresh after the database came back: %s", code);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'active'"), 1);
+}
+
+/* ---- a journal that cannot be written, a commit that cannot land, then a crash ---- */
+
+/* 1 when the worker's journal holds a line naming integration id (records name it in clear). */
+static int
+journal_names (const char *worker_id, const char *id)
+{
+    char path [512], needle [128];
+    snprintf (path, sizeof path, "%s/%s.journal", harness_workdir (h), worker_id);
+    snprintf (needle, sizeof needle, "\"id\":\"%s\"", id);
+    FILE *f = fopen (path, "rb");
+    if (!f)
+        return 0;
+    static char buf [4 * 1024 * 1024];
+    size_t n = fread (buf, 1, sizeof buf, f);
+    fclose (f);
+    return memmem (buf, n, needle, strlen (needle)) != NULL;
+}
+
+static void
+set_file_limit (pid_t pid, rlim_t soft)
+{
+    struct rlimit lim = { soft, RLIM_INFINITY };
+    if (prlimit (pid, RLIMIT_FSIZE, &lim, NULL) != 0)
+        fail_msg ("prlimit: %s", strerror (errno));
+}
+
+/* The journal's file cannot grow or be written (a file size limit of 0 stands for a full disk:
+ * every write fails, EFBIG where a full disk says ENOSPC), the provider rotates the token, and
+ * the database refuses its commit. The worker used to die of SIGXFSZ at its first write; and an
+ * append that failed was never tried again while the commit was, so that a crash before the
+ * database came back lost the only valid refresh token. Now the record is appended at the next
+ * failed commit once the file takes it, and the restarted worker's replay commits it. */
+static void
+test_rotated_token_journaled_once_the_file_takes_it (void **state)
+{
+    h = harness_new ("chain_journal_full");
+    assert_non_null (h);
+    const char *url = harness_runtime_url (h);
+    char *any = NULL;
+    assert_true (asprintf (&any, "%s%ctarget_session_attrs=any", url, strchr (url, '?') ? '&' : '?') > 0);
+    harness_set_env (h, "FERRULE_DATABASE_URL", any);
+    free (any);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "jf:box", rt, NULL, NULL);
+    free (rt);
+    PGresult *r = PQexec (harness_db (h), "SELECT current_database()");
+    char *db = strdup (PQgetvalue (r, 0, 0));
+    PQclear (r);
+    char sql [400];
+
+    pid_t pid = harness_worker_pid (h, "w1");
+    assert_true (pid > 0);
+    set_file_limit (pid, 0);                /* its log cannot be written either, meanwhile */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    pid_t child = ctl_async (harness_brokers (h), "refresh", "jf:box", NULL, NULL);
+    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'jf:box' AND lease_owner IS NOT NULL", 1, 10000);
+    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" SET default_transaction_read_only = on", db);
+    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                      "WHERE datname = current_database() AND application_name ~ '^ferrule-worker(-batches)? '"), 0);
+    assert_int_equal (ctl_wait (child), 5);   /* database_unavailable: the tokens are kept */
+    assert_true (harness_worker_running (h, "w1"));
+    assert_false (journal_names ("w1", "jf:box"));
+
+    set_file_limit (pid, RLIM_INFINITY);    /* room again; the database still refuses */
+    for (int waited = 0; !journal_names ("w1", "jf:box") && waited < 30000; waited += 100)
+        usleep (100 * 1000);
+    assert_true (journal_names ("w1", "jf:box"));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
+
+    harness_signal_worker (h, "w1", SIGKILL);
+    assert_true (harness_wait_worker_exit (h, "w1", 10000) >= 0);
+    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" RESET default_transaction_read_only", db);
+    assert_int_equal (harness_sql (h, sql), 0);
+    free (db);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'jf:box' AND outcome = 'refreshed'", 1, 20000);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    int rc;
+    const char *code = code_of_ctl (harness_brokers (h), "refresh", "jf:box", &rc);
+    if (rc != 0)
+        fail_msg ("refresh after the restart: %s", code);
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'active'"), 1);
@@ -831,6 +926,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_commit_retried_on_read_only_database, teardown),
+        cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),
         cmocka_unit_test_teardown (test_lease_takeover_keeps_the_new_token, teardown),
