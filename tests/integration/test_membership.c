@@ -1,7 +1,8 @@
 /* test_membership.c - the broker's view of its workers: a draining worker keeps no partition
  * while it answers what it was sent, a worker restarted under the same id (faster than the
  * broker notices the old process gone) gets the old process's requests again, and so does one
- * whose connection alone was made again; and the worker's view of the brokers: one that no broker
+ * whose connection alone was made again, and a reply that comes after the broker has answered the
+ * request with a timeout is dropped; and the worker's view of the brokers: one that no broker
  * confirms its partitions to stops sweeping them */
 #include <stdarg.h>
 #include <stddef.h>
@@ -291,6 +292,84 @@ test_reconnected_worker_gets_requests_again (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* The code of a reply (its error's, or "ok"); "none" for no reply. */
+static const char *
+reply_code (const json_t *reply)
+{
+    if (!reply)
+        return "none";
+    if (json_is_true (json_object_get (reply, "ok")))
+        return "ok";
+    const char *code = json_string_value (json_object_get (json_object_get (reply, "error"), "code"));
+    return code ? code : "?";
+}
+
+/* A worker that answers after the broker has told the client "timeout": the late reply is dropped
+ * and counted (ferrule_broker_replies_ignored_total), never delivered as a second answer to the
+ * request, and the worker's next request is answered as usual. */
+static void
+test_a_reply_after_the_deadline_is_dropped (void **state)
+{
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_int_equal (harness_start_broker (h), 0);
+    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
+    assert_true (itest_http_port (h, "broker0") > 0);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f = { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 };
+    long long until = now_ms () + 10000;
+    while (live_workers () != 1 && now_ms () < until) {
+        beat (&f, 1);
+        sleep_ms (100);
+    }
+    assert_int_equal (live_workers (), 1);
+
+    void *c = itest_raw_token (h, ctx, "late1:box", "late-1", 1000);
+    itest_req_t req;
+    assert_true (itest_fake_wait_req (f.socket, 5000, &req));
+    json_t *reply = itest_raw_reply (c, 10000);
+    assert_string_equal (reply_code (reply), "timeout");
+    assert_string_equal (json_string_value (json_object_get (reply, "rid")), "late-1");
+    json_decref (reply);
+    double ignored = itest_metric (h, "broker0", "ferrule_broker_replies_ignored_total");
+    assert_true (ignored >= 0);
+
+    itest_fake_rep (f.socket, &req, "TOO-LATE", "late-1");
+    itest_fake_req_close (&req);
+    double now_ignored = ignored;
+    until = now_ms () + 10000;
+    while (now_ignored < ignored + 1 && now_ms () < until) {
+        beat (&f, 1);
+        sleep_ms (100);
+        now_ignored = itest_metric (h, "broker0", "ferrule_broker_replies_ignored_total");
+    }
+    assert_true (now_ignored == ignored + 1);
+    reply = itest_raw_reply (c, 200);         /* counted as dropped, so never forwarded */
+    if (reply)
+        fail_msg ("a second answer to one request: \"%s\"", reply_code (reply));
+
+    void *c2 = itest_raw_token (h, ctx, "late1:box", "late-2", 10000);
+    int got = 0;
+    until = now_ms () + 5000;
+    while (!got && now_ms () < until) {
+        beat (&f, 1);
+        got = itest_fake_wait_req (f.socket, 200, &req);
+    }
+    assert_true (got);
+    itest_fake_rep (f.socket, &req, "IN-TIME", "late-2");
+    itest_fake_req_close (&req);
+    reply = itest_raw_reply (c2, 5000);
+    assert_string_equal (reply_code (reply), "ok");
+    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "IN-TIME");
+    assert_string_equal (json_string_value (json_object_get (reply, "rid")), "late-2");
+    json_decref (reply);
+    assert_null (itest_raw_reply (c, 100));
+    zmq_close (c);
+    zmq_close (c2);
+    zmq_close (f.socket);
+    zmq_ctx_term (ctx);
+}
+
 /* Imports id, a fakebox grant with an access token good for an hour. */
 static void
 import_fresh (const char *id)
@@ -543,6 +622,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_draining_worker_stays_drained, setup, teardown),
         cmocka_unit_test_setup_teardown (test_restarted_worker_gets_requests_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_reconnected_worker_gets_requests_again, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_reply_after_the_deadline_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_behind_a_cut_connection_comes_back, setup, teardown),
     };
