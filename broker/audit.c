@@ -1,5 +1,6 @@
 /* audit.c - audit records through a bounded queue to a writer thread (see audit.h) */
 #include "audit.h"
+#include "clock.h"
 #include "keys.h"
 #include "ident.h"
 #include "log.h"
@@ -136,13 +137,7 @@ audit_thread (void *arg)
     for (;;) {
         pthread_mutex_lock (&a->mutex);
         if (a->count == 0 && !a->stopping) {
-            struct timespec until;
-            clock_gettime (CLOCK_REALTIME, &until);
-            until.tv_nsec += AUDIT_FLUSH_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = clock_after (CLOCK_REALTIME, AUDIT_FLUSH_MS);
             pthread_cond_timedwait (&a->cond, &a->mutex, &until);
         }
         size_t n = a->count < AUDIT_BATCH ? a->count : AUDIT_BATCH;

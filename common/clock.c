@@ -20,6 +20,20 @@ clock_mono_us (void)
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+struct timespec
+clock_after (clockid_t clock, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime (clock, &ts);
+    ts.tv_sec += (time_t) (ms / 1000);
+    ts.tv_nsec += (long) (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 int64_t
 clock_wall_ms (void)
 {

@@ -76,14 +76,7 @@ json_t *
 pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms)
 {
     int slot = -1;
-    struct timespec until;
-    clock_gettime (CLOCK_REALTIME, &until);
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long) (timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = clock_after (CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock (&p->mutex);
     for (;;) {
         for (int i = 0; i < p->size && slot < 0; i++)

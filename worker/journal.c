@@ -654,14 +654,7 @@ journal_syncer (void *arg)
             int ms = JOURNAL_RETRY_MIN_MS << (j->sync.in_row < 10 ? j->sync.in_row - 1 : 9);
             if (ms > JOURNAL_RETRY_MAX_MS)
                 ms = JOURNAL_RETRY_MAX_MS;
-            struct timespec until;
-            clock_gettime (CLOCK_MONOTONIC, &until);
-            until.tv_sec += ms / 1000;
-            until.tv_nsec += (long) (ms % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            struct timespec until = clock_after (CLOCK_MONOTONIC, ms);
             while (!j->sync.stop && pthread_cond_timedwait (&j->sync.wake, &j->sync.lock, &until) != ETIMEDOUT)
                 ;
         }

@@ -2,6 +2,7 @@
    Every entry point takes the one mutex; latency and slow faults wait on a
    condition variable, which lets other requests run meanwhile. */
 #include "authz.h"
+#include "clock.h"
 #include "log.h"
 #include "mem.h"
 #include "provider.h"
@@ -187,17 +188,9 @@ authz_shutdown (authz_t *authz)
 static void
 nap (authz_t *authz, long ms)
 {
-    struct timespec deadline;
-
     if (ms <= 0)
         return;
-    clock_gettime (CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += ms / 1000;
-    deadline.tv_nsec += (ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = clock_after (CLOCK_MONOTONIC, ms);
     while (!authz->stopping)
         if (pthread_cond_timedwait (&authz->wake, &authz->lock, &deadline) == ETIMEDOUT)
             break;

@@ -203,12 +203,13 @@ start_one_worker (const char *name, ...)
 
 /* ---- a commit that meets a read-only server ---- */
 
-static void
-test_commit_retried_on_read_only_database (void **state)
+/* A harness with one broker and worker "w1" that accepts a read-only server when it reconnects (as
+ * after a failover with one address); the database's name (caller frees). */
+static char *
+start_accepting_read_only (const char *name)
 {
-    h = harness_new ("chain_read_only");
+    h = harness_new (name);
     assert_non_null (h);
-    /* as after a failover with one address: the worker may reconnect to a read-only server */
     const char *url = harness_runtime_url (h);
     char *any = NULL;
     assert_true (asprintf (&any, "%s%ctarget_session_attrs=any", url, strchr (url, '?') ? '&' : '?') > 0);
@@ -217,41 +218,67 @@ test_commit_retried_on_read_only_database (void **state)
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
-    char *rt = grant ("fakebox", NULL, NULL);
-    import_at (harness_brokers (h), "ro:box", rt, NULL, NULL);
-    free (rt);
-
     PGresult *r = PQexec (harness_db (h), "SELECT current_database()");
     char *db = strdup (PQgetvalue (r, 0, 0));
     PQclear (r);
+    return db;
+}
+
+/* The database db turned read-only, and the worker's sessions dropped so that it reconnects to
+ * it; or writable again. */
+static void
+set_read_only (const char *db, int on)
+{
     char sql [400];
+    if (on)
+        snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" SET default_transaction_read_only = on", db);
+    else
+        snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" RESET default_transaction_read_only", db);
+    assert_int_equal (harness_sql (h, sql), 0);
+    if (on)
+        assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                          "WHERE datname = current_database() AND application_name ~ '^ferrule-worker(-batches)? '"), 0);
+}
+
+/* The one integration id refreshes now, with no provider latency (when: for the message), and the
+ * provider saw no spent token used again and no invalid grant: the chain held. */
+static void
+expect_chain_intact (const char *id, const char *when)
+{
+    int rc;
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    const char *code = code_of_ctl (harness_brokers (h), "refresh", id, &rc);
+    if (rc != 0)
+        fail_msg ("refresh %s: %s", when, code);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'active'"), 1);
+}
+
+static void
+test_commit_retried_on_read_only_database (void **state)
+{
+    char *db = start_accepting_read_only ("chain_read_only");
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "ro:box", rt, NULL, NULL);
+    free (rt);
 
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     pid_t child = ctl_async (harness_brokers (h), "refresh", "ro:box", NULL, NULL);
     wait_sql ("SELECT count (*) FROM integrations WHERE id = 'ro:box' AND lease_owner IS NOT NULL", 1, 10000);
     /* claimed: the provider is rotating the token; the database turns read-only and drops the worker */
-    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" SET default_transaction_read_only = on", db);
-    assert_int_equal (harness_sql (h, sql), 0);
-    assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                      "WHERE datname = current_database() AND application_name ~ '^ferrule-worker(-batches)? '"), 0);
+    set_read_only (db, 1);
     itest_wait_log (h, "could not commit the refresh", 10000);
     int rc = ctl_wait (child);
     assert_int_equal (rc, 5);              /* told: database_unavailable, the tokens are kept */
     sleep (1);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
 
-    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" RESET default_transaction_read_only", db);
-    assert_int_equal (harness_sql (h, sql), 0);
+    set_read_only (db, 0);
     free (db);
     /* writable again: the kept tokens are committed without anyone asking */
     wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'ro:box' AND outcome = 'refreshed'", 1, 20000);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
-    const char *code = code_of_ctl (harness_brokers (h), "refresh", "ro:box", &rc);
-    if (rc != 0)
-        fail_msg ("refresh after the database came back: %s", code);
-    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
-    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
-    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'active'"), 1);
+    expect_chain_intact ("ro:box", "after the database came back");
 }
 
 /* ---- a journal that cannot be written, a commit that cannot land, then a crash ---- */
@@ -289,23 +316,10 @@ set_file_limit (pid_t pid, rlim_t soft)
 static void
 test_rotated_token_journaled_once_the_file_takes_it (void **state)
 {
-    h = harness_new ("chain_journal_full");
-    assert_non_null (h);
-    const char *url = harness_runtime_url (h);
-    char *any = NULL;
-    assert_true (asprintf (&any, "%s%ctarget_session_attrs=any", url, strchr (url, '?') ? '&' : '?') > 0);
-    harness_set_env (h, "FERRULE_DATABASE_URL", any);
-    free (any);
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *db = start_accepting_read_only ("chain_journal_full");
     char *rt = grant ("fakebox", NULL, NULL);
     import_at (harness_brokers (h), "jf:box", rt, NULL, NULL);
     free (rt);
-    PGresult *r = PQexec (harness_db (h), "SELECT current_database()");
-    char *db = strdup (PQgetvalue (r, 0, 0));
-    PQclear (r);
-    char sql [400];
 
     pid_t pid = harness_worker_pid (h, "w1");
     assert_true (pid > 0);
@@ -313,10 +327,7 @@ test_rotated_token_journaled_once_the_file_takes_it (void **state)
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     pid_t child = ctl_async (harness_brokers (h), "refresh", "jf:box", NULL, NULL);
     wait_sql ("SELECT count (*) FROM integrations WHERE id = 'jf:box' AND lease_owner IS NOT NULL", 1, 10000);
-    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" SET default_transaction_read_only = on", db);
-    assert_int_equal (harness_sql (h, sql), 0);
-    assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                      "WHERE datname = current_database() AND application_name ~ '^ferrule-worker(-batches)? '"), 0);
+    set_read_only (db, 1);
     assert_int_equal (ctl_wait (child), 5);   /* database_unavailable: the tokens are kept */
     assert_true (harness_worker_running (h, "w1"));
     assert_false (journal_names ("w1", "jf:box"));
@@ -329,20 +340,12 @@ test_rotated_token_journaled_once_the_file_takes_it (void **state)
 
     harness_signal_worker (h, "w1", SIGKILL);
     assert_true (harness_wait_worker_exit (h, "w1", 10000) >= 0);
-    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" RESET default_transaction_read_only", db);
-    assert_int_equal (harness_sql (h, sql), 0);
+    set_read_only (db, 0);
     free (db);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
     wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'jf:box' AND outcome = 'refreshed'", 1, 20000);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
-    int rc;
-    const char *code = code_of_ctl (harness_brokers (h), "refresh", "jf:box", &rc);
-    if (rc != 0)
-        fail_msg ("refresh after the restart: %s", code);
-    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
-    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
-    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'active'"), 1);
+    expect_chain_intact ("jf:box", "after the restart");
 }
 
 /* ---- a row locked for 10 s ---- */

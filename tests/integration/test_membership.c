@@ -79,6 +79,21 @@ beat (fake_t *f, int n)
         itest_fake_hello (f [i].socket, f [i].id, f [i].pid, f [i].draining);
 }
 
+/* Fake worker "wa" (its key added), once broker 0 counts it the one live worker. */
+static fake_t
+lone_fake_worker (void *ctx)
+{
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    fake_t f = { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 };
+    long long until = now_ms () + 10000;
+    while (live_workers () != 1 && now_ms () < until) {
+        beat (&f, 1);
+        sleep_ms (100);
+    }
+    assert_int_equal (live_workers (), 1);
+    return f;
+}
+
 /* Which of two fake workers receives the next REQ within ms (saying HELLO meanwhile); -1: none. */
 static int
 wait_either (fake_t *f, int ms, itest_req_t *req)
@@ -239,15 +254,8 @@ test_reconnected_worker_gets_requests_again (void **state)
      * by itself */
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
     assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
     void *ctx = zmq_ctx_new ();
-    fake_t f = { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 };
-    long long until = now_ms () + 10000;
-    while (live_workers () != 1 && now_ms () < until) {
-        beat (&f, 1);
-        sleep_ms (100);
-    }
-    assert_int_equal (live_workers (), 1);
+    fake_t f = lone_fake_worker (ctx);
 
     long long t0 = now_ms ();
     void *c = itest_raw_token (h, ctx, "blip1:box", NULL, 20000);
@@ -262,7 +270,7 @@ test_reconnected_worker_gets_requests_again (void **state)
     sleep_ms (500);
     f.socket = itest_fake_worker (h, ctx, "wa", "wa");
     int got = 0;
-    until = now_ms () + 6000;
+    long long until = now_ms () + 6000;
     while (!got && now_ms () < until) {
         beat (&f, 1);
         got = itest_fake_wait_req (f.socket, 200, &req);
@@ -314,15 +322,8 @@ test_a_reply_after_the_deadline_is_dropped (void **state)
     assert_int_equal (harness_start_broker (h), 0);
     harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
     assert_true (itest_http_port (h, "broker0") > 0);
-    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
     void *ctx = zmq_ctx_new ();
-    fake_t f = { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 };
-    long long until = now_ms () + 10000;
-    while (live_workers () != 1 && now_ms () < until) {
-        beat (&f, 1);
-        sleep_ms (100);
-    }
-    assert_int_equal (live_workers (), 1);
+    fake_t f = lone_fake_worker (ctx);
 
     void *c = itest_raw_token (h, ctx, "late1:box", "late-1", 1000);
     itest_req_t req;
@@ -337,7 +338,7 @@ test_a_reply_after_the_deadline_is_dropped (void **state)
     itest_fake_rep (f.socket, &req, "TOO-LATE", "late-1");
     itest_fake_req_close (&req);
     double now_ignored = ignored;
-    until = now_ms () + 10000;
+    long long until = now_ms () + 10000;
     while (now_ignored < ignored + 1 && now_ms () < until) {
         beat (&f, 1);
         sleep_ms (100);
