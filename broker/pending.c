@@ -1,5 +1,5 @@
-/* pending.c - a hash on the sequence number plus a list kept in deadline order.
- * Most requests carry similar deadlines, so inserting from the tail is nearly always O(1).
+/* pending.c - a hash on the sequence number, a list kept in deadline order and a binary min-heap
+ * on the deadline (the list is to become arrival order, the heap to answer for the earliest).
  *
  * The request body is not copied: the entry keeps the frame ZeroMQ received, and the broker sends
  * a zmq_msg_copy of it (the buffer is shared, by reference count, not copied), so the request can
@@ -14,6 +14,7 @@
 #include "pending.h"
 #include "mem.h"
 #include "log.h"
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -45,7 +46,9 @@ struct pending_table {
     size_t   bytes;
     uint64_t random [PENDING_RANDOM];
     size_t   random_left;
-    pending_t *head, *tail;
+    pending_t *head, *tail;     /* deadline order */
+    pending_t **heap;           /* the count entries, a min-heap on deadline_ms */
+    size_t   heap_cap;
     pending_t *spare;           /* removed entries, linked by next */
     size_t   nspare;
 };
@@ -87,6 +90,7 @@ pending_table_destroy (pending_table_t **t_p)
         while (t->spare)
             mem_free (pending_take_spare (t));
         mem_free (t->buckets);
+        mem_free (t->heap);
         mem_free (t);
         *t_p = NULL;
     }
@@ -127,6 +131,45 @@ pending_random (pending_table_t *t)
         t->random_left = PENDING_RANDOM;
     }
     return t->random [--t->random_left];
+}
+
+static void
+pending_heap_set (pending_table_t *t, size_t i, pending_t *p)
+{
+    t->heap [i] = p;
+    p->heap_at = i;
+}
+
+/* Moves p up from index i until its parent's deadline is no later. */
+static void
+pending_sift_up (pending_table_t *t, size_t i, pending_t *p)
+{
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (t->heap [parent]->deadline_ms <= p->deadline_ms)
+            break;
+        pending_heap_set (t, i, t->heap [parent]);
+        i = parent;
+    }
+    pending_heap_set (t, i, p);
+}
+
+/* Moves p down from index i, in a heap of n entries, until no child's deadline is earlier. */
+static void
+pending_sift_down (pending_table_t *t, size_t i, size_t n, pending_t *p)
+{
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= n)
+            break;
+        if (child + 1 < n && t->heap [child + 1]->deadline_ms < t->heap [child]->deadline_ms)
+            child++;
+        if (p->deadline_ms <= t->heap [child]->deadline_ms)
+            break;
+        pending_heap_set (t, i, t->heap [child]);
+        i = child;
+    }
+    pending_heap_set (t, i, p);
 }
 
 pending_t *
@@ -175,6 +218,13 @@ pending_add (pending_table_t *t, const void *client, size_t client_len,
         after->next = p;
     else
         t->head = p;
+
+    /* the heap never shrinks: it stays as large as the most requests ever pending at once */
+    if (t->count == t->heap_cap) {
+        t->heap_cap = t->heap_cap ? t->heap_cap * 2 : 1024;
+        t->heap = mem_realloc (t->heap, t->heap_cap * sizeof *t->heap);
+    }
+    pending_sift_up (t, t->count, p);
     t->count++;
     return p;
 }
@@ -191,6 +241,7 @@ pending_find (const pending_table_t *t, uint64_t seq)
 void
 pending_remove (pending_table_t *t, pending_t *p)
 {
+    assert (p->heap_at < t->count && t->heap [p->heap_at] == p);     /* p is pending in t */
     pending_t **pp = &t->buckets [p->seq & (t->nbuckets - 1)];
     while (*pp && *pp != p)
         pp = &(*pp)->hnext;
@@ -204,7 +255,16 @@ pending_remove (pending_table_t *t, pending_t *p)
         p->next->prev = p->prev;
     else
         t->tail = p->prev;
-    t->count--;
+
+    /* the last entry fills p's place, then moves whichever way its deadline says */
+    size_t i = p->heap_at;
+    pending_t *last = t->heap [--t->count];
+    if (last != p) {
+        if (i > 0 && last->deadline_ms < t->heap [(i - 1) / 2]->deadline_ms)
+            pending_sift_up (t, i, last);
+        else
+            pending_sift_down (t, i, t->count, last);
+    }
     t->bytes -= p->body_len;
     zmq_msg_close (&p->body);       /* our reference: see the top of this file on wiping */
     if (t->nspare >= PENDING_SPARE) {
@@ -221,6 +281,12 @@ pending_t *
 pending_first (const pending_table_t *t)
 {
     return t->head;
+}
+
+pending_t *
+pending_earliest (const pending_table_t *t)
+{
+    return t->count ? t->heap [0] : NULL;
 }
 
 size_t

@@ -24,6 +24,7 @@ struct pending {
     int64_t  deadline_ms;           /* monotonic */
     pending_t *hnext;               /* hash chain */
     pending_t *prev, *next;         /* deadline order */
+    size_t   heap_at;               /* index in the table's deadline heap */
 };
 
 typedef struct pending_table pending_table_t;
@@ -44,6 +45,8 @@ pending_t *pending_find (const pending_table_t *t, uint64_t seq);
 void pending_remove (pending_table_t *t, pending_t *p);
 /* Earliest deadline first; walk with p->next. */
 pending_t *pending_first (const pending_table_t *t);
+/* The entry with the earliest deadline (of equal ones, any), NULL when none is pending. */
+pending_t *pending_earliest (const pending_table_t *t);
 size_t pending_count (const pending_table_t *t);
 /* Bytes of request bodies held. */
 size_t pending_bytes (const pending_table_t *t);

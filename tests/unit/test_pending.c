@@ -23,6 +23,51 @@ add (pending_table_t *t, const char *client, const void *body, size_t len, int64
     return p;
 }
 
+/* A fixed pseudo-random sequence (xorshift64), the same on every run. */
+static uint64_t
+next_random (uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
+/* A deadline as the broker makes them: its now plus the client's 1 .. 300000 ms, here from a few
+ * typical values (many equal) or anywhere in the range. */
+static int64_t
+random_deadline (uint64_t *state)
+{
+    static const int64_t typical [] = { 500, 1000, 5000, 30000 };
+    int64_t now = 1000000 + (int64_t) (next_random (state) % 1000);
+    uint64_t r = next_random (state);
+    if (r % 2)
+        return now + typical [(r / 2) % 4];
+    return now + 1 + (int64_t) ((r / 2) % 300000);
+}
+
+/* pending_earliest against the minimum found by walking every entry; the walk's length against
+ * the count. */
+static void
+check_earliest (const pending_table_t *t)
+{
+    const pending_t *min = NULL;
+    size_t n = 0;
+    for (const pending_t *p = pending_first (t); p; p = p->next) {
+        if (!min || p->deadline_ms < min->deadline_ms)
+            min = p;
+        n++;
+    }
+    assert_int_equal (n, pending_count (t));
+    if (!min) {
+        assert_null (pending_earliest (t));
+        return;
+    }
+    assert_non_null (pending_earliest (t));
+    assert_int_equal (pending_earliest (t)->deadline_ms, min->deadline_ms);
+}
+
 static void
 test_add_find_remove_and_bytes (void **state)
 {
@@ -68,6 +113,93 @@ test_deadline_order (void **state)
     /* removing the earliest exposes the next */
     pending_remove (t, pending_first (t));
     assert_int_equal (pending_first (t)->deadline_ms, 100);
+    pending_table_destroy (&t);
+}
+
+/* Mixed deadlines, entries removed from anywhere: after every add and every removal the earliest
+ * is the true minimum, and what is left still comes out in deadline order. */
+static void
+test_earliest_mixed_deadlines (void **state)
+{
+    (void) state;
+    pending_table_t *t = pending_table_new ();
+    enum { N = 3000 };
+    static pending_t *live [N];
+    size_t nlive = 0;
+    uint64_t rnd = 0x9e3779b97f4a7c15u;
+    check_earliest (t);
+    for (int i = 0; i < N; i++) {
+        live [nlive++] = add (t, "c", "b", 1, random_deadline (&rnd));
+        check_earliest (t);
+        /* now and then one goes: any of them, or the earliest as the expiry does */
+        uint64_t r = next_random (&rnd);
+        if (r % 4 == 0) {
+            size_t k = (size_t) ((r / 4) % nlive);
+            pending_remove (t, live [k]);
+            live [k] = live [--nlive];
+            check_earliest (t);
+        }
+        else
+        if (r % 16 == 1) {
+            pending_t *e = pending_earliest (t);
+            for (size_t k = 0; k < nlive; k++)
+                if (live [k] == e) {
+                    live [k] = live [--nlive];
+                    break;
+                }
+            pending_remove (t, e);
+            check_earliest (t);
+        }
+    }
+    /* then half of what is left, at random */
+    for (size_t stop = nlive / 2; nlive > stop; ) {
+        size_t k = (size_t) (next_random (&rnd) % nlive);
+        pending_remove (t, live [k]);
+        live [k] = live [--nlive];
+        check_earliest (t);
+    }
+    assert_int_equal (pending_count (t), nlive);
+    for (size_t k = 0; k < nlive; k++)
+        assert_ptr_equal (pending_find (t, live [k]->seq), live [k]);
+    /* a misplaced entry deep down shows when the rest goes earliest first */
+    int64_t last = INT64_MIN;
+    pending_t *p;
+    while ((p = pending_earliest (t))) {
+        assert_true (p->deadline_ms >= last);
+        last = p->deadline_ms;
+        pending_remove (t, p);
+        check_earliest (t);
+    }
+    assert_int_equal (pending_count (t), 0);
+    pending_table_destroy (&t);
+}
+
+/* Removing the earliest again and again gives the deadlines in order, every entry once. */
+static void
+test_drain_by_earliest (void **state)
+{
+    (void) state;
+    pending_table_t *t = pending_table_new ();
+    enum { N = 3000 };
+    uint64_t rnd = 42;
+    for (int i = 0; i < N; i++)
+        add (t, "c", "b", 1, random_deadline (&rnd));
+    int64_t last = INT64_MIN;
+    size_t n = 0;
+    pending_t *p;
+    while ((p = pending_earliest (t))) {
+        assert_true (p->deadline_ms >= last);
+        last = p->deadline_ms;
+        pending_remove (t, p);
+        n++;
+    }
+    assert_int_equal (n, N);
+    assert_int_equal (pending_count (t), 0);
+    assert_null (pending_first (t));
+    /* the heap works again after being emptied */
+    add (t, "c", "b", 1, 7);
+    add (t, "c", "b", 1, 3);
+    assert_int_equal (pending_earliest (t)->deadline_ms, 3);
     pending_table_destroy (&t);
 }
 
@@ -168,6 +300,8 @@ main (void)
         cmocka_unit_test (test_reuse_and_body_frame),
         cmocka_unit_test (test_spare_bounded),
         cmocka_unit_test (test_sequences_unique_among_many),
+        cmocka_unit_test (test_earliest_mixed_deadlines),
+        cmocka_unit_test (test_drain_by_earliest),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
