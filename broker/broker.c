@@ -967,7 +967,7 @@ broker_tick (broker_t *b, int64_t now)
     }
 
     pending_t *p;
-    while ((p = pending_first (b->pending)) && p->deadline_ms <= now) {
+    while ((p = pending_earliest (b->pending)) && p->deadline_ms <= now) {
         char message [200];
         if (p->worker [0])
             snprintf (message, sizeof message, "worker \"%s\" did not answer within the deadline", p->worker);
@@ -1088,9 +1088,9 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
         int nitems = b->zap ? 5 : 4;
         int64_t now = clock_mono_ms ();
         int64_t timeout = b->next_ping_ms - now;
-        pending_t *first = pending_first (b->pending);
-        if (first && first->deadline_ms - now < timeout)
-            timeout = first->deadline_ms - now;
+        pending_t *earliest = pending_earliest (b->pending);
+        if (earliest && earliest->deadline_ms - now < timeout)
+            timeout = earliest->deadline_ms - now;
         if (timeout > 100)
             timeout = 100;
         /* while anyone is connected, connections are measured every CHECK_MS */
