@@ -1,5 +1,7 @@
-/* pending.c - a hash on the sequence number, a list kept in deadline order and a binary min-heap
- * on the deadline (the list is to become arrival order, the heap to answer for the earliest).
+/* pending.c - a hash on the sequence number, a list in arrival order and a binary min-heap on the
+ * deadline. Each client chooses its own deadlines, so a list kept in deadline order cost a walk
+ * past every longer one per insert (quadratic while a stall piles requests up); the heap makes
+ * adding and removing O(log n) and finding the earliest O(1).
  *
  * The request body is not copied: the entry keeps the frame ZeroMQ received, and the broker sends
  * a zmq_msg_copy of it (the buffer is shared, by reference count, not copied), so the request can
@@ -46,7 +48,7 @@ struct pending_table {
     size_t   bytes;
     uint64_t random [PENDING_RANDOM];
     size_t   random_left;
-    pending_t *head, *tail;     /* deadline order */
+    pending_t *head, *tail;     /* arrival order */
     pending_t **heap;           /* the count entries, a min-heap on deadline_ms */
     size_t   heap_cap;
     pending_t *spare;           /* removed entries, linked by next */
@@ -205,19 +207,13 @@ pending_add (pending_table_t *t, const void *client, size_t client_len,
     p->hnext = t->buckets [i];
     t->buckets [i] = p;
 
-    pending_t *after = t->tail;
-    while (after && after->deadline_ms > deadline_ms)
-        after = after->prev;
-    p->prev = after;
-    p->next = after ? after->next : t->head;
-    if (p->next)
-        p->next->prev = p;
-    else
-        t->tail = p;
-    if (after)
-        after->next = p;
+    p->prev = t->tail;
+    p->next = NULL;
+    if (t->tail)
+        t->tail->next = p;
     else
         t->head = p;
+    t->tail = p;
 
     /* the heap never shrinks: it stays as large as the most requests ever pending at once */
     if (t->count == t->heap_cap) {

@@ -1,4 +1,5 @@
-/* pending.h - requests the broker has accepted and not yet answered, by sequence and by deadline */
+/* pending.h - requests the broker has accepted and not yet answered, by sequence, in arrival order
+ * and by deadline */
 #ifndef FERRULE_PENDING_H
 #define FERRULE_PENDING_H
 #include <stddef.h>
@@ -23,7 +24,7 @@ struct pending {
     int      attempts;              /* dispatches so far */
     int64_t  deadline_ms;           /* monotonic */
     pending_t *hnext;               /* hash chain */
-    pending_t *prev, *next;         /* deadline order */
+    pending_t *prev, *next;         /* arrival order */
     size_t   heap_at;               /* index in the table's deadline heap */
 };
 
@@ -43,7 +44,7 @@ pending_t *pending_add (pending_table_t *t, const void *client, size_t client_le
 pending_t *pending_find (const pending_table_t *t, uint64_t seq);
 /* Releases the body frame and keeps the entry for reuse (up to PENDING_SPARE of them). */
 void pending_remove (pending_table_t *t, pending_t *p);
-/* Earliest deadline first; walk with p->next. */
+/* Oldest first (arrival order); walk with p->next. */
 pending_t *pending_first (const pending_table_t *t);
 /* The entry with the earliest deadline (of equal ones, any), NULL when none is pending. */
 pending_t *pending_earliest (const pending_table_t *t);

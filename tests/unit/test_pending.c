@@ -1,5 +1,5 @@
-/* test_pending.c - the broker's requests in flight: unguessable unique sequences, lookup, deadline
- * order, bodies kept as the frames received, entries reused */
+/* test_pending.c - the broker's requests in flight: unguessable unique sequences, lookup, arrival
+ * and deadline order, bodies kept as the frames received, entries reused */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -94,25 +94,38 @@ test_add_find_remove_and_bytes (void **state)
     assert_null (t);
 }
 
+/* The walk from pending_first is in arrival order; pending_earliest follows the deadlines. */
 static void
-test_deadline_order (void **state)
+test_arrival_and_deadline_order (void **state)
 {
     (void) state;
     pending_table_t *t = pending_table_new ();
     const int64_t deadlines [] = { 500, 100, 900, 300, 100, 700 };
-    for (size_t i = 0; i < sizeof deadlines / sizeof deadlines [0]; i++)
+    enum { N = sizeof deadlines / sizeof deadlines [0] };
+    for (size_t i = 0; i < N; i++)
         add (t, "c", "x", 1, deadlines [i]);
-    int64_t last = -1;
     size_t n = 0;
     for (pending_t *p = pending_first (t); p; p = p->next) {
-        assert_true (p->deadline_ms >= last);
-        last = p->deadline_ms;
+        assert_true (n < N);
+        assert_int_equal (p->deadline_ms, deadlines [n]);
         n++;
     }
-    assert_int_equal (n, 6);
-    /* removing the earliest exposes the next */
-    pending_remove (t, pending_first (t));
-    assert_int_equal (pending_first (t)->deadline_ms, 100);
+    assert_int_equal (n, N);
+    assert_int_equal (pending_earliest (t)->deadline_ms, 100);
+    /* removing the earliest exposes the next: the other 100, then 300 */
+    pending_remove (t, pending_earliest (t));
+    assert_int_equal (pending_earliest (t)->deadline_ms, 100);
+    pending_remove (t, pending_earliest (t));
+    assert_int_equal (pending_earliest (t)->deadline_ms, 300);
+    /* and the walk keeps the arrival order of the rest */
+    const int64_t rest [] = { 500, 900, 300, 700 };
+    n = 0;
+    for (pending_t *p = pending_first (t); p; p = p->next) {
+        assert_true (n < 4);
+        assert_int_equal (p->deadline_ms, rest [n]);
+        n++;
+    }
+    assert_int_equal (n, 4);
     pending_table_destroy (&t);
 }
 
@@ -171,6 +184,67 @@ test_earliest_mixed_deadlines (void **state)
         check_earliest (t);
     }
     assert_int_equal (pending_count (t), 0);
+    pending_table_destroy (&t);
+}
+
+/* After removals from anywhere (the first, the last, the middle), the walk from pending_first
+ * visits every entry left exactly once, oldest first, and prev mirrors next. */
+static void
+test_walk_arrival_order_after_removals (void **state)
+{
+    (void) state;
+    pending_table_t *t = pending_table_new ();
+    enum { N = 3000 };
+    static pending_t *entry [N];
+    static int gone [N], seen [N];
+    uint64_t rnd = 7;
+    for (uint32_t i = 0; i < N; i++) {
+        entry [i] = add (t, "c", "b", 1, random_deadline (&rnd));
+        entry [i]->partition = i;           /* the arrival number, in a field the test may write */
+    }
+    size_t left = N;
+    pending_remove (t, entry [0]);
+    gone [0] = 1;
+    pending_remove (t, entry [N - 1]);
+    gone [N - 1] = 1;
+    left -= 2;
+    for (int k = 0; k < N / 3; k++) {
+        size_t i = (size_t) (next_random (&rnd) % N);
+        if (gone [i])
+            continue;
+        pending_remove (t, entry [i]);
+        gone [i] = 1;
+        left--;
+    }
+    /* the entry freed last may come back: a new arrival goes at the end whatever its deadline */
+    pending_t *late = add (t, "c", "b", 1, 1);
+    left++;
+    assert_int_equal (pending_count (t), left);
+
+    size_t n = 0;
+    long before = -1;
+    const pending_t *prev = NULL;
+    for (pending_t *p = pending_first (t); p; p = p->next) {
+        assert_ptr_equal (p->prev, prev);
+        prev = p;
+        n++;
+        if (p == late) {
+            assert_null (p->next);
+            continue;
+        }
+        uint32_t i = p->partition;
+        assert_true (i < N);
+        assert_ptr_equal (entry [i], p);
+        assert_false (gone [i]);
+        assert_false (seen [i]);
+        seen [i] = 1;
+        assert_true ((long) i > before);
+        before = (long) i;
+    }
+    assert_int_equal (n, left);
+    for (size_t i = 0; i < N; i++)
+        assert_int_equal (seen [i], !gone [i]);
+    assert_ptr_equal (pending_earliest (t), late);
     pending_table_destroy (&t);
 }
 
@@ -296,11 +370,12 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_add_find_remove_and_bytes),
-        cmocka_unit_test (test_deadline_order),
+        cmocka_unit_test (test_arrival_and_deadline_order),
         cmocka_unit_test (test_reuse_and_body_frame),
         cmocka_unit_test (test_spare_bounded),
         cmocka_unit_test (test_sequences_unique_among_many),
         cmocka_unit_test (test_earliest_mixed_deadlines),
+        cmocka_unit_test (test_walk_arrival_order_after_removals),
         cmocka_unit_test (test_drain_by_earliest),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
