@@ -788,6 +788,10 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
     if (st != FR_OK)
         log_warning (cw->id, NULL, "could not record the lost compare-and-set%s: %s",
                      again ? " (tried again shortly)" : "", err);
+    else
+    if (cw->r && cw->rotated && row->refresh_fingerprint && strcmp (row->refresh_fingerprint, cw->fingerprint) == 0)
+        log_info (cw->id, NULL, "the row holds this refresh's own token: its commit had landed before the connection "
+                  "was lost (no conflict recorded)");
     if (cw->r)
         conflict_settle (cw->r, st, row, err);
     cw->r = NULL;
@@ -851,9 +855,14 @@ refresh_conflicted (worker_t *w, refresh_t *r)
 {
     if (r->answered_us)
         metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
-    log_warning (r->entry->id, NULL, "refresh of generation %lld lost to a concurrent change (a refresh, an import, a "
-                 "disconnect); reading what it stored",
-                 (long long) r->expected_generation);
+    if (r->commit_resent)
+        log_info (r->entry->id, NULL, "the commit of generation %lld, sent again after its connection was lost, found "
+                  "the row changed; reading what is stored (it may be this commit's own)",
+                  (long long) r->expected_generation);
+    else
+        log_warning (r->entry->id, NULL, "refresh of generation %lld lost to a concurrent change (a refresh, an import, a "
+                     "disconnect); reading what it stored",
+                     (long long) r->expected_generation);
     conflict_wait_t *cw = mem_alloc (sizeof *cw);
     memset (cw, 0, sizeof *cw);
     cw->r = r;
@@ -1010,7 +1019,7 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
     /* lost with its connection (dropped, or a server that stopped answering): once more in the
      * next batch, on whichever connection is up. A commit the server made before the loss loses
      * its compare-and-set the second time and is settled as a conflict, serving the stored
-     * tokens: its own. Any other failure of a group: each is tried alone, at once, so that one
+     * tokens: its own (with no conflict recorded when the row holds its rotated token). Any other failure of a group: each is tried alone, at once, so that one
      * commit the server refuses is that refresh's failure only. */
     int resend = st != FR_OK && !cb->alone && !store_connected (cb->second ? w->batches : w->store);
     if (st != FR_OK && !cb->alone)

@@ -256,14 +256,18 @@ commits_read (const PGresult *res, int *committed, size_t n)
     }
 }
 
-/* A lost compare-and-set: a "conflict" chain row, and the lease released if it is still ours. */
+/* A lost compare-and-set: a "conflict" chain row, and the lease released if it is still ours. No
+ * row when the result is rotated and the row holds its refresh token already: that was this very
+ * commit, made before its connection was lost and sent again (a rotated token is this refresh's
+ * alone; a reused one could be anyone's, and is recorded). */
 #define CONFLICT_SQL \
     "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL" \
     "  WHERE id = $1 AND lease_owner = $2 AND lease_token = $5::uuid RETURNING id)" \
     "INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
     " SELECT id, generation, $2, 'conflict', $3, $4::boolean," \
     "  'another refresh, import or status change committed first; this result was not stored'" \
-    " FROM integrations WHERE id = $1 RETURNING generation"
+    " FROM integrations WHERE id = $1 AND NOT ($4::boolean AND refresh_fingerprint IS NOT DISTINCT FROM $3)" \
+    " RETURNING generation"
 
 typedef struct {
     store_conflict_fn *fn;

@@ -8,7 +8,9 @@
  *   - a group of claims that fails as a whole is claimed again one by one, each its own batch,
  *     and the loop goes on serving cached tokens meanwhile;
  *   - a turn's claims and commits are planned once for any batch (generic plans) and find their
- *     rows through the primary key, whatever the size of the table. */
+ *     rows through the primary key, whatever the size of the table;
+ *   - a commit the database made whose answer was lost with the connection, sent again, is known
+ *     for the refresh's own: no conflict is recorded. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +26,7 @@
 #include <math.h>
 #include "client.h"
 #include "clock.h"
+#include "dbproxy.h"
 #include "itest.h"
 #include "store_sql.h"
 
@@ -849,6 +852,78 @@ test_read_of_a_row_changed_meanwhile_is_answered (void **state)
     free (ids [0]);
 }
 
+/* The connection is lost after the database has committed a rotated refresh, before its answer
+ * reached the worker (a relay holds the server's answers, then cuts every connection). The worker
+ * sends the commit again, which loses its compare-and-set to itself. That was recorded as a
+ * conflict ("another refresh, import or status change committed first; this result was not
+ * stored") beside the refresh's own "refreshed" row, and logged as lost to a concurrent change,
+ * while the result was stored. Now the refresh is answered with its own tokens and the chain
+ * holds no conflict. */
+static void
+test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
+{
+    (void) state;
+    h = harness_new ("group_commit_answer_lost");
+    assert_non_null (h);
+    dbproxy_t *proxy = dbproxy_new (harness_runtime_url (h));
+    assert_non_null (proxy);
+    char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
+    assert_non_null (via);
+    harness_set_env (h, "FERRULE_DATABASE_URL", via);
+    free (via);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt = itest_grant (h, "fakebox", "[]");
+    assert_int_equal (itest_import (h, "lostans:box", "fakebox", rt), 0);
+    free (rt);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        int rc = -1;
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "lostans:box", NULL);
+        json_decref (r);
+        _exit (rc < 0 ? 99 : rc);
+    }
+    /* the provider is rotating the token: the claim's answer is in; from now on the server's
+     * answers stay in the relay */
+    for (int waited = 0; itest_stat (h, "fakebox", "refresh_calls") == calls && waited < 10000; waited += 50)
+        usleep (50 * 1000);
+    assert_true (itest_stat (h, "fakebox", "refresh_calls") > calls);
+    dbproxy_hold_answers (proxy, 1);
+    /* the commit lands; its answer does not reach the worker */
+    long long landed = itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'lostans:box' "
+                                          "AND outcome = 'refreshed'", 1, 20000);
+    assert_int_equal (landed, 1);
+    assert_true (dbproxy_cut (proxy) > 0);
+    dbproxy_hold_answers (proxy, 0);
+
+    int status;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 0);          /* answered with its own tokens */
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'refreshed'",
+                                 "lostans:box"), 1);
+    long long conflicts = count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'conflict'",
+                                     "lostans:box");
+    if (conflicts != 0)
+        fail_msg ("%lld conflict rows for a refresh whose own commit was stored", conflicts);
+    /* the chain goes on from the stored token */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "lostans:box", NULL);
+    if (rc != 0)
+        fail_msg ("refresh after the lost answer: %s", itest_code (r));
+    json_decref (r);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (itest_teardown (&h), 0);
+    dbproxy_destroy (&proxy);
+}
+
 int
 main (void)
 {
@@ -863,6 +938,7 @@ main (void)
         cmocka_unit_test_teardown (test_claim_lost_with_the_main_connection_is_sent_again, teardown),
         cmocka_unit_test_teardown (test_read_lost_with_the_main_connection_is_sent_again, teardown),
         cmocka_unit_test_teardown (test_read_of_a_row_changed_meanwhile_is_answered, teardown),
+        cmocka_unit_test_teardown (test_commit_whose_answer_was_lost_is_not_a_conflict, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
