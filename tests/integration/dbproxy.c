@@ -124,7 +124,8 @@ dbproxy_thread (void *arg)
             break;
         if (fds [1].revents) {
             char b [64];
-            (void) read (p->wake [0], b, sizeof b);
+            while (read (p->wake [0], b, sizeof b) > 0)
+                ;                       /* drained; the commands are read under the lock above */
         }
         for (int i = 0; i < DBPROXY_PAIRS; i++) {
             pair_t *pr = &p->pairs [i];
@@ -146,7 +147,8 @@ static void
 dbproxy_poke (dbproxy_t *p)
 {
     char b = 0;
-    (void) write (p->wake [1], &b, 1);
+    if (write (p->wake [1], &b, 1) < 0 && errno != EAGAIN)
+        fprintf (stderr, "dbproxy: could not wake the relay: %s\n", strerror (errno));
 }
 
 /* The host and port conninfo names, into the server address; 0, or -1. */
