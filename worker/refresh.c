@@ -64,6 +64,7 @@ struct refresh {
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char *scopes;
     int64_t journal_seq;
+    int64_t journal_due_ms;          /* a record the journal could not take: not tried again before */
     int in_db;                       /* its claim or its commit is in the database batch in flight */
     int claim_resent;                /* its claim was lost with the batch connection and sent again */
     int claim_alone;                 /* its claim failed with its group: sent again in a batch of its own */
@@ -916,8 +917,14 @@ static int
 refresh_journal (worker_t *w, refresh_t *r, int64_t answered_us)
 {
     r->journal_seq = journal_append (w->journal, &r->commit);
-    if (r->journal_seq < 0)
+    if (r->journal_seq < 0) {
+        /* each try logs its failure: once a commit retry interval at most (a full disk and no
+         * database together would otherwise log every refresh four times a second) */
+        unsigned shift = r->commit_failures > 6 ? 6 : r->commit_failures;
+        int64_t delay = (int64_t) COMMIT_RETRY_MS << shift;
+        r->journal_due_ms = clock_mono_ms () + (delay > COMMIT_RETRY_MAX_MS ? COMMIT_RETRY_MAX_MS : delay);
         return -1;
+    }
     refresh_journal_wait (w, journal_appended (w->journal), answered_us);
     return 0;
 }
@@ -928,7 +935,8 @@ refresh_journal (worker_t *w, refresh_t *r, int64_t answered_us)
 static void
 refresh_commit_failed (worker_t *w, refresh_t *r)
 {
-    if (r->commit.rotated && w->journal && r->journal_seq < 0 && refresh_journal (w, r, r->answered_us) == 0)
+    if (r->commit.rotated && w->journal && r->journal_seq < 0 && clock_mono_ms () >= r->journal_due_ms
+    &&  refresh_journal (w, r, r->answered_us) == 0)
         log_info (r->entry->id, NULL, "the rotated refresh token is journaled now, while its commit is retried");
     for (job_t *j = r->waiters; j; j = j->next)
         reply_error (w, j, FR_DATABASE_UNAVAILABLE,
@@ -1019,8 +1027,9 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
     /* lost with its connection (dropped, or a server that stopped answering): once more in the
      * next batch, on whichever connection is up. A commit the server made before the loss loses
      * its compare-and-set the second time and is settled as a conflict, serving the stored
-     * tokens: its own (with no conflict recorded when the row holds its rotated token). Any other failure of a group: each is tried alone, at once, so that one
-     * commit the server refuses is that refresh's failure only. */
+     * tokens: its own (no conflict is recorded when the row holds its rotated token). Any other
+     * failure of a group: each is tried alone, at once, so that one commit the server refuses is
+     * that refresh's failure only. */
     int resend = st != FR_OK && !cb->alone && !store_connected (cb->second ? w->batches : w->store);
     if (st != FR_OK && !cb->alone)
         log_warning (NULL, NULL, "group commit of %zu refreshes failed, %s: %s", n,

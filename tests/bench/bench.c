@@ -1776,8 +1776,10 @@ scenario_c_direct (int c)
         rates [done] = r.rate;
         means [done++] = r.mean_ms;
         /* each chain's last token is spent or in flight: the next repetition starts new chains */
-        free_strings (rts, (size_t) c);
-        rts = fake_grants (provider, (size_t) c);
+        if (k + 1 < reps) {
+            free_strings (rts, (size_t) c);
+            rts = fake_grants (provider, (size_t) c);
+        }
     }
     double m = done == reps ? bench_median (rates, (size_t) done) : -1;
     if (done == reps)
