@@ -10,6 +10,7 @@
 #include "metrics.h"
 #include "ident.h"
 #include "log.h"
+#include "lograte.h"
 #include "mem.h"
 #include "pending.h"
 #include "registry.h"
@@ -62,8 +63,9 @@ struct broker {
     int64_t next_ping_ms;
     int64_t next_publish_ms;
     int64_t next_check_ms;
-    int64_t next_refusal_log_ms;   /* refusals are logged at most once a second */
-    uint64_t refusals_unlogged;
+    lograte_t refusal_log;         /* refusals are logged at most once a second */
+    lograte_t failed_log;          /* so are requests the broker answers with an error itself */
+    uint64_t failed_held [FR__COUNT];   /* those held back since the last line, by code */
     int waiting;                   /* some pending request has no worker yet */
     int draining;
     metrics_t *metrics;
@@ -79,18 +81,72 @@ struct broker {
 static void
 broker_refusal (broker_t *b, const char *what, const char *detail)
 {
-    int64_t now = clock_mono_ms ();
-    if (now < b->next_refusal_log_ms) {
-        b->refusals_unlogged++;
+    uint64_t held;
+    if (!lograte_take (&b->refusal_log, clock_mono_ms (), &held))
         return;
-    }
-    b->next_refusal_log_ms = now + 1000;
-    if (b->refusals_unlogged)
-        log_warning (NULL, NULL, "%s: %s (and %llu more refusals in the last second)", what, detail,
-                     (unsigned long long) b->refusals_unlogged);
+    if (held)
+        log_warning (NULL, NULL, "%s: %s (and %llu more refusals since the last line)", what, detail,
+                     (unsigned long long) held);
     else
         log_warning (NULL, NULL, "%s: %s", what, detail);
-    b->refusals_unlogged = 0;
+}
+
+/* "12 timeout, 3 unavailable" for the requests answered with an error and held back from the
+ * log, which it then forgets. */
+static void
+broker_failed_held (broker_t *b, char *out, size_t size)
+{
+    size_t len = 0;
+    out [0] = '\0';
+    for (int st = 0; st < FR__COUNT; st++) {
+        if (!b->failed_held [st])
+            continue;
+        int n = snprintf (out + len, size - len, "%s%llu %s", len ? ", " : "", (unsigned long long) b->failed_held [st],
+                          result_code ((fr_status_t) st));
+        if (n < 0 || (size_t) n >= size - len)
+            break;
+        len += (size_t) n;
+    }
+    memset (b->failed_held, 0, sizeof b->failed_held);
+}
+
+/* Logs a request the broker answers with an error itself (a deadline passed, no worker, a
+ * worker's queue full) at most once a second: when a worker stalls under load every request
+ * it held times out, and a line each would be thousands a second. The lines held back are
+ * counted by code, and said with the next line or by broker_log_failed_held. */
+static void
+broker_log_failed (broker_t *b, const pending_t *p, fr_status_t st, const char *message)
+{
+    uint64_t held;
+    if (!lograte_take (&b->failed_log, clock_mono_ms (), &held)) {
+        if ((unsigned) st < FR__COUNT)
+            b->failed_held [st]++;
+        return;
+    }
+    if (held) {
+        char counts [256];
+        broker_failed_held (b, counts, sizeof counts);
+        log_info (p->integration, p->rid, "answering with %s: %s (and %llu more requests answered with an error "
+                  "since the last line: %s)", result_code (st), message, (unsigned long long) held, counts);
+    }
+    else
+        log_info (p->integration, p->rid, "answering with %s: %s", result_code (st), message);
+}
+
+/* The housekeeping's part: the count of the lines held back once their second has ended. */
+static void
+broker_log_held (broker_t *b, int64_t now)
+{
+    uint64_t held = lograte_due (&b->refusal_log, now);
+    if (held)
+        log_warning (NULL, NULL, "%llu more refusals since the last line", (unsigned long long) held);
+    held = lograte_due (&b->failed_log, now);
+    if (held) {
+        char counts [256];
+        broker_failed_held (b, counts, sizeof counts);
+        log_info (NULL, NULL, "answered %llu more requests with an error since the last line: %s",
+                  (unsigned long long) held, counts);
+    }
 }
 
 /* Reads the allow-lists and the policy; on failure keeps what it had and says why. */
@@ -346,7 +402,7 @@ broker_reply_error (broker_t *b, const void *client, size_t client_len, const re
 static void
 broker_fail_pending (broker_t *b, pending_t *p, fr_status_t st, const char *message)
 {
-    log_info (p->integration, p->rid, "answering with %s: %s", result_code (st), message);
+    broker_log_failed (b, p, st, message);
     req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
                  p->rid_len ? p->rid : NULL, p->rid_len };
     broker_reply_error (b, p->client, p->client_len, &rq, st, message);
@@ -981,6 +1037,7 @@ broker_tick (broker_t *b, int64_t now)
     if (now < b->next_publish_ms)
         return;
     b->next_publish_ms = now + 100;
+    broker_log_held (b, now);
     uint32_t owned = registry_partitions_owned (b->registry);
     metrics_set (b->m_pending, (int64_t) pending_count (b->pending));
     metrics_set (b->m_pending_bytes, (int64_t) pending_bytes (b->pending));
@@ -1125,6 +1182,7 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
         broker_check_connections (b, after);
         broker_tick (b, after);
     }
+    broker_log_held (b, clock_mono_ms () + LOGRATE_INTERVAL_MS);    /* what the last second held back */
     log_info (NULL, NULL, "broker stopped with %zu requests pending", pending_count (b->pending));
     return 0;
 }

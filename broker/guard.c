@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "frames.h"
 #include "log.h"
+#include "lograte.h"
 #include "mem.h"
 #include <errno.h>
 #include <stdio.h>
@@ -34,8 +35,7 @@ struct guard {
     size_t budget, hard_budget;
     uint64_t cuts;
     uint64_t serials;                   /* connections accepted so far: the last serial given */
-    int64_t next_log_ms;                /* cuts are logged at most once a second */
-    uint64_t unlogged;
+    lograte_t cut_log;                  /* cuts are logged at most once a second */
 };
 
 static guard_conn_t *
@@ -175,18 +175,14 @@ guard_cut (guard_t *g, int fd, const char *why)
         snprintf (peer, sizeof peer, "%u.%u.%u.%u:%u", ip [0], ip [1], ip [2], ip [3],
                   ntohs (((struct sockaddr_in *) &sa)->sin_port));
     }
-    int64_t now = clock_mono_ms ();
-    if (now >= g->next_log_ms) {
-        if (g->unlogged)
-            log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s (and %llu more cut in the last second)",
-                         g->name, peer, why, (unsigned long long) g->unlogged);
+    uint64_t held;
+    if (lograte_take (&g->cut_log, clock_mono_ms (), &held)) {
+        if (held)
+            log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s (and %llu more cut since the "
+                         "last line)", g->name, peer, why, (unsigned long long) held);
         else
             log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s", g->name, peer, why);
-        g->next_log_ms = now + 1000;
-        g->unlogged = 0;
     }
-    else
-        g->unlogged++;
     shutdown (fd, SHUT_RDWR);
     c->live = 0;
     c->delivered = 0;
@@ -198,6 +194,10 @@ int
 guard_check (guard_t *g, int drained)
 {
     int cut = 0;
+    uint64_t unsaid = lograte_due (&g->cut_log, clock_mono_ms ());
+    if (unsaid)
+        log_warning (NULL, NULL, "cut %llu more connections on the %s socket since the last line",
+                     (unsigned long long) unsaid, g->name);
     for (size_t fd = 0; fd < g->nconns; fd++) {
         guard_conn_t *c = &g->conns [fd];
         if (!c->live)

@@ -456,14 +456,9 @@ itest_pg (const char *action, const char *dir, char *url, size_t urlsize)
     return rc == 0 ? 0 : -1;
 }
 
-void *
-itest_raw_token (harness_t *h, void *ctx, const char *integration, const char *rid, int deadline_ms)
+void
+itest_raw_send (void *c, const char *integration, const char *rid, int deadline_ms)
 {
-    void *c = zmq_socket (ctx, ZMQ_DEALER);
-    int zero = 0;
-    zmq_setsockopt (c, ZMQ_LINGER, &zero, sizeof zero);
-    itest_secure (c);
-    assert_int_equal (zmq_connect (c, harness_broker_frontend (h, 0)), 0);
     codec_builder_t *b = codec_builder_new ();
     codec_map (b, rid ? 4 : 3);
     codec_kv_str (b, "op", "token");
@@ -477,6 +472,17 @@ itest_raw_token (harness_t *h, void *ctx, const char *integration, const char *r
     zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
     zmq_send (c, body, len, 0);
     codec_builder_destroy (&b);
+}
+
+void *
+itest_raw_token (harness_t *h, void *ctx, const char *integration, const char *rid, int deadline_ms)
+{
+    void *c = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (c, ZMQ_LINGER, &zero, sizeof zero);
+    itest_secure (c);
+    assert_int_equal (zmq_connect (c, harness_broker_frontend (h, 0)), 0);
+    itest_raw_send (c, integration, rid, deadline_ms);
     return c;
 }
 

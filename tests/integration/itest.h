@@ -78,6 +78,8 @@ int itest_pg (const char *action, const char *dir, char *url, size_t urlsize);
 /* A token request for integration sent over a raw DEALER of ctx to h's broker 0 (CURVE as
  * itest_secure sets it up; rid NULL: none); returns the socket for itest_raw_reply. */
 void *itest_raw_token (harness_t *h, void *ctx, const char *integration, const char *rid, int deadline_ms);
+/* Another such request on the socket itest_raw_token returned. */
+void itest_raw_send (void *c, const char *integration, const char *rid, int deadline_ms);
 /* The body of the next reply on a raw DEALER as JSON, NULL after ms. */
 json_t *itest_raw_reply (void *c, int ms);
 

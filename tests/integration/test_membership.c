@@ -371,6 +371,89 @@ test_a_reply_after_the_deadline_is_dropped (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* The lines of broker 0's log whose message holds needle, and the sum of the numbers that follow
+ * "and " or start the message in those lines ("(and N more ...)", "answered N more ..."). */
+static int
+broker_log_lines (const char *needle, unsigned long long *more)
+{
+    char path [1024], line [8192];
+    snprintf (path, sizeof path, "%s/broker0.log", harness_workdir (h));
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    int n = 0;
+    *more = 0;
+    while (fgets (line, sizeof line, f)) {
+        json_t *o = json_loads (line, 0, NULL);
+        const char *msg = json_string_value (json_object_get (o, "msg"));
+        if (msg && strstr (msg, needle)) {
+            n++;
+            const char *and = strstr (msg, "(and ");
+            unsigned long long k = 0;
+            if (and && sscanf (and, "(and %llu more", &k) == 1)
+                *more += k;
+            else
+            if (sscanf (msg, "answered %llu more requests with an error", &k) == 1)
+                *more += k;
+        }
+        json_decref (o);
+    }
+    fclose (f);
+    return n;
+}
+
+/* A worker that stops answering under load makes every request it holds time out at the broker:
+ * each is answered and audited, but the broker's log says so at most once a second with a count
+ * of the rest, never a line a request (a review: 300 timeouts, 300 info lines), and the count
+ * comes out even when no later line carries it. */
+static void
+test_timeouts_in_a_flood_are_logged_once_a_second (void **state)
+{
+    (void) state;
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_int_equal (harness_start_broker (h), 0);
+    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
+    void *ctx = zmq_ctx_new ();
+    fake_t f = lone_fake_worker (ctx);
+    enum { FLOOD = 300 };
+    void *c = itest_raw_token (h, ctx, "flood0:box", "flood-0", 500);
+    char integration [32], rid [32];
+    for (int i = 1; i < FLOOD; i++) {
+        snprintf (integration, sizeof integration, "flood%d:box", i);
+        snprintf (rid, sizeof rid, "flood-%d", i);
+        itest_raw_send (c, integration, rid, 500);
+    }
+    int timeouts = 0, other = 0;
+    long long until = now_ms () + 20000;
+    while (timeouts + other < FLOOD && now_ms () < until) {
+        beat (&f, 1);                       /* alive, never answering */
+        json_t *reply = itest_raw_reply (c, 100);
+        if (!reply)
+            continue;
+        if (strcmp (reply_code (reply), "timeout") == 0)
+            timeouts++;
+        else
+            other++;
+        json_decref (reply);
+    }
+    assert_int_equal (timeouts, FLOOD);
+    assert_int_equal (other, 0);
+    /* the count of the lines held back is said within a second or so, with no request to carry it */
+    itest_wait_log (h, "more requests with an error since the last line", 10000);
+    unsigned long long more = 0;
+    int said = broker_log_lines ("answering with timeout", &more);
+    unsigned long long summed = 0;
+    int summaries = broker_log_lines ("answered ", &summed);
+    /* the 300 time out within a second of each other: one line, then at most one more per
+     * second they took */
+    assert_true (said >= 1 && said <= 3);
+    assert_true (summaries >= 1);
+    assert_int_equal ((unsigned long long) said + more + summed, FLOOD);
+    assert_true (itest_metric (h, "broker0", "ferrule_broker_errors_total{code=\"timeout\"}") >= FLOOD);
+    zmq_close (c);
+    zmq_close (f.socket);
+    zmq_ctx_term (ctx);
+}
+
 /* Imports id, a fakebox grant with an access token good for an hour. */
 static void
 import_fresh (const char *id)
@@ -624,6 +707,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_restarted_worker_gets_requests_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_reconnected_worker_gets_requests_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_reply_after_the_deadline_is_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_timeouts_in_a_flood_are_logged_once_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_behind_a_cut_connection_comes_back, setup, teardown),
     };

@@ -1,0 +1,30 @@
+/* lograte.c - lines said at most once a second, with a count of the ones held back */
+#include "lograte.h"
+#include <assert.h>
+#include <stddef.h>
+
+int
+lograte_take (lograte_t *lr, int64_t now_ms, uint64_t *held)
+{
+    assert (lr && held);
+    if (now_ms < lr->next_ms) {
+        lr->held++;
+        return 0;
+    }
+    *held = lr->held;
+    lr->held = 0;
+    lr->next_ms = now_ms + LOGRATE_INTERVAL_MS;
+    return 1;
+}
+
+uint64_t
+lograte_due (lograte_t *lr, int64_t now_ms)
+{
+    assert (lr);
+    if (lr->held == 0 || now_ms < lr->next_ms)
+        return 0;
+    uint64_t n = lr->held;
+    lr->held = 0;
+    lr->next_ms = now_ms + LOGRATE_INTERVAL_MS;
+    return n;
+}

@@ -1,0 +1,83 @@
+/* test_lograte.c - lines said at most once a second, and no count of the held-back ones lost */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include "testexit.h"
+#include "lograte.h"
+
+/* The first line is said; the rest of its second are held and counted; the first line after the
+ * second carries their count. */
+static void
+test_one_line_a_second_carrying_the_count (void **state)
+{
+    (void) state;
+    lograte_t lr = { 0 };
+    uint64_t held = 99;
+    assert_int_equal (lograte_take (&lr, 5000, &held), 1);
+    assert_int_equal (held, 0);
+    for (int i = 0; i < 250; i++)
+        assert_int_equal (lograte_take (&lr, 5000 + i * 3, &held), 0);
+    assert_int_equal (lograte_take (&lr, 5999, &held), 0);
+    assert_int_equal (lograte_take (&lr, 6000, &held), 1);
+    assert_int_equal (held, 251);
+    assert_int_equal (lograte_take (&lr, 7500, &held), 1);    /* a quiet second: nothing held */
+    assert_int_equal (held, 0);
+}
+
+/* With no line after a burst, the housekeeping gets the count once the second has ended, once;
+ * its summary counts as the second's line, and a line after it carries nothing twice. */
+static void
+test_due_gives_the_count_no_line_carried (void **state)
+{
+    (void) state;
+    lograte_t lr = { 0 };
+    uint64_t held;
+    assert_int_equal (lograte_due (&lr, 0), 0);                /* nothing held */
+    assert_int_equal (lograte_take (&lr, 100, &held), 1);
+    for (int i = 0; i < 40; i++)
+        (void) lograte_take (&lr, 200, &held);
+    assert_int_equal (lograte_due (&lr, 1099), 0);             /* the second has not ended */
+    assert_int_equal (lograte_due (&lr, 1100), 40);
+    assert_int_equal (lograte_due (&lr, 1200), 0);             /* given once */
+    assert_int_equal (lograte_take (&lr, 1500, &held), 0);     /* the summary was the second's line */
+    assert_int_equal (lograte_due (&lr, 2099), 0);
+    assert_int_equal (lograte_take (&lr, 2100, &held), 1);
+    assert_int_equal (held, 1);
+    assert_int_equal (lograte_due (&lr, 9000), 0);
+}
+
+/* Every event is either said or counted exactly once, whatever the mix of lines and
+ * housekeeping. */
+static void
+test_every_event_said_or_counted_once (void **state)
+{
+    (void) state;
+    lograte_t lr = { 0 };
+    uint64_t said = 0, counted = 0, held;
+    int64_t now = 0;
+    for (int i = 0; i < 100000; i++) {
+        now += (i * 7919) % 13;                                /* uneven gaps, 0 to 12 ms */
+        if (lograte_take (&lr, now, &held)) {
+            said++;
+            counted += held;
+        }
+        if (i % 97 == 0)
+            counted += lograte_due (&lr, now);
+    }
+    counted += lograte_due (&lr, now + LOGRATE_INTERVAL_MS);
+    assert_int_equal (said + counted, 100000);
+    assert_true (said <= (uint64_t) (now / LOGRATE_INTERVAL_MS) + 1);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_one_line_a_second_carrying_the_count),
+        cmocka_unit_test (test_due_gives_the_count_no_line_carried),
+        cmocka_unit_test (test_every_event_said_or_counted_once),
+    };
+    return testexit (cmocka_run_group_tests (tests, NULL, NULL));
+}
