@@ -612,13 +612,19 @@ broker_own_body (zmq_msg_t *body)
 
 /* The name a message's sender was admitted under, checked against the current lists; NULL when
  * its key has been removed since it connected (or the message carries none). */
+/* The key (Z85) a message's sender was admitted with, as the ZAP handler set it; NULL: none. */
+static const char *
+broker_sender_key (frames_t *f)
+{
+    return f->count > 1 ? zmq_msg_gets (&f->part [1], "User-Id") : NULL;
+}
+
 static const char *
 broker_sender (broker_t *b, frames_t *f, keys_kind_t kind)
 {
     if (b->curve.plaintext)
         return kind == KEYS_CLIENTS ? PLAINTEXT_NAME : "";
-    const char *key = f->count > 1 ? zmq_msg_gets (&f->part [1], "User-Id") : NULL;
-    return keys_name (b->keys, kind, key);
+    return keys_name (b->keys, kind, broker_sender_key (f));
 }
 
 /* The keys of a request the broker routes by, read with codec_scan (the body is not decoded). */
@@ -957,6 +963,8 @@ broker_handle_worker (broker_t *b)
             b->waiting = 1;
             b->next_ping_ms = 0;         /* tell every worker the new membership now */
         }
+        if (!b->curve.plaintext)
+            registry_set_key (b->registry, worker, broker_sender_key (&f));
         /* the same process on another connection: the old one broke, and ZeroMQ connected again
          * between two PINGs (a PING or request finding no connection would have said so) */
         uint64_t conn = guard_connection (b->back_guard, src);
@@ -1078,6 +1086,33 @@ broker_check_connections (broker_t *b, int64_t now)
         metrics_inc (b->m_cut);
 }
 
+/* After a reload: the workers whose key is no longer on the workers list under their id leave
+ * the partition map now, and what was sent to them goes to the others; the next message of such a
+ * worker has its connection cut (broker_handle_worker). Until this walk a removed key kept its
+ * partitions, and was sent requests, until that worker's next message. */
+static void
+broker_drop_removed_workers (broker_t *b)
+{
+    char (*gone) [REGISTRY_MAX_WORKER_ID + 1] = NULL;
+    size_t n = 0, count = registry_count (b->registry);
+    if (b->curve.plaintext || count == 0)
+        return;
+    gone = mem_alloc (count * sizeof *gone);
+    for (size_t i = 0; i < count; i++) {
+        const char *id = registry_worker_at (b->registry, i, NULL);
+        const char *key = registry_key_at (b->registry, i);
+        const char *name = key [0] ? keys_name (b->keys, KEYS_WORKERS, key) : NULL;
+        if (key [0] && (!name || strcmp (name, id) != 0))
+            snprintf (gone [n++], sizeof gone [0], "%s", id);
+    }
+    /* removed after the walk: each removal re-dispatches, which may remove others */
+    for (size_t i = 0; i < n; i++)
+        broker_worker_lost (b, gone [i], "its key was removed from the workers file");
+    if (n)
+        b->next_ping_ms = 0;             /* tell the others the new membership now */
+    mem_free (gone);
+}
+
 static void
 broker_reload (broker_t *b)
 {
@@ -1085,8 +1120,10 @@ broker_reload (broker_t *b)
     log_info (NULL, NULL, "SIGHUP: reading the allow-lists and the policy again");
     if (broker_load_access (b, err, sizeof err) != 0)
         log_error (NULL, NULL, "%s; keeping the lists and policy read before", err);
-    else
+    else {
+        broker_drop_removed_workers (b);
         log_info (NULL, NULL, "SIGHUP: the allow-lists and the policy in effect are the ones just read");
+    }
     audit_reopen (b->audit);
 }
 

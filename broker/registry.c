@@ -13,6 +13,7 @@ typedef struct {
     int64_t pid;                  /* of the process that said HELLO; -1: it did not say */
     int64_t session;              /* its random session; 0: it did not say */
     uint64_t connection;          /* the broker's connection its last HELLO came on; 0: unknown */
+    char    key [REGISTRY_KEY_LEN + 1];   /* the CURVE key its last HELLO came with; "": none */
 } registry_worker_t;
 
 struct registry {
@@ -127,6 +128,18 @@ registry_connection (registry_t *r, const char *worker_id, uint64_t connection)
     return before;
 }
 
+void
+registry_set_key (registry_t *r, const char *worker_id, const char *z85)
+{
+    registry_worker_t *w = registry_find (r, worker_id);
+    if (!w)
+        return;
+    if (z85 && strlen (z85) == REGISTRY_KEY_LEN)
+        memcpy (w->key, z85, REGISTRY_KEY_LEN + 1);
+    else
+        w->key [0] = '\0';
+}
+
 int
 registry_touch (registry_t *r, const char *worker_id, int64_t now_ms)
 {
@@ -209,6 +222,12 @@ registry_worker_at (const registry_t *r, size_t i, int *draining)
     if (draining)
         *draining = r->workers [i].draining;
     return r->workers [i].id;
+}
+
+const char *
+registry_key_at (const registry_t *r, size_t i)
+{
+    return i < r->count ? r->workers [i].key : "";
 }
 
 int

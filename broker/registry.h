@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #define REGISTRY_MAX_WORKER_ID 128
+#define REGISTRY_KEY_LEN 40                /* a CURVE public key in Z85 */
 
 typedef struct registry registry_t;
 
@@ -25,6 +26,10 @@ int registry_restarted (const registry_t *r, const char *worker_id, int64_t pid,
  * process: its connection broke and ZeroMQ made another, and what was sent on the old one may
  * never have reached it. */
 uint64_t registry_connection (registry_t *r, const char *worker_id, uint64_t connection);
+/* Records the CURVE key (Z85, REGISTRY_KEY_LEN characters) a known worker's HELLO came with, so
+ * that a reload of the allow-lists can drop a worker whose key it removed at once, not at the
+ * worker's next message. NULL or another length: none (plaintext). */
+void registry_set_key (registry_t *r, const char *worker_id, const char *z85);
 /* Any other message from a worker (a REP): proves it alive, and changes nothing else; a draining
  * worker stays draining until its own HELLO says otherwise. 0 when the worker is unknown. */
 int registry_touch (registry_t *r, const char *worker_id, int64_t now_ms);
@@ -41,5 +46,7 @@ size_t registry_live_count (const registry_t *r);         /* not draining */
 size_t registry_count (const registry_t *r);              /* all known */
 /* Worker i (0..registry_count-1): id and whether it is draining. */
 const char *registry_worker_at (const registry_t *r, size_t i, int *draining);
+/* Worker i's key as registry_set_key recorded it; "" when none was. */
+const char *registry_key_at (const registry_t *r, size_t i);
 int registry_known (const registry_t *r, const char *worker_id);
 #endif

@@ -186,6 +186,8 @@ const char *harness_broker_backend (harness_t *self, int idx);
 int harness_broker_pid (harness_t *self, int idx);
 /* Removes client name from the clients list (brokers are not told: harness_reload_brokers). */
 int harness_remove_client (harness_t *self, const char *name);
+/* Removes worker_id's key from the workers list (brokers are not told: harness_reload_brokers). */
+int harness_remove_worker_key (harness_t *self, const char *worker_id);
 /* From now on this process (ferrulectl, client_new) uses client name's key. 0 or -1. */
 int harness_use_client (harness_t *self, const char *name);
 /* Replaces the policy file (brokers are not told: harness_reload_brokers). 0 or -1. */

@@ -124,11 +124,12 @@ harness_write_policy (harness_t *self, const char *text)
     return rc;
 }
 
-int
-harness_remove_client (harness_t *self, const char *name)
+/* Rewrites the list at path without the entries named name. 0 or -1. */
+static int
+remove_entry (const char *path, const char *name)
 {
-    FILE *f = fopen (self->clients_file, "r");
-    char *tmp = hx_strfmt ("%s.new", self->clients_file);
+    FILE *f = fopen (path, "r");
+    char *tmp = hx_strfmt ("%s.new", path);
     FILE *out = fopen (tmp, "w");
     char line [512];
     int rc = -1;
@@ -143,10 +144,22 @@ harness_remove_client (harness_t *self, const char *name)
         fclose (f);
     if (out && fclose (out) != 0)
         rc = -1;
-    if (rc == 0 && rename (tmp, self->clients_file) != 0)
+    if (rc == 0 && rename (tmp, path) != 0)
         rc = -1;
     mem_free (tmp);
     return rc;
+}
+
+int
+harness_remove_client (harness_t *self, const char *name)
+{
+    return remove_entry (self->clients_file, name);
+}
+
+int
+harness_remove_worker_key (harness_t *self, const char *worker_id)
+{
+    return remove_entry (self->workers_file, worker_id);
 }
 
 /* Waits until the process catches SIGHUP (its handler is installed), up to 10 s. */

@@ -284,6 +284,67 @@ test_forged_reply_ignored (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* A worker key removed from the workers file takes the worker out at the reload: its partitions
+ * go to the others and it is sent nothing more, although it has said nothing since (a review: it
+ * kept its partitions, and got requests, until its next message; with a long heartbeat that is
+ * seconds). Its next message has its connection cut, and it does not come back. */
+static void
+test_removed_worker_key_leaves_at_the_reload (void **state)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* silence alone drops no one here */
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    assert_int_equal (harness_add_worker_key (h, "wb"), 0);
+    void *ctx = zmq_ctx_new ();
+    void *wa = itest_fake_worker (h, ctx, "wa", "wa");
+    void *wb = itest_fake_worker (h, ctx, "wb", "wb");
+    itest_fake_hello (wa, "wa", 1, 0);
+    itest_fake_hello (wb, "wb", 1, 0);
+    assert_int_equal (wait_workers (2, 10000), 0);
+
+    assert_int_equal (harness_remove_worker_key (h, "wb"), 0);
+    reload_and_wait ();
+    /* wb has sent nothing since; the reload alone took it out */
+    assert_int_equal (wait_workers (1, 3000), 0);
+    assert_true (itest_workdir_contains (h, "its key was removed from the workers file"));
+    /* every partition is wa's: requests for a spread of integrations all reach wa, none wb */
+    void *c = NULL;
+    char id [32];
+    for (int i = 0; i < 16; i++) {
+        snprintf (id, sizeof id, "spread%d:box", i);
+        if (!c)
+            c = itest_raw_token (h, ctx, id, NULL, 5000);
+        else
+            itest_raw_send (c, id, NULL, 5000);
+    }
+    itest_req_t req;
+    int to_a = 0;
+    long long until = now_ms () + 10000;
+    while (to_a < 16 && now_ms () < until) {
+        itest_fake_hello (wa, "wa", 1, 0);
+        if (itest_fake_wait_req (wa, 100, &req)) {
+            to_a++;
+            itest_fake_req_close (&req);
+        }
+    }
+    assert_int_equal (to_a, 16);
+    if (itest_fake_wait_req (wb, 200, &req)) {
+        itest_fake_req_close (&req);
+        fail_msg ("a worker whose key was removed was sent a request after the reload");
+    }
+    /* its next HELLO is refused: the connection is cut and it stays out */
+    itest_fake_hello (wb, "wb", 1, 0);
+    sleep_ms (500);
+    itest_fake_hello (wa, "wa", 1, 0);
+    assert_int_equal (wait_workers (1, 3000), 0);
+    assert_true (itest_workdir_contains (h, "a key no longer on the workers list"));
+    zmq_close (c);
+    zmq_close (wa);
+    zmq_close (wb);
+    zmq_ctx_term (ctx);
+}
+
 /* The policy, per operation and per integration pattern, with the authenticated name. */
 static void
 test_policy_enforced (void **state)
@@ -879,6 +940,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_anonymous_client_refused, setup, teardown),
         cmocka_unit_test_setup_teardown (test_unknown_worker_refused, setup, teardown),
         cmocka_unit_test_setup_teardown (test_forged_reply_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_removed_worker_key_leaves_at_the_reload, setup, teardown),
         cmocka_unit_test_setup_teardown (test_policy_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown (test_policy_deployment_wide, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_line_per_request, setup, teardown),

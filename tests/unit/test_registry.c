@@ -119,6 +119,32 @@ test_connection_recorded (void **state)
     registry_destroy (&r);
 }
 
+/* The key a worker's HELLO came with is kept per worker, for the reload's check; a value of
+ * another length (none over plaintext) records none, and an unknown worker records nothing. */
+static void
+test_key_recorded (void **state)
+{
+    (void) state;
+    static const char k1 [] = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7";
+    static const char k2 [] = "Yne@$w-vo<fVvi]a<NY6T1ed:M$fCG*[IaLV{hID";
+    registry_t *r = registry_new (8, 3000);
+    registry_set_key (r, "ghost", k1);                      /* not known: nothing */
+    assert_int_equal (registry_count (r), 0);
+    assert_string_equal (registry_key_at (r, 0), "");        /* out of range */
+    registry_seen (r, "w1", 0, -1, 0, 1000);
+    assert_string_equal (registry_key_at (r, 0), "");
+    registry_set_key (r, "w1", k1);
+    assert_string_equal (registry_key_at (r, 0), k1);
+    registry_set_key (r, "w1", k2);                          /* the last HELLO's */
+    assert_string_equal (registry_key_at (r, 0), k2);
+    registry_set_key (r, "w1", "short");
+    assert_string_equal (registry_key_at (r, 0), "");
+    registry_set_key (r, "w1", k1);
+    registry_set_key (r, "w1", NULL);
+    assert_string_equal (registry_key_at (r, 0), "");
+    registry_destroy (&r);
+}
+
 static void
 test_expiry_and_removal (void **state)
 {
@@ -151,6 +177,7 @@ main (void)
         cmocka_unit_test (test_touch_keeps_draining),
         cmocka_unit_test (test_connection_recorded),
         cmocka_unit_test (test_restart_told_by_pid_or_session),
+        cmocka_unit_test (test_key_recorded),
         cmocka_unit_test (test_expiry_and_removal),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
