@@ -105,16 +105,18 @@ audit_format (const audit_rec_t *r, char *out)
     return pos;
 }
 
-/* Writes all of buf; counts a failure (and says so once per streak) when it cannot. */
+/* Writes all of buf, which holds n records; when it cannot, counts them lost and says so once
+ * per streak of failures, and says when writing works again. */
 static void
-audit_write (audit_t *a, const char *buf, size_t len, int *complained)
+audit_write (audit_t *a, const char *buf, size_t len, size_t n, int *complained)
 {
     while (len > 0) {
         ssize_t w = a->fd >= 0 ? write (a->fd, buf, len) : -1;
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            atomic_fetch_add (&a->failed, 1);
+            /* a record cut in the middle is lost as well as the ones not begun */
+            atomic_fetch_add (&a->failed, n);
             if (!*complained)
                 log_error (NULL, NULL, "could not write the audit log \"%s\": %s; records are being lost",
                            a->path ? a->path : "standard output", a->fd >= 0 ? strerror (errno) : "not open");
@@ -124,6 +126,9 @@ audit_write (audit_t *a, const char *buf, size_t len, int *complained)
         buf += w;
         len -= (size_t) w;
     }
+    if (*complained)
+        log_info (NULL, NULL, "the audit log \"%s\" is written again, after %llu records lost in all since start",
+                  a->path ? a->path : "standard output", (unsigned long long) atomic_load (&a->failed));
     *complained = 0;
 }
 
@@ -163,7 +168,7 @@ audit_thread (void *arg)
         for (size_t i = 0; i < n; i++)
             len += audit_format (&batch [i], buf + len);
         if (len)
-            audit_write (a, buf, len, &complained);
+            audit_write (a, buf, len, n, &complained);
         if (stop)
             break;
     }

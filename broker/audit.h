@@ -28,5 +28,5 @@ void audit_record (audit_t *a, const char *client, op_t op, const char *integ, s
 /* Reopens a file target (after log rotation); the writer does it before its next batch. */
 void audit_reopen (audit_t *a);
 uint64_t audit_dropped (const audit_t *a);   /* queue full */
-uint64_t audit_failed (const audit_t *a);    /* write errors */
+uint64_t audit_failed (const audit_t *a);    /* records lost to write errors */
 #endif

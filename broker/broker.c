@@ -72,7 +72,7 @@ struct broker {
     health_t *health;
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
                      *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
-                     *m_audit_dropped, *m_pending_bytes, *m_reconnects, *m_undelivered;
+                     *m_audit_dropped, *m_audit_unwritten, *m_pending_bytes, *m_reconnects, *m_undelivered;
 };
 
 /* Logs a refusal at most once a second, counting the rest, so a flood cannot fill the log: a key
@@ -269,6 +269,8 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     b->m_undelivered = metrics_counter (b->metrics, "broker_answers_undelivered_total", "answers dropped because the client's queue of unread answers was full", NULL);
     b->m_cut = metrics_counter (b->metrics, "broker_connections_cut_total", "connections cut for breaking the byte budgets or sending under another's name", NULL);
     b->m_audit_dropped = metrics_gauge (b->metrics, "broker_audit_dropped", "audit records lost because the writer fell behind (since start)", NULL);
+    b->m_audit_unwritten = metrics_gauge (b->metrics, "broker_audit_unwritten",
+                                          "audit records lost because the audit log could not be written: a full or failing disk (since start)", NULL);
     metrics_set (metrics_gauge (b->metrics, "broker_plaintext", "1 when links are neither authenticated nor encrypted", NULL),
                  b->curve.plaintext);
     if (config->http_bind && *config->http_bind) {
@@ -1050,6 +1052,7 @@ broker_tick (broker_t *b, int64_t now)
     metrics_set (b->m_pending, (int64_t) pending_count (b->pending));
     metrics_set (b->m_pending_bytes, (int64_t) pending_bytes (b->pending));
     metrics_set (b->m_audit_dropped, (int64_t) audit_dropped (b->audit));
+    metrics_set (b->m_audit_unwritten, (int64_t) audit_failed (b->audit));
     metrics_set (b->m_workers, (int64_t) registry_live_count (b->registry));
     metrics_set (b->m_partitions_owned, owned);
     if (b->health) {
