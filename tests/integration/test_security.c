@@ -485,6 +485,41 @@ test_policy_deployment_wide (void **state)
     json_decref (r);
 }
 
+/* A reload whose files do not all read (here a policy line that is not a rule, in the same
+ * reload as a client's removal) changes nothing: the lists and the policy read before stay in
+ * effect together, and the log says why. A later good reload takes effect. */
+static void
+test_broken_reload_keeps_what_was_read (void **state)
+{
+    assert_int_equal (harness_add_client (h, "reader"), 0);
+    assert_int_equal (harness_write_policy (h, "harness * *\nreader read acct42:*\n"), 0);
+    assert_true (harness_start_broker (h) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+
+    assert_int_equal (harness_remove_client (h, "reader"), 0);
+    assert_int_equal (harness_write_policy (h, "harness * *\nreader * *\nthis line is not a rule\n"), 0);
+    harness_reload_brokers (h);                     /* no "access lists read": reload_and_wait cannot tell */
+    itest_wait_log (h, "keeping the lists and policy read before", 10000);
+    assert_int_equal (harness_use_client (h, "reader"), 0);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "status", "--integration", "acct42:box", NULL);
+    assert_string_equal (itest_code (r), "not_found");          /* still listed, still allowed */
+    json_decref (r);
+    r = harness_ctl (h, &rc, "status", "--integration", "acct43:box", NULL);
+    assert_string_equal (itest_code (r), "forbidden");          /* the broken "reader * *" is not in effect */
+    json_decref (r);
+
+    /* the policy mended: the client's removal takes effect with it */
+    assert_int_equal (harness_write_policy (h, "harness * *\nreader * *\n"), 0);
+    reload_and_wait ();
+    r = harness_ctl (h, &rc, "ping", NULL);
+    assert_int_equal (rc, 7);
+    assert_string_equal (itest_code (r), "forbidden");
+    json_decref (r);
+    assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
+}
+
 /* Polls broker 0's /metrics until series reaches at least min; its last value. */
 static double
 wait_metric_at_least (const char *series, double min, int ms)
@@ -1011,6 +1046,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_policy_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown (test_policy_deployment_wide, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_line_per_request, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_broken_reload_keeps_what_was_read, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_log_that_cannot_be_written_is_counted, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
