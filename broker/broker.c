@@ -612,8 +612,6 @@ broker_own_body (zmq_msg_t *body)
     zmq_msg_close (&own);
 }
 
-/* The name a message's sender was admitted under, checked against the current lists; NULL when
- * its key has been removed since it connected (or the message carries none). */
 /* The key (Z85) a message's sender was admitted with, as the ZAP handler set it; NULL: none. */
 static const char *
 broker_sender_key (frames_t *f)
@@ -621,6 +619,8 @@ broker_sender_key (frames_t *f)
     return f->count > 1 ? zmq_msg_gets (&f->part [1], "User-Id") : NULL;
 }
 
+/* The name a message's sender was admitted under, checked against the current lists; NULL when
+ * its key has been removed since it connected (or the message carries none). */
 static const char *
 broker_sender (broker_t *b, frames_t *f, keys_kind_t kind)
 {
