@@ -411,12 +411,15 @@ broker_fail_pending (broker_t *b, pending_t *p, fr_status_t st, const char *mess
     pending_remove (b->pending, p);
 }
 
-/* Forgets a worker and puts its unanswered requests back in the queue for the new owners. */
+/* Forgets a worker and puts its unanswered requests back in the queue for the new owners; the
+ * others hear the new membership on the next turn (a PING round under way may have listed it:
+ * until they hear, its partitions go unswept). */
 static void
 broker_worker_lost (broker_t *b, const char *worker_id, const char *why)
 {
     if (!registry_remove (b->registry, worker_id))
         return;
+    b->next_ping_ms = 0;
     metrics_inc (b->m_workers_lost);
     log_warning (NULL, NULL, "lost worker \"%s\": %s", worker_id, why);
     for (pending_t *p = pending_first (b->pending); p; p = p->next)
@@ -900,7 +903,6 @@ broker_handle_worker (broker_t *b)
         metrics_inc (b->m_cut);
         if (registry_known (b->registry, worker) && !name) {
             broker_worker_lost (b, worker, "its key was removed from the workers file");
-            b->next_ping_ms = 0;
         }
         goto out;
     }
@@ -959,7 +961,6 @@ broker_handle_worker (broker_t *b)
          * its deadline */
         if (registry_restarted (b->registry, worker, pid, session)) {
             broker_worker_lost (b, worker, "a new process said HELLO under its worker id (the old one restarted)");
-            b->next_ping_ms = 0;
         }
         if (registry_seen (b->registry, worker, draining, pid, session, clock_mono_ms ())) {
             b->waiting = 1;
@@ -982,7 +983,6 @@ broker_handle_worker (broker_t *b)
         if (busy)
             log_warning (NULL, NULL, "worker \"%s\" left with %d requests unanswered; re-dispatching", worker, busy);
         broker_worker_lost (b, worker, "it said goodbye");
-        b->next_ping_ms = 0;
     }
     else
         log_warning (NULL, NULL, "unknown command from worker \"%s\" (%d frames)", worker, f.total);
@@ -1000,7 +1000,6 @@ broker_tick (broker_t *b, int64_t now)
     while ((n = registry_expired (b->registry, now, expired, 16)) > 0)
         for (size_t i = 0; i < n; i++) {
             broker_worker_lost (b, expired [i], "missed its heartbeats");
-            b->next_ping_ms = 0;
         }
 
     if (now >= b->next_ping_ms) {
@@ -1026,7 +1025,7 @@ broker_tick (broker_t *b, int64_t now)
             if (frames_send (b->backend, parts, sizes, 4, ZMQ_DONTWAIT) != 0 && errno == EHOSTUNREACH) {
                 char lost [REGISTRY_MAX_WORKER_ID + 1];
                 snprintf (lost, sizeof lost, "%s", id);
-                broker_worker_lost (b, lost, "not connected");
+                broker_worker_lost (b, lost, "not connected");   /* and PINGs again next turn */
                 i--;
             }
         }
@@ -1111,8 +1110,6 @@ broker_drop_removed_workers (broker_t *b)
     /* removed after the walk: each removal re-dispatches, which may remove others */
     for (size_t i = 0; i < n; i++)
         broker_worker_lost (b, gone [i], "its key was removed from the workers file");
-    if (n)
-        b->next_ping_ms = 0;             /* tell the others the new membership now */
     mem_free (gone);
 }
 

@@ -23,6 +23,7 @@
 #include <cmocka.h>
 #include <zmq.h>
 #include "clock.h"
+#include "codec.h"
 #include "itest.h"
 
 static harness_t *h;
@@ -454,6 +455,106 @@ test_timeouts_in_a_flood_are_logged_once_a_second (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* The "workers" list of the next PING on a fake worker's socket within ms (the caller owns it),
+ * NULL when none came; other messages are dropped. */
+static json_t *
+wait_ping (void *s, int ms)
+{
+    long long until = now_ms () + ms;
+    json_t *workers = NULL;
+    while (!workers && now_ms () < until) {
+        zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, 20) != 1)
+            continue;
+        zmq_msg_t parts [4];
+        int n = 0, more = 1;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init (&m);
+            zmq_msg_recv (&m, s, 0);
+            more = zmq_msg_more (&m);
+            if (n < 4)
+                parts [n++] = m;
+            else
+                zmq_msg_close (&m);
+        }
+        if (n == 3 && zmq_msg_size (&parts [1]) == 4 && memcmp (zmq_msg_data (&parts [1]), "PING", 4) == 0) {
+            codec_msg_t *msg = NULL;
+            char err [128];
+            if (codec_decode (zmq_msg_data (&parts [2]), zmq_msg_size (&parts [2]), &msg, err, sizeof err) == FR_OK) {
+                json_t *body = codec_to_json (codec_msg_root (msg));
+                workers = json_incref (json_object_get (body, "workers"));
+                json_decref (body);
+            }
+            codec_msg_destroy (&msg);
+        }
+        for (int i = 0; i < n; i++)
+            zmq_msg_close (&parts [i]);
+    }
+    return workers;
+}
+
+static int
+lists (const json_t *workers, const char *id)
+{
+    size_t i;
+    json_t *w;
+    json_array_foreach (workers, i, w)
+        if (strcmp (json_string_value (w), id) == 0)
+            return 1;
+    return 0;
+}
+
+/* A worker found gone while the broker PINGs (its connection closed: the send fails) is dropped,
+ * and the others hear the membership without it at once: the PING they got in the same round
+ * still listed it (a review: they kept that list, and left its partitions unswept, for a whole
+ * heartbeat). */
+static void
+test_ping_round_that_finds_a_worker_gone_is_followed_at_once (void **state)
+{
+    (void) state;
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "2000");
+    assert_int_equal (harness_start_broker (h), 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    assert_int_equal (harness_add_worker_key (h, "wb"), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f [2] = { { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 }, { itest_fake_worker (h, ctx, "wb", "wb"), "wb", 102, 0 } };
+    long long until = now_ms () + 10000;
+    while (live_workers () != 2 && now_ms () < until) {
+        beat (f, 2);
+        sleep_ms (100);
+    }
+    assert_int_equal (live_workers (), 2);
+    zmq_close (f [1].socket);               /* wb goes without a word */
+    sleep_ms (300);
+    while (true) {                          /* what was sent before it went */
+        json_t *stale = wait_ping (f [0].socket, 50);
+        if (!stale)
+            break;
+        json_decref (stale);
+    }
+    /* the next round still lists wb (nothing has said it went), finds it gone, and drops it */
+    json_t *workers = NULL;
+    until = now_ms () + 10000;
+    while (!workers && now_ms () < until) {
+        beat (f, 1);
+        workers = wait_ping (f [0].socket, 500);
+    }
+    assert_non_null (workers);
+    if (lists (workers, "wb")) {
+        json_decref (workers);
+        workers = wait_ping (f [0].socket, 1000);       /* under the 2 s heartbeat */
+        if (!workers)
+            fail_msg ("after a PING round found wb gone, wa heard no membership without it for a second");
+    }
+    assert_true (lists (workers, "wa"));
+    assert_false (lists (workers, "wb"));
+    json_decref (workers);
+    zmq_close (f [0].socket);
+    zmq_ctx_term (ctx);
+}
+
 /* Imports id, a fakebox grant with an access token good for an hour. */
 static void
 import_fresh (const char *id)
@@ -708,6 +809,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_reconnected_worker_gets_requests_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_reply_after_the_deadline_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown (test_timeouts_in_a_flood_are_logged_once_a_second, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_ping_round_that_finds_a_worker_gone_is_followed_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_behind_a_cut_connection_comes_back, setup, teardown),
     };
