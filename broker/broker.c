@@ -386,12 +386,13 @@ broker_reply_error_hint (broker_t *b, const void *client, size_t client_len, con
                          fr_status_t st, const char *message, const char *hint)
 {
     broker_count_error (b, st);
-    broker_audit (b, rq, result_code (st));
     codec_builder_reset (b->out);
     codec_error_reply (b->out, rq->rid, rq->rid_len, st, message, hint, -1);
     size_t len;
     const char *data = codec_builder_data (b->out, &len);
-    broker_send_client (b, client, client_len, data, len);
+    /* recorded after the send, as a worker's answer is: the audit says what the client got */
+    int sent = broker_send_client (b, client, client_len, data, len) == 0;
+    broker_audit (b, rq, sent ? result_code (st) : "undelivered");
 }
 
 static void
@@ -519,7 +520,6 @@ broker_ping_reply (broker_t *b, const void *client, size_t client_len, const req
     const char *rid = rq->rid;
     size_t rid_len = rq->rid_len;
     codec_builder_t *o = b->out;
-    broker_audit (b, rq, "ok");
     codec_builder_reset (o);
     codec_map (o, rid ? 11 : 10);
     if (rid) {
@@ -539,7 +539,7 @@ broker_ping_reply (broker_t *b, const void *client, size_t client_len, const req
     codec_kv_str (o, "client", rq->client_name);
     size_t len;
     const char *data = codec_builder_data (o, &len);
-    broker_send_client (b, client, client_len, data, len);
+    broker_audit (b, rq, broker_send_client (b, client, client_len, data, len) == 0 ? "ok" : "undelivered");
 }
 
 /* Answers one ZAP request (RFC 27): a CURVE key on the allow-list of the socket's domain is

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 #include <msgpack.h>
 #include <zmq.h>
@@ -382,6 +383,29 @@ test_answers_a_client_does_not_read_are_counted_when_dropped (void **state)
     if (dropped <= 0)
         fail_msg ("no dropped answer was counted for a client that read none (the metric: %.0f)", dropped);
     itest_wait_log (h, "its queue of unread answers is full", 10000);
+    /* the audit log says what the client got: each answer dropped is recorded "undelivered", not
+     * "ok" (the broker's own answers were recorded before their send) */
+    double settled = -1;
+    until = clock_mono_ms () + 10000;
+    while (clock_mono_ms () < until) {
+        usleep (300000);                    /* what the broker still reads, and the writer's flush */
+        double now = itest_metric (h, log_name, "ferrule_broker_answers_undelivered_total");
+        if (now == settled)
+            break;
+        settled = now;
+    }
+    char path [4096];
+    snprintf (path, sizeof path, "%s/%s.audit", harness_workdir (h), log_name);
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    char line [2048];
+    double undelivered = 0;
+    while (fgets (line, sizeof line, f))
+        if (strstr (line, "\"rid\":\"unread\"") && strstr (line, "\"outcome\":\"undelivered\""))
+            undelivered++;
+    fclose (f);
+    if (undelivered != settled)
+        fail_msg ("%.0f answers dropped, %.0f recorded undelivered in the audit log", settled, undelivered);
 }
 
 int
