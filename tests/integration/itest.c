@@ -546,27 +546,45 @@ itest_fake_hello (void *s, const char *id, int pid, int draining)
     codec_builder_destroy (&b);
 }
 
-int
-itest_fake_wait_req (void *s, int ms, itest_req_t *req)
+/* The next message on s within the time left until until (monotonic ms): its first parts
+ * (at most max; the rest are dropped) into parts, their count; 0 when none came. */
+static int
+fake_recv (void *s, int64_t until, zmq_msg_t *parts, int max)
 {
-    int64_t until = clock_mono_ms () + ms;
     while (clock_mono_ms () < until) {
         zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
         if (zmq_poll (&item, 1, 20) != 1)
             continue;
-        zmq_msg_t parts [6];
         int n = 0, more = 1;
         while (more) {
             zmq_msg_t m;
             zmq_msg_init (&m);
             zmq_msg_recv (&m, s, 0);
             more = zmq_msg_more (&m);
-            if (n < 6)
+            if (n < max)
                 parts [n++] = m;
             else
                 zmq_msg_close (&m);
         }
-        int is_req = n == 6 && zmq_msg_size (&parts [1]) == 3 && memcmp (zmq_msg_data (&parts [1]), "REQ", 3) == 0;
+        return n;
+    }
+    return 0;
+}
+
+static int
+part_is (zmq_msg_t *m, const char *text)
+{
+    return zmq_msg_size (m) == strlen (text) && memcmp (zmq_msg_data (m), text, strlen (text)) == 0;
+}
+
+int
+itest_fake_wait_req (void *s, int ms, itest_req_t *req)
+{
+    int64_t until = clock_mono_ms () + ms;
+    zmq_msg_t parts [6];
+    int n;
+    while ((n = fake_recv (s, until, parts, 6)) > 0) {
+        int is_req = n == 6 && part_is (&parts [1], "REQ");
         if (is_req) {
             zmq_msg_init (&req->client);
             zmq_msg_init (&req->seq);
@@ -579,6 +597,30 @@ itest_fake_wait_req (void *s, int ms, itest_req_t *req)
             return 1;
     }
     return 0;
+}
+
+json_t *
+itest_fake_wait_ping (void *s, int ms)
+{
+    int64_t until = clock_mono_ms () + ms;
+    zmq_msg_t parts [3];
+    json_t *workers = NULL;
+    int n;
+    while (!workers && (n = fake_recv (s, until, parts, 3)) > 0) {
+        if (n == 3 && part_is (&parts [1], "PING")) {
+            codec_msg_t *msg = NULL;
+            char err [128];
+            if (codec_decode (zmq_msg_data (&parts [2]), zmq_msg_size (&parts [2]), &msg, err, sizeof err) == FR_OK) {
+                json_t *body = codec_to_json (codec_msg_root (msg));
+                workers = json_incref (json_object_get (body, "workers"));
+                json_decref (body);
+            }
+            codec_msg_destroy (&msg);
+        }
+        for (int i = 0; i < n; i++)
+            zmq_msg_close (&parts [i]);
+    }
+    return workers;
 }
 
 void

@@ -94,6 +94,9 @@ typedef struct {
 } itest_req_t;
 /* 1, with req filled, when a REQ arrived within ms (PINGs skipped); 0 and req untouched else. */
 int itest_fake_wait_req (void *s, int ms, itest_req_t *req);
+/* The "workers" list of the next PING within ms (the caller owns it), NULL when none came; other
+ * messages that come first are dropped. */
+json_t *itest_fake_wait_ping (void *s, int ms);
 /* Answers req with an ok token reply carrying token (rid NULL: none), not waiting. */
 void itest_fake_rep (void *s, const itest_req_t *req, const char *token, const char *rid);
 void itest_fake_req_close (itest_req_t *req);

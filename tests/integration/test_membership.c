@@ -95,6 +95,22 @@ lone_fake_worker (void *ctx)
     return f;
 }
 
+/* Fake workers "wa" and "wb" (their keys added) into f, once broker 0 counts both live. */
+static void
+two_fake_workers (void *ctx, fake_t f [2])
+{
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    assert_int_equal (harness_add_worker_key (h, "wb"), 0);
+    f [0] = (fake_t) { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 };
+    f [1] = (fake_t) { itest_fake_worker (h, ctx, "wb", "wb"), "wb", 102, 0 };
+    long long until = now_ms () + 10000;
+    while (live_workers () != 2 && now_ms () < until) {
+        beat (f, 2);
+        sleep_ms (100);
+    }
+    assert_int_equal (live_workers (), 2);
+}
+
 /* Which of two fake workers receives the next REQ within ms (saying HELLO meanwhile); -1: none. */
 static int
 wait_either (fake_t *f, int ms, itest_req_t *req)
@@ -116,16 +132,10 @@ static void
 test_draining_worker_stays_drained (void **state)
 {
     assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
-    assert_int_equal (harness_add_worker_key (h, "wb"), 0);
     void *ctx = zmq_ctx_new ();
-    fake_t f [2] = { { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 }, { itest_fake_worker (h, ctx, "wb", "wb"), "wb", 102, 0 } };
-    long long until = now_ms () + 10000;
-    while (live_workers () != 2 && now_ms () < until) {
-        beat (f, 2);
-        sleep_ms (100);
-    }
-    assert_int_equal (live_workers (), 2);
+    fake_t f [2];
+    two_fake_workers (ctx, f);
+    long long until;
 
     /* two requests for one integration reach its owner, which keeps them */
     itest_req_t r1, r2, r;
@@ -455,45 +465,6 @@ test_timeouts_in_a_flood_are_logged_once_a_second (void **state)
     zmq_ctx_term (ctx);
 }
 
-/* The "workers" list of the next PING on a fake worker's socket within ms (the caller owns it),
- * NULL when none came; other messages are dropped. */
-static json_t *
-wait_ping (void *s, int ms)
-{
-    long long until = now_ms () + ms;
-    json_t *workers = NULL;
-    while (!workers && now_ms () < until) {
-        zmq_pollitem_t item = { s, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, 20) != 1)
-            continue;
-        zmq_msg_t parts [4];
-        int n = 0, more = 1;
-        while (more) {
-            zmq_msg_t m;
-            zmq_msg_init (&m);
-            zmq_msg_recv (&m, s, 0);
-            more = zmq_msg_more (&m);
-            if (n < 4)
-                parts [n++] = m;
-            else
-                zmq_msg_close (&m);
-        }
-        if (n == 3 && zmq_msg_size (&parts [1]) == 4 && memcmp (zmq_msg_data (&parts [1]), "PING", 4) == 0) {
-            codec_msg_t *msg = NULL;
-            char err [128];
-            if (codec_decode (zmq_msg_data (&parts [2]), zmq_msg_size (&parts [2]), &msg, err, sizeof err) == FR_OK) {
-                json_t *body = codec_to_json (codec_msg_root (msg));
-                workers = json_incref (json_object_get (body, "workers"));
-                json_decref (body);
-            }
-            codec_msg_destroy (&msg);
-        }
-        for (int i = 0; i < n; i++)
-            zmq_msg_close (&parts [i]);
-    }
-    return workers;
-}
-
 static int
 lists (const json_t *workers, const char *id)
 {
@@ -516,35 +487,28 @@ test_ping_round_that_finds_a_worker_gone_is_followed_at_once (void **state)
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "2000");
     assert_int_equal (harness_start_broker (h), 0);
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
-    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
-    assert_int_equal (harness_add_worker_key (h, "wb"), 0);
     void *ctx = zmq_ctx_new ();
-    fake_t f [2] = { { itest_fake_worker (h, ctx, "wa", "wa"), "wa", 101, 0 }, { itest_fake_worker (h, ctx, "wb", "wb"), "wb", 102, 0 } };
-    long long until = now_ms () + 10000;
-    while (live_workers () != 2 && now_ms () < until) {
-        beat (f, 2);
-        sleep_ms (100);
-    }
-    assert_int_equal (live_workers (), 2);
+    fake_t f [2];
+    two_fake_workers (ctx, f);
     zmq_close (f [1].socket);               /* wb goes without a word */
     sleep_ms (300);
     while (true) {                          /* what was sent before it went */
-        json_t *stale = wait_ping (f [0].socket, 50);
+        json_t *stale = itest_fake_wait_ping (f [0].socket, 50);
         if (!stale)
             break;
         json_decref (stale);
     }
     /* the next round still lists wb (nothing has said it went), finds it gone, and drops it */
     json_t *workers = NULL;
-    until = now_ms () + 10000;
+    long long until = now_ms () + 10000;
     while (!workers && now_ms () < until) {
         beat (f, 1);
-        workers = wait_ping (f [0].socket, 500);
+        workers = itest_fake_wait_ping (f [0].socket, 500);
     }
     assert_non_null (workers);
     if (lists (workers, "wb")) {
         json_decref (workers);
-        workers = wait_ping (f [0].socket, 1000);       /* under the 2 s heartbeat */
+        workers = itest_fake_wait_ping (f [0].socket, 1000);       /* under the 2 s heartbeat */
         if (!workers)
             fail_msg ("after a PING round found wb gone, wa heard no membership without it for a second");
     }
