@@ -113,7 +113,7 @@ broker_failed_held (broker_t *b, char *out, size_t size)
 /* Logs a request the broker answers with an error itself (a deadline passed, no worker, a
  * worker's queue full) at most once a second: when a worker stalls under load every request
  * it held times out, and a line each would be thousands a second. The lines held back are
- * counted by code, and said with the next line or by broker_log_failed_held. */
+ * counted by code, and said with the next line or by broker_log_held. */
 static void
 broker_log_failed (broker_t *b, const pending_t *p, fr_status_t st, const char *message)
 {
@@ -901,9 +901,8 @@ broker_handle_worker (broker_t *b)
                   name ? "the key of another worker" : "a key no longer on the workers list");
         guard_cut (b->back_guard, src, err);
         metrics_inc (b->m_cut);
-        if (registry_known (b->registry, worker) && !name) {
+        if (registry_known (b->registry, worker) && !name)
             broker_worker_lost (b, worker, "its key was removed from the workers file");
-        }
         goto out;
     }
 
@@ -959,9 +958,8 @@ broker_handle_worker (broker_t *b)
         /* a new process under a known id: the old one's connection went and this one's came
          * between two PINGs, so nothing else said it was gone; what it was sent would wait for
          * its deadline */
-        if (registry_restarted (b->registry, worker, pid, session)) {
+        if (registry_restarted (b->registry, worker, pid, session))
             broker_worker_lost (b, worker, "a new process said HELLO under its worker id (the old one restarted)");
-        }
         if (registry_seen (b->registry, worker, draining, pid, session, clock_mono_ms ())) {
             b->waiting = 1;
             b->next_ping_ms = 0;         /* tell every worker the new membership now */
@@ -998,9 +996,8 @@ broker_tick (broker_t *b, int64_t now)
     char expired [16][REGISTRY_MAX_WORKER_ID + 1];
     size_t n;
     while ((n = registry_expired (b->registry, now, expired, 16)) > 0)
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < n; i++)
             broker_worker_lost (b, expired [i], "missed its heartbeats");
-        }
 
     if (now >= b->next_ping_ms) {
         b->next_ping_ms = now + b->cfg.heartbeat_ms;

@@ -76,11 +76,22 @@ fail:
     return NULL;
 }
 
+/* The count of cut lines held back, once their second has ended (lograte_due). */
+static void
+guard_say_held (guard_t *g, int64_t now)
+{
+    uint64_t unsaid = lograte_due (&g->cut_log, now);
+    if (unsaid)
+        log_warning (NULL, NULL, "cut %llu more connections on the %s socket since the last line",
+                     (unsigned long long) unsaid, g->name);
+}
+
 void
 guard_destroy (guard_t **g_p)
 {
     if (g_p && *g_p) {
         guard_t *g = *g_p;
+        guard_say_held (g, clock_mono_ms () + LOGRATE_INTERVAL_MS);   /* what the last second held back */
         if (g->monitor)
             zmq_close (g->monitor);
         mem_free (g->conns);
@@ -194,10 +205,7 @@ int
 guard_check (guard_t *g, int drained)
 {
     int cut = 0;
-    uint64_t unsaid = lograte_due (&g->cut_log, clock_mono_ms ());
-    if (unsaid)
-        log_warning (NULL, NULL, "cut %llu more connections on the %s socket since the last line",
-                     (unsigned long long) unsaid, g->name);
+    guard_say_held (g, clock_mono_ms ());
     for (size_t fd = 0; fd < g->nconns; fd++) {
         guard_conn_t *c = &g->conns [fd];
         if (!c->live)
