@@ -382,10 +382,10 @@ test_a_reply_after_the_deadline_is_dropped (void **state)
     zmq_ctx_term (ctx);
 }
 
-/* The lines of broker 0's log whose message holds needle, and the sum of the numbers that follow
- * "and " or start the message in those lines ("(and N more ...)", "answered N more ..."). */
+/* The lines of broker 0's log whose message starts with prefix, and the sum of the counts they
+ * carry ("... (and N more ...)", "answered N more ..."). */
 static int
-broker_log_lines (const char *needle, unsigned long long *more)
+broker_log_lines (const char *prefix, unsigned long long *more)
 {
     char path [1024], line [8192];
     snprintf (path, sizeof path, "%s/broker0.log", harness_workdir (h));
@@ -396,7 +396,7 @@ broker_log_lines (const char *needle, unsigned long long *more)
     while (fgets (line, sizeof line, f)) {
         json_t *o = json_loads (line, 0, NULL);
         const char *msg = json_string_value (json_object_get (o, "msg"));
-        if (msg && strstr (msg, needle)) {
+        if (msg && strncmp (msg, prefix, strlen (prefix)) == 0) {
             n++;
             const char *and = strstr (msg, "(and ");
             unsigned long long k = 0;
