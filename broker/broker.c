@@ -72,7 +72,9 @@ struct broker {
     health_t *health;
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
                      *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
-                     *m_audit_dropped, *m_audit_unwritten, *m_pending_bytes, *m_reconnects, *m_undelivered;
+                     *m_audit_dropped, *m_audit_unwritten, *m_pending_bytes, *m_reconnects, *m_undelivered,
+                     *m_silent;
+    uint64_t silent_counted;       /* the worker guard's silent drops already in m_silent */
 };
 
 /* Logs a refusal at most once a second, counting the rest, so a flood cannot fill the log: a key
@@ -238,6 +240,16 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     b->back_guard = guard_new (b->ctx, b->backend, "worker", budget, budget * 8, err, errlen);
     if (!b->back_guard)
         goto fail;
+    /* Without HANDOVER, a worker's new connection that comes while the broker still holds its
+     * old one is kept apart and never read (the worker then makes its link again only after
+     * five heartbeat intervals without a PING): a broker paused past that, or one behind a
+     * connection cut on the way, went that long without hearing a live worker. A worker says HELLO
+     * as soon as it connects and once an interval, so two silent intervals mark such a
+     * connection: dropped, ZeroMQ connects it again at once, and it is heard once the old one has
+     * gone. */
+    guard_expect_speech (b->back_guard, config->heartbeat_ms * 2,
+                         "a worker says HELLO when it connects and once a heartbeat interval; ZeroMQ reads "
+                         "nothing of a connection under a worker id another connection still holds");
     if (zmq_bind (b->frontend, config->frontend_bind) != 0) {
         snprintf (err, errlen, "could not bind frontend \"%s\": %s", config->frontend_bind, zmq_strerror (errno));
         goto fail;
@@ -268,6 +280,9 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     b->m_foreign_replies = metrics_counter (b->metrics, "broker_replies_ignored_total", "worker replies ignored: not from the worker the request was sent to, or for no pending request", NULL);
     b->m_undelivered = metrics_counter (b->metrics, "broker_answers_undelivered_total", "answers dropped because the client's queue of unread answers was full", NULL);
     b->m_cut = metrics_counter (b->metrics, "broker_connections_cut_total", "connections cut for breaking the byte budgets or sending under another's name", NULL);
+    b->m_silent = metrics_counter (b->metrics, "broker_silent_connections_dropped_total",
+                                   "worker connections dropped because no message came of them for two heartbeat intervals "
+                                   "(a connection under a worker id another one still held)", NULL);
     b->m_audit_dropped = metrics_gauge (b->metrics, "broker_audit_dropped", "audit records lost because the writer fell behind (since start)", NULL);
     b->m_audit_unwritten = metrics_gauge (b->metrics, "broker_audit_unwritten",
                                           "audit records lost because the audit log could not be written: a full or failing disk (since start)", NULL);
@@ -1083,6 +1098,9 @@ broker_check_connections (broker_t *b, int64_t now)
     cut += guard_check (b->back_guard, !(ev & ZMQ_POLLIN));
     for (int i = 0; i < cut; i++)
         metrics_inc (b->m_cut);
+    uint64_t silent = guard_silent_count (b->back_guard);
+    metrics_add (b->m_silent, silent - b->silent_counted);
+    b->silent_counted = silent;
 }
 
 /* After a reload: the workers whose key is no longer on the workers list under their id leave

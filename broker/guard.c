@@ -23,6 +23,9 @@ typedef struct {
     int live;
     uint64_t delivered;                 /* payload plus allowances */
     uint64_t serial;                    /* the connection's number (guard_connection), 0: none seen */
+    uint64_t heard;                     /* messages counted on its descriptor (guard_account) */
+    uint64_t heard_checked;             /* heard at the last check that saw it change */
+    int64_t quiet_since_ms;             /* then, or when its ACCEPTED event was read */
 } guard_conn_t;
 
 struct guard {
@@ -36,6 +39,11 @@ struct guard {
     uint64_t cuts;
     uint64_t serials;                   /* connections accepted so far: the last serial given */
     lograte_t cut_log;                  /* cuts are logged at most once a second */
+    int64_t speak_within_ms;            /* guard_expect_speech; 0: peers may stay silent */
+    int64_t last_check_ms;              /* guard_check's last run */
+    char silent_why [256];
+    uint64_t silent_drops;
+    lograte_t silent_log;
 };
 
 static guard_conn_t *
@@ -83,6 +91,10 @@ guard_say_held (guard_t *g, int64_t now)
     uint64_t unsaid = lograte_due (&g->cut_log, now);
     if (unsaid)
         log_warning (NULL, NULL, "cut %llu more connections on the %s socket since the last line",
+                     (unsigned long long) unsaid, g->name);
+    unsaid = lograte_due (&g->silent_log, now);
+    if (unsaid)
+        log_warning (NULL, NULL, "dropped %llu more silent connections on the %s socket since the last line",
                      (unsigned long long) unsaid, g->name);
 }
 
@@ -141,6 +153,8 @@ guard_events (guard_t *g)
             continue;
         if (event == ZMQ_EVENT_ACCEPTED) {
             c->serial = ++g->serials;       /* a new connection, even on a descriptor used before */
+            c->quiet_since_ms = clock_mono_ms ();
+            c->heard_checked = c->heard;
             /* messages may have been counted before the event was read: keep them */
             if (!c->live) {
                 c->live = 1;
@@ -157,11 +171,44 @@ guard_events (guard_t *g)
 }
 
 void
+guard_expect_speech (guard_t *g, int64_t within_ms, const char *why)
+{
+    g->speak_within_ms = within_ms;
+    snprintf (g->silent_why, sizeof g->silent_why, "%s", why);
+}
+
+void
 guard_account (guard_t *g, int fd, size_t bytes, int frames)
 {
     guard_conn_t *c = guard_conn (g, fd);
-    if (c)
+    if (c) {
         c->delivered += bytes + (uint64_t) frames * GUARD_FRAME_OVERHEAD + GUARD_MESSAGE_SLACK;
+        c->heard++;
+    }
+}
+
+/* The peer's address of connection fd, for a log line. */
+static void
+guard_peer (int fd, char *out, size_t outlen)
+{
+    struct sockaddr_storage sa;
+    socklen_t salen = sizeof sa;
+    snprintf (out, outlen, "?");
+    if (getpeername (fd, (struct sockaddr *) &sa, &salen) == 0 && sa.ss_family == AF_INET) {
+        const uint8_t *ip = (const uint8_t *) &((struct sockaddr_in *) &sa)->sin_addr;
+        snprintf (out, outlen, "%u.%u.%u.%u:%u", ip [0], ip [1], ip [2], ip [3],
+                  ntohs (((struct sockaddr_in *) &sa)->sin_port));
+    }
+}
+
+/* Ends connection fd: libzmq sees it closed and drops it with what it buffered. */
+static void
+guard_drop (guard_t *g, int fd, guard_conn_t *c)
+{
+    shutdown (fd, SHUT_RDWR);
+    c->live = 0;
+    c->delivered = 0;
+    g->live--;
 }
 
 void
@@ -178,14 +225,8 @@ guard_cut (guard_t *g, int fd, const char *why)
         c->live = 1;
         g->live++;
     }
-    char peer [64] = "?";
-    struct sockaddr_storage sa;
-    socklen_t salen = sizeof sa;
-    if (getpeername (fd, (struct sockaddr *) &sa, &salen) == 0 && sa.ss_family == AF_INET) {
-        const uint8_t *ip = (const uint8_t *) &((struct sockaddr_in *) &sa)->sin_addr;
-        snprintf (peer, sizeof peer, "%u.%u.%u.%u:%u", ip [0], ip [1], ip [2], ip [3],
-                  ntohs (((struct sockaddr_in *) &sa)->sin_port));
-    }
+    char peer [64];
+    guard_peer (fd, peer, sizeof peer);
     uint64_t held;
     if (lograte_take (&g->cut_log, clock_mono_ms (), &held)) {
         if (held)
@@ -194,21 +235,57 @@ guard_cut (guard_t *g, int fd, const char *why)
         else
             log_warning (NULL, NULL, "cutting a connection on the %s socket from %s: %s", g->name, peer, why);
     }
-    shutdown (fd, SHUT_RDWR);
-    c->live = 0;
-    c->delivered = 0;
-    g->live--;
+    guard_drop (g, fd, c);
     g->cuts++;
+}
+
+/* Drops connection fd when no message has come on its descriptor for longer than its peers may
+ * stay silent (since it was accepted, or since the last check that saw one come); 1 when it did.
+ * Called only while the socket has nothing left to read, so a message waiting to be read is never
+ * taken for silence. A connection's descriptor is all a message tells of it (ZMQ_SRCFD), and a
+ * connection's messages may still be read after it closed and its descriptor went to a new one:
+ * a message in the last interval, not any since the accept, is what proves a connection heard. */
+static int
+guard_check_silence (guard_t *g, int fd, guard_conn_t *c, int64_t now)
+{
+    if (!g->speak_within_ms)
+        return 0;
+    if (c->heard != c->heard_checked) {
+        c->heard_checked = c->heard;
+        c->quiet_since_ms = now;
+        return 0;
+    }
+    if (now - c->quiet_since_ms <= g->speak_within_ms)
+        return 0;
+    char peer [64];
+    guard_peer (fd, peer, sizeof peer);
+    uint64_t held;
+    if (lograte_take (&g->silent_log, now, &held))
+        log_warning (NULL, NULL, "dropping a connection on the %s socket from %s: no message has come of it for %lld ms "
+                     "(%s)%s", g->name, peer, (long long) (now - c->quiet_since_ms), g->silent_why,
+                     held ? "; more were dropped since the last line" : "");
+    guard_drop (g, fd, c);
+    g->silent_drops++;
+    return 1;
 }
 
 int
 guard_check (guard_t *g, int drained)
 {
     int cut = 0;
-    guard_say_held (g, clock_mono_ms ());
+    int64_t now = clock_mono_ms ();
+    /* checks come every few milliseconds: a long gap is a process that did not run (stopped,
+     * starved), and silence is counted only from when it listens again */
+    int stalled = g->speak_within_ms && now - g->last_check_ms > g->speak_within_ms / 4;
+    g->last_check_ms = now;
+    guard_say_held (g, now);
     for (size_t fd = 0; fd < g->nconns; fd++) {
         guard_conn_t *c = &g->conns [fd];
         if (!c->live)
+            continue;
+        if (stalled)
+            c->quiet_since_ms = now;
+        if (drained && guard_check_silence (g, (int) fd, c, now))
             continue;
         struct tcp_info ti;
         socklen_t len = sizeof ti;
@@ -251,6 +328,12 @@ uint64_t
 guard_cut_count (const guard_t *g)
 {
     return g ? g->cuts : 0;
+}
+
+uint64_t
+guard_silent_count (const guard_t *g)
+{
+    return g ? g->silent_drops : 0;
 }
 
 size_t

@@ -29,8 +29,17 @@ int guard_fd (const guard_t *g);
 void guard_events (guard_t *g);
 /* One complete message from fd was received: bytes of payload in frames frames. */
 void guard_account (guard_t *g, int fd, size_t bytes, int frames);
+/* Peers of this socket speak first and keep speaking (a worker says HELLO when it connects and
+ * once a heartbeat interval): a connection from which no complete message has reached the
+ * application within_ms after it was accepted is dropped by guard_check, and why (the peers'
+ * rule, for the log line) is said with it. ZeroMQ's ROUTER keeps a connection that announces a
+ * routing id another connection still holds apart for as long as it lasts, reading none of its
+ * messages: dropped, its peer connects again and is heard once the other has gone. Off (0)
+ * unless called. */
+void guard_expect_speech (guard_t *g, int64_t within_ms, const char *why);
 /* Measures every connection; drained: the socket had no complete message left to read.
- * Returns how many connections were cut. */
+ * Returns how many connections were cut for their bytes (the silent ones dropped are counted
+ * by guard_silent_count). */
 int guard_check (guard_t *g, int drained);
 /* Cuts one connection (a peer that broke the protocol's limits); why goes to the log. */
 void guard_cut (guard_t *g, int fd, const char *why);
@@ -40,5 +49,6 @@ void guard_cut (guard_t *g, int fd, const char *why);
  * connected again. */
 uint64_t guard_connection (guard_t *g, int fd);
 uint64_t guard_cut_count (const guard_t *g);
+uint64_t guard_silent_count (const guard_t *g);
 size_t guard_connections (const guard_t *g);
 #endif

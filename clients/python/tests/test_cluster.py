@@ -286,8 +286,8 @@ def test_retries_across_brokers_when_one_is_dead(cluster, imported):
                     dead.status(iid)
         finally:
             cluster.command("resume-broker 0")
-        # a broker resumed after seconds of pause hears its workers again only once they make
-        # their links anew (up to five heartbeats: docs/architecture.md); until then it answers
+        # a broker resumed after seconds of pause hears its workers again only once they have
+        # connected anew (about three heartbeats: docs/architecture.md); until then it answers
         # unavailable. That wait is not what this test is about: the other broker's death is
         cluster.command("wait-ready 60")
         cluster.command("stop-broker 1")           # gone: the connection is refused
