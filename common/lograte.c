@@ -6,9 +6,15 @@
 int
 lograte_take (lograte_t *lr, int64_t now_ms, uint64_t *held)
 {
+    return lograte_take_n (lr, now_ms, 1, held);
+}
+
+int
+lograte_take_n (lograte_t *lr, int64_t now_ms, uint64_t n, uint64_t *held)
+{
     assert (lr && held);
     if (now_ms < lr->next_ms) {
-        lr->held++;
+        lr->held += n;
         return 0;
     }
     *held = lr->held;

@@ -19,6 +19,8 @@ typedef struct {
 /* 1 when the caller says this line now, *held set to how many were held back before it (0: none;
  * say "and N more" when not); 0 when it is held back and counted. */
 int lograte_take (lograte_t *lr, int64_t now_ms, uint64_t *held);
+/* The same for a line that stands for n events (a batch of them): held back, it counts n. */
+int lograte_take_n (lograte_t *lr, int64_t now_ms, uint64_t n, uint64_t *held);
 /* For the housekeeping timer: how many lines are held back whose interval has ended with no line
  * to carry their count (the caller logs a summary of them, which counts as the interval's line),
  * or 0. */

@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "http.h"
 #include "journal.h"
+#include "lograte.h"
 #include "store.h"
 #include "sweep.h"
 #include "curve.h"
@@ -98,6 +99,9 @@ typedef struct worker {
     http_t *http;
     journal_t *journal;
     breaker_t *breaker;
+    /* A database that refuses every write (read-only after a failover, a full disk) fails every
+     * refresh's claim and each retry of its commit: said at most once a second each, with a count */
+    lograte_t claim_fail_log, group_fail_log, commit_fail_log;
     sweep_t *sweep;
     codec_builder_t *out;
     metrics_t *metrics;

@@ -19,6 +19,7 @@
 #include "reply.h"
 #include "clock.h"
 #include "log.h"
+#include "lograte.h"
 #include "mem.h"
 #include "oauth.h"
 #include <assert.h>
@@ -514,6 +515,47 @@ lease_release_start (worker_t *w, store_t *store, void *arg)
         lease_released (rel, st, err);
 }
 
+/* "what: err" for refresh r, at most once a second per kind of failure (lr), with the count of
+ * the lines held back since; attempt: the commit's attempt (0: a claim, which is not retried). A
+ * database that refuses every write fails each refresh in flight and each retry of its commit:
+ * thousands of lines in a minute, where the first says what is wrong and the count says how
+ * often. The refreshes themselves are unchanged (retried, their tokens kept). */
+static void
+refresh_say_failed (lograte_t *lr, refresh_t *r, const char *what, unsigned attempt, fr_status_t st, const char *err)
+{
+    uint64_t held;
+    if (!lograte_take (lr, clock_mono_ms (), &held))
+        return;
+    char tries [48] = "", more [96] = "";
+    if (attempt)
+        snprintf (tries, sizeof tries, " (attempt %u), will retry", attempt);
+    if (held)
+        snprintf (more, sizeof more, " (and %llu more since the last line)", (unsigned long long) held);
+    if (st == FR_DATABASE_UNAVAILABLE || !attempt)
+        log_warning (r->entry->id, attempt ? NULL : rid_of (r), "%s%s: %s%s", what, tries, err, more);
+    else
+        log_error (r->entry->id, NULL, "%s%s: %s%s", what, tries, err, more);
+}
+
+/* The counts of claim and commit failures held back that no line has carried for a second after
+ * theirs ended. While failures go on, the next failure's own line carries the count, with the
+ * integration and the error; only when they stop does a summary say it. */
+static void
+refresh_say_held (worker_t *w, int64_t now_ms)
+{
+    now_ms -= LOGRATE_INTERVAL_MS;
+    uint64_t n = lograte_due (&w->claim_fail_log, now_ms);
+    if (n)
+        log_warning (NULL, NULL, "%llu more refreshes could not be claimed since the last line", (unsigned long long) n);
+    n = lograte_due (&w->group_fail_log, now_ms);
+    if (n)
+        log_warning (NULL, NULL, "%llu more group commits failed since the last line", (unsigned long long) n);
+    n = lograte_due (&w->commit_fail_log, now_ms);
+    if (n)
+        log_warning (NULL, NULL, "%llu more refresh commits failed since the last line; each is retried, its tokens "
+                     "kept in memory and in the journal", (unsigned long long) n);
+}
+
 static void
 refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
 {
@@ -530,7 +572,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     if (st != FR_OK) {
         if (st == FR_NOT_FOUND)
             e->stale = 1;
-        log_warning (e->id, rid_of (r), "could not claim the refresh: %s", err);
+        refresh_say_failed (&w->claim_fail_log, r, "could not claim the refresh", 0, st, err);
         refresh_finish_error (w, r, st, err, NULL, st == FR_DATABASE_UNAVAILABLE ? 1 : -1);
         return;
     }
@@ -1031,19 +1073,20 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
      * failure of a group: each is tried alone, at once, so that one commit the server refuses is
      * that refresh's failure only. */
     int resend = st != FR_OK && !cb->alone && !store_connected (cb->second ? w->batches : w->store);
-    if (st != FR_OK && !cb->alone)
-        log_warning (NULL, NULL, "group commit of %zu refreshes failed, %s: %s", n,
-                     resend ? "sending them again in the next batch" : "committing one by one", err);
-    else
-    if (st != FR_OK) {
-        refresh_t *r = cb->rs [0];
-        if (st == FR_DATABASE_UNAVAILABLE)
-            log_warning (r->entry->id, NULL, "could not commit the refresh (attempt %u), will retry: %s",
-                         r->commit_failures + 1, err);
-        else
-            log_error (r->entry->id, NULL, "could not commit the refresh (attempt %u), will retry: %s",
-                       r->commit_failures + 1, err);
+    uint64_t held;
+    if (st != FR_OK && !cb->alone) {
+        if (lograte_take (&w->group_fail_log, now, &held)) {
+            char more [96] = "";
+            if (held)
+                snprintf (more, sizeof more, " (and %llu more groups since the last line)", (unsigned long long) held);
+            log_warning (NULL, NULL, "group commit of %zu refreshes failed, %s: %s%s", n,
+                         resend ? "sending them again in the next batch" : "committing one by one", err, more);
+        }
     }
+    else
+    if (st != FR_OK)
+        refresh_say_failed (&w->commit_fail_log, cb->rs [0], "could not commit the refresh",
+                            cb->rs [0]->commit_failures + 1, st, err);
     for (size_t i = 0; i < n; i++) {
         refresh_t *r = cb->rs [i];          /* settling one refresh frees only that one */
         if (st == FR_OK && committed [i])
@@ -1093,8 +1136,8 @@ refresh_send_alone (worker_t *w, store_t *store, refresh_t *r)
         mem_free (cm->rs);
         mem_free (cm);
         r->commit_failures++;
-        log_warning (r->entry->id, NULL, "could not commit the refresh (attempt %u), will retry: %s",
-                     r->commit_failures, err);
+        refresh_say_failed (&w->commit_fail_log, r, "could not commit the refresh", r->commit_failures,
+                            FR_DATABASE_UNAVAILABLE, err);
         refresh_commit_failed (w, r);
         refresh_commit_later (r, clock_mono_ms ());
     }
@@ -1340,8 +1383,14 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
                 refresh_commit_failed (w, r);
                 refresh_commit_later (r, clock_mono_ms ());
             }
-            log_warning (NULL, NULL, "could not commit %zu refreshes (the batch was not sent), will retry: %s",
-                         cm->n, err);
+            uint64_t held;
+            if (lograte_take_n (&w->commit_fail_log, clock_mono_ms (), cm->n, &held)) {
+                char more [96] = "";
+                if (held)
+                    snprintf (more, sizeof more, " (and %llu more since the last line)", (unsigned long long) held);
+                log_warning (NULL, NULL, "could not commit %zu refreshes (the batch was not sent), will retry: %s%s",
+                             cm->n, err, more);
+            }
             mem_free (cm->rs);
             mem_free (cm);
         }
@@ -1361,6 +1410,7 @@ refresh_tick (worker_t *w, int64_t now_ms)
 {
     refresh_t *due [CLAIM_BATCH_MAX];
     size_t ndue = 0;
+    refresh_say_held (w, now_ms);
     refresh_t *r = w->refreshes;
     while (r) {
         refresh_t *next = r->next;
@@ -1435,6 +1485,7 @@ refresh_next_due (const worker_t *w)
 void
 refresh_abandon_all (worker_t *w)
 {
+    refresh_say_held (w, clock_mono_ms () + 2 * LOGRATE_INTERVAL_MS);  /* all that is held back */
     while (w->refreshes)
         refresh_free (w, w->refreshes);
 }

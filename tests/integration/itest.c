@@ -167,6 +167,44 @@ itest_reads (harness_t *h, const char *table, const char *index)
     return harness_sql_int (h, sql);
 }
 
+/* The count in the first "N more" of text, or 0. */
+static unsigned long long
+held_count (const char *text)
+{
+    for (const char *p = text; *p; p++) {
+        if (*p < '0' || *p > '9' || (p > text && p [-1] >= '0' && p [-1] <= '9'))
+            continue;
+        char *end;
+        unsigned long long n = strtoull (p, &end, 10);
+        if (strncmp (end, " more", 5) == 0)
+            return n;
+    }
+    return 0;
+}
+
+int
+itest_log_lines (harness_t *h, const char *log, const char *needle, unsigned long long *more)
+{
+    char path [4096];
+    static char line [65536];
+    snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), log);
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    int n = 0;
+    *more = 0;
+    while (fgets (line, sizeof line, f)) {
+        json_t *o = json_loads (line, 0, NULL);
+        const char *msg = json_string_value (json_object_get (o, "msg"));
+        if (msg && strstr (msg, needle)) {
+            n++;
+            *more += held_count (msg);
+        }
+        json_decref (o);
+    }
+    fclose (f);
+    return n;
+}
+
 int
 itest_workdir_contains (harness_t *h, const char *needle)
 {

@@ -56,6 +56,11 @@ void itest_write_file (const char *path, const char *text);
  * the rows its sequential scans read when index is NULL (each session reports within a second or
  * so of its transactions). For tests that count what a statement reads instead of timing it. */
 long long itest_reads (harness_t *h, const char *table, const char *index);
+/* The lines of one process's log (its log name, e.g. "broker0", "w1") whose message contains
+ * needle; *more: the sum of the counts of events held back that they carry, the first "N more" of
+ * each ("(and N more since the last line)", "N more ... since the last line", "answered N
+ * more ..."). For lines said at most once a second. */
+int itest_log_lines (harness_t *h, const char *log, const char *needle, unsigned long long *more);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
 /* Waits up to timeout_ms (a bound against a hang, not a speed check) for needle to occur in a log

@@ -281,6 +281,58 @@ test_commit_retried_on_read_only_database (void **state)
     expect_chain_intact ("ro:box", "after the database came back");
 }
 
+/* A database that refuses every write without dropping the connection (a full disk: here a
+ * trigger that says so) fails each refresh in flight, and each retry of its commit (250 ms,
+ * doubling to 10 s): with a line each, thirty refreshes wrote about 150 lines in five seconds,
+ * and ten thousand would write a thousand a second, burying what the first line said. A failed
+ * commit is now said at most once a second, with the count of the rest, which comes out even
+ * when no later failure carries it; every refresh still commits once the database takes writes
+ * again. */
+static void
+test_commit_failures_are_logged_once_a_second (void **state)
+{
+    enum { N = 30 };
+    start_one_worker ("chain_disk_full", NULL);
+    char id [N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf (id [i], sizeof id [i], "full%d:box", i);
+        char *rt = grant ("fakebox", NULL, NULL);
+        import_at (harness_brokers (h), id [i], rt, NULL, NULL);
+        free (rt);
+    }
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    pid_t child [N];
+    for (int i = 0; i < N; i++)
+        child [i] = ctl_async (harness_brokers (h), "refresh", id [i], NULL, NULL);
+    wait_sql ("SELECT count (*) FROM integrations WHERE lease_owner IS NOT NULL", N, 20000);
+    /* all claimed, the provider rotating each token: the disk fills */
+    assert_int_equal (harness_sql (h, "CREATE FUNCTION test_disk_full () RETURNS trigger LANGUAGE plpgsql AS "
+                                      "$$BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
+                                      "USING ERRCODE = 'disk_full'; END$$"), 0);
+    assert_int_equal (harness_sql (h, "CREATE TRIGGER test_disk_full BEFORE UPDATE ON integrations "
+                                      "FOR EACH ROW EXECUTE FUNCTION test_disk_full ()"), 0);
+    int64_t t0 = clock_mono_ms ();
+    for (int i = 0; i < N; i++)
+        assert_int_equal (ctl_wait (child [i]), 5);     /* database_unavailable, the tokens kept */
+    sleep (5);                                          /* each commit retried about four times more */
+    unsigned long long more = 0, summed = 0;
+    int lines = itest_log_lines (h, "w1", "could not commit", &more);
+    (void) itest_log_lines (h, "w1", "more refresh commits failed since the last line", &summed);
+    more += summed;
+    double seconds = (double) (clock_mono_ms () - t0) / 1000.0;
+    fprintf (stderr, "%d lines, and %llu more failed commits counted in them, in %.1f s\n", lines, more, seconds);
+    assert_true (lines >= 3);                           /* the error, said again as it goes on */
+    assert_true (lines <= (int) seconds + 2);
+    assert_true (lines + (long long) more >= 2 * N);    /* every refresh failed, and again */
+    assert_true (itest_workdir_contains (h, "No space left on device"));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
+
+    assert_int_equal (harness_sql (h, "DROP TRIGGER test_disk_full ON integrations"), 0);
+    wait_sql ("SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'", N, 30000);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+}
+
 /* ---- a journal that cannot be written, a commit that cannot land, then a crash ---- */
 
 /* 1 when the worker's journal holds a line naming integration id (records name it in clear). */
@@ -929,6 +981,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_commit_retried_on_read_only_database, teardown),
+        cmocka_unit_test_teardown (test_commit_failures_are_logged_once_a_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),

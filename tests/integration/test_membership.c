@@ -382,36 +382,6 @@ test_a_reply_after_the_deadline_is_dropped (void **state)
     zmq_ctx_term (ctx);
 }
 
-/* The lines of a process's log (its log name) whose message starts with prefix, and the sum of
- * the counts they carry ("... (and N more ...)", "answered N more ..."). */
-static int
-log_lines (const char *log, const char *prefix, unsigned long long *more)
-{
-    char path [1024], line [8192];
-    snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), log);
-    FILE *f = fopen (path, "r");
-    assert_non_null (f);
-    int n = 0;
-    *more = 0;
-    while (fgets (line, sizeof line, f)) {
-        json_t *o = json_loads (line, 0, NULL);
-        const char *msg = json_string_value (json_object_get (o, "msg"));
-        if (msg && strncmp (msg, prefix, strlen (prefix)) == 0) {
-            n++;
-            const char *and = strstr (msg, "(and ");
-            unsigned long long k = 0;
-            if (and && sscanf (and, "(and %llu more", &k) == 1)
-                *more += k;
-            else
-            if (sscanf (msg, "answered %llu more requests with an error", &k) == 1)
-                *more += k;
-        }
-        json_decref (o);
-    }
-    fclose (f);
-    return n;
-}
-
 /* A worker that stops answering under load makes every request it holds time out at the broker:
  * each is answered and audited, but the broker's log says so at most once a second with a count
  * of the rest, never a line a request (a review: 300 timeouts, 300 info lines), and the count
@@ -451,9 +421,9 @@ test_timeouts_in_a_flood_are_logged_once_a_second (void **state)
     /* the count of the lines held back is said within a second or so, with no request to carry it */
     itest_wait_log (h, "more requests with an error since the last line", 10000);
     unsigned long long more = 0;
-    int said = log_lines ("broker0", "answering with timeout", &more);
+    int said = itest_log_lines (h, "broker0", "answering with timeout", &more);
     unsigned long long summed = 0;
-    int summaries = log_lines ("broker0", "answered ", &summed);
+    int summaries = itest_log_lines (h, "broker0", "more requests with an error since the last line", &summed);
     /* the 300 time out within a second of each other: one line, then at most one more per
      * second they took */
     assert_true (said >= 1 && said <= 3);
@@ -745,14 +715,14 @@ test_paused_broker_hears_its_workers_when_it_resumes (void **state)
     int kept_apart = 0;
     for (int round = 0; round < 3; round++) {
         unsigned long long more;
-        int links = log_lines ("w1", "connected to broker", &more);
+        int links = itest_log_lines (h, "w1", "connected to broker", &more);
         harness_signal_broker (h, 0, SIGSTOP);
         long long until = now_ms () + 20 * beat;
-        while (log_lines ("w1", "connected to broker", &more) < links + 2 && now_ms () < until)
+        while (itest_log_lines (h, "w1", "connected to broker", &more) < links + 2 && now_ms () < until)
             sleep_ms (20);
         sleep_ms (50);
         harness_signal_broker (h, 0, SIGCONT);
-        assert_int_equal (log_lines ("w1", "connected to broker", &more), links + 2);
+        assert_int_equal (itest_log_lines (h, "w1", "connected to broker", &more), links + 2);
         long long t0 = now_ms ();
         int back = 0;
         while (!back && now_ms () - t0 < 10000) {

@@ -71,6 +71,23 @@ test_every_event_said_or_counted_once (void **state)
     assert_true (said <= (uint64_t) (now / LOGRATE_INTERVAL_MS) + 1);
 }
 
+/* A line that stands for a batch counts the batch's events when it is held back. */
+static void
+test_a_batch_line_counts_its_events (void **state)
+{
+    (void) state;
+    lograte_t lr = { 0 };
+    uint64_t held;
+    assert_int_equal (lograte_take_n (&lr, 0, 7, &held), 1);  /* said: the line covers its own seven */
+    assert_int_equal (held, 0);
+    assert_int_equal (lograte_take_n (&lr, 10, 5, &held), 0);
+    assert_int_equal (lograte_take (&lr, 20, &held), 0);
+    assert_int_equal (lograte_take_n (&lr, 1000, 3, &held), 1);
+    assert_int_equal (held, 6);
+    assert_int_equal (lograte_take_n (&lr, 1001, 4, &held), 0);
+    assert_int_equal (lograte_due (&lr, 2000), 4);
+}
+
 int
 main (void)
 {
@@ -78,6 +95,7 @@ main (void)
         cmocka_unit_test (test_one_line_a_second_carrying_the_count),
         cmocka_unit_test (test_due_gives_the_count_no_line_carried),
         cmocka_unit_test (test_every_event_said_or_counted_once),
+        cmocka_unit_test (test_a_batch_line_counts_its_events),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
