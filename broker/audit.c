@@ -41,6 +41,8 @@ struct audit {
     int stopping;                       /* under mutex */
     atomic_int reopen;
     atomic_uint_fast64_t dropped, failed;
+    atomic_int failing;                 /* the last write failed */
+    atomic_int full;                    /* a record found the queue full since the writer last took some */
 };
 
 static int
@@ -117,6 +119,7 @@ audit_write (audit_t *a, const char *buf, size_t len, size_t n, int *complained)
         if (w <= 0) {
             /* a record cut in the middle is lost as well as the ones not begun */
             atomic_fetch_add (&a->failed, n);
+            atomic_store (&a->failing, 1);
             if (!*complained)
                 log_error (NULL, NULL, "could not write the audit log \"%s\": %s; records are being lost",
                            a->path ? a->path : "standard output", a->fd >= 0 ? strerror (errno) : "not open");
@@ -126,6 +129,7 @@ audit_write (audit_t *a, const char *buf, size_t len, size_t n, int *complained)
         buf += w;
         len -= (size_t) w;
     }
+    atomic_store (&a->failing, 0);
     if (*complained)
         log_info (NULL, NULL, "the audit log \"%s\" is written again, after %llu records lost in all since start",
                   a->path ? a->path : "standard output", (unsigned long long) atomic_load (&a->failed));
@@ -150,6 +154,8 @@ audit_thread (void *arg)
             batch [i] = a->queue [(a->head + i) % AUDIT_QUEUE];
         a->head = (a->head + n) % AUDIT_QUEUE;
         a->count -= n;
+        if (n)
+            atomic_store (&a->full, 0);
         int stop = a->stopping && a->count == 0;
         pthread_mutex_unlock (&a->mutex);
 
@@ -247,6 +253,7 @@ audit_record (audit_t *a, const char *client, op_t op, const char *integ, size_t
     if (a->count == AUDIT_QUEUE) {
         pthread_mutex_unlock (&a->mutex);
         atomic_fetch_add (&a->dropped, 1);
+        atomic_store (&a->full, 1);
         return;
     }
     audit_rec_t *r = &a->queue [(a->head + a->count) % AUDIT_QUEUE];
@@ -288,4 +295,10 @@ uint64_t
 audit_failed (const audit_t *a)
 {
     return a ? atomic_load (&((audit_t *) a)->failed) : 0;
+}
+
+int
+audit_writing (const audit_t *a)
+{
+    return !a || (!atomic_load (&((audit_t *) a)->failing) && !atomic_load (&((audit_t *) a)->full));
 }

@@ -29,4 +29,8 @@ void audit_record (audit_t *a, const char *client, op_t op, const char *integ, s
 void audit_reopen (audit_t *a);
 uint64_t audit_dropped (const audit_t *a);   /* queue full */
 uint64_t audit_failed (const audit_t *a);    /* records lost to write errors */
+/* 0 while records are being lost: the writer's last write failed, or a record found the queue
+ * full since the writer last took from it. It turns 1 again at the first write that works, so a
+ * broker that refuses requests meanwhile must still record the refusals, whose write tells. */
+int audit_writing (const audit_t *a);
 #endif

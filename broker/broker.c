@@ -75,6 +75,7 @@ struct broker {
                      *m_audit_dropped, *m_audit_unwritten, *m_pending_bytes, *m_reconnects, *m_undelivered,
                      *m_silent;
     uint64_t silent_counted;       /* the worker guard's silent drops already in m_silent */
+    int audit_refuse;              /* FERRULE_AUDIT_FAILURE=refuse */
 };
 
 /* Logs a refusal at most once a second, counting the rest, so a flood cannot fill the log: a key
@@ -258,7 +259,19 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
         snprintf (err, errlen, "could not bind backend \"%s\": %s", config->backend_bind, zmq_strerror (errno));
         goto fail;
     }
-    if (config->audit && *config->audit && strcmp (config->audit, "off") != 0) {
+    int audit_on = config->audit && *config->audit && strcmp (config->audit, "off") != 0;
+    if (config->audit_failure && strcmp (config->audit_failure, "refuse") == 0)
+        b->audit_refuse = 1;
+    else
+    if (config->audit_failure && strcmp (config->audit_failure, "serve") != 0) {
+        snprintf (err, errlen, "FERRULE_AUDIT_FAILURE must be \"serve\" or \"refuse\", not \"%s\"", config->audit_failure);
+        goto fail;
+    }
+    if (b->audit_refuse && !audit_on) {
+        snprintf (err, errlen, "FERRULE_AUDIT_FAILURE=refuse needs an audit log: set FERRULE_AUDIT_LOG to a file or \"-\"");
+        goto fail;
+    }
+    if (audit_on) {
         b->audit = audit_new (config->audit, err, errlen);
         if (!b->audit)
             goto fail;
@@ -815,6 +828,16 @@ broker_handle_client (broker_t *b)
                             "this broker is shutting down; send the request to another broker");
         goto out;
     }
+    if (b->audit_refuse && !audit_writing (b->audit)) {
+        /* no token leaves without its record; the refusal is recorded too, and its write is
+         * what finds the log writable again */
+        broker_refusal (b, "refused a request", "the audit log cannot be written (FERRULE_AUDIT_FAILURE=refuse)");
+        broker_reply_error_hint (b, client, client_len, &rq, FR_UNAVAILABLE,
+                                 "this broker cannot write its audit log, and refuses requests until it can",
+                                 "send the request to another broker; this one says why in its log "
+                                 "(\"could not write the audit log\")");
+        goto out;
+    }
     if ((int64_t) pending_count (b->pending) >= b->cfg.max_pending) {
         snprintf (err, sizeof err, "broker queue is full (%lld requests)", (long long) b->cfg.max_pending);
         broker_reply_error (b, client, client_len, &rq, FR_OVERLOADED, err);
@@ -1074,6 +1097,9 @@ broker_tick (broker_t *b, int64_t now)
         else
         if (owned < registry_partitions (b->registry))
             snprintf (why, sizeof why, "waiting for workers: %u of %u partitions owned", owned, registry_partitions (b->registry));
+        else
+        if (b->audit_refuse && !audit_writing (b->audit))
+            snprintf (why, sizeof why, "the audit log cannot be written, and requests are refused until it can");
         health_set_ready (b->health, why [0] == '\0', why);
     }
 }

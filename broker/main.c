@@ -23,7 +23,8 @@ int
 main (int argc, char **argv)
 {
     char *frontend = NULL, *backend = NULL, *log_level = NULL, *http_bind = NULL, *secret_file = NULL,
-         *clients_file = NULL, *workers_file = NULL, *policy_file = NULL, *audit = NULL, *plaintext = NULL;
+         *clients_file = NULL, *workers_file = NULL, *policy_file = NULL, *audit = NULL, *plaintext = NULL,
+         *audit_failure = NULL;
     int64_t partitions = 0, heartbeat_ms = 0, max_pending = 0, deadline_ms = 0, hwm = 0, pending_bytes = 0,
             budget = 0;
     curve_identity_t curve;
@@ -42,6 +43,7 @@ main (int argc, char **argv)
         { "workers-file", "FERRULE_WORKERS_FILE", CONFIG_STRING, &workers_file, NULL, 0, 0, 0, "allow-list of worker keys: WORKERID Z85KEY per line" },
         { "policy-file", "FERRULE_POLICY_FILE", CONFIG_STRING, &policy_file, NULL, 0, 0, 0, "per-client operations and integration patterns (unset: all)" },
         { "audit-log", "FERRULE_AUDIT_LOG", CONFIG_STRING, &audit, "-", 0, 0, 0, "audit records: a file, \"-\" for standard output, or \"off\"" },
+        { "audit-failure", "FERRULE_AUDIT_FAILURE", CONFIG_STRING, &audit_failure, "serve", 0, 0, 0, "while the audit log cannot be written: \"serve\" requests (their records lost, counted) or \"refuse\" them (unavailable; the broker not ready)" },
         { "allow-plaintext", "FERRULE_ALLOW_PLAINTEXT", CONFIG_STRING, &plaintext, NULL, 0, 0, 0, "1: run without CURVE (no authentication, no encryption; tests only)" },
         { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
@@ -70,7 +72,7 @@ main (int argc, char **argv)
     sigaction (SIGHUP, &sa, NULL);
 
     broker_config_t cfg = { frontend, backend, partitions, heartbeat_ms, max_pending, deadline_ms, hwm, http_bind,
-                            &curve, clients_file, workers_file, policy_file, audit, pending_bytes, budget };
+                            &curve, clients_file, workers_file, policy_file, audit, pending_bytes, budget, audit_failure };
     sigset_t saved;
     daemon_setup_begin (&saved);
     broker_t *broker = broker_new (&cfg, err, sizeof err);

@@ -398,6 +398,39 @@ itest_http_port (harness_t *h, const char *log_name)
 }
 
 static size_t
+http_sink (char *data, size_t size, size_t n, void *arg)
+{
+    (void) data;
+    (void) arg;
+    return size * n;
+}
+
+long
+itest_http_status (int port, const char *path)
+{
+    char url [128];
+    long status = 0;
+    snprintf (url, sizeof url, "http://127.0.0.1:%d%s", port, path);
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, http_sink);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
+    if (curl_easy_perform (c) == CURLE_OK)
+        curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup (c);
+    return status;
+}
+
+long
+itest_wait_http_status (int port, const char *path, long want)
+{
+    long st = 0;
+    for (int i = 0; i < 50 && (st = itest_http_status (port, path)) != want; i++)
+        usleep (100000);
+    return st;
+}
+
+static size_t
 metric_collect (char *data, size_t size, size_t n, void *arg)
 {
     char *buf = arg;

@@ -45,6 +45,10 @@ const char *itest_code (const json_t *reply);
 /* The HTTP port a process (its log, e.g. "broker0", "w1") last said it serves /metrics on,
  * waiting up to 5 s for the line; -1 when it never did. */
 int itest_http_port (harness_t *h, const char *log_name);
+/* The HTTP status of GET path on 127.0.0.1:port (0: no answer within 2 s). */
+long itest_http_status (int port, const char *path);
+/* Polls path until it answers want, for up to 5 s; the last status. */
+long itest_wait_http_status (int port, const char *path, long want);
 /* The value of a series (its name with labels, as /metrics prints it, e.g.
  * "ferrule_worker_commit_batch_size_count") at the /metrics of a process (its log name); -1 when
  * the process serves none or the series is absent. */

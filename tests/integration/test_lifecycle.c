@@ -37,68 +37,36 @@ teardown (void **state)
     return itest_teardown (&h);
 }
 
-static size_t
-sink (char *data, size_t size, size_t n, void *arg)
-{
-    return size * n;
-}
-
-static long
-http_status (int port, const char *path)
-{
-    char url [128];
-    long status = 0;
-    snprintf (url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    CURL *c = curl_easy_init ();
-    curl_easy_setopt (c, CURLOPT_URL, url);
-    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, sink);
-    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
-    if (curl_easy_perform (c) == CURLE_OK)
-        curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup (c);
-    return status;
-}
-
-/* Polls until path answers want (or 5 s pass); returns the last status. */
-static long
-wait_status (int port, const char *path, long want)
-{
-    long st = 0;
-    for (int i = 0; i < 50 && (st = http_status (port, path)) != want; i++)
-        usleep (100000);
-    return st;
-}
-
 static void
 test_readiness_transitions (void **state)
 {
     assert_int_equal (harness_start_broker (h), 0);
     int broker = itest_http_port (h, "broker0");
     assert_true (broker > 0);
-    assert_int_equal (wait_status (broker, "/healthz", 200), 200);
+    assert_int_equal (itest_wait_http_status (broker, "/healthz", 200), 200);
     /* no worker owns a partition yet: alive, not ready */
-    assert_int_equal (http_status (broker, "/readyz"), 503);
+    assert_int_equal (itest_http_status (broker, "/readyz"), 503);
 
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     int worker = itest_http_port (h, "w1");
     assert_true (worker > 0);
-    assert_int_equal (wait_status (worker, "/readyz", 200), 200);
-    assert_int_equal (wait_status (broker, "/readyz", 200), 200);
-    assert_int_equal (http_status (broker, "/metrics"), 200);
+    assert_int_equal (itest_wait_http_status (worker, "/readyz", 200), 200);
+    assert_int_equal (itest_wait_http_status (broker, "/readyz", 200), 200);
+    assert_int_equal (itest_http_status (broker, "/metrics"), 200);
 
     /* a second worker, then a graceful stop of the first: the broker stays ready throughout */
     assert_int_equal (harness_start_worker (h, "w2"), 0);
     assert_int_equal (harness_wait_ready (h, 2, 10000), 0);
     assert_int_equal (harness_stop_worker (h, "w1"), 0);      /* exit 0 on SIGTERM */
-    assert_int_equal (http_status (broker, "/readyz"), 200);
+    assert_int_equal (itest_http_status (broker, "/readyz"), 200);
     /* the last worker goes: nobody owns the partitions, the broker says so */
     assert_int_equal (harness_stop_worker (h, "w2"), 0);
-    assert_int_equal (wait_status (broker, "/readyz", 503), 503);
-    assert_int_equal (http_status (broker, "/healthz"), 200);
+    assert_int_equal (itest_wait_http_status (broker, "/readyz", 503), 503);
+    assert_int_equal (itest_http_status (broker, "/healthz"), 200);
 
     /* a worker again: ready again */
     assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (wait_status (broker, "/readyz", 200), 200);
+    assert_int_equal (itest_wait_http_status (broker, "/readyz", 200), 200);
 }
 
 #define ROLL_INTEGRATIONS 20

@@ -594,6 +594,115 @@ test_audit_log_that_cannot_be_written_is_counted (void **state)
     assert_true (itest_metric (h, "broker0", "ferrule_broker_audit_unwritten") == lost);
 }
 
+/* The code of "ferrulectl status" for an integration nobody imported: not_found when a worker
+ * answered, unavailable when the broker refused it itself. */
+static const char *
+status_code (void)
+{
+    static char code [64];
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "status", "--integration", "nobody:box", NULL);
+    snprintf (code, sizeof code, "%s", rc == 0 ? "ok" : itest_code (r));
+    json_decref (r);
+    return code;
+}
+
+/* Points the audit link at target (atomically) and has the broker reopen it. */
+static void
+point_audit_link (const char *link, const char *target)
+{
+    char tmp [4096];
+    snprintf (tmp, sizeof tmp, "%s.new", link);
+    unlink (tmp);
+    assert_int_equal (symlink (target, tmp), 0);
+    assert_int_equal (rename (tmp, link), 0);
+    reload_and_wait ();
+}
+
+/* FERRULE_AUDIT_FAILURE=refuse: while the audit log cannot be written, no request is served
+ * unrecorded (HashiCorp Vault refuses requests when no audit device can record them; Ferrule
+ * answered them, the records lost). The broker answers unavailable with a hint, says it in its
+ * log and is not ready (so a Kubernetes Service sends clients to the other brokers); once the
+ * log can be written again, the refusals' own records find it so, and it serves again. */
+static void
+test_audit_failure_refuse_refuses_until_the_log_is_written (void **state)
+{
+    if (access ("/dev/full", W_OK) != 0)
+        skip ();
+    char link [4096], file [4096];
+    snprintf (link, sizeof link, "%s/audit-link", harness_workdir (h));
+    snprintf (file, sizeof file, "%s/audit-file", harness_workdir (h));
+    assert_int_equal (symlink (file, link), 0);
+    harness_set_env (h, "FERRULE_AUDIT_LOG", link);
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", "refuse");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_LOG", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", NULL);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    int port = itest_http_port (h, "broker0");
+    assert_true (port > 0);
+    assert_int_equal (itest_wait_http_status (port, "/readyz", 200), 200);
+    assert_string_equal (status_code (), "not_found");           /* a worker answered */
+
+    /* the disk fills: the next record's write fails, and from then on requests are refused */
+    point_audit_link (link, "/dev/full");
+    const char *code = "";
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (100))
+        if (strcmp (code = status_code (), "unavailable") == 0)
+            break;
+    assert_string_equal (code, "unavailable");
+    assert_string_equal (status_code (), "unavailable");
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "status", "--integration", "nobody:box", NULL);
+    char *text = json_dumps (r, 0);
+    assert_non_null (strstr (text, "cannot write its audit log"));
+    free (text);
+    json_decref (r);
+    assert_int_equal (itest_wait_http_status (port, "/readyz", 503), 503);
+    assert_true (itest_workdir_contains (h, "refused a request"));
+
+    /* the disk is back: the refusals' records are written, and requests are served again */
+    point_audit_link (link, file);
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (100))
+        if (strcmp (code = status_code (), "not_found") == 0)
+            break;
+    assert_string_equal (code, "not_found");
+    assert_int_equal (itest_wait_http_status (port, "/readyz", 200), 200);
+    char *audit = read_work_file ("audit-file");
+    assert_non_null (strstr (audit, "\"outcome\":\"unavailable\""));
+    free (audit);
+}
+
+/* The two brokers of test_audit_failure_setting_checked_at_start refused to start: each has
+ * exited with a failure status, and everything else stops cleanly. */
+static int
+teardown_two_refused_brokers (void **state)
+{
+    int unclean = harness_stop_all (h);
+    harness_destroy (&h);
+    return unclean == 2 ? 0 : -1;
+}
+
+/* A value FERRULE_AUDIT_FAILURE does not know, or refuse without an audit log, stops the broker
+ * at start with a reason, rather than running with an audit rule other than the one asked for. */
+static void
+test_audit_failure_setting_checked_at_start (void **state)
+{
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", "block");
+    assert_true (harness_start_broker (h) >= 0);
+    itest_wait_log (h, "FERRULE_AUDIT_FAILURE must be", 10000);
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", "refuse");
+    harness_set_env (h, "FERRULE_AUDIT_LOG", "off");
+    assert_true (harness_start_broker (h) >= 0);
+    itest_wait_log (h, "FERRULE_AUDIT_FAILURE=refuse needs an audit log", 10000);
+    assert_false (itest_workdir_contains (h, "broker serving clients"));
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_LOG", NULL);
+}
+
 /* One audit line per request, with its fields, and never a token. */
 static void
 test_audit_line_per_request (void **state)
@@ -1055,6 +1164,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_line_per_request, setup, teardown),
         cmocka_unit_test_setup_teardown (test_broken_reload_keeps_what_was_read, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_log_that_cannot_be_written_is_counted, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_audit_failure_refuse_refuses_until_the_log_is_written, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
         cmocka_unit_test_setup_teardown (test_hostile_multipart_bounded, setup, teardown),
