@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "codec.h"
 #include "curve.h"
+#include "mem.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,27 +399,37 @@ itest_http_port (harness_t *h, const char *log_name)
 }
 
 static size_t
-http_sink (char *data, size_t size, size_t n, void *arg)
+http_collect (char *data, size_t size, size_t n, void *arg)
 {
-    (void) data;
-    (void) arg;
-    return size * n;
+    mem_buf_t *body = arg;
+    return !body || mem_buf_append (body, data, size * n) == 0 ? size * n : 0;
+}
+
+long
+itest_http_get (const char *url, mem_buf_t *body)
+{
+    long status = 0;
+    if (body)
+        mem_buf_reset (body);
+    CURL *c = curl_easy_init ();
+    curl_easy_setopt (c, CURLOPT_URL, url);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, http_collect);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 5000L);
+    if (curl_easy_perform (c) == CURLE_OK)
+        curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup (c);
+    if (body)
+        assert_true (mem_buf_append (body, "", 1) == 0);
+    return status;
 }
 
 long
 itest_http_status (int port, const char *path)
 {
     char url [128];
-    long status = 0;
     snprintf (url, sizeof url, "http://127.0.0.1:%d%s", port, path);
-    CURL *c = curl_easy_init ();
-    curl_easy_setopt (c, CURLOPT_URL, url);
-    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, http_sink);
-    curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 2000L);
-    if (curl_easy_perform (c) == CURLE_OK)
-        curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup (c);
-    return status;
+    return itest_http_get (url, NULL);
 }
 
 long

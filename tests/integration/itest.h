@@ -12,6 +12,7 @@
 #ifndef FERRULE_ITEST_H
 #define FERRULE_ITEST_H
 #include <jansson.h>
+#include "mem.h"
 #include <zmq.h>
 #include "harness.h"
 
@@ -45,7 +46,10 @@ const char *itest_code (const json_t *reply);
 /* The HTTP port a process (its log, e.g. "broker0", "w1") last said it serves /metrics on,
  * waiting up to 5 s for the line; -1 when it never did. */
 int itest_http_port (harness_t *h, const char *log_name);
-/* The HTTP status of GET path on 127.0.0.1:port (0: no answer within 2 s). */
+/* GET url, its body into body (cleared first, NUL-terminated; NULL: dropped); the HTTP status, 0
+ * when nothing answered within 5 s. */
+long itest_http_get (const char *url, mem_buf_t *body);
+/* The HTTP status of GET path on 127.0.0.1:port. */
 long itest_http_status (int port, const char *path);
 /* Polls path until it answers want, for up to 5 s; the last status. */
 long itest_wait_http_status (int port, const char *path, long want);

@@ -639,6 +639,21 @@ relay_stop (relay_t **r_p)
     *r_p = NULL;
 }
 
+/* 1 once a token request for id is served, asked every every_ms for up to ms; 0 when it never
+ * was. */
+static int
+served_within (const char *id, int ms, int every_ms)
+{
+    for (long long until = now_ms () + ms; now_ms () < until; sleep_ms (every_ms)) {
+        int rc = -1;
+        json_t *r = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+        json_decref (r);
+        if (rc == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* A worker whose connection the broker still holds when the worker's side has ended (a reset
  * that never reached the broker; a NAT that forgot the connection). ZeroMQ connects the worker
  * again at once, under the same id, and the broker, which refuses a second connection under a
@@ -662,20 +677,11 @@ test_worker_behind_a_cut_connection_comes_back (void **state)
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
     import_fresh ("relay1:box");
-    int rc = -1;
-    json_t *r;
 
     relay_tell (relay, 'b');
     sleep_ms (1000);                            /* the broker counts the worker lost (600 ms) */
     long long t0 = now_ms ();
-    int back = 0;
-    while (!back && now_ms () - t0 < 8000) {
-        r = harness_ctl (h, &rc, "token", "--integration", "relay1:box", NULL);
-        back = rc == 0;
-        json_decref (r);
-        if (!back)
-            sleep_ms (200);
-    }
+    int back = served_within ("relay1:box", 8000, 200);
     fprintf (stderr, "after the cut: %s %lld ms later\n", back ? "served again" : "not served", now_ms () - t0);
     relay_stop (&relay);
     assert_true (back);
@@ -724,14 +730,7 @@ test_paused_broker_hears_its_workers_when_it_resumes (void **state)
         harness_signal_broker (h, 0, SIGCONT);
         assert_int_equal (itest_log_lines (h, "w1", "connected to broker", &more), links + 2);
         long long t0 = now_ms ();
-        int back = 0;
-        while (!back && now_ms () - t0 < 10000) {
-            r = harness_ctl (h, &rc, "token", "--integration", "pause1:box", NULL);
-            back = rc == 0;
-            json_decref (r);
-            if (!back)
-                sleep_ms (50);
-        }
+        int back = served_within ("pause1:box", 10000, 50);
         long long took = now_ms () - t0;
         double dropped = itest_metric (h, "broker0", "ferrule_broker_silent_connections_dropped_total");
         fprintf (stderr, "after pause %d: %s %lld ms after the broker resumed, %g silent connections dropped\n",

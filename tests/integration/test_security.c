@@ -1030,51 +1030,6 @@ test_hostile_multipart_bounded (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
-static size_t
-collect (char *data, size_t size, size_t n, void *user)
-{
-    mem_buf_t *b = user;
-    return mem_buf_append (b, data, size * n) == 0 ? size * n : 0;
-}
-
-/* GET url into body (cleared first); the HTTP status, 0 when nothing answered. */
-static long
-http_get_text (const char *url, mem_buf_t *body)
-{
-    long status = 0;
-    mem_buf_reset (body);
-    CURL *curl = curl_easy_init ();
-    curl_easy_setopt (curl, CURLOPT_URL, url);
-    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt (curl, CURLOPT_WRITEDATA, body);
-    curl_easy_setopt (curl, CURLOPT_TIMEOUT, 5L);
-    if (curl_easy_perform (curl) == CURLE_OK)
-        curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup (curl);
-    assert_true (mem_buf_append (body, "", 1) == 0);
-    return status;
-}
-
-/* The HTTP port a process logged ("... /metrics on port N"). */
-static int
-logged_port (const char *log_name)
-{
-    char name [64];
-    snprintf (name, sizeof name, "%s.log", log_name);
-    for (int tries = 0; tries < 50; tries++) {
-        char *log = read_work_file (name);
-        const char *p = NULL, *at = log;
-        while ((at = strstr (at, "/metrics on port ")))
-            p = at++;
-        int port = p ? atoi (p + strlen ("/metrics on port ")) : 0;
-        free (log);
-        if (port > 0)
-            return port;
-        sleep_ms (100);
-    }
-    return -1;
-}
-
 /* Plaintext only on request; it then shows in /readyz and in ping. */
 static void
 test_plaintext_opt_in (void **state)
@@ -1103,13 +1058,13 @@ test_plaintext_opt_in (void **state)
     char url [128];
     mem_buf_t body;
     mem_buf_init (&body, 1 << 20);
-    int bport = logged_port ("broker0"), wport = logged_port ("w1");
+    int bport = itest_http_port (h, "broker0"), wport = itest_http_port (h, "w1");
     assert_true (bport > 0 && wport > 0);
     snprintf (url, sizeof url, "http://127.0.0.1:%d/readyz", bport);
-    assert_int_equal (http_get_text (url, &body), 200);
+    assert_int_equal (itest_http_get (url, &body), 200);
     assert_non_null (strstr (body.data, "note: plaintext"));
     snprintf (url, sizeof url, "http://127.0.0.1:%d/readyz", wport);
-    http_get_text (url, &body);
+    itest_http_get (url, &body);
     assert_non_null (strstr (body.data, "note: plaintext"));
 
     /* unknown operation names are one metric label, not one series each */
@@ -1144,7 +1099,7 @@ test_plaintext_opt_in (void **state)
     int ports [2] = { bport, wport };
     for (int i = 0; i < 2; i++) {
         snprintf (url, sizeof url, "http://127.0.0.1:%d/metrics", ports [i]);
-        assert_int_equal (http_get_text (url, &body), 200);
+        assert_int_equal (itest_http_get (url, &body), 200);
         assert_null (strstr (body.data, "frobnicate"));
     }
     mem_buf_free (&body);
