@@ -31,8 +31,8 @@ void guard_events (guard_t *g);
 void guard_account (guard_t *g, int fd, size_t bytes, int frames);
 /* Peers of this socket speak first and keep speaking (a worker says HELLO when it connects and
  * once a heartbeat interval): a connection from which no complete message has reached the
- * application within_ms after it was accepted is dropped by guard_check, and why (the peers'
- * rule, for the log line) is said with it. ZeroMQ's ROUTER keeps a connection that announces a
+ * application for within_ms (since it was accepted, or since its last message) is dropped by
+ * guard_check, and why (the peers' rule, for the log line) is said with it. ZeroMQ's ROUTER keeps a connection that announces a
  * routing id another connection still holds apart for as long as it lasts, reading none of its
  * messages: dropped, its peer connects again and is heard once the other has gone. Off (0)
  * unless called. */
