@@ -740,11 +740,14 @@ test_paused_broker_hears_its_workers_when_it_resumes (void **state)
          * interval to the worker's next HELLO; with most of an interval to spare for a busy
          * machine, still short of the five a link made again by the worker takes */
         assert_true (took < 4 * beat + 200);
-        if (took > beat) {
+        /* a connection kept apart is dropped two intervals after the resume at the earliest;
+         * anything served sooner (under AddressSanitizer, up to 650 ms seen) was heard at once,
+         * and the pause itself is no silence: its live link stays */
+        if (took > 2 * beat) {
             assert_true (dropped > dropped_before);
             kept_apart++;
         }
-        else                        /* the pause itself is no silence: the live link stays */
+        else
             assert_true (dropped == dropped_before);
         dropped_before = dropped;
     }
