@@ -107,33 +107,47 @@ audit_format (const audit_rec_t *r, char *out)
     return pos;
 }
 
-/* Writes all of buf, which holds n records; when it cannot, counts them lost and says so once
- * per streak of failures, and says when writing works again. */
-static void
-audit_write (audit_t *a, const char *buf, size_t len, size_t n, int *complained)
+/* The records (lines) in len bytes of buf; a line begun and not ended counts as one. */
+static uint64_t
+audit_lines (const char *buf, size_t len)
 {
-    while (len > 0) {
-        ssize_t w = a->fd >= 0 ? write (a->fd, buf, len) : -1;
+    uint64_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += buf [i] == '\n';
+    return n + (len > 0 && buf [len - 1] != '\n');
+}
+
+/* Writes what is pending (*len bytes from *buf); what a write could not take stays pending, to be
+ * tried again: a full disk that is freed, a file moved and reopened, loses nothing but what the
+ * queue could not hold meanwhile. Says the first failure of a streak, and the end of it. 1 when
+ * all was written. */
+static int
+audit_write (audit_t *a, const char **buf, size_t *len, int *complained)
+{
+    while (*len > 0) {
+        ssize_t w = a->fd >= 0 ? write (a->fd, *buf, *len) : -1;
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            /* a record cut in the middle is lost as well as the ones not begun */
-            atomic_fetch_add (&a->failed, n);
             atomic_store (&a->failing, 1);
             if (!*complained)
-                log_error (NULL, NULL, "could not write the audit log \"%s\": %s; records are being lost",
-                           a->path ? a->path : "standard output", a->fd >= 0 ? strerror (errno) : "not open");
+                log_error (NULL, NULL, "could not write the audit log \"%s\": %s; its records wait in memory and "
+                           "are written when it can be (beyond %d waiting, they are lost and counted)",
+                           a->path ? a->path : "standard output", a->fd >= 0 ? strerror (errno) : "not open",
+                           AUDIT_QUEUE);
             *complained = 1;
-            return;
+            return 0;
         }
-        buf += w;
-        len -= (size_t) w;
+        *buf += w;
+        *len -= (size_t) w;
     }
     atomic_store (&a->failing, 0);
     if (*complained)
-        log_info (NULL, NULL, "the audit log \"%s\" is written again, after %llu records lost in all since start",
-                  a->path ? a->path : "standard output", (unsigned long long) atomic_load (&a->failed));
+        log_info (NULL, NULL, "the audit log \"%s\" is written again (records lost in all since start: %llu "
+                  "dropped for a full queue, %llu not written)", a->path ? a->path : "standard output",
+                  (unsigned long long) atomic_load (&a->dropped), (unsigned long long) atomic_load (&a->failed));
     *complained = 0;
+    return 1;
 }
 
 static void *
@@ -142,21 +156,28 @@ audit_thread (void *arg)
     audit_t *a = arg;
     audit_rec_t *batch = mem_alloc (AUDIT_BATCH * sizeof *batch);
     char *buf = mem_alloc (AUDIT_BATCH * AUDIT_LINE_MAX);
+    const char *pending = buf;              /* formatted, not yet written */
+    size_t pending_len = 0;
     int complained = 0;
     for (;;) {
         pthread_mutex_lock (&a->mutex);
-        if (a->count == 0 && !a->stopping) {
+        /* a batch that could not be written is tried again a flush interval later, not at once */
+        if ((a->count == 0 || pending_len) && !a->stopping) {
             struct timespec until = clock_after (CLOCK_REALTIME, AUDIT_FLUSH_MS);
             pthread_cond_timedwait (&a->cond, &a->mutex, &until);
         }
-        size_t n = a->count < AUDIT_BATCH ? a->count : AUDIT_BATCH;
-        for (size_t i = 0; i < n; i++)
-            batch [i] = a->queue [(a->head + i) % AUDIT_QUEUE];
-        a->head = (a->head + n) % AUDIT_QUEUE;
-        a->count -= n;
-        if (n)
-            atomic_store (&a->full, 0);
-        int stop = a->stopping && a->count == 0;
+        size_t n = 0;
+        if (!pending_len) {
+            n = a->count < AUDIT_BATCH ? a->count : AUDIT_BATCH;
+            for (size_t i = 0; i < n; i++)
+                batch [i] = a->queue [(a->head + i) % AUDIT_QUEUE];
+            a->head = (a->head + n) % AUDIT_QUEUE;
+            a->count -= n;
+            if (n)
+                atomic_store (&a->full, 0);
+        }
+        int stopping = a->stopping;
+        int stop = stopping && a->count == 0;
         pthread_mutex_unlock (&a->mutex);
 
         if (a->path && atomic_exchange (&a->reopen, 0)) {
@@ -165,17 +186,30 @@ audit_thread (void *arg)
                 if (a->fd >= 0)
                     close (a->fd);
                 a->fd = fd;
+                /* the rest of a line begun in the old file would start the new one mid-line */
+                if (pending_len && pending != buf && pending [-1] != '\n') {
+                    const char *nl = memchr (pending, '\n', pending_len);
+                    size_t cut = nl ? (size_t) (nl - pending) + 1 : pending_len;
+                    atomic_fetch_add (&a->failed, 1);
+                    pending += cut;
+                    pending_len -= cut;
+                }
             }
             else
                 log_error (NULL, NULL, "could not reopen the audit log \"%s\": %s; still writing the old file",
                            a->path, strerror (errno));
         }
-        size_t len = 0;
-        for (size_t i = 0; i < n; i++)
-            len += audit_format (&batch [i], buf + len);
-        if (len)
-            audit_write (a, buf, len, n, &complained);
-        if (stop)
+        if (!pending_len && n) {
+            pending = buf;
+            for (size_t i = 0; i < n; i++)
+                pending_len += audit_format (&batch [i], buf + pending_len);
+        }
+        if (pending_len && !audit_write (a, &pending, &pending_len, &complained) && stopping) {
+            /* stopping: what cannot be written now is lost, and counted */
+            atomic_fetch_add (&a->failed, audit_lines (pending, pending_len));
+            pending_len = 0;
+        }
+        if (stop && !pending_len)
             break;
     }
     mem_free (batch);

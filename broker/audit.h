@@ -4,9 +4,11 @@
  *  "outcome":"ok","rid":"..."}  (integration and rid are null when the request had none).
  * audit_record copies the record into a bounded in-memory queue and returns; a writer thread
  * drains the queue at least every AUDIT_FLUSH_MS with one write(2) per batch (no stdio buffer),
- * so a crash loses at most the records of the last fraction of a second. When the queue is full
- * the record is counted as dropped (audit_dropped) rather than blocking the loop. Nothing here
- * ever sees a request body, so no token can reach the audit log. */
+ * so a crash loses at most the records of the last fraction of a second. A batch the file does not
+ * take (a full or failing disk) is kept and tried again every AUDIT_FLUSH_MS, the records after it
+ * waiting in the queue; when the queue is full a record is counted as dropped (audit_dropped)
+ * rather than blocking the loop. Nothing here ever sees a request body, so no token can reach
+ * the audit log. */
 #ifndef FERRULE_AUDIT_H
 #define FERRULE_AUDIT_H
 #include <stddef.h>
@@ -28,9 +30,11 @@ void audit_record (audit_t *a, const char *client, op_t op, const char *integ, s
 /* Reopens a file target (after log rotation); the writer does it before its next batch. */
 void audit_reopen (audit_t *a);
 uint64_t audit_dropped (const audit_t *a);   /* queue full */
-uint64_t audit_failed (const audit_t *a);    /* records lost to write errors */
-/* 0 while records are being lost: the writer's last write failed, or a record found the queue
- * full since the writer last took from it. It turns 1 again at the first write that works, so a
- * broker that refuses requests meanwhile must still record the refusals, whose write tells. */
+/* records lost to write errors: the rest of a line cut by a reopen, what could not be written at
+ * the stop */
+uint64_t audit_failed (const audit_t *a);
+/* 0 while records are not reaching the file: the writer holds a batch it could not write, or a
+ * record found the queue full since the writer last took from it. It turns 1 again at the first
+ * write that works (the held batch is tried every AUDIT_FLUSH_MS). */
 int audit_writing (const audit_t *a);
 #endif

@@ -298,7 +298,8 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
                                    "(a connection under a worker id another one still held)", NULL);
     b->m_audit_dropped = metrics_gauge (b->metrics, "broker_audit_dropped", "audit records lost because the writer fell behind (since start)", NULL);
     b->m_audit_unwritten = metrics_gauge (b->metrics, "broker_audit_unwritten",
-                                          "audit records lost because the audit log could not be written: a full or failing disk (since start)", NULL);
+                                          "audit records lost to write errors: a line cut by a reopen, records unwritable at the stop (a full "
+                                          "or failing disk holds records in memory meanwhile; past the queue they count as dropped) (since start)", NULL);
     metrics_set (metrics_gauge (b->metrics, "broker_plaintext", "1 when links are neither authenticated nor encrypted", NULL),
                  b->curve.plaintext);
     if (config->http_bind && *config->http_bind) {
@@ -829,8 +830,8 @@ broker_handle_client (broker_t *b)
         goto out;
     }
     if (b->audit_refuse && !audit_writing (b->audit)) {
-        /* no token leaves without its record; the refusal is recorded too, and its write is
-         * what finds the log writable again */
+        /* no token leaves without its record; the refusals are recorded too, and wait with the
+         * rest for the writer, which tries again every AUDIT_FLUSH_MS */
         broker_refusal (b, "refused a request", "the audit log cannot be written (FERRULE_AUDIT_FAILURE=refuse)");
         broker_reply_error_hint (b, client, client_len, &rq, FR_UNAVAILABLE,
                                  "this broker cannot write its audit log, and refuses requests until it can",

@@ -22,7 +22,7 @@ typedef struct {
     int64_t max_pending_bytes;     /* request bodies held for pending requests, in all */
     int64_t connection_budget;     /* bytes one connection may hold unread in a socket */
     const char *audit_failure;     /* while the audit log cannot be written: "serve" (NULL) the
-                                      requests, their records lost and counted, or "refuse" them */
+                                      requests, their records held up to the queue, or "refuse" them */
 } broker_config_t;
 
 typedef struct broker broker_t;

@@ -43,7 +43,7 @@ main (int argc, char **argv)
         { "workers-file", "FERRULE_WORKERS_FILE", CONFIG_STRING, &workers_file, NULL, 0, 0, 0, "allow-list of worker keys: WORKERID Z85KEY per line" },
         { "policy-file", "FERRULE_POLICY_FILE", CONFIG_STRING, &policy_file, NULL, 0, 0, 0, "per-client operations and integration patterns (unset: all)" },
         { "audit-log", "FERRULE_AUDIT_LOG", CONFIG_STRING, &audit, "-", 0, 0, 0, "audit records: a file, \"-\" for standard output, or \"off\"" },
-        { "audit-failure", "FERRULE_AUDIT_FAILURE", CONFIG_STRING, &audit_failure, "serve", 0, 0, 0, "while the audit log cannot be written: \"serve\" requests (their records lost, counted) or \"refuse\" them (unavailable; the broker not ready)" },
+        { "audit-failure", "FERRULE_AUDIT_FAILURE", CONFIG_STRING, &audit_failure, "serve", 0, 0, 0, "while the audit log cannot be written: \"serve\" requests (their records held, up to the queue) or \"refuse\" them (unavailable; the broker not ready)" },
         { "allow-plaintext", "FERRULE_ALLOW_PLAINTEXT", CONFIG_STRING, &plaintext, NULL, 0, 0, 0, "1: run without CURVE (no authentication, no encryption; tests only)" },
         { "http-bind", "FERRULE_HTTP_BIND", CONFIG_STRING, &http_bind, NULL, 0, 0, 0, "HOST:PORT for /healthz, /readyz and /metrics (unset: not served)" },
         { "log-level", "FERRULE_LOG_LEVEL", CONFIG_STRING, &log_level, "info", 0, 0, 0, "debug, info, warning or error" },
