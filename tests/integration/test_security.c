@@ -520,6 +520,20 @@ test_broken_reload_keeps_what_was_read (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
+/* The audit log of the brokers started next: link (the work folder's audit-link), pointing at
+ * target, or at file (the work folder's file_name) when target is NULL. Skips the test on a
+ * system without /dev/full, which the audit tests point it at to fill the disk. */
+static void
+audit_link_at (char link [4096], char file [4096], const char *file_name, const char *target)
+{
+    if (access ("/dev/full", W_OK) != 0)
+        skip ();
+    snprintf (link, 4096, "%s/audit-link", harness_workdir (h));
+    snprintf (file, 4096, "%s/%s", harness_workdir (h), file_name);
+    assert_int_equal (symlink (target ? target : file, link), 0);
+    harness_set_env (h, "FERRULE_AUDIT_LOG", link);
+}
+
 /* Points the audit link at target (atomically) and has the broker reopen it. */
 static void
 point_audit_link (const char *link, const char *target)
@@ -541,13 +555,8 @@ point_audit_link (const char *link, const char *target)
 static void
 test_audit_log_that_cannot_be_written_keeps_its_records (void **state)
 {
-    if (access ("/dev/full", W_OK) != 0)
-        skip ();
     char link [4096], file [4096];
-    snprintf (link, sizeof link, "%s/audit-link", harness_workdir (h));
-    snprintf (file, sizeof file, "%s/audit-after", harness_workdir (h));
-    assert_int_equal (symlink ("/dev/full", link), 0);
-    harness_set_env (h, "FERRULE_AUDIT_LOG", link);
+    audit_link_at (link, file, "audit-after", "/dev/full");
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
     assert_true (harness_start_broker (h) >= 0);
     harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
@@ -612,13 +621,8 @@ status_code (void)
 static void
 test_audit_failure_refuse_refuses_until_the_log_is_written (void **state)
 {
-    if (access ("/dev/full", W_OK) != 0)
-        skip ();
     char link [4096], file [4096];
-    snprintf (link, sizeof link, "%s/audit-link", harness_workdir (h));
-    snprintf (file, sizeof file, "%s/audit-file", harness_workdir (h));
-    assert_int_equal (symlink (file, link), 0);
-    harness_set_env (h, "FERRULE_AUDIT_LOG", link);
+    audit_link_at (link, file, "audit-file", NULL);
     harness_set_env (h, "FERRULE_AUDIT_FAILURE", "refuse");
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
     assert_true (harness_start_broker (h) >= 0);
