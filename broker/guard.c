@@ -260,10 +260,13 @@ guard_check_silence (guard_t *g, int fd, guard_conn_t *c, int64_t now)
     char peer [64];
     guard_peer (fd, peer, sizeof peer);
     uint64_t held;
-    if (lograte_take (&g->silent_log, now, &held))
+    if (lograte_take (&g->silent_log, now, &held)) {
+        char more [64] = "";
+        if (held)
+            snprintf (more, sizeof more, " (and %llu more dropped since the last line)", (unsigned long long) held);
         log_warning (NULL, NULL, "dropping a connection on the %s socket from %s: no message has come of it for %lld ms "
-                     "(%s)%s", g->name, peer, (long long) (now - c->quiet_since_ms), g->silent_why,
-                     held ? "; more were dropped since the last line" : "");
+                     "(%s)%s", g->name, peer, (long long) (now - c->quiet_since_ms), g->silent_why, more);
+    }
     guard_drop (g, fd, c);
     g->silent_drops++;
     return 1;
