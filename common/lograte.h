@@ -1,5 +1,6 @@
 /* lograte.h - a log line that can come thousands of times a second (a refusal, a cut, a request
- * answered with an error) said at most once a second, with a count of the ones held back
+ * answered with an error) said at most once a second (or once in an interval of the caller's),
+ * with a count of the ones held back
  *
  * A flood of such lines in a stall or an attack would cost the loop its time and the disk its
  * space exactly when the operator needs both; the metrics count every event, the log says that
@@ -14,6 +15,7 @@
 typedef struct {
     int64_t  next_ms;      /* lines before this are held back */
     uint64_t held;         /* held back since the last line said */
+    int64_t  interval_ms;  /* between two lines said; 0: LOGRATE_INTERVAL_MS */
 } lograte_t;               /* zeroed: the first line is said */
 
 /* 1 when the caller says this line now, *held set to how many were held back before it (0: none;

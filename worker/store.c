@@ -7,6 +7,7 @@
 #include "ring.h"
 #include "clock.h"
 #include "log.h"
+#include "lograte.h"
 #include "mem.h"
 #include "pgnotice.h"
 #include "pgwait.h"
@@ -23,6 +24,7 @@
 
 #define NOTIFY_QUEUE_MAX 65536       /* past this the cache is cleared instead (see store_queue) */
 #define RECONNECT_MS 1000            /* after a failure, no new connection before this */
+#define AWAY_LOG_MS 10000            /* a database that stays away is said this often, not each try */
 
 typedef struct notice {
     struct notice *next;
@@ -50,6 +52,13 @@ struct store {
     long long connect_version;       /* phase 2: the schema version read, -1 until it is */
     int connect_failed;              /* phase 2: a setup statement failed (connect_why says how) */
     char connect_why [256];
+    int connect_read_only;           /* phase 2: the server said transaction_read_only is on */
+    lograte_t away_log;              /* failed attempts and read-only servers: a line in ten seconds */
+    char away_said [256];            /* the reason said last ("" once a writable connection is made):
+                                        a new one is said at once */
+    int64_t away_since_ms;           /* monotonic: the first failed attempt since the last writable
+                                        connection, 0 when none failed */
+    uint64_t away_attempts;          /* attempts since then that gave no writable connection */
     int rollback_due;                /* a failed batch left its transaction aborted: the next batch
                                         rolls it back first (store_batch_start) */
     struct batch {                   /* the batch in flight (store_batch_start), at most one */
@@ -77,6 +86,7 @@ struct store {
 };
 
 static char *store_prepare_sql (void);
+static void store_say_connected (store_t *s);
 static const char *store_prepared_name (const char *sql);
 
 
@@ -90,6 +100,7 @@ store_new (const char *conninfo, const char *worker_id, const store_limits_t *li
     s->worker_id = mem_strdup (worker_id);
     s->limits = *limits;
     s->notices_tail = &s->notices;
+    s->away_log.interval_ms = AWAY_LOG_MS;
     return s;
 }
 
@@ -357,22 +368,81 @@ store_connect (store_t *s, char *err, size_t errlen)
     /* from here on no libpq call may block: store_await waits, with a deadline */
     PQsetnonblocking (s->conn, 1);
     store_take_notifies (s);
-    log_info (NULL, NULL, "connected to the database%s", s->batches_only ? " (the batch connection)" : "");
+    store_say_connected (s);
     return FR_OK;
 fail:
     if (s->conn) {
         PQfinish (s->conn);
         s->conn = NULL;
     }
+    /* the caller says this one; the attempts after it are said as the background's are */
+    if (!s->away_since_ms)
+        s->away_since_ms = clock_mono_ms ();
+    s->away_attempts++;
     s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
     return FR_DATABASE_UNAVAILABLE;
+}
+
+/* The connection's name in the log: "" for the main one. */
+static const char *
+store_label (const store_t *s)
+{
+    return s->batches_only ? " (the batch connection)" : "";
+}
+
+/* One more attempt that gave no writable connection (why: the reason; read_only: it gave a
+ * read-only one). Attempts come once a second for as long as the database stays away, on each of
+ * the worker's connections: a line each made two a second, forever, and buried everything else.
+ * The first is said, then one every AWAY_LOG_MS carrying the count held back, and a new reason at
+ * once. */
+static void
+store_say_away (store_t *s, const char *why, int read_only)
+{
+    int64_t now = clock_mono_ms ();
+    if (!s->away_since_ms)
+        s->away_since_ms = now;
+    s->away_attempts++;
+    if (strcmp (why, s->away_said) != 0)
+        s->away_log.next_ms = 0;
+    uint64_t held;
+    if (!lograte_take (&s->away_log, now, &held))
+        return;
+    snprintf (s->away_said, sizeof s->away_said, "%s", why);
+    char more [96] = "";
+    if (held)
+        snprintf (more, sizeof more, " (and %" PRIu64 " more attempts since the last line)", held);
+    if (read_only)
+        log_warning (NULL, NULL, "the database%s is read-only (%s): tokens are read from it, but nothing is "
+                     "refreshed or changed until a writable server answers; the connection is made again after a "
+                     "write fails%s", store_label (s), why, more);
+    else
+        log_warning (NULL, NULL, "could not connect to the database%s: %s; trying again every second%s",
+                     store_label (s), why, more);
+}
+
+/* A writable connection made: said, with how long the database was away when it was. */
+static void
+store_say_connected (store_t *s)
+{
+    if (s->away_attempts)
+        log_info (NULL, NULL, "connected to the database%s again, after %.1f s and %" PRIu64 " attempt%s that did "
+                  "not give a writable connection", store_label (s),
+                  (double) (clock_mono_ms () - s->away_since_ms) / 1000.0, s->away_attempts,
+                  s->away_attempts == 1 ? "" : "s");
+    else
+        log_info (NULL, NULL, "connected to the database%s", store_label (s));
+    s->away_attempts = 0;
+    s->away_since_ms = 0;
+    s->away_said [0] = '\0';
+    s->away_log.next_ms = 0;
+    s->away_log.held = 0;
 }
 
 /* Gives up the background attempt; the next one after RECONNECT_MS. */
 static void
 store_reconnect_failed (store_t *s, const char *why)
 {
-    log_debug (NULL, NULL, "could not connect to the database: %s; trying again in %d ms", why, RECONNECT_MS);
+    store_say_away (s, why, 0);
     PQfinish (s->connecting);
     s->connecting = NULL;
     s->connect_phase = 0;
@@ -426,12 +496,13 @@ store_reconnect (store_t *s)
         }
         if (s->connect_ps != PGRES_POLLING_OK)
             return 0;                             /* the rest in a later turn */
-        char setup [512];
+        char setup [640];
         store_setup_sql (s, setup, sizeof setup);
         /* the schema's version in the same round trip: a server restored from an old backup, or
          * another database after a failover, must not take the tokens; the prepared statements
          * after it, so that on an old schema the version says why they failed */
-        strncat (setup, "; SELECT coalesce (max (version), 0) FROM schema_migrations; ", sizeof setup - strlen (setup) - 1);
+        strncat (setup, "; SELECT coalesce (max (version), 0), current_setting ('transaction_read_only') = 'on' "
+                 "FROM schema_migrations; ", sizeof setup - strlen (setup) - 1);
         char *prepare = store_prepare_sql ();
         char *all = mem_alloc (strlen (setup) + strlen (prepare) + 1);
         strcpy (all, setup);
@@ -448,6 +519,7 @@ store_reconnect (store_t *s)
         s->connect_phase = 2;
         s->connect_version = -1;         /* the answers may come over several calls */
         s->connect_failed = 0;
+        s->connect_read_only = 0;
     }
     if (PQflush (s->connecting) < 0 || !PQconsumeInput (s->connecting)) {
         store_error_text (s->connecting, NULL, why, sizeof why);
@@ -459,8 +531,10 @@ store_reconnect (store_t *s)
         if (!res)
             break;
         ExecStatusType rs = PQresultStatus (res);
-        if (rs == PGRES_TUPLES_OK && PQntuples (res) == 1)
+        if (rs == PGRES_TUPLES_OK && PQntuples (res) == 1 && PQnfields (res) == 2) {
             s->connect_version = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+            s->connect_read_only = strcmp (PQgetvalue (res, 0, 1), "t") == 0;
+        }
         else
         if (rs != PGRES_COMMAND_OK && !s->connect_failed) {
             s->connect_failed = 1;
@@ -473,9 +547,9 @@ store_reconnect (store_t *s)
     if (PQisBusy (s->connecting))
         return 0;
     if (s->connect_version >= 0 && s->connect_version < FERRULE_SCHEMA_VERSION) {
-        log_error (NULL, NULL, "the database reached again has schema version %lld, this build needs %d: not using it "
-                   "(run \"ferrule-migrate up\")", s->connect_version, FERRULE_SCHEMA_VERSION);
-        store_reconnect_failed (s, "schema too old");
+        snprintf (why, sizeof why, "the database reached has schema version %lld, this build needs %d: not using it "
+                  "(run \"ferrule-migrate up\")", s->connect_version, FERRULE_SCHEMA_VERSION);
+        store_reconnect_failed (s, why);
         return 0;
     }
     if (s->connect_failed || s->connect_version < 0) {
@@ -486,7 +560,11 @@ store_reconnect (store_t *s)
     s->connecting = NULL;
     s->connect_phase = 0;
     store_take_notifies (s);
-    log_info (NULL, NULL, "connected to the database%s", s->batches_only ? " (the batch connection)" : "");
+    if (s->connect_read_only)
+        store_say_away (s, "a standby, or default_transaction_read_only is on; target_session_attrs=read-write in "
+                        "the URL passes over such servers", 1);
+    else
+        store_say_connected (s);
     return 1;
 }
 

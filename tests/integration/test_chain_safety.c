@@ -1,6 +1,7 @@
 /* test_chain_safety.c - the review's findings on the token chain, each driven the way it was
  * found, against the real processes and PostgreSQL:
  *   - a commit that meets a read-only database is retried until it lands (never dropped);
+ *   - a read-only or refused server is said once in ten seconds, not at every attempt;
  *   - a rotated token the journal could not take (a file size limit) is journaled once it can,
  *     while its commit still fails, and survives a crash then;
  *   - a row lock held for 10 s stalls nothing: other integrations keep being served, the worker
@@ -203,6 +204,16 @@ start_one_worker (const char *name, ...)
 
 /* ---- a commit that meets a read-only server ---- */
 
+/* The harness's database's name (caller frees). */
+static char *
+current_db (void)
+{
+    PGresult *r = PQexec (harness_db (h), "SELECT current_database()");
+    char *db = strdup (PQgetvalue (r, 0, 0));
+    PQclear (r);
+    return db;
+}
+
 /* A harness with one broker and worker "w1" that accepts a read-only server when it reconnects (as
  * after a failover with one address); the database's name (caller frees). */
 static char *
@@ -215,13 +226,19 @@ start_accepting_read_only (const char *name)
     assert_true (asprintf (&any, "%s%ctarget_session_attrs=any", url, strchr (url, '?') ? '&' : '?') > 0);
     harness_set_env (h, "FERRULE_DATABASE_URL", any);
     free (any);
+    harness_set_env (h, "FERRULE_ADMIN_RATE_BURST", "1000");   /* keep_writing refreshes often */
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
-    PGresult *r = PQexec (harness_db (h), "SELECT current_database()");
-    char *db = strdup (PQgetvalue (r, 0, 0));
-    PQclear (r);
-    return db;
+    return current_db ();
+}
+
+/* The worker's database sessions ended by the server (as a failover ends them). */
+static void
+drop_worker_sessions (void)
+{
+    assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                      "WHERE datname = current_database() AND application_name ~ '^ferrule-worker(-batches)? '"), 0);
 }
 
 /* The database db turned read-only, and the worker's sessions dropped so that it reconnects to
@@ -236,8 +253,7 @@ set_read_only (const char *db, int on)
         snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" RESET default_transaction_read_only", db);
     assert_int_equal (harness_sql (h, sql), 0);
     if (on)
-        assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                          "WHERE datname = current_database() AND application_name ~ '^ferrule-worker(-batches)? '"), 0);
+        drop_worker_sessions ();
 }
 
 /* The one integration id refreshes now, with no provider latency (when: for the message), and the
@@ -279,6 +295,81 @@ test_commit_retried_on_read_only_database (void **state)
     /* writable again: the kept tokens are committed without anyone asking */
     wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'ro:box' AND outcome = 'refreshed'", 1, 20000);
     expect_chain_intact ("ro:box", "after the database came back");
+}
+
+/* Worker w1's lines that say a connection was made, the event delivery's apart. */
+static int
+connected_lines (void)
+{
+    unsigned long long more;
+    return itest_log_lines (h, "w1", "connected to the database", &more)
+           - itest_log_lines (h, "w1", "event delivery connected", &more);
+}
+
+/* Forced refreshes of id for ms milliseconds, one at a time: each claims, so each writes (the
+ * worker's refresh limit raised, start_accepting_read_only). */
+static void
+keep_writing (const char *id, int ms)
+{
+    int64_t until = clock_mono_ms () + ms;
+    while (clock_mono_ms () < until) {
+        int rc;
+        (void) code_of_ctl (harness_brokers (h), "refresh", id, &rc);
+        usleep (200 * 1000);
+    }
+}
+
+/* A worker told to accept a read-only server (target_session_attrs=any) meets one: every write
+ * fails, the connection is dropped so that a writable server may be found, and made again a
+ * second later. Each was said "connected to the database" at info, two lines a second (the
+ * worker's two connections) for as long as the server stayed read-only, and nothing said that it
+ * was read-only. Now the read-only server is a warning, at most one in ten seconds for each
+ * connection, the attempts held back counted; the writable connection after it is said once,
+ * with how long the database was away. */
+static void
+test_read_only_server_said_not_every_second (void **state)
+{
+    char *db = start_accepting_read_only ("chain_read_only_said");
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "ros:box", rt, NULL, NULL);
+    free (rt);
+    int connected = connected_lines ();
+    set_read_only (db, 1);
+    keep_writing ("ros:box", 5000);
+    unsigned long long more;
+    int again = connected_lines () - connected;
+    int said = itest_log_lines (h, "w1", "is read-only (a standby", &more);
+    fprintf (stderr, "read-only for 5 s: %d lines said connected, %d said read-only\n", again, said);
+    assert_int_equal (again, 0);
+    assert_in_range (said, 1, 2);
+    set_read_only (db, 0);
+    free (db);
+    drop_worker_sessions ();              /* the failover's end: the sessions move to a writable server */
+    itest_wait_log (h, "connected to the database again, after", 10000);
+    expect_chain_intact ("ros:box", "after the database took writes again");
+}
+
+/* With the default read-write, libpq refuses a read-only server: the worker's attempts, once a
+ * second on each connection, failed at debug level, and nothing in the log said that the
+ * database was away. Now the first failure is a warning, then one in ten seconds. */
+static void
+test_refused_connections_said_not_every_second (void **state)
+{
+    start_one_worker ("chain_refused_said", NULL);
+    char *db = current_db ();
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "rfs:box", rt, NULL, NULL);
+    free (rt);
+    set_read_only (db, 1);
+    sleep (5);
+    unsigned long long more;
+    int said = itest_log_lines (h, "w1", "could not connect to the database", &more);
+    fprintf (stderr, "refused for 5 s: %d lines said so\n", said);
+    assert_in_range (said, 1, 2);
+    set_read_only (db, 0);
+    free (db);
+    itest_wait_log (h, "connected to the database again, after", 10000);
+    expect_chain_intact ("rfs:box", "after the database took writes again");
 }
 
 /* A database that refuses every write without dropping the connection (a full disk: here a
@@ -981,6 +1072,8 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_commit_retried_on_read_only_database, teardown),
         cmocka_unit_test_teardown (test_commit_failures_are_logged_once_a_second, teardown),
+        cmocka_unit_test_teardown (test_read_only_server_said_not_every_second, teardown),
+        cmocka_unit_test_teardown (test_refused_connections_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),

@@ -1,4 +1,5 @@
-/* test_lograte.c - lines said at most once a second, and no count of the held-back ones lost */
+/* test_lograte.c - lines said at most once a second (or an interval of the caller's), and no count
+ * of the held-back ones lost */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -88,6 +89,31 @@ test_a_batch_line_counts_its_events (void **state)
     assert_int_equal (lograte_due (&lr, 2000), 4);
 }
 
+/* An interval of the caller's (a connection that fails each second, said every ten) holds lines
+ * back for that long, the summary too; zero is a second. */
+static void
+test_an_interval_of_its_own (void **state)
+{
+    (void) state;
+    lograte_t lr = { .interval_ms = 10000 };
+    uint64_t held;
+    assert_int_equal (lograte_take (&lr, 0, &held), 1);
+    for (int64_t t = 1000; t < 10000; t += 1000)
+        assert_int_equal (lograte_take (&lr, t, &held), 0);
+    assert_int_equal (lograte_due (&lr, 9999), 0);
+    assert_int_equal (lograte_take (&lr, 10000, &held), 1);
+    assert_int_equal (held, 9);
+    assert_int_equal (lograte_take (&lr, 11000, &held), 0);
+    assert_int_equal (lograte_due (&lr, 19999), 0);
+    assert_int_equal (lograte_due (&lr, 20000), 1);
+    lr.interval_ms = 0;
+    assert_int_equal (lograte_take (&lr, 29999, &held), 0);   /* the summary held the interval */
+    assert_int_equal (lograte_take (&lr, 30000, &held), 1);
+    assert_int_equal (held, 1);
+    assert_int_equal (lograte_take (&lr, 30999, &held), 0);
+    assert_int_equal (lograte_take (&lr, 31000, &held), 1);
+}
+
 int
 main (void)
 {
@@ -96,6 +122,7 @@ main (void)
         cmocka_unit_test (test_due_gives_the_count_no_line_carried),
         cmocka_unit_test (test_every_event_said_or_counted_once),
         cmocka_unit_test (test_a_batch_line_counts_its_events),
+        cmocka_unit_test (test_an_interval_of_its_own),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
