@@ -7,6 +7,7 @@
 #include "mem.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -45,10 +46,24 @@ struct audit {
     atomic_int full;                    /* a record found the queue full since the writer last took some */
 };
 
+/* Opens path for appending. A file that ends mid-line (a crash mid-write; a write a full disk cut
+ * short, then a reopen of the same file) has that line ended first, so that the first record
+ * written is a line of its own, not glued to a fragment. */
 static int
 audit_open (const char *path)
 {
-    return open (path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open (path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    struct stat st, rst;
+    if (fd < 0 || fstat (fd, &st) != 0 || !S_ISREG (st.st_mode) || st.st_size == 0)
+        return fd;
+    int rfd = open (path, O_RDONLY | O_CLOEXEC);
+    char last = '\n';
+    if (rfd >= 0 && fstat (rfd, &rst) == 0 && rst.st_ino == st.st_ino && rst.st_dev == st.st_dev
+        && pread (rfd, &last, 1, st.st_size - 1) == 1 && last != '\n' && write (fd, "\n", 1) != 1)
+        log_warning (NULL, NULL, "could not end the torn last line of the audit log \"%s\": %s", path, strerror (errno));
+    if (rfd >= 0)
+        close (rfd);
+    return fd;
 }
 
 /* Appends s as JSON string content: anything outside printable ASCII is \u00XX. */
@@ -186,13 +201,12 @@ audit_thread (void *arg)
                 if (a->fd >= 0)
                     close (a->fd);
                 a->fd = fd;
-                /* the rest of a line begun in the old file would start the new one mid-line */
-                if (pending_len && pending != buf && pending [-1] != '\n') {
-                    const char *nl = memchr (pending, '\n', pending_len);
-                    size_t cut = nl ? (size_t) (nl - pending) + 1 : pending_len;
-                    atomic_fetch_add (&a->failed, 1);
-                    pending += cut;
-                    pending_len -= cut;
+                /* a line the old file took only the beginning of goes whole to the new one: its
+                 * rest alone would start the new file mid-line, and dropping it lost the record
+                 * (the old file ends in the part it took, as after a crash mid-write) */
+                while (pending_len && pending != buf && pending [-1] != '\n') {
+                    pending--;
+                    pending_len++;
                 }
             }
             else

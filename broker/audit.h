@@ -30,7 +30,7 @@ void audit_record (audit_t *a, const char *client, op_t op, const char *integ, s
 /* Reopens a file target (after log rotation); the writer does it before its next batch. */
 void audit_reopen (audit_t *a);
 uint64_t audit_dropped (const audit_t *a);   /* queue full */
-/* records lost to write errors: the rest of a line cut by a reopen, what could not be written at
+/* records lost to write errors: what could not be written at
  * the stop */
 uint64_t audit_failed (const audit_t *a);
 /* 0 while records are not reaching the file: the writer holds a batch it could not write, or a

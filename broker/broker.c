@@ -298,7 +298,7 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
                                    "(a connection under a worker id another one still held)", NULL);
     b->m_audit_dropped = metrics_gauge (b->metrics, "broker_audit_dropped", "audit records lost because the writer fell behind (since start)", NULL);
     b->m_audit_unwritten = metrics_gauge (b->metrics, "broker_audit_unwritten",
-                                          "audit records lost to write errors: a line cut by a reopen, records unwritable at the stop (a full "
+                                          "audit records lost to write errors: records unwritable at the stop (a full "
                                           "or failing disk holds records in memory meanwhile; past the queue they count as dropped) (since start)", NULL);
     metrics_set (metrics_gauge (b->metrics, "broker_plaintext", "1 when links are neither authenticated nor encrypted", NULL),
                  b->curve.plaintext);

@@ -2,6 +2,9 @@
  * anonymous and unknown keys, impostor workers, forged replies, the policy, the audit log, a
  * key removed on a live connection, a never-ending multipart message, and plaintext only on
  * request. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE                           /* prlimit */
+#endif
 #include "itest.h"
 #include <curl/curl.h>
 #include <setjmp.h>
@@ -24,6 +27,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 
 static harness_t *h;
 
@@ -599,6 +604,102 @@ test_audit_log_that_cannot_be_written_keeps_its_records (void **state)
     assert_int_equal (itest_metric (h, "broker0", "ferrule_broker_audit_dropped"), 0);
 }
 
+/* One ping through ferrulectl, answered. */
+static void
+ping_once (void)
+{
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "ping", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+}
+
+/* The size of the work folder's file name, -1 when it has none. */
+static long long
+work_file_size (const char *name)
+{
+    char path [4096];
+    struct stat st;
+    snprintf (path, sizeof path, "%s/%s", harness_workdir (h), name);
+    return stat (path, &st) == 0 ? (long long) st.st_size : -1;
+}
+
+/* A write the disk cuts short (here a file size limit a few bytes past the audit file's end: the
+ * write takes what fits, the next fails with EFBIG, as a full disk's with ENOSPC), then a reopen
+ * (SIGHUP, a log rotation) before the rest of the line could be written. The record whose line
+ * was cut was dropped, counted in ferrule_broker_audit_unwritten, so that the new file would not
+ * begin mid-line. The whole line now goes to the new file (the old one ends in the part it took).
+ * The file is padded first so that the limit, which is the process's, leaves room for the
+ * broker's own log; the padding ends mid-line, as a crash leaves a file, and the broker ends that
+ * line before its first record (the record was glued to the fragment). */
+static void
+test_audit_line_cut_short_is_written_whole_after_a_reopen (void **state)
+{
+    char link [4096], before [4096], after [4096];
+    audit_link_at (link, before, "audit-before", NULL);
+    snprintf (after, sizeof after, "%s/audit-after", harness_workdir (h));
+    FILE *pad = fopen (before, "w");
+    assert_non_null (pad);
+    for (int i = 0; i < 4096; i++)
+        fprintf (pad, "{\"pad\":\"%0240d\"}\n", i);
+    fprintf (pad, "{\"torn\":");                    /* as a crash mid-write leaves it */
+    fclose (pad);
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_LOG", NULL);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    ping_once ();
+    long long size = -1;
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (50)) {
+        char *audit = read_work_file ("audit-before");
+        int pinged = count_of (audit, "\"op\":\"ping\"");
+        free (audit);
+        size = work_file_size ("audit-before");
+        if (pinged == 1)
+            break;
+    }
+    char *started = read_work_file ("audit-before");
+    assert_non_null (strstr (started, "{\"torn\":\n{\"time\""));   /* the fragment's line ended first */
+    free (started);
+
+    /* room for 40 more bytes: the next record's line is cut short */
+    struct rlimit lim = { (rlim_t) size + 40, RLIM_INFINITY };
+    assert_int_equal (prlimit (harness_broker_pid (h, 0), RLIMIT_FSIZE, &lim, NULL), 0);
+    ping_once ();
+    for (long long until = now_ms () + 10000; work_file_size ("audit-before") < size + 40 && now_ms () < until; )
+        sleep_ms (20);
+    assert_int_equal (work_file_size ("audit-before"), size + 40);
+    sleep_ms (200);                                    /* the rest fails, tried every 50 ms */
+
+    /* the part the old file took: the last line, begun and not ended */
+    char *old = read_work_file ("audit-before");
+    const char *cut = strrchr (old, '\n') + 1;
+    assert_int_equal (strlen (cut), 40);
+
+    point_audit_link (link, after);                    /* the rotation: a new file, SIGHUP */
+    ping_once ();
+    char *audit = NULL;
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (100)) {
+        free (audit);
+        audit = read_work_file ("audit-after");
+        if (audit && count_of (audit, "\"op\":\"ping\"") >= 2)
+            break;
+    }
+    assert_non_null (audit);
+    const char *whole = strstr (audit, cut);           /* the record cut short, whole in the new file */
+    assert_non_null (whole);
+    assert_true (whole == audit || whole [-1] == '\n');
+    assert_non_null (strchr (whole, '\n'));
+    free (audit);
+    free (old);
+    char first [256];
+    assert_int_equal (itest_log_not_json (after, first, sizeof first), 0);
+    assert_int_equal (itest_metric (h, "broker0", "ferrule_broker_audit_unwritten"), 0);
+    assert_int_equal (itest_metric (h, "broker0", "ferrule_broker_audit_dropped"), 0);
+}
+
 /* The code of "ferrulectl status" for an integration nobody imported: not_found when a worker
  * answered, unavailable when the broker refused it itself. */
 static const char *
@@ -1108,6 +1209,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_line_per_request, setup, teardown),
         cmocka_unit_test_setup_teardown (test_broken_reload_keeps_what_was_read, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_log_that_cannot_be_written_keeps_its_records, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_audit_line_cut_short_is_written_whole_after_a_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_refuses_until_the_log_is_written, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
