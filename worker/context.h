@@ -55,6 +55,7 @@ typedef struct {
     int64_t db_batch_connection;    /* 1: a second connection for the refresh protocol's batches */
     int64_t http_idle_connections;  /* provider connections kept open between calls */
     int64_t broker_dns_refresh_ms;  /* dns+tcp:// names are resolved again this often */
+    int64_t failover_keep_ms;       /* rotated commits kept in memory against a failover's loss (failover.c) */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
@@ -111,7 +112,8 @@ typedef struct worker {
                          *refreshes_in_flight, *journal_backlog, *cached_integrations, *db_connected, *token_ok,
                          *journal_window, *revalidated_stale, *claim_batch, *commit_batch,
                          *phase_claim, *phase_commit, *db_batch, *parked,
-                         *revoked, *revocation_failed, *journal_sync_failures;
+                         *revoked, *revocation_failed, *journal_sync_failures,
+                         *failover_rewritten, *failover_forgotten, *failover_kept;
         metrics_series_t *values_on_old_keys;   /* keystats.c */
         uint64_t journal_sync_failures_seen;    /* journal_sync_failures at the last publish */
     } m;
@@ -122,6 +124,7 @@ typedef struct worker {
     struct loads *loads;            /* loads.c: requests waiting for their integration's row */
     struct dbwait *dbwait;          /* dbwait.c: work waiting for a free database connection */
     struct recovery *recovery;      /* recovery.c: what an earlier run left, settled at start */
+    struct failover *failover;      /* failover.c: the last rotated commits, checked after a reconnection */
     struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;
     int started_db;                 /* journal replayed and leases released for this run */

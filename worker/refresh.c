@@ -13,6 +13,7 @@
 #include "refresh.h"
 #include "store_chain.h"
 #include "dbwait.h"
+#include "failover.h"
 #include "disconnect.h"
 #include "ident.h"
 #include "loads.h"
@@ -63,6 +64,7 @@ struct refresh {
     unsigned char *access_ct, *refresh_ct;
     char *access_plain;
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
+    char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* rotated: the refresh token the call spent */
     char *scopes;
     int64_t journal_seq;
     int64_t journal_due_ms;          /* a record the journal could not take: not tried again before */
@@ -721,6 +723,8 @@ refresh_committed (worker_t *w, refresh_t *r)
     if (r->journal_seq > 0)
         journal_done (w->journal, r->journal_seq);
     r->journal_seq = 0;
+    if (r->commit.rotated)
+        failover_keep (w, &r->commit, r->spent);   /* settled in the journal: a failover could still lose it */
     if (r->answered_us)
         metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
@@ -1015,6 +1019,8 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
         return;
     }
     crypto_fingerprint (w->keyring, keep, r->fingerprint);
+    if (res->refresh_token)
+        crypto_fingerprint (w->keyring, r->refresh_token, r->spent);   /* for failover_keep */
     r->access_plain = mem_strdup (res->access_token);
     if (res->scope) {
         /* providers separate granted scopes with their own separator; store them space-separated */
@@ -1310,21 +1316,23 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
 static void
 refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int alone)
 {
-    if (n && !w->started_db) {
-        /* the journal of an earlier run is not replayed yet: a refresh now could spend a refresh
-         * token the journal has already replaced. A worker takes requests as soon as it is
-         * connected, and the recovery takes a few round trips once the database answers: a claim
-         * waits for it, up to STARTUP_WAIT_MS from the refresh's start, and then fails as a claim
-         * does while the database is away (a restarted worker used to fail the requests of its
-         * first milliseconds: it_lifecycle's rolling restart) */
+    if (n && (!w->started_db || failover_checking (w->failover))) {
+        /* the journal of an earlier run is not replayed yet, or the commits of the last seconds
+         * are being checked against a server just connected to: a refresh now could spend a
+         * refresh token the journal, or a commit the server lost, has already replaced. A worker
+         * takes requests as soon as it is connected, and either takes a few round trips once the
+         * database answers: a claim waits for it, up to STARTUP_WAIT_MS from the refresh's start,
+         * and then fails as a claim does while the database is away (a restarted worker used to
+         * fail the requests of its first milliseconds: it_lifecycle's rolling restart) */
         int64_t now_us = clock_mono_us ();
         for (size_t i = 0; i < n; i++) {
             refresh_t *r = rs [i];
             if ((now_us - r->started_us) / 1000 < STARTUP_WAIT_MS)
                 r->due_ms = now_us / 1000 + STARTUP_RECHECK_MS;    /* still claiming: the next look */
             else
-                refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE,
-                                      "the worker is still recovering its journal; retry shortly", NULL, 1);
+                refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, w->started_db
+                                      ? "the worker is still checking its last commits against the database; retry shortly"
+                                      : "the worker is still recovering its journal; retry shortly", NULL, 1);
         }
         n = 0;
     }

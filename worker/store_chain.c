@@ -766,7 +766,8 @@ store_route_hashes_start (store_t *s, const char *const *ids, size_t n, store_fi
     return st;
 }
 
-/* The cache's re-validation (worker.c): generation and status of the ids given. */
+/* The cache's re-validation (worker.c) and the check after a failover (failover.c): generation,
+ * status and refresh token's fingerprint of the ids given. */
 typedef struct {
     store_generation_fn *fn;
     void *arg;
@@ -778,16 +779,18 @@ generations_done (void *arg, fr_status_t st, PGresult **results, size_t n, const
     generations_ctx_t *c = arg;
     for (int i = 0; st == FR_OK && n == 1 && results [0] && i < PQntuples (results [0]); i++)
         c->fn (c->arg, FR_OK, PQgetvalue (results [0], i, 0), store_int_at (results [0], i, 1),
-               PQgetvalue (results [0], i, 2), NULL);
-    c->fn (c->arg, st, NULL, 0, NULL, st == FR_OK ? NULL : err);
+               PQgetvalue (results [0], i, 2), PQgetisnull (results [0], i, 3) ? NULL : PQgetvalue (results [0], i, 3),
+               NULL);
+    c->fn (c->arg, st, NULL, 0, NULL, NULL, st == FR_OK ? NULL : err);
 }
 fr_status_t
 store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn, void *arg,
                          char *err, size_t errlen)
 {
     generations_ctx_t c = { fn, arg };
-    return store_ids_batch_start (s, "SELECT id, generation, status FROM integrations WHERE id = ANY ($1::text[])",
-                                  ids, n, generations_done, &c, sizeof c, "re-validate", err, errlen);
+    return store_ids_batch_start (s, "SELECT id, generation, status, refresh_fingerprint FROM integrations"
+                                  " WHERE id = ANY ($1::text[])", ids, n, generations_done, &c, sizeof c, "read", err,
+                                  errlen);
 }
 
 /* The chain rows of a STORE_HISTORY_SQL result. */

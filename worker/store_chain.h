@@ -174,12 +174,13 @@ fr_status_t store_route_hashes_start (store_t *s, const char *const *ids, size_t
 fr_status_t store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_candidate_fn *fn,
                                void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
-/* Generation and status of the given integrations, for re-validating cached entries, as a batch
- * the loop does not wait for (the caller checks store_batch_busy): from store_batch_pump, fn is
- * called for every one found (ids not found are not reported), then once with id NULL: all
- * delivered (FR_OK), or the batch failed (st, err). */
+/* Generation, status and refresh token's fingerprint (NULL when none) of the given integrations,
+ * for re-validating cached entries and checking kept commits after a failover, as a batch the
+ * loop does not wait for (the caller checks store_batch_busy): from store_batch_pump, fn is called
+ * for every one found (ids not found are not reported), then once with id NULL: all delivered
+ * (FR_OK), or the batch failed (st, err). */
 typedef void (store_generation_fn) (void *arg, fr_status_t st, const char *id, int64_t generation, const char *status,
-                                    const char *err);
+                                    const char *fingerprint, const char *err);
 fr_status_t store_generations_start (store_t *s, const char *const *ids, size_t n, store_generation_fn *fn,
                                      void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 

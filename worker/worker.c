@@ -12,6 +12,7 @@
 #include "disconnect.h"
 #include "ratelimit.h"
 #include "recovery.h"
+#include "failover.h"
 #include "refresh.h"
 #include "reply.h"
 #include "requests.h"
@@ -51,6 +52,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->loads = loads_new ();
     w->dbwait = dbwait_new ();
     w->recovery = recovery_new ();
+    w->failover = failover_new (cfg->failover_keep_ms);
     w->breaker = breaker_new ("provider", cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms,
                               cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
@@ -111,6 +113,15 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.revalidated_stale = metrics_counter (w->metrics, "worker_cache_revalidated_stale_total",
                                               "cached integrations found changed by the periodic re-validation "
                                               "(a change whose notification never arrived)", NULL);
+    w->m.failover_rewritten = metrics_counter (w->metrics, "worker_failover_commits_rewritten_total",
+                                               "rotated refresh commits a new database connection found lost (a failover "
+                                               "to a standby that had not received them, a restore) and wrote again "
+                                               "from memory", NULL);
+    w->m.failover_forgotten = metrics_counter (w->metrics, "worker_failover_commits_forgotten_total",
+                                               "rotated refresh commits forgotten before FERRULE_FAILOVER_KEEP_MS "
+                                               "because more than 100000 were kept", NULL);
+    w->m.failover_kept = metrics_gauge (w->metrics, "worker_failover_commits_kept",
+                                        "rotated refresh commits kept in memory against a failover's loss", NULL);
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen (none after three heartbeat intervals without a PING)", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
@@ -157,6 +168,7 @@ worker_destroy (worker_t **w_p)
         loads_destroy (&w->loads);
         dbwait_destroy (&w->dbwait, w);
         recovery_destroy (&w->recovery);
+        failover_destroy (&w->failover);
         calls_abandon_all (w);
         links_close_all (w);
         if (w->ctx)
@@ -245,8 +257,10 @@ typedef struct {
 } revalidation_t;
 
 static void
-on_generation (void *arg, fr_status_t st, const char *id, int64_t generation, const char *status, const char *err)
+on_generation (void *arg, fr_status_t st, const char *id, int64_t generation, const char *status,
+               const char *fingerprint, const char *err)
 {
+    (void) fingerprint;
     revalidation_t *rv = arg;
     worker_t *w = rv->w;
     if (id) {
@@ -333,6 +347,7 @@ worker_tick (worker_t *w, int64_t now)
      * processes' changes again, so a change made after one of its commits is never served stale
      * from the cache for up to a second (it_outage) */
     if (store_reconnect (w->store)) {
+        failover_reconnected (w->failover);  /* the server may be a standby that lacks our last commits */
         cache_clear (w->cache);              /* changes made while we were away were not notified */
         loads_invalidate (w, NULL);          /* nor to the reads in flight on the other connection */
         events_wake (w->events);             /* nor were the events recorded meanwhile */
@@ -349,6 +364,7 @@ worker_tick (worker_t *w, int64_t now)
     refresh_tick (w, now);                  /* the refresh protocol's batch first, then optional work */
     loads_tick (w, dbwait_free_store (w)); /* cache misses, before optional work */
     recovery_tick (w, now);                 /* an earlier run's journal and leases, until settled */
+    failover_tick (w, now);                 /* the last commits, checked after a new connection */
     dbwait_tick (w);                        /* requests' batches waiting for a connection */
     disconnect_tick (w, now);               /* revocations tried again after a transient failure */
     sweep_tick (w->sweep, dbwait_free_store (w), w->catalog, w->draining, now, refresh_sweep_start, w);
@@ -361,6 +377,7 @@ worker_tick (worker_t *w, int64_t now)
     metrics_set (w->m.partitions_owned, sweep_owned_count (w->sweep));
     metrics_set (w->m.refreshes_in_flight, (int64_t) refresh_count (w));
     metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));
+    metrics_set (w->m.failover_kept, (int64_t) failover_kept (w->failover));
     uint64_t failures = journal_sync_failures (w->journal);
     metrics_add (w->m.journal_sync_failures, failures - w->m.journal_sync_failures_seen);
     w->m.journal_sync_failures_seen = failures;

@@ -2,6 +2,7 @@
  * found, against the real processes and PostgreSQL:
  *   - a commit that meets a read-only database is retried until it lands (never dropped);
  *   - a read-only or refused server is said once in ten seconds, not at every attempt;
+ *   - a rotated commit a failover lost is written again from the worker's memory;
  *   - a rotated token the journal could not take (a file size limit) is journaled once it can,
  *     while its commit still fails, and survives a crash then;
  *   - a row lock held for 10 s stalls nothing: other integrations keep being served, the worker
@@ -256,10 +257,11 @@ set_read_only (const char *db, int on)
         drop_worker_sessions ();
 }
 
-/* The one integration id refreshes now, with no provider latency (when: for the message), and the
- * provider saw no spent token used again and no invalid grant: the chain held. */
+/* Integration id refreshes now, with no provider latency (when: for the message), the provider
+ * saw no spent token used again and no invalid grant, and active integrations are still active:
+ * the chain held. */
 static void
-expect_chain_intact (const char *id, const char *when)
+expect_chain_intact_of (const char *id, int active, const char *when)
 {
     int rc;
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
@@ -268,7 +270,14 @@ expect_chain_intact (const char *id, const char *when)
         fail_msg ("refresh %s: %s", when, code);
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
-    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'active'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'active'"), active);
+}
+
+/* The same, id the one integration. */
+static void
+expect_chain_intact (const char *id, const char *when)
+{
+    expect_chain_intact_of (id, 1, when);
 }
 
 static void
@@ -370,6 +379,81 @@ test_refused_connections_said_not_every_second (void **state)
     free (db);
     itest_wait_log (h, "connected to the database again, after", 10000);
     expect_chain_intact ("rfs:box", "after the database took writes again");
+}
+
+/* Imports id, saves its row (in the test session's table saved), refreshes it, and records the
+ * committed generation and fingerprint (in the table committed). */
+static void
+refresh_saving_before (const char *id)
+{
+    char sql [512];
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), id, rt, NULL, NULL);
+    free (rt);
+    snprintf (sql, sizeof sql, "INSERT INTO saved SELECT * FROM integrations WHERE id = '%s'", id);
+    assert_int_equal (harness_sql (h, sql), 0);
+    int rc;
+    const char *code = code_of_ctl (harness_brokers (h), "refresh", id, &rc);
+    if (rc != 0)
+        fail_msg ("refresh %s: %s", id, code);
+    snprintf (sql, sizeof sql, "INSERT INTO committed SELECT id, generation, refresh_fingerprint FROM integrations"
+              " WHERE id = '%s'", id);
+    assert_int_equal (harness_sql (h, sql), 0);
+}
+
+/* With asynchronous replication, a standby promoted after its primary failed may lack the
+ * primary's last commits: a refresh the worker committed, whose provider rotated the refresh
+ * token, is gone, and the promoted server holds the token the provider has replaced (the journal
+ * settled its record at the commit). Here the row is put back as it was before the refresh, its
+ * chain row removed, and the worker's sessions ended, as a failover leaves them. The row stayed
+ * so, and the next refresh would spend the replaced token. The worker now keeps its rotated
+ * commits of the last FERRULE_FAILOVER_KEEP_MS, checks them on its new connection, and writes the
+ * lost one again before any claim. A row that holds a token the worker did not replace (here as
+ * an import on the promoted server would leave it) is left alone, and a connection made again
+ * with nothing lost writes nothing. */
+static void
+test_commit_lost_by_a_failover_is_written_again (void **state)
+{
+    start_one_worker ("chain_failover_lost", NULL);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
+                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
+    refresh_saving_before ("fo:box");
+    refresh_saving_before ("fo-imported:box");
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM committed c JOIN saved b USING (id)"
+                                          " WHERE c.generation = b.generation + 1 AND c.refresh_fingerprint <> b.refresh_fingerprint"), 2);
+
+    /* the failover: the promoted server never received the refreshes' commits; and fo-imported
+     * was imported again there, with a token of its own */
+    assert_int_equal (harness_sql (h, "UPDATE integrations i SET generation = b.generation, key_id = b.key_id,"
+                                      " access_token = b.access_token, access_expires_at = b.access_expires_at,"
+                                      " access_lifetime_s = b.access_lifetime_s, refresh_token = b.refresh_token,"
+                                      " refresh_fingerprint = b.refresh_fingerprint, last_refresh_at = b.last_refresh_at"
+                                      " FROM saved b WHERE i.id = b.id;"
+                                      " UPDATE integrations SET generation = generation + 1, refresh_fingerprint = 'imported'"
+                                      " WHERE id = 'fo-imported:box'"), 0);
+    /* the chain is append-only (a trigger); the promoted server never had the rows */
+    assert_int_equal (harness_sql (h, "SET session_replication_role = replica; DELETE FROM token_chain t USING"
+                                      " saved b WHERE t.integration_id = b.id AND t.generation > b.generation;"
+                                      " RESET session_replication_role"), 0);
+    drop_worker_sessions ();
+
+    /* written again: the row holds the rotated token, at the generation after the one it had */
+    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id) WHERE id = 'fo:box'"
+              " AND i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 10000);
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'fo-imported:box'"
+                                          " AND refresh_fingerprint = 'imported'"), 1);
+    expect_chain_intact_of ("fo:box", 2, "after the failover");
+
+    /* a connection lost with nothing lost: checked, nothing written */
+    int connected = connected_lines ();
+    drop_worker_sessions ();
+    for (int waited = 0; connected_lines () < connected + 2 && waited < 10000; waited += 50)
+        usleep (50 * 1000);
+    assert_true (connected_lines () >= connected + 2);
+    usleep (500 * 1000);
+    assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 1);
 }
 
 /* A database that refuses every write without dropping the connection (a full disk: here a
@@ -1074,6 +1158,7 @@ main (void)
         cmocka_unit_test_teardown (test_commit_failures_are_logged_once_a_second, teardown),
         cmocka_unit_test_teardown (test_read_only_server_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_refused_connections_said_not_every_second, teardown),
+        cmocka_unit_test_teardown (test_commit_lost_by_a_failover_is_written_again, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),

@@ -1,0 +1,360 @@
+/* failover.c - the rotated refresh commits of the last keep_ms, kept in memory and checked after
+ * each new connection (see failover.h). The commits are an array in commit order: appended at the
+ * end, forgotten from the start. A check sorts the ones it covers by integration, asks the
+ * database about a thousand integrations a statement, and then writes again, one batch each, the
+ * commits it found missing. */
+#include "failover.h"
+#include "store_chain.h"
+#include "cache.h"
+#include "dbwait.h"
+#include "loads.h"
+#include "clock.h"
+#include "log.h"
+#include "mem.h"
+#include <stdlib.h>
+#include <string.h>
+
+#define FAILOVER_CHUNK 1000          /* integrations asked about per statement */
+#define FAILOVER_RETRY_MS 1000       /* a step that failed (the database away again) */
+
+typedef struct {
+    store_commit_t c;                /* id, sealed tokens, fingerprint, scopes: copies */
+    char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token this commit replaced */
+    int64_t kept_ms;
+    int64_t row_generation;          /* behind: the generation the row has */
+    int behind;                      /* the check found its row holding a token it replaced */
+} kept_t;
+
+typedef enum { FAILOVER_IDLE, FAILOVER_CHECK, FAILOVER_WRITE } failover_step_t;
+
+struct failover {
+    int64_t keep_ms;
+    kept_t *v;
+    size_t start, end, cap;          /* kept: v [start .. end), oldest first */
+    failover_step_t step;
+    size_t check_n;                  /* the check covers v [start .. start + check_n) */
+    size_t *order;                   /* those, by integration and then commit order */
+    size_t next;                     /* CHECK: in order, the first not asked about; WRITE: the next to look at */
+    size_t chunk_end;                /* CHECK: the end (in order) of the statement in flight */
+    size_t written;                  /* WRITE: commits written again in this check */
+    int in_flight;
+    int restart;                     /* a new connection came while a step was out */
+    int64_t due_ms;
+    uint64_t forgotten;              /* past FAILOVER_MAX */
+};
+
+static void
+kept_clear (kept_t *k)
+{
+    mem_free ((void *) k->c.id);
+    mem_free ((void *) k->c.access_ct);
+    mem_free ((void *) k->c.refresh_ct);
+    mem_free ((void *) k->c.refresh_fingerprint);
+    mem_free ((void *) k->c.scopes);
+    memset (k, 0, sizeof *k);
+}
+
+failover_t *
+failover_new (int64_t keep_ms)
+{
+    failover_t *f = mem_alloc (sizeof *f);
+    f->keep_ms = keep_ms;
+    return f;
+}
+
+void
+failover_destroy (failover_t **f_p)
+{
+    if (f_p && *f_p) {
+        failover_t *f = *f_p;
+        for (size_t i = f->start; i < f->end; i++)
+            kept_clear (&f->v [i]);
+        mem_free (f->v);
+        mem_free (f->order);
+        mem_free (f);
+        *f_p = NULL;
+    }
+}
+
+static unsigned char *
+copy_bytes (const unsigned char *p, size_t len)
+{
+    if (!p)
+        return NULL;
+    unsigned char *q = mem_alloc (len ? len : 1);
+    memcpy (q, p, len);
+    return q;
+}
+
+/* Forgets the oldest kept commit (only while no check is under way: positions stay put then). */
+static void
+failover_forget_oldest (failover_t *f)
+{
+    kept_clear (&f->v [f->start++]);
+    if (f->start == f->end)
+        f->start = f->end = 0;
+}
+
+void
+failover_keep (worker_t *w, const store_commit_t *c, const char *spent)
+{
+    failover_t *f = w->failover;
+    if (!f || f->keep_ms <= 0)
+        return;
+    if (f->end - f->start >= FAILOVER_MAX && f->step == FAILOVER_IDLE) {
+        failover_forget_oldest (f);
+        f->forgotten++;
+        metrics_inc (w->m.failover_forgotten);
+    }
+    else
+    if (f->end - f->start >= FAILOVER_MAX)
+        return;                      /* a check covers the oldest: the newest waits for the next */
+    if (f->end == f->cap) {
+        if (f->start > 0 && f->step == FAILOVER_IDLE) {
+            memmove (f->v, f->v + f->start, (f->end - f->start) * sizeof *f->v);
+            f->end -= f->start;
+            f->start = 0;
+        }
+        else {
+            f->cap = f->cap ? 2 * f->cap : 256;
+            f->v = mem_realloc (f->v, f->cap * sizeof *f->v);
+        }
+    }
+    kept_t *k = &f->v [f->end++];
+    memset (k, 0, sizeof *k);
+    k->c = *c;
+    k->c.id = mem_strdup (c->id);
+    k->c.access_ct = copy_bytes (c->access_ct, c->access_ct_len);
+    k->c.refresh_ct = copy_bytes (c->refresh_ct, c->refresh_ct_len);
+    k->c.refresh_fingerprint = c->refresh_fingerprint ? mem_strdup (c->refresh_fingerprint) : NULL;
+    k->c.scopes = c->scopes ? mem_strdup (c->scopes) : NULL;
+    snprintf (k->spent, sizeof k->spent, "%s", spent ? spent : "");
+    k->kept_ms = clock_mono_ms ();
+}
+
+size_t
+failover_kept (const failover_t *f)
+{
+    return f ? f->end - f->start : 0;
+}
+
+int
+failover_checking (const failover_t *f)
+{
+    return f && f->step != FAILOVER_IDLE;
+}
+
+static const failover_t *sort_f;     /* for qsort's comparison: the loop's thread only */
+
+static int
+by_id_then_age (const void *a, const void *b)
+{
+    size_t i = *(const size_t *) a, j = *(const size_t *) b;
+    int c = strcmp (sort_f->v [i].c.id, sort_f->v [j].c.id);
+    return c ? c : (i > j) - (i < j);
+}
+
+/* A check of every commit kept now. */
+static void
+failover_start_check (failover_t *f)
+{
+    f->check_n = f->end - f->start;
+    if (f->check_n == 0) {
+        f->step = FAILOVER_IDLE;
+        return;
+    }
+    f->order = mem_realloc (f->order, f->check_n * sizeof *f->order);
+    for (size_t i = 0; i < f->check_n; i++) {
+        f->order [i] = f->start + i;
+        f->v [f->start + i].behind = 0;
+    }
+    sort_f = f;
+    qsort (f->order, f->check_n, sizeof *f->order, by_id_then_age);
+    f->step = FAILOVER_CHECK;
+    f->next = 0;
+    f->written = 0;
+    f->due_ms = 0;
+}
+
+void
+failover_reconnected (failover_t *f)
+{
+    if (!f || f->keep_ms <= 0)
+        return;
+    if (f->in_flight)
+        f->restart = 1;              /* after the step out ends, which the lost connection fails */
+    else
+        failover_start_check (f);
+}
+
+/* The kept commits of id in order [from, to) of the check: the run of them (commit order). */
+static void
+failover_run (const failover_t *f, const char *id, size_t from, size_t to, size_t *lo, size_t *hi)
+{
+    size_t a = from, b = to;
+    while (a < b) {                  /* the first not before id */
+        size_t m = a + (b - a) / 2;
+        if (strcmp (f->v [f->order [m]].c.id, id) < 0)
+            a = m + 1;
+        else
+            b = m;
+    }
+    *lo = a;
+    while (a < to && strcmp (f->v [f->order [a]].c.id, id) == 0)
+        a++;
+    *hi = a;
+}
+
+/* One integration's row as the database has it now: is it behind its kept commits? */
+static void
+on_row (void *arg, fr_status_t st, const char *id, int64_t generation, const char *status, const char *fingerprint,
+        const char *err)
+{
+    worker_t *w = arg;
+    failover_t *f = w->failover;
+    if (id) {
+        size_t lo, hi;
+        failover_run (f, id, f->next, f->chunk_end, &lo, &hi);
+        if (lo == hi)
+            return;
+        kept_t *newest = &f->v [f->order [hi - 1]];
+        if (!fingerprint || (newest->c.refresh_fingerprint && strcmp (fingerprint, newest->c.refresh_fingerprint) == 0))
+            return;                  /* holds the newest kept token, or none at all */
+        if (strcmp (status, "active") != 0 && strcmp (status, "needs_reconnect") != 0)
+            return;
+        for (size_t i = lo; i < hi; i++)
+            if (strcmp (fingerprint, f->v [f->order [i]].spent) == 0) {
+                newest->behind = 1;  /* it holds a token this worker's refreshes replaced */
+                newest->row_generation = generation;
+                return;
+            }
+        log_debug (id, NULL, "kept commit not written again: the row holds a refresh token this worker did not "
+                   "replace (an import, another worker's refresh)");
+        return;
+    }
+    f->in_flight = 0;
+    if (f->restart) {
+        f->restart = 0;
+        failover_start_check (f);
+        return;
+    }
+    if (st != FR_OK) {
+        log_warning (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database: %s; "
+                     "trying again in a second, refreshes wait", (long long) f->keep_ms, err);
+        f->due_ms = clock_mono_ms () + FAILOVER_RETRY_MS;
+        return;
+    }
+    f->next = f->chunk_end;
+    if (f->next == f->check_n) {
+        f->step = FAILOVER_WRITE;
+        f->next = 0;
+    }
+}
+
+/* The check's next statement: up to FAILOVER_CHUNK integrations, from order [next]. */
+static void
+failover_ask (worker_t *w, failover_t *f, store_t *s, int64_t now)
+{
+    const char *ids [FAILOVER_CHUNK];
+    size_t n = 0, i = f->next;
+    while (i < f->check_n && n < FAILOVER_CHUNK) {
+        const char *id = f->v [f->order [i]].c.id;
+        ids [n++] = id;
+        while (i < f->check_n && strcmp (f->v [f->order [i]].c.id, id) == 0)
+            i++;
+    }
+    f->chunk_end = i;
+    char err [512];
+    if (store_generations_start (s, ids, n, on_row, w, err, sizeof err) != FR_OK) {
+        log_warning (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database: %s; "
+                     "trying again in a second, refreshes wait", (long long) f->keep_ms, err);
+        f->due_ms = now + FAILOVER_RETRY_MS;
+        return;
+    }
+    f->in_flight = 1;
+}
+
+static void
+on_written (void *arg, fr_status_t st, int committed, int settled, const char *err)
+{
+    worker_t *w = arg;
+    failover_t *f = w->failover;
+    kept_t *k = &f->v [f->start + f->next];
+    f->in_flight = 0;
+    if (f->restart) {
+        f->restart = 0;
+        failover_start_check (f);
+        return;
+    }
+    if (st != FR_OK) {
+        log_warning (k->c.id, NULL, "could not write again the refresh commit the database lost: %s; trying again in "
+                     "a second, refreshes wait", err);
+        f->due_ms = clock_mono_ms () + FAILOVER_RETRY_MS;
+        return;
+    }
+    if (committed) {
+        log_warning (k->c.id, NULL, "the database had lost the commit of this integration's rotated refresh token (a "
+                     "failover to a standby that had not received it, or a restore): written again from this "
+                     "worker's memory over generation %lld", (long long) k->row_generation);
+        metrics_inc (w->m.failover_rewritten);
+        cache_drop (w->cache, k->c.id);          /* read again: the row has the kept tokens now */
+        loads_invalidate (w, k->c.id);
+        k->kept_ms = clock_mono_ms ();           /* a commit again: kept as long as a new one */
+        f->written++;
+    }
+    else
+    if (!settled)
+        log_info (k->c.id, NULL, "the refresh commit the database lost was not written again: the row changed "
+                  "meanwhile");
+    k->behind = 0;
+    f->next++;
+}
+
+/* The next commit found behind, written again; or the check's end. */
+static void
+failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
+{
+    while (f->next < f->check_n && !f->v [f->start + f->next].behind)
+        f->next++;
+    if (f->next == f->check_n) {
+        if (f->written)
+            log_info (NULL, NULL, "checked %zu refresh commits of the last %lld ms after the database connection was "
+                      "made again: %zu written again", f->check_n, (long long) f->keep_ms, f->written);
+        f->step = FAILOVER_IDLE;
+        return;
+    }
+    kept_t *k = &f->v [f->start + f->next];
+    store_commit_t c = k->c;
+    c.expected_generation = k->row_generation;
+    char err [512];
+    if (store_replay_start (s, &c, on_written, w, err, sizeof err) != FR_OK) {
+        log_warning (k->c.id, NULL, "could not write again the refresh commit the database lost: %s; trying again in "
+                     "a second, refreshes wait", err);
+        f->due_ms = now + FAILOVER_RETRY_MS;
+        return;
+    }
+    f->in_flight = 1;
+}
+
+void
+failover_tick (worker_t *w, int64_t now_ms)
+{
+    failover_t *f = w->failover;
+    if (!f || f->in_flight || !store_connected (w->store))
+        return;
+    if (f->step == FAILOVER_IDLE) {
+        /* connected time only: what a failover now would lose was committed within keep_ms */
+        while (f->start < f->end && now_ms - f->v [f->start].kept_ms >= f->keep_ms)
+            failover_forget_oldest (f);
+        return;
+    }
+    if (now_ms < f->due_ms)
+        return;
+    store_t *s = dbwait_free_store (w);
+    if (!s)
+        return;
+    if (f->step == FAILOVER_CHECK)
+        failover_ask (w, f, s, now_ms);
+    else
+        failover_write (w, f, s, now_ms);
+}

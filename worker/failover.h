@@ -1,0 +1,36 @@
+/* failover.h - the refresh commits a database failover may lose, kept in memory and written again
+ *
+ * With asynchronous replication, a standby promoted after its primary failed may lack the last
+ * transactions the primary had committed and acknowledged. A refresh commit lost that way takes
+ * with it the only refresh token the provider still accepts (it rotated the one the promoted
+ * server holds), and the journal no longer has it: a record is settled once committed. So every
+ * commit of a rotated refresh token is also kept in memory, for keep_ms of connected time. Each
+ * time the main connection is made again, the kept commits' integrations are read (generation,
+ * status, fingerprint: a thousand a statement). A row that still holds a refresh token one of its
+ * kept commits replaced is behind on its own chain: its newest kept commit is written again, by
+ * the refresh protocol's compare-and-set at the generation the row has. A row that holds anything
+ * else (the kept token, a later one, an import's, a disconnect) is left alone. No refresh claims
+ * while the check runs (refresh_send_batch): it could spend the token the row holds. */
+#ifndef FERRULE_WORKER_FAILOVER_H
+#define FERRULE_WORKER_FAILOVER_H
+#include "context.h"
+
+#define FAILOVER_MAX 100000          /* commits kept at most: past it the oldest are forgotten, counted */
+
+typedef struct failover failover_t;
+
+/* keep_ms 0: nothing is kept (FERRULE_FAILOVER_KEEP_MS=0). */
+failover_t *failover_new (int64_t keep_ms);
+void failover_destroy (failover_t **f_p);
+/* A commit of a rotated refresh token, written (c and what it points to are copied); spent: the
+ * fingerprint of the refresh token the refresh spent. */
+void failover_keep (worker_t *w, const store_commit_t *c, const char *spent);
+/* The main connection was made again: the kept commits are checked before the next claim. */
+void failover_reconnected (failover_t *f);
+/* 1 while a check is under way (claims wait for it). */
+int failover_checking (const failover_t *f);
+size_t failover_kept (const failover_t *f);
+/* Forgets what was kept long enough (while connected, no check under way), and takes the check's
+ * next step on a free connection. */
+void failover_tick (worker_t *w, int64_t now_ms);
+#endif
