@@ -18,7 +18,8 @@
 #define FAILOVER_RETRY_MS 1000       /* a step that failed (the database away again) */
 
 typedef struct {
-    store_commit_t c;                /* id, sealed tokens, fingerprint, scopes: copies */
+    store_commit_t c;                /* id, sealed tokens, fingerprint, scopes: in block */
+    unsigned char *block;            /* one allocation for all of them */
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token this commit replaced */
     int64_t kept_ms;
     int64_t row_generation;          /* behind: the generation the row has */
@@ -46,11 +47,7 @@ struct failover {
 static void
 kept_clear (kept_t *k)
 {
-    mem_free ((void *) k->c.id);
-    mem_free ((void *) k->c.access_ct);
-    mem_free ((void *) k->c.refresh_ct);
-    mem_free ((void *) k->c.refresh_fingerprint);
-    mem_free ((void *) k->c.scopes);
+    mem_free (k->block);
     memset (k, 0, sizeof *k);
 }
 
@@ -76,13 +73,15 @@ failover_destroy (failover_t **f_p)
     }
 }
 
-static unsigned char *
-copy_bytes (const unsigned char *p, size_t len)
+/* Copies len bytes of p to *at, moving *at past them; NULL for p NULL. */
+static void *
+copy_into (unsigned char **at, const void *p, size_t len)
 {
     if (!p)
         return NULL;
-    unsigned char *q = mem_alloc (len ? len : 1);
+    void *q = *at;
     memcpy (q, p, len);
+    *at += len;
     return q;
 }
 
@@ -123,11 +122,15 @@ failover_keep (worker_t *w, const store_commit_t *c, const char *spent)
     kept_t *k = &f->v [f->end++];
     memset (k, 0, sizeof *k);
     k->c = *c;
-    k->c.id = mem_strdup (c->id);
-    k->c.access_ct = copy_bytes (c->access_ct, c->access_ct_len);
-    k->c.refresh_ct = copy_bytes (c->refresh_ct, c->refresh_ct_len);
-    k->c.refresh_fingerprint = c->refresh_fingerprint ? mem_strdup (c->refresh_fingerprint) : NULL;
-    k->c.scopes = c->scopes ? mem_strdup (c->scopes) : NULL;
+    size_t id_len = strlen (c->id) + 1, fp_len = c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0,
+           scopes_len = c->scopes ? strlen (c->scopes) + 1 : 0;
+    k->block = mem_alloc (id_len + c->access_ct_len + c->refresh_ct_len + fp_len + scopes_len);
+    unsigned char *at = k->block;
+    k->c.id = copy_into (&at, c->id, id_len);
+    k->c.access_ct = copy_into (&at, c->access_ct, c->access_ct_len);
+    k->c.refresh_ct = copy_into (&at, c->refresh_ct, c->refresh_ct_len);
+    k->c.refresh_fingerprint = copy_into (&at, c->refresh_fingerprint, fp_len);
+    k->c.scopes = copy_into (&at, c->scopes, scopes_len);
     snprintf (k->spent, sizeof k->spent, "%s", spent ? spent : "");
     k->kept_ms = clock_mono_ms ();
 }
@@ -205,6 +208,22 @@ failover_run (const failover_t *f, const char *id, size_t from, size_t to, size_
     *hi = a;
 }
 
+/* The check's statement failed: tried again in a second while the database is away; any other
+ * failure (not the database's state) ends the check, which would otherwise hold claims for ever. */
+static void
+failover_ask_failed (failover_t *f, fr_status_t st, const char *err, int64_t now)
+{
+    if (st == FR_DATABASE_UNAVAILABLE) {
+        log_warning (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database: %s; "
+                     "trying again in a second, refreshes wait", (long long) f->keep_ms, err);
+        f->due_ms = now + FAILOVER_RETRY_MS;
+        return;
+    }
+    log_error (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database, and will "
+               "not try again: %s", (long long) f->keep_ms, err);
+    f->step = FAILOVER_IDLE;
+}
+
 /* One integration's row as the database has it now: is it behind its kept commits? */
 static void
 on_row (void *arg, fr_status_t st, const char *id, int64_t generation, const char *status, const char *fingerprint,
@@ -238,13 +257,10 @@ on_row (void *arg, fr_status_t st, const char *id, int64_t generation, const cha
         failover_start_check (f);
         return;
     }
-    if (st != FR_OK) {
-        log_warning (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database: %s; "
-                     "trying again in a second, refreshes wait", (long long) f->keep_ms, err);
-        f->due_ms = clock_mono_ms () + FAILOVER_RETRY_MS;
-        return;
-    }
-    f->next = f->chunk_end;
+    if (st != FR_OK)
+        failover_ask_failed (f, st, err, clock_mono_ms ());
+    else
+        f->next = f->chunk_end;
     if (f->next == f->check_n) {
         f->step = FAILOVER_WRITE;
         f->next = 0;
@@ -265,13 +281,11 @@ failover_ask (worker_t *w, failover_t *f, store_t *s, int64_t now)
     }
     f->chunk_end = i;
     char err [512];
-    if (store_generations_start (s, ids, n, on_row, w, err, sizeof err) != FR_OK) {
-        log_warning (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database: %s; "
-                     "trying again in a second, refreshes wait", (long long) f->keep_ms, err);
-        f->due_ms = now + FAILOVER_RETRY_MS;
-        return;
-    }
-    f->in_flight = 1;
+    fr_status_t st = store_generations_start (s, ids, n, on_row, w, err, sizeof err);
+    if (st != FR_OK)
+        failover_ask_failed (f, st, err, now);
+    else
+        f->in_flight = 1;
 }
 
 static void
@@ -286,12 +300,16 @@ on_written (void *arg, fr_status_t st, int committed, int settled, const char *e
         failover_start_check (f);
         return;
     }
-    if (st != FR_OK) {
+    if (st == FR_DATABASE_UNAVAILABLE) {
         log_warning (k->c.id, NULL, "could not write again the refresh commit the database lost: %s; trying again in "
                      "a second, refreshes wait", err);
         f->due_ms = clock_mono_ms () + FAILOVER_RETRY_MS;
         return;
     }
+    if (st != FR_OK)                 /* not the database's state: trying again would hold claims for ever */
+        log_error (k->c.id, NULL, "could not write again the refresh commit the database lost, and will not try "
+                   "again: %s", err);
+    else
     if (committed) {
         log_warning (k->c.id, NULL, "the database had lost the commit of this integration's rotated refresh token (a "
                      "failover to a standby that had not received it, or a restore): written again from this "
@@ -327,10 +345,18 @@ failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
     store_commit_t c = k->c;
     c.expected_generation = k->row_generation;
     char err [512];
-    if (store_replay_start (s, &c, on_written, w, err, sizeof err) != FR_OK) {
+    fr_status_t st = store_replay_start (s, &c, on_written, w, err, sizeof err);
+    if (st == FR_DATABASE_UNAVAILABLE) {
         log_warning (k->c.id, NULL, "could not write again the refresh commit the database lost: %s; trying again in "
                      "a second, refreshes wait", err);
         f->due_ms = now + FAILOVER_RETRY_MS;
+        return;
+    }
+    if (st != FR_OK) {
+        log_error (k->c.id, NULL, "could not write again the refresh commit the database lost, and will not try "
+                   "again: %s", err);
+        k->behind = 0;
+        f->next++;
         return;
     }
     f->in_flight = 1;

@@ -64,7 +64,7 @@ struct refresh {
     unsigned char *access_ct, *refresh_ct;
     char *access_plain;
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
-    char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* rotated: the refresh token the call spent */
+    char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the stored fingerprint of the token the call spends */
     char *scopes;
     int64_t journal_seq;
     int64_t journal_due_ms;          /* a record the journal could not take: not tried again before */
@@ -695,6 +695,8 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         fail = FR_INTERNAL;
     }
     oauth_request_destroy (&req);
+    /* the stored fingerprint of the token the call spends, as the database has it: failover_keep */
+    snprintf (r->spent, sizeof r->spent, "%s", row.refresh_fingerprint ? row.refresh_fingerprint : "");
     store_row_clear (&row);
     if (fail != FR_OK) {
         log_error (e->id, rid_of (r), "could not refresh integration \"%s\": %s", e->id, err);
@@ -1019,8 +1021,6 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
         return;
     }
     crypto_fingerprint (w->keyring, keep, r->fingerprint);
-    if (res->refresh_token)
-        crypto_fingerprint (w->keyring, r->refresh_token, r->spent);   /* for failover_keep */
     r->access_plain = mem_strdup (res->access_token);
     if (res->scope) {
         /* providers separate granted scopes with their own separator; store them space-separated */
