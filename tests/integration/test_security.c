@@ -96,6 +96,21 @@ count_of (const char *text, const char *needle)
     return n;
 }
 
+/* The work folder's file NAME once it holds at least PINGS audit records of "ping", waiting up
+ * to ten seconds; the caller frees, and asserts what it needs of the last read. */
+static char *
+wait_for_audit_pings (const char *name, int pings)
+{
+    char *audit = NULL;
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (100)) {
+        free (audit);
+        audit = read_work_file (name);
+        if (audit && count_of (audit, "\"op\":\"ping\"") >= pings)
+            break;
+    }
+    return audit;
+}
+
 /* How many times broker 0 has read its access lists (start and each SIGHUP). */
 static int
 reloads (void)
@@ -590,13 +605,7 @@ test_audit_log_that_cannot_be_written_keeps_its_records (void **state)
     assert_int_equal (rc, 0);
     json_decref (r);
     itest_wait_log (h, "is written again", 10000);
-    char *audit = NULL;
-    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (100)) {
-        free (audit);
-        audit = read_work_file ("audit-after");
-        if (audit && count_of (audit, "\"op\":\"ping\"") >= 4)
-            break;
-    }
+    char *audit = wait_for_audit_pings ("audit-after", 4);
     assert_non_null (audit);
     assert_true (count_of (audit, "\"op\":\"ping\"") >= 4);       /* the three held, and the last */
     free (audit);
@@ -680,13 +689,7 @@ test_audit_line_cut_short_is_written_whole_after_a_reopen (void **state)
 
     point_audit_link (link, after);                    /* the rotation: a new file, SIGHUP */
     ping_once ();
-    char *audit = NULL;
-    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (100)) {
-        free (audit);
-        audit = read_work_file ("audit-after");
-        if (audit && count_of (audit, "\"op\":\"ping\"") >= 2)
-            break;
-    }
+    char *audit = wait_for_audit_pings ("audit-after", 2);
     assert_non_null (audit);
     const char *whole = strstr (audit, cut);           /* the record cut short, whole in the new file */
     assert_non_null (whole);
