@@ -10,12 +10,15 @@
 #include "loads.h"
 #include "clock.h"
 #include "log.h"
+#include "lograte.h"
 #include "mem.h"
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define FAILOVER_CHUNK 1000          /* integrations asked about per statement */
 #define FAILOVER_RETRY_MS 1000       /* a step that failed (the database away again) */
+#define FAILOVER_SAY_MS 10000        /* a step failing again and again is said this often */
 
 typedef struct {
     store_commit_t c;                /* id, sealed tokens, fingerprint, scopes: in block */
@@ -42,6 +45,8 @@ struct failover {
     int restart;                     /* a new connection came while a step was out */
     int64_t due_ms;
     uint64_t forgotten;              /* past FAILOVER_MAX */
+    lograte_t retry_log;             /* a step tried again each second: a line in ten seconds */
+    uint64_t retries;                /* steps tried again since the last check that ended */
 };
 
 static void
@@ -56,6 +61,7 @@ failover_new (int64_t keep_ms)
 {
     failover_t *f = mem_alloc (sizeof *f);
     f->keep_ms = keep_ms;
+    f->retry_log.interval_ms = FAILOVER_SAY_MS;
     return f;
 }
 
@@ -208,15 +214,36 @@ failover_run (const failover_t *f, const char *id, size_t from, size_t to, size_
     *hi = a;
 }
 
+/* A step failed while the database is away or refuses writes (a read-only server, a full disk):
+ * tried again in a second, for as long as that lasts, and said once in FAILOVER_SAY_MS with the
+ * count of the tries between (a line each second buried the rest of the log). id: the commit's
+ * integration, NULL for the check's statement. */
+static void
+failover_retry (failover_t *f, const char *id, const char *err, int64_t now)
+{
+    uint64_t held;
+    f->due_ms = now + FAILOVER_RETRY_MS;
+    f->retries++;
+    if (!lograte_take (&f->retry_log, now, &held))
+        return;
+    char more [96] = "";
+    if (held)
+        snprintf (more, sizeof more, " (and %" PRIu64 " more failed tries since the last line)", held);
+    if (id)
+        log_warning (id, NULL, "could not write again the refresh commit the database lost: %s; trying again every "
+                     "second, refreshes wait%s", err, more);
+    else
+        log_warning (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database: %s; "
+                     "trying again every second, refreshes wait%s", (long long) f->keep_ms, err, more);
+}
+
 /* The check's statement failed: tried again in a second while the database is away; any other
  * failure (not the database's state) ends the check, which would otherwise hold claims for ever. */
 static void
 failover_ask_failed (failover_t *f, fr_status_t st, const char *err, int64_t now)
 {
     if (st == FR_DATABASE_UNAVAILABLE) {
-        log_warning (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database: %s; "
-                     "trying again in a second, refreshes wait", (long long) f->keep_ms, err);
-        f->due_ms = now + FAILOVER_RETRY_MS;
+        failover_retry (f, NULL, err, now);
         return;
     }
     log_error (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database, and will "
@@ -301,9 +328,7 @@ on_written (void *arg, fr_status_t st, int committed, int settled, const char *e
         return;
     }
     if (st == FR_DATABASE_UNAVAILABLE) {
-        log_warning (k->c.id, NULL, "could not write again the refresh commit the database lost: %s; trying again in "
-                     "a second, refreshes wait", err);
-        f->due_ms = clock_mono_ms () + FAILOVER_RETRY_MS;
+        failover_retry (f, k->c.id, err, clock_mono_ms ());
         return;
     }
     if (st != FR_OK)                 /* not the database's state: trying again would hold claims for ever */
@@ -335,9 +360,18 @@ failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
     while (f->next < f->check_n && !f->v [f->start + f->next].behind)
         f->next++;
     if (f->next == f->check_n) {
-        if (f->written)
+        if (f->written || f->retries) {
+            char tries [64] = "";
+            if (f->retries)
+                snprintf (tries, sizeof tries, ", after %" PRIu64 " tries that failed", f->retries);
             log_info (NULL, NULL, "checked %zu refresh commits of the last %lld ms after the database connection was "
-                      "made again: %zu written again", f->check_n, (long long) f->keep_ms, f->written);
+                      "made again: %zu written again%s", f->check_n, (long long) f->keep_ms, f->written, tries);
+        }
+        /* the tries count over the checks a failing write starts again (a read-only server's
+         * connection is made again after each); a later check's first failure is said at once */
+        f->retries = 0;
+        f->retry_log.next_ms = 0;
+        f->retry_log.held = 0;
         f->step = FAILOVER_IDLE;
         return;
     }
@@ -347,9 +381,7 @@ failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
     char err [512];
     fr_status_t st = store_replay_start (s, &c, on_written, w, err, sizeof err);
     if (st == FR_DATABASE_UNAVAILABLE) {
-        log_warning (k->c.id, NULL, "could not write again the refresh commit the database lost: %s; trying again in "
-                     "a second, refreshes wait", err);
-        f->due_ms = now + FAILOVER_RETRY_MS;
+        failover_retry (f, k->c.id, err, now);
         return;
     }
     if (st != FR_OK) {

@@ -325,10 +325,10 @@ store_connect (store_t *s, char *err, size_t errlen)
     s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
     int64_t deadline = clock_mono_ms () + s->limits.connect_timeout_ms;
     s->conn = store_start_connection (s);
-    char why [256];
+    char why [256] = "";
     if (pgwait_connect (s->conn, deadline, -1) == PGWAIT_TIMED_OUT) {
-        snprintf (err, errlen, "could not connect to the database: no answer within %lld ms",
-                  (long long) s->limits.connect_timeout_ms);
+        snprintf (why, sizeof why, "no answer within %lld ms", (long long) s->limits.connect_timeout_ms);
+        snprintf (err, errlen, "could not connect to the database: %s", why);
         goto fail;
     }
     if (!s->conn || PQstatus (s->conn) != CONNECTION_OK) {
@@ -375,10 +375,15 @@ fail:
         PQfinish (s->conn);
         s->conn = NULL;
     }
-    /* the caller says this one; the attempts after it are said as the background's are */
+    /* the caller says this one, and it counts as the interval's line: the background's attempts
+     * after it, with the same reason, are said as their own are (a start against a database that
+     * refused said it twice in its first second) */
     if (!s->away_since_ms)
         s->away_since_ms = clock_mono_ms ();
     s->away_attempts++;
+    uint64_t held;
+    (void) lograte_take (&s->away_log, clock_mono_ms (), &held);
+    snprintf (s->away_said, sizeof s->away_said, "%s", why);
     s->retry_after_ms = clock_mono_ms () + RECONNECT_MS;
     return FR_DATABASE_UNAVAILABLE;
 }

@@ -381,6 +381,33 @@ test_refused_connections_said_not_every_second (void **state)
     expect_chain_intact ("rfs:box", "after the database took writes again");
 }
 
+/* A worker started while the database refuses it said so twice within a second: its first
+ * attempt (in worker_new) with "will keep trying", and the background's first, a second later,
+ * with the same reason. The first now counts as the interval's line: one line per connection in
+ * the first seconds, then one in ten seconds. */
+static void
+test_refused_at_start_said_once (void **state)
+{
+    h = harness_new ("chain_refused_at_start");
+    assert_non_null (h);
+    char *db = current_db ();
+    char sql [256];
+    snprintf (sql, sizeof sql, "ALTER DATABASE \"%s\" SET default_transaction_read_only = on", db);
+    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    itest_wait_log (h, "will keep trying", 10000);
+    sleep (4);
+    unsigned long long more;
+    int said = itest_log_lines (h, "w1", "could not connect to the database", &more);
+    fprintf (stderr, "refused from the start for 4 s: %d lines said so\n", said);
+    assert_in_range (said, 1, 2);           /* the main connection's, and the batch connection's */
+    set_read_only (db, 0);
+    free (db);
+    itest_wait_log (h, "connected to the database again, after", 10000);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+}
+
 /* Imports id, saves its row (in the test session's table saved), refreshes it, and records the
  * committed generation and fingerprint (in the table committed). */
 static void
@@ -399,6 +426,22 @@ refresh_saving_before (const char *id)
     snprintf (sql, sizeof sql, "INSERT INTO committed SELECT id, generation, refresh_fingerprint FROM integrations"
               " WHERE id = '%s'", id);
     assert_int_equal (harness_sql (h, sql), 0);
+}
+
+/* The rows refresh_saving_before saved put back as they were, and the chain rows after them
+ * removed: what a server promoted without the commits holds. */
+static void
+lose_saved_commits (void)
+{
+    assert_int_equal (harness_sql (h, "UPDATE integrations i SET generation = b.generation, key_id = b.key_id,"
+                                      " access_token = b.access_token, access_expires_at = b.access_expires_at,"
+                                      " access_lifetime_s = b.access_lifetime_s, refresh_token = b.refresh_token,"
+                                      " refresh_fingerprint = b.refresh_fingerprint, last_refresh_at = b.last_refresh_at"
+                                      " FROM saved b WHERE i.id = b.id"), 0);
+    /* the chain is append-only (a trigger); the promoted server never had the rows */
+    assert_int_equal (harness_sql (h, "SET session_replication_role = replica; DELETE FROM token_chain t USING"
+                                      " saved b WHERE t.integration_id = b.id AND t.generation > b.generation;"
+                                      " RESET session_replication_role"), 0);
 }
 
 /* With asynchronous replication, a standby promoted after its primary failed may lack the
@@ -424,17 +467,9 @@ test_commit_lost_by_a_failover_is_written_again (void **state)
 
     /* the failover: the promoted server never received the refreshes' commits; and fo-imported
      * was imported again there, with a token of its own */
-    assert_int_equal (harness_sql (h, "UPDATE integrations i SET generation = b.generation, key_id = b.key_id,"
-                                      " access_token = b.access_token, access_expires_at = b.access_expires_at,"
-                                      " access_lifetime_s = b.access_lifetime_s, refresh_token = b.refresh_token,"
-                                      " refresh_fingerprint = b.refresh_fingerprint, last_refresh_at = b.last_refresh_at"
-                                      " FROM saved b WHERE i.id = b.id;"
-                                      " UPDATE integrations SET generation = generation + 1, refresh_fingerprint = 'imported'"
+    lose_saved_commits ();
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET generation = generation + 1, refresh_fingerprint = 'imported'"
                                       " WHERE id = 'fo-imported:box'"), 0);
-    /* the chain is append-only (a trigger); the promoted server never had the rows */
-    assert_int_equal (harness_sql (h, "SET session_replication_role = replica; DELETE FROM token_chain t USING"
-                                      " saved b WHERE t.integration_id = b.id AND t.generation > b.generation;"
-                                      " RESET session_replication_role"), 0);
     drop_worker_sessions ();
 
     /* written again: the row holds the rotated token, at the generation after the one it had */
@@ -454,6 +489,38 @@ test_commit_lost_by_a_failover_is_written_again (void **state)
     assert_true (connected_lines () >= connected + 2);
     usleep (500 * 1000);
     assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 1);
+}
+
+/* A lost commit found on a server that is read-only (target_session_attrs=any reached a standby,
+ * or the promoted server still refuses writes) cannot be written again: the write fails, the
+ * connection is made again, the check starts over, once a second for as long as it lasts. Each try
+ * said "could not write again" (five lines in five seconds). It is now said once in ten seconds
+ * with the count of the rest, and the check's end says how many tries failed before it wrote. */
+static void
+test_failover_rewrite_refused_said_not_every_second (void **state)
+{
+    char *db = start_accepting_read_only ("chain_failover_read_only");
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
+                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
+    refresh_saving_before ("foro:box");
+    lose_saved_commits ();
+    set_read_only (db, 1);
+    itest_wait_log (h, "could not write again the refresh commit the database lost", 10000);
+    sleep (5);
+    unsigned long long more = 0;
+    int lines = itest_log_lines (h, "w1", "could not write again the refresh commit the database lost", &more);
+    fprintf (stderr, "%d lines, and %llu more failed tries counted in them, in about 5 s\n", lines, more);
+    assert_int_equal (lines, 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations i JOIN saved b USING (id)"
+                                          " WHERE i.generation = b.generation"), 1);    /* not written: read-only */
+
+    set_read_only (db, 0);
+    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id) WHERE id = 'foro:box'"
+              " AND i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 10000);
+    itest_wait_log (h, "tries that failed", 5000);
+    assert_true (itest_workdir_contains (h, "written again from this worker's memory"));
+    expect_chain_intact_of ("foro:box", 1, "after the server took writes again");
+    free (db);
 }
 
 /* A database that refuses every write without dropping the connection (a full disk: here a
@@ -1158,7 +1225,9 @@ main (void)
         cmocka_unit_test_teardown (test_commit_failures_are_logged_once_a_second, teardown),
         cmocka_unit_test_teardown (test_read_only_server_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_refused_connections_said_not_every_second, teardown),
+        cmocka_unit_test_teardown (test_refused_at_start_said_once, teardown),
         cmocka_unit_test_teardown (test_commit_lost_by_a_failover_is_written_again, teardown),
+        cmocka_unit_test_teardown (test_failover_rewrite_refused_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),
