@@ -56,6 +56,7 @@ typedef struct {
     int64_t http_idle_connections;  /* provider connections kept open between calls */
     int64_t broker_dns_refresh_ms;  /* dns+tcp:// names are resolved again this often */
     int64_t failover_keep_ms;       /* rotated commits kept in memory against a failover's loss (failover.c) */
+    int64_t failover_keep_max_mb;   /* and the memory they may take */
 } worker_config_t;
 
 /* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
@@ -113,7 +114,7 @@ typedef struct worker {
                          *journal_window, *revalidated_stale, *claim_batch, *commit_batch,
                          *phase_claim, *phase_commit, *db_batch, *parked,
                          *revoked, *revocation_failed, *journal_sync_failures,
-                         *failover_rewritten, *failover_forgotten, *failover_kept;
+                         *failover_rewritten, *failover_forgotten, *failover_kept, *failover_kept_bytes;
         metrics_series_t *values_on_old_keys;   /* keystats.c */
         uint64_t journal_sync_failures_seen;    /* journal_sync_failures at the last publish */
     } m;

@@ -23,6 +23,7 @@
 typedef struct {
     store_commit_t c;                /* id, sealed tokens, fingerprint, scopes: in block */
     unsigned char *block;            /* one allocation for all of them */
+    size_t size;                     /* this entry's memory: the block and the entry itself */
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token this commit replaced */
     int64_t kept_ms;
     int64_t row_generation;          /* behind: the generation the row has */
@@ -33,6 +34,8 @@ typedef enum { FAILOVER_IDLE, FAILOVER_CHECK, FAILOVER_WRITE } failover_step_t;
 
 struct failover {
     int64_t keep_ms;
+    size_t max_bytes;                /* kept at most: past it the oldest are forgotten, counted */
+    size_t bytes;                    /* kept now (failover_kept_bytes) */
     kept_t *v;
     size_t start, end, cap;          /* kept: v [start .. end), oldest first */
     failover_step_t step;
@@ -44,7 +47,7 @@ struct failover {
     int in_flight;
     int restart;                     /* a new connection came while a step was out */
     int64_t due_ms;
-    uint64_t forgotten;              /* past FAILOVER_MAX */
+    uint64_t forgotten;              /* past FAILOVER_MAX or max_bytes, or not kept during a check */
     lograte_t retry_log;             /* a step tried again each second: a line in ten seconds */
     uint64_t retries;                /* steps tried again since the last check that ended */
 };
@@ -57,10 +60,11 @@ kept_clear (kept_t *k)
 }
 
 failover_t *
-failover_new (int64_t keep_ms)
+failover_new (int64_t keep_ms, size_t max_bytes)
 {
     failover_t *f = mem_alloc (sizeof *f);
     f->keep_ms = keep_ms;
+    f->max_bytes = max_bytes;
     f->retry_log.interval_ms = FAILOVER_SAY_MS;
     return f;
 }
@@ -95,25 +99,37 @@ copy_into (unsigned char **at, const void *p, size_t len)
 static void
 failover_forget_oldest (failover_t *f)
 {
+    f->bytes -= f->v [f->start].size;
     kept_clear (&f->v [f->start++]);
     if (f->start == f->end)
         f->start = f->end = 0;
 }
 
-void
-failover_keep (worker_t *w, const store_commit_t *c, const char *spent)
+uint64_t
+failover_keep (failover_t *f, const store_commit_t *c, const char *spent)
 {
-    failover_t *f = w->failover;
     if (!f || f->keep_ms <= 0)
-        return;
-    if (f->end - f->start >= FAILOVER_MAX && f->step == FAILOVER_IDLE) {
-        failover_forget_oldest (f);
-        f->forgotten++;
-        metrics_inc (w->m.failover_forgotten);
+        return 0;
+    size_t id_len = strlen (c->id) + 1, fp_len = c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0,
+           scopes_len = c->scopes ? strlen (c->scopes) + 1 : 0;
+    size_t block_len = id_len + c->access_ct_len + c->refresh_ct_len + fp_len + scopes_len;
+    size_t size = block_len + sizeof (kept_t);
+    if (size > f->max_bytes) {
+        f->forgotten++;                  /* larger than the whole bound: room is never made for it */
+        return 1;
     }
-    else
-    if (f->end - f->start >= FAILOVER_MAX)
-        return;                      /* a check covers the oldest: the newest waits for the next */
+    uint64_t forgotten = 0;
+    /* past the bounds the oldest go first: the newest commits are the ones a failover loses */
+    while (f->start < f->end && f->step == FAILOVER_IDLE
+           && (f->end - f->start >= FAILOVER_MAX || f->bytes + size > f->max_bytes)) {
+        failover_forget_oldest (f);
+        forgotten++;
+    }
+    if (f->end - f->start >= FAILOVER_MAX || f->bytes + size > f->max_bytes) {
+        f->forgotten += forgotten + 1;   /* a check covers the oldest: the newest waits for the next */
+        return forgotten + 1;
+    }
+    f->forgotten += forgotten;
     if (f->end == f->cap) {
         if (f->start > 0 && f->step == FAILOVER_IDLE) {
             memmove (f->v, f->v + f->start, (f->end - f->start) * sizeof *f->v);
@@ -128,9 +144,9 @@ failover_keep (worker_t *w, const store_commit_t *c, const char *spent)
     kept_t *k = &f->v [f->end++];
     memset (k, 0, sizeof *k);
     k->c = *c;
-    size_t id_len = strlen (c->id) + 1, fp_len = c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0,
-           scopes_len = c->scopes ? strlen (c->scopes) + 1 : 0;
-    k->block = mem_alloc (id_len + c->access_ct_len + c->refresh_ct_len + fp_len + scopes_len);
+    k->size = size;
+    f->bytes += size;
+    k->block = mem_alloc (block_len);
     unsigned char *at = k->block;
     k->c.id = copy_into (&at, c->id, id_len);
     k->c.access_ct = copy_into (&at, c->access_ct, c->access_ct_len);
@@ -139,12 +155,25 @@ failover_keep (worker_t *w, const store_commit_t *c, const char *spent)
     k->c.scopes = copy_into (&at, c->scopes, scopes_len);
     snprintf (k->spent, sizeof k->spent, "%s", spent ? spent : "");
     k->kept_ms = clock_mono_ms ();
+    return forgotten;
 }
 
 size_t
 failover_kept (const failover_t *f)
 {
     return f ? f->end - f->start : 0;
+}
+
+size_t
+failover_kept_bytes (const failover_t *f)
+{
+    return f ? f->bytes : 0;
+}
+
+uint64_t
+failover_forgotten (const failover_t *f)
+{
+    return f ? f->forgotten : 0;
 }
 
 int

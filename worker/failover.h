@@ -15,21 +15,27 @@
 #define FERRULE_WORKER_FAILOVER_H
 #include "context.h"
 
-#define FAILOVER_MAX 100000          /* commits kept at most: past it the oldest are forgotten, counted */
+#define FAILOVER_MAX 100000          /* commits kept at most: past it (or past max_bytes) the oldest
+                                        are forgotten, counted */
 
 typedef struct failover failover_t;
 
-/* keep_ms 0: nothing is kept (FERRULE_FAILOVER_KEEP_MS=0). */
-failover_t *failover_new (int64_t keep_ms);
+/* keep_ms 0: nothing is kept (FERRULE_FAILOVER_KEEP_MS=0); max_bytes: the memory the kept commits
+ * may take (FERRULE_FAILOVER_KEEP_MAX_MB): a provider's tokens can take kilobytes each, and a burst
+ * of refreshes (after an outage) must not take a worker past its memory limit. */
+failover_t *failover_new (int64_t keep_ms, size_t max_bytes);
 void failover_destroy (failover_t **f_p);
 /* A commit of a rotated refresh token, written (c and what it points to are copied); spent: the
- * fingerprint of the refresh token the refresh spent. */
-void failover_keep (worker_t *w, const store_commit_t *c, const char *spent);
+ * fingerprint of the refresh token the refresh spent. Returns how many commits it forgot (the
+ * oldest, past the bounds) or did not keep (this one, while a check covers the rest). */
+uint64_t failover_keep (failover_t *f, const store_commit_t *c, const char *spent);
 /* The main connection was made again: the kept commits are checked before the next claim. */
 void failover_reconnected (failover_t *f);
 /* 1 while a check is under way (claims wait for it). */
 int failover_checking (const failover_t *f);
 size_t failover_kept (const failover_t *f);
+size_t failover_kept_bytes (const failover_t *f);
+uint64_t failover_forgotten (const failover_t *f);
 /* Forgets what was kept long enough (while connected, no check under way), and takes the check's
  * next step on a free connection. */
 void failover_tick (worker_t *w, int64_t now_ms);

@@ -29,7 +29,7 @@ main (int argc, char **argv)
     int64_t sweep_ms, sweep_horizon, sweep_rate, sweep_batch;
     int64_t backoff_base, backoff_max, breaker_min, breaker_window, breaker_open, state_ttl;
     int64_t db_statement_ms, db_lock_ms, db_connect_ms, revalidate_ms, db_batch_connection;
-    int64_t key_stats_ms, admin_burst, admin_per_min, failover_keep_ms;
+    int64_t key_stats_ms, admin_burst, admin_per_min, failover_keep_ms, failover_keep_max_mb;
     /* event delivery (events.c) */
     char *webhooks_file = NULL;
     int64_t wh_max_age, wh_base, wh_max, wh_timeout, wh_lease, ev_poll, ev_forecast;
@@ -64,6 +64,7 @@ main (int argc, char **argv)
         { "db-batch-connection", "FERRULE_DB_BATCH_CONNECTION", CONFIG_INT, &db_batch_connection, "1", 0, 1, 0, "1: a second database connection carries the refresh protocol's batches, so that one is sent while another is in flight (0: one connection)" },
         { "cache-revalidate-ms", "FERRULE_CACHE_REVALIDATE_MS", CONFIG_INT, &revalidate_ms, "30000", 100, 3600000, 0, "a cached integration is checked against the database when older than this, even without a change notification" },
         { "failover-keep-ms", "FERRULE_FAILOVER_KEEP_MS", CONFIG_INT, &failover_keep_ms, "30000", 0, 600000, 0, "rotated refresh commits are kept in memory this long (while connected) and written again if a new database connection finds them lost, as a failover with asynchronous replication loses them (0: not kept)" },
+        { "failover-keep-max-mb", "FERRULE_FAILOVER_KEEP_MAX_MB", CONFIG_INT, &failover_keep_max_mb, "32", 1, 4096, 0, "the memory the kept refresh commits may take: past it the oldest are forgotten (ferrule_worker_failover_commits_forgotten_total)" },
         { "sweep-ms", "FERRULE_SWEEP_MS", CONFIG_INT, &sweep_ms, "30000", 100, 3600000, 0, "how often the background sweep runs" },
         { "sweep-horizon-s", "FERRULE_SWEEP_HORIZON_S", CONFIG_INT, &sweep_horizon, "300", 0, 86400, 0, "the sweep refreshes tokens expiring within this" },
         { "sweep-rate", "FERRULE_SWEEP_RATE", CONFIG_INT, &sweep_rate, "10", 1, 10000, 0, "provider calls per second per provider the sweep may start" },
@@ -169,7 +170,7 @@ main (int argc, char **argv)
                              * waits for HELLOs before it gives them to others */
                             { sweep_ms, sweep_horizon, sweep_rate, sweep_batch, backoff_max, 3 * heartbeat_ms },
                             fingerprint_key, key_stats_ms, admin_burst, admin_per_min, &curve, db_batch_connection,
-                            idle_connections, dns_refresh_ms, failover_keep_ms };
+                            idle_connections, dns_refresh_ms, failover_keep_ms, failover_keep_max_mb };
     sigset_t saved;
     daemon_setup_begin (&saved);
     worker_t *w = worker_new (&cfg, err, sizeof err);

@@ -726,7 +726,8 @@ refresh_committed (worker_t *w, refresh_t *r)
         journal_done (w->journal, r->journal_seq);
     r->journal_seq = 0;
     if (r->commit.rotated)
-        failover_keep (w, &r->commit, r->spent);   /* settled in the journal: a failover could still lose it */
+        /* settled in the journal: a failover could still lose it */
+        metrics_add (w->m.failover_forgotten, failover_keep (w->failover, &r->commit, r->spent));
     if (r->answered_us)
         metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);

@@ -52,7 +52,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->loads = loads_new ();
     w->dbwait = dbwait_new ();
     w->recovery = recovery_new ();
-    w->failover = failover_new (cfg->failover_keep_ms);
+    w->failover = failover_new (cfg->failover_keep_ms, (size_t) cfg->failover_keep_max_mb << 20);
     w->breaker = breaker_new ("provider", cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms,
                               cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);
@@ -119,9 +119,12 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                                "from memory", NULL);
     w->m.failover_forgotten = metrics_counter (w->metrics, "worker_failover_commits_forgotten_total",
                                                "rotated refresh commits forgotten before FERRULE_FAILOVER_KEEP_MS "
-                                               "because more than 100000 were kept", NULL);
+                                               "because FERRULE_FAILOVER_KEEP_MAX_MB or 100000 commits were kept", NULL);
     w->m.failover_kept = metrics_gauge (w->metrics, "worker_failover_commits_kept",
                                         "rotated refresh commits kept in memory against a failover's loss", NULL);
+    w->m.failover_kept_bytes = metrics_gauge (w->metrics, "worker_failover_commits_kept_bytes",
+                                              "the memory the kept rotated refresh commits take (at most "
+                                              "FERRULE_FAILOVER_KEEP_MAX_MB)", NULL);
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen (none after three heartbeat intervals without a PING)", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
@@ -378,6 +381,7 @@ worker_tick (worker_t *w, int64_t now)
     metrics_set (w->m.refreshes_in_flight, (int64_t) refresh_count (w));
     metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));
     metrics_set (w->m.failover_kept, (int64_t) failover_kept (w->failover));
+    metrics_set (w->m.failover_kept_bytes, (int64_t) failover_kept_bytes (w->failover));
     uint64_t failures = journal_sync_failures (w->journal);
     metrics_add (w->m.journal_sync_failures, failures - w->m.journal_sync_failures_seen);
     w->m.journal_sync_failures_seen = failures;
