@@ -105,6 +105,13 @@ failover_forget_oldest (failover_t *f)
         f->start = f->end = 0;
 }
 
+/* 1 when one more commit of size bytes would pass a bound. */
+static int
+failover_full (const failover_t *f, size_t size)
+{
+    return f->end - f->start >= FAILOVER_MAX || f->bytes + size > f->max_bytes;
+}
+
 uint64_t
 failover_keep (failover_t *f, const store_commit_t *c, const char *spent)
 {
@@ -120,12 +127,11 @@ failover_keep (failover_t *f, const store_commit_t *c, const char *spent)
     }
     uint64_t forgotten = 0;
     /* past the bounds the oldest go first: the newest commits are the ones a failover loses */
-    while (f->start < f->end && f->step == FAILOVER_IDLE
-           && (f->end - f->start >= FAILOVER_MAX || f->bytes + size > f->max_bytes)) {
+    while (f->start < f->end && f->step == FAILOVER_IDLE && failover_full (f, size)) {
         failover_forget_oldest (f);
         forgotten++;
     }
-    if (f->end - f->start >= FAILOVER_MAX || f->bytes + size > f->max_bytes) {
+    if (failover_full (f, size)) {
         f->forgotten += forgotten + 1;   /* a check covers the oldest: the newest waits for the next */
         return forgotten + 1;
     }
@@ -243,6 +249,18 @@ failover_run (const failover_t *f, const char *id, size_t from, size_t to, size_
     *hi = a;
 }
 
+/* The check is over (done, or given up): the next failure of a later check is said at once. The
+ * tries count over the checks a failing write starts again (a read-only server's connection is
+ * made again after each), so they are reset here only. */
+static void
+failover_end_check (failover_t *f)
+{
+    f->retries = 0;
+    f->retry_log.next_ms = 0;
+    f->retry_log.held = 0;
+    f->step = FAILOVER_IDLE;
+}
+
 /* A step failed while the database is away or refuses writes (a read-only server, a full disk):
  * tried again in a second, for as long as that lasts, and said once in FAILOVER_SAY_MS with the
  * count of the tries between (a line each second buried the rest of the log). id: the commit's
@@ -277,7 +295,7 @@ failover_ask_failed (failover_t *f, fr_status_t st, const char *err, int64_t now
     }
     log_error (NULL, NULL, "could not check the refresh commits of the last %lld ms against the database, and will "
                "not try again: %s", (long long) f->keep_ms, err);
-    f->step = FAILOVER_IDLE;
+    failover_end_check (f);
 }
 
 /* One integration's row as the database has it now: is it behind its kept commits? */
@@ -396,12 +414,7 @@ failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
             log_info (NULL, NULL, "checked %zu refresh commits of the last %lld ms after the database connection was "
                       "made again: %zu written again%s", f->check_n, (long long) f->keep_ms, f->written, tries);
         }
-        /* the tries count over the checks a failing write starts again (a read-only server's
-         * connection is made again after each); a later check's first failure is said at once */
-        f->retries = 0;
-        f->retry_log.next_ms = 0;
-        f->retry_log.held = 0;
-        f->step = FAILOVER_IDLE;
+        failover_end_check (f);
         return;
     }
     kept_t *k = &f->v [f->start + f->next];
