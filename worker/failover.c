@@ -26,6 +26,8 @@ typedef struct {
     size_t size;                     /* this entry's memory: the block and the entry itself */
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token this commit replaced */
     int64_t kept_ms;
+    int64_t disk_ms;                 /* kept_ms at first: a commit written again is kept anew, but
+                                        its journal record is as old as it was */
     int64_t row_generation;          /* behind: the generation the row has */
     int behind;                      /* the check found its row holding a token it replaced */
 } kept_t;
@@ -113,9 +115,9 @@ failover_full (const failover_t *f, size_t size)
 }
 
 uint64_t
-failover_keep (failover_t *f, const store_commit_t *c, const char *spent)
+failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_t age_ms)
 {
-    if (!f || f->keep_ms <= 0)
+    if (!f || f->keep_ms <= 0 || age_ms >= f->keep_ms)
         return 0;
     size_t id_len = strlen (c->id) + 1, fp_len = c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0,
            scopes_len = c->scopes ? strlen (c->scopes) + 1 : 0;
@@ -160,8 +162,42 @@ failover_keep (failover_t *f, const store_commit_t *c, const char *spent)
     k->c.refresh_fingerprint = copy_into (&at, c->refresh_fingerprint, fp_len);
     k->c.scopes = copy_into (&at, c->scopes, scopes_len);
     snprintf (k->spent, sizeof k->spent, "%s", spent ? spent : "");
-    k->kept_ms = clock_mono_ms ();
+    k->kept_ms = k->disk_ms = clock_mono_ms () - (age_ms > 0 ? age_ms : 0);
     return forgotten;
+}
+
+/* journal_retainer_fn: how many commits are kept, and since when the oldest's record (the first
+ * kept: the commits are in the order they were kept, and a restart keeps that order). */
+static size_t
+failover_retains (void *arg, int64_t *oldest_ms)
+{
+    failover_t *f = arg;
+    if (f->end > f->start)
+        *oldest_ms = f->v [f->start].disk_ms;
+    return f->end - f->start;
+}
+
+/* journal_retained_fn: a commit an earlier run kept. */
+static void
+failover_restored (void *arg, const store_commit_t *c, const char *spent, int64_t age_ms)
+{
+    (void) failover_keep (arg, c, spent, age_ms);      /* what it cannot keep, it counts */
+}
+
+int
+failover_restore (failover_t *f, journal_t *j)
+{
+    journal_set_retainer (j, failover_retains, f, FAILOVER_CARRY_MIN);
+    int n = journal_retained (j, failover_restored, f);
+    if (n < 0)
+        log_warning (NULL, NULL, "could not read the refresh commits kept against a failover before the restart; "
+                     "a commit a failover lost meanwhile will not be written again");
+    if (f->end > f->start) {
+        log_info (NULL, NULL, "read %zu refresh commits kept against a failover before the restart; checking them "
+                  "before the first refresh", f->end - f->start);
+        failover_reconnected (f);
+    }
+    return n;
 }
 
 size_t

@@ -10,13 +10,18 @@
  * kept commits replaced is behind on its own chain: its newest kept commit is written again, by
  * the refresh protocol's compare-and-set at the generation the row has. A row that holds anything
  * else (the kept token, a later one, an import's, a disconnect) is left alone. No refresh claims
- * while the check runs (refresh_send_batch): it could spend the token the row holds. */
+ * while the check runs (refresh_send_batch): it could spend the token the row holds. The kept
+ * commits survive a restart of the worker: their journal records stay on disk while they are kept,
+ * and are read back and checked at start (failover_restore). */
 #ifndef FERRULE_WORKER_FAILOVER_H
 #define FERRULE_WORKER_FAILOVER_H
 #include "context.h"
 
 #define FAILOVER_MAX 100000          /* commits kept at most: past it (or past max_bytes) the oldest
                                         are forgotten, counted */
+#define FAILOVER_CARRY_MIN (1 << 20) /* the journal's region, holding kept commits' records, is
+                                        carried to its retained file at this length at the
+                                        earliest (journal_set_retainer) */
 
 typedef struct failover failover_t;
 
@@ -25,10 +30,15 @@ typedef struct failover failover_t;
  * of refreshes (after an outage) must not take a worker past its memory limit. */
 failover_t *failover_new (int64_t keep_ms, size_t max_bytes);
 void failover_destroy (failover_t **f_p);
-/* A commit of a rotated refresh token, written (c and what it points to are copied); spent: the
- * fingerprint of the refresh token the refresh spent. Returns how many commits it forgot (the
- * oldest, past the bounds) or did not keep (this one, while a check covers the rest). */
-uint64_t failover_keep (failover_t *f, const store_commit_t *c, const char *spent);
+/* A commit of a rotated refresh token, written age_ms ago (0: just now; c and what it points to
+ * are copied); spent: the fingerprint of the refresh token the refresh spent. Returns how many
+ * commits it forgot (the oldest, past the bounds) or did not keep (this one, while a check covers
+ * the rest). */
+uint64_t failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_t age_ms);
+/* At start: the journal is told what is kept (its records stay on disk while they are; see
+ * journal_set_retainer), and the commits an earlier run kept are read back from it and checked as
+ * after a reconnection, before the first claim and the journal's replay. Returns how many. */
+int failover_restore (failover_t *f, journal_t *j);
 /* The main connection was made again: the kept commits are checked before the next claim. */
 void failover_reconnected (failover_t *f);
 /* 1 while a check is under way (claims wait for it). */

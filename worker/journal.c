@@ -12,6 +12,7 @@
  * commit old or foreign ciphertext), and the live region ends at the first line of another epoch,
  * so that no stale record or "done" marker is read as live. Opening the journal zeroes what lies
  * beyond the live region, so that stale bytes of a version without checksums never meet a tear. */
+#define _GNU_SOURCE                      /* renameat2, RENAME_EXCHANGE */
 #include "journal.h"
 #include <assert.h>
 #include "clock.h"
@@ -65,6 +66,22 @@ struct journal {
         int dropped;             /* past JOURNAL_KEPT_MAX: bytes before the copy are not kept */
     } kept;
     uint64_t written;            /* bytes of lines written, ever (the loop's thread only) */
+    /* Records kept on disk after they settle (journal_done_retain). While the retainer
+     * (journal_set_retainer) holds commits, the live region is not emptied; once it is carry_min
+     * long, it is carried instead: the journal's file and the file "<path>.retained" exchange
+     * names, so the region becomes the retained file's, and the journal goes on in the other file
+     * (its old lines stale behind a new epoch, as after an emptying). The exchange waits until the
+     * retained file holds nothing the retainer still holds. */
+    int retained_in_region;      /* the live region has a record settled by journal_done_retain */
+    journal_retainer_fn *retainer;
+    void *retainer_arg;
+    off_t carry_min;
+    off_t carry_at;              /* the region's length that carries next: carry_min, or more
+                                  * after a carry that failed */
+    char *retained_path;         /* "<path>.retained" */
+    int rfd;                     /* that file, open (and locked) beside the journal's */
+    int retained_live;           /* it may hold retained records */
+    int64_t carried_ms;          /* when it was carried (monotonic; the open, for an earlier run's) */
     uint64_t sync_failures;      /* failed flushes, ever (the loop's thread only) */
     struct {                     /* the sync thread (journal_sync_start), started on first use */
         int started;
@@ -80,6 +97,9 @@ struct journal {
         int failed;              /* under lock: the last sync failed (its errno); none is tried
                                   * until the loop has written the bytes again (journal_synced) */
         int in_row;              /* under lock: failed syncs since the last success */
+        int flushing;            /* under lock: a flush is under way, outside the lock */
+        int dir_pending;         /* under lock: the directory is synced before the next flush
+                                  * (after a carry exchanged the files' names) */
         int stop;                /* under lock */
     } sync;
 };
@@ -88,6 +108,7 @@ static const char s_zeros [65536];
 
 static void journal_keep (journal_t *j, const char *line, size_t len);
 static int journal_rewrite (journal_t *j);
+static int journal_sync_dir (const char *path);
 
 static int
 journal_fdatasync (int fd, void *arg)
@@ -107,11 +128,11 @@ journal_new_epoch (void)
 
 /* Writes all of buf at off. 0, or -1 with errno set. */
 static int
-journal_pwrite (journal_t *j, const void *buf, size_t len, off_t off)
+journal_pwrite_fd (int fd, const void *buf, size_t len, off_t off)
 {
     size_t done = 0;
     while (done < len) {
-        ssize_t n = pwrite (j->fd, (const char *) buf + done, len - done, off + (off_t) done);
+        ssize_t n = pwrite (fd, (const char *) buf + done, len - done, off + (off_t) done);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -119,6 +140,12 @@ journal_pwrite (journal_t *j, const void *buf, size_t len, off_t off)
         done += (size_t) n;
     }
     return 0;
+}
+
+static int
+journal_pwrite (journal_t *j, const void *buf, size_t len, off_t off)
+{
+    return journal_pwrite_fd (j->fd, buf, len, off);
 }
 
 /* Makes the file at least need bytes long with zeros written (not a hole, not unwritten extents:
@@ -218,7 +245,7 @@ typedef struct {
 /* One line (len bytes, no newline) to fn, or a warning when it is unreadable. 1 when the line is
  * of another epoch than the region's: the region ended before it, and fn is not called. */
 static int
-journal_scan_line (journal_t *j, scan_t *sc, const char *line, size_t len, int overlong,
+journal_scan_line (const char *path, scan_t *sc, const char *line, size_t len, int overlong,
                    void (*fn) (void *arg, json_t *o), void *arg)
 {
     int64_t seq, done;
@@ -227,7 +254,7 @@ journal_scan_line (journal_t *j, scan_t *sc, const char *line, size_t len, int o
     json_t *o = overlong ? NULL : journal_parse_line (line, len, &seq, &done);
     if (!o) {
         /* a line cut by a crash mid-write, or nothing this code wrote */
-        log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", j->path);
+        log_warning (NULL, NULL, "skipping an unreadable journal line in \"%s\"", path);
         return 0;
     }
     int64_t e = json_integer_value (json_object_get (o, "e"));
@@ -249,7 +276,7 @@ journal_scan_line (journal_t *j, scan_t *sc, const char *line, size_t len, int o
  * the region does not end with a newline: its last line was cut (it is still read: a record cut
  * just before its newline is whole), and the next one must not continue it. */
 static off_t
-journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *torn, scan_t *region)
+journal_scan (int fd, const char *path, void (*fn) (void *arg, json_t *o), void *arg, int *torn, scan_t *region)
 {
     char *line = mem_alloc (JOURNAL_MAX_LINE);
     char block [65536];
@@ -258,7 +285,7 @@ journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *t
     off_t off = 0, line_start = 0;
     scan_t sc = { 0, 0 };
     while (!nul && !other) {
-        ssize_t n = pread (j->fd, block, sizeof block, off);
+        ssize_t n = pread (fd, block, sizeof block, off);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -270,7 +297,7 @@ journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *t
         ssize_t i;
         for (i = 0; i < n && !(nul = block [i] == '\0'); i++) {
             if (block [i] == '\n') {
-                if ((other = journal_scan_line (j, &sc, line, len, overlong, fn, arg)))
+                if ((other = journal_scan_line (path, &sc, line, len, overlong, fn, arg)))
                     break;
                 len = 0;
                 overlong = 0;
@@ -285,7 +312,7 @@ journal_scan (journal_t *j, void (*fn) (void *arg, json_t *o), void *arg, int *t
         off += (off_t) i;
     }
     if (!other)
-        other = journal_scan_line (j, &sc, line, len, overlong, fn, arg);
+        other = journal_scan_line (path, &sc, line, len, overlong, fn, arg);
     if (torn)
         *torn = !other && (len > 0 || overlong);
     if (region)
@@ -333,7 +360,8 @@ journal_scrub (journal_t *j, off_t off)
 
 typedef struct {
     json_t *records;
-    json_t *done;                /* "epoch/seq" of every settled record */
+    json_t *done;                /* "epoch/seq" of every settled record: true, or when it settled
+                                  * (ms, wall clock) for a retained one */
 } replay_scan_t;
 
 static void journal_collect (void *arg, json_t *o);
@@ -346,7 +374,7 @@ journal_collect_all (journal_t *j, replay_scan_t *rs)
 {
     rs->records = json_array ();
     rs->done = json_object ();
-    return journal_scan (j, journal_collect, rs, NULL, NULL) < 0 ? -1 : 0;
+    return journal_scan (j->fd, j->path, journal_collect, rs, NULL, NULL) < 0 ? -1 : 0;
 }
 
 /* At open, one pass over the live region: its highest sequence, its records and their markers. */
@@ -377,6 +405,18 @@ journal_unsettled (const replay_scan_t *rs)
     return n;
 }
 
+/* 1 when a marker of rs settles a record as retained (journal_done_retain: it carries "t"). */
+static int
+journal_any_retained (const replay_scan_t *rs)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach (rs->done, key, v)
+        if (json_is_integer (v))
+            return 1;
+    return 0;
+}
+
 journal_t *
 journal_open (const char *path, char *err, size_t errlen)
 {
@@ -387,7 +427,12 @@ journal_open (const char *path, char *err, size_t errlen)
     }
     journal_t *j = mem_alloc (sizeof *j);
     j->path = mem_strdup (path);
+    size_t plen = strlen (path);
+    j->retained_path = mem_alloc (plen + sizeof ".retained");
+    memcpy (j->retained_path, path, plen);
+    memcpy (j->retained_path + plen, ".retained", sizeof ".retained");
     j->fd = fd;
+    j->rfd = -1;
     j->next_seq = 1;
     j->flush = journal_fdatasync;
     j->sync.efd = -1;
@@ -408,7 +453,7 @@ journal_open (const char *path, char *err, size_t errlen)
     int torn = 0;
     scan_t region = { 0, 0 };
     open_scan_t os = { j, { json_array (), json_object () } };
-    if (fstat (fd, &st) != 0 || (j->end = journal_scan (j, journal_open_line, &os, &torn, &region)) < 0) {
+    if (fstat (fd, &st) != 0 || (j->end = journal_scan (fd, path, journal_open_line, &os, &torn, &region)) < 0) {
         snprintf (err, errlen, "could not read journal \"%s\": %s", path, strerror (errno));
         json_decref (os.rs.records);
         json_decref (os.rs.done);
@@ -418,6 +463,7 @@ journal_open (const char *path, char *err, size_t errlen)
     /* counted before the replay, so that the backlog a worker reports while the database is away
      * is the records it holds, not 0 */
     j->outstanding = journal_unsettled (&os.rs);
+    j->retained_in_region = journal_any_retained (&os.rs);
     json_decref (os.rs.records);
     json_decref (os.rs.done);
     j->size = st.st_size;
@@ -439,6 +485,21 @@ journal_open (const char *path, char *err, size_t errlen)
         journal_keep (j, end_line, 1);       /* unsynced like a line: written again if a sync fails */
         j->end++;
     }
+    /* the retained file: the journal's other half (struct journal), locked with it */
+    replay_scan_t rs = { json_array (), json_object () };
+    j->rfd = open (j->retained_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (j->rfd < 0 || (flock (j->rfd, LOCK_EX | LOCK_NB) != 0 && errno == EWOULDBLOCK)
+    ||  journal_scan (j->rfd, j->retained_path, journal_collect, &rs, NULL, NULL) < 0) {
+        snprintf (err, errlen, "could not open \"%s\": %s", j->retained_path, strerror (errno));
+        json_decref (rs.records);
+        json_decref (rs.done);
+        journal_close (&j);
+        return NULL;
+    }
+    j->retained_live = journal_any_retained (&rs);
+    j->carried_ms = clock_mono_ms ();    /* what it holds was kept by the run before, before now */
+    json_decref (rs.records);
+    json_decref (rs.done);
     return j;
 }
 
@@ -472,7 +533,10 @@ journal_close (journal_t **j_p)
             (void) journal_sync (j);
         if ((*j_p)->fd >= 0)
             close ((*j_p)->fd);
+        if ((*j_p)->rfd >= 0)
+            close ((*j_p)->rfd);
         mem_free ((*j_p)->path);
+        mem_free ((*j_p)->retained_path);
         mem_free ((*j_p)->kept.buf);
         mem_free (*j_p);
         *j_p = NULL;
@@ -580,24 +644,34 @@ journal_write_line (journal_t *j, json_t *obj)
     return rc;
 }
 
-int64_t
-journal_append (journal_t *j, const store_commit_t *c)
+/* A commit as a record's JSON (journal_read_record reads it back); spent may be NULL. */
+static json_t *
+journal_record_json (const store_commit_t *c, const char *spent)
 {
     char *at = crypto_b64_encode (c->access_ct, c->access_ct_len);
     char *rt = crypto_b64_encode (c->refresh_ct, c->refresh_ct_len);
-    int64_t seq = j->next_seq++;
-    json_t *o = json_pack ("{sI sI ss sI ss si ss ss sI sI ss sb ss?}",
-                           "seq", (json_int_t) seq, "e", (json_int_t) j->epoch, "id", c->id,
+    json_t *o = json_pack ("{ss sI ss si ss ss sI sI ss sb ss? ss?}", "id", c->id,
                            "generation", (json_int_t) c->expected_generation,
                            "lease_token", c->lease_token, "key", (int) c->key_id,
                            "access", at, "refresh", rt, "expires_at", (json_int_t) c->access_expires_at,
                            "lifetime", (json_int_t) c->access_lifetime_s,
                            "fingerprint", c->refresh_fingerprint ? c->refresh_fingerprint : "",
-                           "rotated", c->rotated, "scopes", c->scopes);
-    int rc = o ? journal_write_line (j, o) : -1;
-    json_decref (o);
+                           "rotated", c->rotated, "scopes", c->scopes, "spent", spent && *spent ? spent : NULL);
     mem_free (at);
     mem_free (rt);
+    return o;
+}
+
+int64_t
+journal_append (journal_t *j, const store_commit_t *c, const char *spent)
+{
+    int64_t seq = j->next_seq++;
+    json_t *o = journal_record_json (c, spent);
+    int rc = -1;
+    if (o && json_object_set_new (o, "seq", json_integer (seq)) == 0
+    &&  json_object_set_new (o, "e", json_integer ((json_int_t) j->epoch)) == 0)
+        rc = journal_write_line (j, o);
+    json_decref (o);
     if (rc != 0) {
         log_error (c->id, NULL, "could not write the journal \"%s\": %s", j->path, strerror (errno));
         return -1;
@@ -619,6 +693,11 @@ journal_sync (journal_t *j)
 {
     if (!j->unsynced)
         return 0;
+    if (j->sync.dir_pending && journal_sync_dir (j->path) != 0) {
+        log_error (NULL, NULL, "could not sync the directory of the journal \"%s\": %s", j->path, strerror (errno));
+        return -1;
+    }
+    j->sync.dir_pending = 0;
     /* once more after a failure, with the bytes written again: a second flush of pages an error
      * marked clean would succeed without writing them */
     for (int attempt = 1; j->flush (j->fd, j->flush_arg) != 0; attempt++) {
@@ -661,10 +740,20 @@ journal_syncer (void *arg)
         uint64_t target = j->sync.want, mark = j->sync.want_mark;
         journal_flush_fn *flush = j->flush;
         void *flush_arg = j->flush_arg;
+        int fd = j->fd, dir = j->sync.dir_pending;   /* a carry changes them only while no flush runs */
+        j->sync.flushing = 1;
         pthread_mutex_unlock (&j->sync.lock);
-        int rc = flush (j->fd, flush_arg), e = errno;
+        int rc = dir ? journal_sync_dir (j->path) : 0;
+        int e = errno;
+        if (rc == 0) {
+            rc = flush (fd, flush_arg);
+            e = errno;
+        }
         int64_t ended_us = clock_mono_us ();
         pthread_mutex_lock (&j->sync.lock);
+        j->sync.flushing = 0;
+        if (rc == 0 && dir)
+            j->sync.dir_pending = 0;
         if (rc == 0) {
             j->sync.done = target;
             j->sync.done_mark = mark;
@@ -759,27 +848,213 @@ journal_synced (journal_t *j, int64_t *at_us)
     return done;
 }
 
+/* Nothing outstanding: the live region starts again at offset 0, in a new epoch, and nothing
+ * before it needs writing again. */
+static void
+journal_empty (journal_t *j)
+{
+    if (journal_pwrite (j, "", 1, 0) != 0)
+        return;                          /* stays as it is: a replay reads it settled */
+    j->kept.head = j->kept.len = 0;
+    j->kept.off = 0;
+    j->kept.base = j->written;
+    j->kept.dropped = 0;                 /* what was not kept is settled too */
+    j->end = 0;
+    j->next_seq = 1;
+    j->epoch = journal_new_epoch ();
+    j->retained_in_region = 0;
+}
+
+/* Syncs the directory that holds path, so that a rename in it is on disk. 0, or -1. */
+static int
+journal_sync_dir (const char *path)
+{
+    const char *slash = strrchr (path, '/');
+    char *dir = slash ? mem_strndup (path, slash == path ? 1 : (size_t) (slash - path)) : mem_strdup (".");
+    int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = -1;
+    mem_free (dir);
+    if (fd >= 0) {
+        rc = fsync (fd);
+        close (fd);
+    }
+    return rc;
+}
+
+/* 1 when every byte written is on disk and no flush is under way: the files may change places. A
+ * sync is asked for when bytes (settled markers) are not on disk yet. */
+static int
+journal_quiet (journal_t *j)
+{
+    if (!j->sync.started) {
+        j->unsynced = 1;                 /* the settled markers too: they say which are retained */
+        return journal_sync (j) == 0;
+    }
+    pthread_mutex_lock (&j->sync.lock);
+    int quiet = !j->sync.flushing && !j->sync.failed && j->sync.done_mark >= j->written;
+    if (!quiet && !j->sync.flushing && !j->sync.failed && j->sync.want_mark < j->written) {
+        j->sync.want = j->appended;
+        j->sync.want_mark = j->written;
+        pthread_cond_signal (&j->sync.wake);
+    }
+    pthread_mutex_unlock (&j->sync.lock);
+    return quiet;
+}
+
+/* The carry (see struct journal): the live region, all of it settled and on disk, becomes the
+ * retained file's, in one atomic exchange of the two files' names, and the journal continues in
+ * the other file (journal_empty follows). 0, or -1 (logged; nothing changed). */
+static int
+journal_carry (journal_t *j)
+{
+    int64_t started_us = clock_mono_us ();
+    if (renameat2 (AT_FDCWD, j->path, AT_FDCWD, j->retained_path, RENAME_EXCHANGE) != 0) {
+        log_error (NULL, NULL, "could not exchange the journal \"%s\" with \"%s\": %s; the journal keeps the refresh "
+                   "commits kept against a failover, and grows until the worker keeps none", j->path,
+                   j->retained_path, strerror (errno));
+        return -1;
+    }
+    /* no flush runs (journal_quiet): the sync thread takes the new descriptor with its next one,
+     * and syncs the directory first */
+    if (j->sync.started)
+        pthread_mutex_lock (&j->sync.lock);
+    int fd = j->rfd;
+    j->rfd = j->fd;
+    j->fd = fd;
+    j->sync.dir_pending = 1;
+    if (j->sync.started)
+        pthread_mutex_unlock (&j->sync.lock);
+    struct stat st;
+    j->size = fstat (fd, &st) == 0 ? st.st_size : 0;
+    j->retained_live = 1;
+    j->carried_ms = clock_mono_ms ();
+    j->unsynced = 1;                     /* the directory, at the next sync */
+    log_info (NULL, NULL, "the journal \"%s\" holds %lld bytes of refresh commits kept against a failover: "
+              "carried to \"%s\" in %lld us", j->path, (long long) j->end, j->retained_path,
+              (long long) (clock_mono_us () - started_us));
+    return 0;
+}
+
+/* A record is settled: with nothing outstanding the live region is emptied, unless retained
+ * records in it must stay (see struct journal). */
+static void
+journal_settled (journal_t *j)
+{
+    if (j->outstanding > 0)
+        j->outstanding--;
+    if (j->outstanding > 0)
+        return;
+    int64_t oldest_ms = 0;
+    size_t held = j->retainer ? j->retainer (j->retainer_arg, &oldest_ms) : 0;
+    if (held == 0 && j->retained_live && journal_pwrite_fd (j->rfd, "", 1, 0) == 0)
+        j->retained_live = 0;            /* unsynced: a crash only makes a start check them again */
+    if (held > 0 && j->retained_in_region) {
+        /* the region goes to the retained file once it is long enough, the file holds nothing
+         * still held, and everything is on disk */
+        if (j->end < j->carry_at || (j->retained_live && oldest_ms <= j->carried_ms) || !journal_quiet (j))
+            return;
+        if (journal_carry (j) != 0) {
+            j->carry_at = j->end + j->carry_min;     /* not at every settle */
+            return;
+        }
+        j->carry_at = j->carry_min;
+    }
+    journal_empty (j);
+}
+
+/* Writes the marker that settles seq, retained ones with when (wall clock, ms). */
+static void
+journal_mark (journal_t *j, int64_t seq, int retain)
+{
+    json_t *o = json_pack ("{sI sI}", "done", (json_int_t) seq, "e", (json_int_t) j->epoch);
+    if (retain) {
+        struct timespec ts;
+        clock_gettime (CLOCK_REALTIME, &ts);
+        json_object_set_new (o, "t", json_integer ((json_int_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000));
+    }
+    /* no sync: a lost marker only makes the start-up replay look at a settled record again (and a
+     * retained one's record replays, and is found settled in the database) */
+    if (journal_write_line (j, o) != 0)
+        log_warning (NULL, NULL, "could not mark journal record %lld settled: %s", (long long) seq, strerror (errno));
+    else
+    if (retain)
+        j->retained_in_region = 1;
+    json_decref (o);
+}
+
 void
 journal_done (journal_t *j, int64_t seq)
 {
-    json_t *o = json_pack ("{sI sI}", "done", (json_int_t) seq, "e", (json_int_t) j->epoch);
-    /* no sync: a lost marker only makes the start-up replay look at a settled record again */
-    if (journal_write_line (j, o) != 0)
-        log_warning (NULL, NULL, "could not mark journal record %lld settled: %s", (long long) seq, strerror (errno));
-    json_decref (o);
-    if (j->outstanding > 0)
-        j->outstanding--;
-    if (j->outstanding == 0 && journal_pwrite (j, "", 1, 0) == 0) {
-        /* empty: the next record starts a new epoch at offset 0, and nothing before it needs
-         * writing again */
-        j->kept.head = j->kept.len = 0;
-        j->kept.off = 0;
-        j->kept.base = j->written;
-        j->kept.dropped = 0;             /* what was not kept is settled too */
-        j->end = 0;
-        j->next_seq = 1;
-        j->epoch = journal_new_epoch ();
+    journal_mark (j, seq, 0);
+    journal_settled (j);
+}
+
+void
+journal_done_retain (journal_t *j, int64_t seq)
+{
+    journal_mark (j, seq, 1);
+    journal_settled (j);
+}
+
+void
+journal_set_retainer (journal_t *j, journal_retainer_fn *fn, void *arg, size_t carry_min)
+{
+    j->retainer = fn;
+    j->retainer_arg = arg;
+    j->carry_min = j->carry_at = (off_t) carry_min;
+}
+
+/* The retained records of one file's live region, with when they settled, appended to out. */
+static int
+journal_retained_of (int fd, const char *path, json_t *out)
+{
+    replay_scan_t rs = { json_array (), json_object () };
+    int rc = journal_scan (fd, path, journal_collect, &rs, NULL, NULL) < 0 ? -1 : 0;
+    size_t i;
+    json_t *o;
+    json_array_foreach (rs.records, i, o) {
+        char key [64];
+        journal_key (o, key, sizeof key);
+        json_t *t = json_object_get (rs.done, key);
+        if (json_is_integer (t)) {
+            json_object_set (o, "t", t);
+            json_array_append (out, o);
+        }
     }
+    json_decref (rs.records);
+    json_decref (rs.done);
+    return rc;
+}
+
+int
+journal_retained (journal_t *j, journal_retained_fn *fn, void *arg)
+{
+    json_t *all = json_array ();
+    if ((j->retained_live && journal_retained_of (j->rfd, j->retained_path, all) != 0)
+    ||  journal_retained_of (j->fd, j->path, all) != 0) {
+        json_decref (all);
+        return -1;
+    }
+    int64_t newest = INT64_MIN;
+    size_t i;
+    json_t *o;
+    json_array_foreach (all, i, o)
+        if (json_integer_value (json_object_get (o, "t")) > newest)
+            newest = json_integer_value (json_object_get (o, "t"));
+    int count = 0;
+    json_array_foreach (all, i, o) {
+        store_commit_t c;
+        if (journal_read_record (o, &c) == 0) {
+            fn (arg, &c, json_string_value (json_object_get (o, "spent")),
+                newest - json_integer_value (json_object_get (o, "t")));
+            count++;
+        }
+        else
+            log_warning (NULL, NULL, "a retained refresh commit in \"%s\" is incomplete; skipped", j->path);
+        mem_free ((void *) c.access_ct);
+        mem_free ((void *) c.refresh_ct);
+    }
+    json_decref (all);
+    return count;
 }
 
 static void
@@ -792,7 +1067,9 @@ journal_collect (void *arg, json_t *o)
     if (d > 0) {
         char key [64];
         snprintf (key, sizeof key, "%lld/%lld", (long long) e, (long long) d);
-        json_object_set_new (rs->done, key, json_true ());
+        /* a retained record's marker carries when it settled (wall clock, ms) */
+        json_t *t = json_object_get (o, "t");
+        json_object_set_new (rs->done, key, json_is_integer (t) ? json_integer (json_integer_value (t)) : json_true ());
     }
     else
     if (seq > 0)
@@ -829,7 +1106,7 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
             continue;
         store_commit_t c;
         if (journal_read_record (o, &c) == 0) {
-            fn (arg, seq, &c);
+            fn (arg, seq, &c, json_string_value (json_object_get (o, "spent")));
             count++;
         }
         else {

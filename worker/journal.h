@@ -13,9 +13,11 @@ typedef struct journal journal_t;
 /* Opens (creating, mode 0600) the journal at path. NULL with a reason on failure. */
 journal_t *journal_open (const char *path, char *err, size_t errlen);
 void journal_close (journal_t **j_p);
-/* Appends a commit that is not yet in the database. Returns its sequence (> 0), or -1. Not on disk
- * until journal_sync: the loop writes every record of a turn, then syncs once for all of them. */
-int64_t journal_append (journal_t *j, const store_commit_t *c);
+/* Appends a commit that is not yet in the database; spent (may be NULL): the fingerprint of the
+ * refresh token it replaces, as the database holds it (journal_retained gives it back). Returns
+ * its sequence (> 0), or -1. Not on disk until journal_sync: the loop writes every record of a
+ * turn, then syncs once for all of them. */
+int64_t journal_append (journal_t *j, const store_commit_t *c, const char *spent);
 /* Flushes appended records to disk (fdatasync) before it returns; 0, or -1 (logged). */
 int journal_sync (journal_t *j);
 /* The loop's sync, on a thread of the journal's own so that the loop never waits for the disk:
@@ -28,9 +30,32 @@ int journal_sync_start (journal_t *j);
 int journal_sync_fd (const journal_t *j);
 uint64_t journal_synced (journal_t *j, int64_t *at_us);
 /* Marks a record settled (committed, or superseded). Rewrites the file empty once nothing is
- * outstanding. */
+ * outstanding and nothing it holds is retained (below). */
 void journal_done (journal_t *j, int64_t seq);
-typedef void (journal_replay_fn) (void *arg, int64_t seq, const store_commit_t *c);
+/* The same for the commit of a rotated refresh token: the database has it, but a failover to an
+ * asynchronous standby can still lose it (worker/failover.c), so its record stays on disk while
+ * the retainer holds the commit, for a worker started again to read back (journal_retained). */
+void journal_done_retain (journal_t *j, int64_t seq);
+
+/* The retainer: what the worker holds against a failover. Says how many commits it holds, and
+ * when it kept the oldest of them (*oldest_ms, monotonic). */
+typedef size_t (journal_retainer_fn) (void *arg, int64_t *oldest_ms);
+/* With a retainer that holds commits, a live region holding retained records is not emptied. Once
+ * it is carry_min bytes long (and everything is on disk), the journal's file and the file
+ * "<path>.retained" exchange names (one atomic rename): the region is then the retained file's,
+ * and the journal goes on in the other file, emptied. The exchange waits until the retainer holds
+ * nothing the retained file had before (its oldest commit was kept after that file was carried).
+ * So the disk always has each commit the retainer holds, in one file or the other, and nothing is
+ * copied: the cost is a rename, and the directory's sync with the next flush. */
+void journal_set_retainer (journal_t *j, journal_retainer_fn *fn, void *arg, size_t carry_min);
+typedef void (journal_retained_fn) (void *arg, const store_commit_t *c, const char *spent, int64_t age_ms);
+/* At start: every retained commit on disk (the records settled by journal_done_retain in the
+ * retained file, then in the journal), oldest first; age_ms: how long before the newest of them
+ * it settled (so the time the worker was down does not count). The commit's fields live only
+ * during the call. Returns how many, or -1 on a read error. */
+int journal_retained (journal_t *j, journal_retained_fn *fn, void *arg);
+/* spent: as journal_append was given it (NULL when it was not) */
+typedef void (journal_replay_fn) (void *arg, int64_t seq, const store_commit_t *c, const char *spent);
 /* Calls fn for every record not yet settled, oldest first. Returns how many, or -1 on a read error. */
 int journal_replay (journal_t *j, journal_replay_fn *fn, void *arg);
 size_t journal_outstanding (const journal_t *j);

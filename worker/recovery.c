@@ -10,6 +10,7 @@
 #include "catalog.h"
 #include "dbwait.h"
 #include "disconnect.h"
+#include "failover.h"
 #include "journal.h"
 #include "loads.h"
 #include "refresh.h"
@@ -27,6 +28,7 @@ typedef enum { RECOVERY_REPLAY, RECOVERY_RELEASE, RECOVERY_DONE } recovery_step_
 typedef struct {
     int64_t seq;
     store_commit_t c;
+    char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token it replaced: failover_keep */
 } recovery_rec_t;
 
 struct recovery {
@@ -99,7 +101,7 @@ copy_bytes (const unsigned char *p, size_t len)
 
 /* journal_replay's callback: the record's fields live only during the call. */
 static void
-collect (void *arg, int64_t seq, const store_commit_t *c)
+collect (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
 {
     worker_t *w = arg;
     recovery_t *r = w->recovery;
@@ -114,18 +116,28 @@ collect (void *arg, int64_t seq, const store_commit_t *c)
     rec->c.refresh_ct = copy_bytes (c->refresh_ct, c->refresh_ct_len);
     rec->c.refresh_fingerprint = c->refresh_fingerprint ? mem_strdup (c->refresh_fingerprint) : NULL;
     rec->c.scopes = c->scopes ? mem_strdup (c->scopes) : NULL;
+    snprintf (rec->spent, sizeof rec->spent, "%s", spent ? spent : "");
 }
 
-/* The current record is settled (in the database, or superseded there): the journal forgets it,
- * unless forget is 0 (a revocation that settles it has been started). */
+/* What the journal does with a settled record. */
+typedef enum {
+    SETTLE_BY_REVOCATION,           /* not yet: the revocation started for it settles it */
+    SETTLE_FORGET,
+    SETTLE_RETAIN                   /* a rotated commit: kept against a failover (journal_done_retain) */
+} settle_t;
+
+/* The current record is settled (in the database, or superseded there). */
 static void
-record_settled_as (worker_t *w, const char *how, int forget)
+record_settled_as (worker_t *w, const char *how, settle_t settle)
 {
     recovery_t *r = w->recovery;
     recovery_rec_t *rec = &r->recs [r->next];
     if (how)
         log_info (rec->c.id, NULL, "journal replay: %s generation %lld", how, (long long) rec->c.expected_generation + 1);
-    if (forget)
+    if (settle == SETTLE_RETAIN)
+        journal_done_retain (w->journal, rec->seq);
+    else
+    if (settle == SETTLE_FORGET)
         journal_done (w->journal, rec->seq);
     r->next++;
     r->in_flight = 0;
@@ -134,7 +146,7 @@ record_settled_as (worker_t *w, const char *how, int forget)
 static void
 record_settled (worker_t *w, const char *how)
 {
-    record_settled_as (w, how, 1);
+    record_settled_as (w, how, SETTLE_FORGET);
 }
 
 static void
@@ -159,7 +171,7 @@ conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char
                   "refresh token", (long long) rec->c.expected_generation + 1);
         disconnect_revoke_orphan (w, rec->c.id, catalog_find (w->catalog, row->provider), rec->c.key_id,
                                   rec->c.refresh_ct, rec->c.refresh_ct_len, NULL, rec->seq);
-        record_settled_as (w, NULL, 0);
+        record_settled_as (w, NULL, SETTLE_BY_REVOCATION);
     }
     else
     if (st == FR_NOT_FOUND) {
@@ -196,6 +208,13 @@ replayed (void *arg, fr_status_t st, int committed, int settled, const char *err
     worker_t *w = arg;
     if (st != FR_OK)
         record_failed (w, err);
+    else
+    if (committed && w->recovery->recs [w->recovery->next].c.rotated) {
+        /* a failover can lose it as it can a refresh's commit: kept, and its record retained */
+        recovery_rec_t *rec = &w->recovery->recs [w->recovery->next];
+        metrics_add (w->m.failover_forgotten, failover_keep (w->failover, &rec->c, rec->spent, 0));
+        record_settled_as (w, "committed", SETTLE_RETAIN);
+    }
     else
     if (committed)
         record_settled (w, "committed");
@@ -313,8 +332,12 @@ recovery_tick (worker_t *w, int64_t now)
 {
     recovery_t *r = w->recovery;
     char err [512];
-    /* a step on a connection that is down would only fail: wait until it is up */
-    while (!w->started_db && !r->in_flight && now >= r->due_ms && store_connected (w->store)) {
+    /* a step on a connection that is down would only fail: wait until it is up; and until the
+     * commits kept before a restart are checked (failover_restore): a record replayed onto a row a
+     * failover put behind would lose its compare-and-set, and the kept commit written again after
+     * it would hold a token the record's refresh had spent */
+    while (!w->started_db && !r->in_flight && now >= r->due_ms && store_connected (w->store)
+           && !failover_checking (w->failover)) {
         store_t *s = dbwait_free_store (w);
         if (!s)
             return;                          /* on a later turn, when one is free */

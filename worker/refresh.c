@@ -722,12 +722,16 @@ static void
 refresh_committed (worker_t *w, refresh_t *r)
 {
     cache_entry_t *e = r->entry;
+    /* a failover could still lose it: kept in memory, and its record on disk while kept (kept
+     * first: the journal asks what is kept before it lets a record go) */
+    if (r->commit.rotated)
+        metrics_add (w->m.failover_forgotten, failover_keep (w->failover, &r->commit, r->spent, 0));
+    if (r->journal_seq > 0 && r->commit.rotated)
+        journal_done_retain (w->journal, r->journal_seq);
+    else
     if (r->journal_seq > 0)
         journal_done (w->journal, r->journal_seq);
     r->journal_seq = 0;
-    if (r->commit.rotated)
-        /* settled in the journal: a failover could still lose it */
-        metrics_add (w->m.failover_forgotten, failover_keep (w->failover, &r->commit, r->spent));
     if (r->answered_us)
         metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
@@ -965,7 +969,7 @@ refresh_journal_wait (worker_t *w, uint64_t mark, int64_t answered_us)
 static int
 refresh_journal (worker_t *w, refresh_t *r, int64_t answered_us)
 {
-    r->journal_seq = journal_append (w->journal, &r->commit);
+    r->journal_seq = journal_append (w->journal, &r->commit, r->spent);
     if (r->journal_seq < 0) {
         /* each try logs its failure: once a commit retry interval at most (a full disk and no
          * database together would otherwise log every refresh four times a second) */

@@ -53,6 +53,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->dbwait = dbwait_new ();
     w->recovery = recovery_new ();
     w->failover = failover_new (cfg->failover_keep_ms, (size_t) cfg->failover_keep_max_mb << 20);
+    failover_restore (w->failover, w->journal);
     w->breaker = breaker_new ("provider", cfg->breaker_min_failures, cfg->breaker_window_ms, cfg->breaker_open_ms,
                               cfg->breaker_open_ms);
     w->sweep = sweep_new (&cfg->sweep);

@@ -15,11 +15,21 @@
 #define CHECK(cond) do { if (!(cond)) { fprintf (stderr, "fuzz_journal: %s\n", #cond); abort (); } } while (0)
 
 static void
-count_replayed (void *arg, int64_t seq, const store_commit_t *c)
+count_replayed (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
 {
     (void) seq;
     if (strcmp (c->id, "fuzz:appended") == 0)
         (*(int *) arg)++;
+}
+
+/* journal_retained's callback: a retained commit read back whole (journal_read_record checked it). */
+static void
+count_retained (void *arg, const store_commit_t *c, const char *spent, int64_t age_ms)
+{
+    (void) arg;
+    (void) spent;
+    (void) age_ms;
+    CHECK (c->id != NULL);
 }
 
 /* The bytes as a journal file: opened, replayed, one record appended and synced, opened again. */
@@ -48,7 +58,7 @@ file_round (const uint8_t *data, size_t size)
     c.refresh_ct_len = sizeof ct;
     c.refresh_fingerprint = "fp";
     c.rotated = 1;
-    CHECK (journal_append (j, &c) > 0);
+    CHECK (journal_append (j, &c, NULL) > 0);
     CHECK (journal_sync (j) == 0);
     journal_close (&j);
     int before = seen;
@@ -56,11 +66,15 @@ file_round (const uint8_t *data, size_t size)
     j = journal_open (path, err, sizeof err);
     CHECK (j);
     CHECK (journal_replay (j, count_replayed, &seen) >= 0);
+    CHECK (journal_retained (j, count_retained, NULL) >= 0);
     journal_close (&j);
     /* settled markers the bytes held may name the new record's sequence: then it may be settled */
     if (!memmem (data, size, "done", 4))
         CHECK (seen == before + 1);
     unlink (path);
+    char retained [80];
+    snprintf (retained, sizeof retained, "%s.retained", path);
+    unlink (retained);
 }
 
 int

@@ -491,6 +491,43 @@ test_commit_lost_by_a_failover_is_written_again (void **state)
     assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 1);
 }
 
+/* The kept commits were in the worker's memory only: a worker that stopped with them (killed, as
+ * a node lost with its database's primary takes both; or drained, as a rolling restart during a
+ * failover does) came back knowing nothing of them, and the lost commit's integration was left
+ * holding a refresh token its provider had replaced (the next refresh: invalid_grant, and the user
+ * reconnects). The journal now holds a rotated commit's record for FERRULE_FAILOVER_KEEP_MS after
+ * it settles, and the worker reads those back at start and checks them before its first claim.
+ * Here a worker is killed after its refresh and another drained after its, each with the commit
+ * then lost; each is written again when its worker comes back. */
+static void
+test_commit_lost_by_a_failover_survives_a_worker_restart (void **state)
+{
+    start_one_worker ("chain_failover_restart", NULL);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
+                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
+    for (int drained = 0; drained <= 1; drained++) {
+        const char *id = drained ? "fo-drained:box" : "fo-killed:box";
+        assert_int_equal (harness_sql (h, "TRUNCATE saved, committed"), 0);
+        refresh_saving_before (id);
+        if (drained)
+            assert_true (harness_stop_worker (h, "w1") == 0);
+        else {
+            harness_signal_worker (h, "w1", SIGKILL);
+            assert_true (harness_wait_worker_exit (h, "w1", 10000) >= 0);
+        }
+        lose_saved_commits ();
+        assert_int_equal (harness_start_worker (h, "w1"), 0);
+        assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+        char sql [512];
+        snprintf (sql, sizeof sql, "SELECT count(*) FROM integrations i JOIN committed c USING (id) WHERE id = '%s'"
+                  " AND i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", id);
+        wait_sql (sql, 1, 10000);
+        expect_chain_intact_of (id, drained + 1, drained ? "after a drained worker came back" : "after a killed worker came back");
+    }
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 2);
+}
+
 /* A lost commit found on a server that is read-only (target_session_attrs=any reached a standby,
  * or the promoted server still refuses writes) cannot be written again: the write fails, the
  * connection is made again, the check starts over, once a second for as long as it lasts. Each try
@@ -1227,6 +1264,7 @@ main (void)
         cmocka_unit_test_teardown (test_refused_connections_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_refused_at_start_said_once, teardown),
         cmocka_unit_test_teardown (test_commit_lost_by_a_failover_is_written_again, teardown),
+        cmocka_unit_test_teardown (test_commit_lost_by_a_failover_survives_a_worker_restart, teardown),
         cmocka_unit_test_teardown (test_failover_rewrite_refused_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),

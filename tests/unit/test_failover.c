@@ -29,7 +29,7 @@ keep (failover_t *f, const char *id, size_t ct_len)
     c.refresh_ct_len = ct_len;
     c.refresh_fingerprint = "fp-new";
     c.rotated = 1;
-    return failover_keep (f, &c, "fp-spent");
+    return failover_keep (f, &c, "fp-spent", 0);
 }
 
 static void

@@ -22,11 +22,15 @@
 
 static char path [256];              /* the tests of a journal file of their own */
 
+static char retained_path [300];      /* path ".retained": the commits carried out of the journal */
+
 static int
 setup (void **state)
 {
     snprintf (path, sizeof path, "/tmp/ferrule-test-journal-%d", (int) getpid ());
+    snprintf (retained_path, sizeof retained_path, "%s.retained", path);
     unlink (path);
+    unlink (retained_path);
     return 0;
 }
 
@@ -34,6 +38,7 @@ static int
 teardown (void **state)
 {
     unlink (path);
+    unlink (retained_path);
     return 0;
 }
 
@@ -65,7 +70,7 @@ typedef struct {
 } seen_t;
 
 static void
-collect (void *arg, int64_t seq, const store_commit_t *c)
+collect (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
 {
     seen_t *s = arg;
     if (s->n < 8) {
@@ -96,7 +101,7 @@ test_outstanding_records_are_replayed (void **state)
     journal_t *j = journal_open (path, err, sizeof err);
     assert_non_null (j);
     store_commit_t a = record ("a", 1), b = record ("b", 1), c = record ("c", 1);
-    int64_t sa = journal_append (j, &a), sb = journal_append (j, &b), sc = journal_append (j, &c);
+    int64_t sa = journal_append (j, &a, NULL), sb = journal_append (j, &b, NULL), sc = journal_append (j, &c, NULL);
     assert_true (sa > 0 && sb > sa && sc > sb);
     assert_int_equal (journal_sync (j), 0);
     journal_done (j, sb);
@@ -125,7 +130,7 @@ test_file_is_written_in_place (void **state)
     assert_true (before.st_size >= 1024 * 1024);       /* zeros written once, up front */
     store_commit_t a = record ("a", 1);
     for (int i = 0; i < 100; i++) {
-        int64_t seq = journal_append (j, &a);
+        int64_t seq = journal_append (j, &a, NULL);
         assert_true (seq > 0);
         assert_int_equal (journal_sync (j), 0);
         journal_done (j, seq);
@@ -146,7 +151,7 @@ test_sync_off_the_loop (void **state)
     assert_non_null (j);
     assert_int_equal (journal_sync_fd (j), -1);        /* no thread until the first request */
     store_commit_t a = record ("a", 1), b = record ("b", 1);
-    assert_true (journal_append (j, &a) > 0);
+    assert_true (journal_append (j, &a, NULL) > 0);
     uint64_t mark_a = journal_appended (j);
     assert_int_equal (mark_a, 1);
     int64_t at_us = 0;
@@ -155,7 +160,7 @@ test_sync_off_the_loop (void **state)
     assert_int_equal (journal_sync_start (j), 0);
     int fd = journal_sync_fd (j);
     assert_true (fd >= 0);
-    assert_true (journal_append (j, &b) > 0);          /* after the request: not covered by it */
+    assert_true (journal_append (j, &b, NULL) > 0);          /* after the request: not covered by it */
     uint64_t mark_b = journal_appended (j);
     struct pollfd p = { .fd = fd, .events = POLLIN };
     uint64_t done = 0;
@@ -190,13 +195,13 @@ test_an_earlier_epoch_never_settles_a_live_record (void **state)
     assert_non_null (j);
     /* an epoch whose records were all settled: the journal empties */
     store_commit_t old1 = record ("old-with-a-long-identifier-1", 1), old2 = record ("old-with-a-long-identifier-2", 1);
-    int64_t s1 = journal_append (j, &old1), s2 = journal_append (j, &old2);
+    int64_t s1 = journal_append (j, &old1, NULL), s2 = journal_append (j, &old2, NULL);
     journal_done (j, s1);
     journal_done (j, s2);
     assert_int_equal (journal_outstanding (j), 0);
     /* a new epoch starts at offset 0 with the same sequence numbers */
     store_commit_t n = record ("new", 2);
-    int64_t sn = journal_append (j, &n);
+    int64_t sn = journal_append (j, &n, NULL);
     assert_int_equal (sn, 1);
     assert_int_equal (journal_sync (j), 0);
     journal_close (&j);
@@ -245,7 +250,7 @@ test_a_torn_record_never_swallows_the_next (void **state)
     seen_t s = reopen_and_replay (&j);
     assert_int_equal (s.n, 0);                          /* the fragment is nobody's record */
     store_commit_t d = record ("after-the-tear", 3);
-    assert_true (journal_append (j, &d) > 0);
+    assert_true (journal_append (j, &d, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     s = reopen_and_replay (&j);                         /* its commit never happened */
     assert_int_equal (s.n, 1);
@@ -261,7 +266,7 @@ test_a_record_cut_before_its_newline_is_replayed (void **state)
     journal_t *j = journal_open (path, err, sizeof err);
     assert_non_null (j);
     store_commit_t a = record ("cut", 1);
-    assert_true (journal_append (j, &a) > 0);
+    assert_true (journal_append (j, &a, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     journal_close (&j);
     FILE *f = fopen (path, "r");
@@ -276,7 +281,7 @@ test_a_record_cut_before_its_newline_is_replayed (void **state)
     assert_int_equal (s.n, 1);
     assert_string_equal (s.ids [0], "cut");
     store_commit_t b = record ("next", 1);
-    assert_true (journal_append (j, &b) > 0);
+    assert_true (journal_append (j, &b, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     s = reopen_and_replay (&j);
     assert_int_equal (s.n, 2);
@@ -318,8 +323,18 @@ write_journal (char *out, size_t len, const char *text)
     close (fd);
 }
 
+/* Removes a journal file and the retained file beside it. */
 static void
-count_record (void *arg, int64_t seq, const store_commit_t *c)
+remove_journal (const char *file)
+{
+    char retained [300];
+    snprintf (retained, sizeof retained, "%s.retained", file);
+    unlink (file);
+    unlink (retained);
+}
+
+static void
+count_record (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
 {
     (*(int *) arg)++;
 }
@@ -373,10 +388,10 @@ test_huge_sequence (void **state)
 
     store_commit_t c = { .id = "c", .access_ct = (const unsigned char *) "x", .access_ct_len = 1,
                          .refresh_ct = (const unsigned char *) "y", .refresh_ct_len = 1 };
-    int64_t seq = journal_append (j, &c);
+    int64_t seq = journal_append (j, &c, NULL);
     assert_true (seq > 1);
     journal_close (&j);
-    unlink (file);
+    remove_journal (file);
 }
 
 /* The file's bytes (at most cap; *len gets how many). */
@@ -414,7 +429,7 @@ one_record_line (const char *id, int64_t gen, const unsigned char *ct, size_t ct
     store_commit_t c = record (id, gen);
     c.access_ct = c.refresh_ct = ct;
     c.access_ct_len = c.refresh_ct_len = ct_len;
-    assert_true (journal_append (j, &c) > 0);
+    assert_true (journal_append (j, &c, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     journal_close (&j);
     read_file (buf, sizeof buf, &len);
@@ -508,8 +523,8 @@ test_records_left_are_counted_before_the_replay (void **state)
     journal_t *j = journal_open (path, err, sizeof err);
     assert_non_null (j);
     store_commit_t a = record ("a", 1), b = record ("b", 1);
-    int64_t sa = journal_append (j, &a);
-    assert_true (journal_append (j, &b) > 0);
+    int64_t sa = journal_append (j, &a, NULL);
+    assert_true (journal_append (j, &b, NULL) > 0);
     journal_done (j, sa);
     assert_int_equal (journal_sync (j), 0);
     journal_close (&j);
@@ -550,14 +565,14 @@ test_the_largest_sequence_is_refused (void **state)
     assert_non_null (j);
     assert_int_equal (journal_replay (j, count_record, &count), 0);
     store_commit_t c = record ("after", 1);
-    assert_true (journal_append (j, &c) > 0);
+    assert_true (journal_append (j, &c, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     journal_close (&j);
     j = journal_open (file, err, sizeof err);
     assert_non_null (j);
     assert_int_equal (journal_replay (j, count_record, &count), 1);
     journal_close (&j);
-    unlink (file);
+    remove_journal (file);
 }
 
 /* New records continue the live region's epoch, whatever its first line is: here a marker of a
@@ -571,7 +586,7 @@ test_records_after_an_older_versions_marker_are_replayed (void **state)
     journal_t *j = journal_open (path, err, sizeof err);
     assert_non_null (j);
     store_commit_t c = record ("after-a-marker", 1);
-    assert_true (journal_append (j, &c) > 0);
+    assert_true (journal_append (j, &c, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     seen_t s = reopen_and_replay (&j);
     assert_int_equal (s.n, 1);
@@ -641,12 +656,12 @@ test_a_failed_sync_writes_the_records_again (void **state)
     journal_t *j = journal_open (path, err, sizeof err);
     assert_non_null (j);
     store_commit_t a = record ("a", 1), b = record ("b", 1), c = record ("c", 1);
-    assert_true (journal_append (j, &a) > 0);
+    assert_true (journal_append (j, &a, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     failing_t f = { 1, 0, live_end () };
     journal_set_flush (j, failing_flush, &f);
-    assert_true (journal_append (j, &b) > 0);
-    assert_true (journal_append (j, &c) > 0);
+    assert_true (journal_append (j, &b, NULL) > 0);
+    assert_true (journal_append (j, &c, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);           /* the second flush, after writing them again */
     assert_int_equal (f.calls, 2);
     assert_int_equal (journal_sync_failures (j), 1);
@@ -667,13 +682,13 @@ test_a_failed_sync_off_the_loop_is_not_counted_and_is_retried (void **state)
     journal_t *j = journal_open (path, err, sizeof err);
     assert_non_null (j);
     store_commit_t a = record ("a", 1), b = record ("b", 1), c = record ("c", 1);
-    assert_true (journal_append (j, &a) > 0);
+    assert_true (journal_append (j, &a, NULL) > 0);
     assert_int_equal (journal_sync_start (j), 0);
     assert_int_equal (wait_synced (j, 1, 5000), 1);
     failing_t f = { 1, 0, live_end () };
     journal_set_flush (j, failing_flush, &f);
-    assert_true (journal_append (j, &b) > 0);
-    assert_true (journal_append (j, &c) > 0);
+    assert_true (journal_append (j, &b, NULL) > 0);
+    assert_true (journal_append (j, &c, NULL) > 0);
     assert_int_equal (journal_sync_start (j), 0);
     struct pollfd p = { .fd = journal_sync_fd (j), .events = POLLIN };
     for (int i = 0; i < 500 && f.calls == 0; i++)
@@ -697,17 +712,207 @@ test_a_close_after_a_failed_sync_writes_the_records_again (void **state)
     journal_t *j = journal_open (path, err, sizeof err);
     assert_non_null (j);
     store_commit_t a = record ("a", 1), b = record ("b", 1);
-    assert_true (journal_append (j, &a) > 0);
+    assert_true (journal_append (j, &a, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     failing_t f = { 1, 0, live_end () };
     journal_set_flush (j, failing_flush, &f);
-    assert_true (journal_append (j, &b) > 0);
+    assert_true (journal_append (j, &b, NULL) > 0);
     assert_int_equal (journal_sync_start (j), 0);
     struct pollfd p = { .fd = journal_sync_fd (j), .events = POLLIN };
     assert_int_equal (poll (&p, 1, 5000), 1);         /* failed; journal_synced not called */
     seen_t s = reopen_and_replay (&j);
     assert_int_equal (s.n, 2);
     assert_string_equal (s.ids [1], "b");
+    journal_close (&j);
+}
+
+/* ---- records retained after they settle (journal_done_retain), for worker/failover.c ---- */
+
+/* A retainer that holds n commits, the oldest kept at oldest_ms (monotonic). */
+typedef struct {
+    size_t n;
+    int64_t oldest_ms;
+} holder_t;
+
+static size_t
+holder_fn (void *arg, int64_t *oldest_ms)
+{
+    holder_t *hd = arg;
+    *oldest_ms = hd->oldest_ms;
+    return hd->n;
+}
+
+typedef struct {
+    int n;
+    char ids [32][16];
+    char spent [32][16];
+    int64_t age_ms [32];
+} retained_t;
+
+static void
+retained_fn (void *arg, const store_commit_t *c, const char *spent, int64_t age_ms)
+{
+    retained_t *r = arg;
+    if (r->n < 32) {
+        snprintf (r->ids [r->n], sizeof r->ids [r->n], "%s", c->id);
+        snprintf (r->spent [r->n], sizeof r->spent [r->n], "%s", spent ? spent : "");
+        r->age_ms [r->n] = age_ms;
+    }
+    r->n++;
+}
+
+/* Opens the journal afresh, with hd as its retainer, and reads back what it retained. */
+static retained_t
+reopen_retained (journal_t **j, holder_t *hd, size_t carry_min)
+{
+    char err [256];
+    journal_close (j);
+    *j = journal_open (path, err, sizeof err);
+    assert_non_null (*j);
+    journal_set_retainer (*j, holder_fn, hd, carry_min);
+    retained_t r;
+    memset (&r, 0, sizeof r);
+    assert_true (journal_retained (*j, retained_fn, &r) >= 0);
+    return r;
+}
+
+/* A retained record stays on disk while the retainer holds commits, though nothing is
+ * outstanding: a restarted worker reads it back with the token it replaced; once the retainer
+ * holds nothing, the next settle empties the journal as before. */
+static void
+test_retained_records_outlive_their_settle (void **state)
+{
+    char err [256];
+    holder_t hd = { 0, 0 };
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    journal_set_retainer (j, holder_fn, &hd, 1 << 20);
+    store_commit_t a = record ("a", 1), b = record ("b", 1);
+    int64_t sa = journal_append (j, &a, "spent-a"), sb = journal_append (j, &b, "spent-b");
+    assert_int_equal (journal_sync (j), 0);
+    hd.n = 1;                            /* the worker keeps a's commit before it settles it */
+    hd.oldest_ms = clock_mono_ms ();
+    journal_done_retain (j, sa);
+    journal_done (j, sb);                /* b superseded: not retained */
+    assert_int_equal (journal_outstanding (j), 0);
+
+    retained_t r = reopen_retained (&j, &hd, 1 << 20);
+    assert_int_equal (r.n, 1);
+    assert_string_equal (r.ids [0], "a");
+    assert_string_equal (r.spent [0], "spent-a");
+    assert_int_equal (r.age_ms [0], 0);  /* the newest */
+    seen_t s;
+    memset (&s, 0, sizeof s);
+    assert_int_equal (journal_replay (j, collect, &s), 0);     /* settled: nothing to replay */
+
+    /* the retainer let a go: the next settle empties the journal */
+    hd.n = 0;
+    int64_t sc = journal_append (j, &b, NULL);
+    journal_done (j, sc);
+    r = reopen_retained (&j, &hd, 1 << 20);
+    assert_int_equal (r.n, 0);
+    journal_close (&j);
+}
+
+static ino_t
+inode_of (const char *p)
+{
+    struct stat st;
+    assert_int_equal (stat (p, &st), 0);
+    return st.st_ino;
+}
+
+/* A region of retained records grown to the carry size goes to the retained file by an exchange
+ * of the two files' names (nothing copied), once the retained file holds nothing the retainer
+ * still holds; the journal goes on, emptied, in the other file. A restarted worker reads the
+ * retained file first (older), then the journal, with ages relative to the newest. Once the
+ * retainer holds nothing, both are emptied. */
+static void
+test_retained_records_carried_by_exchanging_the_files (void **state)
+{
+    char err [256];
+    holder_t hd = { 0, 0 };
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    struct stat st;
+    assert_int_equal (stat (retained_path, &st), 0);
+    assert_true ((st.st_mode & 0777) == 0600);        /* sealed tokens: the owner's only */
+    ino_t journal_ino = inode_of (path), retained_ino = inode_of (retained_path);
+    journal_set_retainer (j, holder_fn, &hd, 1);      /* carried at any length */
+
+    store_commit_t a = record ("a", 1), b = record ("b", 1), c = record ("c", 1), d = record ("d", 1);
+    int64_t sa = journal_append (j, &a, "spent-a");
+    hd.n = 1;
+    hd.oldest_ms = clock_mono_ms ();
+    journal_done_retain (j, sa);         /* the retained file held nothing: carried */
+    assert_true (inode_of (path) == retained_ino && inode_of (retained_path) == journal_ino);
+
+    /* b settles later: the retained file holds a, which the retainer still holds, so b stays in
+     * the journal */
+    usleep (30 * 1000);
+    int64_t sb = journal_append (j, &b, "spent-b");
+    hd.n = 2;
+    journal_done_retain (j, sb);
+    assert_true (inode_of (path) == retained_ino);
+
+    retained_t r = reopen_retained (&j, &hd, 1);
+    assert_int_equal (r.n, 2);
+    assert_string_equal (r.ids [0], "a");
+    assert_string_equal (r.spent [0], "spent-a");
+    assert_string_equal (r.ids [1], "b");
+    assert_string_equal (r.spent [1], "spent-b");
+    assert_true (r.age_ms [0] >= 20 && r.age_ms [0] < 60000);
+    assert_int_equal (r.age_ms [1], 0);
+
+    /* the retainer let a go (its oldest is newer than the retained file): c's settle carries b and
+     * c, and the file that held a is the journal again, emptied */
+    hd.n = 2;
+    hd.oldest_ms = clock_mono_ms () + 1;
+    int64_t sc = journal_append (j, &c, "spent-c");
+    journal_done_retain (j, sc);
+    assert_true (inode_of (path) == journal_ino);
+    r = reopen_retained (&j, &hd, 1);
+    assert_int_equal (r.n, 2);
+    assert_string_equal (r.ids [0], "b");
+    assert_string_equal (r.ids [1], "c");
+    seen_t s;
+    memset (&s, 0, sizeof s);
+    assert_int_equal (journal_replay (j, collect, &s), 0);
+
+    /* nothing held: the next settle empties both */
+    hd.n = 0;
+    int64_t sd = journal_append (j, &d, NULL);
+    journal_done (j, sd);
+    r = reopen_retained (&j, &hd, 1);
+    assert_int_equal (r.n, 0);
+    journal_close (&j);
+}
+
+/* An exchange that fails (here the retained file was removed) leaves the region as it is,
+ * retained records and all, and is tried again only once the region has grown by the carry size. */
+static void
+test_a_failed_carry_keeps_the_region (void **state)
+{
+    char err [256];
+    holder_t hd = { 0, 0 };
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    assert_int_equal (unlink (retained_path), 0);
+    journal_set_retainer (j, holder_fn, &hd, 4096);
+    store_commit_t a = record ("a", 1);
+    int64_t seqs [20];
+    for (int i = 0; i < 20; i++)         /* past the carry size when the last settles */
+        seqs [i] = journal_append (j, &a, "spent-a");
+    hd.n = 1;
+    hd.oldest_ms = clock_mono_ms ();
+    for (int i = 0; i < 20; i++)
+        journal_done_retain (j, seqs [i]);
+    int64_t sb = journal_append (j, &a, NULL);
+    journal_done (j, sb);
+    assert_int_equal (access (retained_path, F_OK), -1);
+    retained_t r = reopen_retained (&j, &hd, 1 << 20);
+    assert_int_equal (r.n, 20);
+    assert_string_equal (r.ids [0], "a");
     journal_close (&j);
 }
 
@@ -734,6 +939,9 @@ main (void)
         cmocka_unit_test_setup_teardown (test_a_failed_sync_writes_the_records_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_failed_sync_off_the_loop_is_not_counted_and_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_close_after_a_failed_sync_writes_the_records_again, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_retained_records_outlive_their_settle, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_retained_records_carried_by_exchanging_the_files, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_failed_carry_keeps_the_region, setup, teardown),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
