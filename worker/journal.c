@@ -41,6 +41,7 @@
 #define JOURNAL_KEPT_MAX (64 * 1024 * 1024)
 #define JOURNAL_RETRY_MIN_MS 50          /* the wait before a sync after a failed one, doubling */
 #define JOURNAL_RETRY_MAX_MS 1000
+#define JOURNAL_QUIET_WAIT_MS 1000       /* a carry waits this long at most for its flush */
 
 struct journal {
     char *path;
@@ -88,6 +89,7 @@ struct journal {
         pthread_t thread;
         pthread_mutex_t lock;
         pthread_cond_t wake;
+        pthread_cond_t ended;    /* broadcast when a flush has ended (journal_quiet waits on it) */
         int efd;                 /* eventfd: written when a sync ends */
         uint64_t want;           /* under lock: sync every record up to this count */
         uint64_t want_mark;      /* under lock: and the bytes written up to then (written) */
@@ -523,6 +525,7 @@ journal_close (journal_t **j_p)
             }
             pthread_mutex_destroy (&j->sync.lock);
             pthread_cond_destroy (&j->sync.wake);
+            pthread_cond_destroy (&j->sync.ended);
         }
         if (j->sync.efd >= 0)
             close (j->sync.efd);
@@ -714,6 +717,14 @@ journal_sync (journal_t *j)
     return 0;
 }
 
+/* 1 when a sync is asked for (under the lock): of records, or (journal_quiet) only of the bytes
+ * of settled markers. */
+static int
+journal_sync_asked (const journal_t *j)
+{
+    return j->sync.want > j->sync.done || j->sync.want_mark > j->sync.done_mark;
+}
+
 /* The sync thread: one fdatasync at a time, for every record appended before it began. Records
  * written meanwhile wait for the next one. A failed sync counts nothing as done: the thread waits
  * until the loop has written the bytes again (journal_synced), and then, after a pause that
@@ -725,9 +736,9 @@ journal_syncer (void *arg)
     journal_t *j = arg;
     pthread_mutex_lock (&j->sync.lock);
     for (;;) {
-        while (!j->sync.stop && (j->sync.failed || j->sync.want <= j->sync.done))
+        while (!j->sync.stop && (j->sync.failed || !journal_sync_asked (j)))
             pthread_cond_wait (&j->sync.wake, &j->sync.lock);
-        if (j->sync.failed || j->sync.want <= j->sync.done)
+        if (j->sync.failed || !journal_sync_asked (j))
             break;                       /* stopping: every sync asked for is made, or the close syncs */
         if (j->sync.in_row > 0 && !j->sync.stop) {
             int ms = JOURNAL_RETRY_MIN_MS << (j->sync.in_row < 10 ? j->sync.in_row - 1 : 9);
@@ -764,6 +775,7 @@ journal_syncer (void *arg)
             j->sync.failed = e ? e : EIO;
             j->sync.in_row++;
         }
+        pthread_cond_broadcast (&j->sync.ended);
         uint64_t one = 1;
         if (write (j->sync.efd, &one, sizeof one) < 0 && errno != EAGAIN)
             log_error (NULL, NULL, "could not signal the end of a journal sync: %s", strerror (errno));
@@ -784,10 +796,12 @@ journal_sync_start (journal_t *j)
         pthread_condattr_init (&ca);
         pthread_condattr_setclock (&ca, CLOCK_MONOTONIC);
         pthread_cond_init (&j->sync.wake, &ca);
+        pthread_cond_init (&j->sync.ended, &ca);
         pthread_condattr_destroy (&ca);
         if (pthread_create (&j->sync.thread, NULL, journal_syncer, j) != 0) {
             pthread_mutex_destroy (&j->sync.lock);
             pthread_cond_destroy (&j->sync.wake);
+            pthread_cond_destroy (&j->sync.ended);
             close (j->sync.efd);
             j->sync.efd = -1;
             goto fail;
@@ -880,22 +894,30 @@ journal_sync_dir (const char *path)
     return rc;
 }
 
-/* 1 when every byte written is on disk and no flush is under way: the files may change places. A
- * sync is asked for when bytes (settled markers) are not on disk yet. */
+/* Every byte written on disk (the settled markers too: they say which records are retained, and
+ * the last one was written just now), and no flush under way: the files may change places. The
+ * loop waits for that flush, a few kilobytes once in a carry, rather than for a moment when
+ * nothing was written since the last one, which under load never comes. 1 when quiet. */
 static int
 journal_quiet (journal_t *j)
 {
     if (!j->sync.started) {
-        j->unsynced = 1;                 /* the settled markers too: they say which are retained */
+        j->unsynced = 1;
         return journal_sync (j) == 0;
     }
     pthread_mutex_lock (&j->sync.lock);
-    int quiet = !j->sync.flushing && !j->sync.failed && j->sync.done_mark >= j->written;
-    if (!quiet && !j->sync.flushing && !j->sync.failed && j->sync.want_mark < j->written) {
-        j->sync.want = j->appended;
-        j->sync.want_mark = j->written;
-        pthread_cond_signal (&j->sync.wake);
+    if (!j->sync.failed && j->sync.done_mark < j->written) {
+        if (j->sync.want_mark < j->written) {
+            j->sync.want = j->appended;
+            j->sync.want_mark = j->written;
+            pthread_cond_signal (&j->sync.wake);
+        }
+        struct timespec until = clock_after (CLOCK_MONOTONIC, JOURNAL_QUIET_WAIT_MS);
+        while (!j->sync.failed && j->sync.done_mark < j->written
+               && pthread_cond_timedwait (&j->sync.ended, &j->sync.lock, &until) != ETIMEDOUT)
+            ;
     }
+    int quiet = !j->sync.flushing && !j->sync.failed && j->sync.done_mark >= j->written;
     pthread_mutex_unlock (&j->sync.lock);
     return quiet;
 }
@@ -950,9 +972,9 @@ journal_settled (journal_t *j)
     if (held > 0 && j->retained_in_region) {
         /* the region goes to the retained file once it is long enough, the file holds nothing
          * still held, and everything is on disk */
-        if (j->end < j->carry_at || (j->retained_live && oldest_ms <= j->carried_ms) || !journal_quiet (j))
+        if (j->end < j->carry_at || (j->retained_live && oldest_ms <= j->carried_ms))
             return;
-        if (journal_carry (j) != 0) {
+        if (!journal_quiet (j) || journal_carry (j) != 0) {
             j->carry_at = j->end + j->carry_min;     /* not at every settle */
             return;
         }

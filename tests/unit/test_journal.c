@@ -888,6 +888,48 @@ test_retained_records_carried_by_exchanging_the_files (void **state)
     journal_close (&j);
 }
 
+/* With the sync thread running, the settle that carries waits for the flush of the markers
+ * written since the last one (the last one is its own): without it, no settle ever found them all
+ * on disk, and under load the journal grew without a carry. */
+static void
+test_a_carry_waits_for_the_sync_thread (void **state)
+{
+    char err [256];
+    holder_t hd = { 0, 0 };
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    ino_t retained_ino = inode_of (retained_path);
+    journal_set_retainer (j, holder_fn, &hd, 1);
+    store_commit_t a = record ("a", 1);
+    int64_t sa = journal_append (j, &a, "spent-a");
+    assert_int_equal (journal_sync_start (j), 0);
+    struct pollfd p = { .fd = journal_sync_fd (j), .events = POLLIN };
+    while (journal_synced (j, NULL) < journal_appended (j))
+        assert_true (poll (&p, 1, 5000) == 1);
+    hd.n = 1;
+    hd.oldest_ms = clock_mono_ms ();
+    journal_done_retain (j, sa);
+    assert_true (inode_of (path) == retained_ino);
+    /* the next record goes to the other file, synced with the directory's new names */
+    int64_t sb = journal_append (j, &a, NULL);
+    assert_true (sb > 0);
+    assert_int_equal (journal_sync_start (j), 0);
+    while (journal_synced (j, NULL) < journal_appended (j))
+        assert_true (poll (&p, 1, 5000) == 1);
+    journal_close (&j);
+    j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    seen_t s;
+    memset (&s, 0, sizeof s);
+    assert_int_equal (journal_replay (j, collect, &s), 1);
+    journal_set_retainer (j, holder_fn, &hd, 1);
+    retained_t r;
+    memset (&r, 0, sizeof r);
+    assert_int_equal (journal_retained (j, retained_fn, &r), 1);
+    assert_string_equal (r.ids [0], "a");
+    journal_close (&j);
+}
+
 /* An exchange that fails (here the retained file was removed) leaves the region as it is,
  * retained records and all, and is tried again only once the region has grown by the carry size. */
 static void
@@ -941,6 +983,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_a_close_after_a_failed_sync_writes_the_records_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_retained_records_outlive_their_settle, setup, teardown),
         cmocka_unit_test_setup_teardown (test_retained_records_carried_by_exchanging_the_files, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_carry_waits_for_the_sync_thread, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_failed_carry_keeps_the_region, setup, teardown),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
