@@ -926,9 +926,9 @@ journal_quiet (journal_t *j)
  * retained file's, in one atomic exchange of the two files' names, and the journal continues in
  * the other file (journal_empty follows). 0, or -1 (logged; nothing changed). */
 static int
-journal_carry (journal_t *j)
+journal_carry (journal_t *j, int64_t started_us)
 {
-    int64_t started_us = clock_mono_us ();
+    int64_t renamed_us = clock_mono_us ();
     if (renameat2 (AT_FDCWD, j->path, AT_FDCWD, j->retained_path, RENAME_EXCHANGE) != 0) {
         log_error (NULL, NULL, "could not exchange the journal \"%s\" with \"%s\": %s; the journal keeps the refresh "
                    "commits kept against a failover, and grows until the worker keeps none", j->path,
@@ -950,9 +950,11 @@ journal_carry (journal_t *j)
     j->retained_live = 1;
     j->carried_ms = clock_mono_ms ();
     j->unsynced = 1;                     /* the directory, at the next sync */
+    int64_t now_us = clock_mono_us ();
     log_info (NULL, NULL, "the journal \"%s\" holds %lld bytes of refresh commits kept against a failover: "
-              "carried to \"%s\" in %lld us", j->path, (long long) j->end, j->retained_path,
-              (long long) (clock_mono_us () - started_us));
+              "carried to \"%s\" in %lld us (%lld us of them waiting for the flush of the settled markers)",
+              j->path, (long long) j->end, j->retained_path, (long long) (now_us - started_us),
+              (long long) (renamed_us - started_us));
     return 0;
 }
 
@@ -974,7 +976,8 @@ journal_settled (journal_t *j)
          * still held, and everything is on disk */
         if (j->end < j->carry_at || (j->retained_live && oldest_ms <= j->carried_ms))
             return;
-        if (!journal_quiet (j) || journal_carry (j) != 0) {
+        int64_t started_us = clock_mono_us ();
+        if (!journal_quiet (j) || journal_carry (j, started_us) != 0) {
             j->carry_at = j->end + j->carry_min;     /* not at every settle */
             return;
         }
