@@ -209,11 +209,12 @@ replayed (void *arg, fr_status_t st, int committed, int settled, const char *err
     if (st != FR_OK)
         record_failed (w, err);
     else
-    if (committed && w->recovery->recs [w->recovery->next].c.rotated) {
-        /* a failover can lose it as it can a refresh's commit: kept, and its record retained */
+    if ((committed || settled) && w->recovery->recs [w->recovery->next].c.rotated) {
+        /* a failover can lose it as it can a refresh's commit (one committed just before the
+         * crash, its marker lost, too): kept, and its record retained */
         recovery_rec_t *rec = &w->recovery->recs [w->recovery->next];
         metrics_add (w->m.failover_forgotten, failover_keep (w->failover, &rec->c, rec->spent, 0));
-        record_settled_as (w, "committed", SETTLE_RETAIN);
+        record_settled_as (w, committed ? "committed" : NULL, SETTLE_RETAIN);
     }
     else
     if (committed)

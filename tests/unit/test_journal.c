@@ -80,14 +80,21 @@ collect (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
     s->n++;
 }
 
-/* Opens the journal afresh (as a restarted worker does) and replays it. */
-static seen_t
-reopen_and_replay (journal_t **j)
+/* Closes the journal and opens it afresh, as a restarted worker does. */
+static void
+reopen (journal_t **j)
 {
     char err [256];
     journal_close (j);
     *j = journal_open (path, err, sizeof err);
     assert_non_null (*j);
+}
+
+/* Opens the journal afresh and replays it. */
+static seen_t
+reopen_and_replay (journal_t **j)
+{
+    reopen (j);
     seen_t s;
     memset (&s, 0, sizeof s);
     assert_true (journal_replay (*j, collect, &s) >= 0);
@@ -765,10 +772,7 @@ retained_fn (void *arg, const store_commit_t *c, const char *spent, int64_t age_
 static retained_t
 reopen_retained (journal_t **j, holder_t *hd, size_t carry_min)
 {
-    char err [256];
-    journal_close (j);
-    *j = journal_open (path, err, sizeof err);
-    assert_non_null (*j);
+    reopen (j);
     journal_set_retainer (*j, holder_fn, hd, carry_min);
     retained_t r;
     memset (&r, 0, sizeof r);
