@@ -528,6 +528,67 @@ test_commit_lost_by_a_failover_survives_a_worker_restart (void **state)
     assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 2);
 }
 
+/* Removes the settled markers ("done" lines) from the live region of w1's journal, as a crash
+ * between a commit and the flush of its marker leaves it: the records look outstanding again. */
+static void
+lose_journal_markers (void)
+{
+    char path [4096];
+    snprintf (path, sizeof path, "%s/w1.journal", harness_workdir (h));
+    FILE *f = fopen (path, "r+");
+    assert_non_null (f);
+    static char text [1 << 20], kept [1 << 20];
+    size_t n = fread (text, 1, sizeof text - 1, f), k = 0;
+    text [n] = '\0';
+    size_t live = strlen (text);             /* the region ends at the first NUL */
+    for (char *line = text; line < text + live; ) {
+        char *nl = memchr (line, '\n', (size_t) (text + live - line));
+        size_t len = nl ? (size_t) (nl - line) + 1 : (size_t) (text + live - line);
+        if (!memmem (line, len, "\"done\":", 7)) {
+            memcpy (kept + k, line, len);
+            k += len;
+        }
+        line += len;
+    }
+    kept [k++] = '\0';
+    assert_int_equal (fseek (f, 0, SEEK_SET), 0);
+    assert_int_equal (fwrite (kept, 1, k, f), k);
+    fclose (f);
+}
+
+/* A worker that crashed after a commit but before its settled marker reached the disk replays the
+ * record at start, finds the row holding its token, and settles it. That commit was just as easy
+ * for a failover to lose, but the replay neither kept it nor retained its record, so a failover
+ * then left the row on the spent token. It is now kept like a commit the replay makes. */
+static void
+test_commit_settled_by_the_replay_is_kept_against_a_failover (void **state)
+{
+    start_one_worker ("chain_failover_replayed", NULL);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
+                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
+    refresh_saving_before ("fo-replayed:box");
+    harness_signal_worker (h, "w1", SIGKILL);
+    assert_true (harness_wait_worker_exit (h, "w1", 10000) >= 0);
+    lose_journal_markers ();
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    /* a refresh waits for the start-up replay: once it is answered, the record is settled */
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "fo-after:box", rt, NULL, NULL);
+    free (rt);
+    int rc;
+    const char *code = code_of_ctl (harness_brokers (h), "refresh", "fo-after:box", &rc);
+    if (rc != 0)
+        fail_msg ("refresh after the restart: %s", code);
+    assert_true (itest_workdir_contains (h, "replaying 1 journal records"));
+
+    lose_saved_commits ();
+    drop_worker_sessions ();
+    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id) WHERE id = 'fo-replayed:box'"
+              " AND i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 10000);
+    expect_chain_intact_of ("fo-replayed:box", 2, "after the failover");
+}
+
 /* A lost commit found on a server that is read-only (target_session_attrs=any reached a standby,
  * or the promoted server still refuses writes) cannot be written again: the write fails, the
  * connection is made again, the check starts over, once a second for as long as it lasts. Each try
@@ -1265,6 +1326,7 @@ main (void)
         cmocka_unit_test_teardown (test_refused_at_start_said_once, teardown),
         cmocka_unit_test_teardown (test_commit_lost_by_a_failover_is_written_again, teardown),
         cmocka_unit_test_teardown (test_commit_lost_by_a_failover_survives_a_worker_restart, teardown),
+        cmocka_unit_test_teardown (test_commit_settled_by_the_replay_is_kept_against_a_failover, teardown),
         cmocka_unit_test_teardown (test_failover_rewrite_refused_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
