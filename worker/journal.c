@@ -41,13 +41,31 @@
 #define JOURNAL_KEPT_MAX (64 * 1024 * 1024)
 #define JOURNAL_RETRY_MIN_MS 50          /* the wait before a sync after a failed one, doubling */
 #define JOURNAL_RETRY_MAX_MS 1000
-#define JOURNAL_QUIET_WAIT_MS 1000       /* a carry waits this long at most for its flush */
+#define JOURNAL_QUIET_WAIT_MS 1000       /* a roll waits this long at most for its flush */
+/* a region this long is rolled though records are outstanding (struct journal); without a
+ * retainer, also the length a roll waits for */
+#define JOURNAL_ROLL_MIN (4 * 1024 * 1024)
+#define JOURNAL_COPY_MAX (1024 * 1024)   /* a roll copies at most this much, on the loop */
+
+/* A record not yet settled, and where its line is in the live region. */
+typedef struct {
+    int64_t seq;
+    off_t off;
+    size_t len;                  /* the line's bytes, without its newline; 0 once settled */
+} journal_rec_t;
 
 struct journal {
     char *path;
     int fd;
     int64_t next_seq;
-    size_t outstanding;
+    /* The records not yet settled, in sequence order: v [head, end), settled ones left in place
+     * until the front passes them. A roll copies the live ones. */
+    struct {
+        journal_rec_t *v;
+        size_t head, end, cap;
+        size_t live;             /* records outstanding */
+        size_t bytes;            /* their lines' bytes */
+    } recs;
     int unsynced;                /* records written since the last fdatasync */
     uint64_t epoch;              /* of the live region's records and markers */
     off_t end;                   /* where the next line goes: the live region's NUL */
@@ -67,18 +85,23 @@ struct journal {
         int dropped;             /* past JOURNAL_KEPT_MAX: bytes before the copy are not kept */
     } kept;
     uint64_t written;            /* bytes of lines written, ever (the loop's thread only) */
-    /* Records kept on disk after they settle (journal_done_retain). While the retainer
-     * (journal_set_retainer) holds commits, the live region is not emptied; once it is carry_min
-     * long, it is carried instead: the journal's file and the file "<path>.retained" exchange
-     * names, so the region becomes the retained file's, and the journal goes on in the other file
-     * (its old lines stale behind a new epoch, as after an emptying). The exchange waits until the
-     * retained file holds nothing the retainer still holds. */
+    /* The live region is emptied whenever nothing in it is outstanding or retained. A region that
+     * never gets there is rolled once it is long: the records still outstanding are copied, under
+     * a new epoch and their own sequences, to the start of the file "<path>.retained", which is
+     * synced and then exchanges names with the journal's file in one atomic rename. The journal
+     * goes on after the copies, and the old region is the retained file's. Two things make a
+     * region stay: records outstanding under load (some refresh is always between its provider's
+     * answer and its commit, or one commit is stuck), and records kept on disk after they settle
+     * (journal_done_retain) while the retainer (journal_set_retainer) holds their commits. A roll
+     * that carries retained records waits until the retained file holds nothing the retainer
+     * still holds; once it is done the disk has each held commit, in one file or the other. A
+     * roll with nothing outstanding copies nothing (the "carry"). */
     int retained_in_region;      /* the live region has a record settled by journal_done_retain */
     journal_retainer_fn *retainer;
     void *retainer_arg;
-    off_t carry_min;
-    off_t carry_at;              /* the region's length that carries next: carry_min, or more
-                                  * after a carry that failed */
+    off_t roll_min;              /* the carry size (journal_set_retainer), or JOURNAL_ROLL_MIN */
+    off_t roll_at;               /* the region's length that rolls next: roll_min, or more after a
+                                  * roll that failed */
     char *retained_path;         /* "<path>.retained" */
     int rfd;                     /* that file, open (and locked) beside the journal's */
     int retained_live;           /* it may hold retained records */
@@ -101,7 +124,7 @@ struct journal {
         int in_row;              /* under lock: failed syncs since the last success */
         int flushing;            /* under lock: a flush is under way, outside the lock */
         int dir_pending;         /* under lock: the directory is synced before the next flush
-                                  * (after a carry exchanged the files' names) */
+                                  * (after a roll exchanged the files' names) */
         int stop;                /* under lock */
     } sync;
 };
@@ -150,26 +173,33 @@ journal_pwrite (journal_t *j, const void *buf, size_t len, off_t off)
     return journal_pwrite_fd (j->fd, buf, len, off);
 }
 
-/* Makes the file at least need bytes long with zeros written (not a hole, not unwritten extents:
- * writing into those later would make every sync a metadata sync too), and syncs that once. */
+/* Makes the file fd (*size bytes long) at least need bytes long with zeros written (not a hole,
+ * not unwritten extents: writing into those later would make every sync a metadata sync too),
+ * and syncs that once. 0, or -1 with errno set. */
 static int
-journal_reserve (journal_t *j, off_t need)
+journal_grow (int fd, off_t *size, off_t need)
 {
-    if (need <= j->size)
+    if (need <= *size)
         return 0;
-    off_t target = j->size + JOURNAL_CHUNK;
+    off_t target = *size + JOURNAL_CHUNK;
     if (target < need)
         target = need + JOURNAL_CHUNK;
-    for (off_t off = j->size; off < target; ) {
+    for (off_t off = *size; off < target; ) {
         size_t n = target - off < (off_t) sizeof s_zeros ? (size_t) (target - off) : sizeof s_zeros;
-        if (journal_pwrite (j, s_zeros, n, off) != 0)
+        if (journal_pwrite_fd (fd, s_zeros, n, off) != 0)
             return -1;
         off += (off_t) n;
     }
-    if (fsync (j->fd) != 0)
+    if (fsync (fd) != 0)
         return -1;
-    j->size = target;
+    *size = target;
     return 0;
+}
+
+static int
+journal_reserve (journal_t *j, off_t need)
+{
+    return journal_grow (j->fd, &j->size, need);
 }
 
 /* The checksum of a line's JSON, as 16 lower-case hex digits and a NUL into out. */
@@ -244,11 +274,14 @@ typedef struct {
     int64_t epoch;
 } scan_t;
 
-/* One line (len bytes, no newline) to fn, or a warning when it is unreadable. 1 when the line is
- * of another epoch than the region's: the region ended before it, and fn is not called. */
+/* A parsed line of a scan, and where it is: off, and len bytes without its newline. */
+typedef void (scan_fn) (void *arg, json_t *o, off_t off, size_t len);
+
+/* One line (len bytes at off, no newline) to fn, or a warning when it is unreadable. 1 when the
+ * line is of another epoch than the region's: the region ended before it, and fn is not called. */
 static int
-journal_scan_line (const char *path, scan_t *sc, const char *line, size_t len, int overlong,
-                   void (*fn) (void *arg, json_t *o), void *arg)
+journal_scan_line (const char *path, scan_t *sc, const char *line, off_t off, size_t len, int overlong,
+                   scan_fn *fn, void *arg)
 {
     int64_t seq, done;
     if (len == 0 && !overlong)
@@ -266,7 +299,7 @@ journal_scan_line (const char *path, scan_t *sc, const char *line, size_t len, i
     }
     sc->have_epoch = 1;
     sc->epoch = e;
-    fn (arg, o);
+    fn (arg, o, off, len);
     json_decref (o);
     return 0;
 }
@@ -278,7 +311,7 @@ journal_scan_line (const char *path, scan_t *sc, const char *line, size_t len, i
  * the region does not end with a newline: its last line was cut (it is still read: a record cut
  * just before its newline is whole), and the next one must not continue it. */
 static off_t
-journal_scan (int fd, const char *path, void (*fn) (void *arg, json_t *o), void *arg, int *torn, scan_t *region)
+journal_scan (int fd, const char *path, scan_fn *fn, void *arg, int *torn, scan_t *region)
 {
     char *line = mem_alloc (JOURNAL_MAX_LINE);
     char block [65536];
@@ -299,7 +332,7 @@ journal_scan (int fd, const char *path, void (*fn) (void *arg, json_t *o), void 
         ssize_t i;
         for (i = 0; i < n && !(nul = block [i] == '\0'); i++) {
             if (block [i] == '\n') {
-                if ((other = journal_scan_line (path, &sc, line, len, overlong, fn, arg)))
+                if ((other = journal_scan_line (path, &sc, line, line_start, len, overlong, fn, arg)))
                     break;
                 len = 0;
                 overlong = 0;
@@ -314,7 +347,7 @@ journal_scan (int fd, const char *path, void (*fn) (void *arg, json_t *o), void 
         off += (off_t) i;
     }
     if (!other)
-        other = journal_scan_line (path, &sc, line, len, overlong, fn, arg);
+        other = journal_scan_line (path, &sc, line, line_start, len, overlong, fn, arg);
     if (torn)
         *torn = !other && (len > 0 || overlong);
     if (region)
@@ -325,12 +358,57 @@ journal_scan (int fd, const char *path, void (*fn) (void *arg, json_t *o), void 
 
 /* At open: the live region's highest sequence. */
 static void
-journal_learn (void *arg, json_t *o)
+journal_learn (journal_t *j, json_t *o)
 {
-    journal_t *j = arg;
     json_int_t seq = json_integer_value (json_object_get (o, "seq"));
     if (seq >= j->next_seq)
         j->next_seq = seq + 1;
+}
+
+/* A record written at off (len bytes, without its newline), outstanding until journal_untrack. */
+static void
+journal_track (journal_t *j, int64_t seq, off_t off, size_t len)
+{
+    /* sequences only grow within a region, so the list stays in order (binary search) */
+    assert (j->recs.end == j->recs.head || j->recs.v [j->recs.end - 1].seq < seq);
+    if (j->recs.end == j->recs.cap) {
+        if (j->recs.head > 0) {              /* the settled front first */
+            memmove (j->recs.v, j->recs.v + j->recs.head, (j->recs.end - j->recs.head) * sizeof *j->recs.v);
+            j->recs.end -= j->recs.head;
+            j->recs.head = 0;
+        }
+        if (j->recs.end == j->recs.cap) {
+            j->recs.cap = j->recs.cap ? 2 * j->recs.cap : 64;
+            j->recs.v = mem_realloc (j->recs.v, j->recs.cap * sizeof *j->recs.v);
+        }
+    }
+    j->recs.v [j->recs.end++] = (journal_rec_t) { seq, off, len };
+    j->recs.live++;
+    j->recs.bytes += len;
+}
+
+/* seq is settled. 1 when it was outstanding. */
+static int
+journal_untrack (journal_t *j, int64_t seq)
+{
+    size_t lo = j->recs.head, hi = j->recs.end;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (j->recs.v [mid].seq < seq)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == j->recs.end || j->recs.v [lo].seq != seq || j->recs.v [lo].len == 0)
+        return 0;
+    j->recs.bytes -= j->recs.v [lo].len;
+    j->recs.v [lo].len = 0;
+    j->recs.live--;
+    while (j->recs.head < j->recs.end && j->recs.v [j->recs.head].len == 0)
+        j->recs.head++;
+    if (j->recs.head == j->recs.end)
+        j->recs.head = j->recs.end = 0;
+    return 1;
 }
 
 /* Zeroes the file from off to its end where it is not zero already, and syncs what that wrote:
@@ -366,7 +444,7 @@ typedef struct {
                                   * (ms, wall clock) for a retained one */
 } replay_scan_t;
 
-static void journal_collect (void *arg, json_t *o);
+static void journal_collect (void *arg, json_t *o, off_t off, size_t len);
 static void journal_key (json_t *o, char *key, size_t len);
 
 /* The live region's records and settled markers into rs (the caller decrefs both). 0, or -1 on a
@@ -379,32 +457,45 @@ journal_collect_all (journal_t *j, replay_scan_t *rs)
     return journal_scan (j->fd, j->path, journal_collect, rs, NULL, NULL) < 0 ? -1 : 0;
 }
 
-/* At open, one pass over the live region: its highest sequence, its records and their markers. */
+/* At open, one pass over the live region: its highest sequence, its records (and where their
+ * lines are: at [i] for the record at i in rs.records) and their markers. */
 typedef struct {
     journal_t *j;
     replay_scan_t rs;
+    journal_rec_t *at;
+    size_t n, cap;
 } open_scan_t;
 
 static void
-journal_open_line (void *arg, json_t *o)
+journal_open_line (void *arg, json_t *o, off_t off, size_t len)
 {
     open_scan_t *os = arg;
+    size_t before = json_array_size (os->rs.records);
     journal_learn (os->j, o);
-    journal_collect (&os->rs, o);
+    journal_collect (&os->rs, o, off, len);
+    if (json_array_size (os->rs.records) > before) {
+        if (os->n == os->cap) {
+            os->cap = os->cap ? 2 * os->cap : 64;
+            os->at = mem_realloc (os->at, os->cap * sizeof *os->at);
+        }
+        os->at [os->n++] = (journal_rec_t) { json_integer_value (json_object_get (o, "seq")), off, len };
+    }
 }
 
-/* How many of rs's records no marker settles. */
-static size_t
-journal_unsettled (const replay_scan_t *rs)
+/* At open: the records no marker settles are outstanding. */
+static void
+journal_track_unsettled (journal_t *j, const open_scan_t *os)
 {
-    size_t i, n = 0;
+    size_t i;
     json_t *o;
-    json_array_foreach (rs->records, i, o) {
+    json_array_foreach (os->rs.records, i, o) {
         char key [64];
         journal_key (o, key, sizeof key);
-        n += json_object_get (rs->done, key) == NULL;
+        /* a sequence seen twice (not written by this code) is tracked once */
+        if (json_object_get (os->rs.done, key) == NULL && i < os->n
+        &&  (j->recs.end == j->recs.head || j->recs.v [j->recs.end - 1].seq < os->at [i].seq))
+            journal_track (j, os->at [i].seq, os->at [i].off, os->at [i].len);
     }
-    return n;
 }
 
 /* 1 when a marker of rs settles a record as retained (journal_done_retain: it carries "t"). */
@@ -454,20 +545,23 @@ journal_open (const char *path, char *err, size_t errlen)
     struct stat st;
     int torn = 0;
     scan_t region = { 0, 0 };
-    open_scan_t os = { j, { json_array (), json_object () } };
+    open_scan_t os = { j, { json_array (), json_object () }, NULL, 0, 0 };
     if (fstat (fd, &st) != 0 || (j->end = journal_scan (fd, path, journal_open_line, &os, &torn, &region)) < 0) {
         snprintf (err, errlen, "could not read journal \"%s\": %s", path, strerror (errno));
         json_decref (os.rs.records);
         json_decref (os.rs.done);
+        mem_free (os.at);
         journal_close (&j);
         return NULL;
     }
     /* counted before the replay, so that the backlog a worker reports while the database is away
      * is the records it holds, not 0 */
-    j->outstanding = journal_unsettled (&os.rs);
+    journal_track_unsettled (j, &os);
     j->retained_in_region = journal_any_retained (&os.rs);
     json_decref (os.rs.records);
     json_decref (os.rs.done);
+    mem_free (os.at);
+    j->roll_min = j->roll_at = JOURNAL_ROLL_MIN;
     j->size = st.st_size;
     /* new lines continue the live region's epoch (0 for a journal of a version without epochs:
      * its markers must match its records until it empties), or start one */
@@ -541,6 +635,7 @@ journal_close (journal_t **j_p)
         mem_free ((*j_p)->path);
         mem_free ((*j_p)->retained_path);
         mem_free ((*j_p)->kept.buf);
+        mem_free ((*j_p)->recs.v);
         mem_free (*j_p);
         *j_p = NULL;
     }
@@ -620,30 +715,46 @@ journal_rewrite (journal_t *j)
     return journal_pwrite (j, "", 1, j->end);
 }
 
-/* Writes one line and the NUL that ends the live region, at its end. */
-static int
-journal_write_line (journal_t *j, json_t *obj)
+/* obj as a line: its JSON, a tab, the checksum and a newline, then a NUL (not counted in *len).
+ * NULL when it cannot be written as JSON. */
+static char *
+journal_format_line (json_t *obj, size_t *len)
 {
     char *line = json_dumps (obj, JSON_COMPACT);
     if (!line)
+        return NULL;
+    size_t n = strlen (line);
+    char *buf = mem_alloc (n + JOURNAL_SUM_LEN + 4);
+    memcpy (buf, line, n);
+    buf [n] = '\t';
+    journal_sum (line, n, buf + n + 1);
+    n += 1 + JOURNAL_SUM_LEN;
+    buf [n] = '\n';
+    buf [n + 1] = '\0';
+    free (line);
+    *len = n + 1;
+    return buf;
+}
+
+/* Writes one line and the NUL that ends the live region, at its end; *len (may be NULL): the
+ * line's bytes, without its newline. */
+static int
+journal_write_line (journal_t *j, json_t *obj, size_t *len)
+{
+    size_t n;
+    char *buf = journal_format_line (obj, &n);
+    if (!buf)
         return -1;
-    size_t len = strlen (line);
-    char *buf = mem_alloc (len + JOURNAL_SUM_LEN + 4);
-    memcpy (buf, line, len);
-    buf [len] = '\t';
-    journal_sum (line, len, buf + len + 1);
-    len += 1 + JOURNAL_SUM_LEN;
-    buf [len] = '\n';
-    buf [len + 1] = '\0';
-    int rc = journal_reserve (j, j->end + (off_t) len + 2);
+    int rc = journal_reserve (j, j->end + (off_t) n + 1);
     if (rc == 0)
-        rc = journal_pwrite (j, buf, len + 2, j->end);
+        rc = journal_pwrite (j, buf, n + 1, j->end);
     if (rc == 0) {
-        journal_keep (j, buf, len + 1);
-        j->end += (off_t) len + 1;
+        journal_keep (j, buf, n);
+        j->end += (off_t) n;
+        if (len)
+            *len = n - 1;
     }
     mem_free (buf);
-    free (line);
     return rc;
 }
 
@@ -670,16 +781,18 @@ journal_append (journal_t *j, const store_commit_t *c, const char *spent)
 {
     int64_t seq = j->next_seq++;
     json_t *o = journal_record_json (c, spent);
+    off_t off = j->end;
+    size_t len = 0;
     int rc = -1;
     if (o && json_object_set_new (o, "seq", json_integer (seq)) == 0
     &&  json_object_set_new (o, "e", json_integer ((json_int_t) j->epoch)) == 0)
-        rc = journal_write_line (j, o);
+        rc = journal_write_line (j, o, &len);
     json_decref (o);
     if (rc != 0) {
         log_error (c->id, NULL, "could not write the journal \"%s\": %s", j->path, strerror (errno));
         return -1;
     }
-    j->outstanding++;
+    journal_track (j, seq, off, len);
     j->unsynced = 1;
     j->appended++;
     return seq;
@@ -874,6 +987,7 @@ journal_empty (journal_t *j)
     j->kept.base = j->written;
     j->kept.dropped = 0;                 /* what was not kept is settled too */
     j->end = 0;
+    j->recs.head = j->recs.end = 0;      /* nothing outstanding */
     j->next_seq = 1;
     j->epoch = journal_new_epoch ();
     j->retained_in_region = 0;
@@ -922,18 +1036,133 @@ journal_quiet (journal_t *j)
     return quiet;
 }
 
-/* The carry (see struct journal): the live region, all of it settled and on disk, becomes the
- * retained file's, in one atomic exchange of the two files' names, and the journal continues in
- * the other file (journal_empty follows). 0, or -1 (logged; nothing changed). */
+/* 1 when the names the last roll gave the files are on disk: until the directory is synced, a
+ * crash may bring the names back as they were, and the file called retained now is the journal. */
 static int
-journal_carry (journal_t *j, int64_t started_us)
+journal_names_synced (journal_t *j)
 {
-    int64_t renamed_us = clock_mono_us ();
-    if (renameat2 (AT_FDCWD, j->path, AT_FDCWD, j->retained_path, RENAME_EXCHANGE) != 0) {
-        log_error (NULL, NULL, "could not exchange the journal \"%s\" with \"%s\": %s; the journal keeps the refresh "
-                   "commits kept against a failover, and grows until the worker keeps none", j->path,
-                   j->retained_path, strerror (errno));
+    if (!j->sync.started)
+        return !j->sync.dir_pending;
+    pthread_mutex_lock (&j->sync.lock);
+    int synced = !j->sync.dir_pending;
+    pthread_mutex_unlock (&j->sync.lock);
+    return synced;
+}
+
+/* The copies of the outstanding records for a roll, under epoch: their lines one after the other
+ * into *buf (*len bytes, and a NUL), and where each goes into at [] (the live records' order). 0,
+ * or -1 with errno set. */
+static int
+journal_copies (journal_t *j, uint64_t epoch, char **buf, size_t *len, journal_rec_t *at)
+{
+    size_t cap = j->recs.bytes + j->recs.live * 64 + 1, n = 0, k = 0;
+    char *out = mem_alloc (cap);
+    char *line = NULL;
+    int rc = -1;
+    for (size_t i = j->recs.head; i < j->recs.end; i++) {
+        journal_rec_t *r = &j->recs.v [i];
+        if (r->len == 0)
+            continue;
+        line = mem_realloc (line, r->len);
+        size_t got = 0;
+        while (got < r->len) {
+            ssize_t m = pread (j->fd, line + got, r->len - got, r->off + (off_t) got);
+            if (m < 0 && errno == EINTR)
+                continue;
+            if (m <= 0) {
+                errno = m == 0 ? EIO : errno;
+                goto cleanup;
+            }
+            got += (size_t) m;
+        }
+        int64_t seq, done;
+        json_t *o = journal_parse_line (line, r->len, &seq, &done);
+        size_t one = 0;
+        char *copy = NULL;
+        if (o && seq == r->seq && json_object_set_new (o, "e", json_integer ((json_int_t) epoch)) == 0)
+            copy = journal_format_line (o, &one);
+        json_decref (o);
+        if (!copy) {
+            errno = EINVAL;              /* the line read back is not the record it was */
+            goto cleanup;
+        }
+        if (n + one + 1 > cap) {
+            cap = 2 * (n + one + 1);
+            out = mem_realloc (out, cap);
+        }
+        memcpy (out + n, copy, one);
+        mem_free (copy);
+        at [k++] = (journal_rec_t) { r->seq, (off_t) n, one - 1 };
+        n += one;
+    }
+    out [n] = '\0';
+    *buf = out;
+    *len = n;
+    out = NULL;
+    rc = 0;
+cleanup:
+    mem_free (line);
+    mem_free (out);
+    return rc;
+}
+
+/* The roll (see struct journal): the outstanding records, copied under a new epoch to the start
+ * of the retained file, which is synced and then exchanges names with the journal's file. carry:
+ * the region holds retained records a retainer holds, and the retained file keeps them. 0, or -1
+ * (logged; the journal is as it was). */
+static int
+journal_roll (journal_t *j, int carry)
+{
+    int64_t started_us = clock_mono_us ();
+    /* everything written on disk and no flush under way: the copies are of lines on disk, the
+     * retained markers of a carried region are on disk, and the files may change places */
+    if (!journal_quiet (j))
         return -1;
+    int64_t quiet_us = clock_mono_us ();
+    if (!journal_names_synced (j)) {
+        /* the last roll's names first: the retained file is about to be written over, and until
+         * they are on disk it may be the journal after a crash */
+        if (journal_sync_dir (j->path) != 0) {
+            log_error (NULL, NULL, "could not sync the directory of the journal \"%s\": %s", j->path, strerror (errno));
+            return -1;
+        }
+        if (j->sync.started)
+            pthread_mutex_lock (&j->sync.lock);
+        j->sync.dir_pending = 0;
+        if (j->sync.started)
+            pthread_mutex_unlock (&j->sync.lock);
+    }
+    uint64_t epoch = journal_new_epoch ();
+    size_t copied = j->recs.live, len = 0;
+    journal_rec_t *at = mem_alloc ((copied ? copied : 1) * sizeof *at);
+    char *buf = NULL;
+    struct stat st;
+    off_t rsize = 0;
+    int rc = -1;
+    if (journal_copies (j, epoch, &buf, &len, at) != 0) {
+        log_error (NULL, NULL, "could not copy the %zu outstanding records of the journal \"%s\": %s", copied, j->path,
+                   strerror (errno));
+        goto cleanup;
+    }
+    if (fstat (j->rfd, &st) == 0)
+        rsize = st.st_size;
+    /* the copies are on disk before the retained file becomes the journal; with none, the NUL
+     * that ends the region need not be (unsynced, it only leaves settled or retained records,
+     * which a start reads as such) */
+    if (journal_grow (j->rfd, &rsize, (off_t) len + 1) != 0 || journal_pwrite_fd (j->rfd, buf, len + 1, 0) != 0
+    ||  (copied > 0 && fdatasync (j->rfd) != 0)) {
+        log_error (NULL, NULL, "could not write the outstanding records of the journal \"%s\" to \"%s\": %s", j->path,
+                   j->retained_path, strerror (errno));
+        j->retained_live = 0;            /* written over: it holds no retained record now */
+        goto cleanup;
+    }
+    int64_t copied_us = clock_mono_us ();
+    if (renameat2 (AT_FDCWD, j->path, AT_FDCWD, j->retained_path, RENAME_EXCHANGE) != 0) {
+        log_error (NULL, NULL, "could not exchange the journal \"%s\" with \"%s\": %s; the journal keeps growing until "
+                   "nothing in it is outstanding or kept against a failover", j->path, j->retained_path,
+                   strerror (errno));
+        j->retained_live = 0;
+        goto cleanup;
     }
     /* no flush runs (journal_quiet): the sync thread takes the new descriptor with its next one,
      * and syncs the directory first */
@@ -945,45 +1174,72 @@ journal_carry (journal_t *j, int64_t started_us)
     j->sync.dir_pending = 1;
     if (j->sync.started)
         pthread_mutex_unlock (&j->sync.lock);
-    struct stat st;
-    j->size = fstat (fd, &st) == 0 ? st.st_size : 0;
-    j->retained_live = 1;
-    j->carried_ms = clock_mono_ms ();
+    off_t region = j->end;
+    j->size = rsize;
+    j->end = (off_t) len;
+    j->epoch = epoch;
+    j->kept.head = j->kept.len = 0;      /* the copies are on disk; nothing before them to write again */
+    j->kept.off = j->end;
+    j->kept.base = j->written;
+    j->kept.dropped = 0;
+    if (copied > 0)
+        memcpy (j->recs.v, at, copied * sizeof *at);
+    j->recs.head = 0;
+    j->recs.end = copied;
+    j->retained_in_region = 0;
+    /* the old region's retained records: kept while a retainer holds them (a start reads them) */
+    j->retained_live = carry;
+    if (carry)
+        j->carried_ms = clock_mono_ms ();
     j->unsynced = 1;                     /* the directory, at the next sync */
     int64_t now_us = clock_mono_us ();
-    log_info (NULL, NULL, "the journal \"%s\" holds %lld bytes of refresh commits kept against a failover: "
-              "carried to \"%s\" in %lld us (%lld us of them waiting for the flush of the settled markers)",
-              j->path, (long long) j->end, j->retained_path, (long long) (now_us - started_us),
-              (long long) (renamed_us - started_us));
-    return 0;
+    log_info (NULL, NULL, "the journal \"%s\" was rolled at %lld bytes%s: %zu outstanding records (%zu bytes) copied, "
+              "in %lld us (%lld us waiting for the flush of what was written, %lld us writing and syncing the copies)",
+              j->path, (long long) region, carry ? ", its refresh commits kept against a failover carried to the "
+              "retained file" : "", copied, len, (long long) (now_us - started_us),
+              (long long) (quiet_us - started_us), (long long) (copied_us - quiet_us));
+    rc = 0;
+cleanup:
+    mem_free (buf);
+    mem_free (at);
+    return rc;
 }
 
-/* A record is settled: with nothing outstanding the live region is emptied, unless retained
- * records in it must stay (see struct journal). */
-static void
-journal_settled (journal_t *j)
+/* The region's length that rolls it: a roll that has to copy waits for JOURNAL_ROLL_MIN at least
+ * (the copies' sync is on the loop). */
+static off_t
+journal_roll_at (const journal_t *j)
 {
-    if (j->outstanding > 0)
-        j->outstanding--;
-    if (j->outstanding > 0)
+    return j->recs.live > 0 && j->roll_at < JOURNAL_ROLL_MIN ? JOURNAL_ROLL_MIN : j->roll_at;
+}
+
+/* seq is settled: with nothing outstanding the live region is emptied, unless retained records in
+ * it must stay; a long one is rolled (see struct journal). */
+static void
+journal_settled (journal_t *j, int64_t seq)
+{
+    (void) journal_untrack (j, seq);
+    if (j->recs.live > 0 && j->end < journal_roll_at (j))
         return;
     int64_t oldest_ms = 0;
     size_t held = j->retainer ? j->retainer (j->retainer_arg, &oldest_ms) : 0;
-    if (held == 0 && j->retained_live && journal_pwrite_fd (j->rfd, "", 1, 0) == 0)
+    if (held == 0 && j->retained_live && journal_names_synced (j) && journal_pwrite_fd (j->rfd, "", 1, 0) == 0)
         j->retained_live = 0;            /* unsynced: a crash only makes a start check them again */
-    if (held > 0 && j->retained_in_region) {
-        /* the region goes to the retained file once it is long enough, the file holds nothing
-         * still held, and everything is on disk */
-        if (j->end < j->carry_at || (j->retained_live && oldest_ms <= j->carried_ms))
-            return;
-        int64_t started_us = clock_mono_us ();
-        if (!journal_quiet (j) || journal_carry (j, started_us) != 0) {
-            j->carry_at = j->end + j->carry_min;     /* not at every settle */
-            return;
-        }
-        j->carry_at = j->carry_min;
+    int carry = held > 0 && j->retained_in_region;
+    if (j->recs.live == 0 && !carry) {
+        journal_empty (j);
+        return;
     }
-    journal_empty (j);
+    /* rolled once long enough, when the retained file holds nothing still held, and when the
+     * copies would be few (not while the database is away and everything is outstanding) */
+    if (j->end < journal_roll_at (j) || (held > 0 && j->retained_live && oldest_ms <= j->carried_ms)
+    ||  j->recs.bytes > JOURNAL_COPY_MAX || (off_t) j->recs.bytes > j->end / 2)
+        return;
+    if (journal_roll (j, carry) != 0) {
+        j->roll_at = j->end + j->roll_min;       /* not at every settle */
+        return;
+    }
+    j->roll_at = j->roll_min;
 }
 
 /* Writes the marker that settles seq, retained ones with when (wall clock, ms). */
@@ -998,7 +1254,7 @@ journal_mark (journal_t *j, int64_t seq, int retain)
     }
     /* no sync: a lost marker only makes the start-up replay look at a settled record again (and a
      * retained one's record replays, and is found settled in the database) */
-    if (journal_write_line (j, o) != 0)
+    if (journal_write_line (j, o, NULL) != 0)
         log_warning (NULL, NULL, "could not mark journal record %lld settled: %s", (long long) seq, strerror (errno));
     else
     if (retain)
@@ -1010,14 +1266,14 @@ void
 journal_done (journal_t *j, int64_t seq)
 {
     journal_mark (j, seq, 0);
-    journal_settled (j);
+    journal_settled (j, seq);
 }
 
 void
 journal_done_retain (journal_t *j, int64_t seq)
 {
     journal_mark (j, seq, 1);
-    journal_settled (j);
+    journal_settled (j, seq);
 }
 
 void
@@ -1025,7 +1281,7 @@ journal_set_retainer (journal_t *j, journal_retainer_fn *fn, void *arg, size_t c
 {
     j->retainer = fn;
     j->retainer_arg = arg;
-    j->carry_min = j->carry_at = (off_t) carry_min;
+    j->roll_min = j->roll_at = (off_t) carry_min;
 }
 
 /* The retained records of one file's live region, with when they settled, appended to out. */
@@ -1083,8 +1339,10 @@ journal_retained (journal_t *j, journal_retained_fn *fn, void *arg)
 }
 
 static void
-journal_collect (void *arg, json_t *o)
+journal_collect (void *arg, json_t *o, off_t off, size_t len)
 {
+    (void) off;
+    (void) len;
     replay_scan_t *rs = arg;
     json_int_t seq = json_integer_value (json_object_get (o, "seq"));
     json_int_t d = json_integer_value (json_object_get (o, "done"));
@@ -1122,7 +1380,6 @@ journal_replay (journal_t *j, journal_replay_fn *fn, void *arg)
     json_t *records = rs.records, *done = rs.done;
     size_t i;
     json_t *o;
-    j->outstanding = journal_unsettled (&rs);
     json_array_foreach (records, i, o) {
         char key [64];
         json_int_t seq = json_integer_value (json_object_get (o, "seq"));
@@ -1166,5 +1423,5 @@ journal_sync_failures (const journal_t *j)
 size_t
 journal_outstanding (const journal_t *j)
 {
-    return j->outstanding;
+    return j->recs.live;
 }

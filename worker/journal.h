@@ -30,7 +30,10 @@ int journal_sync_start (journal_t *j);
 int journal_sync_fd (const journal_t *j);
 uint64_t journal_synced (journal_t *j, int64_t *at_us);
 /* Marks a record settled (committed, or superseded). Rewrites the file empty once nothing is
- * outstanding and nothing it holds is retained (below). */
+ * outstanding and nothing it holds is retained (below). A region that stays (some record is
+ * always outstanding under load, or one is stuck) is rolled once it is 4 MB long: the outstanding
+ * records are copied, under their own sequences, to the start of the file "<path>.retained",
+ * which is synced and takes the journal's name in one atomic exchange of the two names. */
 void journal_done (journal_t *j, int64_t seq);
 /* The same for the commit of a rotated refresh token: the database has it, but a failover to an
  * asynchronous standby can still lose it (worker/failover.c), so its record stays on disk while
@@ -41,12 +44,12 @@ void journal_done_retain (journal_t *j, int64_t seq);
  * when it kept the oldest of them (*oldest_ms, monotonic). */
 typedef size_t (journal_retainer_fn) (void *arg, int64_t *oldest_ms);
 /* With a retainer that holds commits, a live region holding retained records is not emptied. Once
- * it is carry_min bytes long (and everything is on disk), the journal's file and the file
- * "<path>.retained" exchange names (one atomic rename): the region is then the retained file's,
- * and the journal goes on in the other file, emptied. The exchange waits until the retainer holds
- * nothing the retained file had before (its oldest commit was kept after that file was carried).
- * So the disk always has each commit the retainer holds, in one file or the other, and nothing is
- * copied: the cost is a rename, and the directory's sync with the next flush. */
+ * it is carry_min bytes long (and everything is on disk), it is rolled as above (the carry): the
+ * region is then the retained file's, and the journal goes on in the other file. The exchange
+ * waits until the retainer holds nothing the retained file had before (its oldest commit was kept
+ * after that file was carried). So the disk always has each commit the retainer holds, in one file
+ * or the other, and only outstanding records are copied (none, when nothing is outstanding: then
+ * the cost is a rename, and the directory's sync with the next flush). */
 void journal_set_retainer (journal_t *j, journal_retainer_fn *fn, void *arg, size_t carry_min);
 typedef void (journal_retained_fn) (void *arg, const store_commit_t *c, const char *spent, int64_t age_ms);
 /* At start: every retained commit on disk (the records settled by journal_done_retain in the

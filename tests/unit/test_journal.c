@@ -962,6 +962,142 @@ test_a_failed_carry_keeps_the_region (void **state)
     journal_close (&j);
 }
 
+/* ---- a journal never idle: rolled with its outstanding records copied ---- */
+
+static off_t
+size_of (const char *p)
+{
+    struct stat st;
+    return stat (p, &st) == 0 ? st.st_size : 0;
+}
+
+#define ROLL_TEST_BOUND (8 << 20)        /* the roll happens at 4 MB; the file grows by 1 MB */
+
+/* Under load some record may be outstanding at every settle: here one refresh's commit is stuck
+ * from the start, and another is always in flight. The journal used to empty only when nothing
+ * was outstanding, so it grew without end. Once its region is long it is rolled: the outstanding
+ * records are copied into the other file, which takes the journal's name. Both files stay
+ * bounded, and a restart replays exactly the outstanding records, under the sequences the worker
+ * holds them by. */
+static void
+test_a_journal_never_idle_is_rolled (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t stuck = record ("stuck", 1);
+    int64_t s_stuck = journal_append (j, &stuck, "spent-stuck");
+    store_commit_t a = record ("a", 1);
+    int64_t prev = journal_append (j, &a, NULL);
+    off_t largest = 0;
+    size_t written = 0;
+    for (int i = 0; written < 3 * ROLL_TEST_BOUND; i++) {
+        store_commit_t n = record (i % 2 ? "b" : "a", i + 2);
+        int64_t s = journal_append (j, &n, NULL);
+        assert_true (s > prev);
+        if (i % 64 == 0)
+            assert_int_equal (journal_sync (j), 0);
+        journal_done (j, prev);
+        assert_int_equal (journal_outstanding (j), 2);
+        prev = s;
+        written += 300;                  /* about a record and its marker */
+        if (i % 1000 == 0) {
+            off_t now = size_of (path) > size_of (retained_path) ? size_of (path) : size_of (retained_path);
+            largest = now > largest ? now : largest;
+        }
+    }
+    assert_true (largest > 0 && largest <= ROLL_TEST_BOUND);
+    assert_int_equal (journal_sync (j), 0);
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 2);
+    assert_string_equal (s.ids [0], "stuck");
+    assert_int_equal (s.seqs [0], s_stuck);
+    assert_int_equal (s.seqs [1], prev);
+    assert_int_equal (journal_outstanding (j), 2);
+    journal_done (j, s_stuck);
+    journal_done (j, prev);
+    s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 0);
+    journal_close (&j);
+}
+
+/* The same with the sync thread and a retainer that holds commits: the carry, which used to wait
+ * for a moment with nothing outstanding, happens with the outstanding records copied into the
+ * journal's new file; every retained record is still on disk, in one file or the other. */
+static void
+test_a_carry_copies_the_outstanding_records (void **state)
+{
+    char err [256];
+    holder_t hd = { 0, 0 };
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    ino_t retained_ino = inode_of (retained_path);
+    usleep (2000);
+    hd.n = 1;
+    hd.oldest_ms = clock_mono_ms ();     /* kept after the retained file was: it may be carried over */
+    journal_set_retainer (j, holder_fn, &hd, 1 << 20);
+    store_commit_t stuck = record ("stuck", 1);
+    int64_t s_stuck = journal_append (j, &stuck, NULL);
+    store_commit_t a = record ("a", 1);
+    int64_t prev = journal_append (j, &a, "spent-a");
+    int retained = 0;
+    size_t written = 0;
+    for (int i = 0; written < ROLL_TEST_BOUND; i++) {
+        store_commit_t n = record ("a", i + 2);
+        int64_t s = journal_append (j, &n, "spent-a");
+        assert_true (s > prev);
+        assert_int_equal (journal_sync_start (j), 0);
+        journal_done_retain (j, prev);
+        retained++;
+        prev = s;
+        written += 330;
+    }
+    assert_true (inode_of (path) == retained_ino);      /* carried */
+    assert_true (size_of (path) <= ROLL_TEST_BOUND);
+    journal_close (&j);
+    j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    seen_t s;
+    memset (&s, 0, sizeof s);
+    assert_int_equal (journal_replay (j, collect, &s), 2);
+    assert_string_equal (s.ids [0], "stuck");
+    assert_int_equal (s.seqs [0], s_stuck);
+    assert_int_equal (s.seqs [1], prev);
+    journal_set_retainer (j, holder_fn, &hd, 1 << 20);
+    retained_t r;
+    memset (&r, 0, sizeof r);
+    assert_int_equal (journal_retained (j, retained_fn, &r), retained);
+    assert_string_equal (r.spent [0], "spent-a");
+    journal_close (&j);
+}
+
+/* A roll whose exchange fails (the retained file was removed) leaves the journal as it was: it
+ * grows, and a restart replays every outstanding record. */
+static void
+test_a_failed_roll_keeps_the_journal (void **state)
+{
+    char err [256];
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    assert_int_equal (unlink (retained_path), 0);
+    store_commit_t stuck = record ("stuck", 1);
+    int64_t s_stuck = journal_append (j, &stuck, NULL);
+    store_commit_t a = record ("a", 1);
+    int64_t prev = journal_append (j, &a, NULL);
+    for (int i = 0; size_of (path) <= ROLL_TEST_BOUND; i++) {
+        store_commit_t n = record ("a", i + 2);
+        int64_t s = journal_append (j, &n, NULL);
+        journal_done (j, prev);
+        prev = s;
+    }
+    assert_int_equal (access (retained_path, F_OK), -1);
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 2);
+    assert_int_equal (s.seqs [0], s_stuck);
+    assert_int_equal (s.seqs [1], prev);
+    journal_close (&j);
+}
+
 int
 main (void)
 {
@@ -989,6 +1125,9 @@ main (void)
         cmocka_unit_test_setup_teardown (test_retained_records_carried_by_exchanging_the_files, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_carry_waits_for_the_sync_thread, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_failed_carry_keeps_the_region, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_journal_never_idle_is_rolled, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_carry_copies_the_outstanding_records, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_failed_roll_keeps_the_journal, setup, teardown),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
