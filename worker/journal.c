@@ -1194,7 +1194,7 @@ journal_roll (journal_t *j, int carry)
     j->unsynced = 1;                     /* the directory, at the next sync */
     int64_t now_us = clock_mono_us ();
     log_info (NULL, NULL, "the journal \"%s\" was rolled at %lld bytes%s: %zu outstanding records (%zu bytes) copied, "
-              "in %lld us (%lld us waiting for the flush of what was written, %lld us writing and syncing the copies)",
+              "in %lld us (%lld us waiting for the flush of what was written, %lld us preparing the other file)",
               j->path, (long long) region, carry ? ", its refresh commits kept against a failover carried to the "
               "retained file" : "", copied, len, (long long) (now_us - started_us),
               (long long) (quiet_us - started_us), (long long) (copied_us - quiet_us));
