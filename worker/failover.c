@@ -19,6 +19,8 @@
 #define FAILOVER_CHUNK 1000          /* integrations asked about per statement */
 #define FAILOVER_RETRY_MS 1000       /* a step that failed (the database away again) */
 #define FAILOVER_SAY_MS 10000        /* a step failing again and again is said this often */
+#define FAILOVER_FOLLOW_MS 1000      /* an integration whose row lost commits made elsewhere is
+                                        checked again this often */
 
 typedef struct {
     store_commit_t c;                /* id, sealed tokens, fingerprint, scopes: in block */
@@ -30,6 +32,9 @@ typedef struct {
                                         its journal record is as old as it was */
     int64_t row_generation;          /* behind: the generation the row has */
     int behind;                      /* the check found its row holding a token it replaced */
+    int elsewhere;                   /* the check found its row at a generation before the one its
+                                        first kept commit started from: commits made elsewhere (by
+                                        another worker) were lost too */
 } kept_t;
 
 typedef enum { FAILOVER_IDLE, FAILOVER_CHECK, FAILOVER_WRITE } failover_step_t;
@@ -41,7 +46,8 @@ struct failover {
     kept_t *v;
     size_t start, end, cap;          /* kept: v [start .. end), oldest first */
     failover_step_t step;
-    size_t check_n;                  /* the check covers v [start .. start + check_n) */
+    size_t span;                     /* the check covers v [start .. start + span) */
+    size_t check_n;                  /* of those, the ones it asks about (all, or a follow-up's) */
     size_t *order;                   /* those, by integration and then commit order */
     size_t next;                     /* CHECK: in order, the first not asked about; WRITE: the next to look at */
     size_t chunk_end;                /* CHECK: the end (in order) of the statement in flight */
@@ -52,6 +58,16 @@ struct failover {
     uint64_t forgotten;              /* past FAILOVER_MAX or max_bytes, or not kept during a check */
     lograte_t retry_log;             /* a step tried again each second: a line in ten seconds */
     uint64_t retries;                /* steps tried again since the last check that ended */
+    /* The integrations whose rows a check found behind commits another worker made (kept_t's
+     * elsewhere): that worker's check writes them again, on its own time, and then the row holds
+     * the token this worker's commit replaced. Until then a refresh here would spend a token the
+     * provider has replaced, so their claims wait (failover_waits), and they are checked again
+     * each FAILOVER_FOLLOW_MS (a follow-up: claims of the others do not wait for it) while their
+     * commits are kept. */
+    char **waits;                    /* their ids, sorted */
+    size_t nwaits;
+    int follow;                      /* the check under way is a follow-up */
+    int64_t follow_ms;               /* when the next follow-up starts */
 };
 
 static void
@@ -80,6 +96,9 @@ failover_destroy (failover_t **f_p)
             kept_clear (&f->v [i]);
         mem_free (f->v);
         mem_free (f->order);
+        for (size_t i = 0; i < f->nwaits; i++)
+            mem_free (f->waits [i]);
+        mem_free (f->waits);
         mem_free (f);
         *f_p = NULL;
     }
@@ -221,7 +240,19 @@ failover_forgotten (const failover_t *f)
 int
 failover_checking (const failover_t *f)
 {
-    return f && f->step != FAILOVER_IDLE;
+    return f && f->step != FAILOVER_IDLE && !f->follow;
+}
+
+static int
+by_text (const void *a, const void *b)
+{
+    return strcmp (*(char * const *) a, *(char * const *) b);
+}
+
+int
+failover_waits (const failover_t *f, const char *id)
+{
+    return f && f->nwaits && bsearch (&id, f->waits, f->nwaits, sizeof *f->waits, by_text) != NULL;
 }
 
 static const failover_t *sort_f;     /* for qsort's comparison: the loop's thread only */
@@ -234,19 +265,26 @@ by_id_then_age (const void *a, const void *b)
     return c ? c : (i > j) - (i < j);
 }
 
-/* A check of every commit kept now. */
+/* A check of every commit kept now; follow: of the commits of the integrations in waits only. */
 static void
-failover_start_check (failover_t *f)
+failover_start_check_of (failover_t *f, int follow)
 {
-    f->check_n = f->end - f->start;
+    f->span = f->end - f->start;
+    f->check_n = 0;
+    f->follow = follow;
+    f->order = mem_realloc (f->order, (f->span ? f->span : 1) * sizeof *f->order);
+    for (size_t i = 0; i < f->span; i++) {
+        kept_t *k = &f->v [f->start + i];
+        k->behind = 0;
+        if (!follow || failover_waits (f, k->c.id)) {
+            k->elsewhere = 0;
+            f->order [f->check_n++] = f->start + i;
+        }
+    }
     if (f->check_n == 0) {
         f->step = FAILOVER_IDLE;
+        f->follow = 0;
         return;
-    }
-    f->order = mem_realloc (f->order, f->check_n * sizeof *f->order);
-    for (size_t i = 0; i < f->check_n; i++) {
-        f->order [i] = f->start + i;
-        f->v [f->start + i].behind = 0;
     }
     sort_f = f;
     qsort (f->order, f->check_n, sizeof *f->order, by_id_then_age);
@@ -254,6 +292,31 @@ failover_start_check (failover_t *f)
     f->next = 0;
     f->written = 0;
     f->due_ms = 0;
+}
+
+static void
+failover_start_check (failover_t *f)
+{
+    failover_start_check_of (f, 0);
+}
+
+/* The integrations the check found behind commits made elsewhere, as waits; their next check in
+ * FAILOVER_FOLLOW_MS. Returns how many. */
+static size_t
+failover_set_waits (failover_t *f, int64_t now)
+{
+    for (size_t i = 0; i < f->nwaits; i++)
+        mem_free (f->waits [i]);
+    f->nwaits = 0;
+    for (size_t i = 0; i < f->span; i++)
+        if (f->v [f->start + i].elsewhere) {
+            f->waits = mem_realloc (f->waits, (f->nwaits + 1) * sizeof *f->waits);
+            f->waits [f->nwaits++] = mem_strdup (f->v [f->start + i].c.id);
+        }
+    if (f->nwaits > 1)
+        qsort (f->waits, f->nwaits, sizeof *f->waits, by_text);
+    f->follow_ms = now + FAILOVER_FOLLOW_MS;
+    return f->nwaits;
 }
 
 void
@@ -295,6 +358,8 @@ failover_end_check (failover_t *f)
     f->retry_log.next_ms = 0;
     f->retry_log.held = 0;
     f->step = FAILOVER_IDLE;
+    f->follow = 0;
+    f->follow_ms = clock_mono_ms () + FAILOVER_FOLLOW_MS;   /* not at once after a check that gave up */
 }
 
 /* A step failed while the database is away or refuses writes (a read-only server, a full disk):
@@ -357,6 +422,12 @@ on_row (void *arg, fr_status_t st, const char *id, int64_t generation, const cha
                 newest->row_generation = generation;
                 return;
             }
+        if (generation < f->v [f->order [lo]].c.expected_generation) {
+            /* the row went back past this worker's first kept commit: commits before it, made by
+             * another worker, were lost too, and that worker writes them again on its own time */
+            newest->elsewhere = 1;
+            return;
+        }
         log_debug (id, NULL, "kept commit not written again: the row holds a refresh token this worker did not "
                    "replace (an import, another worker's refresh)");
         return;
@@ -440,16 +511,26 @@ on_written (void *arg, fr_status_t st, int committed, int settled, const char *e
 static void
 failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
 {
-    while (f->next < f->check_n && !f->v [f->start + f->next].behind)
+    while (f->next < f->span && !f->v [f->start + f->next].behind)
         f->next++;
-    if (f->next == f->check_n) {
-        if (f->written || f->retries) {
-            char tries [64] = "";
+    if (f->next == f->span) {
+        size_t waits_before = f->nwaits, waits = failover_set_waits (f, now);
+        if (!f->follow && (f->written || f->retries || waits)) {
+            char tries [64] = "", elsewhere [256] = "";
             if (f->retries)
                 snprintf (tries, sizeof tries, ", after %" PRIu64 " tries that failed", f->retries);
+            if (waits)
+                snprintf (elsewhere, sizeof elsewhere, "; %zu integration%s lost commits another worker made before "
+                          "this one's: their refreshes wait, and they are checked again every %d ms while this "
+                          "worker keeps its own", waits, waits == 1 ? "" : "s", FAILOVER_FOLLOW_MS);
             log_info (NULL, NULL, "checked %zu refresh commits of the last %lld ms after the database connection was "
-                      "made again: %zu written again%s", f->check_n, (long long) f->keep_ms, f->written, tries);
+                      "made again: %zu written again%s%s", f->check_n, (long long) f->keep_ms, f->written, tries,
+                      elsewhere);
         }
+        else
+        if (f->follow && waits < waits_before)
+            log_info (NULL, NULL, "checked again the integrations that had lost commits another worker made: %zu "
+                      "written again, %zu still waiting", f->written, waits);
         failover_end_check (f);
         return;
     }
@@ -482,7 +563,16 @@ failover_tick (worker_t *w, int64_t now_ms)
         /* connected time only: what a failover now would lose was committed within keep_ms */
         while (f->start < f->end && now_ms - f->v [f->start].kept_ms >= f->keep_ms)
             failover_forget_oldest (f);
-        return;
+        if (f->nwaits == 0 || now_ms < f->follow_ms)
+            return;
+        failover_start_check_of (f, 1);
+        if (f->step == FAILOVER_IDLE) {  /* their commits are forgotten: nothing to wait for */
+            log_info (NULL, NULL, "stopped waiting for %zu integration%s that had lost commits another worker made: "
+                      "this worker no longer keeps its own", f->nwaits, f->nwaits == 1 ? "" : "s");
+            f->span = 0;
+            (void) failover_set_waits (f, now_ms);
+            return;
+        }
     }
     if (now_ms < f->due_ms)
         return;

@@ -43,6 +43,9 @@ int failover_restore (failover_t *f, journal_t *j);
 void failover_reconnected (failover_t *f);
 /* 1 while a check is under way (claims wait for it). */
 int failover_checking (const failover_t *f);
+/* 1 when a check found id's row behind commits another worker made, which that worker has not
+ * written again yet: a claim of it waits (it would spend a token the provider has replaced). */
+int failover_waits (const failover_t *f, const char *id);
 size_t failover_kept (const failover_t *f);
 size_t failover_kept_bytes (const failover_t *f);
 uint64_t failover_forgotten (const failover_t *f);

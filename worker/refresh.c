@@ -1341,6 +1341,25 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
         }
         n = 0;
     }
+    size_t kept_n = 0;
+    for (size_t i = 0; i < n; i++) {
+        refresh_t *r = rs [i];
+        if (!failover_waits (w->failover, r->entry->id)) {
+            rs [kept_n++] = r;
+            continue;
+        }
+        /* its row lost commits another worker made (a failover): the token it holds was spent by
+         * that worker's refresh, and this worker's kept commit is written again only once that
+         * worker has written its own (failover.h). It waits as above. */
+        int64_t now_us = clock_mono_us ();
+        if ((now_us - r->started_us) / 1000 < STARTUP_WAIT_MS)
+            r->due_ms = now_us / 1000 + STARTUP_RECHECK_MS;
+        else
+            refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, "this integration's last commits were lost by the "
+                                  "database (a failover), and another worker has not written its own again yet; "
+                                  "retry shortly", NULL, 1);
+    }
+    n = kept_n;
     size_t nc = 0;
     for (refresh_t *r = w->refreshes; r && !alone; r = r->next)
         nc += r->state == REFRESH_ANSWERED && !r->in_db;

@@ -491,6 +491,103 @@ test_commit_lost_by_a_failover_is_written_again (void **state)
     assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 1);
 }
 
+/* Two workers refreshed one integration within the window (two replicas, each behind its own
+ * broker, or a partition that moved): wA's commit replaced T0 with T1, then wB's replaced T1 with
+ * T2, and a failover lost both. Each worker checks only its own commits. wB, checking first, found
+ * the row holding T0, a token it did not replace, and left it; wA then wrote T1 back, and the row
+ * stayed on T1, which wB's refresh had already spent: the next refresh met invalid_grant, and the
+ * user had to reconnect. Meanwhile a refresh through wB claimed the row and spent T0 at the
+ * provider. A row found at a generation before the one a kept commit started from has lost
+ * commits made elsewhere: the worker now holds its claims of that integration and checks it
+ * again each second while it keeps the commit, and writes its own once the row holds the token
+ * it replaced. */
+/* Two workers, wA behind broker 0 and wB behind broker 1 (keep_ms: FERRULE_FAILOVER_KEEP_MS, NULL
+ * for the default), refresh fo2:box one after the other; a failover loses both commits, and wB
+ * checks its own while wA is stopped. */
+static void
+two_workers_lose_both (const char *name, const char *keep_ms)
+{
+    h = harness_new (name);
+    assert_non_null (h);
+    if (keep_ms)
+        harness_set_env (h, "FERRULE_FAILOVER_KEEP_MS", keep_ms);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_broker (h), 1);
+    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
+    assert_int_equal (harness_start_worker_on (h, "wB", 2u), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
+                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (b0, "fo2:box", rt, NULL, NULL);
+    free (rt);
+    assert_int_equal (harness_sql (h, "INSERT INTO saved SELECT * FROM integrations WHERE id = 'fo2:box'"), 0);
+    int rc;
+    const char *code = code_of_ctl (b0, "refresh", "fo2:box", &rc);   /* wA: T0 -> T1 */
+    if (rc != 0)
+        fail_msg ("refresh through wA: %s", code);
+    code = code_of_ctl (b1, "refresh", "fo2:box", &rc);               /* wB: T1 -> T2 */
+    if (rc != 0)
+        fail_msg ("refresh through wB: %s", code);
+    assert_int_equal (harness_sql (h, "INSERT INTO committed SELECT id, generation, refresh_fingerprint FROM integrations"
+                                      " WHERE id = 'fo2:box'"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM committed"), 3);
+
+    lose_saved_commits ();
+    harness_signal_worker (h, "wA", SIGSTOP);
+    unsigned long long more;
+    int connected = itest_log_lines (h, "wB", "connected to the database", &more);
+    drop_worker_sessions ();
+    itest_wait_log (h, "integration lost commits another worker made", 10000);
+    assert_true (itest_log_lines (h, "wB", "connected to the database", &more) >= connected + 2);
+}
+
+/* Two workers refreshed one integration within the window (two replicas, each behind its own
+ * broker, or a partition that moved): wA's commit replaced T0 with T1, then wB's replaced T1 with
+ * T2, and a failover lost both. Each worker checks only its own commits. wB, checking first, found
+ * the row holding T0, a token it did not replace, and left it; wA then wrote T1 back, and the row
+ * stayed on T1, which wB's refresh had already spent: the next refresh met invalid_grant, and the
+ * user had to reconnect. Meanwhile a refresh through wB claimed the row and spent T0 at the
+ * provider. A row found at a generation before the one a kept commit started from has lost
+ * commits made elsewhere: the worker now holds its claims of that integration and checks it
+ * again each second while it keeps the commit, and writes its own once the row holds the token
+ * it replaced. */
+static void
+test_commits_lost_on_two_workers_are_written_again_in_order (void **state)
+{
+    two_workers_lose_both ("chain_failover_two", NULL);
+    /* a refresh through wB now would spend T0, which wA's refresh replaced: it waits, and is told
+     * to retry */
+    int rc;
+    unsigned long long more;
+    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo2:box", &rc);
+    assert_string_equal (code, "database_unavailable");
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+
+    harness_signal_worker (h, "wA", SIGCONT);
+    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
+              " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
+    assert_int_equal (itest_log_lines (h, "wA", "written again from this worker's memory", &more), 1);
+    assert_int_equal (itest_log_lines (h, "wB", "written again from this worker's memory", &more), 1);
+    expect_chain_intact_of ("fo2:box", 1, "after both commits were written again");
+}
+
+/* The wait ends with the commit it waits for: when wA never writes its own again (its check
+ * does not come within wB's window), wB forgets its commit after FERRULE_FAILOVER_KEEP_MS of
+ * connected time, says so, and its claims go on (here the refresh meets the spent token and the
+ * integration needs a reconnect, what a loss past the window gives). */
+static void
+test_a_wait_for_another_workers_commit_ends_with_the_window (void **state)
+{
+    two_workers_lose_both ("chain_failover_two_window", "3000");
+    itest_wait_log (h, "stopped waiting for 1 integration that", 10000);
+    int rc;
+    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo2:box", &rc);
+    assert_string_equal (code, "needs_reconnect");
+    harness_signal_worker (h, "wA", SIGCONT);
+}
+
 /* The kept commits were in the worker's memory only: a worker that stopped with them (killed, as
  * a node lost with its database's primary takes both; or drained, as a rolling restart during a
  * failover does) came back knowing nothing of them, and the lost commit's integration was left
@@ -1326,6 +1423,8 @@ main (void)
         cmocka_unit_test_teardown (test_refused_at_start_said_once, teardown),
         cmocka_unit_test_teardown (test_commit_lost_by_a_failover_is_written_again, teardown),
         cmocka_unit_test_teardown (test_commit_lost_by_a_failover_survives_a_worker_restart, teardown),
+        cmocka_unit_test_teardown (test_commits_lost_on_two_workers_are_written_again_in_order, teardown),
+        cmocka_unit_test_teardown (test_a_wait_for_another_workers_commit_ends_with_the_window, teardown),
         cmocka_unit_test_teardown (test_commit_settled_by_the_replay_is_kept_against_a_failover, teardown),
         cmocka_unit_test_teardown (test_failover_rewrite_refused_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
