@@ -114,7 +114,8 @@ typedef struct worker {
                          *journal_window, *revalidated_stale, *claim_batch, *commit_batch,
                          *phase_claim, *phase_commit, *db_batch, *parked,
                          *revoked, *revocation_failed, *journal_sync_failures,
-                         *failover_rewritten, *failover_forgotten, *failover_kept, *failover_kept_bytes;
+                         *failover_rewritten, *failover_forgotten, *failover_kept, *failover_kept_bytes,
+                         *failover_waiting;
         metrics_series_t *values_on_old_keys;   /* keystats.c */
         uint64_t journal_sync_failures_seen;    /* journal_sync_failures at the last publish */
     } m;

@@ -255,6 +255,12 @@ failover_waits (const failover_t *f, const char *id)
     return f && f->nwaits && bsearch (&id, f->waits, f->nwaits, sizeof *f->waits, by_text) != NULL;
 }
 
+size_t
+failover_waiting (const failover_t *f)
+{
+    return f ? f->nwaits : 0;
+}
+
 static const failover_t *sort_f;     /* for qsort's comparison: the loop's thread only */
 
 static int

@@ -46,6 +46,8 @@ int failover_checking (const failover_t *f);
 /* 1 when a check found id's row behind commits another worker made, which that worker has not
  * written again yet: a claim of it waits (it would spend a token the provider has replaced). */
 int failover_waits (const failover_t *f, const char *id);
+/* How many integrations failover_waits holds. */
+size_t failover_waiting (const failover_t *f);
 size_t failover_kept (const failover_t *f);
 size_t failover_kept_bytes (const failover_t *f);
 uint64_t failover_forgotten (const failover_t *f);

@@ -126,6 +126,9 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->m.failover_kept_bytes = metrics_gauge (w->metrics, "worker_failover_commits_kept_bytes",
                                               "the memory the kept rotated refresh commits take (at most "
                                               "FERRULE_FAILOVER_KEEP_MAX_MB)", NULL);
+    w->m.failover_waiting = metrics_gauge (w->metrics, "worker_failover_integrations_waiting",
+                                           "integrations whose rows a failover put behind commits another worker made: "
+                                           "their refreshes wait until that worker has written its own again", NULL);
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen (none after three heartbeat intervals without a PING)", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
@@ -383,6 +386,7 @@ worker_tick (worker_t *w, int64_t now)
     metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));
     metrics_set (w->m.failover_kept, (int64_t) failover_kept (w->failover));
     metrics_set (w->m.failover_kept_bytes, (int64_t) failover_kept_bytes (w->failover));
+    metrics_set (w->m.failover_waiting, (int64_t) failover_waiting (w->failover));
     uint64_t failures = journal_sync_failures (w->journal);
     metrics_add (w->m.journal_sync_failures, failures - w->m.journal_sync_failures_seen);
     w->m.journal_sync_failures_seen = failures;
