@@ -1186,9 +1186,10 @@ journal_roll (journal_t *j, int carry)
         memcpy (j->recs.v, at, copied * sizeof *at);
     j->recs.head = 0;
     j->recs.end = copied;
+    /* the old region's retained records: kept while a retainer holds them (a start reads them);
+     * held by none, the next settle ends the file's region once the new names are on disk */
+    j->retained_live = carry || j->retained_in_region;
     j->retained_in_region = 0;
-    /* the old region's retained records: kept while a retainer holds them (a start reads them) */
-    j->retained_live = carry;
     if (carry)
         j->carried_ms = clock_mono_ms ();
     j->unsynced = 1;                     /* the directory, at the next sync */

@@ -501,6 +501,17 @@ test_commit_lost_by_a_failover_is_written_again (void **state)
  * commits made elsewhere: the worker now holds its claims of that integration and checks it
  * again each second while it keeps the commit, and writes its own once the row holds the token
  * it replaced. */
+/* Two replicas of the service on one database: wA behind broker 0, wB behind broker 1. */
+static void
+start_two_replicas (void)
+{
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_broker (h), 1);
+    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
+    assert_int_equal (harness_start_worker_on (h, "wB", 2u), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+}
+
 /* Two workers, wA behind broker 0 and wB behind broker 1 (keep_ms: FERRULE_FAILOVER_KEEP_MS, NULL
  * for the default), refresh fo2:box one after the other; a failover loses both commits, and wB
  * checks its own while wA is stopped. */
@@ -512,11 +523,7 @@ two_workers_lose_both (const char *name, const char *keep_ms)
     if (keep_ms)
         harness_set_env (h, "FERRULE_FAILOVER_KEEP_MS", keep_ms);
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the waiting gauge is in /metrics */
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_broker (h), 1);
-    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
-    assert_int_equal (harness_start_worker_on (h, "wB", 2u), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    start_two_replicas ();
     const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
     assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
                                       " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
@@ -937,11 +944,7 @@ takeover (int kill_a)
     harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2500");
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "300");
     harness_set_env (h, "FERRULE_LEASE_MS", "3000");
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_broker (h), 1);
-    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
-    assert_int_equal (harness_start_worker_on (h, "wB", 2u), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    start_two_replicas ();
     const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
     char *rt = grant ("fakebox", NULL, NULL);
     import_at (b0, "tk:box", rt, NULL, NULL);
