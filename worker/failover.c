@@ -70,6 +70,8 @@ struct failover {
     int64_t follow_ms;               /* when the next follow-up starts */
 };
 
+static void failover_clear_waits (failover_t *f);
+
 static void
 kept_clear (kept_t *k)
 {
@@ -96,9 +98,7 @@ failover_destroy (failover_t **f_p)
             kept_clear (&f->v [i]);
         mem_free (f->v);
         mem_free (f->order);
-        for (size_t i = 0; i < f->nwaits; i++)
-            mem_free (f->waits [i]);
-        mem_free (f->waits);
+        failover_clear_waits (f);
         mem_free (f);
         *f_p = NULL;
     }
@@ -183,6 +183,14 @@ failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_
     snprintf (k->spent, sizeof k->spent, "%s", spent ? spent : "");
     k->kept_ms = k->disk_ms = clock_mono_ms () - (age_ms > 0 ? age_ms : 0);
     return forgotten;
+}
+
+void
+failover_commit_settled (worker_t *w, const store_commit_t *c, const char *spent, int64_t seq)
+{
+    metrics_add (w->m.failover_forgotten, failover_keep (w->failover, c, spent, 0));
+    if (seq > 0)
+        journal_done_retain (w->journal, seq);
 }
 
 /* journal_retainer_fn: how many commits are kept, and since when the oldest's record (the first
@@ -306,19 +314,30 @@ failover_start_check (failover_t *f)
     failover_start_check_of (f, 0);
 }
 
+static void
+failover_clear_waits (failover_t *f)
+{
+    for (size_t i = 0; i < f->nwaits; i++)
+        mem_free (f->waits [i]);
+    mem_free (f->waits);
+    f->waits = NULL;
+    f->nwaits = 0;
+}
+
 /* The integrations the check found behind commits made elsewhere, as waits; their next check in
  * FAILOVER_FOLLOW_MS. Returns how many. */
 static size_t
 failover_set_waits (failover_t *f, int64_t now)
 {
-    for (size_t i = 0; i < f->nwaits; i++)
-        mem_free (f->waits [i]);
-    f->nwaits = 0;
+    failover_clear_waits (f);
+    size_t n = 0;
     for (size_t i = 0; i < f->span; i++)
-        if (f->v [f->start + i].elsewhere) {
-            f->waits = mem_realloc (f->waits, (f->nwaits + 1) * sizeof *f->waits);
+        n += f->v [f->start + i].elsewhere;
+    if (n)
+        f->waits = mem_alloc (n * sizeof *f->waits);
+    for (size_t i = 0; i < f->span; i++)
+        if (f->v [f->start + i].elsewhere)
             f->waits [f->nwaits++] = mem_strdup (f->v [f->start + i].c.id);
-        }
     if (f->nwaits > 1)
         qsort (f->waits, f->nwaits, sizeof *f->waits, by_text);
     f->follow_ms = now + FAILOVER_FOLLOW_MS;
@@ -575,8 +594,7 @@ failover_tick (worker_t *w, int64_t now_ms)
         if (f->step == FAILOVER_IDLE) {  /* their commits are forgotten: nothing to wait for */
             log_info (NULL, NULL, "stopped waiting for %zu integration%s that had lost commits another worker made: "
                       "this worker no longer keeps its own", f->nwaits, f->nwaits == 1 ? "" : "s");
-            f->span = 0;
-            (void) failover_set_waits (f, now_ms);
+            failover_clear_waits (f);
             return;
         }
     }

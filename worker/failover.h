@@ -35,6 +35,10 @@ void failover_destroy (failover_t **f_p);
  * commits it forgot (the oldest, past the bounds) or did not keep (this one, while a check covers
  * the rest). */
 uint64_t failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_t age_ms);
+/* A rotated commit is in the database: kept (what that forgot counted), and its journal record
+ * seq (0: none) settled as retained, in that order, since the journal asks what is kept before
+ * it lets a record go. For a refresh's commit and a replayed record's alike. */
+void failover_commit_settled (worker_t *w, const store_commit_t *c, const char *spent, int64_t seq);
 /* At start: the journal is told what is kept (its records stay on disk while they are; see
  * journal_set_retainer), and the commits an earlier run kept are read back from it and checked as
  * after a reconnection, before the first claim and the journal's replay. Returns how many. */

@@ -123,7 +123,7 @@ collect (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
 typedef enum {
     SETTLE_BY_REVOCATION,           /* not yet: the revocation started for it settles it */
     SETTLE_FORGET,
-    SETTLE_RETAIN                   /* a rotated commit: kept against a failover (journal_done_retain) */
+    SETTLE_RETAIN                   /* a rotated commit: kept against a failover (failover_commit_settled) */
 } settle_t;
 
 /* The current record is settled (in the database, or superseded there). */
@@ -135,7 +135,7 @@ record_settled_as (worker_t *w, const char *how, settle_t settle)
     if (how)
         log_info (rec->c.id, NULL, "journal replay: %s generation %lld", how, (long long) rec->c.expected_generation + 1);
     if (settle == SETTLE_RETAIN)
-        journal_done_retain (w->journal, rec->seq);
+        failover_commit_settled (w, &rec->c, rec->spent, rec->seq);
     else
     if (settle == SETTLE_FORGET)
         journal_done (w->journal, rec->seq);
@@ -212,8 +212,6 @@ replayed (void *arg, fr_status_t st, int committed, int settled, const char *err
     if ((committed || settled) && w->recovery->recs [w->recovery->next].c.rotated) {
         /* a failover can lose it as it can a refresh's commit (one committed just before the
          * crash, its marker lost, too): kept, and its record retained */
-        recovery_rec_t *rec = &w->recovery->recs [w->recovery->next];
-        metrics_add (w->m.failover_forgotten, failover_keep (w->failover, &rec->c, rec->spent, 0));
         record_settled_as (w, committed ? "committed" : NULL, SETTLE_RETAIN);
     }
     else

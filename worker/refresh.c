@@ -722,12 +722,9 @@ static void
 refresh_committed (worker_t *w, refresh_t *r)
 {
     cache_entry_t *e = r->entry;
-    /* a failover could still lose it: kept in memory, and its record on disk while kept (kept
-     * first: the journal asks what is kept before it lets a record go) */
+    /* a failover could still lose it: kept in memory, and its record on disk while kept */
     if (r->commit.rotated)
-        metrics_add (w->m.failover_forgotten, failover_keep (w->failover, &r->commit, r->spent, 0));
-    if (r->journal_seq > 0 && r->commit.rotated)
-        journal_done_retain (w->journal, r->journal_seq);
+        failover_commit_settled (w, &r->commit, r->spent, r->journal_seq);
     else
     if (r->journal_seq > 0)
         journal_done (w->journal, r->journal_seq);

@@ -973,6 +973,19 @@ size_of (const char *p)
 
 #define ROLL_TEST_BOUND (8 << 20)        /* the roll happens at 4 MB; the file grows by 1 MB */
 
+/* Opens the journal afresh: its replay gives exactly the records first ("stuck") and second, in
+ * that order. */
+static void
+expect_replayed_two (journal_t **j, int64_t first, int64_t second)
+{
+    seen_t s = reopen_and_replay (j);
+    assert_int_equal (s.n, 2);
+    assert_string_equal (s.ids [0], "stuck");
+    assert_int_equal (s.seqs [0], first);
+    assert_int_equal (s.seqs [1], second);
+    assert_int_equal (journal_outstanding (*j), 2);
+}
+
 /* Under load some record may be outstanding at every settle: here one refresh's commit is stuck
  * from the start, and another is always in flight. The journal used to empty only when nothing
  * was outstanding, so it grew without end. Once its region is long it is rolled: the outstanding
@@ -1008,15 +1021,10 @@ test_a_journal_never_idle_is_rolled (void **state)
     }
     assert_true (largest > 0 && largest <= ROLL_TEST_BOUND);
     assert_int_equal (journal_sync (j), 0);
-    seen_t s = reopen_and_replay (&j);
-    assert_int_equal (s.n, 2);
-    assert_string_equal (s.ids [0], "stuck");
-    assert_int_equal (s.seqs [0], s_stuck);
-    assert_int_equal (s.seqs [1], prev);
-    assert_int_equal (journal_outstanding (j), 2);
+    expect_replayed_two (&j, s_stuck, prev);
     journal_done (j, s_stuck);
     journal_done (j, prev);
-    s = reopen_and_replay (&j);
+    seen_t s = reopen_and_replay (&j);
     assert_int_equal (s.n, 0);
     journal_close (&j);
 }
@@ -1054,15 +1062,7 @@ test_a_carry_copies_the_outstanding_records (void **state)
     }
     assert_true (inode_of (path) == retained_ino);      /* carried */
     assert_true (size_of (path) <= ROLL_TEST_BOUND);
-    journal_close (&j);
-    j = journal_open (path, err, sizeof err);
-    assert_non_null (j);
-    seen_t s;
-    memset (&s, 0, sizeof s);
-    assert_int_equal (journal_replay (j, collect, &s), 2);
-    assert_string_equal (s.ids [0], "stuck");
-    assert_int_equal (s.seqs [0], s_stuck);
-    assert_int_equal (s.seqs [1], prev);
+    expect_replayed_two (&j, s_stuck, prev);
     journal_set_retainer (j, holder_fn, &hd, 1 << 20);
     retained_t r;
     memset (&r, 0, sizeof r);
@@ -1091,10 +1091,7 @@ test_a_failed_roll_keeps_the_journal (void **state)
         prev = s;
     }
     assert_int_equal (access (retained_path, F_OK), -1);
-    seen_t s = reopen_and_replay (&j);
-    assert_int_equal (s.n, 2);
-    assert_int_equal (s.seqs [0], s_stuck);
-    assert_int_equal (s.seqs [1], prev);
+    expect_replayed_two (&j, s_stuck, prev);
     journal_close (&j);
 }
 
