@@ -66,6 +66,8 @@ struct failover {
      * commits are kept. */
     char **waits;                    /* their ids, sorted */
     size_t nwaits;
+    char **held;                     /* failover_hold: the journal's records waiting so */
+    size_t nheld;
     int follow;                      /* the check under way is a follow-up */
     int64_t follow_ms;               /* when the next follow-up starts */
 };
@@ -99,6 +101,9 @@ failover_destroy (failover_t **f_p)
         mem_free (f->v);
         mem_free (f->order);
         failover_clear_waits (f);
+        for (size_t i = 0; i < f->nheld; i++)
+            mem_free (f->held [i]);
+        mem_free (f->held);
         mem_free (f);
         *f_p = NULL;
     }
@@ -260,13 +265,40 @@ by_text (const void *a, const void *b)
 int
 failover_waits (const failover_t *f, const char *id)
 {
-    return f && f->nwaits && bsearch (&id, f->waits, f->nwaits, sizeof *f->waits, by_text) != NULL;
+    if (!f)
+        return 0;
+    if (f->nwaits && bsearch (&id, f->waits, f->nwaits, sizeof *f->waits, by_text))
+        return 1;
+    for (size_t i = 0; i < f->nheld; i++)     /* a few, after a rare failover: a walk */
+        if (strcmp (f->held [i], id) == 0)
+            return 1;
+    return 0;
+}
+
+void
+failover_hold (failover_t *f, const char *id)
+{
+    if (!f)
+        return;
+    f->held = mem_realloc (f->held, (f->nheld + 1) * sizeof *f->held);
+    f->held [f->nheld++] = mem_strdup (id);
+}
+
+void
+failover_unhold (failover_t *f, const char *id)
+{
+    for (size_t i = 0; f && i < f->nheld; i++)
+        if (strcmp (f->held [i], id) == 0) {
+            mem_free (f->held [i]);
+            f->held [i] = f->held [--f->nheld];
+            return;
+        }
 }
 
 size_t
 failover_waiting (const failover_t *f)
 {
-    return f ? f->nwaits : 0;
+    return f ? f->nwaits + f->nheld : 0;
 }
 
 static const failover_t *sort_f;     /* for qsort's comparison: the loop's thread only */
@@ -495,7 +527,7 @@ failover_ask (worker_t *w, failover_t *f, store_t *s, int64_t now)
 }
 
 static void
-on_written (void *arg, fr_status_t st, int committed, int settled, const char *err)
+on_written (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_generation, const char *err)
 {
     worker_t *w = arg;
     failover_t *f = w->failover;
@@ -514,7 +546,7 @@ on_written (void *arg, fr_status_t st, int committed, int settled, const char *e
         log_error (k->c.id, NULL, "could not write again the refresh commit the database lost, and will not try "
                    "again: %s", err);
     else
-    if (committed) {
+    if (outcome == STORE_REPLAY_COMMITTED) {
         log_warning (k->c.id, NULL, "the database had lost the commit of this integration's rotated refresh token (a "
                      "failover to a standby that had not received it, or a restore): written again from this "
                      "worker's memory over generation %lld", (long long) k->row_generation);
@@ -525,9 +557,9 @@ on_written (void *arg, fr_status_t st, int committed, int settled, const char *e
         f->written++;
     }
     else
-    if (!settled)
+    if (outcome != STORE_REPLAY_SETTLED)
         log_info (k->c.id, NULL, "the refresh commit the database lost was not written again: the row changed "
-                  "meanwhile");
+                  "meanwhile (generation %lld now)", (long long) row_generation);
     k->behind = 0;
     f->next++;
 }

@@ -50,7 +50,11 @@ int failover_checking (const failover_t *f);
 /* 1 when a check found id's row behind commits another worker made, which that worker has not
  * written again yet: a claim of it waits (it would spend a token the provider has replaced). */
 int failover_waits (const failover_t *f, const char *id);
-/* How many integrations failover_waits holds. */
+/* The same for a journal record the start-up replay found behind such commits (recovery.c):
+ * claims of id wait until failover_unhold. A hold per record; ids are copied. */
+void failover_hold (failover_t *f, const char *id);
+void failover_unhold (failover_t *f, const char *id);
+/* How many integrations failover_waits holds (held ones counted per record). */
 size_t failover_waiting (const failover_t *f);
 size_t failover_kept (const failover_t *f);
 size_t failover_kept_bytes (const failover_t *f);

@@ -2,7 +2,10 @@
  * replayed first, while the earlier run's leases still keep other workers away from those
  * integrations; only then are the leases released. One record at a time, in the journal's order;
  * a record that fails (its row locked, the database away) is kept and the pass goes on, and the
- * whole pass is tried again a second later, until a pass settles every record. */
+ * whole pass is tried again a second later, until a pass settles every record. A record whose row
+ * is behind it (a failover lost commits another worker made before its refresh) leaves the pass
+ * for a list of its own, tried again each second while its integration's claims wait, until the
+ * failover window has passed. */
 #include "recovery.h"
 #include "blockwalk.h"
 #include "store_chain.h"
@@ -29,6 +32,8 @@ typedef struct {
     int64_t seq;
     store_commit_t c;
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token it replaced: failover_keep */
+    int64_t behind_ms;                         /* behind: when its row was first found so, in
+                                                  connected time (recovery_t's connected_ms) */
 } recovery_rec_t;
 
 struct recovery {
@@ -39,6 +44,14 @@ struct recovery {
     int failed;                     /* a record of this pass was not settled */
     int in_flight;                  /* a batch of ours is out */
     int64_t due_ms;                 /* no step before this */
+    /* The records found behind, out of the passes (collect skips them): each is replayed again
+     * once a round, a round each RECOVERY_RETRY_MS, until it is settled or its wait outlived the
+     * failover window (connected time, as the other worker keeps its commits). */
+    recovery_rec_t *behind;
+    size_t nbehind, behind_next;
+    int retrying;                   /* the record out is behind [behind_next], not recs [next] */
+    int64_t behind_due_ms;
+    int64_t connected_ms, tick_ms;  /* the time the database was connected, counted at each tick */
     blockwalk_t release;            /* the leases' release: a range of the table's blocks at a time */
     char **released_ids, **released_providers;  /* what the ranges so far released */
     size_t nreleased;
@@ -63,11 +76,17 @@ rec_clear (recovery_rec_t *r)
 }
 
 static void
+recs_clear (recovery_rec_t *recs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        rec_clear (&recs [i]);
+    mem_free (recs);
+}
+
+static void
 recovery_forget_pass (recovery_t *r)
 {
-    for (size_t i = 0; i < r->n; i++)
-        rec_clear (&r->recs [i]);
-    mem_free (r->recs);
+    recs_clear (r->recs, r->n);
     r->recs = NULL;
     r->n = r->next = 0;
     r->collected = 0;
@@ -78,6 +97,7 @@ recovery_destroy (recovery_t **r_p)
 {
     if (r_p && *r_p) {
         recovery_forget_pass (*r_p);
+        recs_clear ((*r_p)->behind, (*r_p)->nbehind);
         for (size_t i = 0; i < (*r_p)->nreleased; i++) {
             mem_free ((*r_p)->released_ids [i]);
             mem_free ((*r_p)->released_providers [i]);
@@ -99,14 +119,24 @@ copy_bytes (const unsigned char *p, size_t len)
     return q;
 }
 
+/* 1 when record seq waits in the behind list. */
+static int
+recovery_holds (const recovery_t *r, int64_t seq)
+{
+    for (size_t i = 0; i < r->nbehind; i++)
+        if (r->behind [i].seq == seq)
+            return 1;
+    return 0;
+}
+
 /* journal_replay's callback: the record's fields live only during the call. */
 static void
 collect (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
 {
     worker_t *w = arg;
     recovery_t *r = w->recovery;
-    if (calls_journal_held (w, seq))
-        return;         /* a revocation an earlier pass started settles it: one, not two */
+    if (calls_journal_held (w, seq) || recovery_holds (r, seq))
+        return;         /* a revocation an earlier pass started, or the behind list, settles it: once */
     r->recs = mem_realloc (r->recs, (r->n + 1) * sizeof *r->recs);
     recovery_rec_t *rec = &r->recs [r->n++];
     rec->seq = seq;
@@ -126,12 +156,40 @@ typedef enum {
     SETTLE_RETAIN                   /* a rotated commit: kept against a failover (failover_commit_settled) */
 } settle_t;
 
+/* The record whose batch is out. */
+static recovery_rec_t *
+current (recovery_t *r)
+{
+    return r->retrying ? &r->behind [r->behind_next] : &r->recs [r->next];
+}
+
+/* The record out is done with for now: the next one. settled: out of the behind list too. */
+static void
+record_next (worker_t *w, int settled)
+{
+    recovery_t *r = w->recovery;
+    if (!r->retrying)
+        r->next++;
+    else
+    if (!settled)
+        r->behind_next++;
+    else {
+        failover_unhold (w->failover, r->behind [r->behind_next].c.id);
+        rec_clear (&r->behind [r->behind_next]);
+        memmove (r->behind + r->behind_next, r->behind + r->behind_next + 1,
+                 (r->nbehind - r->behind_next - 1) * sizeof *r->behind);
+        r->nbehind--;
+    }
+    r->retrying = 0;
+    r->in_flight = 0;
+}
+
 /* The current record is settled (in the database, or superseded there). */
 static void
 record_settled_as (worker_t *w, const char *how, settle_t settle)
 {
     recovery_t *r = w->recovery;
-    recovery_rec_t *rec = &r->recs [r->next];
+    recovery_rec_t *rec = current (r);
     if (how)
         log_info (rec->c.id, NULL, "journal replay: %s generation %lld", how, (long long) rec->c.expected_generation + 1);
     if (settle == SETTLE_RETAIN)
@@ -139,8 +197,7 @@ record_settled_as (worker_t *w, const char *how, settle_t settle)
     else
     if (settle == SETTLE_FORGET)
         journal_done (w->journal, rec->seq);
-    r->next++;
-    r->in_flight = 0;
+    record_next (w, 1);
 }
 
 static void
@@ -153,17 +210,17 @@ static void
 record_failed (worker_t *w, const char *err)
 {
     recovery_t *r = w->recovery;
-    log_warning (r->recs [r->next].c.id, NULL, "journal replay failed, will retry: %s", err);
-    r->failed = 1;
-    r->next++;
-    r->in_flight = 0;
+    log_warning (current (r)->c.id, NULL, "journal replay failed, will retry: %s", err);
+    if (!r->retrying)
+        r->failed = 1;
+    record_next (w, 0);
 }
 
 static void
 conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char *err)
 {
     worker_t *w = arg;
-    recovery_rec_t *rec = &w->recovery->recs [w->recovery->next];
+    recovery_rec_t *rec = current (w->recovery);
     if (st == FR_OK && rec->c.rotated && row->status && strcmp (row->status, "disconnected") == 0) {
         /* the earlier run's refresh lost to a disconnect and its revocation of the token it got
          * had not ended: done now, in the background, the record settled by its outcome */
@@ -176,8 +233,7 @@ conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char
     else
     if (st == FR_NOT_FOUND) {
         /* deleted since: there is nothing left to commit the token into */
-        log_warning (w->recovery->recs [w->recovery->next].c.id, NULL,
-                     "journal replay: the integration no longer exists; its record is dropped");
+        log_warning (rec->c.id, NULL, "journal replay: the integration no longer exists; its record is dropped");
         record_settled (w, NULL);
     }
     else
@@ -198,28 +254,71 @@ conflict_record_start (worker_t *w, store_t *s, void *arg)
     if (!s)
         record_failed (w, "the worker is stopping");
     else
-    if (store_conflict_start (s, &r->recs [r->next].c, conflict_recorded, w, why, sizeof why) != FR_OK)
+    if (store_conflict_start (s, &current (r)->c, conflict_recorded, w, why, sizeof why) != FR_OK)
         record_failed (w, why);
 }
 
+/* The current record's row is at generation, before the one the record's refresh started from:
+ * a failover (or a restore) lost the commits before it, made by another worker (this one's are
+ * written again by failover.c before any replay). Its compare-and-set would lose, and settling it
+ * as superseded dropped its token: the other worker's check then wrote back the token this
+ * record's refresh had spent. It waits, within the failover window, for the row to come back to
+ * its generation; claims of its integration wait with it (failover_hold). Returns 0 when it waits. */
+static int
+record_behind (worker_t *w, int64_t generation)
+{
+    recovery_t *r = w->recovery;
+    recovery_rec_t *rec = current (r);
+    int64_t keep_ms = w->cfg.failover_keep_ms;
+    if (!r->retrying) {
+        if (keep_ms <= 0)
+            return -1;                       /* the other worker keeps nothing to write again */
+        log_info (rec->c.id, NULL, "journal replay: the row is at generation %lld, before the %lld this record's "
+                  "refresh started from: a failover lost commits another worker made before this refresh; waiting up "
+                  "to %lld ms for that worker to write them again, and this integration's refreshes wait", (long long) generation,
+                  (long long) rec->c.expected_generation, (long long) keep_ms);
+        r->behind = mem_realloc (r->behind, (r->nbehind + 1) * sizeof *r->behind);
+        r->behind [r->nbehind] = *rec;
+        r->behind [r->nbehind++].behind_ms = r->connected_ms;
+        failover_hold (w->failover, rec->c.id);
+        memset (rec, 0, sizeof *rec);        /* the list's now */
+        if (r->nbehind == 1)
+            r->behind_due_ms = clock_mono_ms () + RECOVERY_RETRY_MS;
+        record_next (w, 0);
+        return 0;
+    }
+    if (r->connected_ms - rec->behind_ms < keep_ms) {
+        record_next (w, 0);
+        return 0;
+    }
+    log_warning (rec->c.id, NULL, "journal replay: stopped waiting for another worker to write again the commits a "
+                 "failover lost before this record's refresh (the row is still at generation %lld after %lld ms): the "
+                 "record is settled as superseded, and the next refresh may find its refresh token spent",
+                 (long long) generation, (long long) keep_ms);
+    return -1;
+}
+
 static void
-replayed (void *arg, fr_status_t st, int committed, int settled, const char *err)
+replayed (void *arg, fr_status_t st, store_replay_t outcome, int64_t generation, const char *err)
 {
     worker_t *w = arg;
     if (st != FR_OK)
         record_failed (w, err);
     else
-    if ((committed || settled) && w->recovery->recs [w->recovery->next].c.rotated) {
+    if (outcome != STORE_REPLAY_LOST && outcome != STORE_REPLAY_BEHIND && current (w->recovery)->c.rotated) {
         /* a failover can lose it as it can a refresh's commit (one committed just before the
          * crash, its marker lost, too): kept, and its record retained */
-        record_settled_as (w, committed ? "committed" : NULL, SETTLE_RETAIN);
+        record_settled_as (w, outcome == STORE_REPLAY_COMMITTED ? "committed" : NULL, SETTLE_RETAIN);
     }
     else
-    if (committed)
+    if (outcome == STORE_REPLAY_COMMITTED)
         record_settled (w, "committed");
     else
-    if (settled)
+    if (outcome == STORE_REPLAY_SETTLED)
         record_settled (w, NULL);            /* committed before the crash: only the marker was lost */
+    else
+    if (outcome == STORE_REPLAY_BEHIND && record_behind (w, generation) == 0)
+        return;
     else
         dbwait_add (w, conflict_record_start, NULL, -1);   /* another writer won: this result's conflict */
 }
@@ -326,11 +425,37 @@ replay_step (worker_t *w, recovery_t *r, store_t *s, int64_t now)
     r->step = RECOVERY_RELEASE;
 }
 
+/* The behind list's next record replayed again, once the database is up and a connection free. */
+static void
+recovery_retry_behind (worker_t *w, recovery_t *r, int64_t now)
+{
+    char err [512];
+    if (!r->nbehind || r->in_flight || now < r->behind_due_ms || !store_connected (w->store)
+        || failover_checking (w->failover))
+        return;
+    if (r->behind_next >= r->nbehind) {
+        r->behind_next = 0;                  /* the round is over: the next in a second */
+        r->behind_due_ms = now + RECOVERY_RETRY_MS;
+        return;
+    }
+    store_t *s = dbwait_free_store (w);
+    if (!s)
+        return;
+    r->retrying = 1;
+    r->in_flight = 1;
+    if (store_replay_start (s, &r->behind [r->behind_next].c, replayed, w, err, sizeof err) != FR_OK)
+        record_failed (w, err);
+}
+
 void
 recovery_tick (worker_t *w, int64_t now)
 {
     recovery_t *r = w->recovery;
     char err [512];
+    if (r->tick_ms && store_connected (w->store))
+        r->connected_ms += now - r->tick_ms;
+    r->tick_ms = now;
+    recovery_retry_behind (w, r, now);
     /* a step on a connection that is down would only fail: wait until it is up; and until the
      * commits kept before a restart are checked (failover_restore): a record replayed onto a row a
      * failover put behind would lose its compare-and-set, and the kept commit written again after

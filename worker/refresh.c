@@ -1346,8 +1346,8 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
             continue;
         }
         /* its row lost commits another worker made (a failover): the token it holds was spent by
-         * that worker's refresh, and this worker's kept commit is written again only once that
-         * worker has written its own (failover.h). It waits as above. */
+         * that worker's refresh, and this worker's kept commit, or its journal's record, is
+         * written only once that worker has written its own (failover.h). It waits as above. */
         int64_t now_us = clock_mono_us ();
         if ((now_us - r->started_us) / 1000 < STARTUP_WAIT_MS)
             r->due_ms = now_us / 1000 + STARTUP_RECHECK_MS;

@@ -319,15 +319,22 @@ static void
 replay_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     replay_ctx_t *c = arg;
-    int committed = 0, settled = 0;
+    store_replay_t outcome = STORE_REPLAY_LOST;
+    int64_t generation = -1;
     if (st == FR_OK && n == 2) {
-        committed = PQntuples (results [0]) == 1;
-        /* the same token committed before the crash: only the journal's marker was lost */
-        settled = !committed && PQntuples (results [1]) == 1 && c->fingerprint [0]
-               && store_int_at (results [1], 0, 0) > c->expected
-               && !PQgetisnull (results [1], 0, 1) && strcmp (PQgetvalue (results [1], 0, 1), c->fingerprint) == 0;
+        if (PQntuples (results [1]) == 1)
+            generation = store_int_at (results [1], 0, 0);
+        if (PQntuples (results [0]) == 1)
+            outcome = STORE_REPLAY_COMMITTED;
+        else
+        if (generation > c->expected && c->fingerprint [0] && !PQgetisnull (results [1], 0, 1)
+            && strcmp (PQgetvalue (results [1], 0, 1), c->fingerprint) == 0)
+            outcome = STORE_REPLAY_SETTLED;  /* the same token committed before the crash */
+        else
+        if (generation >= 0 && generation < c->expected)
+            outcome = STORE_REPLAY_BEHIND;
     }
-    c->fn (c->arg, st, committed, settled, st == FR_OK ? NULL : err);
+    c->fn (c->arg, st, outcome, generation, st == FR_OK ? NULL : err);
 }
 
 fr_status_t

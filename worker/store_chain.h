@@ -68,12 +68,22 @@ typedef void (store_claims_fn) (void *arg, store_claim_req_t *reqs, size_t n);
 /* A journal record's replay at start, as a batch: the refresh protocol's compare-and-set (the
  * commit statement of a group commit: the generation still the expected one, the row active, or
  * needs_reconnect and the commit carries a rotated refresh token; the lease cleared only if still
- * this refresh's), then the row as that transaction left it. fn gets committed = 1 when it was
- * written now; settled = 1 when it was not but the row already holds this record's refresh token
- * at a later generation (committed before the crash: only the journal's marker was lost). Neither:
- * the compare-and-set lost to another writer (the caller records the conflict,
- * store_conflict_start). A failure writes nothing: the caller keeps the record and retries. */
-typedef void (store_replayed_fn) (void *arg, fr_status_t st, int committed, int settled, const char *err);
+ * this refresh's), then the row as that transaction left it. fn gets the outcome with st FR_OK,
+ * and the row's generation after it (-1: no row). A failure writes nothing: the caller keeps the
+ * record and retries. */
+typedef enum {
+    STORE_REPLAY_COMMITTED,          /* written now */
+    STORE_REPLAY_SETTLED,            /* not written: the row holds this record's refresh token at a
+                                        later generation (committed before the crash: only the
+                                        journal's marker was lost) */
+    STORE_REPLAY_BEHIND,             /* not written: the row is at a generation before the one the
+                                        record's refresh started from, which only a restore or a
+                                        failover that lost the commits before it makes */
+    STORE_REPLAY_LOST,               /* the compare-and-set lost to another writer (the caller
+                                        records the conflict, store_conflict_start) */
+} store_replay_t;
+typedef void (store_replayed_fn) (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_generation,
+                                  const char *err);
 fr_status_t store_replay_start (store_t *s, const store_commit_t *c, store_replayed_fn *fn, void *arg,
                                 char *err, size_t errlen) FR_MUSTCHECK;
 /* The commits' answers (group commit): committed [i] = 1 when commits [i] was written, 0 when its

@@ -127,7 +127,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                               "the memory the kept rotated refresh commits take (at most "
                                               "FERRULE_FAILOVER_KEEP_MAX_MB)", NULL);
     w->m.failover_waiting = metrics_gauge (w->metrics, "worker_failover_integrations_waiting",
-                                           "integrations whose rows a failover put behind commits another worker made: "
+                                           "integrations whose rows a failover put behind commits another worker made "
+                                           "(kept commits, journal records): "
                                            "their refreshes wait until that worker has written its own again", NULL);
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen (none after three heartbeat intervals without a PING)", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);

@@ -2,7 +2,8 @@
  * found, against the real processes and PostgreSQL:
  *   - a commit that meets a read-only database is retried until it lands (never dropped);
  *   - a read-only or refused server is said once in ten seconds, not at every attempt;
- *   - a rotated commit a failover lost is written again from the worker's memory;
+ *   - a rotated commit a failover lost is written again from the worker's memory; a journal
+ *     replay onto a row a failover put behind another worker's lost commit waits for that one;
  *   - a rotated token the journal could not take (a file size limit) is journaled once it can,
  *     while its commit still fails, and survives a crash then;
  *   - a row lock held for 10 s stalls nothing: other integrations keep being served, the worker
@@ -636,13 +637,14 @@ test_commit_lost_by_a_failover_survives_a_worker_restart (void **state)
     assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 2);
 }
 
-/* Removes the settled markers ("done" lines) from the live region of w1's journal, as a crash
- * between a commit and the flush of its marker leaves it: the records look outstanding again. */
+/* Removes the settled markers ("done" lines) from the live region of the journal of worker, as a
+ * crash between a commit and the flush of its marker leaves it: the records look outstanding
+ * again. */
 static void
-lose_journal_markers (void)
+lose_journal_markers_of (const char *worker)
 {
     char path [4096];
-    snprintf (path, sizeof path, "%s/w1.journal", harness_workdir (h));
+    snprintf (path, sizeof path, "%s/%s.journal", harness_workdir (h), worker);
     FILE *f = fopen (path, "r+");
     assert_non_null (f);
     static char text [1 << 20], kept [1 << 20];
@@ -677,7 +679,7 @@ test_commit_settled_by_the_replay_is_kept_against_a_failover (void **state)
     refresh_saving_before ("fo-replayed:box");
     harness_signal_worker (h, "w1", SIGKILL);
     assert_true (harness_wait_worker_exit (h, "w1", 10000) >= 0);
-    lose_journal_markers ();
+    lose_journal_markers_of ("w1");
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
     /* a refresh waits for the start-up replay: once it is answered, the record is settled */
@@ -695,6 +697,92 @@ test_commit_settled_by_the_replay_is_kept_against_a_failover (void **state)
     wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id) WHERE id = 'fo-replayed:box'"
               " AND i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 10000);
     expect_chain_intact_of ("fo-replayed:box", 2, "after the failover");
+}
+
+/* Two workers refreshed one integration (wA: T0 -> T1, then wB: T1 -> T2), wB died before its
+ * journal's settled marker reached the disk, and a failover lost both commits. wB's replay at
+ * start found the row at generation 1 (T0), lost its compare-and-set, settled the record as
+ * superseded and dropped T2; wA's check then wrote T1 back, a token wB's refresh had spent (the
+ * next refresh: invalid_grant, and the user reconnects). A record whose row is found at a
+ * generation before its own now waits, as a kept commit does (failover.h), for the other worker
+ * to write its commits again, holding that integration's claims, bounded by the failover window.
+ * keep_ms: FERRULE_FAILOVER_KEEP_MS, NULL for the default. Returns with wA stopped and wB's
+ * replay waiting. */
+static void
+replay_behind_another_workers_loss (const char *name, const char *keep_ms)
+{
+    h = harness_new (name);
+    assert_non_null (h);
+    if (keep_ms)
+        harness_set_env (h, "FERRULE_FAILOVER_KEEP_MS", keep_ms);
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the waiting gauge is in /metrics */
+    start_two_replicas ();
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
+                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (b0, "fo3:box", rt, NULL, NULL);
+    free (rt);
+    assert_int_equal (harness_sql (h, "INSERT INTO saved SELECT * FROM integrations WHERE id = 'fo3:box'"), 0);
+    int rc;
+    const char *code = code_of_ctl (b0, "refresh", "fo3:box", &rc);   /* wA: T0 -> T1 */
+    if (rc != 0)
+        fail_msg ("refresh through wA: %s", code);
+    code = code_of_ctl (b1, "refresh", "fo3:box", &rc);               /* wB: T1 -> T2 */
+    if (rc != 0)
+        fail_msg ("refresh through wB: %s", code);
+    assert_int_equal (harness_sql (h, "INSERT INTO committed SELECT id, generation, refresh_fingerprint FROM integrations"
+                                      " WHERE id = 'fo3:box'"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM committed"), 3);
+
+    harness_signal_worker (h, "wB", SIGKILL);
+    assert_true (harness_wait_worker_exit (h, "wB", 10000) >= 0);
+    lose_journal_markers_of ("wB");
+    harness_signal_worker (h, "wA", SIGSTOP);
+    lose_saved_commits ();
+    drop_worker_sessions ();
+    assert_int_equal (harness_start_worker_on (h, "wB", 2u), 0);
+    itest_wait_log (h, "a failover lost commits another worker made before this refresh", 10000);
+}
+
+static void
+test_replay_waits_for_another_workers_lost_commit (void **state)
+{
+    replay_behind_another_workers_loss ("chain_failover_replay_behind", NULL);
+    /* a refresh through wB now would spend T0, which wA's refresh replaced: it waits, and is told
+     * to retry */
+    int rc;
+    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo3:box", &rc);
+    assert_string_equal (code, "database_unavailable");
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 1);
+
+    /* wA writes T1 again, and then wB's replay writes T2 over it */
+    harness_signal_worker (h, "wA", SIGCONT);
+    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
+              " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "wA", "written again from this worker's memory", &more), 1);
+    assert_int_equal (itest_log_lines (h, "wB", "journal replay: committed generation 3", &more), 1);
+    for (int waited = 0; itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") != 0 && waited < 2000;
+         waited += 50)
+        usleep (50 * 1000);             /* the gauge is published every 100 ms */
+    assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 0);
+    expect_chain_intact_of ("fo3:box", 1, "after the replay waited for the other worker");
+}
+
+/* The replay's wait ends with the failover window: wA never writes its commit again, and wB gives
+ * its record up after FERRULE_FAILOVER_KEEP_MS of connected time, says so, and its claims go on
+ * (the refresh meets the spent token: what a loss past the window gives). */
+static void
+test_a_replays_wait_ends_with_the_window (void **state)
+{
+    replay_behind_another_workers_loss ("chain_failover_replay_window", "3000");
+    itest_wait_log (h, "stopped waiting for another worker", 10000);
+    int rc;
+    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo3:box", &rc);
+    assert_string_equal (code, "needs_reconnect");
+    harness_signal_worker (h, "wA", SIGCONT);
 }
 
 /* A lost commit found on a server that is read-only (target_session_attrs=any reached a standby,
@@ -1433,6 +1521,8 @@ main (void)
         cmocka_unit_test_teardown (test_commits_lost_on_two_workers_are_written_again_in_order, teardown),
         cmocka_unit_test_teardown (test_a_wait_for_another_workers_commit_ends_with_the_window, teardown),
         cmocka_unit_test_teardown (test_commit_settled_by_the_replay_is_kept_against_a_failover, teardown),
+        cmocka_unit_test_teardown (test_replay_waits_for_another_workers_lost_commit, teardown),
+        cmocka_unit_test_teardown (test_a_replays_wait_ends_with_the_window, teardown),
         cmocka_unit_test_teardown (test_failover_rewrite_refused_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
