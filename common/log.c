@@ -1,5 +1,6 @@
 /* log.c - one JSON object per line on stderr */
 #include "log.h"
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,6 +10,25 @@
 log_level_t log_min_level = LOG_INFO;
 static char log_process [32] = "ferrule";
 static char log_instance [160] = "";
+/* The pid, read once: a worker logs a line per refresh, and getpid is a system call (glibc no
+ * longer caches it). A forked child reads its own (log_forked). */
+static pid_t log_pid;
+/* The line's start up to the second, made once a second per thread (strftime is not free). */
+static _Thread_local time_t log_stamp_sec = -1;
+static _Thread_local char log_stamp [32];
+static _Thread_local size_t log_stamp_len;
+
+static void
+log_forked (void)
+{
+    log_pid = getpid ();
+}
+
+static void
+log_register_fork (void)
+{
+    (void) pthread_atfork (NULL, NULL, log_forked);
+}
 
 static const char *level_names [] = { "debug", "info", "warning", "error", "fatal" };
 
@@ -17,6 +37,9 @@ log_init (const char *process, const char *instance)
 {
     snprintf (log_process, sizeof log_process, "%s", process ? process : "ferrule");
     snprintf (log_instance, sizeof log_instance, "%s", instance ? instance : "");
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    log_pid = getpid ();
+    (void) pthread_once (&once, log_register_fork);
 }
 
 int
@@ -79,10 +102,16 @@ log_write (log_level_t level, const char *integration, const char *request, cons
     va_end (ap);
 
     clock_gettime (CLOCK_REALTIME, &ts);
-    gmtime_r (&ts.tv_sec, &tm);
-    size_t pos = strftime (line, sizeof line, "{\"ts\":\"%Y-%m-%dT%H:%M:%S", &tm);
+    if (ts.tv_sec != log_stamp_sec) {
+        gmtime_r (&ts.tv_sec, &tm);
+        log_stamp_len = strftime (log_stamp, sizeof log_stamp, "{\"ts\":\"%Y-%m-%dT%H:%M:%S", &tm);
+        log_stamp_sec = ts.tv_sec;
+    }
+    memcpy (line, log_stamp, log_stamp_len);
+    size_t pos = log_stamp_len;
     pos += (size_t) snprintf (line + pos, sizeof line - pos, ".%03ldZ\",\"level\":\"%s\",\"proc\":\"%s\",\"pid\":%d",
-                              ts.tv_nsec / 1000000, level_names [level], log_process, (int) getpid ());
+                              ts.tv_nsec / 1000000, level_names [level], log_process,
+                              (int) (log_pid ? log_pid : getpid ()));
     pos = json_field (line, sizeof line, pos, "instance", log_instance);
     pos = json_field (line, sizeof line, pos, "integration", integration);
     pos = json_field (line, sizeof line, pos, "request", request);
