@@ -5,6 +5,7 @@
 #include "secmem.h"
 #include <assert.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +32,60 @@ struct crypto_keyring {
 
 static void set_err (char *err, size_t errlen, const char *fmt, ...)
     __attribute__ ((format (printf, 3, 4)));
+
+/* AES-256-GCM fetched once: EVP_aes_256_gcm () in an init makes OpenSSL 3 look the cipher up in
+ * its providers (locks and a parameter search) at every seal, two per refresh. Shared by every
+ * thread (a fetched cipher is immutable); NULL if the fetch failed, and the implicit one is used. */
+static EVP_CIPHER *gcm_fetched;
+
+static void
+gcm_fetch (void)
+{
+    gcm_fetched = EVP_CIPHER_fetch (NULL, "AES-256-GCM", NULL);
+}
+
+static const EVP_CIPHER *
+gcm (void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    (void) pthread_once (&once, gcm_fetch);
+    return gcm_fetched ? gcm_fetched : EVP_aes_256_gcm ();
+}
+
+/* Nonces are drawn from OpenSSL's generator a few hundred at a time: each RAND_bytes call checks
+ * for a fork with getpid, a system call, and a seal needs only 12 bytes. They stay random and
+ * are used once each. Per thread; a forked child throws its copy away (nonce_forked), since it
+ * would draw what its parent draws. */
+#define NONCE_POOL (CRYPTO_NONCE_LEN * 256)
+static _Thread_local unsigned char nonce_pool [NONCE_POOL];
+static _Thread_local size_t nonce_left;
+
+static void
+nonce_forked (void)
+{
+    nonce_left = 0;
+}
+
+static void
+nonce_register_fork (void)
+{
+    (void) pthread_atfork (NULL, NULL, nonce_forked);
+}
+
+static int
+crypto_nonce (unsigned char out [CRYPTO_NONCE_LEN])
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    (void) pthread_once (&once, nonce_register_fork);
+    if (nonce_left < CRYPTO_NONCE_LEN) {
+        if (crypto_random (nonce_pool, sizeof nonce_pool) != 0)
+            return -1;
+        nonce_left = sizeof nonce_pool;
+    }
+    nonce_left -= CRYPTO_NONCE_LEN;          /* each part of the pool is handed out once */
+    memcpy (out, nonce_pool + nonce_left, CRYPTO_NONCE_LEN);
+    return 0;
+}
 
 static void
 set_err (char *err, size_t errlen, const char *fmt, ...)
@@ -302,7 +357,7 @@ crypto_seal (const crypto_keyring_t *kr, const char *integration, const char *co
         goto out;
     }
     buf = mem_alloc (plen + CRYPTO_OVERHEAD);
-    if (crypto_random (buf, CRYPTO_NONCE_LEN) != 0) {
+    if (crypto_nonce (buf) != 0) {
         set_err (err, errlen, "could not seal column \"%s\": the random number generator failed",
                  column);
         goto out;
@@ -310,7 +365,7 @@ crypto_seal (const crypto_keyring_t *kr, const char *integration, const char *co
     aad = build_aad (integration, column, &aad_len);
     ctx = EVP_CIPHER_CTX_new ();
     if (!ctx
-    ||  EVP_EncryptInit_ex (ctx, EVP_aes_256_gcm (), NULL, NULL, NULL) != 1
+    ||  EVP_EncryptInit_ex (ctx, gcm (), NULL, NULL, NULL) != 1
     ||  EVP_CIPHER_CTX_ctrl (ctx, EVP_CTRL_GCM_SET_IVLEN, CRYPTO_NONCE_LEN, NULL) != 1
     ||  EVP_EncryptInit_ex (ctx, NULL, NULL, kr->keys [0].key, buf) != 1
     ||  EVP_EncryptUpdate (ctx, NULL, &n, aad, (int) aad_len) != 1
@@ -379,7 +434,7 @@ crypto_open (const crypto_keyring_t *kr, int32_t key_id, const char *integration
     aad = build_aad (integration, column, &aad_len);
     ctx = EVP_CIPHER_CTX_new ();
     if (!ctx
-    ||  EVP_DecryptInit_ex (ctx, EVP_aes_256_gcm (), NULL, NULL, NULL) != 1
+    ||  EVP_DecryptInit_ex (ctx, gcm (), NULL, NULL, NULL) != 1
     ||  EVP_CIPHER_CTX_ctrl (ctx, EVP_CTRL_GCM_SET_IVLEN, CRYPTO_NONCE_LEN, NULL) != 1
     ||  EVP_DecryptInit_ex (ctx, NULL, NULL, key->key, in) != 1
     ||  EVP_DecryptUpdate (ctx, NULL, &n, aad, (int) aad_len) != 1
