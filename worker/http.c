@@ -9,6 +9,7 @@
 #include <strings.h>
 
 #define HTTP_MAX_SOCKETS 1024
+#define HTTP_SPARE_CALLS 64          /* finished calls kept, with their curl handles, for the next */
 
 typedef struct {
     curl_socket_t fd;
@@ -38,6 +39,10 @@ struct http {
     int64_t timer_due_ms;            /* when curl's timer fires (monotonic); -1 none */
     size_t in_flight;
     http_call_t *calls;
+    /* Finished calls with their curl handles reset, for the next ones: curl_easy_init and
+     * curl_easy_cleanup allocate and free a few kilobytes each, once per provider call. */
+    http_call_t *spare;
+    size_t nspare;
 };
 
 static int
@@ -91,15 +96,64 @@ http_new (int64_t connect_timeout_ms, int64_t total_timeout_ms, size_t max_body,
     return h;
 }
 
+/* What a call held for its request and answer (the request body holds a secret, the headers
+ * the Authorization header); the curl handle stays. */
+static void
+http_call_clear (http_call_t *c)
+{
+    curl_slist_free_all (c->headers);
+    c->headers = NULL;
+    mem_buf_free (&c->body);
+    mem_free_secret (&c->post);
+}
+
 static void
 http_call_free (http_call_t *c)
 {
     if (c->easy)
         curl_easy_cleanup (c->easy);
-    curl_slist_free_all (c->headers);   /* holds the Authorization header */
-    mem_buf_free (&c->body);
-    mem_free_secret (&c->post);
+    http_call_clear (c);
     mem_free (c);
+}
+
+/* A finished call kept for the next one, its handle reset to curl's defaults (options, the
+ * request's pointers and the error buffer forgotten), or freed when enough are kept. */
+static void
+http_call_done (http_t *h, http_call_t *c)
+{
+    if (h->nspare >= HTTP_SPARE_CALLS || !c->easy) {
+        http_call_free (c);
+        return;
+    }
+    http_call_clear (c);
+    curl_easy_reset (c->easy);
+    CURL *easy = c->easy;
+    memset (c, 0, sizeof *c);
+    c->easy = easy;
+    c->next = h->spare;
+    h->spare = c;
+    h->nspare++;
+}
+
+/* A call ready for a request: a spare one, or a new one with its own handle; NULL if curl could
+ * not make one. */
+static http_call_t *
+http_call_take (http_t *h)
+{
+    http_call_t *c = h->spare;
+    if (c) {
+        h->spare = c->next;
+        h->nspare--;
+        c->next = NULL;
+        return c;
+    }
+    c = mem_alloc (sizeof *c);
+    c->easy = curl_easy_init ();
+    if (!c->easy) {
+        mem_free (c);
+        return NULL;
+    }
+    return c;
 }
 
 void
@@ -112,6 +166,11 @@ http_destroy (http_t **h_p)
             http_call_t *c = h->calls;
             h->calls = c->next;
             curl_multi_remove_handle (h->multi, c->easy);
+            http_call_free (c);
+        }
+        while (h->spare) {
+            http_call_t *c = h->spare;
+            h->spare = c->next;
             http_call_free (c);
         }
         curl_multi_cleanup (h->multi);
@@ -163,12 +222,9 @@ int
 http_post (http_t *h, const char *url, const char *body, const char *authorization,
            http_done_fn *done, void *arg)
 {
-    http_call_t *c = mem_alloc (sizeof *c);
-    c->easy = curl_easy_init ();
-    if (!c->easy) {
-        http_call_free (c);
+    http_call_t *c = http_call_take (h);
+    if (!c)
         return -1;
-    }
     mem_buf_init (&c->body, h->max_body);
     c->post = mem_strdup (body);
     c->done = done;
@@ -206,7 +262,7 @@ http_post (http_t *h, const char *url, const char *body, const char *authorizati
     curl_easy_setopt (e, CURLOPT_USERAGENT, "ferrule/0.1");
     curl_easy_setopt (e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) h->max_body);
     if (curl_multi_add_handle (h->multi, e) != CURLM_OK) {
-        http_call_free (c);
+        http_call_done (h, c);
         return -1;
     }
     c->next = h->calls;
@@ -279,7 +335,7 @@ http_complete (http_t *h)
             r.error = c->error [0] ? c->error : curl_easy_strerror (cc);
         }
         c->done (c->arg, &r);
-        http_call_free (c);
+        http_call_done (h, c);
     }
 }
 
