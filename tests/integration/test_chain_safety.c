@@ -502,6 +502,20 @@ test_commit_lost_by_a_failover_is_written_again (void **state)
  * commits made elsewhere: the worker now holds its claims of that integration and checks it
  * again each second while it keeps the commit, and writes its own once the row holds the token
  * it replaced. */
+/* Waits up to timeout_ms for worker's log to hold want lines with needle (a worker logs what it
+ * wrote after its commit's answer, which the test's session may see first); asserts it does. */
+static void
+wait_log_lines (const char *worker, const char *needle, unsigned long long want, int timeout_ms)
+{
+    unsigned long long more;
+    int n = itest_log_lines (h, worker, needle, &more);
+    for (int waited = 0; n >= 0 && (unsigned long long) n < want && waited < timeout_ms; waited += 50) {
+        usleep (50 * 1000);
+        n = itest_log_lines (h, worker, needle, &more);
+    }
+    assert_int_equal (n, want);
+}
+
 /* Two replicas of the service on one database: wA behind broker 0, wB behind broker 1. */
 static void
 start_two_replicas (void)
@@ -567,7 +581,6 @@ test_commits_lost_on_two_workers_are_written_again_in_order (void **state)
     /* a refresh through wB now would spend T0, which wA's refresh replaced: it waits, and is told
      * to retry */
     int rc;
-    unsigned long long more;
     const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo2:box", &rc);
     assert_string_equal (code, "database_unavailable");
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
@@ -576,8 +589,8 @@ test_commits_lost_on_two_workers_are_written_again_in_order (void **state)
     harness_signal_worker (h, "wA", SIGCONT);
     wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
               " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
-    assert_int_equal (itest_log_lines (h, "wA", "written again from this worker's memory", &more), 1);
-    assert_int_equal (itest_log_lines (h, "wB", "written again from this worker's memory", &more), 1);
+    wait_log_lines ("wA", "written again from this worker's memory", 1, 2000);
+    wait_log_lines ("wB", "written again from this worker's memory", 1, 2000);
     for (int waited = 0; itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") != 0 && waited < 2000;
          waited += 50)
         usleep (50 * 1000);             /* the gauge is published every 100 ms */
@@ -761,9 +774,8 @@ test_replay_waits_for_another_workers_lost_commit (void **state)
     harness_signal_worker (h, "wA", SIGCONT);
     wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
               " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
-    unsigned long long more;
-    assert_int_equal (itest_log_lines (h, "wA", "written again from this worker's memory", &more), 1);
-    assert_int_equal (itest_log_lines (h, "wB", "journal replay: committed generation 3", &more), 1);
+    wait_log_lines ("wA", "written again from this worker's memory", 1, 2000);
+    wait_log_lines ("wB", "journal replay: committed generation 3", 1, 2000);
     for (int waited = 0; itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") != 0 && waited < 2000;
          waited += 50)
         usleep (50 * 1000);             /* the gauge is published every 100 ms */
