@@ -492,16 +492,6 @@ test_commit_lost_by_a_failover_is_written_again (void **state)
     assert_int_equal (itest_log_lines (h, "w1", "written again from this worker's memory", &more), 1);
 }
 
-/* Two workers refreshed one integration within the window (two replicas, each behind its own
- * broker, or a partition that moved): wA's commit replaced T0 with T1, then wB's replaced T1 with
- * T2, and a failover lost both. Each worker checks only its own commits. wB, checking first, found
- * the row holding T0, a token it did not replace, and left it; wA then wrote T1 back, and the row
- * stayed on T1, which wB's refresh had already spent: the next refresh met invalid_grant, and the
- * user had to reconnect. Meanwhile a refresh through wB claimed the row and spent T0 at the
- * provider. A row found at a generation before the one a kept commit started from has lost
- * commits made elsewhere: the worker now holds its claims of that integration and checks it
- * again each second while it keeps the commit, and writes its own once the row holds the token
- * it replaced. */
 /* Waits up to timeout_ms for worker's log to hold want lines with needle (a worker logs what it
  * wrote after its commit's answer, which the test's session may see first); asserts it does. */
 static void
@@ -527,11 +517,11 @@ start_two_replicas (void)
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
-/* Two workers, wA behind broker 0 and wB behind broker 1 (keep_ms: FERRULE_FAILOVER_KEEP_MS, NULL
- * for the default), refresh fo2:box one after the other; a failover loses both commits, and wB
- * checks its own while wA is stopped. */
+/* Two replicas, wA behind broker 0 and wB behind broker 1 (keep_ms: FERRULE_FAILOVER_KEEP_MS, NULL
+ * for the default), refresh id one after the other (wA: T0 -> T1, wB: T1 -> T2); its row before
+ * them is in the session's table saved, after them in committed. */
 static void
-two_workers_lose_both (const char *name, const char *keep_ms)
+two_workers_refresh (const char *name, const char *keep_ms, const char *id)
 {
     h = harness_new (name);
     assert_non_null (h);
@@ -543,25 +533,60 @@ two_workers_lose_both (const char *name, const char *keep_ms)
     assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
                                       " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
     char *rt = grant ("fakebox", NULL, NULL);
-    import_at (b0, "fo2:box", rt, NULL, NULL);
+    import_at (b0, id, rt, NULL, NULL);
     free (rt);
-    assert_int_equal (harness_sql (h, "INSERT INTO saved SELECT * FROM integrations WHERE id = 'fo2:box'"), 0);
+    char sql [512];
+    snprintf (sql, sizeof sql, "INSERT INTO saved SELECT * FROM integrations WHERE id = '%s'", id);
+    assert_int_equal (harness_sql (h, sql), 0);
     int rc;
-    const char *code = code_of_ctl (b0, "refresh", "fo2:box", &rc);   /* wA: T0 -> T1 */
+    const char *code = code_of_ctl (b0, "refresh", id, &rc);
     if (rc != 0)
         fail_msg ("refresh through wA: %s", code);
-    code = code_of_ctl (b1, "refresh", "fo2:box", &rc);               /* wB: T1 -> T2 */
+    code = code_of_ctl (b1, "refresh", id, &rc);
     if (rc != 0)
         fail_msg ("refresh through wB: %s", code);
-    assert_int_equal (harness_sql (h, "INSERT INTO committed SELECT id, generation, refresh_fingerprint FROM integrations"
-                                      " WHERE id = 'fo2:box'"), 0);
+    snprintf (sql, sizeof sql, "INSERT INTO committed SELECT id, generation, refresh_fingerprint FROM integrations"
+              " WHERE id = '%s'", id);
+    assert_int_equal (harness_sql (h, sql), 0);
     assert_int_equal (harness_sql_int (h, "SELECT generation FROM committed"), 3);
+}
 
+/* The same for fo2:box; a failover loses both commits, and wB checks its own while wA is
+ * stopped. */
+static void
+two_workers_lose_both (const char *name, const char *keep_ms)
+{
+    two_workers_refresh (name, keep_ms, "fo2:box");
     lose_saved_commits ();
     harness_signal_worker (h, "wA", SIGSTOP);
     drop_worker_sessions ();
     /* the end of wB's check on its new connection (wA, stopped, has none yet) */
     itest_wait_log (h, "integration lost commits another worker made", 10000);
+}
+
+/* After a failover lost both workers' commits of id (two_workers_refresh) and wB found its row
+ * behind wA's: a refresh through wB waits and is told to retry (it would spend T0, which wA's
+ * refresh replaced); once wA, resumed, writes T1 again, wB writes its own over it (wb_line in its
+ * log), its waiting gauge goes back to 0, and the chain holds (when: for the message). */
+static void
+expect_wait_then_written_in_order (const char *id, const char *wb_line, const char *when)
+{
+    int rc;
+    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", id, &rc);
+    assert_string_equal (code, "database_unavailable");
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 1);
+
+    harness_signal_worker (h, "wA", SIGCONT);
+    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
+              " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
+    wait_log_lines ("wA", "written again from this worker's memory", 1, 2000);
+    wait_log_lines ("wB", wb_line, 1, 2000);
+    for (int waited = 0; itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") != 0 && waited < 2000;
+         waited += 50)
+        usleep (50 * 1000);             /* the gauge is published every 100 ms */
+    assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 0);
+    expect_chain_intact_of (id, 1, when);
 }
 
 /* Two workers refreshed one integration within the window (two replicas, each behind its own
@@ -578,24 +603,20 @@ static void
 test_commits_lost_on_two_workers_are_written_again_in_order (void **state)
 {
     two_workers_lose_both ("chain_failover_two", NULL);
-    /* a refresh through wB now would spend T0, which wA's refresh replaced: it waits, and is told
-     * to retry */
-    int rc;
-    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo2:box", &rc);
-    assert_string_equal (code, "database_unavailable");
-    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
-    assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 1);
+    expect_wait_then_written_in_order ("fo2:box", "written again from this worker's memory",
+                                       "after both commits were written again");
+}
 
+/* wA stays stopped: wB says it stopped waiting (line), and a refresh of id through it meets the
+ * token wA's lost refresh spent, as a loss past the window does. */
+static void
+expect_wait_ends_with_the_window (const char *id, const char *line)
+{
+    itest_wait_log (h, line, 10000);
+    int rc;
+    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", id, &rc);
+    assert_string_equal (code, "needs_reconnect");
     harness_signal_worker (h, "wA", SIGCONT);
-    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
-              " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
-    wait_log_lines ("wA", "written again from this worker's memory", 1, 2000);
-    wait_log_lines ("wB", "written again from this worker's memory", 1, 2000);
-    for (int waited = 0; itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") != 0 && waited < 2000;
-         waited += 50)
-        usleep (50 * 1000);             /* the gauge is published every 100 ms */
-    assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 0);
-    expect_chain_intact_of ("fo2:box", 1, "after both commits were written again");
 }
 
 /* The wait ends with the commit it waits for: when wA never writes its own again (its check
@@ -606,11 +627,7 @@ static void
 test_a_wait_for_another_workers_commit_ends_with_the_window (void **state)
 {
     two_workers_lose_both ("chain_failover_two_window", "3000");
-    itest_wait_log (h, "stopped waiting for 1 integration that", 10000);
-    int rc;
-    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo2:box", &rc);
-    assert_string_equal (code, "needs_reconnect");
-    harness_signal_worker (h, "wA", SIGCONT);
+    expect_wait_ends_with_the_window ("fo2:box", "stopped waiting for 1 integration that");
 }
 
 /* The kept commits were in the worker's memory only: a worker that stopped with them (killed, as
@@ -724,30 +741,7 @@ test_commit_settled_by_the_replay_is_kept_against_a_failover (void **state)
 static void
 replay_behind_another_workers_loss (const char *name, const char *keep_ms)
 {
-    h = harness_new (name);
-    assert_non_null (h);
-    if (keep_ms)
-        harness_set_env (h, "FERRULE_FAILOVER_KEEP_MS", keep_ms);
-    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the waiting gauge is in /metrics */
-    start_two_replicas ();
-    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
-    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
-                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
-    char *rt = grant ("fakebox", NULL, NULL);
-    import_at (b0, "fo3:box", rt, NULL, NULL);
-    free (rt);
-    assert_int_equal (harness_sql (h, "INSERT INTO saved SELECT * FROM integrations WHERE id = 'fo3:box'"), 0);
-    int rc;
-    const char *code = code_of_ctl (b0, "refresh", "fo3:box", &rc);   /* wA: T0 -> T1 */
-    if (rc != 0)
-        fail_msg ("refresh through wA: %s", code);
-    code = code_of_ctl (b1, "refresh", "fo3:box", &rc);               /* wB: T1 -> T2 */
-    if (rc != 0)
-        fail_msg ("refresh through wB: %s", code);
-    assert_int_equal (harness_sql (h, "INSERT INTO committed SELECT id, generation, refresh_fingerprint FROM integrations"
-                                      " WHERE id = 'fo3:box'"), 0);
-    assert_int_equal (harness_sql_int (h, "SELECT generation FROM committed"), 3);
-
+    two_workers_refresh (name, keep_ms, "fo3:box");
     harness_signal_worker (h, "wB", SIGKILL);
     assert_true (harness_wait_worker_exit (h, "wB", 10000) >= 0);
     lose_journal_markers_of ("wB");
@@ -762,25 +756,8 @@ static void
 test_replay_waits_for_another_workers_lost_commit (void **state)
 {
     replay_behind_another_workers_loss ("chain_failover_replay_behind", NULL);
-    /* a refresh through wB now would spend T0, which wA's refresh replaced: it waits, and is told
-     * to retry */
-    int rc;
-    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo3:box", &rc);
-    assert_string_equal (code, "database_unavailable");
-    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
-    assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 1);
-
-    /* wA writes T1 again, and then wB's replay writes T2 over it */
-    harness_signal_worker (h, "wA", SIGCONT);
-    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
-              " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
-    wait_log_lines ("wA", "written again from this worker's memory", 1, 2000);
-    wait_log_lines ("wB", "journal replay: committed generation 3", 1, 2000);
-    for (int waited = 0; itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") != 0 && waited < 2000;
-         waited += 50)
-        usleep (50 * 1000);             /* the gauge is published every 100 ms */
-    assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 0);
-    expect_chain_intact_of ("fo3:box", 1, "after the replay waited for the other worker");
+    expect_wait_then_written_in_order ("fo3:box", "journal replay: committed generation 3",
+                                       "after the replay waited for the other worker");
 }
 
 /* The replay's wait ends with the failover window: wA never writes its commit again, and wB gives
@@ -790,11 +767,7 @@ static void
 test_a_replays_wait_ends_with_the_window (void **state)
 {
     replay_behind_another_workers_loss ("chain_failover_replay_window", "3000");
-    itest_wait_log (h, "stopped waiting for another worker", 10000);
-    int rc;
-    const char *code = code_of_ctl (harness_broker_frontend (h, 1), "refresh", "fo3:box", &rc);
-    assert_string_equal (code, "needs_reconnect");
-    harness_signal_worker (h, "wA", SIGCONT);
+    expect_wait_ends_with_the_window ("fo3:box", "stopped waiting for another worker");
 }
 
 /* A lost commit found on a server that is read-only (target_session_attrs=any reached a standby,
