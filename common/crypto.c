@@ -52,38 +52,37 @@ gcm (void)
     return gcm_fetched ? gcm_fetched : EVP_aes_256_gcm ();
 }
 
-/* Nonces are drawn from OpenSSL's generator a few hundred at a time: each RAND_bytes call checks
- * for a fork with getpid, a system call, and a seal needs only 12 bytes. They stay random and
- * are used once each. Per thread; a forked child throws its copy away (nonce_forked), since it
- * would draw what its parent draws. */
-#define NONCE_POOL (CRYPTO_NONCE_LEN * 256)
-static _Thread_local unsigned char nonce_pool [NONCE_POOL];
-static _Thread_local size_t nonce_left;
+/* crypto_random_unique's pool, per thread; a forked child throws its copy away (unique_forked),
+ * since it would hand out what its parent hands out. */
+#define UNIQUE_POOL 3072
+static _Thread_local unsigned char unique_pool [UNIQUE_POOL];
+static _Thread_local size_t unique_left;
 
 static void
-nonce_forked (void)
+unique_forked (void)
 {
-    nonce_left = 0;
+    unique_left = 0;
 }
 
 static void
-nonce_register_fork (void)
+unique_register_fork (void)
 {
-    (void) pthread_atfork (NULL, NULL, nonce_forked);
+    (void) pthread_atfork (NULL, NULL, unique_forked);
 }
 
-static int
-crypto_nonce (unsigned char out [CRYPTO_NONCE_LEN])
+int
+crypto_random_unique (void *buf, size_t n)
 {
     static pthread_once_t once = PTHREAD_ONCE_INIT;
-    (void) pthread_once (&once, nonce_register_fork);
-    if (nonce_left < CRYPTO_NONCE_LEN) {
-        if (crypto_random (nonce_pool, sizeof nonce_pool) != 0)
+    assert (n <= 64);
+    (void) pthread_once (&once, unique_register_fork);
+    if (unique_left < n) {
+        if (crypto_random (unique_pool, sizeof unique_pool) != 0)
             return -1;
-        nonce_left = sizeof nonce_pool;
+        unique_left = sizeof unique_pool;
     }
-    nonce_left -= CRYPTO_NONCE_LEN;          /* each part of the pool is handed out once */
-    memcpy (out, nonce_pool + nonce_left, CRYPTO_NONCE_LEN);
+    unique_left -= n;                        /* each part of the pool is handed out once */
+    memcpy (buf, unique_pool + unique_left, n);
     return 0;
 }
 
@@ -357,7 +356,7 @@ crypto_seal (const crypto_keyring_t *kr, const char *integration, const char *co
         goto out;
     }
     buf = mem_alloc (plen + CRYPTO_OVERHEAD);
-    if (crypto_nonce (buf) != 0) {
+    if (crypto_random_unique (buf, CRYPTO_NONCE_LEN) != 0) {
         set_err (err, errlen, "could not seal column \"%s\": the random number generator failed",
                  column);
         goto out;

@@ -67,6 +67,11 @@ void crypto_fingerprint (const crypto_keyring_t *kr, const char *secret,
 
 /* Fills buf with n bytes from the OpenSSL CSPRNG: 0 ok, -1 when it fails. */
 int crypto_random (void *buf, size_t n) FR_MUSTCHECK;
+/* The same for values that are unique but not secret (GCM nonces, lease tokens), n at most 64:
+ * taken from a per-thread pool drawn a few kilobytes at a time (each crypto_random call costs a
+ * getpid, a system call, in OpenSSL's fork check), each byte handed out once; a forked child
+ * discards its copy. */
+int crypto_random_unique (void *buf, size_t n) FR_MUSTCHECK;
 /* base64url (no padding) of bytes random bytes, caller frees; NULL when the CSPRNG fails. */
 char *crypto_random_token (size_t bytes);
 

@@ -557,6 +557,10 @@ on_written (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_gener
         f->written++;
     }
     else
+    if (outcome != STORE_REPLAY_SETTLED && row_generation < 0)
+        log_info (k->c.id, NULL, "the refresh commit the database lost was not written again: the integration "
+                  "was deleted meanwhile");
+    else
     if (outcome != STORE_REPLAY_SETTLED)
         log_info (k->c.id, NULL, "the refresh commit the database lost was not written again: the row changed "
                   "meanwhile (generation %lld now)", (long long) row_generation);

@@ -7,45 +7,25 @@
  * generation. Each runs as a batch on a session of store.c that the loop does not wait for. */
 #include "store_chain.h"
 #include "store_internal.h"
+#include "crypto.h"
 #include "ident.h"
+#include "text.h"
 #include "mem.h"
-#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
-/* A lease token: 128 bits from the kernel's CSPRNG, so that no two workers ever draw the same
- * one, whatever their pids and start times (every container's worker is pid 1). Drawn 32 at a
- * time rather than with a system call per claim, each handed out once; the loop's thread only,
- * and the worker never forks. */
-#define LEASE_BYTES (STORE_LEASE_LEN / 2)
+/* A lease token: 128 random bits, so that no two workers ever draw the same one, whatever their
+ * pids and start times (every container's worker is pid 1). */
 static int
 store_new_lease_token (char out [STORE_LEASE_LEN + 1])
 {
-    static unsigned char pool [LEASE_BYTES * 32];
-    static size_t left;
-    static const char hex [] = "0123456789abcdef";
-    if (left < LEASE_BYTES) {
-        size_t got = 0;
-        while (got < sizeof pool) {
-            ssize_t n = getrandom (pool + got, sizeof pool - got, 0);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0)
-                return -1;
-            got += (size_t) n;
-        }
-        left = sizeof pool;
-    }
-    left -= LEASE_BYTES;
-    for (size_t i = 0; i < LEASE_BYTES; i++) {
-        out [2 * i] = hex [pool [left + i] >> 4];
-        out [2 * i + 1] = hex [pool [left + i] & 15];
-    }
-    out [STORE_LEASE_LEN] = '\0';
+    unsigned char raw [STORE_LEASE_LEN / 2];
+    if (crypto_random_unique (raw, sizeof raw) != 0)
+        return -1;
+    text_hex (raw, sizeof raw, out);
     return 0;
 }
 
@@ -158,7 +138,7 @@ claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
         store_claim_req_t *q = &reqs [i];
         memset (&q->row, 0, sizeof q->row);
         if (store_new_lease_token (cl->tokens [i]) != 0) {
-            snprintf (err, errlen, "could not draw a lease token from the kernel: %s", strerror (errno));
+            snprintf (err, errlen, "could not draw a lease token: the random number generator failed");
             mem_free (cl->tokens);
             mem_free (cl);
             return NULL;
