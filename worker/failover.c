@@ -35,6 +35,8 @@ typedef struct {
     int elsewhere;                   /* the check found its row at a generation before the one its
                                         first kept commit started from: commits made elsewhere (by
                                         another worker) were lost too */
+    int hold;                        /* elsewhere, and the row's lease not held yet in this check */
+    int64_t hold_below;              /* elsewhere: that generation (the hold's while the row is before it) */
 } kept_t;
 
 typedef enum { FAILOVER_IDLE, FAILOVER_CHECK, FAILOVER_WRITE } failover_step_t;
@@ -301,6 +303,18 @@ failover_waiting (const failover_t *f)
     return f ? f->nwaits + f->nheld : 0;
 }
 
+const char **
+failover_waiting_ids (const failover_t *f, size_t *n)
+{
+    *n = failover_waiting (f);
+    const char **ids = mem_alloc ((*n ? *n : 1) * sizeof *ids);
+    for (size_t i = 0; f && i < f->nwaits; i++)
+        ids [i] = f->waits [i];
+    for (size_t i = 0; f && i < f->nheld; i++)
+        ids [f->nwaits + i] = f->held [i];
+    return ids;
+}
+
 static const failover_t *sort_f;     /* for qsort's comparison: the loop's thread only */
 
 static int
@@ -323,7 +337,7 @@ failover_start_check_of (failover_t *f, int follow)
         kept_t *k = &f->v [f->start + i];
         k->behind = 0;
         if (!follow || failover_waits (f, k->c.id)) {
-            k->elsewhere = 0;
+            k->elsewhere = k->hold = 0;
             f->order [f->check_n++] = f->start + i;
         }
     }
@@ -483,6 +497,8 @@ on_row (void *arg, fr_status_t st, const char *id, int64_t generation, const cha
             /* the row went back past this worker's first kept commit: commits before it, made by
              * another worker, were lost too, and that worker writes them again on its own time */
             newest->elsewhere = 1;
+            newest->hold = newest->c.lease_token [0] != '\0';
+            newest->hold_below = f->v [f->order [lo]].c.expected_generation;
             return;
         }
         log_debug (id, NULL, "kept commit not written again: the row holds a refresh token this worker did not "
@@ -568,11 +584,59 @@ on_written (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_gener
     f->next++;
 }
 
-/* The next commit found behind, written again; or the check's end. */
+static void
+on_held (void *arg, fr_status_t st, const char *err)
+{
+    worker_t *w = arg;
+    failover_t *f = w->failover;
+    kept_t *k = &f->v [f->start + f->next];
+    f->in_flight = 0;
+    if (f->restart) {
+        f->restart = 0;
+        failover_start_check (f);
+        return;
+    }
+    if (st == FR_DATABASE_UNAVAILABLE) {
+        failover_retry (f, k->c.id, err, clock_mono_ms ());
+        return;
+    }
+    if (st != FR_OK)                 /* the wait goes on without it; the next look tries again */
+        log_warning (k->c.id, NULL, "could not hold the lease of a row that lost commits another worker made: %s",
+                     err);
+    k->hold = 0;
+    f->next++;
+}
+
+/* The row of a commit found behind commits made elsewhere: its lease held until this worker's
+ * commit is written again over theirs (STORE_HOLD_SQL), for as long as the commit is kept. */
+static void
+failover_hold_row (worker_t *w, failover_t *f, store_t *s, kept_t *k, int64_t now)
+{
+    char err [512];
+    int64_t hold_ms = k->kept_ms + f->keep_ms - now;
+    fr_status_t st = hold_ms > 0 ? store_hold_start (s, k->c.id, k->hold_below, k->c.lease_token, hold_ms, on_held, w,
+                                                     err, sizeof err) : FR_OK;
+    if (st == FR_DATABASE_UNAVAILABLE) {
+        failover_retry (f, k->c.id, err, now);
+        return;
+    }
+    if (st == FR_OK && hold_ms > 0) {
+        f->in_flight = 1;
+        return;
+    }
+    if (st != FR_OK)
+        log_warning (k->c.id, NULL, "could not hold the lease of a row that lost commits another worker made: %s",
+                     err);
+    k->hold = 0;
+    f->next++;
+}
+
+/* The next commit found behind, written again, or the next row found behind commits made
+ * elsewhere, held; or the check's end. */
 static void
 failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
 {
-    while (f->next < f->span && !f->v [f->start + f->next].behind)
+    while (f->next < f->span && !f->v [f->start + f->next].behind && !f->v [f->start + f->next].hold)
         f->next++;
     if (f->next == f->span) {
         size_t waits_before = f->nwaits, waits = failover_set_waits (f, now);
@@ -582,8 +646,8 @@ failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
                 snprintf (tries, sizeof tries, ", after %" PRIu64 " tries that failed", f->retries);
             if (waits)
                 snprintf (elsewhere, sizeof elsewhere, "; %zu integration%s lost commits another worker made before "
-                          "this one's: their refreshes wait, and they are checked again every %d ms while this "
-                          "worker keeps its own", waits, waits == 1 ? "" : "s", FAILOVER_FOLLOW_MS);
+                          "this one's: their refreshes wait (on other workers too: their rows' leases are held), "
+                          "and they are checked again every %d ms while this worker keeps its own", waits, waits == 1 ? "" : "s", FAILOVER_FOLLOW_MS);
             log_info (NULL, NULL, "checked %zu refresh commits of the last %lld ms after the database connection was "
                       "made again: %zu written again%s%s", f->check_n, (long long) f->keep_ms, f->written, tries,
                       elsewhere);
@@ -596,10 +660,14 @@ failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
         return;
     }
     kept_t *k = &f->v [f->start + f->next];
+    if (k->hold) {
+        failover_hold_row (w, f, s, k, now);
+        return;
+    }
     store_commit_t c = k->c;
     c.expected_generation = k->row_generation;
     char err [512];
-    fr_status_t st = store_replay_start (s, &c, on_written, w, err, sizeof err);
+    fr_status_t st = store_replay_start (s, &c, 0, on_written, w, err, sizeof err);
     if (st == FR_DATABASE_UNAVAILABLE) {
         failover_retry (f, k->c.id, err, now);
         return;

@@ -48,7 +48,9 @@ void failover_reconnected (failover_t *f);
 /* 1 while a check is under way (claims wait for it). */
 int failover_checking (const failover_t *f);
 /* 1 when a check found id's row behind commits another worker made, which that worker has not
- * written again yet: a claim of it waits (it would spend a token the provider has replaced). */
+ * written again yet: a claim of it waits (it would spend a token the provider has replaced). The
+ * check also holds the row's lease meanwhile (store_hold_start), so that no other worker's claim
+ * spends the token that worker writes back before this one has written its own over it. */
 int failover_waits (const failover_t *f, const char *id);
 /* The same for a journal record the start-up replay found behind such commits (recovery.c):
  * claims of id wait until failover_unhold. A hold per record; ids are copied. */
@@ -56,6 +58,9 @@ void failover_hold (failover_t *f, const char *id);
 void failover_unhold (failover_t *f, const char *id);
 /* How many integrations failover_waits holds (held ones counted per record). */
 size_t failover_waiting (const failover_t *f);
+/* Their ids (failover_waiting of them; the caller frees the array, not the strings, before the
+ * next change to the waits): the rows whose leases this worker holds while it waits. */
+const char **failover_waiting_ids (const failover_t *f, size_t *n);
 size_t failover_kept (const failover_t *f);
 size_t failover_kept_bytes (const failover_t *f);
 uint64_t failover_forgotten (const failover_t *f);

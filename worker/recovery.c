@@ -275,7 +275,8 @@ record_behind (worker_t *w, int64_t generation)
             return -1;                       /* the other worker keeps nothing to write again */
         log_info (rec->c.id, NULL, "journal replay: the row is at generation %lld, before the %lld this record's "
                   "refresh started from: a failover lost commits another worker made before this refresh; waiting up "
-                  "to %lld ms for that worker to write them again, and this integration's refreshes wait",
+                  "to %lld ms for that worker to write them again, and this integration's refreshes wait (on other "
+                  "workers too: the row's lease is held)",
                   (long long) generation, (long long) rec->c.expected_generation, (long long) keep_ms);
         r->behind = mem_realloc (r->behind, (r->nbehind + 1) * sizeof *r->behind);
         r->behind [r->nbehind] = *rec;
@@ -411,7 +412,9 @@ replay_step (worker_t *w, recovery_t *r, store_t *s, int64_t now)
     }
     if (r->next < r->n) {
         r->in_flight = 1;
-        if (store_replay_start (s, &r->recs [r->next].c, replayed, w, err, sizeof err) != FR_OK)
+        /* a record found behind waits up to the failover window, its row's lease held as long */
+        int64_t hold_ms = w->cfg.failover_keep_ms > 0 ? w->cfg.failover_keep_ms : 0;
+        if (store_replay_start (s, &r->recs [r->next].c, hold_ms, replayed, w, err, sizeof err) != FR_OK)
             record_failed (w, err);
         return;
     }
@@ -443,7 +446,10 @@ recovery_retry_behind (worker_t *w, recovery_t *r, int64_t now)
         return;
     r->retrying = 1;
     r->in_flight = 1;
-    if (store_replay_start (s, &r->behind [r->behind_next].c, replayed, w, err, sizeof err) != FR_OK)
+    /* the hold renewed for what is left of the wait (none once it is over: record_behind gives up) */
+    int64_t hold_ms = w->cfg.failover_keep_ms - (r->connected_ms - r->behind [r->behind_next].behind_ms);
+    if (store_replay_start (s, &r->behind [r->behind_next].c, hold_ms > 0 ? hold_ms : 0, replayed, w, err,
+                            sizeof err) != FR_OK)
         record_failed (w, err);
 }
 
@@ -471,7 +477,12 @@ recovery_tick (worker_t *w, int64_t now)
         if (r->step == RECOVERY_RELEASE) {
             r->in_flight = 1;
             blockwalk_sent (&r->release, now);
-            if (store_release_own_leases_start (s, r->release.from, r->release.blocks, released, w, err, sizeof err) != FR_OK) {
+            size_t nheld;
+            const char **held = failover_waiting_ids (w->failover, &nheld);   /* their leases are holds */
+            fr_status_t st = store_release_own_leases_start (s, r->release.from, r->release.blocks, held, nheld,
+                                                             released, w, err, sizeof err);
+            mem_free (held);
+            if (st != FR_OK) {
                 r->in_flight = 0;
                 log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry", err);
                 r->due_ms = now + RECOVERY_RETRY_MS;

@@ -313,14 +313,15 @@ replay_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
     replay_ctx_t *c = arg;
     store_replay_t outcome = STORE_REPLAY_LOST;
     int64_t generation = -1;
-    if (st == FR_OK && n == 2) {
-        if (PQntuples (results [1]) == 1)
-            generation = store_int_at (results [1], 0, 0);
+    if (st == FR_OK && n >= 2) {
+        const PGresult *row = results [n - 1];     /* after the hold, when there is one */
+        if (PQntuples (row) == 1)
+            generation = store_int_at (row, 0, 0);
         if (PQntuples (results [0]) == 1)
             outcome = STORE_REPLAY_COMMITTED;
         else
-        if (generation > c->expected && c->fingerprint [0] && !PQgetisnull (results [1], 0, 1)
-            && strcmp (PQgetvalue (results [1], 0, 1), c->fingerprint) == 0)
+        if (generation > c->expected && c->fingerprint [0] && !PQgetisnull (row, 0, 1)
+            && strcmp (PQgetvalue (row, 0, 1), c->fingerprint) == 0)
             outcome = STORE_REPLAY_SETTLED;  /* the same token committed before the crash */
         else
         if (generation >= 0 && generation < c->expected)
@@ -330,7 +331,8 @@ replay_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
 }
 
 fr_status_t
-store_replay_start (store_t *s, const store_commit_t *cm, store_replayed_fn *fn, void *arg, char *err, size_t errlen)
+store_replay_start (store_t *s, const store_commit_t *cm, int64_t hold_ms, store_replayed_fn *fn, void *arg, char *err,
+                    size_t errlen)
 {
     pgarray_t *arrays [CA_COUNT];
     const char *values [12];
@@ -341,17 +343,27 @@ store_replay_start (store_t *s, const store_commit_t *cm, store_replayed_fn *fn,
         snprintf (err, errlen, "the journal record of \"%s\" is too large to send", cm->id);
     else {
         const char *ids [] = { cm->id };
+        char below [24], ms [24];
+        snprintf (below, sizeof below, "%" PRId64, cm->expected_generation);
+        snprintf (ms, sizeof ms, "%" PRId64, hold_ms);
+        const char *hold [] = { cm->id, below, store_worker_id (s), cm->lease_token, ms };
+        /* the hold after the compare-and-set, in its transaction: taken only when the row is found
+         * behind, with no moment between the finding and the hold */
+        int held = hold_ms > 0 && cm->lease_token [0];
         store_stmt_t stmts [] = {
             { store_commit_sql, 12, values, NULL, NULL },
+            { STORE_HOLD_SQL, 5, hold, NULL, NULL },
             { "SELECT generation, refresh_fingerprint FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
         };
+        if (!held)
+            stmts [1] = stmts [2];
         replay_ctx_t c = { fn, arg, cm->expected_generation, "" };
         if (cm->refresh_fingerprint && strlen (cm->refresh_fingerprint) < sizeof c.fingerprint)
             memcpy (c.fingerprint, cm->refresh_fingerprint, strlen (cm->refresh_fingerprint) + 1);
         const char *nvalues [2];
         store_stmt_t notify = notify_stmt (s, arrays, nvalues);
-        st = store_batch_start_then (s, stmts, 2, &notify, STORE_NOTIFY_FAILURE, replay_done, &c, sizeof c, err,
-                                     errlen);
+        st = store_batch_start_then (s, stmts, held ? 3 : 2, &notify, STORE_NOTIFY_FAILURE, replay_done, &c, sizeof c,
+                                     err, errlen);
     }
     arrays_destroy (arrays, CA_COUNT);           /* sent: libpq has copied them */
     return st;
@@ -491,6 +503,18 @@ store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_
 }
 
 fr_status_t
+store_hold_start (store_t *s, const char *id, int64_t below, const char *lease_token, int64_t hold_ms,
+                  store_done_fn *fn, void *arg, char *err, size_t errlen)
+{
+    char generation [24], ms [24];
+    snprintf (generation, sizeof generation, "%" PRId64, below);
+    snprintf (ms, sizeof ms, "%" PRId64, hold_ms);
+    const char *values [] = { id, generation, store_worker_id (s), lease_token, ms };
+    store_stmt_t stmt = { STORE_HOLD_SQL, 5, values, NULL, NULL };
+    return store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
+}
+
+fr_status_t
 store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn, void *arg,
                            char *err, size_t errlen)
 {
@@ -540,13 +564,19 @@ released_done (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
 }
 
 fr_status_t
-store_release_own_leases_start (store_t *s, int64_t from, int64_t count, store_released_fn *fn, void *arg, char *err,
-                                size_t errlen)
+store_release_own_leases_start (store_t *s, int64_t from, int64_t count, const char *const *held, size_t nheld,
+                                store_released_fn *fn, void *arg, char *err, size_t errlen)
 {
     char lo [40], hi [40];
     snprintf (lo, sizeof lo, "(%" PRId64 ",0)", from);
     snprintf (hi, sizeof hi, "(%" PRId64 ",0)", from + count);
-    const char *values [] = { store_worker_id (s), lo, hi };
+    pgarray_t *except = store_id_array (held, nheld);
+    if (!pgarray_text (except)) {
+        pgarray_destroy (&except);
+        snprintf (err, errlen, "too many held leases (%zu) to keep out of the release", nheld);
+        return FR_TOO_LARGE;
+    }
+    const char *values [] = { store_worker_id (s), lo, hi, pgarray_text (except) };
     /* a range of the table's blocks (a TID range scan): a row leased by this worker id is claimed
      * by no one else until its lease expires, so it stays where the walk will find it. Only a
      * reconnect, a disconnect or the route-hash fill of that very row during the walk could move
@@ -555,17 +585,20 @@ store_release_own_leases_start (store_t *s, int64_t from, int64_t count, store_r
     store_stmt_t stmts [] = {
         { "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_id = NULL,"
           "    lease_expires_at = NULL, interrupted_generation = generation"
-          "  WHERE ctid >= $2::tid AND ctid < $3::tid AND lease_owner = $1 RETURNING id, provider, generation),"
+          "  WHERE ctid >= $2::tid AND ctid < $3::tid AND lease_owner = $1 AND id <> ALL ($4::text[])"
+          "  RETURNING id, provider, generation),"
           " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
           "  SELECT id, generation, $1, 'interrupted', 'worker \"' || $1 || '\" stopped during this refresh and"
           " found its lease when it started again: if the provider call had gone out, the provider may have rotated"
           " the refresh token' FROM u)"
           "SELECT id, provider FROM u",
-          3, values, NULL, NULL },
+          4, values, NULL, NULL },
         { "SELECT pg_relation_size ('integrations') / current_setting ('block_size')::bigint", 0, NULL, NULL, NULL },
     };
     released_ctx_t c = { fn, arg };
-    return store_batch_start (s, stmts, 2, released_done, &c, sizeof c, err, errlen);
+    fr_status_t st = store_batch_start (s, stmts, 2, released_done, &c, sizeof c, err, errlen);
+    pgarray_destroy (&except);              /* sent: libpq has copied it */
+    return st;
 }
 
 /* The sweep's queries. Both read the expiry index (integrations_refreshable_expiry, migration 012,

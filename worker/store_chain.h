@@ -84,8 +84,10 @@ typedef enum {
 } store_replay_t;
 typedef void (store_replayed_fn) (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_generation,
                                   const char *err);
-fr_status_t store_replay_start (store_t *s, const store_commit_t *c, store_replayed_fn *fn, void *arg,
-                                char *err, size_t errlen) FR_MUSTCHECK;
+/* hold_ms > 0: when the row is found behind, the record's lease is taken in the same transaction
+ * for hold_ms (STORE_HOLD_SQL; not with an unknown lease token). */
+fr_status_t store_replay_start (store_t *s, const store_commit_t *c, int64_t hold_ms, store_replayed_fn *fn,
+                                void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 /* The commits' answers (group commit): committed [i] = 1 when commits [i] was written, 0 when its
  * compare-and-set lost (nothing written for it: the caller records the conflict,
  * store_conflict_start); or st, a failure of the whole batch that wrote nothing (the caller
@@ -130,6 +132,11 @@ typedef void (store_failure_fn) (void *arg, fr_status_t st, int stale, const cha
  * values are copied when this returns). */
 fr_status_t store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_fn *fn, void *arg,
                                         char *err, size_t errlen) FR_MUSTCHECK;
+/* Holds the lease of id for hold_ms under lease_token while its row is before generation below
+ * and no other worker's lease on it is live (STORE_HOLD_SQL): while this worker waits to write a
+ * lost commit again. FR_OK whether or not it was taken (the caller looks again later). */
+fr_status_t store_hold_start (store_t *s, const char *id, int64_t below, const char *lease_token, int64_t hold_ms,
+                              store_done_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 /* Gives a lease back untouched, if it is still this worker's with this token; a batch the loop
  * does not wait for. */
 fr_status_t store_release_lease_start (store_t *s, const char *id, const char *lease_token, store_done_fn *fn,
@@ -141,11 +148,13 @@ fr_status_t store_release_lease_start (store_t *s, const char *id, const char *l
  * and the arrays) and the table's size in blocks now, so that the caller knows whether a range is
  * left. A range at a time, because no index finds a lease's owner (one would cost every claim a
  * write to each index of the table): one statement over the whole table outgrew the statement
- * timeout at a few million rows, and the worker never started refreshing. */
+ * timeout at a few million rows, and the worker never started refreshing. The nheld ids in held
+ * are left alone: their leases are holds this run took (store_hold_start). */
 typedef void (store_released_fn) (void *arg, fr_status_t st, char **ids, char **providers, size_t count,
                                   int64_t table_blocks, const char *err);
-fr_status_t store_release_own_leases_start (store_t *s, int64_t from, int64_t count, store_released_fn *fn, void *arg,
-                                            char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_release_own_leases_start (store_t *s, int64_t from, int64_t count, const char *const *held,
+                                            size_t nheld, store_released_fn *fn, void *arg, char *err,
+                                            size_t errlen) FR_MUSTCHECK;
 /* Integrations that need the sweep: active, with a refresh token, no live lease, and either
  * expiring within their own horizon (horizon_s, but never more than lifetime_share of the token's
  * lifetime, nor less than floor_s): at most limit rows; or (nidle > 0) of one of the providers

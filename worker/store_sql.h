@@ -45,6 +45,17 @@
 #define STORE_GENERIC_PLANS_SQL \
     "SELECT set_config ('plan_cache_mode', 'force_generic_plan', true), set_config ('enable_seqscan', 'off', true)"
 
+/* The "interrupted" chain rows of the leases a statement took over from another worker after they
+ * expired: from a CTE u with u_id, old_owner (NULL when the lease was free or this worker's) and
+ * old_generation. */
+#define STORE_INTERRUPTED_INSERT \
+    "INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)" \
+    "  SELECT u.u_id, u.old_generation, u.old_owner, 'interrupted'," \
+    "   'the refresh lease of worker \"' || u.old_owner || '\" expired before it stored a result: the worker " \
+    "stopped or stalled during the refresh, and if its provider call went out the provider may have rotated " \
+    "the refresh token'" \
+    "  FROM u WHERE u.old_owner IS NOT NULL"
+
 /* The claims of a batch as one statement, over arrays: one statement instead of one per claim,
  * so PostgreSQL starts one executor and prepares the tables' CHECK constraints once per batch,
  * not once per refresh (docs/performance.md, issue 10's twenty-third pass). Each row decides its
@@ -85,18 +96,36 @@
     "                                  ELSE i.interrupted_generation END" \
     "  FROM r, d WHERE i.id = r.id AND d.d_id = r.id AND d.outcome = 'acquired'" \
     "  RETURNING i.id AS u_id, NULLIF (r.lease_owner, $5) AS old_owner, r.generation AS old_generation)," \
-    " c AS (INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)" \
-    "  SELECT u.u_id, u.old_generation, u.old_owner, 'interrupted'," \
-    "   'the refresh lease of worker \"' || u.old_owner || '\" expired before it stored a result: the worker " \
-    "stopped or stalled during the refresh, and if its provider call went out the provider may have rotated " \
-    "the refresh token'" \
-    "  FROM u WHERE u.old_owner IS NOT NULL)" \
+    " c AS (" STORE_INTERRUPTED_INSERT ")" \
     "SELECT " STORE_ROW_COLUMNS "," \
     " COALESCE (d.outcome, CASE WHEN EXISTS (SELECT 1 FROM integrations WHERE id = x.req_id) THEN 'locked'" \
     "                      ELSE 'missing' END), x.req_ord" \
     " FROM x LEFT JOIN r ON r.id = x.req_id LEFT JOIN d ON d.d_ord = x.req_ord"
 #define STORE_CLAIM_OUTCOME_COLUMN 22
 #define STORE_CLAIM_PLACE_COLUMN 23
+
+/* A hold: the lease of a row a failover put behind a commit this worker waits to write again
+ * (failover.c's waits, recovery.c's behind list) until another worker has written its own lost
+ * commits. Once that worker has, the row holds a refresh token this worker's refresh has spent,
+ * until this worker writes its own over it: a claim in between (by that worker, or any other)
+ * would spend it again at the provider. The hold keeps them busy (STORE_CLAIM_SQL) meanwhile. It is
+ * taken as a claim takes a lease (another worker's expired lease is recorded as interrupted), but
+ * only while the row is still before generation $2, and never over another worker's live lease;
+ * each look again renews it; it ends with the commit waited for (STORE_COMMIT_MINE: the same
+ * token), with the conflict recorded when the wait gives up (store_conflict_start), or at its
+ * expiry, which is when the wait ends. $1 the integration, $2 the generation, $3 the worker's id,
+ * $4 the token, $5 the hold in ms. A row when it was taken. */
+#define STORE_HOLD_SQL \
+    "WITH r AS (SELECT id, generation, lease_owner FROM integrations WHERE id = $1 AND generation < $2" \
+    "   AND NOT COALESCE (lease_expires_at > clock_timestamp () AND lease_owner IS DISTINCT FROM $3, false)" \
+    "   FOR UPDATE)," \
+    " u AS (UPDATE integrations i SET lease_owner = $3, lease_token = $4::uuid, lease_id = NULL," \
+    "    lease_expires_at = clock_timestamp () + $5::bigint * interval '1 millisecond'," \
+    "    interrupted_generation = CASE WHEN r.lease_owner <> $3 THEN r.generation ELSE i.interrupted_generation END" \
+    "  FROM r WHERE i.id = r.id" \
+    "  RETURNING i.id AS u_id, NULLIF (r.lease_owner, $3) AS old_owner, r.generation AS old_generation)," \
+    " c AS (" STORE_INTERRUPTED_INSERT ")" \
+    "SELECT u_id FROM u"
 
 /* The commits of a batch as one statement over arrays, each row its own compare-and-set, so one
  * round trip and one executor for the batch; the chain rows commit with them or not at all (the

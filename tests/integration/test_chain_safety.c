@@ -567,7 +567,12 @@ two_workers_lose_both (const char *name, const char *keep_ms)
 /* After a failover lost both workers' commits of id (two_workers_refresh) and wB found its row
  * behind wA's: a refresh through wB waits and is told to retry (it would spend T0, which wA's
  * refresh replaced); once wA, resumed, writes T1 again, wB writes its own over it (wb_line in its
- * log), its waiting gauge goes back to 0, and the chain holds (when: for the message). */
+ * log), its waiting gauge goes back to 0, and the chain holds (when: for the message).
+ * Between wA's write and wB's (wB looks again once a second) the row held T1, which wB's lost
+ * refresh had spent, and nothing kept wA from claiming it: a refresh through wA then spent T1 at
+ * the provider (reuse detected, the user reconnects). wB now holds the row's lease while it waits,
+ * so a refresh through wA waits for wB's commit instead. wB is stopped here to keep that window
+ * open for as long as the refresh through wA waits. */
 static void
 expect_wait_then_written_in_order (const char *id, const char *wb_line, const char *when)
 {
@@ -577,11 +582,22 @@ expect_wait_then_written_in_order (const char *id, const char *wb_line, const ch
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
     assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 1);
 
+    harness_signal_worker (h, "wB", SIGSTOP);
     harness_signal_worker (h, "wA", SIGCONT);
+    wait_log_lines ("wA", "written again from this worker's memory", 1, 15000);
+    json_t *r = harness_ctl_at (h, harness_broker_frontend (h, 0), &rc, "refresh", "--integration", id,
+                                "--timeout", "1.5", NULL);
+    assert_string_equal (itest_code (r), "timeout");
+    json_decref (r);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    harness_signal_worker (h, "wB", SIGCONT);
+
     wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
               " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
-    wait_log_lines ("wA", "written again from this worker's memory", 1, 2000);
     wait_log_lines ("wB", wb_line, 1, 2000);
+    code = code_of_ctl (harness_broker_frontend (h, 0), "refresh", id, &rc);
+    if (rc != 0)
+        fail_msg ("refresh through wA after wB's commit: %s", code);
     for (int waited = 0; itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") != 0 && waited < 2000;
          waited += 50)
         usleep (50 * 1000);             /* the gauge is published every 100 ms */
@@ -758,6 +774,10 @@ test_replay_waits_for_another_workers_lost_commit (void **state)
     replay_behind_another_workers_loss ("chain_failover_replay_behind", NULL);
     expect_wait_then_written_in_order ("fo3:box", "journal replay: committed generation 3",
                                        "after the replay waited for the other worker");
+    /* the held lease is this run's: the start-up's release of an earlier run's leases, which comes
+     * after the replay, left it (it would have recorded the refresh as interrupted) */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'fo3:box'"
+                                          " AND outcome = 'interrupted'"), 0);
 }
 
 /* The replay's wait ends with the failover window: wA never writes its commit again, and wB gives
