@@ -614,21 +614,17 @@ failover_hold_row (worker_t *w, failover_t *f, store_t *s, kept_t *k, int64_t no
 {
     char err [512];
     int64_t hold_ms = k->kept_ms + f->keep_ms - now;
-    fr_status_t st = hold_ms > 0 ? store_hold_start (s, k->c.id, k->hold_below, k->c.lease_token, hold_ms, on_held, w,
-                                                     err, sizeof err) : FR_OK;
-    if (st == FR_DATABASE_UNAVAILABLE) {
-        failover_retry (f, k->c.id, err, now);
+    if (hold_ms <= 0) {              /* the commit is about to be forgotten, and the wait with it */
+        k->hold = 0;
+        f->next++;
         return;
     }
-    if (st == FR_OK && hold_ms > 0) {
+    fr_status_t st = store_hold_start (s, k->c.id, k->hold_below, k->c.lease_token, hold_ms, on_held, w, err,
+                                       sizeof err);
+    if (st == FR_OK)
         f->in_flight = 1;
-        return;
-    }
-    if (st != FR_OK)
-        log_warning (k->c.id, NULL, "could not hold the lease of a row that lost commits another worker made: %s",
-                     err);
-    k->hold = 0;
-    f->next++;
+    else
+        on_held (w, st, err);        /* not sent: as a failed one */
 }
 
 /* The next commit found behind, written again, or the next row found behind commits made
@@ -641,13 +637,14 @@ failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
     if (f->next == f->span) {
         size_t waits_before = f->nwaits, waits = failover_set_waits (f, now);
         if (!f->follow && (f->written || f->retries || waits)) {
-            char tries [64] = "", elsewhere [256] = "";
+            char tries [64] = "", elsewhere [320] = "";
             if (f->retries)
                 snprintf (tries, sizeof tries, ", after %" PRIu64 " tries that failed", f->retries);
             if (waits)
                 snprintf (elsewhere, sizeof elsewhere, "; %zu integration%s lost commits another worker made before "
                           "this one's: their refreshes wait (on other workers too: their rows' leases are held), "
-                          "and they are checked again every %d ms while this worker keeps its own", waits, waits == 1 ? "" : "s", FAILOVER_FOLLOW_MS);
+                          "and they are checked again every %d ms while this worker keeps its own", waits,
+                          waits == 1 ? "" : "s", FAILOVER_FOLLOW_MS);
             log_info (NULL, NULL, "checked %zu refresh commits of the last %lld ms after the database connection was "
                       "made again: %zu written again%s%s", f->check_n, (long long) f->keep_ms, f->written, tries,
                       elsewhere);
