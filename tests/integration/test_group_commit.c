@@ -10,7 +10,9 @@
  *   - a turn's claims and commits are planned once for any batch (generic plans) and find their
  *     rows through the primary key, whatever the size of the table;
  *   - a commit the database made whose answer was lost with the connection, sent again, is known
- *     for the refresh's own: no conflict is recorded. */
+ *     for the refresh's own: no conflict is recorded;
+ *   - the hold a worker takes on a row while it waits to write a lost commit again is a lease
+ *     taken only where a claim could take one, and a claim then waits for it. */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -375,6 +377,61 @@ test_orphan_lease_of_a_lost_claim_is_taken_over (void **state)
                                  " AND outcome = 'interrupted'", "go:0"), 0);
     assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id = '%s' AND lease_owner IS NULL"
                                  " AND generation = 2", "go:0"), 1);
+    free (ids [0]);
+}
+
+/* STORE_HOLD_SQL for id as worker, while the row is before generation below, under token, for a
+ * minute: 1 when it was taken. */
+static int
+hold (const char *id, long long below, const char *worker, const char *token)
+{
+    char generation [24];
+    snprintf (generation, sizeof generation, "%lld", below);
+    const char *values [] = { id, generation, worker, token, "60000" };
+    PGresult *r = PQexecParams (harness_db (h), STORE_HOLD_SQL, 5, NULL, values, NULL, NULL, 0);
+    assert_int_equal (PQresultStatus (r), PGRES_TUPLES_OK);
+    int n = PQntuples (r);
+    PQclear (r);
+    return n;
+}
+
+/* A worker that waits, after a failover, for another worker to write its lost commits again
+ * holds the row's lease meanwhile (it_chain_safety's two-worker failover tests show why). The
+ * hold is taken only while the row is still before the generation waited for, never over another
+ * worker's live lease, over the worker's own at once (renewed), and over another's expired lease
+ * as a claim takes one: the interruption recorded. A claim meets it busy and waits. */
+static void
+test_hold_is_taken_where_a_claim_could_take_a_lease (void **state)
+{
+    (void) state;
+    char *ids [1];
+    start ("group_commit_hold", 0);
+    import_many ("gh:", 1, ids);
+    long long g = count_sql ("SELECT generation FROM integrations WHERE id = '%s'", "gh:0");
+    const char *t1 = "00000000000000000000000000000001", *t2 = "00000000000000000000000000000002";
+    assert_int_equal (hold ("gh:0", g, "wX", t1), 0);                  /* the row is not behind */
+    assert_int_equal (hold ("gh:0", g + 1, "wX", t1), 1);
+    assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id = '%s' AND lease_owner = 'wX'"
+                                 " AND lease_expires_at > clock_timestamp () + interval '50 seconds'", "gh:0"), 1);
+    assert_int_equal (hold ("gh:0", g + 1, "wY", t2), 0);              /* wX's is live */
+    assert_int_equal (hold ("gh:0", g + 1, "wX", t2), 1);              /* its own: renewed */
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
+                                 " AND outcome = 'interrupted'", "gh:0"), 0);
+
+    /* a claim waits for the hold: until its deadline here */
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "gh:0", "--timeout", "1.5", NULL);
+    assert_string_equal (itest_code (r), "timeout");
+    json_decref (r);
+    assert_int_equal (count_sql ("SELECT generation FROM integrations WHERE id = '%s'", "gh:0"), g);
+
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_expires_at = clock_timestamp () - interval"
+                                      " '1 second' WHERE id = 'gh:0'"), 0);
+    assert_int_equal (hold ("gh:0", g + 1, "wY", t1), 1);              /* wX's expired */
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
+                                 " AND outcome = 'interrupted' AND worker = 'wX'", "gh:0"), 1);
+    assert_int_equal (count_sql ("SELECT count(*) FROM integrations WHERE id = '%s' AND lease_owner = 'wY'"
+                                 " AND interrupted_generation = generation", "gh:0"), 1);
     free (ids [0]);
 }
 
@@ -932,6 +989,7 @@ main (void)
         cmocka_unit_test_teardown (test_locked_row_holds_up_only_itself, teardown),
         cmocka_unit_test_teardown (test_each_refresh_of_a_batch_gets_its_own_answer, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
+        cmocka_unit_test_teardown (test_hold_is_taken_where_a_claim_could_take_a_lease, teardown),
         cmocka_unit_test_teardown (test_failed_claim_group_does_not_stall_cache_hits, teardown),
         cmocka_unit_test_teardown (test_turn_statements_use_the_primary_key, teardown),
         cmocka_unit_test_teardown (test_work_waits_for_the_batch_connection_while_the_main_one_is_lost, teardown),

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include "testexit.h"
 #include "failover.h"
+#include "mem.h"
 
 /* Keeps one commit of integration id with sealed tokens of ct_len bytes each; returns what
  * failover_keep forgot. */
@@ -117,6 +118,35 @@ test_a_commit_larger_than_the_bound (void **state)
     failover_destroy (&f);
 }
 
+/* The journal records waiting (failover_hold) are waits, and the start-up's release of an earlier
+ * run's leases is given their ids, so that it leaves their rows' held leases alone. */
+static void
+test_held_records_wait_and_are_listed (void **state)
+{
+    (void) state;
+    failover_t *f = failover_new (30000, 1 << 20);
+    size_t n = 1;
+    const char **ids = failover_waiting_ids (f, &n);
+    assert_int_equal (n, 0);
+    mem_free (ids);
+    failover_hold (f, "a:box");
+    failover_hold (f, "b:box");
+    assert_true (failover_waits (f, "a:box"));
+    assert_false (failover_waits (f, "c:box"));
+    ids = failover_waiting_ids (f, &n);
+    assert_int_equal (n, 2);
+    assert_true ((strcmp (ids [0], "a:box") == 0 && strcmp (ids [1], "b:box") == 0)
+                 || (strcmp (ids [0], "b:box") == 0 && strcmp (ids [1], "a:box") == 0));
+    mem_free (ids);
+    failover_unhold (f, "a:box");
+    assert_false (failover_waits (f, "a:box"));
+    ids = failover_waiting_ids (f, &n);
+    assert_int_equal (n, 1);
+    assert_string_equal (ids [0], "b:box");
+    mem_free (ids);
+    failover_destroy (&f);
+}
+
 int
 main (void)
 {
@@ -126,6 +156,7 @@ main (void)
         cmocka_unit_test (test_memory_bound_forgets_the_oldest),
         cmocka_unit_test (test_count_bound),
         cmocka_unit_test (test_a_commit_larger_than_the_bound),
+        cmocka_unit_test (test_held_records_wait_and_are_listed),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
