@@ -542,22 +542,34 @@ failover_ask (worker_t *w, failover_t *f, store_t *s, int64_t now)
         f->in_flight = 1;
 }
 
-static void
-on_written (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_generation, const char *err)
+/* The answer to the step out for the kept commit at next (a write or a hold): NULL when it is
+ * handled here (a new connection starts the check over; with the database away the same step is
+ * tried again in a second), else that commit. */
+static kept_t *
+step_answered (failover_t *f, fr_status_t st, const char *err)
 {
-    worker_t *w = arg;
-    failover_t *f = w->failover;
     kept_t *k = &f->v [f->start + f->next];
     f->in_flight = 0;
     if (f->restart) {
         f->restart = 0;
         failover_start_check (f);
-        return;
+        return NULL;
     }
     if (st == FR_DATABASE_UNAVAILABLE) {
         failover_retry (f, k->c.id, err, clock_mono_ms ());
-        return;
+        return NULL;
     }
+    return k;
+}
+
+static void
+on_written (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_generation, const char *err)
+{
+    worker_t *w = arg;
+    failover_t *f = w->failover;
+    kept_t *k = step_answered (f, st, err);
+    if (!k)
+        return;
     if (st != FR_OK)                 /* not the database's state: trying again would hold claims for ever */
         log_error (k->c.id, NULL, "could not write again the refresh commit the database lost, and will not try "
                    "again: %s", err);
@@ -589,17 +601,9 @@ on_held (void *arg, fr_status_t st, const char *err)
 {
     worker_t *w = arg;
     failover_t *f = w->failover;
-    kept_t *k = &f->v [f->start + f->next];
-    f->in_flight = 0;
-    if (f->restart) {
-        f->restart = 0;
-        failover_start_check (f);
+    kept_t *k = step_answered (f, st, err);
+    if (!k)
         return;
-    }
-    if (st == FR_DATABASE_UNAVAILABLE) {
-        failover_retry (f, k->c.id, err, clock_mono_ms ());
-        return;
-    }
     if (st != FR_OK)                 /* the wait goes on without it; the next look tries again */
         log_warning (k->c.id, NULL, "could not hold the lease of a row that lost commits another worker made: %s",
                      err);
