@@ -646,8 +646,9 @@ failover_write (worker_t *w, failover_t *f, store_t *s, int64_t now)
                 snprintf (tries, sizeof tries, ", after %" PRIu64 " tries that failed", f->retries);
             if (waits)
                 snprintf (elsewhere, sizeof elsewhere, "; %zu integration%s lost commits another worker made before "
-                          "this one's: their refreshes wait (on other workers too: their rows' leases are held), "
-                          "and they are checked again every %d ms while this worker keeps its own", waits,
+                          "this one's: their refreshes wait (on other workers too, through their rows' leases, held "
+                          "unless another worker's is live), and they are checked again every %d ms while this "
+                          "worker keeps its own", waits,
                           waits == 1 ? "" : "s", FAILOVER_FOLLOW_MS);
             log_info (NULL, NULL, "checked %zu refresh commits of the last %lld ms after the database connection was "
                       "made again: %zu written again%s%s", f->check_n, (long long) f->keep_ms, f->written, tries,

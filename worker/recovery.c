@@ -276,7 +276,7 @@ record_behind (worker_t *w, int64_t generation)
         log_info (rec->c.id, NULL, "journal replay: the row is at generation %lld, before the %lld this record's "
                   "refresh started from: a failover lost commits another worker made before this refresh; waiting up "
                   "to %lld ms for that worker to write them again, and this integration's refreshes wait (on other "
-                  "workers too: the row's lease is held)",
+                  "workers too, through the row's lease, held unless another worker's is live)",
                   (long long) generation, (long long) rec->c.expected_generation, (long long) keep_ms);
         r->behind = mem_realloc (r->behind, (r->nbehind + 1) * sizeof *r->behind);
         r->behind [r->nbehind] = *rec;
