@@ -299,6 +299,26 @@ store_conflict_start (store_t *s, const store_commit_t *cm, store_conflict_fn *f
     return store_batch_start (s, stmts, 2, conflict_done, &c, sizeof c, err, errlen);
 }
 
+/* STORE_HOLD_SQL's statement: id's lease under token for ms while its row is before generation
+ * below; its values in a, which must live until the statement is sent. */
+typedef struct {
+    char below [24], ms [24];
+    const char *values [5];
+} hold_args_t;
+
+static store_stmt_t
+hold_stmt (store_t *s, const char *id, int64_t below, const char *token, int64_t ms, hold_args_t *a)
+{
+    snprintf (a->below, sizeof a->below, "%" PRId64, below);
+    snprintf (a->ms, sizeof a->ms, "%" PRId64, ms);
+    a->values [0] = id;
+    a->values [1] = a->below;
+    a->values [2] = store_worker_id (s);
+    a->values [3] = token;
+    a->values [4] = a->ms;
+    return (store_stmt_t) { STORE_HOLD_SQL, 5, a->values, NULL, NULL };
+}
+
 /* A journal record's replay: its compare-and-set, then the row as that transaction left it. */
 typedef struct {
     store_replayed_fn *fn;
@@ -343,16 +363,13 @@ store_replay_start (store_t *s, const store_commit_t *cm, int64_t hold_ms, store
         snprintf (err, errlen, "the journal record of \"%s\" is too large to send", cm->id);
     else {
         const char *ids [] = { cm->id };
-        char below [24], ms [24];
-        snprintf (below, sizeof below, "%" PRId64, cm->expected_generation);
-        snprintf (ms, sizeof ms, "%" PRId64, hold_ms);
-        const char *hold [] = { cm->id, below, store_worker_id (s), cm->lease_token, ms };
+        hold_args_t hold;
         /* the hold after the compare-and-set, in its transaction: taken only when the row is found
          * behind, with no moment between the finding and the hold */
         int held = hold_ms > 0 && cm->lease_token [0];
         store_stmt_t stmts [] = {
             { store_commit_sql, 12, values, NULL, NULL },
-            { STORE_HOLD_SQL, 5, hold, NULL, NULL },
+            hold_stmt (s, cm->id, cm->expected_generation, cm->lease_token, hold_ms, &hold),
             { "SELECT generation, refresh_fingerprint FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
         };
         if (!held)
@@ -506,11 +523,8 @@ fr_status_t
 store_hold_start (store_t *s, const char *id, int64_t below, const char *lease_token, int64_t hold_ms,
                   store_done_fn *fn, void *arg, char *err, size_t errlen)
 {
-    char generation [24], ms [24];
-    snprintf (generation, sizeof generation, "%" PRId64, below);
-    snprintf (ms, sizeof ms, "%" PRId64, hold_ms);
-    const char *values [] = { id, generation, store_worker_id (s), lease_token, ms };
-    store_stmt_t stmt = { STORE_HOLD_SQL, 5, values, NULL, NULL };
+    hold_args_t hold;
+    store_stmt_t stmt = hold_stmt (s, id, below, lease_token, hold_ms, &hold);
     return store_batch_start_done (s, &stmt, 1, fn, arg, err, errlen);
 }
 
