@@ -98,6 +98,16 @@ itest_stat (harness_t *h, const char *provider, const char *counter)
     return v;
 }
 
+long long
+itest_wait_stat (harness_t *h, const char *provider, const char *counter, long long want, int timeout_ms)
+{
+    int64_t until = clock_mono_ms () + timeout_ms;
+    long long got;
+    while ((got = itest_stat (h, provider, counter)) < want && clock_mono_ms () < until)
+        usleep (10000);
+    return got;
+}
+
 void
 itest_fault (harness_t *h, const char *provider, const char *kind, int count, int status, int retry_after,
              int delay_ms)
@@ -381,7 +391,8 @@ itest_http_port (harness_t *h, const char *log_name)
 {
     char path [4096], line [4096];
     snprintf (path, sizeof path, "%s/%s.log", harness_workdir (h), log_name);
-    for (int tries = 0; tries < 50; tries++) {
+    int64_t until = clock_mono_ms () + 30000;   /* a hang guard: a worker under ASan starts slowly */
+    for (;;) {
         FILE *f = fopen (path, "r");
         int port = -1;
         while (f && fgets (line, sizeof line, f)) {
@@ -393,9 +404,10 @@ itest_http_port (harness_t *h, const char *log_name)
             fclose (f);
         if (port > 0)
             return port;
+        if (clock_mono_ms () >= until)
+            return -1;
         usleep (100000);
     }
-    return -1;
 }
 
 static size_t
@@ -435,8 +447,9 @@ itest_http_status (int port, const char *path)
 long
 itest_wait_http_status (int port, const char *path, long want)
 {
+    int64_t until = clock_mono_ms () + 30000;   /* a hang guard, as in itest_http_port */
     long st = 0;
-    for (int i = 0; i < 50 && (st = itest_http_status (port, path)) != want; i++)
+    while ((st = itest_http_status (port, path)) != want && clock_mono_ms () < until)
         usleep (100000);
     return st;
 }

@@ -38,6 +38,10 @@ long long itest_wait_sql (harness_t *h, const char *sql, long long want, int tim
 char *itest_token_scopes (harness_t *h, const char *provider, const char *access_token);
 /* A counter from the fake provider's /admin/stats for a provider, e.g. "refresh_calls". */
 long long itest_stat (harness_t *h, const char *provider, const char *counter);
+/* Asks for that counter until it reaches at least want or timeout_ms pass; returns the last value.
+ * For what a child process or a worker does in the background: a fixed number of tries is a
+ * budget a loaded machine overruns (under ASan a ferrulectl start alone can take a second). */
+long long itest_wait_stat (harness_t *h, const char *provider, const char *counter, long long want, int timeout_ms);
 /* Queues a fault at the fake provider: kind, count, and optional status / retry_after / delay_ms (-1: unset). */
 void itest_fault (harness_t *h, const char *provider, const char *kind, int count, int status, int retry_after,
                   int delay_ms);

@@ -199,10 +199,13 @@ test_broker_stopped_with_requests_in_flight_answers_them (void **state)
         free (rt);
     }
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1000));
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
     pid_t killer = fork ();
     assert_true (killer >= 0);
     if (killer == 0) {
-        usleep (400000);                /* the requests are at the provider */
+        /* the requests are at the provider: counted there, not assumed after a fixed time (the
+         * storm's connection and the refreshes' claims take longer on a loaded machine) */
+        itest_wait_stat (h, "fakebox", "refresh_calls", calls + N, 15000);
         harness_signal_broker (h, 0, SIGTERM);
         _exit (0);
     }
