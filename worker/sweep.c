@@ -12,6 +12,7 @@
 #define SWEEP_MAX_PROVIDERS 128
 #define SWEEP_BUSY_RETRY_MS 100     /* every connection had a batch in flight: try again this soon */
 #define SWEEP_BACKLOG_MS    1000    /* a pass that left due work behind: the next one this soon */
+#define SWEEP_NOT_READY_MS  1000    /* no partitions known yet, or no database: looked at again this soon */
 #define SWEEP_IDLE_CHUNK    10000   /* rows a pass reads of the walk for idle refresh tokens */
 #define SWEEP_FILL_MAX      1000    /* rows without a routing hash remembered for filling in */
 #define SWEEP_FILL_TRIES    3       /* a fill that skipped rows held by another session: tried again */
@@ -320,11 +321,18 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
         s->next_ms = now_ms + SWEEP_BUSY_RETRY_MS;
         return;
     }
-    /* a pass that cannot run now waits a whole interval too: left due, it would make every
-     * poll of the loop return at once (a spin for as long as the database is away) */
     s->next_ms = now_ms + s->cfg.interval_ms;
-    if (!s->owned_count || !store || !store_connected (store) || paused)
+    if (paused)
+        return;                             /* draining: no new passes */
+    if (!s->owned_count || !store || !store_connected (store)) {
+        /* not ready yet: its partitions not heard of (a broker that starts after it) or the
+         * database away. Left due, the pass would make every poll of the loop return at once (a
+         * spin for as long as that lasts); a whole interval (30 s by default) left the tokens due
+         * meanwhile to be refreshed only when asked for. A second apart is neither. */
+        if (s->cfg.interval_ms > SWEEP_NOT_READY_MS)
+            s->next_ms = now_ms + SWEEP_NOT_READY_MS;
         return;
+    }
     /* the queries apply sweep_horizon to every row: the same bounds, in SQL; then, for providers
      * that expire unused refresh tokens, those not refreshed for half the idle limit. They go as
      * one batch, and the loop goes on: a stalled database holds up the pass, not the worker. */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <jansson.h>
@@ -60,6 +61,13 @@ setup_two (void **state)
 {
     return start_with ("sweep_two", 2, "FERRULE_SWEEP_MS", "12000", "FERRULE_SWEEP_BATCH", "4",
                        "FERRULE_SWEEP_RATE", "100", NULL);
+}
+
+/* One worker, a sweep every 12 s (the first 3 s after the start). */
+static int
+setup_late (void **state)
+{
+    return start_with ("sweep_late", 1, "FERRULE_SWEEP_MS", "12000", "FERRULE_SWEEP_RATE", "100", NULL);
 }
 
 /* One worker, a sweep every 300 ms, fakebox's refresh tokens expiring after 60 idle days, and
@@ -253,6 +261,38 @@ test_each_worker_sweeps_its_own_partitions (void **state)
     assert_int_equal (left, 0);
 }
 
+/* A worker whose first pass comes before it knows its partitions (its broker not heard yet: a
+ * broker that starts after it, or is slow to answer) or before it has a database connection
+ * found nothing to sweep, and its next pass came a whole interval later (30 s by default): the
+ * tokens due meanwhile were refreshed only when asked for. A pass that cannot run for want of
+ * either now comes again within a second. Here the broker is held (SIGSTOP) while the worker
+ * starts, past its first pass, and the four due rows must be swept soon after it answers. */
+static void
+test_a_pass_before_the_partitions_are_known_comes_again_soon (void **state)
+{
+    char ids [4][32];
+    for (int i = 0; i < 4; i++) {
+        snprintf (ids [i], sizeof ids [i], "late%d:box", i);
+        import (ids [i], "fake-at-late", "60");
+    }
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET access_lifetime_s = 3600 WHERE id LIKE 'late%'"), 0);
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    harness_signal_broker (h, 0, SIGSTOP);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    sleep (5);                                  /* its first pass, 3 s after its start, owns nothing */
+    harness_signal_broker (h, 0, SIGCONT);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    int64_t t0 = clock_mono_ms ();
+    long long done = 0;
+    while (clock_mono_ms () - t0 < 6000 && done < 4) {
+        usleep (200000);
+        done = refreshed (ids, 4);
+    }
+    printf ("sweep: %lld of 4 due rows refreshed %lld ms after the worker was ready (the next interval: 10 s on)\n",
+            done, (long long) (clock_mono_ms () - t0));
+    assert_int_equal (done, 4);
+}
+
 /* 200,000 integrations none of which is due, one that is, one whose refresh token has sat
  * unused for 31 of fakebox's 60 idle days, and a pass every 300 ms. The sweep's query bounded
  * each row by its own horizon, which no index can use: every pass read the whole table (on 2
@@ -340,6 +380,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_failing_integrations_do_not_starve_the_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sweep_works_off_a_backlog_at_its_rate, setup_paced, teardown),
         cmocka_unit_test_setup_teardown (test_each_worker_sweeps_its_own_partitions, setup_two, teardown),
+        cmocka_unit_test_setup_teardown (test_a_pass_before_the_partitions_are_known_comes_again_soon, setup_late,
+                                         teardown),
         cmocka_unit_test_setup_teardown (test_sweep_reads_the_expiry_index_not_the_table, setup_large, teardown),
         cmocka_unit_test_setup_teardown (test_sweep_skips_rows_it_can_never_refresh, setup_large, teardown),
     };
