@@ -793,6 +793,17 @@ itest_asan_option (harness_t *h, const char *option)
     harness_set_env (h, "ASAN_OPTIONS", options);
 }
 
+client_t *
+itest_client_connected (const char *endpoints)
+{
+    client_t *c = client_new (endpoints);
+    assert_non_null (c);
+    json_t *ping = client_call (c, "ping", NULL, 5000);
+    assert_int_equal (client_exit_code (ping), 0);
+    json_decref (ping);
+    return c;
+}
+
 itest_hits_t
 itest_cached_hits (client_t *client, const char *integration, int64_t until_ms, int64_t hit_ms)
 {

@@ -129,6 +129,10 @@ int itest_pg_own (const char *name, char *dir, size_t dirsize);
  * processes ignore it). */
 void itest_asan_option (harness_t *h, const char *option);
 
+/* A client of the brokers at endpoints, connected (its CURVE handshake done, a ping answered):
+ * for timing the service's answers, not a connection's making or a ferrulectl start. */
+struct client *itest_client_connected (const char *endpoints);
+
 /* Cached-token requests for integration, one every 20 ms or so over client (connected to the
  * brokers already, so that what is timed is the service's answer) until the monotonic time
  * until_ms, each with a 1 s timeout: how many came back served from the cache (not refreshed)

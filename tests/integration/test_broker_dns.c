@@ -92,11 +92,7 @@ test_cached_tokens_served_while_dns_is_slow (void **state)
     free (rt);
     json_decref (harness_ctl (h, &rc, "token", "--integration", "dns:box", NULL));
     assert_int_equal (rc, 0);
-    client_t *asker = client_new (harness_brokers (h));
-    assert_non_null (asker);
-    json_t *ping = client_call (asker, "ping", NULL, 5000);
-    assert_int_equal (client_exit_code (ping), 0);
-    json_decref (ping);
+    client_t *asker = itest_client_connected (harness_brokers (h));
 
     int before = lookups_started ();
     set_delay (DNS_DELAY_MS);

@@ -961,7 +961,7 @@ test_row_lock_does_not_stall_the_worker (void **state)
     PGconn *locker = lock_row ("locked:box");
     /* timed over a client connected beforehand: what a ferrulectl run takes to start is not the
      * worker's, and on a loaded machine under AddressSanitizer it is most of a run */
-    client_t *asker = client_new (harness_brokers (h));
+    client_t *asker = itest_client_connected (harness_brokers (h));
     int64_t until = clock_mono_ms () + 10000;
     pid_t child = ctl_async (harness_brokers (h), "refresh", "locked:box", NULL, NULL);
     itest_hits_t hits = itest_cached_hits (asker, "free:box", until, 1000);
@@ -1133,7 +1133,7 @@ test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits (void **state)
         code_of_ctl (b0, "token", "free:box", &rc);       /* wA is up and its cache holds free:box */
     assert_int_equal (rc, 0);
     /* timed over a client connected beforehand, not as whole ferrulectl runs */
-    client_t *asker = client_new (b0);
+    client_t *asker = itest_client_connected (b0);
     itest_hits_t hits = itest_cached_hits (asker, "free:box", clock_mono_ms () + 6000, 750);
     client_destroy (&asker);
     unlock_row (locker);

@@ -479,7 +479,7 @@ test_failed_claim_group_does_not_stall_cache_hits (void **state)
     }
     /* timed over a client connected beforehand, not as whole ferrulectl runs (whose start is
      * most of a run under AddressSanitizer on a loaded machine) */
-    client_t *asker = client_new (harness_broker_frontend (h, 0));
+    client_t *asker = itest_client_connected (harness_broker_frontend (h, 0));
     itest_hits_t hits = itest_cached_hits (asker, "gf:hot", clock_mono_ms () + 4500, 750);
     client_destroy (&asker);
     PQclear (PQexec (locker, "COMMIT"));

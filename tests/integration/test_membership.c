@@ -721,9 +721,7 @@ test_paused_broker_hears_its_workers_when_it_resumes (void **state)
     json_t *r = harness_ctl (h, &rc, "token", "--integration", "pause1:box", NULL);
     json_decref (r);
     assert_int_equal (rc, 0);
-    client_t *asker = client_new (harness_brokers (h));
-    assert_non_null (asker);
-    assert_int_equal (served_within (asker, "pause1:box", 10000, 50), 1);      /* connected before the pauses */
+    client_t *asker = itest_client_connected (harness_brokers (h));       /* before the pauses */
 
     /* Three pauses, each resumed just after the worker made its link again for the second time:
      * the paused broker still holds the connection that replaced the first, which the second

@@ -412,11 +412,7 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     /* a client of this process asks for the cached token all through the stall, connected before
      * it, so that what is timed is the service's answer, not a command's start on a machine the
      * other askers keep busy (ferrulectl under ASan takes a tenth of a second of CPU to start) */
-    client_t *asker = client_new (harness_brokers (h));
-    assert_non_null (asker);
-    json_t *ping = client_call (asker, "ping", NULL, 5000);
-    assert_int_equal (client_exit_code (ping), 0);
-    json_decref (ping);
+    client_t *asker = itest_client_connected (harness_brokers (h));
     itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", STALL_PROVIDER_MS));
     itest_fault (h, "fakegoogle", "status", 1, 503, -1, -1);
     int64_t forked_ms = clock_wall_ms ();
