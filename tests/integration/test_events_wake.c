@@ -127,7 +127,7 @@ test_new_event_wakes_delivery (void **state)
 
     long long main_pid = session_pid ("ferrule-worker w1");
     assert_true (main_pid > 0);
-    char sql [128];
+    char sql [256];
     snprintf (sql, sizeof sql, "SELECT count(*) FROM pg_terminate_backend (%lld)", main_pid);
     assert_int_equal (harness_sql_int (h, sql), 1);
     /* the worker makes the connection anew in the background; wait for the new session */
@@ -140,7 +140,11 @@ test_new_event_wakes_delivery (void **state)
         usleep (100000);
     }
     assert_true (again > 0 && again != main_pid);
-    usleep (300000);                /* its LISTEN goes with the session's setup */
+    /* its LISTEN goes with the session's setup, one query string (store_setup_sql): over once the
+     * session has run that string to its end, or anything after it */
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM pg_stat_activity WHERE pid = %lld AND query <> ''"
+                               " AND (state = 'idle' OR query NOT LIKE 'SET TimeZone%%')", again);
+    assert_int_equal (itest_wait_sql (h, sql, 1, 10000), 1);
     import ("wake:b");
     ms = wait_delivered ("connected", "wake:b");
     if (ms < 0)

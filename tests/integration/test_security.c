@@ -96,6 +96,28 @@ count_of (const char *text, const char *needle)
     return n;
 }
 
+/* The lines of the work folder's file name once there are at least at_least and no more came
+ * for 300 ms (the audit writer flushes every 50 ms), waiting up to ten seconds: the count of a
+ * log other requests may still be adding to, read without a fixed pause. */
+static int
+settled_lines (const char *name, int at_least)
+{
+    int n = -1, last = -1;
+    long long quiet_since = now_ms ();
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (50)) {
+        char *text = read_work_file (name);
+        n = text ? count_of (text, "\n") : 0;
+        free (text);
+        if (n != last) {
+            last = n;
+            quiet_since = now_ms ();
+        }
+        else if (n >= at_least && now_ms () - quiet_since >= 300)
+            break;
+    }
+    return n;
+}
+
 /* The work folder's file NAME once it holds at least PINGS audit records of "ping", waiting up
  * to ten seconds; the caller frees, and asserts what it needs of the last read. */
 static char *
@@ -805,10 +827,8 @@ test_audit_line_per_request (void **state)
     assert_true (harness_start_broker (h) >= 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
-    sleep_ms (300);                                 /* the pings of wait_ready are written */
-    char *log = read_work_file ("broker0.audit");
-    int before = count_of (log, "\n");
-    free (log);
+    int before = settled_lines ("broker0.audit", 0);     /* the pings of wait_ready are written */
+    char *log;
 
     char *refresh_token = itest_grant (h, "fakebox", NULL);
     assert_non_null (refresh_token);
@@ -832,9 +852,8 @@ test_audit_line_per_request (void **state)
         { "harness", "import", "ok" }, { "harness", "token", "ok" },
         { "reader", "import", "forbidden" }, { "reader", "status", "forbidden" },
     };
-    sleep_ms (500);                                 /* the writer flushes every 50 ms */
+    assert_int_equal (settled_lines ("broker0.audit", before + 4), before + 4);
     log = read_work_file ("broker0.audit");
-    assert_int_equal (count_of (log, "\n"), before + 4);
     assert_null (strstr (log, refresh_token));
     assert_null (strstr (log, "rt-audit-SECRET-2"));
     assert_null (strstr (log, access_token));
