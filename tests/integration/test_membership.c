@@ -132,7 +132,12 @@ wait_either (fake_t *f, int ms, itest_req_t *req)
 static void
 test_draining_worker_stays_drained (void **state)
 {
+    /* the broker drops a worker after three silent intervals: 15 s here, so that the silence the
+     * checks below keep (no HELLO, to leave the reply alone to change the broker's view) cannot
+     * outlast it on a loaded machine, where ferrulectl runs under ASan take a good part of 3 s */
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "5000");
     assert_int_equal (harness_start_broker (h), 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
     void *ctx = zmq_ctx_new ();
     fake_t f [2];
     two_fake_workers (ctx, f);
@@ -163,7 +168,7 @@ test_draining_worker_stays_drained (void **state)
     json_decref (reply);
 
     /* the leaving worker answers one of its requests, as a draining worker does; no HELLO from
-     * here to the checks below (they take well under the broker's 3 s heartbeat timeout), so that
+     * here to the checks below (they take well under the broker's 15 s heartbeat timeout), so that
      * nothing but the reply can change what the broker thinks of it */
     beat (f, 2);
     itest_fake_rep (leaving->socket, &r1, "FROM-LEAVING-1", NULL);
