@@ -28,6 +28,10 @@
 #include <string.h>
 
 #define BUSY_RETRY_MS   100          /* re-claim interval while another holder's lease is live */
+/* a request waiting for another holder's lease is answered this long before its deadline, with
+ * what it waited for: the broker's own answer at the deadline can say only that this worker did
+ * not answer (its deadline is the broker's plus the hop; a few re-claim intervals of margin) */
+#define BUSY_ANSWER_MS  300
 #define LOCKED_GIVE_UP_MS 1000       /* a row locked this long answers the waiters database_unavailable */
 #define STARTUP_WAIT_MS 2000         /* a claim waits this long for the start-up recovery to end */
 #define STARTUP_RECHECK_MS 20        /* ... looking again this often */
@@ -50,6 +54,8 @@ struct refresh {
     char lease_token [STORE_LEASE_LEN + 1];
     int64_t expected_generation;
     int64_t locked_since_ms;         /* first claim that found the row locked, 0 none */
+    char busy_owner [128];           /* the last claim found this holder's live lease ("": none) */
+    int64_t busy_until_ms;           /* ... until then (monotonic) */
     int interrupted;                 /* the lease we took had been left by an interrupted refresh */
     unsigned commit_failures;        /* consecutive failed commits, for the retry's backoff */
     int64_t answered_us;             /* monotonic: when the loop woke up to the provider's answer */
@@ -580,6 +586,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     }
     if (outcome != CLAIM_LOCKED)
         r->locked_since_ms = 0;
+    r->busy_owner [0] = '\0';               /* set again below while a holder's lease is live */
     switch (outcome) {
         case CLAIM_LOCKED: {
             /* another session holds the row: never wait for it inside the loop */
@@ -637,6 +644,8 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
                 return;
             }
             metrics_inc (w->m.lease_waits);
+            snprintf (r->busy_owner, sizeof r->busy_owner, "%s", row.lease_owner ? row.lease_owner : "?");
+            r->busy_until_ms = clock_mono_ms () + row.lease_ms_left;
             int64_t wait = row.lease_ms_left < BUSY_RETRY_MS ? row.lease_ms_left + 1 : BUSY_RETRY_MS;
             log_debug (e->id, rid_of (r), "refresh lease held by \"%s\" for %lld ms more; waiting",
                        row.lease_owner ? row.lease_owner : "?", (long long) row.lease_ms_left);
@@ -1434,6 +1443,21 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
     }
 }
 
+/* Answers job, whose deadline comes before the end of the lease the last claim of r found. */
+static void
+refresh_answer_busy (worker_t *w, const refresh_t *r, const job_t *job, int64_t now_ms)
+{
+    int64_t left_ms = r->busy_until_ms > now_ms ? r->busy_until_ms - now_ms : 0;
+    char message [400];
+    snprintf (message, sizeof message, "integration \"%s\": its refresh lease is held by \"%s\" for %lld ms more "
+              "(a refresh under way there, or a worker holding the row while it waits to write again commits a "
+              "database failover lost), and this request's deadline came first", r->entry->id, r->busy_owner,
+              (long long) left_ms);
+    int64_t retry_s = (left_ms + 999) / 1000;
+    reply_error (w, job, FR_TIMEOUT, message, "retry after the lease ends; a lease held again and again by the "
+                 "same worker: read that worker's log", retry_s > 0 ? retry_s : 1);
+}
+
 void
 refresh_tick (worker_t *w, int64_t now_ms)
 {
@@ -1444,16 +1468,24 @@ refresh_tick (worker_t *w, int64_t now_ms)
     while (r) {
         refresh_t *next = r->next;
         if (r->state == REFRESH_CLAIMING && !r->claim_alone && !r->in_db && now_ms >= r->due_ms) {
-            /* forget waiters the broker has already answered with a timeout */
+            /* forget waiters the broker has already answered with a timeout; answer those about
+             * to reach their deadline behind another holder's lease with what they waited for */
             job_t **pp = &r->waiters;
             while (*pp) {
-                if ((*pp)->deadline_ms <= now_ms) {
-                    job_t *j = *pp;
+                job_t *j = *pp;
+                if (j->deadline_ms <= now_ms) {
                     *pp = j->next;
                     mem_free (j);
                 }
                 else
-                    pp = &(*pp)->next;
+                if (r->busy_owner [0] && r->busy_until_ms >= j->deadline_ms
+                &&  j->deadline_ms - now_ms <= BUSY_ANSWER_MS) {
+                    *pp = j->next;
+                    refresh_answer_busy (w, r, j, now_ms);
+                    mem_free (j);
+                }
+                else
+                    pp = &j->next;
             }
             if (!r->waiters && !r->background)
                 refresh_free (w, r);

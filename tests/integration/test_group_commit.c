@@ -418,10 +418,17 @@ test_hold_is_taken_where_a_claim_could_take_a_lease (void **state)
     assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
                                  " AND outcome = 'interrupted'", "gh:0"), 0);
 
-    /* a claim waits for the hold: until its deadline here */
+    /* a claim waits for the hold: until its deadline here. The worker answers just before it,
+     * naming the lease's holder and how long it has left: the broker's answer at the deadline
+     * said only that the worker had not answered, which sent operators to the wrong worker */
     int rc = -1;
     json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "gh:0", "--timeout", "1.5", NULL);
     assert_string_equal (itest_code (r), "timeout");
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (!message || !strstr (message, "refresh lease is held by \"wX\""))
+        fail_msg ("a claim that waited for another worker's lease was answered \"%s\"", message ? message : "");
+    json_t *retry = json_object_get (json_object_get (r, "error"), "retry_after");
+    assert_true (json_is_integer (retry) && json_integer_value (retry) >= 1 && json_integer_value (retry) <= 60);
     json_decref (r);
     assert_int_equal (count_sql ("SELECT generation FROM integrations WHERE id = '%s'", "gh:0"), g);
 
