@@ -54,7 +54,8 @@ struct refresh {
     char lease_token [STORE_LEASE_LEN + 1];
     int64_t expected_generation;
     int64_t locked_since_ms;         /* first claim that found the row locked, 0 none */
-    char busy_owner [128];           /* the last claim found this holder's live lease ("": none) */
+    char busy_owner [129];           /* the last claim found this holder's live lease ("": none); a
+                                      * worker id, at most 128 characters (the brokers' limit) */
     int64_t busy_until_ms;           /* ... until then (monotonic) */
     int interrupted;                 /* the lease we took had been left by an interrupted refresh */
     unsigned commit_failures;        /* consecutive failed commits, for the retry's backoff */

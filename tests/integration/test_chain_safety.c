@@ -1219,9 +1219,7 @@ test_start_up_release_walks_a_large_table (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'interrupted'"
                                           " AND integration_id IN ('bulk1:box', 'bulk500000:box', 'bulk1000000:box')"), 3);
     /* logged once the release's last range has committed, which the query above may see first */
-    for (int64_t until = clock_mono_ms () + 15000;
-         itest_workdir_contains (h, "released 3 refresh leases of an earlier run") != 1 && clock_mono_ms () < until;)
-        usleep (50 * 1000);
+    itest_wait_log (h, "released 3 refresh leases of an earlier run", 15000);
     assert_int_equal (itest_workdir_contains (h, "released 3 refresh leases of an earlier run"), 1);
 }
 
