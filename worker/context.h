@@ -79,6 +79,7 @@ typedef struct job {
     int      forced;                /* refresh: whatever the token's remaining life */
     char     op [16];               /* for metrics */
     int      reloaded;              /* times parked for its integration's row, and gone on from it (loads.c) */
+    int64_t  answer_ms;             /* a refresh's waiter: answered with what it waits for then (refresh.c) */
 } job_t;
 
 typedef struct link link_t;

@@ -28,9 +28,11 @@
 #include <string.h>
 
 #define BUSY_RETRY_MS   100          /* re-claim interval while another holder's lease is live */
-/* a request waiting for another holder's lease is answered this long before its deadline, with
- * what it waited for: the broker's own answer at the deadline can say only that this worker did
- * not answer (its deadline is the broker's plus the hop; a few re-claim intervals of margin) */
+/* a request still waiting for its refresh (another holder's lease, this worker's provider call,
+ * the database) is answered this long before its deadline, with what it waited for: the broker's
+ * own answer at the deadline can say only that this worker did not answer (the worker's deadline
+ * is the broker's plus the hop; a few re-claim intervals of margin). At most half the request's
+ * time, so that a short deadline is not answered at once */
 #define BUSY_ANSWER_MS  300
 #define LOCKED_GIVE_UP_MS 1000       /* a row locked this long answers the waiters database_unavailable */
 #define STARTUP_WAIT_MS 2000         /* a claim waits this long for the start-up recovery to end */
@@ -57,6 +59,7 @@ struct refresh {
     char busy_owner [129];           /* the last claim found this holder's live lease ("": none); a
                                       * worker id, at most 128 characters (the brokers' limit) */
     int64_t busy_until_ms;           /* ... until then (monotonic) */
+    int64_t answer_ms;               /* the earliest of its waiters' answer_ms, INT64_MAX with none */
     int interrupted;                 /* the lease we took had been left by an interrupted refresh */
     unsigned commit_failures;        /* consecutive failed commits, for the retry's backoff */
     int64_t answered_us;             /* monotonic: when the loop woke up to the provider's answer */
@@ -216,6 +219,20 @@ refresh_finish_error (worker_t *w, refresh_t *r, fr_status_t st, const char *mes
     refresh_free (w, r);
 }
 
+/* Links a copy of a request to r's waiters, with the time it is answered with what it waits for
+ * if the refresh has not ended by then (refresh_answer_waiting). */
+static void
+refresh_add_waiter (refresh_t *r, job_t *copy, int64_t now_ms)
+{
+    int64_t left = copy->deadline_ms - now_ms;
+    int64_t margin = left / 2 < BUSY_ANSWER_MS ? left / 2 : BUSY_ANSWER_MS;
+    copy->answer_ms = copy->deadline_ms - (margin > 0 ? margin : 0);
+    copy->next = r->waiters;
+    r->waiters = copy;
+    if (copy->answer_ms < r->answer_ms)
+        r->answer_ms = copy->answer_ms;
+}
+
 /* Adds a waiter (job, or none for a background refresh) to the integration's refresh, starting
  * one if there is none. valid_until (epoch s): the token must last at least that long. */
 static void
@@ -230,8 +247,7 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
         if (job) {
             job_t *copy = mem_alloc (sizeof *copy);
             *copy = *job;
-            copy->next = r->waiters;
-            r->waiters = copy;
+            refresh_add_waiter (r, copy, now_ms);
             r->due_ms = now_ms;
         }
         return;
@@ -276,10 +292,8 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
         *copy = *job;
     }
     if (r) {
-        if (copy) {
-            copy->next = r->waiters;
-            r->waiters = copy;
-        }
+        if (copy)
+            refresh_add_waiter (r, copy, now_ms);
         if (valid_until > r->valid_until)
             r->valid_until = valid_until;
         return;
@@ -288,7 +302,9 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
     r->w = w;
     r->started_us = clock_mono_us ();
     r->entry = e;
-    r->waiters = copy;
+    r->answer_ms = INT64_MAX;
+    if (copy)
+        refresh_add_waiter (r, copy, now_ms);
     r->background = job == NULL;
     r->forced = forced;
     r->known_generation = e->generation;
@@ -1444,19 +1460,85 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
     }
 }
 
-/* Answers job, whose deadline comes before the end of the lease the last claim of r found. */
-static void
-refresh_answer_busy (worker_t *w, const refresh_t *r, const job_t *job, int64_t now_ms)
+/* Answers job, near its deadline, with what r still waits for; 0 when it is left to wait: the
+ * claim not sent yet with a connection free (the start-up's and a failover's waits answer for
+ * themselves), another holder's lease ending before the deadline (a claim may still take it in
+ * time), a failure or a lost compare-and-set being recorded (their answers are their outcomes). */
+static int
+refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t now_ms)
 {
-    int64_t left_ms = r->busy_until_ms > now_ms ? r->busy_until_ms - now_ms : 0;
-    char message [400];
-    snprintf (message, sizeof message, "integration \"%s\": its refresh lease is held by \"%s\" for %lld ms more "
-              "(a refresh under way there, or a worker holding the row while it waits to write again commits a "
-              "database failover lost), and this request's deadline came first", r->entry->id, r->busy_owner,
-              (long long) left_ms);
-    int64_t retry_s = (left_ms + 999) / 1000;
-    reply_error (w, job, FR_TIMEOUT, message, "retry after the lease ends; a lease held again and again by the "
-                 "same worker: read that worker's log", retry_s > 0 ? retry_s : 1);
+    const char *id = r->entry->id;
+    int64_t since_ms = now_ms - r->started_us / 1000;
+    char message [512];
+    const char *hint = "retry: the refresh goes on, and a request after it ends is answered from it";
+    int64_t retry_s = 1;
+    if (r->state == REFRESH_CLAIMING && r->busy_owner [0] && r->busy_until_ms < job->deadline_ms)
+        return 0;
+    if (r->state == REFRESH_CLAIMING && r->busy_owner [0]) {
+        int64_t left_ms = r->busy_until_ms > now_ms ? r->busy_until_ms - now_ms : 0;
+        snprintf (message, sizeof message, "integration \"%s\": its refresh lease is held by \"%s\" for %lld ms more "
+                  "(a refresh under way there, or a worker holding the row while it waits to write again commits a "
+                  "database failover lost), and this request's deadline came first", id, r->busy_owner,
+                  (long long) left_ms);
+        hint = "retry after the lease ends; a lease held again and again by the same worker: read that worker's log";
+        retry_s = (left_ms + 999) / 1000;
+    }
+    else
+    if (r->state == REFRESH_CLAIMING && r->locked_since_ms) {
+        snprintf (message, sizeof message, "integration \"%s\": its row has been locked by another database session "
+                  "for %lld ms (a claim does not wait for a row lock: it is tried again every %d ms), and this "
+                  "request's deadline came first", id, (long long) (now_ms - r->locked_since_ms), BUSY_RETRY_MS);
+        hint = "a long transaction holds this integration's row; retry shortly, and if it lasts, look for it in "
+               "pg_stat_activity";
+    }
+    else
+    if (r->state == REFRESH_CLAIMING && r->in_db)
+        snprintf (message, sizeof message, "integration \"%s\": the database has not answered this worker's claim of "
+                  "the refresh lease (the refresh began %lld ms ago), and this request's deadline came first", id,
+                  (long long) since_ms);
+    else
+    if (r->state == REFRESH_CLAIMING && r->due_ms <= now_ms && !dbwait_free_store (w))
+        snprintf (message, sizeof message, "integration \"%s\": the database has not answered the batches in flight "
+                  "on this worker's connections, and the claim of the refresh lease waits for one of them (the "
+                  "refresh began %lld ms ago); this request's deadline came first", id, (long long) since_ms);
+    else
+    if (r->state == REFRESH_CALLING)
+        snprintf (message, sizeof message, "integration \"%s\": provider \"%s\" has not answered this worker's refresh "
+                  "call in %lld ms (a call may take up to %lld ms, FERRULE_PROVIDER_TIMEOUT_MS), and this request's "
+                  "deadline came first", id, r->provider ? r->provider->name : "?",
+                  (long long) (now_ms - r->call_started_ms), (long long) w->cfg.http_timeout_ms);
+    else
+    if (r->state == REFRESH_ANSWERED || r->state == REFRESH_COMMITTING)
+        snprintf (message, sizeof message, "integration \"%s\": the provider answered, and the database has not "
+                  "committed the new tokens yet (the refresh began %lld ms ago; they are kept until it does), and "
+                  "this request's deadline came first", id, (long long) since_ms);
+    else
+        return 0;
+    reply_error (w, job, FR_TIMEOUT, message, hint, retry_s > 0 ? retry_s : 1);
+    return 1;
+}
+
+/* Forgets r's waiters the broker has already answered with a timeout, answers those whose
+ * answer_ms has come with what they wait for, and sets when to look again. */
+static void
+refresh_answer_waiting (worker_t *w, refresh_t *r, int64_t now_ms)
+{
+    job_t **pp = &r->waiters;
+    r->answer_ms = INT64_MAX;
+    while (*pp) {
+        job_t *j = *pp;
+        if (j->deadline_ms <= now_ms
+        ||  (j->answer_ms <= now_ms && refresh_answer_wait (w, r, j, now_ms))) {
+            *pp = j->next;
+            mem_free (j);
+            continue;
+        }
+        if (j->answer_ms <= now_ms)
+            j->answer_ms = j->deadline_ms;   /* left to wait: forgotten at its deadline */
+        if (j->answer_ms < r->answer_ms)
+            r->answer_ms = j->answer_ms;
+        pp = &j->next;
+    }
 }
 
 void
@@ -1468,26 +1550,10 @@ refresh_tick (worker_t *w, int64_t now_ms)
     refresh_t *r = w->refreshes;
     while (r) {
         refresh_t *next = r->next;
+        if (r->waiters && now_ms >= r->answer_ms)
+            refresh_answer_waiting (w, r, now_ms);
         if (r->state == REFRESH_CLAIMING && !r->claim_alone && !r->in_db && now_ms >= r->due_ms) {
-            /* forget waiters the broker has already answered with a timeout; answer those about
-             * to reach their deadline behind another holder's lease with what they waited for */
-            job_t **pp = &r->waiters;
-            while (*pp) {
-                job_t *j = *pp;
-                if (j->deadline_ms <= now_ms) {
-                    *pp = j->next;
-                    mem_free (j);
-                }
-                else
-                if (r->busy_owner [0] && r->busy_until_ms >= j->deadline_ms
-                &&  j->deadline_ms - now_ms <= BUSY_ANSWER_MS) {
-                    *pp = j->next;
-                    refresh_answer_busy (w, r, j, now_ms);
-                    mem_free (j);
-                }
-                else
-                    pp = &j->next;
-            }
+            /* nobody waits for it any more (each was answered, or its deadline passed): no claim */
             if (!r->waiters && !r->background)
                 refresh_free (w, r);
             else
@@ -1535,12 +1601,14 @@ refresh_next_due (const worker_t *w)
     /* claims and commit retries due while a batch is in flight on each connection wait for an
      * answer, which wakes the loop */
     int claims_wait = dbwait_free_store (w) == NULL;
-    for (const refresh_t *r = w->refreshes; r; r = r->next)
+    for (const refresh_t *r = w->refreshes; r; r = r->next) {
+        if (r->waiters && (due < 0 || r->answer_ms < due))
+            due = r->answer_ms;                 /* a waiter to answer with what it waits for */
         if (claims_wait && (r->state == REFRESH_CLAIMING || r->state == REFRESH_COMMITTING))
             continue;
-        else
         if ((r->state == REFRESH_CLAIMING || r->state == REFRESH_COMMITTING) && !r->in_db && (due < 0 || r->due_ms < due))
             due = r->due_ms;
+    }
     return due;
 }
 

@@ -314,6 +314,42 @@ test_slow_provider_does_not_stall_others (void **state)
     json_decref (t);
 }
 
+/* A request whose deadline comes while its worker's own provider call is still in flight is
+ * answered by the worker just before that deadline, naming the provider and how long the call has
+ * run: the broker's answer at the deadline said only that the worker had not answered, which sent
+ * operators looking at a healthy worker. The refresh goes on and the next request is served from
+ * it, without a second call. */
+static void
+test_a_slow_provider_past_the_deadline_is_named (void **state)
+{
+    (void) state;
+    int rc;
+    char *a = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "late:box", "fakebox", a), 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 2500));
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+
+    json_t *r = harness_ctl (h, &rc, "token", "--integration", "late:box", "--timeout", "1", NULL);
+    assert_string_equal (itest_code (r), "timeout");
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (!message || !strstr (message, "provider \"fakebox\" has not answered"))
+        fail_msg ("a request whose deadline came during its provider call was answered \"%s\"", message ? message : "");
+    json_t *retry = json_object_get (json_object_get (r, "error"), "retry_after");
+    assert_true (json_is_integer (retry) && json_integer_value (retry) >= 1 && json_integer_value (retry) <= 5);
+    json_decref (r);
+
+    /* the call ends (2.5 s) and commits; the next request gets its token */
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'late:box'"
+                                         " AND outcome = 'refreshed'", 1, 20000), 1);
+    json_t *t = token ("late:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_false (json_is_true (json_object_get (t, "refreshed")));
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    json_decref (t);
+    free (a);
+}
+
 int
 main (void)
 {
@@ -325,6 +361,7 @@ main (void)
         cmocka_unit_test (test_refused_client_backs_off),
         cmocka_unit_test (test_not_found_and_bad_input),
         cmocka_unit_test (test_slow_provider_does_not_stall_others),
+        cmocka_unit_test (test_a_slow_provider_past_the_deadline_is_named),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

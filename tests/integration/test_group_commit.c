@@ -257,6 +257,34 @@ child_ok (pid_t pid, const char *what)
         fail_msg ("%s: the child ended with status %d", what, status);
 }
 
+/* A request whose deadline comes before a claim gives up on a locked row (after a second) is
+ * answered by its worker just before that deadline, saying the row is locked: the broker's answer
+ * at the deadline said only that the worker had not answered. */
+static void
+test_a_request_behind_a_locked_row_is_told_so (void **state)
+{
+    (void) state;
+    char *ids [1];
+    start ("group_commit_locked", 0);
+    import_many ("glr:", 1, ids);
+    pid_t locker = lock_in_child (ids [0], 3000, 0);
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+                                         " AND query LIKE '%FOR UPDATE%'", 1, 20000), 1);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "token", "--integration", ids [0], "--timeout", "0.8", NULL);
+    assert_string_equal (itest_code (r), "timeout");
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (!message || !strstr (message, "its row has been locked by another database session"))
+        fail_msg ("a request behind a locked row was answered \"%s\"", message ? message : "");
+    json_decref (r);
+    child_ok (locker, "the lock");
+    /* the lock gone, the same request is served */
+    r = harness_ctl (h, &rc, "token", "--integration", ids [0], NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    free (ids [0]);
+}
+
 /* The claims of a batch are one statement over arrays, and so are its commits (worker/store_sql.h):
  * the database answers each claim and each commit with its place in the arrays. Every refresh of
  * a storm gets its own outcome and its own integration's tokens, whatever the others' are: each
@@ -994,6 +1022,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_one_turn_shares_a_transaction, teardown),
         cmocka_unit_test_teardown (test_locked_row_holds_up_only_itself, teardown),
+        cmocka_unit_test_teardown (test_a_request_behind_a_locked_row_is_told_so, teardown),
         cmocka_unit_test_teardown (test_each_refresh_of_a_batch_gets_its_own_answer, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
         cmocka_unit_test_teardown (test_hold_is_taken_where_a_claim_could_take_a_lease, teardown),

@@ -410,6 +410,17 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     json_decref (imported);
     free (rt9);
     assert_int_equal (rc, 0);
+    /* and a forced refresh asked during it with a deadline shorter than the stall: its claim meets
+     * the frozen server (the access token good for an hour and cached, so that neither the sweep
+     * nor a read of the row comes first) */
+    char *rt10 = itest_grant (h, "fakebox", NULL);
+    imported = harness_ctl (h, &rc, "import", "--integration", "stall10:box", "--provider", "fakebox",
+                            "--refresh-token", rt10, "--access-token", "fake-at-stall10", "--expires-in", "3600", NULL);
+    json_decref (imported);
+    free (rt10);
+    assert_int_equal (rc, 0);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", "stall10:box", NULL));
+    assert_int_equal (rc, 0);
     /* a client of this process asks for the cached token all through the stall, connected before
      * it, so that what is timed is the service's answer, not a command's start on a machine the
      * other askers keep busy (ferrulectl under ASan takes a tenth of a second of CPU to start) */
@@ -463,6 +474,18 @@ test_cache_hits_served_while_the_database_stalls (void **state)
             json_decref (r);
         }
         _exit (0);
+    }
+    /* the forced refresh is answered by its worker before its deadline, saying what it waited for:
+     * the broker's answer at the deadline said only that the worker had not answered */
+    pid_t late = fork ();
+    if (late == 0) {
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "stall10:box", "--timeout", "1", NULL);
+        const char *m = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+        int told = strcmp (itest_code (r), "timeout") == 0 && m && strstr (m, "the database has not answered");
+        if (!told)
+            fprintf (stderr, "a forced refresh during the stall was answered: %s %s\n", itest_code (r), m ? m : "");
+        json_decref (r);
+        _exit (told ? 0 : 1);
     }
     /* and an operator asking for an integration's status and its chain all along: read from the
      * database, not the cache, and no more allowed to hold up the cached tokens */
@@ -562,6 +585,8 @@ test_cache_hits_served_while_the_database_stalls (void **state)
     assert_int_equal (waitpid (doctors, &status, 0), doctors);
     assert_int_equal (waitpid (failing, &status, 0), failing);
     assert_int_equal (waitpid (refused, &status, 0), refused);
+    assert_int_equal (waitpid (late, &status, 0), late);
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
     itest_fake_config (h, "fakegoogle", json_pack ("{s:i}", "latency_ms", 0));
     free (rt4);
     fprintf (stderr, "during the stall: %d cached tokens served in time, %d not (slowest %lld ms)\n", hits.served,
