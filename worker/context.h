@@ -59,7 +59,6 @@ typedef struct {
     int64_t failover_keep_max_mb;   /* and the memory they may take */
 } worker_config_t;
 
-/* Where a reply goes: a broker link, the client's routing id there, the broker's sequence. */
 /* A rotated token's journal record waiting for its sync: journal_appended after it, and when
  * the loop woke to its provider's answer (for ferrule_worker_journal_window_seconds). */
 typedef struct {
@@ -67,6 +66,8 @@ typedef struct {
     int64_t answered_us;
 } journal_wait_t;
 
+/* A request being worked on, and where its reply goes: a broker link, the client's routing id
+ * there, the broker's sequence. */
 typedef struct job {
     struct job *next;
     int      link;

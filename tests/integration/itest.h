@@ -48,14 +48,14 @@ void itest_fault (harness_t *h, const char *provider, const char *kind, int coun
 /* The error code of a ferrulectl JSON reply, or "" when ok. */
 const char *itest_code (const json_t *reply);
 /* The HTTP port a process (its log, e.g. "broker0", "w1") last said it serves /metrics on,
- * waiting up to 5 s for the line; -1 when it never did. */
+ * waiting up to 30 s for the line (a hang guard); -1 when it never did. */
 int itest_http_port (harness_t *h, const char *log_name);
 /* GET url, its body into body (cleared first, NUL-terminated; NULL: dropped); the HTTP status, 0
  * when nothing answered within 5 s. */
 long itest_http_get (const char *url, mem_buf_t *body);
 /* The HTTP status of GET path on 127.0.0.1:port. */
 long itest_http_status (int port, const char *path);
-/* Polls path until it answers want, for up to 5 s; the last status. */
+/* Polls path until it answers want, for up to 30 s (a hang guard); the last status. */
 long itest_wait_http_status (int port, const char *path, long want);
 /* The value of a series (its name with labels, as /metrics prints it, e.g.
  * "ferrule_worker_commit_batch_size_count") at the /metrics of a process (its log name); -1 when
