@@ -31,9 +31,10 @@
 /* a request still waiting for its refresh (another holder's lease, this worker's provider call,
  * the database) is answered this long before its deadline, with what it waited for: the broker's
  * own answer at the deadline can say only that this worker did not answer (the worker's deadline
- * is the broker's plus the hop; a few re-claim intervals of margin). At most half the request's
- * time, so that a short deadline is not answered at once */
-#define BUSY_ANSWER_MS  300
+ * is the broker's plus the hop, and the loop wakes for it: refresh_next_due). At most a quarter
+ * of the request's time: a client splits its timeout into attempts, and an attempt answered much
+ * before its end loses time in which the refresh could have ended */
+#define BUSY_ANSWER_MS  100
 #define LOCKED_GIVE_UP_MS 1000       /* a row locked this long answers the waiters database_unavailable */
 #define STARTUP_WAIT_MS 2000         /* a claim waits this long for the start-up recovery to end */
 #define STARTUP_RECHECK_MS 20        /* ... looking again this often */
@@ -225,7 +226,7 @@ static void
 refresh_add_waiter (refresh_t *r, job_t *copy, int64_t now_ms)
 {
     int64_t left = copy->deadline_ms - now_ms;
-    int64_t margin = left / 2 < BUSY_ANSWER_MS ? left / 2 : BUSY_ANSWER_MS;
+    int64_t margin = left / 4 < BUSY_ANSWER_MS ? left / 4 : BUSY_ANSWER_MS;
     copy->answer_ms = copy->deadline_ms - (margin > 0 ? margin : 0);
     copy->next = r->waiters;
     r->waiters = copy;
@@ -1471,7 +1472,7 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
     int64_t since_ms = now_ms - r->started_us / 1000;
     char message [512];
     const char *hint = "retry: the refresh goes on, and a request after it ends is answered from it";
-    int64_t retry_s = 1;
+    int64_t retry_s = -1;               /* at once: a retry joins the same refresh */
     if (r->state == REFRESH_CLAIMING && r->busy_owner [0] && r->busy_until_ms < job->deadline_ms)
         return 0;
     if (r->state == REFRESH_CLAIMING && r->busy_owner [0]) {
@@ -1481,7 +1482,7 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                   "database failover lost), and this request's deadline came first", id, r->busy_owner,
                   (long long) left_ms);
         hint = "retry after the lease ends; a lease held again and again by the same worker: read that worker's log";
-        retry_s = (left_ms + 999) / 1000;
+        retry_s = (left_ms + 999) / 1000 > 0 ? (left_ms + 999) / 1000 : 1;
     }
     else
     if (r->state == REFRESH_CLAIMING && r->locked_since_ms) {
@@ -1514,7 +1515,7 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                   "this request's deadline came first", id, (long long) since_ms);
     else
         return 0;
-    reply_error (w, job, FR_TIMEOUT, message, hint, retry_s > 0 ? retry_s : 1);
+    reply_error (w, job, FR_TIMEOUT, message, hint, retry_s);
     return 1;
 }
 

@@ -41,17 +41,27 @@ teardown (void **state)
     return h ? itest_teardown (&h) : 0;
 }
 
+/* A service of one broker and one worker w1, fakebox answering after latency_ms; env=value set
+ * for both first, when env is not NULL. */
 static void
-start (const char *name, int latency_ms)
+start_with (const char *name, int latency_ms, const char *env, const char *value)
 {
     h = harness_new (name);
     assert_non_null (h);
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the batch sizes are in /metrics */
+    if (env)
+        harness_set_env (h, env, value);
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
     json_t *settings = json_pack ("{s:i}", "latency_ms", latency_ms);
     itest_fake_config (h, "fakebox", settings);
+}
+
+static void
+start (const char *name, int latency_ms)
+{
+    start_with (name, latency_ms, NULL, NULL);
 }
 
 /* n integrations "<prefix><i>", imported with a refresh token and no access token, so the first
@@ -282,6 +292,41 @@ test_a_request_behind_a_locked_row_is_told_so (void **state)
     r = harness_ctl (h, &rc, "token", "--integration", ids [0], NULL);
     assert_int_equal (rc, 0);
     json_decref (r);
+    free (ids [0]);
+}
+
+/* The same for a request whose refresh has its provider's answer and waits for its commit: here
+ * the row is locked after the claim, and the commit waits for the lock (up to a lock_timeout of
+ * 900 ms, twice: the group's try and its own). The new tokens are committed once the lock goes. */
+static void
+test_a_request_behind_a_slow_commit_is_told_so (void **state)
+{
+    (void) state;
+    char *ids [1];
+    start_with ("group_commit_slow_commit", 300, "FERRULE_DB_LOCK_TIMEOUT_MS", "900");
+    import_many ("gsc:", 1, ids);
+    /* a client connected beforehand, and one attempt (a client splits its timeout into attempts,
+     * each answered on its own): the request's second is all its own */
+    client_t *c = itest_client_connected (harness_broker_frontend (h, 0));
+    pid_t locker = lock_in_child (ids [0], 2500, 1);
+    json_t *args = json_pack ("{s:s}", "integration", ids [0]);
+    json_t *r = client_call_ex (c, "token", args, 1000, 0);
+    json_decref (args);
+    client_destroy (&c);
+    assert_string_equal (itest_code (r), "timeout");
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (!message || !strstr (message, "the provider answered, and the database has not committed the new tokens"))
+        fail_msg ("a request behind a slow commit was answered \"%s\"", message ? message : "");
+    json_decref (r);
+    child_ok (locker, "the lock");
+    int rc = -1;
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM integrations WHERE id = 'gsc:0' AND generation = 2", 1,
+                                      20000), 1);
+    r = harness_ctl (h, &rc, "token", "--integration", ids [0], NULL);
+    assert_int_equal (rc, 0);
+    assert_false (json_is_true (json_object_get (r, "refreshed")));
+    json_decref (r);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     free (ids [0]);
 }
 
@@ -1023,6 +1068,7 @@ main (void)
         cmocka_unit_test_teardown (test_one_turn_shares_a_transaction, teardown),
         cmocka_unit_test_teardown (test_locked_row_holds_up_only_itself, teardown),
         cmocka_unit_test_teardown (test_a_request_behind_a_locked_row_is_told_so, teardown),
+        cmocka_unit_test_teardown (test_a_request_behind_a_slow_commit_is_told_so, teardown),
         cmocka_unit_test_teardown (test_each_refresh_of_a_batch_gets_its_own_answer, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
         cmocka_unit_test_teardown (test_hold_is_taken_where_a_claim_could_take_a_lease, teardown),
