@@ -130,6 +130,14 @@ itest_code (const json_t *reply)
     return c ? c : "";
 }
 
+void
+itest_assert_timeout_says (const json_t *reply, const char *needle, const char *what)
+{
+    const char *message = json_string_value (json_object_get (json_object_get (reply, "error"), "message"));
+    if (strcmp (itest_code (reply), "timeout") != 0 || !message || !strstr (message, needle))
+        fail_msg ("%s was answered %s \"%s\"", what, itest_code (reply), message ? message : "");
+}
+
 static int
 file_contains (const char *path, const char *needle)
 {

@@ -47,6 +47,9 @@ void itest_fault (harness_t *h, const char *provider, const char *kind, int coun
                   int delay_ms);
 /* The error code of a ferrulectl JSON reply, or "" when ok. */
 const char *itest_code (const json_t *reply);
+/* Fails the test unless reply is a timeout whose message contains needle; what names the request
+ * in the failure. */
+void itest_assert_timeout_says (const json_t *reply, const char *needle, const char *what);
 /* The HTTP port a process (its log, e.g. "broker0", "w1") last said it serves /metrics on,
  * waiting up to 30 s for the line (a hang guard); -1 when it never did. */
 int itest_http_port (harness_t *h, const char *log_name);

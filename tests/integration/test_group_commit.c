@@ -282,10 +282,7 @@ test_a_request_behind_a_locked_row_is_told_so (void **state)
                                          " AND query LIKE '%FOR UPDATE%'", 1, 20000), 1);
     int rc = -1;
     json_t *r = harness_ctl (h, &rc, "token", "--integration", ids [0], "--timeout", "0.8", NULL);
-    assert_string_equal (itest_code (r), "timeout");
-    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
-    if (!message || !strstr (message, "its row has been locked by another database session"))
-        fail_msg ("a request behind a locked row was answered \"%s\"", message ? message : "");
+    itest_assert_timeout_says (r, "its row has been locked by another database session", "a request behind a locked row");
     json_decref (r);
     child_ok (locker, "the lock");
     /* the lock gone, the same request is served */
@@ -313,10 +310,8 @@ test_a_request_behind_a_slow_commit_is_told_so (void **state)
     json_t *r = client_call_ex (c, "token", args, 1000, 0);
     json_decref (args);
     client_destroy (&c);
-    assert_string_equal (itest_code (r), "timeout");
-    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
-    if (!message || !strstr (message, "the provider answered, and the database has not committed the new tokens"))
-        fail_msg ("a request behind a slow commit was answered \"%s\"", message ? message : "");
+    itest_assert_timeout_says (r, "the provider answered, and the database has not committed the new tokens",
+                               "a request behind a slow commit");
     json_decref (r);
     child_ok (locker, "the lock");
     int rc = -1;
@@ -496,10 +491,7 @@ test_hold_is_taken_where_a_claim_could_take_a_lease (void **state)
      * said only that the worker had not answered, which sent operators to the wrong worker */
     int rc = -1;
     json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "gh:0", "--timeout", "1.5", NULL);
-    assert_string_equal (itest_code (r), "timeout");
-    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
-    if (!message || !strstr (message, "refresh lease is held by \"wX\""))
-        fail_msg ("a claim that waited for another worker's lease was answered \"%s\"", message ? message : "");
+    itest_assert_timeout_says (r, "refresh lease is held by \"wX\"", "a claim that waited for another worker's lease");
     json_t *retry = json_object_get (json_object_get (r, "error"), "retry_after");
     assert_true (json_is_integer (retry) && json_integer_value (retry) >= 1 && json_integer_value (retry) <= 60);
     json_decref (r);
