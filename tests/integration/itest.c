@@ -812,6 +812,25 @@ itest_client_connected (const char *endpoints)
     return c;
 }
 
+json_t *
+itest_call_once (const char *endpoints, const char *op, const char *integration, int timeout_ms)
+{
+    client_t *c = client_new (endpoints);
+    if (!c)
+        return NULL;
+    json_t *ping = client_call (c, "ping", NULL, 5000);
+    int up = client_exit_code (ping) == 0;
+    json_decref (ping);
+    json_t *r = NULL;
+    if (up) {
+        json_t *args = json_pack ("{s:s}", "integration", integration);
+        r = client_call_ex (c, op, args, timeout_ms, 0);
+        json_decref (args);
+    }
+    client_destroy (&c);
+    return r;
+}
+
 itest_hits_t
 itest_cached_hits (client_t *client, const char *integration, int64_t until_ms, int64_t hit_ms)
 {

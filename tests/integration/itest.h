@@ -135,6 +135,11 @@ void itest_asan_option (harness_t *h, const char *option);
 /* A client of the brokers at endpoints, connected (its CURVE handshake done, a ping answered):
  * for timing the service's answers, not a connection's making or a ferrulectl start. */
 struct client *itest_client_connected (const char *endpoints);
+/* One attempt of op for integration, sent over a client connected (and pinged) first, so that the
+ * request's deadline is timeout_ms whole: ferrulectl's --timeout also covers its own start and
+ * connection, and a client splits its time into attempts. NULL when no broker answered the ping;
+ * usable in a forked child (it fails no test itself). */
+json_t *itest_call_once (const char *endpoints, const char *op, const char *integration, int timeout_ms);
 
 /* Cached-token requests for integration, one every 20 ms or so over client (connected to the
  * brokers already, so that what is timed is the service's answer) until the monotonic time

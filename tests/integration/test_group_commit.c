@@ -280,12 +280,13 @@ test_a_request_behind_a_locked_row_is_told_so (void **state)
     pid_t locker = lock_in_child (ids [0], 3000, 0);
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
                                          " AND query LIKE '%FOR UPDATE%'", 1, 20000), 1);
-    int rc = -1;
-    json_t *r = harness_ctl (h, &rc, "token", "--integration", ids [0], "--timeout", "0.8", NULL);
+    json_t *r = itest_call_once (harness_brokers (h), "token", ids [0], 800);
+    assert_non_null (r);
     itest_assert_timeout_says (r, "its row has been locked by another database session", "a request behind a locked row");
     json_decref (r);
     child_ok (locker, "the lock");
     /* the lock gone, the same request is served */
+    int rc = -1;
     r = harness_ctl (h, &rc, "token", "--integration", ids [0], NULL);
     assert_int_equal (rc, 0);
     json_decref (r);
@@ -302,14 +303,9 @@ test_a_request_behind_a_slow_commit_is_told_so (void **state)
     char *ids [1];
     start_with ("group_commit_slow_commit", 300, "FERRULE_DB_LOCK_TIMEOUT_MS", "900");
     import_many ("gsc:", 1, ids);
-    /* a client connected beforehand, and one attempt (a client splits its timeout into attempts,
-     * each answered on its own): the request's second is all its own */
-    client_t *c = itest_client_connected (harness_broker_frontend (h, 0));
     pid_t locker = lock_in_child (ids [0], 2500, 1);
-    json_t *args = json_pack ("{s:s}", "integration", ids [0]);
-    json_t *r = client_call_ex (c, "token", args, 1000, 0);
-    json_decref (args);
-    client_destroy (&c);
+    json_t *r = itest_call_once (harness_brokers (h), "token", ids [0], 1000);
+    assert_non_null (r);
     itest_assert_timeout_says (r, "the provider answered, and the database has not committed the new tokens",
                                "a request behind a slow commit");
     json_decref (r);
