@@ -105,7 +105,7 @@ typedef struct worker {
     breaker_t *breaker;
     /* A database that refuses every write (read-only after a failover, a full disk) fails every
      * refresh's claim and each retry of its commit: said at most once a second each, with a count */
-    lograte_t claim_fail_log, group_fail_log, commit_fail_log;
+    lograte_t claim_fail_log, group_fail_log, commit_fail_log, wait_answer_log;
     sweep_t *sweep;
     codec_builder_t *out;
     metrics_t *metrics;

@@ -580,6 +580,10 @@ refresh_say_held (worker_t *w, int64_t now_ms)
     if (n)
         log_warning (NULL, NULL, "%llu more refresh commits failed since the last line; each is retried, its tokens "
                      "kept in memory and in the journal", (unsigned long long) n);
+    n = lograte_due (&w->wait_answer_log, now_ms);
+    if (n)
+        log_warning (NULL, NULL, "%llu more requests answered timeout before their deadlines since the last line, "
+                     "their refreshes still waiting", (unsigned long long) n);
 }
 
 static void
@@ -1515,6 +1519,16 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                   "this request's deadline came first", id, (long long) since_ms);
     else
         return 0;
+    /* said before the answer leaves, and at most once a second: a slow provider times out every
+     * request waiting for it */
+    uint64_t held;
+    if (lograte_take (&w->wait_answer_log, now_ms, &held)) {
+        char more [96] = "";
+        if (held)
+            snprintf (more, sizeof more, " (and %llu more since the last line)", (unsigned long long) held);
+        log_warning (id, job->rid [0] ? job->rid : NULL, "answered a request timeout before its deadline: %s%s",
+                     message, more);
+    }
     reply_error (w, job, FR_TIMEOUT, message, hint, retry_s);
     return 1;
 }

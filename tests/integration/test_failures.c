@@ -336,6 +336,8 @@ test_a_slow_provider_past_the_deadline_is_named (void **state)
     /* no retry_after: a retry at once joins the same refresh */
     assert_null (json_object_get (json_object_get (r, "error"), "retry_after"));
     json_decref (r);
+    /* and the worker's log says it, for the operator who sees the timeouts counted */
+    assert_true (itest_workdir_contains (h, "answered a request timeout before its deadline: integration"));
 
     /* the call ends (2.5 s) and commits; the next request gets its token */
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'late:box'"
