@@ -36,6 +36,9 @@
  * before its end loses time in which the refresh could have ended */
 #define BUSY_ANSWER_MS  100
 #define LOCKED_GIVE_UP_MS 1000       /* a row locked this long answers the waiters database_unavailable */
+/* what to do about a locked row, said when a claim gives up on it and in a waiter's early answer */
+#define LOCKED_HINT "a long transaction holds this integration's row; retry shortly, and if it lasts, look for it " \
+                    "in pg_stat_activity"
 #define STARTUP_WAIT_MS 2000         /* a claim waits this long for the start-up recovery to end */
 #define STARTUP_RECHECK_MS 20        /* ... looking again this often */
 #define COMMIT_RETRY_MS 250          /* first retry of a commit that failed; doubles up to the max */
@@ -621,9 +624,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
             if (now - r->locked_since_ms >= LOCKED_GIVE_UP_MS) {
                 snprintf (err, sizeof err, "integration \"%s\" is locked by another database session", e->id);
                 log_warning (e->id, rid_of (r), "%s; answering the waiters", err);
-                refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, err,
-                                      "a long transaction holds this integration's row; retry shortly, and if it "
-                                      "lasts, look for it in pg_stat_activity", 1);
+                refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, err, LOCKED_HINT, 1);
             }
             else {
                 refresh_set_state (r, REFRESH_CLAIMING);
@@ -1493,8 +1494,7 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
         snprintf (message, sizeof message, "integration \"%s\": its row has been locked by another database session "
                   "for %lld ms (a claim does not wait for a row lock: it is tried again every %d ms), and this "
                   "request's deadline came first", id, (long long) (now_ms - r->locked_since_ms), BUSY_RETRY_MS);
-        hint = "a long transaction holds this integration's row; retry shortly, and if it lasts, look for it in "
-               "pg_stat_activity";
+        hint = LOCKED_HINT;
     }
     else
     if (r->state == REFRESH_CLAIMING && r->in_db)
