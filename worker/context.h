@@ -132,6 +132,8 @@ typedef struct worker {
     struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;
     int started_db;                 /* journal replayed and leases released for this run */
+    const char *recovering;         /* recovery.c: the start-up recovery's step, for the answers of
+                                       the requests whose claims wait for it */
     int64_t woke_us;                /* monotonic: when the loop's poll last returned */
     int64_t next_revalidate_ms;
     int revalidating;               /* a re-validation batch is in flight */

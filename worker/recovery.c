@@ -462,6 +462,8 @@ recovery_tick (worker_t *w, int64_t now)
         r->connected_ms += now - r->tick_ms;
     r->tick_ms = now;
     recovery_retry_behind (w, r, now);
+    w->recovering = r->step == RECOVERY_REPLAY ? "replaying the journal of its earlier run"
+                                               : "releasing the refresh leases of its earlier run";
     /* a step on a connection that is down would only fail: wait until it is up; and until the
      * commits kept before a restart are checked (failover_restore): a record replayed onto a row a
      * failover put behind would lose its compare-and-set, and the kept commit written again after

@@ -1466,10 +1466,11 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
     }
 }
 
-/* Answers job, near its deadline, with what r still waits for; 0 when it is left to wait: the
- * claim not sent yet with a connection free (the start-up's and a failover's waits answer for
- * themselves), another holder's lease ending before the deadline (a claim may still take it in
- * time), a failure or a lost compare-and-set being recorded (their answers are their outcomes). */
+/* Answers job, near its deadline, with what r still waits for (the start-up's recovery and a
+ * failover's waits included, which end in database_unavailable only after STARTUP_WAIT_MS); 0
+ * when it is left to wait: the claim not sent yet with a connection free, another holder's lease
+ * ending before the deadline (a claim may still take it in time), a failure or a lost
+ * compare-and-set being recorded (their answers are their outcomes). */
 static int
 refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t now_ms)
 {
@@ -1495,6 +1496,36 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                   "for %lld ms (a claim does not wait for a row lock: it is tried again every %d ms), and this "
                   "request's deadline came first", id, (long long) (now_ms - r->locked_since_ms), BUSY_RETRY_MS);
         hint = LOCKED_HINT;
+    }
+    else
+    if (r->state == REFRESH_CLAIMING && !r->in_db && (!w->started_db || failover_checking (w->failover))) {
+        /* the claim waits for the start-up's recovery, or for the check of the last commits after a
+         * reconnection (refresh_send_batch), up to STARTUP_WAIT_MS */
+        if (!store_connected (w->store))
+            snprintf (message, sizeof message, "integration \"%s\": this worker is not connected to the database, "
+                      "and a claim of the refresh lease waits for its connection (the refresh began %lld ms ago); "
+                      "this request's deadline came first", id, (long long) since_ms);
+        else
+        if (w->started_db)
+            snprintf (message, sizeof message, "integration \"%s\": this worker is checking its last commits "
+                      "against the database server it has just connected to (a failover may have lost them), and a "
+                      "claim of the refresh lease waits for that (the refresh began %lld ms ago); this request's "
+                      "deadline came first", id, (long long) since_ms);
+        else
+            snprintf (message, sizeof message, "integration \"%s\": this worker has not finished its start-up "
+                      "recovery (%s), and a claim of the refresh lease waits for it (the refresh began %lld ms ago); "
+                      "this request's deadline came first", id, w->recovering ? w->recovering : "not begun",
+                      (long long) since_ms);
+        hint = "retry shortly; when it lasts, read the worker's log (the database away, or a row locked by another "
+               "session)";
+    }
+    else
+    if (r->state == REFRESH_CLAIMING && !r->in_db && failover_waits (w->failover, id)) {
+        snprintf (message, sizeof message, "integration \"%s\": its last commits were lost by the database (a "
+                  "failover), and a claim of the refresh lease waits until the worker that made them has written "
+                  "them again (the refresh began %lld ms ago); this request's deadline came first", id,
+                  (long long) since_ms);
+        hint = "retry shortly; when it lasts, read the workers' logs for the commits a failover lost";
     }
     else
     if (r->state == REFRESH_CLAIMING && r->in_db)

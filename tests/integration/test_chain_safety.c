@@ -584,6 +584,12 @@ expect_wait_then_written_in_order (const char *id, const char *wb_line, const ch
     assert_string_equal (code, "database_unavailable");
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
     assert_true (itest_metric (h, "wB", "ferrule_worker_failover_integrations_waiting") == 1);
+    /* one whose deadline comes before that wait's end is told what it waits for, by wB */
+    json_t *early = itest_call_once (harness_broker_frontend (h, 1), "refresh", id, 1000);
+    assert_non_null (early);
+    itest_assert_timeout_says (early, "its last commits were lost by the database (a failover)",
+                               "a refresh waiting for another worker's lost commit");
+    json_decref (early);
 
     harness_signal_worker (h, "wB", SIGSTOP);
     harness_signal_worker (h, "wA", SIGCONT);

@@ -293,6 +293,44 @@ test_a_request_behind_a_locked_row_is_told_so (void **state)
     free (ids [0]);
 }
 
+/* A claim waits for its worker's start-up recovery (the journal replayed, the earlier run's leases
+ * released), for up to 2 s; a request whose deadline comes first is answered by the worker with
+ * that, not left to the broker's "did not answer". Here the earlier run left a lease on a row that
+ * another session holds locked for 4 s, so the release fails on lock_timeout (500 ms) and is tried
+ * again until the lock goes. */
+static void
+test_a_request_during_the_start_up_recovery_is_told_so (void **state)
+{
+    (void) state;
+    char *ids [2];
+    start_with ("group_commit_startup", 0, "FERRULE_DB_LOCK_TIMEOUT_MS", "500");
+    import_many ("gsu:", 2, ids);
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_owner = 'w1', lease_token = gen_random_uuid (),"
+                                      " lease_expires_at = now () + interval '1 minute' WHERE id = 'gsu:0'"), 0);
+    pid_t locker = lock_in_child (ids [0], 4000, 0);
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
+                                         " AND query LIKE '%FOR UPDATE%'", 1, 20000), 1);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    json_t *r = itest_call_once (harness_brokers (h), "token", ids [1], 1000);
+    assert_non_null (r);
+    itest_assert_timeout_says (r, "has not finished its start-up recovery (releasing the refresh leases of its "
+                               "earlier run)", "a request during the start-up recovery");
+    json_decref (r);
+    child_ok (locker, "the lock");
+    /* the lock gone, the recovery ends: the lease is released, its refresh recorded as interrupted,
+     * and the request is served */
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'gsu:0'"
+                                         " AND outcome = 'interrupted'", 1, 20000), 1);
+    int rc = -1;
+    r = harness_ctl (h, &rc, "token", "--integration", ids [1], NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    free (ids [0]);
+    free (ids [1]);
+}
+
 /* The same for a request whose refresh has its provider's answer and waits for its commit: here
  * the row is locked after the claim, and the commit waits for the lock (up to a lock_timeout of
  * 900 ms, twice: the group's try and its own). The new tokens are committed once the lock goes. */
@@ -1056,6 +1094,7 @@ main (void)
         cmocka_unit_test_teardown (test_one_turn_shares_a_transaction, teardown),
         cmocka_unit_test_teardown (test_locked_row_holds_up_only_itself, teardown),
         cmocka_unit_test_teardown (test_a_request_behind_a_locked_row_is_told_so, teardown),
+        cmocka_unit_test_teardown (test_a_request_during_the_start_up_recovery_is_told_so, teardown),
         cmocka_unit_test_teardown (test_a_request_behind_a_slow_commit_is_told_so, teardown),
         cmocka_unit_test_teardown (test_each_refresh_of_a_batch_gets_its_own_answer, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
