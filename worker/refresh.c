@@ -52,6 +52,8 @@ struct refresh {
     worker_t *w;                     /* for the provider-call callback */
     cache_entry_t *entry;
     job_t *waiters;
+    char rid [sizeof ((job_t *) NULL)->rid];   /* the request that started it, for its log lines
+                                                  ("": none), kept when that one is answered */
     refresh_state_t state;
     int forced;
     int64_t known_generation;        /* the generation the first waiter saw */
@@ -164,7 +166,7 @@ refresh_set_state (refresh_t *r, refresh_state_t to)
 static const char *
 rid_of (const refresh_t *r)
 {
-    return r->waiters ? r->waiters->rid : NULL;
+    return r->rid [0] ? r->rid : NULL;
 }
 
 size_t
@@ -233,6 +235,8 @@ refresh_add_waiter (refresh_t *r, job_t *copy, int64_t now_ms)
     copy->answer_ms = copy->deadline_ms - (margin > 0 ? margin : 0);
     copy->next = r->waiters;
     r->waiters = copy;
+    if (!r->rid [0])
+        memcpy (r->rid, copy->rid, sizeof r->rid);
     if (copy->answer_ms < r->answer_ms)
         r->answer_ms = copy->answer_ms;
 }

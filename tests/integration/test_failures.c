@@ -319,6 +319,33 @@ test_slow_provider_does_not_stall_others (void **state)
  * run: the broker's answer at the deadline said only that the worker had not answered, which sent
  * operators looking at a healthy worker. The refresh goes on and the next request is served from
  * it, without a second call. */
+/* The request id of w1's last log line about integration whose message contains needle, into
+ * rid ("" when that line carries none); 0 when there is no such line. */
+static int
+request_of_line (const char *integration, const char *needle, char *rid, size_t len)
+{
+    char path [4096];
+    static char line [65536];
+    snprintf (path, sizeof path, "%s/w1.log", harness_workdir (h));
+    FILE *f = fopen (path, "r");
+    assert_non_null (f);
+    int found = 0;
+    rid [0] = '\0';
+    while (fgets (line, sizeof line, f)) {
+        json_t *o = json_loads (line, 0, NULL);
+        const char *msg = json_string_value (json_object_get (o, "msg"));
+        const char *id = json_string_value (json_object_get (o, "integration"));
+        const char *req = json_string_value (json_object_get (o, "request"));
+        if (msg && strstr (msg, needle) && id && strcmp (id, integration) == 0) {
+            snprintf (rid, len, "%s", req ? req : "");
+            found = 1;
+        }
+        json_decref (o);
+    }
+    fclose (f);
+    return found;
+}
+
 static void
 test_a_slow_provider_past_the_deadline_is_named (void **state)
 {
@@ -342,6 +369,14 @@ test_a_slow_provider_past_the_deadline_is_named (void **state)
     /* the call ends (2.5 s) and commits; the next request gets its token */
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'late:box'"
                                          " AND outcome = 'refreshed'", 1, 20000), 1);
+    /* the refresh's own lines keep the id of the request that started it, answered or not */
+    char asked [80], refreshed [80];
+    assert_true (request_of_line ("late:box", "answered a request timeout before its deadline", asked, sizeof asked));
+    for (int waited = 0; !request_of_line ("late:box", "refreshed: generation", refreshed, sizeof refreshed)
+                         && waited < 10000; waited += 50)
+        usleep (50 * 1000);          /* the line follows the commit: a hang guard, not a timing */
+    assert_true (asked [0] != '\0');
+    assert_string_equal (refreshed, asked);
     json_t *t = token ("late:box", &rc);
     assert_int_equal (rc, 0);
     assert_false (json_is_true (json_object_get (t, "refreshed")));
