@@ -52,7 +52,7 @@ struct refresh {
     worker_t *w;                     /* for the provider-call callback */
     cache_entry_t *entry;
     job_t *waiters;
-    char rid [sizeof ((job_t *) NULL)->rid];   /* the request that started it, for its log lines
+    char rid [sizeof ((job_t *) 0)->rid];      /* the request that started it, for its log lines
                                                   ("": none), kept when that one is answered */
     refresh_state_t state;
     int forced;
@@ -66,6 +66,7 @@ struct refresh {
                                       * worker id, at most 128 characters (the brokers' limit) */
     int64_t busy_until_ms;           /* ... until then (monotonic) */
     int64_t answer_ms;               /* the earliest of its waiters' answer_ms, INT64_MAX with none */
+    const char *recording;           /* RECORDING: the failed attempt's outcome (a chain outcome) */
     int interrupted;                 /* the lease we took had been left by an interrupted refresh */
     unsigned commit_failures;        /* consecutive failed commits, for the retry's backoff */
     int64_t answered_us;             /* monotonic: when the loop woke up to the provider's answer */
@@ -513,6 +514,7 @@ refresh_record_failure (worker_t *w, refresh_t *r, const char *outcome, const ch
     rec->superseded_claims = superseded_claims;
     rec->r = r;
     r->queued = &rec->r;
+    r->recording = outcome;
     refresh_set_state (r, REFRESH_RECORDING);
     dbwait_add (w, record_start, rec, clock_mono_ms () + RECORD_WAIT_MS);
 }
@@ -1471,10 +1473,11 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
 }
 
 /* Answers job, near its deadline, with what r still waits for (the start-up's recovery and a
- * failover's waits included, which end in database_unavailable only after STARTUP_WAIT_MS); 0
- * when it is left to wait: the claim not sent yet with a connection free, another holder's lease
- * ending before the deadline (a claim may still take it in time), a failure or a lost
- * compare-and-set being recorded (their answers are their outcomes). */
+ * failover's waits included, which end in database_unavailable only after STARTUP_WAIT_MS, and a
+ * failure's record, whose outcome is the answer once it is in); 0 when it is left to wait: the
+ * claim not sent yet with a connection free, another holder's lease ending before the deadline (a
+ * claim may still take it in time), a lost compare-and-set being settled (CONFLICTED: a read of
+ * the row, which no row lock holds up). */
 static int
 refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t now_ms)
 {
@@ -1547,6 +1550,18 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                   "call in %lld ms (a call may take up to %lld ms, FERRULE_PROVIDER_TIMEOUT_MS), and this request's "
                   "deadline came first", id, r->provider ? r->provider->name : "?",
                   (long long) (now_ms - r->call_started_ms), (long long) w->cfg.http_timeout_ms);
+    else
+    if (r->state == REFRESH_RECORDING && r->called)
+        snprintf (message, sizeof message, "integration \"%s\": provider \"%s\" answered the refresh call (%s), and "
+                  "the database has not recorded that outcome yet (the refresh began %lld ms ago; the answer waits "
+                  "for the record); this request's deadline came first", id, r->provider ? r->provider->name : "?",
+                  r->recording ? r->recording : "a failure", (long long) since_ms);
+    else
+    if (r->state == REFRESH_RECORDING)
+        snprintf (message, sizeof message, "integration \"%s\": the refresh failed before its provider call (%s), "
+                  "and the database has not recorded that outcome yet (the refresh began %lld ms ago; the answer "
+                  "waits for the record); this request's deadline came first", id,
+                  r->recording ? r->recording : "a failure", (long long) since_ms);
     else
     if (r->state == REFRESH_ANSWERED || r->state == REFRESH_COMMITTING)
         snprintf (message, sizeof message, "integration \"%s\": the provider answered, and the database has not "

@@ -41,16 +41,19 @@ teardown (void **state)
     return h ? itest_teardown (&h) : 0;
 }
 
-/* A service of one broker and one worker w1, fakebox answering after latency_ms; env=value set
- * for both first, when env is not NULL. */
+/* A service of one broker and one worker w1, fakebox answering after latency_ms; the environment
+ * variables that follow as name, value pairs (NULL-terminated) set for both first. */
 static void
-start_with (const char *name, int latency_ms, const char *env, const char *value)
+start_with (const char *name, int latency_ms, ...)
 {
     h = harness_new (name);
     assert_non_null (h);
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the batch sizes are in /metrics */
-    if (env)
-        harness_set_env (h, env, value);
+    va_list ap;
+    va_start (ap, latency_ms);
+    for (const char *env = va_arg (ap, const char *); env; env = va_arg (ap, const char *))
+        harness_set_env (h, env, va_arg (ap, const char *));
+    va_end (ap);
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
@@ -61,7 +64,7 @@ start_with (const char *name, int latency_ms, const char *env, const char *value
 static void
 start (const char *name, int latency_ms)
 {
-    start_with (name, latency_ms, NULL, NULL);
+    start_with (name, latency_ms, NULL);
 }
 
 /* n integrations "<prefix><i>", imported with a refresh token and no access token, so the first
@@ -303,7 +306,7 @@ test_a_request_during_the_start_up_recovery_is_told_so (void **state)
 {
     (void) state;
     char *ids [2];
-    start_with ("group_commit_startup", 0, "FERRULE_DB_LOCK_TIMEOUT_MS", "500");
+    start_with ("group_commit_startup", 0, "FERRULE_DB_LOCK_TIMEOUT_MS", "500", NULL);
     import_many ("gsu:", 2, ids);
     assert_int_equal (harness_stop_worker (h, "w1"), 0);
     assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_owner = 'w1', lease_token = gen_random_uuid (),"
@@ -339,7 +342,7 @@ test_a_request_behind_a_slow_commit_is_told_so (void **state)
 {
     (void) state;
     char *ids [1];
-    start_with ("group_commit_slow_commit", 300, "FERRULE_DB_LOCK_TIMEOUT_MS", "900");
+    start_with ("group_commit_slow_commit", 300, "FERRULE_DB_LOCK_TIMEOUT_MS", "900", NULL);
     import_many ("gsc:", 1, ids);
     pid_t locker = lock_in_child (ids [0], 2500, 1);
     json_t *r = itest_call_once (harness_brokers (h), "token", ids [0], 1000);
@@ -356,6 +359,43 @@ test_a_request_behind_a_slow_commit_is_told_so (void **state)
     assert_false (json_is_true (json_object_get (r, "refreshed")));
     json_decref (r);
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    free (ids [0]);
+}
+
+/* The same for a request that joins a refresh whose provider refused it (503) while the failure
+ * waits to be recorded: here the row is locked after the claim, and the record waits for the lock
+ * (lock_timeout 1.9 s, then again). The failure is recorded once the lock goes. */
+static void
+test_a_request_behind_a_failure_being_recorded_is_told_so (void **state)
+{
+    (void) state;
+    char *ids [1];
+    start_with ("group_commit_recording", 1000, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2000",
+                "FERRULE_DB_LOCK_TIMEOUT_MS", "1900", NULL);
+    import_many ("grec:", 1, ids);
+    itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
+    static const char series [] = "ferrule_worker_provider_errors_total{provider=\"fakebox\",class=\"transient\"}";
+    double errors0 = fmax (0, itest_metric (h, "w1", series));
+    pid_t first = fork ();
+    if (first == 0) {
+        int rc;
+        json_decref (harness_ctl (h, &rc, "token", "--integration", ids [0], "--timeout", "10", NULL));
+        _exit (0);
+    }
+    pid_t locker = lock_in_child (ids [0], 4500, 1);
+    /* the provider's answer is in (published every 100 ms): the record waits for the lock */
+    for (int waited = 0; fmax (0, itest_metric (h, "w1", series)) < errors0 + 1 && waited < 20000; waited += 50)
+        usleep (50 * 1000);
+    assert_true (itest_metric (h, "w1", series) >= errors0 + 1);
+    json_t *r = itest_call_once (harness_brokers (h), "token", ids [0], 1000);
+    assert_non_null (r);
+    itest_assert_timeout_says (r, "provider \"fakebox\" answered the refresh call (transient), and the database has "
+                               "not recorded that outcome yet", "a request behind a failure being recorded");
+    json_decref (r);
+    child_ok (locker, "the lock");
+    child_ok (first, "the first request");
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'grec:0'"
+                                         " AND outcome = 'transient'", 1, 20000), 1);
     free (ids [0]);
 }
 
@@ -1096,6 +1136,7 @@ main (void)
         cmocka_unit_test_teardown (test_a_request_behind_a_locked_row_is_told_so, teardown),
         cmocka_unit_test_teardown (test_a_request_during_the_start_up_recovery_is_told_so, teardown),
         cmocka_unit_test_teardown (test_a_request_behind_a_slow_commit_is_told_so, teardown),
+        cmocka_unit_test_teardown (test_a_request_behind_a_failure_being_recorded_is_told_so, teardown),
         cmocka_unit_test_teardown (test_each_refresh_of_a_batch_gets_its_own_answer, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
         cmocka_unit_test_teardown (test_hold_is_taken_where_a_claim_could_take_a_lease, teardown),
