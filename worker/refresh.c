@@ -1552,10 +1552,11 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                   (long long) (now_ms - r->call_started_ms), (long long) w->cfg.http_timeout_ms);
     else
     if (r->state == REFRESH_RECORDING && r->called)
-        snprintf (message, sizeof message, "integration \"%s\": provider \"%s\" answered the refresh call (%s), and "
-                  "the database has not recorded that outcome yet (the refresh began %lld ms ago; the answer waits "
-                  "for the record); this request's deadline came first", id, r->provider ? r->provider->name : "?",
-                  r->recording ? r->recording : "a failure", (long long) since_ms);
+        snprintf (message, sizeof message, "integration \"%s\": provider \"%s\" answered the refresh call, the "
+                  "attempt failed (%s), and the database has not recorded that outcome yet (the refresh began "
+                  "%lld ms ago; the answer waits for the record); this request's deadline came first", id,
+                  r->provider ? r->provider->name : "?", r->recording ? r->recording : "a failure",
+                  (long long) since_ms);
     else
     if (r->state == REFRESH_RECORDING)
         snprintf (message, sizeof message, "integration \"%s\": the refresh failed before its provider call (%s), "

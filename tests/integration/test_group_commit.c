@@ -389,8 +389,9 @@ test_a_request_behind_a_failure_being_recorded_is_told_so (void **state)
     assert_true (itest_metric (h, "w1", series) >= errors0 + 1);
     json_t *r = itest_call_once (harness_brokers (h), "token", ids [0], 1000);
     assert_non_null (r);
-    itest_assert_timeout_says (r, "provider \"fakebox\" answered the refresh call (transient), and the database has "
-                               "not recorded that outcome yet", "a request behind a failure being recorded");
+    itest_assert_timeout_says (r, "provider \"fakebox\" answered the refresh call, the attempt failed (transient), "
+                               "and the database has not recorded that outcome yet",
+                               "a request behind a failure being recorded");
     json_decref (r);
     child_ok (locker, "the lock");
     child_ok (first, "the first request");
