@@ -29,8 +29,10 @@ int64_t blockwalk_took_ms (const blockwalk_t *b, int64_t now_ms);
  * after one that took less than an eighth of timeout_ms, halved after one that took more than half.
  * 1 when the walk has passed table_blocks (the table's size as that statement saw it): done. */
 int blockwalk_range_done (blockwalk_t *b, int64_t now_ms, int64_t timeout_ms, int64_t table_blocks);
-/* The range's statement failed: the same range next, a quarter the size. 1 when it was larger than
- * BLOCKWALK_MIN, so that a smaller one may fit the timeout and is worth trying at once; 0 when the
- * failure was not the range's size (a row lock, the database away) and a retry should wait. */
+/* The range's statement failed in a way its size may explain: the same range next, a quarter the
+ * size. 1 when it was larger than BLOCKWALK_MIN, so that a smaller one may fit the timeout and is
+ * worth trying at once; 0 when it was already the smallest, and a retry should wait. A failure no
+ * size explains keeps the range: the release (recovery.c), which can meet a row lock, calls this
+ * only after a statement timeout; the count (keystats.c), a read, meets no row lock. */
 int blockwalk_range_failed (blockwalk_t *b);
 #endif

@@ -53,6 +53,7 @@ struct recovery {
     int64_t behind_due_ms;
     int64_t connected_ms, tick_ms;  /* the time the database was connected, counted at each tick */
     blockwalk_t release;            /* the leases' release: a range of the table's blocks at a time */
+    store_t *release_store;         /* the connection the range in flight went on */
     char **released_ids, **released_providers;  /* what the ranges so far released */
     size_t nreleased;
 };
@@ -349,13 +350,15 @@ released (void *arg, fr_status_t st, char **ids, char **providers, size_t n, int
     r->in_flight = 0;
     int64_t now = clock_mono_ms ();
     if (st != FR_OK) {
-        /* from the same range, a smaller one: the ones before it stay released. At once when a
-         * smaller range may fit (the range did not fit the timeout), else a second later (a row
-         * lock, the database away) */
-        int smaller = blockwalk_range_failed (&r->release);
-        log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry from block %" PRId64
-                     ", %" PRId64 " blocks at a time", err, r->release.from, r->release.blocks);
-        r->due_ms = smaller && store_connected (w->store) ? now : now + RECOVERY_RETRY_MS;
+        /* from the same range (the ones before it stay released): after a statement timeout
+         * (57014) a smaller one, at once when a smaller one may fit; after a row lock (55P03) or
+         * the database away, the same size a second later: the range's size was not the cause */
+        int smaller = strcmp (store_last_state (r->release_store), "57014") == 0
+                   && blockwalk_range_failed (&r->release) && store_connected (w->store);
+        log_warning (NULL, NULL, "could not release the leases of an earlier run: %s; will retry %s, from block %"
+                     PRId64 ", %" PRId64 " blocks at a time", err, smaller ? "at once" : "in a second",
+                     r->release.from, r->release.blocks);
+        r->due_ms = smaller ? now : now + RECOVERY_RETRY_MS;
         return;
     }
     if (n > 0) {
@@ -478,6 +481,7 @@ recovery_tick (worker_t *w, int64_t now)
         else
         if (r->step == RECOVERY_RELEASE) {
             r->in_flight = 1;
+            r->release_store = s;
             blockwalk_sent (&r->release, now);
             size_t nheld;
             const char **held = failover_waiting_ids (w->failover, &nheld);   /* their leases are holds */

@@ -1023,6 +1023,12 @@ rollback:
 }
 
 const char *
+store_last_state (const store_t *s)
+{
+    return s->last_state;
+}
+
+const char *
 store_worker_id (const store_t *s)
 {
     return s->worker_id;

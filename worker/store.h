@@ -111,6 +111,10 @@ int64_t store_batch_deadline (const store_t *s);
 typedef void (store_done_fn) (void *arg, fr_status_t st, const char *err);
 
 const char *store_worker_id (const store_t *s);
+/* The SQLSTATE of the last failed statement of s's last batch ("" when none failed, or the batch
+ * failed without one: the connection lost, no answer): for a caller whose retry depends on what
+ * kind of failure it was. */
+const char *store_last_state (const store_t *s);
 
 void store_row_clear (store_row_t *row);
 #endif

@@ -326,6 +326,11 @@ test_a_request_during_the_start_up_recovery_is_told_so (void **state)
      * and the request is served */
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'gsu:0'"
                                          " AND outcome = 'interrupted'", 1, 20000), 1);
+    /* a row lock is not the range's size: each try waits a second, the range kept (it used to be
+     * cut to a quarter and tried again at once, each time, down to 16 blocks) */
+    unsigned long long more;
+    assert_true (itest_log_lines (h, "w1", "; will retry in a second, from block 0, 512 blocks at a time", &more) >= 1);
+    assert_int_equal (itest_log_lines (h, "w1", "will retry at once", &more), 0);
     int rc = -1;
     r = harness_ctl (h, &rc, "token", "--integration", ids [1], NULL);
     assert_int_equal (rc, 0);
