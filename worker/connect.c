@@ -377,7 +377,7 @@ failed_recorded (void *arg, fr_status_t st, const char *err)
     int again = st == FR_DATABASE_UNAVAILABLE && fw->tries < FAILED_RECORD_TRIES;
     if (st != FR_OK)
         log_warning (fw->id, fw->job.rid, "could not record the failed connect%s: %s",
-                     again ? " (tried again once the database is back)" : "", err);
+                     again ? " (tried again when a connection is free)" : "", err);
     if (!fw->replied)
         reply_error_detail (fw->w, &fw->job, fw->st, fw->message, fw->hint, fw->retry_after,
                             fw->has_detail ? &fw->d : NULL);

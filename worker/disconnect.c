@@ -46,7 +46,7 @@ noted (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x
     int again = st == FR_DATABASE_UNAVAILABLE && nw->tries < NOTE_TRIES;
     if (st != FR_OK)
         log_warning (nw->id, nw->job.rid, "could not record the revocation%s: %s",
-                     again ? " (tried again once the database is back)" : "", err);
+                     again ? " (tried again when a connection is free)" : "", err);
     if (!nw->replied) {
         if (st != FR_OK)
             reply_store_error (nw->w, &nw->job, st, err);

@@ -453,14 +453,18 @@ record_done (void *arg, fr_status_t st, int stale, const char *err)
     failure_record_t *rec = arg;
     worker_t *w = rec->w;
     int again = st == FR_DATABASE_UNAVAILABLE && rec->tries < RECORD_TRIES;
+    int64_t retry_ms = (int64_t) RECORD_RETRY_MS << (rec->tries > 0 ? rec->tries - 1 : 0);
+    char when [64] = "";
+    if (again)
+        /* the database away, or a row lock, a deadlock, a statement timeout: not said as an outage */
+        snprintf (when, sizeof when, " (tried again in %lld ms)", (long long) retry_ms);
     if (st != FR_OK)
-        log_warning (rec->id, NULL, "could not record the failed refresh%s: %s",
-                     again ? " (tried again once the database is back)" : "", err);
+        log_warning (rec->id, NULL, "could not record the failed refresh%s: %s", when, err);
     if (rec->r)
         record_settle (w, rec->r, rec, st == FR_OK && stale);
     rec->r = NULL;
     if (again)
-        dbwait_add_later (w, record_start, rec, clock_mono_ms () + ((int64_t) RECORD_RETRY_MS << (rec->tries - 1)));
+        dbwait_add_later (w, record_start, rec, clock_mono_ms () + retry_ms);
     else
         record_free (rec);
 }

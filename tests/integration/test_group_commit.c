@@ -402,6 +402,11 @@ test_a_request_behind_a_failure_being_recorded_is_told_so (void **state)
     child_ok (first, "the first request");
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'grec:0'"
                                          " AND outcome = 'transient'", 1, 20000), 1);
+    /* the record's failed try says when it is tried again, not that the database was away */
+    unsigned long long more;
+    assert_true (itest_log_lines (h, "w1", "could not record the failed refresh (tried again in 250 ms): ", &more)
+                 >= 1);
+    assert_int_equal (itest_log_lines (h, "w1", "once the database is back", &more), 0);
     free (ids [0]);
 }
 
