@@ -1555,18 +1555,17 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                   "deadline came first", id, r->provider ? r->provider->name : "?",
                   (long long) (now_ms - r->call_started_ms), (long long) w->cfg.http_timeout_ms);
     else
-    if (r->state == REFRESH_RECORDING && r->called)
-        snprintf (message, sizeof message, "integration \"%s\": provider \"%s\" answered the refresh call, the "
-                  "attempt failed (%s), and the database has not recorded that outcome yet (the refresh began "
-                  "%lld ms ago; the answer waits for the record); this request's deadline came first", id,
-                  r->provider ? r->provider->name : "?", r->recording ? r->recording : "a failure",
-                  (long long) since_ms);
-    else
-    if (r->state == REFRESH_RECORDING)
-        snprintf (message, sizeof message, "integration \"%s\": the refresh failed before its provider call (%s), "
-                  "and the database has not recorded that outcome yet (the refresh began %lld ms ago; the answer "
-                  "waits for the record); this request's deadline came first", id,
-                  r->recording ? r->recording : "a failure", (long long) since_ms);
+    if (r->state == REFRESH_RECORDING) {
+        char failed [192];
+        if (r->called)
+            snprintf (failed, sizeof failed, "provider \"%s\" answered the refresh call, the attempt failed",
+                      r->provider ? r->provider->name : "?");
+        else
+            snprintf (failed, sizeof failed, "the refresh failed before its provider call");
+        snprintf (message, sizeof message, "integration \"%s\": %s (%s), and the database has not recorded that "
+                  "outcome yet (the refresh began %lld ms ago; the answer waits for the record); this request's "
+                  "deadline came first", id, failed, r->recording ? r->recording : "a failure", (long long) since_ms);
+    }
     else
     if (r->state == REFRESH_ANSWERED || r->state == REFRESH_COMMITTING)
         snprintf (message, sizeof message, "integration \"%s\": the provider answered, and the database has not "
