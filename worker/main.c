@@ -129,11 +129,13 @@ main (int argc, char **argv)
         db_connect_ms = heartbeat_ms;
     if (db_statement_ms + 250 >= 2 * heartbeat_ms + 1000 || db_connect_ms >= 2 * heartbeat_ms + 1000
     ||  db_lock_ms > db_statement_ms) {
-        log_error (NULL, NULL, "FERRULE_DB_STATEMENT_TIMEOUT_MS (%lld) and FERRULE_DB_CONNECT_TIMEOUT_MS (%lld) must stay "
-                   "under two heartbeat intervals plus one second (%lld ms), and the lock timeout (%lld) under the "
+        /* the loop waits 250 ms past the server's statement_timeout before it drops the connection */
+        log_error (NULL, NULL, "FERRULE_DB_STATEMENT_TIMEOUT_MS (%lld) plus the 250 ms the worker waits past it, and "
+                   "FERRULE_DB_CONNECT_TIMEOUT_MS (%lld), must stay under two heartbeat intervals plus one second "
+                   "(%lld ms: a statement timeout of at most %lld ms), and the lock timeout (%lld) at most the "
                    "statement timeout: a longer wait on the database would make the brokers declare this worker lost",
                    (long long) db_statement_ms, (long long) db_connect_ms, (long long) (2 * heartbeat_ms + 1000),
-                   (long long) db_lock_ms);
+                   (long long) (2 * heartbeat_ms + 1000 - 251), (long long) db_lock_ms);
         rc = 2;
         goto out;
     }

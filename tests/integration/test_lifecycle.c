@@ -163,6 +163,23 @@ test_old_schema_refused (void **state)
     assert_true (named);
 }
 
+/* A statement timeout the worker cannot wait out between heartbeats: it refuses to start, and its
+ * message gives the largest it takes. The message said "under 3000 ms" for 2900, which it
+ * refused, since the loop waits 250 ms past the server's timeout. */
+static void
+test_database_timeouts_checked_at_start (void **state)
+{
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2900");
+    assert_int_equal (harness_start_worker (h, "slowdb"), 0);
+    int status = harness_wait_worker_exit (h, "slowdb", 10000);
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "0");
+    assert_int_equal (status, 2);
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "slowdb", "FERRULE_DB_STATEMENT_TIMEOUT_MS (2900) plus the 250 ms the worker "
+                                       "waits past it", &more), 1);
+    assert_int_equal (itest_log_lines (h, "slowdb", "(3000 ms: a statement timeout of at most 2749 ms)", &more), 1);
+}
+
 /* Before a burst's first request: broker 0 stopped (SIGSTOP), and a child that, once the burst is
  * sent, asks it to stop (SIGTERM) and lets it go on (SIGCONT). */
 static void
@@ -256,6 +273,7 @@ main (void)
         cmocka_unit_test (test_rolling_restart_under_load),
         cmocka_unit_test (test_old_schema_refused),
         cmocka_unit_test (test_broker_stopped_with_requests_in_flight_answers_them),
+        cmocka_unit_test (test_database_timeouts_checked_at_start),
     };
     int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();
