@@ -38,6 +38,12 @@ dbwait_free_store (const worker_t *w)
     return w->store;
 }
 
+int
+dbwait_any_connected (const worker_t *w)
+{
+    return store_connected (w->store) || (w->batches && store_connected (w->batches));
+}
+
 dbwait_t *
 dbwait_new (void)
 {

@@ -13,6 +13,8 @@ typedef struct dbwait dbwait_t;
 /* The connection a batch can go to now: the batch connection when it is up and has none in
  * flight, else the main one when it has none; NULL while both are busy. */
 store_t *dbwait_free_store (const worker_t *w);
+/* 1 when either connection is up: work added with dbwait_add_later waits for one. */
+int dbwait_any_connected (const worker_t *w);
 
 /* Starts the work (its batch) on store, a connection with no batch in flight; with store NULL the
  * work is dropped unstarted (the worker is going away, or its deadline passed) and only frees arg. */

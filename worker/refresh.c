@@ -455,9 +455,14 @@ record_done (void *arg, fr_status_t st, int stale, const char *err)
     int again = st == FR_DATABASE_UNAVAILABLE && rec->tries < RECORD_TRIES;
     int64_t retry_ms = (int64_t) RECORD_RETRY_MS << (rec->tries > 0 ? rec->tries - 1 : 0);
     char when [64] = "";
-    if (again)
-        /* the database away, or a row lock, a deadlock, a statement timeout: not said as an outage */
-        snprintf (when, sizeof when, " (tried again in %lld ms)", (long long) retry_ms);
+    /* a row lock, a deadlock, a statement timeout: not said as an outage; but the retry starts
+     * only on a connection that is up (dbwait_add_later), so with none it waits for that */
+    if (again) {
+        if (dbwait_any_connected (w))
+            snprintf (when, sizeof when, " (tried again in %lld ms)", (long long) retry_ms);
+        else
+            snprintf (when, sizeof when, " (tried again once the database is back)");
+    }
     if (st != FR_OK)
         log_warning (rec->id, NULL, "could not record the failed refresh%s: %s", when, err);
     if (rec->r)

@@ -347,6 +347,36 @@ wait_count (const char *sql, long long want)
     return c;
 }
 
+/* A refresh the provider refuses (503) while the database is stopped: the record of the failure
+ * cannot be written, and is written once the server is back. Its log line says that the retry
+ * waits for the database; the code before said "(tried again in 250 ms)", and then nothing
+ * happened until the server came back. */
+static void
+test_failure_record_waits_for_the_database (void **state)
+{
+    int status = 0;
+    import_cached ("out4:box");
+    itest_expire (h, "out4:box");
+    itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
+    pid_t child = token_while_database_stops ("out4:box");
+    waitpid (child, &status, 0);
+    /* told of the provider's failure (transient: exit 5) while the record waits */
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 5);
+    unsigned long long more = 0;
+    int said = 0;
+    for (int i = 0; i < 100 && !said; i++) {
+        said = itest_log_lines (h, "w1", "could not record the failed refresh (tried again once the database is "
+                                "back): ", &more);
+        if (!said)
+            usleep (50000);
+    }
+    assert_true (said >= 1);
+    set_latency (0);
+    assert_int_equal (pg ("start", NULL, 0), 0);
+    assert_int_equal (wait_count ("SELECT count(*) FROM token_chain WHERE integration_id = 'out4:box'"
+                                  " AND outcome = 'transient'", 1), 1);
+}
+
 /* The machine under PostgreSQL freezes for 3 s. Cached tokens are served all along, each within
  * its one-second deadline: the sweep's pass (every 100 ms here), the cache's re-validation and
  * the count of values on retired keys (every second) go to the database as batches the loop does
@@ -821,6 +851,7 @@ main (void)
         cmocka_unit_test (test_commit_retried_when_database_returns),
         cmocka_unit_test (test_requests_for_uncommitted_tokens_answered_during_outage),
         cmocka_unit_test (test_journal_replayed_after_crash),
+        cmocka_unit_test (test_failure_record_waits_for_the_database),
         cmocka_unit_test (test_cache_hits_served_while_the_database_stalls),
         cmocka_unit_test (test_refresh_commit_not_held_up_by_a_stalled_notifying_commit),  /* last: it sets a standby */
     };
