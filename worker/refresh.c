@@ -1485,8 +1485,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
  * failover's waits included, which end in database_unavailable only after STARTUP_WAIT_MS, and a
  * failure's record, whose outcome is the answer once it is in); 0 when it is left to wait: the
  * claim not sent yet with a connection free, another holder's lease ending before the deadline (a
- * claim may still take it in time), a lost compare-and-set being settled (CONFLICTED: a read of
- * the row, which no row lock holds up). */
+ * claim may still take it in time). */
 static int
 refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t now_ms)
 {
@@ -1571,6 +1570,14 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                   "outcome yet (the refresh began %lld ms ago; the answer waits for the record); this request's "
                   "deadline came first", id, failed, r->recording ? r->recording : "a failure", (long long) since_ms);
     }
+    else
+    if (r->state == REFRESH_CONFLICTED)
+        /* its record releases the lease and writes a chain row (a row lock, a stalled server hold
+         * it up), then the row read back is the answer */
+        snprintf (message, sizeof message, "integration \"%s\": the provider answered, but another refresh, an import "
+                  "or a change of status committed first (this refresh's compare-and-set lost), and the database has "
+                  "not yet recorded that conflict and given back the stored tokens (the refresh began %lld ms ago); "
+                  "this request's deadline came first", id, (long long) since_ms);
     else
     if (r->state == REFRESH_ANSWERED || r->state == REFRESH_COMMITTING)
         snprintf (message, sizeof message, "integration \"%s\": the provider answered, and the database has not "

@@ -311,7 +311,8 @@ test_a_request_during_the_start_up_recovery_is_told_so (void **state)
     assert_int_equal (harness_stop_worker (h, "w1"), 0);
     assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_owner = 'w1', lease_token = gen_random_uuid (),"
                                       " lease_expires_at = now () + interval '1 minute' WHERE id = 'gsu:0'"), 0);
-    pid_t locker = lock_in_child (ids [0], 4000, 0);
+    /* held long enough for a worker's start and a 1 s request on a loaded machine under ASan */
+    pid_t locker = lock_in_child (ids [0], 7000, 0);
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
                                          " AND query LIKE '%FOR UPDATE%'", 1, 20000), 1);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
@@ -369,14 +370,15 @@ test_a_request_behind_a_slow_commit_is_told_so (void **state)
 
 /* The same for a request that joins a refresh whose provider refused it (503) while the failure
  * waits to be recorded: here the row is locked after the claim, and the record waits for the lock
- * (lock_timeout 1.9 s, then again). The failure is recorded once the lock goes. */
+ * (lock_timeout 2.6 s, then again: the request is sent about 1.2 s after the claim, and answered
+ * 0.75 s later, well before the first try fails at 3.6 s). The failure is recorded once the lock goes. */
 static void
 test_a_request_behind_a_failure_being_recorded_is_told_so (void **state)
 {
     (void) state;
     char *ids [1];
-    start_with ("group_commit_recording", 1000, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2000",
-                "FERRULE_DB_LOCK_TIMEOUT_MS", "1900", NULL);
+    start_with ("group_commit_recording", 1000, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2700",
+                "FERRULE_DB_LOCK_TIMEOUT_MS", "2600", NULL);
     import_many ("grec:", 1, ids);
     itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
     static const char series [] = "ferrule_worker_provider_errors_total{provider=\"fakebox\",class=\"transient\"}";
@@ -387,7 +389,7 @@ test_a_request_behind_a_failure_being_recorded_is_told_so (void **state)
         json_decref (harness_ctl (h, &rc, "token", "--integration", ids [0], "--timeout", "10", NULL));
         _exit (0);
     }
-    pid_t locker = lock_in_child (ids [0], 4500, 1);
+    pid_t locker = lock_in_child (ids [0], 5500, 1);
     /* the provider's answer is in (published every 100 ms): the record waits for the lock */
     for (int waited = 0; fmax (0, itest_metric (h, "w1", series)) < errors0 + 1 && waited < 20000; waited += 50)
         usleep (50 * 1000);
@@ -407,6 +409,46 @@ test_a_request_behind_a_failure_being_recorded_is_told_so (void **state)
     assert_true (itest_log_lines (h, "w1", "could not record the failed refresh (tried again in 250 ms): ", &more)
                  >= 1);
     assert_int_equal (itest_log_lines (h, "w1", "once the database is back", &more), 0);
+    free (ids [0]);
+}
+
+/* The same for a request that joins a refresh whose compare-and-set was lost (an import landed
+ * during its provider call) while the conflict is being recorded: here the conflict's chain row
+ * takes 2.2 s to write (a trigger of this test's own sleeps in it). The refresh then claims again
+ * with the imported token and is served. */
+static void
+test_a_request_behind_a_lost_compare_and_set_is_told_so (void **state)
+{
+    (void) state;
+    char *ids [1];
+    start_with ("group_commit_conflicted", 1000, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2700", NULL);
+    import_many ("gcf:", 1, ids);
+    assert_int_equal (harness_sql (h, "CREATE FUNCTION slow_conflict () RETURNS trigger LANGUAGE plpgsql AS"
+                                      " $$ BEGIN PERFORM pg_sleep (2.2); RETURN NEW; END $$"), 0);
+    assert_int_equal (harness_sql (h, "CREATE TRIGGER slow_conflict BEFORE INSERT ON token_chain FOR EACH ROW"
+                                      " WHEN (NEW.outcome = 'conflict') EXECUTE FUNCTION slow_conflict ()"), 0);
+    char *overtaking = itest_grant (h, "fakebox", "[]");
+    pid_t first = fork ();
+    if (first == 0) {
+        int rc;
+        json_t *r = harness_ctl (h, &rc, "token", "--integration", ids [0], "--timeout", "15", NULL);
+        json_decref (r);
+        _exit (rc == 0 ? 0 : 5);
+    }
+    pid_t importer = import_after_claim (ids [0], overtaking);
+    child_ok (importer, "the import during the refresh");
+    /* the provider's answer lost its compare-and-set: the conflict's record sleeps */
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                                         " AND query LIKE '%conflict%'", 1, 20000), 1);
+    json_t *r = itest_call_once (harness_brokers (h), "token", ids [0], 1000);
+    assert_non_null (r);
+    itest_assert_timeout_says (r, "this refresh's compare-and-set lost), and the database has not yet recorded that "
+                               "conflict", "a request behind a lost compare-and-set");
+    json_decref (r);
+    child_ok (first, "the first request");
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'gcf:0'"
+                                          " AND outcome = 'conflict'"), 1);
+    free (overtaking);
     free (ids [0]);
 }
 
@@ -1148,6 +1190,7 @@ main (void)
         cmocka_unit_test_teardown (test_a_request_during_the_start_up_recovery_is_told_so, teardown),
         cmocka_unit_test_teardown (test_a_request_behind_a_slow_commit_is_told_so, teardown),
         cmocka_unit_test_teardown (test_a_request_behind_a_failure_being_recorded_is_told_so, teardown),
+        cmocka_unit_test_teardown (test_a_request_behind_a_lost_compare_and_set_is_told_so, teardown),
         cmocka_unit_test_teardown (test_each_refresh_of_a_batch_gets_its_own_answer, teardown),
         cmocka_unit_test_teardown (test_orphan_lease_of_a_lost_claim_is_taken_over, teardown),
         cmocka_unit_test_teardown (test_hold_is_taken_where_a_claim_could_take_a_lease, teardown),
