@@ -67,6 +67,8 @@ struct refresh {
     int64_t busy_until_ms;           /* ... until then (monotonic) */
     int64_t answer_ms;               /* the earliest of its waiters' answer_ms, INT64_MAX with none */
     const char *recording;           /* RECORDING: the failed attempt's outcome (a chain outcome) */
+    int recording_answered;          /* ... and whether the provider's answer was that failure (else
+                                      * it came before this round's call) */
     int interrupted;                 /* the lease we took had been left by an interrupted refresh */
     unsigned commit_failures;        /* consecutive failed commits, for the retry's backoff */
     int64_t answered_us;             /* monotonic: when the loop woke up to the provider's answer */
@@ -524,6 +526,9 @@ refresh_record_failure (worker_t *w, refresh_t *r, const char *outcome, const ch
     rec->r = r;
     r->queued = &rec->r;
     r->recording = outcome;
+    /* not r->called, which counts every round: a round after an invalid_grant found stale can
+     * fail before its own call */
+    r->recording_answered = r->state != REFRESH_CLAIMING;
     refresh_set_state (r, REFRESH_RECORDING);
     dbwait_add (w, record_start, rec, clock_mono_ms () + RECORD_WAIT_MS);
 }
@@ -1561,7 +1566,7 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
     else
     if (r->state == REFRESH_RECORDING) {
         char failed [192];
-        if (r->called)
+        if (r->recording_answered)
             snprintf (failed, sizeof failed, "provider \"%s\" answered the refresh call, the attempt failed",
                       r->provider ? r->provider->name : "?");
         else
