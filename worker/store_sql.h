@@ -58,8 +58,9 @@
 
 /* The claims of a batch as one statement, over arrays: one statement instead of one per claim,
  * so PostgreSQL starts one executor and prepares the tables' CHECK constraints once per batch,
- * not once per refresh (docs/performance.md, issue 10's twenty-third pass). Each row decides its
- * own claim, as when each was a statement of its own: lock the row without waiting (SKIP LOCKED:
+ * not once per refresh (docs/performance-history.md, issue 10's twenty-third pass). Each row
+ * decides its own claim, as when each was a statement of its own: lock the row without
+ * waiting (SKIP LOCKED:
  * a row locked by another session, an import, a rekey, an operator's transaction, must not hold
  * up the loop, and in a batch must not abort the others), decide, and take the lease when
  * acquired. A lease still set but expired was left by a holder that died or stalled during its
@@ -182,8 +183,8 @@
  * their commit and held until the commit has been flushed (and, with a synchronous standby,
  * acknowledged), so every batch of commits of every worker of the deployment waited for the flush
  * of the one before it, and a stalled notifying commit anywhere held up every refresh commit past
- * lock_timeout (docs/performance.md, issue 10's twenty-fourth pass). Here the lock is held for the
- * commit of this small transaction alone, never through a flush; a notifying commit stalled
+ * lock_timeout (docs/performance-history.md, issue 10's twenty-fourth pass). Here the lock is held
+ * for the commit of this small transaction alone, never through a flush; a notifying commit stalled
  * elsewhere now holds this transaction, and the connection, for at most lock_timeout, and the
  * batch's answers not at all (they are delivered at its COMMIT: store_batch_start_then). A
  * notification is no more durable than before: a listener that loses its session clears its

@@ -748,7 +748,7 @@ turn_plan (PGconn *db, const char *setup, const char *name, const char *sql, con
  * length. Planned for a small table (a new deployment, the benchmark's thousand rows), or from
  * statistics taken when the table was still empty, the claims read the whole table instead: the
  * benchmark's workers ran the claim's plan with a sequential scan of integrations, every version
- * of every row included, for every batch (issue 10's twenty-fifth pass, docs/performance.md). The
+ * of every row included, for every batch (issue 10's twenty-fifth pass, docs/performance-history.md). The
  * turn's transaction now rules such scans out before its statements are planned; the plans are
  * generic (one for every batch, whatever its length), and use the primary key. */
 static void
