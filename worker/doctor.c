@@ -20,6 +20,11 @@
 #define MAX_STEPS        6
 #define MAX_FACTS        14
 #define RECENT_ATTEMPTS  20         /* transient failures are counted over this many attempts */
+/* a redirect URI mismatch at the authorization step never reaches the service: the provider shows
+ * its own error page, so a connect that waits or expired may be one */
+#define MISMATCH_STEP "If the provider showed an error page with redirect_uri_mismatch instead of its consent " \
+                      "screen: contact support with the provider name and the exact error; connecting again does " \
+                      "not help until the redirect URI is registered in the provider's OAuth app"
 
 typedef struct {
     const char *code;
@@ -363,16 +368,22 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
     if (strcmp (code, "connect_pending") == 0) {
         snprintf (d->symptom, sizeof d->symptom, "\"%s\" has no tokens yet: its connect was started and waits for "
                   "the user.", id);
-        snprintf (d->cause, sizeof d->cause, "The user has not come back from %s's consent screen yet.", name);
+        snprintf (d->cause, sizeof d->cause, "The user has not come back from %s's consent screen yet. If the "
+                  "provider showed an error page instead (redirect_uri_mismatch: the redirect URI is not registered "
+                  "in its OAuth app), nothing comes back to the service.", name);
         add_step (d, "Open the authorization URL, approve, and pass the URL the browser lands on to ferrulectl "
                   "callback --url");
+        add_step (d, "%s", MISMATCH_STEP);
     }
     else
     if (strcmp (code, "connect_incomplete") == 0) {
         snprintf (d->symptom, sizeof d->symptom, "\"%s\" has no tokens: its last connect never finished.", id);
         snprintf (d->cause, sizeof d->cause, "The callback never reached the service before the connect expired, or "
-                  "the code exchange was interrupted.");
+                  "the code exchange was interrupted. A provider that shows an error page instead of redirecting "
+                  "back (redirect_uri_mismatch: the redirect URI is not registered in its OAuth app) leaves a "
+                  "connect like this.");
         add_step (d, "Start again from Connect: %s", cmd);
+        add_step (d, "%s", MISMATCH_STEP);
     }
     else {
         d->code = "healthy";
@@ -508,9 +519,13 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
                                       || strcmp (failed_code, "configuration") == 0);
     const char *last_attempt = cf.last_attempt ? cf.last_attempt->outcome : NULL;
 
+    /* a connect after a disconnect (the usual fix for a dead token) that failed: its failure is
+     * what the user meets now, not the disconnect (rows newest first: a lower address is newer) */
+    int failed_since_disconnect = cf.connect_failed && cf.disconnected && cf.connect_failed < cf.disconnected;
+
     /* from the most specific to healthy */
     const char *verdict;
-    if (strcmp (row.status, "disconnected") == 0)
+    if (strcmp (row.status, "disconnected") == 0 && !failed_since_disconnect)
         verdict = "disconnected";
     else
     if (failed_code && (config_failure || strcmp (row.status, "active") != 0))

@@ -278,6 +278,40 @@ test_insufficient_scope_and_disconnected (void **state)
     json_decref (d2);
 }
 
+/* The guide's fix for a dead token is to disconnect and connect again. When that connect fails
+ * (here the code is refused: code_expired_or_used), the failure is the diagnosis, with the
+ * guide's steps for it; it used to be "disconnected: connect it again", which loops. */
+static void
+test_failed_reconnect_after_disconnect (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("again:box", "fakebox"), 0);
+    json_decref (harness_ctl (h, &rc, "disconnect", "--integration", "again:box", NULL));
+    assert_int_equal (rc, 0);
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "again:box", "--provider", "fakebox",
+                             "--redirect-uri", REDIRECT, NULL);
+    assert_int_equal (rc, 0);
+    char *location = browse (json_string_value (json_object_get (c, "authorization_url")));
+    const char *state_at = strstr (location, "state=");
+    assert_non_null (state_at);
+    char forged [1024];
+    snprintf (forged, sizeof forged, REDIRECT "?code=forged&%s", state_at);
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", forged, NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "code_expired_or_used");
+    json_t *d = doctor ("again:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "code_expired_or_used", "again:box");
+    assert_string_equal (dstr (d, "status"), "disconnected");
+    assert_true (dlist_has (d, "what_to_do", "approve within a minute"));
+    assert_true (dlist_has (d, "facts", "the last connect attempt failed at "));
+    assert_true (dlist_has (d, "facts", "disconnected at "));
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    json_decref (d);
+}
+
 static void
 test_not_connected (void **state)
 {
@@ -294,6 +328,11 @@ test_not_connected (void **state)
     assert_shape (d, "connect_pending", "waiting:box");
     assert_string_equal (dstr (d, "status"), "not_connected");
     assert_true (dlist_has (d, "facts", REDIRECT));
+    /* a redirect URI the provider's app does not know never comes back: the provider shows its own
+     * error page (it_connect test_redirect_uri_mismatch), and the connect just waits; the guide
+     * says to contact support then, not to try again */
+    assert_true (dlist_has (d, "what_to_do", "redirect_uri_mismatch"));
+    assert_true (dlist_has (d, "what_to_do", "contact support"));
     json_decref (n);
     json_decref (c);
     json_decref (d);
@@ -309,6 +348,7 @@ main (void)
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_provider_unavailable),
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
+        cmocka_unit_test (test_failed_reconnect_after_disconnect),
         cmocka_unit_test (test_not_connected),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
