@@ -4,6 +4,7 @@
 #define FERRULE_CALLS_H
 #include "context.h"
 #include "ident.h"
+#include "store_connect.h"
 
 typedef enum { CALLS_EXCHANGE, CALLS_REVOKE } calls_kind_t;
 
@@ -27,6 +28,9 @@ typedef struct call {
     int64_t journal_seq;                    /* orphan: the token's journal record, settled once the revocation
                                              * has an outcome (kept for the next start when the worker stops
                                              * first); 0 none */
+    store_row_t row;                        /* revocation: the integration as the disconnect left it, for */
+    store_extra_t x;                        /* the answer when its chain row cannot be written at once */
+    int have_row, have_x;
 } call_t;
 
 call_t *calls_new (worker_t *w, calls_kind_t kind, const job_t *job, const char *id, const catalog_provider_t *p);

@@ -22,8 +22,11 @@
 
 /* --- disconnect --------------------------------------------------------------------------- */
 
-/* A revocation's chain row waiting to be written; the reply follows the first try. A row the
- * database could not take is tried again once it is back, a few times. */
+/* A revocation's chain row waiting to be written; the reply follows the first try, and reads the
+ * integration back with it. A first try the database cannot take (or that finds no connection
+ * free before the request's deadline) does not turn the disconnect, which is done, into an error:
+ * the answer is the integration as the disconnect left it, with the revocation's outcome. The row
+ * is tried again once the database is back, a few times. */
 #define NOTE_TRIES 5
 
 typedef struct {
@@ -35,7 +38,18 @@ typedef struct {
     reply_warnings_t ws;
     int tries;
     int replied;
+    store_row_t row;                    /* from the call (have_row, have_x) */
+    store_extra_t x;
+    int have_row, have_x;
 } note_wait_t;
+
+static void
+note_free (note_wait_t *nw)
+{
+    store_row_clear (&nw->row);
+    store_extra_clear (&nw->x);
+    mem_free (nw);
+}
 
 static void note_start (worker_t *w, store_t *store, void *arg);
 
@@ -48,26 +62,37 @@ noted (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x
         log_warning (nw->id, nw->job.rid, "could not record the revocation%s: %s",
                      again ? " (tried again when a connection is free)" : "", err);
     if (!nw->replied) {
-        if (st != FR_OK)
-            reply_store_error (nw->w, &nw->job, st, err);
-        else
+        if (st == FR_OK)
             reply_with_integration (nw->w, &nw->job, FR_OK, NULL, NULL, row, x, &nw->ws, -1);
+        else
+        if (nw->have_row)
+            reply_with_integration (nw->w, &nw->job, FR_OK, NULL, NULL, &nw->row, nw->have_x ? &nw->x : NULL,
+                                    &nw->ws, -1);
+        else
+            reply_store_error (nw->w, &nw->job, st, err);
     }
     nw->replied = 1;
     if (again)
         dbwait_add (nw->w, note_start, nw, -1);
     else
-        mem_free (nw);
+        note_free (nw);
 }
 
-/* Never dropped for its deadline: what the provider said is history, late or not. */
+/* Never lost to its deadline: what the provider said is history, late or not (a first try whose
+ * deadline passed before a connection was free is queued again without one). */
 static void
 note_start (worker_t *w, store_t *store, void *arg)
 {
     note_wait_t *nw = arg;
     char err [256];
     fr_status_t st;
-    (void) w;
+    if (!store && !dbwait_stopping (w)) {
+        /* no connection was free before the request's deadline: the broker has answered it; the
+         * row waits, without a deadline, for a connection that is up */
+        nw->replied = 1;
+        dbwait_add (w, note_start, nw, -1);
+        return;
+    }
     if (!store) {
         nw->tries = NOTE_TRIES;
         noted (nw, FR_UNAVAILABLE, NULL, NULL, "the worker stopped before the revocation was recorded");
@@ -80,7 +105,7 @@ note_start (worker_t *w, store_t *store, void *arg)
 
 /* Adds a chain row about the revocation, then replies with the integration and ws. */
 static void
-note_revocation (worker_t *w, const call_t *c, const char *outcome, const char *detail, const reply_warnings_t *ws)
+note_revocation (worker_t *w, call_t *c, const char *outcome, const char *detail, const reply_warnings_t *ws)
 {
     note_wait_t *nw = mem_alloc (sizeof *nw);
     nw->w = w;
@@ -90,7 +115,16 @@ note_revocation (worker_t *w, const call_t *c, const char *outcome, const char *
     snprintf (nw->detail, sizeof nw->detail, "%s", detail);
     nw->ws = *ws;
     nw->replied = c->job.link < 0;     /* a background revocation: nobody to answer */
-    dbwait_add (w, note_start, nw, -1);
+    nw->row = c->row;                  /* taken over from the call */
+    nw->x = c->x;
+    nw->have_row = c->have_row;
+    nw->have_x = c->have_x;
+    memset (&c->row, 0, sizeof c->row);
+    memset (&c->x, 0, sizeof c->x);
+    c->have_row = c->have_x = 0;
+    /* with someone to answer, the first try starts even on a connection that is down (and fails
+     * at once, answered from the kept row): the answer does not wait for the database */
+    dbwait_add (w, note_start, nw, nw->replied ? -1 : c->job.deadline_ms);
 }
 
 /* --- the revocation call, tried again after a transient failure ---------------------------- */
@@ -363,6 +397,14 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
         else {
             call_t *c = calls_new (w, CALLS_REVOKE, job, id, p);
             c->token_kind = kind;
+            if (row) {
+                store_row_copy (&c->row, row);
+                c->have_row = 1;
+            }
+            if (x) {
+                store_extra_copy (&c->x, x);
+                c->have_x = 1;
+            }
             c->request = req;              /* the call's now: kept for a second attempt */
             req = NULL;
             c->sent = token;

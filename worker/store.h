@@ -117,4 +117,6 @@ const char *store_worker_id (const store_t *s);
 const char *store_last_state (const store_t *s);
 
 void store_row_clear (store_row_t *row);
+/* A deep copy of src into dst (dst's old contents are not freed); clear it with store_row_clear. */
+void store_row_copy (store_row_t *dst, const store_row_t *src);
 #endif

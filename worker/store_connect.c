@@ -51,6 +51,14 @@ store_extra_clear (store_extra_t *x)
     memset (x, 0, sizeof *x);
 }
 
+void
+store_extra_copy (store_extra_t *dst, const store_extra_t *src)
+{
+    *dst = *src;
+    dst->requested_scopes = mem_strdup (src->requested_scopes);
+    dst->scope_report = mem_strdup (src->scope_report);
+}
+
 typedef struct {
     store_loaded_fn *fn;
     void *arg;

@@ -15,6 +15,8 @@ typedef struct store_extra {
 } store_extra_t;
 
 void store_extra_clear (store_extra_t *x);
+/* A deep copy of src into dst; clear it with store_extra_clear. */
+void store_extra_copy (store_extra_t *dst, const store_extra_t *src);
 
 /* The integration as a batch's writes left it: the row and its columns (the callee's to read,
  * freed after it returns), FR_NOT_FOUND for an unknown id, or the batch's failure. */

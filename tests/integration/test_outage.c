@@ -377,6 +377,44 @@ test_failure_record_waits_for_the_database (void **state)
                                   " AND outcome = 'transient'", 1), 1);
 }
 
+/* A disconnect whose revocation call is at the provider (a slow answer) when the database stops.
+ * The disconnect is done: its statement committed before the call. Its answer says so, with the
+ * revocation's outcome, when the provider answers; the revocation's history row is written once
+ * the server is back. The code before held the answer for that row, which waits for the
+ * database: the caller got the broker's timeout, and never heard how the revocation went. */
+static void
+test_disconnect_answered_while_the_database_is_away (void **state)
+{
+    import_cached ("out5:box");
+    json_t *f = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "provider", "fakebox", "kind", "slow", "endpoint", "revoke",
+                           "count", 1, "delay_ms", 2000);
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    pid_t child = fork ();
+    if (child == 0) {
+        int rc;
+        json_t *r = harness_ctl (h, &rc, "disconnect", "--integration", "out5:box", "--timeout", "6", NULL);
+        const char *status = json_string_value (json_object_get (json_object_get (r, "integration"), "status"));
+        int ok = rc == 0 && status && strcmp (status, "disconnected") == 0
+                 && json_array_size (json_object_get (r, "warnings")) == 0;     /* revoked */
+        if (!ok)
+            fprintf (stderr, "the disconnect's answer: exit %d, %s\n", rc, itest_code (r));
+        json_decref (r);
+        _exit (ok ? 0 : 10);
+    }
+    /* the statement has committed (the call goes out as its answer is read): stop the server */
+    assert_int_equal (wait_count ("SELECT count(*) FROM integrations WHERE id = 'out5:box' AND status = 'disconnected'",
+                                  1), 1);
+    assert_int_equal (pg ("stop", NULL, 0), 0);
+    int status = 0;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 0);
+    assert_int_equal (pg ("start", NULL, 0), 0);
+    assert_int_equal (wait_count ("SELECT count(*) FROM token_chain WHERE integration_id = 'out5:box'"
+                                  " AND outcome = 'revoked'", 1), 1);
+}
+
 /* The machine under PostgreSQL freezes for 3 s. Cached tokens are served all along, each within
  * its one-second deadline: the sweep's pass (every 100 ms here), the cache's re-validation and
  * the count of values on retired keys (every second) go to the database as batches the loop does
@@ -852,6 +890,7 @@ main (void)
         cmocka_unit_test (test_requests_for_uncommitted_tokens_answered_during_outage),
         cmocka_unit_test (test_journal_replayed_after_crash),
         cmocka_unit_test (test_failure_record_waits_for_the_database),
+        cmocka_unit_test (test_disconnect_answered_while_the_database_is_away),
         cmocka_unit_test (test_cache_hits_served_while_the_database_stalls),
         cmocka_unit_test (test_refresh_commit_not_held_up_by_a_stalled_notifying_commit),  /* last: it sets a standby */
     };
