@@ -109,7 +109,8 @@ static const opt_spec_t opts_report_scope [] = {
     { .name = "scope", .metavar = "S", .kind = OPT_STRING, .key = "scope",
       .help = "the scope the upstream API said is missing (several separated by spaces)" },
     { .name = "www-authenticate", .metavar = "HEADER", .kind = OPT_STRING, .key = "www_authenticate",
-      .help = "the upstream 403's WWW-Authenticate header; its scope= is used when --scope is not given" },
+      .help = "the upstream 403's WWW-Authenticate header; its scope= is used when --scope is not given, and "
+              "with error=\"insufficient_scope\" and no scope= the report names no scope" },
     OPTS_END
 };
 

@@ -287,8 +287,9 @@ output_integration (const json_t *reply, const output_mode_t *mode)
         output_safe (stdout, key);
         fputs (": ", stdout);
         if (strcmp (key, "scope_report") == 0 && json_is_object (value)) {
-            /* "SCOPE (at TIME)" */
-            json_t *shown = json_pack ("{s:O?, s:O?}", "code", json_object_get (value, "scope"),
+            /* "SCOPE (at TIME)"; a report that named no scope holds "" */
+            const char *scope = json_string_value (json_object_get (value, "scope"));
+            json_t *shown = json_pack ("{s:s?, s:O?}", "code", scope && !*scope ? "(scope not named)" : scope,
                                        "at", json_object_get (value, "at"));
             print_last_error (stdout, shown);
             json_decref (shown);

@@ -597,8 +597,13 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     if (row.access_ct && row.access_expires_at)
         add_fact (&d, "access token %s at %s", row.access_expires_at > now ? "valid until" : "expired",
                   at (row.access_expires_at, t1, sizeof t1));
-    if (x.scope_report)
+    if (x.scope_report && *x.scope_report)
         add_fact (&d, "an upstream API reported missing scope \"%s\" at %s", x.scope_report,
+                  at (x.scope_report_at, t2, sizeof t2));
+    else
+    if (x.scope_report)
+        add_fact (&d, "an upstream API answered insufficient_scope at %s without naming the scope it needs: "
+                  "compare what the failing call needs (its API's documentation) with the granted scopes",
                   at (x.scope_report_at, t2, sizeof t2));
     if (nmissing)
         add_fact (&d, "requested but not granted: %s", missing);

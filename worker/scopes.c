@@ -187,7 +187,7 @@ report_stored (void *arg, fr_status_t st, const store_row_t *row, const store_ex
         return;
     }
     log_warning (rw->id, rw->job.rid, "scope reported missing by a caller: %s", rw->detail);
-    if (scopes_missing (rw->scope, row->scopes, missing, sizeof missing) == 0)
+    if (rw->scope [0] && scopes_missing (rw->scope, row->scopes, missing, sizeof missing) == 0)
         reply_warn (&ws, "scope_already_granted",
                   "the upstream API may need another scope, or the provider's OAuth app lacks the permission: "
                   "check the API's documentation and the app's configured scopes",
@@ -228,6 +228,11 @@ scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *
         scope = mem_strdup (from_header);
     if (header)
         auth_param (header, "error", herror, sizeof herror);
+    /* RFC 6750 lets a resource server answer insufficient_scope without naming the scope it needs
+     * (many do): recorded as a report whose scope is not named (""), which doctor still diagnoses */
+    int unnamed = !scope && strcmp (herror, "insufficient_scope") == 0;
+    if (unnamed)
+        scope = mem_strdup ("");
     int ok = scope != NULL;
     const char *p = scope ? scope : "", *word;
     size_t len, count = 0;
@@ -235,19 +240,24 @@ scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *
         ok = fields_scope_token_ok (word, len);
         count++;
     }
-    if (!ok || count == 0) {
+    if (!ok || (count == 0 && !unnamed)) {
         reply_error (w, job, FR_BAD_REQUEST,
-                            scope ? "\"scope\" must hold scope names separated by spaces, without quotes"
-                                  : "\"scope\" is required (or a \"www_authenticate\" header with a scope parameter)",
-                            NULL, -1);
+                     scope ? "\"scope\" must hold scope names separated by spaces, without quotes"
+                           : "\"scope\" is required, or a \"www_authenticate\" header with error=\"insufficient_scope\" "
+                             "(with or without a scope parameter)",
+                     NULL, -1);
         goto out;
     }
     report_wait_t *rw = mem_alloc (sizeof *rw);
     rw->w = w;
     rw->job = *job;
     snprintf (rw->id, sizeof rw->id, "%s", id);
-    snprintf (rw->detail, sizeof rw->detail, "an upstream API answered %s; it needs scope \"%s\"",
-              herror [0] ? herror : "insufficient_scope", scope);
+    if (unnamed)
+        snprintf (rw->detail, sizeof rw->detail, "an upstream API answered insufficient_scope without naming the "
+                  "scope it needs");
+    else
+        snprintf (rw->detail, sizeof rw->detail, "an upstream API answered %s; it needs scope \"%s\"",
+                  herror [0] ? herror : "insufficient_scope", scope);
     rw->scope = scope;                   /* the report owns it now */
     scope = NULL;
     dbwait_add (w, report_start, rw, rw->job.deadline_ms);

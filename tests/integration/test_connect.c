@@ -728,6 +728,32 @@ test_report_scope (void **state)
                          "scope_already_granted");
     json_t *n = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", NULL);
     assert_int_equal (rc, 2);
+    /* insufficient_scope without a scope parameter (RFC 6750 allows it): taken, naming no scope;
+     * it was refused as a bad request, and doctor kept saying healthy */
+    json_t *u = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
+                             "Bearer error=\"insufficient_scope\"", NULL);
+    assert_int_equal (rc, 0);
+    report = json_object_get (integration_of (u), "scope_report");
+    assert_string_equal (json_string_value (json_object_get (report, "scope")), "");
+    assert_int_equal (json_array_size (json_object_get (u, "warnings")), 0);
+    assert_int_equal (harness_ctl_text (h, &rc, &text, "status", "--integration", "report:box", NULL), 0);
+    assert_non_null (strstr (text, "scope_report: (scope not named) (at "));
+    free (text);
+    json_t *dr = harness_ctl (h, &rc, "doctor", "--integration", "report:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (json_string_value (json_object_get (json_object_get (dr, "diagnosis"), "code")),
+                         "insufficient_scope");
+    char *dump = json_dumps (dr, 0);
+    assert_non_null (strstr (dump, "answered insufficient_scope at "));
+    assert_non_null (strstr (dump, "without naming the scope it needs"));
+    free (dump);
+    json_decref (u);
+    json_decref (dr);
+    /* a header with another error and no scope names nothing to record */
+    json_t *o = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
+                             "Bearer error=\"invalid_token\"", NULL);
+    assert_int_equal (rc, 2);
+    json_decref (o);
     json_t *nf = harness_ctl (h, &rc, "report-scope", "--integration", "nobody:box", "--scope", "x", NULL);
     assert_int_equal (rc, 3);
     json_decref (c);
