@@ -48,6 +48,8 @@ typedef struct {
     const store_chain_t *connect_failed;    /* newest connect_failed, if newer than origin */
     const store_chain_t *disconnected;
     const store_chain_t *interrupted;       /* an "interrupted" row at the newest invalid_grant's generation */
+    const store_chain_t *last_use;          /* the newest refresh, import or connect before that invalid_grant:
+                                             * when its refresh token was last used or issued */
     int rotations;              /* refreshes that rotated, since origin */
     int reuse_suspected;        /* invalid_grant right after a rotation, a conflict, or "reuse" */
 } chain_facts_t;
@@ -134,6 +136,12 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
                     cf->interrupted = &rows [k];
                     break;
                 }
+            for (size_t k = i + 1; k < n; k++)
+                if (outcome_is (&rows [k], "refreshed") || outcome_is (&rows [k], "imported")
+                ||  outcome_is (&rows [k], "connected")) {
+                    cf->last_use = &rows [k];
+                    break;
+                }
             /* the attempt before it, and any conflict close to it */
             for (size_t k = i + 1; k < n && k <= i + 5; k++) {
                 if (outcome_is (&rows [k], "conflict"))
@@ -191,7 +199,16 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
     }
     else
     if (strcmp (code, "needs_reconnect") == 0) {
-        int box = p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE && cf && cf->reuse_suspected;
+        /* unused longer than the provider keeps an unused refresh token: its expiry, whatever the
+         * rotation (the sweep's keep-alive refreshes at half that age, so it could not) */
+        int idle_days = p ? p->refresh_token_idle_days : 0;
+        int64_t unused_s = cf && cf->invalid_grant && cf->last_use ? cf->invalid_grant->at - cf->last_use->at : -1;
+        int idle = idle_days > 0 && unused_s >= (int64_t) idle_days * 86400;
+        /* single use: refused right after a rotation, or at the first refresh after the connect
+         * (the guide's "works once after connecting"): a token used after it was replaced */
+        int first = cf && cf->last_use && cf->last_use == cf->origin;
+        int box = p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE && cf && !idle
+                  && (cf->reuse_suspected || first);
         snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect after it had "
                   "worked for a while; callers see an unauthorized or token refresh error.", id);
         /* issue 12: a grant that died about as long after its consent as the provider allows a
@@ -208,6 +225,23 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
             add_fact (d, "connected at %s, refused (invalid_grant) %.1f days later", at (cf->origin->at, buf, sizeof buf),
                       (double) lived_s / 86400.0);
         }
+        else
+        if (idle) {
+            char buf [40];
+            snprintf (d->cause, sizeof d->cause, "%s drops a refresh token that goes unused for %d days, and this one "
+                      "was last used %.1f days before the provider refused it. The sweep refreshes such tokens at half "
+                      "that age to keep them alive; it could not here (the integration's partition had no worker, the "
+                      "provider kept failing, or the sweep is off).", name, idle_days, (double) unused_s / 86400.0);
+            add_fact (d, "its refresh token was last used or issued at %s (%s), %.1f days before the refusal",
+                      at (cf->last_use->at, buf, sizeof buf), cf->last_use->outcome, (double) unused_s / 86400.0);
+        }
+        else
+        if (box && !cf->reuse_suspected)
+            snprintf (d->cause, sizeof d->cause, "%s uses single-use refresh tokens: every refresh returns a new "
+                      "refresh token and the old one stops working at once. The provider refused the first refresh "
+                      "after the integration was connected, which is what happens when the refresh token it issued "
+                      "was used elsewhere first (a copy of the token, or another system connected with the same "
+                      "grant), or the user revoked the app's access right away.", name);
         else
         if (box)
             snprintf (d->cause, sizeof d->cause, "%s uses single-use refresh tokens: every refresh returns a new "
@@ -230,6 +264,9 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         add_step (d, "Connect it again and approve the provider's consent screen: %s, then open the printed URL "
                   "and pass the URL the browser lands on to ferrulectl callback --url", cmd);
         add_step (d, "Nothing else changes for callers: they keep asking for tokens of \"%s\" and get the new ones", id);
+        if (idle)
+            add_step (d, "Operators: if integrations of %s keep dying this way, check that the sweep runs and owns every "
+                      "partition, and watch the \"expiring\" events, which warn at 80 %% of the idle limit", name);
         if (grant_limit)
             add_step (d, "Publish the OAuth app (Google Cloud console, OAuth consent screen: \"Publish app\") so that its "
                       "grants stop expiring; until then every user must connect again every %lld days (the "

@@ -114,6 +114,8 @@ setup (void **state)
         return -1;
     json_object_set_new (json_object_get (root, "fakegoogle"), "notes",
                          json_string ("Like Google: revoke the app at " GOOGLE_HINT ", then connect again."));
+    /* as Box's: a refresh token unused for 60 days is dropped (test_needs_reconnect_idle) */
+    json_object_set_new (json_object_get (root, "fakebox"), "refresh_token_idle_days", json_integer (60));
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-doctor.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -193,6 +195,56 @@ test_needs_reconnect_box_rotation (void **state)
     assert_non_null (strstr (text, "\n  2. Connect it again"));
     assert_non_null (strstr (text, "Facts:\n  - "));
     free (text);
+    json_decref (t);
+    json_decref (d);
+}
+
+/* Refused at the first refresh after the connect, at a single-use provider: the guide's "works
+ * once after connecting, then fails" (Box). It got the generic cause, which names neither. */
+static void
+test_needs_reconnect_first_refresh_single_use (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("first:box", "fakebox"), 0);
+    itest_expire (h, "first:box");
+    usleep (200000);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "first:box", NULL);
+    assert_int_equal (rc, 4);
+    json_t *d = doctor ("first:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "first:box");
+    assert_non_null (strstr (dstr (d, "cause"), "single-use refresh tokens"));
+    assert_non_null (strstr (dstr (d, "cause"), "the first refresh after the integration was connected"));
+    assert_true (dlist_has (d, "what_to_do", "let the first request finish"));
+    json_decref (t);
+    json_decref (d);
+}
+
+/* Refused after its refresh token went unused past the provider's idle limit (60 days here, as
+ * Box's): that expiry is the cause, not a reuse, though the provider rotates. The history is
+ * moved 61 days back (the chain is append-only: its guard is lifted for that alone). It said
+ * the generic cause, and for a chain with a rotation before, a reuse. */
+static void
+test_needs_reconnect_idle (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("idle:box", "fakebox"), 0);
+    assert_int_equal (harness_sql (h, "ALTER TABLE token_chain DISABLE TRIGGER token_chain_no_update;"
+                                      " UPDATE token_chain SET at = at - interval '61 days' WHERE integration_id = 'idle:box';"
+                                      " ALTER TABLE token_chain ENABLE TRIGGER token_chain_no_update"), 0);
+    itest_expire (h, "idle:box");
+    usleep (200000);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "idle:box", NULL);
+    assert_int_equal (rc, 4);
+    json_t *d = doctor ("idle:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "idle:box");
+    assert_non_null (strstr (dstr (d, "cause"), "drops a refresh token that goes unused for 60 days"));
+    assert_null (strstr (dstr (d, "cause"), "single-use"));
+    assert_true (dlist_has (d, "facts", "its refresh token was last used or issued at "));
+    assert_true (dlist_has (d, "what_to_do", "check that the sweep runs"));
     json_decref (t);
     json_decref (d);
 }
@@ -344,6 +396,8 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_healthy),
         cmocka_unit_test (test_needs_reconnect_box_rotation),
+        cmocka_unit_test (test_needs_reconnect_first_refresh_single_use),
+        cmocka_unit_test (test_needs_reconnect_idle),
         cmocka_unit_test (test_needs_reconnect_revoked),
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_provider_unavailable),
