@@ -167,7 +167,11 @@ db_failed (events_t *ev, const char *endpoint, const char *err)
 /* One pass: fan out new events, claim what is due, send it. 1 when work was found.
  * The fan-out looks back to just before the last complete one (or over the whole max age), so
  * an integration's older event never misses the pass that picks up its newer one: delivery
- * rows then exist for every event up to the newest, and the claim's order holds. */
+ * rows then exist for every event up to the newest, and the claim's order holds. A fan-out that
+ * stalled longer than the max age (the database away) looks back over the whole stall, and the
+ * thread's first one back to the newest event each endpoint was given when that is older (every
+ * worker down for longer): the max age counts from a delivery's first attempt, so an event
+ * nobody could fan out meanwhile is still due (it was left behind, undelivered and unreported). */
 static int
 deliver_pass (events_t *ev, int full)
 {
@@ -175,13 +179,24 @@ deliver_pass (events_t *ev, int full)
     size_t n = webhook_set_count (ev->endpoints);
     int64_t started = clock_mono_ms ();
     int64_t window = ev->cfg.max_age_s;
-    if (!full && ev->last_fanout_ms > 0 && (started - ev->last_fanout_ms) / 1000 + WINDOW_MARGIN_S < window)
-        window = (started - ev->last_fanout_ms) / 1000 + WINDOW_MARGIN_S;
+    if (ev->last_fanout_ms > 0) {
+        int64_t since = (started - ev->last_fanout_ms) / 1000 + WINDOW_MARGIN_S;
+        if (!full || since > window)
+            window = since;
+    }
     for (size_t i = 0; i < n; i++) {
         const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
-        int64_t added = 0;
+        int64_t added = 0, back = window, age = -1;
+        if (!ev->last_fanout_ms) {
+            if (store_events_fanned_age (ev->store, ep->name, &age, err, sizeof err) != FR_OK) {
+                db_failed (ev, ep->name, err);
+                return 0;
+            }
+            if (age >= 0 && age + WINDOW_MARGIN_S > back)
+                back = age + WINDOW_MARGIN_S;
+        }
         if (store_events_fanout (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types,
-                                 ep->ntypes, window, &added, err, sizeof err) != FR_OK) {
+                                 ep->ntypes, back, &added, err, sizeof err) != FR_OK) {
             db_failed (ev, ep->name, err);
             return 0;
         }

@@ -291,6 +291,20 @@ text_array (const char *const *items, size_t n)
 }
 
 fr_status_t
+store_events_fanned_age (store_events_t *se, const char *endpoint, int64_t *age_s, char *err, size_t errlen)
+{
+    fr_status_t st;
+    const char *values [] = { endpoint };
+    PGresult *res = run (se, "read the newest event fanned out",
+        "SELECT ceil (extract (epoch FROM now () - e.created_at))::bigint FROM event_deliveries d"
+        " JOIN events e ON e.seq = d.event_seq WHERE d.endpoint = $1 ORDER BY d.event_seq DESC LIMIT 1",
+        1, values, 1, &st, err, errlen);
+    *age_s = res && PQntuples (res) == 1 ? strtoll (PQgetvalue (res, 0, 0), NULL, 10) : -1;
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
 store_events_fanout (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,
                      int64_t window_s, int64_t *added, char *err, size_t errlen)
 {

@@ -28,6 +28,11 @@ int store_events_socket (const store_events_t *se);
 /* Reads what arrived (a notice, or the server's goodbye: then the connection is dropped). */
 void store_events_consume (store_events_t *se);
 
+/* How many seconds ago the newest event (by its sequence) that endpoint has a delivery for was
+ * created: *age_s, or -1 when it has none. Read once per endpoint when the thread starts. */
+fr_status_t store_events_fanned_age (store_events_t *se, const char *endpoint, int64_t *age_s, char *err,
+                                     size_t errlen) FR_MUSTCHECK;
+
 /* Creates the delivery rows of endpoint for the events of the last window_s seconds that want it
  * (types NULL: every type; test events only when addressed to it). *added: rows created. */
 fr_status_t store_events_fanout (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,

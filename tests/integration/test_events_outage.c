@@ -241,6 +241,30 @@ test_many_queues_claimed_from_the_due_rows (void **state)
  * the outage. It now reads the queues' heads. Counted in entries of every index of the table
  * and rows of its sequential scans, whichever a plan uses, not timed. The delivery counts read
  * the pending rows too, but once in 5 s: at most once in the 3 s counted. */
+/* Every worker down for longer than the max age (2 s here) while an event is made: once a worker
+ * is back, the event is delivered. The fan-out's first pass looked back over the max age alone,
+ * so such an event never got its delivery row: never sent, never marked failed, and no alert. */
+static void
+test_event_made_while_every_worker_was_down_is_delivered (void **state)
+{
+    receiver_set (0, 0);
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    harness_set_env (h, "FERRULE_WEBHOOK_MAX_AGE_S", "2");
+    /* a change made meanwhile by another writer: the events trigger makes its event */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect' WHERE id = 'out1:box'"), 0);
+    sleep (4);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM events e JOIN event_deliveries d ON d.event_seq = e.seq"
+                                         " AND d.endpoint = 'app' WHERE e.integration_id = 'out1:box'"
+                                         " AND e.type = 'needs_reconnect' AND d.state = 'delivered'", 1, 20000), 1);
+    /* back to the default for the tests after */
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    harness_set_env (h, "FERRULE_WEBHOOK_MAX_AGE_S", "86400");
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+}
+
 static void
 test_claim_reads_heads_not_the_backlog (void **state)
 {
@@ -290,6 +314,7 @@ main (void)
         cmocka_unit_test (test_delivery_resumes_after_outage),
         cmocka_unit_test (test_stop_during_stall),
         cmocka_unit_test (test_many_queues_claimed_from_the_due_rows),
+        cmocka_unit_test (test_event_made_while_every_worker_was_down_is_delivered),
         cmocka_unit_test (test_claim_reads_heads_not_the_backlog),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
