@@ -233,14 +233,6 @@ test_many_queues_claimed_from_the_due_rows (void **state)
     assert_true (due > 0);          /* the due rows found them, not only the walk */
 }
 
-/* A receiver refuses everything, and 30,000 deliveries wait behind the first event of one
- * integration, which keeps failing: only that head may be sent. Its retries move its own next_at
- * into the future, but the rows behind it keep theirs and stay due. The claim read every due row
- * in next_at order and probed each for an earlier pending one, so every claim of every worker
- * read the whole backlog (202 ms at 50,000 rows on the review's cluster), the more the longer
- * the outage. It now reads the queues' heads. Counted in entries of every index of the table
- * and rows of its sequential scans, whichever a plan uses, not timed. The delivery counts read
- * the pending rows too, but once in 5 s: at most once in the 3 s counted. */
 /* Every worker down for longer than the max age (2 s here) while an event is made: once a worker
  * is back, the event is delivered. The fan-out's first pass looked back over the max age alone,
  * so such an event never got its delivery row: never sent, never marked failed, and no alert. */
@@ -265,6 +257,14 @@ test_event_made_while_every_worker_was_down_is_delivered (void **state)
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
+/* A receiver refuses everything, and 30,000 deliveries wait behind the first event of one
+ * integration, which keeps failing: only that head may be sent. Its retries move its own next_at
+ * into the future, but the rows behind it keep theirs and stay due. The claim read every due row
+ * in next_at order and probed each for an earlier pending one, so every claim of every worker
+ * read the whole backlog (202 ms at 50,000 rows on the review's cluster), the more the longer
+ * the outage. It now reads the queues' heads. Counted in entries of every index of the table
+ * and rows of its sequential scans, whichever a plan uses, not timed. The delivery counts read
+ * the pending rows too, but once in 5 s: at most once in the 3 s counted. */
 static void
 test_claim_reads_heads_not_the_backlog (void **state)
 {
