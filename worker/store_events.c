@@ -115,7 +115,9 @@ wait_failure (pgwait_t w)
  * the one index for them. Heads are checked with the queue's first row (ORDER BY, LIMIT 1), which
  * a planner does not turn into a join: analyzed with one queue of 50,000 rows, the NOT EXISTS of
  * before became a hash anti-join of 110 s. Test events have no integration: each is a queue of
- * its own. */
+ * its own; those of the held endpoints ($9), which neither read looks at, are added by either
+ * (a round completed by the due rows left them out, and an operator's test of a held endpoint
+ * waited for the hold's end instead of going as its probe). */
 #define CLAIM_SQL \
     "WITH RECURSIVE walk (endpoint, integration_id, ctid, next_at, lease_expires_at, n) AS (" \
     "    SELECT h.*, 1 FROM unnest ($4::text[]) ep (name) CROSS JOIN LATERAL (" \
@@ -147,6 +149,9 @@ wait_failure (pgwait_t w)
     "  UNION ALL" \
     "    SELECT t.ctid FROM event_deliveries t WHERE (SELECT ok FROM walked) AND t.state = 'pending'" \
     "      AND t.endpoint = ANY ($4::text[] || $9::text[]) AND t.integration_id IS NULL" \
+    "  UNION ALL" \
+    "    SELECT t.ctid FROM event_deliveries t WHERE NOT (SELECT ok FROM walked) AND (SELECT ok FROM dued)" \
+    "      AND t.state = 'pending' AND t.endpoint = ANY ($9::text[]) AND t.integration_id IS NULL" \
     "  UNION ALL" \
     "    SELECT ctid FROM due WHERE head AND (SELECT ok FROM dued))," \
     " c AS (" \
