@@ -187,8 +187,19 @@ auth_check (gw_req_t *req, gw_resp_t *resp, const char *op, const char *id)
         refuse (resp, 503, code, "the API key could not be checked just now", "try again in a moment");
         resp->retry_after = 1;
     }
-    else
+    else if (strcmp (code, "not_found") == 0 || strcmp (code, "bad_request") == 0 || strcmp (code, "too_large") == 0)
         refuse (resp, 401, "unauthenticated", "the API key is unknown or revoked", "create a new key on the dashboard");
+    else {
+        /* the check itself failed (the brokers refuse the gateway's own client, a worker's
+         * error): the key may be good, and its owner must not be told to throw it away */
+        const char *why = json_string_value (json_object_get (json_object_get (reply, "error"), "message"));
+        snprintf (message, sizeof message, "the API key could not be checked: the service answered %s%s%s", code,
+                  why && *why ? ": " : "", why ? why : "");
+        refuse (resp, 500, "internal", message, strcmp (code, "forbidden") == 0
+                ? "an operator must allow the gateway's client \"apikey_verify\" in the brokers' policy file"
+                : "an operator should read the gateway's and the workers' logs");
+        log_error (NULL, req->rid, "could not check a workspace API key: %s: %s", code, why ? why : "");
+    }
     json_decref (args);
     json_decref (reply);
     return ok;

@@ -558,7 +558,9 @@ key_verified (void *arg, fr_status_t st, const store_gw_apikey_t *k, const char 
 {
     gw_wait_t *gw = arg;
     if (st == FR_NOT_FOUND) {
-        reply_error (gw->w, &gw->job, FR_FORBIDDEN, "the API key is unknown or revoked",
+        /* not forbidden: that is what a broker answers a client its policy refuses, and the
+         * gateway must tell the two apart (a refused gateway is not a revoked key) */
+        reply_error (gw->w, &gw->job, FR_NOT_FOUND, "the API key is unknown or revoked",
                      "create a new API key on the dashboard", -1);
         gw_free (gw);
         return;

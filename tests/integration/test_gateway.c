@@ -940,6 +940,49 @@ test_api_workspace_keys (void **state)
     free (key);
 }
 
+/* The brokers refuse the gateway's own client "apikey_verify" (a policy file that forgot it): a
+ * workspace key is answered 500, saying what an operator must fix. It was 401 "the API key is
+ * unknown or revoked", "create a new key": its owner was sent to throw a good key away. */
+static void
+test_api_key_check_refused_to_the_gateway (void **state)
+{
+    json_t *k = call ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws11:", "name", "svc"));
+    assert_string_equal (client_error_code (k), "ok");
+    char *key = strdup (json_string_value (json_object_get (k, "key")));
+    json_decref (k);
+    assert_int_equal (harness_write_policy (h, "harness read *\n"), 0);
+    harness_reload_brokers (h);
+    http_t r = { 0, NULL, NULL };
+    for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end;) {     /* until the brokers read it */
+        http_free (&r);
+        r = api ("GET", "/v1/integrations/ws11:box/token", key, NULL);
+        if (r.status != 404)
+            break;
+        usleep (200000);
+    }
+    json_t *j = NULL;
+    const char *got = code_of (&r, &j);
+    const char *hint = json_string_value (json_object_get (json_object_get (j, "error"), "hint"));
+    if (r.status != 500 || strcmp (got, "internal") != 0 || !hint || !strstr (hint, "\"apikey_verify\" in the brokers' policy"))
+        fail_msg ("a key the gateway may not check: %ld %s (%s)", r.status, got, hint ? hint : "no hint");
+    json_decref (j);
+    http_free (&r);
+    assert_false (itest_workdir_contains (h, key));
+    /* as it was, for the tests after this one */
+    assert_int_equal (harness_write_policy (h, HARNESS_CLIENT " * *\n"), 0);
+    harness_reload_brokers (h);
+    for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end;) {
+        r = api ("GET", "/v1/integrations/ws11:box/token", key, NULL);
+        long status = r.status;
+        http_free (&r);
+        if (status == 404)
+            break;
+        usleep (200000);
+    }
+    expect ("GET", "/v1/integrations/ws11:box/token", key, NULL, 404, "not_found");
+    free (key);
+}
+
 /* Many connections that send half a request and stall do not keep others out. */
 static void
 test_api_slow_clients (void **state)
@@ -1758,6 +1801,7 @@ main (void)
         cmocka_unit_test (test_return_to_allow_list),
         cmocka_unit_test (test_api_status_codes),
         cmocka_unit_test (test_api_workspace_keys),
+        cmocka_unit_test (test_api_key_check_refused_to_the_gateway),
         cmocka_unit_test (test_api_slow_clients),
         cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),

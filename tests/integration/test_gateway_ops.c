@@ -119,7 +119,7 @@ test_refusals (void **state)
     refused ("apikey_revoke", json_pack ("{s:s, s:i}", "integration", "ws1:", "key_id", 999999), "not_found",
              "workspace \"ws1:\" has no live API key 999999", "list the keys to see their ids");
     refused ("apikey_verify", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"key\" is required", NULL);
-    refused ("apikey_verify", json_pack ("{s:s}", "key", "frk_never-issued"), "forbidden",
+    refused ("apikey_verify", json_pack ("{s:s}", "key", "frk_never-issued"), "not_found",
              "the API key is unknown or revoked", "create a new API key on the dashboard");
     free (long_state);
     free (long_token);
