@@ -814,16 +814,46 @@ oauth_read_revocation (const catalog_provider_t *p, const http_response_t *resp,
     }
 }
 
+/* 1 when text holds a piece of secret of WITHHOLD_SPAN characters or more: the secret is looked
+ * for in chunks of WITHHOLD_CHUNK taken every WITHHOLD_STEP characters, so that any such piece,
+ * from anywhere in it (a description cut short, a quote of its end), holds a whole chunk. A
+ * shorter secret is looked for whole. */
+#define WITHHOLD_CHUNK 16
+#define WITHHOLD_STEP  8
+#define WITHHOLD_SPAN  (WITHHOLD_CHUNK + WITHHOLD_STEP - 1)
+static int
+quotes (const char *text, const char *secret)
+{
+    size_t n = strlen (secret), m = text ? strlen (text) : 0;
+    if (!m)
+        return 0;
+    if (n <= WITHHOLD_CHUNK)
+        return memmem (text, m, secret, n) != NULL;
+    for (size_t k = 0; k + WITHHOLD_CHUNK <= n; k += WITHHOLD_STEP)
+        if (memmem (text, m, secret + k, WITHHOLD_CHUNK))
+            return 1;
+    return 0;
+}
+
 void
 oauth_result_withhold (oauth_result_t *r, const char *secret, const char *what)
 {
     char text [96];
-    if (!r->error_description || !secret || !secret [0])
+    if (!secret || !secret [0])
         return;
-    size_t n = strlen (secret);
-    if (!memmem (r->error_description, strlen (r->error_description), secret, n < 24 ? n : 24))
-        return;
-    mem_free_secret (&r->error_description);
-    snprintf (text, sizeof text, "(description withheld: it quoted the %s)", what);
-    r->error_description = mem_strdup (text);
+    if (quotes (r->error_description, secret)) {
+        mem_free_secret (&r->error_description);
+        snprintf (text, sizeof text, "(description withheld: it quoted the %s)", what);
+        r->error_description = mem_strdup (text);
+    }
+    if (quotes (r->error, secret)) {
+        /* its kind was decided from it already; what is said of it no longer holds it */
+        mem_free_secret (&r->error);
+        r->error = mem_strdup ("withheld");
+        snprintf (r->detail, sizeof r->detail, "provider answered HTTP %ld with an error code that quoted the %s "
+                  "(withheld)", r->http_status, what);
+    }
+    if (quotes (r->detail, secret))
+        snprintf (r->detail, sizeof r->detail, "provider answered HTTP %ld (detail withheld: it quoted the %s)",
+                  r->http_status, what);
 }

@@ -790,6 +790,26 @@ test_withhold_quoted_secret (void **state)
     oauth_result_withhold (&r, "", "token");
     assert_string_equal (r.error_description, "Invalid Token!");
     oauth_result_clear (&r);
+    /* a provider that quotes the token as its error code, or a piece of it from its middle, or
+     * cut short: withheld from the code, the description and the detail the logs use (only the
+     * description, and only its first 24 characters, were looked at) */
+    parse ("box", 400, NULL, "{\"error\":\"Xq81_abcDEF-ghijKLMNopqrstuvWXYZ0123\"}", &r);
+    oauth_result_withhold (&r, "Xq81_abcDEF-ghijKLMNopqrstuvWXYZ0123", "refresh token");
+    assert_string_equal (r.error, "withheld");
+    assert_null (strstr (r.detail, "ghijKLMN"));
+    assert_non_null (strstr (r.detail, "withheld"));
+    oauth_result_clear (&r);
+    parse ("box", 400, NULL, "{\"error\":\"invalid_grant\",\"error_description\":\"bad token "
+           "...DEF-ghijKLMNopqrstuvWXYZ0123\"}", &r);
+    oauth_result_withhold (&r, "Xq81_abcDEF-ghijKLMNopqrstuvWXYZ0123", "refresh token");
+    assert_string_equal (r.error_description, "(description withheld: it quoted the refresh token)");
+    assert_string_equal (r.error, "invalid_grant");
+    oauth_result_clear (&r);
+    /* a fragment shorter than that is not a token: "invalid" is in many */
+    parse ("box", 400, NULL, "{\"error\":\"invalid_grant\",\"error_description\":\"token invalid\"}", &r);
+    oauth_result_withhold (&r, "invalidinvalidinvalidinvalid", "refresh token");
+    assert_string_equal (r.error_description, "token invalid");
+    oauth_result_clear (&r);
 }
 
 int
