@@ -65,6 +65,9 @@ pool_destroy (pool_t **p_p)
     *p_p = NULL;
 }
 
+/* A call is not started with less time than this left: it could not be answered in it. */
+#define POOL_MIN_CALL_MS 100
+
 static json_t *
 overloaded (const char *why)
 {
@@ -76,6 +79,7 @@ json_t *
 pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms)
 {
     int slot = -1;
+    int64_t deadline_ms = clock_mono_ms () + timeout_ms;     /* the wait for a client counts in it */
     struct timespec until = clock_after (CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock (&p->mutex);
     for (;;) {
@@ -111,8 +115,10 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms)
             return overloaded ("this gateway could not open another broker connection");
         }
     }
-    json_t *reply = client_call_ex (c, op, args, timeout_ms,
-                                    client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0);
+    int64_t left_ms = deadline_ms - clock_mono_ms ();
+    json_t *reply = left_ms < POOL_MIN_CALL_MS
+                  ? overloaded ("every broker client of this gateway was busy for most of this request's time")
+                  : client_call_ex (c, op, args, (int) left_ms, client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0);
     pthread_mutex_lock (&p->mutex);
     p->busy [slot] = 0;
     pthread_cond_signal (&p->freed);

@@ -983,6 +983,62 @@ test_api_key_check_refused_to_the_gateway (void **state)
     free (key);
 }
 
+/* A request that waits for a broker client spends its time waiting: the call after the wait gets
+ * what is left, not the whole time again. A gateway with one broker client; two token requests
+ * whose refreshes each take 6 s at the provider: the second waits about 6 s for the client, and
+ * is answered 503 within its 10 s. It was given 10 s more after its wait, and answered 200 after
+ * about 12 s: a dashboard page's 5 s budget could take twice that. */
+static void
+test_api_wait_for_a_broker_client_counts_in_the_deadline (void **state)
+{
+    pid_t pid0 = gw_pid;
+    int port0 = gw_port;
+    char url0 [sizeof gw_url], log0 [sizeof gw_log], cb0 [sizeof callback_uri];
+    memcpy (url0, gw_url, sizeof url0);
+    memcpy (cb0, callback_uri, sizeof cb0);
+    memcpy (log0, gw_log, sizeof log0);
+    const char *ids [] = { "acct1:slowa", "acct1:slowb" };
+    for (int i = 0; i < 2; i++) {
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+    setenv ("FERRULE_GATEWAY_BROKER_CLIENTS", "1", 1);
+    int started = start_gateway_with ("gateway-one-client", NULL, NULL);
+    unsetenv ("FERRULE_GATEWAY_BROKER_CLIENTS");
+    assert_int_equal (started, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 6000));
+    pid_t first = fork ();
+    if (first == 0) {
+        http_t r = api ("GET", "/v1/integrations/acct1:slowa/token", SVC_KEY, NULL);
+        _exit (r.status == 200 ? 0 : 1);
+    }
+    usleep (500000);                    /* the first holds the one client */
+    int64_t t0 = clock_mono_ms ();
+    json_t *j = NULL;
+    http_t r = api ("GET", "/v1/integrations/acct1:slowb/token", SVC_KEY, NULL);
+    int64_t took = clock_mono_ms () - t0;
+    const char *got = code_of (&r, &j);
+    printf ("the request that waited for the client: %ld %s after %lld ms\n", r.status, got, (long long) took);
+    long status = r.status;
+    char *code = strdup (got);
+    json_decref (j);
+    http_free (&r);
+    int st = 0;
+    assert_int_equal (waitpid (first, &st, 0), first);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    stop_gateway ();
+    gw_pid = pid0;
+    gw_port = port0;
+    memcpy (gw_url, url0, sizeof gw_url);
+    memcpy (callback_uri, cb0, sizeof callback_uri);
+    memcpy (gw_log, log0, sizeof gw_log);
+    assert_true (WIFEXITED (st) && WEXITSTATUS (st) == 0);
+    assert_int_equal (status, 503);
+    assert_true (strcmp (code, "timeout") == 0 || strcmp (code, "overloaded") == 0);
+    free (code);
+}
+
 /* Many connections that send half a request and stall do not keep others out. */
 static void
 test_api_slow_clients (void **state)
@@ -1802,6 +1858,7 @@ main (void)
         cmocka_unit_test (test_api_status_codes),
         cmocka_unit_test (test_api_workspace_keys),
         cmocka_unit_test (test_api_key_check_refused_to_the_gateway),
+        cmocka_unit_test (test_api_wait_for_a_broker_client_counts_in_the_deadline),
         cmocka_unit_test (test_api_slow_clients),
         cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
