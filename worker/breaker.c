@@ -101,6 +101,14 @@ breaker_probe (breaker_t *b, const char *peer)
 }
 
 void
+breaker_unused (breaker_t *b, const char *peer)
+{
+    breaker_entry_t *e = breaker_entry (b, peer);
+    if (e->open_until_ms)
+        e->probing = 0;
+}
+
+void
 breaker_record (breaker_t *b, const char *peer, int failed, int64_t now_ms)
 {
     char held [32];

@@ -22,6 +22,9 @@ int breaker_blocked (const breaker_t *b, const char *peer, int64_t now_ms, int64
 /* Makes the next call to peer its probe while it is held, before the hold ends (an operator's
  * test of it): its outcome closes the breaker or holds the peer longer. Nothing when closed. */
 void breaker_probe (breaker_t *b, const char *peer);
+/* A call breaker_allow let through never went out (it failed before it): when it was the
+ * half-open probe, the next call is; the breaker's state is otherwise unchanged. */
+void breaker_unused (breaker_t *b, const char *peer);
 /* failed: the peer failed transiently (a provider's 5xx, 429, timeout, garbage; a webhook's
  * anything but 2xx). Anything else (a token, invalid_grant, invalid_client) proves it is up. */
 void breaker_record (breaker_t *b, const char *peer, int failed, int64_t now_ms);

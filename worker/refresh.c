@@ -711,6 +711,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     cache_set_provider (w->cache, e, row.provider);
     r->provider = catalog_find (w->catalog, row.provider);
     fr_status_t fail = FR_OK;
+    int allowed = 0;                    /* breaker_allow let this call through */
     if (!r->provider) {
         snprintf (err, sizeof err, "integration \"%s\" uses provider \"%s\", which is not in the catalog",
                   e->id, row.provider);
@@ -720,7 +721,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     if ((fail = catalog_check_credentials (r->provider, err, sizeof err)) != FR_OK)
         ;
     else
-    if (!breaker_allow (w->breaker, r->provider->name, clock_mono_ms (), &retry_after)) {
+    if (!(allowed = breaker_allow (w->breaker, r->provider->name, clock_mono_ms (), &retry_after))) {
         /* another integration's call is the half-open probe: give the lease back untouched */
         lease_release_t *rel = mem_alloc (sizeof *rel);
         snprintf (rel->id, sizeof rel->id, "%s", e->id);
@@ -751,6 +752,10 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     snprintf (r->spent, sizeof r->spent, "%s", row.refresh_fingerprint ? row.refresh_fingerprint : "");
     store_row_clear (&row);
     if (fail != FR_OK) {
+        /* a call let through that never went out: if it was the half-open probe, the next is
+         * (else the circuit stays half-open for good, refusing every call to the provider) */
+        if (allowed)
+            breaker_unused (w->breaker, r->provider->name);
         log_error (e->id, rid_of (r), "could not refresh integration \"%s\": %s", e->id, err);
         refresh_record_failure (w, r, fail == FR_CONFIGURATION ? "configuration" : "error", NULL, fail, err, NULL,
                                 -1, 0);

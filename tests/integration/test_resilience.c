@@ -274,8 +274,20 @@ test_circuit_breaker (void **state)
     t = harness_ctl (h, &rc, "token", "--integration", "cb3:google", NULL);
     assert_int_equal (rc, 0);
     json_decref (t);
-    /* once the open period passes, one probe goes through and, answered, closes the circuit */
+    /* an integration whose refresh fails before its call: its stored refresh token does not open
+     * (damaged at rest), its access token does */
+    import_long_lived ("cbx:google", "fakegoogle");
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET refresh_token = overlay (refresh_token PLACING"
+                                      " '\\x00000000'::bytea FROM 20) WHERE id = 'cbx:google'"), 0);
+    /* once the open period passes, one probe goes through and, answered, closes the circuit. The
+     * first refresh let through fails before any call: it is no probe, and the next call is (the
+     * circuit stayed half-open with a probe that never went out, refusing every call to the
+     * provider until the worker restarted) */
     usleep (5200000);
+    t = harness_ctl (h, &rc, "refresh", "--integration", "cbx:google", NULL);
+    assert_int_not_equal (rc, 0);
+    assert_string_not_equal (itest_code (t), "provider_unavailable");
+    json_decref (t);
     t = harness_ctl (h, &rc, "refresh", "--integration", "cb3:google", NULL);
     assert_int_equal (rc, 0);
     json_decref (t);
