@@ -31,6 +31,7 @@ calls_free (worker_t *w, call_t *c)
     mem_free (c->requested_scopes);
     oauth_request_destroy (&c->request);       /* wipes the token it holds */
     mem_free_secret (&c->sent);
+    mem_free_secret (&c->verifier);
     store_row_clear (&c->row);
     store_extra_clear (&c->x);
     mem_free (c);

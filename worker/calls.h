@@ -21,6 +21,7 @@ typedef struct call {
     const char *token_kind;                 /* revocation: "refresh_token" or "access_token" */
     struct oauth_request *request;          /* revocation: kept to send again (holds the token) */
     char *sent;                             /* the code or token sent: a description quoting it is withheld */
+    char *verifier;                         /* exchange: the PKCE verifier sent, withheld the same way */
     int attempts;                           /* revocation: calls made so far */
     int64_t due_ms;                         /* revocation: monotonic time of the next attempt; 0 none */
     int orphan;                             /* revocation: of the refresh token a refresh obtained while the

@@ -564,6 +564,8 @@ callback_taken (void *arg, fr_status_t st, store_pending_t *taken, const char *t
     }
     call_t *c = calls_new (w, CALLS_EXCHANGE, job, pd.integration, p);
     c->sent = mem_strdup (code);
+    c->verifier = verifier;              /* the call's now */
+    verifier = NULL;
     memcpy (c->state_hash, state_hash, sizeof c->state_hash);
     c->redirect_uri = pd.redirect_uri;
     c->requested_scopes = pd.scopes;
@@ -824,7 +826,10 @@ on_exchange (void *arg, const http_response_t *resp)
     memset (&res, 0, sizeof res);
 
     oauth_read_response (p, resp, w->cfg.max_provider_body, &res);
+    /* everything the request carried that a provider, or a proxy's error page, could quote back */
     oauth_result_withhold (&res, c->sent, "authorization code");
+    oauth_result_withhold (&res, c->verifier, "PKCE code verifier");
+    oauth_result_withhold (&res, p->client_secret, "client secret");
 
     if (res.kind == OAUTH_OK) {
         if (exchange_succeeded (w, c, &res)) {

@@ -237,6 +237,7 @@ on_revoke (void *arg, const http_response_t *resp)
 
     oauth_read_revocation (c->provider, resp, w->cfg.max_provider_body, &res);
     oauth_result_withhold (&res, c->sent, "token");
+    oauth_result_withhold (&res, c->provider ? c->provider->client_secret : NULL, "client secret");
     int64_t delay = retry_delay (w, c, &res, now);
     if (delay >= 0) {
         /* disconnect_tick sends it again: the loop does not wait */

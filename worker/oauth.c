@@ -817,15 +817,16 @@ oauth_read_revocation (const catalog_provider_t *p, const http_response_t *resp,
 /* 1 when text holds a piece of secret of WITHHOLD_SPAN characters or more: the secret is looked
  * for in chunks of WITHHOLD_CHUNK taken every WITHHOLD_STEP characters, so that any such piece,
  * from anywhere in it (a description cut short, a quote of its end), holds a whole chunk. A
- * shorter secret is looked for whole. */
+ * shorter secret is looked for whole; one under WITHHOLD_MIN is not (it would match words). */
 #define WITHHOLD_CHUNK 16
 #define WITHHOLD_STEP  8
 #define WITHHOLD_SPAN  (WITHHOLD_CHUNK + WITHHOLD_STEP - 1)
+#define WITHHOLD_MIN   8
 static int
 quotes (const char *text, const char *secret)
 {
     size_t n = strlen (secret), m = text ? strlen (text) : 0;
-    if (!m)
+    if (!m || n < WITHHOLD_MIN)
         return 0;
     if (n <= WITHHOLD_CHUNK)
         return memmem (text, m, secret, n) != NULL;

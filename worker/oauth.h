@@ -96,8 +96,9 @@ void oauth_read_revocation (const catalog_provider_t *p, const struct http_respo
 
 /* Replaces the description with "(description withheld: it quoted the <what>)", the error code
  * with "withheld" and the detail likewise, when one holds secret or a piece of it of 23
- * characters or more (all of a shorter one): some providers quote back the code or token they
- * were sent (Zoom's "reason"), which must reach no message and no log. */
+ * characters or more (all of a shorter one, of 8 or more): some providers quote back the code,
+ * token, PKCE verifier or client secret they were sent (Zoom's "reason"), which must reach no
+ * message and no log. */
 void oauth_result_withhold (oauth_result_t *r, const char *secret, const char *what);
 
 /* Seconds to wait from a Retry-After value (delta-seconds or HTTP-date) relative to now,

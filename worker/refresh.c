@@ -1290,6 +1290,7 @@ refresh_on_response (void *arg, const http_response_t *resp)
     }
     /* a provider that quotes the token back in its description must not put it in our logs */
     oauth_result_withhold (&res, r->refresh_token, "refresh token");
+    oauth_result_withhold (&res, r->provider->client_secret, "client secret");
     if (res.kind == OAUTH_INVALID_GRANT || res.kind == OAUTH_INVALID_CLIENT || res.error)
         snprintf (message, sizeof message, "could not refresh integration \"%s\": provider \"%s\" answered %s%s%s",
                   e->id, r->provider->name, res.error ? res.error : oauth_kind_name (res.kind),
