@@ -1,6 +1,8 @@
 /* journal.h - a local write-ahead file for rotated tokens: once a provider has rotated a refresh
- * token, the new one is on disk (sealed, fsync'd) before the database commit is tried, so neither
- * a failed commit nor a crash can lose it. Replayed at start. */
+ * token, the new one (sealed) is written here before the database commit is tried, and the sync
+ * thread's fdatasync runs alongside that commit, so a failed commit never loses it, and a crash
+ * loses it only inside the window from the answer to whichever of the sync and the commit ends
+ * first (docs/architecture.md, "The crash window"). Replayed at start. */
 #ifndef FERRULE_JOURNAL_H
 #define FERRULE_JOURNAL_H
 #include <stddef.h>
