@@ -679,7 +679,9 @@ exchange_not_stored (worker_t *w, exchange_wait_t *ew, fr_status_t st, const cha
     log_error (c->id, c->job.rid, "the provider issued tokens but they could not be stored: %s", err);
     snprintf (detail, sizeof detail, "provider \"%s\" issued tokens for integration \"%s\" but they could not be "
               "stored (%.300s): start again from Connect", c->provider->name, c->id, err);
-    reply_store_error (w, &c->job, st, detail);
+    /* not "retry": this callback's state and code are spent, and a retry answers state_invalid */
+    reply_error (w, &c->job, st, detail, "start again from Connect once the service is back; this callback URL "
+                 "cannot be used again", -1);
 }
 
 static void exchange_store_start (worker_t *w, store_t *store, void *arg);
