@@ -36,6 +36,16 @@ mem_strdup (const char *s)
     return s ? mem_strndup (s, strlen (s)) : NULL;
 }
 
+void *
+mem_memdup (const void *p, size_t n)
+{
+    if (!p)
+        return NULL;
+    void *q = mem_alloc (n ? n : 1);
+    memcpy (q, p, n);
+    return q;
+}
+
 char *
 mem_strndup (const char *s, size_t n)
 {

@@ -7,6 +7,8 @@ void *mem_alloc (size_t size);             /* zeroed */
 void *mem_realloc (void *ptr, size_t size);
 char *mem_strdup (const char *s);
 char *mem_strndup (const char *s, size_t n);
+/* A copy of the n bytes at p (a block of at least one byte); NULL for p NULL. */
+void *mem_memdup (const void *p, size_t n);
 void  mem_free (void *ptr);
 /* Overwrite a buffer that held a secret before it is freed. */
 void  mem_wipe (void *ptr, size_t size);

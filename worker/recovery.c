@@ -110,16 +110,6 @@ recovery_destroy (recovery_t **r_p)
     }
 }
 
-static unsigned char *
-copy_bytes (const unsigned char *p, size_t len)
-{
-    if (!p)
-        return NULL;
-    unsigned char *q = mem_alloc (len ? len : 1);
-    memcpy (q, p, len);
-    return q;
-}
-
 /* 1 when record seq waits in the behind list. */
 static int
 recovery_holds (const recovery_t *r, int64_t seq)
@@ -143,8 +133,8 @@ collect (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
     rec->seq = seq;
     rec->c = *c;
     rec->c.id = mem_strdup (c->id);
-    rec->c.access_ct = copy_bytes (c->access_ct, c->access_ct_len);
-    rec->c.refresh_ct = copy_bytes (c->refresh_ct, c->refresh_ct_len);
+    rec->c.access_ct = mem_memdup (c->access_ct, c->access_ct_len);
+    rec->c.refresh_ct = mem_memdup (c->refresh_ct, c->refresh_ct_len);
     rec->c.refresh_fingerprint = c->refresh_fingerprint ? mem_strdup (c->refresh_fingerprint) : NULL;
     rec->c.scopes = c->scopes ? mem_strdup (c->scopes) : NULL;
     snprintf (rec->spent, sizeof rec->spent, "%s", spent ? spent : "");

@@ -985,8 +985,7 @@ refresh_conflicted (worker_t *w, refresh_t *r)
         cw->provider = r->provider;
         cw->key_id = r->commit.key_id;
         cw->refresh_ct_len = r->commit.refresh_ct_len;
-        cw->refresh_ct = mem_alloc (cw->refresh_ct_len ? cw->refresh_ct_len : 1);
-        memcpy (cw->refresh_ct, r->refresh_ct, cw->refresh_ct_len);
+        cw->refresh_ct = mem_memdup (r->refresh_ct, cw->refresh_ct_len);
     }
     if (rid_of (r))
         snprintf (cw->rid, sizeof cw->rid, "%s", rid_of (r));

@@ -1117,16 +1117,6 @@ store_row_clear (store_row_t *row)
     memset (row, 0, sizeof *row);
 }
 
-static unsigned char *
-bytes_dup (const unsigned char *p, size_t n)
-{
-    if (!p)
-        return NULL;
-    unsigned char *q = mem_alloc (n ? n : 1);
-    memcpy (q, p, n);
-    return q;
-}
-
 void
 store_row_copy (store_row_t *dst, const store_row_t *src)
 {
@@ -1134,8 +1124,8 @@ store_row_copy (store_row_t *dst, const store_row_t *src)
     dst->id = mem_strdup (src->id);
     dst->provider = mem_strdup (src->provider);
     dst->status = mem_strdup (src->status);
-    dst->access_ct = bytes_dup (src->access_ct, src->access_ct_len);
-    dst->refresh_ct = bytes_dup (src->refresh_ct, src->refresh_ct_len);
+    dst->access_ct = mem_memdup (src->access_ct, src->access_ct_len);
+    dst->refresh_ct = mem_memdup (src->refresh_ct, src->refresh_ct_len);
     dst->refresh_fingerprint = mem_strdup (src->refresh_fingerprint);
     dst->scopes = mem_strdup (src->scopes);
     dst->last_error_code = mem_strdup (src->last_error_code);

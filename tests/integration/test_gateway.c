@@ -263,6 +263,34 @@ start_gateway (void)
     return start_gateway_with ("gateway", NULL, NULL);
 }
 
+/* The first gateway's globals, kept while a test runs another (a second one is started with
+ * start_gateway_with, which sets them) and put back after. */
+typedef struct {
+    pid_t pid;
+    int port;
+    char url [sizeof gw_url], callback [sizeof callback_uri], log [sizeof gw_log];
+} gw_saved_t;
+
+static gw_saved_t
+gw_save (void)
+{
+    gw_saved_t s = { gw_pid, gw_port, "", "", "" };
+    memcpy (s.url, gw_url, sizeof s.url);
+    memcpy (s.callback, callback_uri, sizeof s.callback);
+    memcpy (s.log, gw_log, sizeof s.log);
+    return s;
+}
+
+static void
+gw_restore (const gw_saved_t *s)
+{
+    gw_pid = s->pid;
+    gw_port = s->port;
+    memcpy (gw_url, s->url, sizeof gw_url);
+    memcpy (callback_uri, s->callback, sizeof callback_uri);
+    memcpy (gw_log, s->log, sizeof gw_log);
+}
+
 static int
 stop_gateway (void)
 {
@@ -991,12 +1019,7 @@ test_api_key_check_refused_to_the_gateway (void **state)
 static void
 test_api_wait_for_a_broker_client_counts_in_the_deadline (void **state)
 {
-    pid_t pid0 = gw_pid;
-    int port0 = gw_port;
-    char url0 [sizeof gw_url], log0 [sizeof gw_log], cb0 [sizeof callback_uri];
-    memcpy (url0, gw_url, sizeof url0);
-    memcpy (cb0, callback_uri, sizeof cb0);
-    memcpy (log0, gw_log, sizeof log0);
+    gw_saved_t saved = gw_save ();
     const char *ids [] = { "acct1:slowa", "acct1:slowb" };
     for (int i = 0; i < 2; i++) {
         char *rt = itest_grant (h, "fakebox", NULL);
@@ -1028,11 +1051,7 @@ test_api_wait_for_a_broker_client_counts_in_the_deadline (void **state)
     assert_int_equal (waitpid (first, &st, 0), first);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     stop_gateway ();
-    gw_pid = pid0;
-    gw_port = port0;
-    memcpy (gw_url, url0, sizeof gw_url);
-    memcpy (callback_uri, cb0, sizeof callback_uri);
-    memcpy (gw_log, log0, sizeof gw_log);
+    gw_restore (&saved);
     assert_true (WIFEXITED (st) && WEXITSTATUS (st) == 0);
     assert_int_equal (status, 503);
     assert_true (strcmp (code, "timeout") == 0 || strcmp (code, "overloaded") == 0);
@@ -1765,12 +1784,7 @@ wait_exit (void)
 static void
 test_sigterm_drains (void **state)
 {
-    pid_t pid0 = gw_pid;
-    int port0 = gw_port;
-    char url0 [sizeof gw_url], log0 [sizeof gw_log], cb0 [sizeof callback_uri];
-    memcpy (url0, gw_url, sizeof url0);
-    memcpy (cb0, callback_uri, sizeof cb0);
-    memcpy (log0, gw_log, sizeof log0);
+    gw_saved_t saved = gw_save ();
     int hport = free_port ();
     char hbind [32];
     snprintf (hbind, sizeof hbind, "127.0.0.1:%d", hport);
@@ -1831,11 +1845,7 @@ test_sigterm_drains (void **state)
     assert_true (log_has ("stopping with 1 requests in flight unanswered (FERRULE_GATEWAY_DRAIN_MS is over)"));
     close (fd);
 
-    gw_pid = pid0;
-    gw_port = port0;
-    memcpy (gw_url, url0, sizeof url0);
-    memcpy (callback_uri, cb0, sizeof cb0);
-    memcpy (gw_log, log0, sizeof log0);
+    gw_restore (&saved);
 }
 
 int
