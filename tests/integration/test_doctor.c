@@ -199,25 +199,33 @@ test_needs_reconnect_box_rotation (void **state)
     json_decref (d);
 }
 
+/* The provider refuses the next refresh of a fakebox integration (invalid_grant, asked by a
+ * token request once its access token is expired); then its diagnosis, needs_reconnect. */
+static json_t *
+refused_then_diagnosed (const char *id)
+{
+    int rc;
+    itest_expire (h, id);
+    usleep (200000);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    json_decref (harness_ctl (h, &rc, "token", "--integration", id, NULL));
+    assert_int_equal (rc, 4);
+    json_t *d = doctor (id, &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", id);
+    return d;
+}
+
 /* Refused at the first refresh after the connect, at a single-use provider: the guide's "works
  * once after connecting, then fails" (Box). It got the generic cause, which names neither. */
 static void
 test_needs_reconnect_first_refresh_single_use (void **state)
 {
-    int rc;
     assert_int_equal (connect_flow ("first:box", "fakebox"), 0);
-    itest_expire (h, "first:box");
-    usleep (200000);
-    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
-    json_t *t = harness_ctl (h, &rc, "token", "--integration", "first:box", NULL);
-    assert_int_equal (rc, 4);
-    json_t *d = doctor ("first:box", &rc);
-    assert_int_equal (rc, 0);
-    assert_shape (d, "needs_reconnect", "first:box");
+    json_t *d = refused_then_diagnosed ("first:box");
     assert_non_null (strstr (dstr (d, "cause"), "single-use refresh tokens"));
     assert_non_null (strstr (dstr (d, "cause"), "the first refresh after the integration was connected"));
     assert_true (dlist_has (d, "what_to_do", "let the first request finish"));
-    json_decref (t);
     json_decref (d);
 }
 
@@ -228,24 +236,15 @@ test_needs_reconnect_first_refresh_single_use (void **state)
 static void
 test_needs_reconnect_idle (void **state)
 {
-    int rc;
     assert_int_equal (connect_flow ("idle:box", "fakebox"), 0);
     assert_int_equal (harness_sql (h, "ALTER TABLE token_chain DISABLE TRIGGER token_chain_no_update;"
                                       " UPDATE token_chain SET at = at - interval '61 days' WHERE integration_id = 'idle:box';"
                                       " ALTER TABLE token_chain ENABLE TRIGGER token_chain_no_update"), 0);
-    itest_expire (h, "idle:box");
-    usleep (200000);
-    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
-    json_t *t = harness_ctl (h, &rc, "token", "--integration", "idle:box", NULL);
-    assert_int_equal (rc, 4);
-    json_t *d = doctor ("idle:box", &rc);
-    assert_int_equal (rc, 0);
-    assert_shape (d, "needs_reconnect", "idle:box");
+    json_t *d = refused_then_diagnosed ("idle:box");
     assert_non_null (strstr (dstr (d, "cause"), "drops a refresh token that goes unused for 60 days"));
     assert_null (strstr (dstr (d, "cause"), "single-use"));
     assert_true (dlist_has (d, "facts", "its refresh token was last used or issued at "));
     assert_true (dlist_has (d, "what_to_do", "check that the sweep runs"));
-    json_decref (t);
     json_decref (d);
 }
 
