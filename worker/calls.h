@@ -30,8 +30,8 @@ typedef struct call {
                                              * has an outcome (kept for the next start when the worker stops
                                              * first); 0 none */
     store_row_t row;                        /* revocation: the integration as the disconnect left it, for */
-    store_extra_t x;                        /* the answer when its chain row cannot be written at once */
-    int have_row, have_x;
+    store_extra_t x;                        /* the answer when its chain row cannot be written at once
+                                             * (row.id NULL: none, a background revocation) */
 } call_t;
 
 call_t *calls_new (worker_t *w, calls_kind_t kind, const job_t *job, const char *id, const catalog_provider_t *p);

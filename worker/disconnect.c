@@ -38,9 +38,8 @@ typedef struct {
     reply_warnings_t ws;
     int tries;
     int replied;
-    store_row_t row;                    /* from the call (have_row, have_x) */
+    store_row_t row;                    /* from the call (row.id NULL: none) */
     store_extra_t x;
-    int have_row, have_x;
 } note_wait_t;
 
 static void
@@ -65,9 +64,8 @@ noted (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x
         if (st == FR_OK)
             reply_with_integration (nw->w, &nw->job, FR_OK, NULL, NULL, row, x, &nw->ws, -1);
         else
-        if (nw->have_row)
-            reply_with_integration (nw->w, &nw->job, FR_OK, NULL, NULL, &nw->row, nw->have_x ? &nw->x : NULL,
-                                    &nw->ws, -1);
+        if (nw->row.id)
+            reply_with_integration (nw->w, &nw->job, FR_OK, NULL, NULL, &nw->row, &nw->x, &nw->ws, -1);
         else
             reply_store_error (nw->w, &nw->job, st, err);
     }
@@ -117,11 +115,8 @@ note_revocation (worker_t *w, call_t *c, const char *outcome, const char *detail
     nw->replied = c->job.link < 0;     /* a background revocation: nobody to answer */
     nw->row = c->row;                  /* taken over from the call */
     nw->x = c->x;
-    nw->have_row = c->have_row;
-    nw->have_x = c->have_x;
     memset (&c->row, 0, sizeof c->row);
     memset (&c->x, 0, sizeof c->x);
-    c->have_row = c->have_x = 0;
     /* with someone to answer, the first try starts even on a connection that is down (and fails
      * at once, answered from the kept row): the answer does not wait for the database */
     dbwait_add (w, note_start, nw, nw->replied ? -1 : c->job.deadline_ms);
@@ -398,14 +393,8 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
         else {
             call_t *c = calls_new (w, CALLS_REVOKE, job, id, p);
             c->token_kind = kind;
-            if (row) {
-                store_row_copy (&c->row, row);
-                c->have_row = 1;
-            }
-            if (x) {
-                store_extra_copy (&c->x, x);
-                c->have_x = 1;
-            }
+            store_row_copy (&c->row, row);         /* both are there once the statement succeeded */
+            store_extra_copy (&c->x, x);
             c->request = req;              /* the call's now: kept for a second attempt */
             req = NULL;
             c->sent = token;

@@ -159,6 +159,25 @@ test_healthy (void **state)
     json_decref (d);
 }
 
+/* The provider refuses the next refresh of a fakebox integration (invalid_grant, asked by a
+ * token request once its access token is expired); then its diagnosis, needs_reconnect. */
+static json_t *
+refused_then_diagnosed (const char *id)
+{
+    int rc;
+    itest_expire (h, id);
+    usleep (200000);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t), "needs_reconnect");
+    json_decref (t);
+    json_t *d = doctor (id, &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", id);
+    return d;
+}
+
 static void
 test_needs_reconnect_box_rotation (void **state)
 {
@@ -170,16 +189,7 @@ test_needs_reconnect_box_rotation (void **state)
         assert_int_equal (rc, 0);
         json_decref (r);
     }
-    itest_expire (h, "broken:box");
-    usleep (200000);
-    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
-    json_t *t = harness_ctl (h, &rc, "token", "--integration", "broken:box", NULL);
-    assert_int_equal (rc, 4);
-    assert_string_equal (itest_code (t), "needs_reconnect");
-
-    json_t *d = doctor ("broken:box", &rc);
-    assert_int_equal (rc, 0);
-    assert_shape (d, "needs_reconnect", "broken:box");
+    json_t *d = refused_then_diagnosed ("broken:box");
     assert_string_equal (dstr (d, "status"), "needs_reconnect");
     assert_non_null (strstr (dstr (d, "cause"), "single-use refresh tokens"));
     assert_true (dlist_has (d, "facts", "refresh token invalidated after 2 generations"));
@@ -195,25 +205,7 @@ test_needs_reconnect_box_rotation (void **state)
     assert_non_null (strstr (text, "\n  2. Connect it again"));
     assert_non_null (strstr (text, "Facts:\n  - "));
     free (text);
-    json_decref (t);
     json_decref (d);
-}
-
-/* The provider refuses the next refresh of a fakebox integration (invalid_grant, asked by a
- * token request once its access token is expired); then its diagnosis, needs_reconnect. */
-static json_t *
-refused_then_diagnosed (const char *id)
-{
-    int rc;
-    itest_expire (h, id);
-    usleep (200000);
-    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
-    json_decref (harness_ctl (h, &rc, "token", "--integration", id, NULL));
-    assert_int_equal (rc, 4);
-    json_t *d = doctor (id, &rc);
-    assert_int_equal (rc, 0);
-    assert_shape (d, "needs_reconnect", id);
-    return d;
 }
 
 /* Refused at the first refresh after the connect, at a single-use provider: the guide's "works
