@@ -338,8 +338,10 @@ out:
 /* --- callback ----------------------------------------------------------------------------- */
 
 /* A failed callback waiting for its record: the reply follows the first try, so that the history
- * or the doctor a client asks for next sees how the attempt ended. A record the database could
- * not take is tried again once it is back, a few times. */
+ * or the doctor a client asks for next sees how the attempt ended. The first try is not held for
+ * a database that is away (nor past the request's deadline): the failure is the answer, whether
+ * its record was written or not. A record the database could not take is tried again once it is
+ * back, a few times. */
 #define FAILED_RECORD_TRIES 5
 
 typedef struct {
@@ -377,7 +379,7 @@ failed_recorded (void *arg, fr_status_t st, const char *err)
     int again = st == FR_DATABASE_UNAVAILABLE && fw->tries < FAILED_RECORD_TRIES;
     if (st != FR_OK)
         log_warning (fw->id, fw->job.rid, "could not record the failed connect%s: %s",
-                     again ? " (tried again when a connection is free)" : "", err);
+                     again ? dbwait_retry_when (fw->w) : "", err);
     if (!fw->replied)
         reply_error_detail (fw->w, &fw->job, fw->st, fw->message, fw->hint, fw->retry_after,
                             fw->has_detail ? &fw->d : NULL);
@@ -388,14 +390,21 @@ failed_recorded (void *arg, fr_status_t st, const char *err)
         failed_free (fw);
 }
 
-/* Never dropped for its deadline: how the attempt ended is history, late or not. */
+/* Never lost to its deadline: how the attempt ended is history, late or not (a first try whose
+ * deadline passed before a connection was free is queued again without one). */
 static void
 failed_record (worker_t *w, store_t *store, void *arg)
 {
     failed_wait_t *fw = arg;
     char err [256];
     fr_status_t st;
-    (void) w;
+    if (!store && !dbwait_stopping (w)) {
+        /* the broker has answered the request with its timeout; the record waits, without a
+         * deadline, for a connection that is up */
+        fw->replied = 1;
+        dbwait_add (w, failed_record, fw, -1);
+        return;
+    }
     if (!store) {
         fw->tries = FAILED_RECORD_TRIES;
         failed_recorded (fw, FR_UNAVAILABLE, "the worker is stopping");
@@ -431,7 +440,9 @@ callback_fail (worker_t *w, const job_t *job, const char *state_hash, const char
         fw->d.provider_error = mem_strdup (d->provider_error);
         fw->d.provider_error_description = mem_strdup (d->provider_error_description);
     }
-    dbwait_add (w, failed_record, fw, -1);
+    /* the first try starts even on a connection that is down (and fails at once, answered with
+     * the failure): the answer does not wait for the database */
+    dbwait_add (w, failed_record, fw, job->deadline_ms);
 }
 
 /* The provider redirected with ?error=...: nothing to exchange. */

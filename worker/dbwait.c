@@ -44,6 +44,13 @@ dbwait_any_connected (const worker_t *w)
     return store_connected (w->store) || (w->batches && store_connected (w->batches));
 }
 
+const char *
+dbwait_retry_when (const worker_t *w)
+{
+    return dbwait_any_connected (w) ? " (tried again when a connection is free)"
+                                    : " (tried again once the database is back)";
+}
+
 dbwait_t *
 dbwait_new (void)
 {

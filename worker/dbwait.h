@@ -15,6 +15,9 @@ typedef struct dbwait dbwait_t;
 store_t *dbwait_free_store (const worker_t *w);
 /* 1 when either connection is up: work added with dbwait_add_later waits for one. */
 int dbwait_any_connected (const worker_t *w);
+/* For a log line about work queued again with dbwait_add (deadline -1): when it will be tried,
+ * " (tried again when a connection is free)" or, with none up, "... once the database is back". */
+const char *dbwait_retry_when (const worker_t *w);
 
 /* Starts the work (its batch) on store, a connection with no batch in flight; with store NULL the
  * work is dropped unstarted (the worker is going away, or its deadline passed) and only frees arg. */

@@ -59,7 +59,7 @@ noted (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x
     int again = st == FR_DATABASE_UNAVAILABLE && nw->tries < NOTE_TRIES;
     if (st != FR_OK)
         log_warning (nw->id, nw->job.rid, "could not record the revocation%s: %s",
-                     again ? " (tried again when a connection is free)" : "", err);
+                     again ? dbwait_retry_when (nw->w) : "", err);
     if (!nw->replied) {
         if (st == FR_OK)
             reply_with_integration (nw->w, &nw->job, FR_OK, NULL, NULL, row, x, &nw->ws, -1);

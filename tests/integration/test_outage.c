@@ -415,6 +415,50 @@ test_disconnect_answered_while_the_database_is_away (void **state)
                                   " AND outcome = 'revoked'", 1), 1);
 }
 
+/* A callback whose code the provider refuses (slowly) while the database stops. The refusal is
+ * the answer: the caller is told the code is spent, at once; the attempt's record (the pending
+ * row's outcome, the history) is written once the server is back. The code before held the answer
+ * for that record, which waits for the database: the caller got the broker's timeout instead of
+ * what to do. */
+static void
+test_callback_failure_answered_while_the_database_is_away (void **state)
+{
+    int rc;
+    json_t *started = harness_ctl (h, &rc, "connect", "--integration", "out6:box", "--provider", "fakebox",
+                                   "--redirect-uri", "http://127.0.0.1:9/callback", NULL);
+    assert_int_equal (rc, 0);
+    char url [512];
+    snprintf (url, sizeof url, "http://127.0.0.1:9/callback?code=forged&state=%s",
+              json_string_value (json_object_get (started, "state")));
+    json_decref (started);
+    set_latency (2000);
+    int64_t forked_ms = clock_wall_ms ();
+    pid_t child = fork ();
+    if (child == 0) {
+        json_t *r = harness_ctl (h, &rc, "callback", "--url", url, "--timeout", "6", NULL);
+        int ok = rc == 4 && strcmp (itest_code (r), "code_expired_or_used") == 0;
+        if (!ok)
+            fprintf (stderr, "the callback's answer: exit %d, %s\n", rc, itest_code (r));
+        json_decref (r);
+        _exit (ok ? 0 : 10);
+    }
+    /* the code is at the provider (its state taken, with the server up): stop the server */
+    for (int i = 0; i < 500 && !code_exchange_asked_since ("fakebox", forked_ms); i++)
+        usleep (10000);
+    assert_true (code_exchange_asked_since ("fakebox", forked_ms));
+    assert_int_equal (pg ("stop", NULL, 0), 0);
+    int status = 0;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    set_latency (0);
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 0);
+    /* and the log says when the record is tried again */
+    itest_wait_log (h, "could not record the failed connect (tried again once the database is back)", 10000);
+    assert_int_equal (pg ("start", NULL, 0), 0);
+    assert_int_equal (wait_count ("SELECT count(*) FROM pending_authorizations WHERE integration_id = 'out6:box'"
+                                  " AND outcome = 'code_expired_or_used'", 1), 1);
+}
+
 /* The machine under PostgreSQL freezes for 3 s. Cached tokens are served all along, each within
  * its one-second deadline: the sweep's pass (every 100 ms here), the cache's re-validation and
  * the count of values on retired keys (every second) go to the database as batches the loop does
@@ -891,6 +935,7 @@ main (void)
         cmocka_unit_test (test_journal_replayed_after_crash),
         cmocka_unit_test (test_failure_record_waits_for_the_database),
         cmocka_unit_test (test_disconnect_answered_while_the_database_is_away),
+        cmocka_unit_test (test_callback_failure_answered_while_the_database_is_away),
         cmocka_unit_test (test_cache_hits_served_while_the_database_stalls),
         cmocka_unit_test (test_refresh_commit_not_held_up_by_a_stalled_notifying_commit),  /* last: it sets a standby */
     };
