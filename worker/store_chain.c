@@ -628,14 +628,17 @@ store_release_own_leases_start (store_t *s, int64_t from, int64_t count, const c
  *     ($2; $3 is 2^64 modulo it, for the hashes a bigint holds as negative; $4 the partitions
  *     owned); a row without its hash yet is everyone's (each worker keeps its own share, and
  *     fills the hash in);
- *   - $5: the page. */
+ *   - $5: the page;
+ *   - $9: providers left out, their circuit open: refused without a try, their rows would keep
+ *     no failure and fill every page until it closes. */
 #define SWEEP_ROWS_OF_MINE \
     " AND refresh_token IS NOT NULL" \
     " AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())" \
     " AND (last_error_at IS NULL OR last_error_at < now() - $1::bigint * interval '1 millisecond')" \
     " AND ($2::bigint IS NULL OR route_hash IS NULL" \
     "      OR (CASE WHEN route_hash >= 0 THEN route_hash % $2::bigint" \
-    "          ELSE (route_hash % $2::bigint + $2::bigint + $3::bigint) % $2::bigint END)::integer = ANY ($4::integer[]))"
+    "          ELSE (route_hash % $2::bigint + $2::bigint + $3::bigint) % $2::bigint END)::integer = ANY ($4::integer[]))" \
+    " AND provider <> ALL ($9::text[])"
 
 /* Expiring tokens, each by its own horizon: the global one ($6), but no more than a share ($7) of
  * the token's lifetime (a 120 s token is not refreshed every pass of a 300 s horizon) and no less
@@ -710,9 +713,9 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
 {
     struct sweep_params {
         char horizon [32], lim [32], share [32], floor [32], quiet [32], parts [16], wrap [16];
-        const char *values [8];
+        const char *values [9];
         pgarray_t *owned;                 /* NULL: none, or the same partitions as the query before */
-        pgarray_t *providers, *idle_s;
+        pgarray_t *providers, *idle_s, *blocked;
     } *p = mem_alloc (n * sizeof *p);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
     const char *owned = NULL;
@@ -752,12 +755,21 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
             }
             c.next_cursor = qs [i].next_cursor;
         }
+        p [i].blocked = pgarray_new (qs [i].nblocked * 134 + 8);
+        for (size_t k = 0; k < qs [i].nblocked; k++)
+            pgarray_add_text (p [i].blocked, qs [i].blocked [k]);
+        if (!pgarray_text (p [i].blocked)) {
+            snprintf (err, errlen, "the sweep's provider names are too long");
+            st = FR_TOO_LARGE;
+            goto out;
+        }
         const char *values [] = { p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : owned, p [i].lim,
                                   qs [i].nidle ? qs [i].cursor : p [i].horizon,
                                   qs [i].nidle ? pgarray_text (p [i].providers) : p [i].share,
-                                  qs [i].nidle ? pgarray_text (p [i].idle_s) : p [i].floor };
+                                  qs [i].nidle ? pgarray_text (p [i].idle_s) : p [i].floor,
+                                  pgarray_text (p [i].blocked) };
         memcpy (p [i].values, values, sizeof values);
-        stmts [i] = (store_stmt_t) { qs [i].nidle ? sweep_idle_sql : sweep_due_sql, 8, p [i].values, NULL, NULL };
+        stmts [i] = (store_stmt_t) { qs [i].nidle ? sweep_idle_sql : sweep_due_sql, 9, p [i].values, NULL, NULL };
     }
     /* libpq has copied the parameters once the statements are sent */
     st = store_batch_start (s, stmts, n, sweep_done, &c, sizeof c, err, errlen);
@@ -766,6 +778,7 @@ out:
         pgarray_destroy (&p [i].owned);
         pgarray_destroy (&p [i].providers);
         pgarray_destroy (&p [i].idle_s);
+        pgarray_destroy (&p [i].blocked);
     }
     mem_free (stmts);
     mem_free (p);

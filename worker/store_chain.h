@@ -177,6 +177,8 @@ typedef struct {
     uint32_t partitions;                  /* the ring's partition count; 0: rows of every partition */
     const uint32_t *owned;                /* the partitions to read (NULL: every one) */
     size_t nowned;
+    const char *const *blocked;           /* providers whose rows are left out (their circuit is open) */
+    size_t nblocked;
 } store_sweep_query_t;
 /* Called from store_batch_pump for every candidate of query q (in the order given, strings
  * borrowed for the call; unhashed: the row has no routing hash yet, and was read whatever its

@@ -309,8 +309,8 @@ sweep_fill (sweep_t *s, store_t *store, int64_t now_ms)
 }
 
 void
-sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
-            sweep_start_fn *start, void *arg)
+sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, const breaker_t *breaker, int paused,
+            int64_t now_ms, sweep_start_fn *start, void *arg)
 {
     sweep_expire_membership (s, now_ms);
     if (sweep_fill (s, store, now_ms))
@@ -338,10 +338,21 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
      * one batch, and the loop goes on: a stalled database holds up the pass, not the worker. */
     store_sweep_query_t qs [2];
     size_t nq = 0;
+    /* providers whose circuit is open are left out: their calls would be refused without a try,
+     * and their rows, keeping no failure, would fill the pages of every pass until it closes */
+    const char *blocked [SWEEP_MAX_PROVIDERS];
+    size_t nblocked = 0;
+    int64_t retry_s;
+    for (size_t k = 0; k < catalog_count (catalog) && nblocked < SWEEP_MAX_PROVIDERS; k++) {
+        const catalog_provider_t *p = catalog_at (catalog, k);
+        if (breaker && breaker_blocked (breaker, p->name, now_ms, &retry_s))
+            blocked [nblocked++] = p->name;
+    }
     qs [nq++] = (store_sweep_query_t) { .horizon_s = s->cfg.horizon_s, .lifetime_share = SWEEP_LIFETIME_SHARE,
                                         .floor_s = sweep_floor_s (s), .limit = s->cfg.batch,
                                         .quiet_ms = s->cfg.quiet_ms, .partitions = s->partitions,
-                                        .owned = s->owned_list, .nowned = s->owned_count };
+                                        .owned = s->owned_list, .nowned = s->owned_count,
+                                        .blocked = blocked, .nblocked = nblocked };
     /* and the next chunk of the walk for refresh tokens unused for half their provider's idle limit */
     const char *idle_names [SWEEP_MAX_PROVIDERS];
     int64_t idle_s [SWEEP_MAX_PROVIDERS];
@@ -358,7 +369,7 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, in
                                             .cursor = s->idle_cursor, .next_cursor = s->idle_next,
                                             .limit = SWEEP_IDLE_CHUNK, .quiet_ms = s->cfg.quiet_ms,
                                             .partitions = s->partitions, .owned = s->owned_list,
-                                            .nowned = s->owned_count };
+                                            .nowned = s->owned_count, .blocked = blocked, .nblocked = nblocked };
     char err [512];
     s->started = s->kept = s->seen = s->throttled = 0;
     s->start = start;

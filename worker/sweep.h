@@ -4,6 +4,7 @@
 #define FERRULE_SWEEP_H
 #include <msgpack.h>
 #include <stdint.h>
+#include "breaker.h"
 #include "catalog.h"
 #include "store.h"
 
@@ -38,10 +39,11 @@ uint32_t sweep_owned_count (const sweep_t *s);
 typedef int (sweep_start_fn) (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
 /* Forgets the partitions owned when no PING confirmed them for membership_ms; then starts a
  * sweep round when one is due (never while paused, draining), as one batch on store, a
- * connection with none in flight (NULL: none is free now, try again shortly). Its candidates go to
- * start when the loop delivers its answers. */
-void sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, int paused, int64_t now_ms,
-                 sweep_start_fn *start, void *arg);
+ * connection with none in flight (NULL: none is free now, try again shortly), leaving out the
+ * integrations of providers breaker holds (NULL: none). Its candidates go to start when the loop
+ * delivers its answers. */
+void sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, const breaker_t *breaker, int paused,
+                 int64_t now_ms, sweep_start_fn *start, void *arg);
 /* One call from provider's budget of sweep calls (rate_per_s); 0 when it is spent for now. */
 int sweep_take (sweep_t *s, const char *provider, int64_t now_ms);
 int64_t sweep_next_due (const sweep_t *s);

@@ -93,6 +93,16 @@ setup_large (void **state)
                        "FERRULE_SWEEP_HORIZON_S", "120", "FERRULE_KEY_STATS_MS", "86400000", NULL);
 }
 
+/* Pages of two, a pass every 300 ms, and a provider's circuit that opens at its first failure
+ * and stays open a minute. */
+static int
+setup_breaker (void **state)
+{
+    return start_with ("sweep_breaker", 1, "FERRULE_SWEEP_MS", "300", "FERRULE_SWEEP_HORIZON_S", "120",
+                       "FERRULE_SWEEP_BATCH", "2", "FERRULE_BACKOFF_BASE_MS", "60000",
+                       "FERRULE_BREAKER_MIN_FAILURES", "1", "FERRULE_BREAKER_OPEN_MS", "60000", NULL);
+}
+
 static int
 teardown (void **state)
 {
@@ -137,6 +147,37 @@ test_failing_integrations_do_not_starve_the_sweep (void **state)
     printf ("%lld of the three failing integrations were tried; due:box at generation %lld\n", failed, g);
     assert_int_equal (failed, 3);
     assert_int_equal (g, 2);
+}
+
+/* A provider fails and its circuit opens; two more of its integrations are due (no access token:
+ * they sort first), and then one of another provider. The open circuit refuses the first two's
+ * calls without a try, so they keep no failure that would leave them out of the pages: the code
+ * before read them as the whole page of every pass (each row read again, each pass a second after
+ * the last) and never reached the other provider's integration until the circuit closed. The
+ * passes now leave out the providers whose circuit is open. */
+static void
+test_an_open_circuit_does_not_starve_the_sweep (void **state)
+{
+    itest_fault (h, "fakebox", "status", -1, 503, -1, -1);         /* every refresh fails, until cleared */
+    import ("dead0:box", NULL, NULL);
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM integrations WHERE id = 'dead0:box'"
+                                         " AND last_error_at IS NOT NULL", 1, 10000), 1);
+    import ("dead1:box", NULL, NULL);
+    import ("dead2:box", NULL, NULL);
+    int rc;
+    char *rt = itest_grant (h, "fakegoogle", NULL);
+    json_t *r = harness_ctl (h, &rc, "import", "--integration", "due:g", "--provider", "fakegoogle",
+                             "--refresh-token", rt, "--access-token", "fake-at-due", "--expires-in", "90", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    free (rt);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET access_lifetime_s = 3600 WHERE id = 'due:g'"), 0);
+    long long g = itest_wait_sql (h, "SELECT generation FROM integrations WHERE id = 'due:g'", 2, 10000);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    json_decref (harness_fake (h, "DELETE", "/admin/faults?provider=fakebox", NULL));
+    printf ("due:g at generation %lld; fakebox asked %lld times\n", g, calls);
+    assert_int_equal (g, 2);
+    assert_int_equal (calls, 1);            /* the circuit held: one call, the one that failed */
 }
 
 /* Twenty integrations due at once, a budget of 4 calls a second. A pass used to start the 4 its
@@ -378,6 +419,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup_teardown (test_failing_integrations_do_not_starve_the_sweep, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_an_open_circuit_does_not_starve_the_sweep, setup_breaker, teardown),
         cmocka_unit_test_setup_teardown (test_sweep_works_off_a_backlog_at_its_rate, setup_paced, teardown),
         cmocka_unit_test_setup_teardown (test_each_worker_sweeps_its_own_partitions, setup_two, teardown),
         cmocka_unit_test_setup_teardown (test_a_pass_before_the_partitions_are_known_comes_again_soon, setup_late,
