@@ -2,6 +2,7 @@
 #include "ratelimit.h"
 #include "clock.h"
 #include "log.h"
+#include "lograte.h"
 #include "mem.h"
 #include "ring.h"
 #include "context.h"
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #define RATELIMIT_BUCKETS 4096
+#define RATELIMIT_SCAN_MS 1000      /* a full table is scanned for refilled buckets at most this often */
 
 typedef struct rl_entry {
     struct rl_entry *next;
@@ -23,6 +25,9 @@ struct ratelimit {
     size_t count;
     double burst;
     double per_ms;                  /* tokens added per millisecond */
+    int64_t scanned_ms;             /* the last scan of a full table */
+    uint64_t scans;
+    lograte_t full_log;             /* refusals for a full table: one line a second */
 };
 
 ratelimit_t *
@@ -64,6 +69,8 @@ ratelimit_refill (const ratelimit_t *rl, rl_entry_t *e, int64_t now_ms)
 static void
 ratelimit_prune (ratelimit_t *rl, int64_t now_ms)
 {
+    rl->scanned_ms = now_ms;
+    rl->scans++;
     for (size_t i = 0; i < RATELIMIT_BUCKETS; i++) {
         rl_entry_t **pp = &rl->buckets [i];
         while (*pp) {
@@ -89,10 +96,10 @@ ratelimit_take (ratelimit_t *rl, const char *key, int64_t now_ms)
     while (e && strcmp (e->key, key) != 0)
         e = e->next;
     if (!e) {
-        if (rl->count >= RATELIMIT_MAX_ENTRIES)
+        if (rl->count >= RATELIMIT_MAX_ENTRIES && (!rl->scans || now_ms - rl->scanned_ms >= RATELIMIT_SCAN_MS))
             ratelimit_prune (rl, now_ms);
         if (rl->count >= RATELIMIT_MAX_ENTRIES)
-            return 1;               /* every tracked integration is busy: refuse rather than grow */
+            return RATELIMIT_FULL;  /* every tracked integration is busy: refuse rather than grow */
         e = mem_alloc (sizeof *e + len + 1);
         memcpy (e->key, key, len + 1);
         e->tokens = rl->burst;
@@ -116,6 +123,12 @@ ratelimit_count (const ratelimit_t *rl)
     return rl->count;
 }
 
+uint64_t
+ratelimit_scans (const ratelimit_t *rl)
+{
+    return rl->scans;
+}
+
 int
 ratelimit_admit (worker_t *w, job_t *job, const char *op, size_t op_len, const char *id)
 {
@@ -129,6 +142,20 @@ ratelimit_admit (worker_t *w, job_t *job, const char *op, size_t op_len, const c
     int64_t retry_after = ratelimit_take (w->admin_rate, id, clock_mono_ms ());
     if (retry_after == 0)
         return 1;
+    if (retry_after == RATELIMIT_FULL) {
+        /* not this integration's limit: the worker's table of limits is full */
+        snprintf (message, sizeof message, "%s refused for integration \"%s\": this worker is limiting the calls of "
+                  "%d other integrations that made refresh or connect calls lately, as many as it keeps",
+                  is_refresh ? "refresh" : "connect", id, RATELIMIT_MAX_ENTRIES);
+        uint64_t held;
+        if (lograte_take (&w->admin_rate->full_log, clock_mono_ms (), &held))
+            log_warning (id, job->rid, "%s refused: the table of per-integration rate limits is full (%d "
+                         "integrations; %llu more refused since the last line)", is_refresh ? "refresh" : "connect",
+                         RATELIMIT_MAX_ENTRIES, (unsigned long long) held);
+        reply_error (w, job, FR_RATE_LIMITED, message, "try again in a second: limits that have refilled make room",
+                     1);
+        return 0;
+    }
     snprintf (message, sizeof message, "too many %s calls for integration \"%s\": at most %lld at once and "
               "%lld a minute", is_refresh ? "refresh" : "connect", id, (long long) w->cfg.admin_rate_burst,
               (long long) w->cfg.admin_rate_per_min);

@@ -14,9 +14,14 @@ typedef struct ratelimit ratelimit_t;
 ratelimit_t *ratelimit_new (int64_t burst, int64_t per_min);
 void ratelimit_destroy (ratelimit_t **rl_p);
 /* Takes one call from key's bucket at monotonic time now_ms: 0 when allowed, else the whole
- * seconds (at least 1) until the next call will be. */
+ * seconds (at least 1) until the next call will be; RATELIMIT_FULL for a key not tracked while
+ * every entry of the table is a bucket in use (not the key's limit: the table's; its refilled
+ * buckets are looked for at most once a second, each look reading all of them). */
+#define RATELIMIT_FULL (-1)
 int64_t ratelimit_take (ratelimit_t *rl, const char *key, int64_t now_ms);
 size_t ratelimit_count (const ratelimit_t *rl);
+/* How many times the table was scanned for refilled buckets. */
+uint64_t ratelimit_scans (const ratelimit_t *rl);
 
 struct worker;
 struct job;

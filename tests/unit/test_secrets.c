@@ -318,6 +318,40 @@ test_ratelimit (void **state)
     assert_null (rl);
 }
 
+/* A table full of integrations that all called lately: a new one is refused as the table's
+ * limit, not as its own (it has made no call; its message said "too many calls for" it), and the
+ * table is scanned for refilled buckets at most once a second, not at every new integration's call
+ * (each scan reads all 100,000). Integrations already tracked keep their own buckets; once buckets
+ * have refilled, a new one gets in. */
+static void
+test_ratelimit_full (void **state)
+{
+    (void) state;
+    ratelimit_t *rl = ratelimit_new (3, 6);
+    int64_t t = 1000000;
+    char key [32];
+    for (int i = 0; i < RATELIMIT_MAX_ENTRIES; i++) {
+        snprintf (key, sizeof key, "k%d", i);
+        assert_int_equal (ratelimit_take (rl, key, t), 0);
+    }
+    assert_int_equal (ratelimit_take (rl, "new", t), RATELIMIT_FULL);
+    assert_int_equal (ratelimit_scans (rl), 1);
+    for (int i = 0; i < 1000; i++) {
+        snprintf (key, sizeof key, "new%d", i);
+        assert_int_equal (ratelimit_take (rl, key, t + i), RATELIMIT_FULL);
+    }
+    assert_int_equal (ratelimit_scans (rl), 1);         /* the second's one scan */
+    assert_int_equal (ratelimit_take (rl, "k7", t + 10), 0);
+    assert_int_equal (ratelimit_take (rl, "new", t + 5000), RATELIMIT_FULL);    /* none refilled yet */
+    assert_int_equal (ratelimit_scans (rl), 2);
+    assert_int_equal (ratelimit_take (rl, "new", t + 5500), RATELIMIT_FULL);
+    assert_int_equal (ratelimit_scans (rl), 2);
+    assert_int_equal (ratelimit_take (rl, "new", t + 11000), 0);   /* k0 ... refilled (10 s): forgotten */
+    assert_int_equal (ratelimit_scans (rl), 3);
+    assert_true (ratelimit_count (rl) < RATELIMIT_MAX_ENTRIES);
+    ratelimit_destroy (&rl);
+}
+
 int
 main (void)
 {
@@ -330,6 +364,7 @@ main (void)
         cmocka_unit_test (test_catalog_client_secret_files),
         cmocka_unit_test (test_harden),
         cmocka_unit_test (test_ratelimit),
+        cmocka_unit_test (test_ratelimit_full),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
