@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -29,11 +30,11 @@ on_hup (int sig)
     reload_requested = 1;
 }
 
-/* "scheme://host[:port]" of url, lower case; 0, or -1 when url is not absolute http(s). */
+/* "scheme://host[:port]" of url, lower case (the scheme matched in any case); 0, or -1 when url is not absolute http(s). */
 static int
 origin_of (const char *url, char *out, size_t len)
 {
-    size_t skip = strncmp (url, "https://", 8) == 0 ? 8 : strncmp (url, "http://", 7) == 0 ? 7 : 0;
+    size_t skip = strncasecmp (url, "https://", 8) == 0 ? 8 : strncasecmp (url, "http://", 7) == 0 ? 7 : 0;
     size_t n = skip + strcspn (url + skip, "/?#");
     if (!skip || n == skip || n >= len)
         return -1;

@@ -293,7 +293,7 @@ int
 gw_return_to_allowed (const gw_t *gw, const char *url)
 {
     char origin [GW_ORIGIN_MAX];
-    size_t skip = strncmp (url, "https://", 8) == 0 ? 8 : strncmp (url, "http://", 7) == 0 ? 7 : 0;
+    size_t skip = strncasecmp (url, "https://", 8) == 0 ? 8 : strncasecmp (url, "http://", 7) == 0 ? 7 : 0;
     if (!skip)
         return 0;
     size_t n = skip + strcspn (url + skip, "/?#");

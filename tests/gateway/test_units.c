@@ -49,6 +49,7 @@ test_return_to_allow_list (void **state)
     gw.norigins = 1;
     assert_true (gw_return_to_allowed (&gw, "https://app.example.com/done"));
     assert_true (gw_return_to_allowed (&gw, "https://APP.example.com/done?x=1"));
+    assert_true (gw_return_to_allowed (&gw, "HTTPS://app.example.com/done"));   /* a scheme is case-insensitive too */
     assert_true (gw_return_to_allowed (&gw, "http://127.0.0.1:8080/dashboard"));
     assert_true (gw_return_to_allowed (&gw, "https://app.example.com"));
     assert_false (gw_return_to_allowed (&gw, "https://evil.example/"));
