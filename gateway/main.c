@@ -30,7 +30,8 @@ on_hup (int sig)
     reload_requested = 1;
 }
 
-/* "scheme://host[:port]" of url, lower case (the scheme matched in any case); 0, or -1 when url is not absolute http(s). */
+/* "scheme://host[:port]" of url, lower case (the scheme matched in any case); 0, or -1 when url
+ * is not absolute http(s). */
 static int
 origin_of (const char *url, char *out, size_t len)
 {
