@@ -34,6 +34,20 @@ def _looks_z85(text: bytes) -> bool:
     return True
 
 
+_Z85_ALPHABET = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def _shown_path(source: KeySource) -> str:
+    """How an error names a key's file: its path, unless the text given may be a mistyped key
+    (quoted, a character short or over), which the error would then show."""
+    path = os.fspath(source)
+    if isinstance(source, str):
+        text = path.strip().strip("'\"")
+        if Z85_KEY_LEN - 4 <= len(text) <= Z85_KEY_LEN + 4 and all(c in _Z85_ALPHABET for c in text):
+            return "the text given (not shown: it may be a mistyped key)"
+    return f"\"{path}\""
+
+
 def load_key(source: KeySource, what: str) -> bytes:
     """The key as 40 bytes of Z85. ``what`` names it in error messages (never its value). A
     ``str`` that names an existing file is read as a path even if it could be a key."""
@@ -52,10 +66,11 @@ def load_key(source: KeySource, what: str) -> bytes:
             with open(path, "rb") as f:
                 data = f.read(MAX_KEY_FILE + 1)
         except OSError as e:
-            raise ValueError(f"could not read the {what} from \"{path}\": {e.strerror}") from None
+            raise ValueError(f"could not read the {what} from {_shown_path(source)}: {e.strerror}; it "
+                             f"is neither a key of 40 Z85 characters nor the name of a file") from None
         if len(data) > MAX_KEY_FILE or not _looks_z85(data.strip()):
-            raise ValueError(f"the file \"{path}\" does not hold a {what}: expected one Z85 key "
-                             f"of 40 characters, as \"ferrulectl keygen\" writes")
+            raise ValueError(f"the file {_shown_path(source)} does not hold a {what}: expected one Z85 "
+                             f"key of 40 characters, as \"ferrulectl keygen\" writes")
         return data.strip()
     raise TypeError(f"the {what} must be a str, bytes or a path, not {type(source).__name__}")
 

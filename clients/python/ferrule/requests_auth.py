@@ -11,6 +11,10 @@ token another caller already got) and sends the request once more with the new t
 401 is returned as it is: then the problem is not a stale token. A request whose body cannot be
 sent twice (a generator) is not retried.
 
+A redirect to another origin (host, port or scheme) loses the token, as ``requests`` takes the
+``Authorization`` header off it; the helper does not put one back, and does not act on that
+origin's 401 or 403.
+
 A 403 whose ``WWW-Authenticate`` says ``insufficient_scope`` (RFC 6750) is reported to Ferrule
 (``client.report_scope``: ``doctor`` then tells the user to reconnect with that scope) and returned
 as it is; ``report_scope=False`` turns that off. A failure to report never hides the response.
@@ -80,6 +84,11 @@ class FerruleAuth(AuthBase):
 
     def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
         request = response.request
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            # a redirect to another origin: requests took the token off (and still runs this hook
+            # on the answer); whatever that origin says is not about our token, and gets none
+            return response
         if response.status_code == 403:
             self._report_scope(response)
             return response
@@ -91,9 +100,7 @@ class FerruleAuth(AuthBase):
             if position is None:
                 return response                    # a stream or generator: cannot send it again
             body.seek(position)
-        header = request.headers.get("Authorization", "")
-        old = header[len("Bearer "):] if header.startswith("Bearer ") else None
-        new = self._token(reject=old) if old else self._token()
+        new = self._token(reject=header[len("Bearer "):])
 
         response.content                           # read it, so the connection can be reused
         response.close()

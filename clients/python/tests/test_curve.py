@@ -58,6 +58,13 @@ def test_bad_keys_are_refused_without_showing_them(keyfiles, tmp_path):
     with pytest.raises(ValueError, match="without its secret key"):
         CurveKeys.load(server_pub, None, other_pub)
     assert client_sec.decode() not in str(info.value)
+    # a key mistyped (quoted, one character short, one too many) is read as a file's name: the
+    # error must not quote it, as it is most of the secret
+    for typo in ('"' + client_sec.decode() + '"', client_sec.decode()[:-1], client_sec.decode() + "x"):
+        with pytest.raises(ValueError, match="could not read") as info:
+            CurveKeys.load(server_pub, typo)
+        assert client_sec.decode()[:20] not in str(info.value), str(info.value)
+        assert "not shown" in str(info.value)
 
 
 class AllowList:

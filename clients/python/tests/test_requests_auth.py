@@ -165,6 +165,49 @@ def test_threads_rejecting_the_same_token_share_one_refresh(cluster, client, imp
     assert cluster.stat("fakebox", "refresh_calls") == calls + 1
 
 
+class Redirect:
+    """An upstream that answers every request with a redirect to location."""
+
+    def __init__(self, location: str) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = _serve
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_no_token_follows_a_redirect_to_another_origin(cluster, client, imported):
+    """requests drops the Authorization header when a redirect leads to another origin (here
+    another port), but runs the hook on the redirected request's answer: the helper took its 401
+    for a stale token of its own, and sent a fresh token there."""
+    other = Upstream(reject_all=True)
+    hop = Redirect(other.url + "/elsewhere")
+    try:
+        iid = imported("fakebox")
+        r = requests.get(hop.url + "/me", auth=FerruleAuth(client, iid), timeout=30)
+        no_token = hashlib.sha256(b"").hexdigest()[:16]
+        assert r.status_code == 401
+        assert [digest for _, digest, _ in other.seen] == [no_token]
+    finally:
+        hop.close()
+        other.close()
+
+
 def test_a_403_insufficient_scope_is_reported(cluster, client, imported):
     u = Upstream(forbid_scope="files.write")
     try:
