@@ -688,7 +688,7 @@ void
 failover_tick (worker_t *w, int64_t now_ms)
 {
     failover_t *f = w->failover;
-    if (!f || f->in_flight || !store_connected (w->store))
+    if (!f || f->in_flight || !dbwait_any_connected (w))
         return;
     if (f->step == FAILOVER_IDLE) {
         /* connected time only: what a failover now would lose was committed within keep_ms */
@@ -707,7 +707,7 @@ failover_tick (worker_t *w, int64_t now_ms)
     if (now_ms < f->due_ms)
         return;
     store_t *s = dbwait_free_store (w);
-    if (!s)
+    if (!s || !store_connected (s))
         return;
     if (f->step == FAILOVER_CHECK)
         failover_ask (w, f, s, now_ms);

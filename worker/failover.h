@@ -43,7 +43,8 @@ void failover_commit_settled (worker_t *w, const store_commit_t *c, const char *
  * journal_set_retainer), and the commits an earlier run kept are read back from it and checked as
  * after a reconnection, before the first claim and the journal's replay. Returns how many. */
 int failover_restore (failover_t *f, journal_t *j);
-/* The main connection was made again: the kept commits are checked before the next claim. */
+/* A connection (the main one or the batch one, whichever comes back first) was made again: the
+ * kept commits are checked before the next claim or commit. */
 void failover_reconnected (failover_t *f);
 /* 1 while a check is under way (claims wait for it). */
 int failover_checking (const failover_t *f);

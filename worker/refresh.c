@@ -897,9 +897,13 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
         log_warning (cw->id, NULL, "could not record the lost compare-and-set%s: %s",
                      again ? " (tried again shortly)" : "", err);
     else
-    if (cw->r && cw->rotated && row->refresh_fingerprint && strcmp (row->refresh_fingerprint, cw->fingerprint) == 0)
+    if (cw->r && cw->rotated && row->refresh_fingerprint && strcmp (row->refresh_fingerprint, cw->fingerprint) == 0) {
         log_info (cw->id, NULL, "the row holds this refresh's own token: its commit had landed before the connection "
                   "was lost (no conflict recorded)");
+        /* a commit like any other (refresh_committed): a failover can still lose it */
+        failover_commit_settled (cw->w, &cw->r->commit, cw->r->spent, cw->journal_seq);
+        cw->journal_seq = 0;
+    }
     if (cw->r)
         conflict_settle (cw->r, st, row, err);
     cw->r = NULL;
@@ -1368,6 +1372,17 @@ on_claims (void *arg, store_claim_req_t *reqs, size_t n)
     mem_free (cb);
 }
 
+/* A commit waits while the worker checks its kept commits against a server just connected to,
+ * or while its integration waits for another worker's (failover.h): the check may write back a
+ * commit of this integration that the server lost, and this commit, at the generation after it,
+ * would otherwise go first, lose its compare-and-set against the row put back, and drop its new
+ * token as a conflict's, the check then writing back the token it had spent (it_group_commit). */
+static int
+refresh_commit_held (const worker_t *w, const refresh_t *r)
+{
+    return failover_checking (w->failover) || failover_waits (w->failover, r->entry->id);
+}
+
 /* The turn's batch on store: the commits of every refresh answered (their journal's sync runs
  * alongside), then the claims in rs, in one transaction, one round trip, one WAL flush, sent
  * without waiting; each refresh goes its own way when the answers are in (on_commits, on_claims).
@@ -1416,7 +1431,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
     n = kept_n;
     size_t nc = 0;
     for (refresh_t *r = w->refreshes; r && !alone; r = r->next)
-        nc += r->state == REFRESH_ANSWERED && !r->in_db;
+        nc += r->state == REFRESH_ANSWERED && !r->in_db && !refresh_commit_held (w, r);
     if (nc == 0 && n == 0)
         return;
     commit_batch_t *cm = NULL;
@@ -1429,7 +1444,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
         cm->second = store == w->batches;
         cm->rs = mem_alloc (nc * sizeof *cm->rs);
         for (refresh_t *r = w->refreshes; r; r = r->next)
-            if (r->state == REFRESH_ANSWERED && !r->in_db) {
+            if (r->state == REFRESH_ANSWERED && !r->in_db && !refresh_commit_held (w, r)) {
                 r->in_db = 1;
                 cm->rs [cm->n] = r;
                 cs [cm->n++] = &r->commit;
@@ -1658,6 +1673,9 @@ refresh_tick (worker_t *w, int64_t now_ms)
              * there is no attempt whose outcome they could wait for; with both busy, the next
              * answer wakes the loop) */
             store_t *store = dbwait_free_store (w);
+            if (refresh_commit_held (w, r))
+                r->due_ms = now_ms + STARTUP_RECHECK_MS;
+            else
             if (store && store_connected (store))
                 refresh_send_alone (w, store, r);
             else

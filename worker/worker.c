@@ -363,8 +363,10 @@ worker_tick (worker_t *w, int64_t now)
             store_retry_now (w->batches);
     }
     if (w->batches) {
-        if (store_connected (w->store) || store_connecting (w->batches))
-            store_reconnect (w->batches);        /* an attempt under way is carried on */
+        /* an attempt under way is carried on; when it comes back first, it may be to a promoted
+         * server too: the check starts on it, before any commit goes */
+        if ((store_connected (w->store) || store_connecting (w->batches)) && store_reconnect (w->batches))
+            failover_reconnected (w->failover);
         store_batch_pump (w->batches);
     }
     store_batch_pump (w->store);            /* a statement run this turn may have read a batch's end */

@@ -1114,7 +1114,10 @@ test_read_of_a_row_changed_meanwhile_is_answered (void **state)
  * conflict ("another refresh, import or status change committed first; this result was not
  * stored") beside the refresh's own "refreshed" row, and logged as lost to a concurrent change,
  * while the result was stored. Now the refresh is answered with its own tokens and the chain
- * holds no conflict. */
+ * holds no conflict. And the commit is kept against a failover like any rotated commit: a server
+ * promoted without it (the row put back as it was, the worker's connections cut) gets it written
+ * again. It was not kept (its journal record settled as for a conflict): the row stayed with the
+ * token the provider had replaced, and the next refresh spent it. */
 static void
 test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
 {
@@ -1133,6 +1136,8 @@ test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
     char *rt = itest_grant (h, "fakebox", "[]");
     assert_int_equal (itest_import (h, "lostans:box", "fakebox", rt), 0);
     free (rt);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE id = 'lostans:box'"),
+                      0);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     long long calls = itest_stat (h, "fakebox", "refresh_calls");
 
@@ -1167,6 +1172,21 @@ test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
                                      "lostans:box");
     if (conflicts != 0)
         fail_msg ("%lld conflict rows for a refresh whose own commit was stored", conflicts);
+    /* the failover: the promoted server never had the commit */
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE committed AS SELECT id, generation, refresh_fingerprint"
+                                      " FROM integrations WHERE id = 'lostans:box'"), 0);
+    assert_int_equal (harness_sql (h, "UPDATE integrations i SET generation = b.generation, access_token = b.access_token,"
+                                      " access_expires_at = b.access_expires_at, refresh_token = b.refresh_token,"
+                                      " refresh_fingerprint = b.refresh_fingerprint FROM saved b WHERE i.id = b.id;"
+                                      " SET session_replication_role = replica; DELETE FROM token_chain t USING saved b"
+                                      " WHERE t.integration_id = b.id AND t.generation > b.generation;"
+                                      " RESET session_replication_role"), 0);
+    assert_true (dbproxy_cut (proxy) > 0);
+    long long again = itest_wait_sql (h, "SELECT count(*) FROM integrations i JOIN committed c USING (id)"
+                                         " WHERE i.refresh_fingerprint = c.refresh_fingerprint"
+                                         " AND i.generation = c.generation", 1, 15000);
+    if (again != 1)
+        fail_msg ("the commit lost by the failover was not written again: the row holds the replaced token");
     /* the chain goes on from the stored token */
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     int rc = -1;
@@ -1176,6 +1196,76 @@ test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
     json_decref (r);
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (itest_teardown (&h), 0);
+    dbproxy_destroy (&proxy);
+}
+
+/* A worker's rotated commit C1 is kept against a failover; its next refresh R2 of the same
+ * integration is at the provider (spending C1's token) when the server fails over to one that
+ * lacks C1 (the row put back as it was before C1, the worker's connections cut and its new ones
+ * held until R2's answer is in). On the new connection the worker's check writes C1 again; R2's
+ * commit must follow it. It went out first, in the reconnecting turn: its compare-and-set lost
+ * against the row put back, R2's rotated token was dropped as a conflict's, and the check then
+ * wrote back C1's token, which the provider had spent: the next refresh failed for good. */
+static void
+test_commit_after_a_failover_waits_for_the_check (void **state)
+{
+    (void) state;
+    h = harness_new ("group_commit_failover_order");
+    assert_non_null (h);
+    dbproxy_t *proxy = dbproxy_new (harness_runtime_url (h));
+    assert_non_null (proxy);
+    char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
+    assert_non_null (via);
+    harness_set_env (h, "FERRULE_DATABASE_URL", via);
+    free (via);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt = itest_grant (h, "fakebox", "[]");
+    assert_int_equal (itest_import (h, "fo2:box", "fakebox", rt), 0);
+    free (rt);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved2 AS SELECT * FROM integrations WHERE id = 'fo2:box'"),
+                      0);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "fo2:box", NULL);        /* C1 */
+    json_decref (r);
+    assert_int_equal (rc, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 2000));
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        json_t *c = harness_ctl (h, &rc, "refresh", "--integration", "fo2:box", "--timeout", "20", NULL);   /* R2 */
+        json_decref (c);
+        _exit (rc < 0 ? 99 : rc);
+    }
+    assert_int_equal (itest_wait_stat (h, "fakebox", "refresh_calls", calls + 1, 20000), calls + 1);
+    /* the failover: the new server lacks C1, and answers nothing until R2's answer is in */
+    dbproxy_hold_answers (proxy, 1);
+    assert_int_equal (harness_sql (h, "UPDATE integrations i SET generation = b.generation, access_token = b.access_token,"
+                                      " access_expires_at = b.access_expires_at, refresh_token = b.refresh_token,"
+                                      " refresh_fingerprint = b.refresh_fingerprint FROM saved2 b WHERE i.id = b.id;"
+                                      " SET session_replication_role = replica; DELETE FROM token_chain t USING saved2 b"
+                                      " WHERE t.integration_id = b.id AND t.generation > b.generation;"
+                                      " RESET session_replication_role"), 0);
+    assert_true (dbproxy_cut (proxy) > 0);
+    sleep (3);                               /* R2's 2 s at the provider, counted from its arrival, are over */
+    dbproxy_hold_answers (proxy, 0);
+    int status;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    long long g = harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'fo2:box'")
+                  - harness_sql_int (h, "SELECT generation FROM saved2");
+    /* the chain goes on: the stored token is the provider's newest */
+    r = harness_ctl (h, &rc, "refresh", "--integration", "fo2:box", NULL);
+    fprintf (stderr, "R2 exit %d; the row %lld generations after the saved one; the next refresh: exit %d %s\n",
+             WEXITSTATUS (status), g, rc, itest_code (r));
+    json_decref (r);
+    assert_int_equal (g, 2);
+    assert_int_equal (rc, 0);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     assert_int_equal (itest_teardown (&h), 0);
     dbproxy_destroy (&proxy);
 }
@@ -1201,6 +1291,7 @@ main (void)
         cmocka_unit_test_teardown (test_read_lost_with_the_main_connection_is_sent_again, teardown),
         cmocka_unit_test_teardown (test_read_of_a_row_changed_meanwhile_is_answered, teardown),
         cmocka_unit_test_teardown (test_commit_whose_answer_was_lost_is_not_a_conflict, teardown),
+        cmocka_unit_test_teardown (test_commit_after_a_failover_waits_for_the_check, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
