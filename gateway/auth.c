@@ -124,9 +124,16 @@ auth_check (gw_req_t *req, gw_resp_t *resp, const char *op, const char *id)
 {
     const char *h = gw_header (req, "Authorization");
     char message [300];
-    if (!h || strncasecmp (h, "Bearer ", 7) != 0 || !h [7] || strlen (h + 7) > MAX_KEY) {
+    if (!h || strncasecmp (h, "Bearer ", 7) != 0 || !h [7]) {
         refuse (resp, 401, "unauthenticated", "this API needs a bearer key",
                 "send \"Authorization: Bearer KEY\" with a client key or a workspace API key");
+        return 0;
+    }
+    if (strlen (h + 7) > MAX_KEY) {
+        snprintf (message, sizeof message, "the bearer key is longer than %d characters, the most a key may have",
+                  MAX_KEY);
+        refuse (resp, 401, "unauthenticated", message, "give the client a key of at most 128 characters (and its "
+                "hash in the gateway's client keys file)");
         return 0;
     }
     const char *key = h + 7;

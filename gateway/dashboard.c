@@ -174,9 +174,20 @@ dashboard_open (gw_req_t *req, gw_resp_t *resp)
         gw_resp_message (resp, 503, "Ferrule is busy", "Go back and press the button again in a moment.");
         resp->retry_after = 5;
     }
-    else
+    else if (strcmp (code, "state_invalid") == 0 || strcmp (code, "bad_request") == 0
+         ||  strcmp (code, "too_large") == 0)
         gw_resp_message (resp, 403, "This dashboard link has expired or was already used",
                          "Dashboard links work once and for a few minutes. Ask your application for a new one.");
+    else {
+        /* the service refused the gateway itself (its policy, a configuration, an older worker):
+           a new link would fail the same way, so the user is not sent for one */
+        const json_t *e = json_object_get (reply, "error");
+        log_warning (NULL, req->rid, "could not open a dashboard session: the service answered %s: %s", code,
+                     jstr (e, "message") ? jstr (e, "message") : "(no message)");
+        gw_resp_message (resp, 500, "The dashboard could not be opened",
+                         "This is a problem on the service's side, not with your link. Try again later, or "
+                         "contact the application's support.");
+    }
     json_decref (args);
     json_decref (reply);
 }

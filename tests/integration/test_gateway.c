@@ -873,6 +873,14 @@ test_api_status_codes (void **state)
     expect ("GET", "/v1/integrations/acct1:api/token", NULL, NULL, 401, "unauthenticated");
     expect ("GET", "/v1/integrations/acct1:api/token", "wrong", NULL, 401, "unauthenticated");
     expect ("GET", "/v1/integrations/acct1:api/token", "frk_not-a-key", NULL, 401, "unauthenticated");
+    /* a key over the limit is told so (it was told to send a bearer key, which it did) */
+    char long_key [201];
+    memset (long_key, 'k', 200);
+    long_key [200] = '\0';
+    http_t lk = api ("GET", "/v1/integrations/acct1:api/token", long_key, NULL);
+    assert_int_equal (lk.status, 401);
+    assert_true (has (&lk, "longer than 128 characters"));
+    http_free (&lk);
     /* 403: the policy of client "svc" (read on acct1:*) */
     expect ("GET", "/v1/integrations/acct2:api/token", SVC_KEY, NULL, 403, "forbidden");
     expect ("POST", "/v1/integrations/acct1:api/disconnect", SVC_KEY, NULL, 403, "forbidden");
@@ -1222,6 +1230,51 @@ open_session (const char *link)
     free (set);
     http_free (&r);
     return cookie;
+}
+
+/* The brokers refuse the gateway's own client "dashboard_open" (a policy file that forgot it):
+ * the button's answer says the fault is the service's (500), and the gateway logs why. It was
+ * 403 "This dashboard link has expired or was already used", "ask your application for a new
+ * one": every new link failed the same way, and the log said nothing. */
+static void
+test_dashboard_open_refused_to_the_gateway (void **state)
+{
+    char *link = dashboard_link ("ws12:", 0);
+    http_t page = http ("GET", link, NULL, NULL);
+    assert_int_equal (page.status, 200);
+    assert_int_equal (harness_write_policy (h, "harness read *\n"), 0);
+    harness_reload_brokers (h);
+    /* the brokers have read it once they refuse the gateway's check of a key (as the test above) */
+    http_t r = { 0, NULL, NULL };
+    for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end;) {
+        http_free (&r);
+        r = api ("GET", "/v1/integrations/ws12:box/token", "frk_000000000000000000000000000000000000000", NULL);
+        if (r.status == 500)
+            break;
+        usleep (200000);
+    }
+    assert_int_equal (r.status, 500);
+    http_free (&r);
+    r = press_open (&page);
+    long status = r.status;
+    int expired = has (&r, "expired or was already used"), said = has (&r, "not with your link");
+    http_free (&r);
+    http_free (&page);
+    free (link);
+    assert_int_equal (harness_write_policy (h, HARNESS_CLIENT " * *\n"), 0);
+    harness_reload_brokers (h);
+    if (status != 500 || expired || !said)
+        fail_msg ("a dashboard link the gateway may not open: %ld%s", status, expired ? ", \"expired\"" : "");
+    itest_wait_log (h, "could not open a dashboard session: the service answered forbidden", 10000);
+    for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end;) {     /* as it was, for the tests after */
+        r = api ("GET", "/v1/integrations/ws12:box/token", "frk_000000000000000000000000000000000000000", NULL);
+        status = r.status;
+        http_free (&r);
+        if (status == 401)
+            break;
+        usleep (200000);
+    }
+    assert_int_equal (status, 401);
 }
 
 /* A GET of a dashboard link (a link scanner, a mail or chat preview) only shows the confirm
@@ -1873,6 +1926,7 @@ main (void)
         cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
+        cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
         cmocka_unit_test (test_workspace_boundary),
