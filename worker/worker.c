@@ -363,9 +363,11 @@ worker_tick (worker_t *w, int64_t now)
             store_retry_now (w->batches);
     }
     if (w->batches) {
-        /* an attempt under way is carried on; when it comes back first, it may be to a promoted
-         * server too: the check starts on it, before any commit goes */
-        if ((store_connected (w->store) || store_connecting (w->batches)) && store_reconnect (w->batches))
+        /* an attempt under way is carried on; one that comes back before the main connection may
+         * be to a promoted server too: the check starts on it, before any commit goes (with the
+         * main one up, the server has not changed: the main one would have been lost too) */
+        int main_up = store_connected (w->store);
+        if ((main_up || store_connecting (w->batches)) && store_reconnect (w->batches) && !main_up)
             failover_reconnected (w->failover);
         store_batch_pump (w->batches);
     }
