@@ -720,13 +720,16 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
         goto out;
     }
     v = json_object_get (root, "access_token");
-    if (!v || json_is_null (v)) {
-        snprintf (out->detail, sizeof out->detail, "the response has no access_token");
-        goto out;
-    }
-    if (!token_ok (v)) {
-        snprintf (out->detail, sizeof out->detail, "the response's access_token is not a string "
-                  "of 1 to %d visible ASCII characters", OAUTH_MAX_TOKEN);
+    if (!v || json_is_null (v) || !token_ok (v)) {
+        if (!v || json_is_null (v))
+            snprintf (out->detail, sizeof out->detail, "the response has no access_token");
+        else
+            snprintf (out->detail, sizeof out->detail, "the response's access_token is not a string "
+                      "of 1 to %d visible ASCII characters", OAUTH_MAX_TOKEN);
+        /* a refresh token beside it may be a rotation that has spent the one sent: kept */
+        v = json_object_get (root, "refresh_token");
+        if (v && token_ok (v))
+            out->refresh_token = mem_strdup (json_string_value (v));
         goto out;
     }
     v = json_object_get (root, "refresh_token");

@@ -62,7 +62,9 @@ typedef struct {
     oauth_kind_t kind;
     long http_status;
     char *access_token;         /* secret */
-    char *refresh_token;        /* secret; NULL when absent or empty: keep the old one */
+    char *refresh_token;        /* secret; NULL when absent or empty: keep the old one. Also set in
+                                   an OAUTH_BAD_RESPONSE whose access token alone is unusable: a
+                                   refresh token the provider may have rotated, to be kept */
     int64_t expires_in;         /* seconds; -1 when absent */
     int expires_in_ignored;     /* it was there, but not seconds from 0 to 10 years: taken as absent */
     char *scope;                /* as granted, or NULL */

@@ -85,6 +85,9 @@ struct refresh {
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the stored fingerprint of the token the call spends */
     char *scopes;
+    char *unusable;                  /* the provider's answer had a refresh token but no usable access
+                                      * token: why, for the waiters' error once the refresh token is in */
+    int64_t unusable_retry;          /* ... and when to try again (s) */
     int64_t journal_seq;
     int64_t journal_due_ms;          /* a record the journal could not take: not tried again before */
     int in_db;                       /* its claim or its commit is in the database batch in flight */
@@ -207,6 +210,7 @@ refresh_free (worker_t *w, refresh_t *r)
     mem_free (r->access_ct);
     mem_free (r->refresh_ct);
     mem_free (r->scopes);
+    mem_free (r->unusable);
     mem_free (r);
 }
 
@@ -791,15 +795,21 @@ refresh_committed (worker_t *w, refresh_t *r)
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
     e->refreshed_ms = clock_mono_ms ();
     e->lifetime_s = (int32_t) r->commit.access_lifetime_s;
-    e->failures = 0;
-    e->backoff_until_ms = 0;
+    if (!r->unusable) {
+        e->failures = 0;
+        e->backoff_until_ms = 0;         /* an unusable answer keeps its backoff */
+    }
     if (r->scopes)
         cache_set_text (&e->scopes, r->scopes);
     cache_set_status (e, INTEG_ACTIVE);
-    log_info (e->id, rid_of (r), "refreshed: generation %lld, refresh token %s%s",
+    log_info (e->id, rid_of (r), "refreshed: generation %lld, refresh token %s%s%s",
               (long long) e->generation, r->commit.rotated ? "rotated" : "kept",
+              r->unusable ? ", no access token (the provider's was unusable)" : "",
               r->commit_failures ? " (committed after the database came back)" : "");
-    refresh_finish_ok (w, r);
+    if (r->unusable)
+        refresh_finish_error (w, r, FR_PROVIDER_BAD_RESPONSE, r->unusable, NULL, r->unusable_retry);
+    else
+        refresh_finish_ok (w, r);
 }
 
 /* A refresh whose commit lost its compare-and-set starts a new round from its claim: what the
@@ -811,8 +821,10 @@ refresh_round_reset (refresh_t *r)
     mem_free (r->access_ct);
     mem_free (r->refresh_ct);
     mem_free (r->scopes);
+    mem_free (r->unusable);
     r->access_ct = r->refresh_ct = NULL;
     r->scopes = NULL;
+    r->unusable = NULL;
     memset (&r->commit, 0, sizeof r->commit);
     memset (r->fingerprint, 0, sizeof r->fingerprint);
     r->lease_token [0] = '\0';
@@ -1073,8 +1085,12 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     if (res->expires_in_ignored)
         log_warning (e->id, NULL, "the provider's expires_in is not a number of seconds from 0 to 10 years: the token "
                      "is taken to last %d s", DEFAULT_EXPIRES_IN);
-    if (crypto_seal (w->keyring, e->id, "access_token", res->access_token, &r->access_ct, &at_len, &key_id,
-                     err, sizeof err) != FR_OK
+    /* an answer whose access token alone was unusable (r->unusable) stores its refresh token with
+     * an empty access token, expired: the next refresh gets one */
+    if (r->unusable)
+        expires_in = -1;
+    if (crypto_seal (w->keyring, e->id, "access_token", r->unusable ? "" : res->access_token, &r->access_ct, &at_len,
+                     &key_id, err, sizeof err) != FR_OK
     ||  crypto_seal (w->keyring, e->id, "refresh_token", keep, &r->refresh_ct, &rt_len, &key_id,
                      err, sizeof err) != FR_OK) {
         /* cannot happen with a loaded keyring; if it does, the rotated token is only in memory */
@@ -1083,7 +1099,7 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
         return;
     }
     crypto_fingerprint (w->keyring, keep, r->fingerprint);
-    r->access_plain = mem_strdup (res->access_token);
+    r->access_plain = r->unusable ? NULL : mem_strdup (res->access_token);
     if (res->scope) {
         /* providers separate granted scopes with their own separator; store them space-separated */
         r->scopes = mem_strdup (res->scope);
@@ -1098,7 +1114,7 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     r->commit.access_ct = r->access_ct;
     r->commit.access_ct_len = at_len;
     r->commit.access_expires_at = clock_wall_ms () / 1000 + expires_in;
-    r->commit.access_lifetime_s = expires_in;
+    r->commit.access_lifetime_s = expires_in > 0 ? expires_in : 0;
     r->commit.refresh_ct = r->refresh_ct;
     r->commit.refresh_ct_len = rt_len;
     r->commit.refresh_fingerprint = r->fingerprint;
@@ -1275,6 +1291,20 @@ refresh_on_response (void *arg, const http_response_t *resp)
             res.retry_after = (delay + 999) / 1000;
     }
     if (res.kind == OAUTH_OK) {
+        refresh_succeeded (w, r, &res);
+        oauth_result_clear (&res);
+        return;
+    }
+    if (res.kind == OAUTH_BAD_RESPONSE && res.refresh_token) {
+        /* a refresh token beside an unusable access token: the provider may have rotated, spending
+         * the one sent, so it is committed as a rotation (journal, compare-and-set) with an expired
+         * empty access token; the waiters get the provider's fault once it is in, and the
+         * integration backs off as for any bad answer */
+        snprintf (message, sizeof message, "could not refresh integration \"%s\": %s; the refresh token it "
+                  "issued with it is stored, and the next refresh gets an access token", e->id, res.detail);
+        log_warning (e->id, rid_of (r), "%s", message);
+        r->unusable = mem_strdup (message);
+        r->unusable_retry = res.retry_after;
         refresh_succeeded (w, r, &res);
         oauth_result_clear (&res);
         return;

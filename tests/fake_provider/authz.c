@@ -419,9 +419,10 @@ fault_reply (const provider_t *provider, const fault_t *fault, const char *prese
         return reply_json_take (400, json_pack ("{s:s, s:s}", "reason", reason, "error", "invalid_grant"));
     }
     case FAULT_SLOW:
+    case FAULT_NO_ACCESS_TOKEN:
         break;
     }
-    return reply_error (500, "server_error", NULL);   /* not reached: slow answers normally */
+    return reply_error (500, "server_error", NULL);   /* not reached at /token: these answer normally */
 }
 
 static bool
@@ -640,6 +641,21 @@ token_grant (authz_t *authz, provider_t *provider, const authz_request_t *req,
     return oauth_error (provider, 400, "unsupported_grant_type", NULL);
 }
 
+/* The no_access_token fault: a grant that took effect (a rotated refresh token issued, the one
+ * sent spent), answered without its access token. */
+static reply_t *
+without_access_token (reply_t *reply)
+{
+    if (!reply || reply->kind != REPLY_BODY || reply->status != 200)
+        return reply;
+    json_t *body = json_loadb (reply->body, reply->body_len, 0, NULL);
+    if (!body)
+        return reply;
+    json_object_del (body, "access_token");
+    reply_destroy (&reply);
+    return reply_json_take (200, body);
+}
+
 reply_t *
 authz_token (authz_t *authz, const authz_request_t *req)
 {
@@ -686,10 +702,12 @@ authz_token (authz_t *authz, const authz_request_t *req)
 
     if (!provider)
         reply = too_many_providers ();
-    else if (faulted && fault.kind != FAULT_SLOW)
+    else if (faulted && fault.kind != FAULT_SLOW && fault.kind != FAULT_NO_ACCESS_TOKEN)
         reply = fault_reply (provider, &fault, form_get (req->params, is_refresh ? "refresh_token" : "code"));
     else {
         reply = token_grant (authz, provider, req, &cred, grant_type);
+        if (faulted && fault.kind == FAULT_NO_ACCESS_TOKEN)
+            reply = without_access_token (reply);
         /* the refresh has taken effect (a new refresh token issued, the old one spent): its answer
          * waits, so that a test can act in the window while a client has not heard of it yet */
         if (is_refresh)

@@ -302,7 +302,7 @@ static const char *fault_names [] = {
     [FAULT_MALFORMED] = "malformed", [FAULT_HTML] = "html", [FAULT_INVALID_GRANT] = "invalid_grant",
     [FAULT_INVALID_CLIENT] = "invalid_client", [FAULT_DROP] = "drop", [FAULT_EMPTY] = "empty",
     [FAULT_HUGE] = "huge", [FAULT_ERROR_200] = "error_200",
-    [FAULT_REASON_QUOTING] = "reason_quoting",
+    [FAULT_REASON_QUOTING] = "reason_quoting", [FAULT_NO_ACCESS_TOKEN] = "no_access_token",
 };
 
 /* Reads the optional integer member name of spec into *out, which keeps its default when absent. */

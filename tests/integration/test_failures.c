@@ -215,6 +215,44 @@ test_garbage_answers (void **state)
     }
 }
 
+/* A provider answers 200 with a new refresh token but no access token: the grant took effect,
+ * and the refresh token sent is spent (fakebox rotates, single use). The caller is told of the bad
+ * answer; the new refresh token is stored, and the next refresh, after the backoff, gets a token.
+ * The answer was dropped whole as garbage: the spent token stayed stored, and the next refresh
+ * met the provider's reuse detection, the integration lost for good. */
+static void
+test_refresh_token_beside_an_unusable_access_token_is_kept (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "noat:box", "fakebox", rt), 0);
+    free (rt);
+    long long reuses = itest_stat (h, "fakebox", "reuse_detections");
+    itest_fault (h, "fakebox", "no_access_token", 1, -1, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "noat:box", NULL);
+    const char *msg = json_string_value (json_object_get (json_object_get (t, "error"), "message"));
+    if (rc != 5 || strcmp (itest_code (t), "provider_bad_response") != 0 || !msg || !strstr (msg, "is stored"))
+        fail_msg ("the unusable answer: exit %d, %s: %s", rc, itest_code (t), msg ? msg : "");
+    json_decref (t);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'noat:box'"), 2);
+    /* after the backoff (FERRULE_BACKOFF_BASE_MS, 6 s here) */
+    t = NULL;
+    for (int64_t end = clock_mono_ms () + 20000; clock_mono_ms () < end;) {
+        json_decref (t);
+        t = harness_ctl (h, &rc, "refresh", "--integration", "noat:box", NULL);
+        if (strcmp (itest_code (t), "provider_bad_response") != 0)
+            break;
+        usleep (500000);
+    }
+    if (rc != 0)
+        fail_msg ("the refresh after it: exit %d, %s", rc, itest_code (t));
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), reuses);
+    json_t *s;
+    assert_string_equal (status_of ("noat:box", &s), "active");
+    json_decref (s);
+}
+
 /* A provider that refuses this deployment's client (invalid_client: a wrong secret in the catalog)
  * refuses every refresh until an operator acts: the worker backs off per integration as after a
  * transient failure, and meanwhile tells each caller what the provider said, without calling it
@@ -394,6 +432,7 @@ main (void)
         cmocka_unit_test (test_transient_stays_active),
         cmocka_unit_test (test_retry_after_is_honoured),
         cmocka_unit_test (test_garbage_answers),
+        cmocka_unit_test (test_refresh_token_beside_an_unusable_access_token_is_kept),
         cmocka_unit_test (test_refused_client_backs_off),
         cmocka_unit_test (test_not_found_and_bad_input),
         cmocka_unit_test (test_slow_provider_does_not_stall_others),

@@ -88,6 +88,28 @@ test_box_rotation (void **state)
     oauth_result_clear (&r);
 }
 
+/* A 200 with a rotated refresh token but no usable access token is a bad answer, and carries
+ * the refresh token (the provider may have spent the one sent); without one, nothing. */
+static void
+test_refresh_token_beside_unusable_access_token (void **state)
+{
+    oauth_result_t r;
+    parse ("box", 200, NULL, "{\"refresh_token\":\"RT-NEW-1\",\"expires_in\":3600}", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_string_equal (r.refresh_token, "RT-NEW-1");
+    assert_null (r.access_token);
+    assert_non_null (strstr (r.detail, "no access_token"));
+    oauth_result_clear (&r);
+    parse ("box", 200, NULL, "{\"access_token\":\"\",\"refresh_token\":\"RT-NEW-2\"}", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_string_equal (r.refresh_token, "RT-NEW-2");
+    oauth_result_clear (&r);
+    parse ("box", 200, NULL, "{\"access_token\":\"\",\"refresh_token\":\"has a space\"}", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_null (r.refresh_token);                      /* not a token either */
+    oauth_result_clear (&r);
+}
+
 static void
 test_google_without_refresh_token (void **state)
 {
@@ -817,6 +839,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_box_rotation),
+        cmocka_unit_test (test_refresh_token_beside_unusable_access_token),
         cmocka_unit_test (test_google_without_refresh_token),
         cmocka_unit_test (test_google_invalid_grant),
         cmocka_unit_test (test_microsoft_inactivity),
