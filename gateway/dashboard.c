@@ -368,6 +368,15 @@ dashboard_home (gw_req_t *req, gw_resp_t *resp)
     html_raw (h, "<h2>API keys</h2>\n<p>Services use an API key to fetch this workspace's tokens over HTTP. A new "
                  "key is shown once; only a hash is kept.</p>\n");
     const json_t *klist = json_object_get (keys, "keys");
+    if (strcmp (gw_code (keys), "ok") != 0) {
+        /* not "no keys": someone here to revoke a leaked key must know the list is missing */
+        html_raw (h, "<p class=\"problem\" role=\"status\" id=\"keys-not-listed\">The API keys could not be listed (");
+        html_text (h, gw_code (keys));
+        html_raw (h, "): reload the page in a moment. If it keeps failing, contact the application's support.</p>\n");
+        log_warning (ws, req->rid, "the dashboard's API keys could not be listed: the service answered %s",
+                     gw_code (keys));
+    }
+    else
     if (json_array_size (klist)) {
         html_raw (h, "<table id=\"apikeys\">\n<thead><tr><th scope=\"col\">Name</th><th scope=\"col\">Key starts with</th>"
                      "<th scope=\"col\">Created</th><th scope=\"col\">Last used</th><th scope=\"col\"></th></tr></thead>\n"
@@ -469,6 +478,13 @@ dashboard_detail (gw_req_t *req, gw_resp_t *resp)
         snprintf (action, sizeof action, "%s/disconnect", base);
         html_button_form (h, action, "Disconnect", "danger", "csrf", csrf, NULL);
     }
+    else
+    if (status && strcmp (status, "not_connected") == 0 && jstr (d, "provider")) {
+        /* no row yet (a first connect that did not finish): the reconnect action reads the row for
+           its provider, so the button starts a connect as the dashboard's own Connect does */
+        html_button_form (h, "/dashboard/connect", "Connect", "primary", "csrf", csrf, "provider", jstr (d, "provider"),
+                          "name", req->param [0] + strlen (ws), NULL);
+    }
     else {
         snprintf (action, sizeof action, "%s/reconnect", base);
         html_button_form (h, action, "Connect", "primary", "csrf", csrf, NULL);
@@ -516,7 +532,7 @@ start_connect (gw_req_t *req, gw_resp_t *resp, const char *id, const char *provi
 void
 dashboard_connect (gw_req_t *req, gw_resp_t *resp)
 {
-    char ws [IDENT_MAX + 1], provider [72], name [72], id [IDENT_MAX + 80];
+    char ws [IDENT_MAX + 1], provider [72], name [IDENT_MAX + 1], id [2 * IDENT_MAX + 2];
     if (!need_session (req, resp, ws, 1))
         return;
     if (!gw_form (req, "provider", provider, sizeof provider) || !*provider) {

@@ -1340,6 +1340,110 @@ test_dashboard_link_get_spends_nothing (void **state)
     free (link);
 }
 
+/* The brokers refuse the gateway's own client "apikey_list" (a policy file that forgot it): the
+ * dashboard says the keys could not be listed. It showed the page as if the workspace had no keys,
+ * so someone come to revoke a leaked key could not, and was not told why. */
+static void
+test_dashboard_says_when_keys_are_not_listed (void **state)
+{
+    json_t *k = call ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws14:", "name", "svc"));
+    assert_string_equal (client_error_code (k), "ok");
+    json_decref (k);
+    char *link = dashboard_link ("ws14:", 0);
+    char *cookie = open_session (link);
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    http_t r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "<table id=\"apikeys\">"));
+    http_free (&r);
+    assert_int_equal (harness_write_policy (h, "harness read,workspace *\n"), 0);
+    harness_reload_brokers (h);
+    int said = 0, listed = 1;
+    for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end && !said;) {   /* until the brokers read it */
+        r = http ("GET", url, hdr, NULL);
+        said = has (&r, "id=\"keys-not-listed\"");
+        listed = has (&r, "<table id=\"apikeys\">");
+        http_free (&r);
+        if (!said)
+            usleep (200000);
+    }
+    assert_int_equal (harness_write_policy (h, HARNESS_CLIENT " * *\n"), 0);
+    harness_reload_brokers (h);
+    if (!said)
+        fail_msg ("the dashboard with its keys refused: no notice (the keys table %s)", listed ? "shown" : "missing");
+    for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end && said;) {     /* as it was, for the tests after */
+        r = http ("GET", url, hdr, NULL);
+        said = has (&r, "id=\"keys-not-listed\"");
+        http_free (&r);
+        if (said)
+            usleep (200000);
+    }
+    assert_false (said);
+    free (cookie);
+    free (link);
+}
+
+/* The form of a page whose button is labelled label, as a browser would post it: its action into
+ * action, its fields url-encoded into body (the values are ids and tokens: nothing to escape). */
+static void
+form_of_button (const char *page, const char *label, char *action, size_t alen, char *body, size_t blen)
+{
+    char needle [64];
+    snprintf (needle, sizeof needle, ">%s</button>", label);
+    const char *button = strstr (page, needle);
+    assert_non_null (button);
+    const char *form = NULL;
+    for (const char *f = strstr (page, "<form "); f && f < button; f = strstr (f + 1, "<form "))
+        form = f;
+    assert_non_null (form);
+    const char *a = strstr (form, "action=\"") + 8;
+    snprintf (action, alen, "%.*s", (int) strcspn (a, "\""), a);
+    body [0] = '\0';
+    for (const char *in = strstr (form, "<input "); in && in < button; in = strstr (in + 1, "<input ")) {
+        const char *n = strstr (in, "name=\"") + 6, *v = strstr (in, "value=\"") + 7;
+        size_t used = strlen (body);
+        snprintf (body + used, blen - used, "%s%.*s=%.*s", used ? "&" : "", (int) strcspn (n, "\""), n,
+                  (int) strcspn (v, "\""), v);
+    }
+}
+
+/* An integration connected from the dashboard for the first time, whose connect did not finish
+ * (the user declined, or never came back): its page shows status not_connected and a Connect
+ * button, which must start a connect. It posted to the reconnect action, which reads the
+ * integration's row, and there is none yet: "could not be reconnected", 404. */
+static void
+test_dashboard_connect_of_a_never_connected_integration (void **state)
+{
+    char callback [160];
+    snprintf (callback, sizeof callback, "%s/oauth/callback", gw_url);
+    json_t *c = call ("connect", json_pack ("{s:s, s:s, s:s}", "integration", "ws13:new", "provider", "fakebox",
+                                            "redirect_uri", callback));
+    assert_string_equal (client_error_code (c), "ok");
+    json_decref (c);
+    char *link = dashboard_link ("ws13:", 0);
+    char *cookie = open_session (link);
+    char url [512], action [256], body [512];
+    snprintf (url, sizeof url, "%s/dashboard/integrations/ws13:new", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    http_t page = http ("GET", url, hdr, NULL);
+    assert_int_equal (page.status, 200);
+    assert_true (has (&page, "not_connected"));
+    form_of_button (page.body, "Connect", action, sizeof action, body, sizeof body);
+    http_free (&page);
+    snprintf (url, sizeof url, "%s%s", gw_url, action);
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, phdr, body);
+    char *where = header (&r, "Location");
+    if (r.status != 303 || !where || !strstr (where, "/authorize"))
+        fail_msg ("the Connect button (%s): %ld, to %s", action, r.status, where ? where : "nowhere");
+    free (where);
+    http_free (&r);
+    free (cookie);
+    free (link);
+}
+
 static void
 test_dashboard_session_and_csrf (void **state)
 {
@@ -1928,6 +2032,8 @@ main (void)
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
+        cmocka_unit_test (test_dashboard_connect_of_a_never_connected_integration),
+        cmocka_unit_test (test_dashboard_says_when_keys_are_not_listed),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
         cmocka_unit_test (test_workspace_boundary),
         cmocka_unit_test (test_dashboard_page_gives_up_in_a_stall),
