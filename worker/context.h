@@ -99,6 +99,7 @@ typedef struct worker {
     catalog_t *catalog;
     store_t *store;
     store_t *batches;               /* the second connection, batches only (NULL: none) */
+    int batches_were_up;            /* it has been connected before: its return is a reconnection */
     cache_t *cache;
     http_t *http;
     journal_t *journal;

@@ -543,14 +543,17 @@ failover_ask (worker_t *w, failover_t *f, store_t *s, int64_t now)
 }
 
 /* The answer to the step out for the kept commit at next (a write or a hold): NULL when it is
- * handled here (a new connection starts the check over; with the database away the same step is
- * tried again in a second), else that commit. */
+ * handled here (with the database away the same step is tried again in a second, or the check
+ * starts over when a new connection came meanwhile), else that commit, whose answer the caller
+ * takes before step_done. An answer is never dropped for a new connection: a write that went in
+ * was not logged, counted or dropped from the cache when the check started over, and the new
+ * check found nothing left to write. */
 static kept_t *
 step_answered (failover_t *f, fr_status_t st, const char *err)
 {
     kept_t *k = &f->v [f->start + f->next];
     f->in_flight = 0;
-    if (f->restart) {
+    if (st == FR_DATABASE_UNAVAILABLE && f->restart) {
         f->restart = 0;
         failover_start_check (f);
         return NULL;
@@ -560,6 +563,17 @@ step_answered (failover_t *f, fr_status_t st, const char *err)
         return NULL;
     }
     return k;
+}
+
+/* After an answer step_answered returned: a new connection that came meanwhile starts the check
+ * over (the server may be another one). */
+static void
+step_done (failover_t *f)
+{
+    if (f->restart) {
+        f->restart = 0;
+        failover_start_check (f);
+    }
 }
 
 static void
@@ -594,6 +608,7 @@ on_written (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_gener
                   "meanwhile (generation %lld now)", (long long) row_generation);
     k->behind = 0;
     f->next++;
+    step_done (f);
 }
 
 static void
@@ -609,6 +624,7 @@ on_held (void *arg, fr_status_t st, const char *err)
                      err);
     k->hold = 0;
     f->next++;
+    step_done (f);
 }
 
 /* The row of a commit found behind commits made elsewhere: its lease held until this worker's

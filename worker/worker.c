@@ -363,12 +363,15 @@ worker_tick (worker_t *w, int64_t now)
             store_retry_now (w->batches);
     }
     if (w->batches) {
-        /* an attempt under way is carried on; one that comes back before the main connection may
-         * be to a promoted server too: the check starts on it, before any commit goes (with the
-         * main one up, the server has not changed: the main one would have been lost too) */
-        int main_up = store_connected (w->store);
-        if ((main_up || store_connecting (w->batches)) && store_reconnect (w->batches) && !main_up)
-            failover_reconnected (w->failover);
+        /* an attempt under way is carried on. Its return may be to a promoted server, and the
+         * main connection's loss may not be noticed yet (it idles, listening): the check starts
+         * on it too, before any commit goes; not at its first connection, which follows the main
+         * one's, whose check covers it */
+        if ((store_connected (w->store) || store_connecting (w->batches)) && store_reconnect (w->batches)) {
+            if (w->batches_were_up)
+                failover_reconnected (w->failover);
+            w->batches_were_up = 1;
+        }
         store_batch_pump (w->batches);
     }
     store_batch_pump (w->store);            /* a statement run this turn may have read a batch's end */
