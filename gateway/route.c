@@ -61,7 +61,13 @@ struct route_server {
 typedef struct {
     mem_buf_t body;
     int too_large;
+    int64_t started_ms;             /* its headers were in (monotonic) */
+    uint64_t received;              /* body bytes, kept or not */
 } conn_ctx_t;
+
+/* Body bytes read past the limit before the connection is closed instead: a chunked body that
+ * never ends is not read for ever for the sake of a 413. */
+#define GW_DRAIN_MAX (4 * GW_MAX_BODY)
 
 void
 route_print (FILE *out)
@@ -418,6 +424,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
     if (!ctx) {
         ctx = mem_alloc (sizeof *ctx);
         mem_buf_init (&ctx->body, GW_MAX_BODY + 1);     /* and the NUL that ends it */
+        ctx->started_ms = clock_mono_ms ();
         *con_cls = ctx;
         atomic_fetch_add (&srv->in_flight, 1);     /* until completed () */
         const char *length = MHD_lookup_connection_value (conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -438,6 +445,17 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
         return MHD_YES;
     }
     if (*upload_data_size) {
+        /* libmicrohttpd's timeout counts only silence: a body sent a byte at a time, or without
+           end, would hold the connection and its thread for as long as the client likes */
+        ctx->received += *upload_data_size;
+        if (clock_mono_ms () - ctx->started_ms > (int64_t) gw->cfg.connection_timeout_s * 1000
+        ||  (ctx->too_large && ctx->received > GW_DRAIN_MAX)) {
+            log_info (NULL, NULL, "%s %s: closed: its body %s", method, is_api (url) ? "/v1/..." : "-",
+                      ctx->too_large ? "went on far past the 16 KiB limit"
+                                     : "was still coming after FERRULE_GATEWAY_CONNECTION_TIMEOUT_S");
+            *upload_data_size = 0;
+            return MHD_NO;
+        }
         if (!ctx->too_large && mem_buf_append (&ctx->body, upload_data, *upload_data_size) != 0)
             ctx->too_large = 1;
         *upload_data_size = 0;

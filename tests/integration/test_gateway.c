@@ -16,6 +16,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -1066,6 +1067,37 @@ test_api_wait_for_a_broker_client_counts_in_the_deadline (void **state)
     free (code);
 }
 
+/* A body sent a byte at a time, each within the silence the gateway allows (3 s here): the
+ * connection is closed once the body has been coming for that long. libmicrohttpd's timeout
+ * counts only silence, and the connection, with its thread, was held for as long as the client
+ * kept dribbling (512 such clients take every thread). */
+static void
+test_api_slow_body_is_cut (void **state)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) gw_port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    assert_int_equal (connect (fd, (struct sockaddr *) &sa, sizeof sa), 0);
+    const char *head = "POST /oauth/retry HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                       "Content-Length: 100\r\n\r\n";
+    assert_int_equal (write (fd, head, strlen (head)), (ssize_t) strlen (head));
+    int64_t start = clock_mono_ms (), closed_ms = -1;
+    for (int i = 0; i < 40 && closed_ms < 0; i++) {          /* 20 s of a byte every half second */
+        if (send (fd, "x", 1, MSG_NOSIGNAL) != 1)
+            closed_ms = clock_mono_ms () - start;
+        char buf [256];
+        struct pollfd p = { fd, POLLIN, 0 };
+        if (closed_ms < 0 && poll (&p, 1, 500) > 0 && read (fd, buf, sizeof buf) <= 0)
+            closed_ms = clock_mono_ms () - start;
+    }
+    close (fd);
+    fprintf (stderr, "a body a byte every 500 ms: %s after %lld ms\n", closed_ms < 0 ? "still open" : "closed",
+             (long long) (closed_ms < 0 ? clock_mono_ms () - start : closed_ms));
+    assert_true (closed_ms >= 0);
+    assert_true (closed_ms < 15000);
+}
+
 /* Many connections that send half a request and stall do not keep others out. */
 static void
 test_api_slow_clients (void **state)
@@ -2027,6 +2059,7 @@ main (void)
         cmocka_unit_test (test_api_key_check_refused_to_the_gateway),
         cmocka_unit_test (test_api_wait_for_a_broker_client_counts_in_the_deadline),
         cmocka_unit_test (test_api_slow_clients),
+        cmocka_unit_test (test_api_slow_body_is_cut),
         cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
