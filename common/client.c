@@ -235,7 +235,8 @@ open_socket (void *ctx, const char *endpoint, const curve_identity_t *id, void *
     int one = 1;
     char name [80];
     snprintf (name, sizeof name, "inproc://ferrule-client-%p", sock);
-    if (zmq_socket_monitor (sock, name, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL) == 0) {
+    if (zmq_socket_monitor (sock, name, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                        | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
         *monitor = zmq_socket (ctx, ZMQ_PAIR);
         if (*monitor && zmq_connect (*monitor, name) != 0) {
             zmq_close (*monitor);
@@ -584,7 +585,9 @@ is_retryable_reply (const json_t *reply, int64_t *retry_after_ms)
 }
 
 /* Why the handshake with broker i failed, from its monitor: FR_FORBIDDEN (the broker refused
- * this client's key), FR_CONFIGURATION (the two sides use different security), or FR_OK. */
+ * this client's key), FR_CONFIGURATION (the two sides use different security: a mechanism
+ * mismatch, or a broker that closed the connection mid-handshake, as one does for a plaintext
+ * client or a wrong public key of its own), or FR_OK. */
 static fr_status_t
 handshake_failure (client_t *c, size_t i)
 {
@@ -599,10 +602,14 @@ handshake_failure (client_t *c, size_t i)
         if (zmq_msg_size (&m) == 6) {
             uint16_t event;
             memcpy (&event, zmq_msg_data (&m), 2);
+            if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
+                st = FR_OK;                  /* what failed before is over */
+            else
             if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
                 st = FR_FORBIDDEN;
             else
-            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL && st == FR_OK)
+            if ((event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                && st != FR_FORBIDDEN)
                 st = FR_CONFIGURATION;
         }
         int more = zmq_msg_more (&m);

@@ -216,10 +216,30 @@ test_anonymous_client_refused (void **state)
     assert_int_not_equal (rc, 0);
     json_decref (r);
 
+    /* a wrong public key for the broker: the broker closes the connection mid-handshake, which
+     * says nothing more; told as a mismatch of link security (it was "could not connect") */
+    const char *brokers_pub = getenv ("FERRULE_BROKER_PUBLIC_KEY_FILE");
+    char *saved_pub = brokers_pub ? strdup (brokers_pub) : NULL;
+    char pub [4200];
+    snprintf (pub, sizeof pub, "%s.pub", prefix);
+    setenv ("FERRULE_BROKER_PUBLIC_KEY_FILE", pub, 1);
+    r = harness_ctl (h, &rc, "--timeout", "3", "ping", NULL);
+    if (saved_pub)
+        setenv ("FERRULE_BROKER_PUBLIC_KEY_FILE", saved_pub, 1);
+    free (saved_pub);
+    if (strcmp (itest_code (r), "configuration") != 0)
+        fail_msg ("a client with a wrong key for the broker: \"%s\" (exit %d)", itest_code (r), rc);
+    json_decref (r);
+
     /* no key at all, plaintext: the handshake fails, nothing is served */
     unsetenv ("FERRULE_CURVE_SECRET_KEY_FILE");
     unsetenv ("FERRULE_BROKER_PUBLIC_KEY_FILE");
     setenv ("FERRULE_ALLOW_PLAINTEXT", "1", 1);
+    /* told as a mismatch of link security, not as a broker that is not there */
+    r = harness_ctl (h, &rc, "--timeout", "3", "ping", NULL);
+    if (strcmp (itest_code (r), "configuration") != 0)
+        fail_msg ("a plaintext client of a CURVE broker: \"%s\" (exit %d)", itest_code (r), rc);
+    json_decref (r);
     r = harness_ctl (h, &rc, "--timeout", "3", "import", "--integration", "victim:box", "--provider", "fakebox",
                      "--refresh-token", "stolen-refresh-token", NULL);
     assert_int_not_equal (rc, 0);

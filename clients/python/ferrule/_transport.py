@@ -89,6 +89,11 @@ class Transport:
         self.endpoints = list(endpoints)
         self._ctx = zmq.Context()
         self._sockets: list[zmq.Socket[Any]] = []
+        # per broker: its handshake failures (a key refused, another security), read by callers
+        # when nothing could be sent, as the C client does (common/client.c)
+        self._monitors: list[zmq.Socket[Any] | None] = []
+        self._refusals: list[str | None] = []
+        self._monitor_lock = threading.Lock()
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
         self._closed = False
         self._lock = threading.Lock()              # guards _closed and the wake pipe
@@ -106,6 +111,15 @@ class Transport:
                 sock.setsockopt(zmq.IMMEDIATE, 1)   # never queue for a broker that is not there
                 if keys is not None:
                     keys.apply(sock)
+                try:
+                    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                                                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                                                      | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+                except zmq.ZMQError:
+                    monitor = None                 # then a refusal is told as a broker not reached
+                self._monitors.append(monitor)
+                self._refusals.append(None)
                 sock.connect(endpoint)
         except Exception:
             self._release()
@@ -156,6 +170,15 @@ class Transport:
     # --- the I/O thread ---------------------------------------------------------------------
 
     def _release(self) -> None:
+        with self._monitor_lock:
+            for i, sock in enumerate(self._sockets):
+                if i < len(self._monitors) and self._monitors[i] is not None:
+                    try:
+                        sock.disable_monitor()
+                    except zmq.ZMQError:
+                        pass
+                    self._monitors[i].close(linger=0)      # type: ignore[union-attr]
+                    self._monitors[i] = None
         for sock in self._sockets:
             sock.close(linger=0)
         self._ctx.term()
@@ -270,6 +293,32 @@ class Transport:
             send.call.events.put(("sent", send.attempt, i))
             return True
         return False
+
+    def handshake_failure(self, i: int) -> str | None:
+        """Why the handshake with broker i failed, as far as its monitor said: "forbidden" (the
+        broker refused this client's key), "configuration" (the two sides use different
+        security, or the broker's public key is wrong), or None. Safe from any caller thread."""
+        with self._monitor_lock:
+            monitor = self._monitors[i] if i < len(self._monitors) else None
+            if monitor is None or self._closed:
+                return self._refusals[i] if i < len(self._refusals) else None
+            for _ in range(64):
+                try:
+                    frames = monitor.recv_multipart(zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    break
+                if frames and len(frames[0]) == 6:
+                    event = int.from_bytes(frames[0][:2], "little")
+                    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                        self._refusals[i] = None           # what failed before is over
+                    elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                        self._refusals[i] = "forbidden"
+                    elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL) \
+                            and self._refusals[i] != "forbidden":
+                        # a mechanism mismatch, or a broker that closed the connection in the
+                        # handshake (as one does for a plaintext client, or a wrong server key)
+                        self._refusals[i] = "configuration"
+            return self._refusals[i]
 
     @property
     def next_broker(self) -> int:

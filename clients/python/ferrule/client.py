@@ -393,6 +393,22 @@ class _Call:
         op = self.call.op
         endpoints = self.t.endpoints
         if not self.sent_any:
+            for i, endpoint in enumerate(endpoints):
+                why = self.t.handshake_failure(i)
+                if why == "forbidden":
+                    return _local_error(self.call.rid, "forbidden",
+                                        f"broker \"{endpoint}\" refused this client's key: the \"{op}\" "
+                                        f"request was not sent",
+                                        "ask the operator to add this client's public key to the broker's "
+                                        "clients file")
+                if why == "configuration":
+                    return _local_error(self.call.rid, "configuration",
+                                        f"broker \"{endpoint}\" and this client do not use the same link "
+                                        f"security (CURVE or plaintext), or the broker's public key is wrong: "
+                                        f"the \"{op}\" request was not sent",
+                                        "give the client the brokers' public key and its own secret key "
+                                        "(Client(server_public_key=..., client_secret_key=...)), or neither "
+                                        "for plaintext brokers")
             if len(endpoints) == 1:
                 message = f"could not connect to broker \"{endpoints[0]}\": the \"{op}\" request was not sent"
             else:
