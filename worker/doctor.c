@@ -191,11 +191,14 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                   p && p->reuse_grace_seconds ? "This provider accepts the old token again for a short grace period; "
                   "the grace had passed before the next refresh." : "This provider accepts a refresh token only once, "
                   "so no retry can recover it.");
-        add_step (d, "Disconnect the integration: ferrulectl disconnect --integration %s", id);
+        add_step (d, "Operators: check whether the worker the history below names is still running. One that "
+                  "stalled, or lost only its database connection, still holds the new refresh token and commits it "
+                  "once the database answers it: the integration then recovers by itself (history: refreshed, "
+                  "\"recovered\"). Disconnecting before that destroys the token it would commit");
+        add_step (d, "If that worker stopped: disconnect the integration: ferrulectl disconnect --integration %s", id);
         add_step (d, "Connect it again and approve the provider's consent screen: %s, then open the printed URL "
                   "and pass the URL the browser lands on to ferrulectl callback --url", cmd);
-        add_step (d, "Operators: find why the worker stopped at that time (its logs, the pod's events); the history "
-                  "below names it");
+        add_step (d, "Operators: find why the worker stopped at that time (its logs, the pod's events)");
     }
     else
     if (strcmp (code, "needs_reconnect") == 0) {

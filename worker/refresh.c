@@ -1337,7 +1337,9 @@ refresh_on_response (void *arg, const http_response_t *resp)
                   "invalid_grant after an interrupted refresh: a worker stopped while the provider was rotating the "
                   "refresh token, and the new refresh token the provider issued never reached the database",
                   e->id, r->provider->name);
-        hint = "the user must reconnect: disconnect the integration, then connect it again";
+        hint = "unless the worker that was refreshing it is still running (stalled, or cut off from the database: "
+               "it commits the new token when it can, and the integration recovers), the user must reconnect: "
+               "disconnect the integration, then connect it again";
     }
     log_warning (e->id, rid_of (r), "%s", message);
 
