@@ -1108,6 +1108,46 @@ test_read_of_a_row_changed_meanwhile_is_answered (void **state)
     free (ids [0]);
 }
 
+/* A harness called name whose one worker reaches the database through a relay (returned), with
+ * integration id imported and its row saved into the test session's table saved. */
+static dbproxy_t *
+start_behind_relay (const char *name, const char *id, const char *saved)
+{
+    char sql [256];
+    h = harness_new (name);
+    assert_non_null (h);
+    dbproxy_t *proxy = dbproxy_new (harness_runtime_url (h));
+    assert_non_null (proxy);
+    char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
+    assert_non_null (via);
+    harness_set_env (h, "FERRULE_DATABASE_URL", via);
+    free (via);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt = itest_grant (h, "fakebox", "[]");
+    assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+    free (rt);
+    snprintf (sql, sizeof sql, "CREATE TEMP TABLE %s AS SELECT * FROM integrations WHERE id = '%s'", saved, id);
+    assert_int_equal (harness_sql (h, sql), 0);
+    return proxy;
+}
+
+/* What a server promoted without the commits made since saved holds: the row put back, the
+ * chain rows after it gone (the chain is append-only: a trigger). */
+static void
+lose_commits_since (const char *saved)
+{
+    char sql [768];
+    snprintf (sql, sizeof sql, "UPDATE integrations i SET generation = b.generation, access_token = b.access_token,"
+              " access_expires_at = b.access_expires_at, refresh_token = b.refresh_token,"
+              " refresh_fingerprint = b.refresh_fingerprint FROM %s b WHERE i.id = b.id;"
+              " SET session_replication_role = replica; DELETE FROM token_chain t USING %s b"
+              " WHERE t.integration_id = b.id AND t.generation > b.generation;"
+              " RESET session_replication_role", saved, saved);
+    assert_int_equal (harness_sql (h, sql), 0);
+}
+
 /* The connection is lost after the database has committed a rotated refresh, before its answer
  * reached the worker (a relay holds the server's answers, then cuts every connection). The worker
  * sends the commit again, which loses its compare-and-set to itself. That was recorded as a
@@ -1122,22 +1162,7 @@ static void
 test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
 {
     (void) state;
-    h = harness_new ("group_commit_answer_lost");
-    assert_non_null (h);
-    dbproxy_t *proxy = dbproxy_new (harness_runtime_url (h));
-    assert_non_null (proxy);
-    char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
-    assert_non_null (via);
-    harness_set_env (h, "FERRULE_DATABASE_URL", via);
-    free (via);
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
-    char *rt = itest_grant (h, "fakebox", "[]");
-    assert_int_equal (itest_import (h, "lostans:box", "fakebox", rt), 0);
-    free (rt);
-    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE id = 'lostans:box'"),
-                      0);
+    dbproxy_t *proxy = start_behind_relay ("group_commit_answer_lost", "lostans:box", "saved");
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     long long calls = itest_stat (h, "fakebox", "refresh_calls");
 
@@ -1175,12 +1200,7 @@ test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
     /* the failover: the promoted server never had the commit */
     assert_int_equal (harness_sql (h, "CREATE TEMP TABLE committed AS SELECT id, generation, refresh_fingerprint"
                                       " FROM integrations WHERE id = 'lostans:box'"), 0);
-    assert_int_equal (harness_sql (h, "UPDATE integrations i SET generation = b.generation, access_token = b.access_token,"
-                                      " access_expires_at = b.access_expires_at, refresh_token = b.refresh_token,"
-                                      " refresh_fingerprint = b.refresh_fingerprint FROM saved b WHERE i.id = b.id;"
-                                      " SET session_replication_role = replica; DELETE FROM token_chain t USING saved b"
-                                      " WHERE t.integration_id = b.id AND t.generation > b.generation;"
-                                      " RESET session_replication_role"), 0);
+    lose_commits_since ("saved");
     assert_true (dbproxy_cut (proxy) > 0);
     long long again = itest_wait_sql (h, "SELECT count(*) FROM integrations i JOIN committed c USING (id)"
                                          " WHERE i.refresh_fingerprint = c.refresh_fingerprint"
@@ -1211,22 +1231,7 @@ static void
 test_commit_after_a_failover_waits_for_the_check (void **state)
 {
     (void) state;
-    h = harness_new ("group_commit_failover_order");
-    assert_non_null (h);
-    dbproxy_t *proxy = dbproxy_new (harness_runtime_url (h));
-    assert_non_null (proxy);
-    char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
-    assert_non_null (via);
-    harness_set_env (h, "FERRULE_DATABASE_URL", via);
-    free (via);
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
-    char *rt = itest_grant (h, "fakebox", "[]");
-    assert_int_equal (itest_import (h, "fo2:box", "fakebox", rt), 0);
-    free (rt);
-    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved2 AS SELECT * FROM integrations WHERE id = 'fo2:box'"),
-                      0);
+    dbproxy_t *proxy = start_behind_relay ("group_commit_failover_order", "fo2:box", "saved2");
     int rc = -1;
     json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "fo2:box", NULL);        /* C1 */
     json_decref (r);
@@ -1243,12 +1248,7 @@ test_commit_after_a_failover_waits_for_the_check (void **state)
     assert_int_equal (itest_wait_stat (h, "fakebox", "refresh_calls", calls + 1, 20000), calls + 1);
     /* the failover: the new server lacks C1, and answers nothing until R2's answer is in */
     dbproxy_hold_answers (proxy, 1);
-    assert_int_equal (harness_sql (h, "UPDATE integrations i SET generation = b.generation, access_token = b.access_token,"
-                                      " access_expires_at = b.access_expires_at, refresh_token = b.refresh_token,"
-                                      " refresh_fingerprint = b.refresh_fingerprint FROM saved2 b WHERE i.id = b.id;"
-                                      " SET session_replication_role = replica; DELETE FROM token_chain t USING saved2 b"
-                                      " WHERE t.integration_id = b.id AND t.generation > b.generation;"
-                                      " RESET session_replication_role"), 0);
+    lose_commits_since ("saved2");
     assert_true (dbproxy_cut (proxy) > 0);
     sleep (3);                               /* R2's 2 s at the provider, counted from its arrival, are over */
     dbproxy_hold_answers (proxy, 0);

@@ -15,7 +15,21 @@ import ferrule
 from ferrule.requests_auth import FerruleAuth
 
 
-class Upstream:
+class Served:
+    """An HTTP server on 127.0.0.1 in a thread of its own, answering with handler."""
+
+    def serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Upstream(Served):
     def __init__(self, reject_all: bool = False, forbid_scope: str | None = None) -> None:
         self.reject_all = reject_all
         self.forbid_scope = forbid_scope
@@ -70,14 +84,7 @@ class Upstream:
             def log_message(self, *args: object) -> None:      # keep test output quiet
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @pytest.fixture
@@ -165,7 +172,7 @@ def test_threads_rejecting_the_same_token_share_one_refresh(cluster, client, imp
     assert cluster.stat("fakebox", "refresh_calls") == calls + 1
 
 
-class Redirect:
+class Redirect(Served):
     """An upstream that answers every request with a redirect to location."""
 
     def __init__(self, location: str) -> None:
@@ -181,14 +188,7 @@ class Redirect:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 def test_no_token_follows_a_redirect_to_another_origin(cluster, client, imported):
