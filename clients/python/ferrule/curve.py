@@ -43,7 +43,10 @@ def _shown_path(source: KeySource) -> str:
     path = os.fspath(source)
     if isinstance(source, str):
         text = path.strip().strip("'\"")
-        if Z85_KEY_LEN - 4 <= len(text) <= Z85_KEY_LEN + 4 and all(c in _Z85_ALPHABET for c in text):
+        folder = os.path.dirname(text)
+        looks_like_path = text.endswith((".key", ".pub")) or (folder != "" and os.path.isdir(folder))
+        if Z85_KEY_LEN - 4 <= len(text) <= Z85_KEY_LEN + 4 and all(c in _Z85_ALPHABET for c in text) \
+                and not looks_like_path:
             return "the text given (not shown: it may be a mistyped key)"
     return f"\"{path}\""
 

@@ -65,6 +65,11 @@ def test_bad_keys_are_refused_without_showing_them(keyfiles, tmp_path):
             CurveKeys.load(server_pub, typo)
         assert client_sec.decode()[:20] not in str(info.value), str(info.value)
         assert "not shown" in str(info.value)
+    # a path of that length, in a folder that exists, is still named
+    path = "/tmp/" + "k" * 34                         # 39 characters, all of Z85's alphabet
+    with pytest.raises(ValueError, match="could not read") as info:
+        CurveKeys.load(server_pub, path)
+    assert path in str(info.value)
 
 
 class AllowList:
