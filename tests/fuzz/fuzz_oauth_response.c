@@ -135,8 +135,15 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
             CHECK ((unsigned char) *c > 0x20 && (unsigned char) *c < 0x7f);
         CHECK (!r.error);
     }
-    else
-        CHECK (!r.access_token && !r.refresh_token);
+    else {
+        CHECK (!r.access_token);
+        /* a refresh token only beside an unusable access token in a 2xx answer (kept: the
+         * provider may have rotated), and then a token like any other */
+        CHECK (!r.refresh_token || (r.kind == OAUTH_BAD_RESPONSE && status >= 200 && status <= 299
+                                    && strlen (r.refresh_token) <= OAUTH_MAX_TOKEN));
+        for (const char *c = r.refresh_token; c && *c; c++)
+            CHECK ((unsigned char) *c > 0x20 && (unsigned char) *c < 0x7f);
+    }
     /* what goes to logs, the chain and replies */
     CHECK (!r.error || (strlen (r.error) <= OAUTH_MAX_ERROR && printable (r.error)));
     CHECK (!r.error_description || (strlen (r.error_description) <= OAUTH_MAX_DESCRIPTION
