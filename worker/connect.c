@@ -398,11 +398,8 @@ failed_record (worker_t *w, store_t *store, void *arg)
     failed_wait_t *fw = arg;
     char err [256];
     fr_status_t st;
-    if (!store && !dbwait_stopping (w)) {
-        /* the broker has answered the request with its timeout; the record waits, without a
-         * deadline, for a connection that is up */
+    if (dbwait_requeue_late (w, store, failed_record, fw)) {
         fw->replied = 1;
-        dbwait_add (w, failed_record, fw, -1);
         return;
     }
     if (!store) {

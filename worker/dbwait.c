@@ -44,6 +44,15 @@ dbwait_any_connected (const worker_t *w)
     return store_connected (w->store) || (w->batches && store_connected (w->batches));
 }
 
+int
+dbwait_requeue_late (worker_t *w, store_t *store, dbwait_fn *fn, void *arg)
+{
+    if (store || dbwait_stopping (w))
+        return 0;
+    dbwait_add (w, fn, arg, -1);
+    return 1;
+}
+
 const char *
 dbwait_retry_when (const worker_t *w)
 {

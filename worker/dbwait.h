@@ -59,4 +59,10 @@ void dbwait_tick (worker_t *w);
 size_t dbwait_count (const worker_t *w);
 /* 1 while dbwait_destroy drops the queue: a dbwait_fn given no store then must not queue again. */
 int dbwait_stopping (const worker_t *w);
+/* For work that must be done whose first try answers a request (queued with the request's
+ * deadline): called by its dbwait_fn first. With no store because that deadline passed (the broker
+ * has answered the request with its timeout), queues fn and arg again without a deadline, for a
+ * connection that is up, and returns 1: the caller notes that nobody waits and returns. 0
+ * otherwise (a store to start on, or the worker stopping). */
+int dbwait_requeue_late (worker_t *w, store_t *store, dbwait_fn *fn, void *arg);
 #endif

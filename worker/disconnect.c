@@ -84,11 +84,8 @@ note_start (worker_t *w, store_t *store, void *arg)
     note_wait_t *nw = arg;
     char err [256];
     fr_status_t st;
-    if (!store && !dbwait_stopping (w)) {
-        /* no connection was free before the request's deadline: the broker has answered it; the
-         * row waits, without a deadline, for a connection that is up */
+    if (dbwait_requeue_late (w, store, note_start, nw)) {
         nw->replied = 1;
-        dbwait_add (w, note_start, nw, -1);
         return;
     }
     if (!store) {

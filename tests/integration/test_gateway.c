@@ -1264,6 +1264,16 @@ open_session (const char *link)
     return cookie;
 }
 
+/* GET /dashboard with a session's "Cookie:" header (NULL: none). */
+static http_t
+dashboard_home (const char *cookie)
+{
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    return http ("GET", url, cookie ? hdr : NULL, NULL);
+}
+
 /* The brokers refuse the gateway's own client "dashboard_open" (a policy file that forgot it):
  * the button's answer says the fault is the service's (500), and the gateway logs why. It was
  * 403 "This dashboard link has expired or was already used", "ask your application for a new
@@ -1383,10 +1393,7 @@ test_dashboard_says_when_keys_are_not_listed (void **state)
     json_decref (k);
     char *link = dashboard_link ("ws14:", 0);
     char *cookie = open_session (link);
-    char url [256];
-    snprintf (url, sizeof url, "%s/dashboard", gw_url);
-    const char *hdr [] = { cookie, NULL };
-    http_t r = http ("GET", url, hdr, NULL);
+    http_t r = dashboard_home (cookie);
     assert_int_equal (r.status, 200);
     assert_true (has (&r, "<table id=\"apikeys\">"));
     http_free (&r);
@@ -1394,7 +1401,7 @@ test_dashboard_says_when_keys_are_not_listed (void **state)
     harness_reload_brokers (h);
     int said = 0, listed = 1;
     for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end && !said;) {   /* until the brokers read it */
-        r = http ("GET", url, hdr, NULL);
+        r = dashboard_home (cookie);
         said = has (&r, "id=\"keys-not-listed\"");
         listed = has (&r, "<table id=\"apikeys\">");
         http_free (&r);
@@ -1406,7 +1413,7 @@ test_dashboard_says_when_keys_are_not_listed (void **state)
     if (!said)
         fail_msg ("the dashboard with its keys refused: no notice (the keys table %s)", listed ? "shown" : "missing");
     for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end && said;) {     /* as it was, for the tests after */
-        r = http ("GET", url, hdr, NULL);
+        r = dashboard_home (cookie);
         said = has (&r, "id=\"keys-not-listed\"");
         http_free (&r);
         if (said)
