@@ -26,12 +26,27 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 
+_SECRET_KEYS = frozenset({"access_token", "refresh_token", "id_token", "client_secret", "code_verifier"})
+
+
+def _without_secrets(value: Any) -> Any:
+    """A copy of a reply with every token's value replaced: an exception is logged, printed and
+    kept in tracebacks, and one raised over a malformed token reply would carry the token."""
+    if isinstance(value, Mapping):
+        return {k: "(hidden)" if k in _SECRET_KEYS and value[k] is not None else _without_secrets(value[k])
+                for k in value}
+    if isinstance(value, list):
+        return [_without_secrets(v) for v in value]
+    return value
+
+
 class FerruleError(Exception):
     """A request failed. ``code`` is the wire error code, ``message`` says what happened,
     ``hint`` what to do; ``retry_after`` (seconds) is set when the service knows when to retry.
     ``reply`` is the whole reply body (for example the stored ``integration`` map that comes
     with a ``no_refresh_token`` from ``callback``); ``rid`` is the request id, which the
-    service's log lines carry. Messages never hold a token, a code or a secret."""
+    service's log lines carry. Messages never hold a token, a code or a secret, and neither does
+    ``reply``: a token's value in it is replaced by ``"(hidden)"``."""
 
     code: str = ""
     exit_code: int = 1
@@ -48,7 +63,7 @@ class FerruleError(Exception):
         self.retry_after = retry_after
         self.rid = rid
         self.detail = dict(detail) if detail is not None else None
-        self.reply: dict[str, Any] = dict(reply) if reply is not None else {}
+        self.reply: dict[str, Any] = _without_secrets(reply) if reply is not None else {}
 
     def __str__(self) -> str:
         text = f"{self.code}: {self.message}" if self.code else self.message

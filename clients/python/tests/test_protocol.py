@@ -367,6 +367,21 @@ def test_token_reply_without_a_promised_key_is_malformed(scripted, missing):
             c.token("acct:x")
 
 
+def test_malformed_token_reply_keeps_no_token_in_the_error(scripted):
+    # the exception carries the reply for its other keys; the token it held must not ride along
+    # into a log line or a traceback's locals
+    a = scripted(lambda req, n: [ok(req, access_token="tok-SECRET-1", expires_at="2030-01-01T00:00:00Z",
+                                    generation="3", refreshed=False,
+                                    integration={"refresh_token": "tok-SECRET-2", "status": "active"})])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.MalformedFrame, match="generation") as info:
+            c.token("acct:x")
+    e = info.value
+    assert "SECRET" not in repr(e.reply) and "SECRET" not in str(e) and "SECRET" not in repr(e)
+    assert e.reply["access_token"] == "(hidden)" and e.reply["integration"]["refresh_token"] == "(hidden)"
+    assert e.reply["generation"] == "3" and e.reply["integration"]["status"] == "active"
+
+
 def test_token_reply_with_a_bad_time_is_malformed(scripted):
     a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="tomorrow", generation=1, refreshed=True)])
     with ferrule.Client(a.endpoint, timeout=3) as c:
