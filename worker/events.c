@@ -10,6 +10,7 @@
 #include "clock.h"
 #include "ident.h"
 #include "log.h"
+#include "lograte.h"
 #include "mem.h"
 #include <assert.h>
 #include <curl/curl.h>
@@ -69,6 +70,7 @@ struct events {
     metrics_t *metrics;
     metrics_series_t *m_pending, *m_failed_rows, *m_forecasts, *m_db_errors;
     metrics_series_t **m_held;       /* per endpoint, in the set's order */
+    lograte_t late_log;              /* a claim none of whose deliveries could be attempted */
 };
 
 static uint64_t
@@ -224,6 +226,7 @@ deliver_pass (events_t *ev, int full)
         db_failed (ev, NULL, err);
         return 0;
     }
+    int64_t claim_ended_ms = clock_mono_ms ();
     /* the claim's deliveries go one after another under one lease: one is attempted only if the
      * attempt ends within the lease, however long it takes; past the lease another worker's claim
      * takes the delivery, and both would send it at once. Those, and those of an endpoint held
@@ -249,6 +252,18 @@ deliver_pass (events_t *ev, int full)
         int64_t released = 0;
         if (store_events_release (ev->store, back, nback, lease, &released, err, sizeof err) != FR_OK)
             db_failed (ev, NULL, err);       /* their leases expire instead */
+        else if (nlate == count) {
+            /* not one attempted: the claim itself took the lease's room beyond an attempt (a slow
+             * database), and the next claim may do the same */
+            uint64_t quiet;
+            if (lograte_take (&ev->late_log, clock_mono_ms (), &quiet))
+                log_warning (NULL, NULL, "event deliveries given back unsent: all %lld of a claim that took %lld ms "
+                             "(FERRULE_WEBHOOK_LEASE_MS %lld, FERRULE_WEBHOOK_TIMEOUT_MS %lld: an attempt must end "
+                             "within the lease); a slow database makes this happen, a longer lease makes room "
+                             "(%llu more such claims since the last line)", (long long) nlate,
+                             (long long) (claim_ended_ms - claimed_ms), (long long) ev->cfg.lease_ms,
+                             (long long) ev->cfg.timeout_ms, (unsigned long long) quiet);
+        }
         else if (nlate)
             log_info (NULL, NULL, "event deliveries given back unsent: %lld; their attempts could not have ended "
                       "within the lease (FERRULE_WEBHOOK_LEASE_MS %lld, FERRULE_WEBHOOK_TIMEOUT_MS %lld); a "
@@ -360,23 +375,32 @@ events_thread (void *arg)
     return NULL;
 }
 
+int
+events_config_check (int64_t timeout_ms, int64_t lease_ms, char *err, size_t errlen)
+{
+    if (lease_ms >= timeout_ms + EVENTS_LEASE_MARGIN_MS)
+        return 0;
+    /* a lease that expires during an attempt lets another worker send the same event at the
+     * same time, so an attempt starts only if it ends within the lease, counted from before the
+     * claim: a margin smaller than the claim's own time let none start, ever */
+    snprintf (err, errlen, "FERRULE_WEBHOOK_LEASE_MS (%lld) must exceed FERRULE_WEBHOOK_TIMEOUT_MS (%lld) by at "
+              "least %d ms: an attempt is made only if it ends within the lease, and the claim itself takes some of "
+              "it", (long long) lease_ms, (long long) timeout_ms, EVENTS_LEASE_MARGIN_MS);
+    return -1;
+}
+
 events_t *
 events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *metrics, char *err, size_t errlen)
 {
     events_t *ev = mem_alloc (sizeof *ev);
     ev->cfg = *cfg;
     ev->wake [0] = ev->wake [1] = -1;
+    ev->late_log.interval_ms = 60000;
     ev->stop_fd = -1;
     ev->worker_id = mem_strdup (cfg->worker_id);
     ev->cfg.worker_id = ev->worker_id;
     ev->cfg.database_url = NULL;
     ev->cfg.webhooks_file = NULL;
-    if (cfg->lease_ms <= cfg->timeout_ms) {
-        snprintf (err, errlen, "FERRULE_WEBHOOK_LEASE_MS (%lld) must exceed FERRULE_WEBHOOK_TIMEOUT_MS (%lld): a lease "
-                  "that expires during an attempt lets another worker send the same event at the same time",
-                  (long long) cfg->lease_ms, (long long) cfg->timeout_ms);
-        goto fail;
-    }
     if (cfg->webhooks_file && *cfg->webhooks_file) {
         ev->endpoints = webhook_set_load (cfg->webhooks_file, err, errlen);
         if (!ev->endpoints)

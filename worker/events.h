@@ -19,13 +19,19 @@ typedef struct {
     int64_t backoff_base_ms;         /* first wait after a failed attempt; doubles, with jitter */
     int64_t backoff_max_ms;
     int64_t timeout_ms;              /* one HTTP attempt, all included */
-    int64_t lease_ms;                /* a claimed delivery's lease; must exceed timeout_ms */
+    int64_t lease_ms;                /* a claimed delivery's lease: events_config_check */
     int64_t poll_ms;                 /* due deliveries are looked for at least this often */
     int64_t forecast_ms;             /* how often the expiring forecasts run */
     int64_t statement_ms;            /* the thread's statement timeout */
 } events_config_t;
 
 typedef struct events events_t;
+
+#define EVENTS_LEASE_MARGIN_MS 500   /* the lease's room beyond one attempt: the claim's own time */
+
+/* 0 when a delivery's lease leaves room for an attempt and its claim; else -1 and why in err.
+ * Checked with the rest of the configuration, before the worker connects. */
+int events_config_check (int64_t timeout_ms, int64_t lease_ms, char *err, size_t errlen);
 
 /* Reads the endpoints, registers the metrics and starts the delivery thread. NULL with a reason. */
 events_t *events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *metrics,

@@ -77,7 +77,7 @@ main (int argc, char **argv)
         { "webhook-backoff-base-ms", "FERRULE_WEBHOOK_BACKOFF_BASE_MS", CONFIG_INT, &wh_base, "1000", 0, 3600000, 0, "first wait after a failed webhook attempt; doubles per attempt, with jitter" },
         { "webhook-backoff-max-ms", "FERRULE_WEBHOOK_BACKOFF_MAX_MS", CONFIG_INT, &wh_max, "600000", 0, 86400000, 0, "longest wait between webhook attempts" },
         { "webhook-timeout-ms", "FERRULE_WEBHOOK_TIMEOUT_MS", CONFIG_INT, &wh_timeout, "10000", 100, 120000, 0, "one webhook attempt, connection included" },
-        { "webhook-lease-ms", "FERRULE_WEBHOOK_LEASE_MS", CONFIG_INT, &wh_lease, "30000", 200, 600000, 0, "a claimed delivery's lease: after a worker dies another sends the event after this; must exceed the timeout" },
+        { "webhook-lease-ms", "FERRULE_WEBHOOK_LEASE_MS", CONFIG_INT, &wh_lease, "30000", 200, 600000, 0, "a claimed delivery's lease: after a worker dies another sends the event after this; must exceed the timeout by 500 ms" },
         { "events-poll-ms", "FERRULE_EVENTS_POLL_MS", CONFIG_INT, &ev_poll, "1000", 10, 60000, 0, "due deliveries are looked for at least this often (new events wake the thread at once)" },
         { "events-forecast-ms", "FERRULE_EVENTS_FORECAST_MS", CONFIG_INT, &ev_forecast, "3600000", 100, 86400000, 0, "how often the expiring forecasts run" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark" },
@@ -136,6 +136,11 @@ main (int argc, char **argv)
                    "statement timeout: a longer wait on the database would make the brokers declare this worker lost",
                    (long long) db_statement_ms, (long long) db_connect_ms, (long long) (2 * heartbeat_ms + 1000),
                    (long long) (2 * heartbeat_ms + 1000 - 251), (long long) db_lock_ms);
+        rc = 2;
+        goto out;
+    }
+    if (events_config_check (wh_timeout, wh_lease, err, sizeof err) != 0) {
+        log_error (NULL, NULL, "%s", err);
         rc = 2;
         goto out;
     }

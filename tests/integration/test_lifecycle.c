@@ -180,6 +180,25 @@ test_database_timeouts_checked_at_start (void **state)
     assert_int_equal (itest_log_lines (h, "slowdb", "(3000 ms: a statement timeout of at most 2749 ms)", &more), 1);
 }
 
+/* A webhook lease that exceeds the attempt's timeout by less than the claim itself can take: the
+ * worker started, and every delivery it claimed was given back unsent at each poll (its attempt
+ * could not end within the lease, counted from before the claim), forever, with an info line. It
+ * now refuses to start and says by how much the lease must exceed the timeout. */
+static void
+test_webhook_lease_without_room_for_the_claim_refused_at_start (void **state)
+{
+    harness_set_env (h, "FERRULE_WEBHOOK_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "1001");
+    assert_int_equal (harness_start_worker (h, "tightlease"), 0);
+    int status = harness_wait_worker_exit (h, "tightlease", 10000);
+    harness_set_env (h, "FERRULE_WEBHOOK_TIMEOUT_MS", "10000");
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "30000");
+    assert_int_equal (status, 2);
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "tightlease", "FERRULE_WEBHOOK_LEASE_MS (1001) must exceed "
+                                       "FERRULE_WEBHOOK_TIMEOUT_MS (1000) by at least 500 ms", &more), 1);
+}
+
 /* Before a burst's first request: broker 0 stopped (SIGSTOP), and a child that, once the burst is
  * sent, asks it to stop (SIGTERM) and lets it go on (SIGCONT). */
 static void
@@ -274,6 +293,7 @@ main (void)
         cmocka_unit_test (test_old_schema_refused),
         cmocka_unit_test (test_broker_stopped_with_requests_in_flight_answers_them),
         cmocka_unit_test (test_database_timeouts_checked_at_start),
+        cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
     };
     int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();
