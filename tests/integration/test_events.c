@@ -288,6 +288,29 @@ test_connect_events (void **state)
                                           " AND type = 'reconnected'"), 1);
 }
 
+/* An upstream API's insufficient_scope that names no scope: its event said "missing: " and
+ * nothing more; it says what was reported, as the chain row and doctor do. A named one keeps its
+ * "missing: <scope>". */
+static void
+test_unnamed_scope_report_event (void **state)
+{
+    import ("unnamed:box", "fakebox");
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", "unnamed:box", "--www-authenticate",
+                             "Bearer error=\"insufficient_scope\"", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "report-scope", "--integration", "unnamed:box", "--scope", "files.write", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    /* the first (the unnamed one) says so, and does not start "missing: " */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM (SELECT detail FROM events WHERE integration_id ="
+                                          " 'unnamed:box' AND type = 'insufficient_scope' ORDER BY seq LIMIT 1) e"
+                                          " WHERE detail LIKE '%did not name%' AND detail NOT LIKE 'missing: %'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'unnamed:box'"
+                                          " AND type = 'insufficient_scope' AND detail = 'missing: files.write'"), 1);
+}
+
 /* A refresh that succeeds after transient failures says "recovered". */
 static void
 test_recovered (void **state)
@@ -806,6 +829,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_outbox_iff_committed),
         cmocka_unit_test (test_connect_events),
+        cmocka_unit_test (test_unnamed_scope_report_event),
         cmocka_unit_test (test_recovered),
         cmocka_unit_test (test_delivery_survives_kill_and_outage),
         cmocka_unit_test (test_no_delivery_outlives_its_lease),

@@ -1,0 +1,75 @@
+-- 017: the insufficient_scope event of a scope report that names no scope.
+--
+-- An upstream API may answer insufficient_scope without saying which scope it needs (RFC 6750
+-- allows it; the worker stores the report with an empty scope, and doctor diagnoses it). The
+-- outbox's event for it read "missing: " with nothing after it. events_from_chain is replaced
+-- with one that says the API did not name the scope; everything else in it is 007's, unchanged.
+-- A catalog change only, in a transaction; workers of the previous release write the same chain
+-- rows and get the new wording.
+
+CREATE OR REPLACE FUNCTION events_from_chain () RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    i integrations%ROWTYPE;
+    prev text;
+    missing text;
+BEGIN
+    -- a refresh is an event only after a failed attempt: the previous chain row decides, read on
+    -- the chain's index alone, before the integration's row (most refreshes stop here)
+    IF NEW.outcome = 'refreshed' THEN
+        SELECT c.outcome INTO prev FROM token_chain c
+            WHERE c.integration_id = NEW.integration_id AND c.seq < NEW.seq ORDER BY c.seq DESC LIMIT 1;
+        IF prev IS NULL OR prev NOT IN ('transient', 'bad_response', 'error', 'invalid_grant') THEN
+            RETURN NULL;
+        END IF;
+    END IF;
+    SELECT * INTO i FROM integrations WHERE id = NEW.integration_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF NEW.outcome IN ('imported', 'connected') THEN
+        IF EXISTS (SELECT 1 FROM token_chain c WHERE c.integration_id = NEW.integration_id
+                   AND c.seq < NEW.seq AND c.outcome IN ('imported', 'connected')) THEN
+            PERFORM events_emit ('reconnected', i.id, i.provider, 'healthy', NEW.generation, NULL);
+        ELSE
+            PERFORM events_emit ('connected', i.id, i.provider, 'healthy', NEW.generation, NULL);
+        END IF;
+        IF NEW.outcome = 'connected' AND i.refresh_token_missing THEN
+            PERFORM events_emit ('no_refresh_token', i.id, i.provider, 'no_refresh_token', NEW.generation,
+                                 'the provider issued no refresh token: the integration works until its access token expires');
+        END IF;
+        IF NEW.outcome = 'connected' AND i.requested_scopes IS NOT NULL AND NOT (i.requested_scopes <@ i.scopes) THEN
+            SELECT string_agg (s, ' ' ORDER BY s) INTO missing
+                FROM unnest (i.requested_scopes) s WHERE s <> ALL (i.scopes);
+            PERFORM events_emit ('scopes_reduced', i.id, i.provider, 'scopes_reduced', NEW.generation,
+                                 'not granted: ' || left (missing, 2048));
+        END IF;
+    ELSIF NEW.outcome = 'disconnected' THEN
+        PERFORM events_emit ('disconnected', i.id, i.provider, 'disconnected', NEW.generation, NULL);
+    ELSIF NEW.outcome = 'scope_reported' THEN
+        -- RFC 6750 lets an API refuse for a missing scope without naming it (stored as '')
+        PERFORM events_emit ('insufficient_scope', i.id, i.provider, 'insufficient_scope', NEW.generation,
+                             CASE WHEN coalesce (i.scope_report, '') = ''
+                                  THEN 'an upstream API answered insufficient_scope and did not name the scope it needs'
+                                  ELSE 'missing: ' || left (i.scope_report, 2048) END);
+    ELSIF NEW.outcome = 'refreshed' THEN
+        -- works again after transient failures, or after an invalid_grant that a stalled
+        -- worker's rotated token overrode (docs/architecture.md); prev was read above
+        IF prev = 'invalid_grant' THEN
+            -- only when that invalid_grant had made it needs_reconnect (one for a superseded
+            -- token changes nothing, and so recovers nothing)
+            SELECT e.type INTO prev FROM events e
+                WHERE e.integration_id = NEW.integration_id
+                  AND e.type IN ('needs_reconnect', 'connected', 'reconnected', 'recovered')
+                ORDER BY e.seq DESC LIMIT 1;
+            IF prev = 'needs_reconnect' THEN
+                prev := 'invalid_grant';
+            END IF;
+        END IF;
+        IF prev IN ('transient', 'bad_response', 'error', 'invalid_grant') THEN
+            PERFORM events_emit ('recovered', i.id, i.provider, 'healthy', NEW.generation,
+                                 'the last attempt before this refresh ended ' || prev);
+        END IF;
+    END IF;
+    RETURN NULL;
+END;
+$$;
