@@ -405,6 +405,7 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
         ev->endpoints = webhook_set_load (cfg->webhooks_file, err, errlen);
         if (!ev->endpoints)
             goto fail;
+        webhook_set_forget_environment (ev->endpoints);
     }
     size_t n = webhook_set_count (ev->endpoints);
     ev->names = mem_alloc ((n + 1) * sizeof *ev->names);

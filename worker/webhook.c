@@ -179,6 +179,7 @@ webhook_set_parse (const char *text, size_t len, const char *source, char *err, 
         ep->secret = read_secret (name, file, env, err, errlen);
         if (!ep->secret)
             goto fail;
+        ep->secret_env = env ? mem_strdup (env) : NULL;
     }
     json_decref (root);
     return set;
@@ -212,6 +213,19 @@ out:
 }
 
 void
+webhook_set_forget_environment (const webhook_set_t *set)
+{
+    for (size_t i = 0; set && i < set->n; i++) {
+        const char *name = set->eps [i].secret_env;
+        char *v = name ? getenv (name) : NULL;
+        if (v)          /* the kernel's copy (/proc/PID/environ) is this block: unsetenv leaves it */
+            mem_wipe (v, strlen (v));
+        if (name)
+            unsetenv (name);
+    }
+}
+
+void
 webhook_set_destroy (webhook_set_t **set_p)
 {
     if (!set_p || !*set_p)
@@ -221,6 +235,7 @@ webhook_set_destroy (webhook_set_t **set_p)
         webhook_endpoint_t *ep = &set->eps [i];
         mem_free (ep->name);
         mem_free (ep->url);
+        mem_free (ep->secret_env);
         secmem_free_str (&ep->secret);
         for (size_t k = 0; k < ep->ntypes; k++)
             mem_free (ep->types [k]);

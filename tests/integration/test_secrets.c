@@ -225,8 +225,21 @@ test_secrets_in_process (void **state)
     assert_int_equal (harness_stop_worker (h, "w1"), 0);
     harness_set_env (h, "FERRULE_ENCRYPTION_KEY_FILE", NULL);
     harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k1);
+    /* and two webhook endpoints signing with one secret from the environment: it stayed there,
+     * readable in /proc/PID/environ, for the worker's life */
+    char hooks [1024], text [1024];
+    const char *hook_secret = "hooksecret-0123456789abcdef0123456789";
+    snprintf (hooks, sizeof hooks, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": ["
+              " {\"name\": \"one\", \"url\": \"http://127.0.0.1:9/a\", \"secret_env\": \"FERRULE_TEST_HOOK_SECRET\"},"
+              " {\"name\": \"two\", \"url\": \"http://127.0.0.1:9/b\", \"secret_env\": \"FERRULE_TEST_HOOK_SECRET\"}]}");
+    write_file (hooks, text);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", hooks);
+    harness_set_env (h, "FERRULE_TEST_HOOK_SECRET", hook_secret);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", NULL);
+    harness_set_env (h, "FERRULE_TEST_HOOK_SECRET", NULL);
     pid = worker_pid ("w1");
     assert_true (pid > 0);
     char *environ_text = proc_text (pid, "environ");
@@ -234,10 +247,16 @@ test_secrets_in_process (void **state)
                                        kernel shows the block the process started with: the name
                                        stays, its value is overwritten) */
         assert_null (strstr (environ_text, k1));
+        assert_null (strstr (environ_text, hook_secret));
         free (environ_text);
     }
     else
         assert_true (errno == EACCES || errno == EPERM);
+    /* both endpoints were loaded with it, the second after the first had read it */
+    json_t *wh = harness_ctl (h, &rc, "webhook", "doctor", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (wh, "webhooks")), 2);
+    json_decref (wh);
 
     /* rotate the encryption key: the same refresh token keeps its fingerprint */
     assert_int_equal (harness_stop_worker (h, "w1"), 0);
