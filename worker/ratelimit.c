@@ -135,8 +135,10 @@ ratelimit_admit (worker_t *w, job_t *job, const char *op, size_t op_len, const c
     char message [300];
     int is_refresh = op_len == 7 && memcmp (op, "refresh", 7) == 0;
     int is_connect = op_len == 7 && memcmp (op, "connect", 7) == 0;
-    if (!is_refresh && !is_connect)
+    int is_reject = op_len == 6 && memcmp (op, "reject", 6) == 0;
+    if (!is_refresh && !is_connect && !is_reject)
         return 1;
+    const char *what = is_connect ? "connect" : "refresh";
     if (!w->admin_rate)
         w->admin_rate = ratelimit_new (w->cfg.admin_rate_burst, w->cfg.admin_rate_per_min);
     int64_t retry_after = ratelimit_take (w->admin_rate, id, clock_mono_ms ());
@@ -146,21 +148,34 @@ ratelimit_admit (worker_t *w, job_t *job, const char *op, size_t op_len, const c
         /* not this integration's limit: the worker's table of limits is full */
         snprintf (message, sizeof message, "%s refused for integration \"%s\": this worker is limiting the calls of "
                   "%d other integrations that made refresh or connect calls lately, as many as it keeps",
-                  is_refresh ? "refresh" : "connect", id, RATELIMIT_MAX_ENTRIES);
+                  is_reject ? "the refresh of a rejected token" : what, id, RATELIMIT_MAX_ENTRIES);
         uint64_t held;
         if (lograte_take (&w->admin_rate->full_log, clock_mono_ms (), &held))
             log_warning (id, job->rid, "%s refused: the table of per-integration rate limits is full (%d "
-                         "integrations; %llu more refused since the last line)", is_refresh ? "refresh" : "connect",
+                         "integrations; %llu more refused since the last line)", what,
                          RATELIMIT_MAX_ENTRIES, (unsigned long long) held);
         reply_error (w, job, FR_RATE_LIMITED, message, "try again in a second: limits that have refilled make room",
                      1);
         return 0;
     }
+    if (is_reject) {
+        /* a caller whose API keeps refusing fresh tokens: another refresh would not help, and a
+         * loop of them would get the OAuth app throttled */
+        snprintf (message, sizeof message, "too many rejected tokens of integration \"%s\" refreshed: at most %lld "
+                  "at once and %lld a minute", id, (long long) w->cfg.admin_rate_burst,
+                  (long long) w->cfg.admin_rate_per_min);
+        log_warning (id, job->rid, "rejected token not refreshed: rate limit of the integration reached, retry after "
+                     "%lld s", (long long) retry_after);
+        reply_error (w, job, FR_RATE_LIMITED, message, "tokens just issued keep being rejected: the upstream API "
+                     "refuses this account or app (a permission, a missing scope, a locked account), which a new "
+                     "token will not fix; look at the API's error body", retry_after);
+        return 0;
+    }
     snprintf (message, sizeof message, "too many %s calls for integration \"%s\": at most %lld at once and "
-              "%lld a minute", is_refresh ? "refresh" : "connect", id, (long long) w->cfg.admin_rate_burst,
+              "%lld a minute", what, id, (long long) w->cfg.admin_rate_burst,
               (long long) w->cfg.admin_rate_per_min);
     log_info (id, job->rid, "%s refused: rate limit of the integration reached, retry after %lld s",
-              is_refresh ? "refresh" : "connect", (long long) retry_after);
+              what, (long long) retry_after);
     reply_error (w, job, FR_RATE_LIMITED, message, NULL, retry_after);
     return 0;
 }

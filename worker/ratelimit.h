@@ -26,6 +26,7 @@ uint64_t ratelimit_scans (const ratelimit_t *rl);
 struct worker;
 struct job;
 /* For requests_handle: 1 when op may go on; 0 after replying "rate_limited" with retry_after.
- * Only refresh and connect are limited. */
+ * Only refresh and connect are limited, and "reject": a token request whose rejected token would
+ * start a forced refresh (requests.c), which takes from the same bucket. */
 int ratelimit_admit (struct worker *w, struct job *job, const char *op, size_t op_len, const char *id);
 #endif

@@ -163,7 +163,11 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
             return;
         }
         if (current || (e->refresh && e->refresh_rejecting)) {
-            /* only the token it names is refreshed away; a burst of rejections shares one refresh */
+            /* only the token it names is refreshed away; a burst of rejections shares one refresh,
+             * and one that starts a refresh takes from the integration's bucket as "refresh"
+             * does: else a loop of token and reject made unlimited provider calls */
+            if (!e->refresh && !ratelimit_admit (w, job, "reject", 6, e->id))
+                return;
             job->forced = 1;
             e->refresh_rejecting = 1;
             refresh_join (w, e, job);

@@ -520,6 +520,37 @@ test_rate_limit (void **state)
     t = harness_ctl (h, &rc, "refresh", "--integration", "rate:b", NULL);
     assert_int_equal (rc, 0);
     json_decref (t);
+
+    /* a client in a loop of "token", then "token" rejecting what it got (its API keeps refusing
+     * a good token): each rejection forced a provider call, with no limit, and a client the
+     * policy keeps from "refresh" could do it too. The forced refreshes share the bucket. */
+    import_one ("rate:c", "fakegoogle");
+    t = harness_ctl (h, &rc, "token", "--integration", "rate:c", NULL);    /* its first access token */
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    calls_before = itest_stat (h, "fakegoogle", "refresh_calls");
+    int limited = 0;
+    for (int i = 0; i < 6; i++) {
+        t = harness_ctl (h, &rc, "token", "--integration", "rate:c", NULL);
+        assert_int_equal (rc, 0);
+        char *at = strdup (json_string_value (json_object_get (t, "access_token")));
+        json_decref (t);
+        t = harness_ctl (h, &rc, "token", "--integration", "rate:c", "--reject", at, NULL);
+        free (at);
+        if (rc == 5 && strcmp (itest_code (t), "rate_limited") == 0) {
+            json_t *e2 = json_object_get (t, "error");
+            const char *m = json_string_value (json_object_get (e2 ? e2 : t, "message"));
+            assert_non_null (m);
+            assert_non_null (strstr (m, "rejected"));
+            limited++;
+        }
+        else
+            assert_int_equal (rc, 0);
+        json_decref (t);
+    }
+    long long calls = itest_stat (h, "fakegoogle", "refresh_calls") - calls_before;
+    if (calls > 3 || limited < 3)
+        fail_msg ("6 rejections: %lld provider calls (the bucket holds 3), %d answered rate_limited", calls, limited);
 }
 
 int
