@@ -26,6 +26,7 @@ struct cache_entry {
     uint8_t  failures;            /* consecutive failed refreshes (invalid_grant aside) */
     uint8_t  backoff_code;        /* fr_status_t of the last of them: what callers are told meanwhile */
     uint8_t  refresh_rejecting;   /* the refresh in flight was asked for by a rejection */
+    uint8_t  backoff_local;       /* ... and they failed before the provider was called */
     char    *scopes;              /* space-separated */
     struct refresh *refresh;      /* the refresh in flight: requests join it (single flight) */
     uint8_t  status;              /* integ_status_t */

@@ -276,6 +276,11 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
         if (now_ms < e->backoff_until_ms) {
             retry = (e->backoff_until_ms - now_ms + 999) / 1000;
             code = e->backoff_code ? (fr_status_t) e->backoff_code : FR_PROVIDER_UNAVAILABLE;
+            if (e->backoff_local)
+                snprintf (message, sizeof message, "the last %u refreshes of integration \"%s\" failed before the "
+                          "provider was called (%s: the worker's log, or status's last error, says why); next "
+                          "attempt in %lld s", e->failures, e->id, result_code (code), (long long) retry);
+            else
             if (code == FR_PROVIDER_UNAVAILABLE || code == FR_PROVIDER_BAD_RESPONSE)
                 snprintf (message, sizeof message, "the provider failed %u times in a row for integration \"%s\"; "
                           "next attempt in %lld s", e->failures, e->id, (long long) retry);
@@ -613,6 +618,30 @@ refresh_say_held (worker_t *w, int64_t now_ms)
                      "their refreshes still waiting", (unsigned long long) n);
 }
 
+/* A failed refresh holds the integration's next provider call back: exponential backoff with
+ * jitter, never shorter than the provider's Retry-After (retry_after_s, < 0 none); code is what
+ * callers are told meanwhile, local whether it failed before the provider was called. The delay. */
+static int64_t
+refresh_back_off (worker_t *w, cache_entry_t *e, fr_status_t code, int64_t retry_after_s, int local)
+{
+    int shift = e->failures < 16 ? e->failures : 16;
+    int64_t delay = 0;
+    if (w->cfg.backoff_base_ms > 0) {
+        delay = w->cfg.backoff_base_ms << shift;
+        if (delay > w->cfg.backoff_max_ms || delay <= 0)
+            delay = w->cfg.backoff_max_ms;
+        delay = delay / 2 + random () % (delay / 2 + 1);
+    }
+    if (retry_after_s > 0 && retry_after_s * 1000 > delay)
+        delay = retry_after_s * 1000;
+    if (e->failures < 255)
+        e->failures++;
+    e->backoff_until_ms = clock_mono_ms () + delay;
+    e->backoff_code = (uint8_t) code;
+    e->backoff_local = (uint8_t) local;
+    return delay;
+}
+
 static void
 refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
 {
@@ -761,6 +790,10 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         if (allowed)
             breaker_unused (w->breaker, r->provider->name);
         log_error (e->id, rid_of (r), "could not refresh integration \"%s\": %s", e->id, err);
+        /* what failed here (the catalog, the credentials, the stored token's key, the call's
+         * start) stays failed until an operator acts: without a backoff every request took the
+         * lease and wrote a chain row, last_error and a notification */
+        refresh_back_off (w, e, fail, -1, 1);
         refresh_record_failure (w, r, fail == FR_CONFIGURATION ? "configuration" : "error", NULL, fail, err, NULL,
                                 -1, 0);
         return;
@@ -1269,24 +1302,11 @@ refresh_on_response (void *arg, const http_response_t *resp)
     int failed = res.kind == OAUTH_TRANSIENT || res.kind == OAUTH_BAD_RESPONSE;
     breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
     if (res.kind != OAUTH_OK && res.kind != OAUTH_INVALID_GRANT) {
-        /* exponential backoff with jitter, never shorter than the provider's Retry-After */
-        int shift = e->failures < 16 ? e->failures : 16;
-        int64_t delay = 0;
-        if (w->cfg.backoff_base_ms > 0) {
-            delay = w->cfg.backoff_base_ms << shift;
-            if (delay > w->cfg.backoff_max_ms || delay <= 0)
-                delay = w->cfg.backoff_max_ms;
-            delay = delay / 2 + random () % (delay / 2 + 1);
-        }
-        if (res.retry_after > 0 && res.retry_after * 1000 > delay)
-            delay = res.retry_after * 1000;
-        if (e->failures < 255)
-            e->failures++;
-        e->backoff_until_ms = clock_mono_ms () + delay;
-        e->backoff_code = (uint8_t) (res.kind == OAUTH_TRANSIENT ? FR_PROVIDER_UNAVAILABLE
-                                   : res.kind == OAUTH_BAD_RESPONSE ? FR_PROVIDER_BAD_RESPONSE
-                                   : res.kind == OAUTH_INVALID_CLIENT ? FR_INVALID_CLIENT
-                                   : res.kind == OAUTH_INVALID_SCOPE ? FR_INVALID_SCOPE : FR_CONFIGURATION);
+        int64_t delay = refresh_back_off (w, e, res.kind == OAUTH_TRANSIENT ? FR_PROVIDER_UNAVAILABLE
+                                                : res.kind == OAUTH_BAD_RESPONSE ? FR_PROVIDER_BAD_RESPONSE
+                                                : res.kind == OAUTH_INVALID_CLIENT ? FR_INVALID_CLIENT
+                                                : res.kind == OAUTH_INVALID_SCOPE ? FR_INVALID_SCOPE : FR_CONFIGURATION,
+                                          res.retry_after, 0);
         if (failed && res.retry_after < 0 && delay > 0)
             res.retry_after = (delay + 999) / 1000;
     }

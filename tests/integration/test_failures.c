@@ -279,6 +279,39 @@ test_refused_client_backs_off (void **state)
     assert_true (made >= 1 && made <= 3);
 }
 
+/* A refresh that fails before the provider is called (here a stored refresh token that does not
+ * open: damaged, or sealed under a key no longer given) backs off like a provider's refusal: it
+ * took the lease and wrote a chain row, last_error and a notification for every request. */
+static void
+test_failure_before_the_call_backs_off (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "unsealed:box", "fakebox", rt), 0);
+    free (rt);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET refresh_token = set_byte (refresh_token, 20,"
+                                      " get_byte (refresh_token, 20) # 1) WHERE id = 'unsealed:box'"), 0);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    const char *first = NULL;
+    for (int i = 0; i < 20; i++) {
+        json_t *t = token ("unsealed:box", &rc);
+        const char *code = itest_code (t);
+        if (rc == 0 || !code || (strcmp (code, "configuration") != 0 && strcmp (code, "internal") != 0))
+            fail_msg ("request %d: \"%s\" (exit %d), wanted the failure to open the token", i, code ? code : "", rc);
+        if (!first)
+            first = strcmp (code, "configuration") == 0 ? "configuration" : "internal";
+        else
+            assert_string_equal (code, first);      /* the backoff answers what the failure was */
+        json_decref (t);
+    }
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls);
+    long long rows = harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'unsealed:box'"
+                                         " AND outcome IN ('configuration', 'error')");
+    printf ("20 token requests, chain rows of the failure: %lld\n", rows);
+    if (rows < 1 || rows > 3)
+        fail_msg ("20 token requests wrote %lld chain rows of the failure; a backoff keeps it to a few", rows);
+}
+
 static void
 test_not_found_and_bad_input (void **state)
 {
@@ -435,6 +468,7 @@ main (void)
         cmocka_unit_test (test_garbage_answers),
         cmocka_unit_test (test_refresh_token_beside_an_unusable_access_token_is_kept),
         cmocka_unit_test (test_refused_client_backs_off),
+        cmocka_unit_test (test_failure_before_the_call_backs_off),
         cmocka_unit_test (test_not_found_and_bad_input),
         cmocka_unit_test (test_slow_provider_does_not_stall_others),
         cmocka_unit_test (test_a_slow_provider_past_the_deadline_is_named),
