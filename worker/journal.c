@@ -988,6 +988,7 @@ journal_empty (journal_t *j)
     j->kept.dropped = 0;                 /* what was not kept is settled too */
     j->end = 0;
     j->recs.head = j->recs.end = 0;      /* nothing outstanding */
+    j->recs.bytes = 0;
     j->next_seq = 1;
     j->epoch = journal_new_epoch ();
     j->retained_in_region = 0;
@@ -1186,6 +1187,11 @@ journal_roll (journal_t *j, int carry)
         memcpy (j->recs.v, at, copied * sizeof *at);
     j->recs.head = 0;
     j->recs.end = copied;
+    /* the copies' bytes, not the originals': a new epoch may take another number of digits, and
+     * a line of an older version gains an epoch and a checksum (settles take the copies' off) */
+    j->recs.bytes = 0;
+    for (size_t i = 0; i < copied; i++)
+        j->recs.bytes += at [i].len;
     /* the old region's retained records: kept while a retainer holds them (a start reads them);
      * held by none, the next settle ends the file's region once the new names are on disk */
     j->retained_live = carry || j->retained_in_region;
@@ -1425,4 +1431,10 @@ size_t
 journal_outstanding (const journal_t *j)
 {
     return j->recs.live;
+}
+
+size_t
+journal_outstanding_bytes (const journal_t *j)
+{
+    return j->recs.bytes;
 }

@@ -64,6 +64,8 @@ typedef void (journal_replay_fn) (void *arg, int64_t seq, const store_commit_t *
 /* Calls fn for every record not yet settled, oldest first. Returns how many, or -1 on a read error. */
 int journal_replay (journal_t *j, journal_replay_fn *fn, void *arg);
 size_t journal_outstanding (const journal_t *j);
+/* The outstanding records' bytes, as the roll counts them to decide whether it may copy them. */
+size_t journal_outstanding_bytes (const journal_t *j);
 /* Flushes that failed, ever. After each, the lines not known to be on disk are written again and
  * the sync retried (journal_synced, journal_sync). */
 uint64_t journal_sync_failures (const journal_t *j);
