@@ -3,13 +3,15 @@
  * The policy file, one rule a line, "#" comments and blank lines allowed:
  *     CLIENT  OPERATIONS  PATTERN [PATTERN...]
  * CLIENT is a name from the clients file; OPERATIONS is a comma-separated list of operation
- * names and the groups "read" (ping, token, status, history, doctor), "admin" (import, refresh,
- * connect, callback, disconnect, report_scope) and "*" (all); a PATTERN matches integration ids,
+ * names and the groups "read" (ping, token, status, history, doctor, events, webhooks), "admin"
+ * (import, refresh, connect, callback, disconnect, report_scope, events_replay, webhook_test, the
+ * gateway's) and "*" (all); a PATTERN matches integration ids,
  * "*" standing for any run of characters ("acct42:*", "*:box", "*"). A request is allowed when
  * one of its client's rules names its operation and has a pattern matching its integration.
  * A client without rules may do nothing but "ping" without an integration. "callback" carries
  * no integration id (its 256-bit state binds it to one): a rule naming "callback" allows it
- * whatever its patterns. */
+ * whatever its patterns. The broker asks for the pattern "*" for the operations of the whole
+ * deployment and the gateway's operations routed by a value (broker.c). */
 #ifndef FERRULE_POLICY_H
 #define FERRULE_POLICY_H
 #include <stddef.h>

@@ -556,6 +556,30 @@ test_policy_deployment_wide (void **state)
     assert_non_null (strstr (dump, "private-billing-hook"));
     free (dump);
     json_decref (r);
+
+    /* the gateway's operations that carry no integration (routed by the value they hand back):
+     * they passed any rule naming them, whatever its patterns, so "tenant * acct42:*" could check
+     * any workspace's API key, or open any workspace's dashboard link. They are the gateway's,
+     * which has a rule for every integration; callback alone stays allowed by its state. */
+    static const struct { const char *op, *key; } gw [] = {
+        { "apikey_verify", "key" }, { "dashboard_open", "link_token" }, { "attempt", "state" },
+        { "retry", "retry_token" },
+    };
+    const char *value = "frk_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    for (size_t i = 0; i < sizeof gw / sizeof gw [0]; i++) {
+        r = call_as ("tenant", gw [i].op, json_pack ("{s:s}", gw [i].key, value));
+        if (strcmp (client_error_code (r), "forbidden") != 0)
+            fail_msg ("\"tenant * acct42:*\" sent %s: %s, not forbidden", gw [i].op, client_error_code (r));
+        json_decref (r);
+        r = call_as (HARNESS_CLIENT, gw [i].op, json_pack ("{s:s}", gw [i].key, value));
+        if (strcmp (client_error_code (r), "forbidden") == 0)
+            fail_msg ("\"" HARNESS_CLIENT " * *\" was refused %s", gw [i].op);
+        json_decref (r);
+    }
+    r = call_as ("tenant", "callback", json_pack ("{s:s, s:s}", "state", value, "code", "c"));
+    assert_string_not_equal (client_error_code (r), "forbidden");
+    json_decref (r);
+    assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
 /* A reload whose files do not all read (here a policy line that is not a rule, in the same
