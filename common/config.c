@@ -68,7 +68,10 @@ config_load (const config_entry_t *table, const char *program, int argc, char **
             return 1;
         }
         if (strncmp (arg, "--", 2) != 0) {
-            snprintf (err, errlen, "unexpected argument \"%s\"; see --help", arg);
+            /* named by its place, not quoted: a connection string passed unquoted leaves its
+             * "password=..." here, and this message is logged */
+            snprintf (err, errlen, "unexpected argument %d (not an option, and no option before it takes it): "
+                      "quote a value that holds spaces; see --help", i);
             return -1;
         }
         const char *name = arg + 2;

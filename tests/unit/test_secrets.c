@@ -225,6 +225,26 @@ test_config_secret_file (void **state)
     unlink (path);
 }
 
+/* A word left over on the command line (a libpq connection string passed unquoted leaves its
+ * "password=..." behind) was quoted whole in the start-up error, which the daemon logs: it is
+ * named by its place only. */
+static void
+test_config_stray_argument_not_quoted (void **state)
+{
+    (void) state;
+    char err [512];
+    char *plain = NULL;
+    const config_entry_t table [] = {
+        { "plain", "FERRULE_TEST_PLAIN2", CONFIG_STRING, &plain, NULL, 0, 0, 0, "" },
+        CONFIG_END
+    };
+    char *argv [] = { "x", "--plain", "host=db", "password=s3cret-value", "user=x", NULL };
+    assert_int_equal (config_load (table, "x", 5, argv, err, sizeof err), -1);
+    assert_null (strstr (err, "s3cret"));
+    assert_non_null (strstr (err, "argument 3"));
+    config_free (table);
+}
+
 /* client secrets from files: "client_secret_file" in the provider file, or the variable's
  * _FILE twin; held in secure memory; the variables leave the environment */
 static void
@@ -361,6 +381,7 @@ main (void)
         cmocka_unit_test (test_fingerprint_key),
         cmocka_unit_test (test_secrets_from_env_and_files),
         cmocka_unit_test (test_config_secret_file),
+        cmocka_unit_test (test_config_stray_argument_not_quoted),
         cmocka_unit_test (test_catalog_client_secret_files),
         cmocka_unit_test (test_harden),
         cmocka_unit_test (test_ratelimit),
