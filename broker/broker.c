@@ -714,8 +714,10 @@ broker_handle_client (broker_t *b)
         broker_refusal (b, "refused a request", "its client key was removed from the clients file since it connected");
         rq.client_name = "";
         broker_echo_rid (&f, &rq);
-        broker_reply_error (b, client, client_len, &rq, FR_FORBIDDEN,
-                            "this client's key is no longer on the broker's clients list");
+        broker_reply_error_hint (b, client, client_len, &rq, FR_FORBIDDEN,
+                                 "this client's key is no longer on the broker's clients list",
+                                 "ask the operator to list the client's key in FERRULE_CLIENTS_FILE again (the "
+                                 "brokers re-read it on SIGHUP), or use a key that is listed");
         goto out;
     }
     if (f.total != 4 || frames_size (&f, 1) != 0) {
@@ -725,6 +727,7 @@ broker_handle_client (broker_t *b)
         goto out;
     }
     if (!frames_is (&f, 2, CODEC_CLIENT_PROTOCOL)) {
+        broker_echo_rid (&f, &rq);       /* a newer client's body may still say which call this is */
         broker_reply_error (b, client, client_len, &rq, FR_UNSUPPORTED_VERSION, "protocol tag is not \"FRL1\"");
         goto out;
     }

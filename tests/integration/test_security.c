@@ -1024,6 +1024,11 @@ test_sighup_removes_client (void **state)
     reload_and_wait ();
     r = client_call (c, "token", args, 5000);       /* the same live connection */
     assert_string_equal (client_error_code (r), "forbidden");
+    /* what to do points at the clients list, not at the policy (which would not help) */
+    const char *hint = json_string_value (json_object_get (json_object_get (r, "error"), "hint"));
+    assert_non_null (hint);
+    assert_non_null (strstr (hint, "FERRULE_CLIENTS_FILE"));
+    assert_null (strstr (hint, "policy"));
     json_decref (r);
     json_decref (args);
     client_destroy (&c);
