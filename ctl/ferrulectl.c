@@ -412,7 +412,7 @@ parse_long_option (ctl_t *ctl, int argc, char **argv, int *i)
     char *eq = strchr (arg, '=');
     size_t len = eq ? (size_t) (eq - arg) : strlen (arg);
     char shown [80];
-    opts_quote (shown, sizeof shown, argv [*i], 60);
+    opts_quote_option (shown, sizeof shown, argv [*i], 60);
     if (len == 0 || len >= sizeof name) {
         usage_error (ctl, NULL, "unrecognized option \"%s\"%s", shown, "");
         return;
@@ -489,7 +489,7 @@ parse (ctl_t *ctl, int argc, char **argv)
                 parse_long_option (ctl, argc, argv, &i);
             else {
                 char shown [80];
-                opts_quote (shown, sizeof shown, arg, 60);
+                opts_quote_option (shown, sizeof shown, arg, 60);
                 usage_error (ctl, NULL, "unrecognized option \"%s\"%s", shown, "");
             }
             continue;

@@ -15,19 +15,33 @@
 #define OPTS_MAX_WORDS      256     /* scopes in one list */
 #define OPTS_MAX_WORD       1024    /* one scope (Google's are URLs) */
 
-void
-opts_quote (char *dst, size_t dstlen, const char *s, size_t max)
+/* opts_quote of the first len bytes of s */
+static void
+quote_n (char *dst, size_t dstlen, const char *s, size_t len, size_t max)
 {
     size_t n = 0, i = 0;
-    for (; s [i] && i < max && n + 1 < dstlen; i++) {
+    for (; i < len && s [i] && i < max && n + 1 < dstlen; i++) {
         unsigned char ch = (unsigned char) s [i];
         dst [n++] = (ch >= 0x20 && ch < 0x7f) ? (char) ch : '?';
     }
-    if (s [i] && n + 4 < dstlen) {
+    if (i < len && s [i] && n + 4 < dstlen) {
         memcpy (dst + n, "...", 3);
         n += 3;
     }
     dst [n] = '\0';
+}
+
+void
+opts_quote (char *dst, size_t dstlen, const char *s, size_t max)
+{
+    quote_n (dst, dstlen, s, strlen (s), max);
+}
+
+void
+opts_quote_option (char *dst, size_t dstlen, const char *arg, size_t max)
+{
+    /* what follows "=" may be a secret given to a misspelled option */
+    quote_n (dst, dstlen, arg, strcspn (arg, "="), max);
 }
 
 void

@@ -74,4 +74,6 @@ int opts_check_uri (const char *option, const char *value, char *err, size_t err
 
 /* Copies s for a message: printable ASCII only, cut at max bytes with "...". */
 void opts_quote (char *dst, size_t dstlen, const char *s, size_t max);
+/* The same for an option as typed ("--name=value"): its name only, never the value. */
+void opts_quote_option (char *dst, size_t dstlen, const char *arg, size_t max);
 #endif
