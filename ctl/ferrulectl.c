@@ -589,13 +589,13 @@ keygen (ctl_t *ctl)
     return 0;
 }
 
-/* webhook test: follows the test event until its delivery is done or the time is up, and adds it
- * to the reply as "delivery_event". 0 when delivered, 5 otherwise (the output says how far it got). */
+/* webhook test: follows the test event until its delivery is done or the run's deadline (monotonic
+ * ms) passes, and adds it to the reply as "delivery_event". 0 when delivered, 5 otherwise (the
+ * output says how far it got). */
 static int
-webhook_test_wait (client_t *client, json_t *reply, int timeout_ms)
+webhook_test_wait (client_t *client, json_t *reply, int64_t deadline)
 {
     const char *id = json_string_value (json_object_get (reply, "event"));
-    int64_t deadline = clock_mono_ms () + timeout_ms;
     int rc = 5;
     json_t *last = NULL;
     while (id) {
@@ -617,7 +617,10 @@ webhook_test_wait (client_t *client, json_t *reply, int timeout_ms)
             rc = strcmp (state, "delivered") == 0 ? 0 : 5;
             break;
         }
-        usleep (200000);
+        left = deadline - clock_mono_ms ();
+        if (left <= 0)
+            break;
+        usleep ((useconds_t) (left < 200 ? left : 200) * 1000);
     }
     if (last)
         json_object_set_new (reply, "delivery_event", last);
@@ -712,23 +715,26 @@ main (int argc, char **argv)
         goto out;
     }
 
+    /* --timeout covers the run, not each request: webhook test's wait gets what is left */
+    int64_t deadline = clock_mono_ms () + ctl.timeout_ms;
     reply = client_call_ex (client, ctl.cmd->op, ctl.opts.args, ctl.timeout_ms,
                             ctl.cmd->idempotent ? CLIENT_IDEMPOTENT : 0);
     rc = client_exit_code (reply);
+    int answered = rc == 0;     /* printed as one also when webhook test's delivery makes the exit 5 */
     if (rc == 0 && ctl.cmd->print == output_dashboard_link)
         output_add_dashboard_url (reply);
     if (rc == 0 && strcmp (ctl.cmd->op, "webhook_test") == 0)
-        rc = webhook_test_wait (client, reply, ctl.timeout_ms);
+        rc = webhook_test_wait (client, reply, deadline);
     if (ctl.mode.json)
         output_json (reply);
     else
-    if (rc == 0) {
+    if (answered) {
         if (ctl.cmd->print (reply, &ctl.mode) != 0)
             rc = CTL_EXIT_INTERNAL;
     }
     else
         output_error (reply);
-    if (ctl.mode.verbose && !ctl.mode.json && rc == 0) {
+    if (ctl.mode.verbose && !ctl.mode.json && answered) {
         const char *rid = json_string_value (json_object_get (reply, "rid"));
         if (rid) {
             fputs ("request: ", stderr);

@@ -573,7 +573,14 @@ output_webhook_test (const json_t *reply, const output_mode_t *mode)
     if (json_array_size (list))
         output_safe (stdout, cell);
     else
+    if (json_object_get (reply, "delivery_event"))
         fputs ("not sent yet (no worker has picked it up)", stdout);
+    else {
+        /* the request took the whole --timeout, or the event could not be read */
+        fputs ("not looked up in time: \"ferrulectl events --event ", stdout);
+        print_value (stdout, event);
+        fputs ("\" shows its delivery", stdout);
+    }
     fputc ('\n', stdout);
     free (cell);
     return 0;

@@ -1,6 +1,7 @@
 /* test_ctl.c - ferrulectl's own behaviour, as an operator sees it on both output streams: what
- * its usage errors say, and never say. Standard error goes to the harness's ferrulectl.log, read
- * here. Nothing of an output is printed: a failing check names what it looked for. */
+ * its usage errors say, and never say; and "webhook test", whose answer it builds from several
+ * requests, against a receiver that refuses. Standard error goes to the harness's ferrulectl.log,
+ * read here. Nothing of an output is printed: a failing check names what it looked for. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -8,25 +9,55 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <cmocka.h>
+#include "clock.h"
 #include "itest.h"
+#include "receiver.h"
 
 #define MARK        "SECRET"        /* every secret given in these tests holds it */
+#define HOOK_SECRET "whsec_ctl_test_0123456789abcdef"
 
 static harness_t *h;
 static long log_seen;               /* how much of ferrulectl.log the checks have read */
 
+/* One broker, one worker, and a webhook endpoint "app" served by the test's receiver. The
+ * heartbeat is 2 s, so that a worker held for 3 s (test_webhook_test_not_delivered) is not yet
+ * lost: that takes three silent intervals. */
 static int
 setup (void **state)
 {
     h = harness_new ("ctl");
-    return h ? 0 : -1;
+    if (!h || receiver_start (0, HOOK_SECRET) != 0)
+        return -1;
+    char path [512], secret [512], text [1024];
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    itest_write_file (secret, HOOK_SECRET "\n");
+    snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\","
+              " \"secret_file\": \"%s\"}]}", receiver_port (), secret);
+    itest_write_file (path, text);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "100");
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", "400");
+    harness_set_env (h, "FERRULE_WEBHOOK_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "1500");
+    harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "2000");
+    if (harness_start_broker (h) != 0 || harness_start_worker (h, "w1") != 0)
+        return -1;
+    return harness_wait_ready (h, 1, 30000);
 }
 
 static int
 teardown (void **state)
 {
-    return itest_teardown (&h);
+    int bad = itest_teardown (&h);
+    receiver_stop ();
+    return bad;
 }
 
 /* What ferrulectl wrote to standard error since the last call (caller frees). */
@@ -62,8 +93,8 @@ expect_named_not_echoed (const char *text, const char *want, const char *stream,
 }
 
 /* One misspelled option holding a secret, run with --json and without: exit 2 before anything
- * is sent (no broker: a run that sent something would time out instead), the message names the
- * option as typed, and no stream shows any of its value. */
+ * is sent (the --json run has no broker: one that sent something would time out instead), the
+ * message names the option as typed, and no stream shows any of its value. */
 static void
 misspelled (const char *want, const char *what, const char *a0, const char *a1, const char *a2, const char *a3,
             const char *a4, const char *a5, const char *a6)
@@ -119,11 +150,81 @@ test_misspelled_option_keeps_its_value_out (void **state)
     misspelled (want, "an overlong name=", "import", arg, NULL, NULL, NULL, NULL, NULL);
 }
 
+/* "webhook test app" without --json, timed (ms into *took); its standard output (caller frees). */
+static char *
+webhook_test_text (const char *timeout, int *rc, int64_t *took)
+{
+    char *out = NULL;
+    int64_t start = clock_mono_ms ();
+    assert_int_equal (harness_ctl_text (h, rc, &out, "webhook", "test", "app", "--timeout", timeout, NULL), 0);
+    *took = clock_mono_ms () - start;
+    return out;
+}
+
+/* A test event the endpoint keeps refusing (HTTP 500) is still pending when --timeout runs out:
+ * exit 5 and the command's own line, with the last error. In text mode ferrulectl printed the
+ * answer, which is a success, as an error: nothing on standard output and "the service answered
+ * with an error but gave no message", code internal. And --timeout bounds the whole run: the
+ * wait for the delivery had a --timeout of its own after the request's, so a slow answer could
+ * double it. */
+static void
+test_webhook_test_not_delivered (void **state)
+{
+    int rc = -1;
+    int64_t took;
+    receiver_set (1000000, 0);
+    free (ctl_stderr ());
+
+    char *out = webhook_test_text ("2", &rc, &took);
+    char *err = ctl_stderr ();
+    assert_int_equal (rc, 5);
+    if (strstr (err, "gave no message") || strstr (err, "code: internal"))
+        fail_msg ("webhook test printed an internal error for an answer that was not one");
+    if (!strstr (out, "test event ") || !strstr (out, "app: pending") || !strstr (out, "answered HTTP 500"))
+        fail_msg ("webhook test's standard output is not the line of a pending delivery that names HTTP 500 (%zu bytes)",
+                  strlen (out));
+    free (out);
+    free (err);
+    json_t *r = harness_ctl (h, &rc, "webhook", "test", "app", "--timeout", "2", NULL);
+    assert_int_equal (rc, 5);
+    assert_true (json_is_true (json_object_get (r, "ok")));
+    json_t *d = json_array_get (json_object_get (json_object_get (r, "delivery_event"), "deliveries"), 0);
+    assert_string_equal (json_string_value (json_object_get (d, "state")), "pending");
+    assert_non_null (strstr (json_string_value (json_object_get (d, "last_error")), "HTTP 500"));
+    json_decref (r);
+
+    /* the request itself takes 3 s of a 4 s --timeout (its worker is held): the run ends by the
+     * 4 s, not 4 s after the answer came. 6 s leaves 2 s for ferrulectl's start and exit */
+    harness_signal_worker (h, "w1", SIGSTOP);
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        usleep (3000000);
+        harness_signal_worker (h, "w1", SIGCONT);
+        _exit (0);
+    }
+    out = webhook_test_text ("4", &rc, &took);
+    waitpid (child, NULL, 0);
+    harness_signal_worker (h, "w1", SIGCONT);
+    free (ctl_stderr ());
+    if (!strstr (out, "test event "))
+        fail_msg ("webhook test whose request took 3 s of its 4 printed no line of the test event");
+    free (out);
+    printf ("ctl: webhook test with a 4 s --timeout whose request took 3 s ran %lld ms, exit %d\n", (long long) took, rc);
+    assert_int_equal (rc, 5);
+    if (took >= 6000)
+        fail_msg ("webhook test with --timeout 4 ran %lld ms: the wait for the delivery did not count the request's time",
+                  (long long) took);
+    receiver_set (0, 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_misspelled_option_keeps_its_value_out),
+        cmocka_unit_test (test_webhook_test_not_delivered),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
