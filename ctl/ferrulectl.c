@@ -519,6 +519,11 @@ parse (ctl_t *ctl, int argc, char **argv)
             char two [96];
             snprintf (two, sizeof two, "%s %s", ctl->cmd->name, arg);
             ctl->cmd = find_command (two);
+            /* options given before the second word go to it: one it does not take would be
+             * dropped unread ("events --since T replay" replayed without the filter) */
+            const opt_spec_t *left = opts_rebind (&ctl->opts, ctl->cmd->opts);
+            if (left)
+                usage_error (ctl, NULL, "\"%s\" does not take option \"--%s\"", ctl->cmd->name, left->name);
         }
         else
         if (ctl->cmd->positional && !ctl->positional_done) {

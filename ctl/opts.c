@@ -513,6 +513,19 @@ out:
     return rc;
 }
 
+const opt_spec_t *
+opts_rebind (opts_state_t *s, const opt_spec_t *specs)
+{
+    for (int i = 0; i < s->count; i++) {
+        const opt_spec_t *same = opts_find (specs, s->from [i]->name);
+        /* the same name read into another key or kind would send what the operator did not mean */
+        if (!same || same->kind != s->from [i]->kind || strcmp (same->key, s->from [i]->key) != 0)
+            return s->from [i];
+        s->from [i] = same;
+    }
+    return NULL;
+}
+
 /* "--a" or "--a" or "--b" for every option that fills key. */
 static void
 options_for_key (const opt_spec_t *specs, const char *key, char *buf, size_t len)

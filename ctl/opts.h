@@ -53,6 +53,9 @@ void opts_state_clear (opts_state_t *s, const opt_spec_t *specs);
 const opt_spec_t *opts_find (const opt_spec_t *specs, const char *name);
 /* Applies one option; value is NULL for flags and may be wiped (secrets). 0, or -1 and err. */
 int opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err, size_t errlen);
+/* Moves the options applied so far onto specs, the table of a command that a later word chose
+ * ("events ... replay"). NULL when specs takes them all, else the first one it does not take. */
+const opt_spec_t *opts_rebind (opts_state_t *s, const opt_spec_t *specs);
 /* Checks required and paired options once the command line is read. 0, or -1 and err. */
 int opts_finish (opts_state_t *s, const opt_spec_t *specs, char *err, size_t errlen);
 /* "--integration ID [--min-valid S]" for a usage line. */

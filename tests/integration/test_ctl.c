@@ -215,8 +215,82 @@ test_webhook_test_not_delivered (void **state)
     if (took >= 6000)
         fail_msg ("webhook test with --timeout 4 ran %lld ms: the wait for the delivery did not count the request's time",
                   (long long) took);
+    /* the test events go once the endpoint answers: the next test starts with it not held */
     receiver_set (0, 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries WHERE state <> 'delivered'", 0, 30000), 0);
+}
+
+/* The deliveries of integration id in state (one integer). */
+static long long
+deliveries (const char *id, const char *state)
+{
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+              " WHERE e.integration_id = '%s' AND d.state = '%s'", id, state);
+    return harness_sql_int (h, sql);
+}
+
+/* "events --since T replay --integration X": options before "replay" were carried over to it,
+ * and replay applies only event, integration and endpoint, so it replayed every failed delivery
+ * of the integration, exit 0. An option that "events replay" does not take is refused wherever it
+ * stands, before anything is sent; one it takes may still come before "replay". */
+static void
+test_replay_refuses_options_it_does_not_take (void **state)
+{
+    int rc = -1;
+    receiver_set (1000000, 0);
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "rp:box", "fakebox", rt), 0);
+    free (rt);
+    /* its "connected" event refused once, then past the max age: failed */
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                                         " WHERE e.integration_id = 'rp:box' AND d.attempts > 0", 1, 30000), 1);
+    assert_int_equal (harness_sql (h, "UPDATE event_deliveries d SET first_at = first_at - interval '2 days'"
+                                      " FROM events e WHERE e.seq = d.event_seq AND e.integration_id = 'rp:box'"), 0);
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                                         " WHERE e.integration_id = 'rp:box' AND d.state = 'failed'", 1, 30000), 1);
+    free (ctl_stderr ());
+
+    static const char *const before [][2] = { { "--since", "2999-01-01T00:00:00Z" }, { "--limit", "1" } };
+    for (size_t i = 0; i < sizeof before / sizeof before [0]; i++) {
+        json_t *r = harness_ctl (h, &rc, "events", before [i][0], before [i][1], "replay", "--integration", "rp:box", NULL);
+        if (rc != 2)
+            fail_msg ("\"events %s %s replay --integration rp:box\" exited %d, replayed %lld", before [i][0],
+                      before [i][1], rc, (long long) json_integer_value (json_object_get (r, "replayed")));
+        assert_string_equal (itest_code (r), "bad_request");
+        assert_null (json_object_get (r, "replayed"));
+        const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+        assert_non_null (message);
+        if (!strstr (message, before [i][0]) || !strstr (message, "\"events replay\" does not take"))
+            fail_msg ("the refusal of %s before \"replay\" says: %s", before [i][0], message);
+        json_decref (r);
+        assert_int_equal (deliveries ("rp:box", "failed"), 1);
+    }
+    /* the same in text mode, and after "replay" as before */
+    char *out = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &out, "events", "--since", "2999-01-01T00:00:00Z", "replay",
+                                        "--integration", "rp:box", NULL), 0);
+    assert_int_equal (rc, 2);
+    assert_string_equal (out, "");
+    free (out);
+    char *err = ctl_stderr ();
+    if (!strstr (err, "\"events replay\" does not take option \"--since\""))
+        fail_msg ("standard error does not say that \"events replay\" does not take \"--since\"");
+    free (err);
+    json_t *r = harness_ctl (h, &rc, "events", "replay", "--integration", "rp:box", "--since", "2999-01-01T00:00:00Z", NULL);
+    assert_int_equal (rc, 2);
+    json_decref (r);
+    assert_int_equal (deliveries ("rp:box", "failed"), 1);
+
+    /* an option replay takes, before "replay": sent, replayed */
+    r = harness_ctl (h, &rc, "events", "--integration", "rp:box", "replay", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_integer_value (json_object_get (r, "replayed")), 1);
+    json_decref (r);
+    receiver_set (0, 0);
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                                         " WHERE e.integration_id = 'rp:box' AND d.state = 'delivered'", 1, 30000), 1);
 }
 
 int
@@ -225,6 +299,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_misspelled_option_keeps_its_value_out),
         cmocka_unit_test (test_webhook_test_not_delivered),
+        cmocka_unit_test (test_replay_refuses_options_it_does_not_take),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
