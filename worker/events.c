@@ -797,6 +797,18 @@ void
 events_op_replay (worker_t *w, job_t *job, const msgpack_object *root)
 {
     char integration [IDENT_MAX + 1] = "", event [40] = "", endpoint [WEBHOOK_NAME_MAX + 1] = "";
+    /* filters of "events" that a replay does not apply: a client sending them means a narrower
+     * replay than ignoring them would give (unknown keys are ignored, these are refused) */
+    static const char *const unapplied [] = { "since", "limit" };
+    for (size_t i = 0; i < sizeof unapplied / sizeof unapplied [0]; i++)
+        if (codec_get (root, unapplied [i])) {
+            char message [128];
+            snprintf (message, sizeof message, "\"events_replay\" takes no \"%s\": it replays every failed delivery "
+                      "of the event or integration it names", unapplied [i]);
+            reply_error (w, job, FR_BAD_REQUEST, message, "leave it out; to replay fewer, name one event (\"events\" "
+                         "with it lists them) or an endpoint", -1);
+            return;
+        }
     if (read_filters (w, job, root, integration, event, endpoint) < 0)
         return;
     if (!integration [0] && !event [0]) {

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "client.h"
 #include "clock.h"
 #include "itest.h"
 #include "receiver.h"
@@ -234,7 +235,8 @@ deliveries (const char *id, const char *state)
 /* "events --since T replay --integration X": options before "replay" were carried over to it,
  * and replay applies only event, integration and endpoint, so it replayed every failed delivery
  * of the integration, exit 0. An option that "events replay" does not take is refused wherever it
- * stands, before anything is sent; one it takes may still come before "replay". */
+ * stands, before anything is sent; one it takes may still come before "replay". A client other
+ * than ferrulectl that sends those filters with events_replay is refused by the worker. */
 static void
 test_replay_refuses_options_it_does_not_take (void **state)
 {
@@ -282,6 +284,27 @@ test_replay_refuses_options_it_does_not_take (void **state)
     assert_int_equal (rc, 2);
     json_decref (r);
     assert_int_equal (deliveries ("rp:box", "failed"), 1);
+
+    /* another client sending the filters of "events" with events_replay: the worker refuses them */
+    struct client *c = itest_client_connected (harness_brokers (h));
+    static const char *const keys [] = { "since", "limit" };
+    for (size_t i = 0; i < sizeof keys / sizeof keys [0]; i++) {
+        json_t *args = json_pack ("{s:s}", "integration", "rp:box");
+        json_object_set_new (args, keys [i], i ? json_integer (1) : json_string ("2999-01-01T00:00:00Z"));
+        r = client_call_ex (c, "events_replay", args, 10000, 0);
+        json_decref (args);
+        if (client_exit_code (r) != 2)
+            fail_msg ("events_replay with \"%s\" exited %d, replayed %lld", keys [i], client_exit_code (r),
+                      (long long) json_integer_value (json_object_get (r, "replayed")));
+        assert_string_equal (itest_code (r), "bad_request");
+        const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+        assert_non_null (message);
+        assert_non_null (strstr (message, keys [i]));
+        assert_non_null (json_string_value (json_object_get (json_object_get (r, "error"), "hint")));
+        json_decref (r);
+        assert_int_equal (deliveries ("rp:box", "failed"), 1);
+    }
+    client_destroy (&c);
 
     /* an option replay takes, before "replay": sent, replayed */
     r = harness_ctl (h, &rc, "events", "--integration", "rp:box", "replay", NULL);
