@@ -73,7 +73,11 @@ keys_parse (keys_list_t *l, const char *path, const char *what, char *err, size_
     while (l->nslots < entries * 2)
         l->nslots *= 2;
     l->slots = mem_alloc (l->nslots * sizeof *l->slots);
-    for (char *save = NULL, *line = strtok_r (text, "\n", &save); line; line = strtok_r (NULL, "\n", &save)) {
+    /* every line counted, blank ones too: a message names the line an editor shows */
+    for (char *line = text, *next; line; line = next) {
+        next = strchr (line, '\n');
+        if (next)
+            *next++ = '\0';
         lineno++;
         char *p = line;
         while (*p == ' ' || *p == '\t')

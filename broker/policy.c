@@ -110,7 +110,11 @@ policy_load (const char *path, char *err, size_t errlen)
         goto fail;
     }
     text [n] = '\0';
-    for (char *lsave = NULL, *line = strtok_r (text, "\n", &lsave); line; line = strtok_r (NULL, "\n", &lsave)) {
+    /* every line counted, blank ones too: a message names the line an editor shows */
+    for (char *line = text, *next; line; line = next) {
+        next = strchr (line, '\n');
+        if (next)
+            *next++ = '\0';
         lineno++;
         char *hash = strchr (line, '#');
         if (hash)

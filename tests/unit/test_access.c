@@ -119,6 +119,12 @@ test_keys_lists (void **state)
     write_file ("bad", "billing notakey\n");
     assert_null (keys_load (path_of ("bad"), NULL, err, sizeof err));
     assert_non_null (strstr (err, "line 1"));
+    /* blank lines count: an error names the line an editor shows (they were skipped, so a bad
+     * fourth line after a blank one was "line 3") */
+    snprintf (text, sizeof text, "# clients\n\nbilling %s\nbilling-2 notakey\n", p1);
+    write_file ("blank", text);
+    assert_null (keys_load (path_of ("blank"), NULL, err, sizeof err));
+    assert_non_null (strstr (err, "line 4"));
     snprintf (text, sizeof text, "bad/name %s\n", p1);
     write_file ("badname", text);
     assert_null (keys_load (path_of ("badname"), NULL, err, sizeof err));
@@ -168,6 +174,9 @@ test_policy (void **state)
     assert_non_null (strstr (err, "line 1"));
     write_file ("p3", "billing read acct/42\n");
     assert_null (policy_load (path_of ("p3"), err, sizeof err));
+    write_file ("p4", "# rules\n\n\nbilling read *\nbilling read\n");
+    assert_null (policy_load (path_of ("p4"), err, sizeof err));
+    assert_non_null (strstr (err, "line 5"));
 }
 
 static void
