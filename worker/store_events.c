@@ -117,7 +117,9 @@ wait_failure (pgwait_t w)
  * before became a hash anti-join of 110 s. Test events have no integration: each is a queue of
  * its own; those of the held endpoints ($9), which neither read looks at, are added by either
  * (a round completed by the due rows left them out, and an operator's test of a held endpoint
- * waited for the hold's end instead of going as its probe). */
+ * waited for the hold's end instead of going as its probe). A delivery's first attempt starts
+ * its max age (first_at): one that waited behind its queue's earlier events since its fan-out
+ * would otherwise fail at its first refused attempt. */
 #define CLAIM_SQL \
     "WITH RECURSIVE walk (endpoint, integration_id, ctid, next_at, lease_expires_at, n) AS (" \
     "    SELECT h.*, 1 FROM unnest ($4::text[]) ep (name) CROSS JOIN LATERAL (" \
@@ -162,7 +164,8 @@ wait_failure (pgwait_t w)
     " u AS (" \
     "    UPDATE event_deliveries d SET lease_owner = $1, lease_token = $2," \
     "      lease_expires_at = now() + make_interval (secs => $3::bigint / 1000.0)," \
-    "      attempts = d.attempts + 1" \
+    "      attempts = d.attempts + 1," \
+    "      first_at = CASE WHEN d.attempts = 0 THEN now() ELSE d.first_at END" \
     "    FROM c, events e WHERE d.event_seq = c.event_seq AND d.endpoint = c.endpoint AND e.seq = d.event_seq" \
     "    RETURNING d.event_seq, d.endpoint, e.id::text, e.type, e.integration_id, e.provider, e.diagnosis, e.detail," \
     "      (extract (epoch FROM e.created_at) * 1000)::bigint, COALESCE (e.generation, -1)," \

@@ -823,6 +823,43 @@ test_webhook_doctor_reads_no_failed_rows (void **state)
                   " %lld rows read): it sorted the failed deliveries", used, walked, read);
 }
 
+/* An event waiting behind an earlier one of its integration (which keeps failing) had its max
+ * age counted from when its delivery row was made, not from its first attempt as documented: the
+ * earlier one failed for good after the max age, and the later one, attempted for the first time
+ * then, failed for good at its first refused attempt. It is retried. */
+static void
+test_max_age_counts_from_the_first_attempt (void **state)
+{
+    receiver_set (1000000, 0);
+    import ("hol:box", "fakebox");
+    import ("hol:box", "fakebox");          /* connected, then reconnected: the second waits */
+    const char *first = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                        " WHERE e.integration_id = 'hol:box' AND d.endpoint = 'app' AND e.type = 'connected'";
+    const char *second = "FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                         " WHERE e.integration_id = 'hol:box' AND d.endpoint = 'app' AND e.type = 'reconnected'";
+    char q [512];
+    snprintf (q, sizeof q, "%s AND d.attempts > 0", first);
+    assert_int_equal (itest_wait_sql (h, q, 1, 30000), 1);
+    snprintf (q, sizeof q, "SELECT count(*) %s AND d.attempts = 0", second);
+    assert_int_equal (harness_sql_int (h, q), 1);
+    /* both made two days ago: the first is past its max age at its next attempt */
+    assert_int_equal (harness_sql (h, "UPDATE event_deliveries d SET first_at = now () - interval '2 days'"
+                                      " FROM events e WHERE e.seq = d.event_seq AND e.integration_id = 'hol:box'"
+                                      " AND d.endpoint = 'app'"), 0);
+    snprintf (q, sizeof q, "%s AND d.state = 'failed'", first);
+    assert_int_equal (itest_wait_sql (h, q, 1, 60000), 1);
+    /* the second's first attempt is refused too: it waits for its next, it is not failed */
+    snprintf (q, sizeof q, "SELECT count(*) %s AND d.attempts > 0", second);
+    assert_int_equal (itest_wait_sql (h, q, 1, 60000), 1);
+    snprintf (q, sizeof q, "SELECT count(*) %s AND d.state = 'failed'", second);
+    long long failed = harness_sql_int (h, q);
+    receiver_set (0, 0);
+    if (failed)
+        fail_msg ("an event that had waited behind another failed for good at its first attempt");
+    snprintf (q, sizeof q, "SELECT count(*) %s AND d.state = 'delivered'", second);
+    assert_int_equal (itest_wait_sql (h, q, 1, 60000), 1);
+}
+
 int
 main (void)
 {
@@ -839,6 +876,7 @@ main (void)
         cmocka_unit_test (test_policy_for_deployment_wide_ops),
         cmocka_unit_test (test_delivery_counts_do_not_read_delivered_rows),
         cmocka_unit_test (test_webhook_doctor_reads_no_failed_rows),
+        cmocka_unit_test (test_max_age_counts_from_the_first_attempt),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
