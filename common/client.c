@@ -50,10 +50,15 @@ typedef struct {
     const char *op;
     const json_t *args;
     char rid [2 * CLIENT_RID_BYTES + 1];
+    /* the rid the current attempt sends: rid on the first, "rid.N" on the Nth, so that an answer
+     * to an attempt given up on is told from the live one's (it may be a retryable error while
+     * the live attempt is about to succeed) */
+    char sent_rid [2 * CLIENT_RID_BYTES + 12];
     codec_builder_t *builder;
     int sent_any;                           /* a request of this call went out */
     size_t last_socket;                     /* where the last one went */
     json_t *reply;                          /* the answer, once there is one */
+    json_t *late;                           /* a retryable error answering an earlier attempt */
 } call_t;
 
 typedef enum {
@@ -372,7 +377,7 @@ build_body (call_t *call, int64_t deadline_ms, char *err, size_t errlen)
                 entries++;
     codec_map (b, entries);
     codec_kv_str (b, "op", call->op);
-    codec_kv_str (b, "rid", call->rid);
+    codec_kv_str (b, "rid", call->sent_rid);
     codec_kv_int (b, "deadline_ms", deadline_ms);
     if (call->args)
         json_object_foreach ((json_t *) call->args, key, value)
@@ -402,7 +407,24 @@ send_body (void *sock, codec_builder_t *b)
     return frames_send (sock, parts, sizes, 3, ZMQ_DONTWAIT);
 }
 
-typedef enum { RX_NONE, RX_STALE, RX_REPLY } rx_t;
+typedef enum { RX_NONE, RX_STALE, RX_REPLY, RX_LATE } rx_t;
+
+/* 1 when rid (len bytes) is the rid of one of this call's attempts other than the live one. */
+static int
+earlier_attempt (const call_t *call, const char *rid, size_t len)
+{
+    size_t base = strlen (call->rid);
+    if (len < base || memcmp (rid, call->rid, base) != 0)
+        return 0;
+    if (len == base)
+        return 1;
+    if (rid [base] != '.' || len == base + 1)
+        return 0;
+    for (size_t i = base + 1; i < len; i++)
+        if (rid [i] < '0' || rid [i] > '9')
+            return 0;
+    return 1;
+}
 
 /* Checks one received message; sets *reply for ours (possibly a synthesized malformed_frame). */
 static rx_t
@@ -448,8 +470,12 @@ check_reply (call_t *call, size_t socket, frames_t *f, json_t **reply)
         snprintf (reason, sizeof reason, "\"rid\" is not a string");
         goto malformed;
     }
-    if (has_rid == 1 && (rid_len != strlen (call->rid) || memcmp (rid, call->rid, rid_len) != 0))
-        goto out;                                   /* stale: a call that gave up */
+    int late = 0;
+    if (has_rid == 1 && (rid_len != strlen (call->sent_rid) || memcmp (rid, call->sent_rid, rid_len) != 0)) {
+        if (!earlier_attempt (call, rid, rid_len))
+            goto out;                               /* stale: a call that gave up */
+        late = 1;                                   /* this call's, to an attempt given up on */
+    }
     if (has_ok != 1) {
         snprintf (reason, sizeof reason, "\"ok\" is missing or not a boolean");
         goto malformed;
@@ -465,7 +491,7 @@ check_reply (call_t *call, size_t socket, frames_t *f, json_t **reply)
         snprintf (reason, sizeof reason, "the body cannot be represented as JSON");
         goto malformed;
     }
-    rx = RX_REPLY;
+    rx = late ? RX_LATE : RX_REPLY;
     goto out;
 malformed:
     if (call->sent_any) {
@@ -489,6 +515,18 @@ receive_one (call_t *call, size_t socket, json_t **reply)
     rx_t rx = check_reply (call, socket, &f, reply);
     frames_close (&f);
     return rx;
+}
+
+/* Worth another broker: the broker or the worker behind it could not answer, nothing was done. */
+static int
+is_retryable_reply (const json_t *reply, int64_t *retry_after_ms)
+{
+    const char *code = client_error_code (reply);
+    json_t *after = json_object_get (json_object_get (reply, "error"), "retry_after");
+    *retry_after_ms = json_is_integer (after) && json_integer_value (after) >= 0
+                    ? json_integer_value (after) * 1000 : -1;
+    return strcmp (code, "unavailable") == 0 || strcmp (code, "overloaded") == 0
+        || strcmp (code, "timeout") == 0;
 }
 
 /* One attempt: send to the next broker that can take the request (when send is set), then
@@ -542,6 +580,18 @@ attempt (call_t *call, int send, int64_t send_until, int64_t until)
                     call->reply = reply;
                     return ATTEMPT_REPLY;
                 }
+                int64_t ignored;
+                if (rx == RX_LATE) {
+                    /* an attempt given up on answered after all: a success, or an answer that
+                     * retrying would not change, ends the call; a retryable error does not
+                     * stop the live attempt, and is the answer only if nothing better comes */
+                    if (json_is_true (json_object_get (reply, "ok")) || !is_retryable_reply (reply, &ignored)) {
+                        call->reply = reply;
+                        return ATTEMPT_REPLY;
+                    }
+                    json_decref (call->late);
+                    call->late = reply;
+                }
             }
         }
         if (!need_send)
@@ -570,18 +620,6 @@ attempt (call_t *call, int send, int64_t send_until, int64_t until)
             }
         }
     }
-}
-
-/* Worth another broker: the broker or the worker behind it could not answer, nothing was done. */
-static int
-is_retryable_reply (const json_t *reply, int64_t *retry_after_ms)
-{
-    const char *code = client_error_code (reply);
-    json_t *after = json_object_get (json_object_get (reply, "error"), "retry_after");
-    *retry_after_ms = json_is_integer (after) && json_integer_value (after) >= 0
-                    ? json_integer_value (after) * 1000 : -1;
-    return strcmp (code, "unavailable") == 0 || strcmp (code, "overloaded") == 0
-        || strcmp (code, "timeout") == 0;
 }
 
 /* Why the handshake with broker i failed, from its monitor: FR_FORBIDDEN (the broker refused
@@ -694,6 +732,7 @@ client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int f
     random_bytes (r, sizeof r);
     for (size_t i = 0; i < sizeof r; i++)
         snprintf (call.rid + 2 * i, 3, "%02x", r [i]);
+    snprintf (call.sent_rid, sizeof call.sent_rid, "%s", call.rid);
 
     if (!c || !op || !*op) {
         result = error_reply (call.rid, FR_BAD_REQUEST, "no client or no operation given", NULL);
@@ -735,6 +774,10 @@ client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int f
         if (!call.sent_any && start + CLIENT_CONNECT_WAIT_MS < send_until)
             send_until = start + CLIENT_CONNECT_WAIT_MS;
         attempts++;
+        if (attempts == 1)
+            snprintf (call.sent_rid, sizeof call.sent_rid, "%s", call.rid);
+        else
+            snprintf (call.sent_rid, sizeof call.sent_rid, "%s.%d", call.rid, attempts);
         attempt_t a = attempt (&call, 1, send_until, now + budget);
         if (a == ATTEMPT_NOT_SENT) {
             if (!call.sent_any)
@@ -769,9 +812,15 @@ client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int f
         last_error = NULL;
     }
     else
+    if (call.late) {
+        result = call.late;
+        call.late = NULL;
+    }
+    else
         result = no_reply (&call, idempotent, attempts, timeout_ms);
 out:
     json_decref (last_error);
+    json_decref (call.late);
     json_decref (call.reply);
     codec_builder_destroy (&call.builder);
     return result;

@@ -25,7 +25,8 @@ typedef enum {
     FAKE_BAD_TAG,       /* protocol "FRL9" */
     FAKE_UNAVAILABLE,   /* error "unavailable" */
     FAKE_NO_RID_ERROR,  /* error "too_large" without rid, as for a request it could not read */
-    FAKE_DELAYED        /* answers after delay_ms */
+    FAKE_DELAYED,       /* answers after delay_ms */
+    FAKE_DELAYED_TIMEOUT /* answers error "timeout" after delay_ms */
 } fake_mode_t;
 
 typedef struct {
@@ -47,6 +48,7 @@ typedef struct {
     size_t pending_id_len;
     char pending_rid [80];
     int64_t pending_due;
+    int pending_error;
 } fake_t;
 
 /* cmocka's asserts must not run in the fake's thread: a broken expectation there aborts */
@@ -146,6 +148,8 @@ fake_handle (fake_t *f, frames_t *in)
             fake_reply_error (f, id, id_len, NULL, FR_TOO_LARGE);
             break;
         case FAKE_DELAYED:
+        case FAKE_DELAYED_TIMEOUT:
+            f->pending_error = f->mode == FAKE_DELAYED_TIMEOUT;
             memcpy (f->pending_id, id, id_len < sizeof f->pending_id ? id_len : sizeof f->pending_id);
             f->pending_id_len = id_len;
             snprintf (f->pending_rid, sizeof f->pending_rid, "%s", rid);
@@ -168,7 +172,10 @@ fake_run (void *arg)
             }
         }
         if (f->pending_due && now_ms () >= f->pending_due) {
-            fake_reply_ok (f, f->pending_id, f->pending_id_len, f->pending_rid);
+            if (f->pending_error)
+                fake_reply_error (f, f->pending_id, f->pending_id_len, f->pending_rid, FR_TIMEOUT);
+            else
+                fake_reply_ok (f, f->pending_id, f->pending_id_len, f->pending_rid);
             f->pending_due = 0;
         }
     }
@@ -495,6 +502,39 @@ test_late_reply_accepted (void **state)
     fake_stop (&silent);
 }
 
+/* A retryable error answering an attempt the client gave up on, arriving during the next one:
+ * it ended the call (here the last attempt), though the broker now asked was about to answer. It
+ * is kept as the last error, and the live attempt's answer is the call's. */
+static void
+test_late_retryable_error_does_not_end_the_call (void **state)
+{
+    fake_t *slow = fake_start (FAKE_DELAYED_TIMEOUT);
+    fake_t *ok = fake_start (FAKE_DELAYED);
+    slow->delay_ms = 1200;          /* after the first attempt's 1000 ms */
+    ok->delay_ms = 500;             /* the second attempt's answer, at about 1500 ms */
+    client_t *c = client_for (slow, ok);
+    json_t *reply = client_call (c, "ping", NULL, 2000);
+    if (!json_is_true (json_object_get (reply, "ok")))
+        fail_msg ("the call ended with \"%s\" (%s)", code_of (reply), message_of (reply));
+    assert_string_equal (json_string_value (json_object_get (reply, "endpoint")), ok->endpoint);
+    assert_int_equal (atomic_load (&slow->received), 1);
+    assert_int_equal (atomic_load (&ok->received), 1);
+    json_decref (reply);
+
+    /* with nothing better, the late error is the answer, not a timeout of the client's own */
+    client_destroy (&c);
+    fake_stop (&ok);
+    ok = fake_start (FAKE_SILENT);
+    c = client_for (slow, ok);
+    reply = client_call (c, "ping", NULL, 2000);
+    assert_string_equal (code_of (reply), "timeout");
+    assert_string_equal (message_of (reply), "fake broker error");
+    json_decref (reply);
+    client_destroy (&c);
+    fake_stop (&slow);
+    fake_stop (&ok);
+}
+
 static void
 test_no_broker (void **state)
 {
@@ -605,6 +645,7 @@ main (void)
         cmocka_unit_test (test_malformed_reply),
         cmocka_unit_test (test_error_without_rid),
         cmocka_unit_test (test_late_reply_accepted),
+        cmocka_unit_test (test_late_retryable_error_does_not_end_the_call),
         cmocka_unit_test (test_no_broker),
         cmocka_unit_test (test_bad_calls),
         cmocka_unit_test (test_exit_codes),
