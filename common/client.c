@@ -53,7 +53,7 @@ typedef struct {
     /* the rid the current attempt sends: rid on the first, "rid.N" on the Nth, so that an answer
      * to an attempt given up on is told from the live one's (it may be a retryable error while
      * the live attempt is about to succeed) */
-    char sent_rid [2 * CLIENT_RID_BYTES + 12];
+    char sent_rid [2 * CLIENT_RID_BYTES + 16];
     codec_builder_t *builder;
     int sent_any;                           /* a request of this call went out */
     size_t last_socket;                     /* where the last one went */
