@@ -6,6 +6,9 @@ through a pipe; the thread sends, polls every socket, and hands each reply to th
 request id (``rid``) it carries, through that call's own queue. Replies to calls that are
 finished (they gave up) are dropped. Any number of calls may be in flight at once.
 
+Attempt 1 of a call sends its rid, attempt N sends ``RID.N`` (as common/client.c): a reply
+carrying either belongs to the call, and the caller learns which attempt it answers.
+
 Sending follows the C client (common/client.c): an attempt goes to its chosen broker if that
 one is connected within 100 ms, else to the first connected broker after it in the list; a
 request is never queued for a broker that is not connected (``ZMQ_IMMEDIATE``); the request's
@@ -52,6 +55,21 @@ def pack_body(op: str, rid: str, deadline_ms: int, args: dict[str, Any]) -> byte
     return cast(bytes, msgpack.packb(body, use_bin_type=True))
 
 
+def attempt_rid(rid: str, attempt: int) -> str:
+    """The rid an attempt sends: the call's own for the first, ``RID.N`` for a retry, so that
+    the service's log and the client tell the attempts apart."""
+    return rid if attempt <= 1 else f"{rid}.{attempt}"
+
+
+def base_rid(rid: str) -> str | None:
+    """The call's rid in a reply's rid (``RID`` or ``RID.<digits>``); None for any other form,
+    which no call of this client sent."""
+    base, dot, n = rid.partition(".")
+    if dot and not (n.isascii() and n.isdigit()):
+        return None
+    return base
+
+
 def _decode(body: bytes) -> Any:
     return msgpack.unpackb(body, raw=False, unicode_errors="replace", strict_map_key=False,
                            max_str_len=MAX_STRING, max_bin_len=MAX_STRING,
@@ -66,8 +84,10 @@ def deadline_ms_for(until: float, at: float) -> int:
 
 @dataclass(eq=False)
 class Call:
-    """One request and all its attempts (they share the rid). The I/O thread writes events to
-    ``events``: ("sent", attempt, socket), ("not_sent", attempt, None), ("reply", reply, socket)."""
+    """One request and all its attempts (each sends attempt_rid(rid, attempt)). The I/O thread
+    writes events to ``events``: ("sent", attempt, socket), ("not_sent", attempt, None),
+    ("reply", reply, answered): answered is the rid the reply carries, or None for one made up
+    for the request in flight (a broker error without a rid, a malformed reply)."""
     op: str
     rid: str
     args: dict[str, Any]
@@ -280,8 +300,8 @@ class Transport:
         for i in order:
             if not writable[i]:
                 continue
-            body = pack_body(send.call.op, send.call.rid, deadline_ms_for(send.until, t),
-                             send.call.args)
+            body = pack_body(send.call.op, attempt_rid(send.call.rid, send.attempt),
+                             deadline_ms_for(send.until, t), send.call.args)
             try:
                 # ZeroMQ delivers all parts or none; only the first can meet a full queue
                 self._sockets[i].send_multipart([b"", PROTOCOL, body], zmq.NOBLOCK)
@@ -352,7 +372,8 @@ class Transport:
                 elif "rid" in reply and not isinstance(reply["rid"], str):
                     reason = "\"rid\" is not a string"
                 elif isinstance(reply.get("rid"), str):
-                    call = calls.get(reply["rid"])
+                    base = base_rid(reply["rid"])
+                    call = calls.get(base) if base is not None else None
                     if call is None:
                         return                      # stale: a call that gave up
                     if not isinstance(reply.get("ok"), bool):
@@ -360,7 +381,7 @@ class Transport:
                         self._answer(call, i, _synthesized(call.rid, code, self.endpoints[i], reason),
                                      outstanding)
                         return
-                    self._answer(call, i, reply, outstanding)
+                    self._answer(call, i, reply, outstanding, answered=reply["rid"])
                     return
                 elif reply.get("ok") is not False:
                     return                          # a success without a rid is not ours
@@ -373,9 +394,9 @@ class Transport:
         self._answer_sole(i, None, calls, outstanding, code=code, reason=reason)
 
     def _answer(self, call: Call, i: int, reply: dict[str, Any],
-                outstanding: list[set[str]]) -> None:
+                outstanding: list[set[str]], answered: str | None = None) -> None:
         outstanding[i].discard(call.rid)
-        call.events.put(("reply", reply, i))
+        call.events.put(("reply", reply, answered))
 
     def _answer_sole(self, i: int, reply: dict[str, Any] | None, calls: dict[str, Call],
                      outstanding: list[set[str]], code: str = "", reason: str = "") -> None:

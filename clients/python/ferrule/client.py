@@ -7,8 +7,12 @@ Retries (docs/ferrulectl.md, "Retries", as common/client.c does them):
   ``max(remaining / attempts left, 0.5 s)`` of what remains of the timeout. The next attempt
   starts when one times out or the broker answers ``unavailable``, ``overloaded`` or
   ``timeout``; after such an answer the client pauses 0.1 s times the attempt number (or the
-  ``retry_after`` given), unless that would pass the timeout. Every other error is final. A
-  late reply to an earlier attempt is accepted: all attempts share the request id.
+  ``retry_after`` given), unless that would pass the timeout. Every other error is final.
+  Attempt 1 sends the call's request id, a retry ``RID.2``, ``RID.3``: the service's log and
+  the client tell the attempts apart. A late reply to an earlier attempt, during a later one or
+  the pause, ends the call when it is a success or a final error; a late ``unavailable``,
+  ``overloaded`` or ``timeout`` does not stop the live attempt, and is the answer only if
+  nothing better comes.
 - Every other operation is sent once. With no reply in time it raises ``Timeout`` saying that
   the outcome is unknown.
 - When no broker of the list is connected within 1 s (or the timeout, if shorter), the call
@@ -302,16 +306,20 @@ class _Call:
         self.sent_any = False
         self.last_socket = 0
         self.attempt_no = 0
+        self.live_rid = self.call.rid               # the rid the attempt in flight sent
+        self.late: dict[str, Any] | None = None     # a retryable error to an attempt given up on
 
     def run(self) -> dict[str, Any]:
         _check_sizes(self.call.args)
-        body = wire.pack_body(self.call.op, self.call.rid, int(self.timeout * 1000), self.call.args)
+        n = len(self.t.endpoints)
+        max_attempts = (2 if n < 2 else min(n, MAX_ATTEMPTS)) if self.idempotent else 1
+        # checked with the last attempt's rid, the longest: every attempt then fits
+        body = wire.pack_body(self.call.op, wire.attempt_rid(self.call.rid, max_attempts),
+                              int(self.timeout * 1000), self.call.args)
         if len(body) > wire.MAX_BODY:
             raise TooLarge(f"the \"{self.call.op}\" request is too large: {len(body)} bytes, the "
                            f"limit is {wire.MAX_BODY}", rid=self.call.rid,
                            hint="shorten the values; limits are listed in docs/protocol.md")
-        n = len(self.t.endpoints)
-        max_attempts = (2 if n < 2 else min(n, MAX_ATTEMPTS)) if self.idempotent else 1
         start = wire.now()
         deadline = start + self.timeout
         last_error: dict[str, Any] | None = None
@@ -343,11 +351,13 @@ class _Call:
                 pause = after if after is not None else BACKOFF_S * attempts
                 if wire.now() + pause >= deadline:
                     break                           # no time left to wait that long
-                late = self._wait(wire.now() + pause)   # a late reply still answers the call
+                late = self._wait(wire.now() + pause)   # a late reply may still answer the call
                 if late is not None:
                     return late
             if last_error is not None:
                 return last_error
+            if self.late is not None:
+                return self.late
             return self._no_reply(attempts)
         finally:
             self.t.finish(self.call)
@@ -362,8 +372,20 @@ class _Call:
             raise wire_closed(event[0], self.call.rid)
         return event
 
+    def _kept_as_late(self, reply: dict[str, Any], answered: str | None) -> bool:
+        """True (and keeps the reply) for a retryable error answering an attempt given up on:
+        the live attempt may still succeed, so it ends nothing. A reply made up for the
+        request in flight (answered None) is the live attempt's."""
+        if answered is None or answered == self.live_rid:
+            return False
+        if reply.get("ok") is True or _error_code(reply) not in RETRYABLE:
+            return False
+        self.late = reply
+        return True
+
     def _attempt(self, send_until: float, until: float) -> tuple[str, dict[str, Any] | None]:
         self.attempt_no += 1
+        self.live_rid = wire.attempt_rid(self.call.rid, self.attempt_no)
         self.t.send(self.call, self.attempt_no, self.t.next_broker, send_until, until)
         sent: bool | None = None                    # the I/O thread always says which, by send_until
         while True:
@@ -378,7 +400,7 @@ class _Call:
                     sent = True
             elif kind == "not_sent" and a == self.attempt_no:
                 return ("not_sent", None)
-            elif kind == "reply":
+            elif kind == "reply" and not self._kept_as_late(a, b):
                 return ("reply", a)
 
     def _wait(self, until: float) -> dict[str, Any] | None:
@@ -386,7 +408,7 @@ class _Call:
             event = self._next_event(until)
             if event is None:
                 return None
-            if event[0] == "reply":
+            if event[0] == "reply" and not self._kept_as_late(event[1], event[2]):
                 return cast(dict[str, Any], event[1])
 
     def _no_reply(self, attempts: int) -> dict[str, Any]:

@@ -45,8 +45,9 @@ class FerruleError(Exception):
     ``hint`` what to do; ``retry_after`` (seconds) is set when the service knows when to retry.
     ``reply`` is the whole reply body (for example the stored ``integration`` map that comes
     with a ``no_refresh_token`` from ``callback``); ``rid`` is the request id, which the
-    service's log lines carry. Messages never hold a token, a code or a secret, and neither does
-    ``reply``: a token's value in it is replaced by ``"(hidden)"``."""
+    service's log lines carry (``RID.2`` when a retry answered). Messages never hold a token, a
+    code or a secret, and neither does ``reply``: a token's value in it is replaced by
+    ``"(hidden)"``."""
 
     code: str = ""
     exit_code: int = 1

@@ -63,10 +63,11 @@ def test_every_error_code_raises_its_class(scripted, code):
             c.status("acct:x")
     e = info.value
     assert e.code == code and e.retry_after == 0 and e.detail == {"provider": "p"}
-    assert e.rid == b.requests[0]["rid"]
-    # retryable answers are retried (one broker: 2 attempts, same rid), the others are final
-    assert len(b.requests) == (2 if code in RETRYABLE else 1)
-    assert len({r["rid"] for r in b.requests}) == 1
+    assert e.rid == b.requests[-1]["rid"]              # the answering attempt's, as logged
+    # retryable answers are retried (one broker: 2 attempts, the second as RID.2), the others
+    # are final
+    rid = b.requests[0]["rid"]
+    assert [r["rid"] for r in b.requests] == ([rid, rid + ".2"] if code in RETRYABLE else [rid])
 
 
 def test_provider_unavailable_carries_retry_after(scripted):
@@ -85,7 +86,7 @@ def test_idempotent_call_moves_to_the_next_broker_on_unavailable(scripted):
         first_then(c, a.endpoint)
         assert c.status("acct:x")["id"] == "acct:x"
     assert len(a.requests) == 1 and len(b.requests) == 1
-    assert a.requests[0]["rid"] == b.requests[0]["rid"]
+    assert b.requests[0]["rid"] == a.requests[0]["rid"] + ".2"
 
 
 def test_pause_after_a_retryable_answer_honours_retry_after(scripted):
@@ -154,6 +155,48 @@ def test_late_reply_to_an_earlier_attempt_is_accepted(scripted):
     assert len(b.requests) == 1
 
 
+def test_late_retryable_error_does_not_end_the_call(scripted):
+    # attempt 1 (A, 1 s of 2) gets no answer in time; attempt 2 goes to B, which answers at
+    # about 1.5 s. A's late "timeout" at about 1.2 s answers an attempt given up on: it must not
+    # end the call (it did: the last attempt took it for its own answer)
+    a = scripted(lambda req, n: [("delay", 1.2, fail(req, "timeout", "A gave up late"))])
+    b = scripted(lambda req, n: [("delay", 0.5, ok(req, service="B"))])
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=2) as c:
+        first_then(c, a.endpoint)
+        reply = c.ping()
+    assert reply["service"] == "B"
+    assert len(a.requests) == 1 and len(b.requests) == 1
+    rid = a.requests[0]["rid"]
+    assert b.requests[0]["rid"] == rid + ".2"        # each retry says which attempt it is
+    assert reply["rid"].split(".")[0] == rid
+
+
+def test_late_retryable_error_is_the_answer_when_nothing_better_comes(scripted):
+    # as above with B silent: the answer is A's late error, not a timeout of the client's own
+    a = scripted(lambda req, n: [("delay", 1.2, fail(req, "timeout", "A gave up late"))])
+    b = scripted(lambda req, n: None)
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=2) as c:
+        first_then(c, a.endpoint)
+        with pytest.raises(ferrule.Timeout) as info:
+            c.ping()
+    assert info.value.message == "A gave up late"
+    assert info.value.rid == a.requests[0]["rid"]
+    assert b.requests[0]["rid"] == a.requests[0]["rid"] + ".2"
+
+
+def test_late_retryable_error_in_the_pause_does_not_end_the_call(scripted):
+    # attempt 1 (A, 1 s of 3) gets no answer in time; B answers "unavailable" at once and asks
+    # for a 1 s pause, during which A's late "timeout" comes; attempt 3 (C) answers
+    a = scripted(lambda req, n: [("delay", 1.3, fail(req, "timeout", "A gave up late"))])
+    b = scripted(lambda req, n: [fail(req, "unavailable", retry_after=1)])
+    c3 = scripted(lambda req, n: [ok(req, service="C")])
+    with ferrule.Client([a.endpoint, b.endpoint, c3.endpoint], timeout=3) as c:
+        first_then(c, a.endpoint)
+        assert c.ping()["service"] == "C"
+    rid = a.requests[0]["rid"]
+    assert [r["rid"] for r in b.requests + c3.requests] == [rid + ".2", rid + ".3"]
+
+
 def test_dead_endpoint_in_the_list_is_skipped(scripted):
     b = scripted(lambda req, n: [ok(req, service="ferrule")])
     dead = free_endpoint()
@@ -202,6 +245,20 @@ def test_error_without_rid_answers_the_request_in_flight(scripted):
         with pytest.raises(ferrule.MalformedFrame) as info:
             c.call("disconnect", {"integration": "a:b"})
     assert info.value.message == "wrong frame count"
+
+
+def test_error_without_rid_answers_the_retry_in_flight(scripted):
+    # attempt 2 (sent as RID.2) meets a retryable error without a rid: it is the live attempt's
+    # answer, final as the last attempt's, not a late one kept while the attempt waits on
+    a = scripted(lambda req, n: None if n == 1 else [fail(None, "unavailable", "no worker")])
+    with ferrule.Client(a.endpoint, timeout=4) as c:
+        started = time.monotonic()
+        with pytest.raises(ferrule.Unavailable) as info:
+            c.ping()
+        elapsed = time.monotonic() - started
+    assert info.value.message == "no worker" and info.value.rid == a.requests[0]["rid"]
+    assert a.requests[1]["rid"] == a.requests[0]["rid"] + ".2"
+    assert elapsed < 3.5                             # attempt 2 started at 2 s and ended at once
 
 
 def test_too_large_request_is_refused_before_sending(scripted):
