@@ -732,7 +732,8 @@ client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int f
     random_bytes (r, sizeof r);
     for (size_t i = 0; i < sizeof r; i++)
         snprintf (call.rid + 2 * i, 3, "%02x", r [i]);
-    snprintf (call.sent_rid, sizeof call.sent_rid, "%s", call.rid);
+    /* the size check below with the longest rid an attempt sends: every attempt then fits */
+    snprintf (call.sent_rid, sizeof call.sent_rid, "%s.%d", call.rid, CLIENT_MAX_ATTEMPTS);
 
     if (!c || !op || !*op) {
         result = error_reply (call.rid, FR_BAD_REQUEST, "no client or no operation given", NULL);
