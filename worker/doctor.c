@@ -172,16 +172,52 @@ is_google (const catalog_provider_t *p)
     return p && p->notes && strstr (p->notes, "myaccount.google.com/permissions") != NULL;
 }
 
-/* The symptom, cause and steps of a code. ctx strings are used where the text names them. */
+/* The symptom, cause and steps of a code. ctx strings are used where the text names them.
+ * at_connect: the code is how the last connect's callback failed, not a refresh's outcome. */
 static void
 explain (diagnosis_t *d, const char *code, const char *id, const char *provider, const catalog_provider_t *p,
-         const store_attempt_t *a, const chain_facts_t *cf)
+         const store_attempt_t *a, const chain_facts_t *cf, int at_connect)
 {
     char cmd [600];
     const char *name = provider ? provider : "the provider";
     connect_command (cmd, sizeof cmd, id, provider, a);
     d->code = code;
 
+    /* the callback's state, and the code it carried, are spent whatever failed: only a new connect
+     * helps (the callback's own hint), not the retry that fits a refresh */
+    if (at_connect && (strcmp (code, "provider_unavailable") == 0 || strcmp (code, "provider_bad_response") == 0
+                       || strcmp (code, "internal") == 0)) {
+        snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" failed after the redirect back from %s, with %s.",
+                  id, name, code);
+        if (strcmp (code, "provider_unavailable") == 0)
+            snprintf (d->cause, sizeof d->cause, "%s failed while the authorization code was exchanged for tokens (a "
+                      "server error, a rate limit, a timeout or no connection). A code works once: it was sent once "
+                      "and is not sent again, and the provider may have spent it, so this callback cannot be "
+                      "finished. A failed connect changes no stored token.", name);
+        else
+        if (strcmp (code, "provider_bad_response") == 0)
+            snprintf (d->cause, sizeof d->cause, "%s answered the code exchange with something that is not a token "
+                      "response (an HTML page from a proxy, an empty body, an answer without a usable access "
+                      "token). A code works once: it was sent once and is not sent again, and the provider may have "
+                      "spent it, so this callback cannot be finished. A failed connect changes no stored token.", name);
+        else
+            snprintf (d->cause, sizeof d->cause, "The service failed while finishing the connect (it could not open "
+                      "what it kept for the connect, or could not start the call to %s). The callback's state is "
+                      "used up, so the same callback URL cannot be tried again. A failed connect changes no stored "
+                      "token.", name);
+        add_step (d, "Start again from Connect: %s, then open the printed URL and pass the URL the browser lands on "
+                  "to ferrulectl callback --url", cmd);
+        if (strcmp (code, "provider_unavailable") == 0)
+            add_step (d, "If it fails again, wait a few minutes, and check the provider's status page and the "
+                      "workers' network path to it");
+        else
+        if (strcmp (code, "provider_bad_response") == 0)
+            add_step (d, "If it fails again, report it with the failure below: something between the workers and %s "
+                      "(a proxy, a firewall) may be answering in its place", name);
+        else
+            add_step (d, "Operators: read the worker log for this integration at the time below; it says what failed");
+    }
+    else
     if (strcmp (code, "rotation_interrupted") == 0) {
         snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect; the history "
                   "shows an interrupted refresh right before the provider refused the refresh token.", id);
@@ -425,6 +461,21 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         add_step (d, "Start again from Connect: %s", cmd);
         add_step (d, "%s", MISMATCH_STEP);
     }
+    else
+    if (strcmp (code, "healthy") != 0) {
+        /* a code without its own text (a newer worker's, say) is still a failure, never "healthy" */
+        if (at_connect) {
+            snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" failed with %s.", id, code);
+            snprintf (d->cause, sizeof d->cause, "The callback failed; the failure below says how. Its state is used "
+                      "up, so the same callback URL cannot be tried again.");
+            add_step (d, "Start again from Connect: %s", cmd);
+        }
+        else {
+            snprintf (d->symptom, sizeof d->symptom, "Requests for \"%s\" fail with %s.", id, code);
+            snprintf (d->cause, sizeof d->cause, "The last error below says what failed.");
+        }
+        add_step (d, "If the failure below does not say enough, read the worker log for this integration at that time");
+    }
     else {
         d->code = "healthy";
         snprintf (d->symptom, sizeof d->symptom, "No problem found with \"%s\".", id);
@@ -487,7 +538,7 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const store_a
         code_of (a->outcome, code, sizeof code);
     else
         snprintf (code, sizeof code, "%s", a->used || a->expired ? "connect_incomplete" : "connect_pending");
-    explain (&d, code, id, a->provider, p, a, NULL);
+    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL);
     add_fact (&d, "never connected: no tokens are stored");
     add_fact (&d, "last connect started at %s with redirect URI \"%s\"", at (a->created_at, t1, sizeof t1),
               a->redirect_uri);
@@ -593,7 +644,7 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
         verdict = "configuration";
     else
         verdict = "healthy";
-    explain (&d, verdict, id, row.provider, p, a, &cf);
+    explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code);
 
     /* the facts that led there */
     add_fact (&d, "status %s, generation %lld, provider \"%s\"", row.status, (long long) row.generation, row.provider);

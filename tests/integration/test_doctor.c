@@ -355,6 +355,79 @@ test_failed_reconnect_after_disconnect (void **state)
     json_decref (d);
 }
 
+/* A connect whose code exchange fails at the provider: a fault (kind, and status when >= 0) is
+ * queued on fakebox's token endpoint between the browser's step and the callback. Returns the
+ * callback's exit code; its error code into code. */
+static int
+connect_exchange_fails (const char *id, const char *kind, int status, char *code, size_t len)
+{
+    int rc;
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", id, "--provider", "fakebox", "--redirect-uri",
+                             REDIRECT, NULL);
+    assert_int_equal (rc, 0);
+    char *location = browse (json_string_value (json_object_get (c, "authorization_url")));
+    itest_fault (h, "fakebox", kind, 1, status, -1, -1);
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", location, NULL);
+    snprintf (code, len, "%s", itest_code (r));
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    return rc;
+}
+
+/* The callback's failure named, and the connect started again: the code it carried may be spent
+ * (the callback's own hint), so nothing else helps. */
+static void
+assert_failed_callback (const json_t *d, const char *code, const char *id, const char *status)
+{
+    if (strcmp (dstr (d, "code"), code) != 0 || !dlist_has (d, "what_to_do", "Start again from Connect")
+    ||  dlist_has (d, "what_to_do", "No reconnect is needed") || dlist_has (d, "what_to_do", "Nothing to do"))
+        fail_msg ("%s after a callback that failed with %s: doctor says %s (%s), first step \"%s\"", id, code,
+                  dstr (d, "code"), dstr (d, "cause"),
+                  json_string_value (json_array_get (json_object_get (json_object_get (d, "diagnosis"), "what_to_do"), 0)));
+    assert_shape (d, code, id);
+    assert_string_equal (dstr (d, "status"), status);
+    assert_true (dlist_has (d, "facts", code));
+}
+
+/* The provider answered the code exchange with an HTML page, or with 503: the callback fails
+ * (provider_bad_response, provider_unavailable) and says to start again from Connect. doctor said
+ * "healthy" ("Nothing to do") after the HTML page, and "No reconnect is needed" after the 503,
+ * for an id never connected as for an integration that needed a reconnect. */
+static void
+test_failed_code_exchange (void **state)
+{
+    int rc;
+    char code [64];
+    assert_int_equal (connect_exchange_fails ("cbhtml:box", "html", -1, code, sizeof code), 5);
+    assert_string_equal (code, "provider_bad_response");
+    json_t *d = doctor ("cbhtml:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_failed_callback (d, "provider_bad_response", "cbhtml:box", "not_connected");
+    json_decref (d);
+
+    assert_int_equal (connect_exchange_fails ("cb503:box", "status", 503, code, sizeof code), 5);
+    assert_string_equal (code, "provider_unavailable");
+    d = doctor ("cb503:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_failed_callback (d, "provider_unavailable", "cb503:box", "not_connected");
+    json_decref (d);
+
+    /* the reconnect of a dead integration, failing the same ways: its old tokens stay as they were */
+    assert_int_equal (connect_flow ("cbdead:box", "fakebox"), 0);
+    json_decref (refused_then_diagnosed ("cbdead:box"));
+    assert_int_equal (connect_exchange_fails ("cbdead:box", "html", -1, code, sizeof code), 5);
+    d = doctor ("cbdead:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_failed_callback (d, "provider_bad_response", "cbdead:box", "needs_reconnect");
+    json_decref (d);
+    assert_int_equal (connect_exchange_fails ("cbdead:box", "status", 503, code, sizeof code), 5);
+    d = doctor ("cbdead:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_failed_callback (d, "provider_unavailable", "cbdead:box", "needs_reconnect");
+    json_decref (d);
+}
+
 static void
 test_not_connected (void **state)
 {
@@ -395,6 +468,7 @@ main (void)
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
         cmocka_unit_test (test_failed_reconnect_after_disconnect),
         cmocka_unit_test (test_not_connected),
+        cmocka_unit_test (test_failed_code_exchange),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
