@@ -51,6 +51,8 @@ typedef struct {
     const store_chain_t *last_use;          /* the newest refresh, import or connect before that invalid_grant:
                                              * when its refresh token was last used or issued */
     int rotations;              /* refreshes that rotated, since origin */
+    int unusable;               /* the last attempt stored a refresh token without a usable access
+                                 * token (its commit kept the provider's fault as the last error) */
     int reuse_suspected;        /* invalid_grant right after a rotation, a conflict, or "reuse" */
 } chain_facts_t;
 
@@ -423,11 +425,25 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         add_step (d, "See what happened before: ferrulectl history --integration %s", id);
     }
     else
+    if (strcmp (code, "provider_unavailable") == 0 && cf && cf->unusable) {
+        snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with provider_bad_response; the "
+                  "integration stays active.", id);
+        snprintf (d->cause, sizeof d->cause, "%s's last answer to a refresh carried a new refresh token but no usable "
+                  "access token. The provider may have spent the refresh token sent, so the new one was stored, "
+                  "with no access token: callers get provider_bad_response until the next refresh, after the "
+                  "backoff, gets one.", name);
+        add_step (d, "Retry later, after retry_after when the error gives it; callers should back off");
+        add_step (d, "If every answer comes without a usable access token, report it to the provider with the last "
+                  "error below, and check the workers' network path to it (a proxy rewriting the answer)");
+        add_step (d, "No reconnect is needed");
+    }
+    else
     if (strcmp (code, "provider_unavailable") == 0) {
         snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail now and then with "
                   "provider_unavailable; the integration stays active.", id);
         snprintf (d->cause, sizeof d->cause, "%s's token endpoint failed transiently: server errors, rate limits "
-                  "(429), timeouts or connection failures.", name);
+                  "(429), timeouts or connection failures, or answers that are not a token response (an HTML page "
+                  "from a proxy, an empty body).", name);
         add_step (d, "Retry later, after retry_after when the error gives it; callers should back off");
         add_step (d, "If it lasts, check the provider's status page and the workers' network path to it");
         add_step (d, "No reconnect is needed");
@@ -439,6 +455,25 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                   "catalog, its client credentials are not set, or the provider refused a request the catalog "
                   "entry describes.", name);
         add_step (d, "Read the last error below, fix the provider entry or the workers' environment, and restart the workers");
+        add_step (d, "If it names a key id that no configured key has, the key that sealed the stored tokens is missing: "
+                  "put it back in FERRULE_ENCRYPTION_OLD_KEYS, restart the workers, and run \"ferrule-migrate rekey\"");
+    }
+    else
+    if (strcmp (code, "internal") == 0) {
+        /* a failure before the provider is called (refresh.c's "error" outcome): it repeats, after
+         * each backoff, until an operator acts */
+        snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with internal, and %s is not "
+                  "called; the integration stays active.", id, name);
+        snprintf (d->cause, sizeof d->cause, "The worker failed before it could call %s: the stored refresh token "
+                  "does not open (the value was damaged, altered or copied from another row, or sealed under a key "
+                  "the workers do not hold), or the call could not be started. It does not pass by itself: every "
+                  "refresh fails the same way, after a backoff.", name);
+        add_step (d, "Operators: read the worker log for this integration (\"could not refresh integration\"); the "
+                  "last error below says the same");
+        add_step (d, "If the stored token does not open, the key that sealed it must be one of the workers' keys "
+                  "(FERRULE_ENCRYPTION_KEY or FERRULE_ENCRYPTION_OLD_KEYS): put it back and restart the workers");
+        add_step (d, "If that key is lost or the stored value was altered, the token cannot be recovered: disconnect "
+                  "(ferrulectl disconnect --integration %s) and connect again: %s", id, cmd);
     }
     else
     if (strcmp (code, "connect_pending") == 0) {
@@ -609,6 +644,9 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
                                       || strcmp (failed_code, "invalid_scope") == 0
                                       || strcmp (failed_code, "configuration") == 0);
     const char *last_attempt = cf.last_attempt ? cf.last_attempt->outcome : NULL;
+    /* a commit clears the last error, but one whose access token was unusable keeps the fault */
+    cf.unusable = last_attempt && strcmp (last_attempt, "refreshed") == 0 && row.last_error_code
+                  && strcmp (row.status, "active") == 0;
 
     /* a connect after a disconnect (the usual fix for a dead token) that failed: its failure is
      * what the user meets now, not the disconnect (rows newest first: a lower address is newer) */
@@ -640,8 +678,14 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     if (last_attempt && (strcmp (last_attempt, "transient") == 0 || strcmp (last_attempt, "bad_response") == 0))
         verdict = "provider_unavailable";
     else
+    if (cf.unusable)
+        verdict = "provider_unavailable";
+    else
     if (last_attempt && strcmp (last_attempt, "configuration") == 0)
         verdict = "configuration";
+    else
+    if (last_attempt && strcmp (last_attempt, "error") == 0)
+        verdict = "internal";
     else
         verdict = "healthy";
     explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code);

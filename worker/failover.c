@@ -23,7 +23,7 @@
                                         checked again this often */
 
 typedef struct {
-    store_commit_t c;                /* id, sealed tokens, fingerprint, scopes: in block */
+    store_commit_t c;                /* id, sealed tokens, fingerprint, scopes, unusable: in block */
     unsigned char *block;            /* one allocation for all of them */
     size_t size;                     /* this entry's memory: the block and the entry itself */
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token this commit replaced */
@@ -146,8 +146,8 @@ failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_
     if (!f || f->keep_ms <= 0 || age_ms >= f->keep_ms)
         return 0;
     size_t id_len = strlen (c->id) + 1, fp_len = c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0,
-           scopes_len = c->scopes ? strlen (c->scopes) + 1 : 0;
-    size_t block_len = id_len + c->access_ct_len + c->refresh_ct_len + fp_len + scopes_len;
+           scopes_len = c->scopes ? strlen (c->scopes) + 1 : 0, unusable_len = c->unusable ? strlen (c->unusable) + 1 : 0;
+    size_t block_len = id_len + c->access_ct_len + c->refresh_ct_len + fp_len + scopes_len + unusable_len;
     size_t size = block_len + sizeof (kept_t);
     if (size > f->max_bytes) {
         f->forgotten++;                  /* larger than the whole bound: room is never made for it */
@@ -187,6 +187,7 @@ failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_
     k->c.refresh_ct = copy_into (&at, c->refresh_ct, c->refresh_ct_len);
     k->c.refresh_fingerprint = copy_into (&at, c->refresh_fingerprint, fp_len);
     k->c.scopes = copy_into (&at, c->scopes, scopes_len);
+    k->c.unusable = copy_into (&at, c->unusable, unusable_len);
     snprintf (k->spent, sizeof k->spent, "%s", spent ? spent : "");
     k->kept_ms = k->disk_ms = clock_mono_ms () - (age_ms > 0 ? age_ms : 0);
     return forgotten;

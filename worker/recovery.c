@@ -74,6 +74,7 @@ rec_clear (recovery_rec_t *r)
     mem_free ((void *) r->c.refresh_ct);
     mem_free ((void *) r->c.refresh_fingerprint);
     mem_free ((void *) r->c.scopes);
+    mem_free ((void *) r->c.unusable);
 }
 
 static void
@@ -137,6 +138,7 @@ collect (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
     rec->c.refresh_ct = mem_memdup (c->refresh_ct, c->refresh_ct_len);
     rec->c.refresh_fingerprint = c->refresh_fingerprint ? mem_strdup (c->refresh_fingerprint) : NULL;
     rec->c.scopes = c->scopes ? mem_strdup (c->scopes) : NULL;
+    rec->c.unusable = c->unusable ? mem_strdup (c->unusable) : NULL;
     snprintf (rec->spent, sizeof rec->spent, "%s", spent ? spent : "");
 }
 

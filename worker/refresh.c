@@ -1153,6 +1153,7 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     r->commit.refresh_fingerprint = r->fingerprint;
     r->commit.rotated = res->refresh_token != NULL;
     r->commit.scopes = r->scopes;
+    r->commit.unusable = r->unusable;    /* the last error and the chain say so: doctor, status */
     mem_free_secret (&r->refresh_token);
 
     if (r->commit.rotated && w->journal && refresh_journal (w, r, w->woke_us) != 0)

@@ -40,6 +40,8 @@ typedef struct {
     const char *refresh_fingerprint;
     int rotated;
     const char *scopes;                   /* NULL keeps the stored scopes */
+    const char *unusable;                 /* the answer's access token was unusable: why, kept as the last
+                                           * error and in the chain row; NULL when it was usable */
 } store_commit_t;
 
 /* The claim: locks the row (without waiting: CLAIM_LOCKED if another session holds it), decides

@@ -142,16 +142,20 @@
  * generations claimed, $3 the keys' ids, $4 and $6 the sealed access and refresh tokens, $5 the
  * access tokens' expiries (epoch seconds), $7 the refresh tokens' fingerprints, $8 the scopes
  * granted (a null element: unchanged), $10 whether the refresh token was rotated, $11 the leases'
- * tokens, $12 the access tokens' lifetimes in seconds; and $9 the worker's id. */
+ * tokens, $12 the access tokens' lifetimes in seconds, $13 why the access token the provider gave
+ * was unusable (a null element: it was usable; else its refresh token is stored all the same, and
+ * this text becomes the last error and the chain row's detail, so that status and doctor see it);
+ * and $9 the worker's id. */
 /* the lease is still this refresh's: read from the row being updated, its newest version once
  * any lock it waited for is gone (a join with a second read of the row would see the statement's
  * snapshot, and cost an index scan and a join for every commit) */
 #define STORE_COMMIT_MINE "(i.lease_owner = $9 AND i.lease_token = x.req_token IS TRUE)"
 #define STORE_COMMIT_SQL \
     "WITH x AS (SELECT * FROM unnest ($1::text[], $2::bigint[], $3::integer[], $4::bytea[], $5::bigint[]," \
-    "                                 $6::bytea[], $7::text[], $8::text[], $10::boolean[], $11::uuid[], $12::integer[])" \
+    "                                 $6::bytea[], $7::text[], $8::text[], $10::boolean[], $11::uuid[], $12::integer[]," \
+    "                                 $13::text[])" \
     "   WITH ORDINALITY AS x (req_id, req_generation, req_key, req_access, req_expires, req_refresh," \
-    "                         req_fingerprint, req_scopes, req_rotated, req_token, req_lifetime, req_ord))," \
+    "                         req_fingerprint, req_scopes, req_rotated, req_token, req_lifetime, req_unusable, req_ord))," \
     " l AS (SELECT id AS l_id FROM integrations WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE)," \
     " prev AS (SELECT id AS prev_id, status AS prev_status FROM integrations WHERE id = ANY ($1::text[]))," /* the snapshot: before u */ \
     " u AS (" \
@@ -163,16 +167,19 @@
     "    lease_expires_at = CASE WHEN " STORE_COMMIT_MINE " THEN NULL ELSE i.lease_expires_at END," \
     "    lease_token = CASE WHEN " STORE_COMMIT_MINE " THEN NULL ELSE i.lease_token END," \
     "    last_refresh_at = now()," \
-    "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
+    "    last_error_code = CASE WHEN x.req_unusable IS NOT NULL THEN 'provider_bad_response' END," \
+    "    last_error_message = x.req_unusable," \
+    "    last_error_at = CASE WHEN x.req_unusable IS NOT NULL THEN now() END, updated_at = now()" \
     "  FROM x WHERE i.id = x.req_id AND i.id IN (SELECT l_id FROM l) AND i.generation = x.req_generation" \
     "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND x.req_rotated))" \
     "  RETURNING i.id AS u_id, i.generation AS u_generation, x.req_ord AS u_ord," \
-    "    x.req_fingerprint AS u_fingerprint, x.req_rotated AS u_rotated)," \
+    "    x.req_fingerprint AS u_fingerprint, x.req_rotated AS u_rotated, x.req_unusable AS u_unusable)," \
     " c AS (" \
     "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
     "  SELECT u.u_id, u.u_generation, $9, 'refreshed', u.u_fingerprint, u.u_rotated," \
-    "    CASE WHEN prev.prev_status = 'needs_reconnect' THEN 'recovered: the invalid_grant recorded before was for the" \
-    " refresh token this rotation replaced' END" \
+    "    NULLIF (concat_ws ('; ', CASE WHEN prev.prev_status = 'needs_reconnect' THEN 'recovered: the invalid_grant" \
+    " recorded before was for the refresh token this rotation replaced' END," \
+    "      'no usable access token: ' || u.u_unusable), '')" \
     "  FROM u JOIN prev ON prev.prev_id = u.u_id RETURNING integration_id, generation)" \
     "SELECT u.u_ord, c.generation FROM c JOIN u ON u.u_id = c.integration_id"
 

@@ -454,6 +454,65 @@ test_not_connected (void **state)
     json_decref (d);
 }
 
+/* Every token request fails before the provider is called: the stored refresh token does not
+ * open (a damaged value; a key missing from the workers' keys fails alike). The chain records
+ * the failure ("error"), and doctor said "healthy ... its last refresh attempt (if any)
+ * succeeded": no verdict took that outcome. */
+static void
+test_stored_token_does_not_open (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "sealed:box", "fakebox", rt), 0);
+    free (rt);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET refresh_token = set_byte (refresh_token, 20,"
+                                      " get_byte (refresh_token, 20) # 1) WHERE id = 'sealed:box'"), 0);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "sealed:box", NULL);
+    assert_int_not_equal (rc, 0);
+    assert_string_equal (itest_code (t), "internal");
+    json_decref (t);
+    json_t *d = doctor ("sealed:box", &rc);
+    assert_int_equal (rc, 0);
+    if (strcmp (dstr (d, "code"), "internal") != 0)
+        fail_msg ("every token request fails with internal, and doctor says %s: %s", dstr (d, "code"), dstr (d, "cause"));
+    assert_shape (d, "internal", "sealed:box");
+    assert_non_null (strstr (dstr (d, "cause"), "does not open"));
+    assert_true (dlist_has (d, "what_to_do", "worker log"));
+    assert_true (dlist_has (d, "what_to_do", "FERRULE_ENCRYPTION_OLD_KEYS"));
+    assert_true (dlist_has (d, "facts", "could not decrypt"));
+    json_decref (d);
+}
+
+/* The provider's answer rotates the refresh token but carries no access token: the refresh token
+ * is stored (a commit, generation + 1) and the caller told provider_bad_response until the next
+ * refresh. The commit cleared last_error and wrote an ordinary "refreshed" row, and doctor said
+ * "healthy": its last refresh attempt had succeeded. */
+static void
+test_unusable_access_token (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "noat:box", "fakebox", rt), 0);
+    free (rt);
+    itest_fault (h, "fakebox", "no_access_token", 1, -1, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "noat:box", NULL);
+    assert_int_equal (rc, 5);
+    assert_string_equal (itest_code (t), "provider_bad_response");
+    json_decref (t);
+    json_t *d = doctor ("noat:box", &rc);
+    assert_int_equal (rc, 0);
+    if (strcmp (dstr (d, "code"), "healthy") == 0)
+        fail_msg ("the provider's last answer had no access token, and doctor says healthy: %s", dstr (d, "cause"));
+    assert_shape (d, "provider_unavailable", "noat:box");
+    assert_non_null (strstr (dstr (d, "cause"), "no usable access token"));
+    assert_true (dlist_has (d, "facts", "provider_bad_response"));
+    assert_true (dlist_has (d, "what_to_do", "No reconnect is needed"));
+    json_decref (d);
+    /* the history says so too, on the refresh that stored the refresh token */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'noat:box'"
+                                          " AND outcome = 'refreshed' AND detail LIKE '%no usable access token%'"), 1);
+}
+
 int
 main (void)
 {
@@ -469,6 +528,8 @@ main (void)
         cmocka_unit_test (test_failed_reconnect_after_disconnect),
         cmocka_unit_test (test_not_connected),
         cmocka_unit_test (test_failed_code_exchange),
+        cmocka_unit_test (test_stored_token_does_not_open),
+        cmocka_unit_test (test_unusable_access_token),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
