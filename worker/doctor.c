@@ -1,6 +1,7 @@
 /* doctor.c - a diagnosis from what the service knows about an integration: its status, last
  * error and flags, its chain history, the last connect attempt and the provider's catalog entry.
  * The rules run from the most specific to "healthy"; docs/troubleshooting.md is their manual. */
+#define _GNU_SOURCE             /* strcasestr */
 #include "doctor.h"
 #include "dbwait.h"
 #include "ident.h"
@@ -53,7 +54,11 @@ typedef struct {
     int rotations;              /* refreshes that rotated, since origin */
     int unusable;               /* the last attempt stored a refresh token without a usable access
                                  * token (its commit kept the provider's fault as the last error) */
-    int reuse_suspected;        /* invalid_grant right after a rotation, a conflict, or "reuse" */
+    int reuse_suspected;        /* evidence that a replaced refresh token was presented: a conflict
+                                 * close to the invalid_grant, an interrupted rotation, or the
+                                 * provider saying so (not a rotation before it: at a provider that
+                                 * rotates on every refresh, one always is) */
+    const char *reuse_evidence; /* ... which, in words */
 } chain_facts_t;
 
 static void add_fact (diagnosis_t *d, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
@@ -104,6 +109,18 @@ outcome_is (const store_chain_t *r, const char *outcome)
     return r && r->outcome && strcmp (r->outcome, outcome) == 0;
 }
 
+/* The provider's own words for a refresh token presented after it was replaced, in what it
+ * answered (not in the integration's id, which the detail names first). */
+static int
+says_reuse (const char *detail)
+{
+    const char *said = detail ? strstr (detail, "\" answered ") : NULL;
+    if (!said)
+        said = detail;
+    return said && (strcasestr (said, "reuse") || strcasestr (said, "already used")
+                    || strcasestr (said, "already been used"));
+}
+
 static void
 read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
 {
@@ -130,12 +147,17 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
         }
         if (!cf->invalid_grant && !cf->origin && outcome_is (r, "invalid_grant")) {
             cf->invalid_grant = r;
-            if (r->detail && strstr (r->detail, "reuse"))
+            if (says_reuse (r->detail)) {
                 cf->reuse_suspected = 1;
+                cf->reuse_evidence = "the provider said so when it refused it";
+            }
             /* an interrupted refresh of the same generation explains it (newest rows first) */
             for (size_t k = i + 1; k < n && rows [k].generation == r->generation; k++)
                 if (outcome_is (&rows [k], "interrupted")) {
                     cf->interrupted = &rows [k];
+                    if (!cf->reuse_suspected)
+                        cf->reuse_evidence = "a refresh was interrupted while the provider rotated the token";
+                    cf->reuse_suspected = 1;
                     break;
                 }
             for (size_t k = i + 1; k < n; k++)
@@ -144,15 +166,15 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
                     cf->last_use = &rows [k];
                     break;
                 }
-            /* the attempt before it, and any conflict close to it */
+            /* a conflict close to it, back to the attempt before it */
             for (size_t k = i + 1; k < n && k <= i + 5; k++) {
-                if (outcome_is (&rows [k], "conflict"))
+                if (outcome_is (&rows [k], "conflict")) {
+                    if (!cf->reuse_suspected)
+                        cf->reuse_evidence = "a refresh whose result lost to another, close before the refusal";
                     cf->reuse_suspected = 1;
-                if (is_attempt (rows [k].outcome)) {
-                    if (outcome_is (&rows [k], "refreshed") && rows [k].rotated)
-                        cf->reuse_suspected = 1;
-                    break;
                 }
+                if (is_attempt (rows [k].outcome))
+                    break;
                 if (outcome_is (&rows [k], "imported") || outcome_is (&rows [k], "connected"))
                     break;
             }
@@ -245,11 +267,11 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         int idle_days = p ? p->refresh_token_idle_days : 0;
         int64_t unused_s = cf && cf->invalid_grant && cf->last_use ? cf->invalid_grant->at - cf->last_use->at : -1;
         int idle = idle_days > 0 && unused_s >= (int64_t) idle_days * 86400;
-        /* single use: refused right after a rotation, or at the first refresh after the connect
-         * (the guide's "works once after connecting"): a token used after it was replaced */
+        /* single use: evidence of a replaced token presented again (read_chain), or a refusal at the
+         * first refresh after the connect (the guide's "works once after connecting") */
         int first = cf && cf->last_use && cf->last_use == cf->origin;
-        int box = p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE && cf && !idle
-                  && (cf->reuse_suspected || first);
+        int single_use = p && p->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE;
+        int box = single_use && cf && !idle && (cf->reuse_suspected || first);
         snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect after it had "
                   "worked for a while; callers see an unauthorized or token refresh error.", id);
         /* issue 12: a grant that died about as long after its consent as the provider allows a
@@ -286,10 +308,10 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         else
         if (box)
             snprintf (d->cause, sizeof d->cause, "%s uses single-use refresh tokens: every refresh returns a new "
-                      "refresh token and the old one stops working at once. The history shows the provider rejecting "
-                      "the chain right after a rotation, which is what happens when a refresh token is used after it "
-                      "was replaced (two refreshes racing, or a copy of the token used outside this service): the "
-                      "provider then invalidates the whole chain.", name);
+                      "refresh token and the old one stops working at once. The history shows a refresh token used "
+                      "after it was replaced (%s), which is what happens when two refreshes race or a copy of the "
+                      "token is used outside this service: the provider then invalidates the whole chain.", name,
+                      cf->reuse_evidence ? cf->reuse_evidence : "see the history");
         else
         if (is_google (p))
             snprintf (d->cause, sizeof d->cause, "Google no longer accepts the stored refresh token: the user removed "
@@ -297,10 +319,14 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                       "is in Testing), or the account authorized the app more than 100 times, which silently drops "
                       "the oldest tokens.");
         else
+            /* single use alone is no evidence of a reuse: every refresh there rotates */
             snprintf (d->cause, sizeof d->cause, "%s no longer accepts the stored refresh token: the user revoked the "
                       "app's access in the provider's settings, the provider expired the token (unused too long, "
                       "or past its lifetime), or the integration was authorized again in a way that replaced this "
-                      "grant.", name);
+                      "grant.%s%s%s", name, single_use ? " " : "", single_use ? name : "",
+                      single_use ? " uses single-use refresh tokens, but the history shows no sign of a replaced one "
+                      "presented again: no conflicting refresh, no interrupted one, and the provider did not mention "
+                      "reuse." : "");
         add_step (d, "Disconnect the integration: ferrulectl disconnect --integration %s", id);
         add_step (d, "Connect it again and approve the provider's consent screen: %s, then open the printed URL "
                   "and pass the URL the browser lands on to ferrulectl callback --url", cmd);

@@ -208,6 +208,104 @@ test_needs_reconnect_box_rotation (void **state)
     json_decref (d);
 }
 
+/* What a reuse diagnosis must not claim without evidence: a race, or a copy of the token. */
+static void
+assert_no_reuse_claimed (const json_t *d, const char *id)
+{
+    const char *cause = dstr (d, "cause");
+    if (strstr (cause, "racing") || strstr (cause, "race") || strstr (cause, "copy")
+    ||  dlist_has (d, "what_to_do", "from anywhere else"))
+        fail_msg ("%s: the provider refused a chain that nothing else used, and doctor says: %s", id, cause);
+}
+
+/* The user revokes the app's access at a single-use provider (fakebox rotates on every refresh)
+ * after two ordinary refreshes; the next refresh is refused (invalid_grant). That is the guide's
+ * first entry, a dead refresh token: revoked or expired. doctor took every invalid_grant after a
+ * rotation for a reuse ("two refreshes racing, or a copy of the token"), which at a provider that
+ * rotates on every refresh is every invalid_grant but the first. */
+static void
+test_needs_reconnect_revoked_after_rotations (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("gone:box", "fakebox"), 0);
+    for (int i = 0; i < 2; i++)
+        json_decref (harness_ctl (h, &rc, "refresh", "--integration", "gone:box", NULL));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'gone:box'"
+                                          " AND outcome = 'refreshed' AND rotated"), 2);
+    /* the user removes the app at the provider: RFC 7009 with the access token ends the chain */
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "gone:box", NULL);
+    assert_int_equal (rc, 0);
+    const char *at = json_string_value (json_object_get (t, "access_token"));
+    assert_non_null (at);
+    char url [128], body [512];
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/fakebox/revoke", harness_port (h));
+    snprintf (body, sizeof body, "token=%s&token_type_hint=access_token", at);
+    json_decref (t);
+    long status = 0;
+    CURL *curl = curl_easy_init ();
+    assert_non_null (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_USERPWD, "ferrule-test-client:ferrule-test-secret");
+    curl_easy_setopt (curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard);
+    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup (curl);
+    assert_int_equal (status, 200);
+    long long reuses = itest_stat (h, "fakebox", "reuse_detections");
+
+    itest_expire (h, "gone:box");
+    t = harness_ctl (h, &rc, "token", "--integration", "gone:box", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t), "needs_reconnect");
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), reuses);
+    json_t *d = doctor ("gone:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "gone:box");
+    assert_no_reuse_claimed (d, "gone:box");
+    assert_non_null (strstr (dstr (d, "cause"), "revoked"));
+    assert_non_null (strstr (dstr (d, "cause"), "expired"));
+    assert_true (dlist_has (d, "what_to_do", "ferrulectl disconnect --integration gone:box"));
+    assert_true (dlist_has (d, "facts", "2 rotations since it was connected"));
+    json_decref (d);
+}
+
+/* A genuine reuse keeps its diagnosis: a refresh token the provider had already replaced is
+ * presented again (here an older sealed refresh token put back in the row, as a restore of an old
+ * backup would; the provider detects the reuse and says so), and doctor names single-use rotation
+ * and a token used after it was replaced. */
+static void
+test_needs_reconnect_reuse_detected (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("reused:box", "fakebox"), 0);
+    json_decref (harness_ctl (h, &rc, "refresh", "--integration", "reused:box", NULL));
+    assert_int_equal (rc, 0);
+    assert_int_equal (harness_sql (h, "CREATE TABLE doctor_saved_rt AS SELECT refresh_token FROM integrations"
+                                      " WHERE id = 'reused:box'"), 0);
+    json_decref (harness_ctl (h, &rc, "refresh", "--integration", "reused:box", NULL));
+    assert_int_equal (rc, 0);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET refresh_token = (SELECT refresh_token FROM"
+                                      " doctor_saved_rt) WHERE id = 'reused:box'; DROP TABLE doctor_saved_rt"), 0);
+    long long reuses = itest_stat (h, "fakebox", "reuse_detections");
+    itest_expire (h, "reused:box");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "reused:box", NULL);
+    assert_int_equal (rc, 4);
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), reuses + 1);
+    json_t *d = doctor ("reused:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "reused:box");
+    assert_non_null (strstr (dstr (d, "cause"), "single-use refresh tokens"));
+    assert_non_null (strstr (dstr (d, "cause"), "used after it was replaced"));
+    assert_true (dlist_has (d, "what_to_do", "from anywhere else"));
+    assert_true (dlist_has (d, "facts", "reuse detected"));
+    json_decref (d);
+}
+
 /* Refused at the first refresh after the connect, at a single-use provider: the guide's "works
  * once after connecting, then fails" (Box). It got the generic cause, which names neither. */
 static void
@@ -520,6 +618,8 @@ main (void)
         cmocka_unit_test (test_healthy),
         cmocka_unit_test (test_needs_reconnect_box_rotation),
         cmocka_unit_test (test_needs_reconnect_first_refresh_single_use),
+        cmocka_unit_test (test_needs_reconnect_revoked_after_rotations),
+        cmocka_unit_test (test_needs_reconnect_reuse_detected),
         cmocka_unit_test (test_needs_reconnect_idle),
         cmocka_unit_test (test_needs_reconnect_revoked),
         cmocka_unit_test (test_no_refresh_token),
