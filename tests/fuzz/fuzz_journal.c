@@ -116,6 +116,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                     sum += c.refresh_ct [i];
                 sum += c.refresh_fingerprint ? strlen (c.refresh_fingerprint) : 0;
                 sum += c.scopes ? strlen (c.scopes) : 0;
+                sum += c.unusable ? strlen (c.unusable) : 0;
                 (void) sum;
             }
             mem_free ((void *) c.access_ct);
