@@ -179,7 +179,7 @@
     "  SELECT u.u_id, u.u_generation, $9, 'refreshed', u.u_fingerprint, u.u_rotated," \
     "    NULLIF (concat_ws ('; ', CASE WHEN prev.prev_status = 'needs_reconnect' THEN 'recovered: the invalid_grant" \
     " recorded before was for the refresh token this rotation replaced' END," \
-    "      'no usable access token: ' || u.u_unusable), '')" \
+    "      'no usable access token: ' || u.u_unusable), '')" /* migration 017's trigger reads these words */ \
     "  FROM u JOIN prev ON prev.prev_id = u.u_id RETURNING integration_id, generation)" \
     "SELECT u.u_ord, c.generation FROM c JOIN u ON u.u_id = c.integration_id"
 

@@ -344,6 +344,42 @@ test_recovered (void **state)
     assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'recovered'", "rec:box"), 1);
 }
 
+/* A 200 whose refresh token is stored but whose access token was unusable is no recovery: it
+ * made a "recovered" event after a failed attempt (its chain row reads "refreshed"), and the next
+ * refresh that did work made none. */
+static void
+test_unusable_answer_is_no_recovery (void **state)
+{
+    import ("unus:box", "fakebox");
+    itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
+    itest_expire (h, "unus:box");
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "unus:box", NULL);
+    json_decref (r);
+    assert_int_equal (rc, 5);
+    itest_fault (h, "fakebox", "no_access_token", 1, -1, -1, -1);
+    const char *unusable = "SELECT count(*) FROM token_chain WHERE integration_id = 'unus:box' AND outcome = 'refreshed'"
+                           " AND detail LIKE '%no usable access token%'";
+    int64_t end = clock_mono_ms () + 15000;
+    do {                                     /* past the backoff: the unusable answer */
+        usleep (300000);
+        r = harness_ctl (h, &rc, "refresh", "--integration", "unus:box", NULL);
+        json_decref (r);
+    } while (harness_sql_int (h, unusable) < 1 && clock_mono_ms () < end);
+    assert_int_equal (harness_sql_int (h, unusable), 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'recovered'",
+                            "unus:box"), 0);
+    end = clock_mono_ms () + 15000;
+    do {                                     /* past its backoff: a refresh that works */
+        usleep (300000);
+        r = harness_ctl (h, &rc, "refresh", "--integration", "unus:box", NULL);
+        json_decref (r);
+    } while (rc != 0 && clock_mono_ms () < end);
+    assert_int_equal (rc, 0);
+    assert_int_equal (sqlf ("SELECT count(*) FROM events WHERE integration_id = '%s' AND type = 'recovered'",
+                            "unus:box"), 1);
+}
+
 /* Every event reaches the receiver, signed, in order per integration, through refused attempts,
  * a receiver outage and a worker killed mid-delivery. */
 static void
@@ -868,6 +904,7 @@ main (void)
         cmocka_unit_test (test_connect_events),
         cmocka_unit_test (test_unnamed_scope_report_event),
         cmocka_unit_test (test_recovered),
+        cmocka_unit_test (test_unusable_answer_is_no_recovery),
         cmocka_unit_test (test_delivery_survives_kill_and_outage),
         cmocka_unit_test (test_no_delivery_outlives_its_lease),
         cmocka_unit_test (test_failed_then_replayed),

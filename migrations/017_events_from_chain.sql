@@ -1,23 +1,38 @@
--- 017: the insufficient_scope event of a scope report that names no scope.
+-- 017: two events the outbox's trigger on the chain (events_from_chain) got wrong.
 --
 -- An upstream API may answer insufficient_scope without saying which scope it needs (RFC 6750
--- allows it; the worker stores the report with an empty scope, and doctor diagnoses it). The
--- outbox's event for it read "missing: " with nothing after it. events_from_chain is replaced
--- with one that says the API did not name the scope; everything else in it is 007's, unchanged.
--- A catalog change only, in a transaction; workers of the previous release write the same chain
--- rows and get the new wording.
+-- allows it; the worker stores the report with an empty scope, and doctor diagnoses it). Its
+-- event read "missing: " with nothing after it; it now says the API did not name the scope.
+--
+-- A provider's 200 that carries a new refresh token beside an unusable access token is stored as
+-- a rotation, and its chain row reads "refreshed" with a detail starting "no usable access token:"
+-- (worker/store_sql.h writes it). After a failed attempt that row made a "recovered" event,
+-- although callers still got provider_bad_response, and the next refresh that did work made none.
+-- Such a row is now no recovery, and counts as a bad answer for the refresh after it.
+--
+-- Everything else in the function is 007's, unchanged. A catalog change only, in a transaction;
+-- workers of the previous release write the same chain rows and get the new events.
 
 CREATE OR REPLACE FUNCTION events_from_chain () RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     i integrations%ROWTYPE;
     prev text;
+    prev_detail text;
     missing text;
 BEGIN
     -- a refresh is an event only after a failed attempt: the previous chain row decides, read on
     -- the chain's index alone, before the integration's row (most refreshes stop here)
     IF NEW.outcome = 'refreshed' THEN
-        SELECT c.outcome INTO prev FROM token_chain c
+        -- a refresh token stored without a usable access token recovers nothing, and is a bad
+        -- answer to the refresh after it
+        IF NEW.detail LIKE '%no usable access token: %' THEN
+            RETURN NULL;
+        END IF;
+        SELECT c.outcome, c.detail INTO prev, prev_detail FROM token_chain c
             WHERE c.integration_id = NEW.integration_id AND c.seq < NEW.seq ORDER BY c.seq DESC LIMIT 1;
+        IF prev = 'refreshed' AND prev_detail LIKE '%no usable access token: %' THEN
+            prev := 'bad_response';
+        END IF;
         IF prev IS NULL OR prev NOT IN ('transient', 'bad_response', 'error', 'invalid_grant') THEN
             RETURN NULL;
         END IF;
