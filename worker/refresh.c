@@ -1094,9 +1094,11 @@ refresh_commit_failed (worker_t *w, refresh_t *r)
     &&  refresh_journal (w, r, r->answered_us) == 0)
         log_info (r->entry->id, NULL, "the rotated refresh token is journaled now, while its commit is retried");
     for (job_t *j = r->waiters; j; j = j->next)
-        reply_error (w, j, FR_DATABASE_UNAVAILABLE,
-                            "the provider answered but the database did not: the new tokens are kept and the commit retried",
-                            NULL, 1);
+        reply_error (w, j, FR_DATABASE_UNAVAILABLE, r->unusable
+                     ? "the provider answered with a new refresh token but no usable access token, and the database "
+                       "did not take it: the refresh token is kept and its commit retried"
+                     : "the provider answered but the database did not: the new tokens are kept and the commit retried",
+                     NULL, 1);
     while (r->waiters) {
         job_t *j = r->waiters;
         r->waiters = j->next;
