@@ -26,6 +26,9 @@
 #define MISMATCH_STEP "If the provider showed an error page with redirect_uri_mismatch instead of its consent " \
                       "screen: contact support with the provider name and the exact error; connecting again does " \
                       "not help until the redirect URI is registered in the provider's OAuth app"
+/* why a callback whose code exchange failed cannot be tried again */
+#define CODE_SPENT "A code works once: it was sent once and is not sent again, and the provider may have " \
+                   "spent it, so this callback cannot be finished. A failed connect changes no stored token."
 
 typedef struct {
     const char *code;
@@ -215,15 +218,12 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                   id, name, code);
         if (strcmp (code, "provider_unavailable") == 0)
             snprintf (d->cause, sizeof d->cause, "%s failed while the authorization code was exchanged for tokens (a "
-                      "server error, a rate limit, a timeout or no connection). A code works once: it was sent once "
-                      "and is not sent again, and the provider may have spent it, so this callback cannot be "
-                      "finished. A failed connect changes no stored token.", name);
+                      "server error, a rate limit, a timeout or no connection). " CODE_SPENT, name);
         else
         if (strcmp (code, "provider_bad_response") == 0)
             snprintf (d->cause, sizeof d->cause, "%s answered the code exchange with something that is not a token "
                       "response (an HTML page from a proxy, an empty body, an answer without a usable access "
-                      "token). A code works once: it was sent once and is not sent again, and the provider may have "
-                      "spent it, so this callback cannot be finished. A failed connect changes no stored token.", name);
+                      "token). " CODE_SPENT, name);
         else
             snprintf (d->cause, sizeof d->cause, "The service failed while finishing the connect (it could not open "
                       "what it kept for the connect, or could not start the call to %s). The callback's state is "
