@@ -2,6 +2,7 @@
 #include "metrics.h"
 #include "log.h"
 #include "mem.h"
+#include "text.h"
 #include <assert.h>
 #include <inttypes.h>
 #include <math.h>
@@ -125,31 +126,6 @@ metrics_destroy (metrics_t **p)
 
 /* ---------------------------------------------------------------- text helpers */
 
-/* Length of the valid UTF-8 sequence at p (1 to 4), or 0 when the bytes there are not one. */
-static size_t
-utf8_len (const unsigned char *p)
-{
-    if (p [0] < 0x80)
-        return 1;
-    if (p [0] >= 0xc2 && p [0] <= 0xdf)
-        return (p [1] & 0xc0) == 0x80 ? 2 : 0;
-    if (p [0] >= 0xe0 && p [0] <= 0xef) {
-        if ((p [1] & 0xc0) != 0x80 || (p [2] & 0xc0) != 0x80)
-            return 0;
-        if ((p [0] == 0xe0 && p [1] < 0xa0) || (p [0] == 0xed && p [1] > 0x9f))
-            return 0;                   /* overlong, or a UTF-16 surrogate */
-        return 3;
-    }
-    if (p [0] >= 0xf0 && p [0] <= 0xf4) {
-        if ((p [1] & 0xc0) != 0x80 || (p [2] & 0xc0) != 0x80 || (p [3] & 0xc0) != 0x80)
-            return 0;
-        if ((p [0] == 0xf0 && p [1] < 0x90) || (p [0] == 0xf4 && p [1] > 0x8f))
-            return 0;
-        return 4;
-    }
-    return 0;
-}
-
 #define UTF8_REPLACEMENT "\xef\xbf\xbd"
 
 void
@@ -176,7 +152,7 @@ metrics_label_escape (char *out, size_t size, const char *value)
             n = 2;
         }
         else {
-            adv = utf8_len (p);
+            adv = text_utf8_len (p);
             if (adv == 0) {             /* Prometheus rejects invalid UTF-8 */
                 piece = UTF8_REPLACEMENT;
                 n = 3;
@@ -280,7 +256,7 @@ labels_canonical (const char *in, bool histogram)
                 len = 2;
             }
             else {
-                adv = len = utf8_len ((const unsigned char *) p);
+                adv = len = text_utf8_len ((const unsigned char *) p);
                 if (adv == 0) {
                     piece = UTF8_REPLACEMENT;
                     len = 3;
@@ -635,7 +611,7 @@ static void
 put_help (render_t *r, const char *help)
 {
     for (const unsigned char *p = (const unsigned char *) help; *p; ) {
-        size_t n = utf8_len (p);
+        size_t n = text_utf8_len (p);
         if (*p == '\\')
             puts_ (r, "\\\\");
         else

@@ -41,3 +41,39 @@ text_copy (char *dst, size_t dstlen, const char *src)
     dst [n] = '\0';
     return n;
 }
+
+size_t
+text_utf8_len (const unsigned char *p)
+{
+    if (p [0] < 0x80)
+        return 1;
+    if (p [0] >= 0xc2 && p [0] <= 0xdf)
+        return (p [1] & 0xc0) == 0x80 ? 2 : 0;
+    if (p [0] >= 0xe0 && p [0] <= 0xef) {
+        if ((p [1] & 0xc0) != 0x80 || (p [2] & 0xc0) != 0x80)
+            return 0;
+        if ((p [0] == 0xe0 && p [1] < 0xa0) || (p [0] == 0xed && p [1] > 0x9f))
+            return 0;                   /* overlong, or a UTF-16 surrogate */
+        return 3;
+    }
+    if (p [0] >= 0xf0 && p [0] <= 0xf4) {
+        if ((p [1] & 0xc0) != 0x80 || (p [2] & 0xc0) != 0x80 || (p [3] & 0xc0) != 0x80)
+            return 0;
+        if ((p [0] == 0xf0 && p [1] < 0x90) || (p [0] == 0xf4 && p [1] > 0x8f))
+            return 0;
+        return 4;
+    }
+    return 0;
+}
+
+int
+text_utf8_valid (const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *) s; *p; ) {
+        size_t n = text_utf8_len (p);
+        if (!n)
+            return 0;
+        p += n;
+    }
+    return 1;
+}

@@ -1,5 +1,5 @@
 /* text.h - text that came from outside, made safe to quote in a message or a log line; bounded
- * copies; bytes as hex: the one place each is done */
+ * copies; UTF-8 checks; bytes as hex: the one place each is done */
 #ifndef FERRULE_TEXT_H
 #define FERRULE_TEXT_H
 #include <stddef.h>
@@ -13,4 +13,9 @@ char *text_printable (char *dst, size_t dstlen, const char *s, size_t len, size_
 size_t text_copy (char *dst, size_t dstlen, const char *src);
 /* n bytes as 2n lower-case hex digits and a NUL into out (2n+1 bytes). */
 void text_hex (const unsigned char *in, size_t n, char *out);
+/* Length of the valid UTF-8 sequence at p (1 to 4), or 0 when the bytes there are not one (p is
+ * NUL-terminated: a sequence cut by the NUL is not one). */
+size_t text_utf8_len (const unsigned char *p);
+/* 1 when the NUL-terminated s is valid UTF-8 (no overlong form, no surrogate), else 0. */
+int text_utf8_valid (const char *s);
 #endif

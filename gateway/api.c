@@ -2,6 +2,7 @@
 #include "api.h"
 #include "auth.h"
 #include "mem.h"
+#include "text.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,12 @@ api_token (gw_req_t *req, gw_resp_t *resp)
     if (r == 1)
         json_object_set_new (args, "min_valid", json_integer (min_valid));
     const char *scopes = gw_query (req, "require_scope");
+    if (scopes && !text_utf8_valid (scopes)) {
+        /* a scope that would be dropped from the list would not be checked */
+        json_decref (args);
+        bad (resp, "\"require_scope\" is not UTF-8 text", "send the scope names percent-encoded from UTF-8");
+        return;
+    }
     if (scopes) {
         json_t *arr = json_array ();
         char *copy = mem_strdup (scopes), *save = NULL;

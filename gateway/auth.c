@@ -191,7 +191,7 @@ auth_check (gw_req_t *req, gw_resp_t *resp, const char *op, const char *id)
             ok = 1;
     }
     else if (gw_http_status (code) == 503 || gw_http_status (code) == 429) {
-        refuse (resp, 503, code, "the API key could not be checked just now", "try again in a moment");
+        refuse (resp, gw_http_status (code), code, "the API key could not be checked just now", "try again in a moment");
         resp->retry_after = 1;
     }
     else if (strcmp (code, "not_found") == 0 || strcmp (code, "bad_request") == 0 || strcmp (code, "too_large") == 0)

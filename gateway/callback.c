@@ -3,12 +3,14 @@
 #include "crypto.h"
 #include "log.h"
 #include "mem.h"
+#include "text.h"
 #include <stdio.h>
 #include <string.h>
 
 #define MAX_CODE   16384
 #define MAX_ERROR  128
 #define MAX_DESC   2048
+#define MAX_RETRY_TOKEN 128    /* the worker's cap on a retry token */
 
 static const char *
 jstr (const json_t *o, const char *key)
@@ -93,7 +95,9 @@ page_connected (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_
     if (rt && !allowed)
         log_warning (id, req->rid, "not returning to the connect's return_to: its origin is not on the allow-list "
                      "(FERRULE_GATEWAY_RETURN_TO_ORIGINS)");
-    if (!reduced && allowed && strncmp (rt, req->gw->origin, strlen (req->gw->origin)) != 0) {
+    char rt_origin [GW_ORIGIN_MAX];
+    if (!reduced && allowed && gw_origin_of (rt, rt_origin, sizeof rt_origin) == 0
+    &&  strcmp (rt_origin, req->gw->origin) != 0) {
         /* another application: back there at once, with the id and status, nothing secret */
         html_t *u = html_new ();
         html_raw (u, rt);
@@ -317,7 +321,8 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
     json_t *args = NULL, *reply = NULL, *attempt = NULL;
 
     if (!state || !*state || strlen (state) > 256 || (!code && !error) || (code && strlen (code) > MAX_CODE)
-    ||  (error && strlen (error) > MAX_ERROR) || (desc && strlen (desc) > MAX_DESC)) {
+    ||  (error && strlen (error) > MAX_ERROR) || (desc && strlen (desc) > MAX_DESC)
+    ||  !text_utf8_valid (state) || (code && !text_utf8_valid (code)) || (error && !text_utf8_valid (error))) {
         json_t *fake = json_pack ("{s:b}", "ok", 0);
         page_failed (req, resp, fake, NULL, "the provider", "bad_request");
         json_decref (fake);
@@ -328,8 +333,13 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
         json_object_set_new (args, "code", json_string (code));
     if (error)
         json_object_set_new (args, "error", json_string (error));
-    if (desc)
-        json_object_set_new (args, "error_description", json_string (desc));
+    if (desc) {
+        /* the provider's own words, shown to the user: bytes that are not UTF-8 (a description in
+           Latin-1) become '?', never a description dropped */
+        char plain [MAX_DESC + 1];
+        json_object_set_new (args, "error_description", text_utf8_valid (desc) ? json_string (desc)
+                             : json_string (text_printable (plain, sizeof plain, desc, (size_t) -1, MAX_DESC)));
+    }
     reply = gw_call (req, "callback", args, GW_CALLBACK_MS);
     const char *rc = gw_code (reply);
     json_t *a = json_pack ("{s:s}", "state", state);
@@ -364,7 +374,7 @@ void
 callback_retry (gw_req_t *req, gw_resp_t *resp)
 {
     char token [200];
-    if (!gw_form (req, "retry_token", token, sizeof token) || !*token) {
+    if (gw_form (req, "retry_token", token, sizeof token) != 1 || !*token || strlen (token) > MAX_RETRY_TOKEN) {
         gw_resp_message (resp, 400, "This retry link is incomplete",
                          "Start again from Connect on your dashboard or in your application.");
         return;

@@ -135,13 +135,14 @@ void
 dashboard_open (gw_req_t *req, gw_resp_t *resp)
 {
     char link [160], claimed [IDENT_MAX + 8] = "";
-    if (!gw_form (req, "link", link, sizeof link) || !*link || strlen (link) > 128) {
+    if (gw_form (req, "link", link, sizeof link) != 1 || !*link || strlen (link) > 128) {
         gw_resp_message (resp, 403, "This dashboard link is not valid", "Ask your application for a new dashboard link.");
         return;
     }
-    if (!gw_form (req, "workspace", claimed, sizeof claimed))
-        claimed [0] = '\0';            /* absent (or longer than any workspace: never on our page) */
-    if (*claimed && !claimed_workspace (claimed)) {
+    int got = gw_form (req, "workspace", claimed, sizeof claimed);
+    if (got == 0)
+        claimed [0] = '\0';
+    if (got < 0 || (*claimed && !claimed_workspace (claimed))) {
         gw_resp_message (resp, 400, "This dashboard link is damaged",
                          "Its workspace is not a valid name. Ask your application for a new dashboard link.");
         mem_wipe (link, sizeof link);
@@ -435,16 +436,20 @@ dashboard_detail (gw_req_t *req, gw_resp_t *resp)
     if (!need_session (req, resp, ws, 0) || !own_integration (req, resp, ws))
         return;
     session_csrf (req, csrf);
+    /* the page's deadline, as the dashboard's: no history asked once the diagnosis could not be
+       had (a database stall would hold a broker client for both) */
+    gw_budget_t budget;
+    gw_budget_start (&budget, GW_PAGE_MS);
     json_t *args = json_pack ("{s:s, s:i}", "integration", req->param [0], "limit", 20);
-    json_t *doc = gw_call (req, "doctor", args, GW_CALL_MS);
-    json_t *hist = gw_call (req, "history", args, GW_CALL_MS);
-    json_decref (args);
+    json_t *doc = gw_call_within (req, &budget, "doctor", args);
     if (strcmp (gw_code (doc), "ok") != 0) {
         action_failed (resp, doc, "This integration could not be diagnosed");
+        json_decref (args);
         json_decref (doc);
-        json_decref (hist);
         return;
     }
+    json_t *hist = gw_call_within (req, &budget, "history", args);
+    json_decref (args);
     const json_t *d = json_object_get (doc, "diagnosis");
     html_t *h = html_new ();
     html_page_begin (h, req->param [0]);
@@ -489,7 +494,11 @@ dashboard_detail (gw_req_t *req, gw_resp_t *resp)
         snprintf (action, sizeof action, "%s/reconnect", base);
         html_button_form (h, action, "Connect", "primary", "csrf", csrf, NULL);
     }
-    html_raw (h, "<h2>History</h2>\n<table id=\"history\">\n<thead><tr><th scope=\"col\">When</th>"
+    html_raw (h, "<h2>History</h2>\n");
+    if (strcmp (gw_code (hist), "ok") != 0)
+        html_raw (h, "<p class=\"notice\" id=\"history-not-read\">The history could not be read just now. Reload the "
+                     "page in a moment.</p>\n");
+    html_raw (h, "<table id=\"history\">\n<thead><tr><th scope=\"col\">When</th>"
                  "<th scope=\"col\">What</th><th scope=\"col\">Detail</th></tr></thead>\n<tbody>\n");
     json_array_foreach (json_object_get (hist, "chain"), i, v) {
         html_raw (h, "<tr><td>");
@@ -519,7 +528,7 @@ start_connect (gw_req_t *req, gw_resp_t *resp, const char *id, const char *provi
                               "return_to", back);
     if (scopes && json_array_size (scopes))
         json_object_set (args, "scopes", scopes);
-    json_t *reply = gw_call (req, "connect", args, GW_CALL_MS);
+    json_t *reply = gw_call (req, "connect", args, GW_CALLBACK_MS);
     const char *url = jstr (reply, "authorization_url");
     if (strcmp (gw_code (reply), "ok") == 0 && url)
         gw_resp_redirect (resp, url);
@@ -535,14 +544,18 @@ dashboard_connect (gw_req_t *req, gw_resp_t *resp)
     char ws [IDENT_MAX + 1], provider [72], name [IDENT_MAX + 1], id [2 * IDENT_MAX + 2];
     if (!need_session (req, resp, ws, 1))
         return;
-    if (!gw_form (req, "provider", provider, sizeof provider) || !*provider) {
+    int got_provider = gw_form (req, "provider", provider, sizeof provider);
+    if (got_provider == 0 || (got_provider == 1 && !*provider)) {
         gw_resp_message (resp, 400, "Choose a provider", "Pick the provider to connect, then press Connect.");
         return;
     }
-    if (!gw_form (req, "name", name, sizeof name) || !*name)
+    /* a name that is there but unusable is refused, never replaced by the provider's: that
+       would start a connect of another integration, perhaps one that exists */
+    int got_name = gw_form (req, "name", name, sizeof name);
+    if (got_name == 0 || (got_name == 1 && !*name))
         snprintf (name, sizeof name, "%s", provider);
     snprintf (id, sizeof id, "%s%s", ws, name);
-    if (!ident_valid (id, strlen (id)) || !ident_valid (provider, strlen (provider))) {
+    if (got_provider < 0 || got_name < 0 || !ident_valid (id, strlen (id)) || !ident_valid (provider, strlen (provider))) {
         gw_resp_message (resp, 400, "This name cannot be used",
                          "Use letters, digits, dot, underscore and dash only, and keep it short.");
         return;
@@ -596,8 +609,13 @@ dashboard_apikey_create (gw_req_t *req, gw_resp_t *resp)
     char ws [IDENT_MAX + 1], name [72];
     if (!need_session (req, resp, ws, 1))
         return;
-    if (!gw_form (req, "name", name, sizeof name) || !*name) {
+    int got = gw_form (req, "name", name, sizeof name);
+    if (got == 0 || (got == 1 && !*name)) {
         gw_resp_message (resp, 400, "Name the key", "Give the new API key a name, such as the service that will use it.");
+        return;
+    }
+    if (got < 0) {
+        gw_resp_message (resp, 400, "This name cannot be used", "Keep the key's name to 64 characters of text.");
         return;
     }
     json_t *args = json_pack ("{s:s, s:s}", "integration", ws, "name", name);

@@ -94,7 +94,8 @@ typedef void (gw_handler_fn) (gw_req_t *req, gw_resp_t *resp);
 const char *gw_query (const gw_req_t *req, const char *name);
 const char *gw_header (const gw_req_t *req, const char *name);
 const char *gw_cookie (const gw_req_t *req, const char *name);
-/* A field of an application/x-www-form-urlencoded body, decoded into out; 1 found, 0 not. */
+/* A field of an application/x-www-form-urlencoded body, decoded into out: 1 found, 0 absent, -1
+ * there but unusable (longer than out, an encoded NUL, not UTF-8), out then undefined. */
 int gw_form (const gw_req_t *req, const char *name, char *out, size_t outlen);
 void gw_resp_html (gw_resp_t *resp, unsigned status, html_t *h);
 void gw_resp_json (gw_resp_t *resp, unsigned status, json_t *j);     /* j borrowed */
@@ -124,6 +125,9 @@ unsigned gw_http_status (const char *code);
  * a page of another site than gw's public URL; 0 when they say it does not, or say nothing. */
 int gw_cross_site (const gw_t *gw, const char *fetch_site, const char *origin);
 
+/* "scheme://host[:port]" of url into out, lower case (the scheme matched in any case); 0, or -1
+ * when url is not absolute http(s) or its origin does not fit. */
+int gw_origin_of (const char *url, char *out, size_t len);
 /* 1 when url is absolute http(s) and its origin is the gateway's own or on the allow-list. */
 int gw_return_to_allowed (const gw_t *gw, const char *url);
 #endif

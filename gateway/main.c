@@ -30,23 +30,6 @@ on_hup (int sig)
     reload_requested = 1;
 }
 
-/* "scheme://host[:port]" of url, lower case (the scheme matched in any case); 0, or -1 when url
- * is not absolute http(s). */
-static int
-origin_of (const char *url, char *out, size_t len)
-{
-    size_t skip = strncasecmp (url, "https://", 8) == 0 ? 8 : strncasecmp (url, "http://", 7) == 0 ? 7 : 0;
-    size_t n = skip + strcspn (url + skip, "/?#");
-    if (!skip || n == skip || n >= len)
-        return -1;
-    memcpy (out, url, n);
-    out [n] = '\0';
-    for (char *c = out; *c; c++)
-        if (*c >= 'A' && *c <= 'Z')
-            *c = (char) (*c - 'A' + 'a');
-    return 0;
-}
-
 /* Splits a comma-separated list into fixed slots; -1 when an item is too long or too many. */
 static int
 split_list (const char *list, char *slots, size_t slot_len, size_t max, size_t *count)
@@ -88,11 +71,13 @@ setup (gw_t *gw, char *err, size_t errlen)
     size_t plen = strlen (gw->cfg.public_url);
     while (plen && ((char *) gw->cfg.public_url) [plen - 1] == '/')
         ((char *) gw->cfg.public_url) [--plen] = '\0';
-    if (origin_of (gw->cfg.public_url, gw->origin, sizeof gw->origin) != 0) {
+    if (gw_origin_of (gw->cfg.public_url, gw->origin, sizeof gw->origin) != 0) {
         snprintf (err, errlen, "FERRULE_GATEWAY_PUBLIC_URL \"%.200s\" is not an absolute http:// or https:// URL",
                   gw->cfg.public_url);
         return -1;
     }
+    /* the scheme and host as every comparison sees them: "HTTPS://Ferrule.Example" is https */
+    memcpy ((char *) gw->cfg.public_url, gw->origin, strlen (gw->origin));
     gw->secure = strncmp (gw->cfg.public_url, "https://", 8) == 0;
     const char *su = gw->cfg.support_url;
     if (su && *su && strncmp (su, "mailto:", 7) != 0 && strncmp (su, "https://", 8) != 0) {
@@ -102,7 +87,7 @@ setup (gw_t *gw, char *err, size_t errlen)
     char (*raw) [GW_ORIGIN_MAX] = mem_alloc (GW_MAX_ORIGINS * sizeof *raw);
     int rc = split_list (gw->cfg.return_to_origins, (char *) raw, GW_ORIGIN_MAX, GW_MAX_ORIGINS, &n);
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (origin_of (raw [i], origin, sizeof origin) != 0 || strlen (origin) != strlen (raw [i])) {
+        if (gw_origin_of (raw [i], origin, sizeof origin) != 0 || strlen (origin) != strlen (raw [i])) {
             snprintf (err, errlen, "FERRULE_GATEWAY_RETURN_TO_ORIGINS: \"%.200s\" is not an origin such as "
                       "https://app.example.com (scheme, host, optional port, nothing else)", raw [i]);
             rc = -1;

@@ -10,6 +10,7 @@
 #include "log.h"
 #include "mem.h"
 #include "style.h"
+#include "text.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
@@ -171,11 +172,11 @@ gw_form (const gw_req_t *req, const char *name, char *out, size_t outlen)
                     i += 2;
                 }
                 if (c == '\0' || o + 1 >= outlen)
-                    return 0;           /* a NUL or too long: refused as absent */
+                    return -1;          /* a NUL, or too long */
                 out [o++] = c;
             }
             out [o] = '\0';
-            return 1;
+            return text_utf8_valid (out) ? 1 : -1;
         }
         if (!end)
             break;
@@ -296,25 +297,31 @@ gw_http_status (const char *code)
 }
 
 int
+gw_origin_of (const char *url, char *out, size_t len)
+{
+    size_t skip = strncasecmp (url, "https://", 8) == 0 ? 8 : strncasecmp (url, "http://", 7) == 0 ? 7 : 0;
+    size_t n = skip + strcspn (url + skip, "/?#");
+    if (!skip || n == skip || n >= len)
+        return -1;
+    memcpy (out, url, n);
+    out [n] = '\0';
+    for (char *c = out; *c; c++)
+        if (*c >= 'A' && *c <= 'Z')
+            *c = (char) (*c - 'A' + 'a');
+    return 0;
+}
+
+int
 gw_return_to_allowed (const gw_t *gw, const char *url)
 {
     char origin [GW_ORIGIN_MAX];
-    size_t skip = strncasecmp (url, "https://", 8) == 0 ? 8 : strncasecmp (url, "http://", 7) == 0 ? 7 : 0;
-    if (!skip)
-        return 0;
-    size_t n = skip + strcspn (url + skip, "/?#");
-    if (n == skip || n >= sizeof origin)
-        return 0;
     for (size_t i = 0; url [i]; i++)
         if ((unsigned char) url [i] <= 0x20 || (unsigned char) url [i] >= 0x7f || url [i] == '\\' || url [i] == '#')
             return 0;
-    memcpy (origin, url, n);
-    origin [n] = '\0';
-    if (strchr (origin + skip, '@'))
+    if (gw_origin_of (url, origin, sizeof origin) != 0)
+        return 0;
+    if (strchr (strstr (origin, "://") + 3, '@'))
         return 0;                   /* user info: "https://good.example@evil.example" */
-    for (char *c = origin; *c; c++)
-        if (*c >= 'A' && *c <= 'Z')
-            *c = (char) (*c - 'A' + 'a');
     if (strcmp (origin, gw->origin) == 0)
         return 1;
     for (size_t i = 0; i < gw->norigins; i++)

@@ -89,7 +89,7 @@ session_csrf_ok (const gw_req_t *req)
 {
     char want [65], got [80];
     session_csrf (req, want);
-    if (!want [0] || !gw_form (req, "csrf", got, sizeof got) || strlen (got) != 64)
+    if (!want [0] || gw_form (req, "csrf", got, sizeof got) != 1 || strlen (got) != 64)
         return 0;
     return CRYPTO_memcmp (want, got, 64) == 0;
 }

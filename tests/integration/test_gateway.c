@@ -41,6 +41,7 @@ static int gw_port;
 static char gw_url [64];
 static char callback_uri [96];
 static char gw_log [1024];
+static int gw_upper_https;              /* the next gateway's public URL: HTTPS://, upper case */
 static client_t *cli;
 
 /* --- HTTP ------------------------------------------------------------------------------------ */
@@ -221,7 +222,9 @@ start_gateway_with (const char *name, const char *http_bind, const char *drain_m
         dup2 (fd, 1);
         dup2 (fd, 2);
         setenv ("FERRULE_GATEWAY_BIND", bind, 1);
-        setenv ("FERRULE_GATEWAY_PUBLIC_URL", gw_url, 1);
+        char upper [96];
+        snprintf (upper, sizeof upper, "HTTPS://127.0.0.1:%d", gw_port);
+        setenv ("FERRULE_GATEWAY_PUBLIC_URL", gw_upper_https ? upper : gw_url, 1);
         setenv ("FERRULE_BROKER_URL", harness_brokers (h), 1);
         setenv ("FERRULE_GATEWAY_RETURN_TO_ORIGINS", APP_ORIGIN, 1);
         setenv ("FERRULE_GATEWAY_SESSION_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", 1);  /* SESSION_KEY */
@@ -897,6 +900,9 @@ test_api_status_codes (void **state)
     free (big);
     /* 422: a user action (a scope the grant lacks) */
     expect ("GET", "/v1/integrations/acct1:api/token?require_scope=admin", SVC_KEY, NULL, 422, "insufficient_scope");
+    /* a scope that is not UTF-8 text: refused, never left out of the check (the token came, 200) */
+    expect ("GET", "/v1/integrations/acct1:api/token?require_scope=admin%FF", SVC_KEY, NULL, 400, "bad_request");
+    expect ("GET", "/v1/integrations/acct1:api/token?require_scope=read,admin%FF", SVC_KEY, NULL, 400, "bad_request");
     /* 409: the refresh token is gone (imported without an access token: the first token
        request refreshes, and takes the fault) */
     rt = itest_grant (h, "fakebox", "[\"read\"]");
@@ -1583,6 +1589,118 @@ test_dashboard_session_and_csrf (void **state)
     assert_false (itest_workdir_contains (h, "fake-rt-"));
 }
 
+/* A form value that is there but cannot be used (longer than the field, an encoded NUL, bytes
+ * that are not UTF-8) is refused with a 400, never taken for an absent one. A Connect whose name
+ * was too long started a connect of WORKSPACE:PROVIDER instead (the name's default), which may
+ * be an integration that exists; an API key's name that was not UTF-8 reached the worker as no
+ * request at all, and the page said the workspace prefix was wrong. */
+static void
+test_dashboard_refuses_unusable_form_values (void **state)
+{
+    char *link = dashboard_link ("ws16:", 0);
+    char *cookie = open_session (link);
+    http_t r = dashboard_home (cookie);
+    assert_int_equal (r.status, 200);
+    char *csrf = form_value (r.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&r);
+    char audit [1024], url [256], body [512], long_name [201];
+    snprintf (audit, sizeof audit, "%s/broker0.audit", harness_workdir (h));
+    memset (long_name, 'a', 200);
+    long_name [200] = '\0';
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    const char *names [] = { long_name, "x%00y", "x%FFy" };
+    snprintf (url, sizeof url, "%s/dashboard/connect", gw_url);
+    for (size_t i = 0; i < sizeof names / sizeof names [0]; i++) {
+        snprintf (body, sizeof body, "csrf=%s&provider=fakebox&name=%s", csrf, names [i]);
+        r = http ("POST", url, phdr, body);
+        if (r.status != 400 || !has (&r, "This name cannot be used"))
+            fail_msg ("Connect named \"%.12s\": %ld", names [i], r.status);
+        http_free (&r);
+    }
+    snprintf (body, sizeof body, "csrf=%s&provider=fake%%FFbox", csrf);
+    r = http ("POST", url, phdr, body);
+    assert_int_equal (r.status, 400);
+    http_free (&r);
+    usleep (200000);                            /* room for a line that should not come */
+    assert_int_equal (count_lines (audit, "\"op\":\"connect\",\"integration\":\"ws16:"), 0);
+
+    snprintf (url, sizeof url, "%s/dashboard/apikeys", gw_url);
+    snprintf (body, sizeof body, "csrf=%s&name=svc%%FF", csrf);
+    r = http ("POST", url, phdr, body);
+    if (r.status != 400 || !has (&r, "This name cannot be used"))
+        fail_msg ("an API key named with a byte that is not UTF-8: %ld", r.status);
+    http_free (&r);
+    free (csrf);
+    free (cookie);
+    free (link);
+}
+
+/* A public URL written in upper case (HTTPS://HOST) is https all the same: cookies Secure, HSTS
+ * sent. And the dashboard's own connect comes back to the dashboard's page, the one that keeps the
+ * session cookie. Both compared the URL as written: no Secure flag and no HSTS, and the return
+ * after a connect was taken for another application's (a 303, which drops the SameSite=Strict
+ * cookie after the provider's redirect: "Your dashboard session has ended"). */
+static void
+test_public_url_in_upper_case (void **state)
+{
+    gw_saved_t saved = gw_save ();
+    gw_upper_https = 1;
+    int started = start_gateway_with ("gateway-upper", NULL, NULL);
+    gw_upper_https = 0;
+    assert_int_equal (started, 0);
+    char https_callback [128];
+    snprintf (https_callback, sizeof https_callback, "https://127.0.0.1:%d/oauth/callback", gw_port);
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s,s]}", "redirect_uris", saved.callback, https_callback));
+    char *link = dashboard_link ("ws17:", 600);
+    http_t page = http ("GET", link, NULL, NULL);
+    assert_int_equal (page.status, 200);
+    http_t r = press_open (&page);
+    http_free (&page);
+    assert_int_equal (r.status, 303);
+    char *set = header (&r, "Set-Cookie"), *hsts = header (&r, "Strict-Transport-Security");
+    assert_non_null (set);
+    if (!strstr (set, "; Secure") || !hsts)
+        fail_msg ("public URL HTTPS://...: the session cookie %s Secure, HSTS %s", strstr (set, "; Secure") ? "is" : "is not",
+                  hsts ? "sent" : "not sent");
+    char cookie [512];
+    snprintf (cookie, sizeof cookie, "Cookie: %.*s", (int) strcspn (set, ";"), set);
+    free (set);
+    free (hsts);
+    http_free (&r);
+
+    r = dashboard_home (cookie);
+    assert_int_equal (r.status, 200);
+    char *csrf = form_value (r.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&r);
+    char url [256], body [256];
+    snprintf (url, sizeof url, "%s/dashboard/connect", gw_url);
+    snprintf (body, sizeof body, "csrf=%s&provider=fakebox&name=box", csrf);
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    r = http ("POST", url, phdr, body);
+    assert_int_equal (r.status, 303);
+    char *to_provider = header (&r, "Location");
+    http_free (&r);
+    assert_non_null (to_provider);
+    assert_non_null (strstr (to_provider, "redirect_uri=https%3A%2F%2F127.0.0.1"));
+    char *back = authorize (to_provider);
+    free (to_provider);
+    /* the provider sends the browser to https://...: this gateway is that, over plain HTTP here */
+    assert_true (strncmp (back, "https://", 8) == 0);
+    snprintf (url, sizeof url, "%s%s", gw_url, strstr (back + 8, "/oauth/callback"));
+    free (back);
+    r = http ("GET", url, NULL, NULL);
+    if (r.status != 200 || !has (&r, "http-equiv=\"refresh\""))
+        fail_msg ("the dashboard's own connect came back with %ld, not its page back to the dashboard", r.status);
+    http_free (&r);
+    free (csrf);
+    free (link);
+    assert_int_equal (stop_gateway (), 0);
+    gw_restore (&saved);
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "redirect_uris", callback_uri));
+}
+
 /* A form posted from another site is refused before it does anything: above all the dashboard
  * link's button, which a page elsewhere could submit with its author's own link to start a
  * session of the author's workspace in the victim's browser. A browser says where a form came
@@ -1835,20 +1953,34 @@ test_dashboard_page_gives_up_in_a_stall (void **state)
     PGresult *res = PQexec (locker, "BEGIN; LOCK TABLE token_chain IN ACCESS EXCLUSIVE MODE");
     int locked = PQresultStatus (res) == PGRES_COMMAND_OK;
     PQclear (res);
-    if (locked)
+    /* an integration's own page as well: its diagnosis, then (not) its history */
+    char detail_url [256];
+    snprintf (detail_url, sizeof detail_url, "%s/dashboard/integrations/ws11:box0", gw_url);
+    http_t detail = { 0, NULL, NULL };
+    if (locked) {
         r = http ("GET", url, hdr, NULL);
+        detail = http ("GET", detail_url, hdr, NULL);
+    }
     PQclear (PQexec (locker, "COMMIT"));       /* before any assert: the later tests need the table */
     PQfinish (locker);
     assert_true (locked);
+    const char *history = "\"op\":\"history\",\"integration\":\"ws11:box0\"";
+    usleep (200000);                            /* room for a line that should not come */
+    if (count_lines (audit, history) != 0)
+        fail_msg ("the integration's page asked for its history after its diagnosis could not be had (%ld)",
+                  detail.status);
+    assert_int_equal (detail.status, 503);
+    http_free (&detail);
     assert_int_equal (r.status, 200);
     assert_int_equal (count_of (&r, "<tr data-integration=\"ws11:box"), N);    /* every row is there */
     assert_int_equal (count_of (&r, ">not checked</td>"), N);
     assert_true (has (&r, "id=\"not-checked\""));
     http_free (&r);
-    for (int64_t until = clock_mono_ms () + 15000; count_lines (audit, asked) < N + 1 && clock_mono_ms () < until;)
+    /* the home page asked one diagnosis, the integration's page one */
+    for (int64_t until = clock_mono_ms () + 15000; count_lines (audit, asked) < N + 2 && clock_mono_ms () < until;)
         usleep (50000);
     usleep (200000);                            /* room for a line that should not come */
-    assert_int_equal (count_lines (audit, asked), N + 1);
+    assert_int_equal (count_lines (audit, asked), N + 2);
 
     /* the database answers again: so does every diagnosis */
     r = http ("GET", url, hdr, NULL);
@@ -2070,6 +2202,8 @@ main (void)
         cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
+        cmocka_unit_test (test_dashboard_refuses_unusable_form_values),
+        cmocka_unit_test (test_public_url_in_upper_case),
         cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
         cmocka_unit_test (test_dashboard_connect_of_a_never_connected_integration),

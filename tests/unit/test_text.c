@@ -1,4 +1,4 @@
-/* test_text.c - outside text made safe to quote, bounded copies, hex */
+/* test_text.c - outside text made safe to quote, bounded copies, UTF-8 checks, hex */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -45,6 +45,23 @@ test_hex (void **state)
     assert_string_equal (out, "009fff");
 }
 
+static void
+test_utf8 (void **state)
+{
+    assert_true (text_utf8_valid (""));
+    assert_true (text_utf8_valid ("plain ascii"));
+    assert_true (text_utf8_valid ("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91"));   /* 2, 3 and 4 bytes */
+    assert_false (text_utf8_valid ("admin\xff"));
+    assert_false (text_utf8_valid ("caf\xe9"));                                 /* Latin-1 */
+    assert_false (text_utf8_valid ("\xc3"));                                    /* cut by the end */
+    assert_false (text_utf8_valid ("\xc0\xaf"));                                /* overlong '/' */
+    assert_false (text_utf8_valid ("\xe0\x80\xaf"));
+    assert_false (text_utf8_valid ("\xed\xa0\x80"));                            /* a UTF-16 surrogate */
+    assert_false (text_utf8_valid ("\xf4\x90\x80\x80"));                        /* past U+10FFFF */
+    assert_int_equal (text_utf8_len ((const unsigned char *) "\xe2\x82\xac"), 3);
+    assert_int_equal (text_utf8_len ((const unsigned char *) "\x80"), 0);
+}
+
 int
 main (void)
 {
@@ -52,6 +69,7 @@ main (void)
         cmocka_unit_test (test_printable),
         cmocka_unit_test (test_copy_is_bounded),
         cmocka_unit_test (test_hex),
+        cmocka_unit_test (test_utf8),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
