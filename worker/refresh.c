@@ -350,12 +350,13 @@ refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int forc
 }
 
 /* A token found fresh by a claim sent for claimed_until (epoch s) that does not last what r's
- * waiters need now: one joined after the claim was sent, with a longer min_valid. Forced
- * refreshes are settled by the generation, not the expiry. */
+ * waiters need now: one joined after the claim was sent, with a longer min_valid. A forced
+ * refresh is settled by a newer generation, but only one whose token lasts too: a row another
+ * worker committed from an unusable answer holds an empty token, already expired. */
 static int
 refresh_fresh_too_short (const refresh_t *r, const cache_entry_t *e, int64_t claimed_until)
 {
-    return !r->forced && r->valid_until > claimed_until
+    return r->valid_until > claimed_until
         && !(e->access_token && e->access_expires_at >= r->valid_until);
 }
 
@@ -1043,14 +1044,20 @@ refresh_conflicted (worker_t *w, refresh_t *r)
     dbwait_add (w, conflict_start, cw, clock_mono_ms () + RECORD_WAIT_MS);
 }
 
-/* Schedules the next commit attempt: 250 ms, doubling to 10 s. */
+int64_t
+refresh_commit_retry_ms (unsigned failures)
+{
+    unsigned shift = failures > 7 ? 6 : failures > 0 ? failures - 1 : 0;
+    int64_t delay = (int64_t) COMMIT_RETRY_MS << shift;
+    return delay > COMMIT_RETRY_MAX_MS ? COMMIT_RETRY_MAX_MS : delay;
+}
+
+/* Schedules the next commit attempt, after the failure just counted in r->commit_failures. */
 static void
 refresh_commit_later (refresh_t *r, int64_t now_ms)
 {
-    unsigned shift = r->commit_failures > 6 ? 6 : r->commit_failures;
-    int64_t delay = (int64_t) COMMIT_RETRY_MS << shift;
     refresh_set_state (r, REFRESH_COMMITTING);
-    r->due_ms = now_ms + (delay > COMMIT_RETRY_MAX_MS ? COMMIT_RETRY_MAX_MS : delay);
+    r->due_ms = now_ms + refresh_commit_retry_ms (r->commit_failures);
 }
 
 /* A rotated token's record, written: its sync is asked for after this turn's answers
@@ -1075,9 +1082,7 @@ refresh_journal (worker_t *w, refresh_t *r, int64_t answered_us)
     if (r->journal_seq < 0) {
         /* each try logs its failure: once a commit retry interval at most (a full disk and no
          * database together would otherwise log every refresh four times a second) */
-        unsigned shift = r->commit_failures > 6 ? 6 : r->commit_failures;
-        int64_t delay = (int64_t) COMMIT_RETRY_MS << shift;
-        r->journal_due_ms = clock_mono_ms () + (delay > COMMIT_RETRY_MAX_MS ? COMMIT_RETRY_MAX_MS : delay);
+        r->journal_due_ms = clock_mono_ms () + refresh_commit_retry_ms (r->commit_failures);
         return -1;
     }
     refresh_journal_wait (w, journal_appended (w->journal), answered_us);

@@ -26,6 +26,9 @@ typedef enum {
 /* 1 when a refresh may move from one state to the other. */
 int refresh_transition_allowed (refresh_state_t from, refresh_state_t to);
 const char *refresh_state_name (refresh_state_t s);
+/* The wait before a commit's next attempt, after its failures-th failure (1 the first): 250 ms,
+ * doubling to 10 s. */
+int64_t refresh_commit_retry_ms (unsigned failures);
 
 /* Adds job to the integration's refresh in flight, starting one if there is none. During a
  * backoff or while the provider's circuit is open, no call is made: job gets the token if it is

@@ -84,8 +84,8 @@
     " r AS (SELECT * FROM integrations WHERE id = ANY ($1::text[]) FOR UPDATE SKIP LOCKED)," \
     " d AS (SELECT x.req_ord AS d_ord, r.id AS d_id, x.req_token AS d_token," \
     "   CASE WHEN r.status <> 'active' THEN 'inactive'" \
-    "   WHEN r.access_token IS NOT NULL AND ((x.req_forced AND r.generation > x.req_generation)" \
-    "        OR (NOT x.req_forced AND COALESCE(extract(epoch FROM r.access_expires_at)::bigint, 0) >= x.req_until))" \
+    "   WHEN r.access_token IS NOT NULL AND (NOT x.req_forced OR r.generation > x.req_generation)" \
+    "        AND COALESCE(extract(epoch FROM r.access_expires_at)::bigint, 0) >= x.req_until" \
     "     THEN 'fresh'" \
     "   WHEN GREATEST(COALESCE((extract(epoch FROM r.lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0) > 0" \
     "        AND r.lease_owner IS DISTINCT FROM $5" \

@@ -186,6 +186,36 @@ test_id_spelled_null (void **state)
     json_decref (r);
 }
 
+/* A forced refresh (ferrulectl refresh, or token --reject) that finds the row already moved on
+ * by another worker (a newer generation this worker has not heard of yet) takes that generation
+ * only if its access token is still good. It took it whatever its expiry: the answer was ok, with
+ * an access token that had expired (or was empty: the commit of an answer whose access token was
+ * unusable), and no provider call. The row here is changed behind the worker's back, as another
+ * worker's commit is before its notification arrives. */
+static void
+test_forced_refresh_never_answers_an_expired_token (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "acct4:box", "fakebox", rt), 0);
+    free (rt);
+    json_decref (token ("acct4:box", &rc));
+    assert_int_equal (rc, 0);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET generation = generation + 1,"
+                                      " access_expires_at = now () - interval '1 hour' WHERE id = 'acct4:box'"), 0);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "acct4:box", NULL);
+    assert_int_equal (rc, 0);
+    long long expires = harness_sql_int (h, "SELECT extract (epoch FROM access_expires_at)::bigint - "
+                                            "extract (epoch FROM now ())::bigint FROM integrations WHERE id = 'acct4:box'");
+    if (itest_stat (h, "fakebox", "refresh_calls") != calls + 1 || !json_is_true (json_object_get (r, "refreshed")))
+        fail_msg ("forced refresh over an expired token: %lld provider calls, refreshed %s, the stored token expires in "
+                  "%lld s", itest_stat (h, "fakebox", "refresh_calls") - calls,
+                  json_is_true (json_object_get (r, "refreshed")) ? "true" : "false", expires);
+    assert_true (expires > 0);
+    json_decref (r);
+}
+
 int
 main (void)
 {
@@ -194,6 +224,7 @@ main (void)
         cmocka_unit_test (test_reusable_keeps_refresh_token),
         cmocka_unit_test (test_reimport_keeps_history),
         cmocka_unit_test (test_id_spelled_null),
+        cmocka_unit_test (test_forced_refresh_never_answers_an_expired_token),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

@@ -34,11 +34,26 @@ test_every_transition (void **state)
     assert_string_equal (refresh_state_name (REFRESH_CONFLICTED), "conflicted");
 }
 
+/* A failed commit is tried again after 250 ms, then 500 ms, doubling to 10 s
+ * (docs/architecture.md). Every caller counts the failure before it schedules the retry, and the
+ * first wait was 500 ms. */
+static void
+test_commit_retry_schedule (void **state)
+{
+    (void) state;
+    const int64_t want [] = { 250, 500, 1000, 2000, 4000, 8000, 10000, 10000, 10000 };
+    for (unsigned i = 0; i < sizeof want / sizeof want [0]; i++)
+        assert_int_equal (refresh_commit_retry_ms (i + 1), want [i]);
+    assert_int_equal (refresh_commit_retry_ms (0), 250);
+    assert_int_equal (refresh_commit_retry_ms (1000), 10000);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_every_transition),
+        cmocka_unit_test (test_commit_retry_schedule),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
