@@ -112,13 +112,6 @@ main (int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (lease_ms <= timeout_ms + connect_ms) {
-        log_error (NULL, NULL, "FERRULE_LEASE_MS (%lld) must exceed the provider timeouts (%lld ms in all): "
-                   "a lease that expires during a live call lets another worker spend the same refresh token",
-                   (long long) lease_ms, (long long) (timeout_ms + connect_ms));
-        rc = 2;
-        goto out;
-    }
     /* the database may hold up the loop, but never long enough for the brokers (three silent
      * heartbeat intervals) to declare this worker lost */
     if (!db_statement_ms)
@@ -136,6 +129,18 @@ main (int argc, char **argv)
                    "statement timeout: a longer wait on the database would make the brokers declare this worker lost",
                    (long long) db_statement_ms, (long long) db_connect_ms, (long long) (2 * heartbeat_ms + 1000),
                    (long long) (2 * heartbeat_ms + 1000 - 251), (long long) db_lock_ms);
+        rc = 2;
+        goto out;
+    }
+    /* the lease starts when the claim's statement runs, the provider call once its answer is back
+     * in the loop: up to the statement timeout and the 250 ms waited past it later. A lease that
+     * ran out during a live call would let another worker spend the same refresh token. (The
+     * call's timeout includes its connect.) */
+    if (lease_ms <= timeout_ms + db_statement_ms + 250) {
+        log_error (NULL, NULL, "FERRULE_LEASE_MS (%lld) must exceed the provider call timeout (%lld ms) plus the longest "
+                   "a claim's answer can take (%lld ms: the database statement timeout and 250 ms): a lease that "
+                   "expires during a live call lets another worker spend the same refresh token",
+                   (long long) lease_ms, (long long) timeout_ms, (long long) (db_statement_ms + 250));
         rc = 2;
         goto out;
     }

@@ -68,6 +68,7 @@ const UID = 10001;
 const WORKER_DEFAULTS = {
   FERRULE_DRAIN_MS: 25000, FERRULE_LEASE_MS: 45000,
   FERRULE_PROVIDER_TIMEOUT_MS: 15000, FERRULE_PROVIDER_CONNECT_TIMEOUT_MS: 5000,
+  FERRULE_HEARTBEAT_MS: 1000, FERRULE_DB_STATEMENT_TIMEOUT_MS: 0,
   FERRULE_PARTITIONS: 256,
 };
 const BROKER_DEFAULTS = { FERRULE_PARTITIONS: 256 };
@@ -248,9 +249,12 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
     if (!(grace * 1000 > drain))
       problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed FERRULE_DRAIN_MS ${drain} ms: the kubelet would kill refreshes in flight`);
     const lease = number(env, "FERRULE_LEASE_MS", WORKER_DEFAULTS);
-    const calls = number(env, "FERRULE_PROVIDER_TIMEOUT_MS", WORKER_DEFAULTS) + number(env, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", WORKER_DEFAULTS);
+    // as worker/main.c: the call's timeout (its connect included) and the claim's answer (the
+    // statement timeout, the heartbeat's when unset, and 250 ms)
+    const statement = number(env, "FERRULE_DB_STATEMENT_TIMEOUT_MS", WORKER_DEFAULTS) || number(env, "FERRULE_HEARTBEAT_MS", WORKER_DEFAULTS);
+    const calls = number(env, "FERRULE_PROVIDER_TIMEOUT_MS", WORKER_DEFAULTS) + statement + 250;
     if (!(lease > calls))
-      problem(label, obj, `FERRULE_LEASE_MS ${lease} does not exceed the provider timeouts (${calls} ms): the worker refuses to start`);
+      problem(label, obj, `FERRULE_LEASE_MS ${lease} does not exceed the provider call timeout plus a claim's answer (${calls} ms): the worker refuses to start`);
     const id = (c.env || []).find((e) => e.name === "FERRULE_WORKER_ID");
     if (!id || !id.valueFrom || !id.valueFrom.fieldRef || id.valueFrom.fieldRef.fieldPath !== "metadata.name")
       problem(label, obj, `${where}: FERRULE_WORKER_ID must come from metadata.name (a stable pod name)`);

@@ -1042,8 +1042,9 @@ takeover (int kill_a)
     h = harness_new (kill_a ? "chain_takeover_replay" : "chain_takeover");
     assert_non_null (h);
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
-    /* room over the provider's 1 s for a loaded machine: the call must end in an answer */
-    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2500");
+    /* room over the provider's 1 s for a loaded machine: the call must end in an answer; and
+     * under the 3 s lease with the claim's 250 + 250 ms (the worker refuses less) */
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2400");
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "300");
     harness_set_env (h, "FERRULE_LEASE_MS", "3000");
     start_two_replicas ();

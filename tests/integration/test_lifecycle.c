@@ -180,6 +180,34 @@ test_database_timeouts_checked_at_start (void **state)
     assert_int_equal (itest_log_lines (h, "slowdb", "(3000 ms: a statement timeout of at most 2749 ms)", &more), 1);
 }
 
+/* A refresh lease starts when the claim's statement runs, and its provider call only once the
+ * claim's answer is back in the loop, which can take the statement timeout and the 250 ms the
+ * worker waits past it. A lease that covered the call's timeout (with its connect, which the
+ * timeout already includes) and not that started: it could run out during a live call, and
+ * another worker's claim spend the same refresh token. It now refuses to start. */
+static void
+test_refresh_lease_without_room_for_the_claim_refused_at_start (void **state)
+{
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2000");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "100");
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_LEASE_MS", "3200");
+    assert_int_equal (harness_start_worker (h, "shortlease"), 0);
+    int status = harness_wait_worker_exit (h, "shortlease", 10000);
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "15000");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "5000");
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "0");
+    harness_set_env (h, "FERRULE_LEASE_MS", "45000");
+    if (status == -1)
+        harness_stop_worker (h, "shortlease");
+    if (status != 2)
+        fail_msg ("a 3200 ms lease over a 2000 ms provider call and a 1000 ms statement timeout: the worker %s",
+                  status == -1 ? "started" : "exited, not with 2");
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "shortlease", "FERRULE_LEASE_MS (3200) must exceed the provider call timeout "
+                                       "(2000 ms) plus the longest a claim's answer can take (1250 ms", &more), 1);
+}
+
 /* A webhook lease that exceeds the attempt's timeout by less than the claim itself can take: the
  * worker started, and every delivery it claimed was given back unsent at each poll (its attempt
  * could not end within the lease, counted from before the claim), forever, with an info line. It
@@ -294,6 +322,7 @@ main (void)
         cmocka_unit_test (test_broker_stopped_with_requests_in_flight_answers_them),
         cmocka_unit_test (test_database_timeouts_checked_at_start),
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
+        cmocka_unit_test (test_refresh_lease_without_room_for_the_claim_refused_at_start),
     };
     int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();
