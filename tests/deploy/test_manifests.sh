@@ -82,6 +82,18 @@ for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
 done
 [ ${#inputs[@]} -ge 2 ] || fail "expected the base and at least one overlay under deploy/k8s"
 
+# ---- the guide makes a CURVE key for every worker pod the autoscaler may start ----
+# (a pod without its key exits at start: pods past the guide's count crash-looped exactly when
+# the load called for them)
+keys=$(grep -oE '^ *WORKERS=[0-9]+' deploy/README.md | head -n 1 | cut -d= -f2)
+[ -n "$keys" ] || fail "deploy/README.md sets no WORKERS= (the worker keys its guide makes)"
+for f in "$WORK"/*.yaml; do
+    most=$(awk '/^kind: HorizontalPodAutoscaler/ { hpa = 1 } /^---/ { hpa = 0 } hpa && /^  maxReplicas:/ { print $2 }' "$f" \
+           | sort -n | tail -n 1)
+    [ -z "$most" ] || [ "$most" -le "$keys" ] \
+        || fail "$(basename "$f" .yaml): the workers' autoscaler may start $most pods, and deploy/README.md makes keys for $keys"
+done
+
 # ---- 2 and 3. schemas and policies ----
 mkdir -p "$WORK/providers"
 node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json" \
