@@ -294,6 +294,21 @@ scopes_contain (const json_t *scopes, const json_t *scope)
     return false;
 }
 
+/* True unless the provider issues refresh tokens only for some scopes (refresh_token_scopes) and
+ * the grant holds none of them: Microsoft without offline_access. */
+static bool
+offline_granted (const provider_t *provider, const json_t *granted)
+{
+    size_t i;
+    json_t *scope;
+    if (!provider->config.refresh_token_scopes)
+        return true;
+    json_array_foreach (provider->config.refresh_token_scopes, i, scope)
+        if (scopes_contain (granted, scope))
+            return true;
+    return false;
+}
+
 /* ---- client authentication ---- */
 
 static void
@@ -619,7 +634,7 @@ grant_code (authz_t *authz, provider_t *provider, const authz_request_t *req)
     chain = store_chain_new (authz->store, provider->name, code->scopes);
     code->chain = chain;
     access = store_issue_access (authz->store, chain, provider->config.access_ttl, now);
-    if (provider->config.issue_refresh_token)
+    if (provider->config.issue_refresh_token && offline_granted (provider, chain->scopes))
         refresh = store_issue_refresh (authz->store, chain);
     provider->stats.code_exchanges++;
     return token_reply (provider, access, refresh, chain->scopes, now);

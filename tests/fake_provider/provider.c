@@ -37,6 +37,7 @@ static const struct {
     { "scope_separator",     CF_STRING,       offsetof (provider_config_t, scope_separator),     1, 8 },
     { "code_ttl",            CF_LONG,         offsetof (provider_config_t, code_ttl),            0, 86400 },
     { "issue_refresh_token", CF_BOOL,         offsetof (provider_config_t, issue_refresh_token), 0, 0 },
+    { "refresh_token_scopes", CF_LIST_OR_NULL, offsetof (provider_config_t, refresh_token_scopes), 1, 256 },
     { "omit_expires_in",     CF_BOOL,         offsetof (provider_config_t, omit_expires_in),     0, 0 },
     { "require_pkce",        CF_BOOL,         offsetof (provider_config_t, require_pkce),        0, 0 },
     { "deny",                CF_BOOL,         offsetof (provider_config_t, deny),                0, 0 },
@@ -81,6 +82,7 @@ config_defaults (provider_config_t *cfg)
     cfg->scope_separator = mem_strdup (" ");
     cfg->code_ttl = 60;
     cfg->issue_refresh_token = true;
+    cfg->refresh_token_scopes = NULL;
     cfg->omit_expires_in = false;
     cfg->require_pkce = false;
     cfg->deny = false;
@@ -95,6 +97,7 @@ config_free (provider_config_t *cfg)
     mem_free (cfg->scope_separator);
     json_decref (cfg->redirect_uris);
     json_decref (cfg->grant_scopes);
+    json_decref (cfg->refresh_token_scopes);
     memset (cfg, 0, sizeof *cfg);
 }
 
@@ -107,6 +110,7 @@ config_copy (provider_config_t *dst, const provider_config_t *src)
     dst->scope_separator = mem_strdup (src->scope_separator);
     dst->redirect_uris = json_deep_copy (src->redirect_uris);
     dst->grant_scopes = src->grant_scopes ? json_deep_copy (src->grant_scopes) : NULL;
+    dst->refresh_token_scopes = src->refresh_token_scopes ? json_deep_copy (src->refresh_token_scopes) : NULL;
 }
 
 provider_t *

@@ -44,6 +44,8 @@ typedef struct {
     char   *scope_separator;
     long    code_ttl;
     bool    issue_refresh_token;
+    json_t *refresh_token_scopes; /* array: a refresh token only when the grant holds one of these
+                                     (Microsoft's offline_access); NULL: whatever was granted */
     bool    omit_expires_in;     /* token answers carry no expires_in (GitHub OAuth Apps, Notion) */
     bool    require_pkce;
     bool    deny;

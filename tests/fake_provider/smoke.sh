@@ -330,6 +330,15 @@ CODE=$(grep -i '^location:' "$WORK/headers" | sed -n 's/.*code=\([^&]*\).*/\1/p'
 token oidc -d grant_type=authorization_code -d "code=$CODE" --data-urlencode "redirect_uri=$CB" -d "code_verifier=$VERIFIER"
 eq "$STATUS" 200 "plain PKCE exchange"
 eq "$(json 'has("refresh_token")')" false "issue_refresh_token false"
+admin_json PUT /admin/providers/msft '{"refresh_token_scopes":["offline_access"]}'
+for scope in "Files.Read" "Files.Read+offline_access"; do
+    req GET "/msft/authorize?response_type=code&client_id=ferrule-test-client&redirect_uri=http%3A%2F%2F127.0.0.1%2Fcallback&scope=$scope"
+    CODE=$(grep -i '^location:' "$WORK/headers" | sed -n 's/.*code=\([^&]*\).*/\1/p' | tr -d '\r')
+    token msft -d grant_type=authorization_code -d "code=$CODE" --data-urlencode "redirect_uri=$CB"
+    eq "$STATUS" 200 "code exchange with scope $scope"
+    [ "$scope" = "Files.Read" ] && want=false || want=true
+    eq "$(json 'has("refresh_token")')" "$want" "refresh_token_scopes, scope $scope"
+done
 admin_json PUT /admin/providers/oidc '{"deny":true}'
 authorize "response_type=code&client_id=ferrule-test-client&redirect_uri=http%3A%2F%2F127.0.0.1%2Fcallback&state=abc&code_challenge=$CHALLENGE&code_challenge_method=S256"
 LOC=$(grep -i '^location:' "$WORK/headers" | tr -d '\r')
