@@ -889,6 +889,15 @@ on_exchange (void *arg, const http_response_t *resp)
                       "\"%s\" (%s); the code was not sent again", p->name, c->id, said);
             hint_used = "an authorization code works once and may be spent now: wait a moment, then start again from Connect";
             break;
+        case OAUTH_BAD_RESPONSE:
+            /* an HTML page, an empty or broken body: nothing the provider refused in words */
+            snprintf (message, sizeof message, "provider \"%s\" answered the code exchange of integration \"%s\" "
+                      "with something that is not a token response (%s); the code was not sent again",
+                      p->name, c->id, said);
+            hint_used = "an authorization code works once and may be spent now: start again from Connect; if it "
+                        "happens again, something between the service and the provider (a proxy) may be answering "
+                        "in its place";
+            break;
         default:
             snprintf (message, sizeof message, "provider \"%s\" refused the code exchange for integration \"%s\" "
                       "(provider said: %s)", p->name, c->id, said);

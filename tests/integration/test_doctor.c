@@ -456,19 +456,26 @@ test_failed_reconnect_after_disconnect (void **state)
 /* A connect whose code exchange fails at the provider: a fault (kind, and status when >= 0) is
  * queued on fakebox's token endpoint between the browser's step and the callback. Returns the
  * callback's exit code; its error code into code. */
+static json_t *
+connect_exchange_reply (const char *id, const char *kind, int status, int *rc)
+{
+    json_t *c = harness_ctl (h, rc, "connect", "--integration", id, "--provider", "fakebox", "--redirect-uri",
+                             REDIRECT, NULL);
+    assert_int_equal (*rc, 0);
+    char *location = browse (json_string_value (json_object_get (c, "authorization_url")));
+    itest_fault (h, "fakebox", kind, 1, status, -1, -1);
+    json_t *r = harness_ctl (h, rc, "callback", "--url", location, NULL);
+    free (location);
+    json_decref (c);
+    return r;
+}
+
 static int
 connect_exchange_fails (const char *id, const char *kind, int status, char *code, size_t len)
 {
     int rc;
-    json_t *c = harness_ctl (h, &rc, "connect", "--integration", id, "--provider", "fakebox", "--redirect-uri",
-                             REDIRECT, NULL);
-    assert_int_equal (rc, 0);
-    char *location = browse (json_string_value (json_object_get (c, "authorization_url")));
-    itest_fault (h, "fakebox", kind, 1, status, -1, -1);
-    json_t *r = harness_ctl (h, &rc, "callback", "--url", location, NULL);
+    json_t *r = connect_exchange_reply (id, kind, status, &rc);
     snprintf (code, len, "%s", itest_code (r));
-    free (location);
-    json_decref (c);
     json_decref (r);
     return rc;
 }
@@ -524,6 +531,32 @@ test_failed_code_exchange (void **state)
     assert_int_equal (rc, 0);
     assert_failed_callback (d, "provider_unavailable", "cbdead:box", "needs_reconnect");
     json_decref (d);
+}
+
+/* The token endpoint answers the code exchange with an HTML page, an empty body or broken JSON:
+ * the code is spent and the state used, so only a new connect helps. The callback's hint said
+ * "retry later, and report it if it persists" (a retry answers state_invalid), and its message
+ * that the provider "refused the code exchange". */
+static void
+test_bad_code_exchange_answer_says_start_again (void **state)
+{
+    static const char *const kinds [] = { "html", "empty", "malformed" };
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds [0]; i++) {
+        int rc;
+        char id [64];
+        snprintf (id, sizeof id, "bad%s:box", kinds [i]);
+        json_t *r = connect_exchange_reply (id, kinds [i], -1, &rc);
+        const json_t *e = json_object_get (r, "error");
+        const char *message = json_string_value (json_object_get (e, "message"));
+        const char *hint = json_string_value (json_object_get (e, "hint"));
+        assert_int_equal (rc, 5);
+        assert_string_equal (itest_code (r), "provider_bad_response");
+        if (!hint || !strstr (hint, "start again from Connect") || !message || strstr (message, "refused"))
+            fail_msg ("%s answer to the code exchange: message \"%s\", hint \"%s\"", kinds [i], message ? message : "",
+                      hint ? hint : "");
+        assert_non_null (strstr (message, "not a token response"));
+        json_decref (r);
+    }
 }
 
 static void
@@ -628,6 +661,7 @@ main (void)
         cmocka_unit_test (test_failed_reconnect_after_disconnect),
         cmocka_unit_test (test_not_connected),
         cmocka_unit_test (test_failed_code_exchange),
+        cmocka_unit_test (test_bad_code_exchange_answer_says_start_again),
         cmocka_unit_test (test_stored_token_does_not_open),
         cmocka_unit_test (test_unusable_access_token),
     };
