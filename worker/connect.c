@@ -661,6 +661,7 @@ typedef struct {
     int64_t expires_at, expires_in;
     int has_refresh;
     int no_expiry;                   /* neither a lifetime nor a refresh token came */
+    char unusable [160];             /* why the access token beside the refresh token was unusable; "" */
     int tries;                       /* upserts lost with the database so far */
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char *granted;
@@ -723,10 +724,18 @@ exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev
     int reconnected = prev_status != NULL;
     cache_drop (w->cache, c->id);
     loads_invalidate (w, c->id);         /* a read in flight may predate it: our own change is not notified to us */
-    log_info (c->id, c->job.rid, "%s with provider \"%s\": generation %lld, access token until %s%s%s%s",
+    log_info (c->id, c->job.rid, "%s with provider \"%s\": generation %lld, %s%s%s%s%s",
               reconnected ? "reconnected" : "connected", p->name, (long long) generation,
-              clock_rfc3339 (ew->expires_at, when, sizeof when), ew->has_refresh ? "" : ", no refresh token",
+              ew->unusable [0] ? "no usable access token" : "access token until ",
+              ew->unusable [0] ? "" : clock_rfc3339 (ew->expires_at, when, sizeof when),
+              ew->has_refresh ? "" : ", no refresh token",
               ew->nmissing ? ", scopes not granted: " : "", ew->nmissing ? ew->missing : "");
+    if (ew->unusable [0])
+        reply_warn (&ws, "provider_bad_response", "nothing to do now; if token requests of the integration fail "
+                    "with provider_bad_response, see ferrulectl doctor",
+                    "provider \"%s\" answered the code exchange of integration \"%s\" with a refresh token but no "
+                    "usable access token (%s): the refresh token is stored, and the first token request refreshes to "
+                    "get an access token", p->name, c->id, ew->unusable);
     if (ew->nmissing)
         reply_warn (&ws, "scopes_reduced",
                   "disconnect and reconnect the integration, and accept all requested permissions on the "
@@ -776,9 +785,10 @@ exchange_store_start (worker_t *w, store_t *store, void *arg)
 }
 
 /* Seals the tokens of a successful exchange and has them stored; 1 when the call is theirs now
- * (it ends with the store), 0 when it was answered here and the caller frees it. */
+ * (it ends with the store), 0 when it was answered here and the caller frees it. unusable: why
+ * the answer's access token could not be used (its refresh token is stored all the same), or NULL. */
 static int
-exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
+exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res, const char *unusable)
 {
     const catalog_provider_t *p = c->provider;
     const job_t *job = &c->job;
@@ -791,9 +801,17 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
         log_warning (c->id, NULL, "the provider's expires_in is not a number of seconds from 0 to 10 years: the token "
                      "is taken to last %d s", DEFAULT_EXPIRES_IN);
     ew->expires_at = clock_wall_ms () / 1000 + ew->expires_in;
+    if (unusable) {
+        /* as a refresh stores such an answer: an empty access token, expired, so that the first
+         * token request refreshes */
+        snprintf (ew->unusable, sizeof ew->unusable, "%s", unusable);
+        ew->no_expiry = 0;
+        ew->expires_in = 0;
+        ew->expires_at = clock_wall_ms () / 1000 - 1;
+    }
     ew->has_refresh = res->refresh_token != NULL;
-    fr_status_t st = crypto_seal (w->keyring, c->id, "access_token", res->access_token, &ew->at_ct, &ew->at_len,
-                                  &ew->key_id, err, sizeof err);
+    fr_status_t st = crypto_seal (w->keyring, c->id, "access_token", unusable ? "" : res->access_token, &ew->at_ct,
+                                  &ew->at_len, &ew->key_id, err, sizeof err);
     if (st == FR_OK && res->refresh_token)
         st = crypto_seal (w->keyring, c->id, "refresh_token", res->refresh_token, &ew->rt_ct, &ew->rt_len, &ew->key_id,
                           err, sizeof err);
@@ -816,9 +834,10 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res)
     mem_free (ew->granted);
     ew->granted = as_requested;
     ew->nmissing = scopes_missing (c->requested_scopes, ew->granted, ew->missing, sizeof ew->missing);
-    snprintf (ew->detail, sizeof ew->detail, "connected with provider \"%s\"%s%s%s", p->name,
+    snprintf (ew->detail, sizeof ew->detail, "connected with provider \"%s\"%s%s%.300s%s%s", p->name,
               res->refresh_token ? "" : "; no refresh token issued", ew->nmissing ? "; scopes not granted: " : "",
-              ew->nmissing ? ew->missing : "");
+              ew->nmissing ? ew->missing : "", unusable ? "; no usable access token, the first token request "
+              "refreshes: " : "", unusable ? unusable : "");
     dbwait_add (w, exchange_store_start, ew, -1);   /* the code is spent: never dropped for time */
     return 1;
 }
@@ -841,8 +860,10 @@ on_exchange (void *arg, const http_response_t *resp)
     oauth_result_withhold (&res, c->verifier, "PKCE code verifier");
     oauth_result_withhold (&res, p->client_secret, "client secret");
 
-    if (res.kind == OAUTH_OK) {
-        if (exchange_succeeded (w, c, &res)) {
+    /* a refresh token beside an unusable access token: the code is spent and it is the grant's
+     * only copy, so it is stored, as a refresh's answer like it is */
+    if (res.kind == OAUTH_OK || (res.kind == OAUTH_BAD_RESPONSE && res.refresh_token)) {
+        if (exchange_succeeded (w, c, &res, res.kind == OAUTH_OK ? NULL : res.detail)) {
             oauth_result_clear (&res);      /* sealed: the call ends when they are stored */
             return;
         }

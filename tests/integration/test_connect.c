@@ -1398,6 +1398,40 @@ test_provider_text_quoting_secrets (void **state)
     json_decref (d);
 }
 
+/* The code exchange's answer carries a refresh token but no access token. The code is spent and
+ * that refresh token is the grant's only copy: the callback answered provider_bad_response and
+ * threw it away, where a refresh's answer like it is stored. */
+static void
+test_exchange_without_access_token (void **state)
+{
+    int rc;
+    char *location = start_flow ("noat:box", "fakebox", "read", NULL);
+    itest_fault (h, "fakebox", "no_access_token", 1, -1, -1, -1);
+    json_t *r = callback (location, &rc);
+    if (rc != 0)
+        fail_msg ("callback: exit %d, %s: %s (hint: %s)", rc, itest_code (r), error_field (r, "message"),
+                  error_field (r, "hint"));
+    assert_string_equal (istr (r, "status"), "active");
+    assert_true (json_is_false (json_object_get (integration_of (r), "refresh_token_missing")));
+    const json_t *w = json_array_get (json_object_get (r, "warnings"), 0);
+    assert_non_null (w);
+    assert_string_equal (json_string_value (json_object_get (w, "code")), "provider_bad_response");
+    assert_non_null (strstr (json_string_value (json_object_get (w, "message")), "no usable access token"));
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'noat:box' AND refresh_token IS NOT NULL"
+                            " AND access_expires_at <= now()"), 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'noat:box'"
+                            " AND outcome = 'connected' AND detail LIKE '%%no usable access token%%'"), 1);
+    /* the first token request refreshes with it */
+    long long refreshes = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "noat:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (t, "refreshed")));
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), refreshes + 1);
+    free (location);
+    json_decref (r);
+    json_decref (t);
+}
+
 static void
 test_connect_without_pkce (void **state)
 {
@@ -1422,6 +1456,7 @@ main (void)
         cmocka_unit_test (test_connect_short_lived_token_not_refreshed),
         cmocka_unit_test (test_authorization_urls_of_real_providers),
         cmocka_unit_test (test_connect_without_pkce),
+        cmocka_unit_test (test_exchange_without_access_token),
         cmocka_unit_test (test_expired_state),
         cmocka_unit_test (test_code_expired_or_used),
         cmocka_unit_test (test_access_denied),
