@@ -196,6 +196,7 @@ test_builtin_provider_facts (void **state)
 
     p = catalog_find (c, "github");
     assert_true (has_string (p->invalid_grant_codes, p->invalid_grant_code_count, "bad_refresh_token"));
+    assert_int_equal (p->refresh_token_idle_days, 180);     /* 6 months, from each rotation */
 
     assert_null (catalog_find (c, "nonexistent"));
     assert_null (catalog_find (c, NULL));
