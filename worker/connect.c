@@ -29,6 +29,8 @@
 #define MAX_ERROR_LEN       128
 #define MAX_DESCRIPTION_IN  2048                     /* error_description accepted ... */
 #define MAX_DESCRIPTION     200                      /* ... and kept for messages and logs */
+#define MAX_URI_SHOWN       120                      /* of a redirect URI quoted in a message or hint
+                                                        (error.detail has it whole) */
 #define STATE_BYTES         32                       /* 256 bits of state and of PKCE verifier */
 #define DEFAULT_EXPIRES_IN  3600                     /* when a provider omits expires_in */
 #define EXCHANGE_STORE_TRIES 5                       /* a code exchange's tokens, lost with the database */
@@ -447,7 +449,8 @@ static void
 callback_provider_error (worker_t *w, const job_t *job, const char *state_hash, const store_pending_t *pd,
                          const catalog_provider_t *p, const char *error, const char *description)
 {
-    char message [900], hint [400], desc [MAX_DESCRIPTION + 1], code [MAX_ERROR_LEN + 1];
+    char message [900], hint [500], desc [MAX_DESCRIPTION + 1], code [MAX_ERROR_LEN + 1];
+    char uri [MAX_URI_SHOWN + 4];
     const char *hint_used = NULL;
     redirect_detail_t d, *dp = NULL;
     fr_status_t st;
@@ -466,12 +469,14 @@ callback_provider_error (worker_t *w, const job_t *job, const char *state_hash, 
     else
     if (kind == OAUTH_REDIRECT_MISMATCH) {
         st = FR_REDIRECT_URI_MISMATCH;
+        /* a URI of up to 2048 characters, quoted whole, cut the provider's words and the advice */
+        text_printable (uri, sizeof uri, pd->redirect_uri, (size_t) -1, MAX_URI_SHOWN);
         snprintf (message, sizeof message, "provider \"%s\" rejected the redirect URI \"%s\" for integration \"%s\": "
-                  "it must match one registered in the provider's OAuth app (%s%s%s)", p->name, pd->redirect_uri,
+                  "it must match one registered in the provider's OAuth app (%s%s%s)", p->name, uri,
                   pd->integration, code, sep, desc);
         snprintf (hint, sizeof hint, "register \"%s\" exactly (scheme, host, port, path, trailing slash) in the OAuth "
                   "app of provider \"%s\", or connect with a registered redirect URI; users: contact support with the "
-                  "provider name and this message", pd->redirect_uri, p->name);
+                  "provider name and this message", uri, p->name);
         hint_used = hint;
         d = (redirect_detail_t) { p->name, pd->redirect_uri, code, desc [0] ? desc : NULL };
         dp = &d;
@@ -849,7 +854,7 @@ on_exchange (void *arg, const http_response_t *resp)
     worker_t *w = c->w;
     const catalog_provider_t *p = c->provider;
     oauth_result_t res;
-    char message [900], hint [400], desc [MAX_DESCRIPTION + 1] = "";
+    char message [900], hint [500], desc [MAX_DESCRIPTION + 1] = "", uri [MAX_URI_SHOWN + 4];
     redirect_detail_t d, *dp = NULL;
     const char *hint_used = NULL;
     memset (&res, 0, sizeof res);
@@ -882,12 +887,13 @@ on_exchange (void *arg, const http_response_t *resp)
                       "\"%s\": it expired or was already used (provider said: %s)", p->name, c->id, said);
             break;
         case OAUTH_REDIRECT_MISMATCH:
+            text_printable (uri, sizeof uri, c->redirect_uri, (size_t) -1, MAX_URI_SHOWN);
             snprintf (message, sizeof message, "provider \"%s\" rejected the redirect URI \"%s\" sent with the code "
                       "of integration \"%s\": it must match the one registered in the provider's OAuth app and the "
-                      "one the authorization used (provider said: %s)", p->name, c->redirect_uri, c->id, said);
+                      "one the authorization used (provider said: %s)", p->name, uri, c->id, said);
             snprintf (hint, sizeof hint, "register \"%s\" exactly (scheme, host, port, path, trailing slash) in the "
                       "OAuth app of provider \"%s\" and start again from Connect; users: contact support with the "
-                      "provider name and this message", c->redirect_uri, p->name);
+                      "provider name and this message", uri, p->name);
             hint_used = hint;
             d = (redirect_detail_t) { p->name, c->redirect_uri, res.error ? res.error : "redirect_uri_mismatch",
                                       desc [0] ? desc : NULL };

@@ -1432,6 +1432,57 @@ test_exchange_without_access_token (void **state)
     json_decref (t);
 }
 
+/* A redirect URI of 300 characters cut the hint of a redirect_uri_mismatch before the guide's
+ * "contact support with the provider name" (a 400-byte buffer), and one of 900 the message before
+ * "(provider said ...)". */
+static void
+test_redirect_uri_mismatch_long_uri (void **state)
+{
+    int rc;
+    char uri [1024];
+    int n = snprintf (uri, sizeof uri, "http://127.0.0.1/callback/");
+    memset (uri + n, 'a', 300 - (size_t) n);
+    uri [300] = '\0';
+    json_t *c = connect_ ("longuri:box", "fakebox", uri, &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 0);
+    char crafted [2048];
+    snprintf (crafted, sizeof crafted, "%s?error=redirect_uri_mismatch&error_description=Bad+redirect+URI&state=%s",
+              uri, json_string_value (json_object_get (c, "state")));
+    json_t *r = callback (crafted, &rc);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (r), "redirect_uri_mismatch");
+    if (!strstr (error_field (r, "hint"), "contact support with the provider name"))
+        fail_msg ("a 300-character redirect URI; the hint: %s", error_field (r, "hint"));
+    assert_non_null (strstr (error_field (r, "message"), "Bad redirect URI"));
+    const json_t *detail = json_object_get (json_object_get (r, "error"), "detail");
+    assert_string_equal (json_string_value (json_object_get (detail, "redirect_uri_sent")), uri);
+
+    /* at the exchange, with one of 900 registered and another sent with the code */
+    memset (uri + n, 'b', 900 - (size_t) n);
+    uri [900] = '\0';
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s,s]}", "redirect_uris", REDIRECT, uri));
+    json_t *c2 = connect_ ("longuri2:box", "fakebox", uri, &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 0);
+    long status;
+    char *location = browse (json_string_value (json_object_get (c2, "authorization_url")), &status, NULL);
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "redirect_uris", REDIRECT));
+    assert_int_equal (status, 302);
+    assert_int_equal (harness_sql (h, "UPDATE pending_authorizations SET redirect_uri = redirect_uri || 'c'"
+                                      " WHERE integration_id = 'longuri2:box'"), 0);
+    json_t *x = callback (location, &rc);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (x), "redirect_uri_mismatch");
+    if (!strstr (error_field (x, "message"), "(provider said: invalid_grant"))
+        fail_msg ("a 900-character redirect URI; the message: %s", error_field (x, "message"));
+    if (!strstr (error_field (x, "hint"), "contact support with the provider name"))
+        fail_msg ("a 900-character redirect URI; the hint: %s", error_field (x, "hint"));
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    json_decref (c2);
+    json_decref (x);
+}
+
 static void
 test_connect_without_pkce (void **state)
 {
@@ -1457,6 +1508,7 @@ main (void)
         cmocka_unit_test (test_authorization_urls_of_real_providers),
         cmocka_unit_test (test_connect_without_pkce),
         cmocka_unit_test (test_exchange_without_access_token),
+        cmocka_unit_test (test_redirect_uri_mismatch_long_uri),
         cmocka_unit_test (test_expired_state),
         cmocka_unit_test (test_code_expired_or_used),
         cmocka_unit_test (test_access_denied),
