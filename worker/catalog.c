@@ -53,7 +53,7 @@ fail (ctx_t *ctx, const char *fmt, ...)
 
 static const char *const known_fields [] = {
     "authorization_url", "token_url", "revocation_url", "auth_method", "scope_separator",
-    "default_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
+    "default_scopes", "refresh_token_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
     "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days", "grant_max_days",
     "errors_with_200", "invalid_grant_codes", "client_id", "client_secret", "client_id_env",
     "client_secret_env", "client_secret_file", "access_token_lifetime_hint", "docs_url", "notes", NULL
@@ -294,9 +294,9 @@ get_string_array (ctx_t *ctx, json_t *entry, const char *field, char ***out, siz
     *out = mem_alloc ((json_array_size (v) + 1) * sizeof (char *));
     json_array_foreach (v, i, item) {
         const char *s = json_string_value (item);
-        if (!s || !*s || json_string_length (item) > 512) {
-            fail (ctx, "field \"%s\" item %zu must be a non-empty string of at most 512 bytes",
-                  field, i + 1);
+        if (!s || !*s || json_string_length (item) > CATALOG_MAX_SCOPE) {
+            fail (ctx, "field \"%s\" item %zu must be a non-empty string of at most %d bytes",
+                  field, i + 1, CATALOG_MAX_SCOPE);
             return -1;
         }
         for (const char *c = s; *c; c++)
@@ -490,6 +490,7 @@ provider_clear (catalog_provider_t *p)
     mem_free (p->revocation_url);
     mem_free (p->scope_separator);
     free_strings (p->default_scopes, p->default_scope_count);
+    free_strings (p->refresh_token_scopes, p->refresh_token_scope_count);
     free_params (p->authorization_params, p->authorization_param_count);
     free_params (p->token_params, p->token_param_count);
     free_params (p->refresh_params, p->refresh_param_count);
@@ -566,6 +567,8 @@ provider_load (ctx_t *ctx, const char *name, json_t *entry, catalog_provider_t *
     }
     if (get_string_array (ctx, entry, "default_scopes", &p->default_scopes,
                           &p->default_scope_count) < 0
+    ||  get_string_array (ctx, entry, "refresh_token_scopes", &p->refresh_token_scopes,
+                          &p->refresh_token_scope_count) < 0
     ||  get_string_array (ctx, entry, "invalid_grant_codes", &p->invalid_grant_codes,
                           &p->invalid_grant_code_count) < 0
     ||  get_params (ctx, entry, "authorization_params", reserved_authorization_params,
@@ -844,6 +847,52 @@ catalog_check_credentials (const catalog_provider_t *p, char *err, size_t errlen
         return FR_CONFIGURATION;
     }
     return FR_OK;
+}
+
+/* 1 when the word w is among the words of list, separated by spaces. */
+static int
+has_word (const char *list, const char *w)
+{
+    size_t n = strlen (w);
+    for (const char *s = list; s && *s; ) {
+        size_t len = strcspn (s, " ");
+        if (len == n && memcmp (s, w, n) == 0)
+            return 1;
+        s += len;
+        s += strspn (s, " ");
+    }
+    return 0;
+}
+
+char *
+catalog_connect_scopes (const catalog_provider_t *p, const char *scopes)
+{
+    mem_buf_t b;
+    assert (p);
+    /* room for all it joins (the request's scopes and two catalog lists): no append fails */
+    mem_buf_init (&b, (scopes ? strlen (scopes) : 0) + 2 * CATALOG_MAX_ITEMS * (CATALOG_MAX_SCOPE + 1));
+    if (scopes && *scopes)
+        mem_buf_append (&b, scopes, strlen (scopes));
+    else
+        for (size_t i = 0; i < p->default_scope_count; i++)
+            if ((b.len && mem_buf_append (&b, " ", 1) != 0)
+            ||  mem_buf_append (&b, p->default_scopes [i], strlen (p->default_scopes [i])) != 0)
+                break;
+    for (size_t i = 0; i < p->refresh_token_scope_count; i++)
+        if (!has_word (b.data, p->refresh_token_scopes [i])
+        &&  ((b.len && mem_buf_append (&b, " ", 1) != 0)
+             || mem_buf_append (&b, p->refresh_token_scopes [i], strlen (p->refresh_token_scopes [i])) != 0))
+            break;
+    return b.data ? b.data : mem_strdup ("");
+}
+
+const char *
+catalog_refresh_scope_missing (const catalog_provider_t *p, const char *scopes)
+{
+    for (size_t i = 0; p && i < p->refresh_token_scope_count; i++)
+        if (!has_word (scopes, p->refresh_token_scopes [i]))
+            return p->refresh_token_scopes [i];
+    return NULL;
 }
 
 void

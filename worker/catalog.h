@@ -12,6 +12,7 @@
 #define CATALOG_MAX_URL        2048
 #define CATALOG_MAX_STRING     8192            /* notes, client secrets and other free text */
 #define CATALOG_MAX_ITEMS      64              /* scopes, params, error codes per list */
+#define CATALOG_MAX_SCOPE      512             /* one item of such a list */
 
 typedef enum {
     CATALOG_AUTH_BASIC = 0,        /* client_secret_basic: HTTP Basic header (RFC 6749 2.3.1) */
@@ -35,8 +36,12 @@ typedef struct {
     char *revocation_url;               /* RFC 7009 endpoint, or NULL */
     catalog_auth_method_t auth_method;
     char *scope_separator;              /* joins scopes in requests; " " unless the provider differs */
-    char **default_scopes;
+    char **default_scopes;              /* asked for when a connect names no scopes */
     size_t default_scope_count;
+    char **refresh_token_scopes;        /* asked for by every connect, also one that names its own
+                                           scopes: without one of them no refresh token is issued
+                                           (Microsoft's offline_access) */
+    size_t refresh_token_scope_count;
     catalog_param_t *authorization_params;   /* added to the authorization URL */
     size_t authorization_param_count;
     catalog_param_t *token_params;      /* added to every token request */
@@ -91,6 +96,12 @@ const catalog_provider_t *catalog_at (const catalog_t *catalog, size_t i);
  * environment variable to set. */
 fr_status_t catalog_check_credentials (const catalog_provider_t *p, char *err, size_t errlen)
     FR_MUSTCHECK;
+
+/* The scopes a connect asks for, separated by spaces: scopes (separated by spaces; NULL or empty:
+ * p's default_scopes), then each of p's refresh_token_scopes they lack. A new string, maybe "". */
+char *catalog_connect_scopes (const catalog_provider_t *p, const char *scopes);
+/* The first of p's refresh_token_scopes that scopes (separated by spaces) lacks, or NULL. */
+const char *catalog_refresh_scope_missing (const catalog_provider_t *p, const char *scopes);
 
 /* "client_secret_basic" / "single_use" and back. */
 const char *catalog_auth_method_name (catalog_auth_method_t m);

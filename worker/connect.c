@@ -104,23 +104,40 @@ reply_error_detail (worker_t *w, const job_t *job, fr_status_t st, const char *m
 }
 
 const char *
-connect_no_refresh_token_hint (const catalog_provider_t *p, char *buf, size_t len)
+connect_no_refresh_token_hint (const catalog_provider_t *p, const char *requested, char *buf, size_t len)
 {
     const char *where = p && p->notes ? strstr (p->notes, "https://myaccount.google.com/permissions") : NULL;
+    const char *unasked = requested ? catalog_refresh_scope_missing (p, requested) : NULL;
     if (where)
         snprintf (buf, len, "the provider issues a refresh token only on a full consent screen: open "
                   "https://myaccount.google.com/permissions with the account of this integration, remove "
                   "the app's access, then connect again");
     else
+    if (unasked)
+        snprintf (buf, len, "the integration was connected without scope \"%.100s\", which provider \"%s\" needs "
+                  "to issue a refresh token: connect again, and the connect asks for it", unasked, p->name);
+    else
+    if (p && p->refresh_token_scope_count && requested)
+        snprintf (buf, len, "provider \"%s\" was asked for scope \"%.100s\" and still issued no refresh token: "
+                  "remove the app's access in the account's settings at the provider, then connect again and "
+                  "approve every permission (offline access among them)", p->name, p->refresh_token_scopes [0]);
+    else
+    if (p && p->refresh_token_scope_count)
+        /* a token request does not know what the connect asked for; doctor does */
+        snprintf (buf, len, "provider \"%s\" issues a refresh token only for scope \"%.100s\", which a connect asks "
+                  "for: connect again, and if none comes, remove the app's access in the account's settings at the "
+                  "provider first (ferrulectl doctor says which)", p->name, p->refresh_token_scopes [0]);
+    else
         snprintf (buf, len, "the provider issued no refresh token: check that the provider entry asks for offline "
-                  "access, revoke the app's access in the account's settings at the provider, then connect again");
+                  "access (refresh_token_scopes, authorization_params), revoke the app's access in the account's "
+                  "settings at the provider, then connect again");
     return buf;
 }
 
 void
 connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry_t *e)
 {
-    char message [400], hint [400], when [32];
+    char message [400], hint [500], when [32];
     const catalog_provider_t *p = e->provider ? catalog_find (w->catalog, e->provider) : NULL;
     int64_t now = clock_wall_ms () / 1000;
     if (e->access_token && e->access_expires_at > now)
@@ -132,7 +149,7 @@ connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry
                   "was connected): its access token expired%s%s and cannot be renewed", e->id,
                   e->access_expires_at > 0 ? " at " : "",
                   e->access_expires_at > 0 ? clock_rfc3339 (e->access_expires_at, when, sizeof when) : "");
-    reply_error (w, job, FR_NO_REFRESH_TOKEN, message, connect_no_refresh_token_hint (p, hint, sizeof hint), -1);
+    reply_error (w, job, FR_NO_REFRESH_TOKEN, message, connect_no_refresh_token_hint (p, NULL, hint, sizeof hint), -1);
 }
 
 /* --- connect ------------------------------------------------------------------------------ */
@@ -264,19 +281,15 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
         reply_error (w, job, st, err, NULL, -1);
         goto out;
     }
-    if (!scopes && p->default_scope_count) {
-        mem_buf_t b;
-        mem_buf_init (&b, SCOPES_MAX * (FIELDS_MAX_SCOPE_LEN + 1));
-        for (size_t i = 0; i < p->default_scope_count; i++)
-            if ((b.len && mem_buf_append (&b, " ", 1) != 0)
-            ||  mem_buf_append (&b, p->default_scopes [i], strlen (p->default_scopes [i])) != 0)
-                break;
-        scopes = b.data;
-    }
-    /* the scope list as an array for the URL builder (pointers into a copy) */
-    words = mem_strdup (scopes ? scopes : "");
-    list = mem_alloc ((SCOPES_MAX + 1) * sizeof *list);
-    for (char *save = NULL, *t = strtok_r (words, " ", &save); t && nlist < SCOPES_MAX; t = strtok_r (NULL, " ", &save))
+    /* the request's scopes or the entry's default ones, and always those without which the
+     * provider issues no refresh token (what the URL asks for is what is stored as requested) */
+    words = catalog_connect_scopes (p, scopes);
+    mem_free (scopes);
+    scopes = *words ? mem_strdup (words) : NULL;
+    /* the scope list as an array for the URL builder (pointers into words) */
+    list = mem_alloc ((SCOPES_MAX + 2 * CATALOG_MAX_ITEMS + 1) * sizeof *list);
+    for (char *save = NULL, *t = strtok_r (words, " ", &save); t && nlist < SCOPES_MAX + 2 * CATALOG_MAX_ITEMS;
+         t = strtok_r (NULL, " ", &save))
         list [nlist++] = t;
 
     state = crypto_random_token (STATE_BYTES);
@@ -754,12 +767,13 @@ exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev
                     "provider \"%s\" gave the access token of integration \"%s\" no lifetime and issued no refresh "
                     "token: it is served as not expiring, until a caller reports it rejected", p->name, c->id);
     if (!ew->has_refresh && !ew->no_expiry) {
-        char message [600], hint [400];
+        char message [600], hint [500];
         snprintf (message, sizeof message, "provider \"%s\" issued no refresh token for integration \"%s\": it is "
                   "stored and its access token works until %s, but it cannot be renewed after that",
                   p->name, c->id, clock_rfc3339 (ew->expires_at, when, sizeof when));
         reply_with_integration (w, &c->job, FR_NO_REFRESH_TOKEN, message,
-                                connect_no_refresh_token_hint (p, hint, sizeof hint), row, x, &ws, reconnected);
+                                connect_no_refresh_token_hint (p, c->requested_scopes ? c->requested_scopes : "", hint,
+                                                               sizeof hint), row, x, &ws, reconnected);
     }
     else
         reply_with_integration (w, &c->job, FR_OK, NULL, NULL, row, x, &ws, reconnected);

@@ -200,10 +200,11 @@ is_google (const catalog_provider_t *p)
 }
 
 /* The symptom, cause and steps of a code. ctx strings are used where the text names them.
- * at_connect: the code is how the last connect's callback failed, not a refresh's outcome. */
+ * at_connect: the code is how the last connect's callback failed, not a refresh's outcome.
+ * requested: the scopes the integration's last connect asked for, NULL when not known. */
 static void
 explain (diagnosis_t *d, const char *code, const char *id, const char *provider, const catalog_provider_t *p,
-         const store_attempt_t *a, const chain_facts_t *cf, int at_connect)
+         const store_attempt_t *a, const chain_facts_t *cf, int at_connect, const char *requested)
 {
     char cmd [600];
     const char *name = provider ? provider : "the provider";
@@ -361,13 +362,35 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
             add_step (d, "Connect again: %s; Google now shows the full consent screen and issues a refresh token", cmd);
             add_step (d, "Check the result: ferrulectl doctor --integration %s should say healthy", id);
         }
+        else
+        if (requested && catalog_refresh_scope_missing (p, requested)) {
+            const char *unasked = catalog_refresh_scope_missing (p, requested);
+            snprintf (d->cause, sizeof d->cause, "%s returned no refresh token when the integration was connected, "
+                      "because the connect did not ask for \"%.100s\", which %s needs to issue one (it asked for "
+                      "\"%.300s\"). A connect asks for it whatever scopes it names (the provider entry's "
+                      "refresh_token_scopes); this one was started without it, by an earlier version of the service "
+                      "or under another provider entry.", name, unasked, name, requested);
+            add_step (d, "Connect again with the same scopes: %s --scope ... (the connect adds \"%.100s\"), and "
+                      "approve the provider's consent screen", cmd, unasked);
+            add_step (d, "Check the result: ferrulectl doctor --integration %s should say healthy", id);
+        }
+        else
+        if (requested && p && p->refresh_token_scope_count) {
+            snprintf (d->cause, sizeof d->cause, "%s returned no refresh token when the integration was connected, "
+                      "although the connect asked for \"%.100s\", the scope it needs to issue one: the user did not "
+                      "approve offline access on the consent screen, or the OAuth app may not be granted it.", name,
+                      p->refresh_token_scopes [0]);
+            add_step (d, "Remove the app's access in the account's settings at the provider, then connect again and "
+                      "approve every permission: %s", cmd);
+            add_step (d, "If you manage the OAuth app, check that it may be granted offline access (refresh tokens)");
+        }
         else {
             snprintf (d->cause, sizeof d->cause, "%s returned no refresh token when the integration was connected, so "
                       "its access token cannot be renewed. Providers issue one only when offline access is asked "
                       "for (a scope such as offline_access, or a parameter such as access_type=offline) and, for "
                       "some, only on a full consent screen.", name);
-            add_step (d, "Check that the provider entry of \"%s\" asks for offline access (its scopes and "
-                      "authorization parameters)", name);
+            add_step (d, "Check that the provider entry of \"%s\" asks for offline access (its refresh_token_scopes, "
+                      "scopes and authorization parameters)", name);
             add_step (d, "Remove the app's access in the account's settings at the provider, then connect again: %s", cmd);
         }
     }
@@ -599,7 +622,7 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const store_a
         code_of (a->outcome, code, sizeof code);
     else
         snprintf (code, sizeof code, "%s", a->used || a->expired ? "connect_incomplete" : "connect_pending");
-    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL);
+    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL);
     add_fact (&d, "never connected: no tokens are stored");
     add_fact (&d, "last connect started at %s with redirect URI \"%s\"", at (a->created_at, t1, sizeof t1),
               a->redirect_uri);
@@ -714,7 +737,7 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
         verdict = "internal";
     else
         verdict = "healthy";
-    explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code);
+    explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code, x.requested_scopes);
 
     /* the facts that led there */
     add_fact (&d, "status %s, generation %lld, provider \"%s\"", row.status, (long long) row.generation, row.provider);

@@ -240,6 +240,17 @@ oauth_authorization_url (const catalog_provider_t *p, const char *client_id,
             sb_puts (&scope, p->scope_separator);
         sb_puts (&scope, list [i]);
     }
+    /* named scopes replace the default ones, never the ones a refresh token needs */
+    for (size_t k = 0; k < p->refresh_token_scope_count; k++) {
+        size_t i = 0;
+        while (i < n && !(list [i] && strcmp (list [i], p->refresh_token_scopes [k]) == 0))
+            i++;
+        if (i < n)
+            continue;
+        if (scope.buf.len)
+            sb_puts (&scope, p->scope_separator);
+        sb_puts (&scope, p->refresh_token_scopes [k]);
+    }
     sb_puts (&url, p->authorization_url);
     if (!strchr (p->authorization_url, '?'))
         sb_append (&url, "?", 1);

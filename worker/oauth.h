@@ -40,8 +40,9 @@ void oauth_request_destroy (oauth_request_t **r_p);
 
 /* The URL to send the user to: response_type=code, client_id (client_id, or the entry's when
  * NULL), redirect_uri, scope (scopes joined with the entry's separator; the entry's default
- * scopes when n_scopes is 0), state, code_challenge with method S256 when code_challenge is not
- * NULL, then the entry's authorization_params. Caller frees; NULL without a client id. */
+ * scopes when n_scopes is 0; then each of its refresh_token_scopes not among them), state,
+ * code_challenge with method S256 when code_challenge is not NULL, then the entry's
+ * authorization_params. Caller frees; NULL without a client id. */
 char *oauth_authorization_url (const catalog_provider_t *p, const char *client_id,
                                const char *redirect_uri, const char *state,
                                const char *const *scopes, size_t n_scopes,

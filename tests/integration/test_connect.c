@@ -187,6 +187,13 @@ write_providers (void)
     json_object_set_new (root, "fakebad", bad);
     json_object_set_new (root, "fakeplain", plain);
     json_object_set_new (root, "fakerot", rot);
+    /* the built-in microsoft entry (its scopes, its offline_access) at the fake provider */
+    json_t *ms = json_object ();
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/microsoft/authorize", harness_port (h));
+    json_object_set_new (ms, "authorization_url", json_string (url));
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/microsoft/token", harness_port (h));
+    json_object_set_new (ms, "token_url", json_string (url));
+    json_object_set_new (root, "microsoft", ms);
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-connect.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -208,6 +215,8 @@ setup (void **state)
     harness_set_env (h, "FERRULE_GOOGLE_CLIENT_SECRET", "test-google-secret");
     harness_set_env (h, "FERRULE_ATLASSIAN_CLIENT_ID", "test-atlassian-client");
     harness_set_env (h, "FERRULE_ATLASSIAN_CLIENT_SECRET", "test-atlassian-secret");
+    harness_set_env (h, "FERRULE_MICROSOFT_CLIENT_ID", "ferrule-test-client");
+    harness_set_env (h, "FERRULE_MICROSOFT_CLIENT_SECRET", "ferrule-test-secret");
     harness_set_env (h, "FERRULE_DROPBOX_CLIENT_ID", NULL);
     harness_set_env (h, "FERRULE_DROPBOX_CLIENT_SECRET", NULL);
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the revocations' counts are in /metrics */
@@ -216,6 +225,9 @@ setup (void **state)
         return -1;
     itest_fake_config (h, "fakebox", json_pack ("{s:b}", "require_pkce", 1));
     itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "require_pkce", 1));
+    /* as Microsoft: a refresh token only with offline_access */
+    itest_fake_config (h, "microsoft", json_pack ("{s:b, s:[s]}", "require_pkce", 1, "refresh_token_scopes",
+                                                  "offline_access"));
     return 0;
 }
 
@@ -1398,6 +1410,78 @@ test_provider_text_quoting_secrets (void **state)
     json_decref (d);
 }
 
+/* Microsoft issues a refresh token only when offline_access is among the scopes. A connect that
+ * named its own scopes (--scope Files.Read) sent those instead of the catalog's default ones,
+ * offline_access with them, so the callback answered no_refresh_token, with a hint to check that
+ * the provider entry asks for offline access (it did), and a retry repeated the same scopes. */
+static void
+test_explicit_scopes_keep_the_offline_scope (void **state)
+{
+    int rc;
+    json_t *r = connect_ok ("files:microsoft", "microsoft", "Files.Read", NULL);
+    assert_true (json_is_false (json_object_get (integration_of (r), "refresh_token_missing")));
+    assert_null (json_object_get (r, "warnings"));
+    const json_t *asked = json_object_get (integration_of (r), "requested_scopes");
+    assert_int_equal (json_array_size (asked), 2);
+    assert_string_equal (json_string_value (json_array_get (asked, 0)), "Files.Read");
+    assert_string_equal (json_string_value (json_array_get (asked, 1)), "offline_access");
+    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=microsoft&limit=2", NULL);
+    json_t *authorize = json_array_get (json_object_get (reqs, "requests"), 0);
+    assert_string_equal (json_string_value (json_object_get (authorize, "path")), "/microsoft/authorize");
+    assert_string_equal (json_string_value (json_object_get (authorize, "scope")), "Files.Read offline_access");
+    /* a scope already named is not asked for twice */
+    json_t *c = connect_ ("files2:microsoft", "microsoft", REDIRECT, &rc, "offline_access", "Files.Read", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (c, "scopes")), 2);
+    assert_non_null (strstr (json_string_value (json_object_get (c, "authorization_url")),
+                             "scope=offline_access%20Files.Read&"));
+
+    /* asked for offline_access, and still no refresh token: the hint does not blame the entry */
+    itest_fake_config (h, "microsoft", json_pack ("{s:b}", "issue_refresh_token", 0));
+    char *location = start_flow ("asked:microsoft", "microsoft", "Files.Read", NULL);
+    json_t *n = callback (location, &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (n), "no_refresh_token");
+    const char *hint = error_field (n, "hint");
+    if (!strstr (hint, "\"offline_access\"") || strstr (hint, "check that the provider entry"))
+        fail_msg ("no refresh token although offline_access was asked for; the hint: %s", hint);
+    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", "asked:microsoft", NULL);
+    assert_int_equal (rc, 0);
+    const char *cause = json_string_value (json_object_get (json_object_get (d, "diagnosis"), "cause"));
+    assert_non_null (strstr (cause, "asked for \"offline_access\""));
+
+    /* a connect that did not ask for it (started by a worker before this one): said so */
+    json_t *c3 = connect_ ("unasked:microsoft", "microsoft", REDIRECT, &rc, "Files.Read", NULL, NULL);
+    assert_int_equal (rc, 0);
+    long status;
+    char *loc3 = browse (json_string_value (json_object_get (c3, "authorization_url")), &status, NULL);
+    assert_int_equal (status, 302);
+    assert_int_equal (harness_sql (h, "UPDATE pending_authorizations SET requested_scopes = '{Files.Read}'"
+                                      " WHERE integration_id = 'unasked:microsoft'"), 0);
+    json_t *n3 = callback (loc3, &rc);
+    itest_fake_config (h, "microsoft", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (n3), "no_refresh_token");
+    hint = error_field (n3, "hint");
+    if (!strstr (hint, "without scope \"offline_access\"") || !strstr (hint, "connect again"))
+        fail_msg ("no refresh token, offline_access not asked for; the hint: %s", hint);
+    json_t *d3 = harness_ctl (h, &rc, "doctor", "--integration", "unasked:microsoft", NULL);
+    assert_int_equal (rc, 0);
+    cause = json_string_value (json_object_get (json_object_get (d3, "diagnosis"), "cause"));
+    if (!strstr (cause, "did not ask for \"offline_access\""))
+        fail_msg ("doctor, offline_access not asked for: %s", cause);
+    free (location);
+    free (loc3);
+    json_decref (r);
+    json_decref (reqs);
+    json_decref (c);
+    json_decref (n);
+    json_decref (d);
+    json_decref (c3);
+    json_decref (n3);
+    json_decref (d3);
+}
+
 /* The code exchange's answer carries a refresh token but no access token. The code is spent and
  * that refresh token is the grant's only copy: the callback answered provider_bad_response and
  * threw it away, where a refresh's answer like it is stored. */
@@ -1507,6 +1591,7 @@ main (void)
         cmocka_unit_test (test_connect_short_lived_token_not_refreshed),
         cmocka_unit_test (test_authorization_urls_of_real_providers),
         cmocka_unit_test (test_connect_without_pkce),
+        cmocka_unit_test (test_explicit_scopes_keep_the_offline_scope),
         cmocka_unit_test (test_exchange_without_access_token),
         cmocka_unit_test (test_redirect_uri_mismatch_long_uri),
         cmocka_unit_test (test_expired_state),

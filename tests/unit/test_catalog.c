@@ -109,7 +109,7 @@ test_builtin_json_fields (void **state)
 {
     static const char *const fields [] = {
         "authorization_url", "token_url", "auth_method", "scope_separator", "default_scopes",
-        "authorization_params", "token_params", "refresh_params", "pkce",
+        "refresh_token_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
         "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days",
         "errors_with_200", "invalid_grant_codes", "access_token_lifetime_hint", "docs_url",
         "notes", NULL
@@ -154,6 +154,7 @@ test_builtin_provider_facts (void **state)
 
     p = catalog_find (c, "microsoft");
     assert_true (has_string (p->default_scopes, p->default_scope_count, "offline_access"));
+    assert_true (has_string (p->refresh_token_scopes, p->refresh_token_scope_count, "offline_access"));
     assert_non_null (strstr (p->token_url, "/common/oauth2/v2.0/token"));
     assert_int_equal (p->refresh_token_idle_days, 90);
 
@@ -165,6 +166,7 @@ test_builtin_provider_facts (void **state)
     assert_true (has_param (p->authorization_params, p->authorization_param_count, "audience", "api.atlassian.com"));
     assert_true (has_param (p->authorization_params, p->authorization_param_count, "prompt", "consent"));
     assert_true (has_string (p->default_scopes, p->default_scope_count, "offline_access"));
+    assert_true (has_string (p->refresh_token_scopes, p->refresh_token_scope_count, "offline_access"));
     assert_int_equal (p->refresh_token_rotation, CATALOG_ROTATION_SINGLE_USE);
     assert_int_equal (p->reuse_grace_seconds, 600);
     assert_int_equal (p->refresh_token_idle_days, 90);
@@ -185,6 +187,28 @@ test_builtin_provider_facts (void **state)
     assert_int_equal (p->reuse_grace_seconds, 1800);
     assert_int_equal (p->refresh_token_idle_days, 60);
     assert_true (has_string (p->default_scopes, p->default_scope_count, "offline_access"));
+    assert_true (has_string (p->refresh_token_scopes, p->refresh_token_scope_count, "offline_access"));
+
+    p = catalog_find (c, "salesforce");
+    assert_true (has_string (p->refresh_token_scopes, p->refresh_token_scope_count, "refresh_token"));
+
+    /* what a connect asks for: its own scopes or the default ones, and always the refresh ones */
+    p = catalog_find (c, "microsoft");
+    char *asked = catalog_connect_scopes (p, "Files.Read");
+    assert_string_equal (asked, "Files.Read offline_access");
+    mem_free (asked);
+    asked = catalog_connect_scopes (p, "offline_access Files.Read");
+    assert_string_equal (asked, "offline_access Files.Read");
+    mem_free (asked);
+    asked = catalog_connect_scopes (p, NULL);
+    assert_string_equal (asked, "openid offline_access User.Read");
+    mem_free (asked);
+    assert_string_equal (catalog_refresh_scope_missing (p, "Files.Read"), "offline_access");
+    assert_null (catalog_refresh_scope_missing (p, "Files.Read offline_access"));
+    asked = catalog_connect_scopes (catalog_find (c, "box"), NULL);
+    assert_string_equal (asked, "");
+    mem_free (asked);
+    assert_null (catalog_refresh_scope_missing (catalog_find (c, "box"), ""));
 
     p = catalog_find (c, "zoom");
     assert_int_equal (p->refresh_token_idle_days, 90);
@@ -309,6 +333,9 @@ test_validation (void **state)
     expect_invalid ("{\"box\": {\"reuse_grace_seconds\": -1}}", "provider \"box\"", "reuse_grace_seconds");
     expect_invalid ("{\"box\": {\"default_scopes\": \"a b\"}}", "provider \"box\"", "default_scopes");
     expect_invalid ("{\"box\": {\"default_scopes\": [\"a b\"]}}", "provider \"box\"", "default_scopes");
+    expect_invalid ("{\"box\": {\"refresh_token_scopes\": [\"a b\"]}}", "provider \"box\"", "refresh_token_scopes");
+    expect_invalid ("{\"box\": {\"refresh_token_scopes\": \"offline_access\"}}", "provider \"box\"",
+                    "refresh_token_scopes");
     expect_invalid ("{\"box\": {\"token_params\": {\"grant_type\": \"x\"}}}", "provider \"box\"", "grant_type");
     expect_invalid ("{\"box\": {\"authorization_params\": {\"state\": \"x\"}}}", "provider \"box\"", "state");
     expect_invalid ("{\"box\": {\"authorization_params\": {\"a\": 1}}}", "provider \"box\"", "authorization_params");

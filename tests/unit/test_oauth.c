@@ -677,6 +677,16 @@ test_authorization_url (void **state)
                          "&scope=channels%3Aread%2Cchat%3Awrite&state=s");
     mem_free (url);
 
+    /* named scopes replace the default ones, not the one Microsoft needs to issue a refresh token */
+    static const char *const files [] = { "Files.Read" };
+    url = oauth_authorization_url (provider ("microsoft"), NULL, "https://app.test/cb", "s", files, 1, NULL);
+    assert_non_null (strstr (url, "&scope=Files.Read%20offline_access&"));
+    mem_free (url);
+    static const char *const both [] = { "offline_access", "Files.Read" };
+    url = oauth_authorization_url (provider ("microsoft"), NULL, "https://app.test/cb", "s", both, 2, NULL);
+    assert_non_null (strstr (url, "&scope=offline_access%20Files.Read&"));
+    mem_free (url);
+
     catalog_provider_t p = manual_provider (CATALOG_AUTH_POST);
     catalog_param_t extra [] = { { "audience", "api.example" } };
     p.authorization_url = "https://id.acme.test/authorize?tenant=t1";
