@@ -713,8 +713,28 @@ exchange_not_stored (worker_t *w, exchange_wait_t *ew, fr_status_t st, const cha
 
 static void exchange_store_start (worker_t *w, store_t *store, void *arg);
 
+/* This connect's tokens were stored by an earlier attempt whose answer was lost, and the
+ * integration has left "active" since (a disconnect, a refresh token the provider refused): the
+ * caller is told so, with the integration as it is. */
 static void
-exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev_status, const store_row_t *row,
+exchange_overtaken (worker_t *w, exchange_wait_t *ew, const store_row_t *row, const store_extra_t *x, int reconnected)
+{
+    call_t *c = ew->c;
+    char message [600];
+    int gone = strcmp (row->status, "disconnected") == 0;
+    if (gone)
+        snprintf (message, sizeof message, "integration \"%s\" was connected with provider \"%s\", then disconnected "
+                  "before this callback was answered: its tokens are destroyed", c->id, c->provider->name);
+    else
+        snprintf (message, sizeof message, "integration \"%s\" was connected with provider \"%s\", then became "
+                  "\"%s\" before this callback was answered", c->id, c->provider->name, row->status);
+    log_warning (c->id, c->job.rid, "%s", message);
+    reply_with_integration (w, &c->job, gone ? FR_DISCONNECTED : FR_NEEDS_RECONNECT, message,
+                            "connect the integration again to use it", row, x, NULL, reconnected);
+}
+
+static void
+exchange_stored (void *arg, fr_status_t st, const store_upserted_t *up, const store_row_t *row,
                  const store_extra_t *x, const char *err)
 {
     exchange_wait_t *ew = arg;
@@ -726,8 +746,8 @@ exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev
     if (st == FR_DATABASE_UNAVAILABLE && ew->tries < EXCHANGE_STORE_TRIES) {
         /* the code is spent and these tokens are the grant's only copy: stored once a connection
          * is up again (the caller may have been told "timeout" by then; the integration then
-         * shows as connected). An upsert the server made before the loss runs twice: one more
-         * chain row, the same tokens. */
+         * shows as connected). An upsert the server made before the loss is not made again: it
+         * finds its own mark on the pending authorization, and what changed since stands. */
         ew->tries++;
         log_warning (c->id, c->job.rid, "could not store the new tokens (attempt %d), trying again once the database "
                      "is back: %s", ew->tries, err);
@@ -739,15 +759,26 @@ exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev
         exchange_free (w, ew);
         return;
     }
-    int reconnected = prev_status != NULL;
+    int reconnected = up->existed;
     cache_drop (w->cache, c->id);
     loads_invalidate (w, c->id);         /* a read in flight may predate it: our own change is not notified to us */
-    log_info (c->id, c->job.rid, "%s with provider \"%s\": generation %lld, %s%s%s%s%s",
-              reconnected ? "reconnected" : "connected", p->name, (long long) generation,
-              ew->unusable [0] ? "no usable access token" : "access token until ",
-              ew->unusable [0] ? "" : clock_rfc3339 (ew->expires_at, when, sizeof when),
-              ew->has_refresh ? "" : ", no refresh token",
-              ew->nmissing ? ", scopes not granted: " : "", ew->nmissing ? ew->missing : "");
+    if (up->earlier) {
+        log_info (c->id, c->job.rid, "the tokens from provider \"%s\" were stored by an earlier attempt whose answer "
+                  "was lost with the database connection: not stored again (the integration is \"%s\" at generation "
+                  "%lld)", p->name, row->status, (long long) row->generation);
+        if (strcmp (row->status, "active") != 0) {
+            exchange_overtaken (w, ew, row, x, reconnected);
+            exchange_free (w, ew);
+            return;
+        }
+    }
+    else
+        log_info (c->id, c->job.rid, "%s with provider \"%s\": generation %lld, %s%s%s%s%s",
+                  reconnected ? "reconnected" : "connected", p->name, (long long) up->generation,
+                  ew->unusable [0] ? "no usable access token" : "access token until ",
+                  ew->unusable [0] ? "" : clock_rfc3339 (ew->expires_at, when, sizeof when),
+                  ew->has_refresh ? "" : ", no refresh token",
+                  ew->nmissing ? ", scopes not granted: " : "", ew->nmissing ? ew->missing : "");
     if (ew->unusable [0])
         reply_warn (&ws, "provider_bad_response", "nothing to do now; if token requests of the integration fail "
                     "with provider_bad_response, see ferrulectl doctor",
@@ -766,7 +797,8 @@ exchange_stored (void *arg, fr_status_t st, int64_t generation, const char *prev
         reply_warn (&ws, "no_refresh_token", "if a caller reports the token rejected, connect the integration again",
                     "provider \"%s\" gave the access token of integration \"%s\" no lifetime and issued no refresh "
                     "token: it is served as not expiring, until a caller reports it rejected", p->name, c->id);
-    if (!ew->has_refresh && !ew->no_expiry) {
+    /* after an earlier attempt, the row may hold a refresh token imported since */
+    if (!ew->has_refresh && !ew->no_expiry && (!up->earlier || x->refresh_token_missing)) {
         char message [600], hint [500];
         snprintf (message, sizeof message, "provider \"%s\" issued no refresh token for integration \"%s\": it is "
                   "stored and its access token works until %s, but it cannot be renewed after that",

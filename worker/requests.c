@@ -249,13 +249,12 @@ import_free (import_wait_t *iw)
 }
 
 static void
-import_done (void *arg, fr_status_t st, int64_t generation, const char *prev_status, const store_row_t *row,
-             const store_extra_t *x, const char *err)
+import_done (void *arg, fr_status_t st, const store_upserted_t *up, const store_row_t *row, const store_extra_t *x,
+             const char *err)
 {
     import_wait_t *iw = arg;
     worker_t *w = iw->w;
-    (void) generation;
-    (void) prev_status;
+    (void) up;
     if (st != FR_OK)
         reply_store_error (w, &iw->job, st, err);
     else {

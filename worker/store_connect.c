@@ -89,14 +89,25 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
                                   ids, n, loads_done, &c, sizeof c, "read", err, errlen);
 }
 
+/* g, the gate of a code exchange's upsert: its pending authorization, locked, as the newest commit
+ * left it (a run that waits for the lock reads the row as the run before it committed it). The
+ * exchange's tokens are written only while it has no outcome: the upsert sent again after a lost
+ * answer finds its first run's mark, and writes nothing over what changed since. An import ($13
+ * NULL) always writes. The answer: the generation written (NULL: nothing), the status before,
+ * whether g was found and its outcome, and whether the integration existed before the callback
+ * took the state (a row that a first run created is not in this statement's snapshot, or was
+ * created after used_at). */
 #define UPSERT_SQL \
-    "WITH prev AS (SELECT status FROM integrations WHERE id = $1),"     /* the snapshot: before u */ \
+    "WITH g AS MATERIALIZED (SELECT outcome, used_at FROM pending_authorizations WHERE state_hash = $13 FOR UPDATE)," \
+    " prev AS (SELECT status, created_at FROM integrations WHERE id = $1),"   /* the snapshot: before u */ \
     " u AS (" \
     "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at," \
     "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing," \
     "    access_lifetime_s, route_hash, connected_at)" \
-    "  VALUES ($1, $2, 'active', $3::integer, $4, to_timestamp($5::bigint), $6, $7, 1," \
-    "    string_to_array($8, ' '), string_to_array($9, ' '), $10::boolean, $14::integer, $16::bigint, now())" \
+    "  SELECT $1::text, $2::text, 'active', $3::integer, $4::bytea, to_timestamp($5::bigint), $6::bytea, $7::text, 1," \
+    "    string_to_array($8::text, ' '), string_to_array($9::text, ' '), $10::boolean, $14::integer, $16::bigint," \
+    "    now()" \
+    "  WHERE $13::text IS NULL OR EXISTS (SELECT 1 FROM g WHERE outcome IS NULL)" \
     "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active'," \
     "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token," \
     "    access_expires_at = EXCLUDED.access_expires_at, refresh_token = EXCLUDED.refresh_token," \
@@ -112,8 +123,10 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)" \
     "  SELECT $1, u.generation, $11, $15, $7," \
     "    COALESCE('re' || $12 || ' (was ' || (SELECT status FROM prev) || ')', $12) FROM u RETURNING generation)," \
-    " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12 WHERE state_hash = $13)" \
-    " SELECT c.generation, (SELECT status FROM prev) FROM c"
+    " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12" \
+    "   WHERE state_hash = $13 AND EXISTS (SELECT 1 FROM u))" \
+    " SELECT (SELECT generation FROM c), (SELECT status FROM prev), EXISTS (SELECT 1 FROM g)," \
+    "   (SELECT outcome FROM g), COALESCE((SELECT created_at FROM prev) < (SELECT used_at FROM g), false)"
 
 /* UPSERT_SQL's parameters for u on s (the numbers live as long as p). */
 typedef struct {
@@ -143,44 +156,71 @@ upsert_params (store_t *s, const store_upsert_t *u, upsert_params_t *p)
     p->formats [3] = p->formats [5] = 1;
 }
 
-/* UPSERT_SQL's answer: the new generation and the status before (a copy). */
+/* UPSERT_SQL's answer for integration id into up (prev_status a copy, the caller frees it): what
+ * it wrote, or that an earlier run of the same connect had; FR_STATE_INVALID when the connect can
+ * no longer be finished. */
 static fr_status_t
-upsert_read (const PGresult *res, int64_t *generation, char **prev_status, char *err, size_t errlen)
+upsert_read (const PGresult *res, const char *id, store_upserted_t *up, char **prev_status, char *err,
+             size_t errlen)
 {
+    memset (up, 0, sizeof *up);
     if (PQntuples (res) != 1) {
         snprintf (err, errlen, "no row written");
         return FR_INTERNAL;
     }
-    *generation = store_int_at (res, 0, 0);
-    *prev_status = store_text_at (res, 0, 1);
-    return FR_OK;
+    if (!PQgetisnull (res, 0, 0)) {
+        up->generation = store_int_at (res, 0, 0);
+        *prev_status = store_text_at (res, 0, 1);
+        up->prev_status = *prev_status;
+        up->existed = *prev_status != NULL;
+        return FR_OK;
+    }
+    const char *outcome = PQgetisnull (res, 0, 3) ? NULL : PQgetvalue (res, 0, 3);
+    if (outcome && strcmp (outcome, "connected") == 0) {
+        up->earlier = 1;
+        up->existed = store_bool_at (res, 0, 4);
+        return FR_OK;
+    }
+    if (!store_bool_at (res, 0, 2))
+        snprintf (err, errlen, "the connect flow of integration \"%s\" is gone from the database (a connect is "
+                  "collected a day after it expired)", id);
+    else
+        snprintf (err, errlen, "the connect flow of integration \"%s\" already ended with \"%s\"", id,
+                  outcome ? outcome : "?");
+    return FR_STATE_INVALID;
 }
 
 typedef struct {
     store_upserted_fn *fn;
     void *arg;
-} import_ctx_t;
+    char id [IDENT_MAX + 1];
+} upsert_ctx_t;
 
 static void
-import_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+upsert_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
-    import_ctx_t *c = arg;
+    upsert_ctx_t *c = arg;
     char why [256];
-    int64_t generation = 0;
     char *prev_status = NULL;
+    store_upserted_t up;
     store_row_t row;
     store_extra_t x;
+    memset (&up, 0, sizeof up);
     row_read (NULL, &row, &x);
-    if (st == FR_OK && n == 2 && (st = upsert_read (results [0], &generation, &prev_status, why, sizeof why)) == FR_OK) {
-        if (!row_read (results [1], &row, &x)) {
-            snprintf (why, sizeof why, "the integration was not found after it was written");
-            st = FR_INTERNAL;
-        }
+    if (st != FR_OK)
+        snprintf (why, sizeof why, "%s", err ? err : "the batch failed");
+    else
+    if (n != 2) {
+        snprintf (why, sizeof why, "the upsert returned an unexpected number of results");
+        st = FR_INTERNAL;
     }
     else
-    if (err)
-        snprintf (why, sizeof why, "%s", err);
-    c->fn (c->arg, st, generation, prev_status, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL,
+    if ((st = upsert_read (results [0], c->id, &up, &prev_status, why, sizeof why)) == FR_OK
+    &&  !row_read (results [1], &row, &x)) {
+        snprintf (why, sizeof why, "the integration was not found after it was written");
+        st = FR_INTERNAL;
+    }
+    c->fn (c->arg, st, st == FR_OK ? &up : NULL, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL,
            st == FR_OK ? NULL : why);
     mem_free (prev_status);
     store_row_clear (&row);
@@ -197,8 +237,9 @@ store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, 
         { UPSERT_SQL, 16, p.values, p.lengths, p.formats },
         { ROW_SQL, 1, ids, NULL, NULL },
     };
-    import_ctx_t c = { fn, arg };
-    return store_batch_start_notify (s, stmts, 2, ids, 1, import_done, &c, sizeof c, err, errlen);
+    upsert_ctx_t c = { fn, arg, "" };
+    snprintf (c.id, sizeof c.id, "%s", u->id);
+    return store_batch_start_notify (s, stmts, 2, ids, 1, upsert_done, &c, sizeof c, err, errlen);
 }
 
 typedef struct {

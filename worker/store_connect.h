@@ -50,15 +50,28 @@ typedef struct {
     const char *state_hash;               /* the connect whose pending row this finishes, or NULL */
 } store_upsert_t;
 
+/* What the upsert did. */
+typedef struct {
+    int64_t generation;                   /* the one it wrote; 0 when earlier */
+    const char *prev_status;              /* the status it replaced; NULL: it created the integration, or earlier */
+    int existed;                          /* the integration existed before (for earlier: before the callback) */
+    int earlier;                          /* nothing written: an earlier run of this connect's upsert stored it */
+} store_upserted_t;
+
 /* The one statement that stores a connection (a new integration, or a reconnect that replaces
  * the tokens, returns it to active, clears the connect flags, keeps the history and bumps the
  * generation so that a refresh in flight for the old chain cannot commit) and the integration as
  * it then is, in one batch the loop does not wait for (the caller checks store_batch_busy; u's
- * values are copied when this returns): from
- * store_batch_pump, fn gets the new generation, the status before (NULL: new), the row and its
- * columns (all the callee's to read, freed after it returns), or the failure. */
-typedef void (store_upserted_fn) (void *arg, fr_status_t st, int64_t generation, const char *prev_status,
-                                  const store_row_t *row, const store_extra_t *x, const char *err);
+ * values are copied when this returns): from store_batch_pump, fn gets what it did (up) and the
+ * row and its columns (all the callee's to read, freed after it returns), or the failure.
+ * A code exchange's (u->state_hash set) is written only while its pending authorization has no
+ * outcome, and marks it "connected" in the same transaction: the batch sent again after its
+ * answer was lost with the connection writes nothing when the first one had committed, and never
+ * undoes what changed since (a disconnect, an import, a refresh that rotated the token); fn then
+ * gets up->earlier and the row as it now is. FR_STATE_INVALID: the connect can no longer be
+ * finished (its pending authorization is gone, or it ended otherwise). */
+typedef void (store_upserted_fn) (void *arg, fr_status_t st, const store_upserted_t *up, const store_row_t *row,
+                                  const store_extra_t *x, const char *err);
 fr_status_t store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, void *arg,
                                 char *err, size_t errlen) FR_MUSTCHECK;
 

@@ -12,7 +12,9 @@
  *   - a commit the database made whose answer was lost with the connection, sent again, is known
  *     for the refresh's own: no conflict is recorded;
  *   - the hold a worker takes on a row while it waits to write a lost commit again is a lease
- *     taken only where a claim could take one, and a claim then waits for it. */
+ *     taken only where a claim could take one, and a claim then waits for it;
+ *   - a connect's upsert whose answer was lost, sent again, writes nothing a second time, and
+ *     does not undo what another worker changed meanwhile (a disconnect). */
 #define _GNU_SOURCE
 #include <setjmp.h>
 #include <stdarg.h>
@@ -24,6 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <curl/curl.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include "client.h"
@@ -1271,6 +1274,205 @@ test_commit_after_a_failover_waits_for_the_check (void **state)
     dbproxy_destroy (&proxy);
 }
 
+static size_t
+discard (char *data, size_t size, size_t nmemb, void *userdata)
+{
+    (void) data;
+    (void) userdata;
+    return size * nmemb;
+}
+
+/* The browser's step of a connect: GET the authorization URL without following the provider's
+ * redirect; returns the Location (caller frees). */
+static char *
+authorize (const char *url)
+{
+    char *redirect = NULL, *location = NULL;
+    long status = 0;
+    CURL *curl = curl_easy_init ();
+    assert_non_null (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard);
+    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    assert_int_equal (status, 302);
+    if (curl_easy_getinfo (curl, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK && redirect)
+        location = strdup (redirect);
+    curl_easy_cleanup (curl);
+    assert_non_null (location);
+    return location;
+}
+
+/* 1 when fakebox's newest request is a code exchange. */
+static int
+exchange_arrived (void)
+{
+    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1", NULL);
+    const char *grant = json_string_value (json_object_get (json_array_get (json_object_get (reqs, "requests"), 0),
+                                                            "grant_type"));
+    int arrived = grant && strcmp (grant, "authorization_code") == 0;
+    json_decref (reqs);
+    return arrived;
+}
+
+/* A connect of id by w1, behind a relay, whose callback's upsert commits while the relay holds
+ * the server's answers; then, when disconnect, a disconnect by w2 (straight to the database);
+ * then every connection of the relay cut, so that w1 sends the upsert again. Returns the
+ * callback's ferrulectl exit status, with its answer's code ("ok" or an error code), the
+ * integration's status and "new" or "reconnected" into answer; the relay into *relay (destroyed
+ * after the harness). */
+static int
+connect_whose_answer_is_lost (const char *name, const char *id, int disconnect, char *answer, size_t len,
+                              dbproxy_t **relay)
+{
+    char sql [256];
+    h = harness_new (name);
+    assert_non_null (h);
+    dbproxy_t *proxy = dbproxy_new (harness_runtime_url (h));
+    assert_non_null (proxy);
+    char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
+    assert_non_null (via);
+    /* w1 behind the relay serves broker 0; w2, straight to the database, broker 1 */
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_broker (h), 1);
+    harness_set_env (h, "FERRULE_DATABASE_URL", via);
+    free (via);
+    assert_int_equal (harness_start_worker_on (h, "w1", 1u), 0);
+    harness_set_env (h, "FERRULE_DATABASE_URL", NULL);
+    assert_int_equal (harness_start_worker_on (h, "w2", 2u), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
+
+    int rc = -1;
+    json_t *c = harness_ctl_at (h, b0, &rc, "connect", "--integration", id, "--provider", "fakebox",
+                                "--redirect-uri", "http://127.0.0.1/callback", NULL);
+    assert_int_equal (rc, 0);
+    char *location = authorize (json_string_value (json_object_get (c, "authorization_url")));
+    json_decref (c);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    char out [1024];
+    snprintf (out, sizeof out, "%s/callback-answer", harness_workdir (h));
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        int crc = -1;
+        json_t *r = harness_ctl_at (h, b0, &crc, "callback", "--url", location, "--timeout", "60", NULL);
+        FILE *f = fopen (out, "w");
+        if (f) {
+            /* the code, the status and whether it existed: a reply may hold tokens */
+            const json_t *re = json_object_get (r, "reconnected");
+            fprintf (f, "%s %s%s", !r ? "no-reply" : json_is_true (json_object_get (r, "ok")) ? "ok" : itest_code (r),
+                     json_string_value (json_object_get (json_object_get (r, "integration"), "status")) ?: "none",
+                     !re ? "" : json_is_true (re) ? " reconnected" : " new");
+            fclose (f);
+        }
+        json_decref (r);
+        _exit (crc < 0 ? 99 : crc);
+    }
+    /* the state is taken and the code is at the provider: from now on the server's answers stay
+     * in the relay */
+    for (int waited = 0; !exchange_arrived () && waited < 10000; waited += 20)
+        usleep (20 * 1000);
+    assert_true (exchange_arrived ());
+    dbproxy_hold_answers (proxy, 1);
+    /* the upsert lands; its answer does not reach w1 */
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'connected'",
+              id);
+    assert_int_equal (itest_wait_sql (h, sql, 1, 20000), 1);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    if (disconnect) {
+        json_t *d = harness_ctl_at (h, b1, &rc, "disconnect", "--integration", id, NULL);
+        assert_int_equal (rc, 0);
+        assert_string_equal (json_string_value (json_object_get (json_object_get (d, "integration"), "status")),
+                             "disconnected");
+        json_decref (d);
+    }
+    assert_true (dbproxy_cut (proxy) > 0);
+    dbproxy_hold_answers (proxy, 0);
+
+    int status;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    answer [0] = '\0';
+    FILE *f = fopen (out, "r");
+    if (f) {
+        if (!fgets (answer, (int) len, f))
+            answer [0] = '\0';
+        fclose (f);
+    }
+    free (location);
+    unsigned long long more;
+    fprintf (stderr, "callback: exit %d, answered \"%s\"; w1's upsert failed %d times first\n", WEXITSTATUS (status),
+             answer, itest_log_lines (h, "w1", "could not store the new tokens", &more));
+    *relay = proxy;
+    return WEXITSTATUS (status);
+}
+
+/* The same connect's "connected" chain rows, and the rows of them that say "reconnected (was s)". */
+static void
+connected_rows (const char *id, const char *was, long long *rows, long long *again)
+{
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'connected'",
+              id);
+    *rows = harness_sql_int (h, sql);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
+              " AND detail LIKE 'reconnected%%(was %s)'", id, was);
+    *again = harness_sql_int (h, sql);
+    fprintf (stderr, "\"connected\" chain rows: %lld, of which \"reconnected ... (was %s)\": %lld\n", *rows, was, *again);
+}
+
+/* A callback's upsert commits and its answer is lost with the connection (the server's answers
+ * held in a relay, then every connection cut); the worker sends it again. It ran a second time:
+ * one more chain row, "reconnected (was active)", and the callback answered that a new
+ * integration was reconnected. Now the second run finds its connect stored, writes nothing, and
+ * the callback is answered as the first run would have been. */
+static void
+test_connect_whose_answer_was_lost_is_stored_once (void **state)
+{
+    (void) state;
+    char answer [128];
+    long long rows, again;
+    dbproxy_t *proxy = NULL;
+    int rc = connect_whose_answer_is_lost ("group_commit_connect_lost", "lostconn:box", 0, answer, sizeof answer, &proxy);
+    connected_rows ("lostconn:box", "active", &rows, &again);
+    assert_int_equal (rows, 1);
+    assert_int_equal (rc, 0);
+    assert_string_equal (answer, "ok active new");
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'lostconn:box'"), 1);
+    assert_int_equal (itest_teardown (&h), 0);
+    dbproxy_destroy (&proxy);
+}
+
+/* The same, and before the worker is connected again another worker disconnects the integration
+ * (its tokens destroyed, revoked at the provider). The upsert sent again wrote the tokens the
+ * disconnect had destroyed back: the integration was active again ("reconnected (was
+ * disconnected)") and the callback answered ok. Now what the disconnect did stands, and the
+ * callback says the integration was disconnected since. */
+static void
+test_connect_whose_answer_was_lost_does_not_undo_a_disconnect (void **state)
+{
+    (void) state;
+    char answer [128];
+    long long rows, again;
+    dbproxy_t *proxy = NULL;
+    int rc = connect_whose_answer_is_lost ("group_commit_connect_lost_disc", "lostdisc:box", 1, answer, sizeof answer, &proxy);
+    long long alive = harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'lostdisc:box'"
+                                          " AND (status <> 'disconnected' OR access_token IS NOT NULL"
+                                          " OR refresh_token IS NOT NULL)");
+    connected_rows ("lostdisc:box", "disconnected", &rows, &again);
+    if (alive != 0)
+        fail_msg ("the disconnect was undone: the upsert sent again wrote the destroyed tokens back");
+    assert_int_equal (rows, 1);
+    assert_int_equal (rc, 4);
+    assert_string_equal (answer, "disconnected disconnected new");
+    assert_int_equal (itest_teardown (&h), 0);
+    dbproxy_destroy (&proxy);
+}
+
 int
 main (void)
 {
@@ -1293,6 +1495,8 @@ main (void)
         cmocka_unit_test_teardown (test_read_of_a_row_changed_meanwhile_is_answered, teardown),
         cmocka_unit_test_teardown (test_commit_whose_answer_was_lost_is_not_a_conflict, teardown),
         cmocka_unit_test_teardown (test_commit_after_a_failover_waits_for_the_check, teardown),
+        cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_is_stored_once, teardown),
+        cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_does_not_undo_a_disconnect, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
