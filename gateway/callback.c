@@ -281,6 +281,17 @@ page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *
         retry_form (h, attempt, "Reconnect");
         status = 409;
     }
+    else if (strcmp (code, "disconnected") == 0 || strcmp (code, "needs_reconnect") == 0) {
+        /* the sign-in was stored, and the integration was disconnected (or lost its access) before
+           this page could say so */
+        snprintf (title, sizeof title, "The connection to %s was ended meanwhile", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "The sign-in with ", provider, " finished, but the integration was disconnected or "
+              "lost its access while the sign-in was being saved, so it is not connected now.");
+        html_raw (h, "<h2>What to do</h2>\n<p>If you still want it, connect it again.</p>\n");
+        retry_form (h, attempt, "Connect again");
+        status = 409;
+    }
     else if (strcmp (code, "provider_unavailable") == 0 || strcmp (code, "provider_bad_response") == 0) {
         snprintf (title, sizeof title, "%s is having trouble right now", provider);
         html_page_begin (h, title);
