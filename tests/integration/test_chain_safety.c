@@ -1134,6 +1134,7 @@ test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits (void **state)
     /* the longest waits the heartbeat allows: a replay the loop waited for would hold it 1 s a try */
     harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1200");
     harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_LEASE_MS", "4000");       /* over the 2.4 s call and a 1.45 s claim */
     assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
     int rc = -1;
     for (int64_t until = clock_mono_ms () + 20000; rc != 0 && clock_mono_ms () < until; usleep (100000))
