@@ -41,6 +41,8 @@ struct client {
     char *endpoints [CLIENT_MAX_ENDPOINTS];
     void *sockets [CLIENT_MAX_ENDPOINTS];
     void *monitors [CLIENT_MAX_ENDPOINTS];  /* handshake failures, to say why nothing connected */
+    fr_status_t handshake [CLIENT_MAX_ENDPOINTS];  /* the last verdict each monitor gave */
+    int64_t drained_ms;                     /* when the monitors were last read to their end */
     size_t next;                            /* endpoint the next request goes to first */
 };
 
@@ -242,8 +244,14 @@ open_socket (void *ctx, const char *endpoint, const curve_identity_t *id, void *
     snprintf (name, sizeof name, "inproc://ferrule-client-%p", sock);
     if (zmq_socket_monitor (sock, name, ZMQ_EVENT_HANDSHAKE_FAILED_AUTH | ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL
                                         | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | ZMQ_EVENT_HANDSHAKE_SUCCEEDED) == 0) {
+        /* libzmq sends the events from its I/O thread with a blocking send: a queue at its
+         * high-water mark would stop that thread (no reconnect, ever, even once the broker takes
+         * the key). Unbounded here, and read to its end at least once a second while calls are
+         * made (monitors_drain). */
+        int unbounded = 0;
         *monitor = zmq_socket (ctx, ZMQ_PAIR);
-        if (*monitor && zmq_connect (*monitor, name) != 0) {
+        if (*monitor && (zmq_setsockopt (*monitor, ZMQ_RCVHWM, &unbounded, sizeof unbounded) != 0
+                         || zmq_connect (*monitor, name) != 0)) {
             zmq_close (*monitor);
             *monitor = NULL;
         }
@@ -314,6 +322,9 @@ client_destroy (client_t **c_p)
         return;
     client_t *c = *c_p;
     for (size_t i = 0; i < c->count; i++) {
+        /* the monitor stopped first: an event sent to a closed pair would block libzmq's thread */
+        if (c->sockets [i] && c->monitors [i])
+            zmq_socket_monitor (c->sockets [i], NULL, 0);
         if (c->sockets [i])
             zmq_close (c->sockets [i]);
         if (c->monitors [i])
@@ -622,15 +633,15 @@ attempt (call_t *call, int send, int64_t send_until, int64_t until)
     }
 }
 
-/* Why the handshake with broker i failed, from its monitor: FR_FORBIDDEN (the broker refused
- * this client's key), FR_CONFIGURATION (the two sides use different security: a mechanism
- * mismatch, or a broker that closed the connection mid-handshake, as one does for a plaintext
- * client or a wrong public key of its own), or FR_OK. */
-static fr_status_t
-handshake_failure (client_t *c, size_t i)
+/* Reads every event broker i's monitor holds, keeping the verdict of the last in
+ * c->handshake [i]: FR_FORBIDDEN (the broker refused this client's key), FR_CONFIGURATION (the
+ * two sides use different security: a mechanism mismatch, or a broker that closed the
+ * connection mid-handshake, as one does for a plaintext client or a wrong public key of its
+ * own), or FR_OK (a handshake succeeded since). */
+static void
+monitor_drain (client_t *c, size_t i)
 {
-    fr_status_t st = FR_OK;
-    for (int n = 0; c->monitors [i] && n < 64; n++) {
+    while (c->monitors [i]) {
         zmq_msg_t m;
         zmq_msg_init (&m);
         if (zmq_msg_recv (&m, c->monitors [i], ZMQ_DONTWAIT) < 0) {
@@ -641,14 +652,13 @@ handshake_failure (client_t *c, size_t i)
             uint16_t event;
             memcpy (&event, zmq_msg_data (&m), 2);
             if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED)
-                st = FR_OK;                  /* what failed before is over */
+                c->handshake [i] = FR_OK;
             else
             if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
-                st = FR_FORBIDDEN;
+                c->handshake [i] = FR_FORBIDDEN;
             else
-            if ((event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
-                && st != FR_FORBIDDEN)
-                st = FR_CONFIGURATION;
+            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                c->handshake [i] = FR_CONFIGURATION;
         }
         int more = zmq_msg_more (&m);
         zmq_msg_close (&m);
@@ -658,7 +668,19 @@ handshake_failure (client_t *c, size_t i)
             zmq_msg_close (&m);
         }
     }
-    return st;
+}
+
+/* Every monitor read to its end, at most once a second (force: now): a client refused for hours
+ * queues an event per reconnection. */
+static void
+monitors_drain (client_t *c, int force)
+{
+    int64_t now = now_ms ();
+    if (!force && now - c->drained_ms < 1000)
+        return;
+    c->drained_ms = now;
+    for (size_t i = 0; i < c->count; i++)
+        monitor_drain (c, i);
 }
 
 /* The synthesized answer when no reply came. */
@@ -670,8 +692,9 @@ no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
     char hint [512];
 
     if (!call->sent_any) {
+        monitors_drain (c, 1);
         for (size_t i = 0; i < c->count; i++) {
-            fr_status_t why = handshake_failure (c, i);
+            fr_status_t why = c->handshake [i];
             if (why == FR_FORBIDDEN) {
                 snprintf (message, sizeof message, "broker \"%s\" refused this client's key: the \"%s\" request was not sent",
                           c->endpoints [i], call->op);
@@ -747,6 +770,7 @@ client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int f
         timeout_ms = 1;
     if (timeout_ms > CLIENT_MAX_TIMEOUT_MS)
         timeout_ms = CLIENT_MAX_TIMEOUT_MS;
+    monitors_drain (c, 0);
     call.builder = codec_builder_new ();
     fr_status_t st = build_body (&call, timeout_ms, err, sizeof err);
     if (st != FR_OK) {

@@ -114,6 +114,7 @@ class Transport:
         self._monitors: list[zmq.Socket[Any] | None] = []
         self._refusals: list[str | None] = []
         self._monitor_lock = threading.Lock()
+        self._drained = 0.0                        # when the monitors were last read to their end
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
         self._closed = False
         self._lock = threading.Lock()              # guards _closed and the wake pipe
@@ -131,14 +132,7 @@ class Transport:
                 sock.setsockopt(zmq.IMMEDIATE, 1)   # never queue for a broker that is not there
                 if keys is not None:
                     keys.apply(sock)
-                try:
-                    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH
-                                                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                                                      | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                                                      | zmq.EVENT_HANDSHAKE_SUCCEEDED)
-                except zmq.ZMQError:
-                    monitor = None                 # then a refusal is told as a broker not reached
-                self._monitors.append(monitor)
+                self._monitors.append(self._open_monitor(sock))
                 self._refusals.append(None)
                 sock.connect(endpoint)
         except Exception:
@@ -164,10 +158,35 @@ class Transport:
         except BlockingIOError:
             pass                                   # the pipe is full: a wakeup is pending anyway
 
+    def _open_monitor(self, sock: zmq.Socket[Any]) -> zmq.Socket[Any] | None:
+        """sock's handshake events, or None (a refusal is then told as a broker not reached).
+        libzmq sends them from its I/O thread with a blocking send: a pair at its high-water
+        mark would stop that thread, and the socket would never reconnect, even once the broker
+        takes the key. So the pair's queue is unbounded, and it is read to its end at least once
+        a second while calls are made (send)."""
+        addr = f"inproc://ferrule-monitor-{id(sock):x}"
+        try:
+            sock.monitor(addr, zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                         | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        except zmq.ZMQError:
+            return None
+        monitor = self._ctx.socket(zmq.PAIR)
+        try:
+            monitor.rcvhwm = 0
+            monitor.connect(addr)
+        except zmq.ZMQError:
+            monitor.close(linger=0)
+            sock.disable_monitor()
+            return None
+        return monitor
+
     def send(self, call: Call, attempt: int, preferred: int, send_until: float,
              until: float) -> None:
         """Sends an attempt; the first one also registers the call, whose replies are then
         delivered until finish()."""
+        if now() - self._drained >= 1.0:
+            for i in range(len(self.endpoints)):
+                self.handshake_failure(i)
         self._post("send", _Send(call, attempt, preferred, now(), send_until, until))
 
     def finish(self, call: Call) -> None:
@@ -319,10 +338,11 @@ class Transport:
         broker refused this client's key), "configuration" (the two sides use different
         security, or the broker's public key is wrong), or None. Safe from any caller thread."""
         with self._monitor_lock:
+            self._drained = now()
             monitor = self._monitors[i] if i < len(self._monitors) else None
             if monitor is None or self._closed:
                 return self._refusals[i] if i < len(self._refusals) else None
-            for _ in range(64):
+            while True:                            # to its end: the newest event decides
                 try:
                     frames = monitor.recv_multipart(zmq.NOBLOCK)
                 except zmq.ZMQError:
