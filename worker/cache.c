@@ -146,7 +146,9 @@ cache_clear (cache_t *c)
         cache_entry_t **pp = &c->buckets [i];
         while (*pp) {
             cache_entry_t *e = *pp;
-            if (e->refresh) {
+            /* an entry backing off is kept too, stale (read again at its next use), so that its
+             * backoff outlives the reconnection that cleared the cache (refresh_cache_row) */
+            if (e->refresh || e->failures) {
                 e->stale = 1;
                 pp = &e->hnext;
                 continue;

@@ -30,7 +30,8 @@ struct cache_entry {
     char    *scopes;              /* space-separated */
     struct refresh *refresh;      /* the refresh in flight: requests join it (single flight) */
     uint8_t  status;              /* integ_status_t */
-    uint8_t  stale;               /* changed elsewhere while a refresh ran: drop when it ends */
+    uint8_t  stale;               /* changed elsewhere while a refresh ran, or cleared while backing
+                                   * off: dropped when the refresh ends, read again at the next use */
     uint8_t  refresh_token_missing;   /* connected without a refresh token: never refreshed */
     char     id [];
 };
@@ -44,7 +45,7 @@ cache_entry_t *cache_get (const cache_t *c, const char *id);
 cache_entry_t *cache_put (cache_t *c, const char *id);
 /* Forgets an entry (when a refresh is in flight it is only marked stale). */
 void cache_drop (cache_t *c, const char *id);
-/* Forgets every entry without a refresh in flight. */
+/* Forgets every entry without a refresh in flight or failed refreshes (those are marked stale). */
 void cache_clear (cache_t *c);
 size_t cache_count (const cache_t *c);
 /* Up to max ids (copies: the caller frees each) of entries without a refresh in flight whose

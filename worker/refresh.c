@@ -383,17 +383,32 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
     return FR_OK;
 }
 
-/* A row read from the database into the cache, replacing a stale entry. */
+/* A row read from the database into the cache, replacing a stale entry. A stale entry's
+ * backoff (cache_clear keeps it) goes on while the row is the one that failed: a reconnection
+ * must not let every integration that backs off call its provider at once. */
 static cache_entry_t *
 refresh_cache_row (worker_t *w, const char *id, const store_row_t *row, fr_status_t *st, char *err, size_t errlen)
 {
     cache_entry_t *e = cache_get (w->cache, id);
+    int64_t backoff_until_ms = 0;
+    uint8_t failures = 0, backoff_code = 0, backoff_local = 0;
     if (e && !e->refresh) {
+        if (e->failures && e->generation == row->generation) {
+            failures = e->failures;
+            backoff_until_ms = e->backoff_until_ms;
+            backoff_code = e->backoff_code;
+            backoff_local = e->backoff_local;
+        }
         cache_drop (w->cache, id);
         e = NULL;
     }
-    if (!e)
+    if (!e) {
         e = cache_put (w->cache, id);
+        e->failures = failures;
+        e->backoff_until_ms = backoff_until_ms;
+        e->backoff_code = backoff_code;
+        e->backoff_local = backoff_local;
+    }
     *st = refresh_adopt_row (w, e, row, err, errlen);
     if (*st != FR_OK) {
         if (!e->refresh)

@@ -154,6 +154,49 @@ test_transient_stays_active (void **state)
     json_decref (s);
 }
 
+/* A backoff outlives the worker's reconnection to the database. A new connection clears the
+ * cache (changes made meanwhile were not notified), and the backoff went with it: after each
+ * reconnection (a failover, a pooler recycling its connections) every integration in backoff got
+ * a provider call at its next request, the storm a backoff is there to prevent. */
+static void
+test_backoff_survives_a_reconnect (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "flaky2:box", "fakebox", rt), 0);
+    free (rt);
+    itest_fault (h, "fakebox", "status", 1, 503, -1, -1);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *t = token ("flaky2:box", &rc);
+    assert_int_equal (rc, 5);
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+
+    /* every connection of the worker ended; wait until it has made them again */
+    const char *mine = "application_name = 'ferrule-worker w1' AND datname = current_database ()";
+    char sql [512], before [256];
+    PGresult *r = PQexec (harness_db (h), "SELECT coalesce (string_agg (pid::text, ','), '0') FROM pg_stat_activity"
+                                          " WHERE application_name = 'ferrule-worker w1' AND datname = current_database ()");
+    snprintf (before, sizeof before, "%s", PQresultStatus (r) == PGRES_TUPLES_OK ? PQgetvalue (r, 0, 0) : "0");
+    PQclear (r);
+    long long had = harness_sql_int (h, "SELECT count (*) FROM pg_stat_activity WHERE application_name = "
+                                        "'ferrule-worker w1' AND datname = current_database ()");
+    snprintf (sql, sizeof sql, "SELECT count (pg_terminate_backend (pid)) FROM pg_stat_activity WHERE pid IN (%s)", before);
+    assert_true (harness_sql_int (h, sql) >= 1);
+    snprintf (sql, sizeof sql, "SELECT count (*) FROM pg_stat_activity WHERE %s AND pid NOT IN (%s)", mine, before);
+    for (int64_t until = clock_mono_ms () + 3000; harness_sql_int (h, sql) < had && clock_mono_ms () < until;)
+        usleep (20000);
+    assert_true (harness_sql_int (h, sql) >= had);
+    usleep (100000);                            /* the loop's turn that follows the reconnection */
+
+    t = token ("flaky2:box", &rc);
+    long long made = itest_stat (h, "fakebox", "refresh_calls") - calls;
+    if (rc != 5 || made != 1)
+        fail_msg ("after a reconnection, within the backoff: %s, %lld provider calls (1 wanted: the failure's)",
+                  rc == 0 ? "a token" : itest_code (t), made);
+    json_decref (t);
+}
+
 static void
 test_retry_after_is_honoured (void **state)
 {
@@ -464,6 +507,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_invalid_grant_needs_reconnect),
         cmocka_unit_test (test_transient_stays_active),
+        cmocka_unit_test (test_backoff_survives_a_reconnect),
         cmocka_unit_test (test_retry_after_is_honoured),
         cmocka_unit_test (test_garbage_answers),
         cmocka_unit_test (test_refresh_token_beside_an_unusable_access_token_is_kept),
