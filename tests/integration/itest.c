@@ -444,6 +444,36 @@ itest_http_get (const char *url, mem_buf_t *body)
     return status;
 }
 
+static size_t
+http_discard (char *data, size_t size, size_t nmemb, void *userdata)
+{
+    (void) data;
+    (void) userdata;
+    return size * nmemb;
+}
+
+char *
+itest_authorize (const char *url)
+{
+    char *redirect = NULL, *location = NULL;
+    long status = 0;
+    CURL *curl = curl_easy_init ();
+    assert_non_null (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, http_discard);
+    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    if (curl_easy_getinfo (curl, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK && redirect)
+        location = strdup (redirect);
+    curl_easy_cleanup (curl);
+    assert_int_equal (status, 302);
+    assert_non_null (location);
+    return location;
+}
+
 long
 itest_http_status (int port, const char *path)
 {

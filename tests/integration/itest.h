@@ -56,6 +56,9 @@ int itest_http_port (harness_t *h, const char *log_name);
 /* GET url, its body into body (cleared first, NUL-terminated; NULL: dropped); the HTTP status, 0
  * when nothing answered within 5 s. */
 long itest_http_get (const char *url, mem_buf_t *body);
+/* The browser's step of a connect: GETs an authorization URL without following the provider's
+ * redirect, which must be a 302; its Location (caller frees). */
+char *itest_authorize (const char *url);
 /* The HTTP status of GET path on 127.0.0.1:port. */
 long itest_http_status (int port, const char *path);
 /* Polls path until it answers want, for up to 30 s (a hang guard); the last status. */

@@ -20,34 +20,12 @@ static harness_t *h;
 
 /* --- helpers ------------------------------------------------------------------------------- */
 
-
 static size_t
 discard (char *data, size_t size, size_t nmemb, void *userdata)
 {
+    (void) data;
+    (void) userdata;
     return size * nmemb;
-}
-
-/* The browser's step: the Location the provider redirects to (caller frees). */
-static char *
-browse (const char *url)
-{
-    char *redirect = NULL, *location = NULL;
-    long status = 0;
-    CURL *curl = curl_easy_init ();
-    assert_non_null (curl);
-    curl_easy_setopt (curl, CURLOPT_URL, url);
-    curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard);
-    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
-    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
-    if (curl_easy_getinfo (curl, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK && redirect)
-        location = strdup (redirect);
-    curl_easy_cleanup (curl);
-    assert_int_equal (status, 302);
-    assert_non_null (location);
-    return location;
 }
 
 /* connect + browser + callback; returns ferrulectl's exit code of the callback. */
@@ -57,7 +35,7 @@ connect_flow (const char *id, const char *provider)
     int rc;
     json_t *c = harness_ctl (h, &rc, "connect", "--integration", id, "--provider", provider, "--redirect-uri", REDIRECT, NULL);
     assert_int_equal (rc, 0);
-    char *location = browse (json_string_value (json_object_get (c, "authorization_url")));
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
     json_t *r = harness_ctl (h, &rc, "callback", "--url", location, NULL);
     free (location);
     json_decref (c);
@@ -432,7 +410,7 @@ test_failed_reconnect_after_disconnect (void **state)
     json_t *c = harness_ctl (h, &rc, "connect", "--integration", "again:box", "--provider", "fakebox",
                              "--redirect-uri", REDIRECT, NULL);
     assert_int_equal (rc, 0);
-    char *location = browse (json_string_value (json_object_get (c, "authorization_url")));
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
     const char *state_at = strstr (location, "state=");
     assert_non_null (state_at);
     char forged [1024];
@@ -462,7 +440,7 @@ connect_exchange_reply (const char *id, const char *kind, int status, int *rc)
     json_t *c = harness_ctl (h, rc, "connect", "--integration", id, "--provider", "fakebox", "--redirect-uri",
                              REDIRECT, NULL);
     assert_int_equal (*rc, 0);
-    char *location = browse (json_string_value (json_object_get (c, "authorization_url")));
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
     itest_fault (h, "fakebox", kind, 1, status, -1, -1);
     json_t *r = harness_ctl (h, rc, "callback", "--url", location, NULL);
     free (location);

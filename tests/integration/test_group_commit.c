@@ -26,7 +26,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
-#include <curl/curl.h>
 #include <libpq-fe.h>
 #include <math.h>
 #include "client.h"
@@ -1274,38 +1273,6 @@ test_commit_after_a_failover_waits_for_the_check (void **state)
     dbproxy_destroy (&proxy);
 }
 
-static size_t
-discard (char *data, size_t size, size_t nmemb, void *userdata)
-{
-    (void) data;
-    (void) userdata;
-    return size * nmemb;
-}
-
-/* The browser's step of a connect: GET the authorization URL without following the provider's
- * redirect; returns the Location (caller frees). */
-static char *
-authorize (const char *url)
-{
-    char *redirect = NULL, *location = NULL;
-    long status = 0;
-    CURL *curl = curl_easy_init ();
-    assert_non_null (curl);
-    curl_easy_setopt (curl, CURLOPT_URL, url);
-    curl_easy_setopt (curl, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard);
-    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
-    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
-    assert_int_equal (status, 302);
-    if (curl_easy_getinfo (curl, CURLINFO_REDIRECT_URL, &redirect) == CURLE_OK && redirect)
-        location = strdup (redirect);
-    curl_easy_cleanup (curl);
-    assert_non_null (location);
-    return location;
-}
-
 /* 1 when fakebox's newest request is a code exchange. */
 static int
 exchange_arrived (void)
@@ -1350,7 +1317,7 @@ connect_whose_answer_is_lost (const char *name, const char *id, int disconnect, 
     json_t *c = harness_ctl_at (h, b0, &rc, "connect", "--integration", id, "--provider", "fakebox",
                                 "--redirect-uri", "http://127.0.0.1/callback", NULL);
     assert_int_equal (rc, 0);
-    char *location = authorize (json_string_value (json_object_get (c, "authorization_url")));
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
     json_decref (c);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     char out [1024];
