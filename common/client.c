@@ -633,11 +633,11 @@ attempt (call_t *call, int send, int64_t send_until, int64_t until)
     }
 }
 
-/* Reads every event broker i's monitor holds, keeping the verdict of the last in
- * c->handshake [i]: FR_FORBIDDEN (the broker refused this client's key), FR_CONFIGURATION (the
- * two sides use different security: a mechanism mismatch, or a broker that closed the
- * connection mid-handshake, as one does for a plaintext client or a wrong public key of its
- * own), or FR_OK (a handshake succeeded since). */
+/* Reads every event broker i's monitor holds into the verdict c->handshake [i]: FR_FORBIDDEN
+ * (the broker refused this client's key), FR_CONFIGURATION (the two sides use different
+ * security: a mechanism mismatch, or a broker that closed the connection mid-handshake, as one
+ * does for a plaintext client or a wrong public key of its own), or FR_OK. A success clears what
+ * failed before; a refused key outweighs a failure without detail. */
 static void
 monitor_drain (client_t *c, size_t i)
 {
@@ -657,7 +657,8 @@ monitor_drain (client_t *c, size_t i)
             if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
                 c->handshake [i] = FR_FORBIDDEN;
             else
-            if (event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+            if ((event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                && c->handshake [i] != FR_FORBIDDEN)
                 c->handshake [i] = FR_CONFIGURATION;
         }
         int more = zmq_msg_more (&m);

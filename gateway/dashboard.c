@@ -552,7 +552,7 @@ dashboard_connect (gw_req_t *req, gw_resp_t *resp)
     /* a name that is there but unusable is refused, never replaced by the provider's: that
        would start a connect of another integration, perhaps one that exists */
     int got_name = gw_form (req, "name", name, sizeof name);
-    if (got_name == 0 || (got_name == 1 && !*name))
+    if (got_provider > 0 && (got_name == 0 || (got_name == 1 && !*name)))
         snprintf (name, sizeof name, "%s", provider);
     snprintf (id, sizeof id, "%s%s", ws, name);
     if (got_provider < 0 || got_name < 0 || !ident_valid (id, strlen (id)) || !ident_valid (provider, strlen (provider))) {

@@ -95,7 +95,7 @@ const char *gw_query (const gw_req_t *req, const char *name);
 const char *gw_header (const gw_req_t *req, const char *name);
 const char *gw_cookie (const gw_req_t *req, const char *name);
 /* A field of an application/x-www-form-urlencoded body, decoded into out: 1 found, 0 absent, -1
- * there but unusable (longer than out, an encoded NUL, not UTF-8), out then undefined. */
+ * there but unusable (longer than out, an encoded NUL, not UTF-8; out is then ""). */
 int gw_form (const gw_req_t *req, const char *name, char *out, size_t outlen);
 void gw_resp_html (gw_resp_t *resp, unsigned status, html_t *h);
 void gw_resp_json (gw_resp_t *resp, unsigned status, json_t *j);     /* j borrowed */

@@ -76,9 +76,9 @@ setup (gw_t *gw, char *err, size_t errlen)
                   gw->cfg.public_url);
         return -1;
     }
-    /* the scheme and host as every comparison sees them: "HTTPS://Ferrule.Example" is https */
-    memcpy ((char *) gw->cfg.public_url, gw->origin, strlen (gw->origin));
-    gw->secure = strncmp (gw->cfg.public_url, "https://", 8) == 0;
+    /* from the origin, lower-cased: "HTTPS://..." is https. The URL itself is left as written: the
+     * redirect URI built from it must match the provider's registration character for character */
+    gw->secure = strncmp (gw->origin, "https://", 8) == 0;
     const char *su = gw->cfg.support_url;
     if (su && *su && strncmp (su, "mailto:", 7) != 0 && strncmp (su, "https://", 8) != 0) {
         snprintf (err, errlen, "FERRULE_GATEWAY_SUPPORT_URL must start with mailto: or https://");

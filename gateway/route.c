@@ -171,12 +171,17 @@ gw_form (const gw_req_t *req, const char *name, char *out, size_t outlen)
                     c = (char) (hexval (s [i + 1]) * 16 + hexval (s [i + 2]));
                     i += 2;
                 }
-                if (c == '\0' || o + 1 >= outlen)
-                    return -1;          /* a NUL, or too long */
+                if (c == '\0' || o + 1 >= outlen) {
+                    out [0] = '\0';     /* a NUL, or too long */
+                    return -1;
+                }
                 out [o++] = c;
             }
             out [o] = '\0';
-            return text_utf8_valid (out) ? 1 : -1;
+            if (text_utf8_valid (out))
+                return 1;
+            out [0] = '\0';
+            return -1;
         }
         if (!end)
             break;

@@ -1638,7 +1638,8 @@ test_dashboard_refuses_unusable_form_values (void **state)
 
 /* A public URL written in upper case (HTTPS://HOST) is https all the same: cookies Secure, HSTS
  * sent. And the dashboard's own connect comes back to the dashboard's page, the one that keeps the
- * session cookie. Both compared the URL as written: no Secure flag and no HSTS, and the return
+ * session cookie. The redirect URI goes to the provider as configured, character for character
+ * (providers compare it so). Both compared the URL as written: no Secure flag and no HSTS, and the return
  * after a connect was taken for another application's (a 303, which drops the SameSite=Strict
  * cookie after the provider's redirect: "Your dashboard session has ended"). */
 static void
@@ -1650,7 +1651,7 @@ test_public_url_in_upper_case (void **state)
     gw_upper_https = 0;
     assert_int_equal (started, 0);
     char https_callback [128];
-    snprintf (https_callback, sizeof https_callback, "https://127.0.0.1:%d/oauth/callback", gw_port);
+    snprintf (https_callback, sizeof https_callback, "HTTPS://127.0.0.1:%d/oauth/callback", gw_port);
     itest_fake_config (h, "fakebox", json_pack ("{s:[s,s]}", "redirect_uris", saved.callback, https_callback));
     char *link = dashboard_link ("ws17:", 600);
     http_t page = http ("GET", link, NULL, NULL);
@@ -1683,11 +1684,11 @@ test_public_url_in_upper_case (void **state)
     char *to_provider = header (&r, "Location");
     http_free (&r);
     assert_non_null (to_provider);
-    assert_non_null (strstr (to_provider, "redirect_uri=https%3A%2F%2F127.0.0.1"));
+    assert_non_null (strstr (to_provider, "redirect_uri=HTTPS%3A%2F%2F127.0.0.1"));
     char *back = authorize (to_provider);
     free (to_provider);
-    /* the provider sends the browser to https://...: this gateway is that, over plain HTTP here */
-    assert_true (strncmp (back, "https://", 8) == 0);
+    /* the provider sends the browser to HTTPS://...: this gateway is that, over plain HTTP here */
+    assert_true (strncmp (back, "HTTPS://", 8) == 0);
     snprintf (url, sizeof url, "%s%s", gw_url, strstr (back + 8, "/oauth/callback"));
     free (back);
     r = http ("GET", url, NULL, NULL);

@@ -342,7 +342,9 @@ class Transport:
             monitor = self._monitors[i] if i < len(self._monitors) else None
             if monitor is None or self._closed:
                 return self._refusals[i] if i < len(self._refusals) else None
-            while True:                            # to its end: the newest event decides
+            # to its end: a success clears what failed before, and a refused key outweighs a
+            # failure without detail (as in the C client)
+            while True:
                 try:
                     frames = monitor.recv_multipart(zmq.NOBLOCK)
                 except zmq.ZMQError:
