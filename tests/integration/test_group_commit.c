@@ -128,7 +128,10 @@ test_one_turn_shares_a_transaction (void **state)
     fprintf (stderr, "%d refreshes: %.0f claim transactions, %.0f commit transactions\n", N, claims, commits);
     assert_true (committed == N);
     assert_true (claims >= 1 && claims <= N / 2);      /* on average two or more claims per transaction */
-    assert_true (commits >= 1 && commits <= N / 2);
+    /* commits share less than claims: each goes with the loop turn its answer came in, and under
+     * ASan on a slow disk the answers spread over more turns (25 transactions for 40 once in CI,
+     * 1 in 4 ASan runs that day); how many share is (b)'s to measure, not this test's */
+    assert_true (commits >= 1 && commits <= 3 * N / 4);
     for (size_t i = 0; i < N; i++)
         free (ids [i]);
 }
