@@ -1179,20 +1179,26 @@ broker_reload (broker_t *b)
 /* At a stop, once nothing is pending: what clients sent before it and the loop has not read yet is
  * answered too ("shutting down"), rather than dropped with the socket. Read until the frontend
  * has been quiet for STOP_QUIET_MS (what a client sent just before the stop may still be on its
- * way from ZeroMQ's I/O thread), STOP_READ_MAX requests or STOP_LINGER_MS at most. */
+ * way from ZeroMQ's I/O thread), STOP_READ_MAX requests or STOP_LINGER_MS at most. The ZAP
+ * handler is served meanwhile: a client that connected just before the stop has its requests
+ * queued behind a CURVE handshake, which waits on it. */
 static void
 broker_answer_queued (broker_t *b)
 {
     int64_t until = clock_mono_ms () + STOP_LINGER_MS;
     int n = 0;
     for (;;) {
+        broker_drain_zap (b);
         while (n < STOP_READ_MAX && broker_handle_client (b))
             n++;
         int64_t left = until - clock_mono_ms ();
         if (n >= STOP_READ_MAX || left <= 0)
             break;
-        zmq_pollitem_t item = { b->frontend, 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (&item, 1, (long) (left < STOP_QUIET_MS ? left : STOP_QUIET_MS)) <= 0)
+        zmq_pollitem_t items [] = {
+            { b->frontend, 0, ZMQ_POLLIN, 0 },
+            { NULL, b->zap_fd, ZMQ_POLLIN, 0 },
+        };
+        if (zmq_poll (items, b->zap ? 2 : 1, (long) (left < STOP_QUIET_MS ? left : STOP_QUIET_MS)) <= 0)
             break;
     }
     if (n)
