@@ -31,6 +31,8 @@ struct authz_t {
     reqlog_t       *reqlog;
     json_t         *startup;     /* configuration given at start; reset comes back to it */
     long long       connections; /* TCP connections accepted since the start or the last reset */
+    long            together;    /* refresh answers held for answer_together */
+    unsigned long   together_gen; /* bumped when they are let go */
 };
 
 /* How a token or revoke request authenticated its client. */
@@ -89,6 +91,9 @@ clear_state (authz_t *authz)
     authz->reqlog = reqlog_new ();
     authz->connections = 0;
     authz->epoch++;
+    authz->together = 0;
+    authz->together_gen++;
+    pthread_cond_broadcast (&authz->wake);   /* held answers go */
 }
 
 void
@@ -194,6 +199,31 @@ nap (authz_t *authz, long ms)
     while (!authz->stopping)
         if (pthread_cond_timedwait (&authz->wake, &authz->lock, &deadline) == ETIMEDOUT)
             break;
+}
+
+/* With answer_together = n: holds this refresh answer until n of them wait, then lets them all go
+ * at once (or after 30 s, or at a reset or shutdown), so that a test sees answers arrive together
+ * however the requests were spread out. */
+static void
+hold_together (authz_t *authz, long n)
+{
+    if (n <= 0)
+        return;
+    unsigned long gen = authz->together_gen;
+    if (++authz->together >= n) {
+        authz->together = 0;
+        authz->together_gen++;
+        pthread_cond_broadcast (&authz->wake);
+        return;
+    }
+    struct timespec deadline = clock_after (CLOCK_MONOTONIC, 30000);
+    while (!authz->stopping && authz->together_gen == gen)
+        if (pthread_cond_timedwait (&authz->wake, &authz->lock, &deadline) == ETIMEDOUT) {
+            authz->together = 0;         /* the others go too */
+            authz->together_gen++;
+            pthread_cond_broadcast (&authz->wake);
+            break;
+        }
 }
 
 /* This answer's delay: latency_ms, or drawn uniformly within latency_jitter_ms of it (under the
@@ -725,8 +755,11 @@ authz_token (authz_t *authz, const authz_request_t *req)
             reply = without_access_token (reply);
         /* the refresh has taken effect (a new refresh token issued, the old one spent): its answer
          * waits, so that a test can act in the window while a client has not heard of it yet */
-        if (is_refresh)
+        if (is_refresh) {
+            long together = provider->config.answer_together;
             nap (authz, provider->config.answer_delay_ms);
+            hold_together (authz, together);
+        }
     }
 out:
     pthread_mutex_unlock (&authz->lock);

@@ -29,6 +29,7 @@ static const struct {
     { "latency_ms",          CF_LONG,         offsetof (provider_config_t, latency_ms),          0, 600000 },
     { "latency_jitter_ms",   CF_LONG,         offsetof (provider_config_t, latency_jitter_ms),   0, 600000 },
     { "answer_delay_ms",     CF_LONG,         offsetof (provider_config_t, answer_delay_ms),     0, 600000 },
+    { "answer_together",     CF_LONG,         offsetof (provider_config_t, answer_together),     0, 10000 },
     { "client_id",           CF_STRING,       offsetof (provider_config_t, client_id),           1, 256 },
     { "client_secret",       CF_STRING,       offsetof (provider_config_t, client_secret),       1, 256 },
     { "errors_with_200",     CF_BOOL,         offsetof (provider_config_t, errors_with_200),     0, 0 },
@@ -74,6 +75,7 @@ config_defaults (provider_config_t *cfg)
     cfg->latency_ms = 0;
     cfg->latency_jitter_ms = 0;
     cfg->answer_delay_ms = 0;
+    cfg->answer_together = 0;
     cfg->client_id = mem_strdup ("ferrule-test-client");
     cfg->client_secret = mem_strdup ("ferrule-test-secret");
     cfg->errors_with_200 = false;

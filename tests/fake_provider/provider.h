@@ -36,6 +36,7 @@ typedef struct {
     long    latency_ms;
     long    latency_jitter_ms;   /* each delay drawn uniformly from latency_ms +- this */
     long    answer_delay_ms;     /* refresh answers wait this long after the refresh took effect */
+    long    answer_together;     /* refresh answers wait until this many wait, then all go (0: off) */
     char   *client_id;
     char   *client_secret;
     bool    errors_with_200;

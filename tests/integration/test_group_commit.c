@@ -96,8 +96,11 @@ test_one_turn_shares_a_transaction (void **state)
     (void) state;
     enum { N = 40 };
     char *ids [N];
-    start ("group_commit", 300);          /* the answers come back together */
+    start ("group_commit", 300);
     import_many ("gc:", N, ids);
+    /* the answers come back together, however the claims spread the calls out (under ASan on a
+     * slow disk a latency alone left them spread over many loop turns) */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "answer_together", N));
     /* a histogram nothing was observed in yet is not printed: 0 then */
     double claims0 = fmax (0, itest_metric (h, "w1", "ferrule_worker_claim_batch_size_count"));
     double commits0 = fmax (0, itest_metric (h, "w1", "ferrule_worker_commit_batch_size_count"));
@@ -128,10 +131,7 @@ test_one_turn_shares_a_transaction (void **state)
     fprintf (stderr, "%d refreshes: %.0f claim transactions, %.0f commit transactions\n", N, claims, commits);
     assert_true (committed == N);
     assert_true (claims >= 1 && claims <= N / 2);      /* on average two or more claims per transaction */
-    /* commits share less than claims: each goes with the loop turn its answer came in, and under
-     * ASan on a slow disk the answers spread over more turns (25 transactions for 40 once in CI,
-     * 1 in 4 ASan runs that day); how many share is (b)'s to measure, not this test's */
-    assert_true (commits >= 1 && commits <= 3 * N / 4);
+    assert_true (commits >= 1 && commits <= N / 2);
     for (size_t i = 0; i < N; i++)
         free (ids [i]);
 }
