@@ -819,14 +819,16 @@ broker_handle_client (broker_t *b)
     /* authorization, with the authenticated name, before anything reaches a worker */
     /* a deployment-wide operation without an integration needs a rule that covers every one, and
      * so do the gateway's operations routed by the value they hand back (a key, a link, a retry
-     * or attempt's state), which may belong to any workspace; a callback alone is allowed by a
-     * rule naming it whatever its patterns: its state came from that client's own connect */
+     * or attempt's state), which may belong to any workspace, with or without an "integration"
+     * (the worker reads only the value: a named one routes the request and proves nothing); a
+     * callback alone is allowed by a rule naming it whatever its patterns: its state came from
+     * that client's own connect */
     int wide = ops_takes_no_integration (rq.op) || (!rq.integ && ops_is_deployment_wide (rq.op))
-            || (!rq.integ && route_key && rq.op != OP_CALLBACK);
+            || (route_key && rq.op != OP_CALLBACK);
     if (b->policy && !policy_allows (b->policy, rq.client_name, rq.op, wide ? "*" : rq.integ, wide ? 1 : rq.integ_len)) {
         metrics_inc (b->m_forbidden);
         snprintf (err, sizeof err, "client \"%s\" may not use \"%s\"%s", rq.client_name, ops_name (rq.op),
-                  rq.integ ? " on this integration" : "");
+                  rq.integ && !wide ? " on this integration" : "");
         broker_refusal (b, "refused by the policy", err);
         broker_reply_error (b, client, client_len, &rq, FR_FORBIDDEN, err);
         goto out;

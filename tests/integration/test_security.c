@@ -575,6 +575,14 @@ test_policy_deployment_wide (void **state)
         if (strcmp (client_error_code (r), "forbidden") == 0)
             fail_msg ("\"" HARNESS_CLIENT " * *\" was refused %s", gw [i].op);
         json_decref (r);
+        /* naming an integration the rule covers changes nothing: the worker reads only the value
+         * (it was checked against "acct42:x" and passed, and the worker verified the key of
+         * whatever workspace it was) */
+        r = call_as ("tenant", gw [i].op, json_pack ("{s:s, s:s}", gw [i].key, value, "integration", "acct42:x"));
+        if (strcmp (client_error_code (r), "forbidden") != 0)
+            fail_msg ("\"tenant * acct42:*\" sent %s naming acct42:x: %s, not forbidden", gw [i].op,
+                      client_error_code (r));
+        json_decref (r);
     }
     r = call_as ("tenant", "callback", json_pack ("{s:s, s:s}", "state", value, "code", "c"));
     assert_string_not_equal (client_error_code (r), "forbidden");
