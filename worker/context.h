@@ -81,6 +81,7 @@ typedef struct job {
     char     op [16];               /* for metrics */
     int      reloaded;              /* times parked for its integration's row, and gone on from it (loads.c) */
     int64_t  answer_ms;             /* a refresh's waiter: answered with what it waits for then (refresh.c) */
+    int      once;                  /* remembered in once.c: its answer is kept for the broker's copies */
 } job_t;
 
 typedef struct link link_t;
@@ -118,7 +119,7 @@ typedef struct worker {
                          *phase_claim, *phase_commit, *db_batch, *parked,
                          *revoked, *revocation_failed, *journal_sync_failures,
                          *failover_rewritten, *failover_forgotten, *failover_kept, *failover_kept_bytes,
-                         *failover_waiting;
+                         *failover_waiting, *once_dropped, *once_answered;
         metrics_series_t *values_on_old_keys;   /* keystats.c */
         uint64_t journal_sync_failures_seen;    /* journal_sync_failures at the last publish */
     } m;
@@ -152,5 +153,6 @@ typedef struct worker {
     int     keystats_counted;
     int     keystats_warned;        /* keystats.c: a failed count was logged as a warning */
     struct ratelimit *admin_rate;   /* ratelimit.c: refresh and connect per integration */
+    struct once *once;              /* once.c: the administering requests in flight or just answered */
 } worker_t;
 #endif

@@ -6,6 +6,7 @@
 #include "frames.h"
 #include "log.h"
 #include "mem.h"
+#include "once.h"
 #include "resolve.h"
 #include <errno.h>
 #include <stdio.h>
@@ -267,6 +268,9 @@ links_send (worker_t *w, const job_t *job, const char *body, size_t len, const c
 {
     if (job->link < 0 || (size_t) job->link >= w->nlinks || !w->links [job->link].socket)
         return;                 /* a background job, or the broker it came through is gone */
+    if (job->once)
+        once_answered (w->once, job->link, job->client, job->client_len, job->seq,
+                       &(once_reply_t) { body, len, outcome });
     const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body, outcome };
     size_t sizes [] = { 4, 3, job->client_len, 8, len, strlen (outcome) };
     w->links [job->link].drained = 0;

@@ -10,8 +10,10 @@
 #include "events.h"
 #include "gwops.h"
 #include "keystats.h"
+#include "links.h"
 #include "loads.h"
 #include "dbwait.h"
+#include "once.h"
 #include "ratelimit.h"
 #include "reply.h"
 #include "scopes.h"
@@ -481,6 +483,37 @@ requests_hit (worker_t *w, job_t *job, const void *body, size_t len)
     memcpy (job->op, "token", sizeof "token");
     job->min_valid = min_valid;
     token_hit (w, job, e, now);
+    return 1;
+}
+
+int
+requests_once (worker_t *w, job_t *job, const msgpack_object *root, const void *body, size_t len)
+{
+    const char *op;
+    size_t op_len;
+    if (job->link < 0 || codec_get_str (root, "op", &op, &op_len) != 1)
+        return 1;
+    op_t o = ops_lookup (op, op_len);
+    if (o == OP_UNKNOWN || ops_is_read (o))
+        return 1;               /* twice is harmless, and token requests are the hot path */
+    once_reply_t reply;
+    switch (once_begin (w->once, job->link, job->client, job->client_len, job->seq, body, len, job->deadline_ms,
+                        clock_mono_ms (), &reply)) {
+        case ONCE_NEW:
+            job->once = 1;
+            return 1;
+        case ONCE_RUNNING:
+            metrics_inc (w->m.once_dropped);
+            log_info (NULL, NULL, "a broker sent again a \"%s\" request this worker is working on; the first "
+                      "answers it", ops_name (o));
+            return 0;
+        case ONCE_ANSWERED:
+            metrics_inc (w->m.once_answered);
+            log_info (NULL, NULL, "a broker sent again a \"%s\" request this worker answered; sending the same "
+                      "answer", ops_name (o));
+            links_send (w, job, reply.body, reply.len, reply.outcome);
+            return 0;
+    }
     return 1;
 }
 

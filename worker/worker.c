@@ -10,6 +10,7 @@
 #include "loads.h"
 #include "dbwait.h"
 #include "disconnect.h"
+#include "once.h"
 #include "ratelimit.h"
 #include "recovery.h"
 #include "failover.h"
@@ -60,6 +61,7 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->http = http_new (cfg->http_connect_ms, cfg->http_timeout_ms, (size_t) cfg->max_provider_body,
                        (long) cfg->http_idle_connections);
     w->out = codec_builder_new ();
+    w->once = once_new ();
     /* 53 bits, exact in a JSON number; never 0, which means "none" to a broker. A weak session
      * only makes a restart harder to tell from a heartbeat: the pid still differs outside containers */
     if (crypto_random (&w->session, sizeof w->session) != 0)
@@ -111,6 +113,12 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                     "obtained while its integration was being disconnected), by outcome",
                                     "outcome=\"revoked\"");
     w->m.revocation_failed = metrics_counter (w->metrics, "worker_revocations_total", NULL, "outcome=\"failed\"");
+    w->m.once_dropped = metrics_counter (w->metrics, "worker_requests_sent_again_total",
+                                         "copies of administering requests a broker sent again (its connection "
+                                         "broke, or it counted this worker lost): dropped while the first was "
+                                         "worked on, or answered again with the first's answer", "outcome=\"dropped\"");
+    w->m.once_answered = metrics_counter (w->metrics, "worker_requests_sent_again_total", NULL,
+                                          "outcome=\"answered_again\"");
     w->m.revalidated_stale = metrics_counter (w->metrics, "worker_cache_revalidated_stale_total",
                                               "cached integrations found changed by the periodic re-validation "
                                               "(a change whose notification never arrived)", NULL);
@@ -192,6 +200,7 @@ worker_destroy (worker_t **w_p)
         catalog_destroy (&w->catalog);
         crypto_keyring_destroy (&w->keyring);
         ratelimit_destroy (&w->admin_rate);
+        once_destroy (&w->once);
         codec_builder_destroy (&w->out);
         health_destroy (&w->health);
         metrics_destroy (&w->metrics);
@@ -217,10 +226,10 @@ worker_serve_link (worker_t *w, int li)
             codec_msg_t *msg = NULL;
             char err [256];
             fr_status_t st = codec_decode (body, len, &msg, err, sizeof err);
-            if (st == FR_OK)
-                requests_handle (w, &job, codec_msg_root (msg));
-            else
+            if (st != FR_OK)
                 reply_error (w, &job, st, err, NULL, -1);   /* a request whose body does not decode */
+            else if (requests_once (w, &job, codec_msg_root (msg), body, len))
+                requests_handle (w, &job, codec_msg_root (msg));
             codec_msg_destroy (&msg);
         }
     }

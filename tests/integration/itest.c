@@ -452,6 +452,19 @@ http_discard (char *data, size_t size, size_t nmemb, void *userdata)
     return size * nmemb;
 }
 
+int
+itest_exchange_arrived (harness_t *h, const char *provider)
+{
+    char path [256];
+    snprintf (path, sizeof path, "/admin/requests?provider=%s&limit=1", provider);
+    json_t *reqs = harness_fake (h, "GET", path, NULL);
+    const char *grant = json_string_value (json_object_get (json_array_get (json_object_get (reqs, "requests"), 0),
+                                                            "grant_type"));
+    int arrived = grant && strcmp (grant, "authorization_code") == 0;
+    json_decref (reqs);
+    return arrived;
+}
+
 char *
 itest_authorize (const char *url)
 {

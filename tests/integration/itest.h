@@ -45,6 +45,8 @@ long long itest_wait_stat (harness_t *h, const char *provider, const char *count
 /* Queues a fault at the fake provider: kind, count, and optional status / retry_after / delay_ms (-1: unset). */
 void itest_fault (harness_t *h, const char *provider, const char *kind, int count, int status, int retry_after,
                   int delay_ms);
+/* 1 when the last request provider's fake had is a code exchange (it is at the provider). */
+int itest_exchange_arrived (harness_t *h, const char *provider);
 /* The error code of a ferrulectl JSON reply, or "" when ok. */
 const char *itest_code (const json_t *reply);
 /* Fails the test unless reply is a timeout whose message contains needle; what names the request

@@ -1280,12 +1280,7 @@ test_commit_after_a_failover_waits_for_the_check (void **state)
 static int
 exchange_arrived (void)
 {
-    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1", NULL);
-    const char *grant = json_string_value (json_object_get (json_array_get (json_object_get (reqs, "requests"), 0),
-                                                            "grant_type"));
-    int arrived = grant && strcmp (grant, "authorization_code") == 0;
-    json_decref (reqs);
-    return arrived;
+    return itest_exchange_arrived (h, "fakebox");
 }
 
 /* A connect of id by w1, behind a relay, whose callback's upsert commits while the relay holds

@@ -20,6 +20,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <cmocka.h>
 #include <zmq.h>
 #include "client.h"
@@ -520,7 +521,7 @@ import_fresh (const char *id)
 
 typedef struct {
     int listen_fd, port, broker_port;
-    int wake [2];                       /* a byte: 'b' cuts the workers' side, 'q' quits */
+    int wake [2];                       /* a byte: 'b' cuts the workers' side, 'c' both, 'q' quits */
     int worker_fd [RELAY_MAX], broker_fd [RELAY_MAX], npairs;
     int orphan_fd [RELAY_MAX], norphans; /* broker sides of cut pairs: held open, never read */
     pthread_t thread;
@@ -571,6 +572,11 @@ relay_run (void *arg)
             char c = 'q';
             if (read (r->wake [0], &c, 1) != 1 || c == 'q')
                 break;
+            if (c == 'c') {                 /* both sides see the connection end: a reset */
+                while (r->npairs)
+                    relay_drop (r, 0);
+                continue;
+            }
             /* the worker sees its connection end; the broker sees nothing, as after a reset lost
              * on the way or a NAT that forgot the connection */
             for (int i = 0; i < r->npairs && r->norphans < RELAY_MAX; i++) {
@@ -830,6 +836,77 @@ test_cut_off_worker_stops_sweeping (void **state)
     assert_int_equal (g_back, 2);
 }
 
+/* A worker whose connection broke while it exchanged a callback's code: the broker sends the
+ * callback again when the worker is back on a new connection (it counted the worker lost, or
+ * saw its HELLO come on another connection, and cannot know whether the old one delivered it). The copy found its state spent and answered "state_invalid" at once, which
+ * the client got, while the original went on to store the tokens: a connect that worked was
+ * reported failed. The worker now drops a copy of a request it is working on; the original
+ * answers. */
+static void
+test_callback_sent_again_after_a_reconnection_is_run_once (void **state)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "200");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_int_equal (harness_start_broker (h), 0);
+    relay_t *relay = relay_start (harness_broker_backend (h, 0));
+    char wrapper [4096];
+    snprintf (wrapper, sizeof wrapper, "%s/through-relay.sh", harness_workdir (h));
+    char script [256];
+    snprintf (script, sizeof script, "#!/bin/sh\nFERRULE_BROKER_BACKENDS=tcp://127.0.0.1:%d exec \"$@\"\n", relay->port);
+    itest_write_file (wrapper, script);
+    assert_int_equal (chmod (wrapper, 0755), 0);
+    harness_set_worker_wrapper (h, wrapper);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+
+    int rc = -1;
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "again1:box", "--provider", "fakebox",
+                             "--redirect-uri", "http://127.0.0.1/callback", NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    json_decref (c);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
+    char out [4096];
+    snprintf (out, sizeof out, "%s/callback-answer", harness_workdir (h));
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        int crc = -1;
+        json_t *r = harness_ctl (h, &crc, "callback", "--url", location, "--timeout", "20", NULL);
+        FILE *f = fopen (out, "w");
+        if (f) {
+            fprintf (f, "%s", !r ? "no-reply" : json_is_true (json_object_get (r, "ok")) ? "ok" : itest_code (r));
+            fclose (f);
+        }
+        json_decref (r);
+        _exit (0);
+    }
+    for (int waited = 0; !itest_exchange_arrived (h, "fakebox") && waited < 10000; waited += 20)
+        sleep_ms (20);
+    assert_true (itest_exchange_arrived (h, "fakebox"));
+    relay_tell (relay, 'c');                    /* the code is at the provider for 3 s */
+    int status = 0;
+    waitpid (child, &status, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    char answer [64] = "";
+    FILE *f = fopen (out, "r");
+    if (f) {
+        if (!fgets (answer, sizeof answer, f))
+            answer [0] = '\0';
+        fclose (f);
+    }
+    double dropped = itest_metric (h, "w1", "ferrule_worker_requests_sent_again_total{outcome=\"dropped\"}");
+    fprintf (stderr, "callback answered \"%s\"; copies dropped by the worker: %g\n", answer, dropped);
+    rc = -1;
+    json_t *s = harness_ctl (h, &rc, "status", "--integration", "again1:box", NULL);
+    json_decref (s);
+    relay_stop (&relay);
+    free (location);
+    assert_string_equal (answer, "ok");
+    assert_true (dropped >= 1);             /* a copy came, and was not run */
+    assert_int_equal (rc, 0);               /* and the integration is there */
+}
+
 int
 main (void)
 {
@@ -843,6 +920,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_behind_a_cut_connection_comes_back, setup, teardown),
         cmocka_unit_test_setup_teardown (test_paused_broker_hears_its_workers_when_it_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_callback_sent_again_after_a_reconnection_is_run_once, setup, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
