@@ -140,14 +140,44 @@ failover_full (const failover_t *f, size_t size)
     return f->end - f->start >= FAILOVER_MAX || f->bytes + size > f->max_bytes;
 }
 
+/* The bytes what c points to takes. */
+static size_t
+commit_block_len (const store_commit_t *c)
+{
+    return strlen (c->id) + 1 + c->access_ct_len + c->refresh_ct_len
+         + (c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0)
+         + (c->scopes ? strlen (c->scopes) + 1 : 0) + (c->unusable ? strlen (c->unusable) + 1 : 0);
+}
+
+/* *out = *c, what it points to copied into block (commit_block_len bytes). */
+static void
+commit_copy (store_commit_t *out, const store_commit_t *c, unsigned char *block)
+{
+    unsigned char *at = block;
+    *out = *c;
+    out->id = copy_into (&at, c->id, strlen (c->id) + 1);
+    out->access_ct = copy_into (&at, c->access_ct, c->access_ct_len);
+    out->refresh_ct = copy_into (&at, c->refresh_ct, c->refresh_ct_len);
+    out->refresh_fingerprint = copy_into (&at, c->refresh_fingerprint,
+                                          c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0);
+    out->scopes = copy_into (&at, c->scopes, c->scopes ? strlen (c->scopes) + 1 : 0);
+    out->unusable = copy_into (&at, c->unusable, c->unusable ? strlen (c->unusable) + 1 : 0);
+}
+
+store_commit_t *
+failover_commit_copy (const store_commit_t *c)
+{
+    store_commit_t *copy = mem_alloc (sizeof *copy + commit_block_len (c));
+    commit_copy (copy, c, (unsigned char *) (copy + 1));
+    return copy;
+}
+
 uint64_t
 failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_t age_ms)
 {
     if (!f || f->keep_ms <= 0 || age_ms >= f->keep_ms)
         return 0;
-    size_t id_len = strlen (c->id) + 1, fp_len = c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0,
-           scopes_len = c->scopes ? strlen (c->scopes) + 1 : 0, unusable_len = c->unusable ? strlen (c->unusable) + 1 : 0;
-    size_t block_len = id_len + c->access_ct_len + c->refresh_ct_len + fp_len + scopes_len + unusable_len;
+    size_t block_len = commit_block_len (c);
     size_t size = block_len + sizeof (kept_t);
     if (size > f->max_bytes) {
         f->forgotten++;                  /* larger than the whole bound: room is never made for it */
@@ -177,17 +207,10 @@ failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_
     }
     kept_t *k = &f->v [f->end++];
     memset (k, 0, sizeof *k);
-    k->c = *c;
     k->size = size;
     f->bytes += size;
     k->block = mem_alloc (block_len);
-    unsigned char *at = k->block;
-    k->c.id = copy_into (&at, c->id, id_len);
-    k->c.access_ct = copy_into (&at, c->access_ct, c->access_ct_len);
-    k->c.refresh_ct = copy_into (&at, c->refresh_ct, c->refresh_ct_len);
-    k->c.refresh_fingerprint = copy_into (&at, c->refresh_fingerprint, fp_len);
-    k->c.scopes = copy_into (&at, c->scopes, scopes_len);
-    k->c.unusable = copy_into (&at, c->unusable, unusable_len);
+    commit_copy (&k->c, c, k->block);
     snprintf (k->spent, sizeof k->spent, "%s", spent ? spent : "");
     k->kept_ms = k->disk_ms = clock_mono_ms () - (age_ms > 0 ? age_ms : 0);
     return forgotten;

@@ -35,6 +35,9 @@ void failover_destroy (failover_t **f_p);
  * commits it forgot (the oldest, past the bounds) or did not keep (this one, while a check covers
  * the rest). */
 uint64_t failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_t age_ms);
+/* A copy of c and what it points to, in one allocation (mem_free_wiped frees it): for a commit
+ * whose fate a read decides after its refresh has gone (refresh.c's conflict read). */
+store_commit_t *failover_commit_copy (const store_commit_t *c);
 /* A rotated commit is in the database: kept (what that forgot counted), and its journal record
  * seq (0: none) settled as retained, in that order, since the journal asks what is kept before
  * it lets a record go. For a refresh's commit and a replayed record's alike. */

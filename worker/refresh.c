@@ -905,12 +905,19 @@ typedef struct {
     unsigned char *refresh_ct;
     size_t refresh_ct_len;
     char rid [sizeof ((job_t *) 0)->rid];
+    /* a rotated commit's copy, kept against a failover if the row turns out to hold its token (an
+     * earlier attempt landed, its answer lost), which a read tried again finds after the refresh
+     * is gone */
+    store_commit_t *commit;
+    char spent [CRYPTO_FINGERPRINT_LEN + 1];
 } conflict_wait_t;
 
 static void
 conflict_free (conflict_wait_t *cw)
 {
     mem_free (cw->refresh_ct);
+    if (cw->commit)
+        mem_free_wiped (cw->commit);
     mem_free (cw);
 }
 
@@ -958,11 +965,11 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
         log_warning (cw->id, NULL, "could not record the lost compare-and-set%s: %s",
                      again ? " (tried again shortly)" : "", err);
     else
-    if (cw->r && cw->rotated && row->refresh_fingerprint && strcmp (row->refresh_fingerprint, cw->fingerprint) == 0) {
+    if (cw->commit && cw->rotated && row->refresh_fingerprint && strcmp (row->refresh_fingerprint, cw->fingerprint) == 0) {
         log_info (cw->id, NULL, "the row holds this refresh's own token: its commit had landed before the connection "
                   "was lost (no conflict recorded)");
         /* a commit like any other (refresh_committed): a failover can still lose it */
-        failover_commit_settled (cw->w, &cw->r->commit, cw->r->spent, cw->journal_seq);
+        failover_commit_settled (cw->w, cw->commit, cw->spent, cw->journal_seq);
         cw->journal_seq = 0;
     }
     if (cw->r)
@@ -1054,6 +1061,12 @@ refresh_conflicted (worker_t *w, refresh_t *r)
     }
     if (rid_of (r))
         snprintf (cw->rid, sizeof cw->rid, "%s", rid_of (r));
+    if (cw->rotated) {
+        /* any earlier attempt may have landed (a group's connection lost, or one alone's), and a
+         * conflict is rare: the copy costs nothing that matters */
+        cw->commit = failover_commit_copy (&r->commit);
+        snprintf (cw->spent, sizeof cw->spent, "%s", r->spent);
+    }
     r->queued = &cw->r;
     refresh_set_state (r, REFRESH_CONFLICTED);
     dbwait_add (w, conflict_start, cw, clock_mono_ms () + RECORD_WAIT_MS);

@@ -34,6 +34,7 @@ struct dbproxy {
     int stop;                          /* under lock */
     unsigned cut_asked, cut_done;      /* under lock: cuts asked for, and carried out */
     int cut_count;                     /* under lock: what the last cut closed */
+    char cut_on [128];                 /* under lock: client bytes holding this cut everything, once */
     pair_t pairs [DBPROXY_PAIRS];      /* the thread's */
 };
 
@@ -47,14 +48,17 @@ pair_close (pair_t *pr)
     pr->client = pr->server = -1;
 }
 
-/* Copies what from has to to; -1 when either side has ended. */
+/* Copies what from has to to; -1 when either side has ended, 1 (nothing copied) when the bytes
+ * hold needle (not NULL): the caller cuts every connection. */
 static int
-relay (int from, int to)
+relay (int from, int to, const char *needle)
 {
     char buf [16384];
     ssize_t n = recv (from, buf, sizeof buf, 0);
     if (n <= 0)
         return n < 0 && (errno == EINTR || errno == EAGAIN) ? 0 : -1;
+    if (needle && memmem (buf, (size_t) n, needle, strlen (needle)))
+        return 1;
     for (ssize_t off = 0; off < n; ) {
         ssize_t w = send (to, buf + off, (size_t) (n - off), MSG_NOSIGNAL);
         if (w < 0 && errno == EINTR)
@@ -127,13 +131,29 @@ dbproxy_thread (void *arg)
             while (read (p->wake [0], b, sizeof b) > 0)
                 ;                       /* drained; the commands are read under the lock above */
         }
-        for (int i = 0; i < DBPROXY_PAIRS; i++) {
+        pthread_mutex_lock (&p->lock);
+        char needle [sizeof p->cut_on];
+        memcpy (needle, p->cut_on, sizeof needle);
+        pthread_mutex_unlock (&p->lock);
+        int cut = 0;
+        for (int i = 0; i < DBPROXY_PAIRS && !cut; i++) {
             pair_t *pr = &p->pairs [i];
             if (pr->client < 0)
                 continue;
-            if ((fds [2 + 2 * i].revents && relay (pr->client, pr->server) != 0)
-            ||  (fds [3 + 2 * i].revents && relay (pr->server, pr->client) != 0))
+            int rc = fds [2 + 2 * i].revents ? relay (pr->client, pr->server, needle [0] ? needle : NULL) : 0;
+            if (rc == 1)
+                cut = 1;
+            else
+            if (rc != 0 || (fds [3 + 2 * i].revents && relay (pr->server, pr->client, NULL) != 0))
                 pair_close (pr);
+        }
+        if (cut) {
+            for (int i = 0; i < DBPROXY_PAIRS; i++)
+                pair_close (&p->pairs [i]);
+            pthread_mutex_lock (&p->lock);
+            p->cut_on [0] = '\0';
+            pthread_mutex_unlock (&p->lock);
+            continue;
         }
         if (fds [0].revents)
             accept_one (p);
@@ -274,6 +294,14 @@ dbproxy_hold_answers (dbproxy_t *p, int hold)
     p->hold = hold;
     pthread_mutex_unlock (&p->lock);
     dbproxy_poke (p);
+}
+
+void
+dbproxy_cut_on (dbproxy_t *p, const char *needle)
+{
+    pthread_mutex_lock (&p->lock);
+    snprintf (p->cut_on, sizeof p->cut_on, "%s", needle);
+    pthread_mutex_unlock (&p->lock);
 }
 
 int

@@ -19,4 +19,7 @@ void dbproxy_hold_answers (dbproxy_t *p, int hold);
 /* Closes every connection it relays, both sides, before it returns; new ones are relayed as
  * usual. How many it closed. */
 int dbproxy_cut (dbproxy_t *p);
+/* From now on, the first bytes a client sends that hold needle (within one read: a statement's
+ * text) are not relayed: every connection is cut instead, once. */
+void dbproxy_cut_on (dbproxy_t *p, const char *needle);
 #endif

@@ -1154,21 +1154,16 @@ lose_commits_since (const char *saved)
     assert_int_equal (harness_sql (h, sql), 0);
 }
 
-/* The connection is lost after the database has committed a rotated refresh, before its answer
- * reached the worker (a relay holds the server's answers, then cuts every connection). The worker
- * sends the commit again, which loses its compare-and-set to itself. That was recorded as a
- * conflict ("another refresh, import or status change committed first; this result was not
- * stored") beside the refresh's own "refreshed" row, and logged as lost to a concurrent change,
- * while the result was stored. Now the refresh is answered with its own tokens and the chain
- * holds no conflict. And the commit is kept against a failover like any rotated commit: a server
- * promoted without it (the row put back as it was, the worker's connections cut) gets it written
- * again. It was not kept (its journal record settled as for a conflict): the row stayed with the
- * token the provider had replaced, and the next refresh spent it. */
+/* The connection is lost after the database has committed a rotated refresh of id, before its
+ * answer reached the worker (a relay holds the server's answers, then cuts every connection). The
+ * worker sends the commit again, which loses its compare-and-set to itself, and reads the row;
+ * with read_cut, that first read is lost too (the relay cuts every connection when it goes out).
+ * Then a failover to a server without the commit (the row put back, the connections cut): the
+ * commit must be written again, and the chain go on from it. */
 static void
-test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
+commit_answer_lost (const char *name, const char *id, int read_cut)
 {
-    (void) state;
-    dbproxy_t *proxy = start_behind_relay ("group_commit_answer_lost", "lostans:box", "saved");
+    dbproxy_t *proxy = start_behind_relay (name, id, "saved");
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     long long calls = itest_stat (h, "fakebox", "refresh_calls");
 
@@ -1176,7 +1171,7 @@ test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
     assert_true (child >= 0);
     if (child == 0) {
         int rc = -1;
-        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "lostans:box", NULL);
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", id, NULL);
         json_decref (r);
         _exit (rc < 0 ? 99 : rc);
     }
@@ -1187,25 +1182,36 @@ test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
     assert_true (itest_stat (h, "fakebox", "refresh_calls") > calls);
     dbproxy_hold_answers (proxy, 1);
     /* the commit lands; its answer does not reach the worker */
-    long long landed = itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'lostans:box' "
-                                          "AND outcome = 'refreshed'", 1, 20000);
-    assert_int_equal (landed, 1);
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'refreshed'", id);
+    assert_int_equal (itest_wait_sql (h, sql, 1, 20000), 1);
+    if (read_cut)
+        dbproxy_cut_on (proxy, "'conflict', $3");      /* CONFLICT_SQL's text, worker/store_chain.c */
     assert_true (dbproxy_cut (proxy) > 0);
     dbproxy_hold_answers (proxy, 0);
 
     int status;
     assert_int_equal (waitpid (child, &status, 0), child);
     assert_true (WIFEXITED (status));
-    assert_int_equal (WEXITSTATUS (status), 0);          /* answered with its own tokens */
+    if (!read_cut)
+        assert_int_equal (WEXITSTATUS (status), 0);      /* answered with its own tokens */
     assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'refreshed'",
-                                 "lostans:box"), 1);
+                                 id), 1);
     long long conflicts = count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'conflict'",
-                                     "lostans:box");
+                                     id);
     if (conflicts != 0)
         fail_msg ("%lld conflict rows for a refresh whose own commit was stored", conflicts);
+    if (read_cut) {
+        /* the first read failed, was answered to the waiters, and is tried again: it finds the
+         * refresh's own token, and keeps the commit (the branch did not run once the waiters had
+         * been answered) */
+        itest_wait_log (h, "could not record the lost compare-and-set", 15000);
+        itest_wait_log (h, "the row holds this refresh's own token", 15000);
+    }
     /* the failover: the promoted server never had the commit */
-    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE committed AS SELECT id, generation, refresh_fingerprint"
-                                      " FROM integrations WHERE id = 'lostans:box'"), 0);
+    snprintf (sql, sizeof sql, "CREATE TEMP TABLE committed AS SELECT id, generation, refresh_fingerprint"
+                               " FROM integrations WHERE id = '%s'", id);
+    assert_int_equal (harness_sql (h, sql), 0);
     lose_commits_since ("saved");
     assert_true (dbproxy_cut (proxy) > 0);
     long long again = itest_wait_sql (h, "SELECT count(*) FROM integrations i JOIN committed c USING (id)"
@@ -1216,7 +1222,7 @@ test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
     /* the chain goes on from the stored token */
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     int rc = -1;
-    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "lostans:box", NULL);
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", id, NULL);
     if (rc != 0)
         fail_msg ("refresh after the lost answer: %s", itest_code (r));
     json_decref (r);
@@ -1224,6 +1230,30 @@ test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
     assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
     assert_int_equal (itest_teardown (&h), 0);
     dbproxy_destroy (&proxy);
+}
+
+/* That was recorded as a conflict ("another refresh, import or status change committed first;
+ * this result was not stored") beside the refresh's own "refreshed" row, and logged as lost to a
+ * concurrent change, while the result was stored. Now the refresh is answered with its own tokens
+ * and the chain holds no conflict. And the commit is kept against a failover like any rotated
+ * commit. It was not kept (its journal record settled as for a conflict): the row stayed with
+ * the token the provider had replaced, and the next refresh spent it. */
+static void
+test_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
+{
+    (void) state;
+    commit_answer_lost ("group_commit_answer_lost", "lostans:box", 0);
+}
+
+/* The same, the first read of the row lost as well: the waiters were answered with that failure,
+ * and the read tried again found the refresh's own token; the commit was then settled without
+ * being kept (what it needed was the refresh's, gone once answered), and the failover lost it
+ * for good. */
+static void
+test_commit_whose_answer_and_first_read_were_lost_is_kept (void **state)
+{
+    (void) state;
+    commit_answer_lost ("group_commit_read_lost", "lostread:box", 1);
 }
 
 /* A worker's rotated commit C1 is kept against a failover; its next refresh R2 of the same
@@ -1459,6 +1489,7 @@ main (void)
         cmocka_unit_test_teardown (test_read_lost_with_the_main_connection_is_sent_again, teardown),
         cmocka_unit_test_teardown (test_read_of_a_row_changed_meanwhile_is_answered, teardown),
         cmocka_unit_test_teardown (test_commit_whose_answer_was_lost_is_not_a_conflict, teardown),
+        cmocka_unit_test_teardown (test_commit_whose_answer_and_first_read_were_lost_is_kept, teardown),
         cmocka_unit_test_teardown (test_commit_after_a_failover_waits_for_the_check, teardown),
         cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_is_stored_once, teardown),
         cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_does_not_undo_a_disconnect, teardown),
