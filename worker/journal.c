@@ -11,7 +11,10 @@
  * prefix of a new record joined to the tail of an old one could otherwise parse, and replay would
  * commit old or foreign ciphertext), and the live region ends at the first line of another epoch,
  * so that no stale record or "done" marker is read as live. Opening the journal zeroes what lies
- * beyond the live region, so that stale bytes of a version without checksums never meet a tear. */
+ * beyond the live region, so that stale bytes of a version without checksums never meet a tear.
+ * When a new epoch's first record is torn at offset 0, the region takes the epoch of the first
+ * readable line after it, the emptied epoch's: its markers are read, and settle only the records
+ * before them (journal_collect), never one written after the tear. */
 #define _GNU_SOURCE                      /* renameat2, RENAME_EXCHANGE */
 #include "journal.h"
 #include <assert.h>
@@ -441,8 +444,9 @@ journal_scrub (journal_t *j, off_t off)
 
 typedef struct {
     json_t *records;
-    json_t *done;                /* "epoch/seq" of every settled record: true, or when it settled
-                                  * (ms, wall clock) for a retained one */
+    json_t *done;                /* "epoch/seq" of every settled record (a marker after its last
+                                  * record of that number): true, or when it settled (ms, wall
+                                  * clock) for a retained one */
 } replay_scan_t;
 
 static void journal_collect (void *arg, json_t *o, off_t off, size_t len);
@@ -1364,8 +1368,15 @@ journal_collect (void *arg, json_t *o, off_t off, size_t len)
         json_object_set_new (rs->done, key, json_is_integer (t) ? json_integer (json_integer_value (t)) : json_true ());
     }
     else
-    if (seq > 0)
+    if (seq > 0) {
+        /* a marker settles the records before it only: the region's first readable line may be a
+         * marker an earlier epoch left behind a torn record, which a new record of its number
+         * follows; that one stays outstanding until a marker of its own comes after it */
+        char key [64];
+        journal_key (o, key, sizeof key);
+        json_object_del (rs->done, key);
         json_array_append (rs->records, o);
+    }
 }
 
 /* The key of a record in replay_scan_t.done. */

@@ -589,15 +589,75 @@ static void
 test_records_after_an_older_versions_marker_are_replayed (void **state)
 {
     char err [256];
-    write_file ("{\"done\":5}\n", 11);
+    /* a marker of 1 too: the number the next record would have been given, and settled by */
+    static const char *const markers [] = { "{\"done\":5}\n", "{\"done\":1}\n" };
+    for (size_t i = 0; i < sizeof markers / sizeof markers [0]; i++) {
+        write_file (markers [i], strlen (markers [i]));
+        journal_t *j = journal_open (path, err, sizeof err);
+        assert_non_null (j);
+        store_commit_t c = record ("after-a-marker", 1);
+        assert_true (journal_append (j, &c, NULL) > 0);
+        assert_int_equal (journal_sync (j), 0);
+        seen_t s = reopen_and_replay (&j);
+        assert_int_equal (s.n, 1);
+        assert_string_equal (s.ids [0], "after-a-marker");
+        journal_close (&j);
+    }
+}
+
+/* The first record of an epoch, torn at offset 0 by a power cut, runs into the tail of the line
+ * the emptied epoch left there: unreadable. The region took the epoch of the next readable line,
+ * that epoch's {"done":1}; the next record was numbered 1 again, in that epoch, and the marker
+ * before it settled it: synced, neither counted nor replayed at the next start. */
+static void
+test_a_marker_left_behind_a_torn_first_record_never_settles_a_new_one (void **state)
+{
+    static const char torn [] = "{\"seq\":1,\"e\":42,\"id\":\"to";
+    char err [256], buf [4096];
+    size_t len;
     journal_t *j = journal_open (path, err, sizeof err);
     assert_non_null (j);
-    store_commit_t c = record ("after-a-marker", 1);
-    assert_true (journal_append (j, &c, NULL) > 0);
+    store_commit_t a = record ("old", 1);
+    int64_t s1 = journal_append (j, &a, NULL);
+    assert_int_equal (journal_sync (j), 0);
+    journal_done (j, s1);                /* emptied: a NUL at 0, the epoch's lines behind it */
+    journal_close (&j);
+    read_file (buf, sizeof buf, &len);
+    assert_int_equal (buf [0], '\0');
+    memcpy (buf, torn, sizeof torn - 1);
+    write_file (buf, len);
+    j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t b = record ("new", 2);
+    assert_true (journal_append (j, &b, NULL) > 0);
     assert_int_equal (journal_sync (j), 0);
     seen_t s = reopen_and_replay (&j);
+    assert_int_equal (journal_outstanding (j), 1);
     assert_int_equal (s.n, 1);
-    assert_string_equal (s.ids [0], "after-a-marker");
+    assert_string_equal (s.ids [0], "new");
+    journal_close (&j);
+}
+
+/* A marker settles the records before it, not one after it with the same number (a number used
+ * again): that one is outstanding until a marker of its own follows it. */
+static void
+test_a_marker_settles_only_the_records_before_it (void **state)
+{
+    static const char text [] = "{\"done\":1}\n"
+                                "{\"seq\":1,\"id\":\"after\",\"access\":\"QQ==\",\"refresh\":\"Qg==\"}\n";
+    write_file (text, sizeof text - 1);
+    journal_t *j = NULL;
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 1);
+    assert_string_equal (s.ids [0], "after");
+    assert_int_equal (journal_outstanding (j), 1);
+    store_commit_t b = record ("b", 1);
+    assert_true (journal_append (j, &b, NULL) > 0);     /* outstanding: the region stays */
+    journal_done (j, s.seqs [0]);                       /* the marker after it */
+    assert_int_equal (journal_sync (j), 0);
+    s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 1);
+    assert_string_equal (s.ids [0], "b");
     journal_close (&j);
 }
 
@@ -1155,6 +1215,9 @@ main (void)
         cmocka_unit_test_setup_teardown (test_a_journal_is_opened_by_one_process_at_a_time, setup, teardown),
         cmocka_unit_test (test_the_largest_sequence_is_refused),
         cmocka_unit_test_setup_teardown (test_records_after_an_older_versions_marker_are_replayed, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_marker_left_behind_a_torn_first_record_never_settles_a_new_one, setup,
+                                         teardown),
+        cmocka_unit_test_setup_teardown (test_a_marker_settles_only_the_records_before_it, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_failed_sync_writes_the_records_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_failed_sync_off_the_loop_is_not_counted_and_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_close_after_a_failed_sync_writes_the_records_again, setup, teardown),
