@@ -14,7 +14,8 @@
  * beyond the live region, so that stale bytes of a version without checksums never meet a tear.
  * When a new epoch's first record is torn at offset 0, the region takes the epoch of the first
  * readable line after it, the emptied epoch's: its markers are read, and settle only the records
- * before them (journal_collect), never one written after the tear. */
+ * before them (journal_collect), never one written after the tear, which is numbered past them
+ * too (journal_learn). */
 #define _GNU_SOURCE                      /* renameat2, RENAME_EXCHANGE */
 #include "journal.h"
 #include <assert.h>
@@ -360,11 +361,17 @@ journal_scan (int fd, const char *path, scan_fn *fn, void *arg, int *torn, scan_
     return other ? line_start : off;
 }
 
-/* At open: the live region's highest sequence. */
+/* At open: the next sequence passes every number of the live region, its markers' too. A marker
+ * can be there without its record (the emptied epoch's, read after a torn first record): a new
+ * record of its number is not settled by it (journal_collect), but would be by an older version
+ * reading the journal, and each number is one record in the list of those outstanding. */
 static void
 journal_learn (journal_t *j, json_t *o)
 {
     json_int_t seq = json_integer_value (json_object_get (o, "seq"));
+    json_int_t done = json_integer_value (json_object_get (o, "done"));
+    if (done > seq)
+        seq = done;
     if (seq >= j->next_seq)
         j->next_seq = seq + 1;
 }

@@ -638,6 +638,21 @@ test_a_marker_left_behind_a_torn_first_record_never_settles_a_new_one (void **st
     journal_close (&j);
 }
 
+/* A record is numbered past every number the live region holds, its markers' too: a region whose
+ * first readable line is a marker (left behind a torn record, or of an older version) gave the
+ * next record that marker's number, which an older version reading the journal takes as settled. */
+static void
+test_new_records_are_numbered_past_the_markers (void **state)
+{
+    char err [256];
+    write_file ("{\"done\":7}\n", 11);
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t c = record ("after-a-marker", 1);
+    assert_int_equal (journal_append (j, &c, NULL), 8);
+    journal_close (&j);
+}
+
 /* A marker settles the records before it, not one after it with the same number (a number used
  * again): that one is outstanding until a marker of its own follows it. */
 static void
@@ -1218,6 +1233,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_a_marker_left_behind_a_torn_first_record_never_settles_a_new_one, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (test_a_marker_settles_only_the_records_before_it, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_new_records_are_numbered_past_the_markers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_failed_sync_writes_the_records_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_failed_sync_off_the_loop_is_not_counted_and_is_retried, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_close_after_a_failed_sync_writes_the_records_again, setup, teardown),
