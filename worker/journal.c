@@ -137,6 +137,7 @@ static const char s_zeros [65536];
 
 static void journal_keep (journal_t *j, const char *line, size_t len);
 static int journal_rewrite (journal_t *j);
+static void journal_tidy (journal_t *j, int renumber);
 static int journal_sync_dir (const char *path);
 
 static int
@@ -236,9 +237,10 @@ journal_parse_line (const char *line, size_t len, int64_t *seq, int64_t *done)
     }
     int64_t s = json_integer_value (json_object_get (o, "seq"));
     int64_t d = json_integer_value (json_object_get (o, "done"));
-    /* the largest is refused too: the next record would be numbered past it, and refused */
+    /* JOURNAL_MAX_SEQ and past: not a number this code gives (journal_append), and the next one
+     * would overflow */
     if (s < 0 || s >= JOURNAL_MAX_SEQ || d < 0 || d >= JOURNAL_MAX_SEQ) {
-        json_decref (o);        /* not a number this code wrote: the next one would overflow */
+        json_decref (o);
         return NULL;
     }
     *seq = s;
@@ -792,6 +794,17 @@ journal_record_json (const store_commit_t *c, const char *spent)
 int64_t
 journal_append (journal_t *j, const store_commit_t *c, const char *spent)
 {
+    /* never a number journal_parse_line refuses: a region numbered that far (by a line this code
+     * did not write) takes no record until its numbers start again at 1, which they do once
+     * nothing in it is outstanding (emptied, or rolled with nothing to copy) */
+    if (j->next_seq >= JOURNAL_MAX_SEQ && j->recs.live == 0)
+        journal_tidy (j, 1);
+    if (j->next_seq >= JOURNAL_MAX_SEQ) {
+        log_error (c->id, NULL, "could not write the journal \"%s\": its sequence numbers have run out (%zu records "
+                   "outstanding); they start again once it empties, or rolls with none outstanding", j->path,
+                   j->recs.live);
+        return -1;
+    }
     int64_t seq = j->next_seq++;
     json_t *o = journal_record_json (c, spent);
     off_t off = j->end;
@@ -1200,6 +1213,8 @@ journal_roll (journal_t *j, int carry)
         memcpy (j->recs.v, at, copied * sizeof *at);
     j->recs.head = 0;
     j->recs.end = copied;
+    if (copied == 0)
+        j->next_seq = 1;                 /* a new epoch, and no record in it */
     /* the copies' bytes, not the originals': a new epoch may take another number of digits, and
      * a line of an older version gains an epoch and a checksum (settles take the copies' off) */
     j->recs.bytes = 0;
@@ -1239,6 +1254,14 @@ static void
 journal_settled (journal_t *j, int64_t seq)
 {
     (void) journal_untrack (j, seq);
+    journal_tidy (j, 0);
+}
+
+/* The live region emptied or rolled when it may be (journal_settled); renumber: its numbers have
+ * run out, and it is rolled at any length. */
+static void
+journal_tidy (journal_t *j, int renumber)
+{
     if (j->recs.live > 0 && j->end < journal_roll_at (j))
         return;
     int64_t oldest_ms = 0;
@@ -1252,7 +1275,7 @@ journal_settled (journal_t *j, int64_t seq)
     }
     /* rolled once long enough, when the retained file holds nothing still held, and when the
      * copies would be few (not while the database is away and everything is outstanding) */
-    if (j->end < journal_roll_at (j) || (held > 0 && j->retained_live && oldest_ms <= j->carried_ms)
+    if ((j->end < journal_roll_at (j) && !renumber) || (held > 0 && j->retained_live && oldest_ms <= j->carried_ms)
     ||  j->recs.bytes > JOURNAL_COPY_MAX || (off_t) j->recs.bytes > j->end / 2)
         return;
     if (journal_roll (j, carry) != 0) {

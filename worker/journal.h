@@ -74,11 +74,11 @@ uint64_t journal_sync_failures (const journal_t *j);
 typedef int (journal_flush_fn) (int fd, void *arg);
 void journal_set_flush (journal_t *j, journal_flush_fn *fn, void *arg);
 
-#define JOURNAL_MAX_SEQ (INT64_C (1) << 53)     /* larger sequence numbers are not ours */
+#define JOURNAL_MAX_SEQ (INT64_C (1) << 53)     /* sequence numbers from here on are not ours */
 
 /* The pure part of journal_replay, for the fuzzer and the tests: one line (len bytes) as a JSON
  * object the caller decrefs, with its "seq" (> 0 for a record) and "done" (> 0 for a settled
- * marker), both at most JOURNAL_MAX_SEQ; NULL for an unreadable line. */
+ * marker), both below JOURNAL_MAX_SEQ; NULL for an unreadable line. */
 json_t *journal_parse_line (const char *line, size_t len, int64_t *seq, int64_t *done);
 /* A record's commit into c: strings borrowed from o, ciphertexts decoded into new buffers the
  * caller frees (c->access_ct, c->refresh_ct, NULL when not base64). 0, or -1 when incomplete. */

@@ -99,7 +99,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
             continue;
         }
         CHECK (json_is_object (o));
-        CHECK (seq >= 0 && seq <= JOURNAL_MAX_SEQ && done >= 0 && done <= JOURNAL_MAX_SEQ);
+        CHECK (seq >= 0 && seq < JOURNAL_MAX_SEQ && done >= 0 && done < JOURNAL_MAX_SEQ);
         /* replay: the next record gets a sequence after every one seen */
         if (seq >= next_seq)
             CHECK (!__builtin_add_overflow (seq, 1, &next_seq));

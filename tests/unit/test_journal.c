@@ -1210,6 +1210,77 @@ test_a_failed_roll_keeps_the_journal (void **state)
     journal_close (&j);
 }
 
+/* ---- sequence numbers at their limit ---- */
+
+/* A line numbered 2^53 - 1, the largest read, numbered the next record 2^53, which no replay reads:
+ * that record was lost. A number the journal does not read back is never given: it takes no record
+ * (the refresh commits it directly, as with a full disk) until its numbers can start again. */
+static void
+test_a_record_is_never_numbered_past_the_largest_read (void **state)
+{
+    static const char text [] = "{\"seq\":9007199254740991,\"id\":\"a\",\"access\":\"QQ==\",\"refresh\":\"Qg==\"}\n";
+    char err [256];
+    write_file (text, sizeof text - 1);
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    store_commit_t c = record ("after", 1);
+    int64_t seq = journal_append (j, &c, NULL);
+    assert_int_equal (journal_sync (j), 0);
+    seen_t s = reopen_and_replay (&j);
+    assert_int_equal (s.n, seq > 0 ? 2 : 1);            /* every record it took */
+    assert_string_equal (s.ids [0], "a");
+    /* "a" settled, the journal empties, and its numbers start again */
+    journal_done (j, s.seqs [0]);
+    if (s.n == 2)
+        journal_done (j, s.seqs [1]);
+    seq = journal_append (j, &c, NULL);
+    assert_int_equal (seq, 1);
+    assert_int_equal (journal_sync (j), 0);
+    s = reopen_and_replay (&j);
+    assert_int_equal (s.n, 1);
+    assert_string_equal (s.ids [0], "after");
+    journal_close (&j);
+}
+
+/* The same with nothing outstanding (a marker of the largest number is the region's last line),
+ * with and without retained records: the next record starts the numbers again at 1 (the region
+ * emptied, or carried to the retained file), and is replayed. */
+static void
+test_sequence_numbers_that_ran_out_start_again (void **state)
+{
+    static const char marker [] = "{\"done\":9007199254740991}\n";
+    static const char retained [] = "{\"seq\":9007199254740991,\"id\":\"kept\",\"access\":\"QQ==\","
+                                    "\"refresh\":\"Qg==\",\"spent\":\"spent-kept\"}\n"
+                                    "{\"done\":9007199254740991,\"t\":1000}\n";
+    char err [256];
+    for (int keep = 0; keep < 2; keep++) {
+        holder_t hd = { 0, 0 };
+        unlink (retained_path);
+        write_file (keep ? retained : marker, keep ? sizeof retained - 1 : sizeof marker - 1);
+        journal_t *j = journal_open (path, err, sizeof err);
+        assert_non_null (j);
+        if (keep) {
+            hd.n = 1;
+            hd.oldest_ms = clock_mono_ms ();
+            journal_set_retainer (j, holder_fn, &hd, 1 << 20);
+        }
+        store_commit_t c = record ("after", 1);
+        assert_int_equal (journal_append (j, &c, NULL), 1);
+        assert_int_equal (journal_sync (j), 0);
+        seen_t s = reopen_and_replay (&j);
+        assert_int_equal (s.n, 1);
+        assert_string_equal (s.ids [0], "after");
+        if (keep) {
+            retained_t r;
+            memset (&r, 0, sizeof r);
+            journal_set_retainer (j, holder_fn, &hd, 1 << 20);
+            assert_int_equal (journal_retained (j, retained_fn, &r), 1);
+            assert_string_equal (r.ids [0], "kept");
+        }
+        journal_close (&j);
+    }
+}
+
 int
 main (void)
 {
@@ -1229,6 +1300,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_records_left_are_counted_before_the_replay, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_journal_is_opened_by_one_process_at_a_time, setup, teardown),
         cmocka_unit_test (test_the_largest_sequence_is_refused),
+        cmocka_unit_test_setup_teardown (test_a_record_is_never_numbered_past_the_largest_read, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_sequence_numbers_that_ran_out_start_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_records_after_an_older_versions_marker_are_replayed, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_marker_left_behind_a_torn_first_record_never_settles_a_new_one, setup,
                                          teardown),
