@@ -12,7 +12,9 @@
 #include "routehash.h"
 #include "schema.h"
 #include "secrets.h"
+#include "text.h"
 #include "watch.h"
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
@@ -918,6 +920,51 @@ usage_error (const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+/* An option as a usage error may quote it: its name up to "=" (what follows may be the password,
+ * given to a misspelled option), printable and cut. Returns out. */
+static const char *
+usage_option (char *out, size_t size, const char *arg)
+{
+    return text_printable (out, size, arg, strcspn (arg, "="), 40);
+}
+
+/* 1 when a stray argument may be quoted back: a short plain word (a mistyped command), never a
+ * URL or a "key=value" string, which may hold the password. */
+static int
+usage_plain_word (const char *arg)
+{
+    size_t n = strlen (arg);
+    if (n == 0 || n > 40)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!isalnum ((unsigned char) arg [i]) && arg [i] != '-' && arg [i] != '_' && arg [i] != '.')
+            return 0;
+    return 1;
+}
+
+/* The long options that "--name" (up to "=") abbreviates, into out as "--a or --b"; how many
+ * there are. An exact name counts as one: getopt takes it. */
+static int
+usage_candidates (const struct option *longopts, const char *arg, char *out, size_t size)
+{
+    const char *name = arg + 2;
+    size_t len = strcspn (name, "=");
+    size_t used = 0;
+    int count = 0;
+    *out = '\0';
+    for (const struct option *o = longopts; o->name; o++) {
+        if (strncmp (o->name, name, len) != 0)
+            continue;
+        if (strlen (o->name) == len)
+            return 1;
+        size_t need = strlen (o->name) + (count ? 6 : 2);
+        if (used + need < size)         /* the names that fit; the count is what matters */
+            used += (size_t) snprintf (out + used, size - used, "%s--%s", count ? " or " : "", o->name);
+        count++;
+    }
+    return count;
+}
+
 /* Seconds from 0 (no limit) to WATCH_MAX_LIMIT_S. EXIT_OK, or EXIT_USAGE after reporting. */
 static int
 parse_wait_limit (const char *text, const char *name, double *out)
@@ -948,6 +995,7 @@ parse_options (int argc, char **argv, options_t *opts)
         { "help",         no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
+    char name [64], candidates [128];
     int c;
 
     opterr = 0;
@@ -1002,14 +1050,33 @@ parse_options (int argc, char **argv, options_t *opts)
             opts->command = "help";
             return EXIT_OK;
         case ':':
-            return usage_error ("option \"%s\" needs a value", argv [optind - 1]);
+            return usage_error ("option \"%s\" needs a value", usage_option (name, sizeof name, argv [optind - 1]));
         default:
-            return usage_error ("unknown option \"%s\"", argv [optind - 1]);
+            if (optopt)             /* a short option, maybe inside "-xyz": argv names the wrong word */
+                return usage_error ("unknown option \"-%c\"", isgraph (optopt) ? optopt : '?');
+            usage_option (name, sizeof name, argv [optind - 1]);
+            if (strncmp (argv [optind - 1], "--", 2) == 0
+             && usage_candidates (longopts, argv [optind - 1], candidates, sizeof candidates) > 1)
+                return usage_error ("option \"%s\" is ambiguous: it may be %s", name, candidates);
+            return usage_error ("unknown option \"%s\"", name);
         }
     }
     if (optind >= argc)
         return usage_error ("no command given: use up, status, verify, wait, grant-runtime, rekey, fill-route-hashes or version");
+    int command_at = optind;
     opts->command = argv [optind++];
+    /* named before anything quotes it: a URL given without --database-url lands here */
+    if (strcmp (opts->command, "up") && strcmp (opts->command, "status") && strcmp (opts->command, "verify")
+     && strcmp (opts->command, "wait") && strcmp (opts->command, "version") && strcmp (opts->command, "help")
+     && strcmp (opts->command, "grant-runtime") && strcmp (opts->command, "rekey")
+     && strcmp (opts->command, "fill-route-hashes")) {
+        if (usage_plain_word (opts->command))
+            return usage_error ("unknown command \"%s\": use up, status, verify, wait, grant-runtime, rekey, "
+                                "fill-route-hashes or version", opts->command);
+        return usage_error ("unknown command (not shown: it may hold a password): use up, status, verify, wait, "
+                            "grant-runtime, rekey, fill-route-hashes or version; a database URL goes in "
+                            "--database-url or FERRULE_DATABASE_URL");
+    }
     if (opts->role && strcmp (opts->command, "up") != 0)
         return usage_error ("--runtime-role applies to up only; grant-runtime takes the role as its argument");
     if (!opts->role && strcmp (opts->command, "up") == 0 && getenv ("FERRULE_RUNTIME_ROLE")
@@ -1020,15 +1087,11 @@ parse_options (int argc, char **argv, options_t *opts)
             return usage_error ("grant-runtime needs the runtime role's name, e.g. \"ferrule-migrate grant-runtime ferrule_runtime\"");
         opts->role = argv [optind++];
     }
-    if (optind < argc)
+    if (optind < argc && usage_plain_word (argv [optind]))
         return usage_error ("unexpected argument \"%s\" after command \"%s\"", argv [optind], opts->command);
-
-    if (strcmp (opts->command, "up") && strcmp (opts->command, "status") && strcmp (opts->command, "verify")
-     && strcmp (opts->command, "wait") && strcmp (opts->command, "version") && strcmp (opts->command, "help")
-     && strcmp (opts->command, "grant-runtime") && strcmp (opts->command, "rekey")
-     && strcmp (opts->command, "fill-route-hashes"))
-        return usage_error ("unknown command \"%s\": use up, status, verify, wait, grant-runtime, rekey, "
-                            "fill-route-hashes or version", opts->command);
+    if (optind < argc)
+        return usage_error ("unexpected argument number %d after command \"%s\" (not shown: it may hold a "
+                            "password)", optind - command_at, opts->command);
     if (opts->json && strcmp (opts->command, "status") != 0)
         return usage_error ("--json applies to status only");
     if (opts->timeout_given && strcmp (opts->command, "wait") != 0 && strcmp (opts->command, "rekey") != 0)

@@ -487,7 +487,35 @@ fi
 
 # --- usage
 expect_exit 2 "an unknown command" "$MIGRATE" frobnicate
+expect_in "$WORK/err" 'unknown command "frobnicate"' "a plain word is quoted"
 expect_exit 0 "--help" "$MIGRATE" --help
+
+# --- a usage error never echoes a value that may hold the password: a misspelled or ambiguous
+# option's value, or a URL given without --database-url (before or after the command)
+no_secret_in_err () {
+    if grep -q Sup3rSecretPw "$WORK/err" "$WORK/out"; then
+        fail "$1 printed the password"
+        sed 's/^/    /' "$WORK/err" >&2
+    else
+        pass "$1 did not print the password"
+    fi
+}
+expect_exit 2 "a misspelled --database-url" "$MIGRATE" --database-uri="$SECRET_URL" status
+no_secret_in_err "a misspelled --database-url"
+expect_in "$WORK/err" 'unknown option "--database-uri"' "the misspelled option is named, without its value"
+expect_exit 2 "an ambiguous abbreviation" "$MIGRATE" --d="$SECRET_URL" status
+no_secret_in_err "an ambiguous abbreviation"
+expect_in "$WORK/err" 'option "--d" is ambiguous' "the ambiguous option is named, without its value"
+expect_exit 2 "a URL after the command" "$MIGRATE" up "$SECRET_URL"
+no_secret_in_err "a URL after the command"
+expect_exit 2 "a URL as the command" "$MIGRATE" "$SECRET_URL"
+no_secret_in_err "a URL as the command"
+expect_exit 2 "a URL before the command" "$MIGRATE" "$SECRET_URL" up
+no_secret_in_err "a URL before the command"
+expect_exit 2 "a key=value string after the command" "$MIGRATE" status "host=h password=Sup3rSecretPw"
+no_secret_in_err "a key=value string after the command"
+expect_exit 2 "an unknown short option" "$MIGRATE" -x status
+expect_in "$WORK/err" 'unknown option "-x"' "the unknown short option is named"
 
 if [ "$FAILURES" -ne 0 ]; then
     echo "$FAILURES check(s) failed" >&2
