@@ -4,6 +4,7 @@
 #include "log.h"
 #include "mem.h"
 #include "pgnotice.h"
+#include "pgwait.h"
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -285,4 +286,26 @@ db_exec (PGconn *conn, const char *sql, db_error_t *err)
     }
     PQclear (res);
     return st;
+}
+
+PGresult *
+db_exec_until (PGconn *conn, const char *sql, int64_t deadline_ms, db_error_t *err)
+{
+    pgwait_t outcome = PGWAIT_FAILED;
+    PGresult *res = NULL;
+    if (deadline_ms < 0)
+        res = PQexec (conn, sql);
+    else if (PQsendQuery (conn, sql))
+        res = pgwait_result (conn, deadline_ms, -1, &outcome);
+    if (res)
+        return res;
+    if (outcome == PGWAIT_TIMED_OUT) {
+        db_error_printf (err, "the database did not answer in time");
+        snprintf (err->hint, sizeof err->hint, "check that the server is not stalled (its disk, its load) and that "
+                  "the network to it works");
+    }
+    else
+        db_error_from_result (err, NULL, conn);
+    err->lost = 1;
+    return NULL;
 }

@@ -5,6 +5,7 @@
 #include "result.h"
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #define DB_DEFAULT_CONNECT_TIMEOUT_MS 10000
 
@@ -39,4 +40,8 @@ void db_error_from_result (db_error_t *err, const PGresult *res, PGconn *conn);
 void db_error_printf (db_error_t *err, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 /* Runs a statement that returns no rows. FR_OK, or FR_DATABASE_UNAVAILABLE / FR_INTERNAL with err set. */
 fr_status_t db_exec (PGconn *conn, const char *sql, db_error_t *err) FR_MUSTCHECK;
+/* Runs sql as PQexec does, but waits for the answer only until deadline_ms (clock_mono_ms's clock;
+ * negative: as long as it takes). NULL when no answer came in time or the session failed, with err
+ * set and err->lost: the session is of no further use. The caller PQclears a result. */
+PGresult *db_exec_until (PGconn *conn, const char *sql, int64_t deadline_ms, db_error_t *err) FR_MUSTCHECK;
 #endif

@@ -58,13 +58,36 @@ ledger_int (const PGresult *res, int row, int col)
 }
 
 fr_status_t
-ledger_read (PGconn *conn, ledger_t **ledger_p, db_error_t *err)
+ledger_read (PGconn *conn, int64_t deadline_ms, ledger_t **ledger_p, db_error_t *err)
 {
     ledger_t *self = mem_alloc (sizeof *self);
     PGresult *res = NULL;
     fr_status_t st = FR_OK;
+    int64_t answer_by = -1;
 
-    res = PQexec (conn, "SELECT to_regclass('schema_migrations') IS NOT NULL");
+    if (deadline_ms >= 0) {
+        char set [64];
+        int64_t left = deadline_ms - clock_mono_ms ();
+        if (left < LEDGER_MIN_READ_MS)
+            left = LEDGER_MIN_READ_MS;
+        answer_by = clock_mono_ms () + left + LEDGER_ANSWER_MARGIN_MS;
+        snprintf (set, sizeof set, "SET statement_timeout = %lld", (long long) left);
+        res = db_exec_until (conn, set, answer_by, err);
+        if (!res) {
+            st = FR_DATABASE_UNAVAILABLE;
+            goto out;
+        }
+        if (PQresultStatus (res) != PGRES_COMMAND_OK) {
+            st = ledger_failed (err, res, conn);
+            goto out;
+        }
+        PQclear (res);
+    }
+    res = db_exec_until (conn, "SELECT to_regclass('schema_migrations') IS NOT NULL", answer_by, err);
+    if (!res) {
+        st = FR_DATABASE_UNAVAILABLE;
+        goto out;
+    }
     if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
         st = ledger_failed (err, res, conn);
         goto out;
@@ -75,13 +98,25 @@ ledger_read (PGconn *conn, ledger_t **ledger_p, db_error_t *err)
     if (!self->exists)
         goto out;
 
-    res = PQexec (conn,
+    res = db_exec_until (conn,
         "SELECT version, name, checksum,"
         "       to_char(applied_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
         "       applied_by, execution_ms"
-        "  FROM schema_migrations ORDER BY version");
+        "  FROM schema_migrations ORDER BY version", answer_by, err);
+    if (!res) {
+        st = FR_DATABASE_UNAVAILABLE;
+        goto out;
+    }
     if (PQresultStatus (res) != PGRES_TUPLES_OK) {
         st = ledger_failed (err, res, conn);
+        if (deadline_ms >= 0 && strcmp (err->sqlstate, "57014") == 0) {
+            /* the statement_timeout set above: what a read waits that long for is a lock */
+            db_error_printf (err, "table \"schema_migrations\" could not be read in time: another session may hold "
+                             "a lock on it");
+            snprintf (err->hint, sizeof err->hint, "find that session in pg_locks (relation "
+                      "'schema_migrations'::regclass) and end its transaction");
+            st = FR_TIMEOUT;
+        }
         if (strcmp (err->sqlstate, "42703") == 0) {
             /* a table of the same name from another migration tool */
             static const char prefix [] = "table \"schema_migrations\" exists but was not created by ferrule-migrate: ";

@@ -8,6 +8,7 @@
 #include "result.h"
 #include <libpq-fe.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* FNV-1a 64 of "ferrule-migrate": the pg_advisory_lock key every ferrule-migrate up takes. */
 #define LEDGER_LOCK_KEY "9178084749648434160"
@@ -25,8 +26,15 @@ typedef struct ledger_t ledger_t;
 
 /* Reads the applied migrations, sorted by version. A database without schema_migrations gives an
  * empty ledger. FR_DATABASE_UNAVAILABLE when the session is lost, FR_CONFIGURATION when the table
- * is not ferrule's, FR_INTERNAL otherwise. */
-fr_status_t ledger_read (PGconn *conn, ledger_t **ledger_p, db_error_t *err) FR_MUSTCHECK;
+ * is not ferrule's, FR_INTERNAL otherwise.
+ * deadline_ms (clock_mono_ms's clock; negative: none) bounds the read, however close it is by at
+ * least LEDGER_MIN_READ_MS: the server gives up on a statement then (statement_timeout, which stays
+ * set on the session), so a read that waits for a lock on schema_migrations leaves the lock's
+ * queue; FR_TIMEOUT then, err saying a lock may be why. A server that does not answer at all is
+ * given LEDGER_ANSWER_MARGIN_MS more, then the session is given up (FR_DATABASE_UNAVAILABLE). */
+#define LEDGER_MIN_READ_MS 250
+#define LEDGER_ANSWER_MARGIN_MS 1000
+fr_status_t ledger_read (PGconn *conn, int64_t deadline_ms, ledger_t **ledger_p, db_error_t *err) FR_MUSTCHECK;
 void ledger_destroy (ledger_t **self_p);
 
 /* 1 when schema_migrations existed when the ledger was read. */

@@ -156,7 +156,7 @@ static int
 read_plan (PGconn *conn, const catalog_t *catalog, ledger_t **ledger_p, plan_t **plan_p)
 {
     db_error_t err;
-    fr_status_t st = ledger_read (conn, ledger_p, &err);
+    fr_status_t st = ledger_read (conn, -1, ledger_p, &err);
     if (st != FR_OK) {
         report_db_error ("could not read the applied migrations", &err);
         return exit_code_for (st);
@@ -635,7 +635,9 @@ wait_check (const options_t *opts, const catalog_t *catalog, PGconn **conn_p, lo
             goto out;
         }
     }
-    fr_status_t st = ledger_read (*conn_p, &ledger, &err);
+    /* bounded by the deadline on the server too: a read that waits for a lock on schema_migrations
+       would otherwise outlast the timeout, and stay queued for that lock once wait has given up */
+    fr_status_t st = ledger_read (*conn_p, deadline, &ledger, &err);
     if (st != FR_OK) {
         snprintf (why, whylen, "could not read the applied migrations: %s", err.message);
         if (st == FR_DATABASE_UNAVAILABLE || PQstatus (*conn_p) != CONNECTION_OK) {
@@ -694,6 +696,12 @@ cmd_wait (const options_t *opts, const catalog_t *catalog)
                 "then run \"ferrule-migrate up\"");
     else if (strstr (why, "checksum"))
         report ("hint", "the applied schema differs from this build's: run \"ferrule-migrate verify\"");
+    else if (strstr (why, "may hold a lock"))
+        report ("hint", "find that session in pg_locks (relation 'schema_migrations'::regclass) and end its "
+                "transaction");
+    else if (strstr (why, "did not answer in time"))
+        report ("hint", "check that the database server is not stalled (its disk, its load) and that the network "
+                "to it works");
     else
         report ("hint", "run \"ferrule-migrate up\" (schema version %d is needed)", catalog_highest (catalog));
     rc = EXIT_UNREACHABLE;

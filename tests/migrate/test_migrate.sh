@@ -195,6 +195,22 @@ expect_exit 0 "status --json after up" migrate status --json
 expect_in "$WORK/out" '"state": "up_to_date"' "status --json gives the state"
 expect_exit 0 "verify after up" migrate verify
 expect_exit 0 "wait --timeout 5 after up" migrate wait --timeout 5
+
+# --- wait's timeout bounds a read that waits for a lock (a session holding schema_migrations
+# locked, as a LOCK TABLE or an ALTER left in an open transaction does), and it leaves no
+# statement waiting behind it on the server
+hold_open ledger-locker "BEGIN; LOCK TABLE schema_migrations;"
+STARTED=$SECONDS
+expect_exit 5 "wait --timeout 2 while a session locks schema_migrations" \
+    timeout 15 "$MIGRATE" --database-url "$DB_URL" wait --timeout 2
+[ $((SECONDS - STARTED)) -le 6 ] && pass "it returned within its timeout and a margin" \
+    || fail "wait --timeout 2 took $((SECONDS - STARTED)) s"
+expect_in "$WORK/err" "the schema was not ready after [0-9.]+ seconds: could not read the applied migrations" \
+    "it says it could not read the applied migrations"
+LEFT=$(psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%FROM schema_migrations%'
+                   AND application_name = 'ferrule-migrate'")
+[ "$LEFT" = 0 ] && pass "no read of wait's is left waiting for the lock" || fail "$LEFT read(s) of wait's still wait for the lock"
+release_hold
 expect_exit 0 "a third up" migrate up
 expect_in "$WORK/out" "^schema is up to date at version $HIGHEST" "a third up has nothing to do"
 if [ -n "$PROBE" ]; then
