@@ -288,6 +288,14 @@ db_exec (PGconn *conn, const char *sql, db_error_t *err)
     return st;
 }
 
+fr_status_t
+db_check_client (PGconn *conn, db_error_t *err)
+{
+    if (PQserverVersion (conn) < 140000)
+        return FR_OK;
+    return db_exec (conn, "SET client_connection_check_interval = '" DB_CLIENT_CHECK_INTERVAL "'", err);
+}
+
 PGresult *
 db_exec_until (PGconn *conn, const char *sql, int64_t deadline_ms, db_error_t *err)
 {

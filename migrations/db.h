@@ -40,6 +40,12 @@ void db_error_from_result (db_error_t *err, const PGresult *res, PGconn *conn);
 void db_error_printf (db_error_t *err, const char *fmt, ...) __attribute__ ((format (printf, 2, 3)));
 /* Runs a statement that returns no rows. FR_OK, or FR_DATABASE_UNAVAILABLE / FR_INTERNAL with err set. */
 fr_status_t db_exec (PGconn *conn, const char *sql, db_error_t *err) FR_MUSTCHECK;
+/* Has the server end the session's statement once its client is gone, even while it waits for a
+ * lock (client_connection_check_interval, every DB_CLIENT_CHECK_INTERVAL): otherwise the backend of
+ * a killed ferrule-migrate stays queued for the lock, holding what it held. FR_OK, and nothing
+ * done, on a server older than PostgreSQL 14, which has no such check. */
+#define DB_CLIENT_CHECK_INTERVAL "2s"
+fr_status_t db_check_client (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Runs sql as PQexec does, but waits for the answer only until deadline_ms (clock_mono_ms's clock;
  * negative: as long as it takes). NULL when no answer came in time or the session failed, with err
  * set and err->lost: the session is of no further use. The caller PQclears a result. */

@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "mem.h"
 #include "sqlsplit.h"
+#include "stop.h"
 #include "watch.h"
 #include <ctype.h>
 #include <errno.h>
@@ -198,6 +199,11 @@ ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err)
      * every snapshot older than its own: the two would wait on each other until the server's
      * deadlock check ended one of them */
     for (int tries = 0;; tries++) {
+        if (stop_requested ()) {
+            db_error_printf (err, "stopped by %s while waiting for the migration lock", stop_name ());
+            st = FR_INTERNAL;
+            break;
+        }
         res = PQexecParams (conn, "SELECT pg_try_advisory_lock($1::bigint)", 1, NULL, params, NULL, NULL, 0);
         if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
             st = ledger_failed (err, res, conn);
@@ -347,14 +353,11 @@ ledger_concurrent_index (const char *stmt, char *name, size_t size)
     return 1;
 }
 
-/* A statement the watch cancelled after it waited for other sessions past the limit: the error
- * says whom it waited for and what to do, not "canceling statement due to user request". */
+/* What cancelling stmt left behind, into err's detail. */
 static void
-ledger_waited_out (db_error_t *err, const char *gave_up, int in_transaction, const char *stmt)
+ledger_cancelled_detail (db_error_t *err, int in_transaction, const char *stmt)
 {
     char name [200];
-    db_error_printf (err, "%s", gave_up);
-    err->waited_out = 1;
     if (in_transaction)
         snprintf (err->detail, sizeof err->detail, "the statement was cancelled and the migration's transaction "
                   "rolled back");
@@ -363,8 +366,26 @@ ledger_waited_out (db_error_t *err, const char *gave_up, int in_transaction, con
                   "may be left invalid, and the next up drops it and builds it again", name);
     else
         snprintf (err->detail, sizeof err->detail, "the statement was cancelled");
+}
+
+/* A statement the watch cancelled after it waited for other sessions past the limit: the error
+ * says whom it waited for and what to do, not "canceling statement due to user request". */
+static void
+ledger_waited_out (db_error_t *err, const char *gave_up, int in_transaction, const char *stmt)
+{
+    db_error_printf (err, "%s", gave_up);
+    err->waited_out = 1;
+    ledger_cancelled_detail (err, in_transaction, stmt);
     snprintf (err->hint, sizeof err->hint, "end that session's transaction, or terminate it (SELECT "
               "pg_terminate_backend (pid)), then run ferrule-migrate up again; --wait-limit=0 waits as long as it takes");
+}
+
+/* A statement that failed once a stop signal came: the handler's cancel, most likely (stop.h). */
+static void
+ledger_stopped (db_error_t *err, int in_transaction, const char *stmt)
+{
+    db_error_printf (err, "stopped by %s", stop_name ());
+    ledger_cancelled_detail (err, in_transaction, stmt);
 }
 
 /* A CREATE INDEX CONCURRENTLY that fails (a duplicate for a unique index, a cancel, a lost
@@ -446,6 +467,8 @@ ledger_apply_each (PGconn *conn, watch_t *watch, const catalog_entry_t *migratio
         st = ledger_ran (res, conn, err);
         if (st != FR_OK && *gave_up)
             ledger_waited_out (err, gave_up, 0, text);
+        else if (st != FR_OK && stop_requested ())
+            ledger_stopped (err, 0, text);
         if (st != FR_OK) {
             /* the server counts from the statement's start; the report counts from the file's */
             err->position = ledger_chars (migration->sql, s.start) + (err->position ? err->position : 1);
@@ -501,6 +524,8 @@ ledger_apply (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, co
     st = ledger_ran (res, conn, err);
     if (st != FR_OK && *gave_up)
         ledger_waited_out (err, gave_up, 1, NULL);
+    else if (st != FR_OK && stop_requested ())
+        ledger_stopped (err, 1, NULL);
     if (st != FR_OK)
         goto out;
     PQclear (res);

@@ -47,14 +47,15 @@ const ledger_row_t *ledger_find (const ledger_t *self, int version);
 int ledger_highest (const ledger_t *self);
 
 /* Takes the advisory lock on this session. When another session holds it, calls on_wait (may be
- * NULL) and then tries again every 200 ms, as long as it takes, holding no snapshot meanwhile. */
+ * NULL) and then tries again every 200 ms, as long as it takes (or until a stop signal, stop.h),
+ * holding no snapshot meanwhile. */
 fr_status_t ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err) FR_MUSTCHECK;
 fr_status_t ledger_unlock (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Creates schema_migrations when it is missing. Call with the lock held. */
 fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Runs the migration and records it in one transaction; on failure rolls back. Its statements run
  * under watch (watch.h): said when they wait for other sessions, cancelled past its wait limit
- * (err->waited_out). elapsed_ms is the
+ * (err->waited_out) or on a stop signal (stop.h; err->detail says what the cancel left). elapsed_ms is the
  * time the migration's SQL took. A server error from the migration itself keeps its position, which
  * counts characters from the start of the file. FR_CONFIGURATION when the file ended the transaction
  * itself: then its changes may be committed without their row.

@@ -12,6 +12,7 @@
 #include "routehash.h"
 #include "schema.h"
 #include "secrets.h"
+#include "stop.h"
 #include "text.h"
 #include "watch.h"
 #include <ctype.h>
@@ -82,6 +83,23 @@ report_db_error (const char *what, const db_error_t *err)
         report ("hint", "%s", err->hint);
     if (*err->context)
         report ("context", "%s", err->context);
+}
+
+/* Says what a stop signal (stop.h) interrupted, "stopped by SIGINT <what>", and gives the exit
+ * status for it: 128 + the signal's number, as a shell reports a process a signal ended. */
+static int
+report_stopped (const char *fmt, ...) __attribute__ ((format (printf, 1, 2)));
+
+static int
+report_stopped (const char *fmt, ...)
+{
+    char what [1200];
+    va_list ap;
+    va_start (ap, fmt);
+    vsnprintf (what, sizeof what, fmt, ap);
+    va_end (ap);
+    report ("error", "stopped by %s %s", stop_name (), what);
+    return 128 + stop_requested ();
 }
 
 /* Exit code for a failed database call: unreachable, refused, or anything else. */
@@ -158,7 +176,8 @@ read_plan (PGconn *conn, const catalog_t *catalog, ledger_t **ledger_p, plan_t *
     db_error_t err;
     fr_status_t st = ledger_read (conn, -1, ledger_p, &err);
     if (st != FR_OK) {
-        report_db_error ("could not read the applied migrations", &err);
+        if (!stop_requested ())             /* up says what the stop left instead */
+            report_db_error ("could not read the applied migrations", &err);
         return exit_code_for (st);
     }
     *plan_p = plan_new (catalog, *ledger_p);
@@ -260,6 +279,8 @@ fill_route_hashes (PGconn *conn, int batch, int from_up)
     }
     if (st == FR_OK)
         st = routehash_fill (conn, batch, &result, &err);
+    if (st != FR_OK && from_up && stop_requested ())
+        return EXIT_OK;                         /* up says what the stop left */
     if (st != FR_OK) {
         if (from_up) {
             report ("warning", "could not fill in the routing hashes of integrations made before migration 009: %s",
@@ -301,9 +322,20 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
     PGconn *conn = connect_or_report (opts, &rc);
     if (!conn)
         goto out;
+    /* from here on a stop cancels what the session runs, and up winds down (stop.h) */
+    stop_catch ();
+    stop_cancels (conn);
+    /* and should up be killed outright, the server ends its statement within seconds */
+    if (db_check_client (conn, &err) != FR_OK)
+        log_info (NULL, NULL, "the server would not notice this ferrule-migrate killed while a statement waits "
+                  "for a lock: %s", err.message);
     watch = watch_new (opts->database_url, db_connect_timeout_ms (opts->database_url), opts->wait_limit_s);
 
     st = ledger_lock (conn, on_lock_wait, &err);
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("while waiting for the migration lock: nothing was applied");
+        goto out;
+    }
     if (st != FR_OK) {
         report_db_error ("could not take the migration lock", &err);
         rc = exit_code_for (st);
@@ -311,6 +343,10 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
     }
     locked = 1;
     st = ledger_create (conn, &err);
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("before applying any migration: nothing was applied");
+        goto out;
+    }
     if (st != FR_OK) {
         report_db_error ("could not create table \"schema_migrations\"", &err);
         if (strcmp (err.sqlstate, "42501") == 0)
@@ -319,6 +355,8 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         goto out;
     }
     rc = read_plan (conn, catalog, &ledger, &plan);
+    if (rc != EXIT_OK && stop_requested ())
+        rc = report_stopped ("before applying any migration: nothing was applied");
     if (rc != EXIT_OK)
         goto out;
 
@@ -345,11 +383,30 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         const plan_item_t *item = plan_at (plan, i);
         if (item->state != PLAN_PENDING)
             continue;
+        if (stop_requested ()) {
+            rc = report_stopped ("before applying %s: %s", item->migration->label,
+                                 applied ? "the migrations before it stay applied" : "nothing was applied");
+            report ("hint", "run ferrule-migrate up again to go on");
+            goto out;
+        }
         long ms = 0;
         int committed = 0;
         db_notices_about (item->migration->label);
         st = ledger_apply (conn, watch, item->migration, applied_by, &ms, &committed, &err);
         db_notices_about (NULL);
+        if (st != FR_OK && stop_requested ()) {
+            rc = report_stopped ("while applying %s%s%s", item->migration->label, *err.detail ? ": " : "",
+                                 err.detail);
+            if (item->migration->no_transaction && committed)
+                report (NULL, "%s is not recorded; the %d statement%s before the cancelled one stay%s applied, and "
+                        "the next up runs all of it again", item->migration->label, committed,
+                        committed == 1 ? "" : "s", committed == 1 ? "s" : "");
+            else
+                report (NULL, "%s is not recorded%s", item->migration->label,
+                        applied ? "; the migrations before it stay applied" : "");
+            report ("hint", "run ferrule-migrate up again to go on");
+            goto out;
+        }
         if (st != FR_OK) {
             char what [512];
             int line = err.position ? line_of_position (item->migration->sql, item->migration->len, err.position) : 0;
@@ -392,9 +449,21 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
 
     int granted = 0;
     char missing [80];
+    /* the schema is applied; what is left is granting and filling in */
+    static const char before_grants [] = "before the runtime roles were granted again: the schema is applied";
+    if (stop_requested ()) {
+        rc = report_stopped ("%s", before_grants);
+        report ("hint", "run ferrule-migrate up again: it has nothing to apply, and grants them");
+        goto out;
+    }
     if (opts->role) {
         int created = 0;
         st = grant_runtime (conn, opts->role, &created, &err);
+        if (st != FR_OK && stop_requested ()) {
+            rc = report_stopped ("%s", before_grants);
+            report ("hint", "run ferrule-migrate up again: it has nothing to apply, and grants them");
+            goto out;
+        }
         if (st != FR_OK) {
             char what [200];
             snprintf (what, sizeof what, "could not set up runtime role \"%.63s\"", opts->role);
@@ -407,6 +476,11 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
                     opts->role);
     }
     st = grant_reapply (conn, &granted, missing, sizeof missing, &err);
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("%s", before_grants);
+        report ("hint", "run ferrule-migrate up again: it has nothing to apply, and grants them");
+        goto out;
+    }
     if (st != FR_OK) {
         report_db_error ("could not grant the runtime roles again", &err);
         rc = exit_code_for (st);
@@ -434,8 +508,14 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
        again below, and needs no report) */
     if (ledger_unlock (conn, &err) == FR_OK)
         locked = 0;
-    if (!opts->no_fill)
+    if (!opts->no_fill && !stop_requested ())
         rc = fill_route_hashes (conn, opts->batch, 1);
+    if (!opts->no_fill && stop_requested ()) {
+        rc = report_stopped ("while filling in the routing hashes: the schema is applied, and rows may be left "
+                             "without one");
+        report ("hint", "run \"ferrule-migrate fill-route-hashes\" later (until then every worker's sweep reads "
+                "the rows without one, and fills their hashes in as it meets them)");
+    }
 out:
     /* a failed unlock needs no report: closing the session releases the lock anyway */
     if (locked && conn && PQstatus (conn) == CONNECTION_OK && ledger_unlock (conn, &err) != FR_OK)
@@ -443,6 +523,7 @@ out:
     plan_destroy (&plan);
     ledger_destroy (&ledger);
     watch_destroy (&watch);
+    stop_cancels (NULL);
     if (conn)
         PQfinish (conn);
     return rc;
@@ -909,7 +990,8 @@ print_usage (FILE *out)
         "  0 done or up to date, 1 other failure, 2 usage, 5 database unreachable (wait: timed out),\n"
         "  6 applied migrations differ from the files (up refuses), 7 migrations pending\n"
         "  (rekey: 1 when values remain on an old key; fill-route-hashes: 1 when rows remain\n"
-        "  without a routing hash, 7 when the schema is older than 009)\n",
+        "  without a routing hash, 7 when the schema is older than 009); up: 130 or 143 when\n"
+        "  stopped by SIGINT or SIGTERM, which cancel its running statement on the server\n",
         FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S);
 }
 

@@ -10,6 +10,7 @@
 #include "mem.h"
 #include "pgarray.h"
 #include "ring.h"
+#include "stop.h"
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,12 @@ routehash_pass (PGconn *conn, int batch, routehash_held_t *held, int64_t *filled
     char limit [16];
     snprintf (limit, sizeof limit, "%d", batch);
     for (;;) {
+        if (stop_requested ()) {
+            /* between two batches: the handler's cancel had no statement to end */
+            db_error_printf (err, "stopped by %s", stop_name ());
+            st = FR_INTERNAL;
+            break;
+        }
         const char *values [] = { last, limit };
         PGresult *res = PQexecParams (conn, ROUTEHASH_PICK_SQL, 2, NULL, values, NULL, NULL, 0);
         if (PQresultStatus (res) != PGRES_TUPLES_OK) {
@@ -186,6 +193,11 @@ routehash_fill (PGconn *conn, int batch, routehash_result_t *out, db_error_t *er
     long pause_ms = ROUTEHASH_PAUSE_MS;
     for (int tries = 1; st == FR_OK && held.n && tries < ROUTEHASH_TRIES; tries++, pause_ms *= 2) {
         routehash_sleep_ms (pause_ms);
+        if (stop_requested ()) {
+            db_error_printf (err, "stopped by %s", stop_name ());
+            st = FR_INTERNAL;
+            break;
+        }
         again = held;
         memset (&held, 0, sizeof held);
         held.dropped = again.dropped;

@@ -24,6 +24,7 @@ fr_status_t routehash_present (PGconn *conn, int *present, db_error_t *err) FR_M
  * claim, commit or fill) instead of waiting, and fills only rows still without a hash, so it is
  * idempotent and safe beside workers and other runs. Rows skipped are tried again a few times,
  * a while apart; those still held then are counted in out->remaining. Rows that a worker of an
- * older build makes meanwhile are filled only if the reading has not yet passed their ids. */
+ * older build makes meanwhile are filled only if the reading has not yet passed their ids. A stop
+ * signal (stop.h) ends it between two statements, as a failure. */
 fr_status_t routehash_fill (PGconn *conn, int batch, routehash_result_t *out, db_error_t *err) FR_MUSTCHECK;
 #endif

@@ -5,6 +5,7 @@
 #include "db.h"
 #include "log.h"
 #include "mem.h"
+#include "stop.h"
 #include "text.h"
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +20,7 @@
 #define WATCH_FIRST_REPORT_MS 5000      /* said once it has waited this long */
 #define WATCH_REPORT_MS 30000           /* and again after this, or at once when whom it waits for changes */
 #define WATCH_LOOK_TIMEOUT "2s"         /* a look is two catalog views: never worth waiting for */
+#define WATCH_STOP_CANCEL_MS 1000       /* after a stop, the statement is cancelled again if it still runs */
 
 struct watch {
     char *url;                          /* a secret: it may hold the password */
@@ -198,15 +200,15 @@ watch_report (const watch_t *self, const watch_look_t *look, const char *what, l
                  behind);
 }
 
-/* Cancels the statement on conn; the error comes back as its result. */
+/* Cancels the statement on conn (which, for the log: "that waited too long"); the error comes
+ * back as its result. */
 static void
-watch_cancel (PGconn *conn)
+watch_cancel (PGconn *conn, const char *which)
 {
     char errbuf [256];
     PGcancel *cancel = PQgetCancel (conn);
     if (!cancel || !PQcancel (cancel, errbuf, sizeof errbuf))
-        log_warning (NULL, NULL, "could not cancel the statement that waited too long: %s",
-                     cancel ? errbuf : "no cancel key");
+        log_warning (NULL, NULL, "could not cancel the statement %s: %s", which, cancel ? errbuf : "no cancel key");
     if (cancel)
         PQfreeCancel (cancel);
 }
@@ -217,7 +219,7 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
     PGresult *last = NULL, *res;
     int64_t start = clock_mono_ms (), next_look = start + WATCH_FIRST_LOOK_MS, last_look = start;
     int64_t waited = 0, next_report = 0;
-    int cancelled = 0, reported_pid = 0;
+    int cancelled = 0, stopping = 0, reported_pid = 0;
     long reported_blockers = 0;
     if (gave_up && size)
         *gave_up = '\0';
@@ -234,11 +236,19 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
             if (rc > 0 && !PQconsumeInput (conn))
                 break;
             now = clock_mono_ms ();
+            if (stop_requested () && !stopping) {
+                /* the signal handler has sent a cancel; it may have reached the server before the
+                 * statement did, so it is sent again if the statement still runs a moment later,
+                 * and nothing is looked at any more */
+                stopping = 1;
+                next_look = now + WATCH_STOP_CANCEL_MS;
+                continue;
+            }
             if (now < next_look || !PQisBusy (conn))
                 continue;
-            if (cancelled) {
+            if (cancelled || stopping) {
                 /* the cancel is a request the server may not have had (a lost packet): again */
-                watch_cancel (conn);
+                watch_cancel (conn, stopping ? "on the stop" : "that waited too long");
                 next_look = now + WATCH_FIRST_REPORT_MS;
                 continue;
             }
@@ -266,7 +276,7 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
                         snprintf (gave_up, size, "gave up after it waited %s for %ld other session%s%s%s (the wait "
                                   "limit is %g s)", w, look.blockers, look.blockers == 1 ? "" : "s",
                                   look.pid ? ", the oldest " : "", look.pid ? look.who : "", self->limit_s);
-                    watch_cancel (conn);
+                    watch_cancel (conn, "that waited too long");
                     cancelled = 1;
                 }
             }

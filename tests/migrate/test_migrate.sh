@@ -461,6 +461,79 @@ expect_in "$WORK/limit.err" "^ferrule-migrate: $ALTERED is not recorded: it was 
 wait "$QUEUED" && pass "the writer queued behind it went on" || { fail "the queued writer failed"; cat "$WORK/queued.err" >&2; }
 [ "$(psql_db -c "SELECT count(*) FROM information_schema.columns WHERE table_name = 'migrate_test_conc' AND column_name = 'c'")" = 0 ] \
     && pass "its change was rolled back" || fail "column c exists after the cancelled migration"
+
+# --- a stop while a migration's statement waits for a lock (SIGINT: Ctrl-C; SIGTERM: Kubernetes
+# ending the Job's pod) cancels the statement on the server: PostgreSQL does not notice a client
+# gone while its backend waits for a lock, and that backend would stay queued for the lock (every
+# writer of the table queued behind it) holding the migration lock (the next up waiting for it
+# for ever). up says so and exits 128 + the signal's number. A client killed outright (SIGKILL)
+# is noticed by the server within seconds too (client_connection_check_interval, PostgreSQL 14+).
+alter_waiting () {
+    psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database ()
+                AND query LIKE 'ALTER TABLE migrate_test_conc%' AND wait_event_type = 'Lock'"
+}
+alter_running () {
+    psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database ()
+                AND query LIKE 'ALTER TABLE migrate_test_conc%' AND state = 'active'"
+}
+migration_lock_held () {
+    psql_db -c "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'
+                AND database = (SELECT oid FROM pg_database WHERE datname = current_database ())"
+}
+# ends what a failed check left on the server, so that the checks after it do not wait behind it
+end_orphans () {
+    psql_db -c "SELECT pg_terminate_backend (pid) FROM pg_stat_activity WHERE datname = current_database ()
+                AND application_name = 'ferrule-migrate'" >/dev/null
+}
+# waits up to $1 tenths of a second for process $2 to end; 1 when it did not
+ends_within () {
+    for _ in $(seq "$1"); do
+        kill -0 "$2" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+SERVER_VERSION=$(psql_db -c "SHOW server_version_num")
+for sig in INT TERM KILL; do
+    if [ "$sig" = KILL ] && [ "$SERVER_VERSION" -lt 140000 ]; then
+        echo "skipped: SIGKILL of up is noticed from PostgreSQL 14 on only (this is $SERVER_VERSION)"
+        continue
+    fi
+    # the program itself, not the function: $! must be its pid, for the signal to reach it
+    "$MIGRATE" --database-url "$DB_URL" --dir "$WORK/dir" up 9>&- >"$WORK/stop.out" 2>"$WORK/stop.err" &
+    UPS=$!
+    for _ in $(seq 100); do
+        [ "$(alter_waiting)" = 1 ] && break
+        sleep 0.1
+    done
+    [ "$(alter_waiting)" = 1 ] || fail "SIG$sig: no ALTER of up's was seen waiting for the lock"
+    kill -"$sig" "$UPS"
+    # bounded: an up that goes on waiting would wait as long as the session stays open
+    if ! ends_within 100 "$UPS"; then
+        fail "up went on for 10 s after SIG$sig"
+        kill -KILL "$UPS"
+    fi
+    { wait "$UPS"; RCS=$?; } 2>/dev/null       # (no "Killed" line from bash after SIGKILL)
+    if [ "$sig" != KILL ]; then
+        WANT=$((128 + $(kill -l "$sig")))
+        [ "$RCS" -eq "$WANT" ] && pass "up stopped by SIG$sig exits $WANT" \
+            || { fail "up stopped by SIG$sig exited $RCS"; sed 's/^/    /' "$WORK/stop.out" "$WORK/stop.err" >&2; }
+        expect_in "$WORK/stop.err" "^ferrule-migrate: error: stopped by SIG$sig while applying $ALTERED: the statement was cancelled and the migration's transaction rolled back\$" \
+            "SIG$sig: up says it stopped, and what became of the migration"
+    fi
+    for _ in $(seq 100); do
+        [ "$(alter_running)" = 0 ] && [ "$(migration_lock_held)" = 0 ] && break
+        sleep 0.1
+    done
+    [ "$(alter_running)" = 0 ] && pass "after SIG$sig, no ALTER of up's is left on the server" \
+        || fail "after SIG$sig, up's ALTER still waits on the server"
+    [ "$(migration_lock_held)" = 0 ] && pass "after SIG$sig, the migration lock is free" \
+        || fail "after SIG$sig, the migration lock is still held"
+    expect_exit 1 "after SIG$sig, the next up --wait-limit 3 gets the migration lock, and gives up on the session" \
+        timeout 15 "$MIGRATE" --database-url "$DB_URL" --dir "$WORK/dir" up --wait-limit 3
+    end_orphans
+done
+
 release_hold
 expect_exit 2 "--wait-limit outside up" migrate --wait-limit 3 status
 expect_exit 2 "a negative --wait-limit" migrate --dir "$WORK/dir" up --wait-limit -1
