@@ -27,7 +27,8 @@ struct watch {
     int connect_timeout_ms;
     double limit_s;
     PGconn *monitor;                    /* opened at the first look, kept for the run */
-    int monitor_failed;                 /* said once: no more looks */
+    int monitor_failed;                 /* it could not be opened: no more looks */
+    int look_failed_said;               /* a failed look is said once a run */
 };
 
 typedef struct {
@@ -95,36 +96,38 @@ watch_text (char *out, size_t size, const PGresult *res, int col)
     return text_printable (out, size, PQgetvalue (res, 0, col), (size_t) -1, 60);
 }
 
-static void
-watch_monitor_failed (watch_t *self, const char *why)
+/* The second session could not be opened or set up: why into why, and no more looks. */
+static int
+watch_monitor_failed (watch_t *self, const db_error_t *err, char *why, size_t whylen)
 {
-    if (self->monitor_failed)
-        return;
     self->monitor_failed = 1;
-    db_note ("could not watch what the statement waits for: %s%s", why,
-             self->limit_s > 0 ? "; the wait limit cannot be applied" : "");
+    snprintf (why, whylen, "could not open a second session to look from: %s", err->message);
+    if (self->monitor) {
+        PQfinish (self->monitor);
+        self->monitor = NULL;
+    }
+    return 0;
 }
 
-/* One look at the statement of the session pid; 0 when it could not be had. */
+/* One look at the statement of the session pid; 0 when it could not be had, with the reason in
+ * why (whylen bytes). */
 static int
-watch_look (watch_t *self, int pid, watch_look_t *look)
+watch_look (watch_t *self, int pid, watch_look_t *look, char *why, size_t whylen)
 {
     db_error_t err;
     PGresult *res = NULL;
     int ok = 0;
     memset (look, 0, sizeof *look);
-    if (self->monitor_failed)
+    if (self->monitor_failed) {
+        snprintf (why, whylen, "there is no second session to look from");
         return 0;
+    }
     if (!self->monitor) {
         self->monitor = db_connect (self->url, self->connect_timeout_ms, &err);
-        if (!self->monitor) {
-            watch_monitor_failed (self, err.message);
-            return 0;
-        }
-        if (db_exec (self->monitor, "SET statement_timeout = '" WATCH_LOOK_TIMEOUT "'", &err) != FR_OK) {
-            watch_monitor_failed (self, err.message);
-            return 0;
-        }
+        if (!self->monitor)
+            return watch_monitor_failed (self, &err, why, whylen);
+        if (db_exec (self->monitor, "SET statement_timeout = '" WATCH_LOOK_TIMEOUT "'", &err) != FR_OK)
+            return watch_monitor_failed (self, &err, why, whylen);
     }
     char pidtext [16];
     snprintf (pidtext, sizeof pidtext, "%d", pid);
@@ -137,6 +140,7 @@ watch_look (watch_t *self, int pid, watch_look_t *look)
             PQfinish (self->monitor);
             self->monitor = NULL;
         }
+        snprintf (why, whylen, "%s", err.message);
         log_debug (NULL, NULL, "could not look at what the statement waits for: %s", err.message);
         goto out;
     }
@@ -213,14 +217,31 @@ watch_cancel (PGconn *conn, const char *which)
         PQfreeCancel (cancel);
 }
 
+/* Says once a run that a look failed, and what that does to the wait limit. */
+static void
+watch_look_failed (watch_t *self, const char *what, const char *why, const watch_look_t *last, int have_last)
+{
+    if (self->look_failed_said)
+        return;
+    self->look_failed_said = 1;
+    if (have_last && last->blockers > 0)
+        db_note ("could not look at what %s waits for: %s; until a look succeeds, it counts as still waiting for "
+                 "the session%s the last look saw", what, why, last->blockers == 1 ? "" : "s");
+    else
+        db_note ("could not look at what %s waits for: %s%s", what, why,
+                 self->limit_s > 0 ? "; the wait limit counts only the time a look has seen it wait" : "");
+}
+
 PGresult *
 watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char *gave_up, size_t size)
 {
     PGresult *last = NULL, *res;
     int64_t start = clock_mono_ms (), next_look = start + WATCH_FIRST_LOOK_MS, last_look = start;
-    int64_t waited = 0, next_report = 0;
-    int cancelled = 0, stopping = 0, reported_pid = 0;
+    int64_t waited = 0, next_report = 0, seen_at = 0;
+    int cancelled = 0, stopping = 0, reported_pid = 0, have_seen = 0;
     long reported_blockers = 0;
+    watch_look_t seen;                          /* the last look that succeeded */
+    memset (&seen, 0, sizeof seen);
     if (gave_up && size)
         *gave_up = '\0';
     if (!PQsendQuery (conn, sql))
@@ -253,7 +274,27 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
                 continue;
             }
             watch_look_t look;
-            if (watch_look (self, PQbackendPID (conn), &look)) {
+            char why [sizeof ((db_error_t *) 0)->message + 64];
+            int looked = watch_look (self, PQbackendPID (conn), &look, why, sizeof why);
+            if (looked) {
+                seen = look;
+                seen_at = now;
+                have_seen = 1;
+            }
+            else {
+                watch_look_failed (self, what, why, &seen, have_seen);
+                if (have_seen && seen.blockers > 0) {
+                    /* it waited at the last look: the time since counts, so that failing looks do
+                     * not keep the wait limit from ever being reached */
+                    char ago [40];
+                    look = seen;
+                    watch_duration (ago, sizeof ago, (now - seen_at) / 1000);
+                    size_t n = strlen (look.who);
+                    snprintf (look.who + n, sizeof look.who - n, ", as a look %s ago saw it", ago);
+                    looked = 1;
+                }
+            }
+            if (looked) {
                 /* counted from the look before, so a statement that waited from its start has
                  * its first second counted too */
                 waited = look.blockers > 0 ? waited + (now - last_look) : 0;
@@ -279,8 +320,9 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
                     watch_cancel (conn, "that waited too long");
                     cancelled = 1;
                 }
+                last_look = now;
             }
-            last_look = now;
+            /* else last_look stays: the next look that succeeds counts the time since the last one */
             next_look = now + (cancelled ? WATCH_FIRST_REPORT_MS : WATCH_LOOK_MS);
         }
         res = PQgetResult (conn);

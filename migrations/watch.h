@@ -8,8 +8,10 @@
  * sessions hold it up (pg_blocking_pids), how many sessions wait behind it, and how far an index
  * build has got; up says so in a notice, and gives up once it has waited for others longer than
  * the wait limit (the statement cancelled: a transaction rolled back, an index build left invalid,
- * which the next up drops and builds again). On a stop signal (stop.h) nothing more is looked
- * at, and the statement is cancelled again should the signal handler's cancel have missed it. */
+ * which the next up drops and builds again). A look that fails is said once; while looks fail,
+ * the statement counts as waiting for the sessions the last look saw, so the limit still applies.
+ * On a stop signal (stop.h) nothing more is looked at, and the statement is cancelled again
+ * should the signal handler's cancel have missed it. */
 #ifndef FERRULE_WATCH_H
 #define FERRULE_WATCH_H
 #include <libpq-fe.h>

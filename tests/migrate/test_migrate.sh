@@ -534,6 +534,36 @@ for sig in INT TERM KILL; do
     end_orphans
 done
 
+# --- a look at what the statement waits for that fails does not stop the clock: the time counts
+# as waiting for the sessions the last look saw, so the wait limit still ends the wait. (Here the
+# looks fail from the second on: a view of that name in "public", on a search_path that puts
+# pg_catalog last, has a column of another type.)
+PGOPTIONS="-c search_path=public,pg_catalog" "$MIGRATE" --database-url "$DB_URL" --dir "$WORK/dir" up --wait-limit 6 \
+    9>&- >"$WORK/blind.out" 2>"$WORK/blind.err" &
+UPB=$!
+for _ in $(seq 100); do
+    [ "$(psql_db -c "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database ()
+                     AND application_name = 'ferrule-migrate' AND query LIKE 'WITH b AS%'")" = 1 ] && break
+    sleep 0.1
+done
+psql_db -c "CREATE VIEW public.pg_stat_progress_create_index AS
+            SELECT 'x'::text AS pid, ''::text AS phase, 0::bigint AS blocks_done, 0::bigint AS blocks_total" >/dev/null
+if ends_within 150 "$UPB"; then
+    wait "$UPB"; RCB=$?
+    [ "$RCB" -eq 1 ] && pass "with its looks failing, up still gives up at the wait limit (exit 1)" \
+        || { fail "with its looks failing, up exited $RCB"; sed 's/^/    /' "$WORK/blind.out" "$WORK/blind.err" >&2; }
+    expect_in "$WORK/blind.err" "^ferrule-migrate: notice: $ALTERED: could not look at what its transaction waits for: .*operator does not exist" \
+        "up says once why it could not look"
+    expect_in "$WORK/blind.err" "^ferrule-migrate: error: migration $ALTERED\\.sql failed: gave up after it waited ([6-9]|[1-9][0-9]) s for 1 other session, the oldest pid $HOLD_PID " \
+        "the error names the session the last look saw"
+else
+    fail "with its looks failing, up --wait-limit 6 was still waiting after 15 s"
+    kill -KILL "$UPB"
+    wait "$UPB" 2>/dev/null
+    sed 's/^/    /' "$WORK/blind.err" >&2
+fi
+psql_db -c "DROP VIEW public.pg_stat_progress_create_index" >/dev/null
+end_orphans
 release_hold
 expect_exit 2 "--wait-limit outside up" migrate --wait-limit 3 status
 expect_exit 2 "a negative --wait-limit" migrate --dir "$WORK/dir" up --wait-limit -1
