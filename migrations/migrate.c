@@ -1143,7 +1143,8 @@ parse_options (int argc, char **argv, options_t *opts)
             return usage_error ("option \"%s\" needs a value", usage_option (name, sizeof name, argv [optind - 1]));
         default:
             if (optopt)             /* a short option, maybe inside "-xyz": argv names the wrong word */
-                return usage_error ("unknown option \"-%c\"", isgraph (optopt) ? optopt : '?');
+                return usage_error ("unknown option \"-%c\"", optopt > 0 && optopt < 0x7f && isgraph (optopt)
+                                    ? optopt : '?');
             usage_option (name, sizeof name, argv [optind - 1]);
             if (strncmp (argv [optind - 1], "--", 2) == 0
              && usage_candidates (longopts, argv [optind - 1], candidates, sizeof candidates) > 1)
