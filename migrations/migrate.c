@@ -1178,6 +1178,12 @@ parse_options (int argc, char **argv, options_t *opts)
             return usage_error ("grant-runtime needs the runtime role's name, e.g. \"ferrule-migrate grant-runtime ferrule_runtime\"");
         opts->role = argv [optind++];
     }
+    /* a role name longer than PostgreSQL keeps, or one holding what a URL or a connection string
+     * holds: a database URL given in the wrong place, which would be quoted in messages and even
+     * created as a role, its password with it */
+    if (opts->role && (!*opts->role || strlen (opts->role) > 63 || strpbrk (opts->role, ":/@= ")))
+        return usage_error ("the runtime role's name must be 1 to 63 characters without \":\", \"/\", \"@\", \"=\" or "
+                            "spaces (not shown: it may hold a password)");
     if (optind < argc && usage_plain_word (argv [optind]))
         return usage_error ("unexpected argument \"%s\" after command \"%s\"", argv [optind], opts->command);
     if (optind < argc)

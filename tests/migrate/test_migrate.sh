@@ -633,6 +633,12 @@ expect_exit 2 "a URL before the command" "$MIGRATE" "$SECRET_URL" up
 no_secret_in_err "a URL before the command"
 expect_exit 2 "a key=value string after the command" "$MIGRATE" status "host=h password=Sup3rSecretPw"
 no_secret_in_err "a key=value string after the command"
+# against the test's database: the URL was taken for a role's name, quoted, and created as one
+expect_exit 2 "a URL as grant-runtime's role" migrate grant-runtime "$SECRET_URL"
+no_secret_in_err "a URL as grant-runtime's role"
+expect_exit 2 "a URL as --runtime-role" migrate up --runtime-role "$SECRET_URL"
+no_secret_in_err "a URL as --runtime-role"
+psql_admin -c "DROP ROLE IF EXISTS \"$SECRET_URL\"" >/dev/null 2>&1 || true
 expect_exit 2 "an unknown short option" "$MIGRATE" -x status
 expect_in "$WORK/err" 'unknown option "-x"' "the unknown short option is named"
 
