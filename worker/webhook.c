@@ -151,7 +151,13 @@ webhook_set_parse (const char *text, size_t len, const char *source, char *err, 
             snprintf (err, errlen, "webhook endpoint \"%s\": \"events\" must be an array of event types", name);
             goto fail;
         }
-        ep->all_types = !types || json_array_size (types) == 0;
+        if (types && json_array_size (types) == 0) {
+            /* [] read as "every type" sent everything to an endpoint its operator meant to mute */
+            snprintf (err, errlen, "webhook endpoint \"%s\": \"events\" is empty; list the event types it wants, or "
+                      "[\"*\"] (or no \"events\") for all of them; to send it nothing, remove the endpoint", name);
+            goto fail;
+        }
+        ep->all_types = !types;
         size_t k;
         json_t *t;
         if (!ep->all_types) {

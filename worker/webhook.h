@@ -25,7 +25,7 @@ typedef struct {
     char    *secret;                 /* secure memory; never logged */
     char   **types;                  /* event types it wants; NULL with all_types */
     size_t   ntypes;
-    int      all_types;              /* "events": ["*"] or absent */
+    int      all_types;              /* "events": ["*"] or absent ([] is refused) */
     char    *secret_env;             /* the variable the secret came from, or NULL */
 } webhook_endpoint_t;
 

@@ -191,6 +191,12 @@ test_endpoints_file (void **state)
     assert_non_null (strstr (err, "could not read the secret"));
     set = parse ("[1, 2]%.0s", err, sizeof err);
     assert_null (set);
+    /* an empty list is not "every type" (an operator who wrote it meant none): refused */
+    set = parse ("{\"endpoints\": [{\"name\": \"muted\", \"url\": \"https://x\", \"secret_file\": \"%s\","
+                 " \"events\": []}]}", err, sizeof err);
+    assert_null (set);
+    assert_non_null (strstr (err, "\"muted\""));
+    assert_non_null (strstr (err, "\"events\" is empty"));
     setenv ("FERRULE_TEST_WH_SECRET", "short", 1);
     set = parse ("{\"endpoints\": [{\"name\": \"a\", \"url\": \"https://x\", \"secret_env\": \"FERRULE_TEST_WH_SECRET\"}]}%.0s",
                  err, sizeof err);
