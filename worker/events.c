@@ -32,6 +32,9 @@
 #define FULL_FANOUT_MS     30000     /* the whole max-age window; a shorter one on other passes */
 #define WINDOW_MARGIN_S    60        /* beyond the time since the last fan-out: transactions that
                                         started before it and committed after it */
+#define WINDOW_MAX_S       (2 * WINDOW_MARGIN_S)   /* a longer look back goes in steps */
+#define FANOUT_STEP        1000      /* events one step of a fan-out reads */
+#define FANOUT_PASS_MS     1000      /* the steps of a pass, beyond each endpoint's first */
 #define RECONNECT_MS       1000
 #define STATS_MS           5000
 #define LIST_MAX           1000
@@ -49,6 +52,16 @@ typedef struct {
     int64_t  idle_s, grant_s;
 } forecast_provider_t;
 
+/* One endpoint's fan-out (deliver_pass). */
+typedef struct {
+    int64_t   done_ms;               /* monotonic start of its last complete fan-out; 0 none */
+    int       scanning;              /* a fan-out in steps is under way */
+    int       catching_up;           /* and the short fan-outs wait for its end */
+    int64_t   after, upto;           /* its seqs: done up to after (-1: not begun), ends at upto */
+    int64_t   window_s, started_ms;  /* its look back, from its start */
+    lograte_t fail_log;
+} fanout_t;
+
 struct events {
     events_config_t cfg;
     char *worker_id;
@@ -65,7 +78,7 @@ struct events {
     int stop_fd;                     /* eventfd, readable from events_destroy on: the thread's
                                         waits on the database end (store_events_new) */
     atomic_int stop;
-    int64_t last_fanout_ms;          /* monotonic start of the last complete fan-out; 0 none */
+    fanout_t *fan;                   /* per endpoint, in the set's order */
     breaker_t *held;                 /* per endpoint: one that keeps failing gets probes, not every queue's retries */
     metrics_t *metrics;
     metrics_series_t *m_pending, *m_failed_rows, *m_forecasts, *m_db_errors;
@@ -155,55 +168,140 @@ deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token)
 /* A statement of the thread failed: counted and logged, but for those the worker's stop cut short
  * (store_events_new), which say nothing of the database. */
 static void
-db_failed (events_t *ev, const char *endpoint, const char *err)
+db_failed (events_t *ev, const char *err)
 {
     if (atomic_load (&ev->stop))
         return;
     metrics_inc (ev->m_db_errors);
-    if (endpoint)
-        log_warning (NULL, NULL, "webhook \"%s\": %s", endpoint, err);
-    else
-        log_warning (NULL, NULL, "%s", err);
+    log_warning (NULL, NULL, "%s", err);
 }
 
-/* One pass: fan out new events, claim what is due, send it. 1 when work was found.
- * The fan-out looks back to just before the last complete one (or over the whole max age), so
- * an integration's older event never misses the pass that picks up its newer one: delivery
- * rows then exist for every event up to the newest, and the claim's order holds. A fan-out that
- * stalled longer than the max age (the database away) looks back over the whole stall, and the
- * thread's first one back to the newest event each endpoint was given when that is older (every
- * worker down for longer): the max age counts from a delivery's first attempt, so an event
- * nobody could fan out meanwhile is still due (it was left behind, undelivered and unreported). */
+/* A fan-out statement failed: one endpoint's may fail at every pass, so it is said once a second. */
+static void
+fanout_failed (events_t *ev, fanout_t *f, const char *endpoint, const char *err)
+{
+    uint64_t held;
+    if (atomic_load (&ev->stop))
+        return;
+    metrics_inc (ev->m_db_errors);
+    if (lograte_take (&f->fail_log, clock_mono_ms (), &held))
+        log_warning (NULL, NULL, "webhook \"%s\": %s; its new events wait for its fan-out, the other endpoints' do "
+                     "not (%llu more such lines since the last one)", endpoint, err, (unsigned long long) held);
+}
+
+static void
+scan_begin (fanout_t *f, int64_t window_s, int catching_up, int64_t now)
+{
+    f->scanning = 1;
+    f->catching_up = catching_up;
+    f->window_s = window_s;
+    f->started_ms = now;
+    f->after = -1;
+}
+
+/* Endpoint i's fan-out in steps: one step, more until deadline. 1 when it has more to do, 0 when
+ * it has ended, -1 when a statement failed (the next pass goes on from the last step). */
+static int
+scan_steps (events_t *ev, size_t i, int64_t deadline)
+{
+    char err [512];
+    fanout_t *f = &ev->fan [i];
+    const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
+    if (f->after < 0 && store_events_scan_bounds (ev->store, f->window_s + WINDOW_MARGIN_S, &f->after, &f->upto, err,
+                                                  sizeof err) != FR_OK) {
+        f->after = -1;
+        fanout_failed (ev, f, ep->name, err);
+        return -1;
+    }
+    do {
+        int64_t window = f->window_s + (clock_mono_ms () - f->started_ms) / 1000 + 1;    /* from its start */
+        int64_t next = f->after, added = 0;
+        if (store_events_fanout_step (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types,
+                                      ep->ntypes, window, f->after, f->upto, FANOUT_STEP, &next, &added, err,
+                                      sizeof err) != FR_OK) {
+            fanout_failed (ev, f, ep->name, err);
+            return -1;
+        }
+        f->after = next;
+    } while (f->after < f->upto && clock_mono_ms () < deadline);
+    if (f->after < f->upto)
+        return 1;
+    f->scanning = 0;
+    if (f->catching_up)
+        f->done_ms = f->started_ms;
+    return 0;
+}
+
+/* Endpoint i's fan-out in the pass begun at started: 1 when it has more to do at once, 0 when
+ * it is done, -1 when a statement failed.
+ * It looks back to just before its last complete one, so an integration's older event never
+ * misses the fan-out that gives its newer one a row; the thread's first looks back over the max
+ * age, or to the newest event the endpoint was given when that is older (every worker away for
+ * longer: the max age counts from the first attempt, so such an event is still due); every 30 s
+ * one looks over the whole max age.
+ * Up to WINDOW_MAX_S that is one statement. A longer look back goes in steps of FANOUT_STEP
+ * events in seq order, up to the newest seq when it began, each step a bounded statement that
+ * the next pass goes on from: one statement over weeks of events timed out at every pass, and its
+ * window only grew. The steps keep the order: an event up to that seq was written before they
+ * began, after its integration's earlier events had committed, so an earlier step saw those.
+ * Events written since are the short look back's, which waits for a catch-up's steps (it would
+ * give an integration's new event a row before an old one's step); the look over the max age
+ * is no catch-up, and the short ones go on beside it. */
+static int
+fanout (events_t *ev, size_t i, int full, int64_t started, int64_t deadline)
+{
+    char err [512];
+    fanout_t *f = &ev->fan [i];
+    const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
+    int64_t since = (started - f->done_ms) / 1000 + WINDOW_MARGIN_S, age = -1, added = 0;
+    int more = 0;
+    if (!f->done_ms && !f->scanning) {
+        if (store_events_fanned_age (ev->store, ep->name, &age, err, sizeof err) != FR_OK) {
+            fanout_failed (ev, f, ep->name, err);
+            return -1;
+        }
+        scan_begin (f, age >= 0 && age + WINDOW_MARGIN_S > ev->cfg.max_age_s ? age + WINDOW_MARGIN_S
+                                                                              : ev->cfg.max_age_s, 1, started);
+    }
+    else if (f->done_ms && since > WINDOW_MAX_S && !f->catching_up)
+        scan_begin (f, since, 1, started);          /* in place of a look over the max age */
+    else if (full && !f->scanning)
+        scan_begin (f, since > ev->cfg.max_age_s ? since : ev->cfg.max_age_s, 0, started);
+    if (f->scanning) {
+        more = scan_steps (ev, i, deadline);
+        if (more < 0 || (more > 0 && f->catching_up))
+            return more;
+    }
+    since = (started - f->done_ms) / 1000 + WINDOW_MARGIN_S;
+    if (since > WINDOW_MAX_S)
+        return 1;                                   /* its catch-up took long: another, at once */
+    if (store_events_fanout (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types, ep->ntypes,
+                             since, &added, err, sizeof err) != FR_OK) {
+        fanout_failed (ev, f, ep->name, err);
+        return -1;
+    }
+    f->done_ms = started;
+    return more;
+}
+
+/* One pass: fan out new events, claim what is due, send it. 1 when work was found, or is left.
+ * An endpoint whose fan-out failed does not hold the others' claims, nor its own: a statement
+ * that failed changed nothing, and every one leaves each integration's delivery rows those of
+ * its earliest events (fanout), which is all the claim's order needs; other workers claim them
+ * meanwhile anyway. Its new events wait for its next fan-out. */
 static int
 deliver_pass (events_t *ev, int full)
 {
     char err [512];
     size_t n = webhook_set_count (ev->endpoints);
     int64_t started = clock_mono_ms ();
-    int64_t window = ev->cfg.max_age_s;
-    if (ev->last_fanout_ms > 0) {
-        int64_t since = (started - ev->last_fanout_ms) / 1000 + WINDOW_MARGIN_S;
-        if (!full || since > window)
-            window = since;
-    }
+    int more = 0;
     for (size_t i = 0; i < n; i++) {
-        const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
-        int64_t added = 0, back = window, age = -1;
-        if (!ev->last_fanout_ms) {
-            if (store_events_fanned_age (ev->store, ep->name, &age, err, sizeof err) != FR_OK) {
-                db_failed (ev, ep->name, err);
-                return 0;
-            }
-            if (age >= 0 && age + WINDOW_MARGIN_S > back)
-                back = age + WINDOW_MARGIN_S;
-        }
-        if (store_events_fanout (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types,
-                                 ep->ntypes, back, &added, err, sizeof err) != FR_OK) {
-            db_failed (ev, ep->name, err);
-            return 0;
-        }
+        int r = fanout (ev, i, full, started, started + FANOUT_PASS_MS);
+        if (r < 0 && !store_events_connected (ev->store))
+            return 0;                               /* the others' would fail too, and the claim */
+        more |= r > 0;
     }
-    ev->last_fanout_ms = started;
     if (!n)
         return 0;
     /* a held endpoint is not claimed from: its deliveries wait in the database, and the claim does
@@ -223,7 +321,7 @@ deliver_pass (events_t *ev, int full)
     int64_t claimed_ms = clock_mono_ms ();       /* before the claim: its lease runs from later */
     if (store_events_claim (ev->store, names, nnames, held, nheld, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims,
                             &count, err, sizeof err) != FR_OK) {
-        db_failed (ev, NULL, err);
+        db_failed (ev, err);
         return 0;
     }
     int64_t claim_ended_ms = clock_mono_ms ();
@@ -251,7 +349,7 @@ deliver_pass (events_t *ev, int full)
     if (nback && !atomic_load (&ev->stop)) {
         int64_t released = 0;
         if (store_events_release (ev->store, back, nback, lease, &released, err, sizeof err) != FR_OK)
-            db_failed (ev, NULL, err);       /* their leases expire instead */
+            db_failed (ev, err);       /* their leases expire instead */
         else if (nlate == count) {
             /* not one attempted: the claim itself took the lease's room beyond an attempt (a slow
              * database), and the next claim may do the same */
@@ -272,7 +370,7 @@ deliver_pass (events_t *ev, int full)
     }
     mem_free (back);                         /* copies: the claims own their strings */
     store_events_claims_free (&claims, count);
-    return count > nback;
+    return count > nback || more;
 }
 
 static void
@@ -285,7 +383,7 @@ forecast_pass (events_t *ev)
         if (store_events_forecast (ev->store, p->name, p->idle_s, (int64_t) (p->idle_s * FORECAST_SHARE),
                                    p->grant_s, (int64_t) (p->grant_s * FORECAST_SHARE), ev->cfg.forecast_ms, &added,
                                    err, sizeof err) != FR_OK) {
-            db_failed (ev, NULL, err);
+            db_failed (ev, err);
             if (!store_events_connected (ev->store))
                 return;
             continue;           /* one provider's timeout (a large table) is not the others' */
@@ -409,6 +507,7 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
     }
     size_t n = webhook_set_count (ev->endpoints);
     ev->names = mem_alloc ((n + 1) * sizeof *ev->names);
+    ev->fan = mem_alloc ((n + 1) * sizeof *ev->fan);
     for (size_t i = 0; i < n; i++) {
         const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
         char shown [WEBHOOK_URL_MAX + 1];
@@ -511,6 +610,7 @@ events_destroy (events_t **ev_p)
     store_events_destroy (&ev->store);
     webhook_set_destroy (&ev->endpoints);
     mem_free (ev->names);
+    mem_free (ev->fan);
     mem_free (ev->m_held);
     breaker_destroy (&ev->held);
     for (size_t i = 0; i < ev->nproviders; i++)

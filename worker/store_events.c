@@ -338,6 +338,63 @@ store_events_fanout (store_events_t *se, const char *endpoint, const char *const
     return st;
 }
 
+fr_status_t
+store_events_scan_bounds (store_events_t *se, int64_t lookback_s, int64_t *after, int64_t *upto, char *err,
+                          size_t errlen)
+{
+    fr_status_t st;
+    char back [24];
+    snprintf (back, sizeof back, "%lld", (long long) lookback_s);
+    const char *values [] = { back };
+    /* two index probes (events_by_time backwards, the primary key), whatever the window */
+    PGresult *res = run (se, "find where to fan out from",
+        "SELECT COALESCE ((SELECT seq FROM events WHERE created_at <= now () - make_interval (secs => $1::bigint)"
+        "                  ORDER BY created_at DESC LIMIT 1), 0),"
+        "       COALESCE ((SELECT max (seq) FROM events), 0)",
+        1, values, 1, &st, err, errlen);
+    *after = res ? strtoll (PQgetvalue (res, 0, 0), NULL, 10) : 0;
+    *upto = res ? strtoll (PQgetvalue (res, 0, 1), NULL, 10) : 0;
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
+store_events_fanout_step (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,
+                          int64_t window_s, int64_t after, int64_t upto, int limit, int64_t *next, int64_t *added,
+                          char *err, size_t errlen)
+{
+    fr_status_t st;
+    char window [24], s_after [24], s_upto [24], s_limit [16];
+    char *arr = types ? text_array (types, ntypes) : NULL;
+    snprintf (window, sizeof window, "%lld", (long long) window_s);
+    snprintf (s_after, sizeof s_after, "%lld", (long long) after);
+    snprintf (s_upto, sizeof s_upto, "%lld", (long long) upto);
+    snprintf (s_limit, sizeof s_limit, "%d", limit);
+    const char *values [] = { endpoint, arr, window, s_after, s_upto, s_limit };
+    /* a range of the primary key, limit rows of it, whatever the types wanted */
+    PGresult *res = run (se, "create event deliveries",
+        "WITH c AS (SELECT e.seq, e.type, e.endpoint, e.integration_id, e.created_at FROM events e"
+        "           WHERE e.seq > $4::bigint AND e.seq <= $5::bigint ORDER BY e.seq LIMIT $6::int),"
+        " i AS (INSERT INTO event_deliveries (event_seq, endpoint, integration_id)"
+        "       SELECT c.seq, $1, c.integration_id FROM c"
+        "       WHERE c.created_at > now() - make_interval (secs => $3::bigint)"
+        "         AND (CASE WHEN c.type = 'test' THEN c.endpoint = $1"
+        "              ELSE $2::text[] IS NULL OR c.type = ANY ($2::text[]) END)"
+        "       ORDER BY c.seq ON CONFLICT DO NOTHING RETURNING 1)"
+        " SELECT (SELECT count(*) FROM c), (SELECT max (seq) FROM c), (SELECT count(*) FROM i)",
+        6, values, 1, &st, err, errlen);
+    *next = after;
+    *added = 0;
+    if (res) {
+        int64_t read = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+        *next = read < limit ? upto : strtoll (PQgetvalue (res, 0, 1), NULL, 10);
+        *added = strtoll (PQgetvalue (res, 0, 2), NULL, 10);
+    }
+    PQclear (res);
+    mem_free (arr);
+    return st;
+}
+
 void
 store_events_claims_free (store_events_claim_t **claims, size_t count)
 {

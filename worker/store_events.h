@@ -38,6 +38,18 @@ fr_status_t store_events_fanned_age (store_events_t *se, const char *endpoint, i
 fr_status_t store_events_fanout (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,
                                  int64_t window_s, int64_t *added, char *err, size_t errlen) FR_MUSTCHECK;
 
+/* A fan-out too long for one statement goes in steps of seqs (store_events_fanout_step): where
+ * it starts (*after: every event created within lookback_s has a greater seq, unless its
+ * transaction began lookback_s before it committed) and ends (*upto: the newest seq committed). */
+fr_status_t store_events_scan_bounds (store_events_t *se, int64_t lookback_s, int64_t *after, int64_t *upto,
+                                      char *err, size_t errlen) FR_MUSTCHECK;
+
+/* One step of such a fan-out: as store_events_fanout over the first limit events with a seq in
+ * (after, upto]. *next: the seq it reached (upto once there is nothing more); *added: rows created. */
+fr_status_t store_events_fanout_step (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,
+                                      int64_t window_s, int64_t after, int64_t upto, int limit, int64_t *next,
+                                      int64_t *added, char *err, size_t errlen) FR_MUSTCHECK;
+
 /* One claimed delivery: the event and how often it was tried. */
 typedef struct {
     int64_t seq;

@@ -508,6 +508,40 @@ test_no_delivery_outlives_its_lease (void **state)
     assert_int_equal (arrivals, M);
 }
 
+/* One endpoint's fan-out fails at every pass (here a constraint refuses its new delivery rows;
+ * in the field a statement timeout over a long catch-up window): the other endpoint's deliveries
+ * still go. A pass gave up at the first endpoint whose fan-out failed, before its claim, so no
+ * endpoint got a delivery, on any worker, for as long as that one kept failing. */
+static void
+test_one_failing_fanout_stops_no_other_endpoint (void **state)
+{
+    receiver_set (0, 0);
+    import ("fan:box", "fakebox");
+    const char *q = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                    " WHERE e.integration_id = 'fan:box' AND d.endpoint = 'app' AND d.state = 'delivered'";
+    assert_int_equal (itest_wait_sql (h, q, 1, 30000), 1);
+    char sql [512];
+    snprintf (sql, sizeof sql, "ALTER TABLE event_deliveries ADD CONSTRAINT it_refuse CHECK (endpoint <> 'dead'"
+              " OR event_seq <= %lld) NOT VALID", harness_sql_int (h, "SELECT max (seq) FROM events"));
+    assert_int_equal (harness_sql (h, sql), 0);
+    /* "disconnected": for both endpoints */
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "disconnect", "--integration", "fan:box", NULL);
+    json_decref (r);
+    long long delivered = rc == 0 ? itest_wait_sql (h, q, 2, 15000) : -1;
+    long long dead = harness_sql_int (h, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                                         " WHERE e.integration_id = 'fan:box' AND d.endpoint = 'dead'");
+    assert_int_equal (harness_sql (h, "ALTER TABLE event_deliveries DROP CONSTRAINT it_refuse"), 0);
+    assert_int_equal (rc, 0);
+    print_message ("with the fan-out to \"dead\" failing: %lld of 2 events delivered to \"app\", %lld rows for"
+                   " \"dead\"\n", delivered, dead);
+    assert_int_equal (dead, 0);                 /* the constraint did refuse them */
+    assert_int_equal (delivered, 2);
+    /* and once the constraint is gone, "dead" gets its row */
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                                         " WHERE e.integration_id = 'fan:box' AND d.endpoint = 'dead'", 1, 15000), 1);
+}
+
 /* Every delivery to "dead" still pending is made to have been first tried 56 s ago: after a few
  * more attempts its max age (60 s) is past and it fails. Returns once none is pending. Only once
  * each has had its first attempt: that attempt sets first_at (the max age counts from it), and
@@ -911,6 +945,7 @@ main (void)
         cmocka_unit_test (test_unusable_answer_is_no_recovery),
         cmocka_unit_test (test_delivery_survives_kill_and_outage),
         cmocka_unit_test (test_no_delivery_outlives_its_lease),
+        cmocka_unit_test (test_one_failing_fanout_stops_no_other_endpoint),
         cmocka_unit_test (test_failed_then_replayed),
         cmocka_unit_test (test_webhook_test),
         cmocka_unit_test (test_expiring_forecast),
