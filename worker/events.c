@@ -84,6 +84,10 @@ struct events {
     metrics_series_t *m_pending, *m_failed_rows, *m_forecasts, *m_db_errors;
     metrics_series_t **m_held;       /* per endpoint, in the set's order */
     lograte_t late_log;              /* a claim none of whose deliveries could be attempted */
+    store_events_claim_t stranded [CLAIM_BATCH];    /* claimed, not sent, the connection lost: given
+                                                       back once connected (seq, endpoint: a name's) */
+    size_t nstranded;
+    char stranded_lease [STORE_EVENTS_LEASE_LEN + 1];
 };
 
 static uint64_t
@@ -284,6 +288,43 @@ fanout (events_t *ev, size_t i, int full, int64_t started, int64_t deadline)
     return more;
 }
 
+/* Keeps n claimed deliveries not sent for want of a connection, to give them back once there is one. */
+static void
+strand (events_t *ev, const store_events_claim_t *claims, size_t n, const char *lease)
+{
+    ev->nstranded = 0;
+    for (size_t i = 0; i < n && ev->nstranded < CLAIM_BATCH; i++)
+        for (size_t k = 0; k < webhook_set_count (ev->endpoints); k++)
+            if (strcmp (ev->names [k], claims [i].endpoint) == 0) {
+                store_events_claim_t *c = &ev->stranded [ev->nstranded++];
+                memset (c, 0, sizeof *c);
+                c->seq = claims [i].seq;
+                c->endpoint = (char *) ev->names [k];     /* borrowed: store_events_release reads it */
+                break;
+            }
+    snprintf (ev->stranded_lease, sizeof ev->stranded_lease, "%s", lease);
+    log_info (NULL, NULL, "event deliveries not sent: %zu, the database connection was lost; they are given back "
+              "once it is back", ev->nstranded);
+}
+
+/* Gives them back: their leases would hold their integrations' queues until they expired. */
+static void
+release_stranded (events_t *ev)
+{
+    char err [512];
+    int64_t released = 0;
+    if (store_events_release (ev->store, ev->stranded, ev->nstranded, ev->stranded_lease, &released, err,
+                              sizeof err) != FR_OK) {
+        db_failed (ev, err);
+        if (!store_events_connected (ev->store))
+            return;                                 /* at the next connection */
+    }
+    else
+        log_info (NULL, NULL, "event deliveries given back unsent after the database connection was lost: %lld",
+                  (long long) released);
+    ev->nstranded = 0;                              /* or their leases expire */
+}
+
 /* One pass: fan out new events, claim what is due, send it. 1 when work was found, or is left.
  * An endpoint whose fan-out failed does not hold the others' claims, nor its own: a statement
  * that failed changed nothing, and every one leaves each integration's delivery rows those of
@@ -296,6 +337,8 @@ deliver_pass (events_t *ev, int full)
     size_t n = webhook_set_count (ev->endpoints);
     int64_t started = clock_mono_ms ();
     int more = 0;
+    if (ev->nstranded)
+        release_stranded (ev);
     for (size_t i = 0; i < n; i++) {
         int r = fanout (ev, i, full, started, started + FANOUT_PASS_MS);
         if (r < 0 && !store_events_connected (ev->store))
@@ -328,11 +371,15 @@ deliver_pass (events_t *ev, int full)
     /* the claim's deliveries go one after another under one lease: one is attempted only if the
      * attempt ends within the lease, however long it takes; past the lease another worker's claim
      * takes the delivery, and both would send it at once. Those, and those of an endpoint held
-     * meanwhile (or whose probe is out), are given back. */
+     * meanwhile (or whose probe is out), are given back. Once the connection is lost (recording an
+     * attempt) none is sent: its outcome could not be recorded, its lease would expire, and it
+     * would be sent again; they are given back once connected. */
     back = mem_alloc ((count ? count : 1) * sizeof *back);
     for (size_t i = 0; i < count && !atomic_load (&ev->stop); i++) {
         int64_t retry_s;
-        if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms) {
+        if (!store_events_connected (ev->store))
+            back [nback++] = claims [i];
+        else if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms) {
             back [nback++] = claims [i];
             nlate++;
         }
@@ -346,7 +393,9 @@ deliver_pass (events_t *ev, int full)
         else
             deliver (ev, &claims [i], lease);
     }
-    if (nback && !atomic_load (&ev->stop)) {
+    if (nback && !atomic_load (&ev->stop) && !store_events_connected (ev->store))
+        strand (ev, back, nback, lease);
+    else if (nback && !atomic_load (&ev->stop)) {
         int64_t released = 0;
         if (store_events_release (ev->store, back, nback, lease, &released, err, sizeof err) != FR_OK)
             db_failed (ev, err);       /* their leases expire instead */

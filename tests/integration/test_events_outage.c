@@ -257,6 +257,97 @@ test_event_made_while_every_worker_was_down_is_delivered (void **state)
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
+/* Restarts w1 with env set to value. */
+static void
+restart_with (const char *env, const char *value)
+{
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    harness_set_env (h, env, value);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+}
+
+/* Integrations prefix0..7:box, imported, their "connected" events delivered. */
+static void
+import_eight (const char *prefix)
+{
+    char id [32], q [256];
+    for (int i = 0; i < 8; i++) {
+        snprintf (id, sizeof id, "%s%d:box", prefix, i);
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+        free (rt);
+    }
+    snprintf (q, sizeof q, "SELECT count(*) FROM event_deliveries WHERE integration_id LIKE '%s%%' AND state <> 'delivered'",
+              prefix);
+    assert_int_equal (itest_wait_sql (h, q, 0, 30000), 0);
+}
+
+/* One event for each of those eight, in one statement: one claim takes them all. Returns the
+ * receiver's count of arrivals before it. */
+static int
+emit_eight (const char *prefix, const char *detail)
+{
+    char sql [512];
+    receiver_got_t *got;
+    int bad, before = receiver_snapshot (&got, &bad);
+    free (got);
+    snprintf (sql, sizeof sql, "SELECT events_emit ('insufficient_scope', id, provider, 'insufficient_scope', generation,"
+              " '%s') FROM integrations WHERE id LIKE '%s%%'", detail, prefix);
+    assert_int_equal (harness_sql (h, sql), 0);
+    return before;
+}
+
+/* Arrivals since before of events of integrations named prefix..., and how many were repeats. */
+static int
+arrivals_since (int before, const char *prefix, int *repeats)
+{
+    receiver_got_t *got;
+    int bad, n = receiver_snapshot (&got, &bad), arrivals = 0;
+    assert_int_equal (bad, 0);
+    *repeats = 0;
+    for (int k = before; k < n; k++) {
+        if (strncmp (got [k].integration, prefix, strlen (prefix)) != 0 || strcmp (got [k].type, "insufficient_scope") != 0)
+            continue;
+        arrivals++;
+        for (int m = before; m < k; m++)
+            *repeats += strcmp (got [m].id, got [k].id) == 0;
+    }
+    free (got);
+    return arrivals;
+}
+
+/* The database goes away while a claim's eight deliveries are sent one after another. The attempt
+ * whose outcome could not be recorded is sent again once its lease ends (at least once); the
+ * others were sent all the same, each recorded as "not connected", their leases left to expire,
+ * then all sent again: seven repeats. Now the claim's sending stops with the connection, and
+ * those not sent are given back once it is back. */
+static void
+test_database_lost_mid_claim_sends_no_more (void **state)
+{
+    receiver_set (0, 0);
+    restart_with ("FERRULE_WEBHOOK_LEASE_MS", "10000");
+    import_eight ("mid");
+    receiver_set (0, 400);
+    int before = emit_eight ("mid", "missing: mid-claim"), repeats = 0;
+    int64_t end = clock_mono_ms () + 20000;
+    while (arrivals_since (before, "mid", &repeats) < 1 && clock_mono_ms () < end)
+        usleep (20000);
+    assert_int_equal (pg ("stop", NULL, 0), 0);
+    sleep (3);
+    assert_int_equal (pg ("start", NULL, 0), 0);
+    const char *left = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                       " WHERE e.integration_id LIKE 'mid%' AND d.state <> 'delivered'";
+    assert_int_equal (itest_wait_sql (h, left, 0, 60000), 0);
+    int arrivals = arrivals_since (before, "mid", &repeats);
+    receiver_set (0, 0);
+    printf ("events: the database stopped after the first of a claim's 8 attempts: %d arrivals, %d of them repeats\n",
+            arrivals, repeats);
+    restart_with ("FERRULE_WEBHOOK_LEASE_MS", "1500");
+    assert_int_equal (arrivals - repeats, 8);
+    assert_true (repeats <= 1);
+}
+
 /* A receiver refuses everything, and 30,000 deliveries wait behind the first event of one
  * integration, which keeps failing: only that head may be sent. Its retries move its own next_at
  * into the future, but the rows behind it keep theirs and stay due. The claim read every due row
@@ -315,6 +406,7 @@ main (void)
         cmocka_unit_test (test_stop_during_stall),
         cmocka_unit_test (test_many_queues_claimed_from_the_due_rows),
         cmocka_unit_test (test_event_made_while_every_worker_was_down_is_delivered),
+        cmocka_unit_test (test_database_lost_mid_claim_sends_no_more),
         cmocka_unit_test (test_claim_reads_heads_not_the_backlog),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
