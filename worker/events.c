@@ -35,6 +35,8 @@
 #define WINDOW_MAX_S       (2 * WINDOW_MARGIN_S)   /* a longer look back goes in steps */
 #define FANOUT_STEP        1000      /* events one step of a fan-out reads */
 #define FANOUT_PASS_MS     1000      /* the steps of a pass, beyond each endpoint's first */
+#define STOP_GRACE_MS      1000      /* a stop's wait for the thread before its statements are cut
+                                        short: to record and give back what it claimed */
 #define RECONNECT_MS       1000
 #define STATS_MS           5000
 #define LIST_MAX           1000
@@ -75,8 +77,9 @@ struct events {
     pthread_t thread;
     int started;
     int wake [2];                    /* a byte here stops the thread's wait */
-    int stop_fd;                     /* eventfd, readable from events_destroy on: the thread's
-                                        waits on the database end (store_events_new) */
+    int stop_fd;                     /* eventfd, readable STOP_GRACE_MS into events_destroy: the
+                                        thread's waits on the database end (store_events_new) */
+    int exited_fd;                   /* eventfd the thread makes readable as it ends */
     atomic_int stop;
     fanout_t *fan;                   /* per endpoint, in the set's order */
     breaker_t *held;                 /* per endpoint: one that keeps failing gets probes, not every queue's retries */
@@ -227,7 +230,7 @@ scan_steps (events_t *ev, size_t i, int64_t deadline)
             return -1;
         }
         f->after = next;
-    } while (f->after < f->upto && clock_mono_ms () < deadline);
+    } while (f->after < f->upto && clock_mono_ms () < deadline && !atomic_load (&ev->stop));
     if (f->after < f->upto)
         return 1;
     f->scanning = 0;
@@ -325,6 +328,21 @@ release_stranded (events_t *ev)
     ev->nstranded = 0;                              /* or their leases expire */
 }
 
+/* The worker is stopping: claimed deliveries not sent are given back (within STOP_GRACE_MS,
+ * events_destroy), or their leases expire. */
+static void
+give_back_at_stop (events_t *ev, const store_events_claim_t *claims, size_t n, const char *lease)
+{
+    char err [512];
+    int64_t released = 0;
+    if (!store_events_connected (ev->store))
+        return;
+    if (store_events_release (ev->store, claims, n, lease, &released, err, sizeof err) != FR_OK)
+        log_warning (NULL, NULL, "%s; %zu claimed event deliveries stay leased until their leases expire", err, n);
+    else
+        log_info (NULL, NULL, "event deliveries given back unsent at the stop: %lld", (long long) released);
+}
+
 /* One pass: fan out new events, claim what is due, send it. 1 when work was found, or is left.
  * An endpoint whose fan-out failed does not hold the others' claims, nor its own: a statement
  * that failed changed nothing, and every one leaves each integration's delivery rows those of
@@ -345,7 +363,7 @@ deliver_pass (events_t *ev, int full)
             return 0;                               /* the others' would fail too, and the claim */
         more |= r > 0;
     }
-    if (!n)
+    if (!n || atomic_load (&ev->stop))
         return 0;
     /* a held endpoint is not claimed from: its deliveries wait in the database, and the claim does
      * not read its queues, until its hold ends and one of them is its probe */
@@ -373,11 +391,12 @@ deliver_pass (events_t *ev, int full)
      * takes the delivery, and both would send it at once. Those, and those of an endpoint held
      * meanwhile (or whose probe is out), are given back. Once the connection is lost (recording an
      * attempt) none is sent: its outcome could not be recorded, its lease would expire, and it
-     * would be sent again; they are given back once connected. */
+     * would be sent again; they are given back once connected. So are those left at a stop, at
+     * once: they held their queues until their leases expired, an attempt counted for each. */
     back = mem_alloc ((count ? count : 1) * sizeof *back);
-    for (size_t i = 0; i < count && !atomic_load (&ev->stop); i++) {
+    for (size_t i = 0; i < count; i++) {
         int64_t retry_s;
-        if (!store_events_connected (ev->store))
+        if (atomic_load (&ev->stop) || !store_events_connected (ev->store))
             back [nback++] = claims [i];
         else if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms) {
             back [nback++] = claims [i];
@@ -393,9 +412,11 @@ deliver_pass (events_t *ev, int full)
         else
             deliver (ev, &claims [i], lease);
     }
-    if (nback && !atomic_load (&ev->stop) && !store_events_connected (ev->store))
+    if (nback && atomic_load (&ev->stop))
+        give_back_at_stop (ev, back, nback, lease);
+    else if (nback && !store_events_connected (ev->store))
         strand (ev, back, nback, lease);
-    else if (nback && !atomic_load (&ev->stop)) {
+    else if (nback) {
         int64_t released = 0;
         if (store_events_release (ev->store, back, nback, lease, &released, err, sizeof err) != FR_OK)
             db_failed (ev, err);       /* their leases expire instead */
@@ -482,6 +503,8 @@ events_thread (void *arg)
             if (full)
                 next_full = now + FULL_FANOUT_MS;
             busy = deliver_pass (ev, full);
+            if (atomic_load (&ev->stop))
+                break;
             if (now >= next_forecast && store_events_connected (ev->store)) {
                 next_forecast = now + ev->cfg.forecast_ms;
                 forecast_pass (ev);
@@ -519,6 +542,11 @@ events_thread (void *arg)
             (void) r;
         }
     }
+    if (ev->nstranded)              /* connected again, the stop came before the pass */
+        give_back_at_stop (ev, ev->stranded, ev->nstranded, ev->stranded_lease);
+    uint64_t one = 1;
+    ssize_t r = write (ev->exited_fd, &one, sizeof one);
+    (void) r;
     return NULL;
 }
 
@@ -543,7 +571,7 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
     ev->cfg = *cfg;
     ev->wake [0] = ev->wake [1] = -1;
     ev->late_log.interval_ms = 60000;
-    ev->stop_fd = -1;
+    ev->stop_fd = ev->exited_fd = -1;
     ev->worker_id = mem_strdup (cfg->worker_id);
     ev->cfg.worker_id = ev->worker_id;
     ev->cfg.database_url = NULL;
@@ -577,8 +605,9 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
     }
     ev->database_url = mem_strdup (cfg->database_url);
     ev->stop_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (ev->stop_fd < 0) {
-        snprintf (err, errlen, "could not create the event thread's stop descriptor: %s", strerror (errno));
+    ev->exited_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ev->stop_fd < 0 || ev->exited_fd < 0) {
+        snprintf (err, errlen, "could not create the event thread's stop descriptors: %s", strerror (errno));
         goto fail;
     }
     ev->store = store_events_new (cfg->database_url, cfg->worker_id, cfg->statement_ms, ev->stop_fd);
@@ -645,6 +674,13 @@ events_destroy (events_t **ev_p)
     if (ev->started) {
         uint64_t one = 1;
         ssize_t r = write (ev->wake [1], "x", 1);
+        /* its statements go on for a moment: an outcome recorded, and the deliveries it claimed and
+         * did not send given back, spare their sending again after the lease; then they end, since
+         * a stalled database would hold the stop for ever */
+        int64_t until = clock_mono_ms () + STOP_GRACE_MS, left;
+        struct pollfd exited = { ev->exited_fd, POLLIN, 0 };
+        while ((left = until - clock_mono_ms ()) > 0 && poll (&exited, 1, (int) left) != 1)
+            ;
         r = write (ev->stop_fd, &one, sizeof one);
         (void) r;
         pthread_join (ev->thread, NULL);
@@ -654,6 +690,8 @@ events_destroy (events_t **ev_p)
             close (ev->wake [i]);
     if (ev->stop_fd >= 0)
         close (ev->stop_fd);
+    if (ev->exited_fd >= 0)
+        close (ev->exited_fd);
     if (ev->curl)
         curl_easy_cleanup (ev->curl);
     store_events_destroy (&ev->store);

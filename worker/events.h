@@ -40,7 +40,8 @@ events_t *events_new (const events_config_t *cfg, const catalog_t *catalog, metr
  * that events were recorded. Safe from any thread; NULL is ignored. */
 void events_wake (events_t *ev);
 /* Stops the thread (an attempt in flight is abandoned: its lease expires and another worker sends
- * it again), frees, nulls *ev_p; safe twice. */
+ * it again; the claimed deliveries not yet attempted are given back, the stop waiting a second at
+ * most for the database), frees, nulls *ev_p; safe twice. */
 void events_destroy (events_t **ev_p);
 
 /* The operations, served from the worker's loop (requests.c dispatches): "events",

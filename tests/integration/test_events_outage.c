@@ -25,9 +25,10 @@
 #define QUEUES  150                  /* integrations with two events each, all due at once */
 
 /* How long a worker told to stop during a database stall may take to exit: its drain settles in
- * half a second and the main loop's statements give up within about a second (the heartbeat):
- * 0.7 s under AddressSanitizer on an idle machine, and the bound leaves room for a loaded one. The
- * stall lasts until then (the code before exited only once the database was back). */
+ * half a second, the main loop's statements give up within about a second (the heartbeat), and
+ * the event thread's a second after it was asked to end: 0.7 s under AddressSanitizer on an idle
+ * machine before that second, and the bound leaves room for a loaded one. The stall lasts until
+ * then (the code before exited only once the database was back). */
 #define STALL_STOP_MS 10000
 
 static harness_t *h;
@@ -348,6 +349,40 @@ test_database_lost_mid_claim_sends_no_more (void **state)
     assert_true (repeats <= 1);
 }
 
+/* A worker stops while a claim's eight deliveries are sent one after another. The claim counted an
+ * attempt for each and leased them all; those not attempted yet kept both, and waited out the
+ * lease (20 s here) before anyone sent them, each with an attempt that never happened. They are
+ * given back at the stop; the attempt in flight is abandoned and keeps its lease. */
+static void
+test_stop_gives_back_unsent_deliveries (void **state)
+{
+    receiver_set (0, 0);
+    restart_with ("FERRULE_WEBHOOK_LEASE_MS", "20000");
+    import_eight ("stp");
+    receiver_set (0, 500);
+    int before = emit_eight ("stp", "missing: stop-test"), repeats = 0;
+    int64_t end = clock_mono_ms () + 20000;
+    while (arrivals_since (before, "stp", &repeats) < 1 && clock_mono_ms () < end)
+        usleep (20000);
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    int sent = arrivals_since (before, "stp", &repeats);
+    const char *kept = "SELECT count(*) FROM event_deliveries WHERE integration_id LIKE 'stp%' AND state = 'pending'"
+                       " AND (lease_token IS NOT NULL OR attempts > 0)";
+    long long held = harness_sql_int (h, kept);
+    long long pending = harness_sql_int (h, "SELECT count(*) FROM event_deliveries WHERE integration_id LIKE 'stp%'"
+                                            " AND state = 'pending'");
+    printf ("events: a worker stopped after %d of a claim's 8 attempts: %lld left pending, %lld of them leased or"
+            " with an attempt counted\n", sent, pending, held);
+    receiver_set (0, 0);
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "1500");
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    assert_true (pending >= 2);         /* the stop came before the claim's end */
+    assert_true (held <= 1);            /* the attempt in flight, if any */
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries WHERE integration_id LIKE 'stp%'"
+                                         " AND state <> 'delivered'", 0, 60000), 0);
+}
+
 /* A receiver refuses everything, and 30,000 deliveries wait behind the first event of one
  * integration, which keeps failing: only that head may be sent. Its retries move its own next_at
  * into the future, but the rows behind it keep theirs and stay due. The claim read every due row
@@ -407,6 +442,7 @@ main (void)
         cmocka_unit_test (test_many_queues_claimed_from_the_due_rows),
         cmocka_unit_test (test_event_made_while_every_worker_was_down_is_delivered),
         cmocka_unit_test (test_database_lost_mid_claim_sends_no_more),
+        cmocka_unit_test (test_stop_gives_back_unsent_deliveries),
         cmocka_unit_test (test_claim_reads_heads_not_the_backlog),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
