@@ -18,6 +18,9 @@
 
 #define AUDIT_LINE_MAX 1024
 #define AUDIT_BATCH    256
+#define AUDIT_STOP_WAIT_MS 5000        /* a stop's wait for the writer's last batch: a write that
+                                          blocks (a collector that stopped reading standard output,
+                                          a hung mount) must not hold the exit for ever */
 
 typedef struct {
     int64_t wall_ms;
@@ -40,6 +43,7 @@ struct audit {
     audit_rec_t *queue;                 /* ring of AUDIT_QUEUE */
     size_t head, count;                 /* under mutex */
     int stopping;                       /* under mutex */
+    int exited;                         /* under mutex: the writer has ended */
     atomic_int reopen;
     atomic_uint_fast64_t dropped, failed;
     atomic_int failing;                 /* the last write failed */
@@ -228,6 +232,10 @@ audit_thread (void *arg)
     }
     mem_free (batch);
     mem_free (buf);
+    pthread_mutex_lock (&a->mutex);
+    a->exited = 1;
+    pthread_cond_broadcast (&a->cond);
+    pthread_mutex_unlock (&a->mutex);
     return NULL;
 }
 
@@ -273,10 +281,25 @@ audit_destroy (audit_t **a_p)
         return;
     audit_t *a = *a_p;
     if (a->started) {
+        struct timespec until = clock_after (CLOCK_REALTIME, AUDIT_STOP_WAIT_MS);
         pthread_mutex_lock (&a->mutex);
         a->stopping = 1;
-        pthread_cond_signal (&a->cond);
+        pthread_cond_broadcast (&a->cond);
+        while (!a->exited)
+            if (pthread_cond_timedwait (&a->cond, &a->mutex, &until) == ETIMEDOUT)
+                break;
+        int exited = a->exited;
+        size_t waiting = a->count;
         pthread_mutex_unlock (&a->mutex);
+        if (!exited) {
+            /* the writer is stuck in a write: it keeps a, which the exit reclaims */
+            log_error (NULL, NULL, "the audit log \"%s\" has taken no write for %d s; stopping without its last "
+                       "records (%zu still queued)", a->path ? a->path : "standard output", AUDIT_STOP_WAIT_MS / 1000,
+                       waiting);
+            pthread_detach (a->thread);
+            *a_p = NULL;
+            return;
+        }
         pthread_join (a->thread, NULL);
     }
     if (a->path && a->fd >= 0)

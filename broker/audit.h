@@ -22,7 +22,8 @@ typedef struct audit audit_t;
 
 /* target: a file path (appended, created 0600) or "-" for standard output. NULL with a reason. */
 audit_t *audit_new (const char *target, char *err, size_t errlen);
-/* Writes what is queued, stops the writer, closes the file. */
+/* Writes what is queued, stops the writer, closes the file. A writer stuck in a write (a reader of
+ * standard output that stopped reading) is left after 5 s, with a, to the process's exit. */
 void audit_destroy (audit_t **a_p);
 /* Queues one record; strings are copied (cut to their limits). integ and rid may be NULL. */
 void audit_record (audit_t *a, const char *client, op_t op, const char *integ, size_t integ_len,

@@ -1,11 +1,14 @@
 /* test_access.c - the broker's allow-lists (keys), its policy and its audit log, and the CURVE
  * key files (curve), each on its own */
+#define _GNU_SOURCE                  /* pthread_tryjoin_np */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -238,6 +241,44 @@ test_audit (void **state)
     assert_non_null (strstr (err, "could not open the audit log"));
 }
 
+static void *
+destroy_audit (void *arg)
+{
+    audit_destroy ((audit_t **) arg);
+    return NULL;
+}
+
+/* A stop while the audit log takes no write (a FIFO whose reader stopped reading: a collector of
+ * standard output that stalled) ends anyway: the broker joined its writer for ever, and a second
+ * SIGTERM could not end it either. */
+static void
+test_audit_blocked_writer_does_not_hold_the_stop (void **state)
+{
+    char err [512];
+    const char *fifo = path_of ("audit.fifo");
+    assert_int_equal (mkfifo (fifo, 0600), 0);
+    int reader = open (fifo, O_RDONLY | O_NONBLOCK);      /* open, never read */
+    assert_true (reader >= 0);
+    audit_t *a = audit_new (fifo, err, sizeof err);
+    assert_non_null (a);
+    for (int i = 0; i < 4000; i++)                        /* well past a pipe's 64 KiB */
+        audit_record (a, "billing", OP_TOKEN, "acct42:box", 10, "ok", "rid-1", 5);
+    usleep (300000);                                      /* the writer is blocked in write */
+    pthread_t t;
+    assert_int_equal (pthread_create (&t, NULL, destroy_audit, &a), 0);
+    int ended = 0;
+    for (int ms = 0; ms < 10000 && !ended; ms += 100) {
+        usleep (100000);
+        ended = pthread_tryjoin_np (t, NULL) == 0;
+    }
+    if (!ended)
+        fail_msg ("audit_destroy did not return within 10 s of a stop while its writer was blocked");
+    assert_null (a);
+    /* the reader stays open: the writer stays blocked, holding what it was left (a process's exit
+     * reclaims it; a writer that ended would leave it unreachable) */
+    (void) reader;
+}
+
 static int
 setup (void **state)
 {
@@ -261,6 +302,7 @@ main (void)
         cmocka_unit_test (test_policy),
         cmocka_unit_test (test_ops),
         cmocka_unit_test (test_audit),
+        cmocka_unit_test (test_audit_blocked_writer_does_not_hold_the_stop),
     };
     return testexit (cmocka_run_group_tests (tests, setup, teardown));
 }
