@@ -620,12 +620,14 @@ out:
 }
 
 /* Answers the ZAP requests waiting, until none is left (its descriptor signals only new ones). */
-static void
+/* Returns how many ZAP requests it answered. */
+static int
 broker_drain_zap (broker_t *b)
 {
-    for (int i = 0; b->zap && i < 64; i++)
-        if (!broker_handle_zap (b))
-            break;
+    int i = 0;
+    while (b->zap && i < 64 && broker_handle_zap (b))
+        i++;
+    return i;
 }
 
 /* Over plaintext, ZeroMQ hands a body over 33 bytes as a slice of its receive buffer (8 KiB),
@@ -1183,14 +1185,16 @@ broker_reload (broker_t *b)
  * has been quiet for STOP_QUIET_MS (what a client sent just before the stop may still be on its
  * way from ZeroMQ's I/O thread), STOP_READ_MAX requests or STOP_LINGER_MS at most. The ZAP
  * handler is served meanwhile: a client that connected just before the stop has its requests
- * queued behind a CURVE handshake, which waits on it. */
+ * queued behind a CURVE handshake, which waits on it; once one has been, the reads go on for all
+ * of STOP_LINGER_MS (the handshake's last steps and the requests behind it take more than the
+ * quiet time on a loaded machine). */
 static void
 broker_answer_queued (broker_t *b)
 {
     int64_t until = clock_mono_ms () + STOP_LINGER_MS;
-    int n = 0;
+    int n = 0, handshakes = 0;
     for (;;) {
-        broker_drain_zap (b);
+        handshakes += broker_drain_zap (b);
         while (n < STOP_READ_MAX && broker_handle_client (b))
             n++;
         int64_t left = until - clock_mono_ms ();
@@ -1200,7 +1204,8 @@ broker_answer_queued (broker_t *b)
             { b->frontend, 0, ZMQ_POLLIN, 0 },
             { NULL, b->zap_fd, ZMQ_POLLIN, 0 },
         };
-        if (zmq_poll (items, b->zap ? 2 : 1, (long) (left < STOP_QUIET_MS ? left : STOP_QUIET_MS)) <= 0)
+        if (zmq_poll (items, b->zap ? 2 : 1, (long) (left < STOP_QUIET_MS ? left : STOP_QUIET_MS)) <= 0
+        &&  !handshakes)
             break;
     }
     if (n)

@@ -236,6 +236,7 @@ scan_steps (events_t *ev, size_t i, int64_t deadline)
     f->scanning = 0;
     if (f->catching_up)
         f->done_ms = f->started_ms;
+    f->catching_up = 0;             /* or a catch-up longer than WINDOW_MAX_S never begins another */
     return 0;
 }
 

@@ -266,11 +266,12 @@ links_pollitems (worker_t *w, zmq_pollitem_t *items, int *link_of, size_t max)
 void
 links_send (worker_t *w, const job_t *job, const char *body, size_t len, const char *outcome)
 {
-    if (job->link < 0 || (size_t) job->link >= w->nlinks || !w->links [job->link].socket)
-        return;                 /* a background job, or the broker it came through is gone */
-    if (job->once)
+    if (job->once && job->link >= 0 && (size_t) job->link < w->nlinks)
+        /* kept even when the link is closed: a copy on it reopened gets this answer */
         once_answered (w->once, job->link, job->client, job->client_len, job->seq,
                        &(once_reply_t) { body, len, outcome });
+    if (job->link < 0 || (size_t) job->link >= w->nlinks || !w->links [job->link].socket)
+        return;                 /* a background job, or the broker it came through is gone */
     const void *parts [] = { CODEC_WORKER_PROTOCOL, "REP", job->client, job->seq, body, outcome };
     size_t sizes [] = { 4, 3, job->client_len, 8, len, strlen (outcome) };
     w->links [job->link].drained = 0;

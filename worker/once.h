@@ -8,7 +8,7 @@
  * remembered here by where it came from (link, the client's routing id, the broker's sequence)
  * and a hash of its body, until its deadline: a copy of one in flight is dropped (the original
  * answers), a copy of one answered gets the same answer again. Reads are not remembered: running
- * them twice is harmless, and token requests are the hot path. */
+ * them twice is harmless, and token requests are the hot path (nor is apikey_verify, requests.c). */
 #ifndef FERRULE_ONCE_H
 #define FERRULE_ONCE_H
 #include <stddef.h>
