@@ -681,17 +681,10 @@ served_within (client_t *client, const char *id, int ms, int every_ms)
     return 0;
 }
 
-/* A worker whose connection the broker still holds when the worker's side has ended (a reset
- * that never reached the broker; a NAT that forgot the connection). ZeroMQ connects the worker
- * again at once, under the same id, and the broker, which refuses a second connection under a
- * worker's id, never hears the new one: the worker was gone for good. The worker then made its
- * link again when no PING came for five heartbeat intervals, by when the broker had dropped the
- * old connection (its ZMTP heartbeats go unanswered for three); now the broker drops the new
- * connection, silent for two intervals, first, and the worker's ZeroMQ connects once more. */
-static void
-test_worker_behind_a_cut_connection_comes_back (void **state)
+/* The broker, and worker w1 connected to its backend through a relay (returned). */
+static relay_t *
+start_behind_relay (void)
 {
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "200");
     assert_int_equal (harness_start_broker (h), 0);
     relay_t *relay = relay_start (harness_broker_backend (h, 0));
     char wrapper [4096];
@@ -703,6 +696,21 @@ test_worker_behind_a_cut_connection_comes_back (void **state)
     harness_set_worker_wrapper (h, wrapper);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    return relay;
+}
+
+/* A worker whose connection the broker still holds when the worker's side has ended (a reset
+ * that never reached the broker; a NAT that forgot the connection). ZeroMQ connects the worker
+ * again at once, under the same id, and the broker, which refuses a second connection under a
+ * worker's id, never hears the new one: the worker was gone for good. The worker then made its
+ * link again when no PING came for five heartbeat intervals, by when the broker had dropped the
+ * old connection (its ZMTP heartbeats go unanswered for three); now the broker drops the new
+ * connection, silent for two intervals, first, and the worker's ZeroMQ connects once more. */
+static void
+test_worker_behind_a_cut_connection_comes_back (void **state)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "200");
+    relay_t *relay = start_behind_relay ();
     import_fresh ("relay1:box");
 
     relay_tell (relay, 'b');
@@ -847,17 +855,7 @@ test_callback_sent_again_after_a_reconnection_is_run_once (void **state)
 {
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "200");
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
-    assert_int_equal (harness_start_broker (h), 0);
-    relay_t *relay = relay_start (harness_broker_backend (h, 0));
-    char wrapper [4096];
-    snprintf (wrapper, sizeof wrapper, "%s/through-relay.sh", harness_workdir (h));
-    char script [256];
-    snprintf (script, sizeof script, "#!/bin/sh\nFERRULE_BROKER_BACKENDS=tcp://127.0.0.1:%d exec \"$@\"\n", relay->port);
-    itest_write_file (wrapper, script);
-    assert_int_equal (chmod (wrapper, 0755), 0);
-    harness_set_worker_wrapper (h, wrapper);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    relay_t *relay = start_behind_relay ();
 
     int rc = -1;
     json_t *c = harness_ctl (h, &rc, "connect", "--integration", "again1:box", "--provider", "fakebox",
