@@ -102,6 +102,15 @@ report_stopped (const char *fmt, ...)
     return 128 + stop_requested ();
 }
 
+/* A stop once the schema was applied, before the runtime roles were granted again. */
+static int
+stopped_before_grants (void)
+{
+    int rc = report_stopped ("before the runtime roles were granted again: the schema is applied");
+    report ("hint", "run ferrule-migrate up again: it has nothing to apply, and grants them");
+    return rc;
+}
+
 /* Exit code for a failed database call: unreachable, refused, or anything else. */
 static int
 exit_code_for (fr_status_t st)
@@ -450,18 +459,15 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
     int granted = 0;
     char missing [80];
     /* the schema is applied; what is left is granting and filling in */
-    static const char before_grants [] = "before the runtime roles were granted again: the schema is applied";
     if (stop_requested ()) {
-        rc = report_stopped ("%s", before_grants);
-        report ("hint", "run ferrule-migrate up again: it has nothing to apply, and grants them");
+        rc = stopped_before_grants ();
         goto out;
     }
     if (opts->role) {
         int created = 0;
         st = grant_runtime (conn, opts->role, &created, &err);
         if (st != FR_OK && stop_requested ()) {
-            rc = report_stopped ("%s", before_grants);
-            report ("hint", "run ferrule-migrate up again: it has nothing to apply, and grants them");
+            rc = stopped_before_grants ();
             goto out;
         }
         if (st != FR_OK) {
@@ -477,8 +483,7 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
     }
     st = grant_reapply (conn, &granted, missing, sizeof missing, &err);
     if (st != FR_OK && stop_requested ()) {
-        rc = report_stopped ("%s", before_grants);
-        report ("hint", "run ferrule-migrate up again: it has nothing to apply, and grants them");
+        rc = stopped_before_grants ();
         goto out;
     }
     if (st != FR_OK) {

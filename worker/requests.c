@@ -486,18 +486,16 @@ requests_hit (worker_t *w, job_t *job, const void *body, size_t len)
     return 1;
 }
 
-int
-requests_once (worker_t *w, job_t *job, const msgpack_object *root, const void *body, size_t len)
+/* 1 when the request with operation o is to run; 0 when it is a broker's copy of an administering
+ * request this worker is working on (dropped: the first answers) or answered (answered again the
+ * same), once.c. */
+static int
+requests_once (worker_t *w, job_t *job, op_t o, const void *body, size_t len)
 {
-    const char *op;
-    size_t op_len;
-    if (job->link < 0 || codec_get_str (root, "op", &op, &op_len) != 1)
-        return 1;
-    op_t o = ops_lookup (op, op_len);
     /* twice is harmless for reads, and token requests are the hot path; so is apikey_verify (it
      * writes only when the key was last used), which the gateway sends on every API request and
      * which would crowd the rare ones out of the table */
-    if (o == OP_UNKNOWN || ops_is_read (o) || o == OP_APIKEY_VERIFY)
+    if (job->link < 0 || o == OP_UNKNOWN || ops_is_read (o) || o == OP_APIKEY_VERIFY)
         return 1;
     once_reply_t reply;
     switch (once_begin (w->once, job->link, job->client, job->client_len, job->seq, body, len, job->deadline_ms,
@@ -521,7 +519,7 @@ requests_once (worker_t *w, job_t *job, const msgpack_object *root, const void *
 }
 
 void
-requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
+requests_handle (worker_t *w, job_t *job, const msgpack_object *root, const void *body, size_t body_len)
 {
     const char *op, *s;
     size_t op_len, len;
@@ -536,6 +534,8 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root)
         return;
     }
     op_t o = ops_lookup (op, op_len);       /* the one table of operation names */
+    if (!requests_once (w, job, o, body, body_len))
+        return;
     /* a metrics label: what this version knows, "unknown" for anything else a client sent */
     text_copy (job->op, sizeof job->op, ops_name (o));
     if (o == OP_CALLBACK && !codec_get (root, "integration")) {

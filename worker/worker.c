@@ -226,10 +226,10 @@ worker_serve_link (worker_t *w, int li)
             codec_msg_t *msg = NULL;
             char err [256];
             fr_status_t st = codec_decode (body, len, &msg, err, sizeof err);
-            if (st != FR_OK)
+            if (st == FR_OK)
+                requests_handle (w, &job, codec_msg_root (msg), body, len);
+            else
                 reply_error (w, &job, st, err, NULL, -1);   /* a request whose body does not decode */
-            else if (requests_once (w, &job, codec_msg_root (msg), body, len))
-                requests_handle (w, &job, codec_msg_root (msg));
             codec_msg_destroy (&msg);
         }
     }
