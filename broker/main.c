@@ -12,13 +12,6 @@
 static volatile sig_atomic_t stop_requested = 0;
 static volatile sig_atomic_t reload_requested = 0;
 
-static void
-on_hup (int sig)
-{
-    (void) sig;
-    reload_requested = 1;
-}
-
 int
 main (int argc, char **argv)
 {
@@ -51,6 +44,7 @@ main (int argc, char **argv)
     };
     char err [512];
     int rc;
+    daemon_signals (&stop_requested, &reload_requested);
     if (!daemon_configure (table, "ferrule-broker", "broker", argc, argv, &log_level, &rc))
         return rc;
     log_init ("broker", frontend);
@@ -65,11 +59,6 @@ main (int argc, char **argv)
     if (curve.plaintext)
         log_warning (NULL, NULL, "running in plaintext (%s=1): any peer that reaches the broker's ports may use "
                      "every integration and read every token; use CURVE keys outside tests", CURVE_ENV_PLAINTEXT);
-    daemon_signals (&stop_requested);
-    struct sigaction sa;
-    memset (&sa, 0, sizeof sa);
-    sa.sa_handler = on_hup;
-    sigaction (SIGHUP, &sa, NULL);
 
     broker_config_t cfg = { frontend, backend, partitions, heartbeat_ms, max_pending, deadline_ms, hwm, http_bind,
                             &curve, clients_file, workers_file, policy_file, audit, pending_bytes, budget, audit_failure };

@@ -7,12 +7,20 @@
 #include <string.h>
 
 static volatile sig_atomic_t *daemon_stop;
+static volatile sig_atomic_t *daemon_reload;
 
 static void
 on_signal (int sig)
 {
     (void) sig;
     *daemon_stop = *daemon_stop < 2 ? *daemon_stop + 1 : 2;
+}
+
+static void
+on_hup (int sig)
+{
+    (void) sig;
+    *daemon_reload = 1;
 }
 
 int
@@ -42,14 +50,17 @@ daemon_configure (const config_entry_t *table, const char *program, const char *
 }
 
 void
-daemon_signals (volatile sig_atomic_t *stop)
+daemon_signals (volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
 {
     struct sigaction sa;
     daemon_stop = stop;
+    daemon_reload = reload;
     memset (&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction (SIGTERM, &sa, NULL);
     sigaction (SIGINT, &sa, NULL);
+    sa.sa_handler = reload ? on_hup : SIG_IGN;
+    sigaction (SIGHUP, &sa, NULL);
     signal (SIGPIPE, SIG_IGN);
     /* a file size limit (ulimit -f, systemd's LimitFSIZE) makes a write past it fail with EFBIG,
      * which the journal and the logs handle, instead of killing the process mid-refresh */

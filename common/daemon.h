@@ -9,9 +9,12 @@
  * --help, 2 on a bad setting, which has been logged); the table is freed then. */
 int daemon_configure (const config_entry_t *table, const char *program, const char *process, int argc,
                       char **argv, char *const *log_level, int *exit_status);
-/* The first SIGTERM or SIGINT sets *stop to 1 (drain), a second to 2 (stop at once); SIGPIPE is
- * ignored. The handler only sets the flag: the loop acts on it. */
-void daemon_signals (volatile sig_atomic_t *stop);
+/* The first SIGTERM or SIGINT sets *stop to 1 (drain), a second to 2 (stop at once); SIGHUP sets
+ * *reload, or is ignored when reload is NULL (a process with nothing to read again must not die of
+ * an operator's "reload everything"); SIGPIPE is ignored. The handlers only set flags: the loop
+ * acts on them. Called first thing in main, so that no signal finds the default action (which
+ * for SIGHUP and SIGTERM is to die) while the configuration is read. */
+void daemon_signals (volatile sig_atomic_t *stop, volatile sig_atomic_t *reload);
 /* Holds SIGHUP, SIGTERM and SIGINT back while the process sets itself up (its sockets, its first
  * database connection): one arriving then would interrupt a libzmq or libpq call with EINTR,
  * which the setup reads as a failure, and the process would exit instead of reloading or

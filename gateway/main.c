@@ -23,13 +23,6 @@
 static volatile sig_atomic_t stop_requested = 0;
 static volatile sig_atomic_t reload_requested = 0;
 
-static void
-on_hup (int sig)
-{
-    (void) sig;
-    reload_requested = 1;
-}
-
 /* Splits a comma-separated list into fixed slots; -1 when an item is too long or too many. */
 static int
 split_list (const char *list, char *slots, size_t slot_len, size_t max, size_t *count)
@@ -168,6 +161,7 @@ main (int argc, char **argv)
     int rc;
     route_server_t *server = NULL;
     health_t *health = NULL;
+    daemon_signals (&stop_requested, &reload_requested);
     if (!daemon_configure (table, "ferrule-gateway", "gateway", argc, argv, &log_level, &rc))
         return rc;
     log_init ("gateway", bind);
@@ -188,11 +182,6 @@ main (int argc, char **argv)
         log_error (NULL, NULL, "%s", err);
         goto out;
     }
-    daemon_signals (&stop_requested);
-    struct sigaction sa;
-    memset (&sa, 0, sizeof sa);
-    sa.sa_handler = on_hup;
-    sigaction (SIGHUP, &sa, NULL);
     log_info (NULL, NULL, "listening on %s (port %d), public URL %s, redirect URI %s/oauth/callback", bind,
               route_server_port (server), public_url, public_url);
     /* ready while a broker answers ping (checked every 5 s): a gateway that cannot reach any

@@ -94,6 +94,7 @@ main (int argc, char **argv)
     memset (&curve, 0, sizeof curve);
     /* jansson holds providers' answers (tokens) in blocks of its own: wiped when freed */
     json_set_alloc_funcs (mem_alloc, mem_free_wiped);
+    daemon_signals (&stop_requested, NULL);
     if (!daemon_configure (table, "ferrule-worker", "worker", argc, argv, &log_level, &rc))
         return rc;
     if (!worker_id) {
@@ -166,7 +167,6 @@ main (int argc, char **argv)
         log_warning (NULL, NULL, "running in plaintext (%s=1): the broker is not authenticated and the links are not "
                      "encrypted; use CURVE keys outside tests", CURVE_ENV_PLAINTEXT);
 
-    daemon_signals (&stop_requested);
     curl_global_init (CURL_GLOBAL_DEFAULT);
     /* jitter only, but it must differ between replicas: every container's worker is pid 1 */
     unsigned seed = (unsigned) (time (NULL) ^ getpid ());

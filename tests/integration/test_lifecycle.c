@@ -54,6 +54,15 @@ test_readiness_transitions (void **state)
     assert_int_equal (itest_wait_http_status (broker, "/readyz", 200), 200);
     assert_int_equal (itest_http_status (broker, "/metrics"), 200);
 
+    /* an operator's "reload everything" (SIGHUP to every Ferrule process): the broker reloads,
+     * the worker, which has nothing to read again, goes on serving instead of dying */
+    harness_signal_worker (h, "w1", SIGHUP);
+    harness_signal_broker (h, 0, SIGHUP);
+    usleep (300 * 1000);
+    assert_true (harness_worker_running (h, "w1"));
+    assert_int_equal (itest_http_status (worker, "/readyz"), 200);
+    assert_int_equal (itest_http_status (broker, "/readyz"), 200);
+
     /* a second worker, then a graceful stop of the first: the broker stays ready throughout */
     assert_int_equal (harness_start_worker (h, "w2"), 0);
     assert_int_equal (harness_wait_ready (h, 2, 10000), 0);
