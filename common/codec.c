@@ -706,7 +706,9 @@ codec_to_json (const msgpack_object *o)
                 if (k->type != MSGPACK_OBJECT_STR || memchr (k->via.str.ptr, '\0', k->via.str.size))
                     continue;
                 char *key = mem_strndup (k->via.str.ptr, k->via.str.size);
-                json_object_set_new (m, key, codec_to_json (&o->via.map.ptr [i].val));
+                /* a key given twice: the first counts, as codec_get and the scan read it */
+                if (!json_object_get (m, key))
+                    json_object_set_new (m, key, codec_to_json (&o->via.map.ptr [i].val));
                 mem_free (key);
             }
             return m;

@@ -105,7 +105,8 @@ void codec_json (codec_builder_t *b, const json_t *j);
 int codec_builder_failed (const codec_builder_t *b);
 const char *codec_builder_data (const codec_builder_t *b, size_t *len);
 
-/* A decoded object as JSON (binary as base64 is not needed on this wire: binary becomes null). */
+/* A decoded object as JSON (binary as base64 is not needed on this wire: binary becomes null). A
+ * key given twice keeps its first value, as codec_get reads it. */
 json_t *codec_to_json (const msgpack_object *o);
 
 /* A complete error reply body: {"rid":rid,"ok":false,"error":{"code","message","hint"[, "retry_after"]}}.

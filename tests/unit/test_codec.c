@@ -462,6 +462,27 @@ test_scan_first_and_nested_keys (void **state)
     assert_int_equal (f [0].kind, CODEC_ABSENT);
 }
 
+/* A reply's JSON reads a key given twice as codec_get and the scan do: the first counts. A client
+ * checking "ok" with codec_get and handing the JSON on must not see two different answers. */
+static void
+test_to_json_first_key_counts (void **state)
+{
+    const unsigned char body [] = {
+        0x83, 0xa2, 'o', 'k', 0xc2, 0xa1, 'e', 0x01, 0xa2, 'o', 'k', 0xc3,
+    };
+    codec_msg_t *msg = NULL;
+    assert_int_equal (decode (body, sizeof body, &msg), FR_OK);
+    const msgpack_object *root = codec_msg_root (msg);
+    const msgpack_object *ok = codec_get (root, "ok");
+    assert_non_null (ok);
+    assert_false (ok->via.boolean);
+    json_t *j = codec_to_json (root);
+    assert_true (json_is_false (json_object_get (j, "ok")));
+    assert_int_equal (json_object_size (j), 2);
+    json_decref (j);
+    codec_msg_destroy (&msg);
+}
+
 /* Every prefix of a valid body is refused, with decode's reason, and nothing past it is read. */
 static void
 test_scan_every_truncation (void **state)
@@ -625,6 +646,7 @@ main (void)
         cmocka_unit_test (test_empty_strings),
         cmocka_unit_test (test_scan_every_type),
         cmocka_unit_test (test_scan_first_and_nested_keys),
+        cmocka_unit_test (test_to_json_first_key_counts),
         cmocka_unit_test (test_scan_every_truncation),
         cmocka_unit_test (test_scan_malformed),
         cmocka_unit_test (test_scan_limits),
