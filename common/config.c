@@ -13,7 +13,10 @@ config_set (const config_entry_t *e, const char *value, const char *source, char
 {
     if (e->type == CONFIG_STRING) {
         char **t = e->target;
-        mem_free (*t);
+        if (e->secret)
+            mem_free_secret (t);        /* an environment value a flag replaces */
+        else
+            mem_free (*t);
         *t = value ? mem_strdup (value) : NULL;
         return 0;
     }

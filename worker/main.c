@@ -187,6 +187,10 @@ main (int argc, char **argv)
     daemon_setup_begin (&saved);
     worker_t *w = worker_new (&cfg, err, sizeof err);
     daemon_setup_done (&saved);             /* a stop sent meanwhile is taken now: a drain */
+    /* the keyring holds the keys in memory kept out of core dumps: their text goes now, not at exit */
+    mem_free_secret (&key);
+    mem_free_secret (&old_keys);
+    mem_free_secret (&fingerprint_key);
     if (!w) {
         log_error (NULL, NULL, "%s", err);
         rc = strstr (err, "ferrule-migrate") ? 6 : 1;

@@ -36,6 +36,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
     w->keyring = crypto_keyring_new (cfg->encryption_key, cfg->old_keys, err, errlen);
     if (!w->keyring || crypto_keyring_set_fingerprint_key (w->keyring, cfg->fingerprint_key, err, errlen) != FR_OK)
         goto fail;
+    /* the keys live in the keyring's protected memory from here on; main wipes their text */
+    w->cfg.encryption_key = w->cfg.old_keys = w->cfg.fingerprint_key = NULL;
     w->catalog = catalog_new (cfg->providers_file, err, errlen);
     if (!w->catalog)
         goto fail;
