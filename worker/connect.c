@@ -849,7 +849,7 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res, const char *unu
     ew->no_expiry = res->expires_in < 0 && !res->refresh_token && !res->expires_in_ignored;
     ew->expires_in = res->expires_in >= 0 ? res->expires_in : ew->no_expiry ? OAUTH_MAX_EXPIRES_IN : DEFAULT_EXPIRES_IN;
     if (res->expires_in_ignored)
-        log_warning (c->id, NULL, "the provider's expires_in is not a number of seconds from 0 to 10 years: the token "
+        log_warning (c->id, NULL, "the provider's expires_in is not a number of seconds from 1 to 10 years: the token "
                      "is taken to last %d s", DEFAULT_EXPIRES_IN);
     ew->expires_at = clock_wall_ms () / 1000 + ew->expires_in;
     if (unusable) {

@@ -474,7 +474,9 @@ parse_expires_in (json_t *v, int64_t *out)
     }
     else
         return -1;
-    if (value < 0 || value > OAUTH_MAX_EXPIRES_IN)
+    /* 0 (or under a second) would be a token that expires as it is stored: refreshed again on
+     * every request, and at a connect without a refresh token, dead at once */
+    if (value < 1 || value > OAUTH_MAX_EXPIRES_IN)
         return -1;
     *out = value;
     return 0;
@@ -635,6 +637,65 @@ describe_non_json (const char *body, size_t len)
     return "the response is not a JSON object";
 }
 
+static int
+number_char (char c)
+{
+    return (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
+}
+
+static int
+occurrences (const char *hay, size_t len, const char *needle)
+{
+    size_t n = strlen (needle);
+    int count = 0;
+    for (size_t i = 0; n <= len && i <= len - n; i++)
+        count += memcmp (hay + i, needle, n) == 0;
+    return count;
+}
+
+/* jansson with flags, where a number too large for it (1e999, twenty digits), which makes it
+ * refuse the whole text, is read as the string "?", a value no field accepts. The copy mended
+ * holds the answer's secrets: wiped. */
+static json_t *
+load_mending_numbers (const char *body, size_t len, size_t flags, json_error_t *jerr)
+{
+    json_t *root = json_loadb (body, len, flags, jerr);
+    if (root || json_error_code (jerr) != json_error_numeric_overflow)
+        return root;
+    char *copy = mem_memdup (body, len);
+    /* each pass mends the number the last one stopped at (jansson gives the offset just past it) */
+    for (int pass = 0; !root && pass < 64 && json_error_code (jerr) == json_error_numeric_overflow; pass++) {
+        size_t end = (size_t) jerr->position, start = end;
+        if (end > len)
+            break;
+        while (start > 0 && number_char (copy [start - 1]))
+            start--;
+        if (end - start < 3)        /* no overflowing number is this short */
+            break;
+        memcpy (copy + start, "\"?\"", 3);
+        memset (copy + start + 3, ' ', end - start - 3);
+        root = json_loadb (copy, len, flags, jerr);
+    }
+    mem_wipe (copy, len);
+    mem_free (copy);
+    return root;
+}
+
+/* Reads an answer as JSON as leniently as is safe, since it may hold a refresh token the
+ * provider has just rotated (the one sent is spent): an odd number elsewhere is no reason to
+ * drop it, nor is a key given twice (the last value counts, as most JSON readers have it),
+ * unless that key may be one of the tokens: which of two is the real one cannot be known. */
+static json_t *
+load_answer (const char *body, size_t len)
+{
+    json_error_t jerr;
+    json_t *root = load_mending_numbers (body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root || json_error_code (&jerr) != json_error_duplicate_key
+    ||  occurrences (body, len, "\"access_token\"") > 1 || occurrences (body, len, "\"refresh_token\"") > 1)
+        return root;
+    return load_mending_numbers (body, len, 0, &jerr);
+}
+
 void
 oauth_parse_token_response (const catalog_provider_t *p, long http_status,
                             const char *retry_after_header, const char *body, size_t body_len,
@@ -663,7 +724,7 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
         goto out;
     }
     if (body_len) {
-        root = json_loadb (body, body_len, JSON_REJECT_DUPLICATES, NULL);
+        root = load_answer (body, body_len);
         if (root && !json_is_object (root)) {
             json_decref (root);
             root = NULL;
@@ -750,7 +811,7 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
                   "of 1 to %d visible ASCII characters", OAUTH_MAX_TOKEN);
         goto out;
     }
-    /* a lifetime that is not a number of seconds from 0 to 10 years is taken as absent: the
+    /* a lifetime that is not a number of seconds from 1 to 10 years is taken as absent: the
      * tokens are good, and the refresh token may be one the provider has just rotated, whose
      * predecessor is spent (the caller logs it: expires_in_ignored) */
     v = json_object_get (root, "expires_in");

@@ -1151,7 +1151,7 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     int64_t expires_in = res->expires_in >= 0 ? res->expires_in : DEFAULT_EXPIRES_IN;
 
     if (res->expires_in_ignored)
-        log_warning (e->id, NULL, "the provider's expires_in is not a number of seconds from 0 to 10 years: the token "
+        log_warning (e->id, NULL, "the provider's expires_in is not a number of seconds from 1 to 10 years: the token "
                      "is taken to last %d s", DEFAULT_EXPIRES_IN);
     /* an answer whose access token alone was unusable (r->unusable) stores its refresh token with
      * an empty access token, expired: the next refresh gets one */

@@ -216,6 +216,29 @@ test_forced_refresh_never_answers_an_expired_token (void **state)
     json_decref (r);
 }
 
+/* A provider answering "expires_in": 0 gave a token that expired as it was stored: every token
+ * request then called the provider again (and at a rotating provider spent a refresh token each
+ * time). A lifetime under a second is taken as absent, as any other unusable one is. */
+static void
+test_zero_lifetime_is_not_refreshed_on_every_request (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "access_ttl", 0));
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "acct5:box", "fakebox", rt), 0);
+    free (rt);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    for (int i = 0; i < 5; i++) {
+        json_decref (token ("acct5:box", &rc));
+        assert_int_equal (rc, 0);
+    }
+    long long made = itest_stat (h, "fakebox", "refresh_calls") - calls;
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "access_ttl", 3600));
+    if (made != 1)
+        fail_msg ("5 token requests with a lifetime of 0 made %lld provider calls (want 1)", made);
+    assert_true (itest_workdir_contains (h, "expires_in is not a number of seconds from 1 to 10 years"));
+}
+
 int
 main (void)
 {
@@ -225,6 +248,7 @@ main (void)
         cmocka_unit_test (test_reimport_keeps_history),
         cmocka_unit_test (test_id_spelled_null),
         cmocka_unit_test (test_forced_refresh_never_answers_an_expired_token),
+        cmocka_unit_test (test_zero_lifetime_is_not_refreshed_on_every_request),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

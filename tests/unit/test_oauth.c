@@ -396,8 +396,11 @@ test_bad_responses (void **state)
 static void
 test_bad_expires_in_keeps_the_tokens (void **state)
 {
+    /* 1e999 and the 20-digit integer are numbers the JSON parser itself cannot hold; 0 and 0.5
+     * would make a token that expires as it is stored, refreshed again on every request */
     static const char *const odd [] = { "999999999999", "-1", "\"-1\"", "\"36a\"", "\"\"", "true", "1e300",
-                                        "{}", NULL };
+                                        "{}", "1e999", "-1e999", "99999999999999999999", "0", "0.5", "\"0\"",
+                                        "[1e999, 2]", NULL };
     for (int i = 0; odd [i]; i++) {
         char body [256];
         oauth_result_t r;
@@ -409,8 +412,35 @@ test_bad_expires_in_keeps_the_tokens (void **state)
         assert_string_equal (r.access_token, "at-1");
         assert_string_equal (r.refresh_token, "rt-rotated");
         assert_int_equal (r.expires_in, -1);
+        assert_true (r.expires_in_ignored);
         oauth_result_clear (&r);
     }
+}
+
+/* A key given twice, or a number out of range elsewhere in the answer, is no reason to drop a
+ * refresh token the provider has just rotated: the one sent is spent. */
+static void
+test_odd_json_keeps_a_rotated_token (void **state)
+{
+    static const char *const bodies [] = {
+        "{\"access_token\":\"at-1\",\"scope\":\"a\",\"scope\":\"a b\",\"refresh_token\":\"rt-rotated\"}",
+        "{\"access_token\":\"at-1\",\"refresh_token\":\"rt-rotated\",\"x\":{\"n\":123456789012345678901234}}",
+        "{\"access_token\":\"at-1\",\"refresh_token\":\"rt-rotated\",\"n\":[1e999,-2E+99999,3.5e400]}",
+        NULL };
+    for (int i = 0; bodies [i]; i++) {
+        oauth_result_t r;
+        parse ("box", 200, NULL, bodies [i], &r);
+        if (r.kind != OAUTH_OK)
+            fail_msg ("body %d: kind %s (%s)", i, oauth_kind_name (r.kind), r.detail);
+        assert_string_equal (r.access_token, "at-1");
+        assert_string_equal (r.refresh_token, "rt-rotated");
+        oauth_result_clear (&r);
+    }
+    /* an error answer with a key given twice is still read as an error */
+    oauth_result_t r;
+    parse ("box", 400, NULL, "{\"error\":\"invalid_grant\",\"error\":\"invalid_grant\",\"n\":1e999}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    oauth_result_clear (&r);
 }
 
 /* An answer cut off at the body cap is transient when its status is (a big 503 page), with its
@@ -443,9 +473,9 @@ test_expires_in_forms (void **state)
     assert_int_equal (r.kind, OAUTH_OK);
     assert_int_equal (r.expires_in, 3599);
     oauth_result_clear (&r);
-    parse ("box", 200, NULL, "{\"access_token\":\"a\",\"expires_in\":0}", &r);
+    parse ("box", 200, NULL, "{\"access_token\":\"a\",\"expires_in\":1}", &r);
     assert_int_equal (r.kind, OAUTH_OK);
-    assert_int_equal (r.expires_in, 0);
+    assert_int_equal (r.expires_in, 1);
     oauth_result_clear (&r);
     parse ("box", 200, NULL, "{\"access_token\":\"a\",\"expires_in\":315360000}", &r);  /* 10 years */
     assert_int_equal (r.kind, OAUTH_OK);
@@ -861,6 +891,7 @@ main (void)
         cmocka_unit_test (test_expires_in_forms),
         cmocka_unit_test (test_cut_off_answers),
         cmocka_unit_test (test_bad_expires_in_keeps_the_tokens),
+        cmocka_unit_test (test_odd_json_keeps_a_rotated_token),
         cmocka_unit_test (test_errors_with_200_and_clients),
         cmocka_unit_test (test_error_sanitized),
         cmocka_unit_test (test_zoom_reason),
