@@ -1846,12 +1846,19 @@ refresh_sweep_loaded (worker_t *w, job_t *job, const msgpack_object *root, const
 }
 
 int
-refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms)
+refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms,
+                     int64_t *held_until_ms)
 {
     worker_t *w = arg;
     cache_entry_t *e = cache_get (w->cache, id);
     if (e && e->refresh)
         return 0;
+    /* waiting out a backoff (the provider's Retry-After may be longer than the longest one, after
+     * which the row is read again): no call from the budget, and the passes leave it out */
+    if (e && e->backoff_until_ms > now_ms) {
+        *held_until_ms = e->backoff_until_ms;
+        return SWEEP_HELD;
+    }
     if (!sweep_take (w->sweep, provider, now_ms))
         return SWEEP_THROTTLED;
     if (!e || e->stale)

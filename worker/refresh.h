@@ -39,7 +39,8 @@ void refresh_join (worker_t *w, cache_entry_t *e, const job_t *job);
  * (keeping alive a refresh token the provider expires when unused). */
 void refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int forced);
 /* The sweep's sweep_start_fn (arg: the worker): a background refresh of one candidate. */
-int refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
+int refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms,
+                         int64_t *held_until_ms);
 /* Takes a row read without the loop waiting (loads.c) into the cache (replacing a stale entry):
  * the entry, unless one is cached already (taken in by a request parked on the same row before
  * this one); NULL with *st and err set when it cannot (a key problem). */

@@ -633,7 +633,9 @@ store_release_own_leases_start (store_t *s, int64_t from, int64_t count, const c
  *     fills the hash in);
  *   - $5: the page;
  *   - $9: providers left out, their circuit open: refused without a try, their rows would keep
- *     no failure and fill every page until it closes. */
+ *     no failure and fill every page until it closes;
+ *   - $10: integrations left out, held back by this worker past $1 (a provider's Retry-After may
+ *     ask for longer than the longest backoff): kept in, they would fill every page the same way. */
 #define SWEEP_ROWS_OF_MINE \
     " AND refresh_token IS NOT NULL" \
     " AND (lease_expires_at IS NULL OR lease_expires_at < clock_timestamp())" \
@@ -641,7 +643,8 @@ store_release_own_leases_start (store_t *s, int64_t from, int64_t count, const c
     " AND ($2::bigint IS NULL OR route_hash IS NULL" \
     "      OR (CASE WHEN route_hash >= 0 THEN route_hash % $2::bigint" \
     "          ELSE (route_hash % $2::bigint + $2::bigint + $3::bigint) % $2::bigint END)::integer = ANY ($4::integer[]))" \
-    " AND provider <> ALL ($9::text[])"
+    " AND provider <> ALL ($9::text[])" \
+    " AND id <> ALL ($10::text[])"
 
 /* Expiring tokens, each by its own horizon: the global one ($6), but no more than a share ($7) of
  * the token's lifetime (a 120 s token is not refreshed every pass of a 300 s horizon) and no less
@@ -716,9 +719,9 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
 {
     struct sweep_params {
         char horizon [32], lim [32], share [32], floor [32], quiet [32], parts [16], wrap [16];
-        const char *values [9];
+        const char *values [10];
         pgarray_t *owned;                 /* NULL: none, or the same partitions as the query before */
-        pgarray_t *providers, *idle_s, *blocked;
+        pgarray_t *providers, *idle_s, *blocked, *held;
     } *p = mem_alloc (n * sizeof *p);
     store_stmt_t *stmts = mem_alloc (n * sizeof *stmts);
     const char *owned = NULL;
@@ -766,13 +769,22 @@ store_sweep_start (store_t *s, const store_sweep_query_t *qs, size_t n, store_ca
             st = FR_TOO_LARGE;
             goto out;
         }
+        /* integration ids are checked identifiers: no quoting beyond the array's own */
+        p [i].held = pgarray_new (qs [i].nheld * (IDENT_MAX + 6) + 8);
+        for (size_t k = 0; k < qs [i].nheld; k++)
+            pgarray_add_text (p [i].held, qs [i].held [k]);
+        if (!pgarray_text (p [i].held)) {
+            snprintf (err, errlen, "the sweep's list of integrations held back is too long");
+            st = FR_TOO_LARGE;
+            goto out;
+        }
         const char *values [] = { p [i].quiet, all ? NULL : p [i].parts, p [i].wrap, all ? NULL : owned, p [i].lim,
                                   qs [i].nidle ? qs [i].cursor : p [i].horizon,
                                   qs [i].nidle ? pgarray_text (p [i].providers) : p [i].share,
                                   qs [i].nidle ? pgarray_text (p [i].idle_s) : p [i].floor,
-                                  pgarray_text (p [i].blocked) };
+                                  pgarray_text (p [i].blocked), pgarray_text (p [i].held) };
         memcpy (p [i].values, values, sizeof values);
-        stmts [i] = (store_stmt_t) { qs [i].nidle ? sweep_idle_sql : sweep_due_sql, 9, p [i].values, NULL, NULL };
+        stmts [i] = (store_stmt_t) { qs [i].nidle ? sweep_idle_sql : sweep_due_sql, 10, p [i].values, NULL, NULL };
     }
     /* libpq has copied the parameters once the statements are sent */
     st = store_batch_start (s, stmts, n, sweep_done, &c, sizeof c, err, errlen);
@@ -782,6 +794,7 @@ out:
         pgarray_destroy (&p [i].providers);
         pgarray_destroy (&p [i].idle_s);
         pgarray_destroy (&p [i].blocked);
+        pgarray_destroy (&p [i].held);
     }
     mem_free (stmts);
     mem_free (p);

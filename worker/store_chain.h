@@ -181,6 +181,8 @@ typedef struct {
     size_t nowned;
     const char *const *blocked;           /* providers whose rows are left out (their circuit is open) */
     size_t nblocked;
+    const char *const *held;              /* integrations left out (waiting out a provider's Retry-After) */
+    size_t nheld;
 } store_sweep_query_t;
 /* Called from store_batch_pump for every candidate of query q (in the order given, strings
  * borrowed for the call; unhashed: the row has no routing hash yet, and was read whatever its

@@ -17,6 +17,12 @@
 #define SWEEP_FILL_MAX      1000    /* rows without a routing hash remembered for filling in */
 #define SWEEP_FILL_TRIES    3       /* a fill that skipped rows held by another session: tried again */
 #define SWEEP_FILL_AGAIN_MS 500     /* ... after this */
+#define SWEEP_HELD_MAX      1000    /* integrations held back that the passes leave out */
+
+typedef struct {
+    char id [IDENT_MAX + 1];
+    int64_t until_ms;           /* monotonic */
+} sweep_held_t;
 
 typedef struct {
     char name [65];
@@ -49,6 +55,8 @@ struct sweep {
     uint32_t *owned_list;       /* the owned partitions' numbers (owned_count), for the queries */
     sweep_start_fn *start;
     void *start_arg;
+    sweep_held_t *held;         /* SWEEP_HELD_MAX, made at the first */
+    size_t nheld;
 };
 
 sweep_t *
@@ -76,6 +84,7 @@ sweep_destroy (sweep_t **s_p)
     if (s_p && *s_p) {
         sweep_ids_free (&(*s_p)->fill, &(*s_p)->nfill);
         sweep_ids_free (&(*s_p)->filling, &(*s_p)->nfilling);
+        mem_free ((*s_p)->held);
         mem_free ((*s_p)->owned_list);
         mem_free ((*s_p)->owned);
         mem_free (*s_p);
@@ -214,13 +223,62 @@ sweep_take (sweep_t *s, const char *provider, int64_t now_ms)
     return 1;
 }
 
+/* Remembers an integration the passes leave out until until_ms; a full list forgets the entry
+ * that ends first (it will be read again, and skipped, as before the list). */
+static void
+sweep_hold (sweep_t *s, const char *id, int64_t until_ms, int64_t now_ms)
+{
+    if (strlen (id) > IDENT_MAX || until_ms <= now_ms)
+        return;
+    if (!s->held)
+        s->held = mem_alloc (SWEEP_HELD_MAX * sizeof *s->held);
+    size_t slot = s->nheld, first = 0;
+    for (size_t i = 0; i < s->nheld; i++) {
+        if (strcmp (s->held [i].id, id) == 0 || s->held [i].until_ms <= now_ms) {
+            slot = i;
+            break;
+        }
+        if (s->held [i].until_ms < s->held [first].until_ms)
+            first = i;
+    }
+    if (slot == SWEEP_HELD_MAX) {
+        if (s->held [first].until_ms >= until_ms)
+            return;
+        slot = first;
+    }
+    if (slot == s->nheld)
+        s->nheld++;
+    snprintf (s->held [slot].id, sizeof s->held [slot].id, "%s", id);
+    s->held [slot].until_ms = until_ms;
+}
+
+/* The ids still held at now_ms into out (borrowed until the next sweep_hold); the ended are dropped. */
+static size_t
+sweep_held_ids (sweep_t *s, int64_t now_ms, const char **out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nheld; ) {
+        if (s->held [i].until_ms <= now_ms) {
+            s->held [i] = s->held [--s->nheld];
+            continue;
+        }
+        out [n++] = s->held [i].id;
+        i++;
+    }
+    return n;
+}
+
 /* Starts a candidate the loop may refresh: only in a partition this worker owns. 1 started, 0
- * not (another worker's, or one in flight), SWEEP_THROTTLED. */
+ * not (another worker's, or one in flight), SWEEP_THROTTLED, SWEEP_HELD (remembered). */
 static int
 sweep_one (sweep_t *s, const char *id, const char *provider, int keepalive, int64_t now_ms,
            sweep_start_fn *start, void *arg)
 {
-    return sweep_owns (s, id) ? start (arg, id, provider, keepalive, now_ms) : 0;
+    int64_t until = 0;
+    int r = sweep_owns (s, id) ? start (arg, id, provider, keepalive, now_ms, &until) : 0;
+    if (r == SWEEP_HELD)
+        sweep_hold (s, id, until, now_ms);
+    return r;
 }
 
 /* A pass's answers, from the loop (store_batch_pump): query 0 finds what expires, query 1 (when
@@ -241,6 +299,7 @@ sweep_found (void *arg, fr_status_t st, size_t q, const char *id, const char *pr
         if (r == SWEEP_THROTTLED)
             s->throttled++;
         else
+        if (r > 0)
             *count += (size_t) r;
         s->seen += q == 0;
         return;
@@ -348,11 +407,14 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, const breaker_
         if (breaker && breaker_blocked (breaker, p->name, now_ms, &retry_s))
             blocked [nblocked++] = p->name;
     }
+    /* and the integrations this worker holds back for longer than a failed row is left out */
+    const char *held [SWEEP_HELD_MAX];
+    size_t nheld = sweep_held_ids (s, now_ms, held);
     qs [nq++] = (store_sweep_query_t) { .horizon_s = s->cfg.horizon_s, .lifetime_share = SWEEP_LIFETIME_SHARE,
                                         .floor_s = sweep_floor_s (s), .limit = s->cfg.batch,
                                         .quiet_ms = s->cfg.quiet_ms, .partitions = s->partitions,
                                         .owned = s->owned_list, .nowned = s->owned_count,
-                                        .blocked = blocked, .nblocked = nblocked };
+                                        .blocked = blocked, .nblocked = nblocked, .held = held, .nheld = nheld };
     /* and the next chunk of the walk for refresh tokens unused for half their provider's idle limit */
     const char *idle_names [SWEEP_MAX_PROVIDERS];
     int64_t idle_s [SWEEP_MAX_PROVIDERS];
@@ -369,7 +431,8 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, const breaker_
                                             .cursor = s->idle_cursor, .next_cursor = s->idle_next,
                                             .limit = SWEEP_IDLE_CHUNK, .quiet_ms = s->cfg.quiet_ms,
                                             .partitions = s->partitions, .owned = s->owned_list,
-                                            .nowned = s->owned_count, .blocked = blocked, .nblocked = nblocked };
+                                            .nowned = s->owned_count, .blocked = blocked, .nblocked = nblocked,
+                                            .held = held, .nheld = nheld };
     char err [512];
     s->started = s->kept = s->seen = s->throttled = 0;
     s->start = start;

@@ -34,9 +34,14 @@ uint32_t sweep_owned_count (const sweep_t *s);
  * (keepalive: whatever the token's life, for a provider that expires unused refresh tokens)
  * when none is in flight, taking a call from the provider's budget with sweep_take. Returns 1
  * when one started, 0 when none was needed, SWEEP_THROTTLED when the budget was spent (the
- * sweep then comes back to it within a second rather than a whole interval). */
+ * sweep then comes back to it within a second rather than a whole interval), SWEEP_HELD when
+ * the integration waits out a backoff until *held_until_ms (monotonic): the passes leave it out
+ * until then, as a row that failed lately is left out for the longest backoff, which a
+ * provider's Retry-After may exceed. */
 #define SWEEP_THROTTLED (-1)
-typedef int (sweep_start_fn) (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms);
+#define SWEEP_HELD      (-2)
+typedef int (sweep_start_fn) (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms,
+                              int64_t *held_until_ms);
 /* Forgets the partitions owned when no PING confirmed them for membership_ms; then starts a
  * sweep round when one is due (never while paused, draining), as one batch on store, a
  * connection with none in flight (NULL: none is free now, try again shortly), leaving out the

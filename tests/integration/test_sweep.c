@@ -103,6 +103,16 @@ setup_breaker (void **state)
                        "FERRULE_BREAKER_MIN_FAILURES", "1", "FERRULE_BREAKER_OPEN_MS", "60000", NULL);
 }
 
+/* Pages of two, a pass every 300 ms, a backoff of at most a second (so the rows that failed are
+ * back in the pages a second later), and a circuit that never opens. */
+static int
+setup_retry_after (void **state)
+{
+    return start_with ("sweep_retry_after", 1, "FERRULE_SWEEP_MS", "300", "FERRULE_SWEEP_HORIZON_S", "120",
+                       "FERRULE_SWEEP_BATCH", "2", "FERRULE_BACKOFF_BASE_MS", "100", "FERRULE_BACKOFF_MAX_MS", "1000",
+                       "FERRULE_BREAKER_MIN_FAILURES", "1000000", NULL);
+}
+
 static int
 teardown (void **state)
 {
@@ -146,6 +156,31 @@ test_failing_integrations_do_not_starve_the_sweep (void **state)
         g = harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'due:box'");
     printf ("%lld of the three failing integrations were tried; due:box at generation %lld\n", failed, g);
     assert_int_equal (failed, 3);
+    assert_int_equal (g, 2);
+}
+
+/* As above, but the provider asked for a minute's pause (Retry-After: 60), longer than the longest
+ * backoff (1 s here): the failing rows were back in every page after a second, each skipped for
+ * its pause, and the pages, full of rows skipped, came every second and never reached the one due
+ * behind them until the pause was over. The worker now leaves the rows it holds back out of the
+ * pages. */
+static void
+test_rows_paused_by_retry_after_do_not_starve_the_sweep (void **state)
+{
+    itest_fault (h, "fakebox", "retry_after", -1, 503, 60, -1);    /* every refresh fails, until cleared */
+    import ("paused1:box", NULL, NULL);
+    import ("paused2:box", NULL, NULL);
+    import ("paused3:box", NULL, NULL);
+    const char *tried = "SELECT count(*) FROM integrations WHERE id LIKE 'paused%' AND last_error_at IS NOT NULL";
+    assert_int_equal (itest_wait_sql (h, tried, 3, 10000), 3);
+    json_decref (harness_fake (h, "DELETE", "/admin/faults?provider=fakebox", NULL));
+    usleep (1500 * 1000);           /* past the longest backoff: the failed rows are candidates again */
+    import ("due:box", "fake-at-due", "90");
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET access_lifetime_s = 3600 WHERE id = 'due:box'"), 0);
+    long long g = itest_wait_sql (h, "SELECT generation FROM integrations WHERE id = 'due:box'", 2, 10000);
+    long long calls = harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id LIKE 'paused%'"
+                                          " AND outcome <> 'imported'");
+    printf ("due:box at generation %lld; %lld attempts on the paused ones\n", g, calls);
     assert_int_equal (g, 2);
 }
 
@@ -420,6 +455,8 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_setup_teardown (test_failing_integrations_do_not_starve_the_sweep, setup, teardown),
         cmocka_unit_test_setup_teardown (test_an_open_circuit_does_not_starve_the_sweep, setup_breaker, teardown),
+        cmocka_unit_test_setup_teardown (test_rows_paused_by_retry_after_do_not_starve_the_sweep, setup_retry_after,
+                                         teardown),
         cmocka_unit_test_setup_teardown (test_sweep_works_off_a_backlog_at_its_rate, setup_paced, teardown),
         cmocka_unit_test_setup_teardown (test_each_worker_sweeps_its_own_partitions, setup_two, teardown),
         cmocka_unit_test_setup_teardown (test_a_pass_before_the_partitions_are_known_comes_again_soon, setup_late,
