@@ -99,11 +99,13 @@ sweep_set_membership (sweep_t *s, const char *me, const msgpack_object *workers,
     if (!workers || workers->type != MSGPACK_OBJECT_ARRAY || partitions < 1 || partitions > RING_MAX_PARTITIONS)
         return s->owned_count;
     s->confirmed_ms = now_ms;
+    /* a sum, so that the order does not count: each broker lists the workers as they joined it,
+     * and two brokers' PINGs of the same workers are no change to recompute and log */
     uint64_t h = ring_hash (&partitions, sizeof partitions);
     for (uint32_t i = 0; i < workers->via.array.size; i++) {
         const msgpack_object *o = &workers->via.array.ptr [i];
         if (o->type == MSGPACK_OBJECT_STR)
-            h = h * 31 + ring_hash (o->via.str.ptr, o->via.str.size);
+            h += ring_hash (o->via.str.ptr, o->via.str.size) * UINT64_C (0x9E3779B97F4A7C15);
     }
     if (h == s->membership_hash && s->owned)
         return s->owned_count;
