@@ -432,6 +432,17 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         add_step (d, "No reconnect is needed for this, unless the provider also rejected the refresh token");
     }
     else
+    if (strcmp (code, "invalid_scope") == 0 && !at_connect) {
+        snprintf (d->symptom, sizeof d->symptom, "Refreshing the token of \"%s\" fails with invalid_scope.", id);
+        snprintf (d->cause, sizeof d->cause, "%s refused a scope the refresh asked for: a refresh may ask only for "
+                  "scopes the grant holds, and the provider entry asks for one it does not (its refresh_params), or "
+                  "the OAuth app lost it.", name);
+        add_step (d, "Compare the provider entry's refresh_params scope with the scopes the integration was granted "
+                  "(ferrulectl status shows them)");
+        add_step (d, "Correct the entry and restart the workers; or connect again with the scopes the refresh asks "
+                  "for: %s --scope ...", cmd);
+    }
+    else
     if (strcmp (code, "invalid_scope") == 0) {
         snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" fails with invalid_scope.", id);
         snprintf (d->cause, sizeof d->cause, "%s refused one of the requested scopes: it is misspelled, unknown to "
@@ -731,7 +742,9 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
         verdict = "provider_unavailable";
     else
     if (last_attempt && strcmp (last_attempt, "configuration") == 0)
-        verdict = "configuration";
+        /* the chain keeps one outcome for both; the row's error says which the caller got */
+        verdict = row.last_error_code && strcmp (row.last_error_code, "invalid_scope") == 0 ? "invalid_scope"
+                                                                                          : "configuration";
     else
     if (last_attempt && strcmp (last_attempt, "error") == 0)
         verdict = "internal";

@@ -94,6 +94,10 @@ setup (void **state)
                          json_string ("Like Google: revoke the app at " GOOGLE_HINT ", then connect again."));
     /* as Box's: a refresh token unused for 60 days is dropped (test_needs_reconnect_idle) */
     json_object_set_new (json_object_get (root, "fakebox"), "refresh_token_idle_days", json_integer (60));
+    /* fakebox asked, at each refresh, for a scope its grants never hold (test_refresh_refused_a_scope) */
+    json_t *scoped = json_deep_copy (json_object_get (root, "fakebox"));
+    json_object_set_new (scoped, "refresh_params", json_pack ("{s:s}", "scope", "not-granted"));
+    json_object_set_new (root, "fakescoped", scoped);
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-doctor.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -372,6 +376,27 @@ test_provider_unavailable (void **state)
     json_decref (d);
 }
 
+/* A refresh the provider refused with invalid_scope: the token request says invalid_scope, and
+ * doctor said "configuration" (the provider missing from the catalog, or its credentials unset),
+ * another code with other advice. */
+static void
+test_refresh_refused_a_scope (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("scoped:box", "fakescoped"), 0);
+    itest_expire (h, "scoped:box");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "scoped:box", NULL);
+    assert_int_not_equal (rc, 0);
+    assert_string_equal (itest_code (t), "invalid_scope");
+    json_t *d = doctor ("scoped:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "invalid_scope", "scoped:box");
+    assert_non_null (strstr (dstr (d, "symptom"), "Refreshing"));
+    assert_true (dlist_has (d, "what_to_do", "refresh_params"));
+    json_decref (t);
+    json_decref (d);
+}
+
 static void
 test_insufficient_scope_and_disconnected (void **state)
 {
@@ -635,6 +660,7 @@ main (void)
         cmocka_unit_test (test_needs_reconnect_revoked),
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_provider_unavailable),
+        cmocka_unit_test (test_refresh_refused_a_scope),
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
         cmocka_unit_test (test_failed_reconnect_after_disconnect),
         cmocka_unit_test (test_not_connected),
