@@ -163,6 +163,19 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
                     cf->reuse_suspected = 1;
                     break;
                 }
+            /* a refresh of the same token whose answer was lost after it was sent (timed out) or
+             * was unusable: the provider may have rotated then, and the token presented again
+             * afterwards was a spent one (the guide's Box case) */
+            for (size_t k = i + 1; k < n && rows [k].generation == r->generation; k++)
+                if ((outcome_is (&rows [k], "transient") && rows [k].detail && strstr (rows [k].detail, "timed out"))
+                ||  outcome_is (&rows [k], "bad_response")) {
+                    if (!cf->reuse_suspected)
+                        cf->reuse_evidence = "an earlier refresh of the same token got no usable answer (it timed "
+                                             "out, or the answer was unusable), so the provider may have rotated it "
+                                             "then without the new token arriving";
+                    cf->reuse_suspected = 1;
+                    break;
+                }
             for (size_t k = i + 1; k < n; k++)
                 if (outcome_is (&rows [k], "refreshed") || outcome_is (&rows [k], "imported")
                 ||  outcome_is (&rows [k], "connected")) {
@@ -280,6 +293,9 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         int64_t limit_days = p && p->grant_max_days ? p->grant_max_days : is_google (p) ? 7 : 0;
         int64_t lived_s = cf && cf->origin && cf->invalid_grant ? cf->invalid_grant->at - cf->origin->at : -1;
         int grant_limit = limit_days > 0 && lived_s >= limit_days * 86400 - 43200 && lived_s <= limit_days * 86400 + 129600;
+        char stops [80] = "the old one stops working at once";
+        if (p && p->reuse_grace_seconds > 0)
+            snprintf (stops, sizeof stops, "the old one works only %d seconds more", p->reuse_grace_seconds);
         if (grant_limit) {
             char buf [40];
             snprintf (d->cause, sizeof d->cause, "The grant stopped working %.1f days after it was connected, which is "
@@ -302,17 +318,17 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         else
         if (box && !cf->reuse_suspected)
             snprintf (d->cause, sizeof d->cause, "%s uses single-use refresh tokens: every refresh returns a new "
-                      "refresh token and the old one stops working at once. The provider refused the first refresh "
+                      "refresh token and %s. The provider refused the first refresh "
                       "after the integration was connected, which is what happens when the refresh token it issued "
                       "was used elsewhere first (a copy of the token, or another system connected with the same "
-                      "grant), or the user revoked the app's access right away.", name);
+                      "grant), or the user revoked the app's access right away.", name, stops);
         else
         if (box)
             snprintf (d->cause, sizeof d->cause, "%s uses single-use refresh tokens: every refresh returns a new "
-                      "refresh token and the old one stops working at once. The history shows a refresh token used "
-                      "after it was replaced (%s), which is what happens when two refreshes race or a copy of the "
+                      "refresh token and %s. The history shows a refresh token used after it was replaced (%s), "
+                      "which is what happens when two refreshes race, a refresh's answer is lost, or a copy of the "
                       "token is used outside this service: the provider then invalidates the whole chain.", name,
-                      cf->reuse_evidence ? cf->reuse_evidence : "see the history");
+                      stops, cf->reuse_evidence ? cf->reuse_evidence : "see the history");
         else
         if (is_google (p))
             snprintf (d->cause, sizeof d->cause, "Google no longer accepts the stored refresh token: the user removed "

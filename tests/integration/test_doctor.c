@@ -105,6 +105,7 @@ setup (void **state)
     if (rc != 0)
         return -1;
     harness_set_env (h, "FERRULE_PROVIDERS_FILE", path);
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "1500");        /* test_refresh_answer_lost */
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
         return -1;
     return 0;
@@ -373,6 +374,39 @@ test_provider_unavailable (void **state)
     assert_true (dlist_has (d, "facts", "1 transient failure in the last 1 attempt"));
     assert_true (dlist_has (d, "what_to_do", "No reconnect is needed"));
     json_decref (t);
+    json_decref (d);
+}
+
+/* The guide's Box case by another road: a refresh reached the provider, which rotated, and its
+ * answer was lost (the call timed out); the next refresh presented the spent token. Doctor said
+ * "the history shows no sign of a replaced one presented again": the timed-out refresh is that
+ * sign. (The fake's refusal here does not say "reuse", as many providers' do not.) */
+static void
+test_refresh_answer_lost (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("lost:box", "fakebox"), 0);
+    itest_expire (h, "lost:box");
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "answer_delay_ms", 3000));
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "lost:box", NULL);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "answer_delay_ms", 0));
+    assert_string_equal (itest_code (t), "provider_unavailable");
+    json_decref (t);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    /* the next refresh comes once the backoff after the timeout (a second at most here) has passed */
+    for (int i = 0; i < 30; i++) {
+        t = harness_ctl (h, &rc, "token", "--integration", "lost:box", NULL);
+        int done = strcmp (itest_code (t), "needs_reconnect") == 0;
+        json_decref (t);
+        if (done)
+            break;
+        usleep (200 * 1000);
+    }
+    json_t *d = doctor ("lost:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "lost:box");
+    if (!strstr (dstr (d, "cause"), "no usable answer"))
+        fail_msg ("cause: %s", dstr (d, "cause"));
     json_decref (d);
 }
 
@@ -661,6 +695,7 @@ main (void)
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_provider_unavailable),
         cmocka_unit_test (test_refresh_refused_a_scope),
+        cmocka_unit_test (test_refresh_answer_lost),
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
         cmocka_unit_test (test_failed_reconnect_after_disconnect),
         cmocka_unit_test (test_not_connected),
