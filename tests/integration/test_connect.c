@@ -442,6 +442,7 @@ test_code_expired_or_used (void **state)
     assert_non_null (strstr (error_field (r, "message"), "expired"));
     assert_non_null (strstr (error_field (r, "hint"), "start again from Connect"));
     assert_non_null (strstr (error_field (r, "hint"), "reload"));
+    assert_non_null (strstr (error_field (r, "hint"), "cookies"));     /* the guide's third step */
     assert_int_equal (sqlf ("SELECT count(*) FROM pending_authorizations WHERE integration_id = 'slow:box'"
                             " AND outcome = 'code_expired_or_used'"), 1);
 
