@@ -298,10 +298,16 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
             snprintf (stops, sizeof stops, "the old one works only %d seconds more", p->reuse_grace_seconds);
         if (grant_limit) {
             char buf [40];
-            snprintf (d->cause, sizeof d->cause, "The grant stopped working %.1f days after it was connected, which is "
-                      "the %lld-day limit %s puts on refresh tokens of an OAuth app whose consent screen is in "
-                      "Testing: every such grant dies about %lld days after consent, however often it is used.",
-                      (double) lived_s / 86400.0, (long long) limit_days, name, (long long) limit_days);
+            if (is_google (p))
+                snprintf (d->cause, sizeof d->cause, "The grant stopped working %.1f days after it was connected, which "
+                          "is the %lld-day limit %s puts on refresh tokens of an OAuth app whose consent screen is in "
+                          "Testing: every such grant dies about %lld days after consent, however often it is used.",
+                          (double) lived_s / 86400.0, (long long) limit_days, name, (long long) limit_days);
+            else
+                snprintf (d->cause, sizeof d->cause, "The grant stopped working %.1f days after it was connected, which "
+                          "is the %lld-day limit %s puts on a grant: its refresh tokens die about %lld days after "
+                          "consent, however often they are used.",
+                          (double) lived_s / 86400.0, (long long) limit_days, name, (long long) limit_days);
             add_fact (d, "connected at %s, refused (invalid_grant) %.1f days later", at (cf->origin->at, buf, sizeof buf),
                       (double) lived_s / 86400.0);
         }
@@ -351,11 +357,15 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         if (idle)
             add_step (d, "Operators: if integrations of %s keep dying this way, check that the sweep runs and owns every "
                       "partition, and watch the \"expiring\" events, which warn at 80 %% of the idle limit", name);
-        if (grant_limit)
+        if (grant_limit && is_google (p))
             add_step (d, "Publish the OAuth app (Google Cloud console, OAuth consent screen: \"Publish app\") so that its "
                       "grants stop expiring; until then every user must connect again every %lld days (the "
                       "\"expiring\" event warns a day ahead when the catalog entry sets grant_max_days)",
                       (long long) limit_days);
+        else
+        if (grant_limit)
+            add_step (d, "Every user of %s must connect again every %lld days; the \"expiring\" event warns ahead of "
+                      "it (at 80 %% of the limit)", name, (long long) limit_days);
         if (box) {
             add_step (d, "Do not use this account's tokens from anywhere else, and right after connecting let the "
                       "first request finish before sending many at once");

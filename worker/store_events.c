@@ -651,8 +651,7 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
         res = run (se, "forecast grants near their age limit",
             "INSERT INTO events (type, integration_id, provider, diagnosis, generation, detail, expires_at, dedupe_key)"
             " SELECT 'expiring', i.id, i.provider, 'grant_age_limit', i.generation,"
-            "   format ('connected %s; %s ends grants %s days after consent (an OAuth app in testing mode): the user"
-            " must connect again', to_char (g.at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), i.provider, $2::bigint / 86400),"
+            "   format ('connected %s; %s ends grants %s days after consent: the user must connect again', to_char (g.at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), i.provider, $2::bigint / 86400),"
             "   g.at + make_interval (secs => $2::bigint),"
             "   'expiring:grant:' || i.id || ':' || g.seq"
             /* from the grants that began in the window (token_chain_grants_by_time, migration 012),

@@ -75,6 +75,9 @@ add_limits (void)
     assert_non_null (p);
     json_object_set_new (json_object_get (p, "fakebox"), "refresh_token_idle_days", json_integer (60));
     json_object_set_new (json_object_get (p, "fakegoogle"), "grant_max_days", json_integer (7));
+    /* what doctor knows Google by, for its testing-mode advice */
+    json_object_set_new (json_object_get (p, "fakegoogle"), "notes",
+                         json_string ("Like Google: revoke the app at https://myaccount.google.com/permissions."));
     assert_int_equal (json_dump_file (p, harness_providers_file (h), JSON_INDENT (2)), 0);
     json_decref (p);
 }

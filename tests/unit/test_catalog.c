@@ -170,6 +170,7 @@ test_builtin_provider_facts (void **state)
     assert_int_equal (p->refresh_token_rotation, CATALOG_ROTATION_SINGLE_USE);
     assert_int_equal (p->reuse_grace_seconds, 600);
     assert_int_equal (p->refresh_token_idle_days, 90);
+    assert_int_equal (p->grant_max_days, 365);          /* 365 days in all, however used */
 
     p = catalog_find (c, "slack");
     assert_true (p->errors_with_200);
