@@ -236,13 +236,15 @@ sweep_hold (sweep_t *s, const char *id, int64_t until_ms, int64_t now_ms)
         s->held = mem_alloc (SWEEP_HELD_MAX * sizeof *s->held);
     size_t slot = s->nheld, first = 0;
     for (size_t i = 0; i < s->nheld; i++) {
-        if (strcmp (s->held [i].id, id) == 0 || s->held [i].until_ms <= now_ms) {
+        if (strcmp (s->held [i].id, id) == 0) {
             slot = i;
             break;
         }
         if (s->held [i].until_ms < s->held [first].until_ms)
             first = i;
     }
+    if (slot == s->nheld && s->nheld && s->held [first].until_ms <= now_ms)
+        slot = first;                       /* an ended one's place */
     if (slot == SWEEP_HELD_MAX) {
         if (s->held [first].until_ms >= until_ms)
             return;
