@@ -93,6 +93,8 @@ typedef void (gw_handler_fn) (gw_req_t *req, gw_resp_t *resp);
 /* route.c */
 const char *gw_query (const gw_req_t *req, const char *name);
 const char *gw_header (const gw_req_t *req, const char *name);
+/* The value of the cookie named exactly name (case counts); NULL when there is none, or when the
+ * request carries several of that name with different values: which to believe cannot be told. */
 const char *gw_cookie (const gw_req_t *req, const char *name);
 /* A field of an application/x-www-form-urlencoded body, decoded into out: 1 found, 0 absent, -1
  * there but unusable (longer than out, an encoded NUL, not UTF-8; out is then ""). */

@@ -139,10 +139,41 @@ gw_header (const gw_req_t *req, const char *name)
     return MHD_lookup_connection_value (req->conn, MHD_HEADER_KIND, name);
 }
 
+typedef struct {
+    const char *name;
+    const char *value;              /* the first with that exact name */
+    int differ;                     /* another with that name has another value */
+} cookie_find_t;
+
+static enum MHD_Result
+cookie_each (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    cookie_find_t *f = cls;
+    (void) kind;
+    if (!key || strcmp (key, f->name) != 0)
+        return MHD_YES;
+    if (!value)
+        value = "";
+    if (!f->value)
+        f->value = value;
+    else if (strcmp (f->value, value) != 0)
+        f->differ = 1;
+    return MHD_YES;
+}
+
 const char *
 gw_cookie (const gw_req_t *req, const char *name)
 {
-    return MHD_lookup_connection_value (req->conn, MHD_COOKIE_KIND, name);
+    /* the name compared as written: libmicrohttpd's lookup ignores case, and "__HOST-x" is a
+       name a browser lets another host of the site set, where it refuses "__Host-x" */
+    cookie_find_t f = { name, NULL, 0 };
+    MHD_get_connection_values (req->conn, MHD_COOKIE_KIND, cookie_each, &f);
+    if (f.differ) {
+        log_warning (NULL, req->rid, "the request carries the cookie \"%s\" more than once, with different values "
+                     "(another host of the same site may have set one): it is taken as absent", name);
+        return NULL;
+    }
+    return f.value;
 }
 
 static int

@@ -30,6 +30,12 @@ mac_hex (const gw_t *gw, const char *prefix, const char *text, char out [65])
     out [64] = '\0';
 }
 
+const char *
+session_cookie_name (const gw_t *gw)
+{
+    return gw->secure ? SESSION_COOKIE_SECURE : SESSION_COOKIE;
+}
+
 char *
 session_issue (const gw_t *gw, const char *workspace)
 {
@@ -44,15 +50,16 @@ session_issue (const gw_t *gw, const char *workspace)
     mac_hex (gw, "session|", payload, mac);
     size_t len = strlen (payload) + 200;
     char *cookie = mem_alloc (len);
-    snprintf (cookie, len, SESSION_COOKIE "=%s.%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%" PRId64 "%s",
-              payload, mac, gw->cfg.session_ttl_s, gw->secure ? "; Secure" : "");
+    /* never a Domain: a "__Host-" cookie must not have one, and without it no other host gets it */
+    snprintf (cookie, len, "%s=%s.%s; Path=/; HttpOnly; SameSite=Strict; Max-Age=%" PRId64 "%s",
+              session_cookie_name (gw), payload, mac, gw->cfg.session_ttl_s, gw->secure ? "; Secure" : "");
     return cookie;
 }
 
 int
 session_check (const gw_req_t *req, char *workspace, size_t len)
 {
-    const char *v = gw_cookie (req, SESSION_COOKIE);
+    const char *v = gw_cookie (req, session_cookie_name (req->gw));
     char payload [MAX_COOKIE], mac [65];
     if (!v || strlen (v) >= MAX_COOKIE)
         return 0;
@@ -81,7 +88,7 @@ session_csrf (const gw_req_t *req, char out [65])
     char ws [IDENT_MAX + 1];
     out [0] = '\0';
     if (session_check (req, ws, sizeof ws))
-        mac_hex (req->gw, "csrf|", gw_cookie (req, SESSION_COOKIE), out);
+        mac_hex (req->gw, "csrf|", gw_cookie (req, session_cookie_name (req->gw)), out);
 }
 
 int

@@ -1219,6 +1219,8 @@ dashboard_link (const char *ws, int ttl)
     return url;
 }
 
+static char *forged_session (const char *ws);
+
 /* Presses the confirm page's button: POSTs the page's form to /dashboard/open with the headers
  * a browser adds (a and b, each may be NULL); returns the answer. */
 static http_t
@@ -1546,6 +1548,23 @@ test_dashboard_session_and_csrf (void **state)
     assert_int_equal (r.status, 401);
     http_free (&r);
     free (tampered);
+    /* a second session cookie beside the person's own, as another host of the same site can set
+       one over http (Domain=): neither is believed, in either order; and the name is compared
+       exactly (libmicrohttpd's lookup ignored case) */
+    char *planted = forged_session ("ws6:"), both [1200];
+    const char *mine = cookie + strlen ("Cookie: "), *theirs = planted + strlen ("Cookie: ");
+    for (int i = 0; i < 3; i++) {
+        if (i < 2)
+            snprintf (both, sizeof both, "Cookie: %s; %s", i ? mine : theirs, i ? theirs : mine);
+        else
+            snprintf (both, sizeof both, "Cookie: FERRULE_SESSION%s", strchr (mine, '='));
+        const char *bhdr [] = { both, NULL };
+        r = http ("GET", url, bhdr, NULL);
+        if (r.status != 401)
+            fail_msg ("%s: %ld, wanted 401 (no session)", i < 2 ? "two session cookies" : "FERRULE_SESSION", r.status);
+        http_free (&r);
+    }
+    free (planted);
 
     /* POST without, then with, the CSRF token */
     snprintf (url, sizeof url, "%s/dashboard/integrations/ws5:box/disconnect", gw_url);
@@ -1664,10 +1683,35 @@ test_public_url_in_upper_case (void **state)
     if (!strstr (set, "; Secure") || !hsts)
         fail_msg ("public URL HTTPS://...: the session cookie %s Secure, HSTS %s", strstr (set, "; Secure") ? "is" : "is not",
                   hsts ? "sent" : "not sent");
-    char cookie [512];
+    /* "__Host-": a browser takes it only from this host (Secure, Path=/, no Domain), so another
+       host of the same site cannot plant a session of its own workspace in the visitor's browser */
+    if (strncmp (set, "__Host-ferrule_session=", 23) != 0 || !strstr (set, "; Path=/;") || strstr (set, "Domain") || strstr (set, "domain"))
+        fail_msg ("public URL HTTPS://...: the session cookie is \"%.*s...\", wanted __Host-ferrule_session=, Path=/ "
+                  "and no Domain", (int) strcspn (set, "="), set);
+    char cookie [512], plain [512], upper [512], planted_too [1200];
     snprintf (cookie, sizeof cookie, "Cookie: %.*s", (int) strcspn (set, ";"), set);
     free (set);
     free (hsts);
+    http_free (&r);
+    /* the same session under a name another host can set is no session */
+    snprintf (plain, sizeof plain, "Cookie: ferrule_session%s", strchr (cookie, '='));
+    snprintf (upper, sizeof upper, "Cookie: __HOST-ferrule_session%s", strchr (cookie, '='));
+    const char *others [] = { plain, upper };
+    for (size_t i = 0; i < 2; i++) {
+        r = dashboard_home (others [i]);
+        if (r.status != 401)
+            fail_msg ("public URL HTTPS://...: a session in \"%.*s\": %ld, wanted 401", (int) strcspn (others [i] + 8, "="),
+                      others [i] + 8, r.status);
+        http_free (&r);
+    }
+    /* and one planted beside the person's own is not read */
+    char *planted = forged_session ("ws18:");
+    snprintf (planted_too, sizeof planted_too, "%s; %s", planted, cookie + strlen ("Cookie: "));
+    free (planted);
+    r = dashboard_home (planted_too);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "ws17:"));
+    assert_false (has (&r, "ws18:"));
     http_free (&r);
 
     r = dashboard_home (cookie);
