@@ -541,7 +541,7 @@ start_connect (gw_req_t *req, gw_resp_t *resp, const char *id, const char *provi
 void
 dashboard_connect (gw_req_t *req, gw_resp_t *resp)
 {
-    char ws [IDENT_MAX + 1], provider [72], name [IDENT_MAX + 1], id [2 * IDENT_MAX + 2];
+    char ws [IDENT_MAX + 1], provider [72] = "", name [IDENT_MAX + 1] = "", id [2 * IDENT_MAX + 2] = "";
     if (!need_session (req, resp, ws, 1))
         return;
     int got_provider = gw_form (req, "provider", provider, sizeof provider);
@@ -552,10 +552,12 @@ dashboard_connect (gw_req_t *req, gw_resp_t *resp)
     /* a name that is there but unusable is refused, never replaced by the provider's: that
        would start a connect of another integration, perhaps one that exists */
     int got_name = gw_form (req, "name", name, sizeof name);
-    if (got_provider > 0 && (got_name == 0 || (got_name == 1 && !*name)))
-        snprintf (name, sizeof name, "%s", provider);
-    snprintf (id, sizeof id, "%s%s", ws, name);
-    if (got_provider < 0 || got_name < 0 || !ident_valid (id, strlen (id)) || !ident_valid (provider, strlen (provider))) {
+    if (got_provider > 0 && got_name >= 0) {
+        if (!*name)
+            snprintf (name, sizeof name, "%s", provider);
+        snprintf (id, sizeof id, "%s%s", ws, name);
+    }
+    if (!*id || !ident_valid (id, strlen (id)) || !ident_valid (provider, strlen (provider))) {
         gw_resp_message (resp, 400, "This name cannot be used",
                          "Use letters, digits, dot, underscore and dash only, and keep it short.");
         return;
