@@ -72,6 +72,29 @@ body_object (gw_req_t *req, gw_resp_t *resp)
     return j;
 }
 
+/* Field name of a body object: 1 and *out (borrowed) when it has type, 0 when it is absent or
+ * null (as the brokers take a null), -1 after answering 400 when it has another type: a value
+ * the caller sent is never dropped unseen. what: the type in words; example: a field as it
+ * should be sent. */
+static int
+body_field (gw_resp_t *resp, json_t *body, const char *name, json_type type, const char *what, const char *example,
+            json_t **out)
+{
+    json_t *v = json_object_get (body, name);
+    *out = NULL;
+    if (!v || json_is_null (v))
+        return 0;
+    if (json_typeof (v) != type) {
+        char message [160], hint [200];
+        snprintf (message, sizeof message, "\"%s\" must be %s", name, what);
+        snprintf (hint, sizeof hint, "send %s", example);
+        bad (resp, message, hint);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
 void
 api_token (gw_req_t *req, gw_resp_t *resp)
 {
@@ -116,19 +139,30 @@ api_reject (gw_req_t *req, gw_resp_t *resp)
     json_t *body = body_object (req, resp);
     if (!body)
         return;
-    const char *rejected = json_string_value (json_object_get (body, "access_token"));
+    json_t *at, *mv;
+    int got = body_field (resp, body, "access_token", JSON_STRING, "a string", "{\"access_token\": \"...\"}", &at);
+    if (got < 0)
+        goto out;
+    const char *rejected = json_string_value (at);
     if (!rejected || !*rejected || strlen (rejected) > 16384) {
-        json_decref (body);
         bad (resp, "\"access_token\" is required: the token your upstream API answered 401 to",
              "send {\"access_token\": \"...\"}");
-        return;
+        goto out;
+    }
+    got = body_field (resp, body, "min_valid", JSON_INTEGER, "an integer from 0 to 86400",
+                      "\"min_valid\": 300 (seconds), or leave it out", &mv);
+    if (got < 0)
+        goto out;
+    if (got == 1 && (json_integer_value (mv) < 0 || json_integer_value (mv) > 86400)) {
+        bad (resp, "\"min_valid\" must be an integer from 0 to 86400", "send \"min_valid\": 300 (seconds), or leave it out");
+        goto out;
     }
     json_t *args = json_pack ("{s:s}", "reject", rejected);
-    json_t *mv = json_object_get (body, "min_valid");
-    if (json_is_integer (mv))
+    if (mv)
         json_object_set (args, "min_valid", mv);
-    json_decref (body);
     forward (req, resp, "token", args);
+out:
+    json_decref (body);
 }
 
 void
@@ -169,14 +203,29 @@ api_connect (gw_req_t *req, gw_resp_t *resp)
     if (!body)
         return;
     json_t *args = json_object ();
-    const char *provider = json_string_value (json_object_get (body, "provider"));
-    const char *redirect = json_string_value (json_object_get (body, "redirect_uri"));
-    const char *return_to = json_string_value (json_object_get (body, "return_to"));
-    json_t *scopes = json_object_get (body, "scopes");
+    json_t *p, *ru, *rt, *scopes;
+    if (body_field (resp, body, "provider", JSON_STRING, "a string: a provider name from the catalog",
+                    "{\"provider\": \"box\"}", &p) < 0
+    ||  body_field (resp, body, "redirect_uri", JSON_STRING, "a string", "\"redirect_uri\": \"https://...\", or leave it "
+                    "out for the gateway's own /oauth/callback", &ru) < 0
+    ||  body_field (resp, body, "return_to", JSON_STRING, "a string", "\"return_to\": \"https://...\", or leave it out",
+                    &rt) < 0
+    ||  body_field (resp, body, "scopes", JSON_ARRAY, "an array of strings", "\"scopes\": [\"read\"], or leave it out "
+                    "for the provider's default", &scopes) < 0)
+        goto out;
+    const char *provider = json_string_value (p), *redirect = json_string_value (ru), *return_to = json_string_value (rt);
     if (!provider) {
         bad (resp, "\"provider\" is required: a provider name from the catalog", "send {\"provider\": \"box\"}");
         goto out;
     }
+    size_t i;
+    json_t *scope;
+    json_array_foreach (scopes, i, scope)
+        if (!json_is_string (scope) || i >= MAX_SCOPES) {
+            bad (resp, "\"scopes\" must be an array of at most 64 strings", "send \"scopes\": [\"read\"], or leave it out "
+                 "for the provider's default");
+            goto out;
+        }
     if (return_to && !gw_return_to_allowed (req->gw, return_to)) {
         bad (resp, "\"return_to\" is not on this gateway's allow-list of origins",
              "use a page of an allowed origin (FERRULE_GATEWAY_RETURN_TO_ORIGINS)");

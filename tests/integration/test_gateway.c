@@ -892,6 +892,32 @@ test_api_status_codes (void **state)
     expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 404, "not_found");
     expect ("GET", "/v1/integrations/acct1:api/token?min_valid=-5", SVC_KEY, NULL, 400, "bad_request");
     expect ("POST", "/v1/integrations/acct1:api/connect", ADMIN_KEY, "[1,2]", 400, "bad_request");
+    /* a field of the wrong type is refused, naming the field: it was left out unseen (a connect
+       started without its return_to, or with the default redirect URI; a reject's min_valid
+       dropped). A null is an absent field, as the brokers take it. */
+    const struct { const char *path, *body, *field; } typed [] = {
+        { "connect", "{\"provider\":\"fakebox\",\"return_to\":[\"https://evil.example\"]}", "return_to" },
+        { "connect", "{\"provider\":\"fakebox\",\"redirect_uri\":5}", "redirect_uri" },
+        { "connect", "{\"provider\":\"fakebox\",\"scopes\":\"read\"}", "scopes" },
+        { "connect", "{\"provider\":\"fakebox\",\"scopes\":[\"read\",5]}", "scopes" },
+        { "connect", "{\"provider\":[\"fakebox\"]}", "provider" },
+        { "token/reject", "{\"access_token\":\"x\",\"min_valid\":\"300\"}", "min_valid" },
+        { "token/reject", "{\"access_token\":\"x\",\"min_valid\":1.5}", "min_valid" },
+        { "token/reject", "{\"access_token\":\"x\",\"min_valid\":86401}", "min_valid" },
+        { "token/reject", "{\"access_token\":7}", "access_token" },
+    };
+    for (size_t i = 0; i < sizeof typed / sizeof typed [0]; i++) {
+        char path [96], named [64];
+        snprintf (path, sizeof path, "/v1/integrations/acct1:typed/%s", typed [i].path);
+        expect ("POST", path, ADMIN_KEY, typed [i].body, 400, "bad_request");
+        r = api ("POST", path, ADMIN_KEY, typed [i].body);
+        snprintf (named, sizeof named, "\\\"%s\\\" must be", typed [i].field);
+        if (!has (&r, named))
+            fail_msg ("POST %s %s: the answer does not say what \"%s\" must be", path, typed [i].body, typed [i].field);
+        http_free (&r);
+    }
+    expect ("POST", "/v1/integrations/acct1:typed/connect", ADMIN_KEY,
+            "{\"provider\":\"fakebox\",\"redirect_uri\":null,\"return_to\":null,\"scopes\":null}", 200, "ok");
     char *big = malloc (20001);
     memset (big, 'x', 20000);
     big [20000] = '\0';
