@@ -31,6 +31,8 @@
 #define CLIENT_MAX_ATTEMPTS    3      /* attempts of an idempotent call, whatever the broker count */
 #define CLIENT_BACKOFF_MS      100    /* pause after a retryable error reply, times the attempt */
 #define CLIENT_RID_BYTES       16     /* random bytes in a request id (32 hex digits) */
+#define CLIENT_RID_LEN         (CLIENT_RID_BASE_MAX + 1 + CLIENT_RID_BYTES)  /* the longest: a caller's
+                                         base, '-', and half as many random digits */
 #define CLIENT_MAX_DEADLINE_MARGIN_MS 250 /* deadline_ms is set this much (at most a tenth of the
                                          attempt) below the attempt's end, so that the broker's own
                                          "timeout" reply arrives before the client gives up */
@@ -51,11 +53,11 @@ typedef struct {
     client_t *c;
     const char *op;
     const json_t *args;
-    char rid [2 * CLIENT_RID_BYTES + 1];
+    char rid [CLIENT_RID_LEN + 1];
     /* the rid the current attempt sends: rid on the first, "rid.N" on the Nth, so that an answer
      * to an attempt given up on is told from the live one's (it may be a retryable error while
      * the live attempt is about to succeed) */
-    char sent_rid [2 * CLIENT_RID_BYTES + 16];
+    char sent_rid [CLIENT_RID_LEN + 16];
     codec_builder_t *builder;
     int sent_any;                           /* a request of this call went out */
     size_t last_socket;                     /* where the last one went */
@@ -742,8 +744,17 @@ no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
     return error_reply (call->rid, FR_TIMEOUT, message, hint);
 }
 
+/* 1 when base may begin a request id: 1..CLIENT_RID_BASE_MAX of A-Z a-z 0-9 _ - */
+static int
+rid_base_ok (const char *base)
+{
+    size_t n = strlen (base);
+    return n >= 1 && n <= CLIENT_RID_BASE_MAX
+        && strspn (base, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
 json_t *
-client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int flags)
+client_call_rid (client_t *c, const char *op, json_t *args, int timeout_ms, int flags, const char *rid_base)
 {
     call_t call = { .c = c, .op = op, .args = args };
     int idempotent = (flags & CLIENT_IDEMPOTENT) != 0;
@@ -753,12 +764,25 @@ client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int f
     int attempts = 0;
 
     unsigned char r [CLIENT_RID_BYTES];
+    char hex [2 * CLIENT_RID_BYTES + 1];
     random_bytes (r, sizeof r);
     for (size_t i = 0; i < sizeof r; i++)
-        snprintf (call.rid + 2 * i, 3, "%02x", r [i]);
+        snprintf (hex + 2 * i, 3, "%02x", r [i]);
+    /* with a caller's base, random digits still make each call's rid its own: a late answer to
+       an earlier call of the same base is not taken for this one's */
+    if (rid_base && rid_base_ok (rid_base))
+        snprintf (call.rid, sizeof call.rid, "%s-%.*s", rid_base, CLIENT_RID_BYTES, hex);
+    else
+        snprintf (call.rid, sizeof call.rid, "%s", hex);
     /* the size check below with the longest rid an attempt sends: every attempt then fits */
     snprintf (call.sent_rid, sizeof call.sent_rid, "%s.%d", call.rid, CLIENT_MAX_ATTEMPTS);
 
+    if (rid_base && !rid_base_ok (rid_base)) {
+        snprintf (err, sizeof err, "\"%.40s\" cannot begin a request id: it must be 1 to %d characters "
+                  "of A-Z a-z 0-9 _ -", rid_base, CLIENT_RID_BASE_MAX);
+        result = error_reply (call.rid, FR_BAD_REQUEST, err, NULL);
+        goto out;
+    }
     if (!c || !op || !*op) {
         result = error_reply (call.rid, FR_BAD_REQUEST, "no client or no operation given", NULL);
         goto out;
@@ -850,6 +874,12 @@ out:
     json_decref (call.reply);
     codec_builder_destroy (&call.builder);
     return result;
+}
+
+json_t *
+client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int flags)
+{
+    return client_call_rid (c, op, args, timeout_ms, flags, NULL);
 }
 
 json_t *

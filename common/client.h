@@ -11,6 +11,7 @@
 #define CLIENT_MAX_TIMEOUT_MS     300000    /* the protocol's largest deadline_ms */
 #define CLIENT_MIN_ATTEMPT_MS     500       /* a retry never gets less than this (unless less remains) */
 #define CLIENT_CONNECT_WAIT_MS    1000      /* how long a call waits for a first broker connection */
+#define CLIENT_RID_BASE_MAX       32        /* a caller's request id that begins a call's rid */
 
 /* client_call_ex flags */
 #define CLIENT_IDEMPOTENT         1         /* safe to send again: retried on timeout and "unavailable" */
@@ -51,6 +52,11 @@ int client_op_is_idempotent (const char *op);
 json_t *client_call (client_t *c, const char *op, json_t *args, int timeout_ms);
 /* client_call with the retry policy chosen by the caller (flags: CLIENT_IDEMPOTENT). */
 json_t *client_call_ex (client_t *c, const char *op, json_t *args, int timeout_ms, int flags);
+/* client_call_ex whose rid begins with the caller's own request id (an HTTP request's, say), so
+ * that the service's log lines join the caller's: "RID_BASE-" and 16 random hex digits, unique
+ * per call, then ".N" on the Nth attempt. rid_base: 1..CLIENT_RID_BASE_MAX characters of
+ * A-Z a-z 0-9 _ - (another is answered "bad_request" and nothing is sent); NULL: a random rid. */
+json_t *client_call_rid (client_t *c, const char *op, json_t *args, int timeout_ms, int flags, const char *rid_base);
 
 /* ferrulectl's exit code for a reply: 0 when "ok" is true, else by the error code. */
 int client_exit_code (const json_t *reply);

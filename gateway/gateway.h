@@ -105,7 +105,8 @@ void gw_resp_redirect (gw_resp_t *resp, const char *url);             /* 303 See
 /* A page with a title and one paragraph (escaped), for refusals. */
 void gw_resp_message (gw_resp_t *resp, unsigned status, const char *title, const char *text);
 
-/* The broker call of a request: args borrowed (may be NULL), rid added. Never NULL. */
+/* The broker call of a request: args borrowed (may be NULL); its rid begins with req->rid
+ * ("RID-" and digits of its own). Never NULL. */
 json_t *gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms);
 /* One deadline for the broker calls of a page, and whether an answer said to stop asking. */
 typedef struct {

@@ -76,7 +76,7 @@ overloaded (const char *why)
 }
 
 json_t *
-pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms)
+pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base)
 {
     int slot = -1;
     int64_t deadline_ms = clock_mono_ms () + timeout_ms;     /* the wait for a client counts in it */
@@ -118,7 +118,8 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms)
     int64_t left_ms = deadline_ms - clock_mono_ms ();
     json_t *reply = left_ms < POOL_MIN_CALL_MS
                   ? overloaded ("every broker client of this gateway was busy for most of this request's time")
-                  : client_call_ex (c, op, args, (int) left_ms, client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0);
+                  : client_call_rid (c, op, args, (int) left_ms, client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0,
+                                     rid_base);
     pthread_mutex_lock (&p->mutex);
     p->busy [slot] = 0;
     pthread_cond_signal (&p->freed);

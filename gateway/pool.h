@@ -12,8 +12,9 @@ typedef struct pool pool_t;
  * at once to find out). */
 pool_t *pool_new (const char *brokers, int size, char *err, size_t errlen);
 void pool_destroy (pool_t **p_p);
-/* client_call_ex on a lent client (op's idempotence decides retries), all of it within
- * timeout_ms: the wait for a free client, then the call with what is left; a wait that leaves
- * too little answers an "overloaded" reply. Never NULL. */
-json_t *pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms);
+/* client_call_rid on a lent client (op's idempotence decides retries; the rid begins with
+ * rid_base, NULL: random), all of it within timeout_ms: the wait for a free client, then the
+ * call with what is left; a wait that leaves too little answers an "overloaded" reply. Never
+ * NULL. */
+json_t *pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base);
 #endif

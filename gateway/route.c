@@ -274,11 +274,9 @@ gw_resp_message (gw_resp_t *resp, unsigned status, const char *title, const char
 json_t *
 gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms)
 {
-    json_t *a = args ? json_deep_copy (args) : json_object ();
-    json_object_set_new (a, "rid", json_string (req->rid));
-    json_t *r = pool_call (req->gw->pool, op, a, timeout_ms);
-    json_decref (a);
-    return r;
+    /* the rid begins with the request's own (X-Request-Id, the gateway's log lines), so that
+       the brokers' and workers' lines of its calls are found with it */
+    return pool_call (req->gw->pool, op, args, timeout_ms, req->rid [0] ? req->rid : NULL);
 }
 
 void

@@ -863,6 +863,23 @@ test_api_status_codes (void **state)
     const char *at = json_string_value (json_object_get (j, "access_token"));
     assert_non_null (at);
     assert_false (log_has (at));
+    /* one request id from end to end: the reply's rid begins with X-Request-Id, and the gateway's
+       line and the broker's audit record of the call are found with it (the brokers got a rid
+       of the client library's own, and the reply showed that one) */
+    char *xrid = header (&r, "X-Request-Id"), want [96], audit [1024];
+    assert_non_null (xrid);
+    const char *rid = json_string_value (json_object_get (j, "rid"));
+    snprintf (want, sizeof want, "%s-", xrid);
+    if (!rid || strncmp (rid, want, strlen (want)) != 0)
+        fail_msg ("the reply's rid is \"%s\", X-Request-Id \"%s\"", rid ? rid : "(none)", xrid);
+    assert_true (log_has (xrid));
+    snprintf (audit, sizeof audit, "%s/broker0.audit", harness_workdir (h));
+    snprintf (want, sizeof want, "\"op\":\"token\",\"integration\":\"acct1:api\",\"outcome\":\"ok\",\"rid\":\"%s\"", rid);
+    for (int64_t until = clock_mono_ms () + 15000; count_lines (audit, want) == 0 && clock_mono_ms () < until;)
+        usleep (20000);
+    if (count_lines (audit, want) != 1)
+        fail_msg ("no audit record %s in %s", want, audit);
+    free (xrid);
     char body [512];
     snprintf (body, sizeof body, "{\"access_token\":\"%s\"}", at);
     json_decref (j);

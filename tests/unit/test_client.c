@@ -315,6 +315,50 @@ test_request_body (void **state)
     client_destroy (&c);
 }
 
+/* A caller's request id begins the rid (the gateway's X-Request-Id), random digits keep each
+ * call's own, and a retry adds ".N" as ever; a base that is not a plain word is refused unsent. */
+static void
+test_rid_of_the_caller (void **state)
+{
+    fake_t *silent = fake_start (FAKE_SILENT);
+    fake_t *ok = fake_start (FAKE_OK);
+    client_t *c = client_for (ok, NULL);
+    json_t *one = client_call_rid (c, "ping", NULL, 2000, 0, "req42");
+    json_t *two = client_call_rid (c, "ping", NULL, 2000, 0, "req42");
+    const char *r1 = json_string_value (json_object_get (one, "rid")), *r2 = json_string_value (json_object_get (two, "rid"));
+    assert_true (json_is_true (json_object_get (one, "ok")) && json_is_true (json_object_get (two, "ok")));
+    assert_non_null (r1);
+    assert_non_null (r2);
+    assert_int_equal (strlen (r1), 6 + 16);
+    assert_memory_equal (r1, "req42-", 6);
+    assert_int_equal (strspn (r1 + 6, "0123456789abcdef"), 16);
+    assert_memory_equal (r2, "req42-", 6);
+    assert_string_not_equal (r1, r2);
+    json_decref (one);
+    json_decref (two);
+    const char *bad [] = { "", "a.b", "a b", "0123456789abcdef0123456789abcdef0" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        json_t *r = client_call_rid (c, "ping", NULL, 2000, 0, bad [i]);
+        assert_string_equal (code_of (r), "bad_request");
+        json_decref (r);
+    }
+    assert_int_equal (atomic_load (&ok->received), 2);
+    client_destroy (&c);
+    /* the second attempt, on the other broker */
+    c = client_for (silent, ok);
+    one = client_call_rid (c, "token", NULL, 1000, CLIENT_IDEMPOTENT, "req42");
+    r1 = json_string_value (json_object_get (one, "rid"));
+    assert_true (json_is_true (json_object_get (one, "ok")));
+    assert_non_null (r1);
+    assert_int_equal (strlen (r1), 6 + 16 + 2);
+    assert_memory_equal (r1, "req42-", 6);
+    assert_string_equal (r1 + 6 + 16, ".2");
+    json_decref (one);
+    client_destroy (&c);
+    fake_stop (&silent);
+    fake_stop (&ok);
+}
+
 static void
 test_stale_reply_discarded (void **state)
 {
@@ -636,6 +680,7 @@ main (void)
         cmocka_unit_test (test_destroy_twice),
         cmocka_unit_test (test_round_trip),
         cmocka_unit_test (test_request_body),
+        cmocka_unit_test (test_rid_of_the_caller),
         cmocka_unit_test (test_stale_reply_discarded),
         cmocka_unit_test (test_timeout),
         cmocka_unit_test (test_retry_on_next_broker),
