@@ -34,8 +34,11 @@ log = logging.getLogger("ferrule")
 
 PROTOCOL = b"FRL1"
 MAX_BODY = 256 * 1024          # bytes in one frame (docs/protocol.md, Limits)
-MAX_STRING = 64 * 1024         # one string
-MAX_ITEMS = 16384              # objects in one body
+MAX_STRING = 64 * 1024         # one string or binary value
+MAX_KEY = 64                   # one map key
+MAX_ITEMS = 16384              # objects in one body, all levels together
+MAX_DEPTH = 8                  # nesting of maps and arrays
+EXTENSION_TYPES = (msgpack.ExtType, msgpack.Timestamp)   # packed as msgpack ext: the broker refuses them
 HWM = 100                      # messages queued per socket and direction
 PREFER_WAIT_S = 0.100          # an attempt waits this long for its chosen broker
 DRAIN_MAX = 64                 # messages read per socket per wakeup
@@ -47,12 +50,21 @@ def now() -> float:
     return time.monotonic()
 
 
-def pack_body(op: str, rid: str, deadline_ms: int, args: dict[str, Any]) -> bytes:
+def request_map(op: str, rid: str, deadline_ms: int, args: dict[str, Any]) -> dict[str, Any]:
+    """The request body an attempt sends, before packing."""
     body = {k: v for k, v in args.items() if k not in ("op", "rid", "deadline_ms")}
     body["op"] = op
     body["rid"] = rid
     body["deadline_ms"] = deadline_ms
+    return body
+
+
+def pack(body: dict[str, Any]) -> bytes:
     return cast(bytes, msgpack.packb(body, use_bin_type=True))
+
+
+def pack_body(op: str, rid: str, deadline_ms: int, args: dict[str, Any]) -> bytes:
+    return pack(request_map(op, rid, deadline_ms, args))
 
 
 def attempt_rid(rid: str, attempt: int) -> str:

@@ -86,21 +86,66 @@ def parse_endpoints(brokers: str | Sequence[str]) -> list[str]:
     return out
 
 
-def _check_sizes(value: Any, depth: int = 1) -> None:
-    """The request limits of docs/protocol.md that msgpack itself does not enforce."""
-    if depth > 8:
-        raise TooLarge("the request nests maps and arrays deeper than 8 levels")
-    if isinstance(value, str):
-        if len(value) > wire.MAX_STRING or len(value.encode("utf-8", "surrogatepass")) > wire.MAX_STRING:
-            raise TooLarge(f"a string of the request is over {wire.MAX_STRING} bytes",
-                           hint="shorten the value; limits are listed in docs/protocol.md")
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            _check_sizes(k, depth + 1)
-            _check_sizes(v, depth + 1)
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _check_sizes(v, depth + 1)
+def _check_limits(request: Mapping[str, Any], op: str) -> None:
+    """The limits of docs/protocol.md ("Limits") that msgpack itself does not enforce, counted as
+    the broker counts them (common/codec.c). The broker cannot read a body over them, so its
+    error carries no request id and could answer any call in flight: such a request is refused
+    here, before anything is sent."""
+    objects = 0
+
+    def where(argument: str | None) -> str:
+        if argument is None:
+            return f"the \"{op}\" request"
+        shown = "".join(c if " " <= c <= "~" else "?" for c in argument)
+        return f"argument \"{shown}\" of the \"{op}\" request"
+
+    def too_many(argument: str | None) -> TooLarge:
+        return TooLarge(f"{where(argument)} brings the request over {wire.MAX_ITEMS} objects "
+                        f"(maps, arrays, keys and values, all levels together)",
+                        hint="send fewer items; limits are listed in docs/protocol.md")
+
+    def walk(value: Any, depth: int, argument: str | None) -> None:
+        """depth: the maps and arrays around value; argument: the request's key it is under."""
+        nonlocal objects
+        objects += 1
+        if objects > wire.MAX_ITEMS:
+            raise too_many(argument)
+        if isinstance(value, str):
+            if len(value) > wire.MAX_STRING or len(value.encode("utf-8", "surrogatepass")) > wire.MAX_STRING:
+                raise TooLarge(f"a string of {where(argument)} is over {wire.MAX_STRING} bytes",
+                               hint="shorten the value; limits are listed in docs/protocol.md")
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            if (value.nbytes if isinstance(value, memoryview) else len(value)) > wire.MAX_STRING:
+                raise TooLarge(f"a binary value of {where(argument)} is over {wire.MAX_STRING} bytes",
+                               hint="shorten the value; limits are listed in docs/protocol.md")
+        elif isinstance(value, wire.EXTENSION_TYPES):
+            raise TypeError(f"{where(argument)} holds a msgpack extension type, which the "
+                            f"protocol does not take")
+        elif isinstance(value, (dict, list, tuple)) and value:
+            # an empty container opens no level (as in the broker's count)
+            if depth >= wire.MAX_DEPTH:
+                raise TooLarge(f"{where(argument)} nests maps and arrays deeper than "
+                               f"{wire.MAX_DEPTH} levels",
+                               hint="flatten the value; limits are listed in docs/protocol.md")
+            if len(value) * (2 if isinstance(value, dict) else 1) > wire.MAX_ITEMS - objects:
+                raise too_many(argument)
+            if isinstance(value, dict):
+                for k, v in value.items():
+                    if not isinstance(k, str):
+                        raise TypeError(f"a map key of {where(argument)} is not a str but "
+                                        f"{type(k).__name__}: the protocol's map keys are strings")
+                    size = len(k.encode("utf-8", "surrogatepass"))
+                    if size > wire.MAX_KEY:
+                        raise TooLarge(f"a map key of {where(argument)} is {size} bytes, over the "
+                                       f"limit of {wire.MAX_KEY}",
+                                       hint="use shorter keys; limits are listed in docs/protocol.md")
+                    walk(k, depth + 1, argument)
+                    walk(v, depth + 1, k if depth == 0 else argument)
+            else:
+                for v in value:
+                    walk(v, depth + 1, argument)
+
+    walk(request, 0, None)
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -310,12 +355,13 @@ class _Call:
         self.late: dict[str, Any] | None = None     # a retryable error to an attempt given up on
 
     def run(self) -> dict[str, Any]:
-        _check_sizes(self.call.args)
         n = len(self.t.endpoints)
         max_attempts = (2 if n < 2 else min(n, MAX_ATTEMPTS)) if self.idempotent else 1
         # checked with the last attempt's rid, the longest: every attempt then fits
-        body = wire.pack_body(self.call.op, wire.attempt_rid(self.call.rid, max_attempts),
-                              int(self.timeout * 1000), self.call.args)
+        request = wire.request_map(self.call.op, wire.attempt_rid(self.call.rid, max_attempts),
+                                   int(self.timeout * 1000), self.call.args)
+        _check_limits(request, self.call.op)
+        body = wire.pack(request)
         if len(body) > wire.MAX_BODY:
             raise TooLarge(f"the \"{self.call.op}\" request is too large: {len(body)} bytes, the "
                            f"limit is {wire.MAX_BODY}", rid=self.call.rid,

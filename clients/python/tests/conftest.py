@@ -224,7 +224,7 @@ class ScriptedBroker:
                     self.user_ids.append(msg[-1].get("User-Id"))
                 except zmq.ZMQError:
                     self.user_ids.append(None)
-                request = msgpack.unpackb(body, raw=False)
+                request = msgpack.unpackb(body, raw=False, strict_map_key=False)
                 self.requests.append(request)
                 self.received_at.append(time.monotonic())
                 replies = self.handler(request, len(self.requests)) or []

@@ -271,6 +271,43 @@ def test_too_large_request_is_refused_before_sending(scripted):
     assert a.requests == []
 
 
+@pytest.mark.parametrize("op, args, error, match", [
+    ("status", {"integration": "acct:x", "k" * 65: "x"}, ferrule.TooLarge, "map key .* 65 bytes"),
+    ("token", {"integration": "acct:x", "require_scopes": ["s"] * 16385}, ferrule.TooLarge, "16384"),
+    ("status", {"integration": "acct:x", 1: "x"}, TypeError, "not a str"),
+    ("status", {"integration": "acct:x", "nested": {b"k": "x"}}, TypeError, "not a str"),
+    ("import", {"integration": "acct:x", "blob": b"x" * 70000}, ferrule.TooLarge, "65536"),
+    ("status", {"integration": "acct:x", "deep": [[[[[[[[1]]]]]]]]}, ferrule.TooLarge, "nest"),
+], ids=["key_65_bytes", "16385_scopes", "int_key", "bytes_key", "bytes_70000", "depth_9"])
+def test_request_over_the_other_limits_is_refused_before_sending(scripted, op, args, error, match):
+    """The broker cannot read a body over its limits, so it could not echo the rid (its error
+    would answer whichever call is in flight): such a request is refused here, not sent."""
+    a = scripted(lambda req, n: [ok(req)])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(error, match=match):
+            c.call(op, args)
+        if op == "token":                           # the same through the method
+            with pytest.raises(error, match=match):
+                c.token("acct:x", require_scopes=args["require_scopes"])
+    assert a.requests == []
+
+
+def test_request_at_the_limits_is_sent(scripted):
+    """Exactly the broker's limits (common/codec.c): a 64-byte key, a scalar inside the eighth
+    level of nesting, 16384 objects in the whole body (its root, op, rid and deadline_ms
+    included)."""
+    a = scripted(lambda req, n: [ok(req)])
+    # root 1, op/rid/deadline_ms 6, integration 2, the 64-byte key 1, seven arrays and "deep" 8,
+    # "list" and its array 2: 20 objects before the list's items
+    args = {"integration": "acct:x", "k" * 64: [[[[[[["deep"]]]]]]], "list": [0] * (16384 - 20)}
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        assert c.call("status", args)["ok"] is True
+        args["list"].append(0)
+        with pytest.raises(ferrule.TooLarge, match="16384"):
+            c.call("status", args)
+    assert len(a.requests) == 1 and a.requests[0]["k" * 64] == [[[[[[["deep"]]]]]]]
+
+
 def test_many_threads_share_one_client(scripted):
     """Requests from many threads are in flight at once; replies come back in another order and
     each reaches its own caller."""
