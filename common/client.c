@@ -374,7 +374,8 @@ is_reserved_key (const char *key)
     return strcmp (key, "op") == 0 || strcmp (key, "rid") == 0 || strcmp (key, "deadline_ms") == 0;
 }
 
-/* Encodes the request body; FR_OK, or a status and a reason. */
+/* Encodes the request body; FR_OK, or a status and a reason. A body the broker could not read
+ * (it would answer without a rid) is refused with the reason the broker would give. */
 static fr_status_t
 build_body (call_t *call, int64_t deadline_ms, char *err, size_t errlen)
 {
@@ -400,10 +401,18 @@ build_body (call_t *call, int64_t deadline_ms, char *err, size_t errlen)
             }
     size_t len = 0;
     /* the builder packs every JSON type; it fails only on its size limits */
-    if (codec_builder_failed (b) || !codec_builder_data (b, &len) || len > CODEC_MAX_BODY) {
+    const char *data = codec_builder_failed (b) ? NULL : codec_builder_data (b, &len);
+    if (!data || len > CODEC_MAX_BODY) {
         snprintf (err, errlen, "the \"%s\" request is too large: a value is over %d bytes or the whole request over %d",
                   call->op, CODEC_MAX_STRING, CODEC_MAX_BODY);
         return FR_TOO_LARGE;
+    }
+    /* the broker's own check: map keys, objects in the body, nesting */
+    char reason [200];
+    fr_status_t st = codec_scan (data, len, NULL, 0, reason, sizeof reason);
+    if (st != FR_OK) {
+        snprintf (err, errlen, "the \"%s\" request is over the protocol's limits: %s", call->op, reason);
+        return st;
     }
     return FR_OK;
 }
@@ -799,7 +808,8 @@ client_call_rid (client_t *c, const char *op, json_t *args, int timeout_ms, int 
     call.builder = codec_builder_new ();
     fr_status_t st = build_body (&call, timeout_ms, err, sizeof err);
     if (st != FR_OK) {
-        result = error_reply (call.rid, st, err, NULL);
+        result = error_reply (call.rid, st, err, st != FR_TOO_LARGE ? NULL
+                              : "nothing was sent: shorten the values, keys or lists, or nest them less deeply (docs/protocol.md, \"Limits\")");
         goto out;
     }
 

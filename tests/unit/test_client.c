@@ -110,7 +110,13 @@ fake_handle (fake_t *f, frames_t *in)
     FAKE_CHECK (in->total == 4);
     FAKE_CHECK (frames_size (in, 1) == 0);
     FAKE_CHECK (frames_is (in, 2, CODEC_CLIENT_PROTOCOL));
-    FAKE_CHECK (codec_decode (frames_data (in, 3), frames_size (in, 3), &msg, err, sizeof err) == FR_OK);
+    fr_status_t st = codec_decode (frames_data (in, 3), frames_size (in, 3), &msg, err, sizeof err);
+    if (st != FR_OK) {
+        /* as the broker does: a body it cannot read gets an error without rid */
+        atomic_fetch_add (&f->received, 1);
+        fake_reply_error (f, frames_data (in, 0), frames_size (in, 0), NULL, st);
+        return;
+    }
     const msgpack_object *root = codec_msg_root (msg);
     if (codec_get_str (root, "op", &s, &len) == 1)
         snprintf (f->op, sizeof f->op, "%.*s", (int) len, s);
@@ -525,6 +531,71 @@ test_error_without_rid (void **state)
     fake_stop (&f);
 }
 
+/* A body the broker could not read would get an error without rid: refused here, not sent. */
+static void
+test_over_the_limits_not_sent (void **state)
+{
+    fake_t *f = fake_start (FAKE_OK);
+    client_t *c = client_for (f, NULL);
+    char key [CODEC_MAX_KEY + 2];
+    memset (key, 'k', CODEC_MAX_KEY + 1);
+    key [CODEC_MAX_KEY + 1] = '\0';
+
+    json_t *args = json_pack ("{s:s, s:s}", "integration", "acct42:box", key, "x");
+    json_t *reply = client_call (c, "status", args, 2000);
+    assert_string_equal (code_of (reply), "too_large");
+    assert_int_equal (atomic_load (&f->received), 0);
+    assert_non_null (strstr (message_of (reply), "key"));
+    json_decref (reply);
+    json_decref (args);
+
+    /* the same key inside an argument */
+    args = json_pack ("{s:s, s:{s:s}}", "integration", "acct42:box", "nested", key, "x");
+    reply = client_call (c, "status", args, 2000);
+    assert_string_equal (code_of (reply), "too_large");
+    assert_int_equal (atomic_load (&f->received), 0);
+    json_decref (reply);
+    json_decref (args);
+
+    /* nesting: eight arrays around a value, the root map making nine levels */
+    args = json_pack ("{s:s, s:[[[[[[[[i]]]]]]]]}", "integration", "acct42:box", "deep", 1);
+    reply = client_call (c, "status", args, 2000);
+    assert_string_equal (code_of (reply), "too_large");
+    assert_int_equal (atomic_load (&f->received), 0);
+    assert_non_null (strstr (message_of (reply), "nesting"));
+    json_decref (reply);
+    json_decref (args);
+
+    /* objects: the root, op, rid and deadline_ms, integration, "list" and its array are 11 */
+    json_t *list = json_array ();
+    for (int i = 0; i < CODEC_MAX_ITEMS - 11 + 1; i++)
+        json_array_append_new (list, json_integer (0));
+    args = json_pack ("{s:s, s:O}", "integration", "acct42:box", "list", list);
+    reply = client_call (c, "status", args, 2000);
+    assert_string_equal (code_of (reply), "too_large");
+    assert_int_equal (atomic_load (&f->received), 0);
+    assert_non_null (strstr (message_of (reply), "objects"));
+    json_decref (reply);
+    json_decref (args);
+
+    /* exactly at the limits: a 64-byte key, a value inside the eighth level, 16384 objects (the
+     * key and its value are 2 more, "deep", its seven arrays and its string 9 more) */
+    key [CODEC_MAX_KEY] = '\0';
+    while (json_array_size (list) > CODEC_MAX_ITEMS - 11 - 2 - 9)
+        assert_int_equal (json_array_remove (list, 0), 0);
+    args = json_pack ("{s:s, s:O, s:s, s:[[[[[[[s]]]]]]]}", "integration", "acct42:box", "list", list,
+                      key, "x", "deep", "value");
+    reply = client_call (c, "status", args, 2000);
+    if (!json_is_true (json_object_get (reply, "ok")))
+        fail_msg ("a body at the limits ended with \"%s\" (%s)", code_of (reply), message_of (reply));
+    assert_int_equal (atomic_load (&f->received), 1);
+    json_decref (reply);
+    json_decref (args);
+    json_decref (list);
+    client_destroy (&c);
+    fake_stop (&f);
+}
+
 /* A reply to the first attempt that arrives during the second still answers the call. */
 static void
 test_late_reply_accepted (void **state)
@@ -689,6 +760,7 @@ main (void)
         cmocka_unit_test (test_unavailable_everywhere),
         cmocka_unit_test (test_malformed_reply),
         cmocka_unit_test (test_error_without_rid),
+        cmocka_unit_test (test_over_the_limits_not_sent),
         cmocka_unit_test (test_late_reply_accepted),
         cmocka_unit_test (test_late_retryable_error_does_not_end_the_call),
         cmocka_unit_test (test_no_broker),
