@@ -6,6 +6,15 @@
  * lines of every attempt can be found with one id. Replies with any other rid are stale
  * (from calls that gave up) and are dropped. The retry policy is described in
  * docs/ferrulectl.md, "Retries".
+ *
+ * A broker answers a body it cannot read (over the limits of docs/protocol.md, "Limits") with an
+ * error that carries no rid. Such a body is never sent: build_body refuses it with the broker's
+ * own check. A reply without a rid (such an error, or a reply that cannot be read) is taken only
+ * when it cannot answer anything but this call: every request sent on that socket that still
+ * waits for its answer is one of this call's attempts (a broker answers each request once). It
+ * is the live attempt's answer when it arrives on that attempt's socket while the attempt waits,
+ * else an earlier attempt's. Otherwise it may be a late answer to an earlier call (a pool lends
+ * one client to call after call) and is dropped.
  */
 #include "client.h"
 #include "clock.h"
@@ -46,6 +55,9 @@ struct client {
     fr_status_t handshake [CLIENT_MAX_ENDPOINTS];  /* the last verdict each monitor gave */
     int64_t drained_ms;                     /* when the monitors were last read to their end */
     size_t next;                            /* endpoint the next request goes to first */
+    size_t unanswered [CLIENT_MAX_ENDPOINTS];  /* requests sent on each socket, by this and earlier
+                                               calls, whose answer has not come (or could not be
+                                               told: never too few) */
 };
 
 /* One call in progress. */
@@ -61,6 +73,8 @@ typedef struct {
     codec_builder_t *builder;
     int sent_any;                           /* a request of this call went out */
     size_t last_socket;                     /* where the last one went */
+    size_t mine [CLIENT_MAX_ENDPOINTS];     /* this call's requests on each socket whose answer has
+                                               not come: part of c->unanswered */
     json_t *reply;                          /* the answer, once there is one */
     json_t *late;                           /* a retryable error answering an earlier attempt */
 } call_t;
@@ -448,16 +462,25 @@ earlier_attempt (const call_t *call, const char *rid, size_t len)
     return 1;
 }
 
-/* Checks one received message; sets *reply for ours (possibly a synthesized malformed_frame). */
+/* Checks one received message, which answers one request sent on that socket; sets *reply for
+ * ours (possibly a synthesized malformed_frame). live: it came on the socket of the attempt that
+ * waits for its answer. */
 static rx_t
-check_reply (call_t *call, size_t socket, frames_t *f, json_t **reply)
+check_reply (call_t *call, size_t socket, int live, frames_t *f, json_t **reply)
 {
-    const char *endpoint = call->c->endpoints [socket];
+    client_t *c = call->c;
+    const char *endpoint = c->endpoints [socket];
     codec_msg_t *msg = NULL;
     char reason [256] = "";
     char message [512];
     fr_status_t st = FR_MALFORMED_FRAME;
     rx_t rx = RX_STALE;
+    /* the request it answers: this call's, another's (a call that gave up), or one that cannot
+     * be told, which leaves the counts as they are (too many is safe) */
+    enum { ANSWERS_UNKNOWN, ANSWERS_OURS, ANSWERS_OTHER } answers = ANSWERS_UNKNOWN;
+    /* without a rid, it answers this call when every request on this socket still waiting for
+     * its answer is this call's, another when none is, and cannot be told otherwise */
+    int only_ours = call->mine [socket] > 0 && c->unanswered [socket] == call->mine [socket];
 
     if (f->total != 3) {
         snprintf (reason, sizeof reason, "%d frames instead of 3", f->total);
@@ -494,18 +517,27 @@ check_reply (call_t *call, size_t socket, frames_t *f, json_t **reply)
     }
     int late = 0;
     if (has_rid == 1 && (rid_len != strlen (call->sent_rid) || memcmp (rid, call->sent_rid, rid_len) != 0)) {
-        if (!earlier_attempt (call, rid, rid_len))
-            goto out;                               /* stale: a call that gave up */
+        if (!earlier_attempt (call, rid, rid_len)) {
+            answers = ANSWERS_OTHER;                /* stale: a call that gave up */
+            goto out;
+        }
         late = 1;                                   /* this call's, to an attempt given up on */
     }
+    if (has_rid == 1)
+        answers = ANSWERS_OURS;
     if (has_ok != 1) {
         snprintf (reason, sizeof reason, "\"ok\" is missing or not a boolean");
         goto malformed;
     }
-    /* A broker that could not read a request cannot echo its rid; such an error answers
-     * the request in flight. A success without our rid is not ours. */
-    if (has_rid == 0 && ok)
-        goto out;
+    /* A broker that could not read a request cannot echo its rid: such an error is ours only
+     * when it can answer nothing else (the live attempt's when it came on its socket). A
+     * success without our rid is not ours. */
+    if (has_rid == 0) {
+        if (ok || !only_ours)
+            goto out;
+        answers = ANSWERS_OURS;
+        late = !live;
+    }
     *reply = codec_to_json (root);
     if (!*reply || !json_is_object (*reply)) {
         json_decref (*reply);
@@ -516,25 +548,32 @@ check_reply (call_t *call, size_t socket, frames_t *f, json_t **reply)
     rx = late ? RX_LATE : RX_REPLY;
     goto out;
 malformed:
-    if (call->sent_any) {
+    if (answers == ANSWERS_OURS || only_ours) {
+        answers = ANSWERS_OURS;
         snprintf (message, sizeof message, "broker \"%s\" sent a malformed reply: %s", endpoint, reason);
         *reply = error_reply (call->rid, st, message,
                               "the broker does not speak this client's protocol (FRL1): check that the endpoint is a Ferrule broker's frontend and that versions match");
         rx = RX_REPLY;
     }
 out:
+    if (answers == ANSWERS_UNKNOWN)
+        answers = only_ours ? ANSWERS_OURS : call->mine [socket] == 0 ? ANSWERS_OTHER : ANSWERS_UNKNOWN;
+    if (answers != ANSWERS_UNKNOWN && c->unanswered [socket] > 0)
+        c->unanswered [socket]--;
+    if (answers == ANSWERS_OURS && call->mine [socket] > 0)
+        call->mine [socket]--;
     codec_msg_destroy (&msg);
     return rx;
 }
 
 /* Reads one message from a socket without blocking. */
 static rx_t
-receive_one (call_t *call, size_t socket, json_t **reply)
+receive_one (call_t *call, size_t socket, int live, json_t **reply)
 {
     frames_t f;
     if (frames_recv (call->c->sockets [socket], &f, ZMQ_DONTWAIT) != 0)
         return RX_NONE;
-    rx_t rx = check_reply (call, socket, &f, reply);
+    rx_t rx = check_reply (call, socket, live, &f, reply);
     frames_close (&f);
     return rx;
 }
@@ -593,9 +632,11 @@ attempt (call_t *call, int send, int64_t send_until, int64_t until)
         for (size_t i = 0; i < c->count; i++) {
             if (!(items [i].revents & ZMQ_POLLIN))
                 continue;
+            /* this attempt's request is out and waits on socket i */
+            int live = send && !need_send && i == call->last_socket;
             for (int n = 0; n < CLIENT_DRAIN_MAX; n++) {
                 json_t *reply = NULL;
-                rx_t rx = receive_one (call, i, &reply);
+                rx_t rx = receive_one (call, i, live, &reply);
                 if (rx == RX_NONE)
                     break;
                 if (rx == RX_REPLY) {
@@ -634,6 +675,8 @@ attempt (call_t *call, int send, int64_t send_until, int64_t until)
             if (build_body (call, deadline_ms, err, sizeof err) != FR_OK)
                 continue;                           /* checked before the first attempt */
             if (send_body (c->sockets [i], call->builder) == 0) {
+                c->unanswered [i]++;
+                call->mine [i]++;
                 need_send = 0;
                 call->sent_any = 1;
                 call->last_socket = i;

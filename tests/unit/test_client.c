@@ -26,8 +26,27 @@ typedef enum {
     FAKE_UNAVAILABLE,   /* error "unavailable" */
     FAKE_NO_RID_ERROR,  /* error "too_large" without rid, as for a request it could not read */
     FAKE_DELAYED,       /* answers after delay_ms */
-    FAKE_DELAYED_TIMEOUT /* answers error "timeout" after delay_ms */
+    FAKE_DELAYED_TIMEOUT, /* answers error "timeout" after delay_ms */
+    FAKE_LATE_NO_RID,   /* the first request: error late_status ("too_large" when unset) without
+                           rid after delay_ms, as a backlogged broker answers a body it could not
+                           read; the others: ok after later_delay_ms */
+    FAKE_LATE_MALFORMED, /* the same with a body that is not msgpack first */
+    FAKE_RETRY_NO_RID   /* the first request: no answer; the others: error "too_large" without
+                           rid at once */
 } fake_mode_t;
+
+typedef enum { HELD_OK, HELD_TIMEOUT, HELD_NO_RID_ERROR, HELD_MALFORMED } held_t;
+
+/* A reply the fake sends later. */
+typedef struct {
+    char id [256];
+    size_t id_len;
+    char rid [80];
+    int64_t due;                /* 0: the slot is free */
+    held_t kind;
+} fake_held_t;
+
+#define FAKE_HELD_MAX 4
 
 typedef struct {
     void *ctx;
@@ -35,6 +54,8 @@ typedef struct {
     char endpoint [256];
     fake_mode_t mode;
     int delay_ms;
+    int later_delay_ms;
+    fr_status_t late_status;
     pthread_t thread;
     atomic_int stop;
     atomic_int received;
@@ -43,12 +64,7 @@ typedef struct {
     char rid [80];
     int64_t deadline_ms;
     int has_integration;
-    /* a delayed reply */
-    char pending_id [256];
-    size_t pending_id_len;
-    char pending_rid [80];
-    int64_t pending_due;
-    int pending_error;
+    fake_held_t held [FAKE_HELD_MAX];
 } fake_t;
 
 /* cmocka's asserts must not run in the fake's thread: a broken expectation there aborts */
@@ -98,6 +114,25 @@ fake_reply_error (fake_t *f, const void *id, size_t id_len, const char *rid, fr_
     codec_builder_destroy (&b);
 }
 
+/* Keeps a reply to send in delay_ms. */
+static void
+fake_hold (fake_t *f, const void *id, size_t id_len, const char *rid, int delay_ms, held_t kind)
+{
+    for (int i = 0; i < FAKE_HELD_MAX; i++) {
+        fake_held_t *h = &f->held [i];
+        if (h->due)
+            continue;
+        FAKE_CHECK (id_len <= sizeof h->id);
+        memcpy (h->id, id, id_len);
+        h->id_len = id_len;
+        snprintf (h->rid, sizeof h->rid, "%s", rid);
+        h->kind = kind;
+        h->due = now_ms () + delay_ms;
+        return;
+    }
+    FAKE_CHECK (!"no free slot for a held reply");
+}
+
 static void
 fake_handle (fake_t *f, frames_t *in)
 {
@@ -110,11 +145,13 @@ fake_handle (fake_t *f, frames_t *in)
     FAKE_CHECK (in->total == 4);
     FAKE_CHECK (frames_size (in, 1) == 0);
     FAKE_CHECK (frames_is (in, 2, CODEC_CLIENT_PROTOCOL));
+    const void *id = frames_data (in, 0);
+    size_t id_len = frames_size (in, 0);
     fr_status_t st = codec_decode (frames_data (in, 3), frames_size (in, 3), &msg, err, sizeof err);
     if (st != FR_OK) {
         /* as the broker does: a body it cannot read gets an error without rid */
         atomic_fetch_add (&f->received, 1);
-        fake_reply_error (f, frames_data (in, 0), frames_size (in, 0), NULL, st);
+        fake_reply_error (f, id, id_len, NULL, st);
         return;
     }
     const msgpack_object *root = codec_msg_root (msg);
@@ -127,10 +164,8 @@ fake_handle (fake_t *f, frames_t *in)
     FAKE_CHECK (codec_get_int (root, "deadline_ms", &f->deadline_ms) == 1);
     f->has_integration = codec_get_str (root, "integration", &s, &len) == 1;
     codec_msg_destroy (&msg);
-    atomic_fetch_add (&f->received, 1);
+    int n = atomic_fetch_add (&f->received, 1) + 1;
 
-    const void *id = frames_data (in, 0);
-    size_t id_len = frames_size (in, 0);
     switch (f->mode) {
         case FAKE_OK:
             fake_reply_ok (f, id, id_len, rid);
@@ -153,13 +188,23 @@ fake_handle (fake_t *f, frames_t *in)
         case FAKE_NO_RID_ERROR:
             fake_reply_error (f, id, id_len, NULL, FR_TOO_LARGE);
             break;
+        case FAKE_RETRY_NO_RID:
+            if (n > 1)
+                fake_reply_error (f, id, id_len, NULL, FR_TOO_LARGE);
+            break;
         case FAKE_DELAYED:
+            fake_hold (f, id, id_len, rid, f->delay_ms, HELD_OK);
+            break;
         case FAKE_DELAYED_TIMEOUT:
-            f->pending_error = f->mode == FAKE_DELAYED_TIMEOUT;
-            memcpy (f->pending_id, id, id_len < sizeof f->pending_id ? id_len : sizeof f->pending_id);
-            f->pending_id_len = id_len;
-            snprintf (f->pending_rid, sizeof f->pending_rid, "%s", rid);
-            f->pending_due = now_ms () + f->delay_ms;
+            fake_hold (f, id, id_len, rid, f->delay_ms, HELD_TIMEOUT);
+            break;
+        case FAKE_LATE_NO_RID:
+        case FAKE_LATE_MALFORMED:
+            if (n == 1)
+                fake_hold (f, id, id_len, rid, f->delay_ms,
+                           f->mode == FAKE_LATE_NO_RID ? HELD_NO_RID_ERROR : HELD_MALFORMED);
+            else
+                fake_hold (f, id, id_len, rid, f->later_delay_ms, HELD_OK);
             break;
     }
 }
@@ -177,12 +222,21 @@ fake_run (void *arg)
                 frames_close (&in);
             }
         }
-        if (f->pending_due && now_ms () >= f->pending_due) {
-            if (f->pending_error)
-                fake_reply_error (f, f->pending_id, f->pending_id_len, f->pending_rid, FR_TIMEOUT);
+        for (int i = 0; i < FAKE_HELD_MAX; i++) {
+            fake_held_t *h = &f->held [i];
+            if (!h->due || now_ms () < h->due)
+                continue;
+            if (h->kind == HELD_TIMEOUT)
+                fake_reply_error (f, h->id, h->id_len, h->rid, FR_TIMEOUT);
             else
-                fake_reply_ok (f, f->pending_id, f->pending_id_len, f->pending_rid);
-            f->pending_due = 0;
+            if (h->kind == HELD_NO_RID_ERROR)
+                fake_reply_error (f, h->id, h->id_len, NULL, f->late_status != FR_OK ? f->late_status : FR_TOO_LARGE);
+            else
+            if (h->kind == HELD_MALFORMED)
+                fake_send (f, h->id, h->id_len, CODEC_CLIENT_PROTOCOL, "\xc1\xc1", 2);
+            else
+                fake_reply_ok (f, h->id, h->id_len, h->rid);
+            h->due = 0;
         }
     }
     return NULL;
@@ -531,6 +585,89 @@ test_error_without_rid (void **state)
     fake_stop (&f);
 }
 
+/* A gateway pool lends one client to call after call. The broker, backlogged, answers the first
+ * call's request after that call gave up, with an error it could not put a rid on (or with a
+ * reply that cannot be read): that answers the first call, not the second one in flight on the
+ * same socket. */
+static void
+test_late_error_without_rid_is_not_the_next_calls (void **state)
+{
+    const fake_mode_t modes [] = { FAKE_LATE_NO_RID, FAKE_LATE_MALFORMED };
+    for (size_t m = 0; m < sizeof modes / sizeof modes [0]; m++) {
+        fake_t *f = fake_start (modes [m]);
+        f->delay_ms = 300;
+        f->later_delay_ms = 500;
+        client_t *c = client_for (f, NULL);
+        json_t *args = json_pack ("{s:s}", "integration", "acct42:box");
+        json_t *reply = client_call (c, "refresh", args, 200);
+        assert_string_equal (code_of (reply), "timeout");
+        json_decref (reply);
+        int64_t t0 = now_ms ();
+        reply = client_call (c, "refresh", args, 2000);
+        int64_t took = now_ms () - t0;
+        if (!json_is_true (json_object_get (reply, "ok")))
+            fail_msg ("the second call ended with \"%s\" (%s) after %lld ms", code_of (reply), message_of (reply),
+                      (long long) took);
+        assert_true (took >= 450);
+        assert_int_equal (atomic_load (&f->received), 2);
+        json_decref (reply);
+        json_decref (args);
+        client_destroy (&c);
+        fake_stop (&f);
+    }
+}
+
+/* The first attempt got no answer; the retry, to the same broker, gets an error without a rid.
+ * Both requests waiting on that socket are this call's: the error is its answer, at once. */
+static void
+test_error_without_rid_answers_the_retry (void **state)
+{
+    fake_t *f = fake_start (FAKE_RETRY_NO_RID);
+    client_t *c = client_for (f, NULL);
+    int64_t t0 = now_ms ();
+    json_t *reply = client_call (c, "ping", NULL, 2000);
+    int64_t took = now_ms () - t0;
+    assert_string_equal (code_of (reply), "too_large");
+    assert_true (took >= 900 && took < 1500);
+    assert_int_equal (atomic_load (&f->received), 2);
+    json_decref (reply);
+    client_destroy (&c);
+    fake_stop (&f);
+}
+
+/* The first attempt went to a slow broker, the second to another. An error without a rid from
+ * the first broker, where only the first attempt waits, answers that attempt: a retryable one does
+ * not stop the live attempt, a final one ends the call, as a late reply with the rid would. */
+static void
+test_error_without_rid_answers_the_first_attempt (void **state)
+{
+    const fr_status_t late [] = { FR_UNAVAILABLE, FR_TOO_LARGE };
+    for (size_t i = 0; i < sizeof late / sizeof late [0]; i++) {
+        fake_t *slow = fake_start (FAKE_LATE_NO_RID);
+        fake_t *ok = fake_start (FAKE_DELAYED);
+        slow->delay_ms = 1200;          /* after the first attempt's 1000 ms */
+        slow->late_status = late [i];
+        ok->delay_ms = 500;             /* the second attempt's answer, at about 1500 ms */
+        client_t *c = client_for (slow, ok);
+        int64_t t0 = now_ms ();
+        json_t *reply = client_call (c, "ping", NULL, 2000);
+        int64_t took = now_ms () - t0;
+        if (late [i] == FR_UNAVAILABLE) {
+            if (!json_is_true (json_object_get (reply, "ok")))
+                fail_msg ("the call ended with \"%s\" (%s)", code_of (reply), message_of (reply));
+            assert_string_equal (json_string_value (json_object_get (reply, "endpoint")), ok->endpoint);
+        }
+        else {
+            assert_string_equal (code_of (reply), "too_large");
+            assert_true (took >= 1150 && took < 1450);
+        }
+        json_decref (reply);
+        client_destroy (&c);
+        fake_stop (&slow);
+        fake_stop (&ok);
+    }
+}
+
 /* A body the broker could not read would get an error without rid: refused here, not sent. */
 static void
 test_over_the_limits_not_sent (void **state)
@@ -760,6 +897,9 @@ main (void)
         cmocka_unit_test (test_unavailable_everywhere),
         cmocka_unit_test (test_malformed_reply),
         cmocka_unit_test (test_error_without_rid),
+        cmocka_unit_test (test_late_error_without_rid_is_not_the_next_calls),
+        cmocka_unit_test (test_error_without_rid_answers_the_retry),
+        cmocka_unit_test (test_error_without_rid_answers_the_first_attempt),
         cmocka_unit_test (test_over_the_limits_not_sent),
         cmocka_unit_test (test_late_reply_accepted),
         cmocka_unit_test (test_late_retryable_error_does_not_end_the_call),
