@@ -107,6 +107,39 @@ class Call:
 
 
 @dataclass(eq=False)
+class _Waiting:
+    """The requests sent on one socket whose answer has not come (a broker answers each request
+    once): how many in all, never too few, and how many of them each running call sent."""
+    total: int = 0
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def sent(self, rid: str) -> None:
+        self.total += 1
+        self.calls[rid] = self.calls.get(rid, 0) + 1
+
+    def answered(self, rid: str | None) -> None:
+        """One request was answered: one of call rid's, or (None) one of a call that ended."""
+        self.total = max(0, self.total - 1)
+        if rid is not None and rid in self.calls:
+            self.calls[rid] -= 1
+            if self.calls[rid] <= 0:
+                del self.calls[rid]
+
+    def forget(self, rid: str) -> None:
+        """The call ended: its requests still waiting count on as an ended call's."""
+        self.calls.pop(rid, None)
+
+    def sole_call(self) -> str | None:
+        """The running call whose requests are all that wait here, the only one a reply without
+        a rid can answer; None when there is no such call."""
+        if len(self.calls) == 1:
+            rid, n = next(iter(self.calls.items()))
+            if n == self.total:
+                return rid
+        return None
+
+
+@dataclass(eq=False)
 class _Send:
     call: Call
     attempt: int
@@ -239,7 +272,7 @@ class Transport:
     def _run(self) -> None:
         calls: dict[str, Call] = {}
         pending: list[_Send] = []
-        outstanding: list[set[str]] = [set() for _ in self._sockets]   # rids sent per socket
+        outstanding = [_Waiting() for _ in self._sockets]
         stop = False
         try:
             while not stop:
@@ -262,7 +295,7 @@ class Transport:
                 self._release()
 
     def _step(self, calls: dict[str, Call], pending: list[_Send],
-              outstanding: list[set[str]]) -> bool:
+              outstanding: list[_Waiting]) -> bool:
         t = now()
         items: list[tuple[Any, int]] = [(self._wake_r, zmq.POLLIN)]
         wake_at: float | None = None
@@ -294,8 +327,8 @@ class Transport:
             elif kind == "finish":
                 calls.pop(payload.rid, None)
                 pending[:] = [s for s in pending if s.call is not payload]
-                for rids in outstanding:
-                    rids.discard(payload.rid)
+                for waiting in outstanding:
+                    waiting.forget(payload.rid)
             elif kind == "stop":
                 stop = True
         if stop:
@@ -324,7 +357,7 @@ class Transport:
         return False
 
     def _try_send(self, send: _Send, t: float, writable: list[bool],
-                  outstanding: list[set[str]]) -> bool:
+                  outstanding: list[_Waiting]) -> bool:
         n = len(self._sockets)
         any_broker = t - send.started >= PREFER_WAIT_S
         order = [(send.preferred + k) % n for k in range(n)] if any_broker else [send.preferred]
@@ -339,7 +372,7 @@ class Transport:
             except zmq.Again:
                 writable[i] = False
                 continue
-            outstanding[i].add(send.call.rid)
+            outstanding[i].sent(send.call.rid)
             self._next = (i + 1) % n
             send.call.events.put(("sent", send.attempt, i))
             return True
@@ -382,7 +415,7 @@ class Transport:
         self._next = index
 
     def _deliver(self, i: int, frames: list[bytes], calls: dict[str, Call],
-                 outstanding: list[set[str]]) -> None:
+                 outstanding: list[_Waiting]) -> None:
         reason = ""
         code = "malformed_frame"
         reply: Any = None
@@ -409,6 +442,7 @@ class Transport:
                     base = base_rid(reply["rid"])
                     call = calls.get(base) if base is not None else None
                     if call is None:
+                        outstanding[i].answered(None)
                         return                      # stale: a call that gave up
                     if not isinstance(reply.get("ok"), bool):
                         reason = "\"ok\" is missing or not a boolean"
@@ -418,29 +452,40 @@ class Transport:
                     self._answer(call, i, reply, outstanding, answered=reply["rid"])
                     return
                 elif reply.get("ok") is not False:
-                    return                          # a success without a rid is not ours
+                    self._unmatched(i, outstanding)     # a success without a rid is not ours
+                    return
                 else:
                     # A broker that could not read a request cannot echo its rid: such an
-                    # error answers the request in flight on that socket, if there is one.
+                    # error answers a call only when that call's requests are all that wait
+                    # on that socket.
                     self._answer_sole(i, reply, calls, outstanding)
                     return
-        # malformed: it answers the request in flight on that socket, if there is just one
+        # malformed: the same
         self._answer_sole(i, None, calls, outstanding, code=code, reason=reason)
 
     def _answer(self, call: Call, i: int, reply: dict[str, Any],
-                outstanding: list[set[str]], answered: str | None = None) -> None:
-        outstanding[i].discard(call.rid)
+                outstanding: list[_Waiting], answered: str | None = None) -> None:
+        outstanding[i].answered(call.rid)
         call.events.put(("reply", reply, answered))
 
+    def _unmatched(self, i: int, outstanding: list[_Waiting]) -> None:
+        """Counts a reply given to no call: when no running call waits on socket i it answered
+        one that ended; otherwise nobody can tell, and the count stays (too many is safe)."""
+        if not outstanding[i].calls:
+            outstanding[i].answered(None)
+
     def _answer_sole(self, i: int, reply: dict[str, Any] | None, calls: dict[str, Call],
-                     outstanding: list[set[str]], code: str = "", reason: str = "") -> None:
-        live = [rid for rid in outstanding[i] if rid in calls]
-        if len(live) != 1:
+                     outstanding: list[_Waiting], code: str = "", reason: str = "") -> None:
+        rid = outstanding[i].sole_call()
+        if rid is None or rid not in calls:
+            # several calls wait there, or calls that ended do: a late answer to one of those
+            # must not become another call's
             log.warning("dropped a reply from broker \"%s\" that no request can be matched to "
                         "(%s)", self.endpoints[i],
                         reason or "an error without a request id")
+            self._unmatched(i, outstanding)
             return
-        call = calls[live[0]]
+        call = calls[rid]
         if reply is None:
             reply = _synthesized(call.rid, code, self.endpoints[i], reason)
         else:

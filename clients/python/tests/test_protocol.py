@@ -247,6 +247,19 @@ def test_error_without_rid_answers_the_request_in_flight(scripted):
     assert info.value.message == "wrong frame count"
 
 
+def test_late_error_without_rid_is_not_the_next_calls(scripted):
+    """A broker that could not read call 1's request answers it, after call 1 gave up, without a
+    rid. Call 2 now waits on the same socket: the error may be call 1's, so it is not call 2's."""
+    a = scripted(lambda req, n: [("delay", 0.3, fail(None, "too_large", "body holds more than 16384 objects"))]
+                 if n == 1 else [("delay", 0.5, ok(req))])
+    with ferrule.Client(a.endpoint) as c:
+        with pytest.raises(ferrule.Timeout):
+            c.call("refresh", {"integration": "a:b"}, timeout=0.2)
+        started = time.monotonic()
+        assert c.call("refresh", {"integration": "a:b"}, timeout=2)["ok"] is True
+        assert time.monotonic() - started >= 0.45
+
+
 def test_error_without_rid_answers_the_retry_in_flight(scripted):
     # attempt 2 (sent as RID.2) meets a retryable error without a rid: it is the live attempt's
     # answer, final as the last attempt's, not a late one kept while the attempt waits on
