@@ -584,8 +584,11 @@ is_retryable_reply (const json_t *reply, int64_t *retry_after_ms)
 {
     const char *code = client_error_code (reply);
     json_t *after = json_object_get (json_object_get (reply, "error"), "retry_after");
-    *retry_after_ms = json_is_integer (after) && json_integer_value (after) >= 0
-                    ? json_integer_value (after) * 1000 : -1;
+    /* capped before it becomes milliseconds: no call waits longer than the longest deadline */
+    json_int_t s = json_is_integer (after) ? json_integer_value (after) : -1;
+    if (s > CLIENT_MAX_TIMEOUT_MS / 1000 + 1)
+        s = CLIENT_MAX_TIMEOUT_MS / 1000 + 1;
+    *retry_after_ms = s >= 0 ? (int64_t) s * 1000 : -1;
     return strcmp (code, "unavailable") == 0 || strcmp (code, "overloaded") == 0
         || strcmp (code, "timeout") == 0;
 }

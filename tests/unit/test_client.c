@@ -31,8 +31,9 @@ typedef enum {
                            rid after delay_ms, as a backlogged broker answers a body it could not
                            read; the others: ok after later_delay_ms */
     FAKE_LATE_MALFORMED, /* the same with a body that is not msgpack first */
-    FAKE_RETRY_NO_RID   /* the first request: no answer; the others: error "too_large" without
+    FAKE_RETRY_NO_RID,  /* the first request: no answer; the others: error "too_large" without
                            rid at once */
+    FAKE_UNAVAILABLE_FOR_EVER /* error "unavailable" with the largest retry_after */
 } fake_mode_t;
 
 typedef enum { HELD_OK, HELD_TIMEOUT, HELD_NO_RID_ERROR, HELD_MALFORMED } held_t;
@@ -97,6 +98,18 @@ fake_reply_ok (fake_t *f, const void *id, size_t id_len, const char *rid)
     codec_kv_str (b, "service", "ferrule");
     codec_kv_str (b, "access_token", "at-1");
     codec_kv_str (b, "endpoint", f->endpoint);
+    size_t len;
+    const char *data = codec_builder_data (b, &len);
+    fake_send (f, id, id_len, CODEC_CLIENT_PROTOCOL, data, len);
+    codec_builder_destroy (&b);
+}
+
+static void
+fake_reply_error_after (fake_t *f, const void *id, size_t id_len, const char *rid, fr_status_t st,
+                        int64_t retry_after)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_error_reply (b, rid, rid ? strlen (rid) : 0, st, "fake broker error", NULL, retry_after);
     size_t len;
     const char *data = codec_builder_data (b, &len);
     fake_send (f, id, id_len, CODEC_CLIENT_PROTOCOL, data, len);
@@ -184,6 +197,9 @@ fake_handle (fake_t *f, frames_t *in)
             break;
         case FAKE_UNAVAILABLE:
             fake_reply_error (f, id, id_len, rid, FR_UNAVAILABLE);
+            break;
+        case FAKE_UNAVAILABLE_FOR_EVER:
+            fake_reply_error_after (f, id, id_len, rid, FR_UNAVAILABLE, INT64_MAX);
             break;
         case FAKE_NO_RID_ERROR:
             fake_reply_error (f, id, id_len, NULL, FR_TOO_LARGE);
@@ -527,6 +543,24 @@ test_unavailable_retried (void **state)
     client_destroy (&c);
     fake_stop (&busy);
     fake_stop (&ok);
+}
+
+/* A retry_after longer than the call can wait is the answer: no retry. The seconds were made
+ * milliseconds by a multiplication that overflowed for the largest (undefined behaviour; here a
+ * negative pause, so the call was sent again at once). */
+static void
+test_retry_after_longer_than_the_call (void **state)
+{
+    fake_t *a = fake_start (FAKE_UNAVAILABLE_FOR_EVER);
+    fake_t *b = fake_start (FAKE_UNAVAILABLE_FOR_EVER);
+    client_t *c = client_for (a, b);
+    json_t *reply = client_call (c, "ping", NULL, 3000);
+    assert_string_equal (code_of (reply), "unavailable");
+    assert_int_equal (atomic_load (&a->received) + atomic_load (&b->received), 1);
+    json_decref (reply);
+    client_destroy (&c);
+    fake_stop (&a);
+    fake_stop (&b);
 }
 
 /* Both brokers unavailable: the last error reply is returned, not a timeout. */
@@ -895,6 +929,7 @@ main (void)
         cmocka_unit_test (test_no_retry_for_refresh),
         cmocka_unit_test (test_unavailable_retried),
         cmocka_unit_test (test_unavailable_everywhere),
+        cmocka_unit_test (test_retry_after_longer_than_the_call),
         cmocka_unit_test (test_malformed_reply),
         cmocka_unit_test (test_error_without_rid),
         cmocka_unit_test (test_late_error_without_rid_is_not_the_next_calls),
