@@ -8,8 +8,9 @@
 #include <string.h>
 #include <strings.h>
 
-#define HTTP_MAX_SOCKETS 1024
 #define HTTP_SPARE_CALLS 64          /* finished calls kept, with their curl handles, for the next */
+
+_Static_assert (2 * HTTP_MAX_CALLS < HTTP_MAX_SOCKETS, "every call in flight may hold two sockets");
 
 typedef struct {
     curl_socket_t fd;
@@ -26,7 +27,8 @@ typedef struct http_call {
     char *post;                      /* owned copy of the request body (holds a secret) */
     http_done_fn *done;
     void *arg;
-    struct http_call *prev, *next;   /* every call in flight, so shutdown can free them */
+    int64_t posted_ms;               /* when http_post took it (monotonic): its timeout counts from here */
+    struct http_call *prev, *next;   /* every call in flight, so shutdown can free them; or the queue */
 } http_call_t;
 
 struct http {
@@ -39,6 +41,11 @@ struct http {
     int64_t timer_due_ms;            /* when curl's timer fires (monotonic); -1 none */
     size_t in_flight;
     http_call_t *calls;
+    /* Calls waiting for one of the HTTP_MAX_CALLS in flight to end, oldest first (next only).
+     * All have the same timeout, so the oldest is also the first whose time runs out. */
+    http_call_t *queue, *queue_tail;
+    size_t nqueued;
+    int said_full;                   /* the socket table's overflow was logged */
     /* Finished calls with their curl handles reset, for the next ones: curl_easy_init and
      * curl_easy_cleanup allocate and free a few kilobytes each, once per provider call. */
     http_call_t *spare;
@@ -59,8 +66,16 @@ on_socket (CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
         return 0;
     }
     if (i == h->nsockets) {
-        if (h->nsockets == HTTP_MAX_SOCKETS)
-            return -1;            /* curl fails that transfer; it is reported as a transport error */
+        if (h->nsockets == HTTP_MAX_SOCKETS) {
+            /* HTTP_MAX_CALLS keeps this from happening. Refusing the socket (-1) would make curl
+             * fail every call in flight: it goes unwatched instead, and its call moves on
+             * curl's timers alone */
+            if (!h->said_full)
+                log_error (NULL, NULL, "provider calls use more than %d sockets; the ones past them are not "
+                           "watched, and their calls may time out", HTTP_MAX_SOCKETS);
+            h->said_full = 1;
+            return 0;
+        }
         h->nsockets++;
     }
     h->sockets [i].fd = fd;
@@ -168,6 +183,11 @@ http_destroy (http_t **h_p)
             curl_multi_remove_handle (h->multi, c->easy);
             http_call_free (c);
         }
+        while (h->queue) {
+            http_call_t *c = h->queue;
+            h->queue = c->next;
+            http_call_free (c);
+        }
         while (h->spare) {
             http_call_t *c = h->spare;
             h->spare = c->next;
@@ -218,6 +238,79 @@ on_header (char *data, size_t size, size_t nitems, void *userp)
     return n;
 }
 
+/* The least time a queued call is started with: sent with less, it would more likely run out
+ * after the provider acted on it (a rotation the worker never hears of) than be answered. */
+static int64_t
+http_min_left (const http_t *h)
+{
+    return h->total_timeout_ms / 10;
+}
+
+/* Hands a call to curl with left ms of its timeout; 0, or -1 when curl would not take it. */
+static int
+http_start (http_t *h, http_call_t *c, int64_t left)
+{
+    CURL *e = c->easy;
+    curl_easy_setopt (e, CURLOPT_CONNECTTIMEOUT_MS, (long) (h->connect_timeout_ms < left ? h->connect_timeout_ms : left));
+    curl_easy_setopt (e, CURLOPT_TIMEOUT_MS, (long) left);
+    if (curl_multi_add_handle (h->multi, e) != CURLM_OK)
+        return -1;
+    c->prev = NULL;
+    c->next = h->calls;
+    if (h->calls)
+        h->calls->prev = c;
+    h->calls = c;
+    h->in_flight++;
+    /* start connecting now, not after the loop has worked through the rest of its batch */
+    int running;
+    curl_multi_socket_action (h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    return 0;
+}
+
+/* A queued call that is not made: its done learns that nothing was sent. */
+static void
+http_fail_unsent (http_t *h, http_call_t *c, const char *why)
+{
+    http_response_t r;
+    memset (&r, 0, sizeof r);
+    snprintf (c->error, sizeof c->error, "%s", why);
+    r.body = "";
+    r.error = c->error;
+    r.not_started = 1;
+    c->done (c->arg, &r);
+    http_call_done (h, c);
+}
+
+/* Starts the queue's calls, oldest first, while fewer than HTTP_MAX_CALLS are in flight; fails
+ * the ones whose wait left them less than http_min_left, unsent. */
+static void
+http_start_queued (http_t *h)
+{
+    while (h->queue) {
+        http_call_t *c = h->queue;
+        int64_t waited = clock_mono_ms () - c->posted_ms;
+        int64_t left = h->total_timeout_ms - waited;
+        if (left >= http_min_left (h) && h->in_flight >= HTTP_MAX_CALLS)
+            break;
+        h->queue = c->next;
+        if (!h->queue)
+            h->queue_tail = NULL;
+        h->nqueued--;
+        c->next = NULL;
+        char why [CURL_ERROR_SIZE];
+        if (left < http_min_left (h))
+            snprintf (why, sizeof why, "it waited %lld of its %lld ms for one of the %d provider calls a worker "
+                      "makes at once, too long to be made: nothing was sent", (long long) waited,
+                      (long long) h->total_timeout_ms, HTTP_MAX_CALLS);
+        else
+        if (http_start (h, c, left) == 0)
+            continue;
+        else
+            snprintf (why, sizeof why, "it could not be started: nothing was sent");
+        http_fail_unsent (h, c, why);
+    }
+}
+
 int
 http_post (http_t *h, const char *url, const char *body, const char *authorization,
            http_done_fn *done, void *arg)
@@ -225,6 +318,7 @@ http_post (http_t *h, const char *url, const char *body, const char *authorizati
     http_call_t *c = http_call_take (h);
     if (!c)
         return -1;
+    c->posted_ms = clock_mono_ms ();
     mem_buf_init (&c->body, h->max_body);
     c->post = mem_strdup (body);
     c->done = done;
@@ -252,8 +346,6 @@ http_post (http_t *h, const char *url, const char *body, const char *authorizati
     curl_easy_setopt (e, CURLOPT_ERRORBUFFER, c->error);
     curl_easy_setopt (e, CURLOPT_PRIVATE, c);
     curl_easy_setopt (e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt (e, CURLOPT_CONNECTTIMEOUT_MS, (long) h->connect_timeout_ms);
-    curl_easy_setopt (e, CURLOPT_TIMEOUT_MS, (long) h->total_timeout_ms);
     /* a token endpoint that redirects is misconfigured: following it would resend the secret */
     curl_easy_setopt (e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt (e, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -261,18 +353,20 @@ http_post (http_t *h, const char *url, const char *body, const char *authorizati
     curl_easy_setopt (e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt (e, CURLOPT_USERAGENT, "ferrule/0.1");
     curl_easy_setopt (e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) h->max_body);
-    if (curl_multi_add_handle (h->multi, e) != CURLM_OK) {
-        http_call_done (h, c);
-        return -1;
+    if (h->in_flight < HTTP_MAX_CALLS && !h->queue) {
+        if (http_start (h, c, h->total_timeout_ms) != 0) {
+            http_call_done (h, c);
+            return -1;
+        }
+        return 0;
     }
-    c->next = h->calls;
-    if (h->calls)
-        h->calls->prev = c;
-    h->calls = c;
-    h->in_flight++;
-    /* start connecting now, not after the loop has worked through the rest of its batch */
-    int running;
-    curl_multi_socket_action (h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    /* behind the calls queued before it, whatever room there is: http_process starts them in order */
+    if (h->queue_tail)
+        h->queue_tail->next = c;
+    else
+        h->queue = c;
+    h->queue_tail = c;
+    h->nqueued++;
     return 0;
 }
 
@@ -294,9 +388,16 @@ http_pollitems (http_t *h, zmq_pollitem_t *items, size_t max)
 long
 http_timeout_ms (http_t *h)
 {
-    if (!h->in_flight || h->timer_due_ms < 0)
+    int64_t due = h->in_flight ? h->timer_due_ms : -1;
+    if (h->queue) {
+        /* when the oldest queued call would be left too little time to be started */
+        int64_t expires = h->queue->posted_ms + h->total_timeout_ms - http_min_left (h) + 1;
+        if (due < 0 || expires < due)
+            due = expires;
+    }
+    if (due < 0)
         return -1;
-    int64_t left = h->timer_due_ms - clock_mono_ms ();
+    int64_t left = due - clock_mono_ms ();
     return left < 0 ? 0 : (long) left;
 }
 
@@ -358,10 +459,19 @@ http_process (http_t *h, const zmq_pollitem_t *items, size_t n)
     }
     if (h->in_flight || n)
         http_complete (h);
+    /* the room the calls that ended made, and the queued calls whose time ran out */
+    if (h->queue)
+        http_start_queued (h);
 }
 
 size_t
 http_in_flight (const http_t *h)
 {
     return h->in_flight;
+}
+
+size_t
+http_queued (const http_t *h)
+{
+    return h->nqueued;
 }
