@@ -25,7 +25,11 @@
 #include <string.h>
 #include <zmq.h>
 
-#define POLL_MAX  (LINKS_MAX + 1 + 256)
+/* the links, the database's two connections and the journal's wakeup, and every socket curl
+ * may ask for: one left out is read only when curl's own timers run its call, so its answer can
+ * wait unread until the call times out */
+#define POLL_FIXED 3
+#define POLL_MAX   (LINKS_MAX + POLL_FIXED + HTTP_MAX_SOCKETS)
 
 
 worker_t *
@@ -481,7 +485,7 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             n++;
         }
         size_t http_first = n;
-        n += http_pollitems (w->http, items + n, POLL_MAX - n);
+        n += http_pollitems (w->http, items + n, POLL_MAX - n);   /* room for HTTP_MAX_SOCKETS */
 
         int64_t timeout = w->next_hello_ms - now;
         long ht = http_timeout_ms (w->http);

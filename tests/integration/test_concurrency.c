@@ -1,6 +1,7 @@
 /* test_concurrency.c - 50 concurrent token requests for one expired integration make exactly
  * one provider call (single flight), and all of them get the same new token; bursts of provider
- * calls reuse the connections of the burst before */
+ * calls reuse the connections of the burst before; hundreds of provider calls at once are all
+ * watched by the worker's loop and all answered */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -13,6 +14,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include "client.h"
+#include "clock.h"
 #include "itest.h"
 
 #define CALLERS 50
@@ -273,6 +275,136 @@ test_no_token_after_disconnect_during_refresh (void **state)
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
 }
 
+#define SLOW_CALLS 340             /* more than the 317 curl sockets the loop used to watch */
+#define FAST_CALLS 20
+#define SLOW_MS    6000
+
+/* One worker, with room for every connection of a burst. Its connect timeout is longer than
+ * SLOW_MS: curl's connect timer, when it fires, reads an answer that has arrived whether or not
+ * the loop watched the socket. */
+static int
+setup_many (void **state)
+{
+    h = harness_new ("concurrency_many");
+    if (!h)
+        return -1;
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "15000");
+    harness_set_env (h, "FERRULE_PROVIDER_IDLE_CONNECTIONS", "500");
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+/* n integrations named prefix000:box... at provider, imported over one client (ferrulectl's start
+ * for each would take minutes under ASan), their ids into names. */
+static void
+import_many (const char *prefix, const char *provider, int n, char names [][32], const char **ids)
+{
+    client_t *cl = client_new (harness_brokers (h));
+    for (int i = 0; i < n; i++) {
+        snprintf (names [i], 32, "%s%03d:box", prefix, i);
+        ids [i] = names [i];
+        char *rt = itest_grant (h, provider, NULL);
+        assert_non_null (rt);
+        json_t *args = json_pack ("{s:s,s:s,s:s}", "integration", ids [i], "provider", provider, "refresh_token", rt);
+        json_t *r = client_call (cl, "import", args, 30000);
+        if (!json_is_true (json_object_get (r, "ok")))
+            fail_msg ("import of %s got %s", ids [i], itest_code (r));
+        json_decref (r);
+        json_decref (args);
+        free (rt);
+    }
+    client_destroy (&cl);
+}
+
+typedef struct {
+    const char **ids;
+    size_t n;
+    json_t *replies;
+} storm_arg_t;
+
+static void *
+storm_thread (void *arg)
+{
+    storm_arg_t *a = arg;
+    const char *brokers [] = { harness_broker_frontend (h, 0) };
+    a->replies = itest_storm (brokers, 1, a->ids, a->n, a->n, 30000);
+    return NULL;
+}
+
+/* How many of the replies are ok with generation 2, the first failures said on stdout. */
+static size_t
+refreshed_once (json_t *replies, const char **ids, size_t n)
+{
+    size_t ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        json_t *r = json_array_get (replies, i);
+        if (json_is_true (json_object_get (r, "ok")) && json_integer_value (json_object_get (r, "generation")) == 2)
+            ok++;
+        else if (i - ok < 5)
+            printf ("many: %s got %s\n", ids [i], json_is_object (r) ? itest_code (r) : "no answer");
+    }
+    return ok;
+}
+
+/* SLOW_CALLS token requests that each need a refresh at a provider that takes SLOW_MS to answer,
+ * then FAST_CALLS at a provider that answers at once. The worker's loop used to watch only the
+ * first 317 of curl's sockets (its poll array's 321 items less the broker link, the database's
+ * two connections and the journal's wakeup);
+ * a socket past them was read only once one of those had gone, so the fast provider's calls,
+ * answered at once, waited for the slow provider's (and under a steady load, where new sockets
+ * keep taking the places that free up, a call could wait past its timeout: a transient failure,
+ * a backoff, and with a single-use provider a rotation the worker never heard of). Every socket
+ * is watched now: the fast provider's answers are read while the slow provider is still at work.
+ * What is asserted is that order, not a time (SLOW_MS is many times what the fast calls take
+ * under ASan on a loaded machine). */
+static void
+test_slow_provider_does_not_hold_up_others (void **state)
+{
+    static char slow_names [SLOW_CALLS][32], fast_names [FAST_CALLS][32];
+    const char *slow_ids [SLOW_CALLS], *fast_ids [FAST_CALLS];
+    import_many ("slow", "fakebox", SLOW_CALLS, slow_names, slow_ids);
+    import_many ("fast", "fakegoogle", FAST_CALLS, fast_names, fast_ids);
+    long long slow_before = itest_stat (h, "fakebox", "refresh_calls");
+    long long slow_ok_before = itest_stat (h, "fakebox", "refresh_ok");
+    long long fast_before = itest_stat (h, "fakegoogle", "refresh_calls");
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", SLOW_MS));
+
+    storm_arg_t slow = { slow_ids, SLOW_CALLS, NULL };
+    pthread_t thread;
+    int64_t start = clock_mono_ms ();
+    assert_int_equal (pthread_create (&thread, NULL, storm_thread, &slow), 0);
+    /* every slow call at the provider (so its socket is curl's) before the fast ones start */
+    long long arrived = itest_wait_stat (h, "fakebox", "refresh_calls", slow_before + SLOW_CALLS, 30000);
+    int64_t fast_start = clock_mono_ms ();
+    storm_arg_t fast = { fast_ids, FAST_CALLS, NULL };
+    storm_thread (&fast);
+    int64_t fast_end = clock_mono_ms ();
+    long long slow_answered = itest_stat (h, "fakebox", "refresh_ok") - slow_ok_before;
+    pthread_join (thread, NULL);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+
+    size_t fast_ok = refreshed_once (fast.replies, fast_ids, FAST_CALLS);
+    size_t slow_ok = refreshed_once (slow.replies, slow_ids, SLOW_CALLS);
+    json_decref (fast.replies);
+    json_decref (slow.replies);
+    long long together = itest_stat (h, "fakebox", "max_concurrent_refresh");
+    long long transient = harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'transient'");
+    printf ("many: %lld slow calls at the provider at once (all there %lld ms after they were sent); %zu of %d fast "
+            "calls refreshed in %lld ms, and %lld slow calls answered by then; %zu of %d slow calls refreshed; %lld "
+            "transient failures\n", together, (long long) (fast_start - start), fast_ok, FAST_CALLS,
+            (long long) (fast_end - fast_start), slow_answered, slow_ok, SLOW_CALLS, transient);
+    assert_int_equal (arrived - slow_before, SLOW_CALLS);
+    assert_int_equal (fast_ok, FAST_CALLS);
+    if (slow_answered != 0)
+        fail_msg ("the fast provider's %d calls were answered only after %lld of the slow provider's", FAST_CALLS,
+                  slow_answered);
+    assert_int_equal (slow_ok, SLOW_CALLS);
+    assert_int_equal (transient, 0);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls") - slow_before, SLOW_CALLS);
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls") - fast_before, FAST_CALLS);
+}
+
 int
 main (void)
 {
@@ -283,5 +415,10 @@ main (void)
         cmocka_unit_test (test_burst_reuses_connections),
         cmocka_unit_test (test_no_token_after_disconnect_during_refresh),
     };
-    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
+    const struct CMUnitTest many [] = {
+        cmocka_unit_test (test_slow_provider_does_not_hold_up_others),
+    };
+    int failed = cmocka_run_group_tests (tests, setup, teardown);
+    failed += cmocka_run_group_tests (many, setup_many, teardown);
+    return harness_exit (failed);
 }
