@@ -857,7 +857,8 @@ oauth_read_response (const catalog_provider_t *p, const http_response_t *resp, i
         out->retry_after = -1;
         out->expires_in = -1;
         snprintf (out->detail, sizeof out->detail, "%s: %s",
-                  resp->timed_out ? "provider call timed out" : "provider unreachable",
+                  resp->timed_out ? "provider call timed out"
+                  : resp->not_started ? "provider call not made" : "provider unreachable",
                   resp->error ? resp->error : "no answer");
     }
     else

@@ -1336,7 +1336,12 @@ refresh_on_response (void *arg, const http_response_t *resp)
      * another OAuth error): each such refresh fails until an operator acts, and calling again for
      * every request would only storm the provider */
     int failed = res.kind == OAUTH_TRANSIENT || res.kind == OAUTH_BAD_RESPONSE;
-    breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
+    if (resp->not_started)
+        /* it waited its whole time for one of the worker's provider calls, and never went out:
+         * that says nothing of the provider (a slow one elsewhere may hold them all) */
+        breaker_unused (w->breaker, r->provider->name);
+    else
+        breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
     if (res.kind != OAUTH_OK && res.kind != OAUTH_INVALID_GRANT) {
         int64_t delay = refresh_back_off (w, e, res.kind == OAUTH_TRANSIENT ? FR_PROVIDER_UNAVAILABLE
                                                 : res.kind == OAUTH_BAD_RESPONSE ? FR_PROVIDER_BAD_RESPONSE

@@ -836,6 +836,30 @@ test_revocation_answers (void **state)
     oauth_result_clear (&r);
 }
 
+/* No answer: transient, and the detail says whether the request may have reached the provider
+ * (a call that timed out after it started) or cannot have (unreachable, or never made: its time
+ * ran out in the worker's queue). */
+static void
+test_no_answer (void **state)
+{
+    oauth_result_t r;
+    http_response_t resp = { .status = 0, .body = "", .error = "Failed to connect to 127.0.0.1 port 9" };
+    oauth_read_response (provider ("box"), &resp, 65536, &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_string_equal (r.detail, "provider unreachable: Failed to connect to 127.0.0.1 port 9");
+    oauth_result_clear (&r);
+    resp = (http_response_t) { .status = 0, .body = "", .error = "Operation timed out", .timed_out = 1 };
+    oauth_read_response (provider ("box"), &resp, 65536, &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_string_equal (r.detail, "provider call timed out: Operation timed out");
+    oauth_result_clear (&r);
+    resp = (http_response_t) { .status = 0, .body = "", .error = "it waited: nothing was sent", .not_started = 1 };
+    oauth_read_response (provider ("box"), &resp, 65536, &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    assert_string_equal (r.detail, "provider call not made: it waited: nothing was sent");
+    oauth_result_clear (&r);
+}
+
 static void
 test_withhold_quoted_secret (void **state)
 {
@@ -896,6 +920,7 @@ main (void)
         cmocka_unit_test (test_error_sanitized),
         cmocka_unit_test (test_zoom_reason),
         cmocka_unit_test (test_revocation_answers),
+        cmocka_unit_test (test_no_answer),
         cmocka_unit_test (test_withhold_quoted_secret),
         cmocka_unit_test (test_request_encoding),
         cmocka_unit_test (test_builtin_requests),
