@@ -119,7 +119,7 @@ typedef struct worker {
                          *phase_claim, *phase_commit, *db_batch, *parked,
                          *revoked, *revocation_failed, *journal_sync_failures,
                          *failover_rewritten, *failover_forgotten, *failover_kept, *failover_kept_bytes,
-                         *failover_waiting, *once_dropped, *once_answered;
+                         *failover_waiting, *once_dropped, *once_answered, *calls_queued;
         metrics_series_t *values_on_old_keys;   /* keystats.c */
         uint64_t journal_sync_failures_seen;    /* journal_sync_failures at the last publish */
     } m;

@@ -146,6 +146,10 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                            "their refreshes wait until that worker has written its own again", NULL);
     w->m.partitions_owned = metrics_gauge (w->metrics, "worker_partitions_owned", "partitions this worker owns by the last membership seen (none after three heartbeat intervals without a PING)", NULL);
     w->m.refreshes_in_flight = metrics_gauge (w->metrics, "worker_refreshes_in_flight", "refreshes claimed, calling or committing", NULL);
+    _Static_assert (HTTP_MAX_CALLS == 500, "the help of worker_provider_calls_queued names the limit");
+    w->m.calls_queued = metrics_gauge (w->metrics, "worker_provider_calls_queued",
+                                       "provider calls (refreshes, code exchanges, revocations) waiting their turn: "
+                                       "a worker makes at most 500 at once", NULL);
     w->m.journal_backlog = metrics_gauge (w->metrics, "worker_journal_backlog", "rotated tokens in the local journal not yet committed", NULL);
     w->m.journal_sync_failures = metrics_counter (w->metrics, "worker_journal_sync_failures_total",
                                                   "flushes of the journal to disk that failed (each is written again and "
@@ -406,6 +410,7 @@ worker_tick (worker_t *w, int64_t now)
     w->next_publish_ms = now + 100;
     metrics_set (w->m.partitions_owned, sweep_owned_count (w->sweep));
     metrics_set (w->m.refreshes_in_flight, (int64_t) refresh_count (w));
+    metrics_set (w->m.calls_queued, (int64_t) http_queued (w->http));
     metrics_set (w->m.journal_backlog, (int64_t) journal_outstanding (w->journal));
     metrics_set (w->m.failover_kept, (int64_t) failover_kept (w->failover));
     metrics_set (w->m.failover_kept_bytes, (int64_t) failover_kept_bytes (w->failover));
