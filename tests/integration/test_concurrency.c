@@ -290,6 +290,7 @@ setup_many (void **state)
         return -1;
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "15000");
     harness_set_env (h, "FERRULE_PROVIDER_IDLE_CONNECTIONS", "500");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the queue's gauge is in /metrics */
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
         return -1;
     return 0;
@@ -403,6 +404,8 @@ test_slow_provider_does_not_hold_up_others (void **state)
     assert_int_equal (transient, 0);
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls") - slow_before, SLOW_CALLS);
     assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls") - fast_before, FAST_CALLS);
+    /* fewer than the 500 a worker makes at once: none waited its turn */
+    assert_true (itest_metric (h, "w1", "ferrule_worker_provider_calls_queued") == 0);
 }
 
 int
