@@ -1850,6 +1850,14 @@ refresh_sweep_loaded (worker_t *w, job_t *job, const msgpack_object *root, const
         refresh_sweep_entry (w, e, keepalive);
 }
 
+int64_t
+refresh_sweep_held (void *arg, const char *id)
+{
+    worker_t *w = arg;
+    cache_entry_t *e = cache_get (w->cache, id);
+    return e ? e->backoff_until_ms : 0;
+}
+
 int
 refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms,
                      int64_t *held_until_ms)

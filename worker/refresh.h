@@ -41,6 +41,8 @@ void refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int
 /* The sweep's sweep_start_fn (arg: the worker): a background refresh of one candidate. */
 int refresh_sweep_start (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms,
                          int64_t *held_until_ms);
+/* The sweep's sweep_held_fn: the backoff the cache holds for the integration (0: none, or not cached). */
+int64_t refresh_sweep_held (void *arg, const char *id);
 /* Takes a row read without the loop waiting (loads.c) into the cache (replacing a stale entry):
  * the entry, unless one is cached already (taken in by a request parked on the same row before
  * this one); NULL with *st and err set when it cannot (a key problem). */

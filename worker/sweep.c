@@ -256,12 +256,15 @@ sweep_hold (sweep_t *s, const char *id, int64_t until_ms, int64_t now_ms)
     s->held [slot].until_ms = until_ms;
 }
 
-/* The ids still held at now_ms into out (borrowed until the next sweep_hold); the ended are dropped. */
+/* The ids still held at now_ms into out (borrowed until the next sweep_hold), as held says now
+ * (NULL: as they were held); the ended are dropped. */
 static size_t
-sweep_held_ids (sweep_t *s, int64_t now_ms, const char **out)
+sweep_held_ids (sweep_t *s, int64_t now_ms, sweep_held_fn *held, void *arg, const char **out)
 {
     size_t n = 0;
     for (size_t i = 0; i < s->nheld; ) {
+        if (held)
+            s->held [i].until_ms = held (arg, s->held [i].id);
         if (s->held [i].until_ms <= now_ms) {
             s->held [i] = s->held [--s->nheld];
             continue;
@@ -373,7 +376,7 @@ sweep_fill (sweep_t *s, store_t *store, int64_t now_ms)
 
 void
 sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, const breaker_t *breaker, int paused,
-            int64_t now_ms, sweep_start_fn *start, void *arg)
+            int64_t now_ms, sweep_start_fn *start, sweep_held_fn *held_fn, void *arg)
 {
     sweep_expire_membership (s, now_ms);
     if (sweep_fill (s, store, now_ms))
@@ -413,7 +416,7 @@ sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, const breaker_
     }
     /* and the integrations this worker holds back for longer than a failed row is left out */
     const char *held [SWEEP_HELD_MAX];
-    size_t nheld = sweep_held_ids (s, now_ms, held);
+    size_t nheld = sweep_held_ids (s, now_ms, held_fn, arg, held);
     qs [nq++] = (store_sweep_query_t) { .horizon_s = s->cfg.horizon_s, .lifetime_share = SWEEP_LIFETIME_SHARE,
                                         .floor_s = sweep_floor_s (s), .limit = s->cfg.batch,
                                         .quiet_ms = s->cfg.quiet_ms, .partitions = s->partitions,

@@ -42,13 +42,16 @@ uint32_t sweep_owned_count (const sweep_t *s);
 #define SWEEP_HELD      (-2)
 typedef int (sweep_start_fn) (void *arg, const char *id, const char *provider, int keepalive, int64_t now_ms,
                               int64_t *held_until_ms);
+/* Until when (monotonic ms) an integration the sweep holds back still waits out its backoff, 0
+ * when it does not any more (it succeeded, or was reconnected): asked at every pass. */
+typedef int64_t (sweep_held_fn) (void *arg, const char *id);
 /* Forgets the partitions owned when no PING confirmed them for membership_ms; then starts a
  * sweep round when one is due (never while paused, draining), as one batch on store, a
  * connection with none in flight (NULL: none is free now, try again shortly), leaving out the
  * integrations of providers breaker holds (NULL: none). Its candidates go to start when the loop
  * delivers its answers. */
 void sweep_tick (sweep_t *s, store_t *store, const catalog_t *catalog, const breaker_t *breaker, int paused,
-                 int64_t now_ms, sweep_start_fn *start, void *arg);
+                 int64_t now_ms, sweep_start_fn *start, sweep_held_fn *held, void *arg);
 /* One call from provider's budget of sweep calls (rate_per_s); 0 when it is spent for now. */
 int sweep_take (sweep_t *s, const char *provider, int64_t now_ms);
 int64_t sweep_next_due (const sweep_t *s);

@@ -401,7 +401,8 @@ worker_tick (worker_t *w, int64_t now)
     failover_tick (w, now);                 /* the last commits, checked after a new connection */
     dbwait_tick (w);                        /* requests' batches waiting for a connection */
     disconnect_tick (w, now);               /* revocations tried again after a transient failure */
-    sweep_tick (w->sweep, dbwait_free_store (w), w->catalog, w->breaker, w->draining, now, refresh_sweep_start, w);
+    sweep_tick (w->sweep, dbwait_free_store (w), w->catalog, w->breaker, w->draining, now, refresh_sweep_start,
+                refresh_sweep_held, w);
     worker_revalidate (w, now);
     keystats_tick (w, now);
     /* metrics and readiness are published ten times a second, not once per loop turn */

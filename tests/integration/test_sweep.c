@@ -182,6 +182,17 @@ test_rows_paused_by_retry_after_do_not_starve_the_sweep (void **state)
                                           " AND outcome <> 'imported'");
     printf ("due:box at generation %lld; %lld attempts on the paused ones\n", g, calls);
     assert_int_equal (g, 2);
+    /* one of them connected again: no longer held back, it is swept when due, not when the
+     * minute's pause the old grant was given ends */
+    import ("paused1:box", "fake-at-again", "90");
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET access_lifetime_s = 3600 WHERE id = 'paused1:box'"), 0);
+    long long imported = harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'paused1:box'");
+    char again [160];
+    snprintf (again, sizeof again, "SELECT count(*) FROM integrations WHERE id = 'paused1:box' AND generation > %lld",
+              imported);
+    long long swept = itest_wait_sql (h, again, 1, 10000);
+    printf ("paused1:box connected again at generation %lld; swept since: %s\n", imported, swept ? "yes" : "no");
+    assert_int_equal (swept, 1);
 }
 
 /* A provider fails and its circuit opens; two more of its integrations are due (no access token:
