@@ -89,7 +89,7 @@ breaker_allow (breaker_t *b, const char *peer, int64_t now_ms, int64_t *retry_af
         return 0;
     }
     e->probing = 1;             /* half-open: this call is the probe */
-    return 1;
+    return 2;
 }
 
 void

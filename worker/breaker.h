@@ -14,8 +14,9 @@ typedef struct breaker breaker_t;
 breaker_t *breaker_new (const char *kind, int64_t min_failures, int64_t window_ms, int64_t open_ms,
                         int64_t max_open_ms);
 void breaker_destroy (breaker_t **b_p);
-/* 1 when a call to provider may go out now. When 0, *retry_after_s says when to try again.
- * While half-open, only one probe is let through until its outcome is recorded. */
+/* 1 when a call to provider may go out now, 2 when it may as the half-open probe (only one is let
+ * through until its outcome is recorded, or breaker_unused says it never went out). When 0,
+ * *retry_after_s says when to try again. */
 int breaker_allow (breaker_t *b, const char *peer, int64_t now_ms, int64_t *retry_after_s);
 /* 1 while calls are refused (open, or half-open with the probe out); *retry_after_s is set. Changes nothing. */
 int breaker_blocked (const breaker_t *b, const char *peer, int64_t now_ms, int64_t *retry_after_s);

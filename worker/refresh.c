@@ -70,6 +70,7 @@ struct refresh {
     int recording_answered;          /* ... and whether the provider's answer was that failure (else
                                       * it came before this round's call) */
     int interrupted;                 /* the lease we took had been left by an interrupted refresh */
+    int probe;                       /* the call is its provider's half-open probe (breaker_allow) */
     unsigned commit_failures;        /* consecutive failed commits, for the retry's backoff */
     int64_t answered_us;             /* monotonic: when the loop woke up to the provider's answer */
     char *refresh_token;             /* plaintext, only while calling */
@@ -760,7 +761,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
     cache_set_provider (w->cache, e, row.provider);
     r->provider = catalog_find (w->catalog, row.provider);
     fr_status_t fail = FR_OK;
-    int allowed = 0;                    /* breaker_allow let this call through */
+    int allowed = 0;                    /* breaker_allow let this call through (2: as the probe) */
     if (!r->provider) {
         snprintf (err, sizeof err, "integration \"%s\" uses provider \"%s\", which is not in the catalog",
                   e->id, row.provider);
@@ -797,13 +798,14 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         fail = FR_INTERNAL;
     }
     oauth_request_destroy (&req);
+    r->probe = allowed == 2;            /* its answer comes later, from http_process */
     /* the stored fingerprint of the token the call spends, as the database has it: failover_keep */
     snprintf (r->spent, sizeof r->spent, "%s", row.refresh_fingerprint ? row.refresh_fingerprint : "");
     store_row_clear (&row);
     if (fail != FR_OK) {
         /* a call let through that never went out: if it was the half-open probe, the next is
          * (else the circuit stays half-open for good, refusing every call to the provider) */
-        if (allowed)
+        if (allowed == 2)
             breaker_unused (w->breaker, r->provider->name);
         log_error (e->id, rid_of (r), "could not refresh integration \"%s\": %s", e->id, err);
         /* what failed here (the catalog, the credentials, the stored token's key, the call's
@@ -1336,10 +1338,13 @@ refresh_on_response (void *arg, const http_response_t *resp)
      * another OAuth error): each such refresh fails until an operator acts, and calling again for
      * every request would only storm the provider */
     int failed = res.kind == OAUTH_TRANSIENT || res.kind == OAUTH_BAD_RESPONSE;
-    if (resp->not_started)
+    if (resp->not_started) {
         /* it waited its whole time for one of the worker's provider calls, and never went out:
-         * that says nothing of the provider (a slow one elsewhere may hold them all) */
-        breaker_unused (w->breaker, r->provider->name);
+         * that says nothing of the provider (a slow one elsewhere may hold them all); the probe
+         * that did not go out lets the next call be the probe */
+        if (r->probe)
+            breaker_unused (w->breaker, r->provider->name);
+    }
     else
         breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
     if (res.kind != OAUTH_OK && res.kind != OAUTH_INVALID_GRANT) {

@@ -40,8 +40,9 @@ test_open_half_open_probe_and_close (void **state)
     assert_true (breaker_blocked (b, "slack", 6000, &retry));
     assert_int_equal (retry, 15);                            /* 15 s left, rounded up */
     assert_false (breaker_allow (b, "slack", 6000, &retry));
-    /* after open_ms: exactly one probe goes out */
-    assert_true (breaker_allow (b, "slack", 21000, &retry));
+    /* after open_ms: exactly one probe goes out, and the caller is told it is the probe (only
+     * its own breaker_unused may let another through) */
+    assert_int_equal (breaker_allow (b, "slack", 21000, &retry), 2);
     assert_false (breaker_allow (b, "slack", 21001, &retry));
     assert_true (breaker_blocked (b, "slack", 21001, &retry));
     /* the probe fails: open again for open_ms */
@@ -51,8 +52,8 @@ test_open_half_open_probe_and_close (void **state)
     /* the probe succeeds: closed, calls flow */
     breaker_record (b, "slack", 0, 42100);
     assert_false (breaker_is_open (b, "slack", 42100));
-    assert_true (breaker_allow (b, "slack", 42200, &retry));
-    assert_true (breaker_allow (b, "slack", 42201, &retry));
+    assert_int_equal (breaker_allow (b, "slack", 42200, &retry), 1);
+    assert_int_equal (breaker_allow (b, "slack", 42201, &retry), 1);
     breaker_destroy (&b);
 }
 
