@@ -167,7 +167,8 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
              * was unusable: the provider may have rotated then, and the token presented again
              * afterwards was a spent one (the guide's Box case) */
             for (size_t k = i + 1; k < n && rows [k].generation == r->generation; k++)
-                if ((outcome_is (&rows [k], "transient") && rows [k].detail && strstr (rows [k].detail, "timed out"))
+                if ((outcome_is (&rows [k], "transient") && rows [k].detail
+                     && strstr (rows [k].detail, "provider call timed out"))
                 ||  outcome_is (&rows [k], "bad_response")) {
                     if (!cf->reuse_suspected)
                         cf->reuse_evidence = "an earlier refresh of the same token got no usable answer (it timed "

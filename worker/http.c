@@ -432,7 +432,11 @@ http_complete (http_t *h)
         r.too_large = c->too_large || cc == CURLE_FILESIZE_EXCEEDED;
         if (cc != CURLE_OK && !r.too_large) {
             r.status = 0;
-            r.timed_out = cc == CURLE_OPERATION_TIMEDOUT;
+            /* a call timed out before its request went out (connecting, resolving) is no call the
+             * provider could have acted on: only one with request bytes sent says "timed out" */
+            long sent = 0;
+            curl_easy_getinfo (e, CURLINFO_REQUEST_SIZE, &sent);
+            r.timed_out = cc == CURLE_OPERATION_TIMEDOUT && sent > 0;
             r.error = c->error [0] ? c->error : curl_easy_strerror (cc);
         }
         c->done (c->arg, &r);

@@ -21,7 +21,7 @@ typedef struct http_response {
     const char *retry_after;    /* the Retry-After header or NULL */
     int    too_large;           /* the body passed the cap and was cut off */
     const char *error;          /* transport failure text (connect, timeout, TLS), NULL on an answer */
-    int    timed_out;           /* the call was started and ran out of time: the request may have been sent */
+    int    timed_out;           /* the request was sent and the call ran out of time: the provider may have acted */
     int    not_started;         /* its time ran out in the queue: nothing was sent, the provider saw nothing */
 } http_response_t;
 
