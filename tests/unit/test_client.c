@@ -662,7 +662,7 @@ test_error_without_rid_answers_the_retry (void **state)
     json_t *reply = client_call (c, "ping", NULL, 2000);
     int64_t took = now_ms () - t0;
     assert_string_equal (code_of (reply), "too_large");
-    assert_true (took >= 900 && took < 1500);
+    assert_true (took >= 900 && took < 2000);         /* after the first attempt, before the call's end */
     assert_int_equal (atomic_load (&f->received), 2);
     json_decref (reply);
     client_destroy (&c);
@@ -692,8 +692,10 @@ test_error_without_rid_answers_the_first_attempt (void **state)
             assert_string_equal (json_string_value (json_object_get (reply, "endpoint")), ok->endpoint);
         }
         else {
+            /* the late error (sent at 1200 ms) ended it, not the call's 2 s: the code says it was
+             * not the other broker's answer */
             assert_string_equal (code_of (reply), "too_large");
-            assert_true (took >= 1150 && took < 1450);
+            assert_true (took >= 1150 && took < 2000);
         }
         json_decref (reply);
         client_destroy (&c);

@@ -309,7 +309,7 @@ test_queued_call_that_runs_out_is_not_sent (void **state)
         printf ("skipped: RLIMIT_NOFILE's hard limit is too low\n");
         skip ();
     }
-    const int64_t timeout_ms = 5000;         /* a tenth of it: the margin a loaded machine's turns have */
+    const int64_t timeout_ms = 8000;         /* a tenth of it: the margin a loaded machine's turns have */
     server_t *s = server_start ();
     http_t *h = http_new (timeout_ms, timeout_ms, 65536, HTTP_MAX_CALLS);
     static result_t r [HTTP_MAX_CALLS + 3];
@@ -319,6 +319,18 @@ test_queued_call_that_runs_out_is_not_sent (void **state)
     for (int i = HTTP_MAX_CALLS; i < HTTP_MAX_CALLS + 3; i++)
         post (h, s, "/fast", &r [i]);
     assert_int_equal (http_queued (h), 3);
+    /* the first call in flight times out (making room) a tenth of the timeout after the queued
+     * ones would have given up, less the time the posts took: with most of that tenth gone to
+     * posting (a machine far too loaded), the room comes first and the queued calls are made,
+     * rightly, and this cannot be checked */
+    int64_t posting = r [HTTP_MAX_CALLS].posted_ms - r [0].posted_ms;
+    if (posting > timeout_ms / 10 - 200) {
+        printf ("skipped: posting %d calls took %lld ms, too long to check this\n", HTTP_MAX_CALLS,
+                (long long) posting);
+        http_destroy (&h);
+        server_stop (&s);
+        skip ();
+    }
     all_t all = { r, HTTP_MAX_CALLS + 3 };
     turn_until (h, all_done, &all, 20000);
     assert_int_equal (atomic_load (&s->fast_arrived), 0);
