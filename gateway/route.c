@@ -95,9 +95,10 @@ seg_ok (const char *s, size_t len, int digits)
     return 1;
 }
 
-/* 1 when path matches pattern; the {params} are copied into req->param in order. */
+/* 1 when path matches pattern; the {params} are copied into req->param in order. loose: any
+ * segment fills a {param} (to tell a malformed id from an address that does not exist). */
 static int
-match (const char *pattern, const char *path, gw_req_t *req)
+match (const char *pattern, const char *path, gw_req_t *req, int loose)
 {
     int np = 0;
     const char *p = pattern, *s = path;
@@ -106,7 +107,7 @@ match (const char *pattern, const char *path, gw_req_t *req)
             const char *close = strchr (p, '}');
             int digits = strncmp (p, "{key_id}", 8) == 0;
             size_t n = strcspn (s, "/");
-            if (!close || np >= 2 || !seg_ok (s, n, digits))
+            if (!close || np >= 2 || (loose ? n == 0 : !seg_ok (s, n, digits)))
                 return 0;
             if (req) {
                 memcpy (req->param [np], s, n);
@@ -532,7 +533,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
     const route_t *found = NULL;
     char allow [32] = "";           /* every method served at this path, for a 405 */
     for (size_t i = 0; i < NROUTES && !found; i++) {
-        if (!match (routes [i].pattern, url, NULL))
+        if (!match (routes [i].pattern, url, NULL, 0))
             continue;
         /* HEAD only where a GET changes nothing: a HEAD of a callback or a dashboard link would
            spend its code or link (link scanners send them) */
@@ -550,8 +551,17 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
             refuse (&r, url, 405, "bad_request", "this method is not allowed here", "see docs/openapi.yaml");
             r.allow = allow;
         }
-        else
-            refuse (&r, url, 404, "not_found", "there is nothing at this address", "see docs/openapi.yaml");
+        else {
+            /* an address that exists but for an id that cannot be one: the id is wrong, not missing */
+            int malformed = 0;
+            for (size_t i = 0; i < NROUTES && !malformed; i++)
+                malformed = strchr (routes [i].pattern, '{') && match (routes [i].pattern, url, NULL, 1);
+            if (malformed)
+                refuse (&r, url, 400, "bad_request", "an id in the address is not valid",
+                        "an integration id is 1 to 128 characters of A-Z a-z 0-9 . _ : -, a key id is digits");
+            else
+                refuse (&r, url, 404, "not_found", "there is nothing at this address", "see docs/openapi.yaml");
+        }
         goto send;
     }
     pattern = found->pattern;
@@ -569,7 +579,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
                          "dashboard, follow the link your application gave you; on the dashboard, use its buttons.");
         goto send;
     }
-    (void) match (found->pattern, url, &req);
+    (void) match (found->pattern, url, &req, 0);
     found->fn (&req, &r);
 send:
     ret = send_resp (gw, conn, &req, &r, atomic_load (&srv->draining));

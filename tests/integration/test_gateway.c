@@ -907,6 +907,12 @@ test_api_status_codes (void **state)
     expect ("POST", "/v1/integrations/acct1:api/disconnect", SVC_KEY, NULL, 403, "forbidden");
     /* 404, 400, 413 */
     expect ("GET", "/v1/integrations/acct1:nothing", SVC_KEY, NULL, 404, "not_found");
+    /* an id that cannot be one is a bad request, not an integration that does not exist */
+    expect ("GET", "/v1/integrations/bad!id/token", SVC_KEY, NULL, 400, "bad_request");
+    char long_id [200];
+    snprintf (long_id, sizeof long_id, "/v1/integrations/acct1:%0129d/token", 0);
+    expect ("GET", long_id, SVC_KEY, NULL, 400, "bad_request");
+    expect ("GET", "/v1/no/such/address", SVC_KEY, NULL, 404, "not_found");
     expect ("GET", "/v1/integrations/acct1:api/token?min_valid=-5", SVC_KEY, NULL, 400, "bad_request");
     expect ("POST", "/v1/integrations/acct1:api/connect", ADMIN_KEY, "[1,2]", 400, "bad_request");
     /* a field of the wrong type is refused, naming the field: it was left out unseen (a connect
