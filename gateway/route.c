@@ -22,6 +22,11 @@
 #include <sys/socket.h>
 #include <microhttpd.h>
 
+/* What libmicrohttpd may hold of one request's line and headers: room for the callback's longest
+ * query (a 16,384-character code, percent-encoded, with its state) and ordinary headers. A
+ * request past it gets the library's own 414 or 431. */
+#define GW_CONNECTION_MEMORY (96 * 1024)
+
 typedef struct {
     const char *method;
     const char *pattern;            /* "{id}": an integration id or prefix; "{key_id}": digits */
@@ -632,7 +637,7 @@ route_server_new (gw_t *gw, char *err, size_t errlen)
                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,
                                   MHD_OPTION_CONNECTION_LIMIT, (unsigned int) gw->cfg.max_connections,
                                   MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) gw->cfg.connection_timeout_s,
-                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) 32768,
+                                  MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) GW_CONNECTION_MEMORY,
                                   MHD_OPTION_NOTIFY_COMPLETED, completed, s,
                                   MHD_OPTION_END);
     if (!s->daemon) {
