@@ -611,13 +611,13 @@ oauth_error_kind (const catalog_provider_t *p, const char *code, const char *des
 }
 
 static int
-contains (const char *hay, size_t len, const char *needle)
+occurrences (const char *hay, size_t len, const char *needle)
 {
     size_t n = strlen (needle);
+    int count = 0;
     for (size_t i = 0; n <= len && i <= len - n; i++)
-        if (memcmp (hay + i, needle, n) == 0)
-            return 1;
-    return 0;
+        count += memcmp (hay + i, needle, n) == 0;
+    return count;
 }
 
 /* Says why a body that should be a token response is not one. */
@@ -631,7 +631,7 @@ describe_non_json (const char *body, size_t len)
         return "the response body is empty";
     if (body [i] == '<')
         return "the response is HTML, not JSON";
-    if (contains (body, len, "access_token=") || contains (body, len, "error="))
+    if (occurrences (body, len, "access_token=") || occurrences (body, len, "error="))
         return "the response is form-encoded, not JSON (the request should send "
                "Accept: application/json)";
     return "the response is not a JSON object";
@@ -643,15 +643,6 @@ number_char (char c)
     return (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.' || c == 'e' || c == 'E';
 }
 
-static int
-occurrences (const char *hay, size_t len, const char *needle)
-{
-    size_t n = strlen (needle);
-    int count = 0;
-    for (size_t i = 0; n <= len && i <= len - n; i++)
-        count += memcmp (hay + i, needle, n) == 0;
-    return count;
-}
 
 /* jansson with flags, where a number too large for it (1e999, twenty digits), which makes it
  * refuse the whole text, is read as the string "?", a value no field accepts. The copy mended

@@ -119,12 +119,7 @@ fake_reply_error_after (fake_t *f, const void *id, size_t id_len, const char *ri
 static void
 fake_reply_error (fake_t *f, const void *id, size_t id_len, const char *rid, fr_status_t st)
 {
-    codec_builder_t *b = codec_builder_new ();
-    codec_error_reply (b, rid, rid ? strlen (rid) : 0, st, "fake broker error", NULL, -1);
-    size_t len;
-    const char *data = codec_builder_data (b, &len);
-    fake_send (f, id, id_len, CODEC_CLIENT_PROTOCOL, data, len);
-    codec_builder_destroy (&b);
+    fake_reply_error_after (f, id, id_len, rid, st, -1);
 }
 
 /* Keeps a reply to send in delay_ms. */
