@@ -24,8 +24,9 @@ typedef struct call {
     char *verifier;                         /* exchange: the PKCE verifier sent, withheld the same way */
     int attempts;                           /* revocation: calls made so far */
     int64_t due_ms;                         /* revocation: monotonic time of the next attempt; 0 none */
-    int orphan;                             /* revocation: of the refresh token a refresh obtained while the
-                                             * integration was being disconnected; nobody waits for it */
+    int orphan;                             /* revocation: of the refresh token a refresh or a connect obtained
+                                             * while the integration was being disconnected; nobody waits for it */
+    const char *orphan_by;                  /* orphan: "a refresh" or "a connect" (a literal), for its texts */
     int64_t journal_seq;                    /* orphan: the token's journal record, settled once the revocation
                                              * has an outcome (kept for the next start when the worker stops
                                              * first); 0 none */

@@ -9,6 +9,7 @@
 #include "connect.h"
 #include "calls.h"
 #include "dbwait.h"
+#include "disconnect.h"
 #include "loads.h"
 #include "fields.h"
 #include "reply.h"
@@ -733,6 +734,26 @@ exchange_overtaken (worker_t *w, exchange_wait_t *ew, const store_row_t *row, co
                             "connect the integration again to use it", row, x, NULL, reconnected);
 }
 
+/* The integration was disconnected after this callback took its state, while the code was at the
+ * provider: the disconnect stands (its caller was told the tokens are destroyed), nothing of the
+ * exchange is stored, and the refresh token it got, which nobody will hold, is revoked in the
+ * background. Not journaled as a refresh's is: a worker that dies first leaves it valid there. */
+static void
+exchange_disconnected (worker_t *w, exchange_wait_t *ew, const store_row_t *row, const store_extra_t *x)
+{
+    call_t *c = ew->c;
+    char message [600];
+    snprintf (message, sizeof message, "integration \"%s\" was disconnected while this callback's code was exchanged "
+              "with provider \"%s\": the tokens the provider issued are not stored%s", c->id, c->provider->name,
+              ew->has_refresh ? ", and its refresh token is revoked there" : "");
+    log_warning (c->id, c->job.rid, "%s", message);
+    reply_with_integration (w, &c->job, FR_DISCONNECTED, message, "connect the integration again to use it", row, x,
+                            NULL, 1);
+    if (ew->has_refresh)
+        disconnect_revoke_orphan (w, c->id, c->provider, ew->key_id, ew->rt_ct, ew->rt_len, c->job.rid, 0,
+                                  "a connect");
+}
+
 static void
 exchange_stored (void *arg, fr_status_t st, const store_upserted_t *up, const store_row_t *row,
                  const store_extra_t *x, const char *err)
@@ -762,6 +783,11 @@ exchange_stored (void *arg, fr_status_t st, const store_upserted_t *up, const st
     int reconnected = up->existed;
     cache_drop (w->cache, c->id);
     loads_invalidate (w, c->id);         /* a read in flight may predate it: our own change is not notified to us */
+    if (up->disconnected) {
+        exchange_disconnected (w, ew, row, x);
+        exchange_free (w, ew);
+        return;
+    }
     if (up->earlier) {
         log_info (c->id, c->job.rid, "the tokens from provider \"%s\" were stored by an earlier attempt whose answer "
                   "was lost with the database connection: not stored again (the integration is \"%s\" at generation "

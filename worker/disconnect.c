@@ -1,8 +1,8 @@
 /* disconnect.c - disconnect: one statement destroys the stored tokens and hands the sealed
  * refresh token back; the RFC 7009 revocation at the provider follows, tried again a few times
  * after a transient failure, and its failure is a warning, never an error (the tokens are gone
- * here either way). Also the background revocation of a refresh token that a refresh obtained
- * while the integration was being disconnected. */
+ * here either way). Also the background revocation of a refresh token that a refresh or a
+ * connect obtained while the integration was being disconnected. */
 #include "disconnect.h"
 #include "calls.h"
 #include "dbwait.h"
@@ -128,9 +128,17 @@ note_revocation (worker_t *w, call_t *c, const char *outcome, const char *detail
 #define ORPHAN_BUDGET_MS        30000   /* a background revocation's attempts end within this */
 
 /* Texts of the background revocation (disconnect_revoke_orphan). */
-#define ORPHAN_WHAT "refresh token that a refresh obtained while the integration was being disconnected"
+#define ORPHAN_WHAT "refresh token that %s obtained while the integration was being disconnected"
 #define ORPHAN_HINT "the integration is disconnected here; to end the grant at the provider too, remove the app's " \
                     "access in the provider's console (the account's connected apps)"
+
+/* ORPHAN_WHAT for by ("a refresh", "a connect"), in buf. */
+static const char *
+orphan_what (const char *by, char *buf, size_t len)
+{
+    snprintf (buf, len, ORPHAN_WHAT, by);
+    return buf;
+}
 
 static void on_revoke (void *arg, const http_response_t *resp);
 
@@ -173,13 +181,14 @@ static void
 revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
 {
     reply_warnings_t ws = { .count = 0 };
-    char detail [400];
+    char detail [400], what [128];
     char tries [48] = "";
 
     if (c->orphan && c->journal_seq > 0 && res->kind == OAUTH_TRANSIENT && w->draining) {
         /* not a failure yet: the record stays in the journal, and the next start, replaying it,
          * finds the row disconnected and revokes the token then */
-        log_info (c->id, c->job.rid, "the worker is stopping: the %s is revoked at its next start", ORPHAN_WHAT);
+        log_info (c->id, c->job.rid, "the worker is stopping: the %s is revoked at its next start",
+                  orphan_what (c->orphan_by, what, sizeof what));
         calls_free (w, c);
         return;
     }
@@ -190,7 +199,7 @@ revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
     metrics_inc (res->kind == OAUTH_OK ? w->m.revoked : w->m.revocation_failed);
     if (res->kind == OAUTH_OK) {
         snprintf (detail, sizeof detail, "provider \"%s\" revoked the %s (HTTP %ld%s)", c->provider->name,
-                  c->orphan ? ORPHAN_WHAT : c->token_kind, status, tries);
+                  c->orphan ? orphan_what (c->orphan_by, what, sizeof what) : c->token_kind, status, tries);
         log_info (c->id, c->job.rid, "%s", detail);
         note_revocation (w, c, "revoked", detail, &ws);
     }
@@ -204,9 +213,9 @@ revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
             snprintf (detail, sizeof detail, "%s%s", res->detail, tries);
         if (c->orphan)
             reply_warn (&ws, "revocation_failed", ORPHAN_HINT,
-                        "provider \"%s\" did not confirm the revocation of the refresh token that a refresh of "
+                        "provider \"%s\" did not confirm the revocation of the refresh token that %s of "
                         "integration \"%s\" obtained while it was being disconnected; the grant may stay valid at "
-                        "the provider (%s)", c->provider->name, c->id, detail);
+                        "the provider (%s)", c->provider->name, c->orphan_by, c->id, detail);
         else
             reply_warn (&ws, "revocation_failed",
                         "the stored tokens are destroyed here; to end the grant at the provider too, remove the app's "
@@ -277,9 +286,9 @@ disconnect_next_due (const worker_t *w)
 void
 disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t *p, int32_t key_id,
                           const unsigned char *refresh_ct, size_t refresh_ct_len, const char *rid,
-                          int64_t journal_seq)
+                          int64_t journal_seq, const char *by)
 {
-    char err [512];
+    char err [512], what [128];
     char *token = NULL;
     oauth_request_t *req = NULL;
     reply_warnings_t ws = { .count = 0 };
@@ -299,13 +308,14 @@ disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t 
     if (!p->revocation_url) {
         /* the disconnect's reply warned that the grant stays valid at this provider */
         log_warning (id, job.rid, "provider \"%s\" has no token revocation endpoint: the %s stays valid there",
-                     p->name, ORPHAN_WHAT);
+                     p->name, orphan_what (by, what, sizeof what));
         if (journal_seq > 0)
             journal_done (w->journal, journal_seq);
         return;
     }
     if (catalog_check_credentials (p, err, sizeof err) != FR_OK) {
-        log_warning (id, job.rid, "the %s was not revoked at provider \"%s\": %s", ORPHAN_WHAT, p->name, err);
+        log_warning (id, job.rid, "the %s was not revoked at provider \"%s\": %s", orphan_what (by, what, sizeof what),
+                     p->name, err);
         if (journal_seq > 0)
             journal_done (w->journal, journal_seq);
         return;
@@ -313,6 +323,7 @@ disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t 
     call_t *c = calls_new (w, CALLS_REVOKE, &job, id, p);
     c->token_kind = "refresh_token";
     c->orphan = 1;
+    c->orphan_by = by;
     c->journal_seq = journal_seq;
     fr_status_t st = crypto_open (w->keyring, key_id, id, "refresh_token", refresh_ct, refresh_ct_len, &token,
                                   err, sizeof err);
@@ -323,13 +334,14 @@ disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t 
         req = NULL;
         c->sent = token;
         token = NULL;
-        log_info (id, job.rid, "revoking the %s at provider \"%s\"", ORPHAN_WHAT, p->name);
+        log_info (id, job.rid, "revoking the %s at provider \"%s\"", orphan_what (by, what, sizeof what), p->name);
         if (revoke_send (w, c) == 0)
             goto out;                    /* the chain row follows the provider's answer */
         snprintf (err, sizeof err, "the revocation call could not be started");
     }
-    reply_warn (&ws, "revocation_failed", ORPHAN_HINT, "the refresh token that a refresh of integration \"%s\" "
-                "obtained while it was being disconnected was not revoked at provider \"%s\": %s", id, p->name, err);
+    reply_warn (&ws, "revocation_failed", ORPHAN_HINT, "the refresh token that %s of integration \"%s\" "
+                "obtained while it was being disconnected was not revoked at provider \"%s\": %s", by, id, p->name,
+                err);
     log_warning (id, job.rid, "%s", ws.item [0].message);
     metrics_inc (w->m.revocation_failed);
     note_revocation (w, c, "revocation_failed", ws.item [0].message, &ws);

@@ -220,7 +220,7 @@ conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char
         log_info (rec->c.id, NULL, "journal replay: generation %lld was overtaken by a disconnect; revoking its "
                   "refresh token", (long long) rec->c.expected_generation + 1);
         disconnect_revoke_orphan (w, rec->c.id, catalog_find (w->catalog, row->provider), rec->c.key_id,
-                                  rec->c.refresh_ct, rec->c.refresh_ct_len, NULL, rec->seq);
+                                  rec->c.refresh_ct, rec->c.refresh_ct_len, NULL, rec->seq, "a refresh");
         record_settled_as (w, NULL, SETTLE_BY_REVOCATION);
     }
     else

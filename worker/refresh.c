@@ -990,7 +990,7 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
      * revocation has an outcome, so that a crash meanwhile does not leave it valid. */
     if (st == FR_OK && cw->rotated && row->status && strcmp (row->status, "disconnected") == 0)
         disconnect_revoke_orphan (cw->w, cw->id, cw->provider, cw->key_id, cw->refresh_ct, cw->refresh_ct_len,
-                                  cw->rid [0] ? cw->rid : NULL, cw->journal_seq);
+                                  cw->rid [0] ? cw->rid : NULL, cw->journal_seq, "a refresh");
     else
     if (cw->journal_seq > 0)
         journal_done (cw->w->journal, cw->journal_seq);

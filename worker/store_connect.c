@@ -92,11 +92,13 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
 /* g, the gate of a code exchange's upsert: its pending authorization, locked, as the newest commit
  * left it (a run that waits for the lock reads the row as the run before it committed it). The
  * exchange's tokens are written only while it has no outcome: the upsert sent again after a lost
- * answer finds its first run's mark, and writes nothing over what changed since. An import ($13
- * NULL) always writes. The answer: the generation written (NULL: nothing), the status before,
- * whether g was found and its outcome, and whether the integration existed before the callback
- * took the state (a row that a first run created is not in this statement's snapshot, or was
- * created after used_at). */
+ * answer finds its first run's mark, and writes nothing over what changed since. Nor over a
+ * disconnect made after the callback took the state (its owner was told the tokens are
+ * destroyed): d marks the connect "disconnected" instead. An import ($13 NULL) always writes.
+ * The answer: the generation written (NULL: nothing), the status before, whether g was found and
+ * its outcome, whether the integration existed before the callback took the state (a row that a
+ * first run created is not in this statement's snapshot, or was created after used_at), and
+ * whether d marked it. */
 #define UPSERT_SQL \
     "WITH g AS MATERIALIZED (SELECT outcome, used_at FROM pending_authorizations WHERE state_hash = $13 FOR UPDATE)," \
     " prev AS (SELECT status, created_at FROM integrations WHERE id = $1),"   /* the snapshot: before u */ \
@@ -118,15 +120,22 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL," \
     "    access_lifetime_s = EXCLUDED.access_lifetime_s, route_hash = EXCLUDED.route_hash, connected_at = now()," \
     "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
+    "  WHERE $13::text IS NULL OR integrations.disconnected_at IS NULL" \
+    "    OR integrations.disconnected_at < (SELECT used_at FROM g)" \
     "  RETURNING generation)," \
     " c AS (" \
     "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)" \
     "  SELECT $1, u.generation, $11, $15, $7," \
     "    COALESCE('re' || $12 || ' (was ' || (SELECT status FROM prev) || ')', $12) FROM u RETURNING generation)," \
     " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12" \
-    "   WHERE state_hash = $13 AND EXISTS (SELECT 1 FROM u))" \
+    "   WHERE state_hash = $13 AND EXISTS (SELECT 1 FROM u))," \
+    " d AS (UPDATE pending_authorizations SET outcome = 'disconnected'," \
+    "   outcome_detail = 'the integration was disconnected while the code was exchanged'" \
+    "   WHERE state_hash = $13 AND NOT EXISTS (SELECT 1 FROM u) AND EXISTS (SELECT 1 FROM g WHERE outcome IS NULL)" \
+    "   RETURNING 1)" \
     " SELECT (SELECT generation FROM c), (SELECT status FROM prev), EXISTS (SELECT 1 FROM g)," \
-    "   (SELECT outcome FROM g), COALESCE((SELECT created_at FROM prev) < (SELECT used_at FROM g), false)"
+    "   (SELECT outcome FROM g), COALESCE((SELECT created_at FROM prev) < (SELECT used_at FROM g), false)," \
+    "   EXISTS (SELECT 1 FROM d)"
 
 /* UPSERT_SQL's parameters for u on s (the numbers live as long as p). */
 typedef struct {
@@ -179,6 +188,11 @@ upsert_read (const PGresult *res, const char *id, store_upserted_t *up, char **p
     if (outcome && strcmp (outcome, "connected") == 0) {
         up->earlier = 1;
         up->existed = store_bool_at (res, 0, 4);
+        return FR_OK;
+    }
+    if (store_bool_at (res, 0, 5) || (outcome && strcmp (outcome, "disconnected") == 0)) {
+        up->disconnected = 1;           /* this run's mark, or an earlier run's whose answer was lost */
+        up->existed = 1;
         return FR_OK;
     }
     if (!store_bool_at (res, 0, 2))

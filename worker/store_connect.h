@@ -56,6 +56,8 @@ typedef struct {
     const char *prev_status;              /* the status it replaced; NULL: it created the integration, or earlier */
     int existed;                          /* the integration existed before (for earlier: before the callback) */
     int earlier;                          /* nothing written: an earlier run of this connect's upsert stored it */
+    int disconnected;                     /* nothing written: the integration was disconnected after the
+                                           * callback took the state (the connect is marked so) */
 } store_upserted_t;
 
 /* The one statement that stores a connection (a new integration, or a reconnect that replaces
@@ -68,8 +70,9 @@ typedef struct {
  * outcome, and marks it "connected" in the same transaction: the batch sent again after its
  * answer was lost with the connection writes nothing when the first one had committed, and never
  * undoes what changed since (a disconnect, an import, a refresh that rotated the token); fn then
- * gets up->earlier and the row as it now is. FR_STATE_INVALID: the connect can no longer be
- * finished (its pending authorization is gone, or it ended otherwise). */
+ * gets up->earlier and the row as it now is. Nor over a disconnect made after the callback took
+ * the state: fn gets up->disconnected and the row as the disconnect left it. FR_STATE_INVALID: the
+ * connect can no longer be finished (its pending authorization is gone, or it ended otherwise). */
 typedef void (store_upserted_fn) (void *arg, fr_status_t st, const store_upserted_t *up, const store_row_t *row,
                                   const store_extra_t *x, const char *err);
 fr_status_t store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, void *arg,

@@ -116,7 +116,8 @@ worker_new (const worker_config_t *cfg, char *err, size_t errlen)
                                            batch_bounds, sizeof batch_bounds / sizeof batch_bounds [0]);
     w->m.revoked = metrics_counter (w->metrics, "worker_revocations_total",
                                     "token revocations at providers (a disconnect's, or of the token a refresh "
-                                    "obtained while its integration was being disconnected), by outcome",
+                                    "or a connect obtained while its integration was being disconnected), by "
+                                    "outcome",
                                     "outcome=\"revoked\"");
     w->m.revocation_failed = metrics_counter (w->metrics, "worker_revocations_total", NULL, "outcome=\"failed\"");
     w->m.once_dropped = metrics_counter (w->metrics, "worker_requests_sent_again_total",

@@ -1129,6 +1129,76 @@ test_disconnect_during_refresh_revoked_once_the_database_takes_the_record (void 
     assert_false (itest_workdir_contains (h, "fake-rt-"));
 }
 
+/* How many code exchanges fakebox has received (recorded on arrival, before its latency). */
+static int
+fakebox_exchanges (void)
+{
+    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1000", NULL);
+    json_t *list = json_object_get (reqs, "requests");
+    int n = 0;
+    for (size_t i = 0; i < json_array_size (list); i++) {
+        const char *grant = json_string_value (json_object_get (json_array_get (list, i), "grant_type"));
+        n += grant && strcmp (grant, "authorization_code") == 0;
+    }
+    json_decref (reqs);
+    return n;
+}
+
+/* A disconnect that lands while a reconnect's code exchange is at the provider (its state taken,
+ * so the disconnect came after the callback): the disconnect stands. The callback is answered
+ * `disconnected`, nothing of the exchange is stored, and the refresh token the provider issued
+ * for it is revoked in the background, since nobody else will ever hold it. The exchange's
+ * tokens were written over the disconnect: the integration was active again and served tokens,
+ * after its owner had been told they were destroyed. */
+static void
+test_disconnect_during_a_callbacks_exchange_stands (void **state)
+{
+    int rc;
+    json_decref (connect_ok ("dx:box", "fakebox", NULL, NULL));
+    char *location = start_flow ("dx:box", "fakebox", NULL, NULL);
+    int exchanges = fakebox_exchanges ();
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        int crc = -1;
+        json_decref (harness_ctl (h, &crc, "callback", "--url", location, "--timeout", "30", NULL));
+        _exit (crc < 0 ? 99 : crc);
+    }
+    for (int64_t until = clock_mono_ms () + 10000; fakebox_exchanges () == exchanges && clock_mono_ms () < until; )
+        usleep (20000);
+    assert_int_equal (fakebox_exchanges (), exchanges + 1);
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "dx:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (d, "status"), "disconnected");
+    json_decref (d);
+    long long revocations = itest_stat (h, "fakebox", "revocations");
+
+    int status;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 4);                 /* disconnected */
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'dx:box' AND status = 'disconnected'"
+                            " AND refresh_token IS NULL AND access_token IS NULL"), 1);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "dx:box", NULL);
+    assert_string_equal (itest_code (t), "disconnected");
+    json_decref (t);
+    assert_int_equal (itest_wait_stat (h, "fakebox", "revocations", revocations + 1, 10000), revocations + 1);
+    int64_t until = clock_mono_ms () + 10000;
+    while (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'dx:box' AND outcome = 'revoked'"
+                 " AND detail LIKE '%%a connect obtained while the integration was being disconnected%%'") == 0
+           && clock_mono_ms () < until)
+        usleep (50000);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'dx:box' AND outcome = 'revoked'"
+                            " AND detail LIKE '%%a connect obtained while the integration was being disconnected%%'"), 1);
+    /* the callback URL is spent for good: used again, it says how this connect ended */
+    t = callback (location, &rc);
+    assert_string_equal (itest_code (t), "state_invalid");
+    json_decref (t);
+    free (location);
+}
+
 /* Starts both workers again after a test stopped them; waits until the refresh token of the
  * grant at fakerot's chain is revoked there (by the replay of the journal record that kept it)
  * and the chain of integration id says so. revocations: the provider's count before the race. */
@@ -1612,6 +1682,7 @@ main (void)
         cmocka_unit_test (test_disconnect_during_refresh_revokes_the_new_token),
         cmocka_unit_test (test_disconnect_during_refresh_revocation_refused),
         cmocka_unit_test (test_disconnect_during_refresh_revoked_once_the_database_takes_the_record),
+        cmocka_unit_test (test_disconnect_during_a_callbacks_exchange_stands),
         cmocka_unit_test (test_import_during_refresh_revokes_nothing),
         cmocka_unit_test (test_provider_text_quoting_secrets),
         cmocka_unit_test (test_disconnect_during_refresh_revoked_after_a_stop),
