@@ -2,8 +2,9 @@
 
 Retries (docs/ferrulectl.md, "Retries", as common/client.c does them):
 
-- Idempotent operations (``ping``, ``token``, ``status``, ``history``, ``doctor``) get up to 2
-  attempts with one broker, one per broker (at most 3) with several. Each attempt gets
+- Idempotent operations (``ping``, ``token``, ``status``, ``history``, and the reads ``doctor``,
+  ``events``, ``webhooks``) get up to 2 attempts with one broker, one per broker (at most 3) with
+  several. Each attempt gets
   ``max(remaining / attempts left, 0.5 s)`` of what remains of the timeout. The next attempt
   starts when one times out or the broker answers ``unavailable``, ``overloaded`` or
   ``timeout``; after such an answer the client pauses 0.1 s times the attempt number (or the
@@ -46,7 +47,7 @@ BACKOFF_S = 0.1                   # pause after a retryable error reply, times t
 MAX_TIMEOUT_S = 300.0             # the protocol's largest deadline
 MIN_TIMEOUT_S = 0.001
 
-IDEMPOTENT = frozenset({"ping", "token", "status", "history", "doctor"})
+IDEMPOTENT = frozenset({"ping", "token", "status", "history", "doctor", "events", "webhooks"})
 RETRYABLE = frozenset({"unavailable", "overloaded", "timeout"})
 
 _NO_ANSWER = "no_answer"

@@ -89,6 +89,18 @@ def test_idempotent_call_moves_to_the_next_broker_on_unavailable(scripted):
     assert b.requests[0]["rid"] == a.requests[0]["rid"] + ".2"
 
 
+@pytest.mark.parametrize("op", ["events", "webhooks"])
+def test_reads_of_events_and_webhooks_are_retried_like_status(scripted, op):
+    # what ferrulectl retries (docs/ferrulectl.md, "Retries"): the generic call() does too
+    a = scripted(lambda req, n: [fail(req, "unavailable")])
+    b = scripted(lambda req, n: [ok(req, events=[])])
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=5) as c:
+        first_then(c, a.endpoint)
+        c.call(op, {})
+    assert len(a.requests) == 1 and len(b.requests) == 1
+    assert b.requests[0]["rid"] == a.requests[0]["rid"] + ".2"
+
+
 def test_pause_after_a_retryable_answer_honours_retry_after(scripted):
     a = scripted(lambda req, n: [fail(req, "overloaded", retry_after=1)] if n == 1 else [ok(req, service="ferrule")])
     with ferrule.Client(a.endpoint, timeout=5) as c:
