@@ -72,6 +72,30 @@ body_object (gw_req_t *req, gw_resp_t *resp)
     return j;
 }
 
+/* 1 when every field of body is one of known (NULL-terminated), else 0 after answering 400
+ * naming the first other one: a misspelt optional field ("return_url") would otherwise be
+ * dropped unseen, and the request carried out without it. */
+static int
+body_known (gw_resp_t *resp, json_t *body, const char *const *known, const char *list)
+{
+    const char *name;
+    json_t *v;
+    json_object_foreach (body, name, v) {
+        size_t i = 0;
+        while (known [i] && strcmp (known [i], name) != 0)
+            i++;
+        if (!known [i]) {
+            char message [160], shown [64], hint [200];
+            text_printable (shown, sizeof shown, name, strlen (name), 48);
+            snprintf (message, sizeof message, "unknown field \"%s\"", shown);
+            snprintf (hint, sizeof hint, "send only %s", list);
+            bad (resp, message, hint);
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Field name of a body object: 1 and *out (borrowed) when it has type, 0 when it is absent or
  * null (as the brokers take a null), -1 after answering 400 when it has another type: a value
  * the caller sent is never dropped unseen. what: the type in words; example: a field as it
@@ -140,6 +164,9 @@ api_reject (gw_req_t *req, gw_resp_t *resp)
     if (!body)
         return;
     json_t *at, *mv;
+    static const char *const known [] = { "access_token", "min_valid", NULL };
+    if (!body_known (resp, body, known, "\"access_token\" and \"min_valid\""))
+        goto out;
     int got = body_field (resp, body, "access_token", JSON_STRING, "a string", "{\"access_token\": \"...\"}", &at);
     if (got < 0)
         goto out;
@@ -204,6 +231,9 @@ api_connect (gw_req_t *req, gw_resp_t *resp)
         return;
     json_t *args = json_object ();
     json_t *p, *ru, *rt, *scopes;
+    static const char *const known [] = { "provider", "redirect_uri", "return_to", "scopes", NULL };
+    if (!body_known (resp, body, known, "\"provider\", \"redirect_uri\", \"return_to\" and \"scopes\""))
+        goto out;
     if (body_field (resp, body, "provider", JSON_STRING, "a string: a provider name from the catalog",
                     "{\"provider\": \"box\"}", &p) < 0
     ||  body_field (resp, body, "redirect_uri", JSON_STRING, "a string", "\"redirect_uri\": \"https://...\", or leave it "

@@ -952,6 +952,21 @@ test_api_status_codes (void **state)
             fail_msg ("POST %s %s: the answer does not say what \"%s\" must be", path, typed [i].body, typed [i].field);
         http_free (&r);
     }
+    /* a field the request does not have is refused, naming it: a misspelt return_to would
+       start a connect that never goes back to the app */
+    const struct { const char *path, *body; } unknown [] = {
+        { "connect", "{\"provider\":\"fakebox\",\"return_url\":\"https://app.example/done\"}" },
+        { "token/reject", "{\"access_token\":\"x\",\"min_valid_s\":300}" },
+    };
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown [0]; i++) {
+        char path [96];
+        snprintf (path, sizeof path, "/v1/integrations/acct1:typed/%s", unknown [i].path);
+        expect ("POST", path, ADMIN_KEY, unknown [i].body, 400, "bad_request");
+        r = api ("POST", path, ADMIN_KEY, unknown [i].body);
+        if (!has (&r, "unknown field"))
+            fail_msg ("POST %s %s: the answer does not name the unknown field", path, unknown [i].body);
+        http_free (&r);
+    }
     expect ("POST", "/v1/integrations/acct1:typed/connect", ADMIN_KEY,
             "{\"provider\":\"fakebox\",\"redirect_uri\":null,\"return_to\":null,\"scopes\":null}", 200, "ok");
     char *big = malloc (20001);
