@@ -288,8 +288,8 @@ store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pend
     int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0, 0 };
     int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0, 0 };
     store_stmt_t stmt = {
-        /* the runtime role may not DELETE: spent states older than a day go through a
-           function owned by the schema owner (migrations/004_least_privilege.sql) */
+        /* the runtime role may not DELETE: states, retry tokens and dashboard links a day past
+           their expiry go through a function owned by the schema owner (migrations/004, 018) */
         "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes,"
         "  key_id, code_verifier, expires_at, return_to)"
         " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second', $9"

@@ -1,7 +1,8 @@
 /* store_gateway.c - the gateway operations' statements: pending_authorizations read for an
  * attempt, gateway_retry_tokens, gateway_dashboard_links, gateway_api_keys, and the workspace
  * listing of integrations. Each is one statement sent as a batch of its own (one round trip,
- * nothing the loop waits for), bounded by an index and a LIMIT. */
+ * nothing the loop waits for), bounded by an index and a LIMIT; those that issue a retry token or
+ * a dashboard link first collect stale ones (GW_COLLECT). */
 #include "store_gateway.h"
 #include "store_internal.h"
 #include "ident.h"
@@ -37,20 +38,34 @@ typedef struct {
     int64_t key_id;                       /* the key a revocation names */
 } gw_ctx_t;
 
-/* Sends one statement as a batch whose end is done, with a copy of c. */
+/* The runtime role may not DELETE: connect states, retry tokens and dashboard links a day past
+ * their expiry go through the schema owner's function (migrations/004, 018), a bounded number per
+ * call. A statement of its own before the insert, in its transaction: inside the retry token's
+ * statement, which updates a connect state, its delete of that same row would fail the statement. */
+#define GW_COLLECT "SELECT ferrule_gc_pending_authorizations ()"
+
+/* Sends one statement (after GW_COLLECT when collect) as a batch whose end is done, with a copy
+ * of c. */
+static fr_status_t
+gw_start_ex (store_t *s, int collect, const char *sql, int n, const char *const *values, store_batch_fn *done,
+             const gw_ctx_t *c, char *err, size_t errlen)
+{
+    store_stmt_t stmts [] = { { GW_COLLECT, 0, NULL, NULL, NULL }, { sql, n, values, NULL, NULL } };
+    return store_batch_start (s, stmts + !collect, collect ? 2 : 1, done, c, sizeof *c, err, errlen);
+}
+
 static fr_status_t
 gw_start (store_t *s, const char *sql, int n, const char *const *values, store_batch_fn *done, const gw_ctx_t *c,
           char *err, size_t errlen)
 {
-    store_stmt_t stmt = { sql, n, values, NULL, NULL };
-    return store_batch_start (s, &stmt, 1, done, c, sizeof *c, err, errlen);
+    return gw_start_ex (s, 0, sql, n, values, done, c, err, errlen);
 }
 
-/* The statement's rows; NULL when the batch failed. */
+/* The statement's rows (the batch's last: GW_COLLECT's go unread); NULL when the batch failed. */
 static const PGresult *
 gw_result (fr_status_t st, PGresult **results, size_t n)
 {
-    return st == FR_OK && n == 1 ? results [0] : NULL;
+    return st == FR_OK && (n == 1 || n == 2) ? results [n - 1] : NULL;
 }
 
 /* The statement's one row (row 0 of the result); NULL when the batch failed (*st and *err as they
@@ -143,7 +158,7 @@ store_gw_retry_issue_start (store_t *s, const char *state_hash, const char *toke
     gw_ctx_t c = { .fn.issued = fn, .arg = arg, .refusal = FR_STATE_INVALID,
                    .refused = "a retry token was already issued for this connect attempt" };
     /* once per attempt: the flag is set in the statement that stores the token */
-    return gw_start (s,
+    return gw_start_ex (s, 1,
         "WITH c AS (UPDATE pending_authorizations SET retry_issued = true WHERE state_hash = $1 AND NOT retry_issued"
         "           RETURNING integration_id, provider, redirect_uri, requested_scopes, return_to)"
         " INSERT INTO gateway_retry_tokens (token_hash, state_hash, integration_id, provider, redirect_uri,"
@@ -290,7 +305,7 @@ store_gw_link_issue_start (store_t *s, const char *token_hash, const char *works
     const char *values [] = { token_hash, workspace, ttl };
     gw_ctx_t c = { .fn.issued = fn, .arg = arg, .refusal = FR_INTERNAL,       /* an INSERT ... VALUES: a row */
                    .refused = "the dashboard link was not stored" };
-    return gw_start (s,
+    return gw_start_ex (s, 1,
         "INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at)"
         " VALUES ($1, $2, now () + $3::integer * interval '1 second')"
         " RETURNING extract (epoch FROM expires_at)::bigint",

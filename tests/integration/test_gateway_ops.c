@@ -1,7 +1,9 @@
 /* test_gateway_ops.c - the workers' gateway operations (worker/gwops.c, worker/store_gateway.c)
  * over the protocol, without the gateway: every refusal's code, message and hint, a retry token
  * issued once per attempt and spent once, a dashboard link spent once, the workspace listing's
- * prefix range and its cap, a workspace that must end with a separator, the live API key limit. Replies can hold tokens: never printed. */
+ * prefix range and its cap, a workspace that must end with a separator, the live API key limit,
+ * and retry tokens and dashboard links collected a day past their expiry. Replies can hold
+ * tokens: never printed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -64,6 +66,35 @@ refused (const char *op, json_t *args, const char *code, const char *message, co
     else
         assert_non_null (error_field (r, "hint"));       /* the code's default hint */
     json_decref (r);
+}
+
+/* A connect of id that ended in access_denied: its state (the callback URL's) into st. */
+static void
+failed_attempt (const char *id, char st [300])
+{
+    json_t *c = call ("connect", json_pack ("{s:s, s:s, s:s, s:[s]}", "integration", id, "provider", "fakebox",
+                                            "redirect_uri", "http://127.0.0.1:9/cb", "scopes", "read"));
+    assert_string_equal (client_error_code (c), "ok");
+    const char *p = strstr (json_string_value (json_object_get (c, "authorization_url")), "state=");
+    assert_non_null (p);
+    snprintf (st, 300, "%.*s", (int) strcspn (p + 6, "&"), p + 6);
+    json_decref (c);
+    json_t *cb = call ("callback", json_pack ("{s:s, s:s}", "state", st, "error", "access_denied"));
+    assert_string_equal (client_error_code (cb), "access_denied");
+    json_decref (cb);
+}
+
+/* The retry token the attempt of state st draws (caller frees). */
+static char *
+attempt_retry_token (const char *st)
+{
+    json_t *a = call ("attempt", json_pack ("{s:s}", "state", st));
+    assert_string_equal (client_error_code (a), "ok");
+    const char *token = json_string_value (json_object_get (a, "retry_token"));
+    assert_non_null (token);
+    char *copy = strdup (token);
+    json_decref (a);
+    return copy;
 }
 
 static char *
@@ -339,6 +370,73 @@ test_apikey_limit (void **state)
     free (key);
 }
 
+#define LINKS(cond) "SELECT count(*) FROM gateway_dashboard_links WHERE " cond
+#define RETRIES(cond) "SELECT count(*) FROM gateway_retry_tokens WHERE " cond
+#define STALE "expires_at < now () - interval '1 day'"
+
+/* Retry tokens and dashboard links a day past their expiry are removed when a link or a retry
+ * token is issued (as connect states are when a connect starts); younger ones stay. */
+static void
+test_gateway_rows_collected (void **state)
+{
+    char st [3] [300];
+    failed_attempt ("ws7:a", st [0]);
+    failed_attempt ("ws7:b", st [1]);
+    failed_attempt ("ws7:c", st [2]);
+    char *ta = attempt_retry_token (st [0]), *tb = attempt_retry_token (st [1]);
+    for (int i = 0; i < 3; i++) {
+        json_t *l = call ("dashboard_link", json_pack ("{s:s}", "integration", "ws7:"));
+        assert_string_equal (client_error_code (l), "ok");
+        json_decref (l);
+    }
+    /* spent or not: ws7:a's token spent, then both tokens and two links a day and a minute past
+       their expiry, the third link 23 hours */
+    json_t *r = call ("retry", json_pack ("{s:s}", "retry_token", ta));
+    assert_string_equal (client_error_code (r), "ok");
+    json_decref (r);
+    assert_int_equal (harness_sql (h, "UPDATE gateway_retry_tokens SET created_at = now () - interval '2 days',"
+                                      " expires_at = now () - interval '1 day 1 minute' WHERE integration_id IN ('ws7:a', 'ws7:b')"), 0);
+    assert_int_equal (harness_sql (h, "UPDATE gateway_dashboard_links SET created_at = now () - interval '2 days',"
+                                      " expires_at = now () - interval '1 day 1 minute' WHERE workspace = 'ws7:'"), 0);
+    assert_int_equal (harness_sql (h, "UPDATE gateway_dashboard_links SET expires_at = now () - interval '23 hours'"
+                                      " WHERE token_hash = (SELECT min (token_hash) FROM gateway_dashboard_links WHERE workspace = 'ws7:')"), 0);
+    assert_int_equal (harness_sql_int (h, LINKS ("workspace = 'ws7:' AND " STALE)), 2);
+    assert_int_equal (harness_sql_int (h, RETRIES ("integration_id LIKE 'ws7:%' AND " STALE)), 2);
+
+    /* a dashboard link issued collects both tables */
+    json_t *l = call ("dashboard_link", json_pack ("{s:s}", "integration", "ws8:"));
+    assert_string_equal (client_error_code (l), "ok");
+    json_decref (l);
+    assert_int_equal (harness_sql_int (h, LINKS ("workspace = 'ws7:' AND " STALE)), 0);
+    assert_int_equal (harness_sql_int (h, LINKS ("workspace = 'ws7:'")), 1);           /* the 23-hour one */
+    assert_int_equal (harness_sql_int (h, LINKS ("workspace = 'ws8:'")), 1);
+    assert_int_equal (harness_sql_int (h, RETRIES ("integration_id LIKE 'ws7:%'")), 0);
+
+    /* so does a retry token issued (its connect and callback came before the rows went stale) */
+    assert_int_equal (harness_sql (h, "UPDATE gateway_dashboard_links SET expires_at = now () - interval '1 day 1 minute'"
+                                      " WHERE workspace = 'ws8:'"), 0);
+    char *tc = attempt_retry_token (st [2]);
+    assert_int_equal (harness_sql_int (h, LINKS ("workspace = 'ws8:'")), 0);
+    assert_int_equal (harness_sql_int (h, LINKS ("workspace = 'ws7:'")), 1);
+    assert_int_equal (harness_sql_int (h, RETRIES ("integration_id = 'ws7:c'")), 1);
+
+    /* a backlog goes a bounded number of rows per issue (100 per table), not all at once */
+    assert_int_equal (harness_sql (h, "INSERT INTO gateway_dashboard_links (token_hash, workspace, created_at, expires_at)"
+                                      " SELECT encode (sha256 (('backlog' || g)::bytea), 'hex'), 'ws9:',"
+                                      "   now () - interval '3 days', now () - interval '2 days'"
+                                      " FROM generate_series (1, 250) g"), 0);
+    l = call ("dashboard_link", json_pack ("{s:s}", "integration", "ws8:"));
+    assert_string_equal (client_error_code (l), "ok");
+    json_decref (l);
+    assert_int_equal (harness_sql_int (h, LINKS ("workspace = 'ws9:'")), 150);
+    assert_false (itest_workdir_contains (h, ta));
+    assert_false (itest_workdir_contains (h, tb));
+    assert_false (itest_workdir_contains (h, tc));
+    free (ta);
+    free (tb);
+    free (tc);
+}
+
 int
 main (void)
 {
@@ -349,6 +447,7 @@ main (void)
         cmocka_unit_test (test_workspace_range_and_cap),
         cmocka_unit_test (test_workspace_needs_separator),
         cmocka_unit_test (test_apikey_limit),
+        cmocka_unit_test (test_gateway_rows_collected),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

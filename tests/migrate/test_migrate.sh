@@ -285,6 +285,35 @@ for ws in "acct4:" "acct4." "acct4_" "acct4-"; do
 done
 psql_admin -c "DROP DATABASE IF EXISTS \"$OLD_DB\" WITH (FORCE)" >/dev/null
 
+# --- 018: the collection function the workers call on every connect, retry token and dashboard
+# link also removes retry tokens and links a day past their expiry, at most 100 rows of each table
+# per call; younger rows stay. Its statements run again without error (a no-transaction migration
+# is run again after a failure), and the function stays the owner's, with its search_path pinned
+psql_db -c "INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at)
+                SELECT encode (sha256 (('gc' || g)::bytea), 'hex'), 'gc:', now () - interval '2 days'
+                FROM generate_series (1, 150) g;
+            INSERT INTO gateway_dashboard_links (token_hash, workspace, expires_at)
+                VALUES (repeat ('f6', 32), 'gc:', now () - interval '23 hours');
+            INSERT INTO gateway_retry_tokens (token_hash, state_hash, integration_id, provider, redirect_uri, expires_at)
+                VALUES (repeat ('f7', 32), 's', 'gc:a', 'p', 'https://app.example.test/cb', now () - interval '25 hours'),
+                       (repeat ('f8', 32), 's', 'gc:b', 'p', 'https://app.example.test/cb', now () + interval '10 minutes')" \
+    >/dev/null || fail "could not store the rows for 018's collection"
+GONE=$(psql_db -c "SELECT ferrule_gc_pending_authorizations ()" 2>&1)
+LEFT=$(psql_db -c "SELECT (SELECT count(*) FROM gateway_dashboard_links WHERE workspace = 'gc:') || ' '
+                       || (SELECT count(*) FROM gateway_retry_tokens WHERE integration_id LIKE 'gc:%')" 2>&1)
+[ "$GONE" = 101 ] && [ "$LEFT" = "51 1" ] \
+    && pass "018: one call removes 100 stale links and the stale retry token, and leaves the younger rows" \
+    || fail "018: the collection removed $GONE rows and left $LEFT (links, retry tokens), expected 101 and \"51 1\""
+psql_db -f "$MIGRATIONS_SRC/018_gateway_gc.sql" >"$WORK/018.out" 2>&1 \
+    && pass "018's statements run again without error" \
+    || { fail "018's statements failed when run again"; sed 's/^/    /' "$WORK/018.out" >&2; }
+ACL=$(psql_db -c "SELECT has_function_privilege ('public', 'ferrule_gc_pending_authorizations ()', 'EXECUTE')
+                  || ' ' || array_to_string (proconfig, ';') || ' ' || prosecdef
+                  FROM pg_proc WHERE proname = 'ferrule_gc_pending_authorizations'" 2>&1)
+[ "$ACL" = "false search_path=public, pg_temp true" ] \
+    && pass "018: PUBLIC still may not run the function, which keeps its owner's rights and its search_path" \
+    || fail "018: the function's rights and settings are \"$ACL\""
+
 # --- a migration that fails rolls back, names its file and the server's error
 mkdir -p "$WORK/dir"
 cp "${FILES[@]}" "$WORK/dir/"
