@@ -162,6 +162,7 @@ typedef struct {
     job_t job;
     char id [IDENT_MAX + 1];
     char state_hash [65];
+    char retry_hash [65];                 /* the retry token this connect spends, "" none */
     char *provider, *redirect_uri, *scopes, *return_to, *state, *url;
     unsigned char *verifier_ct;
     size_t verifier_ct_len;
@@ -188,6 +189,12 @@ connect_pending_written (void *arg, fr_status_t st, int64_t expires_at, const ch
     worker_t *w = cw->w;
     const job_t *job = &cw->job;
     char when [32];
+    if (st == FR_STATE_INVALID && cw->retry_hash [0]) {
+        /* a retry of the same token, at once, got there first */
+        reply_error (w, job, st, err, "start again from Connect on the dashboard", -1);
+        connect_wait_free (cw);
+        return;
+    }
     if (st != FR_OK) {
         reply_store_error (w, job, st, err);
         connect_wait_free (cw);
@@ -221,15 +228,17 @@ connect_pending_start (worker_t *w, store_t *store, void *arg)
         return;
     }
     store_pending_new_t pn = { cw->state_hash, cw->id, cw->provider, cw->redirect_uri, cw->scopes, cw->key_id,
-                               cw->verifier_ct, cw->verifier_ct_len, w->cfg.connect_state_ttl_s, cw->return_to };
+                               cw->verifier_ct, cw->verifier_ct_len, w->cfg.connect_state_ttl_s, cw->return_to,
+                               cw->retry_hash [0] ? cw->retry_hash : NULL };
     if ((st = store_pending_insert_start (store, &pn, connect_pending_written, cw, err, sizeof err)) != FR_OK) {
         reply_store_error (w, &cw->job, st, err);
         connect_wait_free (cw);
     }
 }
 
-void
-connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
+/* connect_start, and connect_start_retry with retry_hash. */
+static void
+connect_begin (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const char *retry_hash)
 {
     char *provider = NULL, *redirect_uri = NULL, *scopes = NULL, *state = NULL, *verifier = NULL, *return_to = NULL;
     char *challenge = NULL, *url = NULL, *words = NULL;
@@ -324,6 +333,7 @@ connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *
     cw->job = *job;
     snprintf (cw->id, sizeof cw->id, "%s", id);
     memcpy (cw->state_hash, state_hash, sizeof cw->state_hash);
+    snprintf (cw->retry_hash, sizeof cw->retry_hash, "%s", retry_hash ? retry_hash : "");
     cw->key_id = key_id;
     cw->verifier_ct_len = verifier_ct_len;
     /* the connect owns them now */
@@ -349,6 +359,18 @@ out:
     mem_free (challenge);
     mem_free (verifier_ct);
     mem_free (url);
+}
+
+void
+connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
+{
+    connect_begin (w, job, root, id, NULL);
+}
+
+void
+connect_start_retry (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const char *retry_hash)
+{
+    connect_begin (w, job, root, id, retry_hash);
 }
 
 /* --- callback ----------------------------------------------------------------------------- */

@@ -75,7 +75,7 @@ arg_workspace (worker_t *w, const job_t *job, const msgpack_object *root, ws_use
 
 /* The statement a waiting request starts next. */
 typedef enum {
-    GW_ATTEMPT, GW_RETRY_ISSUE, GW_RETRY_PEEK, GW_RETRY_TAKE, GW_WORKSPACE, GW_LINK_ISSUE, GW_LINK_TAKE,
+    GW_ATTEMPT, GW_RETRY_ISSUE, GW_RETRY_PEEK, GW_WORKSPACE, GW_LINK_ISSUE, GW_LINK_TAKE,
     GW_KEY_CREATE, GW_KEY_LIST, GW_KEY_REVOKE, GW_KEY_VERIFY
 } gw_step_t;
 
@@ -229,8 +229,12 @@ op_attempt (worker_t *w, job_t *job, const msgpack_object *root)
     gw_queue (gw);
 }
 
+/* The token's connect, read without spending it: the connect rate limit first (a refused retry
+ * keeps its token), then a fresh connect, whose pending authorization's statement spends the
+ * token. A connect refused before that (the provider gone from the catalog or without
+ * credentials, the database away) leaves the token usable for another try. */
 static void
-retry_taken (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *err)
+retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *err)
 {
     gw_wait_t *gw = arg;
     worker_t *w = gw->w;
@@ -239,7 +243,7 @@ retry_taken (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *e
     codec_builder_t *b = NULL;
     codec_msg_t *msg = NULL;
 
-    if (st == FR_STATE_INVALID) {
+    if (st == FR_NOT_FOUND) {
         reply_error (w, job, FR_STATE_INVALID, err, "start again from Connect on the dashboard", -1);
         goto out;
     }
@@ -247,6 +251,8 @@ retry_taken (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *e
         reply_store_error (w, job, st, err);
         goto out;
     }
+    if (!ratelimit_admit (w, job, "connect", 7, r->integration))
+        goto out;
     /* the connect the attempt made, as a request body for connect_start */
     b = codec_builder_new ();
     codec_map (b, r->return_to ? 5 : 4);
@@ -264,33 +270,11 @@ retry_taken (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *e
     }
     log_info (r->integration, job->rid, "retrying a failed connect with a retry token");
     snprintf (job->op, sizeof job->op, "retry");
-    connect_start (w, job, codec_msg_root (msg), r->integration);
+    connect_start_retry (w, job, codec_msg_root (msg), r->integration, gw->hash);
 out:
     codec_builder_destroy (&b);
     codec_msg_destroy (&msg);
     gw_free (gw);
-}
-
-/* The integration first, for the connect rate limit: a refused retry keeps its token. */
-static void
-retry_peeked (void *arg, fr_status_t st, const char *id, const char *err)
-{
-    gw_wait_t *gw = arg;
-    if (st == FR_NOT_FOUND) {
-        reply_error (gw->w, &gw->job, FR_STATE_INVALID, err, "start again from Connect on the dashboard", -1);
-        gw_free (gw);
-        return;
-    }
-    if (st != FR_OK) {
-        gw_failed (gw, st, err);
-        return;
-    }
-    if (!ratelimit_admit (gw->w, &gw->job, "connect", 7, id)) {
-        gw_free (gw);
-        return;
-    }
-    gw->step = GW_RETRY_TAKE;
-    gw_queue (gw);
 }
 
 static void
@@ -613,9 +597,6 @@ gw_start (worker_t *w, store_t *store, void *arg)
             break;
         case GW_RETRY_PEEK:
             st = store_gw_retry_peek_start (store, gw->hash, retry_peeked, gw, err, sizeof err);
-            break;
-        case GW_RETRY_TAKE:
-            st = store_gw_retry_take_start (store, gw->hash, retry_taken, gw, err, sizeof err);
             break;
         case GW_WORKSPACE:
             st = store_gw_workspace_start (store, gw->ws, GWOPS_WORKSPACE_MAX, workspace_listed, gw, err, sizeof err);

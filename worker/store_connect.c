@@ -259,6 +259,7 @@ store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, 
 typedef struct {
     store_pending_inserted_fn *fn;
     void *arg;
+    int retry;                            /* the write spends a retry token */
 } pending_ctx_t;
 
 static void
@@ -268,6 +269,11 @@ pending_inserted (void *arg, fr_status_t st, PGresult **results, size_t n, const
     int64_t expires_at = 0;
     if (st == FR_OK && n == 1 && results [0] && PQntuples (results [0]) == 1)
         expires_at = store_int_at (results [0], 0, 0);
+    else
+    if (st == FR_OK && c->retry) {
+        st = FR_STATE_INVALID;
+        err = "this retry link expired or was already used";
+    }
     else
     if (st == FR_OK) {
         st = FR_INTERNAL;
@@ -284,19 +290,30 @@ store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pend
     snprintf (key, sizeof key, "%" PRId32, p->key_id);
     snprintf (ttl, sizeof ttl, "%" PRId64, p->ttl_s);
     const char *values [] = { p->state_hash, p->integration, p->provider, p->redirect_uri, p->scopes ? p->scopes : "",
-                              p->verifier_ct ? key : NULL, (const char *) p->verifier_ct, ttl, p->return_to };
-    int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0, 0 };
-    int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0, 0 };
-    store_stmt_t stmt = {
-        /* the runtime role may not DELETE: states, retry tokens and dashboard links a day past
-           their expiry go through a function owned by the schema owner (migrations/004, 018) */
-        "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes,"
-        "  key_id, code_verifier, expires_at, return_to)"
-        " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second', $9"
+                              p->verifier_ct ? key : NULL, (const char *) p->verifier_ct, ttl, p->return_to,
+                              p->retry_hash };
+    int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0, 0, 0 };
+    int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
+    /* the runtime role may not DELETE: states, retry tokens and dashboard links a day past
+       their expiry go through a function owned by the schema owner (migrations/004, 018) */
+#define PENDING_INSERT \
+        "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes," \
+        "  key_id, code_verifier, expires_at, return_to)" \
+        " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second', $9" \
         " FROM (SELECT ferrule_gc_pending_authorizations ()) gc"
-        " RETURNING extract(epoch FROM expires_at)::bigint",
-        9, values, lengths, formats };
-    pending_ctx_t c = { fn, arg };
+#define PENDING_RETURNING " RETURNING extract(epoch FROM expires_at)::bigint"
+    /* a retry's token is spent by the statement that writes its connect, so a connect refused
+       before it (a provider without credentials, the database away) leaves the token usable;
+       of two retries of one token, the second waits for the first's row lock, then finds it
+       spent and writes nothing */
+    store_stmt_t stmt = p->retry_hash
+        ? (store_stmt_t) { "WITH t AS (UPDATE gateway_retry_tokens SET used_at = now ()"
+                           "           WHERE token_hash = $10 AND used_at IS NULL AND expires_at > now () RETURNING 1) "
+                           PENDING_INSERT ", t" PENDING_RETURNING, 10, values, lengths, formats }
+        : (store_stmt_t) { PENDING_INSERT PENDING_RETURNING, 9, values, lengths, formats };
+#undef PENDING_INSERT
+#undef PENDING_RETURNING
+    pending_ctx_t c = { fn, arg, p->retry_hash != NULL };
     return store_batch_start (s, &stmt, 1, pending_inserted, &c, sizeof c, err, errlen);
 }
 

@@ -91,11 +91,14 @@ typedef struct {
     size_t verifier_ct_len;
     int64_t ttl_s;
     const char *return_to;                /* where the gateway sends the user afterwards, or NULL */
+    const char *retry_hash;               /* a retry token spent by this write (NULL: none); when it
+                                             is spent or expired already, nothing is written */
 } store_pending_new_t;
 
 /* Writes it as a batch the loop does not wait for (the caller checks store_batch_busy; p's values
  * are copied when this returns): from store_batch_pump, fn gets the state's expiry (epoch s) or
- * the failure. */
+ * the failure; FR_STATE_INVALID when p->retry_hash names no live retry token (a concurrent retry
+ * spent it). */
 typedef void (store_pending_inserted_fn) (void *arg, fr_status_t st, int64_t expires_at, const char *err);
 fr_status_t store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pending_inserted_fn *fn,
                                         void *arg, char *err, size_t errlen) FR_MUSTCHECK;

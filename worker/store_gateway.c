@@ -180,21 +180,8 @@ text_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *
     mem_free (text);
 }
 
-fr_status_t
-store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_text_fn *fn, void *arg, char *err,
-                           size_t errlen)
-{
-    const char *values [] = { token_hash };
-    gw_ctx_t c = { .fn.text = fn, .arg = arg, .refusal = FR_NOT_FOUND,
-                   .refused = "this retry link expired or was already used" };
-    return gw_start (s,
-        "SELECT integration_id FROM gateway_retry_tokens"
-        " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()",
-        1, values, text_done, &c, err, errlen);
-}
-
 static void
-retry_take_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
+retry_peek_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     gw_ctx_t *c = arg;
     const PGresult *res = gw_row (c, &st, &err, results, n);
@@ -215,17 +202,16 @@ retry_take_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
 }
 
 fr_status_t
-store_gw_retry_take_start (store_t *s, const char *token_hash, store_gw_retry_fn *fn, void *arg, char *err,
+store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_retry_fn *fn, void *arg, char *err,
                            size_t errlen)
 {
     const char *values [] = { token_hash };
-    gw_ctx_t c = { .fn.retry = fn, .arg = arg, .refusal = FR_STATE_INVALID,
+    gw_ctx_t c = { .fn.retry = fn, .arg = arg, .refusal = FR_NOT_FOUND,
                    .refused = "this retry link expired or was already used" };
     return gw_start (s,
-        "UPDATE gateway_retry_tokens SET used_at = now ()"
-        " WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()"
-        " RETURNING integration_id, provider, redirect_uri, array_to_string (requested_scopes, ' '), return_to",
-        1, values, retry_take_done, &c, err, errlen);
+        "SELECT integration_id, provider, redirect_uri, array_to_string (requested_scopes, ' '), return_to"
+        " FROM gateway_retry_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()",
+        1, values, retry_peek_done, &c, err, errlen);
 }
 
 /* --- workspace listing --------------------------------------------------------------------- */

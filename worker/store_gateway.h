@@ -54,14 +54,12 @@ typedef struct {
     char *return_to;                      /* NULL none */
 } store_gw_retry_t;
 
-/* The integration of a live retry token, without spending it. FR_NOT_FOUND for a spent, expired
- * or unknown token. */
-fr_status_t store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_text_fn *fn, void *arg,
-                                       char *err, size_t errlen) FR_MUSTCHECK;
-/* Spends a retry token (once) and reads its connect. FR_STATE_INVALID (err says so) for a spent,
- * expired or unknown token. */
+/* The connect of a live retry token, without spending it: the token is spent by the statement
+ * that writes the connect's pending authorization (store_pending_new_t.retry_hash), so a connect
+ * that fails before it leaves the token usable. FR_NOT_FOUND (err says so) for a spent, expired or
+ * unknown token. */
 typedef void (store_gw_retry_fn) (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *err);
-fr_status_t store_gw_retry_take_start (store_t *s, const char *token_hash, store_gw_retry_fn *fn, void *arg,
+fr_status_t store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_retry_fn *fn, void *arg,
                                        char *err, size_t errlen) FR_MUSTCHECK;
 
 /* One integration of a workspace listing: no token column. */

@@ -2,8 +2,9 @@
  * over the protocol, without the gateway: every refusal's code, message and hint, a retry token
  * issued once per attempt and spent once, a dashboard link spent once, the workspace listing's
  * prefix range and its cap, a workspace that must end with a separator, the live API key limit,
- * and retry tokens and dashboard links collected a day past their expiry. Replies can hold
- * tokens: never printed. */
+ * a retry token that outlives a connect it could not start, and retry tokens and dashboard links
+ * collected a day past their expiry. Replies can hold tokens: never printed. */
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -95,6 +96,16 @@ attempt_retry_token (const char *st)
     char *copy = strdup (token);
     json_decref (a);
     return copy;
+}
+
+/* Restarts w1 with the providers file at path. */
+static void
+restart_worker (const char *providers_file)
+{
+    harness_stop_worker (h, "w1");
+    harness_set_env (h, "FERRULE_PROVIDERS_FILE", providers_file);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
 static char *
@@ -370,6 +381,105 @@ test_apikey_limit (void **state)
     free (key);
 }
 
+static int providers_changed;          /* w1 runs without fakebox's client secret */
+
+/* A failed test_retry_outlives_failed_connect leaves no worker without credentials behind. */
+static int
+restore_providers (void **state)
+{
+    if (providers_changed) {
+        harness_stop_worker (h, "w1");
+        harness_set_env (h, "FERRULE_PROVIDERS_FILE", harness_providers_file (h));
+        providers_changed = 0;
+        if (harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* The connect a retry starts can fail before anything is written (here the provider has no client
+ * secret at the worker): the token is not spent by it, and works once the cause is mended. */
+static void
+test_retry_outlives_failed_connect (void **state)
+{
+    char st [300];
+    failed_attempt ("ws6:box", st);
+    char *token = attempt_retry_token (st);
+
+    /* fakebox without its client secret, which a variable nobody sets would hold */
+    json_error_t jerr;
+    json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
+    assert_non_null (root);
+    json_t *box = json_object_get (root, "fakebox");
+    json_object_del (box, "client_secret");
+    json_object_set_new (box, "client_secret_env", json_string ("FERRULE_TEST_GW_OPS_UNSET_SECRET"));
+    char path [1024];
+    snprintf (path, sizeof path, "%s/providers-no-secret.json", harness_workdir (h));
+    assert_int_equal (json_dump_file (root, path, JSON_INDENT (2)), 0);
+    json_decref (root);
+    providers_changed = 1;
+    restart_worker (path);
+
+    json_t *r = call ("retry", json_pack ("{s:s}", "retry_token", token));
+    assert_string_equal (client_error_code (r), "configuration");
+    assert_non_null (strstr (error_field (r, "message"), "FERRULE_TEST_GW_OPS_UNSET_SECRET"));
+    json_decref (r);
+
+    restart_worker (harness_providers_file (h));
+    providers_changed = 0;
+    r = call ("retry", json_pack ("{s:s}", "retry_token", token));
+    assert_string_equal (client_error_code (r), "ok");
+    assert_non_null (json_string_value (json_object_get (r, "authorization_url")));
+    json_decref (r);
+    refused ("retry", json_pack ("{s:s}", "retry_token", token), "state_invalid",
+             "this retry link expired or was already used", "start again from Connect on the dashboard");
+    assert_false (itest_workdir_contains (h, token));
+    free (token);
+}
+
+typedef struct {
+    const char *token;
+    char code [64];
+} racer_t;
+
+static void *
+race_retry (void *arg)
+{
+    racer_t *r = arg;
+    client_t *c = client_new (harness_brokers (h));
+    json_t *reply = c ? client_call (c, "retry", json_pack ("{s:s}", "retry_token", r->token), 20000) : NULL;
+    snprintf (r->code, sizeof r->code, "%s", reply ? client_error_code (reply) : "(no reply)");
+    json_decref (reply);
+    client_destroy (&c);
+    return NULL;
+}
+
+/* Two retries of one token at once: one connect URL, one state_invalid. */
+static void
+test_retry_once_under_race (void **state)
+{
+    char st [300];
+    failed_attempt ("ws6:race", st);
+    char *token = attempt_retry_token (st);
+    racer_t racers [2] = { { token, "" }, { token, "" } };
+    pthread_t threads [2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal (pthread_create (&threads [i], NULL, race_retry, &racers [i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join (threads [i], NULL);
+    int ok = 0, refused_ = 0;
+    for (int i = 0; i < 2; i++) {
+        ok += strcmp (racers [i].code, "ok") == 0;
+        refused_ += strcmp (racers [i].code, "state_invalid") == 0;
+    }
+    if (ok != 1 || refused_ != 1)
+        fail_msg ("two retries of one token answered %s and %s", racers [0].code, racers [1].code);
+    /* the failed connect's state and the one retry's */
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM pending_authorizations WHERE integration_id = 'ws6:race'"),
+                      2);
+    free (token);
+}
+
 #define LINKS(cond) "SELECT count(*) FROM gateway_dashboard_links WHERE " cond
 #define RETRIES(cond) "SELECT count(*) FROM gateway_retry_tokens WHERE " cond
 #define STALE "expires_at < now () - interval '1 day'"
@@ -447,6 +557,8 @@ main (void)
         cmocka_unit_test (test_workspace_range_and_cap),
         cmocka_unit_test (test_workspace_needs_separator),
         cmocka_unit_test (test_apikey_limit),
+        cmocka_unit_test_teardown (test_retry_outlives_failed_connect, restore_providers),
+        cmocka_unit_test (test_retry_once_under_race),
         cmocka_unit_test (test_gateway_rows_collected),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
