@@ -44,7 +44,8 @@
 #define FORECAST_SHARE     0.8       /* warn when this share of a limit has passed */
 /* An endpoint's breaker: this many failed attempts within the window, and at least half of its
  * attempts, hold its deliveries; the first hold is the backoff's base, each failed probe doubles
- * it up to the backoff's longest wait */
+ * it up to the backoff's longest wait. The window is the longer of HOLD_WINDOW_MS and
+ * HOLD_MIN_FAILURES attempts up to two timeouts apart (events_hold_new). */
 #define HOLD_MIN_FAILURES  5
 #define HOLD_WINDOW_MS     60000
 #define HOLD_FIRST_MIN_MS  100
@@ -565,6 +566,18 @@ events_config_check (int64_t timeout_ms, int64_t lease_ms, char *err, size_t err
     return -1;
 }
 
+breaker_t *
+events_hold_new (const events_config_t *cfg)
+{
+    int64_t first_hold = cfg->backoff_base_ms > HOLD_FIRST_MIN_MS ? cfg->backoff_base_ms : HOLD_FIRST_MIN_MS;
+    /* an endpoint that hangs fails at most once per timeout, and the claim and the other
+     * endpoints' deliveries come between: a fixed minute never saw five failures of a timeout of
+     * 15 s or more, and such an endpoint cost a timeout in every claim it led */
+    int64_t spaced = 2 * (HOLD_MIN_FAILURES - 1) * cfg->timeout_ms;
+    int64_t window = spaced > HOLD_WINDOW_MS ? spaced : HOLD_WINDOW_MS;
+    return breaker_new ("webhook", HOLD_MIN_FAILURES, window, first_hold, cfg->backoff_max_ms);
+}
+
 events_t *
 events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *metrics, char *err, size_t errlen)
 {
@@ -626,8 +639,7 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
                                        "expiring events this worker recorded from the catalog's limits", NULL);
     ev->m_db_errors = metrics_counter (metrics, "worker_events_database_errors_total",
                                        "statements of the event delivery thread that failed", NULL);
-    int64_t first_hold = cfg->backoff_base_ms > HOLD_FIRST_MIN_MS ? cfg->backoff_base_ms : HOLD_FIRST_MIN_MS;
-    ev->held = breaker_new ("webhook", HOLD_MIN_FAILURES, HOLD_WINDOW_MS, first_hold, cfg->backoff_max_ms);
+    ev->held = events_hold_new (cfg);
     ev->m_held = mem_alloc ((n + 1) * sizeof *ev->m_held);
     for (size_t i = 0; i < n; i++) {
         char labels [160], esc [140];

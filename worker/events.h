@@ -7,6 +7,7 @@
 #include "ops.h"
 #include <stddef.h>
 #include <stdint.h>
+#include "breaker.h"
 #include "catalog.h"
 #include "codec.h"
 #include "metrics.h"
@@ -32,6 +33,10 @@ typedef struct events events_t;
 /* 0 when a delivery's lease leaves room for an attempt and its claim; else -1 and why in err.
  * Checked with the rest of the configuration, before the worker connects. */
 int events_config_check (int64_t timeout_ms, int64_t lease_ms, char *err, size_t errlen);
+
+/* The breaker that holds an endpoint whose attempts keep failing, as the delivery thread makes
+ * it from cfg (its peers are endpoint names). */
+breaker_t *events_hold_new (const events_config_t *cfg);
 
 /* Reads the endpoints, registers the metrics and starts the delivery thread. NULL with a reason. */
 events_t *events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *metrics,

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 #include "testexit.h"
 #include "breaker.h"
+#include "events.h"
 
 static void
 test_opens_only_on_enough_failures (void **state)
@@ -114,6 +115,50 @@ test_failed_probes_hold_longer (void **state)
     assert_null (b);
 }
 
+/* Failures spaced one attempt apart; 1 when the fifth of them opens the events' breaker and the
+ * fourth did not. */
+static int
+opens_at_fifth (breaker_t *b, int64_t spacing_ms)
+{
+    int64_t now = 1000000;
+    for (int i = 0; i < 4; i++, now += spacing_ms)
+        breaker_record (b, "hung", 1, now);
+    if (breaker_is_open (b, "hung", now))
+        return 0;
+    breaker_record (b, "hung", 1, now);
+    return breaker_is_open (b, "hung", now);
+}
+
+/* An endpoint that hangs until the timeout fails once per timeout at most: with a long timeout
+ * (16 s: failures 20 s apart, the claim and other deliveries between them) five such failures
+ * must still hold it, or every claim it leads waits a full timeout. */
+static void
+test_events_hold_hung_endpoint (void **state)
+{
+    (void) state;
+    events_config_t cfg = { .timeout_ms = 16000, .lease_ms = 30000, .backoff_base_ms = 1000,
+                            .backoff_max_ms = 600000 };
+    breaker_t *b = events_hold_new (&cfg);
+    assert_true (opens_at_fifth (b, 20000));
+    breaker_destroy (&b);
+    /* the longest timeout allowed (FERRULE_WEBHOOK_TIMEOUT_MS 120000) */
+    cfg.timeout_ms = 120000;
+    cfg.lease_ms = 130000;
+    b = events_hold_new (&cfg);
+    assert_true (opens_at_fifth (b, 125000));
+    breaker_destroy (&b);
+    /* the default timeout: failures 12 s apart hold it, as before */
+    cfg.timeout_ms = 10000;
+    b = events_hold_new (&cfg);
+    assert_true (opens_at_fifth (b, 12000));
+    breaker_destroy (&b);
+    /* but failures far apart (a single delivery's backed-off retries) do not */
+    cfg.timeout_ms = 16000;
+    b = events_hold_new (&cfg);
+    assert_false (opens_at_fifth (b, 120000));
+    breaker_destroy (&b);
+}
+
 int
 main (void)
 {
@@ -122,6 +167,7 @@ main (void)
         cmocka_unit_test (test_open_half_open_probe_and_close),
         cmocka_unit_test (test_late_result_of_a_call_before_opening_is_ignored),
         cmocka_unit_test (test_failed_probes_hold_longer),
+        cmocka_unit_test (test_events_hold_hung_endpoint),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
