@@ -47,6 +47,40 @@ valid_name (const char *s)
     return 1;
 }
 
+/* 1 when curl takes url as an http:// or https:// URL with a host (and no fragment: it is never
+ * sent); else 0 and the parser's reason in why, which never quotes the URL (it may hold a
+ * password) */
+static int
+valid_url (const char *url, char *why, size_t whylen)
+{
+    int ok = 0;
+    char *scheme = NULL, *host = NULL;
+    CURLU *u = curl_url ();
+    CURLUcode rc;
+    snprintf (why, whylen, "not a URL");
+    if (!u)
+        goto out;
+    if ((rc = curl_url_set (u, CURLUPART_URL, url, 0)) != CURLUE_OK) {
+        snprintf (why, whylen, "%s", curl_url_strerror (rc));
+        goto out;
+    }
+    if (curl_url_get (u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+    ||  (strcmp (scheme, "https") != 0 && strcmp (scheme, "http") != 0)) {
+        snprintf (why, whylen, "not http:// or https://");
+        goto out;
+    }
+    if (curl_url_get (u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host [0]) {
+        snprintf (why, whylen, "no host");
+        goto out;
+    }
+    ok = 1;
+out:
+    curl_free (scheme);
+    curl_free (host);
+    curl_url_cleanup (u);
+    return ok;
+}
+
 /* The secret from a file (one line; a trailing newline is dropped) or an environment variable,
  * in secure memory; NULL with err set. */
 static char *
@@ -97,6 +131,7 @@ webhook_set_t *
 webhook_set_parse (const char *text, size_t len, const char *source, char *err, size_t errlen)
 {
     json_error_t jerr;
+    char why [128];
     webhook_set_t *set = mem_alloc (sizeof *set);
     json_t *root = json_loadb (text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
@@ -135,6 +170,12 @@ webhook_set_parse (const char *text, size_t len, const char *source, char *err, 
         ||  (strncmp (url, "https://", 8) != 0 && strncmp (url, "http://", 7) != 0) || strchr (url, '#')) {
             snprintf (err, errlen, "webhook endpoint \"%s\": \"url\" must be an http:// or https:// URL of at most %d "
                       "characters without a fragment", name, WEBHOOK_URL_MAX);
+            goto fail;
+        }
+        /* what the prefix let through curl refused at every delivery ("bad/illegal format") */
+        if (!valid_url (url, why, sizeof why)) {
+            snprintf (err, errlen, "webhook endpoint \"%s\": \"url\" is not a valid URL (%s); percent-encode "
+                      "an '@', ':' or '/' in a user name or password (%%40, %%3A, %%2F)", name, why);
             goto fail;
         }
         if (!file == !env) {
@@ -286,15 +327,26 @@ webhook_endpoint_wants (const webhook_endpoint_t *ep, const char *type)
 void
 webhook_url_shown (const char *url, char *out, size_t outlen)
 {
-    const char *scheme_end = strstr (url, "://");
-    const char *host = scheme_end ? scheme_end + 3 : url;
-    const char *end = host + strcspn (host, "/?#");
-    const char *at = memchr (host, '@', (size_t) (end - host));
-    const char *path_end = end + strcspn (end, "?#");
-    if (at)
-        host = at + 1;
-    snprintf (out, outlen, "%.*s%.*s%.*s", (int) (scheme_end ? scheme_end + 3 - url : 0), url,
-              (int) (end - host), host, (int) (path_end - end), end);
+    /* from the parsed parts: split by hand at the first '@', a password holding one showed its
+     * tail */
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    CURLU *u = curl_url ();
+    if (!u || curl_url_set (u, CURLUPART_URL, url, 0) != CURLUE_OK
+    ||  curl_url_get (u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
+    ||  curl_url_get (u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+        snprintf (out, outlen, "(not a valid URL)");
+    else {
+        if (curl_url_get (u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+            port = NULL;            /* none given: the scheme's */
+        if (curl_url_get (u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+            path = NULL;
+        snprintf (out, outlen, "%s://%s%s%s%s", scheme, host, port ? ":" : "", port ? port : "", path ? path : "");
+    }
+    curl_free (scheme);
+    curl_free (host);
+    curl_free (port);
+    curl_free (path);
+    curl_url_cleanup (u);
 }
 
 void

@@ -21,7 +21,7 @@ extern const char *const webhook_event_types [];
 
 typedef struct {
     char    *name;                   /* [A-Za-z0-9._-]{1,64} */
-    char    *url;                    /* http:// or https:// */
+    char    *url;                    /* http:// or https:// with a host, as curl parses it; may hold a password */
     char    *secret;                 /* secure memory; never logged */
     char   **types;                  /* event types it wants; NULL with all_types */
     size_t   ntypes;
@@ -47,7 +47,8 @@ const webhook_endpoint_t *webhook_set_at (const webhook_set_t *set, size_t i);
 const webhook_endpoint_t *webhook_set_find (const webhook_set_t *set, const char *name_or_url);
 /* 1 when the endpoint wants events of this type ("test" always). */
 int webhook_endpoint_wants (const webhook_endpoint_t *ep, const char *type);
-/* The URL without user information, query or fragment, for messages and listings. */
+/* The URL's scheme, host, port and path as curl parses them (never its user information, query
+ * or fragment), for messages and listings; a placeholder when it is not a URL. */
 void webhook_url_shown (const char *url, char *out, size_t outlen);
 
 /* HMAC-SHA256 (key: secret) of "<timestamp>.<body>", as 64 hex digits plus NUL. */

@@ -205,6 +205,58 @@ test_endpoints_file (void **state)
     assert_null (strstr (err, "short"));
 }
 
+/* URLs curl would refuse at every delivery are refused at load, naming the endpoint and "url",
+ * and never echoed (one holds a password) */
+static void
+test_endpoint_urls (void **state)
+{
+    (void) state;
+    static const char *const bad [] = {
+        "https://user:Zq7@Xw9@hooks.example.com/x",     /* an '@' in the password, not encoded */
+        "https://hooks.example .com/x",
+        "https://",
+        "https://hooks.example.com:99999/x",
+        "https://hooks.example.com/a b",
+    };
+    char err [512], fmt [512], accepted [64] = "";
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        snprintf (fmt, sizeof fmt, "{\"endpoints\": [{\"name\": \"hook\", \"url\": \"%s\", "
+                  "\"secret_file\": \"%%s\"}]}", bad [i]);
+        err [0] = '\0';
+        webhook_set_t *set = parse (fmt, err, sizeof err);
+        if (set) {          /* by number: the first holds a password */
+            snprintf (accepted + strlen (accepted), sizeof accepted - strlen (accepted), " %zu", i + 1);
+            webhook_set_destroy (&set);
+            continue;
+        }
+        assert_non_null (strstr (err, "\"hook\""));
+        assert_non_null (strstr (err, "\"url\""));
+        assert_null (strstr (err, "Zq7"));
+        assert_null (strstr (err, "Xw9"));
+    }
+    if (accepted [0])
+        fail_msg ("invalid URLs accepted:%s", accepted);
+    /* the password encoded is a valid URL; shown, it has no user information nor query */
+    webhook_set_t *set = parse ("{\"endpoints\": [{\"name\": \"hook\", \"url\": "
+                                "\"https://user:Zq7%%40Xw9@hooks.example.com:8443/x/y?token=Qv5\", \"secret_file\": \"%s\"}]}",
+                                err, sizeof err);
+    assert_non_null (set);
+    char shown [256];
+    webhook_url_shown (webhook_set_at (set, 0)->url, shown, sizeof shown);
+    assert_string_equal (shown, "https://hooks.example.com:8443/x/y");
+    webhook_set_destroy (&set);
+    /* nor does any part of a password show from a URL that is not one (the first '@' was taken
+     * for the end of the user information: "https://Xw9@hooks...") */
+    webhook_url_shown ("https://user:Zq7@Xw9@hooks.example.com/x", shown, sizeof shown);
+    assert_null (strstr (shown, "Zq7"));
+    assert_null (strstr (shown, "Xw9"));
+    assert_null (strstr (shown, "user"));
+    webhook_url_shown ("https://user:Zq7%40Xw9@hooks.example.com/x", shown, sizeof shown);
+    assert_string_equal (shown, "https://hooks.example.com/x");
+    webhook_url_shown ("http://[::1]:9/x?k=v#f", shown, sizeof shown);
+    assert_string_equal (shown, "http://[::1]:9/x");
+}
+
 int
 main (void)
 {
@@ -214,6 +266,7 @@ main (void)
         cmocka_unit_test (test_backoff),
         cmocka_unit_test (test_body),
         cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
+        cmocka_unit_test_setup_teardown (test_endpoint_urls, write_secret, remove_secret),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
