@@ -113,7 +113,9 @@ read_secret (const char *name, const char *file, const char *env, char *err, siz
     while (n > 0 && (buf [n - 1] == '\n' || buf [n - 1] == '\r'))
         n--;
     buf [n] = '\0';
-    if (n < WEBHOOK_SECRET_MIN || n > WEBHOOK_SECRET_MAX || memchr (buf, '\0', n)) {
+    /* one line: a file of two was signed with both, newline and all */
+    if (n < WEBHOOK_SECRET_MIN || n > WEBHOOK_SECRET_MAX || memchr (buf, '\0', n) || memchr (buf, '\n', n)
+    ||  memchr (buf, '\r', n)) {
         snprintf (err, errlen, "the secret of webhook endpoint \"%s\" must be one line of %d to %d bytes: "
                   "make one with \"openssl rand -hex 32\"", name, WEBHOOK_SECRET_MIN, WEBHOOK_SECRET_MAX);
         goto out;

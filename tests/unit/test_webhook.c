@@ -257,6 +257,35 @@ test_endpoint_urls (void **state)
     assert_string_equal (shown, "http://[::1]:9/x");
 }
 
+/* A secret file is one line: a newline in the middle is refused, not signed with */
+static void
+test_secret_one_line (void **state)
+{
+    (void) state;
+    char err [512] = "", fmt [512];
+    char path [64];
+    snprintf (path, sizeof path, "/tmp/ferrule-test-webhook-%d.lines", (int) getpid ());
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    fputs ("first-line-0123456789\nsecond-line-0123456789\n", f);
+    fclose (f);
+    snprintf (fmt, sizeof fmt, "{\"endpoints\": [{\"name\": \"hook\", \"url\": \"https://x.example/h\", "
+              "\"secret_file\": \"%s\"}]}%%.0s", path);
+    webhook_set_t *set = parse (fmt, err, sizeof err);
+    unlink (path);
+    assert_null (set);
+    assert_non_null (strstr (err, "\"hook\""));
+    assert_non_null (strstr (err, "one line"));
+    assert_null (strstr (err, "first-line"));
+    assert_null (strstr (err, "second-line"));
+    setenv ("FERRULE_TEST_WH_LINES", "first-line-0123456789\rsecond-line-0123456789", 1);
+    set = parse ("{\"endpoints\": [{\"name\": \"hook\", \"url\": \"https://x.example/h\", "
+                 "\"secret_env\": \"FERRULE_TEST_WH_LINES\"}]}%.0s", err, sizeof err);
+    unsetenv ("FERRULE_TEST_WH_LINES");
+    assert_null (set);
+    assert_non_null (strstr (err, "one line"));
+}
+
 int
 main (void)
 {
@@ -267,6 +296,7 @@ main (void)
         cmocka_unit_test (test_body),
         cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_endpoint_urls, write_secret, remove_secret),
+        cmocka_unit_test_setup_teardown (test_secret_one_line, write_secret, remove_secret),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
