@@ -184,11 +184,20 @@ webhook_set_parse (const char *text, size_t len, const char *source, char *err, 
             snprintf (err, errlen, "webhook endpoint \"%s\": give exactly one of \"secret_file\" and \"secret_env\"", name);
             goto fail;
         }
-        for (size_t k = 0; k < set->n; k++)
+        for (size_t k = 0; k < set->n; k++) {
             if (strcmp (set->eps [k].name, name) == 0) {
                 snprintf (err, errlen, "webhook endpoints file \"%s\": two endpoints are named \"%s\"", source, name);
                 goto fail;
             }
+            /* a signature covers the timestamp and body only: one endpoint's request would pass
+             * at the other's receiver */
+            if (env && set->eps [k].secret_env && strcmp (set->eps [k].secret_env, env) == 0) {
+                snprintf (err, errlen, "webhook endpoint \"%s\": \"secret_env\" \"%s\" is also endpoint \"%s\"'s; "
+                          "give each endpoint its own secret, or a request to one could be replayed to the other",
+                          name, env, set->eps [k].name);
+                goto fail;
+            }
+        }
         webhook_endpoint_t *ep = &set->eps [set->n];
         if (types && !json_is_array (types)) {
             snprintf (err, errlen, "webhook endpoint \"%s\": \"events\" must be an array of event types", name);

@@ -36,8 +36,9 @@ typedef struct webhook_set webhook_set_t;
 webhook_set_t *webhook_set_load (const char *path, char *err, size_t errlen);
 /* The same from a buffer; source names it in messages. */
 webhook_set_t *webhook_set_parse (const char *text, size_t len, const char *source, char *err, size_t errlen);
-/* Overwrites and unsets every variable an endpoint's secret came from (once all are read: two
- * endpoints may share one), as the workers do with the providers' secrets. */
+/* Overwrites and unsets every variable an endpoint's secret came from (once all are read; no two
+ * endpoints share one: webhook_set_parse refuses it, as a request signed for one would pass at
+ * the other), as the workers do with the providers' secrets. */
 void webhook_set_forget_environment (const webhook_set_t *set);
 /* Wipes the secrets, frees, nulls *set_p; safe twice. */
 void webhook_set_destroy (webhook_set_t **set_p);

@@ -225,21 +225,24 @@ test_secrets_in_process (void **state)
     assert_int_equal (harness_stop_worker (h, "w1"), 0);
     harness_set_env (h, "FERRULE_ENCRYPTION_KEY_FILE", NULL);
     harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k1);
-    /* and two webhook endpoints signing with one secret from the environment: it stayed there,
-     * readable in /proc/PID/environ, for the worker's life */
+    /* and two webhook endpoints, each signing with a secret from the environment: they stayed
+     * there, readable in /proc/PID/environ, for the worker's life */
     char hooks [1024], text [1024];
     const char *hook_secret = "hooksecret-0123456789abcdef0123456789";
+    const char *hook_secret2 = "hooksecret-two-0123456789abcdef01234";
     snprintf (hooks, sizeof hooks, "%s/webhooks.json", harness_workdir (h));
     snprintf (text, sizeof text, "{\"endpoints\": ["
               " {\"name\": \"one\", \"url\": \"http://127.0.0.1:9/a\", \"secret_env\": \"FERRULE_TEST_HOOK_SECRET\"},"
-              " {\"name\": \"two\", \"url\": \"http://127.0.0.1:9/b\", \"secret_env\": \"FERRULE_TEST_HOOK_SECRET\"}]}");
+              " {\"name\": \"two\", \"url\": \"http://127.0.0.1:9/b\", \"secret_env\": \"FERRULE_TEST_HOOK_SECRET2\"}]}");
     write_file (hooks, text);
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", hooks);
     harness_set_env (h, "FERRULE_TEST_HOOK_SECRET", hook_secret);
+    harness_set_env (h, "FERRULE_TEST_HOOK_SECRET2", hook_secret2);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", NULL);
     harness_set_env (h, "FERRULE_TEST_HOOK_SECRET", NULL);
+    harness_set_env (h, "FERRULE_TEST_HOOK_SECRET2", NULL);
     pid = worker_pid ("w1");
     assert_true (pid > 0);
     char *environ_text = proc_text (pid, "environ");
@@ -248,11 +251,12 @@ test_secrets_in_process (void **state)
                                        stays, its value is overwritten) */
         assert_null (strstr (environ_text, k1));
         assert_null (strstr (environ_text, hook_secret));
+        assert_null (strstr (environ_text, hook_secret2));
         free (environ_text);
     }
     else
         assert_true (errno == EACCES || errno == EPERM);
-    /* both endpoints were loaded with it, the second after the first had read it */
+    /* both endpoints were loaded */
     json_t *wh = harness_ctl (h, &rc, "webhook", "doctor", NULL);
     assert_int_equal (rc, 0);
     assert_int_equal (json_array_size (json_object_get (wh, "webhooks")), 2);

@@ -286,6 +286,29 @@ test_secret_one_line (void **state)
     assert_non_null (strstr (err, "one line"));
 }
 
+/* Two endpoints signing with one secret would each accept what was signed for the other (the
+ * signature covers the timestamp and body only): one variable for two is refused */
+static void
+test_secret_env_shared (void **state)
+{
+    (void) state;
+    char err [512] = "";
+    setenv ("FERRULE_TEST_WH_SHARED", "shared-0123456789abcdef", 1);
+    webhook_set_t *set = parse ("{\"endpoints\": ["
+                                "{\"name\": \"one\", \"url\": \"https://a.example/h\", \"secret_env\": \"FERRULE_TEST_WH_SHARED\"},"
+                                "{\"name\": \"two\", \"url\": \"https://b.example/h\", \"secret_env\": \"FERRULE_TEST_WH_SHARED\"}]}%.0s",
+                                err, sizeof err);
+    unsetenv ("FERRULE_TEST_WH_SHARED");
+    if (set)
+        webhook_set_destroy (&set);
+    assert_null (set);
+    assert_non_null (strstr (err, "\"two\""));
+    assert_non_null (strstr (err, "\"one\""));
+    assert_non_null (strstr (err, "secret_env"));
+    assert_non_null (strstr (err, "FERRULE_TEST_WH_SHARED"));
+    assert_null (strstr (err, "shared-0123"));
+}
+
 int
 main (void)
 {
@@ -297,6 +320,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_endpoint_urls, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_secret_one_line, write_secret, remove_secret),
+        cmocka_unit_test_setup_teardown (test_secret_env_shared, write_secret, remove_secret),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
