@@ -67,3 +67,50 @@ clock_parse_pg (const char *s, int64_t *epoch_seconds)
     *epoch_seconds = (int64_t) timegm (&tm);
     return 0;
 }
+
+int
+clock_parse_rfc3339 (const char *s, int64_t *epoch_seconds)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0, used = 0, oh = 0, om = 0;
+    struct tm tm;
+    if (sscanf (s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10)
+        return -1;
+    const char *p = s + 10;
+    int64_t offset = 0;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        if (sscanf (p + 1, "%2d:%2d:%2d%n", &h, &mi, &sec, &used) != 3 || used != 8)
+            return -1;
+        p += 9;
+        if (*p == '.') {
+            p++;
+            if (!(*p >= '0' && *p <= '9'))
+                return -1;
+            while (*p >= '0' && *p <= '9')
+                p++;
+        }
+        if (*p == 'Z' || *p == 'z')
+            p++;
+        else if (*p == '+' || *p == '-') {
+            if (sscanf (p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5 || oh > 23 || om > 59)
+                return -1;
+            offset = (*p == '+' ? 1 : -1) * (oh * 3600 + om * 60);
+            p += 6;
+        }
+        else
+            return -1;
+    }
+    if (*p || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        return -1;
+    memset (&tm, 0, sizeof tm);
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    int64_t t = (int64_t) timegm (&tm) - offset;
+    if (t < 0)
+        return -1;
+    *epoch_seconds = t;
+    return 0;
+}

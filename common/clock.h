@@ -15,4 +15,7 @@ struct timespec clock_after (clockid_t clock, int64_t ms);
 char *clock_rfc3339 (int64_t epoch_seconds, char *out, size_t size);
 /* Parses PostgreSQL's "2026-11-25 18:31:33.123+00" (UTC, any fractional part) to epoch seconds. */
 int clock_parse_pg (const char *s, int64_t *epoch_seconds);
+/* Parses RFC 3339 (2026-01-31T12:00:00Z, fractions and +HH:MM offsets allowed, or a date alone)
+ * to epoch seconds; -1 when it is not one, or is before 1970. */
+int clock_parse_rfc3339 (const char *s, int64_t *epoch_seconds);
 #endif

@@ -755,51 +755,6 @@ valid_uuid (const char *s)
     return 1;
 }
 
-/* RFC 3339 (2026-01-31T12:00:00Z, fractions and +HH:MM offsets allowed, or a date alone) as
- * epoch seconds; -1 when it is not one. */
-static int64_t
-parse_time (const char *s)
-{
-    int y, mo, d, h = 0, mi = 0, sec = 0, used = 0, oh = 0, om = 0;
-    struct tm tm;
-    if (sscanf (s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10)
-        return -1;
-    const char *p = s + 10;
-    int64_t offset = 0;
-    if (*p == 'T' || *p == 't' || *p == ' ') {
-        if (sscanf (p + 1, "%2d:%2d:%2d%n", &h, &mi, &sec, &used) != 3 || used != 8)
-            return -1;
-        p += 9;
-        if (*p == '.') {
-            p++;
-            if (!(*p >= '0' && *p <= '9'))
-                return -1;
-            while (*p >= '0' && *p <= '9')
-                p++;
-        }
-        if (*p == 'Z' || *p == 'z')
-            p++;
-        else if (*p == '+' || *p == '-') {
-            if (sscanf (p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5 || oh > 23 || om > 59)
-                return -1;
-            offset = (*p == '+' ? 1 : -1) * (oh * 3600 + om * 60);
-            p += 6;
-        }
-        else
-            return -1;
-    }
-    if (*p || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
-        return -1;
-    memset (&tm, 0, sizeof tm);
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    tm.tm_sec = sec;
-    return (int64_t) timegm (&tm) - offset;
-}
-
 /* The common fields: integration, event, endpoint; -1 when refused (reply sent). */
 static int
 read_filters (worker_t *w, job_t *job, const msgpack_object *root, char *integration, char *event, char *endpoint)
@@ -949,8 +904,8 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
     int r = opt_str (w, job, root, "since", 40, since);
     if (r < 0)
         return;
-    int64_t since_epoch = r == 1 ? parse_time (since) : 0;
-    if (since_epoch < 0) {
+    int64_t since_epoch = 0;
+    if (r == 1 && clock_parse_rfc3339 (since, &since_epoch) != 0) {
         reply_error (w, job, FR_BAD_REQUEST, "\"since\" must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
                             NULL, -1);
         return;
