@@ -68,17 +68,34 @@ clock_parse_pg (const char *s, int64_t *epoch_seconds)
     return 0;
 }
 
+/* n decimal digits at s, exactly: sscanf's %2d took " 1" and "+1" */
+static int
+clock_digits (const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s [i] < '0' || s [i] > '9')
+            return -1;
+        v = v * 10 + (s [i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
 int
 clock_parse_rfc3339 (const char *s, int64_t *epoch_seconds)
 {
-    int y, mo, d, h = 0, mi = 0, sec = 0, used = 0, oh = 0, om = 0;
+    static const int days [] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    int y, mo, d, h = 0, mi = 0, sec = 0, oh = 0, om = 0;
     struct tm tm;
-    if (sscanf (s, "%4d-%2d-%2d%n", &y, &mo, &d, &used) != 3 || used != 10)
+    if (clock_digits (s, 4, &y) || s [4] != '-' || clock_digits (s + 5, 2, &mo) || s [7] != '-'
+    ||  clock_digits (s + 8, 2, &d))
         return -1;
     const char *p = s + 10;
     int64_t offset = 0;
     if (*p == 'T' || *p == 't' || *p == ' ') {
-        if (sscanf (p + 1, "%2d:%2d:%2d%n", &h, &mi, &sec, &used) != 3 || used != 8)
+        if (clock_digits (p + 1, 2, &h) || p [3] != ':' || clock_digits (p + 4, 2, &mi) || p [6] != ':'
+        ||  clock_digits (p + 7, 2, &sec))
             return -1;
         p += 9;
         if (*p == '.') {
@@ -91,7 +108,7 @@ clock_parse_rfc3339 (const char *s, int64_t *epoch_seconds)
         if (*p == 'Z' || *p == 'z')
             p++;
         else if (*p == '+' || *p == '-') {
-            if (sscanf (p + 1, "%2d:%2d%n", &oh, &om, &used) != 2 || used != 5 || oh > 23 || om > 59)
+            if (clock_digits (p + 1, 2, &oh) || p [3] != ':' || clock_digits (p + 4, 2, &om) || oh > 23 || om > 59)
                 return -1;
             offset = (*p == '+' ? 1 : -1) * (oh * 3600 + om * 60);
             p += 6;
@@ -99,7 +116,11 @@ clock_parse_rfc3339 (const char *s, int64_t *epoch_seconds)
         else
             return -1;
     }
-    if (*p || y < 1970 || y > 9999 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+    if (*p || y < 1970 || mo < 1 || mo > 12 || d < 1 || h > 23 || mi > 59 || sec > 60)
+        return -1;
+    int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    /* timegm rolls 2026-02-31 into March: a time the operator did not write */
+    if (d > days [mo - 1] + (mo == 2 && leap))
         return -1;
     memset (&tm, 0, sizeof tm);
     tm.tm_year = y - 1900;

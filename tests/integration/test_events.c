@@ -214,12 +214,15 @@ test_outbox_iff_committed (void **state)
     assert_int_equal (rc, 0);
     assert_int_equal (json_array_size (json_object_get (r, "events")), 5);
     json_decref (r);
+    /* and so are dates that do not exist (once read as early March) and space-padded fields */
     static const char *const bad [] = { "yesterday", "2026-13-01T00:00:00Z", "2026-01-01T00:00:00", "2026-01-01T00:00:00Zx",
-                                        "2026-01-01 00:00:00+25:00", "'; DROP TABLE events; --" };
+                                        "2026-01-01 00:00:00+25:00", "'; DROP TABLE events; --",
+                                        "2026-02-31T00:00:00Z", "1999- 1- 1" };
     for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
         r = harness_ctl (h, &rc, "events", "--since", bad [i], NULL);
-        assert_int_equal (rc, 2);
-        assert_string_equal (itest_code (r), "bad_request");
+        const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+        if (rc != 2 || strcmp (itest_code (r), "bad_request") != 0 || !message || !strstr (message, "RFC 3339"))
+            fail_msg ("--since \"%s\" was answered %d %s", bad [i], rc, itest_code (r));
         json_decref (r);
     }
     r = harness_ctl (h, &rc, "events", "--event", "not-a-uuid", NULL);
