@@ -159,9 +159,12 @@ deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token)
                      c->id, c->endpoint, dberr);
         return;
     }
-    if (!applied)
+    if (!applied) {
+        /* nothing recorded: the outcome, its count and its report are the new owner's */
         log_info (c->integration, NULL, "event %s to webhook \"%s\": the lease had expired, another worker owns "
                   "the delivery now", c->id, c->endpoint);
+        return;
+    }
     count_delivery (ev, c->endpoint, result == STORE_EVENTS_DELIVERED ? "delivered"
                                      : result == STORE_EVENTS_FAILED ? "failed" : "retry");
     if (result == STORE_EVENTS_FAILED)

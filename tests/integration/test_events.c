@@ -950,6 +950,70 @@ test_max_age_counts_from_the_first_attempt (void **state)
     assert_int_equal (itest_wait_sql (h, q, 1, 60000), 1);
 }
 
+/* The lines of both workers' logs whose message contains needle. */
+static int
+worker_lines (const char *needle)
+{
+    unsigned long long more;
+    return itest_log_lines (h, "w1", needle, &more) + itest_log_lines (h, "w2", needle, &more);
+}
+
+static long long
+retries_counted (void)
+{
+    const char *series = "ferrule_worker_webhook_attempts_total{endpoint=\"app\",outcome=\"retry\"}";
+    long long a = metric ("w1", series), b = metric ("w2", series);
+    return (a > 0 ? a : 0) + (b > 0 ? b : 0);
+}
+
+/* An attempt whose outcome could not be recorded (its row was taken over by another worker's
+ * lease meanwhile) is that worker's to count and report: this one counted it as a retry (or a
+ * failure, logging "failed after N attempts") all the same. */
+static void
+test_attempt_not_recorded_is_not_counted (void **state)
+{
+    receiver_set (0, 0);
+    import ("own:box", "fakebox");
+    const char *rows = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                       " WHERE e.integration_id = 'own:box' AND d.endpoint = 'app' AND d.state = 'delivered'";
+    assert_int_equal (itest_wait_sql (h, rows, 1, 30000), 1);
+    const char *lost = "the lease had expired, another worker owns the delivery now";
+    const char *reported = "(insufficient_scope) to webhook \"app\": attempt";
+    long long retries = retries_counted ();
+    int lost_before = worker_lines (lost), reported_before = worker_lines (reported);
+    /* the next attempt is refused, 700 ms after it arrives; meanwhile its row is taken over */
+    receiver_set (1, 700);
+    assert_int_equal (harness_sql (h, "SELECT events_emit ('insufficient_scope', id, provider, 'insufficient_scope',"
+                                      " generation, 'missing: own-test') FROM integrations WHERE id = 'own:box'"), 0);
+    const char *take = "WITH u AS (UPDATE event_deliveries d SET lease_owner = 'it-other', lease_token = 'it-other',"
+                       " lease_expires_at = now () + interval '1 hour' FROM events e WHERE e.seq = d.event_seq"
+                       " AND e.integration_id = 'own:box' AND e.type = 'insufficient_scope' AND d.endpoint = 'app'"
+                       " AND d.state = 'pending' AND d.lease_token IS NOT NULL RETURNING 1) SELECT count(*) FROM u";
+    long long taken = 0;
+    for (int64_t until = clock_mono_ms () + 20000; taken != 1 && clock_mono_ms () < until; usleep (5000))
+        taken = harness_sql_int (h, take);
+    /* the attempt ends, and its record finds the row another's */
+    int lost_after = lost_before;
+    for (int64_t until = clock_mono_ms () + 10000; lost_after == lost_before && clock_mono_ms () < until; usleep (50000))
+        lost_after = worker_lines (lost);
+    receiver_set (0, 0);
+    long long retries_after = retries_counted ();
+    int reported_after = worker_lines (reported);
+    assert_int_equal (harness_sql (h, "UPDATE event_deliveries SET lease_owner = NULL, lease_token = NULL,"
+                                      " lease_expires_at = NULL WHERE lease_owner = 'it-other'"), 0);
+    assert_int_equal (taken, 1);
+    assert_int_equal (lost_after, lost_before + 1);
+    print_message ("an attempt not recorded: retries counted %lld, then %lld; lines reporting it %d\n", retries,
+                   retries_after, reported_after - reported_before);
+    assert_int_equal (retries_after, retries);
+    assert_int_equal (reported_after, reported_before);
+    /* given back, it is delivered */
+    const char *done = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                       " WHERE e.integration_id = 'own:box' AND e.type = 'insufficient_scope' AND d.endpoint = 'app'"
+                       " AND d.state = 'delivered'";
+    assert_int_equal (itest_wait_sql (h, done, 1, 30000), 1);
+}
+
 int
 main (void)
 {
@@ -969,6 +1033,7 @@ main (void)
         cmocka_unit_test (test_delivery_counts_do_not_read_delivered_rows),
         cmocka_unit_test (test_webhook_doctor_reads_no_failed_rows),
         cmocka_unit_test (test_max_age_counts_from_the_first_attempt),
+        cmocka_unit_test (test_attempt_not_recorded_is_not_counted),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
