@@ -47,9 +47,8 @@ valid_name (const char *s)
     return 1;
 }
 
-/* 1 when curl takes url as an http:// or https:// URL with a host (and no fragment: it is never
- * sent); else 0 and the parser's reason in why, which never quotes the URL (it may hold a
- * password) */
+/* 1 when curl takes url as an http:// or https:// URL with a host; else 0 and the parser's reason
+ * in why, which never quotes the URL (it may hold a password) */
 static int
 valid_url (const char *url, char *why, size_t whylen)
 {
