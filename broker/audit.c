@@ -312,12 +312,12 @@ audit_destroy (audit_t **a_p)
     *a_p = NULL;
 }
 
-void
+int
 audit_record (audit_t *a, const char *client, op_t op, const char *integ, size_t integ_len,
               const char *outcome, const char *rid, size_t rid_len)
 {
     if (!a)
-        return;
+        return 1;
     struct timespec ts;
     clock_gettime (CLOCK_REALTIME, &ts);
     pthread_mutex_lock (&a->mutex);
@@ -325,7 +325,7 @@ audit_record (audit_t *a, const char *client, op_t op, const char *integ, size_t
         pthread_mutex_unlock (&a->mutex);
         atomic_fetch_add (&a->dropped, 1);
         atomic_store (&a->full, 1);
-        return;
+        return 0;
     }
     audit_rec_t *r = &a->queue [(a->head + a->count) % AUDIT_QUEUE];
     r->wall_ms = (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -347,6 +347,18 @@ audit_record (audit_t *a, const char *client, op_t op, const char *integ, size_t
     if (a->count == AUDIT_QUEUE / 2)
         pthread_cond_signal (&a->cond);
     pthread_mutex_unlock (&a->mutex);
+    return 1;
+}
+
+size_t
+audit_room (const audit_t *a)
+{
+    if (!a)
+        return SIZE_MAX;
+    pthread_mutex_lock (&((audit_t *) a)->mutex);
+    size_t room = AUDIT_QUEUE - a->count;
+    pthread_mutex_unlock (&((audit_t *) a)->mutex);
+    return room;
 }
 
 void

@@ -34,6 +34,8 @@
 #define STOP_LINGER_MS 1000                       /* the last answers' time to leave at a stop */
 #define STOP_READ_MAX 100000                      /* requests read and refused at a stop, at most */
 #define STOP_QUIET_MS 50                          /* ... until the frontend is quiet this long */
+#define AUDIT_REFUSED "this broker cannot write its audit log, and refuses requests until it can"
+#define AUDIT_REFUSED_HINT "send the request to another broker; this one says why in its log (\"could not write the audit log\")"
 
 /* What the broker knows of the request it is answering, for the audit log. */
 typedef struct {
@@ -43,6 +45,7 @@ typedef struct {
     size_t integ_len;
     const char *rid;                     /* NULL: none */
     size_t rid_len;
+    int owed;                            /* the answer to a pending request (broker_audit) */
 } req_t;
 
 struct broker {
@@ -73,7 +76,7 @@ struct broker {
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
                      *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
                      *m_audit_dropped, *m_audit_unwritten, *m_pending_bytes, *m_reconnects, *m_undelivered,
-                     *m_silent;
+                     *m_silent, *m_audit_unrecorded;
     uint64_t silent_counted;       /* the worker guard's silent drops already in m_silent */
     int audit_refuse;              /* FERRULE_AUDIT_FAILURE=refuse */
 };
@@ -296,6 +299,9 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     b->m_silent = metrics_counter (b->metrics, "broker_silent_connections_dropped_total",
                                    "worker connections dropped because no message came of them for two heartbeat intervals "
                                    "(a connection under a worker id another one still held)", NULL);
+    b->m_audit_unrecorded = metrics_counter (b->metrics, "broker_audit_unrecorded_total",
+                                             "answers the broker gave itself (refusals, pings) without an audit record (FERRULE_AUDIT_FAILURE=refuse): "
+                                             "the audit queue's last places were kept for the answers owed to pending requests", NULL);
     b->m_audit_dropped = metrics_gauge (b->metrics, "broker_audit_dropped", "audit records lost because the writer fell behind (since start)", NULL);
     b->m_audit_unwritten = metrics_gauge (b->metrics, "broker_audit_unwritten",
                                           "audit records lost to write errors: records unwritable at the stop (a full "
@@ -402,11 +408,21 @@ broker_count_error (broker_t *b, fr_status_t st)
     metrics_inc (metrics_counter (b->metrics, "broker_errors_total", "requests the broker answered itself with an error", labels));
 }
 
-static void
+/* Records an answer. With FERRULE_AUDIT_FAILURE=refuse, an answer to a request that was never
+ * pending (a refusal, a ping) takes no place in the queue that the answers still owed may need: a
+ * flood of refusals while the log cannot be written would otherwise fill it, and a worker's token
+ * would then have no place for its record. Such an answer goes unrecorded and counted instead. 0
+ * when the record was not queued. */
+static int
 broker_audit (broker_t *b, const req_t *rq, const char *outcome)
 {
-    if (b->audit)
-        audit_record (b->audit, rq->client_name, rq->op, rq->integ, rq->integ_len, outcome, rq->rid, rq->rid_len);
+    if (!b->audit)
+        return 1;
+    if (b->audit_refuse && !rq->owed && audit_room (b->audit) <= pending_count (b->pending)) {
+        metrics_inc (b->m_audit_unrecorded);
+        return 0;
+    }
+    return audit_record (b->audit, rq->client_name, rq->op, rq->integ, rq->integ_len, outcome, rq->rid, rq->rid_len);
 }
 
 /* hint NULL: the default hint for st */
@@ -421,7 +437,7 @@ broker_reply_error_hint (broker_t *b, const void *client, size_t client_len, con
     const char *data = codec_builder_data (b->out, &len);
     /* recorded after the send, as a worker's answer is: the audit says what the client got */
     int sent = broker_send_client (b, client, client_len, data, len) == 0;
-    broker_audit (b, rq, sent ? result_code (st) : "undelivered");
+    (void) broker_audit (b, rq, sent ? result_code (st) : "undelivered");   /* lost or counted */
 }
 
 static void
@@ -431,14 +447,21 @@ broker_reply_error (broker_t *b, const void *client, size_t client_len, const re
     broker_reply_error_hint (b, client, client_len, rq, st, message, NULL);
 }
 
+/* Answers a pending request with an error (hint NULL: the default) and forgets it. */
 static void
-broker_fail_pending (broker_t *b, pending_t *p, fr_status_t st, const char *message)
+broker_fail_pending_hint (broker_t *b, pending_t *p, fr_status_t st, const char *message, const char *hint)
 {
     broker_log_failed (b, p, st, message);
     req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
-                 p->rid_len ? p->rid : NULL, p->rid_len };
-    broker_reply_error (b, p->client, p->client_len, &rq, st, message);
+                 p->rid_len ? p->rid : NULL, p->rid_len, 1 };
+    broker_reply_error_hint (b, p->client, p->client_len, &rq, st, message, hint);
     pending_remove (b->pending, p);
+}
+
+static void
+broker_fail_pending (broker_t *b, pending_t *p, fr_status_t st, const char *message)
+{
+    broker_fail_pending_hint (b, p, st, message, NULL);
 }
 
 /* Forgets a worker and puts its unanswered requests back in the queue for the new owners; the
@@ -568,7 +591,7 @@ broker_ping_reply (broker_t *b, const void *client, size_t client_len, const req
     codec_kv_str (o, "client", rq->client_name);
     size_t len;
     const char *data = codec_builder_data (o, &len);
-    broker_audit (b, rq, broker_send_client (b, client, client_len, data, len) == 0 ? "ok" : "undelivered");
+    (void) broker_audit (b, rq, broker_send_client (b, client, client_len, data, len) == 0 ? "ok" : "undelivered");
 }
 
 /* Answers one ZAP request (RFC 27): a CURVE key on the allow-list of the socket's domain is
@@ -701,7 +724,7 @@ broker_handle_client (broker_t *b)
     guard_account (b->front_guard, src, f.bytes, f.total);
     const void *client = frames_data (&f, 0);
     size_t client_len = frames_size (&f, 0);
-    req_t rq = { NULL, OP_UNKNOWN, NULL, 0, NULL, 0 };
+    req_t rq = { NULL, OP_UNKNOWN, NULL, 0, NULL, 0, 0 };
 
     if (f.bytes > MESSAGE_BUDGET) {
         snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total, MESSAGE_BUDGET);
@@ -842,12 +865,10 @@ broker_handle_client (broker_t *b)
     }
     if (b->audit_refuse && !audit_writing (b->audit)) {
         /* no token leaves without its record; the refusals are recorded too, and wait with the
-         * rest for the writer, which tries again every AUDIT_FLUSH_MS */
+         * rest for the writer, which tries again every AUDIT_FLUSH_MS, while the queue has more
+         * room than the answers still owed need (broker_audit) */
         broker_refusal (b, "refused a request", "the audit log cannot be written (FERRULE_AUDIT_FAILURE=refuse)");
-        broker_reply_error_hint (b, client, client_len, &rq, FR_UNAVAILABLE,
-                                 "this broker cannot write its audit log, and refuses requests until it can",
-                                 "send the request to another broker; this one says why in its log "
-                                 "(\"could not write the audit log\")");
+        broker_reply_error_hint (b, client, client_len, &rq, FR_UNAVAILABLE, AUDIT_REFUSED, AUDIT_REFUSED_HINT);
         goto out;
     }
     if ((int64_t) pending_count (b->pending) >= b->cfg.max_pending) {
@@ -973,16 +994,23 @@ broker_handle_worker (broker_t *b)
             broker_refusal (b, "ignored a reply", why);
             goto out;
         }
+        if (b->audit_refuse && audit_room (b->audit) == 0) {
+            /* no place for its record (more was owed than the queue holds): a token must not
+             * leave unrecorded */
+            broker_fail_pending_hint (b, p, FR_UNAVAILABLE, AUDIT_REFUSED, AUDIT_REFUSED_HINT);
+            registry_touch (b->registry, worker, clock_mono_ms ());
+            goto out;
+        }
         /* the outcome is read before the body is handed on (the send takes it), and recorded after
-         * it: the audit says what the client got */
+         * it: the audit says what the client got (in refuse mode the room was seen above, and only
+         * this thread queues records) */
         char outcome [32];
         if (b->audit)
             broker_outcome (&f, outcome, sizeof outcome);
         int sent = broker_forward_client (b, p->client, p->client_len, &f.part [5]) == 0;
-        if (b->audit)
-            audit_record (b->audit, p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL,
-                          strlen (p->integration), sent ? outcome : "undelivered", p->rid_len ? p->rid : NULL,
-                          p->rid_len);
+        req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
+                     p->rid_len ? p->rid : NULL, p->rid_len, 1 };
+        (void) broker_audit (b, &rq, sent ? outcome : "undelivered");     /* lost only in serve mode, counted */
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does; whether it drains is for

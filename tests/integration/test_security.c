@@ -639,16 +639,29 @@ audit_link_at (char link [4096], char file [4096], const char *file_name, const 
     harness_set_env (h, "FERRULE_AUDIT_LOG", link);
 }
 
-/* Points the audit link at target (atomically) and has the broker reopen it. */
+/* Points the audit link at target (atomically) and has the broker reopen it, the fake worker ws
+ * (id wid; NULL: none) saying HELLO while it waits, so that it stays a member. */
 static void
-point_audit_link (const char *link, const char *target)
+point_audit_link_beating (const char *link, const char *target, void *ws, const char *wid)
 {
     char tmp [4096];
     snprintf (tmp, sizeof tmp, "%s.new", link);
     unlink (tmp);
     assert_int_equal (symlink (target, tmp), 0);
     assert_int_equal (rename (tmp, link), 0);
-    reload_and_wait ();
+    int before = reloads ();
+    harness_reload_brokers (h);
+    for (long long until = now_ms () + 10000; reloads () <= before && now_ms () < until; sleep_ms (20))
+        if (ws)
+            itest_fake_hello (ws, wid, 1, 0);
+    assert_true (reloads () > before);
+}
+
+/* Points the audit link at target (atomically) and has the broker reopen it. */
+static void
+point_audit_link (const char *link, const char *target)
+{
+    point_audit_link_beating (link, target, NULL, NULL);
 }
 
 /* An audit log that cannot be written (here a link to /dev/full: every write fails, ENOSPC)
@@ -852,6 +865,130 @@ test_audit_failure_refuse_refuses_until_the_log_is_written (void **state)
     char *audit = read_work_file ("audit-file");
     assert_non_null (strstr (audit, "\"outcome\":\"unavailable\""));
     free (audit);
+}
+
+/* Sends n token requests over the raw client c, at most 256 unanswered at a time, the fake worker
+ * ws (id wid) saying HELLO meanwhile so that it stays a member; how many were answered
+ * unavailable (the loop ends early when an answer takes ten seconds: a hang guard). */
+static int
+flood_unavailable (void *c, int n, void *ws, const char *wid)
+{
+    int sent = 0, answered = 0, unavailable = 0;
+    long long hello_at = 0;
+    while (answered < n) {
+        if (now_ms () - hello_at > 300) {
+            itest_fake_hello (ws, wid, 1, 0);
+            hello_at = now_ms ();
+        }
+        for (; sent < n && sent - answered < 256; sent++)
+            itest_raw_send (c, "acct2:box", NULL, 60000);
+        json_t *r = itest_raw_reply (c, 10000);
+        if (!r)
+            break;
+        answered++;
+        unavailable += strcmp (itest_code (r), "unavailable") == 0;
+        json_decref (r);
+    }
+    return unavailable;
+}
+
+/* FERRULE_AUDIT_FAILURE=refuse: a token a worker answers while the audit log cannot be written
+ * still has its record. The refusals are recorded too, and the audit queue (16384 records) used to
+ * fill with them while a request was with a slow worker: its answer was then forwarded, token and
+ * all, and its record dropped (a review: "no token leaves without its record" did not hold). The
+ * broker now keeps a place in the queue for each answer it owes, recording no refusal once the
+ * room left is that of the requests pending (counted in ferrule_broker_audit_unrecorded_total);
+ * an answer that still found no room would be answered unavailable instead of forwarded. */
+static void
+test_audit_failure_refuse_records_the_token_a_slow_worker_answers (void **state)
+{
+    char link [4096], file [4096];
+    audit_link_at (link, file, "audit-file", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", "refuse");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_LOG", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", NULL);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    void *ctx = zmq_ctx_new ();
+    void *wa = itest_fake_worker (h, ctx, "wa", "wa");
+    void *const socks [] = { wa };
+    const char *const ids [] = { "wa" };
+    assert_int_equal (wait_workers_beating (1, 10000, socks, ids, 1), 0);
+
+    /* a token request the (slow) worker holds */
+    void *held = itest_raw_token (h, ctx, "acct1:box", "held-rid", 120000);
+    itest_req_t req;
+    int got = 0;
+    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
+        itest_fake_hello (wa, "wa", 1, 0);
+        got = itest_fake_wait_req (wa, 200, &req);
+    }
+    assert_true (got);
+
+    /* the disk fills; the first refusal shows the broker has seen it */
+    point_audit_link_beating (link, "/dev/full", wa, "wa");
+    /* (one sent before it had is routed to the fake worker, and times out after a second) */
+    void *probe = itest_raw_token (h, ctx, "acct2:box", NULL, 1000);
+    const char *code = "";
+    for (long long until = now_ms () + 10000; strcmp (code, "unavailable") != 0 && now_ms () < until; ) {
+        itest_fake_hello (wa, "wa", 1, 0);
+        json_t *r = itest_raw_reply (probe, 200);
+        if (!r)
+            continue;
+        code = strcmp (itest_code (r), "unavailable") == 0 ? "unavailable" : "";
+        json_decref (r);
+        if (!*code)
+            itest_raw_send (probe, "acct2:box", NULL, 1000);
+    }
+    assert_string_equal (code, "unavailable");
+    zmq_close (probe);
+    void *c = itest_raw_token (h, ctx, "acct2:box", NULL, 60000);
+    json_t *r = itest_raw_reply (c, 10000);
+    assert_non_null (r);
+    assert_string_equal (itest_code (r), "unavailable");
+    json_decref (r);
+
+    /* more refusals than the queue holds (each was a record) */
+    int n = 16384 + 1000;
+    long long t0 = now_ms ();
+    assert_int_equal (flood_unavailable (c, n, wa, "wa"), n);
+    printf ("%d refusals in %lld ms\n", n, now_ms () - t0);
+
+    /* the worker answers at last: a token with its record, or unavailable; never a token without */
+    itest_fake_hello (wa, "wa", 1, 0);
+    itest_fake_rep (wa, &req, "held-token-never-printed", "held-rid");
+    itest_fake_req_close (&req);
+    r = itest_raw_reply (held, 10000);
+    assert_non_null (r);
+    int delivered = json_object_get (r, "access_token") != NULL;
+    code = delivered ? "ok" : itest_code (r);
+    printf ("the held request was answered %s\n", code);      /* never the reply itself: a token */
+    assert_true (delivered || strcmp (code, "unavailable") == 0);
+    json_decref (r);
+
+    /* the disk is back: the answer's record is in the file, none was dropped */
+    point_audit_link_beating (link, file, wa, "wa");
+    char *audit = NULL;
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (100)) {
+        free (audit);
+        audit = read_work_file ("audit-file");
+        if (strstr (audit, "\"rid\":\"held-rid\""))
+            break;
+    }
+    char want [128];
+    snprintf (want, sizeof want, "\"outcome\":\"%s\",\"rid\":\"held-rid\"", code);
+    if (!strstr (audit, want))
+        fail_msg ("the held request's answer (%s) has no audit record", code);
+    assert_null (strstr (audit, "held-token"));
+    free (audit);
+    assert_int_equal (itest_metric (h, "broker0", "ferrule_broker_audit_dropped"), 0);
+    assert_true (itest_metric (h, "broker0", "ferrule_broker_audit_unrecorded_total") > 0);
+    zmq_close (held);
+    zmq_close (c);
+    zmq_close (wa);
+    zmq_ctx_term (ctx);
 }
 
 /* The two brokers of test_audit_failure_setting_checked_at_start refused to start: each has
@@ -1301,6 +1438,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_log_that_cannot_be_written_keeps_its_records, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_line_cut_short_is_written_whole_after_a_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_refuses_until_the_log_is_written, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_audit_failure_refuse_records_the_token_a_slow_worker_answers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
