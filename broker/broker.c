@@ -726,12 +726,6 @@ broker_handle_client (broker_t *b)
     size_t client_len = frames_size (&f, 0);
     req_t rq = { NULL, OP_UNKNOWN, NULL, 0, NULL, 0, 0 };
 
-    if (f.bytes > MESSAGE_BUDGET) {
-        snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total, MESSAGE_BUDGET);
-        guard_cut (b->front_guard, src, err);
-        metrics_inc (b->m_cut);
-        goto out;
-    }
     rq.client_name = broker_sender (b, &f, KEYS_CLIENTS);
     if (!rq.client_name) {
         /* admitted at the handshake, removed from the clients file since */
@@ -743,6 +737,17 @@ broker_handle_client (broker_t *b)
                                  "this client's key is no longer on the broker's clients list",
                                  "ask the operator to list the client's key in FERRULE_CLIENTS_FILE again (the "
                                  "brokers re-read it on SIGHUP), or use a key that is listed");
+        goto out;
+    }
+    if (f.bytes > MESSAGE_BUDGET) {
+        /* whole in memory by now (ZeroMQ bounds each frame, the guard a message that does not
+         * end): answered, not cut; cutting by its descriptor could reach another connection that
+         * got the descriptor after this one closed */
+        snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total - 1,
+                  MESSAGE_BUDGET);
+        broker_refusal (b, "refused a client message", err);
+        broker_reply_error_hint (b, client, client_len, &rq, FR_TOO_LARGE, err,
+                                 "send at most 260 KiB in one message, all frames together (docs/protocol.md, Limits)");
         goto out;
     }
     if (f.total != 4 || frames_size (&f, 1) != 0) {
