@@ -958,8 +958,8 @@ broker_handle_worker (broker_t *b)
     guard_account (b->back_guard, src, f.bytes, f.total);
     if (f.bytes > MESSAGE_BUDGET) {
         snprintf (err, sizeof err, "a message of %zu bytes in %d frames (the limit is %d bytes)", f.bytes, f.total, MESSAGE_BUDGET);
-        guard_cut (b->back_guard, src, err);
-        metrics_inc (b->m_cut);
+        if (guard_cut_sender (b->back_guard, src, err))
+            metrics_inc (b->m_cut);
         goto out;
     }
     size_t wlen = frames_size (&f, 0);
@@ -975,8 +975,8 @@ broker_handle_worker (broker_t *b)
     if (!b->curve.plaintext && (!name || strcmp (name, worker) != 0)) {
         snprintf (err, sizeof err, "it used worker id \"%s\" with %s", worker,
                   name ? "the key of another worker" : "a key no longer on the workers list");
-        guard_cut (b->back_guard, src, err);
-        metrics_inc (b->m_cut);
+        if (guard_cut_sender (b->back_guard, src, err))
+            metrics_inc (b->m_cut);
         if (registry_known (b->registry, worker) && !name)
             broker_worker_lost (b, worker, "its key was removed from the workers file");
         goto out;

@@ -26,6 +26,9 @@ typedef struct {
     uint64_t heard;                     /* messages counted on its descriptor (guard_account) */
     uint64_t heard_checked;             /* heard at the last check that saw it change */
     int64_t quiet_since_ms;             /* then, or when its ACCEPTED event was read */
+    uint64_t unsure_until;              /* a connection closed on this descriptor, its last messages
+                                           perhaps unread: a message's descriptor names no sure
+                                           connection until the drain numbered this (guard_check) */
 } guard_conn_t;
 
 struct guard {
@@ -39,8 +42,10 @@ struct guard {
     uint64_t cuts;
     uint64_t serials;                   /* connections accepted so far: the last serial given */
     lograte_t cut_log;                  /* cuts are logged at most once a second */
+    lograte_t uncut_log;                /* and so are cuts left undone (guard_cut_sender) */
     int64_t speak_within_ms;            /* guard_expect_speech; 0: peers may stay silent */
     int64_t last_check_ms;              /* guard_check's last run */
+    uint64_t drains;                    /* guard_check calls that found the socket drained */
     char silent_why [256];
     uint64_t silent_drops;
     lograte_t silent_log;
@@ -91,6 +96,10 @@ guard_say_held (guard_t *g, int64_t now)
     uint64_t unsaid = lograte_due (&g->cut_log, now);
     if (unsaid)
         log_warning (NULL, NULL, "cut %llu more connections on the %s socket since the last line",
+                     (unsigned long long) unsaid, g->name);
+    unsaid = lograte_due (&g->uncut_log, now);
+    if (unsaid)
+        log_warning (NULL, NULL, "left %llu more connections on the %s socket uncut since the last line",
                      (unsigned long long) unsaid, g->name);
     unsaid = lograte_due (&g->silent_log, now);
     if (unsaid)
@@ -161,11 +170,15 @@ guard_events (guard_t *g)
                 g->live++;
             }
         }
-        else
-        if (c->live) {
-            c->live = 0;
-            c->delivered = 0;
-            g->live--;
+        else {
+            /* what the closed connection sent is queued before this event is: once the socket
+             * has been found drained after it, nothing of it is left to read */
+            c->unsure_until = g->drains + 1;
+            if (c->live) {
+                c->live = 0;
+                c->delivered = 0;
+                g->live--;
+            }
         }
     }
 }
@@ -239,6 +252,26 @@ guard_cut (guard_t *g, int fd, const char *why)
     g->cuts++;
 }
 
+int
+guard_cut_sender (guard_t *g, int fd, const char *why)
+{
+    guard_conn_t *c = guard_conn (g, fd);
+    if (!c)
+        return 0;
+    guard_events (g);
+    /* the message's connection was accepted before it could be read, and its end is read
+     * before another connection's accept on the same descriptor */
+    if (!c->live || g->drains < c->unsure_until) {
+        uint64_t held;
+        if (lograte_take (&g->uncut_log, clock_mono_ms (), &held))
+            log_warning (NULL, NULL, "not cutting a connection on the %s socket: %s; it has closed, or its descriptor "
+                         "may be another connection's by now (its next message is cut)", g->name, why);
+        return 0;
+    }
+    guard_cut (g, fd, why);
+    return 1;
+}
+
 /* Drops connection fd when no message has come on its descriptor for longer than its peers may
  * stay silent (since it was accepted, or since the last check that saw one come); 1 when it did.
  * Called only while the socket has nothing left to read, so a message waiting to be read is never
@@ -282,6 +315,7 @@ guard_check (guard_t *g, int drained)
     int stalled = g->speak_within_ms && now - g->last_check_ms > g->speak_within_ms / 4;
     g->last_check_ms = now;
     guard_say_held (g, now);
+    g->drains += drained != 0;
     for (size_t fd = 0; fd < g->nconns; fd++) {
         guard_conn_t *c = &g->conns [fd];
         if (!c->live)

@@ -43,6 +43,12 @@ void guard_expect_speech (guard_t *g, int64_t within_ms, const char *why);
 int guard_check (guard_t *g, int drained);
 /* Cuts one connection (a peer that broke the protocol's limits); why goes to the log. */
 void guard_cut (guard_t *g, int fd, const char *why);
+/* Cuts the connection a message just received from fd (its ZMQ_SRCFD) came on, when fd is surely
+ * still that connection's: a message may be read after its connection closed and fd went to a new
+ * one. Not while a connection closed on fd since guard_check last found the socket drained (a
+ * message of the old one may still be waiting), nor when none is open on it. 1 when it cut, 0 when
+ * it left fd alone (and said so in the log: the sender's next message is cut). */
+int guard_cut_sender (guard_t *g, int fd, const char *why);
 /* The connection a message just received from fd (its ZMQ_SRCFD) came on, as a number that no
  * other connection of the socket gets, later ones a larger one; 0 when unknown (a message with no
  * descriptor, as over inproc://). A peer whose messages come with another number than before
