@@ -691,17 +691,20 @@ enum { REQ_RID, REQ_OP, REQ_DEADLINE, REQ_INTEGRATION, REQ__KEYS };
 
 /* The request's "rid" into rq, when its message has the client frames' shape and its body one:
  * for an answer given before the body is read, so that a client with several calls in flight can
- * tell which one it answers. */
+ * tell which one it answers. Its "op" too, for the audit. */
 static void
 broker_echo_rid (frames_t *f, req_t *rq)
 {
     char err [128];
-    const char *rid;
-    size_t len;
-    codec_field_t fl [1] = { { .key = "rid" } };
+    const char *rid, *op;
+    size_t len, op_len;
+    codec_field_t fl [2] = { { .key = "rid" }, { .key = "op" } };
     if (f->total != 4 || frames_size (f, 1) != 0
-    ||  codec_scan (frames_data (f, 3), frames_size (f, 3), fl, 1, err, sizeof err) != FR_OK
-    ||  codec_field_str (&fl [0], &rid, &len) != 1 || len == 0 || len > 64)
+    ||  codec_scan (frames_data (f, 3), frames_size (f, 3), fl, 2, err, sizeof err) != FR_OK)
+        return;
+    if (codec_field_str (&fl [1], &op, &op_len) == 1)
+        rq->op = ops_lookup (op, op_len);
+    if (codec_field_str (&fl [0], &rid, &len) != 1 || len == 0 || len > 64)
         return;
     rq->rid = rid;
     rq->rid_len = len;
@@ -731,7 +734,11 @@ broker_handle_client (broker_t *b)
         /* admitted at the handshake, removed from the clients file since */
         metrics_inc (b->m_forbidden);
         broker_refusal (b, "refused a request", "its client key was removed from the clients file since it connected");
-        rq.client_name = "";
+        /* audited under its key's first characters (public, and enough to find it in a list) */
+        const char *key = broker_sender_key (&f);
+        char who [16];
+        snprintf (who, sizeof who, "key:%.8s", key ? key : "");
+        rq.client_name = who;
         broker_echo_rid (&f, &rq);
         broker_reply_error_hint (b, client, client_len, &rq, FR_FORBIDDEN,
                                  "this client's key is no longer on the broker's clients list",

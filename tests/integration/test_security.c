@@ -1177,6 +1177,26 @@ test_sighup_removes_client (void **state)
     json_decref (r);
     json_decref (args);
     client_destroy (&c);
+    /* its audit record names the key (its first 8 characters: public), not an empty client */
+    char pub [4096], who [64];
+    snprintf (pub, sizeof pub, "%s/client-temp.pub", harness_keys_dir (h));
+    FILE *pf = fopen (pub, "r");
+    assert_non_null (pf);
+    char z85 [64] = "";
+    assert_non_null (fgets (z85, sizeof z85, pf));
+    fclose (pf);
+    snprintf (who, sizeof who, "\"client\":\"key:%.8s\",\"op\":\"token\"", z85);
+    char *audit = NULL;
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (100)) {
+        free (audit);
+        audit = read_work_file ("broker0.audit");
+        if (strstr (audit, "\"outcome\":\"forbidden\""))
+            break;
+    }
+    if (!strstr (audit, who))
+        fail_msg ("the refusal of a removed client key is not audited under the key");
+    assert_null (strstr (audit, "\"client\":\"\""));
+    free (audit);
     /* several calls in flight on a connection whose key is removed: each is told, in an answer that
      * names its request (the answer had no "rid", and a client with more than one call waiting
      * could not tell whose it was: each waited for its own deadline) */
