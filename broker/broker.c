@@ -825,7 +825,16 @@ broker_handle_client (broker_t *b)
     const char *route = NULL;     /* what the partition is computed from */
     size_t route_len = 0;
     const char *route_key = ops_route_key (rq.op);     /* callback and the gateway's token operations */
-    if (route_key && !has_integration) {
+    if (route_key && has_integration) {
+        /* the worker serves whatever integration the value belongs to: one named beside it would
+         * route and audit the request under an integration it may not concern */
+        snprintf (err, sizeof err, "\"%s\" is routed by its \"%s\" and takes no \"integration\"", ops_name (rq.op),
+                  route_key);
+        broker_reply_error_hint (b, client, client_len, &rq, FR_BAD_REQUEST, err,
+                                 "send it without \"integration\": the value names the integration");
+        goto out;
+    }
+    if (route_key) {
         /* a callback knows only its state: route by it (any worker can finish a connect); these
          * operations are rare, so their key is read by a second scan of the checked body */
         codec_field_t rk = { .key = route_key };
@@ -856,10 +865,9 @@ broker_handle_client (broker_t *b)
     /* authorization, with the authenticated name, before anything reaches a worker */
     /* a deployment-wide operation without an integration needs a rule that covers every one, and
      * so do the gateway's operations routed by the value they hand back (a key, a link, a retry
-     * or attempt's state), which may belong to any workspace, with or without an "integration"
-     * (the worker reads only the value: a named one routes the request and proves nothing); a
-     * callback alone is allowed by a rule naming it whatever its patterns: its state came from
-     * that client's own connect */
+     * or attempt's state), which may belong to any workspace (they take no "integration": the
+     * worker reads only the value); a callback alone is allowed by a rule naming it whatever its
+     * patterns: its state came from that client's own connect */
     int wide = ops_takes_no_integration (rq.op) || (!rq.integ && ops_is_deployment_wide (rq.op))
             || (route_key && rq.op != OP_CALLBACK);
     if (b->policy && !policy_allows (b->policy, rq.client_name, rq.op, wide ? "*" : rq.integ, wide ? 1 : rq.integ_len)) {

@@ -579,14 +579,28 @@ test_policy_deployment_wide (void **state)
          * (it was checked against "acct42:x" and passed, and the worker verified the key of
          * whatever workspace it was) */
         r = call_as ("tenant", gw [i].op, json_pack ("{s:s, s:s}", gw [i].key, value, "integration", "acct42:x"));
-        if (strcmp (client_error_code (r), "forbidden") != 0)
-            fail_msg ("\"tenant * acct42:*\" sent %s naming acct42:x: %s, not forbidden", gw [i].op,
+        if (strcmp (client_error_code (r), "bad_request") != 0)
+            fail_msg ("\"tenant * acct42:*\" sent %s naming acct42:x: %s, not bad_request", gw [i].op,
                       client_error_code (r));
         json_decref (r);
     }
     r = call_as ("tenant", "callback", json_pack ("{s:s, s:s}", "state", value, "code", "c"));
     assert_string_not_equal (client_error_code (r), "forbidden");
     json_decref (r);
+    /* an "integration" beside the value was routed and audited under it, while the worker served
+     * whatever the value belongs to: refused, whoever asks */
+    static const struct { const char *op, *key; } by_value [] = {
+        { "callback", "state" }, { "attempt", "state" }, { "retry", "retry_token" },
+        { "dashboard_open", "link_token" }, { "apikey_verify", "key" },
+    };
+    for (size_t i = 0; i < sizeof by_value / sizeof by_value [0]; i++) {
+        r = call_as (HARNESS_CLIENT, by_value [i].op, json_pack ("{s:s, s:s, s:s}", by_value [i].key, value, "code", "c",
+                                                                 "integration", "acct42:x"));
+        if (strcmp (client_error_code (r), "bad_request") != 0)
+            fail_msg ("%s naming an integration was answered %s, not bad_request", by_value [i].op, client_error_code (r));
+        assert_non_null (json_string_value (json_object_get (json_object_get (r, "error"), "hint")));
+        json_decref (r);
+    }
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
