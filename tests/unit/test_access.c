@@ -208,9 +208,9 @@ test_audit (void **state)
     char err [512];
     audit_t *a = audit_new (path_of ("audit.jsonl"), err, sizeof err);
     assert_non_null (a);
-    audit_record (a, "billing", OP_TOKEN, "acct42:box", 10, "ok", "rid-1", 5);
-    audit_record (a, "", OP_UNKNOWN, NULL, 0, "bad_request", "q\"\n\x01\xff", 5);
-    audit_record (a, "ops", OP_PING, NULL, 0, "ok", NULL, 0);
+    assert_int_equal (audit_record (a, "billing", OP_TOKEN, "acct42:box", 10, "ok", "rid-1", 5), 1);
+    assert_int_equal (audit_record (a, "", OP_UNKNOWN, NULL, 0, "bad_request", "q\"\n\x01\xff", 5), 1);
+    assert_int_equal (audit_record (a, "ops", OP_PING, NULL, 0, "ok", NULL, 0), 1);
     audit_destroy (&a);                     /* writes what is queued */
     audit_destroy (&a);
     FILE *f = fopen (path_of ("audit.jsonl"), "r");
@@ -262,7 +262,7 @@ test_audit_blocked_writer_does_not_hold_the_stop (void **state)
     audit_t *a = audit_new (fifo, err, sizeof err);
     assert_non_null (a);
     for (int i = 0; i < 4000; i++)                        /* well past a pipe's 64 KiB */
-        audit_record (a, "billing", OP_TOKEN, "acct42:box", 10, "ok", "rid-1", 5);
+        assert_int_equal (audit_record (a, "billing", OP_TOKEN, "acct42:box", 10, "ok", "rid-1", 5), 1);
     usleep (300000);                                      /* the writer is blocked in write */
     pthread_t t;
     assert_int_equal (pthread_create (&t, NULL, destroy_audit, &a), 0);
