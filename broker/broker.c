@@ -838,10 +838,12 @@ broker_handle_client (broker_t *b)
         /* a callback knows only its state: route by it (any worker can finish a connect); these
          * operations are rare, so their key is read by a second scan of the checked body */
         codec_field_t rk = { .key = route_key };
-        if (codec_scan (body, body_len, &rk, 1, err, sizeof err) != FR_OK
-        ||  codec_field_str (&rk, &route, &route_len) != 1 || route_len == 0 || route_len > 256) {
+        int got = codec_scan (body, body_len, &rk, 1, err, sizeof err) == FR_OK
+                ? codec_field_str (&rk, &route, &route_len) : -1;
+        if (got != 1 || route_len == 0 || route_len > 256) {
             snprintf (err, sizeof err, "\"%s\" must be a string of 1 to 256 bytes", route_key);
-            broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, err);
+            /* over the cap is too_large, as for every other string (docs/protocol.md, Errors) */
+            broker_reply_error (b, client, client_len, &rq, got == 1 && route_len > 256 ? FR_TOO_LARGE : FR_BAD_REQUEST, err);
             goto out;
         }
     }

@@ -123,20 +123,22 @@ test_refusals (void **state)
     char *long_state = repeat ('s', 257), *long_token = repeat ('t', 129), *long_name = repeat ('n', 65);
 
     /* attempt, retry, dashboard_open and apikey_verify are routed by their token; the broker
-       refuses a missing one itself. With "integration" the request is routed by it and reaches
-       the worker's own checks. */
-    refused ("attempt", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"state\" is required", NULL);
-    refused ("attempt", json_pack ("{s:s, s:i}", "integration", "ws1:", "state", 5), "bad_request",
-             "\"state\" must be a string of 1 to 256 printable ASCII characters", NULL);
+       refuses a missing one itself, and one with an "integration" (it would be routed by that,
+       and audited under it, while the worker serves whatever the token belongs to) */
+    refused ("attempt", json_pack ("{s:s, s:s}", "integration", "ws1:", "state", "s"), "bad_request",
+             "\"attempt\" is routed by its \"state\" and takes no \"integration\"",
+             "send it without \"integration\": the value names the integration");
+    refused ("attempt", json_object (), "bad_request", "\"state\" must be a string of 1 to 256 bytes", NULL);
+    refused ("attempt", json_pack ("{s:i}", "state", 5), "bad_request", "\"state\" must be a string of 1 to 256 bytes", NULL);
     refused ("attempt", json_pack ("{s:s}", "state", "a\tb"), "bad_request",
              "\"state\" must be a string of 1 to 256 printable ASCII characters", NULL);
     /* over the cap: too_large, as for every other string field (docs/protocol.md, "Errors") */
-    refused ("attempt", json_pack ("{s:s, s:s}", "integration", "ws1:", "state", long_state), "too_large",
-             "\"state\" must be a string of 1 to 256 printable ASCII characters", NULL);
+    refused ("attempt", json_pack ("{s:s}", "state", long_state), "too_large",
+             "\"state\" must be a string of 1 to 256 bytes", NULL);
     refused ("attempt", json_pack ("{s:s}", "state", "never-issued"), "not_found",
              "no connect attempt has this state", "start again from Connect");
 
-    refused ("retry", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"retry_token\" is required", NULL);
+    refused ("retry", json_object (), "bad_request", "\"retry_token\" must be a string of 1 to 256 bytes", NULL);
     refused ("retry", json_pack ("{s:s}", "retry_token", long_token), "too_large",
              "\"retry_token\" must be a string of 1 to 128 printable ASCII characters", NULL);
     refused ("retry", json_pack ("{s:s}", "retry_token", "never-issued"), "state_invalid",
@@ -147,7 +149,7 @@ test_refusals (void **state)
              "\"ttl_s\" must be an integer from 30 to 3600", NULL);
     refused ("dashboard_link", json_pack ("{s:s, s:s}", "integration", "ws1:", "ttl_s", "600"), "bad_request",
              "\"ttl_s\" must be an integer from 30 to 3600", NULL);
-    refused ("dashboard_open", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"link_token\" is required", NULL);
+    refused ("dashboard_open", json_object (), "bad_request", "\"link_token\" must be a string of 1 to 256 bytes", NULL);
     refused ("dashboard_open", json_pack ("{s:s}", "link_token", "never-issued"), "state_invalid",
              "this dashboard link expired or was already used", "ask the application for a new dashboard link");
 
@@ -160,7 +162,7 @@ test_refusals (void **state)
              "\"key_id\" is required: a positive integer", NULL);
     refused ("apikey_revoke", json_pack ("{s:s, s:i}", "integration", "ws1:", "key_id", 999999), "not_found",
              "workspace \"ws1:\" has no live API key 999999", "list the keys to see their ids");
-    refused ("apikey_verify", json_pack ("{s:s}", "integration", "ws1:"), "bad_request", "\"key\" is required", NULL);
+    refused ("apikey_verify", json_object (), "bad_request", "\"key\" must be a string of 1 to 256 bytes", NULL);
     refused ("apikey_verify", json_pack ("{s:s}", "key", "frk_never-issued"), "not_found",
              "the API key is unknown or revoked", "create a new API key on the dashboard");
     free (long_state);
