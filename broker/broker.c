@@ -1331,7 +1331,19 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
         broker_check_connections (b, after);
         broker_tick (b, after);
     }
+    /* a second SIGTERM: what no worker answered yet is answered now, not left to its clients'
+     * deadlines; "timeout", since a worker may carry it out all the same. The answers get the
+     * socket's linger to leave (broker_destroy). */
+    size_t unanswered = pending_count (b->pending);
+    for (pending_t *p; (p = pending_first (b->pending)) != NULL; )
+        broker_fail_pending_hint (b, p, FR_TIMEOUT, "the broker was stopped before a worker answered: the request "
+                                  "may have been carried out", "send it again (to another broker); a token request "
+                                  "is safe to repeat");
     broker_log_held (b, clock_mono_ms () + LOGRATE_INTERVAL_MS);    /* what the last second held back */
-    log_info (NULL, NULL, "broker stopped with %zu requests pending", pending_count (b->pending));
+    if (unanswered)
+        log_warning (NULL, NULL, "broker stopped at once (a second SIGTERM): %zu requests pending were answered "
+                     "\"timeout\"", unanswered);
+    else
+        log_info (NULL, NULL, "broker stopped with nothing pending");
     return 0;
 }

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 #include <curl/curl.h>
 #include "itest.h"
+#include "clock.h"
 
 static harness_t *h;
 
@@ -320,6 +321,42 @@ test_broker_stopped_with_requests_in_flight_answers_them (void **state)
         free (ids [i]);
 }
 
+/* A second SIGTERM stops the broker at once, but not silently: the requests a worker has not
+ * answered yet are answered "timeout" (their outcome is unknown: the worker may carry them out),
+ * so their clients retry or give up now instead of waiting for their own deadlines. The broker
+ * left without a word, and a client waited its whole deadline (review, 2026-12-06). */
+static void
+test_broker_stopped_twice_answers_what_is_pending (void **state)
+{
+    (void) state;
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "stop:twice", "fakebox", rt), 0);
+    free (rt);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 8000));
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    void *ctx = zmq_ctx_new ();
+    void *c = itest_raw_token (h, ctx, "stop:twice", "twice-1", 20000);
+    assert_int_equal (itest_wait_stat (h, "fakebox", "refresh_calls", calls + 1, 15000), calls + 1);
+    int64_t t0 = clock_mono_ms ();
+    harness_signal_broker (h, 0, SIGTERM);
+    usleep (100000);
+    harness_signal_broker (h, 0, SIGTERM);
+    json_t *r = itest_raw_reply (c, 6000);
+    int64_t waited = clock_mono_ms () - t0;
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    if (!r)
+        fail_msg ("a request pending at the second SIGTERM had no answer within 6 s (the provider answers after 8 s)");
+    assert_string_equal (itest_code (r), "timeout");
+    assert_string_equal (json_string_value (json_object_get (r, "rid")), "twice-1");
+    json_decref (r);
+    assert_true (waited < 6000);
+    zmq_close (c);
+    zmq_ctx_term (ctx);
+    assert_int_equal (harness_restart_broker (h, 0), 0);
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+}
+
 /* A client that connected while the broker was held and sent requests before the stop: its
  * handshake was still to be done, and the stop's last reads must finish it to answer them
  * "unavailable". They served the frontend only, not the ZAP handler a CURVE handshake waits on,
@@ -358,6 +395,7 @@ main (void)
         cmocka_unit_test (test_old_schema_refused),
         cmocka_unit_test (test_broker_stopped_with_requests_in_flight_answers_them),
         cmocka_unit_test (test_broker_stopped_answers_a_client_still_connecting),
+        cmocka_unit_test (test_broker_stopped_twice_answers_what_is_pending),
         cmocka_unit_test (test_database_timeouts_checked_at_start),
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_refresh_lease_without_room_for_the_claim_refused_at_start),
