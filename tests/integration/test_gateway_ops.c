@@ -449,9 +449,11 @@ race_retry (void *arg)
 {
     racer_t *r = arg;
     client_t *c = client_new (harness_brokers (h));
-    json_t *reply = c ? client_call (c, "retry", json_pack ("{s:s}", "retry_token", r->token), 20000) : NULL;
+    json_t *args = json_pack ("{s:s}", "retry_token", r->token);        /* client_call does not take it */
+    json_t *reply = c ? client_call (c, "retry", args, 20000) : NULL;
     snprintf (r->code, sizeof r->code, "%s", reply ? client_error_code (reply) : "(no reply)");
     json_decref (reply);
+    json_decref (args);
     client_destroy (&c);
     return NULL;
 }
