@@ -56,7 +56,7 @@ static const char *const known_fields [] = {
     "default_scopes", "refresh_token_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
     "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days", "grant_max_days",
     "errors_with_200", "invalid_grant_codes", "client_id", "client_secret", "client_id_env",
-    "client_secret_env", "client_secret_file", "access_token_lifetime_hint", "docs_url", "notes", NULL
+    "client_secret_env", "client_secret_file", "access_token_lifetime_hint", "api_base_field", "docs_url", "notes", NULL
 };
 
 /* Parameters the request builders set themselves: a catalog entry may not supply them. */
@@ -499,9 +499,39 @@ provider_clear (catalog_provider_t *p)
     secmem_free_str (&p->client_secret);
     mem_free (p->client_id_env);
     mem_free (p->client_secret_env);
+    mem_free (p->api_base_field);
     mem_free (p->docs_url);
     mem_free (p->notes);
     memset (p, 0, sizeof *p);
+}
+
+/* The token answer's fields that carry secrets or that the answer's parser reads itself: naming
+ * one as api_base_field would hand a token to callers as a URL, or give one field two meanings. */
+static const char *const reserved_answer_fields [] = {
+    "access_token", "refresh_token", "id_token", "expires_in", "token_type", "scope", "error",
+    "error_description", NULL
+};
+
+/* api_base_field: absent or null (none), or a field name of 1 to CATALOG_MAX_FIELD letters,
+ * digits, '_', '.' or '-' that is not one of reserved_answer_fields. */
+static int
+get_api_base_field (ctx_t *ctx, json_t *entry, char **out)
+{
+    int got = get_string (ctx, entry, "api_base_field", CATALOG_MAX_FIELD, out);
+    if (got <= 0)
+        return got;
+    size_t len = strlen (*out);
+    if (len == 0 || strspn (*out, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != len) {
+        fail (ctx, "field \"api_base_field\" must name a token answer's field: 1 to %d letters, digits, "
+              "'_', '.' or '-'", CATALOG_MAX_FIELD);
+        return -1;
+    }
+    if (in_list (reserved_answer_fields, *out)) {
+        fail (ctx, "field \"api_base_field\" names \"%s\", which the token answer uses for something else: "
+              "name the field that carries the API's base URL, such as \"instance_url\"", *out);
+        return -1;
+    }
+    return 1;
 }
 
 static int
@@ -588,7 +618,8 @@ provider_load (ctx_t *ctx, const char *name, json_t *entry, catalog_provider_t *
                  &p->access_token_lifetime_hint) < 0)
         return -1;
     if (get_string (ctx, entry, "docs_url", CATALOG_MAX_URL, &p->docs_url) < 0
-    ||  get_string (ctx, entry, "notes", CATALOG_MAX_STRING, &p->notes) < 0)
+    ||  get_string (ctx, entry, "notes", CATALOG_MAX_STRING, &p->notes) < 0
+    ||  get_api_base_field (ctx, entry, &p->api_base_field) < 0)
         return -1;
     if (resolve_credential (ctx, entry, "client_id", "client_id_env", "_CLIENT_ID",
                             &p->client_id, &p->client_id_env) < 0

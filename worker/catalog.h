@@ -13,6 +13,7 @@
 #define CATALOG_MAX_STRING     8192            /* notes, client secrets and other free text */
 #define CATALOG_MAX_ITEMS      64              /* scopes, params, error codes per list */
 #define CATALOG_MAX_SCOPE      512             /* one item of such a list */
+#define CATALOG_MAX_FIELD      64              /* a token answer's field name (api_base_field) */
 
 typedef enum {
     CATALOG_AUTH_BASIC = 0,        /* client_secret_basic: HTTP Basic header (RFC 6749 2.3.1) */
@@ -62,6 +63,9 @@ typedef struct {
     char *client_id_env;                /* where client_id is read when the entry gives none */
     char *client_secret_env;
     int access_token_lifetime_hint;     /* seconds, documentation only; 0 unknown */
+    char *api_base_field;               /* the token answer's field that carries the base URL of the
+                                           provider's API for this grant (Salesforce's instance_url),
+                                           or NULL: callers get it as api_base_url */
     char *docs_url;                     /* may be NULL */
     char *notes;                        /* may be NULL */
 } catalog_provider_t;

@@ -111,8 +111,8 @@ test_builtin_json_fields (void **state)
         "authorization_url", "token_url", "auth_method", "scope_separator", "default_scopes",
         "refresh_token_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
         "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days",
-        "errors_with_200", "invalid_grant_codes", "access_token_lifetime_hint", "docs_url",
-        "notes", NULL
+        "errors_with_200", "invalid_grant_codes", "access_token_lifetime_hint", "api_base_field",
+        "docs_url", "notes", NULL
     };
     size_t len = 0;
     const char *text = catalog_builtin_json (&len);
@@ -353,6 +353,43 @@ test_validation (void **state)
     expect_invalid ("{\"box\": {}, \"box\": {}}", "not valid JSON", "line 1");
 }
 
+/* api_base_field: Salesforce's built in, none for the others, an override sets or removes it, and a
+ * name that is not a plain field name, or that names a token, is refused. */
+static void
+test_api_base_field (void **state)
+{
+    char err [512] = "";
+    catalog_t *c = load (NULL, err, sizeof err);
+    if (!c)
+        fail_msg ("%s", err);
+    assert_string_equal (catalog_find (c, "salesforce")->api_base_field, "instance_url");
+    for (size_t i = 0; i < catalog_count (c); i++)
+        if (strcmp (catalog_at (c, i)->name, "salesforce") != 0)
+            assert_null (catalog_at (c, i)->api_base_field);
+    catalog_destroy (&c);
+
+    c = load ("{\"box\": {\"api_base_field\": \"api_domain\"}, \"salesforce\": {\"api_base_field\": null}}",
+              err, sizeof err);
+    if (!c)
+        fail_msg ("%s", err);
+    assert_string_equal (catalog_find (c, "box")->api_base_field, "api_domain");
+    assert_null (catalog_find (c, "salesforce")->api_base_field);
+    assert_string_equal (catalog_find (c, "box")->token_url, "https://api.box.com/oauth2/token");   /* merged */
+    catalog_destroy (&c);
+
+    expect_invalid ("{\"box\": {\"api_base_field\": 3}}", "provider \"box\"", "\"api_base_field\" must be a string");
+    expect_invalid ("{\"box\": {\"api_base_field\": \"\"}}", "provider \"box\"", "api_base_field");
+    expect_invalid ("{\"box\": {\"api_base_field\": \"instance url\"}}", "provider \"box\"", "api_base_field");
+    expect_invalid ("{\"box\": {\"api_base_field\": \"a/b\"}}", "provider \"box\"", "api_base_field");
+    expect_invalid ("{\"box\": {\"api_base_field\": \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}}",
+                    "provider \"box\"", "too long");
+    expect_invalid ("{\"box\": {\"api_base_field\": \"access_token\"}}", "provider \"box\"",
+                    "names \"access_token\"");
+    expect_invalid ("{\"box\": {\"api_base_field\": \"refresh_token\"}}", "provider \"box\"",
+                    "names \"refresh_token\"");
+    expect_invalid ("{\"box\": {\"api_base_field\": \"id_token\"}}", "provider \"box\"", "names \"id_token\"");
+}
+
 static void
 test_bad_json_file (void **state)
 {
@@ -488,6 +525,7 @@ main (void)
         cmocka_unit_test (test_override_adds_and_merges),
         cmocka_unit_test (test_url_rules),
         cmocka_unit_test (test_validation),
+        cmocka_unit_test (test_api_base_field),
         cmocka_unit_test (test_bad_json_file),
         cmocka_unit_test (test_from_buffer),
         cmocka_unit_test (test_env_credentials),
