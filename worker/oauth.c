@@ -687,6 +687,60 @@ load_answer (const char *body, size_t len)
     return load_mending_numbers (body, len, 0, &jerr);
 }
 
+const char *
+oauth_api_base_problem (const char *value, size_t len)
+{
+    const char *auth;
+    size_t auth_len;
+    if (!value || len == 0)
+        return "it is empty";
+    if (len > OAUTH_MAX_API_BASE)
+        return "it is longer than 255 bytes";
+    if (strlen (value) != len)
+        return "it holds a NUL character";
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char) value [i] <= 0x20 || (unsigned char) value [i] >= 0x7f)
+            return "it holds spaces, control characters or characters other than ASCII";
+    if (strncasecmp (value, "https://", 8) == 0)
+        auth = value + 8;
+    else
+    if (strncasecmp (value, "http://", 7) == 0) {
+        auth = value + 7;
+        /* the fake provider's address: a real provider's API is never plain HTTP */
+        if (strcspn (auth, ":/?#") != 9 || strncmp (auth, "127.0.0.1", 9) != 0)
+            return "it is an http:// URL to a host other than 127.0.0.1: only https:// is taken";
+    }
+    else
+        return "it is not an absolute https:// URL";
+    auth_len = strcspn (auth, "/?#");
+    if (auth_len == 0)
+        return "it names no host";
+    if (memchr (auth, '@', auth_len))
+        return "it carries credentials";
+    return NULL;
+}
+
+/* The provider's api_base_field of a good answer into out, or why it was not taken. */
+static void
+read_api_base (const catalog_provider_t *p, json_t *root, oauth_result_t *out)
+{
+    json_t *v;
+    const char *problem;
+    if (!p || !p->api_base_field)
+        return;
+    v = json_object_get (root, p->api_base_field);
+    if (!v || json_is_null (v))
+        return;
+    if (!json_is_string (v))
+        problem = "it is not a string";
+    else
+        problem = oauth_api_base_problem (json_string_value (v), json_string_length (v));
+    if (problem)
+        out->api_base_ignored = problem;
+    else
+        out->api_base_url = mem_strdup (json_string_value (v));
+}
+
 void
 oauth_parse_token_response (const catalog_provider_t *p, long http_status,
                             const char *retry_after_header, const char *body, size_t body_len,
@@ -816,6 +870,7 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
         out->refresh_token = mem_strdup (json_string_value (v));
     out->scope = sanitize_text (string_field (root, "scope"), OAUTH_MAX_SCOPE);
     out->token_type = sanitize_code (string_field (root, "token_type"), OAUTH_MAX_ERROR);
+    read_api_base (p, root, out);
     out->kind = OAUTH_OK;
 out:
     if (out->kind == OAUTH_TRANSIENT)
@@ -832,6 +887,7 @@ oauth_result_clear (oauth_result_t *r)
     mem_free_secret (&r->refresh_token);
     mem_free (r->scope);
     mem_free (r->token_type);
+    mem_free (r->api_base_url);
     mem_free (r->error);
     mem_free (r->error_description);
     memset (r, 0, sizeof *r);

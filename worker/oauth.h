@@ -15,6 +15,7 @@
 #define OAUTH_MAX_DESCRIPTION   200            /* error_description (or message, reason) kept */
 #define OAUTH_MAX_RETRY_AFTER   3600           /* Retry-After is capped to this many seconds */
 #define OAUTH_MAX_EXPIRES_IN    (10LL * 366 * 86400)   /* ten years */
+#define OAUTH_MAX_API_BASE      255            /* longest api_base_url kept */
 
 /* One HTTP POST to a token or revocation endpoint. body and authorization hold secrets. */
 typedef struct oauth_request {
@@ -70,6 +71,10 @@ typedef struct {
     int expires_in_ignored;     /* it was there, but not seconds from 0 to 10 years: taken as absent */
     char *scope;                /* as granted, or NULL */
     char *token_type;           /* or NULL */
+    char *api_base_url;         /* the provider's api_base_field, when it names one and the answer's
+                                   value passes oauth_api_base_problem; else NULL */
+    const char *api_base_ignored;   /* the field was there but not taken: why (static text that
+                                       never quotes the value, for a warning); NULL otherwise */
     char *error;                /* provider's error code: printable ASCII, at most 64 */
     char *error_description;    /* error_description, else message, else reason (Zoom): control
                                    characters removed, at most 200 bytes */
@@ -83,6 +88,11 @@ typedef struct {
 void oauth_parse_token_response (const catalog_provider_t *p, long http_status,
                                  const char *retry_after_header, const char *body,
                                  size_t body_len, oauth_result_t *out);
+/* NULL when value (len bytes) may be kept as an integration's api_base_url: an absolute https://
+ * URL (http:// only to 127.0.0.1, for tests) with a host and no credentials, of 1 to
+ * OAUTH_MAX_API_BASE printable ASCII bytes without spaces; otherwise why not, as static text that
+ * does not quote the value. */
+const char *oauth_api_base_problem (const char *value, size_t len);
 /* Wipes the tokens, frees the strings and resets the fields (expires_in, retry_after -1). */
 void oauth_result_clear (oauth_result_t *r);
 /* Classifies a finished token-endpoint call: a transport failure (no answer, timeout) is

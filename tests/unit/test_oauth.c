@@ -417,6 +417,106 @@ test_bad_expires_in_keeps_the_tokens (void **state)
     }
 }
 
+/* Salesforce's instance_url (its api_base_field) is kept when it is a plain https:// URL; any
+ * other value is ignored with a reason that never quotes it, and the tokens are kept all the same
+ * (a rotated refresh token must not be lost to an odd extra field). A provider that names no
+ * api_base_field keeps nothing. */
+static void
+test_api_base_url (void **state)
+{
+    oauth_result_t r;
+    parse ("salesforce", 200, NULL,
+           "{\"access_token\":\"00Dxx!AQ0\",\"refresh_token\":\"5Aep8-rt\",\"signature\":\"x\","
+           "\"instance_url\":\"https://acme.my.salesforce.com\",\"id\":\"https://login.salesforce.com/id/1/2\","
+           "\"token_type\":\"Bearer\",\"issued_at\":\"1700000000000\"}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_string_equal (r.api_base_url, "https://acme.my.salesforce.com");
+    assert_null (r.api_base_ignored);
+    oauth_result_clear (&r);
+    assert_null (r.api_base_url);
+
+    /* absent or null: nothing, and nothing to warn about */
+    parse ("salesforce", 200, NULL, "{\"access_token\":\"at\"}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_null (r.api_base_url);
+    assert_null (r.api_base_ignored);
+    oauth_result_clear (&r);
+    parse ("salesforce", 200, NULL, "{\"access_token\":\"at\",\"instance_url\":null}", &r);
+    assert_null (r.api_base_url);
+    assert_null (r.api_base_ignored);
+    oauth_result_clear (&r);
+
+    /* box names no api_base_field: the same field is not read */
+    parse ("box", 200, NULL, "{\"access_token\":\"at\",\"instance_url\":\"https://acme.example\"}", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_null (r.api_base_url);
+    assert_null (r.api_base_ignored);
+    oauth_result_clear (&r);
+
+    static const char *const good [] = {
+        "https://acme.my.salesforce.com", "HTTPS://Acme.Example:8443/services/data?v=1", "http://127.0.0.1:8080",
+        "http://127.0.0.1", "http://127.0.0.1/api", NULL
+    };
+    for (int i = 0; good [i]; i++) {
+        char body [512];
+        snprintf (body, sizeof body, "{\"access_token\":\"at\",\"instance_url\":\"%s\"}", good [i]);
+        parse ("salesforce", 200, NULL, body, &r);
+        if (!r.api_base_url || strcmp (r.api_base_url, good [i]) != 0)
+            fail_msg ("\"%s\" not kept: %s", good [i], r.api_base_ignored ? r.api_base_ignored : "?");
+        oauth_result_clear (&r);
+    }
+
+    char longest [300], too_long [300];
+    snprintf (longest, sizeof longest, "https://%0247d", 0);          /* 255 bytes */
+    snprintf (too_long, sizeof too_long, "https://%0248d", 0);         /* 256 */
+    assert_int_equal (strlen (longest), 255);
+    assert_null (oauth_api_base_problem (longest, strlen (longest)));
+    static const char *const bad [] = {
+        "javascript:alert(1)", "http://evil.example", "http://127.0.0.1.evil.example/", "http://localhost:8080",
+        "http://127.0.0.1@evil.example", "https://user:pw@acme.example", "https://@acme.example", "https://",
+        "https:///path", "//acme.example", "acme.example", "", "https://acme.example/a b",
+        "https://acme.example/\\u00e9", "https://acme.example/\\n", "ftp://acme.example", NULL
+    };
+    for (int i = 0; bad [i]; i++) {
+        char body [512];
+        snprintf (body, sizeof body, "{\"access_token\":\"at\",\"refresh_token\":\"rt-rotated\","
+                  "\"instance_url\":\"%s\"}", bad [i]);
+        parse ("salesforce", 200, NULL, body, &r);
+        if (r.kind != OAUTH_OK || r.api_base_url || !r.api_base_ignored)
+            fail_msg ("\"%s\": kind %s, kept %s", bad [i], oauth_kind_name (r.kind), r.api_base_url ? "yes" : "no");
+        assert_string_equal (r.refresh_token, "rt-rotated");
+        assert_null (strstr (r.api_base_ignored, "acme"));      /* the reason never quotes the value */
+        assert_null (strstr (r.api_base_ignored, "evil"));
+        oauth_result_clear (&r);
+    }
+    static const char *const not_strings [] = { "3", "true", "{}", "[\"https://acme.example\"]", NULL };
+    for (int i = 0; not_strings [i]; i++) {
+        char body [512];
+        snprintf (body, sizeof body, "{\"access_token\":\"at\",\"instance_url\":%s}", not_strings [i]);
+        parse ("salesforce", 200, NULL, body, &r);
+        assert_int_equal (r.kind, OAUTH_OK);
+        assert_null (r.api_base_url);
+        assert_string_equal (r.api_base_ignored, "it is not a string");
+        oauth_result_clear (&r);
+    }
+    char body [600];
+    snprintf (body, sizeof body, "{\"access_token\":\"at\",\"refresh_token\":\"rt-2\",\"instance_url\":\"%s\"}",
+              too_long);
+    parse ("salesforce", 200, NULL, body, &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_null (r.api_base_url);
+    assert_string_equal (r.api_base_ignored, "it is longer than 255 bytes");
+    assert_string_equal (r.refresh_token, "rt-2");
+    oauth_result_clear (&r);
+    assert_non_null (oauth_api_base_problem ("https://a\0b", 11));
+
+    /* an error answer keeps nothing */
+    parse ("salesforce", 400, NULL, "{\"error\":\"invalid_grant\",\"instance_url\":\"https://acme.example\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_null (r.api_base_url);
+    oauth_result_clear (&r);
+}
+
 /* A key given twice, or a number out of range elsewhere in the answer, is no reason to drop a
  * refresh token the provider has just rotated: the one sent is spent. */
 static void
@@ -903,6 +1003,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_box_rotation),
+        cmocka_unit_test (test_api_base_url),
         cmocka_unit_test (test_refresh_token_beside_unusable_access_token),
         cmocka_unit_test (test_google_without_refresh_token),
         cmocka_unit_test (test_google_invalid_grant),
