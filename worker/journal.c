@@ -271,6 +271,7 @@ journal_read_record (const json_t *o, store_commit_t *c)
     c->rotated = json_is_true (json_object_get (o, "rotated"));
     c->scopes = json_string_value (json_object_get (o, "scopes"));
     c->unusable = json_string_value (json_object_get (o, "unusable"));   /* absent before it was kept */
+    c->api_base_url = json_string_value (json_object_get (o, "api_base_url"));     /* likewise */
     return c->id && at && rt ? 0 : -1;
 }
 
@@ -778,14 +779,14 @@ journal_record_json (const store_commit_t *c, const char *spent)
 {
     char *at = crypto_b64_encode (c->access_ct, c->access_ct_len);
     char *rt = crypto_b64_encode (c->refresh_ct, c->refresh_ct_len);
-    json_t *o = json_pack ("{ss sI ss si ss ss sI sI ss sb ss? ss? ss?}", "id", c->id,
+    json_t *o = json_pack ("{ss sI ss si ss ss sI sI ss sb ss? ss? ss? ss?}", "id", c->id,
                            "generation", (json_int_t) c->expected_generation,
                            "lease_token", c->lease_token, "key", (int) c->key_id,
                            "access", at, "refresh", rt, "expires_at", (json_int_t) c->access_expires_at,
                            "lifetime", (json_int_t) c->access_lifetime_s,
                            "fingerprint", c->refresh_fingerprint ? c->refresh_fingerprint : "",
                            "rotated", c->rotated, "scopes", c->scopes, "spent", spent && *spent ? spent : NULL,
-                           "unusable", c->unusable);
+                           "unusable", c->unusable, "api_base_url", c->api_base_url);
     mem_free (at);
     mem_free (rt);
     return o;

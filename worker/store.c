@@ -1095,6 +1095,7 @@ store_fill_row (const PGresult *res, int r, store_row_t *row)
     row->refresh_token_missing = strcmp (PQgetvalue (res, r, 19), "t") == 0;
     row->access_lifetime_s = store_int_at (res, r, 20);
     row->interrupted = strcmp (PQgetvalue (res, r, 21), "t") == 0;
+    row->api_base_url = store_text_at (res, r, 22);
 }
 
 void
@@ -1114,6 +1115,7 @@ store_row_clear (store_row_t *row)
     mem_free (row->last_error_code);
     mem_free (row->last_error_message);
     mem_free (row->lease_owner);
+    mem_free (row->api_base_url);
     memset (row, 0, sizeof *row);
 }
 
@@ -1131,6 +1133,7 @@ store_row_copy (store_row_t *dst, const store_row_t *src)
     dst->last_error_code = mem_strdup (src->last_error_code);
     dst->last_error_message = mem_strdup (src->last_error_message);
     dst->lease_owner = mem_strdup (src->lease_owner);
+    dst->api_base_url = mem_strdup (src->api_base_url);
 }
 
 fr_status_t

@@ -47,6 +47,7 @@ typedef struct {
     int      refresh_token_missing;  /* connected without a refresh token (no_refresh_token) */
     int64_t  access_lifetime_s;      /* the access token's lifetime when issued, 0 unknown */
     int      interrupted;            /* a refresh of this generation was interrupted (see claim) */
+    char    *api_base_url;           /* the provider's API base URL for this grant, or NULL */
 } store_row_t;
 
 store_t *store_new (const char *conninfo, const char *worker_id, const store_limits_t *limits);

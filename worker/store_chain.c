@@ -159,7 +159,7 @@ claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
 
 /* The arrays of a batch's commits (STORE_COMMIT_SQL's parameters, all but $9, the worker's id). */
 enum { CA_ID, CA_GEN, CA_KEY, CA_ACCESS, CA_EXPIRES, CA_REFRESH, CA_FINGERPRINT, CA_SCOPES, CA_ROTATED, CA_TOKEN,
-       CA_LIFETIME, CA_UNUSABLE, CA_COUNT };
+       CA_LIFETIME, CA_UNUSABLE, CA_API_BASE, CA_COUNT };
 
 static void
 commit_arrays (const store_commit_t *const *commits, size_t n, pgarray_t *arrays [CA_COUNT])
@@ -181,6 +181,7 @@ commit_arrays (const store_commit_t *const *commits, size_t n, pgarray_t *arrays
         room [CA_TOKEN] += STORE_LEASE_LEN + 4;
         room [CA_LIFETIME] += CHAIN_INT_ROOM;
         room [CA_UNUSABLE] += c->unusable ? CHAIN_TEXT_ROOM (c->unusable) : 8;
+        room [CA_API_BASE] += c->api_base_url ? CHAIN_TEXT_ROOM (c->api_base_url) : 8;
     }
     for (int k = 0; k < CA_COUNT; k++)
         arrays [k] = pgarray_new (room [k]);
@@ -201,13 +202,15 @@ commit_arrays (const store_commit_t *const *commits, size_t n, pgarray_t *arrays
         else
             pgarray_add_null (arrays [CA_LIFETIME]);
         pgarray_add_text (arrays [CA_UNUSABLE], c->unusable);              /* NULL: a null */
+        pgarray_add_text (arrays [CA_API_BASE], c->api_base_url);          /* NULL: keep the stored one */
     }
 }
 
-/* STORE_COMMIT_SQL's thirteen values from the arrays; 0, or -1 when one would not fit its room
+/* STORE_COMMIT_SQL's fourteen values from the arrays; 0, or -1 when one would not fit its room
  * (never, as commit_arrays sizes them). */
+#define COMMIT_PARAMS 14
 static int
-commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *values [13])
+commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *values [COMMIT_PARAMS])
 {
     for (int k = 0; k < CA_COUNT; k++)
         if (!pgarray_text (arrays [k]))
@@ -217,7 +220,7 @@ commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *value
                          pgarray_text (arrays [CA_REFRESH]), pgarray_text (arrays [CA_FINGERPRINT]),
                          pgarray_text (arrays [CA_SCOPES]), store_worker_id (s), pgarray_text (arrays [CA_ROTATED]),
                          pgarray_text (arrays [CA_TOKEN]), pgarray_text (arrays [CA_LIFETIME]),
-                         pgarray_text (arrays [CA_UNUSABLE]) };
+                         pgarray_text (arrays [CA_UNUSABLE]), pgarray_text (arrays [CA_API_BASE]) };
     memcpy (values, v, sizeof v);
     return 0;
 }
@@ -358,7 +361,7 @@ store_replay_start (store_t *s, const store_commit_t *cm, int64_t hold_ms, store
                     size_t errlen)
 {
     pgarray_t *arrays [CA_COUNT];
-    const char *values [13];
+    const char *values [COMMIT_PARAMS];
     const store_commit_t *one [1] = { cm };
     commit_arrays (one, 1, arrays);
     fr_status_t st = FR_INTERNAL;
@@ -371,7 +374,7 @@ store_replay_start (store_t *s, const store_commit_t *cm, int64_t hold_ms, store
          * behind, with no moment between the finding and the hold */
         int held = hold_ms > 0 && cm->lease_token [0];
         store_stmt_t stmts [] = {
-            { store_commit_sql, 13, values, NULL, NULL },
+            { store_commit_sql, COMMIT_PARAMS, values, NULL, NULL },
             hold_stmt (s, cm->id, cm->expected_generation, cm->lease_token, hold_ms, &hold),
             { "SELECT generation, refresh_fingerprint FROM integrations WHERE id = $1", 1, ids, NULL, NULL },
         };
@@ -424,7 +427,7 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
     store_stmt_t stmts [3] = { { store_generic_plans_sql, 0, NULL, NULL, NULL } };
     size_t ns = 1;
     pgarray_t *carrays [CA_COUNT] = { NULL }, *qarrays [5] = { NULL };
-    const char *cvalues [13], *qvalues [7], *nvalues [2];
+    const char *cvalues [COMMIT_PARAMS], *qvalues [7], *nvalues [2];
     store_stmt_t notify = { NULL, 0, NULL, NULL, NULL };
     char ms [32];
     turn_t t = { nc, nq, commits_done_fn, commits_arg, NULL };
@@ -435,7 +438,7 @@ store_turn_start (store_t *s, const store_commit_t *const *commits, size_t nc, s
             st = FR_INTERNAL;
         }
         else {
-            stmts [ns++] = (store_stmt_t) { store_commit_sql, 13, cvalues, NULL, NULL };
+            stmts [ns++] = (store_stmt_t) { store_commit_sql, COMMIT_PARAMS, cvalues, NULL, NULL };
             notify = notify_stmt (s, carrays, nvalues);
         }
     }

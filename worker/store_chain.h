@@ -42,6 +42,7 @@ typedef struct {
     const char *scopes;                   /* NULL keeps the stored scopes */
     const char *unusable;                 /* the answer's access token was unusable: why, kept as the last
                                            * error and in the chain row; NULL when it was usable */
+    const char *api_base_url;             /* the answer's API base URL; NULL keeps the stored one */
 } store_commit_t;
 
 /* The claim: locks the row (without waiting: CLAIM_LOCKED if another session holds it), decides

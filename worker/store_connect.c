@@ -14,7 +14,7 @@
     "refresh_token_missing AND refresh_token IS NULL, array_to_string(requested_scopes, ' ')," \
     " scope_report, COALESCE(extract(epoch FROM scope_report_at)::bigint, 0)," \
     " COALESCE(extract(epoch FROM disconnected_at)::bigint, 0)"
-#define ROW_COLUMN_COUNT 22          /* in STORE_ROW_COLUMNS: EXTRA_COLUMNS follow them in a full row */
+#define ROW_COLUMN_COUNT 23          /* in STORE_ROW_COLUMNS: EXTRA_COLUMNS follow them in a full row */
 
 /* EXTRA_COLUMNS from row r of res, starting at column c. */
 static void
@@ -105,10 +105,10 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     " u AS (" \
     "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at," \
     "    refresh_token, refresh_fingerprint, generation, scopes, requested_scopes, refresh_token_missing," \
-    "    access_lifetime_s, route_hash, connected_at)" \
+    "    access_lifetime_s, route_hash, connected_at, api_base_url)" \
     "  SELECT $1::text, $2::text, 'active', $3::integer, $4::bytea, to_timestamp($5::bigint), $6::bytea, $7::text, 1," \
     "    string_to_array($8::text, ' '), string_to_array($9::text, ' '), $10::boolean, $14::integer, $16::bigint," \
-    "    now()" \
+    "    now(), $17::text" \
     "  WHERE $13::text IS NULL OR EXISTS (SELECT 1 FROM g WHERE outcome IS NULL)" \
     "  ON CONFLICT (id) DO UPDATE SET provider = EXCLUDED.provider, status = 'active'," \
     "    key_id = EXCLUDED.key_id, access_token = EXCLUDED.access_token," \
@@ -119,6 +119,7 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     "    refresh_token_missing = EXCLUDED.refresh_token_missing, scope_report = NULL, scope_report_at = NULL," \
     "    disconnected_at = NULL, lease_owner = NULL, lease_id = NULL, lease_token = NULL, lease_expires_at = NULL," \
     "    access_lifetime_s = EXCLUDED.access_lifetime_s, route_hash = EXCLUDED.route_hash, connected_at = now()," \
+    "    api_base_url = EXCLUDED.api_base_url," /* a new grant's, or none: the old one may be another org's */ \
     "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
     "  WHERE $13::text IS NULL OR integrations.disconnected_at IS NULL" \
     "    OR integrations.disconnected_at < (SELECT used_at FROM g)" \
@@ -140,9 +141,9 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
 /* UPSERT_SQL's parameters for u on s (the numbers live as long as p). */
 typedef struct {
     char key [32], exp [32], life [32], hash [32];
-    const char *values [16];
-    int lengths [16];
-    int formats [16];
+    const char *values [17];
+    int lengths [17];
+    int formats [17];
 } upsert_params_t;
 
 static void
@@ -156,7 +157,8 @@ upsert_params (store_t *s, const store_upsert_t *u, upsert_params_t *p)
                               (const char *) u->refresh_ct, u->refresh_ct ? u->refresh_fingerprint : NULL,
                               u->scopes ? u->scopes : "", u->requested_scopes, u->refresh_ct ? "false" : "true",
                               store_worker_id (s), u->detail, u->state_hash,
-                              u->access_ct && u->access_lifetime_s > 0 ? p->life : NULL, u->outcome, p->hash };
+                              u->access_ct && u->access_lifetime_s > 0 ? p->life : NULL, u->outcome, p->hash,
+                              u->api_base_url };
     memcpy (p->values, values, sizeof values);
     memset (p->lengths, 0, sizeof p->lengths);
     memset (p->formats, 0, sizeof p->formats);
@@ -248,7 +250,7 @@ store_upsert_start (store_t *s, const store_upsert_t *u, store_upserted_fn *fn, 
     upsert_params (s, u, &p);
     const char *ids [] = { u->id };
     store_stmt_t stmts [] = {
-        { UPSERT_SQL, 16, p.values, p.lengths, p.formats },
+        { UPSERT_SQL, 17, p.values, p.lengths, p.formats },
         { ROW_SQL, 1, ids, NULL, NULL },
     };
     upsert_ctx_t c = { fn, arg, "" };

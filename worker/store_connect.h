@@ -48,6 +48,8 @@ typedef struct {
     const char *outcome;                  /* the chain row's: "imported", "connected" */
     const char *detail;                   /* the chain row's detail (prefixed "re" on a reconnect), or NULL */
     const char *state_hash;               /* the connect whose pending row this finishes, or NULL */
+    const char *api_base_url;             /* the provider's API base URL for this grant, or NULL (none:
+                                             a reconnect does not keep the old grant's) */
 } store_upsert_t;
 
 /* What the upsert did. */

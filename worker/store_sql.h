@@ -25,7 +25,7 @@
     "COALESCE(replace(lease_token::text, '-', ''), ''), " \
     "GREATEST(COALESCE((extract(epoch FROM lease_expires_at - clock_timestamp()) * 1000)::bigint, 0), 0), " \
     "refresh_token_missing AND refresh_token IS NULL, COALESCE(access_lifetime_s, 0), " \
-    "COALESCE(interrupted_generation = generation, false)"
+    "COALESCE(interrupted_generation = generation, false), api_base_url"
 
 /* A batch's first statement, before its commits and claims: two settings for the batch's
  * transaction alone (set_config's third argument: until its COMMIT or ROLLBACK), taken when its
@@ -102,8 +102,8 @@
     " COALESCE (d.outcome, CASE WHEN EXISTS (SELECT 1 FROM integrations WHERE id = x.req_id) THEN 'locked'" \
     "                      ELSE 'missing' END), x.req_ord" \
     " FROM x LEFT JOIN r ON r.id = x.req_id LEFT JOIN d ON d.d_ord = x.req_ord"
-#define STORE_CLAIM_OUTCOME_COLUMN 22
-#define STORE_CLAIM_PLACE_COLUMN 23
+#define STORE_CLAIM_OUTCOME_COLUMN 23
+#define STORE_CLAIM_PLACE_COLUMN 24
 
 /* A hold: the lease of a row a failover put behind a commit this worker waits to write again
  * (failover.c's waits, recovery.c's behind list) until another worker has written its own lost
@@ -144,8 +144,9 @@
  * granted (a null element: unchanged), $10 whether the refresh token was rotated, $11 the leases'
  * tokens, $12 the access tokens' lifetimes in seconds, $13 why the access token the provider gave
  * was unusable (a null element: it was usable; else its refresh token is stored all the same, and
- * this text becomes the last error and the chain row's detail, so that status and doctor see it);
- * and $9 the worker's id. */
+ * this text becomes the last error and the chain row's detail, so that status and doctor see it),
+ * $14 the API base URLs the answers carried (a null element: the stored one is kept); and $9 the
+ * worker's id. */
 /* the lease is still this refresh's: read from the row being updated, its newest version once
  * any lock it waited for is gone (a join with a second read of the row would see the statement's
  * snapshot, and cost an index scan and a join for every commit) */
@@ -153,9 +154,10 @@
 #define STORE_COMMIT_SQL \
     "WITH x AS (SELECT * FROM unnest ($1::text[], $2::bigint[], $3::integer[], $4::bytea[], $5::bigint[]," \
     "                                 $6::bytea[], $7::text[], $8::text[], $10::boolean[], $11::uuid[], $12::integer[]," \
-    "                                 $13::text[])" \
+    "                                 $13::text[], $14::text[])" \
     "   WITH ORDINALITY AS x (req_id, req_generation, req_key, req_access, req_expires, req_refresh," \
-    "                         req_fingerprint, req_scopes, req_rotated, req_token, req_lifetime, req_unusable, req_ord))," \
+    "                         req_fingerprint, req_scopes, req_rotated, req_token, req_lifetime, req_unusable," \
+    "                         req_api_base, req_ord))," \
     " l AS (SELECT id AS l_id FROM integrations WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE)," \
     " prev AS (SELECT id AS prev_id, status AS prev_status FROM integrations WHERE id = ANY ($1::text[]))," /* the snapshot: before u */ \
     " u AS (" \
@@ -163,6 +165,7 @@
     "    access_expires_at = to_timestamp(x.req_expires), access_lifetime_s = x.req_lifetime," \
     "    refresh_token = x.req_refresh, refresh_fingerprint = x.req_fingerprint, generation = i.generation + 1," \
     "    status = 'active', scopes = COALESCE(string_to_array(x.req_scopes, ' '), i.scopes)," \
+    "    api_base_url = COALESCE(x.req_api_base, i.api_base_url)," \
     "    lease_owner = CASE WHEN " STORE_COMMIT_MINE " THEN NULL ELSE i.lease_owner END," \
     "    lease_expires_at = CASE WHEN " STORE_COMMIT_MINE " THEN NULL ELSE i.lease_expires_at END," \
     "    lease_token = CASE WHEN " STORE_COMMIT_MINE " THEN NULL ELSE i.lease_token END," \
