@@ -43,6 +43,7 @@ entry_free (cache_entry_t *e)
 {
     entry_forget_token (e);
     mem_free (e->scopes);
+    mem_free (e->api_base_url);
     mem_free (e);
 }
 
@@ -217,14 +218,18 @@ entry_pack_hit (cache_entry_t *e, const char *access_token)
     char when [32];
     clock_rfc3339 (e->access_expires_at, when, sizeof when);
     size_t tlen = strlen (access_token);
+    size_t ulen = e->api_base_url ? strlen (e->api_base_url) : 0;
     /* "ok" true, then each key with its header, each value's largest header, the NUL */
-    size_t cap = 4 + 11 + (5 + strlen (when)) + 11 + 9 + 10 + 1 + 13 + (5 + tlen) + 1;
+    size_t cap = 4 + 11 + (5 + strlen (when)) + 11 + 9 + (e->api_base_url ? 13 + 5 + ulen : 0) + 10 + 1 + 13
+               + (5 + tlen) + 1;
     unsigned char *buf = secmem_alloc (cap);
     codec_builder_t *b = codec_builder_new_fixed (buf, cap - 1);
     size_t at, len;
     codec_kv_bool (b, "ok", 1);
     codec_kv_str (b, "expires_at", when);
     codec_kv_int (b, "generation", e->generation);
+    if (e->api_base_url)
+        codec_kv_str (b, "api_base_url", e->api_base_url);
     codec_str (b, "refreshed");
     (void) codec_builder_data (b, &at);
     codec_bool (b, 0);
@@ -245,6 +250,21 @@ entry_pack_hit (cache_entry_t *e, const char *access_token)
     e->hit_len = (uint32_t) len;
     e->hit_refreshed = (uint32_t) at;
     e->access_token = (char *) buf + len - tlen;
+}
+
+void
+cache_set_api_base_url (cache_entry_t *e, const char *url)
+{
+    if (e->api_base_url == url || (e->api_base_url && url && strcmp (e->api_base_url, url) == 0))
+        return;
+    cache_set_text (&e->api_base_url, url);
+    if (!e->hit_reply)
+        return;
+    /* the token lives inside the reply it is packed in: a copy, in secure memory, while repacking */
+    char *token = secmem_strdup (e->access_token);
+    entry_forget_token (e);
+    entry_pack_hit (e, token);
+    secmem_free_str (&token);
 }
 
 void

@@ -28,6 +28,8 @@ struct cache_entry {
     uint8_t  refresh_rejecting;   /* the refresh in flight was asked for by a rejection */
     uint8_t  backoff_local;       /* ... and they failed before the provider was called */
     char    *scopes;              /* space-separated */
+    char    *api_base_url;        /* the provider's API base URL for this grant, or NULL (most
+                                   * providers name none: a pointer, not a buffer, per entry) */
     struct refresh *refresh;      /* the refresh in flight: requests join it (single flight) */
     uint8_t  status;              /* integ_status_t */
     uint8_t  stale;               /* changed elsewhere while a refresh ran, or cleared while backing
@@ -53,16 +55,21 @@ size_t cache_count (const cache_t *c);
  * stopped, so that repeated calls cover the whole cache. Returns how many. */
 size_t cache_collect_unchecked (cache_t *c, int64_t older_than_ms, char **ids, size_t max);
 
-/* A cache hit's reply is a map of CACHE_HIT_FIELDS fields, and the request's id ("rid") first
- * when it has one: "ok" true, "expires_at", "generation", "refreshed" false, "access_token" last
- * (so that the token, NUL-terminated after the packed bytes, is also access_token). Only the map's
+/* A cache hit's reply is a map of CACHE_HIT_FIELDS fields (one more, "api_base_url", when the
+ * entry has one: cache_hit_fields), and the request's id ("rid") first when it has one: "ok"
+ * true, "expires_at", "generation", "api_base_url", "refreshed" false, "access_token" last (so
+ * that the token, NUL-terminated after the packed bytes, is also access_token). Only the map's
  * header and the id change from one request to the next (reply_token). */
 #define CACHE_HIT_FIELDS 5
+#define cache_hit_fields(e) (CACHE_HIT_FIELDS + ((e)->api_base_url ? 1 : 0))
 
 /* Replaces the access token (takes a copy), its expiry and generation, and packs hit_reply; the
  * entry counts as checked against the database now. */
 void cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation);
 void cache_set_text (char **field, const char *value);
+/* Replaces the entry's API base URL (takes a copy; NULL: none) and, when it changed, packs its
+ * hit reply again around the same token. */
+void cache_set_api_base_url (cache_entry_t *e, const char *url);
 /* Sets the entry's provider name to the cache's one copy of name (a worker caches many
  * integrations of few providers: a copy each cost a heap chunk per entry). */
 void cache_set_provider (cache_t *c, cache_entry_t *e, const char *name);

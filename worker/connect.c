@@ -706,6 +706,7 @@ typedef struct {
     int tries;                       /* upserts lost with the database so far */
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char *granted;
+    char *api_base_url;              /* the answer's API base URL (the catalog's api_base_field), or NULL */
     int nmissing;
     char missing [512], detail [700];
 } exchange_wait_t;
@@ -715,6 +716,7 @@ exchange_free (worker_t *w, exchange_wait_t *ew)
 {
     calls_free (w, ew->c);
     mem_free (ew->granted);
+    mem_free (ew->api_base_url);
     mem_free (ew->at_ct);
     mem_free (ew->rt_ct);
     mem_free (ew);
@@ -876,7 +878,8 @@ exchange_store_start (worker_t *w, store_t *store, void *arg)
     }
     store_upsert_t u = { c->id, c->provider->name, ew->key_id, ew->at_ct, ew->at_len, ew->expires_at, ew->expires_in,
                          ew->rt_ct, ew->rt_len, ew->has_refresh ? ew->fingerprint : NULL, ew->granted,
-                         c->requested_scopes ? c->requested_scopes : "", "connected", ew->detail, c->state_hash };
+                         c->requested_scopes ? c->requested_scopes : "", "connected", ew->detail, c->state_hash,
+                         ew->api_base_url };
     if ((st = store_upsert_start (store, &u, exchange_stored, ew, err, sizeof err)) != FR_OK) {
         exchange_not_stored (w, ew, st, err);
         exchange_free (w, ew);
@@ -909,6 +912,10 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res, const char *unu
         ew->expires_at = clock_wall_ms () / 1000 - 1;
     }
     ew->has_refresh = res->refresh_token != NULL;
+    /* an odd extra field never fails the connect: the grant's tokens are stored all the same */
+    if (res->api_base_ignored)
+        log_warning (c->id, NULL, "the provider's \"%s\" is ignored, %s: the integration is stored without an API "
+                     "base URL", p->api_base_field, res->api_base_ignored);
     fr_status_t st = crypto_seal (w->keyring, c->id, "access_token", unusable ? "" : res->access_token, &ew->at_ct,
                                   &ew->at_len, &ew->key_id, err, sizeof err);
     if (st == FR_OK && res->refresh_token)
@@ -924,6 +931,8 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res, const char *unu
     }
     if (res->refresh_token)
         crypto_fingerprint (w->keyring, res->refresh_token, ew->fingerprint);
+    ew->api_base_url = res->api_base_url;
+    res->api_base_url = NULL;
     /* RFC 6749 5.1: no scope in the answer means the scopes requested were granted */
     ew->granted = mem_strdup (res->scope ? res->scope : (c->requested_scopes ? c->requested_scopes : ""));
     for (char *q = ew->granted; *q; q++)

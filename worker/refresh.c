@@ -86,6 +86,7 @@ struct refresh {
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the stored fingerprint of the token the call spends */
     char *scopes;
+    char *api_base_url;              /* the answer's API base URL (the catalog's api_base_field), or NULL */
     char *unusable;                  /* the provider's answer had a refresh token but no usable access
                                       * token: why, for the waiters' error once the refresh token is in */
     int64_t unusable_retry;          /* ... and when to try again (s) */
@@ -211,6 +212,7 @@ refresh_free (worker_t *w, refresh_t *r)
     mem_free (r->access_ct);
     mem_free (r->refresh_ct);
     mem_free (r->scopes);
+    mem_free (r->api_base_url);
     mem_free (r->unusable);
     mem_free (r);
 }
@@ -372,6 +374,7 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
         if (st != FR_OK)
             return st;
     }
+    cache_set_api_base_url (e, row->api_base_url);    /* first: the token's reply carries it */
     cache_set_token (e, plain, row->access_expires_at, row->generation);
     /* the lifetime the provider gave this token (the refresh's, the code exchange's or the
      * import's expires_in), so that refresh-ahead is sized by the token itself */
@@ -843,6 +846,8 @@ refresh_committed (worker_t *w, refresh_t *r)
     r->journal_seq = 0;
     if (r->answered_us)
         metrics_observe (w->m.phase_commit, (double) (clock_mono_us () - r->answered_us) / 1e6);
+    if (r->api_base_url)
+        cache_set_api_base_url (e, r->api_base_url);    /* an answer without one keeps the stored one */
     cache_set_token (e, r->access_plain, r->commit.access_expires_at, r->expected_generation + 1);
     e->refreshed_ms = clock_mono_ms ();
     e->lifetime_s = (int32_t) r->commit.access_lifetime_s;
@@ -872,9 +877,11 @@ refresh_round_reset (refresh_t *r)
     mem_free (r->access_ct);
     mem_free (r->refresh_ct);
     mem_free (r->scopes);
+    mem_free (r->api_base_url);
     mem_free (r->unusable);
     r->access_ct = r->refresh_ct = NULL;
     r->scopes = NULL;
+    r->api_base_url = NULL;
     r->unusable = NULL;
     memset (&r->commit, 0, sizeof r->commit);
     memset (r->fingerprint, 0, sizeof r->fingerprint);
@@ -1155,6 +1162,12 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     if (res->expires_in_ignored)
         log_warning (e->id, NULL, "the provider's expires_in is not a number of seconds from 1 to 10 years: the token "
                      "is taken to last %d s", DEFAULT_EXPIRES_IN);
+    /* an odd extra field never fails the refresh: the tokens (maybe a rotated refresh token) are kept */
+    if (res->api_base_ignored)
+        log_warning (e->id, NULL, "the provider's \"%s\" is ignored, %s: the stored API base URL is kept",
+                     r->provider->api_base_field, res->api_base_ignored);
+    r->api_base_url = res->api_base_url;
+    res->api_base_url = NULL;
     /* an answer whose access token alone was unusable (r->unusable) stores its refresh token with
      * an empty access token, expired: the next refresh gets one */
     if (r->unusable)
@@ -1190,6 +1203,7 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     r->commit.refresh_fingerprint = r->fingerprint;
     r->commit.rotated = res->refresh_token != NULL;
     r->commit.scopes = r->scopes;
+    r->commit.api_base_url = r->api_base_url;
     r->commit.unusable = r->unusable;    /* the last error and the chain say so: doctor, status */
     mem_free_secret (&r->refresh_token);
 

@@ -80,7 +80,7 @@ reply_pack_token (codec_builder_t *o, const char *rid, const cache_entry_t *e, i
     if (!e->hit_reply)
         return -1;
     codec_builder_reset (o);
-    codec_map (o, CACHE_HIT_FIELDS + (rid [0] ? 1 : 0));
+    codec_map (o, cache_hit_fields (e) + (rid [0] ? 1 : 0));
     if (rid [0])
         codec_kv_str (o, "rid", rid);
     /* the entry's reply as packed with its token, but for "refreshed" */
@@ -128,7 +128,7 @@ reply_warn (reply_warnings_t *ws, const char *code, const char *hint, const char
 void
 reply_pack_integration (codec_builder_t *o, const store_row_t *row, const store_extra_t *x)
 {
-    codec_map (o, x ? 15 : 11);
+    codec_map (o, x ? 16 : 12);
     codec_kv_str (o, "id", row->id);
     codec_kv_str (o, "provider", row->provider);
     codec_kv_str (o, "status", row->status);
@@ -148,6 +148,11 @@ reply_pack_integration (codec_builder_t *o, const store_row_t *row, const store_
     codec_kv_str (o, "refresh_token_fingerprint", row->refresh_fingerprint);
     codec_kv_time (o, "created_at", row->created_at);
     codec_kv_time (o, "updated_at", row->updated_at);
+    codec_str (o, "api_base_url");
+    if (row->api_base_url)
+        codec_str (o, row->api_base_url);
+    else
+        codec_nil (o);
     if (!x)
         return;
     /* the connect flow's fields (migration 002) */

@@ -13,6 +13,7 @@
 #include "links.h"
 #include "loads.h"
 #include "dbwait.h"
+#include "oauth.h"
 #include "once.h"
 #include "ratelimit.h"
 #include "reply.h"
@@ -232,7 +233,7 @@ typedef struct {
     worker_t *w;
     job_t job;
     char id [IDENT_MAX + 1];
-    char *provider, *scopes;
+    char *provider, *scopes, *api_base_url;
     unsigned char *at_ct, *rt_ct;
     size_t at_len, rt_len;
     int32_t key_id;
@@ -245,6 +246,7 @@ import_free (import_wait_t *iw)
 {
     mem_free (iw->provider);
     mem_free (iw->scopes);
+    mem_free (iw->api_base_url);
     mem_free (iw->at_ct);
     mem_free (iw->rt_ct);
     mem_free (iw);
@@ -280,7 +282,8 @@ import_start (worker_t *w, store_t *store, void *arg)
     }
     /* the same statement as a connect's: a re-import is a reconnect */
     store_upsert_t imp = { iw->id, iw->provider, iw->key_id, iw->at_ct, iw->at_len, iw->expires_at, iw->lifetime,
-                           iw->rt_ct, iw->rt_len, iw->fingerprint, iw->scopes, NULL, "imported", NULL, NULL };
+                           iw->rt_ct, iw->rt_len, iw->fingerprint, iw->scopes, NULL, "imported", NULL, NULL,
+                           iw->api_base_url };
     fr_status_t st = store_upsert_start (store, &imp, import_done, iw, err, sizeof err);
     if (st != FR_OK) {
         reply_store_error (w, &iw->job, st, err);
@@ -291,7 +294,8 @@ import_start (worker_t *w, store_t *store, void *arg)
 static void
 op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
 {
-    char *provider = NULL, *refresh_token = NULL, *access_token = NULL, *scopes = NULL;
+    char *provider = NULL, *refresh_token = NULL, *access_token = NULL, *scopes = NULL, *api_base_url = NULL;
+    const char *problem;
     unsigned char *at_ct = NULL, *rt_ct = NULL;
     size_t at_len = 0, rt_len = 0;
     int64_t expires_in = 0;
@@ -323,6 +327,15 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     }
     if (fields_scopes (w, job, root, "scopes", MAX_IMPORT_SCOPES, &scopes) < 0)
         goto out;
+    if ((r = fields_str (w, job, root, "api_base_url", OAUTH_MAX_API_BASE, 1, &api_base_url)) < 0)
+        goto out;
+    /* the operator is told, where a provider's odd value is only logged: nothing is spent yet */
+    if (r == 1 && (problem = oauth_api_base_problem (api_base_url, strlen (api_base_url)))) {
+        snprintf (err, sizeof err, "\"api_base_url\" is not usable: %s", problem);
+        reply_error (w, job, FR_BAD_REQUEST, err, "give the base URL of the provider's API for this grant, such as "
+                     "https://acme.my.salesforce.com, or leave it out", -1);
+        goto out;
+    }
 
     fr_status_t st = crypto_seal (w->keyring, id, "refresh_token", refresh_token, &rt_ct, &rt_len, &key_id,
                                   err, sizeof err);
@@ -342,11 +355,12 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     iw->lifetime = access_token ? expires_in : 0;
     iw->provider = provider;             /* the import owns them now */
     iw->scopes = scopes;
+    iw->api_base_url = api_base_url;
     iw->at_ct = at_ct;
     iw->at_len = at_len;
     iw->rt_ct = rt_ct;
     iw->rt_len = rt_len;
-    provider = scopes = NULL;
+    provider = scopes = api_base_url = NULL;
     at_ct = rt_ct = NULL;
     dbwait_add (w, import_start, iw, iw->job.deadline_ms);
 out:
@@ -354,6 +368,7 @@ out:
     mem_free_secret (&refresh_token);
     mem_free_secret (&access_token);
     mem_free (scopes);
+    mem_free (api_base_url);
     mem_free (at_ct);
     mem_free (rt_ct);
 }
