@@ -421,6 +421,8 @@ token_reply (const provider_t *provider, const token_t *access, const token_t *r
         json_object_del (body, "expires_in");
     if (provider->config.errors_with_200)
         json_object_set_new (body, "ok", json_true ());
+    if (provider->config.instance_url)
+        json_object_set_new (body, "instance_url", json_string (provider->config.instance_url));
     mem_free (scope);
     return reply_json_take (200, body);
 }

@@ -9,6 +9,7 @@ typedef enum {
     CF_BOOL,                     /* bool */
     CF_LONG,                     /* long within [min, max] */
     CF_STRING,                   /* char *, length within [min, max] */
+    CF_STRING_OR_NULL,           /* the same, or NULL */
     CF_MODE,                     /* bool reusable, spelled "single_use" | "reusable" */
     CF_LIST,                     /* json_t * array of strings, each length within [min, max] */
     CF_LIST_OR_NULL              /* the same, or NULL */
@@ -43,6 +44,7 @@ static const struct {
     { "require_pkce",        CF_BOOL,         offsetof (provider_config_t, require_pkce),        0, 0 },
     { "deny",                CF_BOOL,         offsetof (provider_config_t, deny),                0, 0 },
     { "revoke_whole_grant",  CF_BOOL,         offsetof (provider_config_t, revoke_whole_grant),  0, 0 },
+    { "instance_url",        CF_STRING_OR_NULL, offsetof (provider_config_t, instance_url),      0, 4096 },
 };
 #define CONFIG_ROWS (sizeof config_table / sizeof config_table [0])
 
@@ -89,6 +91,7 @@ config_defaults (provider_config_t *cfg)
     cfg->require_pkce = false;
     cfg->deny = false;
     cfg->revoke_whole_grant = true;
+    cfg->instance_url = NULL;
 }
 
 static void
@@ -97,6 +100,7 @@ config_free (provider_config_t *cfg)
     mem_free_secret (&cfg->client_secret);
     mem_free (cfg->client_id);
     mem_free (cfg->scope_separator);
+    mem_free (cfg->instance_url);
     json_decref (cfg->redirect_uris);
     json_decref (cfg->grant_scopes);
     json_decref (cfg->refresh_token_scopes);
@@ -110,6 +114,7 @@ config_copy (provider_config_t *dst, const provider_config_t *src)
     dst->client_id = mem_strdup (src->client_id);
     dst->client_secret = mem_strdup (src->client_secret);
     dst->scope_separator = mem_strdup (src->scope_separator);
+    dst->instance_url = mem_strdup (src->instance_url);
     dst->redirect_uris = json_deep_copy (src->redirect_uris);
     dst->grant_scopes = src->grant_scopes ? json_deep_copy (src->grant_scopes) : NULL;
     dst->refresh_token_scopes = src->refresh_token_scopes ? json_deep_copy (src->refresh_token_scopes) : NULL;
@@ -179,6 +184,13 @@ config_set (provider_config_t *cfg, size_t row, const json_t *value, char *err, 
         }
         *FIELD (cfg, row, long) = (long) json_integer_value (value);
         return 0;
+    case CF_STRING_OR_NULL:
+        if (json_is_null (value)) {
+            mem_free (*FIELD (cfg, row, char *));
+            *FIELD (cfg, row, char *) = NULL;
+            return 0;
+        }
+        /* fall through */
     case CF_STRING: {
         size_t len = json_is_string (value) ? json_string_length (value) : 0;
         if (!json_is_string (value) || len < (size_t) min || len > (size_t) max
@@ -270,8 +282,11 @@ provider_config_json (const provider_t *provider)
             value = json_integer (*FIELD (cfg, row, long));
             break;
         case CF_STRING:
-            value = json_string (*FIELD (cfg, row, char *));
+        case CF_STRING_OR_NULL: {
+            const char *text = *FIELD (cfg, row, char *);
+            value = text ? json_string (text) : json_null ();
             break;
+        }
         case CF_MODE:
             value = json_string (*FIELD (cfg, row, bool) ? "reusable" : "single_use");
             break;

@@ -51,6 +51,7 @@ typedef struct {
     bool    require_pkce;
     bool    deny;
     bool    revoke_whole_grant;  /* false: /revoke revokes only the token given (Microsoft) */
+    char   *instance_url;        /* added to token answers as "instance_url" (Salesforce), any text; NULL: none */
 } provider_config_t;
 
 typedef struct {

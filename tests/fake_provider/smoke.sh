@@ -389,6 +389,23 @@ admin_json PUT /admin/providers/ms '{"answer_delay_ms":0}'
 refresh ms "$RT1"
 eq "$(json .error)" invalid_grant "refresh with a token revoked on its own"
 
+# instance_url: in every token answer while set (Salesforce's API host), any text; null removes it
+req GET /admin/providers/sf
+eq "$(json .instance_url)" null "instance_url unset by default"
+admin_json PUT /admin/providers/sf '{"instance_url":"https://acme.my.salesforce.com"}'
+eq "$STATUS" 200 "set instance_url"
+grant sf '["api"]'
+refresh sf "$(json .refresh_token)"
+eq "$STATUS" 200 "refresh with instance_url"
+eq "$(json .instance_url)" https://acme.my.salesforce.com "instance_url in the refresh answer"
+RT=$(json .refresh_token)
+admin_json PUT /admin/providers/sf '{"instance_url":null}'
+eq "$STATUS" 200 "clear instance_url"
+refresh sf "$RT"
+eq "$(json 'has("instance_url")')" false "no instance_url once cleared"
+admin_json PUT /admin/providers/sf '{"instance_url":3}'
+eq "$STATUS" 400 "instance_url must be a string or null"
+
 # --- garbage and caps -------------------------------------------------------------------------
 head -c 70000 /dev/zero | tr '\0' a >"$WORK/big"
 req POST /box/token "${CLIENT[@]}" --data-binary @"$WORK/big"
