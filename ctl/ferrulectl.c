@@ -65,6 +65,8 @@ static const opt_spec_t opts_import [] = {
       .min = 1, .max = 31536000, .help = "seconds the access token stays valid from now (1 to 31536000)" },
     { .name = "scopes", .metavar = "\"A B\"", .kind = OPT_WORDS, .key = "scopes",
       .help = "the scopes granted, separated by spaces or commas" },
+    { .name = "api-base-url", .metavar = "URL", .kind = OPT_STRING, .key = "api_base_url",
+      .help = "the base URL of the provider's API for this grant (Salesforce's instance_url), https://" },
     OPTS_END
 };
 

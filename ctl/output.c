@@ -214,6 +214,10 @@ print_token_details (FILE *f, const json_t *reply)
     print_value (f, json_object_get (reply, "expires_at"));
     fputs (", generation ", f);
     print_value (f, json_object_get (reply, "generation"));
+    if (json_is_string (json_object_get (reply, "api_base_url"))) {
+        fputs (", API base URL ", f);
+        print_value (f, json_object_get (reply, "api_base_url"));
+    }
     if (json_is_true (json_object_get (reply, "refreshed")))
         fputs (", refreshed by this request", f);
     fputc ('\n', f);
@@ -250,7 +254,7 @@ int
 output_integration (const json_t *reply, const output_mode_t *mode)
 {
     static const char *const order [] = {
-        "id", "provider", "status", "generation", "access_expires_at", "scopes", "last_refresh_at",
+        "id", "provider", "status", "generation", "access_expires_at", "scopes", "api_base_url", "last_refresh_at",
         "last_error", "refresh_token_fingerprint", "created_at", "updated_at", NULL
     };
     const json_t *integration = json_object_get (reply, "integration");

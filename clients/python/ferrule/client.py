@@ -27,7 +27,7 @@ import secrets
 import urllib.parse
 import weakref
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence, cast
+from typing import Any, Iterable, Mapping, Optional, Sequence, cast
 
 from . import _transport as wire
 from .curve import KeySource, keys_from_arguments
@@ -287,7 +287,7 @@ class Client:
 
     def import_tokens(self, integration: str, provider: str, refresh_token: str, *,
                       access_token: str | None = None, expires_in: int | None = None,
-                      scopes: Iterable[str] | None = None,
+                      scopes: Iterable[str] | None = None, api_base_url: str | None = None,
                       timeout: float | None = None) -> Integration:
         """Stores tokens obtained elsewhere (the ``import`` operation); over an existing
         integration it replaces the tokens and keeps the history. Sent once."""
@@ -300,6 +300,8 @@ class Client:
             args["expires_in"] = expires_in
         if scopes is not None:
             args["scopes"] = _str_list(scopes, "scopes")
+        if api_base_url is not None:
+            args["api_base_url"] = api_base_url
         return cast(Integration, self.call("import", args, timeout=timeout)["integration"])
 
     def report_scope(self, integration: str, *, scope: str | None = None,
@@ -545,14 +547,16 @@ def _token(reply: Mapping[str, Any]) -> Token:
     for key, ok in (("access_token", isinstance(access_token, str) and access_token),
                     ("expires_at", isinstance(reply.get("expires_at"), str)),
                     ("generation", isinstance(generation, int) and not isinstance(generation, bool)),
-                    ("refreshed", isinstance(refreshed, bool))):
+                    ("refreshed", isinstance(refreshed, bool)),
+                    ("api_base_url", reply.get("api_base_url") is None or isinstance(reply.get("api_base_url"), str))):
         if not ok:
             raise MalformedFrame(f"the token reply's \"{key}\" is missing or of the wrong type",
                                  rid=rid, reply=reply)
     expires_at = _parse_time(reply["expires_at"])
     assert expires_at is not None
     return Token(access_token=cast(str, access_token), expires_at=expires_at,
-                 generation=cast(int, generation), refreshed=cast(bool, refreshed))
+                 generation=cast(int, generation), refreshed=cast(bool, refreshed),
+                 api_base_url=cast(Optional[str], reply.get("api_base_url")))
 
 
 _CALLBACK_LIMITS = {"state": (256, False), "code": (16384, False), "error": (128, False),

@@ -16,6 +16,8 @@ class Token:
     expires_at: datetime          # aware, UTC
     generation: int               # bumped by every refresh and reconnect
     refreshed: bool               # this request caused a provider call
+    api_base_url: Optional[str] = None   # the provider's API base URL for this grant (Salesforce's
+                                         # instance_url), when the service knows one
 
     @property
     def expires_in(self) -> float:
@@ -57,6 +59,7 @@ class Integration(TypedDict, total=False):
     refresh_token_fingerprint: Optional[str]
     created_at: str
     updated_at: str
+    api_base_url: Optional[str]
     requested_scopes: Optional[list[str]]
     refresh_token_missing: bool
     scope_report: Optional[ScopeReport]

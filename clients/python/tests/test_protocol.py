@@ -45,6 +45,37 @@ def test_request_frames_and_body(scripted):
     assert tok.expires_at.year == 2030 and tok.expires_at.tzinfo is not None
 
 
+def test_token_carries_the_api_base_url_when_the_reply_has_one(scripted):
+    base = {"access_token": "t", "expires_at": "2030-01-01T00:00:00Z", "generation": 2, "refreshed": False}
+    replies = {"acct:sf": dict(base, api_base_url="https://acme.my.salesforce.com"), "acct:box": dict(base)}
+    b = scripted(lambda req, n: [ok(req, **replies[req["integration"]])])
+    with ferrule.Client(b.endpoint, timeout=3) as c:
+        with_base = c.token("acct:sf")
+        without = c.token("acct:box")
+    assert with_base.api_base_url == "https://acme.my.salesforce.com"
+    assert "acme.my.salesforce.com" in repr(with_base)           # not a secret: shown
+    assert without.api_base_url is None
+
+
+def test_token_reply_with_a_bad_api_base_url_is_malformed(scripted):
+    a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="2030-01-01T00:00:00Z", generation=1,
+                                    refreshed=False, api_base_url=3)])
+    with ferrule.Client(a.endpoint, timeout=3) as c:
+        with pytest.raises(ferrule.MalformedFrame, match="api_base_url"):
+            c.token("acct:x")
+
+
+def test_import_sends_the_api_base_url(scripted):
+    b = scripted(lambda req, n: [ok(req, integration={"id": req["integration"],
+                                                      "api_base_url": req.get("api_base_url")})])
+    with ferrule.Client(b.endpoint, timeout=3) as c:
+        i = c.import_tokens("acct:sf", "salesforce", "rt", api_base_url="https://acme.my.salesforce.com")
+        c.import_tokens("acct:box", "box", "rt")
+    assert b.requests[0]["api_base_url"] == "https://acme.my.salesforce.com"
+    assert i["api_base_url"] == "https://acme.my.salesforce.com"
+    assert "api_base_url" not in b.requests[1]
+
+
 def test_token_value_is_not_in_repr(scripted):
     b = scripted(lambda req, n: [ok(req, access_token="SECRET-AT-123", expires_at="2030-01-01T00:00:00Z",
                                      generation=1, refreshed=True)])
