@@ -155,8 +155,9 @@ sqlf (const char *fmt, ...)
 /* --- setup --------------------------------------------------------------------------------- */
 
 /* The harness's providers plus: fakegoogle with Google's notes on where to revoke access,
- * fakebad (a wrong client secret), fakeplain (no PKCE, no revocation endpoint) and fakerot (a
- * provider of its own whose settings one test changes: rotating, revoking one token at a time). */
+ * fakebad (a wrong client secret), fakeplain (no PKCE, no revocation endpoint), fakerot (a
+ * provider of its own whose settings one test changes: rotating, revoking one token at a time) and
+ * fakesf (rotating, its answers' instance_url the API's base URL, as Salesforce's). */
 static int
 write_providers (void)
 {
@@ -170,10 +171,11 @@ write_providers (void)
     json_t *bad = json_deep_copy (json_object_get (root, "fakebox"));
     json_t *plain = json_deep_copy (json_object_get (root, "fakebox"));
     json_t *rot = json_deep_copy (json_object_get (root, "fakebox"));
+    json_t *sf = json_deep_copy (json_object_get (root, "fakebox"));
     char url [256];
-    const char *names [] = { "fakebad", "fakeplain", "fakerot" };
-    json_t *entries [] = { bad, plain, rot };
-    for (int i = 0; i < 3; i++) {
+    const char *names [] = { "fakebad", "fakeplain", "fakerot", "fakesf" };
+    json_t *entries [] = { bad, plain, rot, sf };
+    for (int i = 0; i < 4; i++) {
         snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/authorize", harness_port (h), names [i]);
         json_object_set_new (entries [i], "authorization_url", json_string (url));
         snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/token", harness_port (h), names [i]);
@@ -187,6 +189,8 @@ write_providers (void)
     json_object_set_new (root, "fakebad", bad);
     json_object_set_new (root, "fakeplain", plain);
     json_object_set_new (root, "fakerot", rot);
+    json_object_set_new (sf, "api_base_field", json_string ("instance_url"));
+    json_object_set_new (root, "fakesf", sf);
     /* the built-in microsoft entry (its scopes, its offline_access) at the fake provider */
     json_t *ms = json_object ();
     snprintf (url, sizeof url, "http://127.0.0.1:%d/microsoft/authorize", harness_port (h));
@@ -1654,6 +1658,111 @@ test_connect_without_pkce (void **state)
     json_decref (reqs);
 }
 
+/* The provider's instance_url (fakesf's api_base_field) reaches callers as api_base_url: from the
+ * code exchange, in the integration and every token reply (the cache's packed reply too); a
+ * refresh answer with a new one replaces it, one without keeps it, and an unusable one is ignored
+ * with a warning that does not quote it, the refresh succeeding and its rotated token kept. */
+static void
+test_api_base_url (void **state)
+{
+    const char *id = "apibase:sf";
+    int rc;
+    char sql [512];
+    itest_fake_config (h, "fakesf", json_pack ("{s:s}", "instance_url", "https://acme.my.salesforce.com"));
+    json_t *r = connect_ok (id, "fakesf", "api", NULL);
+    assert_string_equal (istr (r, "api_base_url"), "https://acme.my.salesforce.com");
+    json_decref (r);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM integrations WHERE id = '%s'"
+              " AND api_base_url = 'https://acme.my.salesforce.com'", id);
+    assert_int_equal (harness_sql_int (h, sql), 1);
+    for (int i = 0; i < 2; i++) {       /* read into the cache, then a hit from its packed reply */
+        json_t *t = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+        assert_int_equal (rc, 0);
+        assert_true (json_is_false (json_object_get (t, "refreshed")));
+        assert_string_equal (json_string_value (json_object_get (t, "api_base_url")), "https://acme.my.salesforce.com");
+        json_decref (t);
+    }
+    /* the other providers' replies carry none */
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "apibase:box", "fakebox", rt), 0);
+    mem_free (rt);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "apibase:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_null (json_object_get (t, "api_base_url"));
+    json_decref (t);
+
+    /* each refresh's answer: a new host replaces the stored one; none, or an unusable one, keeps it */
+    char too_long [301];
+    snprintf (too_long, sizeof too_long, "https://acme2.my.salesforce.com/%0268d", 0);
+    assert_int_equal (strlen (too_long), 300);
+    const struct { const char *sent, *kept; } steps [] = {
+        { "https://acme2.my.salesforce.com", "https://acme2.my.salesforce.com" },
+        { NULL, "https://acme2.my.salesforce.com" },
+        { "javascript:alert(document.cookie)", "https://acme2.my.salesforce.com" },
+        { too_long, "https://acme2.my.salesforce.com" },
+        { "http://evil.example", "https://acme2.my.salesforce.com" },
+        { "https://user:pw@evil.example", "https://acme2.my.salesforce.com" },
+    };
+    long long reuses = itest_stat (h, "fakesf", "reuse_detections");
+    long long invalid = itest_stat (h, "fakesf", "invalid_grants");
+    for (size_t i = 0; i < sizeof steps / sizeof steps [0]; i++) {
+        itest_fake_config (h, "fakesf", steps [i].sent ? json_pack ("{s:s}", "instance_url", steps [i].sent)
+                                                       : json_pack ("{s:n}", "instance_url"));
+        snprintf (sql, sizeof sql, "SELECT generation FROM integrations WHERE id = '%s'", id);
+        long long generation = harness_sql_int (h, sql);
+        itest_expire (h, id);
+        t = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+        if (rc != 0)
+            fail_msg ("step %zu: exit %d, %s", i, rc, itest_code (t));
+        assert_true (json_is_true (json_object_get (t, "refreshed")));
+        assert_string_equal (json_string_value (json_object_get (t, "api_base_url")), steps [i].kept);
+        json_decref (t);
+        /* stored with the rotated refresh token (a lost one would make the next refresh invalid_grant) */
+        snprintf (sql, sizeof sql, "SELECT count(*) FROM integrations WHERE id = '%s' AND generation = %lld"
+                  " AND api_base_url = '%s'", id, generation + 1, steps [i].kept);
+        assert_int_equal (harness_sql_int (h, sql), 1);
+        t = harness_ctl (h, &rc, "token", "--integration", id, NULL);      /* a cache hit now */
+        assert_int_equal (rc, 0);
+        assert_true (json_is_false (json_object_get (t, "refreshed")));
+        assert_string_equal (json_string_value (json_object_get (t, "api_base_url")), steps [i].kept);
+        json_decref (t);
+    }
+    assert_int_equal (itest_stat (h, "fakesf", "reuse_detections"), reuses);
+    assert_int_equal (itest_stat (h, "fakesf", "invalid_grants"), invalid);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'refreshed'"
+              " AND rotated", id);
+    assert_int_equal (harness_sql_int (h, sql), (long long) (sizeof steps / sizeof steps [0]));
+    /* the status map too */
+    json_t *s = harness_ctl (h, &rc, "status", "--integration", id, NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (s, "api_base_url"), "https://acme2.my.salesforce.com");
+    json_decref (s);
+    /* the ignored values were logged as ignored, never quoted */
+    itest_wait_log (h, "\\\"instance_url\\\" is ignored, it is not an absolute https:// URL", 10000);
+    itest_wait_log (h, "is ignored, it is longer than 255 bytes", 10000);
+    itest_wait_log (h, "is ignored, it is an http:// URL to a host other than 127.0.0.1", 10000);
+    itest_wait_log (h, "is ignored, it carries credentials", 10000);
+    assert_false (itest_workdir_contains (h, "document.cookie"));
+    assert_false (itest_workdir_contains (h, "evil.example"));
+    assert_false (itest_workdir_contains (h, "000000000000000000000000"));
+
+    /* an operator's import takes one, and refuses an unusable one */
+    rt = itest_grant (h, "fakesf", NULL);
+    json_t *imp = harness_ctl (h, &rc, "import", "--integration", "apibase:sf2", "--provider", "fakesf",
+                               "--refresh-token", rt, "--api-base-url", "https://acme3.my.salesforce.com", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (imp, "api_base_url"), "https://acme3.my.salesforce.com");
+    json_decref (imp);
+    imp = harness_ctl (h, &rc, "import", "--integration", "apibase:sf3", "--provider", "fakesf",
+                       "--refresh-token", rt, "--api-base-url", "http://evil.example", NULL);
+    assert_int_equal (rc, 2);
+    assert_string_equal (itest_code (imp), "bad_request");
+    assert_non_null (strstr (error_field (imp, "message"), "\"api_base_url\" is not usable"));
+    json_decref (imp);
+    mem_free (rt);
+    itest_fake_config (h, "fakesf", json_pack ("{s:n}", "instance_url"));
+}
+
 int
 main (void)
 {
@@ -1679,6 +1788,7 @@ main (void)
         cmocka_unit_test (test_disconnect),
         cmocka_unit_test (test_disconnect_revocation_refused_in_body),
         cmocka_unit_test (test_disconnect_revocation_retried),
+        cmocka_unit_test (test_api_base_url),
         cmocka_unit_test (test_disconnect_during_refresh_revokes_the_new_token),
         cmocka_unit_test (test_disconnect_during_refresh_revocation_refused),
         cmocka_unit_test (test_disconnect_during_refresh_revoked_once_the_database_takes_the_record),
