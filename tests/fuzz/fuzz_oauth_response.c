@@ -150,6 +150,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                                     && printable (r.error_description)));
     CHECK (!r.scope || printable (r.scope));
     CHECK (!r.token_type || printable (r.token_type));
+    /* an API base URL only from a good answer, and only one that would be taken again */
+    CHECK (!r.api_base_url || (r.kind == OAUTH_OK && p->api_base_field
+                               && !oauth_api_base_problem (r.api_base_url, strlen (r.api_base_url))));
+    CHECK (!(r.api_base_url && r.api_base_ignored));
     /* no text for logs and replies depends on a token: other tokens give the same texts */
     char *other = other_tokens (body, blen);
     if (other) {
@@ -166,7 +170,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     (void) oauth_kind_status (r.kind, (int) (blen & 1));
 
     oauth_result_clear (&r);
-    CHECK (r.expires_in == -1 && r.retry_after == -1 && !r.access_token);
+    CHECK (r.expires_in == -1 && r.retry_after == -1 && !r.access_token && !r.api_base_url);
     mem_free (body);
     return 0;
 }
