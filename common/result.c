@@ -23,6 +23,7 @@ static const result_info_t result_table [FR__COUNT] = {
     [FR_ACCESS_DENIED]        = { "access_denied", 4, "access was declined at the provider: connect again and approve the requested access" },
     [FR_NO_REFRESH_TOKEN]     = { "no_refresh_token", 4, "the provider issued no refresh token: revoke the app's access at the provider, then connect again" },
     [FR_INSUFFICIENT_SCOPE]   = { "insufficient_scope", 4, "disconnect and reconnect the integration, and accept all requested permissions" },
+    [FR_BROWSER_MISMATCH]     = { "browser_mismatch", 4, "start the connection again from the dashboard in this browser, and do not use sign-in links someone else sent you" },
     [FR_PROVIDER_UNAVAILABLE] = { "provider_unavailable", 5, "the provider's token endpoint failed for now; retry after the given delay" },
     [FR_PROVIDER_BAD_RESPONSE]= { "provider_bad_response", 5, "the provider answered something that is not a valid token response; retry later, and report it if it persists" },
     [FR_TIMEOUT]              = { "timeout", 5, "no answer within the deadline; retry, or raise --timeout" },

@@ -324,6 +324,7 @@ gw_http_status (const char *code)
         { "needs_reconnect", 409 }, { "disconnected", 409 }, { "no_refresh_token", 409 },
         { "code_expired_or_used", 422 }, { "state_invalid", 422 }, { "access_denied", 422 },
         { "insufficient_scope", 422 }, { "invalid_scope", 422 }, { "redirect_uri_mismatch", 422 },
+        { "browser_mismatch", 422 },
         { "rate_limited", 429 },
         { "provider_unavailable", 503 }, { "provider_bad_response", 503 }, { "timeout", 503 },
         { "unavailable", 503 }, { "overloaded", 503 }, { "database_unavailable", 503 },

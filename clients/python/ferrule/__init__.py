@@ -9,7 +9,7 @@ The wire protocol is docs/protocol.md; the retry rules are the C client's (ferru
 """
 from .client import Client, parse_endpoints
 from .curve import CurveKeys
-from .errors import (ERRORS, AccessDenied, AccessRefused, BadRequest, CodeExpiredOrUsed, Configuration,
+from .errors import (ERRORS, AccessDenied, AccessRefused, BadRequest, BrowserMismatch, CodeExpiredOrUsed, Configuration,
                      ConfigurationError, DatabaseUnavailable, Disconnected, FerruleError, Forbidden,
                      InsufficientScope, Internal, InternalError, InvalidClient, InvalidScope,
                      MalformedFrame, NeedsReconnect, NoRefreshToken, NotFound, Overloaded,
@@ -28,7 +28,7 @@ __all__ = [
     "ConfigurationError", "InternalError", "AccessRefused",
     "BadRequest", "MalformedFrame", "TooLarge", "UnsupportedVersion", "UnknownOperation",
     "NeedsReconnect", "Disconnected", "CodeExpiredOrUsed", "StateInvalid", "AccessDenied",
-    "NoRefreshToken", "InsufficientScope",
+    "NoRefreshToken", "InsufficientScope", "BrowserMismatch",
     "ProviderUnavailable", "ProviderBadResponse", "Timeout", "Unavailable", "Overloaded",
     "DatabaseUnavailable", "RateLimited",
     "InvalidClient", "RedirectUriMismatch", "InvalidScope", "Configuration", "Internal", "Forbidden",

@@ -11,7 +11,7 @@ Every class sits under a category that says what the caller can do about it::
     ├── NotFound              (exit 3)
     ├── UserActionRequired    (exit 4) the end user must act: NeedsReconnect, Disconnected,
     │                                  CodeExpiredOrUsed, StateInvalid, AccessDenied,
-    │                                  NoRefreshToken, InsufficientScope
+    │                                  NoRefreshToken, InsufficientScope, BrowserMismatch
     ├── TransientError        (exit 5) retry later: ProviderUnavailable, ProviderBadResponse,
     │                                  Timeout, Unavailable, Overloaded, DatabaseUnavailable
     ├── ConfigurationError    (exit 6) the operator must act: InvalidClient,
@@ -160,6 +160,10 @@ class InsufficientScope(UserActionRequired):
     code = "insufficient_scope"
 
 
+class BrowserMismatch(UserActionRequired):
+    code = "browser_mismatch"
+
+
 class ProviderUnavailable(TransientError):
     code = "provider_unavailable"
 
@@ -218,7 +222,7 @@ ERRORS: dict[str, type[FerruleError]] = {cls.code: cls for cls in (
     BadRequest, MalformedFrame, TooLarge, UnsupportedVersion, UnknownOperation,
     NotFound,
     NeedsReconnect, Disconnected, CodeExpiredOrUsed, StateInvalid, AccessDenied,
-    NoRefreshToken, InsufficientScope,
+    NoRefreshToken, InsufficientScope, BrowserMismatch,
     ProviderUnavailable, ProviderBadResponse, Timeout, Unavailable, Overloaded,
     DatabaseUnavailable, RateLimited,
     InvalidClient, RedirectUriMismatch, InvalidScope, Configuration,
