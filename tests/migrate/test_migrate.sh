@@ -314,6 +314,17 @@ ACL=$(psql_db -c "SELECT has_function_privilege ('public', 'ferrule_gc_pending_a
     && pass "018: PUBLIC still may not run the function, which keeps its owner's rights and its search_path" \
     || fail "018: the function's rights and settings are \"$ACL\""
 
+# --- 020: a connect's browser binding, kept as a SHA-256 (hex) or NULL (an unbound connect)
+B20=$(psql_db -c "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, browser_hash)
+                  VALUES (repeat ('b1', 32), 'bind:a', 'p', 'https://app.example.test/cb', repeat ('c2', 32)),
+                         (repeat ('b2', 32), 'bind:b', 'p', 'https://app.example.test/cb', NULL)
+                  RETURNING 1" 2>&1 | wc -l)
+BAD20=$(psql_db -c "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, browser_hash)
+                    VALUES (repeat ('b3', 32), 'bind:c', 'p', 'https://app.example.test/cb', 'not-a-hash')" 2>&1)
+[ "$B20" = 2 ] && [[ "$BAD20" == *browser_hash_check* ]] \
+    && pass "020: pending_authorizations.browser_hash takes a SHA-256 in hex or NULL, and nothing else" \
+    || fail "020: browser_hash stored $B20 rows (expected 2) and answered \"$BAD20\" to a value that is no hash"
+
 # --- a migration that fails rolls back, names its file and the server's error
 mkdir -p "$WORK/dir"
 cp "${FILES[@]}" "$WORK/dir/"
