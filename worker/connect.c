@@ -3,7 +3,9 @@
  *   connect:    a random state (stored only as its SHA-256) and a PKCE verifier (sealed) go into
  *               pending_authorizations; the reply is the URL to send the user to.
  *   callback:   one UPDATE marks the state used and returns its row, so a reloaded callback URL
- *               finds it spent; the code is exchanged exactly once, never retried (a code is
+ *               finds it spent; a connect bound to a browser (the dashboard's, browser_binding)
+ *               whose callback brings another binding or none is spent as browser_mismatch by
+ *               that UPDATE, and its code never leaves the worker; the code is exchanged exactly once, never retried (a code is
  *               single use: a retry after a timeout could only fail, or be taken for a replay);
  *               the tokens are stored like an import and only then is the caller answered. */
 #include "connect.h"
@@ -163,6 +165,7 @@ typedef struct {
     char id [IDENT_MAX + 1];
     char state_hash [65];
     char retry_hash [65];                 /* the retry token this connect spends, "" none */
+    char browser_hash [65];               /* the binding its callback must bring, "" none */
     char *provider, *redirect_uri, *scopes, *return_to, *state, *url;
     unsigned char *verifier_ct;
     size_t verifier_ct_len;
@@ -200,8 +203,9 @@ connect_pending_written (void *arg, fr_status_t st, int64_t expires_at, const ch
         connect_wait_free (cw);
         return;
     }
-    log_info (cw->id, job->rid, "connect started for provider \"%s\" with redirect URI \"%s\"%s; expires at %s",
+    log_info (cw->id, job->rid, "connect started for provider \"%s\" with redirect URI \"%s\"%s%s; expires at %s",
               cw->provider, cw->redirect_uri, cw->verifier_ct ? " and PKCE" : "",
+              cw->browser_hash [0] ? ", bound to the browser that started it" : "",
               clock_rfc3339 (expires_at, when, sizeof when));
     codec_builder_t *o = reply_begin (w, job, 1, 7);
     codec_kv_str (o, "authorization_url", cw->url);
@@ -229,16 +233,18 @@ connect_pending_start (worker_t *w, store_t *store, void *arg)
     }
     store_pending_new_t pn = { cw->state_hash, cw->id, cw->provider, cw->redirect_uri, cw->scopes, cw->key_id,
                                cw->verifier_ct, cw->verifier_ct_len, w->cfg.connect_state_ttl_s, cw->return_to,
-                               cw->retry_hash [0] ? cw->retry_hash : NULL };
+                               cw->retry_hash [0] ? cw->retry_hash : NULL,
+                               cw->browser_hash [0] ? cw->browser_hash : NULL };
     if ((st = store_pending_insert_start (store, &pn, connect_pending_written, cw, err, sizeof err)) != FR_OK) {
         reply_store_error (w, &cw->job, st, err);
         connect_wait_free (cw);
     }
 }
 
-/* connect_start, and connect_start_retry with retry_hash. */
+/* connect_start, and connect_start_retry with retry_hash; browser_hash "" for an unbound connect. */
 static void
-connect_begin (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const char *retry_hash)
+connect_begin (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const char *retry_hash,
+               const char *browser_hash)
 {
     char *provider = NULL, *redirect_uri = NULL, *scopes = NULL, *state = NULL, *verifier = NULL, *return_to = NULL;
     char *challenge = NULL, *url = NULL, *words = NULL;
@@ -334,6 +340,7 @@ connect_begin (worker_t *w, job_t *job, const msgpack_object *root, const char *
     snprintf (cw->id, sizeof cw->id, "%s", id);
     memcpy (cw->state_hash, state_hash, sizeof cw->state_hash);
     snprintf (cw->retry_hash, sizeof cw->retry_hash, "%s", retry_hash ? retry_hash : "");
+    snprintf (cw->browser_hash, sizeof cw->browser_hash, "%s", browser_hash ? browser_hash : "");
     cw->key_id = key_id;
     cw->verifier_ct_len = verifier_ct_len;
     /* the connect owns them now */
@@ -364,13 +371,17 @@ out:
 void
 connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
 {
-    connect_begin (w, job, root, id, NULL);
+    char browser_hash [65];
+    if (fields_binding (w, job, root, "browser_binding", browser_hash) < 0)
+        return;
+    connect_begin (w, job, root, id, NULL, browser_hash);
 }
 
 void
-connect_start_retry (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const char *retry_hash)
+connect_start_retry (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const char *retry_hash,
+                     const char *browser_hash)
 {
-    connect_begin (w, job, root, id, retry_hash);
+    connect_begin (w, job, root, id, retry_hash, browser_hash);
 }
 
 /* --- callback ----------------------------------------------------------------------------- */
@@ -552,6 +563,7 @@ typedef struct {
     worker_t *w;
     job_t job;
     char state_hash [65];
+    char browser_hash [65];              /* of the callback's browser_binding, "" none */
     char *code, *error, *description;
 } callback_wait_t;
 
@@ -578,6 +590,12 @@ callback_taken (void *arg, fr_status_t st, store_pending_t *taken, const char *t
     char err [512], message [700];
 
     memset (&pd, 0, sizeof pd);
+    if (st == FR_BROWSER_MISMATCH && taken) {
+        /* spent already, and nothing sent to the provider: recorded, then answered */
+        pd = *taken;
+        callback_fail (w, job, state_hash, pd.integration, st, taken_err, NULL, -1, NULL);
+        goto out;
+    }
     if (st != FR_OK) {
         log_warning (NULL, job->rid, "callback refused: %s", taken_err);
         reply_store_error (w, job, st, taken_err);
@@ -646,7 +664,8 @@ callback_take_start (worker_t *w, store_t *store, void *arg)
         callback_wait_free (cw);
         return;
     }
-    if ((st = store_pending_take_start (store, cw->state_hash, callback_taken, cw, err, sizeof err)) != FR_OK) {
+    if ((st = store_pending_take_start (store, cw->state_hash, cw->browser_hash [0] ? cw->browser_hash : NULL,
+                                        callback_taken, cw, err, sizeof err)) != FR_OK) {
         log_warning (NULL, cw->job.rid, "callback refused: %s", err);
         reply_store_error (w, &cw->job, st, err);
         callback_wait_free (cw);
@@ -657,7 +676,7 @@ void
 connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
 {
     char *state = NULL, *code = NULL, *error = NULL, *description = NULL;
-    char state_hash [65];
+    char state_hash [65], browser_hash [65];
     int r;
 
     if ((r = fields_str (w, job, root, "state", MAX_STATE_LEN, 1, &state)) <= 0) {
@@ -667,7 +686,8 @@ connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
     }
     if (fields_str (w, job, root, "code", OAUTH_MAX_INPUT, 1, &code) < 0
     ||  fields_str (w, job, root, "error", MAX_ERROR_LEN, 1, &error) < 0
-    ||  fields_str (w, job, root, "error_description", MAX_DESCRIPTION_IN, 0, &description) < 0)
+    ||  fields_str (w, job, root, "error_description", MAX_DESCRIPTION_IN, 0, &description) < 0
+    ||  fields_binding (w, job, root, "browser_binding", browser_hash) < 0)
         goto out;
     if (!code && !error) {
         reply_error (w, job, FR_BAD_REQUEST, "the callback has neither \"code\" nor \"error\"",
@@ -680,6 +700,7 @@ connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
     cw->w = w;
     cw->job = *job;
     memcpy (cw->state_hash, state_hash, sizeof cw->state_hash);
+    memcpy (cw->browser_hash, browser_hash, sizeof cw->browser_hash);
     cw->code = code;
     cw->error = error;
     cw->description = description;

@@ -10,9 +10,10 @@
 void connect_start (worker_t *w, job_t *job, const msgpack_object *root, const char *id);
 /* op "retry" (gwops.c): connect_start for the connect a retry token repeats, spending the token
  * (its SHA-256, retry_hash) in the statement that writes the pending authorization; a connect
- * refused before that leaves the token usable. */
+ * refused before that leaves the token usable. browser_hash: the SHA-256 (hex) of the retrying
+ * browser's binding the new connect is bound to, "" for an unbound one. */
 void connect_start_retry (worker_t *w, job_t *job, const msgpack_object *root, const char *id,
-                          const char *retry_hash);
+                          const char *retry_hash, const char *browser_hash);
 /* op "callback" (no integration id: the state finds it): exchanges the code exactly once. */
 void connect_callback (worker_t *w, job_t *job, const msgpack_object *root);
 

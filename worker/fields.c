@@ -3,6 +3,7 @@
 #include "fields.h"
 #include "reply.h"
 #include "mem.h"
+#include "crypto.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -45,6 +46,36 @@ fields_int (worker_t *w, const job_t *job, const msgpack_object *root, const cha
         reply_error (w, job, FR_BAD_REQUEST, message, NULL, -1);
         return -1;
     }
+    return 1;
+}
+
+int
+fields_binding (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, char hash [65])
+{
+    const char *s;
+    size_t len;
+    char message [160];
+    hash [0] = '\0';
+    int r = codec_get_str (root, key, &s, &len);
+    if (r == 0)
+        return 0;
+    int bad = r < 0 || len != FIELDS_BINDING_LEN;
+    for (size_t i = 0; !bad && i < len; i++) {
+        unsigned char c = (unsigned char) s [i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            bad = 1;
+    }
+    if (bad) {
+        snprintf (message, sizeof message, "\"%s\" must be a string of %d base64url characters", key,
+                  FIELDS_BINDING_LEN);
+        reply_error (w, job, FR_BAD_REQUEST, message, NULL, -1);
+        return -1;
+    }
+    char value [FIELDS_BINDING_LEN + 1];
+    memcpy (value, s, len);
+    value [len] = '\0';
+    crypto_sha256_hex (value, hash);
+    mem_wipe (value, sizeof value);
     return 1;
 }
 

@@ -17,6 +17,11 @@ int fields_int (worker_t *w, const job_t *job, const msgpack_object *root, const
  * 0 absent, nil or empty, 1 present, -1 refused (reply sent). */
 int fields_scopes (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, uint32_t max,
                    char **out);
+/* An optional browser binding (the gateway's flow cookie): exactly FIELDS_BINDING_LEN base64url
+ * characters. hash gets the SHA-256 (hex) of the value, "" when absent; the value itself is
+ * never kept, logged or quoted. 0 absent, 1 present, -1 refused (reply sent). */
+#define FIELDS_BINDING_LEN 43        /* 32 random bytes in base64url, unpadded */
+int fields_binding (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, char hash [65]);
 /* 1 when s (len bytes) is an RFC 6749 scope-token: visible ASCII but '"' and '\'. */
 int fields_scope_token_ok (const char *s, size_t len);
 #endif

@@ -87,6 +87,7 @@ typedef struct {
     char ws [IDENT_MAX + 1];              /* the workspace prefix */
     char hash [65];                       /* SHA-256 of the state, token or key the request names */
     char issued_hash [65];                /* of a retry token drawn for an attempt */
+    char browser_hash [65];               /* of a retry's browser_binding, "" none */
     char *secret;                         /* a value handed out in the reply: wiped */
     char *name;                           /* an API key's */
     char prefix [KEY_SHOWN + 1];
@@ -138,6 +139,8 @@ gw_failed (gw_wait_t *gw, fr_status_t st, const char *err)
 static int
 outcome_retryable (const char *outcome)
 {
+    /* never browser_mismatch: a fresh connect from the browser that brought another's sign-in
+       link would finish the phishing it stopped */
     static const char *const list [] = { "code_expired_or_used", "access_denied", "invalid_scope",
                                          "no_refresh_token", "provider_unavailable", "state_invalid", NULL };
     for (int i = 0; outcome && list [i]; i++)
@@ -251,6 +254,14 @@ retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *
         reply_store_error (w, job, st, err);
         goto out;
     }
+    if (r->bound && !gw->browser_hash [0]) {
+        /* the attempt was bound to the browser that started it: so is its retry, or a retry token
+           read with the state would start an unbound connect to send to someone else */
+        snprintf (why, sizeof why, "the connect of integration \"%s\" was started from the dashboard and is bound to "
+                  "a browser: its retry needs that binding", r->integration);
+        reply_error (w, job, FR_BROWSER_MISMATCH, why, NULL, -1);
+        goto out;
+    }
     if (!ratelimit_admit (w, job, "connect", 7, r->integration))
         goto out;
     /* the connect the attempt made, as a request body for connect_start */
@@ -268,9 +279,11 @@ retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *
         reply_error (w, job, FR_INTERNAL, "could not rebuild the connect request of the attempt", NULL, -1);
         goto out;
     }
-    log_info (r->integration, job->rid, "retrying a failed connect with a retry token");
+    /* a retry of an unbound attempt (an API connect's) stays unbound, as its first try was */
+    log_info (r->integration, job->rid, "retrying a failed connect with a retry token%s",
+              r->bound ? ", bound to the retrying browser" : "");
     snprintf (job->op, sizeof job->op, "retry");
-    connect_start_retry (w, job, codec_msg_root (msg), r->integration, gw->hash);
+    connect_start_retry (w, job, codec_msg_root (msg), r->integration, gw->hash, r->bound ? gw->browser_hash : "");
 out:
     codec_builder_destroy (&b);
     codec_msg_destroy (&msg);
@@ -280,11 +293,16 @@ out:
 static void
 op_retry (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char *token = NULL;
+    char *token = NULL, browser_hash [65];
     if (!arg_required (w, job, root, "retry_token", MAX_TOKEN_LEN, &token))
         return;
+    if (fields_binding (w, job, root, "browser_binding", browser_hash) < 0) {
+        mem_free_secret (&token);
+        return;
+    }
     gw_wait_t *gw = gw_new (w, job, GW_RETRY_PEEK);
     crypto_sha256_hex (token, gw->hash);
+    memcpy (gw->browser_hash, browser_hash, sizeof gw->browser_hash);
     mem_free_secret (&token);
     gw_queue (gw);
 }

@@ -293,15 +293,16 @@ store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pend
     snprintf (ttl, sizeof ttl, "%" PRId64, p->ttl_s);
     const char *values [] = { p->state_hash, p->integration, p->provider, p->redirect_uri, p->scopes ? p->scopes : "",
                               p->verifier_ct ? key : NULL, (const char *) p->verifier_ct, ttl, p->return_to,
-                              p->retry_hash };
-    int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0, 0, 0 };
-    int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0, 0, 0 };
+                              p->browser_hash, p->retry_hash };
+    int lengths [] = { 0, 0, 0, 0, 0, 0, (int) p->verifier_ct_len, 0, 0, 0, 0 };
+    int formats [] = { 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0 };
     /* the runtime role may not DELETE: states, retry tokens and dashboard links a day past
        their expiry go through a function owned by the schema owner (migrations/004, 018) */
 #define PENDING_INSERT \
         "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, requested_scopes," \
-        "  key_id, code_verifier, expires_at, return_to)" \
-        " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second', $9" \
+        "  key_id, code_verifier, expires_at, return_to, browser_hash)" \
+        " SELECT $1, $2, $3, $4, string_to_array($5, ' '), $6::integer, $7, now() + $8::integer * interval '1 second', $9," \
+        "  $10" \
         " FROM (SELECT ferrule_gc_pending_authorizations ()) gc"
 #define PENDING_RETURNING " RETURNING extract(epoch FROM expires_at)::bigint"
     /* a retry's token is spent by the statement that writes its connect, so a connect refused
@@ -310,9 +311,9 @@ store_pending_insert_start (store_t *s, const store_pending_new_t *p, store_pend
        spent and writes nothing */
     store_stmt_t stmt = p->retry_hash
         ? (store_stmt_t) { "WITH t AS (UPDATE gateway_retry_tokens SET used_at = now ()"
-                           "           WHERE token_hash = $10 AND used_at IS NULL AND expires_at > now () RETURNING 1) "
-                           PENDING_INSERT ", t" PENDING_RETURNING, 10, values, lengths, formats }
-        : (store_stmt_t) { PENDING_INSERT PENDING_RETURNING, 9, values, lengths, formats };
+                           "           WHERE token_hash = $11 AND used_at IS NULL AND expires_at > now () RETURNING 1) "
+                           PENDING_INSERT ", t" PENDING_RETURNING, 11, values, lengths, formats }
+        : (store_stmt_t) { PENDING_INSERT PENDING_RETURNING, 10, values, lengths, formats };
 #undef PENDING_INSERT
 #undef PENDING_RETURNING
     pending_ctx_t c = { fn, arg, p->retry_hash != NULL };
@@ -336,6 +337,15 @@ pending_taken (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
         return;
     }
     const PGresult *res = results [0];
+    if (PQntuples (res) == 1 && store_bool_at (res, 0, 6)) {
+        /* spent by the statement, its code never to be exchanged: only what the record needs */
+        pd.integration = store_text_at (res, 0, 0);
+        pd.provider = store_text_at (res, 0, 1);
+        snprintf (why, sizeof why, "the sign-in for integration \"%s\" was started in another browser: its "
+                  "callback came without that browser's binding, so the code was not exchanged", pd.integration);
+        c->fn (c->arg, FR_BROWSER_MISMATCH, &pd, why);
+        return;
+    }
     if (PQntuples (res) == 1) {
         pd.integration = store_text_at (res, 0, 0);
         pd.provider = store_text_at (res, 0, 1);
@@ -364,15 +374,22 @@ pending_taken (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
 }
 
 fr_status_t
-store_pending_take_start (store_t *s, const char *state_hash, store_pending_taken_fn *fn, void *arg,
-                          char *err, size_t errlen)
+store_pending_take_start (store_t *s, const char *state_hash, const char *browser_hash, store_pending_taken_fn *fn,
+                          void *arg, char *err, size_t errlen)
 {
-    const char *values [] = { state_hash };
+    const char *values [] = { state_hash, browser_hash };
     store_stmt_t stmts [] = {
-        { "UPDATE pending_authorizations SET used_at = now()"
+        /* a bound row is spent by a callback from another browser too, its outcome written in the
+           same statement: the attempt read next finds it ended (no "Try again" for it), and the
+           code is never sent. The hashes compared are of random values, not the values. */
+        { "UPDATE pending_authorizations SET used_at = now(),"
+          "  outcome = CASE WHEN browser_hash IS DISTINCT FROM $2::text AND browser_hash IS NOT NULL"
+          "                 THEN 'browser_mismatch' ELSE outcome END,"
+          "  outcome_detail = CASE WHEN browser_hash IS DISTINCT FROM $2::text AND browser_hash IS NOT NULL"
+          "                 THEN 'the sign-in was started in another browser' ELSE outcome_detail END"
           " WHERE state_hash = $1 AND used_at IS NULL AND expires_at > now()"
           " RETURNING integration_id, provider, redirect_uri, array_to_string(requested_scopes, ' '), key_id,"
-          " code_verifier", 1, values, NULL, NULL },
+          " code_verifier, browser_hash IS DISTINCT FROM $2::text AND browser_hash IS NOT NULL", 2, values, NULL, NULL },
         /* read only when the first took nothing: then it saw the row as it was */
         { "SELECT integration_id, used_at IS NOT NULL, extract(epoch FROM COALESCE(used_at, expires_at))::bigint"
           " FROM pending_authorizations WHERE state_hash = $1", 1, values, NULL, NULL },

@@ -95,6 +95,8 @@ typedef struct {
     const char *return_to;                /* where the gateway sends the user afterwards, or NULL */
     const char *retry_hash;               /* a retry token spent by this write (NULL: none); when it
                                              is spent or expired already, nothing is written */
+    const char *browser_hash;             /* SHA-256 (hex) of the browser binding the callback must
+                                             bring (NULL: an unbound connect) */
 } store_pending_new_t;
 
 /* Writes it as a batch the loop does not wait for (the caller checks store_batch_busy; p's values
@@ -119,10 +121,13 @@ typedef struct {
 /* Marks the state used and reads its row, in one statement, so a reloaded callback URL finds it
  * spent; as a batch the loop does not wait for (the caller checks store_batch_busy): from
  * store_batch_pump, fn gets the row (the callee takes it: store_pending_clear), or
- * FR_STATE_INVALID (err says why: unknown, used when, expired when), or the batch's failure. */
+ * FR_STATE_INVALID (err says why: unknown, used when, expired when), or the batch's failure.
+ * A row bound to a browser (browser_hash) whose hash differs from browser_hash (NULL: the callback
+ * brought none) is spent by the same statement with outcome "browser_mismatch": fn then gets
+ * FR_BROWSER_MISMATCH and the row (its integration, for the record; nothing to exchange). */
 typedef void (store_pending_taken_fn) (void *arg, fr_status_t st, store_pending_t *pd, const char *err);
-fr_status_t store_pending_take_start (store_t *s, const char *state_hash, store_pending_taken_fn *fn, void *arg,
-                                      char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_pending_take_start (store_t *s, const char *state_hash, const char *browser_hash,
+                                      store_pending_taken_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 void store_pending_clear (store_pending_t *pd);
 /* How a callback failed: on the pending row, and as a "connect_failed" chain row when the
  * integration exists; a batch the loop does not wait for (the caller checks store_batch_busy). */

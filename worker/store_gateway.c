@@ -192,6 +192,7 @@ retry_peek_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
         r.redirect_uri = text_or_empty (res, 0, 2);
         r.scopes = text_or_empty (res, 0, 3);
         r.return_to = store_text_at (res, 0, 4);
+        r.bound = store_bool_at (res, 0, 5);
     }
     c->fn.retry (c->arg, st, st == FR_OK ? &r : NULL, st == FR_OK ? NULL : err);
     mem_free (r.integration);
@@ -209,8 +210,10 @@ store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_retry_fn
     gw_ctx_t c = { .fn.retry = fn, .arg = arg, .refusal = FR_NOT_FOUND,
                    .refused = "this retry link expired or was already used" };
     return gw_start (s,
-        "SELECT integration_id, provider, redirect_uri, array_to_string (requested_scopes, ' '), return_to"
-        " FROM gateway_retry_tokens WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()",
+        "SELECT integration_id, provider, redirect_uri, array_to_string (requested_scopes, ' '), return_to,"
+        "  EXISTS (SELECT 1 FROM pending_authorizations p WHERE p.state_hash = t.state_hash"
+        "          AND p.browser_hash IS NOT NULL)"
+        " FROM gateway_retry_tokens t WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()",
         1, values, retry_peek_done, &c, err, errlen);
 }
 

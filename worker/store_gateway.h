@@ -52,6 +52,7 @@ typedef struct {
     char *redirect_uri;
     char *scopes;                         /* space-separated ("" none) */
     char *return_to;                      /* NULL none */
+    int bound;                            /* the attempt it repeats was bound to a browser */
 } store_gw_retry_t;
 
 /* The connect of a live retry token, without spending it: the token is spent by the statement
