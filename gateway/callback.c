@@ -1,5 +1,6 @@
 /* callback.c - callback pages: one per outcome, each with its action */
 #include "callback.h"
+#include "flow.h"
 #include "crypto.h"
 #include "log.h"
 #include "mem.h"
@@ -251,6 +252,20 @@ page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *
             retry_form (h, attempt, "Try again");
         }
     }
+    else if (strcmp (code, "browser_mismatch") == 0) {
+        /* no "Try again", and no link onwards: a connect started again from this browser would
+           finish what whoever sent the link wanted */
+        html_page_begin (h, "This sign-in was started in another browser");
+        para (h, "problem", "The sign-in link you followed was started from a Ferrule dashboard in another browser, "
+              "so nothing was connected: ", provider, "'s answer was not used.");
+        html_raw (h, "<h2>What to do</h2>\n<ul><li>If you started this connection yourself, start it again from "
+                     "the dashboard in this browser.</li><li>Do not use sign-in links someone else sent you: "
+                     "approving one would give them access to your account.</li></ul>\n");
+        html_page_end (h);
+        gw_resp_html (resp, gw_http_status (code), h);
+        html_destroy (&h);
+        return;
+    }
     else if (strcmp (code, "access_denied") == 0) {
         snprintf (title, sizeof title, "Access to %s was not granted", provider);
         html_page_begin (h, title);
@@ -340,6 +355,9 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
         return;
     }
     args = json_pack ("{s:s}", "state", state);
+    const char *binding = flow_binding (req);
+    if (binding)
+        json_object_set_new (args, "browser_binding", json_string (binding));
     if (code)
         json_object_set_new (args, "code", json_string (code));
     if (error)
@@ -390,13 +408,26 @@ callback_retry (gw_req_t *req, gw_resp_t *resp)
                          "Start again from Connect on your dashboard or in your application.");
         return;
     }
-    json_t *args = json_pack ("{s:s}", "retry_token", token);
+    /* the fresh connect is bound to this browser, as the dashboard's are (flow.h) */
+    char binding [FLOW_BINDING_LEN + 1], *set_cookie = NULL;
+    if (flow_bind (req, binding, &set_cookie) != 0) {
+        mem_wipe (token, sizeof token);
+        log_error (NULL, req->rid, "could not start a retry: no random bytes for its browser binding");
+        gw_resp_message (resp, 500, "The sign-in could not be started again",
+                         "This is a problem on the service's side. Try again in a moment.");
+        return;
+    }
+    json_t *args = json_pack ("{s:s, s:s}", "retry_token", token, "browser_binding", binding);
+    mem_wipe (binding, sizeof binding);
     json_t *reply = gw_call (req, "retry", args, GW_CALL_MS);
     mem_wipe (token, sizeof token);
     const char *rc = gw_code (reply);
     const char *url = jstr (reply, "authorization_url");
-    if (strcmp (rc, "ok") == 0 && url)
+    if (strcmp (rc, "ok") == 0 && url) {
         gw_resp_redirect (resp, url);
+        resp->cookie = set_cookie;
+        set_cookie = NULL;
+    }
     else if (strcmp (rc, "state_invalid") == 0)
         gw_resp_message (resp, 400, "This retry link has expired or was already used",
                          "Each Try again button works once, for 15 minutes. Start again from Connect on your "
@@ -408,6 +439,7 @@ callback_retry (gw_req_t *req, gw_resp_t *resp)
     else
         gw_resp_message (resp, gw_http_status (rc), "The sign-in could not be started again",
                          "Start again from Connect on your dashboard or in your application.");
+    mem_free_secret (&set_cookie);
     json_decref (args);
     json_decref (reply);
 }

@@ -1,5 +1,6 @@
 /* dashboard.c - the workspace's integrations, their diagnosis, the guide's buttons, API keys */
 #include "dashboard.h"
+#include "flow.h"
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
@@ -517,23 +518,37 @@ dashboard_detail (gw_req_t *req, gw_resp_t *resp)
     json_decref (hist);
 }
 
-/* A connect from the dashboard: back to the dashboard afterwards. scopes borrowed (may be NULL). */
+/* A connect from the dashboard: back to the dashboard afterwards. scopes borrowed (may be NULL).
+ * Bound to this browser (flow.h): its callback must come back to it, so an authorization URL
+ * copied out of this browser and sent to someone else cannot connect their account here. */
 static void
 start_connect (gw_req_t *req, gw_resp_t *resp, const char *id, const char *provider, json_t *scopes)
 {
-    char callback [GW_ORIGIN_MAX + 64], back [GW_ORIGIN_MAX + 64];
+    char callback [GW_ORIGIN_MAX + 64], back [GW_ORIGIN_MAX + 64], binding [FLOW_BINDING_LEN + 1];
+    char *set_cookie = NULL;
+    if (flow_bind (req, binding, &set_cookie) != 0) {
+        log_error (id, req->rid, "could not start a dashboard connect: no random bytes for its browser binding");
+        gw_resp_message (resp, 500, "The connection could not be started",
+                         "This is a problem on the service's side. Try again in a moment.");
+        return;
+    }
     snprintf (callback, sizeof callback, "%s/oauth/callback", req->gw->cfg.public_url);
     snprintf (back, sizeof back, "%s/dashboard", req->gw->cfg.public_url);
-    json_t *args = json_pack ("{s:s, s:s, s:s, s:s}", "integration", id, "provider", provider, "redirect_uri", callback,
-                              "return_to", back);
+    json_t *args = json_pack ("{s:s, s:s, s:s, s:s, s:s}", "integration", id, "provider", provider,
+                              "redirect_uri", callback, "return_to", back, "browser_binding", binding);
+    mem_wipe (binding, sizeof binding);
     if (scopes && json_array_size (scopes))
         json_object_set (args, "scopes", scopes);
     json_t *reply = gw_call (req, "connect", args, GW_CALLBACK_MS);
     const char *url = jstr (reply, "authorization_url");
-    if (strcmp (gw_code (reply), "ok") == 0 && url)
+    if (strcmp (gw_code (reply), "ok") == 0 && url) {
         gw_resp_redirect (resp, url);
+        resp->cookie = set_cookie;          /* the browser keeps it for its callback */
+        set_cookie = NULL;
+    }
     else
         action_failed (resp, reply, "The connection could not be started");
+    mem_free_secret (&set_cookie);
     json_decref (args);
     json_decref (reply);
 }
