@@ -4,11 +4,13 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
 #include "testexit.h"
 #include "gateway.h"
 #include "html.h"
+#include "flow.h"
 
 static void
 test_html_escapes_text_and_urls (void **state)
@@ -112,11 +114,43 @@ test_budget_asks_nothing_when_over (void **state)
     json_decref (r);
 }
 
+/* The browser binding cookie: only 43 base64url characters are a binding; its Set-Cookie is
+ * HttpOnly, SameSite=Lax (the provider's redirect back is a cross-site GET), Path=/, a day, no
+ * Domain, and over https Secure and "__Host-" named. */
+static void
+test_flow_cookie (void **state)
+{
+    const char *good = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_9";
+    assert_int_equal (strlen (good), 43);
+    assert_true (flow_binding_valid (good));
+    assert_false (flow_binding_valid (NULL));
+    assert_false (flow_binding_valid (""));
+    assert_false (flow_binding_valid ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_"));     /* 42 */
+    assert_false (flow_binding_valid ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_99"));   /* 44 */
+    assert_false (flow_binding_valid ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123+/9"));    /* not the URL alphabet */
+    assert_false (flow_binding_valid ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_="));
+    assert_false (flow_binding_valid ("abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-; "));
+    gw_t gw;
+    memset (&gw, 0, sizeof gw);
+    char *c = flow_cookie_header (&gw, good);
+    assert_string_equal (flow_cookie_name (&gw), "ferrule_flow");
+    assert_string_equal (c, "ferrule_flow=abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_9; Path=/; HttpOnly; SameSite=Lax; "
+                            "Max-Age=86400");
+    free (c);
+    gw.secure = 1;
+    c = flow_cookie_header (&gw, good);
+    assert_string_equal (flow_cookie_name (&gw), "__Host-ferrule_flow");
+    assert_string_equal (c, "__Host-ferrule_flow=abcdefghijklmnopqrstuvwxyzABCDEFGHIJ0123-_9; Path=/; HttpOnly; "
+                            "SameSite=Lax; Max-Age=86400; Secure");
+    free (c);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_html_escapes_text_and_urls),
+        cmocka_unit_test (test_flow_cookie),
         cmocka_unit_test (test_html_is_capped),
         cmocka_unit_test (test_return_to_allow_list),
         cmocka_unit_test (test_cross_site),

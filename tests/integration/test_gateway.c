@@ -1509,6 +1509,37 @@ test_dashboard_says_when_keys_are_not_listed (void **state)
     free (link);
 }
 
+/* The browser binding a dashboard connect's answer set (Set-Cookie of cookie name, checked for
+ * its attributes: HttpOnly, SameSite=Lax, Path=/, a day, Secure when secure, 43 base64url
+ * characters) as a "Cookie:" header (a new string). */
+static char *
+flow_cookie_of (const http_t *r, const char *name, int secure)
+{
+    char *set = header (r, "Set-Cookie");
+    if (!set)
+        fail_msg ("the connect's answer set no cookie");
+    size_t n = strlen (name);
+    if (strncmp (set, name, n) != 0 || set [n] != '=')
+        fail_msg ("the connect's answer set another cookie than \"%s\"", name);
+    const char *v = set + n + 1;
+    size_t len = strcspn (v, ";");
+    assert_int_equal (len, 43);
+    assert_int_equal (strspn (v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"), 43);
+    assert_non_null (strstr (set, "; HttpOnly"));
+    assert_non_null (strstr (set, "; SameSite=Lax"));
+    assert_non_null (strstr (set, "; Path=/"));
+    assert_non_null (strstr (set, "; Max-Age=86400"));
+    assert_null (strstr (set, "Domain"));
+    if (secure)
+        assert_non_null (strstr (set, "; Secure"));
+    else
+        assert_null (strstr (set, "Secure"));
+    char *cookie = malloc (len + n + 16);
+    snprintf (cookie, len + n + 16, "Cookie: %s=%.*s", name, (int) len, v);
+    free (set);
+    return cookie;
+}
+
 /* The form of a page whose button is labelled label, as a browser would post it: its action into
  * action, its fields url-encoded into body (the values are ids and tokens: nothing to escape). */
 static void
@@ -1803,6 +1834,8 @@ test_public_url_in_upper_case (void **state)
     r = http ("POST", url, phdr, body);
     assert_int_equal (r.status, 303);
     char *to_provider = header (&r, "Location");
+    /* a public URL of https (in any case): the binding cookie is the "__Host-" one, Secure */
+    char *flow_cookie = flow_cookie_of (&r, "__Host-ferrule_flow", 1);
     http_free (&r);
     assert_non_null (to_provider);
     assert_non_null (strstr (to_provider, "redirect_uri=HTTPS%3A%2F%2F127.0.0.1"));
@@ -1812,7 +1845,9 @@ test_public_url_in_upper_case (void **state)
     assert_true (strncmp (back, "HTTPS://", 8) == 0);
     snprintf (url, sizeof url, "%s%s", gw_url, strstr (back + 8, "/oauth/callback"));
     free (back);
-    r = http ("GET", url, NULL, NULL);
+    const char *fhdr [] = { flow_cookie, NULL };
+    r = http ("GET", url, fhdr, NULL);
+    free (flow_cookie);
     if (r.status != 200 || !has (&r, "http-equiv=\"refresh\""))
         fail_msg ("the dashboard's own connect came back with %ld, not its page back to the dashboard", r.status);
     http_free (&r);
@@ -2298,6 +2333,192 @@ test_sigterm_drains (void **state)
     gw_restore (&saved);
 }
 
+/* Presses the dashboard's Connect for integration WS + name with the session cookie and, when
+ * not NULL, a flow cookie (its value only, "name=value"); returns the answer. */
+static http_t
+dashboard_press_connect (const char *session, const char *flow_pair, const char *name)
+{
+    http_t home = dashboard_home (session);
+    assert_int_equal (home.status, 200);
+    char *csrf = form_value (home.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&home);
+    char url [256], body [256], cookies [1024];
+    snprintf (url, sizeof url, "%s/dashboard/connect", gw_url);
+    snprintf (body, sizeof body, "csrf=%s&provider=fakebox&name=%s", csrf, name);
+    snprintf (cookies, sizeof cookies, "%s%s%s", session, flow_pair ? "; " : "", flow_pair ? flow_pair : "");
+    const char *phdr [] = { cookies, "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, phdr, body);
+    free (csrf);
+    return r;
+}
+
+/* The callback page of a provider redirect (the provider's Location) in a browser with the given
+ * "Cookie:" header (NULL: none). */
+static http_t
+callback_in_browser (const char *loc, const char *cookie)
+{
+    assert_true (strncmp (loc, callback_uri, strlen (callback_uri)) == 0);
+    const char *hdr [] = { cookie, NULL };
+    return http ("GET", loc, cookie ? hdr : NULL, NULL);
+}
+
+/* Consent phishing: a dashboard user copies the authorization URL of their Connect (it carries
+ * the state) and sends it to someone else, who approves at the provider; the provider sends that
+ * person's browser to the callback. It exchanged the code, and the victim's tokens went into the
+ * sender's integration. A dashboard connect is now bound to the browser that started it: the
+ * callback elsewhere says so, exchanges nothing, offers no "Try again", and the integration stays
+ * unconnected; in the starting browser it connects; a connect through the API needs no cookie. */
+static void
+test_dashboard_connect_is_bound_to_its_browser (void **state)
+{
+    char *link = dashboard_link ("ws30:", 0);
+    char *session = open_session (link);
+    char wrong_name [256];
+
+    /* (a) the attacker's Connect; the URL followed by the victim, without the cookie */
+    http_t r = dashboard_press_connect (session, NULL, "phished");
+    assert_int_equal (r.status, 303);
+    char *to_provider = header (&r, "Location");
+    char *flow = flow_cookie_of (&r, "ferrule_flow", 0);
+    http_free (&r);
+    assert_non_null (to_provider);
+    long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
+    char *loc = authorize (to_provider);
+    free (to_provider);
+    r = callback_in_browser (loc, NULL);
+    if (r.status != 422 || !has (&r, "This sign-in was started in another browser"))
+        fail_msg ("a dashboard connect's callback in another browser: %ld, not the browser_mismatch page", r.status);
+    assert_true (has (&r, "Do not use sign-in links someone else sent you"));
+    assert_false (has (&r, "retry_token"));
+    assert_false (has (&r, "Try again</button>"));
+    assert_false (has (&r, "is connected"));
+    http_free (&r);
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges);
+    json_t *st = call ("status", json_pack ("{s:s}", "integration", "ws30:phished"));
+    assert_string_equal (client_error_code (st), "not_found");
+    json_decref (st);
+    /* spent: the same callback again, now with the cookie, does not connect either */
+    r = callback_in_browser (loc, flow);
+    assert_int_not_equal (r.status, 200);
+    assert_true (has (&r, "expired or was already used"));
+    http_free (&r);
+    free (loc);
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges);
+
+    /* the cookie's name is compared exactly: "FERRULE_FLOW" is not it. The browser's own value is
+       reused for a second connect (no new cookie) */
+    r = dashboard_press_connect (session, flow + strlen ("Cookie: "), "phished");
+    assert_int_equal (r.status, 303);
+    char *again = header (&r, "Set-Cookie");
+    assert_null (again);
+    to_provider = header (&r, "Location");
+    http_free (&r);
+    loc = authorize (to_provider);
+    free (to_provider);
+    snprintf (wrong_name, sizeof wrong_name, "Cookie: FERRULE_FLOW%s", strchr (flow, '='));
+    r = callback_in_browser (loc, wrong_name);
+    assert_true (has (&r, "This sign-in was started in another browser"));
+    http_free (&r);
+    free (loc);
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges);
+
+    /* (b) in the browser that pressed Connect, with its cookie: connected */
+    r = dashboard_press_connect (session, flow + strlen ("Cookie: "), "mine");
+    assert_int_equal (r.status, 303);
+    to_provider = header (&r, "Location");
+    http_free (&r);
+    loc = authorize (to_provider);
+    free (to_provider);
+    r = callback_in_browser (loc, flow);
+    if (r.status != 200 || !has (&r, "is connected"))
+        fail_msg ("a dashboard connect's callback in its own browser: %ld", r.status);
+    http_free (&r);
+    free (loc);
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges + 1);
+    st = call ("status", json_pack ("{s:s}", "integration", "ws30:mine"));
+    assert_string_equal (client_error_code (st), "ok");
+    assert_string_equal (json_string_value (json_object_get (json_object_get (st, "integration"), "status")), "active");
+    json_decref (st);
+
+    /* (c) a connect through the HTTP API is not bound: its callback needs no cookie */
+    char url [256];
+    snprintf (url, sizeof url, "%s/v1/integrations/ws30:api/connect", gw_url);
+    const char *ahdr [] = { "Authorization: Bearer " ADMIN_KEY, "Content-Type: application/json", NULL };
+    r = http ("POST", url, ahdr, "{\"provider\":\"fakebox\",\"scopes\":[\"read\"]}");
+    assert_int_equal (r.status, 200);
+    char *none = header (&r, "Set-Cookie");
+    assert_null (none);
+    json_t *j = json_loads (r.body, 0, NULL);
+    http_free (&r);
+    assert_non_null (j);
+    const char *auth = json_string_value (json_object_get (j, "authorization_url"));
+    assert_non_null (auth);
+    loc = authorize (auth);
+    json_decref (j);
+    r = callback_in_browser (loc, NULL);
+    if (r.status != 200 || !has (&r, "is connected"))
+        fail_msg ("an API connect's callback without a cookie: %ld", r.status);
+    http_free (&r);
+    free (loc);
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges + 2);
+    free (flow);
+    free (session);
+    free (link);
+}
+
+/* "Try again" after a dashboard connect failed in its own browser: the fresh connect is bound to
+ * the browser that pressed it, and a retry token read with the state (the attempt operation) is
+ * of no use without a binding: it cannot start an unbound connect to send to someone else. */
+static void
+test_dashboard_retry_is_bound (void **state)
+{
+    char *link = dashboard_link ("ws31:", 0);
+    char *session = open_session (link);
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "deny", 1));
+    http_t r = dashboard_press_connect (session, NULL, "denied");
+    assert_int_equal (r.status, 303);
+    char *to_provider = header (&r, "Location");
+    char *flow = flow_cookie_of (&r, "ferrule_flow", 0);
+    http_free (&r);
+    char *loc = authorize (to_provider);
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "deny", 0));
+    free (to_provider);
+    r = callback_in_browser (loc, flow);
+    assert_true (has (&r, "Access to fakebox was not granted"));
+    free (loc);
+    /* the worker refuses a retry of a bound attempt that brings no binding */
+    char *token = form_value (r.body, "retry_token");
+    assert_non_null (token);
+    json_t *t = call ("retry", json_pack ("{s:s}", "retry_token", token));
+    assert_string_equal (client_error_code (t), "browser_mismatch");
+    json_decref (t);
+    free (token);
+    /* the page's button, in the same browser (its cookie goes along) */
+    char body [512], url [128];
+    token = form_value (r.body, "retry_token");
+    snprintf (body, sizeof body, "retry_token=%s", token);
+    free (token);
+    snprintf (url, sizeof url, "%s/oauth/retry", gw_url);
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", flow, NULL };
+    http_t again = http ("POST", url, hdr, body);
+    http_free (&r);
+    assert_int_equal (again.status, 303);
+    to_provider = header (&again, "Location");
+    http_free (&again);
+    long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
+    loc = authorize (to_provider);
+    free (to_provider);
+    r = callback_in_browser (loc, NULL);
+    assert_true (has (&r, "This sign-in was started in another browser"));
+    http_free (&r);
+    free (loc);
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges);
+    free (flow);
+    free (session);
+    free (link);
+}
+
 int
 main (void)
 {
@@ -2332,6 +2553,8 @@ main (void)
         cmocka_unit_test (test_dashboard_says_when_keys_are_not_listed),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
         cmocka_unit_test (test_workspace_boundary),
+        cmocka_unit_test (test_dashboard_connect_is_bound_to_its_browser),
+        cmocka_unit_test (test_dashboard_retry_is_bound),
         cmocka_unit_test (test_dashboard_page_gives_up_in_a_stall),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
         cmocka_unit_test (test_sigterm_drains),
