@@ -496,6 +496,15 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         add_step (d, "Start again from Connect: %s, and open the callback URL once", cmd);
     }
     else
+    if (strcmp (code, "browser_mismatch") == 0) {
+        snprintf (d->symptom, sizeof d->symptom, "Finishing the connect of \"%s\" fails with browser_mismatch.", id);
+        snprintf (d->cause, sizeof d->cause, "The connect was started from the dashboard, which binds it to that "
+                  "browser, and the provider sent back another browser: the sign-in link was opened elsewhere or "
+                  "sent to someone. The code was not exchanged.");
+        add_step (d, "Start the connection again from the dashboard, and finish it in the same browser");
+        add_step (d, "Never send the provider's sign-in link to someone else, nor use one you were sent");
+    }
+    else
     if (strcmp (code, "access_denied") == 0) {
         snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" ends with access_denied.", id);
         snprintf (d->cause, sizeof d->cause, "The user declined the request on %s's consent screen (or an "
