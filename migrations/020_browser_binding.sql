@@ -4,10 +4,5 @@
 -- is absent or hashes differently spends the state with outcome 'browser_mismatch' and never
 -- exchanges the code, so an authorization URL sent to someone else cannot connect their account
 -- to the sender's integration. NULL: an unbound connect (the API, ferrulectl), unchanged.
---
--- The number: 019 is taken by another change. A build may have 020 without 019 (the schema
--- version is the highest number; ferrule-migrate allows a gap), but a database that has applied
--- 020 refuses a later 019 as out of order: renumber this file above the highest one applied
--- anywhere if 019 lands after it (nothing in the code names the number).
 ALTER TABLE pending_authorizations
     ADD COLUMN IF NOT EXISTS browser_hash text CHECK (browser_hash IS NULL OR browser_hash ~ '^[0-9a-f]{64}$');
