@@ -67,6 +67,17 @@ text_utf8_len (const unsigned char *p)
 }
 
 int
+text_base64url (const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) s [i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+int
 text_utf8_valid (const char *s)
 {
     for (const unsigned char *p = (const unsigned char *) s; *p; ) {

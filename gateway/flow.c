@@ -2,6 +2,7 @@
 #include "flow.h"
 #include "crypto.h"
 #include "mem.h"
+#include "text.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -16,13 +17,7 @@ flow_cookie_name (const gw_t *gw)
 int
 flow_binding_valid (const char *v)
 {
-    if (!v || strlen (v) != FLOW_BINDING_LEN)
-        return 0;
-    for (const char *c = v; *c; c++)
-        if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-'
-           || *c == '_'))
-            return 0;
-    return 1;
+    return v && strlen (v) == FLOW_BINDING_LEN && text_base64url (v, FLOW_BINDING_LEN);
 }
 
 char *

@@ -4,6 +4,7 @@
 #include "reply.h"
 #include "mem.h"
 #include "crypto.h"
+#include "text.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -59,13 +60,7 @@ fields_binding (worker_t *w, const job_t *job, const msgpack_object *root, const
     int r = codec_get_str (root, key, &s, &len);
     if (r == 0)
         return 0;
-    int bad = r < 0 || len != FIELDS_BINDING_LEN;
-    for (size_t i = 0; !bad && i < len; i++) {
-        unsigned char c = (unsigned char) s [i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_'))
-            bad = 1;
-    }
-    if (bad) {
+    if (r < 0 || len != FIELDS_BINDING_LEN || !text_base64url (s, len)) {
         snprintf (message, sizeof message, "\"%s\" must be a string of %d base64url characters", key,
                   FIELDS_BINDING_LEN);
         reply_error (w, job, FR_BAD_REQUEST, message, NULL, -1);

@@ -46,6 +46,19 @@ test_hex (void **state)
 }
 
 static void
+test_base64url (void **state)
+{
+    (void) state;
+    assert_true (text_base64url ("AZaz09-_", 8));
+    assert_true (text_base64url ("", 0));
+    assert_false (text_base64url ("abc=", 4));           /* padding is not of the alphabet */
+    assert_false (text_base64url ("ab+/", 4));           /* base64's, not base64url's */
+    assert_false (text_base64url ("ab c", 4));
+    assert_false (text_base64url ("ab\0c", 4));          /* len, not the NUL, ends it */
+    assert_true (text_base64url ("ab\0c", 2));
+}
+
+static void
 test_utf8 (void **state)
 {
     assert_true (text_utf8_valid (""));
@@ -70,6 +83,7 @@ main (void)
         cmocka_unit_test (test_copy_is_bounded),
         cmocka_unit_test (test_hex),
         cmocka_unit_test (test_utf8),
+        cmocka_unit_test (test_base64url),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
