@@ -653,6 +653,20 @@ audit_link_at (char link [4096], char file [4096], const char *file_name, const 
     harness_set_env (h, "FERRULE_AUDIT_LOG", link);
 }
 
+/* A broker with FERRULE_AUDIT_FAILURE=refuse, its audit log at the work folder's audit-file
+ * through link (audit_link_at), and its HTTP port (itest_http_port "broker0"). */
+static void
+start_refusing_broker (char link [4096], char file [4096])
+{
+    audit_link_at (link, file, "audit-file", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", "refuse");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_LOG", NULL);
+    harness_set_env (h, "FERRULE_AUDIT_FAILURE", NULL);
+}
+
 /* Points the audit link at target (atomically) and has the broker reopen it, the fake worker ws
  * (id wid; NULL: none) saying HELLO while it waits, so that it stays a member. */
 static void
@@ -838,13 +852,7 @@ static void
 test_audit_failure_refuse_refuses_until_the_log_is_written (void **state)
 {
     char link [4096], file [4096];
-    audit_link_at (link, file, "audit-file", NULL);
-    harness_set_env (h, "FERRULE_AUDIT_FAILURE", "refuse");
-    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
-    assert_true (harness_start_broker (h) >= 0);
-    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
-    harness_set_env (h, "FERRULE_AUDIT_LOG", NULL);
-    harness_set_env (h, "FERRULE_AUDIT_FAILURE", NULL);
+    start_refusing_broker (link, file);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
     int port = itest_http_port (h, "broker0");
@@ -917,13 +925,7 @@ static void
 test_audit_failure_refuse_records_the_token_a_slow_worker_answers (void **state)
 {
     char link [4096], file [4096];
-    audit_link_at (link, file, "audit-file", NULL);
-    harness_set_env (h, "FERRULE_AUDIT_FAILURE", "refuse");
-    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
-    assert_true (harness_start_broker (h) >= 0);
-    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
-    harness_set_env (h, "FERRULE_AUDIT_LOG", NULL);
-    harness_set_env (h, "FERRULE_AUDIT_FAILURE", NULL);
+    start_refusing_broker (link, file);
     assert_int_equal (harness_add_worker_key (h, "wa"), 0);
     void *ctx = zmq_ctx_new ();
     void *wa = itest_fake_worker (h, ctx, "wa", "wa");
