@@ -46,6 +46,8 @@ typedef struct {
     const char *rid;                     /* NULL: none */
     size_t rid_len;
     int owed;                            /* the answer to a pending request (broker_audit) */
+    int fd;                              /* the connection it came on (ZMQ_SRCFD), -1: unknown */
+    uint64_t conn;                       /* and its number (guard_account), for guard_sent */
 } req_t;
 
 struct broker {
@@ -76,8 +78,9 @@ struct broker {
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
                      *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
                      *m_audit_dropped, *m_audit_unwritten, *m_pending_bytes, *m_reconnects, *m_undelivered,
-                     *m_silent, *m_audit_unrecorded;
+                     *m_silent, *m_audit_unrecorded, *m_unread, *m_unread_cut;
     uint64_t silent_counted;       /* the worker guard's silent drops already in m_silent */
+    uint64_t unread_cut_counted;   /* the client guard's cuts for unread answers already in m_unread_cut */
     int audit_refuse;              /* FERRULE_AUDIT_FAILURE=refuse */
 };
 
@@ -241,6 +244,11 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     b->front_guard = guard_new (b->ctx, b->frontend, "client", budget, budget * 8, err, errlen);
     if (!b->front_guard)
         goto fail;
+    /* ZeroMQ queues up to the high-water mark of answers for each client that does not read them:
+     * bounded per connection only, clients that never read would grow the broker without end */
+    guard_limit_unsent (b->front_guard, (size_t) config->unread_bytes,
+                        "the connection is cut so that its answers are dropped (FERRULE_UNREAD_ANSWER_BYTES); a "
+                        "client must read its answers");
     b->back_guard = guard_new (b->ctx, b->backend, "worker", budget, budget * 8, err, errlen);
     if (!b->back_guard)
         goto fail;
@@ -296,6 +304,10 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     b->m_foreign_replies = metrics_counter (b->metrics, "broker_replies_ignored_total", "worker replies ignored: not from the worker the request was sent to, or for no pending request", NULL);
     b->m_undelivered = metrics_counter (b->metrics, "broker_answers_undelivered_total", "answers dropped because the client's queue of unread answers was full", NULL);
     b->m_cut = metrics_counter (b->metrics, "broker_connections_cut_total", "connections cut for breaking the byte budgets or sending under another's name", NULL);
+    b->m_unread = metrics_gauge (b->metrics, "broker_unread_answer_bytes",
+                                 "bytes of answers sent to clients that wait unread in the broker (at least)", NULL);
+    b->m_unread_cut = metrics_counter (b->metrics, "broker_unread_connections_cut_total",
+                                       "client connections cut for leaving answers unread past FERRULE_UNREAD_ANSWER_BYTES", NULL);
     b->m_silent = metrics_counter (b->metrics, "broker_silent_connections_dropped_total",
                                    "worker connections dropped because no message came of them for two heartbeat intervals "
                                    "(a connection under a worker id another one still held)", NULL);
@@ -374,27 +386,33 @@ broker_undelivered (broker_t *b)
                     "answer is dropped; the client reads its answers too slowly");
 }
 
-/* Sends a body to a client; 0, or -1 when it was not sent (broker_undelivered). */
+/* Sends a body to a client, in answer to rq; 0, or -1 when it was not sent (broker_undelivered). */
 static int
-broker_send_client (broker_t *b, const void *client, size_t client_len, const char *body, size_t len)
+broker_send_client (broker_t *b, const void *client, size_t client_len, const req_t *rq, const char *body,
+                    size_t len)
 {
     const void *parts [] = { client, "", CODEC_CLIENT_PROTOCOL, body };
     size_t sizes [] = { client_len, 0, 4, len };
-    if (frames_send (b->frontend, parts, sizes, 4, ZMQ_DONTWAIT) == 0)
+    if (frames_send (b->frontend, parts, sizes, 4, ZMQ_DONTWAIT) == 0) {
+        guard_sent (b->front_guard, rq->fd, rq->conn, 4 + len);
         return 0;
+    }
     broker_undelivered (b);
     return -1;
 }
 
-/* Forwards a worker's reply frame to a client as it was received (shared, not copied); 0, or -1
- * when it was not sent (broker_undelivered). */
+/* Forwards a worker's reply frame to the client of p as it was received (shared, not copied); 0,
+ * or -1 when it was not sent (broker_undelivered). */
 static int
-broker_forward_client (broker_t *b, const void *client, size_t client_len, zmq_msg_t *body)
+broker_forward_client (broker_t *b, const pending_t *p, zmq_msg_t *body)
 {
-    const void *parts [] = { client, "", CODEC_CLIENT_PROTOCOL };
-    size_t sizes [] = { client_len, 0, 4 };
-    if (frames_send_msg (b->frontend, parts, sizes, 3, body, ZMQ_DONTWAIT) == 0)
+    const void *parts [] = { p->client, "", CODEC_CLIENT_PROTOCOL };
+    size_t sizes [] = { p->client_len, 0, 4 };
+    size_t len = zmq_msg_size (body);
+    if (frames_send_msg (b->frontend, parts, sizes, 3, body, ZMQ_DONTWAIT) == 0) {
+        guard_sent (b->front_guard, p->client_fd, p->client_conn, 4 + len);
         return 0;
+    }
     broker_undelivered (b);
     return -1;
 }
@@ -436,7 +454,7 @@ broker_reply_error_hint (broker_t *b, const void *client, size_t client_len, con
     size_t len;
     const char *data = codec_builder_data (b->out, &len);
     /* recorded after the send, as a worker's answer is: the audit says what the client got */
-    int sent = broker_send_client (b, client, client_len, data, len) == 0;
+    int sent = broker_send_client (b, client, client_len, rq, data, len) == 0;
     (void) broker_audit (b, rq, sent ? result_code (st) : "undelivered");   /* lost or counted */
 }
 
@@ -453,7 +471,7 @@ broker_fail_pending_hint (broker_t *b, pending_t *p, fr_status_t st, const char 
 {
     broker_log_failed (b, p, st, message);
     req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
-                 p->rid_len ? p->rid : NULL, p->rid_len, 1 };
+                 p->rid_len ? p->rid : NULL, p->rid_len, 1, p->client_fd, p->client_conn };
     broker_reply_error_hint (b, p->client, p->client_len, &rq, st, message, hint);
     pending_remove (b->pending, p);
 }
@@ -591,7 +609,7 @@ broker_ping_reply (broker_t *b, const void *client, size_t client_len, const req
     codec_kv_str (o, "client", rq->client_name);
     size_t len;
     const char *data = codec_builder_data (o, &len);
-    (void) broker_audit (b, rq, broker_send_client (b, client, client_len, data, len) == 0 ? "ok" : "undelivered");
+    (void) broker_audit (b, rq, broker_send_client (b, client, client_len, rq, data, len) == 0 ? "ok" : "undelivered");
 }
 
 /* Answers one ZAP request (RFC 27): a CURVE key on the allow-list of the socket's domain is
@@ -724,10 +742,10 @@ broker_handle_client (broker_t *b)
     if (frames_recv (b->frontend, &f, ZMQ_DONTWAIT) != 0)
         return 0;
     int src = frames_source_fd (&f);
-    guard_account (b->front_guard, src, f.bytes, f.total);
+    uint64_t conn = guard_account (b->front_guard, src, f.bytes, f.total);
     const void *client = frames_data (&f, 0);
     size_t client_len = frames_size (&f, 0);
-    req_t rq = { NULL, OP_UNKNOWN, NULL, 0, NULL, 0, 0 };
+    req_t rq = { NULL, OP_UNKNOWN, NULL, 0, NULL, 0, 0, src, conn };
 
     rq.client_name = broker_sender (b, &f, KEYS_CLIENTS);
     if (!rq.client_name) {
@@ -923,6 +941,8 @@ broker_handle_client (broker_t *b)
     text_copy (p->client_name, sizeof p->client_name, rq.client_name);
     p->op = (int) rq.op;
     p->partition = partition;
+    p->client_fd = src;
+    p->client_conn = conn;
     broker_route (b, p);
 out:
     frames_close (&f);
@@ -1029,9 +1049,9 @@ broker_handle_worker (broker_t *b)
         char outcome [32];
         if (b->audit)
             broker_outcome (&f, outcome, sizeof outcome);
-        int sent = broker_forward_client (b, p->client, p->client_len, &f.part [5]) == 0;
+        int sent = broker_forward_client (b, p, &f.part [5]) == 0;
         req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
-                     p->rid_len ? p->rid : NULL, p->rid_len, 1 };
+                     p->rid_len ? p->rid : NULL, p->rid_len, 1, p->client_fd, p->client_conn };
         (void) broker_audit (b, &rq, sent ? outcome : "undelivered");     /* lost only in serve mode, counted */
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
@@ -1189,6 +1209,10 @@ broker_check_connections (broker_t *b, int64_t now)
     uint64_t silent = guard_silent_count (b->back_guard);
     metrics_add (b->m_silent, silent - b->silent_counted);
     b->silent_counted = silent;
+    uint64_t unread_cut = guard_unsent_cut_count (b->front_guard);
+    metrics_add (b->m_unread_cut, unread_cut - b->unread_cut_counted);
+    b->unread_cut_counted = unread_cut;
+    metrics_set (b->m_unread, (int64_t) guard_unsent_bytes (b->front_guard));
 }
 
 /* After a reload: the workers whose key is no longer on the workers list under their id leave

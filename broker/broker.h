@@ -23,6 +23,8 @@ typedef struct {
     int64_t connection_budget;     /* bytes one connection may hold unread in a socket */
     const char *audit_failure;     /* while the audit log cannot be written: "serve" (NULL) the
                                       requests, their records held up to the queue, or "refuse" them */
+    int64_t unread_bytes;          /* answers sent to clients and not read, in all, before the
+                                      connection holding the most is cut; 0: unbounded */
 } broker_config_t;
 
 typedef struct broker broker_t;

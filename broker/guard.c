@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -29,6 +30,11 @@ typedef struct {
     uint64_t unsure_until;              /* a connection closed on this descriptor, its last messages
                                            perhaps unread: a message's descriptor names no sure
                                            connection until the drain numbered this (guard_check) */
+    uint64_t sent;                      /* payload bytes of the messages sent to it (guard_sent) */
+    uint64_t sent_checked;              /* sent at its last measure */
+    uint64_t taken;                     /* bytes the kernel had taken from libzmq at that measure */
+    int measured;                       /* taken is known */
+    uint64_t unsent;                    /* at least this much of what was sent waits in libzmq */
 } guard_conn_t;
 
 struct guard {
@@ -49,6 +55,10 @@ struct guard {
     char silent_why [256];
     uint64_t silent_drops;
     lograte_t silent_log;
+    size_t unsent_budget;               /* guard_limit_unsent; 0: none */
+    uint64_t unsent_total;              /* at the last check */
+    char unsent_why [256];
+    uint64_t unsent_cuts;
 };
 
 static guard_conn_t *
@@ -127,6 +137,14 @@ guard_fd (const guard_t *g)
     return g->monitor_fd;
 }
 
+/* A connection's answers are measured from scratch: a new one on its descriptor, or none. */
+static void
+guard_forget_sent (guard_conn_t *c)
+{
+    c->sent = c->sent_checked = c->taken = c->unsent = 0;
+    c->measured = 0;
+}
+
 void
 guard_events (guard_t *g)
 {
@@ -162,6 +180,7 @@ guard_events (guard_t *g)
             continue;
         if (event == ZMQ_EVENT_ACCEPTED) {
             c->serial = ++g->serials;       /* a new connection, even on a descriptor used before */
+            guard_forget_sent (c);
             c->quiet_since_ms = clock_mono_ms ();
             c->heard_checked = c->heard;
             /* messages may have been counted before the event was read: keep them */
@@ -179,6 +198,7 @@ guard_events (guard_t *g)
                 c->delivered = 0;
                 g->live--;
             }
+            guard_forget_sent (c);
         }
     }
 }
@@ -190,14 +210,32 @@ guard_expect_speech (guard_t *g, int64_t within_ms, const char *why)
     snprintf (g->silent_why, sizeof g->silent_why, "%s", why);
 }
 
-void
+uint64_t
 guard_account (guard_t *g, int fd, size_t bytes, int frames)
 {
     guard_conn_t *c = guard_conn (g, fd);
-    if (c) {
-        c->delivered += bytes + (uint64_t) frames * GUARD_FRAME_OVERHEAD + GUARD_MESSAGE_SLACK;
-        c->heard++;
-    }
+    if (!c)
+        return 0;
+    c->delivered += bytes + (uint64_t) frames * GUARD_FRAME_OVERHEAD + GUARD_MESSAGE_SLACK;
+    c->heard++;
+    return c->serial;
+}
+
+void
+guard_limit_unsent (guard_t *g, size_t total, const char *why)
+{
+    g->unsent_budget = total;
+    snprintf (g->unsent_why, sizeof g->unsent_why, "%s", why);
+}
+
+void
+guard_sent (guard_t *g, int fd, uint64_t conn, size_t bytes)
+{
+    guard_conn_t *c = guard_conn (g, fd);
+    /* a message numbered before its connection's ACCEPTED was read (conn 0, or the previous
+     * connection's number) goes uncounted: the measure stays a lower bound */
+    if (c && c->live && conn && c->serial == conn)
+        c->sent += bytes;
 }
 
 /* The peer's address of connection fd, for a log line. */
@@ -222,6 +260,7 @@ guard_drop (guard_t *g, int fd, guard_conn_t *c)
     c->live = 0;
     c->delivered = 0;
     g->live--;
+    guard_forget_sent (c);
 }
 
 void
@@ -305,10 +344,55 @@ guard_check_silence (guard_t *g, int fd, guard_conn_t *c, int64_t now)
     return 1;
 }
 
+/* What of the payload sent to connection c still waits in libzmq, given taken, every byte the
+ * kernel has taken from libzmq on it (acknowledged, or in its send queue). The payload sent since
+ * the last measure is added and what the kernel took meanwhile subtracted, never below zero. The
+ * kernel's bytes carry framing as well (and CURVE's), so this stays a lower bound of the payload
+ * waiting, without drifting over a long connection's life; while the peer reads nothing the
+ * kernel takes nothing, and it grows by exactly what is sent. */
+static void
+guard_measure_unsent (guard_conn_t *c, uint64_t taken)
+{
+    if (c->measured) {
+        uint64_t more = c->unsent + (c->sent - c->sent_checked);
+        uint64_t took = taken > c->taken ? taken - c->taken : 0;
+        c->unsent = more > took ? more - took : 0;
+    }
+    if (!c->measured || taken > c->taken)
+        c->taken = taken;
+    c->sent_checked = c->sent;
+    c->measured = 1;
+}
+
+/* Cuts the connection holding the most unread answers; one a check (every few milliseconds), so
+ * that the scan stays linear however many connections there are. 1 when it cut. */
+static int
+guard_cut_unsent (guard_t *g)
+{
+    size_t most = 0;
+    if (!g->nconns)
+        return 0;
+    for (size_t fd = 1; fd < g->nconns; fd++)
+        if (g->conns [fd].live && g->conns [fd].unsent > g->conns [most].unsent)
+            most = fd;
+    guard_conn_t *c = &g->conns [most];
+    if (!c->live || !c->unsent)
+        return 0;
+    char why [512];
+    snprintf (why, sizeof why, "%llu bytes of the answers sent to it wait unread, the most of any connection, and "
+              "all connections' unread answers (%llu bytes) are over the budget (%zu bytes); %s",
+              (unsigned long long) c->unsent, (unsigned long long) g->unsent_total, g->unsent_budget, g->unsent_why);
+    g->unsent_total -= c->unsent;
+    guard_cut (g, (int) most, why);
+    g->unsent_cuts++;
+    return 1;
+}
+
 int
 guard_check (guard_t *g, int drained)
 {
     int cut = 0;
+    uint64_t unsent = 0;
     int64_t now = clock_mono_ms ();
     /* checks come every few milliseconds: a long gap is a process that did not run (stopped,
      * starved), and silence is counted only from when it listens again */
@@ -324,6 +408,12 @@ guard_check (guard_t *g, int drained)
             c->quiet_since_ms = now;
         if (drained && guard_check_silence (g, (int) fd, c, now))
             continue;
+        /* the kernel's send queue before TCP_INFO, as FIONREAD below: bytes acknowledged between
+         * the two calls make what the kernel took look larger, never smaller */
+        int outq = -1;
+        if (g->unsent_budget && (!c->measured || c->sent != c->sent_checked || c->unsent)
+        &&  ioctl ((int) fd, SIOCOUTQ, &outq) != 0)
+            outq = -1;
         struct tcp_info ti;
         socklen_t len = sizeof ti;
         memset (&ti, 0, sizeof ti);
@@ -345,8 +435,15 @@ guard_check (guard_t *g, int drained)
                       (unsigned long long) held, drained ? g->budget : g->hard_budget);
             guard_cut (g, (int) fd, why);
             cut++;
+            continue;
         }
+        if (outq >= 0)
+            guard_measure_unsent (c, ti.tcpi_bytes_acked + (uint64_t) outq);
+        unsent += c->unsent;
     }
+    g->unsent_total = unsent;
+    if (g->unsent_budget && unsent > g->unsent_budget)
+        cut += guard_cut_unsent (g);
     return cut;
 }
 
@@ -371,6 +468,18 @@ uint64_t
 guard_silent_count (const guard_t *g)
 {
     return g ? g->silent_drops : 0;
+}
+
+uint64_t
+guard_unsent_cut_count (const guard_t *g)
+{
+    return g ? g->unsent_cuts : 0;
+}
+
+uint64_t
+guard_unsent_bytes (const guard_t *g)
+{
+    return g ? g->unsent_total : 0;
 }
 
 size_t

@@ -27,8 +27,19 @@ void guard_destroy (guard_t **g_p);
  * (at most 1024 a call: call it now and then regardless, for what a full call left behind). */
 int guard_fd (const guard_t *g);
 void guard_events (guard_t *g);
-/* One complete message from fd was received: bytes of payload in frames frames. */
-void guard_account (guard_t *g, int fd, size_t bytes, int frames);
+/* One complete message from fd was received: bytes of payload in frames frames. Returns the
+ * connection's number as far as the events read so far tell (guard_connection without reading
+ * more: 0, or a closed predecessor's, while its ACCEPTED event is unread), for guard_sent. */
+uint64_t guard_account (guard_t *g, int fd, size_t bytes, int frames);
+/* Answers sent and not read are bounded for the whole socket: libzmq queues up to the high-water
+ * mark of messages for each peer, so peers that never read would each hold that many. Over total
+ * bytes (of payload still in libzmq, measured by guard_check from what the kernel took of each
+ * connection), the connection holding the most is cut; why (the setting's name) goes to the log.
+ * 0: unbounded. */
+void guard_limit_unsent (guard_t *g, size_t total, const char *why);
+/* A message of bytes (payload, all frames) was sent to the connection numbered conn (as
+ * guard_account returned) on fd. Counted only while fd is still that connection. */
+void guard_sent (guard_t *g, int fd, uint64_t conn, size_t bytes);
 /* Peers of this socket speak first and keep speaking (a worker says HELLO when it connects and
  * once a heartbeat interval): a connection from which no complete message has reached the
  * application for within_ms (since it was accepted, or since its last message) is dropped by
@@ -56,5 +67,9 @@ int guard_cut_sender (guard_t *g, int fd, const char *why);
 uint64_t guard_connection (guard_t *g, int fd);
 uint64_t guard_cut_count (const guard_t *g);
 uint64_t guard_silent_count (const guard_t *g);
+/* Connections cut for unread answers (counted in guard_cut_count too), and the unread bytes the
+ * last guard_check measured. */
+uint64_t guard_unsent_cut_count (const guard_t *g);
+uint64_t guard_unsent_bytes (const guard_t *g);
 size_t guard_connections (const guard_t *g);
 #endif

@@ -13,6 +13,8 @@ struct pending {
     size_t   body_len;
     unsigned char client [256];     /* the client's ROUTER routing id */
     size_t   client_len;
+    int      client_fd;             /* the connection it came on, and its number (guard_sent) */
+    uint64_t client_conn;
     char     rid [65];
     size_t   rid_len;
     char     integration [129];

@@ -1383,6 +1383,82 @@ test_hostile_multipart_bounded (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
+/* Clients that never read their answers: ZeroMQ queues up to FERRULE_ZMQ_HWM answers for each
+ * connection, so a review grew a broker by 117 MB with 40 such connections, and by as much again
+ * with each 40 more. Past FERRULE_UNREAD_ANSWER_BYTES (here 1 MiB) of unread answers in all, the
+ * connection holding the most is cut, and its queue goes with it; the broker serves others. */
+static void
+test_unread_answers_bounded_in_total (void **state)
+{
+    enum { CONNS = 4, EACH = 60000 };
+    harness_set_env (h, "FERRULE_UNREAD_ANSWER_BYTES", "1048576");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    int idx = harness_start_broker (h);
+    harness_set_env (h, "FERRULE_UNREAD_ANSWER_BYTES", NULL);
+    harness_set_env (h, "FERRULE_HTTP_BIND", NULL);
+    assert_true (idx >= 0);
+    char log_name [32];
+    snprintf (log_name, sizeof log_name, "broker%d", idx);
+    assert_true (itest_http_port (h, log_name) > 0);
+
+    void *ctx = zmq_ctx_new ();
+    void *s [CONNS];
+    int zero = 0, one = 1, small = 4096;
+    for (int i = 0; i < CONNS; i++) {
+        s [i] = zmq_socket (ctx, ZMQ_DEALER);
+        zmq_setsockopt (s [i], ZMQ_LINGER, &zero, sizeof zero);
+        zmq_setsockopt (s [i], ZMQ_RCVHWM, &one, sizeof one);
+        zmq_setsockopt (s [i], ZMQ_RCVBUF, &small, sizeof small);
+        itest_secure (s [i]);
+        assert_int_equal (zmq_connect (s [i], harness_broker_frontend (h, idx)), 0);
+    }
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 2);
+    codec_kv_str (b, "op", "ping");
+    codec_kv_str (b, "rid", "unread-unread-unread-unread-unread-unread-unread-unread-unread-12");
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    /* pings, which the broker answers itself, round the connections; none is read. Each
+     * connection's answers overflow the kernel's send buffer (up to 4 MB) into ZeroMQ's queue. A
+     * connection cut comes back (ZeroMQ connects again): its sends are skipped meanwhile */
+    long long until = now_ms () + 120000;   /* a hang guard */
+    long sent = 0;
+    double most = 0;
+    for (long turn = 0; sent < CONNS * EACH && now_ms () < until; turn++) {
+        int took = 0;
+        for (int i = 0; i < CONNS; i++)
+            if (zmq_send (s [i], "", 0, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 0) {
+                zmq_send (s [i], "FRL1", 4, ZMQ_SNDMORE);
+                took += zmq_send (s [i], body, len, 0) >= 0;
+            }
+        sent += took;
+        if (!took)
+            sleep_ms (1);
+        if (turn % 2000 == 1999) {
+            double unread = itest_metric (h, log_name, "ferrule_broker_unread_answer_bytes");
+            if (unread > most)
+                most = unread;
+        }
+    }
+    codec_builder_destroy (&b);
+    sleep_ms (500);                         /* the broker answers the last it read */
+    double cut = itest_metric (h, log_name, "ferrule_broker_unread_connections_cut_total");
+    printf ("%d connections sent %ld pings and read none: %.0f cut; unread answers at most %.0f bytes where seen\n",
+            CONNS, sent, cut, most);
+    for (int i = 0; i < CONNS; i++)
+        zmq_close (s [i]);
+    zmq_ctx_term (ctx);
+    assert_true (sent >= CONNS * EACH);
+    assert_true (cut >= 1);
+    assert_true (itest_workdir_contains (h, "wait unread, the most of any connection"));
+    /* one connection is cut a check (every 10 ms), while the broker answers a few MB a second */
+    assert_true (most < 2 * 1048576);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "ping", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+}
+
 /* A message over the broker's 260 KiB (all frames, each under ZeroMQ's own frame limit) is
  * answered too_large, with a hint, and its connection kept: the message is whole in memory by
  * then, so cutting the connection protected nothing, and it was cut by the descriptor the message
@@ -1545,6 +1621,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
         cmocka_unit_test_setup_teardown (test_hostile_multipart_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_unread_answers_bounded_in_total, setup, teardown),
         cmocka_unit_test_setup_teardown (test_oversized_message_answered_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown (test_plaintext_opt_in, setup, teardown),
     };
