@@ -843,10 +843,13 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
         else
             snprintf (out->detail, sizeof out->detail, "the response's access_token is not a string "
                       "of 1 to %d visible ASCII characters", OAUTH_MAX_TOKEN);
-        /* a refresh token beside it may be a rotation that has spent the one sent: kept */
+        /* a refresh token beside it may be a rotation that has spent the one sent: kept, and with
+         * it the API base URL of the grant it continues */
         v = json_object_get (root, "refresh_token");
-        if (v && token_ok (v))
+        if (v && token_ok (v)) {
             out->refresh_token = mem_strdup (json_string_value (v));
+            read_api_base (p, root, out);
+        }
         goto out;
     }
     v = json_object_get (root, "refresh_token");

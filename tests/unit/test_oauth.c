@@ -446,6 +446,16 @@ test_api_base_url (void **state)
     assert_null (r.api_base_ignored);
     oauth_result_clear (&r);
 
+    /* an unusable access token beside a refresh token: the refresh token is stored as a rotation,
+     * and the base URL the same answer moved the grant to goes with it (it was dropped) */
+    parse ("salesforce", 200, NULL, "{\"access_token\":\"\",\"refresh_token\":\"5Aep8-rt2\","
+           "\"instance_url\":\"https://moved.my.salesforce.com\"}", &r);
+    assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
+    assert_string_equal (r.refresh_token, "5Aep8-rt2");
+    assert_non_null (r.api_base_url);
+    assert_string_equal (r.api_base_url, "https://moved.my.salesforce.com");
+    oauth_result_clear (&r);
+
     /* box names no api_base_field: the same field is not read */
     parse ("box", 200, NULL, "{\"access_token\":\"at\",\"instance_url\":\"https://acme.example\"}", &r);
     assert_int_equal (r.kind, OAUTH_OK);
