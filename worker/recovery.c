@@ -30,7 +30,7 @@ typedef enum { RECOVERY_REPLAY, RECOVERY_RELEASE, RECOVERY_DONE } recovery_step_
 /* A journal record, copied out of the journal's pass over its file. */
 typedef struct {
     int64_t seq;
-    store_commit_t c;
+    store_commit_t *c;                         /* failover_commit_copy: one block */
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token it replaced: failover_keep */
     int64_t behind_ms;                         /* behind: when its row was first found so, in
                                                   connected time (recovery_t's connected_ms) */
@@ -69,12 +69,7 @@ recovery_new (void)
 static void
 rec_clear (recovery_rec_t *r)
 {
-    mem_free ((void *) r->c.id);
-    mem_free ((void *) r->c.access_ct);       /* sealed: as the journal's file holds them */
-    mem_free ((void *) r->c.refresh_ct);
-    mem_free ((void *) r->c.refresh_fingerprint);
-    mem_free ((void *) r->c.scopes);
-    mem_free ((void *) r->c.unusable);
+    mem_free (r->c);                          /* one block, every field it points to in it */
 }
 
 static void
@@ -132,13 +127,9 @@ collect (void *arg, int64_t seq, const store_commit_t *c, const char *spent)
     r->recs = mem_realloc (r->recs, (r->n + 1) * sizeof *r->recs);
     recovery_rec_t *rec = &r->recs [r->n++];
     rec->seq = seq;
-    rec->c = *c;
-    rec->c.id = mem_strdup (c->id);
-    rec->c.access_ct = mem_memdup (c->access_ct, c->access_ct_len);
-    rec->c.refresh_ct = mem_memdup (c->refresh_ct, c->refresh_ct_len);
-    rec->c.refresh_fingerprint = c->refresh_fingerprint ? mem_strdup (c->refresh_fingerprint) : NULL;
-    rec->c.scopes = c->scopes ? mem_strdup (c->scopes) : NULL;
-    rec->c.unusable = c->unusable ? mem_strdup (c->unusable) : NULL;
+    /* every field c points to, copied by the one function that knows them all (a field copied
+     * here by hand, as before, was missed when api_base_url came: read after the journal freed it) */
+    rec->c = failover_commit_copy (c);
     snprintf (rec->spent, sizeof rec->spent, "%s", spent ? spent : "");
 }
 
@@ -167,7 +158,7 @@ record_next (worker_t *w, int settled)
     if (!settled)
         r->behind_next++;
     else {
-        failover_unhold (w->failover, r->behind [r->behind_next].c.id);
+        failover_unhold (w->failover, r->behind [r->behind_next].c->id);
         rec_clear (&r->behind [r->behind_next]);
         memmove (r->behind + r->behind_next, r->behind + r->behind_next + 1,
                  (r->nbehind - r->behind_next - 1) * sizeof *r->behind);
@@ -184,9 +175,9 @@ record_settled_as (worker_t *w, const char *how, settle_t settle)
     recovery_t *r = w->recovery;
     recovery_rec_t *rec = current (r);
     if (how)
-        log_info (rec->c.id, NULL, "journal replay: %s generation %lld", how, (long long) rec->c.expected_generation + 1);
+        log_info (rec->c->id, NULL, "journal replay: %s generation %lld", how, (long long) rec->c->expected_generation + 1);
     if (settle == SETTLE_RETAIN)
-        failover_commit_settled (w, &rec->c, rec->spent, rec->seq);
+        failover_commit_settled (w, rec->c, rec->spent, rec->seq);
     else
     if (settle == SETTLE_FORGET)
         journal_done (w->journal, rec->seq);
@@ -203,7 +194,7 @@ static void
 record_failed (worker_t *w, const char *err)
 {
     recovery_t *r = w->recovery;
-    log_warning (current (r)->c.id, NULL, "journal replay failed, will retry: %s", err);
+    log_warning (current (r)->c->id, NULL, "journal replay failed, will retry: %s", err);
     if (!r->retrying)
         r->failed = 1;
     record_next (w, 0);
@@ -214,19 +205,19 @@ conflict_recorded (void *arg, fr_status_t st, const store_row_t *row, const char
 {
     worker_t *w = arg;
     recovery_rec_t *rec = current (w->recovery);
-    if (st == FR_OK && rec->c.rotated && row->status && strcmp (row->status, "disconnected") == 0) {
+    if (st == FR_OK && rec->c->rotated && row->status && strcmp (row->status, "disconnected") == 0) {
         /* the earlier run's refresh lost to a disconnect and its revocation of the token it got
          * had not ended: done now, in the background, the record settled by its outcome */
-        log_info (rec->c.id, NULL, "journal replay: generation %lld was overtaken by a disconnect; revoking its "
-                  "refresh token", (long long) rec->c.expected_generation + 1);
-        disconnect_revoke_orphan (w, rec->c.id, catalog_find (w->catalog, row->provider), rec->c.key_id,
-                                  rec->c.refresh_ct, rec->c.refresh_ct_len, NULL, rec->seq, "a refresh");
+        log_info (rec->c->id, NULL, "journal replay: generation %lld was overtaken by a disconnect; revoking its "
+                  "refresh token", (long long) rec->c->expected_generation + 1);
+        disconnect_revoke_orphan (w, rec->c->id, catalog_find (w->catalog, row->provider), rec->c->key_id,
+                                  rec->c->refresh_ct, rec->c->refresh_ct_len, NULL, rec->seq, "a refresh");
         record_settled_as (w, NULL, SETTLE_BY_REVOCATION);
     }
     else
     if (st == FR_NOT_FOUND) {
         /* deleted since: there is nothing left to commit the token into */
-        log_warning (rec->c.id, NULL, "journal replay: the integration no longer exists; its record is dropped");
+        log_warning (rec->c->id, NULL, "journal replay: the integration no longer exists; its record is dropped");
         record_settled (w, NULL);
     }
     else
@@ -247,7 +238,7 @@ conflict_record_start (worker_t *w, store_t *s, void *arg)
     if (!s)
         record_failed (w, "the worker is stopping");
     else
-    if (store_conflict_start (s, &current (r)->c, conflict_recorded, w, why, sizeof why) != FR_OK)
+    if (store_conflict_start (s, current (r)->c, conflict_recorded, w, why, sizeof why) != FR_OK)
         record_failed (w, why);
 }
 
@@ -266,15 +257,15 @@ record_behind (worker_t *w, int64_t generation)
     if (!r->retrying) {
         if (keep_ms <= 0)
             return -1;                       /* the other worker keeps nothing to write again */
-        log_info (rec->c.id, NULL, "journal replay: the row is at generation %lld, before the %lld this record's "
+        log_info (rec->c->id, NULL, "journal replay: the row is at generation %lld, before the %lld this record's "
                   "refresh started from: a failover lost commits another worker made before this refresh; waiting up "
                   "to %lld ms for that worker to write them again, and this integration's refreshes wait (on other "
                   "workers too, through the row's lease, held unless another worker's is live)",
-                  (long long) generation, (long long) rec->c.expected_generation, (long long) keep_ms);
+                  (long long) generation, (long long) rec->c->expected_generation, (long long) keep_ms);
         r->behind = mem_realloc (r->behind, (r->nbehind + 1) * sizeof *r->behind);
         r->behind [r->nbehind] = *rec;
         r->behind [r->nbehind++].behind_ms = r->connected_ms;
-        failover_hold (w->failover, rec->c.id);
+        failover_hold (w->failover, rec->c->id);
         memset (rec, 0, sizeof *rec);        /* the list's now */
         if (r->nbehind == 1)
             r->behind_due_ms = clock_mono_ms () + RECOVERY_RETRY_MS;
@@ -285,7 +276,7 @@ record_behind (worker_t *w, int64_t generation)
         record_next (w, 0);
         return 0;
     }
-    log_warning (rec->c.id, NULL, "journal replay: stopped waiting for another worker to write again the commits a "
+    log_warning (rec->c->id, NULL, "journal replay: stopped waiting for another worker to write again the commits a "
                  "failover lost before this record's refresh (the row is still at generation %lld after %lld ms): the "
                  "record is settled as superseded, and the next refresh may find its refresh token spent",
                  (long long) generation, (long long) keep_ms);
@@ -299,7 +290,7 @@ replayed (void *arg, fr_status_t st, store_replay_t outcome, int64_t generation,
     if (st != FR_OK)
         record_failed (w, err);
     else
-    if (outcome != STORE_REPLAY_LOST && outcome != STORE_REPLAY_BEHIND && current (w->recovery)->c.rotated) {
+    if (outcome != STORE_REPLAY_LOST && outcome != STORE_REPLAY_BEHIND && current (w->recovery)->c->rotated) {
         /* a failover can lose it as it can a refresh's commit (one committed just before the
          * crash, its marker lost, too): kept, and its record retained */
         record_settled_as (w, outcome == STORE_REPLAY_COMMITTED ? "committed" : NULL, SETTLE_RETAIN);
@@ -409,7 +400,7 @@ replay_step (worker_t *w, recovery_t *r, store_t *s, int64_t now)
         r->in_flight = 1;
         /* a record found behind waits up to the failover window, its row's lease held as long */
         int64_t hold_ms = w->cfg.failover_keep_ms > 0 ? w->cfg.failover_keep_ms : 0;
-        if (store_replay_start (s, &r->recs [r->next].c, hold_ms, replayed, w, err, sizeof err) != FR_OK)
+        if (store_replay_start (s, r->recs [r->next].c, hold_ms, replayed, w, err, sizeof err) != FR_OK)
             record_failed (w, err);
         return;
     }
@@ -443,7 +434,7 @@ recovery_retry_behind (worker_t *w, recovery_t *r, int64_t now)
     r->in_flight = 1;
     /* the hold renewed for what is left of the wait (none once it is over: record_behind gives up) */
     int64_t hold_ms = w->cfg.failover_keep_ms - (r->connected_ms - r->behind [r->behind_next].behind_ms);
-    if (store_replay_start (s, &r->behind [r->behind_next].c, hold_ms > 0 ? hold_ms : 0, replayed, w, err,
+    if (store_replay_start (s, r->behind [r->behind_next].c, hold_ms > 0 ? hold_ms : 0, replayed, w, err,
                             sizeof err) != FR_OK)
         record_failed (w, err);
 }

@@ -949,6 +949,55 @@ test_rotated_token_journaled_once_the_file_takes_it (void **state)
     expect_chain_intact ("jf:box", "after the restart");
 }
 
+/* A rotated refresh whose answer moved the grant's API base URL (Salesforce's instance_url), its
+ * commit held up and its worker killed: the start-up replay writes the URL with the token. The
+ * replay's copy of each journal record left the URL pointing into the journal's parse, freed
+ * before the commit read it (AddressSanitizer: heap-use-after-free; elsewhere, whatever the
+ * freed memory held reached the column). */
+static void
+test_journal_replay_keeps_the_api_base_url (void **state)
+{
+    h = harness_new ("chain_replay_api_base");
+    assert_non_null (h);
+    json_error_t jerr;
+    json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
+    assert_non_null (root);
+    json_object_set_new (json_object_get (root, "fakebox"), "api_base_field", json_string ("instance_url"));
+    assert_int_equal (json_dump_file (root, harness_providers_file (h), JSON_INDENT (2)), 0);
+    json_decref (root);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "rb:box", rt, NULL, NULL);
+    free (rt);
+
+    itest_fake_config (h, "fakebox", json_pack ("{s:s, s:i}", "instance_url", "https://moved.example.com/services",
+                                                "latency_ms", 1000));
+    pid_t child = ctl_async (harness_brokers (h), "refresh", "rb:box", NULL, NULL);
+    /* the claim is made; the commit after the provider's answer meets the lock */
+    wait_sql ("SELECT count(*) FROM integrations WHERE id = 'rb:box' AND lease_owner IS NOT NULL", 1, 5000);
+    PGconn *locker = lock_row ("rb:box");
+    itest_wait_log (h, "could not commit the refresh", 10000);
+    assert_int_equal (ctl_wait (child), 5);
+    harness_signal_worker (h, "w1", SIGKILL);
+    assert_true (harness_wait_worker_exit (h, "w1", 10000) >= 0);
+    unlock_row (locker);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
+
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'rb:box' AND outcome = 'refreshed'", 1, 20000);
+    expect_chain_intact ("rb:box", "after the replay");
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'rb:box'"
+                                          " AND api_base_url = 'https://moved.example.com/services'"), 1);
+    int rc;
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "rb:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (json_string_value (json_object_get (t, "api_base_url")), "https://moved.example.com/services");
+    json_decref (t);
+}
+
 /* ---- a row locked for 10 s ---- */
 
 static void
@@ -1547,6 +1596,7 @@ main (void)
         cmocka_unit_test_teardown (test_a_replays_wait_ends_with_the_window, teardown),
         cmocka_unit_test_teardown (test_failover_rewrite_refused_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
+        cmocka_unit_test_teardown (test_journal_replay_keeps_the_api_base_url, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),
         cmocka_unit_test_teardown (test_lease_takeover_keeps_the_new_token, teardown),
