@@ -6,12 +6,14 @@
 #include "mem.h"
 #include "ops.h"
 #include "policy.h"
+#include "text.h"
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <openssl/crypto.h>
 
 #define MAX_KEY 128
+#define API_KEY_CHARS 43        /* 32 bytes in unpadded base64url (worker/gwops.c's TOKEN_BYTES) */
 
 int
 auth_load_client_keys (const char *path, gw_client_key_t **keys_out, size_t *n_out, char *err, size_t errlen)
@@ -161,7 +163,9 @@ auth_check (gw_req_t *req, gw_resp_t *resp, const char *op, const char *id)
         }
         return 1;
     }
-    if (strncmp (key, "frk_", 4) != 0) {
+    /* a workspace API key is "frk_" and 32 random bytes in base64url: anything else is no key,
+       refused here without asking a worker (a stream of made-up keys costs no broker call) */
+    if (strncmp (key, "frk_", 4) != 0 || strlen (key) != 4 + API_KEY_CHARS || !text_base64url (key + 4, API_KEY_CHARS)) {
         refuse (resp, 401, "unauthenticated", "the bearer key is not known", "check the key, or create one on the dashboard");
         return 0;
     }

@@ -21,7 +21,14 @@ struct pool {
     pthread_cond_t freed;
     client_t *clients [POOL_MAX];       /* made on first need */
     int busy [POOL_MAX];
+    int open_busy, open_max;            /* clients lent to open calls, and the most they may hold */
 };
+
+int
+pool_open_max (int size)
+{
+    return size > 1 ? size / 2 : 1;
+}
 
 pool_t *
 pool_new (const char *brokers, int size, char *err, size_t errlen)
@@ -43,6 +50,7 @@ pool_new (const char *brokers, int size, char *err, size_t errlen)
     }
     p->brokers = mem_strdup (brokers);
     p->size = size;
+    p->open_max = pool_open_max (size);
     pthread_mutex_init (&p->mutex, NULL);
     pthread_cond_init (&p->freed, NULL);
     p->clients [0] = first;
@@ -75,14 +83,32 @@ overloaded (const char *why)
                       "hint", "try again in a moment", "retry_after", 1);
 }
 
+/* Gives back the client of slot, lent to an open call or not. */
+static void
+pool_release (pool_t *p, int slot, int open)
+{
+    pthread_mutex_lock (&p->mutex);
+    p->busy [slot] = 0;
+    p->open_busy -= open != 0;
+    /* every waiter looks again: an open call may wait for an open share that this frees while a
+       keyed call waits for any client, and one signal could wake only the waiter that cannot use it */
+    pthread_cond_broadcast (&p->freed);
+    pthread_mutex_unlock (&p->mutex);
+}
+
 json_t *
-pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base)
+pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base, int open)
 {
     int slot = -1;
     int64_t deadline_ms = clock_mono_ms () + timeout_ms;     /* the wait for a client counts in it */
     struct timespec until = clock_after (CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock (&p->mutex);
     for (;;) {
+        if (open && p->open_busy >= p->open_max) {
+            if (pthread_cond_timedwait (&p->freed, &p->mutex, &until) == ETIMEDOUT)
+                break;
+            continue;
+        }
         for (int i = 0; i < p->size && slot < 0; i++)
             if (!p->busy [i] && p->clients [i])
                 slot = i;
@@ -95,11 +121,13 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *
     client_t *c = NULL;
     if (slot >= 0) {
         p->busy [slot] = 1;
+        p->open_busy += open != 0;
         c = p->clients [slot];
     }
     pthread_mutex_unlock (&p->mutex);
     if (slot < 0)
-        return overloaded ("every broker client of this gateway is busy");
+        return overloaded (open ? "the broker clients this gateway lends to calls without a key or a session are busy"
+                                : "every broker client of this gateway is busy");
     if (!c) {
         char err [256];
         c = client_new_with (p->brokers, &p->id, err, sizeof err);  /* outside the lock: it connects */
@@ -108,10 +136,7 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *
         pthread_mutex_unlock (&p->mutex);
         if (!c) {
             log_error (NULL, NULL, "could not set up another broker client: %s", err);
-            pthread_mutex_lock (&p->mutex);
-            p->busy [slot] = 0;
-            pthread_cond_signal (&p->freed);
-            pthread_mutex_unlock (&p->mutex);
+            pool_release (p, slot, open);
             return overloaded ("this gateway could not open another broker connection");
         }
     }
@@ -120,9 +145,6 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *
                   ? overloaded ("every broker client of this gateway was busy for most of this request's time")
                   : client_call_rid (c, op, args, (int) left_ms, client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0,
                                      rid_base);
-    pthread_mutex_lock (&p->mutex);
-    p->busy [slot] = 0;
-    pthread_cond_signal (&p->freed);
-    pthread_mutex_unlock (&p->mutex);
+    pool_release (p, slot, open);
     return reply;
 }

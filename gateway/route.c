@@ -277,12 +277,25 @@ gw_resp_message (gw_resp_t *resp, unsigned status, const char *title, const char
     html_destroy (&h);
 }
 
+/* 1 for the operations a request without a key or a session can cause: a callback and its
+ * attempt and retry, a dashboard link's opening, a key's check. They share half the clients
+ * (pool_call), so that a flood of them during a database stall leaves the keyed API served. */
+static int
+open_op (const char *op)
+{
+    static const char *const open [] = { "callback", "attempt", "retry", "dashboard_open", "apikey_verify", NULL };
+    for (int i = 0; open [i]; i++)
+        if (strcmp (op, open [i]) == 0)
+            return 1;
+    return 0;
+}
+
 json_t *
 gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms)
 {
     /* the rid begins with the request's own (X-Request-Id, the gateway's log lines), so that
        the brokers' and workers' lines of its calls are found with it */
-    return pool_call (req->gw->pool, op, args, timeout_ms, req->rid [0] ? req->rid : NULL);
+    return pool_call (req->gw->pool, op, args, timeout_ms, req->rid [0] ? req->rid : NULL, open_op (op));
 }
 
 void

@@ -1150,6 +1150,76 @@ test_api_wait_for_a_broker_client_counts_in_the_deadline (void **state)
     free (code);
 }
 
+/* Calls anyone can cause without a key or a session (a callback, an API key's check) hold at most
+ * half of the gateway's broker clients. Four callbacks whose code exchanges take 12 s at the
+ * provider, on a gateway of four clients, leave two to the token API. They took all four, and a
+ * service's token request (a cache hit) waited its 10 s for one and was answered 503 overloaded:
+ * a review saw 32 made-up callbacks or keys during a database stall shut the API out. Made-up
+ * keys no longer reach a worker at all. */
+static void
+test_open_calls_leave_clients_for_the_api (void **state)
+{
+    enum { N = 4 };
+    gw_saved_t saved = gw_save ();
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "acct1:served", "fakebox", rt), 0);
+    free (rt);
+    setenv ("FERRULE_GATEWAY_BROKER_CLIENTS", "4", 1);
+    int started = start_gateway_with ("gateway-four-clients", NULL, NULL);
+    unsetenv ("FERRULE_GATEWAY_BROKER_CLIENTS");
+    assert_int_equal (started, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "redirect_uris", callback_uri));   /* its port */
+    http_t r = api ("GET", "/v1/integrations/acct1:served/token", SVC_KEY, NULL);   /* refreshed now, a hit later */
+    assert_int_equal (r.status, 200);
+    http_free (&r);
+    char *locs [N];
+    for (int i = 0; i < N; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "acct1:held%d", i);
+        char *url = connect_url (id, "fakebox", "read", NULL);
+        locs [i] = authorize (url);
+        free (url);
+    }
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 12000));
+    pid_t kids [N];
+    for (int i = 0; i < N; i++) {
+        kids [i] = fork ();
+        if (kids [i] == 0) {
+            http_t c = http ("GET", locs [i], NULL, NULL);
+            _exit (c.status > 0 ? 0 : 1);
+        }
+    }
+    usleep (1000000);                   /* the callbacks wait for their exchanges */
+    int64_t t0 = clock_mono_ms ();
+    r = api ("GET", "/v1/integrations/acct1:served/token", SVC_KEY, NULL);
+    int64_t took = clock_mono_ms () - t0;
+    json_t *j = NULL;
+    printf ("a token request while %d callbacks waited 12 s for the provider: %ld %s after %lld ms\n", N, r.status,
+            code_of (&r, &j), (long long) took);
+    long status = r.status;
+    json_decref (j);
+    http_free (&r);
+    /* a made-up key is refused without a broker call: the audit log has no check of it */
+    char audit [1024];
+    snprintf (audit, sizeof audit, "%s/broker0.audit", harness_workdir (h));
+    usleep (200000);                    /* the broker writes its lines within 50 ms */
+    long checks = count_lines (audit, "\"op\":\"apikey_verify\"");
+    expect ("GET", "/v1/integrations/acct1:served/token", "frk_made-up", NULL, 401, "unauthenticated");
+    usleep (200000);
+    assert_int_equal (count_lines (audit, "\"op\":\"apikey_verify\""), checks);
+    for (int i = 0; i < N; i++) {
+        int st = 0;
+        assert_int_equal (waitpid (kids [i], &st, 0), kids [i]);
+        free (locs [i]);
+    }
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    stop_gateway ();
+    gw_restore (&saved);
+    itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "redirect_uris", callback_uri));
+    assert_int_equal (status, 200);
+    assert_true (took < 5000);
+}
+
 /* A body sent a byte at a time, each within the silence the gateway allows (3 s here): the
  * connection is closed once the body has been coming for that long. libmicrohttpd's timeout
  * counts only silence, and the connection, with its thread, was held for as long as the client
@@ -1375,7 +1445,7 @@ test_dashboard_open_refused_to_the_gateway (void **state)
     http_t r = { 0, NULL, NULL };
     for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end;) {
         http_free (&r);
-        r = api ("GET", "/v1/integrations/ws12:box/token", "frk_000000000000000000000000000000000000000", NULL);
+        r = api ("GET", "/v1/integrations/ws12:box/token", "frk_0000000000000000000000000000000000000000000", NULL);
         if (r.status == 500)
             break;
         usleep (200000);
@@ -1394,7 +1464,7 @@ test_dashboard_open_refused_to_the_gateway (void **state)
         fail_msg ("a dashboard link the gateway may not open: %ld%s", status, expired ? ", \"expired\"" : "");
     itest_wait_log (h, "could not open a dashboard session: the service answered forbidden", 10000);
     for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end;) {     /* as it was, for the tests after */
-        r = api ("GET", "/v1/integrations/ws12:box/token", "frk_000000000000000000000000000000000000000", NULL);
+        r = api ("GET", "/v1/integrations/ws12:box/token", "frk_0000000000000000000000000000000000000000000", NULL);
         status = r.status;
         http_free (&r);
         if (status == 401)
@@ -1989,7 +2059,7 @@ test_workspace_boundary (void **state)
     free (key);
 
     /* a key of workspace "acct4", stored before the rule: no integration at all */
-    const char *old_key = "frk_stored-before-the-separator-rule";
+    const char *old_key = "frk_stored-before-the-separator-rule-0123456789";
     char hash [65], sql [512];
     hex_sha256 (old_key, hash);
     snprintf (sql, sizeof sql, "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix) VALUES"
@@ -2541,6 +2611,7 @@ main (void)
         cmocka_unit_test (test_api_key_check_refused_to_the_gateway),
         cmocka_unit_test (test_api_wait_for_a_broker_client_counts_in_the_deadline),
         cmocka_unit_test (test_api_slow_clients),
+        cmocka_unit_test (test_open_calls_leave_clients_for_the_api),
         cmocka_unit_test (test_api_slow_body_is_cut),
         cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
