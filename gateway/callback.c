@@ -371,7 +371,10 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
     }
     reply = gw_call (req, "callback", args, GW_CALLBACK_MS);
     const char *rc = gw_code (reply);
+    /* with this browser's binding: a bound attempt's retry token is issued only to its own */
     json_t *a = json_pack ("{s:s}", "state", state);
+    if (binding)
+        json_object_set_new (a, "browser_binding", json_string (binding));
     attempt = gw_call (req, "attempt", a, GW_CALL_MS);
     json_decref (a);
     if (strcmp (gw_code (attempt), "ok") != 0) {
@@ -386,6 +389,8 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
     if (!provider)
         provider = "the provider";
 
+    if (strcmp (rc, "ok") != 0 && attempt && json_is_true (json_object_get (attempt, "browser_mismatch")))
+        rc = "browser_mismatch";            /* a connect of another browser, whatever ended it */
     if (strcmp (rc, "ok") == 0)
         page_connected (req, resp, reply, attempt, provider);
     else if (strcmp (rc, "redirect_uri_mismatch") == 0 || strcmp (rc, "invalid_client") == 0
@@ -428,6 +433,11 @@ callback_retry (gw_req_t *req, gw_resp_t *resp)
         resp->cookie = set_cookie;
         set_cookie = NULL;
     }
+    else if (strcmp (rc, "browser_mismatch") == 0)
+        gw_resp_message (resp, gw_http_status (rc), "This sign-in was started in another browser",
+                         "Nothing was started again. If you started this connection yourself, start it again from "
+                         "the dashboard in this browser. Do not use sign-in links someone else sent you: approving "
+                         "one would give them access to your account.");
     else if (strcmp (rc, "state_invalid") == 0)
         gw_resp_message (resp, 400, "This retry link has expired or was already used",
                          "Each Try again button works once, for 15 minutes. Start again from Connect on your "

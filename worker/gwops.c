@@ -87,7 +87,7 @@ typedef struct {
     char ws [IDENT_MAX + 1];              /* the workspace prefix */
     char hash [65];                       /* SHA-256 of the state, token or key the request names */
     char issued_hash [65];                /* of a retry token drawn for an attempt */
-    char browser_hash [65];               /* of a retry's browser_binding, "" none */
+    char browser_hash [65];               /* of an attempt's or a retry's browser_binding, "" none */
     char *secret;                         /* a value handed out in the reply: wiped */
     char *name;                           /* an API key's */
     char prefix [KEY_SHOWN + 1];
@@ -156,7 +156,7 @@ attempt_reply (gw_wait_t *gw, int64_t retry_expires)
     const job_t *job = &gw->job;
     log_info (a->integration, job->rid, "connect attempt read (outcome %s)%s", a->outcome ? a->outcome : "none",
               gw->secret ? "; a retry token was issued" : "");
-    codec_builder_t *o = reply_begin (gw->w, job, 1, 10);
+    codec_builder_t *o = reply_begin (gw->w, job, 1, 11);
     codec_kv_str (o, "integration", a->integration);
     codec_kv_str (o, "provider", a->provider);
     codec_kv_str (o, "redirect_uri", a->redirect_uri);
@@ -167,6 +167,7 @@ attempt_reply (gw_wait_t *gw, int64_t retry_expires)
     codec_kv_words (o, "missing_scopes", a->missing_scopes);
     codec_kv_str (o, "retry_token", gw->secret);
     codec_kv_time (o, "retry_expires_at", retry_expires);
+    codec_kv_bool (o, "browser_mismatch", a->other_browser);
     reply_send (gw->w, job);
     gw_free (gw);
 }
@@ -201,9 +202,11 @@ attempt_read (void *arg, fr_status_t st, store_gw_attempt_t *a, const char *err)
     gw->a = *a;                             /* ours now */
     a = &gw->a;
     /* a state that expired before its callback came, a failure the user can mend, or a connect
-       that stored fewer scopes (or no refresh token) than asked */
+       that stored fewer scopes (or no refresh token) than asked; a bound attempt's only for the
+       browser that started it: anyone else with the state (its authorization URL, sent to them)
+       would get a retry bound to their own browser, and finish the phishing the binding stops */
     const char *outcome = a->outcome;
-    int retry = !a->retry_issued
+    int retry = !a->retry_issued && !a->other_browser
              && (outcome_retryable (outcome) || (!outcome && !a->used && a->expired) || (!outcome && a->used)
                  || (outcome && strcmp (outcome, "connected") == 0 && a->short_grant));
     if (!retry) {
@@ -226,8 +229,14 @@ op_attempt (worker_t *w, job_t *job, const msgpack_object *root)
     char *state = NULL;
     if (!arg_required (w, job, root, "state", MAX_STATE_LEN, &state))
         return;
+    char browser_hash [65];
+    if (fields_binding (w, job, root, "browser_binding", browser_hash) < 0) {
+        mem_free_secret (&state);
+        return;
+    }
     gw_wait_t *gw = gw_new (w, job, GW_ATTEMPT);
     crypto_sha256_hex (state, gw->hash);
+    memcpy (gw->browser_hash, browser_hash, sizeof gw->browser_hash);
     mem_free_secret (&state);
     gw_queue (gw);
 }
@@ -254,11 +263,12 @@ retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *
         reply_store_error (w, job, st, err);
         goto out;
     }
-    if (r->bound && !gw->browser_hash [0]) {
+    if (r->bound && (!gw->browser_hash [0] || r->other_browser)) {
         /* the attempt was bound to the browser that started it: so is its retry, or a retry token
-           read with the state would start an unbound connect to send to someone else */
-        snprintf (why, sizeof why, "the connect of integration \"%s\" was started from the dashboard and is bound to "
-                  "a browser: its retry needs that binding", r->integration);
+           read with the state would start an unbound connect to send to someone else, and one
+           pressed in another browser would bind that browser to the sender's integration */
+        snprintf (why, sizeof why, "the connect of integration \"%s\" was started from the dashboard in another "
+                  "browser: its retry needs that browser's binding", r->integration);
         reply_error (w, job, FR_BROWSER_MISMATCH, why, NULL, -1);
         goto out;
     }
@@ -281,7 +291,7 @@ retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *
     }
     /* a retry of an unbound attempt (an API connect's) stays unbound, as its first try was */
     log_info (r->integration, job->rid, "retrying a failed connect with a retry token%s",
-              r->bound ? ", bound to the retrying browser" : "");
+              r->bound ? ", bound to the browser that started it" : "");
     snprintf (job->op, sizeof job->op, "retry");
     connect_start_retry (w, job, codec_msg_root (msg), r->integration, gw->hash, r->bound ? gw->browser_hash : "");
 out:
@@ -607,14 +617,14 @@ gw_start (worker_t *w, store_t *store, void *arg)
     }
     switch (gw->step) {
         case GW_ATTEMPT:
-            st = store_gw_attempt_start (store, gw->hash, attempt_read, gw, err, sizeof err);
+            st = store_gw_attempt_start (store, gw->hash, gw->browser_hash, attempt_read, gw, err, sizeof err);
             break;
         case GW_RETRY_ISSUE:
-            st = store_gw_retry_issue_start (store, gw->hash, gw->issued_hash, GWOPS_RETRY_TTL_S, retry_issued, gw,
-                                             err, sizeof err);
+            st = store_gw_retry_issue_start (store, gw->hash, gw->issued_hash, gw->browser_hash, GWOPS_RETRY_TTL_S,
+                                             retry_issued, gw, err, sizeof err);
             break;
         case GW_RETRY_PEEK:
-            st = store_gw_retry_peek_start (store, gw->hash, retry_peeked, gw, err, sizeof err);
+            st = store_gw_retry_peek_start (store, gw->hash, gw->browser_hash, retry_peeked, gw, err, sizeof err);
             break;
         case GW_WORKSPACE:
             st = store_gw_workspace_start (store, gw->ws, GWOPS_WORKSPACE_MAX, workspace_listed, gw, err, sizeof err);

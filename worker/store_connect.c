@@ -363,6 +363,17 @@ pending_taken (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
         snprintf (why, sizeof why, "the callback's state is not one this service issued, or it is older than a day: "
                   "the connect flow cannot be finished");
     else
+    if (store_bool_at (res, 0, 3)) {
+        /* bound to another browser, and over: that is what the person needs to hear, not "expired"
+           (whose page would lead them to start it again in this browser) */
+        snprintf (why, sizeof why, "the sign-in for integration \"%s\" was started in another browser, and its state "
+                  "%s at %s: nothing was exchanged", PQgetvalue (res, 0, 0),
+                  store_bool_at (res, 0, 1) ? "was already used" : "expired",
+                  clock_rfc3339 (store_int_at (res, 0, 2), when, sizeof when));
+        c->fn (c->arg, FR_BROWSER_MISMATCH, NULL, why);
+        return;
+    }
+    else
     if (store_bool_at (res, 0, 1))
         snprintf (why, sizeof why, "the callback for integration \"%s\" was already used at %s: a callback URL works "
                   "once (it was reloaded, or opened twice)", PQgetvalue (res, 0, 0),
@@ -391,8 +402,9 @@ store_pending_take_start (store_t *s, const char *state_hash, const char *browse
           " RETURNING integration_id, provider, redirect_uri, array_to_string(requested_scopes, ' '), key_id,"
           " code_verifier, browser_hash IS DISTINCT FROM $2::text AND browser_hash IS NOT NULL", 2, values, NULL, NULL },
         /* read only when the first took nothing: then it saw the row as it was */
-        { "SELECT integration_id, used_at IS NOT NULL, extract(epoch FROM COALESCE(used_at, expires_at))::bigint"
-          " FROM pending_authorizations WHERE state_hash = $1", 1, values, NULL, NULL },
+        { "SELECT integration_id, used_at IS NOT NULL, extract(epoch FROM COALESCE(used_at, expires_at))::bigint,"
+          " browser_hash IS DISTINCT FROM $2::text AND browser_hash IS NOT NULL"
+          " FROM pending_authorizations WHERE state_hash = $1", 2, values, NULL, NULL },
     };
     take_ctx_t c = { fn, arg };
     return store_batch_start (s, stmts, 2, pending_taken, &c, sizeof c, err, errlen);

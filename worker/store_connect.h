@@ -124,7 +124,8 @@ typedef struct {
  * FR_STATE_INVALID (err says why: unknown, used when, expired when), or the batch's failure.
  * A row bound to a browser (browser_hash) whose hash differs from browser_hash (NULL: the callback
  * brought none) is spent by the same statement with outcome "browser_mismatch": fn then gets
- * FR_BROWSER_MISMATCH and the row (its integration, for the record; nothing to exchange). */
+ * FR_BROWSER_MISMATCH and the row (its integration, for the record; nothing to exchange). Such a
+ * row already used or expired is left as it is: FR_BROWSER_MISMATCH without a row (pd NULL). */
 typedef void (store_pending_taken_fn) (void *arg, fr_status_t st, store_pending_t *pd, const char *err);
 fr_status_t store_pending_take_start (store_t *s, const char *state_hash, const char *browser_hash,
                                       store_pending_taken_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;

@@ -103,25 +103,27 @@ attempt_done (void *arg, fr_status_t st, PGresult **results, size_t n, const cha
         a.status = store_text_at (res, 0, 9);
         a.short_grant = store_bool_at (res, 0, 10);
         a.missing_scopes = text_or_empty (res, 0, 11);
+        a.other_browser = store_bool_at (res, 0, 12);
     }
     c->fn.attempt (c->arg, st, st == FR_OK ? &a : NULL, st == FR_OK ? NULL : err);
 }
 
 fr_status_t
-store_gw_attempt_start (store_t *s, const char *state_hash, store_gw_attempt_fn *fn, void *arg, char *err,
-                        size_t errlen)
+store_gw_attempt_start (store_t *s, const char *state_hash, const char *browser_hash, store_gw_attempt_fn *fn,
+                        void *arg, char *err, size_t errlen)
 {
-    const char *values [] = { state_hash };
+    const char *values [] = { state_hash, browser_hash && *browser_hash ? browser_hash : NULL };
     gw_ctx_t c = { .fn.attempt = fn, .arg = arg, .refusal = FR_NOT_FOUND,
                    .refused = "no connect attempt has this state" };
     return gw_start (s,
         "SELECT p.integration_id, p.provider, p.redirect_uri, array_to_string (p.requested_scopes, ' '), p.return_to,"
         "  p.outcome, p.used_at IS NOT NULL, p.expires_at < now (), p.retry_issued, i.status,"
         "  coalesce (i.refresh_token_missing OR NOT (i.scopes @> p.requested_scopes), false),"
-        "  array_to_string (ARRAY (SELECT unnest (p.requested_scopes) EXCEPT SELECT unnest (i.scopes)), ' ')"
+        "  array_to_string (ARRAY (SELECT unnest (p.requested_scopes) EXCEPT SELECT unnest (i.scopes)), ' '),"
+        "  p.browser_hash IS NOT NULL AND p.browser_hash IS DISTINCT FROM $2::text"
         " FROM pending_authorizations p LEFT JOIN integrations i ON i.id = p.integration_id"
         " WHERE p.state_hash = $1",
-        1, values, attempt_done, &c, err, errlen);
+        2, values, attempt_done, &c, err, errlen);
 }
 
 void
@@ -149,24 +151,26 @@ issued_done (void *arg, fr_status_t st, PGresult **results, size_t n, const char
 }
 
 fr_status_t
-store_gw_retry_issue_start (store_t *s, const char *state_hash, const char *token_hash, int64_t ttl_s,
-                            store_gw_issued_fn *fn, void *arg, char *err, size_t errlen)
+store_gw_retry_issue_start (store_t *s, const char *state_hash, const char *token_hash, const char *browser_hash,
+                            int64_t ttl_s, store_gw_issued_fn *fn, void *arg, char *err, size_t errlen)
 {
     char ttl [24];
     snprintf (ttl, sizeof ttl, "%" PRId64, ttl_s);
-    const char *values [] = { state_hash, token_hash, ttl };
+    const char *values [] = { state_hash, token_hash, ttl, browser_hash && *browser_hash ? browser_hash : NULL };
     gw_ctx_t c = { .fn.issued = fn, .arg = arg, .refusal = FR_STATE_INVALID,
                    .refused = "a retry token was already issued for this connect attempt" };
-    /* once per attempt: the flag is set in the statement that stores the token */
+    /* once per attempt: the flag is set in the statement that stores the token; a bound attempt's
+       only for the browser that started it */
     return gw_start_ex (s, 1,
         "WITH c AS (UPDATE pending_authorizations SET retry_issued = true WHERE state_hash = $1 AND NOT retry_issued"
+        "           AND (browser_hash IS NULL OR browser_hash = $4::text)"
         "           RETURNING integration_id, provider, redirect_uri, requested_scopes, return_to)"
         " INSERT INTO gateway_retry_tokens (token_hash, state_hash, integration_id, provider, redirect_uri,"
         "   requested_scopes, return_to, expires_at)"
         " SELECT $2, $1, integration_id, provider, redirect_uri, requested_scopes, return_to,"
         "   now () + $3::integer * interval '1 second' FROM c"
         " RETURNING extract (epoch FROM expires_at)::bigint",
-        3, values, issued_done, &c, err, errlen);
+        4, values, issued_done, &c, err, errlen);
 }
 
 /* A statement returning one text column of one row. */
@@ -193,6 +197,7 @@ retry_peek_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
         r.scopes = text_or_empty (res, 0, 3);
         r.return_to = store_text_at (res, 0, 4);
         r.bound = store_bool_at (res, 0, 5);
+        r.other_browser = store_bool_at (res, 0, 6);
     }
     c->fn.retry (c->arg, st, st == FR_OK ? &r : NULL, st == FR_OK ? NULL : err);
     mem_free (r.integration);
@@ -203,18 +208,20 @@ retry_peek_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
 }
 
 fr_status_t
-store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_retry_fn *fn, void *arg, char *err,
-                           size_t errlen)
+store_gw_retry_peek_start (store_t *s, const char *token_hash, const char *browser_hash, store_gw_retry_fn *fn,
+                           void *arg, char *err, size_t errlen)
 {
-    const char *values [] = { token_hash };
+    const char *values [] = { token_hash, browser_hash && *browser_hash ? browser_hash : NULL };
     gw_ctx_t c = { .fn.retry = fn, .arg = arg, .refusal = FR_NOT_FOUND,
                    .refused = "this retry link expired or was already used" };
     return gw_start (s,
         "SELECT integration_id, provider, redirect_uri, array_to_string (requested_scopes, ' '), return_to,"
         "  EXISTS (SELECT 1 FROM pending_authorizations p WHERE p.state_hash = t.state_hash"
-        "          AND p.browser_hash IS NOT NULL)"
+        "          AND p.browser_hash IS NOT NULL),"
+        "  EXISTS (SELECT 1 FROM pending_authorizations p WHERE p.state_hash = t.state_hash"
+        "          AND p.browser_hash IS NOT NULL AND p.browser_hash IS DISTINCT FROM $2::text)"
         " FROM gateway_retry_tokens t WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now ()",
-        1, values, retry_peek_done, &c, err, errlen);
+        2, values, retry_peek_done, &c, err, errlen);
 }
 
 /* --- workspace listing --------------------------------------------------------------------- */

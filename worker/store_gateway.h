@@ -20,6 +20,7 @@ typedef struct {
     int expired;
     int retry_issued;                     /* a retry token was drawn for it already */
     int short_grant;                      /* stored fewer scopes than asked, or no refresh token */
+    int other_browser;                    /* bound to a browser, and not to the one that asks */
 } store_gw_attempt_t;
 
 /* Every statement here runs as a batch the loop does not wait for (the caller checks
@@ -27,20 +28,23 @@ typedef struct {
  * store_batch_pump with what was read, or with st and err (the batch's failure, or the refusal
  * named below). What fn gets is the callee's to read, freed after it returns, unless said. */
 
-/* A connect attempt by the hash of its state: a (the callee takes it: store_gw_attempt_clear), or
- * FR_NOT_FOUND (err says so) for a state no attempt has. */
+/* A connect attempt by the hash of its state, read by the browser whose binding has browser_hash
+ * (NULL or "" none): a (the callee takes it: store_gw_attempt_clear), or FR_NOT_FOUND (err says
+ * so) for a state no attempt has. */
 typedef void (store_gw_attempt_fn) (void *arg, fr_status_t st, store_gw_attempt_t *a, const char *err);
-fr_status_t store_gw_attempt_start (store_t *s, const char *state_hash, store_gw_attempt_fn *fn, void *arg,
-                                    char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_gw_attempt_start (store_t *s, const char *state_hash, const char *browser_hash,
+                                    store_gw_attempt_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 void store_gw_attempt_clear (store_gw_attempt_t *a);
 
 /* A value handed out and stored: its expiry (epoch s). */
 typedef void (store_gw_issued_fn) (void *arg, fr_status_t st, int64_t expires_at, const char *err);
 /* Draws the attempt's one retry token (its hash, living ttl_s seconds) and marks the attempt, in
- * one statement. FR_STATE_INVALID when the attempt had its token already (another gateway drew
- * it first) or is gone. */
-fr_status_t store_gw_retry_issue_start (store_t *s, const char *state_hash, const char *token_hash, int64_t ttl_s,
-                                        store_gw_issued_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+ * one statement; a bound attempt's only for the browser whose binding has browser_hash (NULL or
+ * "" none). FR_STATE_INVALID when the attempt had its token already (another gateway drew it
+ * first), is bound to another browser, or is gone. */
+fr_status_t store_gw_retry_issue_start (store_t *s, const char *state_hash, const char *token_hash,
+                                        const char *browser_hash, int64_t ttl_s, store_gw_issued_fn *fn, void *arg,
+                                        char *err, size_t errlen) FR_MUSTCHECK;
 
 /* One text column read: an integration, a workspace. */
 typedef void (store_gw_text_fn) (void *arg, fr_status_t st, const char *text, const char *err);
@@ -53,15 +57,17 @@ typedef struct {
     char *scopes;                         /* space-separated ("" none) */
     char *return_to;                      /* NULL none */
     int bound;                            /* the attempt it repeats was bound to a browser */
+    int other_browser;                    /* bound, and not to the retrying browser */
 } store_gw_retry_t;
 
 /* The connect of a live retry token, without spending it: the token is spent by the statement
  * that writes the connect's pending authorization (store_pending_new_t.retry_hash), so a connect
- * that fails before it leaves the token usable. FR_NOT_FOUND (err says so) for a spent, expired or
+ * that fails before it leaves the token usable. browser_hash (NULL or "" none) is the retrying
+ * browser's, compared with the attempt's. FR_NOT_FOUND (err says so) for a spent, expired or
  * unknown token. */
 typedef void (store_gw_retry_fn) (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *err);
-fr_status_t store_gw_retry_peek_start (store_t *s, const char *token_hash, store_gw_retry_fn *fn, void *arg,
-                                       char *err, size_t errlen) FR_MUSTCHECK;
+fr_status_t store_gw_retry_peek_start (store_t *s, const char *token_hash, const char *browser_hash,
+                                       store_gw_retry_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 
 /* One integration of a workspace listing: no token column. */
 typedef struct {

@@ -2589,6 +2589,103 @@ test_dashboard_retry_is_bound (void **state)
     free (link);
 }
 
+/* Consent phishing through an expired state: the sender's Connect URL, opened by someone else
+ * after the state's time ran out, came back state_invalid (the take needs a live state) instead
+ * of browser_mismatch, and its page offered "Try again" with a retry token issued to whoever read
+ * the attempt first; the retry bound the fresh connect to the presser's browser, so the victim
+ * approved once more and their grant landed in the sender's integration. A bound attempt's retry
+ * token is now issued to, and used by, only the browser that started it; the starting browser
+ * can still Try again after its state expired. */
+static void
+test_dashboard_expired_state_is_bound_too (void **state)
+{
+    char *link = dashboard_link ("ws32:", 0);
+    char *session = open_session (link);
+    http_t r = dashboard_press_connect (session, NULL, "late");
+    assert_int_equal (r.status, 303);
+    char *to_provider = header (&r, "Location");
+    char *flow = flow_cookie_of (&r, "ferrule_flow", 0);
+    http_free (&r);
+    char *loc = authorize (to_provider);
+    free (to_provider);
+    assert_int_equal (harness_sql (h, "UPDATE pending_authorizations SET expires_at = now () - interval '1 second' "
+                                      "WHERE integration_id = 'ws32:late'"), 0);
+    long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
+
+    /* the victim's browser: no flow cookie */
+    r = callback_in_browser (loc, NULL);
+    char *token = form_value (r.body, "retry_token");
+    if (token) {
+        /* what the victim could do: Try again (a fresh cookie), approve, and land in ws32:late */
+        http_t t = press_retry (&r);
+        char *again = t.status == 303 ? header (&t, "Location") : NULL;
+        char *vflow = t.status == 303 ? flow_cookie_of (&t, "ferrule_flow", 0) : NULL;
+        char *vloc = again ? authorize (again) : NULL;
+        http_t done = vloc ? callback_in_browser (vloc, vflow) : (http_t) { 0 };
+        fail_msg ("an expired dashboard connect's callback in another browser offered Try again; pressed there it "
+                  "answered %ld, and the victim's approval then ended in %ld%s", t.status, done.status,
+                  done.status == 200 && has (&done, "is connected") ? ": connected into the sender's integration" : "");
+    }
+    if (r.status != 422 || !has (&r, "This sign-in was started in another browser"))
+        fail_msg ("an expired dashboard connect's callback in another browser: %ld, not the browser_mismatch page",
+                  r.status);
+    assert_false (has (&r, "Try again</button>"));
+    http_free (&r);
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges);
+
+    /* the worker issues no retry token to a read of the attempt without that browser's binding */
+    const char *s = strstr (loc, "state=");
+    assert_non_null (s);
+    char st [300];
+    snprintf (st, sizeof st, "%.*s", (int) strcspn (s + 6, "&"), s + 6);
+    json_t *a = call ("attempt", json_pack ("{s:s}", "state", st));
+    assert_string_equal (client_error_code (a), "ok");
+    assert_null (json_string_value (json_object_get (a, "retry_token")));
+    assert_true (json_is_true (json_object_get (a, "browser_mismatch")));
+    json_decref (a);
+    a = call ("attempt", json_pack ("{s:s, s:s}", "state", st, "browser_binding",
+                                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    assert_null (json_string_value (json_object_get (a, "retry_token")));
+    json_decref (a);
+
+    /* the browser that started it: "Try again" works after its state expired */
+    r = callback_in_browser (loc, flow);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "This sign-in link has expired or was already used"));
+    assert_true (has (&r, ">Try again</button>"));
+    /* its retry token pressed in another browser: refused, and still usable */
+    http_t t = press_retry (&r);
+    if (t.status != 422 || !has (&t, "started in another browser"))
+        fail_msg ("the retry token of a bound attempt pressed in another browser: %ld, wanted 422", t.status);
+    char *none = header (&t, "Set-Cookie");
+    assert_null (none);
+    http_free (&t);
+    token = form_value (r.body, "retry_token");
+    assert_non_null (token);
+    char body [512], url [128];
+    snprintf (body, sizeof body, "retry_token=%s", token);
+    free (token);
+    snprintf (url, sizeof url, "%s/oauth/retry", gw_url);
+    const char *hdr [] = { "Content-Type: application/x-www-form-urlencoded", flow, NULL };
+    t = http ("POST", url, hdr, body);
+    http_free (&r);
+    assert_int_equal (t.status, 303);
+    to_provider = header (&t, "Location");
+    http_free (&t);
+    free (loc);
+    loc = authorize (to_provider);
+    free (to_provider);
+    r = callback_in_browser (loc, flow);
+    if (r.status != 200 || !has (&r, "is connected"))
+        fail_msg ("Try again in the browser whose dashboard connect expired: %ld", r.status);
+    http_free (&r);
+    free (loc);
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges + 1);
+    free (flow);
+    free (session);
+    free (link);
+}
+
 int
 main (void)
 {
@@ -2626,6 +2723,7 @@ main (void)
         cmocka_unit_test (test_workspace_boundary),
         cmocka_unit_test (test_dashboard_connect_is_bound_to_its_browser),
         cmocka_unit_test (test_dashboard_retry_is_bound),
+        cmocka_unit_test (test_dashboard_expired_state_is_bound_too),
         cmocka_unit_test (test_dashboard_page_gives_up_in_a_stall),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
         cmocka_unit_test (test_sigterm_drains),
