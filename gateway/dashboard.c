@@ -87,11 +87,22 @@ action_failed (gw_resp_t *resp, const json_t *reply, const char *what)
 }
 
 /* The workspace a link says it opens (?workspace=, added by ferrulectl dashboard-link): shown on
- * the confirm page and checked against the spent link's own; NULL when absent or not an id. */
+ * the confirm page and checked against the spent link's own; NULL when absent or not an id. A link
+ * without it is refused: a page that could not name the workspace would lead the person into
+ * whichever one the link was made for (login CSRF, into the sender's workspace). */
 static const char *
 claimed_workspace (const char *ws)
 {
     return ws && *ws && ident_valid (ws, strlen (ws)) ? ws : NULL;
+}
+
+static void
+no_workspace (gw_resp_t *resp)
+{
+    gw_resp_message (resp, 400, "This dashboard link is incomplete",
+                     "It does not say which workspace it opens (its \"&workspace=\" part is missing or damaged), "
+                     "so it cannot be opened. Ask your application for a new dashboard link, and open the whole "
+                     "link; do not use dashboard links someone else sent you.");
 }
 
 /* GET of a dashboard link: a confirm page whose button spends it. Link scanners and the
@@ -106,24 +117,21 @@ dashboard_open_confirm (gw_req_t *req, gw_resp_t *resp)
         gw_resp_message (resp, 403, "This dashboard link is not valid", "Ask your application for a new dashboard link.");
         return;
     }
+    if (!ws) {
+        no_workspace (resp);
+        return;
+    }
     char title [IDENT_MAX + 64];
-    if (ws)
-        snprintf (title, sizeof title, "Open the dashboard of %s", ws);
-    else
-        snprintf (title, sizeof title, "Open your dashboard");
+    snprintf (title, sizeof title, "Open the dashboard of %s", ws);
     html_t *h = html_new ();
     html_page_begin (h, title);
     html_raw (h, "<p>This link works once and for a few minutes. Press the button to open the dashboard in this "
                  "browser.</p>\n<form method=\"post\" action=\"/dashboard/open\">\n"
                  "<input type=\"hidden\" name=\"link\" value=\"");
     html_text (h, link);
-    html_raw (h, "\">\n");
-    if (ws) {
-        html_raw (h, "<input type=\"hidden\" name=\"workspace\" value=\"");
-        html_text (h, ws);
-        html_raw (h, "\">\n");
-    }
-    html_raw (h, "<p><button type=\"submit\" class=\"primary\" id=\"open\">Open the dashboard</button></p>\n"
+    html_raw (h, "\">\n<input type=\"hidden\" name=\"workspace\" value=\"");
+    html_text (h, ws);
+    html_raw (h, "\">\n<p><button type=\"submit\" class=\"primary\" id=\"open\">Open the dashboard</button></p>\n"
                  "</form>\n");
     html_page_end (h);
     gw_resp_html (resp, 200, h);
@@ -141,11 +149,10 @@ dashboard_open (gw_req_t *req, gw_resp_t *resp)
         return;
     }
     int got = gw_form (req, "workspace", claimed, sizeof claimed);
-    if (got == 0)
-        claimed [0] = '\0';
-    if (got < 0 || (*claimed && !claimed_workspace (claimed))) {
-        gw_resp_message (resp, 400, "This dashboard link is damaged",
-                         "Its workspace is not a valid name. Ask your application for a new dashboard link.");
+    if (got != 1 || !claimed_workspace (claimed)) {
+        /* refused before the link is spent: the confirm page names the workspace, always */
+        log_warning (NULL, req->rid, "dashboard link refused: its form does not name a valid workspace");
+        no_workspace (resp);
         mem_wipe (link, sizeof link);
         return;
     }
@@ -154,7 +161,7 @@ dashboard_open (gw_req_t *req, gw_resp_t *resp)
     json_t *reply = gw_call (req, "dashboard_open", args, GW_CALL_MS);
     const char *code = gw_code (reply);
     const char *ws = jstr (reply, "workspace");
-    if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws)) && *claimed && strcmp (claimed, ws) != 0) {
+    if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws)) && strcmp (claimed, ws) != 0) {
         /* the page named another workspace than the link opens: no session, so nobody is led
            into a workspace the page did not name */
         log_warning (ws, req->rid, "dashboard link refused: it opens workspace \"%s\" but its URL names \"%s\"", ws,

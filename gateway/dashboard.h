@@ -1,7 +1,8 @@
 /* dashboard.h - Dashboard -> Integrations for one workspace, and its API keys
  *
- * GET /dashboard/open?link=TOKEN[&workspace=WS] only shows a confirm page ("Open the dashboard of
- * WS"): link scanners and mail or chat previews follow GETs and must not use the link up. Its
+ * GET /dashboard/open?link=TOKEN&workspace=WS only shows a confirm page ("Open the dashboard of
+ * WS"; a link without WS is refused: the page must name the workspace the button opens): link
+ * scanners and mail or chat previews follow GETs and must not use the link up. Its
  * button POSTs the link to /dashboard/open, which spends it (operation dashboard_open) and sets
  * the session cookie (session.h); everything else needs that session, and every POST its CSRF
  * token. Buttons: Connect, Disconnect, Reconnect, Create API key, Revoke. */

@@ -1361,7 +1361,8 @@ dashboard_link (const char *ws, int ttl)
     json_t *r = call ("dashboard_link", args);
     assert_string_equal (client_error_code (r), "ok");
     char *url = malloc (512);
-    snprintf (url, 512, "%s/dashboard/open?link=%s", gw_url, json_string_value (json_object_get (r, "link_token")));
+    snprintf (url, 512, "%s/dashboard/open?link=%s&workspace=%s", gw_url,
+              json_string_value (json_object_get (r, "link_token")), ws);
     json_decref (r);
     return url;
 }
@@ -1530,7 +1531,7 @@ test_dashboard_link_get_spends_nothing (void **state)
     r = http ("POST", url, fhdr, "");
     assert_int_equal (r.status, 403);
     http_free (&r);
-    r = http ("POST", url, fhdr, "link=nope");
+    r = http ("POST", url, fhdr, "link=nope&workspace=ws7:");
     assert_int_equal (r.status, 403);
     http_free (&r);
     free (forged);
@@ -2089,7 +2090,7 @@ test_workspace_boundary (void **state)
     assert_int_equal (harness_sql_before_constraint (h, "gateway_dashboard_links", "gateway_dashboard_links_workspace_end",
                                                      sql), 0);
     char url [256];
-    snprintf (url, sizeof url, "%s/dashboard/open?link=%s", gw_url, old_link);
+    snprintf (url, sizeof url, "%s/dashboard/open?link=%s&workspace=acct4", gw_url, old_link);
     http_t page = http ("GET", url, NULL, NULL);
     assert_int_equal (page.status, 200);
     http_t r = press_open (&page);
@@ -2686,6 +2687,53 @@ test_dashboard_expired_state_is_bound_too (void **state)
     free (link);
 }
 
+/* Login CSRF: a dashboard link without "&workspace=" had a confirm page that said only "Open your
+ * dashboard", and its button opened whatever workspace the link was for. An attacker sent a link
+ * to their own workspace; the victim pressed the button, landed in the attacker's dashboard and
+ * connected their own accounts there. A link must now say which workspace it opens, and the page
+ * names it; one that does not is refused, and spent by nothing. */
+static void
+test_dashboard_link_must_name_its_workspace (void **state)
+{
+    char *link = dashboard_link ("evil:", 600);
+    char *bare = strdup (link);
+    *strstr (bare, "&workspace=") = '\0';
+    http_t page = http ("GET", bare, NULL, NULL);
+    if (page.status == 200) {
+        /* the victim presses "Open the dashboard" */
+        http_t r = press_open (&page);
+        char *set = header (&r, "Set-Cookie");
+        fail_msg ("a dashboard link without its workspace: confirm page 200 (\"%s\"), and pressing it %ld%s",
+                  has (&page, "Open your dashboard") ? "Open your dashboard" : "?", r.status,
+                  set ? " with a session cookie: logged into the sender's workspace" : "");
+    }
+    assert_int_equal (page.status, 400);
+    assert_true (has (&page, "does not say which workspace"));
+    assert_false (has (&page, "action=\"/dashboard/open\""));
+    http_free (&page);
+    /* the form posted by hand, without the workspace: refused before the link is spent */
+    const char *l = strstr (bare, "link=") + 5;
+    char body [512], url [256];
+    snprintf (body, sizeof body, "link=%s", l);
+    snprintf (url, sizeof url, "%s/dashboard/open", gw_url);
+    const char *fhdr [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, fhdr, body);
+    char *set = header (&r, "Set-Cookie");
+    if (r.status != 400 || set)
+        fail_msg ("POST /dashboard/open without a workspace: %ld%s, wanted 400 and no session", r.status,
+                  set ? " with a session cookie" : "");
+    http_free (&r);
+    /* the whole link still works, and its page names the workspace */
+    page = http ("GET", link, NULL, NULL);
+    assert_int_equal (page.status, 200);
+    assert_true (has (&page, "Open the dashboard of evil:"));
+    http_free (&page);
+    char *cookie = open_session (link);
+    free (cookie);
+    free (bare);
+    free (link);
+}
+
 int
 main (void)
 {
@@ -2717,6 +2765,7 @@ main (void)
         cmocka_unit_test (test_public_url_in_upper_case),
         cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
+        cmocka_unit_test (test_dashboard_link_must_name_its_workspace),
         cmocka_unit_test (test_dashboard_connect_of_a_never_connected_integration),
         cmocka_unit_test (test_dashboard_says_when_keys_are_not_listed),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
