@@ -340,6 +340,7 @@ dashboard_home (gw_req_t *req, gw_resp_t *resp)
     html_raw (h, "<p class=\"muted\">Workspace <strong>");
     html_text (h, ws);
     html_raw (h, "</strong></p>\n");
+    html_button_form (h, "/dashboard/logout", "Sign out", "secondary", "csrf", csrf, NULL);
     notice_from_query (req, h);
     const json_t *items = json_object_get (list, "integrations");
     if (json_array_size (items) == 0)
@@ -676,4 +677,19 @@ dashboard_apikey_revoke (gw_req_t *req, gw_resp_t *resp)
         action_failed (resp, reply, "The API key could not be revoked");
     json_decref (args);
     json_decref (reply);
+}
+
+/* Sign out: clears this browser's session cookie. The session is signed, not stored, so a copy
+ * of the cookie taken before stays valid until its expiry; in this browser it is gone. */
+void
+dashboard_logout (gw_req_t *req, gw_resp_t *resp)
+{
+    char ws [IDENT_MAX + 1];
+    if (!need_session (req, resp, ws, 1))
+        return;
+    gw_resp_message (resp, 200, "You are signed out of the dashboard",
+                     "Your dashboard session in this browser has ended. To come back, open a new dashboard link "
+                     "from your application.");
+    resp->cookie = session_clear (req->gw);
+    log_info (ws, req->rid, "dashboard session of workspace \"%s\" signed out", ws);
 }

@@ -5,7 +5,8 @@
  * scanners and mail or chat previews follow GETs and must not use the link up. Its
  * button POSTs the link to /dashboard/open, which spends it (operation dashboard_open) and sets
  * the session cookie (session.h); everything else needs that session, and every POST its CSRF
- * token. Buttons: Connect, Disconnect, Reconnect, Create API key, Revoke. */
+ * token. Buttons: Connect, Disconnect, Reconnect, Create API key, Revoke, Sign out (POST
+ * /dashboard/logout: clears the session cookie in this browser). */
 #ifndef FERRULE_DASHBOARD_H
 #define FERRULE_DASHBOARD_H
 #include "gateway.h"
@@ -18,4 +19,5 @@ void dashboard_disconnect (gw_req_t *req, gw_resp_t *resp);
 void dashboard_reconnect (gw_req_t *req, gw_resp_t *resp);
 void dashboard_apikey_create (gw_req_t *req, gw_resp_t *resp);
 void dashboard_apikey_revoke (gw_req_t *req, gw_resp_t *resp);
+void dashboard_logout (gw_req_t *req, gw_resp_t *resp);
 #endif

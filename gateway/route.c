@@ -45,6 +45,7 @@ static const route_t routes [] = {
     { "POST", "/dashboard/integrations/{id}/reconnect",   dashboard_reconnect },
     { "POST", "/dashboard/apikeys",                       dashboard_apikey_create },
     { "POST", "/dashboard/apikeys/{key_id}/revoke",       dashboard_apikey_revoke },
+    { "POST", "/dashboard/logout",                        dashboard_logout },
     { "GET",  "/v1/integrations/{id}",                    api_status },
     { "GET",  "/v1/integrations/{id}/token",              api_token },
     { "POST", "/v1/integrations/{id}/token/reject",       api_reject },

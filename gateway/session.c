@@ -56,6 +56,16 @@ session_issue (const gw_t *gw, const char *workspace)
     return cookie;
 }
 
+char *
+session_clear (const gw_t *gw)
+{
+    size_t len = 160;
+    char *cookie = mem_alloc (len);
+    snprintf (cookie, len, "%s=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0%s", session_cookie_name (gw),
+              gw->secure ? "; Secure" : "");
+    return cookie;
+}
+
 int
 session_check (const gw_req_t *req, char *workspace, size_t len)
 {

@@ -20,6 +20,9 @@ const char *session_cookie_name (const gw_t *gw);
 
 /* The Set-Cookie value of a new session for workspace; caller frees. */
 char *session_issue (const gw_t *gw, const char *workspace);
+/* The Set-Cookie value that clears the session cookie (same name and attributes, Max-Age=0);
+ * caller frees. */
+char *session_clear (const gw_t *gw);
 /* 1 and the workspace (out, IDENT_MAX + 1 bytes) when the request carries a valid, unexpired
  * session cookie; 0 otherwise. */
 int session_check (const gw_req_t *req, char *workspace, size_t len);

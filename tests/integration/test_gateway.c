@@ -2734,6 +2734,51 @@ test_dashboard_link_must_name_its_workspace (void **state)
     free (link);
 }
 
+/* Signing out: the dashboard had no way to end a session in a shared browser but waiting out its
+ * hour. POST /dashboard/logout (a button on the dashboard, with the CSRF token) clears the cookie:
+ * the same name and attributes, Max-Age=0. */
+static void
+test_dashboard_logout (void **state)
+{
+    char *link = dashboard_link ("ws33:", 0);
+    char *session = open_session (link);
+    char url [256], body [256];
+    snprintf (url, sizeof url, "%s/dashboard/logout", gw_url);
+    const char *fhdr [] = { session, "Content-Type: application/x-www-form-urlencoded", NULL };
+    /* without the CSRF token: refused, the session goes on */
+    http_t r = http ("POST", url, fhdr, "csrf=0");
+    if (r.status == 404)
+        fail_msg ("POST /dashboard/logout: 404, there is no way to sign out of the dashboard");
+    assert_int_equal (r.status, 403);
+    assert_null (header (&r, "Set-Cookie"));
+    http_free (&r);
+    http_t home = dashboard_home (session);
+    assert_int_equal (home.status, 200);
+    assert_true (has (&home, "action=\"/dashboard/logout\""));
+    assert_true (has (&home, ">Sign out</button>"));
+    char *csrf = form_value (home.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&home);
+    snprintf (body, sizeof body, "csrf=%s", csrf);
+    free (csrf);
+    r = http ("POST", url, fhdr, body);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "signed out"));
+    char *set = header (&r, "Set-Cookie");
+    assert_non_null (set);
+    if (strncmp (set, "ferrule_session=;", 17) != 0 || !strstr (set, "; Max-Age=0") || !strstr (set, "; Path=/")
+    ||  !strstr (set, "; HttpOnly") || !strstr (set, "; SameSite=Strict"))
+        fail_msg ("the sign-out's Set-Cookie \"%s\" does not clear the session cookie", set);
+    free (set);
+    http_free (&r);
+    /* the browser has no session now: the dashboard asks for a new link */
+    home = dashboard_home (NULL);
+    assert_int_equal (home.status, 401);
+    http_free (&home);
+    free (session);
+    free (link);
+}
+
 int
 main (void)
 {
@@ -2766,6 +2811,7 @@ main (void)
         cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
         cmocka_unit_test (test_dashboard_link_must_name_its_workspace),
+        cmocka_unit_test (test_dashboard_logout),
         cmocka_unit_test (test_dashboard_connect_of_a_never_connected_integration),
         cmocka_unit_test (test_dashboard_says_when_keys_are_not_listed),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
