@@ -417,9 +417,14 @@ send_resp (gw_t *gw, struct MHD_Connection *conn, const gw_req_t *req, gw_resp_t
         return MHD_NO;
     MHD_add_response_header (mr, MHD_HTTP_HEADER_CONTENT_TYPE, r->type ? r->type : "text/plain; charset=utf-8");
     MHD_add_response_header (mr, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    MHD_add_response_header (mr, "Content-Security-Policy",
-                             "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
-                             "frame-ancestors 'none'");
+    /* form-action: forms post here only, and the redirects their answers make (Connect, Try again:
+       303 to the provider's authorization URL) go to https, or to http only from a gateway that
+       itself runs over http (local development, where a provider may be http too) */
+    MHD_add_response_header (mr, "Content-Security-Policy", gw->secure
+                             ? "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+                               "form-action 'self' https:; frame-ancestors 'none'"
+                             : "default-src 'none'; style-src 'self'; img-src 'self'; base-uri 'none'; "
+                               "form-action 'self' https: http:; frame-ancestors 'none'");
     /* never a path or a query (a link token, a code) in a Referer; the origin alone, so that a
        form of ours is posted with our Origin and not "null", which no-referrer gave it */
     MHD_add_response_header (mr, "Referrer-Policy", "strict-origin");

@@ -536,6 +536,9 @@ test_callback_connected_page_and_security_headers (void **state)
     const struct { const char *name, *want; } want [] = {
         { "Content-Security-Policy", "default-src 'none'" },
         { "Content-Security-Policy", "frame-ancestors 'none'" },
+        /* forms post to this gateway, and their answers' redirects go there or to a provider: over
+           http (this test's gateway, a local one) providers may be http too */
+        { "Content-Security-Policy", "form-action 'self' https: http:;" },
         { "Referrer-Policy", "strict-origin" },
         { "Cache-Control", "no-store" },
         { "X-Content-Type-Options", "nosniff" },
@@ -1897,6 +1900,12 @@ test_public_url_in_upper_case (void **state)
     assert_int_equal (r.status, 200);
     char *csrf = form_value (r.body, "csrf");
     assert_non_null (csrf);
+    /* an https gateway's forms, and the redirects they answer, go to https only (or itself) */
+    char *csp = header (&r, "Content-Security-Policy");
+    if (!csp || !strstr (csp, "form-action 'self' https:;") || strstr (csp, "http:"))
+        fail_msg ("an https gateway's Content-Security-Policy \"%s\": wanted form-action 'self' https: alone",
+                  csp ? csp : "(none)");
+    free (csp);
     http_free (&r);
     char url [256], body [256];
     snprintf (url, sizeof url, "%s/dashboard/connect", gw_url);
