@@ -13,6 +13,9 @@
 #include <time.h>
 
 #define LEDGER_LOCK_POLL_MS 200   /* between tries of a busy migration lock */
+#define LEDGER_RETRY_FIRST_MS 1000 /* the pause after a step's lock was first refused */
+#define LEDGER_RETRY_MAX_MS 10000  /* doubled each time up to this */
+#define LEDGER_RETRY_SLICE_MS 100  /* a pause looks for a stop signal this often */
 
 struct ledger_t {
     ledger_row_t *rows;
@@ -428,6 +431,114 @@ out:
     return st;
 }
 
+/* 1 when a statement builds or drops an index CONCURRENTLY: its lock (SHARE UPDATE EXCLUSIVE)
+ * blocks no reader or writer, and what it waits for (transactions it must outlast) is worth
+ * waiting for, so it runs without a lock timeout. */
+static int
+ledger_concurrently (const char *stmt)
+{
+    const char *p = ledger_word (stmt, "CREATE");
+    if (p && ledger_word (p, "UNIQUE"))
+        p = ledger_word (p, "UNIQUE");
+    if (!p)
+        p = ledger_word (stmt, "DROP");
+    return p && (p = ledger_word (p, "INDEX")) && ledger_word (p, "CONCURRENTLY");
+}
+
+/* 1 when a step failed because a lock was not granted in time (lock_timeout; NOWAIT too). */
+static int
+ledger_lock_refused (const db_error_t *err)
+{
+    return strcmp (err->sqlstate, "55P03") == 0;
+}
+
+/* Sets the session's lock_timeout (SET LOCAL inside the migration's transaction). */
+static fr_status_t
+ledger_set_lock_timeout (PGconn *conn, int local, int ms, db_error_t *err)
+{
+    char set [64];
+    snprintf (set, sizeof set, "SET %slock_timeout = %d", local ? "LOCAL " : "", ms);
+    return db_exec (conn, set, err);
+}
+
+/* The tries of one step whose lock may be refused (ledger_locking_t). */
+typedef struct {
+    const ledger_locking_t *locking;
+    int64_t first;                      /* when it was first tried */
+    int tries;                          /* refused so far */
+    char blocker [400];                 /* whom it last waited for, as the watch saw it */
+} ledger_retry_t;
+
+static void
+ledger_retry_start (ledger_retry_t *r, const ledger_locking_t *locking)
+{
+    memset (r, 0, sizeof *r);
+    r->locking = locking;
+    r->first = clock_mono_ms ();
+}
+
+/* A stop signal (stop.h) came after what had tried was refused its lock and rolled back. */
+static void
+ledger_retry_stopped (db_error_t *err, int in_transaction)
+{
+    db_error_printf (err, "stopped by %s", stop_name ());
+    snprintf (err->detail, sizeof err->detail, "its lock was refused and %s rolled back, and it was waiting to try "
+              "again", in_transaction ? "the migration's transaction" : "the statement");
+}
+
+/* After what (a step) was refused its lock and rolled back: says so, naming whom it waited for,
+ * and pauses before the next try: 1. 0 when it is not tried again: past the wait limit
+ * (err->waited_out) or on a stop signal, err saying so. */
+static int
+ledger_retry_pause (ledger_retry_t *r, watch_t *watch, const char *what, int in_transaction, db_error_t *err)
+{
+    int64_t now = clock_mono_ms ();
+    int64_t pause = LEDGER_RETRY_FIRST_MS;
+    for (int i = 0; i < r->tries && pause < LEDGER_RETRY_MAX_MS; i++)
+        pause *= 2;
+    if (pause > LEDGER_RETRY_MAX_MS)
+        pause = LEDGER_RETRY_MAX_MS;
+    r->tries++;
+    if (*watch_blocker (watch))
+        snprintf (r->blocker, sizeof r->blocker, "%s", watch_blocker (watch));
+    const char *who = *r->blocker ? r->blocker : "another session";
+    if (stop_requested ()) {
+        ledger_retry_stopped (err, in_transaction);
+        return 0;
+    }
+    if (r->locking->wait_limit_s > 0) {
+        int64_t left = (int64_t) (r->locking->wait_limit_s * 1000) - (now - r->first);
+        if (left <= 0) {
+            db_error_printf (err, "gave up after its lock was refused for %lld s (%d tr%s of %d ms), the last time by "
+                             "%s (the wait limit is %g s)", (long long) ((now - r->first) / 1000), r->tries,
+                             r->tries == 1 ? "y" : "ies", r->locking->lock_timeout_ms, who, r->locking->wait_limit_s);
+            err->waited_out = 1;
+            snprintf (err->detail, sizeof err->detail, "each try was rolled back when its lock was refused");
+            snprintf (err->hint, sizeof err->hint, "end that session's transaction, or terminate it (SELECT "
+                      "pg_terminate_backend (pid)), then run ferrule-migrate up again; --wait-limit=0 tries as long "
+                      "as it takes");
+            return 0;
+        }
+        if (pause > left)
+            pause = left;
+    }
+    db_note ("%s was refused a lock within %d ms, held by %s; rolled back, it tries again in %.1f s (try %d)", what,
+             r->locking->lock_timeout_ms, who, (double) pause / 1000, r->tries);
+    for (int64_t until = clock_mono_ms () + pause; clock_mono_ms () < until;) {
+        if (stop_requested ()) {
+            ledger_retry_stopped (err, in_transaction);
+            return 0;
+        }
+        int64_t slice = until - clock_mono_ms ();
+        if (slice > LEDGER_RETRY_SLICE_MS)
+            slice = LEDGER_RETRY_SLICE_MS;
+        struct timespec ts = { 0, (long) (slice > 0 ? slice : 0) * 1000000L };
+        while (nanosleep (&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
+    return 1;
+}
+
 /* A migration marked SQLSPLIT_NO_TRANSACTION: each statement sent on its own, committed as it
  * ends, so that CREATE INDEX CONCURRENTLY can build an index on a table the workers write to
  * without holding their writes for the whole build. A failure leaves the statements before it
@@ -435,7 +546,7 @@ out:
  * safe to repeat (IF NOT EXISTS, IF EXISTS). */
 static fr_status_t
 ledger_apply_each (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, const char *applied_by,
-                   long *elapsed_ms, int *committed, db_error_t *err)
+                   const ledger_locking_t *locking, long *elapsed_ms, int *committed, db_error_t *err)
 {
     char what [64], gave_up [600];
     PGresult *res = NULL;
@@ -463,9 +574,27 @@ ledger_apply_each (PGconn *conn, watch_t *watch, const catalog_entry_t *migratio
         if (st != FR_OK)
             goto out;
         snprintf (what, sizeof what, "the statement at line %d", ledger_line (migration->sql, s.start));
-        res = watch_exec (watch, conn, text, what, gave_up, sizeof gave_up);
-        st = ledger_ran (res, conn, err);
-        if (st != FR_OK && *gave_up)
+        int timeout_ms = ledger_concurrently (text) ? 0 : locking->lock_timeout_ms, given_up = 0;
+        ledger_retry_t retry;
+        ledger_retry_start (&retry, locking);
+        for (;;) {
+            st = ledger_set_lock_timeout (conn, 0, timeout_ms, err);
+            if (st != FR_OK)
+                goto out;
+            res = watch_exec (watch, conn, text, what, gave_up, sizeof gave_up);
+            st = ledger_ran (res, conn, err);
+            if (st == FR_OK || *gave_up || !timeout_ms || !ledger_lock_refused (err))
+                break;
+            PQclear (res);
+            res = NULL;
+            if (!ledger_retry_pause (&retry, watch, what, 0, err)) {
+                given_up = 1;
+                break;
+            }
+        }
+        if (given_up)
+            ;                                   /* err says why */
+        else if (st != FR_OK && *gave_up)
             ledger_waited_out (err, gave_up, 0, text);
         else if (st != FR_OK && stop_requested ())
             ledger_stopped (err, 0, text);
@@ -497,12 +626,21 @@ ledger_apply_each (PGconn *conn, watch_t *watch, const catalog_entry_t *migratio
 out:
     PQclear (res);
     mem_free (text);
+    if (PQstatus (conn) == CONNECTION_OK && PQtransactionStatus (conn) == PQTRANS_IDLE) {
+        /* what comes after (the next migration, the grants) sets its own or waits as before */
+        db_error_t ignored;
+        if (db_exec (conn, "RESET lock_timeout", &ignored) != FR_OK) {
+            /* the next step sets it again; the grants and fill wait for locks briefly anyway */
+        }
+    }
     return st;
 }
 
-fr_status_t
-ledger_apply (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, const char *applied_by,
-              long *elapsed_ms, int *committed, db_error_t *err)
+/* One try of a migration in a transaction: runs it with the lock timeout, records it, commits;
+ * on failure rolls back. */
+static fr_status_t
+ledger_apply_once (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, const char *applied_by,
+                   int lock_timeout_ms, long *elapsed_ms, db_error_t *err)
 {
     char gave_up [600];
     PGresult *res = NULL;
@@ -510,13 +648,13 @@ ledger_apply (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, co
     int in_transaction = 0;
     int64_t start;
 
-    *committed = 0;
-    if (migration->no_transaction)
-        return ledger_apply_each (conn, watch, migration, applied_by, elapsed_ms, committed, err);
     st = db_exec (conn, "BEGIN", err);
     if (st != FR_OK)
         goto out;
     in_transaction = 1;
+    st = ledger_set_lock_timeout (conn, 1, lock_timeout_ms, err);
+    if (st != FR_OK)
+        goto out;
 
     start = clock_mono_ms ();
     res = watch_exec (watch, conn, migration->sql, "its transaction", gave_up, sizeof gave_up);
@@ -556,4 +694,25 @@ out:
             in_transaction = 0;
     }
     return st;
+}
+
+fr_status_t
+ledger_apply (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, const char *applied_by,
+              const ledger_locking_t *locking, long *elapsed_ms, int *committed, db_error_t *err)
+{
+    ledger_retry_t retry;
+    fr_status_t st;
+
+    *committed = 0;
+    if (migration->no_transaction)
+        return ledger_apply_each (conn, watch, migration, applied_by, locking, elapsed_ms, committed, err);
+    ledger_retry_start (&retry, locking);
+    for (;;) {
+        st = ledger_apply_once (conn, watch, migration, applied_by, locking->lock_timeout_ms, elapsed_ms, err);
+        if (st == FR_OK || !locking->lock_timeout_ms || err->waited_out || !ledger_lock_refused (err)
+         || PQtransactionStatus (conn) != PQTRANS_IDLE)
+            return st;
+        if (!ledger_retry_pause (&retry, watch, "its transaction", 1, err))
+            return st;
+    }
 }

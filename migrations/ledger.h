@@ -53,6 +53,19 @@ fr_status_t ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err) 
 fr_status_t ledger_unlock (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Creates schema_migrations when it is missing. Call with the lock held. */
 fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
+/* How a migration's steps wait for their locks. A step that waits for a lock on a table makes
+ * every later reader and writer of that table queue behind it, so each step but a concurrent
+ * index build (whose lock blocks neither) gives up on a lock after lock_timeout_ms, is rolled
+ * back, and is tried again after a pause (1 s, doubling up to 10 s), each time said in a notice
+ * naming whom it waited for, until it has been held up wait_limit_s in all (0: as long as it
+ * takes). lock_timeout_ms 0: no lock timeout, a step waits as long as the watch lets it. */
+#define LEDGER_DEFAULT_LOCK_TIMEOUT_MS 2000
+#define LEDGER_MAX_LOCK_TIMEOUT_MS 600000
+typedef struct {
+    int lock_timeout_ms;
+    double wait_limit_s;
+} ledger_locking_t;
+
 /* Runs the migration and records it in one transaction; on failure rolls back. Its statements run
  * under watch (watch.h): said when they wait for other sessions, cancelled past its wait limit
  * (err->waited_out) or on a stop signal (stop.h; err->detail says what the cancel left). elapsed_ms is the
@@ -62,7 +75,10 @@ fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
  * A migration marked no-transaction (catalog_entry_t) runs statement by statement, each committed
  * as it ends, and is recorded after the last: on failure the *committed statements before the
  * failed one stay applied, and an index a failed CREATE INDEX CONCURRENTLY IF NOT EXISTS
- * left invalid is dropped before that statement runs again. */
+ * left invalid is dropped before that statement runs again.
+ * A step refused its lock (locking, above) is tried again; past the wait limit err->waited_out is
+ * set and err says whom it waited for. */
 fr_status_t ledger_apply (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, const char *applied_by,
-                          long *elapsed_ms, int *committed, db_error_t *err) FR_MUSTCHECK;
+                          const ledger_locking_t *locking, long *elapsed_ms, int *committed,
+                          db_error_t *err) FR_MUSTCHECK;
 #endif

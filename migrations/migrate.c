@@ -55,6 +55,8 @@ typedef struct {
     int no_fill;                /* up: leave the routing hashes for fill-route-hashes */
     double wait_limit_s;        /* up: cancel a statement that waited this long for others; 0 never */
     int wait_limit_given;
+    int lock_timeout_ms;        /* up: a step gives up on a lock after this and is tried again; 0 never */
+    int lock_timeout_given;
 } options_t;
 
 static void
@@ -339,6 +341,10 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         log_info (NULL, NULL, "the server would not notice this ferrule-migrate killed while a statement waits "
                   "for a lock: %s", err.message);
     watch = watch_new (opts->database_url, db_connect_timeout_ms (opts->database_url), opts->wait_limit_s);
+    /* a step that gives up on a lock sooner than a second is looked at before, to name whom it waited for */
+    if (opts->lock_timeout_ms > 0)
+        watch_first_look (watch, opts->lock_timeout_ms / 2);
+    const ledger_locking_t locking = { .lock_timeout_ms = opts->lock_timeout_ms, .wait_limit_s = opts->wait_limit_s };
 
     st = ledger_lock (conn, on_lock_wait, &err);
     if (st != FR_OK && stop_requested ()) {
@@ -401,7 +407,7 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         long ms = 0;
         int committed = 0;
         db_notices_about (item->migration->label);
-        st = ledger_apply (conn, watch, item->migration, applied_by, &ms, &committed, &err);
+        st = ledger_apply (conn, watch, item->migration, applied_by, &locking, &ms, &committed, &err);
         db_notices_about (NULL);
         if (st != FR_OK && stop_requested ()) {
             rc = report_stopped ("while applying %s%s%s", item->migration->label, *err.detail ? ": " : "",
@@ -985,6 +991,11 @@ print_usage (FILE *out)
         "                          build must outlast), and fail naming them (default:\n"
         "                          $FERRULE_MIGRATE_WAIT_LIMIT_S, or 0: as long as it takes). Either\n"
         "                          way, up names them once a statement has waited 5 s\n"
+        "      --lock-timeout=MS   up: a migration's step (but a concurrent index build) gives up on\n"
+        "                          a lock after MS milliseconds, so that the readers and writers of\n"
+        "                          its table do not queue behind it, is rolled back, and is tried\n"
+        "                          again after a pause until the wait limit (default:\n"
+        "                          $FERRULE_MIGRATE_LOCK_TIMEOUT_MS, or %d; 0: wait for locks)\n"
         "      --runtime-role=ROLE up: then set up ROLE as grant-runtime does\n"
         "                          (default: $FERRULE_RUNTIME_ROLE)\n"
         "  -h, --help              show this help\n"
@@ -997,7 +1008,7 @@ print_usage (FILE *out)
         "  (rekey: 1 when values remain on an old key; fill-route-hashes: 1 when rows remain\n"
         "  without a routing hash, 7 when the schema is older than 009); up: 130 or 143 when\n"
         "  stopped by SIGINT or SIGTERM, which cancel its running statement on the server\n",
-        FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S);
+        FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S, LEDGER_DEFAULT_LOCK_TIMEOUT_MS);
 }
 
 static int
@@ -1073,6 +1084,21 @@ parse_wait_limit (const char *text, const char *name, double *out)
     return EXIT_OK;
 }
 
+/* Milliseconds from 0 (no lock timeout) to LEDGER_MAX_LOCK_TIMEOUT_MS. EXIT_OK, or EXIT_USAGE after
+ * reporting. */
+static int
+parse_lock_timeout (const char *text, const char *name, int *out)
+{
+    char *end;
+    errno = 0;
+    long value = strtol (text, &end, 10);
+    if (errno || end == text || *end || value < 0 || value > LEDGER_MAX_LOCK_TIMEOUT_MS)
+        return usage_error ("invalid %s \"%s\": give milliseconds from 0 (wait for locks) to %d", name, text,
+                            LEDGER_MAX_LOCK_TIMEOUT_MS);
+    *out = (int) value;
+    return EXIT_OK;
+}
+
 /* Fills opts from argv and the environment. EXIT_OK, or EXIT_USAGE after reporting. */
 static int
 parse_options (int argc, char **argv, options_t *opts)
@@ -1087,6 +1113,7 @@ parse_options (int argc, char **argv, options_t *opts)
         { "force",        no_argument,       NULL, 'f' },
         { "no-fill",      no_argument,       NULL, 'n' },
         { "wait-limit",   required_argument, NULL, 'w' },
+        { "lock-timeout", required_argument, NULL, 'l' },
         { "help",         no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -1140,6 +1167,11 @@ parse_options (int argc, char **argv, options_t *opts)
             if (parse_wait_limit (optarg, "--wait-limit", &opts->wait_limit_s) != EXIT_OK)
                 return EXIT_USAGE;
             opts->wait_limit_given = 1;
+            break;
+        case 'l':
+            if (parse_lock_timeout (optarg, "--lock-timeout", &opts->lock_timeout_ms) != EXIT_OK)
+                return EXIT_USAGE;
+            opts->lock_timeout_given = 1;
             break;
         case 'h':
             opts->command = "help";
@@ -1210,6 +1242,15 @@ parse_options (int argc, char **argv, options_t *opts)
      && *getenv ("FERRULE_MIGRATE_WAIT_LIMIT_S")
      && parse_wait_limit (getenv ("FERRULE_MIGRATE_WAIT_LIMIT_S"), "FERRULE_MIGRATE_WAIT_LIMIT_S",
                           &opts->wait_limit_s) != EXIT_OK)
+        return EXIT_USAGE;
+    if (opts->lock_timeout_given && strcmp (opts->command, "up") != 0)
+        return usage_error ("--lock-timeout applies to up only");
+    if (!opts->lock_timeout_given)
+        opts->lock_timeout_ms = LEDGER_DEFAULT_LOCK_TIMEOUT_MS;
+    if (!opts->lock_timeout_given && strcmp (opts->command, "up") == 0 && getenv ("FERRULE_MIGRATE_LOCK_TIMEOUT_MS")
+     && *getenv ("FERRULE_MIGRATE_LOCK_TIMEOUT_MS")
+     && parse_lock_timeout (getenv ("FERRULE_MIGRATE_LOCK_TIMEOUT_MS"), "FERRULE_MIGRATE_LOCK_TIMEOUT_MS",
+                            &opts->lock_timeout_ms) != EXIT_OK)
         return EXIT_USAGE;
     if (!opts->batch)
         opts->batch = strcmp (opts->command, "rekey") == 0 ? REKEY_DEFAULT_BATCH : ROUTEHASH_DEFAULT_BATCH;

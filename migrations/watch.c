@@ -29,6 +29,8 @@ struct watch {
     PGconn *monitor;                    /* opened at the first look, kept for the run */
     int monitor_failed;                 /* it could not be opened: no more looks */
     int look_failed_said;               /* a failed look is said once a run */
+    int first_look_ms;                  /* a statement is first looked at after this */
+    char blocker [400];                 /* whom the last statement waited for, as a look saw it, or "" */
 };
 
 typedef struct {
@@ -57,7 +59,20 @@ watch_new (const char *url, int connect_timeout_ms, double wait_limit_s)
     self->url = mem_strdup (url);
     self->connect_timeout_ms = connect_timeout_ms;
     self->limit_s = wait_limit_s;
+    self->first_look_ms = WATCH_FIRST_LOOK_MS;
     return self;
+}
+
+void
+watch_first_look (watch_t *self, int ms)
+{
+    self->first_look_ms = ms < 50 ? 50 : ms > WATCH_FIRST_LOOK_MS ? WATCH_FIRST_LOOK_MS : ms;
+}
+
+const char *
+watch_blocker (const watch_t *self)
+{
+    return self->blocker;
 }
 
 void
@@ -236,7 +251,7 @@ PGresult *
 watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char *gave_up, size_t size)
 {
     PGresult *last = NULL, *res;
-    int64_t start = clock_mono_ms (), next_look = start + WATCH_FIRST_LOOK_MS, last_look = start;
+    int64_t start = clock_mono_ms (), next_look = start + self->first_look_ms, last_look = start;
     int64_t waited = 0, next_report = 0, seen_at = 0;
     int cancelled = 0, stopping = 0, reported_pid = 0, have_seen = 0;
     long reported_blockers = 0;
@@ -244,6 +259,7 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
     memset (&seen, 0, sizeof seen);
     if (gave_up && size)
         *gave_up = '\0';
+    *self->blocker = '\0';
     if (!PQsendQuery (conn, sql))
         return NULL;
     for (;;) {
@@ -280,6 +296,8 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
                 seen = look;
                 seen_at = now;
                 have_seen = 1;
+                if (look.blockers > 0 && look.pid)
+                    snprintf (self->blocker, sizeof self->blocker, "%s", look.who);
             }
             else {
                 watch_look_failed (self, what, why, &seen, have_seen);

@@ -25,6 +25,13 @@ typedef struct watch watch_t;
  * connect_timeout_ms. wait_limit_s: 0 for no limit. */
 watch_t *watch_new (const char *url, int connect_timeout_ms, double wait_limit_s);
 void watch_destroy (watch_t **self_p);
+/* Looks at a statement first after ms (50 to 1000; 1000 unless set): a statement that gives up on
+ * a lock sooner than a second (lock_timeout) is looked at before, so that whom it waited for is
+ * known. */
+void watch_first_look (watch_t *self, int ms);
+/* Whom the statement of the last watch_exec waited for, as the last look that saw it wait named
+ * the oldest of them ("pid 123 (user ...), idle in transaction, ..."), or "" when no look did. */
+const char *watch_blocker (const watch_t *self);
 /* Runs sql on conn as PQexec does (the last result; NULL when it could not be sent), watching as
  * above; what names the statement in the notices ("the statement at line 3"). When it gave up,
  * the result is the cancel's error and gave_up (size bytes) says why, in a sentence of its own

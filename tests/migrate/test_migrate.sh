@@ -55,6 +55,7 @@ cleanup () {
     wait 2>/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_009\" WITH (FORCE)" >/dev/null
+    psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_locks\" WITH (FORCE)" >/dev/null 2>&1
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -123,7 +124,7 @@ fi
 hold_open () {
     rm -f "$WORK/hold.fifo"
     mkfifo "$WORK/hold.fifo"
-    PGAPPNAME="$1" "$PSQL" -X -q -d "$DB_URL" <"$WORK/hold.fifo" >/dev/null 2>&1 &
+    PGAPPNAME="$1" "$PSQL" -X -q -d "${HOLD_URL:-$DB_URL}" <"$WORK/hold.fifo" >/dev/null 2>&1 &
     HOLD_PSQL=$!
     exec 9>"$WORK/hold.fifo"
     echo "$2" >&9
@@ -140,6 +141,15 @@ release_hold () {
     echo "COMMIT;" >&9
     exec 9>&-
     wait "$HOLD_PSQL"
+}
+
+# waits up to $1 tenths of a second for process $2 to end; 1 when it did not
+ends_within () {
+    for _ in $(seq "$1"); do
+        kill -0 "$2" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 # --- a waiter started before the schema exists sees it arrive
@@ -314,6 +324,89 @@ ACL=$(psql_db -c "SELECT has_function_privilege ('public', 'ferrule_gc_pending_a
     && pass "018: PUBLIC still may not run the function, which keeps its owner's rights and its search_path" \
     || fail "018: the function's rights and settings are \"$ACL\""
 
+# --- a migration's lock refused is tried again, so the readers of its table never queue behind it
+# for long: at 018, a session holds integrations in an open transaction (a pg_dump, an operator's
+# psql left in BEGIN); up's ALTER TABLE of 019 gives up on the lock after its lock timeout (200 ms
+# here) and tries again after a pause, instead of queueing until that transaction ends with every
+# later reader and writer of integrations queued behind it. A reader that waits up to 1 s for its
+# lock (a worker waits a quarter of a second) is never refused meanwhile; up says whom it waits
+# for, and ends at the newest version once the session ends its transaction
+LOCK_DB="${DB}_locks"
+LOCK_URL=$(url_for "$LOCK_DB")
+psql_lock () { "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -d "$LOCK_URL" "$@"; }
+mkdir -p "$WORK/upto018"
+cp "$MIGRATIONS_SRC"/00[1-9]_*.sql "$MIGRATIONS_SRC"/01[0-8]_*.sql "$WORK/upto018/"
+psql_admin -c "CREATE DATABASE \"$LOCK_DB\"" >/dev/null || fail "could not create database $LOCK_DB"
+expect_exit 0 "up to 018" "$MIGRATE" --database-url "$LOCK_URL" --dir "$WORK/upto018" up
+HOLD_URL=$LOCK_URL hold_open integrations-reader "BEGIN; SELECT 1 FROM integrations LIMIT 1;"
+FERRULE_MIGRATE_LOCK_TIMEOUT_MS=200 "$MIGRATE" --database-url "$LOCK_URL" up 9>&- \
+    >"$WORK/locks.out" 2>"$WORK/locks.err" &
+UPK=$!
+sleep 1                                     # up connects, takes the migration lock, reaches 019
+READS=0
+REFUSED=0
+END=$((SECONDS + 5))
+while [ "$SECONDS" -lt "$END" ]; do
+    psql_lock -c "SET lock_timeout = '1s'; SELECT 1 FROM integrations LIMIT 1" 9>&- >/dev/null 2>>"$WORK/reads.err" \
+        || REFUSED=$((REFUSED + 1))
+    READS=$((READS + 1))
+    sleep 0.05
+done
+[ "$REFUSED" -eq 0 ] && pass "while up waits for the lock of 019, no reader of integrations waits 1 s ($READS reads)" \
+    || { fail "$REFUSED of $READS reads of integrations waited over 1 s behind up's ALTER TABLE"; sort -u "$WORK/reads.err" >&2; }
+if kill -0 "$UPK" 2>/dev/null; then pass "up goes on trying while the session holds the table"; else fail "up ended while the session held integrations"; fi
+expect_in "$WORK/locks.err" "^ferrule-migrate: notice: 019_api_base_url: its transaction was refused a lock within 200 ms, held by pid $HOLD_PID \\(user \"[^\"]+\", application \"integrations-reader\", [^)]+\\), idle in transaction, its transaction open for [0-9]+ s; rolled back, it tries again in [0-9.]+ s \\(try [0-9]+\\)\$" \
+    "up says each time its lock is refused, naming the session that holds it"
+release_hold
+unset HOLD_URL
+if ends_within 150 "$UPK"; then
+    wait "$UPK"; RCK=$?
+    [ "$RCK" -eq 0 ] && pass "up applies once the session has ended its transaction" \
+        || { fail "up exited $RCK"; sed 's/^/    /' "$WORK/locks.out" "$WORK/locks.err" >&2; }
+else
+    fail "up was still trying 15 s after the session ended its transaction"
+    kill -KILL "$UPK"
+    wait "$UPK" 2>/dev/null
+fi
+[ "$(psql_lock -c "SELECT max(version) FROM schema_migrations")" = "$HIGHEST" ] \
+    && pass "the schema is at $HIGHEST" || fail "the schema is at $(psql_lock -c "SELECT max(version) FROM schema_migrations")"
+
+# --- with a wait limit, up tries again until the migration has been held up that long in all,
+# then fails naming the session
+psql_lock -c "DELETE FROM schema_migrations WHERE version > 18; ALTER TABLE pending_authorizations DROP COLUMN browser_hash;
+              ALTER TABLE integrations DROP COLUMN api_base_url" >/dev/null
+HOLD_URL=$LOCK_URL hold_open integrations-reader "BEGIN; SELECT 1 FROM integrations LIMIT 1;"
+STARTED=$SECONDS
+FERRULE_MIGRATE_LOCK_TIMEOUT_MS=200 expect_exit 1 "up --wait-limit 3 gives up on a lock refused for 3 s" \
+    timeout 20 "$MIGRATE" --database-url "$LOCK_URL" up --wait-limit 3
+[ $((SECONDS - STARTED)) -le 6 ] && pass "it gave up within its limit and a margin" \
+    || fail "up --wait-limit 3 took $((SECONDS - STARTED)) s"
+expect_in "$WORK/err" "^ferrule-migrate: error: migration 019_api_base_url\\.sql failed: gave up after its lock was refused for [3-5] s \\([0-9]+ tries of 200 ms\\), the last time by pid $HOLD_PID \\(.*application \"integrations-reader\".*\\), idle in transaction, its transaction open for [0-9]+ s \\(the wait limit is 3 s\\)\$" \
+    "the error names the session that held the lock"
+expect_in "$WORK/err" "^ferrule-migrate: 019_api_base_url is not recorded: it was rolled back\$" "it is not recorded"
+# a stop between tries ends up at once, as one during a try does
+FERRULE_MIGRATE_LOCK_TIMEOUT_MS=200 "$MIGRATE" --database-url "$LOCK_URL" up 9>&- >"$WORK/stop.out" 2>"$WORK/stop.err" &
+UPK=$!
+for _ in $(seq 50); do
+    grep -q "tries again" "$WORK/stop.err" && break
+    sleep 0.1
+done
+kill -TERM "$UPK"
+if ends_within 30 "$UPK"; then
+    wait "$UPK"; RCK=$?
+    [ "$RCK" -eq 143 ] && pass "up stopped by SIGTERM between tries exits 143" \
+        || { fail "up stopped by SIGTERM between tries exited $RCK"; sed 's/^/    /' "$WORK/stop.err" >&2; }
+    expect_in "$WORK/stop.err" "^ferrule-migrate: error: stopped by SIGTERM while applying 019_api_base_url: (its lock was refused and the migration's transaction rolled back, and it was waiting to try again|the statement was cancelled and the migration's transaction rolled back)\$" \
+        "it says it stopped, and that the migration was rolled back"
+else
+    fail "up went on for 3 s after SIGTERM between tries"
+    kill -KILL "$UPK"
+    wait "$UPK" 2>/dev/null
+fi
+release_hold
+unset HOLD_URL
+psql_admin -c "DROP DATABASE IF EXISTS \"$LOCK_DB\" WITH (FORCE)" >/dev/null
+
 # --- 020: a connect's browser binding, kept as a SHA-256 (hex) or NULL (an unbound connect)
 B20=$(psql_db -c "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, browser_hash)
                   VALUES (repeat ('b1', 32), 'bind:a', 'p', 'https://app.example.test/cb', repeat ('c2', 32)),
@@ -475,7 +568,10 @@ wait "$UPW"; RCW=$?
 
 # --- with a wait limit, a statement that waited that long for others is cancelled, and up fails
 # naming the session: a migration in a transaction is rolled back, and the writer that queued
-# behind its lock meanwhile (counted in the notice) goes on
+# behind its lock meanwhile (counted in the notice) goes on. (From here to the failing looks, with
+# no lock timeout, as --lock-timeout 0 gives: a step that waits for its lock as long as the watch
+# lets it, as a concurrent index build always does.)
+export FERRULE_MIGRATE_LOCK_TIMEOUT_MS=0
 ALTERED=$(printf '%03d_altered' $((HIGHEST + 4)))
 printf '%s\n' 'ALTER TABLE migrate_test_conc ADD COLUMN c int;' >"$WORK/dir/$ALTERED.sql"
 hold_open held-open "BEGIN; SELECT count(*) FROM migrate_test_conc;"
@@ -525,14 +621,6 @@ migration_lock_held () {
 end_orphans () {
     psql_db -c "SELECT pg_terminate_backend (pid) FROM pg_stat_activity WHERE datname = current_database ()
                 AND application_name = 'ferrule-migrate'" >/dev/null
-}
-# waits up to $1 tenths of a second for process $2 to end; 1 when it did not
-ends_within () {
-    for _ in $(seq "$1"); do
-        kill -0 "$2" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    return 1
 }
 SERVER_VERSION=$(psql_db -c "SHOW server_version_num")
 for sig in INT TERM KILL; do
@@ -606,6 +694,10 @@ fi
 psql_db -c "DROP VIEW public.pg_stat_progress_create_index" >/dev/null
 end_orphans
 release_hold
+unset FERRULE_MIGRATE_LOCK_TIMEOUT_MS
+expect_exit 2 "--lock-timeout outside up" migrate --lock-timeout 100 status
+FERRULE_MIGRATE_LOCK_TIMEOUT_MS=2s expect_exit 2 "FERRULE_MIGRATE_LOCK_TIMEOUT_MS that is not milliseconds" migrate up
+expect_in "$WORK/err" "invalid FERRULE_MIGRATE_LOCK_TIMEOUT_MS \"2s\"" "the variable is named"
 expect_exit 2 "--wait-limit outside up" migrate --wait-limit 3 status
 expect_exit 2 "a negative --wait-limit" migrate --dir "$WORK/dir" up --wait-limit -1
 FERRULE_MIGRATE_WAIT_LIMIT_S=soon expect_exit 2 "FERRULE_MIGRATE_WAIT_LIMIT_S that is not seconds" migrate --dir "$WORK/dir" up
