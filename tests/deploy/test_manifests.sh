@@ -5,7 +5,10 @@
 #   2. validates every rendered object offline against the Kubernetes API schema of its kind,
 #      unknown fields included (tests/deploy/validate.mjs, npm package kubernetes-models)
 #   3. checks Ferrule's policies: resources, probes, security context, the Secret template holds
-#      placeholders only, terminationGracePeriodSeconds above FERRULE_DRAIN_MS, the journal on a
+#      placeholders only, terminationGracePeriodSeconds above FERRULE_DRAIN_MS (the gateway's
+#      above FERRULE_GATEWAY_DRAIN_MS, itself above the gateway's longest broker call, and the
+#      brokers' above that call's deadline), every PodDisruptionBudget evicting unhealthy pods
+#      (unhealthyPodEvictionPolicy: AlwaysAllow), the journal on a
 #      persistent volume, only variables the programs read, objects that refer to each other exist
 #   4. proves the checks bite: a broken copy of the base must fail them
 #   5. loads the providers ConfigMap with the worker's catalog loader (when it is built)
@@ -107,6 +110,8 @@ node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json
         -e 's/containerPort: 5556/containerPort: "5556"/' \
         -e 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/' \
         -e 's/name: ferrule-migrate-secrets/name: ferrule-secrets/' \
+        -e 's/unhealthyPodEvictionPolicy: AlwaysAllow/unhealthyPodEvictionPolicy: IfHealthyBudget/' \
+        -e 's/value: "31000"/value: "25000"/' \
         "$WORK/base.yaml"
     printf -- '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\n  labels:\n    app.kubernetes.io/name: ferrule\nstringData:\n  FERRULE_ENCRYPTION_KEY: c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\n'
 } >"$WORK/broken.yaml"
@@ -117,10 +122,13 @@ fi
 for expect in 'unknown field "/spec/publishNotReadyAdresses"' 'terminationGracePeriodSeconds 20 does not exceed' \
               'containerPort must be integer' 'does not set allowPrivilegeEscalation: false' \
               'Secret/leaked: stringData.FERRULE_ENCRYPTION_KEY is not a placeholder' \
-              'comes from Secret "ferrule-secrets"; this container must read "ferrule-migrate-secrets"'; do
+              'comes from Secret "ferrule-secrets"; this container must read "ferrule-migrate-secrets"' \
+              'does not exceed the longest deadline a broker answers within' \
+              'FERRULE_GATEWAY_DRAIN_MS 25000 does not exceed the gateway'"'"'s longest broker call' \
+              'PodDisruptionBudget/ferrule-gateway: does not set unhealthyPodEvictionPolicy: AlwaysAllow'; do
     grep -qF -- "$expect" "$WORK/broken.out" || { cat "$WORK/broken.out" >&2; fail "validate.mjs did not report: $expect"; }
 done
-say "a broken copy of the base is rejected for each of its 6 defects"
+say "a broken copy of the base is rejected for each of its 9 defects"
 
 # ---- 5. the providers ConfigMap loads in the worker's catalog ----
 checker=${FERRULE_DEPLOY_CHECK_PROVIDERS:-}

@@ -71,7 +71,18 @@ const WORKER_DEFAULTS = {
   FERRULE_HEARTBEAT_MS: 1000, FERRULE_DB_STATEMENT_TIMEOUT_MS: 0,
   FERRULE_PARTITIONS: 256,
 };
-const BROKER_DEFAULTS = { FERRULE_PARTITIONS: 256 };
+const BROKER_DEFAULTS = { FERRULE_PARTITIONS: 256, FERRULE_DEFAULT_DEADLINE_MS: 5000 };
+// Gateway default from gateway/main.c.
+const GATEWAY_DEFAULTS = { FERRULE_GATEWAY_DRAIN_MS: 25000 };
+// The longest deadline the gateway gives a broker call (gateway/gateway.h: GW_CALL_MS,
+// GW_CALLBACK_MS...): a draining broker answers its pending requests within their deadlines, and
+// a draining gateway waits for its requests in flight, so both grace periods must outlast it.
+const GATEWAY_LONGEST_CALL_MS = (() => {
+  const h = fs.readFileSync("gateway/gateway.h", "utf8");
+  const ms = [...h.matchAll(/^#define GW_[A-Z_]+_MS\s+(\d+)/gm)].map((m) => Number(m[1]));
+  if (ms.length === 0) { console.log("validate: gateway/gateway.h defines no GW_*_MS deadline"); process.exit(1); }
+  return Math.max(...ms);
+})();
 // Variables that hold secrets: they must come from a Secret, never from a literal value.
 const SECRET_VARS = /^(FERRULE_DATABASE_URL|FERRULE_ENCRYPTION_KEY|FERRULE_ENCRYPTION_OLD_KEYS|FERRULE_FINGERPRINT_KEY|FERRULE_GATEWAY_SESSION_KEY|FERRULE_[A-Z0-9_]+_CLIENT_SECRET)(_FILE)?$/;
 // Which Secret each program reads: the migration Job runs as the schema owner, everything else
@@ -243,9 +254,21 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
       problem(label, obj, `${where} reads Secret "${from.secretRef.name}"; this container must read "${allowed}"`);
   }
 
+  const grace = pod.terminationGracePeriodSeconds !== undefined ? pod.terminationGracePeriodSeconds : 30;
+  if (program === "broker" && !isInit) {
+    const longest = Math.max(GATEWAY_LONGEST_CALL_MS, number(env, "FERRULE_DEFAULT_DEADLINE_MS", BROKER_DEFAULTS));
+    if (!(grace * 1000 > longest))
+      problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed the longest deadline a broker answers within (${longest} ms, the gateway's callback): the kubelet would kill it before it answers`);
+  }
+  if (program === "gateway" && !isInit) {
+    const drain = number(env, "FERRULE_GATEWAY_DRAIN_MS", GATEWAY_DEFAULTS);
+    if (!(drain > GATEWAY_LONGEST_CALL_MS))
+      problem(label, obj, `FERRULE_GATEWAY_DRAIN_MS ${drain} does not exceed the gateway's longest broker call (${GATEWAY_LONGEST_CALL_MS} ms): a draining gateway would drop callbacks in flight`);
+    if (!(grace * 1000 > drain))
+      problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed FERRULE_GATEWAY_DRAIN_MS ${drain} ms: the kubelet would kill requests in flight`);
+  }
   if (program === "worker" && !isInit) {
     const drain = number(env, "FERRULE_DRAIN_MS", WORKER_DEFAULTS);
-    const grace = pod.terminationGracePeriodSeconds !== undefined ? pod.terminationGracePeriodSeconds : 30;
     if (!(grace * 1000 > drain))
       problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed FERRULE_DRAIN_MS ${drain} ms: the kubelet would kill refreshes in flight`);
     const lease = number(env, "FERRULE_LEASE_MS", WORKER_DEFAULTS);
@@ -325,8 +348,13 @@ function checkObjects(label, docs) {
       if (!ok) problem(label, svc, `targetPort "${p.targetPort}" names no container port of the pods it selects`);
     }
   }
-  for (const pdb of byKind("PodDisruptionBudget"))
+  for (const pdb of byKind("PodDisruptionBudget")) {
     if (podsMatching(pdb.spec.selector && pdb.spec.selector.matchLabels).length === 0) problem(label, pdb, "selects no pods");
+    // without it a pod that is running but not ready counts against the budget, and a broken
+    // pod blocks every node drain
+    if (pdb.spec.unhealthyPodEvictionPolicy !== "AlwaysAllow")
+      problem(label, pdb, "does not set unhealthyPodEvictionPolicy: AlwaysAllow (a broken pod would block node drains)");
+  }
   for (const np of byKind("NetworkPolicy"))
     if (podsMatching(np.spec.podSelector && np.spec.podSelector.matchLabels).length === 0) problem(label, np, "selects no pods");
   for (const hpa of byKind("HorizontalPodAutoscaler")) {
