@@ -14,6 +14,8 @@
 #   5. loads the providers ConfigMap with the worker's catalog loader (when it is built)
 #   6. reads the Dockerfile: context filter, build inputs, runtime packages for the linked libraries
 #   7. checks that docs/operations.md documents every variable of the configuration tables
+#   8. reads deploy/README.md's install steps: the allow-lists are complete before their Secret
+#      is made, and the ferrulectl check pod passes the restricted Pod Security Standard
 #
 # Run from the repository root (ctest does: "ctest -L deploy"). Environment:
 #   FERRULE_DEPLOY_CACHE            where the npm packages go (default build/tests/deploy/node)
@@ -180,5 +182,8 @@ for v in $(jq -r '.broker[], .worker[], .migrate[], .gateway[]' "$WORK/known-env
 done
 [ -z "$missing" ] || fail "docs/operations.md does not document:$missing (its configuration reference lists every variable)"
 say "docs/operations.md documents all $(jq -r '.broker[], .worker[], .migrate[], .gateway[]' "$WORK/known-env.json" | sort -u | wc -l) variables"
+
+# ---- 8. deploy/README.md's install steps work in order ----
+node "$HERE/readme.mjs" deploy/README.md || fail "deploy/README.md's install steps do not pass their checks (lines above)"
 
 say "passed"
