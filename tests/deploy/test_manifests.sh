@@ -16,6 +16,9 @@
 #   7. checks that docs/operations.md documents every variable of the configuration tables
 #   8. reads deploy/README.md's install steps: the allow-lists are complete before their Secret
 #      is made, and the ferrulectl check pod passes the restricted Pod Security Standard
+#   9. reads deploy/ferrule.env.example as systemd's EnvironmentFile= and docker --env-file do:
+#      comments on lines of their own, every NAME=VALUE (commented out or not) a variable a
+#      program reads, with no blank or "#" in its value, and an integer where the program wants one
 #
 # Run from the repository root (ctest does: "ctest -L deploy"). Environment:
 #   FERRULE_DEPLOY_CACHE            where the npm packages go (default build/tests/deploy/node)
@@ -185,5 +188,43 @@ say "docs/operations.md documents all $(jq -r '.broker[], .worker[], .migrate[],
 
 # ---- 8. deploy/README.md's install steps work in order ----
 node "$HERE/readme.mjs" deploy/README.md || fail "deploy/README.md's install steps do not pass their checks (lines above)"
+
+# ---- 9. deploy/ferrule.env.example as an EnvironmentFile= / --env-file ----
+# FERRULE_ENV_EXAMPLE: another file to check (the test of this check)
+envfile=${FERRULE_ENV_EXAMPLE:-deploy/ferrule.env.example}
+grep -ohE '"FERRULE_[A-Z0-9_]+", CONFIG_INT' broker/main.c worker/main.c gateway/main.c | cut -d'"' -f2 | sort -u >"$WORK/int-vars"
+[ -s "$WORK/int-vars" ] || fail "found no integer settings (CONFIG_INT) in the configuration tables"
+jq -r '.[][]' "$WORK/known-env.json" | sort -u >"$WORK/all-vars"
+bad=0
+lineno=0
+while IFS= read -r line || [ -n "$line" ]; do
+    lineno=$((lineno + 1))
+    case "$line" in
+        "") continue ;;
+        "#FERRULE_"*=*) assignment=${line#\#} ;;          # commented out: to be uncommented as it is
+        "#"*) continue ;;
+        *) assignment=$line ;;
+    esac
+    name=${assignment%%=*}
+    value=${assignment#*=}
+    where="$envfile:$lineno"
+    if ! [[ "$name" =~ ^FERRULE_[A-Z0-9_]+$ ]]; then
+        echo "test_manifests: $where: \"$line\" is neither a comment nor NAME=VALUE" >&2; bad=1; continue
+    fi
+    if [[ "$value" == *"#"* || "$value" =~ [[:space:]] ]]; then
+        echo "test_manifests: $where: the value of $name holds a blank or \"#\" (\"$value\"): systemd and docker keep a trailing comment in the value; put it on a line of its own above" >&2
+        bad=1
+    fi
+    base=${name%_FILE}
+    if ! grep -qxF "$name" "$WORK/all-vars" && ! grep -qxF "$base" "$WORK/all-vars" \
+            && ! [[ "$base" =~ ^FERRULE_[A-Z0-9_]+_CLIENT_(ID|SECRET)$ ]]; then
+        echo "test_manifests: $where: no program reads $name" >&2; bad=1
+    fi
+    if grep -qxF "$name" "$WORK/int-vars" && ! [[ "$value" =~ ^-?[0-9]+$ ]]; then
+        echo "test_manifests: $where: $name takes an integer, not \"$value\"" >&2; bad=1
+    fi
+done <"$envfile"
+[ "$bad" -eq 0 ] || fail "$envfile does not read as an EnvironmentFile= or --env-file (lines above)"
+say "$envfile reads as an EnvironmentFile= and an --env-file ($(grep -cE '^#?FERRULE_' "$envfile") settings)"
 
 say "passed"
