@@ -261,6 +261,14 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
       problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed the longest deadline a broker answers within (${longest} ms, the gateway's callback): the kubelet would kill it before it answers`);
   }
   if (program === "gateway" && !isInit) {
+    // overlays patch the gateway's env by index (overlays/example): a value that lands on the
+    // wrong variable shows here
+    const bind = env.FERRULE_GATEWAY_BIND && env.FERRULE_GATEWAY_BIND.value;
+    if (bind !== undefined && !/^[^:/\s]+:[0-9]+$/.test(bind))
+      problem(label, obj, `${where}: FERRULE_GATEWAY_BIND "${bind}" is not HOST:PORT`);
+    const pub = env.FERRULE_GATEWAY_PUBLIC_URL && env.FERRULE_GATEWAY_PUBLIC_URL.value;
+    if (pub !== undefined && !/^https:\/\/[^/\s]+\/?$/.test(pub))
+      problem(label, obj, `${where}: FERRULE_GATEWAY_PUBLIC_URL "${pub}" is not an https:// origin`);
     const drain = number(env, "FERRULE_GATEWAY_DRAIN_MS", GATEWAY_DEFAULTS);
     if (!(drain > GATEWAY_LONGEST_CALL_MS))
       problem(label, obj, `FERRULE_GATEWAY_DRAIN_MS ${drain} does not exceed the gateway's longest broker call (${GATEWAY_LONGEST_CALL_MS} ms): a draining gateway would drop callbacks in flight`);
