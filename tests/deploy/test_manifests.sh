@@ -25,7 +25,8 @@
 #   FERRULE_DEPLOY_CHECK_PROVIDERS  the deploy_check_providers program (ctest sets it)
 #   FERRULE_DEPLOY_BINARIES         the five programs, ':'-separated (ctest sets it)
 #
-# Exit 0 passed, 1 failed, 77 skipped (node or npm missing). The npm packages are pinned in
+# Exit 0 passed, 1 failed, 77 skipped (node or npm missing; with CI=true or FERRULE_TEST_STRICT=1,
+# which scripts/test sets, a missing tool fails instead). The npm packages are pinned in
 # tests/deploy/package-lock.json; when they cannot be installed the test fails, it never passes
 # without having validated.
 set -euo pipefail
@@ -39,6 +40,10 @@ fail () { echo "test_manifests: FAILED: $*" >&2; exit 1; }
 
 for tool in node npm; do
     if ! command -v "$tool" >/dev/null 2>&1; then
+        # in CI and under scripts/test a skip would pass without validating anything
+        if [ "${CI:-}" = true ] || [ "${FERRULE_TEST_STRICT:-}" = 1 ]; then
+            fail "$tool is not installed (scripts/install-deps, or apt-get install nodejs npm)"
+        fi
         say "skipped: $tool is not installed (apt-get install nodejs npm)"
         exit 77
     fi
