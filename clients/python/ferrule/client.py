@@ -435,7 +435,10 @@ class _Call:
     def _attempt(self, send_until: float, until: float) -> tuple[str, dict[str, Any] | None]:
         self.attempt_no += 1
         self.live_rid = wire.attempt_rid(self.call.rid, self.attempt_no)
-        self.t.send(self.call, self.attempt_no, self.t.next_broker, send_until, until)
+        # a retry goes to the broker after the one this call last sent to: the client's round
+        # robin moves with every other thread's calls too, and could lead back to the same one
+        preferred = (self.last_socket + 1) % len(self.t.endpoints) if self.sent_any else self.t.next_broker
+        self.t.send(self.call, self.attempt_no, preferred, send_until, until)
         sent: bool | None = None                    # the I/O thread always says which, by send_until
         while True:
             event = self._next_event(until if sent is not None else None)

@@ -179,6 +179,29 @@ def test_idempotent_call_goes_to_another_broker_when_one_is_silent(scripted):
     assert len(a.requests) == 1 and len(b.requests) == 1
 
 
+def test_retry_goes_to_another_broker_while_other_threads_send(scripted):
+    # as above, with a second thread's call 0.3 s in: it moves the client's round robin (to A,
+    # after its own request went to B), and the first call's retry went back to the silent A
+    # instead of the broker after the one it tried
+    a = scripted(lambda req, n: None)
+    b = scripted(lambda req, n: [ok(req, service="ferrule")])
+    with ferrule.Client([a.endpoint, b.endpoint], timeout=4) as c:
+        first_then(c, a.endpoint)
+        other: list[str] = []
+
+        def meanwhile() -> None:
+            time.sleep(0.3)
+            other.append(c.ping()["service"])
+        t = threading.Thread(target=meanwhile)
+        t.start()
+        try:
+            assert c.ping()["service"] == "ferrule"
+        finally:
+            t.join()
+    assert other == ["ferrule"]
+    assert len(a.requests) == 1 and len(b.requests) == 2
+
+
 def test_idempotent_call_times_out_after_its_attempts(scripted):
     a = scripted(lambda req, n: None)
     with ferrule.Client(a.endpoint, timeout=1.2) as c:
