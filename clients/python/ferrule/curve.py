@@ -7,10 +7,13 @@ newline or spaces around the key are fine.
 
 Each key may be given as the Z85 text (``str`` or ``bytes`` of 40 characters), as the 32 raw
 bytes, or as a path to its file (``os.PathLike``, or a ``str`` that is not a 40-character key).
+A ``str`` that names an existing file, ends with ``.key`` or ``.pub``, or whose folder exists
+is always a path, even when it is 40 characters of Z85.
 """
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -29,12 +32,22 @@ def _looks_z85(text: bytes) -> bool:
         return False
     try:
         zmq.utils.z85.decode(text)  # type: ignore[no-untyped-call]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, struct.error):
+        # struct.error: five characters whose value passes 2**32 (libzmq refuses them too)
         return False
     return True
 
 
 _Z85_ALPHABET = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
+
+
+def _names_a_file(text: str) -> bool:
+    """True when text is meant as a path though it may be Z85: it ends with .key or .pub (as
+    "ferrulectl keygen" names files), or its folder exists. Not any text with a "/": Z85 has that
+    character, and a third of all keys hold one. A folder of only slashes does not count either,
+    as a key that starts with "/" would then be a path."""
+    folder = os.path.dirname(text)
+    return text.endswith((".key", ".pub")) or (folder.strip("/") != "" and os.path.isdir(folder))
 
 
 def _shown_path(source: KeySource) -> str:
@@ -43,17 +56,16 @@ def _shown_path(source: KeySource) -> str:
     path = os.fspath(source)
     if isinstance(source, str):
         text = path.strip().strip("'\"")
-        folder = os.path.dirname(text)
-        looks_like_path = text.endswith((".key", ".pub")) or (folder != "" and os.path.isdir(folder))
         if Z85_KEY_LEN - 4 <= len(text) <= Z85_KEY_LEN + 4 and all(c in _Z85_ALPHABET for c in text) \
-                and not looks_like_path:
+                and not _names_a_file(text):
             return "the text given (not shown: it may be a mistyped key)"
     return f"\"{path}\""
 
 
 def load_key(source: KeySource, what: str) -> bytes:
     """The key as 40 bytes of Z85. ``what`` names it in error messages (never its value). A
-    ``str`` that names an existing file is read as a path even if it could be a key."""
+    ``str`` that names an existing file, ends with .key or .pub, or whose folder exists is read
+    as a path even if it could be a key."""
     if isinstance(source, bytes):
         if len(source) == RAW_KEY_LEN:
             return bytes(zmq.utils.z85.encode(source))  # type: ignore[no-untyped-call]
@@ -61,21 +73,26 @@ def load_key(source: KeySource, what: str) -> bytes:
             return source.strip()
         raise ValueError(f"the {what} is neither 40 characters of Z85 nor 32 raw bytes")
     if isinstance(source, str) and _looks_z85(source.strip().encode("ascii", "replace")) \
-            and not os.path.isfile(source):
+            and not os.path.isfile(source) and not _names_a_file(source.strip()):
         return source.strip().encode("ascii")
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_KEY_FILE + 1)
-        except OSError as e:
-            raise ValueError(f"could not read the {what} from {_shown_path(source)}: {e.strerror}; it "
-                             f"is neither a key of 40 Z85 characters nor the name of a file") from None
-        if len(data) > MAX_KEY_FILE or not _looks_z85(data.strip()):
-            raise ValueError(f"the file {_shown_path(source)} does not hold a {what}: expected one Z85 "
-                             f"key of 40 characters, as \"ferrulectl keygen\" writes")
-        return data.strip()
+        return read_key_file(source, what)
     raise TypeError(f"the {what} must be a str, bytes or a path, not {type(source).__name__}")
+
+
+def read_key_file(source: "str | os.PathLike[str]", what: str) -> bytes:
+    """The key held by the file source, as 40 bytes of Z85; ValueError saying why not."""
+    path = os.fspath(source)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_KEY_FILE + 1)
+    except OSError as e:
+        raise ValueError(f"could not read the {what} from {_shown_path(source)}: {e.strerror}; it "
+                         f"is neither a key of 40 Z85 characters nor the name of a file") from None
+    if len(data) > MAX_KEY_FILE or not _looks_z85(data.strip()):
+        raise ValueError(f"the file {_shown_path(source)} does not hold a {what}: expected one Z85 "
+                         f"key of 40 characters, as \"ferrulectl keygen\" writes")
+    return data.strip()
 
 
 @dataclass(frozen=True, repr=False)

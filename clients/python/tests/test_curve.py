@@ -72,6 +72,40 @@ def test_bad_keys_are_refused_without_showing_them(keyfiles, tmp_path):
     assert path in str(info.value)
 
 
+def test_a_key_path_of_forty_z85_characters_is_read_as_a_path(keyfiles, tmp_path, monkeypatch):
+    # a path that is 40 characters of Z85, whose file is missing, was taken for the key itself:
+    # the client then used its name as a key, and the broker refused it with a misleading reason
+    server_pub, _, _, client_sec, _ = keyfiles
+    path = "/tmp/" + "k" * 35                           # a folder that exists
+    assert len(path) == 40
+    with pytest.raises(ValueError, match="could not read") as info:
+        CurveKeys.load(server_pub, path)
+    assert path in str(info.value)
+    monkeypatch.chdir(tmp_path)
+    for name in ("k" * 36 + ".key", "k" * 36 + ".pub"):    # as keygen names them, in no folder
+        with pytest.raises(ValueError, match="could not read") as info:
+            load_key(name, "client's secret key")
+        assert name in str(info.value)
+    # a key holding "/" (a third of all keys do), even first, is still a key
+    for key in ("0" * 20 + "/" + "0" * 19, "/" + "0" * 39):
+        assert load_key(key, "k") == key.encode()
+
+
+def test_forty_z85_characters_that_overflow_are_refused_as_a_value_error(tmp_path):
+    # "#" is Z85's largest digit: five of them are over 2**32, which decoding raised as a bare
+    # struct.error instead of saying what is wrong with the key
+    text = "#" * 40
+    with pytest.raises(ValueError, match="could not read") as info:
+        load_key(text, "broker's public key")
+    assert text not in str(info.value)
+    with pytest.raises(ValueError, match="neither 40 characters of Z85"):
+        load_key(text.encode(), "broker's public key")
+    bad = tmp_path / "overflow.pub"
+    bad.write_text(text + "\n")
+    with pytest.raises(ValueError, match="does not hold"):
+        load_key(bad, "broker's public key")
+
+
 class AllowList:
     """A ZAP credentials provider for pyzmq's authenticator: admits the listed client keys."""
 
