@@ -169,7 +169,10 @@ class Client:
     also takes ``timeout=``). With ``server_public_key`` (the broker's CURVE public key) the
     links are encrypted and authenticated; ``client_secret_key`` and ``client_public_key`` are
     this client's pair (see ``ferrule.curve`` for the accepted forms: Z85 text or a file path).
-    Without keys the client talks plaintext.
+    Without key arguments it reads the files named by ``$FERRULE_CURVE_SECRET_KEY_FILE`` and
+    ``$FERRULE_BROKER_PUBLIC_KEY_FILE``, as ferrulectl does. Plaintext only when asked for:
+    ``plaintext=True``, or ``FERRULE_ALLOW_PLAINTEXT=1`` without those files; else
+    ``ferrule.Configuration``.
 
     Every method raises a ``ferrule.FerruleError`` subclass when the service answers an error.
     Close the client (or use it in a ``with`` block) to stop its I/O thread.
@@ -179,12 +182,13 @@ class Client:
                  timeout: float = DEFAULT_TIMEOUT,
                  server_public_key: KeySource | None = None,
                  client_secret_key: KeySource | None = None,
-                 client_public_key: KeySource | None = None) -> None:
+                 client_public_key: KeySource | None = None,
+                 plaintext: bool = False) -> None:
         if brokers is None:
             brokers = os.environ.get("FERRULE_BROKER_URL") or DEFAULT_BROKER
         self.endpoints = parse_endpoints(brokers)
         self.timeout = self._clamp_timeout(timeout)
-        keys = keys_from_arguments(server_public_key, client_secret_key, client_public_key)
+        keys = keys_from_arguments(server_public_key, client_secret_key, client_public_key, plaintext)
         self._transport = wire.Transport(self.endpoints, keys)
         # a client dropped without close() still stops its thread and sockets when collected
         self._finalizer = weakref.finalize(self, self._transport.close)
@@ -481,8 +485,8 @@ class _Call:
                                         f"security (CURVE or plaintext), or the broker's public key is wrong: "
                                         f"the \"{op}\" request was not sent",
                                         "give the client the brokers' public key and its own secret key "
-                                        "(Client(server_public_key=..., client_secret_key=...)), or neither "
-                                        "for plaintext brokers")
+                                        "(Client(server_public_key=..., client_secret_key=...)), or "
+                                        "Client(plaintext=True) for plaintext brokers")
             if len(endpoints) == 1:
                 message = f"could not connect to broker \"{endpoints[0]}\": the \"{op}\" request was not sent"
             else:

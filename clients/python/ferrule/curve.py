@@ -9,6 +9,12 @@ Each key may be given as the Z85 text (``str`` or ``bytes`` of 40 characters), a
 bytes, or as a path to its file (``os.PathLike``, or a ``str`` that is not a 40-character key).
 A ``str`` that names an existing file, ends with ``.key`` or ``.pub``, or whose folder exists
 is always a path, even when it is 40 characters of Z85.
+
+Without key arguments the client reads its keys as ferrulectl and the C client do
+(common/curve.c): the files named by ``FERRULE_CURVE_SECRET_KEY_FILE`` and
+``FERRULE_BROKER_PUBLIC_KEY_FILE`` (paths only, never a key in the variable itself). Plaintext
+needs ``plaintext=True``, or ``FERRULE_ALLOW_PLAINTEXT=1`` with no secret key file set;
+otherwise ``ferrule.Configuration`` is raised.
 """
 from __future__ import annotations
 
@@ -20,11 +26,17 @@ from typing import Any, Union
 import zmq
 import zmq.utils.z85
 
+from .errors import Configuration
+
 KeySource = Union[str, bytes, "os.PathLike[str]"]
 
 Z85_KEY_LEN = 40          # characters of a Z85-encoded 32-byte key
 RAW_KEY_LEN = 32
 MAX_KEY_FILE = 4096       # a key file is 40 characters and a newline; refuse anything large
+
+ENV_SECRET_KEY_FILE = "FERRULE_CURVE_SECRET_KEY_FILE"
+ENV_BROKER_KEY_FILE = "FERRULE_BROKER_PUBLIC_KEY_FILE"
+ENV_ALLOW_PLAINTEXT = "FERRULE_ALLOW_PLAINTEXT"
 
 
 def _looks_z85(text: bytes) -> bool:
@@ -134,13 +146,50 @@ class CurveKeys:
 
 
 def keys_from_arguments(server_public_key: KeySource | None, client_secret_key: KeySource | None,
-                        client_public_key: KeySource | None) -> CurveKeys | None:
-    """The Client's key arguments: None (plaintext) when no broker key is given."""
+                        client_public_key: KeySource | None,
+                        plaintext: bool = False) -> CurveKeys | None:
+    """The Client's key arguments, else the environment's key files (as common/curve.c reads
+    them); None (plaintext) only when asked for. Configuration when there are no keys and
+    plaintext was not asked for."""
+    if plaintext:
+        if server_public_key is not None or client_secret_key is not None or client_public_key is not None:
+            raise ValueError("plaintext=True was given with CURVE keys: give one or the other")
+        return None
     if server_public_key is None:
         if client_secret_key is not None or client_public_key is not None:
             raise ValueError("client keys were given without the broker's public key "
                              "(server_public_key)")
-        return None
+        return _keys_from_env()
     if not zmq.has("curve"):
         raise ValueError("this libzmq was built without CURVE support")
     return CurveKeys.load(server_public_key, client_secret_key, client_public_key)
+
+
+def _keys_from_env() -> CurveKeys | None:
+    """The key files the environment names, with the rules of curve_identity_from_env
+    (common/curve.c): both files, or FERRULE_ALLOW_PLAINTEXT=1 and no secret key file."""
+    secret_file = os.environ.get(ENV_SECRET_KEY_FILE, "")
+    server_file = os.environ.get(ENV_BROKER_KEY_FILE, "")
+    hint = (f"set {ENV_SECRET_KEY_FILE} to this client's key file and {ENV_BROKER_KEY_FILE} to the "
+            f"brokers' public key file (or give Client(server_public_key=..., client_secret_key=...)); "
+            f"Client(plaintext=True) or {ENV_ALLOW_PLAINTEXT}=1 only for brokers that run in plaintext")
+    if not (secret_file and server_file):
+        if os.environ.get(ENV_ALLOW_PLAINTEXT) == "1" and not secret_file:
+            return None
+        if secret_file:
+            message = (f"{ENV_SECRET_KEY_FILE} is set but {ENV_BROKER_KEY_FILE} is not: set it to the "
+                       f"file holding the brokers' public key")
+        else:
+            message = (f"no CURVE key: set {ENV_SECRET_KEY_FILE} and {ENV_BROKER_KEY_FILE} (make keys "
+                       f"with \"ferrulectl keygen\"), or {ENV_ALLOW_PLAINTEXT}=1 to run without "
+                       f"authentication or encryption")
+        raise Configuration(message, hint=hint)
+    if not zmq.has("curve"):
+        raise Configuration("this libzmq was built without CURVE support",
+                            hint="install a libzmq built with libsodium or its own CURVE (tweetnacl)")
+    try:
+        secret = read_key_file(secret_file, f"client's secret key ({ENV_SECRET_KEY_FILE})")
+        server = read_key_file(server_file, f"broker's public key ({ENV_BROKER_KEY_FILE})")
+    except ValueError as e:
+        raise Configuration(str(e), hint=hint) from None
+    return CurveKeys(server, zmq.curve_public(secret), secret)

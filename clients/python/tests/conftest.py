@@ -57,7 +57,8 @@ class Cluster:
         return keys
 
     def client(self, brokers: list[str] | None = None, **kwargs: Any) -> ferrule.Client:
-        return ferrule.Client(brokers or self.brokers, **self.client_keys(), **kwargs)
+        keys = self.client_keys()
+        return ferrule.Client(brokers or self.brokers, **keys, plaintext=not keys, **kwargs)
 
     def command(self, line: str) -> None:
         with self._lock:

@@ -162,7 +162,68 @@ def test_wrong_server_key_never_connects(scripted, keyfiles):
 def test_plaintext_client_cannot_talk_to_a_curve_broker(scripted, keyfiles):
     _, server_sec, _, _, _ = keyfiles
     b = scripted(lambda req, n: [ok(req)], curve_secret_key=server_sec)
-    with ferrule.Client(b.endpoint, timeout=2) as c:
+    with ferrule.Client(b.endpoint, timeout=2, plaintext=True) as c:
         with pytest.raises(ferrule.Configuration, match="same link security"):
             c.ping()
     assert b.requests == []
+
+
+@pytest.fixture
+def no_key_env(monkeypatch):
+    """An environment without the key variables, whatever the shell that runs the tests has."""
+    for name in ("FERRULE_CURVE_SECRET_KEY_FILE", "FERRULE_BROKER_PUBLIC_KEY_FILE", "FERRULE_ALLOW_PLAINTEXT"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_client_without_keys_refuses_plaintext(no_key_env):
+    # it talked plaintext without a word, where ferrulectl and the C client refuse (exit 6)
+    for allow in (None, "0", "yes"):
+        if allow is not None:
+            no_key_env.setenv("FERRULE_ALLOW_PLAINTEXT", allow)
+        with pytest.raises(ferrule.Configuration, match="no CURVE key") as info:
+            ferrule.Client("tcp://127.0.0.1:5555")
+        assert "FERRULE_CURVE_SECRET_KEY_FILE" in info.value.hint and "plaintext=True" in info.value.hint
+        assert info.value.exit_code == 6
+
+
+def test_client_reads_the_key_files_the_environment_names(scripted, keyfiles, zap, no_key_env):
+    server_pub, server_sec, client_pub, client_sec, files = keyfiles
+    zap.configure_curve_callback("*", credentials_provider=AllowList(client_pub))
+    b = scripted(lambda req, n: [ok(req, service="ferrule")], curve_secret_key=server_sec)
+    no_key_env.setenv("FERRULE_CURVE_SECRET_KEY_FILE", str(files["client.key"]))
+    no_key_env.setenv("FERRULE_BROKER_PUBLIC_KEY_FILE", str(files["broker.pub"]))
+    no_key_env.setenv("FERRULE_ALLOW_PLAINTEXT", "1")      # the key files win, as in common/curve.c
+    with ferrule.Client(b.endpoint, timeout=5) as c:
+        assert c.ping()["service"] == "ferrule"
+    assert b.user_ids == [client_pub.decode()]         # CURVE, with the key of the file named
+
+
+def test_key_variables_name_files_only(keyfiles, tmp_path, no_key_env):
+    server_pub, _, _, client_sec, files = keyfiles
+    # a key in the variable is not a file's name: refused, and not shown
+    no_key_env.setenv("FERRULE_CURVE_SECRET_KEY_FILE", client_sec.decode())
+    no_key_env.setenv("FERRULE_BROKER_PUBLIC_KEY_FILE", str(files["broker.pub"]))
+    with pytest.raises(ferrule.Configuration, match="could not read") as info:
+        ferrule.Client("tcp://127.0.0.1:5555")
+    assert client_sec.decode()[:20] not in str(info.value)
+    no_key_env.setenv("FERRULE_CURVE_SECRET_KEY_FILE", str(tmp_path / "missing.key"))
+    with pytest.raises(ferrule.Configuration, match="FERRULE_CURVE_SECRET_KEY_FILE"):
+        ferrule.Client("tcp://127.0.0.1:5555")
+    # a secret key file without the brokers' key, even with FERRULE_ALLOW_PLAINTEXT=1
+    no_key_env.setenv("FERRULE_CURVE_SECRET_KEY_FILE", str(files["client.key"]))
+    no_key_env.delenv("FERRULE_BROKER_PUBLIC_KEY_FILE")
+    no_key_env.setenv("FERRULE_ALLOW_PLAINTEXT", "1")
+    with pytest.raises(ferrule.Configuration, match="FERRULE_BROKER_PUBLIC_KEY_FILE is not"):
+        ferrule.Client("tcp://127.0.0.1:5555")
+
+
+def test_plaintext_is_asked_for(scripted, no_key_env):
+    b = scripted(lambda req, n: [ok(req, service="ferrule")])
+    with ferrule.Client(b.endpoint, timeout=3, plaintext=True) as c:
+        assert c.ping()["service"] == "ferrule"
+    no_key_env.setenv("FERRULE_ALLOW_PLAINTEXT", "1")
+    with ferrule.Client(b.endpoint, timeout=3) as c:
+        assert c.ping()["service"] == "ferrule"
+    with pytest.raises(ValueError, match="plaintext=True was given with CURVE keys"):
+        ferrule.Client(b.endpoint, plaintext=True, server_public_key=zmq.curve_keypair()[0])

@@ -34,7 +34,7 @@ def first_then(client: ferrule.Client, endpoint: str) -> None:
 def test_request_frames_and_body(scripted):
     b = scripted(lambda req, n: [ok(req, access_token="t", expires_at="2030-01-01T00:00:00Z",
                                      generation=4, refreshed=False)])
-    with ferrule.Client(b.endpoint, timeout=3) as c:
+    with ferrule.Client(b.endpoint, plaintext=True, timeout=3) as c:
         tok = c.token("acct:x", min_valid=120, require_scopes=["a", "b"], reject="old")
     req = b.requests[0]
     assert req["op"] == "token" and req["integration"] == "acct:x"
@@ -49,7 +49,7 @@ def test_token_carries_the_api_base_url_when_the_reply_has_one(scripted):
     base = {"access_token": "t", "expires_at": "2030-01-01T00:00:00Z", "generation": 2, "refreshed": False}
     replies = {"acct:sf": dict(base, api_base_url="https://acme.my.salesforce.com"), "acct:box": dict(base)}
     b = scripted(lambda req, n: [ok(req, **replies[req["integration"]])])
-    with ferrule.Client(b.endpoint, timeout=3) as c:
+    with ferrule.Client(b.endpoint, plaintext=True, timeout=3) as c:
         with_base = c.token("acct:sf")
         without = c.token("acct:box")
     assert with_base.api_base_url == "https://acme.my.salesforce.com"
@@ -60,7 +60,7 @@ def test_token_carries_the_api_base_url_when_the_reply_has_one(scripted):
 def test_token_reply_with_a_bad_api_base_url_is_malformed(scripted):
     a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="2030-01-01T00:00:00Z", generation=1,
                                     refreshed=False, api_base_url=3)])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(ferrule.MalformedFrame, match="api_base_url"):
             c.token("acct:x")
 
@@ -68,7 +68,7 @@ def test_token_reply_with_a_bad_api_base_url_is_malformed(scripted):
 def test_import_sends_the_api_base_url(scripted):
     b = scripted(lambda req, n: [ok(req, integration={"id": req["integration"],
                                                       "api_base_url": req.get("api_base_url")})])
-    with ferrule.Client(b.endpoint, timeout=3) as c:
+    with ferrule.Client(b.endpoint, plaintext=True, timeout=3) as c:
         i = c.import_tokens("acct:sf", "salesforce", "rt", api_base_url="https://acme.my.salesforce.com")
         c.import_tokens("acct:box", "box", "rt")
     assert b.requests[0]["api_base_url"] == "https://acme.my.salesforce.com"
@@ -79,7 +79,7 @@ def test_import_sends_the_api_base_url(scripted):
 def test_token_value_is_not_in_repr(scripted):
     b = scripted(lambda req, n: [ok(req, access_token="SECRET-AT-123", expires_at="2030-01-01T00:00:00Z",
                                      generation=1, refreshed=True)])
-    with ferrule.Client(b.endpoint, timeout=3) as c:
+    with ferrule.Client(b.endpoint, plaintext=True, timeout=3) as c:
         tok = c.token("acct:x")
     assert tok.access_token == "SECRET-AT-123"
     assert "SECRET-AT-123" not in repr(tok) and "SECRET-AT-123" not in str(tok)
@@ -89,7 +89,7 @@ def test_token_value_is_not_in_repr(scripted):
 @pytest.mark.parametrize("code", sorted(ERRORS))
 def test_every_error_code_raises_its_class(scripted, code):
     b = scripted(lambda req, n: [fail(req, code, retry_after=0, detail={"provider": "p"})])
-    with ferrule.Client(b.endpoint, timeout=5) as c:
+    with ferrule.Client(b.endpoint, plaintext=True, timeout=5) as c:
         with pytest.raises(ERRORS[code]) as info:
             c.status("acct:x")
     e = info.value
@@ -103,7 +103,7 @@ def test_every_error_code_raises_its_class(scripted, code):
 
 def test_provider_unavailable_carries_retry_after(scripted):
     b = scripted(lambda req, n: [fail(req, "provider_unavailable", retry_after=30)])
-    with ferrule.Client(b.endpoint, timeout=3) as c:
+    with ferrule.Client(b.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(ferrule.ProviderUnavailable) as info:
             c.token("acct:x")
     assert info.value.retry_after == 30
@@ -113,7 +113,7 @@ def test_provider_unavailable_carries_retry_after(scripted):
 def test_idempotent_call_moves_to_the_next_broker_on_unavailable(scripted):
     a = scripted(lambda req, n: [fail(req, "unavailable")])
     b = scripted(lambda req, n: [ok(req, integration={"id": req["integration"]})])
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=5) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=5) as c:
         first_then(c, a.endpoint)
         assert c.status("acct:x")["id"] == "acct:x"
     assert len(a.requests) == 1 and len(b.requests) == 1
@@ -125,7 +125,7 @@ def test_reads_of_events_and_webhooks_are_retried_like_status(scripted, op):
     # what ferrulectl retries (docs/ferrulectl.md, "Retries"): the generic call() does too
     a = scripted(lambda req, n: [fail(req, "unavailable")])
     b = scripted(lambda req, n: [ok(req, events=[])])
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=5) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=5) as c:
         first_then(c, a.endpoint)
         c.call(op, {})
     assert len(a.requests) == 1 and len(b.requests) == 1
@@ -134,7 +134,7 @@ def test_reads_of_events_and_webhooks_are_retried_like_status(scripted, op):
 
 def test_pause_after_a_retryable_answer_honours_retry_after(scripted):
     a = scripted(lambda req, n: [fail(req, "overloaded", retry_after=1)] if n == 1 else [ok(req, service="ferrule")])
-    with ferrule.Client(a.endpoint, timeout=5) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=5) as c:
         c.ping()
     assert len(a.requests) == 2
     assert a.received_at[1] - a.received_at[0] >= 1.0      # a lower bound: the client waited
@@ -142,7 +142,7 @@ def test_pause_after_a_retryable_answer_honours_retry_after(scripted):
 
 def test_retry_after_longer_than_the_timeout_answers_the_error_at_once(scripted):
     a = scripted(lambda req, n: [fail(req, "overloaded", retry_after=60)])
-    with ferrule.Client(a.endpoint, timeout=2) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=2) as c:
         with pytest.raises(ferrule.Overloaded) as info:
             c.ping()
     assert info.value.retry_after == 60 and len(a.requests) == 1
@@ -151,7 +151,7 @@ def test_retry_after_longer_than_the_timeout_answers_the_error_at_once(scripted)
 def test_non_idempotent_call_is_sent_once(scripted):
     a = scripted(lambda req, n: [fail(req, "unavailable")])
     b = scripted(lambda req, n: [ok(req, integration={})])
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=5) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=5) as c:
         first_then(c, a.endpoint)
         with pytest.raises(ferrule.Unavailable):
             c.import_tokens("acct:x", "fakebox", "rt")
@@ -161,7 +161,7 @@ def test_non_idempotent_call_is_sent_once(scripted):
 def test_non_idempotent_call_without_answer_says_the_outcome_is_unknown(scripted):
     a = scripted(lambda req, n: None)
     b = scripted(lambda req, n: [ok(req)])
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=1) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=1) as c:
         first_then(c, a.endpoint)
         with pytest.raises(ferrule.Timeout) as info:
             c.refresh("acct:x")
@@ -173,7 +173,7 @@ def test_non_idempotent_call_without_answer_says_the_outcome_is_unknown(scripted
 def test_idempotent_call_goes_to_another_broker_when_one_is_silent(scripted):
     a = scripted(lambda req, n: None)                      # connected, never answers
     b = scripted(lambda req, n: [ok(req, service="ferrule")])
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=4) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=4) as c:
         first_then(c, a.endpoint)
         assert c.ping()["service"] == "ferrule"
     assert len(a.requests) == 1 and len(b.requests) == 1
@@ -185,7 +185,7 @@ def test_retry_goes_to_another_broker_while_other_threads_send(scripted):
     # instead of the broker after the one it tried
     a = scripted(lambda req, n: None)
     b = scripted(lambda req, n: [ok(req, service="ferrule")])
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=4) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=4) as c:
         first_then(c, a.endpoint)
         other: list[str] = []
 
@@ -204,7 +204,7 @@ def test_retry_goes_to_another_broker_while_other_threads_send(scripted):
 
 def test_idempotent_call_times_out_after_its_attempts(scripted):
     a = scripted(lambda req, n: None)
-    with ferrule.Client(a.endpoint, timeout=1.2) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=1.2) as c:
         with pytest.raises(ferrule.Timeout) as info:
             c.token("acct:x")
     assert "2 attempts" in info.value.message
@@ -215,7 +215,7 @@ def test_late_reply_to_an_earlier_attempt_is_accepted(scripted):
     # the first broker answers after its attempt (2 s of 4) gave up; the second never answers
     a = scripted(lambda req, n: [("delay", 2.5, ok(req, service="late"))])
     b = scripted(lambda req, n: None)
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=4) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=4) as c:
         first_then(c, a.endpoint)
         assert c.ping()["service"] == "late"
     assert len(b.requests) == 1
@@ -227,7 +227,7 @@ def test_late_retryable_error_does_not_end_the_call(scripted):
     # end the call (it did: the last attempt took it for its own answer)
     a = scripted(lambda req, n: [("delay", 1.2, fail(req, "timeout", "A gave up late"))])
     b = scripted(lambda req, n: [("delay", 0.5, ok(req, service="B"))])
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=2) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=2) as c:
         first_then(c, a.endpoint)
         reply = c.ping()
     assert reply["service"] == "B"
@@ -241,7 +241,7 @@ def test_late_retryable_error_is_the_answer_when_nothing_better_comes(scripted):
     # as above with B silent: the answer is A's late error, not a timeout of the client's own
     a = scripted(lambda req, n: [("delay", 1.2, fail(req, "timeout", "A gave up late"))])
     b = scripted(lambda req, n: None)
-    with ferrule.Client([a.endpoint, b.endpoint], timeout=2) as c:
+    with ferrule.Client([a.endpoint, b.endpoint], plaintext=True, timeout=2) as c:
         first_then(c, a.endpoint)
         with pytest.raises(ferrule.Timeout) as info:
             c.ping()
@@ -256,7 +256,7 @@ def test_late_retryable_error_in_the_pause_does_not_end_the_call(scripted):
     a = scripted(lambda req, n: [("delay", 1.3, fail(req, "timeout", "A gave up late"))])
     b = scripted(lambda req, n: [fail(req, "unavailable", retry_after=1)])
     c3 = scripted(lambda req, n: [ok(req, service="C")])
-    with ferrule.Client([a.endpoint, b.endpoint, c3.endpoint], timeout=3) as c:
+    with ferrule.Client([a.endpoint, b.endpoint, c3.endpoint], plaintext=True, timeout=3) as c:
         first_then(c, a.endpoint)
         assert c.ping()["service"] == "C"
     rid = a.requests[0]["rid"]
@@ -266,7 +266,7 @@ def test_late_retryable_error_in_the_pause_does_not_end_the_call(scripted):
 def test_dead_endpoint_in_the_list_is_skipped(scripted):
     b = scripted(lambda req, n: [ok(req, service="ferrule")])
     dead = free_endpoint()
-    with ferrule.Client([dead, b.endpoint], timeout=3) as c:
+    with ferrule.Client([dead, b.endpoint], plaintext=True, timeout=3) as c:
         first_then(c, dead)
         assert c.ping()["service"] == "ferrule"
         # not idempotent: still sent once, to the connected broker
@@ -275,7 +275,7 @@ def test_dead_endpoint_in_the_list_is_skipped(scripted):
 
 def test_no_broker_at_all_is_unavailable_and_nothing_is_sent():
     dead = [free_endpoint(), free_endpoint()]
-    with ferrule.Client(dead, timeout=5) as c:
+    with ferrule.Client(dead, plaintext=True, timeout=5) as c:
         with pytest.raises(ferrule.Unavailable) as info:
             c.import_tokens("acct:x", "fakebox", "rt")
     assert "not sent" in info.value.message and "2 brokers" in info.value.message
@@ -286,7 +286,7 @@ def test_stale_replies_are_dropped(scripted):
         stale = dict(ok(req, service="stale"), rid="0" * 32)
         return [stale, ok(req, service="mine")]
     a = scripted(handler)
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         assert c.ping()["service"] == "mine"
 
 
@@ -299,7 +299,7 @@ def test_stale_replies_are_dropped(scripted):
 ])
 def test_malformed_reply_answers_the_request_in_flight(scripted, frames, exc):
     a = scripted(lambda req, n: [frames])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(exc) as info:
             c.call("disconnect", {"integration": "a:b"})
     assert a.endpoint in info.value.message
@@ -307,7 +307,7 @@ def test_malformed_reply_answers_the_request_in_flight(scripted, frames, exc):
 
 def test_error_without_rid_answers_the_request_in_flight(scripted):
     a = scripted(lambda req, n: [fail(None, "malformed_frame", "wrong frame count")])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(ferrule.MalformedFrame) as info:
             c.call("disconnect", {"integration": "a:b"})
     assert info.value.message == "wrong frame count"
@@ -318,7 +318,7 @@ def test_late_error_without_rid_is_not_the_next_calls(scripted):
     rid. Call 2 now waits on the same socket: the error may be call 1's, so it is not call 2's."""
     a = scripted(lambda req, n: [("delay", 0.3, fail(None, "too_large", "body holds more than 16384 objects"))]
                  if n == 1 else [("delay", 0.5, ok(req))])
-    with ferrule.Client(a.endpoint) as c:
+    with ferrule.Client(a.endpoint, plaintext=True) as c:
         with pytest.raises(ferrule.Timeout):
             c.call("refresh", {"integration": "a:b"}, timeout=0.2)
         started = time.monotonic()
@@ -330,7 +330,7 @@ def test_error_without_rid_answers_the_retry_in_flight(scripted):
     # attempt 2 (sent as RID.2) meets a retryable error without a rid: it is the live attempt's
     # answer, final as the last attempt's, not a late one kept while the attempt waits on
     a = scripted(lambda req, n: None if n == 1 else [fail(None, "unavailable", "no worker")])
-    with ferrule.Client(a.endpoint, timeout=4) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=4) as c:
         started = time.monotonic()
         with pytest.raises(ferrule.Unavailable) as info:
             c.ping()
@@ -342,7 +342,7 @@ def test_error_without_rid_answers_the_retry_in_flight(scripted):
 
 def test_too_large_request_is_refused_before_sending(scripted):
     a = scripted(lambda req, n: [ok(req)])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(ferrule.TooLarge):
             c.import_tokens("acct:x", "fakebox", "r" * (64 * 1024 + 1))
         with pytest.raises(ferrule.TooLarge):
@@ -362,7 +362,7 @@ def test_request_over_the_other_limits_is_refused_before_sending(scripted, op, a
     """The broker cannot read a body over its limits, so it could not echo the rid (its error
     would answer whichever call is in flight): such a request is refused here, not sent."""
     a = scripted(lambda req, n: [ok(req)])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(error, match=match):
             c.call(op, args)
         if op == "token":                           # the same through the method
@@ -379,7 +379,7 @@ def test_request_at_the_limits_is_sent(scripted):
     # root 1, op/rid/deadline_ms 6, integration 2, the 64-byte key 1, seven arrays and "deep" 8,
     # "list" and its array 2: 20 objects before the list's items
     args = {"integration": "acct:x", "k" * 64: [[[[[[["deep"]]]]]]], "list": [0] * (16384 - 20)}
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         assert c.call("status", args)["ok"] is True
         args["list"].append(0)
         with pytest.raises(ferrule.TooLarge, match="16384"):
@@ -405,7 +405,7 @@ def test_many_threads_share_one_client(scripted):
     results: dict[int, str] = {}
     errors: list[BaseException] = []
 
-    with ferrule.Client(a.endpoint, timeout=10) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=10) as c:
         def run(i: int) -> None:
             try:
                 results[i] = c.status(f"acct:{i}")["id"]
@@ -423,7 +423,7 @@ def test_many_threads_share_one_client(scripted):
 
 def test_closed_client_refuses_calls(scripted):
     a = scripted(lambda req, n: [ok(req)])
-    c = ferrule.Client(a.endpoint)
+    c = ferrule.Client(a.endpoint, plaintext=True)
     c.close()
     c.close()                                    # twice is fine
     with pytest.raises(RuntimeError):
@@ -443,20 +443,20 @@ def test_closed_client_refuses_calls(scripted):
 ])
 def test_bad_broker_lists_are_refused(brokers, reason):
     with pytest.raises(ValueError, match=reason):
-        ferrule.Client(brokers)
+        ferrule.Client(brokers, plaintext=True)
 
 
 def test_environment_names_the_default_brokers(monkeypatch, scripted):
     a = scripted(lambda req, n: [ok(req, service="ferrule")])
     monkeypatch.setenv("FERRULE_BROKER_URL", a.endpoint)
-    with ferrule.Client(timeout=3) as c:
+    with ferrule.Client(plaintext=True, timeout=3) as c:
         assert c.endpoints == [a.endpoint]
         assert c.ping()["service"] == "ferrule"
 
 
 def test_callback_url_is_split_into_its_parameters(scripted):
     a = scripted(lambda req, n: [ok(req, integration={}, reconnected=False)])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         c.callback("https://app.example/cb?code=C0DE&state=ST%41TE&x=1")
         with pytest.raises(ValueError, match="state"):
             c.callback("https://app.example/cb?code=C0DE")
@@ -483,7 +483,7 @@ def test_calls_do_not_wait_for_each_other(scripted):
             return [ok(held[0], service="slow"), ok(req, service="release")]
         return [ok(req, service="fast")]
     a = scripted(handler)
-    with ferrule.Client(a.endpoint, timeout=20) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=20) as c:
         done: list[str] = []
         slow = threading.Thread(target=lambda: done.append(c.call("doctor", {"integration": "a:b"})["service"]))
         slow.start()
@@ -500,7 +500,7 @@ def test_a_dropped_client_stops_its_thread(scripted):
     import gc
     a = scripted(lambda req, n: [ok(req, service="ferrule")])
     before = {t for t in threading.enumerate() if t.name == "ferrule-io"}
-    c = ferrule.Client(a.endpoint, timeout=3)
+    c = ferrule.Client(a.endpoint, plaintext=True, timeout=3)
     assert c.ping()["service"] == "ferrule"
     thread = next(t for t in threading.enumerate() if t.name == "ferrule-io" and t not in before)
     del c
@@ -511,7 +511,7 @@ def test_a_dropped_client_stops_its_thread(scripted):
 
 def test_closing_the_client_answers_the_calls_in_flight(scripted):
     a = scripted(lambda req, n: None)                       # never answers
-    c = ferrule.Client(a.endpoint, timeout=30)
+    c = ferrule.Client(a.endpoint, plaintext=True, timeout=30)
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -535,7 +535,7 @@ def test_token_reply_without_a_promised_key_is_malformed(scripted, missing):
     fields = {"access_token": "t", "expires_at": "2030-01-01T00:00:00Z", "generation": 3, "refreshed": False}
     del fields[missing]
     a = scripted(lambda req, n: [ok(req, **fields)])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(ferrule.MalformedFrame, match=missing):
             c.token("acct:x")
 
@@ -546,7 +546,7 @@ def test_malformed_token_reply_keeps_no_token_in_the_error(scripted):
     a = scripted(lambda req, n: [ok(req, access_token="tok-SECRET-1", expires_at="2030-01-01T00:00:00Z",
                                     generation="3", refreshed=False,
                                     integration={"refresh_token": "tok-SECRET-2", "status": "active"})])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(ferrule.MalformedFrame, match="generation") as info:
             c.token("acct:x")
     e = info.value
@@ -557,6 +557,6 @@ def test_malformed_token_reply_keeps_no_token_in_the_error(scripted):
 
 def test_token_reply_with_a_bad_time_is_malformed(scripted):
     a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="tomorrow", generation=1, refreshed=True)])
-    with ferrule.Client(a.endpoint, timeout=3) as c:
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(ferrule.MalformedFrame, match="RFC 3339"):
             c.token("acct:x")

@@ -4,7 +4,9 @@
     clients/python/tools/bench.py --brokers tcp://127.0.0.1:5555 --integration demo:acct1 \\
         [--threads 1,4,16] [--seconds 5]
 
-The integration must exist (scripts/run-local imports demo:acct1). One Client is shared by all
+The integration must exist (scripts/run-local imports demo:acct1). Keys come from the environment
+as for ferrulectl (FERRULE_CURVE_SECRET_KEY_FILE and FERRULE_BROKER_PUBLIC_KEY_FILE, or
+FERRULE_ALLOW_PLAINTEXT=1). One Client is shared by all
 threads, as a service would share it. Prints one line per thread count; tokens are never printed.
 """
 from __future__ import annotations
