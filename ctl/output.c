@@ -525,7 +525,8 @@ deliveries_cell (const json_t *event, int col)
         json_int_t attempts = json_integer_value (json_object_get (d, "attempts"));
         fprintf (f, " (%lld attempt%s)", (long long) attempts, attempts == 1 ? "" : "s");
         const char *error = json_string_value (json_object_get (d, "last_error"));
-        if (error && strcmp (json_string_value (json_object_get (d, "state")), "delivered") != 0) {
+        const char *st = json_string_value (json_object_get (d, "state"));   /* NULL unless a string */
+        if (error && (!st || strcmp (st, "delivered") != 0)) {
             fputs (" ", f);
             print_value (f, json_object_get (d, "last_error"));
         }
