@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -182,8 +183,17 @@ check_endpoint (const char *item, size_t len, char *err, size_t errlen)
         }
         return FR_OK;
     }
-    if (len > 6 && memcmp (item, "ipc://", 6) == 0)
+    if (len > 6 && memcmp (item, "ipc://", 6) == 0) {
+        /* libzmq copies the path into a Unix socket address, with its NUL; a longer one fails
+         * only when the socket connects */
+        size_t max = sizeof ((struct sockaddr_un *) 0)->sun_path - 1;
+        if (len - 6 > max) {
+            snprintf (err, errlen, "broker endpoint \"%s\" is an ipc:// path of %zu bytes; the limit is %zu "
+                      "(what a Unix socket address holds)", shown, len - 6, max);
+            return FR_BAD_REQUEST;
+        }
         return FR_OK;
+    }
     snprintf (err, errlen, "broker endpoint \"%s\" is neither tcp://HOST:PORT nor ipc://PATH", shown);
     return FR_BAD_REQUEST;
 }

@@ -328,7 +328,7 @@ print_help (FILE *f)
     fputc ('\n', f);
     print_globals (f);
     fputs ("\nexit status: 0 ok, 2 bad usage or input, 3 not found, 4 needs user action,\n"
-           "5 transient or unavailable, 6 configuration, 1 internal\n\n"
+           "5 transient or unavailable, 6 configuration, 7 forbidden, 1 internal\n\n"
            "Run \"ferrulectl COMMAND --help\" for a command's options; docs/ferrulectl.md is the manual.\n", f);
 }
 

@@ -316,6 +316,47 @@ test_replay_refuses_options_it_does_not_take (void **state)
                                          " WHERE e.integration_id = 'rp:box' AND d.state = 'delivered'", 1, 30000), 1);
 }
 
+/* "ferrulectl --help" lists every exit status docs/ferrulectl.md lists: 7 (forbidden) was left out. */
+static void
+test_help_names_every_exit_status (void **state)
+{
+    static const char *const statuses [] = { "0 ok", "2 bad usage or input", "3 not found", "4 needs user action",
+                                              "5 transient or unavailable", "6 configuration", "7 forbidden", "1 internal" };
+    int rc = -1;
+    char *out = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &out, "--help", NULL), 0);
+    assert_int_equal (rc, 0);
+    for (size_t i = 0; i < sizeof statuses / sizeof statuses [0]; i++)
+        if (!strstr (out, statuses [i]))
+            fail_msg ("\"ferrulectl --help\" does not list exit status \"%s\"", statuses [i]);
+    free (out);
+}
+
+/* An ipc:// path longer than a Unix socket address holds (107 bytes) passed the endpoint check,
+ * failed when the socket connected, and was reported as "internal", exit 1. It is a usage error
+ * that says so; a path of 107 bytes is still taken (nothing listens there: exit 5). */
+static void
+test_overlong_ipc_endpoint_is_a_usage_error (void **state)
+{
+    char endpoint [256];
+    snprintf (endpoint, sizeof endpoint, "ipc:///tmp/%0108d", 0);          /* a path of 113 bytes */
+    int rc = -1;
+    json_t *r = harness_ctl_at (h, endpoint, &rc, "--timeout", "1", "ping", NULL);
+    if (rc != 2)
+        fail_msg ("an ipc:// path of 113 bytes exited %d (%s)", rc, itest_code (r));
+    assert_string_equal (itest_code (r), "bad_request");
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    assert_non_null (message);
+    if (!strstr (message, "107"))
+        fail_msg ("the refusal of an overlong ipc:// path does not give the limit: %s", message);
+    json_decref (r);
+    snprintf (endpoint, sizeof endpoint, "ipc:///tmp/%0102d", 0);          /* 107 bytes */
+    r = harness_ctl_at (h, endpoint, &rc, "--timeout", "1", "ping", NULL);
+    assert_int_equal (rc, 5);
+    assert_string_equal (itest_code (r), "unavailable");
+    json_decref (r);
+}
+
 int
 main (void)
 {
@@ -323,6 +364,8 @@ main (void)
         cmocka_unit_test (test_misspelled_option_keeps_its_value_out),
         cmocka_unit_test (test_webhook_test_not_delivered),
         cmocka_unit_test (test_replay_refuses_options_it_does_not_take),
+        cmocka_unit_test (test_help_names_every_exit_status),
+        cmocka_unit_test (test_overlong_ipc_endpoint_is_a_usage_error),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

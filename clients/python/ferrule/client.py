@@ -40,6 +40,7 @@ DEFAULT_BROKER = "tcp://127.0.0.1:5555"
 DEFAULT_TIMEOUT = 10.0            # seconds, retries included (ferrulectl's default)
 MAX_ENDPOINTS = 16
 MAX_ENDPOINT_LEN = 255
+MAX_IPC_PATH = 107                # bytes of an ipc:// path: a Unix socket address holds 108 with its NUL
 MIN_ATTEMPT_S = 0.5               # a retry never gets less than this (unless less remains)
 CONNECT_WAIT_S = 1.0              # how long a call waits for a first broker connection
 MAX_ATTEMPTS = 3                  # attempts of an idempotent call, whatever the broker count
@@ -79,6 +80,9 @@ def parse_endpoints(brokers: str | Sequence[str]) -> list[str]:
                 raise ValueError(f"broker endpoint \"{shown}\" is not tcp://HOST:PORT with a port from 1 to 65535")
         elif not (item.startswith("ipc://") and len(item) > 6):
             raise ValueError(f"broker endpoint \"{shown}\" is neither tcp://HOST:PORT nor ipc://PATH")
+        elif len(item) - 6 > MAX_IPC_PATH:
+            raise ValueError(f"broker endpoint \"{shown}\" is an ipc:// path of {len(item) - 6} bytes; the "
+                             f"limit is {MAX_IPC_PATH} (what a Unix socket address holds)")
         if item in out:
             raise ValueError(f"broker endpoint \"{shown}\" is listed twice")
         out.append(item)

@@ -440,6 +440,7 @@ def test_closed_client_refuses_calls(scripted):
     ("tcp://a:1,tcp://a:1", "listed twice"),
     (",".join(f"tcp://h:{i + 1}" for i in range(17)), "too many"),
     ("tcp://ho st:1", "space"),
+    ("ipc:///tmp/" + "p" * 103, "the limit is 107"),       # more than a Unix socket address holds
 ])
 def test_bad_broker_lists_are_refused(brokers, reason):
     with pytest.raises(ValueError, match=reason):
