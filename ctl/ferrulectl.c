@@ -396,14 +396,31 @@ apply_global (ctl_t *ctl, int g, const char *name, char *value)
     }
 }
 
-/* Is name an option of any command? For a better hint when it comes before the command. */
-static int
+/* The option name of some command, or NULL. For a better hint when it comes before the command. */
+static const opt_spec_t *
 command_with_option (const char *name)
 {
-    for (const command_t *cmd = commands; cmd->name; cmd++)
-        if (opts_find (cmd->opts, name))
-            return 1;
-    return 0;
+    for (const command_t *cmd = commands; cmd->name; cmd++) {
+        const opt_spec_t *spec = opts_find (cmd->opts, name);
+        if (spec)
+            return spec;
+    }
+    return NULL;
+}
+
+/* Is a value of spec a secret (a token, or a callback URL and its code)? */
+static int
+secret_kind (const opt_spec_t *spec)
+{
+    return spec && (spec->kind == OPT_SECRET || spec->kind == OPT_CALLBACK_URL);
+}
+
+/* Blanks an argument in place: out of the process list (/proc/PID/cmdline, ps) from now on. */
+static void
+blank (char *arg)
+{
+    if (arg)
+        mem_wipe (arg, strlen (arg));
 }
 
 static void
@@ -417,6 +434,7 @@ parse_long_option (ctl_t *ctl, int argc, char **argv, int *i)
     opts_quote_option (shown, sizeof shown, argv [*i], 60);
     if (len == 0 || len >= sizeof name) {
         usage_error (ctl, NULL, "unrecognized option \"%s\"%s", shown, "");
+        blank (eq ? eq + 1 : NULL);         /* the value of a misspelled option may be a token */
         return;
     }
     memcpy (name, arg, len);
@@ -440,12 +458,20 @@ parse_long_option (ctl_t *ctl, int argc, char **argv, int *i)
     const opt_spec_t *spec = ctl->cmd ? opts_find (ctl->cmd->opts, name) : NULL;
     if (!spec) {
         char hint [200];
-        if (!ctl->cmd && command_with_option (name)) {
+        const opt_spec_t *elsewhere = ctl->cmd ? NULL : command_with_option (name);
+        if (elsewhere) {
             snprintf (hint, sizeof hint, "give a command's options after it: ferrulectl COMMAND --%s ...", name);
             usage_error (ctl, hint, "option \"--%s\" comes before the command%s", name, "");
+            /* its value is not a command: take it, and blank a secret one */
+            if (!inline_value && elsewhere->kind != OPT_FLAG && *i + 1 < argc && strncmp (argv [*i + 1], "--", 2) != 0)
+                inline_value = argv [++*i];
+            if (secret_kind (elsewhere))
+                blank (inline_value);
         }
-        else
+        else {
             usage_error (ctl, NULL, "unrecognized option \"%s\"%s", shown, "");
+            blank (inline_value);           /* the value of a misspelled option may be a token */
+        }
         return;
     }
     char *value = NULL;
@@ -460,8 +486,14 @@ parse_long_option (ctl_t *ctl, int argc, char **argv, int *i)
         return;
     }
     char err [512];
-    /* with --help, read nothing (no secret file, no standard input) */
-    if (!ctl->err [0] && !ctl->help && opts_apply (&ctl->opts, spec, value, err, sizeof err) != 0)
+    /* with --help, read nothing (no secret file, no standard input); after a usage error, apply
+     * nothing more. Either way a secret value leaves the process list now, as opts_apply does */
+    if (ctl->err [0] || ctl->help) {
+        if (secret_kind (spec))
+            blank (value);
+        return;
+    }
+    if (opts_apply (&ctl->opts, spec, value, err, sizeof err) != 0)
         usage_error (ctl, NULL, "%s%s", err, "");
 }
 
@@ -538,8 +570,15 @@ parse (ctl_t *ctl, int argc, char **argv)
         else
         if (!ctl->cmd->op && !ctl->help_topic)
             ctl->help_topic = arg;
-        else
-            usage_error (ctl, NULL, "unexpected argument \"%s\"%s", shown, "");
+        else {
+            /* it may be a token given without its option: named by its place, never shown, and
+             * blanked from the process list */
+            char place [32];
+            snprintf (place, sizeof place, "%d", i);
+            usage_error (ctl, NULL, "unexpected argument %s of the command line (not shown: it may be a token)%s",
+                         place, "");
+            blank (arg);
+        }
     }
 }
 

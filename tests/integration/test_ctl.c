@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
@@ -357,6 +358,98 @@ test_overlong_ipc_endpoint_is_a_usage_error (void **state)
     json_decref (r);
 }
 
+/* A stray argument may be a token given without its option ("token --integration X TOKEN"): the
+ * message quoted up to 60 characters of it. It names its position instead. */
+static void
+test_stray_argument_is_not_echoed (void **state)
+{
+    misspelled ("unexpected argument", "token ... TOKEN",
+                "token", "--integration", "a:box", MARK "_at_0123456789abcdef", NULL, NULL, NULL);
+    misspelled ("not shown", "token ... TOKEN",
+                "token", "--integration", "a:box", MARK "_at_0123456789abcdef", NULL, NULL, NULL);
+}
+
+/* The process's argument list (NULs between arguments turned into spaces) of ferrulectl run with
+ * args, read while it is blocked writing to a full pipe, that is once it has parsed them and
+ * printed (or begun to print) its answer. 1 when the list no longer holds MARK within 3 s. */
+static int
+argv_blanked (const char *const *args)
+{
+    int p [2];
+    assert_int_equal (pipe (p), 0);
+    /* fill the pipe: any write of ferrulectl's blocks, so it is still there to be looked at */
+    int flags = fcntl (p [1], F_GETFL);
+    assert_int_equal (fcntl (p [1], F_SETFL, flags | O_NONBLOCK), 0);
+    char block [4096];
+    memset (block, 'x', sizeof block);
+    while (write (p [1], block, sizeof block) > 0 || write (p [1], block, 1) > 0)
+        ;
+    assert_int_equal (fcntl (p [1], F_SETFL, flags), 0);
+    char *argv [16];
+    size_t n = 0;
+    argv [n++] = (char *) FERRULE_CTL_BIN;
+    for (; args [n - 1] && n < 15; n++)
+        argv [n] = (char *) args [n - 1];
+    argv [n] = NULL;
+    pid_t pid = fork ();
+    assert_true (pid >= 0);
+    if (pid == 0) {
+        dup2 (p [1], STDOUT_FILENO);
+        dup2 (p [1], STDERR_FILENO);
+        close (p [0]);
+        close (p [1]);
+        setenv ("FERRULE_ALLOW_PLAINTEXT", "1", 1);
+        execv (FERRULE_CTL_BIN, argv);
+        _exit (127);
+    }
+    close (p [1]);
+    char path [64];
+    snprintf (path, sizeof path, "/proc/%d/cmdline", (int) pid);
+    int blanked = 0;
+    for (int64_t deadline = clock_mono_ms () + 3000; !blanked && clock_mono_ms () < deadline; usleep (20000)) {
+        char text [4096];
+        FILE *f = fopen (path, "r");
+        size_t len = f ? fread (text, 1, sizeof text - 1, f) : 0;
+        if (f)
+            fclose (f);
+        text [len] = '\0';
+        if (strcmp (text, FERRULE_CTL_BIN) != 0)
+            continue;                       /* not yet the new program (or gone: then never blanked) */
+        for (size_t i = 0; i < len; i++)
+            if (text [i] == '\0')
+                text [i] = ' ';
+        blanked = !strstr (text, MARK);
+    }
+    kill (pid, SIGKILL);
+    waitpid (pid, NULL, 0);
+    close (p [0]);
+    return blanked;
+}
+
+/* --refresh-token, --reject and --url values are blanked from the argument list while the
+ * command line is read. They stayed in /proc/PID/cmdline (ps shows them) once an earlier usage
+ * error was recorded, or with --help, because the blanking happened only where they were used. */
+static void
+test_secret_values_are_blanked_whatever_else_is_wrong (void **state)
+{
+    static const char *const cases [][10] = {
+        { "token", "--integration", "bad id!", "--reject", MARK "_at_0123456789abcdef", NULL },
+        { "token", "--integration", "a:box", "--reject", MARK "_at_0123456789abcdef", "--help", NULL },
+        { "import", "--bogus", "--integration", "a:box", "--provider", "fakebox", "--refresh-token",
+          MARK "_rt_0123456789abcdef", NULL },
+        { "callback", "--bogus", "--url", "https://app.example.com/cb?code=" MARK "_code&state=s", NULL },
+        { "--refresh-token", MARK "_rt_0123456789abcdef", "import", "--integration", "a:box", NULL },
+        { "import", "--integration", "a:box", "--refresh-tokn=" MARK "_rt_0123456789abcdef", NULL },
+        { "token", "--integration", "a:box", MARK "_at_0123456789abcdef", NULL },
+    };
+    char failed [64] = "";
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++)
+        if (!argv_blanked (cases [i]))
+            snprintf (failed + strlen (failed), sizeof failed - strlen (failed), " %zu", i);
+    if (failed [0])
+        fail_msg ("cases%s: the secret is still in the process's argument list", failed);
+}
+
 int
 main (void)
 {
@@ -366,6 +459,8 @@ main (void)
         cmocka_unit_test (test_replay_refuses_options_it_does_not_take),
         cmocka_unit_test (test_help_names_every_exit_status),
         cmocka_unit_test (test_overlong_ipc_endpoint_is_a_usage_error),
+        cmocka_unit_test (test_stray_argument_is_not_echoed),
+        cmocka_unit_test (test_secret_values_are_blanked_whatever_else_is_wrong),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
