@@ -13,10 +13,12 @@ Every class sits under a category that says what the caller can do about it::
     │                                  CodeExpiredOrUsed, StateInvalid, AccessDenied,
     │                                  NoRefreshToken, InsufficientScope, BrowserMismatch
     ├── TransientError        (exit 5) retry later: ProviderUnavailable, ProviderBadResponse,
-    │                                  Timeout, Unavailable, Overloaded, DatabaseUnavailable
+    │                                  Timeout, Unavailable, Overloaded, DatabaseUnavailable,
+    │                                  RateLimited
     ├── ConfigurationError    (exit 6) the operator must act: InvalidClient,
     │                                  RedirectUriMismatch, InvalidScope, Configuration
-    └── InternalError         (exit 1) a bug in the service: Internal
+    ├── InternalError         (exit 1) a bug in the service: Internal
+    └── AccessRefused         (exit 7) this client may not: Forbidden
 
 A code this version does not know (from a newer service) raises ``FerruleError`` itself, with
 ``code`` set.

@@ -48,6 +48,20 @@ def test_the_protocol_document_lists_the_same_codes():
     assert documented == c_table()
 
 
+def test_the_readme_lists_every_class_and_every_retried_operation():
+    # its error table left out BrowserMismatch, and its retry list events and webhooks
+    readme = (REPO / "clients/python/README.md").read_text()
+    table = readme[readme.index("| category | classes |"):]
+    table = table[:table.index("\n\n")]
+    for cls in ERRORS.values():
+        assert f"`{cls.__name__}`" in table, f"the README's error table does not list {cls.__name__}"
+    retries = readme[readme.index("**Retries**"):]
+    retries = retries[:retries.index("are retried")]
+    from ferrule.client import IDEMPOTENT
+    for op in sorted(IDEMPOTENT):
+        assert f"`{op}`" in retries, f"the README's retry list does not name {op}"
+
+
 def test_every_class_is_exported_by_name():
     for cls in ERRORS.values():
         assert getattr(ferrule, cls.__name__) is cls
