@@ -59,7 +59,7 @@ fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
  * back, and is tried again after a pause (1 s, doubling up to 10 s), each time said in a notice
  * naming whom it waited for, until it has been held up wait_limit_s in all (0: as long as it
  * takes). lock_timeout_ms 0: no lock timeout, a step waits as long as the watch lets it. */
-#define LEDGER_DEFAULT_LOCK_TIMEOUT_MS 2000
+#define LEDGER_DEFAULT_LOCK_TIMEOUT_MS 200
 #define LEDGER_MAX_LOCK_TIMEOUT_MS 600000
 typedef struct {
     int lock_timeout_ms;
