@@ -687,8 +687,16 @@ load_answer (const char *body, size_t len)
     return load_mending_numbers (body, len, 0, &jerr);
 }
 
+/* 1 when url is http://127.0.0.1, with a port or a path or neither. */
+static int
+loopback_http (const char *url)
+{
+    return url && strncasecmp (url, "http://", 7) == 0 && strcspn (url + 7, ":/?#") == 9
+        && strncmp (url + 7, "127.0.0.1", 9) == 0;
+}
+
 const char *
-oauth_api_base_problem (const char *value, size_t len)
+oauth_api_base_problem (const catalog_provider_t *p, const char *value, size_t len)
 {
     const char *auth;
     size_t auth_len;
@@ -706,8 +714,11 @@ oauth_api_base_problem (const char *value, size_t len)
     else
     if (strncasecmp (value, "http://", 7) == 0) {
         auth = value + 7;
-        /* the fake provider's address: a real provider's API is never plain HTTP */
-        if (strcspn (auth, ":/?#") != 9 || strncmp (auth, "127.0.0.1", 9) != 0)
+        /* a real provider's API is never plain HTTP, nor on this machine: only a provider served
+           here (the fake one) may name a plain address here, and only this one */
+        if (!loopback_http (p ? p->token_url : NULL))
+            return "it is an http:// URL: only https:// is taken";
+        if (!loopback_http (value))
             return "it is an http:// URL to a host other than 127.0.0.1: only https:// is taken";
     }
     else
@@ -734,7 +745,7 @@ read_api_base (const catalog_provider_t *p, json_t *root, oauth_result_t *out)
     if (!json_is_string (v))
         problem = "it is not a string";
     else
-        problem = oauth_api_base_problem (json_string_value (v), json_string_length (v));
+        problem = oauth_api_base_problem (p, json_string_value (v), json_string_length (v));
     if (problem)
         out->api_base_ignored = problem;
     else

@@ -88,11 +88,12 @@ typedef struct {
 void oauth_parse_token_response (const catalog_provider_t *p, long http_status,
                                  const char *retry_after_header, const char *body,
                                  size_t body_len, oauth_result_t *out);
-/* NULL when value (len bytes) may be kept as an integration's api_base_url: an absolute https://
- * URL (http:// only to 127.0.0.1, for tests) with a host and no credentials, of 1 to
- * OAUTH_MAX_API_BASE printable ASCII bytes without spaces; otherwise why not, as static text that
- * does not quote the value. */
-const char *oauth_api_base_problem (const char *value, size_t len);
+/* NULL when value (len bytes) may be kept as an integration's api_base_url of provider p: an
+ * absolute https:// URL with a host and no credentials, of 1 to OAUTH_MAX_API_BASE printable ASCII
+ * bytes without spaces (http:// to 127.0.0.1 only for a provider whose token endpoint is there
+ * too: the fake provider of tests and local runs); otherwise why not, as static text that does
+ * not quote the value. */
+const char *oauth_api_base_problem (const catalog_provider_t *p, const char *value, size_t len);
 /* Wipes the tokens, frees the strings and resets the fields (expires_in, retry_after -1). */
 void oauth_result_clear (oauth_result_t *r);
 /* Classifies a finished token-endpoint call: a transport failure (no answer, timeout) is

@@ -330,7 +330,8 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     if ((r = fields_str (w, job, root, "api_base_url", OAUTH_MAX_API_BASE, 1, &api_base_url)) < 0)
         goto out;
     /* the operator is told, where a provider's odd value is only logged: nothing is spent yet */
-    if (r == 1 && (problem = oauth_api_base_problem (api_base_url, strlen (api_base_url)))) {
+    if (r == 1 && (problem = oauth_api_base_problem (catalog_find (w->catalog, provider), api_base_url,
+                                                     strlen (api_base_url)))) {
         snprintf (err, sizeof err, "\"api_base_url\" is not usable: %s", problem);
         reply_error (w, job, FR_BAD_REQUEST, err, "give the base URL of the provider's API for this grant, such as "
                      "https://acme.my.salesforce.com, or leave it out", -1);

@@ -152,7 +152,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     CHECK (!r.token_type || printable (r.token_type));
     /* an API base URL only from a good answer, and only one that would be taken again */
     CHECK (!r.api_base_url || (r.kind == OAUTH_OK && p->api_base_field
-                               && !oauth_api_base_problem (r.api_base_url, strlen (r.api_base_url))));
+                               && !oauth_api_base_problem (p, r.api_base_url, strlen (r.api_base_url))));
     CHECK (!(r.api_base_url && r.api_base_ignored));
     /* no text for logs and replies depends on a token: other tokens give the same texts */
     char *other = other_tokens (body, blen);

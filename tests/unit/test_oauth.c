@@ -464,8 +464,7 @@ test_api_base_url (void **state)
     oauth_result_clear (&r);
 
     static const char *const good [] = {
-        "https://acme.my.salesforce.com", "HTTPS://Acme.Example:8443/services/data?v=1", "http://127.0.0.1:8080",
-        "http://127.0.0.1", "http://127.0.0.1/api", NULL
+        "https://acme.my.salesforce.com", "HTTPS://Acme.Example:8443/services/data?v=1", NULL
     };
     for (int i = 0; good [i]; i++) {
         char body [512];
@@ -480,7 +479,7 @@ test_api_base_url (void **state)
     snprintf (longest, sizeof longest, "https://%0247d", 0);          /* 255 bytes */
     snprintf (too_long, sizeof too_long, "https://%0248d", 0);         /* 256 */
     assert_int_equal (strlen (longest), 255);
-    assert_null (oauth_api_base_problem (longest, strlen (longest)));
+    assert_null (oauth_api_base_problem (provider ("salesforce"), longest, strlen (longest)));
     static const char *const bad [] = {
         "javascript:alert(1)", "http://evil.example", "http://127.0.0.1.evil.example/", "http://localhost:8080",
         "http://127.0.0.1@evil.example", "https://user:pw@acme.example", "https://@acme.example", "https://",
@@ -518,7 +517,29 @@ test_api_base_url (void **state)
     assert_string_equal (r.api_base_ignored, "it is longer than 255 bytes");
     assert_string_equal (r.refresh_token, "rt-2");
     oauth_result_clear (&r);
-    assert_non_null (oauth_api_base_problem ("https://a\0b", 11));
+    assert_non_null (oauth_api_base_problem (provider ("salesforce"), "https://a\0b", 11));
+
+    /* plain http:// to this machine only from a provider served here (the fake one of tests and
+       local runs): a real provider's answer naming it sent callers' tokens to this machine in
+       the clear */
+    static const char *const loopback [] = { "http://127.0.0.1:8080", "http://127.0.0.1", "http://127.0.0.1/api", NULL };
+    catalog_provider_t local = *provider ("salesforce");
+    local.token_url = (char *) "http://127.0.0.1:9/salesforce/token";
+    for (int i = 0; loopback [i]; i++) {
+        snprintf (body, sizeof body, "{\"access_token\":\"at\",\"instance_url\":\"%s\"}", loopback [i]);
+        parse ("salesforce", 200, NULL, body, &r);
+        if (r.api_base_url || !r.api_base_ignored)
+            fail_msg ("\"%s\" kept from salesforce's answer", loopback [i]);
+        oauth_result_clear (&r);
+        oauth_parse_token_response (&local, 200, NULL, body, strlen (body), &r);
+        if (!r.api_base_url || strcmp (r.api_base_url, loopback [i]) != 0)
+            fail_msg ("\"%s\" not kept from a local provider: %s", loopback [i],
+                      r.api_base_ignored ? r.api_base_ignored : "?");
+        oauth_result_clear (&r);
+    }
+    assert_non_null (oauth_api_base_problem (&local, "http://127.0.0.1.evil.example/", 30));
+    assert_non_null (oauth_api_base_problem (&local, "http://localhost:8080", 21));
+    assert_non_null (oauth_api_base_problem (NULL, "http://127.0.0.1", 16));
 
     /* an error answer keeps nothing */
     parse ("salesforce", 400, NULL, "{\"error\":\"invalid_grant\",\"instance_url\":\"https://acme.example\"}", &r);
