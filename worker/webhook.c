@@ -53,7 +53,7 @@ static int
 valid_url (const char *url, char *why, size_t whylen)
 {
     int ok = 0;
-    char *scheme = NULL, *host = NULL;
+    char *scheme = NULL, *host = NULL, *port = NULL;
     CURLU *u = curl_url ();
     CURLUcode rc;
     snprintf (why, whylen, "not a URL");
@@ -68,14 +68,21 @@ valid_url (const char *url, char *why, size_t whylen)
         snprintf (why, whylen, "not http:// or https://");
         goto out;
     }
-    if (curl_url_get (u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host [0]) {
+    /* curl reads "http:///x" as host "x"; what the operator wrote names none */
+    const char *after = strstr (url, "://");
+    if (curl_url_get (u, CURLUPART_HOST, &host, 0) != CURLUE_OK || !host [0] || !after || after [3] == '/') {
         snprintf (why, whylen, "no host");
+        goto out;
+    }
+    if (curl_url_get (u, CURLUPART_PORT, &port, 0) == CURLUE_OK && strcmp (port, "0") == 0) {
+        snprintf (why, whylen, "port 0");
         goto out;
     }
     ok = 1;
 out:
     curl_free (scheme);
     curl_free (host);
+    curl_free (port);
     curl_url_cleanup (u);
     return ok;
 }
@@ -236,6 +243,15 @@ webhook_set_parse (const char *text, size_t len, const char *source, char *err, 
         ep->secret = read_secret (name, file, env, err, errlen);
         if (!ep->secret)
             goto fail;
+        /* the same value from two files (or a file and a variable) signs alike as much as one
+           variable does; the check of names above only says it better */
+        for (size_t other = 0; other + 1 < set->n; other++)
+            if (strcmp (set->eps [other].secret, ep->secret) == 0) {
+                snprintf (err, errlen, "webhook endpoint \"%s\": its secret is the same as endpoint \"%s\"'s; give each "
+                          "endpoint its own secret, or a request to one could be replayed to the other", name,
+                          set->eps [other].name);
+                goto fail;
+            }
         ep->secret_env = env ? mem_strdup (env) : NULL;
     }
     json_decref (root);

@@ -99,15 +99,17 @@ setup (void **state)
     if (receiver_start (0, SECRET) != 0)
         return -1;
     app_port = receiver_port ();
-    char path [512], secret [512], text [2048];
+    char path [512], secret [512], other [512], text [2048];
     snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
     itest_write_file (secret, SECRET "\n");
+    snprintf (other, sizeof other, "%s/webhook-dead.secret", harness_workdir (h));   /* each its own */
+    itest_write_file (other, "dead-endpoint-secret-0123456789\n");
     snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
     snprintf (text, sizeof text,
               "{\"endpoints\": ["
               " {\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\", \"secret_file\": \"%s\"},"
               " {\"name\": \"dead\", \"url\": \"http://127.0.0.1:%s/hooks\", \"secret_file\": \"%s\","
-              "  \"events\": [\"disconnected\"]}]}", app_port, secret, dead_port, secret);
+              "  \"events\": [\"disconnected\"]}]}", app_port, secret, dead_port, other);
     itest_write_file (path, text);
     add_limits ();
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);

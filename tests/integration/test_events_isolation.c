@@ -50,15 +50,17 @@ setup (void **state)
     int hung_port = hung_listen ();
     if (!h || hung_port < 0 || receiver_start (0, SECRET) != 0)
         return -1;
-    char path [512], secret [512], text [2048];
+    char path [512], secret [512], other [512], text [2048];
     snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
     itest_write_file (secret, SECRET "\n");
+    snprintf (other, sizeof other, "%s/webhook-hung.secret", harness_workdir (h));   /* each its own */
+    itest_write_file (other, "hung-endpoint-secret-0123456789\n");
     snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
     snprintf (text, sizeof text,
               "{\"endpoints\": ["
               " {\"name\": \"live\", \"url\": \"http://127.0.0.1:%d/hooks\", \"secret_file\": \"%s\"},"
               " {\"name\": \"hung\", \"url\": \"http://127.0.0.1:%d/hooks\", \"secret_file\": \"%s\","
-              "  \"events\": [\"needs_reconnect\"]}]}", receiver_port (), secret, hung_port, secret);
+              "  \"events\": [\"needs_reconnect\"]}]}", receiver_port (), secret, hung_port, other);
     itest_write_file (path, text);
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
     harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "100");

@@ -217,6 +217,8 @@ test_endpoint_urls (void **state)
         "https://",
         "https://hooks.example.com:99999/x",
         "https://hooks.example.com/a b",
+        "http:///hooks",                                /* curl reads the path's first part as the host */
+        "https://hooks.example.com:0/x",
     };
     char err [512], fmt [512], accepted [64] = "";
     for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
@@ -309,6 +311,44 @@ test_secret_env_shared (void **state)
     assert_null (strstr (err, "shared-0123"));
 }
 
+/* Two endpoints whose secrets are the same value from two places (two files, a file and a
+ * variable) are refused as one variable for two is, without showing the value */
+static void
+test_secret_value_shared (void **state)
+{
+    (void) state;
+    char err [512] = "", path [64], fmt [1024];
+    snprintf (path, sizeof path, "/tmp/ferrule-test-webhook-%d.copy", (int) getpid ());
+    FILE *f = fopen (path, "w");
+    assert_non_null (f);
+    fputs ("the-same-0123456789abcdef\n", f);
+    fclose (f);
+    setenv ("FERRULE_TEST_WH_SAME", "the-same-0123456789abcdef", 1);
+    snprintf (fmt, sizeof fmt, "{\"endpoints\": ["
+              "{\"name\": \"one\", \"url\": \"https://a.example/h\", \"secret_file\": \"%s\"},"
+              "{\"name\": \"two\", \"url\": \"https://b.example/h\", \"secret_env\": \"FERRULE_TEST_WH_SAME\"}]}%%.0s",
+              path);
+    webhook_set_t *set = parse (fmt, err, sizeof err);
+    unsetenv ("FERRULE_TEST_WH_SAME");
+    unlink (path);
+    if (set)
+        webhook_set_destroy (&set);
+    assert_null (set);
+    assert_non_null (strstr (err, "\"two\""));
+    assert_non_null (strstr (err, "\"one\""));
+    assert_non_null (strstr (err, "same"));
+    assert_null (strstr (err, "0123456789"));
+    /* two files of one value: the endpoints file's own secret twice */
+    set = parse ("{\"endpoints\": ["
+                 "{\"name\": \"one\", \"url\": \"https://a.example/h\", \"secret_file\": \"%1$s\"},"
+                 "{\"name\": \"two\", \"url\": \"https://b.example/h\", \"secret_file\": \"%1$s\"}]}",
+                 err, sizeof err);
+    if (set)
+        webhook_set_destroy (&set);
+    assert_null (set);
+    assert_non_null (strstr (err, "same as endpoint \"one\""));
+}
+
 int
 main (void)
 {
@@ -321,6 +361,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_endpoint_urls, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_secret_one_line, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_secret_env_shared, write_secret, remove_secret),
+        cmocka_unit_test_setup_teardown (test_secret_value_shared, write_secret, remove_secret),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
