@@ -674,15 +674,22 @@ load_mending_numbers (const char *body, size_t len, size_t flags, json_error_t *
 
 /* Reads an answer as JSON as leniently as is safe, since it may hold a refresh token the
  * provider has just rotated (the one sent is spent): an odd number elsewhere is no reason to
- * drop it, nor is a key given twice (the last value counts, as most JSON readers have it),
- * unless that key may be one of the tokens: which of two is the real one cannot be known. */
+ * drop it, nor a byte order mark before it, nor is a key given twice (the last value counts, as
+ * most JSON readers have it), unless that key may be one of the tokens: which of two is the real
+ * one cannot be known. A key is compared as written, so an answer with a key given twice and any
+ * \u escape (which could spell a token's key otherwise: "access\u005ftoken") is not read. */
 static json_t *
 load_answer (const char *body, size_t len)
 {
     json_error_t jerr;
+    if (len >= 3 && memcmp (body, "\xEF\xBB\xBF", 3) == 0) {
+        body += 3;
+        len -= 3;
+    }
     json_t *root = load_mending_numbers (body, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root || json_error_code (&jerr) != json_error_duplicate_key
-    ||  occurrences (body, len, "\"access_token\"") > 1 || occurrences (body, len, "\"refresh_token\"") > 1)
+    ||  occurrences (body, len, "\"access_token\"") > 1 || occurrences (body, len, "\"refresh_token\"") > 1
+    ||  occurrences (body, len, "\\u") > 0)
         return root;
     return load_mending_numbers (body, len, 0, &jerr);
 }
@@ -801,6 +808,11 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
         else
         if (v && !json_is_null (v) && !json_is_false (v))
             is_error = 1;
+        /* an "error" that names nothing ("" or {}) beside an access token in a success is no
+           error: read as one, the answer was "rejected" and a refresh token it rotated lost */
+        if (is_error && (!code || !*code) && (!desc || !*desc) && http_status >= 200 && http_status <= 299
+        &&  (json_is_string (v) || json_is_object (v)) && token_ok (json_object_get (root, "access_token")))
+            is_error = 0;
         if (json_is_false (json_object_get (root, "ok")))
             is_error = 1;               /* Slack: {"ok": false, "error": "..."} */
         if (!is_error && (http_status < 200 || http_status > 299)

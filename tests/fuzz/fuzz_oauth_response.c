@@ -150,8 +150,10 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                                     && printable (r.error_description)));
     CHECK (!r.scope || printable (r.scope));
     CHECK (!r.token_type || printable (r.token_type));
-    /* an API base URL only from a good answer, and only one that would be taken again */
-    CHECK (!r.api_base_url || (r.kind == OAUTH_OK && p->api_base_field
+    /* an API base URL only from a good answer (or one whose refresh token is kept beside an
+     * unusable access token), and only one that would be taken again */
+    CHECK (!r.api_base_url || ((r.kind == OAUTH_OK || (r.kind == OAUTH_BAD_RESPONSE && r.refresh_token))
+                               && p->api_base_field
                                && !oauth_api_base_problem (p, r.api_base_url, strlen (r.api_base_url))));
     CHECK (!(r.api_base_url && r.api_base_ignored));
     /* no text for logs and replies depends on a token: other tokens give the same texts */

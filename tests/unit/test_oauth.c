@@ -572,6 +572,44 @@ test_odd_json_keeps_a_rotated_token (void **state)
     parse ("box", 400, NULL, "{\"error\":\"invalid_grant\",\"error\":\"invalid_grant\",\"n\":1e999}", &r);
     assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
     oauth_result_clear (&r);
+
+    /* a token's key given twice, once written with an escape, is a token given twice: which is
+       the real one cannot be known (the last silently won) */
+    static const char *const escaped [] = {
+        "{\"access_token\":\"A\",\"access\\u005ftoken\":\"B\",\"expires_in\":60}",
+        "{\"access_token\":\"A\",\"refresh_token\":\"R1\",\"refresh\\u005Ftoken\":\"R2\"}",
+        NULL };
+    for (int i = 0; escaped [i]; i++) {
+        parse ("box", 200, NULL, escaped [i], &r);
+        if (r.kind == OAUTH_OK || r.access_token || r.refresh_token)
+            fail_msg ("escaped body %d: kind %s, access token %s, refresh token %s", i, oauth_kind_name (r.kind),
+                      r.access_token ? r.access_token : "none", r.refresh_token ? r.refresh_token : "none");
+        oauth_result_clear (&r);
+    }
+
+    /* a byte order mark before the object is no reason to lose what it holds */
+    parse ("box", 200, NULL, "\xEF\xBB\xBF{\"access_token\":\"at-1\",\"refresh_token\":\"rt-rotated\"}", &r);
+    if (r.kind != OAUTH_OK)
+        fail_msg ("an answer after a byte order mark: kind %s (%s)", oauth_kind_name (r.kind), r.detail);
+    assert_string_equal (r.refresh_token, "rt-rotated");
+    oauth_result_clear (&r);
+
+    /* an "error" that says nothing beside good tokens is no error: it made the answer "rejected"
+       and dropped the refresh token the provider had rotated */
+    static const char *const empty_error [] = {
+        "{\"access_token\":\"at-1\",\"refresh_token\":\"rt-rotated\",\"error\":\"\"}",
+        "{\"access_token\":\"at-1\",\"refresh_token\":\"rt-rotated\",\"error\":{}}",
+        NULL };
+    for (int i = 0; empty_error [i]; i++) {
+        parse ("box", 200, NULL, empty_error [i], &r);
+        if (r.kind != OAUTH_OK || !r.refresh_token || strcmp (r.refresh_token, "rt-rotated") != 0)
+            fail_msg ("empty error %d: kind %s (%s)", i, oauth_kind_name (r.kind), r.detail);
+        oauth_result_clear (&r);
+    }
+    /* while one that names a code is an error as before, whatever else the answer holds */
+    parse ("box", 200, NULL, "{\"access_token\":\"at-1\",\"error\":\"invalid_grant\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    oauth_result_clear (&r);
 }
 
 /* An answer cut off at the body cap is transient when its status is (a big 503 page), with its
