@@ -562,8 +562,12 @@ parse (ctl_t *ctl, int argc, char **argv)
         else
         if (ctl->cmd->positional && !ctl->positional_done) {
             ctl->positional_done = 1;
-            if (strlen (arg) > 2048 || !*arg)
-                usage_error (ctl, NULL, "\"%s\" must be 1 to 2048 characters%s", shown, "");
+            /* not quoted: an endpoint's URL may hold a secret in its query */
+            if (strlen (arg) > 2048 || !*arg) {
+                char where [96];
+                snprintf (where, sizeof where, "argument %d of the command line, of %zu characters", i, strlen (arg));
+                usage_error (ctl, NULL, "the %s (%s) must be 1 to 2048 characters", ctl->cmd->positional, where);
+            }
             else
                 json_object_set_new (ctl->opts.args, ctl->cmd->positional, json_string (arg));
         }

@@ -367,6 +367,10 @@ test_stray_argument_is_not_echoed (void **state)
                 "token", "--integration", "a:box", MARK "_at_0123456789abcdef", NULL, NULL, NULL);
     misspelled ("not shown", "token ... TOKEN",
                 "token", "--integration", "a:box", MARK "_at_0123456789abcdef", NULL, NULL, NULL);
+    /* nor is an endpoint's URL over the limit (its query may hold a secret) */
+    static char url [2200];
+    snprintf (url, sizeof url, "https://hooks.example/x?key=%s_%02100d", MARK, 0);
+    misspelled ("2048", "webhook test URL", "webhook", "test", url, NULL, NULL, NULL, NULL);
 }
 
 /* The process's argument list (NULs between arguments turned into spaces) of ferrulectl run with
