@@ -519,12 +519,16 @@ on_row (void *arg, fr_status_t st, const char *id, int64_t generation, const cha
                 newest->row_generation = generation;
                 return;
             }
-        if (generation < f->v [f->order [lo]].c.expected_generation) {
-            /* the row went back past this worker's first kept commit: commits before it, made by
-             * another worker, were lost too, and that worker writes them again on its own time */
+        if (generation < newest->c.expected_generation) {
+            /* the row went back past the generation this worker's newest kept commit started
+             * from, and holds no token this worker replaced: commits another worker made before
+             * it were lost too (before the first kept one, or between two of them: the row may
+             * hold a token of this worker's own older commit, which the other's spent), and that
+             * worker writes them again on its own time. Comparing with the first kept commit
+             * alone missed the commits in between: the row was left on a spent token. */
             newest->elsewhere = 1;
             newest->hold = newest->c.lease_token [0] != '\0';
-            newest->hold_below = f->v [f->order [lo]].c.expected_generation;
+            newest->hold_below = newest->c.expected_generation;
             return;
         }
         log_debug (id, NULL, "kept commit not written again: the row holds a refresh token this worker did not "
@@ -622,6 +626,9 @@ on_written (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_gener
         cache_drop (w->cache, k->c.id);          /* read again: the row has the kept tokens now */
         loads_invalidate (w, k->c.id);
         k->kept_ms = clock_mono_ms ();           /* a commit again: kept as long as a new one */
+        /* written over an earlier generation than it first started from (the commits between were
+           this worker's, spent): a later check compares with where it is now */
+        k->c.expected_generation = k->row_generation;
         f->written++;
     }
     else

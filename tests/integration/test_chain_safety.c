@@ -632,6 +632,57 @@ test_commits_lost_on_two_workers_are_written_again_in_order (void **state)
                                        "after both commits were written again");
 }
 
+/* Three refreshes within the window: wA's (T0 -> T1), wB's (T1 -> T2), wA's again (T2 -> T3); a
+ * failover loses the last two. wA, checking first, found the row holding T1: its own token, not
+ * its newest, not one it replaced, at a generation after its first kept commit's start. It left
+ * the row alone (only the first kept commit was compared), so nothing waited for wB's commit to
+ * come back, and once wB wrote T2 again the row stayed on T2, which wA's lost refresh had spent:
+ * the next refresh met invalid_grant. A row before the generation the newest kept commit started
+ * from has lost commits made elsewhere: wA now waits, and writes T3 once the row holds T2. */
+static void
+test_commits_lost_between_one_workers_own_are_written_again (void **state)
+{
+    const char *id = "fo3:box";
+    h = harness_new ("chain_failover_between");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    start_two_replicas ();
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
+                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (b0, id, rt, NULL, NULL);
+    free (rt);
+    int rc;
+    const char *code = code_of_ctl (b0, "refresh", id, &rc);
+    if (rc != 0)
+        fail_msg ("refresh through wA: %s", code);
+    assert_int_equal (harness_sql (h, "INSERT INTO saved SELECT * FROM integrations WHERE id = 'fo3:box'"), 0);
+    code = code_of_ctl (b1, "refresh", id, &rc);
+    if (rc != 0)
+        fail_msg ("refresh through wB: %s", code);
+    code = code_of_ctl (b0, "refresh", id, &rc);
+    if (rc != 0)
+        fail_msg ("refresh through wA again: %s", code);
+    assert_int_equal (harness_sql (h, "INSERT INTO committed SELECT id, generation, refresh_fingerprint FROM integrations"
+                                      " WHERE id = 'fo3:box'"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM committed"), 4);
+
+    lose_saved_commits ();                  /* the row at generation 2, holding T1 */
+    harness_signal_worker (h, "wB", SIGSTOP);
+    drop_worker_sessions ();
+    wait_log_lines ("wA", "integration lost commits another worker made", 1, 10000);
+    harness_signal_worker (h, "wB", SIGCONT);   /* writes T2 again; then wA writes T3 over it */
+    wait_sql ("SELECT count(*) FROM integrations i JOIN committed c USING (id)"
+              " WHERE i.refresh_fingerprint = c.refresh_fingerprint AND i.generation = c.generation", 1, 15000);
+    code = code_of_ctl (b0, "refresh", id, &rc);
+    if (rc != 0)
+        fail_msg ("refresh after both commits were written again: %s", code);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    expect_chain_intact_of (id, 1, "after the commits between wA's were written again");
+}
+
 /* wA stays stopped: wB says it stopped waiting (line), and a refresh of id through it meets the
  * token wA's lost refresh spent, as a loss past the window does. */
 static void
@@ -1591,6 +1642,7 @@ main (void)
         cmocka_unit_test_teardown (test_commit_lost_by_a_failover_survives_a_worker_restart, teardown),
         cmocka_unit_test_teardown (test_commits_lost_on_two_workers_are_written_again_in_order, teardown),
         cmocka_unit_test_teardown (test_a_wait_for_another_workers_commit_ends_with_the_window, teardown),
+        cmocka_unit_test_teardown (test_commits_lost_between_one_workers_own_are_written_again, teardown),
         cmocka_unit_test_teardown (test_commit_settled_by_the_replay_is_kept_against_a_failover, teardown),
         cmocka_unit_test_teardown (test_replay_waits_for_another_workers_lost_commit, teardown),
         cmocka_unit_test_teardown (test_a_replays_wait_ends_with_the_window, teardown),
