@@ -773,7 +773,7 @@ function main() {
     const problems = compare(reference, parseAll(toYaml(objs), "our rendering"));
     if (problems.length) {
       for (const p of problems) console.error(`kustomize.mjs: ${rest[0]}: ${p}`);
-      console.error(`kustomize.mjs: ${rest[0]}: renders differently from "kubectl kustomize" (${problems.length} differences above)`);
+      console.error(`kustomize.mjs: ${rest[0]}: renders differently from "kubectl kustomize" (${problems.length === 1 ? "the difference" : `${problems.length} differences`} above)`);
       process.exit(1);
     }
     console.log(`kustomize.mjs: ${rest[0]}: the same ${objs.length} objects as "kubectl kustomize"`);
