@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Checks deploy/ without a cluster and without Docker:
 #
-#   1. renders deploy/k8s/base and every overlay with "kubectl kustomize"
+#   1. renders deploy/k8s/base and every overlay with "kubectl kustomize" when a kubectl with
+#      kustomize v5 or later is installed, else with tests/deploy/kustomize.mjs (Debian 12's
+#      kubectl has kustomize v2, too old for these kustomizations); with such a kubectl, also
+#      renders each with kustomize.mjs (and the kustomizations of tests/deploy/kustomize-fixtures)
+#      and fails unless both give the same objects, so that kustomize.mjs stays faithful
 #   2. validates every rendered object offline against the Kubernetes API schema of its kind,
 #      unknown fields included (tests/deploy/validate.mjs, npm package kubernetes-models)
 #   3. checks Ferrule's policies: resources, probes, security context, the Secret template holds
@@ -10,7 +14,8 @@
 #      brokers' above that call's deadline), every PodDisruptionBudget evicting unhealthy pods
 #      (unhealthyPodEvictionPolicy: AlwaysAllow), the journal on a
 #      persistent volume, only variables the programs read, objects that refer to each other exist
-#   4. proves the checks bite: a broken copy of the base must fail them
+#   4. proves the checks bite: a broken copy of the base must fail them, both a broken rendering
+#      and a broken copy of the sources rendered by kustomize.mjs
 #   5. loads the providers ConfigMap with the worker's catalog loader (when it is built)
 #   6. reads the Dockerfile: context filter, build inputs, runtime packages for the linked libraries
 #   7. checks that docs/operations.md documents every variable of the configuration tables
@@ -24,6 +29,8 @@
 #   FERRULE_DEPLOY_CACHE            where the npm packages go (default build/tests/deploy/node)
 #   FERRULE_DEPLOY_CHECK_PROVIDERS  the deploy_check_providers program (ctest sets it)
 #   FERRULE_DEPLOY_BINARIES         the five programs, ':'-separated (ctest sets it)
+#   FERRULE_KUBECTL                 the kubectl to render with (default: the one on PATH); "none"
+#                                   renders with kustomize.mjs only, as on a machine without one
 #
 # Exit 0 passed, 1 failed, 77 skipped (node or npm missing; with CI=true or FERRULE_TEST_STRICT=1,
 # which scripts/test sets, a missing tool fails instead). The npm packages are pinned in
@@ -48,7 +55,19 @@ for tool in node npm; do
         exit 77
     fi
 done
-command -v kubectl >/dev/null 2>&1 || fail "kubectl is not installed: it renders the Kustomize manifests (kubectl kustomize)"
+
+# kubectl renders when it has kustomize v5 or later (kubectl 1.27 and later); kustomize.mjs always
+# does, and is compared with kubectl when there is one
+kubectl=${FERRULE_KUBECTL-$(command -v kubectl || true)}
+[ "$kubectl" != none ] || kubectl=""
+if [ -n "$kubectl" ]; then
+    kustomize_major=$("$kubectl" version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9][0-9]*\)\..*/\1/p')
+    if [ -z "$kustomize_major" ] || [ "$kustomize_major" -lt 5 ]; then
+        # kubectl before 1.24 (Debian 12 has 1.20, with kustomize v2) names no kustomize version
+        say "note: $kubectl has ${kustomize_major:+kustomize v$kustomize_major}${kustomize_major:-no kustomize version in \"kubectl version --client\"}, and deploy/k8s needs v5 or later: rendering with tests/deploy/kustomize.mjs only"
+        kubectl=""
+    fi
+fi
 command -v jq >/dev/null 2>&1 || fail "jq is not installed (apt-get install jq)"
 
 CACHE=${FERRULE_DEPLOY_CACHE:-$ROOT/build/tests/deploy/node}
@@ -82,17 +101,39 @@ jq -n --argjson broker "$(names broker/main.c)" --argjson worker "$(names worker
 [ "$(jq '.worker | length' "$WORK/known-env.json")" -gt 5 ] || fail "found no configuration table in worker/main.c"
 
 # ---- 1. render ----
+kustomize_js () { node "$HERE/kustomize.mjs" --modules "$MODULES" "$@"; }
+# renders the kustomization $1 into $2 with kubectl, and checks that kustomize.mjs renders the same
+render_both () {
+    if ! "$kubectl" kustomize "$1" >"$2" 2>"$2.err"; then
+        cat "$2.err" >&2
+        fail "$kubectl kustomize $1 failed"
+    fi
+    kustomize_js --compare "$2" "$1" >/dev/null \
+        || fail "tests/deploy/kustomize.mjs renders $1 differently from $kubectl kustomize (lines above): fix kustomize.mjs"
+}
 inputs=()
 for dir in deploy/k8s/base deploy/k8s/overlays/*/; do
     dir=${dir%/}
     label=$(basename "$dir")
-    if ! kubectl kustomize "$dir" >"$WORK/$label.yaml" 2>"$WORK/$label.err"; then
-        cat "$WORK/$label.err" >&2
-        fail "kubectl kustomize $dir failed"
+    if [ -n "$kubectl" ]; then
+        render_both "$dir" "$WORK/$label.yaml"
+        how="kubectl kustomize, and kustomize.mjs renders the same"
+    else
+        kustomize_js "$dir" >"$WORK/$label.yaml" || fail "tests/deploy/kustomize.mjs could not render $dir (lines above)"
+        how="kustomize.mjs"
     fi
-    say "rendered $dir: $(grep -c '^kind:' "$WORK/$label.yaml") objects"
+    say "rendered $dir: $(grep -c '^kind:' "$WORK/$label.yaml") objects ($how)"
     inputs+=("$label=$WORK/$label.yaml")
 done
+if [ -n "$kubectl" ]; then
+    fixtures=0
+    for dir in "$HERE"/kustomize-fixtures/*/; do
+        [ -f "$dir/kustomization.yaml" ] || continue
+        render_both "${dir%/}" "$WORK/fixture.yaml"
+        fixtures=$((fixtures + 1))
+    done
+    say "kustomize.mjs renders the $fixtures kustomizations of tests/deploy/kustomize-fixtures as kubectl does"
+fi
 [ ${#inputs[@]} -ge 2 ] || fail "expected the base and at least one overlay under deploy/k8s"
 
 # ---- the guide makes a CURVE key for every worker pod the autoscaler may start ----
@@ -114,31 +155,47 @@ node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json
     "${inputs[@]}" || fail "the manifests do not pass validation (lines above)"
 
 # ---- 4. the checks bite: each defect below must be reported ----
-{
-    sed -e 's/publishNotReadyAddresses: true/publishNotReadyAdresses: true/' \
-        -e 's/terminationGracePeriodSeconds: 40/terminationGracePeriodSeconds: 20/' \
-        -e 's/containerPort: 5556/containerPort: "5556"/' \
-        -e 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/' \
-        -e 's/name: ferrule-migrate-secrets/name: ferrule-secrets/' \
-        -e 's/unhealthyPodEvictionPolicy: AlwaysAllow/unhealthyPodEvictionPolicy: IfHealthyBudget/' \
-        -e 's/value: "31000"/value: "25000"/' \
-        "$WORK/base.yaml"
+defects=(-e 's/publishNotReadyAddresses: true/publishNotReadyAdresses: true/'
+         -e 's/terminationGracePeriodSeconds: 40/terminationGracePeriodSeconds: 20/'
+         -e 's/containerPort: 5556/containerPort: "5556"/'
+         -e 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/'
+         -e 's/name: ferrule-migrate-secrets/name: ferrule-secrets/'
+         -e 's/unhealthyPodEvictionPolicy: AlwaysAllow/unhealthyPodEvictionPolicy: IfHealthyBudget/'
+         -e 's/value: "31000"/value: "25000"/')
+leaked () {
     printf -- '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\n  labels:\n    app.kubernetes.io/name: ferrule\nstringData:\n  FERRULE_ENCRYPTION_KEY: c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\n'
+}
+{
+    sed "${defects[@]}" "$WORK/base.yaml"
+    leaked
 } >"$WORK/broken.yaml"
-if node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json" broken="$WORK/broken.yaml" >"$WORK/broken.out" 2>&1; then
-    cat "$WORK/broken.out" >&2
-    fail "validate.mjs accepted a deliberately broken copy of the base"
-fi
-for expect in 'unknown field "/spec/publishNotReadyAdresses"' 'terminationGracePeriodSeconds 20 does not exceed' \
-              'containerPort must be integer' 'does not set allowPrivilegeEscalation: false' \
-              'Secret/leaked: stringData.FERRULE_ENCRYPTION_KEY is not a placeholder' \
-              'comes from Secret "ferrule-secrets"; this container must read "ferrule-migrate-secrets"' \
-              'does not exceed the longest deadline a broker answers within' \
-              'FERRULE_GATEWAY_DRAIN_MS 25000 does not exceed the gateway'"'"'s longest broker call' \
-              'PodDisruptionBudget/ferrule-gateway: does not set unhealthyPodEvictionPolicy: AlwaysAllow'; do
-    grep -qF -- "$expect" "$WORK/broken.out" || { cat "$WORK/broken.out" >&2; fail "validate.mjs did not report: $expect"; }
-done
-say "a broken copy of the base is rejected for each of its 9 defects"
+# expect_rejected LABEL FILE WHAT: validate.mjs must report each defect of the broken base in FILE
+expect_rejected () {
+    if node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json" "$1=$2" >"$WORK/$1.out" 2>&1; then
+        cat "$WORK/$1.out" >&2
+        fail "validate.mjs accepted $3"
+    fi
+    for expect in 'unknown field "/spec/publishNotReadyAdresses"' 'terminationGracePeriodSeconds 20 does not exceed' \
+                  'containerPort must be integer' 'does not set allowPrivilegeEscalation: false' \
+                  'Secret/leaked: stringData.FERRULE_ENCRYPTION_KEY is not a placeholder' \
+                  'comes from Secret "ferrule-secrets"; this container must read "ferrule-migrate-secrets"' \
+                  'does not exceed the longest deadline a broker answers within' \
+                  'FERRULE_GATEWAY_DRAIN_MS 25000 does not exceed the gateway'"'"'s longest broker call' \
+                  'PodDisruptionBudget/ferrule-gateway: does not set unhealthyPodEvictionPolicy: AlwaysAllow'; do
+        grep -qF -- "$expect" "$WORK/$1.out" || { cat "$WORK/$1.out" >&2; fail "validate.mjs did not report, for $3: $expect"; }
+    done
+    say "$3 is rejected for each of its 9 defects"
+}
+expect_rejected broken "$WORK/broken.yaml" "a broken copy of the rendered base"
+# The same defects in a copy of the sources, rendered by kustomize.mjs: what it renders is what
+# gets checked when there is no kubectl, so a defect must survive it.
+mkdir -p "$WORK/broken-src"
+cp -R deploy/k8s "$WORK/broken-src/"
+sed -i "${defects[@]}" "$WORK"/broken-src/k8s/base/*.yaml
+leaked >>"$WORK/broken-src/k8s/base/networkpolicies.yaml"
+kustomize_js "$WORK/broken-src/k8s/base" >"$WORK/broken-src.yaml" \
+    || fail "tests/deploy/kustomize.mjs could not render the broken copy of deploy/k8s/base (lines above)"
+expect_rejected broken-src "$WORK/broken-src.yaml" "a broken copy of deploy/k8s/base rendered by kustomize.mjs"
 
 # ---- 5. the providers ConfigMap loads in the worker's catalog ----
 checker=${FERRULE_DEPLOY_CHECK_PROVIDERS:-}
