@@ -30,6 +30,8 @@ hx_migrate (harness_t *self)
         status = hx_run_capture (argv, envp, log, MIGRATE_TIMEOUT_MS, NULL, NULL);
         if (status != 0)
             hx_say ("ferrule-migrate grant-runtime failed (status %d): see %s", status, log);
+        else if (hx_set_runtime_password (self) != 0)
+            status = -1;
         mem_free (log);
         hx_strv_free (&argv);
     }
@@ -219,7 +221,16 @@ harness_new (const char *name)
     self->database_url = hx_url_with_database (self->admin_url, self->dbname);
     self->runtime_role = serial == 0 ? hx_strfmt (RUNTIME_ROLE_PREFIX "%ld", pid)
                                      : hx_strfmt (RUNTIME_ROLE_PREFIX "%ld_%d", pid, serial);
-    self->runtime_url = hx_url_with_user (self->database_url, self->runtime_role);
+    unsigned char pw [16];
+    if (hx_random_bytes (pw, sizeof pw) != 0) {
+        hx_say ("could not read /dev/urandom");
+        goto fail;
+    }
+    self->runtime_password = mem_alloc (2 * sizeof pw + 1);
+    for (size_t i = 0; i < sizeof pw; i++)
+        snprintf (self->runtime_password + 2 * i, 3, "%02x", pw [i]);
+    mem_wipe (pw, sizeof pw);
+    self->runtime_url = hx_url_with_login (self->database_url, self->runtime_role, self->runtime_password);
 
     hx_env_put (&self->extras, "FERRULE_PARTITIONS", "64");
     /* The background sweep refreshes expired tokens on its own schedule: in a test that expires
@@ -354,7 +365,8 @@ harness_destroy (harness_t **self_p)
     mem_free (self->dbname);
     mem_free (self->database_url);
     mem_free (self->runtime_role);
-    mem_free (self->runtime_url);
+    mem_free_secret (&self->runtime_password);
+    mem_free_secret (&self->runtime_url);
     mem_free (self->providers_file);
     mem_free_secret (&self->encryption_key);
     mem_free (self->keys_dir);

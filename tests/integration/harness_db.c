@@ -41,13 +41,14 @@ hx_url_with_database (const char *url, const char *dbname)
     return hx_strfmt ("%s/%s", url, dbname);
 }
 
-/* url, connecting as user instead (a URI gets ?user=, which libpq lets win over the user part). */
+/* url, connecting as user with password instead (a URI gets ?user=&password=, which libpq lets
+   win over the user and password parts). Neither may need quoting or percent-encoding. */
 char *
-hx_url_with_user (const char *url, const char *user)
+hx_url_with_login (const char *url, const char *user, const char *password)
 {
     if (!strstr (url, "://"))
-        return hx_strfmt ("%s user=%s", url, user);
-    return hx_strfmt ("%s%suser=%s", url, strchr (url, '?') ? "&" : "?", user);
+        return hx_strfmt ("%s user=%s password=%s", url, user, password);
+    return hx_strfmt ("%s%suser=%s&password=%s", url, strchr (url, '?') ? "&" : "?", user, password);
 }
 
 char *
@@ -276,6 +277,37 @@ hx_drop_database (harness_t *self)
         PQfreemem (quoted);
     }
     PQfinish (admin);
+}
+
+/* Gives the runtime role its password (after "ferrule-migrate grant-runtime" created it without
+   one), so that the workers can log in over TCP. */
+int
+hx_set_runtime_password (harness_t *self)
+{
+    PGconn *admin = admin_connect (self);
+    if (!admin)
+        return -1;
+    int rc = -1;
+    char *sql = NULL;
+    char *role = PQescapeIdentifier (admin, self->runtime_role, strlen (self->runtime_role));
+    char *password = PQescapeLiteral (admin, self->runtime_password, strlen (self->runtime_password));
+    if (!role || !password)
+        goto out;
+    sql = hx_strfmt ("ALTER ROLE %s PASSWORD %s", role, password);
+    PGresult *res = PQexec (admin, sql);
+    if (PQresultStatus (res) != PGRES_COMMAND_OK)
+        hx_say ("could not set the password of role %s: %s", role, PQresultErrorMessage (res));
+    else
+        rc = 0;
+    PQclear (res);
+out:
+    mem_free_secret (&sql);
+    if (role)
+        PQfreemem (role);
+    if (password)
+        PQfreemem (password);
+    PQfinish (admin);
+    return rc;
 }
 
 bool

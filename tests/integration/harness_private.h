@@ -100,6 +100,7 @@ struct harness_t {
     char   *dbname;
     char   *database_url;       /* as the schema owner (the cluster's superuser here) */
     char   *runtime_role;       /* the workers' role, set up by "ferrule-migrate grant-runtime" */
+    char   *runtime_password;   /* runtime_role's: scripts/pg's clusters take no TCP login without one */
     char   *runtime_url;        /* database_url as runtime_role: what the workers use */
     char   *providers_file;
     char   *encryption_key;
@@ -155,7 +156,8 @@ bool hx_need_binary (const char *path, const char *target);
 int hx_random_bytes (unsigned char *buf, size_t len);
 char *hx_sanitize_name (const char *name, size_t max);
 char *hx_url_with_database (const char *url, const char *dbname);
-char *hx_url_with_user (const char *url, const char *user);
+char *hx_url_with_login (const char *url, const char *user, const char *password);
+int hx_set_runtime_password (harness_t *self);
 
 /* harness_keys.c */
 int hx_add_key (harness_t *self, const char *list_file, const char *name, const char *prefix);
