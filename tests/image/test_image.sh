@@ -166,13 +166,16 @@ pick_port; HTTP_W2=$PORT
 pick_port; HTTP_G=$PORT
 pick_port; GW_PORT=$PORT
 
-psql "$FERRULE_TEST_PG_ADMIN_URL" -XqAt -v ON_ERROR_STOP=1 \
-    -c "CREATE ROLE $ROLE LOGIN" -c "CREATE DATABASE $DB OWNER $ROLE" >/dev/null \
+# scripts/pg's cluster takes no login over TCP without a password (the statement on stdin, not on
+# a command line that ps shows)
+ROLE_PASSWORD=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+printf "CREATE ROLE %s LOGIN PASSWORD '%s';\nCREATE DATABASE %s OWNER %s;\n" "$ROLE" "$ROLE_PASSWORD" "$DB" "$ROLE" \
+    | psql "$FERRULE_TEST_PG_ADMIN_URL" -XqAt -v ON_ERROR_STOP=1 >/dev/null \
     || fail "could not create database \"$DB\" in scripts/test's PostgreSQL"
 admin=${FERRULE_TEST_PG_ADMIN_URL#postgresql://}
 hostport=${admin#*@}
 hostport=${hostport%%/*}
-DB_URL="postgresql://$ROLE@$hostport/$DB"
+DB_URL="postgresql://$ROLE:$ROLE_PASSWORD@$hostport/$DB"
 
 "$FAKE_BIN" --port 0 --port-file "$WORK/fake.port" >"$WORK/fake.log" 2>&1 &
 fake_pid=$!
