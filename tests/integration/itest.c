@@ -394,6 +394,20 @@ itest_secure (void *socket)
     curve_identity_clear (&id);
 }
 
+void *
+itest_unread_socket (void *ctx, const char *endpoint)
+{
+    void *s = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0, one = 1, small = 4096;
+    assert_non_null (s);
+    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (s, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt (s, ZMQ_RCVBUF, &small, sizeof small);
+    itest_secure (s);
+    assert_int_equal (zmq_connect (s, endpoint), 0);
+    return s;
+}
+
 int
 itest_http_port (harness_t *h, const char *log_name)
 {

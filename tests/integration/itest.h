@@ -94,6 +94,9 @@ int itest_log_not_json (const char *path, char *first, size_t len);
  * named by the environment (harness_use_client), or nothing when it says plaintext. Fails the
  * running cmocka test when the keys cannot be read. */
 void itest_secure (void *socket);
+/* A DEALER of ctx connected (itest_secure) to endpoint that reads no answer: one queued in
+ * ZeroMQ, a small kernel buffer, so that the broker's answers pile up on its side. */
+void *itest_unread_socket (void *ctx, const char *endpoint);
 #endif
 
 /* A PostgreSQL cluster of the test's own in dir (for tests that stop and start it): scripts/pg

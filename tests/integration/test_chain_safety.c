@@ -520,11 +520,10 @@ start_two_replicas (void)
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
 }
 
-/* Two replicas, wA behind broker 0 and wB behind broker 1 (keep_ms: FERRULE_FAILOVER_KEEP_MS, NULL
- * for the default), refresh id one after the other (wA: T0 -> T1, wB: T1 -> T2); its row before
- * them is in the session's table saved, after them in committed. */
+/* Two replicas (start_two_replicas; keep_ms: FERRULE_FAILOVER_KEEP_MS, NULL for the default), the
+ * session's tables saved and committed made, and id imported through broker 0. */
 static void
-two_workers_refresh (const char *name, const char *keep_ms, const char *id)
+two_replicas_with (const char *name, const char *keep_ms, const char *id)
 {
     h = harness_new (name);
     assert_non_null (h);
@@ -532,12 +531,21 @@ two_workers_refresh (const char *name, const char *keep_ms, const char *id)
         harness_set_env (h, "FERRULE_FAILOVER_KEEP_MS", keep_ms);
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the waiting gauge is in /metrics */
     start_two_replicas ();
-    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
     assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
                                       " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
     char *rt = grant ("fakebox", NULL, NULL);
-    import_at (b0, id, rt, NULL, NULL);
+    import_at (harness_broker_frontend (h, 0), id, rt, NULL, NULL);
     free (rt);
+}
+
+/* Two replicas, wA behind broker 0 and wB behind broker 1 (two_replicas_with), refresh id one
+ * after the other (wA: T0 -> T1, wB: T1 -> T2); its row before them is in the session's table
+ * saved, after them in committed. */
+static void
+two_workers_refresh (const char *name, const char *keep_ms, const char *id)
+{
+    two_replicas_with (name, keep_ms, id);
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
     char sql [512];
     snprintf (sql, sizeof sql, "INSERT INTO saved SELECT * FROM integrations WHERE id = '%s'", id);
     assert_int_equal (harness_sql (h, sql), 0);
@@ -643,16 +651,8 @@ static void
 test_commits_lost_between_one_workers_own_are_written_again (void **state)
 {
     const char *id = "fo3:box";
-    h = harness_new ("chain_failover_between");
-    assert_non_null (h);
-    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
-    start_two_replicas ();
+    two_replicas_with ("chain_failover_between", NULL, id);
     const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
-    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
-                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
-    char *rt = grant ("fakebox", NULL, NULL);
-    import_at (b0, id, rt, NULL, NULL);
-    free (rt);
     int rc;
     const char *code = code_of_ctl (b0, "refresh", id, &rc);
     if (rc != 0)

@@ -373,13 +373,7 @@ test_answers_a_client_does_not_read_are_counted_when_dropped (void **state)
     snprintf (log_name, sizeof log_name, "broker%d", idx);
     assert_true (itest_http_port (h, log_name) > 0);
 
-    void *s = zmq_socket (ctx, ZMQ_DEALER);
-    int zero = 0, one = 1, small = 4096;
-    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt (s, ZMQ_RCVHWM, &one, sizeof one);
-    zmq_setsockopt (s, ZMQ_RCVBUF, &small, sizeof small);
-    itest_secure (s);
-    assert_int_equal (zmq_connect (s, harness_broker_frontend (h, idx)), 0);
+    void *s = itest_unread_socket (ctx, harness_broker_frontend (h, idx));
     codec_builder_t *b = codec_builder_new ();
     codec_map (b, 2);
     codec_kv_str (b, "op", "ping");

@@ -1403,15 +1403,8 @@ test_unread_answers_bounded_in_total (void **state)
 
     void *ctx = zmq_ctx_new ();
     void *s [CONNS];
-    int zero = 0, one = 1, small = 4096;
-    for (int i = 0; i < CONNS; i++) {
-        s [i] = zmq_socket (ctx, ZMQ_DEALER);
-        zmq_setsockopt (s [i], ZMQ_LINGER, &zero, sizeof zero);
-        zmq_setsockopt (s [i], ZMQ_RCVHWM, &one, sizeof one);
-        zmq_setsockopt (s [i], ZMQ_RCVBUF, &small, sizeof small);
-        itest_secure (s [i]);
-        assert_int_equal (zmq_connect (s [i], harness_broker_frontend (h, idx)), 0);
-    }
+    for (int i = 0; i < CONNS; i++)
+        s [i] = itest_unread_socket (ctx, harness_broker_frontend (h, idx));
     codec_builder_t *b = codec_builder_new ();
     codec_map (b, 2);
     codec_kv_str (b, "op", "ping");
