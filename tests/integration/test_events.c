@@ -25,6 +25,7 @@
 #include "receiver.h"
 
 #define SECRET      "whsec_events_test_0123456789abcdef"
+#define DEAD_SECRET "dead-endpoint-secret-0123456789"   /* each endpoint its own (webhook.c) */
 #define NINTEG      8
 
 /* ---------------------------------------------------------------- setup */
@@ -103,7 +104,7 @@ setup (void **state)
     snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
     itest_write_file (secret, SECRET "\n");
     snprintf (other, sizeof other, "%s/webhook-dead.secret", harness_workdir (h));   /* each its own */
-    itest_write_file (other, "dead-endpoint-secret-0123456789\n");
+    itest_write_file (other, DEAD_SECRET "\n");
     snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
     snprintf (text, sizeof text,
               "{\"endpoints\": ["
@@ -648,7 +649,7 @@ test_failed_then_replayed (void **state)
     receiver_stop ();
     close (dead_fd);
     dead_fd = -1;
-    assert_int_equal (receiver_start (atoi (dead_port), SECRET), 0);
+    assert_int_equal (receiver_start (atoi (dead_port), DEAD_SECRET), 0);
     r = harness_ctl (h, &rc, "events", "replay", "--integration", "dead:box", NULL);
     assert_int_equal (rc, 0);
     assert_int_equal (json_integer_value (json_object_get (r, "replayed")), 1);
