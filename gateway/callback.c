@@ -186,6 +186,17 @@ page_support (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t 
         para (h, "problem", "", provider, " does not recognize the credentials Ferrule signs in with. Trying again "
               "will not help: this needs a change in the application's configuration.");
     }
+    else if (strcmp (code, "invalid_scope") == 0) {
+        /* the permissions asked for are misspelled, unknown to the provider or not enabled for the
+           application: approving again asks for the same ones and fails the same way */
+        snprintf (title, sizeof title, "%s refused the permissions Ferrule asked for", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "", provider, " would not grant these permissions:");
+        scope_list (h, json_object_get (attempt, "scopes"));
+        html_raw (h, "<p class=\"problem\">Trying again will not help: the application asks for permissions the "
+                     "provider does not offer it. If you manage the provider's OAuth application, enable these "
+                     "permissions there; otherwise this needs a change in the application's configuration.</p>\n");
+    }
     else {
         snprintf (title, sizeof title, "The connection to %s could not be finished", provider);
         html_page_begin (h, title);
@@ -273,26 +284,19 @@ page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *
         html_raw (h, "<h2>What to do</h2>\n<p>If you meant to allow it, try again and choose to allow access.</p>\n");
         retry_form (h, attempt, "Try again");
     }
-    else if (strcmp (code, "invalid_scope") == 0) {
-        snprintf (title, sizeof title, "%s refused the permissions Ferrule asked for", provider);
-        html_page_begin (h, title);
-        para (h, "problem", "", provider, " would not grant these permissions:");
-        scope_list (h, json_object_get (attempt, "scopes"));
-        html_raw (h, "<h2>What to do</h2>\n<p>Approve again and accept every permission on the provider's screen. "
-                     "If you manage the provider's OAuth application yourself, make sure it allows these "
-                     "permissions first.</p>\n");
-        retry_form (h, attempt, "Approve all permissions");
-    }
     else if (strcmp (code, "no_refresh_token") == 0) {
         snprintf (title, sizeof title, "%s connected without lasting access", provider);
         html_page_begin (h, title);
         para (h, "problem", "", provider, " gave Ferrule access for a short while (usually an hour) but no refresh "
               "token, so the integration will stop working when that access ends. This happens when you approved "
-              "Ferrule before and the provider skipped its consent screen this time.");
+              "Ferrule before and the provider skipped its consent screen this time (Google does), or when the "
+              "permission to keep access while you are away (offline access) was not approved (Microsoft, Xero, "
+              "Atlassian).");
         html_raw (h, "<h2>What to do</h2>\n<ol><li>Open your account's permissions page at the provider (for Google: "
-                     "Google Account, Security, Third-party access) and remove Ferrule's access.</li>"
-                     "<li>Reconnect here: the provider then shows its full consent screen and issues a refresh "
-                     "token.</li></ol>\n");
+                     "<a href=\"https://myaccount.google.com/permissions\">https://myaccount.google.com/permissions"
+                     "</a>) and remove Ferrule's access.</li>"
+                     "<li>Reconnect here and approve every permission, offline access among them: the provider then "
+                     "shows its full consent screen and issues a refresh token.</li></ol>\n");
         retry_form (h, attempt, "Reconnect");
         status = 409;
     }
@@ -394,7 +398,8 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
     if (strcmp (rc, "ok") == 0)
         page_connected (req, resp, reply, attempt, provider);
     else if (strcmp (rc, "redirect_uri_mismatch") == 0 || strcmp (rc, "invalid_client") == 0
-         ||  strcmp (rc, "configuration") == 0 || strcmp (rc, "internal") == 0 || strcmp (rc, "forbidden") == 0)
+         ||  strcmp (rc, "invalid_scope") == 0 || strcmp (rc, "configuration") == 0 || strcmp (rc, "internal") == 0
+         ||  strcmp (rc, "forbidden") == 0)
         page_support (req, resp, reply, attempt, provider, rc);
     else
         page_failed (req, resp, reply, attempt, provider, rc);

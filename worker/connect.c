@@ -857,9 +857,7 @@ exchange_stored (void *arg, fr_status_t st, const store_upserted_t *up, const st
                     "usable access token (%s): the refresh token is stored, and the first token request refreshes to "
                     "get an access token", p->name, c->id, ew->unusable);
     if (ew->nmissing)
-        reply_warn (&ws, "scopes_reduced",
-                  "disconnect and reconnect the integration, and accept all requested permissions on the "
-                  "provider's consent screen",
+        reply_warn (&ws, "scopes_reduced", SCOPES_RECONNECT_HINT,
                   "provider \"%s\" granted fewer scopes than requested for integration \"%s\": missing %s",
                   p->name, c->id, ew->missing);
     if (ew->no_expiry)

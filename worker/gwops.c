@@ -141,8 +141,9 @@ outcome_retryable (const char *outcome)
 {
     /* never browser_mismatch: a fresh connect from the browser that brought another's sign-in
        link would finish the phishing it stopped */
-    static const char *const list [] = { "code_expired_or_used", "access_denied", "invalid_scope",
-                                         "no_refresh_token", "provider_unavailable", "state_invalid", NULL };
+    /* nor invalid_scope: the application's configuration, which a fresh connect asks for again */
+    static const char *const list [] = { "code_expired_or_used", "access_denied", "no_refresh_token",
+                                         "provider_unavailable", "state_invalid", NULL };
     for (int i = 0; outcome && list [i]; i++)
         if (strcmp (outcome, list [i]) == 0)
             return 1;

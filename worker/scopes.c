@@ -117,9 +117,7 @@ scopes_require (worker_t *w, const job_t *job, const msgpack_object *root, const
         return 0;
     snprintf (message, sizeof message, "integration \"%s\" was not granted the required scope%s %s (granted: %s)",
               e->id, n == 1 ? "" : "s", missing, e->scopes && *e->scopes ? e->scopes : "none");
-    reply_error (w, job, FR_INSUFFICIENT_SCOPE, message,
-                        "disconnect and reconnect the integration (with --scope for each scope it needs), and accept "
-                        "all requested permissions on the provider's consent screen", -1);
+    reply_error (w, job, FR_INSUFFICIENT_SCOPE, message, SCOPES_RECONNECT_HINT, -1);
     return -1;
 }
 

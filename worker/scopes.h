@@ -5,6 +5,12 @@
 #include "context.h"
 
 #define SCOPES_MAX 64                /* scopes in one connect or require_scopes */
+/* What a user does about scopes missing from a grant (the guide's "Scope mismatch"): a connect
+ * that granted fewer, a token that lacks a required one. */
+#define SCOPES_RECONNECT_HINT \
+    "disconnect and reconnect the integration (with --scope for each scope it needs), and accept all requested " \
+    "permissions on the provider's consent screen (if offered minimal or full access, choose full access); if you " \
+    "manage the provider's OAuth app, check that it is configured with these scopes"
 
 /* 1 when scope is among granted (scopes separated by spaces or commas), as it is or qualified by a
  * resource either way ("https://graph.microsoft.com/User.Read" and "User.Read"). A short OpenID

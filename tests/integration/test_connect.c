@@ -696,6 +696,9 @@ test_scopes_reduced_and_required (void **state)
     assert_string_equal (json_string_value (json_object_get (w, "code")), "scopes_reduced");
     assert_non_null (strstr (json_string_value (json_object_get (w, "message")), "\"write\""));
     assert_non_null (strstr (json_string_value (json_object_get (w, "hint")), "accept all requested permissions"));
+    /* the guide's other two steps: full access when offered a choice, and the OAuth app's scopes */
+    assert_non_null (strstr (json_string_value (json_object_get (w, "hint")), "choose full access"));
+    assert_non_null (strstr (json_string_value (json_object_get (w, "hint")), "OAuth app"));
     assert_int_equal (json_array_size (json_object_get (integration_of (r), "scopes")), 1);
     assert_int_equal (json_array_size (json_object_get (integration_of (r), "requested_scopes")), 2);
 
@@ -710,6 +713,8 @@ test_scopes_reduced_and_required (void **state)
     assert_non_null (strstr (error_field (t, "message"), "\"write\""));
     assert_null (strstr (error_field (t, "message"), "\"read\","));
     assert_non_null (strstr (error_field (t, "hint"), "accept all requested permissions"));
+    assert_non_null (strstr (error_field (t, "hint"), "choose full access"));
+    assert_non_null (strstr (error_field (t, "hint"), "OAuth app"));
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), refreshes);
     json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "narrow:box", "--require-scope", "read", NULL);
     assert_int_equal (rc, 0);

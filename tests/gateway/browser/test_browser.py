@@ -466,7 +466,7 @@ def callback_pages(d: Deployment, b: Browser) -> None:
 
     provider_error(WS + "flow7", "invalid_scope")
     wait_for(lambda: b.h1() == "fakebox refused the permissions Ferrule asked for", "the invalid_scope page")
-    check(b.text("form[action='/oauth/retry'] button") == "Approve all permissions", "no Approve all permissions")
+    check(b.text("#contact-support") == "Contact support", "no Contact support link on the invalid_scope page")
     b.screenshot("callback-invalid-scope")
 
     provider_error(WS + "flow8", "redirect_uri_mismatch")
