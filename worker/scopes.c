@@ -15,13 +15,15 @@
 #define MAX_ERROR_LEN       128
 
 /* 1 when one of a and b is the other qualified by a resource: "https://graph.microsoft.com/User.Read"
- * for "User.Read" (Microsoft echoes Graph scopes so, whichever form was asked for). */
+ * for "User.Read" (Microsoft echoes Graph scopes so, whichever form was asked for). The name is
+ * compared ignoring case, as Microsoft does ("user.read" in its documents): qualified scopes are
+ * its form, whatever else keeps RFC 6749's case-sensitive names. */
 static int
 scopes_qualified (const char *a, size_t alen, const char *b, size_t blen)
 {
     if (alen < blen)
         return scopes_qualified (b, blen, a, alen);
-    return alen > blen + 1 && a [alen - blen - 1] == '/' && memcmp (a + alen - blen, b, blen) == 0
+    return alen > blen + 1 && a [alen - blen - 1] == '/' && strncasecmp (a + alen - blen, b, blen) == 0
         && memchr (b, '/', blen) == NULL;
 }
 

@@ -36,6 +36,11 @@ test_resource_qualified_and_offline_access (void **state)
     assert_true (scopes_granted ("User.Read", "https://graph.microsoft.com/User.Read"));
     assert_false (scopes_granted (granted, "Read"));               /* a whole segment, not any tail */
     assert_false (scopes_granted (granted, "Calendars.Read"));
+    /* Microsoft's scope names ignore case, and its documents write them in lower case: asked for
+       "user.read", echoed "https://graph.microsoft.com/User.Read" (it was read as missing) */
+    assert_true (scopes_granted (granted, "user.read"));
+    assert_true (scopes_granted ("user.read", "https://graph.microsoft.com/User.Read"));
+    assert_false (scopes_granted ("user.readwrite", "https://graph.microsoft.com/User.Read"));
     assert_int_equal (scopes_missing ("openid offline_access User.Read", granted, out, sizeof out), 0);
     assert_int_equal (scopes_missing ("openid offline_access User.Read Calendars.Read", granted, out, sizeof out), 1);
     assert_string_equal (out, "\"Calendars.Read\"");
