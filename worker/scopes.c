@@ -228,6 +228,18 @@ scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *
         scope = mem_strdup (from_header);
     if (header)
         auth_param (header, "error", herror, sizeof herror);
+    /* another error (invalid_token: the token itself was refused, revoked or expired) is no scope
+     * problem, whatever scope the header names: taken as one, doctor would send the user to
+     * approve more permissions instead of to the rejected token's remedy */
+    if (herror [0] && strcmp (herror, "insufficient_scope") != 0) {
+        char message [300];
+        snprintf (message, sizeof message, "the upstream API answered error \"%s\", not \"insufficient_scope\": no "
+                  "scope is missing (invalid_token: it refused the access token itself)", herror);
+        reply_error (w, job, FR_BAD_REQUEST, message, "report the refused token instead (ferrulectl token "
+                     "--integration ID --reject TOKEN; op \"token\" with \"reject\"): it is replaced, or the "
+                     "answer says why it cannot be", -1);
+        goto out;
+    }
     /* RFC 6750 lets a resource server answer insufficient_scope without naming the scope it needs
      * (many do): recorded as a report whose scope is not named (""), which doctor still diagnoses */
     int unnamed = !scope && strcmp (herror, "insufficient_scope") == 0;

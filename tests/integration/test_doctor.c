@@ -456,6 +456,31 @@ test_insufficient_scope_and_disconnected (void **state)
     json_decref (d2);
 }
 
+/* A 401 whose WWW-Authenticate says invalid_token names a refused token, not a missing scope,
+ * also when it carries a scope parameter: it was stored as a scope report, and doctor sent the
+ * user to approve every permission. It is refused, pointing to token --reject. */
+static void
+test_invalid_token_is_no_scope_report (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("badtok:box", "fakebox"), 0);
+    json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", "badtok:box", "--www-authenticate",
+                             "Bearer error=\"invalid_token\", scope=\"read\"", NULL);
+    json_t *d = doctor ("badtok:box", &rc);
+    assert_int_equal (rc, 0);
+    if (strcmp (dstr (d, "code"), "healthy") != 0)
+        fail_msg ("an invalid_token report was taken as a scope problem: doctor says %s", dstr (d, "code"));
+    assert_false (dlist_has (d, "facts", "missing scope"));
+    assert_string_equal (itest_code (r), "bad_request");
+    const char *hint = json_string_value (json_object_get (json_object_get (r, "error"), "hint"));
+    assert_non_null (hint);
+    assert_non_null (strstr (hint, "--reject"));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'badtok:box'"
+                                          " AND outcome = 'scope_reported'"), 0);
+    json_decref (r);
+    json_decref (d);
+}
+
 /* The guide's fix for a dead token is to disconnect and connect again. When that connect fails
  * (here the code is refused: code_expired_or_used), the failure is the diagnosis, with the
  * guide's steps for it; it used to be "disconnected: connect it again", which loops. */
@@ -698,6 +723,7 @@ main (void)
         cmocka_unit_test (test_refresh_answer_lost),
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
         cmocka_unit_test (test_failed_reconnect_after_disconnect),
+        cmocka_unit_test (test_invalid_token_is_no_scope_report),
         cmocka_unit_test (test_not_connected),
         cmocka_unit_test (test_failed_code_exchange),
         cmocka_unit_test (test_bad_code_exchange_answer_says_start_again),
