@@ -50,6 +50,7 @@ typedef struct {
     const store_chain_t *origin;            /* newest imported or connected row */
     const store_chain_t *invalid_grant;     /* newest invalid_grant */
     const store_chain_t *connect_failed;    /* newest connect_failed, if newer than origin */
+    const store_chain_t *refreshed;         /* newest successful refresh */
     const store_chain_t *disconnected;
     const store_chain_t *interrupted;       /* an "interrupted" row at the newest invalid_grant's generation */
     const store_chain_t *last_use;          /* the newest refresh, import or connect before that invalid_grant:
@@ -136,6 +137,8 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
             cf->connect_failed = r;
         if (!cf->disconnected && outcome_is (r, "disconnected"))
             cf->disconnected = r;
+        if (!cf->refreshed && outcome_is (r, "refreshed"))
+            cf->refreshed = r;
         if (!cf->origin && outcome_is (r, "refreshed") && r->rotated)
             cf->rotations++;
         if (!is_attempt (r->outcome))
@@ -747,13 +750,18 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     /* a connect after a disconnect (the usual fix for a dead token) that failed: its failure is
      * what the user meets now, not the disconnect (rows newest first: a lower address is newer) */
     int failed_since_disconnect = cf.connect_failed && cf.disconnected && cf.connect_failed < cf.disconnected;
+    /* a reconnect of an integration that still works, which failed (the guide's "invalid grant
+     * during reconnect"), after its last connect and its last successful refresh: the user met
+     * that failure last, and its steps are what helps */
+    int failed_reconnect = cf.connect_failed && strcmp (row.status, "active") == 0
+                           && (!cf.refreshed || cf.connect_failed < cf.refreshed);
 
     /* from the most specific to healthy */
     const char *verdict;
     if (strcmp (row.status, "disconnected") == 0 && !failed_since_disconnect)
         verdict = "disconnected";
     else
-    if (failed_code && (config_failure || strcmp (row.status, "active") != 0))
+    if (failed_code && (config_failure || strcmp (row.status, "active") != 0 || failed_reconnect))
         verdict = failed_code;
     else
     if (strcmp (row.status, "needs_reconnect") == 0)
@@ -845,6 +853,9 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     if (cf.connect_failed)
         add_fact (&d, "the last connect attempt failed at %s: %s", at (cf.connect_failed->at, t1, sizeof t1),
                   cf.connect_failed->detail ? cf.connect_failed->detail : "");
+    if (failed_reconnect && verdict == failed_code)
+        add_fact (&d, "the failed connect changed nothing stored: the integration keeps the tokens of its earlier "
+                  "connect, and token requests still get them");
     if (x.disconnected_at)
         add_fact (&d, "disconnected at %s", at (x.disconnected_at, t1, sizeof t1));
     doctor_key_facts (w, &d, &row);

@@ -481,6 +481,51 @@ test_invalid_token_is_no_scope_report (void **state)
     json_decref (d);
 }
 
+/* A reconnect of an integration that still works, whose code the provider refused (a reused or
+ * expired code: the guide's "Invalid grant during reconnect"): that failure is what the user
+ * meets, and doctor said healthy. */
+static void
+test_failed_reconnect_while_active (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("redo:box", "fakebox"), 0);
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "redo:box", "--provider", "fakebox",
+                             "--redirect-uri", REDIRECT, NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    const char *state_at = strstr (location, "state=");
+    assert_non_null (state_at);
+    char reused [1024];
+    snprintf (reused, sizeof reused, REDIRECT "?code=used-before&%s", state_at);
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", reused, NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "code_expired_or_used");
+    json_t *d = doctor ("redo:box", &rc);
+    assert_int_equal (rc, 0);
+    if (strcmp (dstr (d, "code"), "code_expired_or_used") != 0)
+        fail_msg ("a failed reconnect of an active integration: doctor says %s", dstr (d, "code"));
+    assert_shape (d, "code_expired_or_used", "redo:box");
+    assert_string_equal (dstr (d, "status"), "active");
+    assert_true (dlist_has (d, "what_to_do", "Do not use the browser's back button"));
+    assert_true (dlist_has (d, "what_to_do", "approve within a minute"));
+    assert_true (dlist_has (d, "what_to_do", "clear the browser's cookies"));
+    assert_true (dlist_has (d, "facts", "the last connect attempt failed at "));
+    /* a later refresh that works again is newer than the failure: healthy */
+    itest_expire (h, "redo:box");
+    usleep (200000);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "redo:box", NULL);
+    assert_int_equal (rc, 0);
+    json_t *d2 = doctor ("redo:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d2, "healthy", "redo:box");
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    json_decref (d);
+    json_decref (t);
+    json_decref (d2);
+}
+
 /* The guide's fix for a dead token is to disconnect and connect again. When that connect fails
  * (here the code is refused: code_expired_or_used), the failure is the diagnosis, with the
  * guide's steps for it; it used to be "disconnected: connect it again", which loops. */
@@ -724,6 +769,7 @@ main (void)
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
         cmocka_unit_test (test_failed_reconnect_after_disconnect),
         cmocka_unit_test (test_invalid_token_is_no_scope_report),
+        cmocka_unit_test (test_failed_reconnect_while_active),
         cmocka_unit_test (test_not_connected),
         cmocka_unit_test (test_failed_code_exchange),
         cmocka_unit_test (test_bad_code_exchange_answer_says_start_again),
