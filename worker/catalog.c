@@ -56,7 +56,7 @@ static const char *const known_fields [] = {
     "default_scopes", "refresh_token_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
     "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days", "grant_max_days",
     "errors_with_200", "invalid_grant_codes", "client_id", "client_secret", "client_id_env",
-    "client_secret_env", "client_secret_file", "access_token_lifetime_hint", "api_base_field", "docs_url", "notes", NULL
+    "client_secret_env", "client_secret_file", "access_token_lifetime_hint", "api_base_field", "family", "docs_url", "notes", NULL
 };
 
 /* Parameters the request builders set themselves: a catalog entry may not supply them. */
@@ -617,6 +617,16 @@ provider_load (ctx_t *ctx, const char *name, json_t *entry, catalog_provider_t *
     ||  get_int (ctx, entry, "access_token_lifetime_hint", 0, 366 * 86400, 0,
                  &p->access_token_lifetime_hint) < 0)
         return -1;
+    char *family = NULL;
+    if (get_string (ctx, entry, "family", CATALOG_MAX_NAME, &family) < 0)
+        return -1;
+    if (family && strcmp (family, "google") != 0) {
+        fail (ctx, "field \"family\" must be \"google\" or null");
+        mem_free (family);
+        return -1;
+    }
+    p->family = family ? CATALOG_FAMILY_GOOGLE : CATALOG_FAMILY_NONE;
+    mem_free (family);
     if (get_string (ctx, entry, "docs_url", CATALOG_MAX_URL, &p->docs_url) < 0
     ||  get_string (ctx, entry, "notes", CATALOG_MAX_STRING, &p->notes) < 0
     ||  get_api_base_field (ctx, entry, &p->api_base_field) < 0)
@@ -915,6 +925,33 @@ catalog_connect_scopes (const catalog_provider_t *p, const char *scopes)
              || mem_buf_append (&b, p->refresh_token_scopes [i], strlen (p->refresh_token_scopes [i])) != 0))
             break;
     return b.data ? b.data : mem_strdup ("");
+}
+
+/* 1 when url's host is host, whatever the case (the URLs were validated: scheme, host, no user). */
+static int
+url_host_is (const char *url, const char *host)
+{
+    const char *h = url ? strstr (url, "://") : NULL;
+    if (!h)
+        return 0;
+    h += 3;
+    size_t len = strcspn (h, "/?:");
+    return len == strlen (host) && strncasecmp (h, host, len) == 0;
+}
+
+int
+catalog_is_google (const catalog_provider_t *p)
+{
+    static const char *const hosts [] = { "accounts.google.com", "oauth2.googleapis.com", "www.googleapis.com",
+                                          NULL };
+    if (!p)
+        return 0;
+    if (p->family == CATALOG_FAMILY_GOOGLE)
+        return 1;
+    for (int i = 0; hosts [i]; i++)
+        if (url_host_is (p->token_url, hosts [i]) || url_host_is (p->authorization_url, hosts [i]))
+            return 1;
+    return 0;
 }
 
 const char *

@@ -25,6 +25,11 @@ typedef enum {
     CATALOG_ROTATION_REUSABLE          /* the refresh token survives refreshes */
 } catalog_rotation_t;
 
+typedef enum {
+    CATALOG_FAMILY_NONE = 0,
+    CATALOG_FAMILY_GOOGLE              /* Google's rules: where users revoke access, testing-mode apps */
+} catalog_family_t;
+
 typedef struct {
     char *name;
     char *value;
@@ -66,6 +71,8 @@ typedef struct {
     char *api_base_field;               /* the token answer's field that carries the base URL of the
                                            provider's API for this grant (Salesforce's instance_url),
                                            or NULL: callers get it as api_base_url */
+    catalog_family_t family;            /* "family": the provider whose rules an entry follows, when
+                                           its URLs do not say (a test double, a proxy) */
     char *docs_url;                     /* may be NULL */
     char *notes;                        /* may be NULL */
 } catalog_provider_t;
@@ -106,6 +113,11 @@ fr_status_t catalog_check_credentials (const catalog_provider_t *p, char *err, s
 char *catalog_connect_scopes (const catalog_provider_t *p, const char *scopes);
 /* The first of p's refresh_token_scopes that scopes (separated by spaces) lacks, or NULL. */
 const char *catalog_refresh_scope_missing (const catalog_provider_t *p, const char *scopes);
+
+/* 1 when p is one of Google's: "family": "google", or a token or authorization URL on Google's
+   OAuth hosts (accounts.google.com, oauth2.googleapis.com, www.googleapis.com). Never from the
+   free-text notes, which an override may replace. */
+int catalog_is_google (const catalog_provider_t *p);
 
 /* "client_secret_basic" / "single_use" and back. */
 const char *catalog_auth_method_name (catalog_auth_method_t m);

@@ -109,9 +109,8 @@ reply_error_detail (worker_t *w, const job_t *job, fr_status_t st, const char *m
 const char *
 connect_no_refresh_token_hint (const catalog_provider_t *p, const char *requested, char *buf, size_t len)
 {
-    const char *where = p && p->notes ? strstr (p->notes, "https://myaccount.google.com/permissions") : NULL;
     const char *unasked = requested ? catalog_refresh_scope_missing (p, requested) : NULL;
-    if (where)
+    if (catalog_is_google (p))
         snprintf (buf, len, "the provider issues a refresh token only on a full consent screen: open "
                   "https://myaccount.google.com/permissions with the account of this integration, remove "
                   "the app's access, then connect again");

@@ -19,7 +19,7 @@ void connect_callback (worker_t *w, job_t *job, const msgpack_object *root);
 
 /* Replies no_refresh_token for an entry whose access token is no longer good enough. */
 void connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry_t *e);
-/* A hint for no_refresh_token, from the provider's notes when they name where to revoke, and from
+/* A hint for no_refresh_token: Google's permissions page for Google (catalog_is_google), else from
  * what the connect asked for (requested, separated by spaces; NULL when not known) against the
  * scopes the provider needs to issue a refresh token. */
 const char *connect_no_refresh_token_hint (const catalog_provider_t *p, const char *requested, char *buf,

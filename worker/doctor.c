@@ -210,12 +210,6 @@ connect_command (char *buf, size_t len, const char *id, const char *provider, co
               provider ? provider : "PROVIDER", a->found ? a->redirect_uri : "REDIRECT_URI");
 }
 
-static int
-is_google (const catalog_provider_t *p)
-{
-    return p && p->notes && strstr (p->notes, "myaccount.google.com/permissions") != NULL;
-}
-
 /* The symptom, cause and steps of a code. ctx strings are used where the text names them.
  * at_connect: the code is how the last connect's callback failed, not a refresh's outcome.
  * requested: the scopes the integration's last connect asked for, NULL when not known. */
@@ -294,7 +288,7 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                   "worked for a while; callers see an unauthorized or token refresh error.", id);
         /* issue 12: a grant that died about as long after its consent as the provider allows a
          * testing-mode app (Google: 7 days; the catalog's grant_max_days) */
-        int64_t limit_days = p && p->grant_max_days ? p->grant_max_days : is_google (p) ? 7 : 0;
+        int64_t limit_days = p && p->grant_max_days ? p->grant_max_days : catalog_is_google (p) ? 7 : 0;
         int64_t lived_s = cf && cf->origin && cf->invalid_grant ? cf->invalid_grant->at - cf->origin->at : -1;
         int grant_limit = limit_days > 0 && lived_s >= limit_days * 86400 - 43200 && lived_s <= limit_days * 86400 + 129600;
         char stops [80] = "the old one stops working at once";
@@ -302,7 +296,7 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
             snprintf (stops, sizeof stops, "the old one works only %d seconds more", p->reuse_grace_seconds);
         if (grant_limit) {
             char buf [40];
-            if (is_google (p))
+            if (catalog_is_google (p))
                 snprintf (d->cause, sizeof d->cause, "The grant stopped working %.1f days after it was connected, which "
                           "is the %lld-day limit %s puts on refresh tokens of an OAuth app whose consent screen is in "
                           "Testing: every such grant dies about %lld days after consent, however often it is used.",
@@ -340,7 +334,7 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                       "token is used outside this service: the provider then invalidates the whole chain.", name,
                       stops, cf->reuse_evidence ? cf->reuse_evidence : "see the history");
         else
-        if (is_google (p))
+        if (catalog_is_google (p))
             snprintf (d->cause, sizeof d->cause, "Google no longer accepts the stored refresh token: the user removed "
                       "the app's access, the token went unused for 6 months (7 days while the app's consent screen "
                       "is in Testing), or the account authorized the app more than 100 times, which silently drops "
@@ -361,7 +355,7 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         if (idle)
             add_step (d, "Operators: if integrations of %s keep dying this way, check that the sweep runs and owns every "
                       "partition, and watch the \"expiring\" events, which warn at 80 %% of the idle limit", name);
-        if (grant_limit && is_google (p))
+        if (grant_limit && catalog_is_google (p))
             add_step (d, "Publish the OAuth app (Google Cloud console, OAuth consent screen: \"Publish app\") so that its "
                       "grants stop expiring; until then every user must connect again every %lld days (the "
                       "\"expiring\" event warns a day ahead when the catalog entry sets grant_max_days)",
@@ -382,7 +376,7 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         snprintf (d->symptom, sizeof d->symptom, "\"%s\" worked right after connecting, then its token requests "
                   "failed with no_refresh_token once the first access token expired (about an hour for Google); "
                   "reconnecting helps only until the next expiry.", id);
-        if (is_google (p)) {
+        if (catalog_is_google (p)) {
             snprintf (d->cause, sizeof d->cause, "Google returned no refresh token when the integration was "
                       "connected. Google issues one only for offline access, and for an account that had already "
                       "approved the app only when the consent screen is shown again (prompt=consent); a connect "

@@ -154,7 +154,7 @@ sqlf (const char *fmt, ...)
 
 /* --- setup --------------------------------------------------------------------------------- */
 
-/* The harness's providers plus: fakegoogle with Google's notes on where to revoke access,
+/* The harness's providers plus: fakegoogle following Google's rules (family), with its notes,
  * fakebad (a wrong client secret), fakeplain (no PKCE, no revocation endpoint), fakerot (a
  * provider of its own whose settings one test changes: rotating, revoking one token at a time) and
  * fakesf (rotating, its answers' instance_url the API's base URL, as Salesforce's). */
@@ -165,6 +165,7 @@ write_providers (void)
     json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
     if (!root)
         return -1;
+    json_object_set_new (json_object_get (root, "fakegoogle"), "family", json_string ("google"));
     json_object_set_new (json_object_get (root, "fakegoogle"), "notes",
                          json_string ("Like Google: a refresh token only on a full consent screen; the user revokes "
                                       "the app at " GOOGLE_HINT ", then connects again."));

@@ -90,8 +90,10 @@ setup (void **state)
     json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
     if (!root)
         return -1;
-    json_object_set_new (json_object_get (root, "fakegoogle"), "notes",
-                         json_string ("Like Google: revoke the app at " GOOGLE_HINT ", then connect again."));
+    /* Google's rules for the fake on 127.0.0.1; notes that do not name Google's permissions page,
+     * which doctor once knew Google by (test_no_refresh_token still expects Google's steps) */
+    json_object_set_new (json_object_get (root, "fakegoogle"), "family", json_string ("google"));
+    json_object_set_new (json_object_get (root, "fakegoogle"), "notes", json_string ("Like Google."));
     /* as Box's: a refresh token unused for 60 days is dropped (test_needs_reconnect_idle) */
     json_object_set_new (json_object_get (root, "fakebox"), "refresh_token_idle_days", json_integer (60));
     /* fakebox asked, at each refresh, for a scope its grants never hold (test_refresh_refused_a_scope) */

@@ -76,7 +76,8 @@ add_limits (void)
     assert_non_null (p);
     json_object_set_new (json_object_get (p, "fakebox"), "refresh_token_idle_days", json_integer (60));
     json_object_set_new (json_object_get (p, "fakegoogle"), "grant_max_days", json_integer (7));
-    /* what doctor knows Google by, for its testing-mode advice */
+    /* what doctor knows Google by, for its testing-mode advice: the fake is on 127.0.0.1 */
+    json_object_set_new (json_object_get (p, "fakegoogle"), "family", json_string ("google"));
     json_object_set_new (json_object_get (p, "fakegoogle"), "notes",
                          json_string ("Like Google: revoke the app at https://myaccount.google.com/permissions."));
     assert_int_equal (json_dump_file (p, harness_providers_file (h), JSON_INDENT (2)), 0);

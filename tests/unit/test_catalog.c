@@ -11,6 +11,7 @@
 #include "testexit.h"
 #include <jansson.h>
 #include "catalog.h"
+#include "connect.h"
 #include "mem.h"
 
 static const char *const builtin_names [] = {
@@ -506,6 +507,49 @@ test_missing_credentials (void **state)
     unsetenv ("FERRULE_ZOOM_CLIENT_SECRET");
 }
 
+/* Google is known by its OAuth hosts (or "family"), not by its notes: an override of google's
+ * notes, or a second entry on Google's hosts, lost Google's steps (its permissions page) in the
+ * no_refresh_token hint and in doctor, which share the test. */
+static void
+assert_google_hint (const catalog_t *c, const char *name)
+{
+    char hint [500];
+    const catalog_provider_t *p = catalog_find (c, name);
+    assert_non_null (p);
+    connect_no_refresh_token_hint (p, NULL, hint, sizeof hint);
+    if (!strstr (hint, "https://myaccount.google.com/permissions"))
+        fail_msg ("entry \"%s\" is not taken for Google's: %s", name, hint);
+}
+
+static void
+test_google_recognised_without_notes (void **state)
+{
+    char err [512], hint [500];
+    catalog_t *c = load ("{\"google\": {\"notes\": \"Our own words about Drive.\"},"
+                         " \"drive\": {\"authorization_url\": \"https://accounts.google.com/o/oauth2/v2/auth\","
+                         "   \"token_url\": \"https://oauth2.googleapis.com/token\","
+                         "   \"auth_method\": \"client_secret_post\"}}", err, sizeof err);
+    if (!c)
+        fail_msg ("%s", err);
+    assert_google_hint (c, "google");
+    assert_google_hint (c, "drive");
+    connect_no_refresh_token_hint (catalog_find (c, "box"), NULL, hint, sizeof hint);
+    assert_null (strstr (hint, "google"));
+    catalog_destroy (&c);
+    /* an entry that reaches Google elsewhere (a test double) says so with "family" */
+    c = load ("{\"double\": {\"authorization_url\": \"http://127.0.0.1:9/authorize\","
+              "   \"token_url\": \"http://127.0.0.1:9/token\", \"auth_method\": \"client_secret_post\","
+              "   \"family\": \"google\"}}", err, sizeof err);
+    if (!c)
+        fail_msg ("%s", err);
+    assert_google_hint (c, "double");
+    catalog_destroy (&c);
+    /* only a known family */
+    c = load ("{\"box\": {\"family\": \"googel\"}}", err, sizeof err);
+    assert_null (c);
+    assert_non_null (strstr (err, "\"family\""));
+}
+
 static void
 test_enum_names (void **state)
 {
@@ -531,6 +575,7 @@ main (void)
         cmocka_unit_test (test_env_credentials),
         cmocka_unit_test (test_missing_credentials),
         cmocka_unit_test (test_enum_names),
+        cmocka_unit_test (test_google_recognised_without_notes),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
