@@ -136,6 +136,90 @@ connect_no_refresh_token_hint (const catalog_provider_t *p, const char *requeste
     return buf;
 }
 
+int
+connect_never_expires (int refresh_token_missing, int64_t lifetime_s)
+{
+    return refresh_token_missing && lifetime_s >= OAUTH_MAX_EXPIRES_IN;
+}
+
+/* A rejection of a token that cannot be renewed, waiting for its write (dbwait.c). */
+typedef struct {
+    worker_t *w;
+    job_t job;
+    char id [IDENT_MAX + 1];
+    char provider [CATALOG_MAX_NAME + 1];
+    int64_t generation;
+} reject_wait_t;
+
+static void
+reject_stored (void *arg, fr_status_t st, const store_row_t *row, const store_extra_t *x, const char *err)
+{
+    reject_wait_t *rw = arg;
+    worker_t *w = rw->w;
+    const job_t *job = &rw->job;
+    char message [600];
+    (void) x;
+    if (st != FR_OK) {
+        reply_store_error (w, job, st, err);
+        goto out;
+    }
+    cache_drop (w->cache, rw->id);
+    loads_invalidate (w, rw->id);        /* our own change is not notified to us */
+    if (strcmp (row->status, "needs_reconnect") == 0) {
+        snprintf (message, sizeof message, "the access token of integration \"%s\" was rejected by the API it was "
+                  "used with, and provider \"%s\" issued no refresh token to replace it (its tokens do not expire): access was revoked or "
+                  "ended at the provider", rw->id, rw->provider);
+        if (row->generation == rw->generation)
+            log_warning (rw->id, job->rid, "%s; marked needs_reconnect", message);
+        reply_error (w, job, FR_NEEDS_RECONNECT, message, "disconnect the integration and connect it again "
+                     "(ferrulectl doctor says so)", -1);
+    }
+    else
+    if (strcmp (row->status, "disconnected") == 0) {
+        snprintf (message, sizeof message, "integration \"%s\" is disconnected", rw->id);
+        reply_error (w, job, FR_DISCONNECTED, message, NULL, -1);
+    }
+    else {
+        /* connected again meanwhile: the rejected token is no longer the one served */
+        snprintf (message, sizeof message, "integration \"%s\" was connected again while its rejected token was "
+                  "reported", rw->id);
+        reply_error (w, job, FR_UNAVAILABLE, message, "ask for a token again: the new connect's is served", 0);
+    }
+out:
+    mem_free (rw);
+}
+
+static void
+reject_start (worker_t *w, store_t *store, void *arg)
+{
+    reject_wait_t *rw = arg;
+    char message [400], err [256];
+    fr_status_t st;
+    if (!store) {
+        mem_free (rw);                   /* the request's deadline passed: nothing written */
+        return;
+    }
+    snprintf (message, sizeof message, "an API rejected the access token (token --reject) and provider \"%s\" "
+              "issued no refresh token: access was revoked or ended at the provider", rw->provider);
+    if ((st = store_reject_unrenewable_start (store, rw->id, rw->generation, message, reject_stored, rw, err,
+                                              sizeof err)) != FR_OK) {
+        reply_store_error (w, &rw->job, st, err);
+        mem_free (rw);
+    }
+}
+
+void
+connect_reject_unrenewable (worker_t *w, const job_t *job, const cache_entry_t *e)
+{
+    reject_wait_t *rw = mem_alloc (sizeof *rw);
+    rw->w = w;
+    rw->job = *job;
+    snprintf (rw->id, sizeof rw->id, "%s", e->id);
+    snprintf (rw->provider, sizeof rw->provider, "%s", e->provider ? e->provider : "");
+    rw->generation = e->generation;
+    dbwait_add (w, reject_start, rw, rw->job.deadline_ms);
+}
+
 void
 connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry_t *e)
 {

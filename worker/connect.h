@@ -17,6 +17,13 @@ void connect_start_retry (worker_t *w, job_t *job, const msgpack_object *root, c
 /* op "callback" (no integration id: the state finds it): exchanges the code exactly once. */
 void connect_callback (worker_t *w, job_t *job, const msgpack_object *root);
 
+/* 1 for a token that does not expire: the provider gave the access token no lifetime (served as
+ * lasting OAUTH_MAX_EXPIRES_IN) and issued no refresh token (GitHub OAuth Apps, Slack without
+ * rotation, Notion). Only an API's rejection ends it. */
+int connect_never_expires (int refresh_token_missing, int64_t lifetime_s);
+/* A caller reports such a token rejected (token --reject): access was revoked at the provider,
+ * and nothing can renew it. Marks the integration needs_reconnect and replies so. */
+void connect_reject_unrenewable (worker_t *w, const job_t *job, const cache_entry_t *e);
 /* Replies no_refresh_token for an entry whose access token is no longer good enough. */
 void connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry_t *e);
 /* A hint for no_refresh_token: Google's permissions page for Google (catalog_is_google), else from

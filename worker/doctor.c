@@ -212,10 +212,12 @@ connect_command (char *buf, size_t len, const char *id, const char *provider, co
 
 /* The symptom, cause and steps of a code. ctx strings are used where the text names them.
  * at_connect: the code is how the last connect's callback failed, not a refresh's outcome.
- * requested: the scopes the integration's last connect asked for, NULL when not known. */
+ * requested: the scopes the integration's last connect asked for, NULL when not known.
+ * never_expires: its tokens do not expire and it holds no refresh token (connect_never_expires). */
 static void
 explain (diagnosis_t *d, const char *code, const char *id, const char *provider, const catalog_provider_t *p,
-         const store_attempt_t *a, const chain_facts_t *cf, int at_connect, const char *requested)
+         const store_attempt_t *a, const chain_facts_t *cf, int at_connect, const char *requested,
+         int never_expires)
 {
     char cmd [600];
     const char *name = provider ? provider : "the provider";
@@ -294,6 +296,17 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         char stops [80] = "the old one stops working at once";
         if (p && p->reuse_grace_seconds > 0)
             snprintf (stops, sizeof stops, "the old one works only %d seconds more", p->reuse_grace_seconds);
+        if (never_expires && !(cf && cf->invalid_grant)) {
+            /* no refresh token to refuse: a caller reported the access token rejected */
+            snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect: an API "
+                      "rejected its access token; callers see an unauthorized error.", id);
+            snprintf (d->cause, sizeof d->cause, "%s's access tokens do not expire and it issued no refresh token, "
+                      "so only the provider can end one, and it did: an API rejected the token (a caller reported "
+                      "it with token --reject). The user revoked the app's access in the provider's settings, or "
+                      "the provider ended the grant (an authorization again elsewhere, an app's access removed by "
+                      "an administrator).", name);
+        }
+        else
         if (grant_limit) {
             char buf [40];
             if (catalog_is_google (p))
@@ -607,8 +620,13 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
     else {
         d->code = "healthy";
         snprintf (d->symptom, sizeof d->symptom, "No problem found with \"%s\".", id);
-        snprintf (d->cause, sizeof d->cause, "The integration is active, holds a refresh token, and its last "
-                  "refresh attempt (if any) succeeded.");
+        if (never_expires)
+            snprintf (d->cause, sizeof d->cause, "The integration is active. Its provider's access tokens do not "
+                      "expire and come without a refresh token, which is normal for this provider; no caller has "
+                      "reported the token rejected.");
+        else
+            snprintf (d->cause, sizeof d->cause, "The integration is active, holds a refresh token, and its last "
+                      "refresh attempt (if any) succeeded.");
         add_step (d, "Nothing to do");
     }
 }
@@ -666,7 +684,7 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const store_a
         code_of (a->outcome, code, sizeof code);
     else
         snprintf (code, sizeof code, "%s", a->used || a->expired ? "connect_incomplete" : "connect_pending");
-    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL);
+    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL, 0);
     add_fact (&d, "never connected: no tokens are stored");
     add_fact (&d, "last connect started at %s with redirect URI \"%s\"", at (a->created_at, t1, sizeof t1),
               a->redirect_uri);
@@ -727,6 +745,7 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     const catalog_provider_t *p = catalog_find (w->catalog, row.provider);
     int64_t now = clock_wall_ms () / 1000;
     int nmissing = x.requested_scopes ? scopes_missing (x.requested_scopes, row.scopes, missing, sizeof missing) : 0;
+    int never_expires = connect_never_expires (x.refresh_token_missing, row.access_lifetime_s);
     const char *failed_code = NULL;
     if (cf.connect_failed) {
         code_of (cf.connect_failed->detail, code, sizeof code);
@@ -764,7 +783,7 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     if (last_attempt && strcmp (last_attempt, "invalid_client") == 0)
         verdict = "invalid_client";
     else
-    if (x.refresh_token_missing)
+    if (x.refresh_token_missing && !never_expires)
         verdict = "no_refresh_token";
     else
     if (x.scope_report)
@@ -788,7 +807,7 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
         verdict = "internal";
     else
         verdict = "healthy";
-    explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code, x.requested_scopes);
+    explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code, x.requested_scopes, never_expires);
 
     /* the facts that led there */
     add_fact (&d, "status %s, generation %lld, provider \"%s\"", row.status, (long long) row.generation, row.provider);
@@ -825,6 +844,10 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     if (row.last_error_code)
         add_fact (&d, "last error at %s: %s: %s", at (row.last_error_at, t1, sizeof t1), row.last_error_code,
                   row.last_error_message ? row.last_error_message : "");
+    if (never_expires)
+        add_fact (&d, "%s's access token does not expire and there is no refresh token: normal for this provider; "
+                  "only a rejection by an API (token --reject) or a revocation ends it", row.provider);
+    else
     if (x.refresh_token_missing)
         add_fact (&d, "connected without a refresh token; the access token %s at %s",
                   row.access_expires_at > now ? "expires" : "expired", at (row.access_expires_at, t1, sizeof t1));

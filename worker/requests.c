@@ -162,7 +162,11 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         int current = e->access_token && secret_equal (e->access_token, reject);
         mem_free_secret (&reject);
         if ((current || (e->refresh && e->refresh_rejecting)) && e->refresh_token_missing && !e->refresh) {
-            connect_reply_no_refresh_token (w, job, e);
+            /* a token that does not expire ends only this way: revoked at the provider */
+            if (current && connect_never_expires (e->refresh_token_missing, e->lifetime_s))
+                connect_reject_unrenewable (w, job, e);
+            else
+                connect_reply_no_refresh_token (w, job, e);
             return;
         }
         if (current || (e->refresh && e->refresh_rejecting)) {

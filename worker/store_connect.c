@@ -605,6 +605,23 @@ store_disconnected_clear (store_disconnected_t *d)
 }
 
 fr_status_t
+store_reject_unrenewable_start (store_t *s, const char *id, int64_t generation, const char *message,
+                                store_row_fn *fn, void *arg, char *err, size_t errlen)
+{
+    char gen [32];
+    snprintf (gen, sizeof gen, "%" PRId64, generation);
+    const char *values [] = { id, gen, message };
+    store_stmt_t stmts [2] = {
+        { "UPDATE integrations SET status = 'needs_reconnect', last_error_code = 'needs_reconnect',"
+          "   last_error_message = $3, last_error_at = now(), updated_at = now()"
+          " WHERE id = $1 AND generation = $2 AND status = 'active' AND refresh_token IS NULL"
+          " RETURNING generation", 3, values, NULL,
+          NULL },
+    };
+    return then_row_start (s, id, stmts, 2, 0, 0, fn, arg, err, errlen);
+}
+
+fr_status_t
 store_report_scope_start (store_t *s, const char *id, const char *scope, const char *detail, store_row_fn *fn,
                           void *arg, char *err, size_t errlen)
 {

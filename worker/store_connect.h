@@ -187,6 +187,13 @@ fr_status_t store_disconnect_start (store_t *s, const char *id, store_disconnect
                                     size_t errlen) FR_MUSTCHECK;
 void store_disconnected_clear (store_disconnected_t *d);
 
+/* Marks needs_reconnect an active integration at generation whose access token an API rejected
+ * and that holds no refresh token to replace it, with message as its last error; then reads the
+ * integration as it is (a row changed meanwhile is left as it is), in one batch the loop does not
+ * wait for (the caller checks store_batch_busy). */
+fr_status_t store_reject_unrenewable_start (store_t *s, const char *id, int64_t generation, const char *message,
+                                            store_row_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
+
 /* Records an upstream insufficient_scope report (a chain row too) and reads the integration as it
  * then is, in one batch the loop does not wait for (the caller checks store_batch_busy). */
 fr_status_t store_report_scope_start (store_t *s, const char *id, const char *scope, const char *detail,

@@ -624,16 +624,50 @@ test_token_without_expiry (void **state)
     const char *expires_at = json_string_value (json_object_get (t, "expires_at"));   /* RFC 3339 */
     assert_non_null (expires_at);
     assert_true (atoi (expires_at) >= 2031);
-    /* a caller whose upstream call was refused with it: nothing can renew it */
+    /* healthy as it is: no refresh token is normal for a token that does not expire (doctor said
+     * no_refresh_token, "once the first access token expired", with Google's offline-access steps) */
+    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", "forever:google", NULL);
+    assert_int_equal (rc, 0);
+    const json_t *dg = json_object_get (d, "diagnosis");
+    if (strcmp (json_string_value (json_object_get (dg, "code")), "healthy") != 0)
+        fail_msg ("a token that does not expire: doctor says %s", json_string_value (json_object_get (dg, "code")));
+    char *dump = json_dumps (dg, 0);
+    assert_non_null (strstr (dump, "does not expire and there is no refresh token"));
+    free (dump);
+    /* a caller whose upstream call was refused with it: access was revoked at the provider, and
+     * nothing can renew it (the reply said no_refresh_token, "expires at 2036, sooner than asked") */
     const char *token = json_string_value (json_object_get (t, "access_token"));
     json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "forever:google", "--reject", token, NULL);
+    if (strcmp (itest_code (t2), "needs_reconnect") != 0)
+        fail_msg ("a rejected token that does not expire: %s \"%s\"", itest_code (t2), error_field (t2, "message"));
     assert_int_equal (rc, 4);
-    assert_string_equal (itest_code (t2), "no_refresh_token");
+    assert_non_null (strstr (error_field (t2, "message"), "rejected"));
+    assert_null (strstr (error_field (t2, "message"), "sooner than asked"));
+    assert_non_null (strstr (error_field (t2, "hint"), "disconnect the integration and connect it again"));
+    assert_null (strstr (error_field (t2, "hint"), GOOGLE_HINT));
     assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), refreshes);
+    /* it stays so for every caller, and doctor gives the guide's "token refresh failed" remedy */
+    json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "forever:google", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t3), "needs_reconnect");
+    json_t *d2 = harness_ctl (h, &rc, "doctor", "--integration", "forever:google", NULL);
+    assert_int_equal (rc, 0);
+    dg = json_object_get (d2, "diagnosis");
+    assert_string_equal (json_string_value (json_object_get (dg, "code")), "needs_reconnect");
+    const char *cause = json_string_value (json_object_get (dg, "cause"));
+    assert_non_null (strstr (cause, "revoked the app's access"));
+    assert_null (strstr (cause, "offline"));
+    dump = json_dumps (json_object_get (dg, "what_to_do"), 0);
+    assert_non_null (strstr (dump, "Disconnect the integration"));
+    assert_null (strstr (dump, GOOGLE_HINT));
+    free (dump);
     free (location);
     json_decref (r);
     json_decref (t);
     json_decref (t2);
+    json_decref (t3);
+    json_decref (d);
+    json_decref (d2);
 }
 
 static void
