@@ -11,7 +11,6 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
-#include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <unistd.h>
 #include <zmq.h>
@@ -345,7 +344,7 @@ guard_check_silence (guard_t *g, int fd, guard_conn_t *c, int64_t now)
 }
 
 /* What of the payload sent to connection c still waits in libzmq, given taken, every byte the
- * kernel has taken from libzmq on it (acknowledged, or in its send queue). The payload sent since
+ * kernel has taken from libzmq on it (sent, or waiting in its send queue). The payload sent since
  * the last measure is added and what the kernel took meanwhile subtracted, never below zero. The
  * kernel's bytes carry framing as well (and CURVE's), so this stays a lower bound of the payload
  * waiting, without drifting over a long connection's life; while the peer reads nothing the
@@ -408,12 +407,6 @@ guard_check (guard_t *g, int drained)
             c->quiet_since_ms = now;
         if (drained && guard_check_silence (g, (int) fd, c, now))
             continue;
-        /* the kernel's send queue before TCP_INFO, as FIONREAD below: bytes acknowledged between
-         * the two calls make what the kernel took look larger, never smaller */
-        int outq = -1;
-        if (g->unsent_budget && (!c->measured || c->sent != c->sent_checked || c->unsent)
-        &&  ioctl ((int) fd, SIOCOUTQ, &outq) != 0)
-            outq = -1;
         struct tcp_info ti;
         socklen_t len = sizeof ti;
         memset (&ti, 0, sizeof ti);
@@ -437,8 +430,10 @@ guard_check (guard_t *g, int drained)
             cut++;
             continue;
         }
-        if (outq >= 0)
-            guard_measure_unsent (c, ti.tcpi_bytes_acked + (uint64_t) outq);
+        /* every byte libzmq wrote: sent once (sent less sent again) or not sent yet; read from the
+         * TCP_INFO above, with no call of its own on the broker's one thread every 10 ms */
+        if (g->unsent_budget && len >= offsetof (struct tcp_info, tcpi_bytes_retrans) + sizeof ti.tcpi_bytes_retrans)
+            guard_measure_unsent (c, ti.tcpi_bytes_sent - ti.tcpi_bytes_retrans + ti.tcpi_notsent_bytes);
         unsent += c->unsent;
     }
     g->unsent_total = unsent;
