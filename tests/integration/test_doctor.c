@@ -28,6 +28,28 @@ discard (char *data, size_t size, size_t nmemb, void *userdata)
     return size * nmemb;
 }
 
+/* A connect of id (fakebox) whose callback brings a code the provider refuses (code): asserts the
+ * callback's code_expired_or_used. */
+static void
+connect_refused_code (const char *id, const char *code)
+{
+    int rc;
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", id, "--provider", "fakebox",
+                             "--redirect-uri", REDIRECT, NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    const char *state_at = strstr (location, "state=");
+    assert_non_null (state_at);
+    char url [1024];
+    snprintf (url, sizeof url, REDIRECT "?code=%s&%s", code, state_at);
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", url, NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "code_expired_or_used");
+    free (location);
+    json_decref (c);
+    json_decref (r);
+}
+
 /* connect + browser + callback; returns ferrulectl's exit code of the callback. */
 static int
 connect_flow (const char *id, const char *provider)
@@ -491,17 +513,7 @@ test_failed_reconnect_while_active (void **state)
 {
     int rc;
     assert_int_equal (connect_flow ("redo:box", "fakebox"), 0);
-    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "redo:box", "--provider", "fakebox",
-                             "--redirect-uri", REDIRECT, NULL);
-    assert_int_equal (rc, 0);
-    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
-    const char *state_at = strstr (location, "state=");
-    assert_non_null (state_at);
-    char reused [1024];
-    snprintf (reused, sizeof reused, REDIRECT "?code=used-before&%s", state_at);
-    json_t *r = harness_ctl (h, &rc, "callback", "--url", reused, NULL);
-    assert_int_equal (rc, 4);
-    assert_string_equal (itest_code (r), "code_expired_or_used");
+    connect_refused_code ("redo:box", "used-before");
     json_t *d = doctor ("redo:box", &rc);
     assert_int_equal (rc, 0);
     if (strcmp (dstr (d, "code"), "code_expired_or_used") != 0)
@@ -520,9 +532,6 @@ test_failed_reconnect_while_active (void **state)
     json_t *d2 = doctor ("redo:box", &rc);
     assert_int_equal (rc, 0);
     assert_shape (d2, "healthy", "redo:box");
-    free (location);
-    json_decref (c);
-    json_decref (r);
     json_decref (d);
     json_decref (t);
     json_decref (d2);
@@ -538,17 +547,7 @@ test_failed_reconnect_after_disconnect (void **state)
     assert_int_equal (connect_flow ("again:box", "fakebox"), 0);
     json_decref (harness_ctl (h, &rc, "disconnect", "--integration", "again:box", NULL));
     assert_int_equal (rc, 0);
-    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "again:box", "--provider", "fakebox",
-                             "--redirect-uri", REDIRECT, NULL);
-    assert_int_equal (rc, 0);
-    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
-    const char *state_at = strstr (location, "state=");
-    assert_non_null (state_at);
-    char forged [1024];
-    snprintf (forged, sizeof forged, REDIRECT "?code=forged&%s", state_at);
-    json_t *r = harness_ctl (h, &rc, "callback", "--url", forged, NULL);
-    assert_int_equal (rc, 4);
-    assert_string_equal (itest_code (r), "code_expired_or_used");
+    connect_refused_code ("again:box", "forged");
     json_t *d = doctor ("again:box", &rc);
     assert_int_equal (rc, 0);
     assert_shape (d, "code_expired_or_used", "again:box");
@@ -556,9 +555,6 @@ test_failed_reconnect_after_disconnect (void **state)
     assert_true (dlist_has (d, "what_to_do", "approve within a minute"));
     assert_true (dlist_has (d, "facts", "the last connect attempt failed at "));
     assert_true (dlist_has (d, "facts", "disconnected at "));
-    free (location);
-    json_decref (c);
-    json_decref (r);
     json_decref (d);
 }
 
