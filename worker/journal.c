@@ -15,7 +15,9 @@
  * When a new epoch's first record is torn at offset 0, the region takes the epoch of the first
  * readable line after it, the emptied epoch's: its markers are read, and settle only the records
  * before them (journal_collect), never one written after the tear, which is numbered past them
- * too (journal_learn). */
+ * too (journal_learn). A roll (struct journal) instead starts the other file with a synced line
+ * of its new epoch: the lines behind it there are another epoch's, whose records it may have
+ * copied, and no tear may make them the region. */
 #define _GNU_SOURCE                      /* renameat2, RENAME_EXCHANGE */
 #include "journal.h"
 #include <assert.h>
@@ -1077,16 +1079,29 @@ journal_names_synced (journal_t *j)
     return synced;
 }
 
-/* The copies of the outstanding records for a roll, under epoch: their lines one after the other
- * into *buf (*len bytes, and a NUL), and where each goes into at [] (the live records' order). 0,
- * or -1 with errno set. */
+/* The start of the journal's new file for a roll, under epoch: a line that names the epoch, then
+ * the copies of the outstanding records one after the other, into *buf (*len bytes, and a NUL),
+ * and where each copy goes into at [] (the live records' order). The file's older lines stay
+ * behind it, among them the originals of what an earlier roll copied, settled only by their
+ * copies in the other file: with no line of the new epoch on disk at offset 0 (nothing to copy,
+ * then the first record torn by a crash), a start would read them as the live region. 0, or -1
+ * with errno set. */
 static int
 journal_copies (journal_t *j, uint64_t epoch, char **buf, size_t *len, journal_rec_t *at)
 {
-    size_t cap = j->recs.bytes + j->recs.live * 64 + 1, n = 0, k = 0;
+    size_t cap = j->recs.bytes + j->recs.live * 64 + 128, n = 0, k = 0;
     char *out = mem_alloc (cap);
     char *line = NULL;
     int rc = -1;
+    json_t *head = json_pack ("{s:I}", "e", (json_int_t) epoch);
+    char *head_line = head ? journal_format_line (head, &n) : NULL;
+    json_decref (head);
+    if (!head_line) {
+        errno = ENOMEM;
+        goto cleanup;
+    }
+    memcpy (out, head_line, n);          /* a line without "seq" or "done": no record, no marker */
+    mem_free (head_line);
     for (size_t i = j->recs.head; i < j->recs.end; i++) {
         journal_rec_t *r = &j->recs.v [i];
         if (r->len == 0)
@@ -1174,11 +1189,9 @@ journal_roll (journal_t *j, int carry)
     }
     if (fstat (j->rfd, &st) == 0)
         rsize = st.st_size;
-    /* the copies are on disk before the retained file becomes the journal; with none, the NUL
-     * that ends the region need not be (unsynced, it only leaves settled or retained records,
-     * which a start reads as such) */
+    /* the epoch's line and the copies are on disk before the retained file becomes the journal */
     if (journal_grow (j->rfd, &rsize, (off_t) len + 1) != 0 || journal_pwrite_fd (j->rfd, buf, len + 1, 0) != 0
-    ||  (copied > 0 && fdatasync (j->rfd) != 0)) {
+    ||  fdatasync (j->rfd) != 0) {
         log_error (NULL, NULL, "could not write the outstanding records of the journal \"%s\" to \"%s\": %s", j->path,
                    j->retained_path, strerror (errno));
         j->retained_live = 0;            /* written over: it holds no retained record now */
@@ -1232,7 +1245,7 @@ journal_roll (journal_t *j, int carry)
     log_info (NULL, NULL, "the journal \"%s\" was rolled at %lld bytes%s: %zu outstanding records (%zu bytes) copied, "
               "in %lld us (%lld us waiting for the flush of what was written, %lld us preparing the other file)",
               j->path, (long long) region, carry ? ", its refresh commits kept against a failover carried to the "
-              "retained file" : "", copied, len, (long long) (now_us - started_us),
+              "retained file" : "", copied, (size_t) j->recs.bytes, (long long) (now_us - started_us),
               (long long) (quiet_us - started_us), (long long) (copied_us - quiet_us));
     rc = 0;
 cleanup:

@@ -1186,6 +1186,93 @@ test_a_carry_copies_the_outstanding_records (void **state)
     journal_close (&j);
 }
 
+/* The whole of file p, malloc'd (*len bytes). */
+static char *
+slurp (const char *p, size_t *len)
+{
+    FILE *f = fopen (p, "r");
+    assert_non_null (f);
+    assert_int_equal (fseek (f, 0, SEEK_END), 0);
+    long n = ftell (f);
+    assert_true (n >= 0);
+    rewind (f);
+    char *buf = malloc ((size_t) n + 1);
+    assert_non_null (buf);
+    assert_int_equal (fread (buf, 1, (size_t) n, f), (size_t) n);
+    fclose (f);
+    *len = (size_t) n;
+    return buf;
+}
+
+/* A roll leaves the lines it copied where they were, in the file that becomes the retained one;
+ * a later carry (nothing outstanding, so nothing copied) makes that file the journal again with
+ * only a NUL at offset 0 in front of them. When the first record written after it was torn by a
+ * crash, the region took the epoch of the first readable line behind the tear: the first roll's
+ * originals, settled only by their copies in the other file, were replayed as outstanding. A
+ * roll now starts the new journal with a line of its epoch on disk, whatever it copies. */
+static void
+test_a_tear_after_a_carry_never_replays_what_an_earlier_roll_copied (void **state)
+{
+    char err [256];
+    holder_t hd = { 0, 0 };
+    journal_t *j = journal_open (path, err, sizeof err);
+    assert_non_null (j);
+    ino_t first_ino = inode_of (path);
+    /* a roll with records outstanding: "stuck" and the last one are copied */
+    store_commit_t stuck = record ("stuck", 1);
+    int64_t s_stuck = journal_append (j, &stuck, NULL);
+    store_commit_t a = record ("a", 1);
+    int64_t prev = journal_append (j, &a, NULL);
+    for (int i = 0; inode_of (path) == first_ino; i++) {
+        assert_true (i < 100000);
+        store_commit_t n = record ("a", i + 2);
+        int64_t s = journal_append (j, &n, NULL);
+        journal_done (j, prev);
+        prev = s;
+    }
+    assert_int_equal (journal_sync (j), 0);
+    journal_done (j, s_stuck);
+    journal_done (j, prev);
+    assert_int_equal (journal_outstanding (j), 0);
+    /* a carry with nothing outstanding: the first file is the journal again */
+    journal_set_retainer (j, holder_fn, &hd, 1);
+    store_commit_t c = record ("carried", 1);
+    int64_t s_c = journal_append (j, &c, "spent-c");
+    assert_int_equal (journal_sync (j), 0);
+    hd.n = 1;
+    hd.oldest_ms = clock_mono_ms ();
+    journal_done_retain (j, s_c);
+    assert_true (inode_of (path) == first_ino);
+    size_t before_len, after_len;
+    char *before = slurp (path, &before_len);
+    /* the next record, torn by a crash: its second half never reached the disk */
+    store_commit_t fresh = record ("fresh", 1);
+    assert_true (journal_append (j, &fresh, NULL) > 0);
+    assert_int_equal (journal_sync (j), 0);
+    journal_close (&j);
+    char *after = slurp (path, &after_len);
+    assert_true (after_len <= before_len);
+    char *line = memmem (after, after_len, "\"id\":\"fresh\"", 12);
+    assert_non_null (line);
+    size_t from = (size_t) (line - after) + 6, to = from;
+    while (to < after_len && after [to] != '\0')
+        to++;
+    memcpy (after + from, before + from, to + 1 - from);
+    FILE *f = fopen (path, "r+");
+    assert_non_null (f);
+    assert_int_equal (fwrite (after, 1, after_len, f), after_len);
+    fclose (f);
+    free (before);
+    free (after);
+
+    seen_t s = reopen_and_replay (&j);
+    for (int i = 0; i < s.n && i < 8; i++)
+        print_message ("replayed: %s (sequence %lld)\n", s.ids [i], (long long) s.seqs [i]);
+    assert_int_equal (s.n, 0);
+    assert_int_equal (journal_outstanding (j), 0);
+    journal_close (&j);
+}
+
 /* A roll whose exchange fails (the retained file was removed) leaves the journal as it was: it
  * grows, and a restart replays every outstanding record. */
 static void
@@ -1318,6 +1405,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_a_journal_never_idle_is_rolled, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_carry_copies_the_outstanding_records, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_failed_roll_keeps_the_journal, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_a_tear_after_a_carry_never_replays_what_an_earlier_roll_copied, setup,
+                                         teardown),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
