@@ -109,12 +109,12 @@ breaker_unused (breaker_t *b, const char *peer)
 }
 
 void
-breaker_record (breaker_t *b, const char *peer, int failed, int64_t now_ms)
+breaker_record (breaker_t *b, const char *peer, int failed, int probe, int64_t now_ms)
 {
     char held [32];
     breaker_entry_t *e = breaker_entry (b, peer);
     if (e->open_until_ms) {
-        if (!e->probing)
+        if (!e->probing || !probe)
             return;             /* a call started before the breaker opened */
         e->probing = 0;
         if (failed) {

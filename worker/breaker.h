@@ -27,8 +27,11 @@ void breaker_probe (breaker_t *b, const char *peer);
  * half-open probe, the next call is; the breaker's state is otherwise unchanged. */
 void breaker_unused (breaker_t *b, const char *peer);
 /* failed: the peer failed transiently (a provider's 5xx, 429, timeout, garbage; a webhook's
- * anything but 2xx). Anything else (a token, invalid_grant, invalid_client) proves it is up. */
-void breaker_record (breaker_t *b, const char *peer, int failed, int64_t now_ms);
+ * anything but 2xx). Anything else (a token, invalid_grant, invalid_client) proves it is up.
+ * probe: the call was the half-open probe (breaker_allow said 2, or breaker_probe made it one);
+ * while the breaker is open only the probe's outcome counts, never that of a call that started
+ * before it opened and ended while the probe was out. */
+void breaker_record (breaker_t *b, const char *peer, int failed, int probe, int64_t now_ms);
 /* 1 while the peer's breaker is open or half-open (for metrics and status). */
 int breaker_is_open (const breaker_t *b, const char *peer, int64_t now_ms);
 #endif

@@ -121,9 +121,10 @@ stopping (void *arg)
     return atomic_load (&ev->stop) ? 1 : 0;
 }
 
-/* One claimed delivery: send it, then record what happened. */
+/* One claimed delivery: send it, then record what happened. probe: it is its endpoint's
+ * half-open probe (breaker_record). */
 static void
-deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token)
+deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token, int probe)
 {
     char err [512], dberr [512];
     long status = 0;
@@ -140,7 +141,7 @@ deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token)
         return;                      /* abandoned: the lease expires and the event is sent again */
     }
     mem_free (body);
-    breaker_record (ev->held, c->endpoint, out != WEBHOOK_DELIVERED, clock_mono_ms ());
+    breaker_record (ev->held, c->endpoint, out != WEBHOOK_DELIVERED, probe, clock_mono_ms ());
     for (size_t k = 0; k < webhook_set_count (ev->endpoints); k++)
         if (strcmp (ev->names [k], c->endpoint) == 0)
             metrics_set (ev->m_held [k], breaker_is_open (ev->held, c->endpoint, 0));
@@ -401,6 +402,7 @@ deliver_pass (events_t *ev, int full)
     back = mem_alloc ((count ? count : 1) * sizeof *back);
     for (size_t i = 0; i < count; i++) {
         int64_t retry_s;
+        int allowed;
         if (atomic_load (&ev->stop) || !store_events_connected (ev->store))
             back [nback++] = claims [i];
         else if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms) {
@@ -410,12 +412,12 @@ deliver_pass (events_t *ev, int full)
         else if (!claims [i].integration && breaker_is_open (ev->held, claims [i].endpoint, 0)) {
             /* an operator's test of a held endpoint goes now, as its probe */
             breaker_probe (ev->held, claims [i].endpoint);
-            deliver (ev, &claims [i], lease);
+            deliver (ev, &claims [i], lease, 1);
         }
-        else if (!breaker_allow (ev->held, claims [i].endpoint, clock_mono_ms (), &retry_s))
+        else if (!(allowed = breaker_allow (ev->held, claims [i].endpoint, clock_mono_ms (), &retry_s)))
             back [nback++] = claims [i];
         else
-            deliver (ev, &claims [i], lease);
+            deliver (ev, &claims [i], lease, allowed == 2);
     }
     if (nback && atomic_load (&ev->stop))
         give_back_at_stop (ev, back, nback, lease);

@@ -638,6 +638,15 @@ refresh_say_held (worker_t *w, int64_t now_ms)
                      "their refreshes still waiting", (unsigned long long) n);
 }
 
+/* 1 when the integration's last refresh failed at its provider (no answer, a 5xx or 429, an
+ * answer that could not be read), and no refresh has succeeded since. */
+static int
+refresh_failing_at_provider (const cache_entry_t *e)
+{
+    return e->failures > 0 && !e->backoff_local
+        && (e->backoff_code == FR_PROVIDER_UNAVAILABLE || e->backoff_code == FR_PROVIDER_BAD_RESPONSE);
+}
+
 /* A failed refresh holds the integration's next provider call back: exponential backoff with
  * jitter, never shorter than the provider's Retry-After (retry_after_s, < 0 none); code is what
  * callers are told meanwhile, local whether it failed before the provider was called. The delay. */
@@ -1359,8 +1368,12 @@ refresh_on_response (void *arg, const http_response_t *resp)
         if (r->probe)
             breaker_unused (w->breaker, r->provider->name);
     }
-    else
-        breaker_record (w->breaker, r->provider->name, failed, clock_mono_ms ());
+    else if (r->probe || !failed || !refresh_failing_at_provider (e))
+        /* an integration's failures after its first in a row are not counted: the breaker is for
+         * a provider failing broadly, and one integration a client keeps asking for (a 429 or
+         * 5xx of that account alone) opened it for every integration of the provider; its own
+         * backoff already spaces its calls */
+        breaker_record (w->breaker, r->provider->name, failed, r->probe, clock_mono_ms ());
     if (res.kind != OAUTH_OK && res.kind != OAUTH_INVALID_GRANT) {
         int64_t delay = refresh_back_off (w, e, res.kind == OAUTH_TRANSIENT ? FR_PROVIDER_UNAVAILABLE
                                                 : res.kind == OAUTH_BAD_RESPONSE ? FR_PROVIDER_BAD_RESPONSE

@@ -297,6 +297,31 @@ test_circuit_breaker (void **state)
     assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), calls + 2);
 }
 
+/* One integration that keeps failing (a 429 or a 5xx for that account alone, a client asking for
+ * it again and again) is not its provider failing: only an integration's first failure in a row
+ * counts toward the breaker. Every failure counted, the third refresh of one integration opened
+ * the circuit, and every other integration of the provider was refused for the open period. */
+static void
+test_one_failing_integration_leaves_the_circuit_closed (void **state)
+{
+    int rc;
+    import_long_lived ("alone:google", "fakegoogle");
+    import_long_lived ("other:google", "fakegoogle");
+    itest_fault (h, "fakegoogle", "status", 6, 502, -1, -1);
+    for (int i = 0; i < 6; i++) {
+        json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "alone:google", NULL);
+        assert_string_equal (itest_code (t), "provider_unavailable");
+        json_decref (t);
+    }
+    long long calls = itest_stat (h, "fakegoogle", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "other:google", NULL);
+    if (rc != 0)
+        print_message ("other:google: %s\n", itest_code (t));
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), calls + 1);
+}
+
 int
 main (void)
 {
@@ -307,6 +332,8 @@ main (void)
         cmocka_unit_test (test_sweep_keeps_idle_tokens_alive),
         cmocka_unit_test (test_reconnect_restarts_the_idle_clock),
         cmocka_unit_test (test_circuit_breaker),
+        /* after it: the circuit it opened and closed starts from nothing */
+        cmocka_unit_test (test_one_failing_integration_leaves_the_circuit_closed),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
