@@ -59,11 +59,21 @@ struct sweep {
     size_t nheld;
 };
 
+static int64_t sweep_floor_s (const sweep_t *s);
+
 sweep_t *
 sweep_new (const sweep_config_t *cfg)
 {
     sweep_t *s = mem_alloc (sizeof *s);
     s->cfg = *cfg;
+    /* a horizon shorter than one pass would let tokens expire between two passes: every token's
+     * horizon has the floor (sweep_horizon), and so has the one that bounds the passes' scan */
+    if (s->cfg.horizon_s > 0 && s->cfg.horizon_s < sweep_floor_s (s)) {
+        log_warning (NULL, NULL, "sweep horizon %lld s is shorter than a sweep interval and its margin: tokens would "
+                     "expire between two passes; using %lld s", (long long) s->cfg.horizon_s,
+                     (long long) sweep_floor_s (s));
+        s->cfg.horizon_s = sweep_floor_s (s);
+    }
     s->next_ms = clock_mono_ms () + cfg->interval_ms / 4;     /* first round soon after start */
     return s;
 }

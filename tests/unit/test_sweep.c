@@ -103,12 +103,36 @@ test_a_change_is_seen (void **state)
     sweep_destroy (&s);
 }
 
+/* A configured horizon shorter than one sweep interval would let tokens expire between two passes
+ * (a pass every 10 minutes, a 5-minute horizon): every token's horizon is at least the floor the
+ * docs promise, the configured one included, so the passes' index scan reaches that far too. */
+static void
+test_the_horizon_is_never_shorter_than_a_pass (void **state)
+{
+    (void) state;
+    sweep_config_t cfg = { .interval_ms = 600000, .horizon_s = 300, .rate_per_s = 10, .batch = 100,
+                           .quiet_ms = 300000, .membership_ms = 10000 };
+    sweep_t *s = sweep_new (&cfg);
+    assert_true (sweep_horizon (s, 3600) >= 721);      /* 600 s, a fifth more, a second */
+    assert_true (sweep_horizon (s, 0) >= 721);         /* a lifetime not known: the configured one */
+    assert_int_equal (sweep_horizon (s, 1000), 500);   /* never past half the lifetime */
+    sweep_destroy (&s);
+    /* a horizon already past the floor is kept as configured */
+    cfg.interval_ms = 30000;
+    s = sweep_new (&cfg);
+    assert_int_equal (sweep_horizon (s, 0), 300);
+    assert_int_equal (sweep_horizon (s, 86400), 300);
+    assert_int_equal (sweep_horizon (s, 200), 50);     /* a quarter of it, above the floor of 37 */
+    sweep_destroy (&s);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_same_workers_in_another_order_are_no_change),
         cmocka_unit_test (test_a_change_is_seen),
+        cmocka_unit_test (test_the_horizon_is_never_shorter_than_a_pass),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
