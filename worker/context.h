@@ -133,6 +133,7 @@ typedef struct worker {
     struct failover *failover;      /* failover.c: the last rotated commits, checked after a reconnection */
     struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;
+    int64_t drain_until_ms;         /* monotonic: when a drain stops waiting for what is in flight */
     int started_db;                 /* journal replayed and leases released for this run */
     const char *recovering;         /* recovery.c: the start-up recovery's step, for the answers of
                                        the requests whose claims wait for it */

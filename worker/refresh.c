@@ -796,6 +796,28 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         return;
     }
     else
+    if (w->draining && clock_mono_ms () + w->cfg.http_timeout_ms > w->drain_until_ms) {
+        /* a call that may outlast the drain is not started: the process would exit with it in
+         * flight, and an answer that rotated the token would never be read (the provider has
+         * spent the one the row holds). The lease goes back; the client asks again, and the
+         * brokers send it to the partition's next owner. */
+        lease_release_t *rel = mem_alloc (sizeof *rel);
+        snprintf (rel->id, sizeof rel->id, "%s", e->id);
+        snprintf (rel->lease_token, sizeof rel->lease_token, "%s", row.lease_token);
+        dbwait_add (w, lease_release_start, rel, -1);
+        if (allowed == 2)
+            breaker_unused (w->breaker, r->provider->name);
+        snprintf (err, sizeof err, "worker \"%s\" is shutting down and starts no provider call it might not finish",
+                  w->cfg.worker_id);
+        log_info (e->id, rid_of (r), "no refresh started: the drain ends in %lld ms, and a provider call may take %lld "
+                  "ms; the lease is given back", (long long) (w->drain_until_ms - clock_mono_ms ()),
+                  (long long) w->cfg.http_timeout_ms);
+        store_row_clear (&row);
+        refresh_finish_error (w, r, FR_UNAVAILABLE, err, "ask again: another worker takes the integration over",
+                              1);
+        return;
+    }
+    else
     if ((fail = crypto_open (w->keyring, row.key_id, e->id, "refresh_token", row.refresh_ct,
                              row.refresh_ct_len, &r->refresh_token, err, sizeof err)) != FR_OK)
         ;

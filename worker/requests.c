@@ -93,8 +93,8 @@ secret_equal (const char *a, const char *b)
 static void
 refresh_ahead (worker_t *w, cache_entry_t *e, int64_t now)
 {
-    if (e->refresh || e->status != INTEG_ACTIVE)
-        return;
+    if (e->refresh || e->status != INTEG_ACTIVE || w->draining)
+        return;                 /* a draining worker leaves it to the partition's next owner */
     int64_t lifetime = e->lifetime_s > 0 ? e->lifetime_s : 3600;   /* unknown only for imports without expiry */
     int64_t window = lifetime / 10 > 60 ? lifetime / 10 : 60;
     if (window > lifetime / 2)

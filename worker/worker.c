@@ -443,7 +443,7 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         if (*stop == 1 && !w->draining) {
             /* leave the partition map at once; finish what is in flight */
             w->draining = 1;
-            drain_until = now + w->cfg.drain_ms;
+            drain_until = w->drain_until_ms = now + w->cfg.drain_ms;
             drain_settle = now + (w->cfg.heartbeat_ms < 500 ? w->cfg.heartbeat_ms : 500);
             links_hello (w, 1);
             log_info (NULL, NULL, "draining: %zu refreshes in flight", refresh_count (w));

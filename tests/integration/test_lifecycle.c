@@ -385,6 +385,63 @@ test_broker_stopped_answers_a_client_still_connecting (void **state)
     assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
 }
 
+/* A draining worker starts no provider call that could outlast its drain. A request that waited
+ * on another worker's lease claimed the integration once that lease ran out, in the middle of the
+ * drain, called the provider, and the process exited with the call in flight: the provider had
+ * spent the refresh token the row holds, and its answer, the only copy of the new one, was never
+ * read (review, 2026-12-06). Now the lease goes back and the client is told to ask again. */
+static void
+test_a_drain_starts_no_call_it_cannot_finish (void **state)
+{
+    (void) state;
+    harness_t *d = harness_new ("drain_call");
+    assert_non_null (d);
+    harness_set_env (d, "FERRULE_DRAIN_MS", "3000");
+    assert_true (harness_start_broker (d) >= 0);
+    assert_int_equal (harness_start_worker (d, "w1"), 0);
+    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
+    char *rt = itest_grant (d, "fakebox", NULL);
+    assert_int_equal (itest_import (d, "drain:box", "fakebox", rt), 0);
+    free (rt);
+    itest_expire (d, "drain:box");
+    /* another worker's refresh holds the lease for a second and a half more */
+    assert_int_equal (harness_sql (d, "UPDATE integrations SET lease_owner = 'elsewhere',"
+                                      " lease_token = '00000000-0000-0000-0000-00000000e15e',"
+                                      " lease_expires_at = clock_timestamp () + interval '1500 milliseconds'"
+                                      " WHERE id = 'drain:box'"), 0);
+    itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 5000));
+    long long calls = itest_stat (d, "fakebox", "refresh_calls");
+    pid_t asker = fork ();
+    assert_true (asker >= 0);
+    if (asker == 0) {
+        int rc;
+        json_t *t = harness_ctl (d, &rc, "token", "--integration", "drain:box", "--timeout", "20", NULL);
+        printf ("the request waiting on the lease during the drain: %s\n", itest_code (t));
+        fflush (stdout);
+        json_decref (t);
+        _exit (0);
+    }
+    usleep (300 * 1000);                     /* the request waits on the lease */
+    harness_signal_worker (d, "w1", SIGTERM);
+    assert_int_equal (harness_wait_worker_exit (d, "w1", 15000), 0);
+    int status = 0;
+    waitpid (asker, &status, 0);
+    long long during = itest_stat (d, "fakebox", "refresh_calls") - calls;
+    itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    if (during != 0)
+        fail_msg ("the draining worker made %lld provider calls after its lease wait", during);
+    /* the chain is whole: the next owner refreshes with the token the row holds */
+    assert_int_equal (harness_start_worker (d, "w1"), 0);
+    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
+    int rc;
+    json_t *t = harness_ctl (d, &rc, "token", "--integration", "drain:box", NULL);
+    if (rc != 0)
+        fail_msg ("after the drain: %s", itest_code (t));
+    json_decref (t);
+    assert_int_equal (itest_stat (d, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (itest_teardown (&d), 0);
+}
+
 int
 main (void)
 {
@@ -399,6 +456,7 @@ main (void)
         cmocka_unit_test (test_database_timeouts_checked_at_start),
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_refresh_lease_without_room_for_the_claim_refused_at_start),
+        cmocka_unit_test (test_a_drain_starts_no_call_it_cannot_finish),
     };
     int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();
