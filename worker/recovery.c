@@ -1,6 +1,6 @@
 /* recovery.c - the startup's recovery as a sequence of batches (see recovery.h). The journal is
- * replayed first, while the earlier run's leases still keep other workers away from those
- * integrations; only then are the leases released. One record at a time, in the journal's order;
+ * replayed first, while the earlier run's leases, as long as they last, still keep other workers
+ * away from those integrations; only then are the leases released. One record at a time, in the journal's order;
  * a record that fails (its row locked, the database away) is kept and the pass goes on, and the
  * whole pass is tried again a second later, until a pass settles every record. A record whose row
  * is behind it (a failover lost commits another worker made before its refresh) leaves the pass
