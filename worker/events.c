@@ -1,4 +1,4 @@
-/* events.c - the event delivery thread and the events operations */
+/* events.c - the event delivery threads and the events operations */
 #include "events.h"
 #include "webhook.h"
 #include "breaker.h"
@@ -34,9 +34,9 @@
                                         started before it and committed after it */
 #define WINDOW_MAX_S       (2 * WINDOW_MARGIN_S)   /* a longer look back goes in steps */
 #define FANOUT_STEP        1000      /* events one step of a fan-out reads */
-#define FANOUT_PASS_MS     1000      /* the steps of a pass, beyond each endpoint's first */
-#define STOP_GRACE_MS      1000      /* a stop's wait for the thread before its statements are cut
-                                        short: to record and give back what it claimed */
+#define FANOUT_PASS_MS     1000      /* the steps of a pass, beyond its first */
+#define STOP_GRACE_MS      1000      /* a stop's wait for the threads before their statements are
+                                        cut short: to record and give back what they claimed */
 #define RECONNECT_MS       1000
 #define STATS_MS           5000
 #define LIST_MAX           1000
@@ -65,33 +65,45 @@ typedef struct {
     lograte_t fail_log;
 } fanout_t;
 
-struct events {
-    events_config_t cfg;
-    char *worker_id;
-    char *database_url;              /* secret */
-    webhook_set_t *endpoints;
-    const char **names;              /* the endpoints' names, for the claim */
-    forecast_provider_t *providers;  /* copied from the catalog at start */
-    size_t nproviders;
+/* One thread's share of the work: one endpoint's deliveries (its fan-out, claims and attempts),
+ * or, with ep NULL, the forecasts and the counts for the metrics. Each has a database connection
+ * and a curl handle of its own, so that a receiver that hangs until the timeout holds up its own
+ * endpoint's deliveries only: with one thread for all, each attempt to it held every other
+ * endpoint's, until its breaker tripped, and each of its probes again. */
+typedef struct {
+    events_t *ev;
+    const webhook_endpoint_t *ep;    /* NULL: the forecasts and the counts */
     store_events_t *store;
     CURL *curl;
     pthread_t thread;
     int started;
     int wake [2];                    /* a byte here stops the thread's wait */
-    int stop_fd;                     /* eventfd, readable STOP_GRACE_MS into events_destroy: the
-                                        thread's waits on the database end (store_events_new) */
-    int exited_fd;                   /* eventfd the thread makes readable as it ends */
-    atomic_int stop;
-    fanout_t *fan;                   /* per endpoint, in the set's order */
-    breaker_t *held;                 /* per endpoint: one that keeps failing gets probes, not every queue's retries */
-    metrics_t *metrics;
-    metrics_series_t *m_pending, *m_failed_rows, *m_forecasts, *m_db_errors;
-    metrics_series_t **m_held;       /* per endpoint, in the set's order */
+    fanout_t fan;
+    breaker_t *held;                 /* one that keeps failing gets probes, not every queue's retries */
+    metrics_series_t *m_held;
     lograte_t late_log;              /* a claim none of whose deliveries could be attempted */
     store_events_claim_t stranded [CLAIM_BATCH];    /* claimed, not sent, the connection lost: given
-                                                       back once connected (seq, endpoint: a name's) */
+                                                       back once connected (seq, endpoint: ep's name) */
     size_t nstranded;
     char stranded_lease [STORE_EVENTS_LEASE_LEN + 1];
+} lane_t;
+
+struct events {
+    events_config_t cfg;
+    char *worker_id;
+    char *database_url;              /* secret */
+    webhook_set_t *endpoints;
+    const char **names;              /* the endpoints' names, for the counts */
+    forecast_provider_t *providers;  /* copied from the catalog at start */
+    size_t nproviders;
+    lane_t *lanes;                   /* one per endpoint, in the set's order, then the forecasts' */
+    size_t nlanes;
+    int stop_fd;                     /* eventfd, readable STOP_GRACE_MS into events_destroy: the
+                                        threads' waits on the database end (store_events_new) */
+    int exited_fd;                   /* eventfd each thread adds one to as it ends */
+    atomic_int stop;
+    metrics_t *metrics;
+    metrics_series_t *m_pending, *m_failed_rows, *m_forecasts, *m_db_errors;
 };
 
 static uint64_t
@@ -124,27 +136,23 @@ stopping (void *arg)
 /* One claimed delivery: send it, then record what happened. probe: it is its endpoint's
  * half-open probe (breaker_record). */
 static void
-deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token, int probe)
+deliver (lane_t *l, const store_events_claim_t *c, const char *lease_token, int probe)
 {
+    events_t *ev = l->ev;
     char err [512], dberr [512];
     long status = 0;
-    const webhook_endpoint_t *ep = webhook_set_find (ev->endpoints, c->endpoint);
     webhook_event_t we = { c->id, c->type, c->integration, c->provider, c->diagnosis, c->created_ms,
                            c->generation, c->detail, c->expires_at };
-    if (!ep)
-        return;                      /* not claimable: the claim names only our endpoints */
     char *body = webhook_body (&we);
-    webhook_outcome_t out = webhook_send (ev->curl, ep, &we, body, (int64_t) time (NULL), ev->cfg.timeout_ms,
+    webhook_outcome_t out = webhook_send (l->curl, l->ep, &we, body, (int64_t) time (NULL), ev->cfg.timeout_ms,
                                           stopping, ev, &status, err, sizeof err);
     if (out != WEBHOOK_DELIVERED && atomic_load (&ev->stop)) {
         mem_free (body);
         return;                      /* abandoned: the lease expires and the event is sent again */
     }
     mem_free (body);
-    breaker_record (ev->held, c->endpoint, out != WEBHOOK_DELIVERED, probe, clock_mono_ms ());
-    for (size_t k = 0; k < webhook_set_count (ev->endpoints); k++)
-        if (strcmp (ev->names [k], c->endpoint) == 0)
-            metrics_set (ev->m_held [k], breaker_is_open (ev->held, c->endpoint, 0));
+    breaker_record (l->held, c->endpoint, out != WEBHOOK_DELIVERED, probe, clock_mono_ms ());
+    metrics_set (l->m_held, breaker_is_open (l->held, c->endpoint, 0));
     store_events_result_t result = STORE_EVENTS_DELIVERED;
     int64_t retry_ms = 0;
     if (out != WEBHOOK_DELIVERED) {
@@ -152,7 +160,7 @@ deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token, i
         result = c->age_ms + retry_ms > ev->cfg.max_age_s * 1000 ? STORE_EVENTS_FAILED : STORE_EVENTS_RETRY;
     }
     int applied = 0;
-    fr_status_t st = store_events_finish (ev->store, c->seq, c->endpoint, lease_token, result, retry_ms, status,
+    fr_status_t st = store_events_finish (l->store, c->seq, c->endpoint, lease_token, result, retry_ms, status,
                                           out == WEBHOOK_DELIVERED ? NULL : err, &applied, dberr, sizeof dberr);
     if (st != FR_OK) {
         metrics_inc (ev->m_db_errors);
@@ -177,7 +185,7 @@ deliver (events_t *ev, const store_events_claim_t *c, const char *lease_token, i
                   c->type, c->endpoint, c->attempts, err, (long long) retry_ms);
 }
 
-/* A statement of the thread failed: counted and logged, but for those the worker's stop cut short
+/* A statement of a thread failed: counted and logged, but for those the worker's stop cut short
  * (store_events_new), which say nothing of the database. */
 static void
 db_failed (events_t *ev, const char *err)
@@ -188,17 +196,17 @@ db_failed (events_t *ev, const char *err)
     log_warning (NULL, NULL, "%s", err);
 }
 
-/* A fan-out statement failed: one endpoint's may fail at every pass, so it is said once a second. */
+/* A fan-out statement failed: it may fail at every pass, so it is said once a second. */
 static void
-fanout_failed (events_t *ev, fanout_t *f, const char *endpoint, const char *err)
+fanout_failed (lane_t *l, const char *err)
 {
     uint64_t held;
-    if (atomic_load (&ev->stop))
+    if (atomic_load (&l->ev->stop))
         return;
-    metrics_inc (ev->m_db_errors);
-    if (lograte_take (&f->fail_log, clock_mono_ms (), &held))
+    metrics_inc (l->ev->m_db_errors);
+    if (lograte_take (&l->fan.fail_log, clock_mono_ms (), &held))
         log_warning (NULL, NULL, "webhook \"%s\": %s; its new events wait for its fan-out, the other endpoints' do "
-                     "not (%llu more such lines since the last one)", endpoint, err, (unsigned long long) held);
+                     "not (%llu more such lines since the last one)", l->ep->name, err, (unsigned long long) held);
 }
 
 static void
@@ -211,31 +219,31 @@ scan_begin (fanout_t *f, int64_t window_s, int catching_up, int64_t now)
     f->after = -1;
 }
 
-/* Endpoint i's fan-out in steps: one step, more until deadline. 1 when it has more to do, 0 when
- * it has ended, -1 when a statement failed (the next pass goes on from the last step). */
+/* The endpoint's fan-out in steps: one step, more until deadline. 1 when it has more to do, 0
+ * when it has ended, -1 when a statement failed (the next pass goes on from the last step). */
 static int
-scan_steps (events_t *ev, size_t i, int64_t deadline)
+scan_steps (lane_t *l, int64_t deadline)
 {
     char err [512];
-    fanout_t *f = &ev->fan [i];
-    const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
-    if (f->after < 0 && store_events_scan_bounds (ev->store, f->window_s + WINDOW_MARGIN_S, &f->after, &f->upto, err,
+    fanout_t *f = &l->fan;
+    const webhook_endpoint_t *ep = l->ep;
+    if (f->after < 0 && store_events_scan_bounds (l->store, f->window_s + WINDOW_MARGIN_S, &f->after, &f->upto, err,
                                                   sizeof err) != FR_OK) {
         f->after = -1;
-        fanout_failed (ev, f, ep->name, err);
+        fanout_failed (l, err);
         return -1;
     }
     do {
         int64_t window = f->window_s + (clock_mono_ms () - f->started_ms) / 1000 + 1;    /* from its start */
         int64_t next = f->after, added = 0;
-        if (store_events_fanout_step (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types,
+        if (store_events_fanout_step (l->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types,
                                       ep->ntypes, window, f->after, f->upto, FANOUT_STEP, &next, &added, err,
                                       sizeof err) != FR_OK) {
-            fanout_failed (ev, f, ep->name, err);
+            fanout_failed (l, err);
             return -1;
         }
         f->after = next;
-    } while (f->after < f->upto && clock_mono_ms () < deadline && !atomic_load (&ev->stop));
+    } while (f->after < f->upto && clock_mono_ms () < deadline && !atomic_load (&l->ev->stop));
     if (f->after < f->upto)
         return 1;
     f->scanning = 0;
@@ -245,7 +253,7 @@ scan_steps (events_t *ev, size_t i, int64_t deadline)
     return 0;
 }
 
-/* Endpoint i's fan-out in the pass begun at started: 1 when it has more to do at once, 0 when
+/* The endpoint's fan-out in the pass begun at started: 1 when it has more to do at once, 0 when
  * it is done, -1 when a statement failed.
  * It looks back to just before its last complete one, so an integration's older event never
  * misses the fan-out that gives its newer one a row; the thread's first looks back over the max
@@ -261,36 +269,36 @@ scan_steps (events_t *ev, size_t i, int64_t deadline)
  * give an integration's new event a row before an old one's step); the look over the max age
  * is no catch-up, and the short ones go on beside it. */
 static int
-fanout (events_t *ev, size_t i, int full, int64_t started, int64_t deadline)
+fanout (lane_t *l, int full, int64_t started, int64_t deadline)
 {
     char err [512];
-    fanout_t *f = &ev->fan [i];
-    const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
+    fanout_t *f = &l->fan;
+    const webhook_endpoint_t *ep = l->ep;
+    int64_t max_age_s = l->ev->cfg.max_age_s;
     int64_t since = (started - f->done_ms) / 1000 + WINDOW_MARGIN_S, age = -1, added = 0;
     int more = 0;
     if (!f->done_ms && !f->scanning) {
-        if (store_events_fanned_age (ev->store, ep->name, &age, err, sizeof err) != FR_OK) {
-            fanout_failed (ev, f, ep->name, err);
+        if (store_events_fanned_age (l->store, ep->name, &age, err, sizeof err) != FR_OK) {
+            fanout_failed (l, err);
             return -1;
         }
-        scan_begin (f, age >= 0 && age + WINDOW_MARGIN_S > ev->cfg.max_age_s ? age + WINDOW_MARGIN_S
-                                                                              : ev->cfg.max_age_s, 1, started);
+        scan_begin (f, age >= 0 && age + WINDOW_MARGIN_S > max_age_s ? age + WINDOW_MARGIN_S : max_age_s, 1, started);
     }
     else if (f->done_ms && since > WINDOW_MAX_S && !f->catching_up)
         scan_begin (f, since, 1, started);          /* in place of a look over the max age */
     else if (full && !f->scanning)
-        scan_begin (f, since > ev->cfg.max_age_s ? since : ev->cfg.max_age_s, 0, started);
+        scan_begin (f, since > max_age_s ? since : max_age_s, 0, started);
     if (f->scanning) {
-        more = scan_steps (ev, i, deadline);
+        more = scan_steps (l, deadline);
         if (more < 0 || (more > 0 && f->catching_up))
             return more;
     }
     since = (started - f->done_ms) / 1000 + WINDOW_MARGIN_S;
     if (since > WINDOW_MAX_S)
         return 1;                                   /* its catch-up took long: another, at once */
-    if (store_events_fanout (ev->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types, ep->ntypes,
+    if (store_events_fanout (l->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types, ep->ntypes,
                              since, &added, err, sizeof err) != FR_OK) {
-        fanout_failed (ev, f, ep->name, err);
+        fanout_failed (l, err);
         return -1;
     }
     f->done_ms = started;
@@ -299,95 +307,83 @@ fanout (events_t *ev, size_t i, int full, int64_t started, int64_t deadline)
 
 /* Keeps n claimed deliveries not sent for want of a connection, to give them back once there is one. */
 static void
-strand (events_t *ev, const store_events_claim_t *claims, size_t n, const char *lease)
+strand (lane_t *l, const store_events_claim_t *claims, size_t n, const char *lease)
 {
-    ev->nstranded = 0;
-    for (size_t i = 0; i < n && ev->nstranded < CLAIM_BATCH; i++)
-        for (size_t k = 0; k < webhook_set_count (ev->endpoints); k++)
-            if (strcmp (ev->names [k], claims [i].endpoint) == 0) {
-                store_events_claim_t *c = &ev->stranded [ev->nstranded++];
-                memset (c, 0, sizeof *c);
-                c->seq = claims [i].seq;
-                c->endpoint = (char *) ev->names [k];     /* borrowed: store_events_release reads it */
-                break;
-            }
-    snprintf (ev->stranded_lease, sizeof ev->stranded_lease, "%s", lease);
-    log_info (NULL, NULL, "event deliveries not sent: %zu, the database connection was lost; they are given back "
-              "once it is back", ev->nstranded);
+    l->nstranded = 0;
+    for (size_t i = 0; i < n && l->nstranded < CLAIM_BATCH; i++) {
+        store_events_claim_t *c = &l->stranded [l->nstranded++];
+        memset (c, 0, sizeof *c);
+        c->seq = claims [i].seq;
+        c->endpoint = l->ep->name;          /* borrowed: store_events_release reads it */
+    }
+    snprintf (l->stranded_lease, sizeof l->stranded_lease, "%s", lease);
+    log_info (NULL, NULL, "event deliveries to webhook \"%s\" not sent: %zu, the database connection was lost; they "
+              "are given back once it is back", l->ep->name, l->nstranded);
 }
 
 /* Gives them back: their leases would hold their integrations' queues until they expired. */
 static void
-release_stranded (events_t *ev)
+release_stranded (lane_t *l)
 {
     char err [512];
     int64_t released = 0;
-    if (store_events_release (ev->store, ev->stranded, ev->nstranded, ev->stranded_lease, &released, err,
+    if (store_events_release (l->store, l->stranded, l->nstranded, l->stranded_lease, &released, err,
                               sizeof err) != FR_OK) {
-        db_failed (ev, err);
-        if (!store_events_connected (ev->store))
+        db_failed (l->ev, err);
+        if (!store_events_connected (l->store))
             return;                                 /* at the next connection */
     }
     else
-        log_info (NULL, NULL, "event deliveries given back unsent after the database connection was lost: %lld",
-                  (long long) released);
-    ev->nstranded = 0;                              /* or their leases expire */
+        log_info (NULL, NULL, "event deliveries to webhook \"%s\" given back unsent after the database connection "
+                  "was lost: %lld", l->ep->name, (long long) released);
+    l->nstranded = 0;                               /* or their leases expire */
 }
 
 /* The worker is stopping: claimed deliveries not sent are given back (within STOP_GRACE_MS,
  * events_destroy), or their leases expire. */
 static void
-give_back_at_stop (events_t *ev, const store_events_claim_t *claims, size_t n, const char *lease)
+give_back_at_stop (lane_t *l, const store_events_claim_t *claims, size_t n, const char *lease)
 {
     char err [512];
     int64_t released = 0;
-    if (!store_events_connected (ev->store))
+    if (!store_events_connected (l->store))
         return;
-    if (store_events_release (ev->store, claims, n, lease, &released, err, sizeof err) != FR_OK)
+    if (store_events_release (l->store, claims, n, lease, &released, err, sizeof err) != FR_OK)
         log_warning (NULL, NULL, "%s; %zu claimed event deliveries stay leased until their leases expire", err, n);
     else
         log_info (NULL, NULL, "event deliveries given back unsent at the stop: %lld", (long long) released);
 }
 
-/* One pass: fan out new events, claim what is due, send it. 1 when work was found, or is left.
- * An endpoint whose fan-out failed does not hold the others' claims, nor its own: a statement
- * that failed changed nothing, and every one leaves each integration's delivery rows those of
- * its earliest events (fanout), which is all the claim's order needs; other workers claim them
- * meanwhile anyway. Its new events wait for its next fan-out. */
+/* One pass of the endpoint's thread: fan out its new events, claim what is due, send it. 1 when
+ * work was found, or is left. A failed fan-out does not hold the claim: a statement that failed
+ * changed nothing, and every one leaves each integration's delivery rows those of its earliest
+ * events (fanout), which is all the claim's order needs; other workers claim them meanwhile
+ * anyway. Its new events wait for its next fan-out. */
 static int
-deliver_pass (events_t *ev, int full)
+deliver_pass (lane_t *l, int full)
 {
+    events_t *ev = l->ev;
     char err [512];
-    size_t n = webhook_set_count (ev->endpoints);
-    int64_t started = clock_mono_ms ();
-    int more = 0;
-    if (ev->nstranded)
-        release_stranded (ev);
-    for (size_t i = 0; i < n; i++) {
-        int r = fanout (ev, i, full, started, started + FANOUT_PASS_MS);
-        if (r < 0 && !store_events_connected (ev->store))
-            return 0;                               /* the others' would fail too, and the claim */
-        more |= r > 0;
-    }
-    if (!n || atomic_load (&ev->stop))
+    int64_t started = clock_mono_ms (), retry_s;
+    if (l->nstranded)
+        release_stranded (l);
+    int more = fanout (l, full, started, started + FANOUT_PASS_MS);
+    if (more < 0 && !store_events_connected (l->store))
+        return 0;                                   /* the claim would fail too */
+    more = more > 0;
+    if (atomic_load (&ev->stop))
         return 0;
     /* a held endpoint is not claimed from: its deliveries wait in the database, and the claim does
-     * not read its queues, until its hold ends and one of them is its probe */
-    const char *names [WEBHOOK_MAX_ENDPOINTS], *held [WEBHOOK_MAX_ENDPOINTS];
-    size_t nnames = 0, nheld = 0;
-    for (size_t i = 0; i < n; i++) {
-        int64_t retry_s;
-        if (breaker_blocked (ev->held, ev->names [i], clock_mono_ms (), &retry_s))
-            held [nheld++] = ev->names [i];
-        else
-            names [nnames++] = ev->names [i];
-    }
+     * not read its queues, until its hold ends and one of them is its probe; but its test events
+     * are (an operator's test goes at once, as the probe) */
+    const char *name = l->ep->name;
+    int blocked = breaker_blocked (l->held, name, clock_mono_ms (), &retry_s);
     char lease [STORE_EVENTS_LEASE_LEN + 1];
     store_events_claim_t *claims = NULL, *back = NULL;
     size_t count = 0, nback = 0, nlate = 0;
     int64_t claimed_ms = clock_mono_ms ();       /* before the claim: its lease runs from later */
-    if (store_events_claim (ev->store, names, nnames, held, nheld, ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims,
-                            &count, err, sizeof err) != FR_OK) {
+    if (store_events_claim (l->store, blocked ? NULL : &name, blocked ? 0 : 1, blocked ? &name : NULL, blocked ? 1 : 0,
+                            ev->cfg.lease_ms, CLAIM_BATCH, lease, &claims, &count, err, sizeof err) != FR_OK) {
         db_failed (ev, err);
         return 0;
     }
@@ -401,37 +397,38 @@ deliver_pass (events_t *ev, int full)
      * once: they held their queues until their leases expired, an attempt counted for each. */
     back = mem_alloc ((count ? count : 1) * sizeof *back);
     for (size_t i = 0; i < count; i++) {
-        int64_t retry_s;
         int allowed;
-        if (atomic_load (&ev->stop) || !store_events_connected (ev->store))
+        if (atomic_load (&ev->stop) || !store_events_connected (l->store))
             back [nback++] = claims [i];
         else if (clock_mono_ms () + ev->cfg.timeout_ms >= claimed_ms + ev->cfg.lease_ms) {
             back [nback++] = claims [i];
             nlate++;
         }
-        else if (!claims [i].integration && breaker_is_open (ev->held, claims [i].endpoint, 0)) {
+        else if (strcmp (claims [i].endpoint, name) != 0)
+            back [nback++] = claims [i];            /* not claimable: the claim names only ours */
+        else if (!claims [i].integration && breaker_is_open (l->held, name, 0)) {
             /* an operator's test of a held endpoint goes now, as its probe */
-            breaker_probe (ev->held, claims [i].endpoint);
-            deliver (ev, &claims [i], lease, 1);
+            breaker_probe (l->held, name);
+            deliver (l, &claims [i], lease, 1);
         }
-        else if (!(allowed = breaker_allow (ev->held, claims [i].endpoint, clock_mono_ms (), &retry_s)))
+        else if (!(allowed = breaker_allow (l->held, name, clock_mono_ms (), &retry_s)))
             back [nback++] = claims [i];
         else
-            deliver (ev, &claims [i], lease, allowed == 2);
+            deliver (l, &claims [i], lease, allowed == 2);
     }
     if (nback && atomic_load (&ev->stop))
-        give_back_at_stop (ev, back, nback, lease);
-    else if (nback && !store_events_connected (ev->store))
-        strand (ev, back, nback, lease);
+        give_back_at_stop (l, back, nback, lease);
+    else if (nback && !store_events_connected (l->store))
+        strand (l, back, nback, lease);
     else if (nback) {
         int64_t released = 0;
-        if (store_events_release (ev->store, back, nback, lease, &released, err, sizeof err) != FR_OK)
+        if (store_events_release (l->store, back, nback, lease, &released, err, sizeof err) != FR_OK)
             db_failed (ev, err);       /* their leases expire instead */
         else if (nlate == count) {
             /* not one attempted: the claim itself took the lease's room beyond an attempt (a slow
              * database), and the next claim may do the same */
             uint64_t quiet;
-            if (lograte_take (&ev->late_log, clock_mono_ms (), &quiet))
+            if (lograte_take (&l->late_log, clock_mono_ms (), &quiet))
                 log_warning (NULL, NULL, "event deliveries given back unsent: all %lld of a claim that took %lld ms "
                              "(FERRULE_WEBHOOK_LEASE_MS %lld, FERRULE_WEBHOOK_TIMEOUT_MS %lld: an attempt must end "
                              "within the lease); a slow database makes this happen, a longer lease makes room "
@@ -451,17 +448,18 @@ deliver_pass (events_t *ev, int full)
 }
 
 static void
-forecast_pass (events_t *ev)
+forecast_pass (lane_t *l)
 {
+    events_t *ev = l->ev;
     char err [512];
     for (size_t i = 0; i < ev->nproviders; i++) {
         const forecast_provider_t *p = &ev->providers [i];
         int64_t added = 0;
-        if (store_events_forecast (ev->store, p->name, p->idle_s, (int64_t) (p->idle_s * FORECAST_SHARE),
+        if (store_events_forecast (l->store, p->name, p->idle_s, (int64_t) (p->idle_s * FORECAST_SHARE),
                                    p->grant_s, (int64_t) (p->grant_s * FORECAST_SHARE), ev->cfg.forecast_ms, &added,
                                    err, sizeof err) != FR_OK) {
             db_failed (ev, err);
-            if (!store_events_connected (ev->store))
+            if (!store_events_connected (l->store))
                 return;
             continue;           /* one provider's timeout (a large table) is not the others' */
         }
@@ -481,76 +479,88 @@ timer_wait (int64_t wait, int64_t at, int64_t now)
     return left < wait ? left : wait;
 }
 
+/* A thread: an endpoint's deliveries, or the forecasts and the counts (lane_t). */
 static void *
-events_thread (void *arg)
+lane_thread (void *arg)
 {
-    events_t *ev = arg;
-    char err [512];
+    lane_t *l = arg;
+    events_t *ev = l->ev;
+    char err [512], whose [WEBHOOK_NAME_MAX + 32];
     int64_t next_connect = 0, next_full = 0, next_forecast = 0, next_stats = 0;
     int logged_down = 0;
+    size_t nendpoints = webhook_set_count (ev->endpoints);
+    if (l->ep)
+        snprintf (whose, sizeof whose, "webhook \"%s\"", l->ep->name);
+    else
+        snprintf (whose, sizeof whose, "forecasts and counts");
     while (!atomic_load (&ev->stop)) {
         int64_t now = clock_mono_ms ();
         int busy = 0;
-        if (!store_events_connected (ev->store) && now >= next_connect) {
+        if (!store_events_connected (l->store) && now >= next_connect) {
             next_connect = now + RECONNECT_MS;
-            if (store_events_connect (ev->store, err, sizeof err) != FR_OK) {
+            if (store_events_connect (l->store, err, sizeof err) != FR_OK) {
                 if (!logged_down && !atomic_load (&ev->stop))
-                    log_warning (NULL, NULL, "event delivery waits for the database: %s", err);
+                    log_warning (NULL, NULL, "event delivery (%s) waits for the database: %s", whose, err);
                 logged_down = 1;
             }
             else {
                 if (logged_down)
-                    log_info (NULL, NULL, "event delivery connected to the database again");
+                    log_info (NULL, NULL, "event delivery connected to the database again (%s)", whose);
                 logged_down = 0;
             }
         }
-        if (store_events_connected (ev->store)) {
-            store_events_consume (ev->store);
-            int full = now >= next_full;
-            if (full)
-                next_full = now + FULL_FANOUT_MS;
-            busy = deliver_pass (ev, full);
-            if (atomic_load (&ev->stop))
-                break;
-            if (now >= next_forecast && store_events_connected (ev->store)) {
-                next_forecast = now + ev->cfg.forecast_ms;
-                forecast_pass (ev);
+        if (store_events_connected (l->store)) {
+            store_events_consume (l->store);
+            if (l->ep) {
+                int full = now >= next_full;
+                if (full)
+                    next_full = now + FULL_FANOUT_MS;
+                busy = deliver_pass (l, full);
             }
-            if (now >= next_stats && webhook_set_count (ev->endpoints) && store_events_connected (ev->store)) {
-                int64_t pending = 0, failed_n = 0;
-                next_stats = now + STATS_MS;
-                if (store_events_counts (ev->store, ev->names, webhook_set_count (ev->endpoints), &pending, &failed_n,
-                                         err, sizeof err) == FR_OK) {
-                    metrics_set (ev->m_pending, pending);
-                    metrics_set (ev->m_failed_rows, failed_n);
+            else {
+                if (now >= next_forecast) {
+                    next_forecast = now + ev->cfg.forecast_ms;
+                    forecast_pass (l);
+                }
+                if (now >= next_stats && nendpoints && store_events_connected (l->store)) {
+                    int64_t pending = 0, failed_n = 0;
+                    next_stats = now + STATS_MS;
+                    if (store_events_counts (l->store, ev->names, nendpoints, &pending, &failed_n, err,
+                                             sizeof err) == FR_OK) {
+                        metrics_set (ev->m_pending, pending);
+                        metrics_set (ev->m_failed_rows, failed_n);
+                    }
                 }
             }
+            if (atomic_load (&ev->stop))
+                break;
         }
         if (busy)
             continue;                /* more may be due at once */
-        /* asleep until a wake-up or the first of the timers: the poll for due deliveries, and the
-         * fan-out, forecasts, counts and reconnection, each of which keeps its own interval (a
-         * poll of a minute used to put each of them a minute apart) */
-        int64_t wait = ev->cfg.poll_ms;
+        /* asleep until a wake-up or the first of the timers: the poll for due deliveries and the
+         * fan-out, or the forecasts and counts, and the reconnection, each of which keeps its own
+         * interval (a poll of a minute used to put each of them a minute apart) */
+        int64_t wait = l->ep ? ev->cfg.poll_ms : STATS_MS;
         now = clock_mono_ms ();
-        if (store_events_connected (ev->store)) {
+        if (!store_events_connected (l->store))
+            wait = timer_wait (wait, next_connect, now);
+        else if (l->ep)
             wait = timer_wait (wait, next_full, now);
+        else {
             wait = timer_wait (wait, next_forecast, now);
-            if (webhook_set_count (ev->endpoints))
+            if (nendpoints)
                 wait = timer_wait (wait, next_stats, now);
         }
-        else
-            wait = timer_wait (wait, next_connect, now);
-        struct pollfd fds [2] = { { ev->wake [0], POLLIN, 0 }, { store_events_socket (ev->store), POLLIN, 0 } };
+        struct pollfd fds [2] = { { l->wake [0], POLLIN, 0 }, { store_events_socket (l->store), POLLIN, 0 } };
         int rc = poll (fds, fds [1].fd >= 0 ? 2 : 1, (int) wait);
         if (rc > 0 && (fds [0].revents & POLLIN)) {
             char b [16];
-            ssize_t r = read (ev->wake [0], b, sizeof b);
+            ssize_t r = read (l->wake [0], b, sizeof b);
             (void) r;
         }
     }
-    if (ev->nstranded)              /* connected again, the stop came before the pass */
-        give_back_at_stop (ev, ev->stranded, ev->nstranded, ev->stranded_lease);
+    if (l->nstranded)               /* connected again, the stop came before the pass */
+        give_back_at_stop (l, l->stranded, l->nstranded, l->stranded_lease);
     uint64_t one = 1;
     ssize_t r = write (ev->exited_fd, &one, sizeof one);
     (void) r;
@@ -575,12 +585,45 @@ breaker_t *
 events_hold_new (const events_config_t *cfg)
 {
     int64_t first_hold = cfg->backoff_base_ms > HOLD_FIRST_MIN_MS ? cfg->backoff_base_ms : HOLD_FIRST_MIN_MS;
-    /* an endpoint that hangs fails at most once per timeout, and the claim and the other
-     * endpoints' deliveries come between: a fixed minute never saw five failures of a timeout of
-     * 15 s or more, and such an endpoint cost a timeout in every claim it led */
+    /* an endpoint that hangs fails at most once per timeout, and the claim comes between: a fixed
+     * minute never saw five failures of a timeout of 15 s or more, and such an endpoint cost a
+     * timeout in every claim it led */
     int64_t spaced = 2 * (HOLD_MIN_FAILURES - 1) * cfg->timeout_ms;
     int64_t window = spaced > HOLD_WINDOW_MS ? spaced : HOLD_WINDOW_MS;
     return breaker_new ("webhook", HOLD_MIN_FAILURES, window, first_hold, cfg->backoff_max_ms);
+}
+
+/* Lane i's connection, handle, pipe and breaker (its thread starts later): 0, or -1 and why in err. */
+static int
+lane_init (events_t *ev, size_t i, char *err, size_t errlen)
+{
+    lane_t *l = &ev->lanes [i];
+    l->ev = ev;
+    l->wake [0] = l->wake [1] = -1;
+    l->late_log.interval_ms = 60000;
+    l->ep = webhook_set_at (ev->endpoints, i);      /* NULL past the last endpoint: the forecasts' */
+    l->store = store_events_new (ev->database_url, ev->worker_id, l->ep ? l->ep->name : NULL, ev->cfg.statement_ms,
+                                 ev->stop_fd);
+    if (pipe (l->wake) != 0) {
+        snprintf (err, errlen, "could not create an event thread's wake-up pipe: %s", strerror (errno));
+        return -1;
+    }
+    fcntl (l->wake [0], F_SETFL, O_NONBLOCK);
+    fcntl (l->wake [1], F_SETFL, O_NONBLOCK);
+    if (!l->ep)
+        return 0;
+    if (!(l->curl = curl_easy_init ())) {
+        snprintf (err, errlen, "could not create an HTTP handle for webhooks");
+        return -1;
+    }
+    char labels [160], esc [140];
+    l->held = events_hold_new (&ev->cfg);
+    metrics_label_escape (esc, sizeof esc, l->ep->name);
+    snprintf (labels, sizeof labels, "endpoint=\"%s\"", esc);
+    l->m_held = metrics_gauge (ev->metrics, "worker_webhook_held", "1 while this worker holds an endpoint's "
+                               "deliveries after failures in a row (probing it now and then), else 0", labels);
+    metrics_set (l->m_held, 0);
+    return 0;
 }
 
 events_t *
@@ -588,8 +631,6 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
 {
     events_t *ev = mem_alloc (sizeof *ev);
     ev->cfg = *cfg;
-    ev->wake [0] = ev->wake [1] = -1;
-    ev->late_log.interval_ms = 60000;
     ev->stop_fd = ev->exited_fd = -1;
     ev->worker_id = mem_strdup (cfg->worker_id);
     ev->cfg.worker_id = ev->worker_id;
@@ -603,7 +644,6 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
     }
     size_t n = webhook_set_count (ev->endpoints);
     ev->names = mem_alloc ((n + 1) * sizeof *ev->names);
-    ev->fan = mem_alloc ((n + 1) * sizeof *ev->fan);
     for (size_t i = 0; i < n; i++) {
         const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
         char shown [WEBHOOK_URL_MAX + 1];
@@ -626,13 +666,7 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
     ev->stop_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
     ev->exited_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (ev->stop_fd < 0 || ev->exited_fd < 0) {
-        snprintf (err, errlen, "could not create the event thread's stop descriptors: %s", strerror (errno));
-        goto fail;
-    }
-    ev->store = store_events_new (cfg->database_url, cfg->worker_id, cfg->statement_ms, ev->stop_fd);
-    ev->curl = curl_easy_init ();
-    if (!ev->curl) {
-        snprintf (err, errlen, "could not create an HTTP handle for webhooks");
+        snprintf (err, errlen, "could not create the event threads' stop descriptors: %s", strerror (errno));
         goto fail;
     }
     ev->metrics = metrics;
@@ -643,29 +677,20 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
     ev->m_forecasts = metrics_counter (metrics, "worker_events_forecast_total",
                                        "expiring events this worker recorded from the catalog's limits", NULL);
     ev->m_db_errors = metrics_counter (metrics, "worker_events_database_errors_total",
-                                       "statements of the event delivery thread that failed", NULL);
-    ev->held = events_hold_new (cfg);
-    ev->m_held = mem_alloc ((n + 1) * sizeof *ev->m_held);
-    for (size_t i = 0; i < n; i++) {
-        char labels [160], esc [140];
-        metrics_label_escape (esc, sizeof esc, ev->names [i]);
-        snprintf (labels, sizeof labels, "endpoint=\"%s\"", esc);
-        ev->m_held [i] = metrics_gauge (metrics, "worker_webhook_held",
-                                        "1 while this worker holds an endpoint's deliveries after failures in a "
-                                        "row (probing it now and then), else 0", labels);
-        metrics_set (ev->m_held [i], 0);
+                                       "statements of the event delivery threads that failed", NULL);
+    ev->lanes = mem_alloc ((n + 1) * sizeof *ev->lanes);
+    for (; ev->nlanes < n + 1; ev->nlanes++)
+        if (lane_init (ev, ev->nlanes, err, errlen) != 0) {
+            ev->nlanes++;                            /* so that destroy frees what it has */
+            goto fail;
+        }
+    for (size_t i = 0; i < ev->nlanes; i++) {
+        if (pthread_create (&ev->lanes [i].thread, NULL, lane_thread, &ev->lanes [i]) != 0) {
+            snprintf (err, errlen, "could not start an event delivery thread");
+            goto fail;
+        }
+        ev->lanes [i].started = 1;
     }
-    if (pipe (ev->wake) != 0) {
-        snprintf (err, errlen, "could not create the event thread's wake-up pipe: %s", strerror (errno));
-        goto fail;
-    }
-    fcntl (ev->wake [0], F_SETFL, O_NONBLOCK);
-    fcntl (ev->wake [1], F_SETFL, O_NONBLOCK);
-    if (pthread_create (&ev->thread, NULL, events_thread, ev) != 0) {
-        snprintf (err, errlen, "could not start the event delivery thread");
-        goto fail;
-    }
-    ev->started = 1;
     return ev;
 fail:
     events_destroy (&ev);
@@ -675,11 +700,12 @@ fail:
 void
 events_wake (events_t *ev)
 {
-    if (!ev || ev->wake [1] < 0)
-        return;
     /* non-blocking: a full pipe already holds a wake-up the thread has not read */
-    ssize_t r = write (ev->wake [1], "x", 1);
-    (void) r;
+    for (size_t i = 0; ev && i < ev->nlanes; i++)
+        if (ev->lanes [i].ep && ev->lanes [i].wake [1] >= 0) {
+            ssize_t r = write (ev->lanes [i].wake [1], "x", 1);
+            (void) r;
+        }
 }
 
 void
@@ -688,36 +714,46 @@ events_destroy (events_t **ev_p)
     if (!ev_p || !*ev_p)
         return;
     events_t *ev = *ev_p;
+    size_t started = 0;
+    uint64_t exited = 0, one = 1, count;
     atomic_store (&ev->stop, 1);
-    if (ev->started) {
-        uint64_t one = 1;
-        ssize_t r = write (ev->wake [1], "x", 1);
-        /* its statements go on for a moment: an outcome recorded, and the deliveries it claimed and
-         * did not send given back, spare their sending again after the lease; then they end, since
-         * a stalled database would hold the stop for ever */
+    for (size_t i = 0; i < ev->nlanes; i++)
+        if (ev->lanes [i].started) {
+            ssize_t r = write (ev->lanes [i].wake [1], "x", 1);
+            (void) r;
+            started++;
+        }
+    if (started) {
+        /* their statements go on for a moment: an outcome recorded, and the deliveries they claimed
+         * and did not send given back, spare their sending again after the lease; then they end,
+         * since a stalled database would hold the stop for ever */
         int64_t until = clock_mono_ms () + STOP_GRACE_MS, left;
-        struct pollfd exited = { ev->exited_fd, POLLIN, 0 };
-        while ((left = until - clock_mono_ms ()) > 0 && poll (&exited, 1, (int) left) != 1)
-            ;
-        r = write (ev->stop_fd, &one, sizeof one);
+        struct pollfd fd = { ev->exited_fd, POLLIN, 0 };
+        while (exited < started && (left = until - clock_mono_ms ()) > 0)
+            if (poll (&fd, 1, (int) left) == 1 && read (ev->exited_fd, &count, sizeof count) == (ssize_t) sizeof count)
+                exited += count;
+        ssize_t r = write (ev->stop_fd, &one, sizeof one);
         (void) r;
-        pthread_join (ev->thread, NULL);
     }
-    for (int i = 0; i < 2; i++)
-        if (ev->wake [i] >= 0)
-            close (ev->wake [i]);
+    for (size_t i = 0; i < ev->nlanes; i++) {
+        lane_t *l = &ev->lanes [i];
+        if (l->started)
+            pthread_join (l->thread, NULL);
+        for (int k = 0; k < 2; k++)
+            if (l->wake [k] >= 0)
+                close (l->wake [k]);
+        if (l->curl)
+            curl_easy_cleanup (l->curl);
+        store_events_destroy (&l->store);
+        breaker_destroy (&l->held);
+    }
     if (ev->stop_fd >= 0)
         close (ev->stop_fd);
     if (ev->exited_fd >= 0)
         close (ev->exited_fd);
-    if (ev->curl)
-        curl_easy_cleanup (ev->curl);
-    store_events_destroy (&ev->store);
     webhook_set_destroy (&ev->endpoints);
+    mem_free (ev->lanes);
     mem_free (ev->names);
-    mem_free (ev->fan);
-    mem_free (ev->m_held);
-    breaker_destroy (&ev->held);
     for (size_t i = 0; i < ev->nproviders; i++)
         mem_free (ev->providers [i].name);
     mem_free (ev->providers);

@@ -1,7 +1,8 @@
-/* events.h - event delivery: one thread per worker, with its own database connection and its
- * own curl handle, sends the outbox's events to the operator's webhook endpoints and writes the
- * "expiring" forecasts; and the operations that list, replay and test them. The worker's loop
- * never waits on any of it. */
+/* events.h - event delivery: one thread per configured webhook endpoint sends the outbox's
+ * events to it, and one more writes the "expiring" forecasts and counts the deliveries, each
+ * with its own database connection (and curl handle), so that neither the worker's loop nor
+ * another endpoint ever waits on one that hangs; and the operations that list, replay and test
+ * them. */
 #ifndef FERRULE_EVENTS_H
 #define FERRULE_EVENTS_H
 #include "ops.h"
@@ -34,17 +35,17 @@ typedef struct events events_t;
  * Checked with the rest of the configuration, before the worker connects. */
 int events_config_check (int64_t timeout_ms, int64_t lease_ms, char *err, size_t errlen);
 
-/* The breaker that holds an endpoint whose attempts keep failing, as the delivery thread makes
+/* The breaker that holds an endpoint whose attempts keep failing, as its delivery thread makes
  * it from cfg (its peers are endpoint names). */
 breaker_t *events_hold_new (const events_config_t *cfg);
 
-/* Reads the endpoints, registers the metrics and starts the delivery thread. NULL with a reason. */
+/* Reads the endpoints, registers the metrics and starts the threads. NULL with a reason. */
 events_t *events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *metrics,
                       char *err, size_t errlen);
-/* Makes the thread look for due deliveries now: the loop calls it when its main connection hears
- * that events were recorded. Safe from any thread; NULL is ignored. */
+/* Makes the delivery threads look for due deliveries now: the loop calls it when its main
+ * connection hears that events were recorded. Safe from any thread; NULL is ignored. */
 void events_wake (events_t *ev);
-/* Stops the thread (an attempt in flight is abandoned: its lease expires and another worker sends
+/* Stops the threads (an attempt in flight is abandoned: its lease expires and another worker sends
  * it again; the claimed deliveries not yet attempted are given back, the stop waiting a second at
  * most for the database), frees, nulls *ev_p; safe twice. */
 void events_destroy (events_t **ev_p);

@@ -17,6 +17,7 @@ struct store_events {
     PGconn *conn;
     char   *conninfo;
     char   *worker_id;
+    char   *endpoint;                /* whose deliveries it carries; NULL: the forecasts' */
     int64_t statement_ms;
     int     stop_fd;                 /* readable once the worker is stopping: no wait goes on */
     int     claim_read;              /* the read that completed the last claim (claim_read_t) */
@@ -24,11 +25,13 @@ struct store_events {
 };
 
 store_events_t *
-store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms, int stop_fd)
+store_events_new (const char *conninfo, const char *worker_id, const char *endpoint, int64_t statement_ms,
+                  int stop_fd)
 {
     store_events_t *se = mem_alloc (sizeof *se);
     se->conninfo = mem_strdup (conninfo);
     se->worker_id = mem_strdup (worker_id);
+    se->endpoint = endpoint ? mem_strdup (endpoint) : NULL;
     se->statement_ms = statement_ms;
     se->stop_fd = stop_fd;
     return se;
@@ -52,6 +55,7 @@ store_events_destroy (store_events_t **se_p)
     drop (se);
     mem_free_secret (&se->conninfo);        /* may hold a password */
     mem_free (se->worker_id);
+    mem_free (se->endpoint);
     mem_free (se);
     *se_p = NULL;
 }
@@ -185,9 +189,15 @@ store_events_connect (store_events_t *se, char *err, size_t errlen)
     drop (se);
     const char *keys [] = { "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
                             "keepalives_count", "target_session_attrs", "application_name", "dbname", NULL };
-    char tcp [24], app [STORE_APP_NAME_MAX];
+    char tcp [24], app [STORE_APP_NAME_MAX], who [STORE_APP_NAME_MAX];
     int64_t connect_s = se->statement_ms / 1000 + 2;
-    store_app_name (app, "ferrule-worker-events", se->worker_id);
+    /* one session per endpoint: which one each is, in pg_stat_activity */
+    if (se->endpoint) {
+        snprintf (who, sizeof who, "%s %s", se->worker_id, se->endpoint);
+        store_app_name (app, "ferrule-worker-webhook", who);
+    }
+    else
+        store_app_name (app, "ferrule-worker-events", se->worker_id);
     snprintf (tcp, sizeof tcp, "%lld", (long long) connect_s);
     const char *values [] = { tcp, "1", "5", "2", "3", "read-write", app, se->conninfo, NULL };
     int64_t deadline = clock_mono_ms () + connect_s * 1000;

@@ -16,8 +16,10 @@ typedef struct store_events store_events_t;
  * on it: statement_ms (and a margin) bounds every wait for a statement, the connection timeout
  * every wait to connect, and stop_fd (-1: none) all of them. Once stop_fd is readable, every
  * call gives up at once with FR_DATABASE_UNAVAILABLE: a stalled server never answers, and the
- * worker's stop must not wait for it. */
-store_events_t *store_events_new (const char *conninfo, const char *worker_id, int64_t statement_ms, int stop_fd);
+ * worker's stop must not wait for it. endpoint names the webhook whose deliveries it carries
+ * (its application_name says so), NULL for the forecasts' and counts'. */
+store_events_t *store_events_new (const char *conninfo, const char *worker_id, const char *endpoint,
+                                  int64_t statement_ms, int stop_fd);
 void store_events_destroy (store_events_t **se_p);
 /* Connects when not connected (UTC, timeouts, schema check). It does not listen: the worker's main
  * connection hears new events for it (store_sql.h, STORE_EVENTS_NOTIFY). */

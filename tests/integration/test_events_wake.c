@@ -160,7 +160,7 @@ test_refreshes_leave_delivery_asleep (void **state)
     import ("wake:r");
     assert_true (wait_delivered ("connected", "wake:r") >= 0);
     usleep (300000);
-    long long pid = session_pid ("ferrule-worker-events w1");
+    long long pid = session_pid ("ferrule-worker-webhook w1 app");
     assert_true (pid > 0);
     long long before = sleeps (pid);
     /* nor the thread itself: the wake-up after a batch's commit goes only when it wrote an event */
