@@ -648,7 +648,7 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
         const webhook_endpoint_t *ep = webhook_set_at (ev->endpoints, i);
         char shown [WEBHOOK_URL_MAX + 1];
         ev->names [i] = ep->name;
-        webhook_url_shown (ep->url, shown, sizeof shown);
+        webhook_endpoint_shown (ep, shown, sizeof shown);
         log_info (NULL, NULL, "webhook \"%s\": %s, events %s", ep->name, shown, ep->all_types ? "all" : "listed");
     }
     size_t np = catalog ? catalog_count (catalog) : 0;
@@ -1068,7 +1068,7 @@ events_op_webhook_test (worker_t *w, job_t *job, const msgpack_object *root)
     tw->req.w = w;
     tw->req.job = *job;
     snprintf (tw->endpoint, sizeof tw->endpoint, "%s", ep->name);
-    webhook_url_shown (ep->url, tw->shown, sizeof tw->shown);
+    webhook_endpoint_shown (ep, tw->shown, sizeof tw->shown);
     dbwait_request (&tw->req, test_start);
 }
 
@@ -1195,7 +1195,7 @@ events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
     for (size_t i = 0; i < n; i++, hw->n++) {
         const webhook_endpoint_t *ep = webhook_set_at (w->events->endpoints, i);
         hook_t *hk = &hw->hooks [i];
-        webhook_url_shown (ep->url, shown, sizeof shown);
+        webhook_endpoint_shown (ep, shown, sizeof shown);
         hk->name = mem_strdup (ep->name);
         hk->shown = mem_strdup (shown);
         if (!ep->all_types) {

@@ -351,27 +351,51 @@ webhook_endpoint_wants (const webhook_endpoint_t *ep, const char *type)
 }
 
 void
-webhook_url_shown (const char *url, char *out, size_t outlen)
+webhook_endpoint_shown (const webhook_endpoint_t *ep, char *out, size_t outlen)
 {
     /* from the parsed parts: split by hand at the first '@', a password holding one showed its
      * tail */
-    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *query = NULL, *rest = NULL;
+    unsigned char mac [EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    char tag [WEBHOOK_URL_TAG_HEX + 1] = "";
     CURLU *u = curl_url ();
-    if (!u || curl_url_set (u, CURLUPART_URL, url, 0) != CURLUE_OK
+    if (!u || curl_url_set (u, CURLUPART_URL, ep->url, 0) != CURLUE_OK
     ||  curl_url_get (u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK
-    ||  curl_url_get (u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+    ||  curl_url_get (u, CURLUPART_HOST, &host, 0) != CURLUE_OK) {
         snprintf (out, outlen, "(not a valid URL)");
-    else {
-        if (curl_url_get (u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
-            port = NULL;            /* none given: the scheme's */
-        if (curl_url_get (u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
-            path = NULL;
-        snprintf (out, outlen, "%s://%s%s%s%s", scheme, host, port ? ":" : "", port ? port : "", path ? path : "");
+        goto out;
     }
+    if (curl_url_get (u, CURLUPART_PORT, &port, 0) != CURLUE_OK)
+        port = NULL;                /* none given: the scheme's */
+    if (curl_url_get (u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+        path = NULL;
+    if (curl_url_get (u, CURLUPART_QUERY, &query, 0) != CURLUE_OK)
+        query = NULL;
+    if ((!path || strcmp (path, "/") == 0 || !path [0]) && !query) {
+        snprintf (out, outlen, "%s://%s%s%s/", scheme, host, port ? ":" : "", port ? port : "");
+        goto out;
+    }
+    /* a capability URL (Zapier's, Pipedream's, n8n's hooks) is its own secret, in its path or
+     * query: those show as a tag keyed with the endpoint's secret, the same on every worker, which
+     * tells two apart and, unlike a plain hash, cannot be tried against guesses of a short path */
+    size_t n = strlen ("ferrule-webhook-url:") + (path ? strlen (path) : 0) + 1 + (query ? strlen (query) : 0) + 1;
+    rest = mem_alloc (n);
+    snprintf (rest, n, "ferrule-webhook-url:%s%s%s", path ? path : "", query ? "?" : "", query ? query : "");
+    if (HMAC (EVP_sha256 (), ep->secret, (int) strlen (ep->secret), (const unsigned char *) rest, strlen (rest), mac,
+              &mac_len) && mac_len >= WEBHOOK_URL_TAG_HEX / 2)
+        for (int i = 0; i < WEBHOOK_URL_TAG_HEX / 2; i++)
+            snprintf (tag + 2 * i, 3, "%02x", mac [i]);
+    snprintf (out, outlen, "%s://%s%s%s/... (%s)", scheme, host, port ? ":" : "", port ? port : "",
+              tag [0] ? tag : "path not shown");
+out:
+    if (rest)
+        mem_free_wiped (rest);
     curl_free (scheme);
     curl_free (host);
     curl_free (port);
     curl_free (path);
+    curl_free (query);
     curl_url_cleanup (u);
 }
 

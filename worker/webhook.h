@@ -13,6 +13,7 @@
 #define WEBHOOK_SECRET_MAX      1024
 #define WEBHOOK_FILE_MAX        (256 * 1024)
 #define WEBHOOK_SIG_HEX         64      /* HMAC-SHA256 as lower-case hex */
+#define WEBHOOK_URL_TAG_HEX     8       /* what stands for a URL's path when it is shown */
 #define WEBHOOK_SIGNATURE_HEADER "Ferrule-Signature"
 
 /* Every event type, in the order docs/protocol.md lists them ("test" is sent only by
@@ -48,9 +49,12 @@ const webhook_endpoint_t *webhook_set_at (const webhook_set_t *set, size_t i);
 const webhook_endpoint_t *webhook_set_find (const webhook_set_t *set, const char *name_or_url);
 /* 1 when the endpoint wants events of this type ("test" always). */
 int webhook_endpoint_wants (const webhook_endpoint_t *ep, const char *type);
-/* The URL's scheme, host, port and path as curl parses them (never its user information, query
- * or fragment), for messages and listings; a placeholder when it is not a URL. */
-void webhook_url_shown (const char *url, char *out, size_t outlen);
+/* The endpoint's URL for messages and listings: its scheme, host and port as curl parses them,
+ * then "/" when it has no path nor query, else "/... (TAG)", TAG the first WEBHOOK_URL_TAG_HEX
+ * hex digits of an HMAC-SHA256, keyed with the endpoint's secret, of its path and query: a
+ * capability URL carries its secret there. Never its user information. A placeholder when it is
+ * not a URL. */
+void webhook_endpoint_shown (const webhook_endpoint_t *ep, char *out, size_t outlen);
 
 /* HMAC-SHA256 (key: secret) of "<timestamp>.<body>", as 64 hex digits plus NUL. */
 void webhook_sign (const char *secret, int64_t timestamp, const char *body, size_t body_len,

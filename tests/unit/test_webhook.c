@@ -161,8 +161,9 @@ test_endpoints_file (void **state)
     assert_true (webhook_endpoint_wants (app, "test"));
     assert_true (webhook_endpoint_wants (webhook_set_find (set, "http://127.0.0.1:9/x"), "expiring"));
     char shown [256];
-    webhook_url_shown (app->url, shown, sizeof shown);
-    assert_string_equal (shown, "https://app.example.com/hooks");
+    webhook_endpoint_shown (app, shown, sizeof shown);
+    /* the path and query "/hooks?k=v" stand as a tag (Python's hmac, as in test_url_path_not_shown) */
+    assert_string_equal (shown, "https://app.example.com/... (efbb7f2f)");
     assert_null (webhook_set_find (set, "nope"));
     webhook_set_destroy (&set);
     assert_null (set);
@@ -238,25 +239,66 @@ test_endpoint_urls (void **state)
     }
     if (accepted [0])
         fail_msg ("invalid URLs accepted:%s", accepted);
-    /* the password encoded is a valid URL; shown, it has no user information nor query */
+    /* the password encoded is a valid URL; shown, it has no user information, path nor query */
     webhook_set_t *set = parse ("{\"endpoints\": [{\"name\": \"hook\", \"url\": "
                                 "\"https://user:Zq7%%40Xw9@hooks.example.com:8443/x/y?token=Qv5\", \"secret_file\": \"%s\"}]}",
                                 err, sizeof err);
     assert_non_null (set);
     char shown [256];
-    webhook_url_shown (webhook_set_at (set, 0)->url, shown, sizeof shown);
-    assert_string_equal (shown, "https://hooks.example.com:8443/x/y");
+    webhook_endpoint_shown (webhook_set_at (set, 0), shown, sizeof shown);
+    assert_non_null (strstr (shown, "https://hooks.example.com:8443/... ("));
+    assert_null (strstr (shown, "Qv5"));
+    assert_null (strstr (shown, "x/y"));
     webhook_set_destroy (&set);
     /* nor does any part of a password show from a URL that is not one (the first '@' was taken
      * for the end of the user information: "https://Xw9@hooks...") */
-    webhook_url_shown ("https://user:Zq7@Xw9@hooks.example.com/x", shown, sizeof shown);
+    char secret [] = SECRET;
+    webhook_endpoint_t ep = { .name = "hook", .url = "https://user:Zq7@Xw9@hooks.example.com/x", .secret = secret };
+    webhook_endpoint_shown (&ep, shown, sizeof shown);
     assert_null (strstr (shown, "Zq7"));
     assert_null (strstr (shown, "Xw9"));
     assert_null (strstr (shown, "user"));
-    webhook_url_shown ("https://user:Zq7%40Xw9@hooks.example.com/x", shown, sizeof shown);
-    assert_string_equal (shown, "https://hooks.example.com/x");
-    webhook_url_shown ("http://[::1]:9/x?k=v#f", shown, sizeof shown);
-    assert_string_equal (shown, "http://[::1]:9/x");
+    ep.url = "https://user:Zq7%40Xw9@hooks.example.com/";
+    webhook_endpoint_shown (&ep, shown, sizeof shown);
+    assert_string_equal (shown, "https://hooks.example.com/");
+    ep.url = "http://[::1]:9";
+    webhook_endpoint_shown (&ep, shown, sizeof shown);
+    assert_string_equal (shown, "http://[::1]:9/");
+}
+
+/* A capability URL (Zapier's, Pipedream's, n8n's hooks) carries its secret in the path: shown,
+ * the path is not there, but something that tells two paths apart is */
+static void
+test_url_path_not_shown (void **state)
+{
+    (void) state;
+    char shown [256], other [256], secret [] = SECRET, another [] = "whsec_another_secret_0000";
+    webhook_endpoint_t ep = { .name = "zap", .url = "https://hooks.zapier.com/hooks/catch/123456/Pq8sKd/",
+                              .secret = secret };
+    webhook_endpoint_shown (&ep, shown, sizeof shown);
+    assert_null (strstr (shown, "Pq8sKd"));
+    assert_null (strstr (shown, "123456"));
+    assert_null (strstr (shown, "catch"));
+    /* HMAC-SHA256 (key SECRET, "ferrule-webhook-url:/hooks/catch/123456/Pq8sKd/"), its first 4
+     * bytes, computed independently (Python's hmac): the same on every worker */
+    assert_string_equal (shown, "https://hooks.zapier.com/... (94f6b194)");
+    /* another path, another query, another secret: another tag */
+    ep.url = "https://hooks.zapier.com/hooks/catch/123456/Tz3wVb/";
+    webhook_endpoint_shown (&ep, other, sizeof other);
+    assert_string_not_equal (shown, other);
+    ep.url = "https://hooks.zapier.com/hooks/catch/123456/Pq8sKd/?k=1";
+    webhook_endpoint_shown (&ep, other, sizeof other);
+    assert_string_not_equal (shown, other);
+    assert_null (strstr (other, "k=1"));
+    ep.url = "https://hooks.zapier.com/hooks/catch/123456/Pq8sKd/";
+    ep.secret = another;
+    webhook_endpoint_shown (&ep, other, sizeof other);
+    assert_string_not_equal (shown, other);
+    /* a query alone is shown as a path is */
+    ep.url = "https://n8n.example.com?token=Zq7Xw9";
+    webhook_endpoint_shown (&ep, other, sizeof other);
+    assert_null (strstr (other, "Zq7Xw9"));
+    assert_non_null (strstr (other, "https://n8n.example.com/... ("));
 }
 
 /* A secret file is one line: a newline in the middle is refused, not signed with */
@@ -359,6 +401,7 @@ main (void)
         cmocka_unit_test (test_body),
         cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_endpoint_urls, write_secret, remove_secret),
+        cmocka_unit_test (test_url_path_not_shown),
         cmocka_unit_test_setup_teardown (test_secret_one_line, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_secret_env_shared, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_secret_value_shared, write_secret, remove_secret),
