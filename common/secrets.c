@@ -76,6 +76,15 @@ fail:
     return NULL;
 }
 
+int
+secrets_env_name_valid (const char *name, size_t max)
+{
+    size_t len = strlen (name);
+    if (len == 0 || len > max || (name [0] >= '0' && name [0] <= '9'))
+        return 0;
+    return strspn (name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == len;
+}
+
 /* Overwrites the value of name in the environment block before removing it, so the text does
  * not stay behind in the process's memory (or in /proc/PID/environ for values set at exec). */
 static void

@@ -16,6 +16,10 @@ int secrets_harden (char *err, size_t errlen);
  * names the file and what to do, never its content). */
 char *secrets_read_file (const char *path, const char *what, char *err, size_t errlen);
 
+/* 1 when name is a name a secret's variable may have: 1 to max of A-Z 0-9 _, not starting with a
+ * digit. What fails it may be a value put in a name's place: a message never quotes it. */
+int secrets_env_name_valid (const char *name, size_t max);
+
 /* The value of secret variable name, taken from name or from the file named by name_FILE;
  * afterwards both are removed from the environment. *value is NULL when neither is set (an
  * empty value counts as unset). Returns 0, or -1 with the reason in err when both are set or

@@ -358,15 +358,6 @@ get_params (ctx_t *ctx, json_t *entry, const char *field, const char *const *res
     return 1;
 }
 
-static int
-env_name_valid (const char *s)
-{
-    size_t len = strlen (s);
-    if (len == 0 || len > CATALOG_MAX_ENV_NAME || (s [0] >= '0' && s [0] <= '9'))
-        return 0;
-    return strspn (s, "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") == len;
-}
-
 /* FERRULE_<NAME><suffix>: the name upper-cased, '-' as '_'. */
 static char *
 default_env_name (const char *provider, const char *suffix)
@@ -438,7 +429,7 @@ resolve_credential (ctx_t *ctx, json_t *entry, const char *field, const char *en
     if (!*env_name)
         *env_name = default_env_name (ctx->provider, suffix);
     else
-    if (!env_name_valid (*env_name)) {
+    if (!secrets_env_name_valid (*env_name, CATALOG_MAX_ENV_NAME)) {
         fail (ctx, "field \"%s\" must be an environment variable name of capital letters, "
               "digits and '_'", env_field);
         mem_free_secret (&direct);

@@ -2,8 +2,10 @@
 #include "webhook.h"
 #include "mem.h"
 #include "secmem.h"
+#include "secrets.h"
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -12,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *const webhook_event_types [] = {
     "needs_reconnect", "disconnected", "scopes_reduced", "insufficient_scope", "no_refresh_token",
@@ -88,22 +91,35 @@ out:
 }
 
 /* The secret from a file (one line; a trailing newline is dropped) or an environment variable,
- * in secure memory; NULL with err set. */
+ * read straight into secure memory: stdio's buffer kept a copy on the heap, freed unwiped. NULL
+ * with err set, which never names the file: an operator may have put the secret itself in
+ * "secret_file" (a variable's name is checked before, webhook_set_parse). */
 static char *
 read_secret (const char *name, const char *file, const char *env, char *err, size_t errlen)
 {
     char *secret = NULL;
-    FILE *f = NULL;
+    int fd = -1;
     char *buf = secmem_alloc (WEBHOOK_SECRET_MAX + 2);
     size_t n = 0;
     if (file) {
-        f = fopen (file, "r");
-        if (!f) {
-            snprintf (err, errlen, "could not read the secret of webhook endpoint \"%s\" from \"%s\": %s",
-                      name, file, strerror (errno));
+        if ((fd = open (file, O_RDONLY | O_CLOEXEC)) < 0) {
+            snprintf (err, errlen, "could not read the secret of webhook endpoint \"%s\" from its \"secret_file\": "
+                      "%s", name, strerror (errno));
             goto out;
         }
-        n = fread (buf, 1, WEBHOOK_SECRET_MAX + 1, f);
+        while (n < WEBHOOK_SECRET_MAX + 1) {        /* one more than fits: too long is refused below */
+            ssize_t got = read (fd, buf + n, WEBHOOK_SECRET_MAX + 1 - n);
+            if (got < 0 && errno == EINTR)
+                continue;
+            if (got < 0) {
+                snprintf (err, errlen, "could not read the secret of webhook endpoint \"%s\" from its "
+                          "\"secret_file\": %s", name, strerror (errno));
+                goto out;
+            }
+            if (got == 0)
+                break;
+            n += (size_t) got;
+        }
     }
     else {
         const char *v = getenv (env);
@@ -129,8 +145,8 @@ read_secret (const char *name, const char *file, const char *env, char *err, siz
     secret = buf;
     buf = NULL;
 out:
-    if (f)
-        fclose (f);
+    if (fd >= 0)
+        close (fd);
     secmem_free (buf);
     return secret;
 }
@@ -188,6 +204,13 @@ webhook_set_parse (const char *text, size_t len, const char *source, char *err, 
         }
         if (!file == !env) {
             snprintf (err, errlen, "webhook endpoint \"%s\": give exactly one of \"secret_file\" and \"secret_env\"", name);
+            goto fail;
+        }
+        /* what is no name may be the secret itself, put in the name's place: never quoted */
+        if (env && !secrets_env_name_valid (env, WEBHOOK_ENV_NAME_MAX)) {
+            snprintf (err, errlen, "webhook endpoint \"%s\": \"secret_env\" must be the name of the environment "
+                      "variable that holds the secret (1 to %d of A-Z 0-9 _, not starting with a digit), not the "
+                      "secret itself", name, WEBHOOK_ENV_NAME_MAX);
             goto fail;
         }
         for (size_t k = 0; k < set->n; k++) {

@@ -11,6 +11,7 @@
 #define WEBHOOK_URL_MAX         2048
 #define WEBHOOK_SECRET_MIN      16
 #define WEBHOOK_SECRET_MAX      1024
+#define WEBHOOK_ENV_NAME_MAX    128     /* a "secret_env" name, as the catalog's */
 #define WEBHOOK_FILE_MAX        (256 * 1024)
 #define WEBHOOK_SIG_HEX         64      /* HMAC-SHA256 as lower-case hex */
 #define WEBHOOK_URL_TAG_HEX     8       /* what stands for a URL's path when it is shown */

@@ -330,6 +330,36 @@ test_secret_one_line (void **state)
     assert_non_null (strstr (err, "one line"));
 }
 
+/* An operator who puts the secret itself where its variable's name or its file's path goes
+ * never sees it in the refusal, which the worker logs */
+static void
+test_secret_in_place_of_its_name (void **state)
+{
+    (void) state;
+    char err [512] = "";
+    unsetenv ("0123456789abcdef0123");
+    webhook_set_t *set = parse ("{\"endpoints\": [{\"name\": \"hook\", \"url\": \"https://x.example/h\", "
+                                "\"secret_env\": \"0123456789abcdef0123\"}]}%.0s", err, sizeof err);
+    if (set)
+        webhook_set_destroy (&set);
+    assert_null (set);
+    assert_null (strstr (err, "0123456789abcdef0123"));
+    assert_non_null (strstr (err, "\"hook\""));
+    assert_non_null (strstr (err, "secret_env"));
+    /* a value a name could be, but for its lower case */
+    set = parse ("{\"endpoints\": [{\"name\": \"hook\", \"url\": \"https://x.example/h\", "
+                 "\"secret_env\": \"whsec_Zq7Xw9Pk2Lm5\"}]}%.0s", err, sizeof err);
+    assert_null (set);
+    assert_null (strstr (err, "Zq7Xw9Pk2Lm5"));
+    /* and as the file's path */
+    set = parse ("{\"endpoints\": [{\"name\": \"hook\", \"url\": \"https://x.example/h\", "
+                 "\"secret_file\": \"9f5e37cdc7ea587c7c02062d93283cad\"}]}%.0s", err, sizeof err);
+    assert_null (set);
+    assert_null (strstr (err, "9f5e37cdc7ea587c7c02062d93283cad"));
+    assert_non_null (strstr (err, "\"hook\""));
+    assert_non_null (strstr (err, "secret_file"));
+}
+
 /* Two endpoints signing with one secret would each accept what was signed for the other (the
  * signature covers the timestamp and body only): one variable for two is refused */
 static void
@@ -403,6 +433,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_endpoint_urls, write_secret, remove_secret),
         cmocka_unit_test (test_url_path_not_shown),
         cmocka_unit_test_setup_teardown (test_secret_one_line, write_secret, remove_secret),
+        cmocka_unit_test (test_secret_in_place_of_its_name),
         cmocka_unit_test_setup_teardown (test_secret_env_shared, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_secret_value_shared, write_secret, remove_secret),
     };
