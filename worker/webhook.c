@@ -373,14 +373,29 @@ webhook_endpoint_wants (const webhook_endpoint_t *ep, const char *type)
     return 0;
 }
 
+/* The first hexlen (at most 64) lower-case hex digits of HMAC-SHA256 (key, msg) and a NUL in
+ * out: 0, or -1 with out "" when OpenSSL failed. */
+static int
+hmac_hex (const char *key, const unsigned char *msg, size_t len, char *out, int hexlen)
+{
+    unsigned char mac [EVP_MAX_MD_SIZE];
+    unsigned int mac_len = 0;
+    out [0] = '\0';
+    if (!HMAC (EVP_sha256 (), key, (int) strlen (key), msg, len, mac, &mac_len) || mac_len != 32)
+        return -1;
+    for (int i = 0; i < hexlen; i++)
+        out [i] = "0123456789abcdef" [(mac [i / 2] >> (i % 2 ? 0 : 4)) & 0xf];
+    out [hexlen] = '\0';
+    mem_wipe (mac, sizeof mac);
+    return 0;
+}
+
 void
 webhook_endpoint_shown (const webhook_endpoint_t *ep, char *out, size_t outlen)
 {
     /* from the parsed parts: split by hand at the first '@', a password holding one showed its
      * tail */
     char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL, *query = NULL, *rest = NULL;
-    unsigned char mac [EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
     char tag [WEBHOOK_URL_TAG_HEX + 1] = "";
     CURLU *u = curl_url ();
     if (!u || curl_url_set (u, CURLUPART_URL, ep->url, 0) != CURLUE_OK
@@ -405,10 +420,7 @@ webhook_endpoint_shown (const webhook_endpoint_t *ep, char *out, size_t outlen)
     size_t n = strlen ("ferrule-webhook-url:") + (path ? strlen (path) : 0) + 1 + (query ? strlen (query) : 0) + 1;
     rest = mem_alloc (n);
     snprintf (rest, n, "ferrule-webhook-url:%s%s%s", path ? path : "", query ? "?" : "", query ? query : "");
-    if (HMAC (EVP_sha256 (), ep->secret, (int) strlen (ep->secret), (const unsigned char *) rest, strlen (rest), mac,
-              &mac_len) && mac_len >= WEBHOOK_URL_TAG_HEX / 2)
-        for (int i = 0; i < WEBHOOK_URL_TAG_HEX / 2; i++)
-            snprintf (tag + 2 * i, 3, "%02x", mac [i]);
+    (void) hmac_hex (ep->secret, (const unsigned char *) rest, strlen (rest), tag, WEBHOOK_URL_TAG_HEX);
     snprintf (out, outlen, "%s://%s%s%s/... (%s)", scheme, host, port ? ":" : "", port ? port : "",
               tag [0] ? tag : "path not shown");
 out:
@@ -422,24 +434,18 @@ out:
     curl_url_cleanup (u);
 }
 
-void
+fr_status_t
 webhook_sign (const char *secret, int64_t timestamp, const char *body, size_t body_len,
               char out [WEBHOOK_SIG_HEX + 1])
 {
-    unsigned char mac [EVP_MAX_MD_SIZE];
-    unsigned int mac_len = 0;
     char prefix [32];
     int plen = snprintf (prefix, sizeof prefix, "%lld.", (long long) timestamp);
     unsigned char *msg = mem_alloc ((size_t) plen + body_len + 1);
     memcpy (msg, prefix, (size_t) plen);
     memcpy (msg + plen, body, body_len);
-    if (!HMAC (EVP_sha256 (), secret, (int) strlen (secret), msg, (size_t) plen + body_len, mac, &mac_len)
-    ||  mac_len != 32)
-        memset (mac, 0, sizeof mac);    /* never a valid signature; the receiver refuses it */
-    for (int i = 0; i < 32; i++)
-        snprintf (out + 2 * i, 3, "%02x", mac [i]);
-    out [WEBHOOK_SIG_HEX] = '\0';
+    int rc = hmac_hex (secret, msg, (size_t) plen + body_len, out, WEBHOOK_SIG_HEX);
     mem_free (msg);
+    return rc == 0 ? FR_OK : FR_INTERNAL;
 }
 
 int
@@ -454,7 +460,9 @@ webhook_verify (const char *secret, const char *header_value, const char *body, 
         return 0;
     if ((int64_t) ts > now + tolerance_s || (int64_t) ts < now - tolerance_s)
         return 0;
-    webhook_sign (secret, (int64_t) ts, body, body_len, want);
+    /* one that could not be computed matches nothing: it used to be all zeros, which did */
+    if (webhook_sign (secret, (int64_t) ts, body, body_len, want) != FR_OK)
+        return 0;
     return CRYPTO_memcmp (want, hex, WEBHOOK_SIG_HEX) == 0;
 }
 
@@ -537,7 +545,10 @@ webhook_send (void *curl, const webhook_endpoint_t *ep, const webhook_event_t *e
     webhook_outcome_t outcome = WEBHOOK_RETRY;
     *status = 0;
     err [0] = '\0';
-    webhook_sign (ep->secret, now_s, body, strlen (body), sig);
+    if (webhook_sign (ep->secret, now_s, body, strlen (body), sig) != FR_OK) {
+        snprintf (err, errlen, "could not sign the request (HMAC-SHA256 failed), so it was not sent");
+        goto out;
+    }
     snprintf (h_sig, sizeof h_sig, WEBHOOK_SIGNATURE_HEADER ": t=%lld,v1=%s", (long long) now_s, sig);
     snprintf (h_id, sizeof h_id, "Ferrule-Event-Id: %s", ev->id);
     snprintf (h_type, sizeof h_type, "Ferrule-Event-Type: %s", ev->type);

@@ -57,9 +57,10 @@ int webhook_endpoint_wants (const webhook_endpoint_t *ep, const char *type);
  * not a URL. */
 void webhook_endpoint_shown (const webhook_endpoint_t *ep, char *out, size_t outlen);
 
-/* HMAC-SHA256 (key: secret) of "<timestamp>.<body>", as 64 hex digits plus NUL. */
-void webhook_sign (const char *secret, int64_t timestamp, const char *body, size_t body_len,
-                   char out [WEBHOOK_SIG_HEX + 1]);
+/* HMAC-SHA256 (key: secret) of "<timestamp>.<body>", as 64 hex digits plus NUL; FR_INTERNAL,
+ * out "", when OpenSSL failed. */
+fr_status_t webhook_sign (const char *secret, int64_t timestamp, const char *body, size_t body_len,
+                          char out [WEBHOOK_SIG_HEX + 1]) FR_MUSTCHECK;
 /* 1 when signature (the header's value "t=<ts>,v1=<hex>") is a valid signature of body under
  * secret and its timestamp lies within tolerance_s of now; for receivers written in C and tests. */
 int webhook_verify (const char *secret, const char *header_value, const char *body, size_t body_len,

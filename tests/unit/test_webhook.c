@@ -9,7 +9,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include "testexit.h"
+#include <dlfcn.h>
 #include <jansson.h>
+#include <openssl/hmac.h>
 #include "webhook.h"
 #include "mem.h"
 #include "secmem.h"
@@ -21,7 +23,7 @@ test_sign_vector (void **state)
 {
     /* HMAC-SHA256 (key SECRET, "1700000000.{\"a\":1}") computed independently (Python's hmac) */
     char sig [WEBHOOK_SIG_HEX + 1];
-    webhook_sign (SECRET, 1700000000, "{\"a\":1}", 7, sig);
+    assert_int_equal (webhook_sign (SECRET, 1700000000, "{\"a\":1}", 7, sig), FR_OK);
     assert_string_equal (sig, "9f5e37cdc7ea587c7c02062d93283cad000d66a831b2a1676418696db47ed6c2");
 }
 
@@ -30,7 +32,7 @@ test_verify (void **state)
 {
     const char *body = "{\"id\":\"x\",\"type\":\"connected\"}";
     char sig [WEBHOOK_SIG_HEX + 1], header [128];
-    webhook_sign (SECRET, 1700000000, body, strlen (body), sig);
+    assert_int_equal (webhook_sign (SECRET, 1700000000, body, strlen (body), sig), FR_OK);
     snprintf (header, sizeof header, "t=1700000000,v1=%s", sig);
     assert_true (webhook_verify (SECRET, header, body, strlen (body), 1700000010, 300));
     /* a changed body, another secret, a replay outside the tolerance, a changed timestamp */
@@ -45,6 +47,43 @@ test_verify (void **state)
     assert_false (webhook_verify (SECRET, "t=1700000000,v1=abc", body, strlen (body), 1700000010, 300));
     snprintf (header, sizeof header, "t=1700000000,v1=%s,x", sig);
     assert_false (webhook_verify (SECRET, header, body, strlen (body), 1700000010, 300));
+}
+
+/* OpenSSL's HMAC (), failing while hmac_fails is set: a failure no test can cause otherwise.
+ * This program's own definition is the one webhook.c's calls reach. */
+static int hmac_fails;
+
+typedef unsigned char *(hmac_fn) (const EVP_MD *, const void *, int, const unsigned char *, size_t, unsigned char *,
+                                  unsigned int *);
+
+unsigned char *
+HMAC (const EVP_MD *md, const void *key, int key_len, const unsigned char *data, size_t data_len, unsigned char *out,
+      unsigned int *out_len)
+{
+    hmac_fn *real = NULL;
+    if (hmac_fails)
+        return NULL;
+    *(void **) &real = dlsym (RTLD_NEXT, "HMAC");
+    assert_non_null (real);
+    return real (md, key, key_len, data, data_len, out, out_len);
+}
+
+/* A signature that could not be computed matches nothing: one of all zeros passed */
+static void
+test_verify_fails_closed (void **state)
+{
+    (void) state;
+    const char *body = "{\"id\":\"x\",\"type\":\"connected\"}";
+    char header [128];
+    snprintf (header, sizeof header, "t=1700000000,v1=%064d", 0);
+    char sig [WEBHOOK_SIG_HEX + 1] = "x";
+    hmac_fails = 1;
+    int valid = webhook_verify (SECRET, header, body, strlen (body), 1700000010, 300);
+    fr_status_t st = webhook_sign (SECRET, 1700000000, body, strlen (body), sig);
+    hmac_fails = 0;
+    assert_false (valid);
+    assert_int_equal (st, FR_INTERNAL);     /* and says so: a request is not sent unsigned */
+    assert_string_equal (sig, "");
 }
 
 static void
@@ -427,6 +466,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_sign_vector),
         cmocka_unit_test (test_verify),
+        cmocka_unit_test (test_verify_fails_closed),
         cmocka_unit_test (test_backoff),
         cmocka_unit_test (test_body),
         cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
