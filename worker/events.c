@@ -568,17 +568,26 @@ lane_thread (void *arg)
 }
 
 int
-events_config_check (int64_t timeout_ms, int64_t lease_ms, char *err, size_t errlen)
+events_config_check (int64_t timeout_ms, int64_t lease_ms, int64_t backoff_base_ms, int64_t backoff_max_ms,
+                     char *err, size_t errlen)
 {
-    if (lease_ms >= timeout_ms + EVENTS_LEASE_MARGIN_MS)
-        return 0;
     /* a lease that expires during an attempt lets another worker send the same event at the
      * same time, so an attempt starts only if it ends within the lease, counted from before the
      * claim: a margin smaller than the claim's own time let none start, ever */
-    snprintf (err, errlen, "FERRULE_WEBHOOK_LEASE_MS (%lld) must exceed FERRULE_WEBHOOK_TIMEOUT_MS (%lld) by at "
-              "least %d ms: an attempt is made only if it ends within the lease, and the claim itself takes some of "
-              "it", (long long) lease_ms, (long long) timeout_ms, EVENTS_LEASE_MARGIN_MS);
-    return -1;
+    if (lease_ms < timeout_ms + EVENTS_LEASE_MARGIN_MS) {
+        snprintf (err, errlen, "FERRULE_WEBHOOK_LEASE_MS (%lld) must exceed FERRULE_WEBHOOK_TIMEOUT_MS (%lld) by at "
+                  "least %d ms: an attempt is made only if it ends within the lease, and the claim itself takes some "
+                  "of it", (long long) lease_ms, (long long) timeout_ms, EVENTS_LEASE_MARGIN_MS);
+        return -1;
+    }
+    /* the longest wait caps the first as well, and the breaker's holds between probes */
+    if (backoff_max_ms < backoff_base_ms) {
+        snprintf (err, errlen, "FERRULE_WEBHOOK_BACKOFF_MAX_MS (%lld) must be at least FERRULE_WEBHOOK_BACKOFF_BASE_MS "
+                  "(%lld): it is the longest wait between two attempts, the first one's included",
+                  (long long) backoff_max_ms, (long long) backoff_base_ms);
+        return -1;
+    }
+    return 0;
 }
 
 breaker_t *

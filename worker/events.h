@@ -19,7 +19,7 @@ typedef struct {
     const char *webhooks_file;       /* NULL or "": no endpoints (events are still recorded) */
     int64_t max_age_s;               /* retries stop this long after the first attempt: failed */
     int64_t backoff_base_ms;         /* first wait after a failed attempt; doubles, with jitter */
-    int64_t backoff_max_ms;
+    int64_t backoff_max_ms;          /* at least backoff_base_ms: events_config_check */
     int64_t timeout_ms;              /* one HTTP attempt, all included */
     int64_t lease_ms;                /* a claimed delivery's lease: events_config_check */
     int64_t poll_ms;                 /* due deliveries are looked for at least this often */
@@ -31,9 +31,11 @@ typedef struct events events_t;
 
 #define EVENTS_LEASE_MARGIN_MS 500   /* the lease's room beyond one attempt: the claim's own time */
 
-/* 0 when a delivery's lease leaves room for an attempt and its claim; else -1 and why in err.
- * Checked with the rest of the configuration, before the worker connects. */
-int events_config_check (int64_t timeout_ms, int64_t lease_ms, char *err, size_t errlen);
+/* 0 when a delivery's lease leaves room for an attempt and its claim, and the longest wait between
+ * attempts is at least the first; else -1 and why in err. Checked with the rest of the
+ * configuration, before the worker connects. */
+int events_config_check (int64_t timeout_ms, int64_t lease_ms, int64_t backoff_base_ms, int64_t backoff_max_ms,
+                         char *err, size_t errlen);
 
 /* The breaker that holds an endpoint whose attempts keep failing, as its delivery thread makes
  * it from cfg (its peers are endpoint names). */

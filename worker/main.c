@@ -74,8 +74,8 @@ main (int argc, char **argv)
         { "admin-rate-per-min", "FERRULE_ADMIN_RATE_PER_MIN", CONFIG_INT, &admin_per_min, "6", 1, 6000000, 0, "refresh and connect calls per minute per integration after the burst" },
         { "webhooks-file", "FERRULE_WEBHOOKS_FILE", CONFIG_STRING, &webhooks_file, NULL, 0, 0, 0, "JSON file of webhook endpoints that receive events (unset: events are recorded, not sent)" },
         { "webhook-max-age-s", "FERRULE_WEBHOOK_MAX_AGE_S", CONFIG_INT, &wh_max_age, "86400", 1, 2592000, 0, "how long an event's delivery is retried before it is marked failed" },
-        { "webhook-backoff-base-ms", "FERRULE_WEBHOOK_BACKOFF_BASE_MS", CONFIG_INT, &wh_base, "1000", 0, 3600000, 0, "first wait after a failed webhook attempt; doubles per attempt, with jitter" },
-        { "webhook-backoff-max-ms", "FERRULE_WEBHOOK_BACKOFF_MAX_MS", CONFIG_INT, &wh_max, "600000", 0, 86400000, 0, "longest wait between webhook attempts" },
+        { "webhook-backoff-base-ms", "FERRULE_WEBHOOK_BACKOFF_BASE_MS", CONFIG_INT, &wh_base, "1000", 100, 3600000, 0, "first wait after a failed webhook attempt; doubles per attempt, with jitter" },
+        { "webhook-backoff-max-ms", "FERRULE_WEBHOOK_BACKOFF_MAX_MS", CONFIG_INT, &wh_max, "600000", 100, 86400000, 0, "longest wait between webhook attempts (at least the first)" },
         { "webhook-timeout-ms", "FERRULE_WEBHOOK_TIMEOUT_MS", CONFIG_INT, &wh_timeout, "10000", 100, 120000, 0, "one webhook attempt, connection included" },
         { "webhook-lease-ms", "FERRULE_WEBHOOK_LEASE_MS", CONFIG_INT, &wh_lease, "30000", 200, 600000, 0, "a claimed delivery's lease: after a worker dies another sends the event after this; must exceed the timeout by 500 ms" },
         { "events-poll-ms", "FERRULE_EVENTS_POLL_MS", CONFIG_INT, &ev_poll, "1000", 10, 60000, 0, "due deliveries are looked for at least this often (new events wake the thread at once)" },
@@ -145,7 +145,7 @@ main (int argc, char **argv)
         rc = 2;
         goto out;
     }
-    if (events_config_check (wh_timeout, wh_lease, err, sizeof err) != 0) {
+    if (events_config_check (wh_timeout, wh_lease, wh_base, wh_max, err, sizeof err) != 0) {
         log_error (NULL, NULL, "%s", err);
         rc = 2;
         goto out;

@@ -237,6 +237,38 @@ test_webhook_lease_without_room_for_the_claim_refused_at_start (void **state)
                                        "FERRULE_WEBHOOK_TIMEOUT_MS (1000) by at least 500 ms", &more), 1);
 }
 
+/* A webhook backoff of 0 ms: every failed attempt was retried at once, and a held endpoint probed
+ * every 100 ms for ever; a longest wait below the first made every wait that longest one. The
+ * worker now refuses to start on either, naming the setting. */
+static void
+test_webhook_backoff_without_a_wait_refused_at_start (void **state)
+{
+    static const char *const cases [][3] = {
+        { "0", "600000", "invalid value for FERRULE_WEBHOOK_BACKOFF_BASE_MS from FERRULE_WEBHOOK_BACKOFF_BASE_MS: "
+                         "expected an integer from 100 to" },
+        { "1000", "0", "invalid value for FERRULE_WEBHOOK_BACKOFF_MAX_MS from FERRULE_WEBHOOK_BACKOFF_MAX_MS: "
+                       "expected an integer from 100 to" },
+        { "5000", "1000", "FERRULE_WEBHOOK_BACKOFF_MAX_MS (1000) must be at least FERRULE_WEBHOOK_BACKOFF_BASE_MS (5000)" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        char name [32];
+        snprintf (name, sizeof name, "nobackoff%zu", i);
+        harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", cases [i][0]);
+        harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", cases [i][1]);
+        assert_int_equal (harness_start_worker (h, name), 0);
+        int status = harness_wait_worker_exit (h, name, 10000);
+        harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "1000");
+        harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", "600000");
+        if (status == -1)
+            harness_stop_worker (h, name);
+        if (status != 2)
+            fail_msg ("webhook backoff %s ms, at most %s ms: the worker %s", cases [i][0], cases [i][1],
+                      status == -1 ? "started" : "exited, not with 2");
+        unsigned long long more;
+        assert_int_equal (itest_log_lines (h, name, cases [i][2], &more), 1);
+    }
+}
+
 /* Before a burst's first request: broker 0 stopped (SIGSTOP), and a child that, once the burst is
  * sent, asks it to stop (SIGTERM) and lets it go on (SIGCONT). */
 static void
@@ -455,6 +487,7 @@ main (void)
         cmocka_unit_test (test_broker_stopped_twice_answers_what_is_pending),
         cmocka_unit_test (test_database_timeouts_checked_at_start),
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
+        cmocka_unit_test (test_webhook_backoff_without_a_wait_refused_at_start),
         cmocka_unit_test (test_refresh_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_a_drain_starts_no_call_it_cannot_finish),
     };
