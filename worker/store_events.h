@@ -66,7 +66,7 @@ typedef struct {
     int64_t generation;              /* -1: none */
     int64_t expires_at;              /* epoch s, 0: none */
     int     attempts;                /* including this one */
-    int64_t age_ms;                  /* since the delivery row was created (or replayed) */
+    int64_t age_ms;                  /* since its first attempt (or its replay) */
 } store_events_claim_t;
 
 /* Claims up to limit due deliveries of the given endpoints, each the oldest undelivered one of
