@@ -5,6 +5,9 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -169,4 +172,29 @@ receiver_snapshot (receiver_got_t **got, int *bad)
     *bad = rx.bad;
     pthread_mutex_unlock (&rx.lock);
     return n;
+}
+
+int
+receiver_count (int status, const char *type, const char *integration)
+{
+    receiver_got_t *got;
+    int bad, n = receiver_snapshot (&got, &bad), count = 0;
+    for (int i = 0; i < n; i++)
+        if ((!status || got [i].status == status) && (!type || strcmp (got [i].type, type) == 0)
+        &&  (!integration || strcmp (got [i].integration, integration) == 0))
+            count++;
+    free (got);
+    return count;
+}
+
+int
+receiver_hung_listen (int *fd)
+{
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    socklen_t len = sizeof a;
+    *fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (*fd < 0 || bind (*fd, (struct sockaddr *) &a, sizeof a) != 0 || listen (*fd, 1024) != 0
+    ||  getsockname (*fd, (struct sockaddr *) &a, &len) != 0)
+        return -1;
+    return ntohs (a.sin_port);
 }

@@ -24,4 +24,11 @@ void receiver_set (int fail_next, int delay_ms);
 /* A copy of what arrived so far (caller frees *got), its count; *bad gets the requests whose
  * signature or event id header did not check out. */
 int receiver_snapshot (receiver_got_t **got, int *bad);
+/* Requests answered with status (0: any) for events of type (NULL: any) of integration (NULL:
+ * any) so far. */
+int receiver_count (int status, const char *type, const char *integration);
+/* An endpoint that hangs: a port on 127.0.0.1 that takes connections into its backlog and never
+ * answers them, every attempt waiting out its timeout. Its port, or -1; *fd gets the socket (the
+ * caller closes it). */
+int receiver_hung_listen (int *fd);
 #endif

@@ -12,9 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <cmocka.h>
 #include "clock.h"
 #include "itest.h"
@@ -29,40 +26,13 @@
 static harness_t *h;
 static int hung_fd = -1;    /* listens, never accepts: every attempt waits out its timeout */
 
-/* A port on 127.0.0.1 that takes connections into its backlog and never answers them. */
-static int
-hung_listen (void)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    hung_fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (hung_fd < 0 || bind (hung_fd, (struct sockaddr *) &a, sizeof a) != 0 || listen (hung_fd, 1024) != 0
-        || getsockname (hung_fd, (struct sockaddr *) &a, &len) != 0)
-        return -1;
-    return ntohs (a.sin_port);
-}
-
-/* Requests the receiver answered with 200 for events of type (of integration, when not NULL). */
-static int
-received (const char *type, const char *integration)
-{
-    receiver_got_t *got;
-    int bad, n = receiver_snapshot (&got, &bad), count = 0;
-    for (int i = 0; i < n; i++)
-        if (got [i].status == 200 && strcmp (got [i].type, type) == 0
-            && (!integration || strcmp (got [i].integration, integration) == 0))
-            count++;
-    free (got);
-    return count;
-}
-
 static int
 setup (void **state)
 {
     (void) state;
     char path [512], secret [512], other [512], text [2048], id [32], timeout [16];
     h = harness_new ("events_hang");
-    int hung_port = hung_listen ();
+    int hung_port = receiver_hung_listen (&hung_fd);
     if (!h || hung_port < 0 || receiver_start (0, SECRET) != 0)
         return -1;
     snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
@@ -98,9 +68,9 @@ setup (void **state)
         free (rt);
     }
     int64_t end = clock_mono_ms () + 20000;
-    while (received ("connected", NULL) < HUNG + LIVE && clock_mono_ms () < end)
+    while (receiver_count (200, "connected", NULL) < HUNG + LIVE && clock_mono_ms () < end)
         usleep (50000);
-    return received ("connected", NULL) == HUNG + LIVE ? 0 : -1;
+    return receiver_count (200, "connected", NULL) == HUNG + LIVE ? 0 : -1;
 }
 
 static int
@@ -138,9 +108,9 @@ live_latency (const char *id)
               " SELECT id, generation, 'test', 'disconnected' FROM integrations WHERE id = '%s'", id);
     int64_t start = clock_mono_ms (), end = start + 20000;
     assert_int_equal (harness_sql (h, sql), 0);
-    while (!received ("disconnected", id) && clock_mono_ms () < end)
+    while (!receiver_count (200, "disconnected", id) && clock_mono_ms () < end)
         usleep (10000);
-    return received ("disconnected", id) ? clock_mono_ms () - start : -1;
+    return receiver_count (200, "disconnected", id) ? clock_mono_ms () - start : -1;
 }
 
 /* Before the breaker holds "hung": its attempts, one per queue, each wait 3 s. */

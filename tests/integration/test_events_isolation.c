@@ -13,9 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <cmocka.h>
 #include "clock.h"
 #include "itest.h"
@@ -29,25 +26,12 @@
 static harness_t *h;
 static int hung_fd = -1;    /* listens, never accepts: every attempt waits out its timeout */
 
-/* A port on 127.0.0.1 that takes connections into its backlog and never answers them. */
-static int
-hung_listen (void)
-{
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = 0, .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
-    socklen_t len = sizeof a;
-    hung_fd = socket (AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (hung_fd < 0 || bind (hung_fd, (struct sockaddr *) &a, sizeof a) != 0 || listen (hung_fd, 1024) != 0
-        || getsockname (hung_fd, (struct sockaddr *) &a, &len) != 0)
-        return -1;
-    return ntohs (a.sin_port);
-}
-
 static int
 setup (void **state)
 {
     (void) state;
     h = harness_new ("events_isolation");
-    int hung_port = hung_listen ();
+    int hung_port = receiver_hung_listen (&hung_fd);
     if (!h || hung_port < 0 || receiver_start (0, SECRET) != 0)
         return -1;
     char path [512], secret [512], other [512], text [2048];
@@ -85,26 +69,13 @@ teardown (void **state)
     return bad;
 }
 
-/* Requests the receiver answered with status (0: any) for events of type (NULL: any). */
-static int
-received (int status, const char *type)
-{
-    receiver_got_t *got;
-    int bad, n = receiver_snapshot (&got, &bad), count = 0;
-    for (int i = 0; i < n; i++)
-        if ((!status || got [i].status == status) && (!type || strcmp (got [i].type, type) == 0))
-            count++;
-    free (got);
-    return count;
-}
-
 /* Waits until the receiver answered want requests with status for type; how many it had. */
 static int
 wait_received (int status, const char *type, int want, int timeout_ms)
 {
     int64_t end = clock_mono_ms () + timeout_ms;
     int n;
-    while ((n = received (status, type)) < want && clock_mono_ms () < end)
+    while ((n = receiver_count (status, type, NULL)) < want && clock_mono_ms () < end)
         usleep (50000);
     return n;
 }
@@ -144,9 +115,9 @@ test_a_refusing_receiver_is_probed_not_hammered (void **state)
     /* the breaker has had its failures in a row (or, before it, every queue is being retried) */
     assert_true (wait_received (500, NULL, 10, 20000) >= 10);
     usleep (500000);
-    int before = received (500, NULL);
+    int before = receiver_count (500, NULL, NULL);
     usleep (3000000);
-    int during = received (500, NULL) - before;
+    int during = receiver_count (500, NULL, NULL) - before;
     print_message ("attempts refused in 3 s with %d queues failing: %d\n", REFUSED + MORE, during);
     /* each of 90 queues retried every 100 ms to a few seconds draws hundreds; probes, a few */
     assert_true (during <= 40);
