@@ -882,6 +882,24 @@ exchange_disconnected (worker_t *w, exchange_wait_t *ew, const store_row_t *row,
                                   "a connect");
 }
 
+/* Another connect or an import of the integration was stored after this callback took its state,
+ * while its code was at the provider: the newer one stands (this exchange, ending last, wrote its
+ * account over it), nothing of this one is stored. Its refresh token is left valid at the provider,
+ * as a reconnect leaves the one it replaces: at providers that revoke per grant (Google) revoking
+ * it would end the grant the newer connect holds, when both signed in with one account. */
+static void
+exchange_superseded (worker_t *w, exchange_wait_t *ew, const store_row_t *row, const store_extra_t *x)
+{
+    call_t *c = ew->c;
+    char message [600];
+    snprintf (message, sizeof message, "integration \"%s\" was connected again (or imported) while this callback's "
+              "code was exchanged with provider \"%s\": the newer connection stands, and the tokens this sign-in "
+              "got are not stored", c->id, c->provider->name);
+    log_warning (c->id, c->job.rid, "%s", message);
+    reply_with_integration (w, &c->job, FR_STATE_INVALID, message, "nothing to do if the newer connection is the "
+                            "one wanted; otherwise connect the integration again", row, x, NULL, 1);
+}
+
 static void
 exchange_stored (void *arg, fr_status_t st, const store_upserted_t *up, const store_row_t *row,
                  const store_extra_t *x, const char *err)
@@ -913,6 +931,11 @@ exchange_stored (void *arg, fr_status_t st, const store_upserted_t *up, const st
     loads_invalidate (w, c->id);         /* a read in flight may predate it: our own change is not notified to us */
     if (up->disconnected) {
         exchange_disconnected (w, ew, row, x);
+        exchange_free (w, ew);
+        return;
+    }
+    if (up->superseded) {
+        exchange_superseded (w, ew, row, x);
         exchange_free (w, ew);
         return;
     }

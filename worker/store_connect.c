@@ -92,15 +92,21 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
 /* g, the gate of a code exchange's upsert: its pending authorization, locked, as the newest commit
  * left it (a run that waits for the lock reads the row as the run before it committed it). The
  * exchange's tokens are written only while it has no outcome: the upsert sent again after a lost
- * answer finds its first run's mark, and writes nothing over what changed since. Nor over a
- * disconnect made after the callback took the state (its owner was told the tokens are
- * destroyed): d marks the connect "disconnected" instead. An import ($13 NULL) always writes.
- * The answer: the generation written (NULL: nothing), the status before, whether g was found and
- * its outcome, whether the integration existed before the callback took the state (a row that a
- * first run created is not in this statement's snapshot, or was created after used_at), and
- * whether d marked it. */
+ * answer finds its first run's mark, and writes nothing over what changed since. Nor over what
+ * happened to the integration after the callback took the state (late, from the row locked as its
+ * newest commit left it): a disconnect (its owner was told the tokens are destroyed), or another
+ * connect or an import stored meanwhile (a slow exchange that ended last wrote its account over
+ * the newer one's, and over a disconnect and reconnect between them); d marks the connect
+ * "disconnected" or "state_invalid" instead. An import ($13 NULL) always writes. The answer: the
+ * generation written (NULL: nothing), the status before, whether g was found and its outcome,
+ * whether the integration existed before the callback took the state (a row that a first run
+ * created is not in this statement's snapshot, or was created after used_at), and d's mark. */
 #define UPSERT_SQL \
     "WITH g AS MATERIALIZED (SELECT outcome, used_at FROM pending_authorizations WHERE state_hash = $13 FOR UPDATE)," \
+    " cur AS MATERIALIZED (SELECT disconnected_at, connected_at FROM integrations" \
+    "   WHERE id = $1 AND $13::text IS NOT NULL FOR UPDATE)," \
+    " late AS (SELECT CASE WHEN cur.disconnected_at >= g.used_at THEN 'disconnected'" \
+    "                      WHEN cur.connected_at >= g.used_at THEN 'state_invalid' END AS why FROM cur, g)," \
     " prev AS (SELECT status, created_at FROM integrations WHERE id = $1),"   /* the snapshot: before u */ \
     " u AS (" \
     "  INSERT INTO integrations (id, provider, status, key_id, access_token, access_expires_at," \
@@ -121,8 +127,7 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     "    access_lifetime_s = EXCLUDED.access_lifetime_s, route_hash = EXCLUDED.route_hash, connected_at = now()," \
     "    api_base_url = EXCLUDED.api_base_url," /* a new grant's, or none: the old one may be another org's */ \
     "    last_error_code = NULL, last_error_message = NULL, last_error_at = NULL, updated_at = now()" \
-    "  WHERE $13::text IS NULL OR integrations.disconnected_at IS NULL" \
-    "    OR integrations.disconnected_at < (SELECT used_at FROM g)" \
+    "  WHERE $13::text IS NULL OR NOT EXISTS (SELECT 1 FROM late WHERE why IS NOT NULL)" \
     "  RETURNING generation)," \
     " c AS (" \
     "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)" \
@@ -130,13 +135,16 @@ store_loads_start (store_t *s, const char *const *ids, size_t n, store_loaded_fn
     "    COALESCE('re' || $12 || ' (was ' || (SELECT status FROM prev) || ')', $12) FROM u RETURNING generation)," \
     " p AS (UPDATE pending_authorizations SET outcome = 'connected', outcome_detail = $12" \
     "   WHERE state_hash = $13 AND EXISTS (SELECT 1 FROM u))," \
-    " d AS (UPDATE pending_authorizations SET outcome = 'disconnected'," \
-    "   outcome_detail = 'the integration was disconnected while the code was exchanged'" \
+    " d AS (UPDATE pending_authorizations SET outcome = (SELECT why FROM late)," \
+    "   outcome_detail = CASE (SELECT why FROM late) WHEN 'disconnected'" \
+    "     THEN 'the integration was disconnected while the code was exchanged'" \
+    "     ELSE 'another connect or an import of the integration was stored while the code was exchanged' END" \
     "   WHERE state_hash = $13 AND NOT EXISTS (SELECT 1 FROM u) AND EXISTS (SELECT 1 FROM g WHERE outcome IS NULL)" \
-    "   RETURNING 1)" \
+    "     AND EXISTS (SELECT 1 FROM late WHERE why IS NOT NULL)" \
+    "   RETURNING outcome)" \
     " SELECT (SELECT generation FROM c), (SELECT status FROM prev), EXISTS (SELECT 1 FROM g)," \
     "   (SELECT outcome FROM g), COALESCE((SELECT created_at FROM prev) < (SELECT used_at FROM g), false)," \
-    "   EXISTS (SELECT 1 FROM d)"
+    "   (SELECT outcome FROM d)"
 
 /* UPSERT_SQL's parameters for u on s (the numbers live as long as p). */
 typedef struct {
@@ -192,8 +200,14 @@ upsert_read (const PGresult *res, const char *id, store_upserted_t *up, char **p
         up->existed = store_bool_at (res, 0, 4);
         return FR_OK;
     }
-    if (store_bool_at (res, 0, 5) || (outcome && strcmp (outcome, "disconnected") == 0)) {
+    const char *mark = PQgetisnull (res, 0, 5) ? NULL : PQgetvalue (res, 0, 5);
+    if ((mark && strcmp (mark, "disconnected") == 0) || (outcome && strcmp (outcome, "disconnected") == 0)) {
         up->disconnected = 1;           /* this run's mark, or an earlier run's whose answer was lost */
+        up->existed = 1;
+        return FR_OK;
+    }
+    if (mark && strcmp (mark, "state_invalid") == 0) {
+        up->superseded = 1;             /* this run's mark (an earlier run's reads as the end it was) */
         up->existed = 1;
         return FR_OK;
     }

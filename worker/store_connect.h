@@ -60,6 +60,8 @@ typedef struct {
     int earlier;                          /* nothing written: an earlier run of this connect's upsert stored it */
     int disconnected;                     /* nothing written: the integration was disconnected after the
                                            * callback took the state (the connect is marked so) */
+    int superseded;                       /* nothing written: another connect or an import was stored
+                                           * after the callback took the state (marked state_invalid) */
 } store_upserted_t;
 
 /* The one statement that stores a connection (a new integration, or a reconnect that replaces

@@ -1243,6 +1243,55 @@ test_disconnect_during_a_callbacks_exchange_stands (void **state)
     free (location);
 }
 
+/* A sign-in whose code exchange is slow, and meanwhile a disconnect and another sign-in, which is
+ * stored: the newer connection stands. The first exchange, ending last, found the integration no
+ * longer disconnected (the second had cleared that) and wrote its account over the second's, and
+ * its caller was told "reconnected" (review, 2026-12-06). Now it is answered state_invalid,
+ * stores nothing, and its connect is marked so. */
+static void
+test_a_slow_callback_never_overwrites_a_newer_connect (void **state)
+{
+    int rc;
+    json_decref (connect_ok ("sx:box", "fakebox", NULL, NULL));
+    char *first = start_flow ("sx:box", "fakebox", NULL, NULL);
+    char *first_state = state_of (first);
+    int exchanges = fakebox_exchanges ();
+    json_t *f = json_pack ("{s:s, s:s, s:s, s:i, s:i}", "provider", "fakebox", "kind", "slow", "endpoint", "token",
+                           "count", 1, "delay_ms", 4000);
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        int crc = -1;
+        json_decref (harness_ctl (h, &crc, "callback", "--url", first, "--timeout", "30", NULL));
+        _exit (crc < 0 ? 99 : crc);
+    }
+    for (int64_t until = clock_mono_ms () + 10000; fakebox_exchanges () == exchanges && clock_mono_ms () < until; )
+        usleep (20000);
+    assert_int_equal (fakebox_exchanges (), exchanges + 1);     /* the first is at the provider */
+    json_decref (harness_ctl (h, &rc, "disconnect", "--integration", "sx:box", NULL));
+    assert_int_equal (rc, 0);
+    json_decref (connect_ok ("sx:box", "fakebox", NULL, NULL));
+    long long generation = sqlf ("SELECT generation FROM integrations WHERE id = 'sx:box' AND status = 'active'");
+    assert_true (generation > 0);
+
+    int status;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    assert_int_equal (WEXITSTATUS (status), 4);                 /* state_invalid */
+    assert_int_equal (sqlf ("SELECT generation FROM integrations WHERE id = 'sx:box' AND status = 'active'"),
+                      generation);
+    assert_int_equal (sqlf ("SELECT count(*) FROM pending_authorizations WHERE state_hash ="
+                            " encode (sha256 (convert_to ('%s', 'UTF8')), 'hex') AND outcome = 'state_invalid'",
+                            first_state), 1);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "sx:box", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (t);
+    free (first_state);
+    free (first);
+}
+
 /* Starts both workers again after a test stopped them; waits until the refresh token of the
  * grant at fakerot's chain is revoked there (by the replay of the journal record that kept it)
  * and the chain of integration id says so. revocations: the provider's count before the race. */
@@ -1833,6 +1882,7 @@ main (void)
         cmocka_unit_test (test_disconnect_during_refresh_revocation_refused),
         cmocka_unit_test (test_disconnect_during_refresh_revoked_once_the_database_takes_the_record),
         cmocka_unit_test (test_disconnect_during_a_callbacks_exchange_stands),
+        cmocka_unit_test (test_a_slow_callback_never_overwrites_a_newer_connect),
         cmocka_unit_test (test_import_during_refresh_revokes_nothing),
         cmocka_unit_test (test_provider_text_quoting_secrets),
         cmocka_unit_test (test_disconnect_during_refresh_revoked_after_a_stop),
