@@ -193,6 +193,20 @@ test_microsoft_inactivity (void **state)
     parse ("google", 400, NULL, "{\"error\":\"redirect_uri_mismatch\",\"error_description\":\"Bad Request\"}", &r);
     assert_int_equal (r.kind, OAUTH_REDIRECT_MISMATCH);
     oauth_result_clear (&r);
+    /* Dropbox says it in the description of an invalid_grant */
+    parse ("box", 400, NULL, "{\"error\":\"invalid_grant\",\"error_description\":\"redirect_uri mismatch\"}", &r);
+    assert_int_equal (r.kind, OAUTH_REDIRECT_MISMATCH);
+    oauth_result_clear (&r);
+    /* RFC 6749's wording of invalid_grant, which oauthlib and Doorkeeper (GitLab) send with every
+     * one: among its alternatives is "does not match the redirection URI", and an expired code
+     * was diagnosed as the operator's redirect URI (support page, no "Try again"), an expired
+     * refresh token as a configuration error instead of needs_reconnect */
+    parse ("box", 400, NULL, "{\"error\":\"invalid_grant\",\"error_description\":\"The provided authorization "
+           "grant (e.g., authorization code, resource owner credentials) or refresh token is invalid, expired, revoked, "
+           "does not match the redirection URI used in the authorization request, or was issued to another "
+           "client.\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    oauth_result_clear (&r);
 }
 
 static void
