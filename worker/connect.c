@@ -597,6 +597,15 @@ callback_provider_error (worker_t *w, const job_t *job, const char *state_hash, 
                   "consent screen (access_denied%s%s)", p->name, pd->integration, sep, desc);
     }
     else
+    if (strcasecmp (code, "login_required") == 0 || strcasecmp (code, "consent_required") == 0
+    ||  strcasecmp (code, "interaction_required") == 0) {
+        /* OpenID Connect: the provider wants the user to sign in or approve, the user's to do */
+        st = FR_ACCESS_DENIED;
+        snprintf (message, sizeof message, "provider \"%s\" needs the user to sign in or approve before integration "
+                  "\"%s\" can be connected (%s%s%s)", p->name, pd->integration, code, sep, desc);
+        hint_used = "start again from Connect, sign in at the provider and approve the access asked for";
+    }
+    else
     if (kind == OAUTH_REDIRECT_MISMATCH) {
         st = FR_REDIRECT_URI_MISMATCH;
         /* a URI of up to 2048 characters, quoted whole, cut the provider's words and the advice */

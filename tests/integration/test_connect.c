@@ -498,6 +498,32 @@ test_access_denied (void **state)
     json_decref (r);
 }
 
+/* OpenID Connect's login_required, consent_required and interaction_required in the redirect
+ * ask the user to sign in or approve at the provider: theirs to do again, not the operator's.
+ * They were answered "configuration" (exit 6, the support page, no "Try again"). */
+static void
+test_sign_in_required_is_the_users (void **state)
+{
+    static const char *const codes [] = { "login_required", "consent_required", "interaction_required" };
+    for (size_t i = 0; i < sizeof codes / sizeof codes [0]; i++) {
+        int rc;
+        char id [32], url [512];
+        snprintf (id, sizeof id, "signin%zu:box", i);
+        char *location = start_flow (id, "fakebox", NULL, NULL);
+        char *st = state_of (location);
+        snprintf (url, sizeof url, REDIRECT "?state=%s&error=%s", st, codes [i]);
+        json_t *r = callback (url, &rc);
+        if (rc != 4)
+            fail_msg ("%s: exit %d, %s", codes [i], rc, itest_code (r));
+        assert_string_equal (itest_code (r), "access_denied");
+        assert_non_null (strstr (error_field (r, "message"), codes [i]));
+        assert_non_null (strstr (error_field (r, "hint"), "sign in"));
+        json_decref (r);
+        free (st);
+        free (location);
+    }
+}
+
 static void
 test_redirect_uri_mismatch (void **state)
 {
@@ -1866,6 +1892,7 @@ main (void)
         cmocka_unit_test (test_expired_state),
         cmocka_unit_test (test_code_expired_or_used),
         cmocka_unit_test (test_access_denied),
+        cmocka_unit_test (test_sign_in_required_is_the_users),
         cmocka_unit_test (test_redirect_uri_mismatch),
         cmocka_unit_test (test_invalid_client),
         cmocka_unit_test (test_invalid_scope),
