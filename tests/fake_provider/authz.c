@@ -467,9 +467,26 @@ fault_reply (const provider_t *provider, const fault_t *fault, const char *prese
     }
     case FAULT_SLOW:
     case FAULT_NO_ACCESS_TOKEN:
+    case FAULT_DROP_AFTER:
         break;
     }
     return reply_error (500, "server_error", NULL);   /* not reached at /token: these answer normally */
+}
+
+/* Faults whose request takes effect as it would without them (a code used, a refresh token spent,
+ * a token revoked): they change only the answer, or when it comes. */
+static bool
+fault_takes_effect (const fault_t *fault)
+{
+    return fault->kind == FAULT_SLOW || fault->kind == FAULT_NO_ACCESS_TOKEN || fault->kind == FAULT_DROP_AFTER;
+}
+
+/* The drop_after fault: the request took effect, and the client hears nothing of it. */
+static reply_t *
+dropped_after (reply_t *reply)
+{
+    reply_destroy (&reply);
+    return reply_special (REPLY_DROP);
 }
 
 static bool
@@ -749,7 +766,7 @@ authz_token (authz_t *authz, const authz_request_t *req)
 
     if (!provider)
         reply = too_many_providers ();
-    else if (faulted && fault.kind != FAULT_SLOW && fault.kind != FAULT_NO_ACCESS_TOKEN)
+    else if (faulted && !fault_takes_effect (&fault))
         reply = fault_reply (provider, &fault, form_get (req->params, is_refresh ? "refresh_token" : "code"));
     else {
         reply = token_grant (authz, provider, req, &cred, grant_type);
@@ -762,6 +779,8 @@ authz_token (authz_t *authz, const authz_request_t *req)
             nap (authz, provider->config.answer_delay_ms);
             hold_together (authz, together);
         }
+        if (faulted && fault.kind == FAULT_DROP_AFTER)
+            reply = dropped_after (reply);
     }
 out:
     pthread_mutex_unlock (&authz->lock);
@@ -952,12 +971,12 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
     faulted = provider_fault_take (provider, FAULT_AT_REVOKE, &fault);
     if (faulted) {
         provider->stats.faults_served++;
-        if (fault.kind != FAULT_SLOW) {
+        if (fault.kind != FAULT_SLOW && fault.kind != FAULT_DROP_AFTER) {
             reply = fault_reply (provider, &fault, value);     /* revokes nothing */
             goto out;
         }
         epoch = authz->epoch;
-        nap (authz, fault.delay_ms);
+        nap (authz, fault.kind == FAULT_SLOW ? fault.delay_ms : 0);
         if (authz->epoch != epoch) {    /* reset while we slept: the token is gone anyway */
             reply = reply_json_take (200, json_object ());
             goto out;
@@ -976,6 +995,8 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
         reply = reply_json_take (200, provider->config.errors_with_200 ? json_pack ("{s:b}", "ok", 1)
                                                                        : json_object ());
     }
+    if (faulted && fault.kind == FAULT_DROP_AFTER)
+        reply = dropped_after (reply);
 out:
     pthread_mutex_unlock (&authz->lock);
     cred_clear (&cred);

@@ -324,6 +324,7 @@ static const char *fault_names [] = {
     [FAULT_INVALID_CLIENT] = "invalid_client", [FAULT_DROP] = "drop", [FAULT_EMPTY] = "empty",
     [FAULT_HUGE] = "huge", [FAULT_ERROR_200] = "error_200",
     [FAULT_REASON_QUOTING] = "reason_quoting", [FAULT_NO_ACCESS_TOKEN] = "no_access_token",
+    [FAULT_DROP_AFTER] = "drop_after",
 };
 
 /* Reads the optional integer member name of spec into *out, which keeps its default when absent. */

@@ -247,6 +247,22 @@ eq "$STATUS" 200 "faulted requests did not spend the token"
 eq "$(stats '.providers.flaky.faults_served')" 12 "faults_served"
 admin_json POST /admin/faults '{"provider":"flaky","kind":"nonsense"}'
 eq "$STATUS" 400 "unknown fault kind"
+# drop_after: the request takes effect, then the connection closes without an answer
+grant dropper '[]'
+DCHAIN=$(json .chain); DRT=$(json .refresh_token)
+fault '{"provider":"dropper","kind":"drop_after"}'
+refresh dropper "$DRT"
+eq "$STATUS" 000 "drop_after closes without an answer"
+eq "$(stats ".chains[\"$DCHAIN\"].generation")" 1 "drop_after rotated the chain"
+refresh dropper "$DRT"
+eq "$(json .error_description)" "refresh token reuse detected" "drop_after spent the token sent"
+grant dropper '[]'
+DCHAIN=$(json .chain); DRT=$(json .refresh_token)
+fault '{"provider":"dropper","kind":"drop_after","endpoint":"revoke"}'
+req POST /dropper/revoke "${CLIENT[@]}" --data-urlencode "token=$DRT"
+eq "$STATUS" 000 "drop_after at /revoke closes without an answer"
+eq "$(stats ".chains[\"$DCHAIN\"].revoked")" true "drop_after at /revoke revoked the chain"
+eq "$(stats '.providers.dropper.revocations')" 1 "drop_after at /revoke counts the revocation"
 
 # --- latency and concurrency ------------------------------------------------------------------
 admin_json PUT /admin/providers/slowpoke '{"latency_ms":400}'
