@@ -730,8 +730,8 @@ callback_taken (void *arg, fr_status_t st, store_pending_t *taken, const char *t
     c->requested_scopes = pd.scopes;
     pd.redirect_uri = NULL;
     pd.scopes = NULL;
-    /* exactly once: no retry, whatever happens (a code is single use) */
-    if (http_post (w->http, req->url, req->body, req->authorization, on_exchange, c) != 0) {
+    /* exactly once: no retry, whatever happens (a code is single use), not even curl's own */
+    if (http_post (w->http, req->url, req->body, req->authorization, HTTP_AT_MOST_ONCE, on_exchange, c) != 0) {
         calls_free (w, c);
         callback_fail (w, job, state_hash, pd.integration, FR_INTERNAL, "could not start the provider call", NULL, -1, NULL);
         goto out;

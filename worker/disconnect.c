@@ -146,7 +146,9 @@ static int
 revoke_send (worker_t *w, call_t *c)
 {
     c->attempts++;
-    return http_post (w->http, c->request->url, c->request->body, c->request->authorization, on_revoke, c);
+    /* revoking a token twice does no harm (RFC 7009): a kept connection will do */
+    return http_post (w->http, c->request->url, c->request->body, c->request->authorization, HTTP_IDEMPOTENT,
+                      on_revoke, c);
 }
 
 /* How long to wait before the next attempt, or -1 for none: the failure was not transient, the

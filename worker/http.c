@@ -312,7 +312,7 @@ http_start_queued (http_t *h)
 }
 
 int
-http_post (http_t *h, const char *url, const char *body, const char *authorization,
+http_post (http_t *h, const char *url, const char *body, const char *authorization, http_send_t send,
            http_done_fn *done, void *arg)
 {
     http_call_t *c = http_call_take (h);
@@ -353,6 +353,9 @@ http_post (http_t *h, const char *url, const char *body, const char *authorizati
     curl_easy_setopt (e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt (e, CURLOPT_USERAGENT, "ferrule/0.1");
     curl_easy_setopt (e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) h->max_body);
+    /* set on every call, the handle maybe a spare one's: a request the provider must see at most
+     * once goes on a new connection, on which curl never sends it again (http_send_t) */
+    curl_easy_setopt (e, CURLOPT_FRESH_CONNECT, send == HTTP_AT_MOST_ONCE ? 1L : 0L);
     if (h->in_flight < HTTP_MAX_CALLS && !h->queue) {
         if (http_start (h, c, h->total_timeout_ms) != 0) {
             http_call_done (h, c);

@@ -27,6 +27,13 @@ typedef struct http_response {
 
 typedef void (http_done_fn) (void *arg, const http_response_t *response);
 
+/* Whether the provider may see a request twice. curl sends a request again, POSTs included, when
+ * the kept connection it went out on dies before any answer; it never does on a new connection. */
+typedef enum {
+    HTTP_IDEMPOTENT = 0,        /* on a kept connection when there is one (a revocation, a refresh) */
+    HTTP_AT_MOST_ONCE           /* on a new connection: a code exchange, which nothing sends again */
+} http_send_t;
+
 typedef struct http http_t;
 
 /* max_idle: connections kept open after their call, for the next ones to the same host. */
@@ -36,7 +43,7 @@ void http_destroy (http_t **h_p);
  * are in flight. authorization may be NULL. The total timeout counts from here: a queued call
  * gets what its wait left, and one left too little fails unsent (not_started). done is called
  * exactly once from http_process (never from inside http_post). 0 or -1. */
-int http_post (http_t *h, const char *url, const char *body, const char *authorization,
+int http_post (http_t *h, const char *url, const char *body, const char *authorization, http_send_t send,
                http_done_fn *done, void *arg);
 /* Adds the sockets curl waits on to items (at most max, which is never less than
  * HTTP_MAX_SOCKETS: a socket left out is not watched); returns how many were added. */

@@ -827,7 +827,11 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         fail = FR_CONFIGURATION;
     }
     else
-    if (http_post (w->http, req->url, req->body, req->authorization, refresh_on_response, r) != 0) {
+    /* on a kept connection, even for a token that rotates: a refresh whose answer is lost is sent
+     * again whatever the connection (the worker's next refresh sends the token the row still
+     * holds), and curl's own resend, at once, is the one that still gets the tokens at a provider
+     * with a grace period for a spent token (unlike a code exchange, http_send_t) */
+    if (http_post (w->http, req->url, req->body, req->authorization, HTTP_IDEMPOTENT, refresh_on_response, r) != 0) {
         snprintf (err, sizeof err, "could not start the provider call");
         fail = FR_INTERNAL;
     }

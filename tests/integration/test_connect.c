@@ -1706,6 +1706,59 @@ test_exchange_without_access_token (void **state)
     json_decref (t);
 }
 
+/* The /fakebox/token requests of grant_type authorization_code the fake provider recorded (it
+ * keeps 1000). */
+static size_t
+exchange_requests (void)
+{
+    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1000", NULL);
+    json_t *list = json_object_get (reqs, "requests");
+    assert_true (json_array_size (list) < 1000);
+    size_t n = 0;
+    for (size_t i = 0; i < json_array_size (list); i++) {
+        const char *grant = json_string_value (json_object_get (json_array_get (list, i), "grant_type"));
+        n += grant && strcmp (grant, "authorization_code") == 0;
+    }
+    json_decref (reqs);
+    return n;
+}
+
+/* The provider takes the code, then the connection closes before any answer. On a connection kept
+ * from an earlier call, libcurl sent the request again on a new one: the second exchange of the
+ * spent code got invalid_grant (and revoked the tokens of the first), and the user was told the
+ * code had expired or been used. An exchange goes out once: one request, and a transient failure. */
+static void
+test_exchange_sent_once_when_the_connection_drops (void **state)
+{
+    int rc;
+    /* each worker keeps a connection to the provider from an exchange of its own (a callback goes
+     * to the worker its state picks) */
+    static const char warmed [] = "SELECT count(DISTINCT worker) FROM token_chain WHERE integration_id LIKE 'warm%%:box'"
+                                  " AND outcome = 'connected'";
+    for (int i = 0; i < 40 && sqlf (warmed) < 2; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "warm%d:box", i);
+        json_decref (connect_ok (id, "fakebox", NULL, NULL));
+    }
+    assert_int_equal (sqlf (warmed), 2);
+
+    char *location = start_flow ("once:box", "fakebox", NULL, NULL);
+    size_t sent = exchange_requests ();
+    long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
+    long long invalid = itest_stat (h, "fakebox", "invalid_grants");
+    itest_fault (h, "fakebox", "drop_after", 1, -1, -1, -1);
+    json_t *r = callback (location, &rc);
+    size_t made = exchange_requests () - sent;
+    if (made != 1 || rc != 5 || strcmp (itest_code (r), "provider_unavailable") != 0)
+        fail_msg ("a code exchange whose connection dropped after the provider took the code: %zu requests (1 "
+                  "wanted), exit %d, %s: %s", made, rc, itest_code (r), error_field (r, "message"));
+    assert_non_null (strstr (error_field (r, "message"), "the code was not sent again"));
+    assert_int_equal (itest_stat (h, "fakebox", "code_exchanges"), exchanges + 1);
+    assert_int_equal (itest_stat (h, "fakebox", "invalid_grants"), invalid);
+    free (location);
+    json_decref (r);
+}
+
 /* A redirect URI of 300 characters cut the hint of a redirect_uri_mismatch before the guide's
  * "contact support with the provider name" (a 400-byte buffer), and one of 900 the message before
  * "(provider said ...)". */
@@ -1888,6 +1941,7 @@ main (void)
         cmocka_unit_test (test_connect_without_pkce),
         cmocka_unit_test (test_explicit_scopes_keep_the_offline_scope),
         cmocka_unit_test (test_exchange_without_access_token),
+        cmocka_unit_test (test_exchange_sent_once_when_the_connection_drops),
         cmocka_unit_test (test_redirect_uri_mismatch_long_uri),
         cmocka_unit_test (test_expired_state),
         cmocka_unit_test (test_code_expired_or_used),

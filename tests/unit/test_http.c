@@ -1,7 +1,7 @@
 /* test_http.c - provider calls through curl multi against a local HTTP server of the test's own:
  * more calls at once than curl may have sockets are queued, not failed; a queued call gets what
  * its wait left of its timeout, and one whose time runs out in the queue fails unsent; the queue
- * is worked off in order */
+ * is worked off in order; a call sent at most once goes on a connection of its own */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -25,7 +25,8 @@
 #include "http.h"
 
 /* The server: one thread, one poll over every connection. "/slow" requests are answered once
- * `released` allows (each answer takes one), "/hold" ones never, any other at once. */
+ * `released` allows (each answer takes one), "/hold" ones never, "/drop" ones by closing the
+ * connection, any other at once. */
 #define SERVER_CONNS 4096
 
 typedef struct {
@@ -44,6 +45,7 @@ typedef struct {
     atomic_long slow_answered;
     atomic_long arrived;             /* requests read whole, of any kind */
     atomic_long fast_arrived;        /* set after fast_order has the request */
+    atomic_long accepted;            /* connections accepted */
     int fast_order [64];             /* the i= of "/fast?i=N" requests, as they arrived */
     long fast_next;                  /* the server thread's own count of them */
     conn_t conns [SERVER_CONNS];
@@ -53,7 +55,8 @@ typedef struct {
 static const char answer [] = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n"
                               "{\"ok\":true}";
 
-/* The request in c, once whole: 1 for "/slow", 2 for "/hold", 3 for any other; 0 while partial. */
+/* The request in c, once whole: 1 for "/slow", 2 for "/hold", 3 for any other, 4 for "/drop"; 0
+ * while partial. */
 static int
 request_kind (conn_t *c, server_t *s)
 {
@@ -64,7 +67,8 @@ request_kind (conn_t *c, server_t *s)
     size_t body = cl ? strtoul (cl + 15, NULL, 10) : 0;
     if (c->len < (size_t) (end + 4 - c->buf) + body)
         return 0;
-    int kind = strncmp (c->buf, "POST /slow", 10) == 0 ? 1 : strncmp (c->buf, "POST /hold", 10) == 0 ? 2 : 3;
+    int kind = strncmp (c->buf, "POST /slow", 10) == 0 ? 1 : strncmp (c->buf, "POST /hold", 10) == 0 ? 2
+             : strncmp (c->buf, "POST /drop", 10) == 0 ? 4 : 3;
     if (!c->seen) {
         c->seen = 1;
         atomic_fetch_add (&s->arrived, 1);
@@ -108,6 +112,11 @@ server_run (void *arg)
             int kind = request_kind (c, s);
             if (kind == 0 || kind == 2)
                 continue;
+            if (kind == 4) {
+                close (c->fd);
+                s->conns [i--] = s->conns [--s->nconns];
+                continue;
+            }
             if (kind == 1) {
                 if (atomic_load (&s->slow_answered) >= atomic_load (&s->released))
                     continue;
@@ -120,8 +129,10 @@ server_run (void *arg)
             c->seen = 0;
         }
         int fd;
-        while (s->nconns < SERVER_CONNS && (fd = accept (s->listen_fd, NULL, NULL)) >= 0)
+        while (s->nconns < SERVER_CONNS && (fd = accept (s->listen_fd, NULL, NULL)) >= 0) {
             s->conns [s->nconns++] = (conn_t) { .fd = fd };
+            atomic_fetch_add (&s->accepted, 1);
+        }
     }
     return NULL;
 }
@@ -177,12 +188,18 @@ on_done (void *arg, const http_response_t *r)
 }
 
 static void
-post (http_t *h, server_t *s, const char *path, result_t *res)
+post_as (http_t *h, server_t *s, const char *path, http_send_t send, result_t *res)
 {
     char url [128];
     snprintf (url, sizeof url, "http://127.0.0.1:%u%s", s->port, path);
     res->posted_ms = clock_mono_ms ();
-    assert_int_equal (http_post (h, url, "grant_type=refresh_token&refresh_token=x", NULL, on_done, res), 0);
+    assert_int_equal (http_post (h, url, "grant_type=refresh_token&refresh_token=x", NULL, send, on_done, res), 0);
+}
+
+static void
+post (http_t *h, server_t *s, const char *path, result_t *res)
+{
+    post_as (h, s, path, HTTP_IDEMPOTENT, res);
 }
 
 /* One turn of a loop as the worker's: curl's sockets (all of them) polled, then processed. */
@@ -440,6 +457,58 @@ test_queue_is_worked_off_in_order (void **state)
     server_stop (&s);
 }
 
+/* One call, waited for; what its done saw is in *res. */
+static void
+call (http_t *h, server_t *s, const char *path, http_send_t send, result_t *res)
+{
+    memset (res, 0, sizeof *res);
+    post_as (h, s, path, send, res);
+    all_t one = { res, 1 };
+    turn_until (h, all_done, &one, 20000);
+    assert_int_equal (res->done, 1);
+}
+
+/* A call sent at most once goes on a new connection although one is kept, and the calls after it
+ * keep using kept ones (curl handles are reused). When the connection dies before any answer, the
+ * server saw it once: a call on a kept connection curl sends again, on a new one. */
+static void
+test_at_most_once_on_a_new_connection (void **state)
+{
+    (void) state;
+    server_t *s = server_start ();
+    http_t *h = http_new (10000, 30000, 65536, 4);
+    result_t r;
+
+    call (h, s, "/fast", HTTP_IDEMPOTENT, &r);
+    assert_int_equal (r.status, 200);
+    call (h, s, "/fast", HTTP_IDEMPOTENT, &r);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (atomic_load (&s->accepted), 1);
+    call (h, s, "/fast", HTTP_AT_MOST_ONCE, &r);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (atomic_load (&s->accepted), 2);
+    call (h, s, "/fast", HTTP_IDEMPOTENT, &r);
+    assert_int_equal (r.status, 200);
+    assert_int_equal (atomic_load (&s->accepted), 2);
+
+    long before = atomic_load (&s->arrived);
+    call (h, s, "/drop", HTTP_AT_MOST_ONCE, &r);
+    assert_int_equal (r.status, 0);
+    assert_true (r.error [0] != '\0');
+    assert_int_equal (atomic_load (&s->arrived) - before, 1);
+
+    /* what it avoids: curl sends the request again when it dies on a kept connection, on the next
+     * kept one if there is one (two here: 3 requests), and last on a new one */
+    call (h, s, "/fast", HTTP_IDEMPOTENT, &r);
+    assert_int_equal (r.status, 200);
+    before = atomic_load (&s->arrived);
+    call (h, s, "/drop", HTTP_IDEMPOTENT, &r);
+    assert_int_equal (r.status, 0);
+    assert_true (atomic_load (&s->arrived) - before >= 2);
+    http_destroy (&h);
+    server_stop (&s);
+}
+
 int
 main (void)
 {
@@ -448,6 +517,7 @@ main (void)
         cmocka_unit_test (test_queued_call_that_runs_out_is_not_sent),
         cmocka_unit_test (test_queued_call_gets_what_is_left),
         cmocka_unit_test (test_queue_is_worked_off_in_order),
+        cmocka_unit_test (test_at_most_once_on_a_new_connection),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
