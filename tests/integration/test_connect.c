@@ -1205,6 +1205,7 @@ fakebox_exchanges (void)
 {
     json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1000", NULL);
     json_t *list = json_object_get (reqs, "requests");
+    assert_true (json_array_size (list) < 1000);     /* it keeps the last 1000 */
     int n = 0;
     for (size_t i = 0; i < json_array_size (list); i++) {
         const char *grant = json_string_value (json_object_get (json_array_get (list, i), "grant_type"));
@@ -1706,23 +1707,6 @@ test_exchange_without_access_token (void **state)
     json_decref (t);
 }
 
-/* The /fakebox/token requests of grant_type authorization_code the fake provider recorded (it
- * keeps 1000). */
-static size_t
-exchange_requests (void)
-{
-    json_t *reqs = harness_fake (h, "GET", "/admin/requests?provider=fakebox&limit=1000", NULL);
-    json_t *list = json_object_get (reqs, "requests");
-    assert_true (json_array_size (list) < 1000);
-    size_t n = 0;
-    for (size_t i = 0; i < json_array_size (list); i++) {
-        const char *grant = json_string_value (json_object_get (json_array_get (list, i), "grant_type"));
-        n += grant && strcmp (grant, "authorization_code") == 0;
-    }
-    json_decref (reqs);
-    return n;
-}
-
 /* The provider takes the code, then the connection closes before any answer. On a connection kept
  * from an earlier call, libcurl sent the request again on a new one: the second exchange of the
  * spent code got invalid_grant (and revoked the tokens of the first), and the user was told the
@@ -1743,12 +1727,12 @@ test_exchange_sent_once_when_the_connection_drops (void **state)
     assert_int_equal (sqlf (warmed), 2);
 
     char *location = start_flow ("once:box", "fakebox", NULL, NULL);
-    size_t sent = exchange_requests ();
+    size_t sent = (size_t) fakebox_exchanges ();
     long long exchanges = itest_stat (h, "fakebox", "code_exchanges");
     long long invalid = itest_stat (h, "fakebox", "invalid_grants");
     itest_fault (h, "fakebox", "drop_after", 1, -1, -1, -1);
     json_t *r = callback (location, &rc);
-    size_t made = exchange_requests () - sent;
+    size_t made = (size_t) fakebox_exchanges () - sent;
     if (made != 1 || rc != 5 || strcmp (itest_code (r), "provider_unavailable") != 0)
         fail_msg ("a code exchange whose connection dropped after the provider took the code: %zu requests (1 "
                   "wanted), exit %d, %s: %s", made, rc, itest_code (r), error_field (r, "message"));
