@@ -82,6 +82,7 @@ typedef struct job {
     int      reloaded;              /* times parked for its integration's row, and gone on from it (loads.c) */
     int64_t  answer_ms;             /* a refresh's waiter: answered with what it waits for then (refresh.c) */
     int      once;                  /* remembered in once.c: its answer is kept for the broker's copies */
+    char    *require_scopes;        /* a refresh's waiter: what its token must be granted, owned (refresh.c) */
 } job_t;
 
 typedef struct link link_t;

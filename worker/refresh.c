@@ -18,6 +18,7 @@
 #include "ident.h"
 #include "loads.h"
 #include "reply.h"
+#include "scopes.h"
 #include "clock.h"
 #include "log.h"
 #include "lograte.h"
@@ -186,6 +187,14 @@ refresh_count (const worker_t *w)
     return n;
 }
 
+/* A waiter's copy of its request, answered or forgotten. */
+static void
+waiter_free (job_t *j)
+{
+    mem_free (j->require_scopes);
+    mem_free (j);
+}
+
 static void
 refresh_free (worker_t *w, refresh_t *r)
 {
@@ -199,7 +208,7 @@ refresh_free (worker_t *w, refresh_t *r)
     while (r->waiters) {
         job_t *j = r->waiters;
         r->waiters = j->next;
-        mem_free (j);
+        waiter_free (j);
     }
     if (r->entry) {
         r->entry->refresh = NULL;
@@ -217,12 +226,14 @@ refresh_free (worker_t *w, refresh_t *r)
     mem_free (r);
 }
 
-/* Answers every waiter with the entry's token. */
+/* Answers every waiter with the entry's token, or insufficient_scope where the grant the refresh
+ * ended with lacks a scope the waiter requires: a stale entry's was not known when it joined. */
 static void
 refresh_finish_ok (worker_t *w, refresh_t *r)
 {
     for (job_t *j = r->waiters; j; j = j->next)
-        reply_token (w, j, r->entry, r->called);
+        if (!j->require_scopes || scopes_held (w, j, j->require_scopes, r->entry) == 0)
+            reply_token (w, j, r->entry, r->called);
     refresh_free (w, r);
 }
 
@@ -251,10 +262,22 @@ refresh_add_waiter (refresh_t *r, job_t *copy, int64_t now_ms)
         r->answer_ms = copy->answer_ms;
 }
 
+/* A waiter's copy of job, owning its own copy of require_scopes (NULL: none). */
+static job_t *
+waiter_new (const job_t *job, const char *require_scopes)
+{
+    job_t *copy = mem_alloc (sizeof *copy);
+    *copy = *job;
+    copy->next = NULL;
+    copy->require_scopes = require_scopes ? mem_strdup (require_scopes) : NULL;
+    return copy;
+}
+
 /* Adds a waiter (job, or none for a background refresh) to the integration's refresh, starting
  * one if there is none. valid_until (epoch s): the token must last at least that long. */
 static void
-refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_until, int forced)
+refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, const char *require_scopes, int64_t valid_until,
+               int forced)
 {
     int64_t now_s = clock_wall_ms () / 1000;
     int64_t now_ms = clock_mono_ms ();
@@ -263,9 +286,7 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
         /* the new tokens wait for the database: try the commit again now, and answer this
          * request with its outcome */
         if (job) {
-            job_t *copy = mem_alloc (sizeof *copy);
-            *copy = *job;
-            refresh_add_waiter (r, copy, now_ms);
+            refresh_add_waiter (r, waiter_new (job, require_scopes), now_ms);
             r->due_ms = now_ms;
         }
         return;
@@ -309,11 +330,7 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
             return;
         }
     }
-    job_t *copy = NULL;
-    if (job) {
-        copy = mem_alloc (sizeof *copy);
-        *copy = *job;
-    }
+    job_t *copy = job ? waiter_new (job, require_scopes) : NULL;
     if (r) {
         if (copy)
             refresh_add_waiter (r, copy, now_ms);
@@ -340,16 +357,16 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, int64_t valid_un
 }
 
 void
-refresh_join (worker_t *w, cache_entry_t *e, const job_t *job)
+refresh_join (worker_t *w, cache_entry_t *e, const job_t *job, const char *require_scopes)
 {
-    refresh_start (w, e, job, clock_wall_ms () / 1000 + job->min_valid, job->forced);
+    refresh_start (w, e, job, require_scopes, clock_wall_ms () / 1000 + job->min_valid, job->forced);
 }
 
 void
 refresh_background (worker_t *w, cache_entry_t *e, int64_t valid_until, int forced)
 {
     if (!e->refresh)
-        refresh_start (w, e, NULL, valid_until, forced);
+        refresh_start (w, e, NULL, NULL, valid_until, forced);
 }
 
 /* A token found fresh by a claim sent for claimed_until (epoch s) that does not last what r's
@@ -771,6 +788,7 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
                      (long long) row.generation);
     r->expected_generation = row.generation;
     cache_set_provider (w->cache, e, row.provider);
+    cache_set_text (&e->scopes, row.scopes);    /* the grant refreshed: a stale entry's may be older */
     r->provider = catalog_find (w->catalog, row.provider);
     fr_status_t fail = FR_OK;
     int allowed = 0;                    /* breaker_allow let this call through (2: as the probe) */
@@ -1179,7 +1197,7 @@ refresh_commit_failed (worker_t *w, refresh_t *r)
     while (r->waiters) {
         job_t *j = r->waiters;
         r->waiters = j->next;
-        mem_free (j);
+        waiter_free (j);
     }
 }
 
@@ -1787,7 +1805,7 @@ refresh_answer_waiting (worker_t *w, refresh_t *r, int64_t now_ms)
         if (j->deadline_ms <= now_ms
         ||  (j->answer_ms <= now_ms && refresh_answer_wait (w, r, j, now_ms))) {
             *pp = j->next;
-            mem_free (j);
+            waiter_free (j);
             continue;
         }
         if (j->answer_ms <= now_ms)

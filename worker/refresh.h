@@ -32,8 +32,10 @@ int64_t refresh_commit_retry_ms (unsigned failures);
 
 /* Adds job to the integration's refresh in flight, starting one if there is none. During a
  * backoff or while the provider's circuit is open, no call is made: job gets the token if it is
- * still valid, else provider_unavailable with retry_after. */
-void refresh_join (worker_t *w, cache_entry_t *e, const job_t *job);
+ * still valid, else provider_unavailable with retry_after. require_scopes (spaces between, NULL:
+ * none): the refresh's token goes to job only if the grant it ends with holds each, else
+ * insufficient_scope: checked when the grant is known, which a stale entry's may not be. */
+void refresh_join (worker_t *w, cache_entry_t *e, const job_t *job, const char *require_scopes);
 /* A refresh that answers nobody (refresh-ahead, the sweep): unless one is in flight already,
  * refreshes so the token lasts until valid_until (epoch s); forced: whatever the token's life
  * (keeping alive a refresh token the provider expires when unused). */

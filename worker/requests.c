@@ -134,30 +134,34 @@ static void
 op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, int forced)
 {
     int64_t min_valid = w->cfg.default_min_valid;
-    if (!forced && fields_int (w, job, root, "min_valid", 0, MAX_MIN_VALID, &min_valid) < 0)
-        return;
+    char *wanted = NULL, *reject = NULL;
+    /* every field is read before the entry is: a malformed one is refused whatever the entry's
+     * state, a stale entry's refresh included */
+    if (!forced
+    &&  (fields_int (w, job, root, "min_valid", 0, MAX_MIN_VALID, &min_valid) < 0
+    ||   fields_scopes (w, job, root, "require_scopes", SCOPES_MAX, &wanted) < 0
+    ||   fields_str (w, job, root, "reject", MAX_TOKEN_LEN, 0, &reject) < 0))
+        goto out;
     job->min_valid = min_valid;
     job->forced = forced;
     cache_entry_t *e = entry_for (w, job, root, id, forced);
     if (!e)
-        return;
+        goto out;
     if (e->stale) {
         /* dropped while its refresh is in flight (a disconnect here destroyed its tokens, or
          * another process changed the row): what it holds is not served; the request takes the
-         * refresh's outcome, which is read from the row */
-        refresh_join (w, e, job);
-        return;
+         * refresh's outcome, which is read from the row, and its required scopes are checked
+         * against the grant read there (a reconnect may have changed it) */
+        refresh_join (w, e, job, wanted);
+        goto out;
     }
     if (e->status != INTEG_ACTIVE && !e->refresh) {
         reply_inactive (w, job, e);      /* no provider call: the user must act first */
-        return;
+        goto out;
     }
-    if (!forced && scopes_require (w, job, root, e) != 0)
-        return;                          /* insufficient_scope: checked before any refresh */
+    if (wanted && scopes_held (w, job, wanted, e) != 0)
+        goto out;                        /* insufficient_scope: checked before any refresh */
     /* stale-token feedback: the caller's upstream call failed with 401 using this token */
-    char *reject = NULL;
-    if (!forced && fields_str (w, job, root, "reject", MAX_TOKEN_LEN, 0, &reject) < 0)
-        return;
     if (reject) {
         int current = e->access_token && secret_equal (e->access_token, reject);
         mem_free_secret (&reject);
@@ -167,20 +171,20 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
                 connect_reject_unrenewable (w, job, e);
             else
                 connect_reply_no_refresh_token (w, job, e);
-            return;
+            goto out;
         }
         if (current || (e->refresh && e->refresh_rejecting)) {
             /* only the token it names is refreshed away; a burst of rejections shares one refresh,
              * and one that starts a refresh takes from the integration's bucket as "refresh"
              * does: else a loop of token and reject made unlimited provider calls */
             if (!e->refresh && !ratelimit_admit (w, job, "reject", 6, e->id))
-                return;
+                goto out;
             job->forced = 1;
             e->refresh_rejecting = 1;
-            refresh_join (w, e, job);
+            refresh_join (w, e, job, wanted);
             if (!e->refresh)
                 e->refresh_rejecting = 0;
-            return;
+            goto out;
         }
         /* the rejected token was already replaced: hand out the newer one */
     }
@@ -188,7 +192,7 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     int64_t now = clock_wall_ms () / 1000;
     if (!forced && token_lasts (e, now, min_valid)) {
         token_hit (w, job, e, now);
-        return;
+        goto out;
     }
     metrics_inc (w->m.cache_misses);
     /* a min_valid of at least the provider's whole token lifetime can never be met: serve a token
@@ -198,13 +202,16 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     &&  e->lifetime_s > 0 && min_valid >= e->lifetime_s
     &&  clock_mono_ms () - e->refreshed_ms < FRESH_ENOUGH_MS) {
         reply_token (w, job, e, 0);
-        return;
+        goto out;
     }
     if (e->refresh_token_missing && !e->refresh) {
         connect_reply_no_refresh_token (w, job, e);    /* nothing to refresh with: no provider call */
-        return;
+        goto out;
     }
-    refresh_join (w, e, job);
+    refresh_join (w, e, job, wanted);
+out:
+    mem_free (wanted);
+    mem_free_secret (&reject);
 }
 
 /* An integration as stored: its row and columns, and how many values are on retired keys. */

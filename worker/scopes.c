@@ -107,14 +107,10 @@ scopes_as_requested (const char *wanted, const char *granted, int with_offline)
 }
 
 int
-scopes_require (worker_t *w, const job_t *job, const msgpack_object *root, const cache_entry_t *e)
+scopes_held (worker_t *w, const job_t *job, const char *wanted, const cache_entry_t *e)
 {
-    char *wanted = NULL, missing [600], message [900];
-    int r = fields_scopes (w, job, root, "require_scopes", SCOPES_MAX, &wanted);
-    if (r <= 0)
-        return r;
+    char missing [600], message [900];
     int n = scopes_missing (wanted, e->scopes, missing, sizeof missing);
-    mem_free (wanted);
     if (n == 0)
         return 0;
     snprintf (message, sizeof message, "integration \"%s\" was not granted the required scope%s %s (granted: %s)",

@@ -26,9 +26,9 @@ int scopes_missing (const char *wanted, const char *granted, char *out, size_t o
  * database's own check of a reduced grant included). A new string. */
 char *scopes_as_requested (const char *wanted, const char *granted, int with_offline);
 
-/* op "token" with "require_scopes": 0 when the entry's scopes hold every one, -1 when a reply
- * (bad_request or insufficient_scope) was sent. Makes no provider call. */
-int scopes_require (worker_t *w, const job_t *job, const msgpack_object *root, const cache_entry_t *e);
+/* op "token" with "require_scopes" (wanted, spaces between, as fields_scopes reads it): 0 when the
+ * entry's scopes hold every one, -1 when insufficient_scope was sent. Makes no provider call. */
+int scopes_held (worker_t *w, const job_t *job, const char *wanted, const cache_entry_t *e);
 /* op "report_scope": records an upstream 403 insufficient_scope a caller saw. */
 void scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *id);
 #endif

@@ -336,6 +336,91 @@ test_cached_token_requests (void **state)
     zmq_close (s);
 }
 
+/* Sends a body built from a JSON text and leaves its reply for later (exchange reads it). */
+static void
+send_json (void *s, const char *json)
+{
+    json_error_t jerr;
+    json_t *j = json_loads (json, 0, &jerr);
+    assert_non_null (j);
+    codec_builder_t *b = codec_builder_new ();
+    codec_json (b, j);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    assert_true (zmq_send (s, "", 0, ZMQ_SNDMORE) >= 0);
+    assert_true (zmq_send (s, "FRL1", 4, ZMQ_SNDMORE) >= 0);
+    assert_true (zmq_send (s, body, len, 0) >= 0);
+    codec_builder_destroy (&b);
+    json_decref (j);
+}
+
+/* Token requests for an integration whose cache entry went stale (a change notified) while a
+ * refresh was in flight: they join that refresh, but a malformed field is still refused at once,
+ * and a required scope the grant lacks still gets insufficient_scope, not the refreshed token. */
+static void
+test_stale_entry_token_requests (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", "[\"files.read\"]");
+    assert_non_null (rt);
+    assert_int_equal (itest_import (h, "stale:a", "fakebox", rt), 0);
+    free (rt);
+    json_t *first = harness_ctl (h, &rc, "token", "--integration", "stale:a", NULL);
+    assert_int_equal (rc, 0);
+    char req [512];
+    snprintf (req, sizeof req, "{\"op\": \"token\", \"integration\": \"stale:a\", \"deadline_ms\": 30000,"
+              " \"reject\": \"%s\"}", json_string_value (json_object_get (first, "access_token")));
+    json_decref (first);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+
+    /* a refresh held at the provider, then the entry made stale under it. The replies are read
+     * first and checked once the sockets are closed: a failed check must not leave one open for
+     * the teardown to wait on */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 4000));
+    void *a = dealer (), *s = dealer ();
+    send_json (a, req);
+    long long arrived = itest_wait_stat (h, "fakebox", "refresh_calls", calls + 1, 10000);
+    harness_sql (h, "SELECT pg_notify('ferrule_integrations', 'test stale:a')");
+    usleep (200000);
+    const char *rids [] = { "scopes5", "reject123", "write" };
+    const char *want [] = { "bad_request", "bad_request", "insufficient_scope" };
+    send_json (s, "{\"op\": \"token\", \"integration\": \"stale:a\", \"rid\": \"scopes5\", \"require_scopes\": 5}");
+    send_json (s, "{\"op\": \"token\", \"integration\": \"stale:a\", \"rid\": \"reject123\", \"reject\": 123}");
+    send_json (s, "{\"op\": \"token\", \"integration\": \"stale:a\", \"rid\": \"write\", \"deadline_ms\": 30000,"
+                  " \"require_scopes\": [\"files.write\"]}");
+    json_t *refreshed = NULL, *got [3] = { NULL, NULL, NULL };
+    for (int i = 0; !refreshed && i < 6; i++)
+        refreshed = exchange (a, 0, NULL, NULL);
+    for (int n = 0, tries = 0; n < 3 && tries < 6; tries++) {
+        json_t *r = exchange (s, 0, NULL, NULL);
+        const char *rid = r ? json_string_value (json_object_get (r, "rid")) : NULL;
+        int k = 0;
+        while (rid && k < 3 && strcmp (rids [k], rid) != 0)
+            k++;
+        if (k < 3 && rid && !got [k]) {
+            got [k] = r;
+            n++;
+        }
+        else
+            json_decref (r);
+    }
+    zmq_close (a);
+    zmq_close (s);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    assert_true (arrived >= calls + 1);
+    for (int i = 0; i < 3; i++) {
+        if (!got [i])
+            fail_msg ("request \"%s\": no reply where \"%s\" was expected", rids [i], want [i]);
+        if (strcmp (itest_code (got [i]), want [i]) != 0)
+            fail_msg ("request \"%s\": expected \"%s\", got \"%s\"", rids [i], want [i],
+                      *itest_code (got [i]) ? itest_code (got [i]) : "a token");
+        json_decref (got [i]);
+    }
+    assert_non_null (refreshed);
+    expect_token (refreshed, NULL, 1, NULL);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+}
+
 static void
 test_oversized_frame_disconnects_only_that_client (void **state)
 {
@@ -427,6 +512,7 @@ main (void)
         cmocka_unit_test (test_frame_errors),
         cmocka_unit_test (test_body_errors),
         cmocka_unit_test (test_cached_token_requests),
+        cmocka_unit_test (test_stale_entry_token_requests),
         cmocka_unit_test (test_oversized_frame_disconnects_only_that_client),
         cmocka_unit_test (test_answers_a_client_does_not_read_are_counted_when_dropped),
     };
