@@ -217,7 +217,7 @@ connect_reject_unrenewable (worker_t *w, const job_t *job, const cache_entry_t *
     snprintf (rw->id, sizeof rw->id, "%s", e->id);
     snprintf (rw->provider, sizeof rw->provider, "%s", e->provider ? e->provider : "");
     rw->generation = e->generation;
-    dbwait_add (w, reject_start, rw, rw->job.deadline_ms);
+    dbwait_add_for (w, reject_start, rw, &rw->job);
 }
 
 void
@@ -436,7 +436,7 @@ connect_begin (worker_t *w, job_t *job, const msgpack_object *root, const char *
     cw->verifier_ct = verifier_ct;
     provider = redirect_uri = scopes = return_to = state = url = NULL;
     verifier_ct = NULL;
-    dbwait_add (w, connect_pending_start, cw, cw->job.deadline_ms);
+    dbwait_add_for (w, connect_pending_start, cw, &cw->job);
 out:
     mem_free (list);
     mem_free (words);
@@ -797,7 +797,7 @@ connect_callback (worker_t *w, job_t *job, const msgpack_object *root)
     cw->error = error;
     cw->description = description;
     code = error = description = NULL;
-    dbwait_add (w, callback_take_start, cw, cw->job.deadline_ms);
+    dbwait_add_for (w, callback_take_start, cw, &cw->job);
 out:
     mem_free (state);
     mem_free_secret (&code);

@@ -1,10 +1,18 @@
 /* dbwait.c - work waiting for a free database connection (dbwait.h) */
 #include "dbwait.h"
 #include "clock.h"
+#include "log.h"
+#include "lograte.h"
 #include "mem.h"
 #include "reply.h"
 #include "store.h"
 #include <stdio.h>
+
+/* A request waiting on the loop is answered with what it waits for this long before its deadline,
+ * or a quarter of its time when that is shorter: the broker's own answer at the deadline can say
+ * only that the worker did not answer, and work started later would end after that answer, its
+ * outcome (a link spent, a key made) told to nobody */
+#define ANSWER_BEFORE_MS 100
 
 typedef struct item {
     struct item *next;
@@ -13,6 +21,9 @@ typedef struct item {
     void *arg;
     int64_t deadline_ms;             /* -1: none */
     int64_t not_before_ms;           /* 0: at once */
+    const job_t *job;                /* the request the work answers (in arg), NULL none */
+    int64_t queued_ms;
+    int64_t answer_ms;               /* with job: not started from then on, answered timeout */
 } item_t;
 
 struct dbwait {
@@ -89,9 +100,17 @@ dbwait_destroy (dbwait_t **q_p, worker_t *w)
     *q_p = NULL;
 }
 
+int64_t
+dbwait_answer_ms (int64_t deadline_ms, int64_t now_ms)
+{
+    int64_t left = deadline_ms - now_ms;
+    int64_t margin = left / 4 < ANSWER_BEFORE_MS ? left / 4 : ANSWER_BEFORE_MS;
+    return deadline_ms - (margin > 0 ? margin : 0);
+}
+
 static void
 dbwait_push (worker_t *w, dbwait_fn *fn, dbwait_start_fn *start, void *arg, int64_t deadline_ms,
-             int64_t not_before_ms)
+             int64_t not_before_ms, const job_t *job)
 {
     dbwait_t *q = w->dbwait;
     item_t *it = mem_alloc (sizeof *it);
@@ -100,6 +119,9 @@ dbwait_push (worker_t *w, dbwait_fn *fn, dbwait_start_fn *start, void *arg, int6
     it->arg = arg;
     it->deadline_ms = deadline_ms;
     it->not_before_ms = not_before_ms;
+    it->job = job;
+    it->queued_ms = clock_mono_ms ();
+    it->answer_ms = job ? dbwait_answer_ms (deadline_ms, it->queued_ms) : -1;
     *q->tail = it;
     q->tail = &it->next;
     q->count++;
@@ -108,19 +130,25 @@ dbwait_push (worker_t *w, dbwait_fn *fn, dbwait_start_fn *start, void *arg, int6
 void
 dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms)
 {
-    dbwait_push (w, fn, NULL, arg, deadline_ms, 0);
+    dbwait_push (w, fn, NULL, arg, deadline_ms, 0, NULL);
+}
+
+void
+dbwait_add_for (worker_t *w, dbwait_fn *fn, void *arg, const job_t *job)
+{
+    dbwait_push (w, fn, NULL, arg, job->deadline_ms, 0, job);
 }
 
 void
 dbwait_add_later (worker_t *w, dbwait_fn *fn, void *arg, int64_t not_before_ms)
 {
-    dbwait_push (w, fn, NULL, arg, -1, not_before_ms);
+    dbwait_push (w, fn, NULL, arg, -1, not_before_ms, NULL);
 }
 
 void
 dbwait_request (dbwait_req_t *req, dbwait_start_fn *start)
 {
-    dbwait_push (req->w, NULL, start, req, req->job.deadline_ms, 0);
+    dbwait_push (req->w, NULL, start, req, req->job.deadline_ms, 0, &req->job);
 }
 
 void
@@ -149,6 +177,31 @@ dbwait_start_request (worker_t *w, store_t *store, item_t *it)
     }
 }
 
+/* Answers it, a request's work that waited for a connection until its answer time, with a timeout
+ * now, and drops the work unstarted. */
+static void
+dbwait_answer_late (worker_t *w, item_t *it, int64_t now)
+{
+    char message [300];
+    uint64_t held;
+    snprintf (message, sizeof message, "waited %lld ms for a free database connection (each of this worker's has a "
+              "batch in flight), and this request's deadline came first", (long long) (now - it->queued_ms));
+    /* said at most once a second: a stalled database times out every request waiting for it */
+    if (lograte_take (&w->wait_answer_log, now, &held)) {
+        char more [96] = "";
+        if (held)
+            snprintf (more, sizeof more, " (and %llu more since the last line)", (unsigned long long) held);
+        log_warning (NULL, it->job->rid [0] ? it->job->rid : NULL, "answered a \"%s\" request timeout before its "
+                     "deadline: %s%s", it->job->op, message, more);
+    }
+    reply_error (w, it->job, FR_TIMEOUT, message, "retry; if it lasts, the database answers slowly: look at its load "
+                 "and at the statements that run long or wait for locks", -1);
+    if (it->start)
+        mem_free (it->arg);
+    else
+        it->fn (w, NULL, it->arg);       /* dropped as past its deadline (work that must be done queues again) */
+}
+
 void
 dbwait_tick (worker_t *w)
 {
@@ -156,6 +209,21 @@ dbwait_tick (worker_t *w)
     item_t **pp = &q->head;
     store_t *store;
     int64_t now = clock_mono_ms ();
+    /* first, whether or not a connection is free: requests whose time is up, answered before the
+     * broker's timeout and never started after it */
+    while (*pp) {
+        item_t *it = *pp;
+        if (!it->job || it->answer_ms > now) {
+            pp = &it->next;
+            continue;
+        }
+        if (!(*pp = it->next))
+            q->tail = pp;
+        q->count--;
+        dbwait_answer_late (w, it, now);     /* may add: at the tail */
+        mem_free (it);
+    }
+    pp = &q->head;
     while (*pp && (store = dbwait_free_store (w))) {
         item_t *it = *pp;
         int expired = it->deadline_ms >= 0 && it->deadline_ms <= now;
@@ -178,6 +246,16 @@ int
 dbwait_stopping (const worker_t *w)
 {
     return !w->dbwait || w->dbwait->destroying;
+}
+
+int64_t
+dbwait_next_due (const worker_t *w)
+{
+    int64_t due = -1;
+    for (const item_t *it = w->dbwait ? w->dbwait->head : NULL; it; it = it->next)
+        if (it->job && (due < 0 || it->answer_ms < due))
+            due = it->answer_ms;
+    return due;
 }
 
 size_t

@@ -32,6 +32,13 @@ void dbwait_destroy (dbwait_t **q_p, worker_t *w);
  * record of what a provider did): never dropped for time, and started only on a connection that
  * is up, waiting for the database to return. */
 void dbwait_add (worker_t *w, dbwait_fn *fn, void *arg, int64_t deadline_ms);
+/* Work that answers job (a copy inside arg), under its deadline: not started once the time to
+ * answer it has come (dbwait_answer_ms); job is then answered timeout, and fn called with no store. */
+void dbwait_add_for (worker_t *w, dbwait_fn *fn, void *arg, const job_t *job);
+/* When a request waiting on the loop (for a connection, for a refresh) with deadline_ms is
+ * answered with what it waits for, if still waiting: 100 ms before, or a quarter of the time it
+ * has left at now_ms when that is shorter. */
+int64_t dbwait_answer_ms (int64_t deadline_ms, int64_t now_ms);
 /* Work that must be done (as deadline -1), tried again after a failure: not started before
  * not_before_ms (monotonic). */
 void dbwait_add_later (worker_t *w, dbwait_fn *fn, void *arg, int64_t not_before_ms);
@@ -44,7 +51,8 @@ typedef struct {
 } dbwait_req_t;
 /* Starts req's batch on store: FR_OK, or the failure to answer (err). */
 typedef fr_status_t (dbwait_start_fn) (store_t *store, void *req, char *err, size_t errlen);
-/* Queues the request's work (req points at the head of it, from mem_alloc). */
+/* Queues the request's work (req points at the head of it, from mem_alloc), answered as
+ * dbwait_add_for's when it cannot start in time. */
 void dbwait_request (dbwait_req_t *req, dbwait_start_fn *start);
 /* The commonest such work: a request about one integration. */
 typedef struct {
@@ -56,6 +64,8 @@ void dbwait_about (worker_t *w, const job_t *job, const char *id, dbwait_start_f
 /* From the loop, after the refresh protocol's batch and the rows missed: starts queued work while
  * a connection is free. */
 void dbwait_tick (worker_t *w);
+/* Earliest time dbwait_tick answers a request that waits for a connection, or -1. */
+int64_t dbwait_next_due (const worker_t *w);
 size_t dbwait_count (const worker_t *w);
 /* 1 while dbwait_destroy drops the queue: a dbwait_fn given no store then must not queue again. */
 int dbwait_stopping (const worker_t *w);

@@ -1214,7 +1214,7 @@ events_op_webhooks (worker_t *w, job_t *job, const msgpack_object *root)
                 hk->types [k] = mem_strdup (ep->types [k]);
         }
     }
-    dbwait_add (w, webhooks_start, hw, job->deadline_ms);
+    dbwait_add_for (w, webhooks_start, hw, &hw->job);
 }
 
 void

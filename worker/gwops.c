@@ -117,12 +117,13 @@ gw_free (gw_wait_t *gw)
 
 static void gw_start (worker_t *w, store_t *store, void *arg);
 
-/* Queues gw's next statement; past the request's deadline it is dropped unstarted (the broker
- * answered "timeout"). */
+/* Queues gw's next statement; one that cannot start shortly before the request's deadline is
+ * dropped unstarted and the request answered "timeout": started later, it would spend a link or a
+ * retry token, or make a key, for a request already answered. */
 static void
 gw_queue (gw_wait_t *gw)
 {
-    dbwait_add (gw->w, gw_start, gw, gw->job.deadline_ms);
+    dbwait_add_for (gw->w, gw_start, gw, &gw->job);
 }
 
 /* A statement that could not be sent, or failed: answered, and the request is done. */

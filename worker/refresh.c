@@ -30,12 +30,11 @@
 
 #define BUSY_RETRY_MS   100          /* re-claim interval while another holder's lease is live */
 /* a request still waiting for its refresh (another holder's lease, this worker's provider call,
- * the database) is answered this long before its deadline, with what it waited for: the broker's
- * own answer at the deadline can say only that this worker did not answer (the worker's deadline
- * is the broker's plus the hop, and the loop wakes for it: refresh_next_due). At most a quarter
- * of the request's time: a client splits its timeout into attempts, and an attempt answered much
- * before its end loses time in which the refresh could have ended */
-#define BUSY_ANSWER_MS  100
+ * the database) is answered shortly before its deadline (dbwait_answer_ms), with what it waited
+ * for: the broker's own answer at the deadline can say only that this worker did not answer (the
+ * worker's deadline is the broker's plus the hop, and the loop wakes for it: refresh_next_due).
+ * At most a quarter of the request's time: a client splits its timeout into attempts, and an
+ * attempt answered much before its end loses time in which the refresh could have ended */
 #define LOCKED_GIVE_UP_MS 1000       /* a row locked this long answers the waiters database_unavailable */
 /* what to do about a locked row, said when a claim gives up on it and in a waiter's early answer */
 #define LOCKED_HINT "a long transaction holds this integration's row; retry shortly, and if it lasts, look for it " \
@@ -251,9 +250,7 @@ refresh_finish_error (worker_t *w, refresh_t *r, fr_status_t st, const char *mes
 static void
 refresh_add_waiter (refresh_t *r, job_t *copy, int64_t now_ms)
 {
-    int64_t left = copy->deadline_ms - now_ms;
-    int64_t margin = left / 4 < BUSY_ANSWER_MS ? left / 4 : BUSY_ANSWER_MS;
-    copy->answer_ms = copy->deadline_ms - (margin > 0 ? margin : 0);
+    copy->answer_ms = dbwait_answer_ms (copy->deadline_ms, now_ms);
     copy->next = r->waiters;
     r->waiters = copy;
     if (!r->rid [0])

@@ -374,7 +374,7 @@ op_import (worker_t *w, job_t *job, const msgpack_object *root, const char *id)
     iw->rt_len = rt_len;
     provider = scopes = api_base_url = NULL;
     at_ct = rt_ct = NULL;
-    dbwait_add (w, import_start, iw, iw->job.deadline_ms);
+    dbwait_add_for (w, import_start, iw, &iw->job);
 out:
     mem_free (provider);
     mem_free_secret (&refresh_token);
@@ -457,7 +457,7 @@ history_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char 
     history_wait_t *hw = mem_alloc (sizeof *hw);
     *hw = (history_wait_t) { w, *job, "", limit };
     snprintf (hw->id, sizeof hw->id, "%s", id);
-    dbwait_add (w, history_start, hw, hw->job.deadline_ms);
+    dbwait_add_for (w, history_start, hw, &hw->job);
 }
 
 static void

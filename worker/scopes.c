@@ -268,7 +268,7 @@ scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *
                   herror [0] ? herror : "insufficient_scope", scope);
     rw->scope = scope;                   /* the report owns it now */
     scope = NULL;
-    dbwait_add (w, report_start, rw, rw->job.deadline_ms);
+    dbwait_add_for (w, report_start, rw, &rw->job);
 out:
     mem_free (scope);
     mem_free (header);

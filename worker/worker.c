@@ -506,6 +506,9 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
         due = disconnect_next_due (w);
         if (due >= 0 && due - now < timeout)
             timeout = due - now;
+        due = dbwait_next_due (w);
+        if (due >= 0 && due - now < timeout)
+            timeout = due - now;
         int64_t batch_deadline = store_batch_deadline (w->store);
         if (batch_deadline >= 0 && batch_deadline - now < timeout)
             timeout = batch_deadline - now;

@@ -1139,6 +1139,56 @@ start_behind_relay (const char *name, const char *id, const char *saved)
     return proxy;
 }
 
+/* Work queued for a database connection (here a gateway's "workspace" listing, behind two that
+ * hold both of the worker's connections, their answers held by a relay) that cannot start shortly before its
+ * request's deadline is answered timeout then by the worker, saying what it waited for, and never
+ * started: it was started while any time was left, even 1 ms, and its outcome (a dashboard link
+ * spent, an API key made) came after the broker had answered the request timeout. */
+static void
+test_work_waiting_for_a_connection_is_answered_before_its_deadline (void **state)
+{
+    (void) state;
+    h = harness_new ("group_commit_conn_wait");
+    assert_non_null (h);
+    dbproxy_t *proxy = dbproxy_new (harness_runtime_url (h));
+    assert_non_null (proxy);
+    char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
+    assert_non_null (via);
+    harness_set_env (h, "FERRULE_DATABASE_URL", via);
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2700");     /* the held batches are not given up first */
+    free (via);
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *rt = itest_grant (h, "fakebox", "[]");
+    assert_int_equal (itest_import (h, "cw:box", "fakebox", rt), 0);
+    free (rt);
+    dbproxy_hold_answers (proxy, 1);
+    pid_t busy [2];
+    for (int i = 0; i < 2; i++) {
+        busy [i] = fork ();
+        assert_true (busy [i] >= 0);
+        if (busy [i] == 0) {
+            json_t *r = itest_call_once (harness_brokers (h), "workspace", "cw:", 2500);
+            json_decref (r);
+            _exit (0);
+        }
+    }
+    usleep (500000);                         /* both are sent, and wait for their answers */
+    int64_t sent = clock_mono_ms ();
+    json_t *r = itest_call_once (harness_brokers (h), "workspace", "cw:", 1500);
+    int64_t took = clock_mono_ms () - sent;
+    dbproxy_hold_answers (proxy, 0);
+    for (int i = 0; i < 2; i++)
+        waitpid (busy [i], NULL, 0);
+    assert_non_null (r);
+    itest_assert_timeout_says (r, "for a free database connection", "a request queued behind two held batches");
+    json_decref (r);
+    assert_true (took < 1500);
+    assert_int_equal (itest_teardown (&h), 0);
+    dbproxy_destroy (&proxy);
+}
+
 /* What a server promoted without the commits made since saved holds: the row put back, the
  * chain rows after it gone (the chain is append-only: a trigger). */
 static void
@@ -1491,6 +1541,7 @@ main (void)
         cmocka_unit_test_teardown (test_commit_whose_answer_was_lost_is_not_a_conflict, teardown),
         cmocka_unit_test_teardown (test_commit_whose_answer_and_first_read_were_lost_is_kept, teardown),
         cmocka_unit_test_teardown (test_commit_after_a_failover_waits_for_the_check, teardown),
+        cmocka_unit_test_teardown (test_work_waiting_for_a_connection_is_answered_before_its_deadline, teardown),
         cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_is_stored_once, teardown),
         cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_does_not_undo_a_disconnect, teardown),
     };
