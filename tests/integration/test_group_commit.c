@@ -1175,16 +1175,14 @@ test_work_waiting_for_a_connection_is_answered_before_its_deadline (void **state
         }
     }
     usleep (500000);                         /* both are sent, and wait for their answers */
-    int64_t sent = clock_mono_ms ();
+    /* the worker's answer, not the broker's at the deadline: the message says which */
     json_t *r = itest_call_once (harness_brokers (h), "workspace", "cw:", 1500);
-    int64_t took = clock_mono_ms () - sent;
     dbproxy_hold_answers (proxy, 0);
     for (int i = 0; i < 2; i++)
         waitpid (busy [i], NULL, 0);
     assert_non_null (r);
     itest_assert_timeout_says (r, "for a free database connection", "a request queued behind two held batches");
     json_decref (r);
-    assert_true (took < 1500);
     assert_int_equal (itest_teardown (&h), 0);
     dbproxy_destroy (&proxy);
 }
