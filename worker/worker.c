@@ -318,6 +318,28 @@ on_generation (void *arg, fr_status_t st, const char *id, int64_t generation, co
     w->revalidating = 0;
 }
 
+/* Of the n ids collected for a check, drops from the cache (and from ids) those of partitions
+ * another worker owns now: after a worker joins or leaves, the brokers send their integrations
+ * elsewhere, and their entries would stay here for good, checked every cache_revalidate_ms, using
+ * up the batch's room for entries that are read. While no membership is known nothing is dropped.
+ * Returns how many ids are left. */
+static size_t
+worker_drop_unowned (worker_t *w, char **ids, size_t n)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (sweep_owned_count (w->sweep) > 0 && !sweep_owns (w->sweep, ids [i])) {
+            cache_drop (w->cache, ids [i]);         /* none has a refresh in flight (collected so) */
+            mem_free (ids [i]);
+        }
+        else
+            ids [kept++] = ids [i];
+    }
+    if (kept < n)
+        log_info (NULL, NULL, "dropped %zu cached integrations of partitions other workers own now", n - kept);
+    return kept;
+}
+
 /* The second line behind notifications: entries not checked against the database for
  * cache_revalidate_ms are compared with the stored generation and status, a batch per second,
  * sent on a free connection and not waited for. Entries the database no longer has are dropped. */
@@ -333,6 +355,7 @@ worker_revalidate (worker_t *w, int64_t now)
     w->next_revalidate_ms = now + 1000;
     char *ids [REVALIDATE_BATCH];
     size_t n = cache_collect_unchecked (w->cache, now - w->cfg.cache_revalidate_ms, ids, REVALIDATE_BATCH);
+    n = worker_drop_unowned (w, ids, n);
     if (n == 0)
         return;
     revalidation_t *rv = mem_alloc (sizeof *rv);

@@ -380,6 +380,52 @@ test_a_pass_before_the_partitions_are_known_comes_again_soon (void **state)
     assert_int_equal (done, 4);
 }
 
+/* One worker whose cache entries are checked against the database after 300 ms, its metrics on. */
+static int
+setup_cache (void **state)
+{
+    return start_with ("sweep_cache", 1, "FERRULE_CACHE_REVALIDATE_MS", "300", "FERRULE_HTTP_BIND", "127.0.0.1:0",
+                       NULL);
+}
+
+/* Integrations in w1's cache, then w2 joins and takes some of their partitions: the brokers ask w2
+ * for those from then on, and w1 kept their entries for good (with more workers coming and going,
+ * every integration it had ever served), checked against the database every interval, using up
+ * the checks' room (1,000 a second) for entries nobody reads. They are now dropped instead of
+ * checked; w1's own stay. */
+static void
+test_a_partition_given_away_leaves_the_cache (void **state)
+{
+    char mine [4][32], theirs [4][32];
+    ids_owned_by ("w1", 4, mine);
+    ids_owned_by ("w2", 4, theirs);
+    for (int i = 0; i < 8; i++) {
+        const char *id = i < 4 ? mine [i] : theirs [i - 4];
+        import (id, NULL, NULL);
+        int rc = -1;
+        json_decref (harness_ctl (h, &rc, "token", "--integration", id, NULL));
+        assert_int_equal (rc, 0);
+    }
+    const char *gauge = "ferrule_worker_cached_integrations";
+    double cached = -1;
+    for (int64_t until = clock_mono_ms () + 10000; cached != 8 && clock_mono_ms () < until; usleep (100000))
+        cached = itest_metric (h, "w1", gauge);
+    assert_true (cached == 8);
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
+    assert_int_equal (harness_wait_ready (h, 2, 20000), 0);
+    for (int64_t until = clock_mono_ms () + 15000; cached != 4 && clock_mono_ms () < until; usleep (100000))
+        cached = itest_metric (h, "w1", gauge);
+    printf ("sweep: w1 caches %g integrations after w2 took the partitions of 4 of its 8\n", cached);
+    assert_true (cached == 4);
+    assert_true (itest_workdir_contains (h, "cached integrations of partitions other workers own now"));
+    /* its own are still served (from its cache or not, by w1) */
+    for (int i = 0; i < 4; i++) {
+        int rc = -1;
+        json_decref (harness_ctl (h, &rc, "token", "--integration", mine [i], NULL));
+        assert_int_equal (rc, 0);
+    }
+}
+
 /* 200,000 integrations none of which is due, one that is, one whose refresh token has sat
  * unused for 31 of fakebox's 60 idle days, and a pass every 300 ms. The sweep's query bounded
  * each row by its own horizon, which no index can use: every pass read the whole table (on 2
@@ -472,6 +518,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_each_worker_sweeps_its_own_partitions, setup_two, teardown),
         cmocka_unit_test_setup_teardown (test_a_pass_before_the_partitions_are_known_comes_again_soon, setup_late,
                                          teardown),
+        cmocka_unit_test_setup_teardown (test_a_partition_given_away_leaves_the_cache, setup_cache, teardown),
         cmocka_unit_test_setup_teardown (test_sweep_reads_the_expiry_index_not_the_table, setup_large, teardown),
         cmocka_unit_test_setup_teardown (test_sweep_skips_rows_it_can_never_refresh, setup_large, teardown),
     };
