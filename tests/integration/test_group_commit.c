@@ -172,9 +172,29 @@ fork_connected (pid_t *pid)
     return c;
 }
 
-/* In a child: locks integration id's row for hold_ms in a session of its own, at once or, with
- * after_claim, once the row holds a refresh lease (claimed, its provider call in flight). Exits 0
- * when it did. */
+/* A lock held in a child ends after its hold or, sooner, once the test has seen what the lock
+ * was for (release_lock): the hold is an upper bound, sized for a loaded machine, not a wait. */
+static volatile sig_atomic_t release_asked;
+
+static void
+on_release (int sig)
+{
+    (void) sig;
+    release_asked = 1;
+}
+
+/* In a child: sleeps until hold_ms has passed or the parent asked for the lock to end. */
+static void
+hold_for (int hold_ms)
+{
+    int64_t until = clock_mono_ms () + hold_ms;
+    while (!release_asked && clock_mono_ms () < until)
+        usleep (10000);
+}
+
+/* In a child: locks integration id's row for hold_ms (or until release_lock) in a session of its
+ * own, at once or, with after_claim, once the row holds a refresh lease (claimed, its provider
+ * call in flight). Exits 0 when it did. */
 static pid_t
 lock_in_child (const char *id, int hold_ms, int after_claim)
 {
@@ -182,6 +202,7 @@ lock_in_child (const char *id, int hold_ms, int after_claim)
     PGconn *c = fork_connected (&pid);
     if (!c)
         return pid;
+    signal (SIGUSR1, on_release);        /* before the lock: the parent asks only once it saw it */
     if (after_claim && wait_for_lease (c, id) != 0)
         _exit (3);
     const char *values [] = { id };
@@ -190,7 +211,7 @@ lock_in_child (const char *id, int hold_ms, int after_claim)
                                 NULL, 0);
     int locked = PQresultStatus (r) == PGRES_TUPLES_OK;
     PQclear (r);
-    usleep ((useconds_t) hold_ms * 1000);
+    hold_for (hold_ms);
     PQclear (PQexec (c, "COMMIT"));
     PQfinish (c);
     _exit (locked ? 0 : 4);
@@ -275,6 +296,14 @@ child_ok (pid_t pid, const char *what)
         fail_msg ("%s: the child ended with status %d", what, status);
 }
 
+/* Ends lock_in_child's lock now, and checks that the child held it. */
+static void
+release_lock (pid_t locker)
+{
+    assert_int_equal (kill (locker, SIGUSR1), 0);
+    child_ok (locker, "the lock");
+}
+
 /* A request whose deadline comes before a claim gives up on a locked row (after a second) is
  * answered by its worker just before that deadline, saying the row is locked: the broker's answer
  * at the deadline said only that the worker had not answered. */
@@ -292,7 +321,7 @@ test_a_request_behind_a_locked_row_is_told_so (void **state)
     assert_non_null (r);
     itest_assert_timeout_says (r, "its row has been locked by another database session", "a request behind a locked row");
     json_decref (r);
-    child_ok (locker, "the lock");
+    release_lock (locker);
     /* the lock gone, the same request is served */
     int rc = -1;
     r = harness_ctl (h, &rc, "token", "--integration", ids [0], NULL);
@@ -327,7 +356,8 @@ test_a_request_during_the_start_up_recovery_is_told_so (void **state)
     itest_assert_timeout_says (r, "has not finished its start-up recovery (releasing the refresh leases of its "
                                "earlier run)", "a request during the start-up recovery");
     json_decref (r);
-    child_ok (locker, "the lock");
+    itest_wait_log (h, "; will retry in a second, from block 0, 512 blocks at a time", 10000);
+    release_lock (locker);
     /* the lock gone, the recovery ends: the lease is released, its refresh recorded as interrupted,
      * and the request is served */
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'gsu:0'"
@@ -361,7 +391,7 @@ test_a_request_behind_a_slow_commit_is_told_so (void **state)
     itest_assert_timeout_says (r, "the provider answered, and the database has not committed the new tokens",
                                "a request behind a slow commit");
     json_decref (r);
-    child_ok (locker, "the lock");
+    release_lock (locker);
     int rc = -1;
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM integrations WHERE id = 'gsc:0' AND generation = 2", 1,
                                       20000), 1);
@@ -405,7 +435,8 @@ test_a_request_behind_a_failure_being_recorded_is_told_so (void **state)
                                "and the database has not recorded that outcome yet",
                                "a request behind a failure being recorded");
     json_decref (r);
-    child_ok (locker, "the lock");
+    itest_wait_log (h, "could not record the failed refresh (tried again in 250 ms): ", 10000);
+    release_lock (locker);
     child_ok (first, "the first request");
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'grec:0'"
                                          " AND outcome = 'transient'", 1, 20000), 1);
@@ -1115,9 +1146,10 @@ test_read_of_a_row_changed_meanwhile_is_answered (void **state)
 }
 
 /* A harness called name whose one worker reaches the database through a relay (returned), with
- * integration id imported and its row saved into the test session's table saved. */
+ * integration id imported and, unless saved is NULL, its row saved into the test session's table
+ * saved; statement_timeout_ms, unless NULL, is the worker's FERRULE_DB_STATEMENT_TIMEOUT_MS. */
 static dbproxy_t *
-start_behind_relay (const char *name, const char *id, const char *saved)
+start_behind_relay (const char *name, const char *id, const char *saved, const char *statement_timeout_ms)
 {
     char sql [256];
     h = harness_new (name);
@@ -1127,6 +1159,8 @@ start_behind_relay (const char *name, const char *id, const char *saved)
     char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
     assert_non_null (via);
     harness_set_env (h, "FERRULE_DATABASE_URL", via);
+    if (statement_timeout_ms)
+        harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", statement_timeout_ms);
     free (via);
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
@@ -1134,8 +1168,10 @@ start_behind_relay (const char *name, const char *id, const char *saved)
     char *rt = itest_grant (h, "fakebox", "[]");
     assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
     free (rt);
-    snprintf (sql, sizeof sql, "CREATE TEMP TABLE %s AS SELECT * FROM integrations WHERE id = '%s'", saved, id);
-    assert_int_equal (harness_sql (h, sql), 0);
+    if (saved) {
+        snprintf (sql, sizeof sql, "CREATE TEMP TABLE %s AS SELECT * FROM integrations WHERE id = '%s'", saved, id);
+        assert_int_equal (harness_sql (h, sql), 0);
+    }
     return proxy;
 }
 
@@ -1148,21 +1184,8 @@ static void
 test_work_waiting_for_a_connection_is_answered_before_its_deadline (void **state)
 {
     (void) state;
-    h = harness_new ("group_commit_conn_wait");
-    assert_non_null (h);
-    dbproxy_t *proxy = dbproxy_new (harness_runtime_url (h));
-    assert_non_null (proxy);
-    char *via = dbproxy_conninfo (proxy, harness_runtime_url (h));
-    assert_non_null (via);
-    harness_set_env (h, "FERRULE_DATABASE_URL", via);
-    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2700");     /* the held batches are not given up first */
-    free (via);
-    assert_int_equal (harness_start_broker (h), 0);
-    assert_int_equal (harness_start_worker (h, "w1"), 0);
-    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
-    char *rt = itest_grant (h, "fakebox", "[]");
-    assert_int_equal (itest_import (h, "cw:box", "fakebox", rt), 0);
-    free (rt);
+    /* (a statement timeout past the held batches': they are not given up first) */
+    dbproxy_t *proxy = start_behind_relay ("group_commit_conn_wait", "cw:box", NULL, "2700");
     dbproxy_hold_answers (proxy, 1);
     pid_t busy [2];
     for (int i = 0; i < 2; i++) {
@@ -1211,7 +1234,7 @@ lose_commits_since (const char *saved)
 static void
 commit_answer_lost (const char *name, const char *id, int read_cut)
 {
-    dbproxy_t *proxy = start_behind_relay (name, id, "saved");
+    dbproxy_t *proxy = start_behind_relay (name, id, "saved", NULL);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     long long calls = itest_stat (h, "fakebox", "refresh_calls");
 
@@ -1315,7 +1338,7 @@ static void
 test_commit_after_a_failover_waits_for_the_check (void **state)
 {
     (void) state;
-    dbproxy_t *proxy = start_behind_relay ("group_commit_failover_order", "fo2:box", "saved2");
+    dbproxy_t *proxy = start_behind_relay ("group_commit_failover_order", "fo2:box", "saved2", NULL);
     int rc = -1;
     json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "fo2:box", NULL);        /* C1 */
     json_decref (r);
