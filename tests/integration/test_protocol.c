@@ -258,6 +258,23 @@ expect_token (json_t *r, const char *at, int refreshed, const char *rid)
     json_decref (r);
 }
 
+/* Imports id (a grant of files.read) and asks for its token once through ferrulectl, which
+ * caches it; returns that access token (the caller frees it). */
+static char *
+import_with_token (const char *id)
+{
+    int rc = -1;
+    char *rt = itest_grant (h, "fakebox", "[\"files.read\"]");
+    assert_non_null (rt);
+    assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+    free (rt);
+    json_t *first = harness_ctl (h, &rc, "token", "--integration", id, NULL);
+    assert_int_equal (rc, 0);
+    char *at = strdup (json_string_value (json_object_get (first, "access_token")));
+    json_decref (first);
+    return at;
+}
+
 /* A cached integration's token requests. The worker answers the common one from the undecoded
  * body (requests_hit); every other form must get the answer it got before, when each request
  * was decoded whole: a field out of range refused, scopes checked, a rejected token refreshed
@@ -265,15 +282,7 @@ expect_token (json_t *r, const char *at, int refreshed, const char *rid)
 static void
 test_cached_token_requests (void **state)
 {
-    int rc;
-    char *rt = itest_grant (h, "fakebox", "[\"files.read\"]");
-    assert_non_null (rt);
-    assert_int_equal (itest_import (h, "hit:a", "fakebox", rt), 0);
-    free (rt);
-    json_t *first = harness_ctl (h, &rc, "token", "--integration", "hit:a", NULL);
-    assert_int_equal (rc, 0);
-    char *at = strdup (json_string_value (json_object_get (first, "access_token")));
-    json_decref (first);
+    char *at = import_with_token ("hit:a");
     long long calls = itest_stat (h, "fakebox", "refresh_calls");
     void *s = dealer ();
 
@@ -360,17 +369,11 @@ send_json (void *s, const char *json)
 static void
 test_stale_entry_token_requests (void **state)
 {
-    int rc;
-    char *rt = itest_grant (h, "fakebox", "[\"files.read\"]");
-    assert_non_null (rt);
-    assert_int_equal (itest_import (h, "stale:a", "fakebox", rt), 0);
-    free (rt);
-    json_t *first = harness_ctl (h, &rc, "token", "--integration", "stale:a", NULL);
-    assert_int_equal (rc, 0);
+    char *at = import_with_token ("stale:a");
     char req [512];
     snprintf (req, sizeof req, "{\"op\": \"token\", \"integration\": \"stale:a\", \"deadline_ms\": 30000,"
-              " \"reject\": \"%s\"}", json_string_value (json_object_get (first, "access_token")));
-    json_decref (first);
+              " \"reject\": \"%s\"}", at);
+    free (at);
     long long calls = itest_stat (h, "fakebox", "refresh_calls");
 
     /* a refresh held at the provider, then the entry made stale under it. The replies are read
