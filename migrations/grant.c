@@ -36,6 +36,25 @@ out:
     return value;
 }
 
+/* The rights a table gets the moment a migration creates it, before "up" grants again at its
+ * end: SELECT and INSERT, what a running release's triggers need of a new table (006's triggers
+ * write events). UPDATE would leave a new append-only table writable until then, and for good
+ * if up stopped first; a table that needs UPDATE gets it from those last grants, and only the
+ * release up installs uses it. REVOKE first: ALTER DEFAULT PRIVILEGES only adds, and an older
+ * release granted UPDATE too. role_q and schema_q are quoted. */
+static fr_status_t
+grant_defaults (PGconn *conn, const char *role_q, const char *schema_q, db_error_t *err)
+{
+    char sql [512];
+    fr_status_t st;
+    snprintf (sql, sizeof sql, "ALTER DEFAULT PRIVILEGES IN SCHEMA %s REVOKE ALL ON TABLES FROM %s", schema_q, role_q);
+    if ((st = db_exec (conn, sql, err)) != FR_OK)
+        return st;
+    snprintf (sql, sizeof sql, "ALTER DEFAULT PRIVILEGES IN SCHEMA %s GRANT SELECT, INSERT ON TABLES TO %s",
+              schema_q, role_q);
+    return db_exec (conn, sql, err);
+}
+
 /* The grants themselves, inside the caller's transaction. role_q and schema_q are quoted. */
 static fr_status_t
 grant_apply (PGconn *conn, const char *role, const char *role_q, const char *schema_q, const char *db_q,
@@ -52,9 +71,6 @@ grant_apply (PGconn *conn, const char *role, const char *role_q, const char *sch
         "REVOKE ALL ON ALL SEQUENCES IN SCHEMA %2$s FROM %1$s",
         "GRANT USAGE ON ALL SEQUENCES IN SCHEMA %2$s TO %1$s",
         "GRANT EXECUTE ON FUNCTION %2$s.ferrule_gc_pending_authorizations () TO %1$s",
-        /* tables a later migration creates are usable by the workers at once; "up" then runs
-           these grants again, which narrows append-only tables */
-        "ALTER DEFAULT PRIVILEGES IN SCHEMA %2$s GRANT SELECT, INSERT, UPDATE ON TABLES TO %1$s",
         "ALTER DEFAULT PRIVILEGES IN SCHEMA %2$s GRANT USAGE ON SEQUENCES TO %1$s",
         NULL
     };
@@ -63,6 +79,8 @@ grant_apply (PGconn *conn, const char *role, const char *role_q, const char *sch
         if ((st = db_exec (conn, sql, err)) != FR_OK)
             goto out;
     }
+    if ((st = grant_defaults (conn, role_q, schema_q, err)) != FR_OK)
+        goto out;
     /* every table of the schema: the ledger read-only, append-only tables SELECT and INSERT,
        the rest SELECT, INSERT and UPDATE; never DELETE, TRUNCATE, REFERENCES or TRIGGER */
     const char *values [] = { schema_q };
@@ -247,5 +265,44 @@ grant_reapply (PGconn *conn, int *count, char *missing, size_t missing_len, db_e
     }
 out:
     PQclear (res);
+    return st;
+}
+
+fr_status_t
+grant_narrow_defaults (PGconn *conn, int *count, db_error_t *err)
+{
+    fr_status_t st;
+    char *db_q = NULL, *schema_q = NULL;
+    PGresult *res = NULL;
+    int ready = 0, begun = 0;
+    *count = 0;
+    if ((st = db_exec (conn, "BEGIN", err)) != FR_OK)
+        goto out;
+    begun = 1;
+    if ((st = grant_context (conn, &db_q, &schema_q, &ready, err)) != FR_OK)
+        goto out;
+    if (ready) {
+        /* a recorded role dropped since is left to grant_reapply, which names it */
+        res = PQexec (conn, "SELECT quote_ident (r.role) FROM runtime_roles r"
+                            " JOIN pg_roles p ON p.rolname = r.role ORDER BY 1");
+        if (PQresultStatus (res) != PGRES_TUPLES_OK) {
+            db_error_from_result (err, res, conn);
+            st = status_of (err);
+            goto out;
+        }
+        for (int i = 0; i < PQntuples (res); i++) {
+            if ((st = grant_defaults (conn, PQgetvalue (res, i, 0), schema_q, err)) != FR_OK)
+                goto out;
+            (*count)++;
+        }
+    }
+    st = db_exec (conn, "COMMIT", err);
+    begun = 0;
+out:
+    if (begun && PQstatus (conn) == CONNECTION_OK)
+        PQclear (PQexec (conn, "ROLLBACK"));
+    PQclear (res);
+    mem_free (db_q);
+    mem_free (schema_q);
     return st;
 }

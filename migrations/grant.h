@@ -20,4 +20,10 @@ fr_status_t grant_runtime (PGconn *conn, const char *role, int *created, db_erro
  * first one, "" when none). FR_OK when runtime_roles does not exist yet. */
 fr_status_t grant_reapply (PGconn *conn, int *count, char *missing, size_t missing_len,
                            db_error_t *err) FR_MUSTCHECK;
+/* Before "up" applies anything: the default privileges of every recorded runtime role (that
+ * still exists) become SELECT, INSERT on tables, so no table a migration creates is ever more
+ * than readable and appendable for the workers until grant_reapply at the end, even when up
+ * stops before it, and whatever an older release left as default. *count gets how many roles.
+ * One transaction; FR_OK when runtime_roles does not exist yet. */
+fr_status_t grant_narrow_defaults (PGconn *conn, int *count, db_error_t *err) FR_MUSTCHECK;
 #endif

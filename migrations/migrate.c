@@ -393,6 +393,24 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         }
     }
 
+    /* before any migration commits: a table one creates is never writable by the workers
+       beyond SELECT and INSERT until the grants at the end (grant.h) */
+    int narrowed = 0;
+    st = grant_narrow_defaults (conn, &narrowed, &err);
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("before applying any migration: nothing was applied");
+        goto out;
+    }
+    if (st != FR_OK) {
+        report_db_error ("could not limit the runtime roles' default privileges", &err);
+        report ("detail", "nothing was applied");
+        rc = exit_code_for (st);
+        goto out;
+    }
+    if (narrowed)
+        log_info (NULL, NULL, "tables the migrations create: %d runtime role%s may SELECT and INSERT until the "
+                  "grants after the last one", narrowed, narrowed == 1 ? "" : "s");
+
     applier_id (applied_by, sizeof applied_by);
     for (size_t i = 0; i < plan_size (plan); i++) {
         const plan_item_t *item = plan_at (plan, i);

@@ -32,6 +32,7 @@ if [ ! -x "$MIGRATE" ]; then
 fi
 
 DB="ferrule_migrate_test_$$_$RANDOM"
+RT_ROLE="${DB}_rt"                  # a runtime role: roles are the cluster's, not the database's
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrule-migrate-test.XXXXXX")
 FAILURES=0
 
@@ -56,6 +57,8 @@ cleanup () {
     psql_admin -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_009\" WITH (FORCE)" >/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_locks\" WITH (FORCE)" >/dev/null 2>&1
+    psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_grants\" WITH (FORCE)" >/dev/null 2>&1
+    psql_admin -c "DROP ROLE IF EXISTS \"$RT_ROLE\"" >/dev/null 2>&1
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -294,6 +297,55 @@ for ws in "acct4:" "acct4." "acct4_" "acct4-"; do
         && pass "after 010, a key and a link of workspace \"$ws\" are stored" || fail "after 010, workspace \"$ws\" was refused"
 done
 psql_admin -c "DROP DATABASE IF EXISTS \"$OLD_DB\" WITH (FORCE)" >/dev/null
+
+# --- a table a migration creates is never more than readable and appendable for the runtime role
+# before up grants again at its end. At 005 with a runtime role (and the default privileges a
+# release before this one left: UPDATE too), up applies 006 (events, append-only), then fails at
+# the next migration, so its grants at the end never run: the role may read and append to events
+# (a running release's triggers do) but not UPDATE it, and keeps its rights on the tables it had.
+# A later up that ends grants the new tables' other rights. (SET ROLE: the privileges checked are
+# the role's, as for a worker logged in as it.)
+GRANT_DB="${DB}_grants"
+GRANT_URL=$(url_for "$GRANT_DB")
+psql_grant () { "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -d "$GRANT_URL" "$@"; }
+# the SQLSTATE of $1 run as the runtime role, "ok" when it succeeds (rolled back either way)
+as_runtime () {
+    local out
+    out=$(psql_grant -c '\set VERBOSITY verbose' -c "BEGIN; SET LOCAL ROLE \"$RT_ROLE\"; $1; ROLLBACK" 2>&1)
+    if [ $? -eq 0 ]; then echo ok; else sed -n 's/^ERROR: *\([0-9A-Z]\{5\}\):.*/\1/p' <<<"$out" | head -n 1; fi
+}
+mkdir -p "$WORK/grants"
+cp "$MIGRATIONS_SRC"/00[1-5]_*.sql "$WORK/grants/"
+psql_admin -c "CREATE DATABASE \"$GRANT_DB\"" >/dev/null || fail "could not create database $GRANT_DB"
+expect_exit 0 "up to 005" "$MIGRATE" --database-url "$GRANT_URL" --dir "$WORK/grants" up
+expect_exit 0 "grant-runtime at 005" "$MIGRATE" --database-url "$GRANT_URL" grant-runtime "$RT_ROLE"
+psql_grant -c "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE ON TABLES TO \"$RT_ROLE\"" \
+    || fail "could not give the runtime role an older release's default privileges"
+cp "$MIGRATIONS_SRC"/006_*.sql "$WORK/grants/"
+printf '%s\n' 'SELECT 1 / 0;' >"$WORK/grants/007_fails.sql"
+expect_exit 1 "up applies 006, then fails at the next migration" "$MIGRATE" --database-url "$GRANT_URL" --dir "$WORK/grants" up
+expect_in "$WORK/out" "^applied 006_events " "006 is applied"
+for check in "42501 UPDATE events SET detail = detail" \
+             "ok INSERT INTO events (type, diagnosis) VALUES ('test', 'test')" \
+             "ok UPDATE integrations SET provider = provider WHERE false" \
+             "42501 UPDATE token_chain SET outcome = outcome WHERE false"; do
+    got=$(as_runtime "${check#* }")
+    [ "$got" = "${check%% *}" ] && pass "before up's grants, the runtime role: ${check#* } answers ${check%% *}" \
+        || fail "before up's grants, the runtime role: ${check#* } answered \"$got\", expected ${check%% *}"
+done
+expect_exit 0 "up to the newest version" "$MIGRATE" --database-url "$GRANT_URL" up
+for check in "42501 UPDATE events SET detail = detail" "ok UPDATE event_deliveries SET attempts = attempts WHERE false"; do
+    got=$(as_runtime "${check#* }")
+    [ "$got" = "${check%% *}" ] && pass "after up, the runtime role: ${check#* } answers ${check%% *}" \
+        || fail "after up, the runtime role: ${check#* } answered \"$got\", expected ${check%% *}"
+done
+DEFACL=$(psql_grant -c "SELECT string_agg (a.privilege_type, ',' ORDER BY a.privilege_type)
+                        FROM pg_default_acl d, aclexplode (d.defaclacl) a
+                        WHERE d.defaclobjtype = 'r' AND a.grantee = '\"$RT_ROLE\"'::regrole" 2>&1)
+[ "$DEFACL" = "INSERT,SELECT" ] && pass "a new table's default privileges for the runtime role are SELECT and INSERT" \
+    || fail "the runtime role's default privileges on tables are \"$DEFACL\", expected INSERT,SELECT"
+psql_admin -c "DROP DATABASE IF EXISTS \"$GRANT_DB\" WITH (FORCE)" >/dev/null
+psql_admin -c "DROP ROLE IF EXISTS \"$RT_ROLE\"" >/dev/null
 
 # --- 018: the collection function the workers call on every connect, retry token and dashboard
 # link also removes retry tokens and links a day past their expiry, at most 100 rows of each table
