@@ -1,11 +1,13 @@
 /* rekey.c - online re-sealing under the current key (docs/operations.md, "Roles, secrets and
- * key rotation"). Workers keep serving meanwhile: a batch holds its row locks for milliseconds,
- * skips rows another transaction holds (SKIP LOCKED) or a refresh has leased, and writes a row
- * only if its key and generation are still the ones it read, so a concurrent refresh or import
- * always wins. The generation is not changed: caches stay valid. */
+ * key rotation"). Workers keep serving meanwhile: a batch is one transaction of two statements,
+ * the pick and one write of all its rows, so it holds its row locks for two round trips and the
+ * crypto; it skips rows another transaction holds (SKIP LOCKED) or a refresh has leased, and
+ * writes a row only if its key and generation are still the ones it read, so a concurrent
+ * refresh or import always wins. The generation is not changed: caches stay valid. */
 #include "rekey.h"
 #include "clock.h"
 #include "mem.h"
+#include "pgarray.h"
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -18,18 +20,24 @@
     " WHERE key_id <> $1::integer AND (access_token IS NOT NULL OR refresh_token IS NOT NULL)" \
     "   AND (lease_expires_at IS NULL OR lease_expires_at <= now()) AND id > $3" \
     " ORDER BY id LIMIT $2::integer FOR UPDATE SKIP LOCKED"
-#define REKEY_SET_INTEGRATION \
-    "UPDATE integrations SET key_id = $2::integer, access_token = $3, refresh_token = $4" \
-    " WHERE id = $1 AND key_id = $5::integer AND generation = $6::bigint" \
-    "   AND (lease_expires_at IS NULL OR lease_expires_at <= now())"
+/* the whole batch in one statement: a row per element, each a compare-and-set on its own key
+   and generation as read */
+#define REKEY_SET_INTEGRATIONS \
+    "UPDATE integrations i SET key_id = $1::integer, access_token = v.access_token," \
+    "       refresh_token = v.refresh_token" \
+    "  FROM unnest ($2::text[], $3::bytea[], $4::bytea[], $5::integer[], $6::bigint[])" \
+    "       AS v (id, access_token, refresh_token, key_id, generation)" \
+    " WHERE i.id = v.id AND i.key_id = v.key_id AND i.generation = v.generation" \
+    "   AND (i.lease_expires_at IS NULL OR i.lease_expires_at <= now())"
 #define REKEY_PICK_CONNECTS \
     "SELECT state_hash, key_id, code_verifier FROM pending_authorizations" \
     " WHERE key_id <> $1::integer AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now()" \
     "   AND state_hash > $3" \
     " ORDER BY state_hash LIMIT $2::integer FOR UPDATE SKIP LOCKED"
-#define REKEY_SET_CONNECT \
-    "UPDATE pending_authorizations SET key_id = $2::integer, code_verifier = $3" \
-    " WHERE state_hash = $1 AND key_id = $4::integer AND used_at IS NULL"
+#define REKEY_SET_CONNECTS \
+    "UPDATE pending_authorizations p SET key_id = $1::integer, code_verifier = v.code_verifier" \
+    "  FROM unnest ($2::text[], $3::bytea[], $4::integer[]) AS v (state_hash, code_verifier, key_id)" \
+    " WHERE p.state_hash = v.state_hash AND p.key_id = v.key_id AND p.used_at IS NULL"
 
 static fr_status_t
 rekey_fail (PGconn *conn, const PGresult *res, db_error_t *err)
@@ -142,21 +150,46 @@ rekey_pick (PGconn *conn, const crypto_keyring_t *kr, const char *pick_sql, int 
     return FR_OK;
 }
 
-/* Writes one re-sealed row (a compare-and-set: no row means someone changed it first) and
- * counts it as done or busy. */
-static fr_status_t
-rekey_write (PGconn *conn, const char *sql, int n, const char *const *values, const int *lengths,
-             const int *formats, int64_t *done, int64_t *busy, db_error_t *err)
+/* The cap of one array literal of a batch: the picked rows' text, hex-encoded values included,
+ * twice over (a value re-sealed under another key may grow a little; escaping at most doubles
+ * an id), and room for each element's quotes and separator. */
+static size_t
+rekey_array_cap (const PGresult *res)
 {
+    size_t text = 0;
+    for (int i = 0; i < PQntuples (res); i++)
+        for (int c = 0; c < PQnfields (res); c++)
+            text += (size_t) PQgetlength (res, i, c);
+    return 2 * text + 64 * (size_t) PQntuples (res) + 64;
+}
+
+/* Writes a batch's re-sealed rows with one statement (params: $1 the current key, then one
+ * array literal each; n of them) and counts each row as done, or busy when the compare-and-set
+ * found it changed. rows: how many the arrays hold. */
+static fr_status_t
+rekey_write (PGconn *conn, const char *sql, const char *cur, pgarray_t *const *arrays, int n, int64_t rows,
+             int64_t *done, int64_t *busy, db_error_t *err)
+{
+    const char *values [8] = { cur };
     fr_status_t st = FR_OK;
-    PGresult *u = PQexecParams (conn, sql, n, NULL, values, lengths, formats, 0);
+    if (rows == 0)
+        return FR_OK;
+    for (int i = 0; i < n; i++) {
+        values [i + 1] = pgarray_text (arrays [i]);
+        if (!values [i + 1]) {
+            db_error_printf (err, "a batch of %" PRId64 " rows is too large to write in one statement: run "
+                             "rekey again with a smaller --batch", rows);
+            return FR_INTERNAL;
+        }
+    }
+    PGresult *u = PQexecParams (conn, sql, n + 1, NULL, values, NULL, NULL, 0);
     if (PQresultStatus (u) != PGRES_COMMAND_OK)
         st = rekey_fail (conn, u, err);
-    else
-    if (strcmp (PQcmdTuples (u), "1") == 0)
-        (*done)++;
-    else
-        (*busy)++;                  /* a refresh, an import or a callback got there first */
+    else {
+        int64_t written = strtoll (PQcmdTuples (u), NULL, 10);
+        *done += written;
+        *busy += rows - written;    /* a refresh, an import or a callback got there first */
+    }
     PQclear (u);
     return st;
 }
@@ -180,14 +213,19 @@ rekey_batch_integrations (PGconn *conn, const crypto_keyring_t *kr, int batch, c
                           int64_t *picked, int64_t *done, int64_t *busy, int64_t *failed, db_error_t *err)
 {
     PGresult *res = NULL;
+    pgarray_t *arrays [5] = { NULL };
     char cur [16], verr [512];
+    int64_t rows = 0;
     snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
     *picked = 0;
     fr_status_t st = rekey_pick (conn, kr, REKEY_PICK_INTEGRATIONS, batch, last, &res, err);
     if (st != FR_OK)
         return st;
     *picked = PQntuples (res);
-    for (int i = 0; i < PQntuples (res) && st == FR_OK; i++) {
+    size_t cap = rekey_array_cap (res);
+    for (int a = 0; a < 5; a++)
+        arrays [a] = pgarray_new (cap);
+    for (int i = 0; i < PQntuples (res); i++) {
         const char *id = PQgetvalue (res, i, 0);
         int32_t key_id = (int32_t) strtol (PQgetvalue (res, i, 1), NULL, 10);
         unsigned char *at = NULL, *rt = NULL;
@@ -199,11 +237,12 @@ rekey_batch_integrations (PGconn *conn, const crypto_keyring_t *kr, int batch, c
             (*failed)++;
         }
         else {
-            const char *uv [] = { id, cur, (const char *) at, (const char *) rt, PQgetvalue (res, i, 1),
-                                  PQgetvalue (res, i, 2) };
-            int lengths [] = { 0, 0, (int) at_len, (int) rt_len, 0, 0 };
-            int formats [] = { 0, 0, 1, 1, 0, 0 };
-            st = rekey_write (conn, REKEY_SET_INTEGRATION, 6, uv, lengths, formats, done, busy, err);
+            pgarray_add_text (arrays [0], id);
+            pgarray_add_bytea (arrays [1], at, at_len);
+            pgarray_add_bytea (arrays [2], rt, rt_len);
+            pgarray_add_int (arrays [3], key_id);
+            pgarray_add_int (arrays [4], strtoll (PQgetvalue (res, i, 2), NULL, 10));
+            rows++;
         }
         if (at)
             mem_wipe (at, at_len);
@@ -212,6 +251,9 @@ rekey_batch_integrations (PGconn *conn, const crypto_keyring_t *kr, int batch, c
         mem_free (at);
         mem_free (rt);
     }
+    st = rekey_write (conn, REKEY_SET_INTEGRATIONS, cur, arrays, 5, rows, done, busy, err);
+    for (int a = 0; a < 5; a++)
+        pgarray_destroy (&arrays [a]);
     return rekey_end (conn, res, st, err);
 }
 
@@ -221,14 +263,19 @@ rekey_batch_connects (PGconn *conn, const crypto_keyring_t *kr, int batch, char 
                       int64_t *picked, int64_t *done, int64_t *busy, int64_t *failed, db_error_t *err)
 {
     PGresult *res = NULL;
+    pgarray_t *arrays [3] = { NULL };
     char cur [16], verr [512];
+    int64_t rows = 0;
     snprintf (cur, sizeof cur, "%" PRId32, crypto_keyring_current_id (kr));
     *picked = 0;
     fr_status_t st = rekey_pick (conn, kr, REKEY_PICK_CONNECTS, batch, last, &res, err);
     if (st != FR_OK)
         return st;
     *picked = PQntuples (res);
-    for (int i = 0; i < PQntuples (res) && st == FR_OK; i++) {
+    size_t cap = rekey_array_cap (res);
+    for (int a = 0; a < 3; a++)
+        arrays [a] = pgarray_new (cap);
+    for (int i = 0; i < PQntuples (res); i++) {
         const char *state_hash = PQgetvalue (res, i, 0);
         int32_t key_id = (int32_t) strtol (PQgetvalue (res, i, 1), NULL, 10);
         unsigned char *cv = NULL;
@@ -239,14 +286,17 @@ rekey_batch_connects (PGconn *conn, const crypto_keyring_t *kr, int batch, char 
             (*failed)++;
             continue;
         }
-        const char *uv [] = { state_hash, cur, (const char *) cv, PQgetvalue (res, i, 1) };
-        int lengths [] = { 0, 0, (int) cv_len, 0 };
-        int formats [] = { 0, 0, 1, 0 };
-        st = rekey_write (conn, REKEY_SET_CONNECT, 4, uv, lengths, formats, done, busy, err);
+        pgarray_add_text (arrays [0], state_hash);
+        pgarray_add_bytea (arrays [1], cv, cv_len);
+        pgarray_add_int (arrays [2], key_id);
+        rows++;
         if (cv)
             mem_wipe (cv, cv_len);
         mem_free (cv);
     }
+    st = rekey_write (conn, REKEY_SET_CONNECTS, cur, arrays, 3, rows, done, busy, err);
+    for (int a = 0; a < 3; a++)
+        pgarray_destroy (&arrays [a]);
     return rekey_end (conn, res, st, err);
 }
 

@@ -46,9 +46,9 @@ fr_status_t rekey_count_on_key (PGconn *conn, int32_t key_id, int64_t *count, db
 fr_status_t rekey_count (PGconn *conn, int32_t current_key_id, int64_t *integrations, int64_t *connects,
                          db_error_t *err) FR_MUSTCHECK;
 
-/* Re-seals in batches of batch rows, each batch one short transaction (FOR UPDATE SKIP LOCKED,
- * then a compare-and-set on key_id and generation), never touching a row whose refresh lease is
- * live; rows skipped that way are tried again, for up to wait_s seconds. Resumable: it only ever
+/* Re-seals in batches of batch rows, each batch one short transaction of two statements (a pick
+ * FOR UPDATE SKIP LOCKED, then one UPDATE of all its rows, a compare-and-set on each row's key_id
+ * and generation), never touching a row whose refresh lease is live; rows skipped that way are tried again, for up to wait_s seconds. Resumable: it only ever
  * picks values not yet under the current key. */
 fr_status_t rekey_run (PGconn *conn, const crypto_keyring_t *kr, int batch, double wait_s,
                        rekey_progress_fn progress, void *arg, rekey_result_t *out, db_error_t *err) FR_MUSTCHECK;

@@ -409,6 +409,17 @@ test_rekey_under_load (void **state)
 
     /* the metric: every value of before the rotation is on the old key */
     assert_true (wait_metric ("w1", "ferrule_worker_values_on_old_keys", 1) >= REKEY_INTEGRATIONS);
+    /* every UPDATE of integrations that rekey sends, with its transaction and rows: a batch
+       writes its rows with one statement, so it holds their locks for two round trips, not one
+       a row (the workers' own updates are not counted) */
+    assert_int_equal (harness_sql (h,
+        "CREATE TABLE rekey_writes (xid bigint, rows bigint);"
+        "CREATE FUNCTION rekey_writes_count () RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF current_setting ('application_name') = 'ferrule-migrate' THEN"
+        "  INSERT INTO rekey_writes SELECT txid_current (), count(*) FROM n; END IF;"
+        " RETURN NULL; END $$;"
+        "CREATE TRIGGER rekey_writes AFTER UPDATE ON integrations REFERENCING NEW TABLE AS n"
+        " FOR EACH STATEMENT EXECUTE FUNCTION rekey_writes_count ()"), 0);
     int started [2], stop [2];
     assert_int_equal (pipe (started), 0);
     assert_int_equal (pipe (stop), 0);
@@ -430,7 +441,17 @@ test_rekey_under_load (void **state)
     assert_non_null (strstr (out, "0 values remain"));
     assert_non_null (strstr (out, "and 1 connects"));     /* the verifier: nothing else re-seals it */
     assert_null (strstr (out, "re-sealed 0 integrations"));
+    const char *resealed = strstr (out, "re-sealed ");
+    assert_non_null (resealed);
+    long long integrations = strtoll (resealed + strlen ("re-sealed "), NULL, 10);
     free (out);
+    /* one UPDATE per batch, and together they wrote every row re-sealed */
+    if (harness_sql_int (h, "SELECT count(*) FROM (SELECT 1 FROM rekey_writes GROUP BY xid HAVING count(*) > 1) b"))
+        fail_msg ("rekey sent %lld UPDATEs in %lld batches: more than one in a batch",
+                  harness_sql_int (h, "SELECT count(*) FROM rekey_writes"),
+                  harness_sql_int (h, "SELECT count(DISTINCT xid) FROM rekey_writes"));
+    assert_int_equal (harness_sql_int (h, "SELECT coalesce (sum (rows), 0) FROM rekey_writes"), integrations);
+    assert_int_equal (harness_sql (h, "DROP TRIGGER rekey_writes ON integrations"), 0);
     close (started [0]);
     close (stop [1]);
     int status = 0;
