@@ -68,6 +68,7 @@ struct broker {
     int64_t next_ping_ms;
     int64_t next_publish_ms;
     int64_t next_check_ms;
+    int64_t last_tick_ms;          /* 0: none yet */
     lograte_t refusal_log;         /* refusals are logged at most once a second */
     lograte_t failed_log;          /* so are requests the broker answers with an error itself */
     uint64_t failed_held [FR__COUNT];   /* those held back since the last line, by code */
@@ -1115,6 +1116,15 @@ broker_tick (broker_t *b, int64_t now)
 {
     char expired [16][REGISTRY_MAX_WORKER_ID + 1];
     size_t n;
+    /* ticks come every few milliseconds: a longer gap is the broker itself stopped or starved, and
+     * the workers' HELLOs of that time may still wait in ZeroMQ's I/O thread, read after this
+     * tick. The part of the gap past a quarter of the timeout is not counted as their silence
+     * (guard_check discounts such a stall too); the quarter is, so that a loop that is merely slow
+     * still notices a worker gone */
+    int64_t allowed = b->cfg.heartbeat_ms * 3 / 4;
+    if (b->last_tick_ms && now - b->last_tick_ms > allowed)
+        registry_discount (b->registry, now - b->last_tick_ms - allowed);
+    b->last_tick_ms = now;
     while ((n = registry_expired (b->registry, now, expired, 16)) > 0)
         for (size_t i = 0; i < n; i++)
             broker_worker_lost (b, expired [i], "missed its heartbeats");

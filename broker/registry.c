@@ -164,6 +164,13 @@ registry_remove (registry_t *r, const char *worker_id)
     return 1;
 }
 
+void
+registry_discount (registry_t *r, int64_t ms)
+{
+    for (size_t i = 0; i < r->count; i++)
+        r->workers [i].last_seen_ms += ms;
+}
+
 size_t
 registry_expired (const registry_t *r, int64_t now_ms, char out [][REGISTRY_MAX_WORKER_ID + 1], size_t max)
 {

@@ -792,6 +792,59 @@ test_paused_broker_hears_its_workers_when_it_resumes (void **state)
     client_destroy (&asker);
 }
 
+/* A broker stopped (or starved) for longer than three heartbeat intervals ran its housekeeping on
+ * resuming before ZeroMQ's I/O thread had handed it the HELLOs of that time: every worker looked
+ * silent, was counted lost, and what it held was sent again. The time the broker did not run is
+ * now no one's silence. The worker here says nothing during the pause and only a moment after
+ * the resume, so the housekeeping always runs first (with a real worker that is a race). */
+static void
+test_paused_broker_keeps_its_workers (void **state)
+{
+    (void) state;
+    const int interval = 500;
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "500");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_int_equal (harness_start_broker (h), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f = lone_fake_worker (ctx);
+    void *c = itest_raw_token (h, ctx, "still1:box", "still-1", 30000);
+    itest_req_t req;
+    int got = 0;
+    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
+        beat (&f, 1);
+        got = itest_fake_wait_req (f.socket, 100, &req);
+    }
+    assert_true (got);                       /* in flight at the worker */
+
+    harness_signal_broker (h, 0, SIGSTOP);
+    sleep_ms (4 * interval);                     /* over the three intervals of silence allowed */
+    harness_signal_broker (h, 0, SIGCONT);
+    sleep_ms (interval / 2);                     /* the broker's loop turns before it hears the worker */
+    beat (&f, 1);
+    itest_fake_rep (f.socket, &req, "fake-at-still", "still-1");
+    itest_fake_req_close (&req);
+    json_t *reply = itest_raw_reply (c, 10000);
+    fprintf (stderr, "answered \"%s\"\n", reply_code (reply));
+    assert_string_equal (reply_code (reply), "ok");
+    json_decref (reply);
+    /* sent once: no copy came to the worker, and the client has no second answer */
+    for (int i = 0; i < 5; i++) {
+        beat (&f, 1);
+        got = itest_fake_wait_req (f.socket, 100, &req);
+        if (got)
+            itest_fake_req_close (&req);
+        assert_false (got);
+    }
+    reply = itest_raw_reply (c, 100);
+    assert_null (reply);
+    assert_true (itest_metric (h, "broker0", "ferrule_broker_workers_lost_total") == 0);
+    assert_true (itest_metric (h, "broker0", "ferrule_broker_requests_redispatched_total") == 0);
+    assert_int_equal (live_workers (), 1);
+    zmq_close (c);
+    zmq_close (f.socket);
+    zmq_ctx_term (ctx);
+}
+
 static long long
 generation (const char *id)
 {
@@ -918,6 +971,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_behind_a_cut_connection_comes_back, setup, teardown),
         cmocka_unit_test_setup_teardown (test_paused_broker_hears_its_workers_when_it_resumes, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_paused_broker_keeps_its_workers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_callback_sent_again_after_a_reconnection_is_run_once, setup, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
