@@ -71,6 +71,7 @@ struct broker {
     int64_t last_tick_ms;          /* 0: none yet */
     lograte_t refusal_log;         /* refusals are logged at most once a second */
     lograte_t failed_log;          /* so are requests the broker answers with an error itself */
+    lograte_t worker_log;          /* and messages on the worker socket it cannot use */
     uint64_t failed_held [FR__COUNT];   /* those held back since the last line, by code */
     int waiting;                   /* some pending request has no worker yet */
     int draining;
@@ -79,7 +80,7 @@ struct broker {
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
                      *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
                      *m_audit_dropped, *m_audit_unwritten, *m_pending_bytes, *m_reconnects, *m_undelivered,
-                     *m_silent, *m_audit_unrecorded, *m_unread, *m_unread_cut;
+                     *m_silent, *m_audit_unrecorded, *m_unread, *m_unread_cut, *m_worker_ignored;
     uint64_t silent_counted;       /* the worker guard's silent drops already in m_silent */
     uint64_t unread_cut_counted;   /* the client guard's cuts for unread answers already in m_unread_cut */
     int audit_refuse;              /* FERRULE_AUDIT_FAILURE=refuse */
@@ -99,6 +100,23 @@ broker_refusal (broker_t *b, const char *what, const char *detail)
                      (unsigned long long) held);
     else
         log_warning (NULL, NULL, "%s: %s", what, detail);
+}
+
+/* Logs a message on the worker socket that the broker ignores (malformed, a HELLO it cannot read,
+ * an unknown command) at most once a second, counting the rest: any peer that reaches the worker
+ * port over plaintext, or a worker gone wrong, could otherwise fill the log. */
+static void
+broker_worker_ignored (broker_t *b, const char *what)
+{
+    uint64_t held;
+    metrics_inc (b->m_worker_ignored);
+    if (!lograte_take (&b->worker_log, clock_mono_ms (), &held))
+        return;
+    if (held)
+        log_warning (NULL, NULL, "%s (and %llu more ignored since the last line)", what,
+                     (unsigned long long) held);
+    else
+        log_warning (NULL, NULL, "%s", what);
 }
 
 /* "12 timeout, 3 unavailable" for the requests answered with an error and held back from the
@@ -150,6 +168,10 @@ broker_log_held (broker_t *b, int64_t now)
     uint64_t held = lograte_due (&b->refusal_log, now);
     if (held)
         log_warning (NULL, NULL, "%llu more refusals since the last line", (unsigned long long) held);
+    held = lograte_due (&b->worker_log, now);
+    if (held)
+        log_warning (NULL, NULL, "ignored %llu more messages on the worker socket since the last line",
+                     (unsigned long long) held);
     held = lograte_due (&b->failed_log, now);
     if (held) {
         char counts [256];
@@ -309,6 +331,9 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
                                  "bytes of answers sent to clients that wait unread in the broker (at least)", NULL);
     b->m_unread_cut = metrics_counter (b->metrics, "broker_unread_connections_cut_total",
                                        "client connections cut for leaving answers unread past FERRULE_UNREAD_ANSWER_BYTES", NULL);
+    b->m_worker_ignored = metrics_counter (b->metrics, "broker_worker_messages_ignored_total",
+                                           "messages on the worker socket ignored: malformed, a HELLO that could not be "
+                                           "read, or an unknown command", NULL);
     b->m_silent = metrics_counter (b->metrics, "broker_silent_connections_dropped_total",
                                    "worker connections dropped because no message came of them for two heartbeat intervals "
                                    "(a connection under a worker id another one still held)", NULL);
@@ -1003,7 +1028,8 @@ broker_handle_worker (broker_t *b)
     size_t wlen = frames_size (&f, 0);
     if (wlen == 0 || wlen > REGISTRY_MAX_WORKER_ID || !ident_valid (frames_data (&f, 0), wlen)
     ||  !frames_is (&f, 1, CODEC_WORKER_PROTOCOL) || f.count < 3) {
-        log_warning (NULL, NULL, "ignoring a malformed message on the worker socket (%d frames)", f.total);
+        snprintf (err, sizeof err, "ignoring a malformed message on the worker socket (%d frames)", f.total);
+        broker_worker_ignored (b, err);
         goto out;
     }
     memcpy (worker, frames_data (&f, 0), wlen);
@@ -1067,7 +1093,9 @@ broker_handle_worker (broker_t *b)
         int64_t pid = -1, session = 0;
         codec_field_t fd [3] = { { .key = "draining" }, { .key = "pid" }, { .key = "session" } };
         if (codec_scan (frames_data (&f, 3), frames_size (&f, 3), fd, 3, err, sizeof err) != FR_OK) {
-            log_warning (NULL, NULL, "malformed HELLO from worker \"%s\": %s", worker, err);
+            char why [REGISTRY_MAX_WORKER_ID + 300];
+            snprintf (why, sizeof why, "ignoring a malformed HELLO from worker \"%s\": %s", worker, err);
+            broker_worker_ignored (b, why);
             goto out;
         }
         if (codec_field_bool (&fd [0], &draining) < 0)
@@ -1103,8 +1131,10 @@ broker_handle_worker (broker_t *b)
             log_warning (NULL, NULL, "worker \"%s\" left with %d requests unanswered; re-dispatching", worker, busy);
         broker_worker_lost (b, worker, "it said goodbye");
     }
-    else
-        log_warning (NULL, NULL, "unknown command from worker \"%s\" (%d frames)", worker, f.total);
+    else {
+        snprintf (err, sizeof err, "ignoring an unknown command from worker \"%s\" (%d frames)", worker, f.total);
+        broker_worker_ignored (b, err);
+    }
 out:
     frames_close (&f);
     return 1;

@@ -845,6 +845,72 @@ test_paused_broker_keeps_its_workers (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* A peer on the worker socket sending what the broker cannot use (no protocol tag, a HELLO that
+ * does not read, an unknown command) had a warning logged for every message: a flood filled the
+ * log. They are said once a second now, with the count held back, and counted in a metric. */
+static void
+test_ignored_worker_messages_are_logged_once_a_second (void **state)
+{
+    (void) state;
+    enum { FLOOD = 5000 };
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_int_equal (harness_start_broker (h), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f = lone_fake_worker (ctx);
+    int timeout = 10000;
+    zmq_setsockopt (f.socket, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+    int sent = 0;
+    for (int i = 0; i < FLOOD; i++) {
+        int rc;
+        if (i % 3 == 0)         /* no protocol tag */
+            rc = zmq_send (f.socket, "HELLO", 5, 0);
+        else
+        if (i % 3 == 1) {       /* a HELLO whose body is no msgpack map */
+            zmq_send (f.socket, "FRW1", 4, ZMQ_SNDMORE);
+            zmq_send (f.socket, "HELLO", 5, ZMQ_SNDMORE);
+            rc = zmq_send (f.socket, "\xc1", 1, 0);
+        }
+        else {                  /* an unknown command */
+            zmq_send (f.socket, "FRW1", 4, ZMQ_SNDMORE);
+            rc = zmq_send (f.socket, "NOPE", 4, 0);
+        }
+        sent += rc >= 0;
+    }
+    assert_int_equal (sent, FLOOD);
+    itest_wait_log (h, "more messages on the worker socket since the last line", 10000);
+    unsigned long long more = 0, summed = 0;
+    int said = 0, summaries = 0;
+    for (long long until = now_ms () + 10000;; sleep_ms (100)) {
+        said = itest_log_lines (h, "broker0", "ignoring a", &more);
+        summaries = itest_log_lines (h, "broker0", "more messages on the worker socket since the last line", &summed);
+        if ((unsigned long long) said + more + summed >= FLOOD || now_ms () >= until)
+            break;
+    }
+    fprintf (stderr, "%d lines said, %d summaries, %llu + %llu held back\n", said, summaries, more, summed);
+    assert_true (said >= 1 && said < 10);
+    assert_true (summaries >= 1);
+    assert_int_equal ((unsigned long long) said + more + summed, FLOOD);
+    assert_true (itest_metric (h, "broker0", "ferrule_broker_worker_messages_ignored_total") == FLOOD);
+
+    /* the worker is still served, and serves */
+    void *c = itest_raw_token (h, ctx, "after1:box", "after-1", 20000);
+    itest_req_t req;
+    int got = 0;
+    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
+        beat (&f, 1);
+        got = itest_fake_wait_req (f.socket, 100, &req);
+    }
+    assert_true (got);
+    itest_fake_rep (f.socket, &req, "fake-at-after", "after-1");
+    itest_fake_req_close (&req);
+    json_t *reply = itest_raw_reply (c, 10000);
+    assert_string_equal (reply_code (reply), "ok");
+    json_decref (reply);
+    zmq_close (c);
+    zmq_close (f.socket);
+    zmq_ctx_term (ctx);
+}
+
 static long long
 generation (const char *id)
 {
@@ -972,6 +1038,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_worker_behind_a_cut_connection_comes_back, setup, teardown),
         cmocka_unit_test_setup_teardown (test_paused_broker_hears_its_workers_when_it_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown (test_paused_broker_keeps_its_workers, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_ignored_worker_messages_are_logged_once_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown (test_callback_sent_again_after_a_reconnection_is_run_once, setup, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
