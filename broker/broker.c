@@ -73,7 +73,8 @@ struct broker {
     lograte_t failed_log;          /* so are requests the broker answers with an error itself */
     lograte_t worker_log;          /* and messages on the worker socket it cannot use */
     uint64_t failed_held [FR__COUNT];   /* those held back since the last line, by code */
-    int waiting;                   /* some pending request has no worker yet */
+    int redispatch;                /* the requests without a worker are to be routed again: the
+                                    * partition map changed, or requests lost their worker */
     int draining;
     metrics_t *metrics;
     health_t *health;
@@ -522,7 +523,7 @@ broker_worker_lost (broker_t *b, const char *worker_id, const char *why)
     for (pending_t *p = pending_first (b->pending); p; p = p->next)
         if (strcmp (p->worker, worker_id) == 0) {
             p->worker [0] = '\0';
-            b->waiting = 1;
+            b->redispatch = 1;
         }
 }
 
@@ -534,8 +535,9 @@ broker_route (broker_t *b, pending_t *p)
     for (;;) {
         const char *owner = registry_owner (b->registry, p->partition);
         if (!owner) {
+            /* no live worker at all: it waits for the map to change (broker_dispatch_waiting) or
+             * for its deadline (broker_tick), not walked again every turn meanwhile */
             p->worker [0] = '\0';
-            b->waiting = 1;
             return 0;
         }
         int64_t remaining = p->deadline_ms - clock_mono_ms ();
@@ -568,17 +570,20 @@ broker_route (broker_t *b, pending_t *p)
     }
 }
 
+/* Routes the requests without a worker again, once something may have given them one: walking
+ * them every turn cost time in proportion to FERRULE_MAX_PENDING on every turn of a broker
+ * without workers. */
 static void
 broker_dispatch_waiting (broker_t *b)
 {
-    if (!b->waiting)
+    if (!b->redispatch)
         return;
-    b->waiting = 0;
+    b->redispatch = 0;
     pending_t *p = pending_first (b->pending);
     while (p) {
         pending_t *next = p->next;
         if (p->worker [0] == '\0')
-            broker_route (b, p);       /* may set waiting again */
+            broker_route (b, p);       /* may lose a worker, and set redispatch again */
         p = next;
     }
 }
@@ -606,7 +611,7 @@ broker_worker_reconnected (broker_t *b, const char *worker_id)
     log_warning (NULL, NULL, "worker \"%s\" came back on another connection; re-dispatching %d request%s sent "
                  "to it before, which the old connection may have lost", worker_id, n, n == 1 ? "" : "s");
     /* now, before a reply to one of them read next is taken for a stranger's */
-    b->waiting = 1;
+    b->redispatch = 1;
     broker_dispatch_waiting (b);
 }
 
@@ -1110,7 +1115,7 @@ broker_handle_worker (broker_t *b)
         if (registry_restarted (b->registry, worker, pid, session))
             broker_worker_lost (b, worker, "a new process said HELLO under its worker id (the old one restarted)");
         if (registry_seen (b->registry, worker, draining, pid, session, clock_mono_ms ())) {
-            b->waiting = 1;
+            b->redispatch = 1;
             b->next_ping_ms = 0;         /* tell every worker the new membership now */
         }
         if (!b->curve.plaintext)

@@ -911,6 +911,47 @@ test_ignored_worker_messages_are_logged_once_a_second (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* Requests that come while no worker owns their partition wait: one whose deadline passes first is
+ * answered "unavailable" at its deadline, and the others go to the first worker that joins. (The
+ * broker no longer walks the waiting requests on every loop turn, only when the partition map
+ * changes: this is what must stay true, not a measure of that walk.) */
+static void
+test_requests_wait_for_a_worker (void **state)
+{
+    (void) state;
+    assert_int_equal (harness_start_broker (h), 0);
+    void *ctx = zmq_ctx_new ();
+    void *c = itest_raw_token (h, ctx, "wait1:box", "wait-1", 1000);
+    itest_raw_send (c, "wait2:box", "wait-2", 30000);
+    json_t *reply = itest_raw_reply (c, 10000);
+    assert_string_equal (reply_code (reply), "unavailable");
+    assert_string_equal (json_string_value (json_object_get (reply, "rid")), "wait-1");
+    assert_non_null (strstr (json_string_value (json_object_get (json_object_get (reply, "error"), "message")),
+                             "no worker owns partition"));
+    json_decref (reply);
+    json_t *r = harness_ctl (h, NULL, "ping", NULL);
+    assert_int_equal (json_integer_value (json_object_get (r, "pending")), 1);     /* the other still waits */
+    json_decref (r);
+
+    fake_t f = lone_fake_worker (ctx);
+    itest_req_t req;
+    int got = 0;
+    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
+        beat (&f, 1);
+        got = itest_fake_wait_req (f.socket, 100, &req);
+    }
+    assert_true (got);
+    itest_fake_rep (f.socket, &req, "fake-at-wait", "wait-2");
+    itest_fake_req_close (&req);
+    reply = itest_raw_reply (c, 10000);
+    assert_string_equal (reply_code (reply), "ok");
+    assert_string_equal (json_string_value (json_object_get (reply, "rid")), "wait-2");
+    json_decref (reply);
+    zmq_close (c);
+    zmq_close (f.socket);
+    zmq_ctx_term (ctx);
+}
+
 static long long
 generation (const char *id)
 {
@@ -1039,6 +1080,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_paused_broker_hears_its_workers_when_it_resumes, setup, teardown),
         cmocka_unit_test_setup_teardown (test_paused_broker_keeps_its_workers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_ignored_worker_messages_are_logged_once_a_second, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_requests_wait_for_a_worker, setup, teardown),
         cmocka_unit_test_setup_teardown (test_callback_sent_again_after_a_reconnection_is_run_once, setup, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
