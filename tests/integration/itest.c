@@ -131,6 +131,22 @@ itest_code (const json_t *reply)
 }
 
 void
+itest_assert_same_token (const char *got, const char *want, const char *what)
+{
+    if (!got || !want || strcmp (got, want) != 0)
+        fail_msg ("%s: not the token expected (%s, %zu bytes; expected %s, %zu bytes)", what,
+                  got ? "a token" : "none", got ? strlen (got) : 0, want ? "a token" : "none",
+                  want ? strlen (want) : 0);
+}
+
+void
+itest_assert_other_token (const char *got, const char *than, const char *what)
+{
+    if (!got || !than || strcmp (got, than) == 0)
+        fail_msg ("%s: %s", what, !got || !than ? "a token is missing" : "the same token as before, not a new one");
+}
+
+void
 itest_assert_timeout_says (const json_t *reply, const char *needle, const char *what)
 {
     const char *message = json_string_value (json_object_get (json_object_get (reply, "error"), "message"));

@@ -49,6 +49,12 @@ void itest_fault (harness_t *h, const char *provider, const char *kind, int coun
 int itest_exchange_arrived (harness_t *h, const char *provider);
 /* The error code of a ferrulectl JSON reply, or "" when ok. */
 const char *itest_code (const json_t *reply);
+/* Fail the test unless got is the token want (itest_assert_same_token) or another token than
+ * than (itest_assert_other_token); what names the reply in the failure, which never prints a
+ * token (the test's output is kept, and may be shown anywhere), only whether each was there and
+ * its length. */
+void itest_assert_same_token (const char *got, const char *want, const char *what);
+void itest_assert_other_token (const char *got, const char *than, const char *what);
 /* Fails the test unless reply is a timeout whose message contains needle; what names the request
  * in the failure. */
 void itest_assert_timeout_says (const json_t *reply, const char *needle, const char *what);

@@ -106,13 +106,14 @@ test_reject (void **state)
     assert_int_equal (rc, 0);
     assert_true (json_is_true (json_object_get (t2, "refreshed")));
     char *at2 = strdup (json_string_value (json_object_get (t2, "access_token")));
-    assert_string_not_equal (at1, at2);
+    itest_assert_other_token (at2, at1, "the reply to the rejection of the current token");
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
 
     /* rejecting a token already replaced: the newer one comes back, no provider call */
     json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "rej:box", "--reject", at1, NULL);
     assert_int_equal (rc, 0);
-    assert_string_equal (json_string_value (json_object_get (t3, "access_token")), at2);
+    itest_assert_same_token (json_string_value (json_object_get (t3, "access_token")), at2,
+                             "the reply to the rejection of a token already replaced");
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
 
     /* a burst of rejections of one token: exactly one refresh */
@@ -133,9 +134,11 @@ test_reject (void **state)
     assert_non_null (at3);
     for (int i = 0; i < N; i++) {
         assert_true (json_is_true (json_object_get (rs [i].reply, "ok")));
-        assert_string_equal (json_string_value (json_object_get (rs [i].reply, "access_token")), at3);
+        char what [80];
+        snprintf (what, sizeof what, "rejecter %d (rejecter 0 is the reference)", i);
+        itest_assert_same_token (json_string_value (json_object_get (rs [i].reply, "access_token")), at3, what);
     }
-    assert_string_not_equal (at3, at2);
+    itest_assert_other_token (at3, at2, "the burst of rejections");
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 2);
     for (int i = 0; i < N; i++)
         json_decref (rs [i].reply);

@@ -56,7 +56,7 @@ test_rotation (void **state)
     /* a second request is a cache hit: same token, no provider call */
     json_t *t2 = token ("acct1:box", &rc);
     assert_int_equal (rc, 0);
-    assert_string_equal (json_string_value (json_object_get (t2, "access_token")), at1);
+    itest_assert_same_token (json_string_value (json_object_get (t2, "access_token")), at1, "the second request (a cache hit)");
     assert_true (json_is_false (json_object_get (t2, "refreshed")));
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 1);
 
@@ -68,7 +68,7 @@ test_rotation (void **state)
     assert_int_equal (rc, 0);
     assert_true (json_is_true (json_object_get (t3, "refreshed")));
     assert_int_equal (json_integer_value (json_object_get (t3, "generation")), 3);
-    assert_string_not_equal (json_string_value (json_object_get (t3, "access_token")), at1);
+    itest_assert_other_token (json_string_value (json_object_get (t3, "access_token")), at1, "the request after the expiry");
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 2);
 
     json_t *t4 = token ("acct1:box", &rc);
