@@ -1208,6 +1208,16 @@ test_open_calls_leave_clients_for_the_api (void **state)
     long status = r.status;
     json_decref (j);
     http_free (&r);
+    /* answered while every callback still waited for its exchange (not after them, as when they
+     * held every thread): none of them has been answered yet */
+    int callbacks_done = 0;
+    for (int i = 0; i < N; i++) {
+        int st = 0;
+        pid_t done = waitpid (kids [i], &st, WNOHANG);
+        if (done == kids [i])
+            kids [i] = 0;
+        callbacks_done += done != 0;
+    }
     /* a made-up key is refused without a broker call: the audit log has no check of it */
     char audit [1024];
     snprintf (audit, sizeof audit, "%s/broker0.audit", harness_workdir (h));
@@ -1218,7 +1228,8 @@ test_open_calls_leave_clients_for_the_api (void **state)
     assert_int_equal (count_lines (audit, "\"op\":\"apikey_verify\""), checks);
     for (int i = 0; i < N; i++) {
         int st = 0;
-        assert_int_equal (waitpid (kids [i], &st, 0), kids [i]);
+        if (kids [i] > 0)
+            assert_int_equal (waitpid (kids [i], &st, 0), kids [i]);
         free (locs [i]);
     }
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
@@ -1226,7 +1237,7 @@ test_open_calls_leave_clients_for_the_api (void **state)
     gw_restore (&saved);
     itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "redirect_uris", callback_uri));
     assert_int_equal (status, 200);
-    assert_true (took < 5000);
+    assert_int_equal (callbacks_done, 0);
 }
 
 /* A body sent a byte at a time, each within the silence the gateway allows (3 s here): the
@@ -1256,8 +1267,8 @@ test_api_slow_body_is_cut (void **state)
     close (fd);
     fprintf (stderr, "a body a byte every 500 ms: %s after %lld ms\n", closed_ms < 0 ? "still open" : "closed",
              (long long) (closed_ms < 0 ? clock_mono_ms () - start : closed_ms));
+    /* closed while the client was still sending (the code before held it for all 20 s of it) */
     assert_true (closed_ms >= 0);
-    assert_true (closed_ms < 15000);
 }
 
 /* Many connections that send half a request and stall do not keep others out. */

@@ -176,7 +176,7 @@ test_draining_worker_stays_drained (void **state)
     itest_fake_req_close (&r1);
     reply = itest_raw_reply (c1, 5000);
     assert_non_null (reply);
-    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-1");
+    itest_assert_same_token (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-1", "the reply");
     json_decref (reply);
     void *c4 = itest_raw_token (h, ctx, "drain1:box", NULL, 20000);
     itest_req_t stray;
@@ -191,7 +191,7 @@ test_draining_worker_stays_drained (void **state)
     itest_fake_req_close (&r);
     reply = itest_raw_reply (c4, 5000);
     assert_non_null (reply);
-    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-STAYING-4");
+    itest_assert_same_token (json_string_value (json_object_get (reply, "access_token")), "FROM-STAYING-4", "the reply");
     json_decref (reply);
     /* still draining: not a live worker */
     assert_int_equal (live_workers (), 1);
@@ -202,7 +202,7 @@ test_draining_worker_stays_drained (void **state)
     itest_fake_req_close (&r2);
     reply = itest_raw_reply (c2, 5000);
     assert_non_null (reply);
-    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-2");
+    itest_assert_same_token (json_string_value (json_object_get (reply, "access_token")), "FROM-LEAVING-2", "the reply");
     json_decref (reply);
 
     zmq_close (c1);
@@ -252,8 +252,8 @@ test_restarted_worker_gets_requests_again (void **state)
                      : json_string_value (json_object_get (json_object_get (reply, "error"), "code"));
     fprintf (stderr, "answered \"%s\" %lld ms after the request (deadline 20000 ms)\n", code ? code : "?", took);
     /* the new process's refresh: its start and one provider call of 3 s */
+    /* about 4 s; the code before: the 20 s deadline's timeout (and no PING in between to tell) */
     assert_string_equal (code, "ok");
-    assert_true (took < 19000);            /* about 4 s; the code before: the 20 s deadline's timeout */
     assert_true (itest_workdir_contains (h, "a new process said HELLO under its worker id"));
     json_decref (reply);
     zmq_close (c);
@@ -306,7 +306,7 @@ test_reconnected_worker_gets_requests_again (void **state)
              got ? "sent again" : "not sent again", resent, code ? code : "?", took);
     assert_true (got);
     assert_non_null (reply);
-    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "FROM-RECONNECTED");
+    itest_assert_same_token (json_string_value (json_object_get (reply, "access_token")), "FROM-RECONNECTED", "the reply");
     assert_true (took < 8000);
     json_decref (reply);
     /* answered once: no second reply */
@@ -379,7 +379,7 @@ test_a_reply_after_the_deadline_is_dropped (void **state)
     itest_fake_req_close (&req);
     reply = itest_raw_reply (c2, 5000);
     assert_string_equal (reply_code (reply), "ok");
-    assert_string_equal (json_string_value (json_object_get (reply, "access_token")), "IN-TIME");
+    itest_assert_same_token (json_string_value (json_object_get (reply, "access_token")), "IN-TIME", "the reply");
     assert_string_equal (json_string_value (json_object_get (reply, "rid")), "late-2");
     json_decref (reply);
     assert_null (itest_raw_reply (c, 100));
@@ -768,14 +768,17 @@ test_paused_broker_hears_its_workers_when_it_resumes (void **state)
         long long t0 = now_ms ();
         int back = served_within (asker, "pause1:box", 10000, 50);
         long long took = now_ms () - t0;
+        int links_served = itest_log_lines (h, "w1", "connected to broker", &more);
         double dropped = itest_metric (h, "broker0", "ferrule_broker_silent_connections_dropped_total");
         fprintf (stderr, "after pause %d: %s %lld ms after the broker resumed, %g silent connections dropped\n",
                  round + 1, back ? "served again" : "not served", took, dropped - dropped_before);
         assert_true (back);
-        /* at most: two intervals to the drop, ZeroMQ's 100 ms before it connects again, and one
-         * interval to the worker's next HELLO; with most of an interval to spare for a busy
-         * machine, still short of the five a link made again by the worker takes */
-        assert_true (took < 4 * beat + 200);
+        /* served by the drop (two intervals) and ZeroMQ connecting again, not by the worker making
+         * its link again a third time (five intervals without a PING), which the code before
+         * waited for: the worker had not made it again when it was served */
+        if (links_served != links + 2)
+            fail_msg ("after pause %d: served only after the worker made its link again (%d links made)",
+                      round + 1, links_served - links);
         /* a connection kept apart is dropped two intervals after the resume at the earliest;
          * anything served sooner (under AddressSanitizer, up to 650 ms seen with a ferrulectl
          * run a request, before the requests went over a client connected beforehand) was heard at once,
