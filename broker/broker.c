@@ -1155,8 +1155,9 @@ broker_tick (broker_t *b, int64_t now)
      * the workers' HELLOs of that time may still wait in ZeroMQ's I/O thread, read after this
      * tick. The part of the gap past a quarter of the timeout is not counted as their silence
      * (guard_check discounts such a stall too); the quarter is, so that a loop that is merely slow
-     * still notices a worker gone */
-    int64_t allowed = b->cfg.heartbeat_ms * 3 / 4;
+     * still notices a worker gone. Never less than two of the loop's longest waits (100 ms): with
+     * a short heartbeat, an idle loop's own gaps would otherwise be discounted too */
+    int64_t allowed = b->cfg.heartbeat_ms * 3 / 4 > 200 ? b->cfg.heartbeat_ms * 3 / 4 : 200;
     if (b->last_tick_ms && now - b->last_tick_ms > allowed)
         registry_discount (b->registry, now - b->last_tick_ms - allowed);
     b->last_tick_ms = now;
