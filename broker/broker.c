@@ -457,13 +457,18 @@ broker_count_error (broker_t *b, fr_status_t st)
  * pending (a refusal, a ping) takes no place in the queue that the answers still owed may need: a
  * flood of refusals while the log cannot be written would otherwise fill it, and a worker's token
  * would then have no place for its record. Such an answer goes unrecorded and counted instead. 0
- * when the record was not queued. */
+ * when the record was not queued. While the writer keeps up, the places kept are at most half the
+ * queue: it empties every AUDIT_FLUSH_MS, and keeping one per pending request had left every
+ * refusal unrecorded, with the log healthy, once more requests were pending than it holds. */
 static int
 broker_audit (broker_t *b, const req_t *rq, const char *outcome)
 {
     if (!b->audit)
         return 1;
-    if (b->audit_refuse && !rq->owed && audit_room (b->audit) <= pending_count (b->pending)) {
+    size_t kept = pending_count (b->pending);
+    if (audit_writing (b->audit) && kept > AUDIT_QUEUE / 2)
+        kept = AUDIT_QUEUE / 2;
+    if (b->audit_refuse && !rq->owed && audit_room (b->audit) <= kept) {
         metrics_inc (b->m_audit_unrecorded);
         return 0;
     }

@@ -1018,6 +1018,49 @@ teardown_two_refused_brokers (void **state)
     return unclean == 2 ? 0 : -1;
 }
 
+/* FERRULE_AUDIT_FAILURE=refuse keeps a place in the audit queue for each pending request's answer.
+ * It kept one for every one: with more requests pending than the queue holds (16384: a slow
+ * provider, or no worker for a while, as here), every answer the broker gave itself (refusals,
+ * pings) went unrecorded while the log was written without trouble. While the writer keeps up, at
+ * most half the queue is kept now. */
+static void
+test_audit_refuse_records_what_it_answers_itself_with_many_pending (void **state)
+{
+    enum { PENDING = 16384 + 500 };
+    char link [4096], file [4096];
+    start_refusing_broker (link, file);
+    void *ctx = zmq_ctx_new ();
+    /* no worker: they wait in the broker, and are answered unavailable at their deadline */
+    void *c = itest_raw_token (h, ctx, "many:box", NULL, 6000);
+    for (int i = 1; i < PENDING; i++)
+        itest_raw_send (c, "many:box", NULL, 6000);
+    double pending = 0;
+    for (long long until = now_ms () + 10000; pending < PENDING && now_ms () < until; sleep_ms (50))
+        pending = itest_metric (h, "broker0", "ferrule_broker_pending_requests");
+    assert_true (pending >= PENDING);
+    int rc = -1;
+    json_decref (harness_ctl (h, &rc, "ping", NULL));
+    assert_int_equal (rc, 0);
+    char *audit = NULL;
+    for (long long until = now_ms () + 5000; now_ms () < until; sleep_ms (100)) {
+        free (audit);
+        audit = read_work_file ("audit-file");
+        if (audit && count_of (audit, "\"op\":\"ping\"") >= 1)
+            break;
+    }
+    int pings = audit ? count_of (audit, "\"op\":\"ping\"") : 0;
+    double unrecorded = itest_metric (h, "broker0", "ferrule_broker_audit_unrecorded_total");
+    printf ("%g requests pending: %d ping records, %g answers unrecorded\n", pending, pings, unrecorded);
+    free (audit);
+    /* answered at their deadline, before the teardown's stop (which waits for what is pending) */
+    for (long long until = now_ms () + 20000; pending > 0 && now_ms () < until; sleep_ms (100))
+        pending = itest_metric (h, "broker0", "ferrule_broker_pending_requests");
+    zmq_close (c);
+    zmq_ctx_term (ctx);
+    assert_int_equal (pings, 1);
+    assert_true (unrecorded == 0);
+}
+
 /* A value FERRULE_AUDIT_FAILURE does not know, or refuse without an audit log, stops the broker
  * at start with a reason, rather than running with an audit rule other than the one asked for. */
 static void
@@ -1611,6 +1654,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_line_cut_short_is_written_whole_after_a_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_refuses_until_the_log_is_written, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_records_the_token_a_slow_worker_answers, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_audit_refuse_records_what_it_answers_itself_with_many_pending, setup,
+                                         teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
