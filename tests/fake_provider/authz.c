@@ -33,6 +33,7 @@ struct authz_t {
     long long       connections; /* TCP connections accepted since the start or the last reset */
     long            together;    /* refresh answers held for answer_together */
     unsigned long   together_gen; /* bumped when they are let go */
+    unsigned long   released_gen; /* bumped by POST /admin/release: every nap in progress ends */
 };
 
 /* How a token or revoke request authenticated its client. */
@@ -196,7 +197,8 @@ nap (authz_t *authz, long ms)
     if (ms <= 0)
         return;
     struct timespec deadline = clock_after (CLOCK_MONOTONIC, ms);
-    while (!authz->stopping)
+    unsigned long gen = authz->released_gen;
+    while (!authz->stopping && authz->released_gen == gen)
         if (pthread_cond_timedwait (&authz->wake, &authz->lock, &deadline) == ETIMEDOUT)
             break;
 }
@@ -1207,6 +1209,16 @@ authz_admin_requests (authz_t *authz, const char *provider, size_t limit)
     out = reqlog_json (authz->reqlog, provider, limit);
     pthread_mutex_unlock (&authz->lock);
     return reply_json_take (200, out);
+}
+
+reply_t *
+authz_admin_release (authz_t *authz)
+{
+    pthread_mutex_lock (&authz->lock);
+    authz->released_gen++;
+    pthread_cond_broadcast (&authz->wake);
+    pthread_mutex_unlock (&authz->lock);
+    return reply_json_take (200, json_pack ("{s:b}", "ok", 1));
 }
 
 reply_t *

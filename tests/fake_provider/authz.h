@@ -44,4 +44,7 @@ reply_t *authz_admin_clear_faults (authz_t *authz, const char *provider);   /* N
 reply_t *authz_admin_stats (authz_t *authz);
 reply_t *authz_admin_requests (authz_t *authz, const char *provider, size_t limit);
 reply_t *authz_admin_reset (authz_t *authz);
+/* Ends every wait in progress (latency_ms, answer_delay_ms, a slow fault's delay) now: a test
+ * whose window a long latency held open lets the calls in it go once it has seen what it needed. */
+reply_t *authz_admin_release (authz_t *authz);
 #endif

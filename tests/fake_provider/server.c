@@ -233,6 +233,8 @@ route_admin (server_t *server, const char *rest, const char *method, const reque
     }
     else if (strcmp (rest, "reset") == 0)
         reply = strcmp (method, "POST") == 0 ? authz_admin_reset (server->authz) : wrong_method ();
+    else if (strcmp (rest, "release") == 0)
+        reply = strcmp (method, "POST") == 0 ? authz_admin_release (server->authz) : wrong_method ();
     else
         reply = not_found ();
 out:

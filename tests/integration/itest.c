@@ -40,6 +40,15 @@ itest_fake_config (harness_t *h, const char *provider, json_t *settings)
     json_decref (r);
 }
 
+void
+itest_fake_release (harness_t *h)
+{
+    json_t *r = harness_fake (h, "POST", "/admin/release", NULL);
+    if (!r)
+        fail_msg ("could not release the fake provider's waiting calls");
+    json_decref (r);
+}
+
 char *
 itest_grant (harness_t *h, const char *provider, const char *scopes_json)
 {

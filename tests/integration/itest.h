@@ -22,6 +22,10 @@ int itest_teardown (harness_t **h);
 /* Changes settings of a provider at the fake provider (PUT /admin/providers/P); takes settings.
  * Fails the running cmocka test when the fake provider refuses. */
 void itest_fake_config (harness_t *h, const char *provider, json_t *settings);
+/* Lets every call the fake provider holds (its latency, an answer delay, a slow fault) be answered
+ * now (POST /admin/release): a window held open by a long latency need not be waited out once the
+ * test has seen what it needed. Fails the running cmocka test when the fake provider refuses. */
+void itest_fake_release (harness_t *h);
 /* Creates a grant at the fake provider and returns its refresh token (caller frees). */
 char *itest_grant (harness_t *h, const char *provider, const char *scopes_json);
 /* Imports an integration through ferrulectl; returns ferrulectl's exit code. */

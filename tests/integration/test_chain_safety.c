@@ -1372,6 +1372,8 @@ test_same_pid_workers_draw_distinct_lease_tokens (void **state)
     /* the lease column of either schema (lease_token since 003, lease_id before) */
     long long distinct = harness_sql_int (h, "SELECT count(DISTINCT COALESCE(to_jsonb(i)->>'lease_token', "
                                              "to_jsonb(i)->>'lease_id')) FROM integrations i WHERE lease_owner IS NOT NULL");
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);                         /* both leases seen: the calls may end */
     assert_int_equal (ctl_wait (a), 0);
     assert_int_equal (ctl_wait (b), 0);
     assert_int_equal (distinct, 2);
@@ -1565,8 +1567,9 @@ test_conflict_reply_honours_min_valid (void **state)
     pid_t asked = token_async ("cmv:box", 300);
     wait_claimed ("cmv:box");                       /* the call is at the provider for 3 s */
     import_grant ("cmv:box", "100");
-    assert_int_equal (ctl_wait (asked), 0);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);                         /* the import landed during the call */
+    assert_int_equal (ctl_wait (asked), 0);
     assert_int_equal (harness_sql_int (h, "SELECT count (*) FROM token_chain WHERE integration_id = 'cmv:box' "
                                           "AND outcome = 'conflict'"), 1);
 }
@@ -1584,12 +1587,13 @@ test_conflict_record_retried (void **state)
     wait_claimed ("crr:box");
     import_grant ("crr:box", NULL);                 /* the refresh's commit will lose */
     PGconn *lock = lock_row ("crr:box");
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);                         /* the import landed and the row is held */
     itest_wait_log (h, "lost to a concurrent change", 10000);
     /* the record's first try met the lock (past lock_timeout), and another is due */
     itest_wait_log (h, "could not record the lost compare-and-set (tried again shortly)", 20000);
     int rc = ctl_wait (asked);
     unlock_row (lock);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     /* the caller was told the truth: the stored tokens could not be read, a transient error */
     assert_int_equal (rc, 5);
     wait_sql ("SELECT count (*) FROM token_chain WHERE integration_id = 'crr:box' AND outcome = 'conflict'", 1, 10000);
@@ -1607,8 +1611,9 @@ test_conflict_with_no_access_token_claims_again (void **state)
     pid_t asked = ctl_async (harness_brokers (h), "refresh", "cna:box", NULL, NULL);
     wait_claimed ("cna:box");
     import_grant ("cna:box", NULL);                 /* a refresh token, no access token */
-    int rc = ctl_wait (asked);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);                         /* the import landed during the call */
+    int rc = ctl_wait (asked);
     printf ("the forced refresh answered with exit status %d\n", rc);
     assert_int_equal (rc, 0);
     assert_int_equal (harness_sql_int (h, "SELECT count (*) FROM token_chain WHERE integration_id = 'cna:box' "

@@ -1244,10 +1244,11 @@ test_disconnect_during_a_callbacks_exchange_stands (void **state)
     assert_string_equal (istr (d, "status"), "disconnected");
     json_decref (d);
     long long revocations = itest_stat (h, "fakebox", "revocations");
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);                 /* the disconnect came during the exchange */
 
     int status;
     assert_int_equal (waitpid (child, &status, 0), child);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     assert_true (WIFEXITED (status));
     assert_int_equal (WEXITSTATUS (status), 4);                 /* disconnected */
     assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'dx:box' AND status = 'disconnected'"
