@@ -206,9 +206,9 @@ auth_check (gw_req_t *req, gw_resp_t *resp, const char *op, const char *id)
         const char *why = json_string_value (json_object_get (json_object_get (reply, "error"), "message"));
         snprintf (message, sizeof message, "the API key could not be checked: the service answered %s%s%s", code,
                   why && *why ? ": " : "", why ? why : "");
-        refuse (resp, 500, "internal", message, strcmp (code, "forbidden") == 0
-                ? "an operator must allow the gateway's client \"apikey_verify\" in the brokers' policy file"
-                : "an operator should read the gateway's and the workers' logs");
+        const char *hint = json_string_value (json_object_get (json_object_get (reply, "error"), "hint"));
+        refuse (resp, 500, "internal", message, hint && strstr (hint, "brokers' policy")
+                ? hint : "an operator should read the gateway's and the workers' logs");
         log_error (NULL, req->rid, "could not check a workspace API key: %s: %s", code, why ? why : "");
     }
     json_decref (args);

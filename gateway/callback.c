@@ -373,13 +373,18 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
         json_object_set_new (args, "error_description", text_utf8_valid (desc) ? json_string (desc)
                              : json_string (text_printable (plain, sizeof plain, desc, (size_t) -1, MAX_DESC)));
     }
-    reply = gw_call (req, "callback", args, GW_CALLBACK_MS);
+    /* both calls within the callback's 30 s: the attempt had 10 s of its own after it, so a page
+       took up to 40 s during a database stall, past the deploy's drain sized on 30 s; and it is
+       not asked once the service said it cannot answer now (gw_call_within) */
+    gw_budget_t budget;
+    gw_budget_start (&budget, GW_CALLBACK_MS);
+    reply = gw_call_within (req, &budget, "callback", args);
     const char *rc = gw_code (reply);
     /* with this browser's binding: a bound attempt's retry token is issued only to its own */
     json_t *a = json_pack ("{s:s}", "state", state);
     if (binding)
         json_object_set_new (a, "browser_binding", json_string (binding));
-    attempt = gw_call (req, "attempt", a, GW_CALL_MS);
+    attempt = gw_call_within (req, &budget, "attempt", a);
     json_decref (a);
     if (strcmp (gw_code (attempt), "ok") != 0) {
         json_decref (attempt);

@@ -44,7 +44,10 @@ flow_bind (const gw_req_t *req, char out [FLOW_BINDING_LEN + 1], char **set_cook
     const char *have = flow_binding (req);
     *set_cookie = NULL;
     if (have) {
+        /* sent again, for a day from now: a cookie set a day ago would otherwise end while its
+           browser is at the provider, and the callback be taken for another browser's */
         memcpy (out, have, FLOW_BINDING_LEN + 1);
+        *set_cookie = flow_cookie_header (req->gw, have);
         return 0;
     }
     char *fresh = crypto_random_token (FLOW_BYTES);

@@ -5,7 +5,8 @@
  * the connect carries the value as browser_binding, and the worker keeps its SHA-256. The
  * callback passes the cookie it finds; a callback in a browser without it (an authorization URL
  * copied and sent to someone else) is refused before the code is exchanged (browser_mismatch).
- * One value per browser, reused while valid, so parallel connects in one browser all work.
+ * One value per browser, reused while valid, so parallel connects in one browser all work; each
+ * connect sends it again with a fresh day, so that it does not end during a sign-in.
  * HttpOnly, Path=/, no Domain, SameSite=Lax (the provider's redirect back to /oauth/callback is a
  * cross-site top-level GET, which a Strict cookie would not go along with), a day long. Over
  * https it is Secure and named "__Host-ferrule_flow" (only this very host may set it), over http
@@ -31,7 +32,7 @@ char *flow_cookie_header (const gw_t *gw, const char *value);
  * NULL otherwise. */
 const char *flow_binding (const gw_req_t *req);
 /* The binding a connect started by this request is bound to, into out: the browser's own when it
- * has one, else a new one, and then *set_cookie is its Set-Cookie value (caller frees; NULL when
- * the browser keeps its own). 0, or -1 when no random bytes could be drawn. */
+ * has one, else a new one; *set_cookie is its Set-Cookie value, for a day from now (caller frees).
+ * 0, or -1 when no random bytes could be drawn. */
 int flow_bind (const gw_req_t *req, char out [FLOW_BINDING_LEN + 1], char **set_cookie) FR_MUSTCHECK;
 #endif

@@ -212,7 +212,7 @@ main (int argc, char **argv)
         if (health) {
             health_beat (health);
             if (!drain_until && now >= next_ping) {
-                json_t *r = pool_call (gw.pool, "ping", NULL, 2000, NULL, 0);
+                json_t *r = pool_call (gw.pool, "ping", NULL, 2000, NULL, POOL_KEYED);
                 const char *code = client_error_code (r);
                 char why [160];
                 snprintf (why, sizeof why, "no broker answers ping (%s)", code);

@@ -21,13 +21,15 @@ struct pool {
     pthread_cond_t freed;
     client_t *clients [POOL_MAX];       /* made on first need */
     int busy [POOL_MAX];
-    int open_busy, open_max;            /* clients lent to open calls, and the most they may hold */
+    int share_busy [POOL__SHARES];      /* clients lent to each share's calls */
+    int share_max [POOL__SHARES];       /* and the most they may hold */
 };
 
 int
-pool_open_max (int size)
+pool_share_max (int size, pool_share_t share)
 {
-    return size > 1 ? size / 2 : 1;
+    int max = share == POOL_OPEN ? size / 2 : share == POOL_KEY_CHECK ? size / 4 : size;
+    return max > 1 ? max : 1;
 }
 
 pool_t *
@@ -50,7 +52,8 @@ pool_new (const char *brokers, int size, char *err, size_t errlen)
     }
     p->brokers = mem_strdup (brokers);
     p->size = size;
-    p->open_max = pool_open_max (size);
+    for (int s = 0; s < POOL__SHARES; s++)
+        p->share_max [s] = pool_share_max (size, (pool_share_t) s);
     pthread_mutex_init (&p->mutex, NULL);
     pthread_cond_init (&p->freed, NULL);
     p->clients [0] = first;
@@ -83,28 +86,28 @@ overloaded (const char *why)
                       "hint", "try again in a moment", "retry_after", 1);
 }
 
-/* Gives back the client of slot, lent to an open call or not. */
+/* Gives back the client of slot, lent to a call of share. */
 static void
-pool_release (pool_t *p, int slot, int open)
+pool_release (pool_t *p, int slot, pool_share_t share)
 {
     pthread_mutex_lock (&p->mutex);
     p->busy [slot] = 0;
-    p->open_busy -= open != 0;
-    /* every waiter looks again: an open call may wait for an open share that this frees while a
-       keyed call waits for any client, and one signal could wake only the waiter that cannot use it */
+    p->share_busy [share]--;
+    /* every waiter looks again: a call may wait for room in its share that this frees while
+       another waits for any client, and one signal could wake only the waiter that cannot use it */
     pthread_cond_broadcast (&p->freed);
     pthread_mutex_unlock (&p->mutex);
 }
 
 json_t *
-pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base, int open)
+pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base, pool_share_t share)
 {
     int slot = -1;
     int64_t deadline_ms = clock_mono_ms () + timeout_ms;     /* the wait for a client counts in it */
     struct timespec until = clock_after (CLOCK_REALTIME, timeout_ms);
     pthread_mutex_lock (&p->mutex);
     for (;;) {
-        if (open && p->open_busy >= p->open_max) {
+        if (p->share_busy [share] >= p->share_max [share]) {
             if (pthread_cond_timedwait (&p->freed, &p->mutex, &until) == ETIMEDOUT)
                 break;
             continue;
@@ -121,13 +124,15 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *
     client_t *c = NULL;
     if (slot >= 0) {
         p->busy [slot] = 1;
-        p->open_busy += open != 0;
+        p->share_busy [share]++;
         c = p->clients [slot];
     }
     pthread_mutex_unlock (&p->mutex);
     if (slot < 0)
-        return overloaded (open ? "the broker clients this gateway lends to calls without a key or a session are busy"
-                                : "every broker client of this gateway is busy");
+        return overloaded (share == POOL_OPEN ? "the broker clients this gateway lends to calls without a key or a "
+                                                "session are busy"
+                         : share == POOL_KEY_CHECK ? "the broker clients this gateway lends to API key checks are busy"
+                         : "every broker client of this gateway is busy");
     if (!c) {
         char err [256];
         c = client_new_with (p->brokers, &p->id, err, sizeof err);  /* outside the lock: it connects */
@@ -136,7 +141,7 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *
         pthread_mutex_unlock (&p->mutex);
         if (!c) {
             log_error (NULL, NULL, "could not set up another broker client: %s", err);
-            pool_release (p, slot, open);
+            pool_release (p, slot, share);
             return overloaded ("this gateway could not open another broker connection");
         }
     }
@@ -145,6 +150,6 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *
                   ? overloaded ("every broker client of this gateway was busy for most of this request's time")
                   : client_call_rid (c, op, args, (int) left_ms, client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0,
                                      rid_base);
-    pool_release (p, slot, open);
+    pool_release (p, slot, share);
     return reply;
 }

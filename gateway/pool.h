@@ -12,13 +12,23 @@ typedef struct pool pool_t;
  * at once to find out). */
 pool_t *pool_new (const char *brokers, int size, char *err, size_t errlen);
 void pool_destroy (pool_t **p_p);
+/* Who may cause a call, which decides the share of the clients it may hold. Calls anyone can cause
+ * without a key or a session are held to shares, so that a flood of them while the service is
+ * slow leaves the rest to the callers who proved who they are; a key's check has a share of its
+ * own, so that such a flood of callbacks does not stop every workspace key's calls either. */
+typedef enum {
+    POOL_KEYED = 0,       /* a caller with a key or a session: any free client */
+    POOL_OPEN,            /* a callback and its attempt and retry, a dashboard link's opening: half */
+    POOL_KEY_CHECK,       /* a workspace API key's check, before the caller is known: a quarter */
+    POOL__SHARES
+} pool_share_t;
+
 /* client_call_rid on a lent client (op's idempotence decides retries; the rid begins with
- * rid_base, NULL: random), all of it within timeout_ms: the wait for a free client, then the
- * call with what is left; a wait that leaves too little answers an "overloaded" reply. Never
- * NULL. open: a call anyone can cause without a key or a session (a callback, a key's check):
- * such calls hold at most half the clients (POOL_OPEN_SHARE), so that a flood of them while the
- * service is slow leaves the rest to the callers who proved who they are. */
-json_t *pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base, int open);
-/* Clients open calls may hold at once: half, at least one. */
-int pool_open_max (int size);
+ * rid_base, NULL: random), all of it within timeout_ms: the wait for a free client (and for
+ * room in share), then the call with what is left; a wait that leaves too little answers an
+ * "overloaded" reply. Never NULL. */
+json_t *pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base,
+                   pool_share_t share);
+/* Clients the calls of share may hold at once in a pool of size (at least one). */
+int pool_share_max (int size, pool_share_t share);
 #endif

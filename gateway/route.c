@@ -278,17 +278,57 @@ gw_resp_message (gw_resp_t *resp, unsigned status, const char *title, const char
     html_destroy (&h);
 }
 
-/* 1 for the operations a request without a key or a session can cause: a callback and its
- * attempt and retry, a dashboard link's opening, a key's check. They share half the clients
- * (pool_call), so that a flood of them during a database stall leaves the keyed API served. */
-static int
-open_op (const char *op)
+/* The share of the broker clients op's calls may hold (pool.h): a request without a key or a
+ * session can cause a callback and its attempt and retry, a dashboard link's opening (half the
+ * clients together), and a workspace key's check (a quarter, apart: a flood of slow callbacks
+ * had taken the half it shared with them, and every workspace key's call failed its check). */
+static pool_share_t
+op_share (const char *op)
 {
-    static const char *const open [] = { "callback", "attempt", "retry", "dashboard_open", "apikey_verify", NULL };
+    static const char *const open [] = { "callback", "attempt", "retry", "dashboard_open", NULL };
+    if (strcmp (op, "apikey_verify") == 0)
+        return POOL_KEY_CHECK;
     for (int i = 0; open [i]; i++)
         if (strcmp (op, open [i]) == 0)
-            return 1;
-    return 0;
+            return POOL_OPEN;
+    return POOL_KEYED;
+}
+
+/* The reply of a broker call as the gateway's HTTP callers may see it. "forbidden" refuses the
+ * gateway's own client (the brokers' policy, or its key unknown to them; its callers' keys are the
+ * gateway's to check, auth.c): the caller has nothing to change, so it is an internal error with
+ * a hint for the operator, not a 403 telling the caller to change "this client's" policy. A reply
+ * the broker client made itself names the brokers' addresses and ferrulectl's flags: the caller
+ * is told the service could not be reached, and to try again. */
+static json_t *
+gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
+{
+    const char *code = gw_code (reply);
+    json_t *e = json_object_get (reply, "error");
+    const char *message = json_string_value (json_object_get (e, "message"));
+    const char *hint = json_string_value (json_object_get (e, "hint"));
+    char text [512];
+    if (strcmp (code, "forbidden") == 0) {
+        log_error (NULL, req->rid, "the brokers refused this gateway's \"%s\" call: %s", op, message ? message : "");
+        snprintf (text, sizeof text, "an operator must allow the gateway's client \"%s\" in the brokers' policy file "
+                  "(and list its key in their clients file)", op);
+        json_object_set_new (e, "code", json_string ("internal"));
+        json_object_set_new (e, "message", json_string ("the token service refused this gateway's call"));
+        json_object_set_new (e, "hint", json_string (text));
+    }
+    else if ((strcmp (code, "unavailable") == 0 || strcmp (code, "configuration") == 0)
+             && message && (strstr (message, "could not connect to") || strstr (message, "link security"))) {
+        log_warning (NULL, req->rid, "\"%s\" call: %s", op, message);
+        json_object_set_new (e, "code", json_string ("unavailable"));
+        json_object_set_new (e, "message", json_string ("the gateway could not reach the token service"));
+        json_object_set_new (e, "hint", json_string ("try again in a moment; if it lasts, tell the service's operator"));
+    }
+    else if (hint && (strstr (hint, "--") || strstr (hint, "ferrulectl")))
+        json_object_set_new (e, "hint", json_string (strcmp (code, "timeout") == 0
+                             ? "try again; if the request changes something, check its outcome first (the "
+                               "integration's status) rather than sending it again blindly"
+                             : "try again in a moment"));
+    return reply;
 }
 
 json_t *
@@ -296,7 +336,8 @@ gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms)
 {
     /* the rid begins with the request's own (X-Request-Id, the gateway's log lines), so that
        the brokers' and workers' lines of its calls are found with it */
-    return pool_call (req->gw->pool, op, args, timeout_ms, req->rid [0] ? req->rid : NULL, open_op (op));
+    json_t *reply = pool_call (req->gw->pool, op, args, timeout_ms, req->rid [0] ? req->rid : NULL, op_share (op));
+    return gw_reply_for_http (req, reply, op);
 }
 
 void
