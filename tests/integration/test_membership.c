@@ -795,6 +795,26 @@ test_paused_broker_hears_its_workers_when_it_resumes (void **state)
     client_destroy (&asker);
 }
 
+/* The fake worker f, saying HELLO meanwhile, takes the request client c sent with rid and answers
+ * it with access token token; c's answer must be ok, with that rid. */
+static void
+serve_one (fake_t *f, void *c, const char *token, const char *rid)
+{
+    itest_req_t req;
+    int got = 0;
+    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
+        beat (f, 1);
+        got = itest_fake_wait_req (f->socket, 100, &req);
+    }
+    assert_true (got);
+    itest_fake_rep (f->socket, &req, token, rid);
+    itest_fake_req_close (&req);
+    json_t *reply = itest_raw_reply (c, 10000);
+    assert_string_equal (reply_code (reply), "ok");
+    assert_string_equal (json_string_value (json_object_get (reply, "rid")), rid);
+    json_decref (reply);
+}
+
 /* A broker stopped (or starved) for longer than three heartbeat intervals ran its housekeeping on
  * resuming before ZeroMQ's I/O thread had handed it the HELLOs of that time: every worker looked
  * silent, was counted lost, and what it held was sent again. The time the broker did not run is
@@ -897,18 +917,7 @@ test_ignored_worker_messages_are_logged_once_a_second (void **state)
 
     /* the worker is still served, and serves */
     void *c = itest_raw_token (h, ctx, "after1:box", "after-1", 20000);
-    itest_req_t req;
-    int got = 0;
-    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
-        beat (&f, 1);
-        got = itest_fake_wait_req (f.socket, 100, &req);
-    }
-    assert_true (got);
-    itest_fake_rep (f.socket, &req, "fake-at-after", "after-1");
-    itest_fake_req_close (&req);
-    json_t *reply = itest_raw_reply (c, 10000);
-    assert_string_equal (reply_code (reply), "ok");
-    json_decref (reply);
+    serve_one (&f, c, "fake-at-after", "after-1");
     zmq_close (c);
     zmq_close (f.socket);
     zmq_ctx_term (ctx);
@@ -937,19 +946,7 @@ test_requests_wait_for_a_worker (void **state)
     json_decref (r);
 
     fake_t f = lone_fake_worker (ctx);
-    itest_req_t req;
-    int got = 0;
-    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
-        beat (&f, 1);
-        got = itest_fake_wait_req (f.socket, 100, &req);
-    }
-    assert_true (got);
-    itest_fake_rep (f.socket, &req, "fake-at-wait", "wait-2");
-    itest_fake_req_close (&req);
-    reply = itest_raw_reply (c, 10000);
-    assert_string_equal (reply_code (reply), "ok");
-    assert_string_equal (json_string_value (json_object_get (reply, "rid")), "wait-2");
-    json_decref (reply);
+    serve_one (&f, c, "fake-at-wait", "wait-2");
     zmq_close (c);
     zmq_close (f.socket);
     zmq_ctx_term (ctx);
