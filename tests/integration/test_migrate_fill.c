@@ -1,7 +1,8 @@
 /* test_migrate_fill.c - ferrule-migrate gives rows made before migration 009 their routing hash
  * (route_hash, FNV-1a 64 of the id as common/ring.c computes it, as a signed bigint): "up" fills
  * them after the migrations, in batches, and "fill-route-hashes" does it alone; rows another
- * session holds are skipped, never waited for, tried again, and reported when still held */
+ * session holds are skipped, never waited for, tried again, and reported when still held; an "up"
+ * with nothing to fill reads no row of integrations (021's index) */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,6 +17,7 @@
 #include "ring.h"
 
 #define BULK_ROWS 2500          /* more than two of ferrule-migrate's batches of 1000 */
+#define HASHED_ROWS 20000       /* a table that a look through all of it reads visibly */
 
 static harness_t *h;
 
@@ -188,12 +190,74 @@ test_fill_skips_held_rows (void **state)
     PQfinish (briefly);
 }
 
+/* Waits until no other session of the test's database is left (those of ferrule-migrate: a
+ * session reports the rows it read when it ends, before it leaves pg_stat_activity), and has this
+ * session report what it read so far, so that the counts read next are complete. */
+static void
+settle_reads (void)
+{
+    const char *others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database ()"
+                         " AND pid <> pg_backend_pid () AND backend_type = 'client backend'";
+    for (int64_t until = clock_mono_ms () + 30000; harness_sql_int (h, others) > 0 && clock_mono_ms () < until;
+         usleep (50000))
+        ;
+    assert_int_equal (harness_sql_int (h, others), 0);
+    if (harness_sql_int (h, "SELECT current_setting ('server_version_num')::integer") >= 150000)
+        assert_int_equal (harness_sql (h, "SELECT pg_stat_force_next_flush ()"), 0);
+    else
+        sleep (2);                  /* before 15, a collector process gathers the reports, within a second */
+}
+
+/* The rows of integrations read so far, by sequential scans and fetched through indexes. */
+static long long
+rows_read (void)
+{
+    return harness_sql_int (h, "SELECT COALESCE (sum (seq_tup_read + COALESCE (idx_tup_fetch, 0)), 0)"
+                               " FROM pg_stat_user_tables WHERE relname = 'integrations'");
+}
+
+/* Every deploy runs "up", and every "up" looks for rows without a routing hash. Where every row
+ * has one, that look read the whole table (through the primary key, every row fetched to see its
+ * hash) to find none: 10 million rows a deploy at scale. With 021's index over the rows without a
+ * hash, it reads none. Counted in PostgreSQL's statistics, not timed. */
+static void
+test_up_with_nothing_to_fill_reads_no_rows (void **state)
+{
+    (void) state;
+    char *out = NULL;
+    char sql [512];
+    h = harness_new ("migrate_fill_noop");
+    assert_non_null (h);
+    /* any hash will do: no worker reads these rows */
+    snprintf (sql, sizeof sql, "INSERT INTO integrations (id, provider, key_id, route_hash)"
+              " SELECT 'hashed-' || g || ':box', 'fakebox', 1, g FROM generate_series (1, %d) AS g", HASHED_ROWS);
+    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE integrations"), 0);
+    settle_reads ();
+    long long before = rows_read ();
+
+    int64_t t0 = clock_mono_ms ();
+    int rc = harness_migrate (h, &out, "up", NULL);
+    printf ("up (%lld ms), exit %d:\n%s", (long long) (clock_mono_ms () - t0), rc, out);
+    assert_int_equal (rc, 0);
+    assert_null (strstr (out, "filled in"));
+    free (out);
+    settle_reads ();
+    long long read = rows_read () - before;
+    printf ("an up with nothing to fill read %lld rows of integrations, which holds %d, all hashed\n", read,
+            HASHED_ROWS);
+    if (read >= HASHED_ROWS / 100)
+        fail_msg ("an up with nothing to fill read %lld rows of integrations (%d rows, every one with its routing"
+                  " hash): its look for rows without one read the table", read, HASHED_ROWS);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test_teardown (test_up_fills_route_hashes, teardown),
         cmocka_unit_test_teardown (test_fill_skips_held_rows, teardown),
+        cmocka_unit_test_teardown (test_up_with_nothing_to_fill_reads_no_rows, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
