@@ -20,7 +20,9 @@
 #define ROUTEHASH_PRESENT_SQL \
     "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass ('integrations')" \
     " AND attname = 'route_hash' AND attnum > 0 AND NOT attisdropped"
-/* The next rows without a hash after the cursor $1, in the primary key's order. */
+/* The next rows without a hash after the cursor $1, in the primary key's order: through
+ * integrations_route_hash_missing (021), which holds those rows alone, so a look that finds none
+ * reads none (without it, every row of the table is read to see its hash). */
 #define ROUTEHASH_PICK_SQL \
     "SELECT id FROM integrations WHERE route_hash IS NULL AND id > $1 ORDER BY id LIMIT $2::integer"
 /* Fills the rows of ids $1 (hashes $2) still without one; answers each id it filled (true) and
