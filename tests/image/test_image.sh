@@ -23,9 +23,8 @@
 #
 # Environment: FERRULE_TEST_PG_ADMIN_URL (scripts/test's PostgreSQL), FERRULE_FAKE_PROVIDER (the
 # fake provider program; ctest sets it), FERRULE_TEST_IMAGE (the image to test; scripts/test
-# passes the id scripts/image built, default localhost/ferrule:VERSION), FERRULE_TEST_IMAGE_WAIT
-# (set by scripts/test, which builds the image while the other tests run: the folder its id and
-# exit status are written to, waited for), FERRULE_TEST_IMAGE_ERROR (the test fails with it).
+# passes the id scripts/image built, default localhost/ferrule:VERSION), FERRULE_TEST_IMAGE_ERROR
+# (set by scripts/test when scripts/image failed: the test fails with it).
 #
 # When the image cannot be built or run here the test FAILS. Only FERRULE_SKIP_IMAGE_TEST=1 skips
 # it (exit 77), for a developer's machine without podman; CI never sets it.
@@ -43,18 +42,6 @@ if [ "${FERRULE_SKIP_IMAGE_TEST:-0}" = 1 ]; then
     exit 77
 fi
 [ -z "${FERRULE_TEST_IMAGE_ERROR:-}" ] || fail "$FERRULE_TEST_IMAGE_ERROR"
-# scripts/test builds the image at the lowest priority while the other tests run, writing its id
-# and scripts/image's exit status into FERRULE_TEST_IMAGE_WAIT: wait for it (15 minutes at most)
-if [ -n "${FERRULE_TEST_IMAGE_WAIT:-}" ]; then
-    for _ in $(seq 450); do
-        [ -s "$FERRULE_TEST_IMAGE_WAIT/image.rc" ] && break
-        sleep 2
-    done
-    image_rc=$(cat "$FERRULE_TEST_IMAGE_WAIT/image.rc" 2>/dev/null || echo "none: still building after 15 minutes")
-    [ "$image_rc" = 0 ] && [ -s "$FERRULE_TEST_IMAGE_WAIT/image.id" ] \
-        || fail "scripts/image failed (exit status $image_rc), so the image cannot be tested (see .ferrule-test/image.log; FERRULE_SKIP_IMAGE_TEST=1 skips this test on a machine without podman)"
-    FERRULE_TEST_IMAGE=$(cat "$FERRULE_TEST_IMAGE_WAIT/image.id")
-fi
 [ "$(id -u)" -eq 0 ] || fail "the image test runs rootful podman: run it as root (scripts/test does in CI), or set FERRULE_SKIP_IMAGE_TEST=1 to skip it"
 command -v podman >/dev/null 2>&1 || fail "podman is not installed: run scripts/image (it installs podman and builds the image), or set FERRULE_SKIP_IMAGE_TEST=1 to skip this test"
 [ -n "${FERRULE_TEST_PG_ADMIN_URL:-}" ] || fail "FERRULE_TEST_PG_ADMIN_URL is not set: run this through scripts/test, which starts PostgreSQL"
