@@ -69,6 +69,14 @@ itest_import (harness_t *h, const char *id, const char *provider, const char *re
     int rc = -1;
     json_t *r = harness_ctl (h, &rc, "import", "--integration", id, "--provider", provider,
                              "--refresh-token", refresh_token, NULL);
+    /* a setup that fails on an import said nothing of why (it_crash, on a loaded machine); the
+       service's messages hold no token */
+    if (rc != 0) {
+        const json_t *e = json_object_get (r, "error");
+        fprintf (stderr, "itest: import of \"%s\" failed with exit status %d: %s: %s\n", id, rc, itest_code (r),
+                 json_string_value (json_object_get (e, "message")) ? json_string_value (json_object_get (e, "message"))
+                                                                    : "(no message)");
+    }
     json_decref (r);
     return rc;
 }
