@@ -444,6 +444,28 @@ test_oversized_frame_disconnects_only_that_client (void **state)
     json_decref (p);
 }
 
+/* A body over the 256 KiB limit but within ZeroMQ's 257 KiB is read and answered too_large, with
+ * no rid (it is not decoded), and the connection stays: docs/protocol.md, "Limits". */
+static void
+test_frame_just_over_the_body_limit_is_answered (void **state)
+{
+    void *s = dealer ();
+    size_t len = CODEC_MAX_BODY + 512;
+    char *big = calloc (1, len);
+    assert_non_null (big);
+    const void *data [] = { "", "FRL1", big };
+    size_t size [] = { 0, 4, len };
+    json_t *r = exchange (s, 3, data, size);
+    free (big);
+    assert_non_null (r);
+    assert_string_equal (itest_code (r), "too_large");
+    assert_null (json_object_get (r, "rid"));
+    json_decref (r);
+    /* the same socket still gets real answers */
+    expect_json_error (s, "{\"op\": \"status\", \"integration\": \"nobody\", \"rid\": \"r2\"}", "not_found");
+    zmq_close (s);
+}
+
 /* A client that does not read its answers fills its queue at the broker (FERRULE_ZMQ_HWM, here
  * 10, behind a small receive buffer): the answers past it are dropped, as the broker cannot wait
  * for one client, but counted and said. They were dropped with a debug line, and counted as
@@ -517,6 +539,7 @@ main (void)
         cmocka_unit_test (test_cached_token_requests),
         cmocka_unit_test (test_stale_entry_token_requests),
         cmocka_unit_test (test_oversized_frame_disconnects_only_that_client),
+        cmocka_unit_test (test_frame_just_over_the_body_limit_is_answered),
         cmocka_unit_test (test_answers_a_client_does_not_read_are_counted_when_dropped),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
