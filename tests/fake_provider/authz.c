@@ -462,6 +462,10 @@ fault_reply (const provider_t *provider, const fault_t *fault, const char *prese
         return reply_special (REPLY_HUGE);
     case FAULT_ERROR_200:       /* Slack's way to fail: success status, failure in the body */
         return reply_json_take (200, json_pack ("{s:b, s:s}", "ok", 0, "error", fault->error));
+    case FAULT_STATUS_ERROR:    /* HubSpot's way: the code in "status", no "error" field */
+        return reply_json_take ((unsigned) fault->status, json_pack ("{s:s, s:s, s:s}", "status", fault->error,
+                                                                     "message", "the fake provider's status_error fault",
+                                                                     "correlationId", "fake-correlation-id"));
     case FAULT_REASON_QUOTING: {    /* Zoom's "reason", quoting what was sent back */
         char reason [600];
         snprintf (reason, sizeof reason, "Invalid authorization code or token %.500s", presented ? presented : "");
