@@ -149,6 +149,7 @@ typedef struct {
     char id [IDENT_MAX + 1];
     char provider [CATALOG_MAX_NAME + 1];
     int64_t generation;
+    int never_expires;                   /* connect_never_expires: said in the message */
 } reject_wait_t;
 
 static void
@@ -167,8 +168,9 @@ reject_stored (void *arg, fr_status_t st, const store_row_t *row, const store_ex
     loads_invalidate (w, rw->id);        /* our own change is not notified to us */
     if (strcmp (row->status, "needs_reconnect") == 0) {
         snprintf (message, sizeof message, "the access token of integration \"%s\" was rejected by the API it was "
-                  "used with, and provider \"%s\" issued no refresh token to replace it (its tokens do not expire): access was revoked or "
-                  "ended at the provider", rw->id, rw->provider);
+                  "used with, and provider \"%s\" issued no refresh token to replace it%s: access was revoked or "
+                  "ended at the provider, and the integration must be connected again", rw->id, rw->provider,
+                  rw->never_expires ? " (its tokens do not expire)" : "");
         if (row->generation == rw->generation)
             log_warning (rw->id, job->rid, "%s; marked needs_reconnect", message);
         reply_error (w, job, FR_NEEDS_RECONNECT, message, "disconnect the integration and connect it again "
@@ -217,6 +219,7 @@ connect_reject_unrenewable (worker_t *w, const job_t *job, const cache_entry_t *
     snprintf (rw->id, sizeof rw->id, "%s", e->id);
     snprintf (rw->provider, sizeof rw->provider, "%s", e->provider ? e->provider : "");
     rw->generation = e->generation;
+    rw->never_expires = connect_never_expires (e->refresh_token_missing, e->lifetime_s);
     dbwait_add_for (w, reject_start, rw, &rw->job);
 }
 

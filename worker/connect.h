@@ -21,8 +21,9 @@ void connect_callback (worker_t *w, job_t *job, const msgpack_object *root);
  * lasting OAUTH_MAX_EXPIRES_IN) and issued no refresh token (GitHub OAuth Apps, Slack without
  * rotation, Notion). Only an API's rejection ends it. */
 int connect_never_expires (int refresh_token_missing, int64_t lifetime_s);
-/* A caller reports such a token rejected (token --reject): access was revoked at the provider,
- * and nothing can renew it. Marks the integration needs_reconnect and replies so. */
+/* A caller reports the access token of an integration without a refresh token rejected (token
+ * --reject), whether it does not expire or was to last a while yet: access was revoked or ended at
+ * the provider, and nothing can renew it. Marks the integration needs_reconnect and replies so. */
 void connect_reject_unrenewable (worker_t *w, const job_t *job, const cache_entry_t *e);
 /* Replies no_refresh_token for an entry whose access token is no longer good enough. */
 void connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry_t *e);

@@ -213,11 +213,11 @@ connect_command (char *buf, size_t len, const char *id, const char *provider, co
 /* The symptom, cause and steps of a code. ctx strings are used where the text names them.
  * at_connect: the code is how the last connect's callback failed, not a refresh's outcome.
  * requested: the scopes the integration's last connect asked for, NULL when not known.
- * never_expires: its tokens do not expire and it holds no refresh token (connect_never_expires). */
+ * no_refresh: it holds no refresh token; never_expires: nor do its tokens expire (connect_never_expires). */
 static void
 explain (diagnosis_t *d, const char *code, const char *id, const char *provider, const catalog_provider_t *p,
          const store_attempt_t *a, const chain_facts_t *cf, int at_connect, const char *requested,
-         int never_expires)
+         int no_refresh, int never_expires)
 {
     char cmd [600];
     const char *name = provider ? provider : "the provider";
@@ -296,15 +296,22 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         char stops [80] = "the old one stops working at once";
         if (p && p->reuse_grace_seconds > 0)
             snprintf (stops, sizeof stops, "the old one works only %d seconds more", p->reuse_grace_seconds);
-        if (never_expires && !(cf && cf->invalid_grant)) {
+        if (no_refresh && !(cf && cf->invalid_grant)) {
             /* no refresh token to refuse: a caller reported the access token rejected */
             snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect: an API "
                       "rejected its access token; callers see an unauthorized error.", id);
-            snprintf (d->cause, sizeof d->cause, "%s's access tokens do not expire and it issued no refresh token, "
-                      "so only the provider can end one, and it did: an API rejected the token (a caller reported "
-                      "it with token --reject). The user revoked the app's access in the provider's settings, or "
-                      "the provider ended the grant (an authorization again elsewhere, an app's access removed by "
-                      "an administrator).", name);
+            if (never_expires)
+                snprintf (d->cause, sizeof d->cause, "%s's access tokens do not expire and it issued no refresh "
+                          "token, so only the provider can end one, and it did: an API rejected the token (a caller "
+                          "reported it with token --reject). The user revoked the app's access in the provider's "
+                          "settings, or the provider ended the grant (an authorization again elsewhere, an app's "
+                          "access removed by an administrator).", name);
+            else
+                snprintf (d->cause, sizeof d->cause, "%s issued no refresh token when the integration was connected, "
+                          "and an API rejected its access token before it expired (a caller reported it with token "
+                          "--reject): the user revoked the app's access in the provider's settings, or the provider "
+                          "ended the grant (an authorization again elsewhere, an app's access removed by an "
+                          "administrator). Nothing can renew it, so it is no longer handed out.", name);
         }
         else
         if (grant_limit) {
@@ -684,7 +691,7 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const store_a
         code_of (a->outcome, code, sizeof code);
     else
         snprintf (code, sizeof code, "%s", a->used || a->expired ? "connect_incomplete" : "connect_pending");
-    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL, 0);
+    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL, 0, 0);
     add_fact (&d, "never connected: no tokens are stored");
     add_fact (&d, "last connect started at %s with redirect URI \"%s\"", at (a->created_at, t1, sizeof t1),
               a->redirect_uri);
@@ -807,7 +814,8 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
         verdict = "internal";
     else
         verdict = "healthy";
-    explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code, x.requested_scopes, never_expires);
+    explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code, x.requested_scopes,
+             x.refresh_token_missing, never_expires);
 
     /* the facts that led there */
     add_fact (&d, "status %s, generation %lld, provider \"%s\"", row.status, (long long) row.generation, row.provider);

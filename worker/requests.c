@@ -165,12 +165,10 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     if (reject) {
         int current = e->access_token && secret_equal (e->access_token, reject);
         mem_free_secret (&reject);
-        if ((current || (e->refresh && e->refresh_rejecting)) && e->refresh_token_missing && !e->refresh) {
-            /* a token that does not expire ends only this way: revoked at the provider */
-            if (current && connect_never_expires (e->refresh_token_missing, e->lifetime_s))
-                connect_reject_unrenewable (w, job, e);
-            else
-                connect_reply_no_refresh_token (w, job, e);
+        if (current && e->refresh_token_missing && !e->refresh) {
+            /* nothing can replace it, however long it was to last: access was revoked or ended at
+             * the provider, and the integration needs a new connect (never the same token again) */
+            connect_reject_unrenewable (w, job, e);
             goto out;
         }
         if (current || (e->refresh && e->refresh_rejecting)) {

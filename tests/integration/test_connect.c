@@ -745,6 +745,97 @@ test_no_refresh_token (void **state)
     json_decref (t3);
 }
 
+/* The user removes the app's access at the provider: an RFC 7009 revocation of token there (HTTP
+ * Basic), which ends its whole grant. */
+static void
+fake_revoke (const char *provider, const char *token)
+{
+    char url [256], body [1024];
+    long status = 0;
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/revoke", harness_port (h), provider);
+    assert_true (strlen (token) < 512);
+    snprintf (body, sizeof body, "token=%s&token_type_hint=access_token", token);
+    CURL *curl = curl_easy_init ();
+    assert_non_null (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_USERPWD, "ferrule-test-client:ferrule-test-secret");
+    curl_easy_setopt (curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, collect);
+    char *answer = NULL;
+    curl_easy_setopt (curl, CURLOPT_WRITEDATA, &answer);
+    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup (curl);
+    free (answer);
+    assert_int_equal (status, 200);
+}
+
+/* A connect that got no refresh token (the access token lasts an hour), whose access the user then
+ * removes at the provider: a caller's API call is refused, and it reports the token (token
+ * --reject). The answer was no_refresh_token, "expires at ..., sooner than asked", the integration
+ * stayed active, and the next token request handed out the rejected token again (exit 0). It is
+ * the guide's dead-token case: access was revoked, and only a new connect helps. */
+static void
+test_rejected_token_without_refresh_token (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    char *location = start_flow ("revoked:google", "fakegoogle", NULL, NULL);
+    json_t *r = callback (location, &rc);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "no_refresh_token");
+    assert_string_equal (istr (r, "status"), "active");
+    assert_int_equal (sqlf ("SELECT access_lifetime_s FROM integrations WHERE id = 'revoked:google'"), 3600);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "revoked:google", NULL);
+    assert_int_equal (rc, 0);
+    const char *token = json_string_value (json_object_get (t, "access_token"));
+    assert_non_null (token);
+    fake_revoke ("fakegoogle", token);
+    char *scopes = itest_token_scopes (h, "fakegoogle", token);
+    assert_null (scopes);                /* the API refuses it now, as the caller saw */
+    long long refreshes = itest_stat (h, "fakegoogle", "refresh_calls");
+
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "revoked:google", "--reject", token, NULL);
+    if (strcmp (itest_code (t2), "needs_reconnect") != 0)
+        fail_msg ("a rejected token without a refresh token: %s \"%s\" (exit %d)", itest_code (t2),
+                  error_field (t2, "message"), rc);
+    assert_int_equal (rc, 4);
+    const char *message = error_field (t2, "message");
+    assert_non_null (strstr (message, "rejected"));
+    assert_non_null (strstr (message, "connected again"));
+    assert_null (strstr (message, "sooner than asked"));
+    assert_non_null (strstr (error_field (t2, "hint"), "disconnect the integration and connect it again"));
+    assert_null (strstr (error_field (t2, "hint"), GOOGLE_HINT));
+
+    /* the rejected token is handed out no more, by any worker */
+    for (int i = 0; i < 2; i++) {
+        json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "revoked:google", NULL);
+        assert_int_equal (rc, 4);
+        assert_string_equal (itest_code (t3), "needs_reconnect");
+        assert_null (json_object_get (t3, "access_token"));
+        json_decref (t3);
+    }
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'revoked:google'"
+                            " AND status = 'needs_reconnect' AND last_error_code = 'needs_reconnect'"), 1);
+    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), refreshes);
+    /* doctor: the rejection, not a refresh token the provider refused (there was none) */
+    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", "revoked:google", NULL);
+    assert_int_equal (rc, 0);
+    const json_t *dg = json_object_get (d, "diagnosis");
+    assert_string_equal (json_string_value (json_object_get (dg, "code")), "needs_reconnect");
+    const char *cause = json_string_value (json_object_get (dg, "cause"));
+    if (!strstr (cause, "rejected") || strstr (cause, "no longer accepts the stored refresh token"))
+        fail_msg ("doctor after a rejected token without a refresh token: %s", cause);
+    free (location);
+    json_decref (r);
+    json_decref (t);
+    json_decref (t2);
+    json_decref (d);
+}
+
 static void
 test_scopes_reduced_and_required (void **state)
 {
@@ -1937,6 +2028,7 @@ main (void)
         cmocka_unit_test (test_invalid_scope),
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_token_without_expiry),
+        cmocka_unit_test (test_rejected_token_without_refresh_token),
         cmocka_unit_test (test_scopes_reduced_and_required),
         cmocka_unit_test (test_report_scope),
         cmocka_unit_test (test_reconnect_over_needs_reconnect),
