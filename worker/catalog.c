@@ -599,8 +599,11 @@ provider_load (ctx_t *ctx, const char *name, json_t *entry, catalog_provider_t *
     ||  get_params (ctx, entry, "refresh_params", reserved_token_params,
                     &p->refresh_params, &p->refresh_param_count) < 0)
         return -1;
+    /* errors_with_200 is read and ignored: an answer's "error" (or "ok": false) is an error whatever
+     * its status, at every provider, so the flag had nothing to decide; files that set it still load */
+    int ignored = 0;
     if (get_bool (ctx, entry, "pkce", 0, &p->pkce) < 0
-    ||  get_bool (ctx, entry, "errors_with_200", 0, &p->errors_with_200) < 0
+    ||  get_bool (ctx, entry, "errors_with_200", 0, &ignored) < 0
     ||  get_int (ctx, entry, "reuse_grace_seconds", 0, 86400, 0, &p->reuse_grace_seconds) < 0
     ||  get_int (ctx, entry, "refresh_token_idle_days", 0, 3650, 0,
                  &p->refresh_token_idle_days) < 0

@@ -60,7 +60,6 @@ typedef struct {
     int refresh_token_idle_days;        /* provider expires an unused refresh token; 0 none known */
     int grant_max_days;                 /* provider ends a grant this long after consent (Google's OAuth
                                            apps in testing mode: 7); 0 none. events.c forecasts it */
-    int errors_with_200;                /* errors may come with HTTP 200 (Slack's "ok": false) */
     char **invalid_grant_codes;         /* error codes besides invalid_grant meaning a dead token */
     size_t invalid_grant_code_count;
     char *client_id;                    /* NULL when not configured */

@@ -34,6 +34,27 @@ setup (void **state)
      * machine under AddressSanitizer: the default's 0.5 to 1 s did not, once, and 1.5 s was a
      * margin of 3 over what two runs took on an idle one */
     harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "6000");
+    /* fakeapp: an entry of the operator's own (fakebox's settings at its own fake provider) that
+     * lists no invalid_grant_codes, as a second Slack or GitHub app would (test_dead_token_codes) */
+    json_error_t jerr;
+    json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
+    if (!root)
+        return -1;
+    json_t *app = json_deep_copy (json_object_get (root, "fakebox"));
+    char url [256], path [1024];
+    static const char *const ends [] = { "authorization_url", "authorize", "token_url", "token", "revocation_url",
+                                         "revoke" };
+    for (int i = 0; i < 6; i += 2) {
+        snprintf (url, sizeof url, "http://127.0.0.1:%d/fakeapp/%s", harness_port (h), ends [i + 1]);
+        json_object_set_new (app, ends [i], json_string (url));
+    }
+    json_object_set_new (root, "fakeapp", app);
+    snprintf (path, sizeof path, "%s/providers-failures.json", harness_workdir (h));
+    int written = json_dump_file (root, path, JSON_INDENT (2));
+    json_decref (root);
+    if (written != 0)
+        return -1;
+    harness_set_env (h, "FERRULE_PROVIDERS_FILE", path);
     if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
         return -1;
     return 0;
@@ -357,6 +378,56 @@ test_failure_before_the_call_backs_off (void **state)
         fail_msg ("20 token requests wrote %lld chain rows of the failure; a backoff keeps it to a few", rows);
 }
 
+/* Dead refresh tokens as providers spell them beyond RFC 6749: Slack's invalid_refresh_token
+ * (HTTP 200, "ok": false), GitHub's bad_refresh_token (HTTP 200), HubSpot's BAD_REFRESH_TOKEN (400,
+ * in "status"). They counted only for an entry that listed them in invalid_grant_codes, so at an
+ * entry of the operator's own (a second Slack app) the answer was "configuration": the integration
+ * stayed active, the provider was called again after each backoff, and doctor said configuration. */
+static void
+test_dead_token_codes (void **state)
+{
+    static const struct {
+        const char *id, *kind, *error;
+        int status;
+    } cases [] = {
+        { "slack2:app", "error_200", "invalid_refresh_token", -1 },
+        { "github2:app", "error_200", "bad_refresh_token", -1 },
+        { "hubspot2:app", "status_error", "BAD_REFRESH_TOKEN", 400 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        int rc;
+        char *rt = itest_grant (h, "fakeapp", NULL);
+        assert_int_equal (itest_import (h, cases [i].id, "fakeapp", rt), 0);
+        free (rt);
+        json_t *f = json_pack ("{s:s, s:s, s:s}", "provider", "fakeapp", "kind", cases [i].kind, "error",
+                               cases [i].error);
+        if (cases [i].status >= 0)
+            json_object_set_new (f, "status", json_integer (cases [i].status));
+        json_decref (harness_fake (h, "POST", "/admin/faults", f));
+        json_decref (f);
+        long long calls = itest_stat (h, "fakeapp", "refresh_calls");
+        json_t *t = harness_ctl (h, &rc, "refresh", "--integration", cases [i].id, NULL);
+        if (strcmp (itest_code (t), "needs_reconnect") != 0 || rc != 4)
+            fail_msg ("%s answered to a refresh: \"%s\" (exit %d), not needs_reconnect (exit 4)", cases [i].error,
+                      itest_code (t), rc);
+        json_decref (t);
+        json_t *s;
+        assert_string_equal (status_of (cases [i].id, &s), "needs_reconnect");
+        json_decref (s);
+        /* no further provider call */
+        t = token (cases [i].id, &rc);
+        assert_int_equal (rc, 4);
+        assert_string_equal (itest_code (t), "needs_reconnect");
+        json_decref (t);
+        assert_int_equal (itest_stat (h, "fakeapp", "refresh_calls"), calls + 1);
+        json_t *d = harness_ctl (h, &rc, "doctor", "--integration", cases [i].id, NULL);
+        assert_int_equal (rc, 0);
+        assert_string_equal (json_string_value (json_object_get (json_object_get (d, "diagnosis"), "code")),
+                             "needs_reconnect");
+        json_decref (d);
+    }
+}
+
 static void
 test_not_found_and_bad_input (void **state)
 {
@@ -515,6 +586,7 @@ main (void)
         cmocka_unit_test (test_refresh_token_beside_an_unusable_access_token_is_kept),
         cmocka_unit_test (test_refused_client_backs_off),
         cmocka_unit_test (test_failure_before_the_call_backs_off),
+        cmocka_unit_test (test_dead_token_codes),
         cmocka_unit_test (test_not_found_and_bad_input),
         cmocka_unit_test (test_slow_provider_does_not_stall_others),
         cmocka_unit_test (test_a_slow_provider_past_the_deadline_is_named),

@@ -112,7 +112,7 @@ test_builtin_json_fields (void **state)
         "authorization_url", "token_url", "auth_method", "scope_separator", "default_scopes",
         "refresh_token_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
         "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days",
-        "errors_with_200", "invalid_grant_codes", "access_token_lifetime_hint", "api_base_field",
+        "invalid_grant_codes", "access_token_lifetime_hint", "api_base_field",
         "docs_url", "notes", NULL
     };
     size_t len = 0;
@@ -174,7 +174,6 @@ test_builtin_provider_facts (void **state)
     assert_int_equal (p->grant_max_days, 365);          /* 365 days in all, however used */
 
     p = catalog_find (c, "slack");
-    assert_true (p->errors_with_200);
     assert_string_equal (p->scope_separator, ",");
     assert_string_equal (p->token_url, "https://slack.com/api/oauth.v2.access");
     assert_true (has_string (p->invalid_grant_codes, p->invalid_grant_code_count, "invalid_refresh_token"));
@@ -352,6 +351,13 @@ test_validation (void **state)
     expect_invalid ("{\"Bad Name\": {\"authorization_url\": \"https://a.test/a\", \"token_url\": \"https://a.test/t\", "
                     "\"auth_method\": \"client_secret_post\"}}", "provider \"Bad Name\"", "name");
     expect_invalid ("{\"box\": {}, \"box\": {}}", "not valid JSON", "line 1");
+    /* errors_with_200 no longer decides anything, but a file that sets it still loads */
+    expect_invalid ("{\"box\": {\"errors_with_200\": \"yes\"}}", "provider \"box\"", "errors_with_200");
+    char err [512];
+    catalog_t *c = load ("{\"slack\": {\"errors_with_200\": true}}", err, sizeof err);
+    if (!c)
+        fail_msg ("an override setting errors_with_200: %s", err);
+    catalog_destroy (&c);
 }
 
 /* api_base_field: Salesforce's built in, none for the others, an override sets or removes it, and a

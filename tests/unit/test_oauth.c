@@ -680,9 +680,17 @@ test_errors_with_200_and_clients (void **state)
     assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
     oauth_result_clear (&r);
 
-    /* bad_refresh_token means nothing special to a provider that does not list it */
+    /* a dead refresh token in any provider's spelling, also at an entry that does not list it (an
+     * operator's entry for a second Slack, GitHub or HubSpot app) */
     parse ("google", 400, NULL, "{\"error\":\"bad_refresh_token\"}", &r);
-    assert_int_equal (r.kind, OAUTH_REJECTED);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    oauth_result_clear (&r);
+    parse ("box", 200, NULL, "{\"ok\":false,\"error\":\"invalid_refresh_token\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    oauth_result_clear (&r);
+    parse ("box", 400, NULL, "{\"status\":\"BAD_REFRESH_TOKEN\",\"message\":\"missing or unknown refresh token\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_NEEDS_RECONNECT);
     oauth_result_clear (&r);
 
     parse ("hubspot", 400, NULL,
