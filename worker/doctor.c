@@ -90,6 +90,17 @@ add_step (diagnosis_t *d, const char *fmt, ...)
     va_end (ap);
 }
 
+/* A step put before the others: what the user met last comes first. */
+static void
+first_step (diagnosis_t *d, const char *text)
+{
+    if (d->nsteps == MAX_STEPS)
+        d->nsteps--;
+    memmove (d->step [1], d->step [0], (size_t) d->nsteps * sizeof d->step [0]);
+    snprintf (d->step [0], sizeof d->step [0], "%s", text);
+    d->nsteps++;
+}
+
 static const char *
 at (int64_t epoch, char *buf, size_t len)
 {
@@ -776,6 +787,12 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     int failed_reconnect = cf.connect_failed && strcmp (row.status, "active") == 0
                            && (!cf.refreshed || cf.connect_failed < cf.refreshed);
 
+    /* the newest connect came to nothing and is not older than what the integration holds: its
+     * user never came back from the provider, which is where a redirect URI the provider's app does
+     * not list stops a connect (its own error page, no redirect); whatever the verdict, connecting
+     * again the same way would stop there again */
+    int never_back = a->found && !a->outcome && !a->used && (!cf.origin || a->created_at >= cf.origin->at);
+
     /* from the most specific to healthy */
     const char *verdict;
     if (strcmp (row.status, "disconnected") == 0 && !failed_since_disconnect)
@@ -878,6 +895,15 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
     if (cf.connect_failed)
         add_fact (&d, "the last connect attempt failed at %s: %s", at (cf.connect_failed->at, t1, sizeof t1),
                   cf.connect_failed->detail ? cf.connect_failed->detail : "");
+    if (never_back) {
+        add_fact (&d, "a connect started at %s with redirect URI \"%.120s%s\" %s at %s): the user is still at the "
+                  "provider's consent screen, left it, or was stopped by its error page (redirect_uri_mismatch)",
+                  at (a->created_at, t1, sizeof t1), a->redirect_uri ? a->redirect_uri : "",
+                  a->redirect_uri && strlen (a->redirect_uri) > 120 ? "..." : "",
+                  a->expired ? "never came back (it expired" : "has not come back (it expires",
+                  at (a->expires_at, t2, sizeof t2));
+        first_step (&d, MISMATCH_STEP);
+    }
     if (failed_reconnect && verdict == failed_code)
         add_fact (&d, "the failed connect changed nothing stored: the integration keeps the tokens of its earlier "
                   "connect, and token requests still get them");

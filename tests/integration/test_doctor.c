@@ -690,6 +690,62 @@ test_not_connected (void **state)
     json_decref (d);
 }
 
+/* A connect of id with a redirect URI the provider's app does not list: the provider shows its own
+ * error page (400, no redirect), so nothing comes back to the service. */
+static void
+connect_stopped_at_the_providers_page (const char *id)
+{
+    int rc;
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", id, "--provider", "fakebox", "--redirect-uri",
+                             "http://127.0.0.1/not-registered", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (itest_http_get (json_string_value (json_object_get (c, "authorization_url")), NULL), 400);
+    json_decref (c);
+}
+
+/* The guide's fix for a dead token is to connect again. When that connect's redirect URI is not
+ * registered, the provider stops it at its own redirect_uri_mismatch page and nothing comes back:
+ * doctor read that unfinished attempt and ignored it for an integration that needs a reconnect or
+ * was disconnected, and said "disconnect and connect again", the same loop. */
+static void
+test_reconnect_stopped_at_the_providers_page (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("loop:box", "fakebox"), 0);
+    json_decref (refused_then_diagnosed ("loop:box"));
+    connect_stopped_at_the_providers_page ("loop:box");
+    json_t *d = doctor ("loop:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "loop:box");
+    if (!dlist_has (d, "facts", "has not come back") || !dlist_has (d, "what_to_do", "redirect_uri_mismatch"))
+        fail_msg ("a reconnect stopped at the provider's error page: doctor says %s, first step \"%s\"",
+                  dstr (d, "code"),
+                  json_string_value (json_array_get (json_object_get (json_object_get (d, "diagnosis"), "what_to_do"), 0)));
+    assert_true (dlist_has (d, "facts", "http://127.0.0.1/not-registered"));
+    assert_true (dlist_has (d, "what_to_do", "contact support"));
+    json_decref (d);
+
+    /* and once it is disconnected, the next such connect too */
+    json_decref (harness_ctl (h, &rc, "disconnect", "--integration", "loop:box", NULL));
+    assert_int_equal (rc, 0);
+    connect_stopped_at_the_providers_page ("loop:box");
+    d = doctor ("loop:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "disconnected", "loop:box");
+    assert_true (dlist_has (d, "facts", "has not come back"));
+    assert_true (dlist_has (d, "what_to_do", "redirect_uri_mismatch"));
+    json_decref (d);
+
+    /* a connect that came back is no such fact */
+    assert_int_equal (connect_flow ("loop:box", "fakebox"), 0);
+    d = doctor ("loop:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "healthy", "loop:box");
+    assert_false (dlist_has (d, "facts", "come back"));
+    assert_false (dlist_has (d, "what_to_do", "redirect_uri_mismatch"));
+    json_decref (d);
+}
+
 /* Every token request fails before the provider is called: the stored refresh token does not
  * open (a damaged value; a key missing from the workers' keys fails alike). The chain records
  * the failure ("error"), and doctor said "healthy ... its last refresh attempt (if any)
@@ -769,6 +825,7 @@ main (void)
         cmocka_unit_test (test_invalid_token_is_no_scope_report),
         cmocka_unit_test (test_failed_reconnect_while_active),
         cmocka_unit_test (test_not_connected),
+        cmocka_unit_test (test_reconnect_stopped_at_the_providers_page),
         cmocka_unit_test (test_failed_code_exchange),
         cmocka_unit_test (test_bad_code_exchange_answer_says_start_again),
         cmocka_unit_test (test_stored_token_does_not_open),
