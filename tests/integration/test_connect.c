@@ -199,6 +199,13 @@ write_providers (void)
     snprintf (url, sizeof url, "http://127.0.0.1:%d/microsoft/token", harness_port (h));
     json_object_set_new (ms, "token_url", json_string (url));
     json_object_set_new (root, "microsoft", ms);
+    /* the built-in hubspot entry (its invalid_grant_codes) at the fake provider */
+    json_t *hub = json_object ();
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/hubspot/authorize", harness_port (h));
+    json_object_set_new (hub, "authorization_url", json_string (url));
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/hubspot/token", harness_port (h));
+    json_object_set_new (hub, "token_url", json_string (url));
+    json_object_set_new (root, "hubspot", hub);
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-connect.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -222,6 +229,8 @@ setup (void **state)
     harness_set_env (h, "FERRULE_ATLASSIAN_CLIENT_SECRET", "test-atlassian-secret");
     harness_set_env (h, "FERRULE_MICROSOFT_CLIENT_ID", "ferrule-test-client");
     harness_set_env (h, "FERRULE_MICROSOFT_CLIENT_SECRET", "ferrule-test-secret");
+    harness_set_env (h, "FERRULE_HUBSPOT_CLIENT_ID", "ferrule-test-client");
+    harness_set_env (h, "FERRULE_HUBSPOT_CLIENT_SECRET", "ferrule-test-secret");
     harness_set_env (h, "FERRULE_DROPBOX_CLIENT_ID", NULL);
     harness_set_env (h, "FERRULE_DROPBOX_CLIENT_SECRET", NULL);
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the revocations' counts are in /metrics */
@@ -477,6 +486,33 @@ test_code_expired_or_used (void **state)
     json_decref (ok);
     json_decref (u);
     json_decref (reqs);
+}
+
+/* HubSpot answers a code it does not take (used, or expired) with 400 and BAD_AUTH_CODE or
+ * EXPIRED_AUTH_CODE in its "status" field: the guide's "invalid grant while connecting", where the
+ * user starts again. It was an unknown OAuth error, "configuration" (exit 6): the operator's. */
+static void
+test_hubspot_code_refused (void **state)
+{
+    static const char *const codes [] = { "BAD_AUTH_CODE", "EXPIRED_AUTH_CODE" };
+    for (size_t i = 0; i < sizeof codes / sizeof codes [0]; i++) {
+        int rc;
+        char id [64];
+        snprintf (id, sizeof id, "code%zu:hubspot", i);
+        char *location = start_flow (id, "hubspot", NULL, NULL);
+        json_t *f = json_pack ("{s:s, s:s, s:s, s:i}", "provider", "hubspot", "kind", "status_error", "error", codes [i],
+                               "status", 400);
+        json_decref (harness_fake (h, "POST", "/admin/faults", f));
+        json_decref (f);
+        json_t *r = callback (location, &rc);
+        if (strcmp (itest_code (r), "code_expired_or_used") != 0 || rc != 4)
+            fail_msg ("HubSpot's %s at the code exchange: \"%s\" (exit %d), not code_expired_or_used (exit 4)",
+                      codes [i], itest_code (r), rc);
+        assert_non_null (strstr (error_field (r, "message"), codes [i]));
+        assert_non_null (strstr (error_field (r, "hint"), "start again from Connect"));
+        free (location);
+        json_decref (r);
+    }
 }
 
 static void
@@ -2021,6 +2057,7 @@ main (void)
         cmocka_unit_test (test_redirect_uri_mismatch_long_uri),
         cmocka_unit_test (test_expired_state),
         cmocka_unit_test (test_code_expired_or_used),
+        cmocka_unit_test (test_hubspot_code_refused),
         cmocka_unit_test (test_access_denied),
         cmocka_unit_test (test_sign_in_required_is_the_users),
         cmocka_unit_test (test_redirect_uri_mismatch),

@@ -218,6 +218,8 @@ test_builtin_provider_facts (void **state)
     p = catalog_find (c, "hubspot");
     assert_int_equal (p->refresh_token_rotation, CATALOG_ROTATION_REUSABLE);
     assert_true (has_string (p->invalid_grant_codes, p->invalid_grant_code_count, "BAD_REFRESH_TOKEN"));
+    assert_true (has_string (p->invalid_grant_codes, p->invalid_grant_code_count, "BAD_AUTH_CODE"));
+    assert_true (has_string (p->invalid_grant_codes, p->invalid_grant_code_count, "EXPIRED_AUTH_CODE"));
 
     p = catalog_find (c, "github");
     assert_true (has_string (p->invalid_grant_codes, p->invalid_grant_code_count, "bad_refresh_token"));

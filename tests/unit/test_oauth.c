@@ -700,6 +700,11 @@ test_errors_with_200_and_clients (void **state)
     assert_string_equal (r.error, "BAD_REFRESH_TOKEN");
     assert_string_equal (r.error_description, "missing or unknown refresh token");
     oauth_result_clear (&r);
+    /* a code HubSpot does not take, at the code exchange: the user starts again */
+    parse ("hubspot", 400, NULL, "{\"status\":\"BAD_AUTH_CODE\",\"message\":\"missing or unknown auth code\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_int_equal (oauth_kind_status (r.kind, 1), FR_CODE_EXPIRED_OR_USED);
+    oauth_result_clear (&r);
 
     parse ("box", 401, NULL, "{\"error\":\"invalid_client\",\"error_description\":\"The client credentials are invalid\"}", &r);
     assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
