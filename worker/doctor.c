@@ -300,8 +300,11 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         snprintf (d->symptom, sizeof d->symptom, "Token requests for \"%s\" fail with needs_reconnect after it had "
                   "worked for a while; callers see an unauthorized or token refresh error.", id);
         /* issue 12: a grant that died about as long after its consent as the provider allows a
-         * testing-mode app (Google: 7 days; the catalog's grant_max_days) */
-        int64_t limit_days = p && p->grant_max_days ? p->grant_max_days : catalog_is_google (p) ? 7 : 0;
+         * testing-mode app (Google: 7 days; the catalog's grant_max_days). Only an entry that sets
+         * grant_max_days says its grants end so; for another Google entry it is one cause among
+         * others (a user's removal of the app's access looks the same) */
+        int stated = p && p->grant_max_days > 0;
+        int64_t limit_days = stated ? p->grant_max_days : catalog_is_google (p) ? 7 : 0;
         int64_t lived_s = cf && cf->origin && cf->invalid_grant ? cf->invalid_grant->at - cf->origin->at : -1;
         int grant_limit = limit_days > 0 && lived_s >= limit_days * 86400 - 43200 && lived_s <= limit_days * 86400 + 129600;
         char stops [80] = "the old one stops working at once";
@@ -327,6 +330,15 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         else
         if (grant_limit) {
             char buf [40];
+            if (!stated)
+                snprintf (d->cause, sizeof d->cause, "The grant stopped working %.1f days after it was connected. That "
+                          "fits the %lld-day limit Google puts on refresh tokens of an OAuth app whose consent screen "
+                          "is in Testing (every such grant dies about %lld days after consent, however often it is "
+                          "used), but the user may as well have removed the app's access, or the account authorized "
+                          "the app again elsewhere: the provider entry does not say the app is in Testing "
+                          "(grant_max_days).", (double) lived_s / 86400.0, (long long) limit_days,
+                          (long long) limit_days);
+            else
             if (catalog_is_google (p))
                 snprintf (d->cause, sizeof d->cause, "The grant stopped working %.1f days after it was connected, which "
                           "is the %lld-day limit %s puts on refresh tokens of an OAuth app whose consent screen is in "
@@ -386,6 +398,16 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         if (idle)
             add_step (d, "Operators: if integrations of %s keep dying this way, check that the sweep runs and owns every "
                       "partition, and watch the \"expiring\" events, which warn at 80 %% of the idle limit", name);
+        if (grant_limit && !stated) {
+            add_step (d, "Publish the OAuth app if its consent screen is in Testing (Google Cloud console, OAuth consent "
+                      "screen: \"Publish app\"), so that its grants stop ending after %lld days; while it stays in "
+                      "Testing, set \"grant_max_days\": %lld in the provider entry, and the \"expiring\" event warns "
+                      "ahead of it", (long long) limit_days, (long long) limit_days);
+            add_step (d, "If the app is published, the user removed its access or authorized it again elsewhere "
+                      "(https://myaccount.google.com/permissions lists the apps that have access): connecting again "
+                      "is all it takes");
+        }
+        else
         if (grant_limit && catalog_is_google (p))
             add_step (d, "Publish the OAuth app (Google Cloud console, OAuth consent screen: \"Publish app\") so that its "
                       "grants stop expiring; until then every user must connect again every %lld days (the "

@@ -345,6 +345,38 @@ test_needs_reconnect_idle (void **state)
     json_decref (d);
 }
 
+/* A Google grant refused 7 days after it was connected, at an entry that does not say its app is in
+ * Testing (no grant_max_days): the 7-day limit of such an app is one cause, and the user's removal
+ * of the app's access (the guide's first case) another. doctor declared the first as fact, with
+ * "Publish the app" as the one step beyond reconnecting. */
+static void
+test_google_grant_refused_after_a_week (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("week:google", "fakegoogle"), 0);
+    assert_int_equal (harness_sql (h, "ALTER TABLE token_chain DISABLE TRIGGER token_chain_no_update;"
+                                      " UPDATE token_chain SET at = at - interval '7 days' WHERE integration_id = 'week:google';"
+                                      " ALTER TABLE token_chain ENABLE TRIGGER token_chain_no_update"), 0);
+    itest_expire (h, "week:google");
+    usleep (200000);
+    itest_fault (h, "fakegoogle", "invalid_grant", 1, -1, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "week:google", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t), "needs_reconnect");
+    json_decref (t);
+    json_t *d = doctor ("week:google", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "needs_reconnect", "week:google");
+    const char *cause = dstr (d, "cause");
+    if (!strstr (cause, "Testing") || !strstr (cause, "removed the app's access"))
+        fail_msg ("a Google grant refused after 7 days: doctor names one cause only: %s", cause);
+    assert_true (dlist_has (d, "what_to_do", "Publish the OAuth app"));
+    assert_true (dlist_has (d, "what_to_do", GOOGLE_HINT));
+    assert_true (dlist_has (d, "what_to_do", "ferrulectl disconnect --integration week:google"));
+    assert_true (dlist_has (d, "facts", "refused (invalid_grant) 7.0 days later"));
+    json_decref (d);
+}
+
 static void
 test_needs_reconnect_revoked (void **state)
 {
@@ -815,6 +847,7 @@ main (void)
         cmocka_unit_test (test_needs_reconnect_revoked_after_rotations),
         cmocka_unit_test (test_needs_reconnect_reuse_detected),
         cmocka_unit_test (test_needs_reconnect_idle),
+        cmocka_unit_test (test_google_grant_refused_after_a_week),
         cmocka_unit_test (test_needs_reconnect_revoked),
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_provider_unavailable),
