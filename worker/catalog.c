@@ -949,6 +949,18 @@ catalog_is_google (const catalog_provider_t *p)
 }
 
 const char *
+catalog_offline_param_missing (const catalog_provider_t *p)
+{
+    if (!catalog_is_google (p))
+        return NULL;
+    for (size_t i = 0; i < p->authorization_param_count; i++)
+        if (strcmp (p->authorization_params [i].name, "access_type") == 0
+        &&  strcmp (p->authorization_params [i].value, "offline") == 0)
+            return NULL;
+    return "access_type=offline";
+}
+
+const char *
 catalog_refresh_scope_missing (const catalog_provider_t *p, const char *scopes)
 {
     for (size_t i = 0; p && i < p->refresh_token_scope_count; i++)

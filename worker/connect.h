@@ -27,7 +27,8 @@ int connect_never_expires (int refresh_token_missing, int64_t lifetime_s);
 void connect_reject_unrenewable (worker_t *w, const job_t *job, const cache_entry_t *e);
 /* Replies no_refresh_token for an entry whose access token is no longer good enough. */
 void connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry_t *e);
-/* A hint for no_refresh_token: Google's permissions page for Google (catalog_is_google), else from
+/* A hint for no_refresh_token: the operator's for an entry that does not ask for offline access
+ * (catalog_offline_param_missing), Google's permissions page for Google (catalog_is_google), else from
  * what the connect asked for (requested, separated by spaces; NULL when not known) against the
  * scopes the provider needs to issue a refresh token. */
 const char *connect_no_refresh_token_hint (const catalog_provider_t *p, const char *requested, char *buf,

@@ -429,6 +429,20 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         snprintf (d->symptom, sizeof d->symptom, "\"%s\" worked right after connecting, then its token requests "
                   "failed with no_refresh_token once the first access token expired (about an hour for Google); "
                   "reconnecting helps only until the next expiry.", id);
+        if (catalog_offline_param_missing (p)) {
+            const char *param = catalog_offline_param_missing (p);
+            snprintf (d->cause, sizeof d->cause, "%s returned no refresh token when the integration was connected, "
+                      "because the provider entry does not ask for offline access: its authorization_params lack %s, "
+                      "without which no refresh token is issued whatever the user approves. A providers file's "
+                      "authorization_params replace the built-in ones whole, so an override that adds a parameter "
+                      "of its own drops the ones it does not repeat.", name, param);
+            add_step (d, "Operators: add %s (and prompt=consent) to the authorization_params of provider "
+                      "\"%s\" in the providers file, beside the parameters of your own, and restart the workers",
+                      param, name);
+            add_step (d, "Then connect again: %s", cmd);
+            add_step (d, "Check the result: ferrulectl doctor --integration %s should say healthy", id);
+        }
+        else
         if (catalog_is_google (p)) {
             snprintf (d->cause, sizeof d->cause, "Google returned no refresh token when the integration was "
                       "connected. Google issues one only for offline access, and for an account that had already "

@@ -169,6 +169,8 @@ write_providers (void)
     json_object_set_new (json_object_get (root, "fakegoogle"), "notes",
                          json_string ("Like Google: a refresh token only on a full consent screen; the user revokes "
                                       "the app at " GOOGLE_HINT ", then connects again."));
+    json_object_set_new (json_object_get (root, "fakegoogle"), "authorization_params",
+                         json_pack ("{s:s, s:s}", "access_type", "offline", "prompt", "consent"));
     json_t *bad = json_deep_copy (json_object_get (root, "fakebox"));
     json_t *plain = json_deep_copy (json_object_get (root, "fakebox"));
     json_t *rot = json_deep_copy (json_object_get (root, "fakebox"));

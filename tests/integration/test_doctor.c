@@ -116,6 +116,21 @@ setup (void **state)
      * which doctor once knew Google by (test_no_refresh_token still expects Google's steps) */
     json_object_set_new (json_object_get (root, "fakegoogle"), "family", json_string ("google"));
     json_object_set_new (json_object_get (root, "fakegoogle"), "notes", json_string ("Like Google."));
+    /* and Google's authorization parameters, which ask for offline access */
+    json_object_set_new (json_object_get (root, "fakegoogle"), "authorization_params",
+                         json_pack ("{s:s, s:s}", "access_type", "offline", "prompt", "consent"));
+    /* fakegoogle2: a Google entry whose authorization_params were replaced by an override that
+     * wanted a parameter of its own, and so lack access_type=offline (test_no_refresh_token_not_asked) */
+    json_t *g2 = json_deep_copy (json_object_get (root, "fakegoogle"));
+    char url [256];
+    static const char *const ends [] = { "authorization_url", "authorize", "token_url", "token", "revocation_url",
+                                         "revoke" };
+    for (int i = 0; i < 6; i += 2) {
+        snprintf (url, sizeof url, "http://127.0.0.1:%d/fakegoogle2/%s", harness_port (h), ends [i + 1]);
+        json_object_set_new (g2, ends [i], json_string (url));
+    }
+    json_object_set_new (g2, "authorization_params", json_pack ("{s:s}", "hd", "example.com"));
+    json_object_set_new (root, "fakegoogle2", g2);
     /* as Box's: a refresh token unused for 60 days is dropped (test_needs_reconnect_idle) */
     json_object_set_new (json_object_get (root, "fakebox"), "refresh_token_idle_days", json_integer (60));
     /* fakebox asked, at each refresh, for a scope its grants never hold (test_refresh_refused_a_scope) */
@@ -411,6 +426,49 @@ test_no_refresh_token (void **state)
     assert_non_null (strstr (dstr (d, "cause"), "prompt=consent"));
     assert_true (dlist_has (d, "what_to_do", GOOGLE_HINT));
     assert_true (dlist_has (d, "facts", "connected without a refresh token"));
+    json_decref (d);
+}
+
+/* A Google entry that does not ask for offline access (its authorization_params lack
+ * access_type=offline: an override replaces them whole, so adding "hd" drops Google's): Google
+ * never issues a refresh token, and the callback, the token requests and doctor told the user to
+ * remove the app's access at Google and connect again, which cannot help. The entry is the
+ * operator's to fix. */
+static void
+test_no_refresh_token_not_asked (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakegoogle2", json_pack ("{s:b}", "issue_refresh_token", 0));
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "notasked:google", "--provider", "fakegoogle2",
+                             "--redirect-uri", REDIRECT, NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", location, NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "no_refresh_token");
+    const char *hint = json_string_value (json_object_get (json_object_get (r, "error"), "hint"));
+    assert_non_null (hint);
+    if (!strstr (hint, "access_type=offline") || strstr (hint, GOOGLE_HINT))
+        fail_msg ("a Google entry without access_type=offline: the callback's hint is \"%s\"", hint);
+    /* the token requests once the access token is spent say the same */
+    itest_expire (h, "notasked:google");
+    usleep (200000);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "notasked:google", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t), "no_refresh_token");
+    hint = json_string_value (json_object_get (json_object_get (t, "error"), "hint"));
+    assert_non_null (strstr (hint, "access_type=offline"));
+    assert_null (strstr (hint, GOOGLE_HINT));
+    json_t *d = doctor ("notasked:google", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "no_refresh_token", "notasked:google");
+    assert_non_null (strstr (dstr (d, "cause"), "access_type=offline"));
+    assert_true (dlist_has (d, "what_to_do", "authorization_params"));
+    assert_false (dlist_has (d, "what_to_do", GOOGLE_HINT));
+    free (location);
+    json_decref (c);
+    json_decref (r);
+    json_decref (t);
     json_decref (d);
 }
 
@@ -850,6 +908,7 @@ main (void)
         cmocka_unit_test (test_google_grant_refused_after_a_week),
         cmocka_unit_test (test_needs_reconnect_revoked),
         cmocka_unit_test (test_no_refresh_token),
+        cmocka_unit_test (test_no_refresh_token_not_asked),
         cmocka_unit_test (test_provider_unavailable),
         cmocka_unit_test (test_refresh_refused_a_scope),
         cmocka_unit_test (test_refresh_answer_lost),

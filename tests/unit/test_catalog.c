@@ -536,7 +536,8 @@ test_google_recognised_without_notes (void **state)
     catalog_t *c = load ("{\"google\": {\"notes\": \"Our own words about Drive.\"},"
                          " \"drive\": {\"authorization_url\": \"https://accounts.google.com/o/oauth2/v2/auth\","
                          "   \"token_url\": \"https://oauth2.googleapis.com/token\","
-                         "   \"auth_method\": \"client_secret_post\"}}", err, sizeof err);
+                         "   \"auth_method\": \"client_secret_post\","
+                         "   \"authorization_params\": {\"access_type\": \"offline\"}}}", err, sizeof err);
     if (!c)
         fail_msg ("%s", err);
     assert_google_hint (c, "google");
@@ -547,10 +548,24 @@ test_google_recognised_without_notes (void **state)
     /* an entry that reaches Google elsewhere (a test double) says so with "family" */
     c = load ("{\"double\": {\"authorization_url\": \"http://127.0.0.1:9/authorize\","
               "   \"token_url\": \"http://127.0.0.1:9/token\", \"auth_method\": \"client_secret_post\","
-              "   \"family\": \"google\"}}", err, sizeof err);
+              "   \"authorization_params\": {\"access_type\": \"offline\"}, \"family\": \"google\"}}", err, sizeof err);
     if (!c)
         fail_msg ("%s", err);
     assert_google_hint (c, "double");
+    catalog_destroy (&c);
+    /* a Google entry that does not ask for offline access (authorization_params replaced whole by
+     * an override that adds its own): no consent screen helps, the entry is the operator's to fix */
+    c = load ("{\"google\": {\"authorization_params\": {\"hd\": \"example.com\"}}}", err, sizeof err);
+    if (!c)
+        fail_msg ("%s", err);
+    assert_string_equal (catalog_offline_param_missing (catalog_find (c, "google")), "access_type=offline");
+    assert_null (catalog_offline_param_missing (catalog_find (c, "box")));
+    connect_no_refresh_token_hint (catalog_find (c, "google"), NULL, hint, sizeof hint);
+    assert_non_null (strstr (hint, "access_type=offline"));
+    assert_null (strstr (hint, "https://myaccount.google.com/permissions"));
+    catalog_destroy (&c);
+    c = load (NULL, err, sizeof err);
+    assert_null (catalog_offline_param_missing (catalog_find (c, "google")));
     catalog_destroy (&c);
     /* only a known family */
     c = load ("{\"box\": {\"family\": \"googel\"}}", err, sizeof err);
