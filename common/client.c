@@ -751,13 +751,12 @@ monitors_drain (client_t *c, int force)
         monitor_drain (c, i);
 }
 
-/* The synthesized answer when no reply came. */
+/* The synthesized answer when no reply came (a change's "timeout" is worded by outcome_unknown). */
 static json_t *
 no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
 {
     client_t *c = call->c;
     char message [768];
-    char hint [512];
 
     if (!call->sent_any) {
         monitors_drain (c, 1);
@@ -795,8 +794,35 @@ no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
                   call->op, timeout_ms / 1000.0, attempts, attempts == 1 ? "attempt" : "attempts");
         return error_reply (call->rid, FR_TIMEOUT, message, NULL);
     }
-    snprintf (message, sizeof message, "no reply from broker \"%s\" within %.1f s: the outcome of the \"%s\" request is unknown",
-              c->endpoints [call->last_socket], timeout_ms / 1000.0, call->op);
+    /* outcome_unknown says the rest */
+    snprintf (message, sizeof message, "no reply from broker \"%s\" within %.1f s",
+              c->endpoints [call->last_socket], timeout_ms / 1000.0);
+    return error_reply (call->rid, FR_TIMEOUT, message, "");
+}
+
+/* A "timeout" answering a call that is not idempotent, the broker's or this client's own: the
+ * request may have been carried out all the same, so retrying it blindly could do it twice.
+ * The message keeps why (the service's reason) and says the outcome is unknown; the hint says to
+ * check first. */
+static void
+outcome_unknown (const call_t *call, json_t *reply)
+{
+    json_t *error = json_object_get (reply, "error");
+    const char *why = json_string_value (json_object_get (error, "message"));
+    char op [80];
+    char hint [512];
+
+    if (!json_is_object (error))
+        return;
+    if (!why || !*why)
+        why = "the service answered \"timeout\"";
+    /* the reason whole (valid UTF-8, as it came in JSON): tests and operators search it */
+    text_printable (op, sizeof op, call->op, (size_t) -1, 64);
+    size_t len = strlen (why) + strlen (op) + 64;
+    char *message = mem_alloc (len);
+    snprintf (message, len, "%s: the outcome of the \"%s\" request is unknown", why, op);
+    json_object_set_new (error, "message", json_checked (json_string (message)));
+    mem_free (message);
     json_t *integration = call->args ? json_object_get (call->args, "integration") : NULL;
     if (json_is_string (integration)) {
         char id [160];
@@ -806,7 +832,7 @@ no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
     }
     else
         snprintf (hint, sizeof hint, "the request may have been carried out: check the service's state before retrying");
-    return error_reply (call->rid, FR_TIMEOUT, message, hint);
+    json_object_set_new (error, "hint", json_checked (json_string (hint)));
 }
 
 /* 1 when base may begin a request id: 1..CLIENT_RID_BASE_MAX of A-Z a-z 0-9 _ - */
@@ -935,6 +961,8 @@ client_call_rid (client_t *c, const char *op, json_t *args, int timeout_ms, int 
     else
         result = no_reply (&call, idempotent, attempts, timeout_ms);
 out:
+    if (!idempotent && call.sent_any && strcmp (client_error_code (result), "timeout") == 0)
+        outcome_unknown (&call, result);
     json_decref (last_error);
     json_decref (call.late);
     json_decref (call.reply);

@@ -454,6 +454,70 @@ test_secret_values_are_blanked_whatever_else_is_wrong (void **state)
         fail_msg ("cases%s: the secret is still in the process's argument list", failed);
 }
 
+/* The error of a request that changes something and timed out at the service: the outcome is
+ * unknown, the service's reason (reason) is kept, and the hint says to check id first. */
+static void
+expect_outcome_unknown (const json_t *r, const char *op, const char *reason, const char *id)
+{
+    const json_t *e = json_object_get (r, "error");
+    const char *message = json_string_value (json_object_get (e, "message"));
+    const char *hint = json_string_value (json_object_get (e, "hint"));
+    char unknown [96], check [200];
+    snprintf (unknown, sizeof unknown, "the outcome of the \"%s\" request is unknown", op);
+    snprintf (check, sizeof check, "may have been carried out: check with \"ferrulectl status --integration %s\" "
+              "before retrying", id);
+    if (strcmp (itest_code (r), "timeout") != 0)
+        fail_msg ("the \"%s\" run ended with \"%s\", not a timeout", op, itest_code (r));
+    if (!message || !strstr (message, unknown) || !strstr (message, reason))
+        fail_msg ("a timed-out \"%s\" says \"%s\": not that its outcome is unknown, or not why", op, message ? message : "");
+    if (!hint || !strstr (hint, check))
+        fail_msg ("a timed-out \"%s\" hints \"%s\", not to check it before retrying", op, hint ? hint : "");
+}
+
+/* A change that times out at the service (the worker's own "timeout" while its provider call
+ * runs, or the broker's when the worker does not answer) may have been carried out. Both clients
+ * send a deadline below their own timeout so that the service's answer, which says where the
+ * time went, comes first: it was shown as it came, with the hint to retry ("raise --timeout"),
+ * and the "outcome is unknown, check before retrying" of docs/ferrulectl.md appeared only when
+ * the service said nothing. A read keeps the service's wording, whose default hint names no
+ * ferrulectl flag: the broker sends it to every client, the Python one and the gateway's too. */
+static void
+test_timed_out_change_says_its_outcome_is_unknown (void **state)
+{
+    int rc = -1;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "slow:box", "fakebox", rt), 0);
+    free (rt);
+
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 10000));
+    json_t *r = harness_ctl (h, &rc, "--timeout", "1", "refresh", "--integration", "slow:box", NULL);
+    itest_fake_release (h);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    assert_int_equal (rc, 5);
+    expect_outcome_unknown (r, "refresh", "provider \"fakebox\"", "slow:box");
+    json_decref (r);
+
+    /* the worker stopped: the broker answers at the deadline */
+    rt = itest_grant (h, "fakebox", NULL);
+    harness_signal_worker (h, "w1", SIGSTOP);
+    r = harness_ctl (h, &rc, "--timeout", "1", "import", "--integration", "stopped:box", "--provider", "fakebox",
+                     "--refresh-token", rt, NULL);
+    json_t *read = harness_ctl (h, NULL, "--timeout", "1", "status", "--integration", "slow:box", NULL);
+    harness_signal_worker (h, "w1", SIGCONT);
+    free (rt);
+    assert_int_equal (rc, 5);
+    expect_outcome_unknown (r, "import", "did not answer within the deadline", "stopped:box");
+    json_decref (r);
+    const json_t *e = json_object_get (read, "error");
+    const char *message = json_string_value (json_object_get (e, "message"));
+    const char *hint = json_string_value (json_object_get (e, "hint"));
+    assert_string_equal (itest_code (read), "timeout");
+    if (!message || strstr (message, "unknown") || !hint || !*hint || strstr (hint, "--") || strstr (hint, "ferrulectl"))
+        fail_msg ("a timed-out status says \"%s\", hint \"%s\"", message ? message : "", hint ? hint : "");
+    json_decref (read);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+}
+
 int
 main (void)
 {
@@ -465,6 +529,7 @@ main (void)
         cmocka_unit_test (test_overlong_ipc_endpoint_is_a_usage_error),
         cmocka_unit_test (test_stray_argument_is_not_echoed),
         cmocka_unit_test (test_secret_values_are_blanked_whatever_else_is_wrong),
+        cmocka_unit_test (test_timed_out_change_says_its_outcome_is_unknown),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

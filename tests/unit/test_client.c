@@ -512,6 +512,50 @@ test_no_retry_for_refresh (void **state)
     fake_stop (&ok);
 }
 
+/* A change the service answers "timeout" (a broker whose worker did not answer in time, or a
+ * worker whose refresh waits on its provider) may have been carried out: deadline_ms makes that
+ * answer arrive before the client's own timeout, and it was returned as it came, its hint saying
+ * to retry. It says the outcome is unknown, keeps the service's reason, and says to check first,
+ * as a change that got no answer at all does. */
+static void
+test_service_timeout_of_a_change_says_its_outcome_is_unknown (void **state)
+{
+    fake_t *slow = fake_start (FAKE_DELAYED_TIMEOUT);
+    fake_t *ok = fake_start (FAKE_OK);
+    slow->delay_ms = 100;
+    client_t *c = client_for (slow, ok);
+    json_t *args = json_pack ("{s:s}", "integration", "acct42:box");
+    json_t *reply = client_call (c, "refresh", args, 2000);
+    assert_string_equal (code_of (reply), "timeout");
+    assert_int_equal (client_exit_code (reply), 5);
+    const char *hint = json_string_value (json_object_get (json_object_get (reply, "error"), "hint"));
+    if (!strstr (message_of (reply), "fake broker error")
+    ||  !strstr (message_of (reply), "the outcome of the \"refresh\" request is unknown"))
+        fail_msg ("a refresh the broker answered \"timeout\" says \"%s\"", message_of (reply));
+    if (!hint || !strstr (hint, "may have been carried out")
+    ||  !strstr (hint, "check with \"ferrulectl status --integration acct42:box\" before retrying"))
+        fail_msg ("a refresh the broker answered \"timeout\" hints \"%s\"", hint ? hint : "");
+    assert_int_equal (atomic_load (&slow->received), 1);
+    assert_int_equal (atomic_load (&ok->received), 0);
+    json_decref (reply);
+
+    /* without an integration: the service's state; a read keeps the service's wording */
+    client_set_next (c, 0);
+    json_t *endpoint = json_pack ("{s:s}", "endpoint", "app");
+    reply = client_call (c, "webhook_test", endpoint, 2000);
+    hint = json_string_value (json_object_get (json_object_get (reply, "error"), "hint"));
+    assert_string_equal (code_of (reply), "timeout");
+    assert_non_null (strstr (message_of (reply), "the outcome of the \"webhook_test\" request is unknown"));
+    assert_non_null (hint);
+    assert_non_null (strstr (hint, "check the service's state before retrying"));
+    json_decref (reply);
+    json_decref (endpoint);
+    json_decref (args);
+    client_destroy (&c);
+    fake_stop (&slow);
+    fake_stop (&ok);
+}
+
 static void
 test_unavailable_retried (void **state)
 {
@@ -924,6 +968,7 @@ main (void)
         cmocka_unit_test (test_timeout),
         cmocka_unit_test (test_retry_on_next_broker),
         cmocka_unit_test (test_no_retry_for_refresh),
+        cmocka_unit_test (test_service_timeout_of_a_change_says_its_outcome_is_unknown),
         cmocka_unit_test (test_unavailable_retried),
         cmocka_unit_test (test_unavailable_everywhere),
         cmocka_unit_test (test_retry_after_longer_than_the_call),

@@ -14,8 +14,9 @@ Retries (docs/ferrulectl.md, "Retries", as common/client.c does them):
   the pause, ends the call when it is a success or a final error; a late ``unavailable``,
   ``overloaded`` or ``timeout`` does not stop the live attempt, and is the answer only if
   nothing better comes.
-- Every other operation is sent once. With no reply in time it raises ``Timeout`` saying that
-  the outcome is unknown.
+- Every other operation is sent once. With no reply in time, or the service's own ``timeout``
+  (which the deadline sent makes arrive first), it raises ``Timeout`` saying that the outcome is
+  unknown, with the reason, and a hint to check before retrying.
 - When no broker of the list is connected within 1 s (or the timeout, if shorter), the call
   raises ``Unavailable``: nothing was sent.
 """
@@ -366,6 +367,13 @@ class _Call:
         self.late: dict[str, Any] | None = None     # a retryable error to an attempt given up on
 
     def run(self) -> dict[str, Any]:
+        reply = self._attempts()
+        if not self.idempotent and self.sent_any and reply.get("ok") is not True \
+                and _error_code(reply) == "timeout":
+            return self._outcome_unknown(reply)
+        return reply
+
+    def _attempts(self) -> dict[str, Any]:
         n = len(self.t.endpoints)
         max_attempts = (2 if n < 2 else min(n, MAX_ATTEMPTS)) if self.idempotent else 1
         # checked with the last attempt's rid, the longest: every attempt then fits
@@ -503,14 +511,29 @@ class _Call:
             return _local_error(self.call.rid, "timeout",
                                 f"no reply to the \"{op}\" request within {self.timeout:.1f} s "
                                 f"({attempts} {'attempt' if attempts == 1 else 'attempts'})",
-                                "no answer within the deadline; retry, or raise the timeout")
+                                "no answer within the deadline; retry, or allow a longer timeout")
+        # _outcome_unknown says the rest
+        return _local_error(self.call.rid, "timeout",
+                            f"no reply from broker \"{endpoints[self.last_socket]}\" within "
+                            f"{self.timeout:.1f} s", "")
+
+    def _outcome_unknown(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """A ``timeout`` answering a call that is not idempotent, the broker's or the client's
+        own: the request may have been carried out all the same, so retrying it blindly could do
+        it twice. The message keeps why (the service's reason) and says the outcome is unknown;
+        the hint says to check first (as common/client.c's outcome_unknown)."""
+        error = reply.get("error")
+        if not isinstance(error, Mapping):
+            return reply
+        why = error.get("message")
+        if not isinstance(why, str) or not why:
+            why = "the service answered \"timeout\""
         integration = self.call.args.get("integration")
         where = f"client.status(\"{integration}\")" if isinstance(integration, str) \
             else "the service's state"
-        return _local_error(self.call.rid, "timeout",
-                            f"no reply from broker \"{endpoints[self.last_socket]}\" within "
-                            f"{self.timeout:.1f} s: the outcome of the \"{op}\" request is unknown",
-                            f"the request may have been carried out: check {where} before retrying")
+        return dict(reply, error=dict(error,
+                                      message=f"{why}: the outcome of the \"{self.call.op}\" request is unknown",
+                                      hint=f"the request may have been carried out: check {where} before retrying"))
 
 
 def wire_closed(kind: str, rid: str) -> FerruleError:

@@ -188,8 +188,14 @@ def test_invalid_client(client, imported, faults):
 def test_timeout_of_a_call_that_is_sent_once(client, imported, faults):
     iid = imported("fakegoogle")
     faults("fakegoogle", "slow", delay_ms=4000)
-    with pytest.raises(ferrule.Timeout):
+    with pytest.raises(ferrule.Timeout) as info:
         client.refresh(iid, timeout=1.0)
+    # the worker's own timeout comes first (the deadline sent is below the client's): it keeps
+    # its reason, says the outcome is unknown and to check before retrying
+    e = info.value
+    assert "fakegoogle" in e.message
+    assert "the outcome of the \"refresh\" request is unknown" in e.message
+    assert e.hint == f"the request may have been carried out: check client.status(\"{iid}\") before retrying"
 
 
 def test_configuration_for_an_unknown_provider(client, integration_id, cluster):

@@ -170,6 +170,60 @@ def test_non_idempotent_call_without_answer_says_the_outcome_is_unknown(scripted
     assert len(a.requests) == 1 and len(b.requests) == 0
 
 
+def test_change_without_any_answer_keeps_its_wording(scripted):
+    a = scripted(lambda req, n: None)
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=1) as c:
+        with pytest.raises(ferrule.Timeout) as info:
+            c.refresh("acct:x")
+    assert info.value.message.endswith("the outcome of the \"refresh\" request is unknown")
+    assert info.value.hint == ("the request may have been carried out: check client.status(\"acct:x\") "
+                               "before retrying")
+
+
+SERVICE_TIMEOUT = "worker \"w1\" did not answer within the deadline"
+
+
+@pytest.mark.parametrize("op, call", [
+    ("refresh", lambda c: c.refresh("acct:x")),
+    ("import", lambda c: c.import_tokens("acct:x", "fakebox", "rt")),
+    ("disconnect", lambda c: c.disconnect("acct:x")),
+])
+def test_change_the_service_timed_out_says_the_outcome_is_unknown(scripted, op, call):
+    # the deadline sent makes the broker's "timeout" arrive before the client's own: it was
+    # raised as it came, its hint saying to retry ("raise --timeout", a ferrulectl flag)
+    a = scripted(lambda req, n: [fail(req, "timeout", SERVICE_TIMEOUT,
+                                      hint="no answer within the deadline; retry, or raise --timeout")])
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
+        with pytest.raises(ferrule.Timeout) as info:
+            call(c)
+    e = info.value
+    assert e.code == "timeout" and e.rid == a.requests[0]["rid"]
+    assert e.message == f"{SERVICE_TIMEOUT}: the outcome of the \"{op}\" request is unknown"
+    assert e.hint == ("the request may have been carried out: check client.status(\"acct:x\") "
+                      "before retrying")
+    assert "--" not in e.hint
+    assert len(a.requests) == 1
+
+
+def test_change_without_an_integration_the_service_timed_out(scripted):
+    a = scripted(lambda req, n: [fail(req, "timeout", SERVICE_TIMEOUT)])
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
+        with pytest.raises(ferrule.Timeout) as info:
+            c.call("webhook_test", {"endpoint": "app"})
+    assert "the outcome of the \"webhook_test\" request is unknown" in info.value.message
+    assert info.value.hint == ("the request may have been carried out: check the service's state "
+                               "before retrying")
+
+
+def test_read_the_service_timed_out_keeps_its_wording(scripted):
+    a = scripted(lambda req, n: [fail(req, "timeout", SERVICE_TIMEOUT, hint="retry")])
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
+        with pytest.raises(ferrule.Timeout) as info:
+            c.status("acct:x")
+    assert (info.value.message, info.value.hint) == (SERVICE_TIMEOUT, "retry")
+    assert len(a.requests) == 2
+
+
 def test_idempotent_call_goes_to_another_broker_when_one_is_silent(scripted):
     a = scripted(lambda req, n: None)                      # connected, never answers
     b = scripted(lambda req, n: [ok(req, service="ferrule")])
