@@ -385,7 +385,8 @@ client_set_next (client_t *c, size_t i)
 int
 client_op_is_idempotent (const char *op)
 {
-    static const char *const ops [] = { "ping", "token", "status", "history" };
+    /* reads only (worker/requests.c, worker/events.c): sending one again changes nothing */
+    static const char *const ops [] = { "ping", "token", "status", "history", "doctor", "events", "webhooks" };
     for (size_t i = 0; op && i < sizeof ops / sizeof ops [0]; i++)
         if (strcmp (op, ops [i]) == 0)
             return 1;

@@ -39,7 +39,8 @@ const char *client_endpoint (const client_t *c, size_t i);
  * callers that prefer a nearby broker. */
 void client_set_next (client_t *c, size_t i);
 
-/* 1 for the operations that are safe to repeat: ping, token, status, history. */
+/* 1 for the operations that are safe to repeat: ping, token, status, history, and the reads
+ * doctor, events and webhooks (as ferrulectl and the Python client declare them). */
 int client_op_is_idempotent (const char *op);
 
 /* Sends {"op", "rid", "deadline_ms", ...args} and waits at most timeout_ms for the reply.

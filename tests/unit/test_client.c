@@ -556,6 +556,32 @@ test_service_timeout_of_a_change_says_its_outcome_is_unknown (void **state)
     fake_stop (&ok);
 }
 
+/* The reads doctor, events and webhooks are retried on another broker, as status is (and as
+ * ferrulectl and the Python client declare them): client_call, which the gateway's pool uses,
+ * sent them once, so one stalled broker failed a dashboard's doctor with an outcome "unknown". */
+static void
+test_reads_are_retried (void **state)
+{
+    static const char *const ops [] = { "doctor", "events", "webhooks" };
+    for (size_t i = 0; i < sizeof ops / sizeof ops [0]; i++) {
+        fake_t *silent = fake_start (FAKE_SILENT);
+        fake_t *ok = fake_start (FAKE_OK);
+        client_t *c = client_for (silent, ok);
+        json_t *args = i == 0 ? json_pack ("{s:s}", "integration", "acct42:box") : NULL;
+        json_t *reply = client_call (c, ops [i], args, 2000);
+        if (!json_is_true (json_object_get (reply, "ok")))
+            fail_msg ("\"%s\" with the first broker silent: %s (%s)", ops [i], code_of (reply), message_of (reply));
+        assert_string_equal (json_string_value (json_object_get (reply, "endpoint")), ok->endpoint);
+        assert_int_equal (atomic_load (&silent->received), 1);
+        assert_int_equal (atomic_load (&ok->received), 1);
+        json_decref (reply);
+        json_decref (args);
+        client_destroy (&c);
+        fake_stop (&silent);
+        fake_stop (&ok);
+    }
+}
+
 static void
 test_unavailable_retried (void **state)
 {
@@ -969,6 +995,7 @@ main (void)
         cmocka_unit_test (test_retry_on_next_broker),
         cmocka_unit_test (test_no_retry_for_refresh),
         cmocka_unit_test (test_service_timeout_of_a_change_says_its_outcome_is_unknown),
+        cmocka_unit_test (test_reads_are_retried),
         cmocka_unit_test (test_unavailable_retried),
         cmocka_unit_test (test_unavailable_everywhere),
         cmocka_unit_test (test_retry_after_longer_than_the_call),
