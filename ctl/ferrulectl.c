@@ -641,7 +641,8 @@ keygen (ctl_t *ctl)
 
 /* webhook test: follows the test event until its delivery is done or the run's deadline (monotonic
  * ms) passes, and adds it to the reply as "delivery_event". 0 when delivered, 5 otherwise (the
- * output says how far it got). */
+ * output says how far it got). An "events" error that waiting cannot mend (forbidden by the
+ * policy, say) ends it at once: added as "delivery_error", its exit status the run's. */
 static int
 webhook_test_wait (client_t *client, json_t *reply, int64_t deadline)
 {
@@ -655,6 +656,17 @@ webhook_test_wait (client_t *client, json_t *reply, int64_t deadline)
         json_t *args = json_pack ("{s:s}", "event", id);
         json_t *r = client_call_ex (client, "events", args, (int) (left < 2000 ? left : 2000), CLIENT_IDEMPOTENT);
         json_decref (args);
+        const char *code = client_error_code (r);
+        if (strcmp (code, "ok") != 0 && strcmp (code, "timeout") != 0 && strcmp (code, "unavailable") != 0
+        &&  strcmp (code, "overloaded") != 0) {
+            json_t *error = json_object_get (r, "error");
+            rc = client_exit_code (r);
+            json_object_set_new (reply, "delivery_error", json_is_object (error) ? json_incref (error)
+                                 : json_pack ("{s:s, s:s, s:s}", "code", code, "message",
+                                              "the \"events\" request failed without an error", "hint", ""));
+            json_decref (r);
+            break;
+        }
         json_t *event = json_array_get (json_object_get (r, "events"), 0);
         json_t *d = json_array_get (json_object_get (event, "deliveries"), 0);
         if (event) {

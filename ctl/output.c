@@ -566,6 +566,7 @@ output_webhook_test (const json_t *reply, const output_mode_t *mode)
     const json_t *event = json_object_get (reply, "event");
     if (!json_is_string (event))
         return 1;
+    json_t *error = json_object_get (reply, "delivery_error");
     fputs ("test event ", stdout);
     print_value (stdout, event);
     fputs (" to ", stdout);
@@ -580,14 +581,24 @@ output_webhook_test (const json_t *reply, const output_mode_t *mode)
     else
     if (json_object_get (reply, "delivery_event"))
         fputs ("not sent yet (no worker has picked it up)", stdout);
+    else
+    if (error)
+        fputs ("its delivery could not be looked up (the error follows)", stdout);
     else {
-        /* the request took the whole --timeout, or the event could not be read */
+        /* the request took the whole --timeout, or every look-up found the service busy */
         fputs ("not looked up in time: \"ferrulectl events --event ", stdout);
         print_value (stdout, event);
         fputs ("\" shows its delivery", stdout);
     }
     fputc ('\n', stdout);
     free (cell);
+    if (error) {
+        /* the "events" request that follows the delivery failed, and waiting would not mend it */
+        json_t *failed = json_pack ("{s:b, s:O}", "ok", 0, "error", error);
+        fflush (stdout);
+        output_error (failed);
+        json_decref (failed);
+    }
     return 0;
 }
 

@@ -43,7 +43,8 @@ int output_dashboard_link (const json_t *reply, const output_mode_t *mode);
 int output_events (const json_t *reply, const output_mode_t *mode);
 /* events replay: how many deliveries were queued again. */
 int output_replay (const json_t *reply, const output_mode_t *mode);
-/* webhook test: the test event and how its delivery went ("delivery_event", added by ferrulectl). */
+/* webhook test: the test event and how its delivery went ("delivery_event", added by ferrulectl),
+ * and on standard error the error that stopped following it ("delivery_error"), if any. */
 int output_webhook_test (const json_t *reply, const output_mode_t *mode);
 /* webhook doctor: per endpoint, its counts, last error and what to do. */
 int output_webhooks (const json_t *reply, const output_mode_t *mode);

@@ -518,6 +518,52 @@ test_timed_out_change_says_its_outcome_is_unknown (void **state)
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
 }
 
+/* "webhook test" follows its event with "events" requests. A client whose policy allows
+ * webhook_test but not events had each of them refused "forbidden", dropped unread: the run
+ * polled until --timeout, then said the delivery was "not looked up in time", exit 5. The first
+ * error that waiting cannot mend ends it: shown (and in --json), with its exit status. */
+static void
+test_webhook_test_shows_a_refused_events_lookup (void **state)
+{
+    int rc = -1;
+    assert_int_equal (harness_add_client (h, "hooktester"), 0);
+    assert_int_equal (harness_write_policy (h, HARNESS_CLIENT " * *\nhooktester webhook_test *\n"), 0);
+    harness_reload_brokers (h);
+    assert_int_equal (harness_use_client (h, "hooktester"), 0);
+    int64_t end = clock_mono_ms () + 10000;
+    do {                                /* until the broker has read the new lists */
+        json_decref (harness_ctl (h, &rc, "ping", NULL));
+        if (rc != 0)
+            usleep (100000);
+    } while (rc != 0 && clock_mono_ms () < end);
+    assert_int_equal (rc, 0);
+
+    json_t *r = harness_ctl (h, &rc, "--timeout", "5", "webhook", "test", "app", NULL);
+    assert_true (json_is_true (json_object_get (r, "ok")));        /* the test event was sent */
+    if (rc != 7)
+        fail_msg ("webhook test whose events lookups are refused exited %d", rc);
+    const json_t *e = json_object_get (r, "delivery_error");
+    assert_string_equal (json_string_value (json_object_get (e, "code")), "forbidden");
+    assert_non_null (json_string_value (json_object_get (e, "message")));
+    json_decref (r);
+
+    free (ctl_stderr ());
+    char *out = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &out, "--timeout", "5", "webhook", "test", "app", NULL), 0);
+    char *err = ctl_stderr ();
+    assert_int_equal (rc, 7);
+    if (!strstr (out, "test event ") || strstr (out, "not looked up in time"))
+        fail_msg ("webhook test whose events lookups are refused printed no line of its event, or blamed the time");
+    if (!strstr (err, "code: forbidden") || !strstr (err, "\"events\""))
+        fail_msg ("webhook test whose events lookups are refused does not show that refusal on standard error");
+    free (out);
+    free (err);
+
+    assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
+    assert_int_equal (harness_write_policy (h, HARNESS_CLIENT " * *\n"), 0);
+    harness_reload_brokers (h);
+}
+
 int
 main (void)
 {
@@ -530,6 +576,7 @@ main (void)
         cmocka_unit_test (test_stray_argument_is_not_echoed),
         cmocka_unit_test (test_secret_values_are_blanked_whatever_else_is_wrong),
         cmocka_unit_test (test_timed_out_change_says_its_outcome_is_unknown),
+        cmocka_unit_test (test_webhook_test_shows_a_refused_events_lookup),      /* last: it changes the policy */
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
