@@ -562,14 +562,17 @@ parse (ctl_t *ctl, int argc, char **argv)
         else
         if (ctl->cmd->positional && !ctl->positional_done) {
             ctl->positional_done = 1;
-            /* not quoted: an endpoint's URL may hold a secret in its query */
-            if (strlen (arg) > 2048 || !*arg) {
+            /* not quoted, and blanked from the process list once copied: an endpoint's URL may
+             * hold a secret in its query */
+            json_t *value = strlen (arg) <= 2048 && *arg ? json_string (arg) : NULL;
+            if (!value) {
                 char where [96];
                 snprintf (where, sizeof where, "argument %d of the command line, of %zu characters", i, strlen (arg));
-                usage_error (ctl, NULL, "the %s (%s) must be 1 to 2048 characters", ctl->cmd->positional, where);
+                usage_error (ctl, NULL, "the %s (%s) must be 1 to 2048 characters of UTF-8", ctl->cmd->positional, where);
             }
             else
-                json_object_set_new (ctl->opts.args, ctl->cmd->positional, json_string (arg));
+                json_object_set_new (ctl->opts.args, ctl->cmd->positional, value);
+            blank (arg);
         }
         else
         if (!ctl->cmd->op && !ctl->help_topic)
@@ -812,6 +815,11 @@ out:
     wipe_reply (reply);
     json_decref (reply);
     client_destroy (&client);
+    if (ctl.cmd && ctl.cmd->positional) {       /* an endpoint's URL, which may hold a secret */
+        json_t *v = json_object_get (ctl.opts.args, ctl.cmd->positional);
+        if (json_is_string (v))
+            mem_wipe ((char *) json_string_value (v), json_string_length (v));
+    }
     opts_state_clear (&ctl.opts, ctl.cmd ? ctl.cmd->opts : NULL);
     mem_buf_free (&ctl.brokers);
     return rc;

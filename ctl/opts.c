@@ -476,20 +476,15 @@ opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err, siz
         }
         case OPT_CALLBACK_URL:
             v = parse_callback_url (s, spec, value, err, errlen);
-            mem_wipe (value, strlen (value));      /* the code: out of the process list from now on */
             if (!v)
                 goto out;
             break;
         case OPT_SECRET: {
             char *p = value;
             size_t len = strlen (value);
-            int bad = check_secret (spec, NULL, &p, &len, err, errlen);
-            if (!bad)
-                v = json_stringn (p, len);
-            /* keep it out of the process list from now on (it was visible until here) */
-            mem_wipe (value, strlen (value));
-            if (bad)
+            if (check_secret (spec, NULL, &p, &len, err, errlen) != 0)
                 goto out;
+            v = json_stringn (p, len);
             break;
         }
         case OPT_SECRET_FILE: {
@@ -509,6 +504,10 @@ opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err, siz
     s->from [s->count++] = spec;
     rc = 0;
 out:
+    /* a token, or a callback URL and its code, leaves the process list (it was visible until
+     * here) whatever refused it: a repeat or a conflict too (docs/ferrulectl.md, "Secrets") */
+    if (value && (spec->kind == OPT_SECRET || spec->kind == OPT_CALLBACK_URL))
+        mem_wipe (value, strlen (value));
     mem_buf_free (&buf);                                /* wipes */
     return rc;
 }

@@ -432,11 +432,16 @@ argv_blanked (const char *const *args)
 
 /* --refresh-token, --reject and --url values are blanked from the argument list while the
  * command line is read. They stayed in /proc/PID/cmdline (ps shows them) once an earlier usage
- * error was recorded, or with --help, because the blanking happened only where they were used. */
+ * error was recorded, or with --help, because the blanking happened only where they were used;
+ * and when the option table refused one (given twice, or with the option it excludes). The URL
+ * of "webhook test" was never blanked. */
 static void
 test_secret_values_are_blanked_whatever_else_is_wrong (void **state)
 {
-    static const char *const cases [][10] = {
+    char file [512];
+    snprintf (file, sizeof file, "%s/rejected-token", harness_workdir (h));
+    itest_write_file (file, "at_0123456789abcdef\n");
+    const char *const cases [][10] = {
         { "token", "--integration", "bad id!", "--reject", MARK "_at_0123456789abcdef", NULL },
         { "token", "--integration", "a:box", "--reject", MARK "_at_0123456789abcdef", "--help", NULL },
         { "import", "--bogus", "--integration", "a:box", "--provider", "fakebox", "--refresh-token",
@@ -445,6 +450,13 @@ test_secret_values_are_blanked_whatever_else_is_wrong (void **state)
         { "--refresh-token", MARK "_rt_0123456789abcdef", "import", "--integration", "a:box", NULL },
         { "import", "--integration", "a:box", "--refresh-tokn=" MARK "_rt_0123456789abcdef", NULL },
         { "token", "--integration", "a:box", MARK "_at_0123456789abcdef", NULL },
+        /* refused by the option table itself: given twice, or with the option it excludes */
+        { "token", "--integration", "a:box", "--reject", "at_1", "--reject", MARK "_at_0123456789abcdef", NULL },
+        { "token", "--integration", "a:box", "--reject-file", file, "--reject", MARK "_at_0123456789abcdef", NULL },
+        { "callback", "--url", "https://app.example.com/cb?code=c1&state=s", "--url",
+          "https://app.example.com/cb?code=" MARK "_code&state=s", NULL },
+        /* an endpoint's URL may hold its secret in its query */
+        { "webhook", "test", "https://hooks.example/x?key=" MARK "_0123456789abcdef", NULL },
     };
     char failed [64] = "";
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++)
