@@ -247,8 +247,8 @@ class Client:
 
     def status(self, integration: str, *, timeout: float | None = None) -> Integration:
         """The integration map: provider, status, generation, expiry, last error, ..."""
-        return cast(Integration, self.call("status", {"integration": integration},
-                                           timeout=timeout)["integration"])
+        reply = self.call("status", {"integration": integration}, timeout=timeout)
+        return cast(Integration, _field(reply, "integration", dict, "status"))
 
     def history(self, integration: str, *, limit: int | None = None,
                 timeout: float | None = None) -> list[ChainEntry]:
@@ -256,12 +256,13 @@ class Client:
         args: dict[str, Any] = {"integration": integration}
         if limit is not None:
             args["limit"] = limit
-        return cast(list[ChainEntry], self.call("history", args, timeout=timeout)["chain"])
+        reply = self.call("history", args, timeout=timeout)
+        return cast(list[ChainEntry], _field(reply, "chain", list, "history"))
 
     def doctor(self, integration: str, *, timeout: float | None = None) -> Diagnosis:
         """What is wrong with an integration and what to do."""
-        return cast(Diagnosis, self.call("doctor", {"integration": integration},
-                                         timeout=timeout)["diagnosis"])
+        reply = self.call("doctor", {"integration": integration}, timeout=timeout)
+        return cast(Diagnosis, _field(reply, "diagnosis", dict, "doctor"))
 
     def connect(self, integration: str, provider: str, redirect_uri: str, *,
                 scopes: Iterable[str] | None = None, timeout: float | None = None) -> ConnectStart:
@@ -311,7 +312,8 @@ class Client:
             args["scopes"] = _str_list(scopes, "scopes")
         if api_base_url is not None:
             args["api_base_url"] = api_base_url
-        return cast(Integration, self.call("import", args, timeout=timeout)["integration"])
+        reply = self.call("import", args, timeout=timeout)
+        return cast(Integration, _field(reply, "integration", dict, "import"))
 
     def report_scope(self, integration: str, *, scope: str | None = None,
                      www_authenticate: str | None = None,
@@ -531,9 +533,9 @@ class _Call:
         integration = self.call.args.get("integration")
         where = f"client.status(\"{integration}\")" if isinstance(integration, str) \
             else "the service's state"
-        return dict(reply, error=dict(error,
-                                      message=f"{why}: the outcome of the \"{self.call.op}\" request is unknown",
-                                      hint=f"the request may have been carried out: check {where} before retrying"))
+        message = f"{why}: the outcome of the \"{self.call.op}\" request is unknown"
+        hint = f"the request may have been carried out: check {where} before retrying"
+        return dict(reply, error=dict(error, message=message, hint=hint))
 
 
 def wire_closed(kind: str, rid: str) -> FerruleError:
@@ -569,6 +571,17 @@ def _str_list(values: Iterable[str], name: str) -> list[str]:
     if not all(isinstance(v, str) for v in out):
         raise TypeError(f"{name} must be a list of strings")
     return out
+
+
+def _field(reply: Mapping[str, Any], key: str, kind: type, op: str) -> Any:
+    """reply[key] of a success reply when it is a kind; MalformedFrame (a FerruleError with its
+    code, not a KeyError) when the key the protocol promises is missing or of the wrong type."""
+    value = reply.get(key)
+    if not isinstance(value, kind):
+        rid = reply.get("rid") if isinstance(reply.get("rid"), str) else None
+        raise MalformedFrame(f"the {op} reply's \"{key}\" is missing or of the wrong type",
+                             rid=rid, reply=reply)
+    return value
 
 
 def _token(reply: Mapping[str, Any]) -> Token:

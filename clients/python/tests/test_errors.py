@@ -36,7 +36,7 @@ def test_exit_status_and_category_match_the_c_table():
         assert cls.exit_code == exit_code, f"{cls.__name__}: exit {cls.exit_code}, C says {exit_code}"
         category = {2: ferrule.RequestError, 3: ferrule.NotFound, 4: ferrule.UserActionRequired,
                     5: ferrule.TransientError, 6: ferrule.ConfigurationError,
-                    1: ferrule.InternalError}.get(exit_code, FerruleError)
+                    7: ferrule.AccessRefused, 1: ferrule.InternalError}[exit_code]
         assert issubclass(cls, category), f"{cls.__name__} is not a {category.__name__}"
 
 

@@ -224,6 +224,24 @@ def test_read_the_service_timed_out_keeps_its_wording(scripted):
     assert len(a.requests) == 2
 
 
+@pytest.mark.parametrize("method, key, bad", [
+    ("status", "integration", ["not", "a", "map"]),
+    ("history", "chain", {"not": "a list"}),
+    ("doctor", "diagnosis", "not a map"),
+    ("import_tokens", "integration", 7),
+])
+def test_success_reply_without_its_key_is_malformed(scripted, method, key, bad):
+    # a success without the key the protocol promises raised KeyError, not a FerruleError
+    for fields in ({}, {key: bad}):
+        a = scripted(lambda req, n: [ok(req, **fields)])
+        with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
+            args = ("acct:x", "fakebox", "rt") if method == "import_tokens" else ("acct:x",)
+            with pytest.raises(ferrule.MalformedFrame) as info:
+                getattr(c, method)(*args)
+        assert f"\"{key}\"" in info.value.message
+        assert info.value.code == "malformed_frame" and info.value.rid == a.requests[0]["rid"]
+
+
 def test_idempotent_call_goes_to_another_broker_when_one_is_silent(scripted):
     a = scripted(lambda req, n: None)                      # connected, never answers
     b = scripted(lambda req, n: [ok(req, service="ferrule")])
