@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include "client.h"
 #include "clock.h"
 #include "itest.h"
 
@@ -146,12 +147,42 @@ test_broker_killed_and_restarted (void **state)
     json_decref (t);
 }
 
+/* A broker that stops answering (paused: its connections stay up, so a request is sent to it and
+ * waits) costs a doctor call one attempt: the C client, which the gateway's pool uses, retries the
+ * reads doctor, events and webhooks on the other broker as it does status. It sent them once,
+ * and answered the timeout of a request whose outcome is "unknown". */
+static void
+test_doctor_retried_past_a_paused_broker (void **state)
+{
+    client_t *c = itest_client_connected (harness_brokers (h));
+    for (size_t i = 0; i < 2; i++) {             /* both brokers connected */
+        client_set_next (c, i);
+        json_decref (client_call (c, "ping", NULL, 5000));
+    }
+    harness_signal_broker (h, 0, SIGSTOP);
+    json_t *args = json_pack ("{s:s}", "integration", ids [0]);
+    client_set_next (c, 0);
+    json_t *r = client_call (c, "doctor", args, 4000);
+    harness_signal_broker (h, 0, SIGCONT);
+    const char *rid = json_string_value (json_object_get (r, "rid"));
+    if (client_exit_code (r) != 0)
+        fail_msg ("doctor with broker 0 paused: %s %s", itest_code (r),
+                  json_string_value (json_object_get (json_object_get (r, "error"), "message")));
+    assert_non_null (json_object_get (r, "diagnosis"));
+    assert_non_null (rid);
+    assert_non_null (strstr (rid, ".2"));        /* the retry answered */
+    json_decref (r);
+    json_decref (args);
+    client_destroy (&c);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_workers_killed_under_load),
         cmocka_unit_test (test_broker_killed_and_restarted),
+        cmocka_unit_test (test_doctor_retried_past_a_paused_broker),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
