@@ -102,7 +102,10 @@ static const opt_spec_t opts_keygen [] = {
 
 static const opt_spec_t opts_callback [] = {
     { .name = "url", .metavar = "URL", .kind = OPT_CALLBACK_URL, .key = "state", .required = 1,
-      .help = "the whole URL the provider redirected the browser to (quote it: it holds '&')" },
+      .help = "the whole URL the provider redirected the browser to (quote it: it holds '&'; other users can "
+              "see a command line, and it holds the code: prefer --url-file)" },
+    { .name = "url-file", .metavar = "PATH", .kind = OPT_CALLBACK_URL_FILE, .key = "state", .required = 1,
+      .help = "read that URL from a file, or from standard input with \"-\"" },
     OPTS_END
 };
 
@@ -172,7 +175,7 @@ static const command_t commands [] = {
       "--scope https://www.googleapis.com/auth/drive.readonly", 0, NULL },
     { "callback", "callback", 0, "finish a connect with the URL the provider redirected the browser to",
       opts_callback, output_callback,
-      "ferrulectl callback --url 'https://app.example.com/oauth/callback?code=...&state=...'", 0, NULL },
+      "ferrulectl callback --url-file -    (paste the URL, then press Ctrl-D)", 0, NULL },
     { "disconnect", "disconnect", 0, "destroy the stored tokens and revoke them at the provider (history kept)",
       opts_integration, output_callback, "ferrulectl disconnect --integration acct42:box", 0, NULL },
     { "doctor", "doctor", 1, "explain what is wrong with an integration and what to do",

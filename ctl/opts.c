@@ -58,10 +58,11 @@ opts_state_clear (opts_state_t *s, const opt_spec_t *specs)
         return;
     /* jansson frees strings without clearing them: clear the secrets first */
     for (const opt_spec_t *spec = specs; spec && spec->name; spec++) {
-        if (spec->kind != OPT_SECRET && spec->kind != OPT_SECRET_FILE && spec->kind != OPT_CALLBACK_URL)
+        int url = spec->kind == OPT_CALLBACK_URL || spec->kind == OPT_CALLBACK_URL_FILE;
+        if (spec->kind != OPT_SECRET && spec->kind != OPT_SECRET_FILE && !url)
             continue;
         /* a callback URL's secret part is the authorization code */
-        json_t *v = json_object_get (s->args, spec->kind == OPT_CALLBACK_URL ? "code" : spec->key);
+        json_t *v = json_object_get (s->args, url ? "code" : spec->key);
         if (json_is_string (v))
             mem_wipe ((char *) json_string_value (v), json_string_length (v));
     }
@@ -228,17 +229,20 @@ query_param (const char *url, const char *name)
     return NULL;
 }
 
-/* Fills state, code, error and error_description from a redirect URL; the state is returned. */
+/* Fills state, code, error and error_description from a redirect URL; the state is returned.
+ * from: where the URL was read ("standard input", a quoted path), NULL for the option's value. */
 static json_t *
-parse_callback_url (opts_state_t *s, const opt_spec_t *spec, const char *url, char *err, size_t errlen)
+parse_callback_url (opts_state_t *s, const opt_spec_t *spec, const char *url, const char *from,
+                    char *err, size_t errlen)
 {
     static const struct { const char *name; size_t max; int text; } params [] = {
         { "state", 256, 0 }, { "code", 16384, 0 }, { "error", 128, 0 }, { "error_description", 2048, 1 },
     };
     json_t *state = NULL;
     if (strlen (url) > CODEC_MAX_STRING || (strncasecmp (url, "http://", 7) != 0 && strncasecmp (url, "https://", 8) != 0)) {
-        snprintf (err, errlen, "the value of \"--%s\" is not an http:// or https:// URL of at most %d bytes: pass the "
-                  "whole URL the provider redirected the browser to", spec->name, CODEC_MAX_STRING);
+        snprintf (err, errlen, "the %s%s%s \"--%s\" is not an http:// or https:// URL of at most %d bytes: pass the "
+                  "whole URL the provider redirected the browser to", from ? "URL read from " : "value of",
+                  from ? from : "", from ? " for" : "", spec->name, CODEC_MAX_STRING);
         return NULL;
     }
     for (size_t i = 0; i < sizeof params / sizeof params [0]; i++) {
@@ -475,10 +479,32 @@ opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err, siz
             break;
         }
         case OPT_CALLBACK_URL:
-            v = parse_callback_url (s, spec, value, err, errlen);
+            v = parse_callback_url (s, spec, value, NULL, err, errlen);
             if (!v)
                 goto out;
             break;
+        case OPT_CALLBACK_URL_FILE: {
+            char shown [220];
+            if (read_secret (s, spec, value, &buf, shown, sizeof shown, err, errlen) != 0)
+                goto out;
+            /* one line: the line end an editor or echo leaves is not part of it */
+            char *p = buf.data ? buf.data : "";
+            size_t len = buf.len;
+            while (len && (unsigned char) p [len - 1] <= 0x20)
+                p [--len] = '\0';
+            while (len && (unsigned char) *p <= 0x20) {
+                p++;
+                len--;
+            }
+            if (memchr (p, '\0', len)) {
+                snprintf (err, errlen, "%s holds a NUL byte: give \"--%s\" a file with the URL alone", shown, spec->name);
+                goto out;
+            }
+            v = parse_callback_url (s, spec, p, shown, err, errlen);
+            if (!v)
+                goto out;
+            break;
+        }
         case OPT_SECRET: {
             char *p = value;
             size_t len = strlen (value);

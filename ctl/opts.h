@@ -12,8 +12,9 @@ typedef enum {
     OPT_SECRET,         /* a secret given on the command line (wiped from argv once read) */
     OPT_SECRET_FILE,    /* a secret read from a file, or from standard input for "-" */
     OPT_LIST,           /* repeatable: each value's words (spaces, commas) appended to one array */
-    OPT_CALLBACK_URL    /* an OAuth redirect URL: its query's state, code, error and error_description
+    OPT_CALLBACK_URL,   /* an OAuth redirect URL: its query's state, code, error and error_description
                            fill those keys (key names the one that must be present: "state") */
+    OPT_CALLBACK_URL_FILE /* the same URL read from a file, or from standard input for "-" */
 } opt_kind_t;
 
 /* 0 when value is acceptable, else -1 with a message naming the option. */

@@ -363,7 +363,8 @@ output_connect (const json_t *reply, const output_mode_t *mode)
         fputc ('\n', stdout);
     }
     fputs ("next: open authorization_url in a browser, approve, then run\n"
-           "  ferrulectl callback --url 'URL THE BROWSER WAS REDIRECTED TO'\n", stdout);
+           "  ferrulectl callback --url-file -\n"
+           "and paste the URL the browser was redirected to, then press Ctrl-D\n", stdout);
     return 0;
 }
 

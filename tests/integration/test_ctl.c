@@ -530,6 +530,72 @@ test_timed_out_change_says_its_outcome_is_unknown (void **state)
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
 }
 
+/* "callback --url" puts the authorization code on the command line (shell history, process
+ * accounting): "--url-file PATH" reads the URL from a file instead, checked as --url is. */
+static void
+test_callback_url_from_a_file (void **state)
+{
+    int rc = -1;
+    char path [512];
+    snprintf (path, sizeof path, "%s/callback-url", harness_workdir (h));
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "file:box", "--provider", "fakebox",
+                             "--redirect-uri", "http://127.0.0.1/callback", NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    json_decref (c);
+
+    /* no state: refused before sending, naming the option */
+    const char *no_state = strstr (location, "state=");
+    assert_non_null (no_state);
+    char *cut = strndup (location, (size_t) (no_state - location));
+    itest_write_file (path, cut);
+    free (cut);
+    json_t *r = harness_ctl (h, &rc, "callback", "--url-file", path, NULL);
+    assert_int_equal (rc, 2);
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (!message || !strstr (message, "--url-file") || !strstr (message, "\"state\""))
+        fail_msg ("a URL file without a state is refused with \"%s\"", message ? message : "");
+    json_decref (r);
+    /* with --url as well */
+    r = harness_ctl (h, &rc, "callback", "--url", "https://app.example.com/cb?code=c&state=s", "--url-file", path, NULL);
+    assert_int_equal (rc, 2);
+    message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    assert_non_null (message);
+    assert_non_null (strstr (message, "cannot be used together"));
+    json_decref (r);
+    /* over the cap */
+    char *big = malloc (70000);
+    assert_non_null (big);
+    memset (big, 'a', 69999);
+    memcpy (big, "https://", 8);
+    big [69999] = '\0';
+    itest_write_file (path, big);
+    free (big);
+    r = harness_ctl (h, &rc, "callback", "--url-file", path, NULL);
+    assert_int_equal (rc, 2);
+    message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (!message || !strstr (message, "too large"))
+        fail_msg ("a URL file of 69999 bytes is refused with \"%s\"", message ? message : "");
+    json_decref (r);
+
+    /* the whole URL, with the line end an editor leaves */
+    char *line = malloc (strlen (location) + 2);
+    assert_non_null (line);
+    sprintf (line, "%s\n", location);
+    itest_write_file (path, line);
+    free (line);
+    free (location);
+    r = harness_ctl (h, &rc, "callback", "--url-file", path, NULL);
+    if (rc != 0)
+        fail_msg ("callback --url-file exited %d (%s)", rc, itest_code (r));
+    assert_string_equal (json_string_value (json_object_get (json_object_get (r, "integration"), "id")), "file:box");
+    json_decref (r);
+    r = harness_ctl (h, &rc, "status", "--integration", "file:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (json_string_value (json_object_get (json_object_get (r, "integration"), "status")), "active");
+    json_decref (r);
+}
+
 /* "webhook test" follows its event with "events" requests. A client whose policy allows
  * webhook_test but not events had each of them refused "forbidden", dropped unread: the run
  * polled until --timeout, then said the delivery was "not looked up in time", exit 5. The first
@@ -588,6 +654,7 @@ main (void)
         cmocka_unit_test (test_stray_argument_is_not_echoed),
         cmocka_unit_test (test_secret_values_are_blanked_whatever_else_is_wrong),
         cmocka_unit_test (test_timed_out_change_says_its_outcome_is_unknown),
+        cmocka_unit_test (test_callback_url_from_a_file),
         cmocka_unit_test (test_webhook_test_shows_a_refused_events_lookup),      /* last: it changes the policy */
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
