@@ -29,7 +29,17 @@
 #include <unistd.h>
 
 #define CLAIM_BATCH        16
-#define FULL_FANOUT_MS     30000     /* the whole max-age window; a shorter one on other passes */
+#define LATE_FANOUT_MS     30000     /* the look back for late commits; a short one on other passes */
+/* How far back that look goes. An event's created_at is its transaction's start, so an event
+ * whose transaction committed after the short look passed that time is found only by a look
+ * further back. Ferrule's own writers commit well within this: each statement of theirs ends
+ * within its statement timeout (FERRULE_DB_STATEMENT_TIMEOUT_MS, at most 60 s; these threads'
+ * 5 s), a commit's wait for a synchronous standby included, and a batch is a few statements sent
+ * at once; ten of the longest is the bound. Anyone else's transaction (an operator's SQL) is not
+ * bounded: its events are found by the look over the whole max age, at a thread's start and once
+ * its connection was lost. Looking over the max age every 30 s read a day of events (in steps,
+ * back to back, a probe of the primary key each) per endpoint and worker, every 30 s. */
+#define LATE_COMMIT_S      600
 #define WINDOW_MARGIN_S    60        /* beyond the time since the last fan-out: transactions that
                                         started before it and committed after it */
 #define WINDOW_MAX_S       (2 * WINDOW_MARGIN_S)   /* a longer look back goes in steps */
@@ -62,6 +72,8 @@ typedef struct {
     int       catching_up;           /* and the short fan-outs wait for its end */
     int64_t   after, upto;           /* its seqs: done up to after (-1: not begun), ends at upto */
     int64_t   window_s, started_ms;  /* its look back, from its start */
+    int       wide;                  /* and it is the look over the max age that wide_due asked for */
+    int       wide_due;              /* a look over the max age is due: the connection was lost */
     lograte_t fail_log;
 } fanout_t;
 
@@ -217,6 +229,7 @@ scan_begin (fanout_t *f, int64_t window_s, int catching_up, int64_t now)
     f->window_s = window_s;
     f->started_ms = now;
     f->after = -1;
+    f->wide = 0;
 }
 
 /* The endpoint's fan-out in steps: one step, more until deadline. 1 when it has more to do, 0
@@ -247,6 +260,8 @@ scan_steps (lane_t *l, int64_t deadline)
     if (f->after < f->upto)
         return 1;
     f->scanning = 0;
+    if (f->wide)
+        f->wide_due = 0;
     if (f->catching_up)
         f->done_ms = f->started_ms;
     f->catching_up = 0;             /* or a catch-up longer than WINDOW_MAX_S never begins another */
@@ -259,17 +274,18 @@ scan_steps (lane_t *l, int64_t deadline)
  * misses the fan-out that gives its newer one a row; the thread's first looks back over the max
  * age, or to the newest event the endpoint was given when that is older (every worker away for
  * longer: the max age counts from the first attempt, so such an event is still due); every 30 s
- * one looks over the whole max age.
+ * (late: the caller's timer) one looks back LATE_COMMIT_S, for transactions that committed late,
+ * and once the connection was lost one looks over the whole max age (wide_due).
  * Up to WINDOW_MAX_S that is one statement. A longer look back goes in steps of FANOUT_STEP
  * events in seq order, up to the newest seq when it began, each step a bounded statement that
  * the next pass goes on from: one statement over weeks of events timed out at every pass, and its
  * window only grew. The steps keep the order: an event up to that seq was written before they
  * began, after its integration's earlier events had committed, so an earlier step saw those.
  * Events written since are the short look back's, which waits for a catch-up's steps (it would
- * give an integration's new event a row before an old one's step); the look over the max age
- * is no catch-up, and the short ones go on beside it. */
+ * give an integration's new event a row before an old one's step); the looks for late commits
+ * are no catch-up, and the short ones go on beside them. */
 static int
-fanout (lane_t *l, int full, int64_t started, int64_t deadline)
+fanout (lane_t *l, int late, int64_t started, int64_t deadline)
 {
     char err [512];
     fanout_t *f = &l->fan;
@@ -285,9 +301,13 @@ fanout (lane_t *l, int full, int64_t started, int64_t deadline)
         scan_begin (f, age >= 0 && age + WINDOW_MARGIN_S > max_age_s ? age + WINDOW_MARGIN_S : max_age_s, 1, started);
     }
     else if (f->done_ms && since > WINDOW_MAX_S && !f->catching_up)
-        scan_begin (f, since, 1, started);          /* in place of a look over the max age */
-    else if (full && !f->scanning)
-        scan_begin (f, since > max_age_s ? since : max_age_s, 0, started);
+        scan_begin (f, since, 1, started);          /* in place of a look for late commits */
+    else if ((late || f->wide_due) && !f->scanning) {
+        /* no further than the max age, as the thread's first look */
+        int64_t span = f->wide_due || max_age_s < LATE_COMMIT_S ? max_age_s : LATE_COMMIT_S;
+        scan_begin (f, since > span ? since : span, 0, started);
+        f->wide = f->wide_due;
+    }
     if (f->scanning) {
         more = scan_steps (l, deadline);
         if (more < 0 || (more > 0 && f->catching_up))
@@ -360,14 +380,14 @@ give_back_at_stop (lane_t *l, const store_events_claim_t *claims, size_t n, cons
  * events (fanout), which is all the claim's order needs; other workers claim them meanwhile
  * anyway. Its new events wait for its next fan-out. */
 static int
-deliver_pass (lane_t *l, int full)
+deliver_pass (lane_t *l, int late)
 {
     events_t *ev = l->ev;
     char err [512];
     int64_t started = clock_mono_ms (), retry_s;
     if (l->nstranded)
         release_stranded (l);
-    int more = fanout (l, full, started, started + FANOUT_PASS_MS);
+    int more = fanout (l, late, started, started + FANOUT_PASS_MS);
     if (more < 0 && !store_events_connected (l->store))
         return 0;                                   /* the claim would fail too */
     more = more > 0;
@@ -486,8 +506,8 @@ lane_thread (void *arg)
     lane_t *l = arg;
     events_t *ev = l->ev;
     char err [512], whose [WEBHOOK_NAME_MAX + 32];
-    int64_t next_connect = 0, next_full = 0, next_forecast = 0, next_stats = 0;
-    int logged_down = 0;
+    int64_t next_connect = 0, next_late = 0, next_forecast = 0, next_stats = 0;
+    int logged_down = 0, was_connected = 0;
     size_t nendpoints = webhook_set_count (ev->endpoints);
     if (l->ep)
         snprintf (whose, sizeof whose, "webhook \"%s\"", l->ep->name);
@@ -507,15 +527,21 @@ lane_thread (void *arg)
                 if (logged_down)
                     log_info (NULL, NULL, "event delivery connected to the database again (%s)", whose);
                 logged_down = 0;
+                /* a transaction may have been open through the loss (a stalled disk holds its
+                 * commit, and this thread's own statements failed meanwhile) for longer than the
+                 * look for late commits goes back */
+                if (was_connected)
+                    l->fan.wide_due = 1;
+                was_connected = 1;
             }
         }
         if (store_events_connected (l->store)) {
             store_events_consume (l->store);
             if (l->ep) {
-                int full = now >= next_full;
-                if (full)
-                    next_full = now + FULL_FANOUT_MS;
-                busy = deliver_pass (l, full);
+                int late = now >= next_late;
+                if (late)
+                    next_late = now + LATE_FANOUT_MS;
+                busy = deliver_pass (l, late);
             }
             else {
                 if (now >= next_forecast) {
@@ -545,7 +571,7 @@ lane_thread (void *arg)
         if (!store_events_connected (l->store))
             wait = timer_wait (wait, next_connect, now);
         else if (l->ep)
-            wait = timer_wait (wait, next_full, now);
+            wait = timer_wait (wait, next_late, now);
         else {
             wait = timer_wait (wait, next_forecast, now);
             if (nendpoints)

@@ -1,0 +1,159 @@
+/* test_events_steady.c - the event delivery in its steady state, with the default max age (a
+ * day): what its periodic looks read when nothing new comes. Counted in rows, not timed. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "clock.h"
+#include "itest.h"
+#include "receiver.h"
+
+#define SECRET   "whsec_events_steady_0123456789abcdef"
+#define OLD      30000              /* delivered events of an hour ago */
+
+static harness_t *h;
+static char hooks_path [512];
+
+static int
+setup (void **state)
+{
+    h = harness_new ("events_steady");
+    if (!h || receiver_start (0, SECRET) != 0)
+        return -1;
+    char secret [512], text [1024];
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    itest_write_file (secret, SECRET "\n");
+    snprintf (hooks_path, sizeof hooks_path, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\", "
+              "\"secret_file\": \"%s\"}]}", receiver_port (), secret);
+    itest_write_file (hooks_path, text);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", hooks_path);
+    harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
+    harness_set_env (h, "FERRULE_EVENTS_FORECAST_MS", "86400000");
+    /* the worker starts in the first test, after its events are in */
+    return harness_start_broker (h) < 0 ? -1 : 0;
+}
+
+static int
+teardown (void **state)
+{
+    int bad = itest_teardown (&h);
+    receiver_stop ();
+    return bad;
+}
+
+/* w1, started if an earlier test did not get to start it */
+static void
+need_worker (void)
+{
+    if (harness_worker_running (h, "w1"))
+        return;
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+}
+
+/* A test event to "app" whose transaction began age ago ("0 seconds": now); its seq. */
+static long long
+emit (const char *age)
+{
+    char sql [512];
+    snprintf (sql, sizeof sql, "INSERT INTO events (type, diagnosis, endpoint, created_at)"
+              " VALUES ('test', 'healthy', 'app', now () - interval '%s') RETURNING seq", age);
+    long long seq = harness_sql_int (h, sql);
+    assert_true (seq > 0);
+    return seq;
+}
+
+/* The delivery of event seq to "app" once it is in state ("%": any), after waiting up to
+ * timeout_ms for it: 1, or 0. One entry of the primary key a look. */
+static long long
+wait_row (long long seq, const char *state, int timeout_ms)
+{
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM event_deliveries WHERE event_seq = %lld AND endpoint = 'app'"
+              " AND state LIKE '%s'", seq, state);
+    return itest_wait_sql (h, sql, 1, timeout_ms);
+}
+
+/* What the fan-out and the claims read: entries of both tables' indexes, and rows their
+ * sequential scans read (itest_reads), so far. */
+static const char *const read_from [][2] = {
+    { "events", NULL }, { "events", "events_pkey" }, { "events", "events_by_time" },
+    { "event_deliveries", NULL }, { "event_deliveries", "event_deliveries_pkey" },
+    { "event_deliveries", "event_deliveries_due" }, { "event_deliveries", "event_deliveries_queue" },
+    { "event_deliveries", "event_deliveries_by_endpoint" },
+};
+#define NREAD (sizeof read_from / sizeof read_from [0])
+
+static void
+reads (long long n [NREAD])
+{
+    for (size_t i = 0; i < NREAD; i++)
+        n [i] = itest_reads (h, read_from [i][0], read_from [i][1]);
+}
+
+/* ---------------------------------------------------------------- tests */
+
+/* 30,000 events of an hour ago, each delivered already. Every 30 s every endpoint's thread, on
+ * every worker, looked over the whole max age (a day) again, probing each event's delivery in
+ * steps of 1,000: each look read all 30,000 (events a day, times endpoints, times workers, every
+ * 30 s). The periodic look is for transactions that commit late, and reads the last minutes only;
+ * the look over the whole max age is the thread's first (and one after its connection was lost).
+ * An event whose transaction began 5 minutes before it committed still gets its delivery at the
+ * next periodic look, and one of an hour ago at the look after a lost connection. */
+static void
+test_periodic_fanout_reads_only_recent_events (void **state)
+{
+    char sql [1024];
+    snprintf (sql, sizeof sql, "WITH e AS (INSERT INTO events (type, diagnosis, endpoint, created_at)"
+              " SELECT 'test', 'healthy', 'app', now () - interval '1 hour' FROM generate_series (1, %d) RETURNING seq)"
+              " INSERT INTO event_deliveries (event_seq, endpoint, state, attempts, first_at, next_at, last_attempt_at,"
+              " last_status, delivered_at) SELECT seq, 'app', 'delivered', 1, now () - interval '1 hour',"
+              " now () - interval '1 hour', now () - interval '1 hour', 200, now () - interval '1 hour' FROM e", OLD);
+    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE events"), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE event_deliveries"), 0);
+    /* the first look (over the max age) reads them all once; this one, newer, is its last step's */
+    long long late = emit ("5 minutes");
+    need_worker ();
+    assert_int_equal (wait_row (late, "delivered", 30000), 1);
+    sleep (2);                      /* what was read before is reported by now */
+    long long before [NREAD], after [NREAD], read = 0;
+    reads (before);
+    /* a transaction that began 5 minutes ago commits: the next periodic look gives it its row */
+    late = emit ("5 minutes");
+    int64_t t0 = clock_mono_ms ();
+    assert_int_equal (wait_row (late, "delivered", 60000), 1);
+    int64_t took = clock_mono_ms () - t0;
+    sleep (2);
+    reads (after);
+    for (size_t i = 0; i < NREAD; i++) {
+        read += after [i] - before [i];
+        print_message ("events: %lld read from %s %s\n", after [i] - before [i], read_from [i][0],
+                       read_from [i][1] ? read_from [i][1] : "(sequential scans)");
+    }
+    print_message ("events: a periodic look (%lld ms to find the late event) and the passes around it read %lld"
+                   " entries and rows, with %d delivered events of an hour ago\n", (long long) took, read, OLD);
+    if (read >= OLD / 10)
+        fail_msg ("the periodic look read the day's delivered events again (%lld entries)", read);
+    /* one of an hour ago, with no delivery (a transaction open that long): the look after a lost
+     * connection goes over the max age again */
+    late = emit ("1 hour");
+    assert_int_equal (harness_sql (h, "SELECT count(*) FROM (SELECT pg_terminate_backend (pid) FROM pg_stat_activity"
+                                      " WHERE application_name = 'ferrule-worker-webhook w1 app') t"), 0);
+    assert_int_equal (wait_row (late, "delivered", 30000), 1);
+}
+
+int
+main (void)
+{
+    const struct CMUnitTest tests [] = {
+        cmocka_unit_test (test_periodic_fanout_reads_only_recent_events),
+    };
+    return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
+}
