@@ -908,7 +908,11 @@ store_events_endpoint_stats_start (store_t *s, const char *const *endpoints, siz
     /* every part is bounded by an index: the loop's connection must not scan a day of deliveries.
      * The newest failure needs one on (endpoint, last_attempt_at) over the failed and pending rows
      * with an error (event_deliveries_last_error): without it, all of them are read and sorted
-     * (19,000 failed rows: 0.7 to 1.2 s cold, past a 1 s statement timeout) */
+     * (19,000 failed rows: 0.7 to 1.2 s cold, past a 1 s statement timeout). Retrying: pending
+     * after an attempt of this round that finished and failed. The claim counts an attempt before
+     * it is sent, so attempts alone called a first attempt in flight (a slow receiver) a retry;
+     * last_attempt_at is written when an attempt ends, and first_at when the round's first is
+     * claimed (a replay starts a new round: its old attempts are not retries of it) */
     for (size_t i = 0; i < n; i++)
         stmts [i] = (store_stmt_t) {
             "SELECT (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'),"
@@ -918,7 +922,8 @@ store_events_endpoint_stats_start (store_t *s, const char *const *endpoints, siz
             "  l.last_error, to_char (l.last_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
             "  (SELECT to_char (max (delivered_at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM event_deliveries"
             "     WHERE endpoint = $1 AND state = 'delivered'),"
-            "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending' AND attempts > 0)"
+            "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending' AND attempts > 0"
+            "     AND last_attempt_at >= first_at)"
             " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT last_error, last_attempt_at FROM event_deliveries"
             "   WHERE endpoint = $1 AND state IN ('pending', 'failed') AND last_error IS NOT NULL"
             "   ORDER BY last_attempt_at DESC LIMIT 1) l ON true",

@@ -17,6 +17,8 @@
 
 static struct {
     pthread_mutex_t lock;
+    pthread_cond_t released;        /* signalled by receiver_release */
+    unsigned releases;              /* how many releases so far: a held request ends at the next */
     struct MHD_Daemon *d;
     char secret [256];
     int port;
@@ -25,7 +27,7 @@ static struct {
     int bad;
     receiver_got_t got [RECEIVER_MAX_GOT];
     int ngot;
-} rx = { .lock = PTHREAD_MUTEX_INITIALIZER };
+} rx = { .lock = PTHREAD_MUTEX_INITIALIZER, .released = PTHREAD_COND_INITIALIZER };
 
 typedef struct {
     char *body;
@@ -80,10 +82,21 @@ on_request (void *cls, struct MHD_Connection *c, const char *url, const char *me
     pthread_mutex_lock (&rx.lock);
     int ok = u->body && signature_ok (sig, u->body, u->len);
     int delay = rx.delay_ms;
+    unsigned releases = rx.releases;
+    if (delay) {                    /* held, until the delay is over or the test releases it */
+        struct timespec until;
+        clock_gettime (CLOCK_REALTIME, &until);
+        until.tv_sec += delay / 1000;
+        until.tv_nsec += (long) (delay % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (rx.releases == releases && pthread_cond_timedwait (&rx.released, &rx.lock, &until) == 0)
+            ;
+    }
     pthread_mutex_unlock (&rx.lock);
     json_t *o = ok ? json_loadb (u->body, u->len, 0, NULL) : NULL;
-    if (delay)
-        usleep ((useconds_t) delay * 1000);
     int status = 200;
     pthread_mutex_lock (&rx.lock);
     if (!o) {
@@ -159,6 +172,15 @@ receiver_set (int fail_next, int delay_ms)
     pthread_mutex_lock (&rx.lock);
     rx.fail_next = fail_next;
     rx.delay_ms = delay_ms;
+    pthread_mutex_unlock (&rx.lock);
+}
+
+void
+receiver_release (void)
+{
+    pthread_mutex_lock (&rx.lock);
+    rx.releases++;
+    pthread_cond_broadcast (&rx.released);
     pthread_mutex_unlock (&rx.lock);
 }
 

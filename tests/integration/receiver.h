@@ -21,6 +21,8 @@ void receiver_stop (void);
 int receiver_port (void);
 /* Answer 500 to the next fail_next requests; hold each request delay_ms first. */
 void receiver_set (int fail_next, int delay_ms);
+/* Lets every request held by the delay be answered now (a later one is held again). */
+void receiver_release (void);
 /* A copy of what arrived so far (caller frees *got), its count; *bad gets the requests whose
  * signature or event id header did not check out. */
 int receiver_snapshot (receiver_got_t **got, int *bad);

@@ -1,5 +1,6 @@
 /* test_events_steady.c - the event delivery in its steady state, with the default max age (a
- * day): what its periodic looks read when nothing new comes. Counted in rows, not timed. */
+ * day): what its periodic looks read when nothing new comes, and what the webhook's doctor says
+ * of a slow receiver. Counted in rows, not timed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -15,6 +16,7 @@
 
 #define SECRET   "whsec_events_steady_0123456789abcdef"
 #define OLD      30000              /* delivered events of an hour ago */
+#define HELD_MS  60000              /* the receiver holds a request this long unless released */
 
 static harness_t *h;
 static char hooks_path [512];
@@ -33,6 +35,12 @@ setup (void **state)
               "\"secret_file\": \"%s\"}]}", receiver_port (), secret);
     itest_write_file (hooks_path, text);
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", hooks_path);
+    /* an attempt the receiver holds stays in flight until released, and its thread off the database */
+    harness_set_env (h, "FERRULE_WEBHOOK_TIMEOUT_MS", "90000");
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "91000");
+    /* a retry comes 1.5 to 3 s after a refused attempt: room to hold it in flight */
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "3000");
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", "6000");
     harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
     harness_set_env (h, "FERRULE_EVENTS_FORECAST_MS", "86400000");
     /* the worker starts in the first test, after its events are in */
@@ -42,6 +50,7 @@ setup (void **state)
 static int
 teardown (void **state)
 {
+    receiver_release ();
     int bad = itest_teardown (&h);
     receiver_stop ();
     return bad;
@@ -78,6 +87,17 @@ wait_row (long long seq, const char *state, int timeout_ms)
     snprintf (sql, sizeof sql, "SELECT count(*) FROM event_deliveries WHERE event_seq = %lld AND endpoint = 'app'"
               " AND state LIKE '%s'", seq, state);
     return itest_wait_sql (h, sql, 1, timeout_ms);
+}
+
+/* Its delivery claimed and its attempt number attempt under way (held by the receiver). */
+static void
+wait_in_flight (long long seq, int attempt)
+{
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM event_deliveries WHERE event_seq = %lld AND endpoint = 'app'"
+              " AND state = 'pending' AND attempts = %d AND lease_token IS NOT NULL", seq, attempt);
+    assert_int_equal (itest_wait_sql (h, sql, 1, 20000), 1);
+    usleep (200000);                /* from its claim's commit to its request */
 }
 
 /* What the fan-out and the claims read: entries of both tables' indexes, and rows their
@@ -149,11 +169,58 @@ test_periodic_fanout_reads_only_recent_events (void **state)
     assert_int_equal (wait_row (late, "delivered", 30000), 1);
 }
 
+/* A slow receiver's first attempt in flight is no retry: the claim counts the attempt before it
+ * is sent, and the doctor counted every pending delivery with an attempt as "retrying" (and said
+ * "retrying" of a healthy endpoint). A retry is an attempt after one that finished and failed. */
+static void
+test_doctor_calls_a_first_attempt_no_retry (void **state)
+{
+    need_worker ();
+    receiver_set (0, HELD_MS);
+    long long seq = emit ("0 seconds");
+    wait_in_flight (seq, 1);
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "webhook", "doctor", NULL);
+    receiver_release ();
+    receiver_set (0, 0);
+    assert_int_equal (rc, 0);
+    json_t *app = json_array_get (json_object_get (r, "webhooks"), 0);
+    assert_string_equal (json_string_value (json_object_get (app, "name")), "app");
+    print_message ("doctor during a first attempt: %s, pending %lld, retrying %lld\n",
+                   json_string_value (json_object_get (app, "diagnosis")),
+                   (long long) json_integer_value (json_object_get (app, "pending")),
+                   (long long) json_integer_value (json_object_get (app, "retrying")));
+    assert_int_equal (json_integer_value (json_object_get (app, "pending")), 1);
+    assert_int_equal (json_integer_value (json_object_get (app, "retrying")), 0);
+    assert_string_equal (json_string_value (json_object_get (app, "diagnosis")), "healthy");
+    json_decref (r);
+    assert_int_equal (wait_row (seq, "delivered", 20000), 1);
+    /* an attempt after a refused one is a retry, in flight or not */
+    receiver_set (1, 0);
+    seq = emit ("0 seconds");
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM event_deliveries WHERE event_seq = %lld AND endpoint = 'app'"
+              " AND last_status = 500", seq);
+    assert_int_equal (itest_wait_sql (h, sql, 1, 20000), 1);
+    receiver_set (0, HELD_MS);      /* within the backoff's first wait, 1.5 s at least */
+    wait_in_flight (seq, 2);
+    r = harness_ctl (h, &rc, "webhook", "doctor", NULL);
+    receiver_release ();
+    receiver_set (0, 0);
+    assert_int_equal (rc, 0);
+    app = json_array_get (json_object_get (r, "webhooks"), 0);
+    assert_int_equal (json_integer_value (json_object_get (app, "retrying")), 1);
+    assert_string_equal (json_string_value (json_object_get (app, "diagnosis")), "retrying");
+    json_decref (r);
+    assert_int_equal (wait_row (seq, "delivered", 20000), 1);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_periodic_fanout_reads_only_recent_events),
+        cmocka_unit_test (test_doctor_calls_a_first_attempt_no_retry),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
