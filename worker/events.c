@@ -556,6 +556,14 @@ lane_thread (void *arg)
                         metrics_set (ev->m_pending, pending);
                         metrics_set (ev->m_failed_rows, failed_n);
                     }
+                    else {
+                        /* said, as every failed statement here: the alert's gauge would only
+                         * go stale */
+                        char why [sizeof err + 160];
+                        snprintf (why, sizeof why, "%s; ferrule_worker_events_pending and ferrule_worker_events_failed "
+                                  "keep the values of the last count that worked", err);
+                        db_failed (ev, why);
+                    }
                 }
             }
             if (atomic_load (&ev->stop))
@@ -705,10 +713,13 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
         goto fail;
     }
     ev->metrics = metrics;
-    ev->m_pending = metrics_gauge (metrics, "worker_events_pending",
-                                   "deliveries to this worker's configured webhook endpoints not yet delivered nor failed (whole database)", NULL);
-    ev->m_failed_rows = metrics_gauge (metrics, "worker_events_failed",
-                                       "deliveries to this worker's configured webhook endpoints that gave up (ferrulectl events replay; whole database)", NULL);
+    char help [256];
+    snprintf (help, sizeof help, "deliveries to this worker's configured webhook endpoints not yet delivered nor "
+              "failed (whole database; counted up to %d, which means at least as many)", STORE_EVENTS_COUNT_CAP);
+    ev->m_pending = metrics_gauge (metrics, "worker_events_pending", help, NULL);
+    snprintf (help, sizeof help, "deliveries to this worker's configured webhook endpoints that gave up (ferrulectl "
+              "events replay; whole database; counted up to %d, which means at least as many)", STORE_EVENTS_COUNT_CAP);
+    ev->m_failed_rows = metrics_gauge (metrics, "worker_events_failed", help, NULL);
     ev->m_forecasts = metrics_counter (metrics, "worker_events_forecast_total",
                                        "expiring events this worker recorded from the catalog's limits", NULL);
     ev->m_db_errors = metrics_counter (metrics, "worker_events_database_errors_total",

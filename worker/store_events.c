@@ -698,13 +698,18 @@ store_events_counts (store_events_t *se, const char *const *endpoints, size_t ne
                      int64_t *failed_n, char *err, size_t errlen)
 {
     fr_status_t st;
-    char *arr = text_array (endpoints, nendpoints);
-    const char *values [] = { arr };
+    char *arr = text_array (endpoints, nendpoints), cap [16];
+    snprintf (cap, sizeof cap, "%d", STORE_EVENTS_COUNT_CAP);
+    const char *values [] = { arr, cap };
     PGresult *res = run (se, "count event deliveries",
         /* states named, not "<> 'delivered'": the (endpoint, state) index then reads only these
-         * rows, not every delivery an endpoint ever had (delivered ones are never deleted) */
-        "SELECT count(*) FILTER (WHERE state = 'pending'), count(*) FILTER (WHERE state = 'failed')"
-        " FROM event_deliveries WHERE state IN ('pending', 'failed') AND endpoint = ANY ($1::text[])", 1, values, 1,
+         * rows, not every delivery an endpoint ever had (delivered ones are never deleted). And
+         * no more than the cap of each: failed ones are never deleted either, and every worker
+         * counts every 5 s */
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE state = 'pending'"
+        "          AND endpoint = ANY ($1::text[]) LIMIT $2::int) p),"
+        "       (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE state = 'failed'"
+        "          AND endpoint = ANY ($1::text[]) LIMIT $2::int) f)", 2, values, 1,
         &st, err, errlen);
     mem_free (arr);
     if (!res)

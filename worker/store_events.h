@@ -102,7 +102,9 @@ fr_status_t store_events_forecast (store_events_t *se, const char *provider, int
                                    int64_t grant_s, int64_t grant_warn_s, int64_t every_ms, int64_t *added,
                                    char *err, size_t errlen) FR_MUSTCHECK;
 
-/* Counts for the metrics: deliveries to these endpoints pending and failed. */
+/* Counts for the metrics: deliveries to these endpoints pending and failed, each counted up to
+ * STORE_EVENTS_COUNT_CAP (that value means at least as many). */
+#define STORE_EVENTS_COUNT_CAP 10000
 fr_status_t store_events_counts (store_events_t *se, const char *const *endpoints, size_t nendpoints, int64_t *pending,
                                  int64_t *failed, char *err, size_t errlen) FR_MUSTCHECK;
 

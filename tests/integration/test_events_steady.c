@@ -1,6 +1,7 @@
 /* test_events_steady.c - the event delivery in its steady state, with the default max age (a
- * day): what its periodic looks read when nothing new comes, and what the webhook's doctor says
- * of a slow receiver. Counted in rows, not timed. */
+ * day): what its periodic looks read when nothing new comes, what the webhook's doctor says of a
+ * slow receiver, and what the counts for the metrics say when they fail or are large. Counted in
+ * rows, log lines and metrics, not timed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,6 +18,7 @@
 #define SECRET   "whsec_events_steady_0123456789abcdef"
 #define OLD      30000              /* delivered events of an hour ago */
 #define HELD_MS  60000              /* the receiver holds a request this long unless released */
+#define COUNT_CAP 10000             /* the metrics' counts stop there (store_events_counts) */
 
 static harness_t *h;
 static char hooks_path [512];
@@ -43,6 +45,7 @@ setup (void **state)
     harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", "6000");
     harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
     harness_set_env (h, "FERRULE_EVENTS_FORECAST_MS", "86400000");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
     /* the worker starts in the first test, after its events are in */
     return harness_start_broker (h) < 0 ? -1 : 0;
 }
@@ -215,12 +218,75 @@ test_doctor_calls_a_first_attempt_no_retry (void **state)
     assert_int_equal (wait_row (seq, "delivered", 20000), 1);
 }
 
+/* The counts for the metrics (every 5 s, on the thread of the forecasts and counts) failed
+ * without a word: no log line, no database error counted, and worker_events_failed, the alert's
+ * metric, kept its old value. Here the table is locked past the thread's lock timeout while the
+ * endpoint's own thread waits on an attempt the receiver holds, so that only the count fails. */
+static void
+test_failed_count_is_reported (void **state)
+{
+    need_worker ();
+    receiver_set (0, HELD_MS);
+    long long seq = emit ("0 seconds");
+    wait_in_flight (seq, 1);
+    const char *errors = "ferrule_worker_events_database_errors_total";
+    const char *needle = "could not count event deliveries";
+    unsigned long long more;
+    double errors_before = itest_metric (h, "w1", errors);
+    int lines_before = itest_log_lines (h, "w1", needle, &more), lines = lines_before;
+    PGconn *lock = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (lock), CONNECTION_OK);
+    PGresult *res = PQexec (lock, "BEGIN; LOCK TABLE event_deliveries IN ACCESS EXCLUSIVE MODE");
+    int locked = PQresultStatus (res) == PGRES_COMMAND_OK;
+    PQclear (res);
+    /* a count comes every 5 s and gives up after its lock timeout (2.5 s) */
+    for (int64_t until = clock_mono_ms () + 20000; locked && lines == lines_before && clock_mono_ms () < until;
+         usleep (100000))
+        lines = itest_log_lines (h, "w1", needle, &more);
+    PQclear (PQexec (lock, "ROLLBACK"));
+    PQfinish (lock);
+    double errors_after = itest_metric (h, "w1", errors);
+    receiver_release ();
+    receiver_set (0, 0);
+    assert_true (locked);
+    print_message ("a count under a lock: %d lines saying so, database errors counted %.0f then %.0f\n",
+                   lines - lines_before, errors_before, errors_after);
+    assert_true (lines > lines_before);
+    assert_true (errors_after > errors_before);
+    assert_int_equal (wait_row (seq, "delivered", 20000), 1);
+}
+
+/* Failed deliveries are never deleted, and the counts read every pending and failed one every 5 s
+ * on every worker. They stop at COUNT_CAP each: worker_events_failed at that value means at least
+ * that many. */
+static void
+test_counts_stop_at_their_cap (void **state)
+{
+    need_worker ();
+    char sql [1024];
+    snprintf (sql, sizeof sql, "WITH e AS (INSERT INTO events (type, diagnosis, endpoint, created_at)"
+              " SELECT 'test', 'healthy', 'app', now () - interval '2 hours' FROM generate_series (1, %d) RETURNING seq)"
+              " INSERT INTO event_deliveries (event_seq, endpoint, state, attempts, first_at, next_at, last_attempt_at,"
+              " last_error, failed_at) SELECT seq, 'app', 'failed', 9, now () - interval '2 hours',"
+              " now () - interval '2 hours', now () - interval '2 hours', 'no answer', now () - interval '2 hours'"
+              " FROM e", COUNT_CAP + 2000);
+    assert_int_equal (harness_sql (h, sql), 0);
+    const char *gauge = "ferrule_worker_events_failed";
+    double failed = itest_metric (h, "w1", gauge);
+    for (int64_t until = clock_mono_ms () + 15000; failed < COUNT_CAP && clock_mono_ms () < until; usleep (200000))
+        failed = itest_metric (h, "w1", gauge);
+    print_message ("%d failed deliveries counted as %.0f\n", COUNT_CAP + 2000, failed);
+    assert_true (failed == COUNT_CAP);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_periodic_fanout_reads_only_recent_events),
         cmocka_unit_test (test_doctor_calls_a_first_attempt_no_retry),
+        cmocka_unit_test (test_failed_count_is_reported),
+        cmocka_unit_test (test_counts_stop_at_their_cap),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
