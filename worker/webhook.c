@@ -151,6 +151,24 @@ out:
     return secret;
 }
 
+/* What kind of error jansson found, in words of our own: its text quotes the token it stopped
+ * in ("near '...'"), or a byte of it, which may be a URL's password or a secret's name. */
+static const char *
+json_error_kind (const json_error_t *jerr)
+{
+    switch (json_error_code (jerr)) {
+        case json_error_invalid_utf8:
+        case json_error_null_character:
+        case json_error_null_byte_in_key:       return "not UTF-8 text, or a NUL character in it";
+        case json_error_premature_end_of_input: return "the file ends inside a value";
+        case json_error_end_of_input_expected:  return "text after the end of the JSON object";
+        case json_error_duplicate_key:          return "a key given twice in one object";
+        case json_error_stack_overflow:         return "values nested too deeply";
+        case json_error_numeric_overflow:       return "a number too large";
+        default:                                return "not valid JSON (a bad escape, token or separator)";
+    }
+}
+
 webhook_set_t *
 webhook_set_parse (const char *text, size_t len, const char *source, char *err, size_t errlen)
 {
@@ -159,7 +177,8 @@ webhook_set_parse (const char *text, size_t len, const char *source, char *err, 
     webhook_set_t *set = mem_alloc (sizeof *set);
     json_t *root = json_loadb (text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (!root) {
-        snprintf (err, errlen, "could not read webhook endpoints file \"%s\": line %d: %s", source, jerr.line, jerr.text);
+        snprintf (err, errlen, "could not read webhook endpoints file \"%s\": line %d, column %d: %s", source,
+                  jerr.line, jerr.column, json_error_kind (&jerr));
         goto fail;
     }
     json_t *list = json_object_get (root, "endpoints");

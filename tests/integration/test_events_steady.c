@@ -1,7 +1,7 @@
 /* test_events_steady.c - the event delivery in its steady state, with the default max age (a
- * day): what its periodic looks read when nothing new comes, what the webhook's doctor says of a
- * slow receiver, and what the counts for the metrics say when they fail or are large. Counted in
- * rows, log lines and metrics, not timed. */
+ * day): what its periodic looks read when nothing new comes, what it says when a count fails or is
+ * large, what the webhook's doctor says of a slow receiver, and what a worker says of an endpoints
+ * file it cannot read. Counted in rows, log lines and metrics, not timed. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -279,6 +279,29 @@ test_counts_stop_at_their_cap (void **state)
     assert_true (failed == COUNT_CAP);
 }
 
+/* A JSON syntax error in the endpoints file: jansson's message quotes the token it stopped in
+ * ("near '...'"), here a URL up to just after its password, and the worker's start-up error said
+ * it. It names the file, line and column and the kind of error only. */
+static void
+test_endpoints_file_error_quotes_nothing (void **state)
+{
+    char path [512], text [512];
+    snprintf (path, sizeof path, "%s/webhooks-broken.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"broken\",\n \"url\": \"http://a:Pw9xK2@h\\q/hooks\","
+              " \"secret_file\": \"/nonexistent\"}]}\n");
+    itest_write_file (path, text);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    int started = harness_start_worker (h, "wbroken");
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", hooks_path);
+    assert_int_equal (started, 0);
+    assert_int_equal (harness_wait_worker_exit (h, "wbroken", 20000), 2);
+    int quoted = itest_workdir_contains (h, "Pw9xK2");
+    if (quoted)
+        fail_msg ("the worker's log quotes the endpoints file's text, the URL's password with it");
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "wbroken", "webhooks-broken.json\": line 2, column 28", &more), 1);
+}
+
 int
 main (void)
 {
@@ -287,6 +310,7 @@ main (void)
         cmocka_unit_test (test_doctor_calls_a_first_attempt_no_retry),
         cmocka_unit_test (test_failed_count_is_reported),
         cmocka_unit_test (test_counts_stop_at_their_cap),
+        cmocka_unit_test (test_endpoints_file_error_quotes_nothing),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }

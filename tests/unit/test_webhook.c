@@ -143,6 +143,30 @@ test_body (void **state)
     mem_free (body);
 }
 
+/* A syntax error in the endpoints file: jansson's text quotes the token it stopped in ("near
+ * '...'"), here a URL up to just after its password. The message names the file, the line and
+ * the column, and what kind of error, never the text. */
+static void
+test_endpoints_file_syntax_error (void **state)
+{
+    char err [512] = "";
+    static const char *const broken [] = {
+        "{\"endpoints\": [{\"name\": \"a\",\n \"url\": \"http://a:Pw9xK2@h\\q/x\", \"secret_file\": \"/x\"}]}",
+        "{\"endpoints\": [{\"name\": \"a\", \"url\": \"http://a:Pw9xK2@h\xe9/x\"}]}",
+        "{\"endpoints\": [{\"name\": \"a\", \"Pw9xK2\": 1, \"Pw9xK2\": 2}]}",
+        "{\"endpoints\": [{\"name\": \"a\", \"url\": \"http://a:Pw9xK2@h/x\"",
+    };
+    for (size_t i = 0; i < sizeof broken / sizeof broken [0]; i++) {
+        assert_null (webhook_set_parse (broken [i], strlen (broken [i]), "hooks.json", err, sizeof err));
+        if (strstr (err, "Pw9xK2"))
+            fail_msg ("file %zu: the message quotes the file's text", i);     /* not printed: it would */
+        if (strstr (err, "near") || !strstr (err, "\"hooks.json\": line ") || !strstr (err, ", column "))
+            fail_msg ("file %zu: %s", i, err);
+    }
+    assert_null (webhook_set_parse (broken [0], strlen (broken [0]), "hooks.json", err, sizeof err));
+    assert_non_null (strstr (err, "line 2, column 28"));
+}
+
 static char secret_path [64];
 
 static int
@@ -469,6 +493,7 @@ main (void)
         cmocka_unit_test (test_verify_fails_closed),
         cmocka_unit_test (test_backoff),
         cmocka_unit_test (test_body),
+        cmocka_unit_test (test_endpoints_file_syntax_error),
         cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_endpoint_urls, write_secret, remove_secret),
         cmocka_unit_test (test_url_path_not_shown),
