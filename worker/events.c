@@ -156,20 +156,31 @@ deliver (lane_t *l, const store_events_claim_t *c, const char *lease_token, int 
     webhook_event_t we = { c->id, c->type, c->integration, c->provider, c->diagnosis, c->created_ms,
                            c->generation, c->detail, c->expires_at };
     char *body = webhook_body (&we);
-    webhook_outcome_t out = webhook_send (l->curl, l->ep, &we, body, (int64_t) time (NULL), ev->cfg.timeout_ms,
-                                          stopping, ev, &status, err, sizeof err);
-    if (out != WEBHOOK_DELIVERED && atomic_load (&ev->stop)) {
-        mem_free (body);
-        return;                      /* abandoned: the lease expires and the event is sent again */
-    }
-    mem_free (body);
-    breaker_record (l->held, c->endpoint, out != WEBHOOK_DELIVERED, probe, clock_mono_ms ());
-    metrics_set (l->m_held, breaker_is_open (l->held, c->endpoint, 0));
+    int unsendable = !body;
+    webhook_outcome_t out = WEBHOOK_RETRY;
     store_events_result_t result = STORE_EVENTS_DELIVERED;
     int64_t retry_ms = 0;
-    if (out != WEBHOOK_DELIVERED) {
-        retry_ms = webhook_backoff_ms (c->attempts, ev->cfg.backoff_base_ms, ev->cfg.backoff_max_ms, random64 ());
-        result = c->age_ms + retry_ms > ev->cfg.max_age_s * 1000 ? STORE_EVENTS_FAILED : STORE_EVENTS_RETRY;
+    if (unsendable) {
+        /* not sent, and failed at once: no attempt would do better, and the endpoint is not to
+         * blame (such an event was sent as a signed "{}", and a 2xx recorded it delivered) */
+        snprintf (err, sizeof err, "the event could not be made into a JSON body (a text of it is not UTF-8), so it "
+                  "was not sent");
+        if (probe)
+            breaker_unused (l->held, c->endpoint);
+        result = STORE_EVENTS_FAILED;
+    }
+    else {
+        out = webhook_send (l->curl, l->ep, &we, body, (int64_t) time (NULL), ev->cfg.timeout_ms, stopping, ev,
+                            &status, err, sizeof err);
+        mem_free (body);
+        if (out != WEBHOOK_DELIVERED && atomic_load (&ev->stop))
+            return;                  /* abandoned: the lease expires and the event is sent again */
+        breaker_record (l->held, c->endpoint, out != WEBHOOK_DELIVERED, probe, clock_mono_ms ());
+        metrics_set (l->m_held, breaker_is_open (l->held, c->endpoint, 0));
+        if (out != WEBHOOK_DELIVERED) {
+            retry_ms = webhook_backoff_ms (c->attempts, ev->cfg.backoff_base_ms, ev->cfg.backoff_max_ms, random64 ());
+            result = c->age_ms + retry_ms > ev->cfg.max_age_s * 1000 ? STORE_EVENTS_FAILED : STORE_EVENTS_RETRY;
+        }
     }
     int applied = 0;
     fr_status_t st = store_events_finish (l->store, c->seq, c->endpoint, lease_token, result, retry_ms, status,
@@ -188,7 +199,10 @@ deliver (lane_t *l, const store_events_claim_t *c, const char *lease_token, int 
     }
     count_delivery (ev, c->endpoint, result == STORE_EVENTS_DELIVERED ? "delivered"
                                      : result == STORE_EVENTS_FAILED ? "failed" : "retry");
-    if (result == STORE_EVENTS_FAILED)
+    if (unsendable)
+        log_warning (c->integration, NULL, "event %s (%s) to webhook \"%s\" failed: %s; \"ferrulectl events --event "
+                     "%s\" shows it (a replay would fail the same way)", c->id, c->type, c->endpoint, err, c->id);
+    else if (result == STORE_EVENTS_FAILED)
         log_warning (c->integration, NULL, "event %s (%s) to webhook \"%s\" failed after %d attempts over %lld s: %s; "
                      "\"ferrulectl events replay --event %s\" sends it again", c->id, c->type, c->endpoint, c->attempts,
                      (long long) (c->age_ms / 1000), err, c->id);

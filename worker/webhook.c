@@ -510,22 +510,29 @@ webhook_body (const webhook_event_t *ev)
     gmtime_r (&secs, &tm);
     size_t n = strftime (at, sizeof at, "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf (at + n, sizeof at - n, ".%03dZ", (int) (ev->created_at % 1000));
+    char *text = NULL, *body = NULL;
     json_t *o = json_pack ("{s:s, s:s, s:s, s:s*, s:s*, s:s*}",
                            "id", ev->id, "type", ev->type, "time", at,
                            "integration", ev->integration, "provider", ev->provider, "diagnosis", ev->diagnosis);
-    if (ev->generation >= 0)
-        json_object_set_new (o, "generation", json_integer (ev->generation));
-    if (ev->detail)
-        json_object_set_new (o, "detail", json_string (ev->detail));
+    /* each part or none: a field jansson refused (json_string of a text that is not UTF-8) was
+     * left out, and a body it could not make at all was sent as "{}" */
+    if (!o)
+        goto out;
+    if (ev->generation >= 0 && json_object_set_new (o, "generation", json_integer (ev->generation)) != 0)
+        goto out;
+    if (ev->detail && json_object_set_new (o, "detail", json_string (ev->detail)) != 0)
+        goto out;
     if (ev->expires_at > 0) {
         secs = (time_t) ev->expires_at;
         gmtime_r (&secs, &tm);
         strftime (exp, sizeof exp, "%Y-%m-%dT%H:%M:%SZ", &tm);
-        json_object_set_new (o, "expires_at", json_string (exp));
+        if (json_object_set_new (o, "expires_at", json_string (exp)) != 0)
+            goto out;
     }
-    char *text = json_dumps (o, JSON_COMPACT | JSON_SORT_KEYS);
+    if ((text = json_dumps (o, JSON_COMPACT | JSON_SORT_KEYS)))
+        body = mem_strdup (text);
+out:
     json_decref (o);
-    char *body = mem_strdup (text ? text : "{}");
     free (text);
     return body;
 }

@@ -83,7 +83,8 @@ typedef struct {
     int64_t     expires_at;          /* epoch seconds, 0 none */
 } webhook_event_t;
 
-/* The JSON body (caller frees with mem_free). */
+/* The JSON body (caller frees with mem_free), or NULL when the event cannot be one (a text that
+ * is not UTF-8): it is then not to be sent at all, neither as an empty body nor without a field. */
 char *webhook_body (const webhook_event_t *ev);
 
 /* How one delivery attempt ended. */

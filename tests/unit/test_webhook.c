@@ -143,6 +143,22 @@ test_body (void **state)
     mem_free (body);
 }
 
+/* An event that cannot be made into JSON (a string that is not UTF-8: jansson refuses it) has no
+ * body: it was sent as a signed "{}", and a 2xx recorded it delivered; and a detail it could not
+ * take was left out without a word. */
+static void
+test_body_refused (void **state)
+{
+    webhook_event_t bad_id = { "6f1c2b1e-8a1d-4e55-9f0a-\xff" "123456789ab", "needs_reconnect", "acct42:box", "box",
+                               "rotation_interrupted", 1700000000123LL, 7, NULL, 0 };
+    char *body = webhook_body (&bad_id);
+    assert_null (body);
+    webhook_event_t bad_detail = { "6f1c2b1e-8a1d-4e55-9f0a-0123456789ab", "needs_reconnect", "acct42:box", "box",
+                                   "rotation_interrupted", 1700000000123LL, 7, "missing: \xc3(", 0 };
+    body = webhook_body (&bad_detail);
+    assert_null (body);
+}
+
 /* A syntax error in the endpoints file: jansson's text quotes the token it stopped in ("near
  * '...'"), here a URL up to just after its password. The message names the file, the line and
  * the column, and what kind of error, never the text. */
@@ -493,6 +509,7 @@ main (void)
         cmocka_unit_test (test_verify_fails_closed),
         cmocka_unit_test (test_backoff),
         cmocka_unit_test (test_body),
+        cmocka_unit_test (test_body_refused),
         cmocka_unit_test (test_endpoints_file_syntax_error),
         cmocka_unit_test_setup_teardown (test_endpoints_file, write_secret, remove_secret),
         cmocka_unit_test_setup_teardown (test_endpoint_urls, write_secret, remove_secret),
