@@ -918,20 +918,31 @@ store_events_endpoint_stats_start (store_t *s, const char *const *endpoints, siz
      * it is sent, so attempts alone called a first attempt in flight (a slow receiver) a retry;
      * last_attempt_at is written when an attempt ends, and first_at when the round's first is
      * claimed (a replay starts a new round: its old attempts are not retries of it) */
-    for (size_t i = 0; i < n; i++)
+    /* and each count stops at STORE_EVENTS_COUNT_CAP, as the metrics' do: an index bounds what a
+     * count reads to its rows, not their number, and a day of a busy endpoint's deliveries, or
+     * the failed ones (never deleted), could run past the loop connection's statement timeout */
+    char cap [16];
+    const char *values [STORE_EVENTS_STATS_MAX][2];
+    snprintf (cap, sizeof cap, "%d", STORE_EVENTS_COUNT_CAP);
+    for (size_t i = 0; i < n; i++) {
+        values [i][0] = endpoints [i];
+        values [i][1] = cap;
         stmts [i] = (store_stmt_t) {
-            "SELECT (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'),"
-            "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'delivered'"
-            "     AND delivered_at > now() - interval '1 day'),"
-            "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'failed'),"
+            "SELECT (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'"
+            "     LIMIT $2::int) c),"
+            "  (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE endpoint = $1 AND state = 'delivered'"
+            "     AND delivered_at > now() - interval '1 day' LIMIT $2::int) c),"
+            "  (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE endpoint = $1 AND state = 'failed'"
+            "     LIMIT $2::int) c),"
             "  l.last_error, to_char (l.last_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
             "  (SELECT to_char (max (delivered_at), 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM event_deliveries"
             "     WHERE endpoint = $1 AND state = 'delivered'),"
-            "  (SELECT count(*) FROM event_deliveries WHERE endpoint = $1 AND state = 'pending' AND attempts > 0"
-            "     AND last_attempt_at >= first_at)"
+            "  (SELECT count(*) FROM (SELECT 1 FROM event_deliveries WHERE endpoint = $1 AND state = 'pending'"
+            "     AND attempts > 0 AND last_attempt_at >= first_at LIMIT $2::int) c)"
             " FROM (SELECT 1) one LEFT JOIN LATERAL (SELECT last_error, last_attempt_at FROM event_deliveries"
             "   WHERE endpoint = $1 AND state IN ('pending', 'failed') AND last_error IS NOT NULL"
             "   ORDER BY last_attempt_at DESC LIMIT 1) l ON true",
-            1, &endpoints [i], NULL, NULL };
+            2, values [i], NULL, NULL };
+    }
     return op_start (s, stmts, n, stats_read, (op_ctx_t) { .fn.stats = fn, .arg = arg }, err, errlen);
 }

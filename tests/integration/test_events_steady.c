@@ -18,7 +18,7 @@
 #define SECRET   "whsec_events_steady_0123456789abcdef"
 #define OLD      30000              /* delivered events of an hour ago */
 #define HELD_MS  60000              /* the receiver holds a request this long unless released */
-#define COUNT_CAP 10000             /* the metrics' counts stop there (store_events_counts) */
+#define COUNT_CAP 10000             /* the metrics' and the webhook doctor's counts stop there */
 
 static harness_t *h;
 static char hooks_path [512];
@@ -278,6 +278,16 @@ test_counts_stop_at_their_cap (void **state)
         failed = itest_metric (h, "w1", gauge);
     print_message ("%d failed deliveries counted as %.0f\n", COUNT_CAP + 2000, failed);
     assert_true (failed == COUNT_CAP);
+    /* and the webhook doctor's, read on the loop's connection under its 1 s statement timeout */
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "webhook", "doctor", NULL);
+    assert_int_equal (rc, 0);
+    json_t *app = json_array_get (json_object_get (r, "webhooks"), 0);
+    print_message ("the webhook doctor counted them as %lld\n",
+                   (long long) json_integer_value (json_object_get (app, "failed")));
+    assert_int_equal (json_integer_value (json_object_get (app, "failed")), COUNT_CAP);
+    assert_string_equal (json_string_value (json_object_get (app, "diagnosis")), "failed_events");
+    json_decref (r);
 }
 
 /* A JSON syntax error in the endpoints file: jansson's message quotes the token it stopped in
