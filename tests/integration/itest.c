@@ -49,6 +49,38 @@ itest_fake_release (harness_t *h)
     json_decref (r);
 }
 
+static size_t
+discard_body (char *data, size_t size, size_t nmemb, void *userdata)
+{
+    (void) data;
+    (void) userdata;
+    return size * nmemb;
+}
+
+void
+itest_fake_revoke (harness_t *h, const char *provider, const char *access_token)
+{
+    char url [256], body [1024];
+    long status = 0;
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/revoke", harness_port (h), provider);
+    assert_true (strlen (access_token) < 512);
+    snprintf (body, sizeof body, "token=%s&token_type_hint=access_token", access_token);
+    CURL *curl = curl_easy_init ();
+    assert_non_null (curl);
+    curl_easy_setopt (curl, CURLOPT_URL, url);
+    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
+    curl_easy_setopt (curl, CURLOPT_USERPWD, "ferrule-test-client:ferrule-test-secret");
+    curl_easy_setopt (curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard_body);
+    CURLcode rc = curl_easy_perform (curl);
+    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup (curl);
+    mem_wipe (body, sizeof body);
+    if (rc != CURLE_OK || status != 200)
+        fail_msg ("the fake provider's revocation at \"%s\" answered %ld (%s)", provider, status, curl_easy_strerror (rc));
+}
+
 char *
 itest_grant (harness_t *h, const char *provider, const char *scopes_json)
 {

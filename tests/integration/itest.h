@@ -26,6 +26,10 @@ void itest_fake_config (harness_t *h, const char *provider, json_t *settings);
  * now (POST /admin/release): a window held open by a long latency need not be waited out once the
  * test has seen what it needed. Fails the running cmocka test when the fake provider refuses. */
 void itest_fake_release (harness_t *h);
+/* The user removes the app's access at the fake provider: an RFC 7009 revocation of access_token
+ * at provider's /revoke (HTTP Basic, the harness's client), which ends its whole grant. Fails the
+ * running cmocka test unless the fake provider answers 200. */
+void itest_fake_revoke (harness_t *h, const char *provider, const char *access_token);
 /* Creates a grant at the fake provider and returns its refresh token (caller frees). */
 char *itest_grant (harness_t *h, const char *provider, const char *scopes_json);
 /* Imports an integration through ferrulectl; returns ferrulectl's exit code. */

@@ -783,33 +783,6 @@ test_no_refresh_token (void **state)
     json_decref (t3);
 }
 
-/* The user removes the app's access at the provider: an RFC 7009 revocation of token there (HTTP
- * Basic), which ends its whole grant. */
-static void
-fake_revoke (const char *provider, const char *token)
-{
-    char url [256], body [1024];
-    long status = 0;
-    snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/revoke", harness_port (h), provider);
-    assert_true (strlen (token) < 512);
-    snprintf (body, sizeof body, "token=%s&token_type_hint=access_token", token);
-    CURL *curl = curl_easy_init ();
-    assert_non_null (curl);
-    curl_easy_setopt (curl, CURLOPT_URL, url);
-    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt (curl, CURLOPT_USERPWD, "ferrule-test-client:ferrule-test-secret");
-    curl_easy_setopt (curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, collect);
-    char *answer = NULL;
-    curl_easy_setopt (curl, CURLOPT_WRITEDATA, &answer);
-    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
-    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup (curl);
-    free (answer);
-    assert_int_equal (status, 200);
-}
-
 /* A connect that got no refresh token (the access token lasts an hour), whose access the user then
  * removes at the provider: a caller's API call is refused, and it reports the token (token
  * --reject). The answer was no_refresh_token, "expires at ..., sooner than asked", the integration
@@ -831,7 +804,7 @@ test_rejected_token_without_refresh_token (void **state)
     assert_int_equal (rc, 0);
     const char *token = json_string_value (json_object_get (t, "access_token"));
     assert_non_null (token);
-    fake_revoke ("fakegoogle", token);
+    itest_fake_revoke (h, "fakegoogle", token);
     char *scopes = itest_token_scopes (h, "fakegoogle", token);
     assert_null (scopes);                /* the API refuses it now, as the caller saw */
     long long refreshes = itest_stat (h, "fakegoogle", "refresh_calls");

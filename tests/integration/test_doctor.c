@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
-#include <curl/curl.h>
 #include <unistd.h>
 #include "itest.h"
 
@@ -19,14 +18,6 @@
 static harness_t *h;
 
 /* --- helpers ------------------------------------------------------------------------------- */
-
-static size_t
-discard (char *data, size_t size, size_t nmemb, void *userdata)
-{
-    (void) data;
-    (void) userdata;
-    return size * nmemb;
-}
 
 /* A connect of id (fakebox) whose callback brings a code the provider refuses (code): asserts the
  * callback's code_expired_or_used. */
@@ -259,23 +250,8 @@ test_needs_reconnect_revoked_after_rotations (void **state)
     assert_int_equal (rc, 0);
     const char *at = json_string_value (json_object_get (t, "access_token"));
     assert_non_null (at);
-    char url [128], body [512];
-    snprintf (url, sizeof url, "http://127.0.0.1:%d/fakebox/revoke", harness_port (h));
-    snprintf (body, sizeof body, "token=%s&token_type_hint=access_token", at);
+    itest_fake_revoke (h, "fakebox", at);
     json_decref (t);
-    long status = 0;
-    CURL *curl = curl_easy_init ();
-    assert_non_null (curl);
-    curl_easy_setopt (curl, CURLOPT_URL, url);
-    curl_easy_setopt (curl, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt (curl, CURLOPT_TIMEOUT_MS, 20000L);
-    curl_easy_setopt (curl, CURLOPT_USERPWD, "ferrule-test-client:ferrule-test-secret");
-    curl_easy_setopt (curl, CURLOPT_POSTFIELDS, body);
-    curl_easy_setopt (curl, CURLOPT_WRITEFUNCTION, discard);
-    assert_int_equal (curl_easy_perform (curl), CURLE_OK);
-    curl_easy_getinfo (curl, CURLINFO_RESPONSE_CODE, &status);
-    curl_easy_cleanup (curl);
-    assert_int_equal (status, 200);
     long long reuses = itest_stat (h, "fakebox", "reuse_detections");
 
     itest_expire (h, "gone:box");
