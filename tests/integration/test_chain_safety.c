@@ -1147,6 +1147,8 @@ takeover (int kill_a)
     h = harness_new (kill_a ? "chain_takeover_replay" : "chain_takeover");
     assert_non_null (h);
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
+    /* a connection to the database may take longer than that heartbeat on a loaded machine */
+    harness_set_env (h, "FERRULE_DB_CONNECT_TIMEOUT_MS", "1000");
     /* room over the provider's 1 s for a loaded machine: the call must end in an answer; and
      * under the 3 s lease with the claim's 250 + 250 ms (the worker refuses less) */
     harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2400");

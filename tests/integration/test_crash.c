@@ -33,9 +33,12 @@ setup (void **state)
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "500");
     harness_set_env (h, "FERRULE_LEASE_MS", "3000");
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
-    /* the database's timeouts follow the heartbeat unless set (250 ms for a statement, 62 ms for a
-     * lock): a loaded machine's slow flush is no outage here */
+    /* the database's timeouts follow the heartbeat unless set (250 ms for a statement and for a
+     * connection, 62 ms for a lock): a loaded machine's slow flush, or its slow start of a backend,
+     * is no outage here (a worker's connection not made in 250 ms failed it_crash's setup in CI,
+     * 2026-12-06, with builds beside the tests) */
     harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_DB_CONNECT_TIMEOUT_MS", "1000");
     harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "0");
     if (harness_start_broker (h) != 0 || harness_start_broker (h) != 1)
         return -1;

@@ -69,9 +69,12 @@ test_sigkill_loses_only_rotations_inside_the_window (void **state)
     h = harness_new ("crash_window");
     assert_non_null (h);
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
-    /* the database's timeouts follow the heartbeat unless set (250 ms for a statement, 62 ms for a
-     * lock): a loaded machine's slow flush is no outage here */
+    /* the database's timeouts follow the heartbeat unless set (250 ms for a statement and for a
+     * connection, 62 ms for a lock): a loaded machine's slow flush, or its slow start of a backend,
+     * is no outage here (a worker's connection not made in 250 ms failed it_crash's setup in CI,
+     * 2026-12-06, with builds beside the tests) */
     harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_DB_CONNECT_TIMEOUT_MS", "1000");
     harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "0");
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);

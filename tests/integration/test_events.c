@@ -127,9 +127,12 @@ setup (void **state)
     harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
     harness_set_env (h, "FERRULE_EVENTS_FORECAST_MS", "300");
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
-    /* the database's timeouts follow the heartbeat unless set (250 ms for a statement, 62 ms for a
-     * lock): a loaded machine's slow flush is no outage here */
+    /* the database's timeouts follow the heartbeat unless set (250 ms for a statement and for a
+     * connection, 62 ms for a lock): a loaded machine's slow flush, or its slow start of a backend,
+     * is no outage here (a worker's connection not made in 250 ms failed it_crash's setup in CI,
+     * 2026-12-06, with builds beside the tests) */
     harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1000");
+    harness_set_env (h, "FERRULE_DB_CONNECT_TIMEOUT_MS", "1000");
     if (harness_start_broker (h) != 0 || harness_start_worker (h, "w1") != 0 || harness_start_worker (h, "w2") != 0)
         return -1;
     return harness_wait_ready (h, 2, 20000);
