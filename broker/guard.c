@@ -18,10 +18,13 @@
 #define GUARD_FRAME_OVERHEAD   64       /* ZMTP and CURVE framing per frame, rounded up */
 #define GUARD_MESSAGE_SLACK    128      /* per message: a heartbeat ping answered meanwhile */
 #define GUARD_HANDSHAKE        4096     /* greeting and CURVE handshake */
+#define GUARD_CREDIT_MAX       65536    /* allowances given before they are checked against the wire */
 
 typedef struct {
     int live;
-    uint64_t delivered;                 /* payload plus allowances */
+    uint64_t delivered;                 /* payload plus allowances, never above what was consumed
+                                           when last measured (guard_settle) */
+    uint64_t credit;                    /* allowances given since that measure */
     uint64_t serial;                    /* the connection's number (guard_connection), 0: none seen */
     uint64_t heard;                     /* messages counted on its descriptor (guard_account) */
     uint64_t heard_checked;             /* heard at the last check that saw it change */
@@ -194,7 +197,7 @@ guard_events (guard_t *g)
             c->unsure_until = g->drains + 1;
             if (c->live) {
                 c->live = 0;
-                c->delivered = 0;
+                c->delivered = c->credit = 0;
                 g->live--;
             }
             guard_forget_sent (c);
@@ -209,13 +212,61 @@ guard_expect_speech (guard_t *g, int64_t within_ms, const char *why)
     snprintf (g->silent_why, sizeof g->silent_why, "%s", why);
 }
 
+/* What the peer of connection fd has sent that libzmq has read (TCP_INFO's bytes received, less
+ * what still waits in the kernel) into consumed; the TCP_INFO into ti (len: its size) when not
+ * NULL. -1 when fd is not TCP, or gone. */
+static int
+guard_consumed (int fd, uint64_t *consumed, struct tcp_info *ti, socklen_t *len)
+{
+    struct tcp_info own;
+    socklen_t own_len = sizeof own;
+    if (!ti) {
+        ti = &own;
+        len = &own_len;
+    }
+    *len = sizeof *ti;
+    memset (ti, 0, sizeof *ti);
+    int inq = 0;
+    /* what waits in the kernel first, then what arrived in all: bytes arriving between the two
+     * calls can only make the second larger, never the difference negative */
+    if (ioctl (fd, FIONREAD, &inq) != 0
+    ||  getsockopt (fd, IPPROTO_TCP, TCP_INFO, ti, len) != 0
+    ||  *len < offsetof (struct tcp_info, tcpi_bytes_received) + sizeof ti->tcpi_bytes_received)
+        return -1;
+    uint64_t waiting = (uint64_t) (inq > 0 ? inq : 0);
+    *consumed = ti->tcpi_bytes_received > waiting ? ti->tcpi_bytes_received - waiting : 0;
+    return 0;
+}
+
+/* The allowances are generous (a message of empty frames costs some 2 bytes a frame on the wire
+ * in plaintext, and is allowed 64): what the peer did not use is forgotten, or it could bank it
+ * over many messages and spend it on one that never ends. */
+static void
+guard_settle (guard_conn_t *c, uint64_t consumed)
+{
+    if (c->delivered > consumed)
+        c->delivered = consumed;
+    c->credit = 0;
+}
+
 uint64_t
 guard_account (guard_t *g, int fd, size_t bytes, int frames)
 {
     guard_conn_t *c = guard_conn (g, fd);
     if (!c)
         return 0;
-    c->delivered += bytes + (uint64_t) frames * GUARD_FRAME_OVERHEAD + GUARD_MESSAGE_SLACK;
+    uint64_t allowance = (uint64_t) frames * GUARD_FRAME_OVERHEAD + GUARD_MESSAGE_SLACK;
+    c->delivered += bytes + allowance;
+    c->credit += allowance;
+    /* a message of many frames is allowed many times what it cost: settled at once, not at the
+     * next check, so that what a peer can bank in between stays small (two system calls per
+     * CREDIT_MAX of allowances, some 170 ordinary messages) */
+    if (c->credit > GUARD_CREDIT_MAX) {
+        uint64_t consumed;
+        if (guard_consumed (fd, &consumed, NULL, NULL) == 0)
+            guard_settle (c, consumed);
+        c->credit = 0;
+    }
     c->heard++;
     return c->serial;
 }
@@ -257,7 +308,7 @@ guard_drop (guard_t *g, int fd, guard_conn_t *c)
 {
     shutdown (fd, SHUT_RDWR);
     c->live = 0;
-    c->delivered = 0;
+    c->delivered = c->credit = 0;
     g->live--;
     guard_forget_sent (c);
 }
@@ -408,17 +459,11 @@ guard_check (guard_t *g, int drained)
         if (drained && guard_check_silence (g, (int) fd, c, now))
             continue;
         struct tcp_info ti;
-        socklen_t len = sizeof ti;
-        memset (&ti, 0, sizeof ti);
-        int inq = 0;
-        /* what waits in the kernel first, then what arrived in all: bytes arriving between the
-         * two calls can only make the second larger, never the difference negative */
-        if (ioctl ((int) fd, FIONREAD, &inq) != 0
-        ||  getsockopt ((int) fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0
-        ||  len < offsetof (struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
+        socklen_t len;
+        uint64_t consumed;
+        if (guard_consumed ((int) fd, &consumed, &ti, &len) != 0)
             continue;                       /* not TCP, or gone */
-        uint64_t waiting = (uint64_t) (inq > 0 ? inq : 0);
-        uint64_t consumed = ti.tcpi_bytes_received > waiting ? ti.tcpi_bytes_received - waiting : 0;
+        guard_settle (c, consumed);
         uint64_t allowed = c->delivered + GUARD_HANDSHAKE;
         uint64_t held = consumed > allowed ? consumed - allowed : 0;
         if (held > g->hard_budget || (drained && held > g->budget)) {

@@ -6,7 +6,9 @@
  * The guard watches every TCP connection of one socket (a socket monitor gives their fds): what
  * the kernel says the peer sent (TCP_INFO bytes received, less what still waits in the kernel)
  * against what reached the application in complete messages (counted by guard_account from each
- * message's ZMQ_SRCFD), plus an allowance for framing. A connection holding more than its budget
+ * message's ZMQ_SRCFD), plus an allowance for framing; what of the allowance the wire shows
+ * unused is forgotten whenever it is measured, so that no peer can bank it over many messages
+ * and spend it on one that never ends. A connection holding more than its budget
  * in the socket is shut down (shutdown(2) on its fd; libzmq then drops the connection and what
  * it buffered). Connections over other transports (ipc://) are not measured. */
 #ifndef FERRULE_GUARD_H

@@ -7,6 +7,7 @@
 #endif
 #include "itest.h"
 #include <curl/curl.h>
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1427,6 +1428,112 @@ test_hostile_multipart_bounded (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
+/* Sends all of buf on fd, going on after a partial send (a signal, the send timeout), until
+ * deadline (monotonic ms); what was sent, all of len unless the connection failed meanwhile. */
+static size_t
+send_all (int fd, const void *buf, size_t len, long long deadline)
+{
+    size_t done = 0;
+    while (done < len && now_ms () < deadline) {
+        ssize_t w = send (fd, (const char *) buf + done, len - done, MSG_NOSIGNAL);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (w <= 0)
+            break;
+        done += (size_t) w;
+    }
+    return done;
+}
+
+/* Reads the broker's greeting and READY on a connection zmtp_connect made: libzmq takes a
+ * message that comes before its handshake is over (while its ZAP handler decides) for a broken
+ * protocol and resets the connection, which a real peer never sees. 0 when both came. */
+static int
+zmtp_wait_ready (int fd)
+{
+    unsigned char buf [256];
+    struct timeval tv = { 10, 0 };
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (recv (fd, buf, 64, MSG_WAITALL) != 64 || recv (fd, buf, 2, MSG_WAITALL) != 2 || buf [0] != 0x04)
+        return -1;
+    size_t n = buf [1];
+    return recv (fd, buf, n, MSG_WAITALL) == (ssize_t) n && n > 6 && memcmp (buf, "\x05READY", 6) == 0 ? 0 : -1;
+}
+
+/* Allowance a connection earns with complete messages does not carry over to a message that
+ * never ends. The guard credits each message with an estimate of its framing (generous, so as
+ * never to cut an honest peer); a message of thousands of empty frames is estimated at some 30
+ * times what it costs on the wire, and a peer that banked the difference over a few hundred of
+ * them could then make the broker hold that much of an endless multipart. Here: 1000 messages of
+ * 4000 empty frames (8 MB on the wire, some 256 MB credited), then one that never ends. */
+static void
+test_hostile_multipart_banked_allowance_bounded (void **state)
+{
+    enum { MESSAGES = 1000, FRAMES = 4000 };
+    harness_set_env (h, "FERRULE_CURVE_SECRET_KEY_FILE", "");
+    harness_set_env (h, "FERRULE_ALLOW_PLAINTEXT", "1");
+    itest_asan_option (h, "quarantine_size_mb=4:thread_local_quarantine_size_kb=64");
+    unsetenv ("FERRULE_CURVE_SECRET_KEY_FILE");
+    unsetenv ("FERRULE_BROKER_PUBLIC_KEY_FILE");
+    setenv ("FERRULE_ALLOW_PLAINTEXT", "1", 1);
+    assert_true (harness_start_broker (h) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    int pid = harness_broker_pid (h, 0);
+    assert_true (pid > 0);
+    long base = rss_kib (pid), peak = base;
+    assert_true (base > 0);
+
+    int fd = zmtp_connect (harness_broker_frontend (h, 0));
+    assert_true (fd >= 0);
+    assert_int_equal (zmtp_wait_ready (fd), 0);
+    /* little waits in this side's kernel: what was sent is close to what the broker took */
+    int sndbuf = 64 * 1024;
+    setsockopt (fd, SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    static unsigned char many [2 * FRAMES];
+    for (int i = 0; i < FRAMES; i++) {
+        many [2 * i] = i + 1 < FRAMES ? 0x01 : 0x00;    /* MORE on all but the last; empty */
+        many [2 * i + 1] = 0;
+    }
+    long long until = now_ms () + 120000;   /* a hang guard */
+    for (int i = 0; i < MESSAGES; i++) {
+        size_t w = send_all (fd, many, sizeof many, until);
+        assert_int_equal (w, sizeof many);
+    }
+
+    static unsigned char frame [9 + 65536];
+    frame [0] = 0x03;                       /* MORE | LONG */
+    uint64_t size = 65536;
+    for (int i = 0; i < 8; i++)
+        frame [1 + i] = (unsigned char) (size >> (56 - 8 * i));
+    memset (frame + 9, 'x', 65536);
+    /* the allowance banked would let some 256 MB through; the budget (1 MiB, 8 MiB while messages
+     * wait to be read) and the kernels' buffers, far less */
+    size_t sent = 0, limit = (size_t) 192 << 20, next_probe = 4u << 20;
+    int cut = 0;
+    while (!cut && sent < limit && now_ms () < until) {
+        size_t w = send_all (fd, frame, sizeof frame, until);
+        sent += w;
+        cut = w < sizeof frame && now_ms () < until;
+        if (sent >= next_probe) {
+            next_probe += 4u << 20;
+            long now = rss_kib (pid);
+            if (now > peak)
+                peak = now;
+        }
+    }
+    close (fd);
+    long now = rss_kib (pid);
+    if (now > peak)
+        peak = now;
+    printf ("after %d messages of %d frames: %zu KiB of a message without end sent before the cut (%s); broker RSS "
+            "%ld KiB before, %ld KiB at most\n", MESSAGES, FRAMES, sent >> 10, cut ? "cut" : "not cut", base, peak);
+    assert_true (cut);
+    assert_true (sent < (size_t) 24 << 20);
+    assert_true (peak - base < 40 * 1024);
+    assert_true (itest_workdir_contains (h, "do not make a complete message within the budget"));
+}
+
 /* Clients that never read their answers: ZeroMQ queues up to FERRULE_ZMQ_HWM answers for each
  * connection, so a review grew a broker by 117 MB with 40 such connections, and by as much again
  * with each 40 more. Past FERRULE_UNREAD_ANSWER_BYTES (here 1 MiB) of unread answers in all, the
@@ -1660,6 +1767,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
         cmocka_unit_test_setup_teardown (test_hostile_multipart_bounded, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_hostile_multipart_banked_allowance_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown (test_unread_answers_bounded_in_total, setup, teardown),
         cmocka_unit_test_setup_teardown (test_oversized_message_answered_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown (test_plaintext_opt_in, setup, teardown),
