@@ -532,6 +532,30 @@ broker_worker_lost (broker_t *b, const char *worker_id, const char *why)
         }
 }
 
+/* Sends request p to worker worker_id, which then holds it. 0 when it was sent, -1 with errno
+ * when it was not (EHOSTUNREACH: no connection under that id). */
+static int
+broker_send_req (broker_t *b, pending_t *p, const char *worker_id)
+{
+    int64_t remaining = p->deadline_ms - clock_mono_ms ();
+    if (remaining < 1)
+        remaining = 1;
+    unsigned char seq [8], rem [4];
+    frames_put_u64 (seq, p->seq);
+    frames_put_u32 (rem, (uint32_t) (remaining > UINT32_MAX ? UINT32_MAX : remaining));
+    /* the body as received, shared with the entry, not copied */
+    const void *parts [] = { worker_id, CODEC_WORKER_PROTOCOL, "REQ", p->client, seq, rem };
+    size_t sizes [] = { strlen (worker_id), 4, 3, p->client_len, 8, 4 };
+    if (frames_send_msg (b->backend, parts, sizes, 6, &p->body, ZMQ_DONTWAIT) != 0)
+        return -1;
+    if (p->worker != worker_id)
+        text_copy (p->worker, sizeof p->worker, worker_id);
+    if (p->attempts++ > 0)
+        metrics_inc (b->m_redispatched);
+    metrics_inc (b->m_routed);
+    return 0;
+}
+
 /* Hands a request to its partition's owner. Returns 1 when it was sent, 0 when it waits for an
  * owner, -1 when it was answered with an error and removed. */
 static int
@@ -545,22 +569,8 @@ broker_route (broker_t *b, pending_t *p)
             p->worker [0] = '\0';
             return 0;
         }
-        int64_t remaining = p->deadline_ms - clock_mono_ms ();
-        if (remaining < 1)
-            remaining = 1;
-        unsigned char seq [8], rem [4];
-        frames_put_u64 (seq, p->seq);
-        frames_put_u32 (rem, (uint32_t) (remaining > UINT32_MAX ? UINT32_MAX : remaining));
-        /* the body as received, shared with the entry, not copied */
-        const void *parts [] = { owner, CODEC_WORKER_PROTOCOL, "REQ", p->client, seq, rem };
-        size_t sizes [] = { strlen (owner), 4, 3, p->client_len, 8, 4 };
-        if (frames_send_msg (b->backend, parts, sizes, 6, &p->body, ZMQ_DONTWAIT) == 0) {
-            text_copy (p->worker, sizeof p->worker, owner);
-            if (p->attempts++ > 0)
-                metrics_inc (b->m_redispatched);
-            metrics_inc (b->m_routed);
+        if (broker_send_req (b, p, owner) == 0)
             return 1;
-        }
         if (errno == EHOSTUNREACH) {
             char id [REGISTRY_MAX_WORKER_ID + 1];
             snprintf (id, sizeof id, "%s", owner);
@@ -596,28 +606,45 @@ broker_dispatch_waiting (broker_t *b)
 /* A known worker's HELLO came on another connection than the one before, from the same process
  * (a new process is broker_worker_lost): its connection broke and ZeroMQ made another, between
  * two PINGs. What was sent on the old one may have gone down with it, and nothing else would
- * answer it before its deadline: all that is in flight to the worker goes out again now (a
- * request that did reach it may be answered twice; the client gets the first answer, the second
- * is dropped as late). */
+ * answer it before its deadline: all that is in flight to the worker goes out again now, to that
+ * worker, whoever owns the partitions by now (it drains, or another won them): it may have
+ * carried a request out already, and only it can tell a copy (worker/once.c); another process
+ * would carry it out a second time, and the first one's answer would be refused as a
+ * stranger's. A read that did reach it is answered twice; the client gets the first answer, the
+ * second is dropped as late. */
 static void
 broker_worker_reconnected (broker_t *b, const char *worker_id)
 {
-    int n = 0;
-    for (pending_t *p = pending_first (b->pending); p; p = p->next)
-        if (strcmp (p->worker, worker_id) == 0) {
-            p->worker [0] = '\0';
-            n++;
-        }
+    int n = 0, failed = 0;
     metrics_inc (b->m_reconnects);
-    if (!n) {
+    for (pending_t *p = pending_first (b->pending), *next; p; p = next) {
+        next = p->next;
+        if (strcmp (p->worker, worker_id) != 0)
+            continue;
+        if (broker_send_req (b, p, worker_id) == 0) {
+            n++;
+            continue;
+        }
+        if (errno == EHOSTUNREACH) {
+            /* gone again already: what it held goes to the partitions' owners */
+            char id [REGISTRY_MAX_WORKER_ID + 1];
+            snprintf (id, sizeof id, "%s", worker_id);
+            broker_worker_lost (b, id, "not connected");
+            broker_dispatch_waiting (b);
+            return;
+        }
+        char message [200];
+        snprintf (message, sizeof message, "worker \"%s\" cannot take more requests (%s)", worker_id,
+                  zmq_strerror (errno));
+        broker_fail_pending (b, p, FR_OVERLOADED, message);
+        failed++;
+    }
+    if (!n && !failed) {
         log_info (NULL, NULL, "worker \"%s\" came back on another connection with nothing in flight to it", worker_id);
         return;
     }
     log_warning (NULL, NULL, "worker \"%s\" came back on another connection; re-dispatching %d request%s sent "
                  "to it before, which the old connection may have lost", worker_id, n, n == 1 ? "" : "s");
-    /* now, before a reply to one of them read next is taken for a stranger's */
-    b->redispatch = 1;
-    broker_dispatch_waiting (b);
 }
 
 static void

@@ -318,6 +318,77 @@ test_reconnected_worker_gets_requests_again (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* A worker that holds a request and whose connection breaks while another worker owns the
+ * request's partition (it said HELLO draining, or the other won the partition meanwhile): what is
+ * sent again goes to the worker that holds it, which may have carried it out already and answers
+ * a copy from what it did (worker/once.c), not to the partition's owner, another process that
+ * would carry it out a second time (a callback answered state_invalid, a second API key) while
+ * the first worker's real answer is dropped as a stranger's. */
+static void
+test_resend_after_a_reconnection_goes_to_the_worker_that_held_it (void **state)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
+    assert_int_equal (harness_start_broker (h), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f [2];
+    f [0] = lone_fake_worker (ctx);
+    void *c = itest_raw_token (h, ctx, "held1:box", "held-1", 20000);
+    itest_req_t first;
+    assert_true (itest_fake_wait_req (f [0].socket, 5000, &first));
+
+    /* wb joins; then wa drains, and wb owns every partition */
+    assert_int_equal (harness_add_worker_key (h, "wb"), 0);
+    f [1] = (fake_t) { itest_fake_worker (h, ctx, "wb", "wb"), "wb", 102, 0 };
+    long long until = now_ms () + 10000;
+    while (live_workers () != 2 && now_ms () < until) {
+        beat (f, 2);
+        sleep_ms (100);
+    }
+    assert_int_equal (live_workers (), 2);
+    f [0].draining = 1;
+    until = now_ms () + 10000;
+    while (live_workers () != 1 && now_ms () < until) {
+        beat (f, 2);
+        sleep_ms (100);
+    }
+    assert_int_equal (live_workers (), 1);
+
+    /* wa's connection breaks and ZeroMQ makes another: the same process, the same HELLO */
+    zmq_close (f [0].socket);
+    sleep_ms (500);                         /* as in test_reconnected_worker_gets_requests_again */
+    f [0].socket = itest_fake_worker (h, ctx, "wa", "wa");
+    itest_req_t again, stray;
+    int to_wa = 0, to_wb = 0;
+    until = now_ms () + 6000;
+    while (!to_wa && !to_wb && now_ms () < until) {
+        beat (f, 2);
+        to_wa = itest_fake_wait_req (f [0].socket, 100, &again);
+        to_wb = itest_fake_wait_req (f [1].socket, 100, &stray);
+    }
+    if (to_wa && !to_wb)
+        to_wb = itest_fake_wait_req (f [1].socket, 300, &stray);
+    fprintf (stderr, "the request was sent again to %s%s\n", to_wa ? "wa" : "", to_wb ? (to_wa ? " and wb" : "wb") : "");
+    if (to_wb)
+        itest_fake_req_close (&stray);
+    assert_false (to_wb);
+    assert_true (to_wa);
+    /* the same request: the same sequence, which the worker remembers it by */
+    assert_int_equal (zmq_msg_size (&again.seq), 8);
+    assert_memory_equal (zmq_msg_data (&again.seq), zmq_msg_data (&first.seq), 8);
+    itest_fake_rep (f [0].socket, &again, "FROM-THE-HOLDER", "held-1");
+    itest_fake_req_close (&again);
+    itest_fake_req_close (&first);
+    json_t *reply = itest_raw_reply (c, 5000);
+    assert_non_null (reply);
+    assert_string_equal (json_string_value (json_object_get (reply, "rid")), "held-1");
+    itest_assert_same_token (json_string_value (json_object_get (reply, "access_token")), "FROM-THE-HOLDER", "the reply");
+    json_decref (reply);
+    zmq_close (c);
+    zmq_close (f [0].socket);
+    zmq_close (f [1].socket);
+    zmq_ctx_term (ctx);
+}
+
 /* The code of a reply (its error's, or "ok"); "none" for no reply. */
 static const char *
 reply_code (const json_t *reply)
@@ -1072,6 +1143,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_draining_worker_stays_drained, setup, teardown),
         cmocka_unit_test_setup_teardown (test_restarted_worker_gets_requests_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_reconnected_worker_gets_requests_again, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_resend_after_a_reconnection_goes_to_the_worker_that_held_it, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_reply_after_the_deadline_is_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown (test_timeouts_in_a_flood_are_logged_once_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown (test_ping_round_that_finds_a_worker_gone_is_followed_at_once, setup, teardown),
