@@ -863,7 +863,9 @@ broker_handle_client (broker_t *b)
     size_t rid_len = 0;
     int r = codec_field_str (&fl [REQ_RID], &rid, &rid_len);
     if (r < 0 || (r == 1 && (rid_len == 0 || rid_len > 64))) {
-        broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST, "\"rid\" must be a string of 1 to 64 bytes");
+        /* over the cap is too_large, as for every other string (docs/protocol.md, Limits) */
+        broker_reply_error (b, client, client_len, &rq, r == 1 && rid_len > 64 ? FR_TOO_LARGE : FR_BAD_REQUEST,
+                            "\"rid\" must be a string of 1 to 64 bytes");
         goto out;
     }
     if (r == 1) {
@@ -936,8 +938,9 @@ broker_handle_client (broker_t *b)
     }
     else
     if (codec_field_str (&fl [REQ_INTEGRATION], &rq.integ, &rq.integ_len) != 1 || !ident_valid (rq.integ, rq.integ_len)) {
+        fr_status_t why = rq.integ && rq.integ_len > IDENT_MAX ? FR_TOO_LARGE : FR_BAD_REQUEST;
         rq.integ = NULL;
-        broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST,
+        broker_reply_error (b, client, client_len, &rq, why,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -");
         goto out;
     }

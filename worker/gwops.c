@@ -52,8 +52,9 @@ arg_workspace (worker_t *w, const job_t *job, const msgpack_object *root, ws_use
 {
     const char *s;
     size_t len;
-    if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
-        reply_error (w, job, FR_BAD_REQUEST,
+    int has = codec_get_str (root, "integration", &s, &len);
+    if (has != 1 || !ident_valid (s, len)) {
+        reply_error (w, job, has == 1 && len > IDENT_MAX ? FR_TOO_LARGE : FR_BAD_REQUEST,
                      "\"integration\" (the workspace prefix) must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
                      NULL, -1);
         return 0;

@@ -580,8 +580,10 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root, const void
         events_handle (w, job, o, root);   /* events.c: the integration is optional */
         return;
     }
-    if (codec_get_str (root, "integration", &s, &len) != 1 || !ident_valid (s, len)) {
-        reply_error (w, job, FR_BAD_REQUEST,
+    int has = codec_get_str (root, "integration", &s, &len);
+    if (has != 1 || !ident_valid (s, len)) {
+        /* over the cap is too_large, as for every other string (docs/protocol.md, Limits) */
+        reply_error (w, job, has == 1 && len > IDENT_MAX ? FR_TOO_LARGE : FR_BAD_REQUEST,
                             "\"integration\" must be 1 to 128 characters of A-Z a-z 0-9 . _ : -", NULL, -1);
         return;
     }

@@ -213,6 +213,33 @@ test_body_errors (void **state)
     zmq_close (s);
 }
 
+/* Strings over their limits are too_large, as the limits table says, whichever field: an
+ * over-long "rid" (65 bytes) or integration id (129 characters) as much as an over-long state;
+ * at the limit they pass, and a short id with a character outside the set is bad_request. */
+static void
+test_over_long_rid_and_integration_are_too_large (void **state)
+{
+    void *s = dealer ();
+    char rid [66], id [130], json [512];
+    memset (rid, 'r', 65);
+    rid [65] = '\0';
+    memset (id, 'i', 129);
+    id [129] = '\0';
+    snprintf (json, sizeof json, "{\"op\": \"status\", \"integration\": \"nobody\", \"rid\": \"%s\"}", rid);
+    expect_json_error (s, json, "too_large");
+    snprintf (json, sizeof json, "{\"op\": \"status\", \"integration\": \"%s\"}", id);
+    expect_json_error (s, json, "too_large");
+    snprintf (json, sizeof json, "{\"op\": \"events\", \"integration\": \"%s\"}", id);
+    expect_json_error (s, json, "too_large");
+    rid [64] = '\0';
+    id [128] = '\0';
+    snprintf (json, sizeof json, "{\"op\": \"status\", \"integration\": \"%s\", \"rid\": \"%s\"}", id, rid);
+    expect_json_error (s, json, "not_found");
+    expect_json_error (s, "{\"op\": \"status\", \"integration\": \"has space\"}", "bad_request");
+    expect_json_error (s, "{\"op\": \"status\", \"integration\": \"nobody\", \"rid\": 7}", "bad_request");
+    zmq_close (s);
+}
+
 /* A body packed by the caller (duplicate keys, which JSON cannot carry), its reply as JSON. */
 static json_t *
 ask_packed (void *s, codec_builder_t *b)
@@ -536,6 +563,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_frame_errors),
         cmocka_unit_test (test_body_errors),
+        cmocka_unit_test (test_over_long_rid_and_integration_are_too_large),
         cmocka_unit_test (test_cached_token_requests),
         cmocka_unit_test (test_stale_entry_token_requests),
         cmocka_unit_test (test_oversized_frame_disconnects_only_that_client),
