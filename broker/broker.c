@@ -35,6 +35,11 @@
 #define STOP_READ_MAX 100000                      /* requests read and refused at a stop, at most */
 #define STOP_QUIET_MS 50                          /* ... until the frontend is quiet this long */
 #define AUDIT_REFUSED "this broker cannot write its audit log, and refuses requests until it can"
+/* a worker may carry out a request the broker answered "timeout": only a read is safe to send
+ * again blindly (ops_is_read, the client libraries' idempotent operations) */
+#define TIMEOUT_ADMIN_HINT "the request may have been carried out all the same: check its outcome (the integration's " \
+    "status, the attempt) before sending it again, which could do it twice; a callback's state is spent once taken, " \
+    "and sent again it is answered state_invalid"
 #define AUDIT_REFUSED_HINT "send the request to another broker; this one says why in its log (\"could not write the audit log\")"
 
 /* What the broker knows of the request it is answering, for the audit log. */
@@ -1236,7 +1241,10 @@ broker_tick (broker_t *b, int64_t now)
             snprintf (message, sizeof message, "worker \"%s\" did not answer within the deadline", p->worker);
         else
             snprintf (message, sizeof message, "no worker owns partition %u", p->partition);
-        broker_fail_pending (b, p, p->worker [0] ? FR_TIMEOUT : FR_UNAVAILABLE, message);
+        if (p->worker [0])
+            broker_fail_pending_hint (b, p, FR_TIMEOUT, message, ops_is_read ((op_t) p->op) ? NULL : TIMEOUT_ADMIN_HINT);
+        else
+            broker_fail_pending (b, p, FR_UNAVAILABLE, message);     /* no worker had it: safe to send again */
     }
     broker_dispatch_waiting (b);
 
@@ -1442,8 +1450,8 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
     size_t unanswered = pending_count (b->pending);
     for (pending_t *p; (p = pending_first (b->pending)) != NULL; )
         broker_fail_pending_hint (b, p, FR_TIMEOUT, "the broker was stopped before a worker answered: the request "
-                                  "may have been carried out", "send it again (to another broker); a token request "
-                                  "is safe to repeat");
+                                  "may have been carried out", ops_is_read ((op_t) p->op)
+                                  ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT);
     broker_log_held (b, clock_mono_ms () + LOGRATE_INTERVAL_MS);    /* what the last second held back */
     if (unanswered)
         log_warning (NULL, NULL, "broker stopped at once (a second SIGTERM): %zu requests pending were answered "

@@ -460,6 +460,62 @@ test_a_reply_after_the_deadline_is_dropped (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* The hint of an error reply, "" when there is none. */
+static const char *
+reply_hint (const json_t *reply)
+{
+    const char *hint = json_string_value (json_object_get (json_object_get (reply, "error"), "hint"));
+    return hint ? hint : "";
+}
+
+/* The broker's own "timeout" (a worker that never answers) advises a retry only for a read: a
+ * callback or another administering request may have been carried out, and a callback sent again
+ * can only be answered state_invalid, its state spent by the first. */
+static void
+test_timeout_hint_advises_a_retry_only_for_a_read (void **state)
+{
+    assert_int_equal (harness_start_broker (h), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f = lone_fake_worker (ctx);
+    void *c = itest_raw_token (h, ctx, "hint1:box", "read-1", 1000);
+    itest_req_t req;
+    assert_true (itest_fake_wait_req (f.socket, 5000, &req));
+    itest_fake_req_close (&req);            /* never answered */
+    json_t *reply = itest_raw_reply (c, 10000);
+    assert_string_equal (reply_code (reply), "timeout");
+    fprintf (stderr, "token: %s\n", reply_hint (reply));
+    assert_non_null (strstr (reply_hint (reply), "retry"));
+    json_decref (reply);
+
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 5);
+    codec_kv_str (b, "op", "callback");
+    codec_kv_str (b, "rid", "callback-1");
+    codec_kv_int (b, "deadline_ms", 1000);
+    codec_kv_str (b, "state", "st-never-answered");
+    codec_kv_str (b, "code", "c");
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (c, "", 0, ZMQ_SNDMORE);
+    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
+    zmq_send (c, body, len, 0);
+    codec_builder_destroy (&b);
+    assert_true (itest_fake_wait_req (f.socket, 5000, &req));
+    itest_fake_req_close (&req);            /* never answered */
+    reply = itest_raw_reply (c, 10000);
+    assert_string_equal (reply_code (reply), "timeout");
+    assert_string_equal (json_string_value (json_object_get (reply, "rid")), "callback-1");
+    const char *hint = reply_hint (reply);
+    fprintf (stderr, "callback: %s\n", hint);
+    assert_null (strstr (hint, "retry"));
+    assert_non_null (strstr (hint, "may have been carried out"));
+    assert_non_null (strstr (hint, "state_invalid"));
+    json_decref (reply);
+    zmq_close (c);
+    zmq_close (f.socket);
+    zmq_ctx_term (ctx);
+}
+
 /* A worker that stops answering under load makes every request it holds time out at the broker:
  * each is answered and audited, but the broker's log says so at most once a second with a count
  * of the rest, never a line a request (a review: 300 timeouts, 300 info lines), and the count
@@ -1145,6 +1201,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_reconnected_worker_gets_requests_again, setup, teardown),
         cmocka_unit_test_setup_teardown (test_resend_after_a_reconnection_goes_to_the_worker_that_held_it, setup, teardown),
         cmocka_unit_test_setup_teardown (test_a_reply_after_the_deadline_is_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_timeout_hint_advises_a_retry_only_for_a_read, setup, teardown),
         cmocka_unit_test_setup_teardown (test_timeouts_in_a_flood_are_logged_once_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown (test_ping_round_that_finds_a_worker_gone_is_followed_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown (test_cut_off_worker_stops_sweeping, setup, teardown),
