@@ -13,6 +13,7 @@
 #include "lograte.h"
 #include "mem.h"
 #include "pending.h"
+#include "share.h"
 #include "registry.h"
 #include "ring.h"
 #include "audit.h"
@@ -69,6 +70,7 @@ struct broker {
     guard_t *front_guard, *back_guard;
     registry_t *registry;
     pending_table_t *pending;
+    share_t *shares;                     /* each client connection's part of pending */
     codec_builder_t *out;          /* reused for every reply the broker writes itself */
     int64_t next_ping_ms;
     int64_t next_publish_ms;
@@ -362,6 +364,7 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     }
     b->registry = registry_new ((uint32_t) config->partitions, config->heartbeat_ms * 3);
     b->pending = pending_table_new ();
+    b->shares = share_new ();
     b->out = codec_builder_new ();
     return b;
 fail:
@@ -394,6 +397,7 @@ broker_destroy (broker_t **b_p)
         metrics_destroy (&b->metrics);
         registry_destroy (&b->registry);
         pending_table_destroy (&b->pending);
+        share_destroy (&b->shares);
         codec_builder_destroy (&b->out);
         keys_destroy (&b->keys);
         policy_destroy (&b->policy);
@@ -510,6 +514,7 @@ broker_fail_pending_hint (broker_t *b, pending_t *p, fr_status_t st, const char 
     req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
                  p->rid_len ? p->rid : NULL, p->rid_len, 1, p->client_fd, p->client_conn };
     broker_reply_error_hint (b, p->client, p->client_len, &rq, st, message, hint);
+    share_give (b->shares, p->client_conn, p->body_len);
     pending_remove (b->pending, p);
 }
 
@@ -992,6 +997,24 @@ broker_handle_client (broker_t *b)
         broker_reply_error (b, client, client_len, &rq, FR_OVERLOADED, err);
         goto out;
     }
+    if (b->cfg.pending_share) {
+        /* one connection's share of each bound, so that it cannot leave every other client
+         * "overloaded" by sending without waiting for its answers */
+        size_t held, held_bytes;
+        share_held (b->shares, conn, &held, &held_bytes);
+        int64_t most = b->cfg.max_pending * b->cfg.pending_share / 100;
+        int64_t most_bytes = b->cfg.max_pending_bytes * b->cfg.pending_share / 100;
+        if ((int64_t) held >= (most > 0 ? most : 1) || (int64_t) (held_bytes + frames_size (&f, 3)) > most_bytes) {
+            snprintf (err, sizeof err, "this connection has %zu requests (%zu bytes) pending, its share of the broker's "
+                      "queue (FERRULE_PENDING_SHARE: %lld%% of %lld requests and of %lld bytes)", held, held_bytes,
+                      (long long) b->cfg.pending_share, (long long) b->cfg.max_pending,
+                      (long long) b->cfg.max_pending_bytes);
+            broker_reply_error_hint (b, client, client_len, &rq, FR_OVERLOADED, err,
+                                     "this caller's own share is full, not the broker: wait for answers to the "
+                                     "requests in flight before sending more (the broker serves other clients meanwhile)");
+            goto out;
+        }
+    }
     /* rq's strings point into the body frame: copy them before it moves into the entry */
     char rid_copy [65], integ_copy [129];
     memcpy (rid_copy, rq.rid ? rq.rid : "", rq.rid_len);
@@ -1014,6 +1037,7 @@ broker_handle_client (broker_t *b)
     p->partition = partition;
     p->client_fd = src;
     p->client_conn = conn;
+    share_take (b->shares, conn, p->body_len);
     broker_route (b, p);
 out:
     frames_close (&f);
@@ -1125,6 +1149,7 @@ broker_handle_worker (broker_t *b)
         req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
                      p->rid_len ? p->rid : NULL, p->rid_len, 1, p->client_fd, p->client_conn };
         (void) broker_audit (b, &rq, sent ? outcome : "undelivered");     /* lost only in serve mode, counted */
+        share_give (b->shares, p->client_conn, p->body_len);
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does; whether it drains is for

@@ -25,6 +25,8 @@ typedef struct {
                                       requests, their records held up to the queue, or "refuse" them */
     int64_t unread_bytes;          /* answers sent to clients and not read, in all, before the
                                       connection holding the most is cut; 0: unbounded */
+    int64_t pending_share;         /* percent of max_pending and of max_pending_bytes one client
+                                      connection may hold; 0: no share */
 } broker_config_t;
 
 typedef struct broker broker_t;

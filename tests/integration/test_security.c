@@ -1534,6 +1534,87 @@ test_hostile_multipart_banked_allowance_bounded (void **state)
     assert_true (itest_workdir_contains (h, "do not make a complete message within the budget"));
 }
 
+/* One client connection cannot take every pending slot: past its share of FERRULE_MAX_PENDING
+ * (FERRULE_PENDING_SHARE percent) its new requests are answered "overloaded" with a hint that
+ * says the share is its own, while another client's request still reaches a worker. Here a
+ * worker played by the test holds client A's requests and never answers them. */
+static void
+test_one_connection_cannot_take_every_pending_slot (void **state)
+{
+    enum { SHARE = 5, SENT = 12 };
+    harness_set_env (h, "FERRULE_MAX_PENDING", "10");
+    harness_set_env (h, "FERRULE_PENDING_SHARE", "50");
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_MAX_PENDING", NULL);
+    harness_set_env (h, "FERRULE_PENDING_SHARE", NULL);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    void *ctx = zmq_ctx_new ();
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    void *w = itest_fake_worker (h, ctx, "wa", "wa");
+    long long until = now_ms () + 10000;
+    json_int_t workers = 0;
+    while (workers != 1 && now_ms () < until) {
+        itest_fake_hello (w, "wa", 101, 0);
+        sleep_ms (100);
+        json_t *r = harness_ctl (h, NULL, "ping", NULL);
+        workers = r ? json_integer_value (json_object_get (r, "workers")) : -1;
+        json_decref (r);
+    }
+    assert_int_equal (workers, 1);
+
+    void *a = itest_raw_token (h, ctx, "sharea:box", "a-0", 20000);
+    for (int i = 1; i < SENT; i++) {
+        char rid [16];
+        snprintf (rid, sizeof rid, "a-%d", i);
+        itest_raw_send (a, "sharea:box", rid, 20000);
+    }
+    int overloaded = 0, own_share = 0;
+    for (int i = 0; i < SENT - SHARE; i++) {
+        json_t *r = itest_raw_reply (a, 5000);
+        const char *code = r ? json_string_value (json_object_get (json_object_get (r, "error"), "code")) : NULL;
+        const char *hint = r ? json_string_value (json_object_get (json_object_get (r, "error"), "hint")) : NULL;
+        overloaded += code && strcmp (code, "overloaded") == 0;
+        own_share += hint && strstr (hint, "this caller's own share") != NULL;
+        json_decref (r);
+    }
+    itest_req_t req, held_req [SENT];
+    int held = 0;
+    while (held < SENT && itest_fake_wait_req (w, held < SHARE ? 5000 : 300, &held_req [held]))
+        held++;                             /* held, not answered yet */
+    printf ("client A: %d of %d requests answered \"overloaded\" (%d naming its own share), %d held by the worker\n",
+            overloaded, SENT, own_share, held);
+    assert_int_equal (overloaded, SENT - SHARE);
+    assert_int_equal (own_share, SENT - SHARE);
+    assert_int_equal (held, SHARE);
+
+    /* another client still gets through to the worker */
+    void *b = itest_raw_token (h, ctx, "shareb:box", "b-1", 20000);
+    assert_true (itest_fake_wait_req (w, 5000, &req));
+    itest_fake_rep (w, &req, "FOR-CLIENT-B", "b-1");
+    itest_fake_req_close (&req);
+    json_t *r = itest_raw_reply (b, 5000);
+    assert_non_null (r);
+    assert_true (json_is_true (json_object_get (r, "ok")));
+    assert_string_equal (json_string_value (json_object_get (r, "rid")), "b-1");
+    json_decref (r);
+    /* A's are answered at last, so that the broker stops with nothing pending */
+    for (int i = 0; i < held; i++) {
+        itest_fake_rep (w, &held_req [i], "FOR-CLIENT-A", NULL);
+        itest_fake_req_close (&held_req [i]);
+    }
+    for (int i = 0; i < held; i++) {
+        r = itest_raw_reply (a, 5000);
+        assert_non_null (r);
+        assert_true (json_is_true (json_object_get (r, "ok")));
+        json_decref (r);
+    }
+    zmq_close (a);
+    zmq_close (b);
+    zmq_close (w);
+    zmq_ctx_term (ctx);
+}
+
 /* Clients that never read their answers: ZeroMQ queues up to FERRULE_ZMQ_HWM answers for each
  * connection, so a review grew a broker by 117 MB with 40 such connections, and by as much again
  * with each 40 more. Past FERRULE_UNREAD_ANSWER_BYTES (here 1 MiB) of unread answers in all, the
@@ -1769,6 +1850,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_hostile_multipart_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown (test_hostile_multipart_banked_allowance_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown (test_unread_answers_bounded_in_total, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_one_connection_cannot_take_every_pending_slot, setup, teardown),
         cmocka_unit_test_setup_teardown (test_oversized_message_answered_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown (test_plaintext_opt_in, setup, teardown),
     };

@@ -1,0 +1,87 @@
+/* share.c - a chained hash from a connection's number to its pending requests; an entry goes when
+ * its last request does, so the table holds only connections with requests pending */
+#include "share.h"
+#include "mem.h"
+#include <assert.h>
+
+#define SHARE_BUCKETS 1024
+
+typedef struct share_entry {
+    struct share_entry *next;
+    uint64_t conn;
+    size_t requests;
+    size_t bytes;
+} share_entry_t;
+
+struct share {
+    share_entry_t *buckets [SHARE_BUCKETS];
+};
+
+share_t *
+share_new (void)
+{
+    return mem_alloc (sizeof (share_t));
+}
+
+void
+share_destroy (share_t **s_p)
+{
+    if (s_p && *s_p) {
+        share_t *s = *s_p;
+        for (size_t i = 0; i < SHARE_BUCKETS; i++)
+            for (share_entry_t *e = s->buckets [i], *next; e; e = next) {
+                next = e->next;
+                mem_free (e);
+            }
+        mem_free (s);
+        *s_p = NULL;
+    }
+}
+
+/* Connection numbers are given in order: the low bits spread them well. */
+static share_entry_t **
+share_slot (const share_t *s, uint64_t conn)
+{
+    share_entry_t *const *slot = &s->buckets [conn % SHARE_BUCKETS];
+    while (*slot && (*slot)->conn != conn)
+        slot = &(*slot)->next;
+    return (share_entry_t **) slot;
+}
+
+void
+share_held (const share_t *s, uint64_t conn, size_t *requests, size_t *bytes)
+{
+    share_entry_t *e = conn ? *share_slot (s, conn) : NULL;
+    *requests = e ? e->requests : 0;
+    *bytes = e ? e->bytes : 0;
+}
+
+void
+share_take (share_t *s, uint64_t conn, size_t bytes)
+{
+    if (!conn)
+        return;
+    share_entry_t **slot = share_slot (s, conn);
+    if (!*slot) {
+        *slot = mem_alloc (sizeof (share_entry_t));
+        (*slot)->conn = conn;
+    }
+    (*slot)->requests++;
+    (*slot)->bytes += bytes;
+}
+
+void
+share_give (share_t *s, uint64_t conn, size_t bytes)
+{
+    if (!conn)
+        return;
+    share_entry_t **slot = share_slot (s, conn);
+    share_entry_t *e = *slot;
+    assert (e && e->requests > 0 && e->bytes >= bytes);     /* given as it was taken */
+    e->requests--;
+    e->bytes -= bytes;
+    if (!e->requests) {
+        *slot = e->next;
+        mem_free (e);
+    }
+}

@@ -1,0 +1,19 @@
+/* share.h - each client connection's share of the pending requests: how many it has waiting,
+ * and their bytes, so that one connection cannot take every slot of FERRULE_MAX_PENDING or every
+ * byte of FERRULE_MAX_PENDING_BYTES and leave every other client "overloaded" */
+#ifndef FERRULE_SHARE_H
+#define FERRULE_SHARE_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct share share_t;
+
+share_t *share_new (void);
+void share_destroy (share_t **s_p);
+/* Requests pending for connection conn (its number, guard_connection) and their bytes. Connection
+ * 0 (unknown: over inproc://, or before its accept was read) is never counted, so has none. */
+void share_held (const share_t *s, uint64_t conn, size_t *requests, size_t *bytes);
+/* One more request of bytes pending for conn; share_give when it is answered. */
+void share_take (share_t *s, uint64_t conn, size_t bytes);
+void share_give (share_t *s, uint64_t conn, size_t bytes);
+#endif
