@@ -9,6 +9,7 @@
 #include "health.h"
 #include "log.h"
 #include "mem.h"
+#include "result.h"
 #include "style.h"
 #include "text.h"
 #include <arpa/inet.h>
@@ -294,12 +295,40 @@ op_share (const char *op)
     return POOL_KEYED;
 }
 
+/* What a caller of the API or the dashboard does about an error the service's hint tells in
+ * ferrulectl's words (its commands, its flags), by the code: a failure retrying cannot fix is never
+ * answered "try again". NULL for a code without one of its own. */
+static const char *
+gw_caller_hint (const char *code)
+{
+    static const struct { const char *code, *hint; } hints [] = {
+        { "insufficient_scope", "disconnect and reconnect the integration, asking for every scope it needs, "
+                                "and accept all requested permissions on the provider's consent screen (if offered "
+                                "minimal or full access, choose full access); if you manage the provider's OAuth "
+                                "app, check that it is configured with these scopes" },
+        { "needs_reconnect", "disconnect the integration, then connect it again" },
+        { "disconnected", "connect the integration again to use it" },
+        { "no_refresh_token", "connect the integration again and approve every permission, offline access among "
+                              "them; if the provider still issues no refresh token, remove the app's access in the "
+                              "account's settings at the provider first" },
+        { "access_denied", "connect again and approve the requested access" },
+        { "bad_request", "check the request against the API's documentation" },
+    };
+    for (size_t i = 0; i < sizeof hints / sizeof hints [0]; i++)
+        if (strcmp (hints [i].code, code) == 0)
+            return hints [i].hint;
+    return NULL;
+}
+
 /* The reply of a broker call as the gateway's HTTP callers may see it. "forbidden" refuses the
  * gateway's own client (the brokers' policy, or its key unknown to them; its callers' keys are the
  * gateway's to check, auth.c): the caller has nothing to change, so it is an internal error with
  * a hint for the operator, not a 403 telling the caller to change "this client's" policy. A reply
  * the broker client made itself names the brokers' addresses and ferrulectl's flags: the caller
- * is told the service could not be reached, and to try again. */
+ * is told the service could not be reached, and to try again. A hint in ferrulectl's words becomes
+ * the caller's, by the code (gw_caller_hint): a failure retrying cannot fix is never answered "try
+ * again"; "insufficient_scope" and "needs_reconnect" always have the caller's, whoever wrote the
+ * service's. */
 static json_t *
 gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
 {
@@ -307,6 +336,7 @@ gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
     json_t *e = json_object_get (reply, "error");
     const char *message = json_string_value (json_object_get (e, "message"));
     const char *hint = json_string_value (json_object_get (e, "hint"));
+    const char *caller_hint = gw_caller_hint (code);
     char text [512];
     if (strcmp (code, "forbidden") == 0) {
         log_error (NULL, req->rid, "the brokers refused this gateway's \"%s\" call: %s", op, message ? message : "");
@@ -323,11 +353,15 @@ gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
         json_object_set_new (e, "message", json_string ("the gateway could not reach the token service"));
         json_object_set_new (e, "hint", json_string ("try again in a moment; if it lasts, tell the service's operator"));
     }
+    else if (caller_hint && (strcmp (code, "insufficient_scope") == 0 || strcmp (code, "needs_reconnect") == 0))
+        json_object_set_new (e, "hint", json_string (caller_hint));
     else if (hint && (strstr (hint, "--") || strstr (hint, "ferrulectl")))
-        json_object_set_new (e, "hint", json_string (strcmp (code, "timeout") == 0
+        json_object_set_new (e, "hint", json_string (caller_hint ? caller_hint
+                             : strcmp (code, "timeout") == 0
                              ? "try again; if the request changes something, check its outcome first (the "
                                "integration's status) rather than sending it again blindly"
-                             : "try again in a moment"));
+                             : result_is_transient (result_from_code (code)) ? "try again in a moment"
+                             : "tell the service's operator, with the request id (X-Request-Id)"));
     return reply;
 }
 

@@ -870,6 +870,29 @@ expect (const char *method, const char *path, const char *key, const char *body,
     http_free (&r);
 }
 
+/* expect, and the answer's hint says want and none of the words in refused (NULL-terminated). */
+static void
+expect_hint (const char *method, const char *path, const char *key, long status, const char *code, const char *want,
+             const char *const *refused)
+{
+    expect (method, path, key, NULL, status, code);
+    json_t *j = NULL;
+    http_t r = api (method, path, key, NULL);
+    code_of (&r, &j);
+    const char *hint = json_string_value (json_object_get (json_object_get (j, "error"), "hint"));
+    if (!hint || !strstr (hint, want))
+        fail_msg ("%s %s: %s, whose hint \"%s\" does not say \"%s\"", method, path, code, hint ? hint : "", want);
+    for (int i = 0; refused [i]; i++)
+        if (strstr (hint, refused [i]))
+            fail_msg ("%s %s: %s, whose hint \"%s\" says \"%s\"", method, path, code, hint, refused [i]);
+    json_decref (j);
+    http_free (&r);
+}
+
+/* What an API caller must not be told about a failure retrying cannot fix: to try again, or
+ * ferrulectl's commands and flags. */
+static const char *const not_for_callers [] = { "try again in a moment", "ferrulectl", "--", NULL };
+
 static void
 test_api_status_codes (void **state)
 {
@@ -986,6 +1009,10 @@ test_api_status_codes (void **state)
     free (big);
     /* 422: a user action (a scope the grant lacks) */
     expect ("GET", "/v1/integrations/acct1:api/token?require_scope=admin", SVC_KEY, NULL, 422, "insufficient_scope");
+    /* and what to do about it (the guide's "Scope mismatch"): reconnect and accept every
+       permission, never "try again in a moment" */
+    expect_hint ("GET", "/v1/integrations/acct1:api/token?require_scope=admin", SVC_KEY, 422, "insufficient_scope",
+                 "reconnect", not_for_callers);
     /* a scope that is not UTF-8 text: refused, never left out of the check (the token came, 200) */
     expect ("GET", "/v1/integrations/acct1:api/token?require_scope=admin%FF", SVC_KEY, NULL, 400, "bad_request");
     expect ("GET", "/v1/integrations/acct1:api/token?require_scope=read,admin%FF", SVC_KEY, NULL, 400, "bad_request");
@@ -996,6 +1023,30 @@ test_api_status_codes (void **state)
     free (rt);
     itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
     expect ("GET", "/v1/integrations/acct1:gone/token", SVC_KEY, NULL, 409, "needs_reconnect");
+    /* 409: a token without a refresh token, rejected by the API it was used with: connect again */
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    http_t cb = flow ("acct1:norefresh", "fakegoogle", "read", NULL, NULL);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (cb.status, 409);
+    http_free (&cb);
+    r = api ("GET", "/v1/integrations/acct1:norefresh/token", SVC_KEY, NULL);
+    assert_string_equal (code_of (&r, &j), "ok");
+    snprintf (body, sizeof body, "{\"access_token\":\"%s\"}", json_string_value (json_object_get (j, "access_token")));
+    json_decref (j);
+    http_free (&r);
+    r = api ("POST", "/v1/integrations/acct1:norefresh/token/reject", SVC_KEY, body);
+    const char *rejected = code_of (&r, &j);
+    const char *hint = json_string_value (json_object_get (json_object_get (j, "error"), "hint"));
+    printf ("a rejected token without a refresh token: %ld %s (%s)\n", r.status, rejected, hint ? hint : "-");
+    assert_int_equal (r.status, 409);
+    assert_string_equal (rejected, "needs_reconnect");
+    assert_non_null (hint);
+    assert_non_null (strstr (hint, "connect it again"));
+    for (int i = 0; not_for_callers [i]; i++)
+        if (strstr (hint, not_for_callers [i]))
+            fail_msg ("the rejection's hint \"%s\" says \"%s\"", hint, not_for_callers [i]);
+    json_decref (j);
+    http_free (&r);
     /* 503 + Retry-After: the provider fails transiently */
     rt = itest_grant (h, "fakebox", "[\"read\"]");
     assert_int_equal (itest_import (h, "acct1:flaky", "fakebox", rt), 0);
