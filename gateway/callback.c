@@ -197,6 +197,16 @@ page_support (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t 
                      "provider does not offer it. If you manage the provider's OAuth application, enable these "
                      "permissions there; otherwise this needs a change in the application's configuration.</p>\n");
     }
+    else if (strcmp (code, "no_refresh_token") == 0) {
+        /* the provider entry does not ask for offline access (Google's access_type=offline): no
+           consent screen brings a refresh token, and removing the app's access does not either */
+        snprintf (title, sizeof title, "%s connected without lasting access", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "", provider, " gave Ferrule access for a short while (usually an hour) but no refresh "
+              "token, so the integration will stop working when that access ends. Ferrule's settings for this "
+              "provider do not ask for lasting access. Trying again or removing Ferrule's access at the provider "
+              "will not help: this needs a change in the application's configuration.");
+    }
     else {
         snprintf (title, sizeof title, "The connection to %s could not be finished", provider);
         html_page_begin (h, title);
@@ -398,13 +408,16 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
     if (!provider)
         provider = "the provider";
 
+    /* who must act, when only an operator can (a provider entry that asks for no offline access) */
+    const char *cause = jstr (json_object_get (reply, "error"), "cause");
     if (strcmp (rc, "ok") != 0 && attempt && json_is_true (json_object_get (attempt, "browser_mismatch")))
         rc = "browser_mismatch";            /* a connect of another browser, whatever ended it */
     if (strcmp (rc, "ok") == 0)
         page_connected (req, resp, reply, attempt, provider);
     else if (strcmp (rc, "redirect_uri_mismatch") == 0 || strcmp (rc, "invalid_client") == 0
          ||  strcmp (rc, "invalid_scope") == 0 || strcmp (rc, "configuration") == 0 || strcmp (rc, "internal") == 0
-         ||  strcmp (rc, "forbidden") == 0)
+         ||  strcmp (rc, "forbidden") == 0
+         ||  (strcmp (rc, "no_refresh_token") == 0 && cause && strcmp (cause, "provider_entry") == 0))
         page_support (req, resp, reply, attempt, provider, rc);
     else
         page_failed (req, resp, reply, attempt, provider, rc);

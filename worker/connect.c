@@ -998,9 +998,12 @@ exchange_stored (void *arg, fr_status_t st, const store_upserted_t *up, const st
         snprintf (message, sizeof message, "provider \"%s\" issued no refresh token for integration \"%s\": it is "
                   "stored and its access token works until %s, but it cannot be renewed after that",
                   p->name, c->id, clock_rfc3339 (ew->expires_at, when, sizeof when));
-        reply_with_integration (w, &c->job, FR_NO_REFRESH_TOKEN, message,
-                                connect_no_refresh_token_hint (p, c->requested_scopes ? c->requested_scopes : "", hint,
-                                                               sizeof hint), row, x, &ws, reconnected);
+        /* an entry that does not ask for offline access: no consent screen helps, only its operator */
+        reply_with_integration_cause (w, &c->job, FR_NO_REFRESH_TOKEN, message,
+                                      connect_no_refresh_token_hint (p, c->requested_scopes ? c->requested_scopes : "",
+                                                                     hint, sizeof hint),
+                                      catalog_offline_param_missing (p) ? "provider_entry" : NULL, row, x, &ws,
+                                      reconnected);
     }
     else
         reply_with_integration (w, &c->job, FR_OK, NULL, NULL, row, x, &ws, reconnected);

@@ -178,15 +178,25 @@ void
 reply_with_integration (worker_t *w, const job_t *job, fr_status_t st, const char *message, const char *hint,
                         const store_row_t *row, const store_extra_t *x, const reply_warnings_t *ws, int reconnected)
 {
+    reply_with_integration_cause (w, job, st, message, hint, NULL, row, x, ws, reconnected);
+}
+
+void
+reply_with_integration_cause (worker_t *w, const job_t *job, fr_status_t st, const char *message, const char *hint,
+                              const char *cause, const store_row_t *row, const store_extra_t *x,
+                              const reply_warnings_t *ws, int reconnected)
+{
     int nwarn = ws ? ws->count : 0;
     codec_builder_t *o = reply_begin (w, job, st == FR_OK,
                                       (uint32_t) (1 + (st != FR_OK) + (nwarn > 0) + (reconnected >= 0)));
     if (st != FR_OK) {
         codec_str (o, "error");
-        codec_map (o, 3);
+        codec_map (o, cause ? 4 : 3);
         codec_kv_str (o, "code", result_code (st));
         codec_kv_str (o, "message", message);
         codec_kv_str (o, "hint", hint ? hint : result_default_hint (st));
+        if (cause)
+            codec_kv_str (o, "cause", cause);
     }
     codec_str (o, "integration");
     reply_pack_integration (o, row, x);

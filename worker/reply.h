@@ -41,6 +41,11 @@ void reply_pack_integration (codec_builder_t *o, const store_row_t *row, const s
 void reply_with_integration (worker_t *w, const job_t *job, fr_status_t st, const char *message, const char *hint,
                              const store_row_t *row, const store_extra_t *x, const reply_warnings_t *ws,
                              int reconnected);
+/* reply_with_integration whose error also says who must act: cause "provider_entry" (the operator
+ * must change the provider entry; nothing the user does helps), NULL for none. */
+void reply_with_integration_cause (worker_t *w, const job_t *job, fr_status_t st, const char *message,
+                                   const char *hint, const char *cause, const store_row_t *row,
+                                   const store_extra_t *x, const reply_warnings_t *ws, int reconnected);
 /* Adds a warning (at most REPLY_MAX_WARNINGS; more are dropped). */
 void reply_warn (reply_warnings_t *ws, const char *code, const char *hint, const char *fmt, ...)
     __attribute__ ((format (printf, 4, 5)));

@@ -388,6 +388,12 @@ write_providers (void)
     json_object_set_new (bad, "token_url", json_string (url));
     json_object_set_new (bad, "client_secret", json_string ("not-the-secret"));
     json_object_set_new (root, "fakebad", bad);
+    /* fakegoogleoff: fakegoogle as a Google entry whose own authorization_params lack
+       access_type=offline (they replace the built-in ones whole): no refresh token ever comes */
+    json_t *off = json_deep_copy (json_object_get (root, "fakegoogle"));
+    json_object_set_new (off, "family", json_string ("google"));
+    json_object_set_new (off, "authorization_params", json_pack ("{s:s}", "prompt", "consent"));
+    json_object_set_new (root, "fakegoogleoff", off);
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-gateway.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -709,6 +715,24 @@ test_callback_no_refresh_token (void **state)
     assert_true (has (&r, "https://myaccount.google.com/permissions"));
     assert_true (has (&r, "offline access"));
     assert_true (has (&r, ">Reconnect</button>"));
+    http_free (&r);
+}
+
+/* A Google entry that does not ask for offline access: no consent screen brings a refresh token,
+ * so the page sends the user to support, with no Reconnect (it showed Google's steps and a
+ * Reconnect button, and the user went round them for nothing). */
+static void
+test_callback_no_refresh_token_of_the_entry (void **state)
+{
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    http_t r = flow ("acct1:googleoff", "fakegoogleoff", "read", NULL, NULL);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    printf ("a Google entry without access_type=offline: %ld\n", r.status);
+    assert_true (has (&r, "id=\"contact-support\""));
+    assert_true (has (&r, "no_refresh_token"));
+    assert_false (has (&r, "</button>"));
+    assert_false (has (&r, "Reconnect"));
+    assert_false (has (&r, "myaccount.google.com"));
     http_free (&r);
 }
 
@@ -2982,6 +3006,7 @@ main (void)
         cmocka_unit_test (test_callback_scopes_reduced),
         cmocka_unit_test (test_callback_invalid_scope),
         cmocka_unit_test (test_callback_no_refresh_token),
+        cmocka_unit_test (test_callback_no_refresh_token_of_the_entry),
         cmocka_unit_test (test_callback_provider_unavailable),
         cmocka_unit_test (test_callback_redirect_uri_mismatch),
         cmocka_unit_test (test_callback_invalid_client),
