@@ -184,7 +184,8 @@ main (int argc, char **argv)
     }
     log_info (NULL, NULL, "listening on %s (port %d), public URL %s, redirect URI %s/oauth/callback", bind,
               route_server_port (server), public_url, public_url);
-    /* ready while a broker answers ping (checked every 5 s): a gateway that cannot reach any
+    /* ready while a broker answers ping (checked every 5 s, on a client outside the pool: busy
+       clients are load, not a reason to leave the Service): a gateway that cannot reach any
        broker leaves the Service until it can. The first SIGTERM drains: no new connections,
        /readyz 503, the requests in flight answered (for drain_ms at most); a second exits at once. */
     int64_t next_ping = 0, drain_until = 0;
@@ -212,7 +213,7 @@ main (int argc, char **argv)
         if (health) {
             health_beat (health);
             if (!drain_until && now >= next_ping) {
-                json_t *r = pool_call (gw.pool, "ping", NULL, 2000, NULL, POOL_KEYED);
+                json_t *r = pool_ping (gw.pool, 2000);
                 const char *code = client_error_code (r);
                 char why [160];
                 snprintf (why, sizeof why, "no broker answers ping (%s)", code);

@@ -20,6 +20,7 @@ struct pool {
     pthread_mutex_t mutex;
     pthread_cond_t freed;
     client_t *clients [POOL_MAX];       /* made on first need */
+    client_t *probe;                    /* pool_ping's own, made on first need */
     int busy [POOL_MAX];
     int share_busy [POOL__SHARES];      /* clients lent to each share's calls */
     int share_max [POOL__SHARES];       /* and the most they may hold */
@@ -68,6 +69,7 @@ pool_destroy (pool_t **p_p)
     pool_t *p = *p_p;
     for (int i = 0; i < p->size; i++)
         client_destroy (&p->clients [i]);
+    client_destroy (&p->probe);
     pthread_mutex_destroy (&p->mutex);
     pthread_cond_destroy (&p->freed);
     mem_free (p->brokers);
@@ -97,6 +99,21 @@ pool_release (pool_t *p, int slot, pool_share_t share)
        another waits for any client, and one signal could wake only the waiter that cannot use it */
     pthread_cond_broadcast (&p->freed);
     pthread_mutex_unlock (&p->mutex);
+}
+
+json_t *
+pool_ping (pool_t *p, int timeout_ms)
+{
+    if (!p->probe) {
+        char err [256];
+        p->probe = client_new_with (p->brokers, &p->id, err, sizeof err);
+        if (!p->probe) {
+            log_error (NULL, NULL, "could not set up the readiness check's broker client: %s", err);
+            return json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", "unavailable", "message",
+                              "no broker client for the readiness check", "hint", "see the log");
+        }
+    }
+    return client_call_rid (p->probe, "ping", NULL, timeout_ms, CLIENT_IDEMPOTENT, NULL);
 }
 
 json_t *

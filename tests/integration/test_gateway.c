@@ -2498,6 +2498,69 @@ get_text (int port, const char *path, long *status)
     return body;
 }
 
+/* A gateway whose broker clients are all busy (its one client held by a token request whose
+ * refresh waits on a slow provider) stays ready: its readiness ping has a client of its own. It
+ * went through the same pool, waited its 2 s for a client, got "overloaded", and /readyz answered
+ * 503: with deploy/k8s's probe every replica left the Service, and a slow provider became an
+ * outage that said "no broker answers ping". */
+static void
+test_ready_while_every_broker_client_is_busy (void **state)
+{
+    gw_saved_t saved = gw_save ();
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "acct1:readyslow", "fakebox", rt), 0);
+    free (rt);
+    int hport = free_port ();
+    char hbind [32];
+    snprintf (hbind, sizeof hbind, "127.0.0.1:%d", hport);
+    setenv ("FERRULE_GATEWAY_BROKER_CLIENTS", "1", 1);
+    int started = start_gateway_with ("gateway-ready", hbind, NULL);
+    unsetenv ("FERRULE_GATEWAY_BROKER_CLIENTS");
+    assert_int_equal (started, 0);
+    long status = 0;
+    for (int i = 0; i < 200 && status != 200; i++) {
+        free (get_text (hport, "/readyz", &status));
+        if (status != 200)
+            usleep (100000);
+    }
+    assert_int_equal (status, 200);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 30000));
+    long long before = itest_stat (h, "fakebox", "refresh_calls");
+    pid_t holder = fork ();
+    if (holder == 0) {
+        http_t r = api ("GET", "/v1/integrations/acct1:readyslow/token", SVC_KEY, NULL);
+        _exit (r.status == 503 ? 0 : 1);
+    }
+    /* the refresh is at the provider: the one client is held until the request's 10 s are over,
+       longer than the 5 s between pings and a ping's 2 s */
+    long long arrived = itest_wait_stat (h, "fakebox", "refresh_calls", before + 1, 20000);
+    int checks = 0, not_ready = 0, st = 0;
+    char *why = NULL;
+    while (arrived > before && waitpid (holder, &st, WNOHANG) == 0) {
+        char *text = get_text (hport, "/readyz", &status);
+        checks++;
+        if (status != 200 && !why)
+            why = text ? strdup (text) : strdup ("(no answer)");
+        not_ready += status != 200;
+        free (text);
+        usleep (100000);
+    }
+    if (arrived <= before)
+        waitpid (holder, &st, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);
+    int said_not_ready = log_has ("process is not ready");
+    stop_gateway ();
+    gw_restore (&saved);
+    printf ("/readyz while the one broker client was held: %d of %d checks not ready%s%s\n", not_ready, checks,
+            why ? ": " : "", why ? why : "");
+    free (why);
+    assert_true (arrived > before);
+    assert_true (WIFEXITED (st) && WEXITSTATUS (st) == 0);  /* held until its deadline, answered 503 */
+    assert_int_equal (not_ready, 0);
+    assert_false (said_not_ready);
+}
+
 /* A connection whose request is in flight: its headers are in (the gateway answered 100
  * Continue), its body of 13 bytes is not. Returns the socket. */
 static int
@@ -3039,6 +3102,7 @@ main (void)
         cmocka_unit_test (test_callback_in_a_stall_asks_nothing_more),
         cmocka_unit_test (test_dashboard_page_gives_up_in_a_stall),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
+        cmocka_unit_test (test_ready_while_every_broker_client_is_busy),
         cmocka_unit_test (test_sigterm_drains),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
