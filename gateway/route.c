@@ -325,10 +325,12 @@ gw_caller_hint (const char *code)
  * gateway's to check, auth.c): the caller has nothing to change, so it is an internal error with
  * a hint for the operator, not a 403 telling the caller to change "this client's" policy. A reply
  * the broker client made itself names the brokers' addresses and ferrulectl's flags: the caller
- * is told the service could not be reached, and to try again. A hint in ferrulectl's words becomes
- * the caller's, by the code (gw_caller_hint): a failure retrying cannot fix is never answered "try
- * again"; "insufficient_scope" and "needs_reconnect" always have the caller's, whoever wrote the
- * service's. */
+ * is told the service could not be reached, and to try again. A timeout names a broker or a
+ * worker, and the operation: the caller is told the service did not answer, and for a call that
+ * changes something that its outcome is unknown (the log keeps the service's words). A hint in
+ * ferrulectl's words becomes the caller's, by the code (gw_caller_hint): a failure retrying cannot
+ * fix is never answered "try again"; "insufficient_scope" and "needs_reconnect" always have the
+ * caller's, whoever wrote the service's. */
 static json_t *
 gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
 {
@@ -353,13 +355,22 @@ gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
         json_object_set_new (e, "message", json_string ("the gateway could not reach the token service"));
         json_object_set_new (e, "hint", json_string ("try again in a moment; if it lasts, tell the service's operator"));
     }
+    else if (strcmp (code, "timeout") == 0) {
+        int changes = !client_op_is_idempotent (op);
+        log_warning (NULL, req->rid, "\"%s\" call: %s", op, message ? message : "timeout");
+        json_object_set_new (e, "message", json_string (changes
+                             ? "the token service did not answer in time: the outcome of the request is unknown (it "
+                               "may have been carried out)"
+                             : "the token service did not answer in time"));
+        json_object_set_new (e, "hint", json_string (changes
+                             ? "check the outcome first (the integration's status) rather than sending the request "
+                               "again blindly"
+                             : "try again in a moment"));
+    }
     else if (caller_hint && (strcmp (code, "insufficient_scope") == 0 || strcmp (code, "needs_reconnect") == 0))
         json_object_set_new (e, "hint", json_string (caller_hint));
     else if (hint && (strstr (hint, "--") || strstr (hint, "ferrulectl")))
         json_object_set_new (e, "hint", json_string (caller_hint ? caller_hint
-                             : strcmp (code, "timeout") == 0
-                             ? "try again; if the request changes something, check its outcome first (the "
-                               "integration's status) rather than sending it again blindly"
                              : result_is_transient (result_from_code (code)) ? "try again in a moment"
                              : "tell the service's operator, with the request id (X-Request-Id)"));
     return reply;

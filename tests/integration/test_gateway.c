@@ -1747,6 +1747,90 @@ test_dashboard_says_when_keys_are_not_listed (void **state)
     free (link);
 }
 
+/* A broker that takes a request and never answers (stopped): the API's disconnect and the
+ * dashboard's Disconnect say the outcome is unknown in the caller's words. They showed the
+ * broker client's own message, 'no reply from broker "tcp://..." within 30.0 s: the outcome of
+ * the "disconnect" request is unknown': the broker's address and the operation's name. */
+static void
+test_timeout_shows_no_broker_or_operation (void **state)
+{
+    const char *ids [] = { "acct1:stopped", "ws40:stopped", "acct1:warma", "acct1:warmb" };
+    for (int i = 0; i < 4; i++) {
+        char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+    /* two of the gateway's broker clients connected, for the two calls: a client made once the
+       broker is stopped cannot connect, and its call is not sent ("could not reach") */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1000));
+    long long before = itest_stat (h, "fakebox", "refresh_calls");
+    pid_t warm = fork ();
+    if (warm == 0) {
+        http_t r = api ("GET", "/v1/integrations/acct1:warma/token", SVC_KEY, NULL);
+        _exit (r.status == 200 ? 0 : 1);
+    }
+    assert_true (itest_wait_stat (h, "fakebox", "refresh_calls", before + 1, 20000) > before);
+    expect ("GET", "/v1/integrations/acct1:warmb/token", SVC_KEY, NULL, 200, "ok");   /* while the first waits */
+    int st = 0;
+    waitpid (warm, &st, 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    assert_true (WIFEXITED (st) && WEXITSTATUS (st) == 0);
+    char *link = dashboard_link ("ws40:", 0);
+    char *cookie = open_session (link);
+    http_t home = dashboard_home (cookie);
+    char *csrf = form_value (home.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&home);
+    harness_signal_broker (h, 0, SIGSTOP);
+    /* both at once: each waits its 30 s */
+    int fds [2];
+    assert_int_equal (pipe (fds), 0);
+    pid_t child = fork ();
+    if (child == 0) {
+        close (fds [0]);
+        http_t r = api ("POST", "/v1/integrations/acct1:stopped/disconnect", ADMIN_KEY, NULL);
+        char head [32];
+        snprintf (head, sizeof head, "%ld\n", r.status);
+        int ok = write (fds [1], head, strlen (head)) > 0 && write (fds [1], r.body, strlen (r.body)) >= 0;
+        _exit (ok ? 0 : 1);
+    }
+    close (fds [1]);
+    char url [256], body [128];
+    snprintf (url, sizeof url, "%s/dashboard/integrations/ws40:stopped/disconnect", gw_url);
+    snprintf (body, sizeof body, "csrf=%s", csrf);
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t page = http ("POST", url, phdr, body);
+    char answer [8192];
+    size_t n = 0;
+    for (ssize_t got; n < sizeof answer - 1 && (got = read (fds [0], answer + n, sizeof answer - 1 - n)) > 0;)
+        n += (size_t) got;
+    answer [n] = '\0';
+    close (fds [0]);
+    waitpid (child, &st, 0);
+    harness_signal_broker (h, 0, SIGCONT);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    const char *json = strchr (answer, '\n');
+    json_t *j = json ? json_loads (json + 1, 0, NULL) : NULL;
+    const char *message = json_string_value (json_object_get (json_object_get (j, "error"), "message"));
+    printf ("the API's disconnect: %.3s %s\n", answer, message ? message : "-");
+    printf ("the dashboard's Disconnect: %ld\n", page.status);
+    assert_true (WIFEXITED (st) && WEXITSTATUS (st) == 0);
+    assert_int_equal (atoi (answer), 503);
+    assert_non_null (message);
+    assert_null (strstr (json + 1, "tcp://"));
+    assert_null (strstr (message, "\"disconnect\""));
+    assert_non_null (strstr (message, "outcome of the request is unknown"));
+    assert_int_equal (page.status, 503);
+    assert_false (has (&page, "tcp://"));
+    assert_false (has (&page, "&quot;disconnect&quot;"));
+    assert_true (has (&page, "outcome of the request is unknown"));
+    json_decref (j);
+    http_free (&page);
+    free (csrf);
+    free (cookie);
+    free (link);
+}
+
 /* The browser binding a dashboard connect's answer set (Set-Cookie of cookie name, checked for
  * its attributes: HttpOnly, SameSite=Lax, Path=/, a day, Secure when secure, 43 base64url
  * characters) as a "Cookie:" header (a new string). */
@@ -3093,6 +3177,7 @@ main (void)
         cmocka_unit_test (test_dashboard_link_must_name_its_workspace),
         cmocka_unit_test (test_dashboard_logout),
         cmocka_unit_test (test_dashboard_connect_of_a_never_connected_integration),
+        cmocka_unit_test (test_timeout_shows_no_broker_or_operation),
         cmocka_unit_test (test_dashboard_says_when_keys_are_not_listed),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
         cmocka_unit_test (test_workspace_boundary),
