@@ -1722,11 +1722,13 @@ test_dashboard_says_when_keys_are_not_listed (void **state)
     http_free (&r);
     assert_int_equal (harness_write_policy (h, "harness read,workspace *\n"), 0);
     harness_reload_brokers (h);
-    int said = 0, listed = 1;
+    int said = 0, listed = 1, worded = 0;
     for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end && !said;) {   /* until the brokers read it */
         r = dashboard_home (cookie);
         said = has (&r, "id=\"keys-not-listed\"");
         listed = has (&r, "<table id=\"apikeys\">");
+        /* as troubleshooting.md says: the refusal arrives as "internal" */
+        worded = has (&r, "The API keys could not be listed (internal)");
         http_free (&r);
         if (!said)
             usleep (200000);
@@ -1735,6 +1737,9 @@ test_dashboard_says_when_keys_are_not_listed (void **state)
     harness_reload_brokers (h);
     if (!said)
         fail_msg ("the dashboard with its keys refused: no notice (the keys table %s)", listed ? "shown" : "missing");
+    assert_true (worded);
+    assert_true (log_has ("the brokers refused this gateway's \\\"apikey_list\\\" call"));
+    assert_true (log_has ("the dashboard's API keys could not be listed: the service answered internal"));
     for (int64_t end = clock_mono_ms () + 10000; clock_mono_ms () < end && said;) {     /* as it was, for the tests after */
         r = dashboard_home (cookie);
         said = has (&r, "id=\"keys-not-listed\"");
