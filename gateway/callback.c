@@ -10,7 +10,7 @@
 
 #define MAX_CODE   16384
 #define MAX_ERROR  128
-#define MAX_DESC   2048
+#define MAX_DESC   2048   /* of error_description passed on: the worker's cap; longer is shortened */
 #define MAX_RETRY_TOKEN 128    /* the worker's cap on a retry token */
 
 static const char *
@@ -361,7 +361,7 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
     json_t *args = NULL, *reply = NULL, *attempt = NULL;
 
     if (!state || !*state || strlen (state) > 256 || (!code && !error) || (code && strlen (code) > MAX_CODE)
-    ||  (error && strlen (error) > MAX_ERROR) || (desc && strlen (desc) > MAX_DESC)
+    ||  (error && strlen (error) > MAX_ERROR)
     ||  !text_utf8_valid (state) || (code && !text_utf8_valid (code)) || (error && !text_utf8_valid (error))) {
         json_t *fake = json_pack ("{s:b}", "ok", 0);
         page_failed (req, resp, fake, NULL, "the provider", "bad_request");
@@ -378,10 +378,19 @@ callback_page (gw_req_t *req, gw_resp_t *resp)
         json_object_set_new (args, "error", json_string (error));
     if (desc) {
         /* the provider's own words, shown to the user: bytes that are not UTF-8 (a description in
-           Latin-1) become '?', never a description dropped */
+           Latin-1) become '?', and a long one is shortened (the worker keeps 200 bytes of it),
+           never a description dropped nor the callback refused for it */
         char plain [MAX_DESC + 1];
-        json_object_set_new (args, "error_description", text_utf8_valid (desc) ? json_string (desc)
-                             : json_string (text_printable (plain, sizeof plain, desc, (size_t) -1, MAX_DESC)));
+        if (text_utf8_valid (desc)) {
+            size_t n = 0;
+            for (size_t len; desc [n] && (len = text_utf8_len ((const unsigned char *) desc + n)) && n + len <= MAX_DESC;)
+                n += len;
+            memcpy (plain, desc, n);
+            plain [n] = '\0';
+        }
+        else
+            text_printable (plain, sizeof plain, desc, (size_t) -1, MAX_DESC);
+        json_object_set_new (args, "error_description", json_string (plain));
     }
     /* both calls within the callback's 30 s: the attempt had 10 s of its own after it, so a page
        took up to 40 s during a database stall, past the deploy's drain sized on 30 s; and it is

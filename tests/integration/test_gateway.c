@@ -482,11 +482,16 @@ flow_error (const char *id, const char *error, const char *description)
     const char *s = strstr (url, "state=");
     assert_non_null (s);
     s += 6;
-    char state [300], target [1024];
+    char state [300];
     snprintf (state, sizeof state, "%.*s", (int) strcspn (s, "&"), s);
-    snprintf (target, sizeof target, "%s?error=%s&error_description=%s&state=%s", callback_uri, error, description, state);
+    size_t n = strlen (callback_uri) + strlen (error) + strlen (description) + strlen (state) + 64;
+    char *target = malloc (n);
+    assert_non_null (target);
+    snprintf (target, n, "%s?error=%s&error_description=%s&state=%s", callback_uri, error, description, state);
     free (url);
-    return http ("GET", target, NULL, NULL);
+    http_t r = http ("GET", target, NULL, NULL);
+    free (target);
+    return r;
 }
 
 /* Presses the page's retry button: POST /oauth/retry; returns the answer. */
@@ -602,6 +607,25 @@ test_callback_access_denied_try_again (void **state)
     assert_true (has (&t, "expired or was already used"));
     http_free (&t);
     http_free (&r);
+}
+
+/* A provider's description longer than the callback keeps (2048 bytes) is shortened: the
+ * callback was refused whole as damaged, the user's refusal never recorded and its state left
+ * unspent. In UTF-8 ("é" is 2 bytes) so that the cut falls between characters. */
+static void
+test_callback_long_description (void **state)
+{
+    char desc [6 * 2001 + 1];               /* 3001 bytes decoded */
+    size_t at = 0;
+    for (int i = 0; i < 2001; i++)
+        at += (size_t) snprintf (desc + at, sizeof desc - at, i % 2 ? "%%C3%%A9" : "x");
+    http_t r = flow_error ("acct1:longdesc", "access_denied", desc);
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "Access to fakebox was not granted"));
+    assert_true (has (&r, ">Try again</button>"));
+    http_free (&r);
+    assert_int_equal (harness_sql_int (h, "SELECT count (*) FROM pending_authorizations WHERE integration_id = "
+                                          "'acct1:longdesc' AND outcome = 'access_denied'"), 1);
 }
 
 static void
@@ -3153,6 +3177,7 @@ main (void)
         cmocka_unit_test (test_callback_connected_redirects_to_return_to),
         cmocka_unit_test (test_callback_connected_page_and_security_headers),
         cmocka_unit_test (test_callback_access_denied_try_again),
+        cmocka_unit_test (test_callback_long_description),
         cmocka_unit_test (test_callback_code_expired_or_used),
         cmocka_unit_test (test_callback_state_invalid),
         cmocka_unit_test (test_callback_scopes_reduced),
