@@ -438,6 +438,46 @@ own_integration (gw_req_t *req, gw_resp_t *resp, const char *ws)
     return 1;
 }
 
+/* The "What to do" of an integration's page, for its user: doctor's what_to_do is written for
+ * ferrulectl's users and operators (its commands and flags, "Operators: ..."), and the dashboard's
+ * user has its buttons. By the diagnosis' code; reconnect names the button the page shows. */
+static void
+user_steps (html_t *h, const char *code, const char *status, int active, int reconnect)
+{
+    static const char *const sign_in [] = { "needs_reconnect", "rotation_interrupted", "no_refresh_token",
+                                            "insufficient_scope", "scopes_reduced", "access_denied",
+                                            "code_expired_or_used", "state_invalid", "connect_incomplete",
+                                            "connect_pending", "browser_mismatch", NULL };
+    int again = 0;
+    for (int i = 0; code && sign_in [i]; i++)
+        again |= strcmp (code, sign_in [i]) == 0;
+    const char *how = reconnect ? "Press Reconnect" : !active ? "Press Connect"
+                    : "Press Disconnect, then connect it again with the dashboard's Connect";
+    char step [320];
+    if (code && strcmp (code, "healthy") == 0)
+        html_raw (h, "<li>Nothing to do: the integration works.</li>\n");
+    else if (status && strcmp (status, "disconnected") == 0)
+        html_raw (h, "<li>If you still need it, press Connect.</li>\n");
+    else if (again) {
+        if (strcmp (code, "no_refresh_token") == 0)
+            html_raw (h, "<li>Remove this application's access in your account's settings at the provider (for "
+                         "Google: https://myaccount.google.com/permissions).</li>\n");
+        snprintf (step, sizeof step, "%s, and at the provider approve every permission it asks for (offline "
+                  "access among them; if offered minimal or full access, choose full access).", how);
+        html_raw (h, "<li>");
+        html_text (h, step);
+        html_raw (h, "</li>\n<li>Finish the provider's screen within a minute, in this browser, without going "
+                     "back or reloading.</li>\n<li>If it keeps failing, contact the application's support with "
+                     "the integration's name and the diagnosis above.</li>\n");
+    }
+    else if (code && (strcmp (code, "provider_unavailable") == 0 || strcmp (code, "provider_bad_response") == 0))
+        html_raw (h, "<li>Nothing to do now: the provider is failing for the moment, and the service tries again. "
+                     "Reload this page later.</li>\n<li>If it lasts, contact the application's support.</li>\n");
+    else
+        html_raw (h, "<li>This needs a change on the service's side; reconnecting will not help. Contact the "
+                     "application's support with the integration's name and the diagnosis above.</li>\n");
+}
+
 void
 dashboard_detail (gw_req_t *req, gw_resp_t *resp)
 {
@@ -475,15 +515,12 @@ dashboard_detail (gw_req_t *req, gw_resp_t *resp)
     html_raw (h, "</dd>\n<dt>What to do</dt><dd><ol id=\"what-to-do\">\n");
     size_t i;
     json_t *v;
-    json_array_foreach (json_object_get (d, "what_to_do"), i, v) {
-        html_raw (h, "<li>");
-        html_text (h, json_string_value (v));
-        html_raw (h, "</li>\n");
-    }
-    html_raw (h, "</ol></dd>\n</dl>\n");
     char base [sizeof req->param [0] + 32], action [sizeof req->param [0] + 64];
     snprintf (base, sizeof base, "/dashboard/integrations/%s", req->param [0]);
     const char *status = jstr (d, "status");
+    int active = status && strcmp (status, "disconnected") != 0 && strcmp (status, "not_connected") != 0;
+    user_steps (h, jstr (d, "code"), status, active, active && wants_reconnect (status, jstr (d, "code")));
+    html_raw (h, "</ol></dd>\n</dl>\n");
     if (status && strcmp (status, "disconnected") != 0 && strcmp (status, "not_connected") != 0) {
         if (wants_reconnect (status, jstr (d, "code"))) {
             snprintf (action, sizeof action, "%s/reconnect", base);

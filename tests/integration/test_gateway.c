@@ -1776,6 +1776,40 @@ test_dashboard_says_when_keys_are_not_listed (void **state)
     free (link);
 }
 
+/* An integration's page tells its user what to do with the page's buttons: it printed doctor's
+ * steps, "ferrulectl disconnect --integration ..." and "Operators: ..." among them. */
+static void
+test_dashboard_steps_are_the_users (void **state)
+{
+    char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+    assert_int_equal (itest_import (h, "ws41:gone", "fakebox", rt), 0);
+    free (rt);
+    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
+    json_t *t = call ("token", json_pack ("{s:s}", "integration", "ws41:gone"));
+    assert_string_equal (client_error_code (t), "needs_reconnect");
+    json_decref (t);
+    char *link = dashboard_link ("ws41:", 0);
+    char *cookie = open_session (link);
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard/integrations/ws41:gone", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    http_t r = http ("GET", url, hdr, NULL);
+    assert_int_equal (r.status, 200);
+    const char *ol = strstr (r.body, "<ol id=\"what-to-do\">");
+    assert_non_null (ol);
+    char *steps = strndup (ol, (size_t) (strstr (ol, "</ol>") - ol));
+    printf ("what to do: %s\n", steps);
+    assert_non_null (strstr (steps, "Press Reconnect"));
+    assert_null (strstr (steps, "ferrulectl"));
+    assert_null (strstr (steps, "--"));
+    assert_null (strstr (steps, "Operator"));
+    assert_true (has (&r, ">Reconnect</button>"));
+    free (steps);
+    http_free (&r);
+    free (cookie);
+    free (link);
+}
+
 /* A broker that takes a request and never answers (stopped): the API's disconnect and the
  * dashboard's Disconnect say the outcome is unknown in the caller's words. They showed the
  * broker client's own message, 'no reply from broker "tcp://..." within 30.0 s: the outcome of
@@ -3207,6 +3241,7 @@ main (void)
         cmocka_unit_test (test_dashboard_link_must_name_its_workspace),
         cmocka_unit_test (test_dashboard_logout),
         cmocka_unit_test (test_dashboard_connect_of_a_never_connected_integration),
+        cmocka_unit_test (test_dashboard_steps_are_the_users),
         cmocka_unit_test (test_timeout_shows_no_broker_or_operation),
         cmocka_unit_test (test_dashboard_says_when_keys_are_not_listed),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
