@@ -466,6 +466,16 @@ out:
     return st;
 }
 
+int
+crypto_secret_equal (const char *a, const char *b)
+{
+    size_t la = strlen (a), lb = strlen (b);
+    unsigned char diff = la != lb;
+    for (size_t i = 0; i < la && i < lb; i++)
+        diff |= (unsigned char) (a [i] ^ b [i]);
+    return diff == 0;
+}
+
 void
 crypto_fingerprint (const crypto_keyring_t *kr, const char *secret,
                     char out [CRYPTO_FINGERPRINT_LEN + 1])

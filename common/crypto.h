@@ -65,6 +65,9 @@ fr_status_t crypto_open (const crypto_keyring_t *kr, int32_t key_id, const char 
 void crypto_fingerprint (const crypto_keyring_t *kr, const char *secret,
                          char out [CRYPTO_FINGERPRINT_LEN + 1]);
 
+/* 1 when the two secrets are equal, compared without an early exit on the first difference. */
+int crypto_secret_equal (const char *a, const char *b);
+
 /* Fills buf with n bytes from the OpenSSL CSPRNG: 0 ok, -1 when it fails. */
 int crypto_random (void *buf, size_t n) FR_MUSTCHECK;
 /* The same for values that are unique but not secret (GCM nonces, lease tokens), n at most 64:

@@ -1251,7 +1251,9 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     r->commit.refresh_ct = r->refresh_ct;
     r->commit.refresh_ct_len = rt_len;
     r->commit.refresh_fingerprint = r->fingerprint;
-    r->commit.rotated = res->refresh_token != NULL;
+    /* a provider that answers with the very refresh token it was sent (HubSpot) has not rotated
+     * it: nothing to journal, and an invalid_grant recorded for it stands (the commit's WHERE) */
+    r->commit.rotated = res->refresh_token != NULL && !crypto_secret_equal (res->refresh_token, r->refresh_token);
     r->commit.scopes = r->scopes;
     r->commit.api_base_url = r->api_base_url;
     r->commit.unusable = r->unusable;    /* the last error and the chain say so: doctor, status */

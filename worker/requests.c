@@ -77,17 +77,6 @@ entry_for (worker_t *w, const job_t *job, const msgpack_object *root, const char
     return NULL;
 }
 
-/* Compares a caller's token with ours without an early exit on the first difference. */
-static int
-secret_equal (const char *a, const char *b)
-{
-    size_t la = strlen (a), lb = strlen (b);
-    unsigned char diff = la != lb;
-    for (size_t i = 0; i < la && i < lb; i++)
-        diff |= (unsigned char) (a [i] ^ b [i]);
-    return diff == 0;
-}
-
 /* Refresh-ahead: a token served in the last part of its life (10 %, at least 60 s) is refreshed
  * in the background, so callers never wait on the provider for it. */
 static void
@@ -163,7 +152,7 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         goto out;                        /* insufficient_scope: checked before any refresh */
     /* stale-token feedback: the caller's upstream call failed with 401 using this token */
     if (reject) {
-        int current = e->access_token && secret_equal (e->access_token, reject);
+        int current = e->access_token && crypto_secret_equal (e->access_token, reject);
         mem_free_secret (&reject);
         if (current && e->refresh_token_missing && !e->refresh) {
             /* nothing can replace it, however long it was to last: access was revoked or ended at

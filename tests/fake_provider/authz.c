@@ -473,6 +473,7 @@ fault_reply (const provider_t *provider, const fault_t *fault, const char *prese
     }
     case FAULT_SLOW:
     case FAULT_NO_ACCESS_TOKEN:
+    case FAULT_NO_REFRESH_TOKEN:
     case FAULT_DROP_AFTER:
         break;
     }
@@ -484,7 +485,8 @@ fault_reply (const provider_t *provider, const fault_t *fault, const char *prese
 static bool
 fault_takes_effect (const fault_t *fault)
 {
-    return fault->kind == FAULT_SLOW || fault->kind == FAULT_NO_ACCESS_TOKEN || fault->kind == FAULT_DROP_AFTER;
+    return fault->kind == FAULT_SLOW || fault->kind == FAULT_NO_ACCESS_TOKEN || fault->kind == FAULT_NO_REFRESH_TOKEN
+        || fault->kind == FAULT_DROP_AFTER;
 }
 
 /* The drop_after fault: the request took effect, and the client hears nothing of it. */
@@ -571,7 +573,7 @@ grant_refresh (authz_t *authz, provider_t *provider, const authz_request_t *req)
     }
 
     if (token == chain->refresh) {
-        const token_t *refresh = NULL;
+        const token_t *refresh = provider->config.echo_refresh_token ? token : NULL;
         access = store_issue_access (authz->store, chain, provider->config.access_ttl, now);
         if (!provider->config.reusable) {
             token->spent_ms = now;
@@ -591,8 +593,8 @@ grant_refresh (authz_t *authz, provider_t *provider, const authz_request_t *req)
         if (!access || access->expires_ms <= now)
             access = store_issue_access (authz->store, chain, provider->config.access_ttl, now);
         provider->stats.refresh_ok++;
-        reply = token_reply (provider, access, provider->config.reusable ? NULL : chain->refresh,
-                             scopes, now);
+        reply = token_reply (provider, access, !provider->config.reusable ? chain->refresh
+                             : provider->config.echo_refresh_token ? token : NULL, scopes, now);
         goto out;
     }
     chain->revoked = true;
@@ -711,17 +713,17 @@ token_grant (authz_t *authz, provider_t *provider, const authz_request_t *req,
     return oauth_error (provider, 400, "unsupported_grant_type", NULL);
 }
 
-/* The no_access_token fault: a grant that took effect (a rotated refresh token issued, the one
- * sent spent), answered without its access token. */
+/* The no_access_token and no_refresh_token faults: a grant that took effect (a rotated refresh
+ * token issued, the one sent spent), answered without field. */
 static reply_t *
-without_access_token (reply_t *reply)
+without_field (reply_t *reply, const char *field)
 {
     if (!reply || reply->kind != REPLY_BODY || reply->status != 200)
         return reply;
     json_t *body = json_loadb (reply->body, reply->body_len, 0, NULL);
     if (!body)
         return reply;
-    json_object_del (body, "access_token");
+    json_object_del (body, field);
     reply_destroy (&reply);
     return reply_json_take (200, body);
 }
@@ -777,7 +779,9 @@ authz_token (authz_t *authz, const authz_request_t *req)
     else {
         reply = token_grant (authz, provider, req, &cred, grant_type);
         if (faulted && fault.kind == FAULT_NO_ACCESS_TOKEN)
-            reply = without_access_token (reply);
+            reply = without_field (reply, "access_token");
+        if (faulted && fault.kind == FAULT_NO_REFRESH_TOKEN)
+            reply = without_field (reply, "refresh_token");
         /* the refresh has taken effect (a new refresh token issued, the old one spent): its answer
          * waits, so that a test can act in the window while a client has not heard of it yet */
         if (is_refresh) {

@@ -25,6 +25,7 @@ static const struct {
     long        min, max;
 } config_table [] = {
     { "mode",                CF_MODE,         offsetof (provider_config_t, reusable),            0, 0 },
+    { "echo_refresh_token",  CF_BOOL,         offsetof (provider_config_t, echo_refresh_token),  0, 0 },
     { "reuse_grace_s",       CF_LONG,         offsetof (provider_config_t, reuse_grace_s),       0, 86400 },
     { "access_ttl",          CF_LONG,         offsetof (provider_config_t, access_ttl),          0, 315360000 },
     { "latency_ms",          CF_LONG,         offsetof (provider_config_t, latency_ms),          0, 600000 },
@@ -325,6 +326,7 @@ static const char *fault_names [] = {
     [FAULT_HUGE] = "huge", [FAULT_ERROR_200] = "error_200",
     [FAULT_REASON_QUOTING] = "reason_quoting", [FAULT_NO_ACCESS_TOKEN] = "no_access_token",
     [FAULT_DROP_AFTER] = "drop_after", [FAULT_STATUS_ERROR] = "status_error",
+    [FAULT_NO_REFRESH_TOKEN] = "no_refresh_token",
 };
 
 /* Reads the optional integer member name of spec into *out, which keeps its default when absent. */

@@ -11,7 +11,7 @@
 typedef enum {
     FAULT_STATUS, FAULT_RETRY_AFTER, FAULT_SLOW, FAULT_MALFORMED, FAULT_HTML,
     FAULT_INVALID_GRANT, FAULT_INVALID_CLIENT, FAULT_DROP, FAULT_EMPTY, FAULT_HUGE, FAULT_ERROR_200,
-    FAULT_REASON_QUOTING, FAULT_NO_ACCESS_TOKEN, FAULT_DROP_AFTER, FAULT_STATUS_ERROR
+    FAULT_REASON_QUOTING, FAULT_NO_ACCESS_TOKEN, FAULT_DROP_AFTER, FAULT_STATUS_ERROR, FAULT_NO_REFRESH_TOKEN
 } fault_kind_t;
 
 /* The endpoint whose requests take the fault. */
@@ -31,6 +31,7 @@ typedef struct {
 
 typedef struct {
     bool    reusable;            /* mode "reusable": refresh tokens do not rotate */
+    bool    echo_refresh_token;  /* reusable: refresh answers carry the token sent (HubSpot) */
     long    reuse_grace_s;
     long    access_ttl;
     long    latency_ms;

@@ -1137,12 +1137,12 @@ test_worker_without_database_does_not_spin (void **state)
 
 /* ---- lease takeover ---- */
 
-/* Worker wA (only on broker 0) claims and calls the provider; its commit is held up (a row
- * lock) past its lease; worker wB (only on broker 1) takes the lease, spends the old refresh
- * token and gets invalid_grant (injected: the provider keeps the chain), recording
+/* Worker wA (only on broker 0) claims and calls the provider (fakebox, or fakegoogle answering
+ * with the refresh token sent); its commit is held up (a row lock) past its lease; worker wB
+ * (only on broker 1) takes the lease, spends the old refresh token and gets invalid_grant (injected: the provider keeps the chain), recording
  * needs_reconnect at the same generation. Returns with wA stopped (kill_a: SIGKILL, else SIGSTOP). */
 static void
-takeover (int kill_a)
+takeover_at (int kill_a, const char *provider)
 {
     h = harness_new (kill_a ? "chain_takeover_replay" : "chain_takeover");
     assert_non_null (h);
@@ -1156,11 +1156,16 @@ takeover (int kill_a)
     harness_set_env (h, "FERRULE_LEASE_MS", "3000");
     start_two_replicas ();
     const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
-    char *rt = grant ("fakebox", NULL, NULL);
-    import_at (b0, "tk:box", rt, NULL, NULL);
+    if (strcmp (provider, "fakegoogle") == 0)    /* reusable: its answers carry the token sent */
+        itest_fake_config (h, provider, json_pack ("{s:b}", "echo_refresh_token", 1));
+    char *rt = grant (provider, NULL, NULL);
+    int rc = -1;
+    json_decref (harness_ctl_at (h, b0, &rc, "import", "--integration", "tk:box", "--provider", provider,
+                                 "--refresh-token", rt, NULL));
+    assert_int_equal (rc, 0);
     free (rt);
 
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1000));
+    itest_fake_config (h, provider, json_pack ("{s:i}", "latency_ms", 1000));
     pid_t child = ctl_async (b0, "refresh", "tk:box", NULL, NULL);
     /* wA holds the lease and waits for the provider: hold up its commit */
     wait_sql ("SELECT count(*) FROM integrations WHERE lease_owner = 'wA'", 1, 5000);
@@ -1180,12 +1185,17 @@ takeover (int kill_a)
     wait_sql ("SELECT count(*) FROM integrations WHERE lease_expires_at < clock_timestamp()", 1, 10000);
     unlock_row (locker);
 
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
-    itest_fault (h, "fakebox", "invalid_grant", 1, -1, -1, -1);
-    int rc;
+    itest_fake_config (h, provider, json_pack ("{s:i}", "latency_ms", 0));
+    itest_fault (h, provider, "invalid_grant", 1, -1, -1, -1);
     const char *code = code_of_ctl (b1, "refresh", "tk:box", &rc);
     assert_string_equal (code, "needs_reconnect");
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE status = 'needs_reconnect'"), 1);
+}
+
+static void
+takeover (int kill_a)
+{
+    takeover_at (kill_a, "fakebox");
 }
 
 /* What must hold after either takeover: the provider's newest token won. */
@@ -1216,6 +1226,25 @@ test_lease_takeover_keeps_the_new_token (void **state)
     takeover (0);
     harness_signal_worker (h, "wA", SIGCONT);   /* wA retries its commit */
     takeover_settled ();
+}
+
+/* The same takeover at a provider that answers with the refresh token it was sent (HubSpot):
+ * wA's answer rotated nothing, and wB's invalid_grant is about that very token, so wA's late
+ * commit loses to the needs_reconnect. It used to count as a rotation and win: the row active
+ * again on a refused token, a false "recovered" in the chain and the events. */
+static void
+test_takeover_of_a_reused_token_keeps_needs_reconnect (void **state)
+{
+    takeover_at (0, "fakegoogle");
+    harness_signal_worker (h, "wA", SIGCONT);   /* wA retries its commit */
+    /* its commit settles one way or the other: refreshed, or lost (a conflict row) */
+    wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'tk:box' AND outcome IN ('refreshed', 'conflict')",
+              1, 20000);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'tk:box'"
+                                          " AND status = 'needs_reconnect'"), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'tk:box'"
+                                          " AND type = 'recovered'"), 0);
 }
 
 static void
@@ -1672,6 +1701,7 @@ main (void)
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),
         cmocka_unit_test_teardown (test_lease_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_journal_replay_after_takeover_keeps_the_new_token, teardown),
+        cmocka_unit_test_teardown (test_takeover_of_a_reused_token_keeps_needs_reconnect, teardown),
         cmocka_unit_test_teardown (test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits, teardown),
         cmocka_unit_test_teardown (test_refresh_waits_for_the_start_up_recovery, teardown),
         cmocka_unit_test_teardown (test_start_up_release_walks_a_large_table, teardown),

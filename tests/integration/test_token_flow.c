@@ -151,6 +151,36 @@ test_reusable_keeps_refresh_token (void **state)
     json_decref (hist);
 }
 
+/* A provider whose refresh answers carry the very refresh token sent (HubSpot) has not rotated it:
+ * the commit used to count it as a rotation (journaled, kept against a failover, a rotated chain
+ * row, and allowed over a needs_reconnect that an invalid_grant for that very token had set). */
+static void
+test_echoed_refresh_token_is_no_rotation (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "echo_refresh_token", 1));
+    char *rt = itest_grant (h, "fakegoogle", "[\"crm.objects.read\"]");
+    assert_non_null (rt);
+    assert_int_equal (itest_import (h, "acct6:hubspot", "fakegoogle", rt), 0);
+    unsigned long long more;
+    int kept = itest_log_lines (h, "w1", "refresh token kept", &more);
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "acct6:hubspot", NULL);
+    assert_int_equal (rc, 0);
+    assert_true (json_is_true (json_object_get (r, "refreshed")));
+    json_t *hist = harness_ctl (h, &rc, "history", "--integration", "acct6:hubspot", NULL);
+    json_t *newest = json_array_get (json_object_get (hist, "chain"), 0);
+    assert_string_equal (json_string_value (json_object_get (newest, "outcome")), "refreshed");
+    if (!json_is_false (json_object_get (newest, "rotated")))
+        fail_msg ("a refresh answered with the refresh token sent was recorded as a rotation");
+    /* the worker says so: the journal, which holds rotated tokens alone, was not written */
+    assert_int_equal (itest_log_lines (h, "w1", "refresh token kept", &more) - kept, 1);
+    assert_false (itest_workdir_contains (h, rt));
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "echo_refresh_token", 0));
+    free (rt);
+    json_decref (r);
+    json_decref (hist);
+}
+
 static void
 test_reimport_keeps_history (void **state)
 {
@@ -245,6 +275,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_rotation),
         cmocka_unit_test (test_reusable_keeps_refresh_token),
+        cmocka_unit_test (test_echoed_refresh_token_is_no_rotation),
         cmocka_unit_test (test_reimport_keeps_history),
         cmocka_unit_test (test_id_spelled_null),
         cmocka_unit_test (test_forced_refresh_never_answers_an_expired_token),
