@@ -55,6 +55,8 @@ typedef struct {
     const store_chain_t *interrupted;       /* an "interrupted" row at the newest invalid_grant's generation */
     const store_chain_t *last_use;          /* the newest refresh, import or connect before that invalid_grant:
                                              * when its refresh token was last used or issued */
+    int kept_spent;             /* that newest refresh was a single-use provider's answer without a
+                                 * refresh token (STORE_COMMIT_NOTE_KEPT_SPENT): it kept a spent one */
     int rotations;              /* refreshes that rotated, since origin */
     int unusable;               /* the last attempt stored a refresh token without a usable access
                                  * token (its commit kept the provider's fault as the last error) */
@@ -195,6 +197,8 @@ read_chain (const store_chain_t *rows, size_t n, chain_facts_t *cf)
                 if (outcome_is (&rows [k], "refreshed") || outcome_is (&rows [k], "imported")
                 ||  outcome_is (&rows [k], "connected")) {
                     cf->last_use = &rows [k];
+                    cf->kept_spent = outcome_is (&rows [k], "refreshed") && rows [k].detail
+                                  && strstr (rows [k].detail, STORE_COMMIT_NOTE_KEPT_SPENT);
                     break;
                 }
             /* a conflict close to it, back to the attempt before it */
@@ -326,6 +330,16 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                           "--reject): the user revoked the app's access in the provider's settings, or the provider "
                           "ended the grant (an authorization again elsewhere, an app's access removed by an "
                           "administrator). Nothing can renew it, so it is no longer handed out.", name);
+        }
+        else
+        if (cf && cf->kept_spent) {
+            char buf [40];
+            snprintf (d->cause, sizeof d->cause, "%s uses single-use refresh tokens, but it answered the last refresh "
+                      "before the refusal (at %s) without a new refresh token: the provider's fault. The refresh "
+                      "token sent was kept, as nothing else was left to keep, and the provider had spent it, so it "
+                      "refused it the next time. The user did nothing wrong; if this recurs, report it to the "
+                      "provider, or check the catalog entry's refresh_token_rotation.", name,
+                      at (cf->last_use->at, buf, sizeof buf));
         }
         else
         if (grant_limit) {

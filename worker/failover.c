@@ -147,7 +147,7 @@ commit_block_len (const store_commit_t *c)
     return strlen (c->id) + 1 + c->access_ct_len + c->refresh_ct_len
          + (c->refresh_fingerprint ? strlen (c->refresh_fingerprint) + 1 : 0)
          + (c->scopes ? strlen (c->scopes) + 1 : 0) + (c->unusable ? strlen (c->unusable) + 1 : 0)
-         + (c->api_base_url ? strlen (c->api_base_url) + 1 : 0);
+         + (c->api_base_url ? strlen (c->api_base_url) + 1 : 0) + (c->note ? strlen (c->note) + 1 : 0);
 }
 
 /* *out = *c, what it points to copied into block (commit_block_len bytes). */
@@ -164,6 +164,7 @@ commit_copy (store_commit_t *out, const store_commit_t *c, unsigned char *block)
     out->scopes = copy_into (&at, c->scopes, c->scopes ? strlen (c->scopes) + 1 : 0);
     out->unusable = copy_into (&at, c->unusable, c->unusable ? strlen (c->unusable) + 1 : 0);
     out->api_base_url = copy_into (&at, c->api_base_url, c->api_base_url ? strlen (c->api_base_url) + 1 : 0);
+    out->note = copy_into (&at, c->note, c->note ? strlen (c->note) + 1 : 0);
 }
 
 store_commit_t *

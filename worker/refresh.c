@@ -1257,6 +1257,15 @@ refresh_succeeded (worker_t *w, refresh_t *r, oauth_result_t *res)
     r->commit.scopes = r->scopes;
     r->commit.api_base_url = r->api_base_url;
     r->commit.unusable = r->unusable;    /* the last error and the chain say so: doctor, status */
+    if (!res->refresh_token && r->provider->refresh_token_rotation == CATALOG_ROTATION_SINGLE_USE) {
+        /* such a provider spent the token sent and kept its successor: the access token is valid
+         * and served, but the next refresh will likely be refused; say whose fault that is */
+        log_warning (e->id, rid_of (r), "provider \"%s\" answered without a new refresh token, although its catalog "
+                     "entry says its refresh tokens are single use: the refresh token sent is kept and the new "
+                     "access token served, but if the provider spent it the next refresh is refused and the user "
+                     "must reconnect (the provider's fault, or the entry's refresh_token_rotation)", r->provider->name);
+        r->commit.note = STORE_COMMIT_NOTE_KEPT_SPENT;
+    }
     mem_free_secret (&r->refresh_token);
 
     if (r->commit.rotated && w->journal && refresh_journal (w, r, w->woke_us) != 0)

@@ -159,7 +159,7 @@ claims_prepare (store_t *s, store_claim_req_t *reqs, size_t n, int64_t lease_ms,
 
 /* The arrays of a batch's commits (STORE_COMMIT_SQL's parameters, all but $9, the worker's id). */
 enum { CA_ID, CA_GEN, CA_KEY, CA_ACCESS, CA_EXPIRES, CA_REFRESH, CA_FINGERPRINT, CA_SCOPES, CA_ROTATED, CA_TOKEN,
-       CA_LIFETIME, CA_UNUSABLE, CA_API_BASE, CA_COUNT };
+       CA_LIFETIME, CA_UNUSABLE, CA_API_BASE, CA_NOTE, CA_COUNT };
 
 static void
 commit_arrays (const store_commit_t *const *commits, size_t n, pgarray_t *arrays [CA_COUNT])
@@ -182,6 +182,7 @@ commit_arrays (const store_commit_t *const *commits, size_t n, pgarray_t *arrays
         room [CA_LIFETIME] += CHAIN_INT_ROOM;
         room [CA_UNUSABLE] += c->unusable ? CHAIN_TEXT_ROOM (c->unusable) : 8;
         room [CA_API_BASE] += c->api_base_url ? CHAIN_TEXT_ROOM (c->api_base_url) : 8;
+        room [CA_NOTE] += c->note ? CHAIN_TEXT_ROOM (c->note) : 8;
     }
     for (int k = 0; k < CA_COUNT; k++)
         arrays [k] = pgarray_new (room [k]);
@@ -203,12 +204,13 @@ commit_arrays (const store_commit_t *const *commits, size_t n, pgarray_t *arrays
             pgarray_add_null (arrays [CA_LIFETIME]);
         pgarray_add_text (arrays [CA_UNUSABLE], c->unusable);              /* NULL: a null */
         pgarray_add_text (arrays [CA_API_BASE], c->api_base_url);          /* NULL: keep the stored one */
+        pgarray_add_text (arrays [CA_NOTE], c->note);                      /* NULL: a null */
     }
 }
 
-/* STORE_COMMIT_SQL's fourteen values from the arrays; 0, or -1 when one would not fit its room
+/* STORE_COMMIT_SQL's fifteen values from the arrays; 0, or -1 when one would not fit its room
  * (never, as commit_arrays sizes them). */
-#define COMMIT_PARAMS 14
+#define COMMIT_PARAMS 15
 static int
 commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *values [COMMIT_PARAMS])
 {
@@ -220,7 +222,8 @@ commit_values (store_t *s, pgarray_t *const arrays [CA_COUNT], const char *value
                          pgarray_text (arrays [CA_REFRESH]), pgarray_text (arrays [CA_FINGERPRINT]),
                          pgarray_text (arrays [CA_SCOPES]), store_worker_id (s), pgarray_text (arrays [CA_ROTATED]),
                          pgarray_text (arrays [CA_TOKEN]), pgarray_text (arrays [CA_LIFETIME]),
-                         pgarray_text (arrays [CA_UNUSABLE]), pgarray_text (arrays [CA_API_BASE]) };
+                         pgarray_text (arrays [CA_UNUSABLE]), pgarray_text (arrays [CA_API_BASE]),
+                         pgarray_text (arrays [CA_NOTE]) };
     memcpy (values, v, sizeof v);
     return 0;
 }

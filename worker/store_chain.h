@@ -25,6 +25,11 @@ typedef enum {
     CLAIM_LOCKED,            /* another session holds the row lock: try again shortly */
 } store_claim_t;
 
+/* A refreshed chain row's detail for a single-use provider's answer without a refresh token:
+ * doctor reads these words when the next refresh is refused. */
+#define STORE_COMMIT_NOTE_KEPT_SPENT "no new refresh token from a single-use provider: the refresh token sent was " \
+    "kept, and the provider may have spent it"
+
 /* What a successful refresh writes, sealed by the caller. */
 typedef struct {
     const char *id;
@@ -43,6 +48,8 @@ typedef struct {
     const char *unusable;                 /* the answer's access token was unusable: why, kept as the last
                                            * error and in the chain row; NULL when it was usable */
     const char *api_base_url;             /* the answer's API base URL; NULL keeps the stored one */
+    const char *note;                     /* a fault of the provider's answer, for the chain row's detail
+                                           * (STORE_COMMIT_NOTE_*); NULL: none */
 } store_commit_t;
 
 /* The claim: locks the row (without waiting: CLAIM_LOCKED if another session holds it), decides

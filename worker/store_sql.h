@@ -154,10 +154,10 @@
 #define STORE_COMMIT_SQL \
     "WITH x AS (SELECT * FROM unnest ($1::text[], $2::bigint[], $3::integer[], $4::bytea[], $5::bigint[]," \
     "                                 $6::bytea[], $7::text[], $8::text[], $10::boolean[], $11::uuid[], $12::integer[]," \
-    "                                 $13::text[], $14::text[])" \
+    "                                 $13::text[], $14::text[], $15::text[])" \
     "   WITH ORDINALITY AS x (req_id, req_generation, req_key, req_access, req_expires, req_refresh," \
     "                         req_fingerprint, req_scopes, req_rotated, req_token, req_lifetime, req_unusable," \
-    "                         req_api_base, req_ord))," \
+    "                         req_api_base, req_note, req_ord))," \
     " l AS (SELECT id AS l_id FROM integrations WHERE id = ANY ($1::text[]) ORDER BY id FOR UPDATE)," \
     " prev AS (SELECT id AS prev_id, status AS prev_status FROM integrations WHERE id = ANY ($1::text[]))," /* the snapshot: before u */ \
     " u AS (" \
@@ -176,13 +176,14 @@
     "  FROM x WHERE i.id = x.req_id AND i.id IN (SELECT l_id FROM l) AND i.generation = x.req_generation" \
     "    AND (i.status = 'active' OR (i.status = 'needs_reconnect' AND x.req_rotated))" \
     "  RETURNING i.id AS u_id, i.generation AS u_generation, x.req_ord AS u_ord," \
-    "    x.req_fingerprint AS u_fingerprint, x.req_rotated AS u_rotated, x.req_unusable AS u_unusable)," \
+    "    x.req_fingerprint AS u_fingerprint, x.req_rotated AS u_rotated, x.req_unusable AS u_unusable," \
+    "    x.req_note AS u_note)," \
     " c AS (" \
     "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
     "  SELECT u.u_id, u.u_generation, $9, 'refreshed', u.u_fingerprint, u.u_rotated," \
     "    NULLIF (concat_ws ('; ', CASE WHEN prev.prev_status = 'needs_reconnect' THEN 'recovered: the invalid_grant" \
     " recorded before was for the refresh token this rotation replaced' END," \
-    "      'no usable access token: ' || u.u_unusable), '')" /* migration 017's trigger reads these words */ \
+    "      'no usable access token: ' || u.u_unusable, u.u_note), '')" /* 017's trigger reads these words */ \
     "  FROM u JOIN prev ON prev.prev_id = u.u_id RETURNING integration_id, generation)" \
     "SELECT u.u_ord, c.generation FROM c JOIN u ON u.u_id = c.integration_id"
 

@@ -320,6 +320,40 @@ test_refresh_token_beside_an_unusable_access_token_is_kept (void **state)
     json_decref (s);
 }
 
+/* A single-use provider (fakebox: each refresh spends the token sent) that answers 200 without a
+ * refresh token has spent the one sent and kept its successor: the provider's fault. The access
+ * token is still served (it is valid), but the worker says whose fault it is in a warning and in
+ * the chain row, and doctor, once the next refresh is refused, blames the provider rather than
+ * the user. It was taken for a plain refresh ("refresh token kept"), and doctor blamed the user. */
+static void
+test_single_use_answer_without_a_refresh_token_is_named (void **state)
+{
+    int rc;
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "nort:box", "fakebox", rt), 0);
+    free (rt);
+    itest_fault (h, "fakebox", "no_refresh_token", 1, -1, -1, -1);
+    json_t *t = harness_ctl (h, &rc, "refresh", "--integration", "nort:box", NULL);
+    if (rc != 0)
+        fail_msg ("the refresh answered without a refresh token: exit %d, %s", rc, itest_code (t));
+    json_decref (t);
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "w1", "answered without a new refresh token", &more), 1);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'nort:box'"
+                                          " AND outcome = 'refreshed' AND NOT rotated"
+                                          " AND detail LIKE '%no new refresh token from a single-use provider%'"), 1);
+    /* the provider spent the token kept: the next refresh is refused, and doctor says why */
+    itest_expire (h, "nort:box");
+    t = harness_ctl (h, &rc, "token", "--integration", "nort:box", NULL);
+    assert_string_equal (itest_code (t), "needs_reconnect");
+    json_decref (t);
+    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", "nort:box", NULL);
+    const char *cause = json_string_value (json_object_get (json_object_get (d, "diagnosis"), "cause"));
+    if (!cause || !strstr (cause, "without a new refresh token"))
+        fail_msg ("doctor's cause does not name the provider's answer without a refresh token: %s", cause ? cause : "");
+    json_decref (d);
+}
+
 /* A provider that refuses this deployment's client (invalid_client: a wrong secret in the catalog)
  * refuses every refresh until an operator acts: the worker backs off per integration as after a
  * transient failure, and meanwhile tells each caller what the provider said, without calling it
@@ -584,6 +618,7 @@ main (void)
         cmocka_unit_test (test_retry_after_is_honoured),
         cmocka_unit_test (test_garbage_answers),
         cmocka_unit_test (test_refresh_token_beside_an_unusable_access_token_is_kept),
+        cmocka_unit_test (test_single_use_answer_without_a_refresh_token_is_named),
         cmocka_unit_test (test_refused_client_backs_off),
         cmocka_unit_test (test_failure_before_the_call_backs_off),
         cmocka_unit_test (test_dead_token_codes),
