@@ -499,6 +499,9 @@ store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_
     snprintf (gen, sizeof gen, "%" PRId64, f->expected_generation);
     /* The status and last error change only when the failure is about the current generation:
      * an invalid_grant for a refresh token someone already replaced says nothing of the new one.
+     * The chain row is the failed token's generation's ($2), whatever the row's is now: at the
+     * current one, a stale failure read as the live token's (and made its next refresh a
+     * "recovered" event).
      * The lease is released only if it is still this refresh's (owner and token). */
     const char *values [] = { f->id, gen, f->lease_token && *f->lease_token ? f->lease_token : NULL, f->new_status,
                               f->error_code, f->error_message, store_worker_id (s), f->outcome, f->fingerprint };
@@ -519,7 +522,7 @@ store_record_failure_start (store_t *s, const store_failure_t *f, store_failure_
         "  FROM cur WHERE i.id = $1 RETURNING i.generation, cur.current),"
         " c AS ("
         "  INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, detail)"
-        "  SELECT $1, u.generation, $7, $8, $9, $6 FROM u RETURNING generation)"
+        "  SELECT $1, $2::bigint, $7, $8, $9, $6 FROM u RETURNING generation)"
         "SELECT u.current FROM u, c",
         9, values, NULL, NULL };
     failure_ctx_t c = { fn, arg, "" };

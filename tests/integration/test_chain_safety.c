@@ -1135,6 +1135,48 @@ test_worker_without_database_does_not_spin (void **state)
     assert_true (cpu < 0.75);
 }
 
+/* A failure that turns out stale (the row moved on while the provider call was out: a commit of
+ * another worker's, an import) is about the token it was refreshing, and is recorded at that
+ * token's generation, not at the row's new one. It was recorded at the new one: the history
+ * showed the old token's failure against the live token, and the next refresh, which worked,
+ * made a "recovered" event although nothing had failed for the live token. */
+static void
+test_a_stale_failure_is_recorded_at_its_own_generation (void **state)
+{
+    start_one_worker ("chain_stale_failure", "FERRULE_PROVIDER_TIMEOUT_MS", "20000", "FERRULE_LEASE_MS", "30000",
+                      NULL);
+    const char *b0 = harness_broker_frontend (h, 0);
+    char *rt = grant ("fakebox", NULL, NULL);
+    assert_int_equal (itest_import (h, "stale:box", "fakebox", rt), 0);
+    free (rt);
+    /* the refresh of generation 1 reaches the provider and waits there for its 500 */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 60000));
+    itest_fault (h, "fakebox", "status", 1, 500, -1, -1);
+    pid_t child = ctl_async (b0, "refresh", "stale:box", NULL, NULL);
+    for (int64_t end = clock_mono_ms () + 20000;
+         itest_stat (h, "fakebox", "refresh_calls") < 1 && clock_mono_ms () < end;)
+        usleep (20000);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 1);
+    /* meanwhile the row moves on to generation 2 (a new grant imported), then the 500 comes */
+    rt = grant ("fakebox", NULL, NULL);
+    assert_int_equal (itest_import (h, "stale:box", "fakebox", rt), 0);
+    free (rt);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'stale:box'"), 2);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);
+    ctl_wait (child);
+    wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'stale:box' AND outcome = 'transient'", 1, 20000);
+    assert_int_equal (harness_sql_int (h, "SELECT generation FROM token_chain WHERE integration_id = 'stale:box'"
+                                          " AND outcome = 'transient'"), 1);
+    /* the live token's first refresh works, and recovers from nothing */
+    int rc;
+    const char *code = code_of_ctl (b0, "refresh", "stale:box", &rc);
+    if (rc != 0)
+        fail_msg ("the refresh of the new grant: %s", code);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id = 'stale:box'"
+                                          " AND type = 'recovered'"), 0);
+}
+
 /* ---- lease takeover ---- */
 
 /* Worker wA (only on broker 0) claims and calls the provider (fakebox, or fakegoogle answering
@@ -1702,6 +1744,7 @@ main (void)
         cmocka_unit_test_teardown (test_lease_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_journal_replay_after_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_takeover_of_a_reused_token_keeps_needs_reconnect, teardown),
+        cmocka_unit_test_teardown (test_a_stale_failure_is_recorded_at_its_own_generation, teardown),
         cmocka_unit_test_teardown (test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits, teardown),
         cmocka_unit_test_teardown (test_refresh_waits_for_the_start_up_recovery, teardown),
         cmocka_unit_test_teardown (test_start_up_release_walks_a_large_table, teardown),
