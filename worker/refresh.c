@@ -186,6 +186,16 @@ refresh_count (const worker_t *w)
     return n;
 }
 
+size_t
+refresh_at_provider (const worker_t *w)
+{
+    size_t n = 0;
+    for (const refresh_t *r = w->refreshes; r; r = r->next)
+        if (r->state == REFRESH_CALLING || r->state == REFRESH_ANSWERED || r->state == REFRESH_COMMITTING)
+            n++;
+    return n;
+}
+
 /* A waiter's copy of its request, answered or forgotten. */
 static void
 waiter_free (job_t *j)

@@ -58,6 +58,9 @@ void refresh_tick (worker_t *w, int64_t now_ms);
 /* Earliest time refresh_tick has work, or -1. */
 int64_t refresh_next_due (const worker_t *w);
 size_t refresh_count (const worker_t *w);
+/* Of those, the ones whose provider call is out, or whose answer is not stored yet: a drain that
+ * left them could lose a token the provider rotated. */
+size_t refresh_at_provider (const worker_t *w);
 /* Frees every refresh (shutdown only). */
 void refresh_abandon_all (worker_t *w);
 #endif

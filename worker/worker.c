@@ -456,7 +456,8 @@ worker_tick (worker_t *w, int64_t now)
 int
 worker_run (worker_t *w, volatile sig_atomic_t *stop)
 {
-    int64_t drain_until = 0, drain_settle = 0, drain_said = 0;
+    int64_t drain_until = 0, drain_settle = 0, drain_said = 0, drain_last = 0;
+    int drain_extended = 0;
     log_info (NULL, NULL, "worker \"%s\" serving %zu brokers%s", w->cfg.worker_id, w->nlinks,
               w->ndns ? " (and following their DNS names)" : "");
     links_hello (w, 0);
@@ -467,6 +468,10 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             /* leave the partition map at once; finish what is in flight */
             w->draining = 1;
             drain_until = w->drain_until_ms = now + w->cfg.drain_ms;
+            /* a call already at the provider ends within the provider timeout, and its commit
+             * within the statement timeout and the 250 ms waited past it: a drain shorter than
+             * that still waits for them (not for new calls: refresh.c starts none it cannot end) */
+            drain_last = now + w->cfg.http_timeout_ms + w->cfg.db.statement_timeout_ms + 500;
             drain_settle = now + (w->cfg.heartbeat_ms < 500 ? w->cfg.heartbeat_ms : 500);
             links_hello (w, 1);
             log_info (NULL, NULL, "draining: %zu refreshes in flight", refresh_count (w));
@@ -480,13 +485,24 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             drain_said = now;
             log_info (NULL, NULL, "draining: waiting for %zu refreshes, %zu provider calls, %zu requests parked, "
                       "%zu queued for the database and %zu batches in flight (%lld ms left)", refresh_count (w),
-                      calls_count (w), loads_parked (w), dbwait_count (w), nbatches, (long long) (drain_until - now));
+                      calls_count (w), loads_parked (w), dbwait_count (w), nbatches,
+                      (long long) ((drain_extended ? drain_last : drain_until) - now));
         }
         if (w->draining && now >= drain_settle && (busy == 0 || now >= drain_until)) {
-            if (busy)
-                log_warning (NULL, NULL, "drain timed out with %zu refreshes, connect calls, requests waiting for the "
-                             "database and batches in flight", busy);
-            break;
+            /* a refresh whose call is out, or whose answer is not stored yet, may hold the only
+             * copy of a token the provider rotated: waited for past the drain, up to drain_last */
+            size_t out = busy ? refresh_at_provider (w) : 0;
+            if (!out || now >= drain_last) {
+                if (busy)
+                    log_warning (NULL, NULL, "drain timed out with %zu refreshes, connect calls, requests waiting for "
+                                 "the database and batches in flight", busy);
+                break;
+            }
+            if (!drain_extended)
+                log_info (NULL, NULL, "draining: FERRULE_DRAIN_MS is over, but %zu refreshes have a provider call out "
+                          "or an answer not stored yet: waiting for them (at most %lld ms more), so that a refresh "
+                          "token the provider rotated is not lost", out, (long long) (drain_last - now));
+            drain_extended = 1;
         }
         zmq_pollitem_t items [POLL_MAX];
         int link_of [LINKS_MAX];

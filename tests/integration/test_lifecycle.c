@@ -478,6 +478,62 @@ test_a_drain_starts_no_call_it_cannot_finish (void **state)
     assert_int_equal (itest_teardown (&d), 0);
 }
 
+/* A drain shorter than the provider timeout does not abandon a call already at the provider: it
+ * waits for the answer (each call ends within FERRULE_PROVIDER_TIMEOUT_MS of its start) and its
+ * commit. The worker exited when FERRULE_DRAIN_MS was over with the call out; a single-use
+ * provider had spent the refresh token the row holds, its answer was never read, and the chain
+ * was lost (review, 2026-12-06). */
+static void
+test_a_short_drain_waits_for_a_call_in_flight (void **state)
+{
+    (void) state;
+    harness_t *d = harness_new ("drain_short");
+    assert_non_null (d);
+    harness_set_env (d, "FERRULE_DRAIN_MS", "1000");
+    assert_true (harness_start_broker (d) >= 0);
+    assert_int_equal (harness_start_worker (d, "w1"), 0);
+    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
+    char *rt = itest_grant (d, "fakebox", NULL);
+    assert_int_equal (itest_import (d, "short:box", "fakebox", rt), 0);
+    free (rt);
+    itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
+    long long calls = itest_stat (d, "fakebox", "refresh_calls");
+    pid_t asker = fork ();
+    assert_true (asker >= 0);
+    if (asker == 0) {
+        int rc;
+        json_t *t = harness_ctl (d, &rc, "token", "--integration", "short:box", "--timeout", "20", NULL);
+        printf ("the request whose refresh was at the provider at the drain: %s\n", rc == 0 ? "ok" : itest_code (t));
+        fflush (stdout);
+        json_decref (t);
+        _exit (rc == 0 ? 0 : 1);
+    }
+    for (int64_t end = clock_mono_ms () + 20000;
+         itest_stat (d, "fakebox", "refresh_calls") == calls && clock_mono_ms () < end;)
+        usleep (20000);
+    assert_int_equal (itest_stat (d, "fakebox", "refresh_calls"), calls + 1);
+    harness_signal_worker (d, "w1", SIGTERM);
+    assert_int_equal (harness_wait_worker_exit (d, "w1", 20000), 0);
+    int status = 0;
+    waitpid (asker, &status, 0);
+    itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    /* the answer was read and its rotated token stored before the worker left */
+    assert_int_equal (harness_sql_int (d, "SELECT count(*) FROM token_chain WHERE integration_id = 'short:box'"
+                                          " AND outcome = 'refreshed'"), 1);
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+    assert_true (itest_workdir_contains (d, "waiting for them"));
+    /* and the chain is whole: the next refresh uses the token the provider issued last */
+    assert_int_equal (harness_start_worker (d, "w1"), 0);
+    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
+    int rc;
+    json_t *t = harness_ctl (d, &rc, "refresh", "--integration", "short:box", NULL);
+    if (rc != 0)
+        fail_msg ("after the drain: %s", itest_code (t));
+    json_decref (t);
+    assert_int_equal (itest_stat (d, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (itest_teardown (&d), 0);
+}
+
 int
 main (void)
 {
@@ -494,6 +550,7 @@ main (void)
         cmocka_unit_test (test_webhook_backoff_without_a_wait_refused_at_start),
         cmocka_unit_test (test_refresh_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_a_drain_starts_no_call_it_cannot_finish),
+        cmocka_unit_test (test_a_short_drain_waits_for_a_call_in_flight),
     };
     int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();
