@@ -1471,6 +1471,7 @@ pgbench_statements (const char *prefix, size_t count, size_t k, const char *ct)
     char *lifetimes = sql_array ("3600", 0, "", k);
     char *unusable = sql_array ("NULL::text", 0, "", k);
     char *api_bases = sql_array ("NULL::text", 0, "", k);      /* the answers carry none: the stored ones stay */
+    char *faults = sql_array ("NULL::text", 0, "", k);         /* no fault in the answers */
     char *gens = NULL, *keys = NULL;
     if (asprintf (&gens, "ARRAY(SELECT g.generation FROM unnest(%s) WITH ORDINALITY AS q (qid, qord)"
                   " JOIN integrations g ON g.id = q.qid ORDER BY q.qord)", ids) < 0
@@ -1479,16 +1480,16 @@ pgbench_statements (const char *prefix, size_t count, size_t k, const char *ct)
         die ("out of memory");
     const char *claim_args [] = { ids, known, zeros, trues, "'pgbench'", tokens, "45000" };
     const char *commit_args [] = { ids, gens, keys, sealed, expiries, sealed, fingerprints, scopes, "'pgbench'", trues,
-                                   tokens, lifetimes, unusable, api_bases };
+                                   tokens, lifetimes, unusable, api_bases, faults };
     char *claim = sql_bind (STORE_CLAIM_SQL, claim_args, 7);
-    char *commit = sql_bind (STORE_COMMIT_SQL, commit_args, 14);
+    char *commit = sql_bind (STORE_COMMIT_SQL, commit_args, 15);
     /* each transaction as the worker's batches run it: generic plans first (store_sql.h) */
     fprintf (f, "BEGIN;\n" STORE_GENERIC_PLANS_SQL ";\n%s;\nCOMMIT;\nBEGIN;\n" STORE_GENERIC_PLANS_SQL ";\n%s;\nCOMMIT;\n",
              claim, commit);
     free (claim);
     free (commit);
     char *arrays [] = { ids, tokens, known, zeros, trues, sealed, expiries, fingerprints, scopes, lifetimes, unusable,
-                        api_bases, gens, keys };
+                        api_bases, faults, gens, keys };
     for (size_t i = 0; i < sizeof arrays / sizeof arrays [0]; i++)
         free (arrays [i]);
     if (fclose (f) != 0)

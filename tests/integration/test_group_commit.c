@@ -802,7 +802,7 @@ test_turn_statements_use_the_primary_key (void **state)
     const char *commit_args = "('{gp:0,gp:1}', '{1,1}', '{1,1}', '{\"\\\\x00\",\"\\\\x00\"}', '{1,1}',"
                               " '{\"\\\\x00\",\"\\\\x00\"}', '{f0,f1}', '{NULL,NULL}', 'w1', '{t,t}',"
                               " '{00000000-0000-0000-0000-000000000001,00000000-0000-0000-0000-000000000002}', '{60,60}',"
-                              " '{NULL,NULL}', '{NULL,NULL}')";
+                              " '{NULL,NULL}', '{NULL,NULL}', '{NULL,NULL}')";
     /* what a transaction that only asks for generic plans gets on this table: the test's premise */
     char *bare = turn_plan (db, "SELECT set_config ('plan_cache_mode', 'force_generic_plan', true)", "gp_bare_claim",
                             STORE_CLAIM_SQL, claim_args);
