@@ -1029,7 +1029,10 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
      * journal record kept meanwhile (it was given up after RECORD_TRIES, the journal record
      * settled and the token left valid at the provider for good: it_connect) */
     int until_in = cw->rotated && cw->refresh_ct;
-    int again = st == FR_DATABASE_UNAVAILABLE && (cw->tries < RECORD_TRIES || until_in);
+    /* any other failure too, RECORD_TRIES times, for a rotated token: its journal record was
+     * settled unread after one (a statement error, the row not found) */
+    int again = (st == FR_DATABASE_UNAVAILABLE && (cw->tries < RECORD_TRIES || until_in))
+             || (st != FR_OK && until_in && cw->tries < RECORD_TRIES);
     if (st != FR_OK)
         log_warning (cw->id, NULL, "could not record the lost compare-and-set%s: %s",
                      again ? " (tried again shortly)" : "", err);
@@ -1058,6 +1061,12 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
     if (st == FR_OK && cw->rotated && row->status && strcmp (row->status, "disconnected") == 0)
         disconnect_revoke_orphan (cw->w, cw->id, cw->provider, cw->key_id, cw->refresh_ct, cw->refresh_ct_len,
                                   cw->rid [0] ? cw->rid : NULL, cw->journal_seq, "a refresh");
+    else
+    if (st != FR_OK && cw->journal_seq > 0)
+        /* the row was never read: whether the token is anyone's is undecided, so its record stays
+         * outstanding, and the next start's replay decides (recovery.c) */
+        log_error (cw->id, NULL, "gave up recording the lost compare-and-set: the rotated refresh token stays in the "
+                   "journal, and the worker's next start decides its fate");
     else
     if (cw->journal_seq > 0)
         journal_done (cw->w->journal, cw->journal_seq);

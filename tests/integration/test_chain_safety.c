@@ -1177,6 +1177,42 @@ test_a_stale_failure_is_recorded_at_its_own_generation (void **state)
                                           " AND type = 'recovered'"), 0);
 }
 
+/* A lost compare-and-set of a rotated token whose conflict record fails with an error other than
+ * the database's absence (here a trigger of the test's refusing the conflict row) is tried again:
+ * the row it reads decides the new token's fate (revoked if a disconnect overtook it), and its
+ * journal record stays until then. It was settled at once, the record dropped unread. */
+static void
+test_a_failed_conflict_record_of_a_rotation_is_tried_again (void **state)
+{
+    start_one_worker ("chain_conflict_error", "FERRULE_PROVIDER_TIMEOUT_MS", "20000", "FERRULE_LEASE_MS", "30000",
+                      NULL);
+    const char *b0 = harness_broker_frontend (h, 0);
+    char *rt = grant ("fakebox", NULL, NULL);
+    assert_int_equal (itest_import (h, "cf:box", "fakebox", rt), 0);
+    free (rt);
+    assert_int_equal (harness_sql (h, "CREATE FUNCTION test_refuse_conflict () RETURNS trigger LANGUAGE plpgsql AS"
+                                      " $$ BEGIN RAISE EXCEPTION 'the test refuses conflict rows'; END $$;"
+                                      " CREATE TRIGGER test_refuse_conflict BEFORE INSERT ON token_chain FOR EACH ROW"
+                                      " WHEN (NEW.outcome = 'conflict') EXECUTE FUNCTION test_refuse_conflict ()"), 0);
+    /* the refresh reaches the provider, which rotates; meanwhile an import moves the row on */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 60000));
+    pid_t child = ctl_async (b0, "refresh", "cf:box", NULL, NULL);
+    for (int64_t end = clock_mono_ms () + 20000;
+         itest_stat (h, "fakebox", "refresh_calls") < 1 && clock_mono_ms () < end;)
+        usleep (20000);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 1);
+    rt = grant ("fakebox", NULL, NULL);
+    assert_int_equal (itest_import (h, "cf:box", "fakebox", rt), 0);
+    free (rt);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);
+    ctl_wait (child);
+    itest_wait_log (h, "could not record the lost compare-and-set", 20000);
+    assert_int_equal (harness_sql (h, "DROP TRIGGER test_refuse_conflict ON token_chain"), 0);
+    /* tried again: the conflict is recorded once the database takes it */
+    wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'cf:box' AND outcome = 'conflict'", 1, 20000);
+}
+
 /* ---- lease takeover ---- */
 
 /* Worker wA (only on broker 0) claims and calls the provider (fakebox, or fakegoogle answering
@@ -1745,6 +1781,7 @@ main (void)
         cmocka_unit_test_teardown (test_journal_replay_after_takeover_keeps_the_new_token, teardown),
         cmocka_unit_test_teardown (test_takeover_of_a_reused_token_keeps_needs_reconnect, teardown),
         cmocka_unit_test_teardown (test_a_stale_failure_is_recorded_at_its_own_generation, teardown),
+        cmocka_unit_test_teardown (test_a_failed_conflict_record_of_a_rotation_is_tried_again, teardown),
         cmocka_unit_test_teardown (test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits, teardown),
         cmocka_unit_test_teardown (test_refresh_waits_for_the_start_up_recovery, teardown),
         cmocka_unit_test_teardown (test_start_up_release_walks_a_large_table, teardown),
