@@ -997,23 +997,22 @@ broker_handle_client (broker_t *b)
         broker_reply_error (b, client, client_len, &rq, FR_OVERLOADED, err);
         goto out;
     }
-    if (b->cfg.pending_share) {
-        /* one connection's share of each bound, so that it cannot leave every other client
-         * "overloaded" by sending without waiting for its answers */
-        size_t held, held_bytes;
-        share_held (b->shares, conn, &held, &held_bytes);
-        int64_t most = b->cfg.max_pending * b->cfg.pending_share / 100;
-        int64_t most_bytes = b->cfg.max_pending_bytes * b->cfg.pending_share / 100;
-        if ((int64_t) held >= (most > 0 ? most : 1) || (int64_t) (held_bytes + frames_size (&f, 3)) > most_bytes) {
-            snprintf (err, sizeof err, "this connection has %zu requests (%zu bytes) pending, its share of the broker's "
-                      "queue (FERRULE_PENDING_SHARE: %lld%% of %lld requests and of %lld bytes)", held, held_bytes,
-                      (long long) b->cfg.pending_share, (long long) b->cfg.max_pending,
-                      (long long) b->cfg.max_pending_bytes);
-            broker_reply_error_hint (b, client, client_len, &rq, FR_OVERLOADED, err,
-                                     "this caller's own share is full, not the broker: wait for answers to the "
-                                     "requests in flight before sending more (the broker serves other clients meanwhile)");
-            goto out;
-        }
+    /* one connection's share of each bound, so that it cannot leave every other client
+     * "overloaded" by sending without waiting for its answers; taken here, given back where the
+     * request is answered (nothing in between refuses it) */
+    int64_t most = b->cfg.max_pending * b->cfg.pending_share / 100;
+    int64_t most_bytes = b->cfg.max_pending_bytes * b->cfg.pending_share / 100;
+    size_t held, held_bytes;
+    if (share_take (b->shares, conn, frames_size (&f, 3), (size_t) (most > 0 ? most : 1), (size_t) most_bytes, &held,
+                    &held_bytes) != 0) {
+        snprintf (err, sizeof err, "this connection has %zu requests (%zu bytes) pending, its share of the broker's "
+                  "queue (FERRULE_PENDING_SHARE: %lld%% of %lld requests and of %lld bytes)", held, held_bytes,
+                  (long long) b->cfg.pending_share, (long long) b->cfg.max_pending,
+                  (long long) b->cfg.max_pending_bytes);
+        broker_reply_error_hint (b, client, client_len, &rq, FR_OVERLOADED, err,
+                                 "this caller's own share is full, not the broker: wait for answers to the "
+                                 "requests in flight before sending more (the broker serves other clients meanwhile)");
+        goto out;
     }
     /* rq's strings point into the body frame: copy them before it moves into the entry */
     char rid_copy [65], integ_copy [129];
@@ -1037,7 +1036,6 @@ broker_handle_client (broker_t *b)
     p->partition = partition;
     p->client_fd = src;
     p->client_conn = conn;
-    share_take (b->shares, conn, p->body_len);
     broker_route (b, p);
 out:
     frames_close (&f);

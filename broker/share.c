@@ -56,18 +56,30 @@ share_held (const share_t *s, uint64_t conn, size_t *requests, size_t *bytes)
     *bytes = e ? e->bytes : 0;
 }
 
-void
-share_take (share_t *s, uint64_t conn, size_t bytes)
+int
+share_take (share_t *s, uint64_t conn, size_t bytes, size_t most, size_t most_bytes, size_t *requests,
+            size_t *held_bytes)
 {
     if (!conn)
-        return;
+        return 0;
     share_entry_t **slot = share_slot (s, conn);
-    if (!*slot) {
-        *slot = mem_alloc (sizeof (share_entry_t));
-        (*slot)->conn = conn;
+    share_entry_t *e = *slot;
+    if (e && (e->requests >= most || e->bytes + bytes > most_bytes)) {
+        *requests = e->requests;
+        *held_bytes = e->bytes;
+        return -1;
     }
-    (*slot)->requests++;
-    (*slot)->bytes += bytes;
+    if (!e) {
+        if (bytes > most_bytes) {
+            *requests = *held_bytes = 0;
+            return -1;
+        }
+        e = *slot = mem_alloc (sizeof (share_entry_t));
+        e->conn = conn;
+    }
+    e->requests++;
+    e->bytes += bytes;
+    return 0;
 }
 
 void

@@ -17,15 +17,23 @@ assert_held (const share_t *s, uint64_t conn, size_t requests, size_t bytes)
     assert_int_equal (b, bytes);
 }
 
+/* One request of bytes for conn, with no share to stop it. */
+static void
+take (share_t *s, uint64_t conn, size_t bytes)
+{
+    size_t r, b;
+    assert_int_equal (share_take (s, conn, bytes, SIZE_MAX, SIZE_MAX, &r, &b), 0);
+}
+
 static void
 test_counted_per_connection (void **state)
 {
     (void) state;
     share_t *s = share_new ();
-    share_take (s, 1, 100);
-    share_take (s, 1, 50);
-    share_take (s, 2, 7);
-    share_take (s, 1 + 1024, 9);            /* the same bucket as 1 */
+    take (s, 1, 100);
+    take (s, 1, 50);
+    take (s, 2, 7);
+    take (s, 1 + 1024, 9);                  /* the same bucket as 1 */
     assert_held (s, 1, 2, 150);
     assert_held (s, 2, 1, 7);
     assert_held (s, 1 + 1024, 1, 9);
@@ -35,10 +43,39 @@ test_counted_per_connection (void **state)
     share_give (s, 1, 50);
     assert_held (s, 1, 0, 0);
     assert_held (s, 1 + 1024, 1, 9);        /* its neighbour in the bucket stays */
-    share_take (s, 1, 5);                   /* and the connection comes back from nothing */
+    take (s, 1, 5);                         /* and the connection comes back from nothing */
     assert_held (s, 1, 1, 5);
     share_destroy (&s);
     assert_null (s);
+    share_destroy (&s);
+}
+
+/* Past its share, of requests or of bytes, a connection's request is refused, nothing taken, and
+ * what it holds is said; another connection is not held back by it. */
+static void
+test_refused_past_its_share (void **state)
+{
+    (void) state;
+    share_t *s = share_new ();
+    size_t r = 99, b = 99;
+    assert_int_equal (share_take (s, 1, 60, 2, 100, &r, &b), 0);
+    assert_int_equal (share_take (s, 1, 50, 2, 100, &r, &b), -1);     /* 110 bytes of 100 */
+    assert_int_equal (r, 1);
+    assert_int_equal (b, 60);
+    assert_int_equal (share_take (s, 1, 40, 2, 100, &r, &b), 0);
+    assert_int_equal (share_take (s, 1, 0, 2, 100, &r, &b), -1);      /* 2 requests of 2 */
+    assert_int_equal (r, 2);
+    assert_int_equal (b, 100);
+    assert_held (s, 1, 2, 100);
+    assert_int_equal (share_take (s, 2, 101, 2, 100, &r, &b), -1);    /* alone past the bytes */
+    assert_int_equal (r, 0);
+    assert_int_equal (b, 0);
+    assert_held (s, 2, 0, 0);
+    assert_int_equal (share_take (s, 2, 100, 2, 100, &r, &b), 0);
+    share_give (s, 1, 60);
+    assert_int_equal (share_take (s, 1, 10, 2, 100, &r, &b), 0);      /* room again */
+    assert_held (s, 1, 2, 50);
+    assert_int_equal (share_take (s, 0, 1000, 1, 1, &r, &b), 0);      /* connection 0: never counted */
     share_destroy (&s);
 }
 
@@ -47,7 +84,7 @@ test_connection_zero_not_counted (void **state)
 {
     (void) state;
     share_t *s = share_new ();
-    share_take (s, 0, 100);
+    take (s, 0, 100);
     assert_held (s, 0, 0, 0);
     share_give (s, 0, 100);
     assert_held (s, 0, 0, 0);
@@ -59,6 +96,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_counted_per_connection),
+        cmocka_unit_test (test_refused_past_its_share),
         cmocka_unit_test (test_connection_zero_not_counted),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
