@@ -1135,6 +1135,38 @@ test_worker_without_database_does_not_spin (void **state)
     assert_true (cpu < 0.75);
 }
 
+/* A refresh of id, sent through broker b0, held at the fake provider (fakebox) until
+ * release_held: its child process. The first provider call of the test. */
+static pid_t
+refresh_held_at_provider (const char *b0, const char *id)
+{
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 60000));
+    pid_t child = ctl_async (b0, "refresh", id, NULL, NULL);
+    for (int64_t end = clock_mono_ms () + 20000;
+         itest_stat (h, "fakebox", "refresh_calls") < 1 && clock_mono_ms () < end;)
+        usleep (20000);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 1);
+    return child;
+}
+
+/* A new grant of fakebox imported as id: the row moves on a generation. */
+static void
+import_again (const char *id)
+{
+    char *rt = grant ("fakebox", NULL, NULL);
+    assert_int_equal (itest_import (h, id, "fakebox", rt), 0);
+    free (rt);
+}
+
+/* The held call answered, and its refresh ended. */
+static void
+release_held (pid_t child)
+{
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);
+    ctl_wait (child);
+}
+
 /* A failure that turns out stale (the row moved on while the provider call was out: a commit of
  * another worker's, an import) is about the token it was refreshing, and is recorded at that
  * token's generation, not at the row's new one. It was recorded at the new one: the history
@@ -1150,21 +1182,12 @@ test_a_stale_failure_is_recorded_at_its_own_generation (void **state)
     assert_int_equal (itest_import (h, "stale:box", "fakebox", rt), 0);
     free (rt);
     /* the refresh of generation 1 reaches the provider and waits there for its 500 */
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 60000));
     itest_fault (h, "fakebox", "status", 1, 500, -1, -1);
-    pid_t child = ctl_async (b0, "refresh", "stale:box", NULL, NULL);
-    for (int64_t end = clock_mono_ms () + 20000;
-         itest_stat (h, "fakebox", "refresh_calls") < 1 && clock_mono_ms () < end;)
-        usleep (20000);
-    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 1);
+    pid_t child = refresh_held_at_provider (b0, "stale:box");
     /* meanwhile the row moves on to generation 2 (a new grant imported), then the 500 comes */
-    rt = grant ("fakebox", NULL, NULL);
-    assert_int_equal (itest_import (h, "stale:box", "fakebox", rt), 0);
-    free (rt);
+    import_again ("stale:box");
     assert_int_equal (harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'stale:box'"), 2);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
-    itest_fake_release (h);
-    ctl_wait (child);
+    release_held (child);
     wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'stale:box' AND outcome = 'transient'", 1, 20000);
     assert_int_equal (harness_sql_int (h, "SELECT generation FROM token_chain WHERE integration_id = 'stale:box'"
                                           " AND outcome = 'transient'"), 1);
@@ -1195,18 +1218,9 @@ test_a_failed_conflict_record_of_a_rotation_is_tried_again (void **state)
                                       " CREATE TRIGGER test_refuse_conflict BEFORE INSERT ON token_chain FOR EACH ROW"
                                       " WHEN (NEW.outcome = 'conflict') EXECUTE FUNCTION test_refuse_conflict ()"), 0);
     /* the refresh reaches the provider, which rotates; meanwhile an import moves the row on */
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 60000));
-    pid_t child = ctl_async (b0, "refresh", "cf:box", NULL, NULL);
-    for (int64_t end = clock_mono_ms () + 20000;
-         itest_stat (h, "fakebox", "refresh_calls") < 1 && clock_mono_ms () < end;)
-        usleep (20000);
-    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), 1);
-    rt = grant ("fakebox", NULL, NULL);
-    assert_int_equal (itest_import (h, "cf:box", "fakebox", rt), 0);
-    free (rt);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
-    itest_fake_release (h);
-    ctl_wait (child);
+    pid_t child = refresh_held_at_provider (b0, "cf:box");
+    import_again ("cf:box");
+    release_held (child);
     itest_wait_log (h, "could not record the lost compare-and-set", 20000);
     assert_int_equal (harness_sql (h, "DROP TRIGGER test_refuse_conflict ON token_chain"), 0);
     /* tried again: the conflict is recorded once the database takes it */

@@ -1348,6 +1348,19 @@ zmtp_connect (const char *endpoint)
     return fd;
 }
 
+/* A ZMTP frame of 64 KiB with "more" set: sent again and again, a message that never ends. */
+#define ENDLESS_FRAME (9 + 65536)
+static unsigned char *
+endless_frame (void)
+{
+    static unsigned char frame [ENDLESS_FRAME];
+    frame [0] = 0x03;                       /* MORE | LONG */
+    for (int i = 0; i < 8; i++)
+        frame [1 + i] = (unsigned char) ((uint64_t) 65536 >> (56 - 8 * i));
+    memset (frame + 9, 'x', 65536);
+    return frame;
+}
+
 /* A plaintext broker and one worker, ready, for the guard tests (their attacks are written by
  * hand, below); the broker's pid. Under AddressSanitizer freed memory waits in a quarantine
  * (256 MiB by default) before it is reused, which would count every buffer the broker ever freed
@@ -1380,12 +1393,7 @@ test_hostile_multipart_bounded (void **state)
     long base = rss_kib (pid), peak = base;
     assert_true (base > 0);
 
-    static unsigned char frame [9 + 65536];
-    frame [0] = 0x03;                       /* MORE | LONG */
-    uint64_t size = 65536;
-    for (int i = 0; i < 8; i++)
-        frame [1 + i] = (unsigned char) (size >> (56 - 8 * i));
-    memset (frame + 9, 'x', 65536);
+    unsigned char *frame = endless_frame ();
     size_t sent = 0, limit = (size_t) 256 << 20, next_probe = 16u << 20;
     int pings_ok = 0, pings = 0, connections = 0;
     int fd = -1;
@@ -1396,7 +1404,7 @@ test_hostile_multipart_bounded (void **state)
             assert_true (fd >= 0);
             connections++;
         }
-        ssize_t w = send (fd, frame, sizeof frame, MSG_NOSIGNAL);
+        ssize_t w = send (fd, frame, ENDLESS_FRAME, MSG_NOSIGNAL);
         if (w <= 0) {
             close (fd);                     /* cut: come back, as an attacker would */
             fd = -1;
@@ -1538,20 +1546,15 @@ test_hostile_multipart_banked_allowance_bounded (void **state)
     /* each is answered malformed_frame: once all are, the broker has counted them all */
     assert_int_equal (zmtp_read_messages (fd, MESSAGES, until), MESSAGES);
 
-    static unsigned char frame [9 + 65536];
-    frame [0] = 0x03;                       /* MORE | LONG */
-    uint64_t size = 65536;
-    for (int i = 0; i < 8; i++)
-        frame [1 + i] = (unsigned char) (size >> (56 - 8 * i));
-    memset (frame + 9, 'x', 65536);
+    unsigned char *frame = endless_frame ();
     /* the allowance banked would let some 256 MB through; the budget (1 MiB), what arrives between
      * two checks and the kernels' buffers, far less */
     size_t sent = 0, limit = (size_t) 192 << 20, next_probe = 4u << 20;
     int cut = 0;
     while (!cut && sent < limit && now_ms () < until) {
-        size_t w = send_all (fd, frame, sizeof frame, until);
+        size_t w = send_all (fd, frame, ENDLESS_FRAME, until);
         sent += w;
-        cut = w < sizeof frame && now_ms () < until;
+        cut = w < ENDLESS_FRAME && now_ms () < until;
         if (sent >= next_probe) {
             next_probe += 4u << 20;
             long now = rss_kib (pid);
