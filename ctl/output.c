@@ -558,6 +558,12 @@ output_replay (const json_t *reply, const output_mode_t *mode)
         return 1;
     printf ("%lld failed deliver%s queued again\n", (long long) json_integer_value (n),
             json_integer_value (n) == 1 ? "y" : "ies");
+    /* a service before it counts them sends no "not_configured" */
+    const json_t *left = json_object_get (reply, "not_configured");
+    if (json_is_integer (left) && json_integer_value (left) > 0)
+        printf ("%lld failed deliver%s left: %s endpoint is no longer configured (a renamed endpoint is a new one)\n",
+                (long long) json_integer_value (left), json_integer_value (left) == 1 ? "y" : "ies",
+                json_integer_value (left) == 1 ? "its" : "their");
     return 0;
 }
 

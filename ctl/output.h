@@ -41,7 +41,8 @@ void output_add_dashboard_url (json_t *reply);
 int output_dashboard_link (const json_t *reply, const output_mode_t *mode);
 /* events: one row per event with its deliveries. */
 int output_events (const json_t *reply, const output_mode_t *mode);
-/* events replay: how many deliveries were queued again. */
+/* events replay: how many deliveries were queued again, and how many were left for their endpoint
+ * is no longer configured. */
 int output_replay (const json_t *reply, const output_mode_t *mode);
 /* webhook test: the test event and how its delivery went ("delivery_event", added by ferrulectl),
  * and on standard error the error that stopped following it ("delivery_error"), if any. */

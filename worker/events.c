@@ -918,6 +918,8 @@ typedef struct {
     dbwait_req_t req;
     char integration [IDENT_MAX + 1], event [40], since [48], endpoint [WEBHOOK_NAME_MAX + 1];
     int64_t limit;
+    char configured [WEBHOOK_MAX_ENDPOINTS][WEBHOOK_NAME_MAX + 1];  /* a replay's: the endpoints' names */
+    size_t nconfigured;
 } op_wait_t;
 
 static op_wait_t *
@@ -1025,28 +1027,63 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
 }
 
 static void
-replayed (void *arg, fr_status_t st, int64_t count, const char *err)
+replayed (void *arg, fr_status_t st, int64_t count, int64_t not_configured, const char *err)
 {
     op_wait_t *ow = arg;
     if (st != FR_OK)
         reply_error (ow->req.w, &ow->req.job, st, err, NULL, -1);
     else {
-        log_info (or_null (ow->integration), ow->req.job.rid, "%lld failed event deliveries queued again",
-                  (long long) count);
-        codec_builder_t *o = reply_begin (ow->req.w, &ow->req.job, 1, 1);
+        log_info (or_null (ow->integration), ow->req.job.rid, "%lld failed event deliveries queued again, %lld left "
+                  "failed: their endpoint is no longer configured", (long long) count, (long long) not_configured);
+        codec_builder_t *o = reply_begin (ow->req.w, &ow->req.job, 1, 2);
         codec_kv_int (o, "replayed", count);
+        codec_kv_int (o, "not_configured", not_configured);
         reply_send (ow->req.w, &ow->req.job);
     }
     mem_free (ow);
 }
 
-/* One batch on a free connection (dbwait.c; dropped unwritten when the deadline passed). */
+/* One batch on a free connection (dbwait.c; dropped unwritten when the deadline passed). Only
+ * the configured endpoints' deliveries: each delivery thread claims its own endpoint's, so one
+ * queued for a name no longer configured would stay pending for good. */
 static fr_status_t
 replay_start (store_t *store, void *req, char *err, size_t errlen)
 {
     op_wait_t *ow = req;
+    const char *names [WEBHOOK_MAX_ENDPOINTS];
+    for (size_t i = 0; i < ow->nconfigured; i++)
+        names [i] = ow->configured [i];
     return store_events_replay_start (store, or_null (ow->event), or_null (ow->integration), or_null (ow->endpoint),
-                                      replayed, ow, err, errlen);
+                                      names, ow->nconfigured, replayed, ow, err, errlen);
+}
+
+/* 1 when name is a configured endpoint's; else replies not_found, naming those that are. */
+static int
+replay_endpoint_known (worker_t *w, job_t *job, const char *name)
+{
+    size_t n = w->events ? webhook_set_count (w->events->endpoints) : 0;
+    char hint [WEBHOOK_MAX_ENDPOINTS * (WEBHOOK_NAME_MAX + 2) + 256] = "", message [WEBHOOK_NAME_MAX + 96];
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *each = webhook_set_at (w->events->endpoints, i)->name;
+        if (strcmp (each, name) == 0)
+            return 1;
+    }
+    if (n == 0)
+        snprintf (hint, sizeof hint, "no webhook endpoint is configured (FERRULE_WEBHOOKS_FILE); a delivery to an "
+                  "endpoint no longer configured cannot be sent again");
+    else {
+        used = (size_t) snprintf (hint, sizeof hint, "the configured endpoints are ");
+        for (size_t i = 0; i < n && used < sizeof hint; i++)
+            used += (size_t) snprintf (hint + used, sizeof hint - used, "%s%s", i ? ", " : "",
+                                       webhook_set_at (w->events->endpoints, i)->name);
+        if (used < sizeof hint)
+            snprintf (hint + used, sizeof hint - used, " (\"ferrulectl webhook doctor\" lists them); a renamed endpoint "
+                      "is a new one, and the old name's deliveries cannot be sent again");
+    }
+    snprintf (message, sizeof message, "no webhook endpoint \"%s\" is configured", name);
+    reply_error (w, job, FR_NOT_FOUND, message, hint, -1);
+    return 0;
 }
 
 void
@@ -1072,7 +1109,15 @@ events_op_replay (worker_t *w, job_t *job, const msgpack_object *root)
                             "name the event (\"ferrulectl events\" lists failed deliveries) or the integration", -1);
         return;
     }
-    dbwait_request (&op_wait_new (w, job, integration, event, endpoint)->req, replay_start);
+    if (endpoint [0] && !replay_endpoint_known (w, job, endpoint))
+        return;
+    op_wait_t *ow = op_wait_new (w, job, integration, event, endpoint);
+    /* copied: the endpoints are freed when the worker stops (events_destroy), maybe before the batch starts */
+    size_t n = w->events ? webhook_set_count (w->events->endpoints) : 0;
+    for (size_t i = 0; i < n && i < WEBHOOK_MAX_ENDPOINTS; i++)
+        snprintf (ow->configured [ow->nconfigured++], sizeof ow->configured [0], "%s",
+                  webhook_set_at (w->events->endpoints, i)->name);
+    dbwait_request (&ow->req, replay_start);
 }
 
 /* A test event waiting for its statement: the endpoint's name, and its URL as replies show it. */

@@ -821,26 +821,34 @@ static void
 replayed (void *arg, fr_status_t st, PGresult **results, size_t n, const char *err)
 {
     op_ctx_t *c = arg;
-    int64_t count = st == FR_OK && n == 2 && PQntuples (results [0]) == 1 ? store_int_at (results [0], 0, 0) : 0;
-    c->fn.replayed (c->arg, st, count, st == FR_OK ? NULL : err);
+    int ok = st == FR_OK && n == 2 && PQntuples (results [0]) == 1;
+    int64_t count = ok ? store_int_at (results [0], 0, 0) : 0, not_configured = ok ? store_int_at (results [0], 0, 1) : 0;
+    c->fn.replayed (c->arg, st, count, not_configured, st == FR_OK ? NULL : err);
 }
 
 fr_status_t
 store_events_replay_start (store_t *s, const char *event_id, const char *integration, const char *endpoint,
+                           const char *const *configured, size_t nconfigured,
                            store_events_replayed_fn *fn, void *arg, char *err, size_t errlen)
 {
-    const char *values [] = { event_id, integration, endpoint };
+    char *names = text_array (configured, nconfigured);
+    const char *values [] = { event_id, integration, endpoint, names };
     store_stmt_t stmts [] = {
         { "WITH r AS (UPDATE event_deliveries d SET state = 'pending', attempts = 0, first_at = now(), next_at = now(),"
           "    failed_at = NULL, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL"
           "  FROM events e WHERE e.seq = d.event_seq AND d.state = 'failed'"
           "    AND ($1::text IS NULL OR e.id = $1::uuid) AND ($2::text IS NULL OR e.integration_id = $2)"
-          "    AND ($3::text IS NULL OR d.endpoint = $3)"
+          "    AND ($3::text IS NULL OR d.endpoint = $3) AND d.endpoint = ANY ($4::text[])"
           "  RETURNING 1)"
-          " SELECT count(*) FROM r", 3, values, NULL, NULL },
+          " SELECT (SELECT count(*) FROM r),"
+          "  (SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq WHERE d.state = 'failed'"
+          "    AND ($1::text IS NULL OR e.id = $1::uuid) AND ($2::text IS NULL OR e.integration_id = $2)"
+          "    AND ($3::text IS NULL OR d.endpoint = $3) AND d.endpoint <> ALL ($4::text[]))", 4, values, NULL, NULL },
         { "SELECT " STORE_EVENTS_MARK, 0, NULL, NULL, NULL },
     };
-    return op_start_waking (s, stmts, 2, replayed, (op_ctx_t) { .fn.replayed = fn, .arg = arg }, err, errlen);
+    fr_status_t st = op_start_waking (s, stmts, 2, replayed, (op_ctx_t) { .fn.replayed = fn, .arg = arg }, err, errlen);
+    mem_free (names);
+    return st;
 }
 
 static void

@@ -126,9 +126,13 @@ typedef void (store_events_listed_fn) (void *arg, fr_status_t st, const store_ev
 fr_status_t store_events_list_start (store_t *s, const char *integration, const char *since, const char *event_id,
                                      int64_t limit, store_events_listed_fn *fn, void *arg, char *err, size_t errlen)
     FR_MUSTCHECK;
-typedef void (store_events_replayed_fn) (void *arg, fr_status_t st, int64_t count, const char *err);
-/* Failed deliveries of one event, or of one integration's events, back to pending; count: how many. */
+typedef void (store_events_replayed_fn) (void *arg, fr_status_t st, int64_t count, int64_t not_configured,
+                                         const char *err);
+/* Failed deliveries of one event, or of one integration's events, to one of the configured
+ * endpoints back to pending; count: how many. Those to another endpoint (renamed or removed: no
+ * delivery thread would ever claim them) stay failed; not_configured: how many. */
 fr_status_t store_events_replay_start (store_t *s, const char *event_id, const char *integration, const char *endpoint,
+                                       const char *const *configured, size_t nconfigured,
                                        store_events_replayed_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 typedef void (store_events_tested_fn) (void *arg, fr_status_t st, const char *id, const char *err);
 /* A test event addressed to endpoint; id: its uuid. */

@@ -1022,6 +1022,60 @@ test_attempt_not_recorded_is_not_counted (void **state)
     assert_int_equal (itest_wait_sql (h, done, 1, 30000), 1);
 }
 
+/* A failed delivery to an endpoint no longer configured (renamed: "app" became "app2", a new
+ * endpoint, docs/operations.md). A replay of its integration queued it again, and no delivery
+ * thread claims it (each claims its own endpoint's), so it stayed pending for good, counted by
+ * no gauge and no doctor. It is left failed and counted apart; naming it is refused. */
+static void
+test_replay_skips_unconfigured_endpoints (void **state)
+{
+    receiver_set (0, 0);
+    import ("renamed:box", "fakebox");
+    const char *ok = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                     " WHERE e.integration_id = 'renamed:box' AND d.endpoint = 'app' AND d.state = 'delivered'";
+    assert_int_equal (itest_wait_sql (h, ok, 1, 30000), 1);
+    /* its event's delivery to the old name, failed before the rename */
+    assert_int_equal (harness_sql (h, "INSERT INTO event_deliveries (event_seq, endpoint, integration_id, state, attempts,"
+                                      " last_attempt_at, last_status, last_error, failed_at)"
+                                      " SELECT seq, 'app_old', integration_id, 'failed', 5, now (), 500, 'HTTP 500', now ()"
+                                      " FROM events WHERE integration_id = 'renamed:box'"), 0);
+    const char *still = "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                        " WHERE e.integration_id = 'renamed:box' AND d.endpoint = 'app_old' AND d.state = 'failed'"
+                        " AND d.attempts = 5";
+    int rc;
+    json_t *r = harness_ctl (h, &rc, "events", "replay", "--integration", "renamed:box", NULL);
+    long long replayed = json_integer_value (json_object_get (r, "replayed")),
+              skipped = json_integer_value (json_object_get (r, "not_configured")), left = harness_sql_int (h, still);
+    json_decref (r);
+    print_message ("replay with a failed delivery to an endpoint no longer configured: exit %d, replayed %lld,"
+                   " not_configured %lld, row still failed %lld\n", rc, replayed, skipped, left);
+    assert_int_equal (rc, 0);
+    assert_int_equal (replayed, 0);
+    assert_int_equal (skipped, 1);
+    assert_int_equal (left, 1);
+    /* ferrulectl says so */
+    char *text = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &text, "events", "replay", "--integration", "renamed:box", NULL), 0);
+    assert_non_null (strstr (text, "0 failed deliveries queued again"));
+    assert_non_null (strstr (text, "1 failed delivery left"));
+    free (text);
+    /* named: refused, with the configured endpoints in the hint */
+    r = harness_ctl (h, &rc, "events", "replay", "--integration", "renamed:box", "--endpoint", "app_old", NULL);
+    const char *hint = json_string_value (json_object_get (json_object_get (r, "error"), "hint"));
+    print_message ("replay naming it: exit %d, %s\n", rc, itest_code (r));
+    assert_int_equal (rc, 3);
+    assert_string_equal (itest_code (r), "not_found");
+    assert_non_null (hint);
+    assert_non_null (strstr (hint, "app, dead"));
+    json_decref (r);
+    assert_int_equal (harness_sql_int (h, still), 1);
+    /* a configured one named is still replayed */
+    r = harness_ctl (h, &rc, "events", "replay", "--integration", "renamed:box", "--endpoint", "app", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_integer_value (json_object_get (r, "replayed")), 0);
+    json_decref (r);
+}
+
 int
 main (void)
 {
@@ -1042,6 +1096,7 @@ main (void)
         cmocka_unit_test (test_webhook_doctor_reads_no_failed_rows),
         cmocka_unit_test (test_max_age_counts_from_the_first_attempt),
         cmocka_unit_test (test_attempt_not_recorded_is_not_counted),
+        cmocka_unit_test (test_replay_skips_unconfigured_endpoints),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
