@@ -146,9 +146,10 @@ stopping (void *arg)
 }
 
 /* One claimed delivery: send it, then record what happened. probe: it is its endpoint's
- * half-open probe (breaker_record). */
+ * half-open probe (breaker_record); claimed_ms: when the claim's statement was sent
+ * (clock_mono_ms), no later than the database's now() that c->age_ms is as of. */
 static void
-deliver (lane_t *l, const store_events_claim_t *c, const char *lease_token, int probe)
+deliver (lane_t *l, const store_events_claim_t *c, const char *lease_token, int probe, int64_t claimed_ms)
 {
     events_t *ev = l->ev;
     char err [512], dberr [512];
@@ -159,7 +160,7 @@ deliver (lane_t *l, const store_events_claim_t *c, const char *lease_token, int 
     int unsendable = !body;
     webhook_outcome_t out = WEBHOOK_RETRY;
     store_events_result_t result = STORE_EVENTS_DELIVERED;
-    int64_t retry_ms = 0;
+    int64_t retry_ms = 0, age_ms = c->age_ms;
     if (unsendable) {
         /* not sent, and failed at once: no attempt would do better, and the endpoint is not to
          * blame (such an event was sent as a signed "{}", and a 2xx recorded it delivered) */
@@ -178,8 +179,12 @@ deliver (lane_t *l, const store_events_claim_t *c, const char *lease_token, int 
         breaker_record (l->held, c->endpoint, out != WEBHOOK_DELIVERED, probe, clock_mono_ms ());
         metrics_set (l->m_held, breaker_is_open (l->held, c->endpoint, 0));
         if (out != WEBHOOK_DELIVERED) {
+            /* its age at the attempt's end (at most that: counted from before the claim): the
+             * claim's earlier deliveries and this attempt took up to a lease since the claim was
+             * read, and no retry is planned past the max age */
+            age_ms += clock_mono_ms () - claimed_ms;
             retry_ms = webhook_backoff_ms (c->attempts, ev->cfg.backoff_base_ms, ev->cfg.backoff_max_ms, random64 ());
-            result = c->age_ms + retry_ms > ev->cfg.max_age_s * 1000 ? STORE_EVENTS_FAILED : STORE_EVENTS_RETRY;
+            result = age_ms + retry_ms > ev->cfg.max_age_s * 1000 ? STORE_EVENTS_FAILED : STORE_EVENTS_RETRY;
         }
     }
     int applied = 0;
@@ -205,7 +210,7 @@ deliver (lane_t *l, const store_events_claim_t *c, const char *lease_token, int 
     else if (result == STORE_EVENTS_FAILED)
         log_warning (c->integration, NULL, "event %s (%s) to webhook \"%s\" failed after %d attempts over %lld s: %s; "
                      "\"ferrulectl events replay --event %s\" sends it again", c->id, c->type, c->endpoint, c->attempts,
-                     (long long) (c->age_ms / 1000), err, c->id);
+                     (long long) (age_ms / 1000), err, c->id);
     else if (result == STORE_EVENTS_RETRY)
         log_info (c->integration, NULL, "event %s (%s) to webhook \"%s\": attempt %d: %s; next in %lld ms", c->id,
                   c->type, c->endpoint, c->attempts, err, (long long) retry_ms);
@@ -443,12 +448,12 @@ deliver_pass (lane_t *l, int late)
         else if (!claims [i].integration && breaker_is_open (l->held, name, 0)) {
             /* an operator's test of a held endpoint goes now, as its probe */
             breaker_probe (l->held, name);
-            deliver (l, &claims [i], lease, 1);
+            deliver (l, &claims [i], lease, 1, claimed_ms);
         }
         else if (!(allowed = breaker_allow (l->held, name, clock_mono_ms (), &retry_s)))
             back [nback++] = claims [i];
         else
-            deliver (l, &claims [i], lease, allowed == 2);
+            deliver (l, &claims [i], lease, allowed == 2, claimed_ms);
     }
     if (nback && atomic_load (&ev->stop))
         give_back_at_stop (l, back, nback, lease);

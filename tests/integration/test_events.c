@@ -1076,6 +1076,42 @@ test_replay_skips_unconfigured_endpoints (void **state)
     json_decref (r);
 }
 
+/* A claim's deliveries go one after another, each attempt up to the webhook timeout, and whether
+ * a failed one is retried was decided on its age when the claim was read: a retry could be
+ * planned past FERRULE_WEBHOOK_MAX_AGE_S (60 s here) by up to a lease. A trigger makes the
+ * delivery's claim read it 59.4 s old; the receiver holds the attempt 900 ms and refuses it, so
+ * it ends past 60 s: no retry may be planned, it fails at that first attempt. */
+static void
+test_no_retry_planned_past_max_age (void **state)
+{
+    receiver_set (0, 0);
+    import ("late:box", "fakebox");
+    const char *row = "FROM event_deliveries d JOIN events e ON e.seq = d.event_seq WHERE e.integration_id = 'late:box'"
+                      " AND d.endpoint = 'app' AND e.type = 'insufficient_scope'";
+    char q [512];
+    snprintf (q, sizeof q, "SELECT count(*) FROM event_deliveries WHERE integration_id = 'late:box' AND endpoint = 'app'"
+              " AND state = 'delivered'");
+    assert_int_equal (itest_wait_sql (h, q, 1, 30000), 1);
+    assert_int_equal (harness_sql (h, "CREATE FUNCTION it_late () RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                                      " NEW.first_at := now () - interval '59.4 seconds'; RETURN NEW; END $$;"
+                                      " CREATE TRIGGER it_late BEFORE UPDATE ON event_deliveries FOR EACH ROW"
+                                      " WHEN (NEW.integration_id = 'late:box' AND NEW.attempts = 1 AND OLD.attempts = 0)"
+                                      " EXECUTE FUNCTION it_late ()"), 0);
+    receiver_set (1000000, 900);
+    assert_int_equal (harness_sql (h, "SELECT events_emit ('insufficient_scope', id, provider, 'insufficient_scope',"
+                                      " generation, 'missing: late-test') FROM integrations WHERE id = 'late:box'"), 0);
+    snprintf (q, sizeof q, "SELECT count(*) %s AND d.state = 'failed'", row);
+    long long failed = itest_wait_sql (h, q, 1, 30000);
+    receiver_set (0, 0);
+    assert_int_equal (harness_sql (h, "DROP TRIGGER it_late ON event_deliveries; DROP FUNCTION it_late ()"), 0);
+    snprintf (q, sizeof q, "SELECT attempts %s", row);
+    long long attempts = harness_sql_int (h, q);
+    print_message ("a delivery read 59.4 s old, its attempt refused after 900 ms: failed %lld, after %lld attempts\n",
+                   failed, attempts);
+    assert_int_equal (failed, 1);
+    assert_int_equal (attempts, 1);
+}
+
 int
 main (void)
 {
@@ -1097,6 +1133,7 @@ main (void)
         cmocka_unit_test (test_max_age_counts_from_the_first_attempt),
         cmocka_unit_test (test_attempt_not_recorded_is_not_counted),
         cmocka_unit_test (test_replay_skips_unconfigured_endpoints),
+        cmocka_unit_test (test_no_retry_planned_past_max_age),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
