@@ -948,16 +948,38 @@ catalog_is_google (const catalog_provider_t *p)
     return 0;
 }
 
+/* The authorization parameter each built-in provider (providers.json) issues no refresh token
+ * without. An entry is that provider's when it has its name (the built-in entry, overridden) or
+ * its token or authorization URL is on the provider's hosts; Google's also by "family". */
+static const struct {
+    const char *builtin;
+    const char *hosts [4];
+    const char *name, *value, *shown;
+} offline_params [] = {
+    { "google", { "accounts.google.com", "oauth2.googleapis.com", "www.googleapis.com", NULL },
+      "access_type", "offline", "access_type=offline" },
+    { "dropbox", { "www.dropbox.com", "api.dropboxapi.com", NULL },
+      "token_access_type", "offline", "token_access_type=offline" },
+};
+
 const char *
 catalog_offline_param_missing (const catalog_provider_t *p)
 {
-    if (!catalog_is_google (p))
-        return NULL;
-    for (size_t i = 0; i < p->authorization_param_count; i++)
-        if (strcmp (p->authorization_params [i].name, "access_type") == 0
-        &&  strcmp (p->authorization_params [i].value, "offline") == 0)
-            return NULL;
-    return "access_type=offline";
+    for (size_t k = 0; p && k < sizeof offline_params / sizeof offline_params [0]; k++) {
+        int theirs = strcmp (p->name, offline_params [k].builtin) == 0
+                     || (strcmp (offline_params [k].builtin, "google") == 0 && catalog_is_google (p));
+        for (int i = 0; !theirs && offline_params [k].hosts [i]; i++)
+            theirs = url_host_is (p->token_url, offline_params [k].hosts [i])
+                     || url_host_is (p->authorization_url, offline_params [k].hosts [i]);
+        if (!theirs)
+            continue;
+        for (size_t i = 0; i < p->authorization_param_count; i++)
+            if (strcmp (p->authorization_params [i].name, offline_params [k].name) == 0
+            &&  strcmp (p->authorization_params [i].value, offline_params [k].value) == 0)
+                return NULL;
+        return offline_params [k].shown;
+    }
+    return NULL;
 }
 
 const char *

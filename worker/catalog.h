@@ -119,9 +119,10 @@ const char *catalog_refresh_scope_missing (const catalog_provider_t *p, const ch
 int catalog_is_google (const catalog_provider_t *p);
 
 /* The authorization parameter without which p's provider issues no refresh token whatever the user
-   approves, when p's authorization_params lack it ("access_type=offline" for a Google entry: an
-   override's authorization_params replace the built-in ones whole); NULL when p asks for offline
-   access, or when no such parameter is known for its provider. */
+   approves, when p's authorization_params lack it ("access_type=offline" for a Google entry,
+   "token_access_type=offline" for Dropbox's: an override's authorization_params replace the
+   built-in ones whole); NULL when p asks for offline access, or when no such parameter is known
+   for its provider (the built-in entries' list is in catalog.c). */
 const char *catalog_offline_param_missing (const catalog_provider_t *p);
 
 /* "client_secret_basic" / "single_use" and back. */

@@ -115,8 +115,8 @@ connect_no_refresh_token_hint (const catalog_provider_t *p, const char *requeste
         /* no consent screen helps: the authorization request does not ask for offline access */
         snprintf (buf, len, "provider entry \"%s\" does not ask for offline access: its authorization_params lack "
                   "%s (a providers file's authorization_params replace the built-in ones whole), so no refresh "
-                  "token is issued whatever the user approves; operators: add it (and prompt=consent) to the "
-                  "entry, restart the workers, then connect again", p->name, param);
+                  "token is issued whatever the user approves; operators: add it%s to the entry, restart the "
+                  "workers, then connect again", p->name, param, catalog_is_google (p) ? " (and prompt=consent)" : "");
     else
     if (catalog_is_google (p))
         snprintf (buf, len, "the provider issues a refresh token only on a full consent screen: open "

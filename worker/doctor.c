@@ -450,9 +450,9 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                       "without which no refresh token is issued whatever the user approves. A providers file's "
                       "authorization_params replace the built-in ones whole, so an override that adds a parameter "
                       "of its own drops the ones it does not repeat.", name, param);
-            add_step (d, "Operators: add %s (and prompt=consent) to the authorization_params of provider "
-                      "\"%s\" in the providers file, beside the parameters of your own, and restart the workers",
-                      param, name);
+            add_step (d, "Operators: add %s%s to the authorization_params of provider \"%s\" in the providers "
+                      "file, beside the parameters of your own, and restart the workers", param,
+                      catalog_is_google (p) ? " (and prompt=consent)" : "", name);
             add_step (d, "Then connect again: %s", cmd);
             add_step (d, "Check the result: ferrulectl doctor --integration %s should say healthy", id);
         }

@@ -122,6 +122,15 @@ setup (void **state)
     }
     json_object_set_new (g2, "authorization_params", json_pack ("{s:s}", "hd", "example.com"));
     json_object_set_new (root, "fakegoogle2", g2);
+    /* dropbox: the built-in entry overridden (to the fake), whose authorization_params were
+     * replaced by the operator's and so lack token_access_type=offline (test_no_refresh_token_not_asked_dropbox) */
+    json_t *dbx = json_deep_copy (json_object_get (root, "fakebox"));
+    for (int i = 0; i < 6; i += 2) {
+        snprintf (url, sizeof url, "http://127.0.0.1:%d/dropbox/%s", harness_port (h), ends [i + 1]);
+        json_object_set_new (dbx, ends [i], json_string (url));
+    }
+    json_object_set_new (dbx, "authorization_params", json_pack ("{s:s}", "force_reapprove", "true"));
+    json_object_set_new (root, "dropbox", dbx);
     /* as Box's: a refresh token unused for 60 days is dropped (test_needs_reconnect_idle) */
     json_object_set_new (json_object_get (root, "fakebox"), "refresh_token_idle_days", json_integer (60));
     /* fakebox asked, at each refresh, for a scope its grants never hold (test_refresh_refused_a_scope) */
@@ -445,6 +454,40 @@ test_no_refresh_token_not_asked (void **state)
     json_decref (c);
     json_decref (r);
     json_decref (t);
+    json_decref (d);
+}
+
+/* The same for a Dropbox entry without token_access_type=offline: only Google's entries were
+ * checked, so the user was told to remove the app's access and connect again, a loop. */
+static void
+test_no_refresh_token_not_asked_dropbox (void **state)
+{
+    int rc;
+    itest_fake_config (h, "dropbox", json_pack ("{s:b}", "issue_refresh_token", 0));
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "notasked:dropbox", "--provider", "dropbox",
+                             "--redirect-uri", REDIRECT, NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    json_t *r = harness_ctl (h, &rc, "callback", "--url", location, NULL);
+    const char *hint = json_string_value (json_object_get (json_object_get (r, "error"), "hint"));
+    const char *cause = json_string_value (json_object_get (json_object_get (r, "error"), "cause"));
+    print_message ("a Dropbox entry without token_access_type=offline: %s, cause %s, hint \"%s\"\n", itest_code (r),
+                   cause ? cause : "(none)", hint ? hint : "");
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (r), "no_refresh_token");
+    assert_non_null (hint);
+    assert_non_null (strstr (hint, "token_access_type=offline"));
+    assert_null (strstr (hint, "prompt=consent"));
+    assert_non_null (cause);
+    assert_string_equal (cause, "provider_entry");
+    json_t *d = doctor ("notasked:dropbox", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "no_refresh_token", "notasked:dropbox");
+    assert_non_null (strstr (dstr (d, "cause"), "token_access_type=offline"));
+    assert_true (dlist_has (d, "what_to_do", "authorization_params"));
+    free (location);
+    json_decref (c);
+    json_decref (r);
     json_decref (d);
 }
 
@@ -885,6 +928,7 @@ main (void)
         cmocka_unit_test (test_needs_reconnect_revoked),
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_no_refresh_token_not_asked),
+        cmocka_unit_test (test_no_refresh_token_not_asked_dropbox),
         cmocka_unit_test (test_provider_unavailable),
         cmocka_unit_test (test_refresh_refused_a_scope),
         cmocka_unit_test (test_refresh_answer_lost),

@@ -573,6 +573,41 @@ test_google_recognised_without_notes (void **state)
     assert_non_null (strstr (err, "\"family\""));
 }
 
+/* Every built-in entry that needs an authorization parameter for a refresh token is checked, not
+ * Google's alone: an override's authorization_params replace the built-in ones whole, so Dropbox
+ * without token_access_type=offline issues none, and the user was told to revoke and connect
+ * again (a loop) instead of the operator being told to fix the entry. */
+static void
+test_offline_param_missing_for_every_builtin (void **state)
+{
+    char err [512], hint [500];
+    catalog_t *c = load ("{\"dropbox\": {\"authorization_params\": {\"force_reapprove\": \"true\"}},"
+                         " \"mydropbox\": {\"authorization_url\": \"https://www.dropbox.com/oauth2/authorize\","
+                         "   \"token_url\": \"https://api.dropboxapi.com/oauth2/token\","
+                         "   \"auth_method\": \"client_secret_post\"}}", err, sizeof err);
+    if (!c)
+        fail_msg ("%s", err);
+    const char *missing = catalog_offline_param_missing (catalog_find (c, "dropbox"));
+    print_message ("dropbox with authorization_params {\"force_reapprove\": \"true\"}: %s\n",
+                   missing ? missing : "(nothing missing)");
+    assert_non_null (missing);
+    assert_string_equal (missing, "token_access_type=offline");
+    /* an entry of its own on Dropbox's hosts */
+    assert_non_null (catalog_offline_param_missing (catalog_find (c, "mydropbox")));
+    connect_no_refresh_token_hint (catalog_find (c, "dropbox"), NULL, hint, sizeof hint);
+    assert_non_null (strstr (hint, "token_access_type=offline"));
+    /* the other built-ins ask for offline access as they are */
+    assert_null (catalog_offline_param_missing (catalog_find (c, "google")));
+    assert_null (catalog_offline_param_missing (catalog_find (c, "box")));
+    catalog_destroy (&c);
+    c = load (NULL, err, sizeof err);
+    for (size_t i = 0; i < catalog_count (c); i++)
+        if (catalog_offline_param_missing (catalog_at (c, i)))
+            fail_msg ("built-in \"%s\" lacks %s", catalog_at (c, i)->name,
+                      catalog_offline_param_missing (catalog_at (c, i)));
+    catalog_destroy (&c);
+}
+
 static void
 test_enum_names (void **state)
 {
@@ -599,6 +634,7 @@ main (void)
         cmocka_unit_test (test_missing_credentials),
         cmocka_unit_test (test_enum_names),
         cmocka_unit_test (test_google_recognised_without_notes),
+        cmocka_unit_test (test_offline_param_missing_for_every_builtin),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
