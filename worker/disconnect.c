@@ -183,7 +183,7 @@ static void
 revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
 {
     reply_warnings_t ws = { .count = 0 };
-    char detail [400], what [128];
+    char detail [640], what [128];
     char tries [48] = "";
 
     if (c->orphan && c->journal_seq > 0 && res->kind == OAUTH_TRANSIENT && w->draining) {
@@ -199,7 +199,17 @@ revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
     if (c->attempts > 1)
         snprintf (tries, sizeof tries, " after %d attempts", c->attempts);
     metrics_inc (res->kind == OAUTH_OK ? w->m.revoked : w->m.revocation_failed);
-    if (res->kind == OAUTH_OK) {
+    if (res->kind == OAUTH_OK && res->already_invalid) {
+        char desc [MAX_DESCRIPTION + 4];
+        text_printable (desc, sizeof desc, res->error_description, (size_t) -1, MAX_DESCRIPTION);
+        snprintf (detail, sizeof detail, "provider \"%s\" says the %s was already revoked or expired (HTTP %ld "
+                  "invalid_token%s%s%s): nothing left to revoke", c->provider->name,
+                  c->orphan ? orphan_what (c->orphan_by, what, sizeof what) : c->token_kind, status,
+                  desc [0] ? ": " : "", desc, tries);
+        log_info (c->id, c->job.rid, "%s", detail);
+        note_revocation (w, c, "revoked", detail, &ws);
+    }
+    else if (res->kind == OAUTH_OK) {
         snprintf (detail, sizeof detail, "provider \"%s\" revoked the %s (HTTP %ld%s)", c->provider->name,
                   c->orphan ? orphan_what (c->orphan_by, what, sizeof what) : c->token_kind, status, tries);
         log_info (c->id, c->job.rid, "%s", detail);

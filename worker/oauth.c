@@ -970,6 +970,13 @@ oauth_read_revocation (const catalog_provider_t *p, const http_response_t *resp,
         out->kind = OAUTH_OK;
         snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld", resp->status);
     }
+    /* nothing left to revoke: the grant has ended, which is what the revocation was for */
+    if (out->kind != OAUTH_OK && out->kind != OAUTH_TRANSIENT && resp->status >= 400 && resp->status <= 499
+        && out->error && strcmp (out->error, "invalid_token") == 0) {
+        out->kind = OAUTH_OK;
+        out->already_invalid = 1;
+        snprintf (out->detail, sizeof out->detail, "provider answered HTTP %ld invalid_token", resp->status);
+    }
 }
 
 /* 1 when text holds a piece of secret of WITHHOLD_SPAN characters or more: the secret is looked

@@ -79,6 +79,8 @@ typedef struct {
     char *error_description;    /* error_description, else message, else reason (Zoom): control
                                    characters removed, at most 200 bytes */
     int64_t retry_after;        /* seconds for OAUTH_TRANSIENT, capped; -1 unknown */
+    int already_invalid;        /* a revocation answered with an OAUTH_OK that is the provider's
+                                   invalid_token: the token was already revoked or expired */
     char detail [160];          /* why this kind, for logs and the chain; never holds a token */
 } oauth_result_t;
 
@@ -104,7 +106,9 @@ void oauth_read_response (const catalog_provider_t *p, const struct http_respons
 
 /* Classifies a finished RFC 7009 revocation call: OAUTH_OK for a 2xx whose body carries no error
  * (whatever else it holds); an "error" field or "ok": false is an error whatever the status, as
- * for a token answer; a transport failure, 5xx, 429 or 408 is OAUTH_TRANSIENT with retry_after. */
+ * for a token answer, but a 4xx invalid_token, Google's answer for a token already revoked or
+ * expired (where RFC 7009 answers 200), is OAUTH_OK with already_invalid; a transport failure,
+ * 5xx, 429 or 408 is OAUTH_TRANSIENT with retry_after. */
 void oauth_read_revocation (const catalog_provider_t *p, const struct http_response *resp, int64_t max_body,
                             oauth_result_t *out);
 

@@ -454,6 +454,8 @@ fault_reply (const provider_t *provider, const fault_t *fault, const char *prese
         return oauth_error (provider, 400, "invalid_grant", "token is invalid, expired or revoked");
     case FAULT_INVALID_CLIENT:
         return oauth_error (provider, 401, "invalid_client", NULL);
+    case FAULT_INVALID_TOKEN:   /* Google's /revoke for a token already revoked or expired */
+        return oauth_error (provider, 400, "invalid_token", "Token expired or revoked");
     case FAULT_DROP:
         return reply_special (REPLY_DROP);
     case FAULT_EMPTY:

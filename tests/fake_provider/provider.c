@@ -327,6 +327,7 @@ static const char *fault_names [] = {
     [FAULT_REASON_QUOTING] = "reason_quoting", [FAULT_NO_ACCESS_TOKEN] = "no_access_token",
     [FAULT_DROP_AFTER] = "drop_after", [FAULT_STATUS_ERROR] = "status_error",
     [FAULT_NO_REFRESH_TOKEN] = "no_refresh_token",
+    [FAULT_INVALID_TOKEN] = "invalid_token",
 };
 
 /* Reads the optional integer member name of spec into *out, which keeps its default when absent. */

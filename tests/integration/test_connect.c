@@ -1610,6 +1610,45 @@ test_disconnect_revocation_refused_in_body (void **state)
     json_decref (d);
 }
 
+/* Google's /revoke answers 400 invalid_token ("Token expired or revoked") for a token already
+ * dead: nothing is left to revoke. It was a failed revocation, and the user who disconnected an
+ * integration whose token had expired was told to remove the app's access by hand. */
+static void
+test_disconnect_revocation_already_invalid (void **state)
+{
+    int rc;
+    unsigned long long more;
+    const char *line = "was already revoked or expired (HTTP 400 invalid_token";
+    json_t *c = connect_ok ("gone:box", "fakebox", NULL, NULL);
+    double revoked = revocations_metric ("revoked"), failed = revocations_metric ("failed");
+    int lines = itest_log_lines (h, "w1", line, &more) + itest_log_lines (h, "w2", line, &more);
+    revoke_fault ("invalid_token", 1, -1, -1, NULL);
+
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "gone:box", NULL);
+    const json_t *ws = json_object_get (d, "warnings");
+    print_message ("a revocation answered 400 invalid_token: %zu warnings (%s)\n", json_array_size (ws),
+                   json_array_size (ws) ? json_string_value (json_object_get (json_array_get (ws, 0), "code")) : "");
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (d, "status"), "disconnected");
+    assert_null (ws);
+    assert_true (revocations_metric ("failed") == failed);
+    assert_true (revocations_metric ("revoked") == revoked + 1);
+    assert_int_equal (sqlf ("SELECT count(*) FROM token_chain WHERE integration_id = 'gone:box'"
+                            " AND outcome = 'revoked' AND detail LIKE '%%already revoked or expired%%'"), 1);
+    assert_int_equal (itest_log_lines (h, "w1", line, &more) + itest_log_lines (h, "w2", line, &more), lines + 1);
+
+    /* another error is still a revocation that failed */
+    json_t *c2 = connect_ok ("gone2:box", "fakebox", NULL, NULL);
+    revoke_fault ("invalid_client", 1, -1, -1, NULL);
+    json_t *d2 = harness_ctl (h, &rc, "disconnect", "--integration", "gone2:box", NULL);
+    assert_int_equal (rc, 0);
+    assert_non_null (strstr (refused_warning (d2), "invalid_client"));
+    json_decref (c);
+    json_decref (d);
+    json_decref (c2);
+    json_decref (d2);
+}
+
 /* A 503 with Retry-After, then a 502: tried again after the wait it asked for, and the third
  * attempt revokes. A provider that keeps failing is tried a bounded number of times. (No answer
  * at all is transient too, but curl itself sends a request again once when a reused connection
@@ -2047,6 +2086,7 @@ main (void)
         cmocka_unit_test (test_disconnect),
         cmocka_unit_test (test_disconnect_revocation_refused_in_body),
         cmocka_unit_test (test_disconnect_revocation_retried),
+        cmocka_unit_test (test_disconnect_revocation_already_invalid),
         cmocka_unit_test (test_api_base_url),
         cmocka_unit_test (test_disconnect_during_refresh_revokes_the_new_token),
         cmocka_unit_test (test_disconnect_during_refresh_revocation_refused),
