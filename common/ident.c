@@ -35,3 +35,15 @@ ident_in_workspace (const char *id, const char *ws)
     size_t wlen = strnlen (ws, IDENT_MAX + 1);
     return ident_workspace_valid (ws, wlen) && strncmp (id, ws, wlen) == 0;
 }
+
+size_t
+ident_outer_workspace_len (const char *id)
+{
+    size_t len = id ? strnlen (id, IDENT_MAX + 1) : 0;
+    if (!ident_valid (id, len))
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (is_separator (id [i]))
+            return i + 1;
+    return 0;
+}

@@ -17,4 +17,8 @@ int ident_workspace_valid (const char *s, size_t len);
  * comparison of an id with a workspace; 0 for a workspace that does not end with a separator,
  * whatever the id. */
 int ident_in_workspace (const char *id, const char *ws);
+/* The length of the shortest workspace that holds id: up to and including its first separator,
+ * 0 when it has none (or is not a valid id). Every workspace id is in starts with it, so the ids
+ * it starts are those of every workspace id belongs to, and maybe more. */
+size_t ident_outer_workspace_len (const char *id);
 #endif

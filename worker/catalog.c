@@ -55,7 +55,7 @@ static const char *const known_fields [] = {
     "authorization_url", "token_url", "revocation_url", "auth_method", "scope_separator",
     "default_scopes", "refresh_token_scopes", "authorization_params", "token_params", "refresh_params", "pkce",
     "refresh_token_rotation", "reuse_grace_seconds", "refresh_token_idle_days", "grant_max_days",
-    "errors_with_200", "invalid_grant_codes", "client_id", "client_secret", "client_id_env",
+    "revocation_ends_grant", "errors_with_200", "invalid_grant_codes", "client_id", "client_secret", "client_id_env",
     "client_secret_env", "client_secret_file", "access_token_lifetime_hint", "api_base_field", "family", "docs_url", "notes", NULL
 };
 
@@ -603,6 +603,7 @@ provider_load (ctx_t *ctx, const char *name, json_t *entry, catalog_provider_t *
      * its status, at every provider, so the flag had nothing to decide; files that set it still load */
     int ignored = 0;
     if (get_bool (ctx, entry, "pkce", 0, &p->pkce) < 0
+    ||  get_bool (ctx, entry, "revocation_ends_grant", 0, &p->revocation_ends_grant) < 0
     ||  get_bool (ctx, entry, "errors_with_200", 0, &ignored) < 0
     ||  get_int (ctx, entry, "reuse_grace_seconds", 0, 86400, 0, &p->reuse_grace_seconds) < 0
     ||  get_int (ctx, entry, "refresh_token_idle_days", 0, 3650, 0,

@@ -40,6 +40,8 @@ typedef struct {
     char *authorization_url;
     char *token_url;
     char *revocation_url;               /* RFC 7009 endpoint, or NULL */
+    int revocation_ends_grant;          /* revoking any token ends the whole grant (account and OAuth
+                                           client: Google), also the one another integration holds */
     catalog_auth_method_t auth_method;
     char *scope_separator;              /* joins scopes in requests; " " unless the provider differs */
     char **default_scopes;              /* asked for when a connect names no scopes */

@@ -11,6 +11,7 @@
 #include "reply.h"
 #include "store_connect.h"
 #include "clock.h"
+#include "ident.h"
 #include "log.h"
 #include "mem.h"
 #include "oauth.h"
@@ -364,7 +365,8 @@ out:
     mem_free_secret (&token);
 }
 
-/* The tokens are destroyed: revoke the one taken out at the provider, or say why not. */
+/* The tokens are destroyed: revoke the one taken out at the provider, or say why not (also when
+ * the revocation would end a grant another integration of the workspace may hold). */
 static void
 disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const store_row_t *row,
               const store_extra_t *x, const char *serr)
@@ -401,6 +403,17 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
     if (!p || !p->revocation_url)
         reply_warn (&ws, "not_revoked", hint, "provider \"%s\" has no token revocation endpoint (RFC 7009) in the "
                     "catalog: the tokens are destroyed here, but the grant stays valid at the provider", d.provider);
+    else
+    if (p->revocation_ends_grant && d.grant_sharers > 0)
+        /* the provider keeps no grant per integration: Ferrule does not know the accounts, so any
+         * live one of the workspace may have signed in with this one's */
+        reply_warn (&ws, "not_revoked", "once none of them is needed, remove the app's access in the account's "
+                    "settings at the provider (for Google: https://myaccount.google.com/permissions)",
+                    "the tokens of integration \"%s\" are destroyed here but were not revoked at provider \"%s\": "
+                    "a revocation there ends the account's whole grant, which %d other active integration%s of the "
+                    "provider in workspace \"%.*s\" hold%s if signed in with the same account", id, p->name,
+                    d.grant_sharers, d.grant_sharers == 1 ? "" : "s", (int) ident_outer_workspace_len (id), id,
+                    d.grant_sharers == 1 ? "s" : "");
     else
     if (catalog_check_credentials (p, err, sizeof err) != FR_OK)
         reply_warn (&ws, "not_revoked", hint, "the tokens were not revoked at provider \"%s\": %s", p->name, err);

@@ -564,6 +564,7 @@ disconnect_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
         d.key_id = (int32_t) store_int_at (res, 0, 2);
         d.refresh_ct = store_bytea_at (res, 0, 3, &d.refresh_ct_len);
         d.access_ct = store_bytea_at (res, 0, 4, &d.access_ct_len);
+        d.grant_sharers = (int) store_int_at (res, 0, 6);
     }
     c->fn (c->arg, st, st == FR_OK ? &d : NULL, st == FR_OK ? &row : NULL, st == FR_OK ? &x : NULL,
            st == FR_OK ? NULL : err);
@@ -575,7 +576,16 @@ disconnect_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
 fr_status_t
 store_disconnect_start (store_t *s, const char *id, store_disconnected_fn *fn, void *arg, char *err, size_t errlen)
 {
-    const char *values [] = { id, store_worker_id (s) };
+    /* the other integrations that may share the grant: those of id's outermost workspace (every
+     * workspace id is in lies inside it), as the range [ws, ws with its last byte + 1) in byte
+     * order; an id outside any workspace has none (NULL bounds match no row) */
+    char ws [IDENT_MAX + 1], upper [IDENT_MAX + 1];
+    size_t wlen = ident_outer_workspace_len (id);
+    snprintf (ws, sizeof ws, "%.*s", (int) wlen, id);
+    memcpy (upper, ws, sizeof upper);
+    if (wlen)
+        upper [wlen - 1]++;               /* a separator: + 1 stays ASCII */
+    const char *values [] = { id, store_worker_id (s), wlen ? ws : NULL, wlen ? upper : NULL };
     const char *ids [] = { id };
     store_stmt_t stmts [] = {
         { "WITH old AS (SELECT id, status, provider, key_id, refresh_token, access_token, refresh_fingerprint"
@@ -592,8 +602,14 @@ store_disconnect_start (store_t *s, const char *id, store_disconnected_fn *fn, v
           "    'disconnected by request (was ' || old.status || '); stored tokens destroyed' FROM u, old"
           "  RETURNING generation)"
           " SELECT old.status, old.provider, old.key_id, old.refresh_token, old.access_token,"
-          "  CASE WHEN EXISTS (SELECT 1 FROM c) THEN pg_notify('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || $1) END FROM old",
-          2, values, NULL, NULL },
+          "  CASE WHEN EXISTS (SELECT 1 FROM c) THEN pg_notify('" STORE_NOTIFY_CHANNEL "', $2 || ' ' || $1) END,"
+          /* a range scan of integrations_id_c; an active row holds a live grant (a refresh in
+           * flight leaves it active), a needs_reconnect one none Ferrule can use */
+          "  (SELECT count(*) FROM (SELECT 1 FROM integrations o"
+          "    WHERE o.id COLLATE \"C\" >= $3::text AND o.id COLLATE \"C\" < $4::text AND o.id <> $1"
+          "      AND o.provider = old.provider AND o.status = 'active' LIMIT 100) s)"
+          " FROM old",
+          4, values, NULL, NULL },
         /* in the same transaction: sees the row as the statement above left it */
         { ROW_SQL, 1, ids, NULL, NULL },
     };

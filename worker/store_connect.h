@@ -176,13 +176,17 @@ typedef struct {
     size_t refresh_ct_len;
     unsigned char *access_ct;
     size_t access_ct_len;
+    int grant_sharers;                    /* other active integrations of the same provider entry in
+                                             id's outermost workspace (ident_outer_workspace_len),
+                                             at most 100: they may hold the same grant */
 } store_disconnected_t;
 
 /* One statement: lock the row, take the sealed tokens out, destroy them, record it, notify; and
  * the integration as it then is; one batch the loop does not wait for (the caller checks
- * store_batch_busy). From store_batch_pump, fn gets what was taken out (d, the callee's to read)
- * and the row, FR_NOT_FOUND for an unknown id, or the failure. An integration already
- * disconnected is left as it is (d->prev_status "disconnected"). */
+ * store_batch_busy). From store_batch_pump, fn gets what was taken out (d, the callee's to read,
+ * with the count of the integrations that may share its grant) and the row, FR_NOT_FOUND for an
+ * unknown id, or the failure. An integration already disconnected is left as it is
+ * (d->prev_status "disconnected"). */
 typedef void (store_disconnected_fn) (void *arg, fr_status_t st, const store_disconnected_t *d, const store_row_t *row,
                                       const store_extra_t *x, const char *err);
 fr_status_t store_disconnect_start (store_t *s, const char *id, store_disconnected_fn *fn, void *arg, char *err,

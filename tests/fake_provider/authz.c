@@ -690,7 +690,7 @@ grant_code (authz_t *authz, provider_t *provider, const authz_request_t *req)
         return oauth_error (provider, 400, "invalid_grant", problem);
     }
     code->used = true;
-    chain = store_chain_new (authz->store, provider->name, code->scopes);
+    chain = store_chain_new (authz->store, provider->name, code->account, code->scopes);
     code->chain = chain;
     access = store_issue_access (authz->store, chain, provider->config.access_ttl, now);
     if (provider->config.issue_refresh_token && offline_granted (provider, chain->scopes))
@@ -850,7 +850,7 @@ static reply_t *
 authorize_locked (authz_t *authz, provider_t *provider, const authz_request_t *req)
 {
     const form_t *q = req->params;
-    const char *client_id, *redirect_uri, *state, *response_type, *challenge, *method, *scope;
+    const char *client_id, *redirect_uri, *state, *response_type, *challenge, *method, *scope, *account;
     json_t *requested = NULL, *granted = NULL;
     reply_t *reply = NULL;
 
@@ -865,12 +865,17 @@ authorize_locked (authz_t *authz, provider_t *provider, const authz_request_t *r
     challenge = form_get (q, "code_challenge");
     method = form_get (q, "code_challenge_method");
     scope = form_get (q, "scope");
+    account = form_get (q, "login_hint");     /* who signs in; a test names the account */
     if (!client_id || strcmp (client_id, provider->config.client_id) != 0) {
         reply = reply_error (400, "invalid_client", NULL);
         goto out;
     }
     if (!redirect_uri) {
         reply = reply_error (400, "invalid_request", "missing redirect_uri");
+        goto out;
+    }
+    if (account && (!*account || strlen (account) > STORE_ACCOUNT_MAX)) {
+        reply = reply_error (400, "invalid_request", "login_hint must be 1 to 64 characters");
         goto out;
     }
     if (!redirect_registered (provider, redirect_uri)) {
@@ -924,7 +929,7 @@ authorize_locked (authz_t *authz, provider_t *provider, const authz_request_t *r
                 json_array_append (granted, item);
     }
     {
-        code_t *code = store_code_new (provider->name, redirect_uri, granted, challenge,
+        code_t *code = store_code_new (provider->name, account, redirect_uri, granted, challenge,
                                        challenge ? method : NULL);
         token_t *token = store_issue_code (authz->store, code, provider->config.code_ttl, mono_ms ());
         const char *pairs [] = { "code", token->value, NULL };
@@ -999,7 +1004,9 @@ authz_revoke (authz_t *authz, const authz_request_t *req)
         reply = oauth_error (provider, 400, "invalid_request", "missing token");
     if (!reply) {
         /* RFC 7009 section 2.2: unknown tokens get 200 as well. */
-        if (chain && provider->config.revoke_whole_grant)
+        if (chain && provider->config.revoke_account_grant)
+            store_revoke_account (authz->store, provider->name, chain->account);
+        else if (chain && provider->config.revoke_whole_grant)
             chain->revoked = true;
         else if (chain)
             token->revoked = true;
@@ -1122,7 +1129,7 @@ authz_admin_grant (authz_t *authz, const json_t *body)
         return too_many_providers ();
     }
     long seconds = ttl ? (long) json_integer_value (ttl) : provider->config.access_ttl;
-    chain_t *chain = store_chain_new (authz->store, name, scopes);
+    chain_t *chain = store_chain_new (authz->store, name, NULL, scopes);
     token_t *access = store_issue_access (authz->store, chain, seconds, now);
     token_t *refresh = store_issue_refresh (authz->store, chain);
     json_t *out = json_pack ("{s:I, s:s, s:s, s:I, s:s, s:o}",

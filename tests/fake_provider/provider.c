@@ -45,6 +45,7 @@ static const struct {
     { "require_pkce",        CF_BOOL,         offsetof (provider_config_t, require_pkce),        0, 0 },
     { "deny",                CF_BOOL,         offsetof (provider_config_t, deny),                0, 0 },
     { "revoke_whole_grant",  CF_BOOL,         offsetof (provider_config_t, revoke_whole_grant),  0, 0 },
+    { "revoke_account_grant", CF_BOOL,        offsetof (provider_config_t, revoke_account_grant), 0, 0 },
     { "instance_url",        CF_STRING_OR_NULL, offsetof (provider_config_t, instance_url),      0, 4096 },
 };
 #define CONFIG_ROWS (sizeof config_table / sizeof config_table [0])
@@ -92,6 +93,7 @@ config_defaults (provider_config_t *cfg)
     cfg->require_pkce = false;
     cfg->deny = false;
     cfg->revoke_whole_grant = true;
+    cfg->revoke_account_grant = false;
     cfg->instance_url = NULL;
 }
 

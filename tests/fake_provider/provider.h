@@ -53,6 +53,8 @@ typedef struct {
     bool    require_pkce;
     bool    deny;
     bool    revoke_whole_grant;  /* false: /revoke revokes only the token given (Microsoft) */
+    bool    revoke_account_grant; /* /revoke ends every chain of the token's account (Google's grant
+                                     is per account and client, not per sign-in) */
     char   *instance_url;        /* added to token answers as "instance_url" (Salesforce), any text; NULL: none */
 } provider_config_t;
 

@@ -49,7 +49,7 @@ store_destroy (store_t **p)
 }
 
 chain_t *
-store_chain_new (store_t *store, const char *provider, const json_t *scopes)
+store_chain_new (store_t *store, const char *provider, const char *account, const json_t *scopes)
 {
     chain_t *chain = mem_alloc (sizeof *chain);
     if (store->nchains == store->chains_cap) {
@@ -59,6 +59,7 @@ store_chain_new (store_t *store, const char *provider, const json_t *scopes)
     store->chains [store->nchains++] = chain;
     chain->id = (long) store->nchains;
     snprintf (chain->provider, sizeof chain->provider, "%s", provider);
+    snprintf (chain->account, sizeof chain->account, "%s", account ? account : STORE_DEFAULT_ACCOUNT);
     chain->scopes = scopes ? json_deep_copy (scopes) : json_array ();
     if (!chain->scopes)
         chain->scopes = json_array ();
@@ -77,6 +78,20 @@ size_t
 store_chain_count (const store_t *store)
 {
     return store->nchains;
+}
+
+size_t
+store_revoke_account (store_t *store, const char *provider, const char *account)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < store->nchains; i++) {
+        chain_t *chain = store->chains [i];
+        if (chain->revoked || strcmp (chain->provider, provider) != 0 || strcmp (chain->account, account) != 0)
+            continue;
+        chain->revoked = true;
+        n++;
+    }
+    return n;
 }
 
 /* Fills value with prefix and 32 hex characters from the CSPRNG. */
@@ -148,11 +163,12 @@ store_lookup (const store_t *store, const char *value)
 }
 
 code_t *
-store_code_new (const char *provider, const char *redirect_uri, const json_t *scopes,
+store_code_new (const char *provider, const char *account, const char *redirect_uri, const json_t *scopes,
                 const char *challenge, const char *challenge_method)
 {
     code_t *code = mem_alloc (sizeof *code);
     snprintf (code->provider, sizeof code->provider, "%s", provider);
+    snprintf (code->account, sizeof code->account, "%s", account ? account : STORE_DEFAULT_ACCOUNT);
     code->redirect_uri = mem_strdup (redirect_uri);
     code->scopes = scopes ? json_deep_copy (scopes) : json_array ();
     if (!code->scopes)

@@ -175,10 +175,11 @@ write_providers (void)
     json_t *plain = json_deep_copy (json_object_get (root, "fakebox"));
     json_t *rot = json_deep_copy (json_object_get (root, "fakebox"));
     json_t *sf = json_deep_copy (json_object_get (root, "fakebox"));
+    json_t *grant = json_deep_copy (json_object_get (root, "fakebox"));
     char url [256];
-    const char *names [] = { "fakebad", "fakeplain", "fakerot", "fakesf" };
-    json_t *entries [] = { bad, plain, rot, sf };
-    for (int i = 0; i < 4; i++) {
+    const char *names [] = { "fakebad", "fakeplain", "fakerot", "fakesf", "fakegrant" };
+    json_t *entries [] = { bad, plain, rot, sf, grant };
+    for (int i = 0; i < 5; i++) {
         snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/authorize", harness_port (h), names [i]);
         json_object_set_new (entries [i], "authorization_url", json_string (url));
         snprintf (url, sizeof url, "http://127.0.0.1:%d/%s/token", harness_port (h), names [i]);
@@ -194,6 +195,10 @@ write_providers (void)
     json_object_set_new (root, "fakerot", rot);
     json_object_set_new (sf, "api_base_field", json_string ("instance_url"));
     json_object_set_new (root, "fakesf", sf);
+    /* Google's grant: one per account and OAuth client, which any revocation ends */
+    json_object_set_new (grant, "refresh_token_rotation", json_string ("reusable"));
+    json_object_set_new (grant, "revocation_ends_grant", json_true ());
+    json_object_set_new (root, "fakegrant", grant);
     /* the built-in microsoft entry (its scopes, its offline_access) at the fake provider */
     json_t *ms = json_object ();
     snprintf (url, sizeof url, "http://127.0.0.1:%d/microsoft/authorize", harness_port (h));
@@ -241,6 +246,7 @@ setup (void **state)
         return -1;
     itest_fake_config (h, "fakebox", json_pack ("{s:b}", "require_pkce", 1));
     itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "require_pkce", 1));
+    itest_fake_config (h, "fakegrant", json_pack ("{s:s, s:b}", "mode", "reusable", "revoke_account_grant", 1));
     /* as Microsoft: a refresh token only with offline_access */
     itest_fake_config (h, "microsoft", json_pack ("{s:b, s:[s]}", "require_pkce", 1, "refresh_token_scopes",
                                                   "offline_access"));
@@ -1062,6 +1068,89 @@ test_disconnect (void **state)
     json_decref (p);
     json_decref (pd);
     json_decref (nf);
+}
+
+/* The whole flow, signed in as account (the fake provider's login_hint), expected to succeed;
+ * returns the callback's reply. */
+static json_t *
+connect_as (const char *id, const char *provider, const char *account)
+{
+    int rc;
+    long status = 0;
+    char url [4096];
+    json_t *c = connect_ (id, provider, REDIRECT, &rc, NULL, NULL, NULL);
+    assert_int_equal (rc, 0);
+    snprintf (url, sizeof url, "%s&login_hint=%s", json_string_value (json_object_get (c, "authorization_url")),
+              account);
+    char *location = browse (url, &status, NULL);
+    assert_int_equal (status, 302);
+    assert_non_null (location);
+    json_t *r = callback (location, &rc);
+    if (rc != 0)
+        fail_msg ("callback for %s: exit %d, %s: %s", id, rc, itest_code (r), error_field (r, "message"));
+    free (location);
+    json_decref (c);
+    return r;
+}
+
+/* At a provider whose revocation ends the whole grant (Google: one per account and OAuth client),
+ * disconnecting one of two integrations of a workspace, both signed in with one account, revoked
+ * the grant the other holds: its next refresh failed with needs_reconnect. The tokens are destroyed
+ * and not revoked, with a warning that says why; the last one left is revoked, and so is one alone
+ * in its workspace, whatever another workspace holds. */
+static void
+test_disconnect_keeps_a_shared_grant (void **state)
+{
+    int rc;
+    json_t *a = connect_ok ("team9:drive", "fakegrant", NULL, NULL);
+    json_t *b = connect_ok ("team9:docs", "fakegrant", NULL, NULL);
+    long long revocations = itest_stat (h, "fakegrant", "revocations");
+
+    json_t *d = harness_ctl (h, &rc, "disconnect", "--integration", "team9:docs", NULL);
+    assert_int_equal (rc, 0);
+    assert_string_equal (istr (d, "status"), "disconnected");
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'team9:docs' AND access_token IS NULL"
+                            " AND refresh_token IS NULL"), 1);
+    /* the other one's grant lives */
+    json_t *f = harness_ctl (h, &rc, "refresh", "--integration", "team9:drive", NULL);
+    if (rc != 0)
+        fail_msg ("refresh of team9:drive after team9:docs was disconnected: %s \"%s\" (exit %d)", itest_code (f),
+                  error_field (f, "message"), rc);
+    const json_t *w = json_array_get (json_object_get (d, "warnings"), 0);
+    if (!w)
+        fail_msg ("disconnect of team9:docs: no warning, %lld revocation(s)",
+                  itest_stat (h, "fakegrant", "revocations") - revocations);
+    assert_string_equal (json_string_value (json_object_get (w, "code")), "not_revoked");
+    const char *message = json_string_value (json_object_get (w, "message"));
+    assert_non_null (strstr (message, "whole grant"));
+    assert_non_null (strstr (message, "1 other active integration of the provider in workspace \"team9:\""));
+    assert_non_null (strstr (json_string_value (json_object_get (w, "hint")), "remove the app's access"));
+    assert_int_equal (itest_stat (h, "fakegrant", "revocations"), revocations);
+
+    /* the last one of the workspace: revoked, and with it the grant */
+    json_t *d2 = harness_ctl (h, &rc, "disconnect", "--integration", "team9:drive", NULL);
+    assert_int_equal (rc, 0);
+    assert_null (json_object_get (d2, "warnings"));
+    assert_int_equal (itest_stat (h, "fakegrant", "revocations"), revocations + 1);
+
+    /* alone in its workspace: revoked, though another workspace holds an integration of the provider */
+    json_t *o = connect_as ("other8:drive", "fakegrant", "bob");
+    json_t *s = connect_as ("solo7:drive", "fakegrant", "carol");
+    json_t *d3 = harness_ctl (h, &rc, "disconnect", "--integration", "solo7:drive", NULL);
+    assert_int_equal (rc, 0);
+    assert_null (json_object_get (d3, "warnings"));
+    assert_int_equal (itest_stat (h, "fakegrant", "revocations"), revocations + 2);
+    json_t *f2 = harness_ctl (h, &rc, "refresh", "--integration", "other8:drive", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (a);
+    json_decref (b);
+    json_decref (d);
+    json_decref (f);
+    json_decref (d2);
+    json_decref (o);
+    json_decref (s);
+    json_decref (d3);
+    json_decref (f2);
 }
 
 /* A chain's field in the fake provider's /admin/stats ("generation", "refresh_usable", ...). */
@@ -2084,6 +2173,7 @@ main (void)
         cmocka_unit_test (test_report_scope),
         cmocka_unit_test (test_reconnect_over_needs_reconnect),
         cmocka_unit_test (test_disconnect),
+        cmocka_unit_test (test_disconnect_keeps_a_shared_grant),
         cmocka_unit_test (test_disconnect_revocation_refused_in_body),
         cmocka_unit_test (test_disconnect_revocation_retried),
         cmocka_unit_test (test_disconnect_revocation_already_invalid),

@@ -152,6 +152,7 @@ test_builtin_provider_facts (void **state)
     assert_int_equal (p->refresh_token_idle_days, 180);
     assert_non_null (strstr (p->notes, "myaccount.google.com/permissions"));
     assert_true (p->pkce);
+    assert_true (p->revocation_ends_grant);
 
     p = catalog_find (c, "microsoft");
     assert_true (has_string (p->default_scopes, p->default_scope_count, "offline_access"));

@@ -68,6 +68,20 @@ test_in_workspace (void **state)
     assert_false (ident_in_workspace (long_ws, long_ws));
 }
 
+/* The shortest workspace an id is in: every workspace that holds the id starts with it. */
+static void
+test_outer_workspace (void **state)
+{
+    (void) state;
+    assert_int_equal (ident_outer_workspace_len ("acct42:drive"), 7);
+    assert_int_equal (ident_outer_workspace_len ("acct42:team.drive"), 7);
+    assert_int_equal (ident_outer_workspace_len ("acct-42:drive"), 5);
+    assert_int_equal (ident_outer_workspace_len ("drive"), 0);
+    assert_int_equal (ident_outer_workspace_len ("x:"), 2);
+    assert_int_equal (ident_outer_workspace_len ("bad id:x"), 0);
+    assert_int_equal (ident_outer_workspace_len (NULL), 0);
+}
+
 int
 main (void)
 {
@@ -75,6 +89,7 @@ main (void)
         cmocka_unit_test (test_ident),
         cmocka_unit_test (test_workspace_valid),
         cmocka_unit_test (test_in_workspace),
+        cmocka_unit_test (test_outer_workspace),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
