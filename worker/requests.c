@@ -110,10 +110,20 @@ token_hit (worker_t *w, const job_t *job, cache_entry_t *e, int64_t now)
         refresh_ahead (w, e, now);
 }
 
+/* Without a refresh token (refresh_token_missing), the only way to needs_reconnect is an API's
+ * rejection of the access token (connect_reject_unrenewable): the stock hint, which blames the
+ * stored refresh token, would name a cause that cannot be. */
 static void
 reply_inactive (worker_t *w, const job_t *job, const cache_entry_t *e)
 {
-    char message [300];
+    char message [400];
+    if (e->status == INTEG_NEEDS_RECONNECT && e->refresh_token_missing) {
+        snprintf (message, sizeof message, "integration \"%s\" is needs_reconnect: an API rejected its access token, "
+                  "and the provider issued no refresh token to replace it when it was connected", e->id);
+        reply_error (w, job, FR_NEEDS_RECONNECT, message, "access was revoked or ended at the provider: disconnect the "
+                     "integration and connect it again (ferrulectl doctor says so)", -1);
+        return;
+    }
     snprintf (message, sizeof message, "integration \"%s\" is %s", e->id, cache_status_text (e->status));
     reply_error (w, job, e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT,
                         message, NULL, -1);

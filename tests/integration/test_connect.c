@@ -827,12 +827,18 @@ test_rejected_token_without_refresh_token (void **state)
     assert_non_null (strstr (error_field (t2, "hint"), "disconnect the integration and connect it again"));
     assert_null (strstr (error_field (t2, "hint"), GOOGLE_HINT));
 
-    /* the rejected token is handed out no more, by any worker */
+    /* the rejected token is handed out no more, by any worker; and the cause they give is the
+     * rejection, not a stored refresh token the provider refused (there was none) */
     for (int i = 0; i < 2; i++) {
         json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "revoked:google", NULL);
         assert_int_equal (rc, 4);
         assert_string_equal (itest_code (t3), "needs_reconnect");
         assert_null (json_object_get (t3, "access_token"));
+        const char *m = error_field (t3, "message"), *hint = error_field (t3, "hint");
+        if (strstr (m, "stored refresh token") || strstr (hint, "stored refresh token") || !strstr (m, "rejected")
+        ||  !strstr (m, "no refresh token"))
+            fail_msg ("token request %d after the rejection: \"%s\" (hint \"%s\")", i + 2, m, hint);
+        assert_non_null (strstr (error_field (t3, "hint"), "connect it again"));
         json_decref (t3);
     }
     assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'revoked:google'"
