@@ -525,6 +525,23 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         add_step (d, "Then connect again: %s", cmd);
     }
     else
+    if (strcmp (code, "invalid_client") == 0 && !at_connect && cf->last_attempt && cf->last_attempt->detail
+        && strstr (cf->last_attempt->detail, "answered unauthorized_client")) {
+        /* the credentials were accepted: the app may not use the refresh_token grant (RFC 6749
+         * 5.2), or the refresh token was issued to another client id */
+        snprintf (d->symptom, sizeof d->symptom, "Refreshing the token of \"%s\" fails with invalid_client: %s "
+                  "answered unauthorized_client.", id, name);
+        snprintf (d->cause, sizeof d->cause, "%s accepted the OAuth client but refuses it the refresh: the OAuth "
+                  "app is not allowed the refresh_token grant (an Auth0 or Okta application without it enabled), or "
+                  "the refresh token was issued to another client id (Google answers so when the entry's client id "
+                  "changed since the integration was connected).", name);
+        add_step (d, "Operator: enable the refresh_token grant (refresh tokens) for the OAuth app in %s's settings, "
+                  "then ask for a token again", name);
+        add_step (d, "If the client id of %s (%s, or the providers file) was changed since the integration was "
+                  "connected, the refresh token belongs to the old one: connect again: %s", name,
+                  p && p->client_id_env ? p->client_id_env : "the client id variable", cmd);
+    }
+    else
     if (strcmp (code, "invalid_client") == 0) {
         snprintf (d->symptom, sizeof d->symptom, "Connecting or refreshing \"%s\" fails with invalid_client, as it "
                   "does for every integration of %s.", id, name);

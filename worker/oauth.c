@@ -613,6 +613,13 @@ classify_error (const catalog_provider_t *p, long status, const char *code, cons
     return status == 401 ? OAUTH_INVALID_CLIENT : OAUTH_REJECTED;
 }
 
+int
+oauth_unauthorized_client (const oauth_result_t *res)
+{
+    return res && res->kind == OAUTH_INVALID_CLIENT && res->error
+           && strcasecmp (res->error, "unauthorized_client") == 0;
+}
+
 oauth_kind_t
 oauth_error_kind (const catalog_provider_t *p, const char *code, const char *description)
 {

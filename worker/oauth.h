@@ -123,6 +123,12 @@ void oauth_result_withhold (oauth_result_t *r, const char *secret, const char *w
  * capped at OAUTH_MAX_RETRY_AFTER; -1 when value is NULL or not parsable. */
 int64_t oauth_parse_retry_after (const char *value, time_t now);
 
+/* 1 when a refused refresh or code exchange was answered unauthorized_client (RFC 6749 5.2): the
+ * client authenticated, but the provider does not allow it this grant type (an Auth0 or Okta app
+ * without the refresh_token grant enabled; at Google also a refresh token issued to another client
+ * id). It is classified OAUTH_INVALID_CLIENT like a rejected secret, but what fixes it differs. */
+int oauth_unauthorized_client (const oauth_result_t *res);
+
 /* "ok", "invalid_grant", ... for logs and the token chain. */
 const char *oauth_kind_name (oauth_kind_t kind);
 /* The service's status for a classified answer. code_exchange: the request exchanged an

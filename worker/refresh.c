@@ -1495,6 +1495,17 @@ refresh_on_response (void *arg, const http_response_t *resp)
     else
         snprintf (message, sizeof message, "could not refresh integration \"%s\": %s", e->id, res.detail);
     const char *hint = NULL;
+    if (oauth_unauthorized_client (&res)) {
+        /* not the credentials (they were accepted): the app may not refresh, or the token is another
+         * client's; the same words the chain row keeps are what doctor reads */
+        snprintf (message, sizeof message, "could not refresh integration \"%s\": provider \"%s\" answered "
+                  "unauthorized_client%s%s: it refuses this OAuth app the refresh", e->id, r->provider->name,
+                  res.error_description ? ": " : "", res.error_description ? res.error_description : "");
+        hint = "enable the refresh_token grant for the OAuth app in the provider's settings (the client id and "
+               "secret were accepted); if the provider entry's client id was changed since the integration was "
+               "connected, the user must connect it again";
+    }
+    else
     if (res.kind == OAUTH_INVALID_GRANT && r->interrupted) {
         /* the chain's last refresh never stored its result: say what that means */
         snprintf (message, sizeof message, "could not refresh integration \"%s\": provider \"%s\" answered "

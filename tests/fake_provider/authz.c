@@ -468,6 +468,8 @@ fault_reply (const provider_t *provider, const fault_t *fault, const char *prese
         return reply_json_take ((unsigned) fault->status, json_pack ("{s:s, s:s, s:s}", "status", fault->error,
                                                                      "message", "the fake provider's status_error fault",
                                                                      "correlationId", "fake-correlation-id"));
+    case FAULT_OAUTH_ERROR:     /* any RFC 6749 5.2 error, such as unauthorized_client */
+        return oauth_error (provider, (unsigned) fault->status, fault->error, "the fake provider's oauth_error fault");
     case FAULT_REASON_QUOTING: {    /* Zoom's "reason", quoting what was sent back */
         char reason [600];
         snprintf (reason, sizeof reason, "Invalid authorization code or token %.500s", presented ? presented : "");

@@ -328,8 +328,8 @@ static const char *fault_names [] = {
     [FAULT_HUGE] = "huge", [FAULT_ERROR_200] = "error_200",
     [FAULT_REASON_QUOTING] = "reason_quoting", [FAULT_NO_ACCESS_TOKEN] = "no_access_token",
     [FAULT_DROP_AFTER] = "drop_after", [FAULT_STATUS_ERROR] = "status_error",
-    [FAULT_NO_REFRESH_TOKEN] = "no_refresh_token",
-    [FAULT_INVALID_TOKEN] = "invalid_token",
+    [FAULT_NO_REFRESH_TOKEN] = "no_refresh_token", [FAULT_INVALID_TOKEN] = "invalid_token",
+    [FAULT_OAUTH_ERROR] = "oauth_error",
 };
 
 /* Reads the optional integer member name of spec into *out, which keeps its default when absent. */
@@ -401,7 +401,8 @@ provider_fault_add (provider_t *provider, const json_t *spec, char *err, size_t 
         memcpy (fault.error, code, len + 1);
     }
     if (status < 0)
-        status = fault.kind == FAULT_RETRY_AFTER ? 429 : fault.kind == FAULT_STATUS_ERROR ? 400 : 500;
+        status = fault.kind == FAULT_RETRY_AFTER ? 429
+               : fault.kind == FAULT_STATUS_ERROR || fault.kind == FAULT_OAUTH_ERROR ? 400 : 500;
     fault.status = (int) status;
     if (provider->nfaults == PROVIDER_MAX_FAULTS) {
         snprintf (err, errlen, "provider \"%s\" already has %d faults queued", provider->name,

@@ -12,22 +12,22 @@ typedef enum {
     FAULT_STATUS, FAULT_RETRY_AFTER, FAULT_SLOW, FAULT_MALFORMED, FAULT_HTML,
     FAULT_INVALID_GRANT, FAULT_INVALID_CLIENT, FAULT_DROP, FAULT_EMPTY, FAULT_HUGE, FAULT_ERROR_200,
     FAULT_REASON_QUOTING, FAULT_NO_ACCESS_TOKEN, FAULT_DROP_AFTER, FAULT_STATUS_ERROR, FAULT_NO_REFRESH_TOKEN,
-    FAULT_INVALID_TOKEN
+    FAULT_INVALID_TOKEN, FAULT_OAUTH_ERROR
 } fault_kind_t;
 
 /* The endpoint whose requests take the fault. */
 typedef enum { FAULT_AT_TOKEN, FAULT_AT_REVOKE } fault_endpoint_t;
 
-#define FAULT_MAX_ERROR 64          /* longest error code of an "error_200" or "status_error" fault */
+#define FAULT_MAX_ERROR 64          /* longest error code of an "error_200", "status_error" or "oauth_error" fault */
 
 typedef struct {
     fault_kind_t kind;
     fault_endpoint_t endpoint;
     long count;                  /* requests left to affect; -1 until cleared */
-    int  status;                 /* HTTP status for "status", "retry_after" and "status_error" */
+    int  status;                 /* HTTP status for "status", "retry_after", "status_error" and "oauth_error" */
     long retry_after;            /* seconds, for "retry_after" */
     long delay_ms;               /* for "slow" */
-    char error [FAULT_MAX_ERROR + 1];   /* for "error_200" and "status_error" */
+    char error [FAULT_MAX_ERROR + 1];   /* for "error_200", "status_error" and "oauth_error" */
 } fault_t;
 
 typedef struct {

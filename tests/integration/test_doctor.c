@@ -564,6 +564,38 @@ test_refresh_refused_a_scope (void **state)
     json_decref (d);
 }
 
+/* A refresh the provider answered unauthorized_client (RFC 6749 5.2: the client may not use this
+ * grant, as an Auth0 or Okta app without the refresh_token grant; at Google also a refresh token
+ * of another client id). It was taken for a rejected client id or secret: the hint and doctor said
+ * to check them, and that no reconnect was needed. */
+static void
+test_refresh_unauthorized_client (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("nogrant:box", "fakebox"), 0);
+    itest_expire (h, "nogrant:box");
+    json_t *f = json_pack ("{s:s, s:s, s:s}", "provider", "fakebox", "kind", "oauth_error", "error",
+                           "unauthorized_client");
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "nogrant:box", NULL);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (t), "invalid_client");
+    const char *hint = json_string_value (json_object_get (json_object_get (t, "error"), "hint"));
+    if (!hint || !strstr (hint, "refresh_token grant") || strstr (hint, "client id or secret"))
+        fail_msg ("hint: %s", hint ? hint : "(none)");
+    json_t *d = doctor ("nogrant:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "invalid_client", "nogrant:box");
+    if (!strstr (dstr (d, "cause"), "refuses it the refresh") || strstr (dstr (d, "cause"), "client id or secret"))
+        fail_msg ("cause: %s", dstr (d, "cause"));
+    assert_true (dlist_has (d, "what_to_do", "enable the refresh_token grant"));
+    assert_true (dlist_has (d, "what_to_do", "connect again"));
+    assert_false (dlist_has (d, "what_to_do", "No reconnect is needed"));
+    json_decref (t);
+    json_decref (d);
+}
+
 static void
 test_insufficient_scope_and_disconnected (void **state)
 {
@@ -931,6 +963,7 @@ main (void)
         cmocka_unit_test (test_no_refresh_token_not_asked_dropbox),
         cmocka_unit_test (test_provider_unavailable),
         cmocka_unit_test (test_refresh_refused_a_scope),
+        cmocka_unit_test (test_refresh_unauthorized_client),
         cmocka_unit_test (test_refresh_answer_lost),
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
         cmocka_unit_test (test_failed_reconnect_after_disconnect),

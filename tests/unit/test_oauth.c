@@ -709,9 +709,20 @@ test_errors_with_200_and_clients (void **state)
     parse ("box", 401, NULL, "{\"error\":\"invalid_client\",\"error_description\":\"The client credentials are invalid\"}", &r);
     assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
     assert_int_equal (oauth_kind_status (r.kind, 0), FR_INVALID_CLIENT);
+    assert_false (oauth_unauthorized_client (&r));
     oauth_result_clear (&r);
+    /* the client authenticated but may not use this grant (RFC 6749 5.2): its status is a client
+     * error's, but what fixes it is not the credentials */
     parse ("box", 400, NULL, "{\"error\":\"unauthorized_client\"}", &r);
     assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
+    assert_int_equal (oauth_kind_status (r.kind, 0), FR_INVALID_CLIENT);
+    assert_true (oauth_unauthorized_client (&r));
+    oauth_result_clear (&r);
+    parse ("google", 400, NULL, "{\"error\":\"unauthorized_client\",\"error_description\":\"Unauthorized\"}", &r);
+    assert_true (oauth_unauthorized_client (&r));
+    oauth_result_clear (&r);
+    parse ("box", 401, NULL, "", &r);
+    assert_false (oauth_unauthorized_client (&r));
     oauth_result_clear (&r);
     parse ("box", 401, NULL, "", &r);
     assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
