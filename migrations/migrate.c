@@ -896,22 +896,57 @@ cmd_rekey (const options_t *opts)
     conn = connect_or_report (opts, &rc);
     if (!conn)
         goto out;
-    /* Re-sealing under a key no worker uses as its current key would leave every value
-       unreadable to workers that lack it: a value already sealed under it shows one does. */
-    int64_t on_current = 0;
-    fr_status_t st = rekey_count_on_key (conn, crypto_keyring_current_id (kr), &on_current, &err);
+    /* Re-sealing under a key the workers do not seal with would leave every value unreadable
+       to them. The workers record their key (worker_keys); a value sealed under the key is the
+       only evidence before any did (workers of an older release) */
+    int32_t given = crypto_keyring_current_id (kr);
+    rekey_worker_keys_t wk;
+    fr_status_t st = rekey_worker_keys (conn, given, &wk, &err);
     if (st != FR_OK) {
-        report_db_error ("could not count the values on the current key", &err);
+        report_db_error ("could not read the workers' keys", &err);
         rc = exit_code_for (st);
         goto out;
     }
-    if (on_current == 0 && !opts->force) {
-        report ("error", "no stored value is sealed with key %ld yet, so no worker is known to use it as "
-                "FERRULE_ENCRYPTION_KEY", (long) crypto_keyring_current_id (kr));
-        report ("hint", "give rekey the workers' current key; if it is right and nothing was imported, refreshed "
-                "or connected since the workers got it, run again with --force");
+    if (wk.live_other > 0 && wk.live_same > 0) {
+        report ("error", "the workers seal with more than one key: key %ld (FERRULE_ENCRYPTION_KEY) and key %s",
+                (long) given, wk.others);
+        report ("hint", "a rolling key change is not finished: restart every worker with the new "
+                "FERRULE_ENCRYPTION_KEY, then run rekey again once two FERRULE_KEY_STATS_MS intervals have passed");
         rc = EXIT_USAGE;
         goto out;
+    }
+    if (wk.live_other > 0) {
+        report ("error", "the workers seal with key %s, not with key %ld given as FERRULE_ENCRYPTION_KEY",
+                wk.others, (long) given);
+        report ("hint", "give rekey the workers' current key as FERRULE_ENCRYPTION_KEY and the retired ones as "
+                "FERRULE_ENCRYPTION_OLD_KEYS; to move to this key, restart every worker with it first");
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (wk.live_same == 0 && wk.has_latest && wk.latest != given && !opts->force) {
+        report ("error", "no worker said lately which key it seals with, and the last one sealed with key %ld, "
+                "not with key %ld given as FERRULE_ENCRYPTION_KEY", (long) wk.latest, (long) given);
+        report ("hint", "start the workers with this FERRULE_ENCRYPTION_KEY first; if it is right and they are "
+                "stopped on purpose, run again with --force");
+        rc = EXIT_USAGE;
+        goto out;
+    }
+    if (!wk.has_latest) {
+        int64_t on_current = 0;
+        st = rekey_count_on_key (conn, given, &on_current, &err);
+        if (st != FR_OK) {
+            report_db_error ("could not count the values on the current key", &err);
+            rc = exit_code_for (st);
+            goto out;
+        }
+        if (on_current == 0 && !opts->force) {
+            report ("error", "no worker has recorded its key and no stored value is sealed with key %ld yet, so "
+                    "no worker is known to use it as FERRULE_ENCRYPTION_KEY", (long) given);
+            report ("hint", "give rekey the workers' current key; if it is right and nothing was imported, "
+                    "refreshed or connected since the workers got it, run again with --force");
+            rc = EXIT_USAGE;
+            goto out;
+        }
     }
     st = rekey_run (conn, kr, opts->batch, opts->timeout_s, rekey_progress, NULL, &result, &err);
     if (st != FR_OK) {
@@ -982,8 +1017,10 @@ print_usage (FILE *out)
         "                  re-seal every stored token and live PKCE verifier under the current key\n"
         "                  (FERRULE_ENCRYPTION_KEY[_FILE], FERRULE_ENCRYPTION_OLD_KEYS[_FILE]) while\n"
         "                  the service runs; resumable; exit 0 when nothing is left on an old key.\n"
-        "                  Refuses a key no stored value uses yet (no worker is known to have it)\n"
-        "                  unless --force\n"
+        "                  Refuses a key other than the one the workers say they seal with, and\n"
+        "                  two keys at once (a rolling change not finished); with no worker\n"
+        "                  heard lately, a key other than the last one's, or with none ever, a key\n"
+        "                  no stored value uses yet, unless --force\n"
         "  fill-route-hashes [--batch=N]\n"
         "                  fill in the routing hash of integrations made before migration 009\n"
         "                  while the service runs, skipping rows a worker holds (tried again a\n"

@@ -65,6 +65,44 @@ rekey_count (PGconn *conn, int32_t current_key_id, int64_t *integrations, int64_
 }
 
 fr_status_t
+rekey_worker_keys (PGconn *conn, int32_t key_id, rekey_worker_keys_t *out, db_error_t *err)
+{
+    char id [16];
+    snprintf (id, sizeof id, "%" PRId32, key_id);
+    const char *values [] = { id };
+    fr_status_t st = FR_OK;
+    memset (out, 0, sizeof *out);
+    PGresult *res = PQexec (conn, "SELECT to_regclass ('worker_keys') IS NOT NULL");
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
+        st = rekey_fail (conn, res, err);
+        goto out;
+    }
+    if (strcmp (PQgetvalue (res, 0, 0), "t") != 0)
+        goto out;
+    PQclear (res);
+    res = PQexecParams (conn,
+        "SELECT count(*) FILTER (WHERE live_until > now () AND key_id = $1::integer),"
+        "       count(*) FILTER (WHERE live_until > now () AND key_id <> $1::integer),"
+        "       coalesce (string_agg (key_id::text, ', ' ORDER BY key_id)"
+        "                 FILTER (WHERE live_until > now () AND key_id <> $1::integer), ''),"
+        "       (SELECT key_id FROM worker_keys ORDER BY seen_at DESC LIMIT 1)"
+        "  FROM worker_keys", 1, NULL, values, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1) {
+        st = rekey_fail (conn, res, err);
+        goto out;
+    }
+    out->live_same = strtoll (PQgetvalue (res, 0, 0), NULL, 10);
+    out->live_other = strtoll (PQgetvalue (res, 0, 1), NULL, 10);
+    snprintf (out->others, sizeof out->others, "%s", PQgetvalue (res, 0, 2));
+    out->has_latest = !PQgetisnull (res, 0, 3);
+    if (out->has_latest)
+        out->latest = (int32_t) strtol (PQgetvalue (res, 0, 3), NULL, 10);
+out:
+    PQclear (res);
+    return st;
+}
+
+fr_status_t
 rekey_count_on_key (PGconn *conn, int32_t key_id, int64_t *count, db_error_t *err)
 {
     char id [16];

@@ -31,16 +31,29 @@ typedef struct {
 /* Progress callback: done of total values so far. */
 typedef void (*rekey_progress_fn) (int64_t done, int64_t total, void *arg);
 
-/* Values already sealed under key_id (integrations with a token, live connects): a value sealed
- * under the current key proves some worker uses it as its current key. */
+/* Values already sealed under key_id (integrations with a token, live connects: the values
+ * rekey treats): the guard's evidence when no worker has recorded its key (worker_keys). */
 #define REKEY_ON_KEY_SQL \
     "SELECT (SELECT count(*) FROM integrations WHERE key_id = $1::integer" \
     "          AND (access_token IS NOT NULL OR refresh_token IS NOT NULL))" \
     "     + (SELECT count(*) FROM pending_authorizations WHERE key_id = $1::integer" \
-    "          AND code_verifier IS NOT NULL)"
+    "          AND code_verifier IS NOT NULL AND used_at IS NULL AND expires_at > now())"
 
 /* Counts the values sealed under key_id (REKEY_ON_KEY_SQL). */
 fr_status_t rekey_count_on_key (PGconn *conn, int32_t key_id, int64_t *count, db_error_t *err) FR_MUSTCHECK;
+
+/* What the workers recorded of the keys they seal with (worker_keys, migration 023), against
+ * the key rekey was given as current. */
+typedef struct {
+    int64_t live_same;          /* live records of key_id: a worker seals with it */
+    int64_t live_other;         /* live records of other keys: a worker seals with another */
+    char others [128];          /* those other keys' ids, ", "-separated */
+    int has_latest;             /* any record at all (workers of this release ran) */
+    int32_t latest;             /* the key of the most recent record */
+} rekey_worker_keys_t;
+
+/* Reads worker_keys; all zero when the table is missing (a schema older than 023). */
+fr_status_t rekey_worker_keys (PGconn *conn, int32_t key_id, rekey_worker_keys_t *out, db_error_t *err) FR_MUSTCHECK;
 
 /* Counts the values on other keys than current_key_id. */
 fr_status_t rekey_count (PGconn *conn, int32_t current_key_id, int64_t *integrations, int64_t *connects,

@@ -749,9 +749,15 @@ store_keystats_claim_start (store_t *s, int32_t current_key_id, int64_t interval
     snprintf (interval, sizeof interval, "%" PRId64, interval_ms);
     snprintf (claim, sizeof claim, "%d", STORE_KEYSTATS_CLAIM_S);
     const char *values [] = { id, store_worker_id (s), interval, claim };
-    /* the outer read sees the row as it was before the claim: the last count */
+    /* the outer read sees the row as it was before the claim: the last count. k records the key
+       this worker seals with for "ferrule-migrate rekey"'s guard (migration 023), live for two
+       intervals: the next claim comes one interval later */
     store_stmt_t stmt = {
-        "WITH c AS (UPDATE key_stats SET walker = $2, walk_until = now () + $4::bigint * interval '1 second'"
+        "WITH k AS (INSERT INTO worker_keys (key_id, seen_at, live_until)"
+        "  VALUES ($1::integer, now (), now () + 2 * $3::bigint * interval '1 millisecond')"
+        "  ON CONFLICT (key_id) DO UPDATE SET seen_at = excluded.seen_at,"
+        "    live_until = greatest (worker_keys.live_until, excluded.live_until)),"
+        " c AS (UPDATE key_stats SET walker = $2, walk_until = now () + $4::bigint * interval '1 second'"
         "  WHERE (counted_at IS NULL OR counted_at < now () - $3::bigint * interval '1 millisecond'"
         "         OR key_id IS DISTINCT FROM $1::integer)"
         "    AND (walk_until IS NULL OR walk_until < now () OR walker = $2) RETURNING 1)"

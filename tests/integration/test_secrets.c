@@ -367,6 +367,28 @@ load (int started_fd, int stop_fd)
     return failures > 250 ? 250 : failures;
 }
 
+/* Waits for the live keys the workers recorded (worker_keys) to be want: live keys other than
+   `old` times 10 plus all live keys. A schema without the table (before migration 023) is not
+   waited on, so that the rekeys that follow run and show the guard of then. */
+static void
+wait_live_keys (long long old, long long want)
+{
+    char sql [512];
+    if (harness_sql_int (h, "SELECT (to_regclass ('worker_keys') IS NULL)::int"))
+        return;
+    snprintf (sql, sizeof sql, "SELECT count(*) FILTER (WHERE key_id <> %lld) * 10 + count(*) FROM worker_keys"
+              " WHERE live_until > now ()", old);
+    assert_int_equal (itest_wait_sql (h, sql, want, 30000), want);
+}
+
+static void
+restart_worker (const char *id)
+{
+    assert_int_equal (harness_stop_worker (h, id), 0);
+    assert_int_equal (harness_start_worker (h, id), 0);
+    assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
+}
+
 /* item 7: rekey while tokens are requested and refreshed; then the old key goes */
 static void
 test_rekey_under_load (void **state)
@@ -418,6 +440,8 @@ test_rekey_under_load (void **state)
     assert_int_equal (harness_start_worker (h, "w2"), 0);
     assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
 
+    /* the workers' record of the old key lapses two key counts after the last worker left it */
+    wait_live_keys (old_id, 11);
     /* the metric: every value of before the rotation is on the old key */
     assert_true (wait_metric ("w1", "ferrule_worker_values_on_old_keys", 1) >= REKEY_INTEGRATIONS);
     /* every UPDATE of integrations that rekey sends, with its transaction and rows: a batch
@@ -513,6 +537,71 @@ test_rekey_under_load (void **state)
     free (k2);
 }
 
+/* rekey takes as current only the key the workers say they seal with: not the old key with the
+   new one as old (most values are still on the old key, so a value sealed under it proves
+   nothing), and not while a rolling change has workers on two keys */
+static void
+test_rekey_guard_follows_the_workers (void **state)
+{
+    (void) state;
+    int rc;
+    char *out = NULL, old [256];
+    h = harness_new ("secrets_rekey_guard");
+    assert_non_null (h);
+    harness_set_env (h, "FERRULE_KEY_STATS_MS", "1000");
+    assert_true (harness_start_broker (h) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_start_worker (h, "w2"), 0);
+    assert_int_equal (harness_wait_ready (h, 2, 30000), 0);
+    import_one ("rg:0", "fakebox");
+    import_one ("rg:1", "fakegoogle");
+    long long k1 = harness_sql_int (h, "SELECT min(key_id) FROM integrations");
+
+    /* every worker on k2; one more value, sealed under k2 */
+    char *k2 = new_key ();
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k2);
+    harness_set_env (h, "FERRULE_ENCRYPTION_OLD_KEYS", harness_encryption_key (h));
+    restart_worker ("w1");
+    restart_worker ("w2");
+    import_one ("rg:2", "fakebox");
+    assert_int_equal (harness_sql_int (h, "SELECT count(DISTINCT key_id) FROM integrations"), 2);
+    long long k2_id = harness_sql_int (h, "SELECT key_id FROM integrations WHERE id = 'rg:2'");
+    wait_live_keys (k1, 11);
+
+    /* the files swapped: k1 given as current. Refused, and nothing re-sealed */
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", harness_encryption_key (h));
+    harness_set_env (h, "FERRULE_ENCRYPTION_OLD_KEYS", k2);
+    assert_int_equal (harness_migrate (h, NULL, "rekey", NULL), 2);
+    assert_true (itest_workdir_contains (h, "the workers seal with key"));
+    assert_int_equal (harness_sql_int (h, "SELECT count(DISTINCT key_id) FROM integrations"), 2);
+
+    /* a rolling change to k3 half done: w1 on k3, w2 still on k2. Refused with either key */
+    char *k3 = new_key ();
+    snprintf (old, sizeof old, "%s,%s", k2, harness_encryption_key (h));
+    harness_set_env (h, "FERRULE_ENCRYPTION_KEY", k3);
+    harness_set_env (h, "FERRULE_ENCRYPTION_OLD_KEYS", old);
+    restart_worker ("w1");
+    wait_live_keys (k1, 22);
+    assert_int_equal (harness_migrate (h, NULL, "rekey", NULL), 2);
+    assert_true (itest_workdir_contains (h, "rolling key change is not finished"));
+    assert_int_equal (harness_sql_int (h, "SELECT count(DISTINCT key_id) FROM integrations"), 2);
+
+    /* the rollout finished: rekey moves everything to k3 */
+    restart_worker ("w2");
+    char sql [256];
+    /* k2's record lapses: live keys other than k2, k3 only */
+    wait_live_keys (k2_id, 11);
+    rc = harness_migrate (h, &out, "rekey", NULL);
+    assert_int_equal (rc, 0);
+    assert_non_null (strstr (out, "0 values remain"));
+    free (out);
+    assert_int_equal (harness_sql_int (h, "SELECT count(DISTINCT key_id) FROM integrations"), 1);
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM integrations WHERE key_id IN (%lld, %lld)", k1, k2_id);
+    assert_int_equal (harness_sql_int (h, sql), 0);
+    free (k2);
+    free (k3);
+}
+
 /* item 9: refresh and connect per integration are limited; other integrations are not */
 static void
 test_rate_limit (void **state)
@@ -596,6 +685,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_runtime_role, setup, teardown),
         cmocka_unit_test_setup_teardown (test_secrets_in_process, setup, teardown),
         cmocka_unit_test_setup_teardown (test_rekey_under_load, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_rekey_guard_follows_the_workers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_rate_limit, setup, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
