@@ -825,11 +825,31 @@ static int
 cmd_grant_runtime (const options_t *opts)
 {
     db_error_t err;
-    int rc = EXIT_OK, created = 0;
+    int rc = EXIT_OK, created = 0, locked = 0;
+    fr_status_t st;
     PGconn *conn = connect_or_report (opts, &rc);
     if (!conn)
         return rc;
-    fr_status_t st = grant_runtime (conn, opts->role, &created, &err);
+    /* up's lock: up grants again at its end, and two sessions granting on the same tables at
+       once can fail one with "tuple concurrently updated" */
+    stop_catch ();
+    stop_cancels (conn);
+    st = ledger_lock (conn, on_lock_wait, &err);
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("while waiting for the migration lock: nothing was granted");
+        goto out;
+    }
+    if (st != FR_OK) {
+        report_db_error ("could not take the migration lock", &err);
+        rc = exit_code_for (st);
+        goto out;
+    }
+    locked = 1;
+    st = grant_runtime (conn, opts->role, &created, &err);
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("while granting: nothing was granted");
+        goto out;
+    }
     if (st != FR_OK) {
         char what [200];
         snprintf (what, sizeof what, "could not set up runtime role \"%.63s\"", opts->role);
@@ -846,6 +866,11 @@ cmd_grant_runtime (const options_t *opts)
         printf ("granted runtime role \"%s\": SELECT, INSERT, UPDATE on the state tables, SELECT and INSERT "
                 "on token_chain; no DDL, DELETE or TRUNCATE\n", opts->role);
     }
+out:
+    stop_cancels (NULL);
+    /* a failed unlock needs no report: closing the session releases the lock anyway */
+    if (locked && PQstatus (conn) == CONNECTION_OK && ledger_unlock (conn, &err) != FR_OK)
+        locked = 0;
     PQfinish (conn);
     return rc;
 }
@@ -1012,7 +1037,7 @@ print_usage (FILE *out)
         "                  set up the workers' runtime role (created when missing, WITH LOGIN and\n"
         "                  no password): read and write the current state, append to the chain,\n"
         "                  no DDL, DELETE or TRUNCATE; idempotent, and \"up\" grants it again after\n"
-        "                  later migrations\n"
+        "                  later migrations. Takes turns with up on its advisory lock\n"
         "  rekey [--batch=N] [--timeout=SECONDS] [--force]\n"
         "                  re-seal every stored token and live PKCE verifier under the current key\n"
         "                  (FERRULE_ENCRYPTION_KEY[_FILE], FERRULE_ENCRYPTION_OLD_KEYS[_FILE]) while\n"
