@@ -224,6 +224,8 @@ typedef struct {
     output_mode_t mode;
     const command_t *cmd;
     const char *help_topic;     /* "help COMMAND" */
+    int help_topic_at;          /* its place on the command line */
+    int help_topic_hidden;      /* it names no command and may be a token: blanked, not shown */
     int help;
     int version;
     mem_buf_t brokers;          /* --broker values, comma-joined */
@@ -418,6 +420,20 @@ secret_kind (const opt_spec_t *spec)
     return spec && (spec->kind == OPT_SECRET || spec->kind == OPT_CALLBACK_URL);
 }
 
+/* 1 when an argument that names no command may be quoted back: a short word of lower-case
+ * letters and "-", as a mistyped command is; anything else may be a token. */
+static int
+plain_word (const char *arg)
+{
+    size_t n = strlen (arg);
+    if (n == 0 || n > 24)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((arg [i] < 'a' || arg [i] > 'z') && arg [i] != '-')
+            return 0;
+    return 1;
+}
+
 /* Blanks an argument in place: out of the process list (/proc/PID/cmdline, ps) from now on. */
 static void
 blank (char *arg)
@@ -460,21 +476,20 @@ parse_long_option (ctl_t *ctl, int argc, char **argv, int *i)
     }
     const opt_spec_t *spec = ctl->cmd ? opts_find (ctl->cmd->opts, name) : NULL;
     if (!spec) {
-        char hint [200];
-        const opt_spec_t *elsewhere = ctl->cmd ? NULL : command_with_option (name);
-        if (elsewhere) {
+        const opt_spec_t *elsewhere = command_with_option (name);
+        if (elsewhere && !ctl->cmd) {
+            char hint [200];
             snprintf (hint, sizeof hint, "give a command's options after it: ferrulectl COMMAND --%s ...", name);
             usage_error (ctl, hint, "option \"--%s\" comes before the command%s", name, "");
-            /* its value is not a command: take it, and blank a secret one */
-            if (!inline_value && elsewhere->kind != OPT_FLAG && *i + 1 < argc && strncmp (argv [*i + 1], "--", 2) != 0)
-                inline_value = argv [++*i];
-            if (secret_kind (elsewhere))
-                blank (inline_value);
         }
-        else {
+        else
             usage_error (ctl, NULL, "unrecognized option \"%s\"%s", shown, "");
-            blank (inline_value);           /* the value of a misspelled option may be a token */
-        }
+        /* its value, inline or the next argument (unless the option is known to take none), is
+           neither a command nor shown: it may be a token. Blanked from the process list */
+        if (!inline_value && !(elsewhere && elsewhere->kind == OPT_FLAG) && *i + 1 < argc
+        &&  argv [*i + 1][0] != '-')
+            inline_value = argv [++*i];
+        blank (inline_value);
         return;
     }
     char *value = NULL;
@@ -548,8 +563,17 @@ parse (ctl_t *ctl, int argc, char **argv)
             if (!ctl->cmd && has_subcommands (arg))
                 snprintf (ctl->prefix, sizeof ctl->prefix, "%s", arg);
             else
-            if (!ctl->cmd)
+            if (!ctl->cmd && plain_word (arg))
                 usage_error (ctl, "run \"ferrulectl help\" for the list of commands", "unknown command \"%s\"%s", shown, "");
+            else
+            if (!ctl->cmd) {
+                char place [32];
+                snprintf (place, sizeof place, "%d", i);
+                usage_error (ctl, "run \"ferrulectl help\" for the list of commands",
+                             "unknown command: argument %s of the command line (not shown: it may be a token)%s",
+                             place, "");
+                blank (arg);
+            }
         }
         else
         if (ctl->cmd->op && !ctl->positional_done && has_subcommand (ctl->cmd->name, arg)) {
@@ -578,8 +602,15 @@ parse (ctl_t *ctl, int argc, char **argv)
             blank (arg);
         }
         else
-        if (!ctl->cmd->op && !ctl->help_topic)
+        if (!ctl->cmd->op && !ctl->help_topic) {
             ctl->help_topic = arg;
+            ctl->help_topic_at = i;
+            /* a topic that names no command is said back only if it cannot be a token */
+            if (!find_command (arg) && !has_subcommands (arg) && !plain_word (arg)) {
+                ctl->help_topic_hidden = 1;
+                blank (arg);
+            }
+        }
         else {
             /* it may be a token given without its option: named by its place, never shown, and
              * blanked from the process list */
@@ -730,7 +761,11 @@ main (int argc, char **argv)
         if (ctl.help_topic && !topic) {
             char shown [80], message [160];
             opts_quote (shown, sizeof shown, ctl.help_topic, 60);
-            snprintf (message, sizeof message, "unknown command \"%s\"", shown);
+            if (ctl.help_topic_hidden)
+                snprintf (message, sizeof message, "unknown command: argument %d of the command line (not shown: "
+                          "it may be a token)", ctl.help_topic_at);
+            else
+                snprintf (message, sizeof message, "unknown command \"%s\"", shown);
             rc = fail (&ctl, "bad_request", message, "run \"ferrulectl help\" for the list of commands", CTL_EXIT_USAGE);
             goto out;
         }

@@ -143,6 +143,16 @@ test_misspelled_option_keeps_its_value_out (void **state)
     /* before the command, and with one dash */
     misspelled ("unrecognized option \"--refresh-tokn\"", "--refresh-tokn= before the command",
                 "--refresh-tokn=" MARK "_rt_0123456789abcdef", "import", NULL, NULL, NULL, NULL, NULL);
+    /* before the command with its value after a space: the value was read as the command, quoted
+       in "unknown command", and left in the argument list */
+    misspelled ("unrecognized option \"--refresh-tokn\"", "--refresh-tokn VALUE before the command",
+                "--refresh-tokn", MARK "_rt_0123456789abcdef", "import", "--integration", "a:box", NULL, NULL);
+    /* an option of another command, after one that does not take it */
+    misspelled ("unrecognized option \"--refresh-token\"", "token --refresh-token VALUE",
+                "token", "--integration", "a:box", "--refresh-token", MARK "_rt_0123456789abcdef", NULL, NULL);
+    /* a token where the command goes */
+    misspelled ("not shown", "a token as the command", MARK "_rt_0123456789abcdef", NULL, NULL, NULL, NULL, NULL,
+                NULL);
     misspelled ("unrecognized option \"-refresh-token\"", "-refresh-token=",
                 "import", "-refresh-token=" MARK "_rt_0123456789abcdef", NULL, NULL, NULL, NULL, NULL);
     /* a name too long to be any option's: cut, still without its value */
@@ -373,6 +383,28 @@ test_stray_argument_is_not_echoed (void **state)
     misspelled ("2048", "webhook test URL", "webhook", "test", url, NULL, NULL, NULL, NULL);
 }
 
+/* "help" reads its topic from the command line: a token given after an option it does not take,
+ * or as the topic itself, was quoted in "unknown command" (up to 60 characters of it) */
+static void
+test_help_does_not_echo_a_token (void **state)
+{
+    const char *const cases [][4] = {
+        { "help", "--refresh-token", MARK "_rt_0123456789abcdef", NULL },
+        { "help", MARK "_rt_0123456789abcdef", NULL },
+        { "--help", MARK "_rt_0123456789abcdef", NULL },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        int rc = -1;
+        char *out = NULL;
+        assert_int_equal (harness_ctl_text (h, &rc, &out, cases [i][0], cases [i][1], cases [i][2], NULL), 0);
+        char *err = ctl_stderr ();
+        if (strstr (out, MARK) || strstr (err, MARK))
+            fail_msg ("case %zu: the output shows part of the token (exit %d)", i, rc);
+        free (out);
+        free (err);
+    }
+}
+
 /* The process's argument list (NULs between arguments turned into spaces) of ferrulectl run with
  * args, read while it is blocked writing to a full pipe, that is once it has parsed them and
  * printed (or begun to print) its answer. 1 when the list no longer holds MARK within 3 s. */
@@ -455,6 +487,11 @@ test_secret_values_are_blanked_whatever_else_is_wrong (void **state)
         { "token", "--integration", "a:box", "--reject-file", file, "--reject", MARK "_at_0123456789abcdef", NULL },
         { "callback", "--url", "https://app.example.com/cb?code=c1&state=s", "--url",
           "https://app.example.com/cb?code=" MARK "_code&state=s", NULL },
+        /* a misspelled option's value after a space, before the command; help's topic */
+        { "--refresh-tokn", MARK "_rt_0123456789abcdef", "import", "--integration", "a:box", NULL },
+        { "help", "--refresh-token", MARK "_rt_0123456789abcdef", NULL },
+        { "help", MARK "_rt_0123456789abcdef", NULL },
+        { MARK "_rt_0123456789abcdef", NULL },
         /* an endpoint's URL may hold its secret in its query */
         { "webhook", "test", "https://hooks.example/x?key=" MARK "_0123456789abcdef", NULL },
     };
@@ -652,6 +689,7 @@ main (void)
         cmocka_unit_test (test_help_names_every_exit_status),
         cmocka_unit_test (test_overlong_ipc_endpoint_is_a_usage_error),
         cmocka_unit_test (test_stray_argument_is_not_echoed),
+        cmocka_unit_test (test_help_does_not_echo_a_token),
         cmocka_unit_test (test_secret_values_are_blanked_whatever_else_is_wrong),
         cmocka_unit_test (test_timed_out_change_says_its_outcome_is_unknown),
         cmocka_unit_test (test_callback_url_from_a_file),
