@@ -223,17 +223,24 @@ print_token_details (FILE *f, const json_t *reply)
     fputc ('\n', f);
 }
 
+/* A reply without what the command prints: a bug of the service or of this client. Says so as an
+ * internal error and gives the exit status for it. */
+static int
+missing_field (const char *what)
+{
+    fprintf (stderr, "ferrulectl: error: the service's reply has no %s\n"
+             "hint: report this with the output of the same command run with --json\n"
+             "code: internal\n", what);
+    return 1;
+}
+
 /* The token alone on stdout, so that $(ferrulectl token ...) is the token. */
 int
 output_token (const json_t *reply, const output_mode_t *mode)
 {
     const char *token = json_string_value (json_object_get (reply, "access_token"));
-    if (!token || !*token) {
-        fputs ("ferrulectl: error: the service's reply has no access token\n"
-               "hint: report this with the output of the same command run with --json\n"
-               "code: internal\n", stderr);
-        return 1;
-    }
+    if (!token || !*token)
+        return missing_field ("access token");
     output_safe (stdout, token);
     fputc ('\n', stdout);
     if (mode->verbose)
@@ -396,12 +403,8 @@ output_doctor (const json_t *reply, const output_mode_t *mode)
     const json_t *d = json_object_get (reply, "diagnosis");
     size_t i;
     json_t *item;
-    if (!json_is_object (d)) {
-        fputs ("ferrulectl: error: the service's reply has no diagnosis\n"
-               "hint: report this with the output of the same command run with --json\n"
-               "code: internal\n", stderr);
-        return 1;
-    }
+    if (!json_is_object (d))
+        return missing_field ("diagnosis");
     fputs ("Integration: ", stdout);
     output_safe (stdout, json_string_value (json_object_get (d, "integration")));
     fputs (" (", stdout);
@@ -461,7 +464,7 @@ output_dashboard_link (const json_t *reply, const output_mode_t *mode)
 {
     const char *url = json_string_value (json_object_get (reply, "url"));
     if (!url)
-        return 1;
+        return missing_field ("link");
     output_safe (stdout, url);
     fputc ('\n', stdout);
     if (mode->verbose) {
@@ -543,7 +546,7 @@ output_events (const json_t *reply, const output_mode_t *mode)
     static const char *const keys [] = { "id", "at", "type", "integration", "diagnosis", NULL };
     const json_t *events = json_object_get (reply, "events");
     if (!json_is_array (events))
-        return 1;
+        return missing_field ("list of events");
     print_table (events, heads, keys, 6, deliveries_cell);
     if (json_is_true (json_object_get (reply, "truncated")))
         fputs ("more events matched than fit one reply: narrow with --since, --integration or --limit\n", stderr);
@@ -555,7 +558,7 @@ output_replay (const json_t *reply, const output_mode_t *mode)
 {
     const json_t *n = json_object_get (reply, "replayed");
     if (!json_is_integer (n))
-        return 1;
+        return missing_field ("count of replayed deliveries");
     printf ("%lld failed deliver%s queued again\n", (long long) json_integer_value (n),
             json_integer_value (n) == 1 ? "y" : "ies");
     /* a service before it counts them sends no "not_configured" */
@@ -572,7 +575,7 @@ output_webhook_test (const json_t *reply, const output_mode_t *mode)
 {
     const json_t *event = json_object_get (reply, "event");
     if (!json_is_string (event))
-        return 1;
+        return missing_field ("test event");
     json_t *error = json_object_get (reply, "delivery_error");
     fputs ("test event ", stdout);
     print_value (stdout, event);
@@ -614,7 +617,7 @@ output_webhooks (const json_t *reply, const output_mode_t *mode)
 {
     const json_t *list = json_object_get (reply, "webhooks");
     if (!json_is_array (list))
-        return 1;
+        return missing_field ("list of webhook endpoints");
     if (!json_array_size (list))
         puts ("no webhook endpoints are configured (FERRULE_WEBHOOKS_FILE): events are recorded, not sent");
     size_t i;

@@ -11,9 +11,10 @@
 #include "testexit.h"
 #include "output.h"
 
-/* What fn printed on standard output for the reply given as JSON text (caller frees). */
+/* What fn printed on file descriptor fd (standard output or error) for the reply given as JSON
+ * text (caller frees). */
 static char *
-printed (output_fn fn, const char *reply_text, int *rc)
+printed_on (int fd, output_fn fn, const char *reply_text, int *rc)
 {
     json_error_t error;
     json_t *reply = json_loads (reply_text, 0, &error);
@@ -21,13 +22,15 @@ printed (output_fn fn, const char *reply_text, int *rc)
     FILE *tmp = tmpfile ();
     assert_non_null (tmp);
     fflush (stdout);
-    int saved = dup (STDOUT_FILENO);
+    fflush (stderr);
+    int saved = dup (fd);
     assert_true (saved >= 0);
-    assert_true (dup2 (fileno (tmp), STDOUT_FILENO) >= 0);
+    assert_true (dup2 (fileno (tmp), fd) >= 0);
     output_mode_t mode = { 0 };
     *rc = fn (reply, &mode);
     fflush (stdout);
-    assert_true (dup2 (saved, STDOUT_FILENO) >= 0);
+    fflush (stderr);
+    assert_true (dup2 (saved, fd) >= 0);
     close (saved);
     json_decref (reply);
     long len = ftell (tmp);
@@ -38,6 +41,12 @@ printed (output_fn fn, const char *reply_text, int *rc)
     assert_int_equal (fread (text, 1, (size_t) len, tmp), (size_t) len);
     fclose (tmp);
     return text;
+}
+
+static char *
+printed (output_fn fn, const char *reply_text, int *rc)
+{
+    return printed_on (STDOUT_FILENO, fn, reply_text, rc);
 }
 
 /* A delivery with last_error and no string state (missing, nil, a number): the check "not
@@ -83,12 +92,38 @@ test_webhook_test_delivery_without_a_string_state (void **state)
     free (out);
 }
 
+/* A reply that lacks the field a command prints: exit status 1 and an internal error on standard
+ * error, as for "token" and "doctor". Five of them returned 1 and said nothing. */
+static void
+test_reply_without_its_field_says_so (void **state)
+{
+    static const struct { output_fn fn; const char *name; } cases [] = {
+        { output_token, "token" }, { output_doctor, "doctor" }, { output_dashboard_link, "dashboard-link" },
+        { output_events, "events" }, { output_replay, "events replay" }, { output_webhook_test, "webhook test" },
+        { output_webhooks, "webhooks" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        int rc = -1;
+        char *err = printed_on (STDERR_FILENO, cases [i].fn, "{\"ok\": true}", &rc);
+        assert_int_equal (rc, 1);
+        if (!strstr (err, "ferrulectl: error: the service's reply has no ") || !strstr (err, "code: internal\n")
+        ||  !strstr (err, "hint: "))
+            fail_msg ("%s printed on standard error: \"%s\"", cases [i].name, err);
+        free (err);
+        char *out = printed (cases [i].fn, "{\"ok\": true}", &rc);
+        if (*out)
+            fail_msg ("%s printed on standard output: \"%s\"", cases [i].name, out);
+        free (out);
+    }
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_events_delivery_without_a_string_state),
         cmocka_unit_test (test_webhook_test_delivery_without_a_string_state),
+        cmocka_unit_test (test_reply_without_its_field_says_so),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
