@@ -66,7 +66,7 @@ static const opt_spec_t opts_import [] = {
     { .name = "scopes", .metavar = "\"A B\"", .kind = OPT_WORDS, .key = "scopes",
       .help = "the scopes granted, separated by spaces or commas" },
     { .name = "api-base-url", .metavar = "URL", .kind = OPT_STRING, .key = "api_base_url",
-      .help = "the base URL of the provider's API for this grant (Salesforce's instance_url), https://" },
+      .check = opts_check_api_base, .help = "the base URL of the provider's API for this grant (Salesforce's instance_url), https://" },
     OPTS_END
 };
 
@@ -111,10 +111,10 @@ static const opt_spec_t opts_callback [] = {
 
 static const opt_spec_t opts_report_scope [] = {
     OPT_INTEGRATION,
-    { .name = "scope", .metavar = "S", .kind = OPT_STRING, .key = "scope",
+    { .name = "scope", .metavar = "S", .kind = OPT_STRING, .key = "scope", .one_of = "scope",
       .help = "the scope the upstream API said is missing (several separated by spaces)" },
     { .name = "www-authenticate", .metavar = "HEADER", .kind = OPT_STRING, .key = "www_authenticate",
-      .help = "the upstream 403's WWW-Authenticate header; its scope= is used when --scope is not given, and "
+      .one_of = "scope", .help = "the upstream 403's WWW-Authenticate header; its scope= is used when --scope is not given, and "
               "with error=\"insufficient_scope\" and no scope= the report names no scope" },
     OPTS_END
 };
@@ -147,8 +147,9 @@ static const opt_spec_t opts_events [] = {
 };
 
 static const opt_spec_t opts_events_replay [] = {
-    { .name = "event", .metavar = "ID", .kind = OPT_STRING, .key = "event", .help = "replay this event's failed deliveries" },
-    { .name = "integration", .metavar = "ID", .kind = OPT_STRING, .key = "integration",
+    { .name = "event", .metavar = "ID", .kind = OPT_STRING, .key = "event", .one_of = "which",
+      .help = "replay this event's failed deliveries" },
+    { .name = "integration", .metavar = "ID", .kind = OPT_STRING, .key = "integration", .one_of = "which",
       .check = opts_check_integration, .help = "replay the failed deliveries of this integration's events" },
     { .name = "endpoint", .metavar = "NAME", .kind = OPT_STRING, .key = "endpoint",
       .help = "only the deliveries to this webhook endpoint" },

@@ -190,6 +190,29 @@ opts_check_uri (const char *option, const char *value, char *err, size_t errlen)
     return 0;
 }
 
+int
+opts_check_api_base (const char *option, const char *value, char *err, size_t errlen)
+{
+    size_t len = strlen (value);
+    /* http://127.0.0.1 is the service's to judge: it takes it for a provider served on its own
+       machine (the fake provider) only */
+    int loopback = strncasecmp (value, "http://", 7) == 0 && strcspn (value + 7, ":/?#") == 9
+                && strncmp (value + 7, "127.0.0.1", 9) == 0;
+    int ok = len <= 255 && (strncasecmp (value, "https://", 8) == 0 || loopback);
+    const char *host = value + (loopback ? 7 : 8);
+    size_t authority = ok ? strcspn (host, "/?#") : 0;
+    ok = ok && authority > 0 && host [0] != ':' && !memchr (host, '@', authority);
+    for (size_t i = 0; ok && i < len; i++)
+        ok = (unsigned char) value [i] > 0x20 && (unsigned char) value [i] < 0x7f;
+    if (!ok) {
+        /* not quoted: a URL with credentials in it would show them */
+        snprintf (err, errlen, "invalid URL for \"--%s\": give an absolute https:// URL with a host and no "
+                  "credentials, of at most 255 characters without spaces", option);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 hex_value (char c)
 {
@@ -571,6 +594,21 @@ opts_finish (opts_state_t *s, const opt_spec_t *specs, char *err, size_t errlen)
             options_for_key (specs, spec->key, names, sizeof names);
             snprintf (err, errlen, "missing option %s", names);
             return -1;
+        }
+        if (spec->one_of) {
+            int given = 0;
+            size_t n = 0;
+            names [0] = '\0';
+            for (const opt_spec_t *p = specs; p->name; p++)
+                if (p->one_of && strcmp (p->one_of, spec->one_of) == 0) {
+                    given = given || filled_by (s, p->key);
+                    if (n < sizeof names)
+                        n += (size_t) snprintf (names + n, sizeof names - n, "%s\"--%s\"", n ? " or " : "", p->name);
+                }
+            if (!given) {
+                snprintf (err, errlen, "missing option %s: give at least one", names);
+                return -1;
+            }
         }
         const opt_spec_t *by = filled_by (s, spec->key);
         if (by == spec && spec->needs && !filled_by (s, spec->needs)) {

@@ -27,6 +27,7 @@ typedef struct {
     const char *key;        /* request key it fills; several options may fill one key */
     int required;           /* the key must be filled, by this option or another */
     const char *needs;      /* another key that must be filled when this one is, or NULL */
+    const char *one_of;     /* options sharing this label: at least one of them must be given */
     long min, max;          /* OPT_INT bounds */
     opts_check_fn check;    /* OPT_STRING check, or NULL */
     const char *help;
@@ -57,7 +58,7 @@ int opts_apply (opts_state_t *s, const opt_spec_t *spec, char *value, char *err,
 /* Moves the options applied so far onto specs, the table of a command that a later word chose
  * ("events ... replay"). NULL when specs takes them all, else the first one it does not take. */
 const opt_spec_t *opts_rebind (opts_state_t *s, const opt_spec_t *specs);
-/* Checks required and paired options once the command line is read. 0, or -1 and err. */
+/* Checks required, paired and one-of options once the command line is read. 0, or -1 and err. */
 int opts_finish (opts_state_t *s, const opt_spec_t *specs, char *err, size_t errlen);
 /* "--integration ID [--min-valid S]" for a usage line. */
 void opts_usage (const opt_spec_t *specs, char *buf, size_t len);
@@ -75,6 +76,10 @@ int opts_check_workspace (const char *option, const char *value, char *err, size
 int opts_check_name (const char *option, const char *value, char *err, size_t errlen);
 /* An absolute http:// or https:// URI of at most 2048 bytes (a redirect URI). */
 int opts_check_uri (const char *option, const char *value, char *err, size_t errlen);
+/* An absolute https:// URL with a host and no credentials, of at most 255 printable bytes (the
+ * base URL of a provider's API: what the workers accept), or http://127.0.0.1, which the workers
+ * take for a provider on their own machine only. */
+int opts_check_api_base (const char *option, const char *value, char *err, size_t errlen);
 
 /* Copies s for a message: printable ASCII only, cut at max bytes with "...". */
 void opts_quote (char *dst, size_t dstlen, const char *s, size_t max);

@@ -23,7 +23,8 @@
 typedef struct {
     int64_t integrations;       /* rows re-sealed */
     int64_t connects;           /* verifiers re-sealed */
-    int64_t skipped_busy;       /* last pass: rows under a live refresh lease or changed meanwhile */
+    int64_t skipped_busy;       /* last pass: rows picked but changed before the write (a refresh,
+                                   import or lease won); leased or locked rows are never picked */
     int64_t failed;             /* values that would not open (missing key, altered): left as they are */
     int64_t remaining;          /* values still on another key at the end */
 } rekey_result_t;

@@ -383,6 +383,22 @@ test_stray_argument_is_not_echoed (void **state)
     misspelled ("2048", "webhook test URL", "webhook", "test", url, NULL, NULL, NULL, NULL);
 }
 
+/* What docs/ferrulectl.md says is checked before sending: exit 2 with nothing sent (the --json run
+ * has no broker) */
+static void
+test_checked_before_sending (void **state)
+{
+    misspelled ("missing option \"--scope\" or \"--www-authenticate\"", "report-scope without a scope",
+                "report-scope", "--integration", "a:box", NULL, NULL, NULL, NULL);
+    misspelled ("missing option \"--event\" or \"--integration\"", "events replay without a filter",
+                "events", "replay", NULL, NULL, NULL, NULL, NULL);
+    misspelled ("https://", "--api-base-url of http://", "import", "--integration", "a:box", "--provider", "fakebox",
+                "--refresh-token=" MARK "_rt_0123456789abcdef", "--api-base-url=http://api.example.com");
+    misspelled ("https://", "--api-base-url with credentials", "import", "--integration", "a:box", "--provider",
+                "fakebox", "--refresh-token=" MARK "_rt_0123456789abcdef",
+                "--api-base-url=https://u:" MARK "@api.example.com");
+}
+
 /* "help" reads its topic from the command line: a token given after an option it does not take,
  * or as the topic itself, was quoted in "unknown command" (up to 60 characters of it) */
 static void
@@ -690,6 +706,7 @@ main (void)
         cmocka_unit_test (test_overlong_ipc_endpoint_is_a_usage_error),
         cmocka_unit_test (test_stray_argument_is_not_echoed),
         cmocka_unit_test (test_help_does_not_echo_a_token),
+        cmocka_unit_test (test_checked_before_sending),
         cmocka_unit_test (test_secret_values_are_blanked_whatever_else_is_wrong),
         cmocka_unit_test (test_timed_out_change_says_its_outcome_is_unknown),
         cmocka_unit_test (test_callback_url_from_a_file),
