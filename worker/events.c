@@ -1038,8 +1038,13 @@ replayed (void *arg, fr_status_t st, int64_t count, int64_t not_configured, cons
     if (st != FR_OK)
         reply_error (ow->req.w, &ow->req.job, st, err, NULL, -1);
     else {
-        log_info (or_null (ow->integration), ow->req.job.rid, "%lld failed event deliveries queued again, %lld left "
-                  "failed: their endpoint is no longer configured", (long long) count, (long long) not_configured);
+        if (not_configured > 0)
+            log_info (or_null (ow->integration), ow->req.job.rid, "%lld failed event deliveries queued again, %lld "
+                      "left failed: their endpoint is no longer configured", (long long) count,
+                      (long long) not_configured);
+        else
+            log_info (or_null (ow->integration), ow->req.job.rid, "%lld failed event deliveries queued again",
+                      (long long) count);
         codec_builder_t *o = reply_begin (ow->req.w, &ow->req.job, 1, 2);
         codec_kv_int (o, "replayed", count);
         codec_kv_int (o, "not_configured", not_configured);
