@@ -37,11 +37,14 @@ ident_in_workspace (const char *id, const char *ws)
 }
 
 size_t
-ident_outer_workspace_len (const char *id)
+ident_home_workspace_len (const char *id)
 {
     size_t len = id ? strnlen (id, IDENT_MAX + 1) : 0;
     if (!ident_valid (id, len))
         return 0;
+    const char *colon = memchr (id, ':', len);
+    if (colon)
+        return (size_t) (colon - id) + 1;
     for (size_t i = 0; i < len; i++)
         if (is_separator (id [i]))
             return i + 1;

@@ -17,8 +17,10 @@ int ident_workspace_valid (const char *s, size_t len);
  * comparison of an id with a workspace; 0 for a workspace that does not end with a separator,
  * whatever the id. */
 int ident_in_workspace (const char *id, const char *ws);
-/* The length of the shortest workspace that holds id: up to and including its first separator,
- * 0 when it has none (or is not a valid id). Every workspace id is in starts with it, so the ids
- * it starts are those of every workspace id belongs to, and maybe more. */
-size_t ident_outer_workspace_len (const char *id);
+/* The length of the workspace id is taken to live in where the service must guess one (ids do not
+ * say which of their prefixes is the workspace): up to and including its first ':', the
+ * separator the docs' workspaces end with ("acct-42:" of "acct-42:drive"); without one, up to and
+ * including its first separator; 0 when it has none (or is not a valid id). A workspace nested
+ * across a ':' ("acct-" holding "acct-42:drive") is not seen. */
+size_t ident_home_workspace_len (const char *id);
 #endif

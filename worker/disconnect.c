@@ -412,7 +412,7 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
                     "the tokens of integration \"%s\" are destroyed here but were not revoked at provider \"%s\": "
                     "a revocation there ends the account's whole grant, which %d other active integration%s of the "
                     "provider in workspace \"%.*s\" hold%s if signed in with the same account", id, p->name,
-                    d.grant_sharers, d.grant_sharers == 1 ? "" : "s", (int) ident_outer_workspace_len (id), id,
+                    d.grant_sharers, d.grant_sharers == 1 ? "" : "s", (int) ident_home_workspace_len (id), id,
                     d.grant_sharers == 1 ? "s" : "");
     else
     if (catalog_check_credentials (p, err, sizeof err) != FR_OK)

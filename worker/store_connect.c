@@ -576,11 +576,11 @@ disconnect_done (void *arg, fr_status_t st, PGresult **results, size_t n, const 
 fr_status_t
 store_disconnect_start (store_t *s, const char *id, store_disconnected_fn *fn, void *arg, char *err, size_t errlen)
 {
-    /* the other integrations that may share the grant: those of id's outermost workspace (every
-     * workspace id is in lies inside it), as the range [ws, ws with its last byte + 1) in byte
+    /* the other integrations that may share the grant: those of id's home workspace
+     * (ident_home_workspace_len), as the range [ws, ws with its last byte + 1) in byte
      * order; an id outside any workspace has none (NULL bounds match no row) */
     char ws [IDENT_MAX + 1], upper [IDENT_MAX + 1];
-    size_t wlen = ident_outer_workspace_len (id);
+    size_t wlen = ident_home_workspace_len (id);
     snprintf (ws, sizeof ws, "%.*s", (int) wlen, id);
     memcpy (upper, ws, sizeof upper);
     if (wlen)

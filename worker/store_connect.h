@@ -177,7 +177,7 @@ typedef struct {
     unsigned char *access_ct;
     size_t access_ct_len;
     int grant_sharers;                    /* other active integrations of the same provider entry in
-                                             id's outermost workspace (ident_outer_workspace_len),
+                                             id's home workspace (ident_home_workspace_len),
                                              at most 100: they may hold the same grant */
 } store_disconnected_t;
 

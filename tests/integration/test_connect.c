@@ -1148,6 +1148,17 @@ test_disconnect_keeps_a_shared_grant (void **state)
     assert_int_equal (itest_stat (h, "fakegrant", "revocations"), revocations + 2);
     json_t *f2 = harness_ctl (h, &rc, "refresh", "--integration", "other8:drive", NULL);
     assert_int_equal (rc, 0);
+
+    /* tenants named org-1:, org-2: are workspaces of their own, not one "org-": revoked */
+    json_t *o2 = connect_as ("org-2:drive", "fakegrant", "dave");
+    json_t *s2 = connect_as ("org-1:drive", "fakegrant", "erin");
+    json_t *d4 = harness_ctl (h, &rc, "disconnect", "--integration", "org-1:drive", NULL);
+    assert_int_equal (rc, 0);
+    assert_null (json_object_get (d4, "warnings"));
+    assert_int_equal (itest_stat (h, "fakegrant", "revocations"), revocations + 3);
+    json_decref (o2);
+    json_decref (s2);
+    json_decref (d4);
     json_decref (a);
     json_decref (b);
     json_decref (d);

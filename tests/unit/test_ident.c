@@ -68,18 +68,20 @@ test_in_workspace (void **state)
     assert_false (ident_in_workspace (long_ws, long_ws));
 }
 
-/* The shortest workspace an id is in: every workspace that holds the id starts with it. */
+/* The workspace an id is taken to live in: up to its first ':', else its first separator. */
 static void
 test_outer_workspace (void **state)
 {
     (void) state;
-    assert_int_equal (ident_outer_workspace_len ("acct42:drive"), 7);
-    assert_int_equal (ident_outer_workspace_len ("acct42:team.drive"), 7);
-    assert_int_equal (ident_outer_workspace_len ("acct-42:drive"), 5);
-    assert_int_equal (ident_outer_workspace_len ("drive"), 0);
-    assert_int_equal (ident_outer_workspace_len ("x:"), 2);
-    assert_int_equal (ident_outer_workspace_len ("bad id:x"), 0);
-    assert_int_equal (ident_outer_workspace_len (NULL), 0);
+    assert_int_equal (ident_home_workspace_len ("acct42:drive"), 7);
+    assert_int_equal (ident_home_workspace_len ("acct42:team.drive"), 7);
+    assert_int_equal (ident_home_workspace_len ("acct-42:drive"), 8);
+    assert_int_equal (ident_home_workspace_len ("org_7.team:drive"), 11);
+    assert_int_equal (ident_home_workspace_len ("acct-42.drive"), 5);
+    assert_int_equal (ident_home_workspace_len ("drive"), 0);
+    assert_int_equal (ident_home_workspace_len ("x:"), 2);
+    assert_int_equal (ident_home_workspace_len ("bad id:x"), 0);
+    assert_int_equal (ident_home_workspace_len (NULL), 0);
 }
 
 int
