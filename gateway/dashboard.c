@@ -440,16 +440,17 @@ own_integration (gw_req_t *req, gw_resp_t *resp, const char *ws)
 
 /* The "What to do" of an integration's page, for its user: doctor's what_to_do is written for
  * ferrulectl's users and operators (its commands and flags, "Operators: ..."), and the dashboard's
- * user has its buttons. By the diagnosis' code; reconnect names the button the page shows. */
+ * user has its buttons. By the diagnosis' code, unless only the operator can mend it
+ * (operator_only: connecting again gets the same); reconnect names the button the page shows. */
 static void
-user_steps (html_t *h, const char *code, const char *status, int active, int reconnect)
+user_steps (html_t *h, const char *code, const char *status, int active, int reconnect, int operator_only)
 {
     static const char *const sign_in [] = { "needs_reconnect", "rotation_interrupted", "no_refresh_token",
                                             "insufficient_scope", "scopes_reduced", "access_denied",
                                             "code_expired_or_used", "state_invalid", "connect_incomplete",
                                             "connect_pending", "browser_mismatch", NULL };
     int again = 0;
-    for (int i = 0; code && sign_in [i]; i++)
+    for (int i = 0; code && !operator_only && sign_in [i]; i++)
         again |= strcmp (code, sign_in [i]) == 0;
     const char *how = reconnect ? "Press Reconnect" : !active ? "Press Connect"
                     : "Press Disconnect, then connect it again with the dashboard's Connect";
@@ -519,10 +520,12 @@ dashboard_detail (gw_req_t *req, gw_resp_t *resp)
     snprintf (base, sizeof base, "/dashboard/integrations/%s", req->param [0]);
     const char *status = jstr (d, "status");
     int active = status && strcmp (status, "disconnected") != 0 && strcmp (status, "not_connected") != 0;
-    user_steps (h, jstr (d, "code"), status, active, active && wants_reconnect (status, jstr (d, "code")));
+    int operator_only = json_is_true (json_object_get (d, "operator_only"));
+    int reconnect = active && !operator_only && wants_reconnect (status, jstr (d, "code"));
+    user_steps (h, jstr (d, "code"), status, active, reconnect, operator_only);
     html_raw (h, "</ol></dd>\n</dl>\n");
-    if (status && strcmp (status, "disconnected") != 0 && strcmp (status, "not_connected") != 0) {
-        if (wants_reconnect (status, jstr (d, "code"))) {
+    if (active) {
+        if (reconnect) {
             snprintf (action, sizeof action, "%s/reconnect", base);
             html_button_form (h, action, "Reconnect", "primary", "csrf", csrf, NULL);
         }

@@ -38,6 +38,8 @@ typedef struct {
     int nsteps;
     char fact [MAX_FACTS][400];
     int nfacts;
+    int operator_only;          /* only the operator can mend it (the provider entry): a user who
+                                 * connects again gets the same (the dashboard then offers no Reconnect) */
 } diagnosis_t;
 
 
@@ -450,6 +452,7 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                       "without which no refresh token is issued whatever the user approves. A providers file's "
                       "authorization_params replace the built-in ones whole, so an override that adds a parameter "
                       "of its own drops the ones it does not repeat.", name, param);
+            d->operator_only = 1;
             add_step (d, "Operators: add %s%s to the authorization_params of provider \"%s\" in the providers "
                       "file, beside the parameters of your own, and restart the workers", param,
                       catalog_is_google (p) ? " (and prompt=consent)" : "", name);
@@ -733,7 +736,7 @@ reply_diagnosis (worker_t *w, const job_t *job, const diagnosis_t *d, const char
 {
     codec_builder_t *o = reply_begin (w, job, 1, 1);
     codec_str (o, "diagnosis");
-    codec_map (o, 8);
+    codec_map (o, 9);
     codec_kv_str (o, "code", d->code);
     codec_kv_str (o, "integration", id);
     codec_kv_str (o, "provider", provider);
@@ -748,6 +751,7 @@ reply_diagnosis (worker_t *w, const job_t *job, const diagnosis_t *d, const char
     codec_array (o, (uint32_t) d->nfacts);
     for (int i = 0; i < d->nfacts; i++)
         codec_str (o, d->fact [i]);
+    codec_kv_bool (o, "operator_only", d->operator_only);
     reply_send (w, job);
 }
 

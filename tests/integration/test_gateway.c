@@ -745,6 +745,9 @@ test_callback_no_refresh_token (void **state)
 /* A Google entry that does not ask for offline access: no consent screen brings a refresh token,
  * so the page sends the user to support, with no Reconnect (it showed Google's steps and a
  * Reconnect button, and the user went round them for nothing). */
+static char *dashboard_link (const char *ws, int ttl);
+static char *open_session (const char *link);
+
 static void
 test_callback_no_refresh_token_of_the_entry (void **state)
 {
@@ -758,6 +761,29 @@ test_callback_no_refresh_token_of_the_entry (void **state)
     assert_false (has (&r, "Reconnect"));
     assert_false (has (&r, "myaccount.google.com"));
     http_free (&r);
+
+    /* the integration's dashboard page says the same: no Reconnect, nor steps at Google that
+       cannot help (they showed "Remove this application's access ... myaccount.google.com" and
+       "Press Reconnect", and the page a Reconnect button) */
+    char *link = dashboard_link ("acct1:", 0);
+    char *cookie = open_session (link);
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard/integrations/acct1:googleoff", gw_url);
+    const char *hdr [] = { cookie, NULL };
+    http_t page = http ("GET", url, hdr, NULL);
+    assert_int_equal (page.status, 200);
+    const char *ol = strstr (page.body, "<ol id=\"what-to-do\">");
+    assert_non_null (ol);
+    char *steps = strndup (ol, (size_t) (strstr (ol, "</ol>") - ol));
+    printf ("the page's steps: %s\n", steps);
+    assert_null (strstr (steps, "myaccount.google.com"));
+    assert_null (strstr (steps, "Reconnect"));
+    assert_non_null (strstr (steps, "Contact the application's support"));
+    assert_false (has (&page, ">Reconnect</button>"));
+    free (steps);
+    http_free (&page);
+    free (cookie);
+    free (link);
 }
 
 static void

@@ -85,6 +85,7 @@ class Diagnosis(TypedDict, total=False):
     cause: str
     what_to_do: list[str]
     facts: list[str]
+    operator_only: bool           # only the operator can mend it: connecting again gets the same
 
 
 class Ping(TypedDict, total=False):
