@@ -256,6 +256,21 @@ on_lock_wait (void)
     report (NULL, "another ferrule-migrate is applying migrations: waiting for it to finish");
 }
 
+/* Takes the migration lock, waiting for another ferrule-migrate's turn: 0, or the exit status
+ * once said what stopped it (done: what was not done, "applied", "granted"). */
+static int
+take_migration_lock (PGconn *conn, const char *done, db_error_t *err)
+{
+    fr_status_t st = ledger_lock (conn, on_lock_wait, err);
+    if (st != FR_OK && stop_requested ())
+        return report_stopped ("while waiting for the migration lock: nothing was %s", done);
+    if (st != FR_OK) {
+        report_db_error ("could not take the migration lock", err);
+        return exit_code_for (st);
+    }
+    return 0;
+}
+
 /* The highest applied version after up: what the database now holds. */
 static int
 database_version (const plan_t *plan)
@@ -346,16 +361,8 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         watch_first_look (watch, opts->lock_timeout_ms / 2);
     const ledger_locking_t locking = { .lock_timeout_ms = opts->lock_timeout_ms, .wait_limit_s = opts->wait_limit_s };
 
-    st = ledger_lock (conn, on_lock_wait, &err);
-    if (st != FR_OK && stop_requested ()) {
-        rc = report_stopped ("while waiting for the migration lock: nothing was applied");
+    if ((rc = take_migration_lock (conn, "applied", &err)) != 0)
         goto out;
-    }
-    if (st != FR_OK) {
-        report_db_error ("could not take the migration lock", &err);
-        rc = exit_code_for (st);
-        goto out;
-    }
     locked = 1;
     st = ledger_create (conn, &err);
     if (st != FR_OK && stop_requested ()) {
@@ -834,16 +841,8 @@ cmd_grant_runtime (const options_t *opts)
        once can fail one with "tuple concurrently updated" */
     stop_catch ();
     stop_cancels (conn);
-    st = ledger_lock (conn, on_lock_wait, &err);
-    if (st != FR_OK && stop_requested ()) {
-        rc = report_stopped ("while waiting for the migration lock: nothing was granted");
+    if ((rc = take_migration_lock (conn, "granted", &err)) != 0)
         goto out;
-    }
-    if (st != FR_OK) {
-        report_db_error ("could not take the migration lock", &err);
-        rc = exit_code_for (st);
-        goto out;
-    }
     locked = 1;
     st = grant_runtime (conn, opts->role, &created, &err);
     if (st != FR_OK && stop_requested ()) {

@@ -748,6 +748,27 @@ test_callback_no_refresh_token (void **state)
 static char *dashboard_link (const char *ws, int ttl);
 static char *open_session (const char *link);
 
+/* The integration page of id, opened with a session of workspace ws: the page (200 asserted)
+ * into *page, and its "What to do" list (a new string; printed). */
+static char *
+dashboard_steps (const char *ws, const char *id, http_t *page)
+{
+    char *link = dashboard_link (ws, 0);
+    char *cookie = open_session (link);
+    char url [256];
+    snprintf (url, sizeof url, "%s/dashboard/integrations/%s", gw_url, id);
+    const char *hdr [] = { cookie, NULL };
+    *page = http ("GET", url, hdr, NULL);
+    assert_int_equal (page->status, 200);
+    const char *ol = strstr (page->body, "<ol id=\"what-to-do\">");
+    assert_non_null (ol);
+    char *steps = strndup (ol, (size_t) (strstr (ol, "</ol>") - ol));
+    printf ("what to do on %s's page: %s\n", id, steps);
+    free (cookie);
+    free (link);
+    return steps;
+}
+
 static void
 test_callback_no_refresh_token_of_the_entry (void **state)
 {
@@ -765,25 +786,14 @@ test_callback_no_refresh_token_of_the_entry (void **state)
     /* the integration's dashboard page says the same: no Reconnect, nor steps at Google that
        cannot help (they showed "Remove this application's access ... myaccount.google.com" and
        "Press Reconnect", and the page a Reconnect button) */
-    char *link = dashboard_link ("acct1:", 0);
-    char *cookie = open_session (link);
-    char url [256];
-    snprintf (url, sizeof url, "%s/dashboard/integrations/acct1:googleoff", gw_url);
-    const char *hdr [] = { cookie, NULL };
-    http_t page = http ("GET", url, hdr, NULL);
-    assert_int_equal (page.status, 200);
-    const char *ol = strstr (page.body, "<ol id=\"what-to-do\">");
-    assert_non_null (ol);
-    char *steps = strndup (ol, (size_t) (strstr (ol, "</ol>") - ol));
-    printf ("the page's steps: %s\n", steps);
+    http_t page;
+    char *steps = dashboard_steps ("acct1:", "acct1:googleoff", &page);
     assert_null (strstr (steps, "myaccount.google.com"));
     assert_null (strstr (steps, "Reconnect"));
     assert_non_null (strstr (steps, "Contact the application's support"));
     assert_false (has (&page, ">Reconnect</button>"));
     free (steps);
     http_free (&page);
-    free (cookie);
-    free (link);
 }
 
 static void
@@ -1814,17 +1824,8 @@ test_dashboard_steps_are_the_users (void **state)
     json_t *t = call ("token", json_pack ("{s:s}", "integration", "ws41:gone"));
     assert_string_equal (client_error_code (t), "needs_reconnect");
     json_decref (t);
-    char *link = dashboard_link ("ws41:", 0);
-    char *cookie = open_session (link);
-    char url [256];
-    snprintf (url, sizeof url, "%s/dashboard/integrations/ws41:gone", gw_url);
-    const char *hdr [] = { cookie, NULL };
-    http_t r = http ("GET", url, hdr, NULL);
-    assert_int_equal (r.status, 200);
-    const char *ol = strstr (r.body, "<ol id=\"what-to-do\">");
-    assert_non_null (ol);
-    char *steps = strndup (ol, (size_t) (strstr (ol, "</ol>") - ol));
-    printf ("what to do: %s\n", steps);
+    http_t r;
+    char *steps = dashboard_steps ("ws41:", "ws41:gone", &r);
     assert_non_null (strstr (steps, "Press Reconnect"));
     assert_null (strstr (steps, "ferrulectl"));
     assert_null (strstr (steps, "--"));
@@ -1832,8 +1833,6 @@ test_dashboard_steps_are_the_users (void **state)
     assert_true (has (&r, ">Reconnect</button>"));
     free (steps);
     http_free (&r);
-    free (cookie);
-    free (link);
 }
 
 /* A broker that takes a request and never answers (stopped): the API's disconnect and the
