@@ -9,10 +9,13 @@
 #   2. validates every rendered object offline against the Kubernetes API schema of its kind,
 #      unknown fields included (tests/deploy/validate.mjs, npm package kubernetes-models)
 #   3. checks Ferrule's policies: resources, probes, security context, the Secret template holds
-#      placeholders only, terminationGracePeriodSeconds above FERRULE_DRAIN_MS (the gateway's
-#      above FERRULE_GATEWAY_DRAIN_MS, itself above the gateway's longest broker call, and the
-#      brokers' above that call's deadline), every PodDisruptionBudget evicting unhealthy pods
-#      (unhealthyPodEvictionPolicy: AlwaysAllow), the journal on a
+#      placeholders only, the workers' terminationGracePeriodSeconds above their longest drain
+#      (FERRULE_DRAIN_MS, or the provider timeout plus the statement timeout plus 0.5 s) plus 5 s
+#      (the gateway's above FERRULE_GATEWAY_DRAIN_MS, itself above the gateway's longest broker
+#      call, and the brokers' above that call's deadline), the brokers' memory limit above their
+#      documented bounds, the gateway's providers each with a client id for the workers, the
+#      disruption budgets of brokers and gateways evicting unhealthy pods (AlwaysAllow) and the
+#      workers' not (IfHealthyBudget), the journal on a
 #      persistent volume, only variables the programs read, objects that refer to each other exist
 #   4. proves the checks bite: a broken copy of the base must fail them, both a broken rendering
 #      and a broken copy of the sources rendered by kustomize.mjs
@@ -155,13 +158,19 @@ node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json
     "${inputs[@]}" || fail "the manifests do not pass validation (lines above)"
 
 # ---- 4. the checks bite: each defect below must be reported ----
+# (the three unhealthyPodEvictionPolicy lines swap AlwaysAllow and IfHealthyBudget)
 defects=(-e 's/publishNotReadyAddresses: true/publishNotReadyAdresses: true/'
          -e 's/terminationGracePeriodSeconds: 40/terminationGracePeriodSeconds: 20/'
          -e 's/containerPort: 5556/containerPort: "5556"/'
          -e 's/allowPrivilegeEscalation: false/allowPrivilegeEscalation: true/'
          -e 's/name: ferrule-migrate-secrets/name: ferrule-secrets/'
-         -e 's/unhealthyPodEvictionPolicy: AlwaysAllow/unhealthyPodEvictionPolicy: IfHealthyBudget/'
-         -e 's/value: "31000"/value: "25000"/')
+         -e 's/unhealthyPodEvictionPolicy: AlwaysAllow/unhealthyPodEvictionPolicy: SWAPPED/'
+         -e 's/unhealthyPodEvictionPolicy: IfHealthyBudget/unhealthyPodEvictionPolicy: AlwaysAllow/'
+         -e 's/unhealthyPodEvictionPolicy: SWAPPED/unhealthyPodEvictionPolicy: IfHealthyBudget/'
+         -e 's/value: "31000"/value: "25000"/'
+         -e 's/value: "15000"/value: "39000"/'
+         -e 's/memory: 1Gi/memory: 600Mi/'
+         -e 's/value: box,google$/value: box,google,github/')
 leaked () {
     printf -- '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\n  labels:\n    app.kubernetes.io/name: ferrule\nstringData:\n  FERRULE_ENCRYPTION_KEY: c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\n'
 }
@@ -171,7 +180,8 @@ leaked () {
 } >"$WORK/broken.yaml"
 # expect_rejected LABEL FILE WHAT: validate.mjs must report each defect of the broken base in FILE
 expect_rejected () {
-    if node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json" "$1=$2" >"$WORK/$1.out" 2>&1; then
+    if node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json" \
+            --secret-template deploy/k8s/base/secret.template.yaml "$1=$2" >"$WORK/$1.out" 2>&1; then
         cat "$WORK/$1.out" >&2
         fail "validate.mjs accepted $3"
     fi
@@ -181,10 +191,14 @@ expect_rejected () {
                   'comes from Secret "ferrule-secrets"; this container must read "ferrule-migrate-secrets"' \
                   'does not exceed the longest deadline a broker answers within' \
                   'FERRULE_GATEWAY_DRAIN_MS 25000 does not exceed the gateway'"'"'s longest broker call' \
-                  'PodDisruptionBudget/ferrule-gateway: does not set unhealthyPodEvictionPolicy: AlwaysAllow'; do
+                  'PodDisruptionBudget/ferrule-gateway: does not set unhealthyPodEvictionPolicy: AlwaysAllow' \
+                  'PodDisruptionBudget/ferrule-worker: sets unhealthyPodEvictionPolicy: AlwaysAllow; the workers'"'"' must be IfHealthyBudget' \
+                  'FERRULE_PROVIDER_TIMEOUT_MS 39000 + the statement timeout 1000 + 500' \
+                  'container "broker": resources.limits.memory 600Mi is below what the broker may hold' \
+                  'offers "github", whose client id FERRULE_GITHUB_CLIENT_ID the workers are not given'; do
         grep -qF -- "$expect" "$WORK/$1.out" || { cat "$WORK/$1.out" >&2; fail "validate.mjs did not report, for $3: $expect"; }
     done
-    say "$3 is rejected for each of its 9 defects"
+    say "$3 is rejected for each of its 13 defects"
 }
 expect_rejected broken "$WORK/broken.yaml" "a broken copy of the rendered base"
 # The same defects in a copy of the sources, rendered by kustomize.mjs: what it renders is what

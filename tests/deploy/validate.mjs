@@ -71,9 +71,39 @@ const WORKER_DEFAULTS = {
   FERRULE_HEARTBEAT_MS: 1000, FERRULE_DB_STATEMENT_TIMEOUT_MS: 0,
   FERRULE_PARTITIONS: 256,
 };
-const BROKER_DEFAULTS = { FERRULE_PARTITIONS: 256, FERRULE_DEFAULT_DEADLINE_MS: 5000 };
-// Gateway default from gateway/main.c.
-const GATEWAY_DEFAULTS = { FERRULE_GATEWAY_DRAIN_MS: 25000 };
+const BROKER_DEFAULTS = {
+  FERRULE_PARTITIONS: 256, FERRULE_DEFAULT_DEADLINE_MS: 5000, FERRULE_MAX_PENDING: 100000,
+  FERRULE_MAX_PENDING_BYTES: 268435456, FERRULE_UNREAD_ANSWER_BYTES: 33554432,
+  FERRULE_CONNECTION_BUDGET: 1048576,
+};
+// What a broker may hold at the bounds docs/operations.md gives ("Sizing a broker's memory"):
+// request bodies pending (FERRULE_MAX_PENDING_BYTES), the pending entries themselves (some 820
+// bytes each, sizeof (pending_t), with their hash and heap slots: 1 KiB), unread answers (twice
+// FERRULE_UNREAD_ANSWER_BYTES), the audit queue (AUDIT_QUEUE records of some 300 bytes), the
+// process itself, and BROKER_STALLED_CONNECTIONS connections each holding an unfinished message
+// up to its cut (16 x FERRULE_CONNECTION_BUDGET under CURVE while the broker has unread messages).
+const BROKER_STALLED_CONNECTIONS = 16;
+const BROKER_PENDING_ENTRY = 1024;
+const BROKER_PROCESS = 64 * 1048576;
+const AUDIT_QUEUE = (() => {
+  const m = fs.readFileSync("broker/audit.h", "utf8").match(/^#define AUDIT_QUEUE\s+(\d+)/m);
+  if (!m) { console.log("validate: broker/audit.h defines no AUDIT_QUEUE"); process.exit(1); }
+  return Number(m[1]);
+})();
+const AUDIT_RECORD = 320;
+// Gateway defaults from gateway/main.c (the providers read from its configuration table).
+const GATEWAY_DEFAULTS = {
+  FERRULE_GATEWAY_DRAIN_MS: 25000,
+  FERRULE_GATEWAY_PROVIDERS: (() => {
+    const m = fs.readFileSync("gateway/main.c", "utf8").match(/"FERRULE_GATEWAY_PROVIDERS", CONFIG_STRING, &\w+, "([^"]*)"/);
+    if (!m) { console.log("validate: gateway/main.c has no default for FERRULE_GATEWAY_PROVIDERS"); process.exit(1); }
+    return m[1];
+  })(),
+};
+// The worker's drain outlasts FERRULE_DRAIN_MS while a provider call is out: up to the provider
+// timeout, the statement timeout and 500 ms from its start (worker/worker.c, worker_run). The
+// grace period must exceed the longer of the two by this much, for the exit after the drain.
+const WORKER_EXIT_MARGIN_MS = 5000;
 // The longest deadline the gateway gives a broker call (gateway/gateway.h: GW_CALL_MS,
 // GW_CALLBACK_MS...): a draining broker answers its pending requests within their deadlines, and
 // a draining gateway waits for its requests in flight, so both grace periods must outlast it.
@@ -184,6 +214,14 @@ function environment(container, configMaps) {
   return env;
 }
 
+// A Kubernetes memory quantity in bytes ("512Mi", "1Gi", "1G", "134217728"); NaN when unreadable.
+function memoryBytes(q) {
+  const m = String(q).match(/^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?$/);
+  if (!m) return NaN;
+  const unit = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, k: 1e3, M: 1e6, G: 1e9, T: 1e12 }[m[2]] || 1;
+  return Number(m[1]) * unit;
+}
+
 function number(env, name, defaults) {
   const e = env[name];
   if (e && e.value !== undefined) return Number(e.value);
@@ -256,6 +294,21 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
 
   const grace = pod.terminationGracePeriodSeconds !== undefined ? pod.terminationGracePeriodSeconds : 30;
   if (program === "broker" && !isInit) {
+    const given = c.resources && c.resources.limits && c.resources.limits.memory;
+    const limit = given === undefined ? undefined : memoryBytes(given);
+    const n = (name) => number(env, name, BROKER_DEFAULTS);
+    const parts = [
+      ["FERRULE_MAX_PENDING_BYTES", n("FERRULE_MAX_PENDING_BYTES")],
+      [`FERRULE_MAX_PENDING ${n("FERRULE_MAX_PENDING")} entries`, n("FERRULE_MAX_PENDING") * BROKER_PENDING_ENTRY],
+      ["2 x FERRULE_UNREAD_ANSWER_BYTES", 2 * n("FERRULE_UNREAD_ANSWER_BYTES")],
+      [`${BROKER_STALLED_CONNECTIONS} stalled connections of 16 x FERRULE_CONNECTION_BUDGET`, BROKER_STALLED_CONNECTIONS * 16 * n("FERRULE_CONNECTION_BUDGET")],
+      ["the audit queue", AUDIT_QUEUE * AUDIT_RECORD],
+      ["the process", BROKER_PROCESS],
+    ];
+    const need = parts.reduce((a, [, v]) => a + v, 0);
+    const mib = (v) => Math.ceil(v / 1048576);
+    if (limit !== undefined && !(limit >= need))
+      problem(label, obj, `${where}: resources.limits.memory ${given} is below what the broker may hold at its bounds, ${mib(need)} MiB (${parts.map(([k, v]) => `${k} ${mib(v)}`).join(" + ")}; docs/operations.md, "Sizing a broker's memory"): raise the limit or lower the bounds`);
     const longest = Math.max(GATEWAY_LONGEST_CALL_MS, number(env, "FERRULE_DEFAULT_DEADLINE_MS", BROKER_DEFAULTS));
     if (!(grace * 1000 > longest))
       problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed the longest deadline a broker answers within (${longest} ms, the gateway's callback): the kubelet would kill it before it answers`);
@@ -277,12 +330,15 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
   }
   if (program === "worker" && !isInit) {
     const drain = number(env, "FERRULE_DRAIN_MS", WORKER_DEFAULTS);
-    if (!(grace * 1000 > drain))
-      problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed FERRULE_DRAIN_MS ${drain} ms: the kubelet would kill refreshes in flight`);
+    // as worker/main.c: the statement timeout is the heartbeat's when unset
+    const statement = number(env, "FERRULE_DB_STATEMENT_TIMEOUT_MS", WORKER_DEFAULTS) || number(env, "FERRULE_HEARTBEAT_MS", WORKER_DEFAULTS);
+    const provider = number(env, "FERRULE_PROVIDER_TIMEOUT_MS", WORKER_DEFAULTS);
+    const longest = Math.max(drain, provider + statement + 500);
+    if (!(grace * 1000 > longest + WORKER_EXIT_MARGIN_MS))
+      problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed the worker's longest drain plus ${WORKER_EXIT_MARGIN_MS} ms (${longest + WORKER_EXIT_MARGIN_MS} ms: the longer of FERRULE_DRAIN_MS ${drain} and, for a provider call out when it ends, FERRULE_PROVIDER_TIMEOUT_MS ${provider} + the statement timeout ${statement} + 500): the kubelet would kill refreshes in flight`);
     const lease = number(env, "FERRULE_LEASE_MS", WORKER_DEFAULTS);
     // as worker/main.c: the call's timeout (its connect included) and the claim's answer (the
-    // statement timeout, the heartbeat's when unset, and 250 ms)
-    const statement = number(env, "FERRULE_DB_STATEMENT_TIMEOUT_MS", WORKER_DEFAULTS) || number(env, "FERRULE_HEARTBEAT_MS", WORKER_DEFAULTS);
+    // statement timeout and 250 ms)
     const calls = number(env, "FERRULE_PROVIDER_TIMEOUT_MS", WORKER_DEFAULTS) + statement + 250;
     if (!(lease > calls))
       problem(label, obj, `FERRULE_LEASE_MS ${lease} does not exceed the provider call timeout plus a claim's answer (${calls} ms): the worker refuses to start`);
@@ -342,6 +398,36 @@ function checkObjects(label, docs) {
     if (obj.kind === "StatefulSet" && byKind("HorizontalPodAutoscaler").some((h) => h.spec.scaleTargetRef.name === obj.metadata.name) && obj.spec.replicas !== undefined)
       problem(label, obj, "sets spec.replicas although an autoscaler owns it: every apply would reset the count");
   }
+  // The dashboard's Connect offers FERRULE_GATEWAY_PROVIDERS; each needs a client id the workers
+  // have (providers.json's client_id, or the variable it names, FERRULE_<PROVIDER>_CLIENT_ID by
+  // default, from their environment or the Secret template), or its Connect fails "configuration".
+  const providersCm = byKind("ConfigMap").find((d) => /^ferrule-providers(-|$)/.test(d.metadata.name));
+  let catalog = {};
+  try { catalog = JSON.parse((providersCm && providersCm.data && providersCm.data["providers.json"]) || "{}"); } catch (e) { /* reported by the catalog loader's check */ }
+  const workerContainers = docs.filter((d) => podSpecOf(d)).flatMap((d) => podSpecOf(d).containers.filter((c) => programOf(c) === "worker"));
+  const workerHas = (name) => workerContainers.length > 0 && workerContainers.every((c) => {
+    const set = (c.env || []).find((e) => e.name === name);
+    if (set) {
+      const ref = set.valueFrom && set.valueFrom.secretKeyRef;
+      return ref ? secretKeys.has(ref.name) && secretKeys.get(ref.name).has(ref.key) : Boolean(set.value);
+    }
+    const env = environment(c, configMaps);
+    if (env[name] && env[name].value) return true;          // from a ConfigMap
+    return (c.envFrom || []).some((f) => f.secretRef && secretKeys.has(f.secretRef.name) && secretKeys.get(f.secretRef.name).has(name));
+  });
+  if (secretKeys)
+    for (const obj of docs.filter((d) => podSpecOf(d)))
+      for (const c of podSpecOf(obj).containers.filter((x) => programOf(x) === "gateway")) {
+        const env = environment(c, configMaps);
+        const raw = env.FERRULE_GATEWAY_PROVIDERS && env.FERRULE_GATEWAY_PROVIDERS.value !== undefined ? env.FERRULE_GATEWAY_PROVIDERS.value : GATEWAY_DEFAULTS.FERRULE_GATEWAY_PROVIDERS;
+        for (const p of raw.split(",").map((x) => x.trim()).filter(Boolean)) {
+          const entry = catalog[p] || {};
+          if (entry.client_id) continue;
+          const name = entry.client_id_env || `FERRULE_${p.toUpperCase().replace(/-/g, "_")}_CLIENT_ID`;
+          if (!workerHas(name))
+            problem(label, obj, `container "${c.name}": FERRULE_GATEWAY_PROVIDERS${env.FERRULE_GATEWAY_PROVIDERS ? "" : " (unset: the gateway's default)"} offers "${p}", whose client id ${name} the workers are not given (not a key of their Secret template, nor in their environment or providers.json): its Connect would fail with "configuration"`);
+        }
+      }
   if (new Set(partitions.map((p) => p.value)).size > 1)
     problem(label, null, `FERRULE_PARTITIONS differs between programs: ${partitions.map((p) => `${p.obj.metadata.name}=${p.value}`).join(", ")}`);
 
@@ -357,10 +443,17 @@ function checkObjects(label, docs) {
     }
   }
   for (const pdb of byKind("PodDisruptionBudget")) {
-    if (podsMatching(pdb.spec.selector && pdb.spec.selector.matchLabels).length === 0) problem(label, pdb, "selects no pods");
-    // without it a pod that is running but not ready counts against the budget, and a broken
-    // pod blocks every node drain
-    if (pdb.spec.unhealthyPodEvictionPolicy !== "AlwaysAllow")
+    const matched = podsMatching(pdb.spec.selector && pdb.spec.selector.matchLabels);
+    if (matched.length === 0) problem(label, pdb, "selects no pods");
+    // docs/operations.md, "Disruption budgets". A worker is not ready while its database is down,
+    // and still serves its cached tokens: evicting unready workers would let one drain take
+    // every worker, and their caches, during an outage. Brokers and gateways hold nothing, and
+    // an unready one gets no traffic: a broken one must never block a drain.
+    const workers = matched.some((w) => w.spec.template.spec.containers.some((c) => programOf(c) === "worker"));
+    const policy = pdb.spec.unhealthyPodEvictionPolicy;
+    if (workers && policy !== "IfHealthyBudget")
+      problem(label, pdb, `sets unhealthyPodEvictionPolicy: ${policy || "(unset)"}; the workers' must be IfHealthyBudget (set explicitly): a worker is unready while its database is down but serves its cached tokens, and AlwaysAllow lets one drain evict them all`);
+    if (!workers && policy !== "AlwaysAllow")
       problem(label, pdb, "does not set unhealthyPodEvictionPolicy: AlwaysAllow (a broken pod would block node drains)");
   }
   for (const np of byKind("NetworkPolicy"))
