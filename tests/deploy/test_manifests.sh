@@ -23,7 +23,10 @@
 #   6. reads the Dockerfile: context filter, build inputs, runtime packages for the linked libraries
 #   7. checks that docs/operations.md documents every variable of the configuration tables
 #   8. reads deploy/README.md's install steps: the allow-lists are complete before their Secret
-#      is made, and the ferrulectl check pod passes the restricted Pod Security Standard
+#      is made, and the ferrulectl check pod passes the restricted Pod Security Standard; a
+#      change to ferrule-access or ferrule-gateway reloads every workload that mounts it; the
+#      upgrade rolls the workers, the brokers and the gateways in turn; and every "kill -HUP 1"
+#      in deploy/ and docs/ goes through the shell (the image has no kill program)
 #   9. reads deploy/ferrule.env.example as systemd's EnvironmentFile= and docker --env-file do:
 #      comments on lines of their own, every NAME=VALUE (commented out or not) a variable a
 #      program reads, with no blank or "#" in its value, and an integer where the program wants one
@@ -263,7 +266,14 @@ done
 say "docs/operations.md documents all $(jq -r '.broker[], .worker[], .migrate[], .gateway[]' "$WORK/known-env.json" | sort -u | wc -l) variables"
 
 # ---- 8. deploy/README.md's install steps work in order ----
-node "$HERE/readme.mjs" deploy/README.md || fail "deploy/README.md's install steps do not pass their checks (lines above)"
+node "$HERE/readme.mjs" --modules "$MODULES" --rendered "$WORK/base.yaml" deploy/README.md \
+    || fail "deploy/README.md's install steps do not pass their checks (lines above)"
+# "kubectl exec POD -- kill -HUP 1" finds no kill in the image (Debian's is in procps, which the
+# runtime stage does not install): the signal must go through the shell's builtin
+bare=$(grep -rnE 'kill -HUP 1\b' deploy docs | grep -vF "sh -c 'kill -HUP 1'" || true)
+[ -z "$bare" ] || fail "these signal PID 1 with a kill program the image does not have; write sh -c 'kill -HUP 1' (the shell's builtin):
+$bare"
+say "every \"kill -HUP 1\" in deploy/ and docs/ goes through the shell's builtin"
 
 # ---- 9. deploy/ferrule.env.example as an EnvironmentFile= / --env-file ----
 # FERRULE_ENV_EXAMPLE: another file to check (the test of this check)

@@ -19,7 +19,11 @@
 #     brokers, its session key from a mounted file) answers /healthz and /readyz (200 once a
 #     broker answers its ping), serves its stylesheet and a dashboard link's confirm page, refuses
 #     an API call without a key (401)
-#   - SIGTERM: the gateway, each worker, then each broker drains and exits 0
+#   - the reload deploy/README.md documents ("kubectl exec POD -- sh -c 'kill -HUP 1'"), run as
+#     written in a gateway container (the shells not masked: kubectl exec uses the image's): a
+#     named API client the policy allows gets its token, the policy is narrowed, the command
+#     makes the gateway read it again, and the client is refused (403)
+#   - SIGTERM: the gateways, each worker, then each broker drains and exits 0
 #
 # Environment: FERRULE_TEST_PG_ADMIN_URL (scripts/test's PostgreSQL), FERRULE_FAKE_PROVIDER (the
 # fake provider program; ctest sets it), FERRULE_TEST_IMAGE (the image to test; scripts/test
@@ -127,6 +131,13 @@ done < <(grep -v '^#' "$rootfs/etc/shells" 2>/dev/null || true)
 podman image unmount "$IMAGE" >/dev/null
 mounted=0
 say "the image holds the five programs and no compiler, headers, package caches or setuid files"
+
+# The command deploy/README.md has an operator run in a pod to make it read its Secrets again
+# (kubectl exec POD -- COMMAND), run in a gateway below: the image has no kill program, so it
+# must be one that works with what the image has
+reload=$({ grep -ohE 'exec "\$pod" -- .*' deploy/README.md || true; } | sed 's/^exec "\$pod" -- //' | sort -u)
+[ -n "$reload" ] || fail "deploy/README.md documents no command to make a pod read its Secrets again (kubectl -n ferrule exec \"\$pod\" -- COMMAND)"
+[ "$(wc -l <<<"$reload")" -eq 1 ] || fail "deploy/README.md documents different reload commands: $(tr '\n' ';' <<<"$reload")"
 
 # The build context scripts/image gives podman: only the sources the Dockerfile copies, never the
 # local state beside them (.ferrule-test/ holds this run's PostgreSQL, .ferrule/ a key).
@@ -239,11 +250,11 @@ chmod 0700 "$JOURNAL"
 # Every container as deploy/k8s runs it: runAsUser/runAsGroup 10001, readOnlyRootFilesystem
 # (without podman's default tmpfs on /tmp, /run, which Kubernetes does not give),
 # capabilities drop ALL, allowPrivilegeEscalation false, the runtime's default seccomp profile.
-RUN=(podman run --network host --user 10001:10001 --read-only --read-only-tmpfs=false
-     --cap-drop ALL --security-opt no-new-privileges --pull never
-     --env-file "$WORK/secret.env"
-     -v "$SECRETS:/etc/ferrule/secrets:ro" -v "$KEYS:/etc/ferrule/keys:ro"
-     ${SHELL_MASKS[@]+"${SHELL_MASKS[@]}"})
+RUN_SHELL=(podman run --network host --user 10001:10001 --read-only --read-only-tmpfs=false
+           --cap-drop ALL --security-opt no-new-privileges --pull never
+           --env-file "$WORK/secret.env"
+           -v "$SECRETS:/etc/ferrule/secrets:ro" -v "$KEYS:/etc/ferrule/keys:ro")
+RUN=("${RUN_SHELL[@]}" ${SHELL_MASKS[@]+"${SHELL_MASKS[@]}"})
 
 # runs a program of the image in a new container to completion; prints its output
 run_once () { "${RUN[@]}" --rm "$IMAGE" "$@"; }
@@ -279,6 +290,13 @@ start () {
     shift
     containers+=("$name")           # (before: a container that fails to start is removed too)
     "${RUN[@]}" -d --name "$name" "$@" >/dev/null || fail "could not start container $name"
+}
+# as start, with the image's shells (for a command an operator runs with kubectl exec)
+start_with_shell () {
+    local name=$1
+    shift
+    containers+=("$name")
+    "${RUN_SHELL[@]}" -d --name "$name" "$@" >/dev/null || fail "could not start container $name"
 }
 for b in 1 2; do
     front=FRONT_$b back=BACK_$b http=HTTP_B$b
@@ -385,11 +403,56 @@ ok=$(fake_admin GET /admin/stats | jq -r '.providers.demo.refresh_ok // 0')
 [ "$ok" -eq 2 ] || fail "the fake provider saw $ok successful refreshes, expected 2"
 say "a token was imported and fetched through broker 1, served from the cache and refreshed through broker 2; the provider saw 2 refreshes"
 
-# ---- SIGTERM: the gateway, the workers, then the brokers, as a rollout would ----
-for c in "$TAG-gateway" "$TAG-worker-1" "$TAG-worker-2" "$TAG-broker-1" "$TAG-broker-2"; do
+# ---- the documented reload of the policy, in a gateway ----
+eval "set -- $reload"
+API_KEY=$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')
+(umask 077
+ printf 'billing %s\n' "$(printf %s "$API_KEY" | sha256sum | cut -d' ' -f1)" >"$SECRETS/client-keys"
+ printf 'billing read *\n' >"$SECRETS/policy")
+chown 10001:10001 "$SECRETS/client-keys" "$SECRETS/policy"
+pick_port; HTTP_G2=$PORT
+pick_port; GW2_PORT=$PORT
+start_with_shell "$TAG-gateway-reload" -e FERRULE_GATEWAY_BIND="127.0.0.1:$GW2_PORT" \
+    -e FERRULE_GATEWAY_PUBLIC_URL="http://127.0.0.1:$GW2_PORT" -e FERRULE_BROKER_URL="$FRONT_1,$FRONT_2" \
+    -e FERRULE_CURVE_SECRET_KEY_FILE=/etc/ferrule/keys/gateway.key \
+    -e FERRULE_BROKER_PUBLIC_KEY_FILE=/etc/ferrule/keys/broker.pub \
+    -e FERRULE_GATEWAY_SESSION_KEY_FILE=/etc/ferrule/secrets/session-key \
+    -e FERRULE_GATEWAY_CLIENT_KEYS_FILE=/etc/ferrule/secrets/client-keys \
+    -e FERRULE_POLICY_FILE=/etc/ferrule/secrets/policy \
+    -e FERRULE_HTTP_BIND="127.0.0.1:$HTTP_G2" "$IMAGE" ferrule-gateway
+for _ in $(seq 1 300); do
+    ready "$HTTP_G2" && break
+    [ "$(podman inspect --format '{{.State.Running}}' "$TAG-gateway-reload")" = true ] || fail "container $TAG-gateway-reload exited"
+    sleep 0.2
+done
+ready "$HTTP_G2" || fail "the second gateway's /readyz does not answer 200 after 60 s"
+# the status of the named client's token call (the body, which holds the token, is not printed)
+billing_token () {
+    curl -s --noproxy '*' -o "$WORK/gw.out" -w '%{http_code}' --max-time 10 \
+        -H "Authorization: Bearer $API_KEY" "http://127.0.0.1:$GW2_PORT/v1/integrations/demo:acct1/token"
+}
+code=$(billing_token)
+[ "$code" = 200 ] || fail "the named client \"billing\" (policy \"billing read *\") got $code for its token through the gateway, expected 200"
+printf 'billing status *\n' >"$SECRETS/policy"
+rc=0
+podman exec "$TAG-gateway-reload" "$@" >"$WORK/reload.out" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || { cat "$WORK/reload.out" >&2; fail "deploy/README.md's reload command ($reload) exited $rc in the image's gateway container"; }
+for _ in $(seq 1 100); do
+    podman logs "$TAG-gateway-reload" 2>&1 | grep -q 'SIGHUP: 1 client keys and the policy just read are in effect' && break
+    sleep 0.1
+done
+podman logs "$TAG-gateway-reload" 2>&1 | grep -q 'SIGHUP: 1 client keys and the policy just read are in effect' \
+    || fail "the gateway did not log that it read the policy again after deploy/README.md's reload command ($reload)"
+code=$(billing_token)
+[ "$code" = 403 ] && jq -e '.error.code == "forbidden"' "$WORK/gw.out" >/dev/null \
+    || fail "after the policy was narrowed to \"billing status *\" and the gateway reloaded, the token call answered $code, expected 403 forbidden"
+say "deploy/README.md's reload command ($reload) works in the image: the gateway read the narrowed policy, and a client it no longer allows tokens got 403"
+
+# ---- SIGTERM: the gateways, the workers, then the brokers, as a rollout would ----
+for c in "$TAG-gateway" "$TAG-gateway-reload" "$TAG-worker-1" "$TAG-worker-2" "$TAG-broker-1" "$TAG-broker-2"; do
     podman kill --signal TERM "$c" >/dev/null
     code=$(timeout 60 podman wait "$c" || echo "none")
     [ "$code" = 0 ] || fail "container $c exited with status $code after SIGTERM, expected 0"
 done
-say "SIGTERM: the gateway, both workers and both brokers drained and exited 0"
+say "SIGTERM: the gateways, both workers and both brokers drained and exited 0"
 say "passed (links over CURVE, keys mounted as files)"
