@@ -134,7 +134,9 @@ cache_drop (cache_t *c, const char *id)
     if (!*pp)
         return;
     cache_entry_t *e = *pp;
-    if (e->refresh) {
+    /* a rejected token's entry is what keeps the row's copy of that token from being served
+     * again until the database has it needs_reconnect (refresh_cache_row reads it anew) */
+    if (e->refresh || e->rejected) {
         e->stale = 1;
         return;
     }
@@ -152,7 +154,7 @@ cache_clear (cache_t *c)
             cache_entry_t *e = *pp;
             /* an entry backing off is kept too, stale (read again at its next use), so that its
              * backoff outlives the reconnection that cleared the cache (refresh_cache_row) */
-            if (e->refresh || e->failures) {
+            if (e->refresh || e->failures || e->rejected) {
                 e->stale = 1;
                 pp = &e->hnext;
                 continue;
@@ -279,6 +281,13 @@ cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at,
     e->generation = generation;
     if (access_token)
         entry_pack_hit (e, access_token);
+}
+
+void
+cache_reject_token (cache_entry_t *e)
+{
+    entry_forget_token (e);
+    e->rejected = 1;
 }
 
 integ_status_t

@@ -35,6 +35,9 @@ struct cache_entry {
     uint8_t  stale;               /* changed elsewhere while a refresh ran, or cleared while backing
                                    * off: dropped when the refresh ends, read again at the next use */
     uint8_t  refresh_token_missing;   /* connected without a refresh token: never refreshed */
+    uint8_t  rejected;            /* its token, which nothing can renew, was rejected (token --reject): never
+                                   * served again; kept until the database says needs_reconnect or another
+                                   * generation (connect_reject_unrenewable) */
     char     id [];
 };
 
@@ -45,9 +48,10 @@ void cache_destroy (cache_t **c_p);
 cache_entry_t *cache_get (const cache_t *c, const char *id);
 /* Returns the entry for id, creating an empty one. */
 cache_entry_t *cache_put (cache_t *c, const char *id);
-/* Forgets an entry (when a refresh is in flight it is only marked stale). */
+/* Forgets an entry (when a refresh is in flight, or its token was rejected, it is only marked stale). */
 void cache_drop (cache_t *c, const char *id);
-/* Forgets every entry without a refresh in flight or failed refreshes (those are marked stale). */
+/* Forgets every entry without a refresh in flight, failed refreshes or a rejected token (those are
+ * marked stale). */
 void cache_clear (cache_t *c);
 size_t cache_count (const cache_t *c);
 /* Up to max ids (copies: the caller frees each) of entries without a refresh in flight whose
@@ -67,6 +71,8 @@ size_t cache_collect_unchecked (cache_t *c, int64_t older_than_ms, char **ids, s
  * entry counts as checked against the database now. */
 void cache_set_token (cache_entry_t *e, const char *access_token, int64_t expires_at, int64_t generation);
 void cache_set_text (char **field, const char *value);
+/* Marks the entry's token rejected and forgets it (wiped): no request is answered with it. */
+void cache_reject_token (cache_entry_t *e);
 /* Replaces the entry's API base URL (takes a copy; NULL: none) and, when it changed, packs its
  * hit reply again around the same token. */
 void cache_set_api_base_url (cache_entry_t *e, const char *url);

@@ -158,6 +158,8 @@ typedef struct {
     char provider [CATALOG_MAX_NAME + 1];
     int64_t generation;
     int never_expires;                   /* connect_never_expires: said in the message */
+    int named;                           /* the request named the token (not a token request after it) */
+    int replied;                         /* its deadline passed before the write started: nobody waits */
 } reject_wait_t;
 
 static void
@@ -169,17 +171,26 @@ reject_stored (void *arg, fr_status_t st, const store_row_t *row, const store_ex
     char message [600];
     (void) x;
     if (st != FR_OK) {
-        reply_store_error (w, job, st, err);
+        /* the entry stays rejected (its token unserved): the next token request writes again */
+        if (!rw->replied)
+            reply_store_error (w, job, st, err);
         goto out;
     }
+    /* the row says what follows, read again at the next use: needs_reconnect, or another
+     * generation (disconnected, connected again) */
+    cache_entry_t *e = cache_get (w->cache, rw->id);
+    if (e && (strcmp (row->status, "active") != 0 || row->generation != rw->generation))
+        e->rejected = 0;
     cache_drop (w->cache, rw->id);
     loads_invalidate (w, rw->id);        /* our own change is not notified to us */
+    if (rw->replied)
+        goto out;
     if (strcmp (row->status, "needs_reconnect") == 0) {
         snprintf (message, sizeof message, "the access token of integration \"%s\" was rejected by the API it was "
                   "used with, and provider \"%s\" issued no refresh token to replace it%s: access was revoked or "
                   "ended at the provider, and the integration must be connected again", rw->id, rw->provider,
                   rw->never_expires ? " (its tokens do not expire)" : "");
-        if (row->generation == rw->generation)
+        if (row->generation == rw->generation && rw->named)
             log_warning (rw->id, job->rid, "%s; marked needs_reconnect", message);
         reply_error (w, job, FR_NEEDS_RECONNECT, message, "disconnect the integration and connect it again "
                      "(ferrulectl doctor says so)", -1);
@@ -205,23 +216,33 @@ reject_start (worker_t *w, store_t *store, void *arg)
     reject_wait_t *rw = arg;
     char message [400], err [256];
     fr_status_t st;
+    /* written even when nobody waits any more: until it is, the token is served by the other
+     * workers, and this one answers no token request for the integration but by writing it */
+    if (dbwait_requeue_late (w, store, reject_start, rw)) {
+        rw->replied = 1;
+        return;
+    }
     if (!store) {
-        mem_free (rw);                   /* the request's deadline passed: nothing written */
+        mem_free (rw);                   /* the worker is stopping */
         return;
     }
     snprintf (message, sizeof message, "an API rejected the access token (token --reject) and provider \"%s\" "
               "issued no refresh token: access was revoked or ended at the provider", rw->provider);
     if ((st = store_reject_unrenewable_start (store, rw->id, rw->generation, message, reject_stored, rw, err,
                                               sizeof err)) != FR_OK) {
-        reply_store_error (w, &rw->job, st, err);
+        if (!rw->replied)
+            reply_store_error (w, &rw->job, st, err);
         mem_free (rw);
     }
 }
 
 void
-connect_reject_unrenewable (worker_t *w, const job_t *job, const cache_entry_t *e)
+connect_reject_unrenewable (worker_t *w, const job_t *job, cache_entry_t *e)
 {
     reject_wait_t *rw = mem_alloc (sizeof *rw);
+    rw->named = !e->rejected;
+    /* from now on, not once the write is in: a token request meanwhile would be served it */
+    cache_reject_token (e);
     rw->w = w;
     rw->job = *job;
     snprintf (rw->id, sizeof rw->id, "%s", e->id);

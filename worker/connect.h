@@ -23,8 +23,11 @@ void connect_callback (worker_t *w, job_t *job, const msgpack_object *root);
 int connect_never_expires (int refresh_token_missing, int64_t lifetime_s);
 /* A caller reports the access token of an integration without a refresh token rejected (token
  * --reject), whether it does not expire or was to last a while yet: access was revoked or ended at
- * the provider, and nothing can renew it. Marks the integration needs_reconnect and replies so. */
-void connect_reject_unrenewable (worker_t *w, const job_t *job, const cache_entry_t *e);
+ * the provider, and nothing can renew it. Marks the integration needs_reconnect and replies so.
+ * From then on the entry's token is served to no request (cache_reject_token): each token request
+ * for it comes here too and takes the write's outcome, and a write that failed is tried again by
+ * the next one. */
+void connect_reject_unrenewable (worker_t *w, const job_t *job, cache_entry_t *e);
 /* Replies no_refresh_token for an entry whose access token is no longer good enough. */
 void connect_reply_no_refresh_token (worker_t *w, const job_t *job, const cache_entry_t *e);
 /* A hint for no_refresh_token: the operator's for an entry that does not ask for offline access

@@ -419,7 +419,7 @@ refresh_cache_row (worker_t *w, const char *id, const store_row_t *row, fr_statu
 {
     cache_entry_t *e = cache_get (w->cache, id);
     int64_t backoff_until_ms = 0;
-    uint8_t failures = 0, backoff_code = 0, backoff_local = 0;
+    uint8_t failures = 0, backoff_code = 0, backoff_local = 0, rejected = 0;
     if (e && !e->refresh) {
         if (e->failures && e->generation == row->generation) {
             failures = e->failures;
@@ -427,6 +427,10 @@ refresh_cache_row (worker_t *w, const char *id, const store_row_t *row, fr_statu
             backoff_code = e->backoff_code;
             backoff_local = e->backoff_local;
         }
+        /* a token rejected here stays unserved while the row, of the same generation, has not
+         * taken the rejection's needs_reconnect (its write pending, or failed) */
+        rejected = e->rejected && e->generation == row->generation;
+        e->rejected = 0;
         cache_drop (w->cache, id);
         e = NULL;
     }
@@ -443,6 +447,8 @@ refresh_cache_row (worker_t *w, const char *id, const store_row_t *row, fr_statu
             cache_drop (w->cache, id);
         return NULL;
     }
+    if (rejected && e->status == INTEG_ACTIVE)
+        cache_reject_token (e);
     e->stale = 0;
     return e;
 }

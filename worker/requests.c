@@ -158,6 +158,13 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
         reply_inactive (w, job, e);      /* no provider call: the user must act first */
         goto out;
     }
+    if (e->rejected) {
+        /* its token was rejected and nothing can renew it: whatever was asked, the request takes
+         * the outcome of the write that makes it needs_reconnect (again, if one failed); the
+         * token is served to none meanwhile (requests_hit finds it forgotten) */
+        connect_reject_unrenewable (w, job, e);
+        goto out;
+    }
     if (wanted && scopes_held (w, job, wanted, e) != 0)
         goto out;                        /* insufficient_scope: checked before any refresh */
     /* stale-token feedback: the caller's upstream call failed with 401 using this token */
@@ -498,7 +505,8 @@ requests_hit (worker_t *w, job_t *job, const void *body, size_t len)
         return 0;                   /* "require_scopes" and "reject" of any type but nil: the whole way */
     cache_entry_t *e = cache_get (w->cache, id);
     int64_t now = clock_wall_ms () / 1000;
-    if (!e || e->stale || e->status != INTEG_ACTIVE || !e->hit_reply || !token_lasts (e, now, min_valid))
+    if (!e || e->stale || e->rejected || e->status != INTEG_ACTIVE || !e->hit_reply
+    ||  !token_lasts (e, now, min_valid))
         return 0;
     if (codec_field_str (&f [HIT_RID], &s, &n) == 1 && n < sizeof job->rid) {
         memcpy (job->rid, s, n);

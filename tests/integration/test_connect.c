@@ -11,9 +11,12 @@
 #include <string.h>
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "client.h"
 #include "clock.h"
 #include "itest.h"
 
@@ -857,6 +860,102 @@ test_rejected_token_without_refresh_token (void **state)
     json_decref (t);
     json_decref (t2);
     json_decref (d);
+}
+
+/* A "token --reject" over a client of its own, in a thread (reply, then answered set). */
+typedef struct {
+    const char *id, *reject;
+    json_t *reply;
+    atomic_int answered;
+} rejecter_t;
+
+static void *
+reject_call (void *arg)
+{
+    rejecter_t *r = arg;
+    client_t *c = client_new (harness_brokers (h));
+    json_t *args = json_pack ("{s:s, s:s}", "integration", r->id, "reject", r->reject);
+    r->reply = client_call (c, "token", args, 20000);
+    json_decref (args);
+    client_destroy (&c);
+    atomic_store (&r->answered, 1);
+    return NULL;
+}
+
+/* The rejection's write (needs_reconnect) of a session waiting for a row lock. */
+#define REJECT_WRITE_WAITS "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'" \
+    " AND query LIKE '%SET status = ''needs_reconnect'', last_error_code%'"
+
+/* The same rejection while the database makes its write wait (a row lock held longer than the
+ * worker's lock timeout): from the moment the worker takes it, no token request is answered with
+ * the rejected token, neither while the write waits nor after it failed (the rejecting caller is
+ * told, and can retry); each request takes the outcome of a write, and once the lock is gone the
+ * integration is needs_reconnect. The cache used to hand the token out until the write was in,
+ * and for good when it failed. */
+static void
+test_rejected_token_unserved_while_its_write_waits (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 0));
+    char *location = start_flow ("held:google", "fakegoogle", NULL, NULL);
+    json_t *r = callback (location, &rc);
+    itest_fake_config (h, "fakegoogle", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_string_equal (itest_code (r), "no_refresh_token");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "held:google", NULL);
+    assert_int_equal (rc, 0);
+    char *token = strdup (json_string_value (json_object_get (t, "access_token")));
+    json_decref (t);
+
+    PGconn *lock = PQconnectdb (harness_database_url (h));
+    assert_int_equal (PQstatus (lock), CONNECTION_OK);
+    PGresult *res = PQexec (lock, "BEGIN; SELECT 1 FROM integrations WHERE id = 'held:google' FOR UPDATE");
+    assert_int_equal (PQresultStatus (res), PGRES_TUPLES_OK);
+    PQclear (res);
+    rejecter_t rej = { "held:google", token, NULL, 0 };
+    pthread_t thread;
+    assert_int_equal (pthread_create (&thread, NULL, reject_call, &rej), 0);
+    /* taken by the worker: its write waits for the lock, or has failed already */
+    int64_t until = clock_mono_ms () + 20000;
+    while (!atomic_load (&rej.answered) && harness_sql_int (h, REJECT_WRITE_WAITS) < 1 && clock_mono_ms () < until)
+        usleep (5000);
+    int served = 0, waited = 0;
+    for (int i = 0; i < 4; i++) {
+        json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "held:google", NULL);
+        const char *got = json_string_value (json_object_get (t2, "access_token"));
+        if (got && strcmp (got, token) == 0)
+            served++;
+        else {
+            assert_int_not_equal (rc, 0);
+            waited++;
+        }
+        print_message ("token request %d with the rejection's write held: %s\n", i + 1, itest_code (t2));
+        json_decref (t2);
+    }
+    pthread_join (thread, NULL);
+    print_message ("the rejecting caller, its write held: %s\n", itest_code (rej.reply));
+    if (served)
+        fail_msg ("%d of 4 token requests made after the rejection was taken were served the rejected token",
+                  served);
+    assert_int_equal (waited, 4);
+    /* told that its rejection was not recorded: it may retry */
+    assert_int_not_equal (client_exit_code (rej.reply), 0);
+    assert_null (json_object_get (rej.reply, "access_token"));
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'held:google' AND status = 'active'"), 1);
+
+    PQclear (PQexec (lock, "ROLLBACK"));
+    PQfinish (lock);
+    /* the next request writes it */
+    json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "held:google", NULL);
+    assert_string_equal (itest_code (t3), "needs_reconnect");
+    assert_null (json_object_get (t3, "access_token"));
+    assert_non_null (strstr (error_field (t3, "message"), "rejected"));
+    assert_int_equal (sqlf ("SELECT count(*) FROM integrations WHERE id = 'held:google'"
+                            " AND status = 'needs_reconnect' AND last_error_code = 'needs_reconnect'"), 1);
+    json_decref (t3);
+    json_decref (rej.reply);
+    json_decref (r);
+    free (location);
+    free (token);
 }
 
 static void
@@ -2187,6 +2286,7 @@ main (void)
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_token_without_expiry),
         cmocka_unit_test (test_rejected_token_without_refresh_token),
+        cmocka_unit_test (test_rejected_token_unserved_while_its_write_waits),
         cmocka_unit_test (test_scopes_reduced_and_required),
         cmocka_unit_test (test_report_scope),
         cmocka_unit_test (test_reconnect_over_needs_reconnect),
