@@ -509,18 +509,23 @@ then_row_done (void *arg, fr_status_t st, PGresult **results, size_t n, const ch
     store_extra_clear (&x);
 }
 
-/* stmts [0 .. n-2] given, stmts [n-1] left for ROW_SQL; events: the statements may write an event,
- * whose wake-up of the delivery threads follows the commit (store_batch_start_notify, no ids) */
+/* What follows a then_row_start batch's commit (STORE_NOTIFY_SQL): nothing; the delivery threads'
+ * wake-up, for statements that may write an event; that and the other workers' notification of the
+ * integration, for statements that change what they may have cached. */
+enum { THEN_ROW_QUIET, THEN_ROW_EVENTS, THEN_ROW_NOTIFY };
+
+/* stmts [0 .. n-2] given, stmts [n-1] left for ROW_SQL; notify: THEN_ROW_* */
 static fr_status_t
-then_row_start (store_t *s, const char *id, store_stmt_t *stmts, size_t n, int first_needs_row, int events,
+then_row_start (store_t *s, const char *id, store_stmt_t *stmts, size_t n, int first_needs_row, int notify,
                 store_row_fn *fn, void *arg, char *err, size_t errlen)
 {
     const char *ids [] = { id };
     stmts [n - 1] = (store_stmt_t) { ROW_SQL, 1, ids, NULL, NULL };
     then_row_ctx_t c = { fn, arg, "", first_needs_row };
     snprintf (c.id, sizeof c.id, "%s", id);
-    if (events)
-        return store_batch_start_notify (s, stmts, n, NULL, 0, then_row_done, &c, sizeof c, err, errlen);
+    if (notify != THEN_ROW_QUIET)
+        return store_batch_start_notify (s, stmts, n, ids, notify == THEN_ROW_NOTIFY ? 1 : 0, then_row_done, &c,
+                                         sizeof c, err, errlen);
     return store_batch_start (s, stmts, n, then_row_done, &c, sizeof c, err, errlen);
 }
 
@@ -534,7 +539,7 @@ store_chain_note_start (store_t *s, const char *id, const char *outcome, const c
           " SELECT id, generation, $2, $3, $4 FROM integrations WHERE id = $1 RETURNING generation",
           4, values, NULL, NULL },
     };
-    return then_row_start (s, id, stmts, 2, 0, 0, fn, arg, err, errlen);
+    return then_row_start (s, id, stmts, 2, 0, THEN_ROW_QUIET, fn, arg, err, errlen);
 }
 
 typedef struct {
@@ -648,7 +653,9 @@ store_reject_unrenewable_start (store_t *s, const char *id, int64_t generation, 
           " RETURNING generation", 3, values, NULL,
           NULL },
     };
-    return then_row_start (s, id, stmts, 2, 0, 0, fn, arg, err, errlen);
+    /* a change of status like any other: the other workers drop their copy of the rejected token,
+     * and the needs_reconnect event the trigger writes wakes the delivery (migration 015) */
+    return then_row_start (s, id, stmts, 2, 0, THEN_ROW_NOTIFY, fn, arg, err, errlen);
 }
 
 fr_status_t
@@ -662,7 +669,7 @@ store_report_scope_start (store_t *s, const char *id, const char *scope, const c
           " INSERT INTO token_chain (integration_id, generation, worker, outcome, detail)"
           " SELECT $1, u.generation, $3, 'scope_reported', $4 FROM u RETURNING generation", 4, values, NULL, NULL },
     };
-    return then_row_start (s, id, stmts, 2, 1, 1, fn, arg, err, errlen);
+    return then_row_start (s, id, stmts, 2, 1, THEN_ROW_EVENTS, fn, arg, err, errlen);
 }
 
 typedef struct {

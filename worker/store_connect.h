@@ -196,7 +196,8 @@ void store_disconnected_clear (store_disconnected_t *d);
 /* Marks needs_reconnect an active integration at generation whose access token an API rejected
  * and that holds no refresh token to replace it, with message as its last error; then reads the
  * integration as it is (a row changed meanwhile is left as it is), in one batch the loop does not
- * wait for (the caller checks store_batch_busy). */
+ * wait for (the caller checks store_batch_busy). After its commit the other workers are told to
+ * drop their copy, and the event delivery is woken, as for every change of status. */
 fr_status_t store_reject_unrenewable_start (store_t *s, const char *id, int64_t generation, const char *message,
                                             store_row_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 

@@ -202,7 +202,8 @@ test_refreshes_leave_delivery_asleep (void **state)
 /* Every writer of an event wakes the thread after its commit (migration 015: the outbox's
  * function marks the session, and the transaction after the commit wakes and clears): a scope
  * report, a refresh after a transient failure ("recovered", from a refresh batch), an invalid_grant
- * (a change of status, from a failure record), a disconnect and an operator's test event, each
+ * (a change of status, from a failure record), a disconnect, an API's rejection of a token that no
+ * refresh token can replace (a change of status too) and an operator's test event, each
  * delivered within seconds while the thread polls once a minute. */
 static void
 test_every_writer_of_an_event_wakes_delivery (void **state)
@@ -237,14 +238,40 @@ test_every_writer_of_an_event_wakes_delivery (void **state)
             fail_msg ("the \"%s\" event of wake:k was not delivered within %d ms", steps [i].type, DELIVER_MS);
         print_message ("\"%s\" delivered in %lld ms\n", steps [i].type, ms);
     }
+    /* an API's rejection of the token of an integration connected without a refresh token
+     * (token --reject), which makes it needs_reconnect with a batch of its own */
+    int rc;
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "issue_refresh_token", 0));
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "wake:n", "--provider", "fakebox", "--redirect-uri",
+                             "http://127.0.0.1/callback", NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    json_decref (harness_ctl (h, &rc, "callback", "--url", location, NULL));
+    itest_fake_config (h, "fakebox", json_pack ("{s:b}", "issue_refresh_token", 1));
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'wake:n'"
+                                          " AND status = 'active' AND refresh_token IS NULL"), 1);
+    assert_true (wait_delivered ("connected", "wake:n") >= 0);
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "wake:n", NULL);
+    assert_int_equal (rc, 0);
+    json_t *r = harness_ctl (h, &rc, "token", "--integration", "wake:n", "--reject",
+                             json_string_value (json_object_get (t, "access_token")), NULL);
+    assert_string_equal (itest_code (r), "needs_reconnect");
+    long long ms = wait_delivered ("needs_reconnect", "wake:n");
+    if (ms < 0)
+        fail_msg ("the \"needs_reconnect\" event of a rejected token without a refresh token was not delivered "
+                  "within %d ms", DELIVER_MS);
+    print_message ("\"needs_reconnect\" (a rejected token) delivered in %lld ms\n", ms);
+    json_decref (r);
+    json_decref (t);
+    json_decref (c);
+    free (location);
     /* and an operator's test event, which the worker writes itself (not through the outbox's
      * function) and marks the same way */
-    int rc;
     char url [128];
     snprintf (url, sizeof url, "http://127.0.0.1:%d/hooks", receiver_port ());
     json_decref (harness_ctl (h, &rc, "webhook", "test", url, NULL));
     assert_int_equal (rc, 0);
-    long long ms = wait_delivered ("test", "");
+    ms = wait_delivered ("test", "");
     if (ms < 0)
         fail_msg ("the test event was not delivered within %d ms", DELIVER_MS);
     print_message ("\"test\" delivered in %lld ms\n", ms);
