@@ -186,6 +186,14 @@ refresh_count (const worker_t *w)
     return n;
 }
 
+/* How long a refresh started now may take to end: its provider call, then the batch that commits
+ * its answer (the statement timeout and the 250 ms the store waits past it). */
+static int64_t
+refresh_drain_budget (const worker_t *w)
+{
+    return w->cfg.http_timeout_ms + w->cfg.db.statement_timeout_ms + 250;
+}
+
 size_t
 refresh_at_provider (const worker_t *w)
 {
@@ -827,11 +835,12 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         return;
     }
     else
-    if (w->draining && clock_mono_ms () + w->cfg.http_timeout_ms > w->drain_until_ms) {
-        /* a call that may outlast the drain is not started: the process would exit with it in
-         * flight, and an answer that rotated the token would never be read (the provider has
-         * spent the one the row holds). The lease goes back; the client asks again, and the
-         * brokers send it to the partition's next owner. */
+    if (w->draining && clock_mono_ms () + refresh_drain_budget (w) > w->drain_until_ms) {
+        /* a call that may outlast the drain, with the commit of its answer, is not started: the
+         * process would exit with it in flight, and an answer that rotated the token would never
+         * be read (the provider has spent the one the row holds), or be left in the journal
+         * alone. The lease goes back; the client asks again, and the brokers send it to the
+         * partition's next owner. */
         lease_release_t *rel = mem_alloc (sizeof *rel);
         snprintf (rel->id, sizeof rel->id, "%s", e->id);
         snprintf (rel->lease_token, sizeof rel->lease_token, "%s", row.lease_token);
@@ -841,8 +850,9 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
         snprintf (err, sizeof err, "worker \"%s\" is shutting down and starts no provider call it might not finish",
                   w->cfg.worker_id);
         log_info (e->id, rid_of (r), "no refresh started: the drain ends in %lld ms, and a provider call may take %lld "
-                  "ms; the lease is given back", (long long) (w->drain_until_ms - clock_mono_ms ()),
-                  (long long) w->cfg.http_timeout_ms);
+                  "ms and its commit %lld ms more; the lease is given back",
+                  (long long) (w->drain_until_ms - clock_mono_ms ()), (long long) w->cfg.http_timeout_ms,
+                  (long long) (refresh_drain_budget (w) - w->cfg.http_timeout_ms));
         store_row_clear (&row);
         refresh_finish_error (w, r, FR_UNAVAILABLE, err, "ask again: another worker takes the integration over",
                               1);

@@ -470,8 +470,12 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             drain_until = w->drain_until_ms = now + w->cfg.drain_ms;
             /* a call already at the provider ends within the provider timeout, and its commit
              * within the statement timeout and the 250 ms waited past it: a drain shorter than
-             * that still waits for them (not for new calls: refresh.c starts none it cannot end) */
+             * that still waits for them. A call started during the drain ends with its commit by
+             * drain_until (refresh.c starts none that cannot), but a commit queued behind another
+             * batch may end up to a statement timeout later: waited for too, the drain's end past. */
             drain_last = now + w->cfg.http_timeout_ms + w->cfg.db.statement_timeout_ms + 500;
+            if (drain_last < drain_until + w->cfg.db.statement_timeout_ms + 500)
+                drain_last = drain_until + w->cfg.db.statement_timeout_ms + 500;
             drain_settle = now + (w->cfg.heartbeat_ms < 500 ? w->cfg.heartbeat_ms : 500);
             links_hello (w, 1);
             log_info (NULL, NULL, "draining: %zu refreshes in flight", refresh_count (w));

@@ -534,6 +534,97 @@ test_a_short_drain_waits_for_a_call_in_flight (void **state)
     assert_int_equal (itest_teardown (&d), 0);
 }
 
+/* A drain waits for the commit of every provider answer it lets a call bring. A call started
+ * during the drain was allowed when it could end by FERRULE_DRAIN_MS, its commit not counted, and
+ * the loop waited past the drain only for what calls out at its start needed: a drain longer than
+ * the provider timeout plus the statement timeout exited with such a commit still waiting on a
+ * slow database, and the rotated token was left in the journal alone, until that worker's next
+ * start (review, 2026-12-06). Here a request waits on another worker's lease that runs out in the
+ * middle of the drain, where the answer would come back too near its end to be stored in time,
+ * and the database holds the row (a lock) while that answer would commit: every provider call the
+ * drain made is committed before the worker is gone. */
+static void
+test_a_drain_commits_every_answer_it_gets (void **state)
+{
+    (void) state;
+    harness_t *d = harness_new ("drain_commit");
+    assert_non_null (d);
+    harness_set_env (d, "FERRULE_HEARTBEAT_MS", "1000");
+    harness_set_env (d, "FERRULE_DRAIN_MS", "10000");
+    harness_set_env (d, "FERRULE_PROVIDER_TIMEOUT_MS", "3000");
+    harness_set_env (d, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2500");
+    harness_set_env (d, "FERRULE_DB_LOCK_TIMEOUT_MS", "2500");
+    assert_true (harness_start_broker (d) >= 0);
+    assert_int_equal (harness_start_worker (d, "w1"), 0);
+    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
+    char *rt = itest_grant (d, "fakebox", NULL);
+    assert_int_equal (itest_import (d, "commit:box", "fakebox", rt), 0);
+    free (rt);
+    itest_expire (d, "commit:box");
+    /* the lease runs out 6 s into the 10 s drain: a call then answers (2.5 s) before the drain's
+     * end, but with less than a statement timeout of it left */
+    assert_int_equal (harness_sql (d, "UPDATE integrations SET lease_owner = 'elsewhere',"
+                                      " lease_token = '00000000-0000-0000-0000-00000000c0de',"
+                                      " lease_expires_at = clock_timestamp () + interval '6300 milliseconds'"
+                                      " WHERE id = 'commit:box'"), 0);
+    itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 2500));
+    long long calls = itest_stat (d, "fakebox", "refresh_calls");
+    pid_t asker = fork ();
+    assert_true (asker >= 0);
+    if (asker == 0) {
+        int rc;
+        json_t *t = harness_ctl (d, &rc, "token", "--integration", "commit:box", "--timeout", "30", NULL);
+        printf ("the request waiting on the lease during the drain: %s\n", itest_code (t));
+        fflush (stdout);
+        json_decref (t);
+        _exit (0);
+    }
+    usleep (300 * 1000);                     /* the request waits on the lease */
+    harness_signal_worker (d, "w1", SIGTERM);
+    /* a call the lease's end lets start: its commit is made to wait on the row */
+    for (int64_t end = clock_mono_ms () + 30000; harness_worker_running (d, "w1")
+         && itest_stat (d, "fakebox", "refresh_calls") == calls && clock_mono_ms () < end;)
+        usleep (20000);
+    long long made = itest_stat (d, "fakebox", "refresh_calls") - calls;
+    PGconn *lock = NULL;
+    if (made) {
+        lock = PQconnectdb (harness_database_url (d));
+        assert_int_equal (PQstatus (lock), CONNECTION_OK);
+        PGresult *res = PQexec (lock, "BEGIN; SELECT 1 FROM integrations WHERE id = 'commit:box' FOR UPDATE");
+        assert_int_equal (PQresultStatus (res), PGRES_TUPLES_OK);
+        PQclear (res);
+    }
+    int exited = harness_wait_worker_exit (d, "w1", 30000);
+    if (lock) {
+        PQclear (PQexec (lock, "ROLLBACK"));
+        PQfinish (lock);
+    }
+    assert_int_equal (exited, 0);
+    int status = 0;
+    waitpid (asker, &status, 0);
+    itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    long long committed = harness_sql_int (d, "SELECT count(*) FROM token_chain WHERE integration_id = 'commit:box'"
+                                              " AND outcome = 'refreshed'");
+    print_message ("provider calls during the drain: %lld, committed before the worker exited: %lld\n", made,
+                   committed);
+    if (committed != made)
+        fail_msg ("the drain made %lld provider calls and committed %lld of their answers before the worker exited: "
+                  "a rotated token was left in the journal alone", made, committed);
+    if (!made)
+        assert_true (itest_workdir_contains (d, "no refresh started"));
+    /* the chain is whole, with no journal to replay: the next owner refreshes with the row's token */
+    assert_int_equal (harness_start_worker (d, "w1"), 0);
+    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
+    int rc;
+    json_t *t = harness_ctl (d, &rc, "refresh", "--integration", "commit:box", NULL);
+    if (rc != 0)
+        fail_msg ("after the drain: %s", itest_code (t));
+    json_decref (t);
+    assert_false (itest_workdir_contains (d, "journal replay"));
+    assert_int_equal (itest_stat (d, "fakebox", "invalid_grants"), 0);
+    assert_int_equal (itest_teardown (&d), 0);
+}
+
 int
 main (void)
 {
@@ -551,6 +642,7 @@ main (void)
         cmocka_unit_test (test_refresh_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_a_drain_starts_no_call_it_cannot_finish),
         cmocka_unit_test (test_a_short_drain_waits_for_a_call_in_flight),
+        cmocka_unit_test (test_a_drain_commits_every_answer_it_gets),
     };
     int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();
