@@ -77,6 +77,8 @@ typedef struct job {
     char     rid [65];
     int64_t  deadline_ms;           /* monotonic */
     int64_t  min_valid;             /* seconds, for token */
+    int      min_valid_asked;       /* ... named by the request, not the service's default: a promise
+                                     * kept even while refreshes back off (refresh.c) */
     int      forced;                /* refresh: whatever the token's remaining life */
     char     op [16];               /* for metrics */
     int      reloaded;              /* times parked for its integration's row, and gone on from it (loads.c) */

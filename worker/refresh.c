@@ -337,11 +337,21 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, const char *requ
         if (message [0]) {
             if (!job)
                 return;
-            if (!forced && e->access_token && e->access_expires_at > now_s)
-                reply_token (w, job, e, 0);     /* still valid: better than an error */
-            else
-                reply_error (w, job, code, message, NULL,
-                             code == FR_PROVIDER_UNAVAILABLE || code == FR_PROVIDER_BAD_RESPONSE ? retry : -1);
+            int64_t left = e->access_token ? e->access_expires_at - now_s : 0;
+            /* still valid: better than an error, unless the request named a min_valid it does not
+             * meet; that caller was promised a token lasting so long, and may hold it for a job */
+            if (!forced && left > 0 && (!job->min_valid_asked || e->access_expires_at >= valid_until)) {
+                reply_token (w, job, e, 0);
+                return;
+            }
+            char hint [300];
+            hint [0] = '\0';
+            if (!forced && left > 0)
+                snprintf (hint, sizeof hint, "the current access token expires in %lld s, sooner than the %lld s "
+                          "min_valid asks, and it cannot be refreshed for now: a request with a min_valid of at "
+                          "most %lld gets it", (long long) left, (long long) job->min_valid, (long long) left);
+            reply_error (w, job, code, message, hint [0] ? hint : NULL,
+                         code == FR_PROVIDER_UNAVAILABLE || code == FR_PROVIDER_BAD_RESPONSE ? retry : -1);
             return;
         }
     }

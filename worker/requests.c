@@ -136,12 +136,14 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     char *wanted = NULL, *reject = NULL;
     /* every field is read before the entry is: a malformed one is refused whatever the entry's
      * state, a stale entry's refresh included */
+    int asked = 0;
     if (!forced
-    &&  (fields_int (w, job, root, "min_valid", 0, MAX_MIN_VALID, &min_valid) < 0
+    &&  ((asked = fields_int (w, job, root, "min_valid", 0, MAX_MIN_VALID, &min_valid)) < 0
     ||   fields_scopes (w, job, root, "require_scopes", SCOPES_MAX, &wanted) < 0
     ||   fields_str (w, job, root, "reject", MAX_TOKEN_LEN, 0, &reject) < 0))
         goto out;
     job->min_valid = min_valid;
+    job->min_valid_asked = asked;
     job->forced = forced;
     cache_entry_t *e = entry_for (w, job, root, id, forced);
     if (!e)

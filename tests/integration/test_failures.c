@@ -247,6 +247,58 @@ test_retry_after_is_honoured (void **state)
     json_decref (t2);
 }
 
+/* A caller's min_valid is a promise the service keeps: while refreshes back off (or the circuit is
+ * open), a still-valid token that does not last what the request asked for is an error saying how
+ * long the token has left and that a lower min_valid gets it, not a token that expires before the
+ * caller is done with it; a request without min_valid still gets the token, as before. */
+static void
+test_backoff_keeps_min_valid (void **state)
+{
+    int rc;
+    static const char at [] = "at-short-lived-0123456789abcdef";
+    char *rt = itest_grant (h, "fakebox", NULL);
+    /* 45 s left: less than the service's default min_valid (60), so even a request without one
+     * goes past the cache to the backoff */
+    json_t *imp = harness_ctl (h, &rc, "import", "--integration", "short:box", "--provider", "fakebox",
+                               "--refresh-token", rt, "--access-token", at, "--expires-in", "45", NULL);
+    free (rt);
+    assert_int_equal (rc, 0);
+    json_decref (imp);
+    /* Retry-After 60: the backoff outlasts the requests below on any machine */
+    itest_fault (h, "fakebox", "status", 1, 503, 60, -1);
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    json_t *t = token ("short:box", &rc);
+    assert_int_equal (rc, 5);
+    assert_string_equal (itest_code (t), "provider_unavailable");
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+
+    /* during the backoff, a min_valid the token cannot meet: an error, not the short token */
+    t = harness_ctl (h, &rc, "token", "--integration", "short:box", "--min-valid", "300", NULL);
+    if (rc != 5 || strcmp (itest_code (t), "provider_unavailable") != 0)
+        fail_msg ("min_valid 300 with 45 s left, during a backoff: \"%s\" (exit %d), wanted provider_unavailable "
+                  "(exit 5)%s", itest_code (t), rc, rc == 0 ? ", a token that breaks the promise" : "");
+    const json_t *err = json_object_get (t, "error");
+    long long ra = json_integer_value (json_object_get (err, "retry_after"));
+    assert_true (ra >= 1 && ra <= 60);
+    const char *hint = json_string_value (json_object_get (err, "hint"));
+    assert_non_null (hint);
+    if (!strstr (hint, "expires in") || !strstr (hint, "min_valid"))
+        fail_msg ("the hint does not say how long the token has left and what min_valid gets it: %s", hint);
+    json_decref (t);
+
+    /* without min_valid, and with one the token meets: the still-valid token */
+    t = token ("short:box", &rc);
+    assert_int_equal (rc, 0);
+    itest_assert_same_token (json_string_value (json_object_get (t, "access_token")), at, "no min_valid, backing off");
+    json_decref (t);
+    t = harness_ctl (h, &rc, "token", "--integration", "short:box", "--min-valid", "5", NULL);
+    assert_int_equal (rc, 0);
+    itest_assert_same_token (json_string_value (json_object_get (t, "access_token")), at, "min_valid 5, backing off");
+    json_decref (t);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), calls + 1);
+}
+
 static void
 test_garbage_answers (void **state)
 {
@@ -616,6 +668,7 @@ main (void)
         cmocka_unit_test (test_transient_stays_active),
         cmocka_unit_test (test_backoff_survives_a_reconnect),
         cmocka_unit_test (test_retry_after_is_honoured),
+        cmocka_unit_test (test_backoff_keeps_min_valid),
         cmocka_unit_test (test_garbage_answers),
         cmocka_unit_test (test_refresh_token_beside_an_unusable_access_token_is_kept),
         cmocka_unit_test (test_single_use_answer_without_a_refresh_token_is_named),
