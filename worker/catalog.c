@@ -922,6 +922,34 @@ catalog_connect_scopes (const catalog_provider_t *p, const char *scopes)
     return b.data ? b.data : mem_strdup ("");
 }
 
+char *
+catalog_asked_scopes (const catalog_provider_t *p, const char *scopes)
+{
+    assert (p);
+    assert (scopes);
+    /* only the end: catalog_connect_scopes appends there, so the order of the rest is kept */
+    size_t len = strlen (scopes);
+    for (;;) {
+        while (len && scopes [len - 1] == ' ')
+            len--;
+        size_t start = len;
+        while (start && scopes [start - 1] != ' ')
+            start--;
+        size_t i = 0;
+        for (; i < p->refresh_token_scope_count; i++)
+            if (strlen (p->refresh_token_scopes [i]) == len - start
+            &&  memcmp (p->refresh_token_scopes [i], scopes + start, len - start) == 0)
+                break;
+        if (start == 0 || i == p->refresh_token_scope_count)
+            break;                   /* the first word stays: a connect that asked for these alone */
+        len = start;
+    }
+    char *out = mem_alloc (len + 1);
+    memcpy (out, scopes, len);
+    out [len] = '\0';
+    return out;
+}
+
 /* 1 when url's host is host, whatever the case (the URLs were validated: scheme, host, no user). */
 static int
 url_host_is (const char *url, const char *host)

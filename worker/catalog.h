@@ -112,6 +112,10 @@ fr_status_t catalog_check_credentials (const catalog_provider_t *p, char *err, s
 /* The scopes a connect asks for, separated by spaces: scopes (separated by spaces; NULL or empty:
  * p's default_scopes), then each of p's refresh_token_scopes they lack. A new string, maybe "". */
 char *catalog_connect_scopes (const catalog_provider_t *p, const char *scopes);
+/* What a connect was asked for, from the scopes it stored (catalog_connect_scopes' answer): without
+ * the refresh_token_scopes at their end, which catalog_connect_scopes adds again, but never without
+ * the first word (no scopes would ask for the default ones). A new string. */
+char *catalog_asked_scopes (const catalog_provider_t *p, const char *scopes);
 /* The first of p's refresh_token_scopes that scopes (separated by spaces) lacks, or NULL. */
 const char *catalog_refresh_scope_missing (const catalog_provider_t *p, const char *scopes);
 

@@ -4,6 +4,7 @@
  * the reply goes from the batch's end: nothing here holds the loop while the database answers. */
 #include "gwops.h"
 #include "dbwait.h"
+#include "catalog.h"
 #include "fields.h"
 #include "reply.h"
 #include "store_gateway.h"
@@ -255,6 +256,7 @@ retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *
     worker_t *w = gw->w;
     job_t *job = &gw->job;
     char why [512];
+    char *asked = NULL;
     codec_builder_t *b = NULL;
     codec_msg_t *msg = NULL;
 
@@ -277,13 +279,17 @@ retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *
     }
     if (!ratelimit_admit (w, job, "connect", 7, r->integration))
         goto out;
-    /* the connect the attempt made, as a request body for connect_start */
+    /* the connect the attempt made, as a request body for connect_start: its scopes without the
+     * refresh_token_scopes the connect added, which it adds again (64 scopes asked and one added
+     * are more than a request may name, and the retry was refused for good) */
+    const catalog_provider_t *p = catalog_find (w->catalog, r->provider);
+    asked = p && r->scopes ? catalog_asked_scopes (p, r->scopes) : NULL;
     b = codec_builder_new ();
     codec_map (b, r->return_to ? 5 : 4);
     codec_kv_str (b, "integration", r->integration);
     codec_kv_str (b, "provider", r->provider);
     codec_kv_str (b, "redirect_uri", r->redirect_uri);
-    codec_kv_words (b, "scopes", r->scopes);
+    codec_kv_words (b, "scopes", asked ? asked : r->scopes);
     if (r->return_to)
         codec_kv_str (b, "return_to", r->return_to);
     size_t len;
@@ -298,6 +304,7 @@ retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *
     snprintf (job->op, sizeof job->op, "retry");
     connect_start_retry (w, job, codec_msg_root (msg), r->integration, gw->hash, r->bound ? gw->browser_hash : "");
 out:
+    mem_free (asked);
     codec_builder_destroy (&b);
     codec_msg_destroy (&msg);
     gw_free (gw);

@@ -2,7 +2,8 @@
  * over the protocol, without the gateway: every refusal's code, message and hint, a retry token
  * issued once per attempt and spent once, a dashboard link spent once, the workspace listing's
  * prefix range and its cap, a workspace that must end with a separator, the live API key limit,
- * a retry token that outlives a connect it could not start, and retry tokens and dashboard links
+ * a retry token that outlives a connect it could not start, the retry of a connect of 64 scopes
+ * and an added refresh scope, and retry tokens and dashboard links
  * collected a day past their expiry. Replies can hold tokens: never printed. */
 #include <pthread.h>
 #include <stdarg.h>
@@ -23,7 +24,21 @@ static int
 setup (void **state)
 {
     h = harness_new ("gateway_ops");
-    if (!h || harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+    if (!h)
+        return -1;
+    /* fakeoffline: fakebox's settings, with a scope every connect adds (as Microsoft's
+     * offline_access), in the harness's own providers file, which every restart here reads */
+    json_error_t jerr;
+    json_t *root = json_load_file (harness_providers_file (h), 0, &jerr);
+    if (!root)
+        return -1;
+    json_t *offline = json_deep_copy (json_object_get (root, "fakebox"));
+    json_object_set_new (offline, "refresh_token_scopes", json_pack ("[s]", "offline_access"));
+    json_object_set_new (root, "fakeoffline", offline);
+    int written = json_dump_file (root, harness_providers_file (h), JSON_INDENT (2));
+    json_decref (root);
+    if (written != 0 || harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0
+    ||  harness_wait_ready (h, 1, 20000) != 0)
         return -1;
     itest_fake_config (h, "fakebox", json_pack ("{s:[s]}", "redirect_uris", "http://127.0.0.1:9/cb"));
     cli = client_new (harness_brokers (h));
@@ -439,6 +454,45 @@ test_retry_outlives_failed_connect (void **state)
     free (token);
 }
 
+/* A connect may name 64 scopes, and one that does at a provider entry with refresh_token_scopes
+ * stores 65 (the added offline_access). Its retry rebuilt the connect from those 65, which a
+ * connect may not name: bad_request, every time, while the token stayed usable. */
+static void
+test_retry_of_a_connect_of_64_scopes (void **state)
+{
+    json_t *scopes = json_array ();
+    char word [16];
+    for (int i = 0; i < 64; i++) {
+        snprintf (word, sizeof word, "s%02d", i);
+        json_array_append_new (scopes, json_string (word));
+    }
+    json_t *c = call ("connect", json_pack ("{s:s, s:s, s:s, s:o}", "integration", "ws8:box", "provider", "fakeoffline",
+                                            "redirect_uri", "http://127.0.0.1:9/cb", "scopes", scopes));
+    assert_string_equal (client_error_code (c), "ok");
+    json_t *first = json_deep_copy (json_object_get (c, "scopes"));
+    assert_int_equal (json_array_size (first), 65);
+    assert_string_equal (json_string_value (json_array_get (first, 64)), "offline_access");
+    const char *p = strstr (json_string_value (json_object_get (c, "authorization_url")), "state=");
+    assert_non_null (p);
+    char st [300];
+    snprintf (st, sizeof st, "%.*s", (int) strcspn (p + 6, "&"), p + 6);
+    json_decref (c);
+    json_t *cb = call ("callback", json_pack ("{s:s, s:s}", "state", st, "error", "access_denied"));
+    assert_string_equal (client_error_code (cb), "access_denied");
+    json_decref (cb);
+    char *token = attempt_retry_token (st);
+
+    json_t *r = call ("retry", json_pack ("{s:s}", "retry_token", token));
+    if (strcmp (client_error_code (r), "ok") != 0)
+        fail_msg ("the retry of a connect of 64 scopes: %s: %s", client_error_code (r),
+                  error_field (r, "message") ? error_field (r, "message") : "(no message)");
+    /* the same scopes, in the same order, offline_access once */
+    assert_true (json_equal (json_object_get (r, "scopes"), first));
+    json_decref (r);
+    json_decref (first);
+    free (token);
+}
+
 typedef struct {
     const char *token;
     char code [64];
@@ -563,6 +617,7 @@ main (void)
         cmocka_unit_test (test_apikey_limit),
         cmocka_unit_test_teardown (test_retry_outlives_failed_connect, restore_providers),
         cmocka_unit_test (test_retry_once_under_race),
+        cmocka_unit_test (test_retry_of_a_connect_of_64_scopes),
         cmocka_unit_test (test_gateway_rows_collected),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
