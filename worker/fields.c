@@ -34,6 +34,45 @@ fields_str (worker_t *w, const job_t *job, const msgpack_object *root, const cha
 }
 
 int
+fields_text (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, size_t max, char **out)
+{
+    const char *s;
+    size_t len;
+    char message [200];
+    *out = NULL;
+    int r = codec_get_str (root, key, &s, &len);
+    if (r == 0)
+        return 0;
+    int bad = r < 0 || len == 0 || len > max;
+    for (size_t i = 0; !bad && i < len; ) {
+        const unsigned char *c = (const unsigned char *) s + i;
+        /* C0 controls (NUL among them) but HTAB, DEL, and the C1 controls U+0080 to U+009F */
+        if ((c [0] < 0x20 && c [0] != '\t') || c [0] == 0x7f || (c [0] == 0xc2 && i + 1 < len && c [1] < 0xa0))
+            bad = 1;
+        else
+        if (c [0] < 0x80)
+            i++;
+        else {
+            /* text_utf8_len reads up to NUL-terminated bytes: at most 4, copied so */
+            unsigned char seq [5] = { 0 };
+            memcpy (seq, c, len - i < 4 ? len - i : 4);
+            size_t n = text_utf8_len (seq);
+            if (n == 0)
+                bad = 1;
+            i += n;
+        }
+    }
+    if (bad) {
+        snprintf (message, sizeof message, "\"%s\" must be a string of 1 to %zu bytes of UTF-8 text without control "
+                  "characters other than tabs", key, max);
+        reply_error (w, job, r == 1 && len > max ? FR_TOO_LARGE : FR_BAD_REQUEST, message, NULL, -1);
+        return -1;
+    }
+    *out = mem_strndup (s, len);
+    return 1;
+}
+
+int
 fields_int (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, int64_t min, int64_t max,
             int64_t *out)
 {

@@ -10,6 +10,11 @@
  * 0 absent, 1 present (*out a copy), -1 refused (reply sent). */
 int fields_str (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, size_t max,
                 int printable, char **out);
+/* An optional string of 1 to max bytes of valid UTF-8 text whose only control character is HTAB
+ * (an HTTP header's value: RFC 7230 allows tabs in it, and descriptions in other languages).
+ * 0 absent, 1 present (*out a copy), -1 refused (reply sent). */
+int fields_text (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, size_t max,
+                 char **out);
 /* An optional integer from min to max. 0 absent, 1 present, -1 refused (reply sent). */
 int fields_int (worker_t *w, const job_t *job, const msgpack_object *root, const char *key, int64_t min,
                 int64_t max, int64_t *out);

@@ -7,6 +7,7 @@
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
+#include "text.h"
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -129,13 +130,14 @@ auth_param (const char *header, const char *name, char *out, size_t outlen)
             continue;
         if (p != header && p [-1] != ' ' && p [-1] != ',' && p [-1] != '\t')
             continue;
+        /* RFC 7235's BWS around '=': spaces and tabs */
         const char *v = p + nlen;
-        while (*v == ' ')
+        while (*v == ' ' || *v == '\t')
             v++;
         if (*v != '=')
             continue;
         v++;
-        while (*v == ' ')
+        while (*v == ' ' || *v == '\t')
             v++;
         size_t n = 0;
         if (*v == '"') {
@@ -146,7 +148,7 @@ auth_param (const char *header, const char *name, char *out, size_t outlen)
             }
         }
         else
-            for (; *v && *v != ',' && *v != ' ' && n + 1 < outlen; v++)
+            for (; *v && *v != ',' && *v != ' ' && *v != '\t' && n + 1 < outlen; v++)
                 out [n++] = *v;
         out [n] = '\0';
         return n > 0;
@@ -218,7 +220,7 @@ scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *
     char from_header [FIELDS_MAX_SCOPE_LEN * 4], herror [MAX_ERROR_LEN + 1] = "";
 
     if (fields_str (w, job, root, "scope", sizeof from_header - 1, 1, &scope) < 0
-    ||  fields_str (w, job, root, "www_authenticate", MAX_WWW_AUTH, 1, &header) < 0)
+    ||  fields_text (w, job, root, "www_authenticate", MAX_WWW_AUTH, &header) < 0)
         goto out;
     if (!scope && header && auth_param (header, "scope", from_header, sizeof from_header))
         scope = mem_strdup (from_header);
@@ -228,9 +230,11 @@ scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *
      * problem, whatever scope the header names: taken as one, doctor would send the user to
      * approve more permissions instead of to the rejected token's remedy */
     if (herror [0] && strcmp (herror, "insufficient_scope") != 0) {
-        char message [300];
+        char message [300], shown [MAX_ERROR_LEN + 4];
+        /* the header may hold any UTF-8, and the parameter was cut to its bound, maybe mid-character */
+        text_printable (shown, sizeof shown, herror, (size_t) -1, MAX_ERROR_LEN);
         snprintf (message, sizeof message, "the upstream API answered error \"%s\", not \"insufficient_scope\": no "
-                  "scope is missing (invalid_token: it refused the access token itself)", herror);
+                  "scope is missing (invalid_token: it refused the access token itself)", shown);
         reply_error (w, job, FR_BAD_REQUEST, message, "report the refused token instead (ferrulectl token "
                      "--integration ID --reject TOKEN; op \"token\" with \"reject\"): it is replaced, or the "
                      "answer says why it cannot be", -1);

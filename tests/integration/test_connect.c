@@ -1045,6 +1045,23 @@ test_report_scope (void **state)
     free (dump);
     json_decref (u);
     json_decref (dr);
+    /* tabs, which RFC 7235 allows as whitespace (also around '=' and after a token), and a
+     * description in another language: taken; they were refused as a bad request */
+    json_t *tab = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
+                               "Bearer realm=\"api\",\terror =\tinsufficient_scope\t,\terror_description=\"Berechtigung "
+                               "f\xc3\xbcr Dateien fehlt \xe2\x80\x93 bitte erneut verbinden\",\tscope=\"admin2\"", NULL);
+    if (rc != 0)
+        fail_msg ("a header with tabs and UTF-8: %s (exit %d): %s", itest_code (tab), rc,
+                  json_string_value (json_object_get (json_object_get (tab, "error"), "message")));
+    report = json_object_get (integration_of (tab), "scope_report");
+    assert_string_equal (json_string_value (json_object_get (report, "scope")), "admin2");
+    json_decref (tab);
+    /* other control characters are still refused */
+    json_t *nl = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
+                               "Bearer error=\"insufficient_scope\",\nscope=\"admin3\"", NULL);
+    assert_int_equal (rc, 2);
+    assert_string_equal (itest_code (nl), "bad_request");
+    json_decref (nl);
     /* a header with another error and no scope names nothing to record */
     json_t *o = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
                              "Bearer error=\"invalid_token\"", NULL);
