@@ -1,5 +1,6 @@
-/* log.c - one JSON object per line on stderr */
+/* log.c - one JSON object per line on stderr, each line valid UTF-8 whatever the bytes it quotes */
 #include "log.h"
+#include "text.h"
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -53,25 +54,65 @@ log_set_level_name (const char *name)
     return -1;
 }
 
-/* Appends s to out as JSON string content, escaping what JSON requires. */
+/* Appends s to out as JSON string content, escaping what JSON requires. A byte that does not
+ * begin a valid UTF-8 sequence (a client's rid may be any bytes) is written as U+FFFD: a line
+ * that is not UTF-8 is dropped whole by strict log shippers. Each character or escape goes whole
+ * or not at all, and 4 bytes of cap are left for the string's closing quote, the line's '}' and
+ * newline and a NUL: a line cut short still ends its string and its object, and never in half a
+ * character. */
 static size_t
 json_escape (char *out, size_t cap, size_t pos, const char *s)
 {
-    for (; *s && pos + 7 < cap; s++) {
+    while (*s) {
         unsigned char c = (unsigned char) *s;
+        char piece [8];
+        size_t n, used = 1;
         if (c == '"' || c == '\\') {
-            out [pos++] = '\\';
-            out [pos++] = (char) c;
+            piece [0] = '\\';
+            piece [1] = (char) c;
+            n = 2;
         }
         else
-        if (c < 0x20) {
-            pos += (size_t) snprintf (out + pos, cap - pos, "\\u%04x", c);
+        if (c < 0x20)
+            n = (size_t) snprintf (piece, sizeof piece, "\\u%04x", c);
+        else
+        if (c < 0x80) {
+            piece [0] = (char) c;
+            n = 1;
         }
         else
-            out [pos++] = (char) c;
+        if ((used = text_utf8_len ((const unsigned char *) s)) == 0) {
+            memcpy (piece, "\\ufffd", 6);
+            n = 6;
+            used = 1;
+        }
+        else {
+            memcpy (piece, s, used);
+            n = used;
+        }
+        if (pos + n + 4 > cap)
+            break;
+        memcpy (out + pos, piece, n);
+        pos += n;
+        s += used;
     }
     out [pos] = '\0';
     return pos;
+}
+
+/* Cuts the end of s (just cut at a byte count by vsnprintf) back to a whole character: the
+ * bytes of a sequence the cut split would each be written as U+FFFD. */
+static void
+utf8_trim_cut (char *s)
+{
+    size_t len = strlen (s), start = len;
+    while (start > 0 && len - start < 4 && ((unsigned char) s [start - 1] & 0xc0) == 0x80)
+        start--;
+    if (start > 0 && (unsigned char) s [start - 1] >= 0xc0) {
+        start--;                                  /* the lead byte of the last sequence */
+        if (text_utf8_len ((const unsigned char *) s + start) == 0)
+            s [start] = '\0';
+    }
 }
 
 static size_t
@@ -98,8 +139,10 @@ log_write (log_level_t level, const char *integration, const char *request, cons
     va_list ap;
 
     va_start (ap, fmt);
-    vsnprintf (msg, sizeof msg, fmt, ap);
+    int n = vsnprintf (msg, sizeof msg, fmt, ap);
     va_end (ap);
+    if (n >= (int) sizeof msg)
+        utf8_trim_cut (msg);
 
     clock_gettime (CLOCK_REALTIME, &ts);
     if (ts.tv_sec != log_stamp_sec) {
