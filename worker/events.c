@@ -946,25 +946,12 @@ or_null (const char *s)
     return s [0] ? s : NULL;
 }
 
+/* The events reply with the first n of rows into the worker's reply builder. */
 static void
-listed (void *arg, fr_status_t st, const store_event_t *rows, size_t nrows, const char *err)
+listed_pack (worker_t *w, const job_t *job, const store_event_t *rows, size_t n, int truncated)
 {
-    op_wait_t *ow = arg;
-    worker_t *w = ow->req.w;
-    job_t *job = &ow->req.job;
-    if (st != FR_OK) {
-        reply_error (w, job, st, err, NULL, -1);
-        goto out;
-    }
-    /* as many as fit one reply frame; "truncated" says there were more */
-    size_t n = 0, bytes = 0;
-    for (; n < nrows; n++) {
-        bytes += rows [n].bytes;
-        if (bytes > LIST_MAX_BYTES)
-            break;
-    }
     codec_builder_t *o = reply_begin (w, job, 1, 2);
-    codec_kv_bool (o, "truncated", n < nrows);
+    codec_kv_bool (o, "truncated", truncated);
     codec_str (o, "events");
     codec_array (o, (uint32_t) n);
     for (size_t i = 0; i < n; i++) {
@@ -987,6 +974,33 @@ listed (void *arg, fr_status_t st, const store_event_t *rows, size_t nrows, cons
         json_t *d = e->deliveries ? json_loads (e->deliveries, 0, NULL) : NULL;
         pack_json (o, json_is_array (d) ? d : NULL);
         json_decref (d);
+    }
+}
+
+static void
+listed (void *arg, fr_status_t st, const store_event_t *rows, size_t nrows, const char *err)
+{
+    op_wait_t *ow = arg;
+    worker_t *w = ow->req.w;
+    job_t *job = &ow->req.job;
+    if (st != FR_OK) {
+        reply_error (w, job, st, err, NULL, -1);
+        goto out;
+    }
+    /* as many as fit one reply frame, and the objects a client decodes (a thousand events with
+     * their deliveries are more); "truncated" says there were more */
+    size_t n = 0, bytes = 0;
+    for (; n < nrows; n++) {
+        bytes += rows [n].bytes;
+        if (bytes > LIST_MAX_BYTES)
+            break;
+    }
+    char why [200];
+    for (;;) {
+        listed_pack (w, job, rows, n, n < nrows);
+        if (n == 0 || reply_fits (w, why, sizeof why))
+            break;
+        n = n - 1 - n / 8;
     }
     reply_send (w, job);
 out:

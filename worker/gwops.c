@@ -329,20 +329,16 @@ op_retry (worker_t *w, job_t *job, const msgpack_object *root)
 
 /* --- workspace listing --------------------------------------------------------------------- */
 
+/* The workspace reply with the first n integrations of list into the worker's reply builder. */
 static void
-workspace_listed (void *arg, fr_status_t st, const store_gw_workspace_t *list, const char *err)
+workspace_pack (gw_wait_t *gw, const store_gw_workspace_t *list, size_t n)
 {
-    gw_wait_t *gw = arg;
-    if (st != FR_OK) {
-        gw_failed (gw, st, err);
-        return;
-    }
     codec_builder_t *o = reply_begin (gw->w, &gw->job, 1, 3);
     codec_kv_str (o, "workspace", gw->ws);
-    codec_kv_bool (o, "truncated", list->truncated);
+    codec_kv_bool (o, "truncated", list->truncated || n < list->count);
     codec_str (o, "integrations");
-    codec_array (o, (uint32_t) list->count);
-    for (size_t i = 0; i < list->count; i++) {
+    codec_array (o, (uint32_t) n);
+    for (size_t i = 0; i < n; i++) {
         const store_gw_listed_t *e = &list->items [i];
         codec_map (o, 9);
         codec_kv_str (o, "id", e->id);
@@ -354,6 +350,26 @@ workspace_listed (void *arg, fr_status_t st, const store_gw_workspace_t *list, c
         codec_kv_bool (o, "refresh_token_missing", e->refresh_token_missing);
         codec_kv_words (o, "scopes", e->scopes);
         codec_kv_str (o, "scope_report", e->scope_report);
+    }
+}
+
+static void
+workspace_listed (void *arg, fr_status_t st, const store_gw_workspace_t *list, const char *err)
+{
+    gw_wait_t *gw = arg;
+    if (st != FR_OK) {
+        gw_failed (gw, st, err);
+        return;
+    }
+    /* as many as one reply holds: 200 integrations of many scopes each are more objects than a
+     * client decodes (or more bytes than a frame takes); the rest is what "truncated" says */
+    size_t n = list->count;
+    char why [200];
+    for (;;) {
+        workspace_pack (gw, list, n);
+        if (n == 0 || reply_fits (gw->w, why, sizeof why))
+            break;
+        n = n - 1 - n / 8;
     }
     reply_send (gw->w, &gw->job);
     gw_free (gw);

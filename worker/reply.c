@@ -47,13 +47,33 @@ reply_begin (worker_t *w, const job_t *job, int ok, uint32_t fields)
     return o;
 }
 
+int
+reply_fits (const worker_t *w, char *err, size_t errlen)
+{
+    size_t len;
+    if (codec_builder_failed (w->out)) {
+        snprintf (err, errlen, "the reply does not fit in a frame");
+        return 0;
+    }
+    const char *data = codec_builder_data (w->out, &len);
+    /* the limits a client's decoder applies (objects, nesting, a string's length), which the
+     * builder does not count; every object takes a byte at least, so a reply of fewer bytes than
+     * the object limit (a token's, the hot path) cannot be over it */
+    if (len > CODEC_MAX_ITEMS && codec_scan (data, len, NULL, 0, err, errlen) != FR_OK)
+        return 0;
+    return 1;
+}
+
 void
 reply_send (worker_t *w, const job_t *job)
 {
     size_t len;
-    if (codec_builder_failed (w->out)) {
-        reply_error (w, job, FR_TOO_LARGE, "the reply does not fit in a frame; ask for less (for example a lower limit)",
-                            NULL, -1);
+    char err [200], message [300];
+    if (!reply_fits (w, err, sizeof err)) {
+        /* a client would refuse it as malformed, blaming the protocol version */
+        snprintf (message, sizeof message, "the reply is over the protocol's limits, which a client would refuse "
+                  "(%s)", err);
+        reply_error (w, job, FR_TOO_LARGE, message, "ask for less: a lower limit, or a narrower selection", -1);
         return;
     }
     const char *data = codec_builder_data (w->out, &len);

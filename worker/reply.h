@@ -22,7 +22,11 @@ typedef struct {
 /* Starts a reply in w->out: a map of fields more entries after "rid" (when the request had one)
  * and "ok". */
 codec_builder_t *reply_begin (worker_t *w, const job_t *job, int ok, uint32_t fields);
-/* Sends the body in w->out as the reply to job. */
+/* 1 when the body in w->out is within the protocol's limits (docs/protocol.md, Limits): its
+ * frame, and the objects, nesting and strings a client's decoder takes; else 0, err saying why. */
+int reply_fits (const worker_t *w, char *err, size_t errlen);
+/* Sends the body in w->out as the reply to job; too_large instead when it is not within the
+ * limits (reply_fits). */
 void reply_send (worker_t *w, const job_t *job);
 /* Sends an error reply to job. */
 void reply_error (worker_t *w, const job_t *job, fr_status_t st, const char *message,

@@ -1,7 +1,8 @@
 /* test_gateway_ops.c - the workers' gateway operations (worker/gwops.c, worker/store_gateway.c)
  * over the protocol, without the gateway: every refusal's code, message and hint, a retry token
  * issued once per attempt and spent once, a dashboard link spent once, the workspace listing's
- * prefix range and its cap, a workspace that must end with a separator, the live API key limit,
+ * prefix range and its cap, a listing cut to the objects a client decodes, a workspace that must
+ * end with a separator, the live API key limit,
  * a retry token that outlives a connect it could not start, the retry of a connect of 64 scopes
  * and an added refresh scope, and retry tokens and dashboard links
  * collected a day past their expiry. Replies can hold tokens: never printed. */
@@ -299,6 +300,30 @@ test_workspace_range_and_cap (void **state)
     assert_int_equal (json_array_size (json_object_get (ls, "integrations")), 1);
     assert_string_equal (json_string_value (json_object_get (json_array_get (json_object_get (ls, "integrations"), 0),
                                                              "id")), "wsu:a");
+    json_decref (ls);
+}
+
+/* 200 integrations of 80 scopes each are a listing of some 20,000 objects in 100 KiB: within a
+ * frame, over the 16,384 objects a client decodes, which refused the reply as malformed (its hint
+ * blamed the protocol version). As many as fit are listed, "truncated" saying there are more. */
+static void
+test_workspace_of_many_scopes_fits (void **state)
+{
+    assert_int_equal (harness_sql (h, "INSERT INTO integrations (id, provider, key_id, scopes)"
+                                      " SELECT 'wsm:' || lpad (g::text, 4, '0'), 'fakebox', 1,"
+                                      " (SELECT array_agg ('scope.' || s) FROM generate_series (1, 80) s)"
+                                      " FROM generate_series (1, 200) g"), 0);
+    json_t *ls = call ("workspace", json_pack ("{s:s}", "integration", "wsm:"));
+    if (strcmp (client_error_code (ls), "ok") != 0)
+        fail_msg ("a listing of 200 integrations of 80 scopes: %s: %s", client_error_code (ls),
+                  error_field (ls, "message") ? error_field (ls, "message") : "(no message)");
+    assert_true (json_is_true (json_object_get (ls, "truncated")));
+    json_t *items = json_object_get (ls, "integrations");
+    size_t n = json_array_size (items);
+    printf ("integrations listed: %zu of 200\n", n);
+    assert_true (n >= 100 && n < 200);
+    assert_string_equal (json_string_value (json_object_get (json_array_get (items, 0), "id")), "wsm:0001");
+    assert_int_equal (json_array_size (json_object_get (json_array_get (items, n - 1), "scopes")), 80);
     json_decref (ls);
 }
 
@@ -613,6 +638,7 @@ main (void)
         cmocka_unit_test (test_attempt_retry_once),
         cmocka_unit_test (test_dashboard_link_once),
         cmocka_unit_test (test_workspace_range_and_cap),
+        cmocka_unit_test (test_workspace_of_many_scopes_fits),
         cmocka_unit_test (test_workspace_needs_separator),
         cmocka_unit_test (test_apikey_limit),
         cmocka_unit_test_teardown (test_retry_outlives_failed_connect, restore_providers),
