@@ -421,6 +421,68 @@ test_broker_stopped_answers_a_client_still_connecting (void **state)
     assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
 }
 
+/* The drain tests' start: a broker and worker w1 of a harness named name, with env (pairs of
+ * name and value, NULL-ended) set first, and integration id imported at fakebox. */
+static harness_t *
+drain_start (const char *name, const char *const *env, const char *id)
+{
+    harness_t *d = harness_new (name);
+    assert_non_null (d);
+    for (int i = 0; env [i]; i += 2)
+        harness_set_env (d, env [i], env [i + 1]);
+    assert_true (harness_start_broker (d) >= 0);
+    assert_int_equal (harness_start_worker (d, "w1"), 0);
+    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
+    char *rt = itest_grant (d, "fakebox", NULL);
+    assert_int_equal (itest_import (d, id, "fakebox", rt), 0);
+    free (rt);
+    return d;
+}
+
+/* Another worker's refresh holds id's lease for ms more; its access token has expired. */
+static void
+lease_held_elsewhere (harness_t *d, const char *id, int ms)
+{
+    char sql [512];
+    itest_expire (d, id);
+    snprintf (sql, sizeof sql, "UPDATE integrations SET lease_owner = 'elsewhere',"
+              " lease_token = '00000000-0000-0000-0000-00000000e15e',"
+              " lease_expires_at = clock_timestamp () + interval '%d milliseconds' WHERE id = '%s'", ms, id);
+    assert_int_equal (harness_sql (d, sql), 0);
+}
+
+/* A child process asking for id's token (the request waits on the lease), saying how it ended. */
+static pid_t
+token_asked_in_a_child (harness_t *d, const char *id, const char *timeout_s)
+{
+    pid_t asker = fork ();
+    assert_true (asker >= 0);
+    if (asker == 0) {
+        int rc;
+        json_t *t = harness_ctl (d, &rc, "token", "--integration", id, "--timeout", timeout_s, NULL);
+        printf ("the request waiting on the lease during the drain: %s\n", itest_code (t));
+        fflush (stdout);
+        json_decref (t);
+        _exit (0);
+    }
+    return asker;
+}
+
+/* After the drain the chain is whole: w1 started again refreshes id with the token the row
+ * holds (what the provider issued last). */
+static void
+refreshed_after_the_drain (harness_t *d, const char *id)
+{
+    assert_int_equal (harness_start_worker (d, "w1"), 0);
+    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
+    int rc;
+    json_t *t = harness_ctl (d, &rc, "refresh", "--integration", id, NULL);
+    if (rc != 0)
+        fail_msg ("after the drain: %s", itest_code (t));
+    json_decref (t);
+    assert_int_equal (itest_stat (d, "fakebox", "invalid_grants"), 0);
+}
+
 /* A draining worker starts no provider call that could outlast its drain. A request that waited
  * on another worker's lease claimed the integration once that lease ran out, in the middle of the
  * drain, called the provider, and the process exited with the call in flight: the provider had
@@ -430,33 +492,13 @@ static void
 test_a_drain_starts_no_call_it_cannot_finish (void **state)
 {
     (void) state;
-    harness_t *d = harness_new ("drain_call");
-    assert_non_null (d);
-    harness_set_env (d, "FERRULE_DRAIN_MS", "3000");
-    assert_true (harness_start_broker (d) >= 0);
-    assert_int_equal (harness_start_worker (d, "w1"), 0);
-    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
-    char *rt = itest_grant (d, "fakebox", NULL);
-    assert_int_equal (itest_import (d, "drain:box", "fakebox", rt), 0);
-    free (rt);
-    itest_expire (d, "drain:box");
+    const char *const env [] = { "FERRULE_DRAIN_MS", "3000", NULL };
+    harness_t *d = drain_start ("drain_call", env, "drain:box");
     /* another worker's refresh holds the lease for a second and a half more */
-    assert_int_equal (harness_sql (d, "UPDATE integrations SET lease_owner = 'elsewhere',"
-                                      " lease_token = '00000000-0000-0000-0000-00000000e15e',"
-                                      " lease_expires_at = clock_timestamp () + interval '1500 milliseconds'"
-                                      " WHERE id = 'drain:box'"), 0);
+    lease_held_elsewhere (d, "drain:box", 1500);
     itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 5000));
     long long calls = itest_stat (d, "fakebox", "refresh_calls");
-    pid_t asker = fork ();
-    assert_true (asker >= 0);
-    if (asker == 0) {
-        int rc;
-        json_t *t = harness_ctl (d, &rc, "token", "--integration", "drain:box", "--timeout", "20", NULL);
-        printf ("the request waiting on the lease during the drain: %s\n", itest_code (t));
-        fflush (stdout);
-        json_decref (t);
-        _exit (0);
-    }
+    pid_t asker = token_asked_in_a_child (d, "drain:box", "20");
     usleep (300 * 1000);                     /* the request waits on the lease */
     harness_signal_worker (d, "w1", SIGTERM);
     assert_int_equal (harness_wait_worker_exit (d, "w1", 15000), 0);
@@ -467,14 +509,7 @@ test_a_drain_starts_no_call_it_cannot_finish (void **state)
     if (during != 0)
         fail_msg ("the draining worker made %lld provider calls after its lease wait", during);
     /* the chain is whole: the next owner refreshes with the token the row holds */
-    assert_int_equal (harness_start_worker (d, "w1"), 0);
-    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
-    int rc;
-    json_t *t = harness_ctl (d, &rc, "token", "--integration", "drain:box", NULL);
-    if (rc != 0)
-        fail_msg ("after the drain: %s", itest_code (t));
-    json_decref (t);
-    assert_int_equal (itest_stat (d, "fakebox", "invalid_grants"), 0);
+    refreshed_after_the_drain (d, "drain:box");
     assert_int_equal (itest_teardown (&d), 0);
 }
 
@@ -487,15 +522,8 @@ static void
 test_a_short_drain_waits_for_a_call_in_flight (void **state)
 {
     (void) state;
-    harness_t *d = harness_new ("drain_short");
-    assert_non_null (d);
-    harness_set_env (d, "FERRULE_DRAIN_MS", "1000");
-    assert_true (harness_start_broker (d) >= 0);
-    assert_int_equal (harness_start_worker (d, "w1"), 0);
-    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
-    char *rt = itest_grant (d, "fakebox", NULL);
-    assert_int_equal (itest_import (d, "short:box", "fakebox", rt), 0);
-    free (rt);
+    const char *const env [] = { "FERRULE_DRAIN_MS", "1000", NULL };
+    harness_t *d = drain_start ("drain_short", env, "short:box");
     itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 3000));
     long long calls = itest_stat (d, "fakebox", "refresh_calls");
     pid_t asker = fork ();
@@ -523,14 +551,7 @@ test_a_short_drain_waits_for_a_call_in_flight (void **state)
     assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
     assert_true (itest_workdir_contains (d, "waiting for them"));
     /* and the chain is whole: the next refresh uses the token the provider issued last */
-    assert_int_equal (harness_start_worker (d, "w1"), 0);
-    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
-    int rc;
-    json_t *t = harness_ctl (d, &rc, "refresh", "--integration", "short:box", NULL);
-    if (rc != 0)
-        fail_msg ("after the drain: %s", itest_code (t));
-    json_decref (t);
-    assert_int_equal (itest_stat (d, "fakebox", "invalid_grants"), 0);
+    refreshed_after_the_drain (d, "short:box");
     assert_int_equal (itest_teardown (&d), 0);
 }
 
@@ -547,38 +568,16 @@ static void
 test_a_drain_commits_every_answer_it_gets (void **state)
 {
     (void) state;
-    harness_t *d = harness_new ("drain_commit");
-    assert_non_null (d);
-    harness_set_env (d, "FERRULE_HEARTBEAT_MS", "1000");
-    harness_set_env (d, "FERRULE_DRAIN_MS", "10000");
-    harness_set_env (d, "FERRULE_PROVIDER_TIMEOUT_MS", "3000");
-    harness_set_env (d, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2500");
-    harness_set_env (d, "FERRULE_DB_LOCK_TIMEOUT_MS", "2500");
-    assert_true (harness_start_broker (d) >= 0);
-    assert_int_equal (harness_start_worker (d, "w1"), 0);
-    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
-    char *rt = itest_grant (d, "fakebox", NULL);
-    assert_int_equal (itest_import (d, "commit:box", "fakebox", rt), 0);
-    free (rt);
-    itest_expire (d, "commit:box");
+    const char *const env [] = { "FERRULE_HEARTBEAT_MS", "1000", "FERRULE_DRAIN_MS", "10000",
+                                 "FERRULE_PROVIDER_TIMEOUT_MS", "3000", "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2500",
+                                 "FERRULE_DB_LOCK_TIMEOUT_MS", "2500", NULL };
+    harness_t *d = drain_start ("drain_commit", env, "commit:box");
     /* the lease runs out 6 s into the 10 s drain: a call then answers (2.5 s) before the drain's
      * end, but with less than a statement timeout of it left */
-    assert_int_equal (harness_sql (d, "UPDATE integrations SET lease_owner = 'elsewhere',"
-                                      " lease_token = '00000000-0000-0000-0000-00000000c0de',"
-                                      " lease_expires_at = clock_timestamp () + interval '6300 milliseconds'"
-                                      " WHERE id = 'commit:box'"), 0);
+    lease_held_elsewhere (d, "commit:box", 6300);
     itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 2500));
     long long calls = itest_stat (d, "fakebox", "refresh_calls");
-    pid_t asker = fork ();
-    assert_true (asker >= 0);
-    if (asker == 0) {
-        int rc;
-        json_t *t = harness_ctl (d, &rc, "token", "--integration", "commit:box", "--timeout", "30", NULL);
-        printf ("the request waiting on the lease during the drain: %s\n", itest_code (t));
-        fflush (stdout);
-        json_decref (t);
-        _exit (0);
-    }
+    pid_t asker = token_asked_in_a_child (d, "commit:box", "30");
     usleep (300 * 1000);                     /* the request waits on the lease */
     harness_signal_worker (d, "w1", SIGTERM);
     /* a call the lease's end lets start: its commit is made to wait on the row */
@@ -613,15 +612,8 @@ test_a_drain_commits_every_answer_it_gets (void **state)
     if (!made)
         assert_true (itest_workdir_contains (d, "no refresh started"));
     /* the chain is whole, with no journal to replay: the next owner refreshes with the row's token */
-    assert_int_equal (harness_start_worker (d, "w1"), 0);
-    assert_int_equal (harness_wait_ready (d, 1, 20000), 0);
-    int rc;
-    json_t *t = harness_ctl (d, &rc, "refresh", "--integration", "commit:box", NULL);
-    if (rc != 0)
-        fail_msg ("after the drain: %s", itest_code (t));
-    json_decref (t);
+    refreshed_after_the_drain (d, "commit:box");
     assert_false (itest_workdir_contains (d, "journal replay"));
-    assert_int_equal (itest_stat (d, "fakebox", "invalid_grants"), 0);
     assert_int_equal (itest_teardown (&d), 0);
 }
 
