@@ -10,7 +10,7 @@
 #      unknown fields included (tests/deploy/validate.mjs, npm package kubernetes-models)
 #   3. checks Ferrule's policies: resources, probes, security context, the Secret template holds
 #      placeholders only, the workers' terminationGracePeriodSeconds above their longest drain
-#      (FERRULE_DRAIN_MS, or the provider timeout plus the statement timeout plus 0.5 s) plus 5 s
+#      (the later of FERRULE_DRAIN_MS and the provider timeout, plus the statement timeout plus 0.5 s) plus 5 s
 #      (the gateway's above FERRULE_GATEWAY_DRAIN_MS, itself above the gateway's longest broker
 #      call, and the brokers' above that call's deadline), the brokers' memory limit above their
 #      documented bounds, the gateway's providers each with a client id for the workers, the
@@ -196,7 +196,7 @@ expect_rejected () {
                   'FERRULE_GATEWAY_DRAIN_MS 25000 does not exceed the gateway'"'"'s longest broker call' \
                   'PodDisruptionBudget/ferrule-gateway: does not set unhealthyPodEvictionPolicy: AlwaysAllow' \
                   'PodDisruptionBudget/ferrule-worker: sets unhealthyPodEvictionPolicy: AlwaysAllow; the workers'"'"' must be IfHealthyBudget' \
-                  'FERRULE_PROVIDER_TIMEOUT_MS 39000 + the statement timeout 1000 + 500' \
+                  'FERRULE_PROVIDER_TIMEOUT_MS 39000, for a commit or a provider call still out when it ends, + the statement timeout 1000 + 500' \
                   'container "broker": resources.limits.memory 600Mi is below what the broker may hold' \
                   'offers "github", whose client id FERRULE_GITHUB_CLIENT_ID the workers are not given'; do
         grep -qF -- "$expect" "$WORK/$1.out" || { cat "$WORK/$1.out" >&2; fail "validate.mjs did not report, for $3: $expect"; }

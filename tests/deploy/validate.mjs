@@ -100,9 +100,10 @@ const GATEWAY_DEFAULTS = {
     return m[1];
   })(),
 };
-// The worker's drain outlasts FERRULE_DRAIN_MS while a provider call is out: up to the provider
-// timeout, the statement timeout and 500 ms from its start (worker/worker.c, worker_run). The
-// grace period must exceed the longer of the two by this much, for the exit after the drain.
+// The worker's drain outlasts FERRULE_DRAIN_MS while a provider call or a commit is out: up to the
+// later of the provider timeout from its start and FERRULE_DRAIN_MS, plus the statement timeout
+// and 500 ms (worker/worker.c, worker_run). The grace period must exceed that by this much, for
+// the exit after the drain.
 const WORKER_EXIT_MARGIN_MS = 5000;
 // The longest deadline the gateway gives a broker call (gateway/gateway.h: GW_CALL_MS,
 // GW_CALLBACK_MS...): a draining broker answers its pending requests within their deadlines, and
@@ -333,9 +334,9 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
     // as worker/main.c: the statement timeout is the heartbeat's when unset
     const statement = number(env, "FERRULE_DB_STATEMENT_TIMEOUT_MS", WORKER_DEFAULTS) || number(env, "FERRULE_HEARTBEAT_MS", WORKER_DEFAULTS);
     const provider = number(env, "FERRULE_PROVIDER_TIMEOUT_MS", WORKER_DEFAULTS);
-    const longest = Math.max(drain, provider + statement + 500);
+    const longest = Math.max(drain, provider) + statement + 500;
     if (!(grace * 1000 > longest + WORKER_EXIT_MARGIN_MS))
-      problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed the worker's longest drain plus ${WORKER_EXIT_MARGIN_MS} ms (${longest + WORKER_EXIT_MARGIN_MS} ms: the longer of FERRULE_DRAIN_MS ${drain} and, for a provider call out when it ends, FERRULE_PROVIDER_TIMEOUT_MS ${provider} + the statement timeout ${statement} + 500): the kubelet would kill refreshes in flight`);
+      problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed the worker's longest drain plus ${WORKER_EXIT_MARGIN_MS} ms (${longest + WORKER_EXIT_MARGIN_MS} ms: the longer of FERRULE_DRAIN_MS ${drain} and FERRULE_PROVIDER_TIMEOUT_MS ${provider}, for a commit or a provider call still out when it ends, + the statement timeout ${statement} + 500): the kubelet would kill refreshes in flight`);
     const lease = number(env, "FERRULE_LEASE_MS", WORKER_DEFAULTS);
     // as worker/main.c: the call's timeout (its connect included) and the claim's answer (the
     // statement timeout and 250 ms)
