@@ -11,6 +11,8 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <sys/resource.h>
+#include <sched.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include <curl/curl.h>
@@ -421,6 +423,97 @@ test_broker_stopped_answers_a_client_still_connecting (void **state)
     assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
 }
 
+/* One CPU this process may run on (the first of its set: a container's need not hold CPU 0). */
+static cpu_set_t
+one_cpu (void)
+{
+    cpu_set_t all, one;
+    CPU_ZERO (&one);
+    assert_int_equal (sched_getaffinity (0, sizeof all, &all), 0);
+    for (int i = 0; i < CPU_SETSIZE; i++)
+        if (CPU_ISSET (i, &all)) {
+            CPU_SET (i, &one);
+            break;
+        }
+    return one;
+}
+
+/* A child that keeps the CPU of set busy until killed, at full priority. */
+static pid_t
+hog_cpu (const cpu_set_t *set)
+{
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        sched_setaffinity (0, sizeof *set, set);
+        for (volatile unsigned long n = 0;; n++)
+            ;
+    }
+    return child;
+}
+
+/* A broker stopped answers "unavailable" to every request it reads after the stop. It looked at
+ * the stop once per pass of its loop, before its poll: a SIGTERM that came between that look and
+ * the poll let the poll read requests that came before the stop and forward them to the workers,
+ * which answered them as if no stop had come (CI, 2026-12-06: "request 0, sent before the stop and
+ * not read yet" answered ok). The window is a few microseconds of the broker's own time; here the
+ * broker's loop is starved of CPU (on CPU 0 only, lowest priority, beside a busy child), so that
+ * the stop finds it anywhere in its pass, as a loaded machine does now and then, and the requests
+ * are sent while it is held (SIGSTOP). */
+static void
+test_broker_stopped_anywhere_in_its_loop_forwards_nothing_after (void **state)
+{
+    (void) state;
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "stop:busy", "fakebox", rt), 0);
+    free (rt);
+    enum { ROUNDS = 3, N = 5 };
+    int forwarded = 0, unanswered = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        void *ctx = zmq_ctx_new ();
+        void *c = itest_raw_token (h, ctx, "stop:busy", "warm", 5000);
+        json_t *r = itest_raw_reply (c, 10000);     /* connected, and the token cached */
+        assert_non_null (r);
+        assert_true (json_is_true (json_object_get (r, "ok")));
+        json_decref (r);
+        /* the broker's loop (its main thread: the pid) starved; its ZeroMQ I/O thread is not */
+        pid_t broker = harness_broker_pid (h, 0);
+        cpu_set_t one = one_cpu ();
+        assert_int_equal (sched_setaffinity (broker, sizeof one, &one), 0);
+        assert_int_equal (setpriority (PRIO_PROCESS, (id_t) broker, 19), 0);
+        pid_t hog = hog_cpu (&one);
+        usleep (200000 + 37000 * round);
+        harness_signal_broker (h, 0, SIGSTOP);
+        for (int i = 0; i < N; i++) {
+            char rid [16];
+            snprintf (rid, sizeof rid, "%d", i);
+            itest_raw_send (c, "stop:busy", rid, 5000);
+        }
+        usleep (200000);
+        harness_signal_broker (h, 0, SIGTERM);
+        harness_signal_broker (h, 0, SIGCONT);
+        usleep (200000);
+        kill (hog, SIGKILL);
+        waitpid (hog, NULL, 0);
+        for (int i = 0; i < N; i++) {
+            r = itest_raw_reply (c, 5000);
+            if (!r)
+                unanswered++;
+            else if (strcmp (itest_code (r), "unavailable") != 0)
+                forwarded++;
+            json_decref (r);
+        }
+        zmq_close (c);
+        zmq_ctx_term (ctx);
+        assert_int_equal (harness_restart_broker (h, 0), 0);
+        assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    }
+    if (forwarded || unanswered)
+        fail_msg ("of %d requests sent before a stop (%d rounds), %d were answered other than \"unavailable\" and "
+                  "%d not at all", ROUNDS * N, ROUNDS, forwarded, unanswered);
+}
+
 /* The drain tests' start: a broker and worker w1 of a harness named name, with env (pairs of
  * name and value, NULL-ended) set first, and integration id imported at fakebox. */
 static harness_t *
@@ -628,6 +721,7 @@ main (void)
         cmocka_unit_test (test_broker_stopped_with_requests_in_flight_answers_them),
         cmocka_unit_test (test_broker_stopped_answers_a_client_still_connecting),
         cmocka_unit_test (test_broker_stopped_twice_answers_what_is_pending),
+        cmocka_unit_test (test_broker_stopped_anywhere_in_its_loop_forwards_nothing_after),
         cmocka_unit_test (test_database_timeouts_checked_at_start),
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_webhook_backoff_without_a_wait_refused_at_start),
