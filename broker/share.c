@@ -70,10 +70,9 @@ share_take (share_t *s, uint64_t conn, size_t bytes, size_t most, size_t most_by
         return -1;
     }
     if (!e) {
-        if (bytes > most_bytes) {
-            *requests = *held_bytes = 0;
-            return -1;
-        }
+        /* a connection with nothing pending may always have one request: a body larger than a
+         * small share (1 % of 1 MiB is 10 KB; an import can be 12 KB) was refused for ever, with
+         * a hint to wait for answers that were never coming. The broker's own bounds still apply. */
         e = *slot = mem_alloc (sizeof (share_entry_t));
         e->conn = conn;
     }

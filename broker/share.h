@@ -14,8 +14,9 @@ void share_destroy (share_t **s_p);
  * 0 (unknown: over inproc://, or before its accept was read) is never counted, so has none. */
 void share_held (const share_t *s, uint64_t conn, size_t *requests, size_t *bytes);
 /* One more request of bytes pending for conn, looked up once: unless conn holds most requests
- * already, or bytes would bring its own past most_bytes; then -1, nothing taken, and what it
- * holds in *requests and *held_bytes. share_give when the request is answered. */
+ * already, or bytes would bring what it holds past most_bytes (a connection holding nothing gets
+ * its one request whatever its size); then -1, nothing taken, and what it holds in *requests and
+ * *held_bytes. share_give when the request is answered. */
 int share_take (share_t *s, uint64_t conn, size_t bytes, size_t most, size_t most_bytes, size_t *requests,
                 size_t *held_bytes);
 void share_give (share_t *s, uint64_t conn, size_t bytes);
