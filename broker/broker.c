@@ -717,10 +717,13 @@ broker_handle_zap (broker_t *b)
         text = "OK";
     }
     else {
-        char detail [128];
+        char detail [192];
         char addr [64];
         text_printable (addr, sizeof addr, frames_data (&f, 3), frames_size (&f, 3), sizeof addr - 1);
-        snprintf (detail, sizeof detail, "a %s from %s", workers ? "worker" : "client", addr);
+        /* the public key (not a secret) names the caller: the one thing the operator can look up
+         * or add to the allow-list; a refused handshake reaches neither the audit log nor a worker */
+        snprintf (detail, sizeof detail, "a %s from %s with public key %s", workers ? "worker" : "client", addr,
+                  key [0] ? key : "(none: not a CURVE handshake)");
         broker_refusal (b, "refused a key that is not on the allow-list", detail);
         metrics_inc (b->m_zap_refused);
         key [0] = '\0';
@@ -978,8 +981,12 @@ broker_handle_client (broker_t *b)
             || (route_key && rq.op != OP_CALLBACK);
     if (b->policy && !policy_allows (b->policy, rq.client_name, rq.op, wide ? "*" : rq.integ, wide ? 1 : rq.integ_len)) {
         metrics_inc (b->m_forbidden);
+        /* an operation that reaches every integration needs a rule that covers them all: said,
+         * since a rule naming the operation with narrower patterns looks as if it should do */
         snprintf (err, sizeof err, "client \"%s\" may not use \"%s\"%s", rq.client_name, ops_name (rq.op),
-                  rq.integ && !wide ? " on this integration" : "");
+                  wide ? " (it reaches every integration: only a policy rule whose patterns cover every one, "
+                         "\"*\", allows it)"
+                       : rq.integ ? " on this integration" : "");
         broker_refusal (b, "refused by the policy", err);
         broker_reply_error (b, client, client_len, &rq, FR_FORBIDDEN, err);
         goto out;

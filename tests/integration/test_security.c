@@ -203,8 +203,8 @@ test_anonymous_client_refused (void **state)
     /* a key the broker never heard of */
     char prefix [4096], err [512];
     snprintf (prefix, sizeof prefix, "%s/stranger", harness_keys_dir (h));
-    assert_int_equal (curve_keygen (prefix, NULL, err, sizeof err), FR_OK);
-    char key [4200];
+    char key [4200], stranger [CURVE_Z85_LEN + 1];
+    assert_int_equal (curve_keygen (prefix, stranger, err, sizeof err), FR_OK);
     snprintf (key, sizeof key, "%s.key", prefix);
     setenv ("FERRULE_CURVE_SECRET_KEY_FILE", key, 1);
     int rc = -1;
@@ -252,6 +252,11 @@ test_anonymous_client_refused (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM integrations WHERE id = 'victim:box'"), 0);
     assert_true (itest_workdir_contains (h, "refused a key that is not on the allow-list"));
+    /* with the public key, which the operator looks up or adds: a refused handshake reaches
+     * neither the audit log nor a worker, and "a client from 127.0.0.1" named nobody */
+    char said [128];
+    snprintf (said, sizeof said, "with public key %s", stranger);
+    assert_true (itest_workdir_contains (h, said));
 }
 
 /* A worker key the broker does not list cannot join; a listed key cannot be used under another
@@ -572,6 +577,11 @@ test_policy_deployment_wide (void **state)
         r = call_as ("tenant", gw [i].op, json_pack ("{s:s}", gw [i].key, value));
         if (strcmp (client_error_code (r), "forbidden") != 0)
             fail_msg ("\"tenant * acct42:*\" sent %s: %s, not forbidden", gw [i].op, client_error_code (r));
+        /* and says which rule would allow it: "client may not use apikey_verify" alone left the
+         * operator of a rule naming the operation (with acct42:*) looking for what was missing */
+        const char *why = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+        if (!why || !strstr (why, "\"*\""))
+            fail_msg ("%s refused without naming the rule it needs: %s", gw [i].op, why ? why : "(no message)");
         json_decref (r);
         r = call_as (HARNESS_CLIENT, gw [i].op, json_pack ("{s:s}", gw [i].key, value));
         if (strcmp (client_error_code (r), "forbidden") == 0)
