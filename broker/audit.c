@@ -48,6 +48,8 @@ struct audit {
     atomic_uint_fast64_t dropped, failed;
     atomic_int failing;                 /* the last write failed */
     atomic_int full;                    /* a record found the queue full since the writer last took some */
+    _Atomic int64_t write_since;        /* when the write under way began (clock_mono_ms); 0: none */
+    int64_t stall_said;                 /* audit_watch's: the stalled write it reported; 0: none */
 };
 
 /* Opens path for appending. A file that ends mid-line (a crash mid-write; a write a full disk cut
@@ -144,7 +146,9 @@ static int
 audit_write (audit_t *a, const char **buf, size_t *len, int *complained)
 {
     while (*len > 0) {
+        atomic_store (&a->write_since, clock_mono_ms ());
         ssize_t w = a->fd >= 0 ? write (a->fd, *buf, *len) : -1;
+        atomic_store (&a->write_since, 0);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
@@ -380,8 +384,36 @@ audit_failed (const audit_t *a)
     return a ? atomic_load (&((audit_t *) a)->failed) : 0;
 }
 
+/* How long the write under way has been (0: none under way). */
+static int64_t
+audit_write_age (const audit_t *a)
+{
+    int64_t since = atomic_load (&((audit_t *) a)->write_since);
+    return since ? clock_mono_ms () - since : 0;
+}
+
 int
 audit_writing (const audit_t *a)
 {
-    return !a || (!atomic_load (&((audit_t *) a)->failing) && !atomic_load (&((audit_t *) a)->full));
+    return !a || (!atomic_load (&((audit_t *) a)->failing) && !atomic_load (&((audit_t *) a)->full)
+                  && audit_write_age (a) < AUDIT_STALL_MS);
+}
+
+void
+audit_watch (audit_t *a)
+{
+    if (!a)
+        return;
+    int64_t since = atomic_load (&a->write_since);
+    if (a->stall_said && since != a->stall_said) {
+        log_info (NULL, NULL, "the audit log \"%s\" took the write it was held in, after %lld ms",
+                  a->path ? a->path : "standard output", (long long) (clock_mono_ms () - a->stall_said));
+        a->stall_said = 0;
+    }
+    if (since && !a->stall_said && clock_mono_ms () - since >= AUDIT_STALL_MS) {
+        log_error (NULL, NULL, "could not write the audit log \"%s\": a write has not returned for %d ms (a pipe "
+                   "or standard output nobody reads, a hung disk); its records wait in memory (beyond %d waiting, "
+                   "they are lost and counted)", a->path ? a->path : "standard output", AUDIT_STALL_MS, AUDIT_QUEUE);
+        a->stall_said = since;
+    }
 }

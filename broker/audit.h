@@ -19,6 +19,7 @@
 
 #define AUDIT_QUEUE    16384           /* records waiting for the writer */
 #define AUDIT_FLUSH_MS 50
+#define AUDIT_STALL_MS 1000            /* a write under way this long counts as failing */
 
 typedef struct audit audit_t;
 
@@ -41,8 +42,13 @@ uint64_t audit_dropped (const audit_t *a);   /* queue full */
 /* records lost to write errors: what could not be written at
  * the stop */
 uint64_t audit_failed (const audit_t *a);
-/* 0 while records are not reaching the file: the writer holds a batch it could not write, or a
- * record found the queue full since the writer last took from it. It turns 1 again at the first
- * write that works (the held batch is tried every AUDIT_FLUSH_MS). */
+/* 0 while records are not reaching the file: the writer holds a batch it could not write, a
+ * record found the queue full since the writer last took from it, or a write has not returned for
+ * AUDIT_STALL_MS (a pipe nobody reads, a hung disk: no failure to count, and 16384 records would
+ * wait before the queue filled). It turns 1 again at the first write that works (the held batch is
+ * tried every AUDIT_FLUSH_MS). */
 int audit_writing (const audit_t *a);
+/* Says once when a write has not returned for AUDIT_STALL_MS, and again when it has: the writer,
+ * held in it, cannot. For the thread that queues records, now and then. */
+void audit_watch (audit_t *a);
 #endif

@@ -1298,6 +1298,7 @@ broker_tick (broker_t *b, int64_t now)
     metrics_set (b->m_pending_bytes, (int64_t) pending_bytes (b->pending));
     metrics_set (b->m_audit_dropped, (int64_t) audit_dropped (b->audit));
     metrics_set (b->m_audit_unwritten, (int64_t) audit_failed (b->audit));
+    audit_watch (b->audit);
     metrics_set (b->m_workers, (int64_t) registry_live_count (b->registry));
     metrics_set (b->m_partitions_owned, owned);
     if (b->health) {

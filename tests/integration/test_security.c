@@ -8,6 +8,7 @@
 #include "itest.h"
 #include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -30,6 +31,7 @@
 #include <sys/time.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 static harness_t *h;
 
@@ -899,6 +901,70 @@ test_audit_failure_refuse_refuses_until_the_log_is_written (void **state)
     char *audit = read_work_file ("audit-file");
     assert_non_null (strstr (audit, "\"outcome\":\"unavailable\""));
     free (audit);
+}
+
+/* FERRULE_AUDIT_FAILURE=refuse with an audit log whose write does not return (a pipe nobody reads:
+ * standard output while the log collector is stuck; a hung mount). The writer sat in write(2)
+ * with no failure to count, so requests, tokens included, went on being served with their records
+ * in memory until the queue's 16384 filled, and nothing was said (review, 2026-12-07). A write
+ * under way for AUDIT_STALL_MS (1 s) now counts as failing: requests are refused, readiness goes,
+ * the log says why; once the write returns all is as before. */
+static void
+test_audit_failure_refuse_refuses_while_a_write_hangs (void **state)
+{
+    char link [4096], file [4096], fifo [4096];
+    start_refusing_broker (link, file);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    int port = itest_http_port (h, "broker0");
+    assert_true (port > 0);
+    assert_int_equal (itest_wait_http_status (port, "/readyz", 200), 200);
+    assert_string_equal (status_code (), "not_found");
+
+    /* the log becomes a pipe that nobody reads, one page deep: full after some 30 records */
+    snprintf (fifo, sizeof fifo, "%s/audit-fifo", harness_workdir (h));
+    assert_int_equal (mkfifo (fifo, 0600), 0);
+    int rfd = open (fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    assert_true (rfd >= 0);
+    assert_true (fcntl (rfd, F_SETPIPE_SZ, 4096) > 0);
+    point_audit_link (link, fifo);
+    const char *code = "";
+    int served = 0;
+    for (long long until = now_ms () + 20000; now_ms () < until; sleep_ms (20)) {
+        if (strcmp (code = status_code (), "unavailable") == 0)
+            break;
+        served++;
+    }
+    print_message ("requests served before the refusals began: %d\n", served);
+    assert_string_equal (code, "unavailable");
+    assert_int_equal (itest_wait_http_status (port, "/readyz", 503), 503);
+    itest_wait_log (h, "a write has not returned for", 10000);
+
+    /* a reader comes: the write returns, the records flow, requests are served again */
+    pid_t reader = fork ();
+    assert_true (reader >= 0);
+    if (reader == 0) {
+        char buf [65536];
+        fcntl (rfd, F_SETFL, 0);
+        while (read (rfd, buf, sizeof buf) > 0)
+            ;
+        _exit (0);
+    }
+    close (rfd);
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (50))
+        if (strcmp (code = status_code (), "not_found") == 0)
+            break;
+    assert_string_equal (code, "not_found");
+    assert_int_equal (itest_wait_http_status (port, "/readyz", 200), 200);
+    itest_wait_log (h, "took the write it was held in", 10000);
+    point_audit_link (link, file);          /* the writer lets the pipe go: the reader ends */
+    int st = 0;
+    for (long long until = now_ms () + 10000; waitpid (reader, &st, WNOHANG) == 0; sleep_ms (20))
+        if (now_ms () > until) {
+            kill (reader, SIGKILL);
+            waitpid (reader, &st, 0);
+            fail_msg ("the broker kept the audit pipe open after its reopen");
+        }
 }
 
 /* Sends n token requests over the raw client c, at most 256 unanswered at a time, the fake worker
@@ -1891,6 +1957,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_log_that_cannot_be_written_keeps_its_records, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_line_cut_short_is_written_whole_after_a_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_refuses_until_the_log_is_written, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_audit_failure_refuse_refuses_while_a_write_hangs, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_records_the_token_a_slow_worker_answers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_refuse_records_what_it_answers_itself_with_many_pending, setup,
                                          teardown),
