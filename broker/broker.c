@@ -423,6 +423,22 @@ broker_undelivered (broker_t *b)
                     "answer is dropped; the client reads its answers too slowly");
 }
 
+/* Whether the connection a pending request came on (fd, conn: guard_sender's) still holds its
+ * routing id. An answer goes by routing id alone, and ZeroMQ's ROUTER gives a routing id that a
+ * peer offers (ZMQ_ROUTING_ID) to it once the connection holding it has gone: another listed
+ * client could take a client's id and be sent the answers to what the first one asked. Over a
+ * transport without descriptors (inproc) there is nothing to check, and no peer from afar. */
+static int
+broker_client_there (broker_t *b, int fd, uint64_t conn)
+{
+    if (fd < 0)
+        return 1;
+    if (guard_holds (b->front_guard, fd, conn))
+        return 1;
+    errno = EHOSTUNREACH;                /* as ZeroMQ says of a routing id it has no connection for */
+    return 0;
+}
+
 /* Sends a body to a client, in answer to rq; 0, or -1 when it was not sent (broker_undelivered). */
 static int
 broker_send_client (broker_t *b, const void *client, size_t client_len, const req_t *rq, const char *body,
@@ -430,6 +446,10 @@ broker_send_client (broker_t *b, const void *client, size_t client_len, const re
 {
     const void *parts [] = { client, "", CODEC_CLIENT_PROTOCOL, body };
     size_t sizes [] = { client_len, 0, 4, len };
+    if (rq->owed && !broker_client_there (b, rq->fd, rq->conn)) {
+        broker_undelivered (b);
+        return -1;
+    }
     if (frames_send (b->frontend, parts, sizes, 4, ZMQ_DONTWAIT) == 0) {
         guard_sent (b->front_guard, rq->fd, rq->conn, 4 + len);
         return 0;
@@ -446,6 +466,10 @@ broker_forward_client (broker_t *b, const pending_t *p, zmq_msg_t *body)
     const void *parts [] = { p->client, "", CODEC_CLIENT_PROTOCOL };
     size_t sizes [] = { p->client_len, 0, 4 };
     size_t len = zmq_msg_size (body);
+    if (!broker_client_there (b, p->client_fd, p->client_conn)) {
+        broker_undelivered (b);
+        return -1;
+    }
     if (frames_send_msg (b->frontend, parts, sizes, 3, body, ZMQ_DONTWAIT) == 0) {
         guard_sent (b->front_guard, p->client_fd, p->client_conn, 4 + len);
         return 0;
@@ -825,8 +849,11 @@ broker_handle_client (broker_t *b)
         [REQ_RID] = { .key = "rid" }, [REQ_OP] = { .key = "op" },
         [REQ_DEADLINE] = { .key = "deadline_ms" }, [REQ_INTEGRATION] = { .key = "integration" },
     };
-    if (frames_recv (b->frontend, &f, ZMQ_DONTWAIT) != 0)
+    if (frames_recv (b->frontend, &f, ZMQ_DONTWAIT) != 0) {
+        if (errno == EAGAIN)
+            guard_drained (b->front_guard);     /* the socket has nothing left to read */
         return 0;
+    }
     int src = frames_source_fd (&f);
     uint64_t conn = guard_account (b->front_guard, src, f.bytes, f.total);
     const void *client = frames_data (&f, 0);
@@ -1014,6 +1041,16 @@ broker_handle_client (broker_t *b)
         broker_reply_error (b, client, client_len, &rq, FR_OVERLOADED, err);
         goto out;
     }
+    /* the connection it came on, for its answer (broker_client_there): a message read just after
+     * a connection closed on its descriptor may be the closed one's, whose routing id another
+     * peer may hold by the time the answer comes. Rare (a descriptor reused within one batch of
+     * reads); refused here, before a worker carries it out */
+    if (src >= 0 && (conn = guard_sender (b->front_guard, src)) == 0) {
+        broker_reply_error_hint (b, client, client_len, &rq, FR_UNAVAILABLE, "the broker cannot tell whether the "
+                                 "connection this request came on is still open (it closed, or another took its "
+                                 "descriptor just before)", "send it again: it was not carried out");
+        goto out;
+    }
     /* one connection's share of each bound, so that it cannot leave every other client
      * "overloaded" by sending without waiting for its answers; taken here, given back where the
      * request is answered (nothing in between refuses it) */
@@ -1099,8 +1136,11 @@ broker_handle_worker (broker_t *b)
     frames_t f;
     char err [256];
     char worker [REGISTRY_MAX_WORKER_ID + 1];
-    if (frames_recv (b->backend, &f, ZMQ_DONTWAIT) != 0)
+    if (frames_recv (b->backend, &f, ZMQ_DONTWAIT) != 0) {
+        if (errno == EAGAIN)
+            guard_drained (b->back_guard);     /* the socket has nothing left to read */
         return 0;
+    }
     int src = frames_source_fd (&f);
     guard_account (b->back_guard, src, f.bytes, f.total);
     if (f.bytes > MESSAGE_BUDGET) {

@@ -19,6 +19,7 @@
 #define GUARD_MESSAGE_SLACK    128      /* per message: a heartbeat ping answered meanwhile */
 #define GUARD_HANDSHAKE        4096     /* greeting and CURVE handshake */
 #define GUARD_CREDIT_MAX       65536    /* allowances given before they are checked against the wire */
+#define GUARD_FRESH_US         100      /* events read this recently count as read now (guard_holds) */
 
 typedef struct {
     int live;
@@ -41,6 +42,7 @@ typedef struct {
 
 struct guard {
     char name [32];
+    void *socket;                       /* the socket watched */
     void *monitor;
     int monitor_fd;                     /* its ZMQ_FD */
     guard_conn_t *conns;                /* indexed by fd */
@@ -61,6 +63,7 @@ struct guard {
     uint64_t unsent_total;              /* at the last check */
     char unsent_why [256];
     uint64_t unsent_cuts;
+    int64_t read_us;                    /* when guard_events last began to read */
 };
 
 static guard_conn_t *
@@ -86,6 +89,7 @@ guard_new (void *ctx, void *socket, const char *name, size_t budget, size_t hard
     guard_t *g = mem_alloc (sizeof *g);
     char endpoint [80];
     snprintf (g->name, sizeof g->name, "%s", name);
+    g->socket = socket;
     g->budget = budget;
     g->hard_budget = hard_budget;
     snprintf (endpoint, sizeof endpoint, "inproc://ferrule-guard-%s", name);
@@ -147,15 +151,31 @@ guard_forget_sent (guard_conn_t *c)
     c->measured = 0;
 }
 
+/* After a connection's end was read: when the socket has nothing to read, nothing of that
+ * connection is left in it, and a message from its descriptor is surely a later connection's
+ * (guard_sender). Looked at once the end is read, not left to guard_check's next run (every
+ * few milliseconds): a client that connects on the descriptor just freed would find its first
+ * requests refused meanwhile. */
+static void
+guard_look_drained (guard_t *g)
+{
+    int ev = 0;
+    size_t len = sizeof ev;
+    if (zmq_getsockopt (g->socket, ZMQ_EVENTS, &ev, &len) == 0 && !(ev & ZMQ_POLLIN))
+        g->drains++;
+}
+
 void
 guard_events (guard_t *g)
 {
+    int ended = 0;
+    g->read_us = clock_mono_us ();
     for (int i = 0; i < 1024; i++) {
         zmq_msg_t m;
         zmq_msg_init (&m);
         if (zmq_msg_recv (&m, g->monitor, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close (&m);
-            return;
+            break;
         }
         uint16_t event = 0;
         int32_t value = -1;
@@ -195,6 +215,7 @@ guard_events (guard_t *g)
             /* what the closed connection sent is queued before this event is: once the socket
              * has been found drained after it, nothing of it is left to read */
             c->unsure_until = g->drains + 1;
+            ended = 1;
             if (c->live) {
                 c->live = 0;
                 c->delivered = c->credit = 0;
@@ -203,6 +224,8 @@ guard_events (guard_t *g)
             guard_forget_sent (c);
         }
     }
+    if (ended)
+        guard_look_drained (g);
 }
 
 void
@@ -347,10 +370,12 @@ guard_cut_sender (guard_t *g, int fd, const char *why)
     guard_conn_t *c = guard_conn (g, fd);
     if (!c)
         return 0;
+    uint64_t drains = g->drains;        /* those before the message was read (guard_events may add one) */
     guard_events (g);
+    c = guard_conn (g, fd);
     /* the message's connection was accepted before it could be read, and its end is read
      * before another connection's accept on the same descriptor */
-    if (!c->live || g->drains < c->unsure_until) {
+    if (!c->live || drains < c->unsure_until) {
         uint64_t held;
         if (lograte_take (&g->uncut_log, clock_mono_ms (), &held))
             log_warning (NULL, NULL, "not cutting a connection on the %s socket: %s; it has closed, or its descriptor "
@@ -496,6 +521,38 @@ guard_connection (guard_t *g, int fd)
     guard_events (g);
     guard_conn_t *c = guard_conn (g, fd);
     return c ? c->serial : 0;
+}
+
+uint64_t
+guard_sender (guard_t *g, int fd)
+{
+    uint64_t drains = g->drains;        /* those before the message was read (guard_events may add one) */
+    guard_events (g);
+    guard_conn_t *c = guard_conn (g, fd);
+    /* the message's connection was accepted before it could be read; once the socket was found
+     * drained after the end of the one before on fd was read, and before this message was read,
+     * nothing of that one was left */
+    if (!c || !c->live || drains < c->unsure_until)
+        return 0;
+    return c->serial;
+}
+
+int
+guard_holds (guard_t *g, int fd, uint64_t conn)
+{
+    /* a look at the monitor costs a system call even when it has nothing: one per answer sent
+     * would be a good part of an answer's cost, and events read a tenth of a millisecond ago
+     * leave a window no wider than that */
+    if (clock_mono_us () - g->read_us >= GUARD_FRESH_US)
+        guard_events (g);
+    guard_conn_t *c = guard_conn (g, fd);
+    return c && conn && c->live && c->serial == conn;
+}
+
+void
+guard_drained (guard_t *g)
+{
+    g->drains++;
 }
 
 uint64_t

@@ -67,6 +67,20 @@ int guard_cut_sender (guard_t *g, int fd, const char *why);
  * descriptor, as over inproc://). A peer whose messages come with another number than before
  * connected again. */
 uint64_t guard_connection (guard_t *g, int fd);
+/* As guard_connection, for a message about to be answered later: the number of the connection it
+ * came on only when that is sure and the connection still open; 0 when a connection closed on fd
+ * since the socket was last found drained (the message may be the closed one's), or fd's
+ * connection has closed. Answers go by routing id, which a peer can take over once its holder's
+ * connection has gone: the number is checked with guard_holds before an answer is sent. */
+uint64_t guard_sender (guard_t *g, int fd);
+/* 1 while connection conn (guard_sender's) is still open on fd, as far as the events read tell
+ * (read now, or at most 0.1 ms ago). libzmq reports a connection's end before it lets its routing
+ * id go, so while this says 1 no other peer can have taken that id, but for one that does so in
+ * that moment or the one between this call and the send that follows it. */
+int guard_holds (guard_t *g, int fd, uint64_t conn);
+/* A receive on the socket found nothing: every message of the connections whose end was read
+ * before it has been read (what guard_check's drained says too). */
+void guard_drained (guard_t *g);
 uint64_t guard_cut_count (const guard_t *g);
 uint64_t guard_silent_count (const guard_t *g);
 /* Connections cut for unread answers (counted in guard_cut_count too), and the unread bytes the

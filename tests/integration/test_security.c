@@ -618,6 +618,138 @@ test_policy_deployment_wide (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
+/* A raw DEALER of ctx at broker 0 under routing id id, with the key of the client the process
+ * uses now (harness_use_client). */
+static void *
+raw_dealer_as (void *ctx, const char *id)
+{
+    void *s = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
+    itest_secure (s);
+    assert_int_equal (zmq_connect (s, harness_broker_frontend (h, 0)), 0);
+    return s;
+}
+
+static void
+raw_ping_send (void *c, const char *rid)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 2);
+    codec_kv_str (b, "op", "ping");
+    codec_kv_str (b, "rid", rid);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (c, "", 0, ZMQ_SNDMORE);
+    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
+    zmq_send (c, body, len, 0);
+    codec_builder_destroy (&b);
+}
+
+/* The next reply on c whose "rid" is rid, within ms; the replies before it are counted in
+ * *others. NULL when none came. */
+static json_t *
+raw_reply_for (void *c, const char *rid, int ms, int *others)
+{
+    for (long long until = now_ms () + ms; now_ms () < until; ) {
+        json_t *r = itest_raw_reply (c, 100);
+        if (!r)
+            continue;
+        const char *got = json_string_value (json_object_get (r, "rid"));
+        if (got && strcmp (got, rid) == 0)
+            return r;
+        ++*others;
+        json_decref (r);
+    }
+    return NULL;
+}
+
+/* The audit record of rid in broker 0's log (caller frees), waiting up to ten seconds; NULL when
+ * none came. */
+static char *
+wait_audit_record (const char *rid)
+{
+    char needle [128];
+    snprintf (needle, sizeof needle, "\"rid\":\"%s\"", rid);
+    for (long long until = now_ms () + 10000; now_ms () < until; sleep_ms (50)) {
+        char *audit = read_work_file ("broker0.audit");
+        char *at = strstr (audit, needle);
+        if (at) {
+            while (at > audit && at [-1] != '\n')
+                at--;
+            char *end = strchr (at, '\n');
+            char *line = strndup (at, end ? (size_t) (end - at) : strlen (at));
+            free (audit);
+            return line;
+        }
+        free (audit);
+    }
+    return NULL;
+}
+
+/* An answer goes only to the connection that sent the request (a review): client "owner" has a
+ * token request pending at a worker and goes away; client "taker", whom the policy allows only
+ * acct2, connects under the same routing id, which ZeroMQ's ROUTER gives it once the old
+ * connection has gone. The worker's answer used to go to the taker, audited "ok" under the
+ * owner; it is now not delivered, and audited so. */
+static void
+test_answer_not_sent_to_who_took_the_routing_id (void **state)
+{
+    assert_int_equal (harness_add_client (h, "owner"), 0);
+    assert_int_equal (harness_add_client (h, "taker"), 0);
+    assert_int_equal (harness_write_policy (h, "harness * *\nowner * acct1:*\ntaker * acct2:*\n"), 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* the fake worker need not beat */
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    assert_int_equal (harness_add_worker_key (h, "wf"), 0);
+    void *ctx = zmq_ctx_new ();
+    void *wf = itest_fake_worker (h, ctx, "wf", "wf");
+    itest_fake_hello (wf, "wf", 1, 0);
+    assert_int_equal (wait_workers (1, 10000), 0);
+
+    assert_int_equal (harness_use_client (h, "owner"), 0);
+    void *owner = raw_dealer_as (ctx, "victim");
+    itest_raw_send (owner, "acct1:box", "owner-rid", 60000);
+    itest_req_t req;
+    assert_int_equal (itest_fake_wait_req (wf, 10000, &req), 1);
+    zmq_close (owner);
+
+    /* the taker holds the routing id once the broker answers its ping under it */
+    assert_int_equal (harness_use_client (h, "taker"), 0);
+    void *taker = NULL;
+    json_t *pong = NULL;
+    for (long long until = now_ms () + 10000; !pong && now_ms () < until; ) {
+        if (taker)
+            zmq_close (taker);                  /* refused as a duplicate while the old one lasted */
+        taker = raw_dealer_as (ctx, "victim");
+        raw_ping_send (taker, "taker-ping");
+        pong = itest_raw_reply (taker, 500);
+    }
+    assert_non_null (pong);
+    json_decref (pong);
+
+    itest_fake_rep (wf, &req, "OWNERS-TOKEN", "owner-rid");
+    char *line = wait_audit_record ("owner-rid");
+    assert_non_null (line);
+    assert_non_null (strstr (line, "\"client\":\"owner\""));
+    assert_non_null (strstr (line, "\"outcome\":\"undelivered\""));
+    free (line);
+    /* sent before the audit record was written: it would come before this ping's answer */
+    raw_ping_send (taker, "taker-ping-2");
+    int others = 0;
+    pong = raw_reply_for (taker, "taker-ping-2", 10000, &others);
+    assert_non_null (pong);
+    json_decref (pong);
+    assert_int_equal (others, 0);
+
+    itest_fake_req_close (&req);
+    zmq_close (taker);
+    zmq_close (wf);
+    zmq_ctx_term (ctx);
+    assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
+}
+
 /* A reload whose files do not all read (here a policy line that is not a rule, in the same
  * reload as a client's removal) changes nothing: the lists and the policy read before stay in
  * effect together, and the log says why. A later good reload takes effect. */
@@ -1954,6 +2086,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_policy_deployment_wide, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_line_per_request, setup, teardown),
         cmocka_unit_test_setup_teardown (test_broken_reload_keeps_what_was_read, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_answer_not_sent_to_who_took_the_routing_id, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_log_that_cannot_be_written_keeps_its_records, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_line_cut_short_is_written_whole_after_a_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_refuses_until_the_log_is_written, setup, teardown),
