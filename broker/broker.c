@@ -221,9 +221,10 @@ broker_load_access (broker_t *b, char *err, size_t errlen)
 }
 
 broker_t *
-broker_new (const broker_config_t *config, char *err, size_t errlen)
+broker_new (const broker_config_t *config, int *bad_setting, char *err, size_t errlen)
 {
     broker_t *b = mem_alloc (sizeof *b);
+    *bad_setting = 0;
     int one = 1;
     b->cfg = *config;
     b->cfg.curve = NULL;
@@ -239,6 +240,7 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     if (!b->curve.plaintext) {
         if (!config->clients_file || !*config->clients_file || !config->workers_file || !*config->workers_file) {
             snprintf (err, errlen, "CURVE needs both allow-lists: set FERRULE_CLIENTS_FILE and FERRULE_WORKERS_FILE");
+            *bad_setting = 1;
             goto fail;
         }
         /* the ZAP handler must exist before the first handshake */
@@ -248,8 +250,10 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
             goto fail;
         }
     }
-    if (broker_load_access (b, err, errlen) != 0)
+    if (broker_load_access (b, err, errlen) != 0) {
+        *bad_setting = 1;
         goto fail;
+    }
     b->frontend = zmq_socket (b->ctx, ZMQ_ROUTER);
     b->backend = zmq_socket (b->ctx, ZMQ_ROUTER);
     if (!b->frontend || !b->backend) {
@@ -308,10 +312,12 @@ broker_new (const broker_config_t *config, char *err, size_t errlen)
     else
     if (config->audit_failure && strcmp (config->audit_failure, "serve") != 0) {
         snprintf (err, errlen, "FERRULE_AUDIT_FAILURE must be \"serve\" or \"refuse\", not \"%s\"", config->audit_failure);
+        *bad_setting = 1;
         goto fail;
     }
     if (b->audit_refuse && !audit_on) {
         snprintf (err, errlen, "FERRULE_AUDIT_FAILURE=refuse needs an audit log: set FERRULE_AUDIT_LOG to a file or \"-\"");
+        *bad_setting = 1;
         goto fail;
     }
     if (audit_on) {

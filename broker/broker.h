@@ -31,7 +31,10 @@ typedef struct {
 
 typedef struct broker broker_t;
 
-broker_t *broker_new (const broker_config_t *config, char *err, size_t errlen);
+/* NULL with a reason on failure; *bad_setting then says whether a setting or a file it names is
+ * at fault (an allow-list or policy that cannot be read or parsed, a value out of range: the
+ * operator's to mend, exit status 2) rather than the moment (a port taken). */
+broker_t *broker_new (const broker_config_t *config, int *bad_setting, char *err, size_t errlen);
 void broker_destroy (broker_t **b_p);
 /* Runs until *stop becomes 2, or until it is 1 and every pending request has been answered.
  * Each time *reload is set (SIGHUP) the allow-lists and the policy are read again (and the

@@ -58,6 +58,12 @@ keys_parse (keys_list_t *l, const char *path, const char *what, char *err, size_
     }
     text = mem_alloc (KEYS_MAX_FILE + 1);
     n = fread (text, 1, KEYS_MAX_FILE + 1, f);
+    if (ferror (f)) {
+        /* a directory (EISDIR), an I/O error: what was read is no list, nor the start of one */
+        snprintf (err, errlen, "could not read the %s file \"%s\": %s", what, path, strerror (errno));
+        fclose (f);
+        goto out;
+    }
     fclose (f);
     if (n > KEYS_MAX_FILE) {
         snprintf (err, errlen, "the %s file \"%s\" is larger than %u MiB", what, path, KEYS_MAX_FILE >> 20);

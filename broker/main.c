@@ -67,13 +67,14 @@ main (int argc, char **argv)
                             unread_bytes, pending_share };
     sigset_t saved;
     daemon_setup_begin (&saved);
-    broker_t *broker = broker_new (&cfg, err, sizeof err);
+    int bad_setting = 0;
+    broker_t *broker = broker_new (&cfg, &bad_setting, err, sizeof err);
     daemon_setup_done (&saved);             /* a reload or a stop sent meanwhile is taken now */
     curve_identity_clear (&curve);
     if (!broker) {
         log_error (NULL, NULL, "%s", err);
         config_free (table);
-        return 1;
+        return bad_setting ? 2 : 1;
     }
     rc = broker_run (broker, &stop_requested, &reload_requested);
     broker_destroy (&broker);

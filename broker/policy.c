@@ -104,6 +104,12 @@ policy_load (const char *path, char *err, size_t errlen)
     }
     text = mem_alloc (POLICY_MAX_FILE + 1);
     size_t n = fread (text, 1, POLICY_MAX_FILE + 1, f);
+    if (ferror (f)) {
+        /* a directory (EISDIR), an I/O error: what was read is no policy, nor the start of one */
+        snprintf (err, errlen, "could not read the policy file \"%s\": %s", path, strerror (errno));
+        fclose (f);
+        goto fail;
+    }
     fclose (f);
     if (n > POLICY_MAX_FILE) {
         snprintf (err, errlen, "the policy file \"%s\" is larger than %u MiB", path, POLICY_MAX_FILE >> 20);

@@ -7,6 +7,7 @@
 #include "ops.h"
 #include "policy.h"
 #include "text.h"
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -53,6 +54,11 @@ auth_load_client_keys (const char *path, gw_client_key_t **keys_out, size_t *n_o
         }
         memcpy (k->name, name, strlen (name) + 1);     /* at most 64 bytes, checked above */
         nkeys++;
+    }
+    if (rc == 0 && ferror (f)) {
+        /* a directory (EISDIR), an I/O error: not the end of the list */
+        snprintf (err, errlen, "could not read the client keys file \"%s\": %s", path, strerror (errno));
+        rc = -1;
     }
     fclose (f);
     if (rc != 0) {

@@ -184,6 +184,9 @@ int harness_add_worker_key (harness_t *self, const char *worker_id);
 /* Broker idx's backend endpoint (NULL: none), and its pid (-1: not running). */
 const char *harness_broker_backend (harness_t *self, int idx);
 int harness_broker_pid (harness_t *self, int idx);
+/* Waits up to timeout_ms for broker idx to exit on its own (one that refused to start): its exit
+   status as harness_stop_worker gives a worker's, or -1 while it still runs (or no such broker). */
+int harness_wait_broker_exit (harness_t *self, int idx, int timeout_ms);
 /* Removes client name from the clients list (brokers are not told: harness_reload_brokers). */
 int harness_remove_client (harness_t *self, const char *name);
 /* Removes worker_id's key from the workers list (brokers are not told: harness_reload_brokers). */

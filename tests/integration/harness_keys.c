@@ -89,6 +89,14 @@ harness_broker_pid (harness_t *self, int idx)
 }
 
 int
+harness_wait_broker_exit (harness_t *self, int idx, int timeout_ms)
+{
+    if (idx < 0 || idx >= self->nbrokers)
+        return -1;
+    return hx_proc_reap (self->brokers [idx], timeout_ms) ? self->brokers [idx]->status : -1;
+}
+
+int
 harness_add_client (harness_t *self, const char *name)
 {
     return hx_add_key (self, self->clients_file, name, "client-");

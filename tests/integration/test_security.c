@@ -785,6 +785,58 @@ test_broken_reload_keeps_what_was_read (void **state)
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 
+/* A list or policy that cannot be read is not an empty one (a review: a read error was taken for
+ * the end of the file). Here the workers file replaced with a folder (EISDIR), and a SIGHUP: an
+ * empty workers list dropped every worker. The lists read before stay, the worker with them, and
+ * the log names the file and why. */
+static void
+test_unreadable_list_at_reload_keeps_what_was_read (void **state)
+{
+    assert_true (harness_start_broker (h) >= 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
+    char path [4096], saved [4200];
+    snprintf (path, sizeof path, "%s/workers", harness_keys_dir (h));
+    snprintf (saved, sizeof saved, "%s.saved", path);
+    assert_int_equal (rename (path, saved), 0);
+    assert_int_equal (mkdir (path, 0700), 0);
+    harness_reload_brokers (h);
+    itest_wait_log (h, "keeping the lists and policy read before", 10000);
+    char *log = read_work_file ("broker0.log");
+    assert_non_null (strstr (log, "could not read the workers file"));
+    assert_non_null (strstr (log, "/workers\\\": Is a directory"));
+    free (log);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "ping", NULL);
+    assert_int_equal (json_integer_value (json_object_get (r, "workers")), 1);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "status", "--integration", "acct42:box", NULL);
+    assert_string_equal (itest_code (r), "not_found");          /* a worker answered */
+    json_decref (r);
+    assert_int_equal (rmdir (path), 0);
+    assert_int_equal (rename (saved, path), 0);
+}
+
+/* At start, a policy file that cannot be read (here a folder) stops the broker with status 2, as
+ * any other setting it cannot use, saying which file and why; it started with an empty policy,
+ * which refused every client. */
+static void
+test_unreadable_policy_at_start_refused (void **state)
+{
+    char dir [4096];
+    snprintf (dir, sizeof dir, "%s/policy-folder", harness_workdir (h));
+    assert_int_equal (mkdir (dir, 0700), 0);
+    harness_set_env (h, "FERRULE_POLICY_FILE", dir);
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_POLICY_FILE", NULL);
+    assert_int_equal (harness_wait_broker_exit (h, 0, 10000), 2);
+    char *log = read_work_file ("broker0.log");
+    assert_non_null (strstr (log, "could not read the policy file"));
+    assert_non_null (strstr (log, "policy-folder\\\": Is a directory"));
+    assert_null (strstr (log, "broker serving clients"));
+    free (log);
+}
+
 /* The audit log of the brokers started next: link (the work folder's audit-link), pointing at
  * target, or at file (the work folder's file_name) when target is NULL. Skips the test on a
  * system without /dev/full, which the audit tests point it at to fill the disk. */
@@ -2087,6 +2139,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_line_per_request, setup, teardown),
         cmocka_unit_test_setup_teardown (test_broken_reload_keeps_what_was_read, setup, teardown),
         cmocka_unit_test_setup_teardown (test_answer_not_sent_to_who_took_the_routing_id, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_unreadable_list_at_reload_keeps_what_was_read, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_unreadable_policy_at_start_refused, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_log_that_cannot_be_written_keeps_its_records, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_line_cut_short_is_written_whole_after_a_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_refuses_until_the_log_is_written, setup, teardown),

@@ -132,6 +132,11 @@ test_keys_lists (void **state)
     write_file ("badname", text);
     assert_null (keys_load (path_of ("badname"), NULL, err, sizeof err));
     assert_null (keys_load (path_of ("nothere"), NULL, err, sizeof err));
+    /* a read error is no empty list (a folder in the file's place: EISDIR on the read) */
+    assert_int_equal (mkdir (path_of ("folder"), 0700), 0);
+    assert_null (keys_load (path_of ("clients"), path_of ("folder"), err, sizeof err));
+    assert_non_null (strstr (err, "could not read the workers file"));
+    assert_non_null (strstr (err, "Is a directory"));
 }
 
 static void
@@ -180,6 +185,10 @@ test_policy (void **state)
     write_file ("p4", "# rules\n\n\nbilling read *\nbilling read\n");
     assert_null (policy_load (path_of ("p4"), err, sizeof err));
     assert_non_null (strstr (err, "line 5"));
+    assert_int_equal (mkdir (path_of ("pfolder"), 0700), 0);
+    assert_null (policy_load (path_of ("pfolder"), err, sizeof err));
+    assert_non_null (strstr (err, "could not read the policy file"));
+    assert_non_null (strstr (err, "Is a directory"));
 }
 
 static void
