@@ -1195,8 +1195,12 @@ broker_handle_worker (broker_t *b)
         }
         if (b->audit_refuse && audit_room (b->audit) == 0) {
             /* no place for its record (more was owed than the queue holds): a token must not
-             * leave unrecorded */
-            broker_fail_pending_hint (b, p, FR_UNAVAILABLE, AUDIT_REFUSED, AUDIT_REFUSED_HINT);
+             * leave unrecorded. The worker has carried the request out: "unavailable" would say
+             * it had not, and an administering request sent again would run twice */
+            broker_fail_pending_hint (b, p, FR_TIMEOUT, "a worker answered, but this broker cannot record the answer in "
+                                      "its audit log (FERRULE_AUDIT_FAILURE=refuse) and keeps it back: the request may "
+                                      "have been carried out", ops_is_read ((op_t) p->op)
+                                      ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT);
             registry_touch (b->registry, worker, clock_mono_ms ());
             goto out;
         }

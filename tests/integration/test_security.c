@@ -1182,7 +1182,8 @@ flood_unavailable (void *c, int n, void *ws, const char *wid)
  * all, and its record dropped (a review: "no token leaves without its record" did not hold). The
  * broker now keeps a place in the queue for each answer it owes, recording no refusal once the
  * room left is that of the requests pending (counted in ferrule_broker_audit_unrecorded_total);
- * an answer that still found no room would be answered unavailable instead of forwarded. */
+ * an answer that still found no room would be answered timeout (it may have been carried out)
+ * instead of forwarded. */
 static void
 test_audit_failure_refuse_records_the_token_a_slow_worker_answers (void **state)
 {
@@ -1243,7 +1244,7 @@ test_audit_failure_refuse_records_the_token_a_slow_worker_answers (void **state)
     int delivered = json_object_get (r, "access_token") != NULL;
     code = delivered ? "ok" : itest_code (r);
     printf ("the held request was answered %s\n", code);      /* never the reply itself: a token */
-    assert_true (delivered || strcmp (code, "unavailable") == 0);
+    assert_true (delivered || strcmp (code, "timeout") == 0);
     json_decref (r);
 
     /* the disk is back: the answer's record is in the file, none was dropped */
@@ -1264,6 +1265,72 @@ test_audit_failure_refuse_records_the_token_a_slow_worker_answers (void **state)
     assert_int_equal (itest_metric (h, "broker0", "ferrule_broker_audit_dropped"), 0);
     assert_true (itest_metric (h, "broker0", "ferrule_broker_audit_unrecorded_total") > 0);
     zmq_close (held);
+    zmq_close (c);
+    zmq_close (wa);
+    zmq_ctx_term (ctx);
+}
+
+/* FERRULE_AUDIT_FAILURE=refuse: a worker's answer that finds no room in the audit queue is kept
+ * back, and the worker has carried the request out all the same. It was answered "unavailable"
+ * with "send the request to another broker", which says it was not carried out (a review: an
+ * import or an apikey_create sent again runs twice); it is answered "timeout", saying it may have
+ * been. More answers than the queue holds (16384) are owed here while the log cannot be written. */
+static void
+test_audit_refuse_answer_without_room_may_have_been_carried_out (void **state)
+{
+    enum { OWED = 16384 + 2000 };
+    char link [4096], file [4096];
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* the fake worker need not beat */
+    harness_set_env (h, "FERRULE_ZMQ_HWM", "100000");        /* the worker may hold them all */
+    start_refusing_broker (link, file);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    harness_set_env (h, "FERRULE_ZMQ_HWM", NULL);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    void *ctx = zmq_ctx_new ();
+    void *wa = itest_fake_worker (h, ctx, "wa", "wa");
+    int big = 200000;
+    zmq_setsockopt (wa, ZMQ_RCVHWM, &big, sizeof big);
+    zmq_setsockopt (wa, ZMQ_SNDHWM, &big, sizeof big);
+    itest_fake_hello (wa, "wa", 1, 0);
+    assert_int_equal (wait_workers (1, 10000), 0);
+
+    void *c = itest_raw_token (h, ctx, "acct1:box", NULL, 120000);
+    for (int i = 1; i < OWED; i++)
+        itest_raw_send (c, "acct1:box", NULL, 120000);
+    itest_req_t *reqs = calloc (OWED, sizeof *reqs);
+    assert_non_null (reqs);
+    int held = 0;
+    for (long long until = now_ms () + 30000; held < OWED && now_ms () < until; )
+        held += itest_fake_wait_req (wa, 200, &reqs [held]);
+    assert_int_equal (held, OWED);
+
+    point_audit_link (link, "/dev/full");          /* each answer's record waits in the queue */
+    int timeouts = 0, unavailable = 0, answered = 0;
+    for (int sent = 0; answered < OWED; ) {
+        for (; sent < OWED && sent - answered < 256; sent++) {
+            itest_fake_rep (wa, &reqs [sent], "owed-token-never-printed", NULL);
+            itest_fake_req_close (&reqs [sent]);
+        }
+        json_t *r = itest_raw_reply (c, 10000);
+        if (!r)
+            break;
+        answered++;
+        if (!json_object_get (r, "access_token")) {
+            const char *code = itest_code (r);
+            json_t *err = json_object_get (r, "error");
+            const char *msg = json_string_value (json_object_get (err, "message"));
+            unavailable += strcmp (code, "unavailable") == 0;
+            timeouts += strcmp (code, "timeout") == 0 && msg && strstr (msg, "may have been carried out");
+        }
+        json_decref (r);
+    }
+    printf ("%d answers: %d timeout (may have been carried out), %d unavailable\n", answered, timeouts, unavailable);
+    assert_int_equal (answered, OWED);
+    assert_int_equal (unavailable, 0);
+    assert_true (timeouts > 0);
+    itest_wait_log (h, "could not write the audit log", 10000);
+    free (reqs);
+    point_audit_link (link, file);
     zmq_close (c);
     zmq_close (wa);
     zmq_ctx_term (ctx);
@@ -2148,6 +2215,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_failure_refuse_records_the_token_a_slow_worker_answers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_refuse_records_what_it_answers_itself_with_many_pending, setup,
                                          teardown),
+        cmocka_unit_test_setup_teardown (test_audit_refuse_answer_without_room_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
