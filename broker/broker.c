@@ -674,10 +674,13 @@ broker_worker_reconnected (broker_t *b, const char *worker_id)
             broker_dispatch_waiting (b);
             return;
         }
-        char message [200];
-        snprintf (message, sizeof message, "worker \"%s\" cannot take more requests (%s)", worker_id,
+        /* sent to it before, and perhaps carried out: "overloaded" would say it was not */
+        char message [300];
+        snprintf (message, sizeof message, "worker \"%s\" came back on another connection and cannot take this "
+                  "request again (%s): the request, sent to it before, may have been carried out", worker_id,
                   zmq_strerror (errno));
-        broker_fail_pending (b, p, FR_OVERLOADED, message);
+        broker_fail_pending_hint (b, p, FR_TIMEOUT, message, ops_is_read ((op_t) p->op)
+                                  ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT);
         failed++;
     }
     if (!n && !failed) {

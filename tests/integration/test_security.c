@@ -1336,6 +1336,135 @@ test_audit_refuse_answer_without_room_may_have_been_carried_out (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* A token request of about 240 KB (its "pad" a worker ignores) on c. */
+static void
+raw_send_big (void *c, const char *rid)
+{
+    static char pad [60001];
+    memset (pad, 'p', sizeof pad - 1);           /* four of them: a string holds at most 64 KiB */
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 5);
+    codec_kv_str (b, "op", "token");
+    codec_kv_str (b, "rid", rid);
+    codec_kv_int (b, "deadline_ms", 60000);
+    codec_kv_str (b, "integration", "acct1:box");
+    codec_str (b, "pad");
+    codec_array (b, 4);
+    for (int i = 0; i < 4; i++)
+        codec_str (b, pad);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (c, "", 0, ZMQ_SNDMORE);
+    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
+    zmq_send (c, body, len, 0);
+    codec_builder_destroy (&b);
+}
+
+/* itest_fake_worker, returned once its CURVE handshake with broker 0 has succeeded; NULL when
+ * it did not within ms. */
+static void *
+fake_worker_handshaken (void *ctx, const char *id, const char *key_of, int ms)
+{
+    char err [512], path [4096], endpoint [64];
+    static int n;
+    curve_identity_t cid;
+    memset (&cid, 0, sizeof cid);
+    snprintf (path, sizeof path, "%s/worker-%s.key", harness_keys_dir (h), key_of);
+    assert_int_equal (curve_read_key_file (path, cid.secret, err, sizeof err), FR_OK);
+    assert_int_equal (curve_read_key_file (harness_broker_public_key_file (h), cid.server, err, sizeof err), FR_OK);
+    assert_int_equal (zmq_curve_public (cid.public, cid.secret), 0);
+    void *s = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
+    assert_int_equal (curve_apply_client (s, &cid), 0);
+    curve_identity_clear (&cid);
+    snprintf (endpoint, sizeof endpoint, "inproc://test-handshake-%d", n++);
+    assert_int_equal (zmq_socket_monitor (s, endpoint, ZMQ_EVENT_HANDSHAKE_SUCCEEDED), 0);
+    void *mon = zmq_socket (ctx, ZMQ_PAIR);
+    zmq_setsockopt (mon, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal (zmq_connect (mon, endpoint), 0);
+    assert_int_equal (zmq_connect (s, harness_broker_backend (h, 0)), 0);
+    zmq_pollitem_t item = { mon, 0, ZMQ_POLLIN, 0 };
+    int ok = zmq_poll (&item, 1, ms) == 1;
+    zmq_socket_monitor (s, NULL, 0);
+    zmq_close (mon);
+    if (!ok)
+        zmq_close (s);
+    return ok ? s : NULL;
+}
+
+/* A worker that connects again (the same process, a new connection) is sent again what it
+ * held; one of those that finds its queue full was answered "overloaded", "retry with
+ * backoff", though the worker may have carried it out on the old connection (a review). It is
+ * answered "timeout", saying it may have been. Here the new connection reads nothing, and the
+ * requests are large: the queue (FERRULE_ZMQ_HWM 10) and the kernel's buffers fill. */
+static void
+test_resend_after_reconnect_that_fails_may_have_been_carried_out (void **state)
+{
+    enum { HELD = 100 };
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* the fake workers need not beat */
+    harness_set_env (h, "FERRULE_ZMQ_HWM", "10");
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    harness_set_env (h, "FERRULE_ZMQ_HWM", NULL);
+    assert_int_equal (harness_add_worker_key (h, "wr"), 0);
+    void *ctx = zmq_ctx_new ();
+    void *old = itest_fake_worker (h, ctx, "wr", "wr");
+    itest_fake_hello (old, "wr", 7, 0);
+    assert_int_equal (wait_workers (1, 10000), 0);
+
+    void *c = itest_raw_token (h, ctx, "acct1:box", "small", 60000);
+    itest_req_t req;
+    int held = itest_fake_wait_req (old, 10000, &req);
+    if (held)
+        itest_fake_req_close (&req);
+    char rid [32];
+    for (int i = 0; i < HELD; i++) {                 /* each taken before the next: the queue is short */
+        snprintf (rid, sizeof rid, "big-%d", i);
+        raw_send_big (c, rid);
+        if (!itest_fake_wait_req (old, 10000, &req))
+            break;
+        held++;
+        itest_fake_req_close (&req);
+    }
+    assert_int_equal (held, HELD + 1);
+    zmq_close (old);
+
+    /* the same process (pid 7) on a new connection, which reads nothing */
+    void *again = NULL;
+    json_t *r = NULL;
+    for (long long until = now_ms () + 20000; !r && now_ms () < until; ) {
+        if (!again)
+            again = fake_worker_handshaken (ctx, "wr", "wr", 2000);
+        if (again)
+            itest_fake_hello (again, "wr", 7, 0);
+        r = itest_raw_reply (c, 300);
+    }
+    assert_non_null (r);
+    int timeouts = 0, overloaded = 0, answered = 0;
+    while (r) {
+        answered++;
+        const char *msg = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+        overloaded += strcmp (itest_code (r), "overloaded") == 0;
+        timeouts += strcmp (itest_code (r), "timeout") == 0 && msg && strstr (msg, "may have been carried out");
+        json_decref (r);
+        r = itest_raw_reply (c, 1000);
+    }
+    printf ("%d answers: %d timeout (may have been carried out), %d overloaded\n", answered, timeouts, overloaded);
+    assert_int_equal (overloaded, 0);
+    assert_true (timeouts > 0);
+    /* the new connection answers what reached it, so that the broker stops with nothing pending */
+    itest_req_t rest;
+    while (itest_fake_wait_req (again, 1000, &rest)) {
+        itest_fake_rep (again, &rest, "never-printed", NULL);
+        itest_fake_req_close (&rest);
+    }
+    zmq_close (c);
+    zmq_close (again);
+    zmq_ctx_term (ctx);
+}
+
 /* The two brokers of test_audit_failure_setting_checked_at_start refused to start: each has
  * exited with a failure status, and everything else stops cleanly. */
 static int
@@ -2216,6 +2345,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_refuse_records_what_it_answers_itself_with_many_pending, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (test_audit_refuse_answer_without_room_may_have_been_carried_out, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_resend_after_reconnect_that_fails_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
