@@ -46,6 +46,16 @@ calls_count (const worker_t *w)
     return n;
 }
 
+size_t
+calls_exchanging (const worker_t *w)
+{
+    size_t n = 0;
+    for (const call_t *c = w->calls; c; c = c->next)
+        if (c->kind == CALLS_EXCHANGE)
+            n++;
+    return n;
+}
+
 int
 calls_journal_held (const worker_t *w, int64_t seq)
 {

@@ -38,6 +38,9 @@ typedef struct call {
 call_t *calls_new (worker_t *w, calls_kind_t kind, const job_t *job, const char *id, const catalog_provider_t *p);
 void calls_free (worker_t *w, call_t *c);
 size_t calls_count (const worker_t *w);
+/* Of those, the code exchanges: at the provider, or their tokens not stored yet. The code is
+ * spent at the provider, so a drain that left one would lose the user's connection. */
+size_t calls_exchanging (const worker_t *w);
 /* True when an orphan's revocation in flight holds the journal record seq (call_t.journal_seq). */
 int calls_journal_held (const worker_t *w, int64_t seq);
 /* Frees every call (shutdown only). */

@@ -753,6 +753,15 @@ callback_taken (void *arg, fr_status_t st, store_pending_t *taken, const char *t
         callback_fail (w, job, state_hash, pd.integration, FR_CONFIGURATION, message, NULL, -1, NULL);
         goto out;
     }
+    int64_t last = clock_mono_ms () + w->cfg.http_timeout_ms + w->cfg.db.statement_timeout_ms + 500;
+    if (w->draining && w->drain_last_ms < last) {
+        /* the drain began while the state was being taken, on a slow database: the state is
+         * spent, and this exchange is the connection's only way on. Made all the same, and
+         * waited for as a call out at the drain's start is (worker.c), a little longer */
+        w->drain_last_ms = last;
+        log_info (pd.integration, job->rid, "exchanging the authorization code although the worker is draining: the "
+                  "callback's state was taken as the drain began; the drain waits for it");
+    }
     call_t *c = calls_new (w, CALLS_EXCHANGE, job, pd.integration, p);
     c->sent = mem_strdup (code);
     c->verifier = verifier;              /* the call's now */
@@ -776,6 +785,15 @@ out:
     callback_wait_free (cw);
 }
 
+/* How long a callback whose state is taken now may take to end: the take's answer, the code's
+ * exchange, and the batch that stores its tokens (each statement the statement timeout and the
+ * 250 ms the store waits past it). */
+static int64_t
+callback_drain_budget (const worker_t *w)
+{
+    return w->cfg.http_timeout_ms + 2 * (w->cfg.db.statement_timeout_ms + 250);
+}
+
 /* Takes the callback's state, on a free connection (dbwait.c). A callback whose deadline passed
  * meanwhile is dropped with its state untaken (store NULL): the URL still works when retried. */
 static void
@@ -785,6 +803,21 @@ callback_take_start (worker_t *w, store_t *store, void *arg)
     char err [256];
     fr_status_t st;
     if (!store) {
+        callback_wait_free (cw);
+        return;
+    }
+    if (cw->code && w->draining && clock_mono_ms () + callback_drain_budget (w) > w->drain_until_ms) {
+        /* an exchange that may outlast the drain, with the storing of its tokens, is not started:
+         * the process would exit with the code spent at the provider and the grant nowhere. The
+         * state is left untaken and the code unsent, so the same callback works on the
+         * partition's next owner. */
+        snprintf (err, sizeof err, "worker \"%s\" is shutting down and starts no code exchange it might not finish; "
+                  "the callback was not used", w->cfg.worker_id);
+        log_info (NULL, cw->job.rid, "no code exchange started: the drain ends in %lld ms, and taking the state, the "
+                  "provider call and storing the tokens may take %lld ms; the callback is left unused",
+                  (long long) (w->drain_until_ms - clock_mono_ms ()), (long long) callback_drain_budget (w));
+        reply_error (w, &cw->job, FR_UNAVAILABLE, err, "send the same callback again: another worker takes it over",
+                     1);
         callback_wait_free (cw);
         return;
     }

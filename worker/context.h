@@ -137,6 +137,9 @@ typedef struct worker {
     struct events *events;          /* events.c: the event delivery thread (started by main.c) */
     int draining;
     int64_t drain_until_ms;         /* monotonic: when a drain stops waiting for what is in flight */
+    int64_t drain_last_ms;          /* monotonic: how long past that it waits for a provider call out
+                                       (or an answer not stored yet) that may hold the only copy of a
+                                       grant: a rotated refresh token, a spent code's tokens */
     int started_db;                 /* journal replayed and leases released for this run */
     const char *recovering;         /* recovery.c: the start-up recovery's step, for the answers of
                                        the requests whose claims wait for it */

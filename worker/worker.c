@@ -456,7 +456,7 @@ worker_tick (worker_t *w, int64_t now)
 int
 worker_run (worker_t *w, volatile sig_atomic_t *stop)
 {
-    int64_t drain_until = 0, drain_settle = 0, drain_said = 0, drain_last = 0;
+    int64_t drain_until = 0, drain_settle = 0, drain_said = 0;
     int drain_extended = 0;
     log_info (NULL, NULL, "worker \"%s\" serving %zu brokers%s", w->cfg.worker_id, w->nlinks,
               w->ndns ? " (and following their DNS names)" : "");
@@ -468,14 +468,16 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             /* leave the partition map at once; finish what is in flight */
             w->draining = 1;
             drain_until = w->drain_until_ms = now + w->cfg.drain_ms;
-            /* a call already at the provider ends within the provider timeout, and its commit
-             * within the statement timeout and the 250 ms waited past it: a drain shorter than
-             * that still waits for them. A call started during the drain ends with its commit by
-             * drain_until (refresh.c starts none that cannot), but a commit queued behind another
-             * batch may end up to a statement timeout later: waited for too, the drain's end past. */
-            drain_last = now + w->cfg.http_timeout_ms + w->cfg.db.statement_timeout_ms + 500;
-            if (drain_last < drain_until + w->cfg.db.statement_timeout_ms + 500)
-                drain_last = drain_until + w->cfg.db.statement_timeout_ms + 500;
+            /* a call already at the provider (a refresh, a code exchange) ends within the provider
+             * timeout, and its commit within the statement timeout and the 250 ms waited past it:
+             * a drain shorter than that still waits for them. A call started during the drain ends
+             * with its commit by drain_until (refresh.c and connect.c start none that cannot), but
+             * a commit queued behind another batch may end up to a statement timeout later: waited
+             * for too, the drain's end past. (connect.c moves drain_last_ms on for an exchange it
+             * must make all the same: its callback's state was spent as the drain began.) */
+            w->drain_last_ms = now + w->cfg.http_timeout_ms + w->cfg.db.statement_timeout_ms + 500;
+            if (w->drain_last_ms < drain_until + w->cfg.db.statement_timeout_ms + 500)
+                w->drain_last_ms = drain_until + w->cfg.db.statement_timeout_ms + 500;
             drain_settle = now + (w->cfg.heartbeat_ms < 500 ? w->cfg.heartbeat_ms : 500);
             links_hello (w, 1);
             log_info (NULL, NULL, "draining: %zu refreshes in flight", refresh_count (w));
@@ -490,22 +492,28 @@ worker_run (worker_t *w, volatile sig_atomic_t *stop)
             log_info (NULL, NULL, "draining: waiting for %zu refreshes, %zu provider calls, %zu requests parked, "
                       "%zu queued for the database and %zu batches in flight (%lld ms left)", refresh_count (w),
                       calls_count (w), loads_parked (w), dbwait_count (w), nbatches,
-                      (long long) ((drain_extended ? drain_last : drain_until) - now));
+                      (long long) ((drain_extended ? w->drain_last_ms : drain_until) - now));
         }
         if (w->draining && now >= drain_settle && (busy == 0 || now >= drain_until)) {
             /* a refresh whose call is out, or whose answer is not stored yet, may hold the only
-             * copy of a token the provider rotated: waited for past the drain, up to drain_last */
-            size_t out = busy ? refresh_at_provider (w) : 0;
-            if (!out || now >= drain_last) {
+             * copy of a token the provider rotated; a code exchange's, the only copy of a grant
+             * whose code the provider has spent: waited for past the drain, up to drain_last_ms */
+            size_t out = busy ? refresh_at_provider (w) : 0, exchanging = busy ? calls_exchanging (w) : 0;
+            /* once waited for, such a call's last batch (its commit's, read to its end) is too: it
+             * ends within the statement timeout and 250 ms */
+            size_t tail = drain_extended ? nbatches : 0;
+            if ((!out && !exchanging && !tail) || now >= w->drain_last_ms) {
                 if (busy)
-                    log_warning (NULL, NULL, "drain timed out with %zu refreshes, connect calls, requests waiting for "
-                                 "the database and batches in flight", busy);
+                    log_warning (NULL, NULL, "drain timed out with %zu refreshes, %zu provider calls, %zu requests "
+                                 "parked, %zu queued for the database and %zu batches in flight", refresh_count (w),
+                                 calls_count (w), loads_parked (w), dbwait_count (w), nbatches);
                 break;
             }
             if (!drain_extended)
-                log_info (NULL, NULL, "draining: FERRULE_DRAIN_MS is over, but %zu refreshes have a provider call out "
-                          "or an answer not stored yet: waiting for them (at most %lld ms more), so that a refresh "
-                          "token the provider rotated is not lost", out, (long long) (drain_last - now));
+                log_info (NULL, NULL, "draining: FERRULE_DRAIN_MS is over, but %zu refreshes and %zu code exchanges "
+                          "have a provider call out or an answer not stored yet: waiting for them (at most %lld ms "
+                          "more), so that a refresh token the provider rotated, or a connection whose code it spent, "
+                          "is not lost", out, exchanging, (long long) (w->drain_last_ms - now));
             drain_extended = 1;
         }
         zmq_pollitem_t items [POLL_MAX];

@@ -710,6 +710,51 @@ test_a_drain_commits_every_answer_it_gets (void **state)
     assert_int_equal (itest_teardown (&d), 0);
 }
 
+/* A drain waits for a code exchange already at the provider, and stores its tokens. The drain
+ * waited past FERRULE_DRAIN_MS only for refreshes: a callback's exchange counted as busy until
+ * then, the loop broke with "drain timed out", and the code the provider had spent brought tokens
+ * nobody stored; the user had to connect again (review, 2026-12-06). */
+static void
+test_a_short_drain_waits_for_a_code_exchange_in_flight (void **state)
+{
+    (void) state;
+    const char *const env [] = { "FERRULE_DRAIN_MS", "1000", NULL };
+    harness_t *d = drain_start ("drain_exchange", env, "seed:box");
+    int rc;
+    json_t *c = harness_ctl (d, &rc, "connect", "--integration", "exch:box", "--provider", "fakebox",
+                             "--redirect-uri", "http://127.0.0.1/callback", NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    json_decref (c);
+    assert_non_null (location);
+    itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 4000));
+    pid_t asker = fork ();
+    assert_true (asker >= 0);
+    if (asker == 0) {
+        int crc = -1;
+        json_t *t = harness_ctl (d, &crc, "callback", "--url", location, "--timeout", "30", NULL);
+        printf ("the callback whose exchange was at the provider at the drain: %s\n", crc == 0 ? "ok" : itest_code (t));
+        fflush (stdout);
+        json_decref (t);
+        _exit (crc == 0 ? 0 : 1);
+    }
+    for (int64_t end = clock_mono_ms () + 20000; !itest_exchange_arrived (d, "fakebox") && clock_mono_ms () < end;)
+        usleep (20000);
+    assert_true (itest_exchange_arrived (d, "fakebox"));
+    harness_signal_worker (d, "w1", SIGTERM);
+    assert_int_equal (harness_wait_worker_exit (d, "w1", 20000), 0);
+    int status = 0;
+    waitpid (asker, &status, 0);
+    itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    free (location);
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+    assert_int_equal (harness_sql_int (d, "SELECT count(*) FROM integrations WHERE id = 'exch:box' AND status = 'active'"),
+                      1);
+    assert_false (itest_workdir_contains (d, "drain timed out"));
+    assert_true (itest_workdir_contains (d, "code exchanges have a provider call out"));
+    assert_int_equal (itest_teardown (&d), 0);
+}
+
 int
 main (void)
 {
@@ -729,6 +774,7 @@ main (void)
         cmocka_unit_test (test_a_drain_starts_no_call_it_cannot_finish),
         cmocka_unit_test (test_a_short_drain_waits_for_a_call_in_flight),
         cmocka_unit_test (test_a_drain_commits_every_answer_it_gets),
+        cmocka_unit_test (test_a_short_drain_waits_for_a_code_exchange_in_flight),
     };
     int rc = harness_exit (cmocka_run_group_tests (tests, setup, teardown));
     curl_global_cleanup ();
