@@ -31,7 +31,7 @@ setup (void **state)
     /* leases must outlive a provider call, and dead workers' leases must expire quickly here */
     harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "1000");
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "500");
-    harness_set_env (h, "FERRULE_LEASE_MS", "3000");
+    harness_set_env (h, "FERRULE_LEASE_MS", "3600");     /* over the call, a claim's answer and a commit (3500 ms) */
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
     /* the database's timeouts follow the heartbeat unless set (250 ms for a statement and for a
      * connection, 62 ms for a lock): a loaded machine's slow flush, or its slow start of a backend,

@@ -217,7 +217,37 @@ test_refresh_lease_without_room_for_the_claim_refused_at_start (void **state)
                   status == -1 ? "started" : "exited, not with 2");
     unsigned long long more;
     assert_int_equal (itest_log_lines (h, "shortlease", "FERRULE_LEASE_MS (3200) must exceed the provider call timeout "
-                                       "(2000 ms) plus the longest a claim's answer can take (1250 ms", &more), 1);
+                                       "(2000 ms) plus the longest a claim's answer and the commit of the call's "
+                                       "answer can take (2500 ms", &more), 1);
+}
+
+/* The same rule left out the commit of the call's answer: a 3500 ms lease over a 2000 ms call
+ * and a 1200 ms statement timeout was taken, although a claim answered after 1450 ms and a call
+ * ended 2000 ms later leave 50 ms for a commit that may take 1450 ms: the lease ran out before
+ * the commit landed, and another worker could claim and spend the refresh token the answer had
+ * replaced (review, 2026-12-06). It now refuses to start, counting the commit. */
+static void
+test_refresh_lease_without_room_for_the_commit_refused_at_start (void **state)
+{
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2000");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "100");
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1200");
+    harness_set_env (h, "FERRULE_LEASE_MS", "3500");
+    assert_int_equal (harness_start_worker (h, "nocommitroom"), 0);
+    int status = harness_wait_worker_exit (h, "nocommitroom", 10000);
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "15000");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "5000");
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "0");
+    harness_set_env (h, "FERRULE_LEASE_MS", "45000");
+    if (status == -1)
+        harness_stop_worker (h, "nocommitroom");
+    if (status != 2)
+        fail_msg ("a 3500 ms lease over a 2000 ms provider call, a 1450 ms claim and a 1450 ms commit: the worker %s",
+                  status == -1 ? "started" : "exited, not with 2");
+    unsigned long long more;
+    assert_int_equal (itest_log_lines (h, "nocommitroom", "FERRULE_LEASE_MS (3500) must exceed the provider call "
+                                       "timeout (2000 ms) plus the longest a claim's answer and the commit of the "
+                                       "call's answer can take (2900 ms", &more), 1);
 }
 
 /* A webhook lease that exceeds the attempt's timeout by less than the claim itself can take: the
@@ -771,6 +801,7 @@ main (void)
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_webhook_backoff_without_a_wait_refused_at_start),
         cmocka_unit_test (test_refresh_lease_without_room_for_the_claim_refused_at_start),
+        cmocka_unit_test (test_refresh_lease_without_room_for_the_commit_refused_at_start),
         cmocka_unit_test (test_a_drain_starts_no_call_it_cannot_finish),
         cmocka_unit_test (test_a_short_drain_waits_for_a_call_in_flight),
         cmocka_unit_test (test_a_drain_commits_every_answer_it_gets),
