@@ -1954,10 +1954,38 @@ refresh_next_due (const worker_t *w)
     return due;
 }
 
+/* At the exit: a rotated refresh token the journal could not take (a full disk), neither when it
+ * came nor at any failed commit since, and that the database did not take either, exists in
+ * this process's memory alone. The journal is tried once more (journal_close syncs it); when that
+ * fails too, the loss is said for each integration, with what to do, rather than the token being
+ * freed in silence. */
+static void
+refresh_journal_last (worker_t *w)
+{
+    for (refresh_t *r = w->refreshes; r; r = r->next) {
+        if ((r->state != REFRESH_ANSWERED && r->state != REFRESH_COMMITTING) || !r->commit.rotated
+        ||  r->journal_seq >= 0 || !r->entry)
+            continue;
+        if (w->journal && (r->journal_seq = journal_append (w->journal, &r->commit, r->spent)) > 0) {
+            log_warning (r->entry->id, NULL, "the rotated refresh token the database did not take is journaled at "
+                         "last, as the worker stops: this worker's next start commits it (start it again with the "
+                         "same journal)");
+            continue;
+        }
+        log_error (r->entry->id, NULL, "the rotated refresh token of integration \"%s\" is lost: the provider issued "
+                   "it, the database did not take its commit, the journal could not be written, and the worker is "
+                   "stopping. If the provider spent the token the database holds (single-use rotation), refreshes "
+                   "will fail with invalid_grant: connect the integration again. Never stop a worker whose journal "
+                   "cannot be written while the database refuses its commits: free the journal's disk or bring the "
+                   "database back first", r->entry->id);
+    }
+}
+
 void
 refresh_abandon_all (worker_t *w)
 {
     refresh_say_held (w, clock_mono_ms () + 2 * LOGRATE_INTERVAL_MS);  /* all that is held back */
+    refresh_journal_last (w);
     while (w->refreshes)
         refresh_free (w, w->refreshes);
 }

@@ -1005,6 +1005,85 @@ test_rotated_token_journaled_once_the_file_takes_it (void **state)
     expect_chain_intact ("jf:box", "after the restart");
 }
 
+/* Where worker_id's journal's live region ends (its first NUL), in bytes. */
+static off_t
+journal_end (const char *worker_id)
+{
+    char path [512];
+    snprintf (path, sizeof path, "%s/%s.journal", harness_workdir (h), worker_id);
+    FILE *f = fopen (path, "rb");
+    if (!f)
+        return 0;
+    static char buf [4 * 1024 * 1024];
+    size_t n = fread (buf, 1, sizeof buf, f);
+    fclose (f);
+    const char *nul = memchr (buf, '\0', n);
+    return nul ? nul - buf : (off_t) n;
+}
+
+/* The rotated token the journal could not take (its file full) and the database refused, and
+ * then the worker stopped: the drain gave up on the commit and the token was freed with no word
+ * but "drain timed out with 1 refreshes ...", neither the integration nor the loss named (review,
+ * 2026-12-06). Now the journal is tried once more and, when it still cannot be written, the loss
+ * is logged as an error naming the integration. The journal is made to fail where the log does
+ * not: the region grows with commits kept against a failover, the log is emptied, and the file
+ * size limit is put at the region's end (the log, written from its start again, stays below). */
+static void
+test_rotated_token_the_journal_never_took_is_said_lost_at_exit (void **state)
+{
+    h = harness_new ("chain_journal_lost");
+    assert_non_null (h);
+    const char *url = harness_runtime_url (h);
+    char *any = NULL;
+    assert_true (asprintf (&any, "%s%ctarget_session_attrs=any", url, strchr (url, '?') ? '&' : '?') > 0);
+    harness_set_env (h, "FERRULE_DATABASE_URL", any);
+    free (any);
+    harness_set_env (h, "FERRULE_ADMIN_RATE_BURST", "1000");
+    harness_set_env (h, "FERRULE_FAILOVER_KEEP_MS", "600000");  /* the region keeps every commit's record */
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "3000"); /* the drain waits for the commit this long */
+    harness_set_env (h, "FERRULE_DRAIN_MS", "500");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    char *db = current_db ();
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "jl:box", rt, NULL, NULL);
+    free (rt);
+    /* rotations until the journal's region is longer than anything the log gets from here on */
+    int rc;
+    for (int i = 0; i < 400 && journal_end ("w1") < 24 * 1024; i++) {
+        const char *code = code_of_ctl (harness_brokers (h), "refresh", "jl:box", &rc);
+        if (rc != 0)
+            fail_msg ("refresh %d: %s", i, code);
+    }
+    off_t end = journal_end ("w1");
+    assert_true (end >= 24 * 1024);
+
+    char log [4096];
+    snprintf (log, sizeof log, "%s/w1.log", harness_workdir (h));
+    assert_int_equal (truncate (log, 0), 0);      /* appended to from its start again */
+    pid_t pid = harness_worker_pid (h, "w1");
+    assert_true (pid > 0);
+    set_file_limit (pid, (rlim_t) end);           /* the journal cannot take another line */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
+    pid_t child = ctl_async (harness_brokers (h), "refresh", "jl:box", NULL, NULL);
+    wait_sql ("SELECT count (*) FROM integrations WHERE id = 'jl:box' AND lease_owner IS NOT NULL", 1, 10000);
+    set_read_only (db, 1);
+    assert_int_equal (ctl_wait (child), 5);       /* database_unavailable: the tokens are kept in memory */
+    itest_wait_log (h, "could not write the journal", 10000);
+
+    harness_signal_worker (h, "w1", SIGTERM);
+    assert_true (harness_wait_worker_exit (h, "w1", 20000) >= 0);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    set_read_only (db, 0);
+    free (db);
+    unsigned long long more;
+    int said = itest_log_lines (h, "w1", "the rotated refresh token of integration \"jl:box\" is lost", &more);
+    if (said != 1)
+        fail_msg ("the worker stopped with the rotated token of jl:box in memory alone and logged its loss %d times", said);
+    assert_int_equal (itest_log_lines (h, "w1", "connect the integration again", &more), 1);
+}
+
 /* A rotated refresh whose answer moved the grant's API base URL (Salesforce's instance_url), its
  * commit held up and its worker killed: the start-up replay writes the URL with the token. The
  * replay's copy of each journal record left the URL pointing into the journal's parse, freed
@@ -1789,6 +1868,7 @@ main (void)
         cmocka_unit_test_teardown (test_a_replays_wait_ends_with_the_window, teardown),
         cmocka_unit_test_teardown (test_failover_rewrite_refused_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
+        cmocka_unit_test_teardown (test_rotated_token_the_journal_never_took_is_said_lost_at_exit, teardown),
         cmocka_unit_test_teardown (test_journal_replay_keeps_the_api_base_url, teardown),
         cmocka_unit_test_teardown (test_row_lock_does_not_stall_the_worker, teardown),
         cmocka_unit_test_teardown (test_worker_without_database_does_not_spin, teardown),
