@@ -1,11 +1,11 @@
 /* recovery.c - the startup's recovery as a sequence of batches (see recovery.h). The journal is
  * replayed first, while the earlier run's leases, as long as they last, still keep other workers
- * away from those integrations; only then are the leases released. One record at a time, in the journal's order;
- * a record that fails (its row locked, the database away) is kept and the pass goes on, and the
- * whole pass is tried again a second later, until a pass settles every record. A record whose row
- * is behind it (a failover lost commits another worker made before its refresh) leaves the pass
- * for a list of its own, tried again each second while its integration's claims wait, until the
- * failover window has passed. */
+ * away from those integrations; only then are the leases released. One record at a time, in the
+ * journal's order. A record that fails (its row locked, the database away), and one whose row is
+ * behind it (a failover lost commits another worker made before its refresh), leave the pass for
+ * a list of their own, tried again each second while their own integrations' claims wait
+ * (failover_hold), until it settles (a behind one at most until the failover window has passed):
+ * the pass goes on without them, and the other integrations' refreshes do not wait for them. */
 #include "recovery.h"
 #include "blockwalk.h"
 #include "store_chain.h"
@@ -34,6 +34,8 @@ typedef struct {
     char spent [CRYPTO_FINGERPRINT_LEN + 1];   /* the refresh token it replaced: failover_keep */
     int64_t behind_ms;                         /* behind: when its row was first found so, in
                                                   connected time (recovery_t's connected_ms) */
+    int failing;                               /* in the list because its replay failed (not
+                                                  because its row was behind): tried until settled */
 } recovery_rec_t;
 
 struct recovery {
@@ -41,12 +43,12 @@ struct recovery {
     int collected;                  /* a pass is under way: recs holds its outstanding records */
     recovery_rec_t *recs;
     size_t n, next;                 /* how many; the next to replay */
-    int failed;                     /* a record of this pass was not settled */
     int in_flight;                  /* a batch of ours is out */
     int64_t due_ms;                 /* no step before this */
-    /* The records found behind, out of the passes (collect skips them): each is replayed again
-     * once a round, a round each RECOVERY_RETRY_MS, until it is settled or its wait outlived the
-     * failover window (connected time, as the other worker keeps its commits). */
+    /* The records found behind, or whose replay failed, out of the passes (collect skips them):
+     * each is replayed again once a round, a round each RECOVERY_RETRY_MS, until it is settled
+     * or (found behind) its wait outlived the failover window (connected time, as the other
+     * worker keeps its commits). */
     recovery_rec_t *behind;
     size_t nbehind, behind_next;
     int retrying;                   /* the record out is behind [behind_next], not recs [next] */
@@ -190,14 +192,18 @@ record_settled (worker_t *w, const char *how)
     record_settled_as (w, how, SETTLE_FORGET);
 }
 
+static void record_set_aside (worker_t *w, int failing);
+
 static void
 record_failed (worker_t *w, const char *err)
 {
     recovery_t *r = w->recovery;
-    log_warning (current (r)->c->id, NULL, "journal replay failed, will retry: %s", err);
+    log_warning (current (r)->c->id, NULL, "journal replay failed, will retry: %s%s", err,
+                 r->retrying ? "" : "; meanwhile only this integration's refreshes wait for it");
     if (!r->retrying)
-        r->failed = 1;
-    record_next (w, 0);
+        record_set_aside (w, 1);        /* one record's trouble holds up its own integration only */
+    else
+        record_next (w, 0);
 }
 
 static void
@@ -242,6 +248,24 @@ conflict_record_start (worker_t *w, store_t *s, void *arg)
         record_failed (w, why);
 }
 
+/* The pass's current record leaves it for the list retried each second (failing: its replay
+ * failed; else its row was found behind), holding its integration's claims meanwhile. */
+static void
+record_set_aside (worker_t *w, int failing)
+{
+    recovery_t *r = w->recovery;
+    recovery_rec_t *rec = current (r);
+    r->behind = mem_realloc (r->behind, (r->nbehind + 1) * sizeof *r->behind);
+    r->behind [r->nbehind] = *rec;
+    r->behind [r->nbehind].behind_ms = r->connected_ms;
+    r->behind [r->nbehind++].failing = failing;
+    failover_hold (w->failover, rec->c->id);
+    memset (rec, 0, sizeof *rec);            /* the list's now */
+    if (r->nbehind == 1)
+        r->behind_due_ms = clock_mono_ms () + RECOVERY_RETRY_MS;
+    record_next (w, 0);
+}
+
 /* The current record's row is at generation, before the one the record's refresh started from:
  * a failover (or a restore) lost the commits before it, made by another worker (this one's are
  * written again by failover.c before any replay). Its compare-and-set would lose, and settling it
@@ -262,15 +286,12 @@ record_behind (worker_t *w, int64_t generation)
                   "to %lld ms for that worker to write them again, and this integration's refreshes wait (on other "
                   "workers too, through the row's lease, held unless another worker's is live)",
                   (long long) generation, (long long) rec->c->expected_generation, (long long) keep_ms);
-        r->behind = mem_realloc (r->behind, (r->nbehind + 1) * sizeof *r->behind);
-        r->behind [r->nbehind] = *rec;
-        r->behind [r->nbehind++].behind_ms = r->connected_ms;
-        failover_hold (w->failover, rec->c->id);
-        memset (rec, 0, sizeof *rec);        /* the list's now */
-        if (r->nbehind == 1)
-            r->behind_due_ms = clock_mono_ms () + RECOVERY_RETRY_MS;
-        record_next (w, 0);
+        record_set_aside (w, 0);
         return 0;
+    }
+    if (rec->failing) {
+        rec->failing = 0;                    /* behind from now: the failover window counts */
+        rec->behind_ms = r->connected_ms;
     }
     if (r->connected_ms - rec->behind_ms < keep_ms) {
         record_next (w, 0);
@@ -384,7 +405,6 @@ replay_step (worker_t *w, recovery_t *r, store_t *s, int64_t now)
 {
     char err [512];
     if (!r->collected) {
-        r->failed = 0;
         int count = journal_replay (w->journal, collect, w);
         if (count < 0) {
             log_warning (NULL, NULL, "the journal could not be read; refreshes wait for it");
@@ -404,13 +424,7 @@ replay_step (worker_t *w, recovery_t *r, store_t *s, int64_t now)
             record_failed (w, err);
         return;
     }
-    int failed = r->failed;
     recovery_forget_pass (r);
-    if (failed) {
-        log_warning (NULL, NULL, "the journal is not fully replayed yet; refreshes wait for it");
-        r->due_ms = now + RECOVERY_RETRY_MS;
-        return;
-    }
     r->step = RECOVERY_RELEASE;
 }
 
@@ -437,6 +451,15 @@ recovery_retry_behind (worker_t *w, recovery_t *r, int64_t now)
     if (store_replay_start (s, r->behind [r->behind_next].c, hold_ms > 0 ? hold_ms : 0, replayed, w, err,
                             sizeof err) != FR_OK)
         record_failed (w, err);
+}
+
+int
+recovery_failing (const recovery_t *r, const char *id)
+{
+    for (size_t i = 0; r && i < r->nbehind; i++)
+        if (r->behind [i].failing && strcmp (r->behind [i].c->id, id) == 0)
+            return 1;
+    return 0;
 }
 
 void

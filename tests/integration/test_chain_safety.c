@@ -1462,6 +1462,37 @@ test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits (void **state)
     takeover_settled ();                           /* the replay still lands once the lock is gone */
 }
 
+/* One journal record whose replay keeps failing (its row locked by another session) held up
+ * every refresh of the restarted worker: the whole pass was tried again each second, and no claim
+ * went out until a pass settled every record, so every refresh waited 2 s and got
+ * database_unavailable (review, 2026-12-06). Now the failing record is tried again apart, and
+ * only its own integration's refreshes wait for it. */
+static void
+test_a_failing_journal_record_holds_only_its_integration (void **state)
+{
+    takeover (1);                                  /* wA's journal holds tk:box's rotated token */
+    const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (b1, "other:box", rt, NULL, NULL);   /* no access token: a refresh calls the provider */
+    free (rt);
+    PGconn *locker = lock_row ("tk:box");
+    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
+    unsigned long long more;
+    for (int64_t until = clock_mono_ms () + 20000;
+         itest_log_lines (h, "wA", "journal replay failed", &more) == 0 && clock_mono_ms () < until;)
+        usleep (50000);
+    assert_true (itest_log_lines (h, "wA", "journal replay failed", &more) > 0);
+    int rc = -1;
+    char other [64];
+    snprintf (other, sizeof other, "%s", code_of_ctl (b0, "refresh", "other:box", &rc));
+    unlock_row (locker);
+    if (rc != 0)
+        fail_msg ("a refresh of other:box while tk:box's journal record could not be replayed: %s", other);
+    /* the record lands once the lock is gone, over the needs_reconnect the takeover recorded */
+    wait_sql ("SELECT count(*) FROM token_chain WHERE integration_id = 'tk:box' AND outcome = 'refreshed'", 1, 20000);
+    wait_sql ("SELECT count(*) FROM integrations WHERE id = 'tk:box' AND status = 'active'", 1, 20000);
+}
+
 /* ---- a refresh asked for while the start-up recovery runs ---- */
 
 /* A restarted worker takes requests as soon as it is connected, while its recovery (the journal's
@@ -1878,6 +1909,7 @@ main (void)
         cmocka_unit_test_teardown (test_a_stale_failure_is_recorded_at_its_own_generation, teardown),
         cmocka_unit_test_teardown (test_a_failed_conflict_record_of_a_rotation_is_tried_again, teardown),
         cmocka_unit_test_teardown (test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits, teardown),
+        cmocka_unit_test_teardown (test_a_failing_journal_record_holds_only_its_integration, teardown),
         cmocka_unit_test_teardown (test_refresh_waits_for_the_start_up_recovery, teardown),
         cmocka_unit_test_teardown (test_start_up_release_walks_a_large_table, teardown),
         cmocka_unit_test_teardown (test_same_pid_workers_draw_distinct_lease_tokens, teardown),
