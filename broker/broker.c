@@ -691,6 +691,15 @@ broker_worker_reconnected (broker_t *b, const char *worker_id)
                  "to it before, which the old connection may have lost", worker_id, n, n == 1 ? "" : "s");
 }
 
+/* A stop counts from its signal, not from the loop's next look at it: the loop looks once a pass,
+ * before its poll, and a SIGTERM that came after that look let the poll's requests reach the
+ * workers, answered as if no stop had come (CI, 2026-12-06). */
+static int
+broker_stopping (const broker_t *b)
+{
+    return b->draining || (b->stop && *b->stop);
+}
+
 static void
 broker_ping_reply (broker_t *b, const void *client, size_t client_len, const req_t *rq)
 {
@@ -710,7 +719,9 @@ broker_ping_reply (broker_t *b, const void *client, size_t client_len, const req
     codec_kv_int (o, "partitions", registry_partitions (b->registry));
     codec_kv_int (o, "partitions_owned", registry_partitions_owned (b->registry));
     codec_kv_int (o, "pending", (int64_t) pending_count (b->pending));
-    codec_kv_bool (o, "draining", b->draining);
+    /* from the signal on, as requests are refused: a ping read in the pass the SIGTERM came in said
+     * false, and a gateway took the broker for one it could use */
+    codec_kv_bool (o, "draining", broker_stopping (b));
     /* how this link is protected, and who the broker thinks the caller is */
     codec_kv_str (o, "security", b->curve.plaintext ? "plaintext" : "curve");
     codec_kv_str (o, "client", rq->client_name);
@@ -836,15 +847,6 @@ broker_echo_rid (frames_t *f, req_t *rq)
         return;
     rq->rid = rid;
     rq->rid_len = len;
-}
-
-/* A stop counts from its signal, not from the loop's next look at it: the loop looks once a pass,
- * before its poll, and a SIGTERM that came after that look let the poll's requests reach the
- * workers, answered as if no stop had come (CI, 2026-12-06). */
-static int
-broker_stopping (const broker_t *b)
-{
-    return b->draining || (b->stop && *b->stop);
 }
 
 /* Reads one client message and routes it, or answers it with an error. 1 when a message was read,

@@ -184,9 +184,9 @@ main (int argc, char **argv)
     }
     log_info (NULL, NULL, "listening on %s (port %d), public URL %s, redirect URI %s/oauth/callback", bind,
               route_server_port (server), public_url, public_url);
-    /* ready while a broker answers ping (checked every 5 s, on a client outside the pool: busy
-       clients are load, not a reason to leave the Service): a gateway that cannot reach any
-       broker leaves the Service until it can. The first SIGTERM drains: no new connections,
+    /* ready while a broker that is not draining answers ping (checked every 5 s, on a client
+       outside the pool: busy clients are load, not a reason to leave the Service): a gateway that
+       cannot reach any broker it can use leaves the Service until it can. The first SIGTERM drains: no new connections,
        /readyz 503, the requests in flight answered (for drain_ms at most); a second exits at once. */
     int64_t next_ping = 0, drain_until = 0;
     int cut = 0;
@@ -215,9 +215,14 @@ main (int argc, char **argv)
             if (!drain_until && now >= next_ping) {
                 json_t *r = pool_ping (gw.pool, 2000);
                 const char *code = client_error_code (r);
+                /* a broker that is stopping answers, but refuses every request */
+                int ok = strcmp (code, "ok") == 0, draining = ok && json_is_true (json_object_get (r, "draining"));
                 char why [160];
-                snprintf (why, sizeof why, "no broker answers ping (%s)", code);
-                health_set_ready (health, strcmp (code, "ok") == 0, strcmp (code, "ok") == 0 ? NULL : why);
+                if (draining)
+                    snprintf (why, sizeof why, "every broker that answers ping is draining (shutting down)");
+                else
+                    snprintf (why, sizeof why, "no broker answers ping (%s)", code);
+                health_set_ready (health, ok && !draining, ok && !draining ? NULL : why);
                 json_decref (r);
                 next_ping = clock_mono_ms () + 5000;
             }

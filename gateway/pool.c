@@ -113,7 +113,20 @@ pool_ping (pool_t *p, int timeout_ms)
                               "no broker client for the readiness check", "hint", "see the log");
         }
     }
-    return client_call_rid (p->probe, "ping", NULL, timeout_ms, CLIENT_IDEMPOTENT, NULL);
+    /* a broker that answers but drains (it is stopping, and refuses every request) is no broker
+       this gateway can use: the next is asked, each at most once (a call goes round robin) */
+    int64_t until = clock_mono_ms () + timeout_ms;
+    json_t *r = NULL;
+    for (size_t i = 0; i < client_endpoints (p->probe); i++) {
+        int64_t left = until - clock_mono_ms ();
+        if (r && left < POOL_MIN_CALL_MS)
+            break;
+        json_decref (r);
+        r = client_call_rid (p->probe, "ping", NULL, (int) (left > 1 ? left : 1), CLIENT_IDEMPOTENT, NULL);
+        if (!json_is_true (json_object_get (r, "ok")) || !json_is_true (json_object_get (r, "draining")))
+            break;
+    }
+    return r;
 }
 
 json_t *

@@ -31,7 +31,9 @@ json_t *pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, cons
                    pool_share_t share);
 /* A ping of the brokers on a client of its own, outside the pool (made on first need): the
  * readiness check's, so that a gateway whose clients are all busy (callers waiting on a slow
- * provider) still tells whether a broker answers. For one thread at a time (the main loop). */
+ * provider) still tells whether a broker answers. One that answers "draining" is passed over for
+ * the next; the reply is the first that is not ok or not draining, else the last. For one thread
+ * at a time (the main loop). */
 json_t *pool_ping (pool_t *p, int timeout_ms);
 /* Clients the calls of share may hold at once in a pool of size (at least one). */
 int pool_share_max (int size, pool_share_t share);

@@ -2739,6 +2739,65 @@ test_ready_while_every_broker_client_is_busy (void **state)
     assert_false (said_not_ready);
 }
 
+/* A gateway whose only broker is stopping is not ready: such a broker answers ping, saying
+ * "draining", and refuses every request with "unavailable". The gateway counted any broker that
+ * answered ping, and stayed in the Service with none it could use (review, 2026-12-07). The
+ * broker is kept draining by a request its worker holds at a slow provider. */
+static void
+test_not_ready_while_its_only_broker_drains (void **state)
+{
+    (void) state;
+    gw_saved_t saved = gw_save ();
+    char *rt = itest_grant (h, "fakebox", NULL);
+    assert_int_equal (itest_import (h, "acct1:brokerdrains", "fakebox", rt), 0);
+    free (rt);
+    int hport = free_port ();
+    char hbind [32];
+    snprintf (hbind, sizeof hbind, "127.0.0.1:%d", hport);
+    assert_int_equal (start_gateway_with ("gateway-broker-drains", hbind, NULL), 0);
+    long status = 0;
+    for (int i = 0; i < 200 && status != 200; i++) {
+        free (get_text (hport, "/readyz", &status));
+        if (status != 200)
+            usleep (100000);
+    }
+    assert_int_equal (status, 200);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 30000));
+    long long before = itest_stat (h, "fakebox", "refresh_calls");
+    void *ctx = zmq_ctx_new ();
+    void *c = itest_raw_token (h, ctx, "acct1:brokerdrains", "held", 15000);
+    long long arrived = itest_wait_stat (h, "fakebox", "refresh_calls", before + 1, 10000);
+    harness_signal_broker (h, 0, SIGTERM);
+    /* the broker drains until the request is answered (at its deadline at the latest) */
+    json_t *r = NULL;
+    char *why = NULL;
+    while (arrived > before && !(r = itest_raw_reply (c, 100))) {
+        char *text = get_text (hport, "/readyz", &status);
+        if (status == 503) {
+            why = text ? text : strdup ("(no answer)");
+            break;
+        }
+        free (text);
+    }
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    itest_fake_release (h);
+    if (!r)
+        r = itest_raw_reply (c, 15000);
+    json_decref (r);
+    zmq_close (c);
+    zmq_ctx_term (ctx);
+    stop_gateway ();
+    gw_restore (&saved);
+    assert_int_equal (harness_restart_broker (h, 0), 0);   /* before any assert: the later tests need it */
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    assert_true (arrived > before);
+    if (!why)
+        fail_msg ("the gateway stayed ready while its only broker was draining");
+    printf ("/readyz while the only broker drained: %s", why);
+    assert_non_null (strstr (why, "every broker that answers ping is draining"));
+    free (why);
+}
+
 /* A connection whose request is in flight: its headers are in (the gateway answered 100
  * Continue), its body of 13 bytes is not. Returns the socket. */
 static int
@@ -3285,6 +3344,7 @@ main (void)
         cmocka_unit_test (test_dashboard_page_gives_up_in_a_stall),
         cmocka_unit_test (test_client_keys_reload_on_sighup),
         cmocka_unit_test (test_ready_while_every_broker_client_is_busy),
+        cmocka_unit_test (test_not_ready_while_its_only_broker_drains),
         cmocka_unit_test (test_sigterm_drains),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));

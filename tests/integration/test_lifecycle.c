@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include "itest.h"
 #include "clock.h"
+#include "codec.h"
 
 static harness_t *h;
 
@@ -544,6 +545,99 @@ test_broker_stopped_anywhere_in_its_loop_forwards_nothing_after (void **state)
                   "%d not at all", ROUNDS * N, ROUNDS, forwarded, unanswered);
 }
 
+/* A client socket to broker 0, its answers taken in without bound (the test reads them later). */
+static void *
+ping_socket (void *ctx)
+{
+    void *c = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt (c, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (c, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt (c, ZMQ_RCVHWM, &zero, sizeof zero);
+    itest_secure (c);
+    assert_int_equal (zmq_connect (c, harness_broker_frontend (h, 0)), 0);
+    return c;
+}
+
+static void
+send_ping (void *c, const char *rid)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 2);
+    codec_kv_str (b, "op", "ping");
+    codec_kv_str (b, "rid", rid);
+    size_t len;
+    const char *body = codec_builder_data (b, &len);
+    zmq_send (c, "", 0, ZMQ_SNDMORE);
+    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
+    zmq_send (c, body, len, 0);
+    codec_builder_destroy (&b);
+}
+
+/* A broker stopped says so to a ping from the signal on ("draining": true), as it refuses
+ * requests from then on. It answered from the flag its loop sets at its next pass: a ping read in
+ * the pass the SIGTERM came in said false, and a gateway took a broker about to go for one it
+ * could use (review, 2026-12-07). The broker's loop is kept reading (a burst of pings on another
+ * connection) and starved of CPU, as in the test above, so that the SIGTERM comes in the middle of
+ * a pass; the pings asked while it is held (SIGSTOP) are read after the signal. */
+static void
+test_broker_stopped_says_it_drains_to_a_ping (void **state)
+{
+    (void) state;
+    enum { ROUNDS = 3, BURST = 2000, N = 5 };
+    int not_draining = 0, unanswered = 0;
+    for (int round = 0; round < ROUNDS; round++) {
+        assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+        void *ctx = zmq_ctx_new ();
+        void *flood = ping_socket (ctx), *c = ping_socket (ctx);
+        send_ping (c, "warm");
+        json_t *r = itest_raw_reply (c, 10000);     /* connected */
+        assert_non_null (r);
+        assert_false (json_is_true (json_object_get (r, "draining")));
+        json_decref (r);
+        pid_t broker = harness_broker_pid (h, 0);
+        cpu_set_t one = one_cpu ();
+        assert_int_equal (sched_setaffinity (broker, sizeof one, &one), 0);
+        assert_int_equal (setpriority (PRIO_PROCESS, (id_t) broker, 19), 0);
+        pid_t hog = hog_cpu (&one);
+        for (int i = 0; i < BURST; i++)
+            send_ping (flood, "burst");
+        r = itest_raw_reply (flood, 10000);          /* the loop is reading the burst */
+        assert_non_null (r);
+        json_decref (r);
+        usleep (20000 + 7000 * round);
+        harness_signal_broker (h, 0, SIGSTOP);
+        for (int i = 0; i < N; i++) {
+            char rid [16];
+            snprintf (rid, sizeof rid, "held-%d", i);
+            send_ping (c, rid);
+        }
+        usleep (100000);
+        harness_signal_broker (h, 0, SIGTERM);
+        harness_signal_broker (h, 0, SIGCONT);
+        usleep (200000);
+        kill (hog, SIGKILL);
+        waitpid (hog, NULL, 0);
+        for (int i = 0; i < N; i++) {
+            r = itest_raw_reply (c, 5000);
+            if (!r)
+                unanswered++;
+            else
+            if (!json_is_true (json_object_get (r, "draining")))
+                not_draining++;
+            json_decref (r);
+        }
+        zmq_close (flood);
+        zmq_close (c);
+        zmq_ctx_term (ctx);
+        assert_int_equal (harness_restart_broker (h, 0), 0);
+    }
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    if (not_draining || unanswered)
+        fail_msg ("of %d pings asked before a stop and read after it (%d rounds), %d were answered \"draining\": "
+                  "false and %d not at all", ROUNDS * N, ROUNDS, not_draining, unanswered);
+}
+
 /* The drain tests' start: a broker and worker w1 of a harness named name, with env (pairs of
  * name and value, NULL-ended) set first, and integration id imported at fakebox. */
 static harness_t *
@@ -797,6 +891,7 @@ main (void)
         cmocka_unit_test (test_broker_stopped_answers_a_client_still_connecting),
         cmocka_unit_test (test_broker_stopped_twice_answers_what_is_pending),
         cmocka_unit_test (test_broker_stopped_anywhere_in_its_loop_forwards_nothing_after),
+        cmocka_unit_test (test_broker_stopped_says_it_drains_to_a_ping),
         cmocka_unit_test (test_database_timeouts_checked_at_start),
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_webhook_backoff_without_a_wait_refused_at_start),
