@@ -1442,7 +1442,9 @@ broker_reload (broker_t *b)
 /* At a stop, once nothing is pending: what clients sent before it and the loop has not read yet is
  * answered too ("shutting down"), rather than dropped with the socket. Read until the frontend
  * has been quiet for STOP_QUIET_MS (what a client sent just before the stop may still be on its
- * way from ZeroMQ's I/O thread), STOP_READ_MAX requests or STOP_LINGER_MS at most. The ZAP
+ * way from ZeroMQ's I/O thread) and no client connection has bytes waiting in the kernel (on a
+ * loaded machine that thread may not get to them within the quiet time), STOP_READ_MAX requests
+ * or STOP_LINGER_MS at most. The ZAP
  * handler is served meanwhile: a client that connected just before the stop has its requests
  * queued behind a CURVE handshake, which waits on it; once one has been, the reads go on for all
  * of STOP_LINGER_MS (the handshake's last steps and the requests behind it take more than the
@@ -1464,7 +1466,7 @@ broker_answer_queued (broker_t *b)
             { NULL, b->zap_fd, ZMQ_POLLIN, 0 },
         };
         if (zmq_poll (items, b->zap ? 2 : 1, (long) (left < STOP_QUIET_MS ? left : STOP_QUIET_MS)) <= 0
-        &&  !handshakes)
+        &&  !handshakes && !guard_kernel_unread (b->front_guard))
             break;
     }
     if (n)

@@ -584,3 +584,15 @@ guard_connections (const guard_t *g)
 {
     return g ? g->live : 0;
 }
+
+size_t
+guard_kernel_unread (const guard_t *g)
+{
+    size_t n = 0;
+    for (size_t fd = 0; g && fd < g->nconns; fd++) {
+        int inq = 0;
+        if (g->conns [fd].live && ioctl ((int) fd, FIONREAD, &inq) == 0 && inq > 0)
+            n++;
+    }
+    return n;
+}

@@ -88,4 +88,8 @@ uint64_t guard_silent_count (const guard_t *g);
 uint64_t guard_unsent_cut_count (const guard_t *g);
 uint64_t guard_unsent_bytes (const guard_t *g);
 size_t guard_connections (const guard_t *g);
+/* How many of the connections have bytes waiting in the kernel that libzmq has not read yet
+ * (FIONREAD on each descriptor): a stop's last reads go on while some do, since a loaded
+ * machine's libzmq thread may take longer than any quiet time to get to them. */
+size_t guard_kernel_unread (const guard_t *g);
 #endif

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <sys/resource.h>
 #include <sched.h>
 #include <unistd.h>
@@ -638,6 +639,86 @@ test_broker_stopped_says_it_drains_to_a_ping (void **state)
                   "false and %d not at all", ROUNDS * N, ROUNDS, not_draining, unanswered);
 }
 
+/* Every thread of process pid but its main one (the loop's) pinned to the CPUs of set, to run
+ * only when nothing else there would (SCHED_IDLE): its ZeroMQ I/O thread among them. */
+static void
+starve_threads (pid_t pid, const cpu_set_t *set)
+{
+    char path [64];
+    snprintf (path, sizeof path, "/proc/%d/task", (int) pid);
+    DIR *d = opendir (path);
+    assert_non_null (d);
+    for (struct dirent *e; (e = readdir (d)) != NULL; ) {
+        long tid = strtol (e->d_name, NULL, 10);
+        if (tid <= 0 || tid == pid)
+            continue;
+        struct sched_param none = { 0 };
+        assert_int_equal (sched_setaffinity ((pid_t) tid, sizeof *set, set), 0);
+        assert_int_equal (sched_setscheduler ((pid_t) tid, SCHED_IDLE, &none), 0);
+    }
+    closedir (d);
+}
+
+/* The requests already sent when a broker stops are answered "unavailable", on every connection.
+ * The stop's last reads ended once the frontend had been quiet for 50 ms, and on a loaded machine
+ * ZeroMQ's I/O thread may not have read what waited in the kernel by then: those requests went
+ * with the socket, unanswered (review, 2026-12-07). Here the broker's I/O thread is starved of
+ * CPU (a busy child beside it at full priority) while a request waits on each of many
+ * connections; the busy child goes after a while, as load does. */
+static void
+test_broker_stopped_answers_every_connection_s_request (void **state)
+{
+    (void) state;
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    enum { CONNS = 200 };
+    void *ctx = zmq_ctx_new ();
+    void *socks [CONNS];
+    for (int i = 0; i < CONNS; i++) {
+        socks [i] = ping_socket (ctx);
+        send_ping (socks [i], "warm");
+    }
+    for (int i = 0; i < CONNS; i++) {            /* each connected, its handshake done */
+        json_t *r = itest_raw_reply (socks [i], 10000);
+        assert_non_null (r);
+        json_decref (r);
+    }
+    pid_t broker = harness_broker_pid (h, 0);
+    cpu_set_t one = one_cpu ();
+    harness_signal_broker (h, 0, SIGSTOP);
+    starve_threads (broker, &one);
+    pid_t hog = hog_cpu (&one);
+    for (int i = 0; i < CONNS; i++) {
+        char rid [16];
+        snprintf (rid, sizeof rid, "%d", i);
+        itest_raw_send (socks [i], "stop:many", rid, 5000);
+    }
+    usleep (100000);
+    harness_signal_broker (h, 0, SIGTERM);
+    harness_signal_broker (h, 0, SIGCONT);
+    usleep (300000);
+    kill (hog, SIGKILL);
+    waitpid (hog, NULL, 0);
+    int other = 0, unanswered = 0;
+    int64_t until = clock_mono_ms () + 5000;
+    for (int i = 0; i < CONNS; i++) {
+        int64_t left = until - clock_mono_ms ();
+        json_t *r = itest_raw_reply (socks [i], left > 0 ? (int) left : 0);
+        if (!r)
+            unanswered++;
+        else
+        if (strcmp (itest_code (r), "unavailable") != 0)
+            other++;
+        json_decref (r);
+        zmq_close (socks [i]);
+    }
+    zmq_ctx_term (ctx);
+    assert_int_equal (harness_restart_broker (h, 0), 0);
+    assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
+    if (other || unanswered)
+        fail_msg ("of %d requests sent on as many connections before a stop, %d were answered other than "
+                  "\"unavailable\" and %d not at all", CONNS, other, unanswered);
+}
+
 /* The drain tests' start: a broker and worker w1 of a harness named name, with env (pairs of
  * name and value, NULL-ended) set first, and integration id imported at fakebox. */
 static harness_t *
@@ -892,6 +973,7 @@ main (void)
         cmocka_unit_test (test_broker_stopped_twice_answers_what_is_pending),
         cmocka_unit_test (test_broker_stopped_anywhere_in_its_loop_forwards_nothing_after),
         cmocka_unit_test (test_broker_stopped_says_it_drains_to_a_ping),
+        cmocka_unit_test (test_broker_stopped_answers_every_connection_s_request),
         cmocka_unit_test (test_database_timeouts_checked_at_start),
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_webhook_backoff_without_a_wait_refused_at_start),
