@@ -397,8 +397,7 @@ broker_destroy (broker_t **b_p)
             zmq_close (b->backend);
         if (b->zap)
             zmq_close (b->zap);
-        if (b->ctx)
-            zmq_ctx_term (b->ctx);
+        frames_ctx_term (b->ctx);          /* the linger above, even through a third SIGTERM */
         audit_destroy (&b->audit);
         health_destroy (&b->health);
         metrics_destroy (&b->metrics);

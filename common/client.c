@@ -357,8 +357,7 @@ client_destroy (client_t **c_p)
             zmq_close (c->monitors [i]);
         mem_free (c->endpoints [i]);
     }
-    if (c->ctx)
-        zmq_ctx_term (c->ctx);
+    frames_ctx_term (c->ctx);
     mem_free (c);
     *c_p = NULL;
 }

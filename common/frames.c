@@ -110,6 +110,15 @@ frames_socket_defaults (void *socket, int hwm, int max_msg_size)
 }
 
 void
+frames_ctx_term (void *ctx)
+{
+    if (!ctx)
+        return;
+    while (zmq_ctx_term (ctx) != 0 && errno == EINTR)
+        ;                           /* restartable: the wait resumes where it was */
+}
+
+void
 frames_put_u64 (unsigned char out [8], uint64_t v)
 {
     for (int i = 0; i < 8; i++)

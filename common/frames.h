@@ -45,4 +45,8 @@ void frames_socket_defaults (void *socket, int hwm, int max_msg_size);
 /* The socket's ZMQ_FD, to poll as a plain descriptor once the socket has been read until a
  * receive found nothing (it signals arrivals from then on, docs/architecture.md); -1 on failure. */
 int frames_socket_fd (void *socket);
+/* Ends a context (zmq_ctx_term), its sockets closed: waits out their linger even when a signal
+ * interrupts the wait (the handlers are installed without SA_RESTART), which otherwise left at once
+ * and dropped the last answers queued. NULL: nothing. */
+void frames_ctx_term (void *ctx);
 #endif

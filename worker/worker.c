@@ -198,8 +198,7 @@ worker_destroy (worker_t **w_p)
         failover_destroy (&w->failover);
         calls_abandon_all (w);
         links_close_all (w);
-        if (w->ctx)
-            zmq_ctx_term (w->ctx);
+        frames_ctx_term (w->ctx);          /* the goodbye's linger, even through a second SIGTERM */
         http_destroy (&w->http);
         cache_destroy (&w->cache);
         breaker_destroy (&w->breaker);

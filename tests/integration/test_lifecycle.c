@@ -719,6 +719,75 @@ test_broker_stopped_answers_every_connection_s_request (void **state)
                   "\"unavailable\" and %d not at all", CONNS, other, unanswered);
 }
 
+/* A broker's last answers at a stop get their second to leave, even when more SIGTERMs come
+ * meanwhile (a supervisor's, an impatient operator's). The wait for them (zmq_ctx_term) ended at
+ * the first signal, interrupted, and the process exited with the answers still queued (review,
+ * 2026-12-07). The answers wait because the client reads none until the signals are sent: more
+ * than a loopback connection's kernel buffers hold (some 2 MB), so that some wait in ZeroMQ, on a
+ * broker of its own whose high-water mark has room for them. */
+static void
+test_broker_stopped_keeps_its_last_answers_through_more_signals (void **state)
+{
+    (void) state;
+    enum { N = 10000 };
+    char rid [65];                                  /* the longest: the fewest answers fill the buffers */
+    memset (rid, 'r', 64);
+    rid [64] = '\0';
+    harness_t *d = harness_new ("stopsignals");
+    assert_non_null (d);
+    harness_set_env (d, "FERRULE_ZMQ_HWM", "100000");
+    assert_true (harness_start_broker (d) >= 0);
+    void *ctx = zmq_ctx_new ();
+    void *c = zmq_socket (ctx, ZMQ_DEALER);
+    int zero = 0, one = 1, small = 4096;
+    zmq_setsockopt (c, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (c, ZMQ_SNDHWM, &zero, sizeof zero);
+    zmq_setsockopt (c, ZMQ_RCVHWM, &one, sizeof one);
+    zmq_setsockopt (c, ZMQ_RCVBUF, &small, sizeof small);
+    itest_secure (c);
+    assert_int_equal (zmq_connect (c, harness_broker_frontend (d, 0)), 0);
+    send_ping (c, "warm");
+    json_t *r = itest_raw_reply (c, 20000);         /* connected */
+    assert_non_null (r);
+    json_decref (r);
+    harness_signal_broker (d, 0, SIGSTOP);
+    for (int i = 0; i < N; i++)
+        itest_raw_send (c, "stop:signals", rid, 5000);
+    usleep (100000);
+    harness_signal_broker (d, 0, SIGTERM);
+    harness_signal_broker (d, 0, SIGCONT);
+    /* its loop is over: it waits for the answers to leave */
+    unsigned long long more;
+    int64_t until = clock_mono_ms () + 20000;
+    while (itest_log_lines (d, "broker0", "broker stopped", &more) == 0 && clock_mono_ms () < until)
+        usleep (10000);
+    for (int i = 0; i < 3; i++) {
+        usleep (20000);
+        harness_signal_broker (d, 0, SIGTERM);
+    }
+    /* counted, not decoded: only the stop's "unavailable" can answer them (no worker) */
+    int answered = 0;
+    zmq_pollitem_t item = { c, 0, ZMQ_POLLIN, 0 };
+    while (answered < N && zmq_poll (&item, 1, 2000) == 1) {
+        zmq_msg_t m;
+        for (int more_parts = 1; more_parts; ) {
+            zmq_msg_init (&m);
+            zmq_msg_recv (&m, c, 0);
+            more_parts = zmq_msg_more (&m);
+            zmq_msg_close (&m);
+        }
+        answered++;
+    }
+    zmq_close (c);
+    zmq_ctx_term (ctx);
+    int read_all = itest_log_lines (d, "broker0", "answered 10000 requests that came as it stopped", &more);
+    assert_int_equal (itest_teardown (&d), 0);
+    assert_int_equal (read_all, 1);                 /* else this checks less */
+    if (answered != N)
+        fail_msg ("of %d requests answered \"unavailable\" at a stop, %d reached the client after three more "
+                  "SIGTERMs", N, answered);
+}
+
 /* The drain tests' start: a broker and worker w1 of a harness named name, with env (pairs of
  * name and value, NULL-ended) set first, and integration id imported at fakebox. */
 static harness_t *
@@ -974,6 +1043,7 @@ main (void)
         cmocka_unit_test (test_broker_stopped_anywhere_in_its_loop_forwards_nothing_after),
         cmocka_unit_test (test_broker_stopped_says_it_drains_to_a_ping),
         cmocka_unit_test (test_broker_stopped_answers_every_connection_s_request),
+        cmocka_unit_test (test_broker_stopped_keeps_its_last_answers_through_more_signals),
         cmocka_unit_test (test_database_timeouts_checked_at_start),
         cmocka_unit_test (test_webhook_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_webhook_backoff_without_a_wait_refused_at_start),
