@@ -1,6 +1,7 @@
 /* audit.c - audit records through a bounded queue to a writer thread (see audit.h) */
 #include "audit.h"
 #include "clock.h"
+#include "daemon.h"
 #include "keys.h"
 #include "ident.h"
 #include "log.h"
@@ -247,7 +248,7 @@ audit_t *
 audit_new (const char *target, char *err, size_t errlen)
 {
     audit_t *a = mem_alloc (sizeof *a);
-    sigset_t all, old;
+    sigset_t old;
     a->fd = -1;
     pthread_mutex_init (&a->mutex, NULL);
     pthread_cond_init (&a->cond, NULL);
@@ -263,10 +264,9 @@ audit_new (const char *target, char *err, size_t errlen)
         }
     }
     /* the writer takes no signals: they belong to the loop's thread */
-    sigfillset (&all);
-    pthread_sigmask (SIG_BLOCK, &all, &old);
+    daemon_threads_begin (&old);
     int rc = pthread_create (&a->thread, NULL, audit_thread, a);
-    pthread_sigmask (SIG_SETMASK, &old, NULL);
+    daemon_threads_done (&old);
     if (rc != 0) {
         snprintf (err, errlen, "could not start the audit writer: %s", strerror (rc));
         goto fail;

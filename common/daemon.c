@@ -83,3 +83,17 @@ daemon_setup_done (const sigset_t *saved)
 {
     pthread_sigmask (SIG_SETMASK, saved, NULL);
 }
+
+void
+daemon_threads_begin (sigset_t *saved)
+{
+    sigset_t all;
+    sigfillset (&all);
+    pthread_sigmask (SIG_BLOCK, &all, saved);
+}
+
+void
+daemon_threads_done (const sigset_t *saved)
+{
+    pthread_sigmask (SIG_SETMASK, saved, NULL);
+}

@@ -1,4 +1,4 @@
-/* daemon.h - what ferrule-broker and ferrule-worker do alike when they start */
+/* daemon.h - what the Ferrule processes do alike: their start, and where signals go */
 #ifndef FERRULE_DAEMON_H
 #define FERRULE_DAEMON_H
 #include <signal.h>
@@ -21,4 +21,11 @@ void daemon_signals (volatile sig_atomic_t *stop, volatile sig_atomic_t *reload)
  * draining. Held signals are delivered, to the handlers, by daemon_setup_done. */
 void daemon_setup_begin (sigset_t *saved);
 void daemon_setup_done (const sigset_t *saved);
+/* Around the start of a thread (pthread_create, a libmicrohttpd daemon): holds every signal back
+ * on the calling thread, so that the thread started inherits a mask that takes none, and
+ * daemon_threads_done restores the caller's. Signals then go to the loop's thread, whose poll
+ * the handler interrupts; one taken by another thread set the flag unseen until the poll's next
+ * timeout (100 to 200 ms later). */
+void daemon_threads_begin (sigset_t *saved);
+void daemon_threads_done (const sigset_t *saved);
 #endif

@@ -1,6 +1,7 @@
 /* health.c - liveness, readiness and metrics endpoints on libmicrohttpd's internal thread */
 #include "health.h"
 #include "clock.h"
+#include "daemon.h"
 #include "log.h"
 #include "mem.h"
 #include <arpa/inet.h>
@@ -234,7 +235,7 @@ health_new (const char *bind, metrics_t *m, char *err, size_t errlen)
     char host [INET_ADDRSTRLEN];
     int port = 0;
     struct sockaddr_in sa;
-    sigset_t all, old;
+    sigset_t old;
 
     assert (err && errlen > 0);
     err [0] = '\0';
@@ -257,10 +258,9 @@ health_new (const char *bind, metrics_t *m, char *err, size_t errlen)
         snprintf (err, errlen, "invalid HTTP bind address \"%.100s\"", bind);
         goto fail;
     }
-    /* the server's thread inherits this mask: signals go to the loop's thread, whose handler
-     * sets the flag it polls for */
-    sigfillset (&all);
-    pthread_sigmask (SIG_BLOCK, &all, &old);
+    /* the server's thread takes no signals: they go to the loop's thread, whose handler sets the
+     * flag it polls for */
+    daemon_threads_begin (&old);
     errno = 0;
     h->daemon = MHD_start_daemon (MHD_USE_AUTO | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG,
                                   (uint16_t) port, NULL, NULL, health_answer, h,
@@ -272,7 +272,7 @@ health_new (const char *bind, metrics_t *m, char *err, size_t errlen)
                                   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) HEALTH_MEMORY_LIMIT,
                                   MHD_OPTION_END);
     int saved = errno;
-    pthread_sigmask (SIG_SETMASK, &old, NULL);
+    daemon_threads_done (&old);
     if (!h->daemon) {
         snprintf (err, errlen, "could not start the HTTP server on \"%s\": %s", bind,
                   saved ? strerror (saved) : "libmicrohttpd refused to start");

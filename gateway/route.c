@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "dashboard.h"
+#include "daemon.h"
 #include "health.h"
 #include "log.h"
 #include "mem.h"
@@ -735,7 +736,11 @@ route_server_new (gw_t *gw, char *err, size_t errlen)
     s->gw = gw;
     atomic_init (&s->in_flight, 0);
     atomic_init (&s->draining, 0);
-    /* MHD_USE_ITC: route_server_drain can stop the listening without stopping the daemon */
+    /* MHD_USE_ITC: route_server_drain can stop the listening without stopping the daemon. Its
+     * threads, one per connection, take no signals: they go to the main loop's thread, whose
+     * sleep the handler cuts short */
+    sigset_t old;
+    daemon_threads_begin (&old);
     s->daemon = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
                                   | MHD_USE_ITC | MHD_USE_ERROR_LOG,
                                   0, NULL, NULL, answer, s,
@@ -746,6 +751,7 @@ route_server_new (gw_t *gw, char *err, size_t errlen)
                                   MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) GW_CONNECTION_MEMORY,
                                   MHD_OPTION_NOTIFY_COMPLETED, completed, s,
                                   MHD_OPTION_END);
+    daemon_threads_done (&old);
     if (!s->daemon) {
         snprintf (err, errlen, "could not listen on \"%s\": the port is taken or the address is not local",
                   gw->cfg.bind);

@@ -8,6 +8,7 @@
 #include "fields.h"
 #include "reply.h"
 #include "clock.h"
+#include "daemon.h"
 #include "ident.h"
 #include "log.h"
 #include "lograte.h"
@@ -750,7 +751,12 @@ events_new (const events_config_t *cfg, const catalog_t *catalog, metrics_t *met
             goto fail;
         }
     for (size_t i = 0; i < ev->nlanes; i++) {
-        if (pthread_create (&ev->lanes [i].thread, NULL, lane_thread, &ev->lanes [i]) != 0) {
+        /* the lanes take no signals: they belong to the loop's thread */
+        sigset_t old;
+        daemon_threads_begin (&old);
+        int rc = pthread_create (&ev->lanes [i].thread, NULL, lane_thread, &ev->lanes [i]);
+        daemon_threads_done (&old);
+        if (rc != 0) {
             snprintf (err, errlen, "could not start an event delivery thread");
             goto fail;
         }

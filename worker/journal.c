@@ -22,6 +22,7 @@
 #include "journal.h"
 #include <assert.h>
 #include "clock.h"
+#include "daemon.h"
 #include "crypto.h"
 #include "log.h"
 #include "mem.h"
@@ -940,7 +941,11 @@ journal_sync_start (journal_t *j)
         pthread_cond_init (&j->sync.wake, &ca);
         pthread_cond_init (&j->sync.ended, &ca);
         pthread_condattr_destroy (&ca);
-        if (pthread_create (&j->sync.thread, NULL, journal_syncer, j) != 0) {
+        sigset_t old;
+        daemon_threads_begin (&old);         /* the syncer takes no signals: the loop's thread does */
+        int rc = pthread_create (&j->sync.thread, NULL, journal_syncer, j);
+        daemon_threads_done (&old);
+        if (rc != 0) {
             pthread_mutex_destroy (&j->sync.lock);
             pthread_cond_destroy (&j->sync.wake);
             pthread_cond_destroy (&j->sync.ended);

@@ -3,6 +3,7 @@
  * stop never joins a thread that may sit in getaddrinfo for seconds. */
 #include "resolve.h"
 #include "mem.h"
+#include "daemon.h"
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -196,7 +197,10 @@ resolve_start (resolve_t *r)
     pthread_t thread;
     pthread_attr_init (&attr);
     pthread_attr_setdetachstate (&attr, PTHREAD_CREATE_DETACHED);
+    sigset_t old;
+    daemon_threads_begin (&old);         /* the lookup takes no signals: the loop's thread does */
     int rc = pthread_create (&thread, &attr, resolve_thread, round);
+    daemon_threads_done (&old);
     pthread_attr_destroy (&attr);
     if (rc != 0) {
         round->refs = 1;
