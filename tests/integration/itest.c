@@ -691,11 +691,28 @@ itest_raw_send (void *c, const char *integration, const char *rid, int deadline_
         codec_kv_str (b, "rid", rid);
     codec_kv_int (b, "deadline_ms", deadline_ms);
     codec_kv_str (b, "integration", integration);
+    itest_raw_send_built (c, b);
+    codec_builder_destroy (&b);
+}
+
+void
+itest_raw_send_built (void *c, codec_builder_t *b)
+{
     size_t len;
     const char *body = codec_builder_data (b, &len);
     zmq_send (c, "", 0, ZMQ_SNDMORE);
     zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
     zmq_send (c, body, len, 0);
+}
+
+void
+itest_raw_ping (void *c, const char *rid)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 2);
+    codec_kv_str (b, "op", "ping");
+    codec_kv_str (b, "rid", rid);
+    itest_raw_send_built (c, b);
     codec_builder_destroy (&b);
 }
 

@@ -122,6 +122,11 @@ int itest_pg (const char *action, const char *dir, char *url, size_t urlsize);
 void *itest_raw_token (harness_t *h, void *ctx, const char *integration, const char *rid, int deadline_ms);
 /* Another such request on the socket itest_raw_token returned. */
 void itest_raw_send (void *c, const char *integration, const char *rid, int deadline_ms);
+/* Sends what b holds as a request body, with the frames before it, on c. */
+struct codec_builder;
+void itest_raw_send_built (void *c, struct codec_builder *b);
+/* Sends a ping with rid on c. */
+void itest_raw_ping (void *c, const char *rid);
 /* The body of the next reply on a raw DEALER as JSON, NULL after ms. */
 json_t *itest_raw_reply (void *c, int ms);
 

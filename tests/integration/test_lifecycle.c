@@ -559,21 +559,6 @@ ping_socket (void *ctx)
     return c;
 }
 
-static void
-send_ping (void *c, const char *rid)
-{
-    codec_builder_t *b = codec_builder_new ();
-    codec_map (b, 2);
-    codec_kv_str (b, "op", "ping");
-    codec_kv_str (b, "rid", rid);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (c, "", 0, ZMQ_SNDMORE);
-    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
-    zmq_send (c, body, len, 0);
-    codec_builder_destroy (&b);
-}
-
 /* A broker stopped says so to a ping from the signal on ("draining": true), as it refuses
  * requests from then on. It answered from the flag its loop sets at its next pass: a ping read in
  * the pass the SIGTERM came in said false, and a gateway took a broker about to go for one it
@@ -590,7 +575,7 @@ test_broker_stopped_says_it_drains_to_a_ping (void **state)
         assert_int_equal (harness_wait_ready (h, 3, 20000), 0);
         void *ctx = zmq_ctx_new ();
         void *flood = ping_socket (ctx), *c = ping_socket (ctx);
-        send_ping (c, "warm");
+        itest_raw_ping (c, "warm");
         json_t *r = itest_raw_reply (c, 10000);     /* connected */
         assert_non_null (r);
         assert_false (json_is_true (json_object_get (r, "draining")));
@@ -601,7 +586,7 @@ test_broker_stopped_says_it_drains_to_a_ping (void **state)
         assert_int_equal (setpriority (PRIO_PROCESS, (id_t) broker, 19), 0);
         pid_t hog = hog_cpu (&one);
         for (int i = 0; i < BURST; i++)
-            send_ping (flood, "burst");
+            itest_raw_ping (flood, "burst");
         r = itest_raw_reply (flood, 10000);          /* the loop is reading the burst */
         assert_non_null (r);
         json_decref (r);
@@ -610,7 +595,7 @@ test_broker_stopped_says_it_drains_to_a_ping (void **state)
         for (int i = 0; i < N; i++) {
             char rid [16];
             snprintf (rid, sizeof rid, "held-%d", i);
-            send_ping (c, rid);
+            itest_raw_ping (c, rid);
         }
         usleep (100000);
         harness_signal_broker (h, 0, SIGTERM);
@@ -665,7 +650,7 @@ test_broker_stopped_keeps_its_last_answers_through_more_signals (void **state)
     zmq_setsockopt (c, ZMQ_RCVBUF, &small, sizeof small);
     itest_secure (c);
     assert_int_equal (zmq_connect (c, harness_broker_frontend (d, 0)), 0);
-    send_ping (c, "warm");
+    itest_raw_ping (c, "warm");
     json_t *r = itest_raw_reply (c, 20000);         /* connected */
     assert_non_null (r);
     json_decref (r);

@@ -494,11 +494,7 @@ test_timeout_hint_advises_a_retry_only_for_a_read (void **state)
     codec_kv_int (b, "deadline_ms", 1000);
     codec_kv_str (b, "state", "st-never-answered");
     codec_kv_str (b, "code", "c");
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (c, "", 0, ZMQ_SNDMORE);
-    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
-    zmq_send (c, body, len, 0);
+    itest_raw_send_built (c, b);
     codec_builder_destroy (&b);
     assert_true (itest_fake_wait_req (f.socket, 5000, &req));
     itest_fake_req_close (&req);            /* never answered */

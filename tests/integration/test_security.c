@@ -632,21 +632,6 @@ raw_dealer_as (void *ctx, const char *id)
     return s;
 }
 
-static void
-raw_ping_send (void *c, const char *rid)
-{
-    codec_builder_t *b = codec_builder_new ();
-    codec_map (b, 2);
-    codec_kv_str (b, "op", "ping");
-    codec_kv_str (b, "rid", rid);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (c, "", 0, ZMQ_SNDMORE);
-    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
-    zmq_send (c, body, len, 0);
-    codec_builder_destroy (&b);
-}
-
 /* The next reply on c whose "rid" is rid, within ms; the replies before it are counted in
  * *others. NULL when none came. */
 static json_t *
@@ -723,7 +708,7 @@ test_answer_not_sent_to_who_took_the_routing_id (void **state)
         if (taker)
             zmq_close (taker);                  /* refused as a duplicate while the old one lasted */
         taker = raw_dealer_as (ctx, "victim");
-        raw_ping_send (taker, "taker-ping");
+        itest_raw_ping (taker, "taker-ping");
         pong = itest_raw_reply (taker, 500);
     }
     assert_non_null (pong);
@@ -736,7 +721,7 @@ test_answer_not_sent_to_who_took_the_routing_id (void **state)
     assert_non_null (strstr (line, "\"outcome\":\"undelivered\""));
     free (line);
     /* sent before the audit record was written: it would come before this ping's answer */
-    raw_ping_send (taker, "taker-ping-2");
+    itest_raw_ping (taker, "taker-ping-2");
     int others = 0;
     pong = raw_reply_for (taker, "taker-ping-2", 10000, &others);
     assert_non_null (pong);
@@ -1352,11 +1337,7 @@ raw_send_big (void *c, const char *rid)
     codec_array (b, 4);
     for (int i = 0; i < 4; i++)
         codec_str (b, pad);
-    size_t len;
-    const char *body = codec_builder_data (b, &len);
-    zmq_send (c, "", 0, ZMQ_SNDMORE);
-    zmq_send (c, "FRL1", 4, ZMQ_SNDMORE);
-    zmq_send (c, body, len, 0);
+    itest_raw_send_built (c, b);
     codec_builder_destroy (&b);
 }
 
