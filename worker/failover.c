@@ -69,6 +69,7 @@ struct failover {
     char **waits;                    /* their ids, sorted */
     size_t nwaits;
     char **held;                     /* failover_hold: the journal's records waiting so */
+    unsigned char *held_failing;     /* each: its replay failed (not found behind) */
     size_t nheld;
     int follow;                      /* the check under way is a follow-up */
     int64_t follow_ms;               /* when the next follow-up starts */
@@ -106,6 +107,7 @@ failover_destroy (failover_t **f_p)
         for (size_t i = 0; i < f->nheld; i++)
             mem_free (f->held [i]);
         mem_free (f->held);
+        mem_free (f->held_failing);
         mem_free (f);
         *f_p = NULL;
     }
@@ -305,11 +307,13 @@ failover_waits (const failover_t *f, const char *id)
 }
 
 void
-failover_hold (failover_t *f, const char *id)
+failover_hold (failover_t *f, const char *id, int replay_failed)
 {
     if (!f)
         return;
     f->held = mem_realloc (f->held, (f->nheld + 1) * sizeof *f->held);
+    f->held_failing = mem_realloc (f->held_failing, (f->nheld + 1) * sizeof *f->held_failing);
+    f->held_failing [f->nheld] = replay_failed != 0;
     f->held [f->nheld++] = mem_strdup (id);
 }
 
@@ -319,9 +323,28 @@ failover_unhold (failover_t *f, const char *id)
     for (size_t i = 0; f && i < f->nheld; i++)
         if (strcmp (f->held [i], id) == 0) {
             mem_free (f->held [i]);
-            f->held [i] = f->held [--f->nheld];
+            f->nheld--;
+            f->held [i] = f->held [f->nheld];
+            f->held_failing [i] = f->held_failing [f->nheld];
             return;
         }
+}
+
+void
+failover_held_behind (failover_t *f, const char *id)
+{
+    for (size_t i = 0; f && i < f->nheld; i++)
+        if (strcmp (f->held [i], id) == 0)
+            f->held_failing [i] = 0;
+}
+
+int
+failover_held_failing (const failover_t *f, const char *id)
+{
+    for (size_t i = 0; f && i < f->nheld; i++)
+        if (f->held_failing [i] && strcmp (f->held [i], id) == 0)
+            return 1;
+    return 0;
 }
 
 size_t

@@ -56,10 +56,15 @@ int failover_checking (const failover_t *f);
  * check also holds the row's lease meanwhile (store_hold_start), so that no other worker's claim
  * spends the token that worker writes back before this one has written its own over it. */
 int failover_waits (const failover_t *f, const char *id);
-/* The same for a journal record the start-up replay found behind such commits (recovery.c):
- * claims of id wait until failover_unhold. A hold per record; ids are copied. */
-void failover_hold (failover_t *f, const char *id);
+/* The same for a journal record the start-up replay found behind such commits, or whose replay
+ * failed (replay_failed: its row locked, the database away; recovery.c): claims of id wait until
+ * failover_unhold. A hold per record; ids are copied. failover_held_behind: a failed one's row
+ * was found behind since; failover_held_failing: 1 while a hold of id is for a failed replay
+ * (what a waiting request is told). */
+void failover_hold (failover_t *f, const char *id, int replay_failed);
 void failover_unhold (failover_t *f, const char *id);
+void failover_held_behind (failover_t *f, const char *id);
+int failover_held_failing (const failover_t *f, const char *id);
 /* How many integrations failover_waits holds (held ones counted per record). */
 size_t failover_waiting (const failover_t *f);
 /* Their ids (failover_waiting of them; the caller frees the array, not the strings, before the

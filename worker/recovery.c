@@ -259,7 +259,7 @@ record_set_aside (worker_t *w, int failing)
     r->behind [r->nbehind] = *rec;
     r->behind [r->nbehind].behind_ms = r->connected_ms;
     r->behind [r->nbehind++].failing = failing;
-    failover_hold (w->failover, rec->c->id);
+    failover_hold (w->failover, rec->c->id, failing);
     memset (rec, 0, sizeof *rec);            /* the list's now */
     if (r->nbehind == 1)
         r->behind_due_ms = clock_mono_ms () + RECOVERY_RETRY_MS;
@@ -292,6 +292,7 @@ record_behind (worker_t *w, int64_t generation)
     if (rec->failing) {
         rec->failing = 0;                    /* behind from now: the failover window counts */
         rec->behind_ms = r->connected_ms;
+        failover_held_behind (w->failover, rec->c->id);
     }
     if (r->connected_ms - rec->behind_ms < keep_ms) {
         record_next (w, 0);
@@ -451,15 +452,6 @@ recovery_retry_behind (worker_t *w, recovery_t *r, int64_t now)
     if (store_replay_start (s, r->behind [r->behind_next].c, hold_ms > 0 ? hold_ms : 0, replayed, w, err,
                             sizeof err) != FR_OK)
         record_failed (w, err);
-}
-
-int
-recovery_failing (const recovery_t *r, const char *id)
-{
-    for (size_t i = 0; r && i < r->nbehind; i++)
-        if (r->behind [i].failing && strcmp (r->behind [i].c->id, id) == 0)
-            return 1;
-    return 0;
 }
 
 void

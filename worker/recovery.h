@@ -16,6 +16,4 @@ void recovery_destroy (recovery_t **r_p);
 /* Starts the next step when it is due and a connection is free; a failed step is retried a second
  * after it failed. Sets w->started_db when everything is settled but the records found behind. */
 void recovery_tick (worker_t *w, int64_t now);
-/* 1 while id's record waits apart because its replay failed (its claims wait: failover_waits). */
-int recovery_failing (const recovery_t *r, const char *id);
 #endif

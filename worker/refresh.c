@@ -11,7 +11,6 @@
  *      retried, whatever the database answered.
  *   5. only then answer every request that waited on this refresh. */
 #include "refresh.h"
-#include "recovery.h"
 #include "store_chain.h"
 #include "dbwait.h"
 #include "failover.h"
@@ -1658,7 +1657,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
         if ((now_us - r->started_us) / 1000 < STARTUP_WAIT_MS)
             r->due_ms = now_us / 1000 + STARTUP_RECHECK_MS;
         else
-        if (recovery_failing (w->recovery, r->entry->id))
+        if (failover_held_failing (w->failover, r->entry->id))
             refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, "the worker has not yet replayed this integration's "
                                   "record in the journal of its earlier run (its replay failed: the row locked, or "
                                   "the database away; this worker's log says why); retry shortly", NULL, 1);
@@ -1799,7 +1798,7 @@ refresh_answer_wait (worker_t *w, const refresh_t *r, const job_t *job, int64_t 
                "session)";
     }
     else
-    if (r->state == REFRESH_CLAIMING && !r->in_db && recovery_failing (w->recovery, id)) {
+    if (r->state == REFRESH_CLAIMING && !r->in_db && failover_held_failing (w->failover, id)) {
         snprintf (message, sizeof message, "integration \"%s\": this worker has not yet replayed its record in the "
                   "journal of the worker's earlier run (the replay failed and is tried again each second), and a "
                   "claim of the refresh lease waits for it (the refresh began %lld ms ago); this request's deadline "

@@ -129,10 +129,12 @@ test_held_records_wait_and_are_listed (void **state)
     const char **ids = failover_waiting_ids (f, &n);
     assert_int_equal (n, 0);
     mem_free (ids);
-    failover_hold (f, "a:box");
-    failover_hold (f, "b:box");
+    failover_hold (f, "a:box", 0);
+    failover_hold (f, "b:box", 1);           /* its replay failed */
     assert_true (failover_waits (f, "a:box"));
     assert_false (failover_waits (f, "c:box"));
+    assert_false (failover_held_failing (f, "a:box"));
+    assert_true (failover_held_failing (f, "b:box"));
     ids = failover_waiting_ids (f, &n);
     assert_int_equal (n, 2);
     assert_true ((strcmp (ids [0], "a:box") == 0 && strcmp (ids [1], "b:box") == 0)
@@ -140,10 +142,14 @@ test_held_records_wait_and_are_listed (void **state)
     mem_free (ids);
     failover_unhold (f, "a:box");
     assert_false (failover_waits (f, "a:box"));
+    assert_true (failover_held_failing (f, "b:box"));    /* moved in the list with its flag */
     ids = failover_waiting_ids (f, &n);
     assert_int_equal (n, 1);
     assert_string_equal (ids [0], "b:box");
     mem_free (ids);
+    failover_held_behind (f, "b:box");                   /* found behind since: a failover's wait */
+    assert_true (failover_waits (f, "b:box"));
+    assert_false (failover_held_failing (f, "b:box"));
     failover_destroy (&f);
 }
 
