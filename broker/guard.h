@@ -71,7 +71,8 @@ uint64_t guard_connection (guard_t *g, int fd);
  * came on only when that is sure and the connection still open; 0 when a connection closed on fd
  * since the socket was last found drained (the message may be the closed one's), or fd's
  * connection has closed. Answers go by routing id, which a peer can take over once its holder's
- * connection has gone: the number is checked with guard_holds before an answer is sent. */
+ * connection has gone: the number is checked with guard_holds before an answer is sent. Events
+ * read within the last 0.1 ms count as read now (a look costs a system call). */
 uint64_t guard_sender (guard_t *g, int fd);
 /* 1 while connection conn (guard_sender's) is still open on fd, as far as the events read tell
  * (read now, or at most 0.1 ms ago). libzmq reports a connection's end before it lets its routing
