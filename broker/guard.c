@@ -531,12 +531,18 @@ guard_sender (guard_t *g, int fd)
      * every request read took a system call each, and halved the plaintext broker's throughput
      * (docs/performance.md). A connection that closed and another that opened on fd within that
      * time are taken for the old one: the answer then finds it gone (guard_holds) and is not sent */
-    if (clock_mono_us () - g->read_us >= GUARD_FRESH_US)
+    int fresh = clock_mono_us () - g->read_us >= GUARD_FRESH_US;
+    if (fresh)
         guard_events (g);
     guard_conn_t *c = guard_conn (g, fd);
-    /* the message's connection was accepted before it could be read; once the socket was found
-     * drained after the end of the one before on fd was read, and before this message was read,
-     * nothing of that one was left */
+    /* the message's connection was accepted before it could be read: one not known yet (its
+     * accept came after the last read: a plaintext client sends at once) is looked for now */
+    if (!fresh && (!c || !c->live || drains < c->unsure_until)) {
+        guard_events (g);
+        c = guard_conn (g, fd);
+    }
+    /* once the socket was found drained after the end of the one before on fd was read, and
+     * before this message was read, nothing of that one was left */
     if (!c || !c->live || drains < c->unsure_until)
         return 0;
     return c->serial;
