@@ -198,28 +198,36 @@ test_database_timeouts_checked_at_start (void **state)
  * worker waits past it. A lease that covered the call's timeout (with its connect, which the
  * timeout already includes) and not that started: it could run out during a live call, and
  * another worker's claim spend the same refresh token. It now refuses to start. */
+/* Worker name started with a 2000 ms provider call, a statement timeout of statement_ms and a
+ * lease of lease_ms: it must exit with 2, saying needle; the settings are put back after. */
 static void
-test_refresh_lease_without_room_for_the_claim_refused_at_start (void **state)
+lease_refused_at_start (const char *name, const char *statement_ms, const char *lease_ms, const char *needle)
 {
     harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2000");
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "100");
-    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1000");
-    harness_set_env (h, "FERRULE_LEASE_MS", "3200");
-    assert_int_equal (harness_start_worker (h, "shortlease"), 0);
-    int status = harness_wait_worker_exit (h, "shortlease", 10000);
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", statement_ms);
+    harness_set_env (h, "FERRULE_LEASE_MS", lease_ms);
+    assert_int_equal (harness_start_worker (h, name), 0);
+    int status = harness_wait_worker_exit (h, name, 10000);
     harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "15000");
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "5000");
     harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "0");
     harness_set_env (h, "FERRULE_LEASE_MS", "45000");
     if (status == -1)
-        harness_stop_worker (h, "shortlease");
+        harness_stop_worker (h, name);
     if (status != 2)
-        fail_msg ("a 3200 ms lease over a 2000 ms provider call and a 1000 ms statement timeout: the worker %s",
-                  status == -1 ? "started" : "exited, not with 2");
+        fail_msg ("a %s ms lease over a 2000 ms provider call and a %s ms statement timeout: the worker %s", lease_ms,
+                  statement_ms, status == -1 ? "started" : "exited, not with 2");
     unsigned long long more;
-    assert_int_equal (itest_log_lines (h, "shortlease", "FERRULE_LEASE_MS (3200) must exceed the provider call timeout "
-                                       "(2000 ms) plus the longest a claim's answer and the commit of the call's "
-                                       "answer can take (2500 ms", &more), 1);
+    assert_int_equal (itest_log_lines (h, name, needle, &more), 1);
+}
+
+static void
+test_refresh_lease_without_room_for_the_claim_refused_at_start (void **state)
+{
+    lease_refused_at_start ("shortlease", "1000", "3200", "FERRULE_LEASE_MS (3200) must exceed the provider call "
+                            "timeout (2000 ms) plus the longest a claim's answer and the commit of the call's answer "
+                            "can take (2500 ms");
 }
 
 /* The same rule left out the commit of the call's answer: a 3500 ms lease over a 2000 ms call
@@ -230,25 +238,9 @@ test_refresh_lease_without_room_for_the_claim_refused_at_start (void **state)
 static void
 test_refresh_lease_without_room_for_the_commit_refused_at_start (void **state)
 {
-    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2000");
-    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "100");
-    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1200");
-    harness_set_env (h, "FERRULE_LEASE_MS", "3500");
-    assert_int_equal (harness_start_worker (h, "nocommitroom"), 0);
-    int status = harness_wait_worker_exit (h, "nocommitroom", 10000);
-    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "15000");
-    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "5000");
-    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "0");
-    harness_set_env (h, "FERRULE_LEASE_MS", "45000");
-    if (status == -1)
-        harness_stop_worker (h, "nocommitroom");
-    if (status != 2)
-        fail_msg ("a 3500 ms lease over a 2000 ms provider call, a 1450 ms claim and a 1450 ms commit: the worker %s",
-                  status == -1 ? "started" : "exited, not with 2");
-    unsigned long long more;
-    assert_int_equal (itest_log_lines (h, "nocommitroom", "FERRULE_LEASE_MS (3500) must exceed the provider call "
-                                       "timeout (2000 ms) plus the longest a claim's answer and the commit of the "
-                                       "call's answer can take (2900 ms", &more), 1);
+    lease_refused_at_start ("nocommitroom", "1200", "3500", "FERRULE_LEASE_MS (3500) must exceed the provider call "
+                            "timeout (2000 ms) plus the longest a claim's answer and the commit of the call's answer "
+                            "can take (2900 ms");
 }
 
 /* A webhook lease that exceeds the attempt's timeout by less than the claim itself can take: the
@@ -684,9 +676,10 @@ test_broker_stopped_keeps_its_last_answers_through_more_signals (void **state)
     }
     zmq_close (c);
     zmq_ctx_term (ctx);
-    /* what the stop read and answered within its second (all, but on a loaded machine): every one
-     * of those answers must reach the client; before, those past the kernel's buffers (some 5000)
-     * went with the process at the first of the signals */
+    /* what the stop's last reads answered within their second (all, but on a loaded machine, and
+     * but for the batch the loop itself was reading when the signal came, refused there: 256 at
+     * most): every one of those answers must reach the client, with the loop's; before, those past
+     * the kernel's buffers (some 5000) went with the process at the first of the signals */
     int stop_answered = 0;
     char log [4096], line [1024];
     snprintf (log, sizeof log, "%s/broker0.log", harness_workdir (d));
@@ -702,7 +695,7 @@ test_broker_stopped_keeps_its_last_answers_through_more_signals (void **state)
     print_message ("answered at the stop: %d of %d; reached the client after three more SIGTERMs: %d\n",
                    stop_answered, N, answered);
     assert_true (stop_answered > 0);
-    if (answered != stop_answered)
+    if (answered < stop_answered)
         fail_msg ("of %d requests answered \"unavailable\" at a stop, %d reached the client after three more "
                   "SIGTERMs", stop_answered, answered);
 }
