@@ -752,8 +752,9 @@ itest_raw_reply (void *c, int ms)
     return j;
 }
 
-void *
-itest_fake_worker (harness_t *h, void *ctx, const char *id, const char *key_of)
+/* A DEALER of ctx under routing id id with the CURVE key of worker key_of, not connected yet. */
+static void *
+fake_worker_socket (harness_t *h, void *ctx, const char *id, const char *key_of)
 {
     char err [512], path [4096];
     curve_identity_t cid;
@@ -768,8 +769,37 @@ itest_fake_worker (harness_t *h, void *ctx, const char *id, const char *key_of)
     zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
     assert_int_equal (curve_apply_client (s, &cid), 0);
     curve_identity_clear (&cid);
+    return s;
+}
+
+void *
+itest_fake_worker (harness_t *h, void *ctx, const char *id, const char *key_of)
+{
+    void *s = fake_worker_socket (h, ctx, id, key_of);
     assert_int_equal (zmq_connect (s, harness_broker_backend (h, 0)), 0);
     return s;
+}
+
+void *
+itest_fake_worker_handshaken (harness_t *h, void *ctx, const char *id, const char *key_of, int ms)
+{
+    static int n;
+    char endpoint [64];
+    int zero = 0;
+    void *s = fake_worker_socket (h, ctx, id, key_of);
+    snprintf (endpoint, sizeof endpoint, "inproc://itest-handshake-%d", n++);
+    assert_int_equal (zmq_socket_monitor (s, endpoint, ZMQ_EVENT_HANDSHAKE_SUCCEEDED), 0);
+    void *mon = zmq_socket (ctx, ZMQ_PAIR);
+    zmq_setsockopt (mon, ZMQ_LINGER, &zero, sizeof zero);
+    assert_int_equal (zmq_connect (mon, endpoint), 0);
+    assert_int_equal (zmq_connect (s, harness_broker_backend (h, 0)), 0);
+    zmq_pollitem_t item = { mon, 0, ZMQ_POLLIN, 0 };
+    int ok = zmq_poll (&item, 1, ms) == 1;
+    zmq_socket_monitor (s, NULL, 0);
+    zmq_close (mon);
+    if (!ok)
+        zmq_close (s);
+    return ok ? s : NULL;
 }
 
 void

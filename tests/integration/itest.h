@@ -133,6 +133,9 @@ json_t *itest_raw_reply (void *c, int ms);
 /* A worker played by the test: a DEALER at h's broker 0 under routing id id, with the key of the
  * worker key_of from the harness's keys folder (harness_add_worker_key). */
 void *itest_fake_worker (harness_t *h, void *ctx, const char *id, const char *key_of);
+/* The same, returned once its CURVE handshake with broker 0 has succeeded; NULL when it did not
+ * within ms. */
+void *itest_fake_worker_handshaken (harness_t *h, void *ctx, const char *id, const char *key_of, int ms);
 /* Its HELLO (not waiting: a refused peer has no connection to queue on). */
 void itest_fake_hello (void *s, const char *id, int pid, int draining);
 /* A request it received: whom to answer (itest_fake_req_close releases it). */

@@ -1341,40 +1341,6 @@ raw_send_big (void *c, const char *rid)
     codec_builder_destroy (&b);
 }
 
-/* itest_fake_worker, returned once its CURVE handshake with broker 0 has succeeded; NULL when
- * it did not within ms. */
-static void *
-fake_worker_handshaken (void *ctx, const char *id, const char *key_of, int ms)
-{
-    char err [512], path [4096], endpoint [64];
-    static int n;
-    curve_identity_t cid;
-    memset (&cid, 0, sizeof cid);
-    snprintf (path, sizeof path, "%s/worker-%s.key", harness_keys_dir (h), key_of);
-    assert_int_equal (curve_read_key_file (path, cid.secret, err, sizeof err), FR_OK);
-    assert_int_equal (curve_read_key_file (harness_broker_public_key_file (h), cid.server, err, sizeof err), FR_OK);
-    assert_int_equal (zmq_curve_public (cid.public, cid.secret), 0);
-    void *s = zmq_socket (ctx, ZMQ_DEALER);
-    int zero = 0;
-    zmq_setsockopt (s, ZMQ_LINGER, &zero, sizeof zero);
-    zmq_setsockopt (s, ZMQ_ROUTING_ID, id, strlen (id));
-    assert_int_equal (curve_apply_client (s, &cid), 0);
-    curve_identity_clear (&cid);
-    snprintf (endpoint, sizeof endpoint, "inproc://test-handshake-%d", n++);
-    assert_int_equal (zmq_socket_monitor (s, endpoint, ZMQ_EVENT_HANDSHAKE_SUCCEEDED), 0);
-    void *mon = zmq_socket (ctx, ZMQ_PAIR);
-    zmq_setsockopt (mon, ZMQ_LINGER, &zero, sizeof zero);
-    assert_int_equal (zmq_connect (mon, endpoint), 0);
-    assert_int_equal (zmq_connect (s, harness_broker_backend (h, 0)), 0);
-    zmq_pollitem_t item = { mon, 0, ZMQ_POLLIN, 0 };
-    int ok = zmq_poll (&item, 1, ms) == 1;
-    zmq_socket_monitor (s, NULL, 0);
-    zmq_close (mon);
-    if (!ok)
-        zmq_close (s);
-    return ok ? s : NULL;
-}
-
 /* A worker that connects again (the same process, a new connection) is sent again what it
  * held; one of those that finds its queue full was answered "overloaded", "retry with
  * backoff", though the worker may have carried it out on the old connection (a review). It is
@@ -1417,7 +1383,7 @@ test_resend_after_reconnect_that_fails_may_have_been_carried_out (void **state)
     json_t *r = NULL;
     for (long long until = now_ms () + 20000; !r && now_ms () < until; ) {
         if (!again)
-            again = fake_worker_handshaken (ctx, "wr", "wr", 2000);
+            again = itest_fake_worker_handshaken (h, ctx, "wr", "wr", 2000);
         if (again)
             itest_fake_hello (again, "wr", 7, 0);
         r = itest_raw_reply (c, 300);
