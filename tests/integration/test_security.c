@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <dirent.h>
 #include <signal.h>
 #include <unistd.h>
 #include <arpa/inet.h>
@@ -1321,6 +1322,79 @@ test_audit_refuse_answer_without_room_may_have_been_carried_out (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* The descriptors process pid holds open; -1 when they cannot be listed. */
+static int
+open_fds (int pid)
+{
+    char path [64];
+    snprintf (path, sizeof path, "/proc/%d/fd", pid);
+    DIR *d = opendir (path);
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir (d)) != NULL; )
+        n += e->d_name [0] != '.';
+    closedir (d);
+    return n;
+}
+
+/* A worker connection the broker cuts while ZeroMQ holds messages of it the broker cannot read:
+ * here a second connection under a worker's id, which ZeroMQ keeps apart and never hands on.
+ * libzmq stopped reading it once its queue (FERRULE_ZMQ_HWM) was full, and the cut then left it
+ * half ended: its next ZMTP heartbeat ran into an assertion in libzmq and aborted the broker
+ * ("Assertion failed: !_io_error", exit 134 in a CI run, after the silence rule dropped such a
+ * connection); without heartbeats its descriptor would have stayed open for good. */
+static void
+test_worker_connection_cut_while_unread_leaves_the_broker_running (void **state)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "1000");     /* silent for 2 s: dropped */
+    harness_set_env (h, "FERRULE_ZMQ_HWM", "10");
+    assert_int_equal (harness_start_broker (h), 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    harness_set_env (h, "FERRULE_ZMQ_HWM", NULL);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    void *ctx = zmq_ctx_new ();
+    void *wa = itest_fake_worker (h, ctx, "wa", "wa");
+    assert_int_equal (wait_workers_beating (1, 10000, &wa, (const char *[]) { "wa" }, 1), 0);
+    int pid = harness_broker_pid (h, 0), fds = open_fds (pid);
+    assert_true (fds > 0);
+    void *again = itest_fake_worker_handshaken (h, ctx, "wa", "wa", 10000);
+    assert_non_null (again);
+    for (int i = 0; i < 50; i++)                     /* more than its queue holds */
+        itest_fake_hello (again, "wa", 2, 0);
+    /* dropped within two intervals, then two more for its heartbeats to come */
+    for (long long until = now_ms () + 5000; now_ms () < until; sleep_ms (200))
+        itest_fake_hello (wa, "wa", 1, 0);
+    assert_true (itest_workdir_contains (h, "dropping a connection on the worker socket"));
+    /* what ZeroMQ connected again is refused too (wa still holds the id); once it closes, the
+     * broker holds no more descriptors than before: the one cut was not left open */
+    zmq_close (again);
+    int now = -1;
+    for (long long until = now_ms () + 5000; now_ms () < until && (now = open_fds (pid)) > fds; sleep_ms (100))
+        itest_fake_hello (wa, "wa", 1, 0);
+    printf ("broker descriptors: %d before the second connection, %d after it closed\n", fds, now);
+    assert_true (now > 0 && now <= fds);
+    void *c = itest_raw_token (h, ctx, "acct1:box", "after", 5000);
+    itest_req_t req;
+    int got = 0;
+    for (long long until = now_ms () + 5000; !got && now_ms () < until; ) {
+        itest_fake_hello (wa, "wa", 1, 0);
+        got = itest_fake_wait_req (wa, 100, &req);
+    }
+    assert_true (got);
+    itest_fake_rep (wa, &req, "token-never-printed", NULL);
+    itest_fake_req_close (&req);
+    json_t *r = itest_raw_reply (c, 5000);
+    assert_non_null (r);
+    assert_non_null (json_object_get (r, "access_token"));
+    json_decref (r);
+    harness_signal_broker (h, 0, SIGTERM);               /* and it stops cleanly */
+    assert_int_equal (harness_wait_broker_exit (h, 0, 20000), 0);
+    zmq_close (c);
+    zmq_close (wa);
+    zmq_ctx_term (ctx);
+}
+
 /* A token request of about 240 KB (its "pad" a worker ignores) on c. */
 static void
 raw_send_big (void *c, const char *rid)
@@ -2293,6 +2367,7 @@ main (void)
                                          teardown),
         cmocka_unit_test_setup_teardown (test_audit_refuse_answer_without_room_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_resend_after_reconnect_that_fails_may_have_been_carried_out, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_worker_connection_cut_while_unread_leaves_the_broker_running, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
