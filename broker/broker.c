@@ -43,6 +43,13 @@
     "and sent again it is answered state_invalid"
 #define AUDIT_REFUSED_HINT "send the request to another broker; this one says why in its log (\"could not write the audit log\")"
 
+/* The hint of a "timeout" saying that request op may have been carried out. */
+static const char *
+timeout_hint (int op)
+{
+    return ops_is_read ((op_t) op) ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT;
+}
+
 /* What the broker knows of the request it is answering, for the audit log. */
 typedef struct {
     const char *client_name;
@@ -623,7 +630,15 @@ broker_route (broker_t *b, pending_t *p)
             broker_worker_lost (b, id, "not connected");
             continue;
         }
-        char message [200];
+        char message [300];
+        if (p->attempts > 0) {
+            /* sent to a worker before, lost since, which may have carried it out: "overloaded"
+             * would say it was not, and an administering request sent again would run twice */
+            snprintf (message, sizeof message, "worker \"%s\" cannot take this request (%s), which was sent before "
+                      "to a worker since lost: it may have been carried out", owner, zmq_strerror (errno));
+            broker_fail_pending_hint (b, p, FR_TIMEOUT, message, timeout_hint (p->op));
+            return -1;
+        }
         snprintf (message, sizeof message, "worker \"%s\" cannot take more requests (%s)", owner,
                   zmq_strerror (errno));
         broker_fail_pending (b, p, FR_OVERLOADED, message);
@@ -684,8 +699,7 @@ broker_worker_reconnected (broker_t *b, const char *worker_id)
         snprintf (message, sizeof message, "worker \"%s\" came back on another connection and cannot take this "
                   "request again (%s): the request, sent to it before, may have been carried out", worker_id,
                   zmq_strerror (errno));
-        broker_fail_pending_hint (b, p, FR_TIMEOUT, message, ops_is_read ((op_t) p->op)
-                                  ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT);
+        broker_fail_pending_hint (b, p, FR_TIMEOUT, message, timeout_hint (p->op));
         failed++;
     }
     if (!n && !failed) {
@@ -1209,8 +1223,7 @@ broker_handle_worker (broker_t *b)
              * it had not, and an administering request sent again would run twice */
             broker_fail_pending_hint (b, p, FR_TIMEOUT, "a worker answered, but this broker cannot record the answer in "
                                       "its audit log (FERRULE_AUDIT_FAILURE=refuse) and keeps it back: the request may "
-                                      "have been carried out", ops_is_read ((op_t) p->op)
-                                      ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT);
+                                      "have been carried out", timeout_hint (p->op));
             registry_touch (b->registry, worker, clock_mono_ms ());
             goto out;
         }
@@ -1554,8 +1567,7 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
     size_t unanswered = pending_count (b->pending);
     for (pending_t *p; (p = pending_first (b->pending)) != NULL; )
         broker_fail_pending_hint (b, p, FR_TIMEOUT, "the broker was stopped before a worker answered: the request "
-                                  "may have been carried out", ops_is_read ((op_t) p->op)
-                                  ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT);
+                                  "may have been carried out", timeout_hint (p->op));
     broker_log_held (b, clock_mono_ms () + LOGRATE_INTERVAL_MS);    /* what the last second held back */
     if (unanswered)
         log_warning (NULL, NULL, "broker stopped at once (a second SIGTERM): %zu requests pending were answered "

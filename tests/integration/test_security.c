@@ -1415,54 +1415,46 @@ raw_send_big (void *c, const char *rid)
     codec_builder_destroy (&b);
 }
 
-/* A worker that connects again (the same process, a new connection) is sent again what it
- * held; one of those that finds its queue full was answered "overloaded", "retry with
- * backoff", though the worker may have carried it out on the old connection (a review). It is
- * answered "timeout", saying it may have been. Here the new connection reads nothing, and the
- * requests are large: the queue (FERRULE_ZMQ_HWM 10) and the kernel's buffers fill. */
-static void
-test_resend_after_reconnect_that_fails_may_have_been_carried_out (void **state)
+/* A broker with short queues to its workers (FERRULE_ZMQ_HWM 10) and worker "wr" (pid 7) on a
+ * connection returned, which has taken HELD + 1 requests (all but one large) from client *c and
+ * answered none. */
+enum { HELD = 100 };
+static void *
+worker_holding_large_requests (void *ctx, void **c)
 {
-    enum { HELD = 100 };
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* the fake workers need not beat */
     harness_set_env (h, "FERRULE_ZMQ_HWM", "10");
     assert_true (harness_start_broker (h) >= 0);
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
     harness_set_env (h, "FERRULE_ZMQ_HWM", NULL);
     assert_int_equal (harness_add_worker_key (h, "wr"), 0);
-    void *ctx = zmq_ctx_new ();
-    void *old = itest_fake_worker (h, ctx, "wr", "wr");
-    itest_fake_hello (old, "wr", 7, 0);
+    void *w = itest_fake_worker (h, ctx, "wr", "wr");
+    itest_fake_hello (w, "wr", 7, 0);
     assert_int_equal (wait_workers (1, 10000), 0);
 
-    void *c = itest_raw_token (h, ctx, "acct1:box", "small", 60000);
+    *c = itest_raw_token (h, ctx, "acct1:box", "small", 60000);
     itest_req_t req;
-    int held = itest_fake_wait_req (old, 10000, &req);
+    int held = itest_fake_wait_req (w, 10000, &req);
     if (held)
         itest_fake_req_close (&req);
     char rid [32];
     for (int i = 0; i < HELD; i++) {                 /* each taken before the next: the queue is short */
         snprintf (rid, sizeof rid, "big-%d", i);
-        raw_send_big (c, rid);
-        if (!itest_fake_wait_req (old, 10000, &req))
+        raw_send_big (*c, rid);
+        if (!itest_fake_wait_req (w, 10000, &req))
             break;
         held++;
         itest_fake_req_close (&req);
     }
     assert_int_equal (held, HELD + 1);
-    zmq_close (old);
+    return w;
+}
 
-    /* the same process (pid 7) on a new connection, which reads nothing */
-    void *again = NULL;
-    json_t *r = NULL;
-    for (long long until = now_ms () + 20000; !r && now_ms () < until; ) {
-        if (!again)
-            again = itest_fake_worker_handshaken (h, ctx, "wr", "wr", 2000);
-        if (again)
-            itest_fake_hello (again, "wr", 7, 0);
-        r = itest_raw_reply (c, 300);
-    }
-    assert_non_null (r);
+/* Reads c's answers, r first, until none comes for a second; asks that none said "overloaded"
+ * (not carried out: retry) and some said "timeout" with "may have been carried out". */
+static void
+answers_may_have_been_carried_out (void *c, json_t *r)
+{
     int timeouts = 0, overloaded = 0, answered = 0;
     while (r) {
         answered++;
@@ -1475,14 +1467,71 @@ test_resend_after_reconnect_that_fails_may_have_been_carried_out (void **state)
     printf ("%d answers: %d timeout (may have been carried out), %d overloaded\n", answered, timeouts, overloaded);
     assert_int_equal (overloaded, 0);
     assert_true (timeouts > 0);
-    /* the new connection answers what reached it, so that the broker stops with nothing pending */
+}
+
+/* Answers what reaches w until nothing comes for a second, so that the broker stops with nothing
+ * pending. */
+static void
+answer_the_rest (void *w)
+{
     itest_req_t rest;
-    while (itest_fake_wait_req (again, 1000, &rest)) {
-        itest_fake_rep (again, &rest, "never-printed", NULL);
+    while (itest_fake_wait_req (w, 1000, &rest)) {
+        itest_fake_rep (w, &rest, "never-printed", NULL);
         itest_fake_req_close (&rest);
     }
+}
+
+/* A worker that connects again (the same process, a new connection) is sent again what it
+ * held; one of those that finds its queue full was answered "overloaded", "retry with
+ * backoff", though the worker may have carried it out on the old connection (a review). It is
+ * answered "timeout", saying it may have been. Here the new connection reads nothing, and the
+ * requests are large: the queue (FERRULE_ZMQ_HWM 10) and the kernel's buffers fill. */
+static void
+test_resend_after_reconnect_that_fails_may_have_been_carried_out (void **state)
+{
+    void *ctx = zmq_ctx_new (), *c;
+    zmq_close (worker_holding_large_requests (ctx, &c));
+
+    /* the same process (pid 7) on a new connection, which reads nothing. One that comes before
+     * the broker has seen the old one end is kept apart under the id, and is heard only after
+     * the broker dropped it as silent (two intervals: 20 s) and ZeroMQ connected it again */
+    void *again = NULL;
+    json_t *r = NULL;
+    for (long long until = now_ms () + 40000; !r && now_ms () < until; ) {
+        if (!again)
+            again = itest_fake_worker_handshaken (h, ctx, "wr", "wr", 2000);
+        if (again)
+            itest_fake_hello (again, "wr", 7, 0);
+        r = itest_raw_reply (c, 300);
+    }
+    assert_non_null (r);
+    answers_may_have_been_carried_out (c, r);
+    answer_the_rest (again);
     zmq_close (c);
     zmq_close (again);
+    zmq_ctx_term (ctx);
+}
+
+/* What a lost worker held goes to its partitions' owners; one of those requests that finds its
+ * new owner's queue full was answered "overloaded", "retry with backoff", though the lost worker
+ * may have carried it out. It is answered "timeout", saying it may have been. The same path
+ * answered test_resend_after_reconnect_that_fails_may_have_been_carried_out's requests "overloaded"
+ * when its new connection came before the broker saw the old one end (a CI run). Here the worker
+ * is lost to a HELLO of another process under its id, and comes back as that process on the same
+ * connection, which reads nothing more. */
+static void
+test_redispatch_of_a_lost_workers_requests_that_fails_may_have_been_carried_out (void **state)
+{
+    void *ctx = zmq_ctx_new (), *c;
+    void *w = worker_holding_large_requests (ctx, &c);
+    itest_fake_hello (w, "wr", 8, 0);
+    json_t *r = itest_raw_reply (c, 10000);
+    assert_non_null (r);
+    answers_may_have_been_carried_out (c, r);
+    assert_true (itest_workdir_contains (h, "a new process said HELLO under its worker id"));
+    answer_the_rest (w);
+    zmq_close (c);
+    zmq_close (w);
     zmq_ctx_term (ctx);
 }
 
@@ -2367,6 +2416,7 @@ main (void)
                                          teardown),
         cmocka_unit_test_setup_teardown (test_audit_refuse_answer_without_room_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_resend_after_reconnect_that_fails_may_have_been_carried_out, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_redispatch_of_a_lost_workers_requests_that_fails_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_connection_cut_while_unread_leaves_the_broker_running, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
