@@ -1350,14 +1350,21 @@ broker_tick (broker_t *b, int64_t now)
     pending_t *p;
     while ((p = pending_earliest (b->pending)) && p->deadline_ms <= now) {
         char message [200];
-        if (p->worker [0])
+        if (p->worker [0]) {
             snprintf (message, sizeof message, "worker \"%s\" did not answer within the deadline", p->worker);
-        else
-            snprintf (message, sizeof message, "no worker owns partition %u", p->partition);
-        if (p->worker [0])
             broker_fail_pending_hint (b, p, FR_TIMEOUT, message, ops_is_read ((op_t) p->op) ? NULL : TIMEOUT_ADMIN_HINT);
+        }
         else
+        if (p->attempts > 0) {
+            /* a worker had it and was lost since: it may have carried it out */
+            snprintf (message, sizeof message, "no worker owns partition %u now, and the worker this request was sent "
+                      "to was lost: it may have been carried out", p->partition);
+            broker_fail_pending_hint (b, p, FR_TIMEOUT, message, ops_is_read ((op_t) p->op) ? NULL : TIMEOUT_ADMIN_HINT);
+        }
+        else {
+            snprintf (message, sizeof message, "no worker owns partition %u", p->partition);
             broker_fail_pending (b, p, FR_UNAVAILABLE, message);     /* no worker had it: safe to send again */
+        }
     }
     broker_dispatch_waiting (b);
 

@@ -1338,6 +1338,50 @@ open_fds (int pid)
     return n;
 }
 
+/* A request a worker took, that worker lost (here it says BYE holding it) and no other to take
+ * it: at its deadline it was answered "unavailable", "no worker owns partition N", which says
+ * nobody carried it out and that sending it again is safe (the client libraries send it to
+ * another broker), though the lost worker may have carried it out. It is answered "timeout",
+ * saying it may have been; one that never reached a worker is still "unavailable". */
+static void
+test_lost_workers_request_unowned_at_its_deadline_may_have_been_carried_out (void **state)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* the fake worker need not beat */
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
+    void *ctx = zmq_ctx_new ();
+    void *wa = itest_fake_worker (h, ctx, "wa", "wa");
+    itest_fake_hello (wa, "wa", 1, 0);
+    assert_int_equal (wait_workers (1, 10000), 0);
+    void *c = itest_raw_token (h, ctx, "acct1:box", "taken", 2000);
+    itest_req_t req;
+    assert_true (itest_fake_wait_req (wa, 5000, &req));
+    itest_fake_req_close (&req);
+    zmq_send (wa, "FRW1", 4, ZMQ_SNDMORE);
+    zmq_send (wa, "BYE", 3, 0);
+    assert_int_equal (wait_workers (0, 5000), 0);
+    itest_raw_send (c, "acct1:box", "never-taken", 1000);
+    int checked = 0;
+    for (json_t *r; checked < 2 && (r = itest_raw_reply (c, 5000)) != NULL; checked++) {
+        const char *rid = json_string_value (json_object_get (r, "rid"));
+        const char *msg = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+        printf ("%s: %s: %s\n", rid ? rid : "?", itest_code (r), msg ? msg : "");
+        if (rid && strcmp (rid, "taken") == 0) {
+            assert_string_equal (itest_code (r), "timeout");
+            assert_non_null (msg);
+            assert_non_null (strstr (msg, "may have been carried out"));
+        }
+        else
+            assert_string_equal (itest_code (r), "unavailable");
+        json_decref (r);
+    }
+    assert_int_equal (checked, 2);
+    zmq_close (c);
+    zmq_close (wa);
+    zmq_ctx_term (ctx);
+}
+
 /* A worker connection the broker cuts while ZeroMQ holds messages of it the broker cannot read:
  * here a second connection under a worker's id, which ZeroMQ keeps apart and never hands on.
  * libzmq stopped reading it once its queue (FERRULE_ZMQ_HWM) was full, and the cut then left it
@@ -2417,6 +2461,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_audit_refuse_answer_without_room_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_resend_after_reconnect_that_fails_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_redispatch_of_a_lost_workers_requests_that_fails_may_have_been_carried_out, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_lost_workers_request_unowned_at_its_deadline_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_connection_cut_while_unread_leaves_the_broker_running, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
