@@ -747,6 +747,25 @@ token_asked_in_a_child (harness_t *d, const char *id, const char *timeout_s)
     return asker;
 }
 
+/* Waits until d's broker holds a request (it went to the worker), then a tenth of a second for
+ * the worker to take it. A fixed 300 ms after starting the child was too short once under the
+ * sanitizers on a loaded machine: the request reached the broker after the worker had left, and
+ * no worker ever had it. */
+static void
+request_reached_the_worker (harness_t *d)
+{
+    for (int64_t end = clock_mono_ms () + 20000; clock_mono_ms () < end; usleep (20000)) {
+        json_t *r = harness_ctl (d, NULL, "ping", NULL);
+        json_int_t pending = json_integer_value (json_object_get (r, "pending"));
+        json_decref (r);
+        if (pending >= 1) {
+            usleep (100 * 1000);
+            return;
+        }
+    }
+    fail_msg ("the token request did not reach the broker within 20 s");
+}
+
 /* After the drain the chain is whole: w1 started again refreshes id with the token the row
  * holds (what the provider issued last). */
 static void
@@ -778,7 +797,7 @@ test_a_drain_starts_no_call_it_cannot_finish (void **state)
     itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 5000));
     long long calls = itest_stat (d, "fakebox", "refresh_calls");
     pid_t asker = token_asked_in_a_child (d, "drain:box", "20");
-    usleep (300 * 1000);                     /* the request waits on the lease */
+    request_reached_the_worker (d);          /* the request waits on the lease */
     harness_signal_worker (d, "w1", SIGTERM);
     assert_int_equal (harness_wait_worker_exit (d, "w1", 15000), 0);
     int status = 0;
@@ -857,7 +876,7 @@ test_a_drain_commits_every_answer_it_gets (void **state)
     itest_fake_config (d, "fakebox", json_pack ("{s:i}", "latency_ms", 2500));
     long long calls = itest_stat (d, "fakebox", "refresh_calls");
     pid_t asker = token_asked_in_a_child (d, "commit:box", "30");
-    usleep (300 * 1000);                     /* the request waits on the lease */
+    request_reached_the_worker (d);          /* the request waits on the lease */
     harness_signal_worker (d, "w1", SIGTERM);
     /* a call the lease's end lets start: its commit is made to wait on the row */
     for (int64_t end = clock_mono_ms () + 30000; harness_worker_running (d, "w1")
