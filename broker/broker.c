@@ -277,11 +277,13 @@ broker_new (const broker_config_t *config, int *bad_setting, char *err, size_t e
     int ivl = (int) config->heartbeat_ms, ttl = (int) config->heartbeat_ms * 3;
     zmq_setsockopt (b->backend, ZMQ_HEARTBEAT_IVL, &ivl, sizeof ivl);
     zmq_setsockopt (b->backend, ZMQ_HEARTBEAT_TIMEOUT, &ttl, sizeof ttl);
-    /* ZeroMQ's queue of what a worker connection sent has no bound of its own: the guard below
-     * bounds the bytes each one holds unread. libzmq 4.3 stops reading a connection whose queue
-     * is full, and one the guard then cuts (a second connection under a worker's id, never read)
-     * is left half ended: its next ZMTP heartbeat aborted the broker on an assertion
-     * ("!_io_error"), and without them its descriptor stayed open for good (it_security). */
+    /* ZeroMQ's queues of what connections sent have no bound of their own: the guards below
+     * bound the bytes each one holds unread. libzmq 4.3 stops reading a connection whose queue
+     * is full, and never looks at it again unless the queue is read: one ZeroMQ keeps apart (a
+     * second connection under a routing id) never is. Once cut, a worker's aborted the broker at
+     * its next ZMTP heartbeat on an assertion ("!_io_error"); once closed by its peer, a
+     * client's kept its descriptor open for good (it_security). */
+    zmq_setsockopt (b->frontend, ZMQ_RCVHWM, &zero, sizeof zero);
     zmq_setsockopt (b->backend, ZMQ_RCVHWM, &zero, sizeof zero);
     if (curve_apply_server (b->frontend, &b->curve, "clients") != 0
     ||  curve_apply_server (b->backend, &b->curve, "workers") != 0) {

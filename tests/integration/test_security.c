@@ -1439,6 +1439,49 @@ test_worker_connection_cut_while_unread_leaves_the_broker_running (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* The same on the client socket: a second connection under a client's routing id, which
+ * ZeroMQ keeps apart and never hands on, sends more than its queue holds (FERRULE_ZMQ_HWM), so
+ * that libzmq stops reading it, and closes. libzmq never looked at that connection again: its
+ * descriptor and what it had queued stayed in the broker for good, one more for each such
+ * connection a listed client opened. */
+static void
+test_client_connection_kept_apart_is_let_go_when_it_closes (void **state)
+{
+    harness_set_env (h, "FERRULE_ZMQ_HWM", "10");
+    assert_int_equal (harness_start_broker (h), 0);
+    harness_set_env (h, "FERRULE_ZMQ_HWM", NULL);
+    void *ctx = zmq_ctx_new ();
+    void *first = raw_dealer_as (ctx, "twice");
+    itest_raw_ping (first, "first");
+    json_t *r = itest_raw_reply (first, 10000);
+    assert_non_null (r);
+    json_decref (r);
+    int pid = harness_broker_pid (h, 0), fds = open_fds (pid);
+    assert_true (fds > 0);
+    for (int round = 0; round < 3; round++) {
+        void *again = raw_dealer_as (ctx, "twice");
+        char rid [32];
+        for (int i = 0; i < 100; i++) {                  /* more than its queue holds */
+            snprintf (rid, sizeof rid, "again-%d-%d", round, i);
+            itest_raw_ping (again, rid);
+        }
+        sleep_ms (500);                                  /* on the wire before the close */
+        assert_null (itest_raw_reply (again, 100));      /* never read: never answered */
+        zmq_close (again);
+    }
+    int now = -1;
+    for (long long until = now_ms () + 5000; now_ms () < until && (now = open_fds (pid)) > fds; )
+        sleep_ms (100);
+    printf ("broker descriptors: %d before, %d after three connections kept apart closed\n", fds, now);
+    assert_true (now > 0 && now <= fds);
+    itest_raw_ping (first, "first-after");
+    r = itest_raw_reply (first, 10000);
+    assert_non_null (r);
+    json_decref (r);
+    zmq_close (first);
+    zmq_ctx_term (ctx);
+}
+
 /* A token request of about 240 KB (its "pad" a worker ignores) on c. */
 static void
 raw_send_big (void *c, const char *rid)
@@ -2463,6 +2506,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_redispatch_of_a_lost_workers_requests_that_fails_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_lost_workers_request_unowned_at_its_deadline_may_have_been_carried_out, setup, teardown),
         cmocka_unit_test_setup_teardown (test_worker_connection_cut_while_unread_leaves_the_broker_running, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_client_connection_kept_apart_is_let_go_when_it_closes, setup, teardown),
         cmocka_unit_test_setup_teardown (test_audit_failure_setting_checked_at_start, setup, teardown_two_refused_brokers),
         cmocka_unit_test_setup_teardown (test_sighup_removes_client, setup, teardown),
         cmocka_unit_test_setup_teardown (test_sighup_during_startup_is_not_fatal, setup, teardown),
