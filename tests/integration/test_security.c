@@ -195,6 +195,21 @@ wait_workers (int workers, int ms)
     return wait_workers_beating (workers, ms, NULL, NULL, 0);
 }
 
+/* A broker whose workers need not beat (an interval of 10 s), and fake worker id (process pid)
+ * it counts: the worker's socket. */
+static void *
+broker_with_fake_worker (void *ctx, const char *id, int pid)
+{
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
+    assert_true (harness_start_broker (h) >= 0);
+    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    assert_int_equal (harness_add_worker_key (h, id), 0);
+    void *w = itest_fake_worker (h, ctx, id, id);
+    itest_fake_hello (w, id, pid, 0);
+    assert_int_equal (wait_workers (1, 10000), 0);
+    return w;
+}
+
 /* Anonymous and unknown clients get nothing: not a ping, not an import, not a token. */
 static void
 test_anonymous_client_refused (void **state)
@@ -685,14 +700,8 @@ test_answer_not_sent_to_who_took_the_routing_id (void **state)
     assert_int_equal (harness_add_client (h, "owner"), 0);
     assert_int_equal (harness_add_client (h, "taker"), 0);
     assert_int_equal (harness_write_policy (h, "harness * *\nowner * acct1:*\ntaker * acct2:*\n"), 0);
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* the fake worker need not beat */
-    assert_true (harness_start_broker (h) >= 0);
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
-    assert_int_equal (harness_add_worker_key (h, "wf"), 0);
     void *ctx = zmq_ctx_new ();
-    void *wf = itest_fake_worker (h, ctx, "wf", "wf");
-    itest_fake_hello (wf, "wf", 1, 0);
-    assert_int_equal (wait_workers (1, 10000), 0);
+    void *wf = broker_with_fake_worker (ctx, "wf", 1);
 
     assert_int_equal (harness_use_client (h, "owner"), 0);
     void *owner = raw_dealer_as (ctx, "victim");
@@ -1346,14 +1355,8 @@ open_fds (int pid)
 static void
 test_lost_workers_request_unowned_at_its_deadline_may_have_been_carried_out (void **state)
 {
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* the fake worker need not beat */
-    assert_true (harness_start_broker (h) >= 0);
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
-    assert_int_equal (harness_add_worker_key (h, "wa"), 0);
     void *ctx = zmq_ctx_new ();
-    void *wa = itest_fake_worker (h, ctx, "wa", "wa");
-    itest_fake_hello (wa, "wa", 1, 0);
-    assert_int_equal (wait_workers (1, 10000), 0);
+    void *wa = broker_with_fake_worker (ctx, "wa", 1);
     void *c = itest_raw_token (h, ctx, "acct1:box", "taken", 2000);
     itest_req_t req;
     assert_true (itest_fake_wait_req (wa, 5000, &req));
@@ -1509,15 +1512,9 @@ enum { HELD = 100 };
 static void *
 worker_holding_large_requests (void *ctx, void **c)
 {
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");    /* the fake workers need not beat */
     harness_set_env (h, "FERRULE_ZMQ_HWM", "10");
-    assert_true (harness_start_broker (h) >= 0);
-    harness_set_env (h, "FERRULE_HEARTBEAT_MS", NULL);
+    void *w = broker_with_fake_worker (ctx, "wr", 7);
     harness_set_env (h, "FERRULE_ZMQ_HWM", NULL);
-    assert_int_equal (harness_add_worker_key (h, "wr"), 0);
-    void *w = itest_fake_worker (h, ctx, "wr", "wr");
-    itest_fake_hello (w, "wr", 7, 0);
-    assert_int_equal (wait_workers (1, 10000), 0);
 
     *c = itest_raw_token (h, ctx, "acct1:box", "small", 60000);
     itest_req_t req;
