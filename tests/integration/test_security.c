@@ -210,6 +210,19 @@ broker_with_fake_worker (void *ctx, const char *id, int pid)
     return w;
 }
 
+/* The next request fake worker id (process 1) on w receives within ms, saying HELLO meanwhile
+ * so that the broker keeps counting it; 1 when one came (into *req). */
+static int
+fake_req_beating (void *w, const char *id, int ms, itest_req_t *req)
+{
+    for (long long until = now_ms () + ms; now_ms () < until; ) {
+        itest_fake_hello (w, id, 1, 0);
+        if (itest_fake_wait_req (w, 100, req))
+            return 1;
+    }
+    return 0;
+}
+
 /* Anonymous and unknown clients get nothing: not a ping, not an import, not a token. */
 static void
 test_anonymous_client_refused (void **state)
@@ -1194,12 +1207,7 @@ test_audit_failure_refuse_records_the_token_a_slow_worker_answers (void **state)
     /* a token request the (slow) worker holds */
     void *held = itest_raw_token (h, ctx, "acct1:box", "held-rid", 120000);
     itest_req_t req;
-    int got = 0;
-    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
-        itest_fake_hello (wa, "wa", 1, 0);
-        got = itest_fake_wait_req (wa, 200, &req);
-    }
-    assert_true (got);
+    assert_true (fake_req_beating (wa, "wa", 10000, &req));
 
     /* the disk fills; the first refusal shows the broker has seen it */
     point_audit_link_beating (link, "/dev/full", wa, "wa");
@@ -1423,12 +1431,7 @@ test_worker_connection_cut_while_unread_leaves_the_broker_running (void **state)
     assert_true (now > 0 && now <= fds);
     void *c = itest_raw_token (h, ctx, "acct1:box", "after", 5000);
     itest_req_t req;
-    int got = 0;
-    for (long long until = now_ms () + 5000; !got && now_ms () < until; ) {
-        itest_fake_hello (wa, "wa", 1, 0);
-        got = itest_fake_wait_req (wa, 100, &req);
-    }
-    assert_true (got);
+    assert_true (fake_req_beating (wa, "wa", 5000, &req));
     itest_fake_rep (wa, &req, "token-never-printed", NULL);
     itest_fake_req_close (&req);
     json_t *r = itest_raw_reply (c, 5000);
