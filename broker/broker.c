@@ -849,6 +849,15 @@ broker_sender (broker_t *b, frames_t *f, keys_kind_t kind)
 /* The keys of a request the broker routes by, read with codec_scan (the body is not decoded). */
 enum { REQ_RID, REQ_OP, REQ_DEADLINE, REQ_INTEGRATION, REQ__KEYS };
 
+/* 1 when a request id can be echoed: 1 to 64 bytes (docs/protocol.md, Limits) of text on one
+ * line. It goes back in the reply, where a client matches it byte for byte and may decode it as
+ * UTF-8, and into log lines and the audit log. */
+static int
+rid_valid (const char *rid, size_t len)
+{
+    return len >= 1 && len <= 64 && text_line (rid, len);
+}
+
 /* The request's "rid" into rq, when its message has the client frames' shape and its body one:
  * for an answer given before the body is read, so that a client with several calls in flight can
  * tell which one it answers. Its "op" too, for the audit. */
@@ -864,7 +873,7 @@ broker_echo_rid (frames_t *f, req_t *rq)
         return;
     if (codec_field_str (&fl [1], &op, &op_len) == 1)
         rq->op = ops_lookup (op, op_len);
-    if (codec_field_str (&fl [0], &rid, &len) != 1 || len == 0 || len > 64)
+    if (codec_field_str (&fl [0], &rid, &len) != 1 || !rid_valid (rid, len))
         return;
     rq->rid = rid;
     rq->rid_len = len;
@@ -948,6 +957,12 @@ broker_handle_client (broker_t *b)
         /* over the cap is too_large, as for every other string (docs/protocol.md, Limits) */
         broker_reply_error (b, client, client_len, &rq, r == 1 && rid_len > 64 ? FR_TOO_LARGE : FR_BAD_REQUEST,
                             "\"rid\" must be a string of 1 to 64 bytes");
+        goto out;
+    }
+    if (r == 1 && !rid_valid (rid, rid_len)) {
+        /* not echoed: it would come back cut at a NUL, or as bytes a client cannot decode */
+        broker_reply_error (b, client, client_len, &rq, FR_BAD_REQUEST,
+                            "\"rid\" must be UTF-8 text without control characters");
         goto out;
     }
     if (r == 1) {

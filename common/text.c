@@ -88,3 +88,26 @@ text_utf8_valid (const char *s)
     }
     return 1;
 }
+
+int
+text_line (const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    size_t i = 0;
+    while (i < len) {
+        if (p [i] < 0x80) {
+            if (p [i] < 0x20 || p [i] == 0x7f)
+                return 0;
+            i++;
+            continue;
+        }
+        /* text_utf8_len reads up to four bytes and stops at a zero: a sequence the end cuts fails */
+        unsigned char seq [4] = { 0 };
+        memcpy (seq, p + i, len - i < 4 ? len - i : 4);
+        size_t n = text_utf8_len (seq);
+        if (!n)
+            return 0;
+        i += n;
+    }
+    return 1;
+}

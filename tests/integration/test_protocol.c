@@ -213,6 +213,64 @@ test_body_errors (void **state)
     zmq_close (s);
 }
 
+/* A status request for an unknown integration with the given request id (len bytes), as tag
+ * ("FRL1", or a version the broker does not speak); its reply decoded. */
+static json_t *
+ask_with_rid (void *s, const char *tag, const char *rid, size_t len)
+{
+    codec_builder_t *b = codec_builder_new ();
+    codec_map (b, 3);
+    codec_kv_str (b, "op", "status");
+    codec_kv_str (b, "integration", "nobody");
+    codec_str (b, "rid");
+    codec_strn (b, rid, len);
+    size_t blen;
+    const void *data [] = { "", tag, codec_builder_data (b, &blen) };
+    size_t size [] = { 0, 4, blen };
+    json_t *r = exchange (s, 3, data, size);
+    codec_builder_destroy (&b);
+    if (!r)
+        fail_msg ("no reply to a request whose rid is %zu bytes", len);
+    return r;
+}
+
+/* A "rid" is echoed in the reply and written to the logs, so it must be text: UTF-8 without
+ * control characters. One with a NUL came back cut ("a" for "a\0b", so the client could not
+ * match it and waited for its deadline), one that is not UTF-8 came back as it was, which a
+ * client decoding strings as UTF-8 cannot read. Both are refused now and not echoed, on every
+ * path that echoes one; UTF-8 beyond ASCII is text. */
+static void
+test_rid_that_is_not_text_is_refused (void **state)
+{
+    void *s = dealer ();
+    const struct { const char *rid; size_t len; } bad [] = {
+        { "a\0b", 3 }, { "\xff\xfe", 2 }, { "r\n1", 3 }, { "tab\t", 4 }, { "\x7f", 1 },
+        { "\xc3", 1 },                 /* a sequence cut short */
+        { "\xed\xa0\x80", 3 },       /* a UTF-16 surrogate */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        json_t *r = ask_with_rid (s, "FRL1", bad [i].rid, bad [i].len);
+        const char *code = json_string_value (json_object_get (json_object_get (r, "error"), "code"));
+        if (!code || strcmp (code, "bad_request") != 0)
+            fail_msg ("rid %zu: expected bad_request, got \"%s\"", i, code ? code : "(none)");
+        if (json_object_get (r, "rid"))
+            fail_msg ("rid %zu: echoed in the refusal", i);
+        json_decref (r);
+        /* a version the broker does not speak: answered, the rid not echoed */
+        r = ask_with_rid (s, "FRL9", bad [i].rid, bad [i].len);
+        assert_string_equal (json_string_value (json_object_get (json_object_get (r, "error"), "code")),
+                             "unsupported_version");
+        if (json_object_get (r, "rid"))
+            fail_msg ("rid %zu: echoed in the unsupported_version answer", i);
+        json_decref (r);
+    }
+    json_t *r = ask_with_rid (s, "FRL1", "r\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x94\x91", 12);
+    assert_string_equal (json_string_value (json_object_get (json_object_get (r, "error"), "code")), "not_found");
+    assert_string_equal (json_string_value (json_object_get (r, "rid")), "r\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x94\x91");
+    json_decref (r);
+    zmq_close (s);
+}
+
 /* Strings over their limits are too_large, as the limits table says, whichever field: an
  * over-long "rid" (65 bytes) or integration id (129 characters) as much as an over-long state;
  * at the limit they pass, and a short id with a character outside the set is bad_request. */
@@ -564,6 +622,7 @@ main (void)
         cmocka_unit_test (test_frame_errors),
         cmocka_unit_test (test_body_errors),
         cmocka_unit_test (test_over_long_rid_and_integration_are_too_large),
+        cmocka_unit_test (test_rid_that_is_not_text_is_refused),
         cmocka_unit_test (test_cached_token_requests),
         cmocka_unit_test (test_stale_entry_token_requests),
         cmocka_unit_test (test_oversized_frame_disconnects_only_that_client),

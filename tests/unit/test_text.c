@@ -75,6 +75,25 @@ test_utf8 (void **state)
     assert_int_equal (text_utf8_len ((const unsigned char *) "\x80"), 0);
 }
 
+/* text_line reads exactly len bytes: a sequence the length cuts is not text, whatever follows */
+static void
+test_line (void **state)
+{
+    (void) state;
+    assert_true (text_line ("", 0));
+    assert_true (text_line ("req-42.1", 8));
+    assert_true (text_line ("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\x91", 14));
+    assert_false (text_line ("a\0b", 3));
+    assert_false (text_line ("r\n", 2));
+    assert_false (text_line ("\t", 1));
+    assert_false (text_line ("\x7f", 1));
+    assert_false (text_line ("\xff", 1));
+    assert_false (text_line ("\xed\xa0\x80", 3));
+    assert_false (text_line ("\xe2\x82\xac", 2));            /* cut by the length */
+    assert_false (text_line ("\xf0\x9f\x94\x91", 3));
+    assert_true (text_line ("ok\xe2\x82\xac", 2));           /* the rest is not read */
+}
+
 int
 main (void)
 {
@@ -83,6 +102,7 @@ main (void)
         cmocka_unit_test (test_copy_is_bounded),
         cmocka_unit_test (test_hex),
         cmocka_unit_test (test_utf8),
+        cmocka_unit_test (test_line),
         cmocka_unit_test (test_base64url),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
