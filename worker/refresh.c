@@ -992,8 +992,11 @@ typedef struct {
     char fingerprint [CRYPTO_FINGERPRINT_LEN + 1];
     int rotated;
     int tries;
-    /* the rotated token this refresh obtained, for a revocation if the row turns out disconnected
-     * (disconnect_revoke_orphan), and its journal record, settled only once that is decided */
+    int64_t expected_generation;
+    /* the refresh token this refresh sealed to keep (rotated or not): the row holding these very
+     * bytes holds this commit's own result (CONFLICT_SQL). A rotated one is also kept for a
+     * revocation if the row turns out disconnected (disconnect_revoke_orphan), and its journal
+     * record settled only once that is decided. */
     int64_t journal_seq;
     const catalog_provider_t *provider;
     int32_t key_id;
@@ -1070,6 +1073,11 @@ conflict_read (void *arg, fr_status_t st, const store_row_t *row, const char *er
         failover_commit_settled (cw->w, cw->commit, cw->spent, cw->journal_seq);
         cw->journal_seq = 0;
     }
+    else
+    if (!cw->rotated && cw->refresh_ct && row->refresh_ct && row->refresh_ct_len == cw->refresh_ct_len
+    &&  memcmp (row->refresh_ct, cw->refresh_ct, cw->refresh_ct_len) == 0)
+        log_info (cw->id, NULL, "the row holds this refresh's own result: its commit had landed before the connection "
+                  "was lost (no conflict recorded)");
     if (cw->r)
         conflict_settle (cw->r, st, row, err);
     cw->r = NULL;
@@ -1128,6 +1136,9 @@ conflict_start (worker_t *w, store_t *store, void *arg)
     memcpy (c.lease_token, cw->lease_token, sizeof c.lease_token);
     c.refresh_fingerprint = cw->fingerprint;
     c.rotated = cw->rotated;
+    c.expected_generation = cw->expected_generation;
+    c.refresh_ct = cw->refresh_ct;
+    c.refresh_ct_len = cw->refresh_ct_len;
     if ((st = store_conflict_start (store, &c, conflict_read, cw, err, sizeof err)) != FR_OK)
         conflict_read (cw, st, NULL, err);
 }
@@ -1155,9 +1166,10 @@ refresh_conflicted (worker_t *w, refresh_t *r)
     memcpy (cw->lease_token, r->commit.lease_token, sizeof cw->lease_token);
     snprintf (cw->fingerprint, sizeof cw->fingerprint, "%s", r->fingerprint);
     cw->rotated = r->commit.rotated;
+    cw->expected_generation = r->expected_generation;
     cw->journal_seq = r->journal_seq;   /* the conflict's now (conflict_read) */
     r->journal_seq = 0;
-    if (cw->rotated && r->refresh_ct) {
+    if (r->refresh_ct) {
         cw->provider = r->provider;
         cw->key_id = r->commit.key_id;
         cw->refresh_ct_len = r->commit.refresh_ct_len;

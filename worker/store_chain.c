@@ -258,16 +258,21 @@ commits_read (const PGresult *res, int *committed, size_t n)
 }
 
 /* A lost compare-and-set: a "conflict" chain row, and the lease released if it is still ours. No
- * row when the result is rotated and the row holds its refresh token already: that was this very
- * commit, made before its connection was lost and sent again (a rotated token is this refresh's
- * alone; a reused one could be anyone's, and is recorded). */
+ * row when the result is this very commit's, made before its connection was lost and sent again
+ * (or a journal record replayed whose marker was lost): the row holds the refresh token it
+ * sealed (a fresh nonce makes each sealing its own, rotated or kept), or its rotated token, or
+ * the chain already has its "refreshed" row at the generation it made (the row moved on since:
+ * a rotated token is this refresh's alone; a kept one could be anyone's). */
 #define CONFLICT_SQL \
     "WITH u AS (UPDATE integrations SET lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL" \
     "  WHERE id = $1 AND lease_owner = $2 AND lease_token = $5::uuid RETURNING id)" \
     "INSERT INTO token_chain (integration_id, generation, worker, outcome, refresh_fingerprint, rotated, detail)" \
     " SELECT id, generation, $2, 'conflict', $3, $4::boolean," \
     "  'another refresh, import or status change committed first; this result was not stored'" \
-    " FROM integrations WHERE id = $1 AND NOT ($4::boolean AND refresh_fingerprint IS NOT DISTINCT FROM $3)" \
+    " FROM integrations WHERE id = $1 AND ($6::bytea IS NULL OR refresh_token IS DISTINCT FROM $6::bytea)" \
+    "  AND NOT ($4::boolean AND refresh_fingerprint IS NOT DISTINCT FROM $3)" \
+    "  AND NOT ($4::boolean AND EXISTS (SELECT FROM token_chain c WHERE c.integration_id = $1" \
+    "   AND c.generation = $7::bigint + 1 AND c.outcome = 'refreshed' AND c.rotated AND c.refresh_fingerprint = $3))" \
     " RETURNING generation"
 
 typedef struct {
@@ -297,10 +302,14 @@ fr_status_t
 store_conflict_start (store_t *s, const store_commit_t *cm, store_conflict_fn *fn, void *arg, char *err,
                       size_t errlen)
 {
+    char generation [24];
+    snprintf (generation, sizeof generation, "%" PRId64, cm->expected_generation);
     const char *v2 [] = { cm->id, store_worker_id (s), cm->refresh_fingerprint, cm->rotated ? "true" : "false",
-                          cm->lease_token [0] ? cm->lease_token : NULL };
+                          cm->lease_token [0] ? cm->lease_token : NULL, (const char *) cm->refresh_ct, generation };
+    const int lengths [] = { 0, 0, 0, 0, 0, (int) cm->refresh_ct_len, 0 };
+    const int formats [] = { 0, 0, 0, 0, 0, 1, 0 };          /* the sealed token as bytes */
     store_stmt_t stmts [] = {
-        { CONFLICT_SQL, 5, v2, NULL, NULL },
+        { CONFLICT_SQL, 7, v2, lengths, formats },
         { "SELECT " STORE_ROW_COLUMNS " FROM integrations WHERE id = $1", 1, v2, NULL, NULL },
     };
     conflict_ctx_t c = { fn, arg, "" };

@@ -855,6 +855,28 @@ test_a_replays_wait_ends_with_the_window (void **state)
     expect_wait_ends_with_the_window ("fo3:box", "stopped waiting for another worker");
 }
 
+/* wA refreshed (T0 -> T1), its settled marker did not reach the disk before it died, and wB
+ * refreshed since (T1 -> T2). wA's replay at start loses its compare-and-set to wB's commit, and
+ * the record is settled as superseded; but its commit had landed, as the chain's "refreshed" row
+ * of generation 2 with T1 shows. A conflict was recorded all the same ("another refresh ...
+ * committed first; this result was not stored"), which doctor reads as a sign of reuse when a
+ * refusal follows. Now no conflict row: the chain holds the commit. */
+static void
+test_replay_of_a_commit_the_row_moved_on_from_records_no_conflict (void **state)
+{
+    two_workers_refresh ("chain_replay_moved_on", NULL, "mv:box");
+    harness_signal_worker (h, "wA", SIGKILL);
+    assert_true (harness_wait_worker_exit (h, "wA", 10000) >= 0);
+    lose_journal_markers_of ("wA");
+    assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
+    itest_wait_log (h, "journal replay: superseded generation 2", 15000);
+    long long conflicts = harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'mv:box'"
+                                              " AND outcome = 'conflict'");
+    if (conflicts != 0)
+        fail_msg ("%lld conflict rows for a replayed commit the chain holds", conflicts);
+    expect_chain_intact_of ("mv:box", 1, "after the replay");
+}
+
 /* A lost commit found on a server that is read-only (target_session_attrs=any reached a standby,
  * or the promoted server still refuses writes) cannot be written again: the write fails, the
  * connection is made again, the check starts over, once a second for as long as it lasts. Each try
@@ -1897,6 +1919,7 @@ main (void)
         cmocka_unit_test_teardown (test_commit_settled_by_the_replay_is_kept_against_a_failover, teardown),
         cmocka_unit_test_teardown (test_replay_waits_for_another_workers_lost_commit, teardown),
         cmocka_unit_test_teardown (test_a_replays_wait_ends_with_the_window, teardown),
+        cmocka_unit_test_teardown (test_replay_of_a_commit_the_row_moved_on_from_records_no_conflict, teardown),
         cmocka_unit_test_teardown (test_failover_rewrite_refused_said_not_every_second, teardown),
         cmocka_unit_test_teardown (test_rotated_token_journaled_once_the_file_takes_it, teardown),
         cmocka_unit_test_teardown (test_rotated_token_the_journal_never_took_is_said_lost_at_exit, teardown),

@@ -1225,16 +1225,14 @@ lose_commits_since (const char *saved)
     assert_int_equal (harness_sql (h, sql), 0);
 }
 
-/* The connection is lost after the database has committed a rotated refresh of id, before its
- * answer reached the worker (a relay holds the server's answers, then cuts every connection). The
- * worker sends the commit again, which loses its compare-and-set to itself, and reads the row;
- * with read_cut, that first read is lost too (the relay cuts every connection when it goes out).
- * Then a failover to a server without the commit (the row put back, the connections cut): the
- * commit must be written again, and the chain go on from it. */
-static void
-commit_answer_lost (const char *name, const char *id, int read_cut)
+/* A refresh of id (behind proxy) whose commit the database makes while the relay holds its
+ * answer; then every connection is cut, so that the worker sends the commit again, which loses its
+ * compare-and-set to itself, and reads the row; with read_cut, that first read is lost too (the
+ * relay cuts every connection when it goes out). Returns the refresh's ferrulectl exit status,
+ * once it has checked that the chain holds one "refreshed" row and no conflict for it. */
+static int
+commit_with_its_answer_lost (dbproxy_t *proxy, const char *id, int read_cut)
 {
-    dbproxy_t *proxy = start_behind_relay (name, id, "saved", NULL);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 1500));
     long long calls = itest_stat (h, "fakebox", "refresh_calls");
 
@@ -1246,8 +1244,8 @@ commit_answer_lost (const char *name, const char *id, int read_cut)
         json_decref (r);
         _exit (rc < 0 ? 99 : rc);
     }
-    /* the provider is rotating the token: the claim's answer is in; from now on the server's
-     * answers stay in the relay */
+    /* the provider is refreshing: the claim's answer is in; from now on the server's answers stay
+     * in the relay */
     for (int waited = 0; itest_stat (h, "fakebox", "refresh_calls") == calls && waited < 10000; waited += 50)
         usleep (50 * 1000);
     assert_true (itest_stat (h, "fakebox", "refresh_calls") > calls);
@@ -1264,15 +1262,27 @@ commit_answer_lost (const char *name, const char *id, int read_cut)
     int status;
     assert_int_equal (waitpid (child, &status, 0), child);
     assert_true (WIFEXITED (status));
-    if (!read_cut)
-        assert_int_equal (WEXITSTATUS (status), 0);      /* answered with its own tokens */
     assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'refreshed'",
                                  id), 1);
     long long conflicts = count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s' AND outcome = 'conflict'",
                                      id);
     if (conflicts != 0)
         fail_msg ("%lld conflict rows for a refresh whose own commit was stored", conflicts);
-    if (read_cut) {
+    return WEXITSTATUS (status);
+}
+
+/* commit_with_its_answer_lost for a rotated refresh of id. Then a failover to a server without the
+ * commit (the row put back, the connections cut): the commit must be written again, and the chain
+ * go on from it. */
+static void
+commit_answer_lost (const char *name, const char *id, int read_cut)
+{
+    char sql [512];
+    dbproxy_t *proxy = start_behind_relay (name, id, "saved", NULL);
+    int status = commit_with_its_answer_lost (proxy, id, read_cut);
+    if (!read_cut)
+        assert_int_equal (status, 0);      /* answered with its own tokens */
+    else {
         /* the first read failed, was answered to the waiters, and is tried again: it finds the
          * refresh's own token, and keeps the commit (the branch did not run once the waiters had
          * been answered) */
@@ -1325,6 +1335,25 @@ test_commit_whose_answer_and_first_read_were_lost_is_kept (void **state)
 {
     (void) state;
     commit_answer_lost ("group_commit_read_lost", "lostread:box", 1);
+}
+
+/* The same for a refresh that rotated nothing (here a single-use provider's answer without a new
+ * refresh token: the one sent is kept, sealed again). Its commit, sent again, lost its
+ * compare-and-set to itself, and a conflict was recorded beside its own "refreshed" row (only a
+ * rotated result was told apart, by its new token): doctor reads a conflict close before a refusal
+ * as a sign of reuse. Now the row holding this commit's own sealed refresh token tells it apart. */
+static void
+test_unrotated_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
+{
+    (void) state;
+    dbproxy_t *proxy = start_behind_relay ("group_commit_unrotated_lost", "unrot:box", NULL, NULL);
+    itest_fake_config (h, "fakebox", json_pack ("{s:s}", "mode", "reusable"));
+    assert_int_equal (commit_with_its_answer_lost (proxy, "unrot:box", 0), 0);
+    assert_int_equal (count_sql ("SELECT count(*) FROM token_chain WHERE integration_id = '%s'"
+                                 " AND outcome = 'refreshed' AND NOT rotated", "unrot:box"), 1);
+    itest_wait_log (h, "the row holds this refresh's own result", 15000);
+    assert_int_equal (itest_teardown (&h), 0);
+    dbproxy_destroy (&proxy);
 }
 
 /* A worker's rotated commit C1 is kept against a failover; its next refresh R2 of the same
@@ -1561,6 +1590,7 @@ main (void)
         cmocka_unit_test_teardown (test_read_of_a_row_changed_meanwhile_is_answered, teardown),
         cmocka_unit_test_teardown (test_commit_whose_answer_was_lost_is_not_a_conflict, teardown),
         cmocka_unit_test_teardown (test_commit_whose_answer_and_first_read_were_lost_is_kept, teardown),
+        cmocka_unit_test_teardown (test_unrotated_commit_whose_answer_was_lost_is_not_a_conflict, teardown),
         cmocka_unit_test_teardown (test_commit_after_a_failover_waits_for_the_check, teardown),
         cmocka_unit_test_teardown (test_work_waiting_for_a_connection_is_answered_before_its_deadline, teardown),
         cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_is_stored_once, teardown),
