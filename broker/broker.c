@@ -885,7 +885,7 @@ static int
 broker_handle_client (broker_t *b)
 {
     frames_t f;
-    char err [256];
+    char err [512];          /* a refusal names the client, the operation and a workspace twice */
     codec_field_t fl [REQ__KEYS] = {
         [REQ_RID] = { .key = "rid" }, [REQ_OP] = { .key = "op" },
         [REQ_DEADLINE] = { .key = "deadline_ms" }, [REQ_INTEGRATION] = { .key = "integration" },
@@ -1057,10 +1057,16 @@ broker_handle_client (broker_t *b)
         metrics_inc (b->m_forbidden);
         /* an operation that reaches every integration needs a rule that covers them all: said,
          * since a rule naming the operation with narrower patterns looks as if it should do */
-        snprintf (err, sizeof err, "client \"%s\" may not use \"%s\"%s", rq.client_name, ops_name (rq.op),
-                  wide ? " (it reaches every integration: only a policy rule whose patterns cover every one, "
-                         "\"*\", allows it)"
-                       : rq.integ ? " on this integration" : "");
+        if (!wide && rq.integ && ops_takes_workspace (rq.op))
+            snprintf (err, sizeof err, "client \"%s\" may not use \"%s\" on this workspace (it reaches every "
+                      "integration whose id starts with \"%.*s\": only a policy rule with a pattern that covers "
+                      "them all, such as \"%.*s*\", allows it)", rq.client_name, ops_name (rq.op),
+                      (int) rq.integ_len, rq.integ, (int) rq.integ_len, rq.integ);
+        else
+            snprintf (err, sizeof err, "client \"%s\" may not use \"%s\"%s", rq.client_name, ops_name (rq.op),
+                      wide ? " (it reaches every integration: only a policy rule whose patterns cover every one, "
+                             "\"*\", allows it)"
+                           : rq.integ ? " on this integration" : "");
         broker_refusal (b, "refused by the policy", err);
         broker_reply_error (b, client, client_len, &rq, FR_FORBIDDEN, err);
         goto out;

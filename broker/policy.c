@@ -217,15 +217,23 @@ policy_allows (const policy_t *p, const char *client, op_t op, const char *integ
         else
             hi = mid;
     }
+    /* a workspace is an id prefix, and reaches every id that starts with it: a pattern allows it
+     * when it matches all of them, which for a glob of "*" alone means one that ends with "*" and
+     * matches the prefix (the star takes whatever follows) */
+    int workspace = ops_takes_workspace (op);
     for (size_t i = lo; i < p->count && strcmp (p->rules [i].name, client) == 0; i++) {
         const policy_rule_t *r = &p->rules [i];
         if (!(r->ops & (1u << op)))
             continue;
         if (!integ)
             return 1;
-        for (size_t j = 0; j < r->npatterns; j++)
-            if (policy_match (r->patterns [j], integ, integ_len))
+        for (size_t j = 0; j < r->npatterns; j++) {
+            const char *pat = r->patterns [j];
+            if (workspace && (!*pat || pat [strlen (pat) - 1] != '*'))
+                continue;
+            if (policy_match (pat, integ, integ_len))
                 return 1;
+        }
     }
     return 0;
 }

@@ -8,6 +8,8 @@
  * gateway's) and "*" (all); a PATTERN matches integration ids,
  * "*" standing for any run of characters ("acct42:*", "*:box", "*"). A request is allowed when
  * one of its client's rules names its operation and has a pattern matching its integration.
+ * An operation on a workspace (ops_takes_workspace) names an id prefix, and needs a pattern that
+ * covers every id starting with it ("acct42:*", not "acct42:").
  * A client without rules may do nothing but "ping" without an integration. "callback" carries
  * no integration id (its 256-bit state binds it to one): a rule naming "callback" allows it
  * whatever its patterns. The broker asks for the pattern "*" for the operations of the whole
@@ -25,7 +27,9 @@ typedef struct policy policy_t;
 /* NULL with a reason naming the file and line. */
 policy_t *policy_load (const char *path, char *err, size_t errlen);
 void policy_destroy (policy_t **p_p);
-/* 1 when client may use op on the integration (integ NULL: an operation without one). */
+/* 1 when client may use op on the integration (integ NULL: an operation without one); for an
+ * operation on a workspace (ops_takes_workspace), integ is its prefix, and the rule's pattern
+ * must cover every id that starts with it ("acct42:*", "*"; not "acct42:"). */
 int policy_allows (const policy_t *p, const char *client, op_t op, const char *integ, size_t integ_len);
 size_t policy_rules (const policy_t *p);
 /* 1 when the glob pattern ("*" any run) matches s (len bytes). */

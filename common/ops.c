@@ -88,3 +88,10 @@ ops_takes_no_integration (op_t op)
 {
     return (int) op > 0 && op < OP__COUNT && ops_table [op].wide == WIDE_ONLY;
 }
+
+int
+ops_takes_workspace (op_t op)
+{
+    return op == OP_WORKSPACE || op == OP_DASHBOARD_LINK || op == OP_APIKEY_CREATE || op == OP_APIKEY_LIST
+        || op == OP_APIKEY_REVOKE;
+}

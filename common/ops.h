@@ -34,4 +34,9 @@ int ops_is_deployment_wide (op_t op);
  * (webhook_test, webhooks: the configured endpoints): one that names an integration is refused,
  * so that naming one cannot pass them under a rule for some integrations only. */
 int ops_takes_no_integration (op_t op);
+/* 1 for the gateway's operations whose "integration" is a workspace, an id prefix (workspace,
+ * dashboard_link, apikey_create, apikey_list, apikey_revoke): they reach every integration
+ * whose id starts with it, and the policy allows them only by a pattern that covers all of
+ * those (policy_allows). */
+int ops_takes_workspace (op_t op);
 #endif

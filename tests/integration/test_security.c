@@ -550,9 +550,11 @@ test_policy_deployment_wide (void **state)
     harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
     assert_int_equal (harness_add_client (h, "reader"), 0);
     assert_int_equal (harness_add_client (h, "tenant"), 0);
+    assert_int_equal (harness_add_client (h, "literal"), 0);
     assert_int_equal (harness_write_policy (h, "harness * *\n"
                                                "reader read acct42:*\n"
-                                               "tenant * acct42:*\n"), 0);
+                                               "tenant * acct42:*\n"
+                                               "literal * acct42: *:\n"), 0);
     assert_true (harness_start_broker (h) >= 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
@@ -644,6 +646,24 @@ test_policy_deployment_wide (void **state)
         assert_non_null (json_string_value (json_object_get (json_object_get (r, "error"), "hint")));
         json_decref (r);
     }
+
+    /* a workspace operation names a prefix and reaches every id that starts with it: a rule
+     * matching the prefix as an id ("acct42:" itself, or every id ending in ":") gave an API key
+     * that serves all of acct42:*, and the workspace's listing. Only a pattern that covers the
+     * whole workspace allows it now, and the refusal says which. */
+    r = call_as ("literal", "apikey_create", json_pack ("{s:s, s:s}", "integration", "acct42:", "name", "k1"));
+    if (strcmp (client_error_code (r), "forbidden") != 0)
+        fail_msg ("\"literal * acct42: *:\" created an API key for the workspace acct42: (%s)", client_error_code (r));
+    const char *why = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (!why || !strstr (why, "\"acct42:*\""))
+        fail_msg ("a workspace operation refused without naming the pattern it needs: %s", why ? why : "(no message)");
+    json_decref (r);
+    r = call_as ("literal", "workspace", json_pack ("{s:s}", "integration", "acct42:"));
+    assert_string_equal (client_error_code (r), "forbidden");
+    json_decref (r);
+    r = call_as ("tenant", "apikey_create", json_pack ("{s:s, s:s}", "integration", "acct42:", "name", "k2"));
+    assert_string_equal (client_error_code (r), "ok");
+    json_decref (r);
     assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
 }
 

@@ -174,6 +174,33 @@ test_policy (void **state)
     policy_destroy (&p);
     policy_destroy (&p);
 
+    /* A workspace operation's "integration" is a prefix: it reaches every id that starts with
+     * it, so only a pattern that matches all of them allows it (one ending in "*" that matches the
+     * prefix). A rule for the id "acct42:" alone, or for ids ending in ":", allowed an API key,
+     * a dashboard and the listing of the whole workspace. */
+    write_file ("pws", "one token,apikey_create,workspace,dashboard_link,apikey_list,apikey_revoke acct42:\n"
+                       "colon apikey_create,workspace *:\n"
+                       "ws apikey_create,workspace acct42:* acct*:x*\n"
+                       "all apikey_create *\n");
+    p = policy_load (path_of ("pws"), err, sizeof err);
+    assert_non_null (p);
+    assert_true (policy_allows (p, "one", OP_TOKEN, "acct42:", 7));             /* the id itself */
+    const op_t wsops [] = { OP_APIKEY_CREATE, OP_WORKSPACE, OP_DASHBOARD_LINK, OP_APIKEY_LIST, OP_APIKEY_REVOKE };
+    for (size_t i = 0; i < sizeof wsops / sizeof wsops [0]; i++)
+        assert_false (policy_allows (p, "one", wsops [i], "acct42:", 7));
+    assert_false (policy_allows (p, "colon", OP_APIKEY_CREATE, "acct42:", 7));
+    assert_false (policy_allows (p, "colon", OP_WORKSPACE, "acct42:", 7));
+    assert_true (policy_allows (p, "ws", OP_APIKEY_CREATE, "acct42:", 7));
+    assert_true (policy_allows (p, "ws", OP_WORKSPACE, "acct42:", 7));
+    assert_false (policy_allows (p, "ws", OP_WORKSPACE, "acct43:", 7));
+    assert_false (policy_allows (p, "ws", OP_WORKSPACE, "acct7:", 6));         /* acct*:x* does not cover it */
+    assert_true (policy_allows (p, "ws", OP_WORKSPACE, "acct7:x", 7));         /* a workspace within acct7: */
+    assert_true (policy_allows (p, "all", OP_APIKEY_CREATE, "acct42:", 7));
+    assert_true (ops_takes_workspace (OP_APIKEY_LIST));
+    assert_false (ops_takes_workspace (OP_TOKEN));
+    assert_false (ops_takes_workspace (OP_APIKEY_VERIFY));
+    policy_destroy (&p);
+
     write_file ("p1", "billing frobnicate *\n");
     assert_null (policy_load (path_of ("p1"), err, sizeof err));
     assert_non_null (strstr (err, "frobnicate"));
