@@ -355,12 +355,20 @@ store_gw_apikey_create_start (store_t *s, const char *key_hash, const char *work
     const char *values [] = { key_hash, workspace, name, prefix, max };
     gw_ctx_t c = { .fn.apikey = fn, .arg = arg, .refusal = FR_TOO_LARGE };
     snprintf (c.refused, sizeof c.refused, "workspace \"%s\" already has %d API keys", workspace, max_live);
-    return gw_start (s,
-        "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix)"
-        " SELECT $1, $2, $3, $4"
-        " WHERE (SELECT count (*) FROM gateway_api_keys WHERE workspace = $2 AND revoked_at IS NULL) < $5::integer"
-        " RETURNING id, extract (epoch FROM created_at)::bigint",
-        5, values, apikey_create_done, &c, err, errlen);
+    /* Each create counts the workspace's live keys in its own transaction, so two at once (the
+     * worker's two connections, or two workers of one partition) both counted one short of the
+     * cap and both inserted. A transaction lock per workspace, taken first, makes them take
+     * turns; it ends with the transaction. (Two workspaces whose names hash alike only wait for
+     * each other.) */
+    store_stmt_t stmts [] = {
+        { "SELECT pg_advisory_xact_lock (hashtextextended ('ferrule.gateway_api_keys ' || $1, 0))", 1, values + 1,
+          NULL, NULL },
+        { "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix)"
+          " SELECT $1, $2, $3, $4"
+          " WHERE (SELECT count (*) FROM gateway_api_keys WHERE workspace = $2 AND revoked_at IS NULL) < $5::integer"
+          " RETURNING id, extract (epoch FROM created_at)::bigint", 5, values, NULL, NULL },
+    };
+    return store_batch_start (s, stmts, 2, apikey_create_done, &c, sizeof c, err, errlen);
 }
 
 static void

@@ -563,6 +563,77 @@ test_retry_once_under_race (void **state)
     free (token);
 }
 
+/* One apikey_create for the workspace ws9: on a client of its own; its answer's code in code. */
+static void *
+race_key (void *arg)
+{
+    char *code = arg;
+    client_t *c = client_new (harness_brokers (h));
+    json_t *args = json_pack ("{s:s, s:s}", "integration", "ws9:", "name", "racer");
+    json_t *reply = c ? client_call (c, "apikey_create", args, 20000) : NULL;
+    snprintf (code, 64, "%s", reply ? client_error_code (reply) : "(no reply)");
+    json_decref (reply);
+    json_decref (args);
+    client_destroy (&c);
+    return NULL;
+}
+
+static int timeouts_changed;            /* w1 runs with test_apikey_limit_under_race's timeouts */
+
+/* A failed test_apikey_limit_under_race leaves w1 with the default timeouts again. */
+static int
+restore_timeouts (void **state)
+{
+    if (timeouts_changed) {
+        harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", NULL);
+        harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", NULL);
+        timeouts_changed = 0;
+        harness_stop_worker (h, "w1");
+        if (harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Two API keys created at once for a workspace one short of its 100 live keys: one is made, the
+ * other refused. Each counted the live keys in its own transaction (the worker's two connections
+ * run them side by side, as two workers of one partition would), both saw 99, and both were made:
+ * 101 live keys. A trigger makes each insert of the workspace take half a second, which keeps the
+ * window open whatever the machine's load; the worker's timeouts are raised above it (w1
+ * restarted), since the create that now waits for the other waits that long. */
+static void
+test_apikey_limit_under_race (void **state)
+{
+    timeouts_changed = 1;
+    harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "2500");
+    harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", "2000");
+    restart_worker (harness_providers_file (h));
+    assert_int_equal (harness_sql (h, "INSERT INTO gateway_api_keys (key_hash, workspace, name, prefix)"
+                                      " SELECT md5 ('ws9' || i) || md5 ('ws9:' || i), 'ws9:', 'k' || i, 'frk_ws9'"
+                                      " FROM generate_series (1, 99) i"), 0);
+    assert_int_equal (harness_sql (h, "CREATE FUNCTION test_slow_key () RETURNS trigger LANGUAGE plpgsql AS"
+                                      " $$ BEGIN PERFORM pg_sleep (0.5); RETURN NEW; END $$;"
+                                      " CREATE TRIGGER test_slow_key BEFORE INSERT ON gateway_api_keys FOR EACH ROW"
+                                      " WHEN (NEW.workspace = 'ws9:') EXECUTE FUNCTION test_slow_key ()"), 0);
+    char codes [2] [64];
+    pthread_t threads [2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal (pthread_create (&threads [i], NULL, race_key, codes [i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join (threads [i], NULL);
+    assert_int_equal (harness_sql (h, "DROP TRIGGER test_slow_key ON gateway_api_keys; DROP FUNCTION test_slow_key ()"), 0);
+    long long live = harness_sql_int (h, "SELECT count(*) FROM gateway_api_keys WHERE workspace = 'ws9:'"
+                                         " AND revoked_at IS NULL");
+    int ok = 0, refused_ = 0;
+    for (int i = 0; i < 2; i++) {
+        ok += strcmp (codes [i], "ok") == 0;
+        refused_ += strcmp (codes [i], "too_large") == 0;
+    }
+    if (ok != 1 || refused_ != 1 || live != 100)
+        fail_msg ("two keys created at once with 99 live: answered %s and %s, %lld live keys", codes [0], codes [1],
+                  live);
+}
+
 #define LINKS(cond) "SELECT count(*) FROM gateway_dashboard_links WHERE " cond
 #define RETRIES(cond) "SELECT count(*) FROM gateway_retry_tokens WHERE " cond
 #define STALE "expires_at < now () - interval '1 day'"
@@ -643,6 +714,7 @@ main (void)
         cmocka_unit_test (test_apikey_limit),
         cmocka_unit_test_teardown (test_retry_outlives_failed_connect, restore_providers),
         cmocka_unit_test (test_retry_once_under_race),
+        cmocka_unit_test_teardown (test_apikey_limit_under_race, restore_timeouts),
         cmocka_unit_test (test_retry_of_a_connect_of_64_scopes),
         cmocka_unit_test (test_gateway_rows_collected),
     };
