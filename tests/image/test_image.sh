@@ -58,8 +58,11 @@ if [ -n "${FERRULE_TEST_IMAGE_RC:-}" ]; then
         || fail "the container image's build in the background did not end within 600 s (see .ferrule-test/image.log)"
     image_rc=$(cat "$FERRULE_TEST_IMAGE_RC")
     [ "$waited" -eq 0 ] || say "waited ${waited} s for the container image's build in the background"
-    [ "$image_rc" = 0 ] && [ -s "${FERRULE_TEST_IMAGE_IDFILE:-}" ] \
-        || fail "scripts/image failed with status $image_rc, so the image cannot be tested (see .ferrule-test/image.log; FERRULE_SKIP_IMAGE_TEST=1 skips this test on a machine without podman)"
+    if [ "$image_rc" != 0 ] || [ ! -s "${FERRULE_TEST_IMAGE_IDFILE:-}" ]; then
+        # the build's log, which only this test's output carries into CI's
+        tail -n 40 "$(dirname "$FERRULE_TEST_IMAGE_RC")/image.log" 2>/dev/null || true
+        fail "scripts/image failed with status $image_rc, so the image cannot be tested (see .ferrule-test/image.log; FERRULE_SKIP_IMAGE_TEST=1 skips this test on a machine without podman)"
+    fi
     FERRULE_TEST_IMAGE=$(cat "$FERRULE_TEST_IMAGE_IDFILE")
 fi
 [ "$(id -u)" -eq 0 ] || fail "the image test runs rootful podman: run it as root (scripts/test does in CI), or set FERRULE_SKIP_IMAGE_TEST=1 to skip it"
