@@ -884,7 +884,7 @@ reject_call (void *arg)
 
 /* The rejection's write (needs_reconnect) of a session waiting for a row lock. */
 #define REJECT_WRITE_WAITS "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'" \
-    " AND query LIKE '%SET status = ''needs_reconnect'', last_error_code%'"
+    " AND query LIKE '%SET status = ''needs_reconnect'', last_error_code%' AND datname = current_database ()"
 
 /* The same rejection while the database makes its write wait (a row lock held longer than the
  * worker's lock timeout): from the moment the worker takes it, no token request is answered with

@@ -169,7 +169,7 @@ test_periodic_fanout_reads_only_recent_events (void **state)
      * connection goes over the max age again */
     late = emit ("1 hour");
     assert_int_equal (harness_sql (h, "SELECT count(*) FROM (SELECT pg_terminate_backend (pid) FROM pg_stat_activity"
-                                      " WHERE application_name = 'ferrule-worker-webhook w1 app') t"), 0);
+                                      " WHERE application_name = 'ferrule-worker-webhook w1 app' AND datname = current_database ()) t"), 0);
     assert_int_equal (wait_row (late, "delivered", 30000), 1);
 }
 

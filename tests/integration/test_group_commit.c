@@ -316,7 +316,7 @@ test_a_request_behind_a_locked_row_is_told_so (void **state)
     import_many ("glr:", 1, ids);
     pid_t locker = lock_in_child (ids [0], 3000, 0);
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
-                                         " AND query LIKE '%FOR UPDATE%'", 1, 20000), 1);
+                                         " AND query LIKE '%FOR UPDATE%' AND datname = current_database ()", 1, 20000), 1);
     json_t *r = itest_call_once (harness_brokers (h), "token", ids [0], 800);
     assert_non_null (r);
     itest_assert_timeout_says (r, "its row has been locked by another database session", "a request behind a locked row");
@@ -348,7 +348,7 @@ test_a_request_during_the_start_up_recovery_is_told_so (void **state)
     /* held long enough for a worker's start and a 1 s request on a loaded machine under ASan */
     pid_t locker = lock_in_child (ids [0], 7000, 0);
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction'"
-                                         " AND query LIKE '%FOR UPDATE%'", 1, 20000), 1);
+                                         " AND query LIKE '%FOR UPDATE%' AND datname = current_database ()", 1, 20000), 1);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
     json_t *r = itest_call_once (harness_brokers (h), "token", ids [1], 1000);
@@ -475,7 +475,7 @@ test_a_request_behind_a_lost_compare_and_set_is_told_so (void **state)
     child_ok (importer, "the import during the refresh");
     /* the provider's answer lost its compare-and-set: the conflict's record sleeps */
     assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
-                                         " AND query LIKE '%conflict%'", 1, 20000), 1);
+                                         " AND query LIKE '%conflict%' AND datname = current_database ()", 1, 20000), 1);
     json_t *r = itest_call_once (harness_brokers (h), "token", ids [0], 1000);
     assert_non_null (r);
     itest_assert_timeout_says (r, "this refresh's compare-and-set lost), and the database has not yet recorded that "

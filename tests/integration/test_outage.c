@@ -844,7 +844,8 @@ test_refresh_commit_not_held_up_by_a_stalled_notifying_commit (void **state)
     /* that session lost now, in the notifications' transaction: the batch was answered and stands,
      * the loss is logged as the notifications', and the connection is made again */
     assert_int_equal (harness_sql_int (h, "SELECT count(pg_terminate_backend (pid)) FROM pg_stat_activity"
-                                          " WHERE application_name LIKE 'ferrule-worker%' AND wait_event_type = 'Lock'"),
+                                          " WHERE application_name LIKE 'ferrule-worker%' AND wait_event_type = 'Lock'"
+                                          " AND datname = current_database ()"),
                       1);
     /* libpq says either that the connection was lost or what the server said as it ended it
      * (FATAL: terminating connection due to administrator command), whichever it reads first */
