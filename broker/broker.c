@@ -96,9 +96,11 @@ struct broker {
     metrics_series_t *m_routed, *m_replied, *m_redispatched, *m_workers_lost, *m_pending, *m_workers,
                      *m_partitions_owned, *m_zap_refused, *m_forbidden, *m_foreign_replies, *m_cut,
                      *m_audit_dropped, *m_audit_unwritten, *m_pending_bytes, *m_reconnects, *m_undelivered,
-                     *m_silent, *m_audit_unrecorded, *m_unread, *m_unread_cut, *m_worker_ignored;
+                     *m_silent, *m_audit_unrecorded, *m_unread, *m_unread_cut, *m_worker_ignored,
+                     *m_unfinished, *m_unfinished_cut;
     uint64_t silent_counted;       /* the worker guard's silent drops already in m_silent */
     uint64_t unread_cut_counted;   /* the client guard's cuts for unread answers already in m_unread_cut */
+    uint64_t unfinished_cut_counted;   /* and for the unfinished total, already in m_unfinished_cut */
     int audit_refuse;              /* FERRULE_AUDIT_FAILURE=refuse */
 };
 
@@ -300,6 +302,12 @@ broker_new (const broker_config_t *config, int *bad_setting, char *err, size_t e
     guard_limit_unsent (b->front_guard, (size_t) config->unread_bytes,
                         "the connection is cut so that its answers are dropped (FERRULE_UNREAD_ANSWER_BYTES); a "
                         "client must read its answers");
+    /* and each connection's budget bounds one connection's unfinished message, not how many
+     * connections hold one: a client may open any number. The worker socket has no such bound:
+     * its peers are the deployment's own workers, a few, each under its budget. */
+    guard_limit_unfinished (b->front_guard, (size_t) config->unfinished_bytes,
+                            "the connection is cut so that what it holds is dropped (FERRULE_UNFINISHED_BYTES); a "
+                            "client must send whole messages");
     b->back_guard = guard_new (b->ctx, b->backend, "worker", budget, budget * 8, err, errlen);
     if (!b->back_guard)
         goto fail;
@@ -361,6 +369,11 @@ broker_new (const broker_config_t *config, int *bad_setting, char *err, size_t e
                                  "bytes of answers sent to clients that wait unread in the broker (at least)", NULL);
     b->m_unread_cut = metrics_counter (b->metrics, "broker_unread_connections_cut_total",
                                        "client connections cut for leaving answers unread past FERRULE_UNREAD_ANSWER_BYTES", NULL);
+    b->m_unfinished = metrics_gauge (b->metrics, "broker_unfinished_message_bytes",
+                                     "bytes client connections sent that make no complete message yet (at most)", NULL);
+    b->m_unfinished_cut = metrics_counter (b->metrics, "broker_unfinished_connections_cut_total",
+                                           "client connections cut for holding the most of the unfinished messages past "
+                                           "FERRULE_UNFINISHED_BYTES", NULL);
     b->m_worker_ignored = metrics_counter (b->metrics, "broker_worker_messages_ignored_total",
                                            "messages on the worker socket ignored: malformed, a HELLO that could not be "
                                            "read, or an unknown command", NULL);
@@ -1446,6 +1459,10 @@ broker_check_connections (broker_t *b, int64_t now)
     metrics_add (b->m_unread_cut, unread_cut - b->unread_cut_counted);
     b->unread_cut_counted = unread_cut;
     metrics_set (b->m_unread, (int64_t) guard_unsent_bytes (b->front_guard));
+    uint64_t unfinished_cut = guard_unfinished_cut_count (b->front_guard);
+    metrics_add (b->m_unfinished_cut, unfinished_cut - b->unfinished_cut_counted);
+    b->unfinished_cut_counted = unfinished_cut;
+    metrics_set (b->m_unfinished, (int64_t) guard_unfinished_bytes (b->front_guard));
 }
 
 /* After a reload: the workers whose key is no longer on the workers list under their id leave

@@ -27,6 +27,8 @@ typedef struct {
                                       connection holding the most is cut; 0: unbounded */
     int64_t pending_share;         /* percent of max_pending and of max_pending_bytes one client
                                       connection may hold; 0: no share */
+    int64_t unfinished_bytes;      /* bytes of unfinished messages all client connections may
+                                      hold, before those holding the most are cut; 0: unbounded */
 } broker_config_t;
 
 typedef struct broker broker_t;

@@ -20,6 +20,7 @@
 #define GUARD_HANDSHAKE        4096     /* greeting and CURVE handshake */
 #define GUARD_CREDIT_MAX       65536    /* allowances given before they are checked against the wire */
 #define GUARD_FRESH_US         100      /* events read this recently count as read now (guard_holds) */
+#define GUARD_HELD_CUTS        64       /* connections cut for the unfinished total in one check */
 
 typedef struct {
     int live;
@@ -38,6 +39,7 @@ typedef struct {
     uint64_t taken;                     /* bytes the kernel had taken from libzmq at that measure */
     int measured;                       /* taken is known */
     uint64_t unsent;                    /* at least this much of what was sent waits in libzmq */
+    uint64_t held;                      /* bytes of no complete message yet, at the last check */
 } guard_conn_t;
 
 struct guard {
@@ -63,6 +65,10 @@ struct guard {
     uint64_t unsent_total;              /* at the last check */
     char unsent_why [256];
     uint64_t unsent_cuts;
+    size_t held_budget;                 /* guard_limit_unfinished; 0: none */
+    uint64_t held_total;                /* at the last check */
+    char held_why [256];
+    uint64_t held_cuts;
     int64_t read_us;                    /* when guard_events last began to read */
 };
 
@@ -302,6 +308,13 @@ guard_limit_unsent (guard_t *g, size_t total, const char *why)
 }
 
 void
+guard_limit_unfinished (guard_t *g, size_t total, const char *why)
+{
+    g->held_budget = total;
+    snprintf (g->held_why, sizeof g->held_why, "%s", why);
+}
+
+void
 guard_sent (guard_t *g, int fd, uint64_t conn, size_t bytes)
 {
     guard_conn_t *c = guard_conn (g, fd);
@@ -331,7 +344,7 @@ guard_drop (guard_t *g, int fd, guard_conn_t *c)
 {
     shutdown (fd, SHUT_RDWR);
     c->live = 0;
-    c->delivered = c->credit = 0;
+    c->delivered = c->credit = c->held = 0;
     g->live--;
     guard_forget_sent (c);
 }
@@ -463,11 +476,39 @@ guard_cut_unsent (guard_t *g)
     return 1;
 }
 
+/* Cuts the connections holding the most of what makes no complete message yet, until all of
+ * them together hold at most limit; GUARD_HELD_CUTS a check at most, so that a check stays short
+ * however many connections there are (the next one, 10 ms later, goes on). How many it cut. */
+static int
+guard_cut_held (guard_t *g, uint64_t limit)
+{
+    int cut = 0;
+    while (g->held_total > limit && cut < GUARD_HELD_CUTS) {
+        size_t most = 0;
+        for (size_t fd = 1; fd < g->nconns; fd++)
+            if (g->conns [fd].live && g->conns [fd].held > g->conns [most].held)
+                most = fd;
+        guard_conn_t *c = &g->conns [most];
+        if (!c->live || !c->held)
+            break;
+        char why [512];
+        snprintf (why, sizeof why, "it holds %llu bytes of a message not complete yet, the most of any connection, and "
+                  "all connections' unfinished messages (%llu bytes) are over the budget (%llu bytes); %s",
+                  (unsigned long long) c->held, (unsigned long long) g->held_total, (unsigned long long) limit,
+                  g->held_why);
+        g->held_total -= c->held;
+        guard_cut (g, (int) most, why);
+        g->held_cuts++;
+        cut++;
+    }
+    return cut;
+}
+
 int
 guard_check (guard_t *g, int drained)
 {
     int cut = 0;
-    uint64_t unsent = 0;
+    uint64_t unsent = 0, held_total = 0;
     int64_t now = clock_mono_ms ();
     /* checks come every few milliseconds: a long gap is a process that did not run (stopped,
      * starved), and silence is counted only from when it listens again */
@@ -479,6 +520,7 @@ guard_check (guard_t *g, int drained)
         guard_conn_t *c = &g->conns [fd];
         if (!c->live)
             continue;
+        c->held = 0;
         if (stalled)
             c->quiet_since_ms = now;
         if (drained && guard_check_silence (g, (int) fd, c, now))
@@ -491,6 +533,7 @@ guard_check (guard_t *g, int drained)
         guard_settle (c, consumed);
         uint64_t allowed = c->delivered + GUARD_HANDSHAKE;
         uint64_t held = consumed > allowed ? consumed - allowed : 0;
+        c->held = held;
         if (held > g->hard_budget || (drained && held > g->budget)) {
             char why [160];
             snprintf (why, sizeof why, "it sent %llu bytes that do not make a complete message within the budget "
@@ -500,6 +543,7 @@ guard_check (guard_t *g, int drained)
             cut++;
             continue;
         }
+        held_total += held;
         /* every byte libzmq wrote: sent once (sent less sent again) or not sent yet; read from the
          * TCP_INFO above, with no call of its own on the broker's one thread every 10 ms */
         if (g->unsent_budget && len >= offsetof (struct tcp_info, tcpi_bytes_retrans) + sizeof ti.tcpi_bytes_retrans)
@@ -509,6 +553,11 @@ guard_check (guard_t *g, int drained)
     g->unsent_total = unsent;
     if (g->unsent_budget && unsent > g->unsent_budget)
         cut += guard_cut_unsent (g);
+    /* as for one connection's budget: eight times as much while messages wait unread, which
+     * count as held until the application takes them */
+    g->held_total = held_total;
+    if (g->held_budget)
+        cut += guard_cut_held (g, drained ? g->held_budget : (uint64_t) g->held_budget * 8);
     return cut;
 }
 
@@ -588,6 +637,18 @@ uint64_t
 guard_unsent_bytes (const guard_t *g)
 {
     return g ? g->unsent_total : 0;
+}
+
+uint64_t
+guard_unfinished_cut_count (const guard_t *g)
+{
+    return g ? g->held_cuts : 0;
+}
+
+uint64_t
+guard_unfinished_bytes (const guard_t *g)
+{
+    return g ? g->held_total : 0;
 }
 
 size_t

@@ -39,6 +39,12 @@ uint64_t guard_account (guard_t *g, int fd, size_t bytes, int frames);
  * connection), the connection holding the most is cut; why (the setting's name) goes to the log.
  * 0: unbounded. */
 void guard_limit_unsent (guard_t *g, size_t total, const char *why);
+/* Unfinished messages are bounded for the whole socket too: each connection's budget bounds one
+ * connection, and a peer may open many. While all connections together hold more than total
+ * bytes of no complete message (eight times total while the application has complete messages
+ * unread, which count as held until read), guard_check cuts the connections holding the most
+ * until the rest are under it; why (the setting's name) goes to the log. 0: unbounded. */
+void guard_limit_unfinished (guard_t *g, size_t total, const char *why);
 /* A message of bytes (payload, all frames) was sent to the connection numbered conn (as
  * guard_account returned) on fd. Counted only while fd is still that connection. */
 void guard_sent (guard_t *g, int fd, uint64_t conn, size_t bytes);
@@ -88,6 +94,10 @@ uint64_t guard_silent_count (const guard_t *g);
  * last guard_check measured. */
 uint64_t guard_unsent_cut_count (const guard_t *g);
 uint64_t guard_unsent_bytes (const guard_t *g);
+/* Connections cut for the unfinished total (counted in guard_cut_count too), and the bytes of
+ * unfinished messages the last guard_check measured. */
+uint64_t guard_unfinished_cut_count (const guard_t *g);
+uint64_t guard_unfinished_bytes (const guard_t *g);
 size_t guard_connections (const guard_t *g);
 /* How many of the connections have bytes waiting in the kernel that libzmq has not read yet
  * (FIONREAD on each descriptor): a stop's last reads go on while some do, since a loaded

@@ -19,7 +19,7 @@ main (int argc, char **argv)
          *clients_file = NULL, *workers_file = NULL, *policy_file = NULL, *audit = NULL, *plaintext = NULL,
          *audit_failure = NULL;
     int64_t partitions = 0, heartbeat_ms = 0, max_pending = 0, deadline_ms = 0, hwm = 0, pending_bytes = 0,
-            budget = 0, unread_bytes = 0, pending_share = 0;
+            budget = 0, unread_bytes = 0, pending_share = 0, unfinished = 0;
     curve_identity_t curve;
     const config_entry_t table [] = {
         { "frontend", "FERRULE_FRONTEND_BIND", CONFIG_STRING, &frontend, "tcp://127.0.0.1:5555", 0, 0, 0, "endpoint clients connect to" },
@@ -32,6 +32,7 @@ main (int argc, char **argv)
         { "max-pending-bytes", "FERRULE_MAX_PENDING_BYTES", CONFIG_INT, &pending_bytes, "268435456", 1048576, 68719476736LL, 0, "request bytes held for pending requests before new ones get \"overloaded\"" },
         { "pending-share", "FERRULE_PENDING_SHARE", CONFIG_INT, &pending_share, "25", 1, 100, 0, "percent of max-pending and of max-pending-bytes one client connection may hold before its new requests get \"overloaded\"" },
         { "connection-budget", "FERRULE_CONNECTION_BUDGET", CONFIG_INT, &budget, "1048576", 524288, 1073741824, 0, "bytes one connection may hold unread (an unfinished message) before it is cut" },
+        { "unfinished-bytes", "FERRULE_UNFINISHED_BYTES", CONFIG_INT, &unfinished, "16777216", 1048576, 68719476736LL, 0, "bytes of unfinished messages all client connections together may hold before those holding the most are cut" },
         { "unread-answer-bytes", "FERRULE_UNREAD_ANSWER_BYTES", CONFIG_INT, &unread_bytes, "33554432", 1048576, 68719476736LL, 0, "bytes of answers clients leave unread, in all, before the connection holding the most is cut" },
         { "curve-secret-key-file", "FERRULE_CURVE_SECRET_KEY_FILE", CONFIG_STRING, &secret_file, NULL, 0, 0, 0, "file holding the brokers' CURVE secret key (ferrulectl keygen)" },
         { "clients-file", "FERRULE_CLIENTS_FILE", CONFIG_STRING, &clients_file, NULL, 0, 0, 0, "allow-list of client keys: NAME Z85KEY per line" },
@@ -64,7 +65,7 @@ main (int argc, char **argv)
 
     broker_config_t cfg = { frontend, backend, partitions, heartbeat_ms, max_pending, deadline_ms, hwm, http_bind,
                             &curve, clients_file, workers_file, policy_file, audit, pending_bytes, budget, audit_failure,
-                            unread_bytes, pending_share };
+                            unread_bytes, pending_share, unfinished };
     sigset_t saved;
     daemon_setup_begin (&saved);
     int bad_setting = 0;

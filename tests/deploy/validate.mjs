@@ -74,15 +74,15 @@ const WORKER_DEFAULTS = {
 const BROKER_DEFAULTS = {
   FERRULE_PARTITIONS: 256, FERRULE_DEFAULT_DEADLINE_MS: 5000, FERRULE_MAX_PENDING: 100000,
   FERRULE_MAX_PENDING_BYTES: 268435456, FERRULE_UNREAD_ANSWER_BYTES: 33554432,
-  FERRULE_CONNECTION_BUDGET: 1048576,
+  FERRULE_CONNECTION_BUDGET: 1048576, FERRULE_UNFINISHED_BYTES: 16777216,
 };
 // What a broker may hold at the bounds docs/operations.md gives ("Sizing a broker's memory"):
 // request bodies pending (FERRULE_MAX_PENDING_BYTES), the pending entries themselves (some 820
 // bytes each, sizeof (pending_t), with their hash and heap slots: 1 KiB), unread answers (twice
 // FERRULE_UNREAD_ANSWER_BYTES), the audit queue (AUDIT_QUEUE records of some 300 bytes), the
-// process itself, and BROKER_STALLED_CONNECTIONS connections each holding an unfinished message
-// up to its cut (16 x FERRULE_CONNECTION_BUDGET under CURVE while the broker has unread messages).
-const BROKER_STALLED_CONNECTIONS = 16;
+// process itself, and the unfinished messages of all client connections up to their cut (8 x
+// FERRULE_UNFINISHED_BYTES on the wire while the broker has unread messages, twice that in memory
+// under CURVE).
 const BROKER_PENDING_ENTRY = 1024;
 const BROKER_PROCESS = 64 * 1048576;
 const AUDIT_QUEUE = (() => {
@@ -302,7 +302,7 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
       ["FERRULE_MAX_PENDING_BYTES", n("FERRULE_MAX_PENDING_BYTES")],
       [`FERRULE_MAX_PENDING ${n("FERRULE_MAX_PENDING")} entries`, n("FERRULE_MAX_PENDING") * BROKER_PENDING_ENTRY],
       ["2 x FERRULE_UNREAD_ANSWER_BYTES", 2 * n("FERRULE_UNREAD_ANSWER_BYTES")],
-      [`${BROKER_STALLED_CONNECTIONS} stalled connections of 16 x FERRULE_CONNECTION_BUDGET`, BROKER_STALLED_CONNECTIONS * 16 * n("FERRULE_CONNECTION_BUDGET")],
+      ["16 x FERRULE_UNFINISHED_BYTES", 16 * n("FERRULE_UNFINISHED_BYTES")],
       ["the audit queue", AUDIT_QUEUE * AUDIT_RECORD],
       ["the process", BROKER_PROCESS],
     ];

@@ -2207,6 +2207,64 @@ test_hostile_multipart_banked_allowance_bounded (void **state)
     assert_true (itest_workdir_contains (h, "do not make a complete message within the budget"));
 }
 
+/* Many connections, each holding an unfinished message under its own budget: the budget bounded
+ * one connection only, so that 48 connections of 768 KiB each grew an idle broker by 38 MB (and
+ * any number more by as much again each). Past FERRULE_UNFINISHED_BYTES (here 4 MiB) in all, the
+ * connections holding the most are cut until the rest are under it. The broker's RSS keeps some
+ * of what the cut ones held (freed, not given back), and a few connections' worth comes between
+ * two checks (every 10 ms): it is bounded by far less than what the connections sent. */
+static void
+test_unfinished_messages_bounded_in_total (void **state)
+{
+    enum { CONNS = 64, FRAMES = 12 };       /* 768 KiB each: under the 1 MiB budget of one */
+    harness_set_env (h, "FERRULE_UNFINISHED_BYTES", "4194304");
+    int pid = start_plaintext_broker ();
+    harness_set_env (h, "FERRULE_UNFINISHED_BYTES", NULL);
+    long base = rss_kib (pid), peak = base;
+    assert_true (base > 0);
+    unsigned char *frame = endless_frame ();
+    int fds [CONNS];
+    long long until = now_ms () + 120000;   /* a hang guard */
+    size_t sent = 0;
+    for (int i = 0; i < CONNS; i++) {
+        fds [i] = zmtp_connect (harness_broker_frontend (h, 0));
+        assert_true (fds [i] >= 0);
+        assert_int_equal (zmtp_wait_ready (fds [i]), 0);
+        for (int f = 0; f < FRAMES; f++)
+            sent += send_all (fds [i], frame, ENDLESS_FRAME, until);
+        if (i % 8 == 7) {
+            long now = rss_kib (pid);
+            if (now > peak)
+                peak = now;
+        }
+    }
+    sleep_ms (500);                         /* some 50 checks */
+    long now = rss_kib (pid);
+    if (now > peak)
+        peak = now;
+    int cut = 0;
+    for (int i = 0; i < CONNS; i++) {
+        /* a cut connection reads as ended (shutdown) or reset; an open one has nothing to read */
+        unsigned char buf [256];
+        ssize_t n;
+        while ((n = recv (fds [i], buf, sizeof buf, MSG_DONTWAIT)) > 0)
+            ;
+        cut += n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+    }
+    printf ("%d connections sent %zu KiB of unfinished messages: %d cut; broker RSS %ld KiB before, %ld KiB at "
+            "most\n", CONNS, sent >> 10, cut, base, peak);
+    /* 4 MiB in all leaves 5 of them; the order of the sends and of the checks may leave one more */
+    assert_true (cut >= CONNS - 7);
+    assert_true (peak - base < 24 * 1024);  /* 48 MiB sent */
+    assert_true (itest_workdir_contains (h, "the most of any connection, and all connections' unfinished messages"));
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "ping", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    for (int i = 0; i < CONNS; i++)
+        close (fds [i]);
+}
+
 /* One client connection cannot take every pending slot: past its share of FERRULE_MAX_PENDING
  * (FERRULE_PENDING_SHARE percent) its new requests are answered "overloaded" with a hint that
  * says the share is its own, while another client's request still reaches a worker. Here a
@@ -2533,6 +2591,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_hostile_multipart_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown (test_hostile_multipart_banked_allowance_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown (test_unread_answers_bounded_in_total, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_unfinished_messages_bounded_in_total, setup, teardown),
         cmocka_unit_test_setup_teardown (test_one_connection_cannot_take_every_pending_slot, setup, teardown),
         cmocka_unit_test_setup_teardown (test_oversized_message_answered_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown (test_plaintext_opt_in, setup, teardown),
