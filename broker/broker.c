@@ -77,7 +77,7 @@ struct broker {
     guard_t *front_guard, *back_guard;
     registry_t *registry;
     pending_table_t *pending;
-    share_t *shares;                     /* each client connection's part of pending */
+    share_t *shares;                     /* each client's part of pending (share.h) */
     codec_builder_t *out;          /* reused for every reply the broker writes itself */
     int64_t next_ping_ms;
     int64_t next_publish_ms;
@@ -572,7 +572,7 @@ broker_fail_pending_hint (broker_t *b, pending_t *p, fr_status_t st, const char 
     req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
                  p->rid_len ? p->rid : NULL, p->rid_len, 1, p->client_fd, p->client_conn };
     broker_reply_error_hint (b, p->client, p->client_len, &rq, st, message, hint);
-    share_give (b->shares, p->client_conn, p->body_len);
+    share_give (b->shares, p->share_holder, p->body_len);
     pending_remove (b->pending, p);
 }
 
@@ -1117,16 +1117,23 @@ broker_handle_client (broker_t *b)
                                  "descriptor just before)", "send it again: it was not carried out");
         goto out;
     }
-    /* one connection's share of each bound, so that it cannot leave every other client
-     * "overloaded" by sending without waiting for its answers; taken here, given back where the
-     * request is answered (nothing in between refuses it) */
+    /* one client's share of each bound, so that it cannot leave every other client "overloaded"
+     * by sending without waiting for its answers; taken here, given back where the request is
+     * answered (nothing in between refuses it). The client is its key's name under CURVE, however
+     * many connections it opens (connections cost it nothing); over plaintext, the connection. */
     int64_t most = b->cfg.max_pending * b->cfg.pending_share / 100;
     int64_t most_bytes = b->cfg.max_pending_bytes * b->cfg.pending_share / 100;
+    uint64_t holder = b->curve.plaintext ? conn : share_holder_of_name (rq.client_name);
     size_t held, held_bytes;
-    if (share_take (b->shares, conn, frames_size (&f, 3), (size_t) (most > 0 ? most : 1), (size_t) most_bytes, &held,
-                    &held_bytes) != 0) {
-        snprintf (err, sizeof err, "this connection has %zu requests (%zu bytes) pending, its share of the broker's "
-                  "queue (FERRULE_PENDING_SHARE: %lld%% of %lld requests and of %lld bytes)", held, held_bytes,
+    if (share_take (b->shares, holder, frames_size (&f, 3), (size_t) (most > 0 ? most : 1), (size_t) most_bytes,
+                    &held, &held_bytes) != 0) {
+        char who [128];
+        if (b->curve.plaintext)
+            snprintf (who, sizeof who, "this connection has");
+        else
+            snprintf (who, sizeof who, "client \"%.64s\" has, over all its connections,", rq.client_name);
+        snprintf (err, sizeof err, "%s %zu requests (%zu bytes) pending, its share of the broker's queue "
+                  "(FERRULE_PENDING_SHARE: %lld%% of %lld requests and of %lld bytes)", who, held, held_bytes,
                   (long long) b->cfg.pending_share, (long long) b->cfg.max_pending,
                   (long long) b->cfg.max_pending_bytes);
         broker_reply_error_hint (b, client, client_len, &rq, FR_OVERLOADED, err,
@@ -1156,6 +1163,7 @@ broker_handle_client (broker_t *b)
     p->partition = partition;
     p->client_fd = src;
     p->client_conn = conn;
+    p->share_holder = holder;
     broker_route (b, p);
 out:
     frames_close (&f);
@@ -1273,7 +1281,7 @@ broker_handle_worker (broker_t *b)
         req_t rq = { p->client_name, (op_t) p->op, p->has_integration ? p->integration : NULL, strlen (p->integration),
                      p->rid_len ? p->rid : NULL, p->rid_len, 1, p->client_fd, p->client_conn };
         (void) broker_audit (b, &rq, sent ? outcome : "undelivered");     /* lost only in serve mode, counted */
-        share_give (b->shares, p->client_conn, p->body_len);
+        share_give (b->shares, p->share_holder, p->body_len);
         pending_remove (b->pending, p);
         metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does; whether it drains is for

@@ -30,7 +30,7 @@ main (int argc, char **argv)
         { "default-deadline-ms", "FERRULE_DEFAULT_DEADLINE_MS", CONFIG_INT, &deadline_ms, "5000", 1, 300000, 0, "deadline for requests that set none" },
         { "hwm", "FERRULE_ZMQ_HWM", CONFIG_INT, &hwm, "10000", 10, 1000000, 0, "ZeroMQ high-water mark per peer" },
         { "max-pending-bytes", "FERRULE_MAX_PENDING_BYTES", CONFIG_INT, &pending_bytes, "268435456", 1048576, 68719476736LL, 0, "request bytes held for pending requests before new ones get \"overloaded\"" },
-        { "pending-share", "FERRULE_PENDING_SHARE", CONFIG_INT, &pending_share, "25", 1, 100, 0, "percent of max-pending and of max-pending-bytes one client connection may hold before its new requests get \"overloaded\"" },
+        { "pending-share", "FERRULE_PENDING_SHARE", CONFIG_INT, &pending_share, "25", 1, 100, 0, "percent of max-pending and of max-pending-bytes one client (all its connections) may hold before its new requests get \"overloaded\"" },
         { "connection-budget", "FERRULE_CONNECTION_BUDGET", CONFIG_INT, &budget, "1048576", 524288, 1073741824, 0, "bytes one connection may hold unread (an unfinished message) before it is cut" },
         { "unfinished-bytes", "FERRULE_UNFINISHED_BYTES", CONFIG_INT, &unfinished, "16777216", 1048576, 68719476736LL, 0, "bytes of unfinished messages all client connections together may hold before those holding the most are cut" },
         { "unread-answer-bytes", "FERRULE_UNREAD_ANSWER_BYTES", CONFIG_INT, &unread_bytes, "33554432", 1048576, 68719476736LL, 0, "bytes of answers clients leave unread, in all, before the connection holding the most is cut" },

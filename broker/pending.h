@@ -15,6 +15,7 @@ struct pending {
     size_t   client_len;
     int      client_fd;             /* the connection it came on, and its number (guard_sent) */
     uint64_t client_conn;
+    uint64_t share_holder;          /* whose share it is taken from (share.h) */
     char     rid [65];
     size_t   rid_len;
     char     integration [129];

@@ -1,5 +1,6 @@
-/* share.c - a chained hash from a connection's number to its pending requests; an entry goes when
- * its last request does, so the table holds only connections with requests pending */
+/* share.c - a chained hash from a holder (a client's name, or a connection's number) to its
+ * pending requests; an entry goes when its last request does, so the table holds only holders
+ * with requests pending */
 #include "share.h"
 #include "mem.h"
 #include <assert.h>
@@ -8,7 +9,7 @@
 
 typedef struct share_entry {
     struct share_entry *next;
-    uint64_t conn;
+    uint64_t holder;
     size_t requests;
     size_t bytes;
 } share_entry_t;
@@ -38,31 +39,40 @@ share_destroy (share_t **s_p)
     }
 }
 
-/* Connection numbers are given in order: the low bits spread them well. */
-static share_entry_t **
-share_slot (const share_t *s, uint64_t conn)
+uint64_t
+share_holder_of_name (const char *name)
 {
-    share_entry_t *const *slot = &s->buckets [conn % SHARE_BUCKETS];
-    while (*slot && (*slot)->conn != conn)
+    uint64_t h = 14695981039346656037ULL;           /* FNV-1a 64 */
+    for (const unsigned char *p = (const unsigned char *) name; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return h | 1ULL << 63;
+}
+
+/* Connection numbers are given in order, and names hashed: the low bits spread both well. */
+static share_entry_t **
+share_slot (const share_t *s, uint64_t holder)
+{
+    share_entry_t *const *slot = &s->buckets [holder % SHARE_BUCKETS];
+    while (*slot && (*slot)->holder != holder)
         slot = &(*slot)->next;
     return (share_entry_t **) slot;
 }
 
 void
-share_held (const share_t *s, uint64_t conn, size_t *requests, size_t *bytes)
+share_held (const share_t *s, uint64_t holder, size_t *requests, size_t *bytes)
 {
-    share_entry_t *e = conn ? *share_slot (s, conn) : NULL;
+    share_entry_t *e = holder ? *share_slot (s, holder) : NULL;
     *requests = e ? e->requests : 0;
     *bytes = e ? e->bytes : 0;
 }
 
 int
-share_take (share_t *s, uint64_t conn, size_t bytes, size_t most, size_t most_bytes, size_t *requests,
+share_take (share_t *s, uint64_t holder, size_t bytes, size_t most, size_t most_bytes, size_t *requests,
             size_t *held_bytes)
 {
-    if (!conn)
+    if (!holder)
         return 0;
-    share_entry_t **slot = share_slot (s, conn);
+    share_entry_t **slot = share_slot (s, holder);
     share_entry_t *e = *slot;
     if (e && (e->requests >= most || e->bytes + bytes > most_bytes)) {
         *requests = e->requests;
@@ -70,11 +80,11 @@ share_take (share_t *s, uint64_t conn, size_t bytes, size_t most, size_t most_by
         return -1;
     }
     if (!e) {
-        /* a connection with nothing pending may always have one request: a body larger than a
+        /* a holder with nothing pending may always have one request: a body larger than a
          * small share (1 % of 1 MiB is 10 KB; an import can be 12 KB) was refused for ever, with
          * a hint to wait for answers that were never coming. The broker's own bounds still apply. */
         e = *slot = mem_alloc (sizeof (share_entry_t));
-        e->conn = conn;
+        e->holder = holder;
     }
     e->requests++;
     e->bytes += bytes;
@@ -82,11 +92,11 @@ share_take (share_t *s, uint64_t conn, size_t bytes, size_t most, size_t most_by
 }
 
 void
-share_give (share_t *s, uint64_t conn, size_t bytes)
+share_give (share_t *s, uint64_t holder, size_t bytes)
 {
-    if (!conn)
+    if (!holder)
         return;
-    share_entry_t **slot = share_slot (s, conn);
+    share_entry_t **slot = share_slot (s, holder);
     share_entry_t *e = *slot;
     assert (e && e->requests > 0 && e->bytes >= bytes);     /* given as it was taken */
     e->requests--;

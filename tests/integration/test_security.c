@@ -2265,17 +2265,22 @@ test_unfinished_messages_bounded_in_total (void **state)
         close (fds [i]);
 }
 
-/* One client connection cannot take every pending slot: past its share of FERRULE_MAX_PENDING
+/* One client cannot take every pending slot: past its share of FERRULE_MAX_PENDING
  * (FERRULE_PENDING_SHARE percent) its new requests are answered "overloaded" with a hint that
  * says the share is its own, while another client's request still reaches a worker. Here a
- * worker played by the test holds client A's requests and never answers them. */
+ * worker played by the test holds client A's requests and never answers them; A sends them over
+ * conns connections, B has a key of its own. */
 static void
-test_one_connection_cannot_take_every_pending_slot (void **state)
+pending_share_case (int conns)
 {
-    enum { SHARE = 5, SENT = 12 };
+    enum { SHARE = 5, SENT = 12, MAX_CONNS = 4 };
+    assert_true (conns >= 1 && conns <= MAX_CONNS);
     harness_set_env (h, "FERRULE_MAX_PENDING", "10");
     harness_set_env (h, "FERRULE_PENDING_SHARE", "50");
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
+    assert_int_equal (harness_add_client (h, "sharea"), 0);
+    assert_int_equal (harness_add_client (h, "shareb"), 0);
+    assert_int_equal (harness_write_policy (h, HARNESS_CLIENT " * *\nsharea * *\nshareb * *\n"), 0);
     assert_true (harness_start_broker (h) >= 0);
     harness_set_env (h, "FERRULE_MAX_PENDING", NULL);
     harness_set_env (h, "FERRULE_PENDING_SHARE", NULL);
@@ -2294,33 +2299,47 @@ test_one_connection_cannot_take_every_pending_slot (void **state)
     }
     assert_int_equal (workers, 1);
 
-    void *a = itest_raw_token (h, ctx, "sharea:box", "a-0", 20000);
-    for (int i = 1; i < SENT; i++) {
+    /* A's requests, one connection after another in turn */
+    assert_int_equal (harness_use_client (h, "sharea"), 0);
+    void *a [MAX_CONNS];
+    for (int c = 0; c < conns; c++) {
+        char rid [16];
+        snprintf (rid, sizeof rid, "a-%d", c);
+        a [c] = itest_raw_token (h, ctx, "sharea:box", rid, 20000);
+    }
+    for (int i = conns; i < SENT; i++) {
         char rid [16];
         snprintf (rid, sizeof rid, "a-%d", i);
-        itest_raw_send (a, "sharea:box", rid, 20000);
+        itest_raw_send (a [i % conns], "sharea:box", rid, 20000);
     }
-    int overloaded = 0, own_share = 0;
-    for (int i = 0; i < SENT - SHARE; i++) {
-        json_t *r = itest_raw_reply (a, 5000);
-        const char *code = r ? json_string_value (json_object_get (json_object_get (r, "error"), "code")) : NULL;
-        const char *hint = r ? json_string_value (json_object_get (json_object_get (r, "error"), "hint")) : NULL;
-        overloaded += code && strcmp (code, "overloaded") == 0;
-        own_share += hint && strstr (hint, "this caller's own share") != NULL;
-        json_decref (r);
-    }
+    int overloaded = 0, own_share = 0, answered = 0;
+    long long deadline = now_ms () + 5000;
+    while (answered < SENT - SHARE && now_ms () < deadline)
+        for (int c = 0; c < conns; c++) {
+            json_t *r = itest_raw_reply (a [c], 50);
+            if (!r)
+                continue;
+            const char *code = json_string_value (json_object_get (json_object_get (r, "error"), "code"));
+            const char *hint = json_string_value (json_object_get (json_object_get (r, "error"), "hint"));
+            answered++;
+            overloaded += code && strcmp (code, "overloaded") == 0;
+            own_share += hint && strstr (hint, "this caller's own share") != NULL;
+            json_decref (r);
+        }
     itest_req_t req, held_req [SENT];
     int held = 0;
     while (held < SENT && itest_fake_wait_req (w, held < SHARE ? 5000 : 300, &held_req [held]))
         held++;                             /* held, not answered yet */
-    printf ("client A: %d of %d requests answered \"overloaded\" (%d naming its own share), %d held by the worker\n",
-            overloaded, SENT, own_share, held);
+    printf ("client A over %d connections: %d of %d requests answered \"overloaded\" (%d naming its own share), %d "
+            "held by the worker\n", conns, overloaded, SENT, own_share, held);
     assert_int_equal (overloaded, SENT - SHARE);
     assert_int_equal (own_share, SENT - SHARE);
     assert_int_equal (held, SHARE);
 
     /* another client still gets through to the worker */
+    assert_int_equal (harness_use_client (h, "shareb"), 0);
     void *b = itest_raw_token (h, ctx, "shareb:box", "b-1", 20000);
+    assert_int_equal (harness_use_client (h, HARNESS_CLIENT), 0);
     assert_true (itest_fake_wait_req (w, 5000, &req));
     itest_fake_rep (w, &req, "FOR-CLIENT-B", "b-1");
     itest_fake_req_close (&req);
@@ -2334,16 +2353,34 @@ test_one_connection_cannot_take_every_pending_slot (void **state)
         itest_fake_rep (w, &held_req [i], "FOR-CLIENT-A", NULL);
         itest_fake_req_close (&held_req [i]);
     }
-    for (int i = 0; i < held; i++) {
-        r = itest_raw_reply (a, 5000);
-        assert_non_null (r);
-        assert_true (json_is_true (json_object_get (r, "ok")));
-        json_decref (r);
-    }
-    zmq_close (a);
+    int oks = 0;
+    deadline = now_ms () + 5000;
+    while (oks < held && now_ms () < deadline)
+        for (int c = 0; c < conns; c++) {
+            r = itest_raw_reply (a [c], 50);
+            oks += r && json_is_true (json_object_get (r, "ok"));
+            json_decref (r);
+        }
+    assert_int_equal (oks, held);
+    for (int c = 0; c < conns; c++)
+        zmq_close (a [c]);
     zmq_close (b);
     zmq_close (w);
     zmq_ctx_term (ctx);
+}
+
+static void
+test_one_connection_cannot_take_every_pending_slot (void **state)
+{
+    pending_share_case (1);
+}
+
+/* The share is the client's, not its connection's: a review found that a client (one key) that
+ * opened more connections got a share on each, and three of them took every slot. */
+static void
+test_one_client_cannot_take_every_pending_slot_over_many_connections (void **state)
+{
+    pending_share_case (3);
 }
 
 /* Clients that never read their answers: ZeroMQ queues up to FERRULE_ZMQ_HWM answers for each
@@ -2593,6 +2630,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_unread_answers_bounded_in_total, setup, teardown),
         cmocka_unit_test_setup_teardown (test_unfinished_messages_bounded_in_total, setup, teardown),
         cmocka_unit_test_setup_teardown (test_one_connection_cannot_take_every_pending_slot, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_one_client_cannot_take_every_pending_slot_over_many_connections, setup,
+                                         teardown),
         cmocka_unit_test_setup_teardown (test_oversized_message_answered_too_large, setup, teardown),
         cmocka_unit_test_setup_teardown (test_plaintext_opt_in, setup, teardown),
     };

@@ -1,5 +1,6 @@
-/* test_share.c - each client connection's share of the pending requests: counted per connection,
- * colliding numbers kept apart, an entry gone with its last request, connection 0 never counted */
+/* test_share.c - each client's share of the pending requests: counted per holder, colliding
+ * numbers kept apart, an entry gone with its last request, holder 0 never counted, a name's holder
+ * apart from every connection's */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -107,6 +108,30 @@ test_connection_zero_not_counted (void **state)
     share_destroy (&s);
 }
 
+/* A name's holder is the same for the same name, apart for another, never 0 and never a
+ * connection's number (below 2^63); its requests are counted like a connection's. */
+static void
+test_holder_of_a_name (void **state)
+{
+    (void) state;
+    uint64_t a = share_holder_of_name ("billing"), b = share_holder_of_name ("gateway");
+    assert_true (a == share_holder_of_name ("billing"));
+    assert_true (a != b);
+    assert_true (share_holder_of_name ("") != 0);
+    assert_true (a >> 63 == 1 && b >> 63 == 1 && share_holder_of_name ("") >> 63 == 1);
+    share_t *s = share_new ();
+    take (s, a, 10);
+    take (s, a, 20);
+    take (s, a & ~(1ULL << 63), 5);         /* a connection of the same low bits */
+    assert_held (s, a, 2, 30);
+    assert_held (s, b, 0, 0);
+    assert_held (s, a & ~(1ULL << 63), 1, 5);
+    share_give (s, a, 10);
+    share_give (s, a, 20);
+    assert_held (s, a, 0, 0);
+    share_destroy (&s);
+}
+
 int
 main (void)
 {
@@ -115,6 +140,7 @@ main (void)
         cmocka_unit_test (test_refused_past_its_share),
         cmocka_unit_test (test_one_request_whatever_its_size),
         cmocka_unit_test (test_connection_zero_not_counted),
+        cmocka_unit_test (test_holder_of_a_name),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
