@@ -105,8 +105,8 @@ text_line (const char *s, size_t len)
         unsigned char seq [4] = { 0 };
         memcpy (seq, p + i, len - i < 4 ? len - i : 4);
         size_t n = text_utf8_len (seq);
-        if (!n)
-            return 0;
+        if (!n || (seq [0] == 0xc2 && seq [1] < 0xa0))
+            return 0;                       /* not UTF-8, or a C1 control (U+0080 to U+009F) */
         i += n;
     }
     return 1;

@@ -19,7 +19,8 @@ size_t text_utf8_len (const unsigned char *p);
 /* 1 when the NUL-terminated s is valid UTF-8 (no overlong form, no surrogate), else 0. */
 int text_utf8_valid (const char *s);
 /* 1 when the len bytes of s are UTF-8 text on one line: valid UTF-8 with no control character
- * (no NUL, nothing below a space, no DEL), else 0. What a peer may choose and have echoed back. */
+ * (no NUL, nothing below a space, no DEL, none of the C1 controls U+0080 to U+009F, which some
+ * terminals act on as ESC does), else 0. What a peer may choose and have echoed back. */
 int text_line (const char *s, size_t len);
 /* 1 when the len bytes of s are all of the base64url alphabet (A-Z a-z 0-9 - _), else 0. */
 int text_base64url (const char *s, size_t len);

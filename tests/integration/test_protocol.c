@@ -246,6 +246,7 @@ test_rid_that_is_not_text_is_refused (void **state)
     const struct { const char *rid; size_t len; } bad [] = {
         { "a\0b", 3 }, { "\xff\xfe", 2 }, { "r\n1", 3 }, { "tab\t", 4 }, { "\x7f", 1 },
         { "\xc3", 1 },                 /* a sequence cut short */
+        { "a\xc2\x85" "b", 4 },        /* U+0085: a C1 control */
         { "\xed\xa0\x80", 3 },       /* a UTF-16 surrogate */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {

@@ -88,6 +88,9 @@ test_line (void **state)
     assert_false (text_line ("\t", 1));
     assert_false (text_line ("\x7f", 1));
     assert_false (text_line ("\xff", 1));
+    assert_false (text_line ("a\xc2\x85" "b", 4));           /* U+0085, a C1 control */
+    assert_false (text_line ("\xc2\x9b[2J", 5));            /* U+009B, the CSI */
+    assert_true (text_line ("\xc2\xa0", 2));                /* U+00A0, a space */
     assert_false (text_line ("\xed\xa0\x80", 3));
     assert_false (text_line ("\xe2\x82\xac", 2));            /* cut by the length */
     assert_false (text_line ("\xf0\x9f\x94\x91", 3));
