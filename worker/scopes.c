@@ -8,6 +8,7 @@
 #include "log.h"
 #include "mem.h"
 #include "text.h"
+#include <assert.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -120,40 +121,125 @@ scopes_held (worker_t *w, const job_t *job, const char *wanted, const cache_entr
     return -1;
 }
 
-/* The value of auth-param name in a WWW-Authenticate header (quoted or token) into out. */
+/* RFC 7230's tchar: what a token (a scheme, a parameter's name or bare value) is made of. */
 static int
-auth_param (const char *header, const char *name, char *out, size_t outlen)
+auth_tchar (char c)
 {
-    size_t nlen = strlen (name);
-    for (const char *p = header; *p; p++) {
-        if (strncasecmp (p, name, nlen) != 0)
-            continue;
-        if (p != header && p [-1] != ' ' && p [-1] != ',' && p [-1] != '\t')
-            continue;
-        /* RFC 7235's BWS around '=': spaces and tabs */
-        const char *v = p + nlen;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        if (*v != '=')
-            continue;
-        v++;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        size_t n = 0;
-        if (*v == '"') {
-            for (v++; *v && *v != '"' && n + 1 < outlen; v++) {
-                if (*v == '\\' && v [1])
-                    v++;
-                out [n++] = *v;
-            }
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+        || (c && strchr ("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+/* One element of a WWW-Authenticate header: a challenge's scheme, or one of its parameters (the
+ * value as it stands, quoted or not). 0 at the end. RFC 7235: 1#( auth-scheme [ 1*SP ( token68 /
+ * #auth-param ) ] ), auth-param = token BWS "=" BWS ( token / quoted-string ). A token68 ("abc==")
+ * and stray characters are stepped over. */
+typedef struct {
+    const char *name, *value;
+    size_t name_len, value_len;
+    int is_param, quoted;
+    int after_comma;                    /* a comma came between this and the item before */
+} auth_item_t;
+
+static int
+auth_next (const char **pp, auth_item_t *it)
+{
+    const char *p = *pp;
+    int comma = 0;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            comma |= *p++ == ',';
+        if (!*p) {
+            *pp = p;
+            return 0;
         }
-        else
-            for (; *v && *v != ',' && *v != ' ' && *v != '\t' && n + 1 < outlen; v++)
-                out [n++] = *v;
-        out [n] = '\0';
-        return n > 0;
+        const char *t = p;
+        while (auth_tchar (*p))
+            p++;
+        if (p == t) {
+            p++;                            /* not a token: a token68's '/', or garbage */
+            continue;
+        }
+        memset (it, 0, sizeof *it);
+        it->after_comma = comma;
+        it->name = t;
+        it->name_len = (size_t) (p - t);
+        const char *q = p;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (*q != '=') {
+            *pp = p;                        /* a scheme (or a token68 without padding) */
+            return 1;
+        }
+        q++;
+        while (*q == ' ' || *q == '\t')
+            q++;
+        if (*q == '"') {
+            /* a quoted-string: to its closing quote, a backslash escaping the next character */
+            const char *v = ++q;
+            while (*q && *q != '"')
+                q += q [0] == '\\' && q [1] ? 2 : 1;
+            it->value = v;
+            it->value_len = (size_t) (q - v);
+            it->quoted = 1;
+            it->is_param = 1;
+            *pp = *q ? q + 1 : q;
+            return 1;
+        }
+        if (!auth_tchar (*q)) {
+            while (*q == '=')               /* a token68's padding */
+                q++;
+            p = q;
+            continue;
+        }
+        const char *v = q;
+        while (auth_tchar (*q))
+            q++;
+        it->value = v;
+        it->value_len = (size_t) (q - v);
+        it->is_param = 1;
+        *pp = q;
+        return 1;
     }
-    return 0;
+}
+
+int
+scopes_auth_param (const char *header, const char *name, char *out, size_t outlen)
+{
+    assert (outlen > 0);
+    out [0] = '\0';
+    /* the Bearer challenge's parameters when there is one (RFC 6750), else the first anywhere: a
+     * header may carry other schemes' challenges, whose parameters say nothing of the token */
+    int bearer = 0, in_bearer = 0, found = 0, after_scheme = 0;
+    auth_item_t it;
+    const char *p = header;
+    while (auth_next (&p, &it))
+        bearer |= !it.is_param && it.name_len == 6 && strncasecmp (it.name, "Bearer", 6) == 0;
+    for (p = header; auth_next (&p, &it); ) {
+        if (!it.is_param) {
+            /* a bare token right after a scheme is its token68, not the next challenge's scheme */
+            if (!(after_scheme && !it.after_comma))
+                in_bearer = it.name_len == 6 && strncasecmp (it.name, "Bearer", 6) == 0;
+            after_scheme = !(after_scheme && !it.after_comma);
+            continue;
+        }
+        after_scheme = 0;
+        if ((bearer && !in_bearer) || it.name_len != strlen (name) || strncasecmp (it.name, name, it.name_len) != 0)
+            continue;
+        size_t n = 0;
+        for (size_t i = 0; i < it.value_len; i++) {
+            if (it.quoted && it.value [i] == '\\' && i + 1 < it.value_len)
+                i++;
+            if (n + 1 >= outlen) {
+                out [0] = '\0';
+                return -1;
+            }
+            out [n++] = it.value [i];
+        }
+        out [n] = '\0';
+        found = n > 0;
+        break;
+    }
+    return found;
 }
 
 /* A scope report waiting for its batch (dbwait.c). */
@@ -222,16 +308,27 @@ scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *
     if (fields_str (w, job, root, "scope", sizeof from_header - 1, 1, &scope) < 0
     ||  fields_text (w, job, root, "www_authenticate", MAX_WWW_AUTH, &header) < 0)
         goto out;
-    if (!scope && header && auth_param (header, "scope", from_header, sizeof from_header))
+    /* a parameter longer than its bound is refused, not cut: a scope cut short would be recorded
+     * as needed, and doctor would send the user after it */
+    int found = header && !scope ? scopes_auth_param (header, "scope", from_header, sizeof from_header) : 0;
+    const char *too_long = found < 0 ? "scope" : NULL;
+    if (!too_long && header && scopes_auth_param (header, "error", herror, sizeof herror) < 0)
+        too_long = "error";
+    if (too_long) {
+        char message [200];
+        snprintf (message, sizeof message, "the \"www_authenticate\" header's %s parameter is longer than %zu bytes",
+                  too_long, strcmp (too_long, "scope") == 0 ? sizeof from_header - 1 : sizeof herror - 1);
+        reply_error (w, job, FR_TOO_LARGE, message, "send the scope the API needs in \"scope\" instead", -1);
+        goto out;
+    }
+    if (found > 0)
         scope = mem_strdup (from_header);
-    if (header)
-        auth_param (header, "error", herror, sizeof herror);
     /* another error (invalid_token: the token itself was refused, revoked or expired) is no scope
      * problem, whatever scope the header names: taken as one, doctor would send the user to
      * approve more permissions instead of to the rejected token's remedy */
     if (herror [0] && strcmp (herror, "insufficient_scope") != 0) {
         char message [300], shown [MAX_ERROR_LEN + 4];
-        /* the header may hold any UTF-8, and the parameter was cut to its bound, maybe mid-character */
+        /* the header may hold any UTF-8 text */
         text_printable (shown, sizeof shown, herror, (size_t) -1, MAX_ERROR_LEN);
         snprintf (message, sizeof message, "the upstream API answered error \"%s\", not \"insufficient_scope\": no "
                   "scope is missing (invalid_token: it refused the access token itself)", shown);

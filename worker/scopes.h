@@ -29,6 +29,11 @@ char *scopes_as_requested (const char *wanted, const char *granted, int with_off
 /* op "token" with "require_scopes" (wanted, spaces between, as fields_scopes reads it): 0 when the
  * entry's scopes hold every one, -1 when insufficient_scope was sent. Makes no provider call. */
 int scopes_held (worker_t *w, const job_t *job, const char *wanted, const cache_entry_t *e);
+/* The value of parameter name (case-insensitive) in a WWW-Authenticate header, unquoted, into out:
+ * from the Bearer challenge when the header has one, else the first anywhere; never from inside
+ * another parameter's quoted value. 1 found, 0 not there (or empty), -1 longer than outlen - 1
+ * ("" in out). */
+int scopes_auth_param (const char *header, const char *name, char *out, size_t outlen);
 /* op "report_scope": records an upstream 403 insufficient_scope a caller saw. */
 void scopes_report (worker_t *w, job_t *job, const msgpack_object *root, const char *id);
 #endif

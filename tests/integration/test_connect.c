@@ -1056,6 +1056,24 @@ test_report_scope (void **state)
     report = json_object_get (integration_of (tab), "scope_report");
     assert_string_equal (json_string_value (json_object_get (report, "scope")), "admin2");
     json_decref (tab);
+    /* a parameter's name inside another's quoted value is no parameter: both were refused as a
+     * bad request (the first read error=invalid_token" from the realm, the second scope admin"
+     * from the description) */
+    json_t *q1 = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
+                              "Bearer realm=\"api, error=invalid_token\", error=\"insufficient_scope\", "
+                              "scope=\"files.read\"", NULL);
+    if (rc != 0)
+        fail_msg ("an error= inside the realm: %s (exit %d)", itest_code (q1), rc);
+    report = json_object_get (integration_of (q1), "scope_report");
+    assert_string_equal (json_string_value (json_object_get (report, "scope")), "files.read");
+    json_decref (q1);
+    json_t *q2 = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
+                              "Bearer error=\"insufficient_scope\", error_description=\"needs scope=admin\"", NULL);
+    if (rc != 0)
+        fail_msg ("a scope= inside the description: %s (exit %d)", itest_code (q2), rc);
+    report = json_object_get (integration_of (q2), "scope_report");
+    assert_string_equal (json_string_value (json_object_get (report, "scope")), "");
+    json_decref (q2);
     /* other control characters are still refused */
     json_t *nl = harness_ctl (h, &rc, "report-scope", "--integration", "report:box", "--www-authenticate",
                                "Bearer error=\"insufficient_scope\",\nscope=\"admin3\"", NULL);

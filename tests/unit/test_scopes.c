@@ -1,6 +1,6 @@
 /* test_scopes.c - granted scopes against requested ones (scopes_granted, scopes_missing): the forms
  * in which providers echo what they granted, so that a connect is not reported as reduced when it
- * is not */
+ * is not; and the parameters of an upstream WWW-Authenticate header (scopes_auth_param) */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -62,6 +62,49 @@ test_as_requested (void **state)
     mem_free (s);
 }
 
+/* The value of name in header, "" when none; asserts the result code. */
+static const char *
+param (const char *header, const char *name, int want)
+{
+    static char out [64];
+    assert_int_equal (scopes_auth_param (header, name, out, sizeof out), want);
+    return out;
+}
+
+/* A parameter's name inside another's quoted value is no parameter (a review found
+ * "realm=\"api, error=invalid_token\"" read as the error, and "needs scope=admin" in an
+ * error_description read as the scope); quoting and escapes are undone; the Bearer challenge's
+ * parameters win over another scheme's; a value longer than the buffer is refused, not cut. */
+static void
+test_auth_param (void **state)
+{
+    (void) state;
+    const char *h1 = "Bearer realm=\"api, error=invalid_token\", error=\"insufficient_scope\", scope=\"files.read\"";
+    assert_string_equal (param (h1, "error", 1), "insufficient_scope");
+    assert_string_equal (param (h1, "scope", 1), "files.read");
+    assert_string_equal (param (h1, "realm", 1), "api, error=invalid_token");
+    const char *h2 = "Bearer error=\"insufficient_scope\", error_description=\"needs scope=admin\"";
+    assert_string_equal (param (h2, "scope", 0), "");
+    assert_string_equal (param (h2, "error", 1), "insufficient_scope");
+    assert_string_equal (param ("bearer ERROR = insufficient_scope ,Scope=\"a b\"", "error", 1), "insufficient_scope");
+    assert_string_equal (param ("Bearer scope=\"a \\\"b\\\" c\"", "scope", 1), "a \"b\" c");
+    assert_string_equal (param ("Bearer scope=read\tx=1", "scope", 1), "read");
+    /* another scheme's parameters say nothing of the bearer token, unless there is no Bearer */
+    assert_string_equal (param ("Basic realm=\"x\", scope=\"basic\", Bearer scope=\"mail\"", "scope", 1), "mail");
+    assert_string_equal (param ("Basic scope=\"basic\"", "scope", 1), "basic");
+    assert_string_equal (param ("error=\"insufficient_scope\", scope=\"x\"", "scope", 1), "x");
+    /* a token68 and stray characters are stepped over */
+    assert_string_equal (param ("Negotiate abc/def==, Bearer scope=\"s\"", "scope", 1), "s");
+    assert_string_equal (param ("Bearer abc, scope=\"t\", Basic scope=\"u\"", "scope", 1), "t");
+    assert_string_equal (param ("Bearer error=\"insufficient_scope", "error", 1), "insufficient_scope");
+    assert_string_equal (param ("", "scope", 0), "");
+    assert_string_equal (param ("Bearer scope=\"\"", "scope", 0), "");
+    assert_string_equal (param ("Bearer myscope=\"x\"", "scope", 0), "");
+    char longer [200];
+    snprintf (longer, sizeof longer, "Bearer scope=\"%0100d\"", 7);
+    assert_string_equal (param (longer, "scope", -1), "");
+}
+
 int
 main (void)
 {
@@ -69,6 +112,7 @@ main (void)
         cmocka_unit_test (test_exact_words),
         cmocka_unit_test (test_resource_qualified_and_offline_access),
         cmocka_unit_test (test_as_requested),
+        cmocka_unit_test (test_auth_param),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
