@@ -21,6 +21,7 @@
 #include "log.h"
 #include "mem.h"
 #include "oauth.h"
+#include "ratelimit.h"
 #include "text.h"
 #include <stdio.h>
 #include <string.h>
@@ -412,6 +413,10 @@ connect_begin (worker_t *w, job_t *job, const msgpack_object *root, const char *
         reply_error (w, job, st, err, NULL, -1);
         goto out;
     }
+    /* a connect (or a retry) takes from the integration's bucket once it is well formed: one
+     * refused for its own fields counted, and a client's bug left the next good one rate_limited */
+    if (!ratelimit_admit (w, job, "connect", 7, id))
+        goto out;
     /* the request's scopes or the entry's default ones, and always those without which the
      * provider issues no refresh token (what the URL asks for is what is stored as requested) */
     words = catalog_connect_scopes (p, scopes);

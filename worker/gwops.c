@@ -14,7 +14,6 @@
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
-#include "ratelimit.h"
 #include <stdio.h>
 #include <string.h>
 
@@ -277,12 +276,18 @@ retry_peeked (void *arg, fr_status_t st, const store_gw_retry_t *r, const char *
         reply_error (w, job, FR_BROWSER_MISMATCH, why, NULL, -1);
         goto out;
     }
-    if (!ratelimit_admit (w, job, "connect", 7, r->integration))
-        goto out;
-    /* the connect the attempt made, as a request body for connect_start: its scopes without the
-     * refresh_token_scopes the connect added, which it adds again (64 scopes asked and one added
-     * are more than a request may name, and the retry was refused for good) */
+    /* the connect the attempt made, as a request body for connect_start (which takes from the
+     * integration's rate bucket): its scopes without the refresh_token_scopes the connect added,
+     * which it adds again (64 scopes asked and one added are more than a request may name, and the
+     * retry was refused for good) */
     const catalog_provider_t *p = catalog_find (w->catalog, r->provider);
+    if (!p) {
+        /* the scopes could not be told apart, and the connect would be refused for its provider */
+        snprintf (why, sizeof why, "provider \"%.100s\" of this attempt is not in the catalog any more", r->provider);
+        reply_error (w, job, FR_CONFIGURATION, why, "add the provider back with FERRULE_PROVIDERS_FILE, or connect "
+                     "the integration with another provider", -1);
+        goto out;
+    }
     asked = p && r->scopes ? catalog_asked_scopes (p, r->scopes) : NULL;
     b = codec_builder_new ();
     codec_map (b, r->return_to ? 5 : 4);

@@ -169,6 +169,11 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     }
     if (wanted && scopes_held (w, job, wanted, e) != 0)
         goto out;                        /* insufficient_scope: checked before any refresh */
+    /* a refresh takes from the integration's bucket once it may go on: a malformed one, or one of
+     * an integration that does not exist or is not active, makes no provider call, and counted it
+     * filled the worker's table with ids never stored */
+    if (forced && !ratelimit_admit (w, job, "refresh", 7, e->id))
+        goto out;
     /* stale-token feedback: the caller's upstream call failed with 401 using this token */
     if (reject) {
         int current = e->access_token && crypto_secret_equal (e->access_token, reject);
@@ -599,8 +604,6 @@ requests_handle (worker_t *w, job_t *job, const msgpack_object *root, const void
     memcpy (id, s, len);
     id [len] = '\0';
 
-    if (!ratelimit_admit (w, job, op, op_len, id))
-        return;                     /* refresh or connect over the integration's rate: answered */
     switch (o) {
         case OP_TOKEN:        op_token (w, job, root, id, 0); break;
         case OP_REFRESH:      op_token (w, job, root, id, 1); break;

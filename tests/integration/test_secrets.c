@@ -676,6 +676,28 @@ test_rate_limit (void **state)
     long long calls = itest_stat (h, "fakegoogle", "refresh_calls") - calls_before;
     if (calls > 3 || limited < 3)
         fail_msg ("6 rejections: %lld provider calls (the bucket holds 3), %d answered rate_limited", calls, limited);
+
+    /* only calls that could go on count: malformed connects and refreshes of an integration that
+     * does not exist took from the bucket, so that a client's bug (or anyone) left the
+     * integration's next good connect rate_limited for minutes, and ids that were never stored
+     * filled the worker's table of limits */
+    for (int i = 0; i < 4; i++) {
+        t = harness_ctl (h, &rc, "connect", "--integration", "rate:d", "--provider", "fakegoogle",
+                         "--redirect-uri", "not-a-uri", NULL);
+        if (rc != 2)
+            fail_msg ("malformed connect %d: %s (exit %d), expected bad_request", i, itest_code (t), rc);
+        json_decref (t);
+        t = harness_ctl (h, &rc, "refresh", "--integration", "rate:nobody", NULL);
+        if (rc != 3)
+            fail_msg ("refresh %d of an integration never stored: %s (exit %d), expected not_found", i,
+                      itest_code (t), rc);
+        json_decref (t);
+    }
+    t = harness_ctl (h, &rc, "connect", "--integration", "rate:d", "--provider", "fakegoogle",
+                     "--redirect-uri", "https://app.example/cb", NULL);
+    if (rc != 0)
+        fail_msg ("a good connect after 4 malformed ones: %s (exit %d)", itest_code (t), rc);
+    json_decref (t);
 }
 
 int
