@@ -15,7 +15,10 @@
 #include <zmq.h>
 
 struct link {
-    void *socket;                   /* NULL once closed: the slot keeps its index for jobs in flight */
+    void *socket;                   /* NULL once closed. A later link may take the slot: a reply
+                                       owed on the closed one then goes to that link's broker, which
+                                       drops it (its request numbers are random, and it sent none of
+                                       this one's); the closed one's broker is gone anyway */
     int fd;                         /* the socket's ZMQ_FD */
     int drained;                    /* the last call on the socket was a receive that found nothing */
     char endpoint [256];
@@ -134,8 +137,9 @@ links_follow_all (worker_t *w, resolve_result_t *results)
 fr_status_t
 links_setup (worker_t *w, const char *backends, char *err, size_t errlen)
 {
-    char list [4096];
-    snprintf (list, sizeof list, "%s", backends);
+    /* a copy of the whole value: 64 endpoints of fully qualified names run past any fixed size */
+    char *list = mem_strdup (backends);
+    fr_status_t st = FR_CONFIGURATION;
     w->links = mem_alloc (LINKS_MAX * sizeof *w->links);
     for (char *save = NULL, *ep = strtok_r (list, ",", &save); ep; ep = strtok_r (NULL, ",", &save)) {
         while (*ep == ' ')
@@ -145,17 +149,17 @@ links_setup (worker_t *w, const char *backends, char *err, size_t errlen)
         if (strncmp (ep, "dns+tcp://", 10) == 0) {
             if (w->ndns == LINKS_MAX_DNS_NAMES) {
                 snprintf (err, errlen, "more than %d dns+tcp:// names in FERRULE_BROKER_BACKENDS", LINKS_MAX_DNS_NAMES);
-                return FR_CONFIGURATION;
+                goto out;
             }
             if (!resolve_spec_valid (ep)) {
                 snprintf (err, errlen, "\"%.200s\" in FERRULE_BROKER_BACKENDS is not dns+tcp://NAME:PORT", ep);
-                return FR_CONFIGURATION;
+                goto out;
             }
             w->dns [w->ndns++] = mem_strdup (ep);
         }
         else
         if (link_open (w, ep, 0, err, errlen) < 0)
-            return FR_CONFIGURATION;
+            goto out;
     }
     if (w->ndns) {
         /* the first lookup waits: nothing is served before the worker has its brokers */
@@ -165,9 +169,12 @@ links_setup (worker_t *w, const char *backends, char *err, size_t errlen)
     }
     if (w->nlinks == 0 && w->ndns == 0) {
         snprintf (err, errlen, "no broker endpoints: set FERRULE_BROKER_BACKENDS");
-        return FR_CONFIGURATION;
+        goto out;
     }
-    return FR_OK;
+    st = FR_OK;
+out:
+    mem_free (list);
+    return st;
 }
 
 void

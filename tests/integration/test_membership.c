@@ -822,6 +822,33 @@ start_behind_relay (void)
     return relay;
 }
 
+/* FERRULE_BROKER_BACKENDS is read whole, however long: the worker copied it into 4096 bytes, so
+ * that 64 endpoints of fully qualified names (some 70 bytes each) lost the last ones, cut
+ * mid-name and connected as cut, and those brokers never got this worker. Here eight endpoints
+ * nobody listens on, each after 500 spaces standing in for long names, then the real broker. */
+static void
+test_broker_list_longer_than_4_kib_is_read_whole (void **state)
+{
+    assert_int_equal (harness_start_broker (h), 0);
+    char wrapper [4096];
+    snprintf (wrapper, sizeof wrapper, "%s/long-list.sh", harness_workdir (h));
+    char script [1024];
+    snprintf (script, sizeof script, "#!/bin/sh\npad=$(printf '%%500s' '')\nlist=\"\"\nfor p in 1 2 3 4 5 6 7 8; do "
+              "list=\"$list$pad tcp://127.0.0.1:$p,\"; done\nFERRULE_BROKER_BACKENDS=\"$list$pad %s\" exec \"$@\"\n",
+              harness_broker_backend (h, 0));
+    itest_write_file (wrapper, script);
+    assert_int_equal (chmod (wrapper, 0755), 0);
+    harness_set_worker_wrapper (h, wrapper);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    harness_set_worker_wrapper (h, NULL);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    int rc = -1;
+    json_t *r = harness_ctl (h, &rc, "import", "--integration", "long:box", "--provider", "fakebox",
+                             "--refresh-token", "rt-long", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+}
+
 /* A worker whose connection the broker still holds when the worker's side has ended (a reset
  * that never reached the broker; a NAT that forgot the connection). ZeroMQ connects the worker
  * again at once, under the same id, and the broker, which refuses a second connection under a
@@ -1207,6 +1234,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_ignored_worker_messages_are_logged_once_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown (test_requests_wait_for_a_worker, setup, teardown),
         cmocka_unit_test_setup_teardown (test_callback_sent_again_after_a_reconnection_is_run_once, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_broker_list_longer_than_4_kib_is_read_whole, setup, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
