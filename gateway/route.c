@@ -736,13 +736,15 @@ route_server_new (gw_t *gw, char *err, size_t errlen)
     s->gw = gw;
     atomic_init (&s->in_flight, 0);
     atomic_init (&s->draining, 0);
-    /* MHD_USE_ITC: route_server_drain can stop the listening without stopping the daemon. Its
-     * threads, one per connection, take no signals: they go to the main loop's thread, whose
-     * sleep the handler cuts short */
+    /* MHD_USE_ITC: route_server_drain can stop the listening without stopping the daemon.
+     * MHD_USE_POLL: with select() libmicrohttpd closes, unanswered, every connection whose
+     * descriptor is past FD_SETSIZE (1024), far below FERRULE_GATEWAY_MAX_CONNECTIONS' bound (and
+     * epoll does not go with a thread per connection). Its threads, one per connection, take no
+     * signals: they go to the main loop's thread, whose sleep the handler cuts short */
     sigset_t old;
     daemon_threads_begin (&old);
     s->daemon = MHD_start_daemon (MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
-                                  | MHD_USE_ITC | MHD_USE_ERROR_LOG,
+                                  | MHD_USE_POLL | MHD_USE_ITC | MHD_USE_ERROR_LOG,
                                   0, NULL, NULL, answer, s,
                                   MHD_OPTION_EXTERNAL_LOGGER, health_mhd_log, (void *) NULL,
                                   MHD_OPTION_SOCK_ADDR, (struct sockaddr *) &sa,

@@ -18,6 +18,8 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <dirent.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -42,6 +44,7 @@ static char gw_url [64];
 static char callback_uri [96];
 static char gw_log [1024];
 static int gw_upper_https;              /* the next gateway's public URL: HTTPS://, upper case */
+static const char *gw_env [4];          /* "NAME=VALUE" settings of the next gateway only */
 static client_t *cli;
 
 /* --- HTTP ------------------------------------------------------------------------------------ */
@@ -243,6 +246,8 @@ start_gateway_with (const char *name, const char *http_bind, const char *drain_m
             setenv ("FERRULE_HTTP_BIND", http_bind, 1);
         if (drain_ms)
             setenv ("FERRULE_GATEWAY_DRAIN_MS", drain_ms, 1);
+        for (int i = 0; i < 4 && gw_env [i]; i++)
+            putenv ((char *) gw_env [i]);
         execl (FERRULE_GATEWAY_BIN, "ferrule-gateway", (char *) NULL);
         _exit (127);
     }
@@ -2916,6 +2921,88 @@ test_sigterm_drains (void **state)
     gw_restore (&saved);
 }
 
+/* The descriptors a process has open (-1: unknown). */
+static int
+open_fds (pid_t pid)
+{
+    char path [64];
+    snprintf (path, sizeof path, "/proc/%d/fd", (int) pid);
+    DIR *d = opendir (path);
+    int n = 0;
+    if (!d)
+        return -1;
+    for (struct dirent *e; (e = readdir (d));)
+        n += e->d_name [0] != '.';
+    closedir (d);
+    return n;
+}
+
+/* FERRULE_GATEWAY_MAX_CONNECTIONS goes up to 65536, but libmicrohttpd waited in select(), which
+ * closes at once every connection whose descriptor is past FD_SETSIZE (1024): with about a
+ * thousand connections open, a new request got no answer at all. */
+static void
+test_connections_past_fd_setsize (void **state)
+{
+    enum { HELD = 1100 };
+    struct rlimit old, lim;
+    assert_int_equal (getrlimit (RLIMIT_NOFILE, &old), 0);
+    if (old.rlim_max != RLIM_INFINITY && old.rlim_max < 2500) {
+        print_message ("skipped: the hard limit of open files is %llu, and this test needs 2500\n",
+                       (unsigned long long) old.rlim_max);
+        skip ();
+    }
+    /* the gateway inherits it: past 1024, its descriptors are past FD_SETSIZE */
+    lim = old;
+    lim.rlim_cur = old.rlim_max == RLIM_INFINITY || old.rlim_max > 4096 ? 4096 : old.rlim_max;
+    assert_int_equal (setrlimit (RLIMIT_NOFILE, &lim), 0);
+    gw_saved_t saved = gw_save ();
+    gw_env [0] = "FERRULE_GATEWAY_MAX_CONNECTIONS=3000";
+    gw_env [1] = "FERRULE_GATEWAY_CONNECTION_TIMEOUT_S=120";   /* the idle ones stay open */
+    int started = start_gateway_with ("gateway-many", NULL, NULL);
+    gw_env [0] = gw_env [1] = NULL;
+    int fds [HELD], held = 0, at_gateway = -1;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) gw_port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    for (; started == 0 && held < HELD; held++) {
+        fds [held] = socket (AF_INET, SOCK_STREAM, 0);
+        if (fds [held] < 0 || connect (fds [held], (struct sockaddr *) &sa, sizeof sa) != 0) {
+            if (fds [held] >= 0)
+                close (fds [held]);
+            break;
+        }
+    }
+    /* until the gateway has taken them all (it closed those past FD_SETSIZE as it took them) */
+    for (int i = 0; i < 100 && held == HELD && (at_gateway = open_fds (gw_pid)) < HELD; i++)
+        usleep (100000);
+    long status = 0;
+    CURLcode rc = CURLE_FAILED_INIT;
+    if (held == HELD) {
+        char url [128];
+        snprintf (url, sizeof url, "%s/static/ferrule.css", gw_url);
+        CURL *c = curl_easy_init ();
+        curl_easy_setopt (c, CURLOPT_URL, url);
+        curl_easy_setopt (c, CURLOPT_NOPROXY, "*");
+        curl_easy_setopt (c, CURLOPT_NOBODY, 1L);
+        curl_easy_setopt (c, CURLOPT_TIMEOUT_MS, 10000L);
+        rc = curl_easy_perform (c);
+        if (rc == CURLE_OK)
+            curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_cleanup (c);
+    }
+    for (int i = 0; i < held; i++)
+        close (fds [i]);
+    int stopped = started == 0 ? stop_gateway () : -1;
+    gw_restore (&saved);
+    assert_int_equal (setrlimit (RLIMIT_NOFILE, &old), 0);
+    assert_int_equal (started, 0);
+    assert_int_equal (held, HELD);
+    printf ("%d connections held, %d descriptors open at the gateway; a new request: %s, %ld\n", held, at_gateway,
+            curl_easy_strerror (rc), status);
+    assert_int_equal (rc, CURLE_OK);
+    assert_int_equal (status, 200);
+    assert_int_equal (stopped, 0);
+}
+
 /* Presses the dashboard's Connect for integration WS + name with the session cookie and, when
  * not NULL, a flow cookie (its value only, "name=value"); returns the answer. */
 static http_t
@@ -3346,6 +3433,7 @@ main (void)
         cmocka_unit_test (test_ready_while_every_broker_client_is_busy),
         cmocka_unit_test (test_not_ready_while_its_only_broker_drains),
         cmocka_unit_test (test_sigterm_drains),
+        cmocka_unit_test (test_connections_past_fd_setsize),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
