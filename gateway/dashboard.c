@@ -225,6 +225,10 @@ notice_from_query (gw_req_t *req, html_t *h)
         text = " is connected.";
     else if (done && strcmp (done, "disconnected") == 0)
         text = " is disconnected: its tokens were destroyed and revoked at the provider.";
+    else if (done && strcmp (done, "not_revoked") == 0)
+        text = " is disconnected: its tokens were destroyed here, but not revoked at the provider, so the access "
+               "it granted may still be live at the provider. To end it, remove this application's access in your "
+               "account's settings at the provider.";
     else if (status && strcmp (status, "failed") == 0) {
         const char *code = gw_query (req, "error");
         if (!id || !ident_valid (id, strlen (id)))
@@ -656,8 +660,17 @@ dashboard_disconnect (gw_req_t *req, gw_resp_t *resp)
     json_t *args = json_pack ("{s:s}", "integration", req->param [0]);
     json_t *reply = gw_call (req, "disconnect", args, GW_CALLBACK_MS);
     if (strcmp (gw_code (reply), "ok") == 0) {
+        /* a success can still leave the grant valid at the provider (docs/protocol.md, warnings):
+           the user is the one who can end it there, so is told */
+        int revoked = 1;
+        size_t i;
+        json_t *w;
+        json_array_foreach (json_object_get (reply, "warnings"), i, w)
+            if (jstr (w, "code") && (strcmp (jstr (w, "code"), "revocation_failed") == 0
+                                     || strcmp (jstr (w, "code"), "not_revoked") == 0))
+                revoked = 0;
         html_t *u = html_new ();
-        html_raw (u, "/dashboard?done=disconnected&integration=");
+        html_raw (u, revoked ? "/dashboard?done=disconnected&integration=" : "/dashboard?done=not_revoked&integration=");
         html_urlenc (u, req->param [0]);
         gw_resp_redirect (resp, html_data (u));
         html_destroy (&u);

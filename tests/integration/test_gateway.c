@@ -2137,6 +2137,67 @@ test_dashboard_session_and_csrf (void **state)
     assert_false (itest_workdir_contains (h, "fake-rt-"));
 }
 
+/* Presses an integration's Disconnect on the dashboard of session cookie (csrf its token) and
+ * follows the answer's redirect; returns the dashboard it leads to. */
+static http_t
+dashboard_disconnect (const char *cookie, const char *csrf, const char *id)
+{
+    char url [256], body [128];
+    snprintf (url, sizeof url, "%s/dashboard/integrations/%s/disconnect", gw_url, id);
+    snprintf (body, sizeof body, "csrf=%s", csrf);
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, phdr, body);
+    char *where = header (&r, "Location");
+    if (r.status != 303 || !where)
+        fail_msg ("Disconnect of %s: %ld, to %s", id, r.status, where ? where : "nowhere");
+    http_free (&r);
+    snprintf (url, sizeof url, "%s%s", gw_url, where);
+    free (where);
+    const char *hdr [] = { cookie, NULL };
+    return http ("GET", url, hdr, NULL);
+}
+
+/* A disconnect whose revocation the provider did not confirm (or that could not be tried) says
+ * so: the dashboard said "its tokens were destroyed and revoked at the provider" on any success,
+ * and the grant, still valid there, was left for nobody to end. */
+static void
+test_dashboard_disconnect_says_when_not_revoked (void **state)
+{
+    const char *ids [] = { "ws41:kept", "ws41:gone" };
+    for (int i = 0; i < 2; i++) {
+        char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+        assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
+        free (rt);
+    }
+    char *link = dashboard_link ("ws41:", 0);
+    char *cookie = open_session (link);
+    http_t home = dashboard_home (cookie);
+    char *csrf = form_value (home.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&home);
+    /* the provider answers the revocation HTTP 200 with an error in its body (as Slack's does) */
+    json_t *f = json_pack ("{s:s, s:s, s:s, s:i, s:s}", "provider", "fakebox", "kind", "error_200", "endpoint", "revoke",
+                           "count", 1, "error", "token_revoked_elsewhere");
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    http_t page = dashboard_disconnect (cookie, csrf, "ws41:kept");
+    assert_int_equal (page.status, 200);
+    if (has (&page, "revoked at the provider") && !has (&page, "not revoked"))
+        fail_msg ("a disconnect the provider did not confirm was shown as revoked at the provider");
+    assert_true (has (&page, "may still be live at the provider"));
+    assert_true (has (&page, "remove this application&#39;s access in your account"));
+    http_free (&page);
+    /* a revocation that worked is still said so */
+    page = dashboard_disconnect (cookie, csrf, "ws41:gone");
+    assert_int_equal (page.status, 200);
+    assert_true (has (&page, "destroyed and revoked at the provider"));
+    assert_false (has (&page, "may still be live"));
+    http_free (&page);
+    free (csrf);
+    free (cookie);
+    free (link);
+}
+
 /* A form value that is there but cannot be used (longer than the field, an encoded NUL, bytes
  * that are not UTF-8) is refused with a 400, never taken for an absent one. A Connect whose name
  * was too long started a connect of WORKSPACE:PROVIDER instead (the name's default), which may
@@ -3412,6 +3473,7 @@ main (void)
         cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
+        cmocka_unit_test (test_dashboard_disconnect_says_when_not_revoked),
         cmocka_unit_test (test_dashboard_refuses_unusable_form_values),
         cmocka_unit_test (test_public_url_in_upper_case),
         cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
