@@ -431,6 +431,16 @@ dashboard_home (gw_req_t *req, gw_resp_t *resp)
     json_decref (keys);
 }
 
+/* 1 when the dashboard's Connect offers provider (FERRULE_GATEWAY_PROVIDERS). */
+static int
+offered (const gw_t *gw, const char *provider)
+{
+    for (size_t i = 0; i < gw->nproviders; i++)
+        if (strcmp (gw->providers [i], provider) == 0)
+            return 1;
+    return 0;
+}
+
 /* The route's integration, if it belongs to the session's workspace. */
 static int
 own_integration (gw_req_t *req, gw_resp_t *resp, const char *ws)
@@ -539,9 +549,11 @@ dashboard_detail (gw_req_t *req, gw_resp_t *resp)
     else
     if (status && strcmp (status, "not_connected") == 0 && jstr (d, "provider")) {
         /* no row yet (a first connect that did not finish): the reconnect action reads the row for
-           its provider, so the button starts a connect as the dashboard's own Connect does */
-        html_button_form (h, "/dashboard/connect", "Connect", "primary", "csrf", csrf, "provider", jstr (d, "provider"),
-                          "name", req->param [0] + strlen (ws), NULL);
+           its provider, so the button starts a connect as the dashboard's own Connect does, and
+           only of a provider it offers (it refuses the others) */
+        if (offered (req->gw, jstr (d, "provider")))
+            html_button_form (h, "/dashboard/connect", "Connect", "primary", "csrf", csrf, "provider",
+                              jstr (d, "provider"), "name", req->param [0] + strlen (ws), NULL);
     }
     else {
         snprintf (action, sizeof action, "%s/reconnect", base);
@@ -627,6 +639,25 @@ dashboard_connect (gw_req_t *req, gw_resp_t *resp)
     if (!*id || !ident_valid (id, strlen (id)) || !ident_valid (provider, strlen (provider))) {
         gw_resp_message (resp, 400, "This name cannot be used",
                          "Use letters, digits, dot, underscore and dash only, and keep it short.");
+        return;
+    }
+    if (!offered (req->gw, provider)) {
+        /* the form offers only these: another one was typed in, or the list changed since */
+        html_t *h = html_new ();
+        html_page_begin (h, "This provider cannot be connected here");
+        html_raw (h, "<p class=\"problem\">");
+        html_text (h, provider);
+        html_raw (h, " is not one of the providers this dashboard offers:");
+        for (size_t i = 0; i < req->gw->nproviders; i++) {
+            html_raw (h, i ? ", " : " ");
+            html_text (h, req->gw->providers [i]);
+        }
+        html_raw (h, ".</p>\n<p><a href=\"/dashboard\">Back to the dashboard</a>, and pick one of its list.</p>\n");
+        html_page_end (h);
+        gw_resp_html (resp, 400, h);
+        html_destroy (&h);
+        log_warning (NULL, req->rid, "dashboard connect refused: provider \"%s\" is not in FERRULE_GATEWAY_PROVIDERS",
+                     provider);
         return;
     }
     start_connect (req, resp, id, provider, NULL);

@@ -2198,6 +2198,44 @@ test_dashboard_disconnect_says_when_not_revoked (void **state)
     free (link);
 }
 
+/* The dashboard's Connect offers the providers of FERRULE_GATEWAY_PROVIDERS, and takes no other:
+ * a form posted with another provider of the workers' catalog started a connect of it. */
+static void
+test_dashboard_connect_only_offered_providers (void **state)
+{
+    char *link = dashboard_link ("ws42:", 0);
+    char *cookie = open_session (link);
+    http_t home = dashboard_home (cookie);
+    char *csrf = form_value (home.body, "csrf");
+    assert_non_null (csrf);
+    assert_false (has (&home, "<option>fakebad</option>"));
+    http_free (&home);
+    char url [256], body [256], audit [1024];
+    snprintf (url, sizeof url, "%s/dashboard/connect", gw_url);
+    snprintf (body, sizeof body, "csrf=%s&provider=fakebad&name=", csrf);
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, phdr, body);
+    printf ("Connect of a provider not offered: %ld\n", r.status);     /* its Location holds a state */
+    assert_int_equal (r.status, 400);
+    assert_true (has (&r, "fakebad"));
+    assert_true (has (&r, "fakebox"));          /* the ones it offers */
+    http_free (&r);
+    snprintf (body, sizeof body, "csrf=%s&provider=fakebox&name=", csrf);
+    r = http ("POST", url, phdr, body);
+    assert_int_equal (r.status, 303);           /* an offered one still connects */
+    http_free (&r);
+    /* the broker's audit line of a call is written after its answer: the offered one's is there,
+       and no call was made for the other */
+    snprintf (audit, sizeof audit, "%s/broker0.audit", harness_workdir (h));
+    for (int64_t until = clock_mono_ms () + 10000;
+         count_lines (audit, "\"op\":\"connect\",\"integration\":\"ws42:fakebox\"") < 1 && clock_mono_ms () < until;)
+        usleep (50000);
+    assert_int_equal (count_lines (audit, "\"integration\":\"ws42:fakebad\""), 0);
+    free (csrf);
+    free (cookie);
+    free (link);
+}
+
 /* A form value that is there but cannot be used (longer than the field, an encoded NUL, bytes
  * that are not UTF-8) is refused with a 400, never taken for an absent one. A Connect whose name
  * was too long started a connect of WORKSPACE:PROVIDER instead (the name's default), which may
@@ -3474,6 +3512,7 @@ main (void)
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_disconnect_says_when_not_revoked),
+        cmocka_unit_test (test_dashboard_connect_only_offered_providers),
         cmocka_unit_test (test_dashboard_refuses_unusable_form_values),
         cmocka_unit_test (test_public_url_in_upper_case),
         cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
