@@ -296,6 +296,15 @@ op_share (const char *op)
     return POOL_KEYED;
 }
 
+/* 1 for an operation that changes nothing, so that a caller may send it again after a timeout:
+ * the protocol's reads, and the gateway's own (a workspace's listing, its keys', a key's check). */
+static int
+op_reads (const char *op)
+{
+    return client_op_is_idempotent (op) || strcmp (op, "workspace") == 0 || strcmp (op, "apikey_list") == 0
+        || strcmp (op, "apikey_verify") == 0;
+}
+
 /* What a caller of the API or the dashboard does about an error the service's hint tells in
  * ferrulectl's words (its commands, its flags), by the code: a failure retrying cannot fix is never
  * answered "try again". NULL for a code without one of its own. */
@@ -357,7 +366,7 @@ gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
         json_object_set_new (e, "hint", json_string ("try again in a moment; if it lasts, tell the service's operator"));
     }
     else if (strcmp (code, "timeout") == 0) {
-        int changes = !client_op_is_idempotent (op);
+        int changes = !op_reads (op);
         log_warning (NULL, req->rid, "\"%s\" call: %s", op, message ? message : "timeout");
         json_object_set_new (e, "message", json_string (changes
                              ? "the token service did not answer in time: the outcome of the request is unknown (it "
@@ -366,7 +375,8 @@ gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
         json_object_set_new (e, "hint", json_string (changes
                              ? "check the outcome first (the integration's status) rather than sending the request "
                                "again blindly"
-                             : "try again in a moment"));
+                             : "try again in a moment: this request changes nothing, so sending it again (reloading "
+                               "the page) is safe"));
     }
     else if (caller_hint && (strcmp (code, "insufficient_scope") == 0 || strcmp (code, "needs_reconnect") == 0))
         json_object_set_new (e, "hint", json_string (caller_hint));

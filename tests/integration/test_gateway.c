@@ -1930,6 +1930,32 @@ test_timeout_shows_no_broker_or_operation (void **state)
     free (link);
 }
 
+/* A read the service did not answer (the broker stopped) says that sending it again is safe: the
+ * dashboard's listing of a workspace said "the outcome of the request is unknown (it may have
+ * been carried out)", the words for a call that changes something. */
+static void
+test_timeout_of_a_read_says_retrying_is_safe (void **state)
+{
+    char *link = dashboard_link ("ws43:", 0);
+    char *cookie = open_session (link);
+    http_t home = dashboard_home (cookie);         /* the broker client it uses is connected */
+    assert_int_equal (home.status, 200);
+    http_free (&home);
+    harness_signal_broker (h, 0, SIGSTOP);
+    home = dashboard_home (cookie);                 /* the page's 5 s */
+    harness_signal_broker (h, 0, SIGCONT);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    printf ("the dashboard while its broker was stopped: %ld\n", home.status);
+    assert_int_equal (home.status, 503);
+    assert_true (has (&home, "could not be listed"));
+    assert_true (has (&home, "did not answer in time"));
+    assert_false (has (&home, "outcome of the request is unknown"));
+    assert_true (has (&home, "this request changes nothing, so sending it again"));
+    http_free (&home);
+    free (cookie);
+    free (link);
+}
+
 /* The browser binding a dashboard connect's answer set (Set-Cookie of cookie name, checked for
  * its attributes: HttpOnly, SameSite=Lax, Path=/, a day, Secure when secure, 43 base64url
  * characters) as a "Cookie:" header (a new string). */
@@ -3522,6 +3548,7 @@ main (void)
         cmocka_unit_test (test_dashboard_connect_of_a_never_connected_integration),
         cmocka_unit_test (test_dashboard_steps_are_the_users),
         cmocka_unit_test (test_timeout_shows_no_broker_or_operation),
+        cmocka_unit_test (test_timeout_of_a_read_says_retrying_is_safe),
         cmocka_unit_test (test_dashboard_says_when_keys_are_not_listed),
         cmocka_unit_test (test_dashboard_refuses_cross_site_posts),
         cmocka_unit_test (test_workspace_boundary),
