@@ -352,8 +352,15 @@ gw_reply_for_http (gw_req_t *req, json_t *reply, const char *op)
     char text [512];
     if (strcmp (code, "forbidden") == 0) {
         log_error (NULL, req->rid, "the brokers refused this gateway's \"%s\" call: %s", op, message ? message : "");
-        snprintf (text, sizeof text, "an operator must allow the gateway's client \"%s\" in the brokers' policy file "
-                  "(and list its key in their clients file)", op);
+        /* the brokers' name for the gateway's key, when their message gives it (client "NAME" ...) */
+        const char *named = message ? strstr (message, "client \"") : NULL;
+        size_t nlen = named ? strcspn (named + 8, "\"") : 0;
+        if (named && nlen > 0 && nlen <= 64 && named [8 + nlen] == '"')
+            snprintf (text, sizeof text, "an operator must allow the gateway's client \"%.*s\" the operation \"%s\" in "
+                      "the brokers' policy file (and list its key in their clients file)", (int) nlen, named + 8, op);
+        else
+            snprintf (text, sizeof text, "an operator must allow the gateway's client the operation \"%s\" in the "
+                      "brokers' policy file (and list its key in their clients file)", op);
         json_object_set_new (e, "code", json_string ("internal"));
         json_object_set_new (e, "message", json_string ("the token service refused this gateway's call"));
         json_object_set_new (e, "hint", json_string (text));

@@ -1240,6 +1240,11 @@ test_api_key_check_refused_to_the_gateway (void **state)
     const char *hint = json_string_value (json_object_get (json_object_get (j, "error"), "hint"));
     if (r.status != 500 || strcmp (got, "internal") != 0 || !hint || !strstr (hint, "\"apikey_verify\" in the brokers' policy"))
         fail_msg ("a key the gateway may not check: %ld %s (%s)", r.status, got, hint ? hint : "no hint");
+    /* the operation named as one, the client by the brokers' name for it: the hint read "allow
+       the gateway's client \"apikey_verify\"" */
+    if (strstr (hint, "client \"apikey_verify\"") || !strstr (hint, "the operation \"apikey_verify\"")
+    ||  !strstr (hint, "the gateway's client \"" HARNESS_CLIENT "\""))
+        fail_msg ("the hint of a call the brokers refuse the gateway: %s", hint);
     json_decref (j);
     http_free (&r);
     /* the key checked, the call itself refused to the gateway's client: not the caller's to fix
