@@ -581,6 +581,17 @@ refuse (gw_resp_t *r, const char *url, unsigned status, const char *code, const 
         gw_resp_message (r, status, status == 404 ? "Page not found" : "Request refused", message);
 }
 
+/* A new request id: 16 hex digits (logs, X-Request-Id, the rids of its broker calls). */
+static void
+new_rid (char rid [17])
+{
+    unsigned char rnd [8];
+    if (crypto_random (rnd, sizeof rnd) != 0)
+        memset (rnd, 0, sizeof rnd);
+    for (int i = 0; i < 8; i++)
+        snprintf (rid + 2 * i, 3, "%02x", rnd [i]);
+}
+
 static enum MHD_Result
 answer (void *cls, struct MHD_Connection *conn, const char *url, const char *method, const char *version,
         const char *upload_data, size_t *upload_data_size, void **con_cls)
@@ -603,12 +614,12 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
             /* answered before the body is read: a declared oversized body costs nothing more */
             ctx->too_large = 1;
             memset (&req, 0, sizeof req);
-            snprintf (req.rid, sizeof req.rid, "-");
+            new_rid (req.rid);
             refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
             ret = send_resp (gw, conn, &req, &r, atomic_load (&srv->draining));
             if (gw->m_responses [4])
                 metrics_inc (gw->m_responses [4]);
-            log_info (NULL, NULL, "%s %s: a declared body of %llu bytes refused with 413", method,
+            log_info (NULL, req.rid, "%s %s: a declared body of %llu bytes refused with 413", method,
                       is_api (url) ? "/v1/..." : "-", (unsigned long long) strtoull (length, NULL, 10));
             resp_clear (&r);
             return ret;
@@ -638,11 +649,7 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
     req.conn = conn;
     req.method = method;
     req.path = url;
-    unsigned char rnd [8];
-    if (crypto_random (rnd, sizeof rnd) != 0)
-        memset (rnd, 0, sizeof rnd);
-    for (int i = 0; i < 8; i++)
-        snprintf (req.rid + 2 * i, 3, "%02x", rnd [i]);
+    new_rid (req.rid);
     const char *pattern = "-";
 
     if (ctx->too_large) {

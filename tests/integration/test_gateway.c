@@ -1579,6 +1579,41 @@ test_method_not_allowed_lists_every_method (void **state)
     }
 }
 
+/* A body refused on its declared length alone is answered, as every answer, with a request id that
+ * its log line carries: it was "X-Request-Id: -", and the line had none. */
+static void
+test_declared_oversized_body_has_a_request_id (void **state)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) gw_port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    struct timeval tv = { .tv_sec = 20 };
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal (connect (fd, (struct sockaddr *) &sa, sizeof sa), 0);
+    const char *head = "POST /v1/integrations/acct1:box/connect HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Type: application/json\r\nContent-Length: 20000\r\n\r\n";
+    assert_int_equal (write (fd, head, strlen (head)), (ssize_t) strlen (head));
+    char answer [8192] = "";
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof answer - 1 && !strstr (answer, "\r\n\r\n") && (n = read (fd, answer + got, sizeof answer - 1 - got)) > 0)
+        answer [got += (size_t) n] = '\0';
+    answer [got] = '\0';
+    close (fd);
+    assert_true (strncmp (answer, "HTTP/1.1 413", 12) == 0);
+    const char *id = strstr (answer, "\r\nX-Request-Id: ");     /* as the gateway writes it */
+    assert_non_null (id);
+    char rid [64];
+    snprintf (rid, sizeof rid, "%.*s", (int) strcspn (id + 16, "\r\n"), id + 16);
+    printf ("a declared body of 20000 bytes: 413, X-Request-Id \"%s\"\n", rid);
+    assert_int_equal (strlen (rid), 16);
+    assert_int_equal (strspn (rid, "0123456789abcdef"), 16);
+    char line [96];
+    snprintf (line, sizeof line, "\"request\":\"%s\"", rid);
+    wait_log_count (line, 0);
+}
+
 /* --- dashboard links, sessions, CSRF ------------------------------------------------------------- */
 
 static char *
@@ -3540,6 +3575,7 @@ main (void)
         cmocka_unit_test (test_open_calls_leave_clients_for_the_api),
         cmocka_unit_test (test_api_slow_body_is_cut),
         cmocka_unit_test (test_body_of_exactly_the_limit),
+        cmocka_unit_test (test_declared_oversized_body_has_a_request_id),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_disconnect_says_when_not_revoked),
