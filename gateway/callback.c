@@ -20,6 +20,18 @@ jstr (const json_t *o, const char *key)
     return s ? s : NULL;
 }
 
+/* The Retry-After of a refusal: the service's retry_after, at least a second (0 or less would
+ * tell a browser or a client to come back at once), else dflt. */
+static int
+retry_after_of (const json_t *reply, int dflt)
+{
+    json_t *ra = json_object_get (json_object_get (reply, "error"), "retry_after");
+    if (!json_is_integer (ra))
+        return dflt;
+    json_int_t v = json_integer_value (ra);
+    return v < 1 ? 1 : v > 3600 ? 3600 : (int) v;
+}
+
 /* "a, b and c" of a JSON array of strings, escaped into h as a list. */
 static void
 scope_list (html_t *h, const json_t *arr)
@@ -337,9 +349,8 @@ page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *
         html_raw (h, "<p class=\"problem\">Ferrule could not finish the sign-in just now.</p>\n<h2>What to do</h2>\n"
                      "<p>Wait a moment and start the sign-in again from Connect.</p>\n");
         retry_form (h, attempt, "Try again");
-        status = 503;
-        json_t *ra = json_object_get (json_object_get (reply, "error"), "retry_after");
-        resp->retry_after = json_is_integer (ra) ? (int) json_integer_value (ra) : 5;
+        status = gw_http_status (code);        /* 429 for rate_limited, as docs/openapi.yaml maps it */
+        resp->retry_after = retry_after_of (reply, 5);
     }
     else {
         html_page_begin (h, "This sign-in link is incomplete or damaged");
@@ -475,8 +486,9 @@ callback_retry (gw_req_t *req, gw_resp_t *resp)
                          "Each Try again button works once, for 15 minutes. Start again from Connect on your "
                          "dashboard or in your application.");
     else if (gw_http_status (rc) == 503 || gw_http_status (rc) == 429) {
-        gw_resp_message (resp, 503, "Ferrule is busy", "Wait a moment, then go back and press the button again.");
-        resp->retry_after = 5;
+        gw_resp_message (resp, gw_http_status (rc), "Ferrule is busy",
+                         "Wait a moment, then go back and press the button again.");
+        resp->retry_after = retry_after_of (reply, 5);
     }
     else
         gw_resp_message (resp, gw_http_status (rc), "The sign-in could not be started again",

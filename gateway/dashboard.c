@@ -18,10 +18,20 @@ jstr (const json_t *o, const char *key)
 }
 
 static void
-no_session (gw_resp_t *resp)
+no_session (const gw_t *gw, gw_resp_t *resp)
 {
-    gw_resp_message (resp, 401, "Your dashboard session has ended",
-                     "Open a new dashboard link from your application: links work once and sessions last an hour.");
+    /* FERRULE_GATEWAY_SESSION_TTL_S, 60 to 86400 s, in the largest unit that divides it */
+    int64_t ttl = gw->cfg.session_ttl_s;
+    const char *unit = ttl % 3600 == 0 ? "hour" : ttl % 60 == 0 ? "minute" : "second";
+    int64_t n = ttl % 3600 == 0 ? ttl / 3600 : ttl % 60 == 0 ? ttl / 60 : ttl;
+    char text [160];
+    if (n == 1)
+        snprintf (text, sizeof text, "Open a new dashboard link from your application: links work once and sessions "
+                  "last %s.", ttl == 3600 ? "an hour" : "a minute");
+    else
+        snprintf (text, sizeof text, "Open a new dashboard link from your application: links work once and sessions "
+                  "last %lld %ss.", (long long) n, unit);
+    gw_resp_message (resp, 401, "Your dashboard session has ended", text);
 }
 
 /* Refuses a link or session of a workspace made before workspaces had to end with a separator:
@@ -44,7 +54,7 @@ static int
 need_session (gw_req_t *req, gw_resp_t *resp, char ws [IDENT_MAX + 1], int post)
 {
     if (!session_check (req, ws, IDENT_MAX + 1)) {
-        no_session (resp);
+        no_session (req->gw, resp);
         return 0;
     }
     if (!ident_workspace_valid (ws, strlen (ws))) {
@@ -729,8 +739,11 @@ dashboard_apikey_create (gw_req_t *req, gw_resp_t *resp)
     }
     json_t *args = json_pack ("{s:s, s:s}", "integration", ws, "name", name);
     json_t *reply = gw_call (req, "apikey_create", args, GW_CALL_MS);
-    if (strcmp (gw_code (reply), "ok") != 0)
+    if (strcmp (gw_code (reply), "ok") != 0) {
         action_failed (resp, reply, "The API key could not be created");
+        if (strcmp (gw_code (reply), "too_large") == 0)
+            resp->status = 409;     /* the workspace's 100 live keys, not the form's size (413) */
+    }
     else {
         html_t *h = html_new ();
         html_page_begin (h, "Your new API key");

@@ -2302,6 +2302,64 @@ test_dashboard_connect_only_offered_providers (void **state)
     free (link);
 }
 
+/* A workspace at its 100 live API keys: the dashboard's create is answered 409, a conflict with the
+ * workspace's state, saying what to do; it was 413 "content too large" for a form of a few bytes. */
+static void
+test_dashboard_key_limit_is_a_conflict (void **state)
+{
+    for (int i = 0; i < 100; i++) {
+        char name [16];
+        snprintf (name, sizeof name, "k%d", i);
+        json_t *k = call ("apikey_create", json_pack ("{s:s, s:s}", "integration", "ws44:", "name", name));
+        assert_string_equal (client_error_code (k), "ok");
+        json_decref (k);
+    }
+    char *link = dashboard_link ("ws44:", 0);
+    char *cookie = open_session (link);
+    http_t home = dashboard_home (cookie);
+    char *csrf = form_value (home.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&home);
+    char url [256], body [128];
+    snprintf (url, sizeof url, "%s/dashboard/apikeys", gw_url);
+    snprintf (body, sizeof body, "csrf=%s&name=one-more", csrf);
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    http_t r = http ("POST", url, phdr, body);
+    printf ("the 101st key: %ld\n", r.status);
+    assert_int_equal (r.status, 409);
+    assert_true (has (&r, "revoke a key you no longer use"));
+    http_free (&r);
+    free (csrf);
+    free (cookie);
+    free (link);
+}
+
+/* A dashboard session that has ended says how long sessions last as configured
+ * (FERRULE_GATEWAY_SESSION_TTL_S): it said "an hour" whatever they lasted. */
+static void
+test_ended_session_says_its_ttl (void **state)
+{
+    gw_saved_t saved = gw_save ();
+    gw_env [0] = "FERRULE_GATEWAY_SESSION_TTL_S=120";
+    int started = start_gateway_with ("gateway-ttl", NULL, NULL);
+    gw_env [0] = NULL;
+    http_t r = { 0, NULL, NULL };
+    if (started == 0)
+        r = dashboard_home (NULL);
+    int stopped = started == 0 ? stop_gateway () : -1;
+    gw_restore (&saved);
+    assert_int_equal (started, 0);
+    assert_int_equal (stopped, 0);
+    assert_int_equal (r.status, 401);
+    assert_false (has (&r, "an hour"));
+    assert_true (has (&r, "sessions last 2 minutes"));
+    http_free (&r);
+    r = dashboard_home (NULL);                      /* the suite's gateway: the default hour */
+    assert_int_equal (r.status, 401);
+    assert_true (has (&r, "sessions last an hour"));
+    http_free (&r);
+}
+
 /* A form value that is there but cannot be used (longer than the field, an encoded NUL, bytes
  * that are not UTF-8) is refused with a 400, never taken for an absent one. A Connect whose name
  * was too long started a connect of WORKSPACE:PROVIDER instead (the name's default), which may
@@ -2662,6 +2720,27 @@ count_of (const http_t *r, const char *needle)
     for (const char *s = r->body; (s = strstr (s, needle)); s += strlen (needle))
         n++;
     return n;
+}
+
+/* A Try again the worker refuses for the integration's rate limit (rate_limited) is answered 429
+ * with a Retry-After of at least a second, as docs/openapi.yaml maps the code; it was 503. */
+static void
+test_retry_rate_limited_is_429 (void **state)
+{
+    http_t page = flow_error ("ws45:rl", "access_denied", "no");
+    assert_true (has (&page, "retry_token"));
+    /* the connect above, and nine more: FERRULE_ADMIN_RATE_BURST's 10 */
+    for (int i = 0; i < 9; i++)
+        free (connect_url ("ws45:rl", "fakebox", "read", NULL));
+    http_t r = press_retry (&page);
+    char *ra = header (&r, "Retry-After");
+    printf ("a Try again past the rate limit: %ld, Retry-After %s\n", r.status, ra ? ra : "(none)");
+    assert_int_equal (r.status, 429);
+    assert_non_null (ra);
+    assert_true (atoi (ra) >= 1);
+    free (ra);
+    http_free (&r);
+    http_free (&page);
 }
 
 /* A callback the service could not answer (its database stalled) was followed by the attempt's
@@ -3580,6 +3659,9 @@ main (void)
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_disconnect_says_when_not_revoked),
         cmocka_unit_test (test_dashboard_connect_only_offered_providers),
+        cmocka_unit_test (test_dashboard_key_limit_is_a_conflict),
+        cmocka_unit_test (test_ended_session_says_its_ttl),
+        cmocka_unit_test (test_retry_rate_limited_is_429),
         cmocka_unit_test (test_dashboard_refuses_unusable_form_values),
         cmocka_unit_test (test_public_url_in_upper_case),
         cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
