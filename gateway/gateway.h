@@ -18,6 +18,7 @@
 #define GW_CALL_MS         10000        /* a broker call */
 #define GW_CALLBACK_MS     30000        /* the callback: one provider exchange */
 #define GW_PAGE_MS         5000         /* every broker call of one dashboard page together */
+#define GW_REQUEST_MS      30000        /* every broker call of one request together: the drain's basis */
 
 typedef struct policy policy_t;
 
@@ -71,6 +72,7 @@ typedef struct {
     const char *body;               /* NUL-terminated, at most GW_MAX_BODY */
     size_t body_len;
     char rid [17];                  /* request id: logs, X-Request-Id, broker requests */
+    int64_t until_ms;               /* monotonic: its broker calls end by then (GW_REQUEST_MS); 0: unbounded */
     const char *client;             /* who the API caller is, for the log (NULL: none) */
     char client_name [65];          /* a named client's name, copied: a SIGHUP may replace the list */
 } gw_req_t;
@@ -106,7 +108,8 @@ void gw_resp_redirect (gw_resp_t *resp, const char *url);             /* 303 See
 void gw_resp_message (gw_resp_t *resp, unsigned status, const char *title, const char *text);
 
 /* The broker call of a request: args borrowed (may be NULL); its rid begins with req->rid
- * ("RID-" and digits of its own). Never NULL. */
+ * ("RID-" and digits of its own). It gets timeout_ms or what is left of req->until_ms, the less;
+ * nothing is asked once that is over (the reply is a "timeout"). Never NULL. */
 json_t *gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms);
 /* One deadline for the broker calls of a page, and whether an answer said to stop asking. */
 typedef struct {

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include "testexit.h"
+#include "clock.h"
 #include "gateway.h"
 #include "html.h"
 #include "flow.h"
@@ -114,6 +115,24 @@ test_budget_asks_nothing_when_over (void **state)
     json_decref (r);
 }
 
+/* A request's calls together end within GW_REQUEST_MS: once its time is over, a call asks
+ * nothing (this gateway has no broker: a call would crash) and the reply is a timeout. A
+ * Reconnect's status then connect, or a workspace key's check then a diagnosis, took up to 40 s. */
+static void
+test_request_time_bounds_every_call (void **state)
+{
+    gw_t gw;
+    gw_req_t req;
+    memset (&gw, 0, sizeof gw);
+    memset (&req, 0, sizeof req);
+    req.gw = &gw;
+    req.until_ms = clock_mono_ms () - 1;
+    json_t *r = gw_call (&req, "connect", NULL, GW_CALLBACK_MS);
+    assert_string_equal (gw_code (r), "timeout");
+    assert_int_equal (gw_http_status (gw_code (r)), 503);
+    json_decref (r);
+}
+
 /* The browser binding cookie: only 43 base64url characters are a binding; its Set-Cookie is
  * HttpOnly, SameSite=Lax (the provider's redirect back is a cross-site GET), Path=/, a day, no
  * Domain, and over https Secure and "__Host-" named. */
@@ -155,6 +174,7 @@ main (void)
         cmocka_unit_test (test_return_to_allow_list),
         cmocka_unit_test (test_cross_site),
         cmocka_unit_test (test_budget_asks_nothing_when_over),
+        cmocka_unit_test (test_request_time_bounds_every_call),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
