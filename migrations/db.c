@@ -1,6 +1,7 @@
 /* db.c - ferrule-migrate's PostgreSQL sessions */
 #include "db.h"
 #include "clock.h"
+#include "dburl.h"
 #include "log.h"
 #include "mem.h"
 #include "pgnotice.h"
@@ -63,11 +64,12 @@ db_note (const char *fmt, ...)
     log_info (NULL, NULL, "%s%s%s", about, *about ? ": " : "", text);
 }
 
-/* A conninfo string or URI, as opposed to a bare database name. */
+/* A conninfo string or URI, as opposed to a bare database name (or something unreadable). */
 static int
 db_is_conninfo (const char *url)
 {
-    return strchr (url, '=') || strncmp (url, "postgresql://", 13) == 0 || strncmp (url, "postgres://", 11) == 0;
+    dburl_kind_t kind = dburl_kind (url);
+    return kind == DBURL_URI || kind == DBURL_CONNINFO;
 }
 
 /* The parsed options of url, or NULL. The parser's own message is dropped: it may quote the password. */
@@ -93,6 +95,8 @@ db_option (const PQconninfoOption *opts, const char *keyword)
 char *
 db_describe (const char *url)
 {
+    if (dburl_kind (url) == DBURL_UNREADABLE)
+        return NULL;                       /* another scheme's URI, or one without its scheme */
     if (!db_is_conninfo (url))
         return mem_strdup (url);           /* a bare database name */
 
@@ -178,6 +182,11 @@ db_connect (const char *url, int timeout_ms, db_error_t *err)
     PGconn *conn = NULL;
     int ok = 0;
 
+    if (dburl_kind (url) == DBURL_UNREADABLE) {
+        memset (err, 0, sizeof *err);
+        db_error_printf (err, "the database URL " DBURL_UNREADABLE_TEXT);
+        goto out;
+    }
     if (db_is_conninfo (url)) {
         PQconninfoOption *opts = db_parse (url);
         if (!opts) {

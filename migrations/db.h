@@ -20,7 +20,8 @@ typedef struct {
     int waited_out;             /* cancelled by ferrule-migrate: it waited for others past the limit */
 } db_error_t;
 
-/* "user@host:port/dbname" for messages, never the password; NULL when url does not parse.
+/* "user@host:port/dbname" for messages, never the password; NULL when url does not parse, or is
+ * none of the forms dburl.h allows.
  * The caller frees it with mem_free. */
 char *db_describe (const char *url);
 /* connect_timeout from url in milliseconds, or DB_DEFAULT_CONNECT_TIMEOUT_MS. */

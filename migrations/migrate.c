@@ -3,6 +3,7 @@
 #include "clock.h"
 #include "crypto.h"
 #include "db.h"
+#include "dburl.h"
 #include "grant.h"
 #include "ledger.h"
 #include "log.h"
@@ -1390,8 +1391,8 @@ main (int argc, char **argv)
     }
     opts.target = db_describe (opts.database_url);
     if (!opts.target) {
-        report ("error", "the database URL is neither a \"postgresql://\" URI nor a \"key=value\" connection string");
-        report ("detail", "the parser's detail is not shown because it may quote the password");
+        report ("error", "the database URL " DBURL_UNREADABLE_TEXT);
+        report ("detail", "a parser's detail is not shown either, because it may quote the password");
         rc = EXIT_USAGE;
         goto out;
     }

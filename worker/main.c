@@ -3,6 +3,7 @@
 #include "events.h"
 #include "config.h"
 #include "daemon.h"
+#include "dburl.h"
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
@@ -110,6 +111,12 @@ main (int argc, char **argv)
     log_init ("worker", worker_id);
     if (!database_url || !key) {
         log_error (NULL, NULL, "%s is not set", !database_url ? "FERRULE_DATABASE_URL" : "FERRULE_ENCRYPTION_KEY");
+        rc = 2;
+        goto out;
+    }
+    if (dburl_kind (database_url) == DBURL_UNREADABLE) {
+        /* libpq would take it for a database name, and the server's refusal would quote it */
+        log_error (NULL, NULL, "FERRULE_DATABASE_URL " DBURL_UNREADABLE_TEXT);
         rc = 2;
         goto out;
     }

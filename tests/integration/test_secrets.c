@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <libpq-fe.h>
 #include "client.h"
 #include "clock.h"
 #include "crypto.h"
@@ -602,6 +603,44 @@ test_rekey_guard_follows_the_workers (void **state)
     free (k3);
 }
 
+/* A database URL of another scheme ("postgresql+psycopg2://", as a Python stack spells it), or
+ * one whose scheme was left off: libpq took it for a database name, the server answered that no
+ * database of that name exists, and the worker logged its answer, password and all, once a
+ * connection attempt. Now the worker refuses to start with a message that does not show it. Here
+ * libpq's PG* variables point at the real server, which is what made it quote the name. */
+static void
+test_database_url_of_another_scheme_is_not_shown (void **state)
+{
+    (void) state;
+    h = harness_new ("secrets_dburl");
+    assert_non_null (h);
+    PQconninfoOption *opts = PQconninfoParse (harness_runtime_url (h), NULL);
+    assert_non_null (opts);
+    for (PQconninfoOption *o = opts; o->keyword; o++) {
+        const char *var = strcmp (o->keyword, "host") == 0 ? "PGHOST" : strcmp (o->keyword, "port") == 0 ? "PGPORT"
+                        : strcmp (o->keyword, "user") == 0 ? "PGUSER" : strcmp (o->keyword, "password") == 0
+                        ? "PGPASSWORD" : NULL;
+        if (var && o->val)
+            harness_set_env (h, var, o->val);
+    }
+    PQconninfoFree (opts);
+    assert_true (harness_start_broker (h) >= 0);
+    const char *urls [] = { "postgresql+psycopg2://ferrule:Sup3rDbSecretPw@127.0.0.1:1/ferrule",
+                            "ferrule:Sup3rDbSecretPw@127.0.0.1:1/ferrule" };
+    for (int i = 0; i < 2; i++) {
+        char id [8];
+        snprintf (id, sizeof id, "w%d", i);
+        harness_set_env (h, "FERRULE_DATABASE_URL", urls [i]);
+        assert_int_equal (harness_start_worker (h, id), 0);
+        int status = harness_wait_worker_exit (h, id, 5000);
+        if (itest_workdir_contains (h, "Sup3rDbSecretPw"))
+            fail_msg ("a database URL's password reached a log (url %d; the worker %s)", i,
+                      status < 0 ? "kept running" : "exited");
+        assert_int_equal (status, 2);
+    }
+    assert_true (itest_workdir_contains (h, "it is not shown: it may hold a password"));
+}
+
 /* item 9: refresh and connect per integration are limited; other integrations are not */
 static void
 test_rate_limit (void **state)
@@ -709,6 +748,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_rekey_under_load, setup, teardown),
         cmocka_unit_test_setup_teardown (test_rekey_guard_follows_the_workers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_rate_limit, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_database_url_of_another_scheme_is_not_shown, setup, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }

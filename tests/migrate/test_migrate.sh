@@ -786,6 +786,15 @@ expect_exit 5 "wait against a closed port" "$MIGRATE" --database-url "$SECRET_UR
 if grep -q Sup3rSecretPw "$WORK/out" "$WORK/err"; then fail "wait printed the password"; else pass "wait did not print the password"; fi
 expect_exit 2 "an unparsable URL" "$MIGRATE" --database-url "postgresql://u:Sup3r%zzSecretPw@host/db" status
 if grep -q Sup3r "$WORK/out" "$WORK/err"; then fail "the password was printed"; else pass "a bad URL's password was not printed"; fi
+# another scheme's URL, or one without its scheme, is no database name: it was taken for one and
+# printed whole ("could not connect to the database \"postgresql+psycopg2://u:...\"")
+for kind in "another scheme's" "a scheme-less"; do
+    bad="postgresql+psycopg2://u:Sup3rSecretPw@127.0.0.1:1/db"
+    [ "$kind" = "a scheme-less" ] && bad="u:Sup3rSecretPw@127.0.0.1:1/db"
+    expect_exit 2 "$kind URL" "$MIGRATE" --database-url "$bad" status
+    expect_in "$WORK/err" "it is not shown: it may hold a password" "$kind URL is refused, unshown"
+    if grep -q Sup3r "$WORK/out" "$WORK/err"; then fail "its password was printed"; else pass "its password was not printed"; fi
+done
 if [ -n "$PROBE" ]; then
     expect_exit 1 "schema_check against a closed port" "$PROBE" "$SECRET_URL"
     expect_in "$WORK/out" "^database_unavailable " "schema_check says the database is unavailable"
