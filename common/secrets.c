@@ -96,6 +96,19 @@ secrets_unset (const char *name)
     unsetenv (name);
 }
 
+char *
+secrets_env_value (const char *text)
+{
+    /* a Secret made from a file (kubectl --from-file) holds the file's last newline: dropped, as
+     * a file's is, or a client secret or a URL's last parameter would carry it */
+    size_t len = strlen (text);
+    if (len && text [len - 1] == '\n')
+        len--;
+    if (len && text [len - 1] == '\r')
+        len--;
+    return len ? mem_strndup (text, len) : NULL;
+}
+
 int
 secrets_from_env (const char *name, char **value, char *err, size_t errlen)
 {
@@ -117,7 +130,7 @@ secrets_from_env (const char *name, char **value, char *err, size_t errlen)
             mem_free_secret (value);         /* an empty file counts as unset, like "" */
     }
     else if (direct && *direct)
-        *value = mem_strdup (direct);
+        *value = secrets_env_value (direct);
     rc = 0;
 out:
     secrets_unset (name);

@@ -25,4 +25,7 @@ int secrets_env_name_valid (const char *name, size_t max);
  * empty value counts as unset). Returns 0, or -1 with the reason in err when both are set or
  * the file cannot be read. The caller frees *value with mem_free_secret. */
 int secrets_from_env (const char *name, char **value, char *err, size_t errlen);
+/* A copy of an environment variable's secret value without a file's last newline ("\n" or
+ * "\r\n"), as secrets_read_file drops it; NULL when nothing else is left. */
+char *secrets_env_value (const char *text);
 #endif

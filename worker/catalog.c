@@ -401,7 +401,7 @@ resolve_secret_file (ctx_t *ctx, json_t *entry, const char *env_name, char **val
             mem_free_secret (value);
     }
     else if (env && *env)
-        *value = mem_strdup (env);
+        *value = secrets_env_value (env);
     if (*value && strlen (*value) > CATALOG_MAX_STRING) {
         fail (ctx, "the client secret is too long (the limit is %d bytes)", CATALOG_MAX_STRING);
         mem_free_secret (value);
@@ -449,7 +449,7 @@ resolve_credential (ctx_t *ctx, json_t *entry, const char *field, const char *en
                   CATALOG_MAX_STRING);
             return -1;
         }
-        *value = mem_strdup (env);
+        *value = secrets_env_value (env);       /* a client id from a Secret, as the secret */
     }
     return 0;
 }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,6 +168,14 @@ test_secrets_from_env_and_files (void **state)
     assert_string_equal (value, "direct-value");
     assert_null (getenv ("FERRULE_TEST_SECRET"));      /* gone once read */
     mem_free_secret (&value);
+    /* a value with a file's last newline (a Kubernetes Secret made --from-file): dropped */
+    setenv ("FERRULE_TEST_SECRET", "direct-value\r\n", 1);
+    assert_int_equal (secrets_from_env ("FERRULE_TEST_SECRET", &value, err, sizeof err), 0);
+    assert_string_equal (value, "direct-value");
+    mem_free_secret (&value);
+    setenv ("FERRULE_TEST_SECRET", "\n", 1);
+    assert_int_equal (secrets_from_env ("FERRULE_TEST_SECRET", &value, err, sizeof err), 0);
+    assert_null (value);
 
     int fd = mkstemp (path);
     assert_true (fd >= 0);
@@ -295,6 +304,25 @@ test_catalog_client_secret_files (void **state)
     assert_non_null (strstr (err, secret1));
     unsetenv ("FERRULE_GOOGLE_CLIENT_ID");
     unlink (secret2);
+
+    /* credentials in variables made from files (a Kubernetes Secret --from-file): the file's last
+     * newline is not part of them, or the provider refuses the client */
+    fd = open (providers, O_WRONLY | O_TRUNC);
+    assert_true (fd >= 0);
+    assert_int_equal (write (fd, "{\"box\": {}}", 11), 11);
+    close (fd);
+    setenv ("FERRULE_BOX_CLIENT_ID", "box-id\n", 1);
+    setenv ("FERRULE_BOX_CLIENT_SECRET", "box-secret\r\n", 1);
+    c = catalog_new (providers, err, sizeof err);
+    if (!c)
+        fail_msg ("catalog: %s", err);
+    box = catalog_find (c, "box");
+    assert_non_null (box);
+    assert_string_equal (box->client_id, "box-id");
+    assert_string_equal (box->client_secret, "box-secret");
+    catalog_destroy (&c);
+    unsetenv ("FERRULE_BOX_CLIENT_ID");
+    unsetenv ("FERRULE_BOX_CLIENT_SECRET");
     unlink (providers);
 }
 
