@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_requested = 0;
@@ -42,6 +43,31 @@ split_list (const char *list, char *slots, size_t slot_len, size_t max, size_t *
     }
     mem_free (copy);
     return rc;
+}
+
+/* Each connection holds a descriptor, and so do the broker clients (a few each, for ZeroMQ) and
+ * the process: a soft open-files limit below that refused connections under the configured
+ * count (1024 is a common default, and FERRULE_GATEWAY_MAX_CONNECTIONS goes to 65536). It is raised
+ * as far as the hard limit allows, as servers do; what still falls short is said. */
+static void
+files_limit_ensure (const gw_t *gw)
+{
+    rlim_t need = (rlim_t) gw->cfg.max_connections + (rlim_t) gw->cfg.broker_clients * 8 + 64;
+    struct rlimit lim;
+    if (getrlimit (RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || lim.rlim_cur >= need)
+        return;
+    rlim_t was = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max != RLIM_INFINITY && lim.rlim_max < need ? lim.rlim_max : need;
+    if (lim.rlim_cur > was && setrlimit (RLIMIT_NOFILE, &lim) == 0)
+        log_info (NULL, NULL, "raised the open-files limit from %llu to %llu for %lld connections",
+                  (unsigned long long) was, (unsigned long long) lim.rlim_cur, (long long) gw->cfg.max_connections);
+    else
+        lim.rlim_cur = was;
+    if (lim.rlim_cur < need)
+        log_warning (NULL, NULL, "the open-files limit is %llu (its hard limit %llu), below the %llu that %lld connections "
+                     "need (FERRULE_GATEWAY_MAX_CONNECTIONS): connections past it are refused; raise the limit "
+                     "(ulimit -n, LimitNOFILE=) or lower the setting", (unsigned long long) lim.rlim_cur,
+                     (unsigned long long) lim.rlim_max, (unsigned long long) need, (long long) gw->cfg.max_connections);
 }
 
 static int
@@ -178,6 +204,7 @@ main (int argc, char **argv)
         log_error (NULL, NULL, "%s", err);
         goto out;
     }
+    files_limit_ensure (&gw);
     if (!(server = route_server_new (&gw, err, sizeof err))) {
         log_error (NULL, NULL, "%s", err);
         goto out;

@@ -3247,6 +3247,52 @@ test_connections_past_fd_setsize (void **state)
     assert_int_equal (stopped, 0);
 }
 
+/* The soft limit of open files ("Max open files" in /proc/PID/limits) of process pid; -1 unknown. */
+static long long
+files_soft_limit (pid_t pid)
+{
+    char path [64], line [256];
+    long long soft = -1;
+    snprintf (path, sizeof path, "/proc/%d/limits", (int) pid);
+    FILE *f = fopen (path, "r");
+    while (f && fgets (line, sizeof line, f))
+        if (strncmp (line, "Max open files", 14) == 0 && sscanf (line + 14, " %lld", &soft) != 1)
+            soft = -1;
+    if (f)
+        fclose (f);
+    return soft;
+}
+
+/* A gateway started under a soft open-files limit below what its connections need raises it
+ * (within the hard limit) and says so: under 256, a gateway of 512 connections refused the ones
+ * past its descriptors, and nothing said why. */
+static void
+test_open_files_limit_raised_for_max_connections (void **state)
+{
+    struct rlimit old, lim;
+    assert_int_equal (getrlimit (RLIMIT_NOFILE, &old), 0);
+    if (old.rlim_max != RLIM_INFINITY && old.rlim_max < 1200) {
+        print_message ("skipped: the hard limit of open files is %llu, and this test needs 1200\n",
+                       (unsigned long long) old.rlim_max);
+        skip ();
+    }
+    lim = old;
+    lim.rlim_cur = 256;
+    assert_int_equal (setrlimit (RLIMIT_NOFILE, &lim), 0);
+    gw_saved_t saved = gw_save ();
+    int started = start_gateway_with ("gateway-files", NULL, NULL);    /* 512 connections, 32 clients */
+    long long soft = started == 0 ? files_soft_limit (gw_pid) : -1;
+    int said = started == 0 && log_has ("raised the open-files limit from 256");
+    int stopped = started == 0 ? stop_gateway () : -1;
+    gw_restore (&saved);
+    assert_int_equal (setrlimit (RLIMIT_NOFILE, &old), 0);
+    printf ("a gateway started under 256 open files: its limit %lld\n", soft);
+    assert_int_equal (started, 0);
+    assert_true (soft >= 512 + 32 * 8 + 64);
+    assert_true (said);
+    assert_int_equal (stopped, 0);
+}
+
 /* Presses the dashboard's Connect for integration WS + name with the session cookie and, when
  * not NULL, a flow cookie (its value only, "name=value"); returns the answer. */
 static http_t
@@ -3685,6 +3731,7 @@ main (void)
         cmocka_unit_test (test_not_ready_while_its_only_broker_drains),
         cmocka_unit_test (test_sigterm_drains),
         cmocka_unit_test (test_connections_past_fd_setsize),
+        cmocka_unit_test (test_open_files_limit_raised_for_max_connections),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
