@@ -1708,6 +1708,20 @@ dashboard_home (const char *cookie)
     return http ("GET", url, cookie ? hdr : NULL, NULL);
 }
 
+/* A dashboard session of workspace ws, through a link of its own (*link, *cookie: freed by the
+ * caller), and the CSRF token of its home page (a new string). */
+static char *
+open_dashboard (const char *ws, char **link, char **cookie)
+{
+    *link = dashboard_link (ws, 0);
+    *cookie = open_session (*link);
+    http_t home = dashboard_home (*cookie);
+    char *csrf = form_value (home.body, "csrf");
+    assert_non_null (csrf);
+    http_free (&home);
+    return csrf;
+}
+
 /* The brokers refuse the gateway's own client "dashboard_open" (a policy file that forgot it):
  * the button's answer says the fault is the service's (500), and the gateway logs why. It was
  * 403 "This dashboard link has expired or was already used", "ask your application for a new
@@ -1914,12 +1928,8 @@ test_timeout_shows_no_broker_or_operation (void **state)
     waitpid (warm, &st, 0);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     assert_true (WIFEXITED (st) && WEXITSTATUS (st) == 0);
-    char *link = dashboard_link ("ws40:", 0);
-    char *cookie = open_session (link);
-    http_t home = dashboard_home (cookie);
-    char *csrf = form_value (home.body, "csrf");
-    assert_non_null (csrf);
-    http_free (&home);
+    char *link, *cookie;
+    char *csrf = open_dashboard ("ws40:", &link, &cookie);
     harness_signal_broker (h, 0, SIGSTOP);
     /* both at once: each waits its 30 s */
     int fds [2];
@@ -2235,12 +2245,8 @@ test_dashboard_disconnect_says_when_not_revoked (void **state)
         assert_int_equal (itest_import (h, ids [i], "fakebox", rt), 0);
         free (rt);
     }
-    char *link = dashboard_link ("ws41:", 0);
-    char *cookie = open_session (link);
-    http_t home = dashboard_home (cookie);
-    char *csrf = form_value (home.body, "csrf");
-    assert_non_null (csrf);
-    http_free (&home);
+    char *link, *cookie;
+    char *csrf = open_dashboard ("ws41:", &link, &cookie);
     /* the provider answers the revocation HTTP 200 with an error in its body (as Slack's does) */
     json_t *f = json_pack ("{s:s, s:s, s:s, s:i, s:s}", "provider", "fakebox", "kind", "error_200", "endpoint", "revoke",
                            "count", 1, "error", "token_revoked_elsewhere");
@@ -2314,12 +2320,8 @@ test_dashboard_key_limit_is_a_conflict (void **state)
         assert_string_equal (client_error_code (k), "ok");
         json_decref (k);
     }
-    char *link = dashboard_link ("ws44:", 0);
-    char *cookie = open_session (link);
-    http_t home = dashboard_home (cookie);
-    char *csrf = form_value (home.body, "csrf");
-    assert_non_null (csrf);
-    http_free (&home);
+    char *link, *cookie;
+    char *csrf = open_dashboard ("ws44:", &link, &cookie);
     char url [256], body [128];
     snprintf (url, sizeof url, "%s/dashboard/apikeys", gw_url);
     snprintf (body, sizeof body, "csrf=%s&name=one-more", csrf);
