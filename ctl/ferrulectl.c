@@ -268,6 +268,21 @@ has_subcommand (const char *name, const char *word)
     return find_command (two) != NULL;
 }
 
+/* The hint for a first word alone or followed by one that makes no command: the commands it
+ * starts ("webhook test", "webhook doctor"). */
+static void
+subcommands_hint (const char *word, char *out, size_t size)
+{
+    size_t n = strlen (word), len;
+    const char *sep = ": ";
+    len = (size_t) snprintf (out, size, "the commands that start with \"%s\"", word);
+    for (const command_t *cmd = commands; cmd->name && len < size; cmd++)
+        if (strncmp (cmd->name, word, n) == 0 && cmd->name [n] == ' ') {
+            len += (size_t) snprintf (out + len, size - len, "%s\"ferrulectl %s\"", sep, cmd->name);
+            sep = ", ";
+        }
+}
+
 static int
 find_global (const char *name)
 {
@@ -550,13 +565,23 @@ parse (ctl_t *ctl, int argc, char **argv)
         char shown [80];
         opts_quote (shown, sizeof shown, arg, 60);
         if (ctl->prefix [0]) {
-            /* the second word of "events replay", "webhook test" */
-            char two [96];
+            /* the second word of "webhook test": said back only if it cannot be a token (the
+             * URL of a "webhook test" without "test" may hold the endpoint's secret) */
+            char two [96], hint [200];
             snprintf (two, sizeof two, "%s %s", ctl->prefix, arg);
-            ctl->prefix [0] = '\0';
             ctl->cmd = find_command (two);
-            if (!ctl->cmd)
-                usage_error (ctl, "run \"ferrulectl help\" for the list of commands", "unknown command \"%s\"%s", two, "");
+            subcommands_hint (ctl->prefix, hint, sizeof hint);
+            if (!ctl->cmd && plain_word (arg))
+                usage_error (ctl, hint, "unknown command \"%s %s\"", ctl->prefix, shown);
+            else
+            if (!ctl->cmd) {
+                char place [32];
+                snprintf (place, sizeof place, "%d", i);
+                usage_error (ctl, hint, "unknown command \"%s\" followed by argument %s of the command line (not "
+                             "shown: it may be a token)", ctl->prefix, place);
+                blank (arg);
+            }
+            ctl->prefix [0] = '\0';
         }
         else
         if (!ctl->cmd) {
@@ -782,9 +807,10 @@ main (int argc, char **argv)
         goto out;
     }
     if (!ctl.cmd && ctl.prefix [0]) {
-        char message [96];
+        char message [96], hint [200];
         snprintf (message, sizeof message, "\"%s\" needs a second word", ctl.prefix);
-        rc = fail (&ctl, "bad_request", message, "run \"ferrulectl help\" for the list of commands", CTL_EXIT_USAGE);
+        subcommands_hint (ctl.prefix, hint, sizeof hint);
+        rc = fail (&ctl, "bad_request", message, hint, CTL_EXIT_USAGE);
         goto out;
     }
     if (!ctl.cmd) {

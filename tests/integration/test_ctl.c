@@ -381,6 +381,11 @@ test_stray_argument_is_not_echoed (void **state)
     static char url [2200];
     snprintf (url, sizeof url, "https://hooks.example/x?key=%s_%02100d", MARK, 0);
     misspelled ("2048", "webhook test URL", "webhook", "test", url, NULL, NULL, NULL, NULL);
+    /* nor the URL of a "webhook test" given without "test": it was quoted as the second word of
+       an unknown command, query and all. A mistyped second word is still said back */
+    misspelled ("not shown", "webhook URL", "webhook", "https://hooks.example.com/catch/" MARK "abc?sig=x",
+                NULL, NULL, NULL, NULL, NULL);
+    misspelled ("unknown command \"webhook tset\"", "webhook tset", "webhook", "tset", NULL, NULL, NULL, NULL, NULL);
 }
 
 /* What docs/ferrulectl.md says is checked before sending: exit 2 with nothing sent (the --json run
@@ -510,6 +515,8 @@ test_secret_values_are_blanked_whatever_else_is_wrong (void **state)
         { MARK "_rt_0123456789abcdef", NULL },
         /* an endpoint's URL may hold its secret in its query */
         { "webhook", "test", "https://hooks.example/x?key=" MARK "_0123456789abcdef", NULL },
+        /* and when "test" is left out */
+        { "webhook", "https://hooks.example/x?key=" MARK "_0123456789abcdef", NULL },
     };
     char failed [64] = "";
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++)
