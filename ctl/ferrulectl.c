@@ -227,6 +227,7 @@ typedef struct {
     const char *help_topic;     /* "help COMMAND" */
     int help_topic_at;          /* its place on the command line */
     int help_topic_hidden;      /* it names no command and may be a token: blanked, not shown */
+    char help_topic_two [96];   /* a topic of two words ("webhook test"), help_topic points here */
     int help;
     int version;
     mem_buf_t brokers;          /* --broker values, comma-joined */
@@ -628,6 +629,13 @@ parse (ctl_t *ctl, int argc, char **argv)
             blank (arg);
         }
         else
+        if (!ctl->cmd->op && ctl->help_topic && !ctl->help_topic_two [0] && !ctl->help_topic_hidden
+        &&  has_subcommand (ctl->help_topic, arg)) {
+            /* the second word of a topic: "help webhook test", "help events replay" */
+            snprintf (ctl->help_topic_two, sizeof ctl->help_topic_two, "%s %s", ctl->help_topic, arg);
+            ctl->help_topic = ctl->help_topic_two;
+        }
+        else
         if (!ctl->cmd->op && !ctl->help_topic) {
             ctl->help_topic = arg;
             ctl->help_topic_at = i;
@@ -790,6 +798,14 @@ main (int argc, char **argv)
             if (ctl.help_topic_hidden)
                 snprintf (message, sizeof message, "unknown command: argument %d of the command line (not shown: "
                           "it may be a token)", ctl.help_topic_at);
+            else
+            if (has_subcommands (ctl.help_topic)) {
+                char hint [200];
+                snprintf (message, sizeof message, "\"%s\" needs a second word", shown);
+                subcommands_hint (ctl.help_topic, hint, sizeof hint);
+                rc = fail (&ctl, "bad_request", message, hint, CTL_EXIT_USAGE);
+                goto out;
+            }
             else
                 snprintf (message, sizeof message, "unknown command \"%s\"", shown);
             rc = fail (&ctl, "bad_request", message, "run \"ferrulectl help\" for the list of commands", CTL_EXIT_USAGE);

@@ -426,6 +426,42 @@ test_help_does_not_echo_a_token (void **state)
     }
 }
 
+/* "help" of a command of two words: "help webhook test" and "help webhook doctor" exited 2 with
+ * unknown command "webhook", and "help events replay" printed the help of "events", with options
+ * that replay refuses. Each prints its own, as "COMMAND --help" does. */
+static void
+test_help_of_a_two_word_command (void **state)
+{
+    static const char *const cases [][4] = {
+        /* the words, what the help must say, what it must not */
+        { "webhook", "test", "ferrulectl [global options] webhook test URL-OR-NAME", NULL },
+        { "webhook", "doctor", "ferrulectl [global options] webhook doctor", NULL },
+        { "events", "replay", "ferrulectl [global options] events replay", "--since" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        int rc = -1;
+        char *out = NULL;
+        assert_int_equal (harness_ctl_text (h, &rc, &out, "help", cases [i][0], cases [i][1], NULL), 0);
+        char *err = ctl_stderr ();
+        if (rc != 0 || !strstr (out, cases [i][2]) || (cases [i][3] && strstr (out, cases [i][3])))
+            fail_msg ("\"help %s %s\" exited %d; its standard output does not say \"%s\"%s%s; standard error: %s",
+                      cases [i][0], cases [i][1], rc, cases [i][2], cases [i][3] ? " or shows " : "",
+                      cases [i][3] ? cases [i][3] : "", err);
+        free (out);
+        free (err);
+    }
+    /* the first word alone names no command: said, and the commands it starts are named */
+    int rc = -1;
+    char *out = NULL;
+    assert_int_equal (harness_ctl_text (h, &rc, &out, "help", "webhook", NULL), 0);
+    assert_int_equal (rc, 2);
+    free (out);
+    char *err = ctl_stderr ();
+    if (!strstr (err, "\"webhook\" needs a second word") || !strstr (err, "webhook test"))
+        fail_msg ("\"help webhook\" says: %s", err);
+    free (err);
+}
+
 /* The process's argument list (NULs between arguments turned into spaces) of ferrulectl run with
  * args, read while it is blocked writing to a full pipe, that is once it has parsed them and
  * printed (or begun to print) its answer. 1 when the list no longer holds MARK within 3 s. */
@@ -713,6 +749,7 @@ main (void)
         cmocka_unit_test (test_overlong_ipc_endpoint_is_a_usage_error),
         cmocka_unit_test (test_stray_argument_is_not_echoed),
         cmocka_unit_test (test_help_does_not_echo_a_token),
+        cmocka_unit_test (test_help_of_a_two_word_command),
         cmocka_unit_test (test_checked_before_sending),
         cmocka_unit_test (test_secret_values_are_blanked_whatever_else_is_wrong),
         cmocka_unit_test (test_timed_out_change_says_its_outcome_is_unknown),
