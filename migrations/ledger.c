@@ -16,6 +16,8 @@
 #define LEDGER_RETRY_FIRST_MS 1000 /* the pause after a step's lock was first refused */
 #define LEDGER_RETRY_MAX_MS 10000  /* doubled each time up to this */
 #define LEDGER_RETRY_SLICE_MS 100  /* a pause looks for a stop signal this often */
+#define LEDGER_AUTOVACUUM_MARGIN_MS 500 /* a try held up by an autovacuum waits this much past deadlock_timeout */
+#define LEDGER_AUTOVACUUM_MAX_MS 10000  /* but never longer than this */
 
 struct ledger_t {
     ledger_row_t *rows;
@@ -467,6 +469,8 @@ typedef struct {
     int64_t first;                      /* when it was first tried */
     int tries;                          /* refused so far */
     char blocker [400];                 /* whom it last waited for, as the watch saw it */
+    int autovacuum;                     /* that one is an autovacuum worker */
+    int timeout_ms;                     /* the lock timeout of the next try */
 } ledger_retry_t;
 
 static void
@@ -475,6 +479,40 @@ ledger_retry_start (ledger_retry_t *r, const ledger_locking_t *locking)
     memset (r, 0, sizeof *r);
     r->locking = locking;
     r->first = clock_mono_ms ();
+    r->timeout_ms = locking->lock_timeout_ms;
+}
+
+/* The server's deadlock_timeout in ms, 0 when it could not be read. */
+static int
+ledger_deadlock_timeout (PGconn *conn)
+{
+    PGresult *res = PQexec (conn, "SELECT setting::int FROM pg_settings WHERE name = 'deadlock_timeout'");
+    int ms = 0;
+    if (PQresultStatus (res) == PGRES_TUPLES_OK && PQntuples (res) == 1 && !PQgetisnull (res, 0, 0))
+        ms = (int) strtol (PQgetvalue (res, 0, 0), NULL, 10);
+    PQclear (res);
+    return ms > 0 ? ms : 0;
+}
+
+/* The lock timeout of the next try (r->timeout_ms), and how the notice says it (said, size bytes).
+ * The server cancels an autovacuum that blocks another session, but only from that session's
+ * deadlock check, after deadlock_timeout (1 s by default): a try refused by an autovacuum worker
+ * waits a little past it, so that the vacuum is cancelled rather than outlasting every try. */
+static void
+ledger_retry_timeout (ledger_retry_t *r, PGconn *conn, char *said, size_t size)
+{
+    int base = r->locking->lock_timeout_ms;
+    *said = '\0';
+    r->timeout_ms = base;
+    if (!r->autovacuum)
+        return;
+    int deadlock_ms = ledger_deadlock_timeout (conn);
+    if (!deadlock_ms || deadlock_ms + LEDGER_AUTOVACUUM_MARGIN_MS > LEDGER_AUTOVACUUM_MAX_MS
+    ||  deadlock_ms + LEDGER_AUTOVACUUM_MARGIN_MS <= base)
+        return;
+    r->timeout_ms = deadlock_ms + LEDGER_AUTOVACUUM_MARGIN_MS;
+    snprintf (said, size, " with a lock timeout of %d ms, past deadlock_timeout (%d ms), so that the server cancels "
+              "the autovacuum", r->timeout_ms, deadlock_ms);
 }
 
 /* A stop signal (stop.h) came after what had tried was refused its lock and rolled back. */
@@ -490,8 +528,11 @@ ledger_retry_stopped (db_error_t *err, int in_transaction)
  * and pauses before the next try: 1. 0 when it is not tried again: past the wait limit
  * (err->waited_out) or on a stop signal, err saying so. */
 static int
-ledger_retry_pause (ledger_retry_t *r, watch_t *watch, const char *what, int in_transaction, db_error_t *err)
+ledger_retry_pause (ledger_retry_t *r, PGconn *conn, watch_t *watch, const char *what, int in_transaction,
+                    db_error_t *err)
 {
+    char longer [160];
+    int tried_ms = r->timeout_ms;
     int64_t now = clock_mono_ms ();
     int64_t pause = LEDGER_RETRY_FIRST_MS;
     for (int i = 0; i < r->tries && pause < LEDGER_RETRY_MAX_MS; i++)
@@ -499,8 +540,10 @@ ledger_retry_pause (ledger_retry_t *r, watch_t *watch, const char *what, int in_
     if (pause > LEDGER_RETRY_MAX_MS)
         pause = LEDGER_RETRY_MAX_MS;
     r->tries++;
-    if (*watch_blocker (watch))
+    if (*watch_blocker (watch)) {
         snprintf (r->blocker, sizeof r->blocker, "%s", watch_blocker (watch));
+        r->autovacuum = watch_blocker_autovacuum (watch);
+    }
     const char *who = *r->blocker ? r->blocker : "another session";
     if (stop_requested ()) {
         ledger_retry_stopped (err, in_transaction);
@@ -522,8 +565,9 @@ ledger_retry_pause (ledger_retry_t *r, watch_t *watch, const char *what, int in_
         if (pause > left)
             pause = left;
     }
-    db_note ("%s was refused a lock within %d ms, held by %s; rolled back, it tries again in %.1f s (try %d)", what,
-             r->locking->lock_timeout_ms, who, (double) pause / 1000, r->tries);
+    ledger_retry_timeout (r, conn, longer, sizeof longer);
+    db_note ("%s was refused a lock within %d ms, held by %s; rolled back, it tries again in %.1f s%s (try %d)", what,
+             tried_ms, who, (double) pause / 1000, longer, r->tries);
     for (int64_t until = clock_mono_ms () + pause; clock_mono_ms () < until;) {
         if (stop_requested ()) {
             ledger_retry_stopped (err, in_transaction);
@@ -578,7 +622,7 @@ ledger_apply_each (PGconn *conn, watch_t *watch, const catalog_entry_t *migratio
         ledger_retry_t retry;
         ledger_retry_start (&retry, locking);
         for (;;) {
-            st = ledger_set_lock_timeout (conn, 0, timeout_ms, err);
+            st = ledger_set_lock_timeout (conn, 0, timeout_ms ? retry.timeout_ms : 0, err);
             if (st != FR_OK)
                 goto out;
             res = watch_exec (watch, conn, text, what, gave_up, sizeof gave_up);
@@ -587,7 +631,7 @@ ledger_apply_each (PGconn *conn, watch_t *watch, const catalog_entry_t *migratio
                 break;
             PQclear (res);
             res = NULL;
-            if (!ledger_retry_pause (&retry, watch, what, 0, err)) {
+            if (!ledger_retry_pause (&retry, conn, watch, what, 0, err)) {
                 given_up = 1;
                 break;
             }
@@ -708,11 +752,11 @@ ledger_apply (PGconn *conn, watch_t *watch, const catalog_entry_t *migration, co
         return ledger_apply_each (conn, watch, migration, applied_by, locking, elapsed_ms, committed, err);
     ledger_retry_start (&retry, locking);
     for (;;) {
-        st = ledger_apply_once (conn, watch, migration, applied_by, locking->lock_timeout_ms, elapsed_ms, err);
+        st = ledger_apply_once (conn, watch, migration, applied_by, retry.timeout_ms, elapsed_ms, err);
         if (st == FR_OK || !locking->lock_timeout_ms || err->waited_out || !ledger_lock_refused (err)
          || PQtransactionStatus (conn) != PQTRANS_IDLE)
             return st;
-        if (!ledger_retry_pause (&retry, watch, "its transaction", 1, err))
+        if (!ledger_retry_pause (&retry, conn, watch, "its transaction", 1, err))
             return st;
     }
 }

@@ -58,7 +58,9 @@ fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
  * index build (whose lock blocks neither) gives up on a lock after lock_timeout_ms, is rolled
  * back, and is tried again after a pause (1 s, doubling up to 10 s), each time said in a notice
  * naming whom it waited for, until it has been held up wait_limit_s in all (0: as long as it
- * takes). lock_timeout_ms 0: no lock timeout, a step waits as long as the watch lets it. */
+ * takes). A step held up by an autovacuum worker is tried again with a lock timeout past the
+ * server's deadlock_timeout, whose deadlock check is what cancels the autovacuum.
+ * lock_timeout_ms 0: no lock timeout, a step waits as long as the watch lets it. */
 #define LEDGER_DEFAULT_LOCK_TIMEOUT_MS 200
 #define LEDGER_MAX_LOCK_TIMEOUT_MS 600000
 typedef struct {

@@ -31,12 +31,14 @@ struct watch {
     int look_failed_said;               /* a failed look is said once a run */
     int first_look_ms;                  /* a statement is first looked at after this */
     char blocker [400];                 /* whom the last statement waited for, as a look saw it, or "" */
+    int blocker_autovacuum;             /* that one is an autovacuum worker */
 };
 
 typedef struct {
     long blockers;                      /* sessions the statement waits for */
     int pid;                            /* the one of them with the oldest transaction */
     char who [400];                     /* how that one reads in a notice */
+    int autovacuum;                     /* that one is an autovacuum worker */
     long behind;                        /* sessions waiting for the statement */
     char progress [200];                /* an index build's phase and blocks, or "" */
 } watch_look_t;
@@ -49,7 +51,7 @@ static const char WATCH_LOOK_SQL [] =
     " SELECT (SELECT count(*) FROM b), f.pid, f.usename, f.application_name, host (f.client_addr), f.state,"
     "  extract (epoch FROM now () - coalesce (f.xact_start, f.backend_start))::bigint,"
     "  (SELECT count(*) FROM pg_stat_activity w WHERE w.pid <> $1::int AND $1::int = ANY (pg_blocking_pids (w.pid))),"
-    "  p.phase, p.blocks_done, p.blocks_total"
+    "  p.phase, p.blocks_done, p.blocks_total, f.backend_type"
     " FROM (SELECT 1) one LEFT JOIN f ON true LEFT JOIN pg_stat_progress_create_index p ON p.pid = $1::int";
 
 watch_t *
@@ -73,6 +75,12 @@ const char *
 watch_blocker (const watch_t *self)
 {
     return self->blocker;
+}
+
+int
+watch_blocker_autovacuum (const watch_t *self)
+{
+    return self->blocker_autovacuum;
 }
 
 void
@@ -169,7 +177,13 @@ watch_look (watch_t *self, int pid, watch_look_t *look, char *why, size_t whylen
         const char *h = watch_text (host, sizeof host, res, 4);
         const char *s = watch_text (state, sizeof state, res, 5);
         watch_duration (age, sizeof age, PQgetisnull (res, 0, 6) ? 0 : strtoll (PQgetvalue (res, 0, 6), NULL, 10));
-        int n = snprintf (look->who, sizeof look->who, "pid %d (user \"%s\"%s%s%s, %s)", look->pid, u ? u : "?",
+        /* NULL when this role may not see that session (neither superuser nor pg_read_all_stats) */
+        look->autovacuum = !PQgetisnull (res, 0, 11) && strcmp (PQgetvalue (res, 0, 11), "autovacuum worker") == 0;
+        int n;
+        if (look->autovacuum)
+            n = snprintf (look->who, sizeof look->who, "pid %d (an autovacuum worker)", look->pid);
+        else
+            n = snprintf (look->who, sizeof look->who, "pid %d (user \"%s\"%s%s%s, %s)", look->pid, u ? u : "?",
                           a && *a ? ", application \"" : "", a && *a ? a : "", a && *a ? "\"" : "",
                           h ? h : "local socket");
         if (n > 0 && (size_t) n < sizeof look->who) {
@@ -260,6 +274,7 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
     if (gave_up && size)
         *gave_up = '\0';
     *self->blocker = '\0';
+    self->blocker_autovacuum = 0;
     if (!PQsendQuery (conn, sql))
         return NULL;
     for (;;) {
@@ -296,8 +311,10 @@ watch_exec (watch_t *self, PGconn *conn, const char *sql, const char *what, char
                 seen = look;
                 seen_at = now;
                 have_seen = 1;
-                if (look.blockers > 0 && look.pid)
+                if (look.blockers > 0 && look.pid) {
                     snprintf (self->blocker, sizeof self->blocker, "%s", look.who);
+                    self->blocker_autovacuum = look.autovacuum;
+                }
             }
             else {
                 watch_look_failed (self, what, why, &seen, have_seen);

@@ -32,6 +32,9 @@ void watch_first_look (watch_t *self, int ms);
 /* Whom the statement of the last watch_exec waited for, as the last look that saw it wait named
  * the oldest of them ("pid 123 (user ...), idle in transaction, ..."), or "" when no look did. */
 const char *watch_blocker (const watch_t *self);
+/* 1 when that one is an autovacuum worker (pg_stat_activity.backend_type; 0 when this role may
+ * not see it). */
+int watch_blocker_autovacuum (const watch_t *self);
 /* Runs sql on conn as PQexec does (the last result; NULL when it could not be sent), watching as
  * above; what names the statement in the notices ("the statement at line 3"). When it gave up,
  * the result is the cancel's error and gave_up (size bytes) says why, in a sentence of its own

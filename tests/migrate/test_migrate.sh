@@ -57,6 +57,8 @@ cleanup () {
     psql_admin -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_009\" WITH (FORCE)" >/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_locks\" WITH (FORCE)" >/dev/null 2>&1
+    psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_av\" WITH (FORCE)" >/dev/null 2>&1
+    [ -z "${NAPTIME:-}" ] || psql_admin -c "ALTER SYSTEM RESET autovacuum_naptime" -c "SELECT pg_reload_conf ()" >/dev/null 2>&1
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_grants\" WITH (FORCE)" >/dev/null 2>&1
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_grantlock\" WITH (FORCE)" >/dev/null 2>&1
     psql_admin -c "DROP ROLE IF EXISTS \"$RT_ROLE\"" >/dev/null 2>&1
@@ -460,6 +462,57 @@ fi
 release_hold
 unset HOLD_URL
 psql_admin -c "DROP DATABASE IF EXISTS \"$LOCK_DB\" WITH (FORCE)" >/dev/null
+
+# --- an autovacuum that holds the table of a step: the server cancels an autovacuum that blocks
+# another session only from that session's deadlock check, after deadlock_timeout (1 s), so a
+# step that gave up on its lock after 200 ms was refused until the vacuum ended by itself (minutes
+# on a large table), and up failed past the Job's wait limit. A step held up by an autovacuum
+# worker is tried again with a lock timeout past deadlock_timeout, and the server cancels the
+# vacuum. A slow autovacuum: pending_authorizations with dead rows, its vacuum throttled to a page
+# per 100 ms (a minute or more), started within a second by a naptime of 1 s, set only until it
+# starts (the setting is the cluster's)
+AV_DB="${DB}_av"
+AV_URL=$(url_for "$AV_DB")
+psql_av () { "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -d "$AV_URL" "$@"; }
+mkdir -p "$WORK/upto019"
+cp "$MIGRATIONS_SRC"/00[1-9]_*.sql "$MIGRATIONS_SRC"/01[0-9]_*.sql "$WORK/upto019/"
+psql_admin -c "CREATE DATABASE \"$AV_DB\"" >/dev/null || fail "could not create database $AV_DB"
+expect_exit 0 "up to 019" "$MIGRATE" --database-url "$AV_URL" --dir "$WORK/upto019" up
+psql_av -c "ALTER TABLE pending_authorizations SET (autovacuum_enabled = off);
+            INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri)
+                SELECT md5 (i::text) || md5 ((-i)::text), 'av:' || i, 'p', 'https://app.example.test/cb'
+                FROM generate_series (1, 30000) i;
+            DELETE FROM pending_authorizations WHERE integration_id LIKE 'av:%' AND random () < 0.5;
+            ALTER TABLE pending_authorizations SET (autovacuum_enabled = on, autovacuum_vacuum_cost_delay = 100,
+                autovacuum_vacuum_cost_limit = 1, autovacuum_vacuum_threshold = 0, autovacuum_vacuum_scale_factor = 0,
+                autovacuum_analyze_threshold = 2000000000)" >/dev/null \
+    || fail "could not fill pending_authorizations for the autovacuum"
+NAPTIME=$(psql_admin -c "SHOW autovacuum_naptime")
+psql_admin -c "ALTER SYSTEM SET autovacuum_naptime = 1" -c "SELECT pg_reload_conf ()" >/dev/null \
+    || fail "could not lower autovacuum_naptime (the admin role must be a superuser)"
+AV_PID=
+for _ in $(seq 300); do
+    AV_PID=$(psql_av -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'
+                         AND datname = current_database () AND query LIKE '%pending_authorizations%'")
+    [ -n "$AV_PID" ] && break
+    sleep 0.1
+done
+psql_admin -c "ALTER SYSTEM RESET autovacuum_naptime" -c "SELECT pg_reload_conf ()" >/dev/null \
+    || fail "could not reset autovacuum_naptime (it was $NAPTIME)"
+if [ -z "$AV_PID" ]; then
+    fail "no autovacuum of pending_authorizations started within 30 s"
+else
+    STARTED=$SECONDS
+    FERRULE_MIGRATE_LOCK_TIMEOUT_MS=200 expect_exit 0 "up applies 020 while an autovacuum holds pending_authorizations" \
+        timeout 40 "$MIGRATE" --database-url "$AV_URL" up --wait-limit 20
+    [ $((SECONDS - STARTED)) -le 10 ] && pass "it applied within 10 s" \
+        || fail "up took $((SECONDS - STARTED)) s while the autovacuum held the table"
+    expect_in "$WORK/err" "^ferrule-migrate: notice: 020_browser_binding: its transaction was refused a lock within 200 ms, held by pid $AV_PID \\(an autovacuum worker\\), .*; rolled back, it tries again in [0-9.]+ s with a lock timeout of [0-9]+ ms, past deadlock_timeout \\([0-9]+ ms\\), so that the server cancels the autovacuum \\(try 1\\)\$" \
+        "up says the autovacuum held the table, and that it waits past deadlock_timeout"
+    [ "$(psql_av -c "SELECT max(version) FROM schema_migrations")" = "$HIGHEST" ] \
+        && pass "the schema is at $HIGHEST" || fail "the schema is at $(psql_av -c "SELECT max(version) FROM schema_migrations")"
+fi
+psql_admin -c "DROP DATABASE IF EXISTS \"$AV_DB\" WITH (FORCE)" >/dev/null
 
 # --- 020: a connect's browser binding, kept as a SHA-256 (hex) or NULL (an unbound connect)
 B20=$(psql_db -c "INSERT INTO pending_authorizations (state_hash, integration_id, provider, redirect_uri, browser_hash)
