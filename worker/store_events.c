@@ -579,6 +579,19 @@ store_events_release (store_events_t *se, const store_events_claim_t *claims, si
     return st;
 }
 
+/* Ends a transaction that failed; a session that cannot is dropped, and the thread reconnects. */
+static void
+rollback (store_events_t *se)
+{
+    fr_status_t st;
+    char err [256];
+    PGresult *res = store_events_connected (se) ? run (se, "roll back", "ROLLBACK", 0, NULL, 0, &st, err, sizeof err)
+                                                : NULL;
+    if (!res)
+        drop (se);
+    PQclear (res);
+}
+
 /* The idle forecast: at most this many events a pass and provider; a pass that made them all
  * hands its turn on. A turn lasts this share of the caller's interval, so that the worker whose
  * pass came last is not skipped for coming a little early. */
@@ -602,7 +615,6 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
         snprintf (b, sizeof b, "%lld", (long long) idle_warn_s);
         snprintf (turn, sizeof turn, "%lld", (long long) (every_ms * FORECAST_TURN_SHARE));
         snprintf (most, sizeof most, "%d", FORECAST_IDLE_MAX);
-        const char *values [] = { provider, a, b, se->worker_id, turn, most };
         res = run (se, "take the turn of the idle forecast",
                    "INSERT INTO forecast_turns (provider, ran_at, ran_by) VALUES ($1, '-infinity', $2)"
                    " ON CONFLICT (provider) DO NOTHING", 2, (const char *const []) { provider, se->worker_id }, 0,
@@ -610,49 +622,80 @@ store_events_forecast (store_events_t *se, const char *provider, int64_t idle_s,
         if (!res)
             return st;
         PQclear (res);
+        /* one transaction: the turn commits with the events, or rolls back with a pass that failed */
+        res = run (se, "begin the idle forecast", "BEGIN", 0, NULL, 0, &st, err, errlen);
+        if (!res)
+            return st;
+        PQclear (res);
         /* the turn (t) is taken in the statement that reads the table: locked, or skipped while
          * another worker's pass holds it, and moved on only if the last pass is older than the
          * interval (migration 016); without it the scan below is not run at all (a one-time
-         * filter). It commits with the events, or rolls back with a pass that failed. */
+         * filter). The scan locks no integration: no index serves the last refresh, so it is one
+         * sequential read of the table (0.38 s at 2 million rows), and a row locked as the scan
+         * passed it stayed locked until the statement ended, past the lock_timeout of a refresh,
+         * an import or a connect of it (540 ms at 1 million rows). It names the candidates; the
+         * next statement locks those, and checks them again, by their primary key */
+        const char *scan [] = { provider, b, se->worker_id, turn, most };
         res = run (se, "forecast idle refresh tokens",
-            "WITH t AS (UPDATE forecast_turns SET ran_at = now(), ran_by = $4"
+            "WITH t AS (UPDATE forecast_turns SET ran_at = now(), ran_by = $3"
             "   WHERE provider IN (SELECT provider FROM forecast_turns WHERE provider = $1"
-            "                        AND ran_at < now() - $5::bigint * interval '1 millisecond'"
+            "                        AND ran_at < now() - $4::bigint * interval '1 millisecond'"
             "                      FOR UPDATE SKIP LOCKED)"
             "   RETURNING 1)"
-            "INSERT INTO events (type, integration_id, provider, diagnosis, generation, detail, expires_at, dedupe_key)"
-            " SELECT 'expiring', i.id, i.provider, 'refresh_token_idle', i.generation,"
-            "   format ('the refresh token was last used %s; %s ends refresh tokens unused for %s days, and the"
-            " keep-alive could not refresh it', to_char (" STORE_IDLE_SINCE_OF ("i.") ","
-            " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), i.provider, $2::bigint / 86400),"
-            "   " STORE_IDLE_SINCE_OF ("i.") " + make_interval (secs => $2::bigint),"
-            "   'expiring:idle:' || i.id || ':' || i.generation"
-            " FROM integrations i"
-            " WHERE EXISTS (SELECT 1 FROM t)"
-            "   AND i.provider = $1 AND i.status = 'active' AND i.refresh_token IS NOT NULL"
-            "   AND " STORE_IDLE_SINCE_OF ("i.") " < now() - make_interval (secs => $3::bigint)"
-            "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:idle:' || i.id || ':' || i.generation)"
-            /* no index serves the last refresh: unordered, it is one sequential read of the table
-             * (0.38 s at 2 million rows); ordered by id, a walk of the whole primary key with a
-             * random heap read per row (1.26 s, seven times the pages). Nothing needs the order:
-             * SKIP LOCKED waits for no one, and the dedupe key makes the next pass go on */
-            " LIMIT $6::int FOR UPDATE OF i SKIP LOCKED"
-            " ON CONFLICT (dedupe_key) DO NOTHING",
-            6, values, 0, &st, err, errlen);
-        if (!res)
-            return st;
-        int64_t idle_added = strtoll (PQcmdTuples (res), NULL, 10);
-        *added += idle_added;
+            " SELECT count(*), array_agg (c.id)::text FROM (SELECT i.id FROM integrations i"
+            "  WHERE EXISTS (SELECT 1 FROM t)"
+            "    AND i.provider = $1 AND i.status = 'active' AND i.refresh_token IS NOT NULL"
+            "    AND " STORE_IDLE_SINCE_OF ("i.") " < now() - make_interval (secs => $2::bigint)"
+            "    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:idle:' || i.id || ':' || i.generation)"
+            /* unordered: ordered by id, it was a walk of the whole primary key with a random heap
+             * read per row (1.26 s, seven times the pages), and nothing needs the order */
+            "  LIMIT $5::int) c",
+            5, scan, 1, &st, err, errlen);
+        int64_t found = res ? strtoll (PQgetvalue (res, 0, 0), NULL, 10) : 0;
+        char *ids = res && !PQgetisnull (res, 0, 1) ? mem_strdup (PQgetvalue (res, 0, 1)) : NULL;
         PQclear (res);
-        if (idle_added >= FORECAST_IDLE_MAX) {
+        res = NULL;
+        int64_t idle_added = 0;
+        if (st == FR_OK && ids) {
+            /* a short statement: SKIP LOCKED waits for no one, and the dedupe key makes the next
+             * pass go on with a row skipped here */
+            const char *values [] = { provider, a, b, ids };
+            res = run (se, "forecast idle refresh tokens",
+                "INSERT INTO events (type, integration_id, provider, diagnosis, generation, detail, expires_at, dedupe_key)"
+                " SELECT 'expiring', i.id, i.provider, 'refresh_token_idle', i.generation,"
+                "   format ('the refresh token was last used %s; %s ends refresh tokens unused for %s days, and the"
+                " keep-alive could not refresh it', to_char (" STORE_IDLE_SINCE_OF ("i.") ","
+                " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), i.provider, $2::bigint / 86400),"
+                "   " STORE_IDLE_SINCE_OF ("i.") " + make_interval (secs => $2::bigint),"
+                "   'expiring:idle:' || i.id || ':' || i.generation"
+                " FROM integrations i"
+                " WHERE i.id = ANY ($4::text[])"
+                "   AND i.provider = $1 AND i.status = 'active' AND i.refresh_token IS NOT NULL"
+                "   AND " STORE_IDLE_SINCE_OF ("i.") " < now() - make_interval (secs => $3::bigint)"
+                "   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.dedupe_key = 'expiring:idle:' || i.id || ':' || i.generation)"
+                " FOR UPDATE OF i SKIP LOCKED"
+                " ON CONFLICT (dedupe_key) DO NOTHING",
+                4, values, 0, &st, err, errlen);
+            idle_added = res ? strtoll (PQcmdTuples (res), NULL, 10) : 0;
+            PQclear (res);
+        }
+        mem_free (ids);
+        if (st == FR_OK && found >= FORECAST_IDLE_MAX) {
             /* more may be due: the turn is the next pass's, whichever worker makes it */
             res = run (se, "hand on the turn of the idle forecast",
                        "UPDATE forecast_turns SET ran_at = '-infinity' WHERE provider = $1 AND ran_by = $2", 2,
                        (const char *const []) { provider, se->worker_id }, 0, &st, err, errlen);
-            if (!res)
-                return st;
             PQclear (res);
         }
+        if (st == FR_OK) {
+            res = run (se, "commit the idle forecast", "COMMIT", 0, NULL, 0, &st, err, errlen);
+            PQclear (res);
+        }
+        if (st != FR_OK) {
+            rollback (se);
+            return st;
+        }
+        *added += idle_added;
     }
     if (grant_s > 0) {
         snprintf (a, sizeof a, "%lld", (long long) grant_s);

@@ -711,6 +711,65 @@ test_webhook_test (void **state)
     json_decref (r);
 }
 
+/* The idle forecast holds no integration's row lock for the length of its scan: the scan, made
+ * slow on a row that comes after an idle one (a row-level security policy whose function sleeps
+ * there, for the forecast's statement only), once locked the idle row it had passed until the
+ * statement ended, and a refresh, import or connect of it waited past its lock_timeout. Now an
+ * update of the idle row with a 100 ms lock_timeout goes through while the scan sleeps, and the
+ * forecast still writes its event. */
+static void
+test_idle_forecast_holds_no_lock_while_it_scans (void **state)
+{
+    import ("lockidle:box", "fakebox");
+    import ("lockslow:box", "fakebox");
+    assert_int_equal (harness_sql (h, "CREATE TABLE it_slow_switch (on_ boolean);"
+                                      " CREATE FUNCTION it_slow_scan (p_id text) RETURNS boolean LANGUAGE plpgsql"
+                                      " SECURITY DEFINER AS $$ BEGIN"
+                                      "  IF p_id = 'lockslow:box' AND current_query () LIKE '%expiring:idle:%'"
+                                      "     AND EXISTS (SELECT 1 FROM it_slow_switch) THEN PERFORM pg_sleep (0.7); END IF;"
+                                      "  RETURN true; END $$;"
+                                      " CREATE POLICY it_slow_scan ON integrations USING (it_slow_scan (id)) WITH CHECK (true);"
+                                      " ALTER TABLE integrations ENABLE ROW LEVEL SECURITY"), 0);
+    /* the idle row's forecast is taken already (its dedupe key) until the rows are in place */
+    const char *key = "'expiring:idle:' || id || ':' || generation";
+    char sql [1024];
+    snprintf (sql, sizeof sql, "INSERT INTO events (type, integration_id, provider, diagnosis, generation, dedupe_key)"
+              " SELECT 'expiring', id, provider, 'refresh_token_idle', generation, %s FROM integrations"
+              " WHERE id = 'lockidle:box'", key);
+    assert_int_equal (harness_sql (h, sql), 0);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET last_refresh_at = now() - interval '50 days',"
+                                      " created_at = now() - interval '50 days', connected_at = now() - interval '50 days'"
+                                      " WHERE id = 'lockidle:box'"), 0);
+    /* the sequential scan reaches the idle row first, then the slow one */
+    const char *order = "SELECT ((SELECT ctid FROM integrations WHERE id = 'lockidle:box')"
+                        " < (SELECT ctid FROM integrations WHERE id = 'lockslow:box'))::int";
+    for (int i = 0; i < 20 && harness_sql_int (h, order) != 1; i++)
+        assert_int_equal (harness_sql (h, "UPDATE integrations SET connected_at = connected_at"
+                                          " WHERE id = 'lockslow:box'"), 0);
+    assert_int_equal (harness_sql_int (h, order), 1);
+    assert_int_equal (harness_sql (h, "INSERT INTO it_slow_switch VALUES (true)"), 0);
+    snprintf (sql, sizeof sql, "UPDATE events SET dedupe_key = NULL WHERE dedupe_key = (SELECT %s FROM integrations"
+              " WHERE id = 'lockidle:box')", key);
+    assert_int_equal (harness_sql (h, sql), 0);
+    /* a forecast's scan sleeps on the slow row: the idle row may be locked by no one */
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                                         " AND query LIKE '%expiring:idle:%'", 1, 10000), 1);
+    int updated = harness_sql (h, "BEGIN; SET LOCAL lock_timeout = '100ms';"
+                                  " UPDATE integrations SET connected_at = connected_at WHERE id = 'lockidle:box'; COMMIT");
+    if (updated != 0)
+        assert_int_equal (harness_sql (h, "ROLLBACK"), 0);        /* the harness's session goes on */
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM events WHERE dedupe_key = (SELECT %s FROM integrations"
+              " WHERE id = 'lockidle:box')", key);
+    long long forecast = itest_wait_sql (h, sql, 1, 10000);
+    assert_int_equal (harness_sql (h, "ALTER TABLE integrations DISABLE ROW LEVEL SECURITY;"
+                                      " DROP POLICY it_slow_scan ON integrations; DROP FUNCTION it_slow_scan (text);"
+                                      " DROP TABLE it_slow_switch"), 0);
+    print_message ("an update of an idle row during the forecast's slow scan, lock_timeout 100 ms: %s\n",
+                   updated == 0 ? "went through" : "failed");
+    assert_int_equal (updated, 0);
+    assert_int_equal (forecast, 1);
+}
+
 /* Forecasts from the catalog: a refresh token idle for 50 of its provider's 60 days, a grant 7
  * days into a 7-day testing-mode limit; once per condition, and none for a fresh integration.
  * Then that grant dies, and doctor names the 7-day limit. */
@@ -1136,6 +1195,7 @@ main (void)
         cmocka_unit_test (test_failed_then_replayed),
         cmocka_unit_test (test_webhook_test),
         cmocka_unit_test (test_expiring_forecast),
+        cmocka_unit_test (test_idle_forecast_holds_no_lock_while_it_scans),
         cmocka_unit_test (test_policy_for_deployment_wide_ops),
         cmocka_unit_test (test_delivery_counts_do_not_read_delivered_rows),
         cmocka_unit_test (test_webhook_doctor_reads_no_failed_rows),
