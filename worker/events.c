@@ -336,8 +336,14 @@ fanout (lane_t *l, int late, int64_t started, int64_t deadline)
     since = (started - f->done_ms) / 1000 + WINDOW_MARGIN_S;
     if (since > WINDOW_MAX_S)
         return 1;                                   /* its catch-up took long: another, at once */
+    /* an integration's newer event waits for the row of an older one that committed late, as
+     * long as the next look for late commits, LATE_FANOUT_MS away at most, still reaches that
+     * one with room to spare; older ones do not hold it back (the order is kept for
+     * transactions up to that long) */
+    int64_t span = max_age_s < LATE_COMMIT_S ? max_age_s : LATE_COMMIT_S;
+    int64_t hold = span - 2 * LATE_FANOUT_MS / 1000;
     if (store_events_fanout (l->store, ep->name, ep->all_types ? NULL : (const char *const *) ep->types, ep->ntypes,
-                             since, &added, err, sizeof err) != FR_OK) {
+                             since, hold, &added, err, sizeof err) != FR_OK) {
         fanout_failed (l, err);
         return -1;
     }

@@ -322,26 +322,46 @@ store_events_fanned_age (store_events_t *se, const char *endpoint, int64_t *age_
     return st;
 }
 
+#define HOLD_SEQ_MARGIN_S 60     /* the fan-out's seq bound of the events that hold a newer one back */
+
 fr_status_t
 store_events_fanout (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,
-                     int64_t window_s, int64_t *added, char *err, size_t errlen)
+                     int64_t window_s, int64_t hold_s, int64_t *added, char *err, size_t errlen)
 {
     fr_status_t st;
-    char window [24];
+    char window [24], hold [24], bound [24];
     char *arr = types ? text_array (types, ntypes) : NULL;
     snprintf (window, sizeof window, "%lld", (long long) window_s);
-    const char *values [] = { endpoint, arr, window };
+    snprintf (hold, sizeof hold, "%lld", (long long) (hold_s > 0 ? hold_s : 0));
+    snprintf (bound, sizeof bound, "%lld", (long long) ((hold_s > 0 ? hold_s : 0) + HOLD_SEQ_MARGIN_S));
+    const char *values [] = { endpoint, arr, window, hold, bound };
     PGresult *res = run (se, "create event deliveries",
         "INSERT INTO event_deliveries (event_seq, endpoint, integration_id)"
         " SELECT e.seq, $1, e.integration_id FROM events e"
         " WHERE e.created_at > now() - make_interval (secs => $3::bigint)"
         "   AND (CASE WHEN e.type = 'test' THEN e.endpoint = $1 ELSE $2::text[] IS NULL OR e.type = ANY ($2::text[]) END)"
+        /* the claim orders an integration's queue by the rows there are: an older event whose
+         * transaction was open longer than the window (its time is its transaction's start) has
+         * none until the look for late commits, and its integration's newer event, given one
+         * here, went first. It waits for the older's row instead. Older events of this look are
+         * given theirs by this statement (the check does not see them), and those created before
+         * hold_s are not waited for; events_by_integration reads the integration's events of
+         * hold_s only, from a seq below which every event is older than hold_s (bar one whose
+         * transaction ran longer than the margin), found once by events_by_time */
+        "   AND NOT (e.integration_id IS NOT NULL AND EXISTS (SELECT 1 FROM events o"
+        "     WHERE o.integration_id = e.integration_id AND o.seq < e.seq"
+        "       AND o.seq > COALESCE ((SELECT b.seq FROM events b WHERE b.created_at <= now() - make_interval (secs => $5::bigint)"
+        "                              ORDER BY b.created_at DESC LIMIT 1), 0)"
+        "       AND o.created_at <= now() - make_interval (secs => $3::bigint)"
+        "       AND o.created_at > now() - make_interval (secs => $4::bigint)"
+        "       AND ($2::text[] IS NULL OR o.type = ANY ($2::text[]))"
+        "       AND NOT EXISTS (SELECT 1 FROM event_deliveries p WHERE p.event_seq = o.seq AND p.endpoint = $1)))"
         /* an event that has its delivery already is skipped by the conflict on the primary key,
          * one index probe each; a NOT EXISTS here let the planner pick a hash anti-join that read
          * every delivery the endpoint ever had (they are never deleted), at every pass */
         " ORDER BY e.seq"
         " ON CONFLICT DO NOTHING",
-        3, values, 0, &st, err, errlen);
+        5, values, 0, &st, err, errlen);
     *added = res ? strtoll (PQcmdTuples (res), NULL, 10) : 0;
     PQclear (res);
     mem_free (arr);

@@ -36,9 +36,13 @@ fr_status_t store_events_fanned_age (store_events_t *se, const char *endpoint, i
                                      size_t errlen) FR_MUSTCHECK;
 
 /* Creates the delivery rows of endpoint for the events of the last window_s seconds that want it
- * (types NULL: every type; test events only when addressed to it). *added: rows created. */
+ * (types NULL: every type; test events only when addressed to it). An event waits while an older
+ * event of its integration created within hold_s (beyond window_s: a transaction that committed
+ * late), which endpoint wants, has no row yet: the look for late commits gives it one, and this
+ * event its own after it. *added: rows created. */
 fr_status_t store_events_fanout (store_events_t *se, const char *endpoint, const char *const *types, size_t ntypes,
-                                 int64_t window_s, int64_t *added, char *err, size_t errlen) FR_MUSTCHECK;
+                                 int64_t window_s, int64_t hold_s, int64_t *added, char *err,
+                                 size_t errlen) FR_MUSTCHECK;
 
 /* A fan-out too long for one statement goes in steps of seqs (store_events_fanout_step): where
  * it starts (*after: every event created within lookback_s has a greater seq, unless its

@@ -173,6 +173,33 @@ test_periodic_fanout_reads_only_recent_events (void **state)
     assert_int_equal (wait_row (late, "delivered", 30000), 1);
 }
 
+/* An integration's events go in order even when the older one's transaction was open longer than
+ * the short look back (its time is its transaction's start): the older committed, then a newer
+ * one came from a later transaction. The short look gave the newer its row at once and the older
+ * none (it waited for the look for late commits, up to 30 s), and the claim, which orders only
+ * the rows there are, sent the newer first. Now the newer waits for the older's row. */
+static void
+test_late_commit_keeps_the_order (void **state)
+{
+    need_worker ();
+    long long older = harness_sql_int (h, "INSERT INTO events (type, integration_id, provider, diagnosis, created_at)"
+                                          " VALUES ('needs_reconnect', 'order:box', 'fakebox', 'needs_reconnect',"
+                                          " now () - interval '3 minutes') RETURNING seq");
+    long long newer = harness_sql_int (h, "INSERT INTO events (type, integration_id, provider, diagnosis)"
+                                          " VALUES ('reconnected', 'order:box', 'fakebox', 'healthy') RETURNING seq");
+    assert_true (older > 0 && newer > older);
+    assert_int_equal (wait_row (older, "delivered", 60000), 1);
+    assert_int_equal (wait_row (newer, "delivered", 30000), 1);
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT (o.delivered_at <= n.first_at)::int FROM event_deliveries o, event_deliveries n"
+              " WHERE o.event_seq = %lld AND o.endpoint = 'app' AND n.event_seq = %lld AND n.endpoint = 'app'",
+              older, newer);
+    long long in_order = harness_sql_int (h, sql);
+    print_message ("events: the older event (a late commit) delivered before the newer's first attempt: %s\n",
+                   in_order == 1 ? "yes" : "no");
+    assert_int_equal (in_order, 1);
+}
+
 /* A slow receiver's first attempt in flight is no retry: the claim counts the attempt before it
  * is sent, and the doctor counted every pending delivery with an attempt as "retrying" (and said
  * "retrying" of a healthy endpoint). A retry is an attempt after one that finished and failed. */
@@ -318,6 +345,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_periodic_fanout_reads_only_recent_events),
+        cmocka_unit_test (test_late_commit_keeps_the_order),
         cmocka_unit_test (test_doctor_calls_a_first_attempt_no_retry),
         cmocka_unit_test (test_failed_count_is_reported),
         cmocka_unit_test (test_counts_stop_at_their_cap),
