@@ -313,9 +313,14 @@ store_events_fanned_age (store_events_t *se, const char *endpoint, int64_t *age_
 {
     fr_status_t st;
     const char *values [] = { endpoint };
+    /* the endpoint's last entry of event_deliveries_by_endpoint_seq (migration 024), then its
+     * event by the primary key: joined, the planner walked the events backwards beside the
+     * deliveries, and before 024 the deliveries' primary key from the top down, through every
+     * newer delivery of the other endpoints (a statement timeout at some 30 million) */
     PGresult *res = run (se, "read the newest event fanned out",
-        "SELECT ceil (extract (epoch FROM now () - e.created_at))::bigint FROM event_deliveries d"
-        " JOIN events e ON e.seq = d.event_seq WHERE d.endpoint = $1 ORDER BY d.event_seq DESC LIMIT 1",
+        "SELECT ceil (extract (epoch FROM now () - e.created_at))::bigint FROM events e"
+        " WHERE e.seq = (SELECT d.event_seq FROM event_deliveries d WHERE d.endpoint = $1"
+        "                ORDER BY d.event_seq DESC LIMIT 1)",
         1, values, 1, &st, err, errlen);
     *age_s = res && PQntuples (res) == 1 ? strtoll (PQgetvalue (res, 0, 0), NULL, 10) : -1;
     PQclear (res);

@@ -111,6 +111,7 @@ static const char *const read_from [][2] = {
     { "event_deliveries", NULL }, { "event_deliveries", "event_deliveries_pkey" },
     { "event_deliveries", "event_deliveries_due" }, { "event_deliveries", "event_deliveries_queue" },
     { "event_deliveries", "event_deliveries_by_endpoint" },
+    { "event_deliveries", "event_deliveries_by_endpoint_seq" },
 };
 #define NREAD (sizeof read_from / sizeof read_from [0])
 
@@ -198,6 +199,77 @@ test_late_commit_keeps_the_order (void **state)
     print_message ("events: the older event (a late commit) delivered before the newer's first attempt: %s\n",
                    in_order == 1 ? "yes" : "no");
     assert_int_equal (in_order, 1);
+}
+
+/* An endpoint with rare events starts: the newest event it was given (its thread's first read)
+ * was read from the top of the deliveries' primary key (event_seq, endpoint) down, through every
+ * newer delivery of the other endpoints, joined to the events backwards as well: 60,000 newer
+ * deliveries here, 1 million took 155 ms, some 30 million went past the statement timeout, and
+ * the endpoint never fanned out again. Counted in index entries and rows read while a worker
+ * with that endpoint only starts and sends one new event. */
+static void
+test_rare_endpoint_start_reads_its_own_rows (void **state)
+{
+    /* its 600 deliveries of two hours ago, then 60,000 newer ones of another endpoint, of events
+     * older than the first look's max age (created in seq order: the look starts past them) */
+    assert_int_equal (harness_sql (h, "WITH e AS (INSERT INTO events (type, integration_id, provider, diagnosis, created_at)"
+                                      " SELECT 'disconnected', 'rare:box', 'fakebox', 'revoked', now () - interval '2 hours'"
+                                      " FROM generate_series (1, 600) RETURNING seq)"
+                                      " INSERT INTO event_deliveries (event_seq, endpoint, integration_id, state, attempts,"
+                                      " first_at, last_attempt_at, last_status, delivered_at) SELECT seq, 'rare', 'rare:box',"
+                                      " 'delivered', 1, now (), now (), 200, now () FROM e"), 0);
+    assert_int_equal (harness_sql (h, "WITH e AS (INSERT INTO events (type, diagnosis, endpoint, created_at)"
+                                      " SELECT 'test', 'healthy', 'other', now () - interval '2 days' + g * interval '1 ms'"
+                                      " FROM generate_series (1, 60000) g ORDER BY g RETURNING seq)"
+                                      " INSERT INTO event_deliveries (event_seq, endpoint, state, attempts, first_at,"
+                                      " last_attempt_at, last_status, delivered_at) SELECT seq, 'other', 'delivered', 1,"
+                                      " now (), now (), 200, now () FROM e"), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE events"), 0);
+    assert_int_equal (harness_sql (h, "ANALYZE event_deliveries"), 0);
+    if (harness_worker_running (h, "w1"))
+        assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    char path [512], text [1024], secret [512];
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    snprintf (path, sizeof path, "%s/webhooks-rare.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"rare\", \"url\": \"http://127.0.0.1:%d/hooks\", "
+              "\"secret_file\": \"%s\", \"events\": [\"disconnected\"]}]}", receiver_port (), secret);
+    itest_write_file (path, text);
+    sleep (2);                      /* what was read before is reported by now */
+    /* the primary key's pages too: the entries of other endpoints that a scan passes over
+     * inside the index are not counted as read */
+    const char *pages = "SELECT idx_blks_hit + idx_blks_read FROM pg_statio_user_indexes"
+                        " WHERE indexrelname = 'event_deliveries_pkey'";
+    long long before [NREAD], after [NREAD], read = 0, pages_before = harness_sql_int (h, pages);
+    reads (before);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    int started = harness_start_worker (h, "wrare");
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", hooks_path);
+    assert_int_equal (started, 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    long long seq = harness_sql_int (h, "INSERT INTO events (type, integration_id, provider, diagnosis)"
+                                        " VALUES ('disconnected', 'rare:box', 'fakebox', 'revoked') RETURNING seq");
+    char sql [512];
+    snprintf (sql, sizeof sql, "SELECT count(*) FROM event_deliveries WHERE event_seq = %lld AND endpoint = 'rare'"
+              " AND state = 'delivered'", seq);
+    assert_int_equal (itest_wait_sql (h, sql, 1, 30000), 1);
+    /* a session reports what it read when it ends, or up to 10 s later while it is idle */
+    assert_int_equal (harness_stop_worker (h, "wrare"), 0);
+    sleep (2);
+    reads (after);
+    long long pages_read = harness_sql_int (h, pages) - pages_before;
+    for (size_t i = 0; i < NREAD; i++) {
+        read += after [i] - before [i];
+        print_message ("events: %lld read from %s %s\n", after [i] - before [i], read_from [i][0],
+                       read_from [i][1] ? read_from [i][1] : "(sequential scans)");
+    }
+    print_message ("events: a worker with an endpoint of rare events started and sent one, reading %lld entries"
+                   " and rows, with 60,000 newer deliveries of another endpoint\n", read);
+    print_message ("events: and %lld pages of the deliveries' primary key (60,000 entries are some 230)\n",
+                   pages_read);
+    if (read >= 6000)
+        fail_msg ("the start read the events of the other endpoint's deliveries (%lld entries)", read);
+    if (pages_read >= 150)
+        fail_msg ("the start read the other endpoint's deliveries (%lld pages)", pages_read);
 }
 
 /* A slow receiver's first attempt in flight is no retry: the claim counts the attempt before it
@@ -350,6 +422,7 @@ main (void)
         cmocka_unit_test (test_failed_count_is_reported),
         cmocka_unit_test (test_counts_stop_at_their_cap),
         cmocka_unit_test (test_endpoints_file_error_quotes_nothing),
+        cmocka_unit_test (test_rare_endpoint_start_reads_its_own_rows),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
