@@ -7,8 +7,9 @@ newline or spaces around the key are fine.
 
 Each key may be given as the Z85 text (``str`` or ``bytes`` of 40 characters), as the 32 raw
 bytes, or as a path to its file (``os.PathLike``, or a ``str`` that is not a 40-character key).
-A ``str`` that names an existing file, ends with ``.key`` or ``.pub``, or whose folder exists
-is always a path, even when it is 40 characters of Z85.
+A ``str`` of 40 valid Z85 characters is always the key, even when it looks like a path (a key
+may hold "/" and "."); give such a path as a ``pathlib.Path``. Error messages never show text
+that could be a key, even as a file's name.
 
 Without key arguments the client reads its keys as ferrulectl and the C client do
 (common/curve.c): the files named by ``FERRULE_CURVE_SECRET_KEY_FILE`` and
@@ -53,39 +54,38 @@ def _looks_z85(text: bytes) -> bool:
 _Z85_ALPHABET = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#")
 
 
-def _names_a_file(text: str) -> bool:
-    """True when text is meant as a path though it may be Z85: it ends with .key or .pub (as
-    "ferrulectl keygen" names files), or its folder exists. Not any text with a "/": Z85 has that
-    character, and a third of all keys hold one. A folder of only slashes does not count either,
-    as a key that starts with "/" would then be a path."""
-    folder = os.path.dirname(text)
-    return text.endswith((".key", ".pub")) or (folder.strip("/") != "" and os.path.isdir(folder))
+def _could_be_a_key(text: str) -> bool:
+    """True when text, stripped of spaces and quotes, is 36 to 44 characters of Z85's alphabet: a
+    key, or a key mistyped (quoted, a character short or over). Such text is never shown."""
+    text = text.strip().strip("'\"")
+    return Z85_KEY_LEN - 4 <= len(text) <= Z85_KEY_LEN + 4 and all(c in _Z85_ALPHABET for c in text)
 
 
-def _shown_path(source: KeySource) -> str:
-    """How an error names a key's file: its path, unless the text given may be a mistyped key
-    (quoted, a character short or over), which the error would then show."""
+def _shown_path(source: "str | os.PathLike[str]") -> str:
+    """How an error names a key's file: its path, unless that text could be a key or a mistyped
+    one (whether given as a str or a path object), which the error would then show."""
     path = os.fspath(source)
-    if isinstance(source, str):
-        text = path.strip().strip("'\"")
-        if Z85_KEY_LEN - 4 <= len(text) <= Z85_KEY_LEN + 4 and all(c in _Z85_ALPHABET for c in text) \
-                and not _names_a_file(text):
-            return "the text given (not shown: it may be a mistyped key)"
+    if _could_be_a_key(path):
+        return "the text given (not shown: it could be a key)"
     return f"\"{path}\""
 
 
 def load_key(source: KeySource, what: str) -> bytes:
     """The key as 40 bytes of Z85. ``what`` names it in error messages (never its value). A
-    ``str`` that names an existing file, ends with .key or .pub, or whose folder exists is read
-    as a path even if it could be a key."""
+    ``str`` that is 40 characters of valid Z85 (spaces around it aside) is the key itself, whatever
+    it looks like; one that also names an existing file is refused as ambiguous. Any other ``str``,
+    and an ``os.PathLike``, is the path of the key's file."""
     if isinstance(source, bytes):
         if len(source) == RAW_KEY_LEN:
             return bytes(zmq.utils.z85.encode(source))  # type: ignore[no-untyped-call]
         if _looks_z85(source.strip()):
             return source.strip()
         raise ValueError(f"the {what} is neither 40 characters of Z85 nor 32 raw bytes")
-    if isinstance(source, str) and _looks_z85(source.strip().encode("ascii", "replace")) \
-            and not os.path.isfile(source) and not _names_a_file(source.strip()):
+    if isinstance(source, str) and _looks_z85(source.strip().encode("ascii", "replace")):
+        if os.path.isfile(source) or os.path.isfile(source.strip()):
+            raise ValueError(f"the {what} given is both 40 characters of Z85 and the name of an "
+                             f"existing file (neither shown): give the key as bytes, or the file "
+                             f"as a pathlib.Path")
         return source.strip().encode("ascii")
     if isinstance(source, (str, os.PathLike)):
         return read_key_file(source, what)

@@ -65,27 +65,58 @@ def test_bad_keys_are_refused_without_showing_them(keyfiles, tmp_path):
             CurveKeys.load(server_pub, typo)
         assert client_sec.decode()[:20] not in str(info.value), str(info.value)
         assert "not shown" in str(info.value)
-    # a path of that length, in a folder that exists, is still named
+    # text of that length is never shown, even as a path: it could be a mistyped key
     path = "/tmp/" + "k" * 34                         # 39 characters, all of Z85's alphabet
     with pytest.raises(ValueError, match="could not read") as info:
         CurveKeys.load(server_pub, path)
-    assert path in str(info.value)
+    assert path not in str(info.value) and "not shown" in str(info.value)
 
 
-def test_a_key_path_of_forty_z85_characters_is_read_as_a_path(keyfiles, tmp_path, monkeypatch):
-    # a path that is 40 characters of Z85, whose file is missing, was taken for the key itself:
-    # the client then used its name as a key, and the broker refused it with a misleading reason
-    server_pub, _, _, client_sec, _ = keyfiles
-    path = "/tmp/" + "k" * 35                           # a folder that exists
-    assert len(path) == 40
-    with pytest.raises(ValueError, match="could not read") as info:
-        CurveKeys.load(server_pub, path)
-    assert path in str(info.value)
+def _key_starting_with(prefix: str) -> str:
+    """A valid Z85 secret key (40 characters) that starts with prefix."""
+    for _ in range(1000):
+        _, secret = zmq.curve_keypair()
+        text = prefix + secret.decode()[len(prefix):]
+        try:
+            zmq.utils.z85.decode(text.encode())
+        except Exception:
+            continue
+        return text
+    raise AssertionError("no key found")
+
+
+def test_a_key_whose_folder_part_exists_is_a_key_and_never_shown(keyfiles, tmp_path, monkeypatch):
+    # a key such as "./abc..." or "../abc..." with no later "/" (1 key in about 11,000) was read
+    # as a path because its "folder" exists, and the error quoted it: the secret in the message
+    server_pub, _, _, _, _ = keyfiles
     monkeypatch.chdir(tmp_path)
-    for name in ("k" * 36 + ".key", "k" * 36 + ".pub"):    # as keygen names them, in no folder
-        with pytest.raises(ValueError, match="could not read") as info:
+    for prefix in ("./", "../", "/tmp/"):
+        key = _key_starting_with(prefix)
+        keys = CurveKeys.load(server_pub, key)
+        assert keys.client_secret == key.encode()
+        assert keys.client_public == zmq.curve_public(key.encode())
+    # as a pathlib.Path it is a path; its name, which could be a key, is never shown
+    key = _key_starting_with("./")
+    with pytest.raises(ValueError, match="could not read") as info:
+        CurveKeys.load(server_pub, __import__("pathlib").Path(key))
+    assert key[2:] not in str(info.value) and "not shown" in str(info.value)
+
+
+def test_forty_z85_characters_are_a_key_even_when_they_look_like_a_path(keyfiles, tmp_path, monkeypatch):
+    # any 40 characters of valid Z85 are a key (as text: a pathlib.Path is always a path); one
+    # that also names an existing file is refused as ambiguous, naming neither
+    server_pub, _, _, client_sec, _ = keyfiles
+    path = "/tmp/" + "k" * 35
+    assert len(path) == 40
+    assert load_key(path, "k") == path.encode()
+    monkeypatch.chdir(tmp_path)
+    for name in ("k" * 36 + ".key", "k" * 36 + ".pub"):
+        assert load_key(name, "k") == name.encode()
+        (tmp_path / name).write_bytes(client_sec + b"\n")
+        with pytest.raises(ValueError, match="both") as info:
             load_key(name, "client's secret key")
-        assert name in str(info.value)
+        assert name not in str(info.value)
+        assert load_key(tmp_path / name, "k") == client_sec
     # a key holding "/" (a third of all keys do), even first, is still a key
     for key in ("0" * 20 + "/" + "0" * 19, "/" + "0" * 39):
         assert load_key(key, "k") == key.encode()
