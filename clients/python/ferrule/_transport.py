@@ -149,6 +149,10 @@ class _Send:
     until: float
 
 
+class Closed(RuntimeError):
+    """A command for a transport already closed."""
+
+
 class Transport:
     def __init__(self, endpoints: list[str], keys: CurveKeys | None) -> None:
         self.endpoints = list(endpoints)
@@ -192,7 +196,7 @@ class Transport:
         # under the lock, so that the pipe cannot be closed (and its number reused) meanwhile
         with self._lock:
             if self._closed:
-                raise RuntimeError("the ferrule client is closed")
+                raise Closed("the ferrule client is closed")
             self._commands.append((kind, payload))
             if wake:
                 self._wake()

@@ -367,9 +367,19 @@ class _Call:
         self.attempt_no = 0
         self.live_rid = self.call.rid               # the rid the attempt in flight sent
         self.late: dict[str, Any] | None = None     # a retryable error to an attempt given up on
+        # an attempt handed to the I/O thread that it has not yet said was sent or not: if the
+        # thread fails meanwhile, it may have been sent
+        self.in_doubt = False
 
     def run(self) -> dict[str, Any]:
-        reply = self._attempts()
+        try:
+            reply = self._attempts()
+        except _Interrupted as e:
+            # closed, or the I/O thread failed: a change that was (or may have been) sent may
+            # have been carried out, so it is not "not sent, send it again" (Unavailable)
+            if not self.idempotent and (self.sent_any or (e.kind == "failed" and self.in_doubt)):
+                return self._outcome_unknown(_local_error(self.call.rid, "timeout", _INTERRUPTED[e.kind], ""))
+            raise wire_closed(e.kind, self.call.rid) from None
         if not self.idempotent and self.sent_any and reply.get("ok") is not True \
                 and _error_code(reply) == "timeout":
             return self._outcome_unknown(reply)
@@ -436,7 +446,7 @@ class _Call:
         except queue.Empty:
             return None
         if event[0] in ("closed", "failed"):
-            raise wire_closed(event[0], self.call.rid)
+            raise _Interrupted(event[0])
         return event
 
     def _kept_as_late(self, reply: dict[str, Any], answered: str | None) -> bool:
@@ -456,7 +466,13 @@ class _Call:
         # a retry goes to the broker after the one this call last sent to: the client's round
         # robin moves with every other thread's calls too, and could lead back to the same one
         preferred = (self.last_socket + 1) % len(self.t.endpoints) if self.sent_any else self.t.next_broker
-        self.t.send(self.call, self.attempt_no, preferred, send_until, until)
+        try:
+            self.t.send(self.call, self.attempt_no, preferred, send_until, until)
+        except wire.Closed:
+            if self.attempt_no == 1:
+                raise                               # a call on a client already closed
+            raise _Interrupted("closed") from None  # closed between two attempts
+        self.in_doubt = True
         sent: bool | None = None                    # the I/O thread always says which, by send_until
         while True:
             event = self._next_event(until if sent is not None else None)
@@ -468,7 +484,9 @@ class _Call:
                 self.last_socket = b
                 if a == self.attempt_no:
                     sent = True
+                    self.in_doubt = False
             elif kind == "not_sent" and a == self.attempt_no:
+                self.in_doubt = False
                 return ("not_sent", None)
             elif kind == "reply" and not self._kept_as_late(a, b):
                 return ("reply", a)
@@ -536,6 +554,19 @@ class _Call:
         message = f"{why}: the outcome of the \"{self.call.op}\" request is unknown"
         hint = f"the request may have been carried out: check {where} before retrying"
         return dict(reply, error=dict(error, message=message, hint=hint))
+
+
+class _Interrupted(Exception):
+    """The client was closed ("closed") or its I/O thread failed ("failed") during a call."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+_INTERRUPTED = {"closed": "the client was closed while the request was in flight",
+                "failed": "the client's I/O thread failed while the request was in flight (the "
+                          "log of the \"ferrule\" logger has details)"}
 
 
 def wire_closed(kind: str, rid: str) -> FerruleError:

@@ -603,6 +603,71 @@ def test_closing_the_client_answers_the_calls_in_flight(scripted):
     assert "closed" in errors[0].message
 
 
+def test_closing_the_client_leaves_a_change_in_flight_of_unknown_outcome(scripted):
+    # a refresh (sent once: not safe to resend) that was sent when close() came raised
+    # Unavailable, which says "not carried out, send it again": the broker may have done it
+    a = scripted(lambda req, n: None)                       # never answers
+    c = ferrule.Client(a.endpoint, plaintext=True, timeout=30)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            c.refresh("acct:x")
+        except BaseException as e:
+            errors.append(e)
+    t = threading.Thread(target=run)
+    t.start()
+    while not a.requests:
+        time.sleep(0.01)
+    c.close()
+    t.join(timeout=10)
+    assert not t.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], ferrule.Timeout), repr(errors[0])
+    assert "closed" in errors[0].message and "outcome" in errors[0].message
+    assert "unknown" in errors[0].message and "check" in (errors[0].hint or "")
+
+
+def _break_the_io_thread(c: ferrule.Client) -> None:
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in the I/O thread")
+    c._transport._deliver = broken                          # the next reply makes it fail
+
+
+def test_a_failed_io_thread_leaves_a_change_it_sent_of_unknown_outcome(scripted):
+    a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="2030-01-01T00:00:00Z",
+                                    generation=1, refreshed=True)])
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=10) as c:
+        _break_the_io_thread(c)
+        with pytest.raises(ferrule.Timeout) as info:
+            c.refresh("acct:x")
+        assert "outcome" in info.value.message and "unknown" in info.value.message
+        assert "I/O thread" in info.value.message
+    # a read is safe to send again: still Internal
+    b = scripted(lambda req, n: [ok(req, service="ferrule")])
+    with ferrule.Client(b.endpoint, plaintext=True, timeout=10) as c:
+        _break_the_io_thread(c)
+        with pytest.raises(ferrule.Internal):
+            c.ping()
+
+
+def test_closing_the_client_between_two_attempts_of_a_read_raises_unavailable(scripted):
+    # send() of the second attempt met the closed client and raised a bare RuntimeError
+    a = scripted(lambda req, n: [fail(req, "unavailable", "not now")])
+    c = ferrule.Client(a.endpoint, plaintext=True, timeout=10)
+    transport = c._transport
+    original = transport.send
+
+    def close_first(call, attempt, *args):
+        if attempt == 2:
+            transport.close()
+        return original(call, attempt, *args)
+    transport.send = close_first
+    with pytest.raises(ferrule.Unavailable) as info:
+        c.ping()
+    assert "closed" in info.value.message
+    c.close()
+
+
 @pytest.mark.parametrize("missing", ["access_token", "expires_at", "generation", "refreshed"])
 def test_token_reply_without_a_promised_key_is_malformed(scripted, missing):
     fields = {"access_token": "t", "expires_at": "2030-01-01T00:00:00Z", "generation": 3, "refreshed": False}
