@@ -9,7 +9,7 @@ upstream API answers 401, the helper tells Ferrule that this token was rejected
 (``client.token(integration, reject=old)``: Ferrule refreshes it away, or hands out the newer
 token another caller already got) and sends the request once more with the new token. A second
 401 is returned as it is: then the problem is not a stale token. A request whose body cannot be
-sent twice (a generator) is not retried.
+sent twice (a generator, a pipe or a socket) is sent once and not retried.
 
 A redirect to another origin (host, port or scheme) loses the token, as ``requests`` takes the
 ``Authorization`` header off it; the helper does not put one back, and does not act on that
@@ -64,9 +64,7 @@ class FerruleAuth(AuthBase):
     def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
         r.headers["Authorization"] = "Bearer " + self._token()
         body = r.body
-        # a file-like body must be rewound before it is sent again
-        position = body.tell() if hasattr(body, "tell") and hasattr(body, "seek") else None
-        setattr(r, "_ferrule_body_position", position)
+        setattr(r, "_ferrule_body_position", _position(body))
         r.register_hook("response", self._on_response)
         return r
 
@@ -116,3 +114,17 @@ class FerruleAuth(AuthBase):
         second.request = retry
         self._report_scope(second)                 # the adapter runs no hooks for it
         return second
+
+
+def _position(body: Any) -> int | None:
+    """Where a file-like body starts, to rewind it before it is sent again; None when it cannot
+    be (no tell and seek, or a pipe's or socket's, whose tell raises): sent once, not retried."""
+    if not (hasattr(body, "tell") and hasattr(body, "seek")):
+        return None
+    try:
+        if hasattr(body, "seekable") and not body.seekable():
+            return None
+        position = body.tell()
+    except (OSError, ValueError):
+        return None
+    return position if isinstance(position, int) else None

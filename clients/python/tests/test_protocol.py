@@ -668,6 +668,59 @@ def test_closing_the_client_between_two_attempts_of_a_read_raises_unavailable(sc
     c.close()
 
 
+def test_requests_auth_sends_a_pipe_body_once(scripted):
+    # FerruleAuth called tell() on any body with tell and seek: a pipe's raises OSError (Illegal
+    # seek), and the request was never sent; its docstring says such a body is sent, not retried
+    import http.server
+    import os
+    import requests
+    from ferrule.requests_auth import FerruleAuth
+    received: list[bytes] = []
+
+    class Upstream(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                data = b""
+                while True:
+                    size = int(self.rfile.readline().strip() or b"0", 16)
+                    if size == 0:
+                        self.rfile.readline()
+                        break
+                    data += self.rfile.read(size)
+                    self.rfile.readline()
+            else:
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            received.append(data)
+            status = 401 if self.headers.get("Authorization") == "Bearer stale" else 200
+            self.send_response(status)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args) -> None:
+            pass
+    tokens = iter(["fresh", "stale"])
+    a = scripted(lambda req, n: [ok(req, access_token=next(tokens), expires_at="2099-01-01T00:00:00Z",
+                                    generation=1, refreshed=False)])
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        with ferrule.Client(a.endpoint, plaintext=True, timeout=5) as c:
+            for expected in (200, 401):               # a 401 is returned, not retried
+                r, w = os.pipe()
+                os.write(w, b"hello")
+                os.close(w)
+                with os.fdopen(r, "rb") as body:
+                    response = requests.post(url, data=body, auth=FerruleAuth(c, "acct:x"), timeout=5)
+                assert response.status_code == expected
+                assert received[-1] == b"hello"
+        assert len(received) == 2 and len(a.requests) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.mark.parametrize("missing", ["access_token", "expires_at", "generation", "refreshed"])
 def test_token_reply_without_a_promised_key_is_malformed(scripted, missing):
     fields = {"access_token": "t", "expires_at": "2030-01-01T00:00:00Z", "generation": 3, "refreshed": False}
