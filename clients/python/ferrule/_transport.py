@@ -162,8 +162,7 @@ class Transport:
         # when nothing could be sent, as the C client does (common/client.c)
         self._monitors: list[zmq.Socket[Any] | None] = []
         self._refusals: list[str | None] = []
-        self._monitor_lock = threading.Lock()
-        self._drained = 0.0                        # when the monitors were last read to their end
+        self._monitor_lock = threading.Lock()      # guards _refusals
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
         self._closed = False
         self._lock = threading.Lock()              # guards _closed and the wake pipe
@@ -211,8 +210,8 @@ class Transport:
         """sock's handshake events, or None (a refusal is then told as a broker not reached).
         libzmq sends them from its I/O thread with a blocking send: a pair at its high-water
         mark would stop that thread, and the socket would never reconnect, even once the broker
-        takes the key. So the pair's queue is unbounded, and it is read to its end at least once
-        a second while calls are made (send)."""
+        takes the key. So the pair's queue is unbounded, and the I/O thread (the only one that
+        touches it) reads it as events come, calls or none: it holds few at any time."""
         addr = f"inproc://ferrule-monitor-{id(sock):x}"
         try:
             sock.monitor(addr, zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -233,9 +232,6 @@ class Transport:
              until: float) -> None:
         """Sends an attempt; the first one also registers the call, whose replies are then
         delivered until finish()."""
-        if now() - self._drained >= 1.0:
-            for i in range(len(self.endpoints)):
-                self.handshake_failure(i)
         self._post("send", _Send(call, attempt, preferred, now(), send_until, until))
 
     def finish(self, call: Call) -> None:
@@ -313,6 +309,9 @@ class Transport:
             wake_at = nxt if wake_at is None else min(wake_at, nxt)
         for i, sock in enumerate(self._sockets):
             items.append((sock, zmq.POLLIN | (zmq.POLLOUT if want_out[i] else 0)))
+        monitors = [(i, m) for i, m in enumerate(self._monitors) if m is not None]
+        for _, monitor in monitors:
+            items.append((monitor, zmq.POLLIN))
         timeout = -1 if wake_at is None else max(0, int((wake_at - t) * 1000) + 1)
         ready: dict[Any, int] = dict(zmq.zmq_poll(items, timeout))
 
@@ -337,6 +336,10 @@ class Transport:
                 stop = True
         if stop:
             return True
+
+        for i, monitor in monitors:
+            if ready.get(monitor, 0) & zmq.POLLIN:
+                self._read_monitor(i, monitor)
 
         for i, sock in enumerate(self._sockets):
             if ready.get(sock, 0) & zmq.POLLIN:
@@ -385,31 +388,33 @@ class Transport:
     def handshake_failure(self, i: int) -> str | None:
         """Why the handshake with broker i failed, as far as its monitor said: "forbidden" (the
         broker refused this client's key), "configuration" (the two sides use different
-        security, or the broker's public key is wrong), or None. Safe from any caller thread."""
+        security, or the broker's public key is wrong), or None. Safe from any caller thread:
+        the I/O thread reads the monitors (_read_monitor)."""
         with self._monitor_lock:
-            self._drained = now()
-            monitor = self._monitors[i] if i < len(self._monitors) else None
-            if monitor is None or self._closed:
-                return self._refusals[i] if i < len(self._refusals) else None
-            # to its end: a success clears what failed before, and a refused key outweighs a
-            # failure without detail (as in the C client)
-            while True:
-                try:
-                    frames = monitor.recv_multipart(zmq.NOBLOCK)
-                except zmq.ZMQError:
-                    break
-                if frames and len(frames[0]) == 6:
-                    event = int.from_bytes(frames[0][:2], "little")
-                    if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                        self._refusals[i] = None           # what failed before is over
-                    elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                        self._refusals[i] = "forbidden"
-                    elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL) \
-                            and self._refusals[i] != "forbidden":
-                        # a mechanism mismatch, or a broker that closed the connection in the
-                        # handshake (as one does for a plaintext client, or a wrong server key)
-                        self._refusals[i] = "configuration"
-            return self._refusals[i]
+            return self._refusals[i] if i < len(self._refusals) else None
+
+    def _read_monitor(self, i: int, monitor: zmq.Socket[Any]) -> None:
+        """Reads broker i's handshake events to their end (in the I/O thread): a success clears
+        what failed before, and a refused key outweighs a failure without detail (as in the C
+        client)."""
+        while True:
+            try:
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.ZMQError:
+                break
+            if not (frames and len(frames[0]) == 6):
+                continue
+            event = int.from_bytes(frames[0][:2], "little")
+            with self._monitor_lock:
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._refusals[i] = None               # what failed before is over
+                elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    self._refusals[i] = "forbidden"
+                elif event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL) \
+                        and self._refusals[i] != "forbidden":
+                    # a mechanism mismatch, or a broker that closed the connection in the
+                    # handshake (as one does for a plaintext client, or a wrong server key)
+                    self._refusals[i] = "configuration"
 
     @property
     def next_broker(self) -> int:

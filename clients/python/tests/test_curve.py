@@ -190,6 +190,24 @@ def test_wrong_server_key_never_connects(scripted, keyfiles):
     assert b.requests == []
 
 
+def test_an_idle_client_reads_its_handshake_failures_as_they_come(scripted, keyfiles):
+    # the monitors' queues (unbounded, as libzmq must never block on them) were read only by
+    # calls: a client with a wrong broker key that made none piled up ~10 events a second
+    # forever. The I/O thread reads them as they come, and a call still says why it failed.
+    _, server_sec, _, _, _ = keyfiles
+    wrong_pub, _ = zmq.curve_keypair()
+    b = scripted(lambda req, n: [ok(req, service="ferrule")], curve_secret_key=server_sec)
+    with ferrule.Client(b.endpoint, timeout=2, server_public_key=wrong_pub) as c:
+        import time
+        deadline = time.monotonic() + 5
+        while c._transport._refusals[0] is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c._transport._refusals[0] == "configuration"      # read with no call made
+        with pytest.raises(ferrule.Configuration):
+            c.ping()
+    assert b.requests == []
+
+
 def test_plaintext_client_cannot_talk_to_a_curve_broker(scripted, keyfiles):
     _, server_sec, _, _, _ = keyfiles
     b = scripted(lambda req, n: [ok(req)], curve_secret_key=server_sec)
