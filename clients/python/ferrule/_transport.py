@@ -426,7 +426,9 @@ class Transport:
     def _deliver(self, i: int, frames: list[bytes], calls: dict[str, Call],
                  outstanding: list[_Waiting]) -> None:
         reason = ""
-        code = "malformed_frame"
+        # a reply this client cannot read is the service's fault, not the request's (not
+        # malformed_frame, which says "fix the request")
+        code = "internal"
         reply: Any = None
         if len(frames) != 3:
             reason = f"{len(frames)} frames instead of 3"
@@ -503,9 +505,10 @@ class Transport:
 
 
 def _synthesized(rid: str, code: str, endpoint: str, reason: str) -> dict[str, Any]:
-    return {"rid": rid, "ok": False, "error": {
+    """The error a reply this client cannot read stands for. "unreadable" tells the caller
+    (client._Call) that the request may have been carried out all the same."""
+    return {"rid": rid, "ok": False, "unreadable": True, "error": {
         "code": code,
         "message": f"broker \"{endpoint}\" sent a malformed reply: {reason}",
         "hint": "the broker does not speak this client's protocol (FRL1): check that the "
                 "endpoint is a Ferrule broker's frontend and that versions match"}}
-

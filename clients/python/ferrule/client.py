@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, cast
 
 from . import _transport as wire
 from .curve import KeySource, keys_from_arguments
-from .errors import (FerruleError, Internal, MalformedFrame, TooLarge, Unavailable,
+from .errors import (FerruleError, Internal, TooLarge, Unavailable,
                      error_from_reply)
 from .types import (CallbackResult, ChainEntry, ConnectStart, Diagnosis, DisconnectResult,
                     Integration, Ping, Token)
@@ -155,14 +155,15 @@ def _check_limits(request: Mapping[str, Any], op: str) -> None:
 
 
 def _parse_time(value: Any) -> datetime | None:
+    """value as an aware datetime; ValueError saying why not."""
     if value is None:
         return None
     if not isinstance(value, str):
-        raise MalformedFrame("the reply's \"expires_at\" is not a string")
+        raise ValueError("the reply's \"expires_at\" is not a string")
     try:
         t = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise MalformedFrame("the reply's \"expires_at\" is not an RFC 3339 time") from None
+        raise ValueError("the reply's \"expires_at\" is not an RFC 3339 time") from None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
@@ -239,11 +240,12 @@ class Client:
             args["require_scopes"] = _str_list(require_scopes, "require_scopes")
         if reject is not None:
             args["reject"] = reject
-        return _token(self.call("token", args, timeout=timeout))
+        return _token(self.call("token", args, timeout=timeout), "token", integration)
 
     def refresh(self, integration: str, *, timeout: float | None = None) -> Token:
         """Refreshes the access token now, whatever its remaining life (sent once)."""
-        return _token(self.call("refresh", {"integration": integration}, timeout=timeout))
+        return _token(self.call("refresh", {"integration": integration}, timeout=timeout), "refresh",
+                      integration)
 
     def status(self, integration: str, *, timeout: float | None = None) -> Integration:
         """The integration map: provider, status, generation, expiry, last error, ..."""
@@ -313,7 +315,7 @@ class Client:
         if api_base_url is not None:
             args["api_base_url"] = api_base_url
         reply = self.call("import", args, timeout=timeout)
-        return cast(Integration, _field(reply, "integration", dict, "import"))
+        return cast(Integration, _field(reply, "integration", dict, "import", integration))
 
     def report_scope(self, integration: str, *, scope: str | None = None,
                      www_authenticate: str | None = None,
@@ -381,7 +383,7 @@ class _Call:
                 return self._outcome_unknown(_local_error(self.call.rid, "timeout", _INTERRUPTED[e.kind], ""))
             raise wire_closed(e.kind, self.call.rid) from None
         if not self.idempotent and self.sent_any and reply.get("ok") is not True \
-                and _error_code(reply) == "timeout":
+                and (_error_code(reply) == "timeout" or reply.get("unreadable") is True):
             return self._outcome_unknown(reply)
         return reply
 
@@ -539,7 +541,7 @@ class _Call:
 
     def _outcome_unknown(self, reply: dict[str, Any]) -> dict[str, Any]:
         """A ``timeout`` answering a call that is not idempotent, the broker's or the client's
-        own: the request may have been carried out all the same, so retrying it blindly could do
+        own, or a reply the client could not read (``internal``): the request may have been carried out all the same, so retrying it blindly could do
         it twice. The message keeps why (the service's reason) and says the outcome is unknown;
         the hint says to check first (as common/client.c's outcome_unknown)."""
         error = reply.get("error")
@@ -604,21 +606,36 @@ def _str_list(values: Iterable[str], name: str) -> list[str]:
     return out
 
 
-def _field(reply: Mapping[str, Any], key: str, kind: type, op: str) -> Any:
-    """reply[key] of a success reply when it is a kind; MalformedFrame (a FerruleError with its
+def _service_fault(reply: Mapping[str, Any], op: str, message: str,
+                   integration: Any = None) -> Internal:
+    """Internal for a success reply that lacks what the protocol promises: the request was fine
+    (not MalformedFrame, "fix the request"), and a change (an operation sent once) may have been
+    carried out, which the message says, as _Call._outcome_unknown does."""
+    rid = reply.get("rid") if isinstance(reply.get("rid"), str) else None
+    if op in IDEMPOTENT:
+        hint = ("the service's reply is not what docs/protocol.md promises: check that the client's "
+                "and the service's versions match")
+    else:
+        message = f"{message}: the outcome of the \"{op}\" request is unknown"
+        where = f"client.status(\"{integration}\")" if isinstance(integration, str) \
+            else "the service's state"
+        hint = f"the request may have been carried out: check {where} before retrying"
+    return Internal(message, rid=rid, hint=hint, reply=reply)
+
+
+def _field(reply: Mapping[str, Any], key: str, kind: type, op: str, integration: Any = None) -> Any:
+    """reply[key] of a success reply when it is a kind; Internal (a FerruleError with its
     code, not a KeyError) when the key the protocol promises is missing or of the wrong type."""
     value = reply.get(key)
     if not isinstance(value, kind):
-        rid = reply.get("rid") if isinstance(reply.get("rid"), str) else None
-        raise MalformedFrame(f"the {op} reply's \"{key}\" is missing or of the wrong type",
-                             rid=rid, reply=reply)
+        raise _service_fault(reply, op, f"the {op} reply's \"{key}\" is missing or of the wrong type",
+                             integration)
     return value
 
 
-def _token(reply: Mapping[str, Any]) -> Token:
-    """The Token of a token or refresh reply; MalformedFrame when a key the protocol promises
-    is missing or of the wrong type (never guessed)."""
-    rid = reply.get("rid") if isinstance(reply.get("rid"), str) else None
+def _token(reply: Mapping[str, Any], op: str, integration: Any = None) -> Token:
+    """The Token of a token or refresh reply; Internal when a key the protocol promises is
+    missing or of the wrong type (never guessed)."""
     access_token = reply.get("access_token")
     generation = reply.get("generation")
     refreshed = reply.get("refreshed")
@@ -628,9 +645,12 @@ def _token(reply: Mapping[str, Any]) -> Token:
                     ("refreshed", isinstance(refreshed, bool)),
                     ("api_base_url", reply.get("api_base_url") is None or isinstance(reply.get("api_base_url"), str))):
         if not ok:
-            raise MalformedFrame(f"the token reply's \"{key}\" is missing or of the wrong type",
-                                 rid=rid, reply=reply)
-    expires_at = _parse_time(reply["expires_at"])
+            raise _service_fault(reply, op, f"the {op} reply's \"{key}\" is missing or of the wrong type",
+                                 integration)
+    try:
+        expires_at = _parse_time(reply["expires_at"])
+    except ValueError as e:
+        raise _service_fault(reply, op, str(e), integration) from None
     assert expires_at is not None
     return Token(access_token=cast(str, access_token), expires_at=expires_at,
                  generation=cast(int, generation), refreshed=cast(bool, refreshed),

@@ -61,7 +61,7 @@ def test_token_reply_with_a_bad_api_base_url_is_malformed(scripted):
     a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="2030-01-01T00:00:00Z", generation=1,
                                     refreshed=False, api_base_url=3)])
     with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
-        with pytest.raises(ferrule.MalformedFrame, match="api_base_url"):
+        with pytest.raises(ferrule.Internal, match="api_base_url"):
             c.token("acct:x")
 
 
@@ -236,10 +236,13 @@ def test_success_reply_without_its_key_is_malformed(scripted, method, key, bad):
         a = scripted(lambda req, n: [ok(req, **fields)])
         with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
             args = ("acct:x", "fakebox", "rt") if method == "import_tokens" else ("acct:x",)
-            with pytest.raises(ferrule.MalformedFrame) as info:
+            with pytest.raises(ferrule.Internal) as info:
                 getattr(c, method)(*args)
         assert f"\"{key}\"" in info.value.message
-        assert info.value.code == "malformed_frame" and info.value.rid == a.requests[0]["rid"]
+        assert info.value.code == "internal" and info.value.rid == a.requests[0]["rid"]
+        # the request was fine: not "fix the request"; an import may have been carried out
+        assert not isinstance(info.value, ferrule.RequestError)
+        assert ("outcome" in info.value.message) == (method == "import_tokens")
 
 
 def test_idempotent_call_goes_to_another_broker_when_one_is_silent(scripted):
@@ -363,17 +366,25 @@ def test_stale_replies_are_dropped(scripted):
 
 
 @pytest.mark.parametrize("frames,exc", [
-    ([b"", b"FRL1"], ferrule.MalformedFrame),
-    ([b"x", b"FRL1", b"\x80"], ferrule.MalformedFrame),
+    ([b"", b"FRL1"], ferrule.Internal),
+    ([b"x", b"FRL1", b"\x80"], ferrule.Internal),
     ([b"", b"FRL9", b"\x80"], ferrule.UnsupportedVersion),
-    ([b"", b"FRL1", b"\xc1not msgpack"], ferrule.MalformedFrame),
-    ([b"", b"FRL1", b"\x93\x01\x02\x03"], ferrule.MalformedFrame),     # an array, not a map
+    ([b"", b"FRL1", b"\xc1not msgpack"], ferrule.Internal),
+    ([b"", b"FRL1", b"\x93\x01\x02\x03"], ferrule.Internal),     # an array, not a map
 ])
 def test_malformed_reply_answers_the_request_in_flight(scripted, frames, exc):
+    # an unreadable reply is the service's fault, not the request's (it was MalformedFrame, a
+    # RequestError: "fix the request"), and a change it answers may have been carried out
     a = scripted(lambda req, n: [frames])
     with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
         with pytest.raises(exc) as info:
             c.call("disconnect", {"integration": "a:b"})
+        if exc is ferrule.Internal:
+            assert "outcome" in info.value.message and "unknown" in info.value.message
+            assert "check" in info.value.hint
+            with pytest.raises(ferrule.Internal) as read:     # a read: no outcome to tell
+                c.status("a:b")
+            assert "outcome" not in read.value.message
     assert a.endpoint in info.value.message
 
 
@@ -727,8 +738,13 @@ def test_token_reply_without_a_promised_key_is_malformed(scripted, missing):
     del fields[missing]
     a = scripted(lambda req, n: [ok(req, **fields)])
     with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
-        with pytest.raises(ferrule.MalformedFrame, match=missing):
+        with pytest.raises(ferrule.Internal, match=missing) as info:
             c.token("acct:x")
+        assert "outcome" not in info.value.message
+        with pytest.raises(ferrule.Internal, match=missing) as info:
+            c.refresh("acct:x")                   # a change: it may have been carried out
+        assert "outcome of the \"refresh\" request is unknown" in info.value.message
+        assert "client.status(\"acct:x\")" in info.value.hint
 
 
 def test_malformed_token_reply_keeps_no_token_in_the_error(scripted):
@@ -738,7 +754,7 @@ def test_malformed_token_reply_keeps_no_token_in_the_error(scripted):
                                     generation="3", refreshed=False,
                                     integration={"refresh_token": "tok-SECRET-2", "status": "active"})])
     with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
-        with pytest.raises(ferrule.MalformedFrame, match="generation") as info:
+        with pytest.raises(ferrule.Internal, match="generation") as info:
             c.token("acct:x")
     e = info.value
     assert "SECRET" not in repr(e.reply) and "SECRET" not in str(e) and "SECRET" not in repr(e)
@@ -749,5 +765,5 @@ def test_malformed_token_reply_keeps_no_token_in_the_error(scripted):
 def test_token_reply_with_a_bad_time_is_malformed(scripted):
     a = scripted(lambda req, n: [ok(req, access_token="t", expires_at="tomorrow", generation=1, refreshed=True)])
     with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
-        with pytest.raises(ferrule.MalformedFrame, match="RFC 3339"):
+        with pytest.raises(ferrule.Internal, match="RFC 3339"):
             c.token("acct:x")
