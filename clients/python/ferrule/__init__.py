@@ -1,9 +1,15 @@
 """Ferrule's Python client: valid OAuth access tokens from Ferrule's brokers.
 
     import ferrule
-    with ferrule.Client("tcp://ferrule-broker:5555") as client:
+    with ferrule.Client("tcp://ferrule-1:5555,tcp://ferrule-2:5555",
+                        server_public_key="/etc/ferrule/keys/broker.pub",   # CURVE
+                        client_secret_key="/etc/ferrule/keys/billing.key") as client:
         token = client.token("acct42:box", min_valid=300)
         headers = {"Authorization": token.authorization}
+
+Without key arguments the client reads the key files that ``FERRULE_CURVE_SECRET_KEY_FILE``
+and ``FERRULE_BROKER_PUBLIC_KEY_FILE`` name; it talks plaintext only when asked
+(``plaintext=True``). README.md has the rest.
 
 The wire protocol is docs/protocol.md; the retry rules are the C client's (ferrule.client).
 """

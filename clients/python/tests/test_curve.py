@@ -276,3 +276,20 @@ def test_plaintext_is_asked_for(scripted, no_key_env):
         assert c.ping()["service"] == "ferrule"
     with pytest.raises(ValueError, match="plaintext=True was given with CURVE keys"):
         ferrule.Client(b.endpoint, plaintext=True, server_public_key=zmq.curve_keypair()[0])
+
+
+def test_the_package_docstring_example_runs(keyfiles, no_key_env, tmp_path):
+    # its example made a client with neither keys nor plaintext=True, which raises Configuration
+    # since the client talks plaintext only when asked
+    import textwrap
+    from datetime import datetime, timezone
+    doc = ferrule.__doc__ or ""
+    lines = doc.split("\n\n")[1]                       # the indented example after the first line
+    example = textwrap.dedent(lines)
+    assert "ferrule.Client(" in example
+    example = example.replace("/etc/ferrule/keys/", str(tmp_path) + "/")
+    (tmp_path / "billing.key").write_bytes((tmp_path / "client.key").read_bytes())
+    token = ferrule.Token(access_token="t", expires_at=datetime(2099, 1, 1, tzinfo=timezone.utc),
+                          generation=1, refreshed=False)
+    no_key_env.setattr(ferrule.Client, "token", lambda self, *a, **k: token)
+    exec(compile(example, "ferrule.__doc__", "exec"), {})
