@@ -3,7 +3,9 @@
  * with requests pending */
 #include "share.h"
 #include "mem.h"
+#include "ring.h"
 #include <assert.h>
+#include <string.h>
 
 #define SHARE_BUCKETS 1024
 
@@ -42,10 +44,7 @@ share_destroy (share_t **s_p)
 uint64_t
 share_holder_of_name (const char *name)
 {
-    uint64_t h = 14695981039346656037ULL;           /* FNV-1a 64 */
-    for (const unsigned char *p = (const unsigned char *) name; *p; p++)
-        h = (h ^ *p) * 1099511628211ULL;
-    return h | 1ULL << 63;
+    return ring_hash (name, strlen (name)) | 1ULL << 63;
 }
 
 /* Connection numbers are given in order, and names hashed: the low bits spread both well. */

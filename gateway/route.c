@@ -598,8 +598,7 @@ new_rid (char rid [17])
     unsigned char rnd [8];
     if (crypto_random (rnd, sizeof rnd) != 0)
         memset (rnd, 0, sizeof rnd);
-    for (int i = 0; i < 8; i++)
-        snprintf (rid + 2 * i, 3, "%02x", rnd [i]);
+    text_hex (rnd, sizeof rnd, rid);
 }
 
 static enum MHD_Result

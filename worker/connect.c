@@ -415,7 +415,7 @@ connect_begin (worker_t *w, job_t *job, const msgpack_object *root, const char *
     }
     /* a connect (or a retry) takes from the integration's bucket once it is well formed: one
      * refused for its own fields counted, and a client's bug left the next good one rate_limited */
-    if (!ratelimit_admit (w, job, "connect", 7, id))
+    if (!ratelimit_admit (w, job, RATELIMIT_CONNECT, id))
         goto out;
     /* the request's scopes or the entry's default ones, and always those without which the
      * provider issues no refresh token (what the URL asks for is what is stored as requested) */

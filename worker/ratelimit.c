@@ -130,14 +130,11 @@ ratelimit_scans (const ratelimit_t *rl)
 }
 
 int
-ratelimit_admit (worker_t *w, job_t *job, const char *op, size_t op_len, const char *id)
+ratelimit_admit (worker_t *w, job_t *job, ratelimit_call_t call, const char *id)
 {
     char message [300];
-    int is_refresh = op_len == 7 && memcmp (op, "refresh", 7) == 0;
-    int is_connect = op_len == 7 && memcmp (op, "connect", 7) == 0;
-    int is_reject = op_len == 6 && memcmp (op, "reject", 6) == 0;
-    if (!is_refresh && !is_connect && !is_reject)
-        return 1;
+    int is_connect = call == RATELIMIT_CONNECT;
+    int is_reject = call == RATELIMIT_REJECT;
     const char *what = is_connect ? "connect" : "refresh";
     if (!w->admin_rate)
         w->admin_rate = ratelimit_new (w->cfg.admin_rate_burst, w->cfg.admin_rate_per_min);

@@ -25,8 +25,10 @@ uint64_t ratelimit_scans (const ratelimit_t *rl);
 
 struct worker;
 struct job;
-/* For requests_handle: 1 when op may go on; 0 after replying "rate_limited" with retry_after.
- * Only refresh and connect are limited, and "reject": a token request whose rejected token would
- * start a forced refresh (requests.c), which takes from the same bucket. */
-int ratelimit_admit (struct worker *w, struct job *job, const char *op, size_t op_len, const char *id);
+/* The calls limited, each charged where it is known to go on: a refresh of an active integration
+ * and a well-formed connect (or retry), and a token request whose rejected token starts a forced
+ * refresh (requests.c); all take from the integration's one bucket. */
+typedef enum { RATELIMIT_REFRESH, RATELIMIT_CONNECT, RATELIMIT_REJECT } ratelimit_call_t;
+/* 1 when the call may go on; 0 after replying "rate_limited" with retry_after. */
+int ratelimit_admit (struct worker *w, struct job *job, ratelimit_call_t call, const char *id);
 #endif

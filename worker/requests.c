@@ -172,7 +172,7 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
     /* a refresh takes from the integration's bucket once it may go on: a malformed one, or one of
      * an integration that does not exist or is not active, makes no provider call, and counted it
      * filled the worker's table with ids never stored */
-    if (forced && !ratelimit_admit (w, job, "refresh", 7, e->id))
+    if (forced && !ratelimit_admit (w, job, RATELIMIT_REFRESH, e->id))
         goto out;
     /* stale-token feedback: the caller's upstream call failed with 401 using this token */
     if (reject) {
@@ -188,7 +188,7 @@ op_token (worker_t *w, job_t *job, const msgpack_object *root, const char *id, i
             /* only the token it names is refreshed away; a burst of rejections shares one refresh,
              * and one that starts a refresh takes from the integration's bucket as "refresh"
              * does: else a loop of token and reject made unlimited provider calls */
-            if (!e->refresh && !ratelimit_admit (w, job, "reject", 6, e->id))
+            if (!e->refresh && !ratelimit_admit (w, job, RATELIMIT_REJECT, e->id))
                 goto out;
             job->forced = 1;
             e->refresh_rejecting = 1;
