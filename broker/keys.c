@@ -3,6 +3,7 @@
 #include "curve.h"
 #include "ident.h"
 #include "mem.h"
+#include "ring.h"
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,21 +26,12 @@ struct keys {
     keys_list_t list [2];
 };
 
-static uint64_t
-keys_hash (const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char) *s) * 1099511628211ULL;
-    return h;
-}
-
 static keys_entry_t *
 keys_slot (const keys_list_t *l, const char *z85)
 {
     if (!l->nslots)
         return NULL;
-    for (size_t i = keys_hash (z85) & (l->nslots - 1);; i = (i + 1) & (l->nslots - 1))
+    for (size_t i = ring_hash (z85, strlen (z85)) & (l->nslots - 1);; i = (i + 1) & (l->nslots - 1))
         if (!l->slots [i].key [0] || strcmp (l->slots [i].key, z85) == 0)
             return &l->slots [i];
 }

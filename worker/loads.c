@@ -6,6 +6,7 @@
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
+#include "ring.h"
 #include <assert.h>
 #include <stdio.h>
 #include <string.h>
@@ -56,10 +57,7 @@ typedef struct batch {
 static unsigned
 loads_bucket (const char *id)
 {
-    unsigned h = 2166136261u;        /* FNV-1a */
-    for (const unsigned char *p = (const unsigned char *) id; *p; p++)
-        h = (h ^ *p) * 16777619u;
-    return h % LOADS_BUCKETS;
+    return (unsigned) (ring_hash (id, strlen (id)) % LOADS_BUCKETS);
 }
 
 /* id's load in batch (NULL: the one waiting for a batch). There are at most two for an id: one
