@@ -548,8 +548,15 @@ output_events (const json_t *reply, const output_mode_t *mode)
     if (!json_is_array (events))
         return missing_field ("list of events");
     print_table (events, heads, keys, 6, deliveries_cell);
-    if (json_is_true (json_object_get (reply, "truncated")))
-        fputs ("more events matched than fit one reply: narrow with --since, --integration or --limit\n", stderr);
+    if (json_is_true (json_object_get (reply, "truncated"))) {
+        const json_t *last = json_object_get (json_array_get (events, json_array_size (events) - 1), "id");
+        fputs ("more events matched than were listed", stderr);
+        if (json_is_string (last)) {
+            fputs (": the next page is --before ", stderr);
+            print_value (stderr, last);
+        }
+        fputc ('\n', stderr);
+    }
     return 0;
 }
 

@@ -933,7 +933,8 @@ pack_json (codec_builder_t *o, json_t *v)
 /* A listing or a replay waiting for its batch: its filters ("" for absent). */
 typedef struct {
     dbwait_req_t req;
-    char integration [IDENT_MAX + 1], event [40], since [48], endpoint [WEBHOOK_NAME_MAX + 1];
+    char integration [IDENT_MAX + 1], event [40], since [48], until [48], before [40];
+    char endpoint [WEBHOOK_NAME_MAX + 1];
     int64_t limit;
     char configured [WEBHOOK_MAX_ENDPOINTS][WEBHOOK_NAME_MAX + 1];  /* a replay's: the endpoints' names */
     size_t nconfigured;
@@ -996,13 +997,16 @@ listed (void *arg, fr_status_t st, const store_event_t *rows, size_t nrows, cons
     worker_t *w = ow->req.w;
     job_t *job = &ow->req.job;
     if (st != FR_OK) {
-        reply_error (w, job, st, err, NULL, -1);
+        reply_error (w, job, st, err, st == FR_NOT_FOUND && ow->before [0]
+                     ? "the event may have been pruned: list again with \"until\" set to the time of the last one "
+                       "shown, in place of \"before\"" : NULL, -1);
         goto out;
     }
     /* as many as fit one reply frame, and the objects a client decodes (a thousand events with
-     * their deliveries are more); "truncated" says there were more */
+     * their deliveries are more), up to the limit; the store read one more, so "truncated" says
+     * there were more, to be listed with "before" */
     size_t n = 0, bytes = 0;
-    for (; n < nrows; n++) {
+    for (; n < nrows && n < (size_t) ow->limit; n++) {
         bytes += rows [n].bytes;
         if (bytes > LIST_MAX_BYTES)
             break;
@@ -1024,28 +1028,48 @@ static fr_status_t
 list_start (store_t *store, void *req, char *err, size_t errlen)
 {
     op_wait_t *ow = req;
-    return store_events_list_start (store, or_null (ow->integration), or_null (ow->since), or_null (ow->event),
-                                    ow->limit, listed, ow, err, errlen);
+    const store_events_filter_t f = { or_null (ow->integration), or_null (ow->event), or_null (ow->since),
+                                      or_null (ow->until), or_null (ow->before) };
+    return store_events_list_start (store, &f, ow->limit, listed, ow, err, errlen);
+}
+
+/* An optional time field as epoch seconds in out ("" when absent); -1 when refused (reply sent). */
+static int
+opt_time (worker_t *w, job_t *job, const msgpack_object *root, const char *key, char *out, size_t outlen)
+{
+    char text [48] = "";
+    int r = opt_str (w, job, root, key, 40, text);
+    if (r <= 0)
+        return r;
+    int64_t epoch = 0;
+    if (clock_parse_rfc3339 (text, &epoch) != 0) {
+        char message [96];
+        snprintf (message, sizeof message, "\"%s\" must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z", key);
+        reply_error (w, job, FR_BAD_REQUEST, message, NULL, -1);
+        return -1;
+    }
+    snprintf (out, outlen, "%lld", (long long) epoch);
+    return 1;
 }
 
 void
 events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
 {
-    char integration [IDENT_MAX + 1] = "", event [40] = "", since [48] = "";
+    char integration [IDENT_MAX + 1] = "", event [40] = "", since [48] = "", until [48] = "", before [40] = "";
     int64_t limit = 100;
-    if (read_filters (w, job, root, integration, event, NULL) < 0)
+    if (read_filters (w, job, root, integration, event, NULL) < 0
+        || opt_time (w, job, root, "since", since, sizeof since) < 0
+        || opt_time (w, job, root, "until", until, sizeof until) < 0)
         return;
-    int r = opt_str (w, job, root, "since", 40, since);
+    /* the next page of a truncated listing: the events older than the last one it showed */
+    int r = opt_str (w, job, root, "before", 36, before);
     if (r < 0)
         return;
-    int64_t since_epoch = 0;
-    if (r == 1 && clock_parse_rfc3339 (since, &since_epoch) != 0) {
-        reply_error (w, job, FR_BAD_REQUEST, "\"since\" must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
-                            NULL, -1);
+    if (r == 1 && !valid_uuid (before)) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"before\" must be an event id (a UUID: the last one a truncated "
+                     "listing showed, for the events older than it)", NULL, -1);
         return;
     }
-    if (r == 1)
-        snprintf (since, sizeof since, "%lld", (long long) since_epoch);
     r = codec_get_int (root, "limit", &limit);
     if (r < 0 || limit < 1 || limit > LIST_MAX) {
         reply_error (w, job, FR_BAD_REQUEST, "\"limit\" must be an integer from 1 to 1000", NULL, -1);
@@ -1053,6 +1077,8 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
     }
     op_wait_t *ow = op_wait_new (w, job, integration, event, "");
     snprintf (ow->since, sizeof ow->since, "%s", since);
+    snprintf (ow->until, sizeof ow->until, "%s", until);
+    snprintf (ow->before, sizeof ow->before, "%s", before);
     ow->limit = limit;
     dbwait_request (&ow->req, list_start);
 }
@@ -1128,7 +1154,7 @@ events_op_replay (worker_t *w, job_t *job, const msgpack_object *root)
     char integration [IDENT_MAX + 1] = "", event [40] = "", endpoint [WEBHOOK_NAME_MAX + 1] = "";
     /* filters of "events" that a replay does not apply: a client sending them means a narrower
      * replay than ignoring them would give (unknown keys are ignored, these are refused) */
-    static const char *const unapplied [] = { "since", "limit" };
+    static const char *const unapplied [] = { "since", "until", "before", "limit" };
     for (size_t i = 0; i < sizeof unapplied / sizeof unapplied [0]; i++)
         if (codec_get (root, unapplied [i])) {
             char message [128];

@@ -803,7 +803,8 @@ store_events_counts (store_events_t *se, const char *const *endpoints, size_t ne
     "   FROM event_deliveries d WHERE d.event_seq = e.seq), '[]')::text" \
     " FROM events e" \
     " WHERE ($1::text IS NULL OR e.integration_id = $1) AND ($2::text IS NULL OR e.created_at >= to_timestamp ($2::bigint))" \
-    "   AND ($3::text IS NULL OR e.id = $3::uuid)" \
+    "   AND ($3::text IS NULL OR e.id = $3::uuid) AND ($5::text IS NULL OR e.created_at < to_timestamp ($5::bigint))" \
+    "   AND ($6::text IS NULL OR e.seq < (SELECT b.seq FROM events b WHERE b.id = $6::uuid))" \
     " ORDER BY e.seq DESC LIMIT $4::int"
 
 /* An operation's batch and where its end goes: one of the fn, as the operation is. */
@@ -852,8 +853,14 @@ listed (void *arg, fr_status_t st, PGresult **results, size_t nres, const char *
     op_ctx_t *c = arg;
     store_event_t *rows = NULL;
     int n = 0;
-    if (st == FR_OK && nres == 1) {
-        const PGresult *res = results [0];
+    /* with a "before", a first statement looked for its event: an unknown one is said so, rather
+     * than taken for the end of the listing */
+    if (st == FR_OK && nres == 2 && PQntuples (results [0]) == 0) {
+        st = FR_NOT_FOUND;
+        err = "no event has the id \"before\" gives (a listing's ids stay valid as long as their events are kept)";
+    }
+    if (st == FR_OK && nres >= 1) {
+        const PGresult *res = results [nres - 1];
         n = PQntuples (res);
         rows = mem_alloc ((size_t) (n ? n : 1) * sizeof *rows);
         for (int i = 0; i < n; i++) {
@@ -875,14 +882,18 @@ listed (void *arg, fr_status_t st, PGresult **results, size_t nres, const char *
 }
 
 fr_status_t
-store_events_list_start (store_t *s, const char *integration, const char *since, const char *event_id, int64_t limit,
-                         store_events_listed_fn *fn, void *arg, char *err, size_t errlen)
+store_events_list_start (store_t *s, const store_events_filter_t *f, int64_t limit, store_events_listed_fn *fn,
+                         void *arg, char *err, size_t errlen)
 {
     char lim [24];
-    snprintf (lim, sizeof lim, "%lld", (long long) limit);
-    const char *values [] = { integration, since, event_id, lim };
-    store_stmt_t stmt = { LIST_SQL, 4, values, NULL, NULL };
-    return op_start (s, &stmt, 1, listed, (op_ctx_t) { .fn.listed = fn, .arg = arg }, err, errlen);
+    snprintf (lim, sizeof lim, "%lld", (long long) limit + 1);    /* the one more says whether there are more */
+    const char *values [] = { f->integration, f->since, f->event_id, lim, f->until, f->before };
+    store_stmt_t stmts [] = {
+        { "SELECT 1 FROM events WHERE id = $1::uuid", 1, &f->before, NULL, NULL },
+        { LIST_SQL, 6, values, NULL, NULL },
+    };
+    size_t first = f->before ? 0 : 1;
+    return op_start (s, stmts + first, 2 - first, listed, (op_ctx_t) { .fn.listed = fn, .arg = arg }, err, errlen);
 }
 
 static void

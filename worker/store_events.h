@@ -125,11 +125,15 @@ typedef struct {
 } store_event_t;
 typedef void (store_events_listed_fn) (void *arg, fr_status_t st, const store_event_t *rows, size_t count,
                                        const char *err);
-/* Events (newest first, at most limit) with their deliveries; integration, since (epoch seconds,
- * as text) and event id may each be NULL. */
-fr_status_t store_events_list_start (store_t *s, const char *integration, const char *since, const char *event_id,
-                                     int64_t limit, store_events_listed_fn *fn, void *arg, char *err, size_t errlen)
-    FR_MUSTCHECK;
+/* What a listing narrows to; each may be NULL. */
+typedef struct {
+    const char *integration, *event_id;
+    const char *since, *until;          /* epoch seconds, as text: created at since or later, before until */
+    const char *before;                 /* an event id: only events older than it (FR_NOT_FOUND if none has it) */
+} store_events_filter_t;
+/* Events (newest first, at most limit + 1: the one more says there are more) with their deliveries. */
+fr_status_t store_events_list_start (store_t *s, const store_events_filter_t *f, int64_t limit,
+                                     store_events_listed_fn *fn, void *arg, char *err, size_t errlen) FR_MUSTCHECK;
 typedef void (store_events_replayed_fn) (void *arg, fr_status_t st, int64_t count, int64_t not_configured,
                                          const char *err);
 /* Failed deliveries of one event, or of one integration's events, to one of the configured

@@ -298,10 +298,12 @@ test_replay_refuses_options_it_does_not_take (void **state)
 
     /* another client sending the filters of "events" with events_replay: the worker refuses them */
     struct client *c = itest_client_connected (harness_brokers (h));
-    static const char *const keys [] = { "since", "limit" };
+    static const char *const keys [] = { "since", "until", "before", "limit" };
+    static const char *const values [] = { "2999-01-01T00:00:00Z", "2000-01-01T00:00:00Z",
+                                           "00000000-0000-0000-0000-000000000000", NULL };
     for (size_t i = 0; i < sizeof keys / sizeof keys [0]; i++) {
         json_t *args = json_pack ("{s:s}", "integration", "rp:box");
-        json_object_set_new (args, keys [i], i ? json_integer (1) : json_string ("2999-01-01T00:00:00Z"));
+        json_object_set_new (args, keys [i], values [i] ? json_string (values [i]) : json_integer (1));
         r = client_call_ex (c, "events_replay", args, 10000, 0);
         json_decref (args);
         if (client_exit_code (r) != 2)

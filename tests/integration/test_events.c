@@ -166,6 +166,85 @@ sqlf (const char *fmt, const char *a)
 
 /* ---------------------------------------------------------------- tests */
 
+/* The ids of a listing's first events, in order, into ids; how many. */
+static size_t
+listed_ids (json_t *r, char ids [][40], size_t cap)
+{
+    json_t *list = json_object_get (r, "events");
+    size_t n = json_array_size (list) < cap ? json_array_size (list) : cap;
+    for (size_t i = 0; i < n; i++)
+        snprintf (ids [i], 40, "%s", json_string_value (json_object_get (json_array_get (list, i), "id")));
+    return n;
+}
+
+/* The events of integration id, n of them of the types want (newest first), listed a page of two
+ * at a time with --before, and in windows with --since and --until. */
+static void
+list_pages (const char *id, const char *const *want, size_t n)
+{
+    int rc;
+    char before [40] = "";
+    size_t seen = 0;
+    for (int page = 0; seen < n && page < 8; page++) {
+        json_t *r = before [0]
+            ? harness_ctl (h, &rc, "events", "--integration", id, "--limit", "2", "--before", before, NULL)
+            : harness_ctl (h, &rc, "events", "--integration", id, "--limit", "2", NULL);
+        assert_int_equal (rc, 0);
+        char got [2][40];
+        size_t k = listed_ids (r, got, 2);
+        json_t *list = json_object_get (r, "events");
+        for (size_t i = 0; i < k && seen < n; i++, seen++) {
+            const char *type = json_string_value (json_object_get (json_array_get (list, i), "type"));
+            if (strcmp (type, want [seen]) != 0)
+                fail_msg ("page %d: event %zu is \"%s\", expected \"%s\"", page, seen, type, want [seen]);
+        }
+        /* "truncated" says whether older ones are left, the limit's cut included */
+        int more = json_is_true (json_object_get (r, "truncated"));
+        if (more != (seen < n))
+            fail_msg ("page %d (%zu of %zu events seen): truncated %s", page, seen, n, more ? "true" : "false");
+        json_decref (r);
+        if (k == 0)
+            break;
+        snprintf (before, sizeof before, "%s", got [k - 1]);
+    }
+    assert_int_equal (seen, n);
+    /* in text, standard error names the next page */
+    char *out = NULL, want_line [96];
+    json_t *r = harness_ctl (h, &rc, "events", "--integration", id, "--limit", "1", NULL);
+    char first [1][40];
+    assert_int_equal (listed_ids (r, first, 1), 1);
+    json_decref (r);
+    assert_int_equal (harness_ctl_text (h, &rc, &out, "events", "--integration", id, "--limit", "1", NULL), 0);
+    assert_int_equal (rc, 0);
+    free (out);
+    snprintf (want_line, sizeof want_line, "the next page is --before %s\n", first [0]);
+    if (!itest_workdir_contains (h, want_line))
+        fail_msg ("ferrulectl's standard error does not name the next page");
+    /* a window: until a time before them all has none; since then until far ahead, all */
+    r = harness_ctl (h, &rc, "events", "--integration", id, "--until", "2000-01-01T00:00:00Z", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), 0);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "--integration", id, "--since", "2020-01-01T00:00:00Z", "--until",
+                     "2999-01-01T00:00:00Z", NULL);
+    assert_int_equal (rc, 0);
+    assert_int_equal (json_array_size (json_object_get (r, "events")), n);
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "--until", "tomorrow", NULL);
+    assert_int_equal (rc, 2);
+    assert_string_equal (itest_code (r), "bad_request");
+    json_decref (r);
+    /* the next page of an event no longer kept: said, not taken for the listing's end */
+    r = harness_ctl (h, &rc, "events", "--integration", id, "--before", "00000000-0000-4000-8000-000000000000", NULL);
+    if (rc != 3 || strcmp (itest_code (r), "not_found") != 0)
+        fail_msg ("--before an unknown event: exit %d, %s", rc, itest_code (r));
+    assert_non_null (json_string_value (json_object_get (json_object_get (r, "error"), "hint")));
+    json_decref (r);
+    r = harness_ctl (h, &rc, "events", "--before", "not-a-uuid", NULL);
+    assert_int_equal (rc, 2);
+    json_decref (r);
+}
+
 /* An event exists if and only if its change committed. */
 static void
 test_outbox_iff_committed (void **state)
@@ -235,6 +314,7 @@ test_outbox_iff_committed (void **state)
     r = harness_ctl (h, &rc, "events", "--event", "not-a-uuid", NULL);
     assert_int_equal (rc, 2);
     json_decref (r);
+    list_pages ("tx:box", want, 5);
     /* the runtime role may append events and not change them */
     assert_int_equal (sqlf ("SELECT (has_table_privilege ('%s', 'events', 'INSERT') AND has_table_privilege ('%1$s', 'events', 'SELECT')"
                             " AND NOT has_table_privilege ('%1$s', 'events', 'UPDATE')"
