@@ -9,6 +9,7 @@
 #include "log.h"
 #include "mem.h"
 #include "plan.h"
+#include "prune.h"
 #include "rekey.h"
 #include "routehash.h"
 #include "schema.h"
@@ -51,7 +52,8 @@ typedef struct {
     double timeout_s;
     int timeout_given;
     const char *role;           /* grant-runtime ROLE */
-    int batch;                  /* rekey, fill-route-hashes: rows per batch */
+    int batch;                  /* rekey, fill-route-hashes: rows per batch; prune-events: events */
+    int older_than;             /* prune-events: days; 0 when not given (it has no default) */
     int force;                  /* rekey: even if no value is sealed under the key given yet */
     int no_fill;                /* up: leave the routing hashes for fill-route-hashes */
     double wait_limit_s;        /* up: cancel a statement that waited this long for others; 0 never */
@@ -1016,6 +1018,98 @@ cmd_fill (const options_t *opts)
     return rc;
 }
 
+/* What prune-events did, on standard output: "pruned N events and M deliveries older than D
+ * days; K left: ...". */
+static void
+prune_print (const prune_result_t *r, int days)
+{
+    int64_t left = r->held + r->dedupe + r->latest;
+    const char *sep = "";
+    printf ("pruned %lld event%s and %lld deliver%s older than %d day%s", (long long) r->events,
+            r->events == 1 ? "" : "s", (long long) r->deliveries, r->deliveries == 1 ? "y" : "ies", days,
+            days == 1 ? "" : "s");
+    if (r->unsent)
+        printf (" (%lld of them never sent: still pending)", (long long) r->unsent);
+    if (left)
+        printf ("; %lld left:", (long long) left);
+    if (r->held) {
+        printf (" %lld with a delivery a worker is sending (for a later run)", (long long) r->held);
+        sep = ",";
+    }
+    if (r->dedupe) {
+        printf ("%s %lld kept for the dedupe key that stops a forecast from repeating", sep, (long long) r->dedupe);
+        sep = ",";
+    }
+    if (r->latest)
+        printf ("%s %lld kept as their integration's latest connection event", sep, (long long) r->latest);
+    printf ("\n");
+    fflush (stdout);
+}
+
+/* Deletes the events older than --older-than days with their deliveries (prune.h). A stop ends
+ * the running batch on the server at once (it rolls back alone) and the run between two batches;
+ * what was deleted stays so. EXIT_OK, or the exit code after reporting. */
+static int
+cmd_prune (const options_t *opts)
+{
+    db_error_t err;
+    prune_result_t result;
+    int rc = EXIT_OK, present = 0;
+    PGconn *conn = connect_or_report (opts, &rc);
+    if (!conn)
+        return rc;
+    stop_catch ();
+    stop_cancels (conn);
+    /* and should it be killed outright, the server ends its statement within seconds */
+    if (db_check_client (conn, &err) != FR_OK)
+        log_info (NULL, NULL, "the server would not notice this ferrule-migrate killed while a statement waits "
+                  "for a lock: %s", err.message);
+    fr_status_t st = prune_present (conn, &present, &err);
+    if (st == FR_OK && !present) {
+        report ("error", "the database has no table \"events\": it is not at migration 006 yet");
+        report ("hint", "run \"ferrule-migrate up\"; there is nothing to prune before it");
+        rc = EXIT_PENDING;
+        goto out;
+    }
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("before pruning events: nothing was deleted");
+        goto out;
+    }
+    if (st != FR_OK) {
+        report_db_error ("could not read the schema", &err);
+        rc = exit_code_for (st);
+        goto out;
+    }
+    st = prune_events (conn, opts->older_than, opts->batch, &result, &err);
+    prune_print (&result, opts->older_than);
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("while pruning events: what was deleted stays so");
+        report ("hint", "run \"ferrule-migrate prune-events\" again to go on");
+        goto out;
+    }
+    if (st != FR_OK) {
+        report_db_error ("could not prune events", &err);
+        if (strcmp (err.sqlstate, "42501") == 0)
+            report ("hint", "run prune-events as the schema owner (the role that ran \"up\"): the workers' runtime "
+                    "role may not delete");
+        else
+            report ("hint", "what was deleted stays so: run \"ferrule-migrate prune-events\" again to go on");
+        rc = exit_code_for (st);
+        goto out;
+    }
+    if (result.held) {
+        report ("warning", "%lld event%s older than %d day%s left: a worker was sending a delivery of %s, or another "
+                "session held %s", (long long) result.held, result.held == 1 ? "" : "s", opts->older_than,
+                opts->older_than == 1 ? "" : "s", result.held == 1 ? "it" : "each", result.held == 1 ? "it" : "them");
+        report ("hint", "run \"ferrule-migrate prune-events\" again later");
+        rc = EXIT_OTHER;
+    }
+out:
+    stop_cancels (NULL);
+    PQfinish (conn);
+    return rc;
+}
+
 static void
 print_usage (FILE *out)
 {
@@ -1050,6 +1144,12 @@ print_usage (FILE *out)
         "                  fill in the routing hash of integrations made before migration 009\n"
         "                  while the service runs, skipping rows a worker holds (tried again a\n"
         "                  few times); idempotent; exit 1 when some stayed held\n"
+        "  prune-events --older-than=DAYS [--batch=N]\n"
+        "                  delete the events created more than DAYS days ago (1 to %d; no default)\n"
+        "                  with their webhook deliveries, in batches, while the service runs.\n"
+        "                  Keeps an event a worker is sending (exit 1: run again later), one whose\n"
+        "                  dedupe key stops a forecast from warning again, and each integration's\n"
+        "                  latest connection event\n"
         "  version         print the schema version this build needs (%d)\n"
         "  help            show this help\n"
         "\n"
@@ -1063,7 +1163,9 @@ print_usage (FILE *out)
         "      --timeout=SECONDS   wait: give up after this long (default %.0f); rekey: how long to\n"
         "                          retry rows a refresh has leased\n"
         "      --batch=N           rekey: rows per transaction (default 200); fill-route-hashes: rows\n"
-        "                          per statement (default 1000)\n"
+        "                          per statement (default 1000); prune-events: events per statement\n"
+        "                          (default 1000)\n"
+        "      --older-than=DAYS   prune-events: the age in days past which events are deleted\n"
         "      --no-fill           up: leave the routing hashes to fill-route-hashes\n"
         "      --wait-limit=SECONDS\n"
         "                          up: cancel a statement that has waited this long for other\n"
@@ -1086,9 +1188,11 @@ print_usage (FILE *out)
         "  0 done or up to date, 1 other failure, 2 usage, 5 database unreachable (wait: timed out),\n"
         "  6 applied migrations differ from the files (up refuses), 7 migrations pending\n"
         "  (rekey: 1 when values remain on an old key; fill-route-hashes: 1 when rows remain\n"
-        "  without a routing hash, 7 when the schema is older than 009); up: 130 or 143 when\n"
-        "  stopped by SIGINT or SIGTERM, which cancel its running statement on the server\n",
-        FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S, LEDGER_DEFAULT_LOCK_TIMEOUT_MS);
+        "  without a routing hash, 7 when the schema is older than 009; prune-events: 1 when\n"
+        "  events a worker was sending were left, 7 when the schema is older than 006); up and\n"
+        "  prune-events: 130 or 143 when stopped by SIGINT or SIGTERM, which cancel the running\n"
+        "  statement on the server\n",
+        PRUNE_MAX_DAYS, FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S, LEDGER_DEFAULT_LOCK_TIMEOUT_MS);
 }
 
 static int
@@ -1194,6 +1298,7 @@ parse_options (int argc, char **argv, options_t *opts)
         { "no-fill",      no_argument,       NULL, 'n' },
         { "wait-limit",   required_argument, NULL, 'w' },
         { "lock-timeout", required_argument, NULL, 'l' },
+        { "older-than",   required_argument, NULL, 'o' },
         { "help",         no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -1234,6 +1339,15 @@ parse_options (int argc, char **argv, options_t *opts)
             opts->batch = (int) value;
             break;
         }
+        case 'o': {
+            char *end;
+            errno = 0;
+            long value = strtol (optarg, &end, 10);
+            if (errno || end == optarg || *end || value < 1 || value > PRUNE_MAX_DAYS)
+                return usage_error ("invalid --older-than \"%s\": give days from 1 to %d", optarg, PRUNE_MAX_DAYS);
+            opts->older_than = (int) value;
+            break;
+        }
         case 'r':
             opts->role = optarg;
             break;
@@ -1270,20 +1384,21 @@ parse_options (int argc, char **argv, options_t *opts)
         }
     }
     if (optind >= argc)
-        return usage_error ("no command given: use up, status, verify, wait, grant-runtime, rekey, fill-route-hashes or version");
+        return usage_error ("no command given: use up, status, verify, wait, grant-runtime, rekey, fill-route-hashes, "
+                            "prune-events or version");
     int command_at = optind;
     opts->command = argv [optind++];
     /* named before anything quotes it: a URL given without --database-url lands here */
     if (strcmp (opts->command, "up") && strcmp (opts->command, "status") && strcmp (opts->command, "verify")
      && strcmp (opts->command, "wait") && strcmp (opts->command, "version") && strcmp (opts->command, "help")
      && strcmp (opts->command, "grant-runtime") && strcmp (opts->command, "rekey")
-     && strcmp (opts->command, "fill-route-hashes")) {
+     && strcmp (opts->command, "fill-route-hashes") && strcmp (opts->command, "prune-events")) {
         if (usage_plain_word (opts->command))
             return usage_error ("unknown command \"%s\": use up, status, verify, wait, grant-runtime, rekey, "
-                                "fill-route-hashes or version", opts->command);
+                                "fill-route-hashes, prune-events or version", opts->command);
         return usage_error ("unknown command (not shown: it may hold a password): use up, status, verify, wait, "
-                            "grant-runtime, rekey, fill-route-hashes or version; a database URL goes in "
-                            "--database-url or FERRULE_DATABASE_URL");
+                            "grant-runtime, rekey, fill-route-hashes, prune-events or version; a database URL goes "
+                            "in --database-url or FERRULE_DATABASE_URL");
     }
     if (opts->role && strcmp (opts->command, "up") != 0)
         return usage_error ("--runtime-role applies to up only; grant-runtime takes the role as its argument");
@@ -1312,8 +1427,15 @@ parse_options (int argc, char **argv, options_t *opts)
         return usage_error ("--timeout applies to wait and rekey only");
     if (opts->force && strcmp (opts->command, "rekey") != 0)
         return usage_error ("--force applies to rekey only");
-    if (opts->batch && strcmp (opts->command, "rekey") != 0 && strcmp (opts->command, "fill-route-hashes") != 0)
-        return usage_error ("--batch applies to rekey and fill-route-hashes only");
+    if (opts->batch && strcmp (opts->command, "rekey") != 0 && strcmp (opts->command, "fill-route-hashes") != 0
+     && strcmp (opts->command, "prune-events") != 0)
+        return usage_error ("--batch applies to rekey, fill-route-hashes and prune-events only");
+    if (opts->older_than && strcmp (opts->command, "prune-events") != 0)
+        return usage_error ("--older-than applies to prune-events only");
+    /* deletion is asked for explicitly, never by a default */
+    if (!opts->older_than && strcmp (opts->command, "prune-events") == 0)
+        return usage_error ("prune-events needs --older-than=DAYS: the age in days past which events are deleted "
+                            "(1 to %d; there is no default)", PRUNE_MAX_DAYS);
     if (opts->no_fill && strcmp (opts->command, "up") != 0)
         return usage_error ("--no-fill applies to up only");
     if (opts->wait_limit_given && strcmp (opts->command, "up") != 0)
@@ -1333,7 +1455,8 @@ parse_options (int argc, char **argv, options_t *opts)
                             &opts->lock_timeout_ms) != EXIT_OK)
         return EXIT_USAGE;
     if (!opts->batch)
-        opts->batch = strcmp (opts->command, "rekey") == 0 ? REKEY_DEFAULT_BATCH : ROUTEHASH_DEFAULT_BATCH;
+        opts->batch = strcmp (opts->command, "rekey") == 0 ? REKEY_DEFAULT_BATCH
+                    : strcmp (opts->command, "prune-events") == 0 ? PRUNE_DEFAULT_BATCH : ROUTEHASH_DEFAULT_BATCH;
     if (!opts->timeout_given)
         opts->timeout_s = WAIT_DEFAULT_TIMEOUT_S;
 
@@ -1410,6 +1533,8 @@ main (int argc, char **argv)
         rc = cmd_rekey (&opts);
     else if (strcmp (opts.command, "fill-route-hashes") == 0)
         rc = cmd_fill (&opts);
+    else if (strcmp (opts.command, "prune-events") == 0)
+        rc = cmd_prune (&opts);
     else
         rc = cmd_wait (&opts, catalog);
 out:
