@@ -235,9 +235,9 @@ prune_events (PGconn *conn, int days, int batch, prune_result_t *out, db_error_t
             break;
     }
     if (out->events || out->held || out->dedupe || out->latest)
-        log_info (NULL, NULL, "pruned %lld events and %lld deliveries older than %d days; left %lld held by "
-                  "workers, %lld for their dedupe key, %lld as their integration's latest state", (long long) out->events,
-                  (long long) out->deliveries, days, (long long) out->held, (long long) out->dedupe,
-                  (long long) out->latest);
+        log_info (NULL, NULL, "events older than %d days: %lld deleted with %lld deliveries; %lld left held by "
+                  "workers, %lld kept for their dedupe key, %lld as their integration's latest connection event",
+                  days, (long long) out->events, (long long) out->deliveries, (long long) out->held,
+                  (long long) out->dedupe, (long long) out->latest);
     return st;
 }

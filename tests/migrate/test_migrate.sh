@@ -56,6 +56,7 @@ cleanup () {
     wait 2>/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_009\" WITH (FORCE)" >/dev/null
+    psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_005\" WITH (FORCE)" >/dev/null 2>&1
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_locks\" WITH (FORCE)" >/dev/null 2>&1
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_av\" WITH (FORCE)" >/dev/null 2>&1
     [ -z "${NAPTIME:-}" ] || psql_admin -c "ALTER SYSTEM RESET autovacuum_naptime" -c "SELECT pg_reload_conf ()" >/dev/null 2>&1
@@ -893,6 +894,63 @@ for i in $(seq 8); do
 done
 [ "$BAD" -eq 0 ] && pass "up and grant-runtime side by side both exit 0, 8 times" \
     || fail "up and grant-runtime side by side: $BAD of 8 rounds failed one"
+
+# --- prune-events (the rest is it_migrate_prune's): deletion is asked for explicitly, its
+# options belong to it, a schema before 006 has nothing to prune, an unreachable database is 5
+expect_exit 2 "prune-events without --older-than" migrate prune-events
+expect_in "$WORK/err" 'prune-events needs --older-than=DAYS: .*there is no default' \
+    "prune-events says --older-than is needed and has no default"
+for days in 0 36501 -3 30d ""; do
+    expect_exit 2 "prune-events --older-than=\"$days\"" migrate prune-events --older-than="$days"
+    expect_in "$WORK/err" "invalid --older-than \"$days\": give days from 1 to 36500" "--older-than=\"$days\" is refused"
+done
+expect_exit 2 "--older-than given to status" migrate status --older-than=30
+expect_in "$WORK/err" '--older-than applies to prune-events only' "--older-than belongs to prune-events"
+expect_exit 2 "--batch given to status" migrate status --batch=5
+expect_in "$WORK/err" '--batch applies to rekey, fill-route-hashes and prune-events only' "--batch names prune-events"
+expect_exit 2 "prune-events --batch=0" migrate prune-events --older-than=30 --batch=0
+expect_exit 0 "prune-events with nothing old" migrate prune-events --older-than=30 --batch=10
+expect_in "$WORK/out" '^pruned 0 events and 0 deliveries older than 30 days$' "prune-events says what it did"
+expect_exit 0 "prune-events --older-than=36500" migrate prune-events --older-than=36500
+expect_exit 5 "prune-events against a closed port" "$MIGRATE" --database-url "$SECRET_URL" prune-events --older-than=30
+no_secret_in_prune () {
+    if grep -q Sup3rSecretPw "$WORK/out" "$WORK/err"; then fail "prune-events printed the password"; else pass "prune-events did not print the password"; fi
+}
+no_secret_in_prune
+"$MIGRATE" --help >"$WORK/out" 2>&1
+expect_in "$WORK/out" '^  prune-events --older-than=DAYS \[--batch=N\]$' "--help lists prune-events"
+OLD5_DB="${DB}_005"
+OLD5_URL=$(url_for "$OLD5_DB")
+mkdir -p "$WORK/upto005"
+cp "$MIGRATIONS_SRC"/00[1-5]_*.sql "$WORK/upto005/"
+psql_admin -c "CREATE DATABASE \"$OLD5_DB\"" >/dev/null || fail "could not create database $OLD5_DB"
+expect_exit 0 "up to 005" "$MIGRATE" --database-url "$OLD5_URL" --dir "$WORK/upto005" up
+expect_exit 7 "prune-events on a schema before 006" "$MIGRATE" --database-url "$OLD5_URL" prune-events --older-than=30
+expect_in "$WORK/err" 'no table "events": it is not at migration 006 yet' "prune-events says the schema is too old"
+psql_admin -c "DROP DATABASE IF EXISTS \"$OLD5_DB\" WITH (FORCE)" >/dev/null
+# a stop while it retries a statement that found events locked (an ALTER TABLE's lock, held in an
+# open transaction): it never queues behind that lock for long (lock_timeout), and SIGTERM ends it
+# between two tries, saying so, with 143
+psql_db -c "INSERT INTO events (type, integration_id, provider, diagnosis, created_at)
+            VALUES ('disconnected', 'stop:box', 'fakebox', 'disconnected', now () - interval '40 days')" >/dev/null
+hold_open prune-blocker "BEGIN; LOCK TABLE events IN ACCESS EXCLUSIVE MODE;"
+"$MIGRATE" --database-url "$DB_URL" prune-events --older-than=30 9>&- >"$WORK/pr.out" 2>"$WORK/pr.err" &
+PR=$!
+for _ in $(seq 100); do
+    grep -q "trying it again" "$WORK/pr.err" 2>/dev/null && break
+    sleep 0.1
+done
+grep -q "trying it again" "$WORK/pr.err" && pass "prune-events gave up a lock wait and tries again" \
+    || { fail "prune-events did not say it tries again"; cat "$WORK/pr.err" >&2; }
+kill -TERM "$PR"
+ends_within 50 "$PR" || fail "prune-events did not end within 5 s of SIGTERM"
+wait "$PR"; RC=$?
+[ "$RC" -eq 143 ] && pass "prune-events stopped by SIGTERM exits 143" || fail "prune-events stopped by SIGTERM exited $RC"
+expect_in "$WORK/pr.out" '^pruned 0 events and 0 deliveries older than 30 days$' "prune-events says what it did before the stop"
+expect_in "$WORK/pr.err" 'error: stopped by SIGTERM while pruning events' "prune-events says where SIGTERM stopped it"
+release_hold
+expect_exit 0 "prune-events once the lock is gone" migrate prune-events --older-than=30
+expect_in "$WORK/out" '^pruned 1 event and 0 deliveries older than 30 days$' "prune-events deletes it then"
 
 # --- usage
 expect_exit 2 "an unknown command" "$MIGRATE" frobnicate
