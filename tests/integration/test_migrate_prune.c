@@ -4,7 +4,8 @@
  * (exit 1); an integration's latest connection event stays, so the chain's trigger still makes
  * "recovered"; and an "expiring" forecast whose condition still holds keeps its event, so a
  * running worker's forecast never warns twice of it (while deleting that row by hand makes it
- * warn again), until the integration moves on and the event may go. */
+ * warn again), until the integration moves on and the event may go. And beside a worker that
+ * is delivering, pruning takes no delivery from under it and makes it send nothing twice. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,8 +17,11 @@
 #include <cmocka.h>
 #include "clock.h"
 #include "itest.h"
+#include "receiver.h"
 
 #define OLD_EVENTS 2500         /* more than two batches of 1000 */
+#define LIVE_EVENTS 30          /* of each kind, in test_prune_beside_deliveries */
+#define SECRET "whsec_prune_test_0123456789abcdef"
 
 static harness_t *h;
 
@@ -25,6 +29,7 @@ static int
 teardown (void **state)
 {
     (void) state;
+    receiver_stop ();               /* none started: nothing to stop */
     return itest_teardown (&h);
 }
 
@@ -325,6 +330,86 @@ test_forecast_never_repeats_after_prune (void **state)
                                      " AND integration_id = 'testing:google'") > grant_seq);
 }
 
+/* ---------------------------------------------------------------- beside a delivering worker */
+
+/* A worker delivers events to a receiver that takes 100 ms to answer each, while half of them
+ * (made 40 days old meanwhile) are pruned, again and again, 5 per statement, until none is left.
+ * Pruning never takes a delivery from under the worker: no attempt's record finds its row gone
+ * (the worker would say the lease had expired, or fail the record), the fan-out never fails, no
+ * event reaches the receiver twice, and every young event arrives once. Each run exits 0, or 1
+ * when it left an event being sent. */
+static void
+test_prune_beside_deliveries (void **state)
+{
+    (void) state;
+    char *out = NULL, *err = NULL;
+    char path [512], secret [512], text [1024], sql [512];
+    unsigned long long more;
+    h = harness_new ("migrate_prune_live");
+    assert_non_null (h);
+    assert_int_equal (receiver_start (0, SECRET), 0);
+    snprintf (secret, sizeof secret, "%s/webhook.secret", harness_workdir (h));
+    itest_write_file (secret, SECRET "\n");
+    snprintf (path, sizeof path, "%s/webhooks.json", harness_workdir (h));
+    snprintf (text, sizeof text, "{\"endpoints\": [{\"name\": \"app\", \"url\": \"http://127.0.0.1:%d/hooks\","
+              " \"secret_file\": \"%s\"}]}", receiver_port (), secret);
+    itest_write_file (path, text);
+    harness_set_env (h, "FERRULE_WEBHOOKS_FILE", path);
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_BASE_MS", "100");
+    harness_set_env (h, "FERRULE_WEBHOOK_BACKOFF_MAX_MS", "400");
+    harness_set_env (h, "FERRULE_WEBHOOK_TIMEOUT_MS", "3000");
+    harness_set_env (h, "FERRULE_WEBHOOK_LEASE_MS", "10000");
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    harness_set_env (h, "FERRULE_EVENTS_POLL_MS", "100");
+    assert_int_equal (harness_start_broker (h), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    receiver_set (0, 100);
+    snprintf (sql, sizeof sql, "INSERT INTO events (type, integration_id, provider, diagnosis)"
+              " SELECT 'disconnected', k || g || ':box', 'fakebox', 'disconnected'"
+              " FROM generate_series (1, %d) AS g, unnest (ARRAY['old', 'yng']) AS k ORDER BY g, k", LIVE_EVENTS);
+    assert_int_equal (harness_sql (h, sql), 0);
+    /* once the first are being sent, half of them grow old */
+    assert_true (itest_wait_sql (h, "SELECT (count(*) > 0)::int FROM event_deliveries WHERE lease_expires_at > now ()", 1,
+                                 15000) == 1);
+    assert_int_equal (harness_sql (h, "UPDATE events SET created_at = created_at - interval '40 days'"
+                                      " WHERE integration_id LIKE 'old%'"), 0);
+    int runs = 0, held_runs = 0, rc = -1;
+    for (int64_t until = clock_mono_ms () + 60000; clock_mono_ms () < until; runs++) {
+        rc = prune (&out, &err, "--older-than=30", "--batch=5");
+        free (out);
+        free (err);
+        assert_true (rc == 0 || rc == 1);
+        held_runs += rc == 1;
+        if (rc == 0 && harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id LIKE 'old%'") == 0)
+            break;
+        usleep (100000);
+    }
+    print_message ("%d prune runs, %d of them left events being sent\n", runs, held_runs);
+    assert_int_equal (rc, 0);
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM events WHERE integration_id LIKE 'old%'"), 0);
+    assert_int_equal (itest_wait_sql (h, "SELECT count(*) FROM event_deliveries WHERE state = 'delivered'",
+                                      LIVE_EVENTS, 30000), LIVE_EVENTS);
+    usleep (500000);                 /* a late attempt would have arrived by now */
+
+    receiver_got_t *got = NULL;
+    int bad = 0, n = receiver_snapshot (&got, &bad), twice = 0, young = 0;
+    for (int i = 0; i < n; i++) {
+        young += strncmp (got [i].integration, "yng", 3) == 0 && got [i].status == 200;
+        for (int j = 0; j < i; j++)
+            twice += strcmp (got [i].id, got [j].id) == 0;
+    }
+    free (got);
+    print_message ("%d requests: %d for young events, %d for an event already received, %d bad\n", n, young, twice,
+                   bad);
+    assert_int_equal (bad, 0);
+    assert_int_equal (twice, 0);
+    assert_int_equal (young, LIVE_EVENTS);
+    assert_int_equal (itest_log_lines (h, "w1", "the lease had expired", &more), 0);
+    assert_int_equal (itest_log_lines (h, "w1", "its lease expires and it is sent again", &more), 0);
+    assert_int_equal (itest_log_lines (h, "w1", "could not", &more), 0);
+}
+
 int
 main (void)
 {
@@ -333,6 +418,7 @@ main (void)
         cmocka_unit_test_teardown (test_leased_delivery_keeps_its_event, teardown),
         cmocka_unit_test_teardown (test_latest_connection_event_stays, teardown),
         cmocka_unit_test_teardown (test_forecast_never_repeats_after_prune, teardown),
+        cmocka_unit_test_teardown (test_prune_beside_deliveries, teardown),
     };
     return harness_exit (cmocka_run_group_tests (tests, NULL, NULL));
 }
