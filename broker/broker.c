@@ -1617,16 +1617,25 @@ broker_run (broker_t *b, volatile sig_atomic_t *stop, volatile sig_atomic_t *rel
         broker_tick (b, after);
     }
     /* a second SIGTERM: what no worker answered yet is answered now, not left to its clients'
-     * deadlines; "timeout", since a worker may carry it out all the same. The answers get the
-     * socket's linger to leave (broker_destroy). */
-    size_t unanswered = pending_count (b->pending);
-    for (pending_t *p; (p = pending_first (b->pending)) != NULL; )
-        broker_fail_pending_hint (b, p, FR_TIMEOUT, "the broker was stopped before a worker answered: the request "
-                                  "may have been carried out", timeout_hint (p->op));
+     * deadlines; "timeout" when a worker was sent it, since that one may carry it out all the same,
+     * "unavailable" when none ever was (it waited for its partition's owner): nothing can carry it
+     * out, and another broker may serve it, as broker_tick says at its deadline. The answers get
+     * the socket's linger to leave (broker_destroy). */
+    size_t unanswered = pending_count (b->pending), unsent = 0;
+    for (pending_t *p; (p = pending_first (b->pending)) != NULL; ) {
+        if (p->attempts == 0) {
+            unsent++;
+            broker_fail_pending_hint (b, p, FR_UNAVAILABLE, "the broker was stopped before any worker was sent the "
+                                      "request", "send it to another broker: it was not carried out");
+        }
+        else
+            broker_fail_pending_hint (b, p, FR_TIMEOUT, "the broker was stopped before a worker answered: the request "
+                                      "may have been carried out", timeout_hint (p->op));
+    }
     broker_log_held (b, clock_mono_ms () + LOGRATE_INTERVAL_MS);    /* what the last second held back */
     if (unanswered)
         log_warning (NULL, NULL, "broker stopped at once (a second SIGTERM): %zu requests pending were answered "
-                     "\"timeout\"", unanswered);
+                     "\"timeout\", and %zu that no worker had been sent \"unavailable\"", unanswered - unsent, unsent);
     else
         log_info (NULL, NULL, "broker stopped with nothing pending");
     return 0;

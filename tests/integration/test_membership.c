@@ -1102,6 +1102,41 @@ test_requests_wait_for_a_worker (void **state)
     zmq_ctx_term (ctx);
 }
 
+/* A second SIGTERM answers at once what is still pending. A request no worker was ever sent (it
+ * waited for its partition's owner) cannot have been carried out: it is "unavailable", which says
+ * to send it to another broker. It was answered "timeout", "may have been carried out", and an
+ * administering request's hint said to check its outcome before sending it again. */
+static void
+test_broker_stopped_twice_answers_a_request_no_worker_had_unavailable (void **state)
+{
+    (void) state;
+    assert_int_equal (harness_start_broker (h), 0);
+    void *ctx = zmq_ctx_new ();
+    void *c = itest_raw_token (h, ctx, "unsent1:box", "unsent-1", 60000);
+    json_int_t pending = -1;
+    for (long long until = now_ms () + 10000; pending != 1 && now_ms () < until; sleep_ms (100)) {
+        json_t *r = harness_ctl (h, NULL, "ping", NULL);
+        pending = r ? json_integer_value (json_object_get (r, "pending")) : -1;
+        json_decref (r);
+    }
+    assert_int_equal (pending, 1);          /* it waits: no worker owns its partition */
+    harness_signal_broker (h, 0, SIGTERM);
+    sleep_ms (100);
+    harness_signal_broker (h, 0, SIGTERM);
+    json_t *reply = itest_raw_reply (c, 10000);
+    if (!reply)
+        fail_msg ("a request waiting for a worker had no answer within 10 s of the broker's second SIGTERM");
+    const char *message = json_string_value (json_object_get (json_object_get (reply, "error"), "message"));
+    if (strcmp (reply_code (reply), "unavailable") != 0)
+        fail_msg ("a request no worker was sent, pending at the broker's second SIGTERM, was answered \"%s\" (%s), "
+                  "not \"unavailable\"", reply_code (reply), message ? message : "no message");
+    assert_string_equal (json_string_value (json_object_get (reply, "rid")), "unsent-1");
+    json_decref (reply);
+    assert_int_equal (harness_wait_broker_exit (h, 0, 10000), 0);
+    zmq_close (c);
+    zmq_ctx_term (ctx);
+}
+
 static long long
 generation (const char *id)
 {
@@ -1233,6 +1268,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_paused_broker_keeps_its_workers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_ignored_worker_messages_are_logged_once_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown (test_requests_wait_for_a_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_broker_stopped_twice_answers_a_request_no_worker_had_unavailable, setup,
+                                         teardown),
         cmocka_unit_test_setup_teardown (test_callback_sent_again_after_a_reconnection_is_run_once, setup, teardown),
         cmocka_unit_test_setup_teardown (test_broker_list_longer_than_4_kib_is_read_whole, setup, teardown),
     };
