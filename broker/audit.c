@@ -6,6 +6,7 @@
 #include "ident.h"
 #include "log.h"
 #include "mem.h"
+#include "text.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -73,26 +74,48 @@ audit_open (const char *path)
     return fd;
 }
 
-/* Appends s as JSON string content: anything outside printable ASCII is \u00XX. */
+/* Appends s as JSON string content: text as it is, control characters as \u00XX and a byte that
+ * begins no UTF-8 sequence as U+FFFD, as the service log writes them (log.c). A rid is UTF-8 text,
+ * and each of its bytes past ASCII written as a character of its own (\u00c3\u00a9 for "é") gave
+ * another rid than the client's and its log lines'. */
 static size_t
 audit_escape (char *out, size_t pos, const char *s, size_t len)
 {
     static const char hex [] = "0123456789abcdef";
-    for (size_t i = 0; i < len && pos + 8 < AUDIT_LINE_MAX; i++) {
+    for (size_t i = 0; i < len && pos + 8 < AUDIT_LINE_MAX; ) {
         unsigned char c = (unsigned char) s [i];
         if (c == '"' || c == '\\') {
             out [pos++] = '\\';
             out [pos++] = (char) c;
+            i++;
         }
         else
-        if (c < 0x20 || c >= 0x7f) {
+        if (c < 0x20 || c == 0x7f) {
             memcpy (out + pos, "\\u00", 4);
             out [pos + 4] = hex [c >> 4];
             out [pos + 5] = hex [c & 15];
             pos += 6;
+            i++;
         }
         else
-            out [pos++] = (char) c;
+        if (c < 0x80)
+            out [pos++] = s [i++];
+        else {
+            /* text_utf8_len reads up to four bytes: a sequence the end cuts is not one */
+            unsigned char seq [4] = { 0 };
+            memcpy (seq, s + i, len - i < 4 ? len - i : 4);
+            size_t n = text_utf8_len (seq);
+            if (n) {
+                memcpy (out + pos, s + i, n);
+                pos += n;
+                i += n;
+            }
+            else {
+                memcpy (out + pos, "\\ufffd", 6);
+                pos += 6;
+                i++;
+            }
+        }
     }
     return pos;
 }

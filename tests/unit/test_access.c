@@ -269,12 +269,56 @@ test_audit (void **state)
     assert_int_equal (strlen (json_string_value (json_object_get (rec [0], "time"))), 24);
     assert_string_equal (json_string_value (json_object_get (rec [1], "op")), "unknown");
     assert_true (json_is_null (json_object_get (rec [1], "integration")));
-    assert_string_equal (json_string_value (json_object_get (rec [1], "rid")), "q\"\n\x01\xc3\xbf");
+    /* a byte that begins no UTF-8 sequence is U+FFFD, as in the service log (log.c) */
+    assert_string_equal (json_string_value (json_object_get (rec [1], "rid")), "q\"\n\x01\xef\xbf\xbd");
     assert_true (json_is_null (json_object_get (rec [2], "rid")));
     for (int i = 0; i < 3; i++)
         json_decref (rec [i]);
     assert_null (audit_new ("/nonexistent-dir/audit", err, sizeof err));
     assert_non_null (strstr (err, "could not open the audit log"));
+}
+
+/* Records one request with rid in a fresh audit log at name, and returns the record read back
+ * (the caller decrefs); fails the test unless the file holds one line of JSON. */
+static json_t *
+audit_one (const char *name, const char *rid)
+{
+    char err [512], line [2048];
+    audit_t *a = audit_new (path_of (name), err, sizeof err);
+    assert_non_null (a);
+    assert_int_equal (audit_record (a, "billing", OP_TOKEN, "acct42:box", 10, "ok", rid, strlen (rid)), 1);
+    audit_destroy (&a);                     /* writes what is queued */
+    FILE *f = fopen (path_of (name), "r");
+    assert_non_null (f);
+    char *got = fgets (line, sizeof line, f);
+    int more = got && fgetc (f) != EOF;
+    fclose (f);
+    assert_non_null (got);
+    assert_false (more);
+    json_error_t jerr;
+    json_t *record = json_loads (line, 0, &jerr);
+    if (!record)
+        fail_msg ("the audit record is not JSON (%s): %s", jerr.text, line);
+    return record;
+}
+
+/* A rid is UTF-8 text (the broker refuses any other), and the record keeps it as the client sent
+ * it: an operator finds the request's lines in the service log by it, which writes it as it is.
+ * Each byte past ASCII was escaped as a character of its own ("caf\u00c3\u00a9" for "café"); a
+ * sequence the end of the value cuts is no text, and is U+FFFD. */
+static void
+test_audit_rid_recorded_as_sent (void **state)
+{
+    const char *rid = "caf\xc3\xa9-\xe2\x9c\x93-\xf0\x9f\x94\x91";
+    json_t *record = audit_one ("audit-rid.jsonl", rid);
+    const char *got = json_string_value (json_object_get (record, "rid"));
+    assert_non_null (got);
+    if (strcmp (got, rid) != 0)
+        fail_msg ("the record's rid is \"%s\", not the request's \"%s\"", got, rid);
+    json_decref (record);
+    record = audit_one ("audit-cut.jsonl", "r\xe2\x9c");
+    assert_string_equal (json_string_value (json_object_get (record, "rid")), "r\xef\xbf\xbd\xef\xbf\xbd");
+    json_decref (record);
 }
 
 static void *
@@ -338,6 +382,7 @@ main (void)
         cmocka_unit_test (test_policy),
         cmocka_unit_test (test_ops),
         cmocka_unit_test (test_audit),
+        cmocka_unit_test (test_audit_rid_recorded_as_sent),
         cmocka_unit_test (test_audit_blocked_writer_does_not_hold_the_stop),
     };
     return testexit (cmocka_run_group_tests (tests, setup, teardown));
