@@ -1283,7 +1283,9 @@ broker_handle_worker (broker_t *b)
         (void) broker_audit (b, &rq, sent ? outcome : "undelivered");     /* lost only in serve mode, counted */
         share_give (b->shares, p->share_holder, p->body_len);
         pending_remove (b->pending, p);
-        metrics_inc (b->m_replied);
+        /* one the client did not get (gone, or its queue full: broker_undelivered) was not forwarded */
+        if (sent)
+            metrics_inc (b->m_replied);
         /* a reply proves the worker alive as well as a heartbeat does; whether it drains is for
          * its HELLO to say (a draining worker answers what it holds, and must not win back its
          * partitions by doing so) */

@@ -1137,6 +1137,46 @@ test_broker_stopped_twice_answers_a_request_no_worker_had_unavailable (void **st
     zmq_ctx_term (ctx);
 }
 
+/* A worker's reply to a client that has gone is not forwarded (the audit log says "undelivered"),
+ * and ferrule_broker_replies_forwarded_total does not count it: it did, as if the client had it. */
+static void
+test_reply_to_a_client_gone_is_not_counted_forwarded (void **state)
+{
+    (void) state;
+    harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");
+    assert_int_equal (harness_start_broker (h), 0);
+    void *ctx = zmq_ctx_new ();
+    fake_t f = lone_fake_worker (ctx);
+    void *c = itest_raw_token (h, ctx, "gone1:box", "gone-1", 20000);
+    serve_one (&f, c, "fake-at-gone", "gone-1");      /* one forwarded: the counter counts */
+    double forwarded = itest_metric (h, "broker0", "ferrule_broker_replies_forwarded_total");
+    assert_true (forwarded >= 1);
+    itest_raw_send (c, "gone1:box", "gone-2", 20000);
+    itest_req_t req;
+    int got = 0;
+    for (long long until = now_ms () + 10000; !got && now_ms () < until; ) {
+        beat (&f, 1);
+        got = itest_fake_wait_req (f.socket, 100, &req);
+    }
+    assert_true (got);
+    zmq_close (c);                          /* the client leaves before its answer comes */
+    sleep_ms (1000);
+    itest_fake_rep (f.socket, &req, "fake-at-gone", "gone-2");
+    itest_fake_req_close (&req);
+    double pending = -1;
+    for (long long until = now_ms () + 10000; pending != 0 && now_ms () < until; sleep_ms (100)) {
+        beat (&f, 1);
+        pending = itest_metric (h, "broker0", "ferrule_broker_pending_requests");
+    }
+    assert_true (pending == 0);             /* the reply was taken */
+    double after = itest_metric (h, "broker0", "ferrule_broker_replies_forwarded_total");
+    if (after != forwarded)
+        fail_msg ("ferrule_broker_replies_forwarded_total went from %g to %g for a reply whose client had gone",
+                  forwarded, after);
+    zmq_close (f.socket);
+    zmq_ctx_term (ctx);
+}
+
 static long long
 generation (const char *id)
 {
@@ -1268,6 +1308,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_paused_broker_keeps_its_workers, setup, teardown),
         cmocka_unit_test_setup_teardown (test_ignored_worker_messages_are_logged_once_a_second, setup, teardown),
         cmocka_unit_test_setup_teardown (test_requests_wait_for_a_worker, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_reply_to_a_client_gone_is_not_counted_forwarded, setup, teardown),
         cmocka_unit_test_setup_teardown (test_broker_stopped_twice_answers_a_request_no_worker_had_unavailable, setup,
                                          teardown),
         cmocka_unit_test_setup_teardown (test_callback_sent_again_after_a_reconnection_is_run_once, setup, teardown),
