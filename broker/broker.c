@@ -43,11 +43,19 @@
     "and sent again it is answered state_invalid"
 #define AUDIT_REFUSED_HINT "send the request to another broker; this one says why in its log (\"could not write the audit log\")"
 
+/* 1 when a request op is safe to send again after a timeout: a read, or the gateway's check of an
+ * API key (its one write, the key's last use, is idempotent; the worker takes it as a read too). */
+static int
+repeatable (int op)
+{
+    return ops_is_read ((op_t) op) || op == OP_APIKEY_VERIFY;
+}
+
 /* The hint of a "timeout" saying that request op may have been carried out. */
 static const char *
 timeout_hint (int op)
 {
-    return ops_is_read ((op_t) op) ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT;
+    return repeatable (op) ? "send it again (to another broker); a read is safe to repeat" : TIMEOUT_ADMIN_HINT;
 }
 
 /* What the broker knows of the request it is answering, for the audit log. */
@@ -1398,14 +1406,14 @@ broker_tick (broker_t *b, int64_t now)
         char message [200];
         if (p->worker [0]) {
             snprintf (message, sizeof message, "worker \"%s\" did not answer within the deadline", p->worker);
-            broker_fail_pending_hint (b, p, FR_TIMEOUT, message, ops_is_read ((op_t) p->op) ? NULL : TIMEOUT_ADMIN_HINT);
+            broker_fail_pending_hint (b, p, FR_TIMEOUT, message, repeatable (p->op) ? NULL : TIMEOUT_ADMIN_HINT);
         }
         else
         if (p->attempts > 0) {
             /* a worker had it and was lost since: it may have carried it out */
             snprintf (message, sizeof message, "no worker owns partition %u now, and the worker this request was sent "
                       "to was lost: it may have been carried out", p->partition);
-            broker_fail_pending_hint (b, p, FR_TIMEOUT, message, ops_is_read ((op_t) p->op) ? NULL : TIMEOUT_ADMIN_HINT);
+            broker_fail_pending_hint (b, p, FR_TIMEOUT, message, repeatable (p->op) ? NULL : TIMEOUT_ADMIN_HINT);
         }
         else {
             snprintf (message, sizeof message, "no worker owns partition %u", p->partition);

@@ -487,6 +487,7 @@ test_timeout_hint_advises_a_retry_only_for_a_read (void **state)
     assert_non_null (strstr (reply_hint (reply), "retry"));
     json_decref (reply);
 
+    beat (&f, 1);                           /* still live after the first deadline */
     codec_builder_t *b = codec_builder_new ();
     codec_map (b, 5);
     codec_kv_str (b, "op", "callback");
@@ -506,6 +507,25 @@ test_timeout_hint_advises_a_retry_only_for_a_read (void **state)
     assert_null (strstr (hint, "retry"));
     assert_non_null (strstr (hint, "may have been carried out"));
     assert_non_null (strstr (hint, "state_invalid"));
+    json_decref (reply);
+
+    /* the gateway's check of an API key changes nothing a second one could do twice */
+    beat (&f, 1);                           /* still live after the two deadlines */
+    b = codec_builder_new ();
+    codec_map (b, 4);
+    codec_kv_str (b, "op", "apikey_verify");
+    codec_kv_str (b, "rid", "verify-1");
+    codec_kv_int (b, "deadline_ms", 1000);
+    codec_kv_str (b, "key", "fk_never_answered");
+    itest_raw_send_built (c, b);
+    codec_builder_destroy (&b);
+    assert_true (itest_fake_wait_req (f.socket, 5000, &req));
+    itest_fake_req_close (&req);            /* never answered */
+    reply = itest_raw_reply (c, 10000);
+    assert_string_equal (reply_code (reply), "timeout");
+    hint = reply_hint (reply);
+    if (strstr (hint, "may have been carried out"))
+        fail_msg ("an apikey_verify that timed out was given the administering requests' hint: %s", hint);
     json_decref (reply);
     zmq_close (c);
     zmq_close (f.socket);
