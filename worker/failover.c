@@ -37,6 +37,8 @@ typedef struct {
                                         another worker) were lost too */
     int hold;                        /* elsewhere, and the row's lease not held yet in this check */
     int64_t hold_below;              /* elsewhere: that generation (the hold's while the row is before it) */
+    int64_t moved_from, moved_to;    /* written again: the generation it had made, and the one it makes
+                                        now (failover_rebased); 0 when it never was */
 } kept_t;
 
 typedef enum { FAILOVER_IDLE, FAILOVER_CHECK, FAILOVER_WRITE } failover_step_t;
@@ -58,6 +60,7 @@ struct failover {
     int restart;                     /* a new connection came while a step was out */
     int64_t due_ms;
     uint64_t forgotten;              /* past FAILOVER_MAX or max_bytes, or not kept during a check */
+    size_t moved;                    /* kept commits written again at another generation (moved_to) */
     lograte_t retry_log;             /* a step tried again each second: a line in ten seconds */
     uint64_t retries;                /* steps tried again since the last check that ended */
     /* The integrations whose rows a check found behind commits another worker made (kept_t's
@@ -130,6 +133,7 @@ static void
 failover_forget_oldest (failover_t *f)
 {
     f->bytes -= f->v [f->start].size;
+    f->moved -= f->v [f->start].moved_to != 0;
     kept_clear (&f->v [f->start++]);
     if (f->start == f->end)
         f->start = f->end = 0;
@@ -219,6 +223,20 @@ failover_keep (failover_t *f, const store_commit_t *c, const char *spent, int64_
     snprintf (k->spent, sizeof k->spent, "%s", spent ? spent : "");
     k->kept_ms = k->disk_ms = clock_mono_ms () - (age_ms > 0 ? age_ms : 0);
     return forgotten;
+}
+
+int64_t
+failover_rebased (const failover_t *f, const char *id, const char *spent, int64_t expected)
+{
+    if (!f || !f->moved || !spent || !spent [0])
+        return expected;
+    for (size_t i = f->start; i < f->end; i++) {       /* a few, after a rare failover: a walk */
+        const kept_t *k = &f->v [i];
+        if (k->moved_to && k->moved_from == expected && k->c.refresh_fingerprint
+        &&  strcmp (k->c.refresh_fingerprint, spent) == 0 && strcmp (k->c.id, id) == 0)
+            return k->moved_to;
+    }
+    return expected;
 }
 
 void
@@ -651,7 +669,13 @@ on_written (void *arg, fr_status_t st, store_replay_t outcome, int64_t row_gener
         loads_invalidate (w, k->c.id);
         k->kept_ms = clock_mono_ms ();           /* a commit again: kept as long as a new one */
         /* written over an earlier generation than it first started from (the commits between were
-           this worker's, spent): a later check compares with where it is now */
+           this worker's, spent): a later check compares with where it is now, and a refresh that
+           continued from it commits where it is now (failover_rebased) */
+        if (k->row_generation != k->c.expected_generation) {
+            f->moved += k->moved_to == 0;
+            k->moved_from = k->c.expected_generation + 1;
+            k->moved_to = k->row_generation + 1;
+        }
         k->c.expected_generation = k->row_generation;
         f->written++;
     }

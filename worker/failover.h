@@ -42,6 +42,13 @@ store_commit_t *failover_commit_copy (const store_commit_t *c);
  * seq (0: none) settled as retained, in that order, since the journal asks what is kept before
  * it lets a record go. For a refresh's commit and a replayed record's alike. */
 void failover_commit_settled (worker_t *w, const store_commit_t *c, const char *spent, int64_t seq);
+/* A refresh (or a journal record) of id that continued from one of this worker's commits, having
+ * spent its refresh token (spent: the fingerprint the row held) and expecting the generation that
+ * commit made (expected), expects the one it makes now if a check wrote that commit again at an
+ * earlier generation (the row had lost this worker's commits before it too): its compare-and-set
+ * lost otherwise, and its rotated token was dropped as a conflict's while the row held the token
+ * it had spent. Returns that generation, or expected. */
+int64_t failover_rebased (const failover_t *f, const char *id, const char *spent, int64_t expected);
 /* At start: the journal is told what is kept (its records stay on disk while they are; see
  * journal_set_retainer), and the commits an earlier run kept are read back from it and checked as
  * after a reconnection, before the first claim and the journal's replay. Returns how many. */

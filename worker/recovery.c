@@ -330,6 +330,21 @@ replayed (void *arg, fr_status_t st, store_replay_t outcome, int64_t generation,
         dbwait_add (w, conflict_record_start, NULL, -1);   /* another writer won: this result's conflict */
 }
 
+/* A record whose refresh continued from a commit the failover check (before the replay) wrote
+ * again at an earlier generation is replayed at the generation that commit makes now: at its own
+ * it found the row behind, and waited for another worker that had nothing to write. */
+static void
+recovery_rebase (worker_t *w, recovery_rec_t *rec)
+{
+    int64_t g = failover_rebased (w->failover, rec->c->id, rec->spent, rec->c->expected_generation);
+    if (g != rec->c->expected_generation) {
+        log_info (rec->c->id, NULL, "journal replay: the commit this record's refresh continued from was written "
+                  "again after a failover, at an earlier generation; replaying over generation %lld, not %lld",
+                  (long long) g, (long long) rec->c->expected_generation);
+        rec->c->expected_generation = g;
+    }
+}
+
 /* The rows of refreshes an earlier run left interrupted, read (loads.c): refreshed at once. */
 static void
 recover_loaded (worker_t *w, job_t *job, const msgpack_object *root, const char *id, const store_row_t *row,
@@ -421,6 +436,7 @@ replay_step (worker_t *w, recovery_t *r, store_t *s, int64_t now)
         r->in_flight = 1;
         /* a record found behind waits up to the failover window, its row's lease held as long */
         int64_t hold_ms = w->cfg.failover_keep_ms > 0 ? w->cfg.failover_keep_ms : 0;
+        recovery_rebase (w, &r->recs [r->next]);
         if (store_replay_start (s, r->recs [r->next].c, hold_ms, replayed, w, err, sizeof err) != FR_OK)
             record_failed (w, err);
         return;
@@ -449,6 +465,7 @@ recovery_retry_behind (worker_t *w, recovery_t *r, int64_t now)
     r->in_flight = 1;
     /* the hold renewed for what is left of the wait (none once it is over: record_behind gives up) */
     int64_t hold_ms = w->cfg.failover_keep_ms - (r->connected_ms - r->behind [r->behind_next].behind_ms);
+    recovery_rebase (w, &r->behind [r->behind_next]);
     if (store_replay_start (s, r->behind [r->behind_next].c, hold_ms > 0 ? hold_ms : 0, replayed, w, err,
                             sizeof err) != FR_OK)
         record_failed (w, err);

@@ -1401,11 +1401,29 @@ on_commits (void *arg, fr_status_t st, const int *committed, size_t n, const cha
     mem_free (cb);
 }
 
+/* The commit this refresh continued from (its claim found the row holding that commit's token),
+ * this worker's, was written again by a failover's check at an earlier generation, the server
+ * having lost this worker's commits before it too: the compare-and-set expects the generation the
+ * row has now. It lost before, and the rotated token was dropped as a conflict's, the row left on
+ * the token this refresh had spent. */
+static void
+refresh_rebase (worker_t *w, refresh_t *r)
+{
+    int64_t g = failover_rebased (w->failover, r->entry->id, r->spent, r->expected_generation);
+    if (g == r->expected_generation)
+        return;
+    log_info (r->entry->id, NULL, "the commit this refresh continued from was written again after a failover, at an "
+              "earlier generation; committing over generation %lld, not %lld", (long long) g,
+              (long long) r->expected_generation);
+    r->expected_generation = r->commit.expected_generation = g;
+}
+
 /* A commit retried on its own batch, so that its failure is its own. */
 static void
 refresh_send_alone (worker_t *w, store_t *store, refresh_t *r)
 {
     char err [256];
+    refresh_rebase (w, r);
     const store_commit_t *cs [1] = { &r->commit };
     commit_batch_t *cm = mem_alloc (sizeof *cm);
     cm->w = w;
@@ -1695,6 +1713,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
         cm->rs = mem_alloc (nc * sizeof *cm->rs);
         for (refresh_t *r = w->refreshes; r; r = r->next)
             if (r->state == REFRESH_ANSWERED && !r->in_db && !refresh_commit_held (w, r)) {
+                refresh_rebase (w, r);
                 r->in_db = 1;
                 cm->rs [cm->n] = r;
                 cs [cm->n++] = &r->commit;

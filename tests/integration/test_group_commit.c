@@ -11,6 +11,8 @@
  *     rows through the primary key, whatever the size of the table;
  *   - a commit the database made whose answer was lost with the connection, sent again, is known
  *     for the refresh's own: no conflict is recorded;
+ *   - a refresh at the provider while a failover loses the worker's last commits commits after
+ *     them once they are written again, also when they are written at an earlier generation;
  *   - the hold a worker takes on a row while it waits to write a lost commit again is a lease
  *     taken only where a claim could take one, and a claim then waits for it;
  *   - a connect's upsert whose answer was lost, sent again, writes nothing a second time, and
@@ -1406,6 +1408,57 @@ test_commit_after_a_failover_waits_for_the_check (void **state)
     dbproxy_destroy (&proxy);
 }
 
+/* The same after a failover that lost two of the worker's commits, C1 and C2, while its refresh R3
+ * is at the provider spending C2's token. The check finds the row holding the token C1 spent and
+ * writes C2 again over it, one generation earlier than C2 first made; R3's commit expected the
+ * generation C2 had made, lost its compare-and-set against the row C2's write left, and R3's
+ * rotated token was dropped as a conflict's while the row held C2's token, which R3 had spent: the
+ * next refresh was refused (reuse detection). R3 now commits after C2, where C2 is now. */
+static void
+test_commit_after_a_failover_that_lost_two_commits_follows_them (void **state)
+{
+    (void) state;
+    dbproxy_t *proxy = start_behind_relay ("group_commit_failover_two", "fo3:box", "saved3", NULL);
+    int rc = -1;
+    for (int i = 0; i < 2; i++) {                                                         /* C1, C2 */
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "fo3:box", NULL);
+        json_decref (r);
+        assert_int_equal (rc, 0);
+    }
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 2000));
+    long long calls = itest_stat (h, "fakebox", "refresh_calls");
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        json_t *c = harness_ctl (h, &rc, "refresh", "--integration", "fo3:box", "--timeout", "20", NULL);   /* R3 */
+        json_decref (c);
+        _exit (rc < 0 ? 99 : rc);
+    }
+    assert_int_equal (itest_wait_stat (h, "fakebox", "refresh_calls", calls + 1, 20000), calls + 1);
+    /* the failover: the new server lacks C1 and C2, and answers nothing until R3's answer is in */
+    dbproxy_hold_answers (proxy, 1);
+    lose_commits_since ("saved3");
+    assert_true (dbproxy_cut (proxy) > 0);
+    sleep (3);                               /* R3's 2 s at the provider, counted from its arrival, are over */
+    dbproxy_hold_answers (proxy, 0);
+    int status;
+    assert_int_equal (waitpid (child, &status, 0), child);
+    assert_true (WIFEXITED (status));
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    long long g = harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'fo3:box'")
+                  - harness_sql_int (h, "SELECT generation FROM saved3");
+    /* the chain goes on: the stored token is the provider's newest */
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "fo3:box", NULL);
+    fprintf (stderr, "R3 exit %d; the row %lld generations after the saved one; the next refresh: exit %d %s\n",
+             WEXITSTATUS (status), g, rc, itest_code (r));
+    json_decref (r);
+    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
+    assert_int_equal (rc, 0);
+    assert_int_equal (g, 2);                 /* C2 written again over the saved row, R3 after it */
+    assert_int_equal (itest_teardown (&h), 0);
+    dbproxy_destroy (&proxy);
+}
+
 /* 1 when fakebox's newest request is a code exchange. */
 static int
 exchange_arrived (void)
@@ -1592,6 +1645,7 @@ main (void)
         cmocka_unit_test_teardown (test_commit_whose_answer_and_first_read_were_lost_is_kept, teardown),
         cmocka_unit_test_teardown (test_unrotated_commit_whose_answer_was_lost_is_not_a_conflict, teardown),
         cmocka_unit_test_teardown (test_commit_after_a_failover_waits_for_the_check, teardown),
+        cmocka_unit_test_teardown (test_commit_after_a_failover_that_lost_two_commits_follows_them, teardown),
         cmocka_unit_test_teardown (test_work_waiting_for_a_connection_is_answered_before_its_deadline, teardown),
         cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_is_stored_once, teardown),
         cmocka_unit_test_teardown (test_connect_whose_answer_was_lost_does_not_undo_a_disconnect, teardown),
