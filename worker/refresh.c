@@ -1502,11 +1502,14 @@ refresh_on_response (void *arg, const http_response_t *resp)
          * backoff already spaces its calls */
         breaker_record (w->breaker, r->provider->name, failed, r->probe, clock_mono_ms ());
     if (res.kind != OAUTH_OK && res.kind != OAUTH_INVALID_GRANT) {
+        /* a call that waited its turn too long was never sent: it failed before the provider was
+         * called, as one that could not start does, and the requests its backoff holds back are
+         * told so (they were told the provider had failed, which had answered every call it got) */
         int64_t delay = refresh_back_off (w, e, res.kind == OAUTH_TRANSIENT ? FR_PROVIDER_UNAVAILABLE
                                                 : res.kind == OAUTH_BAD_RESPONSE ? FR_PROVIDER_BAD_RESPONSE
                                                 : res.kind == OAUTH_INVALID_CLIENT ? FR_INVALID_CLIENT
                                                 : res.kind == OAUTH_INVALID_SCOPE ? FR_INVALID_SCOPE : FR_CONFIGURATION,
-                                          res.retry_after, 0);
+                                          res.retry_after, resp->not_started);
         if (failed && res.retry_after < 0 && delay > 0)
             res.retry_after = (delay + 999) / 1000;
     }

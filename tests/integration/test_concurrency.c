@@ -1,7 +1,8 @@
 /* test_concurrency.c - 50 concurrent token requests for one expired integration make exactly
  * one provider call (single flight), and all of them get the same new token; bursts of provider
  * calls reuse the connections of the burst before; hundreds of provider calls at once are all
- * watched by the worker's loop and all answered */
+ * watched by the worker's loop and all answered; a call past the 500 a worker makes at once that
+ * waits too long is never sent, and its backoff does not blame the provider */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -413,6 +414,85 @@ test_slow_provider_does_not_hold_up_others (void **state)
     assert_true (itest_metric (h, "w1", "ferrule_worker_provider_calls_queued") == 0);
 }
 
+/* One worker whose provider calls time out after 4 s, and whose integrations back off 10 to 20 s
+ * after a failure: long enough that a request right after one is held back by it. Its connect
+ * timeout is the call's: a burst of connections may wait for the provider's accept queue. */
+static int
+setup_queued (void **state)
+{
+    h = harness_new ("concurrency_queued");
+    if (!h)
+        return -1;
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "4000");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "4000");
+    harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "20000");
+    harness_set_env (h, "FERRULE_BREAKER_MIN_FAILURES", "1000000");   /* every call in flight fails here */
+    harness_set_env (h, "FERRULE_SWEEP_MS", "3600000");     /* no refresh but the requests' */
+    if (harness_start_broker (h) < 0 || harness_start_worker (h, "w1") != 0 || harness_wait_ready (h, 1, 20000) != 0)
+        return -1;
+    return 0;
+}
+
+#define QUEUED_CALLS 510           /* past the 500 provider calls a worker makes at once */
+
+/* More refreshes at once than a worker makes provider calls: the calls past the 500 wait their
+ * turn, and one whose wait leaves it less than a tenth of its time fails without being sent. The
+ * provider never saw it, yet the requests its integration's backoff then held back were told "the
+ * provider failed 1 times in a row": they are told the refresh failed before the provider was
+ * called, as for a call that could not start (the log, or status's last error, says why). */
+static void
+test_a_call_never_sent_is_no_provider_failure (void **state)
+{
+    static char names [QUEUED_CALLS][32];
+    const char *ids [QUEUED_CALLS];
+    /* without an access token: each request needs a refresh */
+    client_t *cl = client_new (harness_brokers (h));
+    for (int i = 0; i < QUEUED_CALLS; i++) {
+        snprintf (names [i], sizeof names [i], "queued%03d:box", i);
+        ids [i] = names [i];
+        char *rt = itest_grant (h, "fakebox", NULL);
+        assert_non_null (rt);
+        json_t *args = json_pack ("{s:s,s:s,s:s}", "integration", ids [i], "provider", "fakebox", "refresh_token", rt);
+        json_t *r = client_call (cl, "import", args, 30000);
+        if (!json_is_true (json_object_get (r, "ok")))
+            fail_msg ("import of %s got %s", ids [i], itest_code (r));
+        json_decref (r);
+        json_decref (args);
+        free (rt);
+    }
+    client_destroy (&cl);
+    /* every call that goes out is held past its timeout: the queued ones' wait runs out first */
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 60000));
+    const char *brokers [] = { harness_broker_frontend (h, 0) };
+    json_t *replies = itest_storm (brokers, 1, ids, QUEUED_CALLS, QUEUED_CALLS, 30000);
+    itest_fake_release (h);
+    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
+    const char *unsent = NULL;
+    size_t n_unsent = 0, n_ok = 0;
+    for (size_t i = 0; i < QUEUED_CALLS; i++) {
+        const char *m = json_string_value (json_object_get (json_object_get (json_array_get (replies, i), "error"),
+                                                            "message"));
+        n_ok += json_is_true (json_object_get (json_array_get (replies, i), "ok"));
+        if (m && strstr (m, "nothing was sent") && !n_unsent++)
+            unsent = ids [i];
+    }
+    printf ("queued: %zu of %d refreshes failed unsent, %zu succeeded\n", n_unsent, QUEUED_CALLS, n_ok);
+    json_decref (replies);
+    if (!unsent)
+        fail_msg ("none of %d refreshes at once waited past its time for a provider call", QUEUED_CALLS);
+    /* within the integration's backoff: no call, and what is said of it */
+    const char *one [] = { unsent };
+    replies = itest_storm (brokers, 1, one, 1, 1, 10000);
+    const json_t *err = json_object_get (json_array_get (replies, 0), "error");
+    const char *message = json_string_value (json_object_get (err, "message"));
+    printf ("queued: %s then got %s: %s\n", unsent, itest_code (json_array_get (replies, 0)), message ? message : "");
+    assert_string_equal (itest_code (json_array_get (replies, 0)), "provider_unavailable");
+    assert_non_null (message);
+    if (strstr (message, "provider failed") || !strstr (message, "before the provider was called"))
+        fail_msg ("a refresh whose call was never sent is said to be the provider's failure: %s", message);
+    json_decref (replies);
+}
+
 int
 main (void)
 {
@@ -426,7 +506,11 @@ main (void)
     const struct CMUnitTest many [] = {
         cmocka_unit_test (test_slow_provider_does_not_hold_up_others),
     };
+    const struct CMUnitTest queued [] = {
+        cmocka_unit_test (test_a_call_never_sent_is_no_provider_failure),
+    };
     int failed = cmocka_run_group_tests (tests, setup, teardown);
     failed += cmocka_run_group_tests (many, setup_many, teardown);
+    failed += cmocka_run_group_tests (queued, setup_queued, teardown);
     return harness_exit (failed);
 }
