@@ -424,8 +424,11 @@ setup_queued (void **state)
     h = harness_new ("concurrency_queued");
     if (!h)
         return -1;
-    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "12000");
-    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "12000");
+    /* a queued call fails unsent once its wait leaves it less than a tenth of this: the last of
+     * the burst must be queued within 2 s of the first call's send, which a loaded machine under
+     * AddressSanitizer did not always do within the 0.4 s of a 4 s timeout */
+    harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "20000");
+    harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "20000");
     harness_set_env (h, "FERRULE_BACKOFF_BASE_MS", "20000");
     harness_set_env (h, "FERRULE_BREAKER_MIN_FAILURES", "1000000");   /* every call in flight fails here */
     harness_set_env (h, "FERRULE_SWEEP_MS", "3600000");     /* no refresh but the requests' */
@@ -465,7 +468,7 @@ test_a_call_never_sent_is_no_provider_failure (void **state)
     /* every call that goes out is held past its timeout: the queued ones' wait runs out first */
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 60000));
     const char *brokers [] = { harness_broker_frontend (h, 0) };
-    json_t *replies = itest_storm (brokers, 1, ids, QUEUED_CALLS, QUEUED_CALLS, 30000);
+    json_t *replies = itest_storm (brokers, 1, ids, QUEUED_CALLS, QUEUED_CALLS, 40000);
     itest_fake_release (h);
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
     const char *unsent = NULL, *other = NULL;
