@@ -230,11 +230,12 @@ connect_command (char *buf, size_t len, const char *id, const char *provider, co
 /* The symptom, cause and steps of a code. ctx strings are used where the text names them.
  * at_connect: the code is how the last connect's callback failed, not a refresh's outcome.
  * requested: the scopes the integration's last connect asked for, NULL when not known.
- * no_refresh: it holds no refresh token; never_expires: nor do its tokens expire (connect_never_expires). */
+ * no_refresh: it holds no refresh token; never_expires: nor do its tokens expire (connect_never_expires).
+ * held_report: the scope an upstream API reported missing, when the grant holds it already; else NULL. */
 static void
 explain (diagnosis_t *d, const char *code, const char *id, const char *provider, const catalog_provider_t *p,
          const store_attempt_t *a, const chain_facts_t *cf, int at_connect, const char *requested,
-         int no_refresh, int never_expires)
+         int no_refresh, int never_expires, const char *held_report)
 {
     char cmd [600];
     const char *name = provider ? provider : "the provider";
@@ -501,6 +502,23 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                       "scopes and authorization parameters)", name);
             add_step (d, "Remove the app's access in the account's settings at the provider, then connect again: %s", cmd);
         }
+    }
+    else
+    if (strcmp (code, "insufficient_scope") == 0 && held_report) {
+        /* the grant holds what the API named: a reconnect would get the same grant, so approving
+         * everything again is no remedy; the app's permissions or the API's real need are */
+        snprintf (d->symptom, sizeof d->symptom, "\"%s\" connects and hands out tokens, but some API calls fail with "
+                  "insufficient_scope or permission denied.", id);
+        snprintf (d->cause, sizeof d->cause, "An upstream API answered insufficient_scope naming \"%.200s\", which the "
+                  "grant holds already: the user approved it. The API needs another permission than the one it "
+                  "named, or %s's OAuth app (or the account at the API) lacks the permission behind that scope.",
+                  held_report, name);
+        add_step (d, "If you manage the OAuth app, check that its configured scopes and permissions include what "
+                  "the failing call needs (for \"%.200s\", the provider's developer console)", held_report);
+        add_step (d, "Check in the API's documentation which scope the failing call needs; if it is another one, "
+                  "connect again with it: %s --scope ...", cmd);
+        add_step (d, "Reconnecting and approving everything again does not help while the grant holds \"%.200s\"",
+                  held_report);
     }
     else
     if (strcmp (code, "insufficient_scope") == 0 || strcmp (code, "scopes_reduced") == 0) {
@@ -773,7 +791,7 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const store_a
         code_of (a->outcome, code, sizeof code);
     else
         snprintf (code, sizeof code, "%s", a->used || a->expired ? "connect_incomplete" : "connect_pending");
-    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL, 0, 0);
+    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL, 0, 0, NULL);
     add_fact (&d, "never connected: no tokens are stored");
     add_fact (&d, "last connect started at %s with redirect URI \"%s\"", at (a->created_at, t1, sizeof t1),
               a->redirect_uri);
@@ -902,8 +920,13 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
         verdict = "internal";
     else
         verdict = "healthy";
+    /* a report of a scope the grant holds (report-scope warned scope_already_granted) */
+    char unused [8];
+    const char *held_report = x.scope_report && *x.scope_report
+                              && scopes_missing (x.scope_report, row.scopes, unused, sizeof unused) == 0
+                              ? x.scope_report : NULL;
     explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code, x.requested_scopes,
-             x.refresh_token_missing, never_expires);
+             x.refresh_token_missing, never_expires, held_report);
 
     /* the facts that led there */
     add_fact (&d, "status %s, generation %lld, provider \"%s\"", row.status, (long long) row.generation, row.provider);

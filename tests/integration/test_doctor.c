@@ -621,6 +621,39 @@ test_insufficient_scope_and_disconnected (void **state)
     json_decref (d2);
 }
 
+/* An upstream API answers insufficient_scope naming a scope the grant holds (report-scope warns
+ * scope_already_granted: the API needs another scope, or the OAuth app lacks the permission).
+ * doctor said the grant lacks it, "the user approved fewer permissions than were requested", with
+ * reconnecting and accepting everything as the first step: the facts list the scope as granted,
+ * and a reconnect gets the same grant. */
+static void
+test_insufficient_scope_already_granted (void **state)
+{
+    int rc;
+    json_t *c = harness_ctl (h, &rc, "connect", "--integration", "held:box", "--provider", "fakebox",
+                             "--redirect-uri", REDIRECT, "--scope", "files.read", NULL);
+    assert_int_equal (rc, 0);
+    char *location = itest_authorize (json_string_value (json_object_get (c, "authorization_url")));
+    json_decref (harness_ctl (h, &rc, "callback", "--url", location, NULL));
+    assert_int_equal (rc, 0);
+    free (location);
+    json_decref (c);
+    json_t *r = harness_ctl (h, &rc, "report-scope", "--integration", "held:box", "--scope", "files.read", NULL);
+    assert_int_equal (rc, 0);
+    json_decref (r);
+    json_t *d = doctor ("held:box", &rc);
+    assert_int_equal (rc, 0);
+    assert_shape (d, "insufficient_scope", "held:box");
+    assert_true (dlist_has (d, "facts", "granted scopes: files.read"));
+    const char *cause = dstr (d, "cause");
+    const json_t *steps = json_object_get (json_object_get (d, "diagnosis"), "what_to_do");
+    const char *first = json_string_value (json_array_get (steps, 0));
+    if (strstr (cause, "approved fewer") || !strstr (cause, "holds") || !first || strstr (first, "Disconnect"))
+        fail_msg ("a reported scope the grant holds: doctor says: %s; first step: %s", cause, first ? first : "");
+    assert_true (dlist_has (d, "what_to_do", "OAuth app"));
+    json_decref (d);
+}
+
 /* A 401 whose WWW-Authenticate says invalid_token names a refused token, not a missing scope,
  * also when it carries a scope parameter: it was stored as a scope report, and doctor sent the
  * user to approve every permission. It is refused, pointing to token --reject. */
@@ -966,6 +999,7 @@ main (void)
         cmocka_unit_test (test_refresh_unauthorized_client),
         cmocka_unit_test (test_refresh_answer_lost),
         cmocka_unit_test (test_insufficient_scope_and_disconnected),
+        cmocka_unit_test (test_insufficient_scope_already_granted),
         cmocka_unit_test (test_failed_reconnect_after_disconnect),
         cmocka_unit_test (test_invalid_token_is_no_scope_report),
         cmocka_unit_test (test_failed_reconnect_while_active),
