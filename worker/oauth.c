@@ -310,12 +310,13 @@ oauth_kind_status (oauth_kind_t kind, int code_exchange)
 }
 
 /* Error codes beyond RFC 6749 that providers use, by what they mean. A code that names a dead
- * refresh token means that at any entry, also one of the operator's own for a second app of the
- * same provider, which lists none in its invalid_grant_codes. */
+ * refresh token or authorization code means that at any entry, also one of the operator's own for
+ * a second app of the same provider, which lists none in its invalid_grant_codes. */
 static const char *const grant_codes [] = {
     "invalid_grant", "bad_verification_code" /* GitHub */, "invalid_code" /* Slack */,
     "code_already_used" /* Slack */, "invalid_refresh_token" /* Slack */,
     "bad_refresh_token" /* GitHub, and HubSpot's BAD_REFRESH_TOKEN (codes compare without case) */,
+    "bad_auth_code", "expired_auth_code" /* HubSpot's BAD_AUTH_CODE and EXPIRED_AUTH_CODE */,
     "interaction_required", "consent_required",
     "login_required" /* OpenID Connect: the user has to sign in again */,
     "access_denied" /* at a token endpoint: the user withdrew the grant */, NULL

@@ -526,6 +526,35 @@ test_hubspot_code_refused (void **state)
     }
 }
 
+/* The same answers at an entry that lists no invalid_grant_codes (an operator's own entry for a
+ * second HubSpot app; fakebox here), as a dead refresh token's BAD_REFRESH_TOKEN is recognised at
+ * any entry (it_failures test_dead_token_codes): they were an unknown OAuth error, "configuration"
+ * (exit 6, the operator's), for the guide's "invalid grant during reconnect", which the user mends
+ * by starting again. */
+static void
+test_hubspot_code_refused_at_any_entry (void **state)
+{
+    static const char *const codes [] = { "BAD_AUTH_CODE", "EXPIRED_AUTH_CODE" };
+    for (size_t i = 0; i < sizeof codes / sizeof codes [0]; i++) {
+        int rc;
+        char id [64];
+        snprintf (id, sizeof id, "code%zu:hub2", i);
+        char *location = start_flow (id, "fakebox", NULL, NULL);
+        json_t *f = json_pack ("{s:s, s:s, s:s, s:i}", "provider", "fakebox", "kind", "status_error", "error", codes [i],
+                               "status", 400);
+        json_decref (harness_fake (h, "POST", "/admin/faults", f));
+        json_decref (f);
+        json_t *r = callback (location, &rc);
+        if (strcmp (itest_code (r), "code_expired_or_used") != 0 || rc != 4)
+            fail_msg ("HubSpot's %s at an entry without invalid_grant_codes: \"%s\" (exit %d), not "
+                      "code_expired_or_used (exit 4)", codes [i], itest_code (r), rc);
+        assert_non_null (strstr (error_field (r, "message"), codes [i]));
+        assert_non_null (strstr (error_field (r, "hint"), "start again from Connect"));
+        free (location);
+        json_decref (r);
+    }
+}
+
 static void
 test_access_denied (void **state)
 {
@@ -2313,6 +2342,7 @@ main (void)
         cmocka_unit_test (test_expired_state),
         cmocka_unit_test (test_code_expired_or_used),
         cmocka_unit_test (test_hubspot_code_refused),
+        cmocka_unit_test (test_hubspot_code_refused_at_any_entry),
         cmocka_unit_test (test_access_denied),
         cmocka_unit_test (test_sign_in_required_is_the_users),
         cmocka_unit_test (test_redirect_uri_mismatch),

@@ -705,6 +705,10 @@ test_errors_with_200_and_clients (void **state)
     assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
     assert_int_equal (oauth_kind_status (r.kind, 1), FR_CODE_EXPIRED_OR_USED);
     oauth_result_clear (&r);
+    /* ... also at an entry that lists no invalid_grant_codes (an operator's own for a second app) */
+    parse ("box", 400, NULL, "{\"status\":\"EXPIRED_AUTH_CODE\",\"message\":\"auth code expired\"}", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    oauth_result_clear (&r);
 
     parse ("box", 401, NULL, "{\"error\":\"invalid_client\",\"error_description\":\"The client credentials are invalid\"}", &r);
     assert_int_equal (r.kind, OAUTH_INVALID_CLIENT);
