@@ -240,6 +240,24 @@ assert_no_reuse_claimed (const json_t *d, const char *id)
         fail_msg ("%s: the provider refused a chain that nothing else used, and doctor says: %s", id, cause);
 }
 
+/* Token requests after the one that met the provider's refusal (every caller's, when the refresh
+ * that met it was the sweep's or a refresh ahead): the guide's symptom is an error that mentions
+ * the token refresh. They said only "integration "X" is needs_reconnect". */
+static void
+test_needs_reconnect_again_says_why (void **state)
+{
+    int rc;
+    assert_int_equal (connect_flow ("again:box", "fakebox"), 0);
+    json_decref (refused_then_diagnosed ("again:box"));
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "again:box", NULL);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (t), "needs_reconnect");
+    const char *message = json_string_value (json_object_get (json_object_get (t, "error"), "message"));
+    if (!message || !strstr (message, "refresh") || !strstr (message, "\"fakebox\""))
+        fail_msg ("a later token request of a needs_reconnect integration says: %s", message ? message : "(none)");
+    json_decref (t);
+}
+
 /* The user revokes the app's access at a single-use provider (fakebox rotates on every refresh)
  * after two ordinary refreshes; the next refresh is refused (invalid_grant). That is the guide's
  * first entry, a dead refresh token: revoked or expired. doctor took every invalid_grant after a
@@ -985,6 +1003,7 @@ main (void)
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_healthy),
         cmocka_unit_test (test_needs_reconnect_box_rotation),
+        cmocka_unit_test (test_needs_reconnect_again_says_why),
         cmocka_unit_test (test_needs_reconnect_first_refresh_single_use),
         cmocka_unit_test (test_needs_reconnect_revoked_after_rotations),
         cmocka_unit_test (test_needs_reconnect_reuse_detected),
