@@ -1033,9 +1033,12 @@ list_start (store_t *store, void *req, char *err, size_t errlen)
     return store_events_list_start (store, &f, ow->limit, listed, ow, err, errlen);
 }
 
-/* An optional time field as epoch seconds in out ("" when absent); -1 when refused (reply sent). */
+/* An optional time field as epoch seconds in out ("" when absent); -1 when refused (reply sent).
+ * The store compares whole seconds: a fraction is dropped, or with up set (an exclusive bound:
+ * "until") rounds up, so that an event in that second is listed twice, by two pages, rather than
+ * by none (the hint of a pruned "before" pages on with "until" set to an event's time). */
 static int
-opt_time (worker_t *w, job_t *job, const msgpack_object *root, const char *key, char *out, size_t outlen)
+opt_time (worker_t *w, job_t *job, const msgpack_object *root, const char *key, int up, char *out, size_t outlen)
 {
     char text [48] = "";
     int r = opt_str (w, job, root, key, 40, text);
@@ -1048,6 +1051,9 @@ opt_time (worker_t *w, job_t *job, const msgpack_object *root, const char *key, 
         reply_error (w, job, FR_BAD_REQUEST, message, NULL, -1);
         return -1;
     }
+    const char *frac = strchr (text, '.');
+    if (up && frac && strspn (frac + 1, "0") < strspn (frac + 1, "0123456789"))
+        epoch++;
     snprintf (out, outlen, "%lld", (long long) epoch);
     return 1;
 }
@@ -1058,8 +1064,8 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
     char integration [IDENT_MAX + 1] = "", event [40] = "", since [48] = "", until [48] = "", before [40] = "";
     int64_t limit = 100;
     if (read_filters (w, job, root, integration, event, NULL) < 0
-        || opt_time (w, job, root, "since", since, sizeof since) < 0
-        || opt_time (w, job, root, "until", until, sizeof until) < 0)
+        || opt_time (w, job, root, "since", 0, since, sizeof since) < 0
+        || opt_time (w, job, root, "until", 1, until, sizeof until) < 0)
         return;
     /* the next page of a truncated listing: the events older than the last one it showed */
     int r = opt_str (w, job, root, "before", 36, before);

@@ -220,6 +220,26 @@ list_pages (const char *id, const char *const *want, size_t n)
     snprintf (want_line, sizeof want_line, "the next page is --before %s\n", first [0]);
     if (!itest_workdir_contains (h, want_line))
         fail_msg ("ferrulectl's standard error does not name the next page");
+    /* until an event's time (with its milliseconds) lists every older event, none lost to the
+     * second it falls in: the pruned "before"'s hint pages on that way */
+    r = harness_ctl (h, &rc, "events", "--integration", id, NULL);
+    assert_int_equal (rc, 0);
+    json_t *all = json_object_get (r, "events");
+    char at [64];
+    snprintf (at, sizeof at, "%s", json_string_value (json_object_get (json_array_get (all, 1), "at")));
+    json_t *older = harness_ctl (h, &rc, "events", "--integration", id, "--until", at, NULL);
+    assert_int_equal (rc, 0);
+    for (size_t i = 2; i < json_array_size (all); i++) {
+        const char *want_id = json_string_value (json_object_get (json_array_get (all, i), "id"));
+        int found = 0;
+        for (size_t k = 0; k < json_array_size (json_object_get (older, "events")); k++)
+            found |= strcmp (want_id, json_string_value (json_object_get (json_array_get (
+                                 json_object_get (older, "events"), k), "id"))) == 0;
+        if (!found)
+            fail_msg ("--until %s left out event %zu, older than that time", at, i);
+    }
+    json_decref (older);
+    json_decref (r);
     /* a window: until a time before them all has none; since then until far ahead, all */
     r = harness_ctl (h, &rc, "events", "--integration", id, "--until", "2000-01-01T00:00:00Z", NULL);
     assert_int_equal (rc, 0);
