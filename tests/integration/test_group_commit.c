@@ -1358,70 +1358,19 @@ test_unrotated_commit_whose_answer_was_lost_is_not_a_conflict (void **state)
     dbproxy_destroy (&proxy);
 }
 
-/* A worker's rotated commit C1 is kept against a failover; its next refresh R2 of the same
- * integration is at the provider (spending C1's token) when the server fails over to one that
- * lacks C1 (the row put back as it was before C1, the worker's connections cut and its new ones
- * held until R2's answer is in). On the new connection the worker's check writes C1 again; R2's
- * commit must follow it. It went out first, in the reconnecting turn: its compare-and-set lost
- * against the row put back, R2's rotated token was dropped as a conflict's, and the check then
- * wrote back C1's token, which the provider had spent: the next refresh failed for good. */
+/* The worker makes `before` rotated commits of id (C1...), kept against a failover; its next
+ * refresh R is at the provider (spending the last one's token) when the server fails over to one
+ * that lacks them all (the row put back to the saved copy, the worker's connections cut and its
+ * new ones held until R's answer is in). The worker's check writes the newest commit again over
+ * the row put back, and R's commit must follow it: the row ends two generations after the saved
+ * one, holding the provider's newest token, and the next refresh succeeds. */
 static void
-test_commit_after_a_failover_waits_for_the_check (void **state)
+refresh_across_a_failover_that_lost_commits (const char *name, const char *id, const char *saved, int before)
 {
-    (void) state;
-    dbproxy_t *proxy = start_behind_relay ("group_commit_failover_order", "fo2:box", "saved2", NULL);
+    dbproxy_t *proxy = start_behind_relay (name, id, saved, NULL);
     int rc = -1;
-    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "fo2:box", NULL);        /* C1 */
-    json_decref (r);
-    assert_int_equal (rc, 0);
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 2000));
-    long long calls = itest_stat (h, "fakebox", "refresh_calls");
-    pid_t child = fork ();
-    assert_true (child >= 0);
-    if (child == 0) {
-        json_t *c = harness_ctl (h, &rc, "refresh", "--integration", "fo2:box", "--timeout", "20", NULL);   /* R2 */
-        json_decref (c);
-        _exit (rc < 0 ? 99 : rc);
-    }
-    assert_int_equal (itest_wait_stat (h, "fakebox", "refresh_calls", calls + 1, 20000), calls + 1);
-    /* the failover: the new server lacks C1, and answers nothing until R2's answer is in */
-    dbproxy_hold_answers (proxy, 1);
-    lose_commits_since ("saved2");
-    assert_true (dbproxy_cut (proxy) > 0);
-    sleep (3);                               /* R2's 2 s at the provider, counted from its arrival, are over */
-    dbproxy_hold_answers (proxy, 0);
-    int status;
-    assert_int_equal (waitpid (child, &status, 0), child);
-    assert_true (WIFEXITED (status));
-    itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
-    long long g = harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'fo2:box'")
-                  - harness_sql_int (h, "SELECT generation FROM saved2");
-    /* the chain goes on: the stored token is the provider's newest */
-    r = harness_ctl (h, &rc, "refresh", "--integration", "fo2:box", NULL);
-    fprintf (stderr, "R2 exit %d; the row %lld generations after the saved one; the next refresh: exit %d %s\n",
-             WEXITSTATUS (status), g, rc, itest_code (r));
-    json_decref (r);
-    assert_int_equal (g, 2);
-    assert_int_equal (rc, 0);
-    assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
-    assert_int_equal (itest_teardown (&h), 0);
-    dbproxy_destroy (&proxy);
-}
-
-/* The same after a failover that lost two of the worker's commits, C1 and C2, while its refresh R3
- * is at the provider spending C2's token. The check finds the row holding the token C1 spent and
- * writes C2 again over it, one generation earlier than C2 first made; R3's commit expected the
- * generation C2 had made, lost its compare-and-set against the row C2's write left, and R3's
- * rotated token was dropped as a conflict's while the row held C2's token, which R3 had spent: the
- * next refresh was refused (reuse detection). R3 now commits after C2, where C2 is now. */
-static void
-test_commit_after_a_failover_that_lost_two_commits_follows_them (void **state)
-{
-    (void) state;
-    dbproxy_t *proxy = start_behind_relay ("group_commit_failover_two", "fo3:box", "saved3", NULL);
-    int rc = -1;
-    for (int i = 0; i < 2; i++) {                                                         /* C1, C2 */
-        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "fo3:box", NULL);
+    for (int i = 0; i < before; i++) {
+        json_t *r = harness_ctl (h, &rc, "refresh", "--integration", id, NULL);
         json_decref (r);
         assert_int_equal (rc, 0);
     }
@@ -1430,33 +1379,57 @@ test_commit_after_a_failover_that_lost_two_commits_follows_them (void **state)
     pid_t child = fork ();
     assert_true (child >= 0);
     if (child == 0) {
-        json_t *c = harness_ctl (h, &rc, "refresh", "--integration", "fo3:box", "--timeout", "20", NULL);   /* R3 */
+        json_t *c = harness_ctl (h, &rc, "refresh", "--integration", id, "--timeout", "20", NULL);   /* R */
         json_decref (c);
         _exit (rc < 0 ? 99 : rc);
     }
     assert_int_equal (itest_wait_stat (h, "fakebox", "refresh_calls", calls + 1, 20000), calls + 1);
-    /* the failover: the new server lacks C1 and C2, and answers nothing until R3's answer is in */
+    /* the failover: the new server lacks the commits, and answers nothing until R's answer is in */
     dbproxy_hold_answers (proxy, 1);
-    lose_commits_since ("saved3");
+    lose_commits_since (saved);
     assert_true (dbproxy_cut (proxy) > 0);
-    sleep (3);                               /* R3's 2 s at the provider, counted from its arrival, are over */
+    sleep (3);                               /* R's 2 s at the provider, counted from its arrival, are over */
     dbproxy_hold_answers (proxy, 0);
     int status;
     assert_int_equal (waitpid (child, &status, 0), child);
     assert_true (WIFEXITED (status));
     itest_fake_config (h, "fakebox", json_pack ("{s:i}", "latency_ms", 0));
-    long long g = harness_sql_int (h, "SELECT generation FROM integrations WHERE id = 'fo3:box'")
-                  - harness_sql_int (h, "SELECT generation FROM saved3");
+    char sql [256];
+    snprintf (sql, sizeof sql, "SELECT (SELECT generation FROM integrations WHERE id = '%s')"
+              " - (SELECT generation FROM %s)", id, saved);
+    long long g = harness_sql_int (h, sql);
     /* the chain goes on: the stored token is the provider's newest */
-    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", "fo3:box", NULL);
-    fprintf (stderr, "R3 exit %d; the row %lld generations after the saved one; the next refresh: exit %d %s\n",
-             WEXITSTATUS (status), g, rc, itest_code (r));
+    json_t *r = harness_ctl (h, &rc, "refresh", "--integration", id, NULL);
+    fprintf (stderr, "%d commits lost; R exit %d; the row %lld generations after the saved one; the next refresh: "
+             "exit %d %s\n", before, WEXITSTATUS (status), g, rc, itest_code (r));
     json_decref (r);
     assert_int_equal (itest_stat (h, "fakebox", "reuse_detections"), 0);
     assert_int_equal (rc, 0);
-    assert_int_equal (g, 2);                 /* C2 written again over the saved row, R3 after it */
+    assert_int_equal (g, 2);                 /* the newest commit written again over the saved row, R after it */
     assert_int_equal (itest_teardown (&h), 0);
     dbproxy_destroy (&proxy);
+}
+
+/* One commit lost: R's commit went out first, in the reconnecting turn; its compare-and-set lost
+ * against the row put back, R's rotated token was dropped as a conflict's, and the check then
+ * wrote back C1's token, which the provider had spent: the next refresh failed for good. */
+static void
+test_commit_after_a_failover_waits_for_the_check (void **state)
+{
+    (void) state;
+    refresh_across_a_failover_that_lost_commits ("group_commit_failover_order", "fo2:box", "saved2", 1);
+}
+
+/* Two commits lost, C1 and C2: the check finds the row holding the token C1 spent and writes C2
+ * again over it, one generation earlier than C2 first made. R's commit expected the generation C2
+ * had made, lost its compare-and-set against the row C2's write left, and R's rotated token was
+ * dropped as a conflict's while the row held C2's token, which R had spent: the next refresh was
+ * refused (reuse detection). R now commits after C2, where C2 is now. */
+static void
+test_commit_after_a_failover_that_lost_two_commits_follows_them (void **state)
+{
+    (void) state;
+    refresh_across_a_failover_that_lost_commits ("group_commit_failover_two", "fo3:box", "saved3", 2);
 }
 
 /* 1 when fakebox's newest request is a code exchange. */
