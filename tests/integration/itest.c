@@ -289,6 +289,22 @@ itest_log_lines (harness_t *h, const char *log, const char *needle, unsigned lon
     return n;
 }
 
+char *
+itest_migrate_stderr (harness_t *h, const char *arg0)
+{
+    char path [1024];
+    snprintf (path, sizeof path, "%s/migrate-%s.log", harness_workdir (h), arg0);
+    char *text = calloc (1, 65536);
+    assert_non_null (text);
+    FILE *f = fopen (path, "r");
+    if (f) {
+        size_t n = fread (text, 1, 65535, f);
+        text [n] = '\0';
+        fclose (f);
+    }
+    return text;
+}
+
 int
 itest_workdir_contains (harness_t *h, const char *needle)
 {

@@ -95,6 +95,9 @@ long long itest_reads (harness_t *h, const char *table, const char *index);
  * each ("(and N more since the last line)", "N more ... since the last line", "answered N
  * more ..."). For lines said at most once a second. */
 int itest_log_lines (harness_t *h, const char *log, const char *needle, unsigned long long *more);
+/* The standard error of the last "ferrule-migrate arg0" (harness_migrate's log), "" when none;
+ * the caller frees it. */
+char *itest_migrate_stderr (harness_t *h, const char *arg0);
 /* 1 when needle occurs in any log file (*.log) of the harness's work folder. */
 int itest_workdir_contains (harness_t *h, const char *needle);
 /* Waits up to timeout_ms (a bound against a hang, not a speed check) for needle to occur in a log

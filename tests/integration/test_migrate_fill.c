@@ -61,22 +61,6 @@ check_hashes (long long *unhashed, long long *wrong, long long *negative)
     return rows;
 }
 
-/* The standard error of the last "ferrule-migrate arg0" (harness_migrate's log), or "". */
-static char *
-migrate_stderr (const char *arg0)
-{
-    char path [1024];
-    snprintf (path, sizeof path, "%s/migrate-%s.log", harness_workdir (h), arg0);
-    char *text = calloc (1, 65536);
-    FILE *f = fopen (path, "r");
-    if (f) {
-        size_t n = fread (text, 1, 65535, f);
-        text [n] = '\0';
-        fclose (f);
-    }
-    return text;
-}
-
 /* A deployment from before 009: BULK_ROWS rows and a few whose ids an array literal must quote
  * (NULL reads as a null unquoted), all without a routing hash. "up" fills every one in with the
  * brokers' own hash and says how many; a second "up" finds nothing to do; "up --no-fill" leaves
@@ -166,7 +150,7 @@ test_fill_skips_held_rows (void **state)
     int64_t t0 = clock_mono_ms ();
     int rc = harness_migrate (h, &out, "fill-route-hashes", NULL);
     int64_t took = clock_mono_ms () - t0;
-    char *err = migrate_stderr ("fill-route-hashes");
+    char *err = itest_migrate_stderr (h, "fill-route-hashes");
     printf ("fill-route-hashes (%lld ms), exit %d:\n%s%s", (long long) took, rc, out, err);
     while ((res = PQgetResult (briefly)))
         PQclear (res);

@@ -33,22 +33,6 @@ teardown (void **state)
     return itest_teardown (&h);
 }
 
-/* The standard error of the last "ferrule-migrate arg0" (harness_migrate's log), or "". */
-static char *
-migrate_stderr (const char *arg0)
-{
-    char path [1024];
-    snprintf (path, sizeof path, "%s/migrate-%s.log", harness_workdir (h), arg0);
-    char *text = calloc (1, 65536);
-    FILE *f = fopen (path, "r");
-    if (f) {
-        size_t n = fread (text, 1, 65535, f);
-        text [n] = '\0';
-        fclose (f);
-    }
-    return text;
-}
-
 /* Runs prune-events with the arguments given, prints what it said, returns its exit status and
  * (the caller frees them) its standard output and error. */
 static int
@@ -57,7 +41,7 @@ prune (char **out, char **err, const char *older_than, const char *batch)
     int64_t t0 = clock_mono_ms ();
     int rc = batch ? harness_migrate (h, out, "prune-events", older_than, batch, NULL)
                    : harness_migrate (h, out, "prune-events", older_than, NULL);
-    *err = migrate_stderr ("prune-events");
+    *err = itest_migrate_stderr (h, "prune-events");
     printf ("prune-events %s (%lld ms), exit %d:\n%s%s", older_than, (long long) (clock_mono_ms () - t0), rc, *out,
             *err);
     return rc;
