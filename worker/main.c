@@ -141,16 +141,18 @@ main (int argc, char **argv)
         goto out;
     }
     /* the lease starts when the claim's statement runs, the provider call once its answer is back
-     * in the loop: up to the statement timeout and the 250 ms waited past it later; and the commit
-     * of the call's answer may take as long again. A lease that ran out before that commit would
-     * let another worker claim and spend the refresh token the answer replaced. (The call's
-     * timeout includes its connect.) */
-    if (lease_ms <= timeout_ms + 2 * (db_statement_ms + 250)) {
+     * in the loop: up to the statement timeout and the 250 ms waited past it later. The commit of
+     * the call's answer goes with the next batch, which waits for a free connection: with a batch
+     * in flight on each, as long again; and the commit itself as long again. A lease that ran out
+     * before that commit would let another worker claim and spend the refresh token the answer
+     * replaced. (The call's timeout includes its connect.) */
+    if (lease_ms <= timeout_ms + 3 * (db_statement_ms + 250)) {
         log_error (NULL, NULL, "FERRULE_LEASE_MS (%lld) must exceed the provider call timeout (%lld ms) plus the longest "
-                   "a claim's answer and the commit of the call's answer can take (%lld ms: twice the database "
-                   "statement timeout and 250 ms): a lease that expires before the commit lets another worker spend "
-                   "the refresh token the provider replaced",
-                   (long long) lease_ms, (long long) timeout_ms, (long long) (2 * (db_statement_ms + 250)));
+                   "a claim's answer, the wait of the call's answer for a free database connection (a batch may be "
+                   "in flight on each) and its commit can take (%lld ms: three times the database statement timeout "
+                   "and 250 ms): a lease that expires before the commit lets another worker spend the refresh token "
+                   "the provider replaced",
+                   (long long) lease_ms, (long long) timeout_ms, (long long) (3 * (db_statement_ms + 250)));
         rc = 2;
         goto out;
     }

@@ -338,11 +338,12 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
     if (!(grace * 1000 > longest + WORKER_EXIT_MARGIN_MS))
       problem(label, obj, `terminationGracePeriodSeconds ${grace} does not exceed the worker's longest drain plus ${WORKER_EXIT_MARGIN_MS} ms (${longest + WORKER_EXIT_MARGIN_MS} ms: the longer of FERRULE_DRAIN_MS ${drain} and FERRULE_PROVIDER_TIMEOUT_MS ${provider}, for a commit or a provider call still out when it ends, + the statement timeout ${statement} + 500): the kubelet would kill refreshes in flight`);
     const lease = number(env, "FERRULE_LEASE_MS", WORKER_DEFAULTS);
-    // as worker/main.c: the call's timeout (its connect included), the claim's answer and the
-    // commit of the call's answer (each the statement timeout and 250 ms)
-    const calls = number(env, "FERRULE_PROVIDER_TIMEOUT_MS", WORKER_DEFAULTS) + 2 * (statement + 250);
+    // as worker/main.c: the call's timeout (its connect included), the claim's answer, the wait
+    // of the call's answer for a free database connection and its commit (each the statement
+    // timeout and 250 ms)
+    const calls = number(env, "FERRULE_PROVIDER_TIMEOUT_MS", WORKER_DEFAULTS) + 3 * (statement + 250);
     if (!(lease > calls))
-      problem(label, obj, `FERRULE_LEASE_MS ${lease} does not exceed the provider call timeout plus a claim's answer and the commit of the call's answer (${calls} ms): the worker refuses to start`);
+      problem(label, obj, `FERRULE_LEASE_MS ${lease} does not exceed the provider call timeout plus a claim's answer, the wait of the call's answer for a free database connection and its commit (${calls} ms): the worker refuses to start`);
     const id = (c.env || []).find((e) => e.name === "FERRULE_WORKER_ID");
     if (!id || !id.valueFrom || !id.valueFrom.fieldRef || id.valueFrom.fieldRef.fieldPath !== "metadata.name")
       problem(label, obj, `${where}: FERRULE_WORKER_ID must come from metadata.name (a stable pod name)`);

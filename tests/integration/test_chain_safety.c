@@ -1343,11 +1343,11 @@ takeover_at (int kill_a, const char *provider)
     /* a connection to the database may take longer than that heartbeat on a loaded machine */
     harness_set_env (h, "FERRULE_DB_CONNECT_TIMEOUT_MS", "1000");
     /* room over the provider's 1 s for a loaded machine: the call must end in an answer; and
-     * under the 3.5 s lease with the claim's and the commit's 250 + 250 ms each (the worker
-     * refuses less) */
+     * under the 4 s lease with the claim's answer, a wait for a free connection and the commit,
+     * 250 + 250 ms each (the worker refuses less) */
     harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "2400");
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "300");
-    harness_set_env (h, "FERRULE_LEASE_MS", "3500");
+    harness_set_env (h, "FERRULE_LEASE_MS", "4000");
     start_two_replicas ();
     const char *b0 = harness_broker_frontend (h, 0), *b1 = harness_broker_frontend (h, 1);
     if (strcmp (provider, "fakegoogle") == 0)    /* reusable: its answers carry the token sent */
@@ -1466,7 +1466,8 @@ test_replay_blocked_by_a_row_lock_does_not_stall_cache_hits (void **state)
     /* the longest waits the heartbeat allows: a replay the loop waited for would hold it 1 s a try */
     harness_set_env (h, "FERRULE_DB_STATEMENT_TIMEOUT_MS", "1200");
     harness_set_env (h, "FERRULE_DB_LOCK_TIMEOUT_MS", "1000");
-    harness_set_env (h, "FERRULE_LEASE_MS", "5400");       /* over the 2.4 s call, a 1.45 s claim and commit */
+    /* over the 2.4 s call, a 1.45 s claim, wait for a free connection and commit */
+    harness_set_env (h, "FERRULE_LEASE_MS", "6800");
     assert_int_equal (harness_start_worker_on (h, "wA", 1u), 0);
     int rc = -1;
     for (int64_t until = clock_mono_ms () + 20000; rc != 0 && clock_mono_ms () < until; usleep (100000))

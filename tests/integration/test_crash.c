@@ -31,7 +31,8 @@ setup (void **state)
     /* leases must outlive a provider call, and dead workers' leases must expire quickly here */
     harness_set_env (h, "FERRULE_PROVIDER_TIMEOUT_MS", "1000");
     harness_set_env (h, "FERRULE_PROVIDER_CONNECT_TIMEOUT_MS", "500");
-    harness_set_env (h, "FERRULE_LEASE_MS", "3600");     /* over the call, a claim's answer and a commit (3500 ms) */
+    /* over the call, a claim's answer, a wait for a free connection and a commit (4750 ms) */
+    harness_set_env (h, "FERRULE_LEASE_MS", "4800");
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "250");
     /* the database's timeouts follow the heartbeat unless set (250 ms for a statement and for a
      * connection, 62 ms for a lock): a loaded machine's slow flush, or its slow start of a backend,
@@ -117,7 +118,7 @@ test_workers_killed_under_load (void **state)
     assert_int_equal (answered, 6 * 300);
     assert_true (ok > answered / 2);
     /* afterwards every integration works: nothing is stuck behind a dead worker's lease */
-    usleep (3500000);
+    usleep (4700000);
     for (int i = 0; i < INTEGRATIONS; i++) {
         int rc;
         json_t *t = harness_ctl (h, &rc, "refresh", "--integration", ids [i], NULL);

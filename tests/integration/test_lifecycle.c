@@ -226,8 +226,9 @@ static void
 test_refresh_lease_without_room_for_the_claim_refused_at_start (void **state)
 {
     lease_refused_at_start ("shortlease", "1000", "3200", "FERRULE_LEASE_MS (3200) must exceed the provider call "
-                            "timeout (2000 ms) plus the longest a claim's answer and the commit of the call's answer "
-                            "can take (2500 ms");
+                            "timeout (2000 ms) plus the longest a claim's answer, the wait of the call's answer for "
+                            "a free database connection (a batch may be in flight on each) and its commit can take "
+                            "(3750 ms");
 }
 
 /* The same rule left out the commit of the call's answer: a 3500 ms lease over a 2000 ms call
@@ -239,8 +240,24 @@ static void
 test_refresh_lease_without_room_for_the_commit_refused_at_start (void **state)
 {
     lease_refused_at_start ("nocommitroom", "1200", "3500", "FERRULE_LEASE_MS (3500) must exceed the provider call "
-                            "timeout (2000 ms) plus the longest a claim's answer and the commit of the call's answer "
-                            "can take (2900 ms");
+                            "timeout (2000 ms) plus the longest a claim's answer, the wait of the call's answer for "
+                            "a free database connection (a batch may be in flight on each) and its commit can take "
+                            "(4350 ms");
+}
+
+/* The rule then left out the commit's wait for a free connection: the answer's commit goes with
+ * the next batch, and with a batch in flight on each of the worker's connections it waits up to
+ * a statement timeout and 250 ms before it is even sent. A 5000 ms lease over a 2000 ms call and
+ * a 1000 ms statement timeout was taken, although the claim's answer, that wait and the commit
+ * may take 3750 ms: the lease could end before a live refresh committed, and another worker
+ * spend the refresh token it replaced (review, 2026-12-07). It now refuses to start. */
+static void
+test_refresh_lease_without_room_for_the_wait_for_a_connection_refused_at_start (void **state)
+{
+    lease_refused_at_start ("noconnroom", "1000", "5000", "FERRULE_LEASE_MS (5000) must exceed the provider call "
+                            "timeout (2000 ms) plus the longest a claim's answer, the wait of the call's answer for "
+                            "a free database connection (a batch may be in flight on each) and its commit can take "
+                            "(3750 ms: three times the database statement timeout and 250 ms)");
 }
 
 /* A webhook lease that exceeds the attempt's timeout by less than the claim itself can take: the
@@ -979,6 +996,7 @@ main (void)
         cmocka_unit_test (test_webhook_backoff_without_a_wait_refused_at_start),
         cmocka_unit_test (test_refresh_lease_without_room_for_the_claim_refused_at_start),
         cmocka_unit_test (test_refresh_lease_without_room_for_the_commit_refused_at_start),
+        cmocka_unit_test (test_refresh_lease_without_room_for_the_wait_for_a_connection_refused_at_start),
         cmocka_unit_test (test_a_drain_starts_no_call_it_cannot_finish),
         cmocka_unit_test (test_a_short_drain_waits_for_a_call_in_flight),
         cmocka_unit_test (test_a_drain_commits_every_answer_it_gets),

@@ -227,6 +227,8 @@ test_restarted_worker_gets_requests_again (void **state)
      * tell the broker by itself, and this test would then pass without the HELLO check, never
      * fail with it */
     harness_set_env (h, "FERRULE_HEARTBEAT_MS", "10000");
+    /* the statement timeout follows the heartbeat: the lease must cover the call and three of them */
+    harness_set_env (h, "FERRULE_LEASE_MS", "60000");
     assert_int_equal (harness_start_broker (h), 0);
     assert_int_equal (harness_start_worker (h, "w1"), 0);
     assert_int_equal (harness_wait_ready (h, 1, 30000), 0);
