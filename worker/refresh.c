@@ -763,7 +763,21 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
             return;
         }
         case CLAIM_INACTIVE: {
-            refresh_adopt_row (w, e, &row, err, sizeof err);
+            st = refresh_adopt_row (w, e, &row, err, sizeof err);
+            if (st != FR_OK) {
+                /* the entry holds a status and a token the row no longer has: dropped with the
+                 * refresh (stale), so the next request reads the row and meets the same failure */
+                char message [768];
+                snprintf (message, sizeof message, "integration \"%s\" is %s, and its stored access token could not "
+                          "be decrypted: %s", e->id, row.status ? row.status : "inactive", err);
+                log_error (e->id, rid_of (r), "%s", message);
+                e->stale = 1;
+                store_row_clear (&row);
+                refresh_finish_error (w, r, st, message, "check FERRULE_ENCRYPTION_KEY and "
+                                      "FERRULE_ENCRYPTION_OLD_KEYS: every key that sealed a stored value must be "
+                                      "among them", -1);
+                return;
+            }
             fr_status_t code = e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT;
             snprintf (err, sizeof err, "integration \"%s\" is %s%s%s", e->id, cache_status_text (e->status),
                       row.last_error_message ? ": " : "", row.last_error_message ? row.last_error_message : "");

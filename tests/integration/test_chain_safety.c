@@ -1703,6 +1703,41 @@ test_unnotified_change_found_by_revalidation (void **state)
     assert_string_equal (code, "disconnected");
 }
 
+/* A claim that finds the row inactive takes the row's tokens into the cache to answer with its
+ * status. When the stored access token did not open under the configured keys (here: sealed, as
+ * the row says, with a key the worker was not given), that failure was ignored: the reply said
+ * `integration "ik:box" is active` with needs_reconnect, and the entry stayed active, so the
+ * next request was handed the cached token of an integration the database has inactive. It now
+ * says that the stored token could not be decrypted, with the code of every such failure. */
+static void
+test_an_inactive_row_the_keys_do_not_open_says_so (void **state)
+{
+    start_one_worker ("chain_inactive_key", NULL);
+    char *at = NULL;
+    char *rt = grant ("fakebox", &at, NULL);
+    import_at (harness_brokers (h), "ik:box", rt, at, "3600");
+    free (rt);
+    free (at);
+    int rc;
+    code_of_ctl (harness_brokers (h), "token", "ik:box", &rc);
+    assert_int_equal (rc, 0);
+    /* inactive in the database, not in the cache (no notification): a refresh claims the row */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET status = 'needs_reconnect', key_id = key_id + 1000 "
+                                      "WHERE id = 'ik:box'"), 0);
+    json_t *r = harness_ctl_at (h, harness_brokers (h), &rc, "refresh", "--integration", "ik:box", NULL);
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (strcmp (itest_code (r), "configuration") != 0 || !message || !strstr (message, "needs_reconnect")
+    ||  !strstr (message, "FERRULE_ENCRYPTION_OLD_KEYS"))
+        fail_msg ("a refresh of an inactive row whose access token no configured key opens: %s: %s", itest_code (r),
+                  message ? message : "(no message)");
+    json_decref (r);
+    /* and the cached token of the integration the database has inactive is not handed out */
+    const char *code = code_of_ctl (harness_brokers (h), "token", "ik:box", &rc);
+    if (rc == 0)
+        fail_msg ("a token request after it was answered from the cache");
+    assert_string_equal (code, "configuration");
+}
+
 /* ---- refreshes sized by the token's own lifetime ---- */
 
 static void
@@ -1939,6 +1974,7 @@ main (void)
         cmocka_unit_test_teardown (test_same_pid_workers_draw_distinct_lease_tokens, teardown),
         cmocka_unit_test_teardown (test_notification_during_a_statement_reaches_the_cache, teardown),
         cmocka_unit_test_teardown (test_unnotified_change_found_by_revalidation, teardown),
+        cmocka_unit_test_teardown (test_an_inactive_row_the_keys_do_not_open_says_so, teardown),
         cmocka_unit_test_teardown (test_fresh_import_is_not_refreshed, teardown),
         cmocka_unit_test_teardown (test_min_valid_honoured_after_a_refresh, teardown),
         cmocka_unit_test_teardown (test_late_waiter_min_valid_honoured, teardown),
