@@ -79,6 +79,8 @@ struct refresh {
     int background;                  /* started by refresh-ahead or the sweep, not by a request */
     int64_t call_started_ms;
     int64_t started_us;              /* monotonic: the refresh began */
+    int64_t held_since_us;           /* monotonic: its claim began to wait for the worker's recovery or
+                                      * check of its last commits (refresh_send_batch), 0: it does not */
     /* a commit waiting for the database */
     store_commit_t commit;
     unsigned char *access_ct, *refresh_ct;
@@ -1675,18 +1677,27 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
          * are being checked against a server just connected to: a refresh now could spend a
          * refresh token the journal, or a commit the server lost, has already replaced. A worker
          * takes requests as soon as it is connected, and either takes a few round trips once the
-         * database answers: a claim waits for it, up to STARTUP_WAIT_MS from the refresh's start,
-         * and then fails as a claim does while the database is away (a restarted worker used to
-         * fail the requests of its first milliseconds: it_lifecycle's rolling restart) */
+         * database answers: a claim waits for it, up to STARTUP_WAIT_MS from when it began to
+         * wait (not from the refresh's start: one that waited for another worker's lease first
+         * would fail at once), and then fails as a claim does while the database is away (a
+         * restarted worker used to fail the requests of its first milliseconds: it_lifecycle's
+         * rolling restart) */
         int64_t now_us = clock_mono_us ();
+        char why [256];
+        if (w->started_db)
+            snprintf (why, sizeof why, "the worker is still checking its last commits against the database; retry "
+                      "shortly");
+        else
+            snprintf (why, sizeof why, "the worker has not finished its start-up recovery (%s); retry shortly",
+                      w->recovering ? w->recovering : "not begun");
         for (size_t i = 0; i < n; i++) {
             refresh_t *r = rs [i];
-            if ((now_us - r->started_us) / 1000 < STARTUP_WAIT_MS)
+            if (!r->held_since_us)
+                r->held_since_us = now_us;
+            if ((now_us - r->held_since_us) / 1000 < STARTUP_WAIT_MS)
                 r->due_ms = now_us / 1000 + STARTUP_RECHECK_MS;    /* still claiming: the next look */
             else
-                refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, w->started_db
-                                      ? "the worker is still checking its last commits against the database; retry shortly"
-                                      : "the worker is still recovering its journal; retry shortly", NULL, 1);
+                refresh_finish_error (w, r, FR_DATABASE_UNAVAILABLE, why, NULL, 1);
         }
         n = 0;
     }
@@ -1701,7 +1712,9 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
          * that worker's refresh, and this worker's kept commit, or its journal's record, is
          * written only once that worker has written its own (failover.h). It waits as above. */
         int64_t now_us = clock_mono_us ();
-        if ((now_us - r->started_us) / 1000 < STARTUP_WAIT_MS)
+        if (!r->held_since_us)
+            r->held_since_us = now_us;
+        if ((now_us - r->held_since_us) / 1000 < STARTUP_WAIT_MS)
             r->due_ms = now_us / 1000 + STARTUP_RECHECK_MS;
         else
         if (failover_held_failing (w->failover, r->entry->id))
@@ -1750,6 +1763,7 @@ refresh_send_batch (worker_t *w, store_t *store, refresh_t **rs, size_t n, int a
         for (size_t i = 0; i < n; i++) {
             cl->rs [i] = rs [i];
             rs [i]->in_db = 1;
+            rs [i]->held_since_us = 0;      /* a later wait (after a conflict's claim) is counted anew */
             cl->q [i] = (store_claim_req_t) { .id = rs [i]->entry->id, .known_generation = rs [i]->known_generation,
                                               .valid_until = rs [i]->valid_until, .forced = rs [i]->forced };
         }

@@ -1518,17 +1518,14 @@ test_a_failing_journal_record_holds_only_its_integration (void **state)
 
 /* ---- a refresh asked for while the start-up recovery runs ---- */
 
-/* A restarted worker takes requests as soon as it is connected, while its recovery (the journal's
- * replay, then the release of its earlier run's leases) still runs, and no refresh may start
- * before the recovery ends. A refresh asked for meanwhile waits for it instead of failing at once
- * (a rolling restart failed the requests of a worker's first milliseconds): here a row lock holds
- * the release up for 300 ms after the refresh is asked for. */
-static void
-test_refresh_waits_for_the_start_up_recovery (void **state)
+/* Worker w1 restarted with its earlier run's lease of left:box, whose release waits for the row
+ * lock this returns; asked:box can be refreshed. */
+static PGconn *
+start_up_release_held (const char *name)
 {
     /* the release waits for the lock rather than timing out and retrying a second later (the
      * heartbeat bounds the timeouts: worker/main.c) */
-    start_one_worker ("chain_startup_wait", "FERRULE_HEARTBEAT_MS", "3000", "FERRULE_DB_STATEMENT_TIMEOUT_MS", "6500",
+    start_one_worker (name, "FERRULE_HEARTBEAT_MS", "3000", "FERRULE_DB_STATEMENT_TIMEOUT_MS", "6500",
                       "FERRULE_DB_LOCK_TIMEOUT_MS", "6000", NULL);
     const char *b = harness_brokers (h);
     char *rt1 = grant ("fakebox", NULL, NULL), *rt2 = grant ("fakebox", NULL, NULL);
@@ -1548,7 +1545,19 @@ test_refresh_waits_for_the_start_up_recovery (void **state)
      * database: a row lock's waiter waits on the holder's transaction id, a lock with no database) */
     wait_sql ("SELECT (count(*) > 0)::int FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
               " WHERE NOT l.granted AND a.datname = current_database ()", 1, 10000);
-    pid_t child = ctl_async (b, "refresh", "asked:box", NULL, NULL);
+    return locker;
+}
+
+/* A restarted worker takes requests as soon as it is connected, while its recovery (the journal's
+ * replay, then the release of its earlier run's leases) still runs, and no refresh may start
+ * before the recovery ends. A refresh asked for meanwhile waits for it instead of failing at once
+ * (a rolling restart failed the requests of a worker's first milliseconds): here a row lock holds
+ * the release up for 300 ms after the refresh is asked for. */
+static void
+test_refresh_waits_for_the_start_up_recovery (void **state)
+{
+    PGconn *locker = start_up_release_held ("chain_startup_wait");
+    pid_t child = ctl_async (harness_brokers (h), "refresh", "asked:box", NULL, NULL);
     usleep (300000);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'interrupted'"), 0);
     unlock_row (locker);
@@ -1558,6 +1567,75 @@ test_refresh_waits_for_the_start_up_recovery (void **state)
     assert_int_equal (harness_sql_int (h, "SELECT (max(r.seq) > max(i.seq))::int FROM token_chain r, token_chain i"
                                           " WHERE r.integration_id = 'asked:box' AND r.outcome = 'refreshed'"
                                           " AND i.integration_id = 'left:box' AND i.outcome = 'interrupted'"), 1);
+}
+
+/* A claim waits up to 2 s for the worker's check of its last commits after a reconnection. That
+ * was counted from the refresh's start, not from when the claim began to wait: a refresh that had
+ * waited 2 s for another worker's lease failed at once, with "the worker is still checking its
+ * last commits", as soon as a reconnection's check began. Here the refresh waits for a lease
+ * that ends after 4 s; 2.3 s in, the worker's main connection is dropped, and its check, which
+ * finds a kept commit lost, is held by a row lock for 0.6 s. The refresh now waits for it and for
+ * the lease, and succeeds. */
+static void
+test_a_claim_waits_for_the_check_from_when_it_began_to_wait (void **state)
+{
+    start_one_worker ("chain_check_wait", NULL);
+    assert_int_equal (harness_sql (h, "CREATE TEMP TABLE saved AS SELECT * FROM integrations WHERE false;"
+                                      " CREATE TEMP TABLE committed (id text, generation bigint, refresh_fingerprint text)"), 0);
+    refresh_saving_before ("kept:box");             /* a commit the worker keeps against a failover */
+    char *rt = grant ("fakebox", NULL, NULL);
+    import_at (harness_brokers (h), "wait:box", rt, NULL, NULL);
+    free (rt);
+    /* a refresh of wait:box under way on another worker for 4 s more */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_owner = 'w9', lease_token = gen_random_uuid (),"
+                                      " lease_expires_at = clock_timestamp () + interval '4 seconds'"
+                                      " WHERE id = 'wait:box'"), 0);
+    pid_t child = fork ();
+    assert_true (child >= 0);
+    if (child == 0) {
+        int rc = -1;
+        json_t *r = harness_ctl_at (h, harness_brokers (h), &rc, "refresh", "--integration", "wait:box", "--timeout",
+                                    "15", NULL);
+        if (rc != 0)
+            fprintf (stderr, "refresh of wait:box: %s: %s\n", itest_code (r),
+                     json_string_value (json_object_get (json_object_get (r, "error"), "message")));
+        json_decref (r);
+        _exit (rc < 0 ? 99 : rc);
+    }
+    usleep (2300000);                               /* the refresh has waited for the lease 2.3 s */
+    /* the commit lost (a failover), its row locked, and the main connection made again: the
+     * check finds the row behind, and its write waits for the lock (the batch connection stays:
+     * the claims go on it meanwhile, and none meets a connection just dropped) */
+    lose_saved_commits ();
+    PGconn *locker = lock_row ("kept:box");
+    assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE"
+                                      " datname = current_database() AND application_name ~ '^ferrule-worker '"), 0);
+    usleep (600000);
+    unlock_row (locker);
+    int rc = ctl_wait (child);
+    if (rc != 0)
+        fail_msg ("a refresh that waited for a lease, then for the check of the last commits after a reconnection: "
+                  "ferrulectl exited with %d (its answer above)", rc);
+    wait_log_lines ("w1", "written again from this worker's memory", 1, 10000);
+}
+
+/* A claim that waits longer than 2 s for the start-up recovery fails, and says which step holds
+ * it. It said "the worker is still recovering its journal" during the release of the earlier
+ * run's leases too, which sent an operator to the journal. */
+static void
+test_a_claim_held_by_the_lease_release_says_so (void **state)
+{
+    PGconn *locker = start_up_release_held ("chain_startup_release");
+    int rc;
+    json_t *r = harness_ctl_at (h, harness_brokers (h), &rc, "refresh", "--integration", "asked:box", "--timeout",
+                                "10", NULL);
+    unlock_row (locker);
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (strcmp (itest_code (r), "database_unavailable") != 0 || !message
+    ||  !strstr (message, "releasing the refresh leases of its earlier run"))
+        fail_msg ("a refresh held 2 s by the release of the earlier run's leases: %s: %s", itest_code (r),
+                  message ? message : "(no message)");
+    json_decref (r);
 }
 
 /* ---- the start-up release on a table larger than one statement may read ---- */
@@ -1951,6 +2029,8 @@ main (void)
         cmocka_unit_test_teardown (test_commit_lost_by_a_failover_survives_a_worker_restart, teardown),
         cmocka_unit_test_teardown (test_commits_lost_on_two_workers_are_written_again_in_order, teardown),
         cmocka_unit_test_teardown (test_a_wait_for_another_workers_commit_ends_with_the_window, teardown),
+        cmocka_unit_test_teardown (test_a_claim_waits_for_the_check_from_when_it_began_to_wait, teardown),
+        cmocka_unit_test_teardown (test_a_claim_held_by_the_lease_release_says_so, teardown),
         cmocka_unit_test_teardown (test_commits_lost_between_one_workers_own_are_written_again, teardown),
         cmocka_unit_test_teardown (test_commit_settled_by_the_replay_is_kept_against_a_failover, teardown),
         cmocka_unit_test_teardown (test_replay_waits_for_another_workers_lost_commit, teardown),
