@@ -499,26 +499,26 @@ test_code_expired_or_used (void **state)
     json_decref (reqs);
 }
 
-/* HubSpot answers a code it does not take (used, or expired) with 400 and BAD_AUTH_CODE or
- * EXPIRED_AUTH_CODE in its "status" field: the guide's "invalid grant while connecting", where the
- * user starts again. It was an unknown OAuth error, "configuration" (exit 6): the operator's. */
+/* HubSpot's answer to a code it does not take (used, or expired): 400 with BAD_AUTH_CODE or
+ * EXPIRED_AUTH_CODE in its "status" field, at the code exchange of a flow through provider (ids
+ * codeN:suffix). The guide's "invalid grant while connecting", where the user starts again. */
 static void
-test_hubspot_code_refused (void **state)
+hubspot_codes_refused (const char *provider, const char *suffix)
 {
     static const char *const codes [] = { "BAD_AUTH_CODE", "EXPIRED_AUTH_CODE" };
     for (size_t i = 0; i < sizeof codes / sizeof codes [0]; i++) {
         int rc;
         char id [64];
-        snprintf (id, sizeof id, "code%zu:hubspot", i);
-        char *location = start_flow (id, "hubspot", NULL, NULL);
-        json_t *f = json_pack ("{s:s, s:s, s:s, s:i}", "provider", "hubspot", "kind", "status_error", "error", codes [i],
+        snprintf (id, sizeof id, "code%zu:%s", i, suffix);
+        char *location = start_flow (id, provider, NULL, NULL);
+        json_t *f = json_pack ("{s:s, s:s, s:s, s:i}", "provider", provider, "kind", "status_error", "error", codes [i],
                                "status", 400);
         json_decref (harness_fake (h, "POST", "/admin/faults", f));
         json_decref (f);
         json_t *r = callback (location, &rc);
         if (strcmp (itest_code (r), "code_expired_or_used") != 0 || rc != 4)
-            fail_msg ("HubSpot's %s at the code exchange: \"%s\" (exit %d), not code_expired_or_used (exit 4)",
-                      codes [i], itest_code (r), rc);
+            fail_msg ("HubSpot's %s at the code exchange through \"%s\": \"%s\" (exit %d), not code_expired_or_used "
+                      "(exit 4)", codes [i], provider, itest_code (r), rc);
         assert_non_null (strstr (error_field (r, "message"), codes [i]));
         assert_non_null (strstr (error_field (r, "hint"), "start again from Connect"));
         free (location);
@@ -526,33 +526,20 @@ test_hubspot_code_refused (void **state)
     }
 }
 
+/* At the built-in entry. It was an unknown OAuth error, "configuration" (exit 6): the operator's. */
+static void
+test_hubspot_code_refused (void **state)
+{
+    hubspot_codes_refused ("hubspot", "hubspot");
+}
+
 /* The same answers at an entry that lists no invalid_grant_codes (an operator's own entry for a
  * second HubSpot app; fakebox here), as a dead refresh token's BAD_REFRESH_TOKEN is recognised at
- * any entry (it_failures test_dead_token_codes): they were an unknown OAuth error, "configuration"
- * (exit 6, the operator's), for the guide's "invalid grant during reconnect", which the user mends
- * by starting again. */
+ * any entry (it_failures test_dead_token_codes): they were "configuration" there too. */
 static void
 test_hubspot_code_refused_at_any_entry (void **state)
 {
-    static const char *const codes [] = { "BAD_AUTH_CODE", "EXPIRED_AUTH_CODE" };
-    for (size_t i = 0; i < sizeof codes / sizeof codes [0]; i++) {
-        int rc;
-        char id [64];
-        snprintf (id, sizeof id, "code%zu:hub2", i);
-        char *location = start_flow (id, "fakebox", NULL, NULL);
-        json_t *f = json_pack ("{s:s, s:s, s:s, s:i}", "provider", "fakebox", "kind", "status_error", "error", codes [i],
-                               "status", 400);
-        json_decref (harness_fake (h, "POST", "/admin/faults", f));
-        json_decref (f);
-        json_t *r = callback (location, &rc);
-        if (strcmp (itest_code (r), "code_expired_or_used") != 0 || rc != 4)
-            fail_msg ("HubSpot's %s at an entry without invalid_grant_codes: \"%s\" (exit %d), not "
-                      "code_expired_or_used (exit 4)", codes [i], itest_code (r), rc);
-        assert_non_null (strstr (error_field (r, "message"), codes [i]));
-        assert_non_null (strstr (error_field (r, "hint"), "start again from Connect"));
-        free (location);
-        json_decref (r);
-    }
+    hubspot_codes_refused ("fakebox", "hub2");
 }
 
 static void
