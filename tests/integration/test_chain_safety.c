@@ -1139,6 +1139,12 @@ test_journal_replay_keeps_the_api_base_url (void **state)
     assert_int_equal (ctl_wait (child), 5);
     harness_signal_worker (h, "w1", SIGKILL);
     assert_true (harness_wait_worker_exit (h, "w1", 10000) >= 0);
+    /* a commit the dead worker had sent again still waits for the lock on the server, which
+     * would run it once the lock goes: its sessions go with it, as with the whole machine */
+    assert_int_equal (harness_sql (h, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE"
+                                      " datname = current_database() AND application_name ~ '^ferrule-worker '"), 0);
+    wait_sql ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+              " AND application_name ~ '^ferrule-worker '", 0, 5000);
     unlock_row (locker);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE outcome = 'refreshed'"), 0);
 
