@@ -16,7 +16,9 @@
 #      documented bounds, the gateway's providers each with a client id for the workers, the
 #      disruption budgets of brokers and gateways evicting unhealthy pods (AlwaysAllow) and the
 #      workers' not (IfHealthyBudget), the journal on a
-#      persistent volume, only variables the programs read, objects that refer to each other exist
+#      persistent volume, only variables the programs read, objects that refer to each other exist,
+#      a CronJob that prunes old events (never two runs at once, its days above twice the
+#      workers' webhook max age)
 #   4. proves the checks bite: a broken copy of the base must fail them, both a broken rendering
 #      and a broken copy of the sources rendered by kustomize.mjs
 #   5. loads the providers ConfigMap with the worker's catalog loader (when it is built)
@@ -173,7 +175,9 @@ defects=(-e 's/publishNotReadyAddresses: true/publishNotReadyAdresses: true/'
          -e 's/value: "31000"/value: "25000"/'
          -e 's/value: "15000"/value: "39000"/'
          -e 's/memory: 1Gi/memory: 600Mi/'
-         -e 's/value: box,google$/value: box,google,github/')
+         -e 's/value: box,google$/value: box,google,github/'
+         -e 's/--older-than=90/--older-than=1/'
+         -e 's/concurrencyPolicy: Forbid/concurrencyPolicy: Allow/')
 leaked () {
     printf -- '---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: leaked\n  labels:\n    app.kubernetes.io/name: ferrule\nstringData:\n  FERRULE_ENCRYPTION_KEY: c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=\n'
 }
@@ -198,10 +202,12 @@ expect_rejected () {
                   'PodDisruptionBudget/ferrule-worker: sets unhealthyPodEvictionPolicy: AlwaysAllow; the workers'"'"' must be IfHealthyBudget' \
                   'FERRULE_PROVIDER_TIMEOUT_MS 39000, for a commit or a provider call still out when it ends, + the statement timeout 1000 + 500' \
                   'container "broker": resources.limits.memory 600Mi is below what the broker may hold' \
-                  'offers "github", whose client id FERRULE_GITHUB_CLIENT_ID the workers are not given'; do
+                  'offers "github", whose client id FERRULE_GITHUB_CLIENT_ID the workers are not given' \
+                  '--older-than=1 days is below twice the workers'"'"' FERRULE_WEBHOOK_MAX_AGE_S 86400 s' \
+                  'CronJob/ferrule-prune-events: sets concurrencyPolicy: Allow; must be Forbid'; do
         grep -qF -- "$expect" "$WORK/$1.out" || { cat "$WORK/$1.out" >&2; fail "validate.mjs did not report, for $3: $expect"; }
     done
-    say "$3 is rejected for each of its 13 defects"
+    say "$3 is rejected for each of its 15 defects"
 }
 expect_rejected broken "$WORK/broken.yaml" "a broken copy of the rendered base"
 # The same defects in a copy of the sources, rendered by kustomize.mjs: what it renders is what

@@ -57,7 +57,7 @@ const MODELS = {
     Namespace: core.Namespace, ServiceAccount: core.ServiceAccount,
   },
   "apps/v1": { Deployment: apps.Deployment, StatefulSet: apps.StatefulSet },
-  "batch/v1": { Job: batch.Job },
+  "batch/v1": { Job: batch.Job, CronJob: batch.CronJob },
   "policy/v1": { PodDisruptionBudget: policy.PodDisruptionBudget },
   "networking.k8s.io/v1": { NetworkPolicy: networking.NetworkPolicy, Ingress: networking.Ingress },
   "autoscaling/v2": { HorizontalPodAutoscaler: autoscaling.HorizontalPodAutoscaler },
@@ -71,6 +71,12 @@ const WORKER_DEFAULTS = {
   FERRULE_HEARTBEAT_MS: 1000, FERRULE_DB_STATEMENT_TIMEOUT_MS: 0,
   FERRULE_PARTITIONS: 256,
 };
+// worker/main.c's default for FERRULE_WEBHOOK_MAX_AGE_S, when the workers do not set it.
+const WORKER_WEBHOOK_MAX_AGE_S = (() => {
+  const m = fs.readFileSync("worker/main.c", "utf8").match(/"FERRULE_WEBHOOK_MAX_AGE_S", CONFIG_INT, &\w+, "(\d+)"/);
+  if (!m) { console.log("validate: worker/main.c has no default for FERRULE_WEBHOOK_MAX_AGE_S"); process.exit(1); }
+  return Number(m[1]);
+})();
 const BROKER_DEFAULTS = {
   FERRULE_PARTITIONS: 256, FERRULE_DEFAULT_DEADLINE_MS: 5000, FERRULE_MAX_PENDING: 100000,
   FERRULE_MAX_PENDING_BYTES: 268435456, FERRULE_UNREAD_ANSWER_BYTES: 33554432,
@@ -177,10 +183,18 @@ function validateSchema(label, obj) {
 
 // ---- helpers --------------------------------------------------------------------------------
 
-function podSpecOf(obj) {
+// The pod template of a workload (a CronJob's is in its job template); null for other kinds.
+function templateOf(obj) {
   if (["Deployment", "StatefulSet", "Job"].includes(obj.kind))
-    return obj.spec && obj.spec.template && obj.spec.template.spec;
+    return (obj.spec && obj.spec.template) || null;
+  if (obj.kind === "CronJob")
+    return (obj.spec && obj.spec.jobTemplate && obj.spec.jobTemplate.spec && obj.spec.jobTemplate.spec.template) || null;
   return null;
+}
+
+function podSpecOf(obj) {
+  const t = templateOf(obj);
+  return (t && t.spec) || null;
 }
 
 function programOf(container) {
@@ -241,7 +255,8 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
     for (const res of ["cpu", "memory"])
       if (!c.resources || !c.resources[kind] || c.resources[kind][res] === undefined)
         problem(label, obj, `${where} has no resources.${kind}.${res}`);
-  if (obj.kind !== "Job" && !isInit) {
+  const batchJob = obj.kind === "Job" || obj.kind === "CronJob";
+  if (!batchJob && !isInit) {
     if (!c.livenessProbe) problem(label, obj, `${where} has no livenessProbe`);
     if (!c.readinessProbe) problem(label, obj, `${where} has no readinessProbe`);
     for (const [probe, p] of [["livenessProbe", "/healthz"], ["readinessProbe", "/readyz"]]) {
@@ -278,7 +293,7 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
     if (SECRET_VARS.test(name) && !name.endsWith("_FILE") && e.source !== "secret")
       problem(label, obj, `${where}: ${name} is a secret and must come from a Secret, not a ${e.source}`);
   }
-  const allowed = obj.kind === "Job" && program === "migrate" ? OWNER_SECRET : WORKER_SECRET;
+  const allowed = batchJob && program === "migrate" ? OWNER_SECRET : WORKER_SECRET;
   for (const e of c.env || []) {
     const ref = e.valueFrom && e.valueFrom.secretKeyRef;
     if (ref && secretKeys && (!secretKeys.has(ref.name) || !secretKeys.get(ref.name).has(ref.key)))
@@ -382,7 +397,7 @@ function checkObjects(label, docs) {
   for (const obj of docs) {
     const pod = podSpecOf(obj);
     if (!pod) continue;
-    const tlabels = (obj.spec.template.metadata && obj.spec.template.metadata.labels) || {};
+    const tlabels = (templateOf(obj).metadata && templateOf(obj).metadata.labels) || {};
     if (obj.spec.selector && !labelsMatch(obj.spec.selector.matchLabels, tlabels))
       problem(label, obj, "its selector does not match its pod template's labels");
     if (pod.automountServiceAccountToken !== false)
@@ -434,13 +449,13 @@ function checkObjects(label, docs) {
     problem(label, null, `FERRULE_PARTITIONS differs between programs: ${partitions.map((p) => `${p.obj.metadata.name}=${p.value}`).join(", ")}`);
 
   const workloads = docs.filter((d) => podSpecOf(d));
-  const podsMatching = (sel) => workloads.filter((w) => labelsMatch(sel, w.spec.template.metadata.labels));
+  const podsMatching = (sel) => workloads.filter((w) => labelsMatch(sel, (templateOf(w).metadata || {}).labels));
   for (const svc of byKind("Service")) {
     const matched = podsMatching(svc.spec.selector);
     if (!svc.spec.selector || matched.length === 0) { problem(label, svc, "selects no pods"); continue; }
     for (const p of svc.spec.ports || []) {
       if (typeof p.targetPort !== "string") continue;
-      const ok = matched.some((w) => w.spec.template.spec.containers.some((c) => (c.ports || []).some((cp) => cp.name === p.targetPort)));
+      const ok = matched.some((w) => podSpecOf(w).containers.some((c) => (c.ports || []).some((cp) => cp.name === p.targetPort)));
       if (!ok) problem(label, svc, `targetPort "${p.targetPort}" names no container port of the pods it selects`);
     }
   }
@@ -451,7 +466,7 @@ function checkObjects(label, docs) {
     // and still serves its cached tokens: evicting unready workers would let one drain take
     // every worker, and their caches, during an outage. Brokers and gateways hold nothing, and
     // an unready one gets no traffic: a broken one must never block a drain.
-    const workers = matched.some((w) => w.spec.template.spec.containers.some((c) => programOf(c) === "worker"));
+    const workers = matched.some((w) => podSpecOf(w).containers.some((c) => programOf(c) === "worker"));
     const policy = pdb.spec.unhealthyPodEvictionPolicy;
     if (workers && policy !== "IfHealthyBudget")
       problem(label, pdb, `sets unhealthyPodEvictionPolicy: ${policy || "(unset)"}; the workers' must be IfHealthyBudget (set explicitly): a worker is unready while its database is down but serves its cached tokens, and AlwaysAllow lets one drain evict them all`);
@@ -487,6 +502,45 @@ function checkObjects(label, docs) {
     problem(label, null, 'no Job runs "ferrule-migrate up"');
   if (!byKind("Job").some((j) => j.spec.template.spec.containers.some((c) => /--runtime-role /.test((c.command || []).join(" ")))))
     problem(label, null, 'no Job grants the workers\' runtime role ("ferrule-migrate up --runtime-role ROLE")');
+  checkPrune(label, docs, byKind);
+}
+
+// Events and deliveries are kept until "ferrule-migrate prune-events" deletes them (docs/
+// operations.md, "Retention"): a deployment with workers schedules it, never twice at once, with
+// --older-than well above the longest a delivery is retried (FERRULE_WEBHOOK_MAX_AGE_S): a
+// delivery still pending is deleted with its event, so a margin of twice the max age.
+function checkPrune(label, docs, byKind) {
+  const workers = docs.filter((d) => podSpecOf(d) && podSpecOf(d).containers.some((c) => programOf(c) === "worker"));
+  if (workers.length === 0) return;
+  const runs = (c) => (c.command || []).concat(c.args || []).join(" ");
+  const prunes = byKind("CronJob").filter((cj) => podSpecOf(cj).containers.some((c) => /^ferrule-migrate prune-events( |$)/.test(runs(c))));
+  if (prunes.length === 0) {
+    problem(label, null, 'no CronJob runs "ferrule-migrate prune-events": events and webhook deliveries would be kept for ever');
+    return;
+  }
+  const configMaps = new Map(byKind("ConfigMap").map((d) => [d.metadata.name, d]));
+  let maxAge = 0;
+  for (const w of workers)
+    for (const c of podSpecOf(w).containers.filter((x) => programOf(x) === "worker")) {
+      const e = environment(c, configMaps).FERRULE_WEBHOOK_MAX_AGE_S;
+      maxAge = Math.max(maxAge, e && e.value !== undefined ? Number(e.value) : WORKER_WEBHOOK_MAX_AGE_S);
+    }
+  for (const cj of prunes) {
+    if (cj.spec.concurrencyPolicy !== "Forbid")
+      problem(label, cj, `sets concurrencyPolicy: ${cj.spec.concurrencyPolicy || "(unset: Allow)"}; must be Forbid (a run still going is not doubled)`);
+    for (const c of podSpecOf(cj).containers.filter((x) => /^ferrule-migrate prune-events( |$)/.test(runs(x)))) {
+      const m = runs(c).match(/ --older-than[= ](\S+)/);
+      const days = m ? Number(m[1]) : NaN;
+      if (!Number.isInteger(days) || days < 1 || days > 36500)
+        problem(label, cj, `container "${c.name}": "${runs(c)}" gives no --older-than=DAYS from 1 to 36500 (ferrule-migrate exits 2)`);
+      else if (days * 86400 < 2 * maxAge)
+        problem(label, cj, `container "${c.name}": --older-than=${days} days is below twice the workers' FERRULE_WEBHOOK_MAX_AGE_S ${maxAge} s: deliveries still being retried would be deleted with their events`);
+    }
+    const rules = ((cj.spec.jobTemplate.spec.podFailurePolicy || {}).rules || []).filter((r) => r.action === "FailJob" && r.onExitCodes);
+    const failing = new Set(rules.flatMap((r) => (r.onExitCodes.operator === "In" ? r.onExitCodes.values : [])));
+    for (const code of [1, 5])
+      if (failing.has(code)) problem(label, cj, `fails the Job at once on exit ${code}, which a later try can mend (1: events a worker was sending were left; 5: database unreachable)`);
+  }
 }
 
 function checkSecret(label, obj) {
