@@ -219,6 +219,25 @@ leaked >>"$WORK/broken-src/k8s/base/networkpolicies.yaml"
 kustomize_js "$WORK/broken-src/k8s/base" >"$WORK/broken-src.yaml" \
     || fail "tests/deploy/kustomize.mjs could not render the broken copy of deploy/k8s/base (lines above)"
 expect_rejected broken-src "$WORK/broken-src.yaml" "a broken copy of deploy/k8s/base rendered by kustomize.mjs"
+# The example's webhooks: their file read from the providers' ConfigMap instead of their Secret,
+# and a lease that does not outlast an attempt, must be reported too.
+grep -q 'FERRULE_WEBHOOKS_FILE' "$WORK/example.yaml" \
+    || fail "overlays/example sets no FERRULE_WEBHOOKS_FILE: its webhooks patch is not applied"
+sed -e 's|/etc/ferrule/webhooks/webhooks.json|/etc/ferrule/providers/webhooks.json|' \
+    -e 's|^\( *\)- name: FERRULE_WEBHOOKS_FILE$|\1- name: FERRULE_WEBHOOK_LEASE_MS\n\1  value: "10400"\n&|' \
+    "$WORK/example.yaml" >"$WORK/broken-webhooks.yaml"
+if node "$HERE/validate.mjs" --modules "$MODULES" --known-env "$WORK/known-env.json" \
+        --secret-template deploy/k8s/base/secret.template.yaml "broken-webhooks=$WORK/broken-webhooks.yaml" \
+        >"$WORK/broken-webhooks.out" 2>&1; then
+    cat "$WORK/broken-webhooks.out" >&2
+    fail "validate.mjs accepted webhooks read from a ConfigMap"
+fi
+for expect in 'FERRULE_WEBHOOKS_FILE "/etc/ferrule/providers/webhooks.json" is on volume "providers", not mounted from a Secret' \
+              'FERRULE_WEBHOOK_LEASE_MS 10400 does not exceed FERRULE_WEBHOOK_TIMEOUT_MS 10000 by 500 ms'; do
+    grep -qF -- "$expect" "$WORK/broken-webhooks.out" \
+        || { cat "$WORK/broken-webhooks.out" >&2; fail "validate.mjs did not report, for the example's broken webhooks: $expect"; }
+done
+say "the example's webhooks, from a ConfigMap and with a short lease, are rejected for both"
 
 # ---- 5. the providers ConfigMap loads in the worker's catalog ----
 checker=${FERRULE_DEPLOY_CHECK_PROVIDERS:-}

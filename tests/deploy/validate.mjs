@@ -69,7 +69,7 @@ const WORKER_DEFAULTS = {
   FERRULE_DRAIN_MS: 25000, FERRULE_LEASE_MS: 45000,
   FERRULE_PROVIDER_TIMEOUT_MS: 15000, FERRULE_PROVIDER_CONNECT_TIMEOUT_MS: 5000,
   FERRULE_HEARTBEAT_MS: 1000, FERRULE_DB_STATEMENT_TIMEOUT_MS: 0,
-  FERRULE_PARTITIONS: 256,
+  FERRULE_PARTITIONS: 256, FERRULE_WEBHOOK_TIMEOUT_MS: 10000, FERRULE_WEBHOOK_LEASE_MS: 30000,
 };
 // worker/main.c's default for FERRULE_WEBHOOK_MAX_AGE_S, when the workers do not set it.
 const WORKER_WEBHOOK_MAX_AGE_S = (() => {
@@ -368,6 +368,23 @@ function checkContainer(label, obj, pod, c, isInit, configMaps, secretKeys, pvcV
     else if (!mount || !pvcVolumes.has(mount.name))
       problem(label, obj, `${where}: the journal "${journal}" is not on a persistent volume (a volumeClaimTemplate)`);
     else if (mount.readOnly) problem(label, obj, `${where}: the journal volume is mounted read-only`);
+    // webhooks.json may hold credentials in its URLs and names the signing secrets' files: from
+    // a Secret, never a ConfigMap (which anyone who may read the namespace's configuration reads)
+    const webhooks = env.FERRULE_WEBHOOKS_FILE && env.FERRULE_WEBHOOKS_FILE.value;
+    if (webhooks) {
+      const m = (c.volumeMounts || []).find((x) => webhooks.startsWith(x.mountPath.replace(/\/?$/, "/")));
+      const vol = m && (pod.volumes || []).find((v) => v.name === m.name);
+      if (!vol)
+        problem(label, obj, `${where}: FERRULE_WEBHOOKS_FILE "${webhooks}" is on no mounted volume: the worker would not start`);
+      else if (!vol.secret)
+        problem(label, obj, `${where}: FERRULE_WEBHOOKS_FILE "${webhooks}" is on volume "${vol.name}", not mounted from a Secret: webhook URLs may carry credentials, and the file names the signing secrets`);
+      else if (secretKeys && !secretKeys.has(vol.secret.secretName) && !(vol.secret.secretName in FILE_SECRETS))
+        problem(label, obj, `${where}: FERRULE_WEBHOOKS_FILE comes from Secret "${vol.secret.secretName}", which the template does not define`);
+      const timeout = number(env, "FERRULE_WEBHOOK_TIMEOUT_MS", WORKER_DEFAULTS);
+      const whLease = number(env, "FERRULE_WEBHOOK_LEASE_MS", WORKER_DEFAULTS);
+      if (!(whLease >= timeout + 500))
+        problem(label, obj, `FERRULE_WEBHOOK_LEASE_MS ${whLease} does not exceed FERRULE_WEBHOOK_TIMEOUT_MS ${timeout} by 500 ms: the worker refuses to start`);
+    }
     const providers = env.FERRULE_PROVIDERS_FILE && env.FERRULE_PROVIDERS_FILE.value;
     if (providers && !(c.volumeMounts || []).some((m) => providers.startsWith(m.mountPath.replace(/\/?$/, "/"))))
       problem(label, obj, `${where}: FERRULE_PROVIDERS_FILE "${providers}" is on no mounted volume`);
@@ -554,13 +571,15 @@ function checkSecret(label, obj) {
 
 // ---- main -----------------------------------------------------------------------------------
 
+// Secrets mounted as files (CURVE keys, allow-lists, webhooks): their keys are file names, not
+// variables
+const FILE_SECRETS = { "ferrule-broker-key": ["broker.key"], "ferrule-worker-keys": ["broker.pub"],
+                       "ferrule-access": ["clients", "workers", "policy"],
+                       "ferrule-gateway": ["gateway.key", "broker.pub", "session.key", "client-keys"],
+                       "ferrule-webhooks": ["webhooks.json"] };
 let secretKeys = null;       // Secret name -> Set of its keys
 if (opts["secret-template"]) {
   const all = yaml.loadAll(fs.readFileSync(opts["secret-template"], "utf8")).filter(Boolean);
-  // Secrets mounted as files (CURVE keys, allow-lists): their keys are file names, not variables
-  const FILE_SECRETS = { "ferrule-broker-key": ["broker.key"], "ferrule-worker-keys": ["broker.pub"],
-                         "ferrule-access": ["clients", "workers", "policy"],
-                         "ferrule-gateway": ["gateway.key", "broker.pub", "session.key", "client-keys"] };
   const docs = all.filter((d) => !(d.metadata && d.metadata.name in FILE_SECRETS));
   for (const d of all.filter((x) => x.metadata && x.metadata.name in FILE_SECRETS)) {
     validateSchema("secret-template", d);
