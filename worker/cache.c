@@ -45,6 +45,7 @@ entry_free (cache_entry_t *e)
     entry_forget_token (e);
     mem_free (e->scopes);
     mem_free (e->api_base_url);
+    mem_free (e->inactive_why);
     mem_free (e);
 }
 
@@ -322,6 +323,8 @@ cache_set_status (cache_entry_t *e, integ_status_t to)
         return -1;
     }
     e->status = (uint8_t) to;
+    if (to == INTEG_ACTIVE)
+        cache_set_text (&e->inactive_why, NULL);
     return 0;
 }
 

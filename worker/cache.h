@@ -30,6 +30,9 @@ struct cache_entry {
     char    *scopes;              /* space-separated */
     char    *api_base_url;        /* the provider's API base URL for this grant, or NULL (most
                                    * providers name none: a pointer, not a buffer, per entry) */
+    char    *inactive_why;        /* while not active: the refusal that made it so, as the row's
+                                   * last error says it, for every later answer to quote; NULL
+                                   * when active or not known */
     struct refresh *refresh;      /* the refresh in flight: requests join it (single flight) */
     uint8_t  status;              /* integ_status_t */
     uint8_t  stale;               /* changed elsewhere while a refresh ran, or cleared while backing

@@ -383,6 +383,17 @@ refresh_start (worker_t *w, cache_entry_t *e, const job_t *job, const char *requ
     refresh_claim_soon (r);
 }
 
+const char *
+refresh_refused_hint (const char *why)
+{
+    if (why && strstr (why, REFRESH_INTERRUPTED_WORDS))
+        return "unless the worker that was refreshing it is still running (stalled, or cut off from the database: "
+               "it commits the new token when it can, and the integration recovers), the user must reconnect: "
+               "disconnect the integration, then connect it again";
+    return "the provider no longer accepts the stored refresh token (revoked, expired, or used twice): "
+           "disconnect the integration, then connect it again";
+}
+
 void
 refresh_join (worker_t *w, cache_entry_t *e, const job_t *job, const char *require_scopes)
 {
@@ -426,6 +437,7 @@ refresh_adopt_row (worker_t *w, cache_entry_t *e, const store_row_t *row, char *
     cache_set_provider (w->cache, e, row->provider);
     cache_set_text (&e->scopes, row->scopes);
     e->status = (uint8_t) cache_status_from_text (row->status);
+    cache_set_text (&e->inactive_why, e->status != INTEG_ACTIVE ? row->last_error_message : NULL);
     e->refresh_token_missing = (uint8_t) row->refresh_token_missing;
     mem_free_secret (&plain);
     return FR_OK;
@@ -523,8 +535,9 @@ record_settle (worker_t *w, refresh_t *r, failure_record_t *rec, int stale)
         refresh_claim_soon (r);
         return;
     }
-    if (rec->new_status && !stale)
-        cache_set_status (e, cache_status_from_text (rec->new_status));
+    if (rec->new_status && !stale && cache_set_status (e, cache_status_from_text (rec->new_status)) == 0
+    &&  e->status != INTEG_ACTIVE)
+        cache_set_text (&e->inactive_why, rec->message);
     refresh_finish_error (w, r, rec->st, rec->message, rec->hint, rec->retry_after);
 }
 
@@ -783,8 +796,10 @@ refresh_claimed (worker_t *w, refresh_t *r, store_claim_req_t *q)
             fr_status_t code = e->status == INTEG_DISCONNECTED ? FR_DISCONNECTED : FR_NEEDS_RECONNECT;
             snprintf (err, sizeof err, "integration \"%s\" is %s%s%s", e->id, cache_status_text (e->status),
                       row.last_error_message ? ": " : "", row.last_error_message ? row.last_error_message : "");
+            const char *hint = code == FR_NEEDS_RECONNECT && !e->refresh_token_missing
+                             ? refresh_refused_hint (row.last_error_message) : NULL;
+            refresh_finish_error (w, r, code, err, hint, -1);
             store_row_clear (&row);
-            refresh_finish_error (w, r, code, err, NULL, -1);
             return;
         }
         case CLAIM_FRESH:
@@ -1581,22 +1596,17 @@ refresh_on_response (void *arg, const http_response_t *resp)
                "connected, the user must connect it again";
     }
     else
-    if (res.kind == OAUTH_INVALID_GRANT && r->interrupted) {
+    if (res.kind == OAUTH_INVALID_GRANT && r->interrupted)
         /* the chain's last refresh never stored its result: say what that means */
         snprintf (message, sizeof message, "could not refresh integration \"%s\": provider \"%s\" answered "
-                  "invalid_grant after an interrupted refresh: a worker stopped while the provider was rotating the "
-                  "refresh token, and the new refresh token the provider issued never reached the database",
-                  e->id, r->provider->name);
-        hint = "unless the worker that was refreshing it is still running (stalled, or cut off from the database: "
-               "it commits the new token when it can, and the integration recovers), the user must reconnect: "
-               "disconnect the integration, then connect it again";
-    }
+                  REFRESH_INTERRUPTED_WORDS ": a worker stopped while the provider was rotating the refresh token, "
+                  "and the new refresh token the provider issued never reached the database", e->id,
+                  r->provider->name);
     log_warning (e->id, rid_of (r), "%s", message);
 
     mem_free_secret (&r->refresh_token);
     if (st == FR_NEEDS_RECONNECT && !hint)
-        hint = "the provider no longer accepts the stored refresh token (revoked, expired, or used twice): "
-               "disconnect the integration, then connect it again";
+        hint = refresh_refused_hint (message);
     refresh_record_failure (w, r, outcome, new_status, st, message, hint,
                             st == FR_PROVIDER_UNAVAILABLE ? res.retry_after : -1, res.kind == OAUTH_INVALID_GRANT);
     oauth_result_clear (&res);

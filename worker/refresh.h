@@ -36,6 +36,12 @@ int64_t refresh_commit_retry_ms (unsigned failures);
  * none): the refresh's token goes to job only if the grant it ends with holds each, else
  * insufficient_scope: checked when the grant is known, which a stale entry's may not be. */
 void refresh_join (worker_t *w, cache_entry_t *e, const job_t *job, const char *require_scopes);
+/* What the message of an invalid_grant met after an interrupted refresh says, word for word: a
+ * later answer finds it in the row's last error, and gives the same advice. */
+#define REFRESH_INTERRUPTED_WORDS "invalid_grant after an interrupted refresh"
+/* The hint for an integration that is needs_reconnect because a provider refused its refresh
+ * token, why being that refusal's message (NULL when not known). */
+const char *refresh_refused_hint (const char *why);
 /* A refresh that answers nobody (refresh-ahead, the sweep): unless one is in flight already,
  * refreshes so the token lasts until valid_until (epoch s); forced: whatever the token's life
  * (keeping alive a refresh token the provider expires when unused). */

@@ -116,7 +116,7 @@ token_hit (worker_t *w, const job_t *job, cache_entry_t *e, int64_t now)
 static void
 reply_inactive (worker_t *w, const job_t *job, const cache_entry_t *e)
 {
-    char message [600];
+    char message [1024];
     if (e->status == INTEG_NEEDS_RECONNECT && e->refresh_token_missing) {
         snprintf (message, sizeof message, "integration \"%s\" is needs_reconnect: an API rejected its access token, "
                   "and the provider issued no refresh token to replace it when it was connected", e->id);
@@ -124,10 +124,16 @@ reply_inactive (worker_t *w, const job_t *job, const cache_entry_t *e)
                      "integration and connect it again (ferrulectl doctor says so)", -1);
         return;
     }
+    if (e->status == INTEG_NEEDS_RECONNECT && e->inactive_why) {
+        /* every caller gets the refusal the request that met it got (the provider's words, with
+         * tokens and secrets withheld when it was recorded), and the same advice */
+        snprintf (message, sizeof message, "integration \"%s\" is needs_reconnect, and no provider call is made "
+                  "until it is connected again: %s", e->id, e->inactive_why);
+        reply_error (w, job, FR_NEEDS_RECONNECT, message, refresh_refused_hint (e->inactive_why), -1);
+        return;
+    }
     if (e->status == INTEG_NEEDS_RECONNECT)
-        /* the request that met the refusal had the provider's words; this one (every caller's, when
-         * that refresh was the sweep's or a refresh ahead) says at least what happened, and where
-         * those words are kept */
+        /* the refusal's words are not known here: at least what happened, and where they are kept */
         snprintf (message, sizeof message, "integration \"%s\" is needs_reconnect: provider \"%s\" refused its "
                   "refresh token at a token refresh, and no provider call is made until it is connected again "
                   "(ferrulectl status shows the provider's answer, ferrulectl doctor what to do)", e->id,

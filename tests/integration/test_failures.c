@@ -80,6 +80,19 @@ status_of (const char *id, json_t **keep)
     return json_string_value (json_object_get (json_object_get (*keep, "integration"), "status"));
 }
 
+/* A later answer for a needs_reconnect integration: its message quotes the refusal (words), and
+ * its hint says what to do about that refusal (advice). */
+static void
+later_answer_says (const json_t *reply, const char *words, const char *advice)
+{
+    const char *msg = json_string_value (json_object_get (json_object_get (reply, "error"), "message"));
+    const char *hint = json_string_value (json_object_get (json_object_get (reply, "error"), "hint"));
+    if (!msg || !strstr (msg, words))
+        fail_msg ("a later answer does not quote \"%s\": %s", words, msg ? msg : "(no message)");
+    if (!hint || !strstr (hint, advice))
+        fail_msg ("a later answer's hint does not say \"%s\": %s", advice, hint ? hint : "(no hint)");
+}
+
 static void
 test_invalid_grant_needs_reconnect (void **state)
 {
@@ -102,11 +115,14 @@ test_invalid_grant_needs_reconnect (void **state)
     assert_string_equal (json_string_value (json_object_get (json_object_get (json_object_get (s, "integration"), "last_error"), "code")),
                          "needs_reconnect");
 
-    /* from now on: answered at once, and the provider is never called again */
+    /* from now on: answered at once, and the provider is never called again; every answer quotes
+     * what the provider said, not only the one that met it */
     for (int i = 0; i < 5; i++) {
         json_t *again = token ("dead:box", &rc);
         assert_int_equal (rc, 4);
         assert_string_equal (itest_code (again), "needs_reconnect");
+        later_answer_says (again, "answered invalid_grant: unknown refresh token",
+                           "no longer accepts the stored refresh token");
         json_decref (again);
     }
     json_t *forced = harness_ctl (h, &rc, "refresh", "--integration", "dead:box", NULL);
@@ -114,6 +130,18 @@ test_invalid_grant_needs_reconnect (void **state)
     json_decref (forced);
     assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), before + 1);
     assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM token_chain WHERE integration_id = 'dead:box' AND outcome = 'invalid_grant'"), 1);
+
+    /* the same once the worker has read the integration from the database (another worker's
+     * refusal, or a restart): the row's last error is what it quotes */
+    assert_int_equal (harness_stop_worker (h, "w1"), 0);
+    assert_int_equal (harness_start_worker (h, "w1"), 0);
+    assert_int_equal (harness_wait_ready (h, 1, 20000), 0);
+    json_t *read = token ("dead:box", &rc);
+    assert_int_equal (rc, 4);
+    later_answer_says (read, "answered invalid_grant: unknown refresh token",
+                       "no longer accepts the stored refresh token");
+    json_decref (read);
+    assert_int_equal (itest_stat (h, "fakebox", "refresh_calls"), before + 1);
 
     /* reconnecting (a new import) makes it active again */
     char *rt = itest_grant (h, "fakebox", NULL);
@@ -127,6 +155,33 @@ test_invalid_grant_needs_reconnect (void **state)
     json_decref (t);
     json_decref (s);
     json_decref (s2);
+}
+
+/* A refresh that found the lease of a worker that never finished (an interrupted refresh), then
+ * invalid_grant: the provider had rotated the token and the new one never reached the database,
+ * unless that worker still commits it. The answer says so, and so did only that one: later
+ * answers told every caller the stock "disconnect, then connect", though the integration may
+ * still recover. */
+static void
+test_an_interrupted_refresh_is_said_by_every_later_answer (void **state)
+{
+    int rc;
+    assert_int_equal (itest_import (h, "cut:box", "fakebox", "fake-rt-11111111111111111111111111111111"), 0);
+    /* the lease of a refresh on a worker that stopped mid-call (expired: taken over at once) */
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET lease_owner = 'w9', lease_token = gen_random_uuid (),"
+                                      " lease_expires_at = clock_timestamp () - interval '1 second'"
+                                      " WHERE id = 'cut:box'"), 0);
+    json_t *first = token ("cut:box", &rc);
+    assert_int_equal (rc, 4);
+    assert_string_equal (itest_code (first), "needs_reconnect");
+    later_answer_says (first, "after an interrupted refresh", "unless the worker that was refreshing it");
+    for (int i = 0; i < 2; i++) {
+        json_t *again = token ("cut:box", &rc);
+        assert_int_equal (rc, 4);
+        later_answer_says (again, "after an interrupted refresh", "unless the worker that was refreshing it");
+        json_decref (again);
+    }
+    json_decref (first);
 }
 
 static void
@@ -665,6 +720,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_invalid_grant_needs_reconnect),
+        cmocka_unit_test (test_an_interrupted_refresh_is_said_by_every_later_answer),
         cmocka_unit_test (test_transient_stays_active),
         cmocka_unit_test (test_backoff_survives_a_reconnect),
         cmocka_unit_test (test_retry_after_is_honoured),
