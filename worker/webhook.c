@@ -537,13 +537,34 @@ out:
     return body;
 }
 
-/* The receiver's answer is not read: only its status counts. */
+/* What the receiver answered: only its status counts, once the headers of its final answer
+ * (not a 1xx) have ended; its body is read up to WEBHOOK_ANSWER_MAX, so that a small one keeps
+ * the connection for the next attempt, and no further. */
+typedef struct {
+    CURL *curl;
+    long status;                     /* the final answer's, once its headers ended; 0 before */
+    size_t body;                     /* bytes of its body read */
+} answer_t;
+
 static size_t
-discard (char *ptr, size_t size, size_t nmemb, void *arg)
+answer_header (char *ptr, size_t size, size_t nmemb, void *arg)
 {
+    answer_t *a = arg;
+    size_t n = size * nmemb;
+    long code = 0;
+    if ((n == 2 && ptr [0] == '\r' && ptr [1] == '\n') || (n == 1 && ptr [0] == '\n'))
+        if (curl_easy_getinfo (a->curl, CURLINFO_RESPONSE_CODE, &code) == CURLE_OK && code >= 200 && !a->status)
+            a->status = code;
+    return n;
+}
+
+static size_t
+answer_body (char *ptr, size_t size, size_t nmemb, void *arg)
+{
+    answer_t *a = arg;
     (void) ptr;
-    (void) arg;
-    return size * nmemb;
+    a->body += size * nmemb;
+    return a->body > WEBHOOK_ANSWER_MAX ? 0 : size * nmemb;    /* 0: curl ends the transfer */
 }
 
 typedef struct {
@@ -565,6 +586,7 @@ webhook_send (void *curl, const webhook_endpoint_t *ep, const webhook_event_t *e
 {
     abort_ctx_t actx = { abort_fn, abort_arg };
     CURL *c = curl;
+    answer_t answer = { c, 0, 0 };
     char sig [WEBHOOK_SIG_HEX + 1], h_sig [160], h_id [80], h_type [64];
     char curl_err [CURL_ERROR_SIZE] = "";
     struct curl_slist *headers = NULL;
@@ -594,7 +616,11 @@ webhook_send (void *curl, const webhook_endpoint_t *ep, const webhook_event_t *e
     curl_easy_setopt (c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt (c, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt (c, CURLOPT_USERAGENT, "ferrule-webhook/1");
-    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, discard);
+    curl_easy_setopt (c, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);     /* a proxy's 200 is no answer */
+    curl_easy_setopt (c, CURLOPT_HEADERFUNCTION, answer_header);
+    curl_easy_setopt (c, CURLOPT_HEADERDATA, &answer);
+    curl_easy_setopt (c, CURLOPT_WRITEFUNCTION, answer_body);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, &answer);
     curl_easy_setopt (c, CURLOPT_ERRORBUFFER, curl_err);
     if (abort_fn) {
         curl_easy_setopt (c, CURLOPT_NOPROGRESS, 0L);
@@ -602,11 +628,17 @@ webhook_send (void *curl, const webhook_endpoint_t *ep, const webhook_event_t *e
         curl_easy_setopt (c, CURLOPT_XFERINFODATA, &actx);
     }
     CURLcode rc = curl_easy_perform (c);
-    if (rc != CURLE_OK) {
+    /* an answer whose headers ended is one, however its body ends (cut at the cap, a timeout, a
+     * stop): a 2xx followed by a large or slow body was a failed attempt, and the receiver had
+     * the event again and again until its max age failed it */
+    if (rc != CURLE_OK && !answer.status) {
         snprintf (err, errlen, "no answer: %s", curl_err [0] ? curl_err : curl_easy_strerror (rc));
         goto out;
     }
-    curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, status);
+    if (rc == CURLE_OK)
+        curl_easy_getinfo (c, CURLINFO_RESPONSE_CODE, status);
+    else
+        *status = answer.status;
     if (*status >= 200 && *status < 300)
         outcome = WEBHOOK_DELIVERED;
     else
@@ -614,6 +646,8 @@ webhook_send (void *curl, const webhook_endpoint_t *ep, const webhook_event_t *e
 out:
     curl_easy_setopt (c, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt (c, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt (c, CURLOPT_HEADERDATA, NULL);
+    curl_easy_setopt (c, CURLOPT_WRITEDATA, NULL);
     curl_easy_setopt (c, CURLOPT_NOPROGRESS, 1L);
     curl_easy_setopt (c, CURLOPT_XFERINFOFUNCTION, NULL);
     curl_easy_setopt (c, CURLOPT_XFERINFODATA, NULL);

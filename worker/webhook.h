@@ -15,6 +15,7 @@
 #define WEBHOOK_FILE_MAX        (256 * 1024)
 #define WEBHOOK_SIG_HEX         64      /* HMAC-SHA256 as lower-case hex */
 #define WEBHOOK_URL_TAG_HEX     8       /* what stands for a URL's path when it is shown */
+#define WEBHOOK_ANSWER_MAX      (64 * 1024)     /* of a receiver's answer body, read and ignored */
 #define WEBHOOK_SIGNATURE_HEADER "Ferrule-Signature"
 
 /* Every event type, in the order docs/protocol.md lists them ("test" is sent only by
@@ -98,7 +99,8 @@ typedef int (webhook_abort_fn) (void *arg);
 
 /* POSTs body to the endpoint, signed at timestamp now_s, waiting at most timeout_ms; curl is an
  * easy handle the caller owns (reused between calls for its connections). *status gets the HTTP
- * status (0: no answer); err a reason for anything but a 2xx. abort_fn may be NULL. */
+ * status of the final answer once its headers ended, however its body ends (0: no answer); err a
+ * reason for anything but a 2xx. abort_fn may be NULL. */
 webhook_outcome_t webhook_send (void *curl, const webhook_endpoint_t *ep, const webhook_event_t *ev,
                                 const char *body, int64_t now_s, int64_t timeout_ms,
                                 webhook_abort_fn *abort_fn, void *abort_arg, long *status,
