@@ -641,6 +641,12 @@ webhook_send (void *curl, const webhook_endpoint_t *ep, const webhook_event_t *e
         *status = answer.status;
     if (*status >= 200 && *status < 300)
         outcome = WEBHOOK_DELIVERED;
+    else if (*status >= 300 && *status < 400)
+        /* every attempt gets the same until the max age: only the operator can mend it. Where
+         * it points is not said: a receiver's path may be its secret, and the error is shown to
+         * every client that may list the integration's events */
+        snprintf (err, errlen, "the endpoint answered HTTP %ld, a redirect, which is not followed: put the URL it "
+                  "redirects to in the endpoints file", *status);
     else
         snprintf (err, errlen, "the endpoint answered HTTP %ld", *status);
 out:

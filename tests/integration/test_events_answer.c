@@ -217,12 +217,32 @@ test_a_2xx_whose_body_stalls_is_delivered (void **state)
     assert_delivered_once ("stalled");
 }
 
+/* A redirect is not followed: the delivery's error says so, and what to do. */
+static void
+test_a_redirect_says_it_is_not_followed (void **state)
+{
+    (void) state;
+    atomic_store (&mode, ANSWER_REDIRECT);
+    event ("moved");
+    long long answered = itest_wait_sql (h, "SELECT count(*) FROM event_deliveries d JOIN events e"
+                                            " ON e.seq = d.event_seq WHERE e.detail = 'moved' AND d.last_status = 301",
+                                         1, WAIT_MS);
+    assert_int_equal (answered, 1);
+    long long said = harness_sql_int (h, "SELECT count(*) FROM event_deliveries d JOIN events e ON e.seq = d.event_seq"
+                                         " WHERE e.detail = 'moved' AND d.last_error LIKE '%redirect%not followed%'"
+                                         " AND d.last_error LIKE '%endpoints file%'");
+    if (said != 1)
+        fail_msg ("the delivery's last error does not say that the 301 is a redirect, which is not followed, nor what "
+                  "to do (\"ferrulectl events\" shows it)");
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_a_2xx_with_a_large_answer_is_delivered),
         cmocka_unit_test (test_a_2xx_whose_body_stalls_is_delivered),
+        cmocka_unit_test (test_a_redirect_says_it_is_not_followed),
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
 }
