@@ -1067,6 +1067,13 @@ events_op_list (worker_t *w, job_t *job, const msgpack_object *root)
         || opt_time (w, job, root, "since", 0, since, sizeof since) < 0
         || opt_time (w, job, root, "until", 1, until, sizeof until) < 0)
         return;
+    /* the two swapped listed nothing, which read as "no such events" */
+    if (since [0] && until [0] && strtoll (since, NULL, 10) >= strtoll (until, NULL, 10)) {
+        reply_error (w, job, FR_BAD_REQUEST, "\"since\" must be earlier than \"until\": no event is from the one "
+                     "time on and before the other", "swap them: \"since\" is where the window begins, \"until\" "
+                     "where it ends", -1);
+        return;
+    }
     /* the next page of a truncated listing: the events older than the last one it showed */
     int r = opt_str (w, job, root, "before", 36, before);
     if (r < 0)

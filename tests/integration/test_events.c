@@ -254,6 +254,17 @@ list_pages (const char *id, const char *const *want, size_t n)
     assert_int_equal (rc, 2);
     assert_string_equal (itest_code (r), "bad_request");
     json_decref (r);
+    /* a window that ends before it begins (the two swapped) is refused, not listed empty: an empty
+     * listing said there were no such events */
+    r = harness_ctl (h, &rc, "events", "--integration", id, "--since", "2999-01-01T00:00:00Z", "--until",
+                     "2020-01-01T00:00:00Z", NULL);
+    if (rc != 2 || strcmp (itest_code (r), "bad_request") != 0)
+        fail_msg ("--since after --until: exit %d, code \"%s\", %zu events listed", rc, itest_code (r),
+                  json_array_size (json_object_get (r, "events")));
+    const char *hint = json_string_value (json_object_get (json_object_get (r, "error"), "hint"));
+    if (!hint || !strstr (hint, "swap"))
+        fail_msg ("--since after --until: the hint does not say to swap them: %s", hint ? hint : "(none)");
+    json_decref (r);
     /* the next page of an event no longer kept: said, not taken for the listing's end */
     r = harness_ctl (h, &rc, "events", "--integration", id, "--before", "00000000-0000-4000-8000-000000000000", NULL);
     if (rc != 3 || strcmp (itest_code (r), "not_found") != 0)
