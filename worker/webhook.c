@@ -433,7 +433,7 @@ webhook_endpoint_shown (const webhook_endpoint_t *ep, char *out, size_t outlen)
         snprintf (out, outlen, "%s://%s%s%s/", scheme, host, port ? ":" : "", port ? port : "");
         goto out;
     }
-    /* a capability URL (Zapier's, Pipedream's, n8n's hooks) is its own secret, in its path or
+    /* a capability URL (Zapier's, n8n's hooks) is its own secret, in its path or
      * query: those show as a tag keyed with the endpoint's secret, the same on every worker, which
      * tells two apart and, unlike a plain hash, cannot be tried against guesses of a short path */
     size_t n = strlen ("ferrule-webhook-url:") + (path ? strlen (path) : 0) + 1 + (query ? strlen (query) : 0) + 1;
