@@ -1366,7 +1366,7 @@ broker_tick (broker_t *b, int64_t now)
      * a short heartbeat, an idle loop's own gaps would otherwise be discounted too */
     int64_t allowed = b->cfg.heartbeat_ms * 3 / 4 > 200 ? b->cfg.heartbeat_ms * 3 / 4 : 200;
     if (b->last_tick_ms && now - b->last_tick_ms > allowed)
-        registry_discount (b->registry, now - b->last_tick_ms - allowed);
+        registry_discount (b->registry, now - b->last_tick_ms - allowed, now);
     b->last_tick_ms = now;
     while ((n = registry_expired (b->registry, now, expired, 16)) > 0)
         for (size_t i = 0; i < n; i++)

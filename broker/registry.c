@@ -165,10 +165,12 @@ registry_remove (registry_t *r, const char *worker_id)
 }
 
 void
-registry_discount (registry_t *r, int64_t ms)
+registry_discount (registry_t *r, int64_t ms, int64_t now_ms)
 {
-    for (size_t i = 0; i < r->count; i++)
-        r->workers [i].last_seen_ms += ms;
+    for (size_t i = 0; i < r->count; i++) {
+        int64_t *seen = &r->workers [i].last_seen_ms;
+        *seen = *seen + ms < now_ms ? *seen + ms : (*seen > now_ms ? *seen : now_ms);
+    }
 }
 
 size_t

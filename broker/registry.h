@@ -35,9 +35,10 @@ void registry_set_key (registry_t *r, const char *worker_id, const char *z85);
 int registry_touch (registry_t *r, const char *worker_id, int64_t now_ms);
 /* Removes a worker (BYE with nothing in flight, heartbeat expired, or unreachable). Returns 1 if it existed. */
 int registry_remove (registry_t *r, const char *worker_id);
-/* Moves every worker's last sign of life ms later: time in which the broker did not run (stopped,
- * starved) is no worker's silence, and what the workers said meanwhile still waits to be read. */
-void registry_discount (registry_t *r, int64_t ms);
+/* Moves every worker's last sign of life ms later, but never past now_ms: time in which the broker
+ * did not run (stopped, starved) is no worker's silence, and what the workers said meanwhile still
+ * waits to be read; a worker already heard after it is not credited it again. */
+void registry_discount (registry_t *r, int64_t ms, int64_t now_ms);
 /* Worker ids whose heartbeat expired at now_ms; caller removes them. Returns the count, ids into out. */
 size_t registry_expired (const registry_t *r, int64_t now_ms, char out [][REGISTRY_MAX_WORKER_ID + 1], size_t max);
 

@@ -168,6 +168,24 @@ test_expiry_and_removal (void **state)
     registry_destroy (&r);
 }
 
+/* The broker's own pause is not counted as its workers' silence (registry_discount), but a worker
+ * heard after the pause (its HELLO read before the tick that discounts) was credited the pause
+ * again: seen "in the future", it was counted lost that much later after it went silent. */
+static void
+test_discount_credits_no_one_past_now (void **state)
+{
+    (void) state;
+    registry_t *r = registry_new (16, 3000);
+    registry_seen (r, "quiet", 0, -1, 0, 1000);      /* silent through the pause */
+    registry_seen (r, "heard", 0, -1, 0, 61000);     /* its HELLO read as the pause ended */
+    registry_discount (r, 59000, 61000);             /* a 60 s pause at 61000 */
+    char out [4][REGISTRY_MAX_WORKER_ID + 1];
+    assert_int_equal (registry_expired (r, 63000, out, 4), 0);
+    /* "heard" went silent at 61000: lost past the timeout, not a pause later */
+    assert_int_equal (registry_expired (r, 64001, out, 4), 2);
+    registry_destroy (&r);
+}
+
 int
 main (void)
 {
@@ -179,6 +197,7 @@ main (void)
         cmocka_unit_test (test_restart_told_by_pid_or_session),
         cmocka_unit_test (test_key_recorded),
         cmocka_unit_test (test_expiry_and_removal),
+        cmocka_unit_test (test_discount_credits_no_one_past_now),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
