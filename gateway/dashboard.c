@@ -235,6 +235,8 @@ notice_from_query (gw_req_t *req, html_t *h)
         text = " is connected.";
     else if (done && strcmp (done, "disconnected") == 0)
         text = " is disconnected: its tokens were destroyed and revoked at the provider.";
+    else if (done && strcmp (done, "nothing_to_revoke") == 0)
+        text = " is disconnected: it held no tokens, so there was nothing to revoke at the provider.";
     else if (done && strcmp (done, "not_revoked") == 0)
         text = " is disconnected: its tokens were destroyed here, but not revoked at the provider, so the access "
                "it granted may still be live at the provider. To end it, remove this application's access in your "
@@ -702,16 +704,23 @@ dashboard_disconnect (gw_req_t *req, gw_resp_t *resp)
     json_t *reply = gw_call (req, "disconnect", args, GW_CALLBACK_MS);
     if (strcmp (gw_code (reply), "ok") == 0) {
         /* a success can still leave the grant valid at the provider (docs/protocol.md, warnings):
-           the user is the one who can end it there, so is told */
-        int revoked = 1;
+           the user is the one who can end it there, so is told; but not when the integration held
+           no token (worker/disconnect.c's not_revoked "held no token to revoke"): nothing of it
+           can be live there */
+        const char *done = "disconnected";
         size_t i;
         json_t *w;
-        json_array_foreach (json_object_get (reply, "warnings"), i, w)
-            if (jstr (w, "code") && (strcmp (jstr (w, "code"), "revocation_failed") == 0
-                                     || strcmp (jstr (w, "code"), "not_revoked") == 0))
-                revoked = 0;
+        json_array_foreach (json_object_get (reply, "warnings"), i, w) {
+            const char *wc = jstr (w, "code"), *wm = jstr (w, "message");
+            if (wc && strcmp (wc, "not_revoked") == 0 && wm && strstr (wm, "held no token to revoke"))
+                done = "nothing_to_revoke";
+            else if (wc && (strcmp (wc, "revocation_failed") == 0 || strcmp (wc, "not_revoked") == 0)) {
+                done = "not_revoked";
+                break;
+            }
+        }
         html_t *u = html_new ();
-        html_raw (u, revoked ? "/dashboard?done=disconnected&integration=" : "/dashboard?done=not_revoked&integration=");
+        html_rawf (u, "/dashboard?done=%s&integration=", done);
         html_urlenc (u, req->param [0]);
         gw_resp_redirect (resp, html_data (u));
         html_destroy (&u);

@@ -2270,6 +2270,32 @@ test_dashboard_disconnect_says_when_not_revoked (void **state)
     free (link);
 }
 
+/* A disconnect of an integration that held no token (the worker's not_revoked "held no token to
+ * revoke") has nothing that could still be live at the provider: the dashboard said its access
+ * "may still be live" there, as for a revocation that failed, and sent the user to remove it. */
+static void
+test_dashboard_disconnect_without_tokens_says_nothing_was_left (void **state)
+{
+    char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+    assert_int_equal (itest_import (h, "ws47:empty", "fakebox", rt), 0);
+    free (rt);
+    assert_int_equal (harness_sql (h, "UPDATE integrations SET access_token = NULL, refresh_token = NULL "
+                                      "WHERE id = 'ws47:empty'"), 0);
+    char *link, *cookie;
+    char *csrf = open_dashboard ("ws47:", &link, &cookie);
+    http_t page = dashboard_disconnect (cookie, csrf, "ws47:empty");
+    assert_int_equal (page.status, 200);
+    printf ("disconnect of an integration without tokens: %s\n",
+            has (&page, "may still be live") ? "\"may still be live at the provider\"" : "no such claim");
+    assert_false (has (&page, "may still be live"));
+    assert_false (has (&page, "revoked at the provider"));
+    assert_true (has (&page, "there was nothing to revoke"));
+    http_free (&page);
+    free (csrf);
+    free (cookie);
+    free (link);
+}
+
 /* The dashboard's Connect offers the providers of FERRULE_GATEWAY_PROVIDERS, and takes no other:
  * a form posted with another provider of the workers' catalog started a connect of it. */
 static void
@@ -3706,6 +3732,7 @@ main (void)
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_disconnect_says_when_not_revoked),
+        cmocka_unit_test (test_dashboard_disconnect_without_tokens_says_nothing_was_left),
         cmocka_unit_test (test_dashboard_connect_only_offered_providers),
         cmocka_unit_test (test_dashboard_key_limit_is_a_conflict),
         cmocka_unit_test (test_ended_session_says_its_ttl),
