@@ -344,12 +344,14 @@ page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *
         resp->retry_after = 60;
     }
     else if (strcmp (code, "timeout") == 0 || strcmp (code, "unavailable") == 0 || strcmp (code, "overloaded") == 0
-         ||  strcmp (code, "database_unavailable") == 0 || strcmp (code, "rate_limited") == 0) {
+         ||  strcmp (code, "database_unavailable") == 0) {
+        /* no rate_limited: a callback calls the provider once with its single-use code, and the
+           workers limit only refreshes and connects (a Try again's retry: callback_retry) */
         html_page_begin (h, "Ferrule is busy");
         html_raw (h, "<p class=\"problem\">Ferrule could not finish the sign-in just now.</p>\n<h2>What to do</h2>\n"
                      "<p>Wait a moment and start the sign-in again from Connect.</p>\n");
         retry_form (h, attempt, "Try again");
-        status = gw_http_status (code);        /* 429 for rate_limited, as docs/openapi.yaml maps it */
+        status = 503;
         resp->retry_after = retry_after_of (reply, 5);
     }
     else {
