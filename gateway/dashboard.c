@@ -10,6 +10,7 @@
 #include <string.h>
 
 #define MAX_DIAGNOSED 50            /* integrations diagnosed on one page (one doctor call each) */
+#define KEY_NAME_MAX  64            /* an API key's name: printable ASCII (worker/gwops.c) */
 
 static const char *
 jstr (const json_t *o, const char *key)
@@ -433,7 +434,7 @@ dashboard_home (gw_req_t *req, gw_resp_t *resp)
     }
     html_raw (h, "<form method=\"post\" action=\"/dashboard/apikeys\">\n<input type=\"hidden\" name=\"csrf\" value=\"");
     html_text (h, csrf);
-    html_raw (h, "\">\n<label for=\"keyname\">New key's name</label>\n"
+    html_raw (h, "\">\n<label for=\"keyname\">New key's name (up to 64 ASCII characters)</label>\n"
                  "<input id=\"keyname\" name=\"name\" required maxlength=\"64\">\n"
                  "<p><button type=\"submit\" id=\"create-key\">Create API key</button></p>\n</form>\n");
     html_page_end (h);
@@ -734,7 +735,7 @@ dashboard_disconnect (gw_req_t *req, gw_resp_t *resp)
 void
 dashboard_apikey_create (gw_req_t *req, gw_resp_t *resp)
 {
-    char ws [IDENT_MAX + 1], name [72];
+    char ws [IDENT_MAX + 1], name [KEY_NAME_MAX + 2];
     if (!need_session (req, resp, ws, 1))
         return;
     int got = gw_form (req, "name", name, sizeof name);
@@ -742,8 +743,14 @@ dashboard_apikey_create (gw_req_t *req, gw_resp_t *resp)
         gw_resp_message (resp, 400, "Name the key", "Give the new API key a name, such as the service that will use it.");
         return;
     }
-    if (got < 0) {
-        gw_resp_message (resp, 400, "This name cannot be used", "Keep the key's name to 64 characters of text.");
+    /* the workers' rule, checked here: a name they refuse came back as their "name" message, and
+       one of 65 bytes or more as too_large, which this page answers 409 (the workspace's keys) */
+    int usable = got == 1 && strlen (name) <= KEY_NAME_MAX;
+    for (const char *c = name; usable && *c; c++)
+        usable = (unsigned char) *c >= 0x20 && (unsigned char) *c < 0x7f;
+    if (!usable) {
+        gw_resp_message (resp, 400, "This name cannot be used", "Give the key a name of 1 to 64 ASCII characters: "
+                         "letters, digits, spaces and punctuation, without accents or other scripts.");
         return;
     }
     json_t *args = json_pack ("{s:s, s:s}", "integration", ws, "name", name);

@@ -2435,6 +2435,45 @@ test_dashboard_refuses_unusable_form_values (void **state)
     free (link);
 }
 
+/* An API key's name is what the workers take: 1 to 64 printable ASCII characters. The dashboard
+ * refused a name of 72 bytes or more as longer than "64 characters of text" (40 accented letters
+ * are 80 bytes), let shorter ones through to the worker, and answered its too_large for a name of
+ * 65 to 71 bytes 409, the status of the workspace's 100 live keys. */
+static void
+test_dashboard_key_name_is_printable_ascii (void **state)
+{
+    char *link, *cookie;
+    char *csrf = open_dashboard ("ws48:", &link, &cookie);
+    char url [256], body [1024], name [512];
+    snprintf (url, sizeof url, "%s/dashboard/apikeys", gw_url);
+    const char *phdr [] = { cookie, "Content-Type: application/x-www-form-urlencoded", NULL };
+    /* 65 ASCII letters; 33 and 40 "é" (66 and 80 bytes); one "é"; a tab */
+    const struct { const char *unit; int n; } bad [] = { { "a", 65 }, { "%C3%A9", 33 }, { "%C3%A9", 40 },
+                                                          { "%C3%A9", 1 }, { "a%09b", 1 } };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        name [0] = '\0';
+        for (int k = 0; k < bad [i].n; k++)
+            strcat (name, bad [i].unit);
+        snprintf (body, sizeof body, "csrf=%s&name=%s", csrf, name);
+        http_t r = http ("POST", url, phdr, body);
+        printf ("an API key named %d x \"%s\": %ld%s\n", bad [i].n, bad [i].unit, r.status,
+                has (&r, "64 characters of text") ? ", \"64 characters of text\"" : "");
+        if (r.status != 400 || !has (&r, "This name cannot be used") || !has (&r, "1 to 64 ASCII characters"))
+            fail_msg ("an API key named %d x \"%s\": %ld", bad [i].n, bad [i].unit, r.status);
+        http_free (&r);
+    }
+    /* 64 ASCII characters, spaces and punctuation among them, are a name */
+    snprintf (body, sizeof body, "csrf=%s&name=%s", csrf,
+              "sync+%28nightly%29+0123456789012345678901234567890123456789abcdefghi");
+    http_t r = http ("POST", url, phdr, body);
+    assert_int_equal (r.status, 200);
+    assert_true (has (&r, "frk_"));
+    http_free (&r);
+    free (csrf);
+    free (cookie);
+    free (link);
+}
+
 /* A public URL written in upper case (HTTPS://HOST) is https all the same: cookies Secure, HSTS
  * sent. And the dashboard's own connect comes back to the dashboard's page, the one that keeps the
  * session cookie. The redirect URI goes to the provider as configured, character for character
@@ -3738,6 +3777,7 @@ main (void)
         cmocka_unit_test (test_ended_session_says_its_ttl),
         cmocka_unit_test (test_retry_rate_limited_is_429),
         cmocka_unit_test (test_dashboard_refuses_unusable_form_values),
+        cmocka_unit_test (test_dashboard_key_name_is_printable_ascii),
         cmocka_unit_test (test_public_url_in_upper_case),
         cmocka_unit_test (test_dashboard_open_refused_to_the_gateway),
         cmocka_unit_test (test_dashboard_link_get_spends_nothing),
