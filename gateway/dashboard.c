@@ -238,6 +238,11 @@ notice_from_query (gw_req_t *req, html_t *h)
         text = " is disconnected: its tokens were destroyed and revoked at the provider.";
     else if (done && strcmp (done, "nothing_to_revoke") == 0)
         text = " is disconnected: it held no tokens, so there was nothing to revoke at the provider.";
+    else if (done && strcmp (done, "grant_shared") == 0)
+        text = " is disconnected: its tokens were destroyed here but not revoked at the provider, where a revocation "
+               "ends the account's whole access, which another connected integration of this workspace may share. "
+               "Once none of them is needed, remove this application's access in your account's settings at the "
+               "provider, or disconnect the last of them, which revokes it.";
     else if (done && strcmp (done, "not_revoked") == 0)
         text = " is disconnected: its tokens were destroyed here, but not revoked at the provider, so the access "
                "it granted may still be live at the provider. To end it, remove this application's access in your "
@@ -707,7 +712,9 @@ dashboard_disconnect (gw_req_t *req, gw_resp_t *resp)
         /* a success can still leave the grant valid at the provider (docs/protocol.md, warnings):
            the user is the one who can end it there, so is told; but not when the integration held
            no token (worker/disconnect.c's not_revoked "held no token to revoke"): nothing of it
-           can be live there */
+           can be live there; nor to end it at once when the provider ends the account's whole
+           grant ("... whole grant, which N other active integration(s) ... hold"): that would end
+           the other integrations' access too */
         const char *done = "disconnected";
         size_t i;
         json_t *w;
@@ -715,6 +722,8 @@ dashboard_disconnect (gw_req_t *req, gw_resp_t *resp)
             const char *wc = jstr (w, "code"), *wm = jstr (w, "message");
             if (wc && strcmp (wc, "not_revoked") == 0 && wm && strstr (wm, "held no token to revoke"))
                 done = "nothing_to_revoke";
+            else if (wc && strcmp (wc, "not_revoked") == 0 && wm && strstr (wm, "whole grant"))
+                done = "grant_shared";
             else if (wc && (strcmp (wc, "revocation_failed") == 0 || strcmp (wc, "not_revoked") == 0)) {
                 done = "not_revoked";
                 break;

@@ -405,6 +405,10 @@ write_providers (void)
     json_object_set_new (off, "family", json_string ("google"));
     json_object_set_new (off, "authorization_params", json_pack ("{s:s}", "prompt", "consent"));
     json_object_set_new (root, "fakegoogleoff", off);
+    /* fakegrant: fakebox whose revocation ends the account's whole grant, as Google's does */
+    json_t *grant = json_deep_copy (json_object_get (root, "fakebox"));
+    json_object_set_new (grant, "revocation_ends_grant", json_true ());
+    json_object_set_new (root, "fakegrant", grant);
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-gateway.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -2296,6 +2300,40 @@ test_dashboard_disconnect_without_tokens_says_nothing_was_left (void **state)
     free (link);
 }
 
+/* A disconnect not revoked because the provider's revocation ends the account's whole grant, which
+ * another active integration of the workspace may hold (worker/disconnect.c), is no grant to end
+ * now: the dashboard told the user to remove the application's access at the provider, which
+ * would end the other integration's access too. */
+static void
+test_dashboard_disconnect_of_a_shared_grant_keeps_the_other (void **state)
+{
+    const char *ids [] = { "ws49:drive", "ws49:docs" };
+    for (int i = 0; i < 2; i++) {
+        char *rt = itest_grant (h, "fakebox", "[\"read\"]");
+        assert_int_equal (itest_import (h, ids [i], "fakegrant", rt), 0);
+        free (rt);
+    }
+    char *link, *cookie;
+    char *csrf = open_dashboard ("ws49:", &link, &cookie);
+    http_t page = dashboard_disconnect (cookie, csrf, "ws49:docs");
+    assert_int_equal (page.status, 200);
+    printf ("disconnect of one of two integrations sharing a grant: %s\n",
+            has (&page, "To end it, remove this application") ? "\"To end it, remove this application's access\""
+                                                              : "no advice to end it now");
+    assert_false (has (&page, "To end it, remove this application"));
+    assert_true (has (&page, "another connected integration of this workspace"));
+    assert_true (has (&page, "Once none of them is needed"));
+    http_free (&page);
+    /* the last one: revoked, and said so */
+    page = dashboard_disconnect (cookie, csrf, "ws49:drive");
+    assert_int_equal (page.status, 200);
+    assert_true (has (&page, "destroyed and revoked at the provider"));
+    http_free (&page);
+    free (csrf);
+    free (cookie);
+    free (link);
+}
+
 /* The dashboard's Connect offers the providers of FERRULE_GATEWAY_PROVIDERS, and takes no other:
  * a form posted with another provider of the workers' catalog started a connect of it. */
 static void
@@ -3772,6 +3810,7 @@ main (void)
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_disconnect_says_when_not_revoked),
         cmocka_unit_test (test_dashboard_disconnect_without_tokens_says_nothing_was_left),
+        cmocka_unit_test (test_dashboard_disconnect_of_a_shared_grant_keeps_the_other),
         cmocka_unit_test (test_dashboard_connect_only_offered_providers),
         cmocka_unit_test (test_dashboard_key_limit_is_a_conflict),
         cmocka_unit_test (test_ended_session_says_its_ttl),
