@@ -33,6 +33,30 @@ text_hex (const unsigned char *in, size_t n, char *out)
     out [2 * n] = '\0';
 }
 
+static int
+hex_value (char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int
+text_unhex (const char *in, size_t n, unsigned char *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = hex_value (in [2 * i]), lo = hi < 0 ? -1 : hex_value (in [2 * i + 1]);
+        if (lo < 0)
+            return -1;
+        out [i] = (unsigned char) (hi << 4 | lo);
+    }
+    return 0;
+}
+
 size_t
 text_copy (char *dst, size_t dstlen, const char *src)
 {

@@ -13,6 +13,9 @@ char *text_printable (char *dst, size_t dstlen, const char *s, size_t len, size_
 size_t text_copy (char *dst, size_t dstlen, const char *src);
 /* n bytes as 2n lower-case hex digits and a NUL into out (2n+1 bytes). */
 void text_hex (const unsigned char *in, size_t n, char *out);
+/* The 2n hex digits (either case) at in as n bytes into out: 0, or -1 when any of them is not a
+ * hex digit (a sign, a space, "0x" and the end of the string included). */
+int text_unhex (const char *in, size_t n, unsigned char *out);
 /* Length of the valid UTF-8 sequence at p (1 to 4), or 0 when the bytes there are not one (p is
  * NUL-terminated: a sequence cut by the NUL is not one). */
 size_t text_utf8_len (const unsigned char *p);

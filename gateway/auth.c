@@ -33,6 +33,19 @@ auth_load_client_keys (const char *path, gw_client_key_t **keys_out, size_t *n_o
         char name [80], hex [80];
         lineno++;
         char *hash = strchr (line, '#');
+        if (!strchr (line, '\n') && !feof (f)) {
+            /* longer than the buffer: its rest is read away, so that it is never taken for a line
+             * of its own; fine in a comment, which the first part then began */
+            int c;
+            while ((c = fgetc (f)) != EOF && c != '\n')
+                ;
+            if (!hash) {
+                snprintf (err, errlen, "client keys file \"%s\", line %d: longer than %zu bytes, which no \"NAME "
+                          "SHA256HEX\" line is", path, lineno, sizeof line - 2);
+                rc = -1;
+                break;
+            }
+        }
         if (hash)
             *hash = '\0';
         int n = sscanf (line, "%79s %79s", name, hex);
@@ -40,12 +53,9 @@ auth_load_client_keys (const char *path, gw_client_key_t **keys_out, size_t *n_o
             continue;
         int ok = n == 2 && strlen (name) <= 64 && strlen (hex) == 64 && nkeys < GW_MAX_CLIENT_KEYS;
         gw_client_key_t *k = &keys [ok ? nkeys : 0];
-        for (int i = 0; ok && i < 32; i++) {
-            unsigned v;
-            if (sscanf (hex + 2 * i, "%2x", &v) != 1)
-                ok = 0;
-            k->hash [i] = (unsigned char) v;
-        }
+        /* strictly 64 hex digits: sscanf's "%2x" took "1g" for 1, and a sign or "0x" for digits */
+        if (ok && text_unhex (hex, 32, k->hash) != 0)
+            ok = 0;
         if (!ok) {
             snprintf (err, errlen, "client keys file \"%s\", line %d: expected \"NAME SHA256HEX\" (the SHA-256 of the "
                       "key in 64 hex digits, at most %d lines)", path, lineno, GW_MAX_CLIENT_KEYS);

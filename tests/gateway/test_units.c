@@ -1,5 +1,5 @@
-/* test_units.c - the gateway's escaping builder, its return_to allow-list, its cross-site check
- * and the deadline of a page's broker calls */
+/* test_units.c - the gateway's escaping builder, its return_to allow-list, its cross-site check,
+ * the deadline of a page's broker calls and its client keys file */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -12,6 +12,9 @@
 #include "gateway.h"
 #include "html.h"
 #include "flow.h"
+#include "auth.h"
+#include "mem.h"
+#include <unistd.h>
 
 static void
 test_html_escapes_text_and_urls (void **state)
@@ -164,6 +167,60 @@ test_flow_cookie (void **state)
     free (c);
 }
 
+#define GOOD_HASH "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+/* Loads text as a client keys file; the keys found (n), or -1 with err. */
+static int
+load_keys (const char *text, size_t *n, char *err, size_t errlen)
+{
+    char path [] = "/tmp/ferrule-gw-keys-XXXXXX";
+    int fd = mkstemp (path);
+    assert_true (fd >= 0);
+    assert_int_equal (write (fd, text, strlen (text)), (ssize_t) strlen (text));
+    close (fd);
+    gw_client_key_t *keys = NULL;
+    int rc = auth_load_client_keys (path, &keys, n, err, errlen);
+    unlink (path);
+    mem_free (keys);
+    return rc;
+}
+
+/* A hash mistyped in the client keys file is refused when the file is read, naming the line:
+ * sscanf's "%2x" took "1g" as 1, "-1", "+f" and "0x" as numbers, so such a file loaded, and its
+ * client got 401 "the bearer key is not known" with no clue why. A line longer than the read
+ * buffer (a long comment) was read as two, its rest parsed as an entry of its own. */
+static void
+test_client_keys_file_is_read_strictly (void **state)
+{
+    (void) state;
+    char err [512], text [2048];
+    size_t n = 0;
+    assert_int_equal (load_keys ("billing " GOOD_HASH "\n# a comment\n\nops " GOOD_HASH "  # trailing\n", &n, err,
+                                 sizeof err), 0);
+    assert_int_equal (n, 2);
+    static const char *const bad [] = { "1g", "-1", "+f", "0x", "AG", " 1" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        snprintf (text, sizeof text, "ok " GOOD_HASH "\nbilling %s%.62s\n", bad [i], GOOD_HASH);
+        if (load_keys (text, &n, err, sizeof err) == 0)
+            fail_msg ("a hash starting \"%s\" was accepted (%zu keys)", bad [i], n);
+        assert_non_null (strstr (err, "line 2"));
+    }
+    /* upper-case hex is hex */
+    assert_int_equal (load_keys ("billing 0123456789ABCDEF0123456789abcdef0123456789abcdef0123456789ABCDEF\n", &n, err,
+                                 sizeof err), 0);
+    /* a comment longer than any buffer, then an entry: one key, and the entry's line number */
+    memset (text, 0, sizeof text);
+    text [0] = '#';
+    memset (text + 1, 'x', 1200);
+    strcat (text, " ops " GOOD_HASH "\nbilling " GOOD_HASH "\n");
+    assert_int_equal (load_keys (text, &n, err, sizeof err), 0);
+    assert_int_equal (n, 1);
+    /* an entry line that long is refused, by its line number */
+    snprintf (text, sizeof text, "ok " GOOD_HASH "\nbilling " GOOD_HASH "%1100s\n", "x");
+    assert_int_equal (load_keys (text, &n, err, sizeof err), -1);
+    assert_non_null (strstr (err, "line 2"));
+}
+
 int
 main (void)
 {
@@ -175,6 +232,7 @@ main (void)
         cmocka_unit_test (test_cross_site),
         cmocka_unit_test (test_budget_asks_nothing_when_over),
         cmocka_unit_test (test_request_time_bounds_every_call),
+        cmocka_unit_test (test_client_keys_file_is_read_strictly),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }

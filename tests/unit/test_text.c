@@ -43,6 +43,13 @@ test_hex (void **state)
     char out [7];
     text_hex (in, sizeof in, out);
     assert_string_equal (out, "009fff");
+    /* and back, either case; anything but two hex digits a byte is refused */
+    unsigned char back [3];
+    assert_int_equal (text_unhex ("009FfF", 3, back), 0);
+    assert_memory_equal (back, in, 3);
+    static const char *const bad [] = { "1g0000", "-10000", "+f0000", "0x0000", " 10000", "0000", "00 000" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++)
+        assert_int_equal (text_unhex (bad [i], 3, back), -1);
 }
 
 static void
