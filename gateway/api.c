@@ -28,10 +28,8 @@ forward (gw_req_t *req, gw_resp_t *resp, const char *op, json_t *args)
     const char *code = gw_code (reply);
     unsigned status = gw_http_status (code);
     gw_resp_json (resp, status, reply);
-    if (status == 503 || status == 429) {
-        json_t *ra = json_object_get (json_object_get (reply, "error"), "retry_after");
-        resp->retry_after = json_is_integer (ra) && json_integer_value (ra) > 0 ? (int) json_integer_value (ra) : 1;
-    }
+    if (status == 503 || status == 429)
+        resp->retry_after = gw_retry_after (reply, 1);
     json_decref (reply);
     json_decref (args);
 }

@@ -20,17 +20,6 @@ jstr (const json_t *o, const char *key)
     return s ? s : NULL;
 }
 
-/* The Retry-After of a refusal: the service's retry_after, at least a second (0 or less would
- * tell a browser or a client to come back at once), else dflt. */
-static int
-retry_after_of (const json_t *reply, int dflt)
-{
-    json_t *ra = json_object_get (json_object_get (reply, "error"), "retry_after");
-    if (!json_is_integer (ra))
-        return dflt;
-    json_int_t v = json_integer_value (ra);
-    return v < 1 ? 1 : v > 3600 ? 3600 : (int) v;
-}
 
 /* "a, b and c" of a JSON array of strings, escaped into h as a list. */
 static void
@@ -352,7 +341,7 @@ page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *
                      "<p>Wait a moment and start the sign-in again from Connect.</p>\n");
         retry_form (h, attempt, "Try again");
         status = 503;
-        resp->retry_after = retry_after_of (reply, 5);
+        resp->retry_after = gw_retry_after (reply, 5);
     }
     else {
         html_page_begin (h, "This sign-in link is incomplete or damaged");
@@ -490,7 +479,7 @@ callback_retry (gw_req_t *req, gw_resp_t *resp)
     else if (gw_http_status (rc) == 503 || gw_http_status (rc) == 429) {
         gw_resp_message (resp, gw_http_status (rc), "Ferrule is busy",
                          "Wait a moment, then go back and press the button again.");
-        resp->retry_after = retry_after_of (reply, 5);
+        resp->retry_after = gw_retry_after (reply, 5);
     }
     else
         gw_resp_message (resp, gw_http_status (rc), "The sign-in could not be started again",

@@ -126,6 +126,9 @@ json_t *gw_call_within (gw_req_t *req, gw_budget_t *b, const char *op, json_t *a
 const char *gw_code (const json_t *reply);
 /* The HTTP status for a protocol error code (docs/openapi.yaml, "Errors"). */
 unsigned gw_http_status (const char *code);
+/* The Retry-After of a refusal: the reply's retry_after, from 1 (0 or less would tell a browser
+ * or a client to come back at once) to 3600 s, else dflt. */
+int gw_retry_after (const json_t *reply, int dflt);
 
 /* 1 when a browser's Sec-Fetch-Site or Origin (each NULL when absent) says a request comes from
  * a page of another site than gw's public URL; 0 when they say it does not, or say nothing. */

@@ -441,6 +441,16 @@ gw_code (const json_t *reply)
     return client_error_code (reply);
 }
 
+int
+gw_retry_after (const json_t *reply, int dflt)
+{
+    json_t *ra = json_object_get (json_object_get (reply, "error"), "retry_after");
+    if (!json_is_integer (ra))
+        return dflt;
+    json_int_t v = json_integer_value (ra);
+    return v < 1 ? 1 : v > 3600 ? 3600 : (int) v;
+}
+
 unsigned
 gw_http_status (const char *code)
 {
