@@ -305,6 +305,15 @@ db_check_client (PGconn *conn, db_error_t *err)
     return db_exec (conn, "SET client_connection_check_interval = '" DB_CLIENT_CHECK_INTERVAL "'", err);
 }
 
+fr_status_t
+db_no_time_limit (PGconn *conn, db_error_t *err)
+{
+    fr_status_t st = db_exec (conn, "SET statement_timeout = 0", err);
+    if (st == FR_OK && PQserverVersion (conn) >= 170000)
+        st = db_exec (conn, "SET transaction_timeout = 0", err);
+    return st;
+}
+
 PGresult *
 db_exec_until (PGconn *conn, const char *sql, int64_t deadline_ms, db_error_t *err)
 {

@@ -47,6 +47,11 @@ fr_status_t db_exec (PGconn *conn, const char *sql, db_error_t *err) FR_MUSTCHEC
  * done, on a server older than PostgreSQL 14, which has no such check. */
 #define DB_CLIENT_CHECK_INTERVAL "2s"
 fr_status_t db_check_client (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
+/* Lifts the time limits the role or the database may give every session (statement_timeout, and
+ * transaction_timeout from PostgreSQL 17): a guard meant for the services' queries would cancel a
+ * migration that is merely long (an index build), and every retry the same way. up bounds its
+ * waits itself (--lock-timeout, --wait-limit). */
+fr_status_t db_no_time_limit (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Runs sql as PQexec does, but waits for the answer only until deadline_ms (clock_mono_ms's clock;
  * negative: as long as it takes). NULL when no answer came in time or the session failed, with err
  * set and err->lost: the session is of no further use. The caller PQclears a result. */

@@ -358,6 +358,15 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
     if (db_check_client (conn, &err) != FR_OK)
         log_info (NULL, NULL, "the server would not notice this ferrule-migrate killed while a statement waits "
                   "for a lock: %s", err.message);
+    if ((st = db_no_time_limit (conn, &err)) != FR_OK) {
+        if (stop_requested ())
+            rc = report_stopped ("before applying any migration: nothing was applied");
+        else {
+            report_db_error ("could not lift the session's statement_timeout", &err);
+            rc = exit_code_for (st);
+        }
+        goto out;
+    }
     watch = watch_new (opts->database_url, db_connect_timeout_ms (opts->database_url), opts->wait_limit_s);
     /* a step that gives up on a lock sooner than a second is looked at before, to name whom it waited for */
     if (opts->lock_timeout_ms > 0)

@@ -542,6 +542,20 @@ ROWS=$(psql_db -c "SELECT count(*) FROM schema_migrations")
 expect_exit 7 "status --dir with the broken migration pending" migrate --dir "$WORK/dir" status
 rm "$WORK/dir/$BROKEN.sql"
 
+# --- a statement_timeout the database gives its sessions (a guard set for the services) does not
+# cancel a migration: one that takes 2 s, in a transaction and without one, is applied
+SLOW=$(printf '%03d_slow' $((HIGHEST + 1)))
+SLOW_NT=$(printf '%03d_slow_nt' $((HIGHEST + 2)))
+printf 'SELECT pg_sleep (2);\n' >"$WORK/dir/$SLOW.sql"
+printf -- '-- ferrule-migrate: no-transaction\nSELECT pg_sleep (2);\n' >"$WORK/dir/$SLOW_NT.sql"
+psql_db -c "ALTER DATABASE \"$DB\" SET statement_timeout = '1s'" >/dev/null
+expect_exit 0 "up with 2 s migrations on a database whose statement_timeout is 1 s" migrate --dir "$WORK/dir" up
+expect_in "$WORK/out" "^applied $SLOW " "the slow migration in a transaction is applied"
+expect_in "$WORK/out" "^applied $SLOW_NT " "the slow migration without one is applied"
+psql_db -c "ALTER DATABASE \"$DB\" RESET statement_timeout" >/dev/null
+psql_db -c "DELETE FROM schema_migrations WHERE version > $HIGHEST" >/dev/null
+rm "$WORK/dir/$SLOW.sql" "$WORK/dir/$SLOW_NT.sql"
+
 # --- what the server says while a migration runs (RAISE, "does not exist, skipping") reaches the
 # operator in the tool's words, naming the migration, and the log; never libpq's bare lines
 NOISY=$(printf '%03d_noisy' $((HIGHEST + 1)))
