@@ -4,6 +4,7 @@
 #include "mem.h"
 #include "sqlsplit.h"
 #include "stop.h"
+#include "text.h"
 #include "watch.h"
 #include <ctype.h>
 #include <errno.h>
@@ -193,12 +194,63 @@ ledger_highest (const ledger_t *self)
     return highest;
 }
 
+/* The session holding the migration lock (a bigint advisory lock: its high half is classid, its
+ * low half objid), and what pg_stat_activity shows this role of it. */
+#define LEDGER_HOLDER_SQL \
+    "SELECT l.pid, a.usename, a.application_name, host (a.client_addr), a.state," \
+    "       extract (epoch FROM now () - coalesce (a.xact_start, a.backend_start))::bigint" \
+    "  FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid" \
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1" \
+    "   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database ())" \
+    "   AND l.classid = ($1::bigint >> 32)::oid AND l.objid = ($1::bigint & 4294967295)::oid LIMIT 1"
+#define LEDGER_HOLDER_LOOK_TRIES 25    /* tries between two looks at the holder: 5 s */
+
+/* A column as printable text, cut: names and addresses are whatever the other session set. */
+static const char *
+ledger_text (char *out, size_t size, const PGresult *res, int col)
+{
+    return PQgetisnull (res, 0, col) ? NULL : text_printable (out, size, PQgetvalue (res, 0, col), (size_t) -1, 60);
+}
+
+/* Looks at who holds the migration lock; holder->pid 0 when no look could tell. */
+static void
+ledger_lock_holder (PGconn *conn, ledger_holder_t *holder)
+{
+    const char *params [] = { LEDGER_LOCK_KEY };
+    char user [80], app [80], host [80], state [80], age [40];
+    memset (holder, 0, sizeof *holder);
+    PGresult *res = PQexecParams (conn, LEDGER_HOLDER_SQL, 1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus (res) != PGRES_TUPLES_OK || PQntuples (res) != 1)
+        goto out;                           /* let go meanwhile, or no look: the next try tells */
+    holder->pid = (int) strtol (PQgetvalue (res, 0, 0), NULL, 10);
+    const char *u = ledger_text (user, sizeof user, res, 1);
+    const char *a = ledger_text (app, sizeof app, res, 2);
+    const char *h = ledger_text (host, sizeof host, res, 3);
+    const char *s = ledger_text (state, sizeof state, res, 4);
+    holder->migrate = a && strcmp (a, "ferrule-migrate") == 0;
+    int n = snprintf (holder->who, sizeof holder->who, "pid %d (user \"%s\"%s%s%s, %s)", holder->pid, u ? u : "?",
+                      a && *a ? ", application \"" : "", a && *a ? a : "", a && *a ? "\"" : "",
+                      h ? h : "local socket");
+    if (n <= 0 || (size_t) n >= sizeof holder->who)
+        goto out;
+    /* NULL when this role may not see that session's state (neither superuser nor pg_read_all_stats) */
+    if (s && !PQgetisnull (res, 0, 5)) {
+        watch_duration (age, sizeof age, strtoll (PQgetvalue (res, 0, 5), NULL, 10));
+        snprintf (holder->who + n, sizeof holder->who - (size_t) n, ", %s, its transaction open for %s", s, age);
+    }
+    else
+        snprintf (holder->who + n, sizeof holder->who - (size_t) n, ", its state hidden from this role");
+out:
+    PQclear (res);
+}
+
 fr_status_t
-ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err)
+ledger_lock (PGconn *conn, void (*on_wait) (const ledger_holder_t *holder), db_error_t *err)
 {
     const char *params [] = { LEDGER_LOCK_KEY };
     fr_status_t st = FR_OK;
     PGresult *res = NULL;
+    int said_pid = -1;
     /* tried again and again rather than waited for in pg_advisory_lock: a statement that waits
      * holds a snapshot, and the CREATE INDEX CONCURRENTLY of the run that holds the lock waits for
      * every snapshot older than its own: the two would wait on each other until the server's
@@ -216,8 +268,15 @@ ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err)
         }
         if (strcmp (PQgetvalue (res, 0, 0), "t") == 0)
             break;
-        if (tries == 0 && on_wait)
-            on_wait ();
+        if (on_wait && tries % LEDGER_HOLDER_LOOK_TRIES == 0) {
+            /* said again only when another session holds it: a queue of ups, one after another */
+            ledger_holder_t holder;
+            ledger_lock_holder (conn, &holder);
+            if (said_pid < 0 || (holder.pid && holder.pid != said_pid)) {
+                on_wait (&holder);
+                said_pid = holder.pid;
+            }
+        }
         PQclear (res);
         res = NULL;
         struct timespec pause = { 0, LEDGER_LOCK_POLL_MS * 1000000L };

@@ -46,10 +46,17 @@ const ledger_row_t *ledger_find (const ledger_t *self, int version);
 /* The highest applied version, 0 when none. */
 int ledger_highest (const ledger_t *self);
 
+/* The session that holds the migration lock, as a look at pg_locks saw it. */
+typedef struct {
+    int pid;                    /* 0 when no look could tell (it let go meanwhile) */
+    int migrate;                /* its application_name is ferrule-migrate's */
+    char who [400];             /* "pid N (user "u", application "a", host), state, its transaction open for T" */
+} ledger_holder_t;
+
 /* Takes the advisory lock on this session. When another session holds it, calls on_wait (may be
- * NULL) and then tries again every 200 ms, as long as it takes (or until a stop signal, stop.h),
- * holding no snapshot meanwhile. */
-fr_status_t ledger_lock (PGconn *conn, void (*on_wait) (void), db_error_t *err) FR_MUSTCHECK;
+ * NULL) with that session, and again whenever another one holds it, and tries again every 200 ms,
+ * as long as it takes (or until a stop signal, stop.h), holding no snapshot meanwhile. */
+fr_status_t ledger_lock (PGconn *conn, void (*on_wait) (const ledger_holder_t *holder), db_error_t *err) FR_MUSTCHECK;
 fr_status_t ledger_unlock (PGconn *conn, db_error_t *err) FR_MUSTCHECK;
 /* Creates schema_migrations when it is missing. Call with the lock held. */
 fr_status_t ledger_create (PGconn *conn, db_error_t *err) FR_MUSTCHECK;

@@ -253,10 +253,22 @@ report_drift (const plan_t *plan)
     }
 }
 
+/* Names the session that holds the migration lock: most often another ferrule-migrate at work,
+ * but a psql or a pooler's session in transaction mode (where the lock outlives the up that took
+ * it) would otherwise be waited for, for ever, as one. */
 static void
-on_lock_wait (void)
+on_lock_wait (const ledger_holder_t *holder)
 {
-    report (NULL, "another ferrule-migrate is applying migrations: waiting for it to finish");
+    if (!holder->pid)
+        report (NULL, "another ferrule-migrate is applying migrations: waiting for it to finish");
+    else if (holder->migrate)
+        report (NULL, "another ferrule-migrate is applying migrations, %s: waiting for it to finish", holder->who);
+    else {
+        report (NULL, "the migration lock is held by %s: waiting for it to finish", holder->who);
+        report ("hint", "if that session is no ferrule-migrate at work (a psql, or a pooler's session in transaction "
+                "mode, which keeps the lock after the up that took it), end it: SELECT pg_terminate_backend (%d)",
+                holder->pid);
+    }
 }
 
 /* Takes the migration lock, waiting for another ferrule-migrate's turn: 0, or the exit status

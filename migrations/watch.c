@@ -96,8 +96,7 @@ watch_destroy (watch_t **self_p)
     }
 }
 
-/* "12 s", "3 min 4 s", "2 h 5 min" */
-static void
+void
 watch_duration (char *out, size_t size, long long s)
 {
     if (s < 0)

@@ -35,6 +35,8 @@ const char *watch_blocker (const watch_t *self);
 /* 1 when that one is an autovacuum worker (pg_stat_activity.backend_type; 0 when this role may
  * not see it). */
 int watch_blocker_autovacuum (const watch_t *self);
+/* s seconds as a notice says them: "12 s", "3 min 4 s", "2 h 5 min". */
+void watch_duration (char *out, size_t size, long long s);
 /* Runs sql on conn as PQexec does (the last result; NULL when it could not be sent), watching as
  * above; what names the statement in the notices ("the statement at line 3"). When it gave up,
  * the result is the cancel's error and gave_up (size bytes) says why, in a sentence of its own

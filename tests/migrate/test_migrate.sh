@@ -202,6 +202,23 @@ FILE_SUM=$(sha256sum "${FILES[0]}" | cut -d' ' -f1)
 cat "$WORK/up1.err" "$WORK/up2.err" >"$WORK/up.err"
 expect_in "$WORK/up.err" "^\\{.*\"msg\":\"applied migration $FIRST in [0-9]+ ms" "up logs a JSON line per applied migration"
 
+# --- a session that is no ferrule-migrate holding the migration lock (a psql, a pooler's session in
+# transaction mode, where the lock outlives the up that took it) is named, with how to end it
+hold_open lock-squatter "BEGIN; SELECT pg_advisory_xact_lock($LOCK_KEY);"
+migrate up 9>&- >"$WORK/squat.out" 2>"$WORK/squat.err" &
+SQUAT=$!
+for _ in $(seq 300); do
+    grep -q "waiting for it to finish" "$WORK/squat.err" 2>/dev/null && break
+    sleep 0.1
+done
+expect_in "$WORK/squat.err" "the migration lock is held by pid $HOLD_PID \\(user \"[^\"]+\", application \"lock-squatter\", [^)]+\\), idle in transaction, its transaction open for [0-9]+ s: waiting for it to finish\$" \
+    "up names the session that holds the migration lock"
+expect_in "$WORK/squat.err" "^ferrule-migrate: hint: .*SELECT pg_terminate_backend \\($HOLD_PID\\)" \
+    "and says how to end it"
+release_hold
+wait "$SQUAT"; RCS=$?
+[ "$RCS" -eq 0 ] && pass "then that up goes on" || { fail "the up behind the squatter exited $RCS"; cat "$WORK"/squat.* >&2; }
+
 wait "$WAITER"; RCW=$?
 [ "$RCW" -eq 0 ] && pass "a waiting wait returns once the schema is applied" \
     || { fail "the waiting wait exited $RCW"; cat "$WORK"/wait.* >&2; }
