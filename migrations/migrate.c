@@ -183,15 +183,23 @@ connect_or_report (const options_t *opts, int *exit_code)
     return conn;
 }
 
-/* Reads the ledger and sets it against the catalog. EXIT_OK, or the exit code after reporting. */
+/* What a role that may not read schema_migrations needs: most often a runtime role (a worker's
+ * init container's wait) that was never granted; up would change nothing for it. */
+#define HINT_NOT_GRANTED "the role of --database-url or FERRULE_DATABASE_URL may not read the schema: as the " \
+    "schema owner, grant it with \"ferrule-migrate grant-runtime ROLE\" (or \"ferrule-migrate up --runtime-role ROLE\")"
+
+/* Reads the ledger and sets it against the catalog. EXIT_OK, or the exit code after reporting;
+ * owner: the session is the schema owner's (up), which no grant-runtime helps. */
 static int
-read_plan (PGconn *conn, const catalog_t *catalog, ledger_t **ledger_p, plan_t **plan_p)
+read_plan (PGconn *conn, const catalog_t *catalog, int owner, ledger_t **ledger_p, plan_t **plan_p)
 {
     db_error_t err;
     fr_status_t st = ledger_read (conn, -1, ledger_p, &err);
     if (st != FR_OK) {
         if (!stop_requested ())             /* up says what the stop left instead */
             report_db_error ("could not read the applied migrations", &err);
+        if (!stop_requested () && !owner && !*err.hint && strcmp (err.sqlstate, "42501") == 0)
+            report ("hint", "%s", HINT_NOT_GRANTED);
         return exit_code_for (st);
     }
     *plan_p = plan_new (catalog, *ledger_p);
@@ -400,7 +408,7 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         rc = exit_code_for (st);
         goto out;
     }
-    rc = read_plan (conn, catalog, &ledger, &plan);
+    rc = read_plan (conn, catalog, 1, &ledger, &plan);
     if (rc != EXIT_OK && stop_requested ())
         rc = report_stopped ("before applying any migration: nothing was applied");
     if (rc != EXIT_OK)
@@ -702,7 +710,7 @@ cmd_status (const options_t *opts, const catalog_t *catalog)
     PGconn *conn = connect_or_report (opts, &rc);
     if (!conn)
         goto out;
-    rc = read_plan (conn, catalog, &ledger, &plan);
+    rc = read_plan (conn, catalog, 0, &ledger, &plan);
     if (rc != EXIT_OK)
         goto out;
     if (opts->json)
@@ -728,7 +736,7 @@ cmd_verify (const options_t *opts, const catalog_t *catalog)
     PGconn *conn = connect_or_report (opts, &rc);
     if (!conn)
         goto out;
-    rc = read_plan (conn, catalog, &ledger, &plan);
+    rc = read_plan (conn, catalog, 0, &ledger, &plan);
     if (rc != EXIT_OK)
         goto out;
 
@@ -755,16 +763,18 @@ out:
     return rc;
 }
 
-/* One look at the database for wait: 1 when ready, else 0 with the reason in why. */
+/* One look at the database for wait: 1 when ready, else 0 with the reason in why, and *denied 1
+ * when the reason is that the role may not read the schema. */
 static int
 wait_check (const options_t *opts, const catalog_t *catalog, PGconn **conn_p, long long deadline,
-            char *why, size_t whylen, int *version)
+            char *why, size_t whylen, int *version, int *denied)
 {
     ledger_t *ledger = NULL;
     plan_t *plan = NULL;
     db_error_t err;
     int ready = 0;
 
+    *denied = 0;
     if (!*conn_p) {
         long long left = deadline - now_ms ();
         int timeout = db_connect_timeout_ms (opts->database_url);
@@ -781,6 +791,7 @@ wait_check (const options_t *opts, const catalog_t *catalog, PGconn **conn_p, lo
     fr_status_t st = ledger_read (*conn_p, deadline, &ledger, &err);
     if (st != FR_OK) {
         snprintf (why, whylen, "could not read the applied migrations: %s", err.message);
+        *denied = strcmp (err.sqlstate, "42501") == 0;
         if (st == FR_DATABASE_UNAVAILABLE || PQstatus (*conn_p) != CONNECTION_OK) {
             PQfinish (*conn_p);
             *conn_p = NULL;
@@ -815,10 +826,10 @@ cmd_wait (const options_t *opts, const catalog_t *catalog)
     long long deadline = start + (long long) (opts->timeout_s * 1000.0);
     /* room for a database error message (db_error_t.message) and the sentence around it */
     char why [sizeof ((db_error_t *) 0)->message + 256] = "", last [sizeof why] = "";
-    int rc = EXIT_OK, version = 0;
+    int rc = EXIT_OK, version = 0, denied = 0;
 
     for (;;) {
-        if (wait_check (opts, catalog, &conn, deadline, why, sizeof why, &version)) {
+        if (wait_check (opts, catalog, &conn, deadline, why, sizeof why, &version, &denied)) {
             printf ("schema is ready at version %d\n", version);
             goto out;
         }
@@ -832,7 +843,9 @@ cmd_wait (const options_t *opts, const catalog_t *catalog)
         sleep_ms (left < WAIT_POLL_MS ? left : WAIT_POLL_MS);
     }
     report ("error", "the schema was not ready after %.1f seconds: %s", (double) (now_ms () - start) / 1000.0, why);
-    if (strncmp (why, "could not connect", 17) == 0)
+    if (denied)
+        report ("hint", "%s", HINT_NOT_GRANTED);
+    else if (strncmp (why, "could not connect", 17) == 0)
         report ("hint", "check that PostgreSQL is running and that --database-url or FERRULE_DATABASE_URL is right, "
                 "then run \"ferrule-migrate up\"");
     else if (strstr (why, "checksum"))

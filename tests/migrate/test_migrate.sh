@@ -64,6 +64,7 @@ cleanup () {
     psql_admin -c "DROP DATABASE IF EXISTS \"${DB}_grantlock\" WITH (FORCE)" >/dev/null 2>&1
     psql_admin -c "DROP ROLE IF EXISTS \"$RT_ROLE\"" >/dev/null 2>&1
     psql_admin -c "DROP ROLE IF EXISTS \"${DB}_rt2\"" >/dev/null 2>&1
+    psql_admin -c "DROP ROLE IF EXISTS \"${DB}_noread\"" >/dev/null 2>&1
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -230,6 +231,23 @@ expect_exit 0 "status --json after up" migrate status --json
 expect_in "$WORK/out" '"state": "up_to_date"' "status --json gives the state"
 expect_exit 0 "verify after up" migrate verify
 expect_exit 0 "wait --timeout 5 after up" migrate wait --timeout 5
+
+# --- a role that may not read the schema (a runtime role never granted, as a worker's init
+# container logs in) is told to have it granted, not to run up, which would change nothing
+NOREAD="${DB}_noread"
+psql_admin -c "CREATE ROLE \"$NOREAD\"" >/dev/null || fail "could not create role $NOREAD"
+PGOPTIONS="-c role=$NOREAD" expect_exit 5 "wait as a role that may not read schema_migrations" \
+    migrate wait --timeout 1
+expect_in "$WORK/err" "permission denied for table schema_migrations" "wait says what was denied"
+expect_in "$WORK/err" '^ferrule-migrate: hint: .*"ferrule-migrate grant-runtime ROLE"' "wait's hint is the grant"
+if grep -q 'hint: run "ferrule-migrate up"' "$WORK/err"; then
+    fail "wait told a role without rights to run up"
+else
+    pass "wait does not tell a role without rights to run up"
+fi
+PGOPTIONS="-c role=$NOREAD" expect_exit 1 "status as a role that may not read schema_migrations" migrate status
+expect_in "$WORK/err" '^ferrule-migrate: hint: .*"ferrule-migrate grant-runtime ROLE"' "status's hint is the grant"
+psql_admin -c "DROP ROLE \"$NOREAD\"" >/dev/null
 
 # --- wait's timeout bounds a read that waits for a lock (a session holding schema_migrations
 # locked, as a LOCK TABLE or an ALTER left in an open transaction does), and it leaves no
