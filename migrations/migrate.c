@@ -432,10 +432,13 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
         }
     }
 
+    /* a newer build applied migrations this one does not know: the runtime roles' rights on its
+       tables follow its rules (an append-only table of its own would get UPDATE from these) */
+    int newer = plan_count (plan, PLAN_NEWER) > 0;
     /* before any migration commits: a table one creates is never writable by the workers
        beyond SELECT and INSERT until the grants at the end (grant.h) */
     int narrowed = 0;
-    st = grant_narrow_defaults (conn, &narrowed, &err);
+    st = newer ? FR_OK : grant_narrow_defaults (conn, &narrowed, &err);
     if (st != FR_OK && stop_requested ()) {
         rc = report_stopped ("before applying any migration: nothing was applied");
         goto out;
@@ -520,13 +523,17 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
     }
 
     int granted = 0;
-    char missing [80];
+    char missing [80] = "";
     /* the schema is applied; what is left is granting and filling in */
     if (stop_requested ()) {
         rc = stopped_before_grants ();
         goto out;
     }
-    if (opts->role) {
+    if (newer)
+        report (NULL, "the schema is at version %d, newer than this build's %d: the runtime roles' rights%s are left "
+                "as the build that applied it granted them", database_version (plan), catalog_highest (catalog),
+                opts->role ? " (--runtime-role's too)" : "");
+    else if (opts->role) {
         int created = 0;
         st = grant_runtime (conn, opts->role, &created, &err);
         if (st != FR_OK && stop_requested ()) {
@@ -544,7 +551,7 @@ cmd_up (const options_t *opts, const catalog_t *catalog)
             printf ("created role \"%s\" (LOGIN, no password): set one with ALTER ROLE, or map a certificate\n",
                     opts->role);
     }
-    st = grant_reapply (conn, &granted, missing, sizeof missing, &err);
+    st = newer ? FR_OK : grant_reapply (conn, &granted, missing, sizeof missing, &err);
     if (st != FR_OK && stop_requested ()) {
         rc = stopped_before_grants ();
         goto out;
@@ -866,9 +873,10 @@ out:
 }
 
 static int
-cmd_grant_runtime (const options_t *opts)
+cmd_grant_runtime (const options_t *opts, const catalog_t *catalog)
 {
     db_error_t err;
+    ledger_t *ledger = NULL;
     int rc = EXIT_OK, created = 0, locked = 0;
     fr_status_t st;
     PGconn *conn = connect_or_report (opts, &rc);
@@ -881,6 +889,24 @@ cmd_grant_runtime (const options_t *opts)
     if ((rc = take_migration_lock (conn, "granted", &err)) != 0)
         goto out;
     locked = 1;
+    /* a newer build's tables follow its rules: an append-only one would get UPDATE from these */
+    st = ledger_read (conn, -1, &ledger, &err);
+    if (st != FR_OK && stop_requested ()) {
+        rc = report_stopped ("while reading the applied migrations: nothing was granted");
+        goto out;
+    }
+    if (st != FR_OK) {
+        report_db_error ("could not read the applied migrations", &err);
+        rc = exit_code_for (st);
+        goto out;
+    }
+    if (ledger_highest (ledger) > catalog_highest (catalog)) {
+        report ("error", "the schema is at version %d, newer than this build's %d: the runtime roles' rights on it "
+                "are the newer build's to grant", ledger_highest (ledger), catalog_highest (catalog));
+        report ("hint", "run the grant-runtime of the build that applied version %d", ledger_highest (ledger));
+        rc = EXIT_DRIFT;
+        goto out;
+    }
     st = grant_runtime (conn, opts->role, &created, &err);
     if (st != FR_OK && stop_requested ()) {
         rc = report_stopped ("while granting: nothing was granted");
@@ -907,6 +933,7 @@ out:
     /* a failed unlock needs no report: closing the session releases the lock anyway */
     if (locked && PQstatus (conn) == CONNECTION_OK && ledger_unlock (conn, &err) != FR_OK)
         locked = 0;
+    ledger_destroy (&ledger);
     PQfinish (conn);
     return rc;
 }
@@ -1225,7 +1252,7 @@ print_usage (FILE *out)
         "  without a routing hash, 7 when the schema is older than 009; prune-events: 1 when\n"
         "  events a worker was sending were left, 7 when the schema is older than 006); up and\n"
         "  prune-events: 130 or 143 when stopped by SIGINT or SIGTERM, which cancel the running\n"
-        "  statement on the server\n",
+        "  statement on the server; grant-runtime: 6 when the schema is newer than this build\n",
         PRUNE_MAX_DAYS, FERRULE_SCHEMA_VERSION, WAIT_DEFAULT_TIMEOUT_S, LEDGER_DEFAULT_LOCK_TIMEOUT_MS);
 }
 
@@ -1562,7 +1589,7 @@ main (int argc, char **argv)
     else if (strcmp (opts.command, "verify") == 0)
         rc = cmd_verify (&opts, catalog);
     else if (strcmp (opts.command, "grant-runtime") == 0)
-        rc = cmd_grant_runtime (&opts);
+        rc = cmd_grant_runtime (&opts, catalog);
     else if (strcmp (opts.command, "rekey") == 0)
         rc = cmd_rekey (&opts);
     else if (strcmp (opts.command, "fill-route-hashes") == 0)

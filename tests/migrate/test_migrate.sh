@@ -944,6 +944,26 @@ done
 [ "$BAD" -eq 0 ] && pass "up and grant-runtime side by side both exit 0, 8 times" \
     || fail "up and grant-runtime side by side: $BAD of 8 rounds failed one"
 
+# --- on a schema a newer build applied (an older release's Job run again, as a rollback's sync
+# does), the runtime roles' rights stay as that build gave them: its tables' rules are its own (an
+# older build's grants gave UPDATE on every table it did not know as append-only)
+psql_gl () { "$PSQL" -X -q -A -t -v ON_ERROR_STOP=1 -d "$GL_URL" "$@"; }
+NEWER=$((HIGHEST + 1))
+psql_gl -c "CREATE TABLE future_log (a int); GRANT SELECT, INSERT ON future_log TO \"$RT2\";
+            INSERT INTO schema_migrations (version, name, checksum, applied_by)
+                VALUES ($NEWER, 'future_log', 'x', 'a newer build')" >/dev/null \
+    || fail "could not make the schema a newer build's"
+expect_exit 0 "up on a schema newer than this build" gl_migrate up --no-fill
+expect_in "$WORK/out" "^schema is up to date at version $NEWER \\(newer than this build's $HIGHEST\\)" \
+    "up says the schema is newer"
+[ "$(psql_gl -c "SELECT has_table_privilege ('$RT2', 'future_log', 'UPDATE')")" = f ] \
+    && pass "up left the newer build's grants on its table" || fail "up gave the runtime role UPDATE on a newer build's table"
+expect_exit 6 "grant-runtime on a schema newer than this build" gl_migrate grant-runtime "$RT2"
+expect_in "$WORK/err" "schema is at version $NEWER, newer than this build's $HIGHEST" "grant-runtime says why it refuses"
+[ "$(psql_gl -c "SELECT has_table_privilege ('$RT2', 'future_log', 'UPDATE')")" = f ] \
+    && pass "grant-runtime left them too" || fail "grant-runtime gave the runtime role UPDATE on a newer build's table"
+psql_gl -c "DELETE FROM schema_migrations WHERE version = $NEWER; DROP TABLE future_log" >/dev/null
+
 # --- prune-events (the rest is it_migrate_prune's): deletion is asked for explicitly, its
 # options belong to it, a schema before 006 has nothing to prune, an unreachable database is 5
 expect_exit 2 "prune-events without --older-than" migrate prune-events
