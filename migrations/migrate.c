@@ -774,14 +774,14 @@ out:
  * when the reason is that the role may not read the schema. */
 static int
 wait_check (const options_t *opts, const catalog_t *catalog, PGconn **conn_p, long long deadline,
-            char *why, size_t whylen, int *version, int *denied)
+            char *why, size_t whylen, int *version, int *denied, int *stuck)
 {
     ledger_t *ledger = NULL;
     plan_t *plan = NULL;
     db_error_t err;
     int ready = 0;
 
-    *denied = 0;
+    *denied = *stuck = 0;
     if (!*conn_p) {
         long long left = deadline - now_ms ();
         int timeout = db_connect_timeout_ms (opts->database_url);
@@ -816,6 +816,8 @@ wait_check (const options_t *opts, const catalog_t *catalog, PGconn **conn_p, lo
         describe_problem (item, why, whylen);
         if (!ledger_exists (ledger))
             snprintf (why, whylen, "the database has no schema yet (no table \"schema_migrations\")");
+        /* what no up mends (it refuses both): waiting on would only put the failure off */
+        *stuck = item->state == PLAN_DRIFT || item->out_of_order;
         break;
     }
     ready = *why == '\0';
@@ -833,11 +835,18 @@ cmd_wait (const options_t *opts, const catalog_t *catalog)
     long long deadline = start + (long long) (opts->timeout_s * 1000.0);
     /* room for a database error message (db_error_t.message) and the sentence around it */
     char why [sizeof ((db_error_t *) 0)->message + 256] = "", last [sizeof why] = "";
-    int rc = EXIT_OK, version = 0, denied = 0;
+    int rc = EXIT_OK, version = 0, denied = 0, stuck = 0;
 
     for (;;) {
-        if (wait_check (opts, catalog, &conn, deadline, why, sizeof why, &version, &denied)) {
+        if (wait_check (opts, catalog, &conn, deadline, why, sizeof why, &version, &denied, &stuck)) {
             printf ("schema is ready at version %d\n", version);
+            goto out;
+        }
+        if (stuck) {
+            report ("error", "the schema cannot become ready for this build: %s", why);
+            report ("hint", "the applied schema differs from this build's files, which \"ferrule-migrate up\" "
+                    "refuses too: run \"ferrule-migrate verify\"");
+            rc = EXIT_DRIFT;
             goto out;
         }
         if (strcmp (why, last) != 0) {
