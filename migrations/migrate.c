@@ -759,7 +759,10 @@ cmd_verify (const options_t *opts, const catalog_t *catalog)
     }
     if (verdict == PLAN_BEHIND)
         report ("hint", "run \"ferrule-migrate up\"");
-    if (verdict == PLAN_UP_TO_DATE)
+    if (verdict == PLAN_UP_TO_DATE && ledger_highest (ledger) > catalog_highest (catalog))
+        printf ("schema is at version %d, newer than this build's %d, and every migration of this build is applied "
+                "as its file says\n", ledger_highest (ledger), catalog_highest (catalog));
+    else if (verdict == PLAN_UP_TO_DATE)
         printf ("schema matches this build at version %d\n", ledger_highest (ledger));
     rc = verdict_exit_code (verdict);
 out:

@@ -964,6 +964,10 @@ expect_in "$WORK/out" "^schema is up to date at version $NEWER \\(newer than thi
     "up says the schema is newer"
 [ "$(psql_gl -c "SELECT has_table_privilege ('$RT2', 'future_log', 'UPDATE')")" = f ] \
     && pass "up left the newer build's grants on its table" || fail "up gave the runtime role UPDATE on a newer build's table"
+# verify said "schema matches this build at version 25" of a build at 24
+expect_exit 0 "verify on a schema newer than this build" gl_migrate verify
+expect_in "$WORK/out" "^schema is at version $NEWER, newer than this build's $HIGHEST, and every migration of this build is applied as its file says\$" \
+    "verify says the schema is newer than the build"
 expect_exit 6 "grant-runtime on a schema newer than this build" gl_migrate grant-runtime "$RT2"
 expect_in "$WORK/err" "schema is at version $NEWER, newer than this build's $HIGHEST" "grant-runtime says why it refuses"
 [ "$(psql_gl -c "SELECT has_table_privilege ('$RT2', 'future_log', 'UPDATE')")" = f ] \
