@@ -1,6 +1,7 @@
 /* form.c - capped URL-encoded form parser, percent-encoder and Basic credential decoder */
 #include "form.h"
 #include "mem.h"
+#include "text.h"
 #include <string.h>
 #include <strings.h>
 
@@ -13,18 +14,6 @@ struct form_t {
     form_field_t fields [FORM_MAX_FIELDS];
     size_t       count;
 };
-
-static int
-hex_value (char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Decodes len bytes of s into a new string; '+' means space when plus_is_space. */
 static form_status_t
@@ -43,18 +32,12 @@ decode (const char *s, size_t len, int plus_is_space, char **out)
     for (size_t i = 0; i < len; i++) {
         char c = s [i];
         if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= len) {
+            unsigned char byte;
+            if (i + 2 >= len || text_unhex (s + i + 1, 1, &byte) != 0) {
                 rc = FORM_MALFORMED;
                 goto out;
             }
-            hi = hex_value (s [i + 1]);
-            lo = hex_value (s [i + 2]);
-            if (hi < 0 || lo < 0) {
-                rc = FORM_MALFORMED;
-                goto out;
-            }
-            c = (char) (hi * 16 + lo);
+            c = (char) byte;
             i += 2;
         }
         else if (c == '+' && plus_is_space)
