@@ -153,6 +153,11 @@ class Closed(RuntimeError):
     """A command for a transport already closed."""
 
 
+class Forked(Closed):
+    """A command for a transport made in another process: the child of a fork has none of its
+    parent's I/O thread, and its ZeroMQ context and sockets are not its own."""
+
+
 class Transport:
     def __init__(self, endpoints: list[str], keys: CurveKeys | None) -> None:
         self.endpoints = list(endpoints)
@@ -166,6 +171,7 @@ class Transport:
         self._commands: collections.deque[tuple[str, Any]] = collections.deque()
         self._closed = False
         self._lock = threading.Lock()              # guards _closed and the wake pipe
+        self._pid = os.getpid()                    # the process whose I/O thread serves calls
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         # the broker the next attempt goes to first: a random one, then round robin
         self._next = int.from_bytes(os.urandom(4), "big") % len(self.endpoints)
@@ -192,6 +198,11 @@ class Transport:
     # --- the callers' side ----------------------------------------------------------------
 
     def _post(self, kind: str, payload: Any = None, wake: bool = True) -> None:
+        if os.getpid() != self._pid:
+            # before the lock, which the parent's I/O thread may have held at the fork
+            raise Forked(f"this ferrule client was made in process {self._pid}, before a fork: "
+                         f"its I/O thread runs only there; make a client in each process after "
+                         f"forking")
         # under the lock, so that the pipe cannot be closed (and its number reused) meanwhile
         with self._lock:
             if self._closed:
@@ -243,6 +254,8 @@ class Transport:
             pass                                   # closed: nothing left to forget
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            return                                 # the parent's sockets and thread: not ours to stop
         with self._lock:
             if not self._closed:
                 self._commands.append(("stop", None))

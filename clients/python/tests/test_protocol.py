@@ -614,6 +614,44 @@ def test_closing_the_client_answers_the_calls_in_flight(scripted):
     assert "closed" in errors[0].message
 
 
+def test_a_client_used_in_a_forked_child_says_so_at_once(scripted):
+    # a client made before os.fork (a module-level one under gunicorn --preload or a
+    # multiprocessing pool) has no I/O thread in the child: a call there waited for ever,
+    # whatever its timeout, and did not say why
+    import os
+    import select
+    import signal
+    a = scripted(lambda req, n: [ok(req, service="ferrule")])
+    c = ferrule.Client(a.endpoint, plaintext=True, timeout=1)
+    assert c.ping()["service"] == "ferrule"
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                            # the child: report and leave
+        os.close(r)
+        try:
+            c.ping()
+            outcome = "answered"
+        except BaseException as e:
+            kind = "RuntimeError" if isinstance(e, RuntimeError) else type(e).__name__
+            outcome = f"{kind}: {e}"
+        os.write(w, outcome.encode()[:1000])
+        os._exit(0)
+    os.close(w)
+    ready: list[int] = []
+    try:
+        ready, _, _ = select.select([r], [], [], 30)
+        outcome = os.read(r, 1000).decode() if ready else None
+    finally:
+        if not ready:
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+    assert outcome is not None, "a call in a forked child did not return in 30 s (its timeout is 1 s)"
+    assert outcome.startswith("RuntimeError") and "fork" in outcome, outcome
+    assert c.ping()["service"] == "ferrule"                 # the parent's client still works
+    c.close()
+
+
 def test_closing_the_client_leaves_a_change_in_flight_of_unknown_outcome(scripted):
     # a refresh (sent once: not safe to resend) that was sent when close() came raised
     # Unavailable, which says "not carried out, send it again": the broker may have done it
