@@ -848,6 +848,12 @@ main (int argc, char **argv)
         rc = keygen (&ctl);
         goto out;
     }
+    /* before anything is sent: a link that cannot be used is not minted */
+    if (ctl.cmd->print == output_dashboard_link && output_check_gateway_url (err, sizeof err) != 0) {
+        rc = fail (&ctl, "configuration", err, "set FERRULE_GATEWAY_PUBLIC_URL to the gateway's public URL, as the "
+                   "gateway has it (https://ferrule.example.com)", CTL_EXIT_CONFIGURATION);
+        goto out;
+    }
     rc = broker_list (&ctl, &brokers);
     if (rc != 0)
         goto out;

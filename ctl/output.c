@@ -3,6 +3,7 @@
 #include "mem.h"
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define OUTPUT_MAX_ROWS    1000    /* history entries printed (the protocol's largest limit) */
 #define OUTPUT_MAX_WIDTH   40      /* a column wider than this is not padded further */
@@ -431,6 +432,34 @@ output_doctor (const json_t *reply, const output_mode_t *mode)
         fputc ('\n', stdout);
     }
     return 0;
+}
+
+int
+output_check_gateway_url (char *err, size_t errlen)
+{
+    const char *url = getenv ("FERRULE_GATEWAY_PUBLIC_URL");
+    if (!url || !*url)
+        return 0;
+    size_t skip = strncasecmp (url, "https://", 8) == 0 ? 8 : strncasecmp (url, "http://", 7) == 0 ? 7 : 0;
+    const char *why = NULL;
+    if (!skip || strcspn (url + skip, "/") == 0)
+        why = "it is not an absolute http:// or https:// URL with a host";
+    else
+    if (strpbrk (url, "?#"))
+        why = "the link cannot follow a query or a fragment";
+    for (const unsigned char *p = (const unsigned char *) url; !why && *p; p++)
+        if (*p <= 0x20 || *p >= 0x7f)
+            why = "it contains a space, a control or a non-ASCII character";
+    if (!why)
+        return 0;
+    char shown [160];
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *) url; *p && n < 120; p++)
+        shown [n++] = *p < 0x20 || *p >= 0x7f ? '?' : (char) *p;
+    shown [n] = '\0';
+    snprintf (err, errlen, "FERRULE_GATEWAY_PUBLIC_URL \"%s%s\" cannot begin a dashboard link: %s", shown,
+              url [n] ? "..." : "", why);
+    return -1;
 }
 
 void

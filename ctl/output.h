@@ -34,6 +34,10 @@ int output_connect (const json_t *reply, const output_mode_t *mode);
 int output_callback (const json_t *reply, const output_mode_t *mode);
 /* doctor: Symptom, Cause, What to do (numbered), Facts. */
 int output_doctor (const json_t *reply, const output_mode_t *mode);
+/* dashboard-link: 0 when $FERRULE_GATEWAY_PUBLIC_URL (unset or empty: the default) can begin a link,
+ * an absolute http:// or https:// URL with a host and no query or fragment; -1 and the reason in err
+ * otherwise (the value is shown: it is no secret). */
+int output_check_gateway_url (char *err, size_t errlen);
 /* dashboard-link: adds "url", the gateway's /dashboard/open?link=... under $FERRULE_GATEWAY_PUBLIC_URL
  * (default http://127.0.0.1:8080), to a successful reply. */
 void output_add_dashboard_url (json_t *reply);

@@ -740,6 +740,42 @@ test_webhook_test_shows_a_refused_events_lookup (void **state)
     harness_reload_brokers (h);
 }
 
+/* dashboard-link builds its link on FERRULE_GATEWAY_PUBLIC_URL. One that is no absolute http(s)
+ * URL, or has a query or fragment the link cannot follow, is a configuration error found before
+ * anything is sent: the link was minted and printed as "ferrule.example.com/dashboard/open?..."
+ * (a relative link), exit 0. */
+static void
+test_dashboard_link_refuses_a_bad_gateway_url (void **state)
+{
+    static const char *const bad [] = { "ferrule.example.com", "https://", "https://ferrule.example.com/?x=1",
+                                        "https://ferrule.example.com/#top", "https://ferrule example.com" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        int rc = -1;
+        setenv ("FERRULE_GATEWAY_PUBLIC_URL", bad [i], 1);
+        json_t *r = harness_ctl (h, &rc, "dashboard-link", "--workspace", "dl:", NULL);
+        unsetenv ("FERRULE_GATEWAY_PUBLIC_URL");
+        const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+        if (rc != 6 || strcmp (itest_code (r), "configuration") != 0 || !message
+        ||  !strstr (message, "FERRULE_GATEWAY_PUBLIC_URL"))
+            fail_msg ("dashboard-link with FERRULE_GATEWAY_PUBLIC_URL=\"%s\" exited %d, code \"%s\"%s", bad [i], rc,
+                      itest_code (r), json_object_get (r, "url") ? ", and printed a link" : "");
+        json_decref (r);
+    }
+    assert_int_equal (harness_sql_int (h, "SELECT count(*) FROM gateway_dashboard_links WHERE workspace = 'dl:'"), 0);
+    free (ctl_stderr ());
+
+    /* a good one, with a trailing slash */
+    int rc = -1;
+    setenv ("FERRULE_GATEWAY_PUBLIC_URL", "https://ferrule.example.com/", 1);
+    json_t *r = harness_ctl (h, &rc, "dashboard-link", "--workspace", "dl:", NULL);
+    unsetenv ("FERRULE_GATEWAY_PUBLIC_URL");
+    assert_int_equal (rc, 0);
+    const char *url = json_string_value (json_object_get (r, "url"));
+    assert_non_null (url);
+    assert_int_equal (strncmp (url, "https://ferrule.example.com/dashboard/open?link=", 48), 0);
+    json_decref (r);
+}
+
 int
 main (void)
 {
@@ -756,6 +792,7 @@ main (void)
         cmocka_unit_test (test_secret_values_are_blanked_whatever_else_is_wrong),
         cmocka_unit_test (test_timed_out_change_says_its_outcome_is_unknown),
         cmocka_unit_test (test_callback_url_from_a_file),
+        cmocka_unit_test (test_dashboard_link_refuses_a_bad_gateway_url),
         cmocka_unit_test (test_webhook_test_shows_a_refused_events_lookup),      /* last: it changes the policy */
     };
     return harness_exit (cmocka_run_group_tests (tests, setup, teardown));
