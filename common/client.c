@@ -78,6 +78,8 @@ typedef struct {
                                                not come: part of c->unanswered */
     json_t *reply;                          /* the answer, once there is one */
     json_t *late;                           /* a retryable error answering an earlier attempt */
+    int unreadable;                         /* a reply this client could not read answered it: a
+                                               change it answered may have been carried out */
 } call_t;
 
 typedef enum {
@@ -561,6 +563,11 @@ malformed:
     if (answers == ANSWERS_OURS || only_ours) {
         answers = ANSWERS_OURS;
         snprintf (message, sizeof message, "broker \"%s\" sent a malformed reply: %s", endpoint, reason);
+        /* the service's fault, not the request's: not malformed_frame or too_large, which say
+         * "fix the request" (exit 2, the gateway's 400) */
+        if (st != FR_UNSUPPORTED_VERSION)
+            st = FR_INTERNAL;
+        call->unreadable = 1;
         *reply = error_reply (call->rid, st, message,
                               "the broker does not speak this client's protocol (FRL1): check that the endpoint is a Ferrule broker's frontend and that versions match");
         rx = RX_REPLY;
@@ -800,8 +807,9 @@ no_reply (call_t *call, int idempotent, int attempts, int timeout_ms)
     return error_reply (call->rid, FR_TIMEOUT, message, "");
 }
 
-/* A "timeout" answering a call that is not idempotent, the broker's or this client's own: the
- * request may have been carried out all the same, so retrying it blindly could do it twice.
+/* A "timeout" answering a call that is not idempotent, the broker's or this client's own, or a
+ * reply this client could not read: the request may have been carried out all the same, so
+ * retrying it blindly could do it twice.
  * The message keeps why (the service's reason) and says the outcome is unknown; the hint says to
  * check first. */
 static void
@@ -961,7 +969,8 @@ client_call_rid (client_t *c, const char *op, json_t *args, int timeout_ms, int 
     else
         result = no_reply (&call, idempotent, attempts, timeout_ms);
 out:
-    if (!idempotent && call.sent_any && strcmp (client_error_code (result), "timeout") == 0)
+    /* sent once, so the answer is that one request's */
+    if (!idempotent && call.sent_any && (call.unreadable || strcmp (client_error_code (result), "timeout") == 0))
         outcome_unknown (&call, result);
     json_decref (last_error);
     json_decref (call.late);

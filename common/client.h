@@ -47,7 +47,8 @@ int client_op_is_idempotent (const char *op);
  * args is borrowed (an object or NULL); its "op", "rid" and "deadline_ms" are ignored.
  * Returns a new JSON object, never NULL: the broker's reply, or a reply synthesized here
  * ({"rid", "ok": false, "error": {"code", "message", "hint"}}) with code "timeout",
- * "unavailable", "malformed_frame", "unsupported_version", "too_large" or "bad_request".
+ * "unavailable", "internal" (a reply it could not read), "unsupported_version" (a reply of
+ * another protocol), "too_large" or "bad_request" (a request it would not send).
  * Idempotent operations are retried on another broker (docs/ferrulectl.md, "Retries");
  * the others are sent at most once. */
 json_t *client_call (client_t *c, const char *op, json_t *args, int timeout_ms);
