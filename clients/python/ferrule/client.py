@@ -171,8 +171,8 @@ class Client:
     """A connection to Ferrule's brokers, safe to share between threads.
 
     ``brokers``: ``"tcp://b1:5555,tcp://b2:5555"`` or a list; default ``$FERRULE_BROKER_URL``,
-    else ``tcp://127.0.0.1:5555``. ``timeout``: seconds per call, retries included (each method
-    also takes ``timeout=``). With ``server_public_key`` (the broker's CURVE public key) the
+    else ``tcp://127.0.0.1:5555``. ``timeout``: seconds per call, retries included, from 0.001 to
+    300 (ValueError otherwise; each method also takes ``timeout=``). With ``server_public_key`` (the broker's CURVE public key) the
     links are encrypted and authenticated; ``client_secret_key`` and ``client_public_key`` are
     this client's pair (see ``ferrule.curve`` for the accepted forms: Z85 text or a file path).
     Without key arguments it reads the files named by ``$FERRULE_CURVE_SECRET_KEY_FILE`` and
@@ -193,7 +193,7 @@ class Client:
         if brokers is None:
             brokers = os.environ.get("FERRULE_BROKER_URL") or DEFAULT_BROKER
         self.endpoints = parse_endpoints(brokers)
-        self.timeout = self._clamp_timeout(timeout)
+        self.timeout = self._check_timeout(timeout)
         keys = keys_from_arguments(server_public_key, client_secret_key, client_public_key, plaintext)
         self._transport = wire.Transport(self.endpoints, keys)
         # a client dropped without close() still stops its thread and sockets when collected
@@ -332,10 +332,16 @@ class Client:
     # --- the request engine -------------------------------------------------------------------
 
     @staticmethod
-    def _clamp_timeout(timeout: float) -> float:
+    def _check_timeout(timeout: float) -> float:
+        """timeout as a float; refused out of range, as ferrulectl's --timeout is: 0 or less (a
+        budget already spent) made 1 ms failed as a broker not reached, and more than the
+        protocol's largest deadline could not be kept."""
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout != timeout:
             raise TypeError("timeout must be a number of seconds")
-        return min(MAX_TIMEOUT_S, max(MIN_TIMEOUT_S, float(timeout)))
+        if not MIN_TIMEOUT_S <= timeout <= MAX_TIMEOUT_S:
+            raise ValueError(f"timeout must be from {MIN_TIMEOUT_S:g} to {MAX_TIMEOUT_S:g} seconds, "
+                             f"not {timeout!r}")
+        return float(timeout)
 
     def call(self, op: str, args: Mapping[str, Any] | None = None, *,
              timeout: float | None = None, idempotent: bool | None = None) -> dict[str, Any]:
@@ -346,7 +352,7 @@ class Client:
         if args is not None and not isinstance(args, Mapping):
             raise TypeError("the request's arguments must be a mapping")
         args = dict(args or {})
-        t = self._clamp_timeout(self.timeout if timeout is None else timeout)
+        t = self._check_timeout(self.timeout if timeout is None else timeout)
         if idempotent is None:
             idempotent = op in IDEMPOTENT
         reply = _Call(self._transport, op, args, t, idempotent).run()

@@ -504,6 +504,20 @@ def test_many_threads_share_one_client(scripted):
     assert len(a.requests) == 64                 # nothing was retried: all were in flight at once
 
 
+@pytest.mark.parametrize("timeout", [0, -1, 0.0004, 301, 3600, float("inf")])
+def test_a_timeout_out_of_range_is_refused(scripted, timeout):
+    # a timeout of 0 or less (a budget already spent) was made 1 ms, and the call then said
+    # "could not connect to broker" of a broker that runs; one over 300 s was cut to 300 s
+    a = scripted(lambda req, n: [ok(req, service="ferrule")])
+    with pytest.raises(ValueError, match="timeout must be from 0.001 to 300 seconds"):
+        ferrule.Client(a.endpoint, plaintext=True, timeout=timeout)
+    with ferrule.Client(a.endpoint, plaintext=True, timeout=3) as c:
+        with pytest.raises(ValueError, match="timeout must be from 0.001 to 300 seconds"):
+            c.ping(timeout=timeout)
+        assert c.ping(timeout=300)["service"] == "ferrule"
+    assert a.requests == [a.requests[0]]                    # nothing was sent but the last ping
+
+
 def test_closed_client_refuses_calls(scripted):
     a = scripted(lambda req, n: [ok(req)])
     c = ferrule.Client(a.endpoint, plaintext=True)
