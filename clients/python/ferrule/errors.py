@@ -28,7 +28,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 
-_SECRET_KEYS = frozenset({"access_token", "refresh_token", "id_token", "client_secret", "code_verifier"})
+# "link_token": a dashboard link's single-use token; "reject": an access token a caller reported
+_SECRET_KEYS = frozenset({"access_token", "refresh_token", "id_token", "client_secret", "code_verifier",
+                          "link_token", "reject"})
 
 
 def _without_secrets(value: Any) -> Any:
@@ -48,8 +50,8 @@ class FerruleError(Exception):
     ``reply`` is the whole reply body (for example the stored ``integration`` map that comes
     with a ``no_refresh_token`` from ``callback``); ``rid`` is the request id, which the
     service's log lines carry (``RID.2`` when a retry answered). Messages never hold a token, a
-    code or a secret, and neither does ``reply``: a token's value in it is replaced by
-    ``"(hidden)"``."""
+    code or a secret, and neither do ``reply`` and ``detail``: a token's value in them is replaced
+    by ``"(hidden)"``."""
 
     code: str = ""
     exit_code: int = 1
@@ -65,7 +67,7 @@ class FerruleError(Exception):
         self.hint = hint
         self.retry_after = retry_after
         self.rid = rid
-        self.detail = dict(detail) if detail is not None else None
+        self.detail = _without_secrets(dict(detail)) if detail is not None else None
         self.reply: dict[str, Any] = _without_secrets(reply) if reply is not None else {}
 
     def __str__(self) -> str:

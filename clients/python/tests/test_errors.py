@@ -94,3 +94,14 @@ def test_reply_without_an_error_map_is_internal():
 def test_retry_after_only_when_a_whole_number(bad):
     e = error_from_reply({"ok": False, "error": {"code": "provider_unavailable", "message": "m", "retry_after": bad}})
     assert isinstance(e, ferrule.ProviderUnavailable) and e.retry_after is None
+
+
+def test_an_error_keeps_no_secret_of_its_reply_or_detail():
+    # a dashboard link's token and a rejected access token are secrets too, and the error's
+    # "detail" map was kept as the service sent it
+    reply = {"ok": False, "link_token": "lt-SECRET", "reject": "at-SECRET",
+             "error": {"code": "internal", "message": "m", "hint": "h",
+                       "detail": {"access_token": "at-SECRET", "step": "x"}}}
+    e = error_from_reply(reply)
+    assert "SECRET" not in repr(e.reply) and "SECRET" not in repr(e.detail)
+    assert e.reply["link_token"] == "(hidden)" and e.detail == {"access_token": "(hidden)", "step": "x"}
