@@ -587,9 +587,12 @@ is_api (const char *url)
     return strncmp (url, "/v1/", 4) == 0;
 }
 
-/* A refusal before any handler ran: JSON under /v1/, a page elsewhere. */
+/* A refusal before any handler ran: JSON under /v1/ (the API's message and hint, for a
+ * program), a page elsewhere in a browser user's words: a title saying what happened and a
+ * paragraph saying what to do (the API's lowercase message alone told a user neither). */
 static void
-refuse (gw_resp_t *r, const char *url, unsigned status, const char *code, const char *message, const char *hint)
+refuse (gw_resp_t *r, const char *url, unsigned status, const char *code, const char *message, const char *hint,
+        const char *title, const char *text)
 {
     if (is_api (url)) {
         json_t *j = json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", code, "message", message,
@@ -598,8 +601,13 @@ refuse (gw_resp_t *r, const char *url, unsigned status, const char *code, const 
         json_decref (j);
     }
     else
-        gw_resp_message (r, status, status == 404 ? "Page not found" : "Request refused", message);
+        gw_resp_message (r, status, title, text);
 }
+
+/* The pages of the refusals made for more than one reason alike. */
+#define PAGE_TOO_LARGE "What you sent was too large", \
+    "A form of this gateway holds at most 16 KiB, and this one held more. Go back, shorten what you " \
+    "entered, and send it again."
 
 /* A new request id: 16 hex digits (logs, X-Request-Id, the rids of its broker calls). */
 static void
@@ -634,7 +642,8 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
             ctx->too_large = 1;
             memset (&req, 0, sizeof req);
             new_rid (req.rid);
-            refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
+            refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body",
+                    PAGE_TOO_LARGE);
             ret = send_resp (gw, conn, &req, &r, atomic_load (&srv->draining));
             if (gw->m_responses [4])
                 metrics_inc (gw->m_responses [4]);
@@ -673,17 +682,21 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
     const char *pattern = "-";
 
     if (ctx->too_large) {
-        refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
+        refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body",
+                PAGE_TOO_LARGE);
         goto send;
     }
     if (mem_buf_append (&ctx->body, "", 1) != 0) {
-        refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body");
+        refuse (&r, url, 413, "too_large", "the request body is larger than 16 KiB", "send a smaller body",
+                PAGE_TOO_LARGE);
         goto send;
     }
     req.body = ctx->body.data;
     req.body_len = ctx->body.len - 1;
     if (strlen (req.body) != req.body_len) {
-        refuse (&r, url, 400, "bad_request", "the request body holds a NUL byte", "send text");
+        refuse (&r, url, 400, "bad_request", "the request body holds a NUL byte", "send text",
+                "What you sent could not be read", "It held a NUL character, which no page of this gateway "
+                "sends. Go back to the page, reload it, and use its buttons again.");
         goto send;
     }
     const route_t *found = NULL;
@@ -704,7 +717,10 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
     }
     if (!found) {
         if (allow [0]) {
-            refuse (&r, url, 405, "bad_request", "this method is not allowed here", "see docs/openapi.yaml");
+            refuse (&r, url, 405, "bad_request", "this method is not allowed here", "see docs/openapi.yaml",
+                    "This address cannot be used that way", "It does not take the kind of request your browser "
+                    "sent. Go back to the page you came from and use its buttons, or open your dashboard from "
+                    "the link your application gave you.");
             r.allow = allow;
         }
         else {
@@ -714,9 +730,14 @@ answer (void *cls, struct MHD_Connection *conn, const char *url, const char *met
                 malformed = strchr (routes [i].pattern, '{') && match (routes [i].pattern, url, NULL, 1);
             if (malformed)
                 refuse (&r, url, 400, "bad_request", "an id in the address is not valid",
-                        "an integration id is 1 to 128 characters of A-Z a-z 0-9 . _ : -, a key id is digits");
+                        "an integration id is 1 to 128 characters of A-Z a-z 0-9 . _ : -, a key id is digits",
+                        "This address names no integration or key", "The id in it cannot be one. Check that "
+                        "the link was copied whole, or open your dashboard from the link your application gave "
+                        "you and choose it there.");
             else
-                refuse (&r, url, 404, "not_found", "there is nothing at this address", "see docs/openapi.yaml");
+                refuse (&r, url, 404, "not_found", "there is nothing at this address", "see docs/openapi.yaml",
+                        "Page not found", "There is nothing at this address. Check that the link was copied "
+                        "whole, or open your dashboard from the link your application gave you.");
         }
         goto send;
     }

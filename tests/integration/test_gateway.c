@@ -1583,6 +1583,104 @@ test_method_not_allowed_lists_every_method (void **state)
     }
 }
 
+/* Sends raw (a whole HTTP/1.1 request) to the gateway and returns its answer, headers and body
+ * (a new string): for a request libcurl would not send as it is. */
+static char *
+raw_http (const char *raw, size_t len)
+{
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons ((uint16_t) gw_port),
+                              .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+    int fd = socket (AF_INET, SOCK_STREAM, 0);
+    assert_true (fd >= 0);
+    struct timeval tv = { .tv_sec = 20 };
+    setsockopt (fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    assert_int_equal (connect (fd, (struct sockaddr *) &sa, sizeof sa), 0);
+    assert_int_equal (write (fd, raw, len), (ssize_t) len);
+    size_t cap = 65536, got = 0;
+    char *answer = calloc (1, cap);
+    assert_non_null (answer);
+    for (ssize_t n; got < cap - 1 && (n = read (fd, answer + got, cap - 1 - got)) > 0;)
+        got += (size_t) n;
+    close (fd);
+    return answer;
+}
+
+/* A refusal made before any handler runs, outside /v1/, is a page with a title that says what
+ * happened and a paragraph that says what to do; under /v1/ it stays JSON with its hint. The
+ * pages showed the API's lowercase message ("there is nothing at this address", "this method
+ * is not allowed here") under "Request refused", and no hint. */
+static void
+test_refusal_pages_say_what_to_do (void **state)
+{
+    char long_id [200];
+    memset (long_id, 'a', 129);
+    long_id [129] = '\0';
+    char bad_id_path [256];
+    snprintf (bad_id_path, sizeof bad_id_path, "/dashboard/integrations/%s", long_id);
+    char *big = malloc (20001);
+    assert_non_null (big);
+    memset (big, 'x', 20000);
+    big [20000] = '\0';
+    const struct { const char *method, *path, *body; long status; const char *title, *todo, *api_message; } want [] = {
+        { "GET", "/no/such/page", NULL, 404, "Page not found", "open your dashboard from the link",
+          "there is nothing at this address" },
+        { "PUT", "/dashboard/open", NULL, 405, "This address cannot be used that way", "use its buttons",
+          "this method is not allowed here" },
+        { "GET", bad_id_path, NULL, 400, "This address names no integration or key", "copied whole",
+          "an id in the address is not valid" },
+        { "POST", "/oauth/retry", big, 413, "What you sent was too large", "shorten what you entered",
+          "the request body is larger than 16 KiB" },
+    };
+    const char *form [] = { "Content-Type: application/x-www-form-urlencoded", NULL };
+    for (size_t i = 0; i < sizeof want / sizeof want [0]; i++) {
+        char url [512], h1 [160];
+        snprintf (url, sizeof url, "%s%s", gw_url, want [i].path);
+        http_t r = http (want [i].method, url, want [i].body ? form : NULL, want [i].body);
+        char *type = header (&r, "Content-Type");
+        snprintf (h1, sizeof h1, "<h1>%s</h1>", want [i].title);
+        printf ("%s %.40s: %ld, %s\n", want [i].method, want [i].path, r.status, has (&r, "<h1>Request refused</h1>")
+                ? "\"Request refused\"" : has (&r, h1) ? want [i].title : "another title");
+        if (r.status != want [i].status || !type || strncmp (type, "text/html", 9) != 0 || !has (&r, h1)
+        ||  !has (&r, want [i].todo) || has (&r, want [i].api_message))
+            fail_msg ("%s %.40s: %ld, %s; wanted %ld, a page \"%s\" saying \"%s\" (and not \"%s\")", want [i].method,
+                      want [i].path, r.status, type ? type : "no Content-Type", want [i].status, want [i].title,
+                      want [i].todo, want [i].api_message);
+        free (type);
+        http_free (&r);
+    }
+    /* a body with a NUL byte, which libcurl would not send */
+    const char nul [] = "POST /oauth/retry HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                        "Content-Length: 5\r\nConnection: close\r\n\r\nab\0cd";
+    char *answer = raw_http (nul, sizeof nul - 1);
+    printf ("a body with a NUL byte: %.12s\n", answer);
+    assert_true (strncmp (answer, "HTTP/1.1 400", 12) == 0);
+    assert_non_null (strstr (answer, "<h1>What you sent could not be read</h1>"));
+    assert_non_null (strstr (answer, "use its buttons again"));
+    assert_null (strstr (answer, "the request body holds a NUL byte"));
+    free (answer);
+    /* the API's refusals stay JSON, with the API's message and hint */
+    snprintf (bad_id_path, sizeof bad_id_path, "%s/v1/no/such/thing", gw_url);
+    http_t r = http ("GET", bad_id_path, NULL, NULL);
+    json_t *j = json_loads (r.body, 0, NULL);
+    json_t *e = json_object_get (j, "error");
+    assert_int_equal (r.status, 404);
+    assert_string_equal (json_string_value (json_object_get (e, "code")), "not_found");
+    assert_string_equal (json_string_value (json_object_get (e, "message")), "there is nothing at this address");
+    assert_string_equal (json_string_value (json_object_get (e, "hint")), "see docs/openapi.yaml");
+    json_decref (j);
+    http_free (&r);
+    snprintf (bad_id_path, sizeof bad_id_path, "%s/v1/integrations/acct1:x/token", gw_url);
+    r = http ("POST", bad_id_path, (const char *[]) { "Content-Type: application/json", NULL }, big);
+    j = json_loads (r.body, 0, NULL);
+    e = json_object_get (j, "error");
+    assert_int_equal (r.status, 413);
+    assert_string_equal (json_string_value (json_object_get (e, "code")), "too_large");
+    assert_string_equal (json_string_value (json_object_get (e, "hint")), "send a smaller body");
+    json_decref (j);
+    http_free (&r);
+    free (big);
+}
+
 /* A body refused on its declared length alone is answered, as every answer, with a request id that
  * its log line carries: it was "X-Request-Id: -", and the line had none. */
 static void
@@ -3807,6 +3905,7 @@ main (void)
         cmocka_unit_test (test_body_of_exactly_the_limit),
         cmocka_unit_test (test_declared_oversized_body_has_a_request_id),
         cmocka_unit_test (test_method_not_allowed_lists_every_method),
+        cmocka_unit_test (test_refusal_pages_say_what_to_do),
         cmocka_unit_test (test_dashboard_session_and_csrf),
         cmocka_unit_test (test_dashboard_disconnect_says_when_not_revoked),
         cmocka_unit_test (test_dashboard_disconnect_without_tokens_says_nothing_was_left),
