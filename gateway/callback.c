@@ -343,11 +343,36 @@ page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *
         status = 503;
         resp->retry_after = gw_retry_after (reply, 5);
     }
-    else {
+    else if (strcmp (code, "bad_request") == 0 || strcmp (code, "too_large") == 0) {
+        /* the address's query is not one a provider's redirect makes (the gateway's own check, or
+           the worker's of the fields it was given) */
         html_page_begin (h, "This sign-in link is incomplete or damaged");
         html_raw (h, "<p class=\"problem\">The address you arrived at is missing parts the sign-in needs.</p>\n"
                      "<h2>What to do</h2>\n<p>Start again from Connect on your dashboard or in your application, "
                      "and let the provider's page send you back here by itself.</p>\n");
+    }
+    else {
+        /* the service's failure, not the link's: an old broker or worker of a rolling upgrade that
+           does not know the operation (unknown_operation, unsupported_version: gone once the
+           upgrade is over), or a code this page has no words for (the log has the service's) */
+        const json_t *err = json_object_get (reply, "error");
+        log_error (attempt ? jstr (attempt, "integration") : NULL, req->rid, "the sign-in could not be finished: "
+                   "the service answered the callback %s: %s", code,
+                   jstr (err, "message") ? jstr (err, "message") : "");
+        snprintf (title, sizeof title, "Ferrule could not finish the sign-in with %s", provider);
+        html_page_begin (h, title);
+        html_raw (h, "<p class=\"problem\">The problem is on Ferrule's side, not with your link or your "
+                     "account.</p>\n<h2>What to do</h2>\n<p>Wait a few minutes, then start the sign-in again. If "
+                     "it keeps failing, tell the service's operator, with the error below.</p>\n<p>Error: <strong>");
+        html_text (h, code);
+        html_raw (h, "</strong></p>\n");
+        retry_form (h, attempt, "Try again");
+        if (strcmp (code, "unknown_operation") == 0 || strcmp (code, "unsupported_version") == 0) {
+            status = 503;
+            resp->retry_after = 60;
+        }
+        else
+            status = 500;
     }
     back_link (req, h, attempt, "failed", code);
     html_page_end (h);

@@ -28,8 +28,13 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <zmq.h>
 #include "client.h"
 #include "clock.h"
+#include "codec.h"
+#include "curve.h"
 #include "itest.h"
 
 #define APP_ORIGIN  "http://app.example.test"
@@ -379,6 +384,124 @@ wait_log_count (const char *needle, int above)
     }
     if (count_lines (gw_log, needle) <= above)
         fail_msg ("no new \"%s\" line in %s", needle, gw_log);
+}
+
+/* --- a broker played by the test ---------------------------------------------------------------- */
+
+/* A broker frontend of the test's own, with the harness's broker key (the gateway's clients pin
+ * its public key), that answers a ping ok and every other request with the error code it is told:
+ * for the answers the real service gives in a rolling upgrade (an old worker's or broker's
+ * unknown_operation) or at a request's deadline (timeout), which a test cannot wait for. */
+typedef struct {
+    void *ctx, *sock;
+    char endpoint [64];
+    pthread_t thread;
+    atomic_int stop;
+    atomic_int asked;               /* requests answered with the error, pings not counted */
+    const char *code, *message, *hint;
+} fake_broker_t;
+
+static void *
+fake_broker_run (void *arg)
+{
+    fake_broker_t *fb = arg;
+    while (!atomic_load (&fb->stop)) {
+        zmq_pollitem_t item = { fb->sock, 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (&item, 1, 50) != 1)
+            continue;
+        zmq_msg_t parts [4];
+        int n = 0, more = 1;
+        while (more) {
+            zmq_msg_t m;
+            zmq_msg_init (&m);
+            zmq_msg_recv (&m, fb->sock, 0);
+            more = zmq_msg_more (&m);
+            if (n < 4)
+                parts [n++] = m;
+            else
+                zmq_msg_close (&m);
+        }
+        codec_msg_t *msg = NULL;
+        char err [128];
+        json_t *req = NULL;
+        if (n == 4 && codec_decode (zmq_msg_data (&parts [3]), zmq_msg_size (&parts [3]), &msg, err, sizeof err) == FR_OK)
+            req = codec_to_json (codec_msg_root (msg));
+        codec_msg_destroy (&msg);
+        const char *op = json_string_value (json_object_get (req, "op"));
+        const char *rid = json_string_value (json_object_get (req, "rid"));
+        if (op && rid) {
+            json_t *reply = strcmp (op, "ping") == 0
+                          ? json_pack ("{s:s, s:b, s:s}", "rid", rid, "ok", 1, "service", "ferrule")
+                          : json_pack ("{s:s, s:b, s:{s:s, s:s, s:s}}", "rid", rid, "ok", 0, "error", "code", fb->code,
+                                       "message", fb->message, "hint", fb->hint);
+            codec_builder_t *b = codec_builder_new ();
+            codec_json (b, reply);
+            size_t len;
+            const char *data = codec_builder_data (b, &len);
+            zmq_send (fb->sock, zmq_msg_data (&parts [0]), zmq_msg_size (&parts [0]), ZMQ_SNDMORE);
+            zmq_send (fb->sock, "", 0, ZMQ_SNDMORE);
+            zmq_send (fb->sock, "FRL1", 4, ZMQ_SNDMORE);
+            zmq_send (fb->sock, data, len, 0);
+            codec_builder_destroy (&b);
+            json_decref (reply);
+            if (strcmp (op, "ping") != 0)
+                atomic_fetch_add (&fb->asked, 1);
+        }
+        json_decref (req);
+        for (int i = 0; i < n; i++)
+            zmq_msg_close (&parts [i]);
+    }
+    return NULL;
+}
+
+/* Starts fb answering code, message and hint on a port of its own (fb->endpoint). */
+static void
+fake_broker_start (fake_broker_t *fb, const char *code, const char *message, const char *hint)
+{
+    char key [CURVE_Z85_LEN + 1], path [1024], err [256];
+    int one = 1, zero = 0;
+    memset (fb, 0, sizeof *fb);
+    fb->code = code;
+    fb->message = message;
+    fb->hint = hint;
+    snprintf (path, sizeof path, "%s/broker.key", harness_keys_dir (h));
+    assert_int_equal (curve_read_key_file (path, key, err, sizeof err), FR_OK);
+    fb->ctx = zmq_ctx_new ();
+    fb->sock = zmq_socket (fb->ctx, ZMQ_ROUTER);
+    zmq_setsockopt (fb->sock, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt (fb->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
+    zmq_setsockopt (fb->sock, ZMQ_CURVE_SECRETKEY, key, CURVE_Z85_LEN);
+    memset (key, 0, sizeof key);
+    assert_int_equal (zmq_bind (fb->sock, "tcp://127.0.0.1:*"), 0);
+    size_t len = sizeof fb->endpoint;
+    assert_int_equal (zmq_getsockopt (fb->sock, ZMQ_LAST_ENDPOINT, fb->endpoint, &len), 0);
+    assert_int_equal (pthread_create (&fb->thread, NULL, fake_broker_run, fb), 0);
+}
+
+static void
+fake_broker_stop (fake_broker_t *fb)
+{
+    atomic_store (&fb->stop, 1);
+    pthread_join (fb->thread, NULL);
+    zmq_close (fb->sock);
+    zmq_ctx_term (fb->ctx);
+}
+
+/* A gateway of its own whose only broker is fb ("fake-broker.log"); the first gateway's globals
+ * are kept in saved, for gw_restore after stop_gateway. */
+static void
+start_gateway_at_fake_broker (const fake_broker_t *fb, gw_saved_t *saved)
+{
+    static char broker_url [96];
+    snprintf (broker_url, sizeof broker_url, "FERRULE_BROKER_URL=%s", fb->endpoint);
+    *saved = gw_save ();
+    gw_env [0] = broker_url;
+    int started = start_gateway_with ("fake-broker", NULL, NULL);
+    gw_env [0] = NULL;
+    if (started != 0) {
+        gw_restore (saved);
+        fail_msg ("the gateway at the test's broker did not start");
+    }
 }
 
 /* --- setup ------------------------------------------------------------------------------------ */
@@ -889,6 +1012,40 @@ test_callback_bad_link (void **state)
     /* markup in the provider's words is shown as text */
     r = flow_error ("acct1:xss", "access_denied", "%3Cscript%3Ealert(1)%3C%2Fscript%3E");
     assert_false (has (&r, "<script>"));
+    http_free (&r);
+}
+
+/* A callback the service could not handle for a cause of its own (an old broker or worker of a
+ * rolling upgrade answers unknown_operation, played here by the test's broker) says that the
+ * service could not finish the sign-in and what to do, with a 5xx status; it said "This sign-in
+ * link is incomplete or damaged" (400), blaming the user's link. A link that is incomplete is
+ * still told so (test_callback_bad_link). */
+static void
+test_callback_the_service_could_not_handle (void **state)
+{
+    fake_broker_t fb;
+    gw_saved_t saved;
+    fake_broker_start (&fb, "unknown_operation", "unknown operation \"callback\"",
+                       "check that the client and the service run the same release");
+    start_gateway_at_fake_broker (&fb, &saved);
+    char url [256];
+    snprintf (url, sizeof url, "%s?state=upgrade-0123456789abcdef&code=upgrade-code", callback_uri);
+    http_t r = http ("GET", url, NULL, NULL);
+    int asked = atomic_load (&fb.asked);
+    int rc = stop_gateway ();
+    gw_restore (&saved);
+    fake_broker_stop (&fb);
+    const char *h1 = strstr (r.body, "<h1>");
+    printf ("a callback answered unknown_operation: %ld, %.*s\n", r.status,
+            h1 ? (int) strcspn (h1, "\n") : 1, h1 ? h1 : "-");
+    assert_int_equal (rc, 0);
+    assert_true (asked >= 1);
+    assert_int_equal (r.status, 503);
+    assert_false (has (&r, "incomplete or damaged"));
+    assert_true (has (&r, "could not finish the sign-in"));
+    assert_true (has (&r, "not with your link"));
+    assert_true (has (&r, "tell the service's operator"));
+    assert_true (has (&r, "unknown_operation"));
     http_free (&r);
 }
 
@@ -3893,6 +4050,7 @@ main (void)
         cmocka_unit_test (test_callback_redirect_uri_mismatch),
         cmocka_unit_test (test_callback_invalid_client),
         cmocka_unit_test (test_callback_bad_link),
+        cmocka_unit_test (test_callback_the_service_could_not_handle),
         cmocka_unit_test (test_return_to_allow_list),
         cmocka_unit_test (test_api_status_codes),
         cmocka_unit_test (test_api_workspace_keys),
