@@ -332,7 +332,22 @@ page_failed (gw_req_t *req, gw_resp_t *resp, const json_t *reply, const json_t *
         status = 503;
         resp->retry_after = 60;
     }
-    else if (strcmp (code, "timeout") == 0 || strcmp (code, "unavailable") == 0 || strcmp (code, "overloaded") == 0
+    else if (strcmp (code, "timeout") == 0) {
+        /* the gateway stopped waiting, not the sign-in: the worker may have exchanged the code and
+           stored the tokens after it (and the state is spent: the same callback again is
+           state_invalid). No attempt is read after a timeout (gw_call_within), so there is no Try
+           again; a connect started again for an integration that did connect only sends the user
+           through the provider's consent once more, and replaces its tokens */
+        snprintf (title, sizeof title, "Whether the sign-in with %s finished is not known", provider);
+        html_page_begin (h, title);
+        para (h, "problem", "Ferrule stopped waiting before it heard how the sign-in with ", provider, " ended. It "
+              "may have finished all the same, and the integration may be connected.");
+        html_raw (h, "<h2>What to do</h2>\n<ol><li>Check your dashboard or your application: if the integration "
+                     "shows as connected, there is nothing more to do.</li><li>If it is not connected after a "
+                     "minute, start again from Connect.</li></ol>\n");
+        status = 503;
+    }
+    else if (strcmp (code, "unavailable") == 0 || strcmp (code, "overloaded") == 0
          ||  strcmp (code, "database_unavailable") == 0) {
         /* no rate_limited: a callback calls the provider once with its single-use code, and the
            workers limit only refreshes and connects (a Try again's retry: callback_retry) */

@@ -1049,6 +1049,41 @@ test_callback_the_service_could_not_handle (void **state)
     http_free (&r);
 }
 
+/* A callback answered timeout (the broker's answer at the request's deadline, played by the
+ * test's broker: the gateway's own 30 s are too long to wait) says the outcome is not known, since
+ * the worker may have exchanged the code after the gateway stopped waiting, and to check the
+ * dashboard or the application before starting again; no Try again is offered (no attempt is
+ * read after a timeout). It said Ferrule "could not finish the sign-in just now", under "Ferrule is
+ * busy", and to start again. */
+static void
+test_callback_timeout_says_the_outcome_is_unknown (void **state)
+{
+    fake_broker_t fb;
+    gw_saved_t saved;
+    fake_broker_start (&fb, "timeout", "worker \"w1\" did not answer within 30.0 s",
+                       "the request may have been carried out: check its outcome before sending it again");
+    start_gateway_at_fake_broker (&fb, &saved);
+    char url [256];
+    snprintf (url, sizeof url, "%s?state=slow-0123456789abcdef&code=slow-code", callback_uri);
+    http_t r = http ("GET", url, NULL, NULL);
+    int asked = atomic_load (&fb.asked);
+    int rc = stop_gateway ();
+    gw_restore (&saved);
+    fake_broker_stop (&fb);
+    const char *h1 = strstr (r.body, "<h1>");
+    printf ("a callback answered timeout: %ld, %.*s\n", r.status, h1 ? (int) strcspn (h1, "\n") : 1, h1 ? h1 : "-");
+    assert_int_equal (rc, 0);
+    assert_int_equal (asked, 1);                /* the callback; the attempt is not asked after it */
+    assert_int_equal (r.status, 503);
+    assert_false (has (&r, "could not finish the sign-in"));
+    assert_false (has (&r, "Ferrule is busy"));
+    assert_true (has (&r, "is not known"));
+    assert_true (has (&r, "may have finished"));
+    assert_true (has (&r, "Check your dashboard or your application"));
+    assert_false (has (&r, "retry_token"));
+    http_free (&r);
+}
+
 static void
 test_return_to_allow_list (void **state)
 {
@@ -4051,6 +4086,7 @@ main (void)
         cmocka_unit_test (test_callback_invalid_client),
         cmocka_unit_test (test_callback_bad_link),
         cmocka_unit_test (test_callback_the_service_could_not_handle),
+        cmocka_unit_test (test_callback_timeout_says_the_outcome_is_unknown),
         cmocka_unit_test (test_return_to_allow_list),
         cmocka_unit_test (test_api_status_codes),
         cmocka_unit_test (test_api_workspace_keys),
