@@ -79,7 +79,6 @@ pool_destroy (pool_t **p_p)
 }
 
 /* A call is not started with less time than this left: it could not be answered in it. */
-#define POOL_MIN_CALL_MS 100
 
 static json_t *
 overloaded (const char *why)
@@ -132,6 +131,9 @@ pool_ping (pool_t *p, int timeout_ms)
 json_t *
 pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base, pool_share_t share)
 {
+    if (timeout_ms < POOL_MIN_CALL_MS)
+        return json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", "timeout", "message",
+                          POOL_TIME_RAN_OUT, "hint", "try again in a moment");
     int slot = -1;
     int64_t deadline_ms = clock_mono_ms () + timeout_ms;     /* the wait for a client counts in it */
     struct timespec until = clock_after (CLOCK_REALTIME, timeout_ms);
@@ -175,9 +177,11 @@ pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *
             return overloaded ("this gateway could not open another broker connection");
         }
     }
+    /* the call came with time enough (above): the wait for a client took it */
     int64_t left_ms = deadline_ms - clock_mono_ms ();
     json_t *reply = left_ms < POOL_MIN_CALL_MS
-                  ? overloaded ("every broker client of this gateway was busy for most of this request's time")
+                  ? overloaded ("every broker client of this gateway was busy until too little of this request's "
+                                "time was left for the call")
                   : client_call_rid (c, op, args, (int) left_ms, client_op_is_idempotent (op) ? CLIENT_IDEMPOTENT : 0,
                                      rid_base);
     pool_release (p, slot, share);

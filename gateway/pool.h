@@ -23,10 +23,16 @@ typedef enum {
     POOL__SHARES
 } pool_share_t;
 
+/* The least time a broker call is sent with: less is no time for an answer. A call given less
+ * is answered "timeout" with this message: the time was the caller's, and nothing was sent. */
+#define POOL_MIN_CALL_MS 100
+#define POOL_TIME_RAN_OUT "this request's time ran out before the token service could be asked: the call was not sent"
+
 /* client_call_rid on a lent client (op's idempotence decides retries; the rid begins with
  * rid_base, NULL: random), all of it within timeout_ms: the wait for a free client (and for
- * room in share), then the call with what is left; a wait that leaves too little answers an
- * "overloaded" reply. Never NULL. */
+ * room in share), then the call with what is left. A timeout_ms under POOL_MIN_CALL_MS (the
+ * caller's time ran out) sends nothing and answers "timeout" saying so; a wait for a client that
+ * leaves too little answers "overloaded". Never NULL. */
 json_t *pool_call (pool_t *p, const char *op, json_t *args, int timeout_ms, const char *rid_base,
                    pool_share_t share);
 /* A ping of the brokers on a client of its own, outside the pool (made on first need): the

@@ -401,12 +401,15 @@ gw_call (gw_req_t *req, const char *op, json_t *args, int timeout_ms)
        (Reconnect), a key's check then a diagnosis, took up to 40 s, past the drain's 30 */
     if (req->until_ms) {
         int64_t left = req->until_ms - clock_mono_ms ();
-        if (left <= 0)
-            return json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", "timeout", "message",
-                              "the token service did not answer in time", "hint", "try again in a moment");
         if (left < timeout_ms)
-            timeout_ms = (int) left;
+            timeout_ms = left < 0 ? 0 : (int) left;
     }
+    /* too little of the request's time is left for an answer (its earlier calls, or a page's, used
+       it): nothing is sent, so nothing was done; it was answered "every broker client of this
+       gateway was busy" with every client free, and must not be told "may have been carried out" */
+    if (timeout_ms < POOL_MIN_CALL_MS)
+        return json_pack ("{s:b, s:{s:s, s:s, s:s}}", "ok", 0, "error", "code", "timeout", "message",
+                          POOL_TIME_RAN_OUT, "hint", "try again in a moment");
     /* the rid begins with the request's own (X-Request-Id, the gateway's log lines), so that
        the brokers' and workers' lines of its calls are found with it */
     json_t *reply = pool_call (req->gw->pool, op, args, timeout_ms, req->rid [0] ? req->rid : NULL, op_share (op));

@@ -136,6 +136,40 @@ test_request_time_bounds_every_call (void **state)
     json_decref (r);
 }
 
+/* A call with less of the request's time left than a broker call needs (100 ms) is not sent,
+ * and is answered timeout saying the request's time ran out: earlier calls of the request used
+ * it. It was answered overloaded, "every broker client of this gateway was busy for most of this
+ * request's time", with every client free. The pool's broker is nowhere (port 9): nothing is
+ * sent to it. */
+static void
+test_too_little_time_left_is_no_busy_pool (void **state)
+{
+    char err [256];
+    gw_t gw;
+    gw_req_t req;
+    memset (&gw, 0, sizeof gw);
+    memset (&req, 0, sizeof req);
+    unsetenv ("FERRULE_CURVE_SECRET_KEY_FILE");
+    unsetenv ("FERRULE_BROKER_PUBLIC_KEY_FILE");
+    setenv ("FERRULE_ALLOW_PLAINTEXT", "1", 1);
+    gw.pool = pool_new ("tcp://127.0.0.1:9", 4, err, sizeof err);
+    assert_non_null (gw.pool);
+    req.gw = &gw;
+    req.until_ms = clock_mono_ms () + 60;
+    json_t *args = json_pack ("{s:s}", "integration", "acct1:box");
+    json_t *r = gw_call (&req, "connect", args, GW_CALLBACK_MS);
+    const char *message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    print_message ("a call with 60 ms of its request left: %s, \"%s\"\n", gw_code (r), message ? message : "");
+    assert_string_equal (gw_code (r), "timeout");
+    assert_non_null (message);
+    assert_non_null (strstr (message, "time ran out"));
+    assert_null (strstr (message, "busy"));
+    assert_null (strstr (message, "may have been carried out"));
+    json_decref (r);
+    json_decref (args);
+    pool_destroy (&gw.pool);
+}
+
 /* The browser binding cookie: only 43 base64url characters are a binding; its Set-Cookie is
  * HttpOnly, SameSite=Lax (the provider's redirect back is a cross-site GET), Path=/, a day, no
  * Domain, and over https Secure and "__Host-" named. */
@@ -232,6 +266,7 @@ main (void)
         cmocka_unit_test (test_cross_site),
         cmocka_unit_test (test_budget_asks_nothing_when_over),
         cmocka_unit_test (test_request_time_bounds_every_call),
+        cmocka_unit_test (test_too_little_time_left_is_no_busy_pool),
         cmocka_unit_test (test_client_keys_file_is_read_strictly),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
