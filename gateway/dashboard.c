@@ -185,10 +185,22 @@ dashboard_open (gw_req_t *req, gw_resp_t *resp)
         old_workspace (req, resp, ws, "link");                  /* spent, and no session */
     else if (strcmp (code, "ok") == 0 && ws && ident_valid (ws, strlen (ws))) {
         resp->cookie = session_issue (req->gw, ws);
-        /* a same-site navigation (the form was on this gateway's page), so the SameSite=Strict
-           cookie goes along to the dashboard */
-        gw_resp_redirect (resp, "/dashboard");
-        log_info (ws, req->rid, "dashboard session opened for workspace \"%s\"", ws);
+        if (!resp->cookie) {
+            /* no random bytes for the session's nonce: without a cookie the dashboard would only
+               say the session has ended. The link is spent: the user needs a new one */
+            log_error (ws, req->rid, "could not start a dashboard session for workspace \"%s\": no random bytes "
+                       "for its nonce (the link is spent)", ws);
+            gw_resp_message (resp, 503, "The dashboard session could not be started",
+                             "This is a problem on the service's side, not with your link. Ask your application "
+                             "for a new dashboard link and try again in a moment.");
+            resp->retry_after = 5;
+        }
+        else {
+            /* a same-site navigation (the form was on this gateway's page), so the SameSite=Strict
+               cookie goes along to the dashboard */
+            gw_resp_redirect (resp, "/dashboard");
+            log_info (ws, req->rid, "dashboard session opened for workspace \"%s\"", ws);
+        }
     }
     else if (gw_http_status (code) == 503) {
         gw_resp_message (resp, 503, "Ferrule is busy", "Go back and press the button again in a moment.");

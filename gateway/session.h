@@ -18,7 +18,8 @@
 /* The name of the session cookie of gw. */
 const char *session_cookie_name (const gw_t *gw);
 
-/* The Set-Cookie value of a new session for workspace; caller frees. */
+/* The Set-Cookie value of a new session for workspace; caller frees. NULL when no random bytes
+ * could be had for its nonce. */
 char *session_issue (const gw_t *gw, const char *workspace);
 /* The Set-Cookie value that clears the session cookie (same name and attributes, Max-Age=0);
  * caller frees. */
