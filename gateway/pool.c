@@ -78,8 +78,6 @@ pool_destroy (pool_t **p_p)
     *p_p = NULL;
 }
 
-/* A call is not started with less time than this left: it could not be answered in it. */
-
 static json_t *
 overloaded (const char *why)
 {
