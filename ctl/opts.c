@@ -3,6 +3,7 @@
 #include "codec.h"
 #include "ident.h"
 #include "mem.h"
+#include "text.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -213,35 +214,38 @@ opts_check_api_base (const char *option, const char *value, char *err, size_t er
     return 0;
 }
 
+/* The query parameter name of url (form-decoded: %XX and '+') as a new string into *out: 1, or 0
+ * when absent, or -1 when it is there twice (which of the two was meant cannot be told). */
 static int
-hex_value (char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-/* The query parameter name of url (form-decoded: %XX and '+'), as a new string; NULL if absent. */
-static char *
-query_param (const char *url, const char *name)
+query_param (const char *url, const char *name, char **out)
 {
     const char *q = strchr (url, '?');
     size_t nlen = strlen (name), end = strcspn (url, "#");
+    *out = NULL;
     if (!q || (size_t) (q - url) >= end)
-        return NULL;
+        return 0;
     for (const char *p = q + 1; p < url + end; ) {
         size_t plen = strcspn (p, "&#");
         if (plen > nlen && strncmp (p, name, nlen) == 0 && p [nlen] == '=') {
-            char *out = mem_alloc (plen + 1);
+            if (*out) {
+                mem_wipe (*out, strlen (*out));
+                mem_free (*out);
+                *out = NULL;
+                return -1;
+            }
+            char *v = mem_alloc (plen + 1);
             size_t n = 0;
-            for (const char *v = p + nlen + 1; v < p + plen; v++) {
-                if (*v == '%' && v + 2 < p + plen && hex_value (v [1]) >= 0 && hex_value (v [2]) >= 0) {
-                    out [n++] = (char) (hex_value (v [1]) * 16 + hex_value (v [2]));
-                    v += 2;
+            for (const char *c = p + nlen + 1; c < p + plen; c++) {
+                unsigned char byte;
+                if (*c == '%' && c + 2 < p + plen && text_unhex (c + 1, 1, &byte) == 0) {
+                    v [n++] = (char) byte;
+                    c += 2;
                 }
                 else
-                    out [n++] = *v == '+' ? ' ' : *v;
+                    v [n++] = *c == '+' ? ' ' : *c;
             }
-            out [n] = '\0';
-            return out;
+            v [n] = '\0';
+            *out = v;
         }
         p += plen;
         if (*p == '&')
@@ -249,7 +253,7 @@ query_param (const char *url, const char *name)
         else
             break;
     }
-    return NULL;
+    return *out ? 1 : 0;
 }
 
 /* Fills state, code, error and error_description from a redirect URL; the state is returned.
@@ -269,8 +273,15 @@ parse_callback_url (opts_state_t *s, const opt_spec_t *spec, const char *url, co
         return NULL;
     }
     for (size_t i = 0; i < sizeof params / sizeof params [0]; i++) {
-        char *v = query_param (url, params [i].name);
-        if (!v)
+        char *v = NULL;
+        int found = query_param (url, params [i].name, &v);
+        if (found < 0) {
+            snprintf (err, errlen, "the URL given to \"--%s\" has the \"%s\" parameter twice: pass the URL the "
+                      "provider redirected the browser to, unchanged", spec->name, params [i].name);
+            json_decref (state);
+            return NULL;
+        }
+        if (!found)
             continue;
         size_t len = strlen (v);
         int bad = len == 0 || len > params [i].max;

@@ -676,6 +676,14 @@ test_callback_url_from_a_file (void **state)
         fail_msg ("a URL file of 69999 bytes is refused with \"%s\"", message ? message : "");
     json_decref (r);
 
+    /* a parameter twice: refused, as the Python client refuses it (which of the two the provider
+     * meant cannot be told; the first was sent) */
+    r = harness_ctl (h, &rc, "callback", "--url", "https://app.example.com/cb?code=c1&state=s&code=c2", NULL);
+    message = json_string_value (json_object_get (json_object_get (r, "error"), "message"));
+    if (rc != 2 || !message || !strstr (message, "\"code\" parameter twice"))
+        fail_msg ("a URL with code twice: exit %d, \"%s\"", rc, message ? message : "");
+    json_decref (r);
+
     /* the whole URL, with the line end an editor leaves */
     char *line = malloc (strlen (location) + 2);
     assert_non_null (line);
