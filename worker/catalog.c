@@ -991,16 +991,23 @@ static const struct {
       "token_access_type", "offline", "token_access_type=offline" },
 };
 
+/* 1 when p is the provider of offline_params [k]. */
+static int
+offline_param_theirs (const catalog_provider_t *p, size_t k)
+{
+    int theirs = strcmp (p->name, offline_params [k].builtin) == 0
+                 || (strcmp (offline_params [k].builtin, "google") == 0 && catalog_is_google (p));
+    for (int i = 0; !theirs && offline_params [k].hosts [i]; i++)
+        theirs = url_host_is (p->token_url, offline_params [k].hosts [i])
+                 || url_host_is (p->authorization_url, offline_params [k].hosts [i]);
+    return theirs;
+}
+
 const char *
 catalog_offline_param_missing (const catalog_provider_t *p)
 {
     for (size_t k = 0; p && k < sizeof offline_params / sizeof offline_params [0]; k++) {
-        int theirs = strcmp (p->name, offline_params [k].builtin) == 0
-                     || (strcmp (offline_params [k].builtin, "google") == 0 && catalog_is_google (p));
-        for (int i = 0; !theirs && offline_params [k].hosts [i]; i++)
-            theirs = url_host_is (p->token_url, offline_params [k].hosts [i])
-                     || url_host_is (p->authorization_url, offline_params [k].hosts [i]);
-        if (!theirs)
+        if (!offline_param_theirs (p, k))
             continue;
         for (size_t i = 0; i < p->authorization_param_count; i++)
             if (strcmp (p->authorization_params [i].name, offline_params [k].name) == 0
@@ -1009,6 +1016,19 @@ catalog_offline_param_missing (const catalog_provider_t *p)
         return offline_params [k].shown;
     }
     return NULL;
+}
+
+int
+catalog_needs_offline_access (const catalog_provider_t *p)
+{
+    if (!p)
+        return 0;
+    if (p->refresh_token_scope_count > 0)
+        return 1;
+    for (size_t k = 0; k < sizeof offline_params / sizeof offline_params [0]; k++)
+        if (offline_param_theirs (p, k))
+            return 1;
+    return 0;
 }
 
 const char *

@@ -130,6 +130,12 @@ int catalog_is_google (const catalog_provider_t *p);
    built-in ones whole); NULL when p asks for offline access, or when no such parameter is known
    for its provider (the built-in entries' list is in catalog.c). */
 const char *catalog_offline_param_missing (const catalog_provider_t *p);
+/* 1 when p's provider issues a refresh token only for offline access: p has refresh_token_scopes
+   (Microsoft's, Salesforce's, ...), or is one of the providers with an offline parameter above
+   (Google, Dropbox). Its access tokens expire whether or not an answer says when (Salesforce's
+   never carry expires_in), so an answer without a refresh token is one that cannot be renewed,
+   never a token that does not expire (GitHub OAuth Apps'). */
+int catalog_needs_offline_access (const catalog_provider_t *p);
 
 /* "client_secret_basic" / "single_use" and back. */
 const char *catalog_auth_method_name (catalog_auth_method_t m);

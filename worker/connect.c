@@ -1104,7 +1104,11 @@ exchange_succeeded (worker_t *w, call_t *c, oauth_result_t *res, const char *unu
     char err [512] = "";
     exchange_wait_t *ew = mem_alloc (sizeof *ew);
     ew->c = c;
-    ew->no_expiry = res->expires_in < 0 && !res->refresh_token && !res->expires_in_ignored;
+    /* no lifetime and no refresh token: a token that does not expire (GitHub OAuth Apps'), unless
+     * the provider issues refresh tokens for offline access only, whose tokens expire though its
+     * answers may not say when (Salesforce's never do): then it is one that cannot be renewed */
+    ew->no_expiry = res->expires_in < 0 && !res->refresh_token && !res->expires_in_ignored
+                    && !catalog_needs_offline_access (p);
     ew->expires_in = res->expires_in >= 0 ? res->expires_in : ew->no_expiry ? OAUTH_MAX_EXPIRES_IN : DEFAULT_EXPIRES_IN;
     if (res->expires_in_ignored)
         log_warning (c->id, NULL, "the provider's expires_in is not a number of seconds from 1 to 10 years: the token "

@@ -216,6 +216,15 @@ write_providers (void)
     snprintf (url, sizeof url, "http://127.0.0.1:%d/hubspot/token", harness_port (h));
     json_object_set_new (hub, "token_url", json_string (url));
     json_object_set_new (root, "hubspot", hub);
+    /* the built-in salesforce entry (its refresh_token scope) at the fake provider */
+    json_t *sfb = json_object ();
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/salesforce/authorize", harness_port (h));
+    json_object_set_new (sfb, "authorization_url", json_string (url));
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/salesforce/token", harness_port (h));
+    json_object_set_new (sfb, "token_url", json_string (url));
+    snprintf (url, sizeof url, "http://127.0.0.1:%d/salesforce/revoke", harness_port (h));
+    json_object_set_new (sfb, "revocation_url", json_string (url));
+    json_object_set_new (root, "salesforce", sfb);
     char path [1024];
     snprintf (path, sizeof path, "%s/providers-connect.json", harness_workdir (h));
     int rc = json_dump_file (root, path, JSON_INDENT (2));
@@ -241,6 +250,8 @@ setup (void **state)
     harness_set_env (h, "FERRULE_MICROSOFT_CLIENT_SECRET", "ferrule-test-secret");
     harness_set_env (h, "FERRULE_HUBSPOT_CLIENT_ID", "ferrule-test-client");
     harness_set_env (h, "FERRULE_HUBSPOT_CLIENT_SECRET", "ferrule-test-secret");
+    harness_set_env (h, "FERRULE_SALESFORCE_CLIENT_ID", "ferrule-test-client");
+    harness_set_env (h, "FERRULE_SALESFORCE_CLIENT_SECRET", "ferrule-test-secret");
     harness_set_env (h, "FERRULE_DROPBOX_CLIENT_ID", NULL);
     harness_set_env (h, "FERRULE_DROPBOX_CLIENT_SECRET", NULL);
     harness_set_env (h, "FERRULE_HTTP_BIND", "127.0.0.1:0");     /* the revocations' counts are in /metrics */
@@ -253,6 +264,9 @@ setup (void **state)
     /* as Microsoft: a refresh token only with offline_access */
     itest_fake_config (h, "microsoft", json_pack ("{s:b, s:[s]}", "require_pkce", 1, "refresh_token_scopes",
                                                   "offline_access"));
+    /* as Salesforce: no expires_in in any answer, a refresh token only with the refresh_token scope */
+    itest_fake_config (h, "salesforce", json_pack ("{s:s, s:b, s:b, s:[s]}", "mode", "reusable", "require_pkce", 1,
+                                                   "omit_expires_in", 1, "refresh_token_scopes", "refresh_token"));
     return 0;
 }
 
@@ -695,10 +709,10 @@ static void
 test_token_without_expiry (void **state)
 {
     int rc;
-    itest_fake_config (h, "fakegoogle", json_pack ("{s:b, s:b}", "issue_refresh_token", 0, "omit_expires_in", 1));
-    char *location = start_flow ("forever:google", "fakegoogle", NULL, NULL);
+    itest_fake_config (h, "fakeplain", json_pack ("{s:b, s:b}", "issue_refresh_token", 0, "omit_expires_in", 1));
+    char *location = start_flow ("forever:plain", "fakeplain", NULL, NULL);
     json_t *r = callback (location, &rc);
-    itest_fake_config (h, "fakegoogle", json_pack ("{s:b, s:b}", "issue_refresh_token", 1, "omit_expires_in", 0));
+    itest_fake_config (h, "fakeplain", json_pack ("{s:b, s:b}", "issue_refresh_token", 1, "omit_expires_in", 0));
     if (rc != 0)
         fail_msg ("callback: \"%s\" (exit %d)", itest_code (r), rc);
     json_t *warnings = json_object_get (r, "warnings"), *wv;
@@ -707,15 +721,15 @@ test_token_without_expiry (void **state)
     json_array_foreach (warnings, i, wv)
         warned |= strcmp (json_string_value (json_object_get (wv, "code")) ?: "", "no_refresh_token") == 0;
     assert_true (warned);
-    long long refreshes = itest_stat (h, "fakegoogle", "refresh_calls");
-    json_t *t = harness_ctl (h, &rc, "token", "--integration", "forever:google", NULL);
+    long long refreshes = itest_stat (h, "fakeplain", "refresh_calls");
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "forever:plain", NULL);
     assert_int_equal (rc, 0);
     const char *expires_at = json_string_value (json_object_get (t, "expires_at"));   /* RFC 3339 */
     assert_non_null (expires_at);
     assert_true (atoi (expires_at) >= 2031);
     /* healthy as it is: no refresh token is normal for a token that does not expire (doctor said
      * no_refresh_token, "once the first access token expired", with Google's offline-access steps) */
-    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", "forever:google", NULL);
+    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", "forever:plain", NULL);
     assert_int_equal (rc, 0);
     const json_t *dg = json_object_get (d, "diagnosis");
     if (strcmp (json_string_value (json_object_get (dg, "code")), "healthy") != 0)
@@ -726,7 +740,7 @@ test_token_without_expiry (void **state)
     /* a caller whose upstream call was refused with it: access was revoked at the provider, and
      * nothing can renew it (the reply said no_refresh_token, "expires at 2036, sooner than asked") */
     const char *token = json_string_value (json_object_get (t, "access_token"));
-    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "forever:google", "--reject", token, NULL);
+    json_t *t2 = harness_ctl (h, &rc, "token", "--integration", "forever:plain", "--reject", token, NULL);
     if (strcmp (itest_code (t2), "needs_reconnect") != 0)
         fail_msg ("a rejected token that does not expire: %s \"%s\"", itest_code (t2), error_field (t2, "message"));
     assert_int_equal (rc, 4);
@@ -734,12 +748,12 @@ test_token_without_expiry (void **state)
     assert_null (strstr (error_field (t2, "message"), "sooner than asked"));
     assert_non_null (strstr (error_field (t2, "hint"), "disconnect the integration and connect it again"));
     assert_null (strstr (error_field (t2, "hint"), GOOGLE_HINT));
-    assert_int_equal (itest_stat (h, "fakegoogle", "refresh_calls"), refreshes);
+    assert_int_equal (itest_stat (h, "fakeplain", "refresh_calls"), refreshes);
     /* it stays so for every caller, and doctor gives the guide's "token refresh failed" remedy */
-    json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "forever:google", NULL);
+    json_t *t3 = harness_ctl (h, &rc, "token", "--integration", "forever:plain", NULL);
     assert_int_equal (rc, 4);
     assert_string_equal (itest_code (t3), "needs_reconnect");
-    json_t *d2 = harness_ctl (h, &rc, "doctor", "--integration", "forever:google", NULL);
+    json_t *d2 = harness_ctl (h, &rc, "doctor", "--integration", "forever:plain", NULL);
     assert_int_equal (rc, 0);
     dg = json_object_get (d2, "diagnosis");
     assert_string_equal (json_string_value (json_object_get (dg, "code")), "needs_reconnect");
@@ -806,6 +820,50 @@ test_no_refresh_token (void **state)
     json_decref (f);
     json_decref (again);
     json_decref (t3);
+}
+
+/* Salesforce never says how long an access token lasts (its answers carry no expires_in), and
+ * issues a refresh token only when the grant holds the refresh_token scope (the connected app's
+ * selected scopes may leave it out). A connect that got no refresh token there is the guide's "no
+ * refresh token": the session ends after a while and nothing renews it. It was taken for a token
+ * that does not expire (GitHub OAuth Apps'): a success, the token served for ten years, doctor
+ * healthy, and callers met a dead session with nothing saying why. */
+static void
+test_no_refresh_token_without_a_lifetime (void **state)
+{
+    int rc;
+    itest_fake_config (h, "salesforce", json_pack ("{s:[s]}", "grant_scopes", "api"));
+    char *location = start_flow ("session:sf", "salesforce", NULL, NULL);
+    json_t *r = callback (location, &rc);
+    itest_fake_config (h, "salesforce", json_pack ("{s:n}", "grant_scopes"));
+    if (rc != 4 || strcmp (itest_code (r), "no_refresh_token") != 0)
+        fail_msg ("Salesforce's connect without a refresh token: \"%s\" (exit %d), not no_refresh_token (exit 4)",
+                  itest_code (r), rc);
+    assert_non_null (strstr (error_field (r, "message"), "session:sf"));
+    assert_non_null (strstr (error_field (r, "hint"), "refresh_token"));
+    assert_true (json_is_true (json_object_get (integration_of (r), "refresh_token_missing")));
+    /* taken to last an hour, as any token whose lifetime is not said, not ten years */
+    json_t *t = harness_ctl (h, &rc, "token", "--integration", "session:sf", NULL);
+    assert_int_equal (rc, 0);
+    const char *expires_at = json_string_value (json_object_get (t, "expires_at"));
+    assert_non_null (expires_at);
+    int64_t until = 0;
+    assert_int_equal (clock_parse_rfc3339 (expires_at, &until), 0);
+    long long left = (long long) (until - clock_wall_ms () / 1000);
+    if (left < 3000 || left > 3700)
+        fail_msg ("the access token is served until %s, %lld s from now", expires_at, left);
+    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", "session:sf", NULL);
+    assert_int_equal (rc, 0);
+    const json_t *dg = json_object_get (d, "diagnosis");
+    assert_string_equal (json_string_value (json_object_get (dg, "code")), "no_refresh_token");
+    /* with the refresh_token scope granted it connects as before, its token lasting an hour too */
+    json_t *ok = connect_ok ("session:sf", "salesforce", NULL, NULL);
+    assert_true (json_is_false (json_object_get (integration_of (ok), "refresh_token_missing")));
+    free (location);
+    json_decref (r);
+    json_decref (t);
+    json_decref (d);
+    json_decref (ok);
 }
 
 /* A connect that got no refresh token (the access token lasts an hour), whose access the user then
@@ -2337,6 +2395,7 @@ main (void)
         cmocka_unit_test (test_invalid_scope),
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_token_without_expiry),
+        cmocka_unit_test (test_no_refresh_token_without_a_lifetime),
         cmocka_unit_test (test_rejected_token_without_refresh_token),
         cmocka_unit_test (test_rejected_token_unserved_while_its_write_waits),
         cmocka_unit_test (test_scopes_reduced_and_required),

@@ -609,6 +609,31 @@ test_offline_param_missing_for_every_builtin (void **state)
     catalog_destroy (&c);
 }
 
+/* The providers whose tokens expire whether or not an answer says when: those that issue a refresh
+ * token only for offline access. Salesforce's answers never carry expires_in, and a connect there
+ * without a refresh token was taken for a token that does not expire, as GitHub OAuth Apps' are. */
+static void
+test_needs_offline_access (void **state)
+{
+    char err [512];
+    catalog_t *c = load ("{\"mydropbox\": {\"authorization_url\": \"https://www.dropbox.com/oauth2/authorize\","
+                         "   \"token_url\": \"https://api.dropboxapi.com/oauth2/token\","
+                         "   \"auth_method\": \"client_secret_post\"}}", err, sizeof err);
+    if (!c)
+        fail_msg ("%s", err);
+    static const char *const expire [] = { "salesforce", "microsoft", "xero", "atlassian", "google", "dropbox",
+                                           "mydropbox", NULL };
+    static const char *const may_not [] = { "github", "slack", "notion", "box", "hubspot", "zoom", NULL };
+    for (int i = 0; expire [i]; i++)
+        if (!catalog_needs_offline_access (catalog_find (c, expire [i])))
+            fail_msg ("\"%s\" is not known to need offline access", expire [i]);
+    for (int i = 0; may_not [i]; i++)
+        if (catalog_needs_offline_access (catalog_find (c, may_not [i])))
+            fail_msg ("\"%s\" is taken to need offline access", may_not [i]);
+    assert_false (catalog_needs_offline_access (NULL));
+    catalog_destroy (&c);
+}
+
 static void
 test_enum_names (void **state)
 {
@@ -636,6 +661,7 @@ main (void)
         cmocka_unit_test (test_enum_names),
         cmocka_unit_test (test_google_recognised_without_notes),
         cmocka_unit_test (test_offline_param_missing_for_every_builtin),
+        cmocka_unit_test (test_needs_offline_access),
     };
     return testexit (cmocka_run_group_tests (tests, NULL, NULL));
 }
