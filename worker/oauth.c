@@ -649,8 +649,8 @@ describe_non_json (const char *body, size_t len)
     if (body [i] == '<')
         return "the response is HTML, not JSON";
     if (occurrences (body, len, "access_token=") || occurrences (body, len, "error="))
-        return "the response is form-encoded, not JSON (the request should send "
-               "Accept: application/json)";
+        return "the response is form-encoded, but not readable as a form (a bad escape, a pair without a "
+               "name, or a token given twice)";
     return "the response is not a JSON object";
 }
 
@@ -709,6 +709,95 @@ load_answer (const char *body, size_t len)
     ||  occurrences (body, len, "\\u") > 0)
         return root;
     return load_mending_numbers (body, len, 0, &jerr);
+}
+
+static int
+hex_value (char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10
+         : -1;
+}
+
+/* The n bytes at s form-decoded ('+' a space, %XX a byte) into out (room for n + 1); its length,
+ * or -1 for a bad escape or a NUL byte. */
+static long
+form_decode (const char *s, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s [i];
+        if (c == '+')
+            c = ' ';
+        else
+        if (c == '%') {
+            if (i + 2 >= n)
+                return -1;
+            int hi = hex_value (s [i + 1]), lo = hex_value (s [i + 2]);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                return -1;
+            c = (char) (hi << 4 | lo);
+            i += 2;
+        }
+        out [o++] = c;
+    }
+    out [o] = '\0';
+    return (long) o;
+}
+
+/* Reads an application/x-www-form-urlencoded answer ("access_token=...&scope=repo&token_type=bearer",
+ * GitHub's to a request without Accept: application/json, which some providers send whatever Accept
+ * says) as an object of strings, for the same reading as a JSON answer: it may hold a refresh token
+ * the provider has just rotated. NULL when the body is not a form: a character no form holds (a
+ * space, a quote, a brace, '<'), a pair without a name or '=', a bad escape or %00, or a token
+ * given twice (which of two is the real one cannot be known). A trailing line end is allowed. */
+static json_t *
+load_form (const char *body, size_t len)
+{
+    json_t *root = NULL;
+    char *name = NULL, *value = NULL;
+    while (len && (body [len - 1] == '\n' || body [len - 1] == '\r'))
+        len--;
+    if (!len || !memchr (body, '=', len))
+        return NULL;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char) body [i] <= 0x20 || (unsigned char) body [i] >= 0x7f || strchr ("\"'<>{}[]\\`", body [i]))
+            return NULL;
+    root = json_object ();
+    name = mem_alloc (len + 1);
+    value = mem_alloc (len + 1);
+    for (size_t at = 0; at < len; ) {
+        const char *amp = memchr (body + at, '&', len - at);
+        size_t pair = amp ? (size_t) (amp - (body + at)) : len - at;
+        if (pair == 0) {
+            at++;
+            continue;
+        }
+        const char *eq = memchr (body + at, '=', pair);
+        long nlen = eq ? form_decode (body + at, (size_t) (eq - (body + at)), name) : -1;
+        long vlen = eq ? form_decode (eq + 1, pair - (size_t) (eq + 1 - (body + at)), value) : -1;
+        if (nlen <= 0 || vlen < 0)
+            goto fail;
+        int token = strcmp (name, "access_token") == 0 || strcmp (name, "refresh_token") == 0;
+        if (token && json_object_get (root, name))
+            goto fail;
+        json_t *v = json_stringn (value, (size_t) vlen);     /* NULL: not UTF-8 */
+        if (!v && token)
+            goto fail;
+        if (v)
+            json_object_set_new (root, name, v);
+        mem_wipe (value, len + 1);
+        at += pair + 1;
+    }
+    goto out;
+fail:
+    json_decref (root);
+    root = NULL;
+out:
+    mem_wipe (name, len + 1);
+    mem_wipe (value, len + 1);
+    mem_free (name);
+    mem_free (value);
+    return root;
 }
 
 /* 1 when url is http://127.0.0.1, with a port or a path or neither. */
@@ -809,6 +898,8 @@ oauth_parse_token_response (const catalog_provider_t *p, long http_status,
             json_decref (root);
             root = NULL;
         }
+        if (!root)
+            root = load_form (body, body_len);
     }
     if (root) {
         v = json_object_get (root, "error");

@@ -86,7 +86,8 @@ typedef struct {
 
 /* Classifies a token endpoint answer into out, which is overwritten (clear it first when
  * reusing it). http_status must be a real HTTP status: status 0 (no answer) is the caller's.
- * An "error" field makes an answer an error whatever the status; so does "ok": false. */
+ * An "error" field makes an answer an error whatever the status; so does "ok": false. A body in
+ * form encoding (access_token=...&token_type=bearer) is read as a JSON object of strings. */
 void oauth_parse_token_response (const catalog_provider_t *p, long http_status,
                                  const char *retry_after_header, const char *body,
                                  size_t body_len, oauth_result_t *out);

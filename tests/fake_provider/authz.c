@@ -732,6 +732,66 @@ without_field (reply_t *reply, const char *field)
     return reply_json_take (200, body);
 }
 
+/* Appends the separator c to the form text in out of size cap; 0, or -1 when it does not fit. */
+static int
+form_separator (char *out, size_t cap, char c)
+{
+    size_t pos = strnlen (out, cap);
+    if (pos + 1 >= cap)
+        return -1;
+    out [pos] = c;
+    out [pos + 1] = '\0';
+    return 0;
+}
+
+/* The form_answers setting: a JSON object answer as application/x-www-form-urlencoded, its strings,
+ * integers and booleans as name=value pairs (other values left out), as GitHub answers a request
+ * without Accept: application/json. Any other answer (HTML, a cut-off body) is left as it is. */
+static reply_t *
+as_form (reply_t *reply)
+{
+    if (!reply || reply->kind != REPLY_BODY || !reply->content_type
+    ||  strcmp (reply->content_type, "application/json") != 0)
+        return reply;
+    json_t *body = json_loadb (reply->body, reply->body_len, 0, NULL);
+    if (!json_is_object (body)) {
+        json_decref (body);
+        return reply;
+    }
+    size_t cap = 3 * reply->body_len + 64;
+    char *text = mem_alloc (cap);
+    const char *key;
+    json_t *value;
+    char number [32];
+    int failed = 0;
+    text [0] = '\0';
+    json_object_foreach (body, key, value) {
+        const char *v = json_is_string (value) ? json_string_value (value)
+                      : json_is_true (value) ? "true" : json_is_false (value) ? "false" : NULL;
+        if (json_is_integer (value)) {
+            snprintf (number, sizeof number, "%" JSON_INTEGER_FORMAT, json_integer_value (value));
+            v = number;
+        }
+        if (!v)
+            continue;
+        if ((text [0] && form_separator (text, cap, '&') != 0) || form_encode_append (text, cap, key) != 0
+        ||  form_separator (text, cap, '=') != 0 || form_encode_append (text, cap, v) != 0)
+            failed = 1;
+    }
+    json_decref (body);
+    if (!failed) {
+        reply_t *form = reply_text (reply->status, "application/x-www-form-urlencoded", text, strlen (text));
+        form->retry_after = reply->retry_after;
+        form->www_authenticate = reply->www_authenticate;
+        reply->www_authenticate = NULL;
+        reply_destroy (&reply);
+        reply = form;
+    }
+    mem_wipe (text, cap);
+    mem_free (text);
+    return reply;
+}
+
 reply_t *
 authz_token (authz_t *authz, const authz_request_t *req)
 {
@@ -796,6 +856,8 @@ authz_token (authz_t *authz, const authz_request_t *req)
         if (faulted && fault.kind == FAULT_DROP_AFTER)
             reply = dropped_after (reply);
     }
+    if (provider && provider->config.form_answers)
+        reply = as_form (reply);
 out:
     pthread_mutex_unlock (&authz->lock);
     cred_clear (&cred);

@@ -42,6 +42,7 @@ static const struct {
     { "issue_refresh_token", CF_BOOL,         offsetof (provider_config_t, issue_refresh_token), 0, 0 },
     { "refresh_token_scopes", CF_LIST_OR_NULL, offsetof (provider_config_t, refresh_token_scopes), 1, 256 },
     { "omit_expires_in",     CF_BOOL,         offsetof (provider_config_t, omit_expires_in),     0, 0 },
+    { "form_answers",        CF_BOOL,         offsetof (provider_config_t, form_answers),        0, 0 },
     { "require_pkce",        CF_BOOL,         offsetof (provider_config_t, require_pkce),        0, 0 },
     { "deny",                CF_BOOL,         offsetof (provider_config_t, deny),                0, 0 },
     { "revoke_whole_grant",  CF_BOOL,         offsetof (provider_config_t, revoke_whole_grant),  0, 0 },
@@ -90,6 +91,7 @@ config_defaults (provider_config_t *cfg)
     cfg->issue_refresh_token = true;
     cfg->refresh_token_scopes = NULL;
     cfg->omit_expires_in = false;
+    cfg->form_answers = false;
     cfg->require_pkce = false;
     cfg->deny = false;
     cfg->revoke_whole_grant = true;

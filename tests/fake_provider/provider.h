@@ -50,6 +50,8 @@ typedef struct {
     json_t *refresh_token_scopes; /* array: a refresh token only when the grant holds one of these
                                      (Microsoft's offline_access); NULL: whatever was granted */
     bool    omit_expires_in;     /* token answers carry no expires_in (GitHub OAuth Apps, Notion) */
+    bool    form_answers;        /* /token answers application/x-www-form-urlencoded, whatever Accept
+                                    says (GitHub's answer to a request without Accept: application/json) */
     bool    require_pkce;
     bool    deny;
     bool    revoke_whole_grant;  /* false: /revoke revokes only the token given (Microsoft) */

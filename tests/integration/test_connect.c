@@ -513,6 +513,52 @@ test_code_expired_or_used (void **state)
     json_decref (reqs);
 }
 
+/* GitHub answers a token request in form encoding ("access_token=...&scope=repo&token_type=bearer")
+ * unless the request asks for JSON, and some providers answer so whatever Accept says. Such an answer
+ * was thrown away as provider_bad_response: the code exchange spent its code for nothing, a refresh at
+ * a rotating provider lost the refresh token it had rotated (the one sent is spent), and a refused
+ * code was not told apart from a proxy's page. It is read as a JSON answer is now. */
+static void
+test_form_encoded_answers (void **state)
+{
+    int rc;
+    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "form_answers", 1));
+    long long reuses = itest_stat (h, "fakerot", "reuse_detections");
+    char *location = start_flow ("form:rot", "fakerot", "read", "write");
+    json_t *r = callback (location, &rc);
+    if (rc != 0)
+        fail_msg ("a form-encoded code exchange answer: \"%s\" (exit %d): %s", itest_code (r), rc,
+                  error_field (r, "message"));
+    assert_true (json_is_false (json_object_get (integration_of (r), "refresh_token_missing")));
+    assert_null (json_object_get (r, "warnings"));      /* its scope and expires_in were read too */
+    /* two rotations, each answered in form encoding: the second presents the first's new token */
+    for (int i = 0; i < 2; i++) {
+        json_t *f = harness_ctl (h, &rc, "refresh", "--integration", "form:rot", NULL);
+        if (rc != 0)
+            fail_msg ("refresh %d: \"%s\" (exit %d): %s", i + 1, itest_code (f), rc, error_field (f, "message"));
+        json_decref (f);
+    }
+    assert_int_equal (itest_stat (h, "fakerot", "reuse_detections"), reuses);
+    /* a code already used, brought back with another connect's state: the provider's form-encoded
+     * invalid_grant is the guide's "invalid grant while connecting" */
+    char *other = start_flow ("form2:rot", "fakerot", NULL, NULL);
+    char *st = state_of (other);
+    const char *code = strstr (location, "code=") + 5;
+    char crafted [2048];
+    snprintf (crafted, sizeof crafted, REDIRECT "?code=%.*s&state=%s", (int) strcspn (code, "&"), code, st);
+    json_t *u = callback (crafted, &rc);
+    itest_fake_config (h, "fakerot", json_pack ("{s:b}", "form_answers", 0));
+    if (rc != 4 || strcmp (itest_code (u), "code_expired_or_used") != 0)
+        fail_msg ("a used code refused in form encoding: \"%s\" (exit %d): %s", itest_code (u), rc,
+                  error_field (u, "message"));
+    assert_non_null (strstr (error_field (u, "message"), "already used"));
+    free (location);
+    free (other);
+    free (st);
+    json_decref (r);
+    json_decref (u);
+}
+
 /* HubSpot's answer to a code it does not take (used, or expired): 400 with BAD_AUTH_CODE or
  * EXPIRED_AUTH_CODE in its "status" field, at the code exchange of a flow through provider (ids
  * codeN:suffix). The guide's "invalid grant while connecting", where the user starts again. */
@@ -2386,6 +2432,7 @@ main (void)
         cmocka_unit_test (test_redirect_uri_mismatch_long_uri),
         cmocka_unit_test (test_expired_state),
         cmocka_unit_test (test_code_expired_or_used),
+        cmocka_unit_test (test_form_encoded_answers),
         cmocka_unit_test (test_hubspot_code_refused),
         cmocka_unit_test (test_hubspot_code_refused_at_any_entry),
         cmocka_unit_test (test_access_denied),

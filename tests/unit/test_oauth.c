@@ -355,9 +355,10 @@ test_bad_responses (void **state)
     assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
     oauth_result_clear (&r);
 
-    parse ("github", 200, NULL, "access_token=gho_16C7e42F292c6912E7710c838347Ae178B4a&scope=repo&token_type=bearer", &r);
+    /* a form that cannot be read as one is named so, never quoted */
+    parse ("github", 200, NULL, "access_token=gho_16C7e42F292c6912E7710c838347Ae178B4a&access_token=gho_2", &r);
     assert_int_equal (r.kind, OAUTH_BAD_RESPONSE);
-    assert_non_null (strstr (r.detail, "Accept: application/json"));
+    assert_non_null (strstr (r.detail, "form-encoded"));
     assert_null (strstr (r.detail, "gho_"));
     oauth_result_clear (&r);
 
@@ -407,6 +408,77 @@ test_bad_responses (void **state)
 /* A lifetime out of range or not a number is taken as absent, never as a bad answer: the answer's
  * tokens are kept, and with them a refresh token the provider has just rotated (dropping the
  * answer would leave the chain with a spent token). */
+/* A form-encoded answer (GitHub's without Accept: application/json; some providers send one whatever
+ * Accept says) is read as a JSON one: it was thrown away as provider_bad_response, with the refresh
+ * token it may have rotated and the code it spent. */
+static void
+test_form_encoded_answers (void **state)
+{
+    oauth_result_t r;
+    parse ("github", 200, NULL, "access_token=gho_16C7e42F292c6912E7710c838347Ae178B4a&scope=repo%2Cgist&token_type=bearer",
+           &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_string_equal (r.access_token, "gho_16C7e42F292c6912E7710c838347Ae178B4a");
+    assert_null (r.refresh_token);
+    assert_string_equal (r.scope, "repo,gist");
+    assert_int_equal (r.expires_in, -1);
+    oauth_result_clear (&r);
+
+    /* a GitHub App's expiring user token: a rotated refresh token and a lifetime in digits */
+    parse ("github", 200, NULL, "access_token=ghu_abc&expires_in=28800&refresh_token=ghr_def"
+           "&refresh_token_expires_in=15811200&scope=&token_type=bearer\r\n", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_string_equal (r.refresh_token, "ghr_def");
+    assert_int_equal (r.expires_in, 28800);
+    assert_false (r.expires_in_ignored);
+    oauth_result_clear (&r);
+
+    /* errors, with HTTP 200 as GitHub sends them, or a 400 */
+    parse ("github", 200, NULL, "error=bad_verification_code&error_description=The+code+passed+is+incorrect+or+expired."
+           "&error_uri=https%3A%2F%2Fdocs.github.com%2Fapps", &r);
+    assert_int_equal (r.kind, OAUTH_INVALID_GRANT);
+    assert_int_equal (oauth_kind_status (r.kind, 1), FR_CODE_EXPIRED_OR_USED);
+    assert_string_equal (r.error, "bad_verification_code");
+    assert_string_equal (r.error_description, "The code passed is incorrect or expired.");
+    oauth_result_clear (&r);
+    parse ("box", 400, NULL, "error=invalid_grant&error_description=redirect_uri+mismatch", &r);
+    assert_int_equal (r.kind, OAUTH_REDIRECT_MISMATCH);
+    oauth_result_clear (&r);
+    parse ("box", 503, NULL, "error=temporarily_unavailable", &r);
+    assert_int_equal (r.kind, OAUTH_TRANSIENT);
+    oauth_result_clear (&r);
+
+    /* what is no form, or no readable one: a bad answer, whose tokens are not taken */
+    static const char *const bad [] = {
+        "access_token=a&access_token=b",            /* which is the real one cannot be known */
+        "access_token=a&refresh_token=r&refresh_token=s",
+        "access_token=a%2",                          /* a bad escape */
+        "access_token=a%zz",
+        "access_token=a%00b",                        /* a NUL byte */
+        "=a&access_token=b",                         /* a pair without a name */
+        "access_token",                              /* no pair at all */
+        "Bad Request",
+        "access_token=a b",
+        "access_token=%0Aa",                         /* a control character: no token */
+        "access_token=a&refresh_token=%FF",          /* not UTF-8 */
+        NULL
+    };
+    for (int i = 0; bad [i]; i++) {
+        parse ("box", 200, NULL, bad [i], &r);
+        if (r.kind != OAUTH_BAD_RESPONSE)
+            fail_msg ("%s: kind %s", bad [i], oauth_kind_name (r.kind));
+        assert_null (r.access_token);
+        assert_null (r.refresh_token);
+        oauth_result_clear (&r);
+    }
+    /* another name given twice counts as in JSON: the last value */
+    parse ("box", 200, NULL, "access_token=a&scope=x&scope=y&refresh_token=r", &r);
+    assert_int_equal (r.kind, OAUTH_OK);
+    assert_string_equal (r.scope, "y");
+    assert_string_equal (r.refresh_token, "r");
+    oauth_result_clear (&r);
+}
+
 static void
 test_bad_expires_in_keeps_the_tokens (void **state)
 {
@@ -1126,6 +1198,7 @@ main (void)
         cmocka_unit_test (test_bad_responses),
         cmocka_unit_test (test_expires_in_forms),
         cmocka_unit_test (test_cut_off_answers),
+        cmocka_unit_test (test_form_encoded_answers),
         cmocka_unit_test (test_bad_expires_in_keeps_the_tokens),
         cmocka_unit_test (test_odd_json_keeps_a_rotated_token),
         cmocka_unit_test (test_errors_with_200_and_clients),
