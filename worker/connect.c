@@ -668,6 +668,12 @@ callback_provider_error (worker_t *w, const job_t *job, const char *state_hash, 
         st = FR_INVALID_CLIENT;
         snprintf (message, sizeof message, "provider \"%s\" refused the OAuth client at the authorization step for "
                   "integration \"%s\" (%s%s%s)", p->name, pd->integration, code, sep, desc);
+        /* only the client id went there: no secret was checked */
+        snprintf (hint, sizeof hint, "check the client id of provider \"%s\" (%s, or the providers file) against "
+                  "the provider's OAuth app, and that the app allows the authorization code flow for this kind of "
+                  "account, then start again from Connect; users: contact support with the provider name and this "
+                  "message", p->name, p->client_id_env ? p->client_id_env : "?");
+        hint_used = hint;
     }
     else
     if (kind == OAUTH_TRANSIENT) {
@@ -1214,6 +1220,17 @@ on_exchange (void *arg, const http_response_t *resp)
             dp = &d;
             break;
         case OAUTH_INVALID_CLIENT:
+            if (oauth_unauthorized_client (&res)) {
+                /* RFC 6749 5.2: the client authenticated, and may not use this grant */
+                snprintf (message, sizeof message, "provider \"%s\" accepted the OAuth client but refuses it the "
+                          "authorization code grant, while exchanging the code of integration \"%s\" (provider said: "
+                          "%s)", p->name, c->id, said);
+                snprintf (hint, sizeof hint, "enable the authorization code grant for the OAuth app of provider \"%s\" "
+                          "in the provider's settings (its client secret was accepted), then start again from "
+                          "Connect", p->name);
+                hint_used = hint;
+                break;
+            }
             snprintf (message, sizeof message, "provider \"%s\" rejected the OAuth client while exchanging the code "
                       "of integration \"%s\" (provider said: %s)", p->name, c->id, said);
             snprintf (hint, sizeof hint, "check the client id and secret of provider \"%s\" (%s and %s, or the "

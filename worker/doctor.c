@@ -231,11 +231,12 @@ connect_command (char *buf, size_t len, const char *id, const char *provider, co
  * at_connect: the code is how the last connect's callback failed, not a refresh's outcome.
  * requested: the scopes the integration's last connect asked for, NULL when not known.
  * no_refresh: it holds no refresh token; never_expires: nor do its tokens expire (connect_never_expires).
- * held_report: the scope an upstream API reported missing, when the grant holds it already; else NULL. */
+ * held_report: the scope an upstream API reported missing, when the grant holds it already; else NULL.
+ * failure: at_connect, what the failed callback said (its message), or NULL. */
 static void
 explain (diagnosis_t *d, const char *code, const char *id, const char *provider, const catalog_provider_t *p,
          const store_attempt_t *a, const chain_facts_t *cf, int at_connect, const char *requested,
-         int no_refresh, int never_expires, const char *held_report)
+         int no_refresh, int never_expires, const char *held_report, const char *failure)
 {
     char cmd [600];
     const char *name = provider ? provider : "the provider";
@@ -563,6 +564,32 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                   p && p->client_id_env ? p->client_id_env : "the client id variable", cmd);
     }
     else
+    if (strcmp (code, "invalid_client") == 0 && at_connect && failure && strstr (failure, "at the authorization step")) {
+        /* the user was sent to the provider with the client id alone: no secret was ever checked */
+        snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" fails with invalid_client at %s's authorization "
+                  "step, before the user could approve.", id, name);
+        snprintf (d->cause, sizeof d->cause, "%s refused the OAuth client at the authorization step, when the user "
+                  "was sent to sign in, where only the client id goes, no secret: the client id is wrong or belongs to a deleted app, or the app "
+                  "does not allow the authorization code flow (or this kind of account, such as a work account at "
+                  "an app for personal accounts only).", name);
+        add_step (d, "Operator: check the client id of %s (%s, or the providers file) against the provider's OAuth "
+                  "app, and that the app allows the authorization code flow for the accounts that connect", name,
+                  p && p->client_id_env ? p->client_id_env : "the client id variable");
+        add_step (d, "Restart the workers after changing the provider entry");
+        add_step (d, "Then connect again: %s", cmd);
+    }
+    else
+    if (strcmp (code, "invalid_client") == 0 && at_connect && failure && strstr (failure, "unauthorized_client")) {
+        /* the secret was accepted: the app may not use the grant (RFC 6749 5.2) */
+        snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" fails after the redirect back from %s with "
+                  "invalid_client: %s answered unauthorized_client.", id, name, name);
+        snprintf (d->cause, sizeof d->cause, "%s accepted the OAuth client at the code exchange but refuses it the "
+                  "authorization code grant: the OAuth app is not allowed that grant (an Auth0 or Okta application "
+                  "without \"Authorization Code\" among its grant types). Its client secret is not the problem.", name);
+        add_step (d, "Operator: enable the authorization code grant for the OAuth app in %s's settings", name);
+        add_step (d, "Then connect again: %s", cmd);
+    }
+    else
     if (strcmp (code, "invalid_client") == 0) {
         snprintf (d->symptom, sizeof d->symptom, "Connecting or refreshing \"%s\" fails with invalid_client, as it "
                   "does for every integration of %s.", id, name);
@@ -572,7 +599,10 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
                   "provider's OAuth app", name, p && p->client_id_env ? p->client_id_env : "the client id variable",
                   p && p->client_secret_env ? p->client_secret_env : "the client secret variable");
         add_step (d, "Restart the workers after changing them");
-        add_step (d, "No reconnect is needed for this, unless the provider also rejected the refresh token");
+        if (at_connect)
+            add_step (d, "Then connect again: %s", cmd);
+        else
+            add_step (d, "No reconnect is needed for this, unless the provider also rejected the refresh token");
     }
     else
     if (strcmp (code, "invalid_scope") == 0 && !at_connect) {
@@ -791,7 +821,7 @@ doctor_unconnected (worker_t *w, const job_t *job, const char *id, const store_a
         code_of (a->outcome, code, sizeof code);
     else
         snprintf (code, sizeof code, "%s", a->used || a->expired ? "connect_incomplete" : "connect_pending");
-    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL, 0, 0, NULL);
+    explain (&d, code, id, a->provider, p, a, NULL, a->outcome != NULL, NULL, 0, 0, NULL, a->outcome_detail);
     add_fact (&d, "never connected: no tokens are stored");
     add_fact (&d, "last connect started at %s with redirect URI \"%s\"", at (a->created_at, t1, sizeof t1),
               a->redirect_uri);
@@ -926,7 +956,8 @@ doctor_read (void *arg, fr_status_t st, const store_attempt_t *a, const store_ro
                               && scopes_missing (x.scope_report, row.scopes, unused, sizeof unused) == 0
                               ? x.scope_report : NULL;
     explain (&d, verdict, id, row.provider, p, a, &cf, verdict == failed_code, x.requested_scopes,
-             x.refresh_token_missing, never_expires, held_report);
+             x.refresh_token_missing, never_expires, held_report,
+             verdict == failed_code ? cf.connect_failed->detail : NULL);
 
     /* the facts that led there */
     add_fact (&d, "status %s, generation %lld, provider \"%s\"", row.status, (long long) row.generation, row.provider);

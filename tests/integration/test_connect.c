@@ -729,6 +729,85 @@ test_invalid_client (void **state)
     json_decref (r);
 }
 
+/* The doctor's verdict for id, its cause and its steps as one text (caller frees). */
+static char *
+doctor_text (const char *id, const char *code)
+{
+    int rc;
+    json_t *d = harness_ctl (h, &rc, "doctor", "--integration", id, NULL);
+    assert_int_equal (rc, 0);
+    const json_t *dg = json_object_get (d, "diagnosis");
+    if (strcmp (json_string_value (json_object_get (dg, "code")) ?: "", code) != 0)
+        fail_msg ("doctor of %s: %s, not %s", id, json_string_value (json_object_get (dg, "code")), code);
+    char *steps = json_dumps (json_object_get (dg, "what_to_do"), 0);
+    size_t n = strlen (steps) + 2048;
+    char *text = malloc (n);
+    snprintf (text, n, "%s | %s", json_string_value (json_object_get (dg, "cause")), steps);
+    free (steps);
+    json_decref (d);
+    return text;
+}
+
+/* An OAuth client the provider refuses before any secret is sent, or accepts and refuses the grant
+ * (RFC 6749 5.2's unauthorized_client), is not a rejected secret: the answer said to check the
+ * client id and secret, and doctor that a secret was rotated or mistyped and that no reconnect is
+ * needed, sending the operator after a secret the provider never saw or had accepted. */
+static void
+test_client_refused_is_not_always_the_secret (void **state)
+{
+    int rc;
+    /* at the authorization step (a redirect with error=unauthorized_client): no secret was sent */
+    char *location = start_flow ("unauth1:box", "fakebox", NULL, NULL);
+    char *st = state_of (location);
+    char url [1024];
+    snprintf (url, sizeof url, REDIRECT "?state=%s&error=unauthorized_client&error_description=the+client+may+not+"
+              "use+this+flow", st);
+    json_t *r = callback (url, &rc);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (r), "invalid_client");
+    if (strstr (error_field (r, "hint"), "secret") || !strstr (error_field (r, "hint"), "FERRULE_FAKEBOX_CLIENT_ID"))
+        fail_msg ("refused at the authorization step, the hint: %s", error_field (r, "hint"));
+    char *text = doctor_text ("unauth1:box", "invalid_client");
+    if (strstr (text, "mistyped secret") || strstr (text, "No reconnect is needed") || !strstr (text, "authorization step"))
+        fail_msg ("refused at the authorization step, doctor: %s", text);
+    free (text);
+    free (st);
+    free (location);
+    json_decref (r);
+
+    /* at the code exchange, answered unauthorized_client: the secret was accepted */
+    location = start_flow ("unauth2:box", "fakebox", NULL, NULL);
+    json_t *f = json_pack ("{s:s, s:s, s:s, s:i}", "provider", "fakebox", "kind", "oauth_error", "error",
+                           "unauthorized_client", "status", 400);
+    json_decref (harness_fake (h, "POST", "/admin/faults", f));
+    json_decref (f);
+    r = callback (location, &rc);
+    assert_int_equal (rc, 6);
+    assert_string_equal (itest_code (r), "invalid_client");
+    assert_non_null (strstr (error_field (r, "message"), "unauthorized_client"));
+    if (strstr (error_field (r, "hint"), "id and secret") || !strstr (error_field (r, "hint"), "authorization code grant"))
+        fail_msg ("unauthorized_client at the code exchange, the hint: %s", error_field (r, "hint"));
+    text = doctor_text ("unauth2:box", "invalid_client");
+    if (strstr (text, "mistyped secret") || strstr (text, "No reconnect is needed")
+    ||  !strstr (text, "authorization code grant"))
+        fail_msg ("unauthorized_client at the code exchange, doctor: %s", text);
+    free (text);
+    free (location);
+    json_decref (r);
+
+    /* a secret refused at the code exchange is still the secret */
+    location = start_flow ("unauth3:box", "fakebad", NULL, NULL);
+    r = callback (location, &rc);
+    assert_int_equal (rc, 6);
+    assert_non_null (strstr (error_field (r, "hint"), "FERRULE_FAKEBAD_CLIENT_SECRET"));
+    text = doctor_text ("unauth3:box", "invalid_client");
+    assert_non_null (strstr (text, "mistyped secret"));
+    assert_null (strstr (text, "No reconnect is needed"));
+    free (text);
+    free (location);
+    json_decref (r);
+}
+
 static void
 test_invalid_scope (void **state)
 {
@@ -2439,6 +2518,7 @@ main (void)
         cmocka_unit_test (test_sign_in_required_is_the_users),
         cmocka_unit_test (test_redirect_uri_mismatch),
         cmocka_unit_test (test_invalid_client),
+        cmocka_unit_test (test_client_refused_is_not_always_the_secret),
         cmocka_unit_test (test_invalid_scope),
         cmocka_unit_test (test_no_refresh_token),
         cmocka_unit_test (test_token_without_expiry),
