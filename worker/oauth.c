@@ -4,6 +4,7 @@
 #include "http.h"
 #include "crypto.h"
 #include "mem.h"
+#include "text.h"
 #include <assert.h>
 #include <ctype.h>
 #include <jansson.h>
@@ -711,13 +712,6 @@ load_answer (const char *body, size_t len)
     return load_mending_numbers (body, len, 0, &jerr);
 }
 
-static int
-hex_value (char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10
-         : -1;
-}
-
 /* The n bytes at s form-decoded ('+' a space, %XX a byte) into out (room for n + 1); its length,
  * or -1 for a bad escape or a NUL byte. */
 static long
@@ -730,12 +724,10 @@ form_decode (const char *s, size_t n, char *out)
             c = ' ';
         else
         if (c == '%') {
-            if (i + 2 >= n)
+            unsigned char byte;
+            if (i + 2 >= n || text_unhex (s + i + 1, 1, &byte) != 0 || byte == 0)
                 return -1;
-            int hi = hex_value (s [i + 1]), lo = hex_value (s [i + 2]);
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
-                return -1;
-            c = (char) (hi << 4 | lo);
+            c = (char) byte;
             i += 2;
         }
         out [o++] = c;
