@@ -723,18 +723,17 @@ dashboard_disconnect (gw_req_t *req, gw_resp_t *resp)
     if (strcmp (gw_code (reply), "ok") == 0) {
         /* a success can still leave the grant valid at the provider (docs/protocol.md, warnings):
            the user is the one who can end it there, so is told; but not when the integration held
-           no token (worker/disconnect.c's not_revoked "held no token to revoke"): nothing of it
-           can be live there; nor to end it at once when the provider ends the account's whole
-           grant ("... whole grant, which N other active integration(s) ... hold"): that would end
+           no token (not_revoked's reason no_token): nothing of it can be live there; nor to end it
+           at once when the provider ends the account's whole grant (grant_shared): that would end
            the other integrations' access too */
         const char *done = "disconnected";
         size_t i;
         json_t *w;
         json_array_foreach (json_object_get (reply, "warnings"), i, w) {
-            const char *wc = jstr (w, "code"), *wm = jstr (w, "message");
-            if (wc && strcmp (wc, "not_revoked") == 0 && wm && strstr (wm, "held no token to revoke"))
+            const char *wc = jstr (w, "code"), *why = jstr (w, "reason");
+            if (wc && strcmp (wc, "not_revoked") == 0 && why && strcmp (why, "no_token") == 0)
                 done = "nothing_to_revoke";
-            else if (wc && strcmp (wc, "not_revoked") == 0 && wm && strstr (wm, "whole grant"))
+            else if (wc && strcmp (wc, "not_revoked") == 0 && why && strcmp (why, "grant_shared") == 0)
                 done = "grant_shared";
             else if (wc && (strcmp (wc, "revocation_failed") == 0 || strcmp (wc, "not_revoked") == 0)) {
                 done = "not_revoked";

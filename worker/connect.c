@@ -1042,19 +1042,19 @@ exchange_stored (void *arg, fr_status_t st, const store_upserted_t *up, const st
                   ew->has_refresh ? "" : ", no refresh token",
                   ew->nmissing ? ", scopes not granted: " : "", ew->nmissing ? ew->missing : "");
     if (ew->unusable [0])
-        reply_warn (&ws, "provider_bad_response", "nothing to do now; if token requests of the integration fail "
+        reply_warn (&ws, "provider_bad_response", NULL, "nothing to do now; if token requests of the integration fail "
                     "with provider_bad_response, see ferrulectl doctor",
                     "provider \"%s\" answered the code exchange of integration \"%s\" with a refresh token but no "
                     "usable access token (%s): the refresh token is stored, and the first token request refreshes to "
                     "get an access token", p->name, c->id, ew->unusable);
     if (ew->nmissing)
-        reply_warn (&ws, "scopes_reduced", SCOPES_RECONNECT_HINT,
+        reply_warn (&ws, "scopes_reduced", NULL, SCOPES_RECONNECT_HINT,
                   "provider \"%s\" granted fewer scopes than requested for integration \"%s\": missing %s",
                   p->name, c->id, ew->missing);
     if (ew->no_expiry)
         /* GitHub OAuth Apps' tokens, Notion's: nothing ends them but a revocation, and nothing
          * could renew them; a caller whose upstream call is refused says so (token --reject) */
-        reply_warn (&ws, "no_refresh_token", "if a caller reports the token rejected, connect the integration again",
+        reply_warn (&ws, "no_refresh_token", NULL, "if a caller reports the token rejected, connect the integration again",
                     "provider \"%s\" gave the access token of integration \"%s\" no lifetime and issued no refresh "
                     "token: it is served as not expiring, until a caller reports it rejected", p->name, c->id);
     /* after an earlier attempt, the row may hold a refresh token imported since */

@@ -225,12 +225,12 @@ revoke_report (worker_t *w, call_t *c, const oauth_result_t *res, long status)
         else
             snprintf (detail, sizeof detail, "%s%s", res->detail, tries);
         if (c->orphan)
-            reply_warn (&ws, "revocation_failed", ORPHAN_HINT,
+            reply_warn (&ws, "revocation_failed", NULL, ORPHAN_HINT,
                         "provider \"%s\" did not confirm the revocation of the refresh token that %s of "
                         "integration \"%s\" obtained while it was being disconnected; the grant may stay valid at "
                         "the provider (%s)", c->provider->name, c->orphan_by, c->id, detail);
         else
-            reply_warn (&ws, "revocation_failed",
+            reply_warn (&ws, "revocation_failed", NULL,
                         "the stored tokens are destroyed here; to end the grant at the provider too, remove the app's "
                         "access in the provider's console (the account's connected apps)",
                         "provider \"%s\" did not confirm the revocation of the %s of integration \"%s\" (%s)",
@@ -352,7 +352,7 @@ disconnect_revoke_orphan (worker_t *w, const char *id, const catalog_provider_t 
             goto out;                    /* the chain row follows the provider's answer */
         snprintf (err, sizeof err, "the revocation call could not be started");
     }
-    reply_warn (&ws, "revocation_failed", ORPHAN_HINT, "the refresh token that %s of integration \"%s\" "
+    reply_warn (&ws, "revocation_failed", NULL, ORPHAN_HINT, "the refresh token that %s of integration \"%s\" "
                 "obtained while it was being disconnected was not revoked at provider \"%s\": %s", by, id, p->name,
                 err);
     log_warning (id, job.rid, "%s", ws.item [0].message);
@@ -398,17 +398,18 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
     const char *kind = d.refresh_ct ? "refresh_token" : "access_token";
     const char *hint = "remove the app's access in the account's settings at the provider if the grant must end there too";
     if (!ct)
-        reply_warn (&ws, "not_revoked", hint, "integration \"%s\" held no token to revoke", id);
+        reply_warn (&ws, "not_revoked", "no_token", hint, "integration \"%s\" held no token to revoke", id);
     else
     if (!p || !p->revocation_url)
-        reply_warn (&ws, "not_revoked", hint, "provider \"%s\" has no token revocation endpoint (RFC 7009) in the "
-                    "catalog: the tokens are destroyed here, but the grant stays valid at the provider", d.provider);
+        reply_warn (&ws, "not_revoked", "no_revocation_endpoint", hint, "provider \"%s\" has no token revocation "
+                    "endpoint (RFC 7009) in the catalog: the tokens are destroyed here, but the grant stays valid at "
+                    "the provider", d.provider);
     else
     if (p->revocation_ends_grant && d.grant_sharers > 0)
         /* the provider keeps no grant per integration: Ferrule does not know the accounts, so any
          * live one of the workspace may have signed in with this one's */
-        reply_warn (&ws, "not_revoked", "once none of them is needed, remove the app's access in the account's "
-                    "settings at the provider (for Google: https://myaccount.google.com/permissions)",
+        reply_warn (&ws, "not_revoked", "grant_shared", "once none of them is needed, remove the app's access in the "
+                    "account's settings at the provider (for Google: https://myaccount.google.com/permissions)",
                     "the tokens of integration \"%s\" are destroyed here but were not revoked at provider \"%s\": "
                     "a revocation there ends the account's whole grant, which %d other active integration%s of the "
                     "provider in workspace \"%.*s\" hold%s if signed in with the same account", id, p->name,
@@ -416,13 +417,13 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
                     d.grant_sharers == 1 ? "s" : "");
     else
     if (catalog_check_credentials (p, err, sizeof err) != FR_OK)
-        reply_warn (&ws, "not_revoked", hint, "the tokens were not revoked at provider \"%s\": %s", p->name, err);
+        reply_warn (&ws, "not_revoked", "no_credentials", hint, "the tokens were not revoked at provider \"%s\": %s", p->name, err);
     else {
         st = crypto_open (w->keyring, d.key_id, id, kind, ct, ct_len, &token, err, sizeof err);
         if (st == FR_OK)
             req = oauth_revocation_request_new (p, token, kind);
         if (!req)
-            reply_warn (&ws, "not_revoked", hint, "the tokens were not revoked at provider \"%s\": %s", p->name,
+            reply_warn (&ws, "not_revoked", "not_sent", hint, "the tokens were not revoked at provider \"%s\": %s", p->name,
                         st != FR_OK ? err : "the revocation request could not be built");
         else {
             call_t *c = calls_new (w, CALLS_REVOKE, job, id, p);
@@ -436,7 +437,7 @@ disconnected (void *arg, fr_status_t st, const store_disconnected_t *dp, const s
             if (revoke_send (w, c) == 0)
                 goto out;                  /* the reply follows the provider's answer */
             calls_free (w, c);
-            reply_warn (&ws, "not_revoked", hint, "could not start the revocation call to provider \"%s\"", p->name);
+            reply_warn (&ws, "not_revoked", "not_sent", hint, "could not start the revocation call to provider \"%s\"", p->name);
         }
     }
     log_warning (id, job->rid, "%s", ws.item [0].message);

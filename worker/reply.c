@@ -132,7 +132,7 @@ reply_store_error (worker_t *w, const job_t *job, fr_status_t st, const char *me
 }
 
 void
-reply_warn (reply_warnings_t *ws, const char *code, const char *hint, const char *fmt, ...)
+reply_warn (reply_warnings_t *ws, const char *code, const char *reason, const char *hint, const char *fmt, ...)
 {
     if (ws->count == REPLY_MAX_WARNINGS)
         return;
@@ -142,6 +142,7 @@ reply_warn (reply_warnings_t *ws, const char *code, const char *hint, const char
     vsnprintf (wn->message, sizeof wn->message, fmt, ap);
     va_end (ap);
     wn->code = code;
+    wn->reason = reason;
     snprintf (wn->hint, sizeof wn->hint, "%s", hint ? hint : "");
 }
 
@@ -224,8 +225,10 @@ reply_with_integration_cause (worker_t *w, const job_t *job, fr_status_t st, con
         codec_str (o, "warnings");
         codec_array (o, (uint32_t) nwarn);
         for (int i = 0; i < nwarn; i++) {
-            codec_map (o, 3);
+            codec_map (o, ws->item [i].reason ? 4 : 3);
             codec_kv_str (o, "code", ws->item [i].code);
+            if (ws->item [i].reason)
+                codec_kv_str (o, "reason", ws->item [i].reason);
             codec_kv_str (o, "message", ws->item [i].message);
             codec_kv_str (o, "hint", ws->item [i].hint);
         }

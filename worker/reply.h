@@ -10,6 +10,8 @@
 /* Something a successful operation wants the caller to know (revocation failed, scopes reduced). */
 typedef struct {
     const char *code;
+    const char *reason;          /* a word saying why, for a program to act on (not_revoked's:
+                                  * docs/protocol.md); NULL when the code says it all */
     char message [600];
     char hint [300];
 } reply_warning_t;
@@ -50,9 +52,9 @@ void reply_with_integration (worker_t *w, const job_t *job, fr_status_t st, cons
 void reply_with_integration_cause (worker_t *w, const job_t *job, fr_status_t st, const char *message,
                                    const char *hint, const char *cause, const store_row_t *row,
                                    const store_extra_t *x, const reply_warnings_t *ws, int reconnected);
-/* Adds a warning (at most REPLY_MAX_WARNINGS; more are dropped). */
-void reply_warn (reply_warnings_t *ws, const char *code, const char *hint, const char *fmt, ...)
-    __attribute__ ((format (printf, 4, 5)));
+/* Adds a warning (at most REPLY_MAX_WARNINGS; more are dropped); reason may be NULL. */
+void reply_warn (reply_warnings_t *ws, const char *code, const char *reason, const char *hint, const char *fmt, ...)
+    __attribute__ ((format (printf, 5, 6)));
 
 /* Counts a request's outcome ("ok" or an error code) by operation. */
 void reply_count (worker_t *w, const job_t *job, const char *outcome);

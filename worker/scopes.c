@@ -272,7 +272,7 @@ report_stored (void *arg, fr_status_t st, const store_row_t *row, const store_ex
     }
     log_warning (rw->id, rw->job.rid, "scope reported missing by a caller: %s", rw->detail);
     if (rw->scope [0] && scopes_missing (rw->scope, row->scopes, missing, sizeof missing) == 0)
-        reply_warn (&ws, "scope_already_granted",
+        reply_warn (&ws, "scope_already_granted", NULL,
                   "the upstream API may need another scope, or the provider's OAuth app lacks the permission: "
                   "check the API's documentation and the app's configured scopes",
                   "integration \"%s\" already holds \"%s\" in its grant", rw->id, rw->scope);

@@ -1392,6 +1392,10 @@ test_disconnect (void **state)
     assert_string_equal (istr (pd, "status"), "disconnected");
     const json_t *w = json_array_get (json_object_get (pd, "warnings"), 0);
     assert_string_equal (json_string_value (json_object_get (w, "code")), "not_revoked");
+    /* why, as a word a program acts on (the gateway matched the message's wording) */
+    if (!json_object_get (w, "reason") || strcmp (json_string_value (json_object_get (w, "reason")), "no_revocation_endpoint"))
+        fail_msg ("a disconnect at a provider without a revocation endpoint: reason \"%s\"",
+                  json_string_value (json_object_get (w, "reason")) ? json_string_value (json_object_get (w, "reason")) : "");
     assert_non_null (strstr (json_string_value (json_object_get (w, "message")), "revocation endpoint"));
     json_t *nf = harness_ctl (h, &rc, "disconnect", "--integration", "nobody:box", NULL);
     assert_int_equal (rc, 3);
@@ -1460,6 +1464,9 @@ test_disconnect_keeps_a_shared_grant (void **state)
         fail_msg ("disconnect of team9:docs: no warning, %lld revocation(s)",
                   itest_stat (h, "fakegrant", "revocations") - revocations);
     assert_string_equal (json_string_value (json_object_get (w, "code")), "not_revoked");
+    if (!json_object_get (w, "reason") || strcmp (json_string_value (json_object_get (w, "reason")), "grant_shared"))
+        fail_msg ("a disconnect of a shared grant: reason \"%s\"",
+                  json_string_value (json_object_get (w, "reason")) ? json_string_value (json_object_get (w, "reason")) : "");
     const char *message = json_string_value (json_object_get (w, "message"));
     assert_non_null (strstr (message, "whole grant"));
     assert_non_null (strstr (message, "1 other active integration of the provider in workspace \"team9:\""));

@@ -30,7 +30,11 @@ class Token:
         return f"Bearer {self.access_token}"
 
 
-class ServiceWarning(TypedDict):
+class _WarningReason(TypedDict, total=False):
+    reason: str                   # not_revoked's: no_token, no_revocation_endpoint, grant_shared, ...
+
+
+class ServiceWarning(_WarningReason):
     code: str                     # scopes_reduced, revocation_failed, not_revoked, ...
     message: str
     hint: str
