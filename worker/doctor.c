@@ -569,9 +569,9 @@ explain (diagnosis_t *d, const char *code, const char *id, const char *provider,
         snprintf (d->symptom, sizeof d->symptom, "Connecting \"%s\" fails with invalid_client at %s's authorization "
                   "step, before the user could approve.", id, name);
         snprintf (d->cause, sizeof d->cause, "%s refused the OAuth client at the authorization step, when the user "
-                  "was sent to sign in, where only the client id goes, no secret: the client id is wrong or belongs to a deleted app, or the app "
-                  "does not allow the authorization code flow (or this kind of account, such as a work account at "
-                  "an app for personal accounts only).", name);
+                  "was sent to sign in, where only the client id goes, no secret: the client id is wrong or belongs "
+                  "to a deleted app, or the app does not allow the authorization code flow (or this kind of "
+                  "account, such as a work account at an app for personal accounts only).", name);
         add_step (d, "Operator: check the client id of %s (%s, or the providers file) against the provider's OAuth "
                   "app, and that the app allows the authorization code flow for the accounts that connect", name,
                   p && p->client_id_env ? p->client_id_env : "the client id variable");
