@@ -1020,24 +1020,36 @@ test_callback_bad_link (void **state)
  * service could not finish the sign-in and what to do, with a 5xx status; it said "This sign-in
  * link is incomplete or damaged" (400), blaming the user's link. A link that is incomplete is
  * still told so (test_callback_bad_link). */
-static void
-test_callback_the_service_could_not_handle (void **state)
+/* A callback with state (its code derived) through a gateway whose broker answers every request
+ * with code, message and hint; the page, how many requests the broker was asked (*asked), and the
+ * gateway's exit status (*rc). */
+static http_t
+callback_at_fake_broker (const char *code, const char *message, const char *hint, const char *state, int *asked,
+                         int *rc)
 {
     fake_broker_t fb;
     gw_saved_t saved;
-    fake_broker_start (&fb, "unknown_operation", "unknown operation \"callback\"",
-                       "check that the client and the service run the same release");
+    fake_broker_start (&fb, code, message, hint);
     start_gateway_at_fake_broker (&fb, &saved);
     char url [256];
-    snprintf (url, sizeof url, "%s?state=upgrade-0123456789abcdef&code=upgrade-code", callback_uri);
+    snprintf (url, sizeof url, "%s?state=%s&code=%s-code", callback_uri, state, state);
     http_t r = http ("GET", url, NULL, NULL);
-    int asked = atomic_load (&fb.asked);
-    int rc = stop_gateway ();
+    *asked = atomic_load (&fb.asked);
+    *rc = stop_gateway ();
     gw_restore (&saved);
     fake_broker_stop (&fb);
     const char *h1 = strstr (r.body, "<h1>");
-    printf ("a callback answered unknown_operation: %ld, %.*s\n", r.status,
-            h1 ? (int) strcspn (h1, "\n") : 1, h1 ? h1 : "-");
+    printf ("a callback answered %s: %ld, %.*s\n", code, r.status, h1 ? (int) strcspn (h1, "\n") : 1, h1 ? h1 : "-");
+    return r;
+}
+
+static void
+test_callback_the_service_could_not_handle (void **state)
+{
+    int asked, rc;
+    http_t r = callback_at_fake_broker ("unknown_operation", "unknown operation \"callback\"",
+                                        "check that the client and the service run the same release",
+                                        "upgrade-0123456789abcdef", &asked, &rc);
     assert_int_equal (rc, 0);
     assert_true (asked >= 1);
     assert_int_equal (r.status, 503);
@@ -1058,20 +1070,10 @@ test_callback_the_service_could_not_handle (void **state)
 static void
 test_callback_timeout_says_the_outcome_is_unknown (void **state)
 {
-    fake_broker_t fb;
-    gw_saved_t saved;
-    fake_broker_start (&fb, "timeout", "worker \"w1\" did not answer within 30.0 s",
-                       "the request may have been carried out: check its outcome before sending it again");
-    start_gateway_at_fake_broker (&fb, &saved);
-    char url [256];
-    snprintf (url, sizeof url, "%s?state=slow-0123456789abcdef&code=slow-code", callback_uri);
-    http_t r = http ("GET", url, NULL, NULL);
-    int asked = atomic_load (&fb.asked);
-    int rc = stop_gateway ();
-    gw_restore (&saved);
-    fake_broker_stop (&fb);
-    const char *h1 = strstr (r.body, "<h1>");
-    printf ("a callback answered timeout: %ld, %.*s\n", r.status, h1 ? (int) strcspn (h1, "\n") : 1, h1 ? h1 : "-");
+    int asked, rc;
+    http_t r = callback_at_fake_broker ("timeout", "worker \"w1\" did not answer within 30.0 s",
+                                        "the request may have been carried out: check its outcome before sending it "
+                                        "again", "slow-0123456789abcdef", &asked, &rc);
     assert_int_equal (rc, 0);
     assert_int_equal (asked, 1);                /* the callback; the attempt is not asked after it */
     assert_int_equal (r.status, 503);
